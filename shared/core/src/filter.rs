@@ -1,0 +1,354 @@
+//! The `Filter` trait: Filter-Manager-shaped callbacks, written once and run by either backend.
+//! The numbered rules in `docs/callback-model.md` say what each callback may rely on.
+
+use core::fmt;
+
+use crate::flags::{InstanceSetupFlags, PostFlags, TeardownFlags, UnloadFlags};
+use crate::operation::{IoStatus, PostOperation, PreOperation};
+use crate::params::ServiceParameters;
+use crate::registration::Registration;
+use crate::services::{DataScanMode, PendReceipt, PostReceipt, SectionId, Services};
+use crate::status::Result;
+use crate::volume::{FilesystemType, VolumeDeviceType};
+
+/// What a filter learns about an instance's volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// The file system's volume device type.
+    pub device_type: VolumeDeviceType,
+    /// The file system.
+    pub filesystem: FilesystemType,
+}
+
+/// Identifies an instance to the backend and in traces (the `PFLT_INSTANCE` or the filter device
+/// object's address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InstanceId(pub usize);
+
+/// The arguments of `instance_setup`.
+pub struct InstanceSetup<'a> {
+    /// Why the instance is being set up.
+    pub flags: InstanceSetupFlags,
+    /// The volume.
+    pub volume: VolumeInfo,
+    /// How data scanning works on this volume, when the registration asks for it.
+    pub data_scan: DataScanMode,
+    /// The instance being set up.
+    pub id: InstanceId,
+    /// Backend services (notes; no operation, so no sections).
+    pub services: &'a dyn Services,
+}
+
+impl fmt::Debug for InstanceSetup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstanceSetup")
+            .field("flags", &self.flags)
+            .field("volume", &self.volume)
+            .field("data_scan", &self.data_scan)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// An attached instance, as every callback after setup sees it.
+pub struct Instance<'a, I> {
+    /// The filter's per-instance state, made by `instance_setup`.
+    pub context: &'a I,
+    /// The volume.
+    pub volume: VolumeInfo,
+    /// How data scanning works on this volume.
+    pub data_scan: DataScanMode,
+    /// The instance.
+    pub id: InstanceId,
+}
+
+impl<I> Clone for Instance<'_, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I> Copy for Instance<'_, I> {}
+
+impl<I> fmt::Debug for Instance<'_, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("volume", &self.volume)
+            .field("data_scan", &self.data_scan)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// What a pre-operation callback decides (`FLT_PREOP_CALLBACK_STATUS`, facts.md §4).
+pub enum PreOutcome<C> {
+    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK`: pass down; the post callback gets the context.
+    WithPost(C),
+    /// `FLT_PREOP_SUCCESS_NO_CALLBACK`: pass down; no post callback.
+    NoPost,
+    /// `FLT_PREOP_COMPLETE`: complete here with this status; nothing below sees the operation,
+    /// and only the post callbacks of filters above run. Not `STATUS_PENDING`; cleanup and close
+    /// must succeed.
+    Complete(IoStatus),
+    /// `FLT_PREOP_PENDING`: the filter holds the operation until it resumes the
+    /// [`crate::PendedOperation`] it got with this receipt.
+    Pending(PendReceipt),
+    /// `FLT_PREOP_SYNCHRONIZE`: pass down; the post callback runs in this thread at IRQL ≤
+    /// `APC_LEVEL` after the operation completes.
+    Synchronize(C),
+    /// `FLT_PREOP_DISALLOW_FASTIO`: fast I/O only; the I/O manager reissues it as an IRP.
+    DisallowFastIo,
+    /// `FLT_PREOP_DISALLOW_FSFILTER_IO`: `IRP_MJ_QUERY_OPEN` only; force the slow path.
+    DisallowFsFilterIo,
+}
+
+impl<C> PreOutcome<C> {
+    /// The WDK spelling of the status the outcome maps to.
+    pub const fn wdk_name(&self) -> &'static str {
+        match self {
+            PreOutcome::WithPost(_) => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
+            PreOutcome::NoPost => "FLT_PREOP_SUCCESS_NO_CALLBACK",
+            PreOutcome::Complete(_) => "FLT_PREOP_COMPLETE",
+            PreOutcome::Pending(_) => "FLT_PREOP_PENDING",
+            PreOutcome::Synchronize(_) => "FLT_PREOP_SYNCHRONIZE",
+            PreOutcome::DisallowFastIo => "FLT_PREOP_DISALLOW_FASTIO",
+            PreOutcome::DisallowFsFilterIo => "FLT_PREOP_DISALLOW_FSFILTER_IO",
+        }
+    }
+
+    /// The `FLT_PREOP_CALLBACK_STATUS` value.
+    pub const fn wdk_value(&self) -> i32 {
+        match self {
+            PreOutcome::WithPost(_) => 0,
+            PreOutcome::NoPost => 1,
+            PreOutcome::Pending(_) => 2,
+            PreOutcome::DisallowFastIo => 3,
+            PreOutcome::Complete(_) => 4,
+            PreOutcome::Synchronize(_) => 5,
+            PreOutcome::DisallowFsFilterIo => 6,
+        }
+    }
+
+    /// A denial: complete with `STATUS_ACCESS_DENIED`.
+    pub const fn deny() -> PreOutcome<C> {
+        PreOutcome::Complete(IoStatus::new(crate::Status::ACCESS_DENIED))
+    }
+}
+
+impl<C> fmt::Debug for PreOutcome<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PreOutcome::Complete(s) => write!(f, "{}({})", self.wdk_name(), s.status),
+            _ => f.write_str(self.wdk_name()),
+        }
+    }
+}
+
+/// What a post-operation callback decides (`FLT_POSTOP_CALLBACK_STATUS`, facts.md §4).
+pub enum PostOutcome<C> {
+    /// `FLT_POSTOP_FINISHED_PROCESSING`.
+    Finished,
+    /// Finish at a safe IRQL: `Filter::post_operation_when_safe` runs with the context, inline
+    /// when the IRQL is below `DISPATCH_LEVEL`, otherwise from a worker
+    /// (`FltDoCompletionProcessingWhenSafe`). Where that is impossible (paging I/O, non-IRP
+    /// operations) the backend finishes the operation and drops the context.
+    WhenSafe(C),
+    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED`: completion waits for the
+    /// [`crate::DeferredPost`] that came with this receipt.
+    MoreProcessing(PostReceipt),
+}
+
+impl<C> PostOutcome<C> {
+    /// The WDK spelling of the status the outcome maps to.
+    pub const fn wdk_name(&self) -> &'static str {
+        match self {
+            PostOutcome::Finished => "FLT_POSTOP_FINISHED_PROCESSING",
+            PostOutcome::WhenSafe(_) | PostOutcome::MoreProcessing(_) => {
+                "FLT_POSTOP_MORE_PROCESSING_REQUIRED"
+            }
+        }
+    }
+}
+
+impl<C> fmt::Debug for PostOutcome<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PostOutcome::WhenSafe(_) => f.write_str("WhenSafe"),
+            _ => f.write_str(self.wdk_name()),
+        }
+    }
+}
+
+/// A file-system filter, written once against the Filter Manager's callback model.
+///
+/// The minifilter backend registers it with the Filter Manager; the legacy backend runs it from
+/// device objects attached to file-system stacks. `docs/callback-model.md` numbers the rules both
+/// uphold; `docs/semantics.md` lists where the two models differ.
+pub trait Filter: Sized + Send + Sync + 'static {
+    /// The registration, validated at compile time (end the constant with
+    /// [`Registration::validated`]).
+    const REGISTRATION: Registration;
+
+    /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
+    type InstanceContext: Send + Sync + 'static;
+
+    /// The completion context: moved from a pre callback to its post callback, by value.
+    type CompletionContext: Send + 'static;
+
+    /// Builds the filter in `DriverEntry`, from the service's `Parameters` key.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`, system thread, may block. An error fails `DriverEntry` with that status.
+    fn load(parameters: &dyn ServiceParameters) -> Result<Self>;
+
+    /// The registration in force. The default is [`Filter::REGISTRATION`]; a filter whose
+    /// operations come from its parameters (the probe sample) builds one at run time and checks
+    /// it with [`Registration::check`].
+    ///
+    /// # Context
+    /// Called once, from `DriverEntry`, after [`Filter::load`].
+    fn registration(&self) -> Registration {
+        Self::REGISTRATION
+    }
+
+    /// Decides whether to attach to a volume. `Ok` attaches with that instance state; any
+    /// error (`STATUS_FLT_DO_NOT_ATTACH` by convention) refuses. Called only when the registration
+    /// declares an instance-setup callback; otherwise every volume is attached with
+    /// `InstanceContext::default()`-free rules (see [`Filter::default_instance`]).
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`; do not wait on other threads (deadlock, facts.md §2.5).
+    fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<Self::InstanceContext>;
+
+    /// The instance state used when the registration declares no instance-setup callback
+    /// (every attachment is then made, facts.md §2.5). `None` refuses anyway: a filter that
+    /// cannot build state without setup should declare the callback.
+    fn default_instance(&self) -> Option<Self::InstanceContext> {
+        None
+    }
+
+    /// Decides whether a manual detach may proceed (`fltmc detach`). Any error vetoes it.
+    /// Called only for manual detach, and only when the registration declares the callback.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`.
+    fn instance_query_teardown(
+        &self,
+        _instance: &Instance<'_, Self::InstanceContext>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Teardown begins: complete or cancel pended operations, stop queuing work. No new
+    /// operation reaches the instance after it.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`.
+    fn instance_teardown_start(
+        &self,
+        _instance: &Instance<'_, Self::InstanceContext>,
+        _reason: TeardownFlags,
+    ) {
+    }
+
+    /// Teardown ends: every outstanding operation of the instance has completed or drained.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`.
+    fn instance_teardown_complete(
+        &self,
+        _instance: &Instance<'_, Self::InstanceContext>,
+        _reason: TeardownFlags,
+    ) {
+    }
+
+    /// The pre-operation callback for every operation registered with a pre callback.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL` or `APC_LEVEL` (paging I/O), usually in the requester's thread; may be a
+    /// worker thread when a filter above pended the operation.
+    fn pre_operation(
+        &self,
+        instance: &Instance<'_, Self::InstanceContext>,
+        operation: &mut PreOperation<'_, Self::CompletionContext>,
+    ) -> PreOutcome<Self::CompletionContext>;
+
+    /// The post-operation callback. `context` is what the pre callback passed on; with
+    /// [`PostFlags::DRAINING`] the operation may not have completed: clean up and return
+    /// [`PostOutcome::Finished`] (anything else is treated as finished).
+    ///
+    /// # Context
+    /// IRQL ≤ `DISPATCH_LEVEL`, arbitrary thread: no blocking, no paged memory, no sections.
+    /// After [`PreOutcome::Synchronize`]: ≤ `APC_LEVEL` in the pre callback's thread. After a
+    /// create: `PASSIVE_LEVEL`.
+    fn post_operation(
+        &self,
+        _instance: &Instance<'_, Self::InstanceContext>,
+        _operation: &mut PostOperation<'_>,
+        _context: Self::CompletionContext,
+        _flags: PostFlags,
+    ) -> PostOutcome<Self::CompletionContext> {
+        PostOutcome::Finished
+    }
+
+    /// The rest of a post callback that answered [`PostOutcome::WhenSafe`].
+    ///
+    /// # Context
+    /// IRQL ≤ `APC_LEVEL`; may block.
+    fn post_operation_when_safe(
+        &self,
+        _instance: &Instance<'_, Self::InstanceContext>,
+        _operation: &mut PostOperation<'_>,
+        _context: Self::CompletionContext,
+    ) -> PostOutcome<Self::CompletionContext> {
+        PostOutcome::Finished
+    }
+
+    /// Decides a non-mandatory unload (`fltmc unload`); an error (`STATUS_FLT_DO_NOT_DETACH`)
+    /// keeps the filter loaded. For a mandatory unload (service stop, [`UnloadFlags::MANDATORY`])
+    /// the answer is ignored. Called only when the registration declares an unload callback;
+    /// without one the filter cannot be unloaded at all.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`.
+    fn unload(&self, _flags: UnloadFlags) -> Result<()> {
+        Ok(())
+    }
+
+    /// Conflicting I/O needs the data-scan section `section` closed: drop it (a scan using it
+    /// should stop; [`crate::ScanSection::conflicted`] is already true). May arrive before the
+    /// call that creates the section returns.
+    ///
+    /// # Context
+    /// IRQL ≤ `APC_LEVEL`.
+    fn section_conflict(
+        &self,
+        _instance: &Instance<'_, Self::InstanceContext>,
+        _section: SectionId,
+    ) {
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Status;
+
+    #[test]
+    fn outcome_values_match_fltkernel_h() {
+        // facts.md §4: FLT_PREOP_CALLBACK_STATUS 0..6 in this order.
+        let all: [PreOutcome<()>; 5] = [
+            PreOutcome::WithPost(()),
+            PreOutcome::NoPost,
+            PreOutcome::DisallowFastIo,
+            PreOutcome::Complete(IoStatus::new(Status::ACCESS_DENIED)),
+            PreOutcome::Synchronize(()),
+        ];
+        let values: [i32; 5] = all.map(|o| o.wdk_value());
+        assert_eq!(values, [0, 1, 3, 4, 5]);
+        assert_eq!(PreOutcome::<()>::DisallowFsFilterIo.wdk_value(), 6);
+        assert_eq!(PreOutcome::<()>::deny().wdk_name(), "FLT_PREOP_COMPLETE");
+        assert_eq!(PostOutcome::<()>::Finished.wdk_name(), "FLT_POSTOP_FINISHED_PROCESSING");
+        assert_eq!(PostOutcome::WhenSafe(()).wdk_name(), "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
+    }
+}

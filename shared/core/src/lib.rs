@@ -1,0 +1,54 @@
+//! fsfilter: the filter model shared by the legacy and minifilter backends.
+//!
+//! A file-system filter is written once against this crate: a const [`Registration`] and an
+//! implementation of [`Filter`], whose callbacks are shaped like the Filter Manager's. The
+//! `fsfilter-minifilter` backend runs it as a minifilter; `fsfilter-legacy` runs it as a legacy
+//! filter with attached device objects. Operation views ([`PreOperation`], [`PostOperation`]) are
+//! the same type under both.
+//!
+//! The crate is `no_std`, has no unsafe code and no Windows types: it is the vocabulary, not the
+//! kernel glue.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod altitude;
+mod filter;
+mod flags;
+mod major;
+mod operation;
+mod params;
+mod registration;
+mod services;
+mod slots;
+mod status;
+pub mod trace;
+mod volume;
+
+pub use altitude::{
+    ALTITUDE_CAPACITY, Altitude, AltitudeError, GroupSource, LegacyAltitude, LoadOrderGroup,
+};
+pub use filter::{
+    Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo,
+};
+pub use flags::{
+    CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,
+    TeardownFlags, UnloadFlags, WdkFlags,
+};
+pub use major::{
+    FLT_INTERNAL_OPERATION_COUNT, IRP_MJ_MAXIMUM_FUNCTION, IRP_MJ_OPERATION_END, MAX_OPERATIONS,
+    MajorFunction, OperationKind, directory, fsctl, lock, read_write,
+};
+pub use operation::{
+    Buffer, ControlParameters, CreateParameters, DirectoryParameters, FileName,
+    InformationParameters, IoStatus, LockParameters, OperationHeader, Parameters, PostOperation,
+    PreOperation, ReadWriteParameters, RequestorMode, create,
+};
+pub use params::{ParameterList, ParameterValue, ServiceParameters};
+pub use registration::{Callbacks, Operation, Registration, RegistrationError};
+pub use services::{
+    DataScanMode, DeferredPost, Irql, PendBackend, PendReceipt, PendedOperation, PostBackend,
+    PostReceipt, PreResume, ScanSection, SectionBackend, SectionId, Services, defer_post, pend,
+};
+pub use status::{Error, Result, Severity, Status};
+pub use volume::{FilesystemType, VolumeDeviceType, device_type};

@@ -1,0 +1,334 @@
+//! `MajorFunction`: every IRP major code and the Filter Manager's pseudo-operations, plus the
+//! minor codes the model reads.
+
+use core::fmt;
+
+macro_rules! majors {
+    ($( $(#[$doc:meta])* $variant:ident = $value:literal => $name:literal, )*) => {
+        /// An operation's major function: an `IRP_MJ_*` code, or one of the Filter Manager's
+        /// pseudo-operations for fast I/O and FsFilter callbacks (facts.md §3 and §7).
+        ///
+        /// Codes the model does not know are kept as [`MajorFunction::Unknown`]: a value, never a
+        /// transmute.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum MajorFunction {
+            $( $(#[$doc])* #[doc = concat!("`", $name, "` (", stringify!($value), ").")] $variant, )*
+            /// A code that is none of the above.
+            Unknown(u8),
+        }
+
+        impl MajorFunction {
+            /// Every named major function, IRP codes first, then the pseudo-operations.
+            pub const ALL: &'static [MajorFunction] = &[$(MajorFunction::$variant),*];
+
+            /// The code as the kernel stores it (`UCHAR`).
+            pub const fn code(self) -> u8 {
+                match self {
+                    $( MajorFunction::$variant => $value, )*
+                    MajorFunction::Unknown(code) => code,
+                }
+            }
+
+            /// The major function for a code.
+            pub const fn from_code(code: u8) -> MajorFunction {
+                match code {
+                    $( $value => MajorFunction::$variant, )*
+                    other => MajorFunction::Unknown(other),
+                }
+            }
+
+            /// The WDK spelling (`"IRP_MJ_CREATE"`); `None` for an unknown code.
+            pub const fn name(self) -> Option<&'static str> {
+                match self {
+                    $( MajorFunction::$variant => Some($name), )*
+                    MajorFunction::Unknown(_) => None,
+                }
+            }
+
+            /// Compile-time messages for registration errors: (registered twice, registers no
+            /// callback). Whole strings, because a const panic can only show a `&'static str`.
+            pub(crate) const fn registration_messages(self) -> (&'static str, &'static str) {
+                match self {
+                    $( MajorFunction::$variant => (
+                        concat!("invalid registration: ", $name, " is registered twice"),
+                        concat!("invalid registration: ", $name, " registers neither a pre nor a post callback"),
+                    ), )*
+                    MajorFunction::Unknown(_) => (
+                        "invalid registration: an unknown major function is registered twice",
+                        "invalid registration: an unknown major function registers no callback",
+                    ),
+                }
+            }
+
+            /// Looks a major function up by its WDK spelling.
+            pub fn from_name(name: &str) -> Option<MajorFunction> {
+                match name {
+                    $( $name => Some(MajorFunction::$variant), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+majors! {
+    Create = 0x00 => "IRP_MJ_CREATE",
+    CreateNamedPipe = 0x01 => "IRP_MJ_CREATE_NAMED_PIPE",
+    Close = 0x02 => "IRP_MJ_CLOSE",
+    Read = 0x03 => "IRP_MJ_READ",
+    Write = 0x04 => "IRP_MJ_WRITE",
+    QueryInformation = 0x05 => "IRP_MJ_QUERY_INFORMATION",
+    SetInformation = 0x06 => "IRP_MJ_SET_INFORMATION",
+    QueryEa = 0x07 => "IRP_MJ_QUERY_EA",
+    SetEa = 0x08 => "IRP_MJ_SET_EA",
+    FlushBuffers = 0x09 => "IRP_MJ_FLUSH_BUFFERS",
+    QueryVolumeInformation = 0x0a => "IRP_MJ_QUERY_VOLUME_INFORMATION",
+    SetVolumeInformation = 0x0b => "IRP_MJ_SET_VOLUME_INFORMATION",
+    DirectoryControl = 0x0c => "IRP_MJ_DIRECTORY_CONTROL",
+    FileSystemControl = 0x0d => "IRP_MJ_FILE_SYSTEM_CONTROL",
+    DeviceControl = 0x0e => "IRP_MJ_DEVICE_CONTROL",
+    InternalDeviceControl = 0x0f => "IRP_MJ_INTERNAL_DEVICE_CONTROL",
+    Shutdown = 0x10 => "IRP_MJ_SHUTDOWN",
+    LockControl = 0x11 => "IRP_MJ_LOCK_CONTROL",
+    Cleanup = 0x12 => "IRP_MJ_CLEANUP",
+    CreateMailslot = 0x13 => "IRP_MJ_CREATE_MAILSLOT",
+    QuerySecurity = 0x14 => "IRP_MJ_QUERY_SECURITY",
+    SetSecurity = 0x15 => "IRP_MJ_SET_SECURITY",
+    Power = 0x16 => "IRP_MJ_POWER",
+    SystemControl = 0x17 => "IRP_MJ_SYSTEM_CONTROL",
+    DeviceChange = 0x18 => "IRP_MJ_DEVICE_CHANGE",
+    QueryQuota = 0x19 => "IRP_MJ_QUERY_QUOTA",
+    SetQuota = 0x1a => "IRP_MJ_SET_QUOTA",
+    Pnp = 0x1b => "IRP_MJ_PNP",
+    AcquireForSectionSynchronization = 0xFF => "IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION",
+    ReleaseForSectionSynchronization = 0xFE => "IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION",
+    AcquireForModWrite = 0xFD => "IRP_MJ_ACQUIRE_FOR_MOD_WRITE",
+    ReleaseForModWrite = 0xFC => "IRP_MJ_RELEASE_FOR_MOD_WRITE",
+    AcquireForCcFlush = 0xFB => "IRP_MJ_ACQUIRE_FOR_CC_FLUSH",
+    ReleaseForCcFlush = 0xFA => "IRP_MJ_RELEASE_FOR_CC_FLUSH",
+    QueryOpen = 0xF9 => "IRP_MJ_QUERY_OPEN",
+    FastIoCheckIfPossible = 0xF3 => "IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE",
+    NetworkQueryOpen = 0xF2 => "IRP_MJ_NETWORK_QUERY_OPEN",
+    MdlRead = 0xF1 => "IRP_MJ_MDL_READ",
+    MdlReadComplete = 0xF0 => "IRP_MJ_MDL_READ_COMPLETE",
+    PrepareMdlWrite = 0xEF => "IRP_MJ_PREPARE_MDL_WRITE",
+    MdlWriteComplete = 0xEE => "IRP_MJ_MDL_WRITE_COMPLETE",
+    VolumeMount = 0xED => "IRP_MJ_VOLUME_MOUNT",
+    VolumeDismount = 0xEC => "IRP_MJ_VOLUME_DISMOUNT",
+}
+
+/// `IRP_MJ_MAXIMUM_FUNCTION`: the highest IRP major code (facts.md §7).
+pub const IRP_MJ_MAXIMUM_FUNCTION: u8 = 0x1b;
+
+/// `IRP_MJ_OPERATION_END`: the sentinel that ends a minifilter's operation table (facts.md §3).
+/// windows-sys does not define it.
+pub const IRP_MJ_OPERATION_END: u8 = 0x80;
+
+/// `FLT_INTERNAL_OPERATION_COUNT`: the number of Filter Manager pseudo-operations (facts.md §3).
+pub const FLT_INTERNAL_OPERATION_COUNT: usize = 22;
+
+/// How many registration entries the model can hold: one per IRP code plus one per
+/// pseudo-operation slot.
+pub const MAX_OPERATIONS: usize =
+    IRP_MJ_MAXIMUM_FUNCTION as usize + 1 + FLT_INTERNAL_OPERATION_COUNT;
+
+/// How an operation reaches a filter (the `FLTFL_CALLBACK_DATA_*_OPERATION` kinds, facts.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OperationKind {
+    /// An IRP (`FLTFL_CALLBACK_DATA_IRP_OPERATION`).
+    Irp,
+    /// A fast-I/O call (`FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`).
+    FastIo,
+    /// An FsFilter callback (`FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION`).
+    FsFilter,
+}
+
+impl MajorFunction {
+    /// True for a real IRP code (`0x00..=IRP_MJ_MAXIMUM_FUNCTION`).
+    pub const fn is_irp(self) -> bool {
+        self.code() <= IRP_MJ_MAXIMUM_FUNCTION && !matches!(self, MajorFunction::Unknown(_))
+    }
+
+    /// True for one of the Filter Manager's pseudo-operations (negative `UCHAR` codes).
+    pub const fn is_pseudo(self) -> bool {
+        !self.is_irp() && !matches!(self, MajorFunction::Unknown(_))
+    }
+
+    /// True for the FsFilter callback operations (`-1` to `-7`, equal to the ntifs
+    /// `FS_FILTER_*` codes).
+    pub const fn is_fs_filter(self) -> bool {
+        matches!(
+            self,
+            MajorFunction::AcquireForSectionSynchronization
+                | MajorFunction::ReleaseForSectionSynchronization
+                | MajorFunction::AcquireForModWrite
+                | MajorFunction::ReleaseForModWrite
+                | MajorFunction::AcquireForCcFlush
+                | MajorFunction::ReleaseForCcFlush
+                | MajorFunction::QueryOpen
+        )
+    }
+
+    /// True where the skip flags for cached and non-cached I/O apply (read and write, facts.md §3).
+    pub const fn is_read_or_write(self) -> bool {
+        matches!(self, MajorFunction::Read | MajorFunction::Write)
+    }
+
+    /// Why a minifilter may not register this operation, or `None` when it may (facts.md §3):
+    /// file systems never receive `IRP_MJ_POWER` or `IRP_MJ_DEVICE_CHANGE`.
+    pub const fn forbidden_reason(self) -> Option<&'static str> {
+        match self {
+            MajorFunction::Power => {
+                Some("IRP_MJ_POWER never reaches a file-system stack and cannot be registered")
+            }
+            MajorFunction::DeviceChange => Some(
+                "IRP_MJ_DEVICE_CHANGE never reaches a file-system stack and cannot be registered",
+            ),
+            MajorFunction::Unknown(_) => Some("an unknown major function cannot be registered"),
+            _ => None,
+        }
+    }
+
+    /// Dense index of this operation in `0..MAX_OPERATIONS`, for per-operation tables: IRP codes
+    /// keep their value, pseudo-operations `-1..=-22` map after them. `None` for unknown codes.
+    pub const fn index(self) -> Option<usize> {
+        let code = self.code();
+        if matches!(self, MajorFunction::Unknown(_)) {
+            None
+        } else if code <= IRP_MJ_MAXIMUM_FUNCTION {
+            Some(code as usize)
+        } else {
+            // 0xFF -> 0, 0xFE -> 1, ... 0xEA -> 21.
+            Some(IRP_MJ_MAXIMUM_FUNCTION as usize + 1 + (0xFF - code) as usize)
+        }
+    }
+}
+
+impl fmt::Debug for MajorFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "IRP_MJ_0x{:02X}", self.code()),
+        }
+    }
+}
+
+impl fmt::Display for MajorFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// `IRP_MN_*` minor codes of `IRP_MJ_FILE_SYSTEM_CONTROL` (facts.md §7).
+pub mod fsctl {
+    /// `IRP_MN_USER_FS_REQUEST`.
+    pub const USER_FS_REQUEST: u8 = 0x00;
+    /// `IRP_MN_MOUNT_VOLUME`.
+    pub const MOUNT_VOLUME: u8 = 0x01;
+    /// `IRP_MN_VERIFY_VOLUME`.
+    pub const VERIFY_VOLUME: u8 = 0x02;
+    /// `IRP_MN_LOAD_FILE_SYSTEM`.
+    pub const LOAD_FILE_SYSTEM: u8 = 0x03;
+    /// `IRP_MN_KERNEL_CALL` (the old `IRP_MN_TRACK_LINK`).
+    pub const KERNEL_CALL: u8 = 0x04;
+}
+
+/// `IRP_MN_*` minor codes of `IRP_MJ_DIRECTORY_CONTROL`.
+pub mod directory {
+    /// `IRP_MN_QUERY_DIRECTORY`.
+    pub const QUERY_DIRECTORY: u8 = 0x01;
+    /// `IRP_MN_NOTIFY_CHANGE_DIRECTORY`.
+    pub const NOTIFY_CHANGE_DIRECTORY: u8 = 0x02;
+}
+
+/// `IRP_MN_*` minor codes of `IRP_MJ_LOCK_CONTROL`.
+pub mod lock {
+    /// `IRP_MN_LOCK`.
+    pub const LOCK: u8 = 0x01;
+    /// `IRP_MN_UNLOCK_SINGLE`.
+    pub const UNLOCK_SINGLE: u8 = 0x02;
+    /// `IRP_MN_UNLOCK_ALL`.
+    pub const UNLOCK_ALL: u8 = 0x03;
+    /// `IRP_MN_UNLOCK_ALL_BY_KEY`.
+    pub const UNLOCK_ALL_BY_KEY: u8 = 0x04;
+}
+
+/// `IRP_MN_*` minor codes of `IRP_MJ_READ` and `IRP_MJ_WRITE` (bit flags).
+pub mod read_write {
+    /// `IRP_MN_NORMAL`.
+    pub const NORMAL: u8 = 0x00;
+    /// `IRP_MN_DPC`.
+    pub const DPC: u8 = 0x01;
+    /// `IRP_MN_MDL`.
+    pub const MDL: u8 = 0x02;
+    /// `IRP_MN_COMPLETE`.
+    pub const COMPLETE: u8 = 0x04;
+    /// `IRP_MN_COMPRESSED`.
+    pub const COMPRESSED: u8 = 0x08;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_wdm_h() {
+        // facts.md §7 and §3.
+        assert_eq!(MajorFunction::Create.code(), 0x00);
+        assert_eq!(MajorFunction::Cleanup.code(), 0x12);
+        assert_eq!(MajorFunction::Power.code(), 0x16);
+        assert_eq!(MajorFunction::SystemControl.code(), 0x17);
+        assert_eq!(MajorFunction::DeviceChange.code(), 0x18);
+        assert_eq!(MajorFunction::Pnp.code(), IRP_MJ_MAXIMUM_FUNCTION);
+        assert_eq!(MajorFunction::AcquireForSectionSynchronization.code(), (-1i8) as u8);
+        assert_eq!(MajorFunction::QueryOpen.code(), (-7i8) as u8);
+        assert_eq!(MajorFunction::FastIoCheckIfPossible.code(), (-13i8) as u8);
+        assert_eq!(MajorFunction::VolumeDismount.code(), (-20i8) as u8);
+    }
+
+    #[test]
+    fn every_code_round_trips_and_unknown_is_a_value() {
+        for code in 0..=u8::MAX {
+            let m = MajorFunction::from_code(code);
+            assert_eq!(m.code(), code);
+            if m.name().is_none() {
+                assert_eq!(m, MajorFunction::Unknown(code));
+            }
+        }
+        assert_eq!(MajorFunction::from_code(0x80), MajorFunction::Unknown(IRP_MJ_OPERATION_END));
+        assert_eq!(MajorFunction::ALL.len(), 28 + 15);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for &m in MajorFunction::ALL {
+            assert_eq!(MajorFunction::from_name(m.name().unwrap()), Some(m));
+        }
+    }
+
+    #[test]
+    fn dense_indices_are_distinct_and_in_range() {
+        let mut seen = [false; MAX_OPERATIONS];
+        for &m in MajorFunction::ALL {
+            let i = m.index().unwrap();
+            assert!(!seen[i], "{m:?} shares index {i}");
+            seen[i] = true;
+        }
+        assert_eq!(MajorFunction::Unknown(0x50).index(), None);
+    }
+
+    #[test]
+    fn classification() {
+        assert!(MajorFunction::Read.is_irp());
+        assert!(!MajorFunction::Read.is_pseudo());
+        assert!(MajorFunction::MdlRead.is_pseudo());
+        assert!(MajorFunction::QueryOpen.is_fs_filter());
+        assert!(!MajorFunction::MdlRead.is_fs_filter());
+        assert!(!MajorFunction::Unknown(0x40).is_irp());
+        assert!(!MajorFunction::Unknown(0x40).is_pseudo());
+        assert!(MajorFunction::Power.forbidden_reason().is_some());
+        assert!(MajorFunction::DeviceChange.forbidden_reason().is_some());
+        assert!(MajorFunction::SystemControl.forbidden_reason().is_none());
+        assert!(MajorFunction::Shutdown.forbidden_reason().is_none());
+    }
+}

@@ -1,0 +1,633 @@
+//! Operation views: a safe, checked picture of one operation's parameters, built by a backend from
+//! an IRP, a fast-I/O call or an FsFilter callback, and the same type under both backends.
+//!
+//! Pre and post views are different types (style.md, convention 7): a pre view can be pended or
+//! synchronized and carries the request's input; a post view carries the result.
+
+use core::fmt;
+
+use crate::flags::{CallbackDataFlags, IrpFlags};
+use crate::major::{MajorFunction, OperationKind, directory, fsctl};
+use crate::services::{self, Irql, PendBackend, PendReceipt, PendedOperation, Services};
+use crate::services::{DeferredPost, PostBackend, PostReceipt};
+use crate::status::Status;
+
+/// A file name as UTF-16, as the kernel keeps it (`UNICODE_STRING`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FileName<'a>(&'a [u16]);
+
+impl<'a> FileName<'a> {
+    /// Wraps UTF-16 units.
+    pub const fn new(units: &'a [u16]) -> FileName<'a> {
+        FileName(units)
+    }
+
+    /// The UTF-16 units.
+    pub const fn units(&self) -> &'a [u16] {
+        self.0
+    }
+
+    /// True for an empty name (an open of the volume itself when there is no related file).
+    pub const fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The characters, with unpaired surrogates replaced by U+FFFD.
+    pub fn chars(&self) -> impl Iterator<Item = char> + Clone + 'a {
+        char::decode_utf16(self.0.iter().copied()).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+    }
+
+    /// Case-insensitive comparison with `other`, as NTFS and FAT compare names (simple case
+    /// folding of each character).
+    pub fn eq_ignore_case(&self, other: &str) -> bool {
+        let mut mine = self.chars();
+        let mut theirs = other.chars();
+        loop {
+            match (mine.next(), theirs.next()) {
+                (None, None) => return true,
+                (Some(a), Some(b)) if fold(a) == fold(b) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// True when the name ends with `suffix`, case-insensitively (`"*.exe"` style rules).
+    pub fn ends_with_ignore_case(&self, suffix: &str) -> bool {
+        let n = suffix.encode_utf16().count();
+        let Some(start) = self.0.len().checked_sub(n) else { return false };
+        FileName(self.0.get(start..).unwrap_or(&[])).eq_ignore_case(suffix)
+    }
+
+    /// Matches a pattern in which `*` stands for any run of characters and `?` for one
+    /// character, case-insensitively (the `FsRtlIsNameInExpression` wildcards, without the DOS
+    /// ones).
+    pub fn matches(&self, pattern: &str) -> bool {
+        // Backtracking to the last `*` only: the positions are iterator clones, so matching needs
+        // no allocation and no recursion.
+        let mut pat = pattern.chars();
+        let mut name = self.chars();
+        let mut star = None;
+        loop {
+            let (mut p_next, mut n_next) = (pat.clone(), name.clone());
+            match (p_next.next(), n_next.next()) {
+                (None, None) => return true,
+                (Some('*'), _) => {
+                    pat = p_next;
+                    star = Some((pat.clone(), name.clone()));
+                    continue;
+                }
+                (Some('?'), Some(_)) => {
+                    (pat, name) = (p_next, n_next);
+                    continue;
+                }
+                (Some(a), Some(b)) if fold(a) == fold(b) => {
+                    (pat, name) = (p_next, n_next);
+                    continue;
+                }
+                _ => {}
+            }
+            // Mismatch: let the last `*` swallow one more character, or fail.
+            let Some((star_pat, star_name)) = star.as_mut() else { return false };
+            if star_name.next().is_none() {
+                return false;
+            }
+            (pat, name) = (star_pat.clone(), star_name.clone());
+        }
+    }
+}
+
+fn fold(c: char) -> char {
+    // Simple upper-case folding, as the file systems' upcase tables do; characters whose upper
+    // case is several characters keep themselves.
+    let mut up = c.to_uppercase();
+    match (up.next(), up.next()) {
+        (Some(u), None) => u,
+        _ => c,
+    }
+}
+
+impl fmt::Display for FileName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        self.chars().try_for_each(|c| f.write_char(c))
+    }
+}
+
+impl fmt::Debug for FileName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// Who issued the request (`KPROCESSOR_MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestorMode {
+    /// `KernelMode`.
+    Kernel,
+    /// `UserMode`.
+    User,
+}
+
+/// The operation's data buffer, behind checked accessors.
+///
+/// A backend exposes a buffer only when the kernel rules make it safe to touch from the callback:
+/// a system buffer, or an MDL it could map. A user-mode buffer of a request issued without a
+/// system buffer or an MDL is [`Buffer::User`]: it is valid only in the requester's process,
+/// under an exception handler, which safe Rust cannot give.
+#[derive(Default)]
+pub enum Buffer<'a> {
+    /// The operation has no data buffer.
+    #[default]
+    None,
+    /// Readable data (the data of a write, or of a completed read).
+    Readable(&'a [u8]),
+    /// Data the filter may change in place (a system or MDL buffer of a completed read).
+    Writable(&'a mut [u8]),
+    /// A user-mode buffer that is not mapped for the kernel.
+    User,
+}
+
+impl Buffer<'_> {
+    /// The bytes, when accessible.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Buffer::Readable(b) => Some(b),
+            Buffer::Writable(b) => Some(b),
+            Buffer::None | Buffer::User => None,
+        }
+    }
+
+    /// The bytes for in-place change, when the buffer allows it.
+    pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+        match self {
+            Buffer::Writable(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Buffer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Buffer::None => f.write_str("None"),
+            Buffer::Readable(b) => write!(f, "Readable({} bytes)", b.len()),
+            Buffer::Writable(b) => write!(f, "Writable({} bytes)", b.len()),
+            Buffer::User => f.write_str("User"),
+        }
+    }
+}
+
+/// `IRP_MJ_CREATE` parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CreateParameters {
+    /// `DesiredAccess`.
+    pub desired_access: u32,
+    /// `Options`: the create disposition in the high 8 bits, the create options in the low 24.
+    pub options: u32,
+    /// `ShareAccess`.
+    pub share_access: u16,
+    /// `FileAttributes`.
+    pub file_attributes: u16,
+    /// `AllocationSize`.
+    pub allocation_size: i64,
+}
+
+impl CreateParameters {
+    /// The create disposition (`FILE_SUPERSEDE` 0 ... `FILE_OVERWRITE_IF` 5).
+    pub const fn disposition(&self) -> u32 {
+        self.options >> 24
+    }
+
+    /// The create options (`FILE_DIRECTORY_FILE`, ...).
+    pub const fn create_options(&self) -> u32 {
+        self.options & 0x00FF_FFFF
+    }
+}
+
+/// Create dispositions and options the model names.
+pub mod create {
+    /// `FILE_SUPERSEDE`.
+    pub const FILE_SUPERSEDE: u32 = 0;
+    /// `FILE_OPEN`.
+    pub const FILE_OPEN: u32 = 1;
+    /// `FILE_CREATE`.
+    pub const FILE_CREATE: u32 = 2;
+    /// `FILE_OPEN_IF`.
+    pub const FILE_OPEN_IF: u32 = 3;
+    /// `FILE_OVERWRITE`.
+    pub const FILE_OVERWRITE: u32 = 4;
+    /// `FILE_OVERWRITE_IF`.
+    pub const FILE_OVERWRITE_IF: u32 = 5;
+    /// `FILE_DIRECTORY_FILE`.
+    pub const FILE_DIRECTORY_FILE: u32 = 0x1;
+    /// `FILE_NON_DIRECTORY_FILE`.
+    pub const FILE_NON_DIRECTORY_FILE: u32 = 0x40;
+    /// `FILE_DELETE_ON_CLOSE`.
+    pub const FILE_DELETE_ON_CLOSE: u32 = 0x1000;
+    /// `FILE_OPENED` (information of a successful create).
+    pub const FILE_OPENED: usize = 1;
+    /// `FILE_CREATED`.
+    pub const FILE_CREATED: usize = 2;
+    /// `FILE_OVERWRITTEN`.
+    pub const FILE_OVERWRITTEN: usize = 3;
+}
+
+/// `IRP_MJ_READ` / `IRP_MJ_WRITE` parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReadWriteParameters {
+    /// `ByteOffset`.
+    pub offset: i64,
+    /// `Length`.
+    pub length: u32,
+    /// `Key`.
+    pub key: u32,
+}
+
+/// `IRP_MJ_QUERY_INFORMATION`, `IRP_MJ_SET_INFORMATION`, `IRP_MJ_QUERY_VOLUME_INFORMATION` and
+/// `IRP_MJ_SET_VOLUME_INFORMATION` parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InformationParameters {
+    /// The information class (`FILE_INFORMATION_CLASS` or `FS_INFORMATION_CLASS`).
+    pub class: u32,
+    /// `Length`.
+    pub length: u32,
+}
+
+/// `IRP_MJ_FILE_SYSTEM_CONTROL`, `IRP_MJ_DEVICE_CONTROL` and `IRP_MJ_INTERNAL_DEVICE_CONTROL`
+/// parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ControlParameters {
+    /// The FSCTL or IOCTL code (zero for FSCTL minors other than `IRP_MN_USER_FS_REQUEST` and
+    /// `IRP_MN_KERNEL_CALL`).
+    pub code: u32,
+    /// `InputBufferLength`.
+    pub input_length: u32,
+    /// `OutputBufferLength`.
+    pub output_length: u32,
+}
+
+/// `IRP_MJ_LOCK_CONTROL` parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LockParameters {
+    /// `ByteOffset`.
+    pub offset: i64,
+    /// `Length`.
+    pub length: i64,
+    /// `Key`.
+    pub key: u32,
+}
+
+/// `IRP_MJ_DIRECTORY_CONTROL` parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DirectoryParameters {
+    /// `FileInformationClass` (query) or `CompletionFilter` (notify).
+    pub class: u32,
+    /// `Length`.
+    pub length: u32,
+}
+
+/// The parameters of an operation, by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Parameters {
+    /// `IRP_MJ_CREATE`.
+    Create(CreateParameters),
+    /// `IRP_MJ_READ`.
+    Read(ReadWriteParameters),
+    /// `IRP_MJ_WRITE`.
+    Write(ReadWriteParameters),
+    /// `IRP_MJ_QUERY_INFORMATION`.
+    QueryInformation(InformationParameters),
+    /// `IRP_MJ_SET_INFORMATION`.
+    SetInformation(InformationParameters),
+    /// `IRP_MJ_QUERY_VOLUME_INFORMATION`.
+    QueryVolumeInformation(InformationParameters),
+    /// `IRP_MJ_SET_VOLUME_INFORMATION`.
+    SetVolumeInformation(InformationParameters),
+    /// `IRP_MJ_DIRECTORY_CONTROL`.
+    DirectoryControl(DirectoryParameters),
+    /// `IRP_MJ_FILE_SYSTEM_CONTROL`.
+    FileSystemControl(ControlParameters),
+    /// `IRP_MJ_DEVICE_CONTROL` and `IRP_MJ_INTERNAL_DEVICE_CONTROL`.
+    DeviceControl(ControlParameters),
+    /// `IRP_MJ_LOCK_CONTROL`.
+    LockControl(LockParameters),
+    /// Operations without parameters the model reads (cleanup, close, flush, shutdown, the
+    /// pseudo-operations, ...).
+    #[default]
+    None,
+}
+
+/// What every view shares: which operation, how it arrived, on which file.
+#[derive(Clone, Copy, Debug)]
+pub struct OperationHeader<'a> {
+    /// The major function.
+    pub major: MajorFunction,
+    /// The minor function.
+    pub minor: u8,
+    /// IRP, fast I/O or FsFilter callback.
+    pub kind: OperationKind,
+    /// The IRP's flags (empty for fast I/O and FsFilter callbacks).
+    pub irp_flags: IrpFlags,
+    /// The callback data's flags as the Filter Manager would set them.
+    pub data_flags: CallbackDataFlags,
+    /// Who issued the request.
+    pub requestor_mode: RequestorMode,
+    /// The name the file was opened with (`FileObject->FileName`), relative to the volume; valid
+    /// in pre-create, and kept by Windows afterwards, where it is informative only.
+    pub file_name: Option<FileName<'a>>,
+    /// The file object was opened on the volume itself (DASD).
+    pub volume_open: bool,
+    /// The parameters.
+    pub parameters: Parameters,
+    /// The IRQL the callback runs at.
+    pub irql: Irql,
+    /// The backend's identity for the operation (IRP or callback-data address), for traces.
+    pub id: usize,
+}
+
+impl OperationHeader<'_> {
+    /// Paging I/O (`IRP_PAGING_IO`).
+    pub const fn is_paging(&self) -> bool {
+        self.irp_flags.contains(IrpFlags::PAGING_IO)
+    }
+
+    /// Non-cached I/O (`IRP_NOCACHE`).
+    pub const fn is_noncached(&self) -> bool {
+        self.irp_flags.contains(IrpFlags::NOCACHE)
+    }
+
+    /// A cached read or write: neither non-cached nor paging. Every fast-I/O read and write is
+    /// cached (facts.md §3).
+    pub const fn is_cached(&self) -> bool {
+        self.major.is_read_or_write() && !self.is_noncached() && !self.is_paging()
+    }
+
+    /// A fast-I/O operation.
+    pub const fn is_fast_io(&self) -> bool {
+        matches!(self.kind, OperationKind::FastIo)
+    }
+
+    /// A mount request (`IRP_MJ_FILE_SYSTEM_CONTROL` / `IRP_MN_MOUNT_VOLUME`, or the Filter
+    /// Manager's `IRP_MJ_VOLUME_MOUNT`).
+    pub const fn is_mount(&self) -> bool {
+        matches!(self.major, MajorFunction::VolumeMount)
+            || (matches!(self.major, MajorFunction::FileSystemControl)
+                && self.minor == fsctl::MOUNT_VOLUME)
+    }
+
+    /// A directory-change notification (`IRP_MN_NOTIFY_CHANGE_DIRECTORY`), which may not be
+    /// synchronized (facts.md §4).
+    pub const fn is_notify_change_directory(&self) -> bool {
+        matches!(self.major, MajorFunction::DirectoryControl)
+            && self.minor == directory::NOTIFY_CHANGE_DIRECTORY
+    }
+}
+
+/// An operation in its pre phase, as a filter's `pre_operation` sees it. `C` is the filter's
+/// completion context, which a pended operation carries to its post callback.
+pub struct PreOperation<'a, C: 'static = ()> {
+    header: OperationHeader<'a>,
+    buffer: Buffer<'a>,
+    services: &'a dyn Services,
+    pender: Option<&'static dyn PendBackend<C>>,
+}
+
+impl<'a, C: 'static> PreOperation<'a, C> {
+    /// Built by a backend. `pender` is `None` where the operation cannot be pended.
+    pub fn new(
+        header: OperationHeader<'a>,
+        buffer: Buffer<'a>,
+        services: &'a dyn Services,
+        pender: Option<&'static dyn PendBackend<C>>,
+    ) -> Self {
+        PreOperation { header, buffer, services, pender }
+    }
+
+    /// Pends the operation (`FLT_PREOP_PENDING`): keep the [`PendedOperation`], answer
+    /// [`crate::PreOutcome::Pending`] with the receipt. `None` for operations that cannot be pended
+    /// (fast I/O and FsFilter operations are IRP-less, facts.md §4) or that already are.
+    pub fn pend(&mut self) -> Option<(PendedOperation<C>, PendReceipt)> {
+        services::pend(self.header.id, self.pender?)
+    }
+
+    /// Which operation, how, on which file.
+    pub const fn header(&self) -> &OperationHeader<'a> {
+        &self.header
+    }
+
+    /// The major function.
+    pub const fn major(&self) -> MajorFunction {
+        self.header.major
+    }
+
+    /// The parameters.
+    pub const fn parameters(&self) -> &Parameters {
+        &self.header.parameters
+    }
+
+    /// The file name, where known.
+    pub const fn file_name(&self) -> Option<FileName<'a>> {
+        self.header.file_name
+    }
+
+    /// The data of a write (readable) or the buffer a read will fill.
+    pub fn buffer(&self) -> &Buffer<'a> {
+        &self.buffer
+    }
+
+    /// Backend services for this operation.
+    pub fn services(&self) -> &'a dyn Services {
+        self.services
+    }
+}
+
+impl<C> fmt::Debug for PreOperation<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreOperation")
+            .field("header", &self.header)
+            .field("buffer", &self.buffer)
+            .finish()
+    }
+}
+
+/// The result of a completed operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoStatus {
+    /// `IoStatus.Status`.
+    pub status: Status,
+    /// `IoStatus.Information`.
+    pub information: usize,
+}
+
+impl IoStatus {
+    /// A status with no information.
+    pub const fn new(status: Status) -> IoStatus {
+        IoStatus { status, information: 0 }
+    }
+}
+
+/// An operation in its post phase, as a filter's `post_operation` sees it.
+pub struct PostOperation<'a> {
+    header: OperationHeader<'a>,
+    result: IoStatus,
+    buffer: Buffer<'a>,
+    services: &'a dyn Services,
+    deferrer: Option<&'static dyn PostBackend>,
+}
+
+impl<'a> PostOperation<'a> {
+    /// Built by a backend. `deferrer` is `None` where completion cannot be deferred.
+    pub fn new(
+        header: OperationHeader<'a>,
+        result: IoStatus,
+        buffer: Buffer<'a>,
+        services: &'a dyn Services,
+        deferrer: Option<&'static dyn PostBackend>,
+    ) -> Self {
+        PostOperation { header, result, buffer, services, deferrer }
+    }
+
+    /// Defers completion (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`): keep the [`DeferredPost`],
+    /// answer [`crate::PostOutcome::MoreProcessing`] with the receipt. `None` where it is not
+    /// allowed (IRP-based operations only, never while draining, facts.md §4).
+    pub fn defer(&mut self) -> Option<(DeferredPost, PostReceipt)> {
+        services::defer_post(self.header.id, self.deferrer?)
+    }
+
+    /// Which operation, how, on which file.
+    pub const fn header(&self) -> &OperationHeader<'a> {
+        &self.header
+    }
+
+    /// The major function.
+    pub const fn major(&self) -> MajorFunction {
+        self.header.major
+    }
+
+    /// The result.
+    pub const fn result(&self) -> IoStatus {
+        self.result
+    }
+
+    /// The file name, where known.
+    pub const fn file_name(&self) -> Option<FileName<'a>> {
+        self.header.file_name
+    }
+
+    /// The data a read returned (up to `information` bytes), when accessible.
+    pub fn buffer(&self) -> &Buffer<'a> {
+        &self.buffer
+    }
+
+    /// The data a read returned, for in-place change, when the buffer allows it.
+    pub fn buffer_mut(&mut self) -> &mut Buffer<'a> {
+        &mut self.buffer
+    }
+
+    /// Backend services for this operation.
+    pub fn services(&self) -> &'a dyn Services {
+        self.services
+    }
+}
+
+impl fmt::Debug for PostOperation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostOperation")
+            .field("header", &self.header)
+            .field("result", &self.result)
+            .field("buffer", &self.buffer)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    fn utf16(s: &str) -> Vec<u16> {
+        s.encode_utf16().collect()
+    }
+
+    #[test]
+    fn names_compare_case_insensitively() {
+        let n = utf16("\\Dir\\Report.TXT");
+        let name = FileName::new(&n);
+        assert!(name.eq_ignore_case("\\dir\\report.txt"));
+        assert!(!name.eq_ignore_case("\\dir\\report.tx"));
+        assert!(name.ends_with_ignore_case(".txt"));
+        assert!(!name.ends_with_ignore_case(".exe"));
+        assert!(!FileName::new(&[]).ends_with_ignore_case(".exe"));
+        assert_eq!(std::format!("{name}"), "\\Dir\\Report.TXT");
+    }
+
+    #[test]
+    fn wildcards() {
+        let n = utf16("\\dir\\eicar.com");
+        let name = FileName::new(&n);
+        assert!(name.matches("*"));
+        assert!(name.matches("*.COM"));
+        assert!(name.matches("\\dir\\*"));
+        assert!(name.matches("\\dir\\eicar.co?"));
+        assert!(name.matches("*ica*"));
+        assert!(!name.matches("*.exe"));
+        assert!(!name.matches("\\other\\*"));
+        assert!(FileName::new(&[]).matches("*"));
+        assert!(!FileName::new(&[]).matches("?"));
+    }
+
+    #[test]
+    fn unpaired_surrogates_do_not_panic() {
+        let n = [0xD800u16, b'a' as u16];
+        let name = FileName::new(&n);
+        assert_eq!(name.chars().count(), 2);
+        assert!(name.matches("?a"));
+    }
+
+    #[test]
+    fn cached_noncached_paging() {
+        let mut h = OperationHeader {
+            major: MajorFunction::Read,
+            minor: 0,
+            kind: OperationKind::Irp,
+            irp_flags: IrpFlags::empty(),
+            data_flags: CallbackDataFlags::IRP_OPERATION,
+            requestor_mode: RequestorMode::User,
+            file_name: None,
+            volume_open: false,
+            parameters: Parameters::Read(ReadWriteParameters::default()),
+            irql: Irql::PASSIVE,
+            id: 0,
+        };
+        assert!(h.is_cached());
+        h.irp_flags = IrpFlags::NOCACHE;
+        assert!(!h.is_cached() && h.is_noncached() && !h.is_paging());
+        h.irp_flags = IrpFlags::NOCACHE | IrpFlags::PAGING_IO;
+        assert!(!h.is_cached() && h.is_paging());
+        h.major = MajorFunction::Create;
+        h.irp_flags = IrpFlags::empty();
+        assert!(!h.is_cached(), "only reads and writes are cached I/O");
+    }
+
+    #[test]
+    fn create_options_split() {
+        let p =
+            CreateParameters { options: (create::FILE_OPEN_IF << 24) | 0x40, ..Default::default() };
+        assert_eq!(p.disposition(), create::FILE_OPEN_IF);
+        assert_eq!(p.create_options(), create::FILE_NON_DIRECTORY_FILE);
+    }
+
+    #[test]
+    fn buffers_are_checked() {
+        let mut data = [1u8, 2, 3];
+        let mut b = Buffer::Writable(&mut data);
+        assert_eq!(b.bytes(), Some(&[1u8, 2, 3][..]));
+        b.bytes_mut().unwrap()[0] = 9;
+        assert_eq!(b.bytes().unwrap()[0], 9);
+        let mut r = Buffer::Readable(&[4, 5]);
+        assert!(r.bytes_mut().is_none());
+        assert!(Buffer::User.bytes().is_none());
+        assert!(Buffer::None.bytes().is_none());
+    }
+}

@@ -1,0 +1,397 @@
+//! What a backend provides to filter logic: the IRQL, trace notes, pended operations and
+//! data-scan sections. Filter logic never touches the kernel directly; it asks through these.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use crate::operation::IoStatus;
+use crate::status::{Error, Status};
+
+/// An interrupt request level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Irql(pub u8);
+
+impl Irql {
+    /// `PASSIVE_LEVEL`.
+    pub const PASSIVE: Irql = Irql(0);
+    /// `APC_LEVEL`.
+    pub const APC: Irql = Irql(1);
+    /// `DISPATCH_LEVEL`.
+    pub const DISPATCH: Irql = Irql(2);
+
+    /// The WDK spelling, for the named levels.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            0 => Some("PASSIVE_LEVEL"),
+            1 => Some("APC_LEVEL"),
+            2 => Some("DISPATCH_LEVEL"),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies a data-scan section within its backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SectionId(pub usize);
+
+/// How sections for data scanning are created on an instance's volume (facts.md §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataScanMode {
+    /// The filter did not ask for data scanning.
+    NotRequested,
+    /// `FltRegisterForDataScan` succeeded: sections come from `FltCreateSectionForDataScan`, and
+    /// the Filter Manager synchronizes conflicting I/O and sends section-conflict notifications.
+    FilterManager,
+    /// `FltRegisterForDataScan` answered `STATUS_NOT_SUPPORTED` (named pipes and mailslots), or
+    /// there is no Filter Manager (the legacy model): sections come from
+    /// `FsRtlCreateSectionForDataScan`, and the framework detects conflicting I/O itself and sends
+    /// the same section-conflict notification.
+    FsRtlFallback,
+}
+
+impl DataScanMode {
+    /// A short name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DataScanMode::NotRequested => "none",
+            DataScanMode::FilterManager => "FltCreateSectionForDataScan",
+            DataScanMode::FsRtlFallback => "FsRtlCreateSectionForDataScan",
+        }
+    }
+}
+
+/// The backend side of a data-scan section: maps, reports conflicts, closes.
+pub trait SectionBackend: Sync {
+    /// The mapped view of a section, valid until `close`. `None` for an unknown id.
+    fn view(&self, id: SectionId) -> Option<&[u8]>;
+    /// True once a conflicting operation asked for the section to be closed.
+    fn conflicted(&self, id: SectionId) -> bool;
+    /// Unmaps the view and closes the section. Unknown ids are ignored.
+    fn close(&self, id: SectionId);
+}
+
+/// An open data-scan section over a file's contents, mapped read-only.
+///
+/// Dropping it unmaps the view and closes the section (`FltCloseSectionForDataScan` or `ZwClose`).
+/// A filter may keep it beyond the callback that created it (in its instance state, say); a
+/// section-conflict notification then names it by [`ScanSection::id`].
+pub struct ScanSection {
+    id: SectionId,
+    backend: &'static dyn SectionBackend,
+    file_size: u64,
+}
+
+impl ScanSection {
+    /// Built by a backend once the section is created and mapped.
+    pub fn new(id: SectionId, backend: &'static dyn SectionBackend, file_size: u64) -> ScanSection {
+        ScanSection { id, backend, file_size }
+    }
+
+    /// The section's identity, as section-conflict notifications name it.
+    pub const fn id(&self) -> SectionId {
+        self.id
+    }
+
+    /// The file's size when the section was created.
+    pub const fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// The mapped contents. Empty if the backend no longer knows the section.
+    pub fn data(&self) -> &[u8] {
+        self.backend.view(self.id).unwrap_or(&[])
+    }
+
+    /// True once conflicting I/O asked for the section to be closed: a scan in progress should
+    /// stop (the avscan sample aborts its scan).
+    pub fn conflicted(&self) -> bool {
+        self.backend.conflicted(self.id)
+    }
+}
+
+impl Drop for ScanSection {
+    fn drop(&mut self) {
+        self.backend.close(self.id);
+    }
+}
+
+impl fmt::Debug for ScanSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanSection")
+            .field("id", &self.id)
+            .field("file_size", &self.file_size)
+            .finish()
+    }
+}
+
+/// Services a backend offers to the callback it is running.
+///
+/// # Context
+/// Called from the callback that received the `Services`, at that callback's IRQL.
+pub trait Services {
+    /// The IRQL now.
+    fn irql(&self) -> Irql;
+
+    /// Adds a note to the trace (the probe sample records its decisions this way). On Windows it
+    /// is a `DbgPrintEx` line when tracing is on; in the simulator a `note` event.
+    fn note(&self, message: &str);
+
+    /// Creates a data-scan section over the operation's file and maps it read-only.
+    ///
+    /// Needs `PASSIVE_LEVEL`, a registration with data scanning, and a file; answers
+    /// `STATUS_INVALID_DEVICE_STATE` at a higher IRQL, `STATUS_INVALID_PARAMETER` without data
+    /// scanning, and the documented errors of the section calls otherwise (facts.md §6).
+    fn create_scan_section(&self) -> Result<ScanSection, Error>;
+
+    /// The data-scan mode of the operation's instance.
+    fn data_scan_mode(&self) -> DataScanMode;
+}
+
+/// How a pended pre-operation continues (the status passed to `FltCompletePendedPreOperation`).
+pub enum PreResume<C> {
+    /// Continue down the stack and call the post callback with this context
+    /// (`FLT_PREOP_SUCCESS_WITH_CALLBACK`).
+    WithPost(C),
+    /// Continue down the stack without a post callback (`FLT_PREOP_SUCCESS_NO_CALLBACK`).
+    NoPost,
+    /// Complete the operation here (`FLT_PREOP_COMPLETE`).
+    Complete(IoStatus),
+}
+
+impl<C> fmt::Debug for PreResume<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PreResume::WithPost(_) => f.write_str("WithPost(..)"),
+            PreResume::NoPost => f.write_str("NoPost"),
+            PreResume::Complete(s) => write!(f, "Complete({:?})", s.status),
+        }
+    }
+}
+
+/// The backend half of a pended operation.
+pub trait PendBackend<C>: Sync {
+    /// Marks the current operation `handle` as pended. False when it cannot be pended (fast I/O
+    /// and FsFilter operations, facts.md §4) or already is.
+    fn pend(&self, handle: usize) -> bool;
+    /// Resumes the pended operation `handle`. Unknown or already-resumed handles are ignored.
+    fn resume(&self, handle: usize, how: PreResume<C>);
+    /// Resumes the pended operation `handle` from a worker after `delay_ms` milliseconds.
+    fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<C>);
+}
+
+/// A pre-operation the filter pended (`FLT_PREOP_PENDING`). It must be resumed exactly once, from
+/// any thread, at IRQL ≤ `DISPATCH_LEVEL`.
+///
+/// Dropping it without resuming completes the operation with `STATUS_CANCELLED`, so a lost token
+/// cannot hang the requester or an unload (on Windows a forgotten pended operation hangs both,
+/// facts.md §2.5).
+pub struct PendedOperation<C: 'static> {
+    handle: usize,
+    backend: &'static dyn PendBackend<C>,
+    resumed: bool,
+}
+
+impl<C: 'static> PendedOperation<C> {
+    /// Built by a backend.
+    pub fn new(handle: usize, backend: &'static dyn PendBackend<C>) -> PendedOperation<C> {
+        PendedOperation { handle, backend, resumed: false }
+    }
+
+    /// The backend's identity for the operation.
+    pub const fn handle(&self) -> usize {
+        self.handle
+    }
+
+    /// Resumes the operation now.
+    pub fn resume(mut self, how: PreResume<C>) {
+        self.resumed = true;
+        self.backend.resume(self.handle, how);
+    }
+
+    /// Resumes the operation from a system worker after `delay_ms` milliseconds: the pattern of a
+    /// filter that pends an operation while something else (a scan, a user-mode service) decides.
+    pub fn resume_after(mut self, delay_ms: u32, how: PreResume<C>) {
+        self.resumed = true;
+        self.backend.resume_after(self.handle, delay_ms, how);
+    }
+}
+
+impl<C: 'static> Drop for PendedOperation<C> {
+    fn drop(&mut self) {
+        if !self.resumed {
+            self.backend.resume(self.handle, PreResume::Complete(IoStatus::new(Status::CANCELLED)));
+        }
+    }
+}
+
+impl<C: 'static> fmt::Debug for PendedOperation<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendedOperation").field("handle", &self.handle).finish()
+    }
+}
+
+/// Proof that a pre-operation was pended: only a backend's pend call makes one, so a filter cannot
+/// answer [`crate::PreOutcome::Pending`] without holding the [`PendedOperation`] that resumes it.
+#[derive(Debug)]
+pub struct PendReceipt {
+    _private: PhantomData<*const ()>,
+}
+
+impl PendReceipt {
+    fn issue() -> PendReceipt {
+        PendReceipt { _private: PhantomData }
+    }
+}
+
+/// Pends operation `handle` through `backend`: the token that resumes it and the receipt that
+/// proves it. `None` when the backend refuses (fast I/O, FsFilter operations, already pended).
+pub fn pend<C: 'static>(
+    handle: usize,
+    backend: &'static dyn PendBackend<C>,
+) -> Option<(PendedOperation<C>, PendReceipt)> {
+    if backend.pend(handle) {
+        Some((PendedOperation::new(handle, backend), PendReceipt::issue()))
+    } else {
+        None
+    }
+}
+
+/// The backend half of a post-operation whose completion the filter deferred.
+pub trait PostBackend: Sync {
+    /// Marks the current post-operation `handle` as deferred. False when it cannot be (not an
+    /// IRP, or draining).
+    fn defer(&self, handle: usize) -> bool;
+    /// Continues completion of `handle` (`FltCompletePendedPostOperation`). Unknown handles are
+    /// ignored.
+    fn complete(&self, handle: usize);
+}
+
+/// A post-operation whose completion the filter deferred (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`).
+/// Completing it, or dropping it, lets completion continue.
+pub struct DeferredPost {
+    handle: usize,
+    backend: &'static dyn PostBackend,
+    completed: bool,
+}
+
+impl DeferredPost {
+    /// Continues completion of the operation.
+    pub fn complete(mut self) {
+        self.completed = true;
+        self.backend.complete(self.handle);
+    }
+}
+
+impl Drop for DeferredPost {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.backend.complete(self.handle);
+        }
+    }
+}
+
+impl fmt::Debug for DeferredPost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredPost").field("handle", &self.handle).finish()
+    }
+}
+
+/// Proof that a post-operation was deferred; see [`DeferredPost`].
+#[derive(Debug)]
+pub struct PostReceipt {
+    _private: PhantomData<*const ()>,
+}
+
+/// Defers post-operation `handle` through `backend`.
+pub fn defer_post(
+    handle: usize,
+    backend: &'static dyn PostBackend,
+) -> Option<(DeferredPost, PostReceipt)> {
+    if backend.defer(handle) {
+        Some((
+            DeferredPost { handle, backend, completed: false },
+            PostReceipt { _private: PhantomData },
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::cell::RefCell;
+    use std::vec::Vec;
+
+    struct Recorder(std::sync::Mutex<Vec<(usize, &'static str)>>);
+
+    impl PendBackend<u32> for Recorder {
+        fn pend(&self, handle: usize) -> bool {
+            handle != 0
+        }
+        fn resume_after(&self, handle: usize, _delay_ms: u32, how: PreResume<u32>) {
+            self.resume(handle, how);
+        }
+        fn resume(&self, handle: usize, how: PreResume<u32>) {
+            let what = match how {
+                PreResume::WithPost(7) => "with-post-7",
+                PreResume::WithPost(_) => "with-post",
+                PreResume::NoPost => "no-post",
+                PreResume::Complete(s) if s.status == Status::CANCELLED => "cancelled",
+                PreResume::Complete(_) => "complete",
+            };
+            self.0.lock().unwrap().push((handle, what));
+        }
+    }
+
+    #[test]
+    fn a_pended_operation_resumes_once_and_a_lost_one_is_cancelled() {
+        static REC: Recorder = Recorder(std::sync::Mutex::new(Vec::new()));
+        PendedOperation::new(1, &REC).resume(PreResume::WithPost(7));
+        drop(PendedOperation::<u32>::new(2, &REC));
+        PendedOperation::new(3, &REC).resume(PreResume::NoPost);
+        assert_eq!(*REC.0.lock().unwrap(), [(1, "with-post-7"), (2, "cancelled"), (3, "no-post")]);
+        assert!(pend(0, &REC).is_none(), "a refused pend gives no token");
+        let (token, _receipt) = pend(4, &REC).unwrap();
+        token.resume_after(10, PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)));
+        assert_eq!(REC.0.lock().unwrap().last(), Some(&(4, "complete")));
+    }
+
+    struct Sections {
+        closed: std::sync::Mutex<Vec<usize>>,
+        data: [u8; 4],
+        conflict: std::sync::Mutex<RefCell<bool>>,
+    }
+
+    impl SectionBackend for Sections {
+        fn view(&self, id: SectionId) -> Option<&[u8]> {
+            (id.0 == 5).then_some(&self.data[..])
+        }
+        fn conflicted(&self, _id: SectionId) -> bool {
+            *self.conflict.lock().unwrap().borrow()
+        }
+        fn close(&self, id: SectionId) {
+            self.closed.lock().unwrap().push(id.0);
+        }
+    }
+
+    #[test]
+    fn a_section_closes_when_dropped() {
+        static S: Sections = Sections {
+            closed: std::sync::Mutex::new(Vec::new()),
+            data: *b"EICA",
+            conflict: std::sync::Mutex::new(RefCell::new(false)),
+        };
+        let section = ScanSection::new(SectionId(5), &S, 4);
+        assert_eq!(section.data(), b"EICA");
+        assert!(!section.conflicted());
+        *S.conflict.lock().unwrap().borrow_mut() = true;
+        assert!(section.conflicted());
+        let unknown = ScanSection::new(SectionId(6), &S, 0);
+        assert_eq!(unknown.data(), b"");
+        drop(section);
+        drop(unknown);
+        assert_eq!(*S.closed.lock().unwrap(), [5, 6]);
+    }
+}

@@ -1,0 +1,355 @@
+//! `Status`: the NTSTATUS newtype, its named constants, and the model's error type.
+
+use core::fmt;
+
+/// An NTSTATUS value.
+///
+/// The layout is exactly the 32-bit signed NTSTATUS of the kernel, so a `Status` crosses the
+/// driver boundary unchanged. Logic names statuses through the associated constants; it never
+/// writes bare hex.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Status(pub i32);
+
+/// The severity field of an NTSTATUS (its top two bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// `STATUS_SEVERITY_SUCCESS` (0).
+    Success,
+    /// `STATUS_SEVERITY_INFORMATIONAL` (1).
+    Informational,
+    /// `STATUS_SEVERITY_WARNING` (2).
+    Warning,
+    /// `STATUS_SEVERITY_ERROR` (3).
+    Error,
+}
+
+macro_rules! statuses {
+    ($( $(#[$doc:meta])* $name:ident = $value:literal, )*) => {
+        impl Status {
+            $(
+                $(#[$doc])*
+                #[doc = concat!("`STATUS_", stringify!($name), "` (", stringify!($value), ").")]
+                pub const $name: Status = Status(($value as u32) as i32);
+            )*
+
+            /// The WDK spelling of this status (`"STATUS_SUCCESS"`), if it is one the model names.
+            pub const fn name(self) -> Option<&'static str> {
+                match self.0 as u32 {
+                    $( $value => Some(concat!("STATUS_", stringify!($name))), )*
+                    _ => None,
+                }
+            }
+
+            /// Looks a status up by its WDK spelling (`"STATUS_ACCESS_DENIED"`).
+            pub fn from_name(name: &str) -> Option<Status> {
+                match name {
+                    $( concat!("STATUS_", stringify!($name)) => Some(Status::$name), )*
+                    _ => None,
+                }
+            }
+
+            /// Every named status, in the order of facts.md §7.
+            pub const ALL_NAMED: &'static [Status] = &[$(Status::$name),*];
+        }
+    };
+}
+
+statuses! {
+    SUCCESS = 0x0000_0000,
+    /// Returned by a dispatch routine that marked the IRP pending.
+    PENDING = 0x0000_0103,
+    TIMEOUT = 0x0000_0102,
+    REPARSE = 0x0000_0104,
+    OBJECT_NAME_EXISTS = 0x4000_0000,
+    FLT_IO_COMPLETE = 0x001C_0001,
+    BUFFER_OVERFLOW = 0x8000_0005,
+    NO_MORE_FILES = 0x8000_0006,
+    FLT_BUFFER_TOO_SMALL = 0x801C_0001,
+    UNSUCCESSFUL = 0xC000_0001,
+    NOT_IMPLEMENTED = 0xC000_0002,
+    INVALID_INFO_CLASS = 0xC000_0003,
+    INFO_LENGTH_MISMATCH = 0xC000_0004,
+    INVALID_HANDLE = 0xC000_0008,
+    INVALID_PARAMETER = 0xC000_000D,
+    NO_SUCH_DEVICE = 0xC000_000E,
+    NO_SUCH_FILE = 0xC000_000F,
+    INVALID_DEVICE_REQUEST = 0xC000_0010,
+    END_OF_FILE = 0xC000_0011,
+    WRONG_VOLUME = 0xC000_0012,
+    NO_MEDIA_IN_DEVICE = 0xC000_0013,
+    MORE_PROCESSING_REQUIRED = 0xC000_0016,
+    INVALID_FILE_FOR_SECTION = 0xC000_0020,
+    ACCESS_DENIED = 0xC000_0022,
+    BUFFER_TOO_SMALL = 0xC000_0023,
+    OBJECT_NAME_INVALID = 0xC000_0033,
+    OBJECT_NAME_NOT_FOUND = 0xC000_0034,
+    OBJECT_NAME_COLLISION = 0xC000_0035,
+    OBJECT_PATH_NOT_FOUND = 0xC000_003A,
+    DEVICE_ALREADY_ATTACHED = 0xC000_0038,
+    SHARING_VIOLATION = 0xC000_0043,
+    FILE_LOCK_CONFLICT = 0xC000_0054,
+    LOCK_NOT_GRANTED = 0xC000_0055,
+    DELETE_PENDING = 0xC000_0056,
+    PRIVILEGE_NOT_HELD = 0xC000_0061,
+    RANGE_NOT_LOCKED = 0xC000_007E,
+    INSUFFICIENT_RESOURCES = 0xC000_009A,
+    DEVICE_NOT_READY = 0xC000_00A3,
+    FILE_IS_A_DIRECTORY = 0xC000_00BA,
+    NOT_SUPPORTED = 0xC000_00BB,
+    OPLOCK_NOT_GRANTED = 0xC000_00E2,
+    INVALID_PARAMETER_8 = 0xC000_00F6,
+    INVALID_PARAMETER_9 = 0xC000_00F7,
+    NOT_A_DIRECTORY = 0xC000_0103,
+    IMAGE_ALREADY_LOADED = 0xC000_010E,
+    CANCELLED = 0xC000_0120,
+    FILE_CLOSED = 0xC000_0128,
+    UNRECOGNIZED_VOLUME = 0xC000_014F,
+    INVALID_DEVICE_STATE = 0xC000_0184,
+    FS_DRIVER_REQUIRED = 0xC000_019C,
+    NOT_FOUND = 0xC000_0225,
+    VOLUME_DISMOUNTED = 0xC000_026E,
+    DRIVER_BLOCKED = 0xC000_036C,
+    FLT_NO_HANDLER_DEFINED = 0xC01C_0001,
+    FLT_CONTEXT_ALREADY_DEFINED = 0xC01C_0002,
+    FLT_INVALID_ASYNCHRONOUS_REQUEST = 0xC01C_0003,
+    FLT_DISALLOW_FAST_IO = 0xC01C_0004,
+    FLT_INVALID_NAME_REQUEST = 0xC01C_0005,
+    FLT_NOT_SAFE_TO_POST_OPERATION = 0xC01C_0006,
+    FLT_NOT_INITIALIZED = 0xC01C_0007,
+    FLT_FILTER_NOT_READY = 0xC01C_0008,
+    FLT_POST_OPERATION_CLEANUP = 0xC01C_0009,
+    FLT_INTERNAL_ERROR = 0xC01C_000A,
+    FLT_DELETING_OBJECT = 0xC01C_000B,
+    FLT_MUST_BE_NONPAGED_POOL = 0xC01C_000C,
+    FLT_DUPLICATE_ENTRY = 0xC01C_000D,
+    FLT_CBDQ_DISABLED = 0xC01C_000E,
+    FLT_DO_NOT_ATTACH = 0xC01C_000F,
+    FLT_DO_NOT_DETACH = 0xC01C_0010,
+    FLT_INSTANCE_ALTITUDE_COLLISION = 0xC01C_0011,
+    FLT_INSTANCE_NAME_COLLISION = 0xC01C_0012,
+    FLT_FILTER_NOT_FOUND = 0xC01C_0013,
+    FLT_VOLUME_NOT_FOUND = 0xC01C_0014,
+    FLT_INSTANCE_NOT_FOUND = 0xC01C_0015,
+    FLT_CONTEXT_ALLOCATION_NOT_FOUND = 0xC01C_0016,
+    FLT_INVALID_CONTEXT_REGISTRATION = 0xC01C_0017,
+    FLT_NAME_CACHE_MISS = 0xC01C_0018,
+    FLT_NO_DEVICE_OBJECT = 0xC01C_0019,
+    FLT_VOLUME_ALREADY_MOUNTED = 0xC01C_001A,
+    FLT_ALREADY_ENLISTED = 0xC01C_001B,
+    FLT_CONTEXT_ALREADY_LINKED = 0xC01C_001C,
+    FLT_NO_WAITER_FOR_REPLY = 0xC01C_0020,
+    FLT_REGISTRATION_BUSY = 0xC01C_0023,
+    FLT_WCOS_NOT_SUPPORTED = 0xC01C_0024,
+}
+
+impl Status {
+    /// The raw NTSTATUS bits, as `ntstatus.h` writes them.
+    pub const fn bits(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// Builds a status from its `ntstatus.h` spelling (`0xC0000022`).
+    pub const fn from_bits(bits: u32) -> Status {
+        Status(bits as i32)
+    }
+
+    /// `NT_SUCCESS`: success or informational severity.
+    pub const fn is_success(self) -> bool {
+        self.0 >= 0
+    }
+
+    /// `NT_ERROR`: error severity.
+    pub const fn is_error(self) -> bool {
+        matches!(self.severity(), Severity::Error)
+    }
+
+    /// `NT_WARNING`: warning severity.
+    pub const fn is_warning(self) -> bool {
+        matches!(self.severity(), Severity::Warning)
+    }
+
+    /// The severity field.
+    pub const fn severity(self) -> Severity {
+        match self.bits() >> 30 {
+            0 => Severity::Success,
+            1 => Severity::Informational,
+            2 => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+
+    /// The facility field (0x1C for the Filter Manager).
+    pub const fn facility(self) -> u16 {
+        ((self.bits() >> 16) & 0x0FFF) as u16
+    }
+
+    /// `Ok(self)` when `NT_SUCCESS`, otherwise the failure as an [`Error`].
+    pub const fn ok(self) -> Result<Status> {
+        if self.is_success() { Ok(self) } else { Err(Error(self)) }
+    }
+
+    /// The user-mode HRESULT that `FilterXxx` functions and `fltmc` report for a Filter Manager
+    /// status (facts.md §7: `0xC01C00nn` is reported as `0x801F00nn`); other statuses map through
+    /// `HRESULT_FROM_NT`.
+    pub const fn to_hresult(self) -> u32 {
+        if self.facility() == 0x1C && self.is_error() {
+            0x801F_0000 | (self.bits() & 0xFFFF)
+        } else {
+            self.bits() | 0x1000_0000
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "0x{:08X}", self.bits()),
+        }
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} (0x{:08X})", self.bits()),
+            None => write!(f, "Status(0x{:08X})", self.bits()),
+        }
+    }
+}
+
+/// A failing status: anything `NT_SUCCESS` rejects (warnings and errors).
+///
+/// # Invariants
+/// The wrapped status is never `NT_SUCCESS`; [`Error::new`] is the only way to build one from an
+/// arbitrary status, and the associated constants are all failures.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Error(Status);
+
+impl Error {
+    /// Wraps `status` when it is a failure; `None` for success and informational statuses.
+    pub const fn new(status: Status) -> Option<Error> {
+        if status.is_success() { None } else { Some(Error(status)) }
+    }
+
+    /// The failing status.
+    pub const fn status(self) -> Status {
+        self.0
+    }
+
+    /// `STATUS_UNSUCCESSFUL`.
+    pub const UNSUCCESSFUL: Error = Error(Status::UNSUCCESSFUL);
+    /// `STATUS_ACCESS_DENIED`.
+    pub const ACCESS_DENIED: Error = Error(Status::ACCESS_DENIED);
+    /// `STATUS_INVALID_PARAMETER`.
+    pub const INVALID_PARAMETER: Error = Error(Status::INVALID_PARAMETER);
+    /// `STATUS_INSUFFICIENT_RESOURCES`.
+    pub const INSUFFICIENT_RESOURCES: Error = Error(Status::INSUFFICIENT_RESOURCES);
+    /// `STATUS_NOT_SUPPORTED`.
+    pub const NOT_SUPPORTED: Error = Error(Status::NOT_SUPPORTED);
+    /// `STATUS_NOT_FOUND`.
+    pub const NOT_FOUND: Error = Error(Status::NOT_FOUND);
+    /// `STATUS_OBJECT_NAME_NOT_FOUND`.
+    pub const OBJECT_NAME_NOT_FOUND: Error = Error(Status::OBJECT_NAME_NOT_FOUND);
+    /// `STATUS_FLT_DO_NOT_ATTACH`: refuse an instance in `instance_setup`.
+    pub const FLT_DO_NOT_ATTACH: Error = Error(Status::FLT_DO_NOT_ATTACH);
+    /// `STATUS_FLT_DO_NOT_DETACH`: refuse a detach or a non-mandatory unload.
+    pub const FLT_DO_NOT_DETACH: Error = Error(Status::FLT_DO_NOT_DETACH);
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        e.0
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Error({:?})", self.0)
+    }
+}
+
+/// The model's result type: a value or a failing status.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_match_ntstatus_h() {
+        // facts.md §7.
+        assert_eq!(Status::ACCESS_DENIED.bits(), 0xC000_0022);
+        assert_eq!(Status::FLT_DO_NOT_ATTACH.bits(), 0xC01C_000F);
+        assert_eq!(Status::FLT_DO_NOT_DETACH.bits(), 0xC01C_0010);
+        assert_eq!(Status::FLT_INSTANCE_ALTITUDE_COLLISION.bits(), 0xC01C_0011);
+        assert_eq!(Status::FLT_BUFFER_TOO_SMALL.bits(), 0x801C_0001);
+        assert_eq!(Status::FLT_IO_COMPLETE.bits(), 0x001C_0001);
+        assert_eq!(Status::PENDING.0, 0x103);
+        assert_eq!(Status::FLT_WCOS_NOT_SUPPORTED.bits(), 0xC01C_0024);
+    }
+
+    #[test]
+    fn severity_and_success() {
+        assert!(Status::SUCCESS.is_success());
+        assert!(Status::PENDING.is_success());
+        assert!(Status::FLT_IO_COMPLETE.is_success());
+        assert!(!Status::FLT_BUFFER_TOO_SMALL.is_success());
+        assert!(Status::FLT_BUFFER_TOO_SMALL.is_warning());
+        assert!(!Status::FLT_BUFFER_TOO_SMALL.is_error());
+        assert!(Status::ACCESS_DENIED.is_error());
+        assert_eq!(Status::OBJECT_NAME_EXISTS.severity(), Severity::Informational);
+        assert_eq!(Status::FLT_DO_NOT_ATTACH.facility(), 0x1C);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for &s in Status::ALL_NAMED {
+            let name = s.name().expect("named");
+            assert!(name.starts_with("STATUS_"));
+            assert_eq!(Status::from_name(name), Some(s));
+        }
+        assert_eq!(Status(0x1234_5678).name(), None);
+        extern crate std;
+        use std::format;
+        assert_eq!(format!("{}", Status::FLT_DO_NOT_DETACH), "STATUS_FLT_DO_NOT_DETACH");
+        assert_eq!(format!("{}", Status::from_bits(0xC0DE_0001)), "0xC0DE0001");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let all = Status::ALL_NAMED;
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b, "duplicate value for {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_are_failures_only() {
+        assert!(Error::new(Status::SUCCESS).is_none());
+        assert!(Error::new(Status::REPARSE).is_none());
+        assert_eq!(
+            Error::new(Status::FLT_BUFFER_TOO_SMALL).map(Error::status),
+            Some(Status::FLT_BUFFER_TOO_SMALL)
+        );
+        assert_eq!(Status::ACCESS_DENIED.ok(), Err(Error::ACCESS_DENIED));
+        assert_eq!(Status::SUCCESS.ok(), Ok(Status::SUCCESS));
+        assert_eq!(Status::from(Error::FLT_DO_NOT_DETACH), Status::FLT_DO_NOT_DETACH);
+    }
+
+    #[test]
+    fn hresults_of_filter_manager_errors() {
+        // facts.md §7: 0xC01C00nn <-> 0x801F00nn (filter not found = 0x801F0013).
+        assert_eq!(Status::FLT_FILTER_NOT_FOUND.to_hresult(), 0x801F_0013);
+        assert_eq!(Status::ACCESS_DENIED.to_hresult(), 0xD000_0022);
+    }
+}
