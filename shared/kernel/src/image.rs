@@ -1,0 +1,45 @@
+//! The driver image's one global: a pointer to the backend's driver state.
+//!
+//! A few kernel callbacks carry no context at all: `FilterUnloadCallback(Flags)` and the
+//! `IoRegisterFsRegistrationChange` routine `(DeviceObject, FsActive)`. Windows drivers keep a
+//! global for them, and one image is one driver. The simulator loads the same code several times
+//! in one process (two probes at different altitudes), so the global is per *image*: a static on
+//! Windows, the simulator's per-image slot elsewhere, which it switches as it calls into each
+//! loaded driver. Backends keep everything else in device extensions and contexts.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+#[cfg(target_os = "windows")]
+static IMAGE_STATE: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+#[cfg(not(target_os = "windows"))]
+unsafe extern "C" {
+    /// Defined by `fsfilter-sim`: the global slot of the driver image whose code is running.
+    fn FsfSimImageSlot() -> *const AtomicPtr<c_void>;
+}
+
+fn slot() -> &'static AtomicPtr<c_void> {
+    #[cfg(target_os = "windows")]
+    {
+        &IMAGE_STATE
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        // SAFETY: the simulator's export takes no arguments.
+        let slot = unsafe { FsfSimImageSlot() };
+        // SAFETY: the simulator returns a slot that lives as long as the image is loaded, and the
+        // image's code only runs while it is loaded; callers do not keep the reference.
+        unsafe { &*slot }
+    }
+}
+
+/// The image's state pointer (null before [`set`]).
+pub fn get() -> *mut c_void {
+    slot().load(Ordering::Acquire)
+}
+
+/// Sets the image's state pointer (in `DriverEntry`; null again at unload).
+pub fn set(state: *mut c_void) {
+    slot().store(state, Ordering::Release);
+}

@@ -1,0 +1,93 @@
+//! `PoolBox<T>`: a value in non-paged pool, allocated with `ExAllocatePool2` under a tag and freed
+//! with `ExFreePoolWithTag` (the simulator accounts every allocation by tag and reports leaks).
+
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+use fsfilter::Error;
+use windows_sys::Wdk::System::SystemServices::{ExAllocatePool2, ExFreePoolWithTag};
+
+use crate::constants::POOL_FLAG_NON_PAGED;
+
+/// A pool tag from four ASCII characters, stored so that debuggers show them in order
+/// (`pool_tag(b"FsfL")`).
+pub const fn pool_tag(tag: &[u8; 4]) -> u32 {
+    u32::from_le_bytes(*tag)
+}
+
+/// An owned `T` in non-paged pool.
+///
+/// # Invariants
+/// `ptr` points to an initialized `T` in a pool block allocated with `tag`, owned by this box.
+pub struct PoolBox<T> {
+    ptr: NonNull<T>,
+    tag: u32,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: a PoolBox owns its T like a Box does; sending or sharing it is as safe as for T.
+unsafe impl<T: Send> Send for PoolBox<T> {}
+// SAFETY: see above.
+unsafe impl<T: Sync> Sync for PoolBox<T> {}
+
+impl<T> PoolBox<T> {
+    /// Moves `value` into a new pool block. `STATUS_INSUFFICIENT_RESOURCES` when the pool is
+    /// exhausted (or the simulator injects that failure).
+    pub fn try_new(value: T, tag: u32) -> Result<PoolBox<T>, Error> {
+        const { assert!(core::mem::align_of::<T>() <= 16, "pool blocks are 16-byte aligned") };
+        let size = core::mem::size_of::<T>().max(1);
+        // SAFETY: ExAllocatePool2 with a valid flag combination, a non-zero size and a tag; it
+        // returns null or a block of at least `size` bytes aligned to 16.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size, tag) }.cast::<T>();
+        let ptr = NonNull::new(raw).ok_or(Error::INSUFFICIENT_RESOURCES)?;
+        // SAFETY: the block is large enough and aligned for T (checked above), and not yet
+        // initialized.
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(PoolBox { ptr, tag, _owns: PhantomData })
+    }
+
+    /// Gives up ownership: the pointer must come back through [`PoolBox::from_raw`].
+    pub fn into_raw(self) -> *mut T {
+        let p = self.ptr.as_ptr();
+        core::mem::forget(self);
+        p
+    }
+
+    /// Takes back ownership of a pointer from [`PoolBox::into_raw`].
+    ///
+    /// # Safety
+    /// `ptr` must come from `into_raw` on a box with the same `tag`, and not be owned elsewhere.
+    pub unsafe fn from_raw(ptr: *mut T, tag: u32) -> Option<PoolBox<T>> {
+        NonNull::new(ptr).map(|ptr| PoolBox { ptr, tag, _owns: PhantomData })
+    }
+
+    /// The pointer, still owned by the box.
+    pub fn as_ptr(&self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+}
+
+impl<T> Deref for PoolBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the invariant: an initialized T owned by the box.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> DerefMut for PoolBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the invariant, and `&mut self` gives exclusive access.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> Drop for PoolBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: the invariant: the T is initialized and ours to drop, once.
+        unsafe { core::ptr::drop_in_place(self.ptr.as_ptr()) };
+        // SAFETY: the block was allocated with `self.tag` and is freed once.
+        unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), self.tag) };
+    }
+}

@@ -1,0 +1,69 @@
+//! `SpinLock<T>`: a kernel spin lock (`KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock`) around
+//! a value. Acquiring raises to `DISPATCH_LEVEL`, so it can be taken from post callbacks and
+//! completion routines; the guarded code must not block or touch pageable memory.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+
+use crate::ntos::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+
+/// A value guarded by a `KSPIN_LOCK`. It must live in non-paged memory (a static, or pool).
+pub struct SpinLock<T> {
+    lock: UnsafeCell<usize>,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the kernel spin lock serializes all access to `value`.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the value; no thread holds it then (it is borrowed while held).
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    /// A lock in the released state (`KeInitializeSpinLock` sets it to zero).
+    pub const fn new(value: T) -> SpinLock<T> {
+        SpinLock { lock: UnsafeCell::new(0), value: UnsafeCell::new(value) }
+    }
+
+    /// Acquires the lock, raising to `DISPATCH_LEVEL` until the guard drops.
+    ///
+    /// # Context
+    /// IRQL ≤ `DISPATCH_LEVEL`.
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        // SAFETY: `lock` is a KSPIN_LOCK that lives as long as `self`.
+        let old_irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        SpinLockGuard { owner: self, old_irql }
+    }
+
+    /// The value, through exclusive access (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+}
+
+/// Holds a [`SpinLock`]; releases it and restores the IRQL when dropped.
+pub struct SpinLockGuard<'a, T> {
+    owner: &'a SpinLock<T>,
+    old_irql: u8,
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no other reference to the value exists.
+        unsafe { &*self.owner.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock and `&mut self` is unique.
+        unsafe { &mut *self.owner.value.get() }
+    }
+}
+
+impl<T> Drop for SpinLockGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the lock is held by this guard; the IRQL is the one saved at acquisition.
+        unsafe { KeReleaseSpinLock(self.owner.lock.get(), self.old_irql) };
+    }
+}

@@ -1,0 +1,48 @@
+//! The trace hook: every callback a backend makes into filter logic is reported here.
+//!
+//! In the simulator the event goes to the event log the lab prints. On Windows it is written with
+//! `DbgPrintEx` when the crate's `dbgprint-trace` feature is on and [`set_enabled`] turned it on
+//! (the samples read a `Trace` DWORD from their `Parameters` key); otherwise it costs one branch.
+
+use fsfilter::trace::TraceEvent;
+
+#[cfg(not(target_os = "windows"))]
+unsafe extern "Rust" {
+    /// Defined by `fsfilter-sim`: appends the event to the running simulation's log, attributed
+    /// to the driver image that is running.
+    fn fsfilter_sim_trace(event: &TraceEvent<'_>);
+}
+
+#[cfg(target_os = "windows")]
+static ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns `DbgPrintEx` tracing on or off (Windows; the simulator always records).
+pub fn set_enabled(on: bool) {
+    #[cfg(target_os = "windows")]
+    ENABLED.store(on, core::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(target_os = "windows"))]
+    let _ = on;
+}
+
+/// Reports one event.
+pub fn emit(event: &TraceEvent<'_>) {
+    #[cfg(not(target_os = "windows"))]
+    {
+        // SAFETY: the simulator defines this Rust-ABI function with exactly this signature (it
+        // depends on the same `fsfilter` crate for the type); it only reads the event.
+        unsafe { fsfilter_sim_trace(event) }
+    }
+    #[cfg(all(target_os = "windows", feature = "dbgprint-trace"))]
+    {
+        if ENABLED.load(core::sync::atomic::Ordering::Relaxed) {
+            crate::log::print(
+                crate::constants::DPFLTR_TRACE_LEVEL,
+                format_args!("fsfilter: {event:?}\n"),
+            );
+        }
+    }
+    #[cfg(all(target_os = "windows", not(feature = "dbgprint-trace")))]
+    {
+        let _ = event;
+    }
+}
