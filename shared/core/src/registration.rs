@@ -333,8 +333,11 @@ impl Registration {
     }
 
     /// The operation entries, in the order they were added.
-    pub fn operations(&self) -> &[Operation] {
-        self.operations.get(..self.len).unwrap_or(&[])
+    pub const fn operations(&self) -> &[Operation] {
+        match self.operations.split_at_checked(self.len) {
+            Some((used, _)) => used,
+            None => &self.operations,
+        }
     }
 
     /// The entry for `major`, if registered. Constant time.

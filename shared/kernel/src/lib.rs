@@ -25,6 +25,7 @@ pub mod image;
 pub mod irp;
 pub mod irql;
 pub mod log;
+pub mod mdl;
 pub mod ntos;
 pub mod pool;
 pub mod registry;

@@ -33,18 +33,34 @@ unsafe impl<T: Sync> Sync for PoolBox<T> {}
 
 impl<T> PoolBox<T> {
     /// Moves `value` into a new pool block. `STATUS_INSUFFICIENT_RESOURCES` when the pool is
-    /// exhausted (or the simulator injects that failure).
+    /// exhausted (or the simulator injects that failure); the value is dropped then.
     pub fn try_new(value: T, tag: u32) -> Result<PoolBox<T>, Error> {
+        PoolBox::try_new_or_return(value, tag).map_err(|_| Error::INSUFFICIENT_RESOURCES)
+    }
+
+    /// Moves `value` into a new pool block, or gives it back when the pool is exhausted.
+    pub fn try_new_or_return(value: T, tag: u32) -> Result<PoolBox<T>, T> {
         const { assert!(core::mem::align_of::<T>() <= 16, "pool blocks are 16-byte aligned") };
         let size = core::mem::size_of::<T>().max(1);
         // SAFETY: ExAllocatePool2 with a valid flag combination, a non-zero size and a tag; it
         // returns null or a block of at least `size` bytes aligned to 16.
         let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size, tag) }.cast::<T>();
-        let ptr = NonNull::new(raw).ok_or(Error::INSUFFICIENT_RESOURCES)?;
+        let Some(ptr) = NonNull::new(raw) else { return Err(value) };
         // SAFETY: the block is large enough and aligned for T (checked above), and not yet
         // initialized.
         unsafe { ptr.as_ptr().write(value) };
         Ok(PoolBox { ptr, tag, _owns: PhantomData })
+    }
+
+    /// Moves the value out and frees the block.
+    pub fn into_inner(self) -> T {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: the invariant: an initialized T owned by the box; read once, and the box is
+        // never dropped (ManuallyDrop), so the value is not dropped twice.
+        let value = unsafe { this.ptr.as_ptr().read() };
+        // SAFETY: the block was allocated with `this.tag` and is freed once.
+        unsafe { ExFreePoolWithTag(this.ptr.as_ptr().cast(), this.tag) };
+        value
     }
 
     /// Gives up ownership: the pointer must come back through [`PoolBox::from_raw`].

@@ -1,0 +1,899 @@
+//! The `extern "system"` trampolines the Filter Manager calls: each finds the driver's state,
+//! builds the model's view, calls the filter, reports a trace event, and maps the answer back.
+//! No filter code contains `unsafe`; all of it is here (style.md, convention 1).
+
+use core::ffi::c_void;
+use core::marker::PhantomData;
+
+use fsfilter::trace::TraceEvent;
+use fsfilter::{
+    DataScanMode, Error, FilesystemType, Filter, Instance, InstanceId, InstanceSetup,
+    InstanceSetupFlags, IoStatus, MajorFunction, OperationKind, PendBackend, PostBackend,
+    PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume, SectionId, Status,
+    TeardownFlags, UnloadFlags, VolumeDeviceType, VolumeInfo,
+};
+use fsfilter_kernel::constants::{flt_postop, flt_preop};
+use fsfilter_kernel::trace;
+use windows_sys::Wdk::Foundation::NonPagedPoolNx;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_INSTANCE_CONTEXT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
+    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltCompletePendedPostOperation,
+    FltCompletePendedPreOperation, FltDoCompletionProcessingWhenSafe, FltGetFileSystemType,
+    FltGetInstanceContext, FltGetVolumeFromInstance, FltGetVolumeProperties, FltObjectDereference,
+    FltRegisterForDataScan, FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_INSTANCE,
+    PFLT_VOLUME,
+};
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use crate::context::{decode, encode};
+use crate::services::{OpServices, defer_worker};
+use crate::state::{DriverState, InstanceState};
+use crate::view;
+
+// ---------------------------------------------------------------------------------------------
+// Instance state
+
+/// A referenced instance context; released when dropped.
+pub(crate) struct InstanceRef<'a, F: Filter> {
+    context: PFLT_CONTEXT,
+    state: &'a InstanceState<F>,
+    instance: PFLT_INSTANCE,
+}
+
+impl<'a, F: Filter> InstanceRef<'a, F> {
+    pub(crate) fn view(&self) -> Instance<'_, F::InstanceContext> {
+        Instance {
+            context: &self.state.context,
+            volume: self.state.volume,
+            data_scan: self.state.data_scan,
+            id: InstanceId(self.instance as usize),
+        }
+    }
+
+    pub(crate) fn state(&self) -> &'a InstanceState<F> {
+        self.state
+    }
+}
+
+impl<F: Filter> Drop for InstanceRef<'_, F> {
+    fn drop(&mut self) {
+        // SAFETY: a context this reference got from FltGetInstanceContext, released once.
+        unsafe { FltReleaseContext(self.context) };
+    }
+}
+
+/// The instance's state. Without an instance-setup callback the state is created on first use
+/// from `Filter::default_instance` and the volume's properties.
+///
+/// # Safety
+/// `instance` must be an instance of this filter, valid during the running callback.
+pub(crate) unsafe fn instance_state<'a, F: Filter>(
+    driver: &DriverState<F>,
+    instance: PFLT_INSTANCE,
+) -> Option<InstanceRef<'a, F>> {
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a valid instance and an out pointer.
+    let status = unsafe { FltGetInstanceContext(instance, &mut context) };
+    if status < 0 {
+        if driver.registration.callbacks().instance_setup {
+            return None;
+        }
+        let state = InstanceState::<F> {
+            context: driver.filter.default_instance()?,
+            // SAFETY: the caller guarantees `instance` is valid.
+            volume: unsafe { volume_info(instance) },
+            data_scan: DataScanMode::NotRequested,
+        };
+        // SAFETY: as above.
+        context = unsafe { attach_state(driver, instance, state) }.ok()?;
+    }
+    // SAFETY: the Filter Manager keeps a referenced context alive until released; the backend
+    // wrote an InstanceState<F> into every instance context of this filter.
+    let state = unsafe { &*context.cast::<InstanceState<F>>() };
+    Some(InstanceRef { context, state, instance })
+}
+
+/// The volume's device type and file system, from the Filter Manager.
+///
+/// # Safety
+/// `instance` must be valid.
+unsafe fn volume_info(instance: PFLT_INSTANCE) -> VolumeInfo {
+    let mut fs_type = 0;
+    // SAFETY: a valid instance is a valid filter object for FltGetFileSystemType.
+    let _ = unsafe { FltGetFileSystemType(instance as *const c_void, &mut fs_type) };
+    let mut device_type = 0;
+    let mut volume: PFLT_VOLUME = 0;
+    // SAFETY: a valid instance and an out pointer; the volume comes referenced.
+    if unsafe { FltGetVolumeFromInstance(instance, &mut volume) } >= 0 {
+        // SAFETY: all-zero is a valid FLT_VOLUME_PROPERTIES.
+        let mut props: FLT_VOLUME_PROPERTIES = unsafe { core::mem::zeroed() };
+        let mut returned = 0u32;
+        // SAFETY: a referenced volume and a buffer of the fixed part's size; the call fills the
+        // fixed part even when the names do not fit (STATUS_BUFFER_OVERFLOW).
+        let _ = unsafe {
+            FltGetVolumeProperties(
+                volume,
+                &mut props,
+                core::mem::size_of::<FLT_VOLUME_PROPERTIES>() as u32,
+                &mut returned,
+            )
+        };
+        device_type = props.DeviceType;
+        // SAFETY: dereferences the volume FltGetVolumeFromInstance referenced.
+        unsafe { FltObjectDereference(volume as *mut c_void) };
+    }
+    VolumeInfo {
+        device_type: VolumeDeviceType::from_raw(device_type),
+        filesystem: FilesystemType::from_raw(fs_type as u32),
+    }
+}
+
+/// Allocates an instance context holding `state` and sets it on `instance`. Returns the context,
+/// referenced (the caller releases it).
+///
+/// # Safety
+/// `instance` must be valid.
+unsafe fn attach_state<F: Filter>(
+    driver: &DriverState<F>,
+    instance: PFLT_INSTANCE,
+    state: InstanceState<F>,
+) -> Result<PFLT_CONTEXT, Error> {
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a registered filter, a registered context type of exactly this size.
+    let status = unsafe {
+        FltAllocateContext(
+            driver.handle,
+            FLT_INSTANCE_CONTEXT as u16,
+            core::mem::size_of::<InstanceState<F>>(),
+            NonPagedPoolNx,
+            &mut context,
+        )
+    };
+    if let Some(e) = Error::new(Status(status)) {
+        return Err(e);
+    }
+    // SAFETY: the context block is at least size_of::<InstanceState<F>>() bytes, aligned for it
+    // (pool alignment), and uninitialized.
+    unsafe { context.cast::<InstanceState<F>>().write(state) };
+    let mut old: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a valid instance and a context of this filter.
+    let status = unsafe {
+        FltSetInstanceContext(instance, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, &mut old)
+    };
+    if status < 0 {
+        // Another thread set one first (or the instance is going away): drop ours (the cleanup
+        // callback drops the state) and use theirs.
+        // SAFETY: our context, released once.
+        unsafe { FltReleaseContext(context) };
+        if old.is_null() {
+            return Err(Error::new(Status(status)).unwrap_or(Error::UNSUCCESSFUL));
+        }
+        return Ok(old);
+    }
+    Ok(context)
+}
+
+/// `ContextCleanupCallback` for instance contexts: drops the instance state.
+pub(crate) unsafe extern "system" fn instance_context_cleanup<F: Filter>(
+    context: PFLT_CONTEXT,
+    _kind: u16,
+) {
+    // SAFETY: the Filter Manager calls this once per instance context, after the last reference is
+    // gone; the backend wrote an InstanceState<F> into it.
+    unsafe { core::ptr::drop_in_place(context.cast::<InstanceState<F>>()) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instance setup and teardown
+
+/// `InstanceSetupCallback`.
+pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
+    objects: *const FLT_RELATED_OBJECTS,
+    flags: u32,
+    volume_device_type: u32,
+    volume_filesystem_type: i32,
+) -> NTSTATUS {
+    // SAFETY: the image global of this image holds its DriverState<F>.
+    let Some(driver) = (unsafe { DriverState::<F>::current() }) else {
+        return Status::FLT_DO_NOT_ATTACH.0;
+    };
+    // SAFETY: the Filter Manager passes valid related objects.
+    let Some(objects) = (unsafe { objects.as_ref() }) else { return Status::FLT_DO_NOT_ATTACH.0 };
+    let instance = objects.Instance;
+    let volume = VolumeInfo {
+        device_type: VolumeDeviceType::from_raw(volume_device_type),
+        filesystem: FilesystemType::from_raw(volume_filesystem_type as u32),
+    };
+    let flags = InstanceSetupFlags::from_bits_retain(flags);
+    let data_scan = if driver.registration.scans_data() {
+        // SAFETY: a valid instance being set up (facts.md §6: register before creating sections).
+        match Status(unsafe { FltRegisterForDataScan(instance) }) {
+            s if s.is_success() => DataScanMode::FilterManager,
+            Status::NOT_SUPPORTED => DataScanMode::FsRtlFallback,
+            refusal => {
+                report_setup(instance, flags, volume, DataScanMode::NotRequested, refusal);
+                return refusal.0;
+            }
+        }
+    } else {
+        DataScanMode::NotRequested
+    };
+    let services = OpServices::<F>::for_instance(driver, instance, data_scan);
+    let setup = InstanceSetup {
+        flags,
+        volume,
+        data_scan,
+        id: InstanceId(instance as usize),
+        services: &services,
+    };
+    let status = match driver.filter.instance_setup(&setup) {
+        Ok(context) => {
+            let state = InstanceState::<F> { context, volume, data_scan };
+            // SAFETY: a valid instance being set up.
+            match unsafe { attach_state(driver, instance, state) } {
+                Ok(context) => {
+                    // SAFETY: releases the reference attach_state returned.
+                    unsafe { FltReleaseContext(context) };
+                    Status::SUCCESS
+                }
+                Err(e) => e.status(),
+            }
+        }
+        Err(e) => e.status(),
+    };
+    report_setup(instance, flags, volume, data_scan, status);
+    status.0
+}
+
+fn report_setup(
+    instance: PFLT_INSTANCE,
+    flags: InstanceSetupFlags,
+    volume: VolumeInfo,
+    data_scan: DataScanMode,
+    status: Status,
+) {
+    trace::emit(&TraceEvent::InstanceSetup {
+        instance: InstanceId(instance as usize),
+        flags,
+        volume,
+        data_scan,
+        status,
+    });
+}
+
+/// `InstanceQueryTeardownCallback`.
+pub(crate) unsafe extern "system" fn instance_query_teardown<F: Filter>(
+    objects: *const FLT_RELATED_OBJECTS,
+    _flags: u32,
+) -> NTSTATUS {
+    // SAFETY: as in instance_setup.
+    let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
+    // SAFETY: valid related objects.
+    let Some(objects) = (unsafe { objects.as_ref() }) else { return Status::SUCCESS.0 };
+    // SAFETY: an instance of this filter.
+    let status = match unsafe { instance_state(driver, objects.Instance) } {
+        Some(inst) => match driver.filter.instance_query_teardown(&inst.view()) {
+            Ok(()) => Status::SUCCESS,
+            Err(e) => e.status(),
+        },
+        None => Status::SUCCESS,
+    };
+    trace::emit(&TraceEvent::InstanceQueryTeardown {
+        instance: InstanceId(objects.Instance as usize),
+        status,
+    });
+    status.0
+}
+
+/// `InstanceTeardownStartCallback`.
+pub(crate) unsafe extern "system" fn instance_teardown_start<F: Filter>(
+    objects: *const FLT_RELATED_OBJECTS,
+    reason: u32,
+) {
+    // SAFETY: forwarded.
+    unsafe { teardown::<F>(objects, reason, false) }
+}
+
+/// `InstanceTeardownCompleteCallback`.
+pub(crate) unsafe extern "system" fn instance_teardown_complete<F: Filter>(
+    objects: *const FLT_RELATED_OBJECTS,
+    reason: u32,
+) {
+    // SAFETY: forwarded.
+    unsafe { teardown::<F>(objects, reason, true) }
+}
+
+/// # Safety
+/// Called by the Filter Manager with valid related objects.
+unsafe fn teardown<F: Filter>(objects: *const FLT_RELATED_OBJECTS, reason: u32, complete: bool) {
+    // SAFETY: as in instance_setup.
+    let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
+    // SAFETY: valid related objects.
+    let Some(objects) = (unsafe { objects.as_ref() }) else { return };
+    let reason = TeardownFlags::from_bits_retain(reason);
+    let id = InstanceId(objects.Instance as usize);
+    // SAFETY: an instance of this filter.
+    if let Some(inst) = unsafe { instance_state(driver, objects.Instance) } {
+        if complete {
+            driver.filter.instance_teardown_complete(&inst.view(), reason);
+        } else {
+            driver.filter.instance_teardown_start(&inst.view(), reason);
+        }
+    }
+    trace::emit(&if complete {
+        TraceEvent::TeardownComplete { instance: id, reason }
+    } else {
+        TraceEvent::TeardownStart { instance: id, reason }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+/// The pend backend of filter `F`: a zero-sized static, so `&'static` is free.
+pub(crate) struct Pender<F>(PhantomData<fn() -> F>);
+/// The post-deferral backend of filter `F`.
+pub(crate) struct Deferrer<F>(PhantomData<fn() -> F>);
+
+fn pender<F: Filter>() -> &'static dyn PendBackend<F::CompletionContext> {
+    const { &Pender::<F>(PhantomData) }
+}
+
+fn deferrer<F: Filter>() -> &'static dyn PostBackend {
+    const { &Deferrer::<F>(PhantomData) }
+}
+
+/// Maps a resume decision to `FLT_PREOP_*` and an encoded context. A context that cannot be
+/// stored (pool exhausted) fails the operation closed.
+fn encode_resume<C>(how: PreResume<C>) -> (i32, usize, Option<IoStatus>) {
+    match how {
+        PreResume::WithPost(c) => match encode(c) {
+            Ok(p) => (flt_preop::SUCCESS_WITH_CALLBACK, p as usize, None),
+            Err(_) => (flt_preop::COMPLETE, 0, Some(IoStatus::new(Status::INSUFFICIENT_RESOURCES))),
+        },
+        PreResume::NoPost => (flt_preop::SUCCESS_NO_CALLBACK, 0, None),
+        PreResume::Complete(io) => (flt_preop::COMPLETE, 0, Some(sanitize_completion(io))),
+    }
+}
+
+/// A completion status must not be `STATUS_PENDING` or `STATUS_FLT_DISALLOW_FAST_IO`
+/// (facts.md §4); the model turns them into `STATUS_INVALID_DEVICE_STATE`.
+fn sanitize_completion(io: IoStatus) -> IoStatus {
+    match io.status {
+        Status::PENDING | Status::FLT_DISALLOW_FAST_IO => {
+            IoStatus::new(Status::INVALID_DEVICE_STATE)
+        }
+        _ => io,
+    }
+}
+
+impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
+    fn pend(&self, handle: usize) -> bool {
+        // SAFETY: called from filter code of this image.
+        match unsafe { DriverState::<F>::current() } {
+            Some(driver) => driver.add_pended(handle),
+            None => false,
+        }
+    }
+
+    fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
+        // SAFETY: called from filter code of this image.
+        let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
+        let (status, context, io) = encode_resume(how);
+        let complete_now = driver.with_pended(handle, |slot| match slot {
+            Some(entry) if entry.in_pre => {
+                entry.early = Some((status, context));
+                false
+            }
+            _ => {
+                *slot = None;
+                true
+            }
+        });
+        match complete_now {
+            // SAFETY: `handle` is a callback data this filter pended (found in the table), which
+            // the Filter Manager keeps valid until it is completed here, once.
+            Some(true) => unsafe { complete_pended(handle, status, context, io) },
+            Some(false) => {}
+            // Unknown or already completed: drop the context that would have gone with it.
+            // SAFETY: `context` was just encoded for this C.
+            None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
+        }
+    }
+
+    fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<F::CompletionContext>) {
+        // SAFETY: called from filter code of this image.
+        let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
+        let (status, context, io) = encode_resume(how);
+        let queued_now = driver.with_pended(handle, |slot| match slot {
+            Some(entry) => {
+                entry.deferred = Some((status, context, delay_ms));
+                !entry.in_pre
+            }
+            None => false,
+        });
+        match queued_now {
+            Some(true) => defer_worker::<F>(driver, handle),
+            Some(false) => {}
+            // SAFETY: `context` was just encoded for this C.
+            None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
+        }
+        if let Some(io) = io {
+            // The completion status travels in the callback data until the worker completes it.
+            // SAFETY: the handle is a pended callback data of this filter (it was in the table).
+            unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
+        }
+    }
+}
+
+/// Completes a pended pre-operation.
+///
+/// # Safety
+/// `handle` must be a callback data this filter pended and has not completed.
+pub(crate) unsafe fn complete_pended(
+    handle: usize,
+    status: i32,
+    context: usize,
+    io: Option<IoStatus>,
+) {
+    let data = handle as *mut FLT_CALLBACK_DATA;
+    if let Some(io) = io {
+        // SAFETY: the caller guarantees `data` is a live pended operation of ours.
+        unsafe { view::set_io_status(data, io) };
+    }
+    // SAFETY: as above; completed once.
+    unsafe { FltCompletePendedPreOperation(data, status, context as *const c_void) };
+}
+
+impl<F: Filter> PostBackend for Deferrer<F> {
+    fn defer(&self, handle: usize) -> bool {
+        // SAFETY: called from filter code of this image.
+        let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return false };
+        let mut table = driver.deferred_posts.lock();
+        if table.contains(&handle) {
+            return false;
+        }
+        match table.iter_mut().find(|h| **h == 0) {
+            Some(slot) => {
+                *slot = handle;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn complete(&self, handle: usize) {
+        // SAFETY: called from filter code of this image.
+        let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
+        let found = {
+            let mut table = driver.deferred_posts.lock();
+            match table.iter_mut().find(|h| **h == handle) {
+                Some(slot) => {
+                    *slot = 0;
+                    true
+                }
+                None => false,
+            }
+        };
+        if found {
+            // SAFETY: a callback data whose post callback this filter deferred (found in the
+            // table), completed once.
+            unsafe { FltCompletePendedPostOperation(handle as *const FLT_CALLBACK_DATA) };
+        }
+    }
+}
+
+/// `PFLT_PRE_OPERATION_CALLBACK` for every registered pre callback.
+pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> i32 {
+    // SAFETY: the image global of this image holds its DriverState<F>.
+    let Some(driver) = (unsafe { DriverState::<F>::current() }) else {
+        return flt_preop::SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: the Filter Manager passes valid related objects.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return flt_preop::SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: an instance of this filter.
+    let Some(inst) = (unsafe { instance_state(driver, objects.Instance) }) else {
+        return flt_preop::SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: `data` is the valid callback data of this call.
+    let Some(header) = (unsafe { view::header(data) }) else {
+        return flt_preop::SUCCESS_NO_CALLBACK;
+    };
+    if inst.state().data_scan == DataScanMode::FsRtlFallback && conflicts_with_sections(&header) {
+        // SAFETY: the running operation's file object, if any.
+        let stream = unsafe { objects.FileObject.as_ref() }.map_or(0, |f| f.FsContext as usize);
+        for record in crate::services::fallback_conflicts(driver, objects.Instance, stream)
+            .into_iter()
+            .flatten()
+        {
+            // SAFETY: a live fallback record of this instance (from the table).
+            unsafe { crate::services::mark_conflicted(record.cast()) };
+            let section = SectionId(record as usize);
+            driver.filter.section_conflict(&inst.view(), section);
+            trace::emit(&TraceEvent::SectionConflict {
+                instance: InstanceId(objects.Instance as usize),
+                section,
+            });
+            // SAFETY: as above: close the section so the conflicting I/O proceeds.
+            unsafe { crate::services::close_section_handle(record.cast()) };
+        }
+    }
+    // SAFETY: as above.
+    let buffer = unsafe { view::pre_buffer(data, &header) };
+    let services =
+        OpServices::<F>::for_operation(driver, objects.Instance, data, inst.state().data_scan);
+    let can_pend = header.kind == OperationKind::Irp;
+    let mut op = PreOperation::new(header, buffer, &services, can_pend.then(pender::<F>));
+    let outcome = driver.filter.pre_operation(&inst.view(), &mut op);
+    let (status, context, reported) = map_pre_outcome(driver, &header, data, outcome);
+    trace::emit(&TraceEvent::Pre {
+        instance: InstanceId(objects.Instance as usize),
+        operation: data as usize,
+        major: header.major,
+        minor: header.minor,
+        kind: header.kind,
+        outcome: reported.0,
+        status: reported.1,
+    });
+    if !completion_context.is_null() {
+        // SAFETY: the Filter Manager's out parameter for the completion context.
+        unsafe { *completion_context = context };
+    }
+    status
+}
+
+/// Operations that conflict with an open data-scan section: they change the file's data or size
+/// and need the cache purged (writes; end-of-file and allocation changes).
+fn conflicts_with_sections(header: &fsfilter::OperationHeader<'_>) -> bool {
+    const FILE_ALLOCATION_INFORMATION: u32 = 19;
+    const FILE_END_OF_FILE_INFORMATION: u32 = 20;
+    match header.parameters {
+        fsfilter::Parameters::Write(_) => !header.is_paging(),
+        fsfilter::Parameters::SetInformation(i) => {
+            matches!(i.class, FILE_ALLOCATION_INFORMATION | FILE_END_OF_FILE_INFORMATION)
+        }
+        _ => false,
+    }
+}
+
+/// Maps a pre outcome to `FLT_PREOP_*` and a completion context, enforcing the model's rules
+/// (docs/callback-model.md) so that no outcome breaks a Filter Manager rule. Returns the status,
+/// the context, and what to report (the WDK name and completion status actually used).
+fn map_pre_outcome<F: Filter>(
+    driver: &DriverState<F>,
+    header: &fsfilter::OperationHeader<'_>,
+    data: *mut FLT_CALLBACK_DATA,
+    outcome: PreOutcome<F::CompletionContext>,
+) -> (i32, *mut c_void, (&'static str, Option<Status>)) {
+    let has_post = driver.registration.get(header.major).is_some_and(|o| o.post);
+    let cleanup_or_close = matches!(header.major, MajorFunction::Cleanup | MajorFunction::Close);
+    let id = data as usize;
+    let no_post = (
+        flt_preop::SUCCESS_NO_CALLBACK,
+        core::ptr::null_mut(),
+        ("FLT_PREOP_SUCCESS_NO_CALLBACK", None),
+    );
+    let complete = |io: IoStatus| {
+        // SAFETY: `data` is the callback data of the running pre callback, which may complete it.
+        unsafe { view::set_io_status(data, io) };
+        (flt_preop::COMPLETE, core::ptr::null_mut(), ("FLT_PREOP_COMPLETE", Some(io.status)))
+    };
+    let with_context = |c: F::CompletionContext, status: i32, name: &'static str| {
+        if !has_post {
+            // Rule 6: a post callback needs a registered post callback.
+            drop(c);
+            return no_post;
+        }
+        match encode(c) {
+            Ok(p) => (status, p, (name, None)),
+            // Rule 7: no room for the context: fail closed, except for cleanup and close.
+            Err(c) => {
+                drop(c);
+                if cleanup_or_close {
+                    no_post
+                } else {
+                    complete(IoStatus::new(Status::INSUFFICIENT_RESOURCES))
+                }
+            }
+        }
+    };
+    let result = match outcome {
+        PreOutcome::WithPost(c) => {
+            with_context(c, flt_preop::SUCCESS_WITH_CALLBACK, "FLT_PREOP_SUCCESS_WITH_CALLBACK")
+        }
+        PreOutcome::Synchronize(c) => {
+            with_context(c, flt_preop::SYNCHRONIZE, "FLT_PREOP_SYNCHRONIZE")
+        }
+        PreOutcome::NoPost => no_post,
+        PreOutcome::Complete(io) => {
+            let io = sanitize_completion(io);
+            // Rule 5: cleanup and close cannot fail.
+            if cleanup_or_close && !io.status.is_success() {
+                complete(IoStatus::new(Status::SUCCESS))
+            } else {
+                complete(io)
+            }
+        }
+        PreOutcome::DisallowFastIo => {
+            let allowed = header.kind == OperationKind::FastIo
+                && !matches!(
+                    header.major,
+                    MajorFunction::Shutdown
+                        | MajorFunction::VolumeMount
+                        | MajorFunction::VolumeDismount
+                );
+            if allowed {
+                (
+                    flt_preop::DISALLOW_FASTIO,
+                    core::ptr::null_mut(),
+                    ("FLT_PREOP_DISALLOW_FASTIO", None),
+                )
+            } else {
+                no_post
+            }
+        }
+        PreOutcome::DisallowFsFilterIo => {
+            if header.major == MajorFunction::QueryOpen {
+                (
+                    flt_preop::DISALLOW_FSFILTER_IO,
+                    core::ptr::null_mut(),
+                    ("FLT_PREOP_DISALLOW_FSFILTER_IO", None),
+                )
+            } else {
+                no_post
+            }
+        }
+        PreOutcome::Pending(_receipt) => {
+            let entry = driver.with_pended(id, |slot| {
+                let e = *slot;
+                match e {
+                    Some(x) if x.early.is_some() => *slot = None,
+                    Some(mut x) => {
+                        x.in_pre = false;
+                        *slot = Some(x);
+                    }
+                    None => {}
+                }
+                e
+            });
+            match entry.flatten() {
+                // Resumed before the pre callback returned: answer with that decision now.
+                Some(e) if e.early.is_some() => match e.early {
+                    Some((status, context)) => {
+                        let name = match status {
+                            flt_preop::SUCCESS_WITH_CALLBACK => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
+                            flt_preop::COMPLETE => "FLT_PREOP_COMPLETE",
+                            _ => "FLT_PREOP_SUCCESS_NO_CALLBACK",
+                        };
+                        // SAFETY: `data` is the running callback's data.
+                        let io = (status == flt_preop::COMPLETE)
+                            .then(|| unsafe { view::io_status(data) });
+                        (status, context as *mut c_void, (name, io.map(|i| i.status)))
+                    }
+                    None => no_post,
+                },
+                Some(e) => {
+                    if e.deferred.is_some() {
+                        defer_worker::<F>(driver, id);
+                    }
+                    (flt_preop::PENDING, core::ptr::null_mut(), ("FLT_PREOP_PENDING", None))
+                }
+                None => no_post,
+            }
+        }
+    };
+    if result.0 != flt_preop::PENDING {
+        // A token taken for an operation that was not pended resumes nothing.
+        let _ = driver.with_pended(id, |slot| *slot = None);
+    }
+    result
+}
+
+/// `PFLT_POST_OPERATION_CALLBACK` for every registered post callback.
+pub(crate) unsafe extern "system" fn post_operation<F: Filter>(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> i32 {
+    // SAFETY: the context was encoded by this filter's pre callback for this operation; the
+    // Filter Manager passes it to exactly one post callback.
+    let context = unsafe { decode::<F::CompletionContext>(completion_context) };
+    // SAFETY: forwarded.
+    unsafe { post_common::<F>(data, objects, context, flags, false) }
+}
+
+/// The safe-IRQL half of a post callback (`FltDoCompletionProcessingWhenSafe`).
+unsafe extern "system" fn post_when_safe<F: Filter>(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> i32 {
+    // SAFETY: encoded by post_common for this call, passed through once.
+    let context = unsafe { decode::<F::CompletionContext>(completion_context) };
+    // SAFETY: forwarded.
+    unsafe { post_common::<F>(data, objects, context, flags, true) }
+}
+
+/// # Safety
+/// Called from a post callback with its valid arguments.
+unsafe fn post_common<F: Filter>(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    context: Option<F::CompletionContext>,
+    flags: u32,
+    when_safe: bool,
+) -> i32 {
+    let finished = flt_postop::FINISHED_PROCESSING;
+    // SAFETY: this image's state.
+    let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return finished };
+    let Some(context) = context else { return finished };
+    // SAFETY: valid related objects.
+    let Some(objs) = (unsafe { objects.as_ref() }) else { return finished };
+    // SAFETY: an instance of this filter.
+    let Some(inst) = (unsafe { instance_state(driver, objs.Instance) }) else { return finished };
+    // SAFETY: the running callback's data.
+    let Some(header) = (unsafe { view::header(data) }) else { return finished };
+    let post_flags = PostFlags::from_bits_retain(flags);
+    let draining = post_flags.contains(PostFlags::DRAINING);
+    // SAFETY: the running callback's data.
+    let result = unsafe { view::io_status(data) };
+    // SAFETY: as above.
+    let buffer = unsafe { view::post_buffer(data, &header, result, draining) };
+    let services =
+        OpServices::<F>::for_operation(driver, objs.Instance, data, inst.state().data_scan);
+    let can_defer = header.kind == OperationKind::Irp && !draining;
+    let mut op =
+        PostOperation::new(header, result, buffer, &services, can_defer.then(deferrer::<F>));
+    let outcome = if when_safe {
+        driver.filter.post_operation_when_safe(&inst.view(), &mut op, context)
+    } else {
+        driver.filter.post_operation(&inst.view(), &mut op, context, post_flags)
+    };
+    let (status, name) = match outcome {
+        PostOutcome::Finished => (finished, "FLT_POSTOP_FINISHED_PROCESSING"),
+        // Rule 9: a draining post callback only cleans up.
+        PostOutcome::WhenSafe(c)
+            if draining || when_safe || header.kind != OperationKind::Irp || header.is_paging() =>
+        {
+            drop(c);
+            (finished, "FLT_POSTOP_FINISHED_PROCESSING")
+        }
+        PostOutcome::WhenSafe(c) => match encode(c) {
+            Ok(raw) => {
+                let mut status = finished;
+                // SAFETY: an IRP-based, non-paging operation in its post callback; the safe
+                // callback decodes `raw` once if it runs.
+                let posted = unsafe {
+                    FltDoCompletionProcessingWhenSafe(
+                        data,
+                        objects,
+                        raw,
+                        0,
+                        Some(post_when_safe::<F>),
+                        &mut status,
+                    )
+                };
+                if !posted {
+                    // SAFETY: the safe callback did not run, so the context is still ours.
+                    drop(unsafe { decode::<F::CompletionContext>(raw) });
+                }
+                (
+                    status,
+                    if status == flt_postop::MORE_PROCESSING_REQUIRED {
+                        "FLT_POSTOP_MORE_PROCESSING_REQUIRED"
+                    } else {
+                        "FLT_POSTOP_FINISHED_PROCESSING"
+                    },
+                )
+            }
+            Err(c) => {
+                drop(c);
+                (finished, "FLT_POSTOP_FINISHED_PROCESSING")
+            }
+        },
+        PostOutcome::MoreProcessing(_receipt) => {
+            (flt_postop::MORE_PROCESSING_REQUIRED, "FLT_POSTOP_MORE_PROCESSING_REQUIRED")
+        }
+    };
+    trace::emit(&TraceEvent::Post {
+        instance: InstanceId(objs.Instance as usize),
+        operation: data as usize,
+        major: header.major,
+        draining,
+        when_safe,
+        outcome: name,
+        status: result.status,
+    });
+    status
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unload and section conflicts
+
+/// `FilterUnloadCallback`.
+pub(crate) unsafe extern "system" fn filter_unload<F: Filter>(flags: u32) -> NTSTATUS {
+    let flags = UnloadFlags::from_bits_retain(flags);
+    // SAFETY: this image's state.
+    let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
+    let answer = driver.filter.unload(flags);
+    let status = match answer {
+        Err(e) if !flags.contains(UnloadFlags::MANDATORY) => e.status(),
+        _ => Status::SUCCESS,
+    };
+    trace::emit(&TraceEvent::Unload {
+        flags,
+        status: answer.err().map_or(Status::SUCCESS, Error::status),
+    });
+    if !status.is_success() {
+        return status.0;
+    }
+    // SAFETY: this image's registered filter, and its state, which nothing uses once
+    // FltUnregisterFilter has torn every instance down and waited for rundown.
+    unsafe { crate::entry::unregister_and_free::<F>() };
+    Status::SUCCESS.0
+}
+
+/// `SectionNotificationCallback`: conflicting I/O needs a data-scan section closed.
+pub(crate) unsafe extern "system" fn section_conflict<F: Filter>(
+    instance: PFLT_INSTANCE,
+    section_context: PFLT_CONTEXT,
+    _data: *const FLT_CALLBACK_DATA,
+) -> NTSTATUS {
+    // SAFETY: this image's state.
+    let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
+    // SAFETY: an instance of this filter.
+    if let Some(inst) = unsafe { instance_state(driver, instance) } {
+        // SAFETY: a section context of this filter (it was registered with our section contexts).
+        unsafe { crate::services::mark_conflicted(section_context) };
+        let section = SectionId(section_context as usize);
+        driver.filter.section_conflict(&inst.view(), section);
+        trace::emit(&TraceEvent::SectionConflict {
+            instance: InstanceId(instance as usize),
+            section,
+        });
+        // SAFETY: as above; closes the section if the filter kept it open, so the conflicting
+        // I/O can proceed.
+        unsafe { crate::services::close_section_handle(section_context) };
+    }
+    Status::SUCCESS.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_never_use_reserved_statuses() {
+        assert_eq!(
+            sanitize_completion(IoStatus::new(Status::PENDING)).status,
+            Status::INVALID_DEVICE_STATE
+        );
+        assert_eq!(
+            sanitize_completion(IoStatus::new(Status::FLT_DISALLOW_FAST_IO)).status,
+            Status::INVALID_DEVICE_STATE
+        );
+        assert_eq!(
+            sanitize_completion(IoStatus::new(Status::ACCESS_DENIED)).status,
+            Status::ACCESS_DENIED
+        );
+    }
+
+    #[test]
+    fn resume_decisions_map_to_preop_statuses() {
+        let (s, c, io) = encode_resume::<()>(PreResume::WithPost(()));
+        assert_eq!((s, c, io), (flt_preop::SUCCESS_WITH_CALLBACK, 0, None));
+        let (s, _, io) = encode_resume::<()>(PreResume::NoPost);
+        assert_eq!((s, io), (flt_preop::SUCCESS_NO_CALLBACK, None));
+        let (s, _, io) =
+            encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)));
+        assert_eq!((s, io.map(|i| i.status)), (flt_preop::COMPLETE, Some(Status::ACCESS_DENIED)));
+    }
+}

@@ -1,0 +1,39 @@
+//! Carrying a filter's completion context from pre to post through the Filter Manager's
+//! `PVOID CompletionContext`.
+//!
+//! A zero-sized context travels as NULL: no allocation, which is what a passthrough filter pays
+//! (nothing). Any other context is moved into one pool block, released exactly once: by the post
+//! callback, by the draining post callback, or by the backend when the Filter Manager will not call
+//! the post callback. (Packing a small value into the pointer itself would read its padding bytes,
+//! which may be uninitialized.)
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+use fsfilter_kernel::pool::PoolBox;
+
+use crate::state::COMPLETION_TAG;
+
+/// Moves `value` into a pointer-sized handle; gives it back when the pool is exhausted.
+pub(crate) fn encode<C>(value: C) -> Result<*mut c_void, C> {
+    if core::mem::size_of::<C>() == 0 {
+        core::mem::forget(value);
+        return Ok(core::ptr::null_mut());
+    }
+    PoolBox::try_new_or_return(value, COMPLETION_TAG).map(|b| b.into_raw().cast())
+}
+
+/// Takes a context back from its handle.
+///
+/// # Safety
+/// `raw` must come from [`encode`] for the same `C`, and be decoded once.
+pub(crate) unsafe fn decode<C>(raw: *const c_void) -> Option<C> {
+    if core::mem::size_of::<C>() == 0 {
+        // SAFETY: a zero-sized value occupies no bytes, so reading one from a dangling, aligned
+        // pointer is valid; it gives back the value `encode` forgot.
+        return Some(unsafe { NonNull::<C>::dangling().as_ptr().read() });
+    }
+    // SAFETY: the caller guarantees `raw` is a PoolBox<C> pointer from `encode`, taken once.
+    let boxed = unsafe { PoolBox::<C>::from_raw(raw.cast_mut().cast(), COMPLETION_TAG) }?;
+    Some(boxed.into_inner())
+}

@@ -1,0 +1,119 @@
+//! `DriverEntry` and unload: register the filter, start filtering, and undo both on every failure
+//! path (facts.md §2.6: on failure after `FltRegisterFilter` the driver must unregister).
+
+use fsfilter::{Filter, Status, trace::TraceEvent};
+use fsfilter_kernel::pool::PoolBox;
+use fsfilter_kernel::registry::ServiceKey;
+use fsfilter_kernel::sync::SpinLock;
+use fsfilter_kernel::{image, trace};
+use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_REGISTRATION, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter,
+};
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+use crate::services::MAX_SECTIONS;
+use crate::state::{DRIVER_TAG, DriverState, MAX_PENDED};
+use crate::tables::{RuntimeTables, StaticTables};
+
+/// The `DriverEntry` of a minifilter built from `F`: reads the service's `Parameters` key, builds
+/// the filter, registers it with the Filter Manager (the static tables of `F::REGISTRATION`, or
+/// tables built for the registration `F::registration` returns), and starts filtering.
+///
+/// # Safety
+/// Called by the I/O manager (or the simulator's loader) as a driver's entry point, once per
+/// image, at `PASSIVE_LEVEL`, with a valid driver object and registry path.
+pub unsafe fn driver_entry<F: Filter>(
+    driver: *const DRIVER_OBJECT,
+    registry_path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: the caller guarantees a valid registry path.
+    let parameters = unsafe { ServiceKey::open(registry_path) };
+    let filter = match F::load(&parameters) {
+        Ok(f) => f,
+        Err(e) => return e.status().0,
+    };
+    drop(parameters);
+    let registration = filter.registration();
+    if registration.check().is_err() {
+        return Status::INVALID_PARAMETER.0;
+    }
+    let state = DriverState {
+        filter,
+        handle: 0,
+        registration,
+        runtime_tables: None,
+        pended: SpinLock::new([None; MAX_PENDED]),
+        deferred_posts: SpinLock::new([0; MAX_PENDED]),
+        sections: SpinLock::new([None; MAX_SECTIONS]),
+    };
+    let mut state = match PoolBox::try_new(state, DRIVER_TAG) {
+        Ok(s) => s,
+        Err(e) => return e.status().0,
+    };
+    let table: *const FLT_REGISTRATION = if registration == F::REGISTRATION {
+        StaticTables::<F>::registration()
+    } else {
+        match PoolBox::try_new(RuntimeTables::new::<F>(&registration), DRIVER_TAG) {
+            Ok(mut tables) => {
+                let linked = tables.link();
+                state.runtime_tables = Some(tables);
+                linked
+            }
+            Err(e) => return e.status().0,
+        }
+    };
+    // Callbacks can arrive before FltStartFiltering returns (facts.md §2.6): publish the state
+    // first.
+    let raw = state.into_raw();
+    image::set(raw.cast());
+    let mut handle = 0;
+    // SAFETY: a valid driver object and a registration whose tables live as long as the filter
+    // (static data, or the pool block owned by the driver state).
+    let status = unsafe { FltRegisterFilter(driver, table, &mut handle) };
+    if status < 0 {
+        // SAFETY: nothing else references the state: registration failed.
+        unsafe { discard_state::<F>(raw) };
+        return status;
+    }
+    // SAFETY: `raw` is the live state published above; nothing else writes the handle.
+    unsafe { (*raw).handle = handle };
+    // SAFETY: a registered filter.
+    let status = unsafe { FltStartFiltering(handle) };
+    if status < 0 {
+        // SAFETY: the filter registered above; unregistering tears down what starting made.
+        unsafe { FltUnregisterFilter(handle) };
+        // SAFETY: unregistered: no callback can run any more.
+        unsafe { discard_state::<F>(raw) };
+        return status;
+    }
+    Status::SUCCESS.0
+}
+
+/// # Safety
+/// `raw` must be the state published by `driver_entry`, no longer reachable by callbacks.
+unsafe fn discard_state<F: Filter>(raw: *mut DriverState<F>) {
+    image::set(core::ptr::null_mut());
+    // SAFETY: the caller guarantees exclusive ownership of the pool block.
+    drop(unsafe { PoolBox::from_raw(raw, DRIVER_TAG) });
+}
+
+/// Unregisters the filter (tearing down every instance and waiting for rundown) and frees the
+/// driver state.
+///
+/// # Safety
+/// Called once, from the filter's unload callback, in this image.
+pub(crate) unsafe fn unregister_and_free<F: Filter>() {
+    let raw = image::get().cast::<DriverState<F>>();
+    if raw.is_null() {
+        return;
+    }
+    // SAFETY: the live state of this image.
+    let handle = unsafe { (*raw).handle };
+    // SAFETY: the registered filter; returns once every instance is torn down and every
+    // rundown reference is released, after which no callback of this filter runs.
+    unsafe { FltUnregisterFilter(handle) };
+    // SAFETY: unregistered: the state is no longer reachable.
+    unsafe { discard_state::<F>(raw) };
+    trace::emit(&TraceEvent::Note { instance: None, operation: None, text: "filter unregistered" });
+}

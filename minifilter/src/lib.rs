@@ -1,0 +1,74 @@
+//! fsfilter-minifilter: the Filter Manager backend.
+//!
+//! Runs any [`fsfilter::Filter`] as a minifilter: the const registration becomes static
+//! `FLT_OPERATION_REGISTRATION` and `FLT_REGISTRATION` tables (version 0x0203), the callbacks are
+//! `extern "system"` trampolines that build the model's views and map its outcomes to
+//! `FLT_PREOP_*` / `FLT_POSTOP_*`, and the driver's state lives in pool memory reached through the
+//! image global, instance contexts and section contexts, so several drivers built from the same
+//! code can run side by side in one simulator.
+//!
+//! A sample's driver crate is one line: `fsfilter_minifilter::driver!(passthrough::Passthrough);`.
+
+#![no_std]
+
+mod callbacks;
+mod context;
+pub mod entry;
+mod services;
+mod state;
+pub mod tables;
+mod view;
+
+pub use entry::driver_entry;
+pub use fsfilter;
+pub use fsfilter_kernel;
+
+/// What this backend reports about itself, for the lab and `docs/semantics.md`.
+pub mod capabilities;
+
+/// Defines the driver's entry points for a filter type:
+///
+/// - on `x86_64-pc-windows-msvc`, `DriverEntry`, the symbol the linker's `/ENTRY` names;
+/// - everywhere, `pub const ENTRY`, the same entry point for the simulator's loader.
+///
+/// ```ignore
+/// fsfilter_minifilter::driver!(passthrough::Passthrough);
+/// ```
+#[macro_export]
+macro_rules! driver {
+    ($filter:ty) => {
+        /// The driver's entry point for the simulator (and what `DriverEntry` calls on Windows).
+        ///
+        /// # Safety
+        /// Called once per image by the loader, at `PASSIVE_LEVEL`, with valid arguments.
+        pub unsafe extern "system" fn driver_entry(
+            driver: *const $crate::fsfilter_kernel::sys::Wdk::Foundation::DRIVER_OBJECT,
+            registry_path: *const $crate::fsfilter_kernel::sys::Win32::Foundation::UNICODE_STRING,
+        ) -> $crate::fsfilter_kernel::sys::Win32::Foundation::NTSTATUS {
+            // SAFETY: forwarded from the loader's call.
+            unsafe { $crate::driver_entry::<$filter>(driver, registry_path) }
+        }
+
+        /// The entry point as a value, for the simulator's loader.
+        pub const ENTRY:
+            unsafe extern "system" fn(
+                *const $crate::fsfilter_kernel::sys::Wdk::Foundation::DRIVER_OBJECT,
+                *const $crate::fsfilter_kernel::sys::Win32::Foundation::UNICODE_STRING,
+            )
+                -> $crate::fsfilter_kernel::sys::Win32::Foundation::NTSTATUS = driver_entry;
+
+        /// `DriverEntry`, on the driver target.
+        ///
+        /// # Safety
+        /// Called once by the I/O manager.
+        #[cfg(target_os = "windows")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "system" fn DriverEntry(
+            driver: *const $crate::fsfilter_kernel::sys::Wdk::Foundation::DRIVER_OBJECT,
+            registry_path: *const $crate::fsfilter_kernel::sys::Win32::Foundation::UNICODE_STRING,
+        ) -> $crate::fsfilter_kernel::sys::Win32::Foundation::NTSTATUS {
+            // SAFETY: forwarded from the I/O manager's call.
+            unsafe { driver_entry(driver, registry_path) }
+        }
+    };
+}

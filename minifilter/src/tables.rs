@@ -1,0 +1,200 @@
+//! The `FLT_OPERATION_REGISTRATION` and `FLT_REGISTRATION` tables, derived from a filter's
+//! [`Registration`] by `const fn`s: for the filter's const registration they are evaluated at
+//! compile time into static data; a registration built at run time (from service parameters) is
+//! laid out by the same code into pool memory.
+
+use core::marker::PhantomData;
+use core::ptr;
+
+use fsfilter::{Filter, MAX_OPERATIONS, Registration};
+use fsfilter_kernel::constants::{FLT_REGISTRATION_VERSION_0203, IRP_MJ_OPERATION_END};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_OPERATION_REGISTRATION,
+    FLT_REGISTRATION, FLT_SECTION_CONTEXT,
+};
+
+use crate::callbacks;
+use crate::state::{INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG, SectionState};
+
+/// Entries of the operation table: one per registered operation plus the `IRP_MJ_OPERATION_END`
+/// sentinel.
+pub const OPERATION_TABLE_LEN: usize = MAX_OPERATIONS + 1;
+/// Entries of the context table: instance, section, end.
+pub const CONTEXT_TABLE_LEN: usize = 3;
+
+const fn sentinel() -> FLT_OPERATION_REGISTRATION {
+    FLT_OPERATION_REGISTRATION {
+        MajorFunction: IRP_MJ_OPERATION_END,
+        Flags: 0,
+        PreOperation: None,
+        PostOperation: None,
+        Reserved1: ptr::null_mut(),
+    }
+}
+
+/// The operation table for `registration`, with `F`'s trampolines, ended by the sentinel.
+pub const fn operation_table<F: Filter>(
+    registration: &Registration,
+) -> [FLT_OPERATION_REGISTRATION; OPERATION_TABLE_LEN] {
+    let mut table = [sentinel(); OPERATION_TABLE_LEN];
+    let mut i = 0;
+    let mut rest = registration.operations();
+    while let [op, tail @ ..] = rest {
+        rest = tail;
+        let entry = FLT_OPERATION_REGISTRATION {
+            MajorFunction: op.major.code(),
+            Flags: op.flags.bits(),
+            PreOperation: if op.pre { Some(callbacks::pre_operation::<F>) } else { None },
+            PostOperation: if op.post { Some(callbacks::post_operation::<F>) } else { None },
+            Reserved1: ptr::null_mut(),
+        };
+        // A registration has at most MAX_OPERATIONS entries, so the sentinel slot stays.
+        if let Some((_, [slot, ..])) = table.split_at_mut_checked(i) {
+            *slot = entry;
+        }
+        i += 1;
+    }
+    table
+}
+
+/// The context table: the instance context always (it holds the filter's instance state), the
+/// section context when the filter scans data.
+pub const fn context_table<F: Filter>(
+    registration: &Registration,
+) -> [FLT_CONTEXT_REGISTRATION; CONTEXT_TABLE_LEN] {
+    let end = FLT_CONTEXT_REGISTRATION {
+        ContextType: FLT_CONTEXT_END as u16,
+        Flags: 0,
+        ContextCleanupCallback: None,
+        Size: 0,
+        PoolTag: 0,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: ptr::null_mut(),
+    };
+    let instance = FLT_CONTEXT_REGISTRATION {
+        ContextType: FLT_INSTANCE_CONTEXT as u16,
+        Flags: 0,
+        ContextCleanupCallback: Some(callbacks::instance_context_cleanup::<F>),
+        Size: core::mem::size_of::<InstanceState<F>>(),
+        PoolTag: INSTANCE_CONTEXT_TAG,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: ptr::null_mut(),
+    };
+    let section = FLT_CONTEXT_REGISTRATION {
+        ContextType: FLT_SECTION_CONTEXT as u16,
+        Flags: 0,
+        ContextCleanupCallback: None,
+        Size: core::mem::size_of::<SectionState>(),
+        PoolTag: SECTION_CONTEXT_TAG,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: ptr::null_mut(),
+    };
+    if registration.scans_data() { [instance, section, end] } else { [instance, end, end] }
+}
+
+/// `FLT_REGISTRATION` (version 0x0203, Windows 8: the section-conflict callback exists) pointing
+/// at the given tables. Optional callbacks the registration does not declare are NULL, with the
+/// Filter Manager's meaning of NULL.
+pub const fn registration_block<F: Filter>(
+    registration: &Registration,
+    operations: *const FLT_OPERATION_REGISTRATION,
+    contexts: *const FLT_CONTEXT_REGISTRATION,
+) -> FLT_REGISTRATION {
+    let cb = registration.callbacks();
+    FLT_REGISTRATION {
+        Size: core::mem::size_of::<FLT_REGISTRATION>() as u16,
+        Version: FLT_REGISTRATION_VERSION_0203,
+        Flags: registration.registration_flags().bits(),
+        ContextRegistration: contexts,
+        OperationRegistration: operations,
+        FilterUnloadCallback: if cb.filter_unload {
+            Some(callbacks::filter_unload::<F>)
+        } else {
+            None
+        },
+        InstanceSetupCallback: if cb.instance_setup {
+            Some(callbacks::instance_setup::<F>)
+        } else {
+            None
+        },
+        InstanceQueryTeardownCallback: if cb.instance_query_teardown {
+            Some(callbacks::instance_query_teardown::<F>)
+        } else {
+            None
+        },
+        InstanceTeardownStartCallback: if cb.instance_teardown_start {
+            Some(callbacks::instance_teardown_start::<F>)
+        } else {
+            None
+        },
+        InstanceTeardownCompleteCallback: if cb.instance_teardown_complete {
+            Some(callbacks::instance_teardown_complete::<F>)
+        } else {
+            None
+        },
+        GenerateFileNameCallback: None,
+        NormalizeNameComponentCallback: None,
+        NormalizeContextCleanupCallback: None,
+        TransactionNotificationCallback: None,
+        NormalizeNameComponentExCallback: None,
+        SectionNotificationCallback: if cb.section_notification {
+            Some(callbacks::section_conflict::<F>)
+        } else {
+            None
+        },
+    }
+}
+
+/// The tables of `F`'s const registration, as static data.
+pub struct StaticTables<F>(PhantomData<F>);
+
+impl<F: Filter> StaticTables<F> {
+    const OPERATIONS: [FLT_OPERATION_REGISTRATION; OPERATION_TABLE_LEN] =
+        operation_table::<F>(&F::REGISTRATION);
+    const CONTEXTS: [FLT_CONTEXT_REGISTRATION; CONTEXT_TABLE_LEN] =
+        context_table::<F>(&F::REGISTRATION);
+    const REGISTRATION: FLT_REGISTRATION = registration_block::<F>(
+        &F::REGISTRATION,
+        Self::OPERATIONS.as_ptr(),
+        Self::CONTEXTS.as_ptr(),
+    );
+
+    /// The `FLT_REGISTRATION` to pass to `FltRegisterFilter`.
+    pub fn registration() -> &'static FLT_REGISTRATION {
+        const { &Self::REGISTRATION }
+    }
+
+    /// The operation table.
+    pub fn operations() -> &'static [FLT_OPERATION_REGISTRATION; OPERATION_TABLE_LEN] {
+        const { &Self::OPERATIONS }
+    }
+}
+
+/// Tables for a registration built at run time, laid out in one pool block so that the
+/// registration's pointers stay valid while the filter is registered.
+pub struct RuntimeTables {
+    operations: [FLT_OPERATION_REGISTRATION; OPERATION_TABLE_LEN],
+    contexts: [FLT_CONTEXT_REGISTRATION; CONTEXT_TABLE_LEN],
+    registration: FLT_REGISTRATION,
+}
+
+impl RuntimeTables {
+    /// Fills the tables. [`RuntimeTables::link`] must run once the value has its final address.
+    pub fn new<F: Filter>(registration: &Registration) -> RuntimeTables {
+        RuntimeTables {
+            operations: operation_table::<F>(registration),
+            contexts: context_table::<F>(registration),
+            registration: registration_block::<F>(registration, ptr::null(), ptr::null()),
+        }
+    }
+
+    /// Points the registration at the tables beside it and returns it.
+    pub fn link(&mut self) -> *const FLT_REGISTRATION {
+        self.registration.OperationRegistration = self.operations.as_ptr();
+        self.registration.ContextRegistration = self.contexts.as_ptr();
+        &self.registration
+    }
+}

@@ -1,0 +1,295 @@
+//! Building the model's operation views from the Filter Manager's `FLT_CALLBACK_DATA`.
+
+use fsfilter::{
+    Buffer, CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
+    InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction, OperationHeader,
+    OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status, directory, fsctl,
+};
+use fsfilter_kernel::constants::{fltfl_callback_data, fo_flags};
+use fsfilter_kernel::{irql, mdl, unicode};
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, MDL};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS,
+};
+
+/// The header of the operation `data` describes.
+///
+/// # Safety
+/// `data` must be a valid callback data the Filter Manager passed to the running callback, valid
+/// for `'a`.
+pub(crate) unsafe fn header<'a>(data: *const FLT_CALLBACK_DATA) -> Option<OperationHeader<'a>> {
+    // SAFETY: the caller guarantees `data` is valid for 'a.
+    let data = unsafe { data.as_ref() }?;
+    // SAFETY: a valid callback data points to its valid parameter block.
+    let iopb = unsafe { data.Iopb.as_ref() }?;
+    let kind = if data.Flags & fltfl_callback_data::FAST_IO_OPERATION != 0 {
+        OperationKind::FastIo
+    } else if data.Flags & fltfl_callback_data::FS_FILTER_OPERATION != 0 {
+        OperationKind::FsFilter
+    } else {
+        OperationKind::Irp
+    };
+    let major = MajorFunction::from_code(iopb.MajorFunction);
+    // SAFETY: the target file object, when present, is valid during the callback.
+    let file = unsafe { iopb.TargetFileObject.as_ref() };
+    Some(OperationHeader {
+        major,
+        minor: iopb.MinorFunction,
+        kind,
+        irp_flags: match kind {
+            OperationKind::Irp => IrpFlags::from_bits_retain(iopb.IrpFlags),
+            _ => IrpFlags::empty(),
+        },
+        data_flags: CallbackDataFlags::from_bits_retain(data.Flags),
+        requestor_mode: if data.RequestorMode == 0 {
+            RequestorMode::Kernel
+        } else {
+            RequestorMode::User
+        },
+        // SAFETY: a valid file object's name describes its buffer.
+        file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
+        volume_open: file.is_some_and(|f| f.Flags & fo_flags::VOLUME_OPEN != 0),
+        // SAFETY: `iopb` is valid; the union member read is chosen by `major`.
+        parameters: unsafe { parameters(iopb, major) },
+        irql: irql::current(),
+        id: core::ptr::from_ref(data) as usize,
+    })
+}
+
+/// # Safety
+/// `file` must be a valid file object for `'a`.
+unsafe fn file_name<'a>(file: &FILE_OBJECT) -> &'a [u16] {
+    // SAFETY: the caller guarantees `file` is valid; its FileName describes its buffer.
+    unsafe { unicode::units(&file.FileName) }
+}
+
+/// # Safety
+/// `iopb` must be valid for an operation whose major function is `major`.
+unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Parameters {
+    let p: &FLT_PARAMETERS = &iopb.Parameters;
+    match major {
+        MajorFunction::Create => {
+            // SAFETY: `Create` is the member for IRP_MJ_CREATE.
+            let c = unsafe { &p.Create };
+            Parameters::Create(CreateParameters {
+                desired_access: create_access(c),
+                options: c.Options,
+                share_access: c.ShareAccess,
+                file_attributes: c.FileAttributes,
+                allocation_size: c.AllocationSize,
+            })
+        }
+        MajorFunction::Read => {
+            // SAFETY: `Read` is the member for IRP_MJ_READ.
+            let r = unsafe { &p.Read };
+            Parameters::Read(ReadWriteParameters {
+                offset: r.ByteOffset,
+                length: r.Length,
+                key: r.Key,
+            })
+        }
+        MajorFunction::Write => {
+            // SAFETY: `Write` is the member for IRP_MJ_WRITE.
+            let w = unsafe { &p.Write };
+            Parameters::Write(ReadWriteParameters {
+                offset: w.ByteOffset,
+                length: w.Length,
+                key: w.Key,
+            })
+        }
+        MajorFunction::QueryInformation => {
+            // SAFETY: the member for IRP_MJ_QUERY_INFORMATION.
+            let q = unsafe { &p.QueryFileInformation };
+            Parameters::QueryInformation(InformationParameters {
+                class: q.FileInformationClass as u32,
+                length: q.Length,
+            })
+        }
+        MajorFunction::SetInformation => {
+            // SAFETY: the member for IRP_MJ_SET_INFORMATION.
+            let q = unsafe { &p.SetFileInformation };
+            Parameters::SetInformation(InformationParameters {
+                class: q.FileInformationClass as u32,
+                length: q.Length,
+            })
+        }
+        MajorFunction::QueryVolumeInformation => {
+            // SAFETY: the member for IRP_MJ_QUERY_VOLUME_INFORMATION.
+            let q = unsafe { &p.QueryVolumeInformation };
+            Parameters::QueryVolumeInformation(InformationParameters {
+                class: q.FsInformationClass as u32,
+                length: q.Length,
+            })
+        }
+        MajorFunction::SetVolumeInformation => {
+            // SAFETY: the member for IRP_MJ_SET_VOLUME_INFORMATION.
+            let q = unsafe { &p.SetVolumeInformation };
+            Parameters::SetVolumeInformation(InformationParameters {
+                class: q.FsInformationClass as u32,
+                length: q.Length,
+            })
+        }
+        MajorFunction::DirectoryControl => {
+            // SAFETY: the member for IRP_MJ_DIRECTORY_CONTROL.
+            let d = unsafe { &p.DirectoryControl };
+            if iopb.MinorFunction == directory::NOTIFY_CHANGE_DIRECTORY {
+                // SAFETY: the member for IRP_MN_NOTIFY_CHANGE_DIRECTORY.
+                let n = unsafe { &d.NotifyDirectory };
+                Parameters::DirectoryControl(DirectoryParameters {
+                    class: n.CompletionFilter,
+                    length: n.Length,
+                })
+            } else {
+                // SAFETY: the member for IRP_MN_QUERY_DIRECTORY.
+                let q = unsafe { &d.QueryDirectory };
+                Parameters::DirectoryControl(DirectoryParameters {
+                    class: q.FileInformationClass as u32,
+                    length: q.Length,
+                })
+            }
+        }
+        MajorFunction::FileSystemControl => {
+            let minor = iopb.MinorFunction;
+            if minor == fsctl::USER_FS_REQUEST || minor == fsctl::KERNEL_CALL {
+                // SAFETY: `Common` is the member for user and kernel FSCTL requests.
+                let c = unsafe { &p.FileSystemControl.Common };
+                Parameters::FileSystemControl(ControlParameters {
+                    code: c.FsControlCode,
+                    input_length: c.InputBufferLength,
+                    output_length: c.OutputBufferLength,
+                })
+            } else {
+                Parameters::FileSystemControl(ControlParameters::default())
+            }
+        }
+        MajorFunction::DeviceControl | MajorFunction::InternalDeviceControl => {
+            // SAFETY: `Common` is the member for IOCTLs.
+            let c = unsafe { &p.DeviceIoControl.Common };
+            Parameters::DeviceControl(ControlParameters {
+                code: c.IoControlCode,
+                input_length: c.InputBufferLength,
+                output_length: c.OutputBufferLength,
+            })
+        }
+        MajorFunction::LockControl => {
+            // SAFETY: the member for IRP_MJ_LOCK_CONTROL.
+            let l = unsafe { &p.LockControl };
+            // SAFETY: the Length pointer of a lock request is valid during the callback (NULL for
+            // unlock-all requests).
+            let length = unsafe { l.Length.as_ref() }.copied().unwrap_or(0);
+            Parameters::LockControl(LockParameters { offset: l.ByteOffset, length, key: l.Key })
+        }
+        _ => Parameters::None,
+    }
+}
+
+/// The desired access of a create, from its security context.
+fn create_access(c: &windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_0) -> u32 {
+    // SAFETY: a create's security context is valid during the create's callbacks (or NULL).
+    unsafe { c.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess)
+}
+
+/// The read or write buffer of `data`, when it is safe to touch: a system buffer, or an MDL.
+///
+/// # Safety
+/// `data` must be valid for `'a` and describe a read or write.
+unsafe fn rw_buffer<'a>(data: &FLT_CALLBACK_DATA, write: bool, len: usize) -> Option<&'a mut [u8]> {
+    // SAFETY: a valid callback data points to its valid parameter block.
+    let iopb = unsafe { data.Iopb.as_ref() }?;
+    let (buffer, mdl): (*mut core::ffi::c_void, *mut MDL) = if write {
+        // SAFETY: the caller guarantees a write, whose member is `Write`.
+        let w = unsafe { &iopb.Parameters.Write };
+        (w.WriteBuffer, w.MdlAddress)
+    } else {
+        // SAFETY: the caller guarantees a read, whose member is `Read`.
+        let r = unsafe { &iopb.Parameters.Read };
+        (r.ReadBuffer, r.MdlAddress)
+    };
+    let base: *mut u8 = if !mdl.is_null() {
+        // SAFETY: the operation's MDL is valid and locked while the operation is in flight.
+        unsafe { mdl::system_address(mdl) }.cast()
+    } else if data.Flags & fltfl_callback_data::SYSTEM_BUFFER != 0 {
+        buffer.cast()
+    } else {
+        return None;
+    };
+    if base.is_null() || len == 0 {
+        return None;
+    }
+    // SAFETY: a system buffer or mapped MDL of a read/write covers `Length` bytes (and `len`
+    // never exceeds it), and nothing else touches it while this callback runs.
+    Some(unsafe { core::slice::from_raw_parts_mut(base, len) })
+}
+
+/// The buffer a pre-operation callback may see: the data of a write.
+///
+/// # Safety
+/// `data` must be valid for `'a`.
+pub(crate) unsafe fn pre_buffer<'a>(
+    data: *const FLT_CALLBACK_DATA,
+    header: &OperationHeader<'_>,
+) -> Buffer<'a> {
+    // SAFETY: the caller guarantees validity.
+    let Some(data) = (unsafe { data.as_ref() }) else { return Buffer::None };
+    match header.parameters {
+        // SAFETY: a write's buffer.
+        Parameters::Write(w) => match unsafe { rw_buffer(data, true, w.length as usize) } {
+            Some(b) => Buffer::Readable(b),
+            None if w.length > 0 => Buffer::User,
+            None => Buffer::None,
+        },
+        _ => Buffer::None,
+    }
+}
+
+/// The buffer a post-operation callback may see: the data a successful read returned.
+///
+/// # Safety
+/// `data` must be valid for `'a`.
+pub(crate) unsafe fn post_buffer<'a>(
+    data: *const FLT_CALLBACK_DATA,
+    header: &OperationHeader<'_>,
+    result: IoStatus,
+    draining: bool,
+) -> Buffer<'a> {
+    // SAFETY: the caller guarantees validity.
+    let Some(data) = (unsafe { data.as_ref() }) else { return Buffer::None };
+    if draining || !result.status.is_success() {
+        return Buffer::None;
+    }
+    match header.parameters {
+        Parameters::Read(r) => {
+            let len = result.information.min(r.length as usize);
+            // SAFETY: a read's buffer.
+            match unsafe { rw_buffer(data, false, len) } {
+                Some(b) => Buffer::Writable(b),
+                None if len > 0 => Buffer::User,
+                None => Buffer::None,
+            }
+        }
+        _ => Buffer::None,
+    }
+}
+
+/// `IoStatus` of a callback data.
+///
+/// # Safety
+/// `data` must be valid.
+pub(crate) unsafe fn io_status(data: *const FLT_CALLBACK_DATA) -> IoStatus {
+    // SAFETY: the caller guarantees validity.
+    let Some(data) = (unsafe { data.as_ref() }) else { return IoStatus::new(Status::UNSUCCESSFUL) };
+    // SAFETY: `Status` is the member in use.
+    let status = unsafe { data.IoStatus.Anonymous.Status };
+    IoStatus { status: Status(status), information: data.IoStatus.Information }
+}
+
+/// Sets `IoStatus` of a callback data.
+///
+/// # Safety
+/// `data` must be valid and the caller entitled to set its status (pre-callback completing it).
+pub(crate) unsafe fn set_io_status(data: *mut FLT_CALLBACK_DATA, status: IoStatus) {
+    // SAFETY: the caller guarantees validity and ownership.
+    let Some(data) = (unsafe { data.as_mut() }) else { return };
+    data.IoStatus.Anonymous.Status = status.status.0;
+    data.IoStatus.Information = status.information;
+}

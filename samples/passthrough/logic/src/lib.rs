@@ -1,0 +1,126 @@
+//! passthrough: the fsfilter counterpart of Microsoft's passThrough minifilter sample.
+//!
+//! It registers every operation a file-system stack receives, with pre and post callbacks, and
+//! changes nothing: every pre callback answers `FLT_PREOP_SUCCESS_WITH_CALLBACK`, every post
+//! callback `FLT_POSTOP_FINISHED_PROCESSING`. With the service parameter `Trace` (DWORD 1) each
+//! callback adds a trace note, as passThrough's `PtDebugTraceLevel` makes it `DbgPrint`.
+//!
+//! Mapping to passThrough.c: `PtInstanceSetup` → [`Filter::instance_setup`] (attach everywhere),
+//! `PtInstanceQueryTeardown` → allow, `PtInstanceTeardownStart/Complete` → trace only,
+//! `PtUnload` → allow (the backend unregisters), `PtPreOperationPassThrough` →
+//! [`Filter::pre_operation`], `PtPostOperationPassThrough` → [`Filter::post_operation`].
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+use fsfilter::{
+    Filter, Instance, InstanceSetup, PostFlags, PostOperation, PostOutcome, PreOperation,
+    PreOutcome, Registration, Result, ServiceParameters, TeardownFlags, UnloadFlags,
+};
+
+/// The passthrough filter.
+#[derive(Debug)]
+pub struct Passthrough {
+    trace: bool,
+}
+
+impl Passthrough {
+    /// A passthrough filter; `trace` adds a note per callback.
+    pub const fn new(trace: bool) -> Passthrough {
+        Passthrough { trace }
+    }
+
+    /// True when every callback adds a trace note.
+    pub const fn traces(&self) -> bool {
+        self.trace
+    }
+}
+
+/// Every legal operation with both callbacks, like passThrough's `Callbacks` table; every
+/// optional callback present.
+pub const REGISTRATION: Registration = Registration::new().every_operation(true, true).validated();
+
+impl Filter for Passthrough {
+    const REGISTRATION: Registration = REGISTRATION;
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(parameters: &dyn ServiceParameters) -> Result<Passthrough> {
+        Ok(Passthrough::new(parameters.flag("Trace").unwrap_or(false)))
+    }
+
+    fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<()> {
+        if self.trace {
+            setup.services.note("passthrough: instance setup, attaching");
+        }
+        Ok(())
+    }
+
+    fn instance_query_teardown(&self, _instance: &Instance<'_, ()>) -> Result<()> {
+        Ok(())
+    }
+
+    fn instance_teardown_start(&self, _instance: &Instance<'_, ()>, _reason: TeardownFlags) {}
+
+    fn instance_teardown_complete(&self, _instance: &Instance<'_, ()>, _reason: TeardownFlags) {}
+
+    fn pre_operation(
+        &self,
+        _instance: &Instance<'_, ()>,
+        operation: &mut PreOperation<'_, ()>,
+    ) -> PreOutcome<()> {
+        if self.trace {
+            operation.services().note("passthrough: pre-operation");
+        }
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _instance: &Instance<'_, ()>,
+        operation: &mut PostOperation<'_>,
+        _context: (),
+        _flags: PostFlags,
+    ) -> PostOutcome<()> {
+        if self.trace {
+            operation.services().note("passthrough: post-operation");
+        }
+        PostOutcome::Finished
+    }
+
+    fn unload(&self, _flags: UnloadFlags) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fsfilter::{MajorFunction, ParameterList, ParameterValue};
+
+    #[test]
+    fn registers_what_passthrough_registers() {
+        // facts.md §3: everything but POWER, SYSTEM_CONTROL and DEVICE_CHANGE; SHUTDOWN pre only.
+        assert!(REGISTRATION.get(MajorFunction::Power).is_none());
+        assert!(REGISTRATION.get(MajorFunction::SystemControl).is_none());
+        assert!(REGISTRATION.get(MajorFunction::DeviceChange).is_none());
+        assert!(!REGISTRATION.get(MajorFunction::Shutdown).unwrap().post);
+        for op in REGISTRATION.operations() {
+            assert!(op.pre, "{:?}", op.major);
+            assert!(op.flags.is_empty(), "no skip flags");
+        }
+        assert!(REGISTRATION.callbacks().filter_unload);
+        assert!(REGISTRATION.callbacks().instance_query_teardown);
+    }
+
+    #[test]
+    fn trace_comes_from_the_parameters_key() {
+        let on = ParameterList {
+            service: "PassThrough",
+            values: &[("Trace", ParameterValue::Dword(1))],
+        };
+        assert!(Passthrough::load(&on).unwrap().traces());
+        let off = ParameterList { service: "PassThrough", values: &[] };
+        assert!(!Passthrough::load(&off).unwrap().traces());
+    }
+}
