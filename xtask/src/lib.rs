@@ -1,0 +1,15 @@
+//! xtask: the project's build tasks, run as `cargo xtask <task>` (docs/building.md).
+//!
+//! - `cargo xtask drivers`: build every sample driver for `x86_64-pc-windows-msvc`, copy the images
+//!   to `target/drivers/<sample>-<model>.sys` (and `.pdb`), run the PE checks and the size limits.
+//! - `cargo xtask check-pe <file.sys>...`: run the PE checks on any files.
+//!
+//! The library part is what the tests in `xtask/tests/` call.
+
+#![allow(clippy::unwrap_used, reason = "host build tool: a failed unwrap is a clear failure")]
+#![allow(clippy::expect_used, reason = "host build tool: a failed expect is a clear failure")]
+#![allow(clippy::panic, reason = "host build tool, not kernel code")]
+#![allow(clippy::indexing_slicing, reason = "host build tool; offsets are bounds-checked first")]
+
+pub mod drivers;
+pub mod pe;

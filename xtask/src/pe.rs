@@ -1,0 +1,634 @@
+//! The PE checks of a kernel driver image (docs/building.md, "What the PE checks verify").
+//!
+//! The headers, the section table and the data directories are read here, at their documented
+//! offsets, so that every check can name the exact field it looked at and the tests can patch those
+//! fields. The import, export and base-relocation tables are walked with the `object` crate, a
+//! third-party parser (toolchain.md, "Checking a .sys without Windows").
+
+use std::fmt;
+
+use object::LittleEndian as LE;
+use object::read::pe::{ExportTarget, PeFile64};
+
+/// `IMAGE_FILE_MACHINE_AMD64`.
+pub const MACHINE_AMD64: u16 = 0x8664;
+/// `IMAGE_NT_OPTIONAL_HDR64_MAGIC`: the optional header of a PE32+ image.
+pub const PE32_PLUS_MAGIC: u16 = 0x20b;
+/// `IMAGE_SUBSYSTEM_NATIVE`: kernel-mode drivers and native applications.
+pub const SUBSYSTEM_NATIVE: u16 = 1;
+/// `IMAGE_SCN_CNT_CODE`.
+pub const SCN_CNT_CODE: u32 = 0x0000_0020;
+/// `IMAGE_SCN_CNT_INITIALIZED_DATA`.
+pub const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
+/// `IMAGE_SCN_CNT_UNINITIALIZED_DATA`.
+pub const SCN_CNT_UNINITIALIZED_DATA: u32 = 0x0000_0080;
+/// `IMAGE_SCN_MEM_DISCARDABLE`: freed once the image is loaded (`INIT`, `.reloc`).
+pub const SCN_MEM_DISCARDABLE: u32 = 0x0200_0000;
+/// `IMAGE_SCN_MEM_NOT_PAGED`.
+pub const SCN_MEM_NOT_PAGED: u32 = 0x0800_0000;
+/// `IMAGE_SCN_MEM_EXECUTE`.
+pub const SCN_MEM_EXECUTE: u32 = 0x2000_0000;
+/// `IMAGE_SCN_MEM_WRITE`.
+pub const SCN_MEM_WRITE: u32 = 0x8000_0000;
+/// `IMAGE_DIRECTORY_ENTRY_BASERELOC`.
+pub const DIRECTORY_BASERELOC: usize = 5;
+/// `IMAGE_DIRECTORY_ENTRY_TLS`.
+pub const DIRECTORY_TLS: usize = 9;
+/// The DLLs a driver may import from (compared case-insensitively).
+pub const ALLOWED_IMPORTS: [&str; 3] = ["ntoskrnl.exe", "fltmgr.sys", "hal.dll"];
+/// The export that must be the image's entry point.
+pub const DRIVER_ENTRY: &str = "DriverEntry";
+
+/// Offsets into the optional header of a PE32+ image.
+mod opt {
+    pub(super) const MAGIC: usize = 0;
+    pub(super) const ADDRESS_OF_ENTRY_POINT: usize = 16;
+    pub(super) const CHECKSUM: usize = 64;
+    pub(super) const SUBSYSTEM: usize = 68;
+    pub(super) const NUMBER_OF_RVA_AND_SIZES: usize = 108;
+    pub(super) const DATA_DIRECTORIES: usize = 112;
+}
+
+/// Size of a section header (`IMAGE_SIZEOF_SECTION_HEADER`).
+const SECTION_HEADER_SIZE: usize = 40;
+/// Offset of `Characteristics` in a section header.
+const SECTION_CHARACTERISTICS: usize = 36;
+
+/// File offsets of the header fields the checks read; the tests patch bytes at these offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `IMAGE_FILE_HEADER.Machine`.
+    pub machine: usize,
+    /// The optional header (`IMAGE_OPTIONAL_HEADER64`).
+    pub optional_header: usize,
+    /// `OptionalHeader.Magic`.
+    pub magic: usize,
+    /// `OptionalHeader.AddressOfEntryPoint`.
+    pub entry_point: usize,
+    /// `OptionalHeader.CheckSum`.
+    pub checksum: usize,
+    /// `OptionalHeader.Subsystem`.
+    pub subsystem: usize,
+    /// The data directories (`OptionalHeader.DataDirectory`), eight bytes each.
+    pub data_directories: usize,
+    /// How many data directories the header declares.
+    pub data_directory_count: usize,
+    /// The section table, [`SECTION_HEADER_SIZE`] bytes per section.
+    pub section_table: usize,
+    /// How many sections the file header declares.
+    pub section_count: usize,
+}
+
+impl Layout {
+    /// Finds the headers of a PE image: `MZ`, `e_lfanew`, `PE\0\0`, the file header and the
+    /// optional header. Fails on anything too short or without those signatures.
+    pub fn parse(data: &[u8]) -> Result<Layout, String> {
+        if data.get(0..2) != Some(b"MZ") {
+            return Err("no MZ signature: not a PE image".into());
+        }
+        let nt = read_u32(data, 0x3c).ok_or("file too short for e_lfanew")? as usize;
+        if data.get(nt..nt + 4) != Some(b"PE\0\0") {
+            return Err(format!("no PE signature at e_lfanew ({nt:#x})"));
+        }
+        let file_header = nt + 4;
+        let section_count =
+            usize::from(read_u16(data, file_header + 2).ok_or("truncated file header")?);
+        let optional_size =
+            usize::from(read_u16(data, file_header + 16).ok_or("truncated file header")?);
+        let optional_header = file_header + 20;
+        if optional_header + optional_size > data.len() {
+            return Err("truncated optional header".into());
+        }
+        let data_directory_count =
+            match read_u32(data, optional_header + opt::NUMBER_OF_RVA_AND_SIZES) {
+                Some(n) if optional_size >= opt::DATA_DIRECTORIES => {
+                    (n as usize).min((optional_size - opt::DATA_DIRECTORIES) / 8)
+                }
+                _ => 0,
+            };
+        let section_table = optional_header + optional_size;
+        if section_table + section_count * SECTION_HEADER_SIZE > data.len() {
+            return Err("truncated section table".into());
+        }
+        Ok(Layout {
+            machine: file_header,
+            optional_header,
+            magic: optional_header + opt::MAGIC,
+            entry_point: optional_header + opt::ADDRESS_OF_ENTRY_POINT,
+            checksum: optional_header + opt::CHECKSUM,
+            subsystem: optional_header + opt::SUBSYSTEM,
+            data_directories: optional_header + opt::DATA_DIRECTORIES,
+            data_directory_count,
+            section_table,
+            section_count,
+        })
+    }
+
+    /// File offset of the header of section `index`.
+    pub fn section_header(&self, index: usize) -> usize {
+        self.section_table + index * SECTION_HEADER_SIZE
+    }
+
+    /// File offset of the `Characteristics` field of section `index`.
+    pub fn section_characteristics(&self, index: usize) -> usize {
+        self.section_header(index) + SECTION_CHARACTERISTICS
+    }
+
+    /// File offset of data directory `index` (its RVA, followed by its size).
+    pub fn data_directory(&self, index: usize) -> usize {
+        self.data_directories + index * 8
+    }
+
+    /// Data directory `index` as (RVA, size); (0, 0) when the header does not declare it.
+    fn directory(&self, data: &[u8], index: usize) -> (u32, u32) {
+        if index >= self.data_directory_count {
+            return (0, 0);
+        }
+        let at = self.data_directory(index);
+        (read_u32(data, at).unwrap_or(0), read_u32(data, at + 4).unwrap_or(0))
+    }
+}
+
+/// The standard PE image checksum (the algorithm of `CheckSumMappedFile`): the file summed as
+/// little-endian 16-bit words with the carry folded back in after every addition, skipping the
+/// four bytes of the `CheckSum` field itself, then the file length added.
+pub fn pe_checksum(data: &[u8], checksum_offset: usize) -> u32 {
+    let field = checksum_offset..checksum_offset.saturating_add(4);
+    let byte =
+        |i: usize| if field.contains(&i) { 0 } else { data.get(i).map_or(0, |b| u32::from(*b)) };
+    let mut sum: u32 = 0;
+    for offset in (0..data.len()).step_by(2) {
+        sum += byte(offset) | (byte(offset + 1) << 8);
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    // The length of a PE image fits in 32 bits; the checksum is defined modulo 2^32.
+    sum.wrapping_add(data.len() as u32)
+}
+
+/// Recomputes the checksum of `data` and writes it into the header (what `/RELEASE` does).
+pub fn fix_checksum(data: &mut [u8]) -> Result<u32, String> {
+    let layout = Layout::parse(data)?;
+    let sum = pe_checksum(data, layout.checksum);
+    data[layout.checksum..layout.checksum + 4].copy_from_slice(&sum.to_le_bytes());
+    Ok(sum)
+}
+
+/// One failed check. [`Violation::check`] names the check; `Display` explains the failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// The file is not a PE image that can be read (no signature, truncated, bad tables).
+    Malformed(String),
+    /// `Machine` is not AMD64.
+    Machine {
+        /// The value found.
+        found: u16,
+    },
+    /// The optional header is not PE32+.
+    Magic {
+        /// The value found.
+        found: u16,
+    },
+    /// `Subsystem` is not NATIVE.
+    Subsystem {
+        /// The value found.
+        found: u16,
+    },
+    /// No export named `DriverEntry`.
+    NoDriverEntry,
+    /// `AddressOfEntryPoint` is not the RVA of the exported `DriverEntry`.
+    EntryPoint {
+        /// `AddressOfEntryPoint`.
+        entry: u32,
+        /// The RVA of the `DriverEntry` export.
+        driver_entry: u32,
+    },
+    /// An import from a DLL outside [`ALLOWED_IMPORTS`].
+    Import {
+        /// The DLL's name as written in the image.
+        dll: String,
+    },
+    /// The `CheckSum` field is zero.
+    ChecksumZero {
+        /// The checksum computed from the file.
+        computed: u32,
+    },
+    /// The `CheckSum` field differs from the checksum of the file.
+    Checksum {
+        /// The value in the header.
+        header: u32,
+        /// The checksum computed from the file.
+        computed: u32,
+    },
+    /// A section with code or data that is not marked `IMAGE_SCN_MEM_NOT_PAGED`.
+    Paged {
+        /// The section's name.
+        section: String,
+        /// Its characteristics.
+        characteristics: u32,
+    },
+    /// A section both writable and executable.
+    WritableExecutable {
+        /// The section's name.
+        section: String,
+    },
+    /// No base-relocation directory, or one without a relocation in it.
+    NoRelocations,
+    /// A TLS directory, which the kernel loader does not support.
+    Tls {
+        /// Its RVA.
+        rva: u32,
+        /// Its size.
+        size: u32,
+    },
+    /// The .sys file is over its size limit (not a PE check: `cargo xtask drivers` adds it).
+    TooLarge {
+        /// The file's size in bytes.
+        size: u64,
+        /// The limit: the file must be smaller than this.
+        limit: u64,
+    },
+}
+
+impl Violation {
+    /// The short name of the check that failed.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Violation::Malformed(_) => "pe-format",
+            Violation::Machine { .. } => "machine",
+            Violation::Magic { .. } => "pe32+",
+            Violation::Subsystem { .. } => "subsystem",
+            Violation::NoDriverEntry | Violation::EntryPoint { .. } => "entry-point",
+            Violation::Import { .. } => "imports",
+            Violation::ChecksumZero { .. } | Violation::Checksum { .. } => "checksum",
+            Violation::Paged { .. } => "non-paged",
+            Violation::WritableExecutable { .. } => "w^x",
+            Violation::NoRelocations => "relocations",
+            Violation::Tls { .. } => "tls",
+            Violation::TooLarge { .. } => "size",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] ", self.check())?;
+        match self {
+            Violation::Malformed(why) => write!(f, "not a readable PE image: {why}"),
+            Violation::Machine { found } => {
+                write!(f, "machine is {found:#06x}, expected AMD64 ({MACHINE_AMD64:#06x})")
+            }
+            Violation::Magic { found } => write!(
+                f,
+                "optional header magic is {found:#05x}, expected PE32+ ({PE32_PLUS_MAGIC:#05x})"
+            ),
+            Violation::Subsystem { found } => write!(
+                f,
+                "subsystem is {found}, expected NATIVE ({SUBSYSTEM_NATIVE}): \
+                 link with /SUBSYSTEM:NATIVE (is RUSTFLAGS set?)"
+            ),
+            Violation::NoDriverEntry => {
+                write!(
+                    f,
+                    "no `{DRIVER_ENTRY}` export (build as a cdylib with `--crate-type cdylib`)"
+                )
+            }
+            Violation::EntryPoint { entry, driver_entry } => write!(
+                f,
+                "entry point RVA {entry:#x} is not `{DRIVER_ENTRY}` ({driver_entry:#x}): \
+                 link with /ENTRY:DriverEntry"
+            ),
+            Violation::Import { dll } => write!(
+                f,
+                "imports from `{dll}`; a driver may import only from {} \
+                 (declare the function in shared/kernel's ntos module)",
+                ALLOWED_IMPORTS.join(", ")
+            ),
+            Violation::ChecksumZero { computed } => write!(
+                f,
+                "checksum field is 0 (the file's checksum is {computed:#010x}): link with /RELEASE"
+            ),
+            Violation::Checksum { header, computed } => write!(
+                f,
+                "checksum field is {header:#010x} but the file's checksum is {computed:#010x}"
+            ),
+            Violation::Paged { section, characteristics } => write!(
+                f,
+                "section `{section}` (characteristics {characteristics:#010x}) is pageable: \
+                 it needs IMAGE_SCN_MEM_NOT_PAGED (a /SECTION:{section},...P link argument)"
+            ),
+            Violation::WritableExecutable { section } => {
+                write!(f, "section `{section}` is both writable and executable")
+            }
+            Violation::NoRelocations => {
+                write!(f, "no base-relocation directory, or no relocation in it")
+            }
+            Violation::Tls { rva, size } => write!(
+                f,
+                "has a TLS directory (RVA {rva:#x}, {size} bytes); drivers cannot use \
+                 thread-local storage"
+            ),
+            Violation::TooLarge { size, limit } => {
+                write!(f, "the .sys is {size} bytes; it must be under {limit} bytes")
+            }
+        }
+    }
+}
+
+/// A section, as the size table and the checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Its name (at most eight bytes, lossily decoded).
+    pub name: String,
+    /// Its characteristics.
+    pub characteristics: u32,
+}
+
+/// A DLL the image imports from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedDll {
+    /// The DLL's name as written in the image.
+    pub name: String,
+    /// The functions imported from it (`#n` for an import by ordinal).
+    pub functions: Vec<String>,
+    /// From the delay-load import table rather than the import table.
+    pub delay_load: bool,
+}
+
+/// What the checks read from an image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Image {
+    /// The file's size in bytes.
+    pub size: u64,
+    /// The sections, in table order.
+    pub sections: Vec<Section>,
+    /// The imported DLLs, in table order.
+    pub imports: Vec<ImportedDll>,
+    /// `AddressOfEntryPoint`.
+    pub entry_point: u32,
+    /// The RVA of the `DriverEntry` export, if there is one.
+    pub driver_entry: Option<u32>,
+    /// The `CheckSum` field.
+    pub checksum: u32,
+    /// The number of base relocations (padding entries excluded).
+    pub relocations: usize,
+}
+
+impl Image {
+    /// The number of imported functions, over all DLLs.
+    pub fn import_count(&self) -> usize {
+        self.imports.iter().map(|dll| dll.functions.len()).sum()
+    }
+}
+
+/// The outcome of [`check`]: what could be read, and every check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// What the checks read (as far as they got).
+    pub image: Image,
+    /// The failed checks, in the order they were run; empty if the image passed.
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Runs every PE check on the bytes of a .sys file and reports all failures, not just the first.
+pub fn check(data: &[u8]) -> Report {
+    let mut report =
+        Report { image: Image { size: data.len() as u64, ..Image::default() }, violations: vec![] };
+    let layout = match Layout::parse(data) {
+        Ok(layout) => layout,
+        Err(why) => {
+            report.violations.push(Violation::Malformed(why));
+            return report;
+        }
+    };
+    let v = &mut report.violations;
+    let image = &mut report.image;
+
+    // Machine and PE32+: read before anything else; the rest only means something for PE32+.
+    let machine = read_u16(data, layout.machine).unwrap_or(0);
+    if machine != MACHINE_AMD64 {
+        v.push(Violation::Machine { found: machine });
+    }
+    let magic = read_u16(data, layout.magic).unwrap_or(0);
+    if magic != PE32_PLUS_MAGIC {
+        v.push(Violation::Magic { found: magic });
+        return report;
+    }
+
+    let subsystem = read_u16(data, layout.subsystem).unwrap_or(0);
+    if subsystem != SUBSYSTEM_NATIVE {
+        v.push(Violation::Subsystem { found: subsystem });
+    }
+
+    // Checksum: non-zero and equal to the file's.
+    image.checksum = read_u32(data, layout.checksum).unwrap_or(0);
+    let computed = pe_checksum(data, layout.checksum);
+    if image.checksum == 0 {
+        v.push(Violation::ChecksumZero { computed });
+    } else if image.checksum != computed {
+        v.push(Violation::Checksum { header: image.checksum, computed });
+    }
+
+    // Sections: code and data not paged (discardable ones are freed after load), and W^X.
+    for index in 0..layout.section_count {
+        let header = layout.section_header(index);
+        let raw_name = &data[header..header + 8];
+        let name_len = raw_name.iter().position(|b| *b == 0).unwrap_or(8);
+        let name = String::from_utf8_lossy(&raw_name[..name_len]).into_owned();
+        let characteristics = read_u32(data, layout.section_characteristics(index)).unwrap_or(0);
+        let contents = SCN_CNT_CODE | SCN_CNT_INITIALIZED_DATA | SCN_CNT_UNINITIALIZED_DATA;
+        if characteristics & contents != 0
+            && characteristics & SCN_MEM_DISCARDABLE == 0
+            && characteristics & SCN_MEM_NOT_PAGED == 0
+        {
+            v.push(Violation::Paged { section: name.clone(), characteristics });
+        }
+        if characteristics & SCN_MEM_WRITE != 0 && characteristics & SCN_MEM_EXECUTE != 0 {
+            v.push(Violation::WritableExecutable { section: name.clone() });
+        }
+        image.sections.push(Section { name, characteristics });
+    }
+
+    // TLS: none.
+    let (tls_rva, tls_size) = layout.directory(data, DIRECTORY_TLS);
+    if tls_rva != 0 || tls_size != 0 {
+        v.push(Violation::Tls { rva: tls_rva, size: tls_size });
+    }
+
+    // The tables: entry point, imports, relocations.
+    image.entry_point = read_u32(data, layout.entry_point).unwrap_or(0);
+    let file = match PeFile64::parse(data) {
+        Ok(file) => file,
+        Err(e) => {
+            v.push(Violation::Malformed(e.to_string()));
+            return report;
+        }
+    };
+    if let Err(why) = read_tables(&file, data, &layout, image, v) {
+        v.push(Violation::Malformed(why));
+    }
+    report
+}
+
+/// The checks that walk the export, import and base-relocation tables.
+fn read_tables(
+    file: &PeFile64<'_>,
+    data: &[u8],
+    layout: &Layout,
+    image: &mut Image,
+    v: &mut Vec<Violation>,
+) -> Result<(), String> {
+    // Entry point: the exported DriverEntry.
+    if let Some(exports) = file.export_table().map_err(|e| format!("export table: {e}"))? {
+        for export in exports.exports().map_err(|e| format!("export table: {e}"))? {
+            if let (Some(name), ExportTarget::Address(rva)) = (export.name, export.target) {
+                if name == DRIVER_ENTRY.as_bytes() {
+                    image.driver_entry = Some(rva);
+                }
+            }
+        }
+    }
+    match image.driver_entry {
+        None => v.push(Violation::NoDriverEntry),
+        Some(rva) if rva != image.entry_point => {
+            v.push(Violation::EntryPoint { entry: image.entry_point, driver_entry: rva });
+        }
+        Some(_) => {}
+    }
+
+    // Imports: only from the kernel's own modules.
+    if let Some(table) = file.import_table().map_err(|e| format!("import table: {e}"))? {
+        for descriptor in table.descriptors().map_err(|e| format!("import table: {e}"))? {
+            let descriptor = descriptor.map_err(|e| format!("import table: {e}"))?;
+            let name =
+                table.name(descriptor.name.get(LE)).map_err(|e| format!("import table: {e}"))?;
+            let lookup = match descriptor.original_first_thunk.get(LE) {
+                0 => descriptor.first_thunk.get(LE),
+                rva => rva,
+            };
+            let mut thunks = table.thunks(lookup).map_err(|e| format!("import table: {e}"))?;
+            let mut functions = vec![];
+            while let Some(thunk) =
+                thunks.next::<object::pe::ImageNtHeaders64>().map_err(|e| e.to_string())?
+            {
+                let import = table
+                    .import::<object::pe::ImageNtHeaders64>(thunk)
+                    .map_err(|e| format!("import table: {e}"))?;
+                functions.push(match import {
+                    object::read::pe::Import::Name(_, name) => {
+                        String::from_utf8_lossy(name).into_owned()
+                    }
+                    object::read::pe::Import::Ordinal(n) => format!("#{n}"),
+                });
+            }
+            image.imports.push(ImportedDll {
+                name: String::from_utf8_lossy(name).into_owned(),
+                functions,
+                delay_load: false,
+            });
+        }
+    }
+    if let Some(table) =
+        file.delay_load_import_table().map_err(|e| format!("delay-load import table: {e}"))?
+    {
+        for descriptor in table.descriptors().map_err(|e| format!("delay-load imports: {e}"))? {
+            let descriptor = descriptor.map_err(|e| format!("delay-load imports: {e}"))?;
+            let name = table
+                .name(descriptor.dll_name_rva.get(LE))
+                .map_err(|e| format!("delay-load imports: {e}"))?;
+            image.imports.push(ImportedDll {
+                name: String::from_utf8_lossy(name).into_owned(),
+                functions: vec![],
+                delay_load: true,
+            });
+        }
+    }
+    for dll in &image.imports {
+        if !ALLOWED_IMPORTS.iter().any(|allowed| dll.name.eq_ignore_ascii_case(allowed)) {
+            v.push(Violation::Import { dll: dll.name.clone() });
+        }
+    }
+
+    // Base relocations: a directory with at least one real relocation (toolchain.md: an image
+    // whose code is all RIP-relative may have none while DYNAMIC_BASE is set).
+    let (_, reloc_size) = layout.directory(data, DIRECTORY_BASERELOC);
+    let blocks = if reloc_size == 0 {
+        None
+    } else {
+        file.data_directories()
+            .relocation_blocks(data, &file.section_table())
+            .map_err(|e| format!("base relocations: {e}"))?
+    };
+    if let Some(blocks) = blocks {
+        for block in blocks {
+            let block = block.map_err(|e| format!("base relocations: {e}"))?;
+            image.relocations +=
+                block.filter(|r| r.typ != object::pe::IMAGE_REL_BASED_ABSOLUTE).count();
+        }
+    }
+    if image.relocations == 0 {
+        v.push(Violation::NoRelocations);
+    }
+    Ok(())
+}
+
+/// A little-endian `u16` at `offset`, if the file is long enough.
+pub fn read_u16(data: &[u8], offset: usize) -> Option<u16> {
+    let bytes = data.get(offset..offset.checked_add(2)?)?;
+    Some(u16::from_le_bytes([bytes[0], bytes[1]]))
+}
+
+/// A little-endian `u32` at `offset`, if the file is long enough.
+pub fn read_u32(data: &[u8], offset: usize) -> Option<u32> {
+    let bytes = data.get(offset..offset.checked_add(4)?)?;
+    Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_sums_words_folds_carries_and_adds_the_length() {
+        // 0x0201 + 0x0003 (odd length: the last byte is padded with zero) + length 3.
+        assert_eq!(pe_checksum(&[0x01, 0x02, 0x03], 100), 0x0207);
+        // 0xffff + 0xffff = 0x1fffe, folded to 0xffff; plus length 4.
+        assert_eq!(pe_checksum(&[0xff; 4], 100), 0x1_0003);
+    }
+
+    #[test]
+    fn checksum_skips_its_own_field() {
+        let mut data = [0x11u8; 12];
+        let before = pe_checksum(&data, 4);
+        data[4..8].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(pe_checksum(&data, 4), before);
+        // Four 0x1111 words outside the field, plus the length.
+        assert_eq!(before, 4 * 0x1111 + 12);
+    }
+
+    #[test]
+    fn violations_name_their_check() {
+        let v = Violation::Import { dll: "ntdll.dll".into() };
+        assert_eq!(v.check(), "imports");
+        assert!(v.to_string().starts_with("[imports] imports from `ntdll.dll`"));
+        assert_eq!(Violation::Tls { rva: 1, size: 2 }.check(), "tls");
+        assert_eq!(Violation::TooLarge { size: 2, limit: 1 }.check(), "size");
+    }
+
+    #[test]
+    fn layout_rejects_non_pe_files() {
+        assert!(Layout::parse(b"").is_err());
+        assert!(Layout::parse(b"MZ").is_err());
+        let mut data = vec![0u8; 0x100];
+        data[0..2].copy_from_slice(b"MZ");
+        data[0x3c] = 0x80;
+        assert!(Layout::parse(&data).unwrap_err().contains("no PE signature"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Every sample driver builds for Windows, and its .sys passes the PE checks and its size limit.
+//!
+//! This is what makes `cargo test --workspace` fail when a driver stops building or its image
+//! goes wrong. The drivers are built in `target/xtask-test`, a target directory of their own, so
+//! that the nested cargo never waits on the build lock of the cargo running the tests.
+
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap fails the test")]
+#![allow(clippy::expect_used, reason = "test helpers: a failed expect fails the test")]
+#![allow(clippy::indexing_slicing, reason = "test helpers patch known header offsets")]
+
+use std::path::PathBuf;
+
+use xtask::drivers::{self, Options, Workspace};
+
+fn test_target_dir() -> PathBuf {
+    let ws = Workspace::discover(&drivers::workspace_root()).unwrap();
+    ws.target_dir.join("xtask-test")
+}
+
+#[test]
+fn every_sample_driver_builds_and_passes_the_pe_checks_and_size_limits() {
+    let options = Options { target_dir: Some(test_target_dir()), capture_output: true };
+    let reports = drivers::build_and_check(&options).unwrap();
+    println!("{}", drivers::size_table(&reports));
+
+    let names: Vec<String> = reports.iter().map(|r| r.driver.sys_name()).collect();
+    for expected in ["passthrough-minifilter.sys", "passthrough-legacy.sys"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} not built; built {names:?}");
+    }
+    let failures: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.report.violations.iter().map(move |v| format!("{}: {v}", r.sys.display())))
+        .collect();
+    assert!(failures.is_empty(), "PE checks failed:\n{}", failures.join("\n"));
+
+    for r in &reports {
+        let pdb = r.sys.with_extension("pdb");
+        assert!(pdb.is_file(), "{} has no PDB beside it", r.sys.display());
+        assert_eq!(std::fs::metadata(&r.sys).unwrap().len(), r.report.image.size);
+        assert!(r.report.image.size < r.limit);
+    }
+}
+
+#[test]
+fn the_passthrough_minifilter_imports_from_fltmgr_and_ntoskrnl_only() {
+    let ws = Workspace::discover(&drivers::workspace_root()).unwrap();
+    let driver = ws.driver("passthrough-minifilter").unwrap();
+    let built = drivers::build(&ws, driver, &test_target_dir(), true).unwrap();
+    let report = drivers::check(&built).unwrap();
+    assert!(report.passed(), "{:?}", report.report.violations);
+    assert_eq!(report.limit, 16 * 1024);
+    let dlls: Vec<String> =
+        report.report.image.imports.iter().map(|d| d.name.to_ascii_lowercase()).collect();
+    assert!(dlls.iter().any(|d| d == "fltmgr.sys"), "no fltmgr.sys import in {dlls:?}");
+    let functions: Vec<&String> =
+        report.report.image.imports.iter().flat_map(|d| &d.functions).collect();
+    for needed in ["FltRegisterFilter", "FltStartFiltering"] {
+        assert!(functions.iter().any(|f| *f == needed), "{needed} not imported: {functions:?}");
+    }
+}

@@ -1,0 +1,255 @@
+//! The PE checker on deliberately broken images: a freshly built passthrough-minifilter.sys with
+//! one field patched. Unless the checksum is what is under test, the checksum is recomputed after
+//! the patch, so that each broken image fails exactly one check and the test asserts exactly that
+//! violation.
+
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap fails the test")]
+#![allow(clippy::expect_used, reason = "test helpers: a failed expect fails the test")]
+#![allow(clippy::indexing_slicing, reason = "test helpers patch known header offsets")]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use xtask::drivers::{self, Workspace};
+use xtask::pe::{self, Layout, Violation};
+
+/// The target directory the drivers are built in (as in `tests/drivers.rs`).
+fn test_target_dir() -> PathBuf {
+    let ws = Workspace::discover(&drivers::workspace_root()).unwrap();
+    ws.target_dir.join("xtask-test")
+}
+
+/// passthrough-minifilter.sys, built once per test binary.
+fn minifilter_image() -> Vec<u8> {
+    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let ws = Workspace::discover(&drivers::workspace_root()).unwrap();
+            let driver = ws.driver("passthrough-minifilter").expect("passthrough-minifilter");
+            let built = drivers::build(&ws, driver, &test_target_dir(), true).unwrap();
+            std::fs::read(&built.sys).unwrap()
+        })
+        .clone()
+}
+
+fn put_u16(data: &mut [u8], offset: usize, value: u16) {
+    data[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+fn put_u32(data: &mut [u8], offset: usize, value: u32) {
+    data[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Applies `patch` to a fresh image, recomputes the checksum and runs the checks.
+fn violations_after(patch: impl FnOnce(&mut Vec<u8>, &Layout)) -> Vec<Violation> {
+    let mut data = minifilter_image();
+    let layout = Layout::parse(&data).unwrap();
+    patch(&mut data, &layout);
+    pe::fix_checksum(&mut data).unwrap();
+    pe::check(&data).violations
+}
+
+/// The index of the section called `name`.
+fn section_index(data: &[u8], name: &str) -> usize {
+    pe::check(data).image.sections.iter().position(|s| s.name == name).unwrap()
+}
+
+#[test]
+fn the_unpatched_image_passes_every_check() {
+    let data = minifilter_image();
+    let report = pe::check(&data);
+    assert_eq!(report.violations, []);
+    let layout = Layout::parse(&data).unwrap();
+    // The linker's checksum (/RELEASE) is the one computed here.
+    assert_ne!(report.image.checksum, 0);
+    assert_eq!(report.image.checksum, pe::pe_checksum(&data, layout.checksum));
+    assert_eq!(report.image.driver_entry, Some(report.image.entry_point));
+    assert!(report.image.relocations > 0);
+    // Recomputing the checksum of a good image changes nothing.
+    let mut copy = data.clone();
+    pe::fix_checksum(&mut copy).unwrap();
+    assert_eq!(copy, data);
+}
+
+#[test]
+fn subsystem_windows_gui_is_rejected() {
+    let violations = violations_after(|data, layout| put_u16(data, layout.subsystem, 2));
+    assert_eq!(violations, [Violation::Subsystem { found: 2 }]);
+    assert_eq!(violations[0].check(), "subsystem");
+}
+
+#[test]
+fn an_altered_checksum_is_rejected() {
+    let mut data = minifilter_image();
+    let layout = Layout::parse(&data).unwrap();
+    let good = pe::read_u32(&data, layout.checksum).unwrap();
+    put_u32(&mut data, layout.checksum, good ^ 0x10);
+    assert_eq!(
+        pe::check(&data).violations,
+        [Violation::Checksum { header: good ^ 0x10, computed: good }]
+    );
+}
+
+#[test]
+fn a_zero_checksum_is_rejected() {
+    let mut data = minifilter_image();
+    let layout = Layout::parse(&data).unwrap();
+    let good = pe::read_u32(&data, layout.checksum).unwrap();
+    put_u32(&mut data, layout.checksum, 0);
+    assert_eq!(pe::check(&data).violations, [Violation::ChecksumZero { computed: good }]);
+}
+
+#[test]
+fn a_changed_byte_anywhere_breaks_the_checksum() {
+    let mut data = minifilter_image();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    let violations = pe::check(&data).violations;
+    assert!(matches!(violations.as_slice(), [Violation::Checksum { .. }]), "{violations:?}");
+}
+
+#[test]
+fn a_writable_and_executable_text_section_is_rejected() {
+    let violations = violations_after(|data, layout| {
+        let at = layout.section_characteristics(section_index(data, ".text"));
+        let characteristics = pe::read_u32(data, at).unwrap();
+        put_u32(data, at, characteristics | pe::SCN_MEM_WRITE);
+    });
+    assert_eq!(violations, [Violation::WritableExecutable { section: ".text".into() }]);
+}
+
+#[test]
+fn an_executable_data_section_is_rejected() {
+    let violations = violations_after(|data, layout| {
+        let at = layout.section_characteristics(section_index(data, ".data"));
+        let characteristics = pe::read_u32(data, at).unwrap();
+        put_u32(data, at, characteristics | pe::SCN_MEM_EXECUTE);
+    });
+    assert_eq!(violations, [Violation::WritableExecutable { section: ".data".into() }]);
+}
+
+#[test]
+fn a_pageable_code_or_data_section_is_rejected() {
+    for name in [".text", ".rdata", ".data", ".pdata"] {
+        let violations = violations_after(|data, layout| {
+            let at = layout.section_characteristics(section_index(data, name));
+            let characteristics = pe::read_u32(data, at).unwrap();
+            put_u32(data, at, characteristics & !pe::SCN_MEM_NOT_PAGED);
+        });
+        assert!(
+            matches!(violations.as_slice(), [Violation::Paged { section, .. }] if section == name),
+            "{name}: {violations:?}"
+        );
+    }
+}
+
+#[test]
+fn an_import_renamed_to_ntdll_is_rejected() {
+    let data = minifilter_image();
+    let imports = pe::check(&data).image.imports;
+    assert!(imports.len() >= 2, "{imports:?}");
+    for dll in imports {
+        let violations = violations_after(|data, _| {
+            // The DLL name, with its terminating NUL, occurs once: in the import table.
+            let needle = format!("{}\0", dll.name).into_bytes();
+            let at: Vec<usize> = data
+                .windows(needle.len())
+                .enumerate()
+                .filter(|(_, w)| *w == needle.as_slice())
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(at.len(), 1, "{} occurs {} times", dll.name, at.len());
+            let mut renamed = b"ntdll.dll".to_vec();
+            renamed.resize(needle.len(), 0);
+            data[at[0]..at[0] + needle.len()].copy_from_slice(&renamed);
+        });
+        assert_eq!(violations, [Violation::Import { dll: "ntdll.dll".into() }], "{}", dll.name);
+    }
+}
+
+#[test]
+fn import_names_are_compared_case_insensitively() {
+    let violations = violations_after(|data, _| {
+        for name in ["ntoskrnl.exe", "fltmgr.sys"] {
+            let needle = format!("{name}\0").into_bytes();
+            if let Some(at) = data.windows(needle.len()).position(|w| w == needle.as_slice()) {
+                data[at..at + name.len()].make_ascii_uppercase();
+            }
+        }
+    });
+    assert_eq!(violations, []);
+}
+
+#[test]
+fn an_entry_point_other_than_driver_entry_is_rejected() {
+    let data = minifilter_image();
+    let entry = pe::check(&data).image.entry_point;
+    let violations = violations_after(|data, layout| put_u32(data, layout.entry_point, entry + 16));
+    assert_eq!(violations, [Violation::EntryPoint { entry: entry + 16, driver_entry: entry }]);
+}
+
+#[test]
+fn a_missing_relocation_directory_is_rejected() {
+    let violations = violations_after(|data, layout| {
+        let at = layout.data_directory(pe::DIRECTORY_BASERELOC);
+        put_u32(data, at, 0);
+        put_u32(data, at + 4, 0);
+    });
+    assert_eq!(violations, [Violation::NoRelocations]);
+}
+
+#[test]
+fn a_tls_directory_is_rejected() {
+    let violations = violations_after(|data, layout| {
+        let at = layout.data_directory(pe::DIRECTORY_TLS);
+        put_u32(data, at, 0x1000);
+        put_u32(data, at + 4, 40);
+    });
+    assert_eq!(violations, [Violation::Tls { rva: 0x1000, size: 40 }]);
+}
+
+#[test]
+fn a_machine_other_than_amd64_is_rejected() {
+    let violations = violations_after(|data, layout| put_u16(data, layout.machine, 0xaa64));
+    assert_eq!(violations, [Violation::Machine { found: 0xaa64 }]);
+}
+
+#[test]
+fn a_pe32_optional_header_is_rejected() {
+    let violations = violations_after(|data, layout| put_u16(data, layout.magic, 0x10b));
+    assert_eq!(violations, [Violation::Magic { found: 0x10b }]);
+}
+
+#[test]
+fn a_truncated_file_is_malformed() {
+    let data = minifilter_image();
+    let violations = pe::check(&data[..0x100]).violations;
+    assert!(matches!(violations.as_slice(), [Violation::Malformed(_)]), "{violations:?}");
+    let violations = pe::check(b"not a PE image").violations;
+    assert!(matches!(violations.as_slice(), [Violation::Malformed(_)]), "{violations:?}");
+}
+
+#[test]
+fn check_pe_exits_non_zero_and_names_the_violated_check() {
+    let dir = test_target_dir().join("pe-checks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.sys");
+    std::fs::write(&good, minifilter_image()).unwrap();
+    let mut bad_image = minifilter_image();
+    let subsystem = Layout::parse(&bad_image).unwrap().subsystem;
+    put_u16(&mut bad_image, subsystem, 2);
+    pe::fix_checksum(&mut bad_image).unwrap();
+    let bad = dir.join("bad.sys");
+    std::fs::write(&bad, bad_image).unwrap();
+
+    let xtask = env!("CARGO_BIN_EXE_xtask");
+    let output = Command::new(xtask).arg("check-pe").arg(&good).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let output = Command::new(xtask).arg("check-pe").arg(&good).arg(&bad).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.sys: [subsystem] subsystem is 2"), "{stderr}");
+    assert!(!stderr.contains("good.sys"), "{stderr}");
+}
