@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -273,8 +274,10 @@ pub fn build(ws: &Workspace, driver: &Driver, target_dir: &Path, capture: bool) 
         (artifacts.join(format!("{}.dll", driver.crate_name)), &built.sys),
         (artifacts.join(format!("{}.pdb", driver.crate_name)), &built.pdb),
     ] {
-        // Copy, then rename: a reader of `to` (another test binary) never sees half a file.
-        let partial = to.with_extension(format!("partial-{}", std::process::id()));
+        // Copy, then rename: a reader of `to` (another test) never sees half a file.
+        static COPIES: AtomicUsize = AtomicUsize::new(0);
+        let copy = COPIES.fetch_add(1, Ordering::Relaxed);
+        let partial = to.with_extension(format!("partial-{}-{copy}", std::process::id()));
         fs::copy(&from, &partial).and_then(|_| fs::rename(&partial, to)).with_context(|| {
             format!("{}: copying {} to {}", driver.sys_name(), from.display(), to.display())
         })?;
