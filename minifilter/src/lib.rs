@@ -21,7 +21,11 @@ mod view;
 
 pub use entry::driver_entry;
 pub use fsfilter;
+
+// Host tests run the backend against the simulator's kernel exports.
 pub use fsfilter_kernel;
+#[cfg(test)]
+use fsfilter_sim as _;
 
 /// What this backend reports about itself, for the lab and `docs/semantics.md`.
 pub mod capabilities;

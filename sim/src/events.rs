@@ -1,0 +1,418 @@
+//! The event log: everything a run did, in order, for the lab's reports and the tests.
+
+use std::fmt;
+
+use fsfilter::trace::TraceEvent;
+use fsfilter::{
+    DataScanMode, InstanceSetupFlags, MajorFunction, OperationKind, Status, TeardownFlags,
+    UnloadFlags, VolumeInfo,
+};
+
+/// A verifier rule, in the spirit of Driver Verifier and Filter Verifier. Each breach is an
+/// [`EventKind::Verifier`] event naming the rule and the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// An IRP was completed twice.
+    IrpCompletedTwice,
+    /// An IRP was completed with `STATUS_PENDING`.
+    CompletedWithStatusPending,
+    /// A dispatch routine returned `STATUS_PENDING` without marking the IRP pending.
+    PendingWithoutMark,
+    /// A dispatch routine marked the IRP pending but returned another status.
+    MarkedPendingButNotReturned,
+    /// A dispatch routine returned a status a dispatch routine may not return.
+    UnknownDispatchResult,
+    /// Code of an unloaded driver would have run (a completion routine, a dispatch routine, a
+    /// callback).
+    UnloadedDriverCodeRan,
+    /// Device objects remained after the driver unloaded.
+    DeviceObjectsLeaked,
+    /// Pool allocations remained after the driver unloaded.
+    PoolLeaked,
+    /// A pool block was freed twice, or a pointer that is not a pool block was freed.
+    BadPoolFree,
+    /// A pool block was freed with a tag other than the one it was allocated with.
+    PoolTagMismatch,
+    /// An attach was made to a device that still has `DO_DEVICE_INITIALIZING` set.
+    AttachToInitializingDevice,
+    /// A call was made at an IRQL its contract forbids.
+    IrqlTooHigh,
+    /// A request was sent to a deleted device.
+    CallToDeletedDevice,
+    /// An IRP ran out of stack locations.
+    NoMoreStackLocations,
+    /// A wait could never be satisfied.
+    Deadlock,
+    /// An `IoRegisterFsRegistrationChange` routine was still registered when its driver
+    /// unloaded.
+    FsNotificationLeaked,
+    /// A spin lock was released with an IRQL that does not restore the state before acquiring.
+    SpinLockMisuse,
+    /// The image global was used outside a driver image.
+    ImageGlobalOutsideImage,
+    /// A handle was used after being closed, or never existed.
+    InvalidHandle,
+    /// A minifilter registered an operation Windows documents as forbidden.
+    ForbiddenRegistration,
+    /// A minifilter callback returned a status that is not a valid `FLT_PREOP_*` / `FLT_POSTOP_*`.
+    UnknownCallbackStatus,
+    /// A completion context was returned with `FLT_PREOP_SUCCESS_NO_CALLBACK` (or another status
+    /// that forbids one).
+    ContextWithoutPost,
+    /// `FLT_PREOP_PENDING` was returned for a fast-I/O or FsFilter operation.
+    PendingOnFastIo,
+    /// `FLT_PREOP_COMPLETE` with `STATUS_PENDING`.
+    CompleteWithPending,
+    /// A filter context was still referenced when its filter unloaded.
+    ContextLeaked,
+    /// A data-scan section was still open when its filter unloaded.
+    SectionLeaked,
+    /// A filter callback ran after its filter unloaded.
+    CallbackAfterUnload,
+    /// An object was dereferenced more than it was referenced.
+    ObjectOverDereferenced,
+    /// A machine-level failure that Windows would answer with a bugcheck.
+    Bugcheck,
+}
+
+impl Rule {
+    /// The rule's name, as events and reports spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rule::IrpCompletedTwice => "IRP_COMPLETED_TWICE",
+            Rule::CompletedWithStatusPending => "COMPLETED_WITH_STATUS_PENDING",
+            Rule::PendingWithoutMark => "PENDING_RETURNED_WITHOUT_IO_MARK_IRP_PENDING",
+            Rule::MarkedPendingButNotReturned => "IO_MARK_IRP_PENDING_WITHOUT_STATUS_PENDING",
+            Rule::UnknownDispatchResult => "UNKNOWN_DISPATCH_RESULT",
+            Rule::UnloadedDriverCodeRan => "UNLOADED_DRIVER_CODE_RAN",
+            Rule::DeviceObjectsLeaked => "DEVICE_OBJECTS_LEAKED_AT_UNLOAD",
+            Rule::PoolLeaked => "POOL_LEAKED_AT_UNLOAD",
+            Rule::BadPoolFree => "BAD_POOL_FREE",
+            Rule::PoolTagMismatch => "POOL_TAG_MISMATCH",
+            Rule::AttachToInitializingDevice => "ATTACH_TO_INITIALIZING_DEVICE",
+            Rule::IrqlTooHigh => "IRQL_TOO_HIGH",
+            Rule::CallToDeletedDevice => "CALL_TO_DELETED_DEVICE",
+            Rule::NoMoreStackLocations => "NO_MORE_IRP_STACK_LOCATIONS",
+            Rule::Deadlock => "DEADLOCK",
+            Rule::FsNotificationLeaked => "FS_NOTIFICATION_LEAKED_AT_UNLOAD",
+            Rule::SpinLockMisuse => "SPIN_LOCK_MISUSE",
+            Rule::ImageGlobalOutsideImage => "IMAGE_GLOBAL_OUTSIDE_IMAGE",
+            Rule::InvalidHandle => "INVALID_HANDLE",
+            Rule::ForbiddenRegistration => "FORBIDDEN_OPERATION_REGISTRATION",
+            Rule::UnknownCallbackStatus => "UNKNOWN_CALLBACK_STATUS",
+            Rule::ContextWithoutPost => "COMPLETION_CONTEXT_WITHOUT_POST_CALLBACK",
+            Rule::PendingOnFastIo => "PENDING_ON_FAST_IO",
+            Rule::CompleteWithPending => "COMPLETE_WITH_STATUS_PENDING",
+            Rule::ContextLeaked => "CONTEXT_LEAKED_AT_UNLOAD",
+            Rule::SectionLeaked => "SECTION_LEAKED_AT_UNLOAD",
+            Rule::CallbackAfterUnload => "CALLBACK_AFTER_UNLOAD",
+            Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",
+            Rule::Bugcheck => "BUGCHECK",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A filter-logic callback reported by a backend's trace hook, with the instance resolved to a
+/// driver and a volume and the operation to a user request where the simulator knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Callback {
+    /// `instance_setup`.
+    InstanceSetup {
+        /// Setup flags.
+        flags: InstanceSetupFlags,
+        /// The volume as the filter saw it.
+        volume: VolumeInfo,
+        /// The data-scan mode found.
+        data_scan: DataScanMode,
+        /// The answer.
+        status: Status,
+    },
+    /// `instance_query_teardown`.
+    InstanceQueryTeardown {
+        /// The answer.
+        status: Status,
+    },
+    /// `instance_teardown_start`.
+    TeardownStart {
+        /// Why.
+        reason: TeardownFlags,
+    },
+    /// `instance_teardown_complete`.
+    TeardownComplete {
+        /// Why.
+        reason: TeardownFlags,
+    },
+    /// `pre_operation`.
+    Pre {
+        /// The operation.
+        major: MajorFunction,
+        /// Its minor function.
+        minor: u8,
+        /// IRP, fast I/O or FsFilter.
+        kind: OperationKind,
+        /// The outcome's WDK spelling.
+        outcome: &'static str,
+        /// The completion status for `FLT_PREOP_COMPLETE`.
+        status: Option<Status>,
+    },
+    /// `post_operation`.
+    Post {
+        /// The operation.
+        major: MajorFunction,
+        /// Draining.
+        draining: bool,
+        /// Through `WhenSafe`.
+        when_safe: bool,
+        /// The outcome's WDK spelling.
+        outcome: &'static str,
+        /// The operation's status.
+        status: Status,
+    },
+    /// A pended operation resumed.
+    Resumed {
+        /// How (`FLT_PREOP_*`).
+        outcome: &'static str,
+    },
+    /// The filter's unload callback.
+    UnloadCallback {
+        /// Flags.
+        flags: UnloadFlags,
+        /// The filter's answer.
+        status: Status,
+    },
+    /// A data-scan section request.
+    DataScan {
+        /// How.
+        mode: DataScanMode,
+        /// Result.
+        status: Status,
+    },
+    /// A section-conflict notification.
+    SectionConflict {
+        /// The section's identity.
+        section: usize,
+    },
+    /// A note from filter logic.
+    Note {
+        /// The text.
+        text: String,
+    },
+}
+
+impl Callback {
+    /// The scenario.md event kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Callback::InstanceSetup { .. } => "instance_setup",
+            Callback::InstanceQueryTeardown { .. } => "instance_query_teardown",
+            Callback::TeardownStart { .. } => "teardown_start",
+            Callback::TeardownComplete { .. } => "teardown_complete",
+            Callback::Pre { .. } => "pre",
+            Callback::Post { .. } => "post",
+            Callback::Resumed { .. } => "resumed",
+            Callback::UnloadCallback { .. } => "unload_callback",
+            Callback::DataScan { .. } => "data_scan",
+            Callback::SectionConflict { .. } => "section_conflict",
+            Callback::Note { .. } => "note",
+        }
+    }
+
+    pub(crate) fn from_trace(event: &TraceEvent<'_>) -> Callback {
+        match *event {
+            TraceEvent::InstanceSetup { flags, volume, data_scan, status, .. } => {
+                Callback::InstanceSetup { flags, volume, data_scan, status }
+            }
+            TraceEvent::InstanceQueryTeardown { status, .. } => {
+                Callback::InstanceQueryTeardown { status }
+            }
+            TraceEvent::TeardownStart { reason, .. } => Callback::TeardownStart { reason },
+            TraceEvent::TeardownComplete { reason, .. } => Callback::TeardownComplete { reason },
+            TraceEvent::Pre { major, minor, kind, outcome, status, .. } => {
+                Callback::Pre { major, minor, kind, outcome, status }
+            }
+            TraceEvent::Post { major, draining, when_safe, outcome, status, .. } => {
+                Callback::Post { major, draining, when_safe, outcome, status }
+            }
+            TraceEvent::Resumed { outcome, .. } => Callback::Resumed { outcome },
+            TraceEvent::Unload { flags, status } => Callback::UnloadCallback { flags, status },
+            TraceEvent::DataScan { mode, status, .. } => Callback::DataScan { mode, status },
+            TraceEvent::SectionConflict { section, .. } => {
+                Callback::SectionConflict { section: section.0 }
+            }
+            TraceEvent::Note { text, .. } => Callback::Note { text: text.to_owned() },
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A driver's `DriverEntry` ran (`sc start`, `fltmc load`, or boot).
+    Load {
+        /// The service.
+        driver: String,
+        /// `"legacy"`, `"minifilter"` or `"native"`.
+        model: &'static str,
+        /// `DriverEntry`'s status.
+        status: Status,
+    },
+    /// An unload request and its result.
+    Unload {
+        /// The service.
+        driver: String,
+        /// A service stop (mandatory) rather than `fltmc unload`.
+        mandatory: bool,
+        /// The result.
+        status: Status,
+    },
+    /// A file system registered its control device.
+    FileSystemRegistered {
+        /// The file system's driver.
+        driver: String,
+        /// The control device's name.
+        device: String,
+    },
+    /// A device object was attached on top of a stack.
+    Attached {
+        /// The attaching driver.
+        driver: String,
+        /// The driver of the device it landed on.
+        below: String,
+        /// The volume, when the stack is a volume's.
+        volume: Option<String>,
+    },
+    /// A device object was detached.
+    Detached {
+        /// The detaching driver.
+        driver: String,
+        /// The volume, when the stack is a volume's.
+        volume: Option<String>,
+    },
+    /// A volume was mounted.
+    Mounted {
+        /// The volume.
+        volume: String,
+        /// The file system's driver.
+        filesystem: String,
+        /// The result.
+        status: Status,
+    },
+    /// A volume was dismounted.
+    Dismounted {
+        /// The volume.
+        volume: String,
+    },
+    /// A user-mode request started.
+    IoStart {
+        /// The request.
+        io: RequestRef,
+        /// The volume.
+        volume: String,
+        /// The operation.
+        major: MajorFunction,
+        /// Fast I/O or IRP.
+        fast_io: bool,
+    },
+    /// A user-mode request completed.
+    IoComplete {
+        /// The request.
+        io: RequestRef,
+        /// The volume.
+        volume: String,
+        /// Its final status.
+        status: Status,
+        /// `IoStatus.Information`.
+        information: usize,
+    },
+    /// A callback into filter logic (backend trace hook).
+    Callback {
+        /// The driver (service) whose logic ran.
+        driver: String,
+        /// The volume of the instance, when known.
+        volume: Option<String>,
+        /// The user request the operation belongs to, when known.
+        io: Option<RequestRef>,
+        /// What ran.
+        callback: Callback,
+    },
+    /// A verifier finding.
+    Verifier {
+        /// The driver at fault, when known.
+        driver: Option<String>,
+        /// The rule.
+        rule: Rule,
+        /// What happened.
+        message: String,
+    },
+    /// `DbgPrintEx` output.
+    DebugPrint {
+        /// The printing driver.
+        driver: Option<String>,
+        /// The text.
+        text: String,
+    },
+    /// A simulator-level event of a subsystem (Filter Manager frames, instances, ...), named by
+    /// `what`, described by `detail`.
+    System {
+        /// Short machine-readable kind.
+        what: &'static str,
+        /// The driver concerned, if any.
+        driver: Option<String>,
+        /// The volume concerned, if any.
+        volume: Option<String>,
+        /// Free text.
+        detail: String,
+    },
+}
+
+/// A user-mode request's number, as the lab's `"io"` field shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestRef(pub u32);
+
+/// One entry of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Order of the event in the run.
+    pub seq: u64,
+    /// The scenario step that caused it, or `None` during boot.
+    pub step: Option<u32>,
+    /// Virtual time, in 100 ns units since boot.
+    pub time: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The scenario.md kind of the event.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            EventKind::Load { .. } => "load",
+            EventKind::Unload { .. } => "unload",
+            EventKind::FileSystemRegistered { .. } => "filesystem_registered",
+            EventKind::Attached { .. } => "attach",
+            EventKind::Detached { .. } => "detach",
+            EventKind::Mounted { .. } => "mount",
+            EventKind::Dismounted { .. } => "dismount",
+            EventKind::IoStart { .. } => "io_start",
+            EventKind::IoComplete { .. } => "io_complete",
+            EventKind::Callback { callback, .. } => callback.kind(),
+            EventKind::Verifier { .. } => "verifier",
+            EventKind::DebugPrint { .. } => "debug_print",
+            EventKind::System { what, .. } => what,
+        }
+    }
+
+    /// The rule, for verifier events.
+    pub fn rule(&self) -> Option<Rule> {
+        match &self.kind {
+            EventKind::Verifier { rule, .. } => Some(*rule),
+            _ => None,
+        }
+    }
+}

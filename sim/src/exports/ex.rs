@@ -1,0 +1,79 @@
+//! Executive (Ex) exports: pool, system work items.
+
+use std::ffi::c_void;
+
+use windows_sys::Wdk::Foundation::{POOL_TYPE, WORK_QUEUE_ITEM};
+use windows_sys::Wdk::System::SystemServices::WORK_QUEUE_TYPE;
+
+use crate::kernel::{self, DISPATCH_LEVEL};
+
+/// `POOL_FLAG_PAGED`.
+const POOL_FLAG_PAGED: u64 = 0x100;
+/// `PagedPool` (and odd values, which are paged types).
+const PAGED_POOL: i32 = 1;
+
+export! { windows_sys::Wdk::System::SystemServices::ExAllocatePool2 =>
+    /// `ExAllocatePool2`. Paged pool above `APC_LEVEL` is an IRQL violation.
+    fn ExAllocatePool2(flags: u64, numberofbytes: usize, tag: u32) -> *mut c_void {
+        kernel::with(|k| {
+            if flags & POOL_FLAG_PAGED != 0 {
+                k.check_irql(crate::kernel::APC_LEVEL, "ExAllocatePool2 (paged)");
+            } else {
+                k.check_irql(DISPATCH_LEVEL, "ExAllocatePool2");
+            }
+            k.pool_allocate(flags, numberofbytes, tag)
+        })
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ExAllocatePoolWithTag =>
+    /// `ExAllocatePoolWithTag` (deprecated; zeroes nothing on Windows, and the simulator fills
+    /// the block with 0xCD to show it).
+    fn ExAllocatePoolWithTag(pooltype: POOL_TYPE, numberofbytes: usize, tag: u32) -> *mut c_void {
+        kernel::with(|k| {
+            if pooltype & PAGED_POOL != 0 {
+                k.check_irql(crate::kernel::APC_LEVEL, "ExAllocatePoolWithTag (paged)");
+            }
+            k.pool_allocate(0x2, numberofbytes, tag)
+        })
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ExFreePoolWithTag =>
+    /// `ExFreePoolWithTag`.
+    fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
+        kernel::with(|k| k.pool_free(p, Some(tag)));
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ExFreePool =>
+    /// `ExFreePool`.
+    fn ExFreePool(p: *mut c_void) {
+        kernel::with(|k| k.pool_free(p, None));
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ExQueueWorkItem =>
+    /// `ExQueueWorkItem`: runs `WorkerRoutine(Parameter)` on a system worker thread, as the
+    /// queuing image's code.
+    fn ExQueueWorkItem(workitem: *mut WORK_QUEUE_ITEM, _queuetype: WORK_QUEUE_TYPE) {
+        // SAFETY: the caller's initialized work item.
+        let Some(item) = (unsafe { workitem.as_ref() }) else { return };
+        let Some(routine) = item.WorkerRoutine else { return };
+        // SAFETY: the metadata lost the routine's parameter; it is `VOID (*)(PVOID)`.
+        let routine: unsafe extern "system" fn(*mut c_void) = unsafe { std::mem::transmute::<unsafe extern "system" fn(), unsafe extern "system" fn(*mut c_void)>(routine) };
+        let parameter = item.Parameter as usize;
+        let image = kernel::with(|k| k.current_image());
+        crate::sched::queue_work(
+            "ExQueueWorkItem",
+            image,
+            Box::new(move || {
+                let loaded = kernel::with(|k| image.is_none_or(|i| k.image_loaded(i)));
+                if loaded {
+                    // SAFETY: the routine the driver queued with its parameter.
+                    unsafe { routine(parameter as *mut c_void) };
+                }
+            }),
+        );
+    }
+}

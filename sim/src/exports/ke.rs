@@ -1,0 +1,167 @@
+//! Kernel (Ke) exports: events, waits, time, spin locks and IRQL, bugchecks.
+
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::KEVENT;
+use windows_sys::Wdk::System::SystemServices::KWAIT_REASON;
+use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS};
+use windows_sys::Win32::System::Diagnostics::Debug::BUGCHECK_ERROR;
+use windows_sys::Win32::System::Kernel::EVENT_TYPE;
+
+use crate::events::Rule;
+use crate::kernel::{self, DISPATCH_LEVEL};
+
+export! { windows_sys::Wdk::System::SystemServices::KeInitializeEvent =>
+    /// `KeInitializeEvent`.
+    fn KeInitializeEvent(event: *mut KEVENT, r#type: EVENT_TYPE, state: bool) {
+        // SAFETY: the caller's event storage.
+        unsafe { crate::sched::initialize_event(event, r#type, state) };
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeSetEvent =>
+    /// `KeSetEvent`.
+    fn KeSetEvent(event: *mut KEVENT, _increment: i32, _wait: bool) -> i32 {
+        // SAFETY: the caller's initialized event.
+        unsafe { crate::sched::set_event(event) }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeResetEvent =>
+    /// `KeResetEvent`.
+    fn KeResetEvent(event: *mut KEVENT) -> i32 {
+        // SAFETY: the caller's initialized event.
+        unsafe { crate::sched::reset_event(event) }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeClearEvent =>
+    /// `KeClearEvent`.
+    fn KeClearEvent(event: *mut KEVENT) {
+        // SAFETY: the caller's initialized event.
+        unsafe { crate::sched::reset_event(event) };
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeReadStateEvent =>
+    /// `KeReadStateEvent`.
+    fn KeReadStateEvent(event: *const KEVENT) -> i32 {
+        // SAFETY: the caller's initialized event.
+        unsafe { crate::sched::read_event(event.cast_mut()) }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeWaitForSingleObject =>
+    /// `KeWaitForSingleObject` on an event: other ready work runs until it is signalled.
+    fn KeWaitForSingleObject(object: *const c_void, _waitreason: KWAIT_REASON, _waitmode: i8, _alertable: bool, timeout: *const i64) -> NTSTATUS {
+        // SAFETY: NULL (wait forever) or the caller's timeout value.
+        let timeout = unsafe { timeout.as_ref() }.copied();
+        // SAFETY: the caller waits on its own initialized event, alive during the wait.
+        unsafe { crate::sched::wait_for_event(object.cast_mut().cast(), timeout) }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeDelayExecutionThread =>
+    /// `KeDelayExecutionThread`.
+    fn KeDelayExecutionThread(_waitmode: i8, _alertable: bool, interval: *const i64) -> NTSTATUS {
+        // SAFETY: the caller's interval.
+        let interval = unsafe { interval.as_ref() }.copied().unwrap_or(0);
+        crate::sched::delay(interval)
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeQuerySystemTimePrecise =>
+    /// `KeQuerySystemTimePrecise`: the virtual clock, from 1 January 2026 (in 100 ns units since
+    /// 1601, like the system time).
+    fn KeQuerySystemTimePrecise(currenttime: *mut i64) {
+        const EPOCH_2026: i64 = 134_116_128_000_000_000;
+        let now = kernel::with(|k| k.sched.now) as i64;
+        // SAFETY: the caller's out parameter.
+        unsafe { *currenttime = EPOCH_2026 + now };
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeQueryTimeIncrement =>
+    /// `KeQueryTimeIncrement`: 15.625 ms, the usual clock interval.
+    fn KeQueryTimeIncrement() -> u32 {
+        156_250
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeInitializeSpinLock =>
+    /// `KeInitializeSpinLock`.
+    fn KeInitializeSpinLock(spinlock: *mut usize) {
+        // SAFETY: the caller's lock storage.
+        unsafe { *spinlock = 0 };
+    }
+}
+
+export! { fsfilter_kernel::ntos::KeAcquireSpinLockRaiseToDpc =>
+    /// `KeAcquireSpinLockRaiseToDpc`: raises to `DISPATCH_LEVEL`. The simulator has one
+    /// processor and no preemption, so a lock found held means the same code path took it twice:
+    /// a deadlock on Windows, reported here.
+    fn KeAcquireSpinLockRaiseToDpc(spinlock: *mut usize) -> u8 {
+        kernel::with(|k| {
+            let old = k.irql;
+            if old > DISPATCH_LEVEL {
+                k.report_current(Rule::IrqlTooHigh, "KeAcquireSpinLock above DISPATCH_LEVEL");
+            }
+            // SAFETY: the caller's lock storage.
+            let lock = unsafe { &mut *spinlock };
+            if *lock != 0 {
+                k.report_current(Rule::Deadlock, "a spin lock acquired while already held (recursive acquisition deadlocks on Windows)");
+            }
+            *lock = 1;
+            k.irql = k.irql.max(DISPATCH_LEVEL);
+            old
+        })
+    }
+}
+
+export! { fsfilter_kernel::ntos::KeReleaseSpinLock =>
+    /// `KeReleaseSpinLock`: releases and restores the IRQL.
+    fn KeReleaseSpinLock(spinlock: *mut usize, newirql: u8) {
+        kernel::with(|k| {
+            // SAFETY: the caller's lock storage.
+            let lock = unsafe { &mut *spinlock };
+            if *lock == 0 {
+                k.report_current(Rule::SpinLockMisuse, "KeReleaseSpinLock on a lock that is not held");
+            }
+            *lock = 0;
+            if newirql > k.irql {
+                k.report_current(Rule::SpinLockMisuse, "KeReleaseSpinLock restoring an IRQL above the current one");
+            }
+            k.irql = newirql;
+        });
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::PsGetCurrentThreadId =>
+    /// `PsGetCurrentThreadId`.
+    fn PsGetCurrentThreadId() -> HANDLE {
+        kernel::with(|k| (k.thread.0 as usize * 4) as HANDLE)
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeBugCheckEx =>
+    /// `KeBugCheckEx`: the machine stops; the event names the code and parameters. (On Windows it
+    /// does not return; in the simulator it returns, and every later kernel call fails.)
+    fn KeBugCheckEx(bugcheckcode: BUGCHECK_ERROR, p1: usize, p2: usize, p3: usize, p4: usize) {
+        kernel::with(|k| {
+            let text = format!("KeBugCheckEx(0x{bugcheckcode:08X}, 0x{p1:x}, 0x{p2:x}, 0x{p3:x}, 0x{p4:x})");
+            k.report_current(Rule::Bugcheck, text.clone());
+            k.crashed = Some(text);
+        });
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeStallExecutionProcessor =>
+    /// `KeStallExecutionProcessor`: busy-waits; the virtual clock advances.
+    fn KeStallExecutionProcessor(microseconds: u32) {
+        kernel::with(|k| k.sched.now += u64::from(microseconds) * 10);
+    }
+}
+
+/// `STATUS_*` used by the wait functions.
+pub const WAIT_TIMEOUT: NTSTATUS = Status::TIMEOUT.0;

@@ -1,0 +1,61 @@
+//! Object manager (Ob) exports: references on device objects (and, through the subsystems, file
+//! and section objects).
+
+use std::ffi::c_void;
+
+use crate::events::Rule;
+use crate::kernel::{self, Kernel};
+
+impl Kernel {
+    /// `ObReferenceObject` on an object the simulator knows; returns the new count.
+    pub fn reference_object(&mut self, object: *const c_void) -> isize {
+        if let Some(d) = self.objects.device_id(object.cast()) {
+            let info = self.objects.device_mut(d);
+            info.refs += 1;
+            return info.refs as isize;
+        }
+        1
+    }
+
+    /// `ObDereferenceObject`; releases deleted devices and unloads drivers whose preconditions
+    /// now hold.
+    pub fn dereference_object(&mut self, object: *const c_void) -> isize {
+        if let Some(d) = self.objects.device_id(object.cast()) {
+            let info = self.objects.device_mut(d);
+            if info.refs == 0 {
+                let name = self.objects.driver(self.objects.device(d).driver).service.clone();
+                self.report_current(
+                    Rule::ObjectOverDereferenced,
+                    format!("a device object of {name} dereferenced more than referenced"),
+                );
+                return 0;
+            }
+            info.refs -= 1;
+            let (refs, deleted, driver) = (info.refs, info.deleted, info.driver);
+            if refs == 0 && deleted {
+                self.maybe_release_image(driver);
+            }
+            if refs == 0 {
+                self.maybe_finish_unload(driver);
+            }
+            return refs as isize;
+        }
+        0
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ObfReferenceObject =>
+    /// `ObfReferenceObject`.
+    fn ObfReferenceObject(object: *const c_void) -> isize {
+        kernel::with(|k| k.reference_object(object))
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject =>
+    /// `ObfDereferenceObject`.
+    fn ObfDereferenceObject(object: *const c_void) -> isize {
+        let r = kernel::with(|k| k.dereference_object(object));
+        crate::sched::run_ready();
+        r
+    }
+}

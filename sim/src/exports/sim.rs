@@ -1,0 +1,80 @@
+//! The simulator's own exports: what fsfilter-kernel asks of it where Windows uses an intrinsic
+//! or a per-image global, the trace hook, and `DbgPrintEx`.
+
+use std::ffi::c_void;
+use std::sync::atomic::AtomicPtr;
+
+use fsfilter::trace::TraceEvent;
+
+use crate::events::{Callback, EventKind, RequestRef};
+use crate::kernel;
+
+/// `KeGetCurrentIrql` on the simulated processor (CR8 on Windows).
+#[unsafe(no_mangle)]
+pub extern "C" fn FsfSimGetCurrentIrql() -> u8 {
+    kernel::with(|k| k.irql)
+}
+
+/// The global slot of the running driver image (a static on Windows).
+#[unsafe(no_mangle)]
+pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
+    kernel::with(|k| k.current_slot())
+}
+
+/// The backends' trace hook: records a callback into filter logic, attributed to the running
+/// image, with the instance resolved to a volume and the operation to a user request.
+#[unsafe(no_mangle)]
+pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
+    kernel::with(|k| {
+        let driver = k.current_image_name().unwrap_or_else(|| "kernel".into());
+        let (instance, operation) = match *event {
+            TraceEvent::InstanceSetup { instance, .. }
+            | TraceEvent::InstanceQueryTeardown { instance, .. }
+            | TraceEvent::TeardownStart { instance, .. }
+            | TraceEvent::TeardownComplete { instance, .. }
+            | TraceEvent::SectionConflict { instance, .. } => (Some(instance.0), None),
+            TraceEvent::Pre { instance, operation, .. }
+            | TraceEvent::Post { instance, operation, .. }
+            | TraceEvent::Resumed { instance, operation, .. }
+            | TraceEvent::DataScan { instance, operation, .. } => {
+                (Some(instance.0), Some(operation))
+            }
+            TraceEvent::Note { instance, operation, .. } => (instance.map(|i| i.0), operation),
+            TraceEvent::Unload { .. } => (None, None),
+        };
+        let volume = instance.and_then(|i| k.resolve_instance(i)).map(|v| k.volume_display_name(v));
+        let io = operation.and_then(|o| k.resolve_operation(o)).map(|r| RequestRef(r.0));
+        k.log(EventKind::Callback { driver, volume, io, callback: Callback::from_trace(event) });
+    });
+}
+
+/// `DbgPrintEx` as fsfilter-kernel calls it (`"%.*s"` and its two arguments).
+///
+/// # Safety
+/// `text` must hold `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn DbgPrintEx(
+    _component: u32,
+    _level: u32,
+    _format: *const u8,
+    len: i32,
+    text: *const u8,
+) -> u32 {
+    let bytes = if text.is_null() || len <= 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller guarantees `len` bytes at `text`.
+        unsafe { std::slice::from_raw_parts(text, len as usize) }
+    };
+    let text = String::from_utf8_lossy(bytes).trim_end().to_owned();
+    kernel::with(|k| {
+        let driver = k.current_image_name();
+        k.log(EventKind::DebugPrint { driver, text });
+    });
+    0
+}
+
+const _: () = {
+    let _same: [unsafe extern "C" fn(u32, u32, *const u8, i32, *const u8) -> u32; 2] =
+        [fsfilter_kernel::ntos::DbgPrintEx, DbgPrintEx];
+};

@@ -1,0 +1,118 @@
+//! Zw exports: registry keys and handles. Drivers import these from ntoskrnl.exe through
+//! fsfilter-kernel's corrections (windows-sys attributes them to ntdll.dll).
+
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
+use windows_sys::Wdk::System::Registry::KEY_VALUE_INFORMATION_CLASS;
+use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
+
+use crate::kernel;
+use crate::mem::read_unicode;
+use crate::registry::HandleObject;
+
+/// `KeyValueBasicInformation`, `KeyValueFullInformation`, `KeyValuePartialInformation`.
+const KEY_VALUE_BASIC: i32 = 0;
+const KEY_VALUE_FULL: i32 = 1;
+const KEY_VALUE_PARTIAL: i32 = 2;
+
+export! { fsfilter_kernel::ntos::ZwOpenKey =>
+    /// `ZwOpenKey`: absolute names, or names relative to `RootDirectory`.
+    fn ZwOpenKey(keyhandle: *mut HANDLE, _desiredaccess: u32, objectattributes: *const OBJECT_ATTRIBUTES) -> NTSTATUS {
+        // SAFETY: the caller's attributes.
+        let Some(attrs) = (unsafe { objectattributes.as_ref() }) else { return Status::INVALID_PARAMETER.0 };
+        // SAFETY: the attributes' name.
+        let name = unsafe { read_unicode(attrs.ObjectName) };
+        kernel::with(|k| {
+            let root = if attrs.RootDirectory.is_null() {
+                None
+            } else {
+                match k.handles.get(attrs.RootDirectory) {
+                    Some(HandleObject::Key(r)) => Some(r),
+                    _ => return Status::INVALID_HANDLE.0,
+                }
+            };
+            match k.registry.find(root, &name) {
+                Some(key) => {
+                    let h = k.handles.open(HandleObject::Key(key));
+                    // SAFETY: the caller's out parameter.
+                    unsafe { *keyhandle = h };
+                    Status::SUCCESS.0
+                }
+                None => Status::OBJECT_NAME_NOT_FOUND.0,
+            }
+        })
+    }
+}
+
+export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
+    /// `ZwQueryValueKey` for the basic, full and partial information classes.
+    fn ZwQueryValueKey(
+        keyhandle: HANDLE,
+        valuename: *const UNICODE_STRING,
+        keyvalueinformationclass: KEY_VALUE_INFORMATION_CLASS,
+        keyvalueinformation: *mut c_void,
+        length: u32,
+        resultlength: *mut u32,
+    ) -> NTSTATUS {
+        // SAFETY: the caller's value name.
+        let name = unsafe { read_unicode(valuename) };
+        let found = kernel::with(|k| match k.handles.get(keyhandle) {
+            Some(HandleObject::Key(key)) => Ok(k.registry.get(key, &name).cloned()),
+            _ => Err(Status::INVALID_HANDLE),
+        });
+        let value = match found {
+            Ok(Some(v)) => v,
+            Ok(None) => return Status::OBJECT_NAME_NOT_FOUND.0,
+            Err(s) => return s.0,
+        };
+        let data = value.data();
+        let name_bytes: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let le = |v: u32| v.to_le_bytes();
+        let mut out = Vec::new();
+        match keyvalueinformationclass {
+            KEY_VALUE_PARTIAL => {
+                out.extend(le(0));
+                out.extend(le(value.type_code()));
+                out.extend(le(data.len() as u32));
+                out.extend(&data);
+            }
+            KEY_VALUE_BASIC => {
+                out.extend(le(0));
+                out.extend(le(value.type_code()));
+                out.extend(le(name_bytes.len() as u32));
+                out.extend(&name_bytes);
+            }
+            KEY_VALUE_FULL => {
+                let data_offset = (20 + name_bytes.len()).next_multiple_of(8);
+                out.extend(le(0));
+                out.extend(le(value.type_code()));
+                out.extend(le(data_offset as u32));
+                out.extend(le(data.len() as u32));
+                out.extend(le(name_bytes.len() as u32));
+                out.extend(&name_bytes);
+                out.resize(data_offset, 0);
+                out.extend(&data);
+            }
+            _ => return Status::INVALID_PARAMETER.0,
+        }
+        if !resultlength.is_null() {
+            // SAFETY: the caller's out parameter.
+            unsafe { *resultlength = out.len() as u32 };
+        }
+        if out.len() > length as usize {
+            return if (length as usize) < 12 { Status::BUFFER_TOO_SMALL.0 } else { Status::BUFFER_OVERFLOW.0 };
+        }
+        // SAFETY: the caller's buffer holds `length` >= out.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), keyvalueinformation.cast::<u8>(), out.len()) };
+        Status::SUCCESS.0
+    }
+}
+
+export! { fsfilter_kernel::ntos::ZwClose =>
+    /// `ZwClose`.
+    fn ZwClose(handle: HANDLE) -> NTSTATUS {
+        kernel::with(|k| k.close_handle(handle)).0
+    }
+}

@@ -1,0 +1,111 @@
+//! Fault injection, systematic rather than random: fail the k-th call of a kind made by one
+//! driver image (or by any image).
+
+use crate::ids::ImageId;
+use crate::kernel::FastMap;
+
+/// The kinds of call that can be made to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// Pool allocation (`ExAllocatePool2`, and the I/O manager's own allocations on a driver's
+    /// behalf, such as `IoSetCompletionRoutineEx`).
+    Pool,
+    /// `IoCreateDevice`.
+    CreateDevice,
+    /// `IoAttachDeviceToDeviceStack(Safe)`.
+    Attach,
+    /// `FltAllocateContext`.
+    AllocateContext,
+    /// `FltRegisterFilter`.
+    RegisterFilter,
+    /// `FltStartFiltering`.
+    StartFiltering,
+    /// `FltCreateSectionForDataScan` / `FsRtlCreateSectionForDataScan`.
+    CreateSection,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::Pool,
+        FaultKind::CreateDevice,
+        FaultKind::Attach,
+        FaultKind::AllocateContext,
+        FaultKind::RegisterFilter,
+        FaultKind::StartFiltering,
+        FaultKind::CreateSection,
+    ];
+
+    /// A name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FaultKind::Pool => "pool",
+            FaultKind::CreateDevice => "create_device",
+            FaultKind::Attach => "attach",
+            FaultKind::AllocateContext => "allocate_context",
+            FaultKind::RegisterFilter => "register_filter",
+            FaultKind::StartFiltering => "start_filtering",
+            FaultKind::CreateSection => "create_section",
+        }
+    }
+}
+
+/// A planned failure: the `nth` call (1-based) of `kind` made by `image` (any image if None).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// What fails.
+    pub kind: FaultKind,
+    /// Which call, counting from 1.
+    pub nth: u64,
+    /// Whose call.
+    pub image: Option<ImageId>,
+}
+
+/// Planned failures and call counters.
+#[derive(Default)]
+pub struct Faults {
+    plans: Vec<Fault>,
+    counts: FastMap<(FaultKind, Option<ImageId>), u64>,
+    /// The image counted as "current" for the next check (set by the kernel).
+    pub(crate) current: Option<ImageId>,
+    /// Failures injected so far.
+    pub injected: Vec<Fault>,
+}
+
+impl Faults {
+    /// Adds a planned failure.
+    pub fn plan(&mut self, fault: Fault) {
+        self.plans.push(fault);
+    }
+
+    /// How many calls of `kind` `image` has made.
+    pub fn count(&self, kind: FaultKind, image: ImageId) -> u64 {
+        self.counts.get(&(kind, Some(image))).copied().unwrap_or(0)
+    }
+
+    /// Counts a call of `kind` by the current image and says whether it must fail.
+    pub fn fail(&mut self, kind: FaultKind) -> bool {
+        let image = self.current;
+        let mine = self.counts.entry((kind, image)).or_default();
+        *mine += 1;
+        let mine = *mine;
+        let any = self.counts.entry((kind, None)).or_default();
+        *any += 1;
+        let any = *any;
+        let hit = self.plans.iter().position(|p| {
+            p.kind == kind
+                && match p.image {
+                    Some(i) => Some(i) == image && p.nth == mine,
+                    None => p.nth == any,
+                }
+        });
+        match hit {
+            Some(i) => {
+                let f = self.plans.remove(i);
+                self.injected.push(f);
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! IRPs: allocation with stack locations, `IofCallDriver`, and `IofCompleteRequest` running
+//! completion routines from the lowest location upward (facts.md §1.8), with the verifier's checks
+//! on pending, double completion and unloaded code.
+
+use std::collections::VecDeque;
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IO_STACK_LOCATION, IRP, KEVENT};
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use crate::events::Rule;
+use crate::ids::{ImageId, RequestId};
+use crate::kernel::{self, FastMap, Kernel, call_into};
+use crate::mem::{Block, obj};
+
+/// `SL_PENDING_RETURNED`.
+pub const SL_PENDING_RETURNED: u8 = 0x01;
+/// `SL_INVOKE_ON_CANCEL`.
+pub const SL_INVOKE_ON_CANCEL: u8 = 0x20;
+/// `SL_INVOKE_ON_SUCCESS`.
+pub const SL_INVOKE_ON_SUCCESS: u8 = 0x40;
+/// `SL_INVOKE_ON_ERROR`.
+pub const SL_INVOKE_ON_ERROR: u8 = 0x80;
+/// `IO_TYPE_IRP`.
+const IO_TYPE_IRP: i16 = 6;
+/// Freed IRPs kept before their memory is reused, so a late touch reads a dead IRP.
+const QUARANTINE: usize = 64;
+
+/// The real signature of a completion routine.
+pub type CompletionRoutine =
+    unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP, *mut c_void) -> NTSTATUS;
+/// The signature of a dispatch routine.
+pub type DispatchRoutine = unsafe extern "system" fn(*const DEVICE_OBJECT, *mut IRP) -> NTSTATUS;
+
+/// What the I/O manager does when an IRP completes past its top location.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// A driver allocated it (`IoAllocateIrp`) and must stop completion with
+    /// `STATUS_MORE_PROCESSING_REQUIRED` and free it.
+    DriverOwned,
+    /// A user-mode request: record the result, free the IRP.
+    Request(RequestId),
+    /// An I/O-manager request waited on by kernel code: copy the status to `UserIosb`, signal
+    /// `UserEvent`, free the IRP.
+    Synchronous,
+}
+
+/// Where an IRP is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrpState {
+    /// Allocated, possibly in flight.
+    Active,
+    /// Completion ran to the top.
+    Completed,
+    /// Freed.
+    Freed,
+}
+
+/// What the simulator knows about an IRP.
+pub struct IrpInfo {
+    block: Block,
+    /// Life state.
+    pub state: IrpState,
+    /// What happens at the top.
+    pub finish: Finish,
+    /// The image that allocated it (None: the I/O manager).
+    pub allocator: Option<ImageId>,
+    /// `SL_PENDING_RETURNED` seen at each location during completion (bit = location number).
+    pub marks: u64,
+    /// Locations completion has walked past (bit = location number).
+    pub walked: u64,
+    /// Locations whose dispatch routine has returned, awaiting the walk (bit = location number).
+    pub expect: u64,
+    /// Of those, the ones that returned `STATUS_PENDING`.
+    pub expect_pending: u64,
+    /// Completion is under way (between IofCompleteRequest and the top, or halted).
+    pub completing: bool,
+    /// Completion routines set through `IoSetCompletionRoutineEx`, by location, with the
+    /// device they keep referenced.
+    pub ex_routines: Vec<ExRoutine>,
+}
+
+/// A routine set with `IoSetCompletionRoutineEx`: the I/O manager references the device object
+/// until the routine has run, so the driver cannot unload under it.
+#[derive(Clone, Copy)]
+pub struct ExRoutine {
+    /// The stack location (1-based) whose routine this is.
+    pub location: i8,
+    /// The driver's routine.
+    pub routine: CompletionRoutine,
+    /// Its context.
+    pub context: *mut c_void,
+    /// The referenced device.
+    pub device: *mut DEVICE_OBJECT,
+}
+
+/// The IRP table.
+#[derive(Default)]
+pub struct Irps {
+    /// IRPs by address.
+    pub map: FastMap<usize, IrpInfo>,
+    free: FastMap<i8, Vec<Block>>,
+    quarantine: VecDeque<(i8, Block)>,
+    /// IRPs allocated so far.
+    pub allocated: u64,
+}
+
+fn stack_base(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
+    irp.wrapping_add(1).cast()
+}
+
+/// The location numbered `n` (1-based), as the I/O manager numbers them.
+fn location(irp: *mut IRP, n: i8) -> *mut IO_STACK_LOCATION {
+    stack_base(irp).wrapping_add((n as usize).wrapping_sub(1))
+}
+
+/// `&mut Irp->Tail.Overlay.CurrentStackLocation`.
+///
+/// # Safety
+/// `irp` must be a live IRP of this machine.
+unsafe fn current_slot<'a>(irp: *mut IRP) -> &'a mut *mut IO_STACK_LOCATION {
+    // SAFETY: the caller guarantees a live IRP.
+    let i = unsafe { obj(irp) };
+    // SAFETY: `Overlay` is the member the I/O manager uses for IRPs in flight.
+    let overlay = unsafe { &mut i.Tail.Overlay };
+    // SAFETY: `CurrentStackLocation` is the member in use.
+    unsafe { &mut overlay.Anonymous2.Anonymous.CurrentStackLocation }
+}
+
+impl Kernel {
+    /// Allocates an IRP with `stack_size` locations, initialized as `IoInitializeIrp` does.
+    pub fn allocate_irp(
+        &mut self,
+        stack_size: i8,
+        finish: Finish,
+        allocator: Option<ImageId>,
+    ) -> *mut IRP {
+        let stack_size = stack_size.max(1);
+        let size = size_of::<IRP>() + stack_size as usize * size_of::<IO_STACK_LOCATION>();
+        let block = match self.irps.free.get_mut(&stack_size).and_then(Vec::pop) {
+            Some(b) => {
+                // SAFETY: the block holds `size` bytes; reused blocks are zeroed again.
+                unsafe { std::ptr::write_bytes(b.ptr(), 0, b.size()) };
+                b
+            }
+            None => Block::zeroed(size),
+        };
+        let irp = block.ptr().cast::<IRP>();
+        // SAFETY: a zeroed block sized for the IRP and its stack.
+        let i = unsafe { obj(irp) };
+        i.Type = IO_TYPE_IRP;
+        i.Size = size as u16;
+        i.StackCount = stack_size;
+        i.CurrentLocation = stack_size + 1;
+        // SAFETY: a live IRP.
+        *unsafe { current_slot(irp) } = location(irp, stack_size + 1);
+        self.irps.allocated += 1;
+        self.irps.map.insert(
+            irp as usize,
+            IrpInfo {
+                block,
+                state: IrpState::Active,
+                finish,
+                allocator,
+                marks: 0,
+                walked: 0,
+                expect: 0,
+                expect_pending: 0,
+                completing: false,
+                ex_routines: Vec::new(),
+            },
+        );
+        irp
+    }
+
+    /// `IoFreeIrp`.
+    #[allow(
+        clippy::not_unsafe_ptr_arg_deref,
+        reason = "the IRP and device are looked up in the simulator's tables before any access; unknown pointers are reported, not dereferenced"
+    )]
+    pub fn free_irp(&mut self, irp: *mut IRP) {
+        let Some(info) = self.irps.map.get_mut(&(irp as usize)) else {
+            self.report_current(
+                Rule::BadPoolFree,
+                format!("IoFreeIrp on {irp:p}, which is not an IRP"),
+            );
+            return;
+        };
+        if info.state == IrpState::Freed {
+            self.report_current(Rule::BadPoolFree, "IoFreeIrp on an IRP freed before");
+            return;
+        }
+        info.state = IrpState::Freed;
+        let Some(info) = self.irps.map.remove(&(irp as usize)) else { return };
+        // SAFETY: the IRP's block is still allocated.
+        let count = unsafe { (*irp).StackCount };
+        self.irps.quarantine.push_back((count, info.block));
+        if self.irps.quarantine.len() > QUARANTINE {
+            if let Some((n, b)) = self.irps.quarantine.pop_front() {
+                self.irps.free.entry(n).or_default().push(b);
+            }
+        }
+    }
+
+    fn irp_known(&mut self, irp: *mut IRP, what: &str) -> bool {
+        match self.irps.map.get(&(irp as usize)) {
+            Some(i) if i.state != IrpState::Freed => true,
+            _ => {
+                self.report_current(
+                    Rule::Bugcheck,
+                    format!("{what} on {irp:p}, which is not a live IRP"),
+                );
+                false
+            }
+        }
+    }
+}
+
+/// `IofCallDriver`: moves to the next stack location and calls the device's dispatch routine.
+#[allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "the IRP and device are looked up in the simulator's tables before any access; unknown pointers are reported, not dereferenced"
+)]
+pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    let prepared = kernel::with(|k| -> Result<(DispatchRoutine, ImageId, i8), NTSTATUS> {
+        if k.crashed.is_some() || !k.irp_known(irp, "IoCallDriver") {
+            return Err(Status::INVALID_DEVICE_STATE.0);
+        }
+        let Some(dev) = k.objects.device_id(device) else {
+            k.report_current(
+                Rule::Bugcheck,
+                format!("IoCallDriver to {device:p}, which is not a device object"),
+            );
+            return Err(Status::INVALID_PARAMETER.0);
+        };
+        let info = k.objects.device(dev);
+        let driver = info.driver;
+        let image = k.objects.driver(driver).image;
+        if info.deleted {
+            let name = k.objects.driver(driver).service.clone();
+            k.report_current(
+                Rule::CallToDeletedDevice,
+                format!("IoCallDriver to a deleted device of {name}"),
+            );
+        }
+        if !k.image_loaded(image) {
+            let name = k.image_name(image);
+            k.report(
+                Rule::UnloadedDriverCodeRan,
+                Some(name),
+                "IoCallDriver to a device of an unloaded driver",
+            );
+            return Err(Status::NO_SUCH_DEVICE.0);
+        }
+        // SAFETY: a live IRP (checked).
+        let i = unsafe { obj(irp) };
+        if i.CurrentLocation <= 1 {
+            k.report_current(
+                Rule::NoMoreStackLocations,
+                "IoCallDriver with no stack location left (NO_MORE_IRP_STACK_LOCATIONS)",
+            );
+            k.crashed = Some("NO_MORE_IRP_STACK_LOCATIONS".into());
+            return Err(Status::INVALID_DEVICE_STATE.0);
+        }
+        i.CurrentLocation -= 1;
+        let level = i.CurrentLocation;
+        let loc = location(irp, level);
+        // SAFETY: a live IRP.
+        *unsafe { current_slot(irp) } = loc;
+        // SAFETY: a location inside the IRP's stack (1 <= level <= StackCount).
+        let sl = unsafe { obj(loc) };
+        sl.DeviceObject = device.cast_mut();
+        let major = usize::from(sl.MajorFunction);
+        // SAFETY: driver objects live as long as the machine.
+        let drv = unsafe { obj(k.objects.driver(driver).ptr) };
+        let routine = drv.MajorFunction.get(major).copied().flatten();
+        let Some(routine) = routine else {
+            return Err(Status::INVALID_DEVICE_REQUEST.0);
+        };
+        if k.irql > crate::kernel::APC_LEVEL {
+            k.report_current(
+                Rule::IrqlTooHigh,
+                format!(
+                    "IoCallDriver at IRQL {} (dispatch routines run at APC_LEVEL or below)",
+                    k.irql
+                ),
+            );
+        }
+        Ok((routine, image, level))
+    });
+    let (routine, image, level) = match prepared {
+        Ok(p) => p,
+        Err(status) => return status,
+    };
+    // SAFETY: the driver's own dispatch routine with the device and IRP it was registered for.
+    let status = call_into(Some(image), || unsafe { routine(device, irp) });
+    kernel::with(|k| k.after_dispatch(irp, level, status, image));
+    status
+}
+
+impl Kernel {
+    /// A dispatch routine returned. Whether the IRP must be marked pending at its location is
+    /// only known once completion walks past that location: a driver that returns the lower
+    /// driver's `STATUS_PENDING` marks the IRP from its completion routine, after its dispatch
+    /// routine returned (facts.md §1.8). The check runs now if the walk already passed, otherwise
+    /// when it does.
+    fn after_dispatch(&mut self, irp: *mut IRP, level: i8, status: NTSTATUS, image: ImageId) {
+        if status == Status::MORE_PROCESSING_REQUIRED.0 {
+            let name = self.image_name(image);
+            self.report(
+                Rule::UnknownDispatchResult,
+                Some(name),
+                "a dispatch routine returned STATUS_MORE_PROCESSING_REQUIRED",
+            );
+        }
+        let bit = 1u64 << (level as u32 & 63);
+        let pending = status == Status::PENDING.0;
+        let Some(info) = self.irps.map.get_mut(&(irp as usize)) else {
+            // Completed and freed already: the walk passed every location.
+            return;
+        };
+        if info.walked & bit != 0 {
+            let marked = info.marks & bit != 0;
+            self.check_pending(marked, pending, Some(image), status);
+            return;
+        }
+        let below = bit - 1;
+        let lower_pended = info.expect_pending & below != 0;
+        info.expect |= bit;
+        if pending {
+            info.expect_pending |= bit;
+        }
+        if pending && !lower_pended && info.state == IrpState::Active {
+            // The IRP is still outstanding and no lower driver pended it: this driver did, and
+            // must have marked its own location before returning.
+            // SAFETY: a live IRP; `level` is one of its locations.
+            let marked = (1..=level)
+                .any(|l| unsafe { (*location(irp, l)).Control } & SL_PENDING_RETURNED != 0);
+            if !marked {
+                if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
+                    info.expect &= !bit;
+                }
+                self.check_pending(false, true, Some(image), status);
+            }
+        }
+    }
+
+    fn check_pending(
+        &mut self,
+        marked: bool,
+        pending: bool,
+        image: Option<ImageId>,
+        status: NTSTATUS,
+    ) {
+        let name = image.map(|i| self.image_name(i));
+        if pending && !marked {
+            self.report(Rule::PendingWithoutMark, name, "a dispatch routine returned STATUS_PENDING but the IRP was not marked pending (IoMarkIrpPending in the dispatch routine, or from the completion routine when PendingReturned)");
+        } else if !pending && marked {
+            self.report(
+                Rule::MarkedPendingButNotReturned,
+                name,
+                format!(
+                    "the IRP was marked pending but the dispatch routine returned {}",
+                    Status(status)
+                ),
+            );
+        }
+    }
+}
+
+/// One step of completion processing.
+enum Step {
+    Call {
+        routine: CompletionRoutine,
+        device: *mut DEVICE_OBJECT,
+        context: *mut c_void,
+        image: Option<ImageId>,
+        ex: Option<ExRoutine>,
+    },
+    Continue,
+    Top,
+    Skip,
+}
+
+/// `IofCompleteRequest`.
+#[allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "the IRP and device are looked up in the simulator's tables before any access; unknown pointers are reported, not dereferenced"
+)]
+pub fn complete_request(irp: *mut IRP) {
+    let ok = kernel::with(|k| {
+        if !k.irp_known(irp, "IoCompleteRequest") {
+            return false;
+        }
+        let completed = k
+            .irps
+            .map
+            .get(&(irp as usize))
+            .is_some_and(|i| i.state == IrpState::Completed || i.completing);
+        // SAFETY: a live IRP.
+        let i = unsafe { obj(irp) };
+        // SAFETY: `Status` is the member in use.
+        let status = unsafe { i.IoStatus.Anonymous.Status };
+        if completed {
+            // A halted completion resumes with IoCompleteRequest: that is legal.
+            // SAFETY: a live IRP.
+            let cur = unsafe { (*irp).CurrentLocation };
+            let halted = k
+                .irps
+                .map
+                .get(&(irp as usize))
+                .is_some_and(|i| i.completing && i.state == IrpState::Active);
+            // SAFETY: a live IRP.
+            let count = unsafe { (*irp).StackCount };
+            if !halted || cur > count + 1 {
+                k.report_current(
+                    Rule::IrpCompletedTwice,
+                    "IoCompleteRequest on an IRP already completed",
+                );
+                return false;
+            }
+        }
+        if status == Status::PENDING.0 {
+            k.report_current(
+                Rule::CompletedWithStatusPending,
+                "IoCompleteRequest with IoStatus.Status == STATUS_PENDING",
+            );
+            return false;
+        }
+        if k.irql > crate::kernel::DISPATCH_LEVEL {
+            k.report_current(Rule::IrqlTooHigh, "IoCompleteRequest above DISPATCH_LEVEL");
+        }
+        if let Some(i) = k.irps.map.get_mut(&(irp as usize)) {
+            i.completing = true;
+        }
+        true
+    });
+    if !ok {
+        return;
+    }
+    loop {
+        match kernel::with(|k| k.completion_step(irp)) {
+            Step::Call { routine, device, context, image, ex } => {
+                // SAFETY: a completion routine with the arguments the I/O manager passes.
+                let r = call_into(image, || unsafe { routine(device, irp, context) });
+                if let Some(ex) = ex {
+                    kernel::with(|k| k.release_ex_routine(ex));
+                }
+                if r == Status::MORE_PROCESSING_REQUIRED.0 {
+                    return;
+                }
+            }
+            Step::Continue | Step::Skip => {}
+            Step::Top => break,
+        }
+    }
+    finish(irp);
+}
+
+impl Kernel {
+    fn completion_step(&mut self, irp: *mut IRP) -> Step {
+        // SAFETY: a live IRP (checked by the caller's first step; completion keeps it alive).
+        let i = unsafe { obj(irp) };
+        if i.CurrentLocation > i.StackCount {
+            return Step::Top;
+        }
+        let level = i.CurrentLocation;
+        // SAFETY: a location inside the stack.
+        let sl = unsafe { obj(location(irp, level)) };
+        let pending = sl.Control & SL_PENDING_RETURNED != 0;
+        i.PendingReturned = pending;
+        let bit = 1u64 << (level as u32 & 63);
+        let mut expectation = None;
+        if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
+            info.walked |= bit;
+            if pending {
+                info.marks |= bit;
+            }
+            if info.expect & bit != 0 {
+                info.expect &= !bit;
+                expectation = Some(info.expect_pending & bit != 0);
+            }
+        }
+        if let Some(returned_pending) = expectation {
+            let image = self
+                .objects
+                .device_id(sl.DeviceObject)
+                .map(|d| self.objects.driver(self.objects.device(d).driver).image);
+            let status = if returned_pending { Status::PENDING.0 } else { Status::SUCCESS.0 };
+            self.check_pending(pending, returned_pending, image, status);
+        }
+        // SAFETY: reading the status member.
+        let status = unsafe { i.IoStatus.Anonymous.Status };
+        let invoke = (status >= 0 && sl.Control & SL_INVOKE_ON_SUCCESS != 0)
+            || (status < 0 && sl.Control & SL_INVOKE_ON_ERROR != 0)
+            || (i.Cancel && sl.Control & SL_INVOKE_ON_CANCEL != 0);
+        let routine = sl.CompletionRoutine;
+        let context = sl.Context;
+        // Move up and clear the location just left.
+        i.CurrentLocation += 1;
+        // SAFETY: a live IRP.
+        *unsafe { current_slot(irp) } = location(irp, i.CurrentLocation);
+        sl.MinorFunction = 0;
+        sl.Flags = 0;
+        sl.Control = 0;
+        sl.CompletionRoutine = None;
+        sl.Context = std::ptr::null_mut();
+        let upper_device = if i.CurrentLocation <= i.StackCount {
+            // SAFETY: a location inside the stack.
+            unsafe { (*location(irp, i.CurrentLocation)).DeviceObject }
+        } else {
+            std::ptr::null_mut()
+        };
+        match (routine, invoke) {
+            (Some(r), true) => {
+                // SAFETY: the field only ever holds completion routines.
+                let routine: CompletionRoutine = unsafe {
+                    std::mem::transmute::<unsafe extern "system" fn() -> NTSTATUS, CompletionRoutine>(
+                        r,
+                    )
+                };
+                let ex = self.take_ex_routine(irp, level, routine as *const () as usize);
+                let image = match ex {
+                    Some(e) => self
+                        .objects
+                        .device_id(e.device)
+                        .map(|d| self.objects.driver(self.objects.device(d).driver).image),
+                    None => self.routine_image(irp, upper_device),
+                };
+                if let Some(img) = image {
+                    if !self.image_loaded(img) {
+                        let name = self.image_name(img);
+                        self.report(
+                            Rule::UnloadedDriverCodeRan,
+                            Some(name),
+                            "a completion routine of an unloaded driver would have run",
+                        );
+                        if let Some(e) = ex {
+                            self.release_ex_routine(e);
+                        }
+                        return Step::Skip;
+                    }
+                }
+                let (routine, context) = match ex {
+                    Some(e) => (e.routine, e.context),
+                    None => (routine, context),
+                };
+                Step::Call { routine, device: upper_device, context, image, ex }
+            }
+            _ => {
+                if pending && i.CurrentLocation <= i.StackCount {
+                    // The I/O manager propagates the pending mark for a driver that set no
+                    // routine (facts.md §1.8).
+                    // SAFETY: a location inside the stack.
+                    unsafe { (*location(irp, i.CurrentLocation)).Control |= SL_PENDING_RETURNED };
+                }
+                Step::Continue
+            }
+        }
+    }
+
+    /// The image a plain completion routine belongs to: the driver of the location above (which
+    /// set it), or the IRP's allocator when it was set above the first location.
+    fn routine_image(&self, irp: *mut IRP, upper_device: *mut DEVICE_OBJECT) -> Option<ImageId> {
+        match self.objects.device_id(upper_device) {
+            Some(d) => Some(self.objects.driver(self.objects.device(d).driver).image),
+            None => self.irps.map.get(&(irp as usize)).and_then(|i| i.allocator),
+        }
+    }
+
+    fn take_ex_routine(&mut self, irp: *mut IRP, level: i8, field: usize) -> Option<ExRoutine> {
+        if field != ex_trampoline as *const () as usize {
+            return None;
+        }
+        let info = self.irps.map.get_mut(&(irp as usize))?;
+        let pos = info.ex_routines.iter().position(|e| e.location == level)?;
+        Some(info.ex_routines.remove(pos))
+    }
+
+    fn release_ex_routine(&mut self, ex: ExRoutine) {
+        self.dereference_object(ex.device.cast());
+    }
+}
+
+/// The routine `IoSetCompletionRoutineEx` stores in the stack location; the simulator calls the
+/// driver's routine in its place (and never this one).
+///
+/// # Safety
+/// Never called; any arguments are accepted.
+pub unsafe extern "system" fn ex_trampoline(
+    _d: *mut DEVICE_OBJECT,
+    _i: *mut IRP,
+    _c: *mut c_void,
+) -> NTSTATUS {
+    Status::SUCCESS.0
+}
+
+/// Stage two of completion: the I/O manager's work once every location completed.
+fn finish(irp: *mut IRP) {
+    let event = kernel::with(|k| {
+        let info = k.irps.map.get_mut(&(irp as usize))?;
+        info.state = IrpState::Completed;
+        info.completing = false;
+        let finish = info.finish;
+        // SAFETY: a live IRP.
+        let i = unsafe { obj(irp) };
+        match finish {
+            Finish::DriverOwned => {
+                let who = info.allocator.map(|a| k.image_name(a));
+                k.report(
+                    Rule::Bugcheck,
+                    who,
+                    "an IRP the driver allocated completed to the I/O manager (its completion routine must return STATUS_MORE_PROCESSING_REQUIRED and free it)",
+                );
+                None
+            }
+            Finish::Request(rid) => {
+                // SAFETY: reading the status member.
+                let status = unsafe { i.IoStatus.Anonymous.Status };
+                k.request_completed(rid, Status(status), i.IoStatus.Information);
+                k.free_irp(irp);
+                None
+            }
+            Finish::Synchronous => {
+                // SAFETY: `UserIosb` is the member the I/O manager's synchronous requests use.
+                let iosb = unsafe { i.Anonymous.UserIosb };
+                // SAFETY: when set, it points to the waiter's status block.
+                if let Some(iosb) = unsafe { iosb.as_mut() } {
+                    iosb.Anonymous = i.IoStatus.Anonymous;
+                    iosb.Information = i.IoStatus.Information;
+                }
+                let ev = i.UserEvent;
+                k.free_irp(irp);
+                Some(ev)
+            }
+        }
+    });
+    if let Some(ev) = event.filter(|e| !e.is_null()) {
+        // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
+        unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
+    }
+}
+
+/// `IoSetCompletionRoutineEx`: sets the routine in the next location through the I/O manager,
+/// which references `device` until the routine has run.
+#[allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "the IRP and device are looked up in the simulator's tables before any access; unknown pointers are reported, not dereferenced"
+)]
+pub fn set_completion_routine_ex(
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+    routine: CompletionRoutine,
+    context: *mut c_void,
+    on_success: bool,
+    on_error: bool,
+    on_cancel: bool,
+) -> NTSTATUS {
+    kernel::with(|k| {
+        if k.fault(crate::faults::FaultKind::Pool) {
+            return Status::INSUFFICIENT_RESOURCES.0;
+        }
+        if !k.irp_known(irp, "IoSetCompletionRoutineEx") {
+            return Status::INVALID_PARAMETER.0;
+        }
+        // SAFETY: a live IRP.
+        let level = unsafe { (*irp).CurrentLocation } - 1;
+        if level < 1 {
+            k.report_current(
+                Rule::NoMoreStackLocations,
+                "IoSetCompletionRoutineEx with no next stack location",
+            );
+            return Status::INVALID_PARAMETER.0;
+        }
+        k.reference_object(device.cast());
+        // SAFETY: the next location is inside the stack (level >= 1).
+        let sl = unsafe { obj(location(irp, level)) };
+        // SAFETY: the field's type lost its parameters; the simulator restores them when calling.
+        sl.CompletionRoutine = Some(unsafe {
+            std::mem::transmute::<CompletionRoutine, unsafe extern "system" fn() -> NTSTATUS>(
+                ex_trampoline,
+            )
+        });
+        sl.Context = std::ptr::null_mut();
+        sl.Control = (if on_success { SL_INVOKE_ON_SUCCESS } else { 0 })
+            | (if on_error { SL_INVOKE_ON_ERROR } else { 0 })
+            | (if on_cancel { SL_INVOKE_ON_CANCEL } else { 0 });
+        if let Some(info) = k.irps.map.get_mut(&(irp as usize)) {
+            info.ex_routines.retain(|e| e.location != level);
+            info.ex_routines.push(ExRoutine {
+                location: level,
+                routine,
+                context,
+                device: device.cast_mut(),
+            });
+        }
+        Status::SUCCESS.0
+    })
+}

@@ -1,0 +1,302 @@
+//! The kernel's state, one per simulated machine, reached through a thread-local.
+//!
+//! Every export borrows the state for the duration of its own work and never across a call into
+//! driver code: a driver routine may call any export. [`call_into`] records which image's code is
+//! running (for the image global and for attributing pool, devices and verifier findings).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::AtomicPtr;
+
+use crate::MachineConfig;
+use crate::events::{Event, EventKind, Rule};
+use crate::ids::{DriverId, ImageId, ThreadId};
+
+/// A hasher for pointer and small-integer keys: one multiply, no DoS resistance needed.
+#[derive(Default, Clone, Copy)]
+pub struct PtrHasher(u64);
+
+impl Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 ^ (n as u64 >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+/// A map keyed by addresses or ids.
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<PtrHasher>>;
+
+/// The IRQLs the simulator distinguishes.
+pub const PASSIVE_LEVEL: u8 = 0;
+/// `APC_LEVEL`.
+pub const APC_LEVEL: u8 = 1;
+/// `DISPATCH_LEVEL`.
+pub const DISPATCH_LEVEL: u8 = 2;
+
+/// What kind of code an image holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// Part of the simulated kernel (a file system, the Filter Manager, a storage driver).
+    Native,
+    /// A driver loaded from a service (a backend built into the host binary).
+    Loaded,
+}
+
+/// A driver image: code plus its one global.
+pub struct ImageInfo {
+    /// The service or native driver name.
+    pub name: String,
+    /// Native or loaded.
+    pub kind: ImageKind,
+    /// The image global (`fsfilter_kernel::image`), at a stable address for the machine's life.
+    pub slot: Box<AtomicPtr<c_void>>,
+    /// The image's code may run (false after unload).
+    pub loaded: bool,
+    /// The driver object of the image, once created.
+    pub driver: Option<DriverId>,
+}
+
+/// The whole simulated kernel.
+pub struct Kernel {
+    /// The configuration the machine was built with.
+    pub config: MachineConfig,
+    /// The current IRQL of the (single) simulated processor.
+    pub irql: u8,
+    /// The running thread.
+    pub thread: ThreadId,
+    /// Every image, native and loaded.
+    pub images: Vec<ImageInfo>,
+    /// The images whose code is running, innermost last.
+    pub image_stack: Vec<Option<ImageId>>,
+    /// The event log.
+    pub events: Vec<Event>,
+    /// The next event's sequence number.
+    pub next_seq: u64,
+    /// The scenario step running (None during boot).
+    pub step: Option<u32>,
+    /// Object manager: drivers and devices.
+    pub objects: crate::objects::Objects,
+    /// IRPs in flight and recently freed.
+    pub irps: crate::irp::Irps,
+    /// The scheduler and clock.
+    pub sched: crate::sched::Scheduler,
+    /// Pool accounting.
+    pub pool: crate::pool::Pool,
+    /// The registry.
+    pub registry: crate::registry::Registry,
+    /// The kernel handle table.
+    pub handles: crate::registry::Handles,
+    /// Services and the loader.
+    pub loader: crate::loader::Loader,
+    /// Fault injection.
+    pub faults: crate::faults::Faults,
+    /// File-system registration.
+    pub fsreg: crate::fsreg::FsRegistry,
+    /// Volumes.
+    pub volumes: crate::volumes::Volumes,
+    /// User-mode requests.
+    pub requests: crate::requests::Requests,
+    /// Section handles closed (for the sections subsystem).
+    pub sections_closed: Vec<usize>,
+    /// File handles closed (for the files subsystem).
+    pub files_closed: Vec<usize>,
+    /// Set once the machine bugchecked; nothing runs afterwards.
+    pub crashed: Option<String>,
+}
+
+/// A slot returned when the image global is used outside any image (the finding is reported).
+static STRAY_SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+thread_local! {
+    static KERNEL: RefCell<Option<Box<Kernel>>> = const { RefCell::new(None) };
+}
+
+/// True when a machine is installed on this thread.
+pub fn installed() -> bool {
+    KERNEL.with(|k| k.try_borrow().map(|k| k.is_some()).unwrap_or(true))
+}
+
+/// Installs a kernel on this thread.
+///
+/// # Panics
+/// When this thread already has a machine: one machine per thread.
+pub(crate) fn install(kernel: Kernel) {
+    KERNEL.with(|k| {
+        let mut slot = k.borrow_mut();
+        assert!(
+            slot.is_none(),
+            "one simulated machine per thread: drop the previous Machine first"
+        );
+        *slot = Some(Box::new(kernel));
+    });
+}
+
+/// Removes this thread's kernel.
+pub(crate) fn uninstall() -> Option<Box<Kernel>> {
+    KERNEL.with(|k| k.borrow_mut().take())
+}
+
+/// Runs `f` with the kernel state borrowed.
+///
+/// # Panics
+/// When no machine is installed on this thread (a driver export was called outside a
+/// simulation), or when the simulator re-entered itself while borrowed (a simulator bug).
+pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
+    KERNEL.with(|cell| {
+        let mut guard = cell.try_borrow_mut().unwrap_or_else(|_| {
+            panic!("simulator re-entered while its state is borrowed (a simulator bug)")
+        });
+        let kernel = guard.as_mut().unwrap_or_else(|| {
+            panic!("a kernel export was called with no simulated machine on this thread")
+        });
+        f(kernel)
+    })
+}
+
+/// Runs driver code of `image` (None: kernel code outside any image) and restores the image
+/// stack afterwards.
+pub fn call_into<R>(image: Option<ImageId>, f: impl FnOnce() -> R) -> R {
+    with(|k| k.image_stack.push(image));
+    let result = f();
+    with(|k| {
+        k.image_stack.pop();
+    });
+    result
+}
+
+impl Kernel {
+    pub(crate) fn new(config: MachineConfig) -> Kernel {
+        let seed = config.seed;
+        Kernel {
+            config,
+            irql: PASSIVE_LEVEL,
+            thread: ThreadId(0),
+            images: Vec::new(),
+            image_stack: Vec::new(),
+            events: Vec::new(),
+            next_seq: 0,
+            step: None,
+            objects: crate::objects::Objects::default(),
+            irps: crate::irp::Irps::default(),
+            sched: crate::sched::Scheduler::new(seed),
+            pool: crate::pool::Pool::default(),
+            registry: crate::registry::Registry::new(),
+            handles: crate::registry::Handles::default(),
+            loader: crate::loader::Loader::default(),
+            faults: crate::faults::Faults::default(),
+            fsreg: crate::fsreg::FsRegistry::default(),
+            volumes: crate::volumes::Volumes::default(),
+            requests: crate::requests::Requests::default(),
+            sections_closed: Vec::new(),
+            files_closed: Vec::new(),
+            crashed: None,
+        }
+    }
+
+    /// Appends an event.
+    pub fn log(&mut self, kind: EventKind) {
+        let event = Event { seq: self.next_seq, step: self.step, time: self.sched.now, kind };
+        self.next_seq += 1;
+        self.events.push(event);
+    }
+
+    /// Reports a verifier finding against `driver` (by name).
+    pub fn report(&mut self, rule: Rule, driver: Option<String>, message: impl Into<String>) {
+        self.log(EventKind::Verifier { driver, rule, message: message.into() });
+    }
+
+    /// Reports a finding against the image whose code is running.
+    pub fn report_current(&mut self, rule: Rule, message: impl Into<String>) {
+        let driver = self.current_image_name();
+        self.report(rule, driver, message);
+    }
+
+    /// The image whose code is running.
+    pub fn current_image(&self) -> Option<ImageId> {
+        self.image_stack.last().copied().flatten()
+    }
+
+    /// The name of the image whose code is running.
+    pub fn current_image_name(&self) -> Option<String> {
+        self.current_image().map(|i| self.image_name(i))
+    }
+
+    /// An image's name.
+    pub fn image_name(&self, image: ImageId) -> String {
+        self.images
+            .get(image.index())
+            .map_or_else(|| format!("image#{}", image.0), |i| i.name.clone())
+    }
+
+    /// Registers an image.
+    pub fn add_image(&mut self, name: &str, kind: ImageKind) -> ImageId {
+        let id = ImageId(self.images.len() as u32);
+        self.images.push(ImageInfo {
+            name: name.to_owned(),
+            kind,
+            slot: Box::new(AtomicPtr::new(std::ptr::null_mut())),
+            loaded: true,
+            driver: None,
+        });
+        id
+    }
+
+    /// The image global of the running image.
+    pub fn current_slot(&mut self) -> *const AtomicPtr<c_void> {
+        match self.current_image().and_then(|i| self.images.get(i.index())) {
+            Some(image) => &*image.slot,
+            None => {
+                self.report(
+                    Rule::ImageGlobalOutsideImage,
+                    None,
+                    "the image global was used outside any driver image",
+                );
+                &STRAY_SLOT
+            }
+        }
+    }
+
+    /// True when the image's code may still run.
+    pub fn image_loaded(&self, image: ImageId) -> bool {
+        self.images.get(image.index()).is_some_and(|i| i.loaded)
+    }
+
+    /// Counts a call of `kind` by the running image and says whether fault injection fails it.
+    pub fn fault(&mut self, kind: crate::faults::FaultKind) -> bool {
+        self.faults.current = self.current_image();
+        self.faults.fail(kind)
+    }
+
+    /// Checks that the IRQL is at most `max` for `what`, reporting otherwise.
+    pub fn check_irql(&mut self, max: u8, what: &str) -> bool {
+        if self.irql > max {
+            let irql = self.irql;
+            self.report_current(
+                Rule::IrqlTooHigh,
+                format!("{what} called at IRQL {irql}, above {max}"),
+            );
+            false
+        } else {
+            true
+        }
+    }
+}

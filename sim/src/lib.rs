@@ -1,0 +1,46 @@
+//! fsfilter-sim: a deterministic simulated NT kernel.
+//!
+//! It defines the kernel exports that fsfilter's backends import (`IoCreateDevice`,
+//! `IofCallDriver`, `FltRegisterFilter`, ...) as `#[no_mangle] extern "system"` functions over the
+//! real windows-sys structures, so the backends' own code, unsafe IRP handling included, runs
+//! unchanged on any host. It is an ABI-level model of the behaviour in facts.md, not a mock: device
+//! stacks, IRPs with stack locations and completion routines, file systems, a registry, a loader,
+//! and a Filter Manager that is itself a legacy filter.
+//!
+//! One [`Machine`] per thread. A host binary must mention the crate (`use fsfilter_sim as _;`) or
+//! the linker drops it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "host-side simulator: a broken invariant is a simulator bug and should stop the test"
+)]
+
+pub mod events;
+pub mod exports;
+pub mod faults;
+pub mod files;
+pub mod fsreg;
+pub mod ids;
+pub mod irp;
+pub mod kernel;
+pub mod loader;
+pub mod machine;
+pub mod mem;
+pub mod objects;
+pub mod pool;
+pub mod registry;
+pub mod requests;
+pub mod sched;
+pub mod volumes;
+
+pub use events::{Callback, Event, EventKind, RequestRef, Rule};
+pub use faults::{Fault, FaultKind};
+pub use loader::{
+    DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
+};
+pub use machine::{Machine, MachineConfig};
+pub use registry::RegValue;
+pub use volumes::{FsKind, MountWhen};

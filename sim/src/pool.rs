@@ -1,0 +1,106 @@
+//! Pool: `ExAllocatePool2` and friends, with every block attributed to the image that allocated it,
+//! checked tags, and leak accounting at unload (Driver Verifier's pool tracking).
+
+use std::ffi::c_void;
+
+use crate::events::Rule;
+use crate::faults::FaultKind;
+use crate::ids::ImageId;
+use crate::kernel::{FastMap, Kernel};
+use crate::mem::Block;
+
+/// `POOL_FLAG_UNINITIALIZED`.
+const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
+
+/// One pool block.
+pub struct PoolBlock {
+    block: Block,
+    /// Requested size.
+    pub size: usize,
+    /// Its tag.
+    pub tag: u32,
+    /// The image that allocated it (None: the kernel).
+    pub image: Option<ImageId>,
+}
+
+/// Pool state and counters.
+#[derive(Default)]
+pub struct Pool {
+    /// Live blocks by address.
+    pub blocks: FastMap<usize, PoolBlock>,
+    /// Allocations so far, per image index (None maps to the last slot).
+    pub allocations: FastMap<Option<ImageId>, u64>,
+    /// Frees so far, per image.
+    pub frees: FastMap<Option<ImageId>, u64>,
+}
+
+/// A tag as four characters.
+pub fn tag_text(tag: u32) -> String {
+    tag.to_le_bytes().iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect()
+}
+
+impl Kernel {
+    /// `ExAllocatePool2`: null on exhaustion (or an injected failure).
+    pub fn pool_allocate(&mut self, flags: u64, size: usize, tag: u32) -> *mut c_void {
+        let image = self.current_image();
+        if self.fault(FaultKind::Pool) {
+            return std::ptr::null_mut();
+        }
+        let block = Block::zeroed(size);
+        if flags & POOL_FLAG_UNINITIALIZED != 0 {
+            // Uninitialized pool is not zero on Windows: fill it so code that relies on zeroes
+            // shows up.
+            // SAFETY: the block holds `size` bytes.
+            unsafe { std::ptr::write_bytes(block.ptr(), 0xCD, size) };
+        }
+        let ptr = block.ptr();
+        self.pool.blocks.insert(ptr as usize, PoolBlock { block, size, tag, image });
+        *self.pool.allocations.entry(image).or_default() += 1;
+        ptr.cast()
+    }
+
+    /// `ExFreePoolWithTag` (`tag` None for `ExFreePool`).
+    pub fn pool_free(&mut self, ptr: *mut c_void, tag: Option<u32>) {
+        let image = self.current_image();
+        let Some(block) = self.pool.blocks.remove(&(ptr as usize)) else {
+            self.report_current(
+                Rule::BadPoolFree,
+                format!("freeing {ptr:p}, which is not a live pool block"),
+            );
+            return;
+        };
+        if let Some(t) = tag {
+            if t != block.tag {
+                let (a, b) = (tag_text(block.tag), tag_text(t));
+                self.report_current(
+                    Rule::PoolTagMismatch,
+                    format!("a block allocated with tag '{a}' freed with tag '{b}'"),
+                );
+            }
+        }
+        *self.pool.frees.entry(image).or_default() += 1;
+        drop(block.block);
+    }
+
+    /// Live blocks of an image: (count, bytes, tags).
+    pub fn pool_outstanding(&self, image: ImageId) -> (usize, usize, Vec<u32>) {
+        let mut tags: Vec<u32> = Vec::new();
+        let mut bytes = 0;
+        let mut count = 0;
+        for b in self.pool.blocks.values().filter(|b| b.image == Some(image)) {
+            count += 1;
+            bytes += b.size;
+            if !tags.contains(&b.tag) {
+                tags.push(b.tag);
+            }
+        }
+        tags.sort_unstable();
+        (count, bytes, tags)
+    }
+
+    /// Pool calls (allocations + frees) made by an image so far.
+    pub fn pool_calls(&self, image: ImageId) -> u64 {
+        self.pool.allocations.get(&Some(image)).copied().unwrap_or(0)
+            + self.pool.frees.get(&Some(image)).copied().unwrap_or(0)
+    }
+}

@@ -1,0 +1,394 @@
+//! Determinism: a virtual clock, a seeded scheduler for work items, DPCs and asynchronous
+//! completions, and waits that run the scheduler until their object is signalled. There are no OS
+//! threads: a "thread" is an identity the running code sees, and waiting means letting other ready
+//! work run.
+
+use std::collections::VecDeque;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::KEVENT;
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use crate::events::Rule;
+use crate::ids::{ImageId, ThreadId};
+use crate::kernel::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::mem::obj;
+
+/// SplitMix64: small, fast, and the same on every host.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// Work the scheduler runs: a work item, a DPC, an asynchronous completion.
+pub struct Task {
+    /// For traces.
+    pub name: &'static str,
+    /// The image whose code runs (None: kernel code).
+    pub image: Option<ImageId>,
+    /// `PASSIVE_LEVEL` for work items, `DISPATCH_LEVEL` for DPCs.
+    pub irql: u8,
+    /// The thread it runs in.
+    pub thread: ThreadId,
+    /// The work.
+    pub run: Box<dyn FnOnce()>,
+}
+
+/// The scheduler's state.
+pub struct Scheduler {
+    /// Virtual time in 100 ns units since boot.
+    pub now: u64,
+    /// The seeded generator.
+    pub rng: Rng,
+    ready: VecDeque<Task>,
+    timers: Vec<(u64, u64, Task)>,
+    seq: u64,
+    next_worker: u32,
+    /// Tasks run so far.
+    pub ran: u64,
+    /// `IO_WORKITEM`s by address.
+    pub work_items: crate::kernel::FastMap<usize, crate::exports::io::WorkItem>,
+}
+
+/// The first system worker thread's id; user threads are numbered from 1.
+pub const FIRST_WORKER: u32 = 1000;
+
+impl Scheduler {
+    /// A scheduler seeded with `seed`.
+    pub fn new(seed: u64) -> Scheduler {
+        Scheduler {
+            now: 0,
+            rng: Rng::new(seed),
+            ready: VecDeque::new(),
+            timers: Vec::new(),
+            seq: 0,
+            next_worker: FIRST_WORKER,
+            ran: 0,
+            work_items: Default::default(),
+        }
+    }
+
+    /// Queues ready work.
+    pub fn push(&mut self, task: Task) {
+        self.ready.push_back(task);
+    }
+
+    /// Queues work to become ready at `due` (virtual time).
+    pub fn push_at(&mut self, due: u64, task: Task) {
+        self.seq += 1;
+        self.timers.push((due, self.seq, task));
+    }
+
+    /// A fresh system worker thread identity.
+    pub fn worker(&mut self) -> ThreadId {
+        self.next_worker += 1;
+        ThreadId(self.next_worker)
+    }
+
+    /// True when any work is queued (ready or timed).
+    pub fn has_work(&self) -> bool {
+        !self.ready.is_empty() || !self.timers.is_empty()
+    }
+
+    /// Takes the next ready task: a seeded choice among the ready ones.
+    fn pop_ready(&mut self) -> Option<Task> {
+        match self.ready.len() {
+            0 => None,
+            1 => self.ready.pop_front(),
+            n => {
+                let i = self.rng.below(n);
+                self.ready.remove(i)
+            }
+        }
+    }
+
+    /// The earliest timer's due time.
+    fn next_due(&self) -> Option<u64> {
+        self.timers.iter().map(|(d, _, _)| *d).min()
+    }
+
+    /// Advances the clock to `to` and makes every timer due by then ready, in due order.
+    fn advance(&mut self, to: u64) {
+        self.now = self.now.max(to);
+        let now = self.now;
+        let mut due: Vec<(u64, u64, Task)> = Vec::new();
+        let mut i = 0;
+        while i < self.timers.len() {
+            if self.timers[i].0 <= now {
+                due.push(self.timers.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        due.sort_by_key(|(d, s, _)| (*d, *s));
+        self.ready.extend(due.into_iter().map(|(_, _, t)| t));
+    }
+}
+
+/// Runs one task with its IRQL, thread and image.
+fn run_task(task: Task) {
+    let saved = kernel::with(|k| {
+        k.sched.ran += 1;
+        let saved = (k.irql, k.thread);
+        k.irql = task.irql;
+        k.thread = task.thread;
+        saved
+    });
+    kernel::call_into(task.image, task.run);
+    kernel::with(|k| {
+        if k.irql != task.irql {
+            let name = task.name;
+            k.report(
+                Rule::SpinLockMisuse,
+                task.image.map(|i| k.image_name(i)),
+                format!("{name} returned at a different IRQL"),
+            );
+        }
+        (k.irql, k.thread) = saved;
+    });
+}
+
+/// How a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// The condition became true.
+    Satisfied,
+    /// The timeout passed first.
+    TimedOut,
+    /// Nothing could ever make it true.
+    Deadlock,
+}
+
+/// Runs ready work (and advances the clock to timers) until `done()` holds, `deadline` (virtual
+/// time) passes, or nothing is left that could make it hold.
+pub fn wait_until(mut done: impl FnMut() -> bool, deadline: Option<u64>) -> WaitEnd {
+    loop {
+        if done() {
+            return WaitEnd::Satisfied;
+        }
+        let next = kernel::with(|k| {
+            if k.crashed.is_some() {
+                return Err(WaitEnd::Deadlock);
+            }
+            if let Some(t) = k.sched.pop_ready() {
+                return Ok(Some(t));
+            }
+            match (k.sched.next_due(), deadline) {
+                (Some(due), Some(dl)) if dl < due => {
+                    k.sched.advance(dl);
+                    Err(WaitEnd::TimedOut)
+                }
+                (Some(due), _) => {
+                    k.sched.advance(due);
+                    Ok(None)
+                }
+                (None, Some(dl)) => {
+                    k.sched.advance(dl);
+                    Err(WaitEnd::TimedOut)
+                }
+                (None, None) => Err(WaitEnd::Deadlock),
+            }
+        });
+        match next {
+            Ok(Some(task)) => run_task(task),
+            Ok(None) => {}
+            Err(end) => return if done() { WaitEnd::Satisfied } else { end },
+        }
+    }
+}
+
+/// Runs every queued task, timers included, until none is left.
+pub fn run_all() {
+    let _ = wait_until(|| false, None);
+}
+
+/// Runs queued work that is ready now, without advancing the clock.
+pub fn run_ready() {
+    loop {
+        let task = kernel::with(|k| k.sched.pop_ready());
+        match task {
+            Some(t) => run_task(t),
+            None => return,
+        }
+    }
+}
+
+/// `DISPATCHER_HEADER.SignalState` of a dispatcher object.
+///
+/// # Safety
+/// `object` must point to a live dispatcher object (`KEVENT`, `KTIMER`, ...).
+unsafe fn signal_state<'a>(object: *mut KEVENT) -> &'a mut i32 {
+    // SAFETY: the caller guarantees a live dispatcher object.
+    unsafe { &mut obj(object).Header.SignalState }
+}
+
+/// The event's type byte (0 notification, 1 synchronization).
+fn event_type(object: *mut KEVENT) -> u8 {
+    // SAFETY: the type byte leads every dispatcher header.
+    unsafe { *object.cast::<u8>() }
+}
+
+/// `KeInitializeEvent`.
+///
+/// # Safety
+/// `event` must point to writable storage for a `KEVENT` that stays valid while it is used.
+pub unsafe fn initialize_event(event: *mut KEVENT, kind: i32, state: bool) {
+    // SAFETY: the caller's event storage.
+    let header = unsafe { obj(event) };
+    // SAFETY: writing the type byte of the header's leading union.
+    unsafe { *event.cast::<u8>() = if kind == 0 { 0 } else { 1 } };
+    header.Header.SignalState = i32::from(state);
+    let list = std::ptr::addr_of_mut!(header.Header.WaitListHead);
+    header.Header.WaitListHead.Flink = list;
+    header.Header.WaitListHead.Blink = list;
+}
+
+/// `KeSetEvent`: signals and returns the previous state.
+///
+/// # Safety
+/// `event` must point to a live, initialized event.
+pub unsafe fn set_event(event: *mut KEVENT) -> i32 {
+    // SAFETY: a live event.
+    let state = unsafe { signal_state(event) };
+    let previous = *state;
+    *state = 1;
+    previous
+}
+
+/// `KeResetEvent`.
+///
+/// # Safety
+/// `event` must point to a live, initialized event.
+pub unsafe fn reset_event(event: *mut KEVENT) -> i32 {
+    // SAFETY: a live event.
+    let state = unsafe { signal_state(event) };
+    let previous = *state;
+    *state = 0;
+    previous
+}
+
+/// `KeReadStateEvent`.
+///
+/// # Safety
+/// `event` must point to a live, initialized event.
+pub unsafe fn read_event(event: *mut KEVENT) -> i32 {
+    // SAFETY: a live event.
+    *unsafe { signal_state(event) }
+}
+
+/// Converts a kernel timeout (100 ns units; negative relative, positive absolute, NULL infinite)
+/// into a deadline.
+pub fn deadline(timeout: Option<i64>) -> Option<u64> {
+    let now = kernel::with(|k| k.sched.now);
+    timeout.map(|t| if t < 0 { now.saturating_add(t.unsigned_abs()) } else { t as u64 })
+}
+
+/// `KeWaitForSingleObject` on an event: runs the scheduler until it is signalled.
+///
+/// # Safety
+/// `event` must point to a live, initialized event that stays valid during the wait.
+pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTATUS {
+    let allowed = kernel::with(|k| {
+        let zero = timeout == Some(0);
+        if k.irql >= DISPATCH_LEVEL && !zero {
+            k.report_current(
+                Rule::IrqlTooHigh,
+                "KeWaitForSingleObject with a non-zero timeout at DISPATCH_LEVEL",
+            );
+            return false;
+        }
+        true
+    });
+    if !allowed {
+        return Status::TIMEOUT.0;
+    }
+    // SAFETY: the waiter's event stays valid while it waits.
+    let end = wait_until(|| unsafe { *signal_state(event) } != 0, deadline(timeout));
+    match end {
+        WaitEnd::Satisfied => {
+            if event_type(event) == 1 {
+                // SAFETY: the caller's live event.
+                unsafe { reset_event(event) };
+            }
+            Status::SUCCESS.0
+        }
+        WaitEnd::TimedOut => Status::TIMEOUT.0,
+        WaitEnd::Deadlock => {
+            kernel::with(|k| {
+                k.report_current(
+                    Rule::Deadlock,
+                    "a wait that nothing can satisfy (the simulator returns STATUS_TIMEOUT)",
+                )
+            });
+            Status::TIMEOUT.0
+        }
+    }
+}
+
+/// `KeDelayExecutionThread`: lets time pass, running whatever becomes ready meanwhile.
+pub fn delay(interval: i64) -> NTSTATUS {
+    let allowed =
+        kernel::with(|k| k.check_irql(crate::kernel::APC_LEVEL, "KeDelayExecutionThread"));
+    if allowed {
+        let _ = wait_until(|| false, deadline(Some(interval.min(0))));
+    }
+    Status::SUCCESS.0
+}
+
+/// Queues `run` on a system worker thread at `PASSIVE_LEVEL`, as `image`'s code.
+pub fn queue_work(name: &'static str, image: Option<ImageId>, run: Box<dyn FnOnce()>) {
+    kernel::with(|k| {
+        let thread = k.sched.worker();
+        k.sched.push(Task { name, image, irql: PASSIVE_LEVEL, thread, run });
+    });
+}
+
+/// Queues `run` as a DPC (at `DISPATCH_LEVEL`, arbitrary thread) after `delay` (100 ns units).
+pub fn queue_dpc(name: &'static str, image: Option<ImageId>, delay: u64, run: Box<dyn FnOnce()>) {
+    kernel::with(|k| {
+        let due = k.sched.now + delay;
+        let thread = k.thread;
+        k.sched.push_at(due, Task { name, image, irql: DISPATCH_LEVEL, thread, run });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generator_is_deterministic_and_spreads() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        let xs: Vec<u64> = (0..5).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..5).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        let mut c = Rng::new(8);
+        assert_ne!(xs[0], c.next_u64());
+        let mut counts = [0u32; 4];
+        let mut r = Rng::new(1);
+        for _ in 0..4000 {
+            counts[r.below(4)] += 1;
+        }
+        assert!(counts.iter().all(|&n| (800..1200).contains(&n)), "{counts:?}");
+    }
+}
