@@ -371,7 +371,7 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     fn pend(&self, handle: usize) -> bool {
         // SAFETY: called from filter code of this image.
         match unsafe { DriverState::<F>::current() } {
-            Some(driver) => driver.add_pended(handle),
+            Some(driver) => driver.pended.add(handle, 0),
             None => false,
         }
     }
@@ -380,7 +380,7 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
         let (status, context, io) = encode_resume(how);
-        let complete_now = driver.with_pended(handle, |slot| match slot {
+        let complete_now = driver.pended.with(handle, |slot| match slot {
             Some(entry) if entry.in_pre => {
                 entry.early = Some((status, context));
                 false
@@ -405,7 +405,7 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
         let (status, context, io) = encode_resume(how);
-        let queued_now = driver.with_pended(handle, |slot| match slot {
+        let queued_now = driver.pended.with(handle, |slot| match slot {
             Some(entry) => {
                 entry.deferred = Some((status, context, delay_ms));
                 !entry.in_pre
@@ -505,12 +505,13 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
     let Some(header) = (unsafe { view::header(data) }) else {
         return flt_preop::SUCCESS_NO_CALLBACK;
     };
-    if inst.state().data_scan == DataScanMode::FsRtlFallback && conflicts_with_sections(&header) {
+    if inst.state().data_scan == DataScanMode::FsRtlFallback
+        && fsfilter_kernel::datascan::conflicts_with_sections(&header)
+    {
         // SAFETY: the running operation's file object, if any.
         let stream = unsafe { objects.FileObject.as_ref() }.map_or(0, |f| f.FsContext as usize);
-        for record in crate::services::fallback_conflicts(driver, objects.Instance, stream)
-            .into_iter()
-            .flatten()
+        for record in
+            driver.sections.conflicts(objects.Instance as usize, stream).into_iter().flatten()
         {
             // SAFETY: a live fallback record of this instance (from the table).
             unsafe { crate::services::mark_conflicted(record.cast()) };
@@ -546,20 +547,6 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
         unsafe { *completion_context = context };
     }
     status
-}
-
-/// Operations that conflict with an open data-scan section: they change the file's data or size
-/// and need the cache purged (writes; end-of-file and allocation changes).
-fn conflicts_with_sections(header: &fsfilter::OperationHeader<'_>) -> bool {
-    const FILE_ALLOCATION_INFORMATION: u32 = 19;
-    const FILE_END_OF_FILE_INFORMATION: u32 = 20;
-    match header.parameters {
-        fsfilter::Parameters::Write(_) => !header.is_paging(),
-        fsfilter::Parameters::SetInformation(i) => {
-            matches!(i.class, FILE_ALLOCATION_INFORMATION | FILE_END_OF_FILE_INFORMATION)
-        }
-        _ => false,
-    }
 }
 
 /// Maps a pre outcome to `FLT_PREOP_*` and a completion context, enforcing the model's rules
@@ -650,7 +637,7 @@ fn map_pre_outcome<F: Filter>(
             }
         }
         PreOutcome::Pending(_receipt) => {
-            let entry = driver.with_pended(id, |slot| {
+            let entry = driver.pended.with(id, |slot| {
                 let e = *slot;
                 match e {
                     Some(x) if x.early.is_some() => *slot = None,
@@ -690,7 +677,7 @@ fn map_pre_outcome<F: Filter>(
     };
     if result.0 != flt_preop::PENDING {
         // A token taken for an operation that was not pended resumes nothing.
-        let _ = driver.with_pended(id, |slot| *slot = None);
+        let _ = driver.pended.take(id);
     }
     result
 }

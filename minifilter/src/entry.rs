@@ -12,8 +12,10 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
-use crate::services::MAX_SECTIONS;
-use crate::state::{DRIVER_TAG, DriverState, MAX_PENDED};
+use fsfilter_kernel::datascan::SectionTable;
+use fsfilter_kernel::pending::{MAX_PENDED, PendedTable};
+
+use crate::state::{DRIVER_TAG, DriverState};
 use crate::tables::{RuntimeTables, StaticTables};
 
 /// The `DriverEntry` of a minifilter built from `F`: reads the service's `Parameters` key, builds
@@ -43,9 +45,9 @@ pub unsafe fn driver_entry<F: Filter>(
         handle: 0,
         registration,
         runtime_tables: None,
-        pended: SpinLock::new([None; MAX_PENDED]),
+        pended: PendedTable::new(),
         deferred_posts: SpinLock::new([0; MAX_PENDED]),
-        sections: SpinLock::new([None; MAX_SECTIONS]),
+        sections: SectionTable::new(),
     };
     let mut state = match PoolBox::try_new(state, DRIVER_TAG) {
         Ok(s) => s,

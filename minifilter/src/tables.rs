@@ -14,7 +14,9 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 
 use crate::callbacks;
-use crate::state::{INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG, SectionState};
+use fsfilter_kernel::datascan::SectionState;
+
+use crate::state::{INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG};
 
 /// Entries of the operation table: one per registered operation plus the `IRP_MJ_OPERATION_END`
 /// sentinel.

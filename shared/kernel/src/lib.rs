@@ -21,12 +21,14 @@ pub use windows_sys as sys;
 
 pub mod constants;
 pub mod crt;
+pub mod datascan;
 pub mod image;
 pub mod irp;
 pub mod irql;
 pub mod log;
 pub mod mdl;
 pub mod ntos;
+pub mod pending;
 pub mod pool;
 pub mod registry;
 pub mod runtime;

@@ -1,0 +1,322 @@
+//! Data-scan sections created with `FsRtlCreateSectionForDataScan` (facts.md §6): the legacy
+//! model's only way, and the minifilter model's fallback where `FltRegisterForDataScan` answers
+//! `STATUS_NOT_SUPPORTED`. Without the Filter Manager nobody synchronizes conflicting I/O, so the
+//! caller keeps a table of open sections per stream and detects conflicts itself.
+
+use core::ffi::c_void;
+
+use fsfilter::{Error, Status};
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan;
+use windows_sys::Wdk::System::Memory::ViewUnmap;
+use windows_sys::Wdk::System::SystemServices::ObfDereferenceObject;
+use windows_sys::Win32::Foundation::HANDLE;
+
+use crate::ntos;
+use crate::pool::{PoolBox, pool_tag};
+use crate::sync::SpinLock;
+
+/// `SECTION_MAP_READ`.
+pub const SECTION_MAP_READ: u32 = 0x0004;
+/// `PAGE_READONLY`.
+pub const PAGE_READONLY: u32 = 0x02;
+/// `SEC_COMMIT`.
+pub const SEC_COMMIT: u32 = 0x0800_0000;
+/// `NtCurrentProcess()`.
+pub const CURRENT_PROCESS: HANDLE = -1isize as HANDLE;
+/// How many sections one driver can hold open at once.
+pub const MAX_SECTIONS: usize = 32;
+/// Pool tag of fallback section records.
+pub const SECTION_TAG: u32 = pool_tag(b"FsfS");
+
+/// How a section was created, and so how it is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SectionOrigin {
+    /// `FsRtlCreateSectionForDataScan`: closed with `ZwClose` + `ObDereferenceObject`; the record
+    /// is a pool block.
+    FsRtl,
+    /// `FltCreateSectionForDataScan`: closed with `FltCloseSectionForDataScan`; the record lives
+    /// in a section context the minifilter backend releases.
+    FilterManager,
+}
+
+/// An open data-scan section.
+pub struct SectionState {
+    /// The mapped view (null until mapped, and after unmapping).
+    pub base: *mut c_void,
+    /// The view's useful size in bytes.
+    pub size: usize,
+    /// The section handle.
+    pub handle: HANDLE,
+    /// The referenced section object.
+    pub object: *mut c_void,
+    /// Conflicting I/O asked for the section to be closed.
+    pub conflicted: bool,
+    /// The section (handle) is closed; the view may still be mapped.
+    pub closed: bool,
+    /// How it was created.
+    pub origin: SectionOrigin,
+}
+
+impl SectionState {
+    /// A record with nothing created yet.
+    pub const fn empty(origin: SectionOrigin) -> SectionState {
+        SectionState {
+            base: core::ptr::null_mut(),
+            size: 0,
+            handle: core::ptr::null_mut(),
+            object: core::ptr::null_mut(),
+            conflicted: false,
+            closed: false,
+            origin,
+        }
+    }
+}
+
+/// An entry of a driver's section table.
+#[derive(Clone, Copy)]
+pub struct OpenSection {
+    /// The record.
+    pub record: *mut SectionState,
+    /// The instance (minifilter instance or legacy volume device) it belongs to.
+    pub owner: usize,
+    /// The stream (`FileObject->FsContext`).
+    pub stream: usize,
+}
+
+// SAFETY: records are non-paged memory; they are dereferenced under the table's lock or by the
+// section's single owner.
+unsafe impl Send for OpenSection {}
+
+/// The open sections of one driver.
+pub struct SectionTable {
+    entries: SpinLock<[Option<OpenSection>; MAX_SECTIONS]>,
+}
+
+impl SectionTable {
+    /// An empty table.
+    pub const fn new() -> SectionTable {
+        SectionTable { entries: SpinLock::new([None; MAX_SECTIONS]) }
+    }
+
+    /// Adds a section. False when the table is full.
+    pub fn insert(&self, open: OpenSection) -> bool {
+        let mut t = self.entries.lock();
+        match t.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => {
+                *slot = Some(open);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes and returns a section by record address.
+    pub fn take(&self, record: usize) -> Option<OpenSection> {
+        let mut t = self.entries.lock();
+        t.iter_mut()
+            .find(|s| matches!(s, Some(x) if x.record as usize == record))
+            .and_then(Option::take)
+    }
+
+    /// The record at `record`, if the table holds it.
+    pub fn find(&self, record: usize) -> Option<*mut SectionState> {
+        self.entries.lock().iter().flatten().find(|s| s.record as usize == record).map(|s| s.record)
+    }
+
+    /// Runs `f` on a held record under the table's lock.
+    pub fn with<R>(&self, record: usize, f: impl FnOnce(&mut SectionState) -> R) -> Option<R> {
+        let t = self.entries.lock();
+        let open = t.iter().flatten().find(|s| s.record as usize == record)?;
+        // SAFETY: a record in the table is live until taken out; the lock serializes access.
+        Some(f(unsafe { &mut *open.record }))
+    }
+
+    /// The FsRtl sections of `owner` on `stream`: what an operation that changes the stream's
+    /// data or size conflicts with.
+    pub fn conflicts(
+        &self,
+        owner: usize,
+        stream: usize,
+    ) -> [Option<*mut SectionState>; MAX_SECTIONS] {
+        let mut out = [None; MAX_SECTIONS];
+        if stream == 0 {
+            return out;
+        }
+        let t = self.entries.lock();
+        for (slot, open) in out.iter_mut().zip(t.iter()) {
+            if let Some(o) = open {
+                // SAFETY: a live record, read under the lock.
+                let s = unsafe { &*o.record };
+                if o.owner == owner
+                    && o.stream == stream
+                    && s.origin == SectionOrigin::FsRtl
+                    && !s.closed
+                {
+                    *slot = Some(o.record);
+                }
+            }
+        }
+        out
+    }
+
+    /// Sections still open (for leak checks at teardown).
+    pub fn count_for(&self, owner: usize) -> usize {
+        self.entries.lock().iter().flatten().filter(|s| s.owner == owner).count()
+    }
+}
+
+impl Default for SectionTable {
+    fn default() -> Self {
+        SectionTable::new()
+    }
+}
+
+/// Creates a section over `file` with `FsRtlCreateSectionForDataScan` and maps it read-only.
+/// Returns the record (a pool block) and the file size.
+///
+/// # Safety
+/// `file` must be a valid file object of the running operation.
+///
+/// # Context
+/// `PASSIVE_LEVEL`.
+pub unsafe fn create_fsrtl_section(
+    file: *mut FILE_OBJECT,
+) -> Result<(*mut SectionState, u64), Error> {
+    let record =
+        PoolBox::try_new(SectionState::empty(SectionOrigin::FsRtl), SECTION_TAG)?.into_raw();
+    let mut handle: HANDLE = core::ptr::null_mut();
+    let mut object: *mut c_void = core::ptr::null_mut();
+    let mut size: i64 = 0;
+    // SAFETY: a valid file object at PASSIVE_LEVEL; out pointers are valid.
+    let status = Status(unsafe {
+        FsRtlCreateSectionForDataScan(
+            &mut handle,
+            &mut object,
+            &mut size,
+            file,
+            SECTION_MAP_READ,
+            core::ptr::null(),
+            core::ptr::null(),
+            PAGE_READONLY,
+            SEC_COMMIT,
+            0,
+        )
+    });
+    if let Some(e) = Error::new(status) {
+        // SAFETY: the record we just allocated, not shared.
+        drop(unsafe { PoolBox::from_raw(record, SECTION_TAG) });
+        return Err(e);
+    }
+    // SAFETY: our record.
+    let state = unsafe { &mut *record };
+    state.handle = handle;
+    state.object = object;
+    // SAFETY: our section handle.
+    match unsafe { map(state) } {
+        Ok(()) => Ok((record, u64::try_from(size).unwrap_or(0))),
+        Err(e) => {
+            // SAFETY: ours, not in any table.
+            unsafe { teardown(record) };
+            Err(e)
+        }
+    }
+}
+
+/// Maps a record's section read-only into the current process.
+///
+/// # Safety
+/// `state.handle` must be an open section handle.
+pub unsafe fn map(state: &mut SectionState) -> Result<(), Error> {
+    let mut base: *mut c_void = core::ptr::null_mut();
+    let mut view: usize = 0;
+    // SAFETY: an open section handle, mapped read-only into the current process.
+    let status = Status(unsafe {
+        ntos::ZwMapViewOfSection(
+            state.handle,
+            CURRENT_PROCESS,
+            &mut base,
+            0,
+            0,
+            core::ptr::null_mut(),
+            &mut view,
+            ViewUnmap,
+            0,
+            PAGE_READONLY,
+        )
+    });
+    if let Some(e) = Error::new(status) {
+        return Err(e);
+    }
+    state.base = base;
+    state.size = view;
+    Ok(())
+}
+
+/// Closes the section handle of an FsRtl record (not its view): after a conflict, so the
+/// conflicting I/O can proceed.
+///
+/// # Safety
+/// `state` must be a live FsRtl record.
+pub unsafe fn close_fsrtl_handle(state: &mut SectionState) {
+    if state.closed || state.origin != SectionOrigin::FsRtl {
+        return;
+    }
+    state.closed = true;
+    // SAFETY: the handle FsRtlCreateSectionForDataScan returned, closed once.
+    let _ = unsafe { ntos::ZwClose(state.handle) };
+    if !state.object.is_null() {
+        // SAFETY: the referenced section object, dereferenced once.
+        unsafe { ObfDereferenceObject(state.object) };
+        state.object = core::ptr::null_mut();
+    }
+}
+
+/// Unmaps, closes and frees an FsRtl record.
+///
+/// # Safety
+/// `record` must be a live FsRtl record no table holds.
+pub unsafe fn teardown(record: *mut SectionState) {
+    // SAFETY: the caller guarantees a live record, ours alone.
+    let state = unsafe { &mut *record };
+    unmap(state);
+    // SAFETY: as above.
+    unsafe { close_fsrtl_handle(state) };
+    // SAFETY: FsRtl records are PoolBox<SectionState> with this tag.
+    drop(unsafe { PoolBox::from_raw(record, SECTION_TAG) });
+}
+
+/// Unmaps a record's view, if mapped.
+pub fn unmap(state: &mut SectionState) {
+    if !state.base.is_null() {
+        // SAFETY: a view mapped into the current process by `map`.
+        let _ = unsafe { ntos::ZwUnmapViewOfSection(CURRENT_PROCESS, state.base) };
+        state.base = core::ptr::null_mut();
+    }
+}
+
+/// The mapped bytes of a record.
+///
+/// # Safety
+/// `state` must be live and stay mapped for `'a`.
+pub unsafe fn view<'a>(state: &SectionState) -> &'a [u8] {
+    if state.base.is_null() {
+        return &[];
+    }
+    // SAFETY: the caller guarantees the view stays mapped; it covers `size` bytes.
+    unsafe { core::slice::from_raw_parts(state.base.cast::<u8>(), state.size) }
+}
+
+/// Operations that conflict with an open data-scan section: they change the file's data or size
+/// and need the cache purged (non-paging writes; end-of-file and allocation changes).
+pub fn conflicts_with_sections(header: &fsfilter::OperationHeader<'_>) -> bool {
+    const FILE_ALLOCATION_INFORMATION: u32 = 19;
+    const FILE_END_OF_FILE_INFORMATION: u32 = 20;
+    match header.parameters {
+        fsfilter::Parameters::Write(_) => !header.is_paging(),
+        fsfilter::Parameters::SetInformation(i) => {
+            matches!(i.class, FILE_ALLOCATION_INFORMATION | FILE_END_OF_FILE_INFORMATION)
+        }
+        _ => false,
+    }
+}
