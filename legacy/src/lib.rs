@@ -1,27 +1,35 @@
-//! fsfilter-legacy: the device-object backend (issue 6).
+//! fsfilter-legacy: the device-object backend.
 //!
-//! This first version only defines the driver-entry glue so that sample drivers build for both
-//! models; `DriverEntry` refuses to load with `STATUS_NOT_IMPLEMENTED` until the backend lands.
+//! Runs any [`fsfilter::Filter`] as a legacy file-system filter: a small private filter manager
+//! with one client. It attaches to file-system control devices from its
+//! `IoRegisterFsRegistrationChange` routine, to new volumes from the mount request's completion,
+//! and to already-mounted volumes through `IoEnumerateDeviceObjectList` (facts.md §1.2–§1.5); it
+//! emulates instance setup with the Filter Manager's flags, the skip flags, and pre/post pairing
+//! through completion routines set with `IoSetCompletionRoutineEx`; it supplies a pass-through
+//! fast-I/O table with `FastIoDetachDevice`; and it counts in-flight operations so that unload
+//! drains them instead of hoping (facts.md §1.9).
+//!
+//! A sample's driver crate is one line: `fsfilter_legacy::driver!(passthrough::Passthrough);`.
 
 #![no_std]
 
+mod attach;
+pub mod capabilities;
+mod dispatch;
+mod entry;
+mod fastio;
+mod raw;
+mod services;
+mod state;
+mod view;
+
+pub use entry::driver_entry;
 pub use fsfilter;
 pub use fsfilter_kernel;
 
-use fsfilter::{Filter, Status};
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
-use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
-
-/// The `DriverEntry` of a legacy filter built from `F`.
-///
-/// # Safety
-/// Called by the I/O manager (or the simulator's loader) as a driver's entry point.
-pub unsafe fn driver_entry<F: Filter>(
-    _driver: *const DRIVER_OBJECT,
-    _registry_path: *const UNICODE_STRING,
-) -> NTSTATUS {
-    Status::NOT_IMPLEMENTED.0
-}
+// Host tests run the backend against the simulator's kernel exports.
+#[cfg(test)]
+use fsfilter_sim as _;
 
 /// Defines the driver's entry points for a filter type (see `fsfilter_minifilter::driver!`).
 #[macro_export]

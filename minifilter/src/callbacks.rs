@@ -25,10 +25,10 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 
-use crate::context::{decode, encode};
 use crate::services::{OpServices, defer_worker};
 use crate::state::{DriverState, InstanceState};
 use crate::view;
+use fsfilter_kernel::context::{decode, encode};
 
 // ---------------------------------------------------------------------------------------------
 // Instance state

@@ -12,7 +12,6 @@
 #![no_std]
 
 mod callbacks;
-mod context;
 pub mod entry;
 mod services;
 mod state;
@@ -35,7 +34,7 @@ pub mod capabilities;
 /// - on `x86_64-pc-windows-msvc`, `DriverEntry`, the symbol the linker's `/ENTRY` names;
 /// - everywhere, `pub const ENTRY`, the same entry point for the simulator's loader.
 ///
-/// ```ignore
+/// ```text
 /// fsfilter_minifilter::driver!(passthrough::Passthrough);
 /// ```
 #[macro_export]

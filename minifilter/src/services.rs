@@ -6,8 +6,7 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    DataScanMode, Error, Filter, InstanceId, Irql, ScanSection, SectionBackend, SectionId,
-    Services, Status,
+    DataScanMode, Error, Filter, InstanceId, Irql, ScanSection, SectionId, Services, Status,
 };
 use fsfilter_kernel::datascan::{self, OpenSection, SectionOrigin, SectionState};
 use fsfilter_kernel::{irql, trace};
@@ -23,40 +22,18 @@ use windows_sys::Win32::Foundation::HANDLE;
 use crate::callbacks::complete_pended;
 use crate::state::DriverState;
 
-/// Routes [`ScanSection`] calls back to the running driver's section table.
+/// The minifilter's section source: the running driver's table; records of either origin.
 pub(crate) struct Sections<F>(PhantomData<fn() -> F>);
 
-pub(crate) fn sections<F: Filter>() -> &'static dyn SectionBackend {
-    const { &Sections::<F>(PhantomData) }
-}
-
-impl<F: Filter> SectionBackend for Sections<F> {
-    fn view(&self, id: SectionId) -> Option<&[u8]> {
+impl<F: Filter> datascan::SectionSource for Sections<F> {
+    fn table<'a>() -> Option<&'a datascan::SectionTable> {
         // SAFETY: called from filter code of this image.
-        let driver = unsafe { DriverState::<F>::current() }?;
-        let record = driver.sections.find(id.0)?;
-        // SAFETY: a record in the table is live until `close` takes it out.
-        let record = unsafe { &*record };
-        // SAFETY: it stays mapped until `close`, which only the owning ScanSection (borrowed for
-        // the slice's lifetime) can call.
-        Some(unsafe { datascan::view(record) })
+        unsafe { DriverState::<F>::current() }.map(|d| &d.sections)
     }
 
-    fn conflicted(&self, id: SectionId) -> bool {
-        // SAFETY: called from filter code of this image.
-        match unsafe { DriverState::<F>::current() } {
-            Some(driver) => driver.sections.with(id.0, |s| s.conflicted).unwrap_or(true),
-            None => true,
-        }
-    }
-
-    fn close(&self, id: SectionId) {
-        // SAFETY: called from filter code of this image.
-        let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        if let Some(open) = driver.sections.take(id.0) {
-            // SAFETY: taken from the table: ours alone.
-            unsafe { teardown_section(open.record) };
-        }
+    unsafe fn teardown(record: *mut SectionState) {
+        // SAFETY: forwarded.
+        unsafe { teardown_section(record) }
     }
 }
 
@@ -169,7 +146,11 @@ impl<'a, F: Filter> OpServices<'a, F> {
             }
             DataScanMode::FilterManager => self.create_flt(file, owner, stream)?,
         };
-        Ok(ScanSection::new(SectionId(record as usize), sections::<F>(), file_size))
+        Ok(ScanSection::new(
+            SectionId(record as usize),
+            datascan::TableSections::<Sections<F>>::get(),
+            file_size,
+        ))
     }
 
     /// `FltCreateSectionForDataScan` with a section context holding the record.

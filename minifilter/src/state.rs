@@ -18,8 +18,6 @@ pub(crate) const DRIVER_TAG: u32 = pool_tag(b"FsfM");
 pub(crate) const INSTANCE_CONTEXT_TAG: u32 = pool_tag(b"FsfI");
 /// Pool tag of section contexts.
 pub(crate) const SECTION_CONTEXT_TAG: u32 = pool_tag(b"FsfX");
-/// Pool tag of completion contexts too large to travel in the pointer itself.
-pub(crate) const COMPLETION_TAG: u32 = pool_tag(b"FsfC");
 
 /// Everything the backend keeps for one loaded driver.
 pub(crate) struct DriverState<F: Filter> {

@@ -56,7 +56,8 @@
 use core::fmt;
 
 use crate::flags::{OperationFlags, RegistrationFlags};
-use crate::major::{MAX_OPERATIONS, MajorFunction};
+use crate::major::{MAX_OPERATIONS, MajorFunction, OperationKind};
+use crate::operation::OperationHeader;
 use crate::slots;
 
 /// One entry of the operation table: `FLT_OPERATION_REGISTRATION` without the function pointers,
@@ -95,6 +96,33 @@ impl Operation {
     pub const fn skip(mut self, flags: OperationFlags) -> Operation {
         self.flags = self.flags.union(flags);
         self
+    }
+
+    /// True when the skip flags exclude the operation `header` describes (facts.md §3):
+    /// `SKIP_PAGING_IO` skips IRP-based paging I/O (it is ignored for fast I/O and FsFilter
+    /// operations); `SKIP_CACHED_IO` skips cached reads and writes, every fast-I/O read and write
+    /// included; `SKIP_NON_CACHED_NON_PAGING_IO` skips reads and writes that are neither cached
+    /// nor paging; `SKIP_NON_DASD_IO` skips every operation not issued on a volume (DASD) handle.
+    pub const fn skips(&self, header: &OperationHeader<'_>) -> bool {
+        let f = self.flags;
+        let irp = matches!(header.kind, OperationKind::Irp);
+        if f.contains(OperationFlags::SKIP_PAGING_IO) && irp && header.is_paging() {
+            return true;
+        }
+        if header.major.is_read_or_write() {
+            let cached = header.is_fast_io() || header.is_cached();
+            if f.contains(OperationFlags::SKIP_CACHED_IO) && cached {
+                return true;
+            }
+            if f.contains(OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO)
+                && irp
+                && header.is_noncached()
+                && !header.is_paging()
+            {
+                return true;
+            }
+        }
+        f.contains(OperationFlags::SKIP_NON_DASD_IO) && !header.volume_open
     }
 
     /// What is wrong with this entry on its own, if anything (facts.md §3).
@@ -491,6 +519,85 @@ mod tests {
         assert!(r.scans_data());
         assert_eq!(r.registration_flags(), RegistrationFlags::SUPPORT_NPFS_MSFS);
         assert!(r.get(MajorFunction::Write).is_none());
+    }
+
+    fn header(
+        major: MajorFunction,
+        kind: OperationKind,
+        irp: crate::IrpFlags,
+        volume_open: bool,
+    ) -> OperationHeader<'static> {
+        OperationHeader {
+            major,
+            minor: 0,
+            kind,
+            irp_flags: irp,
+            data_flags: crate::CallbackDataFlags::empty(),
+            requestor_mode: crate::RequestorMode::User,
+            file_name: None,
+            volume_open,
+            parameters: crate::Parameters::None,
+            irql: crate::Irql::PASSIVE,
+            id: 0,
+        }
+    }
+
+    #[test]
+    fn skip_flags_follow_facts_section_3() {
+        use crate::IrpFlags as I;
+        let read = |f| Operation::new(MajorFunction::Read).pre().skip(f);
+        let irp = OperationKind::Irp;
+        let fast = OperationKind::FastIo;
+        let cached = header(MajorFunction::Read, irp, I::empty(), false);
+        let noncached = header(MajorFunction::Read, irp, I::NOCACHE, false);
+        let paging = header(MajorFunction::Read, irp, I::NOCACHE | I::PAGING_IO, false);
+        let fast_read = header(MajorFunction::Read, fast, I::empty(), false);
+
+        let p = read(OperationFlags::SKIP_PAGING_IO);
+        assert!(p.skips(&paging));
+        assert!(!p.skips(&cached) && !p.skips(&noncached) && !p.skips(&fast_read));
+
+        let c = read(OperationFlags::SKIP_CACHED_IO);
+        assert!(c.skips(&cached));
+        assert!(c.skips(&fast_read), "every fast-I/O read is cached I/O");
+        assert!(!c.skips(&noncached) && !c.skips(&paging));
+
+        let n = read(OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO);
+        assert!(n.skips(&noncached));
+        assert!(!n.skips(&cached) && !n.skips(&paging) && !n.skips(&fast_read));
+
+        // Read/write-only flags do not apply to other operations.
+        let create = header(MajorFunction::Create, irp, I::NOCACHE, false);
+        assert!(
+            !Operation::new(MajorFunction::Create)
+                .pre()
+                .skip(OperationFlags::SKIP_CACHED_IO)
+                .skips(&create)
+        );
+        assert!(
+            !Operation::new(MajorFunction::Create)
+                .pre()
+                .skip(OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO)
+                .skips(&create)
+        );
+
+        let d = Operation::new(MajorFunction::Create).pre().skip(OperationFlags::SKIP_NON_DASD_IO);
+        assert!(d.skips(&create));
+        assert!(!d.skips(&header(MajorFunction::Create, irp, I::empty(), true)));
+
+        // SKIP_PAGING_IO is ignored for fast I/O (which is never paging anyway) and FsFilter ops.
+        let fs = header(
+            MajorFunction::AcquireForSectionSynchronization,
+            OperationKind::FsFilter,
+            I::PAGING_IO,
+            false,
+        );
+        assert!(
+            !Operation::new(MajorFunction::AcquireForSectionSynchronization)
+                .pre()
+                .skip(OperationFlags::SKIP_PAGING_IO)
+                .skips(&fs)
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! caller keeps a table of open sections per stream and detects conflicts itself.
 
 use core::ffi::c_void;
+use core::marker::PhantomData;
 
-use fsfilter::{Error, Status};
+use fsfilter::{Error, SectionBackend, SectionId, Status};
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan;
 use windows_sys::Wdk::System::Memory::ViewUnmap;
@@ -318,5 +319,50 @@ pub fn conflicts_with_sections(header: &fsfilter::OperationHeader<'_>) -> bool {
             matches!(i.class, FILE_ALLOCATION_INFORMATION | FILE_END_OF_FILE_INFORMATION)
         }
         _ => false,
+    }
+}
+
+/// Where a backend keeps its section table, and how it tears a record down.
+pub trait SectionSource: 'static {
+    /// The running driver's section table.
+    fn table<'a>() -> Option<&'a SectionTable>;
+
+    /// Unmaps, closes and frees a record taken out of the table.
+    ///
+    /// # Safety
+    /// `record` must be a live record no table holds.
+    unsafe fn teardown(record: *mut SectionState);
+}
+
+/// The [`SectionBackend`] of every backend: routes [`fsfilter::ScanSection`] calls to the running
+/// driver's table.
+pub struct TableSections<S>(PhantomData<fn() -> S>);
+
+impl<S: SectionSource> TableSections<S> {
+    /// The backend object, for `ScanSection::new`.
+    pub fn get() -> &'static dyn SectionBackend {
+        const { &TableSections::<S>(PhantomData) }
+    }
+}
+
+impl<S: SectionSource> SectionBackend for TableSections<S> {
+    fn view(&self, id: SectionId) -> Option<&[u8]> {
+        let record = S::table()?.find(id.0)?;
+        // SAFETY: a record in the table is live until `close` takes it out.
+        let record = unsafe { &*record };
+        // SAFETY: it stays mapped until `close`, which only the owning ScanSection (borrowed for
+        // the slice's lifetime) can call.
+        Some(unsafe { view(record) })
+    }
+
+    fn conflicted(&self, id: SectionId) -> bool {
+        S::table().and_then(|t| t.with(id.0, |s| s.conflicted)).unwrap_or(true)
+    }
+
+    fn close(&self, id: SectionId) {
+        if let Some(open) = S::table().and_then(|t| t.take(id.0)) {
+            // SAFETY: taken from the table: ours alone.
+            unsafe { S::teardown(open.record) };
+        }
     }
 }

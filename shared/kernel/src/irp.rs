@@ -70,6 +70,22 @@ pub unsafe fn IoSkipCurrentIrpStackLocation(irp: *mut IRP) {
     *slot = slot.wrapping_add(1);
 }
 
+/// Undoes [`IoSkipCurrentIrpStackLocation`] after the lower driver returned: a filter that hands
+/// an IRP down through a fast-I/O routine that takes one (`FastIoQueryOpen`) takes its own
+/// location back this way.
+///
+/// # Safety
+/// `irp` must be valid and skipped by the caller with nothing else moved since.
+pub unsafe fn undo_skip_current_irp_stack_location(irp: *mut IRP) {
+    // SAFETY: the caller guarantees `irp` is valid and ours.
+    unsafe {
+        (*irp).CurrentLocation -= 1;
+    }
+    // SAFETY: as above.
+    let slot = unsafe { current_location_slot(irp) };
+    *slot = slot.wrapping_sub(1);
+}
+
 /// [`IoCopyCurrentIrpStackLocationToNext`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocopycurrentirpstacklocationtonext):
 /// copies everything up to (not including) `CompletionRoutine`, and clears the next `Control`.
 ///

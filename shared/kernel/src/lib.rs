@@ -20,6 +20,7 @@
 pub use windows_sys as sys;
 
 pub mod constants;
+pub mod context;
 pub mod crt;
 pub mod datascan;
 pub mod image;

@@ -1,5 +1,5 @@
-//! Carrying a filter's completion context from pre to post through the Filter Manager's
-//! `PVOID CompletionContext`.
+//! Carrying a filter's completion context from pre to post through a `PVOID` (the Filter
+//! Manager's `CompletionContext`, or a completion routine's context).
 //!
 //! A zero-sized context travels as NULL: no allocation, which is what a passthrough filter pays
 //! (nothing). Any other context is moved into one pool block, released exactly once: by the post
@@ -10,12 +10,13 @@
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
-use fsfilter_kernel::pool::PoolBox;
+use crate::pool::{PoolBox, pool_tag};
 
-use crate::state::COMPLETION_TAG;
+/// Pool tag of completion contexts.
+pub const COMPLETION_TAG: u32 = pool_tag(b"FsfC");
 
 /// Moves `value` into a pointer-sized handle; gives it back when the pool is exhausted.
-pub(crate) fn encode<C>(value: C) -> Result<*mut c_void, C> {
+pub fn encode<C>(value: C) -> Result<*mut c_void, C> {
     if core::mem::size_of::<C>() == 0 {
         core::mem::forget(value);
         return Ok(core::ptr::null_mut());
@@ -27,7 +28,7 @@ pub(crate) fn encode<C>(value: C) -> Result<*mut c_void, C> {
 ///
 /// # Safety
 /// `raw` must come from [`encode`] for the same `C`, and be decoded once.
-pub(crate) unsafe fn decode<C>(raw: *const c_void) -> Option<C> {
+pub unsafe fn decode<C>(raw: *const c_void) -> Option<C> {
     if core::mem::size_of::<C>() == 0 {
         // SAFETY: a zero-sized value occupies no bytes, so reading one from a dangling, aligned
         // pointer is valid; it gives back the value `encode` forgot.

@@ -1,0 +1,656 @@
+//! Attachment, as facts.md §1.2–§1.5 describe it: to each file system's control device from the
+//! `IoRegisterFsRegistrationChange` routine (the recognizer skipped), to RAW by name, to new
+//! volumes from the mount request's completion, to volumes already mounted through
+//! `IoEnumerateDeviceObjectList`; instance setup emulated before every volume attachment.
+
+use core::sync::atomic::Ordering;
+
+use fsfilter::trace::TraceEvent;
+use fsfilter::{
+    DataScanMode, FilesystemType, Filter, InstanceId, InstanceSetup, InstanceSetupFlags, Status,
+    TeardownFlags, VolumeDeviceType, VolumeInfo, device_type,
+};
+use fsfilter_kernel::constants::{characteristics, do_flags, vpb_flags};
+use fsfilter_kernel::irp::{
+    IO_NO_INCREMENT, IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
+};
+use fsfilter_kernel::pool::PoolBox;
+use fsfilter_kernel::{trace, unicode, wide};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::Storage::FileSystem::{
+    IoEnumerateDeviceObjectList, IoGetDiskDeviceObject, IoGetLowerDeviceObject,
+};
+use windows_sys::Wdk::System::SystemServices::{
+    IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
+    IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, KeDelayExecutionThread,
+    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, ObfDereferenceObject,
+};
+use windows_sys::Win32::Foundation::NTSTATUS;
+use windows_sys::Win32::System::Kernel::{NotificationEvent, SynchronizationEvent};
+
+use crate::dispatch;
+use crate::raw;
+use crate::services::OpServices;
+use crate::state::{DeviceExt, DeviceKind, DriverState, WORK_TAG};
+
+/// How many times an attach to a still-initializing volume is retried (sfilter's count, facts.md
+/// §1.5), and the delay between tries.
+const ATTACH_RETRIES: u32 = 8;
+const ATTACH_RETRY_DELAY_MS: i64 = 500;
+
+/// The `IoRegisterFsRegistrationChange` routine: a file system registered (or unregistered) its
+/// control device.
+pub(crate) unsafe extern "system" fn fs_notification<F: Filter>(
+    cdo: *const DEVICE_OBJECT,
+    active: bool,
+) {
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    if state.unloading.load(Ordering::Acquire) {
+        return;
+    }
+    if active {
+        // SAFETY: the I/O manager passes a live control device.
+        unsafe { attach_to_file_system(state, cdo) };
+    } else {
+        // SAFETY: as above.
+        unsafe { detach_from_chain(state, cdo) };
+    }
+}
+
+/// True for the file-system recognizer's devices, which sfilter leaves alone and waits for the
+/// real file system instead (facts.md §1.2).
+///
+/// # Safety
+/// `device` must be live.
+unsafe fn is_recognizer(device: *const DEVICE_OBJECT) -> bool {
+    // SAFETY: the caller guarantees a live device.
+    let name = unsafe { raw::driver_name(device) };
+    let fs_rec = wide!("\\FileSystem\\Fs_Rec");
+    name.len() == fs_rec.len() && name.iter().zip(fs_rec).all(|(a, b)| fold(*a) == fold(*b))
+}
+
+fn fold(c: u16) -> u16 {
+    if (u16::from(b'a')..=u16::from(b'z')).contains(&c) { c - 32 } else { c }
+}
+
+/// The file-system type of a volume device, from its driver's name.
+///
+/// # Safety
+/// `device` must be live.
+pub(crate) unsafe fn filesystem_of(device: *const DEVICE_OBJECT) -> FilesystemType {
+    // SAFETY: the caller guarantees a live device.
+    let name = unsafe { raw::driver_name(device) };
+    let last = name.rsplit(|&c| c == u16::from(b'\\')).next().unwrap_or(&[]);
+    let is = |s: &str| {
+        last.len() == s.len()
+            && last.iter().zip(s.bytes()).all(|(a, b)| fold(*a) == fold(u16::from(b)))
+    };
+    if is("NTFS") {
+        FilesystemType::Ntfs
+    } else if is("FASTFAT") || is("FAT") {
+        FilesystemType::Fat
+    } else if is("EXFAT") {
+        FilesystemType::Exfat
+    } else if is("REFS") {
+        FilesystemType::Refs
+    } else if is("CDFS") {
+        FilesystemType::Cdfs
+    } else if is("UDFS") {
+        FilesystemType::Udfs
+    } else if is("MUP") {
+        FilesystemType::Mup
+    } else if is("NPFS") {
+        FilesystemType::Npfs
+    } else if is("MSFS") {
+        FilesystemType::Msfs
+    } else if is("RAW") {
+        FilesystemType::Raw
+    } else {
+        FilesystemType::Unknown
+    }
+}
+
+/// True when one of our devices is in `device`'s attachment chain.
+///
+/// # Safety
+/// `device` must be live.
+pub(crate) unsafe fn attached_to_chain<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+) -> Option<*mut DEVICE_OBJECT> {
+    // SAFETY: a live device; the result is referenced.
+    let mut cur = unsafe { IoGetAttachedDeviceReference(device) };
+    while !cur.is_null() {
+        if state.owns(cur) {
+            // SAFETY: drop the reference taken on `cur`.
+            unsafe { ObfDereferenceObject(cur.cast()) };
+            return Some(cur);
+        }
+        // SAFETY: a live, referenced device; the result is referenced or null.
+        let lower = unsafe { IoGetLowerDeviceObject(cur) };
+        // SAFETY: drop the reference taken on `cur`.
+        unsafe { ObfDereferenceObject(cur.cast()) };
+        if cur.cast_const() == device {
+            if !lower.is_null() {
+                // SAFETY: drop the reference IoGetLowerDeviceObject took.
+                unsafe { ObfDereferenceObject(lower.cast()) };
+            }
+            break;
+        }
+        cur = lower;
+    }
+    None
+}
+
+/// Creates one of our unnamed devices of `device_type`, its extension initialized.
+///
+/// # Safety
+/// Called at `PASSIVE_LEVEL` from this driver's code.
+unsafe fn create_device<F: Filter>(
+    state: &DriverState<F>,
+    dtype: u32,
+    kind: DeviceKind,
+) -> Result<*mut DEVICE_OBJECT, Status> {
+    let mut device: *mut DEVICE_OBJECT = core::ptr::null_mut();
+    // SAFETY: our driver object; an unnamed device (naming a filter device is a security hole,
+    // facts.md §1.2) of the target's type with room for our extension.
+    let status = unsafe {
+        IoCreateDevice(
+            state.driver,
+            core::mem::size_of::<DeviceExt<F>>() as u32,
+            core::ptr::null(),
+            dtype,
+            0,
+            false,
+            &mut device,
+        )
+    };
+    if status < 0 || device.is_null() {
+        return Err(Status(status));
+    }
+    // SAFETY: the device we just created.
+    let slot = unsafe { raw::ext_slot::<F>(device) };
+    // SAFETY: its zeroed extension, sized for a DeviceExt<F>, written once.
+    unsafe { slot.write(DeviceExt::new(kind)) };
+    Ok(device)
+}
+
+/// Drops a device's extension and deletes it.
+///
+/// # Safety
+/// `device` must be one of our devices, detached, and not used again.
+pub(crate) unsafe fn delete_device<F: Filter>(device: *mut DEVICE_OBJECT) {
+    // SAFETY: our device.
+    let slot = unsafe { raw::ext_slot::<F>(device) };
+    // SAFETY: the extension `create_device` wrote, dropped once.
+    unsafe { core::ptr::drop_in_place(slot) };
+    // SAFETY: our device, deleted once.
+    unsafe { IoDeleteDevice(device) };
+}
+
+/// Copies the flags a filter device must share with the device it attaches to: `DO_BUFFERED_IO`,
+/// `DO_DIRECT_IO`, `DO_SUPPORTS_TRANSACTIONS` and `FILE_DEVICE_SECURE_OPEN`, before attaching
+/// (IRPs may arrive the instant the attach succeeds, facts.md §1.2).
+///
+/// # Safety
+/// Both devices must be live; `ours` not yet attached.
+unsafe fn copy_flags(ours: *mut DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
+    // SAFETY: live (the caller's guarantee) and not yet visible to anyone.
+    let o = unsafe { &mut *ours };
+    // SAFETY: live.
+    let t = unsafe { raw::device(target) };
+    o.Flags |=
+        t.Flags & (do_flags::BUFFERED_IO | do_flags::DIRECT_IO | do_flags::SUPPORTS_TRANSACTIONS);
+    o.Characteristics |= t.Characteristics & characteristics::DEVICE_SECURE_OPEN;
+}
+
+/// Attaches our `device` to the top of `target`'s stack, retrying while the top is initializing.
+///
+/// # Safety
+/// Both live; `device` ours and unattached.
+unsafe fn attach(
+    device: *mut DEVICE_OBJECT,
+    target: *const DEVICE_OBJECT,
+    retry: bool,
+) -> Result<*mut DEVICE_OBJECT, Status> {
+    let tries = if retry { ATTACH_RETRIES } else { 1 };
+    let mut status = Status::NO_SUCH_DEVICE;
+    for attempt in 0..tries {
+        if attempt > 0 {
+            let interval = -ATTACH_RETRY_DELAY_MS * 10_000;
+            // SAFETY: PASSIVE_LEVEL attach path; a relative wait.
+            let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
+        }
+        let mut lower: *mut DEVICE_OBJECT = core::ptr::null_mut();
+        // SAFETY: two live devices.
+        status = Status(unsafe { IoAttachDeviceToDeviceStackSafe(device, target, &mut lower) });
+        if status.is_success() {
+            // SAFETY: our device, now attached; let others attach above it (facts.md §1.2).
+            unsafe { (*device).Flags &= !do_flags::DEVICE_INITIALIZING };
+            return Ok(lower);
+        }
+    }
+    Err(status)
+}
+
+/// Attaches to a file system's control device, then to its mounted volumes.
+///
+/// # Safety
+/// `cdo` must be a live control device.
+unsafe fn attach_to_file_system<F: Filter>(state: &DriverState<F>, cdo: *const DEVICE_OBJECT) {
+    // SAFETY: live.
+    let dtype = unsafe { (*cdo).DeviceType };
+    if !matches!(
+        dtype,
+        device_type::DISK_FILE_SYSTEM
+            | device_type::CD_ROM_FILE_SYSTEM
+            | device_type::NETWORK_FILE_SYSTEM
+    ) {
+        return;
+    }
+    // SAFETY: live.
+    if unsafe { is_recognizer(cdo) } {
+        return;
+    }
+    // SAFETY: live.
+    if unsafe { attached_to_chain(state, cdo) }.is_some() {
+        return;
+    }
+    // SAFETY: PASSIVE_LEVEL, our driver.
+    let Ok(device) = (unsafe { create_device::<F>(state, dtype, DeviceKind::FileSystem) }) else {
+        return;
+    };
+    // SAFETY: both live.
+    unsafe { copy_flags(device, cdo) };
+    // SAFETY: as above.
+    match unsafe { attach(device, cdo, false) } {
+        Ok(lower) => {
+            // SAFETY: our device.
+            let slot = unsafe { raw::ext_slot::<F>(device) };
+            // SAFETY: its initialized extension; nothing else holds a reference yet.
+            unsafe { (*slot).lower = lower };
+        }
+        Err(_) => {
+            // SAFETY: never attached.
+            unsafe { delete_device::<F>(device) };
+            return;
+        }
+    }
+    // SAFETY: live control device.
+    unsafe { attach_to_mounted_volumes(state, cdo) };
+}
+
+/// Enumerates a file system's devices and attaches to each mounted volume (facts.md §1.5).
+///
+/// # Safety
+/// `cdo` must be a live control device.
+unsafe fn attach_to_mounted_volumes<F: Filter>(state: &DriverState<F>, cdo: *const DEVICE_OBJECT) {
+    // SAFETY: live.
+    let c = unsafe { raw::device(cdo) };
+    let (driver, dtype) = (c.DriverObject, c.DeviceType);
+    let mut count = 0u32;
+    // SAFETY: sizing call.
+    let _ = unsafe { IoEnumerateDeviceObjectList(driver, core::ptr::null_mut(), 0, &mut count) };
+    if count == 0 {
+        return;
+    }
+    let Ok(list) = PoolBox::try_new([core::ptr::null_mut::<DEVICE_OBJECT>(); 64], WORK_TAG) else {
+        return;
+    };
+    let mut list = list;
+    let room = list.len().min(count as usize);
+    // SAFETY: our buffer of `room` entries; every device returned is referenced.
+    let status = unsafe {
+        IoEnumerateDeviceObjectList(
+            driver,
+            list.as_mut_ptr(),
+            (room * core::mem::size_of::<usize>()) as u32,
+            &mut count,
+        )
+    };
+    if status < 0 {
+        return;
+    }
+    for &dev in list.iter().take(room) {
+        if dev.is_null() {
+            continue;
+        }
+        // SAFETY: a referenced device of the file system.
+        let d = unsafe { raw::device(dev) };
+        let (t, flags) = (d.DeviceType, d.Flags);
+        // sfilter's skips: the control device itself, other types, named devices (other control
+        // devices), volumes with no storage device, stacks we are on already.
+        let candidate =
+            dev.cast_const() != cdo && t == dtype && flags & do_flags::DEVICE_HAS_NAME == 0;
+        if candidate {
+            let mut disk: *mut DEVICE_OBJECT = core::ptr::null_mut();
+            // SAFETY: a referenced device; the disk device comes back referenced.
+            let has_disk = unsafe { IoGetDiskDeviceObject(dev, &mut disk) } >= 0;
+            if has_disk {
+                // SAFETY: live volume device.
+                if unsafe { attached_to_chain(state, dev) }.is_none() {
+                    // SAFETY: a live volume device and its storage device.
+                    unsafe {
+                        attach_to_volume(
+                            state,
+                            dev,
+                            disk,
+                            InstanceSetupFlags::AUTOMATIC_ATTACHMENT,
+                            None,
+                        )
+                    };
+                }
+                // SAFETY: drop the reference IoGetDiskDeviceObject took.
+                unsafe { ObfDereferenceObject(disk.cast()) };
+            }
+        }
+        // SAFETY: drop the reference the enumeration took.
+        unsafe { ObfDereferenceObject(dev.cast()) };
+    }
+}
+
+/// Emulates instance setup for a volume and attaches to it when accepted. `precreated` is a
+/// device made before a mount request went down.
+///
+/// # Safety
+/// `vdo` and `real` must be live; `precreated` ours and unattached.
+pub(crate) unsafe fn attach_to_volume<F: Filter>(
+    state: &DriverState<F>,
+    vdo: *const DEVICE_OBJECT,
+    real: *const DEVICE_OBJECT,
+    flags: InstanceSetupFlags,
+    precreated: Option<*mut DEVICE_OBJECT>,
+) -> bool {
+    let lock = core::ptr::from_ref(&state.attach_lock).cast_mut();
+    // SAFETY: the driver's synchronization event, used as a mutex.
+    let _ =
+        unsafe { KeWaitForSingleObject(lock.cast_const().cast(), 0, 0, false, core::ptr::null()) };
+    // SAFETY: the caller's live devices.
+    let attached = unsafe { attach_locked(state, vdo, real, flags, precreated) };
+    // SAFETY: release.
+    unsafe { KeSetEvent(lock, 0, false) };
+    attached
+}
+
+/// # Safety
+/// As [`attach_to_volume`], with the attach lock held.
+unsafe fn attach_locked<F: Filter>(
+    state: &DriverState<F>,
+    vdo: *const DEVICE_OBJECT,
+    real: *const DEVICE_OBJECT,
+    flags: InstanceSetupFlags,
+    precreated: Option<*mut DEVICE_OBJECT>,
+) -> bool {
+    // SAFETY: live.
+    if unsafe { attached_to_chain(state, vdo) }.is_some() {
+        if let Some(d) = precreated {
+            // SAFETY: ours, never attached.
+            unsafe { delete_device::<F>(d) };
+        }
+        return false;
+    }
+    // SAFETY: live.
+    let dtype = unsafe { (*vdo).DeviceType };
+    let device = match precreated {
+        Some(d) => d,
+        // SAFETY: PASSIVE_LEVEL, our driver.
+        None => match unsafe { create_device::<F>(state, dtype, DeviceKind::Volume) } {
+            Ok(d) => d,
+            Err(_) => return false,
+        },
+    };
+    // SAFETY: our device.
+    let slot = unsafe { raw::ext_slot::<F>(device) };
+    // SAFETY: its initialized extension; no other reference is in use during attachment.
+    let ext = unsafe { &mut *slot };
+    ext.kind = DeviceKind::Volume;
+    ext.real_device = real.cast_mut();
+    let volume = VolumeInfo {
+        device_type: VolumeDeviceType::from_raw(dtype),
+        // SAFETY: live.
+        filesystem: unsafe { filesystem_of(vdo) },
+    };
+    let data_scan = if state.registration.scans_data() {
+        DataScanMode::FsRtlFallback
+    } else {
+        DataScanMode::NotRequested
+    };
+    let id = InstanceId(device as usize);
+    let context = if state.registration.callbacks().instance_setup {
+        let services = OpServices::<F>::new(state, device, 0, data_scan);
+        let setup = InstanceSetup { flags, volume, data_scan, id, services: &services };
+        let answer = state.filter.instance_setup(&setup);
+        let status = match &answer {
+            Ok(_) => Status::SUCCESS,
+            Err(e) => e.status(),
+        };
+        trace::emit(&TraceEvent::InstanceSetup { instance: id, flags, volume, data_scan, status });
+        answer.ok()
+    } else {
+        state.filter.default_instance()
+    };
+    let Some(context) = context else {
+        // SAFETY: ours, never attached.
+        unsafe { delete_device::<F>(device) };
+        return false;
+    };
+    ext.instance = Some(crate::state::InstanceState { context, volume, data_scan });
+    // SAFETY: both live.
+    unsafe { copy_flags(device, vdo) };
+    // SAFETY: as above.
+    match unsafe { attach(device, vdo, true) } {
+        Ok(lower) => {
+            ext.lower = lower;
+            true
+        }
+        Err(_) => {
+            // SAFETY: ours, never attached.
+            unsafe { delete_device::<F>(device) };
+            false
+        }
+    }
+}
+
+/// The mount path (facts.md §1.4, sfilter's pattern): save the real device before sending the
+/// request down, wait for the file system's answer, re-read the VPB, attach to the new volume.
+///
+/// # Safety
+/// `irp` must be a live mount request at our file-system device.
+pub(crate) unsafe fn mount_volume<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the live mount request.
+    let sl = unsafe { raw::location(irp) };
+    // SAFETY: the mount member; the VPB is valid now (it may be swapped by the file system).
+    let vpb = unsafe { sl.Parameters.MountVolume.Vpb };
+    // SAFETY: a live VPB.
+    let real = unsafe { vpb.as_ref() }.map_or(core::ptr::null_mut(), |v| v.RealDevice);
+    // SAFETY: live.
+    let dtype = unsafe { (*device).DeviceType };
+    let precreated = if real.is_null() || state.unloading.load(Ordering::Acquire) {
+        None
+    } else {
+        // SAFETY: PASSIVE_LEVEL, our driver: pre-create the volume device.
+        unsafe { create_device::<F>(state, dtype, DeviceKind::Volume) }.ok()
+    };
+    let Some(precreated) = precreated else {
+        // SAFETY: forwarded unchanged.
+        return unsafe { dispatch::pass_through(ext, irp) };
+    };
+    // SAFETY: all-zero is a valid KEVENT before initialization.
+    let mut event: KEVENT = unsafe { core::mem::zeroed() };
+    // SAFETY: our stack event.
+    unsafe { KeInitializeEvent(&mut event, NotificationEvent, false) };
+    // SAFETY: the live request.
+    unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
+    // SAFETY: the event outlives the wait below.
+    unsafe { dispatch::set_mount_completion(irp, &mut event) };
+    // SAFETY: the device we attached to.
+    let _ = unsafe { IoCallDriver(ext.lower, irp) };
+    // SAFETY: our event, signalled by the completion routine whatever the file system did.
+    let _ =
+        unsafe { KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null()) };
+    // SAFETY: the request is halted at our location and ours again.
+    let status = unsafe { crate::view::io_status(irp) }.status;
+    // Re-read the VPB through the real device: the file system may have swapped in another one.
+    // SAFETY: the real device we saved is live.
+    let vpb = unsafe { (*real).Vpb };
+    // SAFETY: a live VPB.
+    let vdo = unsafe { vpb.as_ref() }
+        .filter(|v| v.Flags & vpb_flags::MOUNTED != 0)
+        .map_or(core::ptr::null_mut(), |v| v.DeviceObject);
+    if status.is_success() && !vdo.is_null() {
+        let flags =
+            InstanceSetupFlags::AUTOMATIC_ATTACHMENT | InstanceSetupFlags::NEWLY_MOUNTED_VOLUME;
+        // SAFETY: the new volume device and its storage device; our precreated device.
+        unsafe { attach_to_volume(state, vdo, real, flags, Some(precreated)) };
+    } else {
+        // SAFETY: ours, never attached.
+        unsafe { delete_device::<F>(precreated) };
+    }
+    // SAFETY: finish the request we held, once.
+    unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+    status.0
+}
+
+/// Detaches and deletes our device from `device`'s chain (a file system unregistered).
+///
+/// # Safety
+/// `device` must be live.
+unsafe fn detach_from_chain<F: Filter>(state: &DriverState<F>, device: *const DEVICE_OBJECT) {
+    // SAFETY: live.
+    let Some(ours) = (unsafe { attached_to_chain(state, device) }) else { return };
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(ours) }) else { return };
+    // SAFETY: the device we attached to.
+    unsafe { IoDetachDevice(ext.lower) };
+    // SAFETY: ours, now detached.
+    unsafe { delete_device::<F>(ours) };
+}
+
+/// Tears an instance down: start, wait for its in-flight operations, complete. The legacy model
+/// has no draining: teardown waits for outstanding operations to finish instead
+/// (docs/semantics.md).
+///
+/// # Safety
+/// `device` must be our live volume device.
+pub(crate) unsafe fn teardown<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    reason: TeardownFlags,
+    phase: Teardown,
+) {
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return };
+    let Some(instance) = dispatch::instance_view(device, ext) else { return };
+    let id = instance.id;
+    match phase {
+        Teardown::Start => {
+            if ext.torn_down.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            if state.registration.callbacks().instance_teardown_start {
+                state.filter.instance_teardown_start(&instance, reason);
+                trace::emit(&TraceEvent::TeardownStart { instance: id, reason });
+            }
+        }
+        Teardown::Complete => {
+            if state.registration.callbacks().instance_teardown_complete {
+                state.filter.instance_teardown_complete(&instance, reason);
+                trace::emit(&TraceEvent::TeardownComplete { instance: id, reason });
+            }
+        }
+    }
+}
+
+/// Which half of teardown.
+#[derive(Clone, Copy)]
+pub(crate) enum Teardown {
+    /// `instance_teardown_start`.
+    Start,
+    /// `instance_teardown_complete`.
+    Complete,
+}
+
+/// `FastIoDetachDevice`: the device below is being deleted (a dismounted volume): tear the
+/// instance down, detach and delete our device (facts.md §1.7).
+///
+/// # Safety
+/// Called by the I/O manager with our device and the device it is attached to.
+pub(crate) unsafe fn detach_from_deleted<F: Filter>(
+    state: &DriverState<F>,
+    source: *const DEVICE_OBJECT,
+    target: *const DEVICE_OBJECT,
+) {
+    // SAFETY: our device.
+    unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Start) };
+    // SAFETY: the device we are attached to.
+    unsafe { IoDetachDevice(target.cast_mut()) };
+    // SAFETY: our device.
+    unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Complete) };
+    // SAFETY: ours, now detached.
+    unsafe { delete_device::<F>(source.cast_mut()) };
+}
+
+/// Attaches to RAW's control devices by name (RAW is never reported to registration routines,
+/// facts.md §1.1).
+///
+/// # Safety
+/// Called from `DriverEntry` at `PASSIVE_LEVEL`.
+pub(crate) unsafe fn attach_to_raw<F: Filter>(state: &DriverState<F>) {
+    for name in [wide!("\\Device\\RawDisk"), wide!("\\Device\\RawCdRom")] {
+        let us = unicode::unicode_string(name);
+        let mut file: *mut FILE_OBJECT = core::ptr::null_mut();
+        let mut device: *mut DEVICE_OBJECT = core::ptr::null_mut();
+        // SAFETY: a valid name; the file object comes back referenced.
+        let status = unsafe {
+            IoGetDeviceObjectPointer(
+                &us,
+                0x0001_0000 /* FILE_READ_ATTRIBUTES */ >> 9,
+                &mut file,
+                &mut device,
+            )
+        };
+        if status < 0 {
+            continue;
+        }
+        // SAFETY: the RAW control device, live while its file object is referenced.
+        unsafe { attach_to_file_system(state, device) };
+        // SAFETY: drop the file object reference.
+        unsafe { ObfDereferenceObject(file.cast()) };
+    }
+}
+
+/// Initializes the attach lock (a synchronization event, signalled = free).
+///
+/// # Safety
+/// `lock` must be the driver state's event, in non-paged memory.
+pub(crate) unsafe fn init_lock(lock: *mut KEVENT) {
+    // SAFETY: the caller's event storage.
+    unsafe { KeInitializeEvent(lock, SynchronizationEvent, true) };
+}
+
+/// Initializes the drained event (notification, not signalled).
+///
+/// # Safety
+/// As [`init_lock`].
+pub(crate) unsafe fn init_drained(event: *mut KEVENT) {
+    // SAFETY: the caller's event storage.
+    unsafe { KeInitializeEvent(event, NotificationEvent, false) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_folding_is_ascii() {
+        assert_eq!(fold(u16::from(b'a')), u16::from(b'A'));
+        assert_eq!(fold(u16::from(b'Z')), u16::from(b'Z'));
+        assert_eq!(fold(u16::from(b'\\')), u16::from(b'\\'));
+    }
+}

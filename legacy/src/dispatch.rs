@@ -1,0 +1,1026 @@
+//! IRP dispatch: the control device, file-system control devices (mounts), and volumes, where the
+//! model's pre and post callbacks run around the IRP (docs/callback-model.md).
+//!
+//! Post callbacks come from completion routines set with `IoSetCompletionRoutineEx` (so the image
+//! cannot unload under a running routine). When the lower driver completes synchronously, the
+//! routine stops completion and the dispatch routine runs the post callback in the requester's
+//! thread; when it completes asynchronously the routine runs it at completion IRQL, deferring to a
+//! work item when the filter asks for a safe IRQL.
+
+use core::ffi::c_void;
+use core::marker::PhantomData;
+
+use fsfilter::trace::TraceEvent;
+use fsfilter::{
+    DataScanMode, Filter, Instance, InstanceId, IoStatus, Irql, MajorFunction, PendBackend,
+    PostBackend, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume,
+    SectionId, Status, fsctl,
+};
+use fsfilter_kernel::constants::flt_preop;
+use fsfilter_kernel::irp::{
+    IO_NO_INCREMENT, IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
+    IoMarkIrpPending, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation, set_irp_status,
+};
+use fsfilter_kernel::ntos::completion_routine_field;
+use fsfilter_kernel::pool::PoolBox;
+use fsfilter_kernel::{datascan, irql, trace};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::System::SystemServices::{
+    DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem,
+    IoSetCompletionRoutineEx, KeDelayExecutionThread, KeInitializeEvent, KeSetEvent,
+    KeWaitForSingleObject,
+};
+use windows_sys::Win32::Foundation::NTSTATUS;
+use windows_sys::Win32::System::Kernel::NotificationEvent;
+
+use crate::attach;
+use crate::raw;
+use crate::services::OpServices;
+use crate::state::{DeviceExt, DeviceKind, DriverState, WORK_TAG};
+use crate::view;
+use fsfilter_kernel::context::{decode, encode};
+
+/// `STATUS_MORE_PROCESSING_REQUIRED`.
+const MORE_PROCESSING: NTSTATUS = Status::MORE_PROCESSING_REQUIRED.0;
+
+/// The dispatch routine of every major function.
+pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else {
+        // SAFETY: the I/O manager's live IRP.
+        return unsafe { complete(irp, IoStatus::new(Status::INVALID_DEVICE_STATE)) };
+    };
+    // SAFETY: the I/O manager calls us with our own devices.
+    let Some(ext) = (unsafe { state.ext(device) }) else {
+        // SAFETY: as above.
+        return unsafe { complete(irp, IoStatus::new(Status::INVALID_DEVICE_REQUEST)) };
+    };
+    // SAFETY: the I/O manager's live IRP.
+    let sl = unsafe { raw::location(irp) };
+    let major = MajorFunction::from_code(sl.MajorFunction);
+    match ext.kind {
+        DeviceKind::Control => {
+            // The control device is the only object that can assume it is the sole recipient
+            // (facts.md §1.2): it completes everything itself.
+            let status = match major {
+                MajorFunction::Create | MajorFunction::Cleanup | MajorFunction::Close => {
+                    Status::SUCCESS
+                }
+                _ => Status::INVALID_DEVICE_REQUEST,
+            };
+            // SAFETY: a live IRP we own.
+            unsafe { complete(irp, IoStatus::new(status)) }
+        }
+        DeviceKind::FileSystem => {
+            if major == MajorFunction::FileSystemControl && sl.MinorFunction == fsctl::MOUNT_VOLUME
+            {
+                // SAFETY: a live mount request at our file-system device.
+                unsafe { attach::mount_volume::<F>(state, device, ext, irp) }
+            } else {
+                // SAFETY: a live IRP we pass on unchanged.
+                unsafe { pass_through(ext, irp) }
+            }
+        }
+        // SAFETY: a live IRP at one of our volume devices.
+        DeviceKind::Volume => unsafe { volume_dispatch::<F>(state, device, ext, irp, major) },
+    }
+}
+
+/// Completes an IRP with `io`; returns the status.
+///
+/// # Safety
+/// `irp` must be live and owned by the caller.
+pub(crate) unsafe fn complete(irp: *mut IRP, io: IoStatus) -> NTSTATUS {
+    // SAFETY: the caller's live IRP.
+    unsafe { set_irp_status(irp, io.status.0, io.information) };
+    // SAFETY: as above; completed once.
+    unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+    io.status.0
+}
+
+/// Passes an IRP down unchanged (no completion routine).
+///
+/// # Safety
+/// `irp` must be live at one of our attached devices.
+pub(crate) unsafe fn pass_through<F: Filter>(ext: &DeviceExt<F>, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: the caller's live IRP; the lower device gets our location.
+    unsafe { IoSkipCurrentIrpStackLocation(irp) };
+    // SAFETY: the device we attached to.
+    unsafe { IoCallDriver(ext.lower, irp) }
+}
+
+/// The instance view of a volume device.
+pub(crate) fn instance_view<F: Filter>(
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+) -> Option<Instance<'_, F::InstanceContext>> {
+    let inst = ext.instance.as_ref()?;
+    Some(Instance {
+        context: &inst.context,
+        volume: inst.volume,
+        data_scan: inst.data_scan,
+        id: InstanceId(device as usize),
+    })
+}
+
+/// The model's path for an IRP at a volume device.
+///
+/// # Safety
+/// `irp` must be live at our volume device `device`.
+unsafe fn volume_dispatch<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    major: MajorFunction,
+) -> NTSTATUS {
+    let Some(instance) = instance_view(device, ext) else {
+        // SAFETY: forwarded.
+        return unsafe { pass_through(ext, irp) };
+    };
+    let registered = state.registration.get(major).copied();
+    let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
+    let Some(op) = registered.filter(|o| (o.pre || o.post) && !torn_down) else {
+        // SAFETY: forwarded.
+        return unsafe { pass_through(ext, irp) };
+    };
+    // SAFETY: the live IRP at our location.
+    let Some(header) = (unsafe { view::header(irp) }) else {
+        // SAFETY: forwarded.
+        return unsafe { pass_through(ext, irp) };
+    };
+    if op.skips(&header) {
+        // SAFETY: forwarded.
+        return unsafe { pass_through(ext, irp) };
+    }
+    if instance.data_scan == DataScanMode::FsRtlFallback
+        && datascan::conflicts_with_sections(&header)
+    {
+        // SAFETY: the current location's file object, if any.
+        let file = unsafe { raw::location(irp) }.FileObject;
+        // SAFETY: the location's file object, valid during the operation, or null.
+        let stream = unsafe { file.as_ref() }.map_or(0, |f| f.FsContext as usize);
+        notify_conflicts(state, device, ext, stream);
+    }
+    let outcome = if op.pre {
+        // SAFETY: the live IRP.
+        let buffer = unsafe { view::pre_buffer(irp, &header) };
+        let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
+        let mut pre = PreOperation::new(header, buffer, &services, Some(pender::<F>()));
+        state.filter.pre_operation(&instance, &mut pre)
+    } else {
+        // Post without pre: the context is zero-sized (checked at load).
+        // SAFETY: a null handle decodes to the zero-sized context.
+        match unsafe { decode::<F::CompletionContext>(core::ptr::null()) } {
+            Some(c) => PreOutcome::WithPost(c),
+            None => PreOutcome::NoPost,
+        }
+    };
+    let has_post = op.post;
+    let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
+    let id = irp as usize;
+    let report = |outcome: &'static str, status: Option<Status>| {
+        trace::emit(&TraceEvent::Pre {
+            instance: instance.id,
+            operation: id,
+            major,
+            minor: header.minor,
+            kind: header.kind,
+            outcome,
+            status,
+        });
+    };
+    match outcome {
+        PreOutcome::WithPost(c) | PreOutcome::Synchronize(c) if !has_post => {
+            drop(c);
+            report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+            // SAFETY: forwarded.
+            unsafe { pass_through(ext, irp) }
+        }
+        PreOutcome::WithPost(c) => {
+            report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
+            // SAFETY: the live IRP at our device.
+            unsafe { forward_with_post(state, device, ext, irp, c, cleanup_or_close) }
+        }
+        PreOutcome::Synchronize(c) => {
+            report("FLT_PREOP_SYNCHRONIZE", None);
+            // SAFETY: the live IRP at our device.
+            unsafe { forward_synchronized(state, device, ext, irp, c) }
+        }
+        PreOutcome::NoPost | PreOutcome::DisallowFastIo | PreOutcome::DisallowFsFilterIo => {
+            report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+            let _ = state.pended.take(id);
+            // SAFETY: forwarded.
+            unsafe { pass_through(ext, irp) }
+        }
+        PreOutcome::Complete(io) => {
+            let io = sanitize(io, cleanup_or_close);
+            report("FLT_PREOP_COMPLETE", Some(io.status));
+            let _ = state.pended.take(id);
+            // SAFETY: the live IRP we complete.
+            unsafe { complete(irp, io) }
+        }
+        PreOutcome::Pending(_receipt) => {
+            let entry = state.pended.with(id, |slot| {
+                let e = *slot;
+                match e {
+                    Some(x) if x.early.is_some() => *slot = None,
+                    Some(mut x) => {
+                        x.in_pre = false;
+                        *slot = Some(x);
+                    }
+                    None => {}
+                }
+                e
+            });
+            match entry.flatten() {
+                Some(e) => match e.early {
+                    Some((code, context)) => {
+                        // Resumed before the pre callback returned: act on it now.
+                        report(preop_name(code), None);
+                        // SAFETY: the live IRP, not pended after all.
+                        unsafe { resume_now(state, device, ext, irp, code, context, false) }
+                    }
+                    None => {
+                        report("FLT_PREOP_PENDING", None);
+                        state.begin(ext);
+                        // SAFETY: the live IRP we keep.
+                        unsafe { IoMarkIrpPending(irp) };
+                        if e.deferred.is_some() {
+                            defer_resume::<F>(device, irp as usize);
+                        }
+                        Status::PENDING.0
+                    }
+                },
+                None => {
+                    report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+                    // SAFETY: forwarded.
+                    unsafe { pass_through(ext, irp) }
+                }
+            }
+        }
+    }
+}
+
+/// A completion status may not be `STATUS_PENDING` or `STATUS_FLT_DISALLOW_FAST_IO`, and cleanup
+/// and close cannot fail (docs/callback-model.md).
+pub(crate) fn sanitize(io: IoStatus, cleanup_or_close: bool) -> IoStatus {
+    match io.status {
+        Status::PENDING | Status::FLT_DISALLOW_FAST_IO => {
+            IoStatus::new(Status::INVALID_DEVICE_STATE)
+        }
+        s if cleanup_or_close && !s.is_success() => IoStatus::new(Status::SUCCESS),
+        _ => io,
+    }
+}
+
+fn preop_name(code: i32) -> &'static str {
+    match code {
+        flt_preop::SUCCESS_WITH_CALLBACK => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
+        flt_preop::COMPLETE => "FLT_PREOP_COMPLETE",
+        _ => "FLT_PREOP_SUCCESS_NO_CALLBACK",
+    }
+}
+
+/// Sends the IRP down with a completion routine, and runs the post callback (here when the lower
+/// driver completed synchronously, in the routine otherwise).
+///
+/// # Safety
+/// `irp` must be live at our volume device `device`, its current location ours.
+pub(crate) unsafe fn forward_with_post<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    context: F::CompletionContext,
+    cleanup_or_close: bool,
+) -> NTSTATUS {
+    let raw = match encode(context) {
+        Ok(raw) => raw,
+        Err(c) => {
+            // No room for the context: fail closed (docs/callback-model.md, rule 7).
+            drop(c);
+            return if cleanup_or_close {
+                // SAFETY: forwarded.
+                unsafe { pass_through(ext, irp) }
+            } else {
+                // SAFETY: the live IRP we complete.
+                unsafe { complete(irp, IoStatus::new(Status::INSUFFICIENT_RESOURCES)) }
+            };
+        }
+    };
+    state.begin(ext);
+    // SAFETY: the live IRP; the next location is the lower driver's.
+    unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
+    // SAFETY: our device, the live IRP, our routine (kept loaded by the device reference
+    // IoSetCompletionRoutineEx takes).
+    let set = unsafe {
+        IoSetCompletionRoutineEx(
+            device,
+            irp,
+            completion_routine_field(post_completion::<F>),
+            raw,
+            true,
+            true,
+            true,
+        )
+    };
+    if set < 0 {
+        state.end(ext);
+        // SAFETY: our own encoded context, not handed to anyone.
+        drop(unsafe { decode::<F::CompletionContext>(raw) });
+        return if cleanup_or_close {
+            // SAFETY: the location was copied; send it down without a routine.
+            unsafe { IoCallDriver(ext.lower, irp) }
+        } else {
+            // SAFETY: the live IRP we complete.
+            unsafe { complete(irp, IoStatus::new(Status::INSUFFICIENT_RESOURCES)) }
+        };
+    }
+    // SAFETY: the device we attached to.
+    let status = unsafe { IoCallDriver(ext.lower, irp) };
+    if status == Status::PENDING.0 {
+        return status;
+    }
+    // Completed synchronously: the routine stopped completion at our location and left the post
+    // callback to us.
+    // SAFETY: the IRP is halted at our location and ours again; `raw` is ours to decode.
+    match unsafe { run_post(state, device, ext, irp, raw) } {
+        PostDone::Continue => {
+            // SAFETY: the halted IRP.
+            let status = unsafe { view::io_status(irp) }.status.0;
+            // SAFETY: resume completion from our location, once.
+            unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+            status
+        }
+        PostDone::Deferred => {
+            // Completion resumes later (worker or deferred post): the dispatch routine must say
+            // pending, and the IRP must be marked at our location.
+            // SAFETY: the halted IRP at our location.
+            unsafe { IoMarkIrpPending(irp) };
+            Status::PENDING.0
+        }
+    }
+}
+
+/// The completion routine of operations with a post callback.
+unsafe extern "system" fn post_completion<F: Filter>(
+    device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: a live IRP during its completion.
+    let pending = unsafe { (*irp).PendingReturned };
+    if !pending {
+        // The lower driver completed inside IoCallDriver: the dispatch routine runs the post.
+        return MORE_PROCESSING;
+    }
+    // SAFETY: this image's state (the device reference keeps the image loaded).
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return Status::SUCCESS.0 };
+    // SAFETY: the completing IRP at our location; the context is ours to decode.
+    match unsafe { run_post(state, device, ext, irp, context) } {
+        PostDone::Continue => {
+            // SAFETY: propagate the pending mark (facts.md §1.8).
+            unsafe { IoMarkIrpPending(irp) };
+            Status::SUCCESS.0
+        }
+        PostDone::Deferred => MORE_PROCESSING,
+    }
+}
+
+/// How a post callback left the operation.
+pub(crate) enum PostDone {
+    /// Completion continues now.
+    Continue,
+    /// Completion resumes later, with `IoCompleteRequest` from a worker or a deferred post.
+    Deferred,
+}
+
+/// Runs the post callback of an operation at our location, with its encoded context.
+///
+/// # Safety
+/// `irp` must be live, completed through the lower drivers and now at our location; `raw` must be
+/// its encoded context, decoded here once.
+unsafe fn run_post<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    raw: *const c_void,
+) -> PostDone {
+    // SAFETY: the caller's context, decoded once.
+    match unsafe { decode::<F::CompletionContext>(raw) } {
+        // SAFETY: forwarded.
+        Some(context) => unsafe { run_post_with(state, device, ext, irp, context) },
+        None => {
+            state.end(ext);
+            PostDone::Continue
+        }
+    }
+}
+
+/// Runs the post callback of an operation at our location.
+///
+/// # Safety
+/// `irp` must be live, completed through the lower drivers and now at our location.
+unsafe fn run_post_with<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    context: F::CompletionContext,
+) -> PostDone {
+    let Some(instance) = instance_view(device, ext) else {
+        state.end(ext);
+        return PostDone::Continue;
+    };
+    // SAFETY: the IRP at our location.
+    let Some(header) = (unsafe { view::header(irp) }) else {
+        state.end(ext);
+        return PostDone::Continue;
+    };
+    // SAFETY: as above.
+    let result = unsafe { view::io_status(irp) };
+    // SAFETY: as above.
+    let buffer = unsafe { view::post_buffer(irp, &header, result) };
+    let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
+    let mut op = PostOperation::new(header, result, buffer, &services, Some(deferrer::<F>()));
+    let outcome = state.filter.post_operation(&instance, &mut op, context, PostFlags::empty());
+    match outcome {
+        PostOutcome::Finished => {
+            report_post(&instance, irp, &header, result, false, "FLT_POSTOP_FINISHED_PROCESSING");
+            state.end(ext);
+            PostDone::Continue
+        }
+        PostOutcome::MoreProcessing(_receipt) => {
+            report_post(
+                &instance,
+                irp,
+                &header,
+                result,
+                false,
+                "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+            );
+            PostDone::Deferred
+        }
+        PostOutcome::WhenSafe(c) => {
+            report_post(
+                &instance,
+                irp,
+                &header,
+                result,
+                false,
+                "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+            );
+            if irql::current() < Irql::DISPATCH {
+                // Safe already: run the rest inline.
+                // SAFETY: the IRP at our location.
+                unsafe { run_when_safe(state, device, ext, irp, c) }
+            } else {
+                // SAFETY: the IRP at our location, whose completion we hold.
+                unsafe { queue_when_safe(state, device, ext, irp, c) }
+            }
+        }
+    }
+}
+
+fn report_post<I>(
+    instance: &Instance<'_, I>,
+    irp: *mut IRP,
+    header: &fsfilter::OperationHeader<'_>,
+    result: IoStatus,
+    when_safe: bool,
+    outcome: &'static str,
+) {
+    trace::emit(&TraceEvent::Post {
+        instance: instance.id,
+        operation: irp as usize,
+        major: header.major,
+        draining: false,
+        when_safe,
+        outcome,
+        status: result.status,
+    });
+}
+
+/// Runs `post_operation_when_safe` at ≤ `APC_LEVEL`.
+///
+/// # Safety
+/// As [`run_post`].
+unsafe fn run_when_safe<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    context: F::CompletionContext,
+) -> PostDone {
+    let (Some(instance), Some(header)) = (instance_view(device, ext), {
+        // SAFETY: the IRP at our location.
+        unsafe { view::header(irp) }
+    }) else {
+        state.end(ext);
+        return PostDone::Continue;
+    };
+    // SAFETY: as above.
+    let result = unsafe { view::io_status(irp) };
+    // SAFETY: as above.
+    let buffer = unsafe { view::post_buffer(irp, &header, result) };
+    let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
+    let mut op = PostOperation::new(header, result, buffer, &services, Some(deferrer::<F>()));
+    match state.filter.post_operation_when_safe(&instance, &mut op, context) {
+        PostOutcome::MoreProcessing(_receipt) => {
+            report_post(
+                &instance,
+                irp,
+                &header,
+                result,
+                true,
+                "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+            );
+            PostDone::Deferred
+        }
+        PostOutcome::WhenSafe(c) => {
+            drop(c);
+            report_post(&instance, irp, &header, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
+            state.end(ext);
+            PostDone::Continue
+        }
+        PostOutcome::Finished => {
+            report_post(&instance, irp, &header, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
+            state.end(ext);
+            PostDone::Continue
+        }
+    }
+}
+
+/// A post callback's second half, waiting for a worker.
+struct SafeWork<C> {
+    irp: *mut IRP,
+    device: *const DEVICE_OBJECT,
+    item: isize,
+    context: C,
+}
+
+/// Queues `post_operation_when_safe` to a system worker (`FltDoCompletionProcessingWhenSafe`'s
+/// posting case). Without a work item the rest runs inline anyway, at the completion IRQL.
+///
+/// # Safety
+/// As [`run_post`].
+unsafe fn queue_when_safe<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    context: F::CompletionContext,
+) -> PostDone {
+    // SAFETY: our live device.
+    let item = unsafe { IoAllocateWorkItem(device) };
+    if item == 0 {
+        // SAFETY: forwarded.
+        return unsafe { run_when_safe(state, device, ext, irp, context) };
+    }
+    let work = match PoolBox::try_new_or_return(SafeWork { irp, device, item, context }, WORK_TAG) {
+        Ok(w) => w.into_raw(),
+        Err(w) => {
+            // SAFETY: the item was never queued.
+            unsafe { IoFreeWorkItem(item) };
+            // SAFETY: forwarded.
+            return unsafe { run_when_safe(state, device, ext, irp, w.context) };
+        }
+    };
+    // SAFETY: a fresh work item of our device; the worker owns `work`.
+    unsafe {
+        IoQueueWorkItem(
+            item,
+            fsfilter_kernel::ntos::work_item_routine_field(safe_worker::<F>),
+            DelayedWorkQueue,
+            work.cast(),
+        )
+    };
+    PostDone::Deferred
+}
+
+unsafe extern "system" fn safe_worker<F: Filter>(
+    _device: *mut DEVICE_OBJECT,
+    context: *mut c_void,
+) {
+    // SAFETY: the SafeWork record `queue_when_safe` allocated and handed to this worker.
+    let Some(work) =
+        (unsafe { PoolBox::<SafeWork<F::CompletionContext>>::from_raw(context.cast(), WORK_TAG) })
+    else {
+        return;
+    };
+    let SafeWork { irp, device, item, context } = work.into_inner();
+    // SAFETY: the work item this routine was queued with, freed once (the I/O manager keeps the
+    // device referenced until the routine returns).
+    unsafe { IoFreeWorkItem(item) };
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return };
+    // SAFETY: the IRP whose completion we hold, at our location.
+    if let PostDone::Continue = unsafe { run_when_safe(state, device, ext, irp, context) } {
+        // SAFETY: resume the completion we stopped, once.
+        unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+    }
+}
+
+/// `FLT_PREOP_SYNCHRONIZE`: send down, wait for completion, run the post callback in this thread.
+///
+/// # Safety
+/// `irp` must be live at our volume device.
+unsafe fn forward_synchronized<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    context: F::CompletionContext,
+) -> NTSTATUS {
+    // SAFETY: all-zero is a valid KEVENT before initialization.
+    let mut event: KEVENT = unsafe { core::mem::zeroed() };
+    // SAFETY: our stack event, initialized before use.
+    unsafe { KeInitializeEvent(&mut event, NotificationEvent, false) };
+    state.begin(ext);
+    // SAFETY: the live IRP.
+    unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
+    // SAFETY: our device, the IRP, our routine; the event outlives the wait below.
+    let set = unsafe {
+        IoSetCompletionRoutineEx(
+            device,
+            irp,
+            completion_routine_field(signal_completion),
+            (&raw mut event).cast(),
+            true,
+            true,
+            true,
+        )
+    };
+    if set < 0 {
+        state.end(ext);
+        drop(context);
+        // SAFETY: the live IRP we complete.
+        return unsafe { complete(irp, IoStatus::new(Status::INSUFFICIENT_RESOURCES)) };
+    }
+    // SAFETY: the device we attached to.
+    let _ = unsafe { IoCallDriver(ext.lower, irp) };
+    // SAFETY: our event; the routine signals it whatever the lower driver returned.
+    let _ =
+        unsafe { KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null()) };
+    // The post callback runs in the pre callback's thread at <= APC_LEVEL (facts.md §4).
+    // SAFETY: the IRP is halted at our location, ours again.
+    let done = unsafe { run_post_with(state, device, ext, irp, context) };
+    match done {
+        PostDone::Continue => {
+            // SAFETY: the halted IRP.
+            let status = unsafe { view::io_status(irp) }.status.0;
+            // SAFETY: resume completion, once.
+            unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+            status
+        }
+        PostDone::Deferred => {
+            // SAFETY: the halted IRP at our location.
+            unsafe { IoMarkIrpPending(irp) };
+            Status::PENDING.0
+        }
+    }
+}
+
+/// Signals the event in its context and keeps the IRP for the waiting dispatch routine.
+unsafe extern "system" fn signal_completion(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the waiter's event, alive until it is signalled and the wait returns.
+    unsafe { KeSetEvent(context.cast(), 0, false) };
+    MORE_PROCESSING
+}
+
+/// Lets the file system's answer to a mount come back to the mount path.
+pub(crate) unsafe extern "system" fn mount_completion(
+    device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: forwarded.
+    unsafe { signal_completion(device, irp, context) }
+}
+
+/// Sets the mount completion routine.
+///
+/// # Safety
+/// `irp` must be live with a next location; `event` must outlive the wait.
+pub(crate) unsafe fn set_mount_completion(irp: *mut IRP, event: *mut KEVENT) {
+    // SAFETY: forwarded; the dispatch routine waits in place, so the image cannot unload.
+    unsafe { IoSetCompletionRoutine(irp, mount_completion, event.cast(), true, true, true) };
+}
+
+/// Tells the filter about FsRtl sections an operation conflicts with, and closes them (the
+/// caller-side conflict handling of facts.md §6).
+fn notify_conflicts<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    stream: usize,
+) {
+    let Some(instance) = instance_view(device, ext) else { return };
+    for record in state.sections.conflicts(device as usize, stream).into_iter().flatten() {
+        let _ = state.sections.with(record as usize, |s| s.conflicted = true);
+        let section = SectionId(record as usize);
+        state.filter.section_conflict(&instance, section);
+        trace::emit(&TraceEvent::SectionConflict { instance: instance.id, section });
+        let _ = state.sections.with(record as usize, |s| {
+            // SAFETY: a live FsRtl record held by the table.
+            unsafe { datascan::close_fsrtl_handle(s) }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pended operations and deferred posts
+
+/// The pend backend of filter `F`.
+pub(crate) struct Pender<F>(PhantomData<fn() -> F>);
+/// The post-deferral backend of filter `F`.
+pub(crate) struct Deferrer<F>(PhantomData<fn() -> F>);
+
+fn pender<F: Filter>() -> &'static dyn PendBackend<F::CompletionContext> {
+    const { &Pender::<F>(PhantomData) }
+}
+
+fn deferrer<F: Filter>() -> &'static dyn PostBackend {
+    const { &Deferrer::<F>(PhantomData) }
+}
+
+/// Encodes a resume decision as (`FLT_PREOP_*`, context); a completion travels in the IRP.
+///
+/// # Safety
+/// `irp` must be the live pended IRP.
+unsafe fn encode_resume<C>(
+    irp: *mut IRP,
+    how: PreResume<C>,
+    cleanup_or_close: bool,
+) -> (i32, usize) {
+    match how {
+        PreResume::WithPost(c) => match encode(c) {
+            Ok(p) => (flt_preop::SUCCESS_WITH_CALLBACK, p as usize),
+            Err(c) => {
+                drop(c);
+                let io = sanitize(IoStatus::new(Status::INSUFFICIENT_RESOURCES), cleanup_or_close);
+                // SAFETY: the caller's pended IRP.
+                unsafe { set_irp_status(irp, io.status.0, io.information) };
+                (flt_preop::COMPLETE, 0)
+            }
+        },
+        PreResume::NoPost => (flt_preop::SUCCESS_NO_CALLBACK, 0),
+        PreResume::Complete(io) => {
+            let io = sanitize(io, cleanup_or_close);
+            // SAFETY: the caller's pended IRP.
+            unsafe { set_irp_status(irp, io.status.0, io.information) };
+            (flt_preop::COMPLETE, 0)
+        }
+    }
+}
+
+/// Carries out a resume decision for an IRP at our device.
+///
+/// # Safety
+/// `irp` must be live at our device with our location current; `context` as `encode_resume`
+/// made it.
+unsafe fn resume_now<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    code: i32,
+    context: usize,
+    was_pended: bool,
+) -> NTSTATUS {
+    if was_pended {
+        state.end(ext);
+    }
+    // SAFETY: the live IRP at our location.
+    let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
+    let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
+    match code {
+        flt_preop::SUCCESS_WITH_CALLBACK => {
+            // SAFETY: `context` was encoded for this filter's completion context.
+            match unsafe { decode::<F::CompletionContext>(context as *const c_void) } {
+                // SAFETY: forwarded.
+                Some(c) => unsafe {
+                    forward_with_post(state, device, ext, irp, c, cleanup_or_close)
+                },
+                // SAFETY: forwarded.
+                None => unsafe { pass_through(ext, irp) },
+            }
+        }
+        flt_preop::COMPLETE => {
+            // SAFETY: the status was stored in the IRP by `encode_resume`.
+            let io = unsafe { view::io_status(irp) };
+            // SAFETY: the IRP we complete, once.
+            unsafe { complete(irp, io) }
+        }
+        // SAFETY: forwarded.
+        _ => unsafe { pass_through(ext, irp) },
+    }
+}
+
+impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
+    fn pend(&self, handle: usize) -> bool {
+        // SAFETY: called from filter code of this image.
+        match unsafe { DriverState::<F>::current() } {
+            Some(state) => {
+                // SAFETY: the handle is the IRP of the running pre callback, at our device.
+                let device = unsafe { raw::location(handle as *mut IRP) }.DeviceObject;
+                state.pended.add(handle, device as usize)
+            }
+            None => false,
+        }
+    }
+
+    fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
+        // SAFETY: called from filter code of this image.
+        let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+        let Some(entry) = state.pended.with(handle, |slot| *slot).flatten() else {
+            // Unknown or finished: whatever the decision carried is dropped with it.
+            drop(how);
+            return;
+        };
+        let irp = handle as *mut IRP;
+        // SAFETY: a pended IRP of this driver (in the table): alive until completed.
+        let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
+        let cc = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
+        // SAFETY: as above.
+        let (code, context) = unsafe { encode_resume(irp, how, cc) };
+        if entry.in_pre {
+            let _ = state.pended.with(handle, |slot| {
+                if let Some(e) = slot {
+                    e.early = Some((code, context));
+                }
+            });
+            return;
+        }
+        if state.pended.take(handle).is_none() {
+            return;
+        }
+        let device = entry.extra as *const DEVICE_OBJECT;
+        // SAFETY: our device, which the pended IRP keeps in use.
+        let Some(ext) = (unsafe { state.ext(device) }) else { return };
+        // SAFETY: the pended IRP at our device, resumed once.
+        let _ = unsafe { resume_now(state, device, ext, irp, code, context, true) };
+    }
+
+    fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<F::CompletionContext>) {
+        // SAFETY: called from filter code of this image.
+        let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+        let Some(entry) = state.pended.with(handle, |slot| *slot).flatten() else { return };
+        let irp = handle as *mut IRP;
+        // SAFETY: a pended IRP of this driver.
+        let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
+        let cc = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
+        // SAFETY: as above.
+        let (code, context) = unsafe { encode_resume(irp, how, cc) };
+        let _ = state.pended.with(handle, |slot| {
+            if let Some(e) = slot {
+                e.deferred = Some((code, context, delay_ms));
+            }
+        });
+        if !entry.in_pre {
+            defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle);
+        }
+    }
+}
+
+/// Queues the worker that resumes a pended IRP after its delay.
+fn defer_resume<F: Filter>(device: *const DEVICE_OBJECT, handle: usize) {
+    // SAFETY: our live device.
+    let item = unsafe { IoAllocateWorkItem(device) };
+    if item != 0 {
+        if let Ok(work) = PoolBox::try_new(ResumeWork { handle, item }, WORK_TAG) {
+            // SAFETY: a fresh work item of our device; the worker owns `work`.
+            unsafe {
+                IoQueueWorkItem(
+                    item,
+                    fsfilter_kernel::ntos::work_item_routine_field(resume_worker::<F>),
+                    DelayedWorkQueue,
+                    work.into_raw().cast(),
+                )
+            };
+            return;
+        }
+        // SAFETY: never queued.
+        unsafe { IoFreeWorkItem(item) };
+    }
+    // SAFETY: a pended IRP of this driver.
+    unsafe { resume_deferred::<F>(handle, false) };
+}
+
+struct ResumeWork {
+    handle: usize,
+    item: isize,
+}
+
+unsafe extern "system" fn resume_worker<F: Filter>(
+    _device: *mut DEVICE_OBJECT,
+    context: *mut c_void,
+) {
+    // SAFETY: the record `defer_resume` handed to this worker.
+    let Some(work) = (unsafe { PoolBox::<ResumeWork>::from_raw(context.cast(), WORK_TAG) }) else {
+        return;
+    };
+    let ResumeWork { handle, item } = work.into_inner();
+    // SAFETY: the queued item, freed once.
+    unsafe { IoFreeWorkItem(item) };
+    // SAFETY: a pended IRP of this driver.
+    unsafe { resume_deferred::<F>(handle, true) };
+}
+
+/// # Safety
+/// `handle` must be a pended IRP of this driver.
+unsafe fn resume_deferred<F: Filter>(handle: usize, wait: bool) {
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    let Some(entry) = state.pended.with(handle, |slot| *slot).flatten() else { return };
+    let Some((code, context, delay_ms)) = entry.deferred else { return };
+    if wait && delay_ms > 0 {
+        let interval = -i64::from(delay_ms) * 10_000;
+        // SAFETY: a system worker at PASSIVE_LEVEL may wait.
+        let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
+    }
+    if state.pended.take(handle).is_none() {
+        return;
+    }
+    let device = entry.extra as *const DEVICE_OBJECT;
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return };
+    // SAFETY: the pended IRP, resumed once.
+    let _ = unsafe { resume_now(state, device, ext, handle as *mut IRP, code, context, true) };
+}
+
+impl<F: Filter> PostBackend for Deferrer<F> {
+    fn defer(&self, handle: usize) -> bool {
+        // SAFETY: called from filter code of this image.
+        let Some(state) = (unsafe { DriverState::<F>::current() }) else { return false };
+        let mut table = state.deferred_posts.lock();
+        if table.contains(&handle) {
+            return false;
+        }
+        match table.iter_mut().find(|h| **h == 0) {
+            Some(slot) => {
+                *slot = handle;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn complete(&self, handle: usize) {
+        // SAFETY: called from filter code of this image.
+        let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+        let found = {
+            let mut table = state.deferred_posts.lock();
+            match table.iter_mut().find(|h| **h == handle) {
+                Some(slot) => {
+                    *slot = 0;
+                    true
+                }
+                None => false,
+            }
+        };
+        if !found {
+            return;
+        }
+        let irp = handle as *mut IRP;
+        // SAFETY: an IRP whose completion this driver holds at its location.
+        let device = unsafe { raw::location(irp) }.DeviceObject;
+        // SAFETY: our device.
+        if let Some(ext) = unsafe { state.ext(device) } {
+            state.end(ext);
+        }
+        // SAFETY: resume the completion we held, once.
+        unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_follow_the_model_rules() {
+        assert_eq!(
+            sanitize(IoStatus::new(Status::PENDING), false).status,
+            Status::INVALID_DEVICE_STATE
+        );
+        assert_eq!(sanitize(IoStatus::new(Status::ACCESS_DENIED), true).status, Status::SUCCESS);
+        assert_eq!(
+            sanitize(IoStatus::new(Status::ACCESS_DENIED), false).status,
+            Status::ACCESS_DENIED
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! `DriverEntry` and `DriverUnload` of a legacy filter (facts.md §1.2, §1.9).
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use fsfilter::trace::TraceEvent;
+use fsfilter::{Filter, ServiceParameters, Status, TeardownFlags, UnloadFlags};
+use fsfilter_kernel::datascan::SectionTable;
+use fsfilter_kernel::pending::PendedTable;
+use fsfilter_kernel::pool::PoolBox;
+use fsfilter_kernel::registry::ServiceKey;
+use fsfilter_kernel::sync::SpinLock;
+use fsfilter_kernel::{image, trace, unicode, wide};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
+use windows_sys::Wdk::Storage::FileSystem::{
+    IoRegisterFsRegistrationChange, IoUnregisterFsRegistrationChange,
+};
+use windows_sys::Wdk::System::SystemServices::{
+    IoCreateDevice, IoDetachDevice, KeWaitForSingleObject,
+};
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+use crate::attach::{self, Teardown};
+use crate::dispatch::dispatch;
+use crate::fastio::FastIoTable;
+use crate::state::{DRIVER_TAG, DeviceExt, DeviceKind, DriverState, MAX_DEFERRED};
+
+/// `FILE_DEVICE_DISK_FILE_SYSTEM`, the type of the filter's control device.
+const CONTROL_DEVICE_TYPE: u32 = 0x08;
+/// `FILE_DEVICE_SECURE_OPEN`.
+const SECURE_OPEN: u32 = 0x100;
+
+/// The `DriverEntry` of a legacy filter built from `F`.
+///
+/// # Safety
+/// Called once per image by the I/O manager (or the simulator's loader) at `PASSIVE_LEVEL` with a
+/// valid driver object and registry path.
+pub unsafe fn driver_entry<F: Filter>(
+    driver: *const DRIVER_OBJECT,
+    registry_path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: the caller guarantees a valid registry path.
+    let parameters = unsafe { ServiceKey::open(registry_path) };
+    let filter = match F::load(&parameters) {
+        Ok(f) => f,
+        Err(e) => return e.status().0,
+    };
+    let registration = filter.registration();
+    if registration.check().is_err() || !post_only_is_zero_sized::<F>(&registration) {
+        return Status::INVALID_PARAMETER.0;
+    }
+    let mut name_units = [0u16; 96];
+    let name_len = control_name(&parameters, &mut name_units);
+    drop(parameters);
+    let state = DriverState {
+        filter,
+        registration,
+        driver,
+        control: core::ptr::null_mut(),
+        // SAFETY: all-zero is a valid KEVENT before initialization (below).
+        attach_lock: unsafe { core::mem::zeroed() },
+        in_flight: AtomicU32::new(0),
+        // SAFETY: as above.
+        drained: unsafe { core::mem::zeroed() },
+        unloading: AtomicBool::new(false),
+        pended: PendedTable::new(),
+        deferred_posts: SpinLock::new([0; MAX_DEFERRED]),
+        sections: SectionTable::new(),
+    };
+    let state = match PoolBox::try_new(state, DRIVER_TAG) {
+        Ok(s) => s.into_raw(),
+        Err(e) => return e.status().0,
+    };
+    // SAFETY: our fresh state in non-paged pool, not shared yet; the events live in it.
+    let fresh = unsafe { &mut *state };
+    // SAFETY: the state's events, in non-paged pool.
+    unsafe { attach::init_lock(&mut fresh.attach_lock) };
+    // SAFETY: as above.
+    unsafe { attach::init_drained(&mut fresh.drained) };
+    image::set(state.cast());
+
+    // The filter's control device (facts.md §1.2, step 1): \FileSystem\Filters\<service>, or
+    // \FileSystem\<service>CDO where that directory does not exist (pre-XP systems).
+    let name = unicode::unicode_string(name_units.get(..name_len).unwrap_or(&[]));
+    let mut control: *mut DEVICE_OBJECT = core::ptr::null_mut();
+    let ext_size = core::mem::size_of::<DeviceExt<F>>() as u32;
+    // SAFETY: our driver object, a valid name.
+    let status = unsafe {
+        IoCreateDevice(
+            driver,
+            ext_size,
+            &name,
+            CONTROL_DEVICE_TYPE,
+            SECURE_OPEN,
+            false,
+            &mut control,
+        )
+    };
+    if status < 0 {
+        // SAFETY: nothing else references the state.
+        unsafe { discard::<F>(state) };
+        return status;
+    }
+    // SAFETY: the device we created.
+    let slot = unsafe { crate::raw::ext_slot::<F>(control) };
+    // SAFETY: its zeroed extension, sized for a DeviceExt<F>, written once.
+    unsafe { slot.write(DeviceExt::new(DeviceKind::Control)) };
+    // SAFETY: our state.
+    unsafe { (*state).control = control };
+
+    // Dispatch table (facts.md §1.2, step 2): every major function, pass-through by default.
+    // SAFETY: our driver object, before any device of ours is attached.
+    let d = unsafe { &mut *driver.cast_mut() };
+    for slot in d.MajorFunction.iter_mut() {
+        *slot = Some(dispatch::<F>);
+    }
+    // Step 3: the fast-I/O table.
+    d.FastIoDispatch = core::ptr::from_ref(FastIoTable::<F>::get()).cast_mut();
+    // Without an unload callback the filter cannot be unloaded (docs/semantics.md).
+    d.DriverUnload =
+        if registration.callbacks().filter_unload { Some(driver_unload::<F>) } else { None };
+
+    // Step 5: file-system notifications; already-registered file systems are reported before the
+    // call returns.
+    // SAFETY: our driver object and routine.
+    let status =
+        unsafe { IoRegisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
+    if status < 0 {
+        // STATUS_NOT_SUPPORTED under the legacy-filter block policy: give everything back and
+        // report it, rather than stay loaded attached to nothing.
+        d.DriverUnload = None;
+        // SAFETY: our control device, never attached.
+        unsafe { attach::delete_device::<F>(control) };
+        // SAFETY: nothing else references the state.
+        unsafe { discard::<F>(state) };
+        return status;
+    }
+    // Step 6: RAW, by name.
+    // SAFETY: our published state, alive until unload.
+    let state = unsafe { &*state };
+    // SAFETY: DriverEntry at PASSIVE_LEVEL.
+    unsafe { attach::attach_to_raw::<F>(state) };
+    Status::SUCCESS.0
+}
+
+/// A post callback without a pre callback gets a context nobody made: only a zero-sized one is
+/// possible.
+fn post_only_is_zero_sized<F: Filter>(registration: &fsfilter::Registration) -> bool {
+    core::mem::size_of::<F::CompletionContext>() == 0
+        || registration.operations().iter().all(|o| o.pre || !o.post)
+}
+
+/// Writes `\FileSystem\Filters\<service>` into `out`; returns its length.
+fn control_name(parameters: &ServiceKey, out: &mut [u16; 96]) -> usize {
+    let prefix = wide!("\\FileSystem\\Filters\\");
+    let mut n = 0;
+    for &u in prefix.iter().chain(parameters.service_name().encode_utf16().collect_fixed().iter()) {
+        let Some(slot) = out.get_mut(n) else { break };
+        *slot = u;
+        n += 1;
+    }
+    n
+}
+
+/// A small fixed buffer of UTF-16 for service names.
+trait CollectFixed {
+    fn collect_fixed(self) -> [u16; 64];
+}
+
+impl<I: Iterator<Item = u16>> CollectFixed for I {
+    fn collect_fixed(self) -> [u16; 64] {
+        let mut out = [0u16; 64];
+        let mut len = 0;
+        for (slot, u) in out.iter_mut().zip(self) {
+            *slot = u;
+            len += 1;
+        }
+        let _ = len;
+        out
+    }
+}
+
+/// # Safety
+/// `state` must be the published state, unreachable by callbacks.
+unsafe fn discard<F: Filter>(state: *mut DriverState<F>) {
+    image::set(core::ptr::null_mut());
+    // SAFETY: the caller guarantees exclusive ownership.
+    drop(unsafe { PoolBox::from_raw(state, DRIVER_TAG) });
+}
+
+/// `DriverUnload`: the filter's unload callback is told the unload is mandatory (a service stop
+/// cannot be refused); every device is detached; outstanding operations drain; instances are torn
+/// down; devices are deleted; nothing of the driver runs after it returns.
+unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT) {
+    let raw = image::get().cast::<DriverState<F>>();
+    // SAFETY: this image's state, or null.
+    let Some(state) = (unsafe { raw.as_ref() }) else { return };
+    let answer = state.filter.unload(UnloadFlags::MANDATORY);
+    trace::emit(&TraceEvent::Unload {
+        flags: UnloadFlags::MANDATORY,
+        status: answer.err().map_or(Status::SUCCESS, fsfilter::Error::status),
+    });
+    state.unloading.store(true, Ordering::Release);
+    // SAFETY: our registration.
+    unsafe { IoUnregisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
+    let reason = TeardownFlags::MANDATORY_FILTER_UNLOAD;
+    // SAFETY: our live driver object's device list.
+    let devices = unsafe { our_devices(driver) };
+    for &d in devices.iter().flatten() {
+        // SAFETY: our device.
+        let Some(ext) = (unsafe { state.ext(d) }) else { continue };
+        if ext.kind == DeviceKind::Volume {
+            // SAFETY: our volume device.
+            unsafe { attach::teardown(state, d, reason, Teardown::Start) };
+        }
+        if !ext.lower.is_null() {
+            // SAFETY: the device we attached to.
+            unsafe { IoDetachDevice(ext.lower) };
+        }
+    }
+    // Wait for every operation whose post callback or resumption is outstanding.
+    if state.in_flight.load(Ordering::Acquire) > 0 {
+        let drained = core::ptr::from_ref(&state.drained);
+        // SAFETY: the state's notification event, set by the last `end`.
+        let _ = unsafe { KeWaitForSingleObject(drained.cast(), 0, 0, false, core::ptr::null()) };
+    }
+    for &d in devices.iter().flatten() {
+        // SAFETY: our device.
+        if unsafe { state.ext(d) }.is_some_and(|e| e.kind == DeviceKind::Volume) {
+            // SAFETY: our volume device.
+            unsafe { attach::teardown(state, d, reason, Teardown::Complete) };
+        }
+        // SAFETY: ours, detached.
+        unsafe { attach::delete_device::<F>(d) };
+    }
+    // SAFETY: nothing of the driver runs any more.
+    unsafe { discard::<F>(raw) };
+}
+
+/// Our devices (up to 128), from the driver object's list.
+///
+/// # Safety
+/// `driver` must be our live driver object.
+unsafe fn our_devices(driver: *const DRIVER_OBJECT) -> [Option<*mut DEVICE_OBJECT>; 128] {
+    let mut out = [None; 128];
+    // SAFETY: our driver object.
+    let mut cur = unsafe { (*driver).DeviceObject };
+    for slot in out.iter_mut() {
+        if cur.is_null() {
+            break;
+        }
+        *slot = Some(cur);
+        // SAFETY: a live device of ours.
+        cur = unsafe { (*cur).NextDevice };
+    }
+    out
+}

@@ -1,0 +1,364 @@
+//! The fast-I/O table. Every entry passes through to the lower driver's routine after checking
+//! that its table covers the field and the field is set (facts.md §1.7); reads and writes run the
+//! model's pre and post callbacks; `FastIoDetachDevice` tears the instance down when the volume
+//! below goes away. The six acquire/release entries stay NULL: on XP and later the I/O manager
+//! bypasses them for filters, which use FsFilter callbacks instead (facts.md §1.7).
+
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::mem::{offset_of, size_of};
+
+use fsfilter::trace::TraceEvent;
+use fsfilter::{
+    Buffer, Filter, IoStatus, MajorFunction, Parameters, PostFlags, PostOperation, PostOutcome,
+    PreOperation, PreOutcome, ReadWriteParameters, Status,
+};
+use windows_sys::Wdk::Foundation::{
+    DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, MDL, PEPROCESS,
+};
+use windows_sys::Wdk::Storage::FileSystem::{
+    COMPRESSED_DATA_INFO, FILE_BASIC_INFORMATION, FILE_NETWORK_OPEN_INFORMATION,
+    FILE_STANDARD_INFORMATION,
+};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+use crate::dispatch::instance_view;
+use crate::services::OpServices;
+use crate::state::DriverState;
+use crate::view;
+
+/// The table for filter type `F`, as static data.
+pub(crate) struct FastIoTable<F>(PhantomData<fn() -> F>);
+
+impl<F: Filter> FastIoTable<F> {
+    const TABLE: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
+        SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
+        FastIoCheckIfPossible: Some(check_if_possible::<F>),
+        FastIoRead: Some(read::<F>),
+        FastIoWrite: Some(write::<F>),
+        FastIoQueryBasicInfo: Some(query_basic_info::<F>),
+        FastIoQueryStandardInfo: Some(query_standard_info::<F>),
+        FastIoLock: Some(lock::<F>),
+        FastIoUnlockSingle: Some(unlock_single::<F>),
+        FastIoUnlockAll: Some(unlock_all::<F>),
+        FastIoUnlockAllByKey: Some(unlock_all_by_key::<F>),
+        FastIoDeviceControl: Some(device_control::<F>),
+        AcquireFileForNtCreateSection: None,
+        ReleaseFileForNtCreateSection: None,
+        FastIoDetachDevice: Some(detach_device::<F>),
+        FastIoQueryNetworkOpenInfo: Some(query_network_open_info::<F>),
+        AcquireForModWrite: None,
+        MdlRead: Some(mdl_read::<F>),
+        MdlReadComplete: Some(mdl_read_complete::<F>),
+        PrepareMdlWrite: Some(prepare_mdl_write::<F>),
+        MdlWriteComplete: Some(mdl_write_complete::<F>),
+        FastIoReadCompressed: Some(read_compressed::<F>),
+        FastIoWriteCompressed: Some(write_compressed::<F>),
+        MdlReadCompleteCompressed: Some(mdl_read_complete_compressed::<F>),
+        MdlWriteCompleteCompressed: Some(mdl_write_complete_compressed::<F>),
+        FastIoQueryOpen: Some(query_open::<F>),
+        ReleaseForModWrite: None,
+        AcquireForCcFlush: None,
+        ReleaseForCcFlush: None,
+    };
+
+    /// The table, for `DriverObject->FastIoDispatch` (read-only; nobody writes it).
+    pub(crate) fn get() -> &'static FAST_IO_DISPATCH {
+        const { &Self::TABLE }
+    }
+}
+
+/// The lower driver's table and device, for one of our attached devices.
+///
+/// # Safety
+/// `device` must be a live device of this image.
+unsafe fn lower<'a, F: Filter>(
+    device: *const DEVICE_OBJECT,
+) -> Option<(&'a FAST_IO_DISPATCH, *mut DEVICE_OBJECT)> {
+    // SAFETY: this image's state.
+    let state = unsafe { DriverState::<F>::current() }?;
+    // SAFETY: our device.
+    let lower = unsafe { state.ext(device) }?.lower;
+    if lower.is_null() {
+        return None;
+    }
+    // SAFETY: the device we are attached to stays alive while we are.
+    let driver = unsafe { crate::raw::device(lower) }.DriverObject;
+    // SAFETY: a live device's driver object.
+    let driver = unsafe { &*driver };
+    // SAFETY: its driver's table, if any, is the driver's static data.
+    let table = unsafe { driver.FastIoDispatch.as_ref() }?;
+    Some((table, lower))
+}
+
+/// The lower table's `$field` when its size covers it (sfilter's VALID_FAST_IO_DISPATCH_HANDLER).
+macro_rules! entry {
+    ($table:expr, $field:ident) => {
+        if offset_of!(FAST_IO_DISPATCH, $field) + size_of::<usize>()
+            <= $table.SizeOfFastIoDispatch as usize
+        {
+            $table.$field
+        } else {
+            None
+        }
+    };
+}
+
+/// Defines a pass-through routine: call the lower driver's entry, or answer `$default`.
+macro_rules! pass_through {
+    ($name:ident, $field:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty, $default:expr) => {
+        unsafe extern "system" fn $name<F: Filter>($($arg: $ty,)* device: *const DEVICE_OBJECT) -> $ret {
+            // SAFETY: the I/O manager calls us with our device.
+            let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return $default };
+            match entry!(table, $field) {
+                // SAFETY: the lower driver's routine with the caller's arguments and its device.
+                Some(f) => unsafe { f($($arg,)* lower) },
+                None => $default,
+            }
+        }
+    };
+}
+
+pass_through!(check_if_possible, FastIoCheckIfPossible, (file: *const FILE_OBJECT, offset: *const i64, length: u32, wait: bool, key: u32, check_read: bool, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(query_basic_info, FastIoQueryBasicInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_BASIC_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(query_standard_info, FastIoQueryStandardInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_STANDARD_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(lock, FastIoLock, (file: *const FILE_OBJECT, offset: *const i64, length: *const i64, process: PEPROCESS, key: u32, fail_immediately: bool, exclusive: bool, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(unlock_single, FastIoUnlockSingle, (file: *const FILE_OBJECT, offset: *const i64, length: *const i64, process: PEPROCESS, key: u32, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(unlock_all, FastIoUnlockAll, (file: *const FILE_OBJECT, process: PEPROCESS, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(unlock_all_by_key, FastIoUnlockAllByKey, (file: *const FILE_OBJECT, process: *const c_void, key: u32, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(device_control, FastIoDeviceControl, (file: *const FILE_OBJECT, wait: bool, input: *const c_void, input_length: u32, output: *mut c_void, output_length: u32, code: u32, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(query_network_open_info, FastIoQueryNetworkOpenInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_NETWORK_OPEN_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(mdl_read, MdlRead, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(mdl_read_complete, MdlReadComplete, (file: *const FILE_OBJECT, chain: *const MDL) -> bool, false);
+pass_through!(prepare_mdl_write, PrepareMdlWrite, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(mdl_write_complete, MdlWriteComplete, (file: *const FILE_OBJECT, offset: *const i64, chain: *const MDL) -> bool, false);
+pass_through!(read_compressed, FastIoReadCompressed, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, buffer: *mut c_void, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK, info: *mut COMPRESSED_DATA_INFO, info_length: u32) -> bool, false);
+pass_through!(write_compressed, FastIoWriteCompressed, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, buffer: *const c_void, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK, info: *const COMPRESSED_DATA_INFO, info_length: u32) -> bool, false);
+pass_through!(mdl_read_complete_compressed, MdlReadCompleteCompressed, (file: *const FILE_OBJECT, chain: *const MDL) -> bool, false);
+pass_through!(mdl_write_complete_compressed, MdlWriteCompleteCompressed, (file: *const FILE_OBJECT, offset: *const i64, chain: *const MDL) -> bool, false);
+
+/// `FastIoQueryOpen`: the IRP's current location is ours; the lower driver must see its own.
+unsafe extern "system" fn query_open<F: Filter>(
+    irp: *mut IRP,
+    info: *mut FILE_NETWORK_OPEN_INFORMATION,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the I/O manager calls us with our device.
+    let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return false };
+    let Some(f) = entry!(table, FastIoQueryOpen) else { return false };
+    // SAFETY: the caller's live IRP: hand the lower driver its location, then take ours back
+    // (as sfilter does around the call).
+    unsafe {
+        fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
+    }
+    // SAFETY: the lower driver's routine with the IRP at its location.
+    let r = unsafe { f(irp, info, lower) };
+    // SAFETY: as above: take our location back.
+    unsafe { fsfilter_kernel::irp::undo_skip_current_irp_stack_location(irp) };
+    r
+}
+
+/// `FastIoDetachDevice`: the device we are attached to is being deleted.
+unsafe extern "system" fn detach_device<F: Filter>(
+    source: *const DEVICE_OBJECT,
+    target: *const DEVICE_OBJECT,
+) {
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    // SAFETY: the I/O manager passes our device and the one below it.
+    unsafe { crate::attach::detach_from_deleted(state, source, target) };
+}
+
+unsafe extern "system" fn read<F: Filter>(
+    file: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    wait: bool,
+    key: u32,
+    buffer: *mut c_void,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    let call = |table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT| match entry!(table, FastIoRead)
+    {
+        // SAFETY: the lower driver's routine with the I/O manager's arguments and its device.
+        Some(f) => unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) },
+        None => false,
+    };
+    // SAFETY: forwarded from the I/O manager.
+    unsafe { model::<F>(MajorFunction::Read, file, offset, length, key, iosb, device, call) }
+}
+
+unsafe extern "system" fn write<F: Filter>(
+    file: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    wait: bool,
+    key: u32,
+    buffer: *const c_void,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    let call =
+        |table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT| match entry!(table, FastIoWrite) {
+            // SAFETY: the lower driver's routine with the I/O manager's arguments and its device.
+            Some(f) => unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) },
+            None => false,
+        };
+    // SAFETY: forwarded from the I/O manager.
+    unsafe { model::<F>(MajorFunction::Write, file, offset, length, key, iosb, device, call) }
+}
+
+/// A fast-I/O read or write through the model: pre callback, the lower driver, post callback.
+///
+/// # Safety
+/// Called from a fast-I/O routine with its arguments; `call` calls the lower driver's routine.
+#[allow(clippy::too_many_arguments, reason = "the fast-I/O routine's parameters")]
+unsafe fn model<F: Filter>(
+    major: MajorFunction,
+    file: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    key: u32,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+    call: impl FnOnce(&FAST_IO_DISPATCH, *mut DEVICE_OBJECT) -> bool,
+) -> bool {
+    // SAFETY: our device.
+    let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return false };
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return false };
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return false };
+    let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
+    let instance = instance_view(device, ext);
+    let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
+    let (Some(op), Some(instance), false) = (op, instance, torn_down) else {
+        // SAFETY: the lower routine with the caller's arguments (`call` does it).
+        return call(table, lower);
+    };
+    // SAFETY: the caller's offset.
+    let offset = unsafe { offset.as_ref() }.copied().unwrap_or(0);
+    let rw = ReadWriteParameters { offset, length, key };
+    let parameters =
+        if major == MajorFunction::Read { Parameters::Read(rw) } else { Parameters::Write(rw) };
+    // Fast I/O has no IRP: the file object identifies the operation in traces.
+    let id = file as usize;
+    // SAFETY: the caller's file object.
+    let header = unsafe { view::fast_io_header(major, file, parameters, id) };
+    if op.skips(&header) {
+        return call(table, lower);
+    }
+    let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
+    let outcome = if op.pre {
+        let mut pre = PreOperation::new(header, Buffer::User, &services, None);
+        state.filter.pre_operation(&instance, &mut pre)
+    } else {
+        // SAFETY: post without pre: the context is zero-sized (checked at load).
+        match unsafe { fsfilter_kernel::context::decode::<F::CompletionContext>(core::ptr::null()) }
+        {
+            Some(c) => PreOutcome::WithPost(c),
+            None => PreOutcome::NoPost,
+        }
+    };
+    let report_pre = |outcome: &'static str, status: Option<Status>| {
+        trace::emit_pre(instance.id, id, major, outcome, status);
+    };
+    let context = match outcome {
+        PreOutcome::DisallowFastIo => {
+            report_pre("FLT_PREOP_DISALLOW_FASTIO", None);
+            // The I/O manager reissues the request as an IRP.
+            return false;
+        }
+        PreOutcome::Complete(io) => {
+            let io = crate::dispatch::sanitize(io, false);
+            report_pre("FLT_PREOP_COMPLETE", Some(io.status));
+            // SAFETY: the caller's status block.
+            if let Some(iosb) = unsafe { iosb.as_mut() } {
+                iosb.Anonymous.Status = io.status.0;
+                iosb.Information = io.information;
+            }
+            return true;
+        }
+        PreOutcome::WithPost(c) | PreOutcome::Synchronize(c) if op.post => {
+            report_pre("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
+            c
+        }
+        _ => {
+            report_pre("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+            return call(table, lower);
+        }
+    };
+    let handled = call(table, lower);
+    if !handled {
+        // Not handled: the request comes back as an IRP; this fast-I/O attempt has no post.
+        drop(context);
+        return false;
+    }
+    // SAFETY: the caller's status block, filled by the lower driver.
+    let result = unsafe { iosb.as_ref() }.map_or(IoStatus::new(Status::SUCCESS), |i| IoStatus {
+        // SAFETY: the status member.
+        status: Status(unsafe { i.Anonymous.Status }),
+        information: i.Information,
+    });
+    let mut post = PostOperation::new(header, result, Buffer::User, &services, None);
+    // Fast-I/O post callbacks run at PASSIVE_LEVEL in the same thread (facts.md §4): WhenSafe
+    // runs its second half right away.
+    let outcome =
+        match state.filter.post_operation(&instance, &mut post, context, PostFlags::empty()) {
+            PostOutcome::WhenSafe(c) => {
+                state.filter.post_operation_when_safe(&instance, &mut post, c)
+            }
+            other => other,
+        };
+    let name = match outcome {
+        PostOutcome::WhenSafe(c) => {
+            drop(c);
+            "FLT_POSTOP_FINISHED_PROCESSING"
+        }
+        PostOutcome::Finished | PostOutcome::MoreProcessing(_) => "FLT_POSTOP_FINISHED_PROCESSING",
+    };
+    trace::emit_post(instance.id, id, major, result.status, name);
+    true
+}
+
+/// Trace helpers shared by the fast-I/O paths.
+mod trace {
+    use super::*;
+
+    pub(super) fn emit_pre(
+        instance: fsfilter::InstanceId,
+        operation: usize,
+        major: MajorFunction,
+        outcome: &'static str,
+        status: Option<Status>,
+    ) {
+        fsfilter_kernel::trace::emit(&TraceEvent::Pre {
+            instance,
+            operation,
+            major,
+            minor: 0,
+            kind: fsfilter::OperationKind::FastIo,
+            outcome,
+            status,
+        });
+    }
+
+    pub(super) fn emit_post(
+        instance: fsfilter::InstanceId,
+        operation: usize,
+        major: MajorFunction,
+        status: Status,
+        outcome: &'static str,
+    ) {
+        fsfilter_kernel::trace::emit(&TraceEvent::Post {
+            instance,
+            operation,
+            major,
+            draining: false,
+            when_safe: false,
+            outcome,
+            status,
+        });
+    }
+}

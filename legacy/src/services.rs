@@ -1,0 +1,121 @@
+//! What the backend offers filter code during a callback: the IRQL, trace notes, and data-scan
+//! sections (always `FsRtlCreateSectionForDataScan`: there is no Filter Manager).
+
+use core::marker::PhantomData;
+
+use fsfilter::trace::TraceEvent;
+use fsfilter::{
+    DataScanMode, Error, Filter, InstanceId, Irql, ScanSection, SectionId, Services, Status,
+};
+use fsfilter_kernel::datascan::{
+    self, OpenSection, SectionSource, SectionState, SectionTable, TableSections,
+};
+use fsfilter_kernel::{irql, trace};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP};
+
+use crate::state::DriverState;
+
+/// The legacy backend's section source.
+pub(crate) struct Sections<F>(PhantomData<fn() -> F>);
+
+impl<F: Filter> SectionSource for Sections<F> {
+    fn table<'a>() -> Option<&'a SectionTable> {
+        // SAFETY: called from filter code of this image.
+        unsafe { DriverState::<F>::current() }.map(|d| &d.sections)
+    }
+
+    unsafe fn teardown(record: *mut SectionState) {
+        // SAFETY: forwarded: legacy records are all FsRtl ones.
+        unsafe { datascan::teardown(record) }
+    }
+}
+
+/// Services for one callback.
+pub(crate) struct OpServices<'a, F: Filter> {
+    state: &'a DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    /// The IRP (or 0 outside an IRP-based operation).
+    operation: usize,
+    file: *mut FILE_OBJECT,
+    data_scan: DataScanMode,
+}
+
+impl<'a, F: Filter> OpServices<'a, F> {
+    /// Services for an IRP-based operation `irp` (0 for none) at `device`.
+    pub(crate) fn new(
+        state: &'a DriverState<F>,
+        device: *const DEVICE_OBJECT,
+        irp: usize,
+        data_scan: DataScanMode,
+    ) -> Self {
+        let file = if irp == 0 {
+            core::ptr::null_mut()
+        } else {
+            // SAFETY: the running operation's live IRP; its current location is ours.
+            unsafe { crate::raw::location(irp as *mut IRP) }.FileObject
+        };
+        OpServices { state, device, operation: irp, file, data_scan }
+    }
+
+    /// Services for a fast-I/O operation on `file`.
+    pub(crate) fn fast_io(
+        state: &'a DriverState<F>,
+        device: *const DEVICE_OBJECT,
+        file: *const FILE_OBJECT,
+        data_scan: DataScanMode,
+    ) -> Self {
+        OpServices { state, device, operation: file as usize, file: file.cast_mut(), data_scan }
+    }
+
+    fn create(&self) -> Result<ScanSection, Error> {
+        if irql::current() != Irql::PASSIVE {
+            return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
+        }
+        if self.data_scan == DataScanMode::NotRequested || self.file.is_null() {
+            return Err(Error::INVALID_PARAMETER);
+        }
+        // SAFETY: the running operation's valid file object.
+        let stream = unsafe { (*self.file).FsContext } as usize;
+        // SAFETY: a valid file object at PASSIVE_LEVEL.
+        let (record, size) = unsafe { datascan::create_fsrtl_section(self.file) }?;
+        if !self.state.sections.insert(OpenSection { record, owner: self.device as usize, stream })
+        {
+            // SAFETY: not in any table: ours.
+            unsafe { datascan::teardown(record) };
+            return Err(Error::INSUFFICIENT_RESOURCES);
+        }
+        Ok(ScanSection::new(SectionId(record as usize), TableSections::<Sections<F>>::get(), size))
+    }
+}
+
+impl<F: Filter> Services for OpServices<'_, F> {
+    fn irql(&self) -> Irql {
+        irql::current()
+    }
+
+    fn note(&self, message: &str) {
+        trace::emit(&TraceEvent::Note {
+            instance: Some(InstanceId(self.device as usize)),
+            operation: (self.operation != 0).then_some(self.operation),
+            text: message,
+        });
+    }
+
+    fn create_scan_section(&self) -> Result<ScanSection, Error> {
+        let result = self.create();
+        trace::emit(&TraceEvent::DataScan {
+            instance: InstanceId(self.device as usize),
+            operation: self.operation,
+            mode: self.data_scan,
+            status: match &result {
+                Ok(_) => Status::SUCCESS,
+                Err(e) => e.status(),
+            },
+        });
+        result
+    }
+
+    fn data_scan_mode(&self) -> DataScanMode {
+        self.data_scan
+    }
+}

@@ -1,0 +1,273 @@
+//! Building the model's operation views from an IRP and its stack location (the legacy model has
+//! no callback data: the backend reads the IRP itself).
+
+use fsfilter::{
+    Buffer, CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
+    InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction, OperationHeader,
+    OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status, directory, fsctl,
+};
+use fsfilter_kernel::constants::{fo_flags, irp_flags};
+use fsfilter_kernel::{irql, mdl, unicode};
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_STACK_LOCATION, IRP};
+
+/// The header of the operation an IRP's current stack location describes.
+///
+/// # Safety
+/// `irp` must be a live IRP whose current location is the caller's, valid for `'a`.
+pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> Option<OperationHeader<'a>> {
+    // SAFETY: the caller guarantees a live IRP.
+    let sl = unsafe { crate::raw::location(irp) };
+    // SAFETY: as above.
+    let i = unsafe { irp.as_ref() }?;
+    let major = MajorFunction::from_code(sl.MajorFunction);
+    // SAFETY: the file object of a stack location, when set, is valid during the operation.
+    let file = unsafe { sl.FileObject.as_ref() };
+    Some(OperationHeader {
+        major,
+        minor: sl.MinorFunction,
+        kind: OperationKind::Irp,
+        irp_flags: IrpFlags::from_bits_retain(i.Flags),
+        data_flags: CallbackDataFlags::IRP_OPERATION,
+        requestor_mode: if i.RequestorMode == 0 {
+            RequestorMode::Kernel
+        } else {
+            RequestorMode::User
+        },
+        // SAFETY: a valid file object's name describes its buffer.
+        file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
+        volume_open: file.is_some_and(|f| f.Flags & fo_flags::VOLUME_OPEN != 0),
+        // SAFETY: the stack location of a live IRP; members chosen by `major`.
+        parameters: unsafe { parameters(i, sl, major) },
+        irql: irql::current(),
+        id: irp as usize,
+    })
+}
+
+/// A fast-I/O operation's header.
+///
+/// # Safety
+/// `file` must be null or a valid file object for `'a`.
+pub(crate) unsafe fn fast_io_header<'a>(
+    major: MajorFunction,
+    file: *const FILE_OBJECT,
+    parameters: Parameters,
+    id: usize,
+) -> OperationHeader<'a> {
+    // SAFETY: the caller guarantees a valid file object or null.
+    let file = unsafe { file.as_ref() };
+    OperationHeader {
+        major,
+        minor: 0,
+        kind: OperationKind::FastIo,
+        irp_flags: IrpFlags::empty(),
+        data_flags: CallbackDataFlags::FAST_IO_OPERATION,
+        requestor_mode: RequestorMode::User,
+        // SAFETY: a valid file object's name describes its buffer.
+        file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
+        volume_open: file.is_some_and(|f| f.Flags & fo_flags::VOLUME_OPEN != 0),
+        parameters,
+        irql: irql::current(),
+        id,
+    }
+}
+
+/// # Safety
+/// `file` must be a valid file object for `'a`.
+unsafe fn file_name<'a>(file: &FILE_OBJECT) -> &'a [u16] {
+    // SAFETY: the caller guarantees validity; FileName describes its buffer.
+    unsafe { unicode::units(&file.FileName) }
+}
+
+/// # Safety
+/// `sl` must be the current location of the live IRP `irp`, for an operation `major`.
+unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) -> Parameters {
+    let p = &sl.Parameters;
+    match major {
+        MajorFunction::Create => {
+            // SAFETY: the create member.
+            let c = unsafe { &p.Create };
+            // SAFETY: a create's security context is valid during the create (or NULL).
+            let access = unsafe { c.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess);
+            // SAFETY: `AllocationSize` is the overlay member of a create IRP.
+            let allocation = unsafe { irp.Overlay.AllocationSize };
+            Parameters::Create(CreateParameters {
+                desired_access: access,
+                options: c.Options,
+                share_access: c.ShareAccess,
+                file_attributes: c.FileAttributes,
+                allocation_size: allocation,
+            })
+        }
+        MajorFunction::Read => {
+            // SAFETY: the read member.
+            let r = unsafe { &p.Read };
+            Parameters::Read(ReadWriteParameters {
+                offset: r.ByteOffset,
+                length: r.Length,
+                key: r.Key,
+            })
+        }
+        MajorFunction::Write => {
+            // SAFETY: the write member.
+            let w = unsafe { &p.Write };
+            Parameters::Write(ReadWriteParameters {
+                offset: w.ByteOffset,
+                length: w.Length,
+                key: w.Key,
+            })
+        }
+        MajorFunction::QueryInformation => {
+            // SAFETY: the query-file member.
+            let q = unsafe { &p.QueryFile };
+            Parameters::QueryInformation(InformationParameters {
+                class: q.FileInformationClass as u32,
+                length: q.Length,
+            })
+        }
+        MajorFunction::SetInformation => {
+            // SAFETY: the set-file member.
+            let q = unsafe { &p.SetFile };
+            Parameters::SetInformation(InformationParameters {
+                class: q.FileInformationClass as u32,
+                length: q.Length,
+            })
+        }
+        MajorFunction::QueryVolumeInformation | MajorFunction::SetVolumeInformation => {
+            // SAFETY: query and set volume share their layout.
+            let q = unsafe { &p.QueryVolume };
+            let info =
+                InformationParameters { class: q.FsInformationClass as u32, length: q.Length };
+            if major == MajorFunction::QueryVolumeInformation {
+                Parameters::QueryVolumeInformation(info)
+            } else {
+                Parameters::SetVolumeInformation(info)
+            }
+        }
+        MajorFunction::DirectoryControl => {
+            if sl.MinorFunction == directory::NOTIFY_CHANGE_DIRECTORY {
+                // SAFETY: the notify member.
+                let n = unsafe { &p.NotifyDirectory };
+                Parameters::DirectoryControl(DirectoryParameters {
+                    class: n.CompletionFilter,
+                    length: n.Length,
+                })
+            } else {
+                // SAFETY: the query-directory member.
+                let q = unsafe { &p.QueryDirectory };
+                Parameters::DirectoryControl(DirectoryParameters {
+                    class: q.FileInformationClass as u32,
+                    length: q.Length,
+                })
+            }
+        }
+        MajorFunction::FileSystemControl => {
+            if sl.MinorFunction == fsctl::USER_FS_REQUEST || sl.MinorFunction == fsctl::KERNEL_CALL
+            {
+                // SAFETY: the FSCTL member.
+                let c = unsafe { &p.FileSystemControl };
+                Parameters::FileSystemControl(ControlParameters {
+                    code: c.FsControlCode,
+                    input_length: c.InputBufferLength,
+                    output_length: c.OutputBufferLength,
+                })
+            } else {
+                Parameters::FileSystemControl(ControlParameters::default())
+            }
+        }
+        MajorFunction::DeviceControl | MajorFunction::InternalDeviceControl => {
+            // SAFETY: the IOCTL member.
+            let c = unsafe { &p.DeviceIoControl };
+            Parameters::DeviceControl(ControlParameters {
+                code: c.IoControlCode,
+                input_length: c.InputBufferLength,
+                output_length: c.OutputBufferLength,
+            })
+        }
+        MajorFunction::LockControl => {
+            // SAFETY: the lock member.
+            let l = unsafe { &p.LockControl };
+            // SAFETY: a lock request's length pointer is valid during the request (NULL for
+            // unlock-all).
+            let length = unsafe { l.Length.as_ref() }.copied().unwrap_or(0);
+            Parameters::LockControl(LockParameters { offset: l.ByteOffset, length, key: l.Key })
+        }
+        _ => Parameters::None,
+    }
+}
+
+/// The buffer of a read or write IRP when it is safe to touch: an MDL or a system buffer.
+///
+/// # Safety
+/// `irp` must be live for `'a`.
+unsafe fn rw_buffer<'a>(irp: *mut IRP, len: usize) -> Option<&'a mut [u8]> {
+    // SAFETY: the caller guarantees a live IRP.
+    let i = unsafe { irp.as_ref() }?;
+    let base: *mut u8 = if !i.MdlAddress.is_null() {
+        // SAFETY: the IRP's MDL is valid and locked while the IRP is in flight.
+        unsafe { mdl::system_address(i.MdlAddress) }.cast()
+    } else if i.Flags & irp_flags::BUFFERED_IO != 0 {
+        // SAFETY: `SystemBuffer` is the member of buffered I/O.
+        unsafe { i.AssociatedIrp.SystemBuffer }.cast()
+    } else {
+        return None;
+    };
+    if base.is_null() || len == 0 {
+        return None;
+    }
+    // SAFETY: the MDL or system buffer covers the request's length, which `len` never exceeds.
+    Some(unsafe { core::slice::from_raw_parts_mut(base, len) })
+}
+
+/// The buffer a pre-operation callback may see: the data of a write.
+///
+/// # Safety
+/// `irp` must be live for `'a`.
+pub(crate) unsafe fn pre_buffer<'a>(irp: *mut IRP, header: &OperationHeader<'_>) -> Buffer<'a> {
+    match header.parameters {
+        // SAFETY: a live write IRP.
+        Parameters::Write(w) => match unsafe { rw_buffer(irp, w.length as usize) } {
+            Some(b) => Buffer::Readable(b),
+            None if w.length > 0 => Buffer::User,
+            None => Buffer::None,
+        },
+        _ => Buffer::None,
+    }
+}
+
+/// The buffer a post-operation callback may see: the data a successful read returned.
+///
+/// # Safety
+/// `irp` must be live for `'a`.
+pub(crate) unsafe fn post_buffer<'a>(
+    irp: *mut IRP,
+    header: &OperationHeader<'_>,
+    result: IoStatus,
+) -> Buffer<'a> {
+    if !result.status.is_success() {
+        return Buffer::None;
+    }
+    match header.parameters {
+        Parameters::Read(r) => {
+            let len = result.information.min(r.length as usize);
+            // SAFETY: a live read IRP.
+            match unsafe { rw_buffer(irp, len) } {
+                Some(b) => Buffer::Writable(b),
+                None if len > 0 => Buffer::User,
+                None => Buffer::None,
+            }
+        }
+        _ => Buffer::None,
+    }
+}
+
+/// An IRP's `IoStatus`.
+///
+/// # Safety
+/// `irp` must be live.
+pub(crate) unsafe fn io_status(irp: *mut IRP) -> IoStatus {
+    // SAFETY: the caller guarantees a live IRP.
+    let Some(i) = (unsafe { irp.as_ref() }) else { return IoStatus::new(Status::UNSUCCESSFUL) };
+    // SAFETY: `Status` is the member in use.
+    let status = unsafe { i.IoStatus.Anonymous.Status };
+    IoStatus { status: Status(status), information: i.IoStatus.Information }
+}
