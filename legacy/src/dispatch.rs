@@ -448,7 +448,9 @@ unsafe fn run_post_with<F: Filter>(
     let result = unsafe { view::io_status(irp) };
     // SAFETY: as above.
     let buffer = unsafe { view::post_buffer(irp, &header, result) };
-    let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
+    let create = header.major == MajorFunction::Create;
+    let services =
+        OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
     let mut op = PostOperation::new(header, result, buffer, &services, Some(deferrer::<F>()));
     let outcome = state.filter.post_operation(&instance, &mut op, context, PostFlags::empty());
     match outcome {
@@ -530,7 +532,9 @@ unsafe fn run_when_safe<F: Filter>(
     let result = unsafe { view::io_status(irp) };
     // SAFETY: as above.
     let buffer = unsafe { view::post_buffer(irp, &header, result) };
-    let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
+    let create = header.major == MajorFunction::Create;
+    let services =
+        OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
     let mut op = PostOperation::new(header, result, buffer, &services, Some(deferrer::<F>()));
     match state.filter.post_operation_when_safe(&instance, &mut op, context) {
         PostOutcome::MoreProcessing(_receipt) => {

@@ -12,6 +12,7 @@ use fsfilter_kernel::datascan::{
 };
 use fsfilter_kernel::{irql, trace};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP};
+use windows_sys::Wdk::System::SystemServices::IoCancelFileOpen;
 
 use crate::state::DriverState;
 
@@ -38,6 +39,7 @@ pub(crate) struct OpServices<'a, F: Filter> {
     operation: usize,
     file: *mut FILE_OBJECT,
     data_scan: DataScanMode,
+    post_create: bool,
 }
 
 impl<'a, F: Filter> OpServices<'a, F> {
@@ -54,7 +56,18 @@ impl<'a, F: Filter> OpServices<'a, F> {
             // SAFETY: the running operation's live IRP; its current location is ours.
             unsafe { crate::raw::location(irp as *mut IRP) }.FileObject
         };
-        OpServices { state, device, operation: irp, file, data_scan }
+        OpServices { state, device, operation: irp, file, data_scan, post_create: false }
+    }
+
+    /// Services for the post callback of a create (which may cancel the open).
+    pub(crate) fn for_post(
+        state: &'a DriverState<F>,
+        device: *const DEVICE_OBJECT,
+        irp: usize,
+        data_scan: DataScanMode,
+        create: bool,
+    ) -> Self {
+        OpServices { post_create: create, ..OpServices::new(state, device, irp, data_scan) }
     }
 
     /// Services for a fast-I/O operation on `file`.
@@ -64,7 +77,14 @@ impl<'a, F: Filter> OpServices<'a, F> {
         file: *const FILE_OBJECT,
         data_scan: DataScanMode,
     ) -> Self {
-        OpServices { state, device, operation: file as usize, file: file.cast_mut(), data_scan }
+        OpServices {
+            state,
+            device,
+            operation: file as usize,
+            file: file.cast_mut(),
+            data_scan,
+            post_create: false,
+        }
     }
 
     fn create(&self) -> Result<ScanSection, Error> {
@@ -117,5 +137,29 @@ impl<F: Filter> Services for OpServices<'_, F> {
 
     fn data_scan_mode(&self) -> DataScanMode {
         self.data_scan
+    }
+
+    fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
+        if irql::current() != Irql::PASSIVE {
+            return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
+        }
+        if !self.post_create || self.operation == 0 || self.file.is_null() || status.is_success() {
+            return Err(Error::INVALID_PARAMETER);
+        }
+        let irp = self.operation as *mut IRP;
+        // SAFETY: the running create's live IRP, at our location after completion.
+        if unsafe { crate::view::io_status(irp) }.status.is_error() {
+            return Err(Error::INVALID_PARAMETER);
+        }
+        // SAFETY: our device.
+        let Some(ext) = (unsafe { self.state.ext(self.device) }) else {
+            return Err(Error::INVALID_PARAMETER);
+        };
+        // SAFETY: the device below us and the file object its file system just opened; the
+        // I/O manager sends the cleanup and close down from that device.
+        unsafe { IoCancelFileOpen(ext.lower, self.file) };
+        // SAFETY: the create IRP whose completion we hold.
+        unsafe { fsfilter_kernel::irp::set_irp_status(irp, status.0, 0) };
+        Ok(())
     }
 }

@@ -13,8 +13,9 @@ use fsfilter_kernel::{irql, trace};
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_SECTION_CONTEXT, FltAllocateContext, FltAllocateGenericWorkItem,
-    FltCloseSectionForDataScan, FltCreateSectionForDataScan, FltFreeGenericWorkItem,
-    FltQueueGenericWorkItem, FltReleaseContext, PFLT_CONTEXT, PFLT_GENERIC_WORKITEM, PFLT_INSTANCE,
+    FltCancelFileOpen, FltCloseSectionForDataScan, FltCreateSectionForDataScan,
+    FltFreeGenericWorkItem, FltQueueGenericWorkItem, FltReleaseContext, FltSetCallbackDataDirty,
+    PFLT_CONTEXT, PFLT_GENERIC_WORKITEM, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, KeDelayExecutionThread};
 use windows_sys::Win32::Foundation::HANDLE;
@@ -261,6 +262,34 @@ impl<F: Filter> Services for OpServices<'_, F> {
 
     fn data_scan_mode(&self) -> DataScanMode {
         self.data_scan
+    }
+
+    fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
+        if irql::current() != Irql::PASSIVE {
+            return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
+        }
+        // SAFETY: `data` is null or the running callback's valid data.
+        let Some(data) = (unsafe { self.data.as_mut() }) else {
+            return Err(Error::INVALID_PARAMETER);
+        };
+        // SAFETY: a valid callback data points to its parameter block.
+        let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else {
+            return Err(Error::INVALID_PARAMETER);
+        };
+        let post_create = iopb.MajorFunction == 0
+            && data.Flags & fsfilter_kernel::constants::fltfl_callback_data::POST_OPERATION != 0;
+        // SAFETY: the status member.
+        let succeeded = unsafe { data.IoStatus.Anonymous.Status } >= 0;
+        if !post_create || !succeeded || status.is_success() || iopb.TargetFileObject.is_null() {
+            return Err(Error::INVALID_PARAMETER);
+        }
+        // SAFETY: the instance and file object of a successful create in its post callback.
+        unsafe { FltCancelFileOpen(self.instance, iopb.TargetFileObject) };
+        data.IoStatus.Anonymous.Status = status.0;
+        data.IoStatus.Information = 0;
+        // SAFETY: the running callback's data, changed above.
+        unsafe { FltSetCallbackDataDirty(self.data) };
+        Ok(())
     }
 }
 

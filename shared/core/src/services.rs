@@ -145,6 +145,15 @@ pub trait Services {
 
     /// The data-scan mode of the operation's instance.
     fn data_scan_mode(&self) -> DataScanMode;
+
+    /// Undoes a successful create from its post callback and fails it with `status`
+    /// (`FltCancelFileOpen`; `IoCancelFileOpen` in the legacy model): the file system sees the
+    /// cleanup and close of the file object, the requester sees `status`.
+    ///
+    /// Only in the post callback of a successful `IRP_MJ_CREATE`, at `PASSIVE_LEVEL`, with a
+    /// failing `status`; otherwise `STATUS_INVALID_PARAMETER` (or `STATUS_INVALID_DEVICE_STATE` at
+    /// a higher IRQL) and nothing changes.
+    fn cancel_file_open(&self, status: Status) -> Result<(), Error>;
 }
 
 /// How a pended pre-operation continues (the status passed to `FltCompletePendedPreOperation`).
