@@ -39,6 +39,7 @@ use crate::services::OpServices;
 use crate::state::{DeviceExt, DeviceKind, DriverState, WORK_TAG};
 use crate::view;
 use fsfilter_kernel::context::{decode, encode};
+use fsfilter_kernel::pending::{Decision, PreReturned, Resume};
 
 /// `STATUS_MORE_PROCESSING_REQUIRED`.
 const MORE_PROCESSING: NTSTATUS = Status::MORE_PROCESSING_REQUIRED.0;
@@ -223,45 +224,29 @@ unsafe fn volume_dispatch<F: Filter>(
             // SAFETY: the live IRP we complete.
             unsafe { complete(irp, io) }
         }
-        PreOutcome::Pending(_receipt) => {
-            let entry = state.pended.with(id, |slot| {
-                let e = *slot;
-                match e {
-                    Some(x) if x.early.is_some() => *slot = None,
-                    Some(mut x) => {
-                        x.in_pre = false;
-                        *slot = Some(x);
-                    }
-                    None => {}
-                }
-                e
-            });
-            match entry.flatten() {
-                Some(e) => match e.early {
-                    Some((code, context)) => {
-                        // Resumed before the pre callback returned: act on it now.
-                        report(preop_name(code), None);
-                        // SAFETY: the live IRP, not pended after all.
-                        unsafe { resume_now(state, device, ext, irp, code, context, false) }
-                    }
-                    None => {
-                        report("FLT_PREOP_PENDING", None);
-                        state.begin(ext);
-                        // SAFETY: the live IRP we keep.
-                        unsafe { IoMarkIrpPending(irp) };
-                        if e.deferred.is_some() {
-                            defer_resume::<F>(device, irp as usize);
-                        }
-                        Status::PENDING.0
-                    }
-                },
-                None => {
-                    report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
-                    // SAFETY: forwarded.
-                    unsafe { pass_through(ext, irp) }
-                }
+        PreOutcome::Pending(_receipt) => match state.pended.pre_returned(id) {
+            PreReturned::Early(d) => {
+                // Resumed before the pre callback returned: act on it now.
+                report(preop_name(d.code), None);
+                // SAFETY: the live IRP, not pended after all.
+                unsafe { resume_now(state, device, ext, irp, d.code, d.context, false) }
             }
-        }
+            PreReturned::Pended { deferred } => {
+                report("FLT_PREOP_PENDING", None);
+                state.begin(ext);
+                // SAFETY: the live IRP we keep.
+                unsafe { IoMarkIrpPending(irp) };
+                if deferred {
+                    defer_resume::<F>(device, irp as usize);
+                }
+                Status::PENDING.0
+            }
+            PreReturned::Unknown => {
+                report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+                // SAFETY: forwarded.
+                unsafe { pass_through(ext, irp) }
+            }
+        },
     }
 }
 
@@ -850,54 +835,58 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-        let Some(entry) = state.pended.with(handle, |slot| *slot).flatten() else {
+        let Some(entry) = state.pended.get(handle) else {
             // Unknown or finished: whatever the decision carried is dropped with it.
             drop(how);
             return;
         };
         let irp = handle as *mut IRP;
         // SAFETY: a pended IRP of this driver (in the table): alive until completed.
-        let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
-        let cc = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
+        let cc = unsafe { is_cleanup_or_close(irp) };
         // SAFETY: as above.
         let (code, context) = unsafe { encode_resume(irp, how, cc) };
-        if entry.in_pre {
-            let _ = state.pended.with(handle, |slot| {
-                if let Some(e) = slot {
-                    e.early = Some((code, context));
-                }
-            });
-            return;
+        match state.pended.resume(handle, Decision { code, context }) {
+            Resume::Now(_) => {
+                let device = entry.extra as *const DEVICE_OBJECT;
+                // SAFETY: our device, which the pended IRP keeps in use.
+                let Some(ext) = (unsafe { state.ext(device) }) else { return };
+                // SAFETY: the pended IRP at our device, resumed once.
+                let _ = unsafe { resume_now(state, device, ext, irp, code, context, true) };
+            }
+            Resume::Recorded => {}
+            Resume::Unknown => {
+                // SAFETY: our own encoded context, never handed out.
+                drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) })
+            }
         }
-        if state.pended.take(handle).is_none() {
-            return;
-        }
-        let device = entry.extra as *const DEVICE_OBJECT;
-        // SAFETY: our device, which the pended IRP keeps in use.
-        let Some(ext) = (unsafe { state.ext(device) }) else { return };
-        // SAFETY: the pended IRP at our device, resumed once.
-        let _ = unsafe { resume_now(state, device, ext, irp, code, context, true) };
     }
 
     fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-        let Some(entry) = state.pended.with(handle, |slot| *slot).flatten() else { return };
+        let Some(entry) = state.pended.get(handle) else { return };
         let irp = handle as *mut IRP;
         // SAFETY: a pended IRP of this driver.
-        let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
-        let cc = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
+        let cc = unsafe { is_cleanup_or_close(irp) };
         // SAFETY: as above.
         let (code, context) = unsafe { encode_resume(irp, how, cc) };
-        let _ = state.pended.with(handle, |slot| {
-            if let Some(e) = slot {
-                e.deferred = Some((code, context, delay_ms));
-            }
-        });
-        if !entry.in_pre {
-            defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle);
+        match state.pended.resume_after(handle, Decision { code, context }, delay_ms) {
+            Some(true) => defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle),
+            Some(false) => {}
+            // SAFETY: our own encoded context.
+            None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
         }
     }
+}
+
+/// True for cleanup and close IRPs, which cannot fail.
+///
+/// # Safety
+/// `irp` must be live at our location.
+unsafe fn is_cleanup_or_close(irp: *mut IRP) -> bool {
+    // SAFETY: the caller's live IRP.
+    let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
+    matches!(major, MajorFunction::Cleanup | MajorFunction::Close)
 }
 
 /// Queues the worker that resumes a pended IRP after its delay.
@@ -949,8 +938,8 @@ unsafe extern "system" fn resume_worker<F: Filter>(
 unsafe fn resume_deferred<F: Filter>(handle: usize, wait: bool) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-    let Some(entry) = state.pended.with(handle, |slot| *slot).flatten() else { return };
-    let Some((code, context, delay_ms)) = entry.deferred else { return };
+    let Some(entry) = state.pended.get(handle) else { return };
+    let Some((decision, delay_ms)) = entry.deferred() else { return };
     if wait && delay_ms > 0 {
         let interval = -i64::from(delay_ms) * 10_000;
         // SAFETY: a system worker at PASSIVE_LEVEL may wait.
@@ -963,7 +952,9 @@ unsafe fn resume_deferred<F: Filter>(handle: usize, wait: bool) {
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
     // SAFETY: the pended IRP, resumed once.
-    let _ = unsafe { resume_now(state, device, ext, handle as *mut IRP, code, context, true) };
+    let _ = unsafe {
+        resume_now(state, device, ext, handle as *mut IRP, decision.code, decision.context, true)
+    };
 }
 
 impl<F: Filter> PostBackend for Deferrer<F> {

@@ -1,14 +1,11 @@
 //! `DriverEntry` and `DriverUnload` of a legacy filter (facts.md §1.2, §1.9).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{Filter, ServiceParameters, Status, TeardownFlags, UnloadFlags};
-use fsfilter_kernel::datascan::SectionTable;
-use fsfilter_kernel::pending::PendedTable;
 use fsfilter_kernel::pool::PoolBox;
 use fsfilter_kernel::registry::ServiceKey;
-use fsfilter_kernel::sync::SpinLock;
 use fsfilter_kernel::{image, trace, unicode, wide};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::{
@@ -22,7 +19,7 @@ use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 use crate::attach::{self, Teardown};
 use crate::dispatch::dispatch;
 use crate::fastio::FastIoTable;
-use crate::state::{DRIVER_TAG, DeviceExt, DeviceKind, DriverState, MAX_DEFERRED};
+use crate::state::{DRIVER_TAG, DeviceExt, DeviceKind, DriverState};
 
 /// `FILE_DEVICE_DISK_FILE_SYSTEM`, the type of the filter's control device.
 const CONTROL_DEVICE_TYPE: u32 = 0x08;
@@ -51,22 +48,17 @@ pub unsafe fn driver_entry<F: Filter>(
     let mut name_units = [0u16; 96];
     let name_len = control_name(&parameters, &mut name_units);
     drop(parameters);
-    let state = DriverState {
-        filter,
-        registration,
-        driver,
-        control: core::ptr::null_mut(),
-        // SAFETY: all-zero is a valid KEVENT before initialization (below).
-        attach_lock: unsafe { core::mem::zeroed() },
-        in_flight: AtomicU32::new(0),
-        // SAFETY: as above.
-        drained: unsafe { core::mem::zeroed() },
-        unloading: AtomicBool::new(false),
-        pended: PendedTable::new(),
-        deferred_posts: SpinLock::new([0; MAX_DEFERRED]),
-        sections: SectionTable::new(),
+    // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
+    // SAFETY: every field `init` does not write is valid as zero: null device pointer, zeroed
+    // events (initialized right below), zero counters and flags, and the pended, deferred-post and
+    // section tables (empty when zero, their invariants).
+    let init = |p: *mut DriverState<F>| {
+        // SAFETY: `p` is the fresh, aligned, zeroed allocation.
+        unsafe { init_fields(p, filter, registration, driver) }
     };
-    let state = match PoolBox::try_new(state, DRIVER_TAG) {
+    // SAFETY: see above; `init` writes the remaining fields.
+    let state = unsafe { PoolBox::<DriverState<F>>::try_new_zeroed_with(DRIVER_TAG, init) };
+    let state = match state {
         Ok(s) => s.into_raw(),
         Err(e) => return e.status().0,
     };
@@ -140,6 +132,28 @@ pub unsafe fn driver_entry<F: Filter>(
     // SAFETY: DriverEntry at PASSIVE_LEVEL.
     unsafe { attach::attach_to_raw::<F>(state) };
     Status::SUCCESS.0
+}
+
+/// Writes the fields of a zeroed `DriverState` that are not valid as zero.
+///
+/// # Safety
+/// `p` points at an aligned, writable, zeroed `DriverState<F>` nobody else uses yet.
+#[expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "a raw field projection and its write are one operation"
+)]
+unsafe fn init_fields<F: Filter>(
+    p: *mut DriverState<F>,
+    filter: F,
+    registration: fsfilter::Registration,
+    driver: *const DRIVER_OBJECT,
+) {
+    // SAFETY: `p` is valid for writes (the caller's contract); each write fills one field.
+    unsafe { (&raw mut (*p).filter).write(filter) };
+    // SAFETY: as above.
+    unsafe { (&raw mut (*p).registration).write(registration) };
+    // SAFETY: as above.
+    unsafe { (&raw mut (*p).driver).write(driver) };
 }
 
 /// A post callback without a pre callback gets a context nobody made: only a zero-sized one is

@@ -72,6 +72,7 @@ impl<F: Filter> FastIoTable<F> {
 ///
 /// # Safety
 /// `device` must be a live device of this image.
+#[inline(never)] // one copy for the twenty pass-through routines
 unsafe fn lower<'a, F: Filter>(
     device: *const DEVICE_OBJECT,
 ) -> Option<(&'a FAST_IO_DISPATCH, *mut DEVICE_OBJECT)> {
@@ -186,7 +187,7 @@ unsafe extern "system" fn read<F: Filter>(
         None => false,
     };
     // SAFETY: forwarded from the I/O manager.
-    unsafe { model::<F>(MajorFunction::Read, file, offset, length, key, iosb, device, call) }
+    unsafe { model::<F>(MajorFunction::Read, file, offset, length, key, iosb, device, &call) }
 }
 
 unsafe extern "system" fn write<F: Filter>(
@@ -206,7 +207,7 @@ unsafe extern "system" fn write<F: Filter>(
             None => false,
         };
     // SAFETY: forwarded from the I/O manager.
-    unsafe { model::<F>(MajorFunction::Write, file, offset, length, key, iosb, device, call) }
+    unsafe { model::<F>(MajorFunction::Write, file, offset, length, key, iosb, device, &call) }
 }
 
 /// A fast-I/O read or write through the model: pre callback, the lower driver, post callback.
@@ -222,7 +223,7 @@ unsafe fn model<F: Filter>(
     key: u32,
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
-    call: impl FnOnce(&FAST_IO_DISPATCH, *mut DEVICE_OBJECT) -> bool,
+    call: &dyn Fn(&FAST_IO_DISPATCH, *mut DEVICE_OBJECT) -> bool,
 ) -> bool {
     // SAFETY: our device.
     let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return false };

@@ -29,6 +29,7 @@ use crate::services::{OpServices, defer_worker};
 use crate::state::{DriverState, InstanceState};
 use crate::view;
 use fsfilter_kernel::context::{decode, encode};
+use fsfilter_kernel::pending::{Decision, PreReturned, Resume};
 
 // ---------------------------------------------------------------------------------------------
 // Instance state
@@ -379,49 +380,44 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        let (status, context, io) = encode_resume(how);
-        let complete_now = driver.pended.with(handle, |slot| match slot {
-            Some(entry) if entry.in_pre => {
-                entry.early = Some((status, context));
-                false
-            }
-            _ => {
-                *slot = None;
-                true
-            }
-        });
-        match complete_now {
-            // SAFETY: `handle` is a callback data this filter pended (found in the table), which
-            // the Filter Manager keeps valid until it is completed here, once.
-            Some(true) => unsafe { complete_pended(handle, status, context, io) },
-            Some(false) => {}
+        let (code, context, io) = encode_resume(how);
+        match driver.pended.resume(handle, Decision { code, context }) {
             // Unknown or already completed: drop the context that would have gone with it.
-            // SAFETY: `context` was just encoded for this C.
-            None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
+            Resume::Unknown => {
+                // SAFETY: `context` was just encoded for this C.
+                drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) })
+            }
+            Resume::Recorded => {
+                if let Some(io) = io {
+                    // The pre callback is still running and will complete with this status.
+                    // SAFETY: the handle is the running pre callback's data (found in the table).
+                    unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
+                }
+            }
+            // SAFETY: `handle` is a callback data this filter pended (taken from the table),
+            // which the Filter Manager keeps valid until it is completed here, once.
+            Resume::Now(_) => unsafe { complete_pended(handle, code, context, io) },
         }
     }
 
     fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        let (status, context, io) = encode_resume(how);
-        let queued_now = driver.pended.with(handle, |slot| match slot {
-            Some(entry) => {
-                entry.deferred = Some((status, context, delay_ms));
-                !entry.in_pre
-            }
-            None => false,
-        });
-        match queued_now {
-            Some(true) => defer_worker::<F>(driver, handle),
-            Some(false) => {}
+        let (code, context, io) = encode_resume(how);
+        match driver.pended.resume_after(handle, Decision { code, context }, delay_ms) {
             // SAFETY: `context` was just encoded for this C.
             None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
-        }
-        if let Some(io) = io {
-            // The completion status travels in the callback data until the worker completes it.
-            // SAFETY: the handle is a pended callback data of this filter (it was in the table).
-            unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
+            Some(queue_now) => {
+                if let Some(io) = io {
+                    // The completion status travels in the callback data until the worker
+                    // completes it.
+                    // SAFETY: a pended callback data of this filter (found in the table).
+                    unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
+                }
+                if queue_now {
+                    defer_worker::<F>(driver, handle);
+                }
+            }
         }
     }
 }
@@ -636,44 +632,26 @@ fn map_pre_outcome<F: Filter>(
                 no_post
             }
         }
-        PreOutcome::Pending(_receipt) => {
-            let entry = driver.pended.with(id, |slot| {
-                let e = *slot;
-                match e {
-                    Some(x) if x.early.is_some() => *slot = None,
-                    Some(mut x) => {
-                        x.in_pre = false;
-                        *slot = Some(x);
-                    }
-                    None => {}
-                }
-                e
-            });
-            match entry.flatten() {
-                // Resumed before the pre callback returned: answer with that decision now.
-                Some(e) if e.early.is_some() => match e.early {
-                    Some((status, context)) => {
-                        let name = match status {
-                            flt_preop::SUCCESS_WITH_CALLBACK => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
-                            flt_preop::COMPLETE => "FLT_PREOP_COMPLETE",
-                            _ => "FLT_PREOP_SUCCESS_NO_CALLBACK",
-                        };
-                        // SAFETY: `data` is the running callback's data.
-                        let io = (status == flt_preop::COMPLETE)
-                            .then(|| unsafe { view::io_status(data) });
-                        (status, context as *mut c_void, (name, io.map(|i| i.status)))
-                    }
-                    None => no_post,
-                },
-                Some(e) => {
-                    if e.deferred.is_some() {
-                        defer_worker::<F>(driver, id);
-                    }
-                    (flt_preop::PENDING, core::ptr::null_mut(), ("FLT_PREOP_PENDING", None))
-                }
-                None => no_post,
+        PreOutcome::Pending(_receipt) => match driver.pended.pre_returned(id) {
+            // Resumed before the pre callback returned: answer with that decision now.
+            PreReturned::Early(d) => {
+                let name = match d.code {
+                    flt_preop::SUCCESS_WITH_CALLBACK => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
+                    flt_preop::COMPLETE => "FLT_PREOP_COMPLETE",
+                    _ => "FLT_PREOP_SUCCESS_NO_CALLBACK",
+                };
+                // SAFETY: `data` is the running callback's data.
+                let io = (d.code == flt_preop::COMPLETE).then(|| unsafe { view::io_status(data) });
+                (d.code, d.context as *mut c_void, (name, io.map(|i| i.status)))
             }
-        }
+            PreReturned::Pended { deferred } => {
+                if deferred {
+                    defer_worker::<F>(driver, id);
+                }
+                (flt_preop::PENDING, core::ptr::null_mut(), ("FLT_PREOP_PENDING", None))
+            }
+            PreReturned::Unknown => no_post,
+        },
     };
     if result.0 != flt_preop::PENDING {
         // A token taken for an operation that was not pended resumes nothing.

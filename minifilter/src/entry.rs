@@ -4,16 +4,12 @@
 use fsfilter::{Filter, Status, trace::TraceEvent};
 use fsfilter_kernel::pool::PoolBox;
 use fsfilter_kernel::registry::ServiceKey;
-use fsfilter_kernel::sync::SpinLock;
 use fsfilter_kernel::{image, trace};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_REGISTRATION, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
-
-use fsfilter_kernel::datascan::SectionTable;
-use fsfilter_kernel::pending::{MAX_PENDED, PendedTable};
 
 use crate::state::{DRIVER_TAG, DriverState};
 use crate::tables::{RuntimeTables, StaticTables};
@@ -40,16 +36,17 @@ pub unsafe fn driver_entry<F: Filter>(
     if registration.check().is_err() {
         return Status::INVALID_PARAMETER.0;
     }
-    let state = DriverState {
-        filter,
-        handle: 0,
-        registration,
-        runtime_tables: None,
-        pended: PendedTable::new(),
-        deferred_posts: SpinLock::new([0; MAX_PENDED]),
-        sections: SectionTable::new(),
+    // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
+    // SAFETY: every field `init` does not write is valid as zero: the filter handle (0 until
+    // registered), the pended, deferred-post and section tables (empty when zero, their
+    // invariants), which leaves `filter`, `registration` and `runtime_tables`, written here.
+    let init = |p: *mut DriverState<F>| {
+        // SAFETY: `p` is the fresh, aligned, zeroed allocation.
+        unsafe { init_fields(p, filter, registration) }
     };
-    let mut state = match PoolBox::try_new(state, DRIVER_TAG) {
+    // SAFETY: see above; `init` writes the remaining fields.
+    let state = unsafe { PoolBox::<DriverState<F>>::try_new_zeroed_with(DRIVER_TAG, init) };
+    let mut state = match state {
         Ok(s) => s,
         Err(e) => return e.status().0,
     };
@@ -90,6 +87,27 @@ pub unsafe fn driver_entry<F: Filter>(
         return status;
     }
     Status::SUCCESS.0
+}
+
+/// Writes the fields of a zeroed `DriverState` that are not valid as zero.
+///
+/// # Safety
+/// `p` points at an aligned, writable, zeroed `DriverState<F>` nobody else uses yet.
+#[expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "a raw field projection and its write are one operation"
+)]
+unsafe fn init_fields<F: Filter>(
+    p: *mut DriverState<F>,
+    filter: F,
+    registration: fsfilter::Registration,
+) {
+    // SAFETY: `p` is valid for writes (the caller's contract); each write fills one field.
+    unsafe { (&raw mut (*p).filter).write(filter) };
+    // SAFETY: as above.
+    unsafe { (&raw mut (*p).registration).write(registration) };
+    // SAFETY: as above.
+    unsafe { (&raw mut (*p).runtime_tables).write(None) };
 }
 
 /// # Safety

@@ -337,8 +337,9 @@ unsafe extern "system" fn resume_worker<F: Filter>(
 /// # Safety
 /// `handle` must be pended by this filter.
 unsafe fn resume_deferred<F: Filter>(driver: &DriverState<F>, handle: usize, wait: bool) {
-    let decision = driver.pended.with(handle, |slot| slot.and_then(|e| e.deferred)).flatten();
-    let Some((status, context, delay_ms)) = decision else { return };
+    let Some((decision, delay_ms)) = driver.pended.get(handle).and_then(|e| e.deferred()) else {
+        return;
+    };
     if wait && delay_ms > 0 {
         // Relative time in 100 ns units.
         let interval = -i64::from(delay_ms) * 10_000;
@@ -348,6 +349,6 @@ unsafe fn resume_deferred<F: Filter>(driver: &DriverState<F>, handle: usize, wai
     if driver.pended.take(handle).is_some() {
         // SAFETY: pended by this filter and taken from the table: completed once. A COMPLETE
         // status was stored in the callback data by `resume_after`.
-        unsafe { complete_pended(handle, status, context, None) };
+        unsafe { complete_pended(handle, decision.code, decision.context, None) };
     }
 }

@@ -22,6 +22,7 @@ mod registration;
 mod services;
 mod slots;
 mod status;
+pub mod text;
 pub mod trace;
 mod volume;
 

@@ -4,17 +4,23 @@
 use core::fmt;
 
 macro_rules! majors {
-    ($( $(#[$doc:meta])* $variant:ident = $value:literal => $name:literal, )*) => {
+    ($( $(#[$doc:meta])* $variant:ident = $value:literal => $name:literal, $short:literal, )*) => {
         /// An operation's major function: an `IRP_MJ_*` code, or one of the Filter Manager's
         /// pseudo-operations for fast I/O and FsFilter callbacks (facts.md §3 and §7).
         ///
         /// Codes the model does not know are kept as [`MajorFunction::Unknown`]: a value, never a
         /// transmute.
+        ///
+        /// The discriminant of each named variant is its code, so converting to and from the
+        /// kernel's `UCHAR` and comparing are a byte operation, not a table lookup (it matters in
+        /// a driver's hot paths and its size).
+        #[repr(u8)]
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum MajorFunction {
-            $( $(#[$doc])* #[doc = concat!("`", $name, "` (", stringify!($value), ").")] $variant, )*
-            /// A code that is none of the above.
-            Unknown(u8),
+            $( $(#[$doc])* #[doc = concat!("`", $name, "` (", stringify!($value), ").")] $variant = $value, )*
+            /// A code that is none of the above (`IRP_MJ_OPERATION_END`'s value, no named code,
+            /// is its discriminant).
+            Unknown(u8) = IRP_MJ_OPERATION_END,
         }
 
         impl MajorFunction {
@@ -37,12 +43,26 @@ macro_rules! majors {
                 }
             }
 
+            /// The WDK spelling of every named operation, packed, in the order of `ALL`.
+            const NAMES: crate::text::Names = crate::text::Names(concat!($( $name, "\n", )*));
+
+            /// The short name of every named operation, packed, in the order of `ALL`.
+            const SHORT_NAMES: crate::text::Names = crate::text::Names(concat!($( $short, "\n", )*));
+
+            /// The position of a named operation in `ALL`.
+            fn index_in_all(self) -> Option<usize> {
+                MajorFunction::ALL.iter().position(|m| *m == self)
+            }
+
             /// The WDK spelling (`"IRP_MJ_CREATE"`); `None` for an unknown code.
-            pub const fn name(self) -> Option<&'static str> {
-                match self {
-                    $( MajorFunction::$variant => Some($name), )*
-                    MajorFunction::Unknown(_) => None,
-                }
+            pub fn name(self) -> Option<&'static str> {
+                MajorFunction::NAMES.get(self.index_in_all()?)
+            }
+
+            /// The short name the lab's scenarios and the probe's parameters use (`"create"`,
+            /// `"fsctl"`, `"lock"`, `"flush"`, ...); `None` for an unknown code.
+            pub fn short_name(self) -> Option<&'static str> {
+                MajorFunction::SHORT_NAMES.get(self.index_in_all()?)
             }
 
             /// Compile-time messages for registration errors: (registered twice, registers no
@@ -60,61 +80,63 @@ macro_rules! majors {
                 }
             }
 
-            /// Looks a major function up by its WDK spelling.
+            /// Looks a major function up by its WDK spelling (any ASCII case).
             pub fn from_name(name: &str) -> Option<MajorFunction> {
-                match name {
-                    $( $name => Some(MajorFunction::$variant), )*
-                    _ => None,
-                }
+                MajorFunction::ALL.get(MajorFunction::NAMES.position(name)?).copied()
+            }
+
+            /// Looks a major function up by its short name (any ASCII case).
+            pub fn from_short_name(name: &str) -> Option<MajorFunction> {
+                MajorFunction::ALL.get(MajorFunction::SHORT_NAMES.position(name)?).copied()
             }
         }
     };
 }
 
 majors! {
-    Create = 0x00 => "IRP_MJ_CREATE",
-    CreateNamedPipe = 0x01 => "IRP_MJ_CREATE_NAMED_PIPE",
-    Close = 0x02 => "IRP_MJ_CLOSE",
-    Read = 0x03 => "IRP_MJ_READ",
-    Write = 0x04 => "IRP_MJ_WRITE",
-    QueryInformation = 0x05 => "IRP_MJ_QUERY_INFORMATION",
-    SetInformation = 0x06 => "IRP_MJ_SET_INFORMATION",
-    QueryEa = 0x07 => "IRP_MJ_QUERY_EA",
-    SetEa = 0x08 => "IRP_MJ_SET_EA",
-    FlushBuffers = 0x09 => "IRP_MJ_FLUSH_BUFFERS",
-    QueryVolumeInformation = 0x0a => "IRP_MJ_QUERY_VOLUME_INFORMATION",
-    SetVolumeInformation = 0x0b => "IRP_MJ_SET_VOLUME_INFORMATION",
-    DirectoryControl = 0x0c => "IRP_MJ_DIRECTORY_CONTROL",
-    FileSystemControl = 0x0d => "IRP_MJ_FILE_SYSTEM_CONTROL",
-    DeviceControl = 0x0e => "IRP_MJ_DEVICE_CONTROL",
-    InternalDeviceControl = 0x0f => "IRP_MJ_INTERNAL_DEVICE_CONTROL",
-    Shutdown = 0x10 => "IRP_MJ_SHUTDOWN",
-    LockControl = 0x11 => "IRP_MJ_LOCK_CONTROL",
-    Cleanup = 0x12 => "IRP_MJ_CLEANUP",
-    CreateMailslot = 0x13 => "IRP_MJ_CREATE_MAILSLOT",
-    QuerySecurity = 0x14 => "IRP_MJ_QUERY_SECURITY",
-    SetSecurity = 0x15 => "IRP_MJ_SET_SECURITY",
-    Power = 0x16 => "IRP_MJ_POWER",
-    SystemControl = 0x17 => "IRP_MJ_SYSTEM_CONTROL",
-    DeviceChange = 0x18 => "IRP_MJ_DEVICE_CHANGE",
-    QueryQuota = 0x19 => "IRP_MJ_QUERY_QUOTA",
-    SetQuota = 0x1a => "IRP_MJ_SET_QUOTA",
-    Pnp = 0x1b => "IRP_MJ_PNP",
-    AcquireForSectionSynchronization = 0xFF => "IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION",
-    ReleaseForSectionSynchronization = 0xFE => "IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION",
-    AcquireForModWrite = 0xFD => "IRP_MJ_ACQUIRE_FOR_MOD_WRITE",
-    ReleaseForModWrite = 0xFC => "IRP_MJ_RELEASE_FOR_MOD_WRITE",
-    AcquireForCcFlush = 0xFB => "IRP_MJ_ACQUIRE_FOR_CC_FLUSH",
-    ReleaseForCcFlush = 0xFA => "IRP_MJ_RELEASE_FOR_CC_FLUSH",
-    QueryOpen = 0xF9 => "IRP_MJ_QUERY_OPEN",
-    FastIoCheckIfPossible = 0xF3 => "IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE",
-    NetworkQueryOpen = 0xF2 => "IRP_MJ_NETWORK_QUERY_OPEN",
-    MdlRead = 0xF1 => "IRP_MJ_MDL_READ",
-    MdlReadComplete = 0xF0 => "IRP_MJ_MDL_READ_COMPLETE",
-    PrepareMdlWrite = 0xEF => "IRP_MJ_PREPARE_MDL_WRITE",
-    MdlWriteComplete = 0xEE => "IRP_MJ_MDL_WRITE_COMPLETE",
-    VolumeMount = 0xED => "IRP_MJ_VOLUME_MOUNT",
-    VolumeDismount = 0xEC => "IRP_MJ_VOLUME_DISMOUNT",
+    Create = 0x00 => "IRP_MJ_CREATE", "create",
+    CreateNamedPipe = 0x01 => "IRP_MJ_CREATE_NAMED_PIPE", "create_named_pipe",
+    Close = 0x02 => "IRP_MJ_CLOSE", "close",
+    Read = 0x03 => "IRP_MJ_READ", "read",
+    Write = 0x04 => "IRP_MJ_WRITE", "write",
+    QueryInformation = 0x05 => "IRP_MJ_QUERY_INFORMATION", "query_information",
+    SetInformation = 0x06 => "IRP_MJ_SET_INFORMATION", "set_information",
+    QueryEa = 0x07 => "IRP_MJ_QUERY_EA", "query_ea",
+    SetEa = 0x08 => "IRP_MJ_SET_EA", "set_ea",
+    FlushBuffers = 0x09 => "IRP_MJ_FLUSH_BUFFERS", "flush",
+    QueryVolumeInformation = 0x0a => "IRP_MJ_QUERY_VOLUME_INFORMATION", "query_volume_information",
+    SetVolumeInformation = 0x0b => "IRP_MJ_SET_VOLUME_INFORMATION", "set_volume_information",
+    DirectoryControl = 0x0c => "IRP_MJ_DIRECTORY_CONTROL", "directory_control",
+    FileSystemControl = 0x0d => "IRP_MJ_FILE_SYSTEM_CONTROL", "fsctl",
+    DeviceControl = 0x0e => "IRP_MJ_DEVICE_CONTROL", "device_control",
+    InternalDeviceControl = 0x0f => "IRP_MJ_INTERNAL_DEVICE_CONTROL", "internal_device_control",
+    Shutdown = 0x10 => "IRP_MJ_SHUTDOWN", "shutdown",
+    LockControl = 0x11 => "IRP_MJ_LOCK_CONTROL", "lock",
+    Cleanup = 0x12 => "IRP_MJ_CLEANUP", "cleanup",
+    CreateMailslot = 0x13 => "IRP_MJ_CREATE_MAILSLOT", "create_mailslot",
+    QuerySecurity = 0x14 => "IRP_MJ_QUERY_SECURITY", "query_security",
+    SetSecurity = 0x15 => "IRP_MJ_SET_SECURITY", "set_security",
+    Power = 0x16 => "IRP_MJ_POWER", "power",
+    SystemControl = 0x17 => "IRP_MJ_SYSTEM_CONTROL", "system_control",
+    DeviceChange = 0x18 => "IRP_MJ_DEVICE_CHANGE", "device_change",
+    QueryQuota = 0x19 => "IRP_MJ_QUERY_QUOTA", "query_quota",
+    SetQuota = 0x1a => "IRP_MJ_SET_QUOTA", "set_quota",
+    Pnp = 0x1b => "IRP_MJ_PNP", "pnp",
+    AcquireForSectionSynchronization = 0xFF => "IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION", "acquire_for_section_synchronization",
+    ReleaseForSectionSynchronization = 0xFE => "IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION", "release_for_section_synchronization",
+    AcquireForModWrite = 0xFD => "IRP_MJ_ACQUIRE_FOR_MOD_WRITE", "acquire_for_mod_write",
+    ReleaseForModWrite = 0xFC => "IRP_MJ_RELEASE_FOR_MOD_WRITE", "release_for_mod_write",
+    AcquireForCcFlush = 0xFB => "IRP_MJ_ACQUIRE_FOR_CC_FLUSH", "acquire_for_cc_flush",
+    ReleaseForCcFlush = 0xFA => "IRP_MJ_RELEASE_FOR_CC_FLUSH", "release_for_cc_flush",
+    QueryOpen = 0xF9 => "IRP_MJ_QUERY_OPEN", "query_open",
+    FastIoCheckIfPossible = 0xF3 => "IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE", "fast_io_check_if_possible",
+    NetworkQueryOpen = 0xF2 => "IRP_MJ_NETWORK_QUERY_OPEN", "network_query_open",
+    MdlRead = 0xF1 => "IRP_MJ_MDL_READ", "mdl_read",
+    MdlReadComplete = 0xF0 => "IRP_MJ_MDL_READ_COMPLETE", "mdl_read_complete",
+    PrepareMdlWrite = 0xEF => "IRP_MJ_PREPARE_MDL_WRITE", "prepare_mdl_write",
+    MdlWriteComplete = 0xEE => "IRP_MJ_MDL_WRITE_COMPLETE", "mdl_write_complete",
+    VolumeMount = 0xED => "IRP_MJ_VOLUME_MOUNT", "volume_mount",
+    VolumeDismount = 0xEC => "IRP_MJ_VOLUME_DISMOUNT", "volume_dismount",
 }
 
 /// `IRP_MJ_MAXIMUM_FUNCTION`: the highest IRP major code (facts.md §7).
@@ -301,9 +323,31 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
+        assert_eq!(MajorFunction::NAMES.len(), MajorFunction::ALL.len());
+        assert_eq!(MajorFunction::SHORT_NAMES.len(), MajorFunction::ALL.len());
         for &m in MajorFunction::ALL {
             assert_eq!(MajorFunction::from_name(m.name().unwrap()), Some(m));
+            assert_eq!(MajorFunction::from_short_name(m.short_name().unwrap()), Some(m));
         }
+        assert_eq!(MajorFunction::Unknown(0x42).short_name(), None);
+    }
+
+    #[test]
+    fn short_names_are_the_lab_io_ops() {
+        // scenario.md: the `op` of an io step.
+        for (short, wdk) in [
+            ("create", "IRP_MJ_CREATE"),
+            ("fsctl", "IRP_MJ_FILE_SYSTEM_CONTROL"),
+            ("lock", "IRP_MJ_LOCK_CONTROL"),
+            ("flush", "IRP_MJ_FLUSH_BUFFERS"),
+            ("query_volume_information", "IRP_MJ_QUERY_VOLUME_INFORMATION"),
+            ("FsCtl", "IRP_MJ_FILE_SYSTEM_CONTROL"),
+        ] {
+            let m = MajorFunction::from_short_name(short).unwrap();
+            assert_eq!(m.name(), Some(wdk));
+        }
+        assert_eq!(MajorFunction::from_short_name("file_system_control"), None);
+        assert_eq!(MajorFunction::from_name("irp_mj_read"), Some(MajorFunction::Read));
     }
 
     #[test]

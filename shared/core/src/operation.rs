@@ -96,13 +96,33 @@ impl<'a> FileName<'a> {
     }
 }
 
-fn fold(c: char) -> char {
-    // Simple upper-case folding, as the file systems' upcase tables do; characters whose upper
-    // case is several characters keep themselves.
-    let mut up = c.to_uppercase();
-    match (up.next(), up.next()) {
-        (Some(u), None) => u,
-        _ => c,
+/// Simple upper-case folding of one character, as the file systems' upcase tables do for the
+/// scripts a model needs: ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic and full-width Latin.
+/// Other characters compare exactly. (Full Unicode case tables would add about 14 KiB to every
+/// driver; this table-free folding costs a few hundred bytes.)
+pub(crate) const fn fold(c: char) -> char {
+    let u = c as u32;
+    let up = match u {
+        0x61..=0x7A => u - 0x20,
+        0xE0..=0xFE if u != 0xF7 => u - 0x20,
+        0xFF => 0x178,
+        // Dotless i and long s fold to ASCII.
+        0x131 => 0x49,
+        0x17F => 0x53,
+        // Latin Extended-A: upper case at even code points, lower at odd ones, except in the
+        // two stretches where the parity flips.
+        0x100..=0x137 | 0x14A..=0x177 if u % 2 == 1 => u - 1,
+        0x139..=0x148 | 0x179..=0x17E if u % 2 == 0 => u - 1,
+        0x3B1..=0x3C1 | 0x3C3..=0x3CB => u - 0x20,
+        0x3C2 => 0x3A3,
+        0x430..=0x44F => u - 0x20,
+        0x450..=0x45F => u - 0x50,
+        0xFF41..=0xFF5A => u - 0x20,
+        _ => u,
+    };
+    match char::from_u32(up) {
+        Some(c) => c,
+        None => c,
     }
 }
 
@@ -560,6 +580,29 @@ mod tests {
         assert!(!name.ends_with_ignore_case(".exe"));
         assert!(!FileName::new(&[]).ends_with_ignore_case(".exe"));
         assert_eq!(std::format!("{name}"), "\\Dir\\Report.TXT");
+    }
+
+    #[test]
+    fn folding_matches_unicode_where_it_applies() {
+        // Where the compact folding applies it agrees with Unicode's simple upper case.
+        for c in (0u32..0x600).chain(0xFF00..0xFF70).filter_map(char::from_u32) {
+            let f = fold(c);
+            let mut up = c.to_uppercase();
+            if let (Some(u), None) = (up.next(), up.next()) {
+                if f != c {
+                    assert_eq!(f, u, "U+{:04X}", c as u32);
+                }
+            }
+        }
+        assert_eq!(fold('é'), 'É');
+        assert_eq!(fold('ÿ'), 'Ÿ');
+        assert_eq!(fold('ł'), 'Ł');
+        assert_eq!(fold('ς'), 'Σ');
+        assert_eq!(fold('ж'), 'Ж');
+        assert_eq!(fold('ё'), 'Ё');
+        assert_eq!(fold('ß'), 'ß', "no single-character upper case");
+        let n = utf16("\\Données\\ΦΙΛΟΣ.txt");
+        assert!(FileName::new(&n).eq_ignore_case("\\DONNÉES\\φιλος.TXT"));
     }
 
     #[test]

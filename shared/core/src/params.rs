@@ -29,13 +29,9 @@ pub trait ServiceParameters {
             return Some(v != 0);
         }
         let mut buf = [0u8; 8];
-        match self.string(name, &mut buf)?.trim() {
-            s if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("yes") || s == "1" => {
-                Some(true)
-            }
-            s if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("no") || s == "0" => {
-                Some(false)
-            }
+        match crate::text::trim(self.string(name, &mut buf)?) {
+            s if crate::text::Names("true\nyes\n1\n").position(s).is_some() => Some(true),
+            s if crate::text::Names("false\nno\n0\n").position(s).is_some() => Some(false),
             _ => None,
         }
     }
@@ -59,7 +55,7 @@ impl ServiceParameters for ParameterList<'_> {
         let value = self.values.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
         let ParameterValue::String(s) = value.1 else { return None };
         let out = buffer.get_mut(..s.len())?;
-        out.copy_from_slice(s.as_bytes());
+        crate::text::copy_prefix(out, s.as_bytes());
         core::str::from_utf8(out).ok()
     }
 

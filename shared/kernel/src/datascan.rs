@@ -74,7 +74,7 @@ impl SectionState {
     }
 }
 
-/// An entry of a driver's section table.
+/// An entry of a driver's section table; a null `record` marks a free slot.
 #[derive(Clone, Copy)]
 pub struct OpenSection {
     /// The record.
@@ -89,23 +89,41 @@ pub struct OpenSection {
 // section's single owner.
 unsafe impl Send for OpenSection {}
 
+impl OpenSection {
+    const FREE: OpenSection = OpenSection { record: core::ptr::null_mut(), owner: 0, stream: 0 };
+
+    fn is_free(&self) -> bool {
+        self.record.is_null()
+    }
+
+    fn is(&self, record: usize) -> bool {
+        !self.is_free() && self.record as usize == record
+    }
+}
+
 /// The open sections of one driver.
+///
+/// # Invariants
+/// All-zero bytes are an empty table (null records), so it can live in zeroed pool memory.
 pub struct SectionTable {
-    entries: SpinLock<[Option<OpenSection>; MAX_SECTIONS]>,
+    entries: SpinLock<[OpenSection; MAX_SECTIONS]>,
 }
 
 impl SectionTable {
     /// An empty table.
     pub const fn new() -> SectionTable {
-        SectionTable { entries: SpinLock::new([None; MAX_SECTIONS]) }
+        SectionTable { entries: SpinLock::new([OpenSection::FREE; MAX_SECTIONS]) }
     }
 
-    /// Adds a section. False when the table is full.
+    /// Adds a section. False when the table is full (or the record is null).
     pub fn insert(&self, open: OpenSection) -> bool {
+        if open.is_free() {
+            return false;
+        }
         let mut t = self.entries.lock();
-        match t.iter_mut().find(|s| s.is_none()) {
+        match t.iter_mut().find(|s| s.is_free()) {
             Some(slot) => {
-                *slot = Some(open);
+                *slot = open;
                 true
             }
             None => false,
@@ -115,20 +133,19 @@ impl SectionTable {
     /// Removes and returns a section by record address.
     pub fn take(&self, record: usize) -> Option<OpenSection> {
         let mut t = self.entries.lock();
-        t.iter_mut()
-            .find(|s| matches!(s, Some(x) if x.record as usize == record))
-            .and_then(Option::take)
+        let slot = t.iter_mut().find(|s| s.is(record))?;
+        Some(core::mem::replace(slot, OpenSection::FREE))
     }
 
     /// The record at `record`, if the table holds it.
     pub fn find(&self, record: usize) -> Option<*mut SectionState> {
-        self.entries.lock().iter().flatten().find(|s| s.record as usize == record).map(|s| s.record)
+        self.entries.lock().iter().find(|s| s.is(record)).map(|s| s.record)
     }
 
     /// Runs `f` on a held record under the table's lock.
     pub fn with<R>(&self, record: usize, f: impl FnOnce(&mut SectionState) -> R) -> Option<R> {
         let t = self.entries.lock();
-        let open = t.iter().flatten().find(|s| s.record as usize == record)?;
+        let open = t.iter().find(|s| s.is(record))?;
         // SAFETY: a record in the table is live until taken out; the lock serializes access.
         Some(f(unsafe { &mut *open.record }))
     }
@@ -145,17 +162,18 @@ impl SectionTable {
             return out;
         }
         let t = self.entries.lock();
-        for (slot, open) in out.iter_mut().zip(t.iter()) {
-            if let Some(o) = open {
-                // SAFETY: a live record, read under the lock.
-                let s = unsafe { &*o.record };
-                if o.owner == owner
-                    && o.stream == stream
-                    && s.origin == SectionOrigin::FsRtl
-                    && !s.closed
-                {
-                    *slot = Some(o.record);
-                }
+        for (slot, o) in out.iter_mut().zip(t.iter()) {
+            if o.is_free() {
+                continue;
+            }
+            // SAFETY: a live record, read under the lock.
+            let s = unsafe { &*o.record };
+            if o.owner == owner
+                && o.stream == stream
+                && s.origin == SectionOrigin::FsRtl
+                && !s.closed
+            {
+                *slot = Some(o.record);
             }
         }
         out
@@ -163,7 +181,7 @@ impl SectionTable {
 
     /// Sections still open (for leak checks at teardown).
     pub fn count_for(&self, owner: usize) -> usize {
-        self.entries.lock().iter().flatten().filter(|s| s.owner == owner).count()
+        self.entries.lock().iter().filter(|s| !s.is_free() && s.owner == owner).count()
     }
 }
 

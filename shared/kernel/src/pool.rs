@@ -52,6 +52,27 @@ impl<T> PoolBox<T> {
         Ok(PoolBox { ptr, tag, _owns: PhantomData })
     }
 
+    /// Builds a `T` in place in a new, zeroed pool block (`ExAllocatePool2` zeroes what it
+    /// returns): `init` writes the fields that must not be zero. Large driver states are built this
+    /// way instead of on the kernel stack.
+    ///
+    /// # Safety
+    /// All-zero bytes must be a valid value of every field of `T` that `init` does not write, and
+    /// after `init` the block must hold a valid `T`. `init` must not read fields it has not written
+    /// or that are not valid when zero.
+    pub unsafe fn try_new_zeroed_with(
+        tag: u32,
+        init: impl FnOnce(*mut T),
+    ) -> Result<PoolBox<T>, Error> {
+        const { assert!(core::mem::align_of::<T>() <= 16, "pool blocks are 16-byte aligned") };
+        let size = core::mem::size_of::<T>().max(1);
+        // SAFETY: as in `try_new_or_return`; without POOL_FLAG_UNINITIALIZED the block is zeroed.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size, tag) }.cast::<T>();
+        let ptr = NonNull::new(raw).ok_or(Error::INSUFFICIENT_RESOURCES)?;
+        init(ptr.as_ptr());
+        Ok(PoolBox { ptr, tag, _owns: PhantomData })
+    }
+
     /// Moves the value out and frees the block.
     pub fn into_inner(self) -> T {
         let this = core::mem::ManuallyDrop::new(self);

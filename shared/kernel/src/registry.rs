@@ -66,10 +66,12 @@ impl ServiceKey {
         let suffix = crate::wide!("\\Parameters");
         let mut full = [0u16; 512];
         let total = path.len() + suffix.len();
-        let Some((head, tail)) = full.split_at_mut_checked(path.len()) else { return key };
-        let Some(tail) = tail.get_mut(..suffix.len()) else { return key };
-        head.copy_from_slice(path);
-        tail.copy_from_slice(suffix);
+        if total > full.len() {
+            return key;
+        }
+        for (dst, src) in full.iter_mut().zip(path.iter().chain(suffix)) {
+            *dst = *src;
+        }
         let name = unicode_string(full.get(..total).unwrap_or(&[]));
         let attributes = OBJECT_ATTRIBUTES {
             Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
@@ -159,8 +161,8 @@ impl ServiceParameters for ServiceKey {
             };
             let mut tmp = [0u8; 4];
             let bytes = c.encode_utf8(&mut tmp).as_bytes();
-            buffer.get_mut(len..len + bytes.len())?.copy_from_slice(bytes);
-            len += bytes.len();
+            let dst = buffer.get_mut(len..len + bytes.len())?;
+            len += fsfilter::text::copy_prefix(dst, bytes);
         }
         core::str::from_utf8(buffer.get(..len)?).ok()
     }

@@ -67,3 +67,35 @@ impl<T> Drop for SpinLockGuard<'_, T> {
         unsafe { KeReleaseSpinLock(self.owner.lock.get(), self.old_irql) };
     }
 }
+
+/// The crate's own unit tests run on the host without the simulator, so they get a real (atomic)
+/// spin lock behind the two exports. Integration tests link the simulator's exports instead.
+#[cfg(test)]
+mod host_exports {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    #[unsafe(no_mangle)]
+    extern "system" fn KeAcquireSpinLockRaiseToDpc(spinlock: *mut usize) -> u8 {
+        // SAFETY: `spinlock` points at a live, aligned KSPIN_LOCK (a usize) owned by a SpinLock.
+        let lock = unsafe { AtomicUsize::from_ptr(spinlock) };
+        while lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+        0
+    }
+
+    #[unsafe(no_mangle)]
+    extern "system" fn KeReleaseSpinLock(spinlock: *mut usize, _newirql: u8) {
+        // SAFETY: as above; the caller holds the lock.
+        let lock = unsafe { AtomicUsize::from_ptr(spinlock) };
+        lock.store(0, Ordering::Release);
+    }
+
+    #[test]
+    fn lock_guards_value_and_releases() {
+        let lock = super::SpinLock::new(1u32);
+        *lock.lock() += 1;
+        *lock.lock() += 1;
+        assert_eq!(*lock.lock(), 3);
+    }
+}

@@ -14,6 +14,8 @@
 
 use core::fmt;
 
+use fsfilter::text::{Names, eq_ignore_case};
+
 use fsfilter::{
     Error, FilesystemType, Filter, Instance, InstanceSetup, IoStatus, MajorFunction, Operation,
     OperationFlags, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume,
@@ -52,7 +54,7 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         name: "Operations",
         kind: "REG_SZ",
         default: "all",
-        description: "Operations to register, each with optional skip flags after a colon: read:paging|cached, write:noncached, create:nondasd. Names are the lab's io ops (create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information, ...) or IRP_MJ_* spellings; 'all' registers every operation passThrough registers.",
+        description: "Operations to register, each with optional skip flags after a colon: read:paging|cached, write:noncached, create:nondasd. Names are the lab's io ops (create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information, ...; every operation has one, see MajorFunction::short_name); 'all' registers every operation passThrough registers.",
     },
     ParameterDoc {
         name: "Post",
@@ -76,7 +78,7 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         name: "Rules",
         kind: "REG_SZ",
         default: "",
-        description: "Up to 16 rules separated by ';', each 'ACTION OPERATION [PATTERN]'. ACTION: deny | complete:STATUS_NAME | pend:MS | synchronize | nopost | disallow_fastio. OPERATION: an operation name or *. PATTERN: a file-name wildcard (* and ?), default *. The first matching rule applies; others pass with a post callback.",
+        description: "Up to 16 rules separated by ';', each 'ACTION OPERATION [PATTERN]'. ACTION: deny | complete:STATUS (a STATUS_* name or a 0x value) | pend:MS | synchronize | nopost | disallow_fastio. OPERATION: an operation name or *. PATTERN: a file-name wildcard (* and ?), default *. The first matching rule applies; others pass with a post callback.",
     },
     ParameterDoc {
         name: "SupportNpfsMsfs",
@@ -92,57 +94,10 @@ pub const PARAMETERS: &[ParameterDoc] = &[
     },
 ];
 
-/// The operation names the probe accepts, with their major functions.
-pub const OPERATION_NAMES: &[(&str, MajorFunction)] = &[
-    ("create", MajorFunction::Create),
-    ("create_named_pipe", MajorFunction::CreateNamedPipe),
-    ("close", MajorFunction::Close),
-    ("read", MajorFunction::Read),
-    ("write", MajorFunction::Write),
-    ("query_information", MajorFunction::QueryInformation),
-    ("set_information", MajorFunction::SetInformation),
-    ("query_ea", MajorFunction::QueryEa),
-    ("set_ea", MajorFunction::SetEa),
-    ("flush", MajorFunction::FlushBuffers),
-    ("query_volume_information", MajorFunction::QueryVolumeInformation),
-    ("set_volume_information", MajorFunction::SetVolumeInformation),
-    ("directory_control", MajorFunction::DirectoryControl),
-    ("fsctl", MajorFunction::FileSystemControl),
-    ("device_control", MajorFunction::DeviceControl),
-    ("internal_device_control", MajorFunction::InternalDeviceControl),
-    ("shutdown", MajorFunction::Shutdown),
-    ("lock", MajorFunction::LockControl),
-    ("cleanup", MajorFunction::Cleanup),
-    ("create_mailslot", MajorFunction::CreateMailslot),
-    ("query_security", MajorFunction::QuerySecurity),
-    ("set_security", MajorFunction::SetSecurity),
-    ("query_quota", MajorFunction::QueryQuota),
-    ("set_quota", MajorFunction::SetQuota),
-    ("pnp", MajorFunction::Pnp),
-    // Named so that asking for them is refused with the reason (facts.md §3), not as unknown.
-    ("power", MajorFunction::Power),
-    ("system_control", MajorFunction::SystemControl),
-    ("device_change", MajorFunction::DeviceChange),
-    ("acquire_for_section_synchronization", MajorFunction::AcquireForSectionSynchronization),
-    ("release_for_section_synchronization", MajorFunction::ReleaseForSectionSynchronization),
-    ("query_open", MajorFunction::QueryOpen),
-    ("fast_io_check_if_possible", MajorFunction::FastIoCheckIfPossible),
-    ("network_query_open", MajorFunction::NetworkQueryOpen),
-    ("mdl_read", MajorFunction::MdlRead),
-    ("mdl_read_complete", MajorFunction::MdlReadComplete),
-    ("prepare_mdl_write", MajorFunction::PrepareMdlWrite),
-    ("mdl_write_complete", MajorFunction::MdlWriteComplete),
-    ("volume_mount", MajorFunction::VolumeMount),
-    ("volume_dismount", MajorFunction::VolumeDismount),
-];
-
-/// An operation by the probe's name or the WDK spelling.
+/// An operation by its short name: the lab's io ops (`create`, `fsctl`, `lock`, `flush`, ...;
+/// [`MajorFunction::short_name`]), any ASCII case.
 pub fn operation_by_name(name: &str) -> Option<MajorFunction> {
-    OPERATION_NAMES
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, m)| *m)
-        .or_else(|| MajorFunction::from_name(name))
+    MajorFunction::from_short_name(name)
 }
 
 /// Why a parameter could not be parsed.
@@ -204,6 +159,20 @@ pub enum Action {
     NoPost,
     /// `FLT_PREOP_DISALLOW_FASTIO` (fast I/O only; IRPs pass).
     DisallowFastIo,
+}
+
+impl Action {
+    /// The action's word in the `Rules` syntax.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Deny => "deny",
+            Action::Complete(_) => "complete",
+            Action::Pend(_) => "pend",
+            Action::Synchronize => "synchronize",
+            Action::NoPost => "nopost",
+            Action::DisallowFastIo => "disallow_fastio",
+        }
+    }
 }
 
 const PATTERN_CAPACITY: usize = 96;
@@ -287,70 +256,45 @@ pub struct Probe {
     registration: Registration,
 }
 
-/// Splits `s` at `sep`, trimming, skipping empty pieces.
-fn words(s: &str, sep: char) -> impl Iterator<Item = &str> {
-    s.split(sep).map(str::trim).filter(|w| !w.is_empty())
+/// Splits `s` at the ASCII `sep`, trimming, skipping empty pieces (panic-free).
+fn words(s: &str, sep: u8) -> fsfilter::text::Split<'_> {
+    fsfilter::text::split(s, sep)
 }
 
 fn policy(
     value: Option<&str>,
     parameter: &'static str,
 ) -> core::result::Result<Policy, ParseError> {
-    match value.map(str::trim) {
+    const WORDS: Names = Names("allow\nrefuse\nnone\n");
+    const POLICIES: [Policy; 3] = [Policy::Allow, Policy::Refuse, Policy::None];
+    match value.map(fsfilter::text::trim) {
         None | Some("") => Ok(Policy::Allow),
-        Some(v) if v.eq_ignore_ascii_case("allow") => Ok(Policy::Allow),
-        Some(v) if v.eq_ignore_ascii_case("refuse") => Ok(Policy::Refuse),
-        Some(v) if v.eq_ignore_ascii_case("none") => Ok(Policy::None),
-        Some(_) => Err(ParseError::UnknownWord { parameter }),
+        Some(v) => lookup(WORDS, &POLICIES, v).ok_or(ParseError::UnknownWord { parameter }),
     }
+}
+
+/// The value of `word` in `names`, from the parallel table `values`.
+fn lookup<T: Copy>(names: Names, values: &[T], word: &str) -> Option<T> {
+    values.get(names.position(word)?).copied()
 }
 
 fn filesystem_by_name(name: &str) -> Option<FilesystemType> {
-    let t = match name.to_ascii_lowercase_fixed().as_str() {
-        "ntfs" => FilesystemType::Ntfs,
-        "fat" => FilesystemType::Fat,
-        "exfat" => FilesystemType::Exfat,
-        "refs" => FilesystemType::Refs,
-        "cdfs" => FilesystemType::Cdfs,
-        "udfs" => FilesystemType::Udfs,
-        "mup" => FilesystemType::Mup,
-        "npfs" => FilesystemType::Npfs,
-        "msfs" => FilesystemType::Msfs,
-        "raw" => FilesystemType::Raw,
-        "lanman" => FilesystemType::Lanman,
-        _ => return None,
-    };
-    Some(t)
-}
-
-/// A lower-case copy of a short ASCII word, without allocation.
-trait LowerFixed {
-    fn to_ascii_lowercase_fixed(&self) -> Lowered;
-}
-
-struct Lowered {
-    bytes: [u8; 16],
-    len: usize,
-}
-
-impl Lowered {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(self.bytes.get(..self.len).unwrap_or(&[])).unwrap_or("")
-    }
-}
-
-impl LowerFixed for str {
-    fn to_ascii_lowercase_fixed(&self) -> Lowered {
-        let mut out = Lowered { bytes: [0; 16], len: 0 };
-        if self.len() > out.bytes.len() {
-            return out;
-        }
-        for (slot, b) in out.bytes.iter_mut().zip(self.bytes()) {
-            *slot = b.to_ascii_lowercase();
-        }
-        out.len = self.len();
-        out
-    }
+    const WORDS: Names =
+        Names("ntfs\nfat\nexfat\nrefs\ncdfs\nudfs\nmup\nnpfs\nmsfs\nraw\nlanman\n");
+    const TYPES: [FilesystemType; 11] = [
+        FilesystemType::Ntfs,
+        FilesystemType::Fat,
+        FilesystemType::Exfat,
+        FilesystemType::Refs,
+        FilesystemType::Cdfs,
+        FilesystemType::Udfs,
+        FilesystemType::Mup,
+        FilesystemType::Npfs,
+        FilesystemType::Msfs,
+        FilesystemType::Raw,
+        FilesystemType::Lanman,
+    ];
+    lookup(WORDS, &TYPES, name)
 }
 
 /// Parses `Operations` into a registration (plus the unload and detach policies and flags).
@@ -362,13 +306,13 @@ fn registration(
     npfs_msfs: bool,
 ) -> core::result::Result<Registration, ParseError> {
     let mut r = Registration::new();
-    match operations.map(str::trim) {
+    match operations.map(fsfilter::text::trim) {
         None | Some("") => r = r.every_operation(true, post),
-        Some(v) if v.eq_ignore_ascii_case("all") => r = r.every_operation(true, post),
+        Some(v) if eq_ignore_case(v, "all") => r = r.every_operation(true, post),
         Some(v) => {
-            for item in words(v, ',') {
-                let (name, flags) = match item.split_once(':') {
-                    Some((n, f)) => (n.trim(), Some(f)),
+            for item in words(v, b',') {
+                let (name, flags) = match fsfilter::text::split_once(item, b':') {
+                    Some((n, f)) => (fsfilter::text::trim(n), Some(f)),
                     None => (item, None),
                 };
                 let major = operation_by_name(name).ok_or(ParseError::UnknownOperation)?;
@@ -376,14 +320,16 @@ fn registration(
                 if post && major != MajorFunction::Shutdown {
                     op = op.post();
                 }
-                for flag in flags.map(|f| words(f, '|')).into_iter().flatten() {
-                    let skip = match flag.to_ascii_lowercase_fixed().as_str() {
-                        "paging" => OperationFlags::SKIP_PAGING_IO,
-                        "cached" => OperationFlags::SKIP_CACHED_IO,
-                        "noncached" => OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO,
-                        "nondasd" => OperationFlags::SKIP_NON_DASD_IO,
-                        _ => return Err(ParseError::UnknownWord { parameter: "Operations" }),
-                    };
+                const SKIPS: Names = Names("paging\ncached\nnoncached\nnondasd\n");
+                const SKIP_FLAGS: [OperationFlags; 4] = [
+                    OperationFlags::SKIP_PAGING_IO,
+                    OperationFlags::SKIP_CACHED_IO,
+                    OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO,
+                    OperationFlags::SKIP_NON_DASD_IO,
+                ];
+                for flag in flags.map(|f| words(f, b'|')).into_iter().flatten() {
+                    let skip = lookup(SKIPS, &SKIP_FLAGS, flag)
+                        .ok_or(ParseError::UnknownWord { parameter: "Operations" })?;
                     op = op.skip(skip);
                 }
                 r = r.operation(op);
@@ -400,27 +346,32 @@ fn registration(
 }
 
 fn parse_rule(text: &str) -> core::result::Result<Rule, ParseError> {
-    let mut parts = text.split_whitespace();
+    let mut parts = words(text, b' ');
     let action = parts.next().ok_or(ParseError::MalformedRule)?;
     let operation = parts.next().ok_or(ParseError::MalformedRule)?;
     let pattern = parts.next().unwrap_or("*");
     if parts.next().is_some() {
         return Err(ParseError::MalformedRule);
     }
-    let (verb, argument) = match action.split_once(':') {
+    let (verb, argument) = match fsfilter::text::split_once(action, b':') {
         Some((v, a)) => (v, Some(a)),
         None => (action, None),
     };
-    let action = match (verb.to_ascii_lowercase_fixed().as_str(), argument) {
-        ("deny", None) => Action::Deny,
-        ("complete", Some(s)) => {
-            Action::Complete(Status::from_name(s).ok_or(ParseError::UnknownStatus)?)
+    const VERBS: Names = Names("deny\ncomplete\npend\nsynchronize\nnopost\ndisallow_fastio\n");
+    let action = match (VERBS.position(verb), argument) {
+        (Some(0), None) => Action::Deny,
+        (Some(1), Some(s)) => Action::Complete(
+            Status::from_name(s)
+                .or_else(|| fsfilter::text::parse_u32(s).map(Status::from_bits))
+                .ok_or(ParseError::UnknownStatus)?,
+        ),
+        (Some(2), Some(ms)) => {
+            Action::Pend(fsfilter::text::parse_u32(ms).ok_or(ParseError::BadDelay)?)
         }
-        ("pend", Some(ms)) => Action::Pend(ms.parse().map_err(|_| ParseError::BadDelay)?),
-        ("pend", None) => Action::Pend(0),
-        ("synchronize", None) => Action::Synchronize,
-        ("nopost", None) => Action::NoPost,
-        ("disallow_fastio", None) => Action::DisallowFastIo,
+        (Some(2), None) => Action::Pend(0),
+        (Some(3), None) => Action::Synchronize,
+        (Some(4), None) => Action::NoPost,
+        (Some(5), None) => Action::DisallowFastIo,
         _ => return Err(ParseError::UnknownAction),
     };
     let major = if operation == "*" {
@@ -428,12 +379,12 @@ fn parse_rule(text: &str) -> core::result::Result<Rule, ParseError> {
     } else {
         Some(operation_by_name(operation).ok_or(ParseError::UnknownOperation)?)
     };
+    if pattern.len() > PATTERN_CAPACITY {
+        return Err(ParseError::PatternTooLong);
+    }
     let mut rule =
         Rule { action, major, pattern: [0; PATTERN_CAPACITY], pattern_len: pattern.len() };
-    rule.pattern
-        .get_mut(..pattern.len())
-        .ok_or(ParseError::PatternTooLong)?
-        .copy_from_slice(pattern.as_bytes());
+    fsfilter::text::copy_prefix(&mut rule.pattern, pattern.as_bytes());
     Ok(rule)
 }
 
@@ -451,25 +402,27 @@ impl Probe {
                     pipe: false,
                     mailslot: false,
                 };
-                for w in words(v, ',') {
-                    match w.to_ascii_lowercase_fixed().as_str() {
-                        "disk" => set.disk = true,
-                        "cdrom" => set.cdrom = true,
-                        "network" => set.network = true,
-                        "pipe" => set.pipe = true,
-                        "mailslot" => set.mailslot = true,
+                const WORDS: Names = Names("disk\ncdrom\nnetwork\npipe\nmailslot\n");
+                for w in words(v, b',') {
+                    let slot = match WORDS.position(w) {
+                        Some(0) => &mut set.disk,
+                        Some(1) => &mut set.cdrom,
+                        Some(2) => &mut set.network,
+                        Some(3) => &mut set.pipe,
+                        Some(4) => &mut set.mailslot,
                         _ => return Err(ParseError::UnknownWord { parameter: "Attach" }),
-                    }
+                    };
+                    *slot = true;
                 }
                 set
             }
         };
         let filesystems = match p.string("FileSystems", &mut buf) {
             None => None,
-            Some(v) if v.trim().eq_ignore_ascii_case("any") => None,
+            Some(v) if eq_ignore_case(fsfilter::text::trim(v), "any") => None,
             Some(v) => {
                 let mut set = [false; 31];
-                for w in words(v, ',') {
+                for w in words(v, b',') {
                     let t = filesystem_by_name(w)
                         .ok_or(ParseError::UnknownWord { parameter: "FileSystems" })?;
                     if let Some(slot) = set.get_mut(t.raw() as usize) {
@@ -488,7 +441,7 @@ impl Probe {
             registration(p.string("Operations", &mut buf), post, unload, detach, npfs_msfs)?;
         let mut rules = [None; MAX_RULES];
         if let Some(v) = p.string("Rules", &mut buf) {
-            for (i, text) in words(v, ';').enumerate() {
+            for (i, text) in words(v, b';').enumerate() {
                 *rules.get_mut(i).ok_or(ParseError::TooManyRules)? = Some(parse_rule(text)?);
             }
         }
@@ -562,11 +515,11 @@ impl Filter for Probe {
     ) -> PreOutcome<()> {
         let Some((number, rule)) = self.rule_for(op) else { return PreOutcome::WithPost(()) };
         if self.notes {
-            let mut text = fsfilter_note::Note::new();
-            let _ = fmt::Write::write_fmt(
-                &mut text,
-                format_args!("probe: rule {number} ({:?}) matched", rule.action),
-            );
+            let mut text = note::Note::new();
+            text.push("probe: rule ");
+            text.push_number(number as u32);
+            text.push(" matched: ");
+            text.push(rule.action.name());
             op.services().note(text.as_str());
         }
         match rule.action {
@@ -614,11 +567,9 @@ impl Filter for Probe {
     }
 }
 
-/// Formatting a short note without allocation.
-mod fsfilter_note {
-    use core::fmt;
-
-    /// A 128-byte text buffer.
+/// A short note built without `core::fmt` (which would add kilobytes to the driver).
+mod note {
+    /// A 128-byte ASCII text buffer; what does not fit is dropped.
     pub(crate) struct Note {
         bytes: [u8; 128],
         len: usize,
@@ -629,20 +580,53 @@ mod fsfilter_note {
             Note { bytes: [0; 128], len: 0 }
         }
 
+        pub(crate) fn push(&mut self, s: &str) {
+            for &b in s.as_bytes() {
+                let Some(slot) = self.bytes.get_mut(self.len) else { return };
+                // Keep the text valid UTF-8 when cut: non-ASCII bytes become '?'.
+                *slot = if b.is_ascii() { b } else { b'?' };
+                self.len += 1;
+            }
+        }
+
+        pub(crate) fn push_number(&mut self, mut n: u32) {
+            let mut digits = [0u8; 10];
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                if let Some(d) = digits.get_mut(i) {
+                    *d = b'0' + (n % 10) as u8;
+                }
+                n /= 10;
+                if n == 0 || i == 0 {
+                    break;
+                }
+            }
+            let text = core::str::from_utf8(digits.get(i..).unwrap_or(&[])).unwrap_or("");
+            self.push(text);
+        }
+
         pub(crate) fn as_str(&self) -> &str {
             core::str::from_utf8(self.bytes.get(..self.len).unwrap_or(&[])).unwrap_or("")
         }
     }
 
-    impl fmt::Write for Note {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            for &b in s.as_bytes() {
-                let Some(slot) = self.bytes.get_mut(self.len) else { return Ok(()) };
-                // Keep the text valid UTF-8 when cut: drop non-ASCII bytes.
-                *slot = if b.is_ascii() { b } else { b'?' };
-                self.len += 1;
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn numbers_and_truncation() {
+            let mut n = super::Note::new();
+            n.push("rule ");
+            n.push_number(0);
+            n.push(" ");
+            n.push_number(4_294_967_295);
+            n.push(" é");
+            assert_eq!(n.as_str(), "rule 0 4294967295 ??");
+            let mut long = super::Note::new();
+            for _ in 0..50 {
+                long.push("abcd");
             }
-            Ok(())
+            assert_eq!(long.as_str().len(), 128);
         }
     }
 }
@@ -686,13 +670,35 @@ mod tests {
     }
 
     #[test]
-    fn wdk_spellings_and_pre_only() {
-        let p =
-            probe(&[("Operations", V::String("IRP_MJ_CREATE,shutdown")), ("Post", V::Dword(0))])
-                .unwrap();
+    fn short_names_in_any_case_and_pre_only() {
+        let p = probe(&[("Operations", V::String("Create,SHUTDOWN,fsctl")), ("Post", V::Dword(0))])
+            .unwrap();
         let c = p.registration.get(MajorFunction::Create).unwrap();
         assert!(c.pre && !c.post);
         assert!(!p.registration.get(MajorFunction::Shutdown).unwrap().post);
+        assert!(p.registration.get(MajorFunction::FileSystemControl).is_some());
+        // The WDK spelling is not one of the probe's names (the lab's io ops are).
+        assert_eq!(
+            probe(&[("Operations", V::String("IRP_MJ_CREATE"))]).unwrap_err(),
+            ParseError::UnknownOperation
+        );
+    }
+
+    #[test]
+    fn complete_takes_a_status_name_or_value() {
+        let p = probe(&[(
+            "Rules",
+            V::String("complete:STATUS_SHARING_VIOLATION create; complete:0xC0000022 read"),
+        )])
+        .unwrap();
+        let mut actions = p.rules().map(|r| r.action);
+        assert_eq!(actions.next(), Some(Action::Complete(Status::SHARING_VIOLATION)));
+        assert_eq!(actions.next(), Some(Action::Complete(Status::ACCESS_DENIED)));
+        assert_eq!(actions.next(), None);
+        assert_eq!(
+            probe(&[("Rules", V::String("complete:STATUS_NO_SUCH_THING create"))]).unwrap_err(),
+            ParseError::UnknownStatus
+        );
     }
 
     #[test]

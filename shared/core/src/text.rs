@@ -1,0 +1,184 @@
+//! Panic-free text helpers for kernel-side parsing (service parameters).
+//!
+//! `str::split` with a `char` pattern and `copy_from_slice` carry panic paths that the optimizer
+//! cannot remove, and a driver must not contain any (docs/reliability.md). These split on an ASCII
+//! byte, which is always a character boundary, and slice with `get`.
+
+/// Pieces of `s` between occurrences of the ASCII byte `sep`, trimmed of ASCII whitespace, empty
+/// pieces skipped.
+pub fn split(s: &str, sep: u8) -> Split<'_> {
+    Split { rest: Some(s), sep }
+}
+
+/// The iterator of [`split`].
+#[derive(Clone, Debug)]
+pub struct Split<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let rest = self.rest?;
+            let (piece, tail) = match rest.bytes().position(|b| b == self.sep) {
+                Some(at) => (rest.get(..at).unwrap_or(""), rest.get(at + 1..)),
+                None => (rest, None),
+            };
+            self.rest = tail;
+            let piece = trim(piece);
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+    }
+}
+
+/// `s` without leading and trailing ASCII whitespace.
+pub fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    s.get(start..end).unwrap_or("")
+}
+
+/// `s` split at the first ASCII `sep`: (before, after); `None` when absent.
+pub fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let at = s.bytes().position(|b| b == sep)?;
+    Some((s.get(..at)?, s.get(at + 1..)?))
+}
+
+/// Copies as much of `src` as fits into `dst`; returns how much.
+pub fn copy_prefix(dst: &mut [u8], src: &[u8]) -> usize {
+    let mut n = 0;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+        n += 1;
+    }
+    n
+}
+
+/// Parses a `u32`: decimal, or hexadecimal after `0x` (no sign, no spaces, no overflow).
+pub fn parse_u32(s: &str) -> Option<u32> {
+    let (digits, radix) = match s.get(..2) {
+        Some("0x" | "0X") => (s.get(2..)?, 16),
+        _ => (s, 10),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0u32, |acc, b| {
+        let d = (b as char).to_digit(radix)?;
+        acc.checked_mul(radix)?.checked_add(d)
+    })
+}
+
+/// ASCII case-insensitive equality, in one small loop (`str::eq_ignore_ascii_case` unrolls into
+/// much more code, and a driver pays for every copy).
+pub fn eq_ignore_case(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x.eq_ignore_ascii_case(&y))
+}
+
+/// A list of names packed into one string, each followed by `\n`: a few bytes per name where a
+/// table of `&str` costs sixteen, and no code per name. Built with `concat!`; looked up by
+/// position.
+#[derive(Clone, Copy, Debug)]
+pub struct Names(pub &'static str);
+
+impl Names {
+    /// The names, in order.
+    pub fn iter(self) -> Split<'static> {
+        split(self.0, b'\n')
+    }
+
+    /// The name at `index`.
+    pub fn get(self, index: usize) -> Option<&'static str> {
+        self.iter().nth(index)
+    }
+
+    /// The index of `word`, compared without regard to ASCII case.
+    pub fn position(self, word: &str) -> Option<usize> {
+        self.iter().position(|n| eq_ignore_case(n, word))
+    }
+
+    /// How many names.
+    pub fn len(self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_names() {
+        let names = Names("disk\ncdrom\nnetwork\n");
+        assert_eq!(names.len(), 3);
+        assert_eq!(names.get(1), Some("cdrom"));
+        assert_eq!(names.get(3), None);
+        assert_eq!(names.position("CdRom"), Some(1));
+        assert_eq!(names.position("cd"), None);
+        assert_eq!(names.position(""), None);
+        assert!(Names("").is_empty());
+    }
+
+    #[test]
+    fn numbers_in_both_radixes() {
+        assert_eq!(parse_u32("250"), Some(250));
+        assert_eq!(parse_u32("0xC0000022"), Some(0xC000_0022));
+        assert_eq!(parse_u32("0XfF"), Some(255));
+        assert_eq!(parse_u32("0x"), None);
+        assert_eq!(parse_u32("12a"), None);
+        assert_eq!(parse_u32("0x1_0000_0000"), None);
+        assert_eq!(parse_u32("0x100000000"), None);
+        assert_eq!(parse_u32("4294967296"), None);
+        assert_eq!(parse_u32(""), None);
+    }
+
+    #[test]
+    fn splitting() {
+        let v: [Option<&str>; 4] = {
+            let mut it = split(" a, b ,,c ", b',');
+            [it.next(), it.next(), it.next(), it.next()]
+        };
+        assert_eq!(v, [Some("a"), Some("b"), Some("c"), None]);
+        assert_eq!(split("", b',').next(), None);
+        assert_eq!(split("é;ü", b';').collect_two(), (Some("é"), Some("ü")));
+        assert_eq!(split_once("read:paging", b':'), Some(("read", "paging")));
+        assert_eq!(split_once("read", b':'), None);
+        assert_eq!(trim("  x y \t"), "x y");
+        assert_eq!(trim("   "), "");
+    }
+
+    #[test]
+    fn numbers_and_copies() {
+        assert_eq!(parse_u32("0"), Some(0));
+        assert_eq!(parse_u32("4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32("4294967296"), None);
+        assert_eq!(parse_u32("12a"), None);
+        assert_eq!(parse_u32(""), None);
+        let mut dst = [0u8; 3];
+        assert_eq!(copy_prefix(&mut dst, b"abcdef"), 3);
+        assert_eq!(&dst, b"abc");
+        assert_eq!(copy_prefix(&mut dst, b"z"), 1);
+        assert_eq!(&dst, b"zbc");
+    }
+
+    trait CollectTwo<'a> {
+        fn collect_two(self) -> (Option<&'a str>, Option<&'a str>);
+    }
+
+    impl<'a, I: Iterator<Item = &'a str>> CollectTwo<'a> for I {
+        fn collect_two(mut self) -> (Option<&'a str>, Option<&'a str>) {
+            (self.next(), self.next())
+        }
+    }
+}
