@@ -124,7 +124,7 @@ impl Kernel {
     }
 
     /// Marks a file object opened (the create succeeded): it holds a reference on its VPB.
-    pub fn file_opened(&mut self, fo: *mut FILE_OBJECT, handles: u32) {
+    pub(crate) fn file_opened(&mut self, fo: *mut FILE_OBJECT, handles: u32) {
         let Some(info) = self.files.map.get_mut(&(fo as usize)) else { return };
         info.opened = true;
         info.handles = handles;
@@ -203,7 +203,7 @@ impl Kernel {
 
     /// The device a file object's requests go to (`IoGetRelatedDeviceObject`): the top of its
     /// VPB's volume device stack, or of the device it names.
-    pub fn related_device(&self, fo: *const FILE_OBJECT) -> *mut DEVICE_OBJECT {
+    pub(crate) fn related_device(&self, fo: *const FILE_OBJECT) -> *mut DEVICE_OBJECT {
         // SAFETY: a live file object.
         let f = unsafe { &*fo };
         let mut d = f.DeviceObject;

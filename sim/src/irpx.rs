@@ -57,8 +57,10 @@ pub unsafe fn complete(irp: *mut IRP, status: Status, information: usize) -> NTS
 /// # Safety
 /// `irp` must be a live IRP.
 pub unsafe fn system_buffer(irp: *mut IRP) -> *mut u8 {
-    // SAFETY: the caller's live IRP; the union's pointer member is the one buffered requests use.
-    unsafe { (*irp).AssociatedIrp.SystemBuffer }.cast()
+    // SAFETY: the caller's live IRP.
+    let i = unsafe { &*irp };
+    // SAFETY: the union's pointer member is the one buffered requests use.
+    unsafe { i.AssociatedIrp.SystemBuffer }.cast()
 }
 
 /// The buffer of a read, write or directory query: the MDL's system address when the IRP has an

@@ -183,7 +183,6 @@ impl Kernel {
         if raw {
             vp.Flags |= vpb::RAW_MOUNT;
         }
-        vp.ReferenceCount = vp.ReferenceCount.max(0);
         if let Some(vdo) = self.objects.device_id(vp.DeviceObject) {
             self.objects.dobj(vdo).StackSize = stack.saturating_add(1);
             let info = self.objects.device_mut(vdo);
@@ -210,15 +209,14 @@ pub fn load_file_system(cdo: DeviceId) {
 /// Makes a namespace volume (share, pipes, mailslots) available: no mount request exists for
 /// these; the volume is served by the file system's own device.
 pub fn namespace_mount(v: VolumeId) -> Status {
-    let r = kernel::with(|k| {
+    kernel::with(|k| {
         let r = k.namespace_mount(v);
         let volume = k.volume_display_name(v);
         let fs = crate::fs::FsType::of(k.volume(v).fs).desc().service.to_owned();
         let status = r.err().unwrap_or(Status::SUCCESS);
         k.log(EventKind::Mounted { volume, filesystem: fs, status });
         status
-    });
-    r
+    })
 }
 
 /// Mounts a volume however its kind mounts: `Machine::mount`. The media of a `Step` volume

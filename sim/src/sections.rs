@@ -99,7 +99,11 @@ impl Sections {
                 let n = bytes.len().min(view.size - start);
                 // SAFETY: the view's block holds at least `size` bytes.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), view.block.ptr().add(start), n);
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        view.block.ptr().wrapping_add(start),
+                        n,
+                    );
                 }
             }
         }
@@ -265,7 +269,7 @@ impl Kernel {
 
 /// Tells the conflict hook about the open sections of a file object's stream, before I/O that
 /// needs a purge (called by the file systems outside the kernel's borrow).
-pub fn notify_conflicts(fo: *mut FILE_OBJECT, op: ConflictOp) {
+pub(crate) fn notify_conflicts(fo: *mut FILE_OBJECT, op: ConflictOp) {
     if fo.is_null() {
         return;
     }

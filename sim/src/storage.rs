@@ -75,7 +75,7 @@ impl Kernel {
 
 /// Creates the storage device of a volume (as the storage driver's code: call it inside the
 /// driver's image).
-pub fn add_device(driver: *const DRIVER_OBJECT, v: VolumeId) -> Result<(), Status> {
+pub(crate) fn add_device(driver: *const DRIVER_OBJECT, v: VolumeId) -> Result<(), Status> {
     let (name, kind) = kernel::with(|k| {
         let vol = k.volume(v);
         (vol.device_name.clone(), vol.fs.media())

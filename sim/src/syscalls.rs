@@ -843,8 +843,8 @@ fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize)
             | input_op
             | irp_flags::SYNCHRONOUS_API;
         let b = build(k, volume, major, target, file, flags, true);
-        // SAFETY: the request's IRP.
-        unsafe { (*b.irp).AssociatedIrp.SystemBuffer = sysbuf.ptr().cast() };
+        // SAFETY: the request's IRP, not yet sent.
+        unsafe { crate::irpx::header(b.irp) }.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast();
         let s = first(&b);
         match major {
             mj::QUERY_INFORMATION => {
@@ -906,8 +906,8 @@ fn directory(
             irp_flags::SYNCHRONOUS_API | irp_flags::INPUT_OPERATION,
             true,
         );
-        // SAFETY: the request's IRP.
-        unsafe { (*b.irp).UserBuffer = out.ptr().cast() };
+        // SAFETY: the request's IRP, not yet sent.
+        unsafe { crate::irpx::header(b.irp) }.UserBuffer = out.ptr().cast();
         let s = first(&b);
         s.MinorFunction = mn_dir::QUERY_DIRECTORY;
         s.Flags = if restart { sl::RESTART_SCAN } else { 0 }

@@ -1,6 +1,12 @@
 //! Smoke: an NTFS volume mounts at boot and a file round-trips.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
 
 use fsfilter::Status;
 use fsfilter_sim::{CreateOptions, FsKind, IoMode, Machine, MachineConfig, VolumeSpec};

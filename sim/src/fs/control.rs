@@ -36,7 +36,11 @@ pub fn control_device(call: Call, major: u8, minor: u8) -> NTSTATUS {
 
 /// Reads the raw media through the storage stack, as a file system reads its boot sector:
 /// `IoBuildSynchronousFsdRequest`, `IoCallDriver`, wait.
-pub fn read_media(target: *mut DEVICE_OBJECT, offset: u64, len: usize) -> Result<Vec<u8>, Status> {
+pub(crate) fn read_media(
+    target: *mut DEVICE_OBJECT,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>, Status> {
     let mut buf = vec![0u8; len];
     // SAFETY: all-zero is a valid KEVENT before initialization.
     let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
@@ -136,7 +140,8 @@ fn mount(call: Call) -> NTSTATUS {
         return call.done(Status::SUCCESS, 0);
     }
     // SAFETY: the control device we were called on.
-    let (driver, dtype) = unsafe { ((*call.device).DriverObject, (*call.device).DeviceType) };
+    let cdo = unsafe { irpx::device(call.device) };
+    let (driver, dtype) = (cdo.DriverObject, cdo.DeviceType);
     let mut vdo: *mut DEVICE_OBJECT = null_mut();
     // SAFETY: our driver object; an unnamed device of the control device's type.
     let s = Status(unsafe {

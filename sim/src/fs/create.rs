@@ -104,7 +104,7 @@ impl Kernel {
     }
 
     /// The file system's create.
-    pub fn fs_create(
+    pub(crate) fn fs_create(
         &mut self,
         call: Call,
         fo: *mut FILE_OBJECT,

@@ -104,8 +104,10 @@ pub fn set_information(call: Call) -> NTSTATUS {
     let p = unsafe { sl.Parameters.SetFile };
     let fo = sl.FileObject;
     let class = p.FileInformationClass as u32;
-    // SAFETY: the live IRP's system buffer holds `Length` bytes of input.
-    let input = unsafe { irpx::bytes(irpx::system_buffer(call.irp), p.Length as usize) }.to_vec();
+    // SAFETY: the live IRP.
+    let sysbuf = unsafe { irpx::system_buffer(call.irp) };
+    // SAFETY: the system buffer holds `Length` bytes of input.
+    let input = unsafe { irpx::bytes(sysbuf, p.Length as usize) }.to_vec();
     if matches!(class, fi::END_OF_FILE | fi::ALLOCATION) {
         crate::sections::notify_conflicts(fo, crate::sections::ConflictOp::SetEndOfFile);
     }

@@ -409,7 +409,7 @@ pub struct DevExt {
 pub const DEV_EXT_MAGIC: u32 = 0x5346_4953; // "SIFS"
 
 /// Reads a device's extension (None when it is not a file system device of the simulator).
-pub fn dev_ext(device: *const DEVICE_OBJECT) -> Option<DevExt> {
+pub(crate) fn dev_ext(device: *const DEVICE_OBJECT) -> Option<DevExt> {
     if device.is_null() {
         return None;
     }
@@ -424,7 +424,7 @@ pub fn dev_ext(device: *const DEVICE_OBJECT) -> Option<DevExt> {
 }
 
 /// Writes a device's extension.
-pub fn set_dev_ext(device: *mut DEVICE_OBJECT, ext: DevExt) {
+pub(crate) fn set_dev_ext(device: *mut DEVICE_OBJECT, ext: DevExt) {
     // SAFETY: our device, created with a DevExt-sized extension.
     let p = unsafe { (*device).DeviceExtension }.cast::<DevExt>();
     // SAFETY: as above.
@@ -718,7 +718,7 @@ impl FsState {
 
 impl Kernel {
     /// The FCB a file object refers to.
-    pub fn fcb_of(&self, fo: *const FILE_OBJECT) -> Option<&Fcb> {
+    pub(crate) fn fcb_of(&self, fo: *const FILE_OBJECT) -> Option<&Fcb> {
         if fo.is_null() {
             return None;
         }
@@ -868,7 +868,7 @@ pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
 };
 
 /// Creates a named device of a native driver with a [`DevExt`], as its `DriverEntry` would.
-pub fn create_named_device(
+pub(crate) fn create_named_device(
     driver: *const DRIVER_OBJECT,
     name: &str,
     device_type: u32,
