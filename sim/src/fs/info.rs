@@ -668,7 +668,8 @@ mod tests {
             Some(offset_of!(FILE_BOTH_DIR_INFORMATION, FileName))
         );
         assert_eq!(dir_header(fi::NAMES), Some(offset_of!(FILE_NAMES_INFORMATION, FileName)));
-        assert_eq!(offset_of!(FILE_BOTH_DIR_INFORMATION, ShortNameLength), 68 + 4);
+        assert_eq!(offset_of!(FILE_BOTH_DIR_INFORMATION, ShortNameLength), 68);
+        assert_eq!(offset_of!(FILE_BOTH_DIR_INFORMATION, EaSize), 64);
         assert_eq!(size_of::<FILE_STANDARD_INFORMATION>(), 24);
         assert_eq!(offset_of!(FILE_FS_VOLUME_INFORMATION, VolumeLabel), 18);
         assert_eq!(offset_of!(FILE_FS_ATTRIBUTE_INFORMATION, FileSystemName), 12);
