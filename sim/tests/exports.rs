@@ -92,6 +92,27 @@ fn device_object_pointers_by_name() {
 }
 
 #[test]
+fn namespace_devices_open_by_name() {
+    // The network, pipe and mailslot devices are both control and volume devices: an open of
+    // the device itself reaches the file system and names no file.
+    let mut m = machine(33);
+    m.add_volume(VolumeSpec::new(r"\\srv\data", FsKind::Mup));
+    m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    m.boot();
+    for name in [r"\Device\Mup", r"\Device\NamedPipe"] {
+        let (fo, dev) = open_by_name(name).unwrap();
+        // SAFETY: the file object we hold.
+        assert!(unsafe { (*fo).FsContext }.is_null() || name.ends_with("Pipe"));
+        let me =
+            m.kernel(|k| k.objects.device(*k.objects.names.get(&name.to_uppercase()).unwrap()).ptr);
+        assert_eq!(dev, me);
+        // SAFETY: our reference.
+        unsafe { ObfDereferenceObject(fo.cast()) };
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn synchronous_fsd_and_device_control_requests() {
     let mut m = machine(32);
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));

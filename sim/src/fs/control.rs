@@ -171,7 +171,7 @@ pub fn fsctl(call: Call, minor: u8) -> NTSTATUS {
     // SAFETY: `FileSystemControl` is the member in use.
     let code = unsafe { sl.Parameters.FileSystemControl.FsControlCode };
     let fo = sl.FileObject;
-    let s = kernel::with(|k| k.fs_user_fsctl(fo, code));
+    let s = kernel::with(|k| k.fs_user_fsctl(call, fo, code));
     call.done(s, 0)
 }
 
@@ -368,8 +368,14 @@ impl Kernel {
         Ok(())
     }
 
-    fn fs_user_fsctl(&mut self, fo: *mut FILE_OBJECT, code: u32) -> Status {
-        let Some(fcb) = self.fcb_of(fo) else { return Status::INVALID_PARAMETER };
+    fn fs_user_fsctl(&mut self, call: Call, fo: *mut FILE_OBJECT, code: u32) -> Status {
+        let Some(fcb) = self.fcb_of(fo) else {
+            return if call.ext.role == Role::Namespace as u8 {
+                Status::INVALID_DEVICE_REQUEST
+            } else {
+                Status::INVALID_PARAMETER
+            };
+        };
         let (mount, volume_open) = (fcb.mount, fcb.node == VOLUME_NODE);
         let m = &self.fs.mounts[mount as usize];
         let volume_code =

@@ -46,6 +46,10 @@ pub fn create(call: Call) -> NTSTATUS {
     // SAFETY: the file object's name, valid while the create runs.
     let name = String::from_utf16_lossy(unsafe { irpx::units(&f.FileName) });
     let related = f.RelatedFileObject;
+    if call.ext.role == Role::Namespace as u8 && name.is_empty() && related.is_null() {
+        // An open of the device itself (`IoGetDeviceObjectPointer(\Device\Mup)`): no file.
+        return call.done(Status::SUCCESS, create_result::OPENED);
+    }
     let req = CreateRequest {
         access,
         share: u32::from(p.ShareAccess),
