@@ -86,6 +86,11 @@ impl Kernel {
         let ptr = block.ptr().cast::<FILE_OBJECT>();
         // SAFETY: a zeroed block sized for a FILE_OBJECT.
         let f = unsafe { obj(ptr) };
+        // The I/O manager counts open file objects on the device they name (what makes a
+        // driver with an open control device unloadable only later, facts.md §1.9).
+        if let Some(d) = self.objects.device_id(device) {
+            self.objects.dobj(d).ReferenceCount += 1;
+        }
         f.Type = IO_TYPE_FILE;
         f.Size = size_of::<FILE_OBJECT>() as i16;
         f.DeviceObject = device;
@@ -178,6 +183,14 @@ impl Kernel {
     /// Frees a file object (after its close, or a failed create): releases its VPB reference.
     pub fn free_file_object(&mut self, fo: usize) {
         let Some(info) = self.files.map.remove(&fo) else { return };
+        // SAFETY: the file object's block is still ours.
+        let device = unsafe { (*(fo as *mut FILE_OBJECT)).DeviceObject };
+        if let Some(d) = self.objects.device_id(device) {
+            let o = self.objects.dobj(d);
+            o.ReferenceCount = o.ReferenceCount.saturating_sub(1);
+            let driver = self.objects.device(d).driver;
+            self.maybe_finish_unload(driver);
+        }
         if !info.vpb.is_null() {
             // SAFETY: the VPB it referenced.
             let v = unsafe { obj(info.vpb) };

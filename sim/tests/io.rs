@@ -104,7 +104,52 @@ fn a_round_trip_on_ntfs() {
     assert_eq!(all.status, Status::SUCCESS);
     let none = m.query_directory(d, fi::NAMES, Some("*.doc"), true, 4096);
     assert_eq!(none.status, Status::NO_SUCH_FILE);
+    // FileDirectoryInformation: ".", "..", then the files in name order, with their sizes.
+    let l = m.query_directory(d, fi::DIRECTORY, None, true, 4096);
+    let mut at = 0;
+    let mut entries = Vec::new();
+    loop {
+        let len = u32_at(&l.data, at + 60) as usize;
+        entries.push((utf16(&l.data[at + 64..at + 64 + len]), i64_at(&l.data, at + 40)));
+        let next = u32_at(&l.data, at) as usize;
+        if next == 0 {
+            break;
+        }
+        assert_eq!(next % 8, 0, "entries are 8-byte aligned");
+        at += next;
+    }
+    assert_eq!(
+        entries,
+        [
+            (".".into(), 0),
+            ("..".into(), 0),
+            ("b.bin".into(), 3),
+            ("new.txt".into(), 12),
+            ("readme.txt".into(), 7)
+        ]
+    );
+    // Single entries, one query at a time.
+    let one = m.io(IoRequest::DirectoryControl {
+        handle: d,
+        class: fi::NAMES,
+        pattern: Some("r*"),
+        restart: true,
+        single: true,
+        length: 4096,
+    });
+    assert_eq!(names(&one.data), ["readme.txt"]);
     m.close_handle(d);
+    // Basic information: attributes and times; setting READONLY refuses later write opens.
+    let h = m.open(c, "docs\\b.bin", CreateOptions::open()).unwrap();
+    let b = m.query_information(h, fi::BASIC, 40);
+    assert_eq!(u32_at(&b.data, 32), 0x20, "FILE_ATTRIBUTE_ARCHIVE");
+    assert!(i64_at(&b.data, 0) > 0, "creation time");
+    let mut basic = b.data.clone();
+    basic[32..36].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(m.set_information(h, fi::BASIC, &basic).status, Status::SUCCESS);
+    m.close_handle(h);
+    assert_eq!(m.create(c, "docs\\b.bin", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    assert!(m.open(c, "docs\\b.bin", CreateOptions::open().access(0x8000_0000)).is_ok());
     // Every request is an io event pair, in order.
     let events = m.events();
     let starts = events.iter().filter(|e| matches!(e.kind, EventKind::IoStart { .. })).count();
@@ -311,6 +356,7 @@ fn byte_range_locks_conflict_with_other_handles_io() {
     // Cleanup releases the handle's locks.
     m.close_handle(b);
     assert_eq!(m.write(a, Some(3), b"q", IoMode::Cached).status, Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
 #[test]
