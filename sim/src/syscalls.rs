@@ -1109,7 +1109,7 @@ fn send_cleanup(file: *mut FILE_OBJECT, volume: Option<VolumeId>) -> IoResult {
             result(status, n, rid, Vec::new())
         }
         None => {
-            let (s, n) = send_kernel_irp(file, mj::CLEANUP, flags);
+            let (s, n) = send_kernel_irp(file, mj::CLEANUP, flags, |_| {});
             IoResult { information: n, ..IoResult::failed(s) }
         }
     }
@@ -1164,7 +1164,7 @@ pub fn send_close(file: *mut FILE_OBJECT) -> IoResult {
             result(status, n, rid, Vec::new())
         }
         None => {
-            let (s, n) = send_kernel_irp(file, mj::CLOSE, flags);
+            let (s, n) = send_kernel_irp(file, mj::CLOSE, flags, |_| {});
             IoResult { information: n, ..IoResult::failed(s) }
         }
     };
@@ -1180,9 +1180,15 @@ pub fn dereference_file(fo: usize) {
     }
 }
 
-/// Sends a cleanup or close for a file object that belongs to no volume (a control device's),
-/// as a synchronous kernel request.
-fn send_kernel_irp(file: *mut FILE_OBJECT, major: u8, flags: u32) -> (Status, usize) {
+/// Sends a request for a file object that belongs to no volume (a control device's) as a
+/// synchronous kernel request: the event and status block of `IoBuildSynchronousFsdRequest`'s
+/// kind of IRP. `setup` fills the first stack location.
+fn send_kernel_irp(
+    file: *mut FILE_OBJECT,
+    major: u8,
+    flags: u32,
+    setup: impl FnOnce(&mut IO_STACK_LOCATION),
+) -> (Status, usize) {
     // SAFETY: all-zero is a valid KEVENT and IO_STATUS_BLOCK before use.
     let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: as above.
@@ -1205,6 +1211,7 @@ fn send_kernel_irp(file: *mut FILE_OBJECT, major: u8, flags: u32) -> (Status, us
     let s = unsafe { crate::irpx::next(irp) };
     s.MajorFunction = major;
     s.FileObject = file;
+    setup(s);
     let r = crate::irp::call_driver(target, irp);
     if r == Status::PENDING.0 {
         // SAFETY: our event, alive during the wait.
@@ -1232,97 +1239,54 @@ pub fn open_device_by_name(
         Some((id, info.ptr, info.volume, info.role))
     });
     let Some((id, ptr, volume, role)) = found else { return Err(Status::OBJECT_NAME_NOT_FOUND) };
-    let storage = role == crate::objects::DeviceRole::Storage;
-    if storage {
-        if let Some(v) = volume {
-            let mounted = kernel::with(|k| crate::mount::is_mounted(k, v));
-            if !mounted {
-                let s = crate::mount::mount_volume(v, true);
-                if !s.is_success() {
-                    return Err(s);
-                }
+    // A storage device's name opens its volume (mounting it first); any other device is
+    // opened itself.
+    let volume = if role == crate::objects::DeviceRole::Storage { volume } else { None };
+    if let Some(v) = volume {
+        if !kernel::with(|k| crate::mount::is_mounted(k, v)) {
+            let s = crate::mount::mount_volume(v, true);
+            if !s.is_success() {
+                return Err(s);
             }
         }
     }
-    let volume = if storage { volume } else { None };
-    let (file, b, rid) = kernel::with(|k| {
-        let vpb = if storage { k.objects.dobj(id).Vpb } else { std::ptr::null_mut() };
-        let flags = if storage { fo::VOLUME_OPEN } else { 0 };
-        let file = k.new_file_object(ptr, vpb, "", flags, volume);
-        let target = k.related_device(file);
-        (file, target, volume)
+    let file = kernel::with(|k| {
+        let vpb = if volume.is_some() { k.objects.dobj(id).Vpb } else { std::ptr::null_mut() };
+        let flags = if volume.is_some() { fo::VOLUME_OPEN } else { 0 };
+        k.new_file_object(ptr, vpb, "", flags, volume)
     });
-    let granted = access::map_generic(desired);
-    let build_create = |s: &mut IO_STACK_LOCATION, sc: *mut IO_SECURITY_CONTEXT| {
+    let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
+    let sc = sc_block.ptr().cast::<IO_SECURITY_CONTEXT>();
+    // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
+    unsafe { crate::mem::obj(sc) }.DesiredAccess = access::map_generic(desired);
+    let setup = |s: &mut IO_STACK_LOCATION| {
         s.Parameters.Create.SecurityContext = sc;
         s.Parameters.Create.Options = disposition::OPEN << 24;
         s.Parameters.Create.ShareAccess = (share::READ | share::WRITE) as u16;
     };
-    let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
-    // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
-    let sc = unsafe { crate::mem::obj(sc_block.ptr().cast::<IO_SECURITY_CONTEXT>()) };
-    sc.DesiredAccess = granted;
-    let status = match rid {
+    let flags = irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    let status = match volume {
         Some(v) => {
             let built = kernel::with(|k| {
-                build(
-                    k,
-                    v,
-                    mj::CREATE,
-                    b,
-                    file,
-                    irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API,
-                    false,
-                )
+                let target = k.related_device(file);
+                build(k, v, mj::CREATE, target, file, flags, false)
             });
-            build_create(first(&built), sc);
+            setup(first(&built));
             send(built).0
         }
-        None => {
-            // SAFETY: all-zero is a valid KEVENT and IO_STATUS_BLOCK before use.
-            let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
-            // SAFETY: as above.
-            let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
-            // SAFETY: our event storage.
-            unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
-            let irp = kernel::with(|k| {
-                let stack = k.objects.device_id(b).map_or(1, |d| k.objects.dobj(d).StackSize);
-                k.allocate_irp(stack, Finish::Synchronous, None)
-            });
-            // SAFETY: a fresh IRP.
-            let i = unsafe { crate::irpx::header(irp) };
-            i.Flags = irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API;
-            i.UserEvent = &mut *event;
-            i.Anonymous.UserIosb = &mut *iosb;
-            i.IoStatus.Anonymous.Status = Status::PENDING.0;
-            i.Tail.Overlay.OriginalFileObject = file;
-            // SAFETY: the fresh IRP's first location.
-            let s = unsafe { crate::irpx::next(irp) };
-            s.MajorFunction = mj::CREATE;
-            s.FileObject = file;
-            build_create(s, sc);
-            let r = crate::irp::call_driver(b, irp);
-            if r == Status::PENDING.0 {
-                // SAFETY: our event, alive during the wait.
-                let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
-                if w != Status::SUCCESS.0 {
-                    std::mem::forget(event);
-                    std::mem::forget(iosb);
-                    std::mem::forget(sc_block);
-                    return Err(Status::IO_TIMEOUT);
-                }
-            }
-            // SAFETY: the status member written at completion.
-            Status(unsafe { iosb.Anonymous.Status })
-        }
+        None => send_kernel_irp(file, mj::CREATE, flags, setup).0,
     };
+    if status == Status::PENDING {
+        std::mem::forget(sc_block);
+        return Err(Status::IO_TIMEOUT);
+    }
     if !status.is_success() {
         kernel::with(|k| k.free_file_object(file as usize));
         return Err(status);
     }
     kernel::with(|k| k.file_opened(file, 0));
     // ZwClose of the handle ObReferenceObjectByHandle was taken from: the cleanup.
-    let _ = send_cleanup(file, rid);
+    let _ = send_cleanup(file, volume);
     let top = kernel::with(|k| k.related_device(file));
     Ok((file, top))
 }

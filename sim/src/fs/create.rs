@@ -47,8 +47,15 @@ pub fn create(call: Call) -> NTSTATUS {
     let name = String::from_utf16_lossy(unsafe { irpx::units(&f.FileName) });
     let related = f.RelatedFileObject;
     if call.ext.role == Role::Namespace as u8 && name.is_empty() && related.is_null() {
-        // An open of the device itself (`IoGetDeviceObjectPointer(\Device\Mup)`): no file.
-        return call.done(Status::SUCCESS, create_result::OPENED);
+        // An open of the device itself (`IoGetDeviceObjectPointer(\Device\Mup)`) names no
+        // file; for pipes and mailslots it opens the namespace's root once the volume is there.
+        let root = call.ty != FsType::Mup
+            && kernel::with(|k| {
+                k.fs.mounts.iter().any(|m| m.ty == call.ty && m.state == MountState::Mounted)
+            });
+        if !root {
+            return call.done(Status::SUCCESS, create_result::OPENED);
+        }
     }
     let req = CreateRequest {
         access,
