@@ -95,13 +95,12 @@ pub fn mount_volume(v: VolumeId, allow_raw: bool) -> Status {
     };
     let mut restarts = 0;
     'walk: loop {
-        let (candidates, real_ptr, storage_top, storage_type) = kernel::with(|k| {
+        let (candidates, real_ptr, storage_top) = kernel::with(|k| {
             let real = k.objects.dobj(storage);
             let top = k.objects.top(storage);
             let ty = real.DeviceType;
-            (queue(k, ty), k.objects.device(storage).ptr, k.objects.device(top).ptr, ty)
+            (queue(k, ty), k.objects.device(storage).ptr, k.objects.device(top).ptr)
         });
-        let _ = storage_type;
         for cdo in candidates {
             let (raw, top, stack, name) = kernel::with(|k| {
                 let raw = k.fsreg.raw.contains(&cdo);
