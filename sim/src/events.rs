@@ -71,6 +71,8 @@ pub enum Rule {
     CallbackAfterUnload,
     /// An object was dereferenced more than it was referenced.
     ObjectOverDereferenced,
+    /// A device was deleted under an attached device whose driver has no `FastIoDetachDevice`.
+    FastIoDetachMissing,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -107,6 +109,7 @@ impl Rule {
             Rule::SectionLeaked => "SECTION_LEAKED_AT_UNLOAD",
             Rule::CallbackAfterUnload => "CALLBACK_AFTER_UNLOAD",
             Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",
+            Rule::FastIoDetachMissing => "FAST_IO_DETACH_DEVICE_MISSING",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

@@ -86,9 +86,16 @@ impl Faults {
     /// Counts a call of `kind` by the current image and says whether it must fail.
     pub fn fail(&mut self, kind: FaultKind) -> bool {
         let image = self.current;
-        let mine = self.counts.entry((kind, image)).or_default();
-        *mine += 1;
-        let mine = *mine;
+        // Calls made outside any image count only towards "any image" (one counter, not two
+        // increments of the same one).
+        let mine = match image {
+            Some(_) => {
+                let mine = self.counts.entry((kind, image)).or_default();
+                *mine += 1;
+                *mine
+            }
+            None => 0,
+        };
         let any = self.counts.entry((kind, None)).or_default();
         *any += 1;
         let any = *any;

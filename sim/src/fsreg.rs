@@ -144,10 +144,18 @@ pub fn register_file_system(cdo: *const DEVICE_OBJECT) {
         let seg = Segment::of(o.DeviceType);
         let low = o.Flags & DO_LOW_PRIORITY_FILESYSTEM != 0;
         o.Flags &= !DO_DEVICE_INITIALIZING;
+        let is_raw = k.fsreg.raw.contains(&id);
+        let raw = k.fsreg.raw.clone();
         let list = k.fsreg.segment_mut(seg);
         list.retain(|d| *d != id);
-        if low {
+        if is_raw {
+            // RAW stays at the tail of its segment whatever registers later.
             list.push(id);
+        } else if low {
+            // Low-priority file systems go to the tail, but before RAW (ReactOS inserts them
+            // before the segment's last entry, facts.md §1.1).
+            let at = list.iter().position(|d| raw.contains(d)).unwrap_or(list.len());
+            list.insert(at, id);
         } else {
             list.insert(0, id);
         }

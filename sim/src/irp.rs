@@ -79,6 +79,10 @@ pub struct IrpInfo {
     /// Completion routines set through `IoSetCompletionRoutineEx`, by location, with the
     /// device they keep referenced.
     pub ex_routines: Vec<ExRoutine>,
+    /// A system buffer the I/O manager allocated (freed at completion).
+    pub system_buffer: Option<Block>,
+    /// Where the system buffer's contents go at completion (caller buffer, length).
+    pub copy_back: Option<(usize, usize)>,
 }
 
 /// A routine set with `IoSetCompletionRoutineEx`: the I/O manager references the device object
@@ -169,9 +173,55 @@ impl Kernel {
                 expect_pending: 0,
                 completing: false,
                 ex_routines: Vec::new(),
+                system_buffer: None,
+                copy_back: None,
             },
         );
         irp
+    }
+
+    /// Gives an IRP a system buffer the I/O manager frees at completion, copying it to
+    /// `copy_back` (address, length) first when set.
+    pub fn irp_system_buffer(
+        &mut self,
+        irp: *mut IRP,
+        block: Block,
+        copy_back: Option<(usize, usize)>,
+    ) {
+        if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
+            info.system_buffer = Some(block);
+            info.copy_back = copy_back;
+        }
+    }
+
+    /// Stage two's buffer work: copies a buffered request's output back to the caller, frees the
+    /// system buffer and the IRP's MDLs.
+    fn finish_buffers(&mut self, irp: *mut IRP) {
+        // SAFETY: a live IRP at the end of its completion.
+        let i = unsafe { obj(irp) };
+        if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
+            let buffer = info.system_buffer.take();
+            let copy_back = info.copy_back.take();
+            if let (Some(b), Some((dst, len))) = (&buffer, copy_back) {
+                // SAFETY: reading the status member.
+                let status = unsafe { i.IoStatus.Anonymous.Status };
+                if status >= 0 || Status(status).is_warning() {
+                    let n = i.IoStatus.Information.min(len).min(b.size());
+                    if dst != 0 && n > 0 {
+                        // SAFETY: the caller's buffer holds `len` >= n bytes; the block `size`.
+                        unsafe { std::ptr::copy_nonoverlapping(b.ptr(), dst as *mut u8, n) };
+                    }
+                }
+            }
+        }
+        let mut m = i.MdlAddress;
+        while !m.is_null() {
+            // SAFETY: an MDL of the IRP's chain.
+            let next = unsafe { (*m).Next };
+            self.free_mdl(m);
+            m = next;
+        }
+        i.MdlAddress = std::ptr::null_mut();
     }
 
     /// `IoFreeIrp`.
@@ -619,6 +669,7 @@ fn finish(irp: *mut IRP) {
                 // SAFETY: reading the status member.
                 let status = unsafe { i.IoStatus.Anonymous.Status };
                 k.request_completed(rid, Status(status), i.IoStatus.Information);
+                k.finish_buffers(irp);
                 k.free_irp(irp);
                 None
             }
@@ -631,6 +682,7 @@ fn finish(irp: *mut IRP) {
                     iosb.Information = i.IoStatus.Information;
                 }
                 let ev = i.UserEvent;
+                k.finish_buffers(irp);
                 k.free_irp(irp);
                 Some(ev)
             }

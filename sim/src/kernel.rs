@@ -115,12 +115,20 @@ pub struct Kernel {
     pub volumes: crate::volumes::Volumes,
     /// User-mode requests.
     pub requests: crate::requests::Requests,
-    /// Section handles closed (for the sections subsystem).
-    pub sections_closed: Vec<usize>,
-    /// File handles closed (for the files subsystem).
-    pub files_closed: Vec<usize>,
+    /// The file systems' state.
+    pub fs: crate::fs::FsState,
+    /// File objects and the user-mode handle table.
+    pub files: crate::files::Files,
+    /// Section objects.
+    pub sections: crate::sections::Sections,
+    /// MDLs the kernel allocated (`IoAllocateMdl` and the I/O manager's own).
+    pub mdls: FastMap<usize, crate::mem::Block>,
+    /// The user request being served without an IRP (fast I/O), for attributing callbacks.
+    pub current_request: Option<crate::ids::RequestId>,
     /// Set once the machine bugchecked; nothing runs afterwards.
     pub crashed: Option<String>,
+    /// `Machine::boot` ran.
+    pub booted: bool,
 }
 
 /// A slot returned when the image global is used outside any image (the finding is reported).
@@ -206,9 +214,13 @@ impl Kernel {
             fsreg: crate::fsreg::FsRegistry::default(),
             volumes: crate::volumes::Volumes::default(),
             requests: crate::requests::Requests::default(),
-            sections_closed: Vec::new(),
-            files_closed: Vec::new(),
+            fs: crate::fs::FsState::default(),
+            files: crate::files::Files::default(),
+            sections: crate::sections::Sections::default(),
+            mdls: FastMap::default(),
+            current_request: None,
             crashed: None,
+            booted: false,
         }
     }
 

@@ -22,25 +22,35 @@ pub mod events;
 pub mod exports;
 pub mod faults;
 pub mod files;
+pub mod fs;
 pub mod fsreg;
 pub mod ids;
 pub mod irp;
+pub mod irpx;
 pub mod kernel;
 pub mod loader;
 pub mod machine;
 pub mod mem;
+pub mod mount;
+pub mod nt;
 pub mod objects;
 pub mod pool;
 pub mod registry;
 pub mod requests;
 pub mod sched;
+pub mod sections;
+pub mod storage;
+pub mod syscalls;
 pub mod volumes;
 
 pub use events::{Callback, Event, EventKind, RequestRef, Rule};
 pub use faults::{Fault, FaultKind};
+pub use files::Handle;
+pub use ids::VolumeId;
 pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
 };
 pub use machine::{Machine, MachineConfig};
 pub use registry::RegValue;
-pub use volumes::{FsKind, MountWhen};
+pub use syscalls::{CreateOptions, IoMode, IoRequest, IoResult};
+pub use volumes::{FsKind, MountWhen, VolumeError, VolumeSpec};

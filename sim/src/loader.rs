@@ -338,6 +338,14 @@ impl Kernel {
                 format!("{count} pool block(s), {bytes} bytes, tags {}", tags.join(",")),
             );
         }
+        let sections = self.sections_of(image);
+        if sections > 0 {
+            self.report(
+                Rule::SectionLeaked,
+                Some(name.clone()),
+                format!("{sections} data-scan section(s) still open"),
+            );
+        }
         if self.fs_notifications_of(driver) > 0 {
             self.report(
                 Rule::FsNotificationLeaked,

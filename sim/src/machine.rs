@@ -6,8 +6,12 @@ use std::marker::PhantomData;
 use fsfilter::Status;
 
 use crate::events::{Event, Rule};
+use crate::files::Handle;
+use crate::ids::VolumeId;
 use crate::kernel::{self, Kernel};
 use crate::loader::{ServiceSpec, StartType, StopResult};
+use crate::syscalls::{CreateOptions, IoMode, IoRequest, IoResult};
+use crate::volumes::{MountWhen, VolumeError, VolumeSpec};
 
 /// How a machine is built.
 #[derive(Clone, Debug, Default)]
@@ -45,7 +49,10 @@ impl Machine {
         kernel::with(|k| k.install_service(spec));
     }
 
-    /// Boots: boot-start services group by group, then system-start, then auto-start.
+    /// Boots: boot-start services group by group, then system-start, then auto-start. Volumes
+    /// that mount at boot mount right after the boot-start phase when their file system is
+    /// loaded by then (NTFS, the network shares), the others (file systems the recognizer loads,
+    /// pipes and mailslots) right after the system-start phase (docs/simulator.md).
     pub fn boot(&mut self) {
         for start in [StartType::Boot, StartType::System, StartType::Auto] {
             let order = kernel::with(|k| k.load_order(start));
@@ -53,7 +60,188 @@ impl Machine {
                 crate::loader::load_service(&name);
             }
             crate::sched::run_ready();
+            match start {
+                StartType::Boot => mount_boot_volumes(false),
+                StartType::System => mount_boot_volumes(true),
+                _ => {}
+            }
         }
+        kernel::with(|k| k.booted = true);
+    }
+
+    /// Adds a volume, installing the services it needs (its file system; for disk and CD
+    /// volumes the storage driver, RAW and the recognizer). After boot the needed boot, system
+    /// and auto-start services start at once, the storage device appears, and a `Boot` volume
+    /// mounts.
+    ///
+    /// # Panics
+    /// When the spec is invalid (see [`Machine::try_add_volume`]).
+    pub fn add_volume(&mut self, spec: VolumeSpec) -> VolumeId {
+        match self.try_add_volume(spec) {
+            Ok(v) => v,
+            Err(e) => panic!("add_volume: {e}"),
+        }
+    }
+
+    /// Adds a volume (see [`Machine::add_volume`]).
+    pub fn try_add_volume(&mut self, spec: VolumeSpec) -> Result<VolumeId, VolumeError> {
+        let when = spec.mount;
+        let (v, installed, booted) = kernel::with(|k| {
+            let kind = spec.fs;
+            let v = k.add_volume_record(spec)?;
+            let installed = crate::fs::install_for(k, kind);
+            Ok::<_, VolumeError>((v, installed, k.booted))
+        })?;
+        if booted {
+            for name in installed {
+                let start = kernel::with(|k| {
+                    k.service_index(&name).map(|i| k.loader.services[i].spec.start)
+                });
+                if matches!(start, Some(StartType::Boot | StartType::System | StartType::Auto)) {
+                    crate::loader::load_service(&name);
+                }
+            }
+            let storage = kernel::with(|k| {
+                let vol = k.volume(v);
+                if vol.storage.is_some() || !vol.fs.uses_vpb() {
+                    return None;
+                }
+                let i = k.service_index(crate::storage::SERVICE)?;
+                let svc = &k.loader.services[i];
+                Some((svc.image?, k.objects.driver(svc.driver?).ptr))
+            });
+            if let Some((image, driver)) = storage {
+                let _ = kernel::call_into(Some(image), || crate::storage::add_device(driver, v));
+            }
+            if when == MountWhen::Boot {
+                crate::mount::mount(v);
+            }
+            crate::sched::run_ready();
+        }
+        Ok(v)
+    }
+
+    /// The volume with this name.
+    pub fn volume(&self, name: &str) -> Option<VolumeId> {
+        kernel::with(|k| k.volume_by_name(name))
+    }
+
+    /// Mounts a volume (scenario.md `mount`): a `Step` volume's media arrives now.
+    pub fn mount(&mut self, v: VolumeId) -> Status {
+        let s = crate::mount::mount(v);
+        crate::sched::run_ready();
+        s
+    }
+
+    /// Dismounts a volume (scenario.md `dismount`) the way `fsutil volume dismount` does: opens
+    /// the volume, sends `FSCTL_DISMOUNT_VOLUME`, closes the handle. The volume device goes when
+    /// its last file closes; files still open fail with `STATUS_VOLUME_DISMOUNTED`.
+    pub fn dismount(&mut self, v: VolumeId) -> Status {
+        if !kernel::with(|k| crate::mount::is_mounted(k, v)) {
+            return Status::VOLUME_DISMOUNTED;
+        }
+        let open = self.create(v, "", CreateOptions::open().options(0));
+        let Some(h) = open.handle else { return open.status };
+        let r = self.io(IoRequest::Fsctl {
+            handle: h,
+            code: crate::nt::fsctl::DISMOUNT_VOLUME,
+            input: &[],
+            output_length: 0,
+        });
+        self.io(IoRequest::Close { handle: h });
+        r.status
+    }
+
+    /// Runs one user-mode request.
+    pub fn io(&mut self, req: IoRequest<'_>) -> IoResult {
+        crate::syscalls::io(req)
+    }
+
+    /// `NtCreateFile` on a volume; the result carries the handle.
+    pub fn create(&mut self, volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
+        self.io(IoRequest::Create { volume, path, options })
+    }
+
+    /// Opens or creates a file; the handle, or the failing status.
+    pub fn open(
+        &mut self,
+        volume: VolumeId,
+        path: &str,
+        options: CreateOptions,
+    ) -> Result<Handle, Status> {
+        let r = self.create(volume, path, options);
+        r.handle.ok_or(r.status)
+    }
+
+    /// `NtReadFile`.
+    pub fn read(
+        &mut self,
+        handle: Handle,
+        offset: Option<u64>,
+        length: usize,
+        mode: IoMode,
+    ) -> IoResult {
+        self.io(IoRequest::Read { handle, offset, length, mode })
+    }
+
+    /// `NtWriteFile`.
+    pub fn write(
+        &mut self,
+        handle: Handle,
+        offset: Option<u64>,
+        data: &[u8],
+        mode: IoMode,
+    ) -> IoResult {
+        self.io(IoRequest::Write { handle, offset, data, mode })
+    }
+
+    /// `NtQueryInformationFile`.
+    pub fn query_information(&mut self, handle: Handle, class: u32, length: usize) -> IoResult {
+        self.io(IoRequest::QueryInformation { handle, class, length })
+    }
+
+    /// `NtSetInformationFile`.
+    pub fn set_information(&mut self, handle: Handle, class: u32, data: &[u8]) -> IoResult {
+        self.io(IoRequest::SetInformation { handle, class, data })
+    }
+
+    /// `NtQueryDirectoryFile` (first query: `restart` or never queried; `pattern` None is `*`).
+    pub fn query_directory(
+        &mut self,
+        handle: Handle,
+        class: u32,
+        pattern: Option<&str>,
+        restart: bool,
+        length: usize,
+    ) -> IoResult {
+        self.io(IoRequest::DirectoryControl {
+            handle,
+            class,
+            pattern,
+            restart,
+            single: false,
+            length,
+        })
+    }
+
+    /// `NtQueryVolumeInformationFile`.
+    pub fn query_volume_information(
+        &mut self,
+        handle: Handle,
+        class: u32,
+        length: usize,
+    ) -> IoResult {
+        self.io(IoRequest::QueryVolumeInformation { handle, class, length })
+    }
+
+    /// Closes a handle: cleanup, then the caller's reference (close when it was the last).
+    pub fn close_handle(&mut self, handle: Handle) -> Status {
+        self.io(IoRequest::Close { handle }).status
+    }
+
+    /// A file's bytes, read from the media directly (no I/O).
+    pub fn file_contents(&self, volume: VolumeId, path: &str) -> Option<Vec<u8>> {
+        kernel::with(|k| k.volume(volume).media.file(path).map(<[u8]>::to_vec))
     }
 
     /// Starts a service (`sc start`).
@@ -119,11 +307,33 @@ impl Kernel {
         None
     }
 
-    /// The user request an operation identity (an IRP) belongs to.
+    /// The user request an operation identity (an IRP) belongs to; for an operation without
+    /// an IRP (fast I/O), the request being served.
     pub fn resolve_operation(&self, operation: usize) -> Option<crate::ids::RequestId> {
-        match self.irps.map.get(&operation)?.finish {
-            crate::irp::Finish::Request(r) => Some(r),
-            _ => None,
+        match self.irps.map.get(&operation).map(|i| i.finish) {
+            Some(crate::irp::Finish::Request(r)) => Some(r),
+            Some(_) => None,
+            None => self.current_request,
         }
+    }
+}
+
+/// Mounts the volumes that mount at boot: `early` after the boot-start phase (only those whose
+/// file system is loaded), otherwise every one not mounted yet.
+fn mount_boot_volumes(late: bool) {
+    let todo: Vec<VolumeId> = kernel::with(|k| {
+        (0..k.volumes.list.len() as u32)
+            .map(VolumeId)
+            .filter(|&v| {
+                let vol = k.volume(v);
+                vol.mount == MountWhen::Boot
+                    && !crate::mount::is_mounted(k, v)
+                    && (late || k.fs.drivers[crate::fs::FsType::of(vol.fs) as usize].is_some())
+            })
+            .collect()
+    });
+    for v in todo {
+        crate::mount::mount(v);
+        crate::sched::run_ready();
     }
 }

@@ -86,3 +86,44 @@ pub unsafe fn read_unicode(s: *const windows_sys::Win32::Foundation::UNICODE_STR
     let units = unsafe { std::slice::from_raw_parts(s.Buffer, usize::from(s.Length / 2)) };
     String::from_utf16_lossy(units)
 }
+
+/// Recycles equally sized blocks for objects the simulator creates per operation (file objects,
+/// FCBs, CCBs): a freed block waits in a quarantine before reuse, so a driver that keeps a stale
+/// pointer for a little while still reads a dead object rather than a new one.
+pub struct BlockPool {
+    size: usize,
+    free: Vec<Block>,
+    quarantine: std::collections::VecDeque<Block>,
+}
+
+/// Freed blocks kept before reuse.
+const POOL_QUARANTINE: usize = 256;
+
+impl BlockPool {
+    /// A pool of zeroed blocks of `size` bytes.
+    pub const fn new(size: usize) -> BlockPool {
+        BlockPool { size, free: Vec::new(), quarantine: std::collections::VecDeque::new() }
+    }
+
+    /// A zeroed block.
+    pub fn take(&mut self) -> Block {
+        match self.free.pop() {
+            Some(b) => {
+                // SAFETY: the block holds `b.size()` bytes.
+                unsafe { std::ptr::write_bytes(b.ptr(), 0, b.size()) };
+                b
+            }
+            None => Block::zeroed(self.size),
+        }
+    }
+
+    /// Returns a block (it is reused only after the quarantine).
+    pub fn give(&mut self, block: Block) {
+        self.quarantine.push_back(block);
+        if self.quarantine.len() > POOL_QUARANTINE {
+            if let Some(b) = self.quarantine.pop_front() {
+                self.free.push(b);
+            }
+        }
+    }
+}

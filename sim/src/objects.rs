@@ -80,6 +80,9 @@ pub struct DeviceInfo {
     pub role: DeviceRole,
     /// The volume whose stack it belongs to, once known.
     pub volume: Option<VolumeId>,
+    /// For a file system's volume device: the VPB it was mounted through (what
+    /// `IoGetDiskDeviceObject` follows to the real device).
+    pub vpb: *mut VPB,
     _block: Block,
 }
 
@@ -301,6 +304,7 @@ impl Kernel {
             attached_to: None,
             role,
             volume: None,
+            vpb: std::ptr::null_mut(),
             _block: block,
         });
         self.objects.driver_mut(driver).devices.push(id);

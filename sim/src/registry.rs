@@ -197,24 +197,16 @@ impl Handles {
 }
 
 impl Kernel {
-    /// `ZwClose`.
-    pub fn close_handle(&mut self, h: *mut c_void) -> Status {
+    /// Removes a handle from the table (`ZwClose`'s first step); reports an unknown handle.
+    pub fn take_handle(&mut self, h: *mut c_void) -> Result<HandleObject, Status> {
         match self.handles.map.remove(&(h as usize)) {
-            Some(HandleObject::Section(s)) => {
-                self.section_handle_closed(s);
-                Status::SUCCESS
-            }
-            Some(HandleObject::File(f)) => {
-                self.file_handle_closed(f);
-                Status::SUCCESS
-            }
-            Some(HandleObject::Key(_)) => Status::SUCCESS,
+            Some(o) => Ok(o),
             None => {
                 self.report_current(
                     Rule::InvalidHandle,
                     format!("ZwClose({h:p}): not an open handle"),
                 );
-                Status::INVALID_HANDLE
+                Err(Status::INVALID_HANDLE)
             }
         }
     }

@@ -5,8 +5,8 @@ use std::ffi::c_void;
 
 use fsfilter::Status;
 use windows_sys::Wdk::Foundation::{
-    DEVICE_OBJECT, DRIVER_FS_NOTIFICATION, DRIVER_OBJECT, IRP, PEPROCESS, PIO_COMPLETION_ROUTINE,
-    PIO_WORKITEM,
+    DEVICE_OBJECT, DRIVER_FS_NOTIFICATION, DRIVER_OBJECT, FILE_OBJECT, IRP, PEPROCESS,
+    PIO_COMPLETION_ROUTINE, PIO_WORKITEM,
 };
 use windows_sys::Wdk::System::SystemServices::{PIO_WORKITEM_ROUTINE, WORK_QUEUE_TYPE};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
@@ -66,18 +66,65 @@ export! { windows_sys::Wdk::System::SystemServices::IoCreateDevice =>
 }
 
 export! { windows_sys::Wdk::System::SystemServices::IoDeleteDevice =>
-    /// `IoDeleteDevice`.
+    /// `IoDeleteDevice`. When a device is attached above the deleted one, the I/O manager calls
+    /// that device's driver's `FastIoDetachDevice(attached, deleted)` (facts.md §1.7), after
+    /// checking that its fast-I/O table is large enough to hold the entry.
     fn IoDeleteDevice(deviceobject: *const DEVICE_OBJECT) {
-        kernel::with(|k| match k.objects.device_id(deviceobject) {
+        let detach = kernel::with(|k| match k.objects.device_id(deviceobject) {
             Some(id) => {
-                if k.objects.above(id).is_some() {
-                    k.report_current(Rule::Bugcheck, "IoDeleteDevice on a device that still has a device attached above it");
-                }
+                let above = k.objects.above(id);
                 k.delete_device(id);
+                above.and_then(|a| k.fast_io_detach_of(a))
             }
-            None => k.report_current(Rule::Bugcheck, format!("IoDeleteDevice({deviceobject:p}): not a device object")),
+            None => {
+                k.report_current(Rule::Bugcheck, format!("IoDeleteDevice({deviceobject:p}): not a device object"));
+                None
+            }
         });
+        if let Some((routine, image, attached)) = detach {
+            // SAFETY: the attached driver's FastIoDetachDevice with (its device, the deleted one).
+            kernel::call_into(Some(image), || unsafe { routine(attached, deviceobject) });
+        }
         crate::sched::run_ready();
+    }
+}
+
+/// A driver's `FastIoDetachDevice`.
+pub type FastIoDetach = unsafe extern "system" fn(*const DEVICE_OBJECT, *const DEVICE_OBJECT);
+
+impl crate::kernel::Kernel {
+    /// The `FastIoDetachDevice` of the driver of `attached` (checked against the table's size),
+    /// or a verifier finding when it has none.
+    pub fn fast_io_detach_of(
+        &mut self,
+        attached: crate::ids::DeviceId,
+    ) -> Option<(FastIoDetach, crate::ids::ImageId, *const DEVICE_OBJECT)> {
+        let info = self.objects.device(attached);
+        let driver = info.driver;
+        let ptr = info.ptr.cast_const();
+        let image = self.objects.driver(driver).image;
+        // SAFETY: a live driver object.
+        let table = unsafe { (*self.objects.driver(driver).ptr).FastIoDispatch };
+        // SAFETY: the driver's table, when set.
+        let routine = unsafe { table.as_ref() }.and_then(|t| {
+            let need = std::mem::offset_of!(
+                windows_sys::Wdk::Foundation::FAST_IO_DISPATCH,
+                FastIoDetachDevice
+            ) + size_of::<usize>();
+            if (t.SizeOfFastIoDispatch as usize) < need { None } else { t.FastIoDetachDevice }
+        });
+        match routine {
+            Some(r) => Some((r, image, ptr)),
+            None => {
+                let name = self.objects.driver(driver).service.clone();
+                self.report(
+                    Rule::FastIoDetachMissing,
+                    Some(name),
+                    "a device attached above a deleted device has no FastIoDetachDevice: it stays attached to a dead device",
+                );
+                None
+            }
+        }
     }
 }
 
@@ -433,3 +480,218 @@ export! { windows_sys::Wdk::System::SystemServices::IoGetCurrentProcess =>
 
 /// The address the simulator gives the System process.
 pub const SYSTEM_PROCESS: PEPROCESS = 0x4000;
+
+export! { windows_sys::Wdk::System::SystemServices::IoGetDeviceObjectPointer =>
+    /// `IoGetDeviceObjectPointer`: opens the named device (a create request, and for an unmounted
+    /// storage device a mount), closes the handle (a cleanup request), and returns the referenced
+    /// file object and the top of the stack the file object's requests go to.
+    fn IoGetDeviceObjectPointer(
+        objectname: *const UNICODE_STRING,
+        desiredaccess: u32,
+        fileobject: *mut *mut FILE_OBJECT,
+        deviceobject: *mut *mut DEVICE_OBJECT,
+    ) -> NTSTATUS {
+        // SAFETY: the caller's name.
+        let name = unsafe { read_unicode(objectname) };
+        let allowed = kernel::with(|k| k.check_irql(PASSIVE_LEVEL, "IoGetDeviceObjectPointer"));
+        if !allowed {
+            return Status::INVALID_DEVICE_STATE.0;
+        }
+        match crate::syscalls::open_device_by_name(&name, desiredaccess) {
+            Ok((fo, dev)) => {
+                // SAFETY: the caller's out parameters.
+                unsafe { *fileobject = fo };
+                // SAFETY: as above.
+                unsafe { *deviceobject = dev };
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoGetRelatedDeviceObject =>
+    /// `IoGetRelatedDeviceObject`: the top of the stack a file object's requests go to (its VPB's
+    /// volume device, else the device it was opened on).
+    fn IoGetRelatedDeviceObject(fileobject: *const FILE_OBJECT) -> *mut DEVICE_OBJECT {
+        if fileobject.is_null() {
+            return std::ptr::null_mut();
+        }
+        kernel::with(|k| k.related_device(fileobject))
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::IoGetDiskDeviceObject =>
+    /// `IoGetDiskDeviceObject`: a file system volume device's real (storage) device through the
+    /// VPB it mounted, referenced. `STATUS_INVALID_PARAMETER` for a device with no VPB (a control
+    /// device), `STATUS_VOLUME_DISMOUNTED` once the volume is not mounted.
+    fn IoGetDiskDeviceObject(filesystemdeviceobject: *const DEVICE_OBJECT, diskdeviceobject: *mut *mut DEVICE_OBJECT) -> NTSTATUS {
+        kernel::with(|k| {
+            let Some(id) = k.objects.device_id(filesystemdeviceobject) else { return Status::INVALID_PARAMETER.0 };
+            let vpb = k.objects.device(id).vpb;
+            // SAFETY: the VPB the device was mounted through (VPBs live as long as the machine).
+            let Some(v) = (unsafe { vpb.as_ref() }) else { return Status::INVALID_PARAMETER.0 };
+            if v.Flags & crate::nt::vpb::MOUNTED == 0 || v.DeviceObject != filesystemdeviceobject.cast_mut() {
+                return Status::VOLUME_DISMOUNTED.0;
+            }
+            let real = v.RealDevice;
+            k.reference_object(real.cast());
+            // SAFETY: the caller's out parameter.
+            unsafe { *diskdeviceobject = real };
+            Status::SUCCESS.0
+        })
+    }
+}
+
+/// Fills the IRP's buffer for a transfer to `device` the way its flags ask: an MDL for direct
+/// I/O, a system buffer (copied back at completion for reads) for buffered I/O, else the caller's
+/// buffer.
+fn attach_buffer(
+    k: &mut crate::kernel::Kernel,
+    irp: *mut IRP,
+    device: crate::ids::DeviceId,
+    buffer: *mut c_void,
+    length: usize,
+    copy_back: bool,
+) {
+    let flags = k.objects.dobj(device).Flags;
+    // SAFETY: a fresh IRP the I/O manager owns.
+    let i = unsafe { crate::irpx::header(irp) };
+    if flags & crate::nt::do_flags::DIRECT_IO != 0 {
+        i.MdlAddress = k.allocate_mdl(buffer, length);
+        i.UserBuffer = buffer;
+    } else if flags & crate::nt::do_flags::BUFFERED_IO != 0 {
+        let block = Block::zeroed(length.max(1));
+        if !copy_back && !buffer.is_null() {
+            // SAFETY: the caller's buffer holds `length` bytes; the block as many.
+            unsafe { std::ptr::copy_nonoverlapping(buffer.cast::<u8>(), block.ptr(), length) };
+        }
+        i.AssociatedIrp.SystemBuffer = block.ptr().cast();
+        i.UserBuffer = buffer;
+        i.Flags |= crate::nt::irp_flags::BUFFERED_IO | crate::nt::irp_flags::DEALLOCATE_BUFFER;
+        if copy_back {
+            i.Flags |= crate::nt::irp_flags::INPUT_OPERATION;
+        }
+        k.irp_system_buffer(irp, block, copy_back.then_some((buffer as usize, length)));
+    } else {
+        i.UserBuffer = buffer;
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoBuildSynchronousFsdRequest =>
+    /// `IoBuildSynchronousFsdRequest` for reads, writes, flushes and shutdowns: the I/O manager
+    /// completes it (status block, event, free).
+    fn IoBuildSynchronousFsdRequest(
+        majorfunction: u32,
+        deviceobject: *const DEVICE_OBJECT,
+        buffer: *mut c_void,
+        length: u32,
+        startingoffset: *const i64,
+        event: *const windows_sys::Wdk::Foundation::KEVENT,
+        iostatusblock: *mut windows_sys::Win32::System::IO::IO_STATUS_BLOCK,
+    ) -> *mut IRP {
+        let major = majorfunction as u8;
+        if !matches!(major, crate::nt::mj::READ | crate::nt::mj::WRITE | crate::nt::mj::FLUSH_BUFFERS | crate::nt::mj::SHUTDOWN) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: null or the caller's offset.
+        let offset = unsafe { startingoffset.as_ref() }.copied().unwrap_or(0);
+        kernel::with(|k| {
+            let Some(dev) = k.objects.device_id(deviceobject) else { return std::ptr::null_mut() };
+            if k.fault(FaultKind::Pool) {
+                return std::ptr::null_mut();
+            }
+            let me = k.current_image();
+            let stack = k.objects.dobj(dev).StackSize;
+            let irp = k.allocate_irp(stack, crate::irp::Finish::Synchronous, me);
+            // SAFETY: a fresh IRP.
+            let i = unsafe { crate::irpx::header(irp) };
+            i.UserEvent = event.cast_mut();
+            i.Anonymous.UserIosb = iostatusblock;
+            i.IoStatus.Anonymous.Status = Status::PENDING.0;
+            i.Flags = crate::nt::irp_flags::SYNCHRONOUS_API;
+            // SAFETY: the fresh IRP's first location.
+            let s = unsafe { crate::irpx::next(irp) };
+            s.MajorFunction = major;
+            if major == crate::nt::mj::READ || major == crate::nt::mj::WRITE {
+                s.Parameters.Read.Length = length;
+                s.Parameters.Read.ByteOffset = offset;
+                attach_buffer(k, irp, dev, buffer, length as usize, major == crate::nt::mj::READ);
+            }
+            irp
+        })
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoBuildDeviceIoControlRequest =>
+    /// `IoBuildDeviceIoControlRequest`: buffers by the code's transfer method; the I/O manager
+    /// completes it (output copied back, status block, event, free).
+    fn IoBuildDeviceIoControlRequest(
+        iocontrolcode: u32,
+        deviceobject: *const DEVICE_OBJECT,
+        inputbuffer: *const c_void,
+        inputbufferlength: u32,
+        outputbuffer: *mut c_void,
+        outputbufferlength: u32,
+        internaldeviceiocontrol: bool,
+        event: *const windows_sys::Wdk::Foundation::KEVENT,
+        iostatusblock: *mut windows_sys::Win32::System::IO::IO_STATUS_BLOCK,
+    ) -> *mut IRP {
+        kernel::with(|k| {
+            let Some(dev) = k.objects.device_id(deviceobject) else { return std::ptr::null_mut() };
+            if k.fault(FaultKind::Pool) {
+                return std::ptr::null_mut();
+            }
+            let me = k.current_image();
+            let stack = k.objects.dobj(dev).StackSize;
+            let irp = k.allocate_irp(stack, crate::irp::Finish::Synchronous, me);
+            // SAFETY: a fresh IRP.
+            let i = unsafe { crate::irpx::header(irp) };
+            i.UserEvent = event.cast_mut();
+            i.Anonymous.UserIosb = iostatusblock;
+            i.IoStatus.Anonymous.Status = Status::PENDING.0;
+            i.Flags = crate::nt::irp_flags::SYNCHRONOUS_API;
+            let (inl, outl) = (inputbufferlength as usize, outputbufferlength as usize);
+            match iocontrolcode & 3 {
+                crate::nt::method::BUFFERED => {
+                    let block = Block::zeroed(inl.max(outl).max(1));
+                    if inl > 0 && !inputbuffer.is_null() {
+                        // SAFETY: the caller's input of `inl` bytes; the block holds as many.
+                        unsafe { std::ptr::copy_nonoverlapping(inputbuffer.cast::<u8>(), block.ptr(), inl) };
+                    }
+                    i.AssociatedIrp.SystemBuffer = block.ptr().cast();
+                    i.Flags |= crate::nt::irp_flags::BUFFERED_IO | crate::nt::irp_flags::DEALLOCATE_BUFFER;
+                    if outl > 0 {
+                        i.Flags |= crate::nt::irp_flags::INPUT_OPERATION;
+                    }
+                    i.UserBuffer = outputbuffer;
+                    k.irp_system_buffer(irp, block, (outl > 0).then_some((outputbuffer as usize, outl)));
+                }
+                crate::nt::method::NEITHER => {
+                    i.UserBuffer = outputbuffer;
+                }
+                _ => {
+                    if inl > 0 {
+                        let block = Block::zeroed(inl);
+                        // SAFETY: the caller's input of `inl` bytes.
+                        unsafe { std::ptr::copy_nonoverlapping(inputbuffer.cast::<u8>(), block.ptr(), inl) };
+                        i.AssociatedIrp.SystemBuffer = block.ptr().cast();
+                        k.irp_system_buffer(irp, block, None);
+                    }
+                    if outl > 0 {
+                        i.MdlAddress = k.allocate_mdl(outputbuffer, outl);
+                    }
+                    i.UserBuffer = outputbuffer;
+                }
+            }
+            // SAFETY: the fresh IRP's first location.
+            let s = unsafe { crate::irpx::next(irp) };
+            s.MajorFunction = if internaldeviceiocontrol { crate::nt::mj::INTERNAL_DEVICE_CONTROL } else { crate::nt::mj::DEVICE_CONTROL };
+            s.Parameters.DeviceIoControl.IoControlCode = iocontrolcode;
+            s.Parameters.DeviceIoControl.InputBufferLength = inputbufferlength;
+            s.Parameters.DeviceIoControl.OutputBufferLength = outputbufferlength;
+            s.Parameters.DeviceIoControl.Type3InputBuffer = inputbuffer.cast_mut();
+            irp
+        })
+    }
+}

@@ -22,8 +22,10 @@ macro_rules! export {
 }
 
 pub mod ex;
+pub mod fsrtl;
 pub mod io;
 pub mod ke;
+pub mod mm;
 pub mod ob;
 pub mod sim;
 pub mod zw;

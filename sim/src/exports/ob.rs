@@ -14,6 +14,12 @@ impl Kernel {
             info.refs += 1;
             return info.refs as isize;
         }
+        if self.is_file_object(object as usize) {
+            return self.file_reference(object as usize);
+        }
+        if let Some(n) = self.section_reference(object as usize) {
+            return n;
+        }
         1
     }
 
@@ -52,10 +58,20 @@ export! { windows_sys::Wdk::System::SystemServices::ObfReferenceObject =>
 }
 
 export! { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject =>
-    /// `ObfDereferenceObject`.
+    /// `ObfDereferenceObject`: devices; file objects (the last reference sends `IRP_MJ_CLOSE`);
+    /// sections (the last reference releases the section's file object).
     fn ObfDereferenceObject(object: *const c_void) -> isize {
-        let r = kernel::with(|k| k.dereference_object(object));
+        let p = object as usize;
+        let (is_file, section) = kernel::with(|k| (k.is_file_object(p), k.sections.index_of(p).is_some()));
+        if is_file {
+            crate::syscalls::dereference_file(p);
+        } else if section {
+            let fo = kernel::with(|k| k.section_dereference(p)).flatten();
+            crate::sections::release_file(fo);
+        } else {
+            kernel::with(|k| k.dereference_object(object));
+        }
         crate::sched::run_ready();
-        r
+        0
     }
 }

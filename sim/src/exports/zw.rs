@@ -5,6 +5,7 @@ use std::ffi::c_void;
 
 use fsfilter::Status;
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
+use windows_sys::Wdk::System::Memory::SECTION_INHERIT;
 use windows_sys::Wdk::System::Registry::KEY_VALUE_INFORMATION_CLASS;
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 
@@ -111,8 +112,76 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
 }
 
 export! { fsfilter_kernel::ntos::ZwClose =>
-    /// `ZwClose`.
+    /// `ZwClose`: a key handle; a section handle (the section goes when nothing else holds it,
+    /// releasing its file object); a file handle (cleanup, then the handle's reference).
     fn ZwClose(handle: HANDLE) -> NTSTATUS {
-        kernel::with(|k| k.close_handle(handle)).0
+        match kernel::with(|k| k.take_handle(handle)) {
+            Ok(HandleObject::Key(_)) => Status::SUCCESS.0,
+            Ok(HandleObject::Section(s)) => {
+                let fo = kernel::with(|k| k.section_handle_closed(s));
+                crate::sections::release_file(fo);
+                Status::SUCCESS.0
+            }
+            Ok(HandleObject::File(f)) => {
+                crate::syscalls::close_kernel_file_handle(f);
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { fsfilter_kernel::ntos::ZwMapViewOfSection =>
+    /// `ZwMapViewOfSection`: a read-only view whose bytes are the file's (page-rounded, zero
+    /// filled past the end), kept coherent with writes while mapped.
+    fn ZwMapViewOfSection(
+        sectionhandle: HANDLE,
+        _processhandle: HANDLE,
+        baseaddress: *mut *mut c_void,
+        _zerobits: usize,
+        _commitsize: usize,
+        sectionoffset: *mut i64,
+        viewsize: *mut usize,
+        _inheritdisposition: SECTION_INHERIT,
+        _allocationtype: u32,
+        _win32protect: u32,
+    ) -> NTSTATUS {
+        if baseaddress.is_null() || viewsize.is_null() {
+            return Status::INVALID_PARAMETER.0;
+        }
+        // SAFETY: null or the caller's offset.
+        let offset = unsafe { sectionoffset.as_ref() }.copied().unwrap_or(0).max(0) as u64;
+        // SAFETY: the caller's in/out size.
+        let want = unsafe { *viewsize };
+        let r = kernel::with(|k| {
+            k.check_irql(crate::kernel::PASSIVE_LEVEL, "ZwMapViewOfSection");
+            match k.handles.get(sectionhandle) {
+                Some(HandleObject::Section(s)) => k.map_view(s, offset, want),
+                _ => Err(Status::INVALID_HANDLE),
+            }
+        });
+        match r {
+            Ok((base, size)) => {
+                // SAFETY: the caller's out parameters (checked non-null above).
+                unsafe { *baseaddress = base as *mut c_void };
+                // SAFETY: as above.
+                unsafe { *viewsize = size };
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { fsfilter_kernel::ntos::ZwUnmapViewOfSection =>
+    /// `ZwUnmapViewOfSection`.
+    fn ZwUnmapViewOfSection(_processhandle: HANDLE, baseaddress: *const c_void) -> NTSTATUS {
+        match kernel::with(|k| k.unmap_view(baseaddress as usize)) {
+            Ok(fo) => {
+                crate::sections::release_file(fo);
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
     }
 }

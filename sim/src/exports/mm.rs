@@ -1,0 +1,95 @@
+//! Memory manager (Mm) and MDL exports: MDLs that describe resident buffers already mapped in
+//! system space (the simulator has one address space).
+
+use std::ffi::c_void;
+
+use windows_sys::Wdk::Foundation::{IRP, MDL};
+use windows_sys::Wdk::System::SystemServices::MEMORY_CACHING_TYPE;
+
+use crate::kernel::{self, Kernel};
+use crate::mem::{Block, obj};
+use crate::nt::{PAGE_SIZE, mdl};
+
+impl Kernel {
+    /// An MDL for `length` bytes at `va`, locked and mapped (`MDL_MAPPED_TO_SYSTEM_VA |
+    /// MDL_SOURCE_IS_NONPAGED_POOL`, so `MmGetSystemAddressForMdlSafe` returns `va`).
+    pub fn allocate_mdl(&mut self, va: *mut c_void, length: usize) -> *mut MDL {
+        let start = va as usize & !(PAGE_SIZE - 1);
+        let offset = va as usize - start;
+        let pages = (offset + length).div_ceil(PAGE_SIZE);
+        let size = size_of::<MDL>() + pages * size_of::<usize>();
+        let block = Block::zeroed(size);
+        let p = block.ptr().cast::<MDL>();
+        // SAFETY: a fresh block sized for the MDL and its page array.
+        let m = unsafe { obj(p) };
+        m.Size = size as i16;
+        m.MdlFlags = mdl::MAPPED_TO_SYSTEM_VA | mdl::SOURCE_IS_NONPAGED_POOL | mdl::PAGES_LOCKED;
+        m.StartVa = start as *mut c_void;
+        m.ByteOffset = offset as u32;
+        m.ByteCount = length as u32;
+        m.MappedSystemVa = va;
+        self.mdls.insert(p as usize, block);
+        p
+    }
+
+    /// Frees an MDL the kernel allocated (a no-op for anything else).
+    pub fn free_mdl(&mut self, m: *mut MDL) {
+        self.mdls.remove(&(m as usize));
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoAllocateMdl =>
+    /// `IoAllocateMdl`: the buffer is resident and mapped in the simulator, so the MDL is usable
+    /// at once; with an IRP it becomes its `MdlAddress` (or is chained when secondary).
+    fn IoAllocateMdl(virtualaddress: *const c_void, length: u32, secondarybuffer: bool, _chargequota: bool, irp: *mut IRP) -> *mut MDL {
+        kernel::with(|k| {
+            if k.fault(crate::faults::FaultKind::Pool) {
+                return std::ptr::null_mut();
+            }
+            let m = k.allocate_mdl(virtualaddress.cast_mut(), length as usize);
+            // SAFETY: null or the caller's IRP.
+            if let Some(i) = unsafe { irp.as_mut() } {
+                if secondarybuffer && !i.MdlAddress.is_null() {
+                    let mut last = i.MdlAddress;
+                    // SAFETY: MDLs of the IRP's chain.
+                    while !unsafe { (*last).Next }.is_null() {
+                        // SAFETY: as above.
+                        last = unsafe { (*last).Next };
+                    }
+                    // SAFETY: the chain's last MDL.
+                    unsafe { (*last).Next = m };
+                } else {
+                    i.MdlAddress = m;
+                }
+            }
+            m
+        })
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoFreeMdl =>
+    /// `IoFreeMdl`.
+    fn IoFreeMdl(mdl: *mut MDL) {
+        kernel::with(|k| k.free_mdl(mdl));
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::MmMapLockedPagesSpecifyCache =>
+    /// `MmMapLockedPagesSpecifyCache`: the buffer's own address (one address space).
+    fn MmMapLockedPagesSpecifyCache(
+        memorydescriptorlist: *mut MDL,
+        _accessmode: i8,
+        _cachetype: MEMORY_CACHING_TYPE,
+        _requestedaddress: *const c_void,
+        _bugcheckonfailure: u32,
+        _priority: u32,
+    ) -> *mut c_void {
+        // SAFETY: the caller's MDL.
+        let Some(m) = (unsafe { memorydescriptorlist.as_mut() }) else { return std::ptr::null_mut() };
+        if m.MdlFlags & mdl::MAPPED_TO_SYSTEM_VA == 0 {
+            m.MappedSystemVa = (m.StartVa as usize + m.ByteOffset as usize) as *mut c_void;
+            m.MdlFlags |= mdl::MAPPED_TO_SYSTEM_VA;
+        }
+        m.MappedSystemVa
+    }
+}

@@ -1,0 +1,335 @@
+//! `IRP_MJ_CREATE` in the file systems: name resolution, dispositions and options, share
+//! access, and the file object's `FsContext` / `FsContext2` / `SectionObjectPointer`.
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use super::media::{Lookup, NodeId, ROOT};
+use super::{Call, FsType, MountState, Role, ShareRequest, VOLUME_NODE};
+use crate::irpx;
+use crate::kernel::{self, Kernel};
+use crate::nt::{
+    access as acc, attr, create_options as co, create_result, disposition as disp, fo,
+};
+
+/// What a create asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct CreateRequest {
+    /// The (mapped) desired access.
+    pub access: u32,
+    /// `ShareAccess`.
+    pub share: u32,
+    /// The disposition.
+    pub disposition: u32,
+    /// The create options.
+    pub options: u32,
+    /// `FileAttributes`.
+    pub attributes: u32,
+    /// `FO_VOLUME_OPEN` (or no name and no related file).
+    pub volume_open: bool,
+}
+
+/// `IRP_MJ_CREATE`.
+pub fn create(call: Call) -> NTSTATUS {
+    let sl = call.sl();
+    let fo = sl.FileObject;
+    if fo.is_null() {
+        return call.done(Status::INVALID_PARAMETER, 0);
+    }
+    // SAFETY: `Create` is the member in use for IRP_MJ_CREATE.
+    let p = unsafe { sl.Parameters.Create };
+    // SAFETY: the I/O manager's security context, or null.
+    let access = unsafe { p.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess);
+    // SAFETY: the request's live file object.
+    let f = unsafe { irpx::file(fo) };
+    // SAFETY: the file object's name, valid while the create runs.
+    let name = String::from_utf16_lossy(unsafe { irpx::units(&f.FileName) });
+    let related = f.RelatedFileObject;
+    if call.ext.role == Role::Namespace as u8 && name.is_empty() && related.is_null() {
+        // An open of the device itself (`IoGetDeviceObjectPointer(\Device\Mup)`) names no
+        // file; for pipes and mailslots it opens the namespace's root once the volume is there.
+        let root = call.ty != FsType::Mup
+            && kernel::with(|k| {
+                k.fs.mounts.iter().any(|m| m.ty == call.ty && m.state == MountState::Mounted)
+            });
+        if !root {
+            return call.done(Status::SUCCESS, create_result::OPENED);
+        }
+    }
+    let req = CreateRequest {
+        access,
+        share: u32::from(p.ShareAccess),
+        disposition: p.Options >> 24,
+        options: p.Options & 0x00FF_FFFF,
+        attributes: u32::from(p.FileAttributes),
+        volume_open: f.Flags & fo::VOLUME_OPEN != 0 || (name.is_empty() && related.is_null()),
+    };
+    match kernel::with(|k| k.fs_create(call, fo, &name, related, req)) {
+        Ok(info) => call.done(Status::SUCCESS, info),
+        Err(s) => call.done(s, 0),
+    }
+}
+
+/// True for a character a file name may not contain.
+fn invalid_char(c: char) -> bool {
+    (c as u32) < 0x20 || matches!(c, '<' | '>' | ':' | '"' | '/' | '|' | '?' | '*')
+}
+
+/// True for a valid file-name component.
+pub(crate) fn valid_component(c: &str) -> bool {
+    !c.is_empty()
+        && c.chars().count() <= 255
+        && !c.chars().any(invalid_char)
+        && c != "."
+        && c != ".."
+}
+
+impl Kernel {
+    /// The mount a create names: the volume device's, or for a namespace device the share's
+    /// (mup) or the namespace's (pipes, mailslots). Returns the mount and the components left.
+    fn create_target<'n>(&self, call: Call, name: &'n str) -> Result<(u32, Vec<&'n str>), Status> {
+        let comps: Vec<&str> = name.split('\\').filter(|c| !c.is_empty()).collect();
+        if call.ext.role == Role::Volume as u8 {
+            return Ok((call.ext.mount, comps));
+        }
+        match call.ty {
+            FsType::Mup => {
+                let (Some(server), Some(share)) = (comps.first(), comps.get(1)) else {
+                    return Err(Status::BAD_NETWORK_NAME);
+                };
+                let key = format!("{server}\\{share}").to_uppercase();
+                let m = self.fs.share_mount(&key).ok_or(Status::BAD_NETWORK_NAME)?;
+                Ok((m, comps[2..].to_vec()))
+            }
+            _ => {
+                let m = self
+                    .fs
+                    .mounts
+                    .iter()
+                    .position(|m| m.ty == call.ty && m.state == MountState::Mounted)
+                    .ok_or(Status::OBJECT_NAME_NOT_FOUND)?;
+                Ok((m as u32, comps))
+            }
+        }
+    }
+
+    /// The file system's create.
+    pub(crate) fn fs_create(
+        &mut self,
+        call: Call,
+        fo: *mut FILE_OBJECT,
+        name: &str,
+        related: *mut FILE_OBJECT,
+        req: CreateRequest,
+    ) -> Result<usize, Status> {
+        let (mount, comps) = self.create_target(call, name)?;
+        let m = &self.fs.mounts[mount as usize];
+        if m.state != MountState::Mounted {
+            return Err(Status::VOLUME_DISMOUNTED);
+        }
+        if m.locked_by.is_some_and(|l| l != fo as usize) {
+            return Err(Status::ACCESS_DENIED);
+        }
+        let ty = m.ty;
+        let volume = m.volume;
+        let desc = ty.desc();
+        let now = crate::fs::media::EPOCH_2026 + self.sched.now as i64;
+        if req.options & co::DIRECTORY_FILE != 0 && req.options & co::NON_DIRECTORY_FILE != 0 {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if req.disposition > disp::OVERWRITE_IF {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if req.options & co::DELETE_ON_CLOSE != 0 && req.access & acc::DELETE == 0 {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let share: ShareRequest = [
+            req.access & (acc::FILE_READ_DATA | acc::FILE_EXECUTE) != 0,
+            req.access & (acc::FILE_WRITE_DATA | acc::FILE_APPEND_DATA) != 0,
+            req.access & acc::DELETE != 0,
+            req.share & crate::nt::share::READ != 0,
+            req.share & crate::nt::share::WRITE != 0,
+            req.share & crate::nt::share::DELETE != 0,
+        ];
+        let modifying = acc::FILE_WRITE_DATA
+            | acc::FILE_APPEND_DATA
+            | acc::FILE_WRITE_ATTRIBUTES
+            | acc::FILE_WRITE_EA
+            | acc::DELETE;
+        let namespace_root = req.volume_open && ty.is_namespace();
+        let (fcb, information) = if req.volume_open && !namespace_root {
+            let fcb = self.fs.mounts[mount as usize].volume_fcb;
+            let f = &self.fs.fcbs[&fcb];
+            if !f.share.check(share) {
+                return Err(Status::SHARING_VIOLATION);
+            }
+            (fcb, create_result::OPENED)
+        } else {
+            if ty == FsType::Raw && !comps.is_empty() {
+                return Err(Status::INVALID_PARAMETER);
+            }
+            if comps.iter().any(|c| !valid_component(c)) {
+                return Err(Status::OBJECT_NAME_INVALID);
+            }
+            let start = if related.is_null() {
+                ROOT
+            } else {
+                let rel = self.fcb_of(related).ok_or(Status::INVALID_PARAMETER)?;
+                if rel.mount != mount || rel.node == VOLUME_NODE {
+                    return Err(Status::INVALID_PARAMETER);
+                }
+                rel.node
+            };
+            let media = &self.volumes.list[volume.index()].media;
+            if !media.node(start).is_dir() {
+                return Err(Status::INVALID_PARAMETER);
+            }
+            match media.lookup(start, &comps) {
+                Ok(node) => self.open_existing(mount, node, req, share, modifying, now)?,
+                Err(Lookup::NameNotFound(dir)) => {
+                    if matches!(req.disposition, disp::OPEN | disp::OVERWRITE) {
+                        return Err(Status::OBJECT_NAME_NOT_FOUND);
+                    }
+                    if desc.read_only {
+                        return Err(Status::ACCESS_DENIED);
+                    }
+                    let is_dir = req.options & co::DIRECTORY_FILE != 0;
+                    if is_dir && !matches!(req.disposition, disp::CREATE | disp::OPEN_IF) {
+                        return Err(Status::INVALID_PARAMETER);
+                    }
+                    if let Some(&dfcb) = self.fs.mounts[mount as usize].fcbs_by_node.get(&dir) {
+                        if self.fs.fcbs[&dfcb].delete_pending {
+                            return Err(Status::DELETE_PENDING);
+                        }
+                    }
+                    let leaf = comps.last().copied().unwrap_or_default();
+                    let media = &mut self.volumes.list[volume.index()].media;
+                    let node = media.create(dir, leaf, is_dir, req.attributes, now);
+                    let fcb = self.fcb_for(mount, node);
+                    (fcb, create_result::CREATED)
+                }
+                Err(Lookup::PathNotFound | Lookup::NotADirectory) => {
+                    return Err(Status::OBJECT_PATH_NOT_FOUND);
+                }
+            }
+        };
+        // Share access and the file object's fields (IoSetShareAccess).
+        let f = self.fs.fcbs.get_mut(&fcb).ok_or(Status::INVALID_PARAMETER)?;
+        f.share.add(share);
+        f.refs += 1;
+        f.handles += 1;
+        let sop = f.sop();
+        let ccb = self.new_ccb(fcb, fo as usize, req.access, share);
+        if let Some(c) = self.fs.ccbs.get_mut(&ccb) {
+            c.delete_on_close = req.options & co::DELETE_ON_CLOSE != 0;
+        }
+        let m = &mut self.fs.mounts[mount as usize];
+        m.open_files += 1;
+        let vpb = m.vpb;
+        // SAFETY: the request's live file object; the file system fills these during create.
+        let file = unsafe { irpx::file(fo) };
+        file.FsContext = fcb as *mut _;
+        file.FsContext2 = ccb as *mut _;
+        file.SectionObjectPointer = sop;
+        if file.Vpb.is_null() && !vpb.is_null() {
+            file.Vpb = vpb;
+        }
+        let [r, w, d, sr, sw, sd] = share;
+        file.ReadAccess = r;
+        file.WriteAccess = w;
+        file.DeleteAccess = d;
+        file.SharedRead = sr;
+        file.SharedWrite = sw;
+        file.SharedDelete = sd;
+        if file.Flags & fo::NO_INTERMEDIATE_BUFFERING == 0 {
+            file.Flags |= fo::CACHE_SUPPORTED;
+        }
+        Ok(information)
+    }
+
+    /// Opens an existing node under the disposition rules; returns its FCB and the create
+    /// result.
+    fn open_existing(
+        &mut self,
+        mount: u32,
+        node: NodeId,
+        req: CreateRequest,
+        share: ShareRequest,
+        modifying: u32,
+        now: i64,
+    ) -> Result<(usize, usize), Status> {
+        let m = &self.fs.mounts[mount as usize];
+        let ty = m.ty;
+        let volume = m.volume;
+        let media = &self.volumes.list[volume.index()].media;
+        let n = media.node(node);
+        let is_dir = n.is_dir();
+        let attributes = n.attributes;
+        if req.disposition == disp::CREATE {
+            return Err(Status::OBJECT_NAME_COLLISION);
+        }
+        if is_dir && req.options & co::NON_DIRECTORY_FILE != 0 {
+            return Err(Status::FILE_IS_A_DIRECTORY);
+        }
+        if !is_dir && req.options & co::DIRECTORY_FILE != 0 {
+            return Err(Status::NOT_A_DIRECTORY);
+        }
+        let overwrite =
+            matches!(req.disposition, disp::OVERWRITE | disp::OVERWRITE_IF | disp::SUPERSEDE);
+        if is_dir && overwrite {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if ty.desc().read_only && (req.access & modifying != 0 || overwrite) {
+            return Err(Status::ACCESS_DENIED);
+        }
+        if attributes & attr::READONLY != 0 {
+            if req.access & (acc::FILE_WRITE_DATA | acc::FILE_APPEND_DATA) != 0 || overwrite {
+                return Err(Status::ACCESS_DENIED);
+            }
+            if req.options & co::DELETE_ON_CLOSE != 0 {
+                return Err(Status::CANNOT_DELETE);
+            }
+        }
+        if node == ROOT && req.options & co::DELETE_ON_CLOSE != 0 {
+            return Err(Status::CANNOT_DELETE);
+        }
+        let existing = self.fs.mounts[mount as usize].fcbs_by_node.get(&node).copied();
+        if let Some(p) = existing {
+            let f = &self.fs.fcbs[&p];
+            if f.delete_pending {
+                return Err(Status::DELETE_PENDING);
+            }
+            if !f.share.check(share) {
+                return Err(Status::SHARING_VIOLATION);
+            }
+            if overwrite && self.sections.has_views(p) {
+                return Err(Status::USER_MAPPED_FILE);
+            }
+        }
+        let fcb = self.fcb_for(mount, node);
+        let information = if overwrite {
+            let media = &mut self.volumes.list[volume.index()].media;
+            let n = media.node_mut(node);
+            if let super::media::NodeKind::File { data } = &mut n.kind {
+                data.clear();
+            }
+            n.times[2] = now;
+            n.times[3] = now;
+            if req.disposition == disp::SUPERSEDE || req.attributes != 0 {
+                n.attributes = (req.attributes & !attr::NORMAL & !attr::DIRECTORY) | attr::ARCHIVE;
+            }
+            if let Some(f) = self.fs.fcbs.get(&fcb) {
+                f.set_size(0);
+            }
+            if req.disposition == disp::SUPERSEDE {
+                create_result::SUPERSEDED
+            } else {
+                create_result::OVERWRITTEN
+            }
+        } else {
+            create_result::OPENED
+        };
+        Ok((fcb, information))
+    }
+}

@@ -1,0 +1,684 @@
+//! Query and set information, directory enumeration and volume information: the structures
+//! are written byte by byte at the offsets of the windows-sys declarations (checked by the unit
+//! tests below).
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use super::media::{Media, Node, NodeId, ROOT, name_matches};
+use super::{Call, FsType, MountState, VOLUME_NODE, allocation};
+use crate::irpx;
+use crate::kernel::{self, Kernel};
+use crate::nt::{access as acc, attr, characteristics, file_info as fi, fo, fs_info, mn_dir, sl};
+
+/// A little-endian structure writer.
+#[derive(Default)]
+pub struct Out(pub Vec<u8>);
+
+impl Out {
+    /// Appends a `u32`.
+    pub fn u32(&mut self, v: u32) -> &mut Out {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Appends an `i64`.
+    pub fn i64(&mut self, v: i64) -> &mut Out {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Appends a byte.
+    pub fn u8(&mut self, v: u8) -> &mut Out {
+        self.0.push(v);
+        self
+    }
+
+    /// Appends UTF-16LE text.
+    pub fn text(&mut self, units: &[u16]) -> &mut Out {
+        for u in units {
+            self.0.extend_from_slice(&u.to_le_bytes());
+        }
+        self
+    }
+
+    /// Pads with zeros to `len` bytes.
+    pub fn pad_to(&mut self, len: usize) -> &mut Out {
+        if self.0.len() < len {
+            self.0.resize(len, 0);
+        }
+        self
+    }
+}
+
+fn utf16(s: &str) -> Vec<u16> {
+    s.encode_utf16().collect()
+}
+
+/// An answer: the bytes, and the fixed part a buffer must hold at least.
+struct Answer {
+    bytes: Vec<u8>,
+    fixed: usize,
+}
+
+fn answer(call: Call, r: Result<Answer, Status>, length: usize, buffer: *mut u8) -> NTSTATUS {
+    match r {
+        Err(s) => call.done(s, 0),
+        Ok(a) if length < a.fixed => call.done(Status::INFO_LENGTH_MISMATCH, 0),
+        Ok(a) => {
+            // SAFETY: the request's buffer of `length` bytes.
+            let n = unsafe { irpx::copy_out(buffer, length, &a.bytes) };
+            let status = if n < a.bytes.len() { Status::BUFFER_OVERFLOW } else { Status::SUCCESS };
+            call.done(status, n)
+        }
+    }
+}
+
+/// `IRP_MJ_QUERY_INFORMATION`.
+pub fn query_information(call: Call) -> NTSTATUS {
+    let sl = call.sl();
+    // SAFETY: `QueryFile` is the member in use.
+    let p = unsafe { sl.Parameters.QueryFile };
+    let fo = sl.FileObject;
+    let r = kernel::with(|k| k.fs_query_info(fo, p.FileInformationClass as u32));
+    // SAFETY: the live IRP.
+    answer(call, r, p.Length as usize, unsafe { irpx::system_buffer(call.irp) })
+}
+
+/// `IRP_MJ_QUERY_VOLUME_INFORMATION`.
+pub fn query_volume_information(call: Call) -> NTSTATUS {
+    let sl = call.sl();
+    // SAFETY: `QueryVolume` is the member in use.
+    let p = unsafe { sl.Parameters.QueryVolume };
+    let fo = sl.FileObject;
+    let r = kernel::with(|k| k.fs_query_volume(fo, p.FsInformationClass as u32));
+    // SAFETY: the live IRP.
+    answer(call, r, p.Length as usize, unsafe { irpx::system_buffer(call.irp) })
+}
+
+/// `IRP_MJ_SET_INFORMATION`.
+pub fn set_information(call: Call) -> NTSTATUS {
+    let sl = call.sl();
+    // SAFETY: `SetFile` is the member in use.
+    let p = unsafe { sl.Parameters.SetFile };
+    let fo = sl.FileObject;
+    let class = p.FileInformationClass as u32;
+    // SAFETY: the live IRP.
+    let sysbuf = unsafe { irpx::system_buffer(call.irp) };
+    // SAFETY: the system buffer holds `Length` bytes of input.
+    let input = unsafe { irpx::bytes(sysbuf, p.Length as usize) }.to_vec();
+    if matches!(class, fi::END_OF_FILE | fi::ALLOCATION) {
+        crate::sections::notify_conflicts(fo, crate::sections::ConflictOp::SetEndOfFile);
+    }
+    let r = kernel::with(|k| k.fs_set_info(fo, class, &input));
+    call.done(r.err().unwrap_or(Status::SUCCESS), 0)
+}
+
+/// `IRP_MJ_DIRECTORY_CONTROL`.
+pub fn directory_control(call: Call, minor: u8) -> NTSTATUS {
+    if minor != mn_dir::QUERY_DIRECTORY {
+        // Change notifications are not modelled (docs/simulator.md).
+        return call.done(Status::INVALID_DEVICE_REQUEST, 0);
+    }
+    let sl = call.sl();
+    // SAFETY: `QueryDirectory` is the member in use.
+    let p = unsafe { sl.Parameters.QueryDirectory };
+    // SAFETY: the pattern the caller passed, or null.
+    let pattern: Option<Vec<char>> = (!p.FileName.is_null())
+        .then(|| String::from_utf16_lossy(unsafe { irpx::units(p.FileName) }).chars().collect());
+    let q = DirQuery {
+        fo: sl.FileObject,
+        class: p.FileInformationClass as u32,
+        pattern,
+        restart: sl.Flags & sl::RESTART_SCAN != 0,
+        single: sl.Flags & sl::RETURN_SINGLE_ENTRY != 0,
+        index: (sl.Flags & sl::INDEX_SPECIFIED != 0).then_some(p.FileIndex as usize),
+        length: p.Length as usize,
+    };
+    // SAFETY: the live IRP.
+    let buffer = unsafe { irpx::data_buffer(call.irp) };
+    let length = q.length;
+    match kernel::with(|k| k.fs_query_directory(q)) {
+        Ok((bytes, status)) => {
+            // SAFETY: the request's buffer of `length` bytes.
+            let n = unsafe { irpx::copy_out(buffer, length, &bytes) };
+            call.done(status, n)
+        }
+        Err(s) => call.done(s, 0),
+    }
+}
+
+/// A directory query.
+#[derive(Clone)]
+pub struct DirQuery {
+    fo: *mut FILE_OBJECT,
+    class: u32,
+    pattern: Option<Vec<char>>,
+    restart: bool,
+    single: bool,
+    index: Option<usize>,
+    length: usize,
+}
+
+/// The fixed part of a directory entry of `class` (up to `FileName`), or None if unsupported.
+fn dir_header(class: u32) -> Option<usize> {
+    match class {
+        fi::DIRECTORY => Some(64),
+        fi::FULL_DIRECTORY => Some(68),
+        fi::BOTH_DIRECTORY => Some(94),
+        fi::ID_BOTH_DIRECTORY => Some(104),
+        fi::NAMES => Some(12),
+        _ => None,
+    }
+}
+
+/// One directory entry.
+fn dir_entry(class: u32, index: u32, name: &[u16], n: &Node) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u32(0).u32(index);
+    if class != fi::NAMES {
+        o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]);
+        o.i64(n.size() as i64).i64(allocation(n.size()) as i64);
+        o.u32(n.attributes).u32((name.len() * 2) as u32);
+        match class {
+            fi::FULL_DIRECTORY => {
+                o.u32(0);
+            }
+            fi::BOTH_DIRECTORY | fi::ID_BOTH_DIRECTORY => {
+                o.u32(0).u8(0).pad_to(94);
+                if class == fi::ID_BOTH_DIRECTORY {
+                    o.pad_to(96).i64(n.id as i64);
+                }
+            }
+            _ => {}
+        }
+    } else {
+        o.u32((name.len() * 2) as u32);
+    }
+    o.text(name);
+    o.0
+}
+
+fn basic(o: &mut Out, n: &Node) {
+    o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]).u32(n.attributes).pad_to(40);
+}
+
+fn standard(o: &mut Out, n: &Node, delete_pending: bool) {
+    let start = o.0.len();
+    o.i64(allocation(n.size()) as i64).i64(n.size() as i64).u32(1);
+    o.u8(u8::from(delete_pending)).u8(u8::from(n.is_dir())).pad_to(start + 24);
+}
+
+impl Kernel {
+    /// The node, mount and type of a file object's FCB (None: not a file of the file systems).
+    fn node_of(&self, fo: *const FILE_OBJECT) -> Result<(u32, NodeId, usize), Status> {
+        let fcb = self.fcb_of(fo).ok_or(Status::INVALID_DEVICE_REQUEST)?;
+        let m = &self.fs.mounts[fcb.mount as usize];
+        if m.state != MountState::Mounted {
+            return Err(Status::VOLUME_DISMOUNTED);
+        }
+        Ok((fcb.mount, fcb.node, fcb.ptr()))
+    }
+
+    fn media_of(&self, mount: u32) -> &Media {
+        &self.volumes.list[self.fs.mounts[mount as usize].volume.index()].media
+    }
+
+    /// The name a file reports (`FileNameInformation`): volume-relative, or for a share
+    /// `\server\share\...`.
+    fn reported_name(&self, mount: u32, node: NodeId) -> String {
+        let path = self.media_of(mount).path_of(node);
+        let m = &self.fs.mounts[mount as usize];
+        match (&m.share, m.ty) {
+            (Some(_), FsType::Mup) => {
+                let share = self.volumes.list[m.volume.index()].share.clone().unwrap_or_default();
+                if node == ROOT { format!("\\{share}") } else { format!("\\{share}{path}") }
+            }
+            _ => path,
+        }
+    }
+
+    fn ccb_of(&self, fo: *const FILE_OBJECT) -> Option<&super::Ccb> {
+        // SAFETY: a live file object from an IRP.
+        let p = unsafe { (*fo).FsContext2 } as usize;
+        self.fs.ccbs.get(&p)
+    }
+
+    fn fs_query_info(&self, fo: *mut FILE_OBJECT, class: u32) -> Result<Answer, Status> {
+        let (mount, node, fcb) = self.node_of(fo)?;
+        if node == VOLUME_NODE {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let n = self.media_of(mount).node(node);
+        let delete_pending = self.fs.fcbs[&fcb].delete_pending;
+        // SAFETY: the request's live file object.
+        let file = unsafe { irpx::file(fo) };
+        let access = self.ccb_of(fo).map_or(0, |c| c.access);
+        let mode = if file.Flags & fo::SYNCHRONOUS_IO != 0 { 0x20 } else { 0 };
+        let mut o = Out::default();
+        let fixed = match class {
+            fi::BASIC => {
+                basic(&mut o, n);
+                40
+            }
+            fi::STANDARD => {
+                standard(&mut o, n, delete_pending);
+                24
+            }
+            fi::INTERNAL => {
+                o.i64(n.id as i64);
+                8
+            }
+            fi::EA => {
+                o.u32(0);
+                4
+            }
+            fi::ACCESS => {
+                o.u32(access);
+                4
+            }
+            fi::POSITION => {
+                o.i64(file.CurrentByteOffset);
+                8
+            }
+            fi::MODE => {
+                o.u32(mode);
+                4
+            }
+            fi::ALIGNMENT => {
+                o.u32(0);
+                4
+            }
+            fi::NAME => {
+                let name = utf16(&self.reported_name(mount, node));
+                o.u32((name.len() * 2) as u32).text(&name);
+                4
+            }
+            fi::ALL => {
+                basic(&mut o, n);
+                standard(&mut o, n, delete_pending);
+                o.i64(n.id as i64).u32(0).u32(access).i64(file.CurrentByteOffset).u32(mode).u32(0);
+                let name = utf16(&self.reported_name(mount, node));
+                o.u32((name.len() * 2) as u32).text(&name);
+                100
+            }
+            fi::NETWORK_OPEN => {
+                o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]);
+                o.i64(allocation(n.size()) as i64)
+                    .i64(n.size() as i64)
+                    .u32(n.attributes)
+                    .pad_to(56);
+                56
+            }
+            fi::ATTRIBUTE_TAG => {
+                o.u32(n.attributes).u32(0);
+                8
+            }
+            _ => return Err(Status::INVALID_PARAMETER),
+        };
+        Ok(Answer { bytes: o.0, fixed })
+    }
+
+    fn fs_query_volume(&self, fo: *mut FILE_OBJECT, class: u32) -> Result<Answer, Status> {
+        let (mount, _, _) = self.node_of(fo)?;
+        let m = &self.fs.mounts[mount as usize];
+        let ty = m.ty;
+        let volume = &self.volumes.list[m.volume.index()];
+        let media = &volume.media;
+        let mut o = Out::default();
+        let cluster = 4096u64;
+        let total = volume.media_size() / cluster;
+        let used: u64 =
+            media.nodes.iter().filter(|n| n.live).map(|n| allocation(n.size()) / cluster).sum();
+        let sector: u32 = if matches!(ty, FsType::Cdfs | FsType::Udfs) { 2048 } else { 512 };
+        let fixed = match class {
+            fs_info::VOLUME => {
+                let label = utf16(&media.label);
+                o.i64(media.created).u32(media.serial).u32((label.len() * 2) as u32);
+                o.u8(u8::from(ty == FsType::Ntfs)).u8(0).text(&label);
+                18
+            }
+            fs_info::SIZE => {
+                o.i64(total as i64).i64(total.saturating_sub(used) as i64);
+                o.u32((cluster / u64::from(sector)) as u32).u32(sector);
+                24
+            }
+            fs_info::FULL_SIZE => {
+                let free = total.saturating_sub(used) as i64;
+                o.i64(total as i64).i64(free).i64(free);
+                o.u32((cluster / u64::from(sector)) as u32).u32(sector);
+                32
+            }
+            fs_info::DEVICE => {
+                let (dtype, chars) = match volume.storage {
+                    Some(s) => {
+                        let d = self.objects.dobj(s);
+                        (d.DeviceType, d.Characteristics | characteristics::DEVICE_IS_MOUNTED)
+                    }
+                    None => {
+                        let d = self.objects.dobj(m.vdo);
+                        let remote =
+                            if ty == FsType::Mup { characteristics::REMOTE_DEVICE } else { 0 };
+                        (d.DeviceType, d.Characteristics | remote)
+                    }
+                };
+                o.u32(dtype).u32(chars);
+                8
+            }
+            fs_info::ATTRIBUTE => {
+                let desc = ty.desc();
+                let name = utf16(desc.fs_name);
+                o.u32(desc.fs_attributes).u32(255).u32((name.len() * 2) as u32).text(&name);
+                12
+            }
+            _ => return Err(Status::INVALID_PARAMETER),
+        };
+        Ok(Answer { bytes: o.0, fixed })
+    }
+
+    fn fs_set_info(
+        &mut self,
+        fo: *mut FILE_OBJECT,
+        class: u32,
+        input: &[u8],
+    ) -> Result<(), Status> {
+        let (mount, node, fcb) = self.node_of(fo)?;
+        if node == VOLUME_NODE {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let ty = self.fs.mounts[mount as usize].ty;
+        let access = self.ccb_of(fo).map_or(0, |c| c.access);
+        let now = crate::fs::media::EPOCH_2026 + self.sched.now as i64;
+        let read_only = ty.desc().read_only;
+        let need =
+            |len: usize| if input.len() < len { Err(Status::INFO_LENGTH_MISMATCH) } else { Ok(()) };
+        let i64_at = |at: usize| i64::from_le_bytes(input[at..at + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |at: usize| u32::from_le_bytes(input[at..at + 4].try_into().unwrap_or([0; 4]));
+        if read_only && class != fi::POSITION {
+            return Err(Status::MEDIA_WRITE_PROTECTED);
+        }
+        let vidx = self.fs.mounts[mount as usize].volume.index();
+        match class {
+            fi::POSITION => {
+                need(8)?;
+                let pos = i64_at(0);
+                if pos < 0 {
+                    return Err(Status::INVALID_PARAMETER);
+                }
+                // SAFETY: the request's live file object.
+                unsafe { irpx::file(fo) }.CurrentByteOffset = pos;
+                Ok(())
+            }
+            fi::BASIC => {
+                need(36)?;
+                if access & acc::FILE_WRITE_ATTRIBUTES == 0 {
+                    return Err(Status::ACCESS_DENIED);
+                }
+                let n = self.volumes.list[vidx].media.node_mut(node);
+                for i in 0..4 {
+                    let t = i64_at(i * 8);
+                    if t > 0 {
+                        n.times[i] = t;
+                    }
+                }
+                let a = u32_at(32);
+                if a != 0 {
+                    let dir = n.attributes & attr::DIRECTORY;
+                    n.attributes = (a & !attr::NORMAL & !attr::DIRECTORY) | dir;
+                }
+                Ok(())
+            }
+            fi::DISPOSITION | fi::DISPOSITION_EX => {
+                need(1)?;
+                if access & acc::DELETE == 0 {
+                    return Err(Status::ACCESS_DENIED);
+                }
+                let delete =
+                    if class == fi::DISPOSITION { input[0] != 0 } else { input[0] & 1 != 0 };
+                let media = &self.volumes.list[vidx].media;
+                let n = media.node(node);
+                if delete {
+                    if node == ROOT || n.attributes & attr::READONLY != 0 {
+                        return Err(Status::CANNOT_DELETE);
+                    }
+                    if n.is_dir() && !media.is_empty_dir(node) {
+                        return Err(Status::DIRECTORY_NOT_EMPTY);
+                    }
+                    if self.sections.has_views(fcb) {
+                        return Err(Status::CANNOT_DELETE);
+                    }
+                }
+                if let Some(f) = self.fs.fcbs.get_mut(&fcb) {
+                    f.delete_pending = delete;
+                }
+                // SAFETY: the request's live file object.
+                unsafe { irpx::file(fo) }.DeletePending = delete;
+                Ok(())
+            }
+            fi::END_OF_FILE | fi::ALLOCATION => {
+                need(8)?;
+                if access & acc::FILE_WRITE_DATA == 0 {
+                    return Err(Status::ACCESS_DENIED);
+                }
+                let want = i64_at(0);
+                if want < 0 {
+                    return Err(Status::INVALID_PARAMETER);
+                }
+                let n = self.volumes.list[vidx].media.node(node);
+                if n.is_dir() {
+                    return Err(Status::INVALID_PARAMETER);
+                }
+                let size = n.size();
+                let new = if class == fi::ALLOCATION { size.min(want as u64) } else { want as u64 };
+                if new < size && self.sections.has_views(fcb) {
+                    return Err(Status::USER_MAPPED_FILE);
+                }
+                let n = self.volumes.list[vidx].media.node_mut(node);
+                if let super::media::NodeKind::File { data } = &mut n.kind {
+                    data.resize(new as usize, 0);
+                }
+                n.times[2] = now;
+                n.times[3] = now;
+                if let Some(f) = self.fs.fcbs.get(&fcb) {
+                    f.set_size(new);
+                }
+                Ok(())
+            }
+            fi::RENAME => {
+                need(20)?;
+                if access & acc::DELETE == 0 {
+                    return Err(Status::ACCESS_DENIED);
+                }
+                let replace = input[0] != 0;
+                let len = u32_at(16) as usize;
+                need(20 + len)?;
+                let units: Vec<u16> = input[20..20 + len]
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                let target = String::from_utf16_lossy(&units);
+                self.rename(mount, node, &target, replace, now)
+            }
+            _ => Err(Status::INVALID_PARAMETER),
+        }
+    }
+
+    fn rename(
+        &mut self,
+        mount: u32,
+        node: NodeId,
+        target: &str,
+        replace: bool,
+        now: i64,
+    ) -> Result<(), Status> {
+        if node == ROOT {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let m = &self.fs.mounts[mount as usize];
+        let vidx = m.volume.index();
+        let share_prefix = m.share.is_some();
+        let media = &self.volumes.list[vidx].media;
+        let parent = media.node(node).parent.unwrap_or(ROOT);
+        let mut comps: Vec<&str> = target.split('\\').filter(|c| !c.is_empty()).collect();
+        let (dir, leaf) = if target.starts_with('\\') {
+            if share_prefix && comps.len() >= 2 {
+                comps.drain(..2);
+            }
+            let Some(leaf) = comps.pop() else { return Err(Status::OBJECT_NAME_INVALID) };
+            let dir = media.lookup(ROOT, &comps).map_err(|_| Status::OBJECT_PATH_NOT_FOUND)?;
+            if !media.node(dir).is_dir() {
+                return Err(Status::OBJECT_PATH_NOT_FOUND);
+            }
+            (dir, leaf)
+        } else {
+            if comps.len() != 1 {
+                return Err(Status::OBJECT_NAME_INVALID);
+            }
+            (parent, comps[0])
+        };
+        if !super::create::valid_component(leaf) {
+            return Err(Status::OBJECT_NAME_INVALID);
+        }
+        // A directory cannot move into itself.
+        let mut cur = Some(dir);
+        while let Some(c) = cur {
+            if c == node {
+                return Err(Status::INVALID_PARAMETER);
+            }
+            cur = media.node(c).parent;
+        }
+        if let Some(existing) = media.child(dir, leaf) {
+            if existing != node {
+                if !replace {
+                    return Err(Status::OBJECT_NAME_COLLISION);
+                }
+                if media.node(existing).is_dir()
+                    || self.fs.mounts[mount as usize].fcbs_by_node.contains_key(&existing)
+                {
+                    return Err(Status::ACCESS_DENIED);
+                }
+                self.volumes.list[vidx].media.remove(existing);
+            }
+        }
+        self.volumes.list[vidx].media.rename(node, dir, leaf, now);
+        Ok(())
+    }
+
+    fn fs_query_directory(&mut self, q: DirQuery) -> Result<(Vec<u8>, Status), Status> {
+        let (mount, node, _) = self.node_of(q.fo)?;
+        if node == VOLUME_NODE || !self.media_of(mount).node(node).is_dir() {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let header = dir_header(q.class).ok_or(Status::INVALID_INFO_CLASS)?;
+        if q.length < header {
+            return Err(Status::INFO_LENGTH_MISMATCH);
+        }
+        let ty = self.fs.mounts[mount as usize].ty;
+        // SAFETY: the request's live file object.
+        let ccb_ptr = unsafe { (*q.fo).FsContext2 } as usize;
+        let ccb = self.fs.ccbs.get_mut(&ccb_ptr).ok_or(Status::INVALID_PARAMETER)?;
+        if ccb.pattern.is_none() || q.restart {
+            ccb.pattern =
+                Some(q.pattern.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| vec!['*']));
+            ccb.position = 0;
+            ccb.returned = false;
+        }
+        if let Some(i) = q.index {
+            ccb.position = i;
+        }
+        let pattern = ccb.pattern.clone().unwrap_or_default();
+        let mut position = ccb.position;
+        let first = !ccb.returned;
+        let media = &self.volumes.list[self.fs.mounts[mount as usize].volume.index()].media;
+        // The listing: "." and ".." (except at the root), then the children.
+        let mut listing: Vec<(String, NodeId)> = Vec::new();
+        if node != ROOT {
+            listing.push((".".into(), node));
+            listing.push(("..".into(), media.node(node).parent.unwrap_or(ROOT)));
+        }
+        for c in media.children(node, ty.desc().sorted) {
+            listing.push((media.node(c).name.clone(), c));
+        }
+        let mut out: Vec<u8> = Vec::new();
+        let mut last_entry: Option<usize> = None;
+        let mut status = Status::SUCCESS;
+        while position < listing.len() {
+            let (name, id) = &listing[position];
+            let chars: Vec<char> = name.chars().collect();
+            if !name_matches(&pattern, &chars) {
+                position += 1;
+                continue;
+            }
+            let units = utf16(name);
+            let entry = dir_entry(q.class, position as u32, &units, media.node(*id));
+            let start = out.len().next_multiple_of(8);
+            if start + entry.len() > q.length {
+                if last_entry.is_none() {
+                    // Not even one whole entry fits: return what fits of it.
+                    out = entry;
+                    out.truncate(q.length);
+                    position += 1;
+                    status = Status::BUFFER_OVERFLOW;
+                }
+                break;
+            }
+            if let Some(prev) = last_entry {
+                let off = (start - prev) as u32;
+                out[prev..prev + 4].copy_from_slice(&off.to_le_bytes());
+            }
+            out.resize(start, 0);
+            out.extend_from_slice(&entry);
+            last_entry = Some(start);
+            position += 1;
+            if q.single {
+                break;
+            }
+        }
+        let ccb = self.fs.ccbs.get_mut(&ccb_ptr).ok_or(Status::INVALID_PARAMETER)?;
+        ccb.position = position;
+        if out.is_empty() {
+            return Err(if first { Status::NO_SUCH_FILE } else { Status::NO_MORE_FILES });
+        }
+        ccb.returned = true;
+        Ok((out, status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use windows_sys::Wdk::Storage::FileSystem::{
+        FILE_BOTH_DIR_INFORMATION, FILE_DIRECTORY_INFORMATION, FILE_FS_ATTRIBUTE_INFORMATION,
+        FILE_NAMES_INFORMATION, FILE_RENAME_INFORMATION, FILE_STANDARD_INFORMATION,
+    };
+    use windows_sys::Wdk::System::SystemServices::FILE_FS_VOLUME_INFORMATION;
+
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_declarations() {
+        assert_eq!(
+            dir_header(fi::DIRECTORY),
+            Some(offset_of!(FILE_DIRECTORY_INFORMATION, FileName))
+        );
+        assert_eq!(
+            dir_header(fi::BOTH_DIRECTORY),
+            Some(offset_of!(FILE_BOTH_DIR_INFORMATION, FileName))
+        );
+        assert_eq!(dir_header(fi::NAMES), Some(offset_of!(FILE_NAMES_INFORMATION, FileName)));
+        assert_eq!(offset_of!(FILE_BOTH_DIR_INFORMATION, ShortNameLength), 68);
+        assert_eq!(offset_of!(FILE_BOTH_DIR_INFORMATION, EaSize), 64);
+        assert_eq!(size_of::<FILE_STANDARD_INFORMATION>(), 24);
+        assert_eq!(offset_of!(FILE_FS_VOLUME_INFORMATION, VolumeLabel), 18);
+        assert_eq!(offset_of!(FILE_FS_ATTRIBUTE_INFORMATION, FileSystemName), 12);
+        assert_eq!(offset_of!(FILE_RENAME_INFORMATION, FileNameLength), 16);
+        assert_eq!(offset_of!(FILE_RENAME_INFORMATION, FileName), 20);
+        let n = super::super::media::Media::new(1, "", 0);
+        let e = dir_entry(fi::BOTH_DIRECTORY, 0, &[0x41], n.node(ROOT));
+        assert_eq!(e.len(), 94 + 2);
+        let e = dir_entry(fi::DIRECTORY, 0, &[0x41], n.node(ROOT));
+        assert_eq!(e.len(), 64 + 2);
+    }
+}

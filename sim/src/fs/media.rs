@@ -1,0 +1,351 @@
+//! A volume's contents: an in-memory tree of directories and files with real bytes. The media
+//! belongs to the volume, not to a mount: it survives dismount and remount.
+
+use std::collections::BTreeMap;
+
+use crate::nt::attr;
+
+/// A node index in a [`Media`].
+pub type NodeId = u32;
+
+/// The root directory.
+pub const ROOT: NodeId = 0;
+
+/// Node contents.
+#[derive(Clone, Debug)]
+pub enum NodeKind {
+    /// A directory: children in creation order and an index by upper-cased name.
+    Dir {
+        /// Children in creation order.
+        children: Vec<NodeId>,
+        /// Upper-cased name to child.
+        index: BTreeMap<String, NodeId>,
+    },
+    /// A file's bytes.
+    File {
+        /// The data.
+        data: Vec<u8>,
+    },
+}
+
+/// One file or directory.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Its name as created (case preserved); empty for the root.
+    pub name: String,
+    /// Its directory.
+    pub parent: Option<NodeId>,
+    /// Directory or file.
+    pub kind: NodeKind,
+    /// `FILE_ATTRIBUTE_*`.
+    pub attributes: u32,
+    /// Creation, last access, last write and change times (system time, 100 ns since 1601).
+    pub times: [i64; 4],
+    /// The file index (`FileInternalInformation`), unique on the volume.
+    pub id: u64,
+    /// False once deleted.
+    pub live: bool,
+}
+
+impl Node {
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, NodeKind::Dir { .. })
+    }
+
+    /// The file's size (0 for directories).
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            NodeKind::File { data } => data.len() as u64,
+            NodeKind::Dir { .. } => 0,
+        }
+    }
+
+    /// The file's bytes (empty for directories).
+    pub fn data(&self) -> &[u8] {
+        match &self.kind {
+            NodeKind::File { data } => data,
+            NodeKind::Dir { .. } => &[],
+        }
+    }
+}
+
+/// Why a path did not resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The last component is missing; its directory exists (it is the payload).
+    NameNotFound(NodeId),
+    /// An intermediate directory is missing.
+    PathNotFound,
+    /// An intermediate component is a file.
+    NotADirectory,
+}
+
+/// The contents of one volume.
+#[derive(Clone, Debug)]
+pub struct Media {
+    /// Every node ever created (deleted ones stay, not live).
+    pub nodes: Vec<Node>,
+    /// Volume serial number.
+    pub serial: u32,
+    /// Volume label.
+    pub label: String,
+    /// When the volume was formatted.
+    pub created: i64,
+    next_id: u64,
+}
+
+/// The system time the simulated machine boots at (1 January 2026, 100 ns units since 1601).
+pub const EPOCH_2026: i64 = 134_116_128_000_000_000;
+
+/// Upper-cases a name for lookups (case-insensitive, case-preserving file systems).
+pub fn upcase(name: &str) -> String {
+    name.to_uppercase()
+}
+
+impl Media {
+    /// Empty media with a root directory.
+    pub fn new(serial: u32, label: &str, now: i64) -> Media {
+        let root = Node {
+            name: String::new(),
+            parent: None,
+            kind: NodeKind::Dir { children: Vec::new(), index: BTreeMap::new() },
+            attributes: attr::DIRECTORY,
+            times: [now; 4],
+            id: 5,
+            live: true,
+        };
+        Media { nodes: vec![root], serial, label: label.to_owned(), created: now, next_id: 64 }
+    }
+
+    /// A node.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    /// A node, mutably.
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id as usize]
+    }
+
+    /// The child of `dir` named `name` (case-insensitive).
+    pub fn child(&self, dir: NodeId, name: &str) -> Option<NodeId> {
+        match &self.node(dir).kind {
+            NodeKind::Dir { index, .. } => index.get(&upcase(name)).copied(),
+            NodeKind::File { .. } => None,
+        }
+    }
+
+    /// Resolves `components` from `start`.
+    pub fn lookup(&self, start: NodeId, components: &[&str]) -> Result<NodeId, Lookup> {
+        let mut cur = start;
+        for (i, c) in components.iter().enumerate() {
+            if !self.node(cur).is_dir() {
+                return Err(Lookup::NotADirectory);
+            }
+            match self.child(cur, c) {
+                Some(n) => cur = n,
+                None if i + 1 == components.len() => return Err(Lookup::NameNotFound(cur)),
+                None => return Err(Lookup::PathNotFound),
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Creates a file or directory in `dir` (which must not have a child of that name).
+    pub fn create(
+        &mut self,
+        dir: NodeId,
+        name: &str,
+        is_dir: bool,
+        attributes: u32,
+        now: i64,
+    ) -> NodeId {
+        let id = self.nodes.len() as NodeId;
+        self.next_id += 1;
+        let kind = if is_dir {
+            NodeKind::Dir { children: Vec::new(), index: BTreeMap::new() }
+        } else {
+            NodeKind::File { data: Vec::new() }
+        };
+        let attributes = if is_dir {
+            attr::DIRECTORY | (attributes & !attr::NORMAL)
+        } else if attributes & !attr::NORMAL == 0 {
+            attr::ARCHIVE
+        } else {
+            attributes & !attr::DIRECTORY
+        };
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            parent: Some(dir),
+            kind,
+            attributes,
+            times: [now; 4],
+            id: self.next_id,
+            live: true,
+        });
+        self.link(dir, id);
+        self.node_mut(dir).times[2] = now;
+        id
+    }
+
+    fn link(&mut self, dir: NodeId, id: NodeId) {
+        let key = upcase(&self.node(id).name);
+        if let NodeKind::Dir { children, index } = &mut self.node_mut(dir).kind {
+            children.push(id);
+            index.insert(key, id);
+        }
+    }
+
+    fn unlink(&mut self, id: NodeId) {
+        let Some(dir) = self.node(id).parent else { return };
+        let key = upcase(&self.node(id).name);
+        if let NodeKind::Dir { children, index } = &mut self.node_mut(dir).kind {
+            children.retain(|c| *c != id);
+            index.remove(&key);
+        }
+    }
+
+    /// Deletes a node (a directory must be empty).
+    pub fn remove(&mut self, id: NodeId) {
+        self.unlink(id);
+        let n = self.node_mut(id);
+        n.live = false;
+        if let NodeKind::File { data } = &mut n.kind {
+            *data = Vec::new();
+        }
+    }
+
+    /// Moves and/or renames a node.
+    pub fn rename(&mut self, id: NodeId, new_dir: NodeId, new_name: &str, now: i64) {
+        self.unlink(id);
+        let n = self.node_mut(id);
+        n.name = new_name.to_owned();
+        n.parent = Some(new_dir);
+        n.times[3] = now;
+        self.link(new_dir, id);
+    }
+
+    /// True when a directory has no children.
+    pub fn is_empty_dir(&self, id: NodeId) -> bool {
+        match &self.node(id).kind {
+            NodeKind::Dir { children, .. } => children.is_empty(),
+            NodeKind::File { .. } => false,
+        }
+    }
+
+    /// Children of a directory: sorted by upper-cased name, or in creation order.
+    pub fn children(&self, dir: NodeId, sorted: bool) -> Vec<NodeId> {
+        match &self.node(dir).kind {
+            NodeKind::Dir { children, index } => {
+                if sorted {
+                    index.values().copied().collect()
+                } else {
+                    children.clone()
+                }
+            }
+            NodeKind::File { .. } => Vec::new(),
+        }
+    }
+
+    /// The volume-relative path of a node (`\dir\file`; `\` for the root).
+    pub fn path_of(&self, id: NodeId) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            let n = self.node(c);
+            if n.parent.is_some() {
+                parts.push(n.name.as_str());
+            }
+            cur = n.parent;
+        }
+        if parts.is_empty() {
+            return "\\".to_owned();
+        }
+        parts.reverse();
+        let mut out = String::new();
+        for p in parts {
+            out.push('\\');
+            out.push_str(p);
+        }
+        out
+    }
+
+    /// Adds a file with contents at a volume-relative path, creating its directories. A path
+    /// ending in `\` makes a directory.
+    pub fn add_file(&mut self, path: &str, bytes: &[u8], now: i64) -> NodeId {
+        let is_dir = path.ends_with('\\') || path.ends_with('/');
+        let comps: Vec<&str> = path.split(['\\', '/']).filter(|c| !c.is_empty()).collect();
+        let mut cur = ROOT;
+        for (i, c) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            cur = match self.child(cur, c) {
+                Some(n) => n,
+                None => self.create(cur, c, !last || is_dir, 0, now),
+            };
+        }
+        if let NodeKind::File { data } = &mut self.node_mut(cur).kind {
+            *data = bytes.to_vec();
+        }
+        cur
+    }
+
+    /// The bytes of the file at a path.
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        let comps: Vec<&str> = path.split(['\\', '/']).filter(|c| !c.is_empty()).collect();
+        let id = self.lookup(ROOT, &comps).ok()?;
+        match &self.node(id).kind {
+            NodeKind::File { data } => Some(data),
+            NodeKind::Dir { .. } => None,
+        }
+    }
+}
+
+/// Matches a name against a pattern the way `FsRtlIsNameInExpression` does for `*` and `?`
+/// (case-insensitive); the DOS wildcards `<`, `>` and `"` are treated as `*`, `?` and `.`.
+pub fn name_matches(pattern: &[char], name: &[char]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some('*' | '<'), _) => {
+            let rest = &pattern[1..];
+            (0..=name.len()).any(|i| name_matches(rest, &name[i..]))
+        }
+        (Some('?' | '>'), Some(_)) => name_matches(&pattern[1..], &name[1..]),
+        (Some('>'), None) => name_matches(&pattern[1..], name),
+        (Some('"'), Some('.')) => name_matches(&pattern[1..], &name[1..]),
+        (Some('"'), None) => name_matches(&pattern[1..], name),
+        (Some(p), Some(n)) => {
+            p.to_uppercase().eq(n.to_uppercase()) && name_matches(&pattern[1..], &name[1..])
+        }
+        (Some(_), None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_case_insensitively() {
+        let mut m = Media::new(1, "", 0);
+        m.add_file("\\Dir\\File.txt", b"abc", 0);
+        let comps = ["dir", "FILE.TXT"];
+        let id = m.lookup(ROOT, &comps).unwrap();
+        assert_eq!(m.node(id).data(), b"abc");
+        assert_eq!(m.path_of(id), "\\Dir\\File.txt");
+        assert_eq!(m.lookup(ROOT, &["dir", "x"]), Err(Lookup::NameNotFound(1)));
+        assert_eq!(m.lookup(ROOT, &["nope", "x"]), Err(Lookup::PathNotFound));
+        assert_eq!(m.lookup(ROOT, &["dir", "file.txt", "x"]), Err(Lookup::NotADirectory));
+    }
+
+    #[test]
+    fn wildcards() {
+        let c = |s: &str| s.chars().collect::<Vec<_>>();
+        assert!(name_matches(&c("*"), &c("a.txt")));
+        assert!(name_matches(&c("*.TXT"), &c("a.txt")));
+        assert!(name_matches(&c("a?c"), &c("abc")));
+        assert!(!name_matches(&c("a?c"), &c("ac")));
+        assert!(!name_matches(&c("*.doc"), &c("a.txt")));
+    }
+}

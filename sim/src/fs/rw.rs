@@ -1,0 +1,498 @@
+//! Reads, writes (IRP and fast I/O, facts.md §1.7) and byte-range locks.
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT};
+use windows_sys::Win32::Foundation::NTSTATUS;
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+use super::media::NodeKind;
+use super::{Call, FsType, MountState, RangeLock, VOLUME_NODE};
+use crate::irpx;
+use crate::kernel::{self, Kernel};
+use crate::nt::{
+    FILE_USE_FILE_POINTER_POSITION, FILE_WRITE_TO_END_OF_FILE, irp_flags, mn_lock, sl,
+};
+
+/// How a transfer reached the file system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Through the cache (an IRP without `IRP_NOCACHE`, or fast I/O).
+    Cached,
+    /// Non-cached, not paging.
+    NonCached,
+    /// Paging I/O.
+    Paging,
+}
+
+impl Path {
+    fn of(flags: u32) -> Path {
+        if flags & irp_flags::PAGING_IO != 0 {
+            Path::Paging
+        } else if flags & irp_flags::NOCACHE != 0 {
+            Path::NonCached
+        } else {
+            Path::Cached
+        }
+    }
+}
+
+/// One transfer as the engine sees it.
+#[derive(Clone, Copy)]
+pub struct Transfer {
+    /// The file object.
+    pub fo: *mut FILE_OBJECT,
+    /// The offset as the request gave it.
+    pub offset: i64,
+    /// The length.
+    pub length: usize,
+    /// The lock key.
+    pub key: u32,
+    /// The data (the caller's buffer).
+    pub buffer: *mut u8,
+    /// Cached, non-cached or paging.
+    pub path: Path,
+}
+
+/// `IRP_MJ_READ`.
+pub fn read(call: Call) -> NTSTATUS {
+    let sl = call.sl();
+    // SAFETY: `Read` is the member in use for IRP_MJ_READ.
+    let p = unsafe { sl.Parameters.Read };
+    let t = Transfer {
+        fo: sl.FileObject,
+        offset: p.ByteOffset,
+        length: p.Length as usize,
+        key: p.Key,
+        // SAFETY: the live IRP.
+        buffer: unsafe { irpx::data_buffer(call.irp) },
+        path: Path::of(call.irp_flags()),
+    };
+    let (status, n) = kernel::with(|k| k.fs_read(t));
+    call.done(status, n)
+}
+
+/// `IRP_MJ_WRITE`.
+pub fn write(call: Call) -> NTSTATUS {
+    let sl = call.sl();
+    // SAFETY: `Write` is the member in use for IRP_MJ_WRITE.
+    let p = unsafe { sl.Parameters.Write };
+    let t = Transfer {
+        fo: sl.FileObject,
+        offset: p.ByteOffset,
+        length: p.Length as usize,
+        key: p.Key,
+        // SAFETY: the live IRP.
+        buffer: unsafe { irpx::data_buffer(call.irp) },
+        path: Path::of(call.irp_flags()),
+    };
+    if t.path != Path::Paging {
+        crate::sections::notify_conflicts(t.fo, crate::sections::ConflictOp::Write);
+    }
+    let (status, n) = kernel::with(|k| k.fs_write(t, false));
+    call.done(status, n)
+}
+
+/// `FastIoRead`: copies from the "cache" when caching was initiated on the file object (the first
+/// cached read or write IRP does that); FALSE otherwise, so the I/O manager builds an IRP.
+///
+/// # Safety
+/// Called by the I/O manager (or a filter passing fast I/O down) with valid arguments.
+pub unsafe extern "system" fn fast_io_read(
+    fileobject: *const FILE_OBJECT,
+    fileoffset: *const i64,
+    length: u32,
+    _wait: bool,
+    lockkey: u32,
+    buffer: *mut core::ffi::c_void,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset.
+    let Some(&offset) = (unsafe { fileoffset.as_ref() }) else { return false };
+    let t = Transfer {
+        fo: fileobject.cast_mut(),
+        offset,
+        length: length as usize,
+        key: lockkey,
+        buffer: buffer.cast(),
+        path: Path::Cached,
+    };
+    let r = kernel::with(|k| if k.fast_io_possible(t, false) { Some(k.fs_read(t)) } else { None });
+    fast_result(r, iostatus)
+}
+
+/// `FastIoWrite`: writes through the "cache" when caching was initiated and the write does not
+/// extend the file; FALSE otherwise.
+///
+/// # Safety
+/// As [`fast_io_read`].
+pub unsafe extern "system" fn fast_io_write(
+    fileobject: *const FILE_OBJECT,
+    fileoffset: *const i64,
+    length: u32,
+    _wait: bool,
+    lockkey: u32,
+    buffer: *const core::ffi::c_void,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset.
+    let Some(&offset) = (unsafe { fileoffset.as_ref() }) else { return false };
+    let t = Transfer {
+        fo: fileobject.cast_mut(),
+        offset,
+        length: length as usize,
+        key: lockkey,
+        buffer: buffer.cast_mut().cast(),
+        path: Path::Cached,
+    };
+    if !kernel::with(|k| k.fast_io_possible(t, true)) {
+        return false;
+    }
+    crate::sections::notify_conflicts(t.fo, crate::sections::ConflictOp::Write);
+    let r =
+        kernel::with(
+            |k| if k.fast_io_possible(t, true) { Some(k.fs_write(t, true)) } else { None },
+        );
+    fast_result(r, iostatus)
+}
+
+fn fast_result(r: Option<(Status, usize)>, iostatus: *mut IO_STATUS_BLOCK) -> bool {
+    let Some((status, n)) = r else { return false };
+    // SAFETY: the caller's status block.
+    if let Some(iosb) = unsafe { iostatus.as_mut() } {
+        iosb.Anonymous.Status = status.0;
+        iosb.Information = n;
+    }
+    true
+}
+
+/// `IRP_MJ_LOCK_CONTROL`.
+pub fn lock_control(call: Call, minor: u8) -> NTSTATUS {
+    let sl = call.sl();
+    // SAFETY: `LockControl` is the member in use for IRP_MJ_LOCK_CONTROL.
+    let p = unsafe { sl.Parameters.LockControl };
+    // SAFETY: the I/O manager's length, or null.
+    let length = unsafe { p.Length.as_ref() }.copied().unwrap_or(0).max(0) as u64;
+    let offset = p.ByteOffset.max(0) as u64;
+    let fo = sl.FileObject as usize;
+    let flags = sl.Flags;
+    let lock =
+        RangeLock { fo, key: p.Key, offset, length, exclusive: flags & sl::EXCLUSIVE_LOCK != 0 };
+    let irp = call.irp as usize;
+    let r = kernel::with(|k| k.fs_lock(fo, minor, lock, flags & sl::FAIL_IMMEDIATELY != 0, irp));
+    let (result, granted) = r;
+    let status = match result {
+        Some(s) => call.done(s, 0),
+        None => Status::PENDING.0,
+    };
+    complete_granted(granted);
+    status
+}
+
+/// Completes lock requests that waited and are now granted.
+pub fn complete_granted(granted: Vec<usize>) {
+    for irp in granted {
+        // SAFETY: a lock IRP the file system kept pending (marked pending when queued).
+        unsafe { irpx::complete(irp as *mut _, Status::SUCCESS, 0) };
+    }
+}
+
+impl Kernel {
+    /// Checks that fast I/O can serve the transfer: a cached file (caching initiated), a mounted
+    /// volume, no lock in the way, and for writes no extension of the file.
+    fn fast_io_possible(&self, t: Transfer, write: bool) -> bool {
+        let Some(fcb) = self.fcb_of(t.fo) else { return false };
+        if fcb.node == VOLUME_NODE {
+            return false;
+        }
+        let m = &self.fs.mounts[fcb.mount as usize];
+        if m.state != MountState::Mounted || m.ty.is_namespace() {
+            return false;
+        }
+        // SAFETY: a live file object of this file system.
+        if unsafe { (*t.fo).PrivateCacheMap }.is_null() {
+            return false;
+        }
+        let node = self.volumes.list[m.volume.index()].media.node(fcb.node);
+        if node.is_dir() || t.offset < 0 {
+            return false;
+        }
+        let offset = t.offset as u64;
+        if write && offset + t.length as u64 > node.size() {
+            return false;
+        }
+        !lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, write)
+    }
+
+    /// The file system's read.
+    pub fn fs_read(&mut self, t: Transfer) -> (Status, usize) {
+        let Some(fcb) = self.fcb_of(t.fo) else { return (Status::INVALID_DEVICE_REQUEST, 0) };
+        let (mount, node_id) = (fcb.mount, fcb.node);
+        let m = &self.fs.mounts[mount as usize];
+        if m.state != MountState::Mounted {
+            return (Status::VOLUME_DISMOUNTED, 0);
+        }
+        let ty = m.ty;
+        let volume = &self.volumes.list[m.volume.index()];
+        // SAFETY: the request's live file object.
+        let file = unsafe { irpx::file(t.fo) };
+        if node_id == VOLUME_NODE {
+            // A volume (DASD) read: the raw media, as the storage device holds it.
+            if t.offset < 0 {
+                return (Status::INVALID_PARAMETER, 0);
+            }
+            let bytes = volume.media_image(t.offset as u64, t.length);
+            // SAFETY: the request's buffer of `length` bytes.
+            let n = unsafe { irpx::copy_out(t.buffer, t.length, &bytes) };
+            return (Status::SUCCESS, n);
+        }
+        let node = volume.media.node(node_id);
+        if node.is_dir() {
+            return (Status::INVALID_DEVICE_REQUEST, 0);
+        }
+        let offset = if ty.is_namespace() || t.offset == FILE_USE_FILE_POINTER_POSITION {
+            file.CurrentByteOffset
+        } else {
+            t.offset
+        };
+        if offset < 0 {
+            return (Status::INVALID_PARAMETER, 0);
+        }
+        let offset = offset as u64;
+        if t.path == Path::NonCached && ty.sector_aligned() && !aligned(ty, offset, t.length) {
+            return (Status::INVALID_PARAMETER, 0);
+        }
+        if t.path != Path::Paging
+            && lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, false)
+        {
+            return (Status::FILE_LOCK_CONFLICT, 0);
+        }
+        if t.length == 0 {
+            return (Status::SUCCESS, 0);
+        }
+        let data = node.data();
+        if offset >= data.len() as u64 {
+            return (Status::END_OF_FILE, 0);
+        }
+        let start = offset as usize;
+        let end = data.len().min(start + t.length);
+        // SAFETY: the request's buffer of `length` bytes.
+        let n = unsafe { irpx::copy_out(t.buffer, t.length, &data[start..end]) };
+        if t.path != Path::Paging {
+            file.CurrentByteOffset = (offset + n as u64) as i64;
+        }
+        if t.path == Path::Cached && file.PrivateCacheMap.is_null() {
+            // CcInitializeCacheMap on the first cached transfer.
+            file.PrivateCacheMap = fcb.cache_map();
+            // SAFETY: the FCB's section object pointers.
+            unsafe { (*fcb.sop()).SharedCacheMap = fcb.cache_map() };
+        }
+        (Status::SUCCESS, n)
+    }
+
+    /// The file system's write.
+    pub fn fs_write(&mut self, t: Transfer, fast: bool) -> (Status, usize) {
+        let Some(fcb) = self.fcb_of(t.fo) else { return (Status::INVALID_DEVICE_REQUEST, 0) };
+        let (mount, node_id, fcb_ptr) = (fcb.mount, fcb.node, fcb.ptr());
+        let m = &self.fs.mounts[mount as usize];
+        if m.state != MountState::Mounted {
+            return (Status::VOLUME_DISMOUNTED, 0);
+        }
+        let ty = m.ty;
+        let vidx = m.volume.index();
+        if ty.desc().read_only {
+            return (Status::MEDIA_WRITE_PROTECTED, 0);
+        }
+        // SAFETY: the request's live file object.
+        let file = unsafe { irpx::file(t.fo) };
+        if node_id == VOLUME_NODE {
+            // Volume (DASD) writes are accepted and leave the simulated media as it is.
+            return (Status::SUCCESS, t.length);
+        }
+        let now = crate::fs::media::EPOCH_2026 + self.sched.now as i64;
+        let size = self.volumes.list[vidx].media.node(node_id).size();
+        if self.volumes.list[vidx].media.node(node_id).is_dir() {
+            return (Status::INVALID_DEVICE_REQUEST, 0);
+        }
+        let offset = if ty.is_namespace() || t.offset == FILE_WRITE_TO_END_OF_FILE {
+            size as i64
+        } else if t.offset == FILE_USE_FILE_POINTER_POSITION {
+            file.CurrentByteOffset
+        } else {
+            t.offset
+        };
+        if offset < 0 {
+            return (Status::INVALID_PARAMETER, 0);
+        }
+        let offset = offset as u64;
+        if t.path == Path::NonCached && ty.sector_aligned() && !aligned(ty, offset, t.length) {
+            return (Status::INVALID_PARAMETER, 0);
+        }
+        let fcb = &self.fs.fcbs[&fcb_ptr];
+        if t.path != Path::Paging
+            && lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, true)
+        {
+            return (Status::FILE_LOCK_CONFLICT, 0);
+        }
+        let length = if t.path == Path::Paging {
+            // Paging writes never extend the file.
+            if offset >= size {
+                return (Status::SUCCESS, 0);
+            }
+            t.length.min((size - offset) as usize)
+        } else {
+            t.length
+        };
+        if length == 0 {
+            return (Status::SUCCESS, 0);
+        }
+        // SAFETY: the request's buffer of `length` bytes.
+        let src = unsafe { irpx::bytes(t.buffer, length) };
+        let node = self.volumes.list[vidx].media.node_mut(node_id);
+        let start = offset as usize;
+        if let NodeKind::File { data } = &mut node.kind {
+            if data.len() < start + length {
+                data.resize(start + length, 0);
+            }
+            data[start..start + length].copy_from_slice(src);
+        }
+        node.times[2] = now;
+        node.times[3] = now;
+        node.attributes |= crate::nt::attr::ARCHIVE;
+        let new_size = node.size();
+        let fcb = &self.fs.fcbs[&fcb_ptr];
+        fcb.set_size(new_size);
+        self.sections.write_through(fcb_ptr, offset, src);
+        if t.path != Path::Paging {
+            file.CurrentByteOffset = (offset + length as u64) as i64;
+        }
+        if t.path == Path::Cached && file.PrivateCacheMap.is_null() && !fast {
+            file.PrivateCacheMap = fcb.cache_map();
+            // SAFETY: the FCB's section object pointers.
+            unsafe { (*fcb.sop()).SharedCacheMap = fcb.cache_map() };
+        }
+        (Status::SUCCESS, length)
+    }
+
+    /// Lock control. Returns the completion status (None: the request waits, pended) and the
+    /// waiting requests granted meanwhile.
+    fn fs_lock(
+        &mut self,
+        fo: usize,
+        minor: u8,
+        lock: RangeLock,
+        fail_immediately: bool,
+        irp: usize,
+    ) -> (Option<Status>, Vec<usize>) {
+        let Some(fcb) = self.fcb_of(fo as *const FILE_OBJECT) else {
+            return (Some(Status::INVALID_DEVICE_REQUEST), Vec::new());
+        };
+        let (mount, node, p) = (fcb.mount, fcb.node, fcb.ptr());
+        let m = &self.fs.mounts[mount as usize];
+        if m.state != MountState::Mounted {
+            return (Some(Status::VOLUME_DISMOUNTED), Vec::new());
+        }
+        if node == VOLUME_NODE || self.volumes.list[m.volume.index()].media.node(node).is_dir() {
+            return (Some(Status::INVALID_PARAMETER), Vec::new());
+        }
+        let fcb = self.fs.fcbs.get_mut(&p).expect("the FCB found above");
+        let status = match minor {
+            mn_lock::LOCK => {
+                if range_conflict(&fcb.locks, &lock) {
+                    if fail_immediately {
+                        Some(Status::LOCK_NOT_GRANTED)
+                    } else {
+                        // Waits for the conflicting range to be unlocked.
+                        // SAFETY: the live lock IRP in our dispatch routine.
+                        unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp as *mut _) };
+                        fcb.waiting_locks.push(irp);
+                        self.fs.waiting.insert(irp, lock);
+                        None
+                    }
+                } else {
+                    fcb.locks.push(lock);
+                    Some(Status::SUCCESS)
+                }
+            }
+            mn_lock::UNLOCK_SINGLE => {
+                match fcb.locks.iter().position(|l| {
+                    l.fo == fo
+                        && l.key == lock.key
+                        && l.offset == lock.offset
+                        && l.length == lock.length
+                }) {
+                    Some(i) => {
+                        fcb.locks.remove(i);
+                        Some(Status::SUCCESS)
+                    }
+                    None => Some(Status::RANGE_NOT_LOCKED),
+                }
+            }
+            mn_lock::UNLOCK_ALL => {
+                fcb.locks.retain(|l| l.fo != fo);
+                Some(Status::SUCCESS)
+            }
+            mn_lock::UNLOCK_ALL_BY_KEY => {
+                fcb.locks.retain(|l| l.fo != fo || l.key != lock.key);
+                Some(Status::SUCCESS)
+            }
+            _ => Some(Status::INVALID_DEVICE_REQUEST),
+        };
+        let granted = self.grant_waiting_locks(p);
+        (status, granted)
+    }
+
+    /// Grants the waiting lock requests of an FCB that no longer conflict; returns their IRPs.
+    pub fn grant_waiting_locks(&mut self, fcb: usize) -> Vec<usize> {
+        let mut granted = Vec::new();
+        let Some(f) = self.fs.fcbs.get_mut(&fcb) else { return granted };
+        let mut i = 0;
+        while i < f.waiting_locks.len() {
+            let irp = f.waiting_locks[i];
+            let Some(lock) = self.fs.waiting.get(&irp).copied() else {
+                f.waiting_locks.remove(i);
+                continue;
+            };
+            if range_conflict(&f.locks, &lock) {
+                i += 1;
+            } else {
+                f.locks.push(lock);
+                f.waiting_locks.remove(i);
+                self.fs.waiting.remove(&irp);
+                granted.push(irp);
+            }
+        }
+        granted
+    }
+}
+
+/// Non-cached transfers on disk and CD file systems must be sector aligned.
+fn aligned(ty: FsType, offset: u64, length: usize) -> bool {
+    let sector: u64 = if matches!(ty, FsType::Cdfs | FsType::Udfs) { 2048 } else { 512 };
+    offset % sector == 0 && length as u64 % sector == 0
+}
+
+/// A new lock conflicts with an overlapping lock when either is exclusive.
+fn range_conflict(locks: &[RangeLock], new: &RangeLock) -> bool {
+    locks.iter().any(|l| l.overlaps(new.offset, new.length) && (l.exclusive || new.exclusive))
+}
+
+/// `FsRtlCheckLockForReadAccess` / `...WriteAccess`: a read conflicts with another owner's
+/// exclusive lock; a write with another owner's lock and with any shared lock.
+fn lock_conflict(
+    locks: &[RangeLock],
+    fo: usize,
+    key: u32,
+    offset: u64,
+    length: u64,
+    write: bool,
+) -> bool {
+    locks.iter().any(|l| {
+        if !l.overlaps(offset, length) {
+            return false;
+        }
+        let owner = l.fo == fo && l.key == key;
+        if write { !(owner && l.exclusive) } else { l.exclusive && !owner }
+    })
+}

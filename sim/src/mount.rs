@@ -1,0 +1,246 @@
+//! The I/O manager's side of mounting (facts.md §1.4, ReactOS `IopMountVolume` as the reference
+//! for the sequence; the code is the simulator's own): the queue chosen by the storage device's
+//! type, each candidate file system asked through the top of its control device's attachment
+//! chain, `STATUS_FS_DRIVER_REQUIRED` answered by loading the file system through its recognizer,
+//! RAW only when a raw mount is allowed.
+
+use fsfilter::{Status, device_type};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, KEVENT};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+use crate::events::EventKind;
+use crate::fsreg::Segment;
+use crate::ids::{DeviceId, VolumeId};
+use crate::irp::Finish;
+use crate::kernel::{self, Kernel};
+use crate::nt::{irp_flags, mj, mn_fsctl, sl, vpb};
+use crate::volumes::MediaKind;
+
+/// How often the walk may restart after loading a file system before giving up.
+const MAX_RESTARTS: u32 = 16;
+
+/// Sends one file-system control request to the top of `device`'s attachment chain and waits.
+/// `stack` is the IRP's stack count; `setup` fills the first stack location.
+fn send_fsctl(
+    device: *mut DEVICE_OBJECT,
+    stack: i8,
+    flags: u32,
+    setup: impl FnOnce(&mut windows_sys::Wdk::Foundation::IO_STACK_LOCATION),
+) -> Status {
+    // SAFETY: all-zero is a valid KEVENT and IO_STATUS_BLOCK before use.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: as above.
+    let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our event storage.
+    unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
+    let irp = kernel::with(|k| k.allocate_irp(stack, Finish::Synchronous, None));
+    // SAFETY: a fresh IRP the I/O manager owns until it calls the driver.
+    let i = unsafe { crate::irpx::header(irp) };
+    i.Flags = flags;
+    i.RequestorMode = 0;
+    i.UserEvent = &mut *event;
+    i.Anonymous.UserIosb = &mut *iosb;
+    i.IoStatus.Anonymous.Status = Status::PENDING.0;
+    // SAFETY: the IRP has at least one location below the "no location yet" position.
+    let next = unsafe { crate::irpx::next(irp) };
+    next.MajorFunction = mj::FILE_SYSTEM_CONTROL;
+    setup(next);
+    let s = crate::irp::call_driver(device, irp);
+    if s == Status::PENDING.0 {
+        // SAFETY: our event, alive during the wait (leaked below if the wait fails).
+        let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
+        if w != Status::SUCCESS.0 {
+            std::mem::forget(event);
+            std::mem::forget(iosb);
+            return Status::IO_TIMEOUT;
+        }
+    }
+    // SAFETY: written by the I/O manager at completion (or the call's own status when the
+    // dispatch routine returned without completing, which the verifier reports).
+    Status(unsafe { iosb.Anonymous.Status })
+}
+
+/// The control devices a mount walks, head first, for a storage device type.
+fn queue(k: &Kernel, storage_type: u32) -> Vec<DeviceId> {
+    let seg = match storage_type {
+        device_type::DISK | device_type::VIRTUAL_DISK => Segment::Disk,
+        device_type::CD_ROM => Segment::CdRom,
+        _ => Segment::Tape,
+    };
+    k.fsreg.segment(seg).to_vec()
+}
+
+/// Mounts a volume on a storage device (facts.md §1.4). `allow_raw`: a raw mount is allowed
+/// (volume opens).
+pub fn mount_volume(v: VolumeId, allow_raw: bool) -> Status {
+    let prepared = kernel::with(|k| {
+        let vol = k.volume(v);
+        if !vol.fs.uses_vpb() {
+            return Err(Status::INVALID_DEVICE_REQUEST);
+        }
+        let Some(storage) = vol.storage else { return Err(Status::NO_SUCH_DEVICE) };
+        if !vol.media_present {
+            return Err(Status::NO_MEDIA_IN_DEVICE);
+        }
+        let real = k.objects.dobj(storage);
+        // SAFETY: the storage device's VPB (allocated by IoCreateDevice, alive for the machine).
+        if unsafe { (*real.Vpb).Flags } & vpb::MOUNTED != 0 {
+            return Err(Status::SUCCESS);
+        }
+        Ok(storage)
+    });
+    let storage = match prepared {
+        Ok(s) => s,
+        Err(s) => return s,
+    };
+    let mut restarts = 0;
+    'walk: loop {
+        let (candidates, real_ptr, storage_top) = kernel::with(|k| {
+            let real = k.objects.dobj(storage);
+            let top = k.objects.top(storage);
+            let ty = real.DeviceType;
+            (queue(k, ty), k.objects.device(storage).ptr, k.objects.device(top).ptr)
+        });
+        for cdo in candidates {
+            let (raw, top, stack, name) = kernel::with(|k| {
+                let raw = k.fsreg.raw.contains(&cdo);
+                let mut count: i8 = 1;
+                let mut cur = cdo;
+                while let Some(up) = k.objects.above(cur) {
+                    count = count.saturating_add(1);
+                    cur = up;
+                }
+                // SAFETY: the storage stack's top device.
+                let storage_stack = unsafe { (*storage_top).StackSize };
+                let name = k.objects.driver(k.objects.device(cdo).driver).service.clone();
+                (raw, k.objects.device(cur).ptr, storage_stack.saturating_add(count), name)
+            });
+            if raw && !allow_raw {
+                continue;
+            }
+            // SAFETY: the real device's current VPB.
+            let the_vpb = unsafe { (*real_ptr).Vpb };
+            let status = send_fsctl(
+                top,
+                stack,
+                irp_flags::MOUNT_COMPLETION | irp_flags::SYNCHRONOUS_PAGING_IO,
+                |s| {
+                    s.MinorFunction = mn_fsctl::MOUNT_VOLUME;
+                    s.Flags = if allow_raw { sl::ALLOW_RAW_MOUNT } else { 0 };
+                    s.Parameters.MountVolume.Vpb = the_vpb;
+                    s.Parameters.MountVolume.DeviceObject = storage_top;
+                },
+            );
+            match status {
+                Status::SUCCESS => {
+                    kernel::with(|k| k.after_mount(v, storage, raw, &name));
+                    return Status::SUCCESS;
+                }
+                Status::FS_DRIVER_REQUIRED => {
+                    load_file_system(cdo);
+                    restarts += 1;
+                    if restarts > MAX_RESTARTS {
+                        break 'walk;
+                    }
+                    continue 'walk;
+                }
+                Status::UNRECOGNIZED_VOLUME => {}
+                other => {
+                    kernel::with(|k| {
+                        let volume = k.volume_display_name(v);
+                        k.log(EventKind::Mounted { volume, filesystem: name, status: other });
+                    });
+                    return other;
+                }
+            }
+        }
+        break;
+    }
+    kernel::with(|k| {
+        let volume = k.volume_display_name(v);
+        k.log(EventKind::Mounted {
+            volume,
+            filesystem: String::new(),
+            status: Status::UNRECOGNIZED_VOLUME,
+        });
+    });
+    Status::UNRECOGNIZED_VOLUME
+}
+
+impl Kernel {
+    /// The I/O manager's work after a successful mount: the real device's VPB (re-read: the file
+    /// system may have swapped in another one) marked mounted, the volume device's stack size
+    /// forced to the storage stack's plus one.
+    fn after_mount(&mut self, v: VolumeId, storage: DeviceId, raw: bool, fs: &str) {
+        let real = self.objects.dobj(storage);
+        let the_vpb = real.Vpb;
+        let top = self.objects.top(storage);
+        let stack = self.objects.dobj(top).StackSize;
+        // SAFETY: the real device's VPB.
+        let vp = unsafe { crate::mem::obj(the_vpb) };
+        vp.Flags |= vpb::MOUNTED;
+        if raw {
+            vp.Flags |= vpb::RAW_MOUNT;
+        }
+        if let Some(vdo) = self.objects.device_id(vp.DeviceObject) {
+            self.objects.dobj(vdo).StackSize = stack.saturating_add(1);
+            let info = self.objects.device_mut(vdo);
+            info.vpb = the_vpb;
+            info.volume = Some(v);
+            self.volume_mut(v).vdo = Some(vdo);
+        }
+        let volume = self.volume_display_name(v);
+        self.log(EventKind::Mounted { volume, filesystem: fs.to_owned(), status: Status::SUCCESS });
+    }
+}
+
+/// `IRP_MN_LOAD_FILE_SYSTEM` to a recognizer, through the top of its attachment chain.
+pub fn load_file_system(cdo: DeviceId) {
+    let (top, stack) = kernel::with(|k| {
+        let top = k.objects.top(cdo);
+        (k.objects.device(top).ptr, k.objects.dobj(top).StackSize)
+    });
+    let _ = send_fsctl(top, stack, irp_flags::SYNCHRONOUS_API, |s| {
+        s.MinorFunction = mn_fsctl::LOAD_FILE_SYSTEM;
+    });
+}
+
+/// Makes a namespace volume (share, pipes, mailslots) available: no mount request exists for
+/// these; the volume is served by the file system's own device.
+pub fn namespace_mount(v: VolumeId) -> Status {
+    kernel::with(|k| {
+        let r = k.namespace_mount(v);
+        let volume = k.volume_display_name(v);
+        let fs = crate::fs::FsType::of(k.volume(v).fs).desc().service.to_owned();
+        let status = r.err().unwrap_or(Status::SUCCESS);
+        k.log(EventKind::Mounted { volume, filesystem: fs, status });
+        status
+    })
+}
+
+/// Mounts a volume however its kind mounts: `Machine::mount`. The media of a `Step` volume
+/// arrives now.
+pub fn mount(v: VolumeId) -> Status {
+    let kind = kernel::with(|k| {
+        let vol = k.volume_mut(v);
+        vol.media_present = true;
+        vol.fs.media()
+    });
+    match kind {
+        MediaKind::Disk | MediaKind::CdRom => mount_volume(v, false),
+        MediaKind::Network | MediaKind::None => namespace_mount(v),
+    }
+}
+
+/// True when the volume is mounted now.
+pub fn is_mounted(k: &Kernel, v: VolumeId) -> bool {
+    let vol = k.volume(v);
+    match vol.storage {
+        Some(s) => {
+            let real = k.objects.dobj(s);
+            // SAFETY: the storage device's VPB.
+            !real.Vpb.is_null() && unsafe { (*real.Vpb).Flags } & vpb::MOUNTED != 0
+        }
+        None => vol.vdo.is_some(),
+    }
+}

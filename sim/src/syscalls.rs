@@ -1,0 +1,1299 @@
+//! The system services of a user-mode caller (`NtCreateFile`, `NtReadFile`, ...) as the I/O
+//! manager implements them: file objects, IRPs with the buffers each method uses, fast I/O first
+//! for cached synchronous reads and writes (facts.md §1.7), the request sent to the top of the
+//! volume's stack, the wait, and the results copied back. Every request is a
+//! [`crate::requests::Request`] so events carry its `io` id.
+
+use std::ffi::c_void;
+
+use fsfilter::{MajorFunction, Status};
+use windows_sys::Wdk::Foundation::{
+    ACCESS_STATE, DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IO_SECURITY_CONTEXT,
+    IO_STACK_LOCATION, IRP, KEVENT,
+};
+use windows_sys::Win32::Foundation::UNICODE_STRING;
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+use crate::events::RequestRef;
+use crate::files::{Handle, Released};
+use crate::ids::{RequestId, ThreadId, VolumeId};
+use crate::irp::Finish;
+use crate::kernel::{self, Kernel};
+use crate::mem::Block;
+use crate::nt::{
+    access, create_options, disposition, fo, irp_flags, method, mj, mn_dir, mn_fsctl, mn_lock,
+    share, sl,
+};
+use crate::volumes::MediaKind;
+
+/// How a read or write reaches the file system (scenario.md `mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// Through the cache: fast I/O first, then an IRP without `IRP_NOCACHE`.
+    #[default]
+    Cached,
+    /// `IRP_NOCACHE` with an MDL, as for a file opened with `FILE_NO_INTERMEDIATE_BUFFERING`.
+    NonCached,
+    /// Paging I/O, as the memory manager issues it: `IRP_PAGING_IO | IRP_NOCACHE`, an MDL.
+    Paging,
+}
+
+impl IoMode {
+    /// Parses the scenario spelling.
+    pub fn from_name(s: &str) -> Option<IoMode> {
+        match s.to_ascii_lowercase().as_str() {
+            "cached" => Some(IoMode::Cached),
+            "noncached" => Some(IoMode::NonCached),
+            "paging" => Some(IoMode::Paging),
+            _ => None,
+        }
+    }
+}
+
+/// What an open asks for (`NtCreateFile`'s parameters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Desired access (generic rights are mapped).
+    pub access: u32,
+    /// Share access.
+    pub share: u32,
+    /// `FILE_SUPERSEDE` ... `FILE_OVERWRITE_IF`.
+    pub disposition: u32,
+    /// Create options (`FILE_DIRECTORY_FILE`, ...). `FILE_SYNCHRONOUS_IO_NONALERT` is implied.
+    pub options: u32,
+    /// File attributes.
+    pub attributes: u32,
+}
+
+impl Default for CreateOptions {
+    /// Read, write and delete access, sharing everything, `FILE_OPEN_IF`, any kind of file.
+    fn default() -> Self {
+        CreateOptions {
+            access: access::GENERIC_READ | access::GENERIC_WRITE | access::DELETE,
+            share: share::READ | share::WRITE | share::DELETE,
+            disposition: disposition::OPEN_IF,
+            options: 0,
+            attributes: 0,
+        }
+    }
+}
+
+impl CreateOptions {
+    /// Opens an existing file or directory (`FILE_OPEN`).
+    pub fn open() -> Self {
+        CreateOptions { disposition: disposition::OPEN, ..Self::default() }
+    }
+
+    /// Creates a new file (`FILE_CREATE`, non-directory).
+    pub fn create() -> Self {
+        CreateOptions {
+            disposition: disposition::CREATE,
+            options: create_options::NON_DIRECTORY_FILE,
+            ..Self::default()
+        }
+    }
+
+    /// Opens or creates a directory (`FILE_OPEN_IF`, `FILE_DIRECTORY_FILE`).
+    pub fn directory() -> Self {
+        CreateOptions {
+            disposition: disposition::OPEN_IF,
+            options: create_options::DIRECTORY_FILE,
+            ..Self::default()
+        }
+    }
+
+    /// With this disposition.
+    pub fn disposition(mut self, d: u32) -> Self {
+        self.disposition = d;
+        self
+    }
+
+    /// With these access rights.
+    pub fn access(mut self, a: u32) -> Self {
+        self.access = a;
+        self
+    }
+
+    /// With this share access.
+    pub fn share(mut self, s: u32) -> Self {
+        self.share = s;
+        self
+    }
+
+    /// With these create options.
+    pub fn options(mut self, o: u32) -> Self {
+        self.options = o;
+        self
+    }
+}
+
+/// The result of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoResult {
+    /// The final status (`STATUS_PENDING` if the request never completed).
+    pub status: Status,
+    /// `IoStatus.Information`.
+    pub information: usize,
+    /// Data returned (read bytes, information buffers, FSCTL output).
+    pub data: Vec<u8>,
+    /// The request's id in the event log.
+    pub io: Option<RequestRef>,
+    /// Served by fast I/O (no IRP).
+    pub fast_io: bool,
+    /// The handle a successful create returns.
+    pub handle: Option<Handle>,
+}
+
+impl IoResult {
+    fn failed(status: Status) -> IoResult {
+        IoResult {
+            status,
+            information: 0,
+            data: Vec::new(),
+            io: None,
+            fast_io: false,
+            handle: None,
+        }
+    }
+}
+
+/// One request of the user-mode API (scenario.md `io` ops).
+#[derive(Clone, Debug)]
+pub enum IoRequest<'a> {
+    /// `NtCreateFile`.
+    Create {
+        /// The volume.
+        volume: VolumeId,
+        /// The path on the volume (`""` opens the volume).
+        path: &'a str,
+        /// What the open asks for.
+        options: CreateOptions,
+    },
+    /// `NtReadFile`.
+    Read {
+        /// The handle.
+        handle: Handle,
+        /// The offset (None: the file position).
+        offset: Option<u64>,
+        /// Bytes.
+        length: usize,
+        /// Cached, non-cached or paging.
+        mode: IoMode,
+    },
+    /// `NtWriteFile`.
+    Write {
+        /// The handle.
+        handle: Handle,
+        /// The offset (None: the file position).
+        offset: Option<u64>,
+        /// The data.
+        data: &'a [u8],
+        /// Cached, non-cached or paging.
+        mode: IoMode,
+    },
+    /// `NtQueryInformationFile`.
+    QueryInformation {
+        /// The handle.
+        handle: Handle,
+        /// `FILE_INFORMATION_CLASS`.
+        class: u32,
+        /// The buffer's length.
+        length: usize,
+    },
+    /// `NtSetInformationFile`.
+    SetInformation {
+        /// The handle.
+        handle: Handle,
+        /// `FILE_INFORMATION_CLASS`.
+        class: u32,
+        /// The structure.
+        data: &'a [u8],
+    },
+    /// `NtQueryDirectoryFile`.
+    DirectoryControl {
+        /// The handle.
+        handle: Handle,
+        /// `FILE_INFORMATION_CLASS`.
+        class: u32,
+        /// The pattern of the first query (None: `*`).
+        pattern: Option<&'a str>,
+        /// `SL_RESTART_SCAN`.
+        restart: bool,
+        /// `SL_RETURN_SINGLE_ENTRY`.
+        single: bool,
+        /// The buffer's length.
+        length: usize,
+    },
+    /// The handle closes: `IRP_MJ_CLEANUP`.
+    Cleanup {
+        /// The handle.
+        handle: Handle,
+    },
+    /// The caller's last reference goes: `IRP_MJ_CLOSE` (after cleanup if the handle was open).
+    Close {
+        /// The handle.
+        handle: Handle,
+    },
+    /// `NtFlushBuffersFile`.
+    Flush {
+        /// The handle.
+        handle: Handle,
+    },
+    /// `NtFsControlFile`.
+    Fsctl {
+        /// The handle.
+        handle: Handle,
+        /// `FSCTL_*`.
+        code: u32,
+        /// Input.
+        input: &'a [u8],
+        /// Output length.
+        output_length: usize,
+    },
+    /// `NtDeviceIoControlFile`.
+    DeviceControl {
+        /// The handle.
+        handle: Handle,
+        /// `IOCTL_*`.
+        code: u32,
+        /// Input.
+        input: &'a [u8],
+        /// Output length.
+        output_length: usize,
+    },
+    /// `NtLockFile`.
+    Lock {
+        /// The handle.
+        handle: Handle,
+        /// Start.
+        offset: u64,
+        /// Length.
+        length: u64,
+        /// Exclusive (else shared).
+        exclusive: bool,
+        /// `FailImmediately`.
+        fail_immediately: bool,
+    },
+    /// `NtUnlockFile`.
+    Unlock {
+        /// The handle.
+        handle: Handle,
+        /// Start.
+        offset: u64,
+        /// Length.
+        length: u64,
+    },
+    /// `IRP_MJ_SHUTDOWN` to the volume's stack.
+    Shutdown {
+        /// The volume.
+        volume: VolumeId,
+    },
+    /// `NtQueryVolumeInformationFile`.
+    QueryVolumeInformation {
+        /// The handle.
+        handle: Handle,
+        /// `FS_INFORMATION_CLASS`.
+        class: u32,
+        /// The buffer's length.
+        length: usize,
+    },
+}
+
+/// The thread of the simulated user-mode caller.
+const USER_THREAD: ThreadId = ThreadId(1);
+
+/// Runs a system service as the user-mode caller: its thread, `PASSIVE_LEVEL`, no image.
+fn as_user<R>(f: impl FnOnce() -> R) -> R {
+    let saved = kernel::with(|k| {
+        let saved = (k.irql, k.thread);
+        k.irql = crate::kernel::PASSIVE_LEVEL;
+        k.thread = USER_THREAD;
+        saved
+    });
+    let r = kernel::call_into(None, f);
+    kernel::with(|k| (k.irql, k.thread) = saved);
+    crate::sched::run_ready();
+    r
+}
+
+/// Runs one request.
+pub fn io(req: IoRequest<'_>) -> IoResult {
+    as_user(|| match req {
+        IoRequest::Create { volume, path, options } => create(volume, path, options),
+        IoRequest::Read { handle, offset, length, mode } => read(handle, offset, length, mode),
+        IoRequest::Write { handle, offset, data, mode } => write(handle, offset, data, mode),
+        IoRequest::QueryInformation { handle, class, length } => {
+            buffered_info(handle, mj::QUERY_INFORMATION, class, &[], length)
+        }
+        IoRequest::SetInformation { handle, class, data } => {
+            buffered_info(handle, mj::SET_INFORMATION, class, data, 0)
+        }
+        IoRequest::QueryVolumeInformation { handle, class, length } => {
+            buffered_info(handle, mj::QUERY_VOLUME_INFORMATION, class, &[], length)
+        }
+        IoRequest::DirectoryControl { handle, class, pattern, restart, single, length } => {
+            directory(handle, class, pattern, restart, single, length)
+        }
+        IoRequest::Cleanup { handle } => cleanup(handle),
+        IoRequest::Close { handle } => close(handle),
+        IoRequest::Flush { handle } => simple(handle, mj::FLUSH_BUFFERS),
+        IoRequest::Fsctl { handle, code, input, output_length } => {
+            control(handle, mj::FILE_SYSTEM_CONTROL, code, input, output_length)
+        }
+        IoRequest::DeviceControl { handle, code, input, output_length } => {
+            control(handle, mj::DEVICE_CONTROL, code, input, output_length)
+        }
+        IoRequest::Lock { handle, offset, length, exclusive, fail_immediately } => {
+            lock(handle, mn_lock::LOCK, offset, length, exclusive, fail_immediately)
+        }
+        IoRequest::Unlock { handle, offset, length } => {
+            lock(handle, mn_lock::UNLOCK_SINGLE, offset, length, false, true)
+        }
+        IoRequest::Shutdown { volume } => shutdown(volume),
+    })
+}
+
+/// A request being built: its id, IRP, target and buffers (kept until it completes).
+struct Built {
+    rid: RequestId,
+    irp: *mut IRP,
+    target: *mut DEVICE_OBJECT,
+    keep: Vec<Block>,
+}
+
+/// Starts a request and allocates its IRP for `target` (the top of the stack), filling the
+/// header as the I/O manager does.
+fn build(
+    k: &mut Kernel,
+    volume: VolumeId,
+    major: u8,
+    target: *mut DEVICE_OBJECT,
+    fo: *mut FILE_OBJECT,
+    flags: u32,
+    user_mode: bool,
+) -> Built {
+    let rid = k.start_request(volume, MajorFunction::from_code(major), false);
+    let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
+    let irp = k.allocate_irp(stack, Finish::Request(rid), None);
+    // SAFETY: a fresh IRP the I/O manager owns until it calls the driver.
+    let i = unsafe { crate::irpx::header(irp) };
+    i.Flags = flags;
+    i.RequestorMode = i8::from(user_mode);
+    i.IoStatus.Anonymous.Status = Status::PENDING.0;
+    i.Tail.Overlay.OriginalFileObject = fo;
+    // SAFETY: the first stack location of the fresh IRP.
+    let next = unsafe { crate::irpx::next(irp) };
+    next.MajorFunction = major;
+    next.FileObject = fo;
+    Built { rid, irp, target, keep: Vec::new() }
+}
+
+/// The first stack location of a built request.
+fn first(b: &Built) -> &'static mut IO_STACK_LOCATION {
+    // SAFETY: the request's IRP, not yet sent.
+    unsafe { crate::irpx::next(b.irp) }
+}
+
+/// Sends a built request and waits for it; returns (status, information, completed).
+fn send(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
+    let Built { rid, irp, target, keep } = b;
+    let _ = crate::irp::call_driver(target, irp);
+    let done = || kernel::with(|k| k.requests.list[rid.index()].result.is_some());
+    let _ = crate::sched::wait_until(done, None);
+    match kernel::with(|k| k.requests.list[rid.index()].result) {
+        Some((s, n)) => (s, n, rid, keep),
+        None => {
+            // Still pending (a driver holds it): its buffers must outlive it.
+            std::mem::forget(keep);
+            (Status::PENDING, 0, rid, Vec::new())
+        }
+    }
+}
+
+fn result(status: Status, information: usize, rid: RequestId, data: Vec<u8>) -> IoResult {
+    IoResult {
+        status,
+        information,
+        data,
+        io: Some(RequestRef(rid.0)),
+        fast_io: false,
+        handle: None,
+    }
+}
+
+/// A zeroed buffer of `len` bytes (at least one, so the address is real).
+fn buffer(len: usize) -> Block {
+    Block::zeroed(len.max(1))
+}
+
+/// Reads `n` bytes of a block.
+fn read_block(b: &Block, n: usize) -> Vec<u8> {
+    let n = n.min(b.size());
+    // SAFETY: the block holds `size()` >= n bytes.
+    unsafe { std::slice::from_raw_parts(b.ptr(), n) }.to_vec()
+}
+
+fn normalize(path: &str) -> String {
+    let p: String = path.replace('/', "\\");
+    let p = p.trim_matches('\\');
+    if p.is_empty() { String::new() } else { format!("\\{p}") }
+}
+
+/// `NtCreateFile`.
+fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
+    let rel = normalize(path);
+    let (kind, mounted) = kernel::with(|k| {
+        let kind = k.volume(volume).fs.media();
+        (kind, crate::mount::is_mounted(k, volume))
+    });
+    let volume_open = rel.is_empty() && matches!(kind, MediaKind::Disk | MediaKind::CdRom);
+    if matches!(kind, MediaKind::Disk | MediaKind::CdRom) && !mounted {
+        // The open finds the volume unmounted: mount it first (facts.md §1.4).
+        let s = crate::mount::mount_volume(volume, volume_open);
+        if !s.is_success() {
+            return IoResult::failed(s);
+        }
+    }
+    let prepared = kernel::with(|k| -> Result<(Built, *mut FILE_OBJECT), Status> {
+        let vol = k.volume(volume);
+        let (device, vpb, name) = match kind {
+            MediaKind::Disk | MediaKind::CdRom => {
+                let storage = vol.storage.ok_or(Status::NO_SUCH_DEVICE)?;
+                (k.objects.device(storage).ptr, k.objects.dobj(storage).Vpb, rel.clone())
+            }
+            MediaKind::Network => {
+                let d = k.namespace_device(crate::fs::FsType::Mup).ok_or(Status::NO_SUCH_DEVICE)?;
+                let share = vol.share.clone().unwrap_or_default();
+                (k.objects.device(d).ptr, std::ptr::null_mut(), format!("\\{share}{rel}"))
+            }
+            MediaKind::None => {
+                let d = k
+                    .namespace_device(crate::fs::FsType::of(vol.fs))
+                    .ok_or(Status::NO_SUCH_DEVICE)?;
+                (k.objects.device(d).ptr, std::ptr::null_mut(), rel.clone())
+            }
+        };
+        let mut flags = fo::SYNCHRONOUS_IO;
+        if volume_open {
+            flags |= fo::VOLUME_OPEN;
+        }
+        if options.options & create_options::NO_INTERMEDIATE_BUFFERING != 0 {
+            flags |= fo::NO_INTERMEDIATE_BUFFERING;
+        }
+        let file = k.new_file_object(device, vpb, &name, flags, Some(volume));
+        let target = k.related_device(file);
+        let mut b = build(
+            k,
+            volume,
+            mj::CREATE,
+            target,
+            file,
+            irp_flags::CREATE_OPERATION
+                | irp_flags::SYNCHRONOUS_API
+                | irp_flags::DEFER_IO_COMPLETION,
+            true,
+        );
+        let granted = access::map_generic(options.access) | access::SYNCHRONIZE;
+        let state_block = Block::zeroed(size_of::<ACCESS_STATE>());
+        // SAFETY: a zeroed block sized for an ACCESS_STATE.
+        let state = unsafe { crate::mem::obj(state_block.ptr().cast::<ACCESS_STATE>()) };
+        state.OriginalDesiredAccess = granted;
+        state.RemainingDesiredAccess = granted;
+        let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
+        // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
+        let sc = unsafe { crate::mem::obj(sc_block.ptr().cast::<IO_SECURITY_CONTEXT>()) };
+        sc.AccessState = state;
+        sc.DesiredAccess = granted;
+        sc.FullCreateOptions = options.options | create_options::SYNCHRONOUS_IO_NONALERT;
+        let s = first(&b);
+        s.Parameters.Create.SecurityContext = sc;
+        s.Parameters.Create.Options = (options.disposition << 24)
+            | ((options.options | create_options::SYNCHRONOUS_IO_NONALERT) & 0x00FF_FFFF);
+        s.Parameters.Create.FileAttributes = options.attributes as u16;
+        s.Parameters.Create.ShareAccess = options.share as u16;
+        b.keep.push(state_block);
+        b.keep.push(sc_block);
+        Ok((b, file))
+    });
+    let (b, file) = match prepared {
+        Ok(p) => p,
+        Err(s) => return IoResult::failed(s),
+    };
+    let (status, information, rid, _keep) = send(b);
+    let handle = kernel::with(|k| {
+        if status.is_success() {
+            k.file_opened(file, 1);
+            // SAFETY: the live file object.
+            unsafe { (*file).Flags |= fo::HANDLE_CREATED };
+            let granted = access::map_generic(options.access) | access::SYNCHRONIZE;
+            Some(k.add_handle(file as usize, volume, granted))
+        } else {
+            if status != Status::PENDING {
+                k.free_file_object(file as usize);
+            }
+            None
+        }
+    });
+    IoResult { handle, ..result(status, information, rid, Vec::new()) }
+}
+
+/// The file object, volume and granted access of an open handle.
+fn handle_of(h: Handle) -> Result<(*mut FILE_OBJECT, VolumeId, u32), Status> {
+    kernel::with(|k| match k.user_handle(h) {
+        Some(u) if u.open => Ok((u.fo as *mut FILE_OBJECT, u.volume, u.access)),
+        _ => {
+            k.report(
+                crate::events::Rule::InvalidHandle,
+                None,
+                format!("user handle {} is not open", h.0),
+            );
+            Err(Status::INVALID_HANDLE)
+        }
+    })
+}
+
+/// A driver's fast-I/O read or write routine.
+#[derive(Clone, Copy)]
+enum FastIo {
+    Read(
+        unsafe extern "system" fn(
+            *const FILE_OBJECT,
+            *const i64,
+            u32,
+            bool,
+            u32,
+            *mut c_void,
+            *mut IO_STATUS_BLOCK,
+            *const DEVICE_OBJECT,
+        ) -> bool,
+    ),
+    Write(
+        unsafe extern "system" fn(
+            *const FILE_OBJECT,
+            *const i64,
+            u32,
+            bool,
+            u32,
+            *const c_void,
+            *mut IO_STATUS_BLOCK,
+            *const DEVICE_OBJECT,
+        ) -> bool,
+    ),
+}
+
+/// The fast-I/O routine of the top device's driver, if its table is large enough to hold the
+/// field and the field is set (facts.md §1.7), with the driver's image.
+fn fast_io_routine(
+    k: &Kernel,
+    target: *mut DEVICE_OBJECT,
+    write: bool,
+) -> Option<(FastIo, crate::ids::ImageId)> {
+    let d = k.objects.device_id(target)?;
+    let driver = k.objects.device(d).driver;
+    // SAFETY: a live driver object.
+    let table = unsafe { (*k.objects.driver(driver).ptr).FastIoDispatch };
+    // SAFETY: the driver's table, when set.
+    let t = unsafe { table.as_ref() }?;
+    let field = if write {
+        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoWrite)
+    } else {
+        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoRead)
+    };
+    if (t.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
+        return None;
+    }
+    let image = k.objects.driver(driver).image;
+    let f = if write { t.FastIoWrite.map(FastIo::Write) } else { t.FastIoRead.map(FastIo::Read) };
+    f.map(|f| (f, image))
+}
+
+/// `NtReadFile`.
+fn read(h: Handle, offset: Option<u64>, length: usize, mode: IoMode) -> IoResult {
+    transfer(h, offset, length, &[], mode, false)
+}
+
+/// `NtWriteFile`.
+fn write(h: Handle, offset: Option<u64>, data: &[u8], mode: IoMode) -> IoResult {
+    transfer(h, offset, data.len(), data, mode, true)
+}
+
+fn transfer(
+    h: Handle,
+    offset: Option<u64>,
+    length: usize,
+    data: &[u8],
+    mode: IoMode,
+    write: bool,
+) -> IoResult {
+    let (file, volume, granted) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    let needed = if write {
+        access::FILE_WRITE_DATA | access::FILE_APPEND_DATA
+    } else {
+        access::FILE_READ_DATA
+    };
+    if mode != IoMode::Paging && granted & needed == 0 {
+        return IoResult::failed(Status::ACCESS_DENIED);
+    }
+    let buf = buffer(length);
+    if write && !data.is_empty() {
+        // SAFETY: the block holds `length` == data.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr(), data.len()) };
+    }
+    // The I/O manager passes the file position for synchronous file objects.
+    // SAFETY: a live file object of an open handle.
+    let position = unsafe { (*file).CurrentByteOffset };
+    let byte_offset =
+        offset.map_or(if mode == IoMode::Paging { 0 } else { position }, |o| o as i64);
+    let major = if write { mj::WRITE } else { mj::READ };
+    let (target, fast) = kernel::with(|k| {
+        let target = k.related_device(file);
+        let fast = if mode == IoMode::Cached { fast_io_routine(k, target, write) } else { None };
+        (target, fast)
+    });
+    let mut rid = None;
+    if let Some(f) = fast {
+        let r = kernel::with(|k| {
+            let r = k.start_request(volume, MajorFunction::from_code(major), true);
+            k.current_request = Some(r);
+            r
+        });
+        rid = Some(r);
+        // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
+        let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+        let done = call_fast_io(f, file, byte_offset, length, buf.ptr(), &mut iosb, target);
+        kernel::with(|k| k.current_request = None);
+        if done {
+            // SAFETY: the status member the routine wrote.
+            let status = Status(unsafe { iosb.Anonymous.Status });
+            let n = iosb.Information.min(length);
+            kernel::with(|k| k.request_completed(r, status, n));
+            let data = if write { Vec::new() } else { read_block(&buf, n) };
+            return IoResult { fast_io: true, ..result(status, n, r, data) };
+        }
+        kernel::with(|k| {
+            let volume = k.volume_display_name(volume);
+            k.log(crate::events::EventKind::System {
+                what: "fast_io_declined",
+                driver: None,
+                volume: Some(volume),
+                detail: format!(
+                    "io {}: fast I/O returned FALSE; the I/O manager builds an IRP",
+                    r.0
+                ),
+            });
+        });
+    }
+    let b = kernel::with(|k| {
+        let flags = match (mode, write) {
+            (IoMode::Cached, false) => {
+                irp_flags::READ_OPERATION
+                    | irp_flags::SYNCHRONOUS_API
+                    | irp_flags::DEFER_IO_COMPLETION
+            }
+            (IoMode::Cached, true) => {
+                irp_flags::WRITE_OPERATION
+                    | irp_flags::SYNCHRONOUS_API
+                    | irp_flags::DEFER_IO_COMPLETION
+            }
+            (IoMode::NonCached, false) => {
+                irp_flags::NOCACHE
+                    | irp_flags::READ_OPERATION
+                    | irp_flags::SYNCHRONOUS_API
+                    | irp_flags::DEFER_IO_COMPLETION
+            }
+            (IoMode::NonCached, true) => {
+                irp_flags::NOCACHE
+                    | irp_flags::WRITE_OPERATION
+                    | irp_flags::SYNCHRONOUS_API
+                    | irp_flags::DEFER_IO_COMPLETION
+            }
+            (IoMode::Paging, false) => {
+                irp_flags::PAGING_IO
+                    | irp_flags::NOCACHE
+                    | irp_flags::SYNCHRONOUS_PAGING_IO
+                    | irp_flags::INPUT_OPERATION
+            }
+            (IoMode::Paging, true) => {
+                irp_flags::PAGING_IO | irp_flags::NOCACHE | irp_flags::SYNCHRONOUS_PAGING_IO
+            }
+        };
+        let b = match rid {
+            Some(r) => {
+                // The fast-I/O attempt's request continues as an IRP.
+                let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
+                let irp = k.allocate_irp(stack, Finish::Request(r), None);
+                // SAFETY: a fresh IRP.
+                let i = unsafe { crate::irpx::header(irp) };
+                i.Flags = flags;
+                i.RequestorMode = 1;
+                i.IoStatus.Anonymous.Status = Status::PENDING.0;
+                i.Tail.Overlay.OriginalFileObject = file;
+                let b = Built { rid: r, irp, target, keep: Vec::new() };
+                let s = first(&b);
+                s.MajorFunction = major;
+                s.FileObject = file;
+                b
+            }
+            None => build(k, volume, major, target, file, flags, mode != IoMode::Paging),
+        };
+        // SAFETY: the request's IRP.
+        let i = unsafe { crate::irpx::header(b.irp) };
+        i.UserBuffer = buf.ptr().cast();
+        if mode != IoMode::Cached {
+            i.MdlAddress = k.allocate_mdl(buf.ptr().cast(), length);
+        }
+        let s = first(&b);
+        if write {
+            s.Parameters.Write.Length = length as u32;
+            s.Parameters.Write.ByteOffset = byte_offset;
+        } else {
+            s.Parameters.Read.Length = length as u32;
+            s.Parameters.Read.ByteOffset = byte_offset;
+        }
+        b
+    });
+    // SAFETY: the request's IRP, not yet sent.
+    let mdl = unsafe { (*b.irp).MdlAddress };
+    let (status, n, rid, _keep) = send(b);
+    if status == Status::PENDING {
+        std::mem::forget(buf);
+        return result(status, 0, rid, Vec::new());
+    }
+    kernel::with(|k| k.free_mdl(mdl));
+    let data = if write { Vec::new() } else { read_block(&buf, n.min(length)) };
+    result(status, n, rid, data)
+}
+
+fn call_fast_io(
+    f: (FastIo, crate::ids::ImageId),
+    file: *mut FILE_OBJECT,
+    offset: i64,
+    length: usize,
+    buf: *mut u8,
+    iosb: &mut IO_STATUS_BLOCK,
+    target: *mut DEVICE_OBJECT,
+) -> bool {
+    let (routine, image) = f;
+    match routine {
+        // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
+        FastIo::Read(r) => kernel::call_into(Some(image), || unsafe {
+            r(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
+        }),
+        // SAFETY: as above.
+        FastIo::Write(w) => kernel::call_into(Some(image), || unsafe {
+            w(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
+        }),
+    }
+}
+
+/// The minimum buffer the I/O manager accepts for an information class (its length table).
+fn min_length(major: u8, class: u32) -> usize {
+    use crate::nt::{file_info as fi, fs_info};
+    if major == mj::QUERY_VOLUME_INFORMATION {
+        return match class {
+            fs_info::VOLUME => 24,
+            fs_info::SIZE => 24,
+            fs_info::DEVICE => 8,
+            fs_info::ATTRIBUTE => 16,
+            fs_info::FULL_SIZE => 32,
+            _ => 0,
+        };
+    }
+    match class {
+        fi::BASIC => 40,
+        fi::STANDARD => 24,
+        fi::INTERNAL
+        | fi::POSITION
+        | fi::NAME
+        | fi::ATTRIBUTE_TAG
+        | fi::END_OF_FILE
+        | fi::ALLOCATION => 8,
+        fi::EA | fi::ACCESS | fi::MODE | fi::ALIGNMENT => 4,
+        fi::ALL => 104,
+        fi::NETWORK_OPEN => 56,
+        fi::DISPOSITION => 1,
+        fi::RENAME => 24,
+        _ => 0,
+    }
+}
+
+/// Query/set information and query volume information: buffered I/O (`SystemBuffer`).
+fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize) -> IoResult {
+    let (file, volume, _) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    let len = if major == mj::SET_INFORMATION { input.len() } else { out_len };
+    if len < min_length(major, class) {
+        return IoResult::failed(Status::INFO_LENGTH_MISMATCH);
+    }
+    let sysbuf = buffer(len);
+    if !input.is_empty() {
+        // SAFETY: the block holds `len` == input.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), sysbuf.ptr(), input.len()) };
+    }
+    let b = kernel::with(|k| {
+        let target = k.related_device(file);
+        let input_op = if major == mj::SET_INFORMATION { 0 } else { irp_flags::INPUT_OPERATION };
+        let flags = irp_flags::BUFFERED_IO
+            | irp_flags::DEALLOCATE_BUFFER
+            | input_op
+            | irp_flags::SYNCHRONOUS_API;
+        let b = build(k, volume, major, target, file, flags, true);
+        // SAFETY: the request's IRP, not yet sent.
+        unsafe { crate::irpx::header(b.irp) }.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast();
+        let s = first(&b);
+        match major {
+            mj::QUERY_INFORMATION => {
+                s.Parameters.QueryFile.Length = len as u32;
+                s.Parameters.QueryFile.FileInformationClass = class as _;
+            }
+            mj::SET_INFORMATION => {
+                s.Parameters.SetFile.Length = len as u32;
+                s.Parameters.SetFile.FileInformationClass = class as _;
+                if class == crate::nt::file_info::RENAME {
+                    s.Parameters.SetFile.Anonymous.Anonymous.ReplaceIfExists =
+                        input.first().is_some_and(|b| *b != 0);
+                }
+            }
+            _ => {
+                s.Parameters.QueryVolume.Length = len as u32;
+                s.Parameters.QueryVolume.FsInformationClass = class as _;
+            }
+        }
+        b
+    });
+    let (status, n, rid, _keep) = send(b);
+    if status == Status::PENDING {
+        std::mem::forget(sysbuf);
+        return result(status, 0, rid, Vec::new());
+    }
+    let data = if major == mj::SET_INFORMATION || status.is_error() {
+        Vec::new()
+    } else {
+        read_block(&sysbuf, n)
+    };
+    result(status, n, rid, data)
+}
+
+/// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`).
+fn directory(
+    h: Handle,
+    class: u32,
+    pattern: Option<&str>,
+    restart: bool,
+    single: bool,
+    length: usize,
+) -> IoResult {
+    let (file, volume, _) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    let out = buffer(length);
+    let units: Vec<u16> = pattern.unwrap_or_default().encode_utf16().collect();
+    let name: Box<UNICODE_STRING> = Box::new(crate::mem::unicode(&units));
+    let b = kernel::with(|k| {
+        let target = k.related_device(file);
+        let b = build(
+            k,
+            volume,
+            mj::DIRECTORY_CONTROL,
+            target,
+            file,
+            irp_flags::SYNCHRONOUS_API | irp_flags::INPUT_OPERATION,
+            true,
+        );
+        // SAFETY: the request's IRP, not yet sent.
+        unsafe { crate::irpx::header(b.irp) }.UserBuffer = out.ptr().cast();
+        let s = first(&b);
+        s.MinorFunction = mn_dir::QUERY_DIRECTORY;
+        s.Flags = if restart { sl::RESTART_SCAN } else { 0 }
+            | if single { sl::RETURN_SINGLE_ENTRY } else { 0 };
+        s.Parameters.QueryDirectory.Length = length as u32;
+        s.Parameters.QueryDirectory.FileInformationClass = class as _;
+        s.Parameters.QueryDirectory.FileName = if pattern.is_some() {
+            std::ptr::addr_of!(*name).cast_mut()
+        } else {
+            std::ptr::null_mut()
+        };
+        b
+    });
+    let (status, n, rid, _keep) = send(b);
+    if status == Status::PENDING {
+        std::mem::forget(out);
+        std::mem::forget(name);
+        std::mem::forget(units);
+        return result(status, 0, rid, Vec::new());
+    }
+    let data = if status.is_error() { Vec::new() } else { read_block(&out, n) };
+    result(status, n, rid, data)
+}
+
+/// A request with no parameters (flush).
+fn simple(h: Handle, major: u8) -> IoResult {
+    let (file, volume, granted) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    if major == mj::FLUSH_BUFFERS
+        && granted & (access::FILE_WRITE_DATA | access::FILE_APPEND_DATA) == 0
+    {
+        return IoResult::failed(Status::ACCESS_DENIED);
+    }
+    let b = kernel::with(|k| {
+        let target = k.related_device(file);
+        build(k, volume, major, target, file, irp_flags::SYNCHRONOUS_API, true)
+    });
+    let (status, n, rid, _keep) = send(b);
+    result(status, n, rid, Vec::new())
+}
+
+/// `NtFsControlFile` / `NtDeviceIoControlFile`, with the buffers of the code's method.
+fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoResult {
+    let (file, volume, _) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    let m = code & 3;
+    let sys_len = if m == method::BUFFERED { input.len().max(out_len) } else { input.len() };
+    let sysbuf = buffer(sys_len);
+    if !input.is_empty() {
+        // SAFETY: the block holds at least input.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), sysbuf.ptr(), input.len()) };
+    }
+    let out = buffer(out_len);
+    let b = kernel::with(|k| {
+        let target = k.related_device(file);
+        let mut flags = irp_flags::SYNCHRONOUS_API;
+        if m != method::NEITHER {
+            flags |= irp_flags::BUFFERED_IO | irp_flags::DEALLOCATE_BUFFER;
+            if out_len > 0 && m == method::BUFFERED {
+                flags |= irp_flags::INPUT_OPERATION;
+            }
+        }
+        let b = build(k, volume, major, target, file, flags, true);
+        // SAFETY: the request's IRP.
+        let i = unsafe { crate::irpx::header(b.irp) };
+        match m {
+            method::BUFFERED => i.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast(),
+            method::NEITHER => i.UserBuffer = out.ptr().cast(),
+            _ => {
+                i.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast();
+                i.MdlAddress = k.allocate_mdl(out.ptr().cast(), out_len);
+                i.UserBuffer = out.ptr().cast();
+            }
+        }
+        let s = first(&b);
+        if major == mj::FILE_SYSTEM_CONTROL {
+            s.MinorFunction = mn_fsctl::USER_FS_REQUEST;
+            s.Parameters.FileSystemControl.FsControlCode = code;
+            s.Parameters.FileSystemControl.InputBufferLength = input.len() as u32;
+            s.Parameters.FileSystemControl.OutputBufferLength = out_len as u32;
+            if m == method::NEITHER {
+                s.Parameters.FileSystemControl.Type3InputBuffer = sysbuf.ptr().cast();
+            }
+        } else {
+            s.Parameters.DeviceIoControl.IoControlCode = code;
+            s.Parameters.DeviceIoControl.InputBufferLength = input.len() as u32;
+            s.Parameters.DeviceIoControl.OutputBufferLength = out_len as u32;
+            if m == method::NEITHER {
+                s.Parameters.DeviceIoControl.Type3InputBuffer = sysbuf.ptr().cast();
+            }
+        }
+        b
+    });
+    // SAFETY: the request's IRP, not yet sent.
+    let mdl = unsafe { (*b.irp).MdlAddress };
+    let (status, n, rid, _keep) = send(b);
+    if status == Status::PENDING {
+        std::mem::forget(sysbuf);
+        std::mem::forget(out);
+        return result(status, 0, rid, Vec::new());
+    }
+    kernel::with(|k| k.free_mdl(mdl));
+    let data = if status.is_error() {
+        Vec::new()
+    } else if m == method::BUFFERED {
+        read_block(&sysbuf, n.min(out_len))
+    } else {
+        read_block(&out, n.min(out_len))
+    };
+    result(status, n, rid, data)
+}
+
+/// `NtLockFile` / `NtUnlockFile`.
+fn lock(
+    h: Handle,
+    minor: u8,
+    offset: u64,
+    length: u64,
+    exclusive: bool,
+    fail_immediately: bool,
+) -> IoResult {
+    let (file, volume, _) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    let len_block = buffer(8);
+    // SAFETY: the block holds 8 bytes.
+    unsafe { len_block.ptr().cast::<i64>().write_unaligned(length as i64) };
+    let b = kernel::with(|k| {
+        let target = k.related_device(file);
+        let b = build(k, volume, mj::LOCK_CONTROL, target, file, irp_flags::SYNCHRONOUS_API, true);
+        let s = first(&b);
+        s.MinorFunction = minor;
+        s.Flags = if fail_immediately { sl::FAIL_IMMEDIATELY } else { 0 }
+            | if exclusive { sl::EXCLUSIVE_LOCK } else { 0 };
+        s.Parameters.LockControl.Length = len_block.ptr().cast();
+        s.Parameters.LockControl.ByteOffset = offset as i64;
+        s.Parameters.LockControl.Key = 0;
+        b
+    });
+    let (status, n, rid, _keep) = send(b);
+    if status == Status::PENDING {
+        std::mem::forget(len_block);
+    }
+    result(status, n, rid, Vec::new())
+}
+
+/// `IRP_MJ_SHUTDOWN` to the top of the volume's stack.
+fn shutdown(volume: VolumeId) -> IoResult {
+    let b = kernel::with(|k| {
+        let vdo = k.volume(volume).vdo?;
+        let top = k.objects.device(k.objects.top(vdo)).ptr;
+        Some(build(
+            k,
+            volume,
+            mj::SHUTDOWN,
+            top,
+            std::ptr::null_mut(),
+            irp_flags::SYNCHRONOUS_API,
+            false,
+        ))
+    });
+    let Some(b) = b else { return IoResult::failed(Status::VOLUME_DISMOUNTED) };
+    let (status, n, rid, _keep) = send(b);
+    result(status, n, rid, Vec::new())
+}
+
+/// The handle closes: `IRP_MJ_CLEANUP` (once).
+fn cleanup(h: Handle) -> IoResult {
+    let (file, volume, _) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    kernel::with(|k| {
+        if let Some(Some(u)) = k.files.handles.get_mut(h.0 as usize) {
+            u.open = false;
+        }
+        if let Some(info) = k.files.map.get_mut(&(file as usize)) {
+            info.handles = info.handles.saturating_sub(1);
+        }
+    });
+    send_cleanup(file, Some(volume))
+}
+
+/// Sends `IRP_MJ_CLEANUP` for a file object.
+fn send_cleanup(file: *mut FILE_OBJECT, volume: Option<VolumeId>) -> IoResult {
+    let flags = irp_flags::CLOSE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    match volume {
+        Some(v) => {
+            let b = kernel::with(|k| {
+                let target = k.related_device(file);
+                build(k, v, mj::CLEANUP, target, file, flags, true)
+            });
+            let (status, n, rid, _keep) = send(b);
+            result(status, n, rid, Vec::new())
+        }
+        None => {
+            let (s, n) = send_kernel_irp(file, mj::CLEANUP, flags, |_| {});
+            IoResult { information: n, ..IoResult::failed(s) }
+        }
+    }
+}
+
+/// The caller's reference goes (after cleanup if the handle is still open): `IRP_MJ_CLOSE` when
+/// it was the last one.
+fn close(h: Handle) -> IoResult {
+    let entry = kernel::with(|k| k.user_handle(h));
+    let Some(u) = entry else {
+        kernel::with(|k| {
+            k.report(
+                crate::events::Rule::InvalidHandle,
+                None,
+                format!("user handle {} does not exist", h.0),
+            )
+        });
+        return IoResult::failed(Status::INVALID_HANDLE);
+    };
+    let mut cleanup_result = None;
+    if u.open {
+        cleanup_result = Some(cleanup(h));
+    }
+    kernel::with(|k| {
+        if let Some(slot) = k.files.handles.get_mut(h.0 as usize) {
+            *slot = None;
+        }
+    });
+    let released = kernel::with(|k| k.file_dereference(u.fo));
+    if released == Released::Close {
+        return send_close(u.fo as *mut FILE_OBJECT);
+    }
+    // Someone else (a section, a driver) still references the file object: the close comes
+    // when they let go.
+    IoResult {
+        status: Status::SUCCESS,
+        ..cleanup_result.unwrap_or_else(|| IoResult::failed(Status::SUCCESS))
+    }
+}
+
+/// Sends `IRP_MJ_CLOSE` for a file object whose last reference went, then frees it.
+pub fn send_close(file: *mut FILE_OBJECT) -> IoResult {
+    let volume = kernel::with(|k| k.files.map.get(&(file as usize)).and_then(|i| i.volume));
+    let flags = irp_flags::CLOSE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    let r = match volume {
+        Some(v) => {
+            let b = kernel::with(|k| {
+                let target = k.related_device(file);
+                build(k, v, mj::CLOSE, target, file, flags, false)
+            });
+            let (status, n, rid, _keep) = send(b);
+            result(status, n, rid, Vec::new())
+        }
+        None => {
+            let (s, n) = send_kernel_irp(file, mj::CLOSE, flags, |_| {});
+            IoResult { information: n, ..IoResult::failed(s) }
+        }
+    };
+    kernel::with(|k| k.free_file_object(file as usize));
+    crate::sched::run_ready();
+    r
+}
+
+/// `ObDereferenceObject` on a file object from outside the kernel's borrow.
+pub fn dereference_file(fo: usize) {
+    if kernel::with(|k| k.file_dereference(fo)) == Released::Close {
+        let _ = send_close(fo as *mut FILE_OBJECT);
+    }
+}
+
+/// Sends a request for a file object that belongs to no volume (a control device's) as a
+/// synchronous kernel request: the event and status block of `IoBuildSynchronousFsdRequest`'s
+/// kind of IRP. `setup` fills the first stack location.
+fn send_kernel_irp(
+    file: *mut FILE_OBJECT,
+    major: u8,
+    flags: u32,
+    setup: impl FnOnce(&mut IO_STACK_LOCATION),
+) -> (Status, usize) {
+    // SAFETY: all-zero is a valid KEVENT and IO_STATUS_BLOCK before use.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: as above.
+    let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our event storage.
+    unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
+    let (irp, target) = kernel::with(|k| {
+        let target = k.related_device(file);
+        let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
+        (k.allocate_irp(stack, Finish::Synchronous, None), target)
+    });
+    // SAFETY: a fresh IRP.
+    let i = unsafe { crate::irpx::header(irp) };
+    i.Flags = flags;
+    i.UserEvent = &mut *event;
+    i.Anonymous.UserIosb = &mut *iosb;
+    i.IoStatus.Anonymous.Status = Status::PENDING.0;
+    i.Tail.Overlay.OriginalFileObject = file;
+    // SAFETY: the fresh IRP's first location.
+    let s = unsafe { crate::irpx::next(irp) };
+    s.MajorFunction = major;
+    s.FileObject = file;
+    setup(s);
+    let r = crate::irp::call_driver(target, irp);
+    if r == Status::PENDING.0 {
+        // SAFETY: our event, alive during the wait.
+        let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
+        if w != Status::SUCCESS.0 {
+            std::mem::forget(event);
+            std::mem::forget(iosb);
+            return (Status::PENDING, 0);
+        }
+    }
+    // SAFETY: the status member written at completion.
+    (Status(unsafe { iosb.Anonymous.Status }), iosb.Information)
+}
+
+/// `IoGetDeviceObjectPointer`: opens a named device (mounting it if it is an unmounted storage
+/// device), closes the handle (cleanup), and returns the referenced file object and the top of
+/// the stack its requests go to.
+pub fn open_device_by_name(
+    name: &str,
+    desired: u32,
+) -> Result<(*mut FILE_OBJECT, *mut DEVICE_OBJECT), Status> {
+    let found = kernel::with(|k| {
+        let id = *k.objects.names.get(&name.to_uppercase())?;
+        let info = k.objects.device(id);
+        Some((id, info.ptr, info.volume, info.role))
+    });
+    let Some((id, ptr, volume, role)) = found else { return Err(Status::OBJECT_NAME_NOT_FOUND) };
+    // A storage device's name opens its volume (mounting it first); any other device is
+    // opened itself.
+    let volume = if role == crate::objects::DeviceRole::Storage { volume } else { None };
+    if let Some(v) = volume {
+        if !kernel::with(|k| crate::mount::is_mounted(k, v)) {
+            let s = crate::mount::mount_volume(v, true);
+            if !s.is_success() {
+                return Err(s);
+            }
+        }
+    }
+    let file = kernel::with(|k| {
+        let vpb = if volume.is_some() { k.objects.dobj(id).Vpb } else { std::ptr::null_mut() };
+        let flags = if volume.is_some() { fo::VOLUME_OPEN } else { 0 };
+        k.new_file_object(ptr, vpb, "", flags, volume)
+    });
+    let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
+    let sc = sc_block.ptr().cast::<IO_SECURITY_CONTEXT>();
+    // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
+    unsafe { crate::mem::obj(sc) }.DesiredAccess = access::map_generic(desired);
+    let setup = |s: &mut IO_STACK_LOCATION| {
+        s.Parameters.Create.SecurityContext = sc;
+        s.Parameters.Create.Options = disposition::OPEN << 24;
+        s.Parameters.Create.ShareAccess = (share::READ | share::WRITE) as u16;
+    };
+    let flags = irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    let status = match volume {
+        Some(v) => {
+            let built = kernel::with(|k| {
+                let target = k.related_device(file);
+                build(k, v, mj::CREATE, target, file, flags, false)
+            });
+            setup(first(&built));
+            send(built).0
+        }
+        None => send_kernel_irp(file, mj::CREATE, flags, setup).0,
+    };
+    if status == Status::PENDING {
+        std::mem::forget(sc_block);
+        return Err(Status::IO_TIMEOUT);
+    }
+    if !status.is_success() {
+        kernel::with(|k| k.free_file_object(file as usize));
+        return Err(status);
+    }
+    kernel::with(|k| k.file_opened(file, 0));
+    // ZwClose of the handle ObReferenceObjectByHandle was taken from: the cleanup.
+    let _ = send_cleanup(file, volume);
+    let top = kernel::with(|k| k.related_device(file));
+    Ok((file, top))
+}
+
+/// `ZwClose` of a kernel file handle: cleanup, then the handle's reference.
+pub fn close_kernel_file_handle(fo: usize) {
+    let volume = kernel::with(|k| k.files.map.get(&fo).and_then(|i| i.volume));
+    let _ = send_cleanup(fo as *mut FILE_OBJECT, volume);
+    dereference_file(fo);
+}

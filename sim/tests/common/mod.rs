@@ -1,0 +1,417 @@
+//! A hand-written legacy filter for the file-system tests ("Spy"), in the sfilter pattern
+//! (facts.md §1.2, §1.4, §1.7): it attaches to every file system's control device from its
+//! `IoRegisterFsRegistrationChange` routine, attaches to new volumes from the mount request's
+//! completion, passes everything down, records what it sees, and detaches in
+//! `FastIoDetachDevice`.
+
+#![allow(dead_code, reason = "each test file uses part of the helpers")]
+#![allow(missing_docs, reason = "test driver")]
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+use fsfilter::Status;
+use fsfilter_kernel::irp::{
+    IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
+    IoGetCurrentIrpStackLocation, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation,
+};
+use fsfilter_sim::{Machine, MachineConfig, ServiceSpec, StartType};
+use windows_sys::Wdk::Foundation::{
+    DEVICE_OBJECT, DRIVER_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, KEVENT,
+};
+use windows_sys::Wdk::Storage::FileSystem::{IoGetAttachedDevice, IoRegisterFsRegistrationChange};
+use windows_sys::Wdk::System::SystemServices::{
+    IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
+    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
+};
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+/// One request the spy saw.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Seen {
+    pub(crate) device: usize,
+    pub(crate) major: u8,
+    pub(crate) minor: u8,
+    pub(crate) irp_flags: u32,
+    pub(crate) stack_count: i8,
+    pub(crate) mdl: bool,
+    pub(crate) user_buffer: bool,
+    pub(crate) fast_io: bool,
+    pub(crate) fo: usize,
+    pub(crate) fsctl: u32,
+}
+
+/// What the spy saw of a mount it attached through.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MountSeen {
+    pub(crate) stack_count: i8,
+    pub(crate) irp_flags: u32,
+    pub(crate) sl_flags: u8,
+    pub(crate) param_vpb: usize,
+    pub(crate) param_device: usize,
+    pub(crate) real_device: usize,
+    pub(crate) status: i32,
+    /// `DeviceObject` of the VPB the request carried, after the mount.
+    pub(crate) stale_vpb_device: usize,
+    /// `RealDevice->Vpb` after the mount.
+    pub(crate) real_vpb_after: usize,
+    /// `RealDevice->Vpb->DeviceObject` after the mount.
+    pub(crate) vdo: usize,
+    /// The spy attached a new device to the volume (false: it was attached already).
+    pub(crate) attached: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct SpyState {
+    pub(crate) driver: usize,
+    pub(crate) seen: Vec<Seen>,
+    pub(crate) notified: Vec<(usize, bool)>,
+    pub(crate) mounts: Vec<MountSeen>,
+    pub(crate) detached: Vec<(usize, usize)>,
+    pub(crate) refuse_fast_io: bool,
+}
+
+thread_local! {
+    pub static SPY: RefCell<SpyState> = RefCell::new(SpyState::default());
+}
+
+pub(crate) fn spy<R>(f: impl FnOnce(&mut SpyState) -> R) -> R {
+    SPY.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// The spy's device extension.
+#[repr(C)]
+struct Ext {
+    lower: *mut DEVICE_OBJECT,
+    /// 1: attached to a control device; 2: attached to a volume.
+    kind: u32,
+}
+
+fn ext(device: *const DEVICE_OBJECT) -> &'static mut Ext {
+    // SAFETY: one of the spy's devices, created with an Ext.
+    unsafe { &mut *(*device).DeviceExtension.cast::<Ext>() }
+}
+
+/// True when `device`'s chain (from `device` up) holds a spy device.
+fn spy_in_chain(mut device: *mut DEVICE_OBJECT) -> bool {
+    let me = spy(|s| s.driver);
+    while !device.is_null() {
+        // SAFETY: a live device.
+        unsafe {
+            if (*device).DriverObject as usize == me {
+                return true;
+            }
+            device = (*device).AttachedDevice;
+        }
+    }
+    false
+}
+
+fn attach_new(target: *mut DEVICE_OBJECT, kind: u32) -> bool {
+    let driver = spy(|s| s.driver) as *const DRIVER_OBJECT;
+    let mut me = null_mut();
+    // SAFETY: our driver; an unnamed device of the target's type.
+    let s = unsafe {
+        IoCreateDevice(
+            driver,
+            size_of::<Ext>() as u32,
+            std::ptr::null(),
+            (*target).DeviceType,
+            0,
+            false,
+            &mut me,
+        )
+    };
+    if s != 0 {
+        return false;
+    }
+    let mut lower = null_mut();
+    // SAFETY: two live devices.
+    let s = unsafe { IoAttachDeviceToDeviceStackSafe(me, target, &mut lower) };
+    if s != 0 {
+        // SAFETY: our device.
+        unsafe { IoDeleteDevice(me) };
+        return false;
+    }
+    let e = ext(me);
+    e.lower = lower;
+    e.kind = kind;
+    // SAFETY: our device.
+    unsafe { (*me).Flags &= !0x80 };
+    true
+}
+
+unsafe extern "system" fn spy_notify(cdo: *const DEVICE_OBJECT, active: bool) {
+    spy(|s| s.notified.push((cdo as usize, active)));
+    if active {
+        attach_new(cdo.cast_mut(), 1);
+        return;
+    }
+    let me = spy(|s| s.driver);
+    // SAFETY: walking the control device's attachment chain.
+    let mut cur = unsafe { (*cdo).AttachedDevice };
+    while !cur.is_null() {
+        // SAFETY: a live device of the chain.
+        unsafe {
+            if (*cur).DriverObject as usize == me {
+                IoDetachDevice(ext(cur).lower);
+                IoDeleteDevice(cur);
+                return;
+            }
+            cur = (*cur).AttachedDevice;
+        }
+    }
+}
+
+unsafe extern "system" fn mount_done(
+    _d: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    ctx: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the event of the waiting dispatch routine.
+    unsafe { KeSetEvent(ctx.cast(), 0, false) };
+    Status::MORE_PROCESSING_REQUIRED.0
+}
+
+unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    let e = ext(device);
+    // SAFETY: the live IRP in our dispatch routine.
+    let (sl, i) = unsafe { (&mut *IoGetCurrentIrpStackLocation(irp), &mut *irp) };
+    let fsctl = if sl.MajorFunction == 0x0d && sl.MinorFunction == 0 {
+        // SAFETY: the member in use.
+        unsafe { sl.Parameters.FileSystemControl.FsControlCode }
+    } else {
+        0
+    };
+    spy(|s| {
+        s.seen.push(Seen {
+            device: device as usize,
+            major: sl.MajorFunction,
+            minor: sl.MinorFunction,
+            irp_flags: i.Flags,
+            stack_count: i.StackCount,
+            mdl: !i.MdlAddress.is_null(),
+            user_buffer: !i.UserBuffer.is_null(),
+            fast_io: false,
+            fo: sl.FileObject as usize,
+            fsctl,
+        })
+    });
+    if e.kind == 1 && sl.MajorFunction == 0x0d && sl.MinorFunction == 0x01 {
+        // SAFETY: the mount request's parameters.
+        let (vpb, target) =
+            unsafe { (sl.Parameters.MountVolume.Vpb, sl.Parameters.MountVolume.DeviceObject) };
+        // Save the real device before the request goes down: the VPB may be swapped (facts.md
+        // §1.4, step 1).
+        // SAFETY: the VPB the I/O manager passed.
+        let real = unsafe { (*vpb).RealDevice };
+        let mut seen = MountSeen {
+            stack_count: i.StackCount,
+            irp_flags: i.Flags,
+            sl_flags: sl.Flags,
+            param_vpb: vpb as usize,
+            param_device: target as usize,
+            real_device: real as usize,
+            ..MountSeen::default()
+        };
+        // SAFETY: zeroed storage for an event, alive until the wait ends.
+        let mut event: KEVENT = unsafe { std::mem::zeroed() };
+        // SAFETY: our event.
+        unsafe { KeInitializeEvent(&mut event, 0, false) };
+        // SAFETY: the live IRP with a lower location; our routine and event.
+        unsafe {
+            IoCopyCurrentIrpStackLocationToNext(irp);
+            IoSetCompletionRoutine(
+                irp,
+                mount_done,
+                (&mut event as *mut KEVENT).cast(),
+                true,
+                true,
+                true,
+            );
+        }
+        // SAFETY: our lower device.
+        let s = unsafe { IoCallDriver(e.lower, irp) };
+        if s == Status::PENDING.0 {
+            // SAFETY: our event.
+            unsafe {
+                KeWaitForSingleObject(
+                    (&event as *const KEVENT).cast(),
+                    0,
+                    0,
+                    false,
+                    std::ptr::null(),
+                )
+            };
+        }
+        // SAFETY: the IRP is ours again (the routine stopped completion).
+        let status = unsafe { (*irp).IoStatus.Anonymous.Status };
+        seen.status = status;
+        // SAFETY: the VPBs and devices involved.
+        unsafe {
+            seen.stale_vpb_device = (*vpb).DeviceObject as usize;
+            let now = (*real).Vpb;
+            seen.real_vpb_after = now as usize;
+            seen.vdo = (*now).DeviceObject as usize;
+            if status >= 0 && !spy_in_chain((*now).DeviceObject) {
+                seen.attached = attach_new((*now).DeviceObject, 2);
+            }
+        }
+        spy(|s| s.mounts.push(seen));
+        // SAFETY: completing the IRP our routine held.
+        unsafe { IoCompleteRequest(irp, 0) };
+        return status;
+    }
+    // SAFETY: the live IRP; our lower device.
+    unsafe {
+        IoSkipCurrentIrpStackLocation(irp);
+        IoCallDriver(e.lower, irp)
+    }
+}
+
+fn lower_fast_io(device: *const DEVICE_OBJECT) -> (*mut DEVICE_OBJECT, &'static FAST_IO_DISPATCH) {
+    let lower = ext(device).lower;
+    // SAFETY: the lower device's driver and its table (the native file systems have one).
+    unsafe { (lower, &*(*(*lower).DriverObject).FastIoDispatch) }
+}
+
+unsafe extern "system" fn spy_fast_read(
+    fo: *const FILE_OBJECT,
+    off: *const i64,
+    len: u32,
+    wait: bool,
+    key: u32,
+    buf: *mut c_void,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    spy(|s| {
+        s.seen.push(Seen {
+            device: device as usize,
+            major: 3,
+            fast_io: true,
+            fo: fo as usize,
+            ..Seen::default()
+        })
+    });
+    if spy(|s| s.refuse_fast_io) {
+        return false;
+    }
+    let (lower, t) = lower_fast_io(device);
+    match t.FastIoRead {
+        // SAFETY: passing the call down with the lower device.
+        Some(f) => unsafe { f(fo, off, len, wait, key, buf, iosb, lower) },
+        None => false,
+    }
+}
+
+unsafe extern "system" fn spy_fast_write(
+    fo: *const FILE_OBJECT,
+    off: *const i64,
+    len: u32,
+    wait: bool,
+    key: u32,
+    buf: *const c_void,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    spy(|s| {
+        s.seen.push(Seen {
+            device: device as usize,
+            major: 4,
+            fast_io: true,
+            fo: fo as usize,
+            ..Seen::default()
+        })
+    });
+    if spy(|s| s.refuse_fast_io) {
+        return false;
+    }
+    let (lower, t) = lower_fast_io(device);
+    match t.FastIoWrite {
+        // SAFETY: passing the call down with the lower device.
+        Some(f) => unsafe { f(fo, off, len, wait, key, buf, iosb, lower) },
+        None => false,
+    }
+}
+
+unsafe extern "system" fn spy_detach(source: *const DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
+    spy(|s| s.detached.push((source as usize, target as usize)));
+    // SAFETY: our device attached to `target` (facts.md §1.7: detach, then delete).
+    unsafe {
+        IoDetachDevice(target.cast_mut());
+        IoDeleteDevice(source);
+    }
+}
+
+static SPY_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
+    SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
+    FastIoCheckIfPossible: None,
+    FastIoRead: Some(spy_fast_read),
+    FastIoWrite: Some(spy_fast_write),
+    FastIoQueryBasicInfo: None,
+    FastIoQueryStandardInfo: None,
+    FastIoLock: None,
+    FastIoUnlockSingle: None,
+    FastIoUnlockAll: None,
+    FastIoUnlockAllByKey: None,
+    FastIoDeviceControl: None,
+    AcquireFileForNtCreateSection: None,
+    ReleaseFileForNtCreateSection: None,
+    FastIoDetachDevice: Some(spy_detach),
+    FastIoQueryNetworkOpenInfo: None,
+    AcquireForModWrite: None,
+    MdlRead: None,
+    MdlReadComplete: None,
+    PrepareMdlWrite: None,
+    MdlWriteComplete: None,
+    FastIoReadCompressed: None,
+    FastIoWriteCompressed: None,
+    MdlReadCompleteCompressed: None,
+    MdlWriteCompleteCompressed: None,
+    FastIoQueryOpen: None,
+    ReleaseForModWrite: None,
+    AcquireForCcFlush: None,
+    ReleaseForCcFlush: None,
+};
+
+unsafe extern "system" fn spy_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    spy(|s| s.driver = driver as usize);
+    // SAFETY: our driver object during DriverEntry.
+    let d = unsafe { &mut *driver.cast_mut() };
+    for f in d.MajorFunction.iter_mut() {
+        *f = Some(spy_dispatch);
+    }
+    d.FastIoDispatch = (&raw const SPY_FAST_IO).cast_mut();
+    // SAFETY: our driver and routine.
+    unsafe { IoRegisterFsRegistrationChange(driver, Some(spy_notify)) }
+}
+
+/// A machine with the spy installed boot-start in FSFilter Activity Monitor (it loads before
+/// the boot file systems register, so it sees every control device).
+pub(crate) fn machine_with_spy(seed: u64) -> Machine {
+    SPY.with(|s| *s.borrow_mut() = SpyState::default());
+    let mut m = Machine::new(MachineConfig { seed });
+    let mut spec = ServiceSpec::new("Spy", spy_entry, "legacy");
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Activity Monitor".into());
+    m.install(spec);
+    m
+}
+
+/// A plain machine.
+pub(crate) fn machine(seed: u64) -> Machine {
+    SPY.with(|s| *s.borrow_mut() = SpyState::default());
+    Machine::new(MachineConfig { seed })
+}
+
+/// The top of a device's stack.
+pub(crate) fn top(d: *mut DEVICE_OBJECT) -> *mut DEVICE_OBJECT {
+    // SAFETY: a live device.
+    unsafe { IoGetAttachedDevice(d) }
+}

@@ -1,0 +1,178 @@
+//! The I/O manager exports drivers use around file systems: `IoGetDeviceObjectPointer` (facts.md
+//! §1.1: filters attach to RAW by name), `IoGetRelatedDeviceObject`, `IoGetDiskDeviceObject`
+//! (§1.5), `IoBuildSynchronousFsdRequest`, `IoBuildDeviceIoControlRequest`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the tests call kernel exports directly, as drivers do"
+)]
+
+mod common;
+
+use std::ptr::null_mut;
+
+use common::machine;
+use fsfilter::Status;
+use fsfilter_sim::{CreateOptions, EventKind, FsKind, VolumeSpec};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, KEVENT};
+use windows_sys::Wdk::Storage::FileSystem::IoGetDiskDeviceObject;
+use windows_sys::Wdk::System::SystemServices::{
+    IoBuildDeviceIoControlRequest, IoBuildSynchronousFsdRequest, IoGetDeviceObjectPointer,
+    IoGetRelatedDeviceObject, KeInitializeEvent, KeWaitForSingleObject, ObfDereferenceObject,
+};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+fn open_by_name(name: &str) -> Result<(*mut FILE_OBJECT, *mut DEVICE_OBJECT), Status> {
+    let units: Vec<u16> = name.encode_utf16().collect();
+    let us = fsfilter_sim::mem::unicode(&units);
+    let mut fo = null_mut();
+    let mut dev = null_mut();
+    // SAFETY: a valid name and out pointers.
+    let s = Status(unsafe { IoGetDeviceObjectPointer(&us, 0x8000_0000, &mut fo, &mut dev) });
+    if s.is_success() { Ok((fo, dev)) } else { Err(s) }
+}
+
+#[test]
+fn device_object_pointers_by_name() {
+    let mut m = machine(31);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step));
+    m.boot();
+    m.mount(c);
+    // The RAW control device, by name: a create and a cleanup reach it; the file object is ours.
+    let (fo, dev) = open_by_name(r"\Device\RawDisk").unwrap();
+    let raw = m.kernel(|k| k.objects.device(*k.objects.names.get(r"\DEVICE\RAWDISK").unwrap()).ptr);
+    assert_eq!(dev, raw);
+    // SAFETY: the file object we hold.
+    assert_eq!(unsafe { IoGetRelatedDeviceObject(fo) }, raw);
+    // SAFETY: our reference.
+    unsafe { ObfDereferenceObject(fo.cast()) };
+    // A storage device's name: the volume open goes to its file system; the top is the VDO.
+    let (fo, dev) = open_by_name(r"\Device\HarddiskVolume1").unwrap();
+    let (vdo, storage) = m.kernel(|k| {
+        (
+            k.objects.device(k.volume(c).vdo.unwrap()).ptr,
+            k.objects.device(k.volume(c).storage.unwrap()).ptr,
+        )
+    });
+    assert_eq!(dev, vdo);
+    // SAFETY: the file object we hold.
+    assert_eq!(unsafe { (*fo).DeviceObject }, storage);
+    // IoGetDiskDeviceObject: VDO -> the real device, referenced; a control device has none.
+    let mut disk = null_mut();
+    // SAFETY: a volume device and an out pointer.
+    assert_eq!(unsafe { IoGetDiskDeviceObject(vdo, &mut disk) }, 0);
+    assert_eq!(disk, storage);
+    // SAFETY: the reference it returned; our file object.
+    unsafe {
+        ObfDereferenceObject(disk.cast());
+        ObfDereferenceObject(fo.cast());
+    }
+    let ntfs = m.kernel(|k| k.objects.device(*k.objects.names.get(r"\NTFS").unwrap()).ptr);
+    // SAFETY: a control device.
+    let s = Status(unsafe { IoGetDiskDeviceObject(ntfs, &mut disk) });
+    assert_eq!(s, Status::INVALID_PARAMETER);
+    assert_eq!(open_by_name(r"\Device\Nothing").unwrap_err(), Status::OBJECT_NAME_NOT_FOUND);
+    let majors: Vec<u8> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::IoStart { major, .. } => Some(major.code()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(majors, [0x00, 0x12, 0x02], "the volume open: create, cleanup, close");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn namespace_devices_open_by_name() {
+    // The network, pipe and mailslot devices are both control and volume devices: an open of
+    // the device itself reaches the file system and names no file.
+    let mut m = machine(33);
+    m.add_volume(VolumeSpec::new(r"\\srv\data", FsKind::Mup));
+    m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    m.boot();
+    for name in [r"\Device\Mup", r"\Device\NamedPipe"] {
+        let (fo, dev) = open_by_name(name).unwrap();
+        // SAFETY: the file object we hold.
+        assert!(unsafe { (*fo).FsContext }.is_null() || name.ends_with("Pipe"));
+        let me =
+            m.kernel(|k| k.objects.device(*k.objects.names.get(&name.to_uppercase()).unwrap()).ptr);
+        assert_eq!(dev, me);
+        // SAFETY: our reference.
+        unsafe { ObfDereferenceObject(fo.cast()) };
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn synchronous_fsd_and_device_control_requests() {
+    let mut m = machine(32);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let _ = m.open(c, "", CreateOptions::open()).unwrap();
+    let storage = m.kernel(|k| k.objects.device(k.volume(c).storage.unwrap()).ptr);
+    let mut buf = [0u8; 512];
+    // SAFETY: zeroed event and status block storage.
+    let (mut event, mut iosb): (KEVENT, IO_STATUS_BLOCK) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: our event.
+    unsafe { KeInitializeEvent(&mut event, 0, false) };
+    let offset = 0i64;
+    // SAFETY: a live device, our buffer, event and status block.
+    let irp = unsafe {
+        IoBuildSynchronousFsdRequest(
+            3,
+            storage,
+            buf.as_mut_ptr().cast(),
+            512,
+            &offset,
+            &event,
+            &mut iosb,
+        )
+    };
+    assert!(!irp.is_null());
+    // SAFETY: a live device and IRP.
+    let s = unsafe { fsfilter_kernel::irp::IoCallDriver(storage, irp) };
+    if s == Status::PENDING.0 {
+        // SAFETY: our event.
+        unsafe {
+            KeWaitForSingleObject((&event as *const KEVENT).cast(), 0, 0, false, std::ptr::null())
+        };
+    }
+    // SAFETY: written at completion.
+    assert_eq!(unsafe { iosb.Anonymous.Status }, 0);
+    assert_eq!(&buf[3..11], b"NTFS    ", "the boot sector the file system recognizes");
+    let mut out = [0u8; 8];
+    // SAFETY: as above.
+    let irp = unsafe {
+        IoBuildDeviceIoControlRequest(
+            0x0007_405C,
+            storage,
+            std::ptr::null(),
+            0,
+            out.as_mut_ptr().cast(),
+            8,
+            false,
+            &event,
+            &mut iosb,
+        )
+    };
+    // SAFETY: a live device and IRP.
+    unsafe { fsfilter_kernel::irp::IoCallDriver(storage, irp) };
+    // SAFETY: written at completion.
+    assert_eq!(unsafe { iosb.Anonymous.Status }, 0);
+    assert_eq!(
+        i64::from_le_bytes(out),
+        64 * 1024 * 1024 * 1024,
+        "copied back from the system buffer"
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

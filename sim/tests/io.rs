@@ -1,0 +1,534 @@
+//! User-mode I/O through the file systems (facts.md §1.6, §1.7): a full round trip on NTFS with
+//! contents checked; fast I/O and its IRP fallback; cached, non-cached and paging IRP flags and
+//! buffers; errors (missing file, directory as file, sharing, locks); information classes and
+//! directory enumeration; the namespace file systems.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod common;
+
+use common::{machine, machine_with_spy, spy};
+use fsfilter::Status;
+use fsfilter_sim::nt::{create_options as co, disposition, file_info as fi, fs_info, fsctl, ioctl};
+use fsfilter_sim::{
+    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, Machine, VolumeId, VolumeSpec,
+};
+
+fn utf16(b: &[u8]) -> String {
+    let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    String::from_utf16_lossy(&units)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The names of a FileNamesInformation listing.
+fn names(buf: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let next = u32_at(buf, at) as usize;
+        let len = u32_at(buf, at + 8) as usize;
+        out.push(utf16(&buf[at + 12..at + 12 + len]));
+        if next == 0 {
+            return out;
+        }
+        at += next;
+    }
+}
+
+fn ntfs() -> (Machine, VolumeId) {
+    let mut m = machine(11);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("\\docs\\readme.txt", b"read me")
+            .file("\\docs\\b.bin", &[1, 2, 3])
+            .file("\\empty.txt", b"")
+            .file("\\sub\\", b""),
+    );
+    m.boot();
+    (m, c)
+}
+
+#[test]
+fn a_round_trip_on_ntfs() {
+    // facts.md §1.6: create, write, read, query, directory, cleanup, close reach the volume.
+    let (mut m, c) = ntfs();
+    let r = m.create(c, "\\docs\\new.txt", CreateOptions::create());
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(r.information, 2, "FILE_CREATED");
+    let h = r.handle.unwrap();
+    let w = m.write(h, None, b"hello world", IoMode::Cached);
+    assert_eq!((w.status, w.information), (Status::SUCCESS, 11));
+    let w = m.write(h, Some(6), b"WORLD!", IoMode::Cached);
+    assert_eq!(w.status, Status::SUCCESS);
+    let r = m.read(h, Some(0), 100, IoMode::Cached);
+    assert_eq!(r.data, b"hello WORLD!");
+    // End of file.
+    assert_eq!(m.read(h, Some(12), 10, IoMode::Cached).status, Status::END_OF_FILE);
+    // Standard information: size, not a directory.
+    let q = m.query_information(h, fi::STANDARD, 24);
+    assert_eq!(q.status, Status::SUCCESS);
+    assert_eq!(i64_at(&q.data, 8), 12);
+    assert_eq!(q.data[21], 0);
+    // The name, volume-relative.
+    let q = m.query_information(h, fi::NAME, 256);
+    assert_eq!(utf16(&q.data[4..4 + u32_at(&q.data, 0) as usize]), "\\docs\\new.txt");
+    // Position follows the last transfer.
+    let q = m.query_information(h, fi::POSITION, 8);
+    assert_eq!(i64_at(&q.data, 0), 12);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert_eq!(m.file_contents(c, "\\docs\\new.txt").unwrap(), b"hello WORLD!");
+    // A directory listing with a pattern.
+    let d = m.open(c, "docs", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    let l = m.query_directory(d, fi::NAMES, Some("*.txt"), true, 4096);
+    assert_eq!(l.status, Status::SUCCESS);
+    assert_eq!(names(&l.data), ["new.txt", "readme.txt"]);
+    assert_eq!(m.query_directory(d, fi::NAMES, None, false, 4096).status, Status::NO_MORE_FILES);
+    let all = m.query_directory(d, fi::BOTH_DIRECTORY, None, true, 4096);
+    assert_eq!(all.status, Status::SUCCESS);
+    let none = m.query_directory(d, fi::NAMES, Some("*.doc"), true, 4096);
+    assert_eq!(none.status, Status::NO_SUCH_FILE);
+    // FileDirectoryInformation: ".", "..", then the files in name order, with their sizes.
+    let l = m.query_directory(d, fi::DIRECTORY, None, true, 4096);
+    let mut at = 0;
+    let mut entries = Vec::new();
+    loop {
+        let len = u32_at(&l.data, at + 60) as usize;
+        entries.push((utf16(&l.data[at + 64..at + 64 + len]), i64_at(&l.data, at + 40)));
+        let next = u32_at(&l.data, at) as usize;
+        if next == 0 {
+            break;
+        }
+        assert_eq!(next % 8, 0, "entries are 8-byte aligned");
+        at += next;
+    }
+    assert_eq!(
+        entries,
+        [
+            (".".into(), 0),
+            ("..".into(), 0),
+            ("b.bin".into(), 3),
+            ("new.txt".into(), 12),
+            ("readme.txt".into(), 7)
+        ]
+    );
+    // Single entries, one query at a time.
+    let one = m.io(IoRequest::DirectoryControl {
+        handle: d,
+        class: fi::NAMES,
+        pattern: Some("r*"),
+        restart: true,
+        single: true,
+        length: 4096,
+    });
+    assert_eq!(names(&one.data), ["readme.txt"]);
+    m.close_handle(d);
+    // Basic information: attributes and times; setting READONLY refuses later write opens.
+    let h = m.open(c, "docs\\b.bin", CreateOptions::open()).unwrap();
+    let b = m.query_information(h, fi::BASIC, 40);
+    assert_eq!(u32_at(&b.data, 32), 0x20, "FILE_ATTRIBUTE_ARCHIVE");
+    assert!(i64_at(&b.data, 0) > 0, "creation time");
+    let mut basic = b.data.clone();
+    basic[32..36].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(m.set_information(h, fi::BASIC, &basic).status, Status::SUCCESS);
+    m.close_handle(h);
+    assert_eq!(m.create(c, "docs\\b.bin", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    assert!(m.open(c, "docs\\b.bin", CreateOptions::open().access(0x8000_0000)).is_ok());
+    // Every request is an io event pair, in order.
+    let events = m.events();
+    let starts = events.iter().filter(|e| matches!(e.kind, EventKind::IoStart { .. })).count();
+    let ends = events.iter().filter(|e| matches!(e.kind, EventKind::IoComplete { .. })).count();
+    assert_eq!(starts, ends);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn cleanup_and_close_are_separate_and_close_waits_for_the_last_reference() {
+    let (mut m, c) = ntfs();
+    let h = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+    let r = m.io(IoRequest::Cleanup { handle: h });
+    assert_eq!(r.status, Status::SUCCESS);
+    // After cleanup the handle no longer works.
+    assert_eq!(m.read(h, Some(0), 1, IoMode::Cached).status, Status::INVALID_HANDLE);
+    let r = m.io(IoRequest::Close { handle: h });
+    assert_eq!(r.status, Status::SUCCESS);
+    let majors: Vec<_> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::IoStart { major, .. } => Some(major.code()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(majors, [0x00, 0x12, 0x02], "create, cleanup, close");
+    let findings = m.findings();
+    assert_eq!(findings.len(), 1, "the read on a closed handle is reported: {findings:?}");
+}
+
+#[test]
+fn fast_io_serves_cached_reads_once_caching_started_and_irps_otherwise() {
+    // facts.md §1.7: the I/O manager tries fast I/O first for synchronous cached I/O; FALSE
+    // means an IRP. The file system's fast read works once the first cached IRP initiated
+    // caching on the file object.
+    let mut m = machine_with_spy(12);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    let h = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    spy(|s| s.seen.clear());
+    let r1 = m.read(h, Some(0), 4, IoMode::Cached);
+    assert!(!r1.fast_io);
+    assert_eq!(r1.data, b"0123");
+    let seen = spy(|s| std::mem::take(&mut s.seen));
+    assert!(seen[0].fast_io, "fast I/O was tried first");
+    assert!(seen.iter().any(|s| s.major == 3 && !s.fast_io), "then an IRP: {seen:?}");
+    let r2 = m.read(h, Some(4), 4, IoMode::Cached);
+    assert!(r2.fast_io);
+    assert_eq!(r2.data, b"4567");
+    let seen = spy(|s| std::mem::take(&mut s.seen));
+    assert!(seen.iter().all(|s| s.fast_io), "no IRP: {seen:?}");
+    // A filter that refuses fast I/O makes the I/O manager build an IRP.
+    spy(|s| s.refuse_fast_io = true);
+    let r3 = m.read(h, Some(8), 4, IoMode::Cached);
+    assert!(!r3.fast_io);
+    assert_eq!(r3.data, b"89");
+    let seen = spy(|s| std::mem::take(&mut s.seen));
+    assert!(seen.iter().any(|s| s.major == 3 && !s.fast_io));
+    assert!(
+        m.events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::System { what: "fast_io_declined", .. }))
+    );
+    // Fast writes inside the file; writes that extend it take the IRP path.
+    spy(|s| s.refuse_fast_io = false);
+    let w = m.write(h, Some(0), b"ab", IoMode::Cached);
+    assert!(w.fast_io);
+    let w = m.write(h, Some(10), b"XY", IoMode::Cached);
+    assert!(!w.fast_io);
+    assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"ab23456789XY");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn cached_noncached_and_paging_requests_carry_their_flags_and_buffers() {
+    // facts.md §7: IRP_NOCACHE 0x1, IRP_PAGING_IO 0x2, IRP_SYNCHRONOUS_PAGING_IO 0x40.
+    let mut m = machine_with_spy(13);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.bin", &[7u8; 1024]));
+    m.boot();
+    let h = m.open(c, "f.bin", CreateOptions::open()).unwrap();
+    spy(|s| s.refuse_fast_io = true);
+    let last_read = |m: &mut Machine, mode: IoMode| {
+        spy(|s| s.seen.clear());
+        let r = m.read(h, Some(0), 512, mode);
+        assert_eq!((r.status, r.data.len()), (Status::SUCCESS, 512), "{mode:?}");
+        spy(|s| s.seen.iter().rfind(|x| x.major == 3 && !x.fast_io).cloned().unwrap())
+    };
+    let cached = last_read(&mut m, IoMode::Cached);
+    assert_eq!(cached.irp_flags & 0x3, 0);
+    assert!(!cached.mdl && cached.user_buffer, "neither I/O: UserBuffer");
+    let noncached = last_read(&mut m, IoMode::NonCached);
+    assert_eq!(noncached.irp_flags & 0x3, 0x1);
+    assert!(noncached.mdl);
+    let paging = last_read(&mut m, IoMode::Paging);
+    assert_eq!(paging.irp_flags & 0x43, 0x43);
+    assert!(paging.mdl);
+    // Non-cached transfers must be sector aligned on a disk file system.
+    assert_eq!(m.read(h, Some(1), 512, IoMode::NonCached).status, Status::INVALID_PARAMETER);
+    // Paging writes never extend the file.
+    let w = m.write(h, Some(1000), &[1u8; 100], IoMode::Paging);
+    assert_eq!((w.status, w.information), (Status::SUCCESS, 24));
+    assert_eq!(m.file_contents(c, "f.bin").unwrap().len(), 1024);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn create_errors_and_dispositions() {
+    let (mut m, c) = ntfs();
+    let open = CreateOptions::open();
+    assert_eq!(m.create(c, "nope.txt", open).status, Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(m.create(c, "nodir\\x.txt", open).status, Status::OBJECT_PATH_NOT_FOUND);
+    assert_eq!(m.create(c, "empty.txt\\x", open).status, Status::OBJECT_PATH_NOT_FOUND);
+    assert_eq!(
+        m.create(c, "docs", open.options(co::NON_DIRECTORY_FILE)).status,
+        Status::FILE_IS_A_DIRECTORY
+    );
+    assert_eq!(
+        m.create(c, "empty.txt", open.options(co::DIRECTORY_FILE)).status,
+        Status::NOT_A_DIRECTORY
+    );
+    assert_eq!(
+        m.create(c, "docs\\readme.txt", CreateOptions::create()).status,
+        Status::OBJECT_NAME_COLLISION
+    );
+    assert_eq!(
+        m.create(c, "bad|name", CreateOptions::default()).status,
+        Status::OBJECT_NAME_INVALID
+    );
+    // Overwrite truncates; supersede reports superseded.
+    let r = m.create(
+        c,
+        "docs\\readme.txt",
+        CreateOptions::default().disposition(disposition::OVERWRITE),
+    );
+    assert_eq!((r.status, r.information), (Status::SUCCESS, 3));
+    assert_eq!(m.file_contents(c, "docs\\readme.txt").unwrap(), b"");
+    let r2 =
+        m.create(c, "docs\\b.bin", CreateOptions::default().disposition(disposition::SUPERSEDE));
+    assert_eq!(r2.information, 0);
+    // A directory made with FILE_DIRECTORY_FILE.
+    let r = m.create(c, "newdir", CreateOptions::directory().disposition(disposition::CREATE));
+    assert_eq!(r.status, Status::SUCCESS);
+    // Sharing: a writer without FILE_SHARE_WRITE shuts out other writers.
+    let a = m.open(c, "sub\\s.txt", CreateOptions::default().share(1)).unwrap();
+    assert_eq!(
+        m.create(c, "sub\\s.txt", CreateOptions::default()).status,
+        Status::SHARING_VIOLATION
+    );
+    m.close_handle(a);
+    assert!(m.open(c, "sub\\s.txt", CreateOptions::default()).is_ok());
+    // Directories cannot be read.
+    let d = m.open(c, "docs", CreateOptions::open()).unwrap();
+    assert_eq!(m.read(d, Some(0), 1, IoMode::Cached).status, Status::INVALID_DEVICE_REQUEST);
+    let _ = r.handle.map(|h| m.close_handle(h));
+    let _ = r2.handle.map(|h| m.close_handle(h));
+}
+
+#[test]
+fn byte_range_locks_conflict_with_other_handles_io() {
+    let (mut m, c) = ntfs();
+    let a = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+    let b = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+    let l = m.io(IoRequest::Lock {
+        handle: a,
+        offset: 0,
+        length: 4,
+        exclusive: true,
+        fail_immediately: true,
+    });
+    assert_eq!(l.status, Status::SUCCESS);
+    // The owner reads and writes; the other handle conflicts.
+    assert_eq!(m.read(a, Some(0), 4, IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.read(b, Some(0), 4, IoMode::Cached).status, Status::FILE_LOCK_CONFLICT);
+    assert_eq!(m.write(b, Some(2), b"zz", IoMode::Cached).status, Status::FILE_LOCK_CONFLICT);
+    assert_eq!(m.read(b, Some(4), 3, IoMode::Cached).status, Status::SUCCESS, "outside the range");
+    // Paging I/O ignores locks.
+    assert_eq!(m.read(b, Some(0), 4, IoMode::Paging).status, Status::SUCCESS);
+    let l2 = m.io(IoRequest::Lock {
+        handle: b,
+        offset: 2,
+        length: 4,
+        exclusive: false,
+        fail_immediately: true,
+    });
+    assert_eq!(l2.status, Status::LOCK_NOT_GRANTED);
+    // A waiting lock is granted when the range is unlocked.
+    let waiting = m.io(IoRequest::Lock {
+        handle: b,
+        offset: 2,
+        length: 4,
+        exclusive: false,
+        fail_immediately: false,
+    });
+    assert_eq!(waiting.status, Status::PENDING);
+    let u = m.io(IoRequest::Unlock { handle: a, offset: 0, length: 4 });
+    assert_eq!(u.status, Status::SUCCESS);
+    let granted = m.events().iter().any(|e| {
+        matches!(&e.kind, EventKind::IoComplete { io, status, .. } if Some(*io) == waiting.io && *status == Status::SUCCESS)
+    });
+    assert!(granted);
+    // A shared lock blocks writes, even the owner's.
+    assert_eq!(m.write(b, Some(3), b"q", IoMode::Cached).status, Status::FILE_LOCK_CONFLICT);
+    // Cleanup releases the handle's locks.
+    m.close_handle(b);
+    assert_eq!(m.write(a, Some(3), b"q", IoMode::Cached).status, Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn set_information_delete_rename_and_end_of_file() {
+    let (mut m, c) = ntfs();
+    // Delete on close.
+    let h = m.open(c, "gone.txt", CreateOptions::default().options(co::DELETE_ON_CLOSE)).unwrap();
+    assert!(m.file_contents(c, "gone.txt").is_some());
+    m.close_handle(h);
+    assert!(m.file_contents(c, "gone.txt").is_none());
+    // Disposition, and opens of a file pending delete.
+    let h = m.open(c, "docs\\b.bin", CreateOptions::open()).unwrap();
+    assert_eq!(m.set_information(h, fi::DISPOSITION, &[1]).status, Status::SUCCESS);
+    assert_eq!(m.create(c, "docs\\b.bin", CreateOptions::open()).status, Status::DELETE_PENDING);
+    m.close_handle(h);
+    assert!(m.file_contents(c, "docs\\b.bin").is_none());
+    // A non-empty directory cannot be deleted.
+    let d = m.open(c, "docs", CreateOptions::open()).unwrap();
+    assert_eq!(m.set_information(d, fi::DISPOSITION, &[1]).status, Status::DIRECTORY_NOT_EMPTY);
+    m.close_handle(d);
+    // Rename within the volume.
+    let h = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+    let name: Vec<u8> = "\\sub\\moved.txt".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut info = vec![0u8; 20];
+    info[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    info.extend_from_slice(&name);
+    assert_eq!(m.set_information(h, fi::RENAME, &info).status, Status::SUCCESS);
+    let q = m.query_information(h, fi::NAME, 256);
+    assert_eq!(utf16(&q.data[4..]), "\\sub\\moved.txt");
+    m.close_handle(h);
+    assert_eq!(m.file_contents(c, "sub\\moved.txt").unwrap(), b"read me");
+    // End of file.
+    let h = m.open(c, "sub\\moved.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.set_information(h, fi::END_OF_FILE, &4i64.to_le_bytes()).status, Status::SUCCESS);
+    assert_eq!(m.file_contents(c, "sub\\moved.txt").unwrap(), b"read");
+    assert_eq!(m.query_information(h, fi::STANDARD, 4).status, Status::INFO_LENGTH_MISMATCH);
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn volume_information_fsctls_and_device_controls() {
+    let (mut m, c) = ntfs();
+    let h = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+    let a = m.query_volume_information(h, fs_info::ATTRIBUTE, 64);
+    assert_eq!(a.status, Status::SUCCESS);
+    assert_eq!(utf16(&a.data[12..12 + u32_at(&a.data, 8) as usize]), "NTFS");
+    let d = m.query_volume_information(h, fs_info::DEVICE, 8);
+    assert_eq!(u32_at(&d.data, 0), 0x07, "FILE_DEVICE_DISK");
+    let s = m.query_volume_information(h, fs_info::SIZE, 24);
+    assert_eq!(s.status, Status::SUCCESS);
+    // Volume FSCTLs want a volume handle; unknown codes are invalid requests.
+    let r = m.io(IoRequest::Fsctl {
+        handle: h,
+        code: fsctl::LOCK_VOLUME,
+        input: &[],
+        output_length: 0,
+    });
+    assert_eq!(r.status, Status::INVALID_PARAMETER);
+    let r = m.io(IoRequest::Fsctl { handle: h, code: 0x0009_0FFF, input: &[], output_length: 0 });
+    assert_eq!(r.status, Status::INVALID_DEVICE_REQUEST);
+    // Device controls go to the storage device.
+    let r = m.io(IoRequest::DeviceControl {
+        handle: h,
+        code: ioctl::DISK_GET_LENGTH_INFO,
+        input: &[],
+        output_length: 8,
+    });
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(i64_at(&r.data, 0), 64 * 1024 * 1024 * 1024);
+    let r = m.io(IoRequest::DeviceControl {
+        handle: h,
+        code: 0x0007_7777,
+        input: &[],
+        output_length: 0,
+    });
+    assert_eq!(r.status, Status::INVALID_DEVICE_REQUEST);
+    // Locking the volume needs it to be the only open.
+    let v = m.open(c, "", CreateOptions::open()).unwrap();
+    let r = m.io(IoRequest::Fsctl {
+        handle: v,
+        code: fsctl::LOCK_VOLUME,
+        input: &[],
+        output_length: 0,
+    });
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    m.close_handle(h);
+    let r = m.io(IoRequest::Fsctl {
+        handle: v,
+        code: fsctl::LOCK_VOLUME,
+        input: &[],
+        output_length: 0,
+    });
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(
+        m.create(c, "docs\\readme.txt", CreateOptions::open()).status,
+        Status::ACCESS_DENIED
+    );
+    let r = m.io(IoRequest::Fsctl {
+        handle: v,
+        code: fsctl::UNLOCK_VOLUME,
+        input: &[],
+        output_length: 0,
+    });
+    assert_eq!(r.status, Status::SUCCESS);
+    let f = m.io(IoRequest::Flush { handle: v });
+    assert_eq!(f.status, Status::SUCCESS);
+    let s = m.io(IoRequest::Shutdown { volume: c });
+    assert_eq!(s.status, Status::SUCCESS);
+    m.close_handle(v);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn read_only_media_refuses_writes() {
+    let mut m = machine(14);
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs).file("disc.txt", b"cd"));
+    m.boot();
+    assert_eq!(m.create(d, "disc.txt", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    assert_eq!(
+        m.create(d, "new.txt", CreateOptions::create().access(0x8000_0000)).status,
+        Status::ACCESS_DENIED
+    );
+    let h = m.open(d, "disc.txt", CreateOptions::open().access(0x8000_0000)).unwrap();
+    assert_eq!(m.write(h, Some(0), b"x", IoMode::Cached).status, Status::ACCESS_DENIED);
+    let a = m.query_volume_information(h, fs_info::ATTRIBUTE, 64);
+    assert_eq!(utf16(&a.data[12..]), "CDFS");
+}
+
+#[test]
+fn shares_pipes_and_mailslots() {
+    let mut m = machine(15);
+    let s =
+        m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("dir\\r.txt", b"remote"));
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    let ms = m.add_volume(VolumeSpec::new(r"\Device\Mailslot", FsKind::Msfs));
+    m.boot();
+    let h = m.open(s, "dir\\r.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.read(h, None, 100, IoMode::Cached).data, b"remote");
+    let q = m.query_information(h, fi::NAME, 256);
+    assert_eq!(utf16(&q.data[4..]), "\\server\\share\\dir\\r.txt");
+    let d = m.query_volume_information(h, fs_info::DEVICE, 8);
+    assert_eq!(u32_at(&d.data, 0), 0x14, "FILE_DEVICE_NETWORK_FILE_SYSTEM");
+    assert_eq!(u32_at(&d.data, 4) & 0x10, 0x10, "FILE_REMOTE_DEVICE");
+    // A pipe is a stream: writes append, each reader reads from its own position.
+    let server = m.open(p, "mypipe", CreateOptions::default()).unwrap();
+    let client = m.open(p, "mypipe", CreateOptions::open()).unwrap();
+    m.write(server, Some(0), b"one ", IoMode::Cached);
+    m.write(server, Some(0), b"two", IoMode::Cached);
+    assert_eq!(m.read(client, None, 4, IoMode::Cached).data, b"one ");
+    assert_eq!(m.read(client, None, 10, IoMode::Cached).data, b"two");
+    assert_eq!(m.read(client, None, 10, IoMode::Cached).status, Status::END_OF_FILE);
+    let slot = m.open(ms, "slot", CreateOptions::default()).unwrap();
+    m.write(slot, None, b"mail", IoMode::Cached);
+    let a = m.query_volume_information(slot, fs_info::ATTRIBUTE, 64);
+    assert_eq!(utf16(&a.data[12..]), "MSFS");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    let _: Handle = h;
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = || {
+        let (mut m, c) = ntfs();
+        let h = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+        m.read(h, Some(0), 4, IoMode::Cached);
+        m.read(h, Some(0), 4, IoMode::Cached);
+        m.close_handle(h);
+        m.dismount(c);
+        let events = m.events();
+        drop(m);
+        events
+    };
+    assert_eq!(run(), run());
+}

@@ -1,0 +1,367 @@
+//! Mounting (facts.md §1.1, §1.4, §1.7): every file-system kind mounts; the recognizer loads file
+//! systems on demand; RAW is not reported and mounts only when allowed; the mount request's stack
+//! count and flags; FAT's revived VPB; dismount and `FastIoDetachDevice`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod common;
+
+use common::{machine, machine_with_spy, spy};
+use fsfilter::Status;
+use fsfilter_sim::objects::DeviceRole;
+use fsfilter_sim::{CreateOptions, EventKind, FsKind, IoMode, MountWhen, VolumeSpec};
+
+fn mounted_events(m: &fsfilter_sim::Machine) -> Vec<(String, String, Status)> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Mounted { volume, filesystem, status } => Some((volume, filesystem, status)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn loads(m: &fsfilter_sim::Machine) -> Vec<String> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Load { driver, .. } => Some(driver),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_kind_mounts_with_its_file_system() {
+    // facts.md §1.4: the file system that recognizes the volume mounts it with a VDO; §1.1: the
+    // names of the control devices.
+    let cases = [
+        (FsKind::Ntfs, "C:", "Ntfs"),
+        (FsKind::Fat, "F:", "fastfat"),
+        (FsKind::Exfat, "E:", "exfat"),
+        (FsKind::Refs, "R:", "ReFS"),
+        (FsKind::Cdfs, "D:", "cdfs"),
+        (FsKind::Udfs, "U:", "udfs"),
+        (FsKind::Mup, r"\\server\share", "Mup"),
+        (FsKind::Npfs, r"\Device\NamedPipe", "Npfs"),
+        (FsKind::Msfs, r"\Device\Mailslot", "Msfs"),
+    ];
+    for (kind, name, fs) in cases {
+        let mut m = machine(1);
+        let v = m.add_volume(VolumeSpec::new(name, kind).file("a.txt", b"x"));
+        m.boot();
+        let mounted = mounted_events(&m);
+        assert_eq!(mounted, vec![(name.to_owned(), fs.to_owned(), Status::SUCCESS)], "{kind:?}");
+        m.kernel(|k| {
+            let vdo = k.volume(v).vdo.expect("mounted");
+            let info = k.objects.device(vdo);
+            assert_eq!(info.volume, Some(v));
+            assert_eq!(k.objects.driver(info.driver).service, fs);
+            if kind.uses_vpb() {
+                assert_eq!(info.role, DeviceRole::FsVolume);
+                assert!(info.name.is_none(), "volume devices are never named (§1.1)");
+                let storage = k.volume(v).storage.unwrap();
+                let vpb = k.objects.dobj(storage).Vpb;
+                // SAFETY: the storage device's VPB.
+                let (flags, dev) = unsafe { ((*vpb).Flags, (*vpb).DeviceObject) };
+                assert_eq!(flags & 1, 1, "VPB_MOUNTED");
+                assert_eq!(dev, info.ptr);
+                assert_eq!(
+                    k.objects.dobj(vdo).StackSize,
+                    k.objects.dobj(storage).StackSize + 1,
+                    "VDO StackSize = storage + 1"
+                );
+                assert_eq!(k.objects.dobj(vdo).Flags & 0x80, 0, "DO_DEVICE_INITIALIZING cleared");
+            }
+        });
+        let read_only = CreateOptions::open().access(0x8000_0000);
+        let h = m.open(v, "a.txt", read_only).unwrap_or_else(|s| panic!("{kind:?}: {s}"));
+        let r = m.read(h, Some(0), 10, IoMode::Cached);
+        assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"x"[..]), "{kind:?}");
+        assert!(m.findings().is_empty(), "{kind:?}: {:?}", m.findings());
+    }
+}
+
+#[test]
+fn the_recognizer_loads_fat_on_demand_and_the_mount_is_retried() {
+    // facts.md §1.4: FsRec answers STATUS_FS_DRIVER_REQUIRED, gets IRP_MN_LOAD_FILE_SYSTEM, loads
+    // the real file system, and the mount is retried.
+    let mut m = machine_with_spy(2);
+    let v = m.add_volume(VolumeSpec::new("F:", FsKind::Fat));
+    m.boot();
+    let l = loads(&m);
+    let fsrec = l.iter().position(|d| d == "Fs_Rec").unwrap();
+    let fat = l.iter().position(|d| d == "fastfat").unwrap();
+    assert!(fsrec < fat, "{l:?}");
+    assert_eq!(mounted_events(&m), vec![("F:".into(), "fastfat".into(), Status::SUCCESS)]);
+    // The spy, attached to the recognizer's control device, saw the load request, and was told
+    // the recognizer went away (FsActive FALSE) when FastFat registered \Fat and \FatCdrom.
+    let seen = spy(|s| s.seen.clone());
+    assert!(
+        seen.iter().any(|s| s.major == 0x0d && s.minor == 0x03),
+        "IRP_MN_LOAD_FILE_SYSTEM seen"
+    );
+    let recognizer = m.kernel(|k| !k.objects.names.contains_key(r"\FILESYSTEM\FATDISKRECOGNIZER"));
+    assert!(recognizer, "the recognizer device is deleted once its file system is loaded");
+    let notified = spy(|s| s.notified.clone());
+    assert!(notified.iter().any(|(_, active)| !active), "{notified:?}");
+    // The volume works.
+    m.kernel(|k| assert!(k.volume(v).vdo.is_some()));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn raw_is_not_reported_sits_last_and_mounts_only_when_allowed() {
+    // facts.md §1.1: RAW's control devices are not reported to notification routines and sit at
+    // the tail of their segments (CDFS, low priority, goes before RAW); §1.4: RAW is tried only
+    // when a raw mount is allowed.
+    let mut m = machine_with_spy(3);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs));
+    let blank = m.add_volume(VolumeSpec::new("X:", FsKind::Ntfs).mount(MountWhen::Step));
+    m.kernel(|k| k.volume_mut(blank).blank = true);
+    m.boot();
+    let _ = (c, d);
+    let raw: Vec<usize> =
+        m.kernel(|k| k.fsreg.raw.iter().map(|d| k.objects.device(*d).ptr as usize).collect());
+    assert_eq!(raw.len(), 2);
+    let notified = spy(|s| s.notified.clone());
+    assert!(notified.iter().all(|(d, _)| !raw.contains(d)), "RAW reported: {notified:?}");
+    m.kernel(|k| {
+        for seg in [fsfilter_sim::fsreg::Segment::Disk, fsfilter_sim::fsreg::Segment::CdRom] {
+            let list = k.fsreg.segment(seg);
+            assert!(k.fsreg.raw.contains(list.last().unwrap()), "RAW last in {seg:?}");
+        }
+        let cd = k.fsreg.segment(fsfilter_sim::fsreg::Segment::CdRom);
+        let names: Vec<String> =
+            cd.iter().map(|d| k.objects.device(*d).name.clone().unwrap_or_default()).collect();
+        assert_eq!(names.last().map(String::as_str), Some(r"\Device\RawCdRom"));
+        assert_eq!(
+            names[names.len() - 2],
+            r"\Cdfs",
+            "low priority goes just before RAW: {names:?}"
+        );
+    });
+    // Blank media: no file system recognizes it; a plain mount fails, a volume open mounts RAW.
+    assert_eq!(m.mount(blank), Status::UNRECOGNIZED_VOLUME);
+    let r = m.create(blank, "", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(mounted_events(&m).last().unwrap(), &("X:".into(), "RAW".into(), Status::SUCCESS));
+    m.kernel(|k| {
+        let storage = k.volume(blank).storage.unwrap();
+        // SAFETY: the storage device's VPB.
+        let flags = unsafe { (*k.objects.dobj(storage).Vpb).Flags };
+        assert_eq!(flags & 0x11, 0x11, "VPB_MOUNTED | VPB_RAW_MOUNT");
+    });
+    // Only the volume can be opened on RAW.
+    assert_eq!(
+        m.create(blank, "a.txt", CreateOptions::default()).status,
+        Status::INVALID_PARAMETER
+    );
+    let mount = spy(|s| s.mounts.last().cloned().unwrap());
+    assert_eq!(mount.sl_flags & 1, 1, "SL_ALLOW_RAW_MOUNT on the volume open's mount");
+}
+
+#[test]
+fn the_mount_request_has_the_documented_stack_count_flags_and_parameters() {
+    // facts.md §1.4: sent to the top of the CDO's chain; stack count = storage top StackSize + 1 +
+    // devices attached to the CDO; IRP_MOUNT_COMPLETION | IRP_SYNCHRONOUS_PAGING_IO; Vpb = the
+    // real device's VPB; DeviceObject = top of the storage stack.
+    let mut m = machine_with_spy(4);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let mounts = spy(|s| s.mounts.clone());
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    let mount = &mounts[0];
+    let (storage_ptr, vpb, vdo, storage_stack) = m.kernel(|k| {
+        let s = k.volume(c).storage.unwrap();
+        let vdo = k.volume(c).vdo.unwrap();
+        (
+            k.objects.device(s).ptr as usize,
+            k.objects.dobj(s).Vpb as usize,
+            k.objects.device(vdo).ptr as usize,
+            k.objects.dobj(s).StackSize,
+        )
+    });
+    assert_eq!(mount.stack_count, storage_stack + 1 + 1, "one spy device on \\Ntfs");
+    assert_eq!(mount.irp_flags, 0x2 | 0x40);
+    assert_eq!(mount.param_vpb, vpb);
+    assert_eq!(
+        mount.param_device, storage_ptr,
+        "no storage filters: the storage device is the top"
+    );
+    assert_eq!(mount.real_device, storage_ptr);
+    assert_eq!(mount.vdo, vdo);
+    assert!(mount.attached);
+    // The spy is now on top of the VDO, and user requests go through it.
+    let h = m.open(c, "x.txt", CreateOptions::default()).unwrap();
+    let _ = m.write(h, Some(0), b"abc", IoMode::Cached);
+    let seen = spy(|s| s.seen.iter().filter(|x| x.major == 0).count());
+    assert!(seen >= 1);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_dismounted_fat_volume_with_open_files_is_revived_and_the_old_vpb_comes_back() {
+    // facts.md §1.4 steps 1 and 4: FAT may swap in the previous VPB; the VPB in the stack location
+    // goes stale; the filter re-reads RealDevice->Vpb and finds the volume it is attached to.
+    let mut m = machine_with_spy(5);
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat).file("keep.txt", b"kept"));
+    m.boot();
+    let first = spy(|s| s.mounts.last().cloned().unwrap());
+    assert!(first.attached);
+    let h = m.open(f, "keep.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.dismount(f), Status::SUCCESS);
+    // The open file's requests now fail; its volume device lives on.
+    assert_eq!(m.read(h, Some(0), 4, IoMode::Cached).status, Status::VOLUME_DISMOUNTED);
+    // The media comes back: FastFat revives the old volume.
+    assert_eq!(m.mount(f), Status::SUCCESS);
+    let second = spy(|s| s.mounts.last().cloned().unwrap());
+    assert_ne!(second.param_vpb, first.param_vpb, "the mount request carried a fresh VPB");
+    assert_eq!(second.stale_vpb_device, 0, "the fresh VPB was not used: stale");
+    assert_eq!(second.real_vpb_after, first.param_vpb, "the old VPB is back on the real device");
+    assert_eq!(second.vdo, first.vdo, "the old volume device serves again");
+    assert!(!second.attached, "the spy is attached to it already");
+    assert!(
+        m.events()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::System { what: "volume_revived", .. }))
+    );
+    let r = m.read(h, Some(0), 4, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"kept"[..]));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn dismount_deletes_the_volume_device_after_the_last_close_and_detaches_filters() {
+    // facts.md §1.7: deleting the VDO calls FastIoDetachDevice of the device attached above it.
+    let mut m = machine_with_spy(6);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"aaa"));
+    m.boot();
+    let (vdo, spy_dev) = m.kernel(|k| {
+        let vdo = k.volume(c).vdo.unwrap();
+        (k.objects.device(vdo).ptr as usize, k.objects.device(k.objects.top(vdo)).ptr as usize)
+    });
+    assert_ne!(vdo, spy_dev);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    assert!(spy(|s| s.detached.is_empty()), "a file is still open: the VDO lives");
+    assert!(
+        m.events()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Dismounted { volume } if volume == "C:"))
+    );
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert_eq!(spy(|s| s.detached.clone()), vec![(spy_dev, vdo)]);
+    m.kernel(|k| {
+        let d = k.objects.device_id(vdo as *const _).unwrap();
+        assert!(k.objects.device(d).deleted);
+        assert!(k.objects.above(d).is_none());
+    });
+    // The next open mounts the volume again, with a new volume device.
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let r = m.read(h, Some(0), 3, IoMode::Cached);
+    assert_eq!(r.data, b"aaa");
+    let again = m.kernel(|k| k.objects.device(k.volume(c).vdo.unwrap()).ptr as usize);
+    assert_ne!(again, vdo);
+    assert_eq!(mounted_events(&m).len(), 2);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_missing_fast_io_detach_is_a_finding() {
+    // facts.md §1.7: filters attached to volumes must implement FastIoDetachDevice.
+    use std::ptr::null_mut;
+    use windows_sys::Wdk::Foundation::IRP;
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
+    use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+    thread_local!(static TARGET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+    thread_local!(static LOWER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+    unsafe extern "system" fn pass(_d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+        // SAFETY: the live IRP; our lower device.
+        unsafe {
+            fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
+            fsfilter_kernel::irp::IoCallDriver(LOWER.with(|l| l.get()) as *mut _, irp)
+        }
+    }
+    unsafe extern "system" fn entry(
+        driver: *const DRIVER_OBJECT,
+        _p: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        let mut me: *mut DEVICE_OBJECT = null_mut();
+        // SAFETY: valid arguments.
+        unsafe {
+            for f in (*driver.cast_mut()).MajorFunction.iter_mut() {
+                *f = Some(pass);
+            }
+            windows_sys::Wdk::System::SystemServices::IoCreateDevice(
+                driver,
+                0,
+                std::ptr::null(),
+                8,
+                0,
+                false,
+                &mut me,
+            );
+            let mut lower = null_mut();
+            let s = windows_sys::Wdk::System::SystemServices::IoAttachDeviceToDeviceStackSafe(
+                me,
+                TARGET.with(|t| t.get()) as *mut _,
+                &mut lower,
+            );
+            LOWER.with(|l| l.set(lower as usize));
+            s
+        }
+    }
+    let mut m = machine(7);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    TARGET.with(|t| t.set(m.kernel(|k| k.objects.device(k.volume(c).vdo.unwrap()).ptr as usize)));
+    m.install(fsfilter_sim::ServiceSpec::new("NoDetach", entry, "legacy"));
+    assert_eq!(m.start("NoDetach"), Status::SUCCESS);
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert!(
+        rules.contains(&(fsfilter_sim::Rule::FastIoDetachMissing, Some("NoDetach".into()))),
+        "{rules:?}"
+    );
+}
+
+#[test]
+fn step_volumes_mount_only_when_their_media_arrives() {
+    // scenario.md: `mount = "step"` volumes mount by a mount step; before it the drive reports
+    // no media.
+    let mut m = machine(8);
+    let v =
+        m.add_volume(VolumeSpec::new("E:", FsKind::Exfat).mount(MountWhen::Step).file("f", b"1"));
+    m.boot();
+    assert!(mounted_events(&m).is_empty());
+    assert_eq!(m.create(v, "f", CreateOptions::open()).status, Status::NO_MEDIA_IN_DEVICE);
+    assert_eq!(m.mount(v), Status::SUCCESS);
+    assert_eq!(mounted_events(&m), vec![("E:".into(), "exfat".into(), Status::SUCCESS)]);
+    assert!(m.open(v, "f", CreateOptions::open()).is_ok());
+}
+
+#[test]
+fn volumes_added_after_boot_get_their_services_and_devices() {
+    let mut m = machine(9);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Udfs).file("disc.txt", b"udf"));
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    let _ = c;
+    let h = m.open(d, "disc.txt", CreateOptions::open().access(0x8000_0000)).unwrap();
+    assert_eq!(m.read(h, None, 10, IoMode::Cached).data, b"udf");
+    assert!(m.open(p, "pipe1", CreateOptions::default()).is_ok());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
