@@ -411,7 +411,7 @@ unsafe fn attach_locked<F: Filter>(
         // SAFETY: live.
         filesystem: unsafe { filesystem_of(vdo) },
     };
-    let data_scan = if state.registration.scans_data() {
+    let data_scan = if fsfilter::scans_data::<F>() && state.registration.scans_data() {
         DataScanMode::FsRtlFallback
     } else {
         DataScanMode::NotRequested

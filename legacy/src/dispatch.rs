@@ -157,7 +157,8 @@ unsafe fn volume_dispatch<F: Filter>(
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     }
-    if instance.data_scan == DataScanMode::FsRtlFallback
+    if fsfilter::scans_data::<F>()
+        && instance.data_scan == DataScanMode::FsRtlFallback
         && datascan::conflicts_with_sections(&header)
     {
         // SAFETY: the current location's file object, if any.

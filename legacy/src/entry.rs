@@ -41,10 +41,10 @@ pub unsafe fn driver_entry<F: Filter>(
         Ok(f) => f,
         Err(e) => return e.status().0,
     };
-    let registration = filter.registration();
-    if registration.check().is_err() || !post_only_is_zero_sized::<F>(&registration) {
-        return Status::INVALID_PARAMETER.0;
-    }
+    let registration = match fsfilter::registration_in_force(&filter) {
+        Ok(r) if post_only_is_zero_sized::<F>(&r) => r,
+        _ => return Status::INVALID_PARAMETER.0,
+    };
     let mut name_units = [0u16; 96];
     let name_len = control_name(&parameters, &mut name_units);
     drop(parameters);

@@ -88,6 +88,10 @@ impl<'a, F: Filter> OpServices<'a, F> {
     }
 
     fn create(&self) -> Result<ScanSection, Error> {
+        if !fsfilter::scans_data::<F>() {
+            // Never reached (no instance of such a filter has a scan mode); it keeps the code out.
+            return Err(Error::INVALID_PARAMETER);
+        }
         if irql::current() != Irql::PASSIVE {
             return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
         }

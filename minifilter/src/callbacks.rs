@@ -206,7 +206,7 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
         filesystem: FilesystemType::from_raw(volume_filesystem_type as u32),
     };
     let flags = InstanceSetupFlags::from_bits_retain(flags);
-    let data_scan = if driver.registration.scans_data() {
+    let data_scan = if fsfilter::scans_data::<F>() && driver.registration.scans_data() {
         // SAFETY: a valid instance being set up (facts.md §6: register before creating sections).
         match Status(unsafe { FltRegisterForDataScan(instance) }) {
             s if s.is_success() => DataScanMode::FilterManager,
@@ -501,7 +501,8 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
     let Some(header) = (unsafe { view::header(data) }) else {
         return flt_preop::SUCCESS_NO_CALLBACK;
     };
-    if inst.state().data_scan == DataScanMode::FsRtlFallback
+    if fsfilter::scans_data::<F>()
+        && inst.state().data_scan == DataScanMode::FsRtlFallback
         && fsfilter_kernel::datascan::conflicts_with_sections(&header)
     {
         // SAFETY: the running operation's file object, if any.

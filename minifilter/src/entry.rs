@@ -32,10 +32,9 @@ pub unsafe fn driver_entry<F: Filter>(
         Err(e) => return e.status().0,
     };
     drop(parameters);
-    let registration = filter.registration();
-    if registration.check().is_err() {
+    let Ok(registration) = fsfilter::registration_in_force(&filter) else {
         return Status::INVALID_PARAMETER.0;
-    }
+    };
     // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
     // SAFETY: every field `init` does not write is valid as zero: the filter handle (0 until
     // registered), the pended, deferred-post and section tables (empty when zero, their

@@ -6,7 +6,7 @@ use core::fmt;
 use crate::flags::{InstanceSetupFlags, PostFlags, TeardownFlags, UnloadFlags};
 use crate::operation::{IoStatus, PostOperation, PreOperation};
 use crate::params::ServiceParameters;
-use crate::registration::Registration;
+use crate::registration::{Registration, RegistrationError};
 use crate::services::{DataScanMode, PendReceipt, PostReceipt, SectionId, Services};
 use crate::status::Result;
 use crate::volume::{FilesystemType, VolumeDeviceType};
@@ -203,7 +203,9 @@ pub trait Filter: Sized + Send + Sync + 'static {
 
     /// The registration in force. The default is [`Filter::REGISTRATION`]; a filter whose
     /// operations come from its parameters (the probe sample) builds one at run time and checks
-    /// it with [`Registration::check`].
+    /// it with [`Registration::check`]. A run-time registration may leave data scanning out but
+    /// cannot add it: the backends compile the data-scan paths only into filters whose
+    /// `REGISTRATION` scans data, and refuse the load otherwise ([`registration_in_force`]).
     ///
     /// # Context
     /// Called once, from `DriverEntry`, after [`Filter::load`].
@@ -329,6 +331,24 @@ pub trait Filter: Sized + Send + Sync + 'static {
     }
 }
 
+/// What a backend's `DriverEntry` registers: [`Filter::registration`], checked, and refused when it
+/// scans data that [`Filter::REGISTRATION`] does not declare.
+pub fn registration_in_force<F: Filter>(
+    filter: &F,
+) -> core::result::Result<Registration, RegistrationError> {
+    let registration = filter.registration().check()?;
+    if registration.scans_data() && !F::REGISTRATION.scans_data() {
+        return Err(RegistrationError::DataScanNotDeclared);
+    }
+    Ok(registration)
+}
+
+/// Whether filter type `F` can scan data at all: the backends test this constant before every
+/// data-scan path, so a filter that never scans carries none of that code.
+pub const fn scans_data<F: Filter>() -> bool {
+    F::REGISTRATION.scans_data()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +370,52 @@ mod tests {
         assert_eq!(PreOutcome::<()>::deny().wdk_name(), "FLT_PREOP_COMPLETE");
         assert_eq!(PostOutcome::<()>::Finished.wdk_name(), "FLT_POSTOP_FINISHED_PROCESSING");
         assert_eq!(PostOutcome::WhenSafe(()).wdk_name(), "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
+    }
+
+    /// A filter whose run-time registration is whatever its field says.
+    struct Configurable(Registration);
+
+    impl Filter for Configurable {
+        const REGISTRATION: Registration = Registration::new()
+            .operation(crate::Operation::new(crate::MajorFunction::Create).pre())
+            .validated();
+        type InstanceContext = ();
+        type CompletionContext = ();
+
+        fn load(_: &dyn ServiceParameters) -> Result<Self> {
+            Ok(Configurable(Self::REGISTRATION))
+        }
+
+        fn registration(&self) -> Registration {
+            self.0
+        }
+
+        fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        fn pre_operation(
+            &self,
+            _: &Instance<'_, ()>,
+            _: &mut PreOperation<'_, ()>,
+        ) -> PreOutcome<()> {
+            PreOutcome::NoPost
+        }
+    }
+
+    #[test]
+    fn run_time_registrations_cannot_add_data_scanning() {
+        let plain = Configurable::REGISTRATION;
+        assert!(!scans_data::<Configurable>());
+        assert_eq!(registration_in_force(&Configurable(plain)), Ok(plain));
+        assert_eq!(
+            registration_in_force(&Configurable(plain.data_scan(true))),
+            Err(RegistrationError::DataScanNotDeclared)
+        );
+        let twice = plain.operation(crate::Operation::new(crate::MajorFunction::Create).pre());
+        assert_eq!(
+            registration_in_force(&Configurable(twice)),
+            Err(RegistrationError::Duplicate(crate::MajorFunction::Create))
+        );
     }
 }

@@ -151,6 +151,9 @@ pub enum RegistrationError {
     Duplicate(MajorFunction),
     /// An entry with neither callback.
     NoCallback(MajorFunction),
+    /// A run-time registration scans data but the filter's `REGISTRATION` does not: the backends
+    /// carry the data-scan code only for filters that declare it there.
+    DataScanNotDeclared,
 }
 
 impl RegistrationError {
@@ -166,6 +169,9 @@ impl RegistrationError {
             }
             RegistrationError::Duplicate(major) => major.registration_messages().0,
             RegistrationError::NoCallback(major) => major.registration_messages().1,
+            RegistrationError::DataScanNotDeclared => {
+                "invalid registration: data scanning must be declared in Filter::REGISTRATION"
+            }
         }
     }
 }

@@ -24,8 +24,9 @@ pub enum Severity {
     Error,
 }
 
+/// Defines one group of named statuses: the constants, the group's packed names and values.
 macro_rules! statuses {
-    ($( $(#[$doc:meta])* $name:ident = $value:literal, )*) => {
+    ($names:ident, $values:ident, $all:ident; $( $(#[$doc:meta])* $name:ident = $value:literal, )*) => {
         impl Status {
             $(
                 $(#[$doc])*
@@ -33,43 +34,63 @@ macro_rules! statuses {
                 pub const $name: Status = Status(($value as u32) as i32);
             )*
 
-            /// The WDK spelling of every named status, packed, in the order of `VALUES`: drivers
-            /// that name statuses pay a few bytes per name and no code per status.
-            const NAMES: crate::text::Names =
+            /// The WDK spellings of the group, packed, in the order of the values: a driver that
+            /// names statuses pays a few bytes per name and no code per status.
+            const $names: crate::text::Names =
                 crate::text::Names(concat!($( "STATUS_", stringify!($name), "\n", )*));
 
-            /// The value of every named status.
-            const VALUES: &'static [u32] = &[$( $value, )*];
+            /// The values of the group.
+            const $values: &'static [u32] = &[$( $value, )*];
 
-            /// The WDK spelling of this status (`"STATUS_SUCCESS"`), if it is one the model names.
-            pub fn name(self) -> Option<&'static str> {
-                let index = Status::VALUES.iter().position(|v| *v == self.0 as u32)?;
-                Status::NAMES.get(index)
-            }
-
-            /// Looks a status up by its WDK spelling (`"STATUS_ACCESS_DENIED"`, any ASCII case).
-            pub fn from_name(name: &str) -> Option<Status> {
-                let index = Status::NAMES.position(name)?;
-                Status::VALUES.get(index).map(|v| Status::from_bits(*v))
-            }
-
-            /// Every named status, in the order of facts.md §7.
-            pub const ALL_NAMED: &'static [Status] = &[$(Status::$name),*];
+            /// The named statuses of the group, in the order of facts.md §7.
+            pub const $all: &'static [Status] = &[$(Status::$name),*];
         }
     };
 }
 
+impl Status {
+    /// The WDK spelling of this status (`"STATUS_SUCCESS"`), if it is one the model names.
+    pub fn name(self) -> Option<&'static str> {
+        let find = |names: crate::text::Names, values: &[u32]| {
+            names.get(values.iter().position(|v| *v == self.bits())?)
+        };
+        find(Status::IO_NAMES, Status::IO_VALUES)
+            .or_else(|| find(Status::FLT_NAMES, Status::FLT_VALUES))
+    }
+
+    /// Looks a status up by its WDK spelling (`"STATUS_ACCESS_DENIED"`, any ASCII case).
+    pub fn from_name(name: &str) -> Option<Status> {
+        Status::from_io_name(name).or_else(|| {
+            let index = Status::FLT_NAMES.position(name)?;
+            Status::FLT_VALUES.get(index).map(|v| Status::from_bits(*v))
+        })
+    }
+
+    /// Looks up a status an operation can complete with, by its WDK spelling: every named status
+    /// except the Filter Manager's own (facility 0x1C, [`Status::FLT_NAMED`]), which are answers
+    /// to the Filter Manager, never an I/O result. Drivers that parse names use this one and carry
+    /// only these names.
+    pub fn from_io_name(name: &str) -> Option<Status> {
+        let index = Status::IO_NAMES.position(name)?;
+        Status::IO_VALUES.get(index).map(|v| Status::from_bits(*v))
+    }
+
+    /// Every named status: [`Status::IO_NAMED`], then [`Status::FLT_NAMED`].
+    pub fn all_named() -> impl Iterator<Item = Status> {
+        Status::IO_NAMED.iter().chain(Status::FLT_NAMED).copied()
+    }
+}
+
 statuses! {
+    IO_NAMES, IO_VALUES, IO_NAMED;
     SUCCESS = 0x0000_0000,
     /// Returned by a dispatch routine that marked the IRP pending.
     PENDING = 0x0000_0103,
     TIMEOUT = 0x0000_0102,
     REPARSE = 0x0000_0104,
     OBJECT_NAME_EXISTS = 0x4000_0000,
-    FLT_IO_COMPLETE = 0x001C_0001,
     BUFFER_OVERFLOW = 0x8000_0005,
     NO_MORE_FILES = 0x8000_0006,
-    FLT_BUFFER_TOO_SMALL = 0x801C_0001,
     UNSUCCESSFUL = 0xC000_0001,
     NOT_IMPLEMENTED = 0xC000_0002,
     INVALID_INFO_CLASS = 0xC000_0003,
@@ -123,6 +144,12 @@ statuses! {
     USER_MAPPED_FILE = 0xC000_0243,
     VOLUME_DISMOUNTED = 0xC000_026E,
     DRIVER_BLOCKED = 0xC000_036C,
+}
+
+statuses! {
+    FLT_NAMES, FLT_VALUES, FLT_NAMED;
+    FLT_IO_COMPLETE = 0x001C_0001,
+    FLT_BUFFER_TOO_SMALL = 0x801C_0001,
     FLT_NO_HANDLER_DEFINED = 0xC01C_0001,
     FLT_CONTEXT_ALREADY_DEFINED = 0xC01C_0002,
     FLT_INVALID_ASYNCHRONOUS_REQUEST = 0xC01C_0003,
@@ -324,7 +351,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for &s in Status::ALL_NAMED {
+        for s in Status::all_named() {
             let name = s.name().expect("named");
             assert!(name.starts_with("STATUS_"));
             assert_eq!(Status::from_name(name), Some(s));
@@ -337,8 +364,19 @@ mod tests {
     }
 
     #[test]
+    fn io_names_leave_out_the_filter_managers_own() {
+        assert!(Status::IO_NAMED.iter().all(|s| s.facility() != 0x1C));
+        assert!(Status::FLT_NAMED.iter().all(|s| s.facility() == 0x1C));
+        assert_eq!(Status::from_io_name("status_access_denied"), Some(Status::ACCESS_DENIED));
+        assert_eq!(Status::from_io_name("STATUS_FLT_DO_NOT_DETACH"), None);
+        assert_eq!(Status::from_name("STATUS_FLT_DO_NOT_DETACH"), Some(Status::FLT_DO_NOT_DETACH));
+    }
+
+    #[test]
     fn names_are_unique() {
-        let all = Status::ALL_NAMED;
+        extern crate std;
+        use std::vec::Vec;
+        let all: Vec<Status> = Status::all_named().collect();
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a, b, "duplicate value for {a:?}");

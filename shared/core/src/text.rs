@@ -70,9 +70,61 @@ pub fn parse_u32(s: &str) -> Option<u32> {
         return None;
     }
     digits.bytes().try_fold(0u32, |acc, b| {
-        let d = (b as char).to_digit(radix)?;
-        acc.checked_mul(radix)?.checked_add(d)
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        if u32::from(d) >= radix {
+            return None;
+        }
+        acc.checked_mul(radix)?.checked_add(u32::from(d))
     })
+}
+
+/// Converts a registry string (UTF-16LE bytes) to UTF-8 in `out` and returns its length, or
+/// `None` when it does not fit. Trailing NULs end the text; inner NULs (the separators of a
+/// `REG_MULTI_SZ`) become `,`; an unpaired surrogate becomes U+FFFD.
+pub fn utf16le_to_utf8(data: &[u8], out: &mut [u8]) -> Option<usize> {
+    let unit = |i: usize| match data.get(2 * i..2 * i + 2) {
+        Some(&[lo, hi]) => Some(u32::from(u16::from_le_bytes([lo, hi]))),
+        _ => None,
+    };
+    let mut units = data.len() / 2;
+    while units > 0 && unit(units - 1) == Some(0) {
+        units -= 1;
+    }
+    let (mut i, mut len) = (0, 0);
+    while i < units {
+        let u = unit(i)?;
+        i += 1;
+        let c = match u {
+            0 => u32::from(b','),
+            0xD800..=0xDBFF => match unit(i).filter(|l| (0xDC00..=0xDFFF).contains(l)) {
+                Some(low) if i < units => {
+                    i += 1;
+                    0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00)
+                }
+                _ => 0xFFFD,
+            },
+            0xDC00..=0xDFFF => 0xFFFD,
+            _ => u,
+        };
+        let (n, prefix) = match c {
+            0..=0x7F => (1, 0),
+            0x80..=0x7FF => (2, 0xC0),
+            0x800..=0xFFFF => (3, 0xE0),
+            _ => (4, 0xF0),
+        };
+        let dst = out.get_mut(len..len + n)?;
+        for (k, slot) in dst.iter_mut().enumerate() {
+            let bits = (c >> (6 * (n - 1 - k))) as u8;
+            *slot = if k == 0 { prefix | bits } else { 0x80 | (bits & 0x3F) };
+        }
+        len += n;
+    }
+    Some(len)
 }
 
 /// ASCII case-insensitive equality, in one small loop (`str::eq_ignore_ascii_case` unrolls into
@@ -94,11 +146,13 @@ impl Names {
     }
 
     /// The name at `index`.
+    #[inline(never)] // one copy, however many tables a driver looks names up in
     pub fn get(self, index: usize) -> Option<&'static str> {
         self.iter().nth(index)
     }
 
     /// The index of `word`, compared without regard to ASCII case.
+    #[inline(never)] // as above
     pub fn position(self, word: &str) -> Option<usize> {
         self.iter().position(|n| eq_ignore_case(n, word))
     }
@@ -116,6 +170,8 @@ impl Names {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     #[test]
@@ -128,6 +184,41 @@ mod tests {
         assert_eq!(names.position("cd"), None);
         assert_eq!(names.position(""), None);
         assert!(Names("").is_empty());
+    }
+
+    fn utf16le(units: &[u16]) -> std::vec::Vec<u8> {
+        units.iter().flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn registry_strings_become_utf8() {
+        use std::string::String;
+        let mut out = [0u8; 64];
+        let cases: [(&[u16], &str); 6] = [
+            (&[0x61, 0x62, 0, 0], "ab"),
+            (&[0x61, 0, 0x62, 0, 0], "a,b"),
+            (&[0xE9, 0x4E2D, 0xD83D, 0xDE00], "é中😀"),
+            (&[0xD83D, 0x61], "\u{FFFD}a"),
+            (&[0xDE00, 0xD83D], "\u{FFFD}\u{FFFD}"),
+            (&[], ""),
+        ];
+        for (units, expected) in cases {
+            let n = utf16le_to_utf8(&utf16le(units), &mut out).unwrap();
+            assert_eq!(core::str::from_utf8(&out[..n]), Ok(expected), "{units:x?}");
+        }
+        // Every BMP scalar and a spread of supplementary ones agree with the standard library.
+        let mut big = [0u8; 8];
+        for c in (0..0x11_0000u32).step_by(7).filter_map(char::from_u32) {
+            let mut units = [0u16; 2];
+            let units = c.encode_utf16(&mut units);
+            let n = utf16le_to_utf8(&utf16le(units), &mut big).unwrap();
+            let expected: String = [if c == '\0' { ',' } else { c }].iter().collect();
+            if c != '\0' {
+                assert_eq!(&big[..n], expected.as_bytes(), "U+{:04X}", c as u32);
+            }
+        }
+        // Too long for the buffer: refused, not cut inside a character.
+        assert_eq!(utf16le_to_utf8(&utf16le(&[0x4E2D, 0x4E2D]), &mut out[..4]), None);
     }
 
     #[test]

@@ -141,29 +141,7 @@ impl ServiceParameters for ServiceKey {
         if !matches!(kind, REG_SZ | REG_EXPAND_SZ | REG_MULTI_SZ) {
             return None;
         }
-        let units = data.chunks_exact(2).filter_map(|b| b.try_into().ok()).map(u16::from_le_bytes);
-        // Trailing NULs end the string; inner NULs separate REG_MULTI_SZ entries.
-        let mut collected = [0u16; MAX_VALUE_UNITS];
-        let mut n = 0;
-        for u in units {
-            *collected.get_mut(n)? = u;
-            n += 1;
-        }
-        while n > 0 && collected.get(n - 1) == Some(&0) {
-            n -= 1;
-        }
-        let mut len = 0;
-        for c in char::decode_utf16(collected.get(..n)?.iter().copied()) {
-            let c = match c {
-                Ok('\0') => ',',
-                Ok(c) => c,
-                Err(_) => char::REPLACEMENT_CHARACTER,
-            };
-            let mut tmp = [0u8; 4];
-            let bytes = c.encode_utf8(&mut tmp).as_bytes();
-            let dst = buffer.get_mut(len..len + bytes.len())?;
-            len += fsfilter::text::copy_prefix(dst, bytes);
-        }
+        let len = fsfilter::text::utf16le_to_utf8(data, buffer)?;
         core::str::from_utf8(buffer.get(..len)?).ok()
     }
 

@@ -78,7 +78,7 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         name: "Rules",
         kind: "REG_SZ",
         default: "",
-        description: "Up to 16 rules separated by ';', each 'ACTION OPERATION [PATTERN]'. ACTION: deny | complete:STATUS (a STATUS_* name or a 0x value) | pend:MS | synchronize | nopost | disallow_fastio. OPERATION: an operation name or *. PATTERN: a file-name wildcard (* and ?), default *. The first matching rule applies; others pass with a post callback.",
+        description: "Up to 16 rules separated by ';', each 'ACTION OPERATION [PATTERN]'. ACTION: deny | complete:STATUS (a STATUS_* name, not a STATUS_FLT_* one, or a 0x value) | pend:MS | synchronize | nopost | disallow_fastio. OPERATION: an operation name or *. PATTERN: a file-name wildcard (* and ?), default *. The first matching rule applies; others pass with a post callback.",
     },
     ParameterDoc {
         name: "SupportNpfsMsfs",
@@ -361,7 +361,7 @@ fn parse_rule(text: &str) -> core::result::Result<Rule, ParseError> {
     let action = match (VERBS.position(verb), argument) {
         (Some(0), None) => Action::Deny,
         (Some(1), Some(s)) => Action::Complete(
-            Status::from_name(s)
+            Status::from_io_name(s)
                 .or_else(|| fsfilter::text::parse_u32(s).map(Status::from_bits))
                 .ok_or(ParseError::UnknownStatus)?,
         ),
