@@ -425,7 +425,14 @@ unsafe fn attach_locked<F: Filter>(
             Ok(_) => Status::SUCCESS,
             Err(e) => e.status(),
         };
-        trace::emit(&TraceEvent::InstanceSetup { instance: id, flags, volume, data_scan, status });
+        trace::emit(&TraceEvent::InstanceSetup {
+            instance: id,
+            volume_object: vdo as usize,
+            flags,
+            volume,
+            data_scan,
+            status,
+        });
         answer.ok()
     } else {
         state.filter.default_instance()

@@ -27,8 +27,7 @@ use fsfilter_kernel::{datascan, irql, trace};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP, KEVENT};
 use windows_sys::Wdk::System::SystemServices::{
     DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem,
-    IoSetCompletionRoutineEx, KeDelayExecutionThread, KeInitializeEvent, KeSetEvent,
-    KeWaitForSingleObject,
+    IoSetCompletionRoutineEx, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::Kernel::NotificationEvent;
@@ -228,7 +227,7 @@ unsafe fn volume_dispatch<F: Filter>(
         PreOutcome::Pending(_receipt) => match state.pended.pre_returned(id) {
             PreReturned::Early(d) => {
                 // Resumed before the pre callback returned: act on it now.
-                report(preop_name(d.code), None);
+                report(PreOutcome::<()>::wdk_name_of(d.code), None);
                 // SAFETY: the live IRP, not pended after all.
                 unsafe { resume_now(state, device, ext, irp, d.code, d.context, false) }
             }
@@ -260,14 +259,6 @@ pub(crate) fn sanitize(io: IoStatus, cleanup_or_close: bool) -> IoStatus {
         }
         s if cleanup_or_close && !s.is_success() => IoStatus::new(Status::SUCCESS),
         _ => io,
-    }
-}
-
-fn preop_name(code: i32) -> &'static str {
-    match code {
-        flt_preop::SUCCESS_WITH_CALLBACK => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
-        flt_preop::COMPLETE => "FLT_PREOP_COMPLETE",
-        _ => "FLT_PREOP_SUCCESS_NO_CALLBACK",
     }
 }
 
@@ -793,6 +784,11 @@ unsafe fn resume_now<F: Filter>(
 ) -> NTSTATUS {
     if was_pended {
         state.end(ext);
+        trace::emit(&TraceEvent::Resumed {
+            instance: InstanceId(device as usize),
+            operation: irp as usize,
+            outcome: PreOutcome::<()>::wdk_name_of(code),
+        });
     }
     // SAFETY: the live IRP at our location.
     let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
@@ -890,33 +886,76 @@ unsafe fn is_cleanup_or_close(irp: *mut IRP) -> bool {
     matches!(major, MajorFunction::Cleanup | MajorFunction::Close)
 }
 
-/// Queues the worker that resumes a pended IRP after its delay.
+/// Resumes a pended IRP after its delay: a timer whose DPC queues a work item (no thread waits
+/// out the delay), or the work item at once without a delay. If nothing can be allocated the IRP
+/// is resumed right away.
 fn defer_resume<F: Filter>(device: *const DEVICE_OBJECT, handle: usize) {
+    // SAFETY: this image's state.
+    let delay_ms = unsafe { DriverState::<F>::current() }
+        .and_then(|s| s.pended.get(handle))
+        .and_then(|e| e.deferred())
+        .map_or(0, |(_, ms)| ms);
     // SAFETY: our live device.
     let item = unsafe { IoAllocateWorkItem(device) };
     if item != 0 {
-        if let Ok(work) = PoolBox::try_new(ResumeWork { handle, item }, WORK_TAG) {
-            // SAFETY: a fresh work item of our device; the worker owns `work`.
-            unsafe {
-                IoQueueWorkItem(
-                    item,
-                    fsfilter_kernel::ntos::work_item_routine_field(resume_worker::<F>),
-                    DelayedWorkQueue,
-                    work.into_raw().cast(),
-                )
-            };
+        let record = ResumeWork { handle, item, delay: fsfilter_kernel::timer::Delay::ZERO };
+        if let Ok(work) = PoolBox::try_new(record, WORK_TAG) {
+            let work = work.into_raw();
+            if delay_ms == 0 {
+                // SAFETY: the record, handed to the work item.
+                unsafe { queue_resume_worker::<F>(work) };
+            } else {
+                // SAFETY: the live record we own.
+                let delay = unsafe { &raw mut (*work).delay };
+                // SAFETY: the record's timer, in non-paged pool until the DPC has run (the DPC
+                // passes the record on to the worker, which frees it).
+                unsafe {
+                    fsfilter_kernel::timer::start(delay, delay_ms, resume_dpc::<F>, work.cast())
+                };
+            }
             return;
         }
         // SAFETY: never queued.
         unsafe { IoFreeWorkItem(item) };
     }
     // SAFETY: a pended IRP of this driver.
-    unsafe { resume_deferred::<F>(handle, false) };
+    unsafe { resume_deferred::<F>(handle) };
 }
 
+/// What a delayed resume carries from the pend to the worker.
 struct ResumeWork {
     handle: usize,
     item: isize,
+    delay: fsfilter_kernel::timer::Delay,
+}
+
+/// Queues the work item of a resume record.
+///
+/// # Safety
+/// `work` is a live record from `defer_resume`, handed over to the worker.
+unsafe fn queue_resume_worker<F: Filter>(work: *mut ResumeWork) {
+    // SAFETY: the caller's record.
+    let item = unsafe { (*work).item };
+    // SAFETY: the record's work item, allocated for our device; the worker owns the record.
+    unsafe {
+        IoQueueWorkItem(
+            item,
+            fsfilter_kernel::ntos::work_item_routine_field(resume_worker::<F>),
+            DelayedWorkQueue,
+            work.cast(),
+        )
+    };
+}
+
+/// The DPC of a delayed resume: at `DISPATCH_LEVEL`, so the IRP goes on from a work item.
+unsafe extern "system" fn resume_dpc<F: Filter>(
+    _dpc: *const windows_sys::Wdk::Foundation::KDPC,
+    context: *const c_void,
+    _argument1: *const c_void,
+    _argument2: *const c_void,
+) {
+    // SAFETY: the record `defer_resume` armed the timer with.
+    unsafe { queue_resume_worker::<F>(context.cast_mut().cast()) };
 }
 
 unsafe extern "system" fn resume_worker<F: Filter>(
@@ -927,25 +966,20 @@ unsafe extern "system" fn resume_worker<F: Filter>(
     let Some(work) = (unsafe { PoolBox::<ResumeWork>::from_raw(context.cast(), WORK_TAG) }) else {
         return;
     };
-    let ResumeWork { handle, item } = work.into_inner();
+    let ResumeWork { handle, item, .. } = work.into_inner();
     // SAFETY: the queued item, freed once.
     unsafe { IoFreeWorkItem(item) };
     // SAFETY: a pended IRP of this driver.
-    unsafe { resume_deferred::<F>(handle, true) };
+    unsafe { resume_deferred::<F>(handle) };
 }
 
 /// # Safety
 /// `handle` must be a pended IRP of this driver.
-unsafe fn resume_deferred<F: Filter>(handle: usize, wait: bool) {
+unsafe fn resume_deferred<F: Filter>(handle: usize) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
     let Some(entry) = state.pended.get(handle) else { return };
-    let Some((decision, delay_ms)) = entry.deferred() else { return };
-    if wait && delay_ms > 0 {
-        let interval = -i64::from(delay_ms) * 10_000;
-        // SAFETY: a system worker at PASSIVE_LEVEL may wait.
-        let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
-    }
+    let Some((decision, _)) = entry.deferred() else { return };
     if state.pended.take(handle).is_none() {
         return;
     }

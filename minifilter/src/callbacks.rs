@@ -212,7 +212,7 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
             s if s.is_success() => DataScanMode::FilterManager,
             Status::NOT_SUPPORTED => DataScanMode::FsRtlFallback,
             refusal => {
-                report_setup(instance, flags, volume, DataScanMode::NotRequested, refusal);
+                report_setup(objects, flags, volume, DataScanMode::NotRequested, refusal);
                 return refusal.0;
             }
         }
@@ -242,19 +242,20 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
         }
         Err(e) => e.status(),
     };
-    report_setup(instance, flags, volume, data_scan, status);
+    report_setup(objects, flags, volume, data_scan, status);
     status.0
 }
 
 fn report_setup(
-    instance: PFLT_INSTANCE,
+    objects: &FLT_RELATED_OBJECTS,
     flags: InstanceSetupFlags,
     volume: VolumeInfo,
     data_scan: DataScanMode,
     status: Status,
 ) {
     trace::emit(&TraceEvent::InstanceSetup {
-        instance: InstanceId(instance as usize),
+        instance: InstanceId(objects.Instance as usize),
+        volume_object: objects.Volume as usize,
         flags,
         volume,
         data_scan,
@@ -437,6 +438,15 @@ pub(crate) unsafe fn complete_pended(
         // SAFETY: the caller guarantees `data` is a live pended operation of ours.
         unsafe { view::set_io_status(data, io) };
     }
+    // SAFETY: as above: a live callback data.
+    let iopb = unsafe { (*data).Iopb };
+    // SAFETY: its parameter block, or null.
+    let instance = unsafe { iopb.as_ref() }.map_or(0, |i| i.TargetInstance as usize);
+    trace::emit(&TraceEvent::Resumed {
+        instance: InstanceId(instance),
+        operation: handle,
+        outcome: PreOutcome::<()>::wdk_name_of(status),
+    });
     // SAFETY: as above; completed once.
     unsafe { FltCompletePendedPreOperation(data, status, context as *const c_void) };
 }

@@ -9,6 +9,7 @@ use fsfilter::{
     DataScanMode, Error, Filter, InstanceId, Irql, ScanSection, SectionId, Services, Status,
 };
 use fsfilter_kernel::datascan::{self, OpenSection, SectionOrigin, SectionState};
+use fsfilter_kernel::pool::PoolBox;
 use fsfilter_kernel::{irql, trace};
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -17,7 +18,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltFreeGenericWorkItem, FltQueueGenericWorkItem, FltReleaseContext, FltSetCallbackDataDirty,
     PFLT_CONTEXT, PFLT_GENERIC_WORKITEM, PFLT_INSTANCE,
 };
-use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, KeDelayExecutionThread};
+use windows_sys::Wdk::System::SystemServices::DelayedWorkQueue;
 use windows_sys::Win32::Foundation::HANDLE;
 
 use crate::callbacks::complete_pended;
@@ -297,31 +298,85 @@ impl<F: Filter> Services for OpServices<'_, F> {
     }
 }
 
-/// Queues the worker that resumes pended operation `handle` after its delay. If no work item can
-/// be allocated the operation is resumed at once.
+/// Resumes pended operation `handle` after its delay: a timer whose DPC queues a generic work item
+/// (no thread waits out the delay), or the work item at once without a delay. If nothing can be
+/// allocated the operation is resumed right away.
 pub(crate) fn defer_worker<F: Filter>(driver: &DriverState<F>, handle: usize) {
+    let delay_ms = driver.pended.get(handle).and_then(|e| e.deferred()).map_or(0, |(_, ms)| ms);
     // SAFETY: allocates a generic work item; zero on failure.
     let item = unsafe { FltAllocateGenericWorkItem() };
     if item != 0 {
-        // SAFETY: a fresh work item, this filter's handle, a routine of this image, and the
-        // pended callback data as context (valid until completed).
-        let status = unsafe {
-            FltQueueGenericWorkItem(
-                item,
-                driver.handle as *const c_void,
-                Some(resume_worker::<F>),
-                DelayedWorkQueue,
-                handle as *const c_void,
-            )
-        };
-        if status >= 0 {
+        let filter = driver.handle;
+        let record =
+            ResumeWork { handle, item, filter, delay: fsfilter_kernel::timer::Delay::ZERO };
+        if let Ok(work) = PoolBox::try_new(record, RESUME_TAG) {
+            let work = work.into_raw();
+            if delay_ms == 0 {
+                // SAFETY: the record, handed to the work item.
+                unsafe { queue_resume_worker::<F>(work) };
+            } else {
+                // SAFETY: the live record we own.
+                let delay = unsafe { &raw mut (*work).delay };
+                // SAFETY: the record's timer, in non-paged pool until the DPC has run (the DPC
+                // passes the record on to the worker, which frees it).
+                unsafe {
+                    fsfilter_kernel::timer::start(delay, delay_ms, resume_dpc::<F>, work.cast())
+                };
+            }
             return;
         }
-        // SAFETY: the item was not queued; freed once.
+        // SAFETY: never queued; freed once.
         unsafe { FltFreeGenericWorkItem(item) };
     }
     // SAFETY: `handle` is pended by this filter.
-    unsafe { resume_deferred::<F>(driver, handle, false) };
+    unsafe { resume_deferred::<F>(driver, handle) };
+}
+
+/// Pool tag of resume records: `FsfR`.
+const RESUME_TAG: u32 = u32::from_le_bytes(*b"FsfR");
+
+/// What a delayed resume carries from the pend to the worker.
+struct ResumeWork {
+    handle: usize,
+    item: PFLT_GENERIC_WORKITEM,
+    filter: isize,
+    delay: fsfilter_kernel::timer::Delay,
+}
+
+/// Queues the work item of a resume record; if that fails, resumes at once.
+///
+/// # Safety
+/// `work` is a live record from `defer_worker`, handed over to the worker.
+unsafe fn queue_resume_worker<F: Filter>(work: *mut ResumeWork) {
+    // SAFETY: the caller's live record.
+    let record = unsafe { &*work };
+    let (item, filter) = (record.item, record.filter);
+    // SAFETY: a fresh work item, this filter's handle, a routine of this image, and the record
+    // as context (the worker frees it).
+    let status = unsafe {
+        FltQueueGenericWorkItem(
+            item,
+            filter as *const c_void,
+            Some(resume_worker::<F>),
+            DelayedWorkQueue,
+            work.cast_const().cast(),
+        )
+    };
+    if status < 0 {
+        // SAFETY: not queued: we still own the record and the item.
+        unsafe { resume_worker::<F>(item, core::ptr::null(), work.cast_const().cast()) };
+    }
+}
+
+/// The DPC of a delayed resume: at `DISPATCH_LEVEL`; the operation goes on from a work item.
+unsafe extern "system" fn resume_dpc<F: Filter>(
+    _dpc: *const windows_sys::Wdk::Foundation::KDPC,
+    context: *const c_void,
+    _argument1: *const c_void,
+    _argument2: *const c_void,
+) {
+    // SAFETY: the record `defer_worker` armed the timer with.
+    unsafe { queue_resume_worker::<F>(context.cast_mut().cast()) };
 }
 
 unsafe extern "system" fn resume_worker<F: Filter>(
@@ -329,10 +384,13 @@ unsafe extern "system" fn resume_worker<F: Filter>(
     _filter: *const c_void,
     context: *const c_void,
 ) {
+    // SAFETY: the record `defer_worker` handed to this worker.
+    let work = unsafe { PoolBox::<ResumeWork>::from_raw(context.cast_mut().cast(), RESUME_TAG) };
+    let handle = work.map(|w| w.into_inner().handle);
     // SAFETY: this image's state.
-    if let Some(driver) = unsafe { DriverState::<F>::current() } {
-        // SAFETY: the context is a callback data this filter pended.
-        unsafe { resume_deferred::<F>(driver, context as usize, true) };
+    if let (Some(driver), Some(handle)) = (unsafe { DriverState::<F>::current() }, handle) {
+        // SAFETY: the handle is a callback data this filter pended.
+        unsafe { resume_deferred::<F>(driver, handle) };
     }
     // SAFETY: the work item this routine was queued with, freed once.
     unsafe { FltFreeGenericWorkItem(item) };
@@ -340,16 +398,10 @@ unsafe extern "system" fn resume_worker<F: Filter>(
 
 /// # Safety
 /// `handle` must be pended by this filter.
-unsafe fn resume_deferred<F: Filter>(driver: &DriverState<F>, handle: usize, wait: bool) {
-    let Some((decision, delay_ms)) = driver.pended.get(handle).and_then(|e| e.deferred()) else {
+unsafe fn resume_deferred<F: Filter>(driver: &DriverState<F>, handle: usize) {
+    let Some((decision, _)) = driver.pended.get(handle).and_then(|e| e.deferred()) else {
         return;
     };
-    if wait && delay_ms > 0 {
-        // Relative time in 100 ns units.
-        let interval = -i64::from(delay_ms) * 10_000;
-        // SAFETY: a system worker thread at PASSIVE_LEVEL may wait.
-        let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
-    }
     if driver.pended.take(handle).is_some() {
         // SAFETY: pended by this filter and taken from the table: completed once. A COMPLETE
         // status was stored in the callback data by `resume_after`.

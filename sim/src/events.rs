@@ -73,6 +73,9 @@ pub enum Rule {
     ObjectOverDereferenced,
     /// A device was deleted under an attached device whose driver has no `FastIoDetachDevice`.
     FastIoDetachMissing,
+    /// `IoCancelFileOpen` / `FltCancelFileOpen` on a file object that already has a handle
+    /// (`FO_HANDLE_CREATED`), or outside a create.
+    CancelFileOpenMisuse,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -108,6 +111,7 @@ impl Rule {
             Rule::ContextLeaked => "CONTEXT_LEAKED_AT_UNLOAD",
             Rule::SectionLeaked => "SECTION_LEAKED_AT_UNLOAD",
             Rule::CallbackAfterUnload => "CALLBACK_AFTER_UNLOAD",
+            Rule::CancelFileOpenMisuse => "CANCEL_FILE_OPEN_MISUSE",
             Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",
             Rule::FastIoDetachMissing => "FAST_IO_DETACH_DEVICE_MISSING",
             Rule::Bugcheck => "BUGCHECK",

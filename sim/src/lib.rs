@@ -25,6 +25,7 @@ pub mod files;
 pub mod fs;
 pub mod fsreg;
 pub mod ids;
+pub mod inspect;
 pub mod irp;
 pub mod irpx;
 pub mod kernel;
@@ -47,6 +48,7 @@ pub use events::{Callback, Event, EventKind, RequestRef, Rule};
 pub use faults::{Fault, FaultKind};
 pub use files::Handle;
 pub use ids::VolumeId;
+pub use inspect::StackEntry;
 pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
 };

@@ -254,6 +254,36 @@ impl Machine {
         crate::loader::stop_service(name)
     }
 
+    /// Runs `action` as another user-mode caller `delay_ms` milliseconds of virtual time from
+    /// now, while whatever is running then waits (a request pended by a filter, an unload
+    /// draining): how tests and the lab make things overlap. The action runs at `PASSIVE_LEVEL` in
+    /// its own thread, outside any driver image.
+    pub fn schedule(&mut self, delay_ms: u64, action: impl FnOnce(&mut Machine) + 'static) {
+        kernel::with(|k| {
+            let due = k.sched.now + delay_ms * 10_000;
+            let thread = k.sched.worker();
+            k.sched.push_at(
+                due,
+                crate::sched::Task {
+                    name: "scheduled user action",
+                    image: None,
+                    irql: crate::kernel::PASSIVE_LEVEL,
+                    thread,
+                    run: Box::new(move || {
+                        // The same machine, seen from the other caller: never dropped here.
+                        let mut m = std::mem::ManuallyDrop::new(Machine { _not_send: PhantomData });
+                        action(&mut m);
+                    }),
+                },
+            );
+        });
+    }
+
+    /// Virtual time since boot, in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        kernel::with(|k| k.sched.now / 10_000)
+    }
+
     /// Runs every queued piece of work until none is left.
     pub fn settle(&mut self) {
         crate::sched::run_all();
@@ -302,7 +332,8 @@ impl Kernel {
     /// filters report their device objects), or a Filter Manager instance's.
     pub fn resolve_instance(&self, instance: usize) -> Option<crate::ids::VolumeId> {
         if let Some(d) = self.objects.device_id(instance as *const _) {
-            return self.objects.device(d).volume;
+            let info = self.objects.device(d);
+            return info.volume.or(info.last_volume);
         }
         None
     }

@@ -85,6 +85,7 @@ pub mod fo {
     pub const CACHE_SUPPORTED: u32 = 0x40;
     pub const CLEANUP_COMPLETE: u32 = 0x4000;
     pub const HANDLE_CREATED: u32 = 0x40000;
+    pub const FILE_OPEN_CANCELLED: u32 = 0x20_0000;
     pub const VOLUME_OPEN: u32 = 0x40_0000;
 }
 

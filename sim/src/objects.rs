@@ -80,6 +80,9 @@ pub struct DeviceInfo {
     pub role: DeviceRole,
     /// The volume whose stack it belongs to, once known.
     pub volume: Option<VolumeId>,
+    /// The volume of the last stack it was attached to (kept after detaching, so that events
+    /// about a detached filter device still name its volume).
+    pub last_volume: Option<VolumeId>,
     /// For a file system's volume device: the VPB it was mounted through (what
     /// `IoGetDiskDeviceObject` follows to the real device).
     pub vpb: *mut VPB,
@@ -304,6 +307,7 @@ impl Kernel {
             attached_to: None,
             role,
             volume: None,
+            last_volume: None,
             vpb: std::ptr::null_mut(),
             _block: block,
         });
@@ -360,6 +364,9 @@ impl Kernel {
         let info = self.objects.device_mut(source);
         info.attached_to = Some(top);
         info.volume = volume;
+        if volume.is_some() {
+            info.last_volume = volume;
+        }
         let below = self.objects.driver(self.objects.device(top).driver).service.clone();
         let driver = self.objects.driver(src_driver).service.clone();
         let volume = volume.map(|v| self.volume_name(v));

@@ -67,6 +67,10 @@ pub struct Scheduler {
     pub ran: u64,
     /// `IO_WORKITEM`s by address.
     pub work_items: crate::kernel::FastMap<usize, crate::exports::io::WorkItem>,
+    /// Armed `KTIMER`s by address: the generation of their pending expiry.
+    pub armed_timers: crate::kernel::FastMap<usize, u64>,
+    /// The last timer generation handed out.
+    pub timer_generation: u64,
 }
 
 /// The first system worker thread's id; user threads are numbered from 1.
@@ -84,6 +88,8 @@ impl Scheduler {
             next_worker: FIRST_WORKER,
             ran: 0,
             work_items: Default::default(),
+            armed_timers: Default::default(),
+            timer_generation: 0,
         }
     }
 

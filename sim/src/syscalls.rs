@@ -14,7 +14,7 @@ use windows_sys::Wdk::Foundation::{
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
-use crate::events::RequestRef;
+use crate::events::{RequestRef, Rule};
 use crate::files::{Handle, Released};
 use crate::ids::{RequestId, ThreadId, VolumeId};
 use crate::irp::Finish;
@@ -1189,16 +1189,27 @@ fn send_kernel_irp(
     flags: u32,
     setup: impl FnOnce(&mut IO_STACK_LOCATION),
 ) -> (Status, usize) {
+    let target = kernel::with(|k| k.related_device(file));
+    send_kernel_irp_to(target, file, major, flags, setup)
+}
+
+/// As [`send_kernel_irp`], to an explicit device rather than the top of the file's stack.
+fn send_kernel_irp_to(
+    target: *mut DEVICE_OBJECT,
+    file: *mut FILE_OBJECT,
+    major: u8,
+    flags: u32,
+    setup: impl FnOnce(&mut IO_STACK_LOCATION),
+) -> (Status, usize) {
     // SAFETY: all-zero is a valid KEVENT and IO_STATUS_BLOCK before use.
     let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: as above.
     let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: our event storage.
     unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
-    let (irp, target) = kernel::with(|k| {
-        let target = k.related_device(file);
+    let irp = kernel::with(|k| {
         let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
-        (k.allocate_irp(stack, Finish::Synchronous, None), target)
+        k.allocate_irp(stack, Finish::Synchronous, None)
     });
     // SAFETY: a fresh IRP.
     let i = unsafe { crate::irpx::header(irp) };
@@ -1224,6 +1235,47 @@ fn send_kernel_irp(
     }
     // SAFETY: the status member written at completion.
     (Status(unsafe { iosb.Anonymous.Status }), iosb.Information)
+}
+
+/// `IoCancelFileOpen`: a filter closes, below itself, a file its create's lower drivers opened
+/// successfully: `IRP_MJ_CLEANUP` then `IRP_MJ_CLOSE` go to `device` (the top of the stack below
+/// the caller) and the file object is marked `FO_FILE_OPEN_CANCELLED`. The caller then fails the
+/// create; the I/O manager sends nothing more for that file object (docs/simulator.md).
+pub(crate) fn cancel_file_open(device: *mut DEVICE_OBJECT, file: *mut FILE_OBJECT) {
+    let usable = kernel::with(|k| {
+        if !k.check_irql(crate::kernel::PASSIVE_LEVEL, "IoCancelFileOpen") {
+            return false;
+        }
+        if file.is_null() || !k.files.map.contains_key(&(file as usize)) {
+            k.report_current(Rule::CancelFileOpenMisuse, "IoCancelFileOpen on no file object");
+            return false;
+        }
+        // SAFETY: a live file object of the kernel's table.
+        let flags = unsafe { (*file).Flags };
+        if flags & fo::HANDLE_CREATED != 0 {
+            k.report_current(
+                Rule::CancelFileOpenMisuse,
+                "IoCancelFileOpen after a handle was created for the file object (FO_HANDLE_CREATED)",
+            );
+            return false;
+        }
+        if flags & fo::FILE_OPEN_CANCELLED != 0 {
+            k.report_current(
+                Rule::CancelFileOpenMisuse,
+                "IoCancelFileOpen twice on one file object",
+            );
+            return false;
+        }
+        // SAFETY: as above.
+        unsafe { (*file).Flags |= fo::FILE_OPEN_CANCELLED };
+        true
+    });
+    if !usable {
+        return;
+    }
+    let flags = irp_flags::CLOSE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    let _ = send_kernel_irp_to(device, file, mj::CLEANUP, flags, |_| {});
+    let _ = send_kernel_irp_to(device, file, mj::CLOSE, flags, |_| {});
 }
 
 /// `IoGetDeviceObjectPointer`: opens a named device (mounting it if it is an unmounted storage

@@ -129,6 +129,20 @@ impl<C> PreOutcome<C> {
         }
     }
 
+    /// The spelling of an `FLT_PREOP_CALLBACK_STATUS` value (`"FLT_PREOP_UNKNOWN"` for others).
+    pub const fn wdk_name_of(value: i32) -> &'static str {
+        match value {
+            0 => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
+            1 => "FLT_PREOP_SUCCESS_NO_CALLBACK",
+            2 => "FLT_PREOP_PENDING",
+            3 => "FLT_PREOP_DISALLOW_FASTIO",
+            4 => "FLT_PREOP_COMPLETE",
+            5 => "FLT_PREOP_SYNCHRONIZE",
+            6 => "FLT_PREOP_DISALLOW_FSFILTER_IO",
+            _ => "FLT_PREOP_UNKNOWN",
+        }
+    }
+
     /// A denial: complete with `STATUS_ACCESS_DENIED`.
     pub const fn deny() -> PreOutcome<C> {
         PreOutcome::Complete(IoStatus::new(crate::Status::ACCESS_DENIED))
@@ -364,9 +378,13 @@ mod tests {
             PreOutcome::Complete(IoStatus::new(Status::ACCESS_DENIED)),
             PreOutcome::Synchronize(()),
         ];
-        let values: [i32; 5] = all.map(|o| o.wdk_value());
+        let values: [i32; 5] = core::array::from_fn(|i| all[i].wdk_value());
         assert_eq!(values, [0, 1, 3, 4, 5]);
         assert_eq!(PreOutcome::<()>::DisallowFsFilterIo.wdk_value(), 6);
+        for o in &all {
+            assert_eq!(PreOutcome::<()>::wdk_name_of(o.wdk_value()), o.wdk_name());
+        }
+        assert_eq!(PreOutcome::<()>::wdk_name_of(9), "FLT_PREOP_UNKNOWN");
         assert_eq!(PreOutcome::<()>::deny().wdk_name(), "FLT_PREOP_COMPLETE");
         assert_eq!(PostOutcome::<()>::Finished.wdk_name(), "FLT_POSTOP_FINISHED_PROCESSING");
         assert_eq!(PostOutcome::WhenSafe(()).wdk_name(), "FLT_POSTOP_MORE_PROCESSING_REQUIRED");

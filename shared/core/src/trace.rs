@@ -16,6 +16,10 @@ pub enum TraceEvent<'a> {
     InstanceSetup {
         /// The instance.
         instance: InstanceId,
+        /// A kernel object of the volume the instance is for, which the host can resolve while
+        /// the instance is not attached yet: the volume device below (legacy) or the
+        /// `FLT_VOLUME` (minifilter).
+        volume_object: usize,
         /// Setup flags.
         flags: InstanceSetupFlags,
         /// The volume.

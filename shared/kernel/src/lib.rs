@@ -34,6 +34,7 @@ pub mod pool;
 pub mod registry;
 pub mod runtime;
 pub mod sync;
+pub mod timer;
 pub mod trace;
 pub mod unicode;
 

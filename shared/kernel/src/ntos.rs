@@ -104,6 +104,33 @@ pub type IoCompletionRoutine = unsafe extern "system" fn(
 pub type IoWorkItemRoutine =
     unsafe extern "system" fn(device: *mut DEVICE_OBJECT, context: *mut c_void);
 
+/// `PKDEFERRED_ROUTINE` with its real parameters: `(Dpc, DeferredContext, SystemArgument1,
+/// SystemArgument2)` (windows-sys declares it without parameters).
+pub type DeferredRoutine = unsafe extern "system" fn(
+    dpc: *const windows_sys::Wdk::Foundation::KDPC,
+    context: *const c_void,
+    argument1: *const c_void,
+    argument2: *const c_void,
+);
+
+/// Converts a DPC routine to windows-sys's `PKDEFERRED_ROUTINE`.
+pub fn deferred_routine_field(
+    routine: DeferredRoutine,
+) -> windows_sys::Wdk::Foundation::PKDEFERRED_ROUTINE {
+    // SAFETY: as for `completion_routine_field`: same-size function pointers; whoever calls the
+    // field uses the real signature.
+    Some(unsafe { core::mem::transmute::<DeferredRoutine, unsafe extern "system" fn()>(routine) })
+}
+
+/// The routine in a `PKDEFERRED_ROUTINE`, with its real signature.
+pub fn deferred_routine_from_field(
+    field: windows_sys::Wdk::Foundation::PKDEFERRED_ROUTINE,
+) -> Option<DeferredRoutine> {
+    // SAFETY: see `deferred_routine_field`.
+    field
+        .map(|f| unsafe { core::mem::transmute::<unsafe extern "system" fn(), DeferredRoutine>(f) })
+}
+
 /// Converts a completion routine to the type the `IO_STACK_LOCATION.CompletionRoutine` field and
 /// `IoSetCompletionRoutineEx` declare.
 pub fn completion_routine_field(routine: IoCompletionRoutine) -> PIO_COMPLETION_ROUTINE {

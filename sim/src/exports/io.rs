@@ -695,3 +695,10 @@ export! { windows_sys::Wdk::System::SystemServices::IoBuildDeviceIoControlReques
         })
     }
 }
+
+export! { windows_sys::Wdk::System::SystemServices::IoCancelFileOpen =>
+    /// `IoCancelFileOpen`: cleanup and close for a file the create's lower drivers opened.
+    fn IoCancelFileOpen(deviceobject: *const DEVICE_OBJECT, fileobject: *const FILE_OBJECT) {
+        crate::syscalls::cancel_file_open(deviceobject.cast_mut(), fileobject.cast_mut());
+    }
+}

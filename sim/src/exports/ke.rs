@@ -3,8 +3,8 @@
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::KEVENT;
-use windows_sys::Wdk::System::SystemServices::KWAIT_REASON;
+use windows_sys::Wdk::Foundation::{KDPC, KEVENT, PKDEFERRED_ROUTINE};
+use windows_sys::Wdk::System::SystemServices::{KTIMER, KWAIT_REASON};
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS};
 use windows_sys::Win32::System::Diagnostics::Debug::BUGCHECK_ERROR;
 use windows_sys::Win32::System::Kernel::EVENT_TYPE;
@@ -165,3 +165,73 @@ export! { windows_sys::Wdk::System::SystemServices::KeStallExecutionProcessor =>
 
 /// `STATUS_*` used by the wait functions.
 pub const WAIT_TIMEOUT: NTSTATUS = Status::TIMEOUT.0;
+
+export! { windows_sys::Wdk::System::SystemServices::KeInitializeDpc =>
+    /// `KeInitializeDpc`: records the routine and context in the DPC object.
+    fn KeInitializeDpc(dpc: *mut KDPC, deferredroutine: PKDEFERRED_ROUTINE, deferredcontext: *const c_void) {
+        // SAFETY: the caller's DPC object, valid for writes.
+        if let Some(d) = unsafe { dpc.as_mut() } {
+            d.DeferredRoutine = deferredroutine;
+            d.DeferredContext = deferredcontext.cast_mut();
+        }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeInitializeTimer =>
+    /// `KeInitializeTimer`: a notification timer, not armed.
+    fn KeInitializeTimer(timer: *mut KTIMER) {
+        kernel::with(|k| k.sched.armed_timers.remove(&(timer as usize)));
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
+    /// `KeSetTimer`: arms (or re-arms) the timer; when it expires its DPC, if any, runs at
+    /// `DISPATCH_LEVEL` as code of the image that armed it. TRUE when it was armed already.
+    fn KeSetTimer(timer: *mut KTIMER, duetime: i64, dpc: *const KDPC) -> bool {
+        const EPOCH_2026: i64 = 134_116_128_000_000_000;
+        let armed = kernel::with(|k| {
+            if !k.check_irql(DISPATCH_LEVEL, "KeSetTimer") {
+                return None;
+            }
+            k.sched.timer_generation += 1;
+            let generation = k.sched.timer_generation;
+            let was = k.sched.armed_timers.insert(timer as usize, generation).is_some();
+            let delay = if duetime < 0 {
+                duetime.unsigned_abs()
+            } else {
+                u64::try_from(duetime - EPOCH_2026).unwrap_or(0).saturating_sub(k.sched.now)
+            };
+            Some((was, generation, delay, k.current_image()))
+        });
+        let Some((was, generation, delay, image)) = armed else { return false };
+        let (timer, dpc) = (timer as usize, dpc as usize);
+        crate::sched::queue_dpc("timer DPC", image, delay, Box::new(move || {
+            let current = kernel::with(|k| {
+                if k.sched.armed_timers.get(&timer) == Some(&generation) {
+                    k.sched.armed_timers.remove(&timer);
+                    true
+                } else {
+                    false
+                }
+            });
+            if !current || dpc == 0 {
+                return;
+            }
+            // SAFETY: the DPC object the driver armed the timer with, valid until it runs (the
+            // driver's contract).
+            let d = unsafe { &*(dpc as *const KDPC) };
+            if let Some(routine) = fsfilter_kernel::ntos::deferred_routine_from_field(d.DeferredRoutine) {
+                // SAFETY: the driver's DPC routine with its DPC and context.
+                unsafe { routine(dpc as *const KDPC, d.DeferredContext, std::ptr::null(), std::ptr::null()) };
+            }
+        }));
+        was
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeCancelTimer =>
+    /// `KeCancelTimer`: disarms the timer; TRUE when it was armed (its DPC will not run).
+    fn KeCancelTimer(param0: *mut KTIMER) -> bool {
+        kernel::with(|k| k.sched.armed_timers.remove(&(param0 as usize)).is_some())
+    }
+}

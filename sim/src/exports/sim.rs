@@ -28,8 +28,16 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
     kernel::with(|k| {
         let driver = k.current_image_name().unwrap_or_else(|| "kernel".into());
         let (instance, operation) = match *event {
-            TraceEvent::InstanceSetup { instance, .. }
-            | TraceEvent::InstanceQueryTeardown { instance, .. }
+            TraceEvent::InstanceSetup { instance, volume_object, .. } => {
+                // Not attached yet (legacy): the volume object resolves when the instance does not.
+                let i = if k.resolve_instance(instance.0).is_some() {
+                    instance.0
+                } else {
+                    volume_object
+                };
+                (Some(i), None)
+            }
+            TraceEvent::InstanceQueryTeardown { instance, .. }
             | TraceEvent::TeardownStart { instance, .. }
             | TraceEvent::TeardownComplete { instance, .. }
             | TraceEvent::SectionConflict { instance, .. } => (Some(instance.0), None),

@@ -1,0 +1,185 @@
+//! Attachment of the legacy backend (facts.md §1.2 to §1.5, §1.7), with the probe sample as the
+//! filter: at mount time and to volumes already mounted, to file systems registered after load,
+//! several filters (load order is stack order), refusals, dismount.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+mod common;
+
+use common::*;
+use fsfilter::{InstanceSetupFlags as F, MajorFunction, Status, TeardownFlags};
+use fsfilter_sim::{Callback, CreateOptions, FsKind, StartType, VolumeSpec};
+
+#[test]
+fn a_boot_filter_attaches_to_volumes_as_they_mount() {
+    // §1.2: the notification routine attaches to each file system's control device; §1.4: the
+    // mount request is seen at that device and the new volume device is attached to.
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(
+        setups(&m, "ProbeA"),
+        [(Some("C:".into()), F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME, Status::SUCCESS)]
+    );
+    assert_eq!(m.volume_stack_drivers(c), ["ProbeA", "Ntfs"]);
+    assert_eq!(m.device_stack_drivers(r"\Ntfs"), ["ProbeA", "Ntfs"]);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn a_filter_started_later_attaches_to_mounted_volumes() {
+    // §1.5: volumes mounted before the filter loaded are found with IoEnumerateDeviceObjectList;
+    // the emulated instance setup says AUTOMATIC_ATTACHMENT without NEWLY_MOUNTED_VOLUME.
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    m.boot();
+    assert_eq!(m.volume_stack_drivers(c), ["Ntfs"]);
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    assert_eq!(
+        setups(&m, "ProbeA"),
+        [(Some("C:".into()), F::AUTOMATIC_ATTACHMENT, Status::SUCCESS)]
+    );
+    assert_eq!(m.volume_stack_drivers(c), ["ProbeA", "Ntfs"]);
+    // And it sees I/O on it.
+    let h = m.create(c, "new.txt", CreateOptions::create()).handle.unwrap();
+    m.close_handle(h);
+    assert_eq!(pres(&m, "ProbeA", MajorFunction::Create).len(), 1);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn file_systems_registered_after_load_are_attached_but_not_the_recognizer() {
+    // §1.1, §1.4: FastFat is loaded on demand by the recognizer after the filter; the filter is
+    // told, attaches to \Fat, never to the recognizer's devices, and then to the FAT volume.
+    let mut m = machine();
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.device_stack_drivers(r"\Fat"), ["ProbeA", "fastfat"]);
+    // The recognizers that remain (FastFat's were deleted once it loaded) have no filter.
+    assert_eq!(m.device_stack_drivers(r"\FileSystem\CdfsRecognizer"), ["Fs_Rec"]);
+    assert_eq!(m.device_stack_drivers(r"\FileSystem\ExFatRecognizer"), ["Fs_Rec"]);
+    assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
+    assert_eq!(
+        setups(&m, "ProbeA"),
+        [(Some("F:".into()), F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME, Status::SUCCESS)]
+    );
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn load_order_is_stack_order_and_callbacks_follow_the_stack() {
+    // §1.3: each legacy filter attaches at the top of the stack as it finds it: the later one is
+    // above, sees requests first on the way down and last on the way up.
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    install_probe(&mut m, "ProbeB", StartType::Demand, &[]);
+    m.boot();
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    assert_eq!(m.start("ProbeB"), Status::SUCCESS);
+    assert_eq!(m.volume_stack_drivers(c), ["ProbeB", "ProbeA", "Ntfs"]);
+    assert_eq!(m.device_stack_drivers(r"\Ntfs"), ["ProbeB", "ProbeA", "Ntfs"]);
+    let r = m.create(c, "a.txt", CreateOptions::create());
+    let order = order_for_io(&m, r.io.unwrap());
+    let order: Vec<(&str, &str)> = order.iter().map(|(d, k)| (d.as_str(), *k)).collect();
+    assert_eq!(
+        order,
+        [("ProbeB", "pre"), ("ProbeA", "pre"), ("ProbeA", "post"), ("ProbeB", "post")]
+    );
+    // Boot start in one group: the same, in load order.
+    drop(m);
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    install_probe(&mut m, "ProbeB", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.volume_stack_drivers(c), ["ProbeB", "ProbeA", "Ntfs"]);
+}
+
+#[test]
+fn a_refused_instance_attaches_no_device() {
+    // The emulated instance setup: an error refuses, and then nothing is attached to the volume;
+    // the control-device attachment (needed to see mounts) stays.
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[("Attach", sz("cdrom"))]);
+    m.boot();
+    let s = setups(&m, "ProbeA");
+    assert!(
+        s.contains(&(
+            Some("C:".into()),
+            F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME,
+            Status::FLT_DO_NOT_ATTACH
+        )),
+        "{s:?}"
+    );
+    assert!(
+        s.contains(&(
+            Some("D:".into()),
+            F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME,
+            Status::SUCCESS
+        )),
+        "{s:?}"
+    );
+    assert_eq!(m.volume_stack_drivers(c), ["Ntfs"]);
+    assert_eq!(m.volume_stack_drivers(d), ["ProbeA", "cdfs"]);
+    assert_eq!(m.device_stack_drivers(r"\Ntfs"), ["ProbeA", "Ntfs"]);
+    // No callback for the refused volume's I/O.
+    let h = m.create(c, "a.txt", CreateOptions::create()).handle.unwrap();
+    m.close_handle(h);
+    assert!(pres(&m, "ProbeA", MajorFunction::Create).is_empty());
+}
+
+#[test]
+fn file_system_filter_by_name_refuses_other_file_systems() {
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[("FileSystems", sz("fat"))]);
+    m.boot();
+    assert_eq!(m.volume_stack_drivers(c), ["Ntfs"]);
+    assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
+}
+
+#[test]
+fn dismount_detaches_through_fast_io_detach_device_and_tears_the_instance_down() {
+    // §1.7: the file system deletes the volume device; the I/O manager calls the attached
+    // filter's FastIoDetachDevice, which detaches and deletes its device.
+    let mut m = machine();
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
+    assert_eq!(m.dismount(f), Status::SUCCESS);
+    m.settle();
+    let teardown: Vec<Callback> = callbacks(&m, "ProbeA")
+        .into_iter()
+        .filter(|(_, c)| {
+            matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. })
+        })
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(
+        teardown,
+        [
+            Callback::TeardownStart { reason: TeardownFlags::VOLUME_DISMOUNT },
+            Callback::TeardownComplete { reason: TeardownFlags::VOLUME_DISMOUNT }
+        ]
+    );
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    // Mounted again: a new instance, NEWLY_MOUNTED_VOLUME.
+    let h = m.create(f, "x.txt", CreateOptions::create()).handle.unwrap();
+    m.close_handle(h);
+    assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
+    assert_eq!(setups(&m, "ProbeA").len(), 2);
+}

@@ -1,0 +1,102 @@
+//! Helpers for the legacy backend's tests: machines with the probe sample as a legacy filter
+//! (through the real backend, `fsfilter_legacy::driver!`), and views of the event log.
+
+#![allow(dead_code, reason = "each test file uses part of the helpers")]
+#![allow(missing_docs, reason = "test helpers")]
+
+use fsfilter::{InstanceSetupFlags, MajorFunction, OperationKind, Status};
+use fsfilter_sim::{Callback, EventKind, Machine, MachineConfig, RegValue, ServiceSpec, StartType};
+
+mod probe_driver {
+    fsfilter_legacy::driver!(probe::Probe);
+}
+
+/// A machine (seeded) with nothing installed.
+pub(crate) fn machine() -> Machine {
+    Machine::new(MachineConfig { seed: 7 })
+}
+
+/// Installs the probe as legacy filter `name`.
+pub(crate) fn install_probe(m: &mut Machine, name: &str, start: StartType, params: &[(&str, RegValue)]) {
+    let mut spec = ServiceSpec::new(name, probe_driver::ENTRY, "legacy");
+    spec.start = start;
+    spec.group = Some("FSFilter Activity Monitor".into());
+    spec.parameters = params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    m.install(spec);
+}
+
+/// A `REG_SZ` value.
+pub(crate) fn sz(s: &str) -> RegValue {
+    RegValue::Sz(s.to_owned())
+}
+
+/// Every callback `driver`'s logic saw, with the volume it was for.
+pub(crate) fn callbacks(m: &Machine, driver: &str) -> Vec<(Option<String>, Callback)> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { driver: d, volume, callback, .. } if d == driver => {
+                Some((volume, callback))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The instance-setup callbacks of `driver`: (volume, flags, status).
+pub(crate) fn setups(m: &Machine, driver: &str) -> Vec<(Option<String>, InstanceSetupFlags, Status)> {
+    callbacks(m, driver)
+        .into_iter()
+        .filter_map(|(v, c)| match c {
+            Callback::InstanceSetup { flags, status, .. } => Some((v, flags, status)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pre callbacks of `driver` for `major`: (kind, outcome).
+pub(crate) fn pres(m: &Machine, driver: &str, major: MajorFunction) -> Vec<(OperationKind, &'static str)> {
+    callbacks(m, driver)
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Callback::Pre { major: mj, kind, outcome, .. } if mj == major => Some((kind, outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Which drivers' pre and post callbacks ran for user request `io`, in order:
+/// ("ProbeA", "pre"), ...
+pub(crate) fn order_for_io(m: &Machine, io: fsfilter_sim::RequestRef) -> Vec<(String, &'static str)> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { driver, io: Some(i), callback, .. } if i == io => {
+                let kind = callback.kind();
+                matches!(kind, "pre" | "post").then_some((driver, kind))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Names of the rules the verifier reported.
+pub(crate) fn findings(m: &Machine) -> Vec<String> {
+    m.findings()
+        .into_iter()
+        .map(|(rule, driver, message)| format!("{} {driver:?}: {message}", rule.name()))
+        .collect()
+}
+
+/// The events' kinds, in order (for ordering assertions).
+pub(crate) fn kinds(m: &Machine) -> Vec<String> {
+    m.events()
+        .into_iter()
+        .map(|e| match &e.kind {
+            EventKind::Callback { driver, callback, .. } => format!("{driver}:{}", callback.kind()),
+            EventKind::Unload { driver, .. } => format!("{driver}:unload"),
+            EventKind::IoComplete { io, .. } => format!("io{}:complete", io.0),
+            other => format!("{:?}", std::mem::discriminant(other)),
+        })
+        .collect()
+}

@@ -1,0 +1,63 @@
+//! Kernel timers and DPCs (`KeInitializeTimer`, `KeSetTimer`, `KeCancelTimer`,
+//! `KeInitializeDpc`): a timer's DPC runs once, at DISPATCH_LEVEL, when its due time comes; a
+//! cancelled or re-armed timer's earlier expiry does not run.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "test code drives kernel objects directly"
+)]
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+
+use fsfilter_sim::{Machine, MachineConfig};
+use windows_sys::Wdk::Foundation::KDPC;
+use windows_sys::Wdk::System::SystemServices::{
+    KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeTimer, KeSetTimer,
+};
+
+thread_local! {
+    static FIRED: RefCell<Vec<(usize, u64, u8)>> = const { RefCell::new(Vec::new()) };
+}
+
+unsafe extern "system" fn dpc_routine(
+    _dpc: *const KDPC,
+    context: *const c_void,
+    _a: *const c_void,
+    _b: *const c_void,
+) {
+    let irql = fsfilter_kernel::irql::current().0;
+    let now = fsfilter_sim::kernel::with(|k| k.sched.now);
+    FIRED.with(|f| f.borrow_mut().push((context as usize, now, irql)));
+}
+
+#[test]
+fn timers_fire_their_dpc_once_at_dispatch_level_unless_cancelled() {
+    let mut m = Machine::new(MachineConfig { seed: 3 });
+    // SAFETY: zeroed timers and DPCs are valid before initialization.
+    let mut timers: Box<[KTIMER; 3]> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: as above.
+    let mut dpcs: Box<[KDPC; 3]> = Box::new(unsafe { std::mem::zeroed() });
+    let routine = fsfilter_kernel::ntos::deferred_routine_field(dpc_routine);
+    for i in 0..3 {
+        // SAFETY: our boxed objects, alive for the whole test.
+        unsafe {
+            KeInitializeDpc(&mut dpcs[i], routine, (i + 1) as *const c_void);
+            KeInitializeTimer(&mut timers[i]);
+        }
+    }
+    // SAFETY: as above. Due times are relative (negative), in 100 ns units.
+    unsafe {
+        assert!(!KeSetTimer(&mut timers[0], -50_000, &dpcs[0]), "not armed before");
+        assert!(!KeSetTimer(&mut timers[1], -20_000, &dpcs[1]));
+        assert!(!KeSetTimer(&mut timers[2], -10_000, &dpcs[2]));
+        // Re-arming replaces the earlier expiry.
+        assert!(KeSetTimer(&mut timers[2], -70_000, &dpcs[2]), "armed already");
+        assert!(KeCancelTimer(&mut timers[1]));
+        assert!(!KeCancelTimer(&mut timers[1]), "no longer armed");
+    }
+    m.settle();
+    let fired = FIRED.with(|f| f.borrow().clone());
+    assert_eq!(fired, [(1, 50_000, 2), (3, 70_000, 2)]);
+}
