@@ -17,7 +17,12 @@ pub(crate) fn machine() -> Machine {
 }
 
 /// Installs the probe as legacy filter `name`.
-pub(crate) fn install_probe(m: &mut Machine, name: &str, start: StartType, params: &[(&str, RegValue)]) {
+pub(crate) fn install_probe(
+    m: &mut Machine,
+    name: &str,
+    start: StartType,
+    params: &[(&str, RegValue)],
+) {
     let mut spec = ServiceSpec::new(name, probe_driver::ENTRY, "legacy");
     spec.start = start;
     spec.group = Some("FSFilter Activity Monitor".into());
@@ -44,7 +49,10 @@ pub(crate) fn callbacks(m: &Machine, driver: &str) -> Vec<(Option<String>, Callb
 }
 
 /// The instance-setup callbacks of `driver`: (volume, flags, status).
-pub(crate) fn setups(m: &Machine, driver: &str) -> Vec<(Option<String>, InstanceSetupFlags, Status)> {
+pub(crate) fn setups(
+    m: &Machine,
+    driver: &str,
+) -> Vec<(Option<String>, InstanceSetupFlags, Status)> {
     callbacks(m, driver)
         .into_iter()
         .filter_map(|(v, c)| match c {
@@ -55,7 +63,11 @@ pub(crate) fn setups(m: &Machine, driver: &str) -> Vec<(Option<String>, Instance
 }
 
 /// Pre callbacks of `driver` for `major`: (kind, outcome).
-pub(crate) fn pres(m: &Machine, driver: &str, major: MajorFunction) -> Vec<(OperationKind, &'static str)> {
+pub(crate) fn pres(
+    m: &Machine,
+    driver: &str,
+    major: MajorFunction,
+) -> Vec<(OperationKind, &'static str)> {
     callbacks(m, driver)
         .into_iter()
         .filter_map(|(_, c)| match c {
@@ -67,7 +79,10 @@ pub(crate) fn pres(m: &Machine, driver: &str, major: MajorFunction) -> Vec<(Oper
 
 /// Which drivers' pre and post callbacks ran for user request `io`, in order:
 /// ("ProbeA", "pre"), ...
-pub(crate) fn order_for_io(m: &Machine, io: fsfilter_sim::RequestRef) -> Vec<(String, &'static str)> {
+pub(crate) fn order_for_io(
+    m: &Machine,
+    io: fsfilter_sim::RequestRef,
+) -> Vec<(String, &'static str)> {
     m.events()
         .into_iter()
         .filter_map(|e| match e.kind {

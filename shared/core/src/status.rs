@@ -26,7 +26,7 @@ pub enum Severity {
 
 /// Defines one group of named statuses: the constants, the group's packed names and values.
 macro_rules! statuses {
-    ($names:ident, $values:ident, $all:ident; $( $(#[$doc:meta])* $name:ident = $value:literal, )*) => {
+    ($names:ident, $bare:ident, $values:ident, $all:ident; $( $(#[$doc:meta])* $name:ident = $value:literal, )*) => {
         impl Status {
             $(
                 $(#[$doc])*
@@ -39,6 +39,11 @@ macro_rules! statuses {
             const $names: crate::text::Names =
                 crate::text::Names(concat!($( "STATUS_", stringify!($name), "\n", )*));
 
+            /// The same names without the `STATUS_` prefix, for lookups by name: what a driver
+            /// that parses names carries (the prefixed table is for display, on the host).
+            const $bare: crate::text::Names =
+                crate::text::Names(concat!($( stringify!($name), "\n", )*));
+
             /// The values of the group.
             const $values: &'static [u32] = &[$( $value, )*];
 
@@ -46,6 +51,15 @@ macro_rules! statuses {
             pub const $all: &'static [Status] = &[$(Status::$name),*];
         }
     };
+}
+
+/// `name` without its `STATUS_` prefix (any ASCII case); `None` without one.
+fn strip_prefix(name: &str) -> Option<&str> {
+    const PREFIX: &str = "STATUS_";
+    match name.get(..PREFIX.len()) {
+        Some(p) if crate::text::eq_ignore_case(p, PREFIX) => name.get(PREFIX.len()..),
+        _ => None,
+    }
 }
 
 impl Status {
@@ -61,7 +75,7 @@ impl Status {
     /// Looks a status up by its WDK spelling (`"STATUS_ACCESS_DENIED"`, any ASCII case).
     pub fn from_name(name: &str) -> Option<Status> {
         Status::from_io_name(name).or_else(|| {
-            let index = Status::FLT_NAMES.position(name)?;
+            let index = Status::FLT_BARE_NAMES.position(strip_prefix(name)?)?;
             Status::FLT_VALUES.get(index).map(|v| Status::from_bits(*v))
         })
     }
@@ -71,7 +85,7 @@ impl Status {
     /// to the Filter Manager, never an I/O result. Drivers that parse names use this one and carry
     /// only these names.
     pub fn from_io_name(name: &str) -> Option<Status> {
-        let index = Status::IO_NAMES.position(name)?;
+        let index = Status::IO_BARE_NAMES.position(strip_prefix(name)?)?;
         Status::IO_VALUES.get(index).map(|v| Status::from_bits(*v))
     }
 
@@ -82,7 +96,7 @@ impl Status {
 }
 
 statuses! {
-    IO_NAMES, IO_VALUES, IO_NAMED;
+    IO_NAMES, IO_BARE_NAMES, IO_VALUES, IO_NAMED;
     SUCCESS = 0x0000_0000,
     /// Returned by a dispatch routine that marked the IRP pending.
     PENDING = 0x0000_0103,
@@ -147,7 +161,7 @@ statuses! {
 }
 
 statuses! {
-    FLT_NAMES, FLT_VALUES, FLT_NAMED;
+    FLT_NAMES, FLT_BARE_NAMES, FLT_VALUES, FLT_NAMED;
     FLT_IO_COMPLETE = 0x001C_0001,
     FLT_BUFFER_TOO_SMALL = 0x801C_0001,
     FLT_NO_HANDLER_DEFINED = 0xC01C_0001,

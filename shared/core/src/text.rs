@@ -69,18 +69,22 @@ pub fn parse_u32(s: &str) -> Option<u32> {
     if digits.is_empty() {
         return None;
     }
-    digits.bytes().try_fold(0u32, |acc, b| {
+    let mut value = 0u32;
+    for b in digits.bytes() {
         let d = match b {
             b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
+            // ASCII letters differ from their lower case in bit 5 only.
+            _ => match b | 0x20 {
+                c @ b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            },
         };
         if u32::from(d) >= radix {
             return None;
         }
-        acc.checked_mul(radix)?.checked_add(u32::from(d))
-    })
+        value = value.checked_mul(radix)?.checked_add(u32::from(d))?;
+    }
+    Some(value)
 }
 
 /// Converts a registry string (UTF-16LE bytes) to UTF-8 in `out` and returns its length, or
@@ -228,6 +232,9 @@ mod tests {
         assert_eq!(parse_u32("0XfF"), Some(255));
         assert_eq!(parse_u32("0x"), None);
         assert_eq!(parse_u32("12a"), None);
+        assert_eq!(parse_u32("\u{10}"), None, "a control byte is no digit");
+        assert_eq!(parse_u32("0xG"), None);
+        assert_eq!(parse_u32("0xa@"), None);
         assert_eq!(parse_u32("0x1_0000_0000"), None);
         assert_eq!(parse_u32("0x100000000"), None);
         assert_eq!(parse_u32("4294967296"), None);
@@ -255,6 +262,9 @@ mod tests {
         assert_eq!(parse_u32("4294967295"), Some(u32::MAX));
         assert_eq!(parse_u32("4294967296"), None);
         assert_eq!(parse_u32("12a"), None);
+        assert_eq!(parse_u32("\u{10}"), None, "a control byte is no digit");
+        assert_eq!(parse_u32("0xG"), None);
+        assert_eq!(parse_u32("0xa@"), None);
         assert_eq!(parse_u32(""), None);
         let mut dst = [0u8; 3];
         assert_eq!(copy_prefix(&mut dst, b"abcdef"), 3);
