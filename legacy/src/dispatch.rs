@@ -141,8 +141,23 @@ unsafe fn volume_dispatch<F: Filter>(
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     };
-    let registered = state.registration.get(major).copied();
     let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
+    // Conflicting I/O closes open data-scan sections first (the caller-side conflict handling
+    // FsRtlCreateSectionForDataScan needs, facts.md §6), whether or not the filter registered
+    // the operation.
+    if fsfilter::scans_data::<F>()
+        && !torn_down
+        && instance.data_scan == DataScanMode::FsRtlFallback
+        && matches!(major, MajorFunction::Write | MajorFunction::SetInformation)
+    {
+        // SAFETY: the live IRP at our location.
+        if let Some(header) = unsafe { view::header(irp) } {
+            if datascan::conflicts_with_sections(&header) {
+                notify_conflicts(state, device, ext, header.stream);
+            }
+        }
+    }
+    let registered = state.registration.get(major).copied();
     let Some(op) = registered.filter(|o| (o.pre || o.post) && !torn_down) else {
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
@@ -155,16 +170,6 @@ unsafe fn volume_dispatch<F: Filter>(
     if op.skips(&header) {
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
-    }
-    if fsfilter::scans_data::<F>()
-        && instance.data_scan == DataScanMode::FsRtlFallback
-        && datascan::conflicts_with_sections(&header)
-    {
-        // SAFETY: the current location's file object, if any.
-        let file = unsafe { raw::location(irp) }.FileObject;
-        // SAFETY: the location's file object, valid during the operation, or null.
-        let stream = unsafe { file.as_ref() }.map_or(0, |f| f.FsContext as usize);
-        notify_conflicts(state, device, ext, stream);
     }
     let outcome = if op.pre {
         // SAFETY: the live IRP.

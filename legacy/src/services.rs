@@ -93,7 +93,7 @@ impl<'a, F: Filter> OpServices<'a, F> {
             return Err(Error::INVALID_PARAMETER);
         }
         if irql::current() != Irql::PASSIVE {
-            return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
+            return Err(Error::INVALID_DEVICE_STATE);
         }
         if self.data_scan == DataScanMode::NotRequested || self.file.is_null() {
             return Err(Error::INVALID_PARAMETER);
@@ -143,9 +143,13 @@ impl<F: Filter> Services for OpServices<'_, F> {
         self.data_scan
     }
 
+    fn wait(&self, ms: u32) -> Result<(), Error> {
+        fsfilter_kernel::timer::sleep(ms)
+    }
+
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
         if irql::current() != Irql::PASSIVE {
-            return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
+            return Err(Error::INVALID_DEVICE_STATE);
         }
         if !self.post_create || self.operation == 0 || self.file.is_null() || status.is_success() {
             return Err(Error::INVALID_PARAMETER);

@@ -36,6 +36,8 @@ pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> Option<OperationHeader<'a>> {
         // SAFETY: a valid file object's name describes its buffer.
         file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
         volume_open: file.is_some_and(|f| f.Flags & fo_flags::VOLUME_OPEN != 0),
+        file: file.map_or(0, |f| core::ptr::from_ref(f) as usize),
+        stream: file.map_or(0, |f| f.FsContext as usize),
         // SAFETY: the stack location of a live IRP; members chosen by `major`.
         parameters: unsafe { parameters(i, sl, major) },
         irql: irql::current(),
@@ -65,6 +67,8 @@ pub(crate) unsafe fn fast_io_header<'a>(
         // SAFETY: a valid file object's name describes its buffer.
         file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
         volume_open: file.is_some_and(|f| f.Flags & fo_flags::VOLUME_OPEN != 0),
+        file: file.map_or(0, |f| core::ptr::from_ref(f) as usize),
+        stream: file.map_or(0, |f| f.FsContext as usize),
         parameters,
         irql: irql::current(),
         id,

@@ -211,10 +211,9 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
         match Status(unsafe { FltRegisterForDataScan(instance) }) {
             s if s.is_success() => DataScanMode::FilterManager,
             Status::NOT_SUPPORTED => DataScanMode::FsRtlFallback,
-            refusal => {
-                report_setup(objects, flags, volume, DataScanMode::NotRequested, refusal);
-                return refusal.0;
-            }
+            // Any other refusal: no scanning here; the filter decides whether to attach anyway
+            // (it sees `DataScanMode::NotRequested`).
+            _ => DataScanMode::NotRequested,
         }
     } else {
         DataScanMode::NotRequested

@@ -129,7 +129,7 @@ impl<'a, F: Filter> OpServices<'a, F> {
             return Err(Error::INVALID_PARAMETER);
         }
         if irql::current() != Irql::PASSIVE {
-            return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
+            return Err(Error::INVALID_DEVICE_STATE);
         }
         let file = self.file_object();
         if file.is_null() {
@@ -269,9 +269,13 @@ impl<F: Filter> Services for OpServices<'_, F> {
         self.data_scan
     }
 
+    fn wait(&self, ms: u32) -> Result<(), Error> {
+        fsfilter_kernel::timer::sleep(ms)
+    }
+
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
         if irql::current() != Irql::PASSIVE {
-            return Err(Error::new(Status::INVALID_DEVICE_STATE).unwrap_or(Error::UNSUCCESSFUL));
+            return Err(Error::INVALID_DEVICE_STATE);
         }
         // SAFETY: `data` is null or the running callback's valid data.
         let Some(data) = (unsafe { self.data.as_mut() }) else {

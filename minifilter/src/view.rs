@@ -49,6 +49,8 @@ pub(crate) unsafe fn header<'a>(data: *const FLT_CALLBACK_DATA) -> Option<Operat
         // SAFETY: a valid file object's name describes its buffer.
         file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
         volume_open: file.is_some_and(|f| f.Flags & fo_flags::VOLUME_OPEN != 0),
+        file: file.map_or(0, |f| core::ptr::from_ref(f) as usize),
+        stream: file.map_or(0, |f| f.FsContext as usize),
         // SAFETY: `iopb` is valid; the union member read is chosen by `major`.
         parameters: unsafe { parameters(iopb, major) },
         irql: irql::current(),

@@ -31,7 +31,11 @@ pub struct InstanceSetup<'a> {
     pub flags: InstanceSetupFlags,
     /// The volume.
     pub volume: VolumeInfo,
-    /// How data scanning works on this volume, when the registration asks for it.
+    /// How data scanning works on this volume, when the registration asks for it:
+    /// `FilterManager` (`FltRegisterForDataScan` succeeded), `FsRtlFallback` (it answered
+    /// `STATUS_NOT_SUPPORTED`, and always in the legacy model), or `NotRequested` (no scanning in
+    /// the registration, or the Filter Manager refused it otherwise: the filter decides whether to
+    /// attach to a volume it cannot scan).
     pub data_scan: DataScanMode,
     /// The instance being set up.
     pub id: InstanceId,

@@ -357,6 +357,11 @@ pub struct OperationHeader<'a> {
     pub file_name: Option<FileName<'a>>,
     /// The file object was opened on the volume itself (DASD).
     pub volume_open: bool,
+    /// The file object's identity (its address), 0 when the operation has none.
+    pub file: usize,
+    /// The stream's identity (`FileObject->FsContext`): the same for every file object open on
+    /// one stream, 0 before the file system has opened it (pre-create) or without a file.
+    pub stream: usize,
     /// The parameters.
     pub parameters: Parameters,
     /// The IRQL the callback runs at.
@@ -639,6 +644,8 @@ mod tests {
             requestor_mode: RequestorMode::User,
             file_name: None,
             volume_open: false,
+            file: 0,
+            stream: 0,
             parameters: Parameters::Read(ReadWriteParameters::default()),
             irql: Irql::PASSIVE,
             id: 0,

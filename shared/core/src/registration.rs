@@ -542,6 +542,8 @@ mod tests {
             requestor_mode: crate::RequestorMode::User,
             file_name: None,
             volume_open,
+            file: 0,
+            stream: 0,
             parameters: crate::Parameters::None,
             irql: crate::Irql::PASSIVE,
             id: 0,

@@ -154,6 +154,11 @@ pub trait Services {
     /// failing `status`; otherwise `STATUS_INVALID_PARAMETER` (or `STATUS_INVALID_DEVICE_STATE` at
     /// a higher IRQL) and nothing changes.
     fn cancel_file_open(&self, status: Status) -> Result<(), Error>;
+
+    /// Blocks the calling thread for `ms` milliseconds (`KeDelayExecutionThread`); other threads
+    /// run meanwhile, so I/O can race with the caller (a scan engine's latency, say). Only at
+    /// `PASSIVE_LEVEL`: `STATUS_INVALID_DEVICE_STATE` otherwise.
+    fn wait(&self, ms: u32) -> Result<(), Error>;
 }
 
 /// How a pended pre-operation continues (the status passed to `FltCompletePendedPreOperation`).

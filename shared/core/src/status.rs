@@ -302,6 +302,8 @@ impl Error {
     pub const INSUFFICIENT_RESOURCES: Error = Error(Status::INSUFFICIENT_RESOURCES);
     /// `STATUS_NOT_SUPPORTED`.
     pub const NOT_SUPPORTED: Error = Error(Status::NOT_SUPPORTED);
+    /// `STATUS_INVALID_DEVICE_STATE`.
+    pub const INVALID_DEVICE_STATE: Error = Error(Status::INVALID_DEVICE_STATE);
     /// `STATUS_NOT_FOUND`.
     pub const NOT_FOUND: Error = Error(Status::NOT_FOUND);
     /// `STATUS_OBJECT_NAME_NOT_FOUND`.

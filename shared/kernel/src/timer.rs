@@ -8,7 +8,7 @@ use core::ffi::c_void;
 
 use windows_sys::Wdk::Foundation::KDPC;
 use windows_sys::Wdk::System::SystemServices::{
-    KTIMER, KeInitializeDpc, KeInitializeTimer, KeSetTimer,
+    KTIMER, KeDelayExecutionThread, KeInitializeDpc, KeInitializeTimer, KeSetTimer,
 };
 
 use crate::ntos::{DeferredRoutine, deferred_routine_field};
@@ -47,4 +47,16 @@ pub unsafe fn start(delay: *mut Delay, ms: u32, routine: DeferredRoutine, contex
     let due = -i64::from(ms) * 10_000;
     // SAFETY: both initialized and valid until the DPC runs (the caller's contract).
     let _ = unsafe { KeSetTimer(timer, due, dpc) };
+}
+
+/// Blocks the calling thread for `ms` milliseconds (`KeDelayExecutionThread`, kernel mode, not
+/// alertable). Only at `PASSIVE_LEVEL`; `STATUS_INVALID_DEVICE_STATE` otherwise.
+pub fn sleep(ms: u32) -> Result<(), fsfilter::Error> {
+    if crate::irql::current() != fsfilter::Irql::PASSIVE {
+        return Err(fsfilter::Error::INVALID_DEVICE_STATE);
+    }
+    let interval = -i64::from(ms) * 10_000;
+    // SAFETY: PASSIVE_LEVEL; a relative interval on our stack.
+    let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
+    Ok(())
 }

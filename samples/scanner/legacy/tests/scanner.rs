@@ -1,0 +1,168 @@
+//! The scanner as a legacy filter in the simulator: every scan goes through
+//! `FsRtlCreateSectionForDataScan` (the legacy model has no Filter Manager), infected files are
+//! refused with `IoCancelFileOpen`, modified streams are rescanned at cleanup, and conflicting
+//! writes abort a scan that holds its section.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use fsfilter::{DataScanMode, Status};
+use fsfilter_sim::{
+    Callback, CreateOptions, EventKind, FsKind, IoMode, Machine, MachineConfig, RegValue,
+    ServiceSpec, StartType, VolumeId, VolumeSpec,
+};
+
+const PATTERN: &[u8] = b"X5O!P%@AP";
+
+fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec<VolumeId>) {
+    let mut m = Machine::new(MachineConfig { seed: 11 });
+    let ids = volumes.iter().cloned().map(|v| m.add_volume(v)).collect();
+    let mut spec = ServiceSpec::new("Scanner", scanner_legacy::ENTRY, "legacy");
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Anti-Virus".into());
+    spec.parameters = params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    m.install(spec);
+    m.boot();
+    (m, ids)
+}
+
+fn pattern() -> (&'static str, RegValue) {
+    ("Pattern", RegValue::Sz(String::from_utf8(PATTERN.to_vec()).unwrap()))
+}
+
+fn notes(m: &Machine) -> Vec<String> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { driver, callback: Callback::Note { text }, .. }
+                if driver == "Scanner" =>
+            {
+                Some(text)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn infected_body() -> Vec<u8> {
+    let mut body = b"header ".to_vec();
+    body.extend_from_slice(PATTERN);
+    body.extend_from_slice(b" trailer");
+    body
+}
+
+#[test]
+fn an_infected_file_is_refused_and_a_clean_one_opens() {
+    let (mut m, v) = machine(
+        &[pattern()],
+        &[VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("clean.txt", b"nothing to see here")
+            .file("bad.exe", &infected_body())],
+    );
+    let c = v[0];
+    let clean = m.open(c, "clean.txt", CreateOptions::open());
+    assert!(clean.is_ok(), "{clean:?}");
+    let bad = m.create(c, "bad.exe", CreateOptions::open());
+    assert_eq!(bad.status, Status::ACCESS_DENIED);
+    assert!(bad.handle.is_none());
+    assert_eq!(notes(&m), ["scanner: open clean", "scanner: open infected"]);
+    // The scans went through FsRtl sections: data_scan events in fallback mode.
+    let scans: Vec<(DataScanMode, Status)> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { callback: Callback::DataScan { mode, status }, .. } => {
+                Some((mode, status))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scans, [(DataScanMode::FsRtlFallback, Status::SUCCESS); 2]);
+    // The file system saw the infected file opened and then closed (IoCancelFileOpen), and
+    // nothing leaked: no handle, no section, no file object.
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    assert_eq!(m.file_contents(c, "bad.exe").unwrap(), infected_body(), "nothing was changed");
+    m.close_handle(clean.unwrap());
+}
+
+#[test]
+fn a_file_infected_by_a_write_is_found_at_cleanup_and_refused_next_time() {
+    let (mut m, v) = machine(&[pattern()], &[VolumeSpec::new("C:", FsKind::Ntfs)]);
+    let c = v[0];
+    let h = m.create(c, "doc.txt", CreateOptions::create()).handle.unwrap();
+    assert_eq!(m.write(h, Some(0), &infected_body(), IoMode::Cached).status, Status::SUCCESS);
+    m.close_handle(h);
+    let reopened = m.create(c, "doc.txt", CreateOptions::open());
+    assert_eq!(reopened.status, Status::ACCESS_DENIED);
+    assert_eq!(
+        notes(&m),
+        ["scanner: open clean", "scanner: cleanup infected", "scanner: open infected"],
+        "the empty new file is clean; the write marks it, cleanup rescans it"
+    );
+}
+
+#[test]
+fn a_conflicting_write_aborts_the_scan_holding_the_section() {
+    // facts.md §6: with FsRtlCreateSectionForDataScan the caller handles conflicts: a write
+    // that arrives while the section is open (the scan engine takes 20 ms) gets it closed; the
+    // scan gives up, the open goes through, and the stream is scanned again at cleanup.
+    let (mut m, v) = machine(
+        &[pattern(), ("ScanLatency", RegValue::Dword(20))],
+        &[VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", &[b'a'; 1024])],
+    );
+    let c = v[0];
+    let writer = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    m.schedule(5, move |m| {
+        let r = m.write(writer, Some(0), &[b'b'; 512], IoMode::NonCached);
+        assert_eq!(r.status, Status::SUCCESS);
+    });
+    let reader = m.open(c, "f.txt", CreateOptions::open()).expect("the open goes through");
+    let conflicts = m
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count();
+    assert_eq!(conflicts, 1);
+    assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
+    m.close_handle(reader);
+    assert_eq!(notes(&m).last().map(String::as_str), Some("scanner: cleanup clean"));
+    m.close_handle(writer);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn scans_on_every_kind_of_volume_the_legacy_model_sees() {
+    // The legacy model has no FltRegisterForDataScan: every volume gets the FsRtl fallback,
+    // named pipes included (the minifilter would get STATUS_NOT_SUPPORTED there first).
+    let (mut m, v) = machine(
+        &[pattern()],
+        &[
+            VolumeSpec::new("C:", FsKind::Ntfs).file("a.bin", &infected_body()),
+            VolumeSpec::new("F:", FsKind::Fat).file("b.bin", &infected_body()),
+        ],
+    );
+    for (vol, name) in [(v[0], "a.bin"), (v[1], "b.bin")] {
+        assert_eq!(m.create(vol, name, CreateOptions::open()).status, Status::ACCESS_DENIED);
+    }
+    let setups: Vec<DataScanMode> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { callback: Callback::InstanceSetup { data_scan, .. }, .. } => {
+                Some(data_scan)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(setups, [DataScanMode::FsRtlFallback; 2]);
+}
