@@ -241,6 +241,13 @@ pub enum Violation {
         /// Its size.
         size: u32,
     },
+    /// The image imports the bugcheck routine: the panic handler (the only caller of
+    /// `KeBugCheckEx` in fsfilter drivers) is reachable, so some path can panic. With LTO an
+    /// unreachable panic handler is removed with its import, so the import is the witness.
+    PanicPath {
+        /// The function imported.
+        function: String,
+    },
     /// The .sys file is over its size limit (not a PE check: `cargo xtask drivers` adds it).
     TooLarge {
         /// The file's size in bytes.
@@ -265,6 +272,7 @@ impl Violation {
             Violation::WritableExecutable { .. } => "w^x",
             Violation::NoRelocations => "relocations",
             Violation::Tls { .. } => "tls",
+            Violation::PanicPath { .. } => "panic-free",
             Violation::TooLarge { .. } => "size",
         }
     }
@@ -328,11 +336,37 @@ impl fmt::Display for Violation {
                 "has a TLS directory (RVA {rva:#x}, {size} bytes); drivers cannot use \
                  thread-local storage"
             ),
+            Violation::PanicPath { function } => write!(
+                f,
+                "imports `{function}`: the panic handler is reachable, so some path can panic \
+                 (find it with `cargo rustc --profile driver ... -- --emit=asm` and look for \
+                 calls to `rust_begin_unwind`)"
+            ),
             Violation::TooLarge { size, limit } => {
                 write!(f, "the .sys is {size} bytes; it must be under {limit} bytes")
             }
         }
     }
+}
+
+/// The bugcheck routines: only the panic handler of an fsfilter driver calls one.
+pub const BUGCHECK_ROUTINES: [&str; 2] = ["KeBugCheckEx", "KeBugCheck"];
+
+/// What is wrong with an image's imports: DLLs outside [`ALLOWED_IMPORTS`], and a reachable panic
+/// handler (an import of a [`BUGCHECK_ROUTINES`] routine).
+pub fn import_violations(image: &Image) -> Vec<Violation> {
+    let mut v = Vec::new();
+    for dll in &image.imports {
+        if !ALLOWED_IMPORTS.iter().any(|allowed| dll.name.eq_ignore_ascii_case(allowed)) {
+            v.push(Violation::Import { dll: dll.name.clone() });
+        }
+        for f in &dll.functions {
+            if BUGCHECK_ROUTINES.contains(&f.as_str()) {
+                v.push(Violation::PanicPath { function: f.clone() });
+            }
+        }
+    }
+    v
 }
 
 /// A section, as the size table and the checks see it.
@@ -345,7 +379,7 @@ pub struct Section {
 }
 
 /// A DLL the image imports from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImportedDll {
     /// The DLL's name as written in the image.
     pub name: String,
@@ -550,11 +584,7 @@ fn read_tables(
             });
         }
     }
-    for dll in &image.imports {
-        if !ALLOWED_IMPORTS.iter().any(|allowed| dll.name.eq_ignore_ascii_case(allowed)) {
-            v.push(Violation::Import { dll: dll.name.clone() });
-        }
-    }
+    v.extend(import_violations(image));
 
     // Base relocations: a directory with at least one real relocation (toolchain.md: an image
     // whose code is all RIP-relative may have none while DYNAMIC_BASE is set).
@@ -620,6 +650,30 @@ mod tests {
         assert!(v.to_string().starts_with("[imports] imports from `ntdll.dll`"));
         assert_eq!(Violation::Tls { rva: 1, size: 2 }.check(), "tls");
         assert_eq!(Violation::TooLarge { size: 2, limit: 1 }.check(), "size");
+    }
+
+    #[test]
+    fn a_reachable_panic_handler_shows_as_a_bugcheck_import() {
+        let dll = |name: &str, functions: &[&str]| ImportedDll {
+            name: name.into(),
+            functions: functions.iter().map(|f| (*f).to_owned()).collect(),
+            ..ImportedDll::default()
+        };
+        let clean = Image {
+            imports: vec![dll("ntoskrnl.exe", &["IoCreateDevice", "KeSetEvent"])],
+            ..Image::default()
+        };
+        assert!(import_violations(&clean).is_empty());
+        let panicking = Image {
+            imports: vec![dll("ntoskrnl.exe", &["IoCreateDevice", "KeBugCheckEx"])],
+            ..Image::default()
+        };
+        let v = import_violations(&panicking);
+        assert_eq!(v, [Violation::PanicPath { function: "KeBugCheckEx".into() }]);
+        assert_eq!(v[0].check(), "panic-free");
+        let foreign =
+            Image { imports: vec![dll("ntdll.dll", &["RtlZeroMemory"])], ..Image::default() };
+        assert_eq!(import_violations(&foreign), [Violation::Import { dll: "ntdll.dll".into() }]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use operation::{
     InformationParameters, IoStatus, LockParameters, OperationHeader, Parameters, PostOperation,
     PreOperation, ReadWriteParameters, RequestorMode, create,
 };
-pub use params::{ParameterList, ParameterValue, ServiceParameters};
+pub use params::{ParameterDoc, ParameterList, ParameterValue, ServiceParameters};
 pub use registration::{Callbacks, Operation, Registration, RegistrationError};
 pub use services::{
     DataScanMode, DeferredPost, Irql, PendBackend, PendReceipt, PendedOperation, PostBackend,

@@ -106,3 +106,17 @@ mod tests {
         assert_eq!(LIST.flag("Missing"), None);
     }
 }
+
+/// A documented parameter of a sample's `Parameters` key, for `fsfilter samples` and the samples'
+/// READMEs.
+#[derive(Clone, Copy, Debug)]
+pub struct ParameterDoc {
+    /// The value's name in the `Parameters` key.
+    pub name: &'static str,
+    /// `REG_SZ` or `REG_DWORD`.
+    pub kind: &'static str,
+    /// The value when absent.
+    pub default: &'static str,
+    /// What it does.
+    pub description: &'static str,
+}

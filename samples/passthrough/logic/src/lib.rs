@@ -36,6 +36,14 @@ impl Passthrough {
     }
 }
 
+/// The parameters passthrough reads.
+pub const PARAMETERS: &[fsfilter::ParameterDoc] = &[fsfilter::ParameterDoc {
+    name: "Trace",
+    kind: "REG_DWORD",
+    default: "0",
+    description: "1 adds a trace note for every callback (passThrough's PtDebugTraceLevel).",
+}];
+
 /// Every legal operation with both callbacks, like passThrough's `Callbacks` table; every
 /// optional callback present.
 pub const REGISTRATION: Registration = Registration::new().every_operation(true, true).validated();

@@ -33,18 +33,7 @@ use fsfilter::{
     SectionId, ServiceParameters, Services, Status,
 };
 
-/// A documented parameter, for `fsfilter samples`.
-#[derive(Clone, Copy, Debug)]
-pub struct ParameterDoc {
-    /// The value's name in the `Parameters` key.
-    pub name: &'static str,
-    /// `REG_SZ` or `REG_DWORD`.
-    pub kind: &'static str,
-    /// The value when absent.
-    pub default: &'static str,
-    /// What it does.
-    pub description: &'static str,
-}
+pub use fsfilter::ParameterDoc;
 
 /// The scanner's parameters.
 pub const PARAMETERS: &[ParameterDoc] = &[

@@ -1,0 +1,262 @@
+//! `fsfilter compare`: one driver as a legacy filter and as a minifilter, everything else
+//! unchanged, side by side: where it sat on each volume, what it saw of each request and in which
+//! position among the filters, what it missed, how setup and unload went, and the rows of
+//! docs/semantics.md that explain each difference.
+
+use std::fmt::Write as _;
+
+use fsfilter::WdkFlags;
+use fsfilter_sim::{Callback, EventKind, RequestRef};
+
+use crate::run::{Run, StackEntry, run};
+use crate::scenario::{Model, Scenario};
+
+/// A finished comparison.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The report.
+    pub text: String,
+    /// True when either run had verifier findings.
+    pub findings: bool,
+    /// The semantics rows cited, in order of first citation.
+    pub rows: Vec<&'static str>,
+}
+
+/// Rows of docs/semantics.md the comparison cites.
+pub mod rows {
+    /// Where a filter sits: legacy filters by load time, minifilters by altitude within frames.
+    pub const ATTACH_ORDER: &str = "attach-order";
+    /// Which volumes each model attaches to.
+    pub const VOLUMES: &str = "volumes";
+    /// The instance-setup flags each model reports.
+    pub const SETUP_FLAGS: &str = "instance-setup-flags";
+    /// Which operations reach the filter (fast I/O and FsFilter callbacks).
+    pub const OPERATIONS: &str = "operations-delivered";
+    /// Non-mandatory unload.
+    pub const UNLOAD: &str = "unload";
+    /// Manual attach and detach.
+    pub const MANUAL: &str = "manual-attach-detach";
+    /// Data scanning.
+    pub const DATA_SCAN: &str = "data-scan";
+}
+
+fn position(stack: &[StackEntry], driver: &str) -> String {
+    let mut parts = Vec::new();
+    let mut found = None;
+    for (i, e) in stack.iter().enumerate() {
+        match e {
+            StackEntry::Legacy { driver: d } if d == driver => found = Some(format!("legacy device #{} from the top", i + 1)),
+            StackEntry::Frame { frame, instances } => {
+                if let Some(pos) = instances.iter().position(|(d, _, _)| d == driver) {
+                    let alt = instances.get(pos).map_or("", |(_, _, a)| a.as_str());
+                    found = Some(format!(
+                        "frame {frame} (stack entry #{}), instance {} of {} at altitude {alt}",
+                        i + 1,
+                        pos + 1,
+                        instances.len()
+                    ));
+                }
+            }
+            _ => {}
+        }
+        parts.push(match e {
+            StackEntry::Legacy { driver } => driver.clone(),
+            StackEntry::Frame { frame, .. } => format!("frame {frame}"),
+            StackEntry::FileSystem { driver } => driver.clone(),
+        });
+    }
+    match found {
+        Some(f) => format!("{f}; stack: {}", parts.join(" > ")),
+        None if stack.is_empty() => "not mounted".to_owned(),
+        None => format!("not attached; stack: {}", parts.join(" > ")),
+    }
+}
+
+/// What `driver` saw of request `io`: its callbacks, and the position of its pre callback among
+/// every filter's pre callbacks for the request (1 = first).
+fn seen(run: &Run, driver: &str, io: RequestRef) -> (Vec<String>, Option<usize>) {
+    let mut mine = Vec::new();
+    let mut pres = 0;
+    let mut rank = None;
+    for e in &run.events {
+        let EventKind::Callback { driver: d, io: Some(i), callback, .. } = &e.kind else { continue };
+        if *i != io {
+            continue;
+        }
+        if let Callback::Pre { .. } = callback {
+            pres += 1;
+            if d == driver && rank.is_none() {
+                rank = Some(pres);
+            }
+        }
+        if d != driver {
+            continue;
+        }
+        let item = match callback {
+            Callback::Pre { major, kind, outcome, .. } => format!(
+                "pre {} [{}] {}",
+                major.short_name().unwrap_or("?"),
+                match kind {
+                    fsfilter::OperationKind::Irp => "irp",
+                    fsfilter::OperationKind::FastIo => "fast I/O",
+                    fsfilter::OperationKind::FsFilter => "FsFilter",
+                },
+                outcome
+            ),
+            Callback::Post { major, outcome, .. } => {
+                format!("post {} {}", major.short_name().unwrap_or("?"), outcome)
+            }
+            other => other.kind().to_owned(),
+        };
+        mine.push(item);
+    }
+    (mine, rank)
+}
+
+fn setups(run: &Run, driver: &str) -> Vec<String> {
+    run.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback { driver: d, volume, callback: Callback::InstanceSetup { flags, status, data_scan, .. }, .. }
+                if d == driver =>
+            {
+                let f: Vec<&str> = flags.wdk_names().map(|n| n.trim_start_matches("FLTFL_INSTANCE_SETUP_")).collect();
+                Some(format!(
+                    "{}: {} -> {}, data scan {}",
+                    volume.as_deref().unwrap_or("?"),
+                    f.join("|"),
+                    status.name().unwrap_or("?"),
+                    crate::json::data_scan_name(*data_scan)
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn unloads(run: &Run, driver: &str) -> Vec<String> {
+    run.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Unload { driver: d, mandatory, status } if d == driver => Some(format!(
+                "{} -> {}",
+                if *mandatory { "sc stop" } else { "fltmc unload" },
+                status.name().unwrap_or("?")
+            )),
+            EventKind::System { what: "not_a_minifilter", driver: Some(d), detail, .. } if d == driver => {
+                Some(detail.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compares `driver` under both models.
+pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> {
+    let Some(d) = scenario.driver(driver) else {
+        return Err(format!("no driver named `{driver}` in the scenario"));
+    };
+    let name = d.name.clone();
+    let legacy = run(&scenario.with_model(&name, Model::Legacy));
+    let mini = run(&scenario.with_model(&name, Model::Minifilter));
+    let mut out = String::new();
+    let mut cited: Vec<&'static str> = Vec::new();
+    let mut cite = |row: &'static str, out: &mut String| {
+        if !cited.contains(&row) {
+            cited.push(row);
+        }
+        let _ = writeln!(out, "      see docs/semantics.md#{row}");
+    };
+    let _ = writeln!(out, "compare {name} in scenario {}: legacy filter vs minifilter\n", scenario.name);
+
+    let _ = writeln!(out, "Where it sat (end of run):");
+    let (ls, ms) = (legacy.snapshots.last(), mini.snapshots.last());
+    for v in &scenario.volumes {
+        let stack_of = |r: Option<&crate::run::Snapshot>| {
+            r.and_then(|s| s.volumes.iter().find(|(n, _)| n == &v.name)).map_or_else(Vec::new, |(_, s)| s.clone())
+        };
+        let (l, m) = (position(&stack_of(ls), &name), position(&stack_of(ms), &name));
+        let _ = writeln!(out, "  {}", v.name);
+        let _ = writeln!(out, "    legacy:     {l}");
+        let _ = writeln!(out, "    minifilter: {m}");
+        let attached = |p: &str| !p.starts_with("not ");
+        if attached(&l) != attached(&m) {
+            cite(rows::VOLUMES, &mut out);
+        } else if l != m {
+            cite(rows::ATTACH_ORDER, &mut out);
+        }
+    }
+    out.push('\n');
+
+    let _ = writeln!(out, "Instance setup:");
+    let (lset, mset) = (setups(&legacy, &name), setups(&mini, &name));
+    let _ = writeln!(out, "  legacy:     {}", if lset.is_empty() { "none".into() } else { lset.join("; ") });
+    let _ = writeln!(out, "  minifilter: {}", if mset.is_empty() { "none".into() } else { mset.join("; ") });
+    if lset != mset {
+        let scan_differs = lset.iter().zip(&mset).any(|(a, b)| a.split("data scan").nth(1) != b.split("data scan").nth(1));
+        cite(rows::SETUP_FLAGS, &mut out);
+        if scan_differs {
+            cite(rows::DATA_SCAN, &mut out);
+        }
+    }
+    out.push('\n');
+
+    let _ = writeln!(out, "Requests:");
+    for (ls, ms) in legacy.steps.iter().zip(&mini.steps) {
+        let (Some(lio), Some(mio)) = (ls.io, ms.io) else { continue };
+        let (lseen, lrank) = seen(&legacy, &name, lio);
+        let (mseen, mrank) = seen(&mini, &name, mio);
+        let _ = writeln!(out, "  [{}] {}", ls.index, ls.what);
+        let rank = |r: Option<usize>| r.map_or_else(|| "-".to_owned(), |r| format!("#{r}"));
+        let _ = writeln!(
+            out,
+            "    legacy     (pre position {}): {}",
+            rank(lrank),
+            if lseen.is_empty() { "nothing".into() } else { lseen.join(", ") }
+        );
+        let _ = writeln!(
+            out,
+            "    minifilter (pre position {}): {}",
+            rank(mrank),
+            if mseen.is_empty() { "nothing".into() } else { mseen.join(", ") }
+        );
+        if lseen.is_empty() != mseen.is_empty() {
+            let _ = writeln!(
+                out,
+                "      missed by the {}",
+                if lseen.is_empty() { "legacy filter" } else { "minifilter" }
+            );
+            cite(rows::VOLUMES, &mut out);
+        } else if lseen != mseen {
+            cite(rows::OPERATIONS, &mut out);
+        } else if lrank != mrank {
+            cite(rows::ATTACH_ORDER, &mut out);
+        }
+    }
+    out.push('\n');
+
+    let (lu, mu) = (unloads(&legacy, &name), unloads(&mini, &name));
+    if !lu.is_empty() || !mu.is_empty() {
+        let _ = writeln!(out, "Unload:");
+        let _ = writeln!(out, "  legacy:     {}", if lu.is_empty() { "none".into() } else { lu.join("; ") });
+        let _ = writeln!(out, "  minifilter: {}", if mu.is_empty() { "none".into() } else { mu.join("; ") });
+        if lu != mu {
+            cite(rows::UNLOAD, &mut out);
+        }
+        out.push('\n');
+    }
+    let manual = scenario.steps.iter().any(|s| {
+        matches!(&s.action, crate::scenario::Action::Attach { driver, .. } | crate::scenario::Action::Detach { driver, .. } if driver.eq_ignore_ascii_case(&name))
+    });
+    if manual {
+        let _ = writeln!(out, "Manual attach/detach steps name {name}: only the Filter Manager has them.");
+        cite(rows::MANUAL, &mut out);
+        out.push('\n');
+    }
+    let findings = legacy.has_findings() || mini.has_findings();
+    for (label, r) in [("legacy", &legacy), ("minifilter", &mini)] {
+        let n = r.findings().count();
+        let _ = writeln!(out, "Verifier ({label} run): {}", if n == 0 { "no findings".to_owned() } else { format!("{n} finding(s)") });
+    }
+    Ok(Comparison { text: out, findings, rows: cited })
+}

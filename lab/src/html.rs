@@ -1,0 +1,227 @@
+//! `--report`: one self-contained HTML page (inline CSS and SVG, no script, no network) with a
+//! stack diagram per volume and snapshot, the callback timeline with a lane per driver, the steps
+//! with their callback order, and the verifier findings.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use fsfilter_sim::{Callback, EventKind};
+
+use crate::run::{Run, Snapshot, StackEntry};
+use crate::scenario::Scenario;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const STYLE: &str = "
+body { font-family: system-ui, sans-serif; margin: 2em; color: #1d1d1f; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; } h3 { font-size: 1em; }
+.snapshots { display: flex; flex-wrap: wrap; gap: 1.5em; }
+.volume { border: 1px solid #ddd; padding: .5em; border-radius: 6px; }
+svg text { font: 12px ui-monospace, monospace; }
+rect.legacy { fill: #f6c28b; stroke: #b06a18; }
+rect.frame { fill: #dbe9fb; stroke: #3a6fb0; }
+rect.instance { fill: #ffffff; stroke: #3a6fb0; }
+rect.filesystem { fill: #d9d9d9; stroke: #666; }
+circle.pre { fill: #3a6fb0; } circle.post { fill: #2e9e5b; } circle.other { fill: #999; }
+circle.complete { fill: #c0392b; }
+table { border-collapse: collapse; margin-top: .5em; }
+td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; font: 12px ui-monospace, monospace; }
+.finding { color: #c0392b; }
+";
+
+/// The stack diagram of one volume.
+fn stack_svg(volume: &str, stack: &[StackEntry]) -> String {
+    const W: i32 = 320;
+    const ROW: i32 = 22;
+    let mut body = String::new();
+    let mut y = 4;
+    if stack.is_empty() {
+        let _ = write!(body, r#"<text x="8" y="{}">not mounted</text>"#, y + 15);
+        y += ROW;
+    }
+    for e in stack {
+        match e {
+            StackEntry::Legacy { driver } => {
+                let _ = write!(
+                    body,
+                    r#"<rect class="legacy" x="4" y="{y}" width="{}" height="{}" rx="3"/><text x="12" y="{}">legacy  {}</text>"#,
+                    W - 8,
+                    ROW - 4,
+                    y + 13,
+                    esc(driver)
+                );
+                y += ROW;
+            }
+            StackEntry::Frame { frame, instances } => {
+                let h = ROW * (instances.len().max(1) as i32 + 1);
+                let _ = write!(
+                    body,
+                    r#"<rect class="frame" x="4" y="{y}" width="{}" height="{}" rx="3"/><text x="12" y="{}">FltMgr frame {frame}</text>"#,
+                    W - 8,
+                    h - 4,
+                    y + 13
+                );
+                let mut iy = y + ROW;
+                for (driver, instance, altitude) in instances {
+                    let _ = write!(
+                        body,
+                        r#"<rect class="instance" x="20" y="{iy}" width="{}" height="{}" rx="2"/><text x="26" y="{}">{}  {}</text>"#,
+                        W - 32,
+                        ROW - 6,
+                        iy + 12,
+                        esc(altitude),
+                        esc(&format!("{instance} ({driver})"))
+                    );
+                    iy += ROW;
+                }
+                y += h;
+            }
+            StackEntry::FileSystem { driver } => {
+                let _ = write!(
+                    body,
+                    r#"<rect class="filesystem" x="4" y="{y}" width="{}" height="{}" rx="3"/><text x="12" y="{}">file system  {}</text>"#,
+                    W - 8,
+                    ROW - 4,
+                    y + 13,
+                    esc(driver)
+                );
+                y += ROW;
+            }
+        }
+    }
+    format!(
+        r#"<div class="volume"><h3>{}</h3><svg class="stack" data-volume="{}" width="{W}" height="{}" viewBox="0 0 {W} {}" xmlns="http://www.w3.org/2000/svg">{body}</svg></div>"#,
+        esc(volume),
+        esc(volume),
+        y + 4,
+        y + 4
+    )
+}
+
+fn snapshot_section(s: &Snapshot) -> String {
+    let when = s.step.map_or_else(|| "after boot".to_owned(), |i| format!("step {i}"));
+    let mut out = format!("<h2>Stacks at “{}” ({when})</h2><div class=\"snapshots\">", esc(&s.label));
+    for (volume, stack) in &s.volumes {
+        out.push_str(&stack_svg(volume, stack));
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// The timeline: one lane per driver, one dot per callback, left to right in event order.
+fn timeline_svg(run: &Run) -> String {
+    let callbacks: Vec<(&str, &Callback, Option<u32>)> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback { driver, callback, io, .. } => Some((driver.as_str(), callback, io.map(|i| i.0))),
+            _ => None,
+        })
+        .collect();
+    let mut lanes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (d, _, _) in &callbacks {
+        let n = lanes.len();
+        lanes.entry(d).or_insert(n);
+    }
+    let left = 140;
+    let step = 12;
+    let lane_h = 26;
+    let width = left + step * (callbacks.len() as i32 + 2);
+    let height = lane_h * (lanes.len() as i32 + 1);
+    let mut body = String::new();
+    for (d, i) in &lanes {
+        let y = lane_h * (*i as i32) + lane_h / 2 + 4;
+        let _ = write!(
+            body,
+            r##"<text x="4" y="{}">{}</text><line x1="{left}" y1="{y}" x2="{width}" y2="{y}" stroke="#ddd"/>"##,
+            y + 4,
+            esc(d)
+        );
+    }
+    for (n, (d, c, io)) in callbacks.iter().enumerate() {
+        let lane = lanes.get(d).copied().unwrap_or(0) as i32;
+        let x = left + step * (n as i32 + 1);
+        let y = lane_h * lane + lane_h / 2 + 4;
+        let (class, label) = match c {
+            Callback::Pre { major, outcome, .. } => (
+                if outcome.ends_with("COMPLETE") { "complete" } else { "pre" },
+                format!("pre {} {outcome}", major.short_name().unwrap_or("?")),
+            ),
+            Callback::Post { major, outcome, .. } => ("post", format!("post {} {outcome}", major.short_name().unwrap_or("?"))),
+            other => ("other", other.kind().to_owned()),
+        };
+        let io = io.map_or_else(String::new, |i| format!(" (io {i})"));
+        let _ = write!(
+            body,
+            r#"<circle class="{class}" cx="{x}" cy="{y}" r="4"><title>{}{}</title></circle>"#,
+            esc(&format!("{d}: {label}")),
+            esc(&io)
+        );
+    }
+    format!(
+        r#"<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{body}</svg>"#
+    )
+}
+
+/// The page.
+pub fn report(scenario: &Scenario, run: &Run) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>fsfilter lab: {}</title><style>{STYLE}</style></head><body>",
+        esc(&run.scenario)
+    );
+    let _ = write!(out, "<h1>fsfilter lab: {}</h1><p>seed {}</p>", esc(&run.scenario), scenario.seed);
+    out.push_str("<h2>Filters</h2><table><tr><th>Filter</th><th>Model</th><th>Sample</th><th>Altitude</th><th>Start</th></tr>");
+    for d in &scenario.drivers {
+        let model = run.models.get(&d.name).copied().unwrap_or(d.model);
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&d.name),
+            model.name(),
+            esc(&d.sample),
+            esc(d.altitude.as_deref().unwrap_or("—")),
+            d.start.name()
+        );
+    }
+    out.push_str("</table>");
+    for s in &run.snapshots {
+        out.push_str(&snapshot_section(s));
+    }
+    out.push_str("<h2>Callback timeline</h2><p>Blue: pre, green: post, red: completed in pre, grey: other callbacks. Hover for details.</p>");
+    out.push_str(&timeline_svg(run));
+    out.push_str("<h2>Steps</h2><table><tr><th>#</th><th>Step</th><th>Result</th><th>Callbacks, in order</th></tr>");
+    for s in &run.steps {
+        let order = s.io.map(|io| crate::text::callback_order(run, io).join(" → ")).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s.index,
+            esc(&s.what),
+            esc(s.status.name().unwrap_or("?")),
+            esc(&order)
+        );
+    }
+    out.push_str("</table><h2>Verifier</h2>");
+    let mut any = false;
+    for e in run.findings() {
+        if let EventKind::Verifier { driver, rule, message } = &e.kind {
+            any = true;
+            let _ = write!(
+                out,
+                "<p class=\"finding\">{} {}: {}</p>",
+                rule.name(),
+                esc(driver.as_deref().unwrap_or("(kernel)")),
+                esc(message)
+            );
+        }
+    }
+    if !any {
+        out.push_str("<p>No findings.</p>");
+    }
+    out.push_str("</body></html>\n");
+    out
+}

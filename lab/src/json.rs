@@ -1,0 +1,197 @@
+//! `--format json`: the document scenario.md specifies. Every event carries `seq`, `step` and
+//! `kind`; the other fields depend on the kind and use the WDK's spellings.
+
+use fsfilter::{DataScanMode, OperationKind, Status, WdkFlags};
+use fsfilter_sim::{Callback, Event, EventKind};
+use serde_json::{Map, Value, json};
+
+use crate::run::{Run, Snapshot, StackEntry};
+
+fn status(s: Status) -> Value {
+    match s.name() {
+        Some(n) => Value::String(n.to_owned()),
+        None => Value::String(format!("0x{:08X}", s.bits())),
+    }
+}
+
+fn flags<F: WdkFlags>(f: F) -> Value {
+    let mut names: Vec<Value> = f.wdk_names().map(|n| Value::String(n.to_owned())).collect();
+    if f.unknown_bits() != 0 {
+        names.push(Value::String(format!("0x{:X}", f.unknown_bits())));
+    }
+    Value::Array(names)
+}
+
+/// The scenario spelling of a data-scan mode.
+pub fn data_scan_name(mode: DataScanMode) -> &'static str {
+    match mode {
+        DataScanMode::NotRequested => "none",
+        DataScanMode::FilterManager => "FltCreateSectionForDataScan",
+        DataScanMode::FsRtlFallback => "FsRtlCreateSectionForDataScan",
+    }
+}
+
+fn operation_kind(k: OperationKind) -> &'static str {
+    match k {
+        OperationKind::Irp => "irp",
+        OperationKind::FastIo => "fast_io",
+        OperationKind::FsFilter => "fs_filter",
+    }
+}
+
+/// One event as a JSON object.
+pub fn event(e: &Event) -> Value {
+    let mut o = Map::new();
+    o.insert("seq".into(), json!(e.seq));
+    o.insert("step".into(), e.step.map_or(Value::Null, |s| json!(s)));
+    o.insert("kind".into(), json!(e.kind_name()));
+    let mut put = |k: &str, v: Value| {
+        o.insert(k.to_owned(), v);
+    };
+    match &e.kind {
+        EventKind::Load { driver, model, status: s } => {
+            put("driver", json!(driver));
+            put("model", json!(model));
+            put("status", status(*s));
+        }
+        EventKind::Unload { driver, mandatory, status: s } => {
+            put("driver", json!(driver));
+            put("mandatory", json!(mandatory));
+            put("status", status(*s));
+        }
+        EventKind::FileSystemRegistered { driver, device } => {
+            put("driver", json!(driver));
+            put("device", json!(device));
+        }
+        EventKind::Attached { driver, below, volume } => {
+            put("driver", json!(driver));
+            put("below", json!(below));
+            put("volume", json!(volume));
+        }
+        EventKind::Detached { driver, volume } => {
+            put("driver", json!(driver));
+            put("volume", json!(volume));
+        }
+        EventKind::Mounted { volume, filesystem, status: s } => {
+            put("volume", json!(volume));
+            put("filesystem", json!(filesystem));
+            put("status", status(*s));
+        }
+        EventKind::Dismounted { volume } => put("volume", json!(volume)),
+        EventKind::IoStart { io, volume, major, fast_io } => {
+            put("volume", json!(volume));
+            put("io", json!(io.0));
+            put("operation", json!(major.name()));
+            put("fast_io", json!(fast_io));
+        }
+        EventKind::IoComplete { io, volume, status: s, information } => {
+            put("volume", json!(volume));
+            put("io", json!(io.0));
+            put("status", status(*s));
+            put("information", json!(information));
+        }
+        EventKind::Callback { driver, volume, io, callback } => {
+            put("driver", json!(driver));
+            put("volume", json!(volume));
+            if let Some(io) = io {
+                put("io", json!(io.0));
+            }
+            callback_fields(callback, &mut put);
+        }
+        EventKind::Verifier { driver, rule, message } => {
+            put("driver", json!(driver));
+            put("rule", json!(rule.name()));
+            put("message", json!(message));
+        }
+        EventKind::DebugPrint { driver, text } => {
+            put("driver", json!(driver));
+            put("text", json!(text));
+        }
+        EventKind::System { driver, volume, detail, .. } => {
+            if let Some(d) = driver {
+                put("driver", json!(d));
+            }
+            if let Some(v) = volume {
+                put("volume", json!(v));
+            }
+            put("detail", json!(detail));
+        }
+    }
+    Value::Object(o)
+}
+
+fn callback_fields(c: &Callback, put: &mut impl FnMut(&str, Value)) {
+    match c {
+        Callback::InstanceSetup { flags: f, volume, data_scan, status: s } => {
+            put("flags", flags(*f));
+            put("volume_device_type", json!(volume.device_type.name().unwrap_or("?")));
+            put("filesystem", json!(volume.filesystem.name().unwrap_or("?")));
+            put("data_scan", json!(data_scan_name(*data_scan)));
+            put("status", status(*s));
+        }
+        Callback::InstanceQueryTeardown { status: s } => put("status", status(*s)),
+        Callback::TeardownStart { reason } | Callback::TeardownComplete { reason } => {
+            put("reason", flags(*reason))
+        }
+        Callback::Pre { major, minor, kind, outcome, status: s } => {
+            put("operation", json!(major.name()));
+            put("minor", json!(minor));
+            put("operation_kind", json!(operation_kind(*kind)));
+            put("outcome", json!(outcome));
+            if let Some(s) = s {
+                put("status", status(*s));
+            }
+        }
+        Callback::Post { major, draining, when_safe, outcome, status: s } => {
+            put("operation", json!(major.name()));
+            put("draining", json!(draining));
+            put("when_safe", json!(when_safe));
+            put("outcome", json!(outcome));
+            put("status", status(*s));
+        }
+        Callback::Resumed { outcome } => put("outcome", json!(outcome)),
+        Callback::UnloadCallback { flags: f, status: s } => {
+            put("flags", flags(*f));
+            put("status", status(*s));
+        }
+        Callback::DataScan { mode, status: s } => {
+            put("mode", json!(data_scan_name(*mode)));
+            put("status", status(*s));
+        }
+        Callback::SectionConflict { .. } => {}
+        Callback::Note { text } => put("text", json!(text)),
+    }
+}
+
+/// One stack entry as scenario.md spells it.
+pub fn stack_entry(e: &StackEntry) -> Value {
+    match e {
+        StackEntry::Legacy { driver } => json!({"type": "legacy", "driver": driver}),
+        StackEntry::Frame { frame, instances } => json!({
+            "type": "frame",
+            "frame": frame,
+            "instances": instances
+                .iter()
+                .map(|(d, i, a)| json!({"driver": d, "instance": i, "altitude": a}))
+                .collect::<Vec<_>>(),
+        }),
+        StackEntry::FileSystem { driver } => json!({"type": "filesystem", "driver": driver}),
+    }
+}
+
+fn snapshot(s: &Snapshot) -> Value {
+    let mut volumes = Map::new();
+    for (name, stack) in &s.volumes {
+        volumes.insert(name.clone(), Value::Array(stack.iter().map(stack_entry).collect()));
+    }
+    json!({"label": s.label, "step": s.step, "volumes": Value::Object(volumes)})
+}
+
+/// The whole document.
+pub fn document(run: &Run) -> Value {
+    json!({
+        "scenario": run.scenario,
+        "events": run.events.iter().map(event).collect::<Vec<_>>(),
+        "snapshots": run.snapshots.iter().map(snapshot).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,184 @@
+//! `fsfilter`: the lab. Runs attach-ordering scenarios in the simulated NT kernel, with every
+//! sample built against both filter models, and reports what each filter saw.
+//!
+//! Exit status (scenario.md): 0 on success; 2 for a bad scenario (the message names file, line and
+//! key); 1 when the run found verifier violations (the report still prints).
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use fsfilter_lab::{compare, demo, html, json, run, samples, scenario, sweep, text, trace};
+
+/// The fsfilter lab: attach-ordering experiments under both filter models.
+#[derive(Parser, Debug)]
+#[command(name = "fsfilter", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// The text report.
+    Text,
+    /// The JSON document of scenario.md.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a scenario.
+    Run {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// Output format on standard output.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Also write a self-contained HTML report.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
+        /// Also write Chrome trace events (Perfetto, chrome://tracing).
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
+    },
+    /// Runs a scenario with one driver as a legacy filter and as a minifilter, side by side.
+    Compare {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The driver to compare.
+        #[arg(long)]
+        driver: String,
+    },
+    /// Validates a scenario without running it.
+    Check {
+        /// The scenario file.
+        scenario: PathBuf,
+    },
+    /// Lists the samples and the parameters each reads.
+    Samples,
+    /// Runs every scenario of a folder in parallel and writes a CSV summary.
+    Sweep {
+        /// The folder.
+        dir: PathBuf,
+        /// Where the CSV goes (standard output when absent).
+        #[arg(long, value_name = "FILE.csv")]
+        csv: Option<PathBuf>,
+        /// Worker threads (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Runs the built-in demonstration (the default).
+    Demo {
+        /// Also write the demonstration's HTML report.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<scenario::Scenario, ExitCode> {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{shown}: cannot read: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    scenario::parse(&shown, &text).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn write(path: &std::path::Path, contents: &str) -> Result<(), ExitCode> {
+    std::fs::write(path, contents).map_err(|e| {
+        eprintln!("{}: cannot write: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn verdict(r: &run::Run) -> ExitCode {
+    if r.has_findings() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Demo { report: None }) {
+        Command::Run { scenario, format, report, trace: trace_file } => (|| {
+            let s = load(&scenario)?;
+            let r = run::run(&s);
+            match format {
+                Format::Text => print!("{}", text::report(&s, &r)),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json::document(&r)).unwrap_or_default()
+                ),
+            }
+            if let Some(p) = report {
+                write(&p, &html::report(&s, &r))?;
+            }
+            if let Some(p) = trace_file {
+                write(&p, &trace::chrome(&r))?;
+            }
+            Ok(verdict(&r))
+        })(),
+        Command::Compare { scenario, driver } => (|| {
+            let s = load(&scenario)?;
+            match compare::compare(&s, &driver) {
+                Ok(c) => {
+                    print!("{}", c.text);
+                    Ok(if c.findings { ExitCode::from(1) } else { ExitCode::SUCCESS })
+                }
+                Err(message) => {
+                    eprintln!("{}: {message}", scenario.display());
+                    Err(ExitCode::from(2))
+                }
+            }
+        })(),
+        Command::Check { scenario } => load(&scenario).map(|s| {
+            println!(
+                "{}: ok ({} volumes, {} drivers, {} steps)",
+                scenario.display(),
+                s.volumes.len(),
+                s.drivers.len(),
+                s.steps.len()
+            );
+            ExitCode::SUCCESS
+        }),
+        Command::Samples => {
+            print!("{}", samples::listing());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep { dir, csv, jobs } => (|| {
+            let summary = sweep::sweep(&dir, jobs, true).map_err(|e| {
+                eprintln!("{}: {e}", dir.display());
+                ExitCode::from(2)
+            })?;
+            match csv {
+                Some(p) => write(&p, &summary.csv)?,
+                None => print!("{}", summary.csv),
+            }
+            eprintln!("{}", summary.totals());
+            Ok(if summary.bad > 0 {
+                ExitCode::from(2)
+            } else if summary.with_findings > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        })(),
+        Command::Demo { report } => (|| {
+            let d = demo::run();
+            print!("{}", d.text);
+            if let Some(p) = report {
+                write(&p, &d.html)?;
+            }
+            Ok(if d.findings { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        })(),
+    };
+    result.unwrap_or_else(|code| code)
+}

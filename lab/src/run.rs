@@ -1,0 +1,406 @@
+//! Runs a scenario in the simulated kernel: builds the machine, boots it, plays the steps, and
+//! keeps the event log and the snapshots for the reports.
+
+use std::collections::BTreeMap;
+
+use fsfilter::{MajorFunction, Status};
+use fsfilter_sim::{
+    CreateOptions, Event, EventKind, FsKind, Handle, InstanceLayout, InstanceSpec, InstancesSpec,
+    IoRequest, Machine, MachineConfig, MountWhen, RegValue, RequestRef, ServiceSpec, StartType,
+    VolumeId, VolumeSpec,
+};
+
+use crate::samples;
+use crate::scenario::{Action, Driver, FileSystem, IoMode, Model, Mount, Parameter, Scenario, Start};
+
+/// One entry of a volume's stack in a snapshot, from the top down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StackEntry {
+    /// A legacy filter's device.
+    Legacy {
+        /// Its driver.
+        driver: String,
+    },
+    /// A Filter Manager frame and its instances (highest altitude first).
+    Frame {
+        /// The frame number.
+        frame: u32,
+        /// `(driver, instance name, altitude)`.
+        instances: Vec<(String, String, String)>,
+    },
+    /// The file system's volume device.
+    FileSystem {
+        /// Its driver.
+        driver: String,
+    },
+}
+
+/// The device stacks at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its label (`end` for the final one).
+    pub label: String,
+    /// The step it was taken at (`None`: after boot, before the first step).
+    pub step: Option<u32>,
+    /// Every volume's stack, in scenario order (empty when not mounted).
+    pub volumes: Vec<(String, Vec<StackEntry>)>,
+}
+
+/// What a step did, for the text report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Its index.
+    pub index: u32,
+    /// A short description (`io read C:\a.txt`).
+    pub what: String,
+    /// The result.
+    pub status: Status,
+    /// The user request, for io steps.
+    pub io: Option<RequestRef>,
+}
+
+/// A finished run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The models of the drivers as run (`compare` changes one).
+    pub models: BTreeMap<String, Model>,
+    /// Every event, in order.
+    pub events: Vec<Event>,
+    /// The snapshots, the last labelled `end`.
+    pub snapshots: Vec<Snapshot>,
+    /// What each step did.
+    pub steps: Vec<StepOutcome>,
+}
+
+impl Run {
+    /// Verifier events.
+    pub fn findings(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter().filter(|e| matches!(e.kind, EventKind::Verifier { .. }))
+    }
+
+    /// True when the verifier reported anything.
+    pub fn has_findings(&self) -> bool {
+        self.findings().next().is_some()
+    }
+}
+
+fn fs_kind(f: FileSystem) -> FsKind {
+    match f {
+        FileSystem::Ntfs => FsKind::Ntfs,
+        FileSystem::Fat => FsKind::Fat,
+        FileSystem::Exfat => FsKind::Exfat,
+        FileSystem::Refs => FsKind::Refs,
+        FileSystem::Cdfs => FsKind::Cdfs,
+        FileSystem::Udfs => FsKind::Udfs,
+        FileSystem::Mup => FsKind::Mup,
+        FileSystem::Npfs => FsKind::Npfs,
+        FileSystem::Msfs => FsKind::Msfs,
+    }
+}
+
+/// The default instance's name for a minifilter service.
+pub fn instance_name(driver: &str) -> String {
+    format!("{driver} Instance")
+}
+
+fn service(d: &Driver) -> ServiceSpec {
+    let sample = samples::find(&d.sample).unwrap_or(&samples::SAMPLES[0]);
+    let mut spec = ServiceSpec::new(&d.name, sample.entry(d.model), d.model.name());
+    spec.start = match d.start {
+        Start::Boot => StartType::Boot,
+        Start::System => StartType::System,
+        Start::Auto => StartType::Auto,
+        Start::Demand => StartType::Demand,
+    };
+    spec.group = d.group.clone().or_else(|| Some(sample.group.to_owned()));
+    spec.parameters = d
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Parameter::String(s) => RegValue::Sz(s.clone()),
+                Parameter::Dword(n) => RegValue::Dword(*n),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    if d.model == Model::Minifilter {
+        let name = instance_name(&d.name);
+        spec.instances = Some(InstancesSpec {
+            default_instance: name.clone(),
+            instances: vec![InstanceSpec {
+                name,
+                altitude: d.altitude.clone().unwrap_or_default(),
+                flags: d.instance_flags,
+            }],
+            layout: InstanceLayout::Both,
+        });
+    }
+    spec
+}
+
+/// The open handles of the run's user-mode caller, by volume and path.
+#[derive(Default)]
+struct Handles {
+    open: BTreeMap<(String, String), Handle>,
+}
+
+/// Runs `scenario`.
+pub fn run(scenario: &Scenario) -> Run {
+    let mut m = Machine::new(MachineConfig { seed: scenario.seed });
+    crate::fltmgr::install(&mut m);
+    let mut volumes: BTreeMap<String, VolumeId> = BTreeMap::new();
+    for v in &scenario.volumes {
+        let mut spec = VolumeSpec::new(&v.name, fs_kind(v.filesystem));
+        spec.mount = match v.mount {
+            Mount::Boot => MountWhen::Boot,
+            Mount::Step => MountWhen::Step,
+        };
+        spec.dev_drive = v.dev_drive;
+        spec.trusted = v.trusted;
+        spec.files = v.files.clone();
+        volumes.insert(v.name.clone(), m.add_volume(spec));
+    }
+    for d in &scenario.drivers {
+        m.install(service(d));
+    }
+    m.boot();
+    let mut handles = Handles::default();
+    let mut steps = Vec::new();
+    let mut snapshots = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let index = i as u32;
+        m.set_step(Some(index));
+        let outcome = play(&mut m, scenario, &volumes, &mut handles, index, &step.action, &mut snapshots);
+        m.settle();
+        steps.push(outcome);
+    }
+    m.set_step(scenario.steps.len().checked_sub(1).map(|i| i as u32));
+    snapshots.push(snapshot(&m, scenario, &volumes, "end", m_step(scenario)));
+    let events = m.events();
+    drop(m);
+    Run {
+        scenario: scenario.name.clone(),
+        models: scenario.drivers.iter().map(|d| (d.name.clone(), d.model)).collect(),
+        events,
+        snapshots,
+        steps,
+    }
+}
+
+fn m_step(scenario: &Scenario) -> Option<u32> {
+    scenario.steps.len().checked_sub(1).map(|i| i as u32)
+}
+
+fn play(
+    m: &mut Machine,
+    scenario: &Scenario,
+    volumes: &BTreeMap<String, VolumeId>,
+    handles: &mut Handles,
+    index: u32,
+    action: &Action,
+    snapshots: &mut Vec<Snapshot>,
+) -> StepOutcome {
+    let model_of = |d: &str| scenario.driver(d).map_or(Model::Legacy, |x| x.model);
+    let vol = |v: &str| volumes.get(v).copied();
+    let done = |what: String, status: Status| StepOutcome { index, what, status, io: None };
+    match action {
+        Action::Load { driver } => done(format!("load {driver}"), m.start(driver)),
+        Action::Stop { driver } => done(format!("stop {driver}"), m.stop(driver).status()),
+        Action::Unload { driver } => {
+            let status = match model_of(driver) {
+                Model::Minifilter => crate::fltmgr::unload(m, driver),
+                Model::Legacy => crate::fltmgr::not_a_minifilter(m, "unload", driver, None),
+            };
+            done(format!("unload {driver}"), status)
+        }
+        Action::Mount { volume } => {
+            let status = vol(volume).map_or(Status::NO_SUCH_DEVICE, |v| m.mount(v));
+            done(format!("mount {volume}"), status)
+        }
+        Action::Dismount { volume } => {
+            let status = vol(volume).map_or(Status::NO_SUCH_DEVICE, |v| m.dismount(v));
+            handles.open.retain(|(v, _), _| v != volume);
+            done(format!("dismount {volume}"), status)
+        }
+        Action::Attach { driver, volume, altitude, instance } => {
+            let status = match (model_of(driver), vol(volume)) {
+                (Model::Minifilter, Some(v)) => {
+                    crate::fltmgr::attach(m, driver, v, altitude.as_deref(), instance.as_deref())
+                }
+                (Model::Legacy, _) => {
+                    crate::fltmgr::not_a_minifilter(m, "attach", driver, Some(volume))
+                }
+                (_, None) => Status::NO_SUCH_DEVICE,
+            };
+            done(format!("attach {driver} {volume}"), status)
+        }
+        Action::Detach { driver, volume, instance } => {
+            let status = match (model_of(driver), vol(volume)) {
+                (Model::Minifilter, Some(v)) => {
+                    crate::fltmgr::detach(m, driver, v, instance.as_deref())
+                }
+                (Model::Legacy, _) => {
+                    crate::fltmgr::not_a_minifilter(m, "detach", driver, Some(volume))
+                }
+                (_, None) => Status::NO_SUCH_DEVICE,
+            };
+            done(format!("detach {driver} {volume}"), status)
+        }
+        Action::Snapshot { label } => {
+            snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
+            done(format!("snapshot {label}"), Status::SUCCESS)
+        }
+        Action::Io { volume, op, path, offset, length, mode, data } => {
+            let Some(v) = vol(volume) else {
+                return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
+            };
+            let path = path.clone().unwrap_or_default();
+            let what = format!("io {} {}{}{}", op.short_name().unwrap_or("?"), volume, sep(&path), path);
+            let r = io(m, handles, volume, v, &path, *op, *offset, *length, *mode, data.as_deref());
+            StepOutcome { index, what, status: r.status, io: r.io }
+        }
+    }
+}
+
+fn sep(path: &str) -> &'static str {
+    if path.is_empty() || path.starts_with('\\') { "" } else { "\\" }
+}
+
+const FILE_STANDARD_INFORMATION: u32 = 5;
+const FILE_END_OF_FILE_INFORMATION: u32 = 20;
+const FILE_DIRECTORY_INFORMATION: u32 = 1;
+const FILE_FS_VOLUME_INFORMATION: u32 = 1;
+const FSCTL_IS_VOLUME_MOUNTED: u32 = 0x0009_0028;
+const IOCTL_DISK_GET_DRIVE_GEOMETRY: u32 = 0x0007_0000;
+
+#[allow(clippy::too_many_arguments, reason = "the fields of an io step")]
+fn io(
+    m: &mut Machine,
+    handles: &mut Handles,
+    volume: &str,
+    v: VolumeId,
+    path: &str,
+    op: MajorFunction,
+    offset: Option<u64>,
+    length: Option<u32>,
+    mode: IoMode,
+    data: Option<&[u8]>,
+) -> fsfilter_sim::IoResult {
+    let key = (volume.to_owned(), path.to_ascii_lowercase());
+    let mode = match mode {
+        IoMode::Cached => fsfilter_sim::IoMode::Cached,
+        IoMode::NonCached => fsfilter_sim::IoMode::NonCached,
+        IoMode::Paging => fsfilter_sim::IoMode::Paging,
+    };
+    if op == MajorFunction::Create {
+        let r = m.create(v, path, CreateOptions::default());
+        if let Some(h) = r.handle {
+            if let Some(old) = handles.open.insert(key, h) {
+                m.close_handle(old);
+            }
+        }
+        return r;
+    }
+    if op == MajorFunction::Shutdown {
+        return m.io(IoRequest::Shutdown { volume: v });
+    }
+    // Every other request needs a handle: the one a `create` step opened on the path, or one
+    // opened now (its create shows in the log as a request of its own).
+    let handle = match handles.open.get(&key) {
+        Some(h) => *h,
+        None => {
+            let r = m.create(v, path, CreateOptions::default());
+            match r.handle {
+                Some(h) => {
+                    handles.open.insert(key.clone(), h);
+                    h
+                }
+                None => return r,
+            }
+        }
+    };
+    let length = length.map(|l| l as usize);
+    match op {
+        MajorFunction::Read => m.read(handle, offset, length.unwrap_or(512), mode),
+        MajorFunction::Write => {
+            let default = b"written by the fsfilter lab".to_vec();
+            let bytes = data.map_or(default, <[u8]>::to_vec);
+            m.write(handle, offset, &bytes, mode)
+        }
+        MajorFunction::QueryInformation => {
+            m.query_information(handle, FILE_STANDARD_INFORMATION, length.unwrap_or(24))
+        }
+        MajorFunction::SetInformation => {
+            let eof = length.unwrap_or(0) as u64;
+            m.set_information(handle, FILE_END_OF_FILE_INFORMATION, &eof.to_le_bytes())
+        }
+        MajorFunction::DirectoryControl => m.io(IoRequest::DirectoryControl {
+            handle,
+            class: FILE_DIRECTORY_INFORMATION,
+            pattern: Some("*"),
+            restart: true,
+            single: false,
+            length: length.unwrap_or(4096),
+        }),
+        MajorFunction::Cleanup => m.io(IoRequest::Cleanup { handle }),
+        MajorFunction::Close => {
+            handles.open.remove(&key);
+            m.io(IoRequest::Close { handle })
+        }
+        MajorFunction::FlushBuffers => m.io(IoRequest::Flush { handle }),
+        MajorFunction::FileSystemControl => m.io(IoRequest::Fsctl {
+            handle,
+            code: FSCTL_IS_VOLUME_MOUNTED,
+            input: &[],
+            output_length: 0,
+        }),
+        MajorFunction::DeviceControl => m.io(IoRequest::DeviceControl {
+            handle,
+            code: IOCTL_DISK_GET_DRIVE_GEOMETRY,
+            input: &[],
+            output_length: length.unwrap_or(24),
+        }),
+        MajorFunction::LockControl => m.io(IoRequest::Lock {
+            handle,
+            offset: offset.unwrap_or(0),
+            length: length.unwrap_or(1) as u64,
+            exclusive: true,
+            fail_immediately: true,
+        }),
+        MajorFunction::QueryVolumeInformation => m.io(IoRequest::QueryVolumeInformation {
+            handle,
+            class: FILE_FS_VOLUME_INFORMATION,
+            length: length.unwrap_or(128),
+        }),
+        _ => fsfilter_sim::IoResult {
+            status: Status::INVALID_DEVICE_REQUEST,
+            information: 0,
+            data: Vec::new(),
+            io: None,
+            fast_io: false,
+            handle: None,
+        },
+    }
+}
+
+/// The device stacks of every volume now.
+fn snapshot(
+    m: &Machine,
+    scenario: &Scenario,
+    volumes: &BTreeMap<String, VolumeId>,
+    label: &str,
+    step: Option<u32>,
+) -> Snapshot {
+    let list = scenario
+        .volumes
+        .iter()
+        .map(|v| {
+            let stack = volumes.get(&v.name).map_or_else(Vec::new, |id| crate::fltmgr::stack(m, *id));
+            (v.name.clone(), stack)
+        })
+        .collect();
+    Snapshot { label: label.to_owned(), step, volumes: list }
+}

@@ -1,0 +1,95 @@
+//! The samples a scenario can load, each built against both backends, and the parameters each
+//! reads (`fsfilter samples`).
+
+use fsfilter_sim::DriverEntry;
+
+use crate::scenario::Model;
+
+pub use fsfilter::ParameterDoc as Parameter;
+
+/// A sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Its name in scenarios.
+    pub name: &'static str,
+    /// One line about it.
+    pub summary: &'static str,
+    /// Its entry point as a minifilter.
+    pub minifilter: DriverEntry,
+    /// Its entry point as a legacy filter.
+    pub legacy: DriverEntry,
+    /// The load-order group its INFs use.
+    pub group: &'static str,
+    /// The parameters it reads.
+    pub parameters: &'static [Parameter],
+}
+
+impl Sample {
+    /// The entry point for `model`.
+    pub fn entry(&self, model: Model) -> DriverEntry {
+        match model {
+            Model::Minifilter => self.minifilter,
+            Model::Legacy => self.legacy,
+        }
+    }
+}
+
+/// Every sample.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "passthrough",
+        summary: "every operation, pre and post, changes nothing (Microsoft's passThrough)",
+        minifilter: passthrough_minifilter::ENTRY,
+        legacy: passthrough_legacy::ENTRY,
+        group: "FSFilter Activity Monitor",
+        parameters: passthrough::PARAMETERS,
+    },
+    Sample {
+        name: "probe",
+        summary: "the lab's instrument: records every callback, behaviour from its Parameters key",
+        minifilter: probe_minifilter::ENTRY,
+        legacy: probe_legacy::ENTRY,
+        group: "FSFilter Activity Monitor",
+        parameters: probe::PARAMETERS,
+    },
+    Sample {
+        name: "scanner",
+        summary: "denies files whose contents match a pattern, scanning through data-scan sections",
+        minifilter: scanner_minifilter::ENTRY,
+        legacy: scanner_legacy::ENTRY,
+        group: "FSFilter Anti-Virus",
+        parameters: scanner::PARAMETERS,
+    },
+];
+
+/// The sample named `name`.
+pub fn find(name: &str) -> Option<&'static Sample> {
+    SAMPLES.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+/// The names of every sample.
+pub fn names() -> Vec<&'static str> {
+    SAMPLES.iter().map(|s| s.name).collect()
+}
+
+/// The `fsfilter samples` listing.
+pub fn listing() -> String {
+    let mut out = String::new();
+    for s in SAMPLES {
+        out.push_str(&format!("{} — {}\n  group: {}\n", s.name, s.summary, s.group));
+        if s.parameters.is_empty() {
+            out.push_str("  parameters: none\n");
+        }
+        for p in s.parameters {
+            out.push_str(&format!(
+                "  {:<16} {:<9} default {:<10} {}\n",
+                p.name,
+                p.kind,
+                if p.default.is_empty() { "(empty)" } else { p.default },
+                p.description
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,845 @@
+//! Scenario files (../shared/docs/scenario.md): parsing and validation with errors that name the
+//! file, the line and the key.
+//!
+//! The TOML document is read as a spanned tree and converted by hand, so that every error can say
+//! exactly where it is: unknown keys, wrong types, unknown samples or drivers, altitudes that are
+//! not decimal, two instances at one altitude, a legacy driver given an altitude, a step naming a
+//! missing volume.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use fsfilter::{Altitude, MajorFunction};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::samples;
+
+/// A scenario that could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The file (as given on the command line).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The key at fault, as a dotted path (`driver[1].altitude`), or empty for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        } else {
+            write!(f, "{}:{}: {}: {}", self.file, self.line, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// A file system kind, as scenarios spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileSystem {
+    /// NTFS.
+    Ntfs,
+    /// FAT.
+    Fat,
+    /// exFAT.
+    Exfat,
+    /// ReFS.
+    Refs,
+    /// CDFS.
+    Cdfs,
+    /// UDFS.
+    Udfs,
+    /// A network share through MUP.
+    Mup,
+    /// Named pipes.
+    Npfs,
+    /// Mailslots.
+    Msfs,
+}
+
+impl FileSystem {
+    const ALL: [(&'static str, FileSystem); 9] = [
+        ("ntfs", FileSystem::Ntfs),
+        ("fat", FileSystem::Fat),
+        ("exfat", FileSystem::Exfat),
+        ("refs", FileSystem::Refs),
+        ("cdfs", FileSystem::Cdfs),
+        ("udfs", FileSystem::Udfs),
+        ("mup", FileSystem::Mup),
+        ("npfs", FileSystem::Npfs),
+        ("msfs", FileSystem::Msfs),
+    ];
+
+    /// The scenario spelling.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
+    }
+}
+
+/// When a volume mounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mount {
+    /// While booting.
+    Boot,
+    /// Only by a `mount` step.
+    Step,
+}
+
+/// A volume of the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// DOS name or device path.
+    pub name: String,
+    /// Its file system.
+    pub filesystem: FileSystem,
+    /// When it mounts.
+    pub mount: Mount,
+    /// A Dev Drive.
+    pub dev_drive: bool,
+    /// Trusted by an administrator.
+    pub trusted: bool,
+    /// Files present at boot: path and contents (an extension of scenario.md).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// A filter model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Model {
+    /// A Filter Manager minifilter.
+    Minifilter,
+    /// A legacy filter with device objects.
+    Legacy,
+}
+
+impl Model {
+    /// The scenario spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Minifilter => "minifilter",
+            Model::Legacy => "legacy",
+        }
+    }
+
+    /// The other model.
+    pub fn other(self) -> Model {
+        match self {
+            Model::Minifilter => Model::Legacy,
+            Model::Legacy => Model::Minifilter,
+        }
+    }
+}
+
+/// A service start type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Boot start.
+    Boot,
+    /// System start.
+    System,
+    /// Auto start.
+    Auto,
+    /// Demand start (only by a `load` step).
+    Demand,
+}
+
+impl Start {
+    /// The scenario spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Start::Boot => "boot",
+            Start::System => "system",
+            Start::Auto => "auto",
+            Start::Demand => "demand",
+        }
+    }
+}
+
+/// A value of a driver's `Parameters` key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parameter {
+    /// `REG_SZ` (a TOML string).
+    String(String),
+    /// `REG_DWORD` (a TOML integer or boolean).
+    Dword(u32),
+}
+
+/// A filter driver of the scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Driver {
+    /// Service name.
+    pub name: String,
+    /// The sample it is built from.
+    pub sample: String,
+    /// Its model.
+    pub model: Model,
+    /// Start type.
+    pub start: Start,
+    /// Load-order group.
+    pub group: Option<String>,
+    /// Default instance altitude (minifilters).
+    pub altitude: Option<String>,
+    /// Default instance `Flags`.
+    pub instance_flags: u32,
+    /// `Parameters` values.
+    pub parameters: Vec<(String, Parameter)>,
+    /// The line of its `[[driver]]` table.
+    pub line: usize,
+}
+
+/// An `io` step's operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    /// Any of the scenario's io ops, by its major function.
+    Op(MajorFunction),
+}
+
+/// Read and write modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// Through the cache.
+    Cached,
+    /// Non-cached.
+    NonCached,
+    /// Paging I/O.
+    Paging,
+}
+
+/// What a step does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `sc start` / `fltmc load`.
+    Load { driver: String },
+    /// `fltmc unload` (non-mandatory).
+    Unload { driver: String },
+    /// `sc stop` (mandatory).
+    Stop { driver: String },
+    /// Mount a volume.
+    Mount { volume: String },
+    /// Dismount a volume.
+    Dismount { volume: String },
+    /// `fltmc attach`.
+    Attach { driver: String, volume: String, altitude: Option<String>, instance: Option<String> },
+    /// `fltmc detach`.
+    Detach { driver: String, volume: String, instance: Option<String> },
+    /// One user-mode request.
+    Io {
+        volume: String,
+        op: MajorFunction,
+        path: Option<String>,
+        offset: Option<u64>,
+        length: Option<u32>,
+        mode: IoMode,
+        data: Option<Vec<u8>>,
+    },
+    /// Record the stacks.
+    Snapshot { label: String },
+}
+
+impl Action {
+    /// The scenario spelling of the action.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Load { .. } => "load",
+            Action::Unload { .. } => "unload",
+            Action::Stop { .. } => "stop",
+            Action::Mount { .. } => "mount",
+            Action::Dismount { .. } => "dismount",
+            Action::Attach { .. } => "attach",
+            Action::Detach { .. } => "detach",
+            Action::Io { .. } => "io",
+            Action::Snapshot { .. } => "snapshot",
+        }
+    }
+}
+
+/// A step of the timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// What it does.
+    pub action: Action,
+    /// Its line.
+    pub line: usize,
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    /// Its name (the file stem when absent).
+    pub name: String,
+    /// The seed.
+    pub seed: u64,
+    /// The volumes.
+    pub volumes: Vec<Volume>,
+    /// The drivers.
+    pub drivers: Vec<Driver>,
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// The driver named `name`.
+    pub fn driver(&self, name: &str) -> Option<&Driver> {
+        self.drivers.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The same scenario with driver `name` in model `model` (its altitude kept for a
+    /// minifilter, dropped for a legacy filter; a minifilter made from a legacy filter gets the
+    /// middle of its group's range).
+    pub fn with_model(&self, name: &str, model: Model) -> Scenario {
+        let mut s = self.clone();
+        for d in s.drivers.iter_mut().filter(|d| d.name.eq_ignore_ascii_case(name)) {
+            if d.model == model {
+                continue;
+            }
+            d.model = model;
+            match model {
+                Model::Legacy => d.altitude = None,
+                Model::Minifilter => {
+                    d.altitude = d
+                        .group
+                        .as_deref()
+                        .and_then(fsfilter::LoadOrderGroup::by_name)
+                        .map(|g| (g.low / 2 + g.high / 2).to_string())
+                        .or_else(|| Some("370000".to_owned()));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Reads a scenario from TOML text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let lines = LineIndex::new(text);
+    let err = |span: std::ops::Range<usize>, key: &str, message: String| ScenarioError {
+        file: file.to_owned(),
+        line: lines.line(span.start),
+        key: key.to_owned(),
+        message,
+    };
+    let doc = DeTable::parse(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        err(span, "", format!("not valid TOML: {}", e.message().trim()))
+    })?;
+    let cx = Cx { file, lines: &lines };
+    let root = doc.get_ref();
+    let mut t = Fields::new(&cx, root, "", doc.span());
+    let name = t.opt_string("name")?.map(|(s, _)| s);
+    let seed = t.opt_u64("seed")?.unwrap_or(0);
+    let volume_tables = t.opt_array_of_tables("volume")?;
+    let driver_tables = t.opt_array_of_tables("driver")?;
+    let step_tables = t.opt_array_of_tables("step")?;
+    t.finish()?;
+
+    let mut volumes: Vec<Volume> = Vec::new();
+    for (i, (table, span)) in volume_tables.iter().enumerate() {
+        let path = format!("volume[{i}]");
+        let mut f = Fields::new(&cx, table, &path, span.clone());
+        let (vname, vspan) = f.string("name")?;
+        if volumes.iter().any(|v| v.name.eq_ignore_ascii_case(&vname)) {
+            return Err(cx.error(vspan, &format!("{path}.name"), format!("volume `{vname}` is defined twice")));
+        }
+        let filesystem = f.choice("filesystem", &FileSystem::ALL)?;
+        let mount = f
+            .opt_choice("mount", &[("boot", Mount::Boot), ("step", Mount::Step)])?
+            .unwrap_or(Mount::Boot);
+        let dev_drive = f.opt_bool("dev_drive")?.unwrap_or(false);
+        let trusted = f.opt_bool("trusted")?.unwrap_or(false);
+        let files = f.opt_files("files")?;
+        f.finish()?;
+        volumes.push(Volume { name: vname, filesystem, mount, dev_drive, trusted, files });
+    }
+
+    let mut drivers: Vec<Driver> = Vec::new();
+    for (i, (table, span)) in driver_tables.iter().enumerate() {
+        let path = format!("driver[{i}]");
+        let mut f = Fields::new(&cx, table, &path, span.clone());
+        let (dname, dspan) = f.string("name")?;
+        if drivers.iter().any(|d| d.name.eq_ignore_ascii_case(&dname)) {
+            return Err(cx.error(dspan, &format!("{path}.name"), format!("driver `{dname}` is defined twice")));
+        }
+        let (sample, sspan) = f.string("sample")?;
+        if samples::find(&sample).is_none() {
+            return Err(cx.error(
+                sspan,
+                &format!("{path}.sample"),
+                format!("unknown sample `{sample}` (samples: {})", samples::names().join(", ")),
+            ));
+        }
+        let model =
+            f.choice("model", &[("minifilter", Model::Minifilter), ("legacy", Model::Legacy)])?;
+        let start = f
+            .opt_choice(
+                "start",
+                &[
+                    ("boot", Start::Boot),
+                    ("system", Start::System),
+                    ("auto", Start::Auto),
+                    ("demand", Start::Demand),
+                ],
+            )?
+            .unwrap_or(Start::Demand);
+        let group = f.opt_string("group")?;
+        if let Some((g, gspan)) = &group {
+            if fsfilter::LoadOrderGroup::by_name(g).is_none() && !g.is_empty() {
+                // Any group name is accepted by the service control manager; warn-free, but an
+                // unknown FSFilter group is almost always a typo.
+                if g.to_ascii_lowercase().starts_with("fsfilter") {
+                    return Err(cx.error(
+                        gspan.clone(),
+                        &format!("{path}.group"),
+                        format!("unknown load-order group `{g}`"),
+                    ));
+                }
+            }
+        }
+        let altitude = f.opt_string("altitude")?;
+        let flags = f.opt_u64("instance_flags")?;
+        let parameters = f.opt_parameters("parameters")?;
+        f.finish()?;
+        match (model, &altitude) {
+            (Model::Legacy, Some((_, aspan))) => {
+                return Err(cx.error(
+                    aspan.clone(),
+                    &format!("{path}.altitude"),
+                    "a legacy filter has no altitude: it sits where it attaches".into(),
+                ));
+            }
+            (Model::Minifilter, None) => {
+                return Err(cx.error(
+                    span.clone(),
+                    &format!("{path}.altitude"),
+                    "a minifilter needs the altitude of its default instance".into(),
+                ));
+            }
+            (Model::Minifilter, Some((a, aspan))) => {
+                if Altitude::parse(a).is_err() {
+                    return Err(cx.error(
+                        aspan.clone(),
+                        &format!("{path}.altitude"),
+                        format!("altitude `{a}` is not a decimal number"),
+                    ));
+                }
+            }
+            (Model::Legacy, None) => {}
+        }
+        if model == Model::Legacy && flags.is_some() {
+            return Err(cx.error(
+                span.clone(),
+                &format!("{path}.instance_flags"),
+                "a legacy filter has no instances".into(),
+            ));
+        }
+        let instance_flags = u32::try_from(flags.unwrap_or(0)).map_err(|_| {
+            cx.error(span.clone(), &format!("{path}.instance_flags"), "does not fit a DWORD".into())
+        })?;
+        drivers.push(Driver {
+            name: dname,
+            sample,
+            model,
+            start,
+            group: group.map(|(g, _)| g),
+            altitude: altitude.map(|(a, _)| a),
+            instance_flags,
+            parameters,
+            line: lines.line(span.start),
+        });
+    }
+    // Two instances at one altitude (facts.md §2.3): the Filter Manager refuses the second.
+    for (i, a) in drivers.iter().enumerate() {
+        for b in drivers.iter().skip(i + 1) {
+            if let (Some(x), Some(y)) = (&a.altitude, &b.altitude) {
+                if Altitude::parse(x).ok() == Altitude::parse(y).ok() {
+                    return Err(ScenarioError {
+                        file: file.to_owned(),
+                        line: b.line,
+                        key: format!("driver[{}].altitude", drivers.iter().position(|d| d == b).unwrap_or(0)),
+                        message: format!(
+                            "`{}` and `{}` both have altitude {y}: two instances cannot share an altitude",
+                            a.name, b.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    let mut steps = Vec::new();
+    for (i, (table, span)) in step_tables.iter().enumerate() {
+        let path = format!("step[{i}]");
+        let mut f = Fields::new(&cx, table, &path, span.clone());
+        let (action, aspan) = f.string("action")?;
+        let driver = |f: &mut Fields<'_, '_>| -> Result<String, ScenarioError> {
+            let (d, dspan) = f.string("driver")?;
+            match drivers.iter().find(|x| x.name.eq_ignore_ascii_case(&d)) {
+                Some(x) => Ok(x.name.clone()),
+                None => Err(cx.error(dspan, &format!("{path}.driver"), format!("no driver named `{d}`"))),
+            }
+        };
+        let volume = |f: &mut Fields<'_, '_>| -> Result<String, ScenarioError> {
+            let (v, vspan) = f.string("volume")?;
+            match volumes.iter().find(|x| x.name.eq_ignore_ascii_case(&v)) {
+                Some(x) => Ok(x.name.clone()),
+                None => Err(cx.error(vspan, &format!("{path}.volume"), format!("no volume named `{v}`"))),
+            }
+        };
+        let action = match action.as_str() {
+            "load" => Action::Load { driver: driver(&mut f)? },
+            "unload" => Action::Unload { driver: driver(&mut f)? },
+            "stop" => Action::Stop { driver: driver(&mut f)? },
+            "mount" => Action::Mount { volume: volume(&mut f)? },
+            "dismount" => Action::Dismount { volume: volume(&mut f)? },
+            "attach" => {
+                let driver = driver(&mut f)?;
+                let volume = volume(&mut f)?;
+                let altitude = f.opt_string("altitude")?;
+                if let Some((a, s)) = &altitude {
+                    if Altitude::parse(a).is_err() {
+                        return Err(cx.error(
+                            s.clone(),
+                            &format!("{path}.altitude"),
+                            format!("altitude `{a}` is not a decimal number"),
+                        ));
+                    }
+                }
+                let instance = f.opt_string("instance")?.map(|(s, _)| s);
+                Action::Attach { driver, volume, altitude: altitude.map(|(a, _)| a), instance }
+            }
+            "detach" => {
+                let driver = driver(&mut f)?;
+                let volume = volume(&mut f)?;
+                let instance = f.opt_string("instance")?.map(|(s, _)| s);
+                Action::Detach { driver, volume, instance }
+            }
+            "io" => {
+                let volume = volume(&mut f)?;
+                let (op, ospan) = f.string("op")?;
+                let major = io_op(&op).ok_or_else(|| {
+                    cx.error(
+                        ospan,
+                        &format!("{path}.op"),
+                        format!("unknown io op `{op}` (one of {})", IO_OPS.join(", ")),
+                    )
+                })?;
+                let path_value = f.opt_string("path")?.map(|(s, _)| s);
+                let offset = f.opt_u64("offset")?;
+                let length = f
+                    .opt_u64("length")?
+                    .map(|l| u32::try_from(l).map_err(|_| cx.error(span.clone(), &format!("{path}.length"), "too large".into())))
+                    .transpose()?;
+                let mode = f
+                    .opt_choice(
+                        "mode",
+                        &[("cached", IoMode::Cached), ("noncached", IoMode::NonCached), ("paging", IoMode::Paging)],
+                    )?
+                    .unwrap_or(IoMode::Cached);
+                let data = f.opt_string("data")?.map(|(s, _)| s.into_bytes());
+                Action::Io { volume, op: major, path: path_value, offset, length, mode, data }
+            }
+            "snapshot" => Action::Snapshot { label: f.string("label")?.0 },
+            other => {
+                return Err(cx.error(
+                    aspan,
+                    &format!("{path}.action"),
+                    format!(
+                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot)"
+                    ),
+                ));
+            }
+        };
+        f.finish()?;
+        steps.push(Step { action, line: lines.line(span.start) });
+    }
+    let name = name.unwrap_or_else(|| {
+        std::path::Path::new(file)
+            .file_stem()
+            .map_or_else(|| "scenario".to_owned(), |s| s.to_string_lossy().into_owned())
+    });
+    Ok(Scenario { name, seed, volumes, drivers, steps })
+}
+
+/// The io ops scenario.md lists.
+pub const IO_OPS: [&str; 14] = [
+    "create",
+    "read",
+    "write",
+    "query_information",
+    "set_information",
+    "directory_control",
+    "cleanup",
+    "close",
+    "flush",
+    "fsctl",
+    "device_control",
+    "lock",
+    "shutdown",
+    "query_volume_information",
+];
+
+fn io_op(name: &str) -> Option<MajorFunction> {
+    IO_OPS.contains(&name).then(|| MajorFunction::from_short_name(name)).flatten()
+}
+
+/// Byte offsets to 1-based lines.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        match self.starts.binary_search(&offset) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    lines: &'a LineIndex,
+}
+
+impl Cx<'_> {
+    fn error(&self, span: std::ops::Range<usize>, key: &str, message: String) -> ScenarioError {
+        ScenarioError {
+            file: self.file.to_owned(),
+            line: self.lines.line(span.start),
+            key: key.to_owned(),
+            message,
+        }
+    }
+}
+
+type Span = std::ops::Range<usize>;
+
+/// The keys of one table, taken one by one; whatever is left at `finish` is unknown.
+struct Fields<'c, 't> {
+    cx: &'c Cx<'c>,
+    path: String,
+    span: Span,
+    left: BTreeMap<String, (&'t Spanned<DeValue<'t>>, Span)>,
+}
+
+impl<'c, 't> Fields<'c, 't> {
+    fn new(cx: &'c Cx<'c>, table: &'t DeTable<'t>, path: &str, span: Span) -> Fields<'c, 't> {
+        let left = table
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), (v, k.span())))
+            .collect();
+        Fields { cx, path: path.to_owned(), span, left }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'t Spanned<DeValue<'t>>> {
+        self.left.remove(key).map(|(v, _)| v)
+    }
+
+    fn wrong(&self, key: &str, v: &Spanned<DeValue<'_>>, expected: &str) -> ScenarioError {
+        let found = match v.get_ref() {
+            DeValue::String(_) => "a string",
+            DeValue::Integer(_) => "an integer",
+            DeValue::Float(_) => "a float",
+            DeValue::Boolean(_) => "a boolean",
+            DeValue::Datetime(_) => "a date",
+            DeValue::Array(_) => "an array",
+            DeValue::Table(_) => "a table",
+        };
+        self.cx.error(v.span(), &self.key(key), format!("expected {expected}, found {found}"))
+    }
+
+    fn missing(&self, key: &str) -> ScenarioError {
+        self.cx.error(self.span.clone(), &self.key(key), "missing (required)".into())
+    }
+
+    fn opt_string(&mut self, key: &str) -> Result<Option<(String, Span)>, ScenarioError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => match v.get_ref().as_str() {
+                Some(s) => Ok(Some((s.to_owned(), v.span()))),
+                None => Err(self.wrong(key, v, "a string")),
+            },
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Result<(String, Span), ScenarioError> {
+        self.opt_string(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    fn opt_u64(&mut self, key: &str) -> Result<Option<u64>, ScenarioError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => match v.get_ref() {
+                DeValue::Integer(i) => {
+                    let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
+                    u64::from_str_radix(digits.trim_start_matches('+'), i.radix())
+                        .map(Some)
+                        .map_err(|_| self.cx.error(v.span(), &self.key(key), "must be a non-negative integer".into()))
+                }
+                _ => Err(self.wrong(key, v, "an integer")),
+            },
+        }
+    }
+
+    fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, ScenarioError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => v.get_ref().as_bool().map(Some).ok_or_else(|| self.wrong(key, v, "true or false")),
+        }
+    }
+
+    fn opt_choice<T: Copy>(&mut self, key: &str, choices: &[(&str, T)]) -> Result<Option<T>, ScenarioError> {
+        let Some((s, span)) = self.opt_string(key)? else { return Ok(None) };
+        match choices.iter().find(|(n, _)| *n == s) {
+            Some((_, t)) => Ok(Some(*t)),
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                Err(self.cx.error(span, &self.key(key), format!("unknown value `{s}` (one of {})", names.join(", "))))
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, key: &str, choices: &[(&str, T)]) -> Result<T, ScenarioError> {
+        self.opt_choice(key, choices)?.ok_or_else(|| self.missing(key))
+    }
+
+    fn opt_array_of_tables(&mut self, key: &str) -> Result<Vec<(&'t DeTable<'t>, Span)>, ScenarioError> {
+        let Some(v) = self.take(key) else { return Ok(Vec::new()) };
+        let DeValue::Array(items) = v.get_ref() else {
+            return Err(self.wrong(key, v, &format!("an array of tables ([[{key}]])")));
+        };
+        items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::Table(t) => Ok((t, item.span())),
+                _ => Err(self.wrong(key, item, "a table")),
+            })
+            .collect()
+    }
+
+    fn opt_parameters(&mut self, key: &str) -> Result<Vec<(String, Parameter)>, ScenarioError> {
+        let Some(v) = self.take(key) else { return Ok(Vec::new()) };
+        let DeValue::Table(t) = v.get_ref() else { return Err(self.wrong(key, v, "a table")) };
+        let mut out = Vec::new();
+        for (k, value) in t.iter() {
+            let name = k.get_ref().to_string();
+            let full = format!("{}.{name}", self.key(key));
+            let p = match value.get_ref() {
+                DeValue::String(s) => Parameter::String(s.to_string()),
+                DeValue::Boolean(b) => Parameter::Dword(u32::from(*b)),
+                DeValue::Integer(i) => {
+                    let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
+                    let n = u32::from_str_radix(digits.trim_start_matches('+'), i.radix()).map_err(|_| {
+                        self.cx.error(value.span(), &full, "a DWORD value must be 0 to 4294967295".into())
+                    })?;
+                    Parameter::Dword(n)
+                }
+                _ => {
+                    return Err(self.cx.error(
+                        value.span(),
+                        &full,
+                        "a parameter is a string (REG_SZ), an integer or a boolean (REG_DWORD)".into(),
+                    ));
+                }
+            };
+            out.push((name, p));
+        }
+        Ok(out)
+    }
+
+    /// `files = { "a.txt" = "contents", ... }`: files present on the volume.
+    fn opt_files(&mut self, key: &str) -> Result<Vec<(String, Vec<u8>)>, ScenarioError> {
+        let Some(v) = self.take(key) else { return Ok(Vec::new()) };
+        let DeValue::Table(t) = v.get_ref() else { return Err(self.wrong(key, v, "a table of file names and contents")) };
+        let mut out = Vec::new();
+        for (k, value) in t.iter() {
+            let name = k.get_ref().to_string();
+            match value.get_ref().as_str() {
+                Some(s) => out.push((name, s.as_bytes().to_vec())),
+                None => {
+                    return Err(self.cx.error(value.span(), &format!("{}.{name}", self.key(key)), "file contents must be a string".into()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish(self) -> Result<(), ScenarioError> {
+        match self.left.iter().next() {
+            None => Ok(()),
+            Some((k, (_, kspan))) => {
+                Err(self.cx.error(kspan.clone(), &self.key(k), "unknown key".into()))
+            }
+        }
+    }
+}
+
+/// The text of a scenario file, for `fsfilter samples` and the examples.
+pub fn describe_io_ops() -> String {
+    IO_OPS.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn lines_from_offsets() {
+        let l = LineIndex::new("a\nbc\n\nd");
+        assert_eq!((l.line(0), l.line(2), l.line(3), l.line(5), l.line(6)), (1, 2, 2, 3, 4));
+    }
+
+    #[test]
+    fn a_full_scenario_parses_with_defaults() {
+        let s = parse(
+            "t.toml",
+            r#"
+name = "x"
+seed = 9
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+[[driver]]
+name = "A"
+sample = "probe"
+model = "minifilter"
+altitude = "370000"
+[driver.parameters]
+Attach = "disk"
+Post = 0
+[[step]]
+action = "io"
+volume = "C:"
+op = "read"
+path = "a.txt"
+length = 4
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.seed, 9);
+        assert_eq!(s.volumes[0].mount, Mount::Boot);
+        assert_eq!(s.drivers[0].start, Start::Demand);
+        assert_eq!(s.drivers[0].parameters[0], ("Attach".into(), Parameter::String("disk".into())));
+        assert_eq!(s.drivers[0].parameters[1], ("Post".into(), Parameter::Dword(0)));
+        assert!(matches!(
+            s.steps[0].action,
+            Action::Io { op: MajorFunction::Read, mode: IoMode::Cached, length: Some(4), .. }
+        ));
+    }
+}

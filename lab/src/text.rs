@@ -1,0 +1,312 @@
+//! The text report: what a filter engineer reads at a glance. Stacks in the style of `!devstack`
+//! and `fltmc instances`, a `fltmc filters` table, the order of callbacks for each request,
+//! instance setups, unloads and verifier findings.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use fsfilter::{LoadOrderGroup, OperationKind, WdkFlags};
+use fsfilter_sim::{Callback, Event, EventKind, RequestRef};
+
+use crate::run::{Run, Snapshot, StackEntry};
+use crate::scenario::{Model, Scenario};
+
+/// The report for `run` of `scenario`.
+pub fn report(scenario: &Scenario, run: &Run) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "scenario {} (seed {})", run.scenario, scenario.seed);
+    out.push('\n');
+    filters(&mut out, scenario, run);
+    for s in &run.snapshots {
+        stacks(&mut out, s);
+    }
+    setups(&mut out, run);
+    steps(&mut out, run);
+    unloads(&mut out, run);
+    findings(&mut out, run);
+    out
+}
+
+fn filters(out: &mut String, scenario: &Scenario, run: &Run) {
+    let _ = writeln!(out, "Filters (fltmc filters):");
+    let _ = writeln!(
+        out,
+        "  {:<20} {:<10} {:>9} {:>12} {:>8}  {}",
+        "Filter Name", "Model", "Instances", "Altitude", "Frame", "Loaded"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<20} {:<10} {:>9} {:>12} {:>8}  {}",
+        "-".repeat(20),
+        "-".repeat(10),
+        "-".repeat(9),
+        "-".repeat(12),
+        "-".repeat(8),
+        "-".repeat(6)
+    );
+    let end = run.snapshots.last();
+    for d in &scenario.drivers {
+        let model = run.models.get(&d.name).copied().unwrap_or(d.model);
+        let loaded = run.events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::Load { driver, status, .. } if driver == &d.name => Some(*status),
+            _ => None,
+        });
+        let unloaded = run.events.iter().any(|e| {
+            matches!(&e.kind, EventKind::Unload { driver, status, .. } if driver == &d.name && status.is_success())
+        });
+        let state = match (loaded, unloaded) {
+            (None, _) => "not loaded".to_owned(),
+            (Some(s), _) if !s.is_success() => format!("failed: {}", status_name(s)),
+            (Some(_), true) => "unloaded".to_owned(),
+            (Some(_), false) => "yes".to_owned(),
+        };
+        let (instances, frame) = end.map_or((0, String::new()), |s| instances_of(s, &d.name));
+        let (altitude, frame) = match model {
+            Model::Minifilter => (d.altitude.clone().unwrap_or_default(), frame),
+            Model::Legacy => {
+                let shown = d
+                    .group
+                    .as_deref()
+                    .and_then(LoadOrderGroup::by_name)
+                    .map_or_else(String::new, |g| g.legacy_display_altitude().to_string());
+                (shown, "<Legacy>".to_owned())
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<10} {:>9} {:>12} {:>8}  {}",
+            d.name,
+            model.name(),
+            instances,
+            altitude,
+            frame,
+            state
+        );
+    }
+    out.push('\n');
+}
+
+/// How many volumes a driver is on in a snapshot, and its frame(s).
+fn instances_of(s: &Snapshot, driver: &str) -> (usize, String) {
+    let mut count = 0;
+    let mut frames: Vec<u32> = Vec::new();
+    for (_, stack) in &s.volumes {
+        for e in stack {
+            match e {
+                StackEntry::Legacy { driver: d } if d == driver => count += 1,
+                StackEntry::Frame { frame, instances } => {
+                    let n = instances.iter().filter(|(d, _, _)| d == driver).count();
+                    if n > 0 && !frames.contains(frame) {
+                        frames.push(*frame);
+                    }
+                    count += n;
+                }
+                _ => {}
+            }
+        }
+    }
+    frames.sort_unstable();
+    let frames: Vec<String> = frames.iter().map(u32::to_string).collect();
+    (count, frames.join(","))
+}
+
+fn stacks(out: &mut String, s: &Snapshot) {
+    let when = match s.step {
+        None => "after boot".to_owned(),
+        Some(i) => format!("step {i}"),
+    };
+    let _ = writeln!(out, "Stacks at \"{}\" ({when}), top down (!devstack / fltmc instances):", s.label);
+    for (volume, stack) in &s.volumes {
+        let _ = writeln!(out, "  {volume}");
+        if stack.is_empty() {
+            let _ = writeln!(out, "    (not mounted)");
+        }
+        for e in stack {
+            match e {
+                StackEntry::Legacy { driver } => {
+                    let _ = writeln!(out, "    legacy      {driver}");
+                }
+                StackEntry::Frame { frame, instances } => {
+                    let _ = writeln!(out, "    FltMgr      frame {frame}");
+                    if instances.is_empty() {
+                        let _ = writeln!(out, "                  (no instances)");
+                    }
+                    for (driver, instance, altitude) in instances {
+                        let _ = writeln!(out, "                  {altitude:>10}  {instance:<24} ({driver})");
+                    }
+                }
+                StackEntry::FileSystem { driver } => {
+                    let _ = writeln!(out, "    filesystem  {driver}");
+                }
+            }
+        }
+    }
+    out.push('\n');
+}
+
+fn setups(out: &mut String, run: &Run) {
+    let rows: Vec<String> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback { driver, volume, callback: Callback::InstanceSetup { flags, status, data_scan, .. }, .. } => {
+                let flags: Vec<&str> =
+                    flags.wdk_names().map(|n| n.trim_start_matches("FLTFL_INSTANCE_SETUP_")).collect();
+                let scan = match data_scan {
+                    fsfilter::DataScanMode::NotRequested => String::new(),
+                    m => format!("  data scan: {}", crate::json::data_scan_name(*m)),
+                };
+                Some(format!(
+                    "  {:<8} {:<14} {:<12} {:<48} {}{scan}",
+                    step_label(e),
+                    driver,
+                    volume.as_deref().unwrap_or("?"),
+                    flags.join("|"),
+                    status_name(*status)
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Instance setup:");
+    for r in rows {
+        let _ = writeln!(out, "{r}");
+    }
+    out.push('\n');
+}
+
+fn step_label(e: &Event) -> String {
+    e.step.map_or_else(|| "boot".to_owned(), |s| format!("step {s}"))
+}
+
+fn status_name(s: fsfilter::Status) -> String {
+    s.name().map_or_else(|| format!("0x{:08X}", s.bits()), str::to_owned)
+}
+
+/// The callbacks of one user request, in order, as `driver:pre`, ... with outcomes.
+pub fn callback_order(run: &Run, io: RequestRef) -> Vec<String> {
+    let mut seen = Vec::new();
+    for e in &run.events {
+        let EventKind::Callback { driver, io: Some(i), callback, .. } = &e.kind else { continue };
+        if *i != io {
+            continue;
+        }
+        let item = match callback {
+            Callback::Pre { kind, outcome, .. } => {
+                let via = if *kind == OperationKind::FastIo { " (fast I/O)" } else { "" };
+                format!("{driver} pre{via} {}", short_outcome(outcome))
+            }
+            Callback::Post { outcome, draining, .. } => {
+                let d = if *draining { " draining" } else { "" };
+                format!("{driver} post{d} {}", short_outcome(outcome))
+            }
+            Callback::Resumed { outcome } => format!("{driver} resumed {}", short_outcome(outcome)),
+            Callback::DataScan { status, .. } => format!("{driver} data-scan {}", status_name(*status)),
+            _ => continue,
+        };
+        seen.push(item);
+    }
+    seen
+}
+
+fn short_outcome(outcome: &str) -> &str {
+    outcome.trim_start_matches("FLT_PREOP_").trim_start_matches("FLT_POSTOP_")
+}
+
+fn steps(out: &mut String, run: &Run) {
+    if run.steps.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Steps:");
+    let io_status: BTreeMap<u32, fsfilter::Status> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::IoComplete { io, status, .. } => Some((io.0, *status)),
+            _ => None,
+        })
+        .collect();
+    for s in &run.steps {
+        let _ = writeln!(out, "  [{}] {:<40} {}", s.index, s.what, status_name(s.status));
+        if let Some(io) = s.io {
+            let order = callback_order(run, io);
+            if order.is_empty() {
+                let _ = writeln!(out, "        no filter saw request {}", io.0);
+            } else {
+                for line in order {
+                    let _ = writeln!(out, "        {line}");
+                }
+            }
+            if let Some(st) = io_status.get(&io.0) {
+                let _ = writeln!(out, "        -> completed {}", status_name(*st));
+            }
+        }
+        for e in run.events.iter().filter(|e| e.step == Some(s.index)) {
+            if let EventKind::System { what: "not_a_minifilter", detail, .. } = &e.kind {
+                let _ = writeln!(out, "        {detail}");
+            }
+        }
+    }
+    out.push('\n');
+}
+
+fn unloads(out: &mut String, run: &Run) {
+    let mut rows = Vec::new();
+    for e in &run.events {
+        match &e.kind {
+            EventKind::Unload { driver, mandatory, status } => rows.push(format!(
+                "  {:<8} {:<14} {:<13} {}",
+                step_label(e),
+                driver,
+                if *mandatory { "sc stop" } else { "fltmc unload" },
+                status_name(*status)
+            )),
+            EventKind::Callback { driver, callback: Callback::UnloadCallback { flags, status }, .. } => {
+                let f: Vec<&str> = flags.wdk_names().collect();
+                rows.push(format!(
+                    "  {:<8} {:<14} {:<13} unload callback [{}] answered {}",
+                    step_label(e),
+                    driver,
+                    "",
+                    f.join("|"),
+                    status_name(*status)
+                ));
+            }
+            _ => {}
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Unloads:");
+    for r in rows {
+        let _ = writeln!(out, "{r}");
+    }
+    out.push('\n');
+}
+
+fn findings(out: &mut String, run: &Run) {
+    let rows: Vec<String> = run
+        .findings()
+        .filter_map(|e| match &e.kind {
+            EventKind::Verifier { driver, rule, message } => Some(format!(
+                "  {:<8} {} {}: {message}",
+                step_label(e),
+                rule.name(),
+                driver.as_deref().unwrap_or("(kernel)")
+            )),
+            _ => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        let _ = writeln!(out, "Verifier: no findings.");
+    } else {
+        let _ = writeln!(out, "Verifier findings:");
+        for r in rows {
+            let _ = writeln!(out, "{r}");
+        }
+    }
+}
