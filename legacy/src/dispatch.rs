@@ -223,7 +223,7 @@ unsafe fn volume_dispatch<F: Filter>(
             unsafe { pass_through(ext, irp) }
         }
         PreOutcome::Complete(io) => {
-            let io = sanitize(io, cleanup_or_close);
+            let io = io.for_completion(cleanup_or_close);
             report("FLT_PREOP_COMPLETE", Some(io.status));
             let _ = state.pended.take(id);
             // SAFETY: the live IRP we complete.
@@ -252,18 +252,6 @@ unsafe fn volume_dispatch<F: Filter>(
                 unsafe { pass_through(ext, irp) }
             }
         },
-    }
-}
-
-/// A completion status may not be `STATUS_PENDING` or `STATUS_FLT_DISALLOW_FAST_IO`, and cleanup
-/// and close cannot fail (docs/callback-model.md).
-pub(crate) fn sanitize(io: IoStatus, cleanup_or_close: bool) -> IoStatus {
-    match io.status {
-        Status::PENDING | Status::FLT_DISALLOW_FAST_IO => {
-            IoStatus::new(Status::INVALID_DEVICE_STATE)
-        }
-        s if cleanup_or_close && !s.is_success() => IoStatus::new(Status::SUCCESS),
-        _ => io,
     }
 }
 
@@ -757,7 +745,8 @@ unsafe fn encode_resume<C>(
             Ok(p) => (flt_preop::SUCCESS_WITH_CALLBACK, p as usize),
             Err(c) => {
                 drop(c);
-                let io = sanitize(IoStatus::new(Status::INSUFFICIENT_RESOURCES), cleanup_or_close);
+                let io =
+                    IoStatus::new(Status::INSUFFICIENT_RESOURCES).for_completion(cleanup_or_close);
                 // SAFETY: the caller's pended IRP.
                 unsafe { set_irp_status(irp, io.status.0, io.information) };
                 (flt_preop::COMPLETE, 0)
@@ -765,7 +754,7 @@ unsafe fn encode_resume<C>(
         },
         PreResume::NoPost => (flt_preop::SUCCESS_NO_CALLBACK, 0),
         PreResume::Complete(io) => {
-            let io = sanitize(io, cleanup_or_close);
+            let io = io.for_completion(cleanup_or_close);
             // SAFETY: the caller's pended IRP.
             unsafe { set_irp_status(irp, io.status.0, io.information) };
             (flt_preop::COMPLETE, 0)
@@ -1049,12 +1038,15 @@ mod tests {
     #[test]
     fn completions_follow_the_model_rules() {
         assert_eq!(
-            sanitize(IoStatus::new(Status::PENDING), false).status,
+            IoStatus::new(Status::PENDING).for_completion(false).status,
             Status::INVALID_DEVICE_STATE
         );
-        assert_eq!(sanitize(IoStatus::new(Status::ACCESS_DENIED), true).status, Status::SUCCESS);
         assert_eq!(
-            sanitize(IoStatus::new(Status::ACCESS_DENIED), false).status,
+            IoStatus::new(Status::ACCESS_DENIED).for_completion(true).status,
+            Status::SUCCESS
+        );
+        assert_eq!(
+            IoStatus::new(Status::ACCESS_DENIED).for_completion(false).status,
             Status::ACCESS_DENIED
         );
     }

@@ -272,7 +272,7 @@ unsafe fn model<F: Filter>(
             return false;
         }
         PreOutcome::Complete(io) => {
-            let io = crate::dispatch::sanitize(io, false);
+            let io = io.for_completion(false);
             report_pre("FLT_PREOP_COMPLETE", Some(io.status));
             // SAFETY: the caller's status block.
             if let Some(iosb) = unsafe { iosb.as_mut() } {

@@ -353,18 +353,7 @@ fn encode_resume<C>(how: PreResume<C>) -> (i32, usize, Option<IoStatus>) {
             Err(_) => (flt_preop::COMPLETE, 0, Some(IoStatus::new(Status::INSUFFICIENT_RESOURCES))),
         },
         PreResume::NoPost => (flt_preop::SUCCESS_NO_CALLBACK, 0, None),
-        PreResume::Complete(io) => (flt_preop::COMPLETE, 0, Some(sanitize_completion(io))),
-    }
-}
-
-/// A completion status must not be `STATUS_PENDING` or `STATUS_FLT_DISALLOW_FAST_IO`
-/// (facts.md §4); the model turns them into `STATUS_INVALID_DEVICE_STATE`.
-fn sanitize_completion(io: IoStatus) -> IoStatus {
-    match io.status {
-        Status::PENDING | Status::FLT_DISALLOW_FAST_IO => {
-            IoStatus::new(Status::INVALID_DEVICE_STATE)
-        }
-        _ => io,
+        PreResume::Complete(io) => (flt_preop::COMPLETE, 0, Some(io.for_completion(false))),
     }
 }
 
@@ -391,12 +380,18 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
                 if let Some(io) = io {
                     // The pre callback is still running and will complete with this status.
                     // SAFETY: the handle is the running pre callback's data (found in the table).
+                    let io = io.for_completion(unsafe { is_cleanup_or_close(handle) });
+                    // SAFETY: as above.
                     unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
                 }
             }
-            // SAFETY: `handle` is a callback data this filter pended (taken from the table),
-            // which the Filter Manager keeps valid until it is completed here, once.
-            Resume::Now(_) => unsafe { complete_pended(handle, code, context, io) },
+            Resume::Now(_) => {
+                // SAFETY: `handle` is a callback data this filter pended (taken from the table).
+                let io = io.map(|io| io.for_completion(unsafe { is_cleanup_or_close(handle) }));
+                // SAFETY: as above; the Filter Manager keeps it valid until it is completed here,
+                // once.
+                unsafe { complete_pended(handle, code, context, io) }
+            }
         }
     }
 
@@ -412,6 +407,8 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
                     // The completion status travels in the callback data until the worker
                     // completes it.
                     // SAFETY: a pended callback data of this filter (found in the table).
+                    let io = io.for_completion(unsafe { is_cleanup_or_close(handle) });
+                    // SAFETY: as above.
                     unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
                 }
                 if queue_now {
@@ -420,6 +417,22 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
             }
         }
     }
+}
+
+/// True when callback data `handle` is a cleanup or a close (which cannot fail, rule 5).
+///
+/// # Safety
+/// `handle` must be a valid callback data.
+unsafe fn is_cleanup_or_close(handle: usize) -> bool {
+    // SAFETY: the caller's valid callback data.
+    let iopb = unsafe { (*(handle as *const FLT_CALLBACK_DATA)).Iopb };
+    // SAFETY: its parameter block, or null.
+    unsafe { iopb.as_ref() }.is_some_and(|i| {
+        matches!(
+            MajorFunction::from_code(i.MajorFunction),
+            MajorFunction::Cleanup | MajorFunction::Close
+        )
+    })
 }
 
 /// Completes a pended pre-operation.
@@ -604,15 +617,8 @@ fn map_pre_outcome<F: Filter>(
             with_context(c, flt_preop::SYNCHRONIZE, "FLT_PREOP_SYNCHRONIZE")
         }
         PreOutcome::NoPost => no_post,
-        PreOutcome::Complete(io) => {
-            let io = sanitize_completion(io);
-            // Rule 5: cleanup and close cannot fail.
-            if cleanup_or_close && !io.status.is_success() {
-                complete(IoStatus::new(Status::SUCCESS))
-            } else {
-                complete(io)
-            }
-        }
+        // Rules 5 and 13: cleanup and close cannot fail; no reserved completion statuses.
+        PreOutcome::Complete(io) => complete(io.for_completion(cleanup_or_close)),
         PreOutcome::DisallowFastIo => {
             let allowed = header.kind == OperationKind::FastIo
                 && !matches!(
@@ -645,11 +651,7 @@ fn map_pre_outcome<F: Filter>(
         PreOutcome::Pending(_receipt) => match driver.pended.pre_returned(id) {
             // Resumed before the pre callback returned: answer with that decision now.
             PreReturned::Early(d) => {
-                let name = match d.code {
-                    flt_preop::SUCCESS_WITH_CALLBACK => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
-                    flt_preop::COMPLETE => "FLT_PREOP_COMPLETE",
-                    _ => "FLT_PREOP_SUCCESS_NO_CALLBACK",
-                };
+                let name = PreOutcome::<()>::wdk_name_of(d.code);
                 // SAFETY: `data` is the running callback's data.
                 let io = (d.code == flt_preop::COMPLETE).then(|| unsafe { view::io_status(data) });
                 (d.code, d.context as *mut c_void, (name, io.map(|i| i.status)))
@@ -846,19 +848,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn completions_never_use_reserved_statuses() {
-        assert_eq!(
-            sanitize_completion(IoStatus::new(Status::PENDING)).status,
-            Status::INVALID_DEVICE_STATE
-        );
-        assert_eq!(
-            sanitize_completion(IoStatus::new(Status::FLT_DISALLOW_FAST_IO)).status,
-            Status::INVALID_DEVICE_STATE
-        );
-        assert_eq!(
-            sanitize_completion(IoStatus::new(Status::ACCESS_DENIED)).status,
-            Status::ACCESS_DENIED
-        );
+    fn resumed_completions_never_use_reserved_statuses() {
+        let (_, _, io) = encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::PENDING)));
+        assert_eq!(io.map(|i| i.status), Some(Status::INVALID_DEVICE_STATE));
     }
 
     #[test]

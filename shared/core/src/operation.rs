@@ -489,6 +489,21 @@ impl IoStatus {
     pub const fn new(status: Status) -> IoStatus {
         IoStatus { status, information: 0 }
     }
+
+    /// The status a request is really completed with when filter logic completes it with this
+    /// one (docs/callback-model.md, rules 5 and 13): `STATUS_PENDING` and
+    /// `STATUS_FLT_DISALLOW_FAST_IO` are not completion statuses and become
+    /// `STATUS_INVALID_DEVICE_STATE`; cleanup and close cannot fail, so a failure there becomes
+    /// `STATUS_SUCCESS`.
+    pub const fn for_completion(self, cleanup_or_close: bool) -> IoStatus {
+        if self.status.0 == Status::PENDING.0 || self.status.0 == Status::FLT_DISALLOW_FAST_IO.0 {
+            IoStatus::new(Status::INVALID_DEVICE_STATE)
+        } else if cleanup_or_close && !self.status.is_success() {
+            IoStatus::new(Status::SUCCESS)
+        } else {
+            self
+        }
+    }
 }
 
 /// An operation in its post phase, as a filter's `post_operation` sees it.
@@ -623,6 +638,20 @@ mod tests {
         assert!(!name.matches("\\other\\*"));
         assert!(FileName::new(&[]).matches("*"));
         assert!(!FileName::new(&[]).matches("?"));
+    }
+
+    #[test]
+    fn completion_statuses_follow_rules_5_and_13() {
+        let io = |s| IoStatus::new(s);
+        assert_eq!(io(Status::PENDING).for_completion(false).status, Status::INVALID_DEVICE_STATE);
+        assert_eq!(
+            io(Status::FLT_DISALLOW_FAST_IO).for_completion(true).status,
+            Status::INVALID_DEVICE_STATE
+        );
+        assert_eq!(io(Status::ACCESS_DENIED).for_completion(false).status, Status::ACCESS_DENIED);
+        assert_eq!(io(Status::ACCESS_DENIED).for_completion(true).status, Status::SUCCESS);
+        let kept = IoStatus { status: Status::END_OF_FILE, information: 3 };
+        assert_eq!(kept.for_completion(false), kept);
     }
 
     #[test]

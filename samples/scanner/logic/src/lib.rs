@@ -29,8 +29,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use fsfilter::text::copy_prefix;
 use fsfilter::{
     DataScanMode, Error, Filter, Instance, InstanceSetup, Irql, MajorFunction, Operation,
-    PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result,
-    SectionId, ServiceParameters, Services, Status,
+    PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, Registration,
+    RegistrationFlags, Result, SectionId, ServiceParameters, Services, Status,
 };
 
 pub use fsfilter::ParameterDoc;
@@ -54,6 +54,12 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         kind: "REG_DWORD",
         default: "0",
         description: "1 attaches to volumes where data scanning is unavailable (nothing is scanned there); 0 refuses them with STATUS_FLT_DO_NOT_ATTACH.",
+    },
+    ParameterDoc {
+        name: "SupportNpfsMsfs",
+        kind: "REG_DWORD",
+        default: "0",
+        description: "1 sets FLTFL_REGISTRATION_SUPPORT_NPFS_MSFS (minifilter only): attach to named-pipe and mailslot volumes, where the Filter Manager cannot data-scan and the FsRtl fallback is used.",
     },
     ParameterDoc {
         name: "Notes",
@@ -121,6 +127,7 @@ pub struct Scanner {
     pattern_len: usize,
     latency_ms: u32,
     attach_unscanned: bool,
+    npfs_msfs: bool,
     notes: bool,
     /// Streams (`FsContext`) written since their last scan; 0 is a free slot.
     dirty: [AtomicUsize; DIRTY_SLOTS],
@@ -168,6 +175,7 @@ impl Scanner {
             pattern_len,
             latency_ms: p.dword("ScanLatency").unwrap_or(0),
             attach_unscanned: p.flag("AttachUnscanned").unwrap_or(false),
+            npfs_msfs: p.flag("SupportNpfsMsfs").unwrap_or(false),
             notes: p.flag("Notes").unwrap_or(true),
             dirty: [const { AtomicUsize::new(0) }; DIRTY_SLOTS],
         })
@@ -282,6 +290,14 @@ impl Filter for Scanner {
 
     fn load(parameters: &dyn ServiceParameters) -> Result<Scanner> {
         Scanner::from_parameters(parameters).map_err(|_| Error::INVALID_PARAMETER)
+    }
+
+    fn registration(&self) -> Registration {
+        if self.npfs_msfs {
+            REGISTRATION.flags(RegistrationFlags::SUPPORT_NPFS_MSFS)
+        } else {
+            REGISTRATION
+        }
     }
 
     fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<()> {
@@ -416,6 +432,22 @@ mod tests {
             s.mark_dirty(i * 0x10);
         }
         assert_eq!(s.dirty.iter().filter(|d| d.load(Ordering::Relaxed) != 0).count(), DIRTY_SLOTS);
+    }
+
+    #[test]
+    fn named_pipes_and_mailslots_only_when_asked() {
+        let plain = scanner(&[("Pattern", V::String("x"))]).unwrap();
+        assert!(
+            !plain
+                .registration()
+                .registration_flags()
+                .contains(RegistrationFlags::SUPPORT_NPFS_MSFS)
+        );
+        let pipes =
+            scanner(&[("Pattern", V::String("x")), ("SupportNpfsMsfs", V::Dword(1))]).unwrap();
+        let r = pipes.registration();
+        assert!(r.registration_flags().contains(RegistrationFlags::SUPPORT_NPFS_MSFS));
+        assert!(r.scans_data(), "the flag keeps the rest of the registration");
     }
 
     #[test]
