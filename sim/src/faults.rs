@@ -68,6 +68,13 @@ pub struct Faults {
     counts: FastMap<(FaultKind, Option<ImageId>), u64>,
     /// The image counted as "current" for the next check (set by the kernel).
     pub(crate) current: Option<ImageId>,
+    /// Its service name (set by the kernel).
+    pub(crate) current_service: Option<String>,
+    /// Planned failures by service name: the `nth` call of a kind made by that service's image,
+    /// whichever image it gets when it loads.
+    service_plans: Vec<(String, FaultKind, u64)>,
+    /// Calls counted by service name.
+    service_counts: std::collections::BTreeMap<(String, FaultKind), u64>,
     /// Failures injected so far.
     pub injected: Vec<Fault>,
 }
@@ -76,6 +83,16 @@ impl Faults {
     /// Adds a planned failure.
     pub fn plan(&mut self, fault: Fault) {
         self.plans.push(fault);
+    }
+
+    /// Plans the failure of the `nth` call (1-based) of `kind` made by service `service`.
+    pub fn plan_for_service(&mut self, service: &str, kind: FaultKind, nth: u64) {
+        self.service_plans.push((service.to_ascii_lowercase(), kind, nth));
+    }
+
+    /// How many calls of `kind` service `service` has made (in this machine's life).
+    pub fn service_count(&self, service: &str, kind: FaultKind) -> u64 {
+        self.service_counts.get(&(service.to_ascii_lowercase(), kind)).copied().unwrap_or(0)
     }
 
     /// How many calls of `kind` `image` has made.
@@ -99,6 +116,20 @@ impl Faults {
         let any = self.counts.entry((kind, None)).or_default();
         *any += 1;
         let any = *any;
+        if let Some(service) = self.current_service.clone() {
+            let n = self.service_counts.entry((service.clone(), kind)).or_default();
+            *n += 1;
+            let n = *n;
+            if let Some(i) = self
+                .service_plans
+                .iter()
+                .position(|(s, k, nth)| *s == service && *k == kind && *nth == n)
+            {
+                self.service_plans.remove(i);
+                self.injected.push(Fault { kind, nth: n, image });
+                return true;
+            }
+        }
         let hit = self.plans.iter().position(|p| {
             p.kind == kind
                 && match p.image {

@@ -295,6 +295,7 @@ impl Kernel {
     /// Counts a call of `kind` by the running image and says whether fault injection fails it.
     pub fn fault(&mut self, kind: crate::faults::FaultKind) -> bool {
         self.faults.current = self.current_image();
+        self.faults.current_service = self.current_image_name().map(|n| n.to_ascii_lowercase());
         self.faults.fail(kind)
     }
 
