@@ -15,17 +15,17 @@
 use fsfilter::Status;
 use fsfilter_sim::{
     CreateOptions, DriverEntry, FaultKind, FsKind, IoMode, Machine, MachineConfig, MountWhen,
-    RegValue, ServiceSpec, StartType, StopResult, VolumeId, VolumeSpec,
+    RegValue, ServiceSpec, StopResult, VolumeId, VolumeSpec,
 };
 
 mod drivers {
-    pub mod passthrough {
+    pub(crate) mod passthrough {
         fsfilter_legacy::driver!(passthrough::Passthrough);
     }
-    pub mod probe {
+    pub(crate) mod probe {
         fsfilter_legacy::driver!(probe::Probe);
     }
-    pub mod scanner {
+    pub(crate) mod scanner {
         fsfilter_legacy::driver!(scanner::Scanner);
     }
 }
