@@ -40,38 +40,6 @@ pub mod capabilities;
 #[macro_export]
 macro_rules! driver {
     ($filter:ty) => {
-        /// The driver's entry point for the simulator (and what `DriverEntry` calls on Windows).
-        ///
-        /// # Safety
-        /// Called once per image by the loader, at `PASSIVE_LEVEL`, with valid arguments.
-        pub unsafe extern "system" fn driver_entry(
-            driver: *const $crate::fsfilter_kernel::sys::Wdk::Foundation::DRIVER_OBJECT,
-            registry_path: *const $crate::fsfilter_kernel::sys::Win32::Foundation::UNICODE_STRING,
-        ) -> $crate::fsfilter_kernel::sys::Win32::Foundation::NTSTATUS {
-            // SAFETY: forwarded from the loader's call.
-            unsafe { $crate::driver_entry::<$filter>(driver, registry_path) }
-        }
-
-        /// The entry point as a value, for the simulator's loader.
-        pub const ENTRY:
-            unsafe extern "system" fn(
-                *const $crate::fsfilter_kernel::sys::Wdk::Foundation::DRIVER_OBJECT,
-                *const $crate::fsfilter_kernel::sys::Win32::Foundation::UNICODE_STRING,
-            )
-                -> $crate::fsfilter_kernel::sys::Win32::Foundation::NTSTATUS = driver_entry;
-
-        /// `DriverEntry`, on the driver target.
-        ///
-        /// # Safety
-        /// Called once by the I/O manager.
-        #[cfg(target_os = "windows")]
-        #[unsafe(no_mangle)]
-        pub unsafe extern "system" fn DriverEntry(
-            driver: *const $crate::fsfilter_kernel::sys::Wdk::Foundation::DRIVER_OBJECT,
-            registry_path: *const $crate::fsfilter_kernel::sys::Win32::Foundation::UNICODE_STRING,
-        ) -> $crate::fsfilter_kernel::sys::Win32::Foundation::NTSTATUS {
-            // SAFETY: forwarded from the I/O manager's call.
-            unsafe { driver_entry(driver, registry_path) }
-        }
+        $crate::fsfilter_kernel::define_driver_entry!($crate::driver_entry::<$filter>);
     };
 }

@@ -39,3 +39,46 @@ pub mod trace;
 pub mod unicode;
 
 pub use fsfilter;
+
+/// Defines a driver's entry points around a backend's generic entry function; each backend's
+/// `driver!` macro expands to this with its own `driver_entry::<F>`:
+///
+/// - `pub unsafe extern "system" fn driver_entry`, the entry point for the simulator's loader;
+/// - `pub const ENTRY`, the same as a value;
+/// - on `x86_64-pc-windows-msvc`, `DriverEntry`, the symbol the linker's `/ENTRY` names.
+#[macro_export]
+macro_rules! define_driver_entry {
+    ($entry:path) => {
+        /// The driver's entry point for the simulator (and what `DriverEntry` calls on Windows).
+        ///
+        /// # Safety
+        /// Called once per image by the loader, at `PASSIVE_LEVEL`, with valid arguments.
+        pub unsafe extern "system" fn driver_entry(
+            driver: *const $crate::sys::Wdk::Foundation::DRIVER_OBJECT,
+            registry_path: *const $crate::sys::Win32::Foundation::UNICODE_STRING,
+        ) -> $crate::sys::Win32::Foundation::NTSTATUS {
+            // SAFETY: forwarded from the loader's call.
+            unsafe { $entry(driver, registry_path) }
+        }
+
+        /// The entry point as a value, for the simulator's loader.
+        pub const ENTRY: unsafe extern "system" fn(
+            *const $crate::sys::Wdk::Foundation::DRIVER_OBJECT,
+            *const $crate::sys::Win32::Foundation::UNICODE_STRING,
+        ) -> $crate::sys::Win32::Foundation::NTSTATUS = driver_entry;
+
+        /// `DriverEntry`, on the driver target.
+        ///
+        /// # Safety
+        /// Called once by the I/O manager.
+        #[cfg(target_os = "windows")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "system" fn DriverEntry(
+            driver: *const $crate::sys::Wdk::Foundation::DRIVER_OBJECT,
+            registry_path: *const $crate::sys::Win32::Foundation::UNICODE_STRING,
+        ) -> $crate::sys::Win32::Foundation::NTSTATUS {
+            // SAFETY: forwarded from the I/O manager's call.
+            unsafe { driver_entry(driver, registry_path) }
+        }
+    };
+}
