@@ -98,6 +98,16 @@ impl Kernel {
         (count, bytes, tags)
     }
 
+    /// Pool calls (allocations + frees) made so far by the loaded image of service `service`.
+    pub fn pool_calls_of_service(&self, service: &str) -> u64 {
+        self.images
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.name.eq_ignore_ascii_case(service))
+            .map(|(n, _)| self.pool_calls(ImageId(n as u32)))
+            .sum()
+    }
+
     /// Pool calls (allocations + frees) made by an image so far.
     pub fn pool_calls(&self, image: ImageId) -> u64 {
         self.pool.allocations.get(&Some(image)).copied().unwrap_or(0)
