@@ -45,7 +45,9 @@ fn position(stack: &[StackEntry], driver: &str) -> String {
     let mut found = None;
     for (i, e) in stack.iter().enumerate() {
         match e {
-            StackEntry::Legacy { driver: d } if d == driver => found = Some(format!("legacy device #{} from the top", i + 1)),
+            StackEntry::Legacy { driver: d } if d == driver => {
+                found = Some(format!("legacy device #{} from the top", i + 1))
+            }
             StackEntry::Frame { frame, instances } => {
                 if let Some(pos) = instances.iter().position(|(d, _, _)| d == driver) {
                     let alt = instances.get(pos).map_or("", |(_, _, a)| a.as_str());
@@ -79,7 +81,9 @@ fn seen(run: &Run, driver: &str, io: RequestRef) -> (Vec<String>, Option<usize>)
     let mut pres = 0;
     let mut rank = None;
     for e in &run.events {
-        let EventKind::Callback { driver: d, io: Some(i), callback, .. } = &e.kind else { continue };
+        let EventKind::Callback { driver: d, io: Some(i), callback, .. } = &e.kind else {
+            continue;
+        };
         if *i != io {
             continue;
         }
@@ -117,10 +121,16 @@ fn setups(run: &Run, driver: &str) -> Vec<String> {
     run.events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Callback { driver: d, volume, callback: Callback::InstanceSetup { flags, status, data_scan, .. }, .. }
-                if d == driver =>
-            {
-                let f: Vec<&str> = flags.wdk_names().map(|n| n.trim_start_matches("FLTFL_INSTANCE_SETUP_")).collect();
+            EventKind::Callback {
+                driver: d,
+                volume,
+                callback: Callback::InstanceSetup { flags, status, data_scan, .. },
+                ..
+            } if d == driver => {
+                let f: Vec<&str> = flags
+                    .wdk_names()
+                    .map(|n| n.trim_start_matches("FLTFL_INSTANCE_SETUP_"))
+                    .collect();
                 Some(format!(
                     "{}: {} -> {}, data scan {}",
                     volume.as_deref().unwrap_or("?"),
@@ -143,7 +153,9 @@ fn unloads(run: &Run, driver: &str) -> Vec<String> {
                 if *mandatory { "sc stop" } else { "fltmc unload" },
                 status.name().unwrap_or("?")
             )),
-            EventKind::System { what: "not_a_minifilter", driver: Some(d), detail, .. } if d == driver => {
+            EventKind::System { what: "not_a_minifilter", driver: Some(d), detail, .. }
+                if d == driver =>
+            {
                 Some(detail.clone())
             }
             _ => None,
@@ -167,13 +179,18 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
         }
         let _ = writeln!(out, "      see docs/semantics.md#{row}");
     };
-    let _ = writeln!(out, "compare {name} in scenario {}: legacy filter vs minifilter\n", scenario.name);
+    let _ = writeln!(
+        out,
+        "compare {name} in scenario {}: legacy filter vs minifilter\n",
+        scenario.name
+    );
 
     let _ = writeln!(out, "Where it sat (end of run):");
     let (ls, ms) = (legacy.snapshots.last(), mini.snapshots.last());
     for v in &scenario.volumes {
         let stack_of = |r: Option<&crate::run::Snapshot>| {
-            r.and_then(|s| s.volumes.iter().find(|(n, _)| n == &v.name)).map_or_else(Vec::new, |(_, s)| s.clone())
+            r.and_then(|s| s.volumes.iter().find(|(n, _)| n == &v.name))
+                .map_or_else(Vec::new, |(_, s)| s.clone())
         };
         let (l, m) = (position(&stack_of(ls), &name), position(&stack_of(ms), &name));
         let _ = writeln!(out, "  {}", v.name);
@@ -190,10 +207,21 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
 
     let _ = writeln!(out, "Instance setup:");
     let (lset, mset) = (setups(&legacy, &name), setups(&mini, &name));
-    let _ = writeln!(out, "  legacy:     {}", if lset.is_empty() { "none".into() } else { lset.join("; ") });
-    let _ = writeln!(out, "  minifilter: {}", if mset.is_empty() { "none".into() } else { mset.join("; ") });
+    let _ = writeln!(
+        out,
+        "  legacy:     {}",
+        if lset.is_empty() { "none".into() } else { lset.join("; ") }
+    );
+    let _ = writeln!(
+        out,
+        "  minifilter: {}",
+        if mset.is_empty() { "none".into() } else { mset.join("; ") }
+    );
     if lset != mset {
-        let scan_differs = lset.iter().zip(&mset).any(|(a, b)| a.split("data scan").nth(1) != b.split("data scan").nth(1));
+        let scan_differs = lset
+            .iter()
+            .zip(&mset)
+            .any(|(a, b)| a.split("data scan").nth(1) != b.split("data scan").nth(1));
         cite(rows::SETUP_FLAGS, &mut out);
         if scan_differs {
             cite(rows::DATA_SCAN, &mut out);
@@ -238,8 +266,16 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
     let (lu, mu) = (unloads(&legacy, &name), unloads(&mini, &name));
     if !lu.is_empty() || !mu.is_empty() {
         let _ = writeln!(out, "Unload:");
-        let _ = writeln!(out, "  legacy:     {}", if lu.is_empty() { "none".into() } else { lu.join("; ") });
-        let _ = writeln!(out, "  minifilter: {}", if mu.is_empty() { "none".into() } else { mu.join("; ") });
+        let _ = writeln!(
+            out,
+            "  legacy:     {}",
+            if lu.is_empty() { "none".into() } else { lu.join("; ") }
+        );
+        let _ = writeln!(
+            out,
+            "  minifilter: {}",
+            if mu.is_empty() { "none".into() } else { mu.join("; ") }
+        );
         if lu != mu {
             cite(rows::UNLOAD, &mut out);
         }
@@ -249,14 +285,21 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
         matches!(&s.action, crate::scenario::Action::Attach { driver, .. } | crate::scenario::Action::Detach { driver, .. } if driver.eq_ignore_ascii_case(&name))
     });
     if manual {
-        let _ = writeln!(out, "Manual attach/detach steps name {name}: only the Filter Manager has them.");
+        let _ = writeln!(
+            out,
+            "Manual attach/detach steps name {name}: only the Filter Manager has them."
+        );
         cite(rows::MANUAL, &mut out);
         out.push('\n');
     }
     let findings = legacy.has_findings() || mini.has_findings();
     for (label, r) in [("legacy", &legacy), ("minifilter", &mini)] {
         let n = r.findings().count();
-        let _ = writeln!(out, "Verifier ({label} run): {}", if n == 0 { "no findings".to_owned() } else { format!("{n} finding(s)") });
+        let _ = writeln!(
+            out,
+            "Verifier ({label} run): {}",
+            if n == 0 { "no findings".to_owned() } else { format!("{n} finding(s)") }
+        );
     }
     Ok(Comparison { text: out, findings, rows: cited })
 }

@@ -25,7 +25,11 @@ pub fn run() -> Demo {
     let s = match scenario::parse("demo.toml", SCENARIO) {
         Ok(s) => s,
         Err(e) => {
-            return Demo { text: format!("the built-in scenario is invalid: {e}\n"), html: String::new(), findings: true };
+            return Demo {
+                text: format!("the built-in scenario is invalid: {e}\n"),
+                html: String::new(),
+                findings: true,
+            };
         }
     };
     let r = run::run(&s);

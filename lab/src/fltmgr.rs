@@ -34,7 +34,12 @@ pub fn detach(m: &mut Machine, driver: &str, volume: VolumeId, instance: Option<
 
 /// A Filter Manager request naming a legacy filter: the Filter Manager does not know it, and
 /// `fltmc` reports `STATUS_FLT_FILTER_NOT_FOUND` (facts.md §7's `0x801F0013`). The log says why.
-pub fn not_a_minifilter(m: &mut Machine, what: &'static str, driver: &str, volume: Option<&str>) -> Status {
+pub fn not_a_minifilter(
+    m: &mut Machine,
+    what: &'static str,
+    driver: &str,
+    volume: Option<&str>,
+) -> Status {
     let status = Status::FLT_FILTER_NOT_FOUND;
     let detail = format!(
         "fltmc {what}: {driver} is a legacy filter; the Filter Manager manages minifilters only \

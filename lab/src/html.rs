@@ -102,7 +102,8 @@ fn stack_svg(volume: &str, stack: &[StackEntry]) -> String {
 
 fn snapshot_section(s: &Snapshot) -> String {
     let when = s.step.map_or_else(|| "after boot".to_owned(), |i| format!("step {i}"));
-    let mut out = format!("<h2>Stacks at “{}” ({when})</h2><div class=\"snapshots\">", esc(&s.label));
+    let mut out =
+        format!("<h2>Stacks at “{}” ({when})</h2><div class=\"snapshots\">", esc(&s.label));
     for (volume, stack) in &s.volumes {
         out.push_str(&stack_svg(volume, stack));
     }
@@ -116,7 +117,9 @@ fn timeline_svg(run: &Run) -> String {
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Callback { driver, callback, io, .. } => Some((driver.as_str(), callback, io.map(|i| i.0))),
+            EventKind::Callback { driver, callback, io, .. } => {
+                Some((driver.as_str(), callback, io.map(|i| i.0)))
+            }
             _ => None,
         })
         .collect();
@@ -149,7 +152,9 @@ fn timeline_svg(run: &Run) -> String {
                 if outcome.ends_with("COMPLETE") { "complete" } else { "pre" },
                 format!("pre {} {outcome}", major.short_name().unwrap_or("?")),
             ),
-            Callback::Post { major, outcome, .. } => ("post", format!("post {} {outcome}", major.short_name().unwrap_or("?"))),
+            Callback::Post { major, outcome, .. } => {
+                ("post", format!("post {} {outcome}", major.short_name().unwrap_or("?")))
+            }
             other => ("other", other.kind().to_owned()),
         };
         let io = io.map_or_else(String::new, |i| format!(" (io {i})"));
@@ -173,7 +178,8 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>fsfilter lab: {}</title><style>{STYLE}</style></head><body>",
         esc(&run.scenario)
     );
-    let _ = write!(out, "<h1>fsfilter lab: {}</h1><p>seed {}</p>", esc(&run.scenario), scenario.seed);
+    let _ =
+        write!(out, "<h1>fsfilter lab: {}</h1><p>seed {}</p>", esc(&run.scenario), scenario.seed);
     out.push_str("<h2>Filters</h2><table><tr><th>Filter</th><th>Model</th><th>Sample</th><th>Altitude</th><th>Start</th></tr>");
     for d in &scenario.drivers {
         let model = run.models.get(&d.name).copied().unwrap_or(d.model);
@@ -195,7 +201,8 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     out.push_str(&timeline_svg(run));
     out.push_str("<h2>Steps</h2><table><tr><th>#</th><th>Step</th><th>Result</th><th>Callbacks, in order</th></tr>");
     for s in &run.steps {
-        let order = s.io.map(|io| crate::text::callback_order(run, io).join(" → ")).unwrap_or_default();
+        let order =
+            s.io.map(|io| crate::text::callback_order(run, io).join(" → ")).unwrap_or_default();
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -11,7 +11,9 @@ use fsfilter_sim::{
 };
 
 use crate::samples;
-use crate::scenario::{Action, Driver, FileSystem, IoMode, Model, Mount, Parameter, Scenario, Start};
+use crate::scenario::{
+    Action, Driver, FileSystem, IoMode, Model, Mount, Parameter, Scenario, Start,
+};
 
 /// One entry of a volume's stack in a snapshot, from the top down.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,7 +175,8 @@ pub fn run(scenario: &Scenario) -> Run {
     for (i, step) in scenario.steps.iter().enumerate() {
         let index = i as u32;
         m.set_step(Some(index));
-        let outcome = play(&mut m, scenario, &volumes, &mut handles, index, &step.action, &mut snapshots);
+        let outcome =
+            play(&mut m, scenario, &volumes, &mut handles, index, &step.action, &mut snapshots);
         m.settle();
         steps.push(outcome);
     }
@@ -258,7 +261,8 @@ fn play(
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
             };
             let path = path.clone().unwrap_or_default();
-            let what = format!("io {} {}{}{}", op.short_name().unwrap_or("?"), volume, sep(&path), path);
+            let what =
+                format!("io {} {}{}{}", op.short_name().unwrap_or("?"), volume, sep(&path), path);
             let r = io(m, handles, volume, v, &path, *op, *offset, *length, *mode, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
         }
@@ -398,7 +402,8 @@ fn snapshot(
         .volumes
         .iter()
         .map(|v| {
-            let stack = volumes.get(&v.name).map_or_else(Vec::new, |id| crate::fltmgr::stack(m, *id));
+            let stack =
+                volumes.get(&v.name).map_or_else(Vec::new, |id| crate::fltmgr::stack(m, *id));
             (v.name.clone(), stack)
         })
         .collect();

@@ -343,7 +343,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let mut f = Fields::new(&cx, table, &path, span.clone());
         let (vname, vspan) = f.string("name")?;
         if volumes.iter().any(|v| v.name.eq_ignore_ascii_case(&vname)) {
-            return Err(cx.error(vspan, &format!("{path}.name"), format!("volume `{vname}` is defined twice")));
+            return Err(cx.error(
+                vspan,
+                &format!("{path}.name"),
+                format!("volume `{vname}` is defined twice"),
+            ));
         }
         let filesystem = f.choice("filesystem", &FileSystem::ALL)?;
         let mount = f
@@ -362,7 +366,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let mut f = Fields::new(&cx, table, &path, span.clone());
         let (dname, dspan) = f.string("name")?;
         if drivers.iter().any(|d| d.name.eq_ignore_ascii_case(&dname)) {
-            return Err(cx.error(dspan, &format!("{path}.name"), format!("driver `{dname}` is defined twice")));
+            return Err(cx.error(
+                dspan,
+                &format!("{path}.name"),
+                format!("driver `{dname}` is defined twice"),
+            ));
         }
         let (sample, sspan) = f.string("sample")?;
         if samples::find(&sample).is_none() {
@@ -459,7 +467,10 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     return Err(ScenarioError {
                         file: file.to_owned(),
                         line: b.line,
-                        key: format!("driver[{}].altitude", drivers.iter().position(|d| d == b).unwrap_or(0)),
+                        key: format!(
+                            "driver[{}].altitude",
+                            drivers.iter().position(|d| d == b).unwrap_or(0)
+                        ),
                         message: format!(
                             "`{}` and `{}` both have altitude {y}: two instances cannot share an altitude",
                             a.name, b.name
@@ -479,14 +490,22 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             let (d, dspan) = f.string("driver")?;
             match drivers.iter().find(|x| x.name.eq_ignore_ascii_case(&d)) {
                 Some(x) => Ok(x.name.clone()),
-                None => Err(cx.error(dspan, &format!("{path}.driver"), format!("no driver named `{d}`"))),
+                None => Err(cx.error(
+                    dspan,
+                    &format!("{path}.driver"),
+                    format!("no driver named `{d}`"),
+                )),
             }
         };
         let volume = |f: &mut Fields<'_, '_>| -> Result<String, ScenarioError> {
             let (v, vspan) = f.string("volume")?;
             match volumes.iter().find(|x| x.name.eq_ignore_ascii_case(&v)) {
                 Some(x) => Ok(x.name.clone()),
-                None => Err(cx.error(vspan, &format!("{path}.volume"), format!("no volume named `{v}`"))),
+                None => Err(cx.error(
+                    vspan,
+                    &format!("{path}.volume"),
+                    format!("no volume named `{v}`"),
+                )),
             }
         };
         let action = match action.as_str() {
@@ -531,12 +550,20 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let offset = f.opt_u64("offset")?;
                 let length = f
                     .opt_u64("length")?
-                    .map(|l| u32::try_from(l).map_err(|_| cx.error(span.clone(), &format!("{path}.length"), "too large".into())))
+                    .map(|l| {
+                        u32::try_from(l).map_err(|_| {
+                            cx.error(span.clone(), &format!("{path}.length"), "too large".into())
+                        })
+                    })
                     .transpose()?;
                 let mode = f
                     .opt_choice(
                         "mode",
-                        &[("cached", IoMode::Cached), ("noncached", IoMode::NonCached), ("paging", IoMode::Paging)],
+                        &[
+                            ("cached", IoMode::Cached),
+                            ("noncached", IoMode::NonCached),
+                            ("paging", IoMode::Paging),
+                        ],
                     )?
                     .unwrap_or(IoMode::Cached);
                 let data = f.opt_string("data")?.map(|(s, _)| s.into_bytes());
@@ -634,10 +661,7 @@ struct Fields<'c, 't> {
 
 impl<'c, 't> Fields<'c, 't> {
     fn new(cx: &'c Cx<'c>, table: &'t DeTable<'t>, path: &str, span: Span) -> Fields<'c, 't> {
-        let left = table
-            .iter()
-            .map(|(k, v)| (k.get_ref().to_string(), (v, k.span())))
-            .collect();
+        let left = table.iter().map(|(k, v)| (k.get_ref().to_string(), (v, k.span()))).collect();
         Fields { cx, path: path.to_owned(), span, left }
     }
 
@@ -688,7 +712,13 @@ impl<'c, 't> Fields<'c, 't> {
                     let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
                     u64::from_str_radix(digits.trim_start_matches('+'), i.radix())
                         .map(Some)
-                        .map_err(|_| self.cx.error(v.span(), &self.key(key), "must be a non-negative integer".into()))
+                        .map_err(|_| {
+                            self.cx.error(
+                                v.span(),
+                                &self.key(key),
+                                "must be a non-negative integer".into(),
+                            )
+                        })
                 }
                 _ => Err(self.wrong(key, v, "an integer")),
             },
@@ -698,17 +728,27 @@ impl<'c, 't> Fields<'c, 't> {
     fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, ScenarioError> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => v.get_ref().as_bool().map(Some).ok_or_else(|| self.wrong(key, v, "true or false")),
+            Some(v) => {
+                v.get_ref().as_bool().map(Some).ok_or_else(|| self.wrong(key, v, "true or false"))
+            }
         }
     }
 
-    fn opt_choice<T: Copy>(&mut self, key: &str, choices: &[(&str, T)]) -> Result<Option<T>, ScenarioError> {
+    fn opt_choice<T: Copy>(
+        &mut self,
+        key: &str,
+        choices: &[(&str, T)],
+    ) -> Result<Option<T>, ScenarioError> {
         let Some((s, span)) = self.opt_string(key)? else { return Ok(None) };
         match choices.iter().find(|(n, _)| *n == s) {
             Some((_, t)) => Ok(Some(*t)),
             None => {
                 let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-                Err(self.cx.error(span, &self.key(key), format!("unknown value `{s}` (one of {})", names.join(", "))))
+                Err(self.cx.error(
+                    span,
+                    &self.key(key),
+                    format!("unknown value `{s}` (one of {})", names.join(", ")),
+                ))
             }
         }
     }
@@ -717,7 +757,10 @@ impl<'c, 't> Fields<'c, 't> {
         self.opt_choice(key, choices)?.ok_or_else(|| self.missing(key))
     }
 
-    fn opt_array_of_tables(&mut self, key: &str) -> Result<Vec<(&'t DeTable<'t>, Span)>, ScenarioError> {
+    fn opt_array_of_tables(
+        &mut self,
+        key: &str,
+    ) -> Result<Vec<(&'t DeTable<'t>, Span)>, ScenarioError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
         let DeValue::Array(items) = v.get_ref() else {
             return Err(self.wrong(key, v, &format!("an array of tables ([[{key}]])")));
@@ -743,16 +786,22 @@ impl<'c, 't> Fields<'c, 't> {
                 DeValue::Boolean(b) => Parameter::Dword(u32::from(*b)),
                 DeValue::Integer(i) => {
                     let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
-                    let n = u32::from_str_radix(digits.trim_start_matches('+'), i.radix()).map_err(|_| {
-                        self.cx.error(value.span(), &full, "a DWORD value must be 0 to 4294967295".into())
-                    })?;
+                    let n = u32::from_str_radix(digits.trim_start_matches('+'), i.radix())
+                        .map_err(|_| {
+                            self.cx.error(
+                                value.span(),
+                                &full,
+                                "a DWORD value must be 0 to 4294967295".into(),
+                            )
+                        })?;
                     Parameter::Dword(n)
                 }
                 _ => {
                     return Err(self.cx.error(
                         value.span(),
                         &full,
-                        "a parameter is a string (REG_SZ), an integer or a boolean (REG_DWORD)".into(),
+                        "a parameter is a string (REG_SZ), an integer or a boolean (REG_DWORD)"
+                            .into(),
                     ));
                 }
             };
@@ -764,14 +813,20 @@ impl<'c, 't> Fields<'c, 't> {
     /// `files = { "a.txt" = "contents", ... }`: files present on the volume.
     fn opt_files(&mut self, key: &str) -> Result<Vec<(String, Vec<u8>)>, ScenarioError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
-        let DeValue::Table(t) = v.get_ref() else { return Err(self.wrong(key, v, "a table of file names and contents")) };
+        let DeValue::Table(t) = v.get_ref() else {
+            return Err(self.wrong(key, v, "a table of file names and contents"));
+        };
         let mut out = Vec::new();
         for (k, value) in t.iter() {
             let name = k.get_ref().to_string();
             match value.get_ref().as_str() {
                 Some(s) => out.push((name, s.as_bytes().to_vec())),
                 None => {
-                    return Err(self.cx.error(value.span(), &format!("{}.{name}", self.key(key)), "file contents must be a string".into()));
+                    return Err(self.cx.error(
+                        value.span(),
+                        &format!("{}.{name}", self.key(key)),
+                        "file contents must be a string".into(),
+                    ));
                 }
             }
         }

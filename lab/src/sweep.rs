@@ -65,7 +65,8 @@ fn stacks(r: &Run) -> String {
                 .map(|e| match e {
                     StackEntry::Legacy { driver } => driver.clone(),
                     StackEntry::Frame { frame, instances } => {
-                        let i: Vec<String> = instances.iter().map(|(d, _, a)| format!("{d}@{a}")).collect();
+                        let i: Vec<String> =
+                            instances.iter().map(|(d, _, a)| format!("{d}@{a}")).collect();
                         format!("frame {frame}[{}]", i.join(","))
                     }
                     StackEntry::FileSystem { driver } => driver.clone(),
@@ -86,11 +87,12 @@ fn orderings(r: &Run) -> String {
                 .events
                 .iter()
                 .filter_map(|e| match &e.kind {
-                    EventKind::Callback { driver, io: Some(i), callback: fsfilter_sim::Callback::Pre { .. }, .. }
-                        if *i == io =>
-                    {
-                        Some(driver.clone())
-                    }
+                    EventKind::Callback {
+                        driver,
+                        io: Some(i),
+                        callback: fsfilter_sim::Callback::Pre { .. },
+                        ..
+                    } if *i == io => Some(driver.clone()),
                     _ => None,
                 })
                 .collect();
@@ -136,7 +138,11 @@ fn row_for(path: &Path) -> Row {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 fn draw(done: usize, total: usize) {
@@ -185,7 +191,12 @@ pub fn sweep(dir: &Path, jobs: Option<usize>, progress: bool) -> Result<Summary,
             });
         }
     });
-    let rows: Vec<Row> = rows.into_inner().map_err(|_| "a worker failed".to_owned())?.into_iter().flatten().collect();
+    let rows: Vec<Row> = rows
+        .into_inner()
+        .map_err(|_| "a worker failed".to_owned())?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut csv = String::from("file,scenario,outcome,end_stacks,pre_orderings,findings\n");
     for r in &rows {
         let fields = [&r.file, &r.scenario, r.outcome, &r.stacks, &r.orderings, &r.findings];

@@ -115,7 +115,11 @@ fn stacks(out: &mut String, s: &Snapshot) {
         None => "after boot".to_owned(),
         Some(i) => format!("step {i}"),
     };
-    let _ = writeln!(out, "Stacks at \"{}\" ({when}), top down (!devstack / fltmc instances):", s.label);
+    let _ = writeln!(
+        out,
+        "Stacks at \"{}\" ({when}), top down (!devstack / fltmc instances):",
+        s.label
+    );
     for (volume, stack) in &s.volumes {
         let _ = writeln!(out, "  {volume}");
         if stack.is_empty() {
@@ -132,7 +136,10 @@ fn stacks(out: &mut String, s: &Snapshot) {
                         let _ = writeln!(out, "                  (no instances)");
                     }
                     for (driver, instance, altitude) in instances {
-                        let _ = writeln!(out, "                  {altitude:>10}  {instance:<24} ({driver})");
+                        let _ = writeln!(
+                            out,
+                            "                  {altitude:>10}  {instance:<24} ({driver})"
+                        );
                     }
                 }
                 StackEntry::FileSystem { driver } => {
@@ -149,9 +156,16 @@ fn setups(out: &mut String, run: &Run) {
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Callback { driver, volume, callback: Callback::InstanceSetup { flags, status, data_scan, .. }, .. } => {
-                let flags: Vec<&str> =
-                    flags.wdk_names().map(|n| n.trim_start_matches("FLTFL_INSTANCE_SETUP_")).collect();
+            EventKind::Callback {
+                driver,
+                volume,
+                callback: Callback::InstanceSetup { flags, status, data_scan, .. },
+                ..
+            } => {
+                let flags: Vec<&str> = flags
+                    .wdk_names()
+                    .map(|n| n.trim_start_matches("FLTFL_INSTANCE_SETUP_"))
+                    .collect();
                 let scan = match data_scan {
                     fsfilter::DataScanMode::NotRequested => String::new(),
                     m => format!("  data scan: {}", crate::json::data_scan_name(*m)),
@@ -204,7 +218,9 @@ pub fn callback_order(run: &Run, io: RequestRef) -> Vec<String> {
                 format!("{driver} post{d} {}", short_outcome(outcome))
             }
             Callback::Resumed { outcome } => format!("{driver} resumed {}", short_outcome(outcome)),
-            Callback::DataScan { status, .. } => format!("{driver} data-scan {}", status_name(*status)),
+            Callback::DataScan { status, .. } => {
+                format!("{driver} data-scan {}", status_name(*status))
+            }
             _ => continue,
         };
         seen.push(item);
@@ -264,7 +280,11 @@ fn unloads(out: &mut String, run: &Run) {
                 if *mandatory { "sc stop" } else { "fltmc unload" },
                 status_name(*status)
             )),
-            EventKind::Callback { driver, callback: Callback::UnloadCallback { flags, status }, .. } => {
+            EventKind::Callback {
+                driver,
+                callback: Callback::UnloadCallback { flags, status },
+                ..
+            } => {
                 let f: Vec<&str> = flags.wdk_names().collect();
                 rows.push(format!(
                     "  {:<8} {:<14} {:<13} unload callback [{}] answered {}",

@@ -27,7 +27,10 @@ pub fn chrome(run: &Run) -> String {
         let args = crate::json::event(e);
         match &e.kind {
             EventKind::IoStart { io, volume, major, .. } => {
-                open.insert(io.0, (ts, format!("{} {volume} (io {})", major.short_name().unwrap_or("?"), io.0)));
+                open.insert(
+                    io.0,
+                    (ts, format!("{} {volume} (io {})", major.short_name().unwrap_or("?"), io.0)),
+                );
             }
             EventKind::IoComplete { io, .. } => {
                 if let Some((start, name)) = open.remove(&io.0) {
@@ -40,8 +43,12 @@ pub fn chrome(run: &Run) -> String {
             EventKind::Callback { driver, callback, .. } => {
                 let tid = lane(driver);
                 let name = match callback {
-                    Callback::Pre { major, .. } => format!("pre {}", major.short_name().unwrap_or("?")),
-                    Callback::Post { major, .. } => format!("post {}", major.short_name().unwrap_or("?")),
+                    Callback::Pre { major, .. } => {
+                        format!("pre {}", major.short_name().unwrap_or("?"))
+                    }
+                    Callback::Post { major, .. } => {
+                        format!("post {}", major.short_name().unwrap_or("?"))
+                    }
                     other => other.kind().to_owned(),
                 };
                 events.push(json!({
@@ -58,8 +65,11 @@ pub fn chrome(run: &Run) -> String {
         }
     }
     for (name, tid) in &lanes {
-        events.push(json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}}));
+        events.push(
+            json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}}),
+        );
     }
     events.push(json!({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": format!("fsfilter lab: {}", run.scenario)}}));
-    serde_json::to_string(&json!({"traceEvents": events, "displayTimeUnit": "ns"})).unwrap_or_default()
+    serde_json::to_string(&json!({"traceEvents": events, "displayTimeUnit": "ns"}))
+        .unwrap_or_default()
 }
