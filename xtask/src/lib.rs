@@ -3,6 +3,7 @@
 //! - `cargo xtask drivers`: build every sample driver for `x86_64-pc-windows-msvc`, copy the images
 //!   to `target/drivers/<sample>-<model>.sys` (and `.pdb`), run the PE checks and the size limits.
 //! - `cargo xtask check-pe <file.sys>...`: run the PE checks on any files.
+//! - `cargo xtask check-inf [<file.inf>...]`: check the sample drivers' INFs (or the given ones).
 //!
 //! The library part is what the tests in `xtask/tests/` call.
 
@@ -12,4 +13,5 @@
 #![allow(clippy::indexing_slicing, reason = "host build tool; offsets are bounds-checked first")]
 
 pub mod drivers;
+pub mod inf;
 pub mod pe;

@@ -1,4 +1,4 @@
-//! `cargo xtask`: build the sample drivers and check their PE images (see the library's docs).
+//! `cargo xtask`: build the sample drivers, check their PE images and INFs (see the library's docs).
 
 #![allow(clippy::unwrap_used, reason = "host build tool: a failed unwrap is a clear failure")]
 #![allow(clippy::expect_used, reason = "host build tool: a failed expect is a clear failure")]
@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use xtask::{drivers, pe};
+use xtask::drivers::Workspace;
+use xtask::{drivers, inf, pe};
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -17,8 +18,12 @@ usage: cargo xtask <task>
 tasks:
   drivers                 build every sample driver for x86_64-pc-windows-msvc into
                           target/drivers/<sample>-<model>.sys (+ .pdb), check the PE images
-                          and the size limits, print a size table
+                          and the size limits, print a size table; check each driver's INF
+                          and copy it beside the .sys
   check-pe <file.sys>...  run the PE checks on the given files
+  check-inf [<file.inf>...]
+                          check the sample drivers' INFs, or the given files (named
+                          *-minifilter.inf or *-legacy.inf, which says the model)
   help                    show this text
 
 Never set RUSTFLAGS for a driver build: it replaces the kernel link arguments of
@@ -29,6 +34,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("drivers") if args.len() == 1 => drivers(),
         Some("check-pe") if args.len() > 1 => check_pe(args[1..].iter().map(PathBuf::from)),
+        Some("check-inf") => check_inf(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(true)
@@ -70,8 +76,64 @@ fn drivers() -> Result<bool> {
             passed = false;
         }
     }
+    // The INF of each driver, checked and copied beside its .sys.
+    let root = drivers::workspace_root();
+    for report in &reports {
+        let out = report.sys.parent().unwrap_or(&report.sys);
+        let (inf_report, _) = inf::package(&root, &report.driver, out)?;
+        for violation in &inf_report.violations {
+            eprintln!("error: {violation}");
+            passed = false;
+        }
+    }
     if passed {
-        println!("\nall {} drivers passed the PE checks and their size limits", reports.len());
+        println!(
+            "\nall {} drivers passed the PE checks and their size limits; their INFs passed \
+             the INF checks and are beside them",
+            reports.len()
+        );
+    }
+    Ok(passed)
+}
+
+/// `cargo xtask check-inf [<file.inf>...]`. `Ok(false)` when a check failed.
+fn check_inf(files: &[String]) -> Result<bool> {
+    let reports = if files.is_empty() {
+        let root = drivers::workspace_root();
+        let ws = Workspace::discover(&root)?;
+        ws.drivers.iter().map(|d| inf::check_driver(&root, d)).collect::<Result<Vec<_>>>()?
+    } else {
+        let mut reports = Vec::new();
+        for file in files.iter().map(PathBuf::from) {
+            let model = inf::model_from_file_name(&file).with_context(|| {
+                format!(
+                    "{}: name it *-minifilter.inf or *-legacy.inf so that the model is known",
+                    file.display()
+                )
+            })?;
+            reports.push(inf::check_file(&file, model, None)?);
+        }
+        reports
+    };
+    let mut passed = true;
+    for report in &reports {
+        if report.passed() {
+            let package = &report.package;
+            let instances = package
+                .instances(inf::Layout::Parameters)
+                .map(|i| format!(", {} instance(s)", i.instances.len()))
+                .unwrap_or_default();
+            println!(
+                "{}: ok (service {}, class {}{instances})",
+                report.file,
+                package.service_name().unwrap_or("?"),
+                package.class
+            );
+        }
+        for violation in &report.violations {
+            eprintln!("error: {violation}");
+            passed = false;
+        }
     }
     Ok(passed)
 }
