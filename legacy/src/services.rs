@@ -118,11 +118,11 @@ impl<F: Filter> Services for OpServices<'_, F> {
     }
 
     fn note(&self, message: &str) {
-        trace::emit(&TraceEvent::Note {
-            instance: Some(InstanceId(self.device as usize)),
-            operation: (self.operation != 0).then_some(self.operation),
-            text: message,
-        });
+        trace::note(
+            Some(InstanceId(self.device as usize)),
+            (self.operation != 0).then_some(self.operation),
+            message,
+        );
     }
 
     fn create_scan_section(&self) -> Result<ScanSection, Error> {

@@ -244,11 +244,11 @@ impl<F: Filter> Services for OpServices<'_, F> {
     }
 
     fn note(&self, message: &str) {
-        trace::emit(&TraceEvent::Note {
-            instance: Some(InstanceId(self.instance as usize)),
-            operation: (!self.data.is_null()).then_some(self.data as usize),
-            text: message,
-        });
+        trace::note(
+            Some(InstanceId(self.instance as usize)),
+            (!self.data.is_null()).then_some(self.data as usize),
+            message,
+        );
     }
 
     fn create_scan_section(&self) -> Result<ScanSection, Error> {

@@ -52,7 +52,20 @@ impl Write for LineBuffer {
 pub fn print(level: u32, args: fmt::Arguments<'_>) {
     let mut line = LineBuffer::new();
     let _ = line.write_fmt(args);
-    let text = line.as_bytes();
+    print_bytes(level, line.as_bytes());
+}
+
+/// Writes `prefix` and `text` as one line at `level`, without `core::fmt` (which costs a driver
+/// kilobytes): what the trace hook uses for notes.
+pub fn print_parts(level: u32, prefix: &str, text: &str) {
+    let mut line = LineBuffer::new();
+    let _ = line.write_str(prefix);
+    let _ = line.write_str(text);
+    let _ = line.write_str("\n");
+    print_bytes(level, line.as_bytes());
+}
+
+fn print_bytes(level: u32, text: &[u8]) {
     // SAFETY: the format is a NUL-terminated "%.*s" and the two arguments are an `int` length and
     // a pointer to that many bytes, which `text` provides.
     unsafe {

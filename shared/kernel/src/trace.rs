@@ -1,8 +1,9 @@
 //! The trace hook: every callback a backend makes into filter logic is reported here.
 //!
-//! In the simulator the event goes to the event log the lab prints. On Windows it is written with
-//! `DbgPrintEx` when the crate's `dbgprint-trace` feature is on and [`set_enabled`] turned it on
-//! (the samples read a `Trace` DWORD from their `Parameters` key); otherwise it costs one branch.
+//! In the simulator the event goes to the event log the lab prints. On Windows every event is
+//! written with `DbgPrintEx` when the crate's `dbgprint-trace` feature is on and [`set_enabled`]
+//! turned it on; otherwise only notes from filter logic are ([`note`]), and the other events cost
+//! nothing (the optimizer removes their construction).
 
 use fsfilter::trace::TraceEvent;
 
@@ -44,5 +45,19 @@ pub fn emit(event: &TraceEvent<'_>) {
     #[cfg(all(target_os = "windows", not(feature = "dbgprint-trace")))]
     {
         let _ = event;
+    }
+}
+
+/// Reports a note from filter logic (`Services::note`). In the simulator it is a `note` event; on
+/// Windows it is always a `DbgPrintEx` line at trace level, without `core::fmt` (the samples gate
+/// their notes with their own parameters: passthrough's `Trace`, the probe's and scanner's
+/// `Notes`), or the full event with the `dbgprint-trace` feature.
+pub fn note(instance: Option<fsfilter::InstanceId>, operation: Option<usize>, text: &str) {
+    #[cfg(any(not(target_os = "windows"), feature = "dbgprint-trace"))]
+    emit(&TraceEvent::Note { instance, operation, text });
+    #[cfg(all(target_os = "windows", not(feature = "dbgprint-trace")))]
+    {
+        let _ = (instance, operation);
+        crate::log::print_parts(crate::constants::DPFLTR_TRACE_LEVEL, "fsfilter: ", text);
     }
 }
