@@ -22,6 +22,7 @@ pub mod events;
 pub mod exports;
 pub mod faults;
 pub mod files;
+pub mod fltmgr;
 pub mod fs;
 pub mod fsreg;
 pub mod ids;
@@ -43,7 +44,8 @@ pub mod storage;
 pub mod syscalls;
 pub mod volumes;
 
-pub use events::{Callback, Event, EventKind, RequestRef, Rule};
+pub use events::{Callback, Event, EventKind, FltEvent, RequestRef, Rule};
+pub use fltmgr::snapshot::{FrameSnapshot, SnapInstance, StackEntry};
 pub use faults::{Fault, FaultKind};
 pub use files::Handle;
 pub use ids::VolumeId;

@@ -767,6 +767,8 @@ impl Kernel {
     /// Drops an FCB no file object refers to any more.
     pub fn retire_fcb(&mut self, p: usize) {
         let Some(fcb) = self.fs.fcbs.remove(&p) else { return };
+        // FsRtlTeardownPerStreamContexts: filters' stream contexts go with the stream.
+        self.flt_stream_gone(p);
         if let Some(m) = self.fs.mounts.get_mut(fcb.mount as usize) {
             if m.fcbs_by_node.get(&fcb.node) == Some(&p) {
                 m.fcbs_by_node.remove(&fcb.node);
