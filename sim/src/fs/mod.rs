@@ -686,6 +686,9 @@ pub struct FsState {
     pub recognizers: Vec<fsrec::Recognizer>,
     /// Lock requests waiting, by IRP.
     pub waiting: FastMap<usize, RangeLock>,
+    /// Non-cached and paging transfers complete from a DPC at `DISPATCH_LEVEL` (off by
+    /// default: they complete in the dispatch routine).
+    pub complete_at_dpc: bool,
     fcb_pool: BlockPool,
     ccb_pool: BlockPool,
 }
@@ -700,6 +703,7 @@ impl Default for FsState {
             cdos: Vec::new(),
             recognizers: Vec::new(),
             waiting: FastMap::default(),
+            complete_at_dpc: false,
             fcb_pool: BlockPool::new(size_of::<FcbBlock>()),
             ccb_pool: BlockPool::new(64),
         }
