@@ -539,16 +539,24 @@ fn layers(k: &Kernel, bottom: DeviceId) -> Vec<Layer> {
     out
 }
 
-/// Per frame: (floor, ceiling, the legacy filter at the ceiling). None bounds are infinite.
-#[allow(
-    clippy::type_complexity,
-    reason = "a private summary returned to one caller; a struct adds nothing"
-)]
-fn bounds(k: &Kernel) -> Vec<(Option<Altitude>, Option<Altitude>, Option<String>)> {
+/// Where the legacy filters sit relative to one frame, in every stack the Filter Manager is in.
+struct Bounds {
+    /// The highest legacy filter below the frame (None: none).
+    floor: Option<Altitude>,
+    /// The lowest legacy filter above it (None: none, or only filters of unknown altitude).
+    ceiling: Option<Altitude>,
+    /// That filter's name (or an unknown-altitude filter's).
+    _ceiling_name: Option<String>,
+    /// The highest legacy filter above it (its altitude, None when unknown, and its name).
+    top: Option<(Option<Altitude>, String)>,
+}
+
+fn bounds(k: &Kernel) -> Vec<Bounds> {
     let n = k.fltmgr.frames.len();
     let mut floor: Vec<Option<Altitude>> = vec![None; n];
     let mut ceil: Vec<Option<(Altitude, String)>> = vec![None; n];
     let mut ceil_inf: Vec<Option<String>> = vec![None; n];
+    let mut top: Vec<Option<(Option<Altitude>, String)>> = vec![None; n];
     let mut bottoms: Vec<DeviceId> = k.fltmgr.cdos.iter().map(|c| c.cdo).collect();
     bottoms.extend(k.fltmgr.volumes.iter().filter(|v| !v.gone).map(|v| v.bottom));
     for b in bottoms {
@@ -562,6 +570,15 @@ fn bounds(k: &Kernel) -> Vec<(Option<Altitude>, Option<Altitude>, Option<String>
                     continue;
                 }
                 if q < p {
+                    let higher = match (&top[f], alt) {
+                        (None, _) => true,
+                        (Some((None, _)), _) => false,
+                        (Some((Some(_), _)), None) => true,
+                        (Some((Some(t), _)), Some(a)) => a > t,
+                    };
+                    if higher {
+                        top[f] = Some((*alt, name.clone()));
+                    }
                     match alt {
                         Some(a) => {
                             if ceil[f].as_ref().is_none_or(|(c, _)| a < c) {
@@ -586,21 +603,21 @@ fn bounds(k: &Kernel) -> Vec<(Option<Altitude>, Option<Altitude>, Option<String>
     }
     (0..n)
         .map(|f| {
-            let (c, name) = match &ceil[f] {
+            let (ceiling, ceiling_name) = match &ceil[f] {
                 Some((a, name)) => (Some(*a), Some(name.clone())),
                 None => (None, ceil_inf[f].clone()),
             };
-            (floor[f], c, name)
+            Bounds { floor: floor[f], ceiling, _ceiling_name: ceiling_name, top: top[f].clone() }
         })
         .collect()
 }
 
 /// Chooses the frame of a minifilter of altitude `a` (facts.md §2.2): a remembered frame for a
 /// reloaded filter; else the lowest frame whose range between the legacy filters below and
-/// above it holds `a`; else a new frame on top when `a` is above a legacy filter that sits above
-/// the top frame; else the highest frame whose floor is below `a` (it cannot be placed between
-/// two legacy filters with no frame between them, so it lands below the one it should be
-/// above).
+/// above it holds `a`; else a new frame on top when `a` is above every legacy filter that sits
+/// above the top frame (the new frame is then right); else the highest frame whose floor is
+/// below `a` (no frame can be made between two legacy filters, so the minifilter lands below
+/// the one it should be above).
 pub fn place(k: &Kernel, name: &str, a: Altitude) -> Placement {
     let n = k.fltmgr.frames.len() as u32;
     if let Some(&f) = k.fltmgr.placements.get(&name.to_uppercase()) {
@@ -610,19 +627,19 @@ pub fn place(k: &Kernel, name: &str, a: Altitude) -> Placement {
     }
     let b = bounds(k);
     let fits = |f: usize| {
-        let (floor, ceil, _) = &b[f];
-        floor.is_none_or(|x| x < a) && ceil.is_none_or(|c| a < c)
+        let x = &b[f];
+        x.floor.is_none_or(|lo| lo < a) && x.ceiling.is_none_or(|c| a < c)
     };
     if let Some(f) = (0..b.len()).find(|&f| fits(f)) {
         return Placement::Existing(f as u32);
     }
-    let top = b.len() - 1;
-    if let (Some(c), name) = (&b[top].1, &b[top].2) {
-        if a > *c && n < MAX_FRAMES {
-            return Placement::New { above: name.clone(), ceiling: Some(*c) };
+    let t = &b[b.len() - 1];
+    if let (Some(c), Some((Some(highest), name))) = (t.ceiling, &t.top) {
+        if a > *highest && n < MAX_FRAMES {
+            return Placement::New { above: Some(name.clone()), ceiling: Some(c) };
         }
     }
-    let f = (0..b.len()).rev().find(|&f| b[f].0.is_none_or(|x| x < a)).unwrap_or(0);
+    let f = (0..b.len()).rev().find(|&f| b[f].floor.is_none_or(|x| x < a)).unwrap_or(0);
     Placement::Existing(f as u32)
 }
 
