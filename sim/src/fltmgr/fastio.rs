@@ -136,16 +136,14 @@ fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK
     match super::dispatch::fast_pre(key) {
         PreEnd::Down => {
             // Parameters a filter changed (and marked dirty) go down.
-            let t = kernel::with(|k| {
-                let Some(d) = super::dispatch::data_of(key) else { return t };
-                let _ = k;
-                if d.Flags & cbd::DIRTY == 0 {
-                    return t;
+            let t = match super::dispatch::data_of(key) {
+                Some(d) if d.Flags & cbd::DIRTY != 0 => {
+                    // SAFETY: the op's parameter block.
+                    let p = unsafe { (*d.Iopb).Parameters.Read };
+                    Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
                 }
-                // SAFETY: the op's parameter block.
-                let p = unsafe { (*d.Iopb).Parameters.Read };
-                Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
-            });
+                _ => t,
+            };
             let done = forward(ext.lower, t, iosb);
             // SAFETY: all-zero is a valid status block.
             let mut result: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
