@@ -329,7 +329,12 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltQueueGenericWor
             }
             let f = match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
                 Some(FltObject::Filter(f)) => f,
-                Some(FltObject::Instance(i)) => k.fltmgr.inst(i).filter,
+                Some(FltObject::Instance(i)) => {
+                    if k.fltmgr.inst(i).state != crate::fltmgr::InstState::Attached {
+                        return Err(Status::FLT_DELETING_OBJECT);
+                    }
+                    k.fltmgr.inst(i).filter
+                }
                 _ => return Err(Status::INVALID_PARAMETER),
             };
             if matches!(k.fltmgr.filter(f).state, FilterState::Unregistering | FilterState::Unregistered) {

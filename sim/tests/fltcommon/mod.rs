@@ -372,9 +372,14 @@ unsafe extern "system" fn pre<const N: usize>(
         },
     );
     order_push(format!("{}:pre:{}", name_of(N), iopb.MajorFunction));
-    let (status, ctx) = match &config(N).pre {
+    let c = config(N);
+    let (status, ctx) = match &c.pre {
         Some(f) => f(&PreCall { slot: N, data, objects }),
-        None => (0, 0),
+        // Success, with the post callback when one is registered.
+        None => {
+            let post = c.ops.iter().any(|&(m, _, _, p)| m == iopb.MajorFunction && p);
+            (if post { 0 } else { 1 }, 0)
+        }
     };
     unsafe { *context = ctx as *mut c_void };
     status
