@@ -229,9 +229,10 @@ fn teardown_complete_waits_for_pended_operations_facts_2_5() {
         PENDED.with(|x| x.borrow_mut().push(p.data as usize));
         (2, 0)
     });
+    unsafe extern "system" fn never(_: PFLT_GENERIC_WORKITEM, _f: *const c_void, _c: *const c_void) {}
     cfg.on_teardown_start = Some(std::rc::Rc::new(|instance, _| {
         let item = unsafe { FltAllocateGenericWorkItem() };
-        let s = unsafe { FltQueueGenericWorkItem(item, instance as *const c_void, Some(complete_held), 1, std::ptr::null()) };
+        let s = unsafe { FltQueueGenericWorkItem(item, instance as *const c_void, Some(never), 1, std::ptr::null()) };
         // The instance is tearing down: no new work item.
         assert_eq!(Status(s), Status::FLT_DELETING_OBJECT);
         unsafe { FltFreeGenericWorkItem(item) };
