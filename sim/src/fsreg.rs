@@ -217,7 +217,10 @@ pub fn register_change(
     let Some(routine) = routine else { return Status::INVALID_PARAMETER };
     let prepared = kernel::with(|k| {
         let Some(did) = k.objects.driver_id(driver) else { return Err(Status::INVALID_PARAMETER) };
-        let native = k.images.get(k.objects.driver(did).image.index()).is_some_and(|i| i.kind == crate::kernel::ImageKind::Native);
+        let native = k
+            .images
+            .get(k.objects.driver(did).image.index())
+            .is_some_and(|i| i.kind == crate::kernel::ImageKind::Native);
         if k.legacy_filters_blocked() && !native {
             let name = k.objects.driver(did).service.clone();
             k.log(EventKind::System {

@@ -45,9 +45,9 @@ pub mod syscalls;
 pub mod volumes;
 
 pub use events::{Callback, Event, EventKind, FltEvent, RequestRef, Rule};
-pub use fltmgr::snapshot::{FrameSnapshot, SnapInstance, StackEntry};
 pub use faults::{Fault, FaultKind};
 pub use files::Handle;
+pub use fltmgr::snapshot::{FrameSnapshot, SnapInstance, StackEntry};
 pub use ids::VolumeId;
 pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,

@@ -399,7 +399,8 @@ pub fn load_service(name: &str) -> Status {
             .unwrap_or_default()
             .into_iter()
             .filter(|d| {
-                k.service_index(d).is_some_and(|i| k.loader.services[i].state == ServiceState::Stopped)
+                k.service_index(d)
+                    .is_some_and(|i| k.loader.services[i].state == ServiceState::Stopped)
             })
             .collect::<Vec<_>>()
     });

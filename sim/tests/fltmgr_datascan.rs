@@ -8,6 +8,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::unreachable,
     reason = "tests"
 )]
 #![allow(
@@ -73,13 +74,20 @@ fn file_name(p: &PostCall) -> String {
 
 fn section_context(slot: usize) -> PFLT_CONTEXT {
     let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
-    let s = unsafe { FltAllocateContext(fltcommon::filter_handle(slot), SECTION, 16, NonPagedPoolNx, &mut ctx) };
+    let s = unsafe {
+        FltAllocateContext(fltcommon::filter_handle(slot), SECTION, 16, NonPagedPoolNx, &mut ctx)
+    };
     assert_eq!(s, 0);
     ctx
 }
 
 /// `FltCreateSectionForDataScan` on the operation's file.
-fn create_section(p: &PostCall, ctx: PFLT_CONTEXT, protection: u32, attributes: u32) -> (Status, HANDLE, *mut c_void, i64) {
+fn create_section(
+    p: &PostCall,
+    ctx: PFLT_CONTEXT,
+    protection: u32,
+    attributes: u32,
+) -> (Status, HANDLE, *mut c_void, i64) {
     let fo = unsafe { (*p.data().Iopb).TargetFileObject };
     let mut h: HANDLE = std::ptr::null_mut();
     let mut obj: *mut c_void = std::ptr::null_mut();
@@ -113,7 +121,12 @@ fn close_all(ctx: PFLT_CONTEXT, h: HANDLE, obj: *mut c_void) -> Status {
     s
 }
 
-fn scanner(name: &str, altitude: &str, register: bool, post: impl Fn(&PostCall) -> i32 + 'static) -> Config {
+fn scanner(
+    name: &str,
+    altitude: &str,
+    register: bool,
+    post: impl Fn(&PostCall) -> i32 + 'static,
+) -> Config {
     let mut c = Config::new(name, altitude).op(mj::CREATE, false, true).with_post(post);
     c.contexts = vec![(SECTION, 16)];
     c.section_notification = true;
@@ -146,7 +159,18 @@ fn sections_for_data_scan_and_their_errors_facts_6() {
                 let mut base: *mut c_void = std::ptr::null_mut();
                 let mut view = 0usize;
                 let s2 = unsafe {
-                    fsfilter_kernel::ntos::ZwMapViewOfSection(h, -1isize as HANDLE, &mut base, 0, 0, std::ptr::null_mut(), &mut view, 2, 0, PAGE_READONLY)
+                    fsfilter_kernel::ntos::ZwMapViewOfSection(
+                        h,
+                        -1isize as HANDLE,
+                        &mut base,
+                        0,
+                        0,
+                        std::ptr::null_mut(),
+                        &mut view,
+                        2,
+                        0,
+                        PAGE_READONLY,
+                    )
                 };
                 assert_eq!(s2, 0);
                 let bytes = unsafe { std::slice::from_raw_parts(base.cast::<u8>(), 7) }.to_vec();
@@ -155,7 +179,10 @@ fn sections_for_data_scan_and_their_errors_facts_6() {
                 let ctx2 = section_context(p.slot);
                 let (s3, ..) = create_section(p, ctx2, PAGE_READONLY, SEC_COMMIT);
                 log(format!("second {s3}"));
-                log(format!("close never created {}", Status(unsafe { FltCloseSectionForDataScan(ctx2) })));
+                log(format!(
+                    "close never created {}",
+                    Status(unsafe { FltCloseSectionForDataScan(ctx2) })
+                ));
                 unsafe { FltReleaseContext(ctx2) };
                 let s4 = Status(unsafe { FltCloseSectionForDataScan(ctx) });
                 log(format!("close {s4}"));
@@ -165,10 +192,16 @@ fn sections_for_data_scan_and_their_errors_facts_6() {
                 unsafe { FltReleaseContext(ctx) };
                 return 0;
             }
-            "\\empty.txt" => log(format!("empty {}", create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0)),
+            "\\empty.txt" => {
+                log(format!("empty {}", create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0))
+            }
             "\\dir" => log(format!("dir {}", create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0)),
-            "\\protection.txt" => log(format!("protection {}", create_section(p, ctx, 0x40, SEC_COMMIT).0)),
-            "\\attributes.txt" => log(format!("attributes {}", create_section(p, ctx, PAGE_READONLY, 0).0)),
+            "\\protection.txt" => {
+                log(format!("protection {}", create_section(p, ctx, 0x40, SEC_COMMIT).0))
+            }
+            "\\attributes.txt" => {
+                log(format!("attributes {}", create_section(p, ctx, PAGE_READONLY, 0).0))
+            }
             _ => {}
         }
         unsafe { FltReleaseContext(ctx) };
@@ -204,7 +237,10 @@ fn sections_for_data_scan_and_their_errors_facts_6() {
         scanner("NoReg", "265000", false, |p| {
             if p.status().is_success() {
                 let ctx = section_context(p.slot);
-                log(format!("unregistered {}", create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0));
+                log(format!(
+                    "unregistered {}",
+                    create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0
+                ));
                 unsafe { FltReleaseContext(ctx) };
             }
             0
@@ -216,7 +252,10 @@ fn sections_for_data_scan_and_their_errors_facts_6() {
 }
 
 fn keep_section(p: &PostCall) -> i32 {
-    if p.status().is_success() && file_name(p) == "\\keep.txt" && KEPT.with(|k| k.borrow().is_empty()) {
+    if p.status().is_success()
+        && file_name(p) == "\\keep.txt"
+        && KEPT.with(|k| k.borrow().is_empty())
+    {
         let ctx = section_context(p.slot);
         let (s, h, obj, _) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
         log(format!("create returned {s}"));
@@ -254,7 +293,10 @@ fn conflicting_io_notifies_the_section_owner_facts_6() {
     assert_eq!(m.start("Scan"), Status::SUCCESS);
     let h = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
     assert_eq!(m.write(h, Some(0), &[b'X'; 512], IoMode::NonCached).status, Status::SUCCESS);
-    assert_eq!(logged(), ["create returned STATUS_SUCCESS", "conflict data=true", "closed STATUS_SUCCESS"]);
+    assert_eq!(
+        logged(),
+        ["create returned STATUS_SUCCESS", "conflict data=true", "closed STATUS_SUCCESS"]
+    );
     assert_eq!(m.file_contents(c, "keep.txt").unwrap()[0], b'X');
     let ev = fltcommon::flt(&m, "flt_section_conflict");
     assert!(matches!(ev[0].2, FltEvent::SectionConflict { during_create: false, .. }));
@@ -293,7 +335,10 @@ fn a_conflict_can_arrive_before_the_create_returns_facts_6() {
     assert_eq!(pending.status, Status::PENDING);
     let r = m.create(c, "keep.txt", CreateOptions::open());
     assert_eq!(r.status, Status::SUCCESS);
-    assert_eq!(logged(), ["conflict data=true", "create returned STATUS_SUCCESS", "closed STATUS_SUCCESS"]);
+    assert_eq!(
+        logged(),
+        ["conflict data=true", "create returned STATUS_SUCCESS", "closed STATUS_SUCCESS"]
+    );
     let ev = fltcommon::flt(&m, "flt_section_conflict");
     assert!(matches!(ev[0].2, FltEvent::SectionConflict { during_create: true, .. }));
     // The held write goes on and completes.
@@ -301,7 +346,10 @@ fn a_conflict_can_arrive_before_the_create_returns_facts_6() {
     unsafe { FltCompletePendedPreOperation(data as *const _, 1, std::ptr::null()) };
     m.settle();
     let io = pending.io.unwrap();
-    assert_eq!(m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0), Some(Status::SUCCESS));
+    assert_eq!(
+        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        Some(Status::SUCCESS)
+    );
     assert_eq!(m.file_contents(c, "keep.txt").unwrap()[0], b'Y');
 }
 
@@ -407,7 +455,12 @@ fn leaked_contexts_and_sections_are_reported_at_unload_facts_5_and_6() {
     cfg.on_setup = Some(Rc::new(|i, _| {
         assert_eq!(unsafe { FltRegisterForDataScan(i) }, 0);
         let mut a: PFLT_CONTEXT = std::ptr::null_mut();
-        assert_eq!(unsafe { FltAllocateContext(fltcommon::filter_handle(0), INSTANCE, 8, NonPagedPoolNx, &mut a) }, 0);
+        assert_eq!(
+            unsafe {
+                FltAllocateContext(fltcommon::filter_handle(0), INSTANCE, 8, NonPagedPoolNx, &mut a)
+            },
+            0
+        );
         // Never released.
     }));
     install(&mut m, 0, cfg);
@@ -416,10 +469,21 @@ fn leaked_contexts_and_sections_are_reported_at_unload_facts_5_and_6() {
     order_clear();
     assert_eq!(m.fltmc_unload("Leaky"), Status::SUCCESS);
     let f = m.findings();
-    let leaked: Vec<(Rule, String)> =
-        f.iter().filter(|(_, d, _)| d.as_deref() == Some("Leaky")).map(|(r, _, msg)| (*r, msg.clone())).collect();
-    assert!(leaked.iter().any(|(r, msg)| *r == Rule::ContextLeaked && msg.contains("1 FLT_INSTANCE_CONTEXT") && msg.contains("1 FLT_SECTION_CONTEXT")), "{leaked:?}");
+    let leaked: Vec<(Rule, String)> = f
+        .iter()
+        .filter(|(_, d, _)| d.as_deref() == Some("Leaky"))
+        .map(|(r, _, msg)| (*r, msg.clone()))
+        .collect();
+    assert!(
+        leaked.iter().any(|(r, msg)| *r == Rule::ContextLeaked
+            && msg.contains("1 FLT_INSTANCE_CONTEXT")
+            && msg.contains("1 FLT_SECTION_CONTEXT")),
+        "{leaked:?}"
+    );
     assert!(leaked.iter().any(|(r, msg)| *r == Rule::SectionLeaked && msg.contains("FltCloseSectionForDataScan")), "{leaked:?}");
-    assert!(leaked.iter().any(|(r, msg)| *r == Rule::SectionLeaked && msg.contains("still open")), "{leaked:?}");
+    assert!(
+        leaked.iter().any(|(r, msg)| *r == Rule::SectionLeaked && msg.contains("still open")),
+        "{leaked:?}"
+    );
     let _ = order();
 }

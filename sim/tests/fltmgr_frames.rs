@@ -8,6 +8,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::unreachable,
     reason = "tests"
 )]
 
@@ -83,11 +84,18 @@ fn a_minifilter_above_a_legacy_filter_gets_a_new_frame_above_it_facts_2_2() {
     assert_eq!(m.start("Av"), Status::SUCCESS);
     assert_eq!(
         m.device_stack(c),
-        [frame(1, &[("Av", "321300")]), legacy("OldEnc"), frame(0, &[("Below", "100000")]), fs("Ntfs")]
+        [
+            frame(1, &[("Av", "321300")]),
+            legacy("OldEnc"),
+            frame(0, &[("Below", "100000")]),
+            fs("Ntfs")
+        ]
     );
     let created = fltcommon::flt(&m, "flt_frame_created");
     assert_eq!(created.len(), 1);
-    assert!(matches!(&created[0].2, FltEvent::FrameCreated { frame: 1, above: Some(a), .. } if a == "OldEnc"));
+    assert!(
+        matches!(&created[0].2, FltEvent::FrameCreated { frame: 1, above: Some(a), .. } if a == "OldEnc")
+    );
     // Frame 0 grew up to the legacy filter (its "altitude" is its group's top − 0.01, §8).
     let frames = m.frames();
     assert_eq!((frames[0].low.as_str(), frames[0].high.as_str()), ("100000", "149998.99"));
@@ -95,10 +103,7 @@ fn a_minifilter_above_a_legacy_filter_gets_a_new_frame_above_it_facts_2_2() {
     // §2.4 (derived): each frame runs its instances, then the IRP goes down the stack.
     order_clear();
     assert_eq!(m.create(c, "a.txt", CreateOptions::open()).status, Status::SUCCESS);
-    assert_eq!(
-        order(),
-        ["Av:pre:0", "OldEnc:irp:0", "Below:pre:0", "Below:post:0", "Av:post:0"]
-    );
+    assert_eq!(order(), ["Av:pre:0", "OldEnc:irp:0", "Below:pre:0", "Below:post:0", "Av:post:0"]);
 }
 
 #[test]
@@ -115,7 +120,12 @@ fn a_later_mount_mirrors_the_control_device_stack_facts_1_4_and_2_2() {
     assert_eq!(m.mount(e), Status::SUCCESS);
     assert_eq!(
         m.device_stack(e),
-        [frame(1, &[("Av", "321300")]), legacy("OldEnc"), frame(0, &[("Below", "100000")]), fs("fastfat")]
+        [
+            frame(1, &[("Av", "321300")]),
+            legacy("OldEnc"),
+            frame(0, &[("Below", "100000")]),
+            fs("fastfat")
+        ]
     );
 }
 

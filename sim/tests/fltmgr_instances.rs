@@ -8,6 +8,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::unreachable,
     reason = "tests"
 )]
 #![allow(
@@ -56,10 +57,15 @@ fn automatic_attachment_happens_before_start_filtering_returns_facts_2_5() {
     );
     // Every setup event comes before the driver's Load event (DriverEntry had not returned).
     let ev = m.events();
-    let load = ev.iter().position(|e| matches!(&e.kind, EventKind::Load { driver, .. } if driver == "Auto")).unwrap();
+    let load = ev
+        .iter()
+        .position(|e| matches!(&e.kind, EventKind::Load { driver, .. } if driver == "Auto"))
+        .unwrap();
     let last_setup = ev
         .iter()
-        .rposition(|e| matches!(&e.kind, EventKind::FltMgr { event: FltEvent::InstanceSetup { .. }, .. }))
+        .rposition(|e| {
+            matches!(&e.kind, EventKind::FltMgr { event: FltEvent::InstanceSetup { .. }, .. })
+        })
         .unwrap();
     assert!(last_setup < load);
 }
@@ -123,7 +129,11 @@ fn one_instance_per_altitude_per_volume_facts_2_3_and_10_2() {
         .unwrap();
     assert!(matches!(
         refused.2,
-        FltEvent::InstanceSetup { called: false, status: Status::FLT_INSTANCE_ALTITUDE_COLLISION, .. }
+        FltEvent::InstanceSetup {
+            called: false,
+            status: Status::FLT_INSTANCE_ALTITUDE_COLLISION,
+            ..
+        }
     ));
     // From the kernel: FltAttachVolume, FltAttachVolumeAtAltitude.
     use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
@@ -136,7 +146,9 @@ fn one_instance_per_altitude_per_volume_facts_2_3_and_10_2() {
     assert_eq!(Status(s), Status::OBJECT_NAME_COLLISION);
     let alt: Vec<u16> = "370000".encode_utf16().collect();
     let iname: Vec<u16> = "Second AtAlt".encode_utf16().collect();
-    let s = unsafe { FltAttachVolumeAtAltitude(f, vol, &fltcommon::us(&alt), &fltcommon::us(&iname), &mut inst) };
+    let s = unsafe {
+        FltAttachVolumeAtAltitude(f, vol, &fltcommon::us(&alt), &fltcommon::us(&iname), &mut inst)
+    };
     assert_eq!(Status(s), Status::FLT_INSTANCE_ALTITUDE_COLLISION);
     // A free altitude works, through FltAttachVolume with the other instance's name.
     let other: Vec<u16> = "Second Other".encode_utf16().collect();
@@ -147,7 +159,10 @@ fn one_instance_per_altitude_per_volume_facts_2_3_and_10_2() {
     unsafe { FltObjectDereference(vol as *mut _) };
     assert_eq!(setups(1), [(2, device_type::DISK_FILE_SYSTEM, 2)]);
     // fltmc attach at a taken altitude.
-    assert_eq!(m.filter_attach_at_altitude("Second", c, "370000", Some("x")), Status::FLT_INSTANCE_ALTITUDE_COLLISION);
+    assert_eq!(
+        m.filter_attach_at_altitude("Second", c, "370000", Some("x")),
+        Status::FLT_INSTANCE_ALTITUDE_COLLISION
+    );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
@@ -174,7 +189,9 @@ fn any_error_or_warning_refuses_a_null_callback_always_attaches_facts_2_5() {
         let pres = seen(0).iter().filter(|s| matches!(s, Seen::Pre { .. })).count();
         assert_eq!(pres > 0, attached, "{status}");
         let ev = flt(&m, "flt_instance_setup");
-        assert!(matches!(ev[0].2, FltEvent::InstanceSetup { called: true, status: s, .. } if s == status));
+        assert!(
+            matches!(ev[0].2, FltEvent::InstanceSetup { called: true, status: s, .. } if s == status)
+        );
     }
     let mut m = machine(1);
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a", b"a"));
@@ -186,7 +203,10 @@ fn any_error_or_warning_refuses_a_null_callback_always_attaches_facts_2_5() {
     assert_eq!(m.start("NoSetup"), Status::SUCCESS);
     m.create(c, "a", CreateOptions::open());
     assert!(seen(0).iter().any(|s| matches!(s, Seen::Pre { major: 0, .. })));
-    assert!(matches!(flt(&m, "flt_instance_setup")[0].2, FltEvent::InstanceSetup { called: false, status: Status::SUCCESS, .. }));
+    assert!(matches!(
+        flt(&m, "flt_instance_setup")[0].2,
+        FltEvent::InstanceSetup { called: false, status: Status::SUCCESS, .. }
+    ));
 }
 
 #[test]
@@ -223,7 +243,9 @@ fn pipes_and_mailslots_need_support_npfs_msfs_facts_2_6() {
     let mut cfg = Config::new("Pipes", "370010");
     cfg.flags = 0x2;
     cfg.on_setup = Some(std::rc::Rc::new(|instance, _| {
-        let s = unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterForDataScan(instance) };
+        let s = unsafe {
+            windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterForDataScan(instance)
+        };
         fltcommon::order_push(format!("datascan:{}", Status(s)));
     }));
     install(&mut m, 1, cfg);
@@ -234,10 +256,18 @@ fn pipes_and_mailslots_need_support_npfs_msfs_facts_2_6() {
     got.sort();
     assert_eq!(
         got,
-        [(1, device_type::DISK_FILE_SYSTEM, 2), (1, device_type::MAILSLOT, 26), (1, device_type::NAMED_PIPE, 25)]
+        [
+            (1, device_type::DISK_FILE_SYSTEM, 2),
+            (1, device_type::MAILSLOT, 26),
+            (1, device_type::NAMED_PIPE, 25)
+        ]
     );
     let ds = fltcommon::order();
-    assert_eq!(ds.iter().filter(|s| s.as_str() == "datascan:STATUS_NOT_SUPPORTED").count(), 2, "{ds:?}");
+    assert_eq!(
+        ds.iter().filter(|s| s.as_str() == "datascan:STATUS_NOT_SUPPORTED").count(),
+        2,
+        "{ds:?}"
+    );
     assert_eq!(ds.iter().filter(|s| s.as_str() == "datascan:STATUS_SUCCESS").count(), 1, "{ds:?}");
     // Manual attachment of a filter without the flag is refused.
     let p = m.volume(r"\Device\NamedPipe").unwrap();
@@ -311,7 +341,12 @@ fn volume_properties_and_file_system_type_facts_2_5() {
         let mut buf = vec![0u64; 64];
         let mut ret = 0u32;
         let s = unsafe {
-            FltGetVolumeProperties(vol, buf.as_mut_ptr().cast(), size_of::<FLT_VOLUME_PROPERTIES>() as u32, &mut ret)
+            FltGetVolumeProperties(
+                vol,
+                buf.as_mut_ptr().cast(),
+                size_of::<FLT_VOLUME_PROPERTIES>() as u32,
+                &mut ret,
+            )
         };
         assert_eq!(Status(s), Status::BUFFER_OVERFLOW);
         assert!(ret as usize > size_of::<FLT_VOLUME_PROPERTIES>());

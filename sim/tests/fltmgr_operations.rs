@@ -7,6 +7,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::unreachable,
     reason = "tests"
 )]
 #![allow(
@@ -20,7 +21,9 @@ mod fltcommon;
 use std::cell::RefCell;
 use std::ffi::c_void;
 
-use fltcommon::{Config, PreCall, Seen, install, machine, mj, order, order_clear, reconfigure, seen, seen_clear};
+use fltcommon::{
+    Config, PreCall, Seen, install, machine, mj, order, order_clear, reconfigure, seen, seen_clear,
+};
 use fsfilter::Status;
 use fsfilter_sim::{CreateOptions, FsKind, IoMode, Machine, VolumeId, VolumeSpec};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
@@ -111,12 +114,18 @@ fn callback_data_is_built_from_the_irp_facts_3() {
     assert_eq!(data_flags & IRP_OPERATION, IRP_OPERATION);
     assert_eq!(irp_flags & 0x1, 0x1, "IRP_NOCACHE");
     let q = posts(0);
-    let Seen::Post { data_flags, information, context, status, irql, .. } = q[1].clone() else { panic!() };
+    let Seen::Post { data_flags, information, context, status, irql, .. } = q[1].clone() else {
+        panic!()
+    };
     assert_eq!(data_flags & POST_OPERATION, POST_OPERATION);
     assert_eq!((status, information, context), (0, 5, 0x55));
     assert_eq!(irql, 0);
     // Post-create ran at PASSIVE_LEVEL in the thread of its pre (creates are synchronized).
-    let (Seen::Pre { thread: t1, .. }, Seen::Post { thread: t2, irql, .. }) = (p[0].clone(), q[0].clone()) else { panic!() };
+    let (Seen::Pre { thread: t1, .. }, Seen::Post { thread: t2, irql, .. }) =
+        (p[0].clone(), q[0].clone())
+    else {
+        panic!()
+    };
     assert_eq!((irql, t1), (0, t2));
 }
 
@@ -132,8 +141,10 @@ fn fast_io_reads_are_operations_with_the_fast_io_flag_facts_1_7_and_3() {
     let r = m.read(h, Some(1), 3, IoMode::Cached);
     assert!(r.fast_io);
     assert_eq!(r.data, b"ell");
-    let (Seen::Pre { data_flags, irp_flags, thread: t1, .. }, Seen::Post { irql, thread: t2, information, .. }) =
-        (pres(0)[0].clone(), posts(0)[0].clone())
+    let (
+        Seen::Pre { data_flags, irp_flags, thread: t1, .. },
+        Seen::Post { irql, thread: t2, information, .. },
+    ) = (pres(0)[0].clone(), posts(0)[0].clone())
     else {
         panic!()
     };
@@ -227,9 +238,9 @@ fn disallow_fastio_sends_the_caller_to_the_irp_path_facts_4() {
     start(
         &mut m,
         1,
-        Config::new("NoFast", "200000").op(mj::READ, true, false).with_pre(|p| {
-            if p.data().Flags & FAST_IO_OPERATION != 0 { (3, 0) } else { (1, 0) }
-        }),
+        Config::new("NoFast", "200000")
+            .op(mj::READ, true, false)
+            .with_pre(|p| if p.data().Flags & FAST_IO_OPERATION != 0 { (3, 0) } else { (1, 0) }),
     );
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
     m.read(h, Some(0), 5, IoMode::Cached);
@@ -239,12 +250,19 @@ fn disallow_fastio_sends_the_caller_to_the_irp_path_facts_4() {
     assert_eq!(r.data, b"hello");
     let p = posts(0);
     let Seen::Post { data_flags, status, .. } = p[0].clone() else { panic!() };
-    assert_eq!((data_flags & FAST_IO_OPERATION, Status(status)), (FAST_IO_OPERATION, Status::FLT_DISALLOW_FAST_IO));
+    assert_eq!(
+        (data_flags & FAST_IO_OPERATION, Status(status)),
+        (FAST_IO_OPERATION, Status::FLT_DISALLOW_FAST_IO)
+    );
     let Seen::Post { data_flags, status, .. } = p[1].clone() else { panic!() };
     assert_eq!((data_flags & IRP_OPERATION, status), (IRP_OPERATION, 0));
 }
 
-unsafe extern "system" fn resume_write(item: PFLT_GENERIC_WORKITEM, _f: *const c_void, ctx: *const c_void) {
+unsafe extern "system" fn resume_write(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
     fltcommon::order_push("resumed".into());
     unsafe { FltCompletePendedPreOperation(ctx.cast(), 0, 0x77 as *const c_void) };
     unsafe { FltFreeGenericWorkItem(item) };
@@ -265,7 +283,13 @@ fn a_pended_pre_operation_resumes_with_flt_complete_pended_pre_operation_facts_4
             }
             let item = unsafe { FltAllocateGenericWorkItem() };
             let s = unsafe {
-                FltQueueGenericWorkItem(item, fltcommon::filter_handle(p.slot) as *const c_void, Some(resume_write), 1, p.data.cast())
+                FltQueueGenericWorkItem(
+                    item,
+                    fltcommon::filter_handle(p.slot) as *const c_void,
+                    Some(resume_write),
+                    1,
+                    p.data.cast(),
+                )
             };
             assert_eq!(s, 0);
             (2, 0)
@@ -278,8 +302,13 @@ fn a_pended_pre_operation_resumes_with_flt_complete_pended_pre_operation_facts_4
     let r = m.write(h, Some(0), &[b'H'; 512], IoMode::NonCached);
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(&m.file_contents(c, "a.txt").unwrap()[..3], b"HHH");
-    assert_eq!(order(), ["Pender:pre:4", "resumed", "Below:pre:4", "Below:post:4", "Pender:post:4"]);
-    let (Seen::Pre { thread: t_pender, .. }, Seen::Pre { thread: t_below, .. }) = (pres(0)[0].clone(), pres(1)[0].clone()) else {
+    assert_eq!(
+        order(),
+        ["Pender:pre:4", "resumed", "Below:pre:4", "Below:post:4", "Pender:post:4"]
+    );
+    let (Seen::Pre { thread: t_pender, .. }, Seen::Pre { thread: t_below, .. }) =
+        (pres(0)[0].clone(), pres(1)[0].clone())
+    else {
         panic!()
     };
     assert_ne!(t_pender, t_below, "the resumed walk runs in the worker");
@@ -304,7 +333,9 @@ fn posts_run_at_dispatch_level_unless_synchronized_facts_4() {
     reconfigure(1, |c| c.pre = Some(std::rc::Rc::new(|_| (5, 0))));
     seen_clear(0);
     assert_eq!(m.read(h, Some(0), 512, IoMode::NonCached).status, Status::SUCCESS);
-    let (Seen::Pre { thread: t1, .. }, Seen::Post { thread: t2, irql, .. }) = (pres(1).last().cloned().unwrap(), posts(1)[0].clone()) else {
+    let (Seen::Pre { thread: t1, .. }, Seen::Post { thread: t2, irql, .. }) =
+        (pres(1).last().cloned().unwrap(), posts(1)[0].clone())
+    else {
         panic!()
     };
     assert_eq!((irql, t1), (0, t2));
@@ -312,7 +343,11 @@ fn posts_run_at_dispatch_level_unless_synchronized_facts_4() {
     assert_eq!(irql, 0, "the posts above a synchronized one run in the same thread");
 }
 
-unsafe extern "system" fn finish_post(item: PFLT_GENERIC_WORKITEM, _f: *const c_void, ctx: *const c_void) {
+unsafe extern "system" fn finish_post(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
     fltcommon::order_push("finish".into());
     unsafe { FltCompletePendedPostOperation(ctx.cast()) };
     unsafe { FltFreeGenericWorkItem(item) };
@@ -333,7 +368,13 @@ fn more_processing_required_holds_the_operation_facts_4() {
             }
             let item = unsafe { FltAllocateGenericWorkItem() };
             let s = unsafe {
-                FltQueueGenericWorkItem(item, fltcommon::filter_handle(p.slot) as *const c_void, Some(finish_post), 1, p.data.cast())
+                FltQueueGenericWorkItem(
+                    item,
+                    fltcommon::filter_handle(p.slot) as *const c_void,
+                    Some(finish_post),
+                    1,
+                    p.data.cast(),
+                )
             };
             assert_eq!(s, 0);
             1
@@ -351,7 +392,12 @@ thread_local! {
     static SAFE: RefCell<Vec<(u8, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
-unsafe extern "system" fn safe_post(_d: *mut FLT_CALLBACK_DATA, _o: *const FLT_RELATED_OBJECTS, _c: *const c_void, _f: u32) -> i32 {
+unsafe extern "system" fn safe_post(
+    _d: *mut FLT_CALLBACK_DATA,
+    _o: *const FLT_RELATED_OBJECTS,
+    _c: *const c_void,
+    _f: u32,
+) -> i32 {
     SAFE.with(|s| s.borrow_mut().push(fltcommon::where_now()));
     0
 }
@@ -373,7 +419,14 @@ fn completion_processing_when_safe_facts_4() {
             Config::new("Safe", "300000").op(mj::READ, true, true).with_post(move |p| {
                 let mut status = -1;
                 let ok = unsafe {
-                    FltDoCompletionProcessingWhenSafe(p.data, p.objects, p.context, p.flags, Some(safe_post), &mut status)
+                    FltDoCompletionProcessingWhenSafe(
+                        p.data,
+                        p.objects,
+                        p.context,
+                        p.flags,
+                        Some(safe_post),
+                        &mut status,
+                    )
                 };
                 r2.borrow_mut().push((ok, status));
                 status

@@ -7,6 +7,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::unreachable,
     reason = "tests"
 )]
 #![allow(
@@ -56,7 +57,10 @@ fn a_minifilter_registers_starts_and_sees_io_facts_2_6() {
     assert!(s.iter().any(|x| matches!(x, Seen::Pre { major: 0, .. })), "{s:?}");
     assert!(s.iter().any(|x| matches!(x, Seen::Post { major: 0, status: 0, .. })), "{s:?}");
     let reg = flt(&m, "flt_filter_registered");
-    assert!(matches!(reg[0].2, FltEvent::FilterRegistered { frame: 0, status: Status::SUCCESS, .. }));
+    assert!(matches!(
+        reg[0].2,
+        FltEvent::FilterRegistered { frame: 0, status: Status::SUCCESS, .. }
+    ));
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
@@ -167,8 +171,11 @@ fn forbidden_registrations_are_refused_with_a_verifier_event_facts_3() {
     assert_eq!(m.start("ShutPost"), Status::INVALID_PARAMETER);
     assert_eq!(m.start("ShutPre"), Status::SUCCESS);
     let f = m.findings();
-    let forbidden: Vec<_> =
-        f.iter().filter(|(r, _, _)| *r == Rule::ForbiddenRegistration).map(|(_, d, _)| d.clone().unwrap()).collect();
+    let forbidden: Vec<_> = f
+        .iter()
+        .filter(|(r, _, _)| *r == Rule::ForbiddenRegistration)
+        .map(|(_, d, _)| d.clone().unwrap())
+        .collect();
     assert_eq!(forbidden, ["Power", "Change", "ShutPost"]);
     assert!(f.iter().any(|(_, _, msg)| msg.contains("IRP_MJ_POWER")));
 }
@@ -270,21 +277,38 @@ fn unregister_tears_down_every_instance_and_waits_for_rundown_facts_5() {
     // queued during teardown is refused (STATUS_FLT_DELETING_OBJECT).
     c.on_unload = Some(std::rc::Rc::new(|_| {
         use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
-        unsafe extern "system" fn work(item: PFLT_GENERIC_WORKITEM, _o: *const core::ffi::c_void, _c: *const core::ffi::c_void) {
+        unsafe extern "system" fn work(
+            item: PFLT_GENERIC_WORKITEM,
+            _o: *const core::ffi::c_void,
+            _c: *const core::ffi::c_void,
+        ) {
             fltcommon::order_push("work item ran".into());
             unsafe { FltFreeGenericWorkItem(item) };
         }
         let item = unsafe { FltAllocateGenericWorkItem() };
         let s = unsafe {
-            FltQueueGenericWorkItem(item, fltcommon::filter_handle(0) as *const _, Some(work), 1, std::ptr::null())
+            FltQueueGenericWorkItem(
+                item,
+                fltcommon::filter_handle(0) as *const _,
+                Some(work),
+                1,
+                std::ptr::null(),
+            )
         };
         assert_eq!(s, 0);
     }));
     c.on_teardown_start = Some(std::rc::Rc::new(|instance, _| {
         use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
-        unsafe extern "system" fn never(_: PFLT_GENERIC_WORKITEM, _o: *const core::ffi::c_void, _c: *const core::ffi::c_void) {}
+        unsafe extern "system" fn never(
+            _: PFLT_GENERIC_WORKITEM,
+            _o: *const core::ffi::c_void,
+            _c: *const core::ffi::c_void,
+        ) {
+        }
         let item = unsafe { FltAllocateGenericWorkItem() };
-        let s = unsafe { FltQueueGenericWorkItem(item, instance as *const _, Some(never), 1, std::ptr::null()) };
+        let s = unsafe {
+            FltQueueGenericWorkItem(item, instance as *const _, Some(never), 1, std::ptr::null())
+        };
         assert_eq!(fsfilter::Status(s), fsfilter::Status::FLT_DELETING_OBJECT);
         unsafe { FltFreeGenericWorkItem(item) };
     }));
@@ -302,7 +326,9 @@ fn unregister_tears_down_every_instance_and_waits_for_rundown_facts_5() {
     let unregistered = m
         .events()
         .iter()
-        .position(|e| matches!(&e.kind, EventKind::FltMgr { event: FltEvent::FilterUnregistered, .. }))
+        .position(|e| {
+            matches!(&e.kind, EventKind::FltMgr { event: FltEvent::FilterUnregistered, .. })
+        })
         .unwrap();
     assert!(unregistered > 0);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());

@@ -7,6 +7,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::unreachable,
     reason = "tests"
 )]
 #![allow(
@@ -20,11 +21,13 @@ mod fltcommon;
 use std::cell::RefCell;
 use std::ffi::c_void;
 
-use fltcommon::{Config, Seen, install, machine, mj, order, order_clear, reconfigure, rules, seen, seen_clear};
+use fltcommon::{
+    Config, Seen, install, machine, mj, order, order_clear, reconfigure, rules, seen, seen_clear,
+};
 use fsfilter::Status;
 use fsfilter_sim::{
-    CreateOptions, EventKind, FltEvent, FsKind, IoMode, IoRequest, Machine, Rule, StopResult, VolumeId,
-    VolumeSpec,
+    CreateOptions, EventKind, FltEvent, FsKind, IoMode, IoRequest, Machine, Rule, StopResult,
+    VolumeId, VolumeSpec,
 };
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
 
@@ -78,7 +81,10 @@ fn query_teardown_decides_a_manual_detach_facts_2_5() {
     assert_eq!(teardowns(2), [(false, 0x1), (true, 0x1)]);
     assert!(seen(1).iter().any(|s| matches!(s, Seen::Query { .. })));
     let q = fltcommon::flt(&m, "flt_instance_query_teardown");
-    assert!(matches!(q[0].2, FltEvent::InstanceQueryTeardown { called: false, status: Status::FLT_DO_NOT_DETACH, .. }));
+    assert!(matches!(
+        q[0].2,
+        FltEvent::InstanceQueryTeardown { called: false, status: Status::FLT_DO_NOT_DETACH, .. }
+    ));
     // The detached instance sees no more I/O; the others do.
     for s in 0..3 {
         seen_clear(s);
@@ -157,7 +163,10 @@ fn service_stop_is_a_mandatory_unload_whose_answer_is_ignored_facts_5() {
     assert!(seen(0).contains(&Seen::Unload { flags: 1 }));
     assert_eq!(teardowns(0), [(false, 0x4), (true, 0x4)]);
     let cb = fltcommon::flt(&m, "flt_unload_callback");
-    assert!(matches!(cb[0].2, FltEvent::UnloadCallback { mandatory: true, status: Status::FLT_DO_NOT_DETACH }));
+    assert!(matches!(
+        cb[0].2,
+        FltEvent::UnloadCallback { mandatory: true, status: Status::FLT_DO_NOT_DETACH }
+    ));
 }
 
 #[test]
@@ -179,10 +188,20 @@ fn teardown_drains_operations_waiting_for_their_post_facts_2_5_and_4() {
     // callback runs with FLTFL_POST_OPERATION_DRAINING on a copy of the callback data; the
     // completion comes later without a post for the torn-down instance.
     let (mut m, c) = setup();
-    start(&mut m, 0, Config::new("Locks", "300000").op(mj::LOCK_CONTROL, true, true).with_pre(|_| (0, 0x42)));
+    start(
+        &mut m,
+        0,
+        Config::new("Locks", "300000").op(mj::LOCK_CONTROL, true, true).with_pre(|_| (0, 0x42)),
+    );
     let h1 = m.open(c, "a.txt", CreateOptions::open()).unwrap();
     let h2 = m.open(c, "a.txt", CreateOptions::open()).unwrap();
-    let lock = |h, fail| IoRequest::Lock { handle: h, offset: 0, length: 10, exclusive: true, fail_immediately: fail };
+    let lock = |h, fail| IoRequest::Lock {
+        handle: h,
+        offset: 0,
+        length: 10,
+        exclusive: true,
+        fail_immediately: fail,
+    };
     assert_eq!(m.io(lock(h1, true)).status, Status::SUCCESS);
     let waiting = m.io(lock(h2, false));
     assert_eq!(waiting.status, Status::PENDING, "the second lock waits for the first");
@@ -195,10 +214,10 @@ fn teardown_drains_operations_waiting_for_their_post_facts_2_5_and_4() {
             Seen::Pre { data, .. } => Some(*data),
             _ => None,
         })
-        .last()
+        .next_back()
         .unwrap();
     let Some(Seen::Post { flags, data_flags, context, data, .. }) =
-        seen(0).into_iter().filter(|s| matches!(s, Seen::Post { .. })).last()
+        seen(0).into_iter().rfind(|s| matches!(s, Seen::Post { .. }))
     else {
         panic!()
     };
@@ -207,7 +226,10 @@ fn teardown_drains_operations_waiting_for_their_post_facts_2_5_and_4() {
     assert_eq!(context, 0x42);
     assert_ne!(data, pre_data, "a copy of the callback data");
     order_clear();
-    assert_eq!(m.io(IoRequest::Unlock { handle: h1, offset: 0, length: 10 }).status, Status::SUCCESS);
+    assert_eq!(
+        m.io(IoRequest::Unlock { handle: h1, offset: 0, length: 10 }).status,
+        Status::SUCCESS
+    );
     let io = waiting.io.unwrap();
     let result = m.kernel(|k| k.requests.list[io.0 as usize].result);
     assert_eq!(result.map(|r| r.0), Some(Status::SUCCESS), "the waiting lock completed");
@@ -229,10 +251,23 @@ fn teardown_complete_waits_for_pended_operations_facts_2_5() {
         PENDED.with(|x| x.borrow_mut().push(p.data as usize));
         (2, 0)
     });
-    unsafe extern "system" fn never(_: PFLT_GENERIC_WORKITEM, _f: *const c_void, _c: *const c_void) {}
+    unsafe extern "system" fn never(
+        _: PFLT_GENERIC_WORKITEM,
+        _f: *const c_void,
+        _c: *const c_void,
+    ) {
+    }
     cfg.on_teardown_start = Some(std::rc::Rc::new(|instance, _| {
         let item = unsafe { FltAllocateGenericWorkItem() };
-        let s = unsafe { FltQueueGenericWorkItem(item, instance as *const c_void, Some(never), 1, std::ptr::null()) };
+        let s = unsafe {
+            FltQueueGenericWorkItem(
+                item,
+                instance as *const c_void,
+                Some(never),
+                1,
+                std::ptr::null(),
+            )
+        };
         // The instance is tearing down: no new work item.
         assert_eq!(Status(s), Status::FLT_DELETING_OBJECT);
         unsafe { FltFreeGenericWorkItem(item) };
@@ -244,19 +279,31 @@ fn teardown_complete_waits_for_pended_operations_facts_2_5() {
     assert_eq!(w.status, Status::PENDING);
     // Another driver's worker completes the held write later (a queued "user-mode answer").
     order_clear();
-    fsfilter_sim::sched::queue_work("answer", None, Box::new(|| {
-        for data in PENDED.with(|p| std::mem::take(&mut *p.borrow_mut())) {
-            fltcommon::order_push("completed pended".into());
-            unsafe { FltCompletePendedPreOperation(data as *const _, 1, std::ptr::null()) };
-        }
-    }));
+    fsfilter_sim::sched::queue_work(
+        "answer",
+        None,
+        Box::new(|| {
+            for data in PENDED.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+                fltcommon::order_push("completed pended".into());
+                unsafe { FltCompletePendedPreOperation(data as *const _, 1, std::ptr::null()) };
+            }
+        }),
+    );
     assert_eq!(m.filter_detach("Holder", c, None), Status::SUCCESS);
     assert_eq!(
         order(),
-        ["Holder:teardown_start", "teardown start returns", "completed pended", "Holder:teardown_complete"]
+        [
+            "Holder:teardown_start",
+            "teardown start returns",
+            "completed pended",
+            "Holder:teardown_complete"
+        ]
     );
     let io = w.io.unwrap();
-    assert_eq!(m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0), Some(Status::SUCCESS));
+    assert_eq!(
+        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        Some(Status::SUCCESS)
+    );
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
 

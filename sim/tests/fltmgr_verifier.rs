@@ -9,6 +9,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::unreachable,
     reason = "tests"
 )]
 #![allow(
@@ -42,7 +43,11 @@ fn start(m: &mut Machine, slot: usize, c: Config) {
 }
 
 fn findings_of(m: &Machine, driver: &str) -> Vec<Rule> {
-    m.findings().into_iter().filter(|(_, d, _)| d.as_deref() == Some(driver)).map(|(r, _, _)| r).collect()
+    m.findings()
+        .into_iter()
+        .filter(|(_, d, _)| d.as_deref() == Some(driver))
+        .map(|(r, _, _)| r)
+        .collect()
 }
 
 #[test]
@@ -51,7 +56,11 @@ fn unknown_callback_statuses_are_reported_facts_4() {
     // pre-operation callback status"); the simulator then goes on as SUCCESS_NO_CALLBACK /
     // FINISHED_PROCESSING.
     let (mut m, c) = setup();
-    start(&mut m, 0, Config::new("Odd", "300000").op(mj::CREATE, true, false).with_pre(|_| (42, 0)));
+    start(
+        &mut m,
+        0,
+        Config::new("Odd", "300000").op(mj::CREATE, true, false).with_pre(|_| (42, 0)),
+    );
     start(&mut m, 1, Config::new("OddPost", "200000").op(mj::CREATE, false, true).with_post(|_| 9));
     let r = m.create(c, "a.txt", CreateOptions::open());
     assert_eq!(r.status, Status::SUCCESS);
@@ -65,8 +74,16 @@ fn a_completion_context_needs_a_post_callback_facts_4() {
     // facts.md §4: FLT_PREOP_SUCCESS_NO_CALLBACK, PENDING and COMPLETE take no completion
     // context; SUCCESS_WITH_CALLBACK needs a registered post callback.
     let (mut m, c) = setup();
-    start(&mut m, 0, Config::new("Ctx", "300000").op(mj::CREATE, true, false).with_pre(|_| (1, 0x1234)));
-    start(&mut m, 1, Config::new("NoPost", "200000").op(mj::CREATE, true, false).with_pre(|_| (0, 0)));
+    start(
+        &mut m,
+        0,
+        Config::new("Ctx", "300000").op(mj::CREATE, true, false).with_pre(|_| (1, 0x1234)),
+    );
+    start(
+        &mut m,
+        1,
+        Config::new("NoPost", "200000").op(mj::CREATE, true, false).with_pre(|_| (0, 0)),
+    );
     m.create(c, "a.txt", CreateOptions::open());
     assert_eq!(findings_of(&m, "Ctx"), [Rule::ContextWithoutPost]);
     assert_eq!(findings_of(&m, "NoPost"), [Rule::PostCallbackMissing]);
@@ -78,9 +95,13 @@ fn pending_on_fast_io_is_reported_and_refused_facts_4() {
     // facts.md §4: FLT_PREOP_PENDING is for IRP-based operations only; on fast I/O the simulator
     // reports PENDING_ON_FAST_IO and refuses the fast I/O (the I/O manager builds an IRP).
     let (mut m, c) = setup();
-    start(&mut m, 0, Config::new("FastPend", "300000").op(mj::READ, true, false).with_pre(|p| {
-        if p.data().Flags & 0x2 != 0 { (2, 0) } else { (1, 0) }
-    }));
+    start(
+        &mut m,
+        0,
+        Config::new("FastPend", "300000")
+            .op(mj::READ, true, false)
+            .with_pre(|p| if p.data().Flags & 0x2 != 0 { (2, 0) } else { (1, 0) }),
+    );
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
     let r = m.read(h, Some(0), 4, IoMode::Cached);
     assert_eq!(r.status, Status::SUCCESS);
@@ -93,14 +114,21 @@ fn complete_with_status_pending_is_reported_facts_4() {
     // facts.md §4: FLT_PREOP_COMPLETE must not use STATUS_PENDING (nor
     // STATUS_FLT_DISALLOW_FAST_IO); cleanup and close cannot fail.
     let (mut m, c) = setup();
-    start(&mut m, 0, Config::new("Bad", "300000").op(mj::CREATE, true, false).op(mj::CLEANUP, true, false).with_pre(|p| {
-        if p.major() == mj::CREATE {
-            p.set_status(Status::PENDING, 0);
-        } else {
-            p.set_status(Status::ACCESS_DENIED, 0);
-        }
-        (4, 0)
-    }));
+    start(
+        &mut m,
+        0,
+        Config::new("Bad", "300000")
+            .op(mj::CREATE, true, false)
+            .op(mj::CLEANUP, true, false)
+            .with_pre(|p| {
+                if p.major() == mj::CREATE {
+                    p.set_status(Status::PENDING, 0);
+                } else {
+                    p.set_status(Status::ACCESS_DENIED, 0);
+                }
+                (4, 0)
+            }),
+    );
     let r = m.create(c, "a.txt", CreateOptions::open());
     assert_eq!(r.status, Status::INVALID_DEVICE_STATE, "completed with a status it may take");
     assert_eq!(findings_of(&m, "Bad"), [Rule::CompleteWithPending]);
@@ -122,15 +150,25 @@ fn complete_with_status_pending_is_reported_facts_4() {
 fn statuses_an_operation_cannot_take_are_reported_facts_4() {
     // facts.md §4: DISALLOW_FASTIO is fast-I/O only; MORE_PROCESSING_REQUIRED is IRP-based only.
     let (mut m, c) = setup();
-    start(&mut m, 0, Config::new("Wrong", "300000").op(mj::CREATE, true, false).op(mj::READ, false, true).with_pre(|_| (3, 0)).with_post(|p| {
-        if p.data().Flags & 0x2 != 0 { 1 } else { 0 }
-    }));
+    start(
+        &mut m,
+        0,
+        Config::new("Wrong", "300000")
+            .op(mj::CREATE, true, false)
+            .op(mj::READ, false, true)
+            .with_pre(|_| (3, 0))
+            .with_post(|p| if p.data().Flags & 0x2 != 0 { 1 } else { 0 }),
+    );
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
     m.read(h, Some(0), 4, IoMode::Cached);
     m.read(h, Some(0), 4, IoMode::Cached);
     assert_eq!(
         findings_of(&m, "Wrong"),
-        [Rule::StatusInvalidForOperation, Rule::StatusInvalidForOperation, Rule::StatusInvalidForOperation]
+        [
+            Rule::StatusInvalidForOperation,
+            Rule::StatusInvalidForOperation,
+            Rule::StatusInvalidForOperation
+        ]
     );
 }
 
@@ -165,9 +203,15 @@ fn an_unload_that_never_completes_hangs_and_later_callbacks_are_reported_facts_9
     unsafe { FltCompletePendedPreOperation(data as *const _, 0, std::ptr::null()) };
     m.settle();
     assert!(rules(&m).contains(&Rule::CallbackAfterUnload));
-    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Post { .. })), "the unloaded filter's post never ran");
+    assert!(
+        !seen(0).iter().any(|s| matches!(s, Seen::Post { .. })),
+        "the unloaded filter's post never ran"
+    );
     let io = w.io.unwrap();
-    assert_eq!(m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0), Some(Status::SUCCESS));
+    assert_eq!(
+        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        Some(Status::SUCCESS)
+    );
     let names: Vec<&str> = m
         .events()
         .iter()

@@ -253,7 +253,14 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAttachVolumeAtA
     }
 }
 
-fn attach(filter: PFLT_FILTER, volume: PFLT_VOLUME, name: Option<&str>, altitude: Option<&str>, api: AttachApi, ret: *mut PFLT_INSTANCE) -> NTSTATUS {
+fn attach(
+    filter: PFLT_FILTER,
+    volume: PFLT_VOLUME,
+    name: Option<&str>,
+    altitude: Option<&str>,
+    api: AttachApi,
+    ret: *mut PFLT_INSTANCE,
+) -> NTSTATUS {
     let ids = kernel::with(|k| {
         k.check_irql(PASSIVE_LEVEL, "FltAttachVolume");
         Some((k.fltmgr.filter_of(filter)?, k.fltmgr.volume_of(volume)?))
@@ -423,7 +430,11 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDoCompletionPro
 }
 
 /// Sends one synchronous request (`major`) for a file object to `device`.
-fn file_request(device: *mut windows_sys::Wdk::Foundation::DEVICE_OBJECT, fo: *mut FILE_OBJECT, major: u8) {
+fn file_request(
+    device: *mut windows_sys::Wdk::Foundation::DEVICE_OBJECT,
+    fo: *mut FILE_OBJECT,
+    major: u8,
+) {
     // SAFETY: all-zero is a valid KEVENT and status block before use.
     let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: as above.

@@ -91,7 +91,12 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDeleteContext =
 }
 
 /// The link of an instance's (stream, stream-handle) context.
-fn link_of(k: &mut crate::kernel::Kernel, instance: PFLT_INSTANCE, fo: *const FILE_OBJECT, ty: u16) -> Result<Link, Status> {
+fn link_of(
+    k: &mut crate::kernel::Kernel,
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    ty: u16,
+) -> Result<Link, Status> {
     let i = k.fltmgr.instance_of(instance).ok_or(Status::INVALID_PARAMETER)?;
     if ty == crate::fltmgr::contexts::INSTANCE {
         return Ok(Link::Instance(i));
@@ -102,16 +107,26 @@ fn link_of(k: &mut crate::kernel::Kernel, instance: PFLT_INSTANCE, fo: *const FI
         return Ok(Link::StreamHandle(i, fo as usize));
     }
     // Stream contexts hang off an advanced FCB header that supports filter contexts.
-    let header = f.FsContext.cast::<windows_sys::Wdk::Storage::FileSystem::FSRTL_ADVANCED_FCB_HEADER>();
+    let header =
+        f.FsContext.cast::<windows_sys::Wdk::Storage::FileSystem::FSRTL_ADVANCED_FCB_HEADER>();
     // SAFETY: a file system's FsContext starts with its FCB header when it is one of ours.
-    let supports = !header.is_null() && k.fs.fcbs.contains_key(&(header as usize)) && unsafe { (*header).Base.Flags2 } & 0x02 != 0;
+    let supports = !header.is_null()
+        && k.fs.fcbs.contains_key(&(header as usize))
+        && unsafe { (*header).Base.Flags2 } & 0x02 != 0;
     if !supports {
         return Err(Status::NOT_SUPPORTED);
     }
     Ok(Link::Stream(i, header as usize))
 }
 
-fn set(instance: PFLT_INSTANCE, fo: *const FILE_OBJECT, ty: u16, operation: FLT_SET_CONTEXT_OPERATION, new: PFLT_CONTEXT, old: *mut PFLT_CONTEXT) -> NTSTATUS {
+fn set(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    ty: u16,
+    operation: FLT_SET_CONTEXT_OPERATION,
+    new: PFLT_CONTEXT,
+    old: *mut PFLT_CONTEXT,
+) -> NTSTATUS {
     let (r, prev, cleanup) = kernel::with(|k| {
         k.check_irql(APC_LEVEL, "FltSet*Context");
         match link_of(k, instance, fo, ty) {
@@ -132,7 +147,12 @@ fn set(instance: PFLT_INSTANCE, fo: *const FILE_OBJECT, ty: u16, operation: FLT_
     }
 }
 
-fn get(instance: PFLT_INSTANCE, fo: *const FILE_OBJECT, ty: u16, context: *mut PFLT_CONTEXT) -> NTSTATUS {
+fn get(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    ty: u16,
+    context: *mut PFLT_CONTEXT,
+) -> NTSTATUS {
     let r = kernel::with(|k| {
         if k.irql > APC_LEVEL {
             k.report_current(Rule::IrqlTooHigh, format!("FltGet*Context at IRQL {} (contexts cannot be got at DISPATCH_LEVEL, facts.md §4, §9)", k.irql));

@@ -199,7 +199,10 @@ impl Kernel {
     pub fn flt_context_reference(&mut self, ptr: usize) {
         match self.fltmgr.contexts.find(ptr) {
             Some(i) => self.fltmgr.contexts.list[i].refs += 1,
-            None => self.report_current(Rule::InvalidFltObject, "FltReferenceContext on a context that does not exist"),
+            None => self.report_current(
+                Rule::InvalidFltObject,
+                "FltReferenceContext on a context that does not exist",
+            ),
         }
     }
 
@@ -222,7 +225,13 @@ impl Kernel {
             return None;
         }
         c.live = false;
-        Some(Cleanup { cleanup: c.reg.cleanup, free: c.reg.free, image: c.image, ptr: c.ptr, ty: c.ty })
+        Some(Cleanup {
+            cleanup: c.reg.cleanup,
+            free: c.reg.free,
+            image: c.image,
+            ptr: c.ptr,
+            ty: c.ty,
+        })
     }
 
     fn unlink(&mut self, i: usize) -> Option<Cleanup> {
@@ -269,7 +278,9 @@ impl Kernel {
             return (Err(Status::INVALID_PARAMETER), 0, None);
         };
         let ir = self.fltmgr.inst(inst);
-        if self.fltmgr.contexts.list[ni].filter != ir.filter || self.fltmgr.contexts.list[ni].ty != expected {
+        if self.fltmgr.contexts.list[ni].filter != ir.filter
+            || self.fltmgr.contexts.list[ni].ty != expected
+        {
             return (Err(Status::INVALID_PARAMETER), 0, None);
         }
         if ir.state == InstState::Gone {

@@ -56,7 +56,10 @@ fn log(k: &mut Kernel, inst: InstId, what: &'static str, status: Status) {
 pub fn register(instance: isize) -> Status {
     kernel::with(|k| {
         let Some(i) = k.fltmgr.instance_of(instance) else {
-            k.report_current(Rule::InvalidFltObject, "FltRegisterForDataScan with an unknown instance");
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltRegisterForDataScan with an unknown instance",
+            );
             return Status::INVALID_PARAMETER;
         };
         let v = k.fltmgr.inst(i).volume;
@@ -192,7 +195,8 @@ pub fn close(context: usize) -> Status {
 /// The file system's conflict hook: I/O that needs a purge arrived on a stream with open
 /// sections.
 pub fn on_conflict(stream: usize, sections: &[usize], _op: ConflictOp) {
-    let data = kernel::with(|k| k.fltmgr.ops.conflicting_on(stream)).unwrap_or(std::ptr::null_mut());
+    let data =
+        kernel::with(|k| k.fltmgr.ops.conflicting_on(stream)).unwrap_or(std::ptr::null_mut());
     notify(stream, sections, data, false);
 }
 
@@ -214,7 +218,11 @@ fn notify(stream: usize, sections: &[usize], data: *mut FLT_CALLBACK_DATA, durin
         kernel::with(|k| {
             let name = k.fltmgr.inst(inst).name.clone();
             let (driver, volume) = k.flt_inst_names(inst);
-            k.flt_log(driver, volume, FltEvent::SectionConflict { instance: name, context, during_create });
+            k.flt_log(
+                driver,
+                volume,
+                FltEvent::SectionConflict { instance: name, context, during_create },
+            );
         });
         // SAFETY: the filter's section-notification callback with its instance, section context
         // and the conflicting operation's data (or NULL).

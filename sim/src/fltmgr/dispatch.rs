@@ -293,12 +293,21 @@ pub enum PostEnd {
 
 /// Creates the operation of an IRP through a frame's volume device; None when no instance of
 /// the frame on the volume is attached (the IRP passes straight through).
-fn build_irp_op(k: &mut Kernel, device: *const DEVICE_OBJECT, irp: *mut IRP, frame: u32, v: FvId, lower: *mut DEVICE_OBJECT) -> Option<u64> {
+fn build_irp_op(
+    k: &mut Kernel,
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+    frame: u32,
+    v: FvId,
+    lower: *mut DEVICE_OBJECT,
+) -> Option<u64> {
     let chain: Vec<InstId> = k
         .fltmgr
         .volume_instances(v)
         .into_iter()
-        .filter(|&i| k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached)
+        .filter(|&i| {
+            k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached
+        })
         .collect();
     if chain.is_empty() {
         return None;
@@ -325,8 +334,11 @@ fn build_irp_op(k: &mut Kernel, device: *const DEVICE_OBJECT, irp: *mut IRP, fra
     let stream = unsafe { s.FileObject.as_ref() }.map_or(0, |f| f.FsContext as usize);
     let conflicting = match s.MajorFunction {
         mj::WRITE => i.Flags & irp_flags::PAGING_IO == 0,
-        // SAFETY: the member of IRP_MJ_SET_INFORMATION.
-        mj::SET_INFORMATION => matches!(unsafe { s.Parameters.SetFile.FileInformationClass }, 19 | 20),
+        mj::SET_INFORMATION => {
+            // SAFETY: the member of IRP_MJ_SET_INFORMATION.
+            let class = unsafe { s.Parameters.SetFile.FileInformationClass };
+            matches!(class, 19 | 20)
+        }
         _ => false,
     };
     let dismount = s.MajorFunction == mj::FILE_SYSTEM_CONTROL
@@ -373,7 +385,10 @@ fn build_irp_op(k: &mut Kernel, device: *const DEVICE_OBJECT, irp: *mut IRP, fra
 }
 
 /// Registers an operation built elsewhere (fast I/O).
-pub fn insert_op(k: &mut Kernel, mut make: impl FnMut(*mut FLT_CALLBACK_DATA, Block, Box<KEVENT>) -> Op) -> u64 {
+pub fn insert_op(
+    k: &mut Kernel,
+    mut make: impl FnMut(*mut FLT_CALLBACK_DATA, Block, Box<KEVENT>) -> Op,
+) -> u64 {
     let block = Block::zeroed(size_of::<CbdBlock>());
     let cb = block.ptr().cast::<CbdBlock>();
     // SAFETY: a zeroed block sized for a CbdBlock.
@@ -436,7 +451,10 @@ pub fn fast_op(
 ///
 /// # Safety
 /// Called by the I/O manager with one of our devices and a live IRP.
-pub unsafe extern "system" fn flt_dispatch(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+pub unsafe extern "system" fn flt_dispatch(
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+) -> NTSTATUS {
     let Some(ext) = super::ext_of(device) else {
         // SAFETY: the I/O manager's live IRP.
         return unsafe { crate::irpx::complete(irp, Status::INVALID_DEVICE_REQUEST, 0) };
@@ -456,7 +474,9 @@ pub unsafe extern "system" fn flt_dispatch(device: *const DEVICE_OBJECT, irp: *m
         k if k == DevKind::Cdo as u8 => {
             // SAFETY: the live IRP.
             let s = unsafe { crate::irpx::current(irp) };
-            if s.MajorFunction == mj::FILE_SYSTEM_CONTROL && s.MinorFunction == mn_fsctl::MOUNT_VOLUME {
+            if s.MajorFunction == mj::FILE_SYSTEM_CONTROL
+                && s.MinorFunction == mn_fsctl::MOUNT_VOLUME
+            {
                 super::frames::mount(device, irp, ext)
             } else {
                 pass_through(irp, ext.lower)
@@ -472,7 +492,13 @@ fn pass_through(irp: *mut IRP, lower: *mut DEVICE_OBJECT) -> NTSTATUS {
     crate::irp::call_driver(lower, irp)
 }
 
-fn volume_dispatch(device: *const DEVICE_OBJECT, irp: *mut IRP, frame: u32, v: FvId, lower: *mut DEVICE_OBJECT) -> NTSTATUS {
+fn volume_dispatch(
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+    frame: u32,
+    v: FvId,
+    lower: *mut DEVICE_OBJECT,
+) -> NTSTATUS {
     let key = kernel::with(|k| build_irp_op(k, device, irp, frame, v, lower));
     let Some(key) = key else { return pass_through(irp, lower) };
     let status = drive(key, Act::Continue);
@@ -512,7 +538,11 @@ fn drive(key: u64, first: Act) -> NTSTATUS {
 /// One step of a pre walk.
 enum PreStep {
     Call {
-        pre: unsafe extern "system" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *mut *mut c_void) -> i32,
+        pre: unsafe extern "system" fn(
+            *mut FLT_CALLBACK_DATA,
+            *const FLT_RELATED_OBJECTS,
+            *mut *mut c_void,
+        ) -> i32,
         image: ImageId,
         idx: usize,
         data: *mut FLT_CALLBACK_DATA,
@@ -547,7 +577,8 @@ fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
         if entry.skips(&h) {
             continue;
         }
-        let (image, fh, vh, ih) = (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
+        let (image, fh, vh, ih) =
+            (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
         let op = k.fltmgr.ops.op(key).map(|o| o.iopb() as *mut FLT_IO_PARAMETER_BLOCK);
         if let Some(iopb) = op {
             // SAFETY: the op's parameter block.
@@ -562,7 +593,12 @@ fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
                 // A post without a pre: as if the pre asked for its post with no context.
                 if let Some(op) = k.fltmgr.ops.op_mut(key) {
                     let snapshot = *op.iopb();
-                    op.posts.push(PostEntry { inst, context: std::ptr::null_mut(), iopb: snapshot, done: false });
+                    op.posts.push(PostEntry {
+                        inst,
+                        context: std::ptr::null_mut(),
+                        iopb: snapshot,
+                        done: false,
+                    });
                 }
             }
         }
@@ -626,7 +662,14 @@ fn log_op(k: &mut Kernel, key: u64, inst: InstId, phase: EvPhase, outcome: i32, 
 }
 
 /// Applies a pre-operation answer of chain entry `idx` (facts.md §4).
-fn apply_pre(k: &mut Kernel, key: u64, idx: usize, status: i32, context: *mut c_void, resumed: bool) -> Act {
+fn apply_pre(
+    k: &mut Kernel,
+    key: u64,
+    idx: usize,
+    status: i32,
+    context: *mut c_void,
+    resumed: bool,
+) -> Act {
     let Some(op) = k.fltmgr.ops.op(key) else { return Act::Continue };
     let Some(&inst) = op.chain.get(idx) else { return Act::Continue };
     let kind = op.kind;
@@ -640,7 +683,9 @@ fn apply_pre(k: &mut Kernel, key: u64, idx: usize, status: i32, context: *mut c_
             k.flt_report(
                 Some(f),
                 Rule::ContextWithoutPost,
-                format!("{m}: a completion context returned with {why} (facts.md §4: it must be NULL)"),
+                format!(
+                    "{m}: a completion context returned with {why} (facts.md §4: it must be NULL)"
+                ),
             );
         }
     };
@@ -656,7 +701,10 @@ fn apply_pre(k: &mut Kernel, key: u64, idx: usize, status: i32, context: *mut c_
                 k.flt_report(
                     Some(f),
                     Rule::PostCallbackMissing,
-                    format!("{m}: {} with no post-operation callback registered", status_name(true, status)),
+                    format!(
+                        "{m}: {} with no post-operation callback registered",
+                        status_name(true, status)
+                    ),
                 );
                 k.flt_instance_released(inst);
                 return Act::Continue;
@@ -799,7 +847,9 @@ fn pass_down(key: u64) -> NTSTATUS {
         }
         next.CompletionRoutine = fsfilter_kernel::ntos::completion_routine_field(flt_complete);
         next.Context = key as *mut c_void;
-        next.Control = crate::irp::SL_INVOKE_ON_SUCCESS | crate::irp::SL_INVOKE_ON_ERROR | crate::irp::SL_INVOKE_ON_CANCEL;
+        next.Control = crate::irp::SL_INVOKE_ON_SUCCESS
+            | crate::irp::SL_INVOKE_ON_ERROR
+            | crate::irp::SL_INVOKE_ON_CANCEL;
         if sync {
             // SAFETY: the op's own event.
             unsafe { crate::sched::reset_event(&mut *op.event) };
@@ -834,7 +884,11 @@ fn pass_down(key: u64) -> NTSTATUS {
 ///
 /// # Safety
 /// Called by the I/O manager with our device, the IRP and the op's key.
-unsafe extern "system" fn flt_complete(_device: *mut DEVICE_OBJECT, irp: *mut IRP, context: *mut c_void) -> NTSTATUS {
+unsafe extern "system" fn flt_complete(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
     let key = context as u64;
     let sync = kernel::with(|k| {
         let op = k.fltmgr.ops.op_mut(key)?;
@@ -882,7 +936,12 @@ unsafe extern "system" fn flt_complete(_device: *mut DEVICE_OBJECT, irp: *mut IR
 /// One step of a post walk.
 enum PostStep {
     Call {
-        post: unsafe extern "system" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *const c_void, u32) -> i32,
+        post: unsafe extern "system" fn(
+            *mut FLT_CALLBACK_DATA,
+            *const FLT_RELATED_OBJECTS,
+            *const c_void,
+            u32,
+        ) -> i32,
         image: ImageId,
         pidx: usize,
         data: *mut FLT_CALLBACK_DATA,
@@ -908,7 +967,8 @@ fn next_post(k: &mut Kernel, key: u64) -> PostStep {
     let fr = k.fltmgr.filter(ir.filter);
     let major = op.iopb().MajorFunction;
     let post: PFLT_POST_OPERATION_CALLBACK = fr.ops.get(&major).and_then(|r| r.post);
-    let (image, fh, vh, ih) = (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
+    let (image, fh, vh, ih) =
+        (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
     let Some(post) = post else {
         if let Some(op) = k.fltmgr.ops.op_mut(key) {
             op.posts[pidx].done = true;
@@ -1029,7 +1089,11 @@ fn finish_in_place(key: u64) {
 /// (`VOLUME_DISMOUNT`) and no instance attaches until the volume is mounted again (or revived,
 /// with `DETACHED_VOLUME`).
 fn volume_dismounted(v: FvId, frame: u32) {
-    super::instances::teardown_volume(v, Some(frame), fsfilter::TeardownFlags::VOLUME_DISMOUNT.bits());
+    super::instances::teardown_volume(
+        v,
+        Some(frame),
+        fsfilter::TeardownFlags::VOLUME_DISMOUNT.bits(),
+    );
     kernel::with(|k| k.fltmgr.vol_mut(v).live = false);
 }
 
@@ -1082,14 +1146,24 @@ fn complete_from_pre(key: u64) -> NTSTATUS {
 }
 
 /// `FltCompletePendedPreOperation`.
-pub fn complete_pended_pre(data: *const FLT_CALLBACK_DATA, status: i32, context: *mut c_void) {
+pub(crate) fn complete_pended_pre(
+    data: *const FLT_CALLBACK_DATA,
+    status: i32,
+    context: *mut c_void,
+) {
     let act = kernel::with(|k| {
         let Some(key) = k.fltmgr.ops.key_of(data as usize) else {
-            k.report_current(Rule::InvalidFltObject, "FltCompletePendedPreOperation on a callback data that is not a pended operation");
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltCompletePendedPreOperation on a callback data that is not a pended operation",
+            );
             return None;
         };
         let Some(Phase::Pended(idx)) = k.fltmgr.ops.op(key).map(|o| o.phase) else {
-            k.report_current(Rule::InvalidFltObject, "FltCompletePendedPreOperation on an operation that is not pended");
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltCompletePendedPreOperation on an operation that is not pended",
+            );
             return None;
         };
         if let Some(op) = k.fltmgr.ops.op_mut(key) {
@@ -1102,23 +1176,33 @@ pub fn complete_pended_pre(data: *const FLT_CALLBACK_DATA, status: i32, context:
     if deferred {
         // The rest of the walk runs at PASSIVE_LEVEL from a worker.
         let image = kernel::with(|k| k.fltmgr.image);
-        crate::sched::queue_work("FltCompletePendedPreOperation", image, Box::new(move || {
-            let _ = drive(key, act);
-        }));
+        crate::sched::queue_work(
+            "FltCompletePendedPreOperation",
+            image,
+            Box::new(move || {
+                let _ = drive(key, act);
+            }),
+        );
     } else {
         let _ = super::as_fltmgr(|| drive(key, act));
     }
 }
 
 /// `FltCompletePendedPostOperation`.
-pub fn complete_pended_post(data: *const FLT_CALLBACK_DATA) {
+pub(crate) fn complete_pended_post(data: *const FLT_CALLBACK_DATA) {
     let key = kernel::with(|k| {
         let Some(key) = k.fltmgr.ops.key_of(data as usize) else {
-            k.report_current(Rule::InvalidFltObject, "FltCompletePendedPostOperation on a callback data that is not held");
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltCompletePendedPostOperation on a callback data that is not held",
+            );
             return None;
         };
         let Some(Phase::PostHeld(pidx)) = k.fltmgr.ops.op(key).map(|o| o.phase) else {
-            k.report_current(Rule::InvalidFltObject, "FltCompletePendedPostOperation on an operation whose post is not held");
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltCompletePendedPostOperation on an operation whose post is not held",
+            );
             return None;
         };
         let inst = {
@@ -1141,7 +1225,7 @@ pub fn complete_pended_post(data: *const FLT_CALLBACK_DATA) {
 /// `FltDoCompletionProcessingWhenSafe` (facts.md §4): inline below `DISPATCH_LEVEL`, else from
 /// a worker at `PASSIVE_LEVEL` (the post then returns `MORE_PROCESSING_REQUIRED` and the
 /// worker's answer finishes or keeps holding it); refused for fast I/O, paging I/O and draining.
-pub fn when_safe(
+pub(crate) fn when_safe(
     data: *const FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
     context: *const c_void,
@@ -1153,7 +1237,10 @@ pub fn when_safe(
     let r = kernel::with(|k| {
         let key = k.fltmgr.ops.key_of(data as usize)?;
         let op = k.fltmgr.ops.op(key)?;
-        if op.kind != OperationKind::Irp || op.iopb().IrpFlags & irp_flags::PAGING_IO != 0 || flags & POST_DRAINING != 0 {
+        if op.kind != OperationKind::Irp
+            || op.iopb().IrpFlags & irp_flags::PAGING_IO != 0
+            || flags & POST_DRAINING != 0
+        {
             return Some(None);
         }
         // SAFETY: the caller's related objects.
@@ -1186,17 +1273,21 @@ pub fn when_safe(
     // SAFETY: the caller's related objects, copied for the worker.
     let objs = Box::new(unsafe { *objects });
     let (data, context) = (data as usize, context as usize);
-    crate::sched::queue_work("FltDoCompletionProcessingWhenSafe", Some(image), Box::new(move || {
-        let objs = objs;
-        // SAFETY: the filter's safe post callback at PASSIVE_LEVEL with the held operation.
-        let s = super::call_filter(image, "SafePostCallback", || unsafe {
-            cb(data as *mut FLT_CALLBACK_DATA, &*objs, context as *const c_void, flags)
-        })
-        .unwrap_or(postop::FINISHED_PROCESSING);
-        if s == postop::FINISHED_PROCESSING {
-            complete_pended_post(data as *const FLT_CALLBACK_DATA);
-        }
-    }));
+    crate::sched::queue_work(
+        "FltDoCompletionProcessingWhenSafe",
+        Some(image),
+        Box::new(move || {
+            let objs = objs;
+            // SAFETY: the filter's safe post callback at PASSIVE_LEVEL with the held operation.
+            let s = super::call_filter(image, "SafePostCallback", || unsafe {
+                cb(data as *mut FLT_CALLBACK_DATA, &*objs, context as *const c_void, flags)
+            })
+            .unwrap_or(postop::FINISHED_PROCESSING);
+            if s == postop::FINISHED_PROCESSING {
+                complete_pended_post(data as *const FLT_CALLBACK_DATA);
+            }
+        }),
+    );
     if !status.is_null() {
         // SAFETY: the caller's out parameter.
         unsafe { *status = postop::MORE_PROCESSING_REQUIRED };
@@ -1222,7 +1313,9 @@ pub fn drain_instance(i: InstId) {
             let e = op.posts[pidx];
             let copy = Block::zeroed(size_of::<CbdBlock>());
             // SAFETY: both blocks hold a CbdBlock; the copy is fresh.
-            unsafe { std::ptr::copy_nonoverlapping(op.block.ptr(), copy.ptr(), size_of::<CbdBlock>()) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(op.block.ptr(), copy.ptr(), size_of::<CbdBlock>())
+            };
             // SAFETY: the fresh copy.
             let c = unsafe { &mut *copy.ptr().cast::<CbdBlock>() };
             c.iopb = e.iopb;
@@ -1231,7 +1324,12 @@ pub fn drain_instance(i: InstId) {
             let ir = k.fltmgr.inst(i);
             let fr = k.fltmgr.filter(ir.filter);
             let post = fr.ops.get(&c.iopb.MajorFunction).and_then(|r| r.post);
-            c.objects = super::related_objects(fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle(), c.iopb.TargetFileObject);
+            c.objects = super::related_objects(
+                fr.handle(),
+                k.fltmgr.vol(ir.volume).handle(),
+                ir.handle(),
+                c.iopb.TargetFileObject,
+            );
             let image = fr.image;
             let data = &raw mut c.data;
             let objects = &raw const c.objects;

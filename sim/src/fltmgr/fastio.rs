@@ -88,10 +88,17 @@ unsafe extern "system" fn flt_fast_write(
 ) -> bool {
     // SAFETY: the caller's offset.
     let offset = unsafe { *offset };
-    fast_io(device, Transfer { fo, offset, length, wait, key, buffer: buffer.cast_mut(), write: true }, iosb)
+    fast_io(
+        device,
+        Transfer { fo, offset, length, wait, key, buffer: buffer.cast_mut(), write: true },
+        iosb,
+    )
 }
 
-unsafe extern "system" fn flt_fast_detach(source: *const DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
+unsafe extern "system" fn flt_fast_detach(
+    source: *const DEVICE_OBJECT,
+    target: *const DEVICE_OBJECT,
+) {
     super::frames::lower_deleted(source, target);
 }
 
@@ -119,9 +126,13 @@ fn forward(lower: *mut DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -
     let offset = t.offset;
     kernel::call_into(Some(image), || match (t.write, read, write) {
         // SAFETY: the lower driver's routine with the transfer's arguments and its device.
-        (false, Some(r), _) => unsafe { r(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower) },
+        (false, Some(r), _) => unsafe {
+            r(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
+        },
         // SAFETY: as above.
-        (true, _, Some(w)) => unsafe { w(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower) },
+        (true, _, Some(w)) => unsafe {
+            w(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
+        },
         _ => false,
     })
 }
@@ -138,8 +149,10 @@ fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK
             // Parameters a filter changed (and marked dirty) go down.
             let t = match super::dispatch::data_of(key) {
                 Some(d) if d.Flags & cbd::DIRTY != 0 => {
-                    // SAFETY: the op's parameter block.
-                    let p = unsafe { (*d.Iopb).Parameters.Read };
+                    // SAFETY: the op's parameter block (its block outlives the op).
+                    let iopb = unsafe { &*d.Iopb };
+                    // SAFETY: the member of a read or write.
+                    let p = unsafe { iopb.Parameters.Read };
                     Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
                 }
                 _ => t,
@@ -173,12 +186,21 @@ fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK
     }
 }
 
-fn build(k: &mut Kernel, device: *const DEVICE_OBJECT, frame: u32, v: FvId, lower: *mut DEVICE_OBJECT, t: Transfer) -> Option<u64> {
+fn build(
+    k: &mut Kernel,
+    device: *const DEVICE_OBJECT,
+    frame: u32,
+    v: FvId,
+    lower: *mut DEVICE_OBJECT,
+    t: Transfer,
+) -> Option<u64> {
     let chain: Vec<InstId> = k
         .fltmgr
         .volume_instances(v)
         .into_iter()
-        .filter(|&i| k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached)
+        .filter(|&i| {
+            k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached
+        })
         .collect();
     if chain.is_empty() {
         return None;

@@ -15,8 +15,7 @@ use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP, KEVENT};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use super::{
-    CdoRec, DevKind, EXT_MAGIC, FilterId, FilterState, Frame, FltExt, FvId, InstanceDef,
-    MAX_FRAMES,
+    CdoRec, DevKind, EXT_MAGIC, FilterId, FilterState, FltExt, Frame, FvId, InstanceDef, MAX_FRAMES,
 };
 use crate::events::FltEvent;
 use crate::fsreg::FsNotification;
@@ -49,7 +48,7 @@ const ROUTINES: [FsNotification; MAX_FRAMES as usize] = [
 
 /// Registers frame `frame`'s notification routine (the I/O manager calls it at once for every
 /// file system registered already).
-pub fn register_frame_notification(driver: *const DRIVER_OBJECT, frame: u32) -> Status {
+pub(crate) fn register_frame_notification(driver: *const DRIVER_OBJECT, frame: u32) -> Status {
     let Some(routine) = ROUTINES.get(frame as usize).copied() else {
         return Status::INSUFFICIENT_RESOURCES;
     };
@@ -78,7 +77,7 @@ pub fn frame_device_in_chain(k: &Kernel, bottom: DeviceId, frame: u32) -> Option
 
 /// Creates a frame device and attaches it on top of `target`'s stack (facts.md §1.2: unnamed,
 /// the target's type, buffering flags copied before attaching, initializing flag cleared).
-pub fn attach_frame_device(
+pub(crate) fn attach_frame_device(
     frame: u32,
     target: *mut DEVICE_OBJECT,
     kind: DevKind,
@@ -87,9 +86,9 @@ pub fn attach_frame_device(
     let driver = kernel::with(|k| k.fltmgr.driver.map(|d| k.objects.driver(d).ptr))?;
     super::as_fltmgr(|| {
         let mut dev: *mut DEVICE_OBJECT = std::ptr::null_mut();
-        // SAFETY: the target is a live device; reading its type and flags.
-        let (dtype, flags, chars) =
-            unsafe { ((*target).DeviceType, (*target).Flags, (*target).Characteristics) };
+        // SAFETY: the target is a live device of the machine.
+        let t = unsafe { &*target };
+        let (dtype, flags, chars) = (t.DeviceType, t.Flags, t.Characteristics);
         // SAFETY: our driver object; an unnamed device with an FltExt.
         let s = unsafe {
             crate::exports::io::IoCreateDevice(
@@ -110,25 +109,19 @@ pub fn attach_frame_device(
         unsafe { (*dev).Flags |= flags & copy };
         let mut lower: *mut DEVICE_OBJECT = std::ptr::null_mut();
         // SAFETY: two live devices and an out pointer.
-        let s = unsafe {
-            crate::exports::io::IoAttachDeviceToDeviceStackSafe(dev, target, &mut lower)
-        };
+        let s =
+            unsafe { crate::exports::io::IoAttachDeviceToDeviceStackSafe(dev, target, &mut lower) };
         if s < 0 {
             // SAFETY: our device, never attached.
             unsafe { crate::exports::io::IoDeleteDevice(dev) };
             return None;
         }
+        // SAFETY: the device we created, alive until we delete it.
+        let d = unsafe { &mut *dev };
+        let ext = FltExt { magic: EXT_MAGIC, kind: kind as u8, frame, volume, lower };
         // SAFETY: our device's FltExt-sized extension.
-        unsafe {
-            (*dev).DeviceExtension.cast::<FltExt>().write(FltExt {
-                magic: EXT_MAGIC,
-                kind: kind as u8,
-                frame,
-                volume,
-                lower,
-            });
-            (*dev).Flags &= !crate::objects::DO_DEVICE_INITIALIZING;
-        }
+        unsafe { d.DeviceExtension.cast::<FltExt>().write(ext) };
+        d.Flags &= !crate::objects::DO_DEVICE_INITIALIZING;
         Some(dev)
     })
 }
@@ -243,27 +236,22 @@ pub fn volume_record(bottom: DeviceId) -> FvId {
 /// Filter Manager's dispatch routine for `IRP_MN_MOUNT_VOLUME` on a control device. Waits for
 /// the mount below to finish (facts.md §1.4), then attaches to the new volume device and sets
 /// up the frame's instances there.
-pub fn mount(device: *const DEVICE_OBJECT, irp: *mut IRP, ext: FltExt) -> NTSTATUS {
+pub(crate) fn mount(device: *const DEVICE_OBJECT, irp: *mut IRP, ext: FltExt) -> NTSTATUS {
     // SAFETY: our dispatch routine's live IRP.
     let sl = unsafe { crate::irpx::current(irp) };
-    // SAFETY: the mount request's parameters; the VPB the I/O manager passed is live.
-    let real = unsafe { (*sl.Parameters.MountVolume.Vpb).RealDevice };
+    // SAFETY: the mount request's parameters.
+    let vpb = unsafe { sl.Parameters.MountVolume.Vpb };
+    // SAFETY: the VPB the I/O manager passed is live.
+    let real = unsafe { (*vpb).RealDevice };
     // SAFETY: all-zero is a valid KEVENT before initialization.
     let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: our event storage.
     unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
     // SAFETY: the live IRP in our dispatch routine, with a lower location.
-    unsafe {
-        fsfilter_kernel::irp::IoCopyCurrentIrpStackLocationToNext(irp);
-        fsfilter_kernel::irp::IoSetCompletionRoutine(
-            irp,
-            mount_done,
-            (&raw mut *event).cast(),
-            true,
-            true,
-            true,
-        );
-    }
+    unsafe { fsfilter_kernel::irp::IoCopyCurrentIrpStackLocationToNext(irp) };
+    let ev = (&raw mut *event).cast();
+    // SAFETY: as above; our routine and event, alive until the routine ran.
+    unsafe { fsfilter_kernel::irp::IoSetCompletionRoutine(irp, mount_done, ev, true, true, true) };
     let s = crate::irp::call_driver(ext.lower, irp);
     if s == Status::PENDING.0 {
         // SAFETY: our event, alive during the wait.
@@ -274,11 +262,15 @@ pub fn mount(device: *const DEVICE_OBJECT, irp: *mut IRP, ext: FltExt) -> NTSTAT
         }
     }
     // SAFETY: the IRP is ours again (our routine stopped its completion).
-    let status = unsafe { (*irp).IoStatus.Anonymous.Status };
+    let iosb = unsafe { (*irp).IoStatus };
+    // SAFETY: the status member.
+    let status = unsafe { iosb.Anonymous.Status };
     if status >= 0 && !real.is_null() {
-        // SAFETY: the real device and its current VPB (re-read: the file system may have
-        // revived another one, §1.4 step 4).
-        let vdo = unsafe { (*(*real).Vpb).DeviceObject };
+        // SAFETY: the real device (re-read its VPB: the file system may have revived another
+        // one, §1.4 step 4).
+        let now = unsafe { (*real).Vpb };
+        // SAFETY: its current VPB (VPBs live as long as the machine).
+        let vdo = unsafe { (*now).DeviceObject };
         if !vdo.is_null() {
             frame_mounted(ext.frame, vdo);
         }
@@ -300,7 +292,7 @@ unsafe extern "system" fn mount_done(
 
 /// A volume device appeared under frame `frame` (a mount completed): attach unless the frame is
 /// there already (a revived volume, §1.4), then set up the frame's instances.
-pub fn frame_mounted(frame: u32, vdo: *mut DEVICE_OBJECT) {
+pub(crate) fn frame_mounted(frame: u32, vdo: *mut DEVICE_OBJECT) {
     let Some(vdo_id) = kernel::with(|k| k.objects.device_id(vdo)) else { return };
     let v = volume_record(vdo_id);
     let already = kernel::with(|k| frame_device_in_chain(k, vdo_id, frame).is_some());
@@ -334,7 +326,7 @@ pub fn setup_frame_filters(frame: u32, v: FvId, flags: u32) {
                 r.frame == frame && r.state == FilterState::Started
             })
             .collect();
-        filters.sort_by(|a, b| k.fltmgr.filter(*a).altitude().cmp(&k.fltmgr.filter(*b).altitude()));
+        filters.sort_by_key(|f| k.fltmgr.filter(*f).altitude());
         filters.into_iter().flat_map(|f| super::instances::automatic_defs(k, f)).collect()
     });
     for (f, def) in todo {
@@ -461,11 +453,15 @@ pub fn service_loaded(name: &str) {
 
 /// A device below one of ours was deleted (`FastIoDetachDevice`, facts.md §1.7): tear the frame's
 /// instances on that volume down, then detach and delete our device.
-pub fn lower_deleted(source: *const DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
+pub(crate) fn lower_deleted(source: *const DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
     let Some(ext) = super::ext_of(source) else { return };
     if ext.kind == DevKind::Volume as u8 {
         let v = FvId(ext.volume);
-        super::instances::teardown_volume(v, Some(ext.frame), TeardownFlags::VOLUME_DISMOUNT.bits());
+        super::instances::teardown_volume(
+            v,
+            Some(ext.frame),
+            TeardownFlags::VOLUME_DISMOUNT.bits(),
+        );
         kernel::with(|k| {
             let src = k.objects.device_id(source);
             let tgt = k.objects.device_id(target);

@@ -12,7 +12,8 @@ use crate::kernel::{self, Kernel, PASSIVE_LEVEL};
 /// default instance first, then the others in registry order (docs/simulator.md).
 pub fn automatic_defs(k: &Kernel, f: FilterId) -> Vec<(FilterId, InstanceDef)> {
     let r = k.fltmgr.filter(f);
-    let mut defs: Vec<InstanceDef> = r.instances.iter().filter(|d| d.flags & 0x1 == 0).cloned().collect();
+    let mut defs: Vec<InstanceDef> =
+        r.instances.iter().filter(|d| d.flags & 0x1 == 0).cloned().collect();
     defs.sort_by_key(|d| !d.name.eq_ignore_ascii_case(&r.default_instance));
     defs.into_iter().map(|d| (f, d)).collect()
 }
@@ -142,7 +143,8 @@ pub fn setup(
     };
     let cleanups = kernel::with(|k| {
         let refused = status.0 < 0;
-        k.fltmgr.inst_mut(r.inst).state = if refused { InstState::Gone } else { InstState::Attached };
+        k.fltmgr.inst_mut(r.inst).state =
+            if refused { InstState::Gone } else { InstState::Attached };
         let (driver, volume) = k.flt_inst_names(r.inst);
         let frame = k.fltmgr.inst(r.inst).frame;
         k.flt_log(
@@ -223,7 +225,12 @@ pub fn detach(f: FilterId, v: FvId, name: Option<&str>) -> Status {
             return Err(Status::FLT_DELETING_OBJECT);
         }
         let ir = k.fltmgr.inst(i);
-        let objects = super::related_objects(fr.handle(), k.fltmgr.vol(v).handle(), ir.handle(), std::ptr::null());
+        let objects = super::related_objects(
+            fr.handle(),
+            k.fltmgr.vol(v).handle(),
+            ir.handle(),
+            std::ptr::null(),
+        );
         Ok((i, fr.image, fr.callbacks.query_teardown, objects, name))
     });
     let (i, image, callback, objects, name) = match r {
@@ -234,14 +241,20 @@ pub fn detach(f: FilterId, v: FvId, name: Option<&str>) -> Status {
         // SAFETY: the filter's query-teardown callback with valid related objects.
         Some(cb) => (
             true,
-            super::call_filter(image, "InstanceQueryTeardownCallback", || unsafe { cb(&objects, 0) })
-                .map_or(Status::FLT_DO_NOT_DETACH, Status),
+            super::call_filter(image, "InstanceQueryTeardownCallback", || unsafe {
+                cb(&objects, 0)
+            })
+            .map_or(Status::FLT_DO_NOT_DETACH, Status),
         ),
         None => (false, Status::FLT_DO_NOT_DETACH),
     };
     kernel::with(|k| {
         let (driver, volume) = k.flt_inst_names(i);
-        k.flt_log(driver, volume, FltEvent::InstanceQueryTeardown { instance: name, called, status });
+        k.flt_log(
+            driver,
+            volume,
+            FltEvent::InstanceQueryTeardown { instance: name, called, status },
+        );
     });
     if status.0 < 0 {
         return status;
@@ -276,14 +289,19 @@ pub fn teardown_instance(i: InstId, reason: u32) {
         k.flt_log(
             driver,
             volume,
-            FltEvent::TeardownStart { instance: name, reason: TeardownFlags::from_bits_retain(reason) },
+            FltEvent::TeardownStart {
+                instance: name,
+                reason: TeardownFlags::from_bits_retain(reason),
+            },
         );
         Some((objects, callback, image))
     });
     let Some((objects, callback, image)) = r else { return };
     if let Some(cb) = callback {
         // SAFETY: the filter's teardown-start callback with valid related objects, PASSIVE_LEVEL.
-        super::call_filter(image, "InstanceTeardownStartCallback", || unsafe { cb(&objects, reason) });
+        super::call_filter(image, "InstanceTeardownStartCallback", || unsafe {
+            cb(&objects, reason)
+        });
     }
     kernel::with(|k| k.fltmgr.inst_mut(i).start_done = true);
     super::dispatch::drain_instance(i);
@@ -316,7 +334,9 @@ pub fn complete_teardown(i: InstId) {
     });
     if let Some(cb) = callback {
         // SAFETY: the filter's teardown-complete callback with valid related objects.
-        super::call_filter(image, "InstanceTeardownCompleteCallback", || unsafe { cb(&objects, reason) });
+        super::call_filter(image, "InstanceTeardownCompleteCallback", || unsafe {
+            cb(&objects, reason)
+        });
     }
     let cleanups = kernel::with(|k| {
         k.fltmgr.inst_mut(i).state = InstState::Gone;
@@ -325,7 +345,10 @@ pub fn complete_teardown(i: InstId) {
         k.flt_log(
             driver,
             volume,
-            FltEvent::TeardownComplete { instance: name, reason: TeardownFlags::from_bits_retain(reason) },
+            FltEvent::TeardownComplete {
+                instance: name,
+                reason: TeardownFlags::from_bits_retain(reason),
+            },
         );
         super::contexts::instance_gone(k, i)
     });
@@ -338,7 +361,8 @@ impl Kernel {
     pub fn flt_instance_released(&mut self, i: InstId) {
         let r = self.fltmgr.inst_mut(i);
         r.outstanding = r.outstanding.saturating_sub(1);
-        if r.state == InstState::TearingDown && r.start_done && r.outstanding == 0 && !r.completing {
+        if r.state == InstState::TearingDown && r.start_done && r.outstanding == 0 && !r.completing
+        {
             r.completing = true;
             let image = self.fltmgr.image;
             let thread = self.sched.worker();

@@ -136,7 +136,12 @@ impl Machine {
 
     /// `FilterAttach` / `fltmc attach`: attaches the named instance (the default one without a
     /// name) with `FLTFL_INSTANCE_SETUP_MANUAL_ATTACHMENT`.
-    pub fn filter_attach(&mut self, filter: &str, volume: VolumeId, instance: Option<&str>) -> Status {
+    pub fn filter_attach(
+        &mut self,
+        filter: &str,
+        volume: VolumeId,
+        instance: Option<&str>,
+    ) -> Status {
         as_user(|| match resolve(filter, volume) {
             Ok((f, v)) => match super::instances::attach(f, v, instance, None, AttachApi::User) {
                 Ok(_) => Status::SUCCESS,
@@ -156,7 +161,13 @@ impl Machine {
     ) -> Status {
         as_user(|| match resolve(filter, volume) {
             Ok((f, v)) => {
-                match super::instances::attach(f, v, instance, Some(altitude), AttachApi::AtAltitude) {
+                match super::instances::attach(
+                    f,
+                    v,
+                    instance,
+                    Some(altitude),
+                    AttachApi::AtAltitude,
+                ) {
                     Ok(_) => Status::SUCCESS,
                     Err(s) => s,
                 }
@@ -166,7 +177,12 @@ impl Machine {
     }
 
     /// `FilterDetach` / `fltmc detach`: the query-teardown callback decides (facts.md §2.5).
-    pub fn filter_detach(&mut self, filter: &str, volume: VolumeId, instance: Option<&str>) -> Status {
+    pub fn filter_detach(
+        &mut self,
+        filter: &str,
+        volume: VolumeId,
+        instance: Option<&str>,
+    ) -> Status {
         as_user(|| match resolve(filter, volume) {
             Ok((f, v)) => super::instances::detach(f, v, instance),
             Err(s) => s,

@@ -104,7 +104,7 @@ pub struct FltExt {
 }
 
 /// Reads a device's extension when it is one of the Filter Manager's.
-pub fn ext_of(device: *const DEVICE_OBJECT) -> Option<FltExt> {
+pub(crate) fn ext_of(device: *const DEVICE_OBJECT) -> Option<FltExt> {
     if device.is_null() {
         return None;
     }
@@ -492,7 +492,7 @@ impl FltMgr {
             .map(InstId)
             .filter(|&i| self.inst(i).volume == v && self.inst(i).state != InstState::Gone)
             .collect();
-        list.sort_by(|a, b| self.inst(*b).altitude.cmp(&self.inst(*a).altitude));
+        list.sort_by_key(|i| std::cmp::Reverse(self.inst(*i).altitude));
         list
     }
 
@@ -598,11 +598,7 @@ impl Kernel {
         if let Some(sv) = self.objects.device(bottom).volume {
             return Some(sv);
         }
-        self.volumes
-            .list
-            .iter()
-            .position(|vol| vol.vdo == Some(bottom))
-            .map(|i| VolumeId(i as u32))
+        self.volumes.list.iter().position(|vol| vol.vdo == Some(bottom)).map(|i| VolumeId(i as u32))
     }
 
     /// The Filter Manager volume serving a machine volume now.
@@ -713,16 +709,17 @@ pub unsafe extern "system" fn fltmgr_entry(
     if s < 0 {
         return s;
     }
-    // SAFETY: the device we just created, with an FltExt-sized extension.
-    unsafe {
-        (*cdo).DeviceExtension.cast::<FltExt>().write(FltExt {
-            magic: EXT_MAGIC,
-            kind: DevKind::Control as u8,
-            frame: 0,
-            volume: u32::MAX,
-            lower: std::ptr::null_mut(),
-        })
+    let ext = FltExt {
+        magic: EXT_MAGIC,
+        kind: DevKind::Control as u8,
+        frame: 0,
+        volume: u32::MAX,
+        lower: std::ptr::null_mut(),
     };
+    // SAFETY: the device we just created.
+    let extension = unsafe { (*cdo).DeviceExtension };
+    // SAFETY: its FltExt-sized extension.
+    unsafe { extension.cast::<FltExt>().write(ext) };
     kernel::with(|k| {
         let did = k.objects.driver_id(driver);
         k.fltmgr.driver = did;

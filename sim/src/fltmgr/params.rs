@@ -38,10 +38,9 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
     let buffered = irp.Flags & irp_flags::BUFFERED_IO != 0;
     let mut flags = 0;
     let q = &s.Parameters;
-    // SAFETY (every union read below): the member read is the one the major (and minor)
-    // function selects, as the I/O manager filled it.
     match s.MajorFunction {
         mj::CREATE => {
+            // SAFETY: the union member the major (and minor) function selects.
             let c = unsafe { q.Create };
             p.Create.SecurityContext = c.SecurityContext;
             p.Create.Options = c.Options;
@@ -52,6 +51,7 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             p.Create.AllocationSize = 0;
         }
         mj::READ | mj::WRITE => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { q.Read };
             p.Read.Length = r.Length;
             p.Read.Key = r.Key;
@@ -63,6 +63,7 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             }
         }
         mj::QUERY_INFORMATION => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { q.QueryFile };
             p.QueryFileInformation.Length = r.Length;
             p.QueryFileInformation.FileInformationClass = r.FileInformationClass;
@@ -70,15 +71,18 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             flags |= SYSTEM_BUFFER;
         }
         mj::SET_INFORMATION => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { q.SetFile };
             p.SetFileInformation.Length = r.Length;
             p.SetFileInformation.FileInformationClass = r.FileInformationClass;
             p.SetFileInformation.ParentOfTarget = r.FileObject;
+            // SAFETY: the union member the major (and minor) function selects.
             p.SetFileInformation.Anonymous.DeleteHandle = unsafe { r.Anonymous.DeleteHandle };
             p.SetFileInformation.InfoBuffer = system;
             flags |= SYSTEM_BUFFER;
         }
         mj::QUERY_VOLUME_INFORMATION | 0x0b => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { q.QueryVolume };
             p.QueryVolumeInformation.Length = r.Length;
             p.QueryVolumeInformation.FsInformationClass = r.FsInformationClass;
@@ -86,7 +90,9 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             flags |= SYSTEM_BUFFER;
         }
         mj::DIRECTORY_CONTROL if s.MinorFunction == mn_dir::QUERY_DIRECTORY => {
+            // SAFETY: the union member the major (and minor) function selects.
             let d = unsafe { q.QueryDirectory };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut p.DirectoryControl.QueryDirectory };
             t.Length = d.Length;
             t.FileName = d.FileName;
@@ -96,7 +102,9 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             t.MdlAddress = irp.MdlAddress;
         }
         mj::DIRECTORY_CONTROL => {
+            // SAFETY: the union member the major (and minor) function selects.
             let d = unsafe { q.NotifyDirectory };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut p.DirectoryControl.NotifyDirectory };
             t.Length = d.Length;
             t.CompletionFilter = d.CompletionFilter;
@@ -106,13 +114,16 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
         mj::FILE_SYSTEM_CONTROL
             if matches!(s.MinorFunction, mn_fsctl::MOUNT_VOLUME | mn_fsctl::VERIFY_VOLUME) =>
         {
+            // SAFETY: the union member the major (and minor) function selects.
             let m = unsafe { q.MountVolume };
             p.FileSystemControl.VerifyVolume.Vpb = m.Vpb;
             p.FileSystemControl.VerifyVolume.DeviceObject = m.DeviceObject;
         }
         mj::FILE_SYSTEM_CONTROL | mj::DEVICE_CONTROL | mj::INTERNAL_DEVICE_CONTROL => {
             // FSCTL and IOCTL parameters share their layout in both unions.
+            // SAFETY: the union member the major (and minor) function selects.
             let c = unsafe { q.DeviceIoControl };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut p.DeviceIoControl };
             t.Common.OutputBufferLength = c.OutputBufferLength;
             t.Common.InputBufferLength = c.InputBufferLength;
@@ -135,6 +146,7 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             }
         }
         mj::LOCK_CONTROL => {
+            // SAFETY: the union member the major (and minor) function selects.
             let l = unsafe { q.LockControl };
             p.LockControl.Length = l.Length;
             p.LockControl.Key = l.Key;
@@ -144,6 +156,7 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             p.LockControl.ExclusiveLock = s.Flags & sl::EXCLUSIVE_LOCK != 0;
         }
         _ => {
+            // SAFETY: the union member the major (and minor) function selects.
             let o = unsafe { q.Others };
             p.Others.Argument1 = o.Argument1;
             p.Others.Argument2 = o.Argument2;
@@ -164,10 +177,11 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
     irp.Flags = iopb.IrpFlags;
     let p = &iopb.Parameters;
     let q = &mut s.Parameters;
-    // SAFETY (every union access below): the member is the one the major function selects.
     match iopb.MajorFunction {
         mj::CREATE => {
+            // SAFETY: the union member the major (and minor) function selects.
             let c = unsafe { p.Create };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.Create };
             t.SecurityContext = c.SecurityContext;
             t.Options = c.Options;
@@ -176,7 +190,9 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
             t.EaLength = c.EaLength;
         }
         mj::READ | mj::WRITE => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { p.Read };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.Read };
             t.Length = r.Length;
             t.Key = r.Key;
@@ -187,26 +203,34 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
             irp.MdlAddress = r.MdlAddress;
         }
         mj::QUERY_INFORMATION => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { p.QueryFileInformation };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.QueryFile };
             t.Length = r.Length;
             t.FileInformationClass = r.FileInformationClass;
         }
         mj::SET_INFORMATION => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { p.SetFileInformation };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.SetFile };
             t.Length = r.Length;
             t.FileInformationClass = r.FileInformationClass;
             t.FileObject = r.ParentOfTarget;
         }
         mj::QUERY_VOLUME_INFORMATION | 0x0b => {
+            // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { p.QueryVolumeInformation };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.QueryVolume };
             t.Length = r.Length;
             t.FsInformationClass = r.FsInformationClass;
         }
         mj::DIRECTORY_CONTROL if iopb.MinorFunction == mn_dir::QUERY_DIRECTORY => {
+            // SAFETY: the union member the major (and minor) function selects.
             let d = unsafe { p.DirectoryControl.QueryDirectory };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.QueryDirectory };
             t.Length = d.Length;
             t.FileName = d.FileName;
@@ -218,20 +242,26 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         mj::FILE_SYSTEM_CONTROL
             if matches!(iopb.MinorFunction, mn_fsctl::MOUNT_VOLUME | mn_fsctl::VERIFY_VOLUME) =>
         {
+            // SAFETY: the union member the major (and minor) function selects.
             let m = unsafe { p.FileSystemControl.VerifyVolume };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.MountVolume };
             t.Vpb = m.Vpb;
             t.DeviceObject = m.DeviceObject;
         }
         mj::FILE_SYSTEM_CONTROL | mj::DEVICE_CONTROL | mj::INTERNAL_DEVICE_CONTROL => {
+            // SAFETY: the union member the major (and minor) function selects.
             let c = unsafe { p.DeviceIoControl.Common };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.DeviceIoControl };
             t.OutputBufferLength = c.OutputBufferLength;
             t.InputBufferLength = c.InputBufferLength;
             t.IoControlCode = c.IoControlCode;
         }
         mj::LOCK_CONTROL => {
+            // SAFETY: the union member the major (and minor) function selects.
             let l = unsafe { p.LockControl };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.LockControl };
             t.Length = l.Length;
             t.Key = l.Key;
@@ -239,7 +269,9 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         }
         mj::CLEANUP | mj::CLOSE | mj::FLUSH_BUFFERS | mj::SHUTDOWN => {}
         _ => {
+            // SAFETY: the union member the major (and minor) function selects.
             let o = unsafe { p.Others };
+            // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.Others };
             t.Argument1 = o.Argument1;
             t.Argument2 = o.Argument2;

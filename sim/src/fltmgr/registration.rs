@@ -120,7 +120,10 @@ unsafe fn parse(reg: *const FLT_REGISTRATION) -> Result<Parsed, Refusal> {
                 finding: Some((Rule::ForbiddenRegistration, message)),
             });
         }
-        ops.insert(e.MajorFunction, OpReg { flags: e.Flags, pre: e.PreOperation, post: e.PostOperation });
+        ops.insert(
+            e.MajorFunction,
+            OpReg { flags: e.Flags, pre: e.PreOperation, post: e.PostOperation },
+        );
         n += 1;
         p = p.wrapping_add(1);
     }
@@ -164,7 +167,8 @@ pub fn read_instances(k: &Kernel, service: &str) -> Result<(String, Vec<Instance
         Some(RegValue::Sz(s) | RegValue::ExpandSz(s)) => Some(s.clone()),
         _ => None,
     };
-    let default = text(k.registry.get(key, "DefaultInstance")).ok_or(Status::OBJECT_NAME_NOT_FOUND)?;
+    let default =
+        text(k.registry.get(key, "DefaultInstance")).ok_or(Status::OBJECT_NAME_NOT_FOUND)?;
     let mut defs = Vec::new();
     let children: Vec<usize> = k.registry.keys[key].children.clone();
     for child in children {
@@ -184,7 +188,10 @@ pub fn read_instances(k: &Kernel, service: &str) -> Result<(String, Vec<Instance
 }
 
 /// `FltRegisterFilter`.
-pub fn register(driver: *const DRIVER_OBJECT, reg: *const FLT_REGISTRATION) -> Result<isize, Status> {
+pub(crate) fn register(
+    driver: *const DRIVER_OBJECT,
+    reg: *const FLT_REGISTRATION,
+) -> Result<isize, Status> {
     let pre = kernel::with(|k| {
         k.check_irql(PASSIVE_LEVEL, "FltRegisterFilter");
         if k.fault(FaultKind::RegisterFilter) {
@@ -217,7 +224,11 @@ pub fn register(driver: *const DRIVER_OBJECT, reg: *const FLT_REGISTRATION) -> R
                 k.flt_log(
                     Some(service.clone()),
                     None,
-                    FltEvent::FilterRegistered { frame: 0, altitude: String::new(), status: r.status },
+                    FltEvent::FilterRegistered {
+                        frame: 0,
+                        altitude: String::new(),
+                        status: r.status,
+                    },
                 );
             });
             return Err(r.status);
@@ -355,7 +366,11 @@ pub fn unregister(handle: isize) {
         let f = k.fltmgr.filter_of(handle)?;
         let state = k.fltmgr.filter(f).state;
         if matches!(state, FilterState::Unregistering | FilterState::Unregistered) {
-            k.flt_report(Some(f), Rule::InvalidFltObject, "FltUnregisterFilter on a filter already unregistered");
+            k.flt_report(
+                Some(f),
+                Rule::InvalidFltObject,
+                "FltUnregisterFilter on a filter already unregistered",
+            );
             return None;
         }
         k.fltmgr.filter_mut(f).state = FilterState::Unregistering;
@@ -363,7 +378,12 @@ pub fn unregister(handle: isize) {
     });
     let Some((f, reason)) = r else {
         if kernel::with(|k| k.fltmgr.filter_of(handle).is_none()) {
-            kernel::with(|k| k.report_current(Rule::InvalidFltObject, "FltUnregisterFilter with an unknown filter"));
+            kernel::with(|k| {
+                k.report_current(
+                    Rule::InvalidFltObject,
+                    "FltUnregisterFilter with an unknown filter",
+                )
+            });
         }
         return;
     };

@@ -60,7 +60,9 @@ fn frame_instances(k: &Kernel, v: Option<FvId>, frame: u32) -> Vec<SnapInstance>
     k.fltmgr
         .volume_instances(v)
         .into_iter()
-        .filter(|&i| k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached)
+        .filter(|&i| {
+            k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached
+        })
         .map(|i| {
             let r = k.fltmgr.inst(i);
             SnapInstance {
@@ -135,9 +137,14 @@ impl Machine {
                         .fltmgr
                         .filters
                         .iter()
-                        .filter(|r| r.frame == f.number && r.state != super::FilterState::Unregistered)
+                        .filter(|r| {
+                            r.frame == f.number && r.state != super::FilterState::Unregistered
+                        })
                         .map(|r| {
-                            (r.name.clone(), r.altitude().map(|a| a.to_string()).unwrap_or_default())
+                            (
+                                r.name.clone(),
+                                r.altitude().map(|a| a.to_string()).unwrap_or_default(),
+                            )
                         })
                         .collect(),
                 })

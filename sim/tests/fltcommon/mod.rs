@@ -11,8 +11,11 @@
 #![allow(
     clippy::multiple_unsafe_ops_per_block,
     clippy::undocumented_unsafe_blocks,
+    clippy::mut_from_ref,
     reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
 )]
+#![allow(clippy::vec_box, reason = "registrations need stable addresses while registered")]
+#![allow(clippy::expect_used, clippy::indexing_slicing, reason = "test helpers")]
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -224,15 +227,56 @@ impl Config {
 /// What a test minifilter saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Seen {
-    Setup { flags: u32, device_type: u32, fs_type: i32, instance: isize, volume: isize },
-    Query { instance: isize },
-    TeardownStart { reason: u32, instance: isize },
-    TeardownComplete { reason: u32, instance: isize },
-    Pre { major: u8, data_flags: u32, irp_flags: u32, irql: u8, thread: u32, instance: isize, data: usize },
-    Post { major: u8, flags: u32, data_flags: u32, status: i32, information: usize, irql: u8, thread: u32, context: usize, instance: isize, data: usize },
-    Unload { flags: u32 },
-    Cleanup { ty: u16, context: usize },
-    Conflict { context: usize, data: usize },
+    Setup {
+        flags: u32,
+        device_type: u32,
+        fs_type: i32,
+        instance: isize,
+        volume: isize,
+    },
+    Query {
+        instance: isize,
+    },
+    TeardownStart {
+        reason: u32,
+        instance: isize,
+    },
+    TeardownComplete {
+        reason: u32,
+        instance: isize,
+    },
+    Pre {
+        major: u8,
+        data_flags: u32,
+        irp_flags: u32,
+        irql: u8,
+        thread: u32,
+        instance: isize,
+        data: usize,
+    },
+    Post {
+        major: u8,
+        flags: u32,
+        data_flags: u32,
+        status: i32,
+        information: usize,
+        irql: u8,
+        thread: u32,
+        context: usize,
+        instance: isize,
+        data: usize,
+    },
+    Unload {
+        flags: u32,
+    },
+    Cleanup {
+        ty: u16,
+        context: usize,
+    },
+    Conflict {
+        context: usize,
+        data: usize,
+    },
 }
 
 struct Reg {
@@ -318,12 +362,18 @@ unsafe extern "system" fn setup<const N: usize>(
     c.setup_status.0
 }
 
-unsafe extern "system" fn query<const N: usize>(objects: *const FLT_RELATED_OBJECTS, _flags: u32) -> NTSTATUS {
+unsafe extern "system" fn query<const N: usize>(
+    objects: *const FLT_RELATED_OBJECTS,
+    _flags: u32,
+) -> NTSTATUS {
     record(N, Seen::Query { instance: unsafe { (*objects).Instance } });
     config(N).query_status.0
 }
 
-unsafe extern "system" fn teardown_start<const N: usize>(objects: *const FLT_RELATED_OBJECTS, reason: u32) {
+unsafe extern "system" fn teardown_start<const N: usize>(
+    objects: *const FLT_RELATED_OBJECTS,
+    reason: u32,
+) {
     let instance = unsafe { (*objects).Instance };
     record(N, Seen::TeardownStart { reason, instance });
     order_push(format!("{}:teardown_start", name_of(N)));
@@ -332,7 +382,10 @@ unsafe extern "system" fn teardown_start<const N: usize>(objects: *const FLT_REL
     }
 }
 
-unsafe extern "system" fn teardown_complete<const N: usize>(objects: *const FLT_RELATED_OBJECTS, reason: u32) {
+unsafe extern "system" fn teardown_complete<const N: usize>(
+    objects: *const FLT_RELATED_OBJECTS,
+    reason: u32,
+) {
     record(N, Seen::TeardownComplete { reason, instance: unsafe { (*objects).Instance } });
     order_push(format!("{}:teardown_complete", name_of(N)));
 }
@@ -464,7 +517,11 @@ fn registration<const N: usize>(c: &Config) -> Box<Reg> {
     };
     ops.push(end);
     for &major in &c.after_end {
-        ops.push(FLT_OPERATION_REGISTRATION { MajorFunction: major, PreOperation: Some(pre::<N>), ..end });
+        ops.push(FLT_OPERATION_REGISTRATION {
+            MajorFunction: major,
+            PreOperation: Some(pre::<N>),
+            ..end
+        });
     }
     let mut ctxs: Vec<FLT_CONTEXT_REGISTRATION> = c
         .contexts
@@ -502,14 +559,26 @@ fn registration<const N: usize>(c: &Config) -> Box<Reg> {
             FilterUnloadCallback: if c.unload { Some(unload::<N>) } else { None },
             InstanceSetupCallback: if c.setup { Some(setup::<N>) } else { None },
             InstanceQueryTeardownCallback: if c.query_teardown { Some(query::<N>) } else { None },
-            InstanceTeardownStartCallback: if c.teardown { Some(teardown_start::<N>) } else { None },
-            InstanceTeardownCompleteCallback: if c.teardown { Some(teardown_complete::<N>) } else { None },
+            InstanceTeardownStartCallback: if c.teardown {
+                Some(teardown_start::<N>)
+            } else {
+                None
+            },
+            InstanceTeardownCompleteCallback: if c.teardown {
+                Some(teardown_complete::<N>)
+            } else {
+                None
+            },
             GenerateFileNameCallback: if c.generate_name { Some(generate) } else { None },
             NormalizeNameComponentCallback: None,
             NormalizeContextCleanupCallback: None,
             TransactionNotificationCallback: None,
             NormalizeNameComponentExCallback: None,
-            SectionNotificationCallback: if c.section_notification { Some(conflict::<N>) } else { None },
+            SectionNotificationCallback: if c.section_notification {
+                Some(conflict::<N>)
+            } else {
+                None
+            },
         },
     });
     r.reg.OperationRegistration = r.ops.as_ptr();
@@ -559,7 +628,11 @@ pub fn install(m: &mut Machine, slot: usize, c: Config) {
             flags: c.instance_flags,
         }];
         for (name, altitude, flags) in &c.extra_instances {
-            instances.push(InstanceSpec { name: name.clone(), altitude: altitude.clone(), flags: *flags });
+            instances.push(InstanceSpec {
+                name: name.clone(),
+                altitude: altitude.clone(),
+                flags: *flags,
+            });
         }
         spec.instances = Some(InstancesSpec {
             default_instance: c.instance_name(),
@@ -630,7 +703,15 @@ fn attach_new<const N: usize>(target: *mut DEVICE_OBJECT, kind: u32) {
     let driver = LEGACY.with(|l| l.borrow()[N].driver) as *const DRIVER_OBJECT;
     let mut me = null_mut();
     let s = unsafe {
-        IoCreateDevice(driver, size_of::<Ext>() as u32, std::ptr::null(), (*target).DeviceType, 0, false, &mut me)
+        IoCreateDevice(
+            driver,
+            size_of::<Ext>() as u32,
+            std::ptr::null(),
+            (*target).DeviceType,
+            0,
+            false,
+            &mut me,
+        )
     };
     if s != 0 {
         return;
@@ -654,12 +735,19 @@ unsafe extern "system" fn l_notify<const N: usize>(cdo: *const DEVICE_OBJECT, ac
     attach_new::<N>(cdo.cast_mut(), 1);
 }
 
-unsafe extern "system" fn l_mount_done(_d: *mut DEVICE_OBJECT, _i: *mut IRP, ctx: *mut c_void) -> NTSTATUS {
+unsafe extern "system" fn l_mount_done(
+    _d: *mut DEVICE_OBJECT,
+    _i: *mut IRP,
+    ctx: *mut c_void,
+) -> NTSTATUS {
     unsafe { KeSetEvent(ctx.cast(), 0, false) };
     Status::MORE_PROCESSING_REQUIRED.0
 }
 
-unsafe extern "system" fn l_dispatch<const N: usize>(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+unsafe extern "system" fn l_dispatch<const N: usize>(
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+) -> NTSTATUS {
     let e = ext(device);
     let sl = unsafe { &mut *IoGetCurrentIrpStackLocation(irp) };
     let name = LEGACY.with(|l| l.borrow()[N].name.clone());
@@ -669,10 +757,25 @@ unsafe extern "system" fn l_dispatch<const N: usize>(device: *const DEVICE_OBJEC
         unsafe {
             KeInitializeEvent(&mut event, 0, false);
             IoCopyCurrentIrpStackLocationToNext(irp);
-            IoSetCompletionRoutine(irp, l_mount_done, (&mut event as *mut KEVENT).cast(), true, true, true);
+            IoSetCompletionRoutine(
+                irp,
+                l_mount_done,
+                (&mut event as *mut KEVENT).cast(),
+                true,
+                true,
+                true,
+            );
         }
         if unsafe { IoCallDriver(e.lower, irp) } == Status::PENDING.0 {
-            unsafe { KeWaitForSingleObject((&event as *const KEVENT).cast(), 0, 0, false, std::ptr::null()) };
+            unsafe {
+                KeWaitForSingleObject(
+                    (&event as *const KEVENT).cast(),
+                    0,
+                    0,
+                    false,
+                    std::ptr::null(),
+                )
+            };
         }
         let status = unsafe { (*irp).IoStatus.Anonymous.Status };
         unsafe {
@@ -708,7 +811,10 @@ static L_FAST_IO: FAST_IO_DISPATCH = {
     t
 };
 
-unsafe extern "system" fn l_entry<const N: usize>(driver: *const DRIVER_OBJECT, _p: *const UNICODE_STRING) -> NTSTATUS {
+unsafe extern "system" fn l_entry<const N: usize>(
+    driver: *const DRIVER_OBJECT,
+    _p: *const UNICODE_STRING,
+) -> NTSTATUS {
     LEGACY.with(|l| l.borrow_mut()[N].driver = driver as usize);
     let d = unsafe { &mut *driver.cast_mut() };
     for f in d.MajorFunction.iter_mut() {
@@ -732,7 +838,10 @@ pub fn install_legacy(m: &mut Machine, slot: usize, name: &str, group: &str, sta
 
 /// The Filter Manager's events of one kind name (`flt_instance_setup`, ...), as
 /// (driver, volume, event).
-pub fn flt(m: &Machine, kind: &str) -> Vec<(Option<String>, Option<String>, fsfilter_sim::FltEvent)> {
+pub fn flt(
+    m: &Machine,
+    kind: &str,
+) -> Vec<(Option<String>, Option<String>, fsfilter_sim::FltEvent)> {
     m.flt_events().into_iter().filter(|(_, _, e)| e.kind_name() == kind).collect()
 }
 
