@@ -444,6 +444,10 @@ pub fn load_service(name: &str) -> Status {
     };
     // SAFETY: the driver's entry point with its driver object and registry path.
     let status = Status(call_into(Some(image), || unsafe { (spec.entry)(dptr, &path) }));
+    if !status.is_success() {
+        // A minifilter whose DriverEntry fails must have unregistered (facts.md §2.6).
+        crate::fltmgr::manage::entry_failed(driver);
+    }
     kernel::with(|k| {
         (k.irql, k.thread) = saved;
         // Devices created in DriverEntry get DO_DEVICE_INITIALIZING cleared by the I/O manager

@@ -315,9 +315,12 @@ impl Kernel {
         self.flt_sim_volume(self.fltmgr.inst(i).volume)
     }
 
-    /// The user request an operation identity (an IRP) belongs to; for an operation without
-    /// an IRP (fast I/O), the request being served.
+    /// The user request an operation identity (an IRP, or a Filter Manager callback data)
+    /// belongs to; for an operation without an IRP (fast I/O), the request being served.
     pub fn resolve_operation(&self, operation: usize) -> Option<crate::ids::RequestId> {
+        if let Some(r) = self.fltmgr.ops.request_of(operation) {
+            return r;
+        }
         match self.irps.map.get(&operation).map(|i| i.finish) {
             Some(crate::irp::Finish::Request(r)) => Some(r),
             Some(_) => None,

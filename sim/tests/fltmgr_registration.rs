@@ -336,3 +336,20 @@ fn unregister_tears_down_every_instance_and_waits_for_rundown_facts_5() {
     assert!(seen(0).iter().any(|s| matches!(s, Seen::TeardownStart { reason: 0x2, .. })));
     let _ = StartType::Demand;
 }
+
+#[test]
+fn a_failed_driver_entry_must_have_unregistered_facts_2_6() {
+    // facts.md §2.6: on failure after FltRegisterFilter the driver must FltUnregisterFilter; one
+    // that does not is reported (FILTER_NOT_UNREGISTERED_AT_UNLOAD) and unregistered before its
+    // image goes, so no callback of it runs later.
+    let mut m = booted(&[("a.txt", b"x")]);
+    let mut c = Config::new("Broken", "370000").op(mj::CREATE, true, false);
+    c.fail_entry = true;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Broken"), Status::UNSUCCESSFUL);
+    assert_eq!(rules(&m), [Rule::FilterNotUnregistered]);
+    let v = m.volume("C:").unwrap();
+    m.create(v, "a.txt", CreateOptions::open());
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Pre { .. })));
+    assert_eq!(rules(&m), [Rule::FilterNotUnregistered]);
+}

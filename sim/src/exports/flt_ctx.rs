@@ -254,7 +254,11 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCreateSectionFo
                     // SAFETY: the caller's out parameter.
                     unsafe { *sectionhandle = h };
                 }
-                if !sectionobject.is_null() {
+                if sectionobject.is_null() {
+                    // No pointer wanted: drop the reference taken for it.
+                    let fo = kernel::with(|k| k.section_dereference(object as usize)).flatten();
+                    crate::sections::release_file(fo);
+                } else {
                     // SAFETY: the caller's out parameter.
                     unsafe { *sectionobject = object };
                 }

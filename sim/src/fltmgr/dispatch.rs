@@ -184,6 +184,13 @@ pub struct Ops {
 }
 
 impl Ops {
+    /// The user request of the operation whose callback data is `data` (None: not an
+    /// operation's callback data).
+    pub fn request_of(&self, data: usize) -> Option<Option<RequestId>> {
+        let key = self.key_of(data)?;
+        self.map.get(&key).map(|o| o.request)
+    }
+
     /// The key of the operation whose callback data is `data`.
     pub fn key_of(&self, data: usize) -> Option<u64> {
         self.by_data.get(&data).copied()

@@ -39,11 +39,13 @@ fn call_unload(f: FilterId, mandatory: bool) -> Option<Status> {
 /// After an unload callback that let the filter go: a filter still registered did not call
 /// `FltUnregisterFilter` (`FILTER_NOT_UNREGISTERED_AT_UNLOAD`); the Filter Manager unregisters
 /// it so that none of its callbacks runs once its image is gone.
-fn ensure_unregistered(f: FilterId) {
+fn ensure_unregistered(f: FilterId, why: &str) {
     let handle = kernel::with(|k| {
         let (state, handle) = (k.fltmgr.filter(f).state, k.fltmgr.filter(f).handle());
         if matches!(state, FilterState::Registered | FilterState::Started) {
-            let msg = "the unload callback returned without calling FltUnregisterFilter; the Filter Manager unregisters the filter";
+            let msg = format!(
+                "{why} without calling FltUnregisterFilter; the Filter Manager unregisters the filter"
+            );
             k.flt_report(Some(f), Rule::FilterNotUnregistered, msg);
             Some(handle)
         } else {
@@ -52,6 +54,17 @@ fn ensure_unregistered(f: FilterId) {
     });
     if let Some(h) = handle {
         super::as_fltmgr(|| super::registration::unregister(h));
+    }
+}
+
+/// A driver's `DriverEntry` failed: a filter it left registered is reported
+/// (`FILTER_NOT_UNREGISTERED_AT_UNLOAD`, facts.md §2.6: on failure the driver must
+/// `FltUnregisterFilter`) and unregistered before the image goes.
+pub fn entry_failed(driver: crate::ids::DriverId) {
+    let f =
+        kernel::with(|k| if k.fltmgr_loaded() { k.fltmgr.filter_of_driver(driver) } else { None });
+    if let Some(f) = f {
+        ensure_unregistered(f, "DriverEntry failed");
     }
 }
 
@@ -67,7 +80,7 @@ pub unsafe extern "system" fn filter_driver_unload(driver: *const DRIVER_OBJECT)
     });
     let Some(f) = f else { return };
     let _ = call_unload(f, true);
-    ensure_unregistered(f);
+    ensure_unregistered(f, "the unload callback returned");
 }
 
 /// `fltmc unload` / `FilterUnload` / `FltUnloadFilter`: a non-mandatory unload. No unload
@@ -81,7 +94,7 @@ pub fn unload(name: &str) -> Status {
             None => Status::FLT_DO_NOT_DETACH,
             Some(s) if s.0 < 0 => s,
             Some(_) => {
-                ensure_unregistered(f);
+                ensure_unregistered(f, "the unload callback returned");
                 kernel::with(|k| k.unload_service_image(name));
                 crate::sched::run_ready();
                 Status::SUCCESS

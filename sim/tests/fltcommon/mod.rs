@@ -146,6 +146,7 @@ pub struct Config {
     pub section_notification: bool,
     pub generate_name: bool,
     pub start: bool,
+    pub fail_entry: bool,
     pub unregister_in_unload: bool,
     pub setup_status: Status,
     pub query_status: Status,
@@ -184,6 +185,7 @@ impl Config {
             section_notification: false,
             generate_name: false,
             start: true,
+            fail_entry: false,
             unregister_in_unload: true,
             setup_status: Status::SUCCESS,
             query_status: Status::SUCCESS,
@@ -600,6 +602,10 @@ unsafe extern "system" fn entry<const N: usize>(
         return s;
     }
     MINI.with(|m| m.borrow_mut()[N].filter = filter);
+    if c.fail_entry {
+        // A buggy driver: fails without FltUnregisterFilter.
+        return Status::UNSUCCESSFUL.0;
+    }
     if c.start {
         let s = unsafe { FltStartFiltering(filter) };
         if s < 0 {
