@@ -5,7 +5,9 @@
 //!
 //! Concerns by module: [`frames`] (notifications, attachment, mounts, frame placement),
 //! [`registration`] (`FltRegisterFilter` and the registry), [`instances`] (setup, teardown,
-//! manual attach and detach), [`dispatch`] and [`params`] (IRP operations), [`fastio`],
+//! manual attach and detach), [`ops`] (an operation's record), [`dispatch`] (IRPs in, pre
+//! callbacks, down), [`post`] (completion, post callbacks, draining), [`params`] (callback data
+//! from stack locations), [`fastio`],
 //! [`contexts`], [`datascan`], [`manage`] (unload and the user-mode management paths) and
 //! [`snapshot`] (device stacks as the lab shows them). The exports are in
 //! `crate::exports::flt`. Every choice made where facts.md is silent is listed in
@@ -18,7 +20,9 @@ pub mod fastio;
 pub mod frames;
 pub mod instances;
 pub mod manage;
+pub mod ops;
 pub mod params;
+pub mod post;
 pub mod registration;
 pub mod snapshot;
 
