@@ -341,6 +341,7 @@ fn posts_run_at_dispatch_level_unless_synchronized_facts_4() {
     assert_eq!((irql, t1), (0, t2));
     let Seen::Post { irql, .. } = posts(0)[0].clone() else { panic!() };
     assert_eq!(irql, 0, "the posts above a synchronized one run in the same thread");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
 unsafe extern "system" fn finish_post(
@@ -518,5 +519,50 @@ fn cancel_file_open_closes_the_file_below_facts_4() {
     let r = m.create(c, "a.txt", CreateOptions::open().share(0));
     assert_eq!(r.status, Status::ACCESS_DENIED);
     assert!(m.kernel(|k| k.fs.ccbs.is_empty()), "the file system closed the file object");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+unsafe extern "system" fn deny_held(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    let data = ctx as *mut FLT_CALLBACK_DATA;
+    unsafe { (*data).IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0 };
+    unsafe { FltCompletePendedPreOperation(data, 4, std::ptr::null()) };
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+#[test]
+fn a_pended_create_can_be_completed_by_its_filter_facts_4() {
+    // facts.md §4: FltCompletePendedPreOperation with FLT_PREOP_COMPLETE: the filters below never
+    // see the operation, the ones above get their post with the filter's status.
+    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    start(&mut m, 0, Config::new("Above", "300000").op(mj::CREATE, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("Judge", "200000").op(mj::CREATE, true, false).with_pre(|p| {
+            let item = unsafe { FltAllocateGenericWorkItem() };
+            let s = unsafe {
+                FltQueueGenericWorkItem(
+                    item,
+                    fltcommon::filter_handle(p.slot) as *const c_void,
+                    Some(deny_held),
+                    1,
+                    p.data.cast(),
+                )
+            };
+            assert_eq!(s, 0);
+            (2, 0)
+        }),
+    );
+    start(&mut m, 2, Config::new("Below", "100000").op(mj::CREATE, true, false));
+    order_clear();
+    let r = m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    assert_eq!(order(), ["Above:pre:0", "Judge:pre:0", "Above:post:0"]);
+    let Seen::Post { status, irql, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!((Status(status), irql), (Status::ACCESS_DENIED, 0));
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
