@@ -185,8 +185,24 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
         scenario.name
     );
 
-    let _ = writeln!(out, "Where it sat (end of run):");
-    let (ls, ms) = (legacy.snapshots.last(), mini.snapshots.last());
+    // Where it sat: the last moment it was attached anywhere (it may be unloaded by the end).
+    fn last_seen<'r>(r: &'r Run, name: &str) -> Option<&'r crate::run::Snapshot> {
+        r.after_step
+            .iter()
+            .rev()
+            .find(|s| s.volumes.iter().any(|(_, st)| !position(st, name).starts_with("not ")))
+            .or(r.snapshots.last())
+    }
+    let (ls, ms) = (last_seen(&legacy, &name), last_seen(&mini, &name));
+    let when = |s: Option<&crate::run::Snapshot>| {
+        s.map_or_else(|| "never".to_owned(), |s| s.label.clone())
+    };
+    let _ = writeln!(
+        out,
+        "Where it sat (the last time it was attached: legacy {}, minifilter {}):",
+        when(ls),
+        when(ms)
+    );
     for v in &scenario.volumes {
         let stack_of = |r: Option<&crate::run::Snapshot>| {
             r.and_then(|s| s.volumes.iter().find(|(n, _)| n == &v.name))

@@ -8,12 +8,12 @@ use crate::run::StackEntry;
 
 /// Installs the Filter Manager (group "FSFilter Infrastructure"), as every Windows machine has it.
 pub fn install(m: &mut Machine) {
-    m.install_filter_manager();
+    let _ = m.install_filter_manager();
 }
 
 /// `fltmc unload NAME`: a non-mandatory unload.
 pub fn unload(m: &mut Machine, driver: &str) -> Status {
-    m.filter_unload(driver)
+    m.fltmc_unload(driver)
 }
 
 /// `fltmc attach NAME VOLUME [-i instance] [-a altitude]`.
@@ -24,7 +24,10 @@ pub fn attach(
     altitude: Option<&str>,
     instance: Option<&str>,
 ) -> Status {
-    m.filter_attach(driver, volume, altitude, instance)
+    match altitude {
+        Some(a) => m.filter_attach_at_altitude(driver, volume, a, instance),
+        None => m.filter_attach(driver, volume, instance),
+    }
 }
 
 /// `fltmc detach NAME VOLUME [-i instance]`.
@@ -60,18 +63,18 @@ pub fn not_a_minifilter(
 /// A mounted volume's stack, from the top: legacy devices, Filter Manager frames with their
 /// instances, the file system.
 pub fn stack(m: &Machine, volume: VolumeId) -> Vec<StackEntry> {
-    m.volume_snapshot(volume)
+    m.device_stack(volume)
         .into_iter()
         .map(|e| match e {
-            fsfilter_sim::SnapshotEntry::Legacy { driver } => StackEntry::Legacy { driver },
-            fsfilter_sim::SnapshotEntry::Frame { frame, instances } => StackEntry::Frame {
+            fsfilter_sim::StackEntry::Legacy { driver } => StackEntry::Legacy { driver },
+            fsfilter_sim::StackEntry::Frame { frame, instances } => StackEntry::Frame {
                 frame,
                 instances: instances
                     .into_iter()
                     .map(|i| (i.driver, i.instance, i.altitude))
                     .collect(),
             },
-            fsfilter_sim::SnapshotEntry::FileSystem { driver } => StackEntry::FileSystem { driver },
+            fsfilter_sim::StackEntry::FileSystem { driver } => StackEntry::FileSystem { driver },
         })
         .collect()
 }

@@ -107,6 +107,15 @@ pub fn event(e: &Event) -> Value {
             put("driver", json!(driver));
             put("text", json!(text));
         }
+        EventKind::FltMgr { driver, volume, event } => {
+            if let Some(d) = driver {
+                put("driver", json!(d));
+            }
+            if let Some(v) = volume {
+                put("volume", json!(v));
+            }
+            flt_fields(event, &mut put);
+        }
         EventKind::System { driver, volume, detail, .. } => {
             if let Some(d) = driver {
                 put("driver", json!(d));
@@ -118,6 +127,65 @@ pub fn event(e: &Event) -> Value {
         }
     }
     Value::Object(o)
+}
+
+fn flt_fields(e: &fsfilter_sim::FltEvent, put: &mut impl FnMut(&str, Value)) {
+    use fsfilter_sim::FltEvent as F;
+    match e {
+        F::FrameCreated { frame, above, altitude } => {
+            put("frame", json!(frame));
+            put("above", json!(above));
+            put("altitude", json!(altitude));
+        }
+        F::FilterRegistered { frame, altitude, status: s } => {
+            put("frame", json!(frame));
+            put("altitude", json!(altitude));
+            put("status", status(*s));
+        }
+        F::FilterStarted { status: s } => put("status", status(*s)),
+        F::FilterUnregistered => {}
+        F::InstanceSetup { instance, altitude, frame, flags: f, called, status: s, .. } => {
+            put("instance", json!(instance));
+            put("altitude", json!(altitude));
+            put("frame", json!(frame));
+            put("flags", flags(*f));
+            put("called", json!(called));
+            put("status", status(*s));
+        }
+        F::InstanceQueryTeardown { instance, called, status: s } => {
+            put("instance", json!(instance));
+            put("called", json!(called));
+            put("status", status(*s));
+        }
+        F::TeardownStart { instance, reason } | F::TeardownComplete { instance, reason } => {
+            put("instance", json!(instance));
+            put("reason", flags(*reason));
+        }
+        F::UnloadCallback { mandatory, status: s } => {
+            put("mandatory", json!(mandatory));
+            put("status", status(*s));
+        }
+        F::Operation { instance, altitude, major, kind, io, draining, outcome, .. } => {
+            put("instance", json!(instance));
+            put("altitude", json!(altitude));
+            put("operation", json!(major.name()));
+            put("operation_kind", json!(operation_kind(*kind)));
+            if let Some(io) = io {
+                put("io", json!(io.0));
+            }
+            put("draining", json!(draining));
+            put("outcome", json!(outcome));
+        }
+        F::DataScan { instance, what, status: s } => {
+            put("instance", json!(instance));
+            put("what", json!(what));
+            put("status", status(*s));
+        }
+        F::SectionConflict { instance, during_create, .. } => {
+            put("instance", json!(instance));
+            put("during_create", json!(during_create));
+        }
+    }
 }
 
 fn callback_fields(c: &Callback, put: &mut impl FnMut(&str, Value)) {

@@ -74,6 +74,9 @@ pub struct Run {
     pub snapshots: Vec<Snapshot>,
     /// What each step did.
     pub steps: Vec<StepOutcome>,
+    /// The stacks after boot and after each step (for `compare`, which looks for where a driver
+    /// sat while it was loaded).
+    pub after_step: Vec<Snapshot>,
 }
 
 impl Run {
@@ -107,8 +110,10 @@ pub fn instance_name(driver: &str) -> String {
     format!("{driver} Instance")
 }
 
-fn service(d: &Driver) -> ServiceSpec {
-    let sample = samples::find(&d.sample).unwrap_or(&samples::SAMPLES[0]);
+/// The service of a scenario driver (`None` for a sample the lab does not know, which a parsed
+/// scenario never names).
+fn service(d: &Driver) -> Option<ServiceSpec> {
+    let sample = samples::find(&d.sample)?;
     let mut spec = ServiceSpec::new(&d.name, sample.entry(d.model), d.model.name());
     spec.start = match d.start {
         Start::Boot => StartType::Boot,
@@ -129,6 +134,7 @@ fn service(d: &Driver) -> ServiceSpec {
         })
         .collect();
     if d.model == Model::Minifilter {
+        spec.depends_on = vec!["FltMgr".to_owned()];
         let name = instance_name(&d.name);
         spec.instances = Some(InstancesSpec {
             default_instance: name.clone(),
@@ -140,7 +146,7 @@ fn service(d: &Driver) -> ServiceSpec {
             layout: InstanceLayout::Both,
         });
     }
-    spec
+    Some(spec)
 }
 
 /// The open handles of the run's user-mode caller, by volume and path.
@@ -165,13 +171,14 @@ pub fn run(scenario: &Scenario) -> Run {
         spec.files = v.files.clone();
         volumes.insert(v.name.clone(), m.add_volume(spec));
     }
-    for d in &scenario.drivers {
-        m.install(service(d));
+    for spec in scenario.drivers.iter().filter_map(service) {
+        m.install(spec);
     }
     m.boot();
     let mut handles = Handles::default();
     let mut steps = Vec::new();
     let mut snapshots = Vec::new();
+    let mut after_step = vec![snapshot(&m, scenario, &volumes, "boot", None)];
     for (i, step) in scenario.steps.iter().enumerate() {
         let index = i as u32;
         m.set_step(Some(index));
@@ -179,6 +186,13 @@ pub fn run(scenario: &Scenario) -> Run {
             play(&mut m, scenario, &volumes, &mut handles, index, &step.action, &mut snapshots);
         m.settle();
         steps.push(outcome);
+        after_step.push(snapshot(
+            &m,
+            scenario,
+            &volumes,
+            &format!("after step {index}"),
+            Some(index),
+        ));
     }
     m.set_step(scenario.steps.len().checked_sub(1).map(|i| i as u32));
     snapshots.push(snapshot(&m, scenario, &volumes, "end", m_step(scenario)));
@@ -190,6 +204,7 @@ pub fn run(scenario: &Scenario) -> Run {
         events,
         snapshots,
         steps,
+        after_step,
     }
 }
 

@@ -192,13 +192,6 @@ pub struct Driver {
     pub line: usize,
 }
 
-/// An `io` step's operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoOp {
-    /// Any of the scenario's io ops, by its major function.
-    Op(MajorFunction),
-}
-
 /// Read and write modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoMode {
@@ -210,35 +203,76 @@ pub enum IoMode {
     Paging,
 }
 
-/// What a step does.
+/// What a step does (scenario.md, "Step fields by action").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// `sc start` / `fltmc load`.
-    Load { driver: String },
+    Load {
+        /// The driver.
+        driver: String,
+    },
     /// `fltmc unload` (non-mandatory).
-    Unload { driver: String },
+    Unload {
+        /// The driver.
+        driver: String,
+    },
     /// `sc stop` (mandatory).
-    Stop { driver: String },
+    Stop {
+        /// The driver.
+        driver: String,
+    },
     /// Mount a volume.
-    Mount { volume: String },
+    Mount {
+        /// The volume.
+        volume: String,
+    },
     /// Dismount a volume.
-    Dismount { volume: String },
+    Dismount {
+        /// The volume.
+        volume: String,
+    },
     /// `fltmc attach`.
-    Attach { driver: String, volume: String, altitude: Option<String>, instance: Option<String> },
+    Attach {
+        /// The driver.
+        driver: String,
+        /// The volume.
+        volume: String,
+        /// An altitude for the instance (`FilterAttachAtAltitude`).
+        altitude: Option<String>,
+        /// The instance name (the default instance when absent).
+        instance: Option<String>,
+    },
     /// `fltmc detach`.
-    Detach { driver: String, volume: String, instance: Option<String> },
+    Detach {
+        /// The driver.
+        driver: String,
+        /// The volume.
+        volume: String,
+        /// The instance name (the default instance when absent).
+        instance: Option<String>,
+    },
     /// One user-mode request.
     Io {
+        /// The volume.
         volume: String,
+        /// The operation.
         op: MajorFunction,
+        /// The file, relative to the volume.
         path: Option<String>,
+        /// The byte offset (read, write, lock).
         offset: Option<u64>,
+        /// The length (read, lock, buffers; the new size for set_information).
         length: Option<u32>,
+        /// Cached, non-cached or paging (read, write).
         mode: IoMode,
+        /// The bytes to write.
         data: Option<Vec<u8>>,
     },
     /// Record the stacks.
-    Snapshot { label: String },
+    Snapshot {
+        /// Its label.
+        label: String,
+    },
 }
 
 impl Action {

@@ -31,8 +31,8 @@ fn filters(out: &mut String, scenario: &Scenario, run: &Run) {
     let _ = writeln!(out, "Filters (fltmc filters):");
     let _ = writeln!(
         out,
-        "  {:<20} {:<10} {:>9} {:>12} {:>8}  {}",
-        "Filter Name", "Model", "Instances", "Altitude", "Frame", "Loaded"
+        "  {:<20} {:<10} {:>9} {:>12} {:>8}  Loaded",
+        "Filter Name", "Model", "Instances", "Altitude", "Frame"
     );
     let _ = writeln!(
         out,

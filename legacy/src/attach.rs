@@ -257,6 +257,19 @@ unsafe fn attach_to_file_system<F: Filter>(state: &DriverState<F>, cdo: *const D
     if unsafe { attached_to_chain(state, cdo) }.is_some() {
         return;
     }
+    if dtype == device_type::NETWORK_FILE_SYSTEM {
+        // A redirector has no mounts and no volume devices: file I/O on its shares arrives at
+        // this device, which the Filter Manager treats as a volume. So does the model: an
+        // instance here, new when the file system registered after our load.
+        let flags = if state.started.load(Ordering::Acquire) {
+            InstanceSetupFlags::AUTOMATIC_ATTACHMENT | InstanceSetupFlags::NEWLY_MOUNTED_VOLUME
+        } else {
+            InstanceSetupFlags::AUTOMATIC_ATTACHMENT
+        };
+        // SAFETY: the live control device, which is its own volume; no real device.
+        let _ = unsafe { attach_to_volume(state, cdo, core::ptr::null(), flags, None) };
+        return;
+    }
     // SAFETY: PASSIVE_LEVEL, our driver.
     let Ok(device) = (unsafe { create_device::<F>(state, dtype, DeviceKind::FileSystem) }) else {
         return;

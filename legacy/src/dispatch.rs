@@ -703,15 +703,13 @@ fn notify_conflicts<F: Filter>(
     stream: usize,
 ) {
     let Some(instance) = instance_view(device, ext) else { return };
-    for record in state.sections.conflicts(device as usize, stream).into_iter().flatten() {
-        let _ = state.sections.with(record as usize, |s| s.conflicted = true);
-        let section = SectionId(record as usize);
+    for (record, closing) in state.sections.conflict(device as usize, stream).into_iter().flatten()
+    {
+        let section = SectionId(record);
         state.filter.section_conflict(&instance, section);
         trace::emit(&TraceEvent::SectionConflict { instance: instance.id, section });
-        let _ = state.sections.with(record as usize, |s| {
-            // SAFETY: a live FsRtl record held by the table.
-            unsafe { datascan::close_fsrtl_handle(s) }
-        });
+        // SAFETY: handed out once by the table; dispatch runs at PASSIVE_LEVEL.
+        unsafe { closing.finish() };
     }
 }
 

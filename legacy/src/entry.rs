@@ -131,6 +131,7 @@ pub unsafe fn driver_entry<F: Filter>(
     let state = unsafe { &*state };
     // SAFETY: DriverEntry at PASSIVE_LEVEL.
     unsafe { attach::attach_to_raw::<F>(state) };
+    state.started.store(true, Ordering::Release);
     Status::SUCCESS.0
 }
 

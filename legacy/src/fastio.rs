@@ -291,17 +291,18 @@ unsafe fn model<F: Filter>(
         }
     };
     let handled = call(table, lower);
-    if !handled {
-        // Not handled: the request comes back as an IRP; this fast-I/O attempt has no post.
-        drop(context);
-        return false;
-    }
-    // SAFETY: the caller's status block, filled by the lower driver.
-    let result = unsafe { iosb.as_ref() }.map_or(IoStatus::new(Status::SUCCESS), |i| IoStatus {
-        // SAFETY: the status member.
-        status: Status(unsafe { i.Anonymous.Status }),
-        information: i.Information,
-    });
+    let result = if handled {
+        // SAFETY: the caller's status block, filled by the lower driver.
+        unsafe { iosb.as_ref() }.map_or(IoStatus::new(Status::SUCCESS), |i| IoStatus {
+            // SAFETY: the status member.
+            status: Status(unsafe { i.Anonymous.Status }),
+            information: i.Information,
+        })
+    } else {
+        // Declined below: the request comes back as an IRP. The pre callback still gets its
+        // post, with STATUS_FLT_DISALLOW_FAST_IO, as the Filter Manager does (rule 12).
+        IoStatus::new(Status::FLT_DISALLOW_FAST_IO)
+    };
     let mut post = PostOperation::new(header, result, Buffer::User, &services, None);
     // Fast-I/O post callbacks run at PASSIVE_LEVEL in the same thread (facts.md §4): WhenSafe
     // runs its second half right away.
@@ -320,7 +321,7 @@ unsafe fn model<F: Filter>(
         PostOutcome::Finished | PostOutcome::MoreProcessing(_) => "FLT_POSTOP_FINISHED_PROCESSING",
     };
     trace::emit_post(instance.id, id, major, result.status, name);
-    true
+    handled
 }
 
 /// Trace helpers shared by the fast-I/O paths.

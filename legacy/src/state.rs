@@ -80,6 +80,8 @@ pub(crate) struct DriverState<F: Filter> {
     pub(crate) drained: KEVENT,
     /// Unload has begun.
     pub(crate) unloading: AtomicBool,
+    /// `DriverEntry` finished: file systems reported from now on registered after the load.
+    pub(crate) started: AtomicBool,
     pub(crate) pended: PendedTable,
     pub(crate) deferred_posts: SpinLock<[usize; MAX_DEFERRED]>,
     pub(crate) sections: SectionTable,

@@ -34,8 +34,10 @@ use fsfilter_kernel::pending::{Decision, PreReturned, Resume};
 // ---------------------------------------------------------------------------------------------
 // Instance state
 
-/// A referenced instance context; released when dropped.
+/// An instance's state: from the instance table (no reference to release), or a referenced
+/// instance context (released when dropped).
 pub(crate) struct InstanceRef<'a, F: Filter> {
+    /// The referenced context to release, or null when the state came from the instance table.
     context: PFLT_CONTEXT,
     state: &'a InstanceState<F>,
     instance: PFLT_INSTANCE,
@@ -58,13 +60,19 @@ impl<'a, F: Filter> InstanceRef<'a, F> {
 
 impl<F: Filter> Drop for InstanceRef<'_, F> {
     fn drop(&mut self) {
-        // SAFETY: a context this reference got from FltGetInstanceContext, released once.
-        unsafe { FltReleaseContext(self.context) };
+        if !self.context.is_null() {
+            // SAFETY: a context this reference got from FltGetInstanceContext, released once.
+            unsafe { FltReleaseContext(self.context) };
+        }
     }
 }
 
 /// The instance's state. Without an instance-setup callback the state is created on first use
 /// from `Filter::default_instance` and the volume's properties.
+///
+/// It comes from the instance table, which post callbacks can read at `DISPATCH_LEVEL`;
+/// `FltGetInstanceContext` (`APC_LEVEL` at most) is the fallback for an instance the table could
+/// not hold, and above `APC_LEVEL` there is then no state (the callback is skipped).
 ///
 /// # Safety
 /// `instance` must be an instance of this filter, valid during the running callback.
@@ -72,6 +80,15 @@ pub(crate) unsafe fn instance_state<'a, F: Filter>(
     driver: &DriverState<F>,
     instance: PFLT_INSTANCE,
 ) -> Option<InstanceRef<'a, F>> {
+    if let Some(context) = driver.instances.get(instance as usize) {
+        // SAFETY: the instance's context, kept alive by the Filter Manager while the table holds
+        // it (the InstanceTable invariant); the backend wrote an InstanceState<F> into it.
+        let state = unsafe { &*(context as *const InstanceState<F>) };
+        return Some(InstanceRef { context: core::ptr::null_mut(), state, instance });
+    }
+    if fsfilter_kernel::irql::current() > fsfilter::Irql::APC {
+        return None;
+    }
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: a valid instance and an out pointer.
     let status = unsafe { FltGetInstanceContext(instance, &mut context) };
@@ -169,8 +186,11 @@ unsafe fn attach_state<F: Filter>(
         if old.is_null() {
             return Err(Error::new(Status(status)).unwrap_or(Error::UNSUCCESSFUL));
         }
+        let _ = driver.instances.insert(instance as usize, old as usize);
         return Ok(old);
     }
+    // A full table leaves callbacks above APC_LEVEL without state for this instance.
+    let _ = driver.instances.insert(instance as usize, context as usize);
     Ok(context)
 }
 
@@ -179,6 +199,11 @@ pub(crate) unsafe extern "system" fn instance_context_cleanup<F: Filter>(
     context: PFLT_CONTEXT,
     _kind: u16,
 ) {
+    // No callback of the instance runs any more: forget it before its state goes.
+    // SAFETY: this image's state.
+    if let Some(driver) = unsafe { DriverState::<F>::current() } {
+        driver.instances.remove_context(context as usize);
+    }
     // SAFETY: the Filter Manager calls this once per instance context, after the last reference is
     // gone; the backend wrote an InstanceState<F> into it.
     unsafe { core::ptr::drop_in_place(context.cast::<InstanceState<F>>()) };
@@ -529,19 +554,18 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
     {
         // SAFETY: the running operation's file object, if any.
         let stream = unsafe { objects.FileObject.as_ref() }.map_or(0, |f| f.FsContext as usize);
-        for record in
-            driver.sections.conflicts(objects.Instance as usize, stream).into_iter().flatten()
+        for (record, closing) in
+            driver.sections.conflict(objects.Instance as usize, stream).into_iter().flatten()
         {
-            // SAFETY: a live fallback record of this instance (from the table).
-            unsafe { crate::services::mark_conflicted(record.cast()) };
-            let section = SectionId(record as usize);
+            let section = SectionId(record);
             driver.filter.section_conflict(&inst.view(), section);
             trace::emit(&TraceEvent::SectionConflict {
                 instance: InstanceId(objects.Instance as usize),
                 section,
             });
-            // SAFETY: as above: close the section so the conflicting I/O proceeds.
-            unsafe { crate::services::close_section_handle(record.cast()) };
+            // SAFETY: handed out once by the table; pre callbacks of writes and set-information
+            // run at PASSIVE_LEVEL. The section closes so the conflicting I/O proceeds.
+            unsafe { closing.finish() };
         }
     }
     // SAFETY: as above.
@@ -828,17 +852,23 @@ pub(crate) unsafe extern "system" fn section_conflict<F: Filter>(
     let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
     // SAFETY: an instance of this filter.
     if let Some(inst) = unsafe { instance_state(driver, instance) } {
-        // SAFETY: a section context of this filter (it was registered with our section contexts).
-        unsafe { crate::services::mark_conflicted(section_context) };
+        // Marked conflicted, and what to close taken, under the table's lock; a section the
+        // filter already closed (no longer in the table) needs nothing.
+        let closing = driver.sections.with(section_context as usize, |s| {
+            s.conflicted = true;
+            s.begin_close()
+        });
         let section = SectionId(section_context as usize);
         driver.filter.section_conflict(&inst.view(), section);
         trace::emit(&TraceEvent::SectionConflict {
             instance: InstanceId(instance as usize),
             section,
         });
-        // SAFETY: as above; closes the section if the filter kept it open, so the conflicting
-        // I/O can proceed.
-        unsafe { crate::services::close_section_handle(section_context) };
+        if let Some(Some(closing)) = closing {
+            // SAFETY: our section context, closed once; the notification comes at
+            // PASSIVE_LEVEL. The conflicting I/O can then proceed.
+            unsafe { crate::services::close_flt_section(section_context, closing) };
+        }
     }
     Status::SUCCESS.0
 }

@@ -42,52 +42,36 @@ impl<F: Filter> datascan::SectionSource for Sections<F> {
 /// Unmaps, closes and frees a record of either origin.
 ///
 /// # Safety
-/// `record` must be a live record no table holds.
+/// `record` must be a live record no table holds; `PASSIVE_LEVEL`.
 unsafe fn teardown_section(record: *mut SectionState) {
-    // SAFETY: the caller guarantees a live record.
-    let origin = unsafe { (*record).origin };
-    match origin {
+    // SAFETY: the caller guarantees a live record, ours alone.
+    let state = unsafe { &mut *record };
+    match state.origin {
         // SAFETY: forwarded.
         SectionOrigin::FsRtl => unsafe { datascan::teardown(record) },
         SectionOrigin::FilterManager => {
-            // SAFETY: the caller guarantees a live record, ours alone.
-            let state = unsafe { &mut *record };
             datascan::unmap(state);
-            // SAFETY: a section context of this filter.
-            unsafe { close_section_handle(record.cast()) };
+            if let Some(closing) = state.begin_close() {
+                // SAFETY: a section context of this filter whose section is closed once.
+                unsafe { close_flt_section(record.cast(), closing) };
+            }
             // SAFETY: the context FltAllocateContext gave us, released once.
             unsafe { FltReleaseContext(record.cast()) };
         }
     }
 }
 
-/// Marks a section conflicted (from a section-conflict notification or fallback detection).
+/// Closes a section the Filter Manager created: `FltCloseSectionForDataScan`, then the handle
+/// and the object reference, which stay the caller's (facts.md §6).
 ///
 /// # Safety
-/// `record` must be a live section record of this filter.
-pub(crate) unsafe fn mark_conflicted(record: PFLT_CONTEXT) {
-    // SAFETY: the caller guarantees a live record.
-    unsafe { (*record.cast::<SectionState>()).conflicted = true };
-}
-
-/// Closes a record's section (not its view) so conflicting I/O can proceed.
-///
-/// # Safety
-/// `record` must be a live section record of this filter.
-pub(crate) unsafe fn close_section_handle(record: PFLT_CONTEXT) {
-    // SAFETY: the caller guarantees a live record.
-    let state = unsafe { &mut *record.cast::<SectionState>() };
-    match state.origin {
-        // SAFETY: a live FsRtl record.
-        SectionOrigin::FsRtl => unsafe { datascan::close_fsrtl_handle(state) },
-        SectionOrigin::FilterManager => {
-            if !state.closed {
-                state.closed = true;
-                // SAFETY: a section context with a section FltCreateSectionForDataScan created.
-                let _ = unsafe { FltCloseSectionForDataScan(record) };
-            }
-        }
-    }
+/// `context` is a section context of this filter; `closing` came from its record, once;
+/// `PASSIVE_LEVEL`.
+pub(crate) unsafe fn close_flt_section(context: PFLT_CONTEXT, closing: datascan::Closing) {
+    // SAFETY: a section context with a section FltCreateSectionForDataScan created.
+    let _ = unsafe { FltCloseSectionForDataScan(context) };
+    // SAFETY: the caller's contract.
+    unsafe { closing.finish() };
 }
 
 /// Services for one callback.
@@ -217,23 +201,54 @@ impl<'a, F: Filter> OpServices<'a, F> {
             unsafe { FltReleaseContext(context) };
             return Err(e);
         }
-        let mapped = self.driver.sections.with(record as usize, |state| {
+        // Mapped outside the table's lock (ZwMapViewOfSection needs PASSIVE_LEVEL).
+        // SAFETY: the section handle FltCreateSectionForDataScan returned; PASSIVE_LEVEL.
+        let view = unsafe { datascan::map_view(handle) };
+        let stored = self.driver.sections.with(record as usize, |state| {
             state.handle = handle;
             state.object = object;
-            // SAFETY: the section handle FltCreateSectionForDataScan returned.
-            unsafe { datascan::map(state) }
+            if state.closed {
+                // A conflict came before the create returned and closed the section.
+                return false;
+            }
+            if let Ok((base, size)) = view {
+                state.base = base;
+                state.size = size;
+            }
+            true
         });
-        match mapped {
-            Some(Ok(())) => Ok((record, u64::try_from(size).unwrap_or(0))),
-            Some(Err(e)) => {
+        match (stored, view) {
+            (Some(true), Ok(_)) => Ok((record, u64::try_from(size).unwrap_or(0))),
+            (Some(true), Err(e)) => {
                 if let Some(open) = self.driver.sections.take(record as usize) {
                     // SAFETY: taken from the table: ours.
                     unsafe { teardown_section(open.record) };
                 }
                 Err(e)
             }
-            // A conflict closed and removed it already.
-            None => Err(Error::new(Status::FILE_LOCK_CONFLICT).unwrap_or(Error::UNSUCCESSFUL)),
+            (_, view) => {
+                // Closed by a conflict during the create: the Filter Manager section is closed
+                // already; the handle, the object and the view are ours to give back. The record
+                // stays, conflicted and unmapped, so the filter sees an aborted scan.
+                if let Ok((base, _)) = view {
+                    // SAFETY: the view just mapped, unmapped once.
+                    unsafe { datascan::unmap_view(base) };
+                }
+                let closing =
+                    datascan::Closing { origin: SectionOrigin::FilterManager, handle, object };
+                // SAFETY: the handle and object the create returned, closed once, PASSIVE_LEVEL.
+                unsafe { closing.finish() };
+                if stored.is_none() {
+                    return Err(
+                        Error::new(Status::FILE_LOCK_CONFLICT).unwrap_or(Error::UNSUCCESSFUL)
+                    );
+                }
+                let _ = self.driver.sections.with(record as usize, |state| {
+                    state.handle = core::ptr::null_mut();
+                    state.object = core::ptr::null_mut();
+                });
+                Ok((record, u64::try_from(size).unwrap_or(0)))
+            }
         }
     }
 }

@@ -29,6 +29,53 @@ pub(crate) struct DriverState<F: Filter> {
     pub(crate) pended: PendedTable,
     pub(crate) deferred_posts: SpinLock<[usize; MAX_PENDED]>,
     pub(crate) sections: SectionTable,
+    /// The instance contexts of attached instances, for callbacks that may run above
+    /// `APC_LEVEL` (post callbacks), where `FltGetInstanceContext` may not be called.
+    pub(crate) instances: InstanceTable,
+}
+
+/// How many instances one filter can have on the fast path; more still work, through
+/// `FltGetInstanceContext`, in callbacks at `APC_LEVEL` or below.
+pub(crate) const MAX_INSTANCES: usize = 64;
+
+/// `(PFLT_INSTANCE, instance context)` pairs of attached instances, 0 for a free slot.
+///
+/// # Invariants
+/// All-zero bytes are an empty table, so it can live in zeroed pool. A context in the table is the
+/// instance's context, which the Filter Manager keeps alive until its last reference goes after
+/// the instance's teardown completed; its cleanup callback removes it from the table first.
+pub(crate) struct InstanceTable {
+    entries: SpinLock<[(usize, usize); MAX_INSTANCES]>,
+}
+
+impl InstanceTable {
+    /// Records `instance`'s context. False when the table is full.
+    pub(crate) fn insert(&self, instance: usize, context: usize) -> bool {
+        let mut t = self.entries.lock();
+        if let Some(e) = t.iter_mut().find(|(i, _)| *i == instance) {
+            e.1 = context;
+            return true;
+        }
+        match t.iter_mut().find(|(i, _)| *i == 0) {
+            Some(slot) => {
+                *slot = (instance, context);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The context of `instance`, if recorded. Callable at `DISPATCH_LEVEL`.
+    pub(crate) fn get(&self, instance: usize) -> Option<usize> {
+        self.entries.lock().iter().find(|(i, _)| *i == instance && instance != 0).map(|(_, c)| *c)
+    }
+
+    /// Forgets the instance whose context is `context`.
+    pub(crate) fn remove_context(&self, context: usize) {
+        if let Some(e) = self.entries.lock().iter_mut().find(|(_, c)| *c == context) {
+            *e = (0, 0);
+        }
+    }
 }
 
 impl<F: Filter> DriverState<F> {

@@ -76,6 +76,22 @@ pub enum Rule {
     /// `IoCancelFileOpen` / `FltCancelFileOpen` on a file object that already has a handle
     /// (`FO_HANDLE_CREATED`), or outside a create.
     CancelFileOpenMisuse,
+    /// A callback returned a known `FLT_PREOP_*` / `FLT_POSTOP_*` status that the operation
+    /// cannot take (`FLT_PREOP_DISALLOW_FASTIO` for an IRP, `FLT_POSTOP_MORE_PROCESSING_REQUIRED`
+    /// for fast I/O or while draining, ...).
+    StatusInvalidForOperation,
+    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK` or `FLT_PREOP_SYNCHRONIZE` from a filter that registered
+    /// no post-operation callback for the operation.
+    PostCallbackMissing,
+    /// `FLT_PREOP_COMPLETE` with a status the operation cannot complete with
+    /// (`STATUS_FLT_DISALLOW_FAST_IO`, or a failure for cleanup or close).
+    InvalidCompletionStatus,
+    /// A minifilter's driver unloaded while its filter was still registered (its unload callback
+    /// did not call `FltUnregisterFilter`).
+    FilterNotUnregistered,
+    /// A Filter Manager routine was called with an object it does not know, or in a state the
+    /// routine does not accept (a callback data that is not pended, ...).
+    InvalidFltObject,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -114,6 +130,11 @@ impl Rule {
             Rule::CancelFileOpenMisuse => "CANCEL_FILE_OPEN_MISUSE",
             Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",
             Rule::FastIoDetachMissing => "FAST_IO_DETACH_DEVICE_MISSING",
+            Rule::StatusInvalidForOperation => "CALLBACK_STATUS_INVALID_FOR_OPERATION",
+            Rule::PostCallbackMissing => "POST_CALLBACK_NOT_REGISTERED",
+            Rule::InvalidCompletionStatus => "INVALID_COMPLETION_STATUS",
+            Rule::FilterNotUnregistered => "FILTER_NOT_UNREGISTERED_AT_UNLOAD",
+            Rule::InvalidFltObject => "INVALID_FLT_OBJECT",
             Rule::Bugcheck => "BUGCHECK",
         }
     }
@@ -364,8 +385,18 @@ pub enum EventKind {
         /// The text.
         text: String,
     },
-    /// A simulator-level event of a subsystem (Filter Manager frames, instances, ...), named by
-    /// `what`, described by `detail`.
+    /// What the Filter Manager did (the kernel's side of instance setup, teardown, callbacks,
+    /// frames, data scan), as opposed to [`EventKind::Callback`], which is what a backend's filter
+    /// logic reported.
+    FltMgr {
+        /// The minifilter (service name) concerned, if any.
+        driver: Option<String>,
+        /// The volume concerned, if any (its display name).
+        volume: Option<String>,
+        /// What happened.
+        event: FltEvent,
+    },
+    /// A simulator-level event of a subsystem, named by `what`, described by `detail`.
     System {
         /// Short machine-readable kind.
         what: &'static str,
@@ -411,6 +442,7 @@ impl Event {
             EventKind::Callback { callback, .. } => callback.kind(),
             EventKind::Verifier { .. } => "verifier",
             EventKind::DebugPrint { .. } => "debug_print",
+            EventKind::FltMgr { event, .. } => event.kind_name(),
             EventKind::System { what, .. } => what,
         }
     }
@@ -419,6 +451,171 @@ impl Event {
     pub fn rule(&self) -> Option<Rule> {
         match &self.kind {
             EventKind::Verifier { rule, .. } => Some(*rule),
+            _ => None,
+        }
+    }
+}
+
+/// Pre or post.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A pre-operation callback.
+    Pre,
+    /// A post-operation callback.
+    Post,
+}
+
+/// What the Filter Manager did (facts.md §2 to §6). Statuses, flags and operations are the WDK's
+/// values; [`FltEvent::lab_kind`] gives the scenario.md kind an event corresponds to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FltEvent {
+    /// A frame was created (facts.md §2.2).
+    FrameCreated {
+        /// Its number.
+        frame: u32,
+        /// The legacy filter it was created above, when one forced it.
+        above: Option<String>,
+        /// The altitude of the minifilter it was created for.
+        altitude: String,
+    },
+    /// `FltRegisterFilter` ended.
+    FilterRegistered {
+        /// The frame the filter was placed in (meaningless on failure).
+        frame: u32,
+        /// The default instance's altitude (empty when unknown).
+        altitude: String,
+        /// The result.
+        status: Status,
+    },
+    /// `FltStartFiltering` ended.
+    FilterStarted {
+        /// The result.
+        status: Status,
+    },
+    /// `FltUnregisterFilter` finished.
+    FilterUnregistered,
+    /// An instance setup: the callback's answer (or success for a NULL callback), or the
+    /// Filter Manager's refusal before any callback.
+    InstanceSetup {
+        /// The instance name.
+        instance: String,
+        /// Its altitude.
+        altitude: String,
+        /// Its frame.
+        frame: u32,
+        /// `FLTFL_INSTANCE_SETUP_*`.
+        flags: fsfilter::InstanceSetupFlags,
+        /// `VolumeDeviceType`.
+        volume_device_type: u32,
+        /// `FLT_FILESYSTEM_TYPE`.
+        filesystem: u32,
+        /// The callback ran (false: NULL callback, or refused before).
+        called: bool,
+        /// The result: success attaches.
+        status: Status,
+    },
+    /// `InstanceQueryTeardownCallback` (or the refusal for a NULL one).
+    InstanceQueryTeardown {
+        /// The instance.
+        instance: String,
+        /// The callback ran.
+        called: bool,
+        /// The answer.
+        status: Status,
+    },
+    /// `InstanceTeardownStartCallback` time.
+    TeardownStart {
+        /// The instance.
+        instance: String,
+        /// `FLTFL_INSTANCE_TEARDOWN_*`.
+        reason: TeardownFlags,
+    },
+    /// `InstanceTeardownCompleteCallback` time: the instance is gone.
+    TeardownComplete {
+        /// The instance.
+        instance: String,
+        /// `FLTFL_INSTANCE_TEARDOWN_*`.
+        reason: TeardownFlags,
+    },
+    /// The filter's `FilterUnloadCallback` ran.
+    UnloadCallback {
+        /// `FLTFL_FILTER_UNLOAD_MANDATORY`.
+        mandatory: bool,
+        /// What it returned (ignored when mandatory).
+        status: Status,
+    },
+    /// A pre- or post-operation callback ran.
+    Operation {
+        /// The instance.
+        instance: String,
+        /// Its altitude.
+        altitude: String,
+        /// Pre or post.
+        phase: Phase,
+        /// The operation.
+        major: MajorFunction,
+        /// IRP, fast I/O or FsFilter.
+        kind: OperationKind,
+        /// The user request, when known.
+        io: Option<RequestRef>,
+        /// `FLTFL_POST_OPERATION_DRAINING`.
+        draining: bool,
+        /// The raw `FLT_PREOP_*` / `FLT_POSTOP_*` value returned.
+        outcome: i32,
+    },
+    /// A data-scan request (`FltRegisterForDataScan`, `FltCreateSectionForDataScan`,
+    /// `FltCloseSectionForDataScan`).
+    DataScan {
+        /// The instance.
+        instance: String,
+        /// `"register"`, `"create_section"` or `"close_section"`.
+        what: &'static str,
+        /// The result.
+        status: Status,
+    },
+    /// A section-conflict notification was delivered.
+    SectionConflict {
+        /// The instance.
+        instance: String,
+        /// The section context.
+        context: usize,
+        /// Delivered while `FltCreateSectionForDataScan` had not returned yet.
+        during_create: bool,
+    },
+}
+
+impl FltEvent {
+    /// The event kind as `Event::kind_name` spells it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            FltEvent::FrameCreated { .. } => "flt_frame_created",
+            FltEvent::FilterRegistered { .. } => "flt_filter_registered",
+            FltEvent::FilterStarted { .. } => "flt_filter_started",
+            FltEvent::FilterUnregistered => "flt_filter_unregistered",
+            FltEvent::InstanceSetup { .. } => "flt_instance_setup",
+            FltEvent::InstanceQueryTeardown { .. } => "flt_instance_query_teardown",
+            FltEvent::TeardownStart { .. } => "flt_teardown_start",
+            FltEvent::TeardownComplete { .. } => "flt_teardown_complete",
+            FltEvent::UnloadCallback { .. } => "flt_unload_callback",
+            FltEvent::Operation { phase: Phase::Pre, .. } => "flt_pre",
+            FltEvent::Operation { phase: Phase::Post, .. } => "flt_post",
+            FltEvent::DataScan { .. } => "flt_data_scan",
+            FltEvent::SectionConflict { .. } => "flt_section_conflict",
+        }
+    }
+
+    /// The scenario.md event kind this event reports, where there is one.
+    pub fn lab_kind(&self) -> Option<&'static str> {
+        match self {
+            FltEvent::InstanceSetup { .. } => Some("instance_setup"),
+            FltEvent::InstanceQueryTeardown { .. } => Some("instance_query_teardown"),
+            FltEvent::TeardownStart { .. } => Some("teardown_start"),
+            FltEvent::TeardownComplete { .. } => Some("teardown_complete"),
+            FltEvent::UnloadCallback { .. } => Some("unload"),
+            FltEvent::Operation { phase: Phase::Pre, .. } => Some("pre"),
+            FltEvent::Operation { phase: Phase::Post, .. } => Some("post"),
+            FltEvent::DataScan { .. } => Some("data_scan"),
+            FltEvent::SectionConflict { .. } => Some("section_conflict"),
             _ => None,
         }
     }

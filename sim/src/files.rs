@@ -183,6 +183,8 @@ impl Kernel {
     /// Frees a file object (after its close, or a failed create): releases its VPB reference.
     pub fn free_file_object(&mut self, fo: usize) {
         let Some(info) = self.files.map.remove(&fo) else { return };
+        // Filters' stream-handle contexts go with the file object.
+        self.flt_file_object_gone(fo);
         // SAFETY: the file object's block is still ours.
         let device = unsafe { (*(fo as *mut FILE_OBJECT)).DeviceObject };
         if let Some(d) = self.objects.device_id(device) {

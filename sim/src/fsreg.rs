@@ -217,7 +217,11 @@ pub fn register_change(
     let Some(routine) = routine else { return Status::INVALID_PARAMETER };
     let prepared = kernel::with(|k| {
         let Some(did) = k.objects.driver_id(driver) else { return Err(Status::INVALID_PARAMETER) };
-        if k.legacy_filters_blocked() {
+        let native = k
+            .images
+            .get(k.objects.driver(did).image.index())
+            .is_some_and(|i| i.kind == crate::kernel::ImageKind::Native);
+        if k.legacy_filters_blocked() && !native {
             let name = k.objects.driver(did).service.clone();
             k.log(EventKind::System {
                 what: "legacy_filter_blocked",
@@ -269,12 +273,18 @@ pub fn unregister_change(
     kernel::with(|k| {
         let Some(did) = k.objects.driver_id(driver) else { return };
         let r = routine.map(|r| r as usize);
-        if let Some(pos) = k
-            .fsreg
-            .notifications
+        let mine: Vec<usize> = (0..k.fsreg.notifications.len())
+            .filter(|&i| k.fsreg.notifications.get(i).is_some_and(|n| n.driver == did))
+            .collect();
+        // Windows matches driver and routine. Rust does not promise one address per function
+        // (a generic routine can be instantiated twice in a host build), so a driver's only
+        // registration also matches by driver (docs/simulator.md).
+        let pos = mine
             .iter()
-            .position(|n| n.driver == did && Some(n.routine as usize) == r)
-        {
+            .copied()
+            .find(|&i| k.fsreg.notifications.get(i).is_some_and(|n| Some(n.routine as usize) == r))
+            .or_else(|| (mine.len() == 1).then(|| mine.first().copied()).flatten());
+        if let Some(pos) = pos {
             k.fsreg.notifications.remove(pos);
         }
     });

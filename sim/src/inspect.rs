@@ -6,7 +6,7 @@ use crate::objects::DeviceRole;
 
 /// One device object of a stack, from the top.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StackEntry {
+pub struct DeviceEntry {
     /// The driver's service name.
     pub driver: String,
     /// What the device is.
@@ -16,24 +16,24 @@ pub struct StackEntry {
 impl Kernel {
     /// The device stack of a mounted volume, from the top down to the file system's volume
     /// device (empty when the volume is not mounted).
-    pub fn volume_stack(&self, v: VolumeId) -> Vec<StackEntry> {
+    pub fn volume_stack(&self, v: VolumeId) -> Vec<DeviceEntry> {
         let Some(vdo) = self.volume(v).vdo else { return Vec::new() };
         self.stack_entries(vdo)
     }
 
     /// The stack above a named device (a file system's control device, say), from the top.
-    pub fn named_device_stack(&self, name: &str) -> Vec<StackEntry> {
+    pub fn named_device_stack(&self, name: &str) -> Vec<DeviceEntry> {
         let Some(&d) = self.objects.names.get(&name.to_uppercase()) else { return Vec::new() };
         self.stack_entries(d)
     }
 
-    fn stack_entries(&self, any: crate::ids::DeviceId) -> Vec<StackEntry> {
+    fn stack_entries(&self, any: crate::ids::DeviceId) -> Vec<DeviceEntry> {
         self.objects
             .stack_from_top(any)
             .into_iter()
             .map(|d| {
                 let info = self.objects.device(d);
-                StackEntry {
+                DeviceEntry {
                     driver: self.objects.driver(info.driver).service.clone(),
                     role: info.role,
                 }

@@ -570,7 +570,7 @@ impl Kernel {
                         r,
                     )
                 };
-                let ex = self.take_ex_routine(irp, level, routine as *const () as usize);
+                let ex = self.take_ex_routine(irp, level, context);
                 let image = match ex {
                     Some(e) => self
                         .objects
@@ -619,8 +619,13 @@ impl Kernel {
         }
     }
 
-    fn take_ex_routine(&mut self, irp: *mut IRP, level: i8, field: usize) -> Option<ExRoutine> {
-        if field != ex_trampoline as *const () as usize {
+    fn take_ex_routine(
+        &mut self,
+        irp: *mut IRP,
+        level: i8,
+        context: *mut c_void,
+    ) -> Option<ExRoutine> {
+        if context != ex_marker() {
             return None;
         }
         let info = self.irps.map.get_mut(&(irp as usize))?;
@@ -643,7 +648,20 @@ pub unsafe extern "system" fn ex_trampoline(
     _i: *mut IRP,
     _c: *mut c_void,
 ) -> NTSTATUS {
-    Status::SUCCESS.0
+    // A body no other function has: the simulator recognizes this routine by its address, so
+    // the optimizer must not merge it with another routine that also just returns success.
+    std::hint::black_box(EX_TRAMPOLINE_MARK)
+}
+
+/// What [`ex_trampoline`] returns (it is never called).
+const EX_TRAMPOLINE_MARK: NTSTATUS = 0x4558_5452;
+
+/// The context of a stack location whose routine `IoSetCompletionRoutineEx` set: a static's
+/// address, which unlike a function's is unique.
+static EX_MARKER: u8 = 0;
+
+fn ex_marker() -> *mut c_void {
+    std::ptr::from_ref(&EX_MARKER).cast_mut().cast()
 }
 
 /// Stage two of completion: the I/O manager's work once every location completed.
@@ -734,7 +752,9 @@ pub fn set_completion_routine_ex(
                 ex_trampoline,
             )
         });
-        sl.Context = std::ptr::null_mut();
+        // The location is recognized by this context, not by the routine's address: Rust does not
+        // promise one address per function (release builds showed two for `ex_trampoline`).
+        sl.Context = ex_marker();
         sl.Control = (if on_success { SL_INVOKE_ON_SUCCESS } else { 0 })
             | (if on_error { SL_INVOKE_ON_ERROR } else { 0 })
             | (if on_cancel { SL_INVOKE_ON_CANCEL } else { 0 });

@@ -10,6 +10,9 @@ use windows_sys::Win32::Foundation::NTSTATUS;
 
 use crate::mem::obj;
 
+/// `STATUS_PENDING` as a dispatch routine returns it.
+pub const STATUS_PENDING: NTSTATUS = Status::PENDING.0;
+
 /// The current stack location of an IRP the caller's driver owns.
 ///
 /// # Safety

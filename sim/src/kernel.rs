@@ -121,6 +121,8 @@ pub struct Kernel {
     pub files: crate::files::Files,
     /// Section objects.
     pub sections: crate::sections::Sections,
+    /// The Filter Manager.
+    pub fltmgr: crate::fltmgr::FltMgr,
     /// MDLs the kernel allocated (`IoAllocateMdl` and the I/O manager's own).
     pub mdls: FastMap<usize, crate::mem::Block>,
     /// The user request being served without an IRP (fast I/O), for attributing callbacks.
@@ -217,6 +219,7 @@ impl Kernel {
             fs: crate::fs::FsState::default(),
             files: crate::files::Files::default(),
             sections: crate::sections::Sections::default(),
+            fltmgr: crate::fltmgr::FltMgr::default(),
             mdls: FastMap::default(),
             current_request: None,
             crashed: None,

@@ -22,6 +22,7 @@ pub mod events;
 pub mod exports;
 pub mod faults;
 pub mod files;
+pub mod fltmgr;
 pub mod fs;
 pub mod fsreg;
 pub mod ids;
@@ -44,11 +45,12 @@ pub mod storage;
 pub mod syscalls;
 pub mod volumes;
 
-pub use events::{Callback, Event, EventKind, RequestRef, Rule};
+pub use events::{Callback, Event, EventKind, FltEvent, RequestRef, Rule};
 pub use faults::{Fault, FaultKind};
 pub use files::Handle;
+pub use fltmgr::snapshot::{FrameSnapshot, SnapInstance, StackEntry};
 pub use ids::VolumeId;
-pub use inspect::StackEntry;
+pub use inspect::DeviceEntry;
 pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
 };

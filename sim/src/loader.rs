@@ -309,6 +309,21 @@ impl Kernel {
         svc.unload_called = false;
     }
 
+    /// Unloads a running driver without calling its `DriverUnload`: a minifilter the Filter
+    /// Manager let go on `fltmc unload` (its unload callback unregistered it). The leak checks
+    /// run as for any unload.
+    pub fn unload_service_image(&mut self, name: &str) {
+        let Some(si) = self.service_index(name) else { return };
+        let svc = &mut self.loader.services[si];
+        let Some(driver) = svc.driver.filter(|_| svc.state == ServiceState::Running) else {
+            return;
+        };
+        svc.state = ServiceState::StopPending;
+        svc.unload_called = true;
+        self.check_leaks(driver);
+        self.maybe_release_image(driver);
+    }
+
     /// Checks what an unloaded driver left behind.
     fn check_leaks(&mut self, driver: DriverId) {
         let name = self.objects.driver(driver).service.clone();
@@ -376,6 +391,22 @@ pub unsafe extern "system" fn invalid_device_request(
 /// Loads a service (`sc start`, `fltmc load`, or boot): creates its driver object and runs
 /// `DriverEntry`.
 pub fn load_service(name: &str) -> Status {
+    // The service control manager starts a service's dependencies first (`DependOnService`):
+    // a demand-start minifilter brings the Filter Manager up.
+    let deps = kernel::with(|k| {
+        k.service_index(name)
+            .map(|si| k.loader.services[si].spec.depends_on.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| {
+                k.service_index(d)
+                    .is_some_and(|i| k.loader.services[i].state == ServiceState::Stopped)
+            })
+            .collect::<Vec<_>>()
+    });
+    for d in deps {
+        let _ = load_service(&d);
+    }
     let prepared = kernel::with(|k| {
         let Some(si) = k.service_index(name) else { return Err(Status::OBJECT_NAME_NOT_FOUND) };
         let svc = &k.loader.services[si];
@@ -413,6 +444,10 @@ pub fn load_service(name: &str) -> Status {
     };
     // SAFETY: the driver's entry point with its driver object and registry path.
     let status = Status(call_into(Some(image), || unsafe { (spec.entry)(dptr, &path) }));
+    if !status.is_success() {
+        // A minifilter whose DriverEntry fails must have unregistered (facts.md §2.6).
+        crate::fltmgr::manage::entry_failed(driver);
+    }
     kernel::with(|k| {
         (k.irql, k.thread) = saved;
         // Devices created in DriverEntry get DO_DEVICE_INITIALIZING cleared by the I/O manager
@@ -434,6 +469,9 @@ pub fn load_service(name: &str) -> Status {
         }
         k.log(EventKind::Load { driver: spec.name.clone(), model: spec.model, status });
     });
+    if status.is_success() {
+        crate::fltmgr::frames::service_loaded(&spec.name);
+    }
     crate::sched::run_ready();
     status
 }

@@ -46,7 +46,14 @@ impl Machine {
 
     /// Installs a service.
     pub fn install(&mut self, spec: ServiceSpec) {
-        kernel::with(|k| k.install_service(spec));
+        let wants_fltmgr =
+            spec.depends_on.iter().any(|d| d.eq_ignore_ascii_case(crate::fltmgr::SERVICE));
+        kernel::with(|k| {
+            if wants_fltmgr {
+                k.ensure_fltmgr_installed();
+            }
+            k.install_service(spec);
+        });
     }
 
     /// Boots: boot-start services group by group, then system-start, then auto-start. Volumes
@@ -329,18 +336,22 @@ impl Drop for Machine {
 
 impl Kernel {
     /// The volume a trace's instance identity belongs to: a device object's volume (legacy
-    /// filters report their device objects), or a Filter Manager instance's.
+    /// filters report their device objects), or a Filter Manager instance's (`PFLT_INSTANCE`).
     pub fn resolve_instance(&self, instance: usize) -> Option<crate::ids::VolumeId> {
         if let Some(d) = self.objects.device_id(instance as *const _) {
             let info = self.objects.device(d);
             return info.volume.or(info.last_volume);
         }
-        None
+        let i = self.fltmgr.instance_of(instance as isize)?;
+        self.flt_sim_volume(self.fltmgr.inst(i).volume)
     }
 
-    /// The user request an operation identity (an IRP) belongs to; for an operation without
-    /// an IRP (fast I/O), the request being served.
+    /// The user request an operation identity (an IRP, or a Filter Manager callback data)
+    /// belongs to; for an operation without an IRP (fast I/O), the request being served.
     pub fn resolve_operation(&self, operation: usize) -> Option<crate::ids::RequestId> {
+        if let Some(r) = self.fltmgr.ops.request_of(operation) {
+            return r;
+        }
         match self.irps.map.get(&operation).map(|i| i.finish) {
             Some(crate::irp::Finish::Request(r)) => Some(r),
             Some(_) => None,

@@ -59,7 +59,54 @@ pub struct SectionState {
     pub origin: SectionOrigin,
 }
 
+/// What closing a section takes, taken out of its record under the table's lock
+/// ([`SectionState::begin_close`]) and closed outside it: `ZwClose` and
+/// `FltCloseSectionForDataScan` need `PASSIVE_LEVEL`, and the table's spin lock raises to
+/// `DISPATCH_LEVEL`.
+#[derive(Clone, Copy, Debug)]
+pub struct Closing {
+    /// How the section was created.
+    pub origin: SectionOrigin,
+    /// The section handle (null when not known yet).
+    pub handle: HANDLE,
+    /// The referenced section object (null when not known yet).
+    pub object: *mut c_void,
+}
+
+impl Closing {
+    /// Closes the handle and drops the object reference. For a Filter Manager section the
+    /// minifilter backend calls `FltCloseSectionForDataScan` first; the handle and the object
+    /// are still the caller's to close (facts.md §6).
+    ///
+    /// # Safety
+    /// `PASSIVE_LEVEL`; the handle and object came from the section's creation and are closed
+    /// once (`begin_close` hands them out once).
+    pub unsafe fn finish(self) {
+        if !self.handle.is_null() {
+            // SAFETY: the section's handle, closed once.
+            let _ = unsafe { ntos::ZwClose(self.handle) };
+        }
+        if !self.object.is_null() {
+            // SAFETY: the referenced section object, dereferenced once.
+            unsafe { ObfDereferenceObject(self.object) };
+        }
+    }
+}
+
 impl SectionState {
+    /// Marks the section closed and hands out what to close, once: `None` when it was closed
+    /// already.
+    pub fn begin_close(&mut self) -> Option<Closing> {
+        if self.closed {
+            return None;
+        }
+        self.closed = true;
+        let closing = Closing { origin: self.origin, handle: self.handle, object: self.object };
+        self.handle = core::ptr::null_mut();
+        self.object = core::ptr::null_mut();
+        Some(closing)
+    }
+
     /// A record with nothing created yet.
     pub const fn empty(origin: SectionOrigin) -> SectionState {
         SectionState {
@@ -150,30 +197,32 @@ impl SectionTable {
         Some(f(unsafe { &mut *open.record }))
     }
 
-    /// The FsRtl sections of `owner` on `stream`: what an operation that changes the stream's
-    /// data or size conflicts with.
-    pub fn conflicts(
+    /// The FsRtl sections of `owner` on `stream` that an operation changing the stream's data or
+    /// size conflicts with: each is marked conflicted and closed (under the lock), and returned
+    /// as its record's address (the notification's section identity) with what to close outside
+    /// the lock ([`Closing::finish`]).
+    pub fn conflict(
         &self,
         owner: usize,
         stream: usize,
-    ) -> [Option<*mut SectionState>; MAX_SECTIONS] {
+    ) -> [Option<(usize, Closing)>; MAX_SECTIONS] {
         let mut out = [None; MAX_SECTIONS];
         if stream == 0 {
             return out;
         }
         let t = self.entries.lock();
         for (slot, o) in out.iter_mut().zip(t.iter()) {
-            if o.is_free() {
+            if o.is_free() || o.owner != owner || o.stream != stream {
                 continue;
             }
-            // SAFETY: a live record, read under the lock.
-            let s = unsafe { &*o.record };
-            if o.owner == owner
-                && o.stream == stream
-                && s.origin == SectionOrigin::FsRtl
-                && !s.closed
-            {
-                *slot = Some(o.record);
+            // SAFETY: a live record, changed under the lock.
+            let s = unsafe { &mut *o.record };
+            if s.origin != SectionOrigin::FsRtl {
+                continue;
+            }
+            if let Some(closing) = s.begin_close() {
+                s.conflicted = true;
+                *slot = Some((o.record as usize, closing));
             }
         }
         out
@@ -227,13 +276,17 @@ pub unsafe fn create_fsrtl_section(
         drop(unsafe { PoolBox::from_raw(record, SECTION_TAG) });
         return Err(e);
     }
-    // SAFETY: our record.
+    // SAFETY: our record, in no table yet.
     let state = unsafe { &mut *record };
     state.handle = handle;
     state.object = object;
-    // SAFETY: our section handle.
-    match unsafe { map(state) } {
-        Ok(()) => Ok((record, u64::try_from(size).unwrap_or(0))),
+    // SAFETY: our section handle, at PASSIVE_LEVEL (the caller's contract).
+    match unsafe { map_view(handle) } {
+        Ok((base, view)) => {
+            state.base = base;
+            state.size = view;
+            Ok((record, u64::try_from(size).unwrap_or(0)))
+        }
         Err(e) => {
             // SAFETY: ours, not in any table.
             unsafe { teardown(record) };
@@ -242,17 +295,17 @@ pub unsafe fn create_fsrtl_section(
     }
 }
 
-/// Maps a record's section read-only into the current process.
+/// Maps section `handle` read-only into the current process: the view's base and size.
 ///
 /// # Safety
-/// `state.handle` must be an open section handle.
-pub unsafe fn map(state: &mut SectionState) -> Result<(), Error> {
+/// `handle` must be an open section handle; `PASSIVE_LEVEL`.
+pub unsafe fn map_view(handle: HANDLE) -> Result<(*mut c_void, usize), Error> {
     let mut base: *mut c_void = core::ptr::null_mut();
     let mut view: usize = 0;
     // SAFETY: an open section handle, mapped read-only into the current process.
     let status = Status(unsafe {
         ntos::ZwMapViewOfSection(
-            state.handle,
+            handle,
             CURRENT_PROCESS,
             &mut base,
             0,
@@ -267,49 +320,39 @@ pub unsafe fn map(state: &mut SectionState) -> Result<(), Error> {
     if let Some(e) = Error::new(status) {
         return Err(e);
     }
-    state.base = base;
-    state.size = view;
-    Ok(())
+    Ok((base, view))
 }
 
-/// Closes the section handle of an FsRtl record (not its view): after a conflict, so the
-/// conflicting I/O can proceed.
+/// Unmaps a view `map_view` mapped.
 ///
 /// # Safety
-/// `state` must be a live FsRtl record.
-pub unsafe fn close_fsrtl_handle(state: &mut SectionState) {
-    if state.closed || state.origin != SectionOrigin::FsRtl {
-        return;
-    }
-    state.closed = true;
-    // SAFETY: the handle FsRtlCreateSectionForDataScan returned, closed once.
-    let _ = unsafe { ntos::ZwClose(state.handle) };
-    if !state.object.is_null() {
-        // SAFETY: the referenced section object, dereferenced once.
-        unsafe { ObfDereferenceObject(state.object) };
-        state.object = core::ptr::null_mut();
-    }
+/// `base` must be a view of the current process, unmapped once; `PASSIVE_LEVEL`.
+pub unsafe fn unmap_view(base: *mut c_void) {
+    // SAFETY: the caller's view.
+    let _ = unsafe { ntos::ZwUnmapViewOfSection(CURRENT_PROCESS, base) };
 }
 
 /// Unmaps, closes and frees an FsRtl record.
 ///
 /// # Safety
-/// `record` must be a live FsRtl record no table holds.
+/// `record` must be a live FsRtl record no table holds; `PASSIVE_LEVEL`.
 pub unsafe fn teardown(record: *mut SectionState) {
     // SAFETY: the caller guarantees a live record, ours alone.
     let state = unsafe { &mut *record };
     unmap(state);
-    // SAFETY: as above.
-    unsafe { close_fsrtl_handle(state) };
+    if let Some(closing) = state.begin_close() {
+        // SAFETY: handed out once, at PASSIVE_LEVEL.
+        unsafe { closing.finish() };
+    }
     // SAFETY: FsRtl records are PoolBox<SectionState> with this tag.
     drop(unsafe { PoolBox::from_raw(record, SECTION_TAG) });
 }
 
-/// Unmaps a record's view, if mapped.
+/// Unmaps a record's view, if mapped (at `PASSIVE_LEVEL`, by the record's owner).
 pub fn unmap(state: &mut SectionState) {
     if !state.base.is_null() {
-        // SAFETY: a view mapped into the current process by `map`.
-        let _ = unsafe { ntos::ZwUnmapViewOfSection(CURRENT_PROCESS, state.base) };
+        // SAFETY: a view mapped into the current process by `map_view`, unmapped once.
+        unsafe { unmap_view(state.base) };
         state.base = core::ptr::null_mut();
     }
 }

@@ -22,6 +22,8 @@ macro_rules! export {
 }
 
 pub mod ex;
+pub mod flt;
+pub mod flt_ctx;
 pub mod fsrtl;
 pub mod io;
 pub mod ke;

@@ -686,6 +686,9 @@ pub struct FsState {
     pub recognizers: Vec<fsrec::Recognizer>,
     /// Lock requests waiting, by IRP.
     pub waiting: FastMap<usize, RangeLock>,
+    /// Non-cached and paging transfers complete from a DPC at `DISPATCH_LEVEL` (off by
+    /// default: they complete in the dispatch routine).
+    pub complete_at_dpc: bool,
     fcb_pool: BlockPool,
     ccb_pool: BlockPool,
 }
@@ -700,6 +703,7 @@ impl Default for FsState {
             cdos: Vec::new(),
             recognizers: Vec::new(),
             waiting: FastMap::default(),
+            complete_at_dpc: false,
             fcb_pool: BlockPool::new(size_of::<FcbBlock>()),
             ccb_pool: BlockPool::new(64),
         }
@@ -767,6 +771,8 @@ impl Kernel {
     /// Drops an FCB no file object refers to any more.
     pub fn retire_fcb(&mut self, p: usize) {
         let Some(fcb) = self.fs.fcbs.remove(&p) else { return };
+        // FsRtlTeardownPerStreamContexts: filters' stream contexts go with the stream.
+        self.flt_stream_gone(p);
         if let Some(m) = self.fs.mounts.get_mut(fcb.mount as usize) {
             if m.fcbs_by_node.get(&fcb.node) == Some(&p) {
                 m.fcbs_by_node.remove(&fcb.node);

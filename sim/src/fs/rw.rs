@@ -67,8 +67,35 @@ pub fn read(call: Call) -> NTSTATUS {
         buffer: unsafe { irpx::data_buffer(call.irp) },
         path: Path::of(call.irp_flags()),
     };
+    if let Some(pending) = at_dpc(call, t, false) {
+        return pending;
+    }
     let (status, n) = kernel::with(|k| k.fs_read(t));
     call.done(status, n)
+}
+
+/// With [`crate::fs::FsState::complete_at_dpc`] set, a non-cached or paging transfer is pended
+/// and done from a DPC (`DISPATCH_LEVEL`), as a transfer the storage stack completes from its
+/// interrupt's DPC: completion routines above then run at `DISPATCH_LEVEL`.
+fn at_dpc(call: Call, t: Transfer, write: bool) -> Option<NTSTATUS> {
+    let dpc = kernel::with(|k| k.fs.complete_at_dpc) && t.path != Path::Cached;
+    if !dpc {
+        return None;
+    }
+    // SAFETY: the live IRP in our dispatch routine, completed later from the DPC.
+    unsafe { fsfilter_kernel::irp::IoMarkIrpPending(call.irp) };
+    let image = kernel::with(|k| k.current_image());
+    crate::sched::queue_dpc(
+        "file system transfer",
+        image,
+        1,
+        Box::new(move || {
+            let (status, n) =
+                kernel::with(|k| if write { k.fs_write(t, false) } else { k.fs_read(t) });
+            let _ = call.done(status, n);
+        }),
+    );
+    Some(crate::irpx::STATUS_PENDING)
 }
 
 /// `IRP_MJ_WRITE`.
@@ -87,6 +114,9 @@ pub fn write(call: Call) -> NTSTATUS {
     };
     if t.path != Path::Paging {
         crate::sections::notify_conflicts(t.fo, crate::sections::ConflictOp::Write);
+    }
+    if let Some(pending) = at_dpc(call, t, true) {
+        return pending;
     }
     let (status, n) = kernel::with(|k| k.fs_write(t, false));
     call.done(status, n)

@@ -1,0 +1,493 @@
+//! Filter Manager exports (fltmgr.sys): registration, start and unregistration, instances and
+//! volumes, objects, work items, callback data, pended operations (facts.md §2 to §5). Contexts
+//! and data scan are in [`super::flt_ctx`]. The logic is in `crate::fltmgr`.
+
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_PREOP_CALLBACK_STATUS, FLT_REGISTRATION,
+    FLT_RELATED_OBJECTS, FLT_VOLUME_PROPERTIES, PFLT_FILTER, PFLT_GENERIC_WORKITEM,
+    PFLT_GENERIC_WORKITEM_ROUTINE, PFLT_INSTANCE, PFLT_POST_OPERATION_CALLBACK, PFLT_VOLUME,
+};
+use windows_sys::Wdk::System::SystemServices::WORK_QUEUE_TYPE;
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+use windows_sys::Win32::Storage::InstallableFileSystems::FLT_FILESYSTEM_TYPE;
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+use crate::events::Rule;
+use crate::fltmgr::instances::AttachApi;
+use crate::fltmgr::{FilterState, FltObject, WorkItemRec};
+use crate::kernel::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::mem::{Block, read_unicode};
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterFilter =>
+    /// `FltRegisterFilter` (facts.md §2.6): reads the registration, the service's instance
+    /// definitions, places the filter in a frame.
+    fn FltRegisterFilter(driver: *const DRIVER_OBJECT, registration: *const FLT_REGISTRATION, retfilter: *mut PFLT_FILTER) -> NTSTATUS {
+        match crate::fltmgr::registration::register(driver, registration) {
+            Ok(h) => {
+                // SAFETY: the caller's out parameter.
+                unsafe { *retfilter = h };
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltStartFiltering =>
+    /// `FltStartFiltering`: instances on every volume before it returns.
+    fn FltStartFiltering(filter: PFLT_FILTER) -> NTSTATUS {
+        crate::fltmgr::registration::start(filter).0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltUnregisterFilter =>
+    /// `FltUnregisterFilter`: tears every instance down and waits for rundown.
+    fn FltUnregisterFilter(filter: PFLT_FILTER) {
+        crate::fltmgr::registration::unregister(filter);
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromInstance =>
+    /// `FltGetVolumeFromInstance`: the instance's volume, referenced.
+    fn FltGetVolumeFromInstance(instance: PFLT_INSTANCE, retvolume: *mut PFLT_VOLUME) -> NTSTATUS {
+        kernel::with(|k| {
+            let Some(i) = k.fltmgr.instance_of(instance) else { return Status::INVALID_PARAMETER.0 };
+            let v = k.fltmgr.inst(i).volume;
+            k.fltmgr.vol_mut(v).refs += 1;
+            // SAFETY: the caller's out parameter.
+            unsafe { *retvolume = k.fltmgr.vol(v).handle() };
+            Status::SUCCESS.0
+        })
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFilterFromInstance =>
+    /// `FltGetFilterFromInstance`: the instance's filter, referenced (a rundown reference).
+    fn FltGetFilterFromInstance(instance: PFLT_INSTANCE, retfilter: *mut PFLT_FILTER) -> NTSTATUS {
+        kernel::with(|k| {
+            let Some(i) = k.fltmgr.instance_of(instance) else { return Status::INVALID_PARAMETER.0 };
+            let f = k.fltmgr.inst(i).filter;
+            k.fltmgr.filter_mut(f).rundown += 1;
+            // SAFETY: the caller's out parameter.
+            unsafe { *retfilter = k.fltmgr.filter(f).handle() };
+            Status::SUCCESS.0
+        })
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromName =>
+    /// `FltGetVolumeFromName`: a machine volume's name (`C:`) or a device name
+    /// (`\Device\HarddiskVolume1`), referenced.
+    fn FltGetVolumeFromName(filter: PFLT_FILTER, volumename: *const UNICODE_STRING, retvolume: *mut PFLT_VOLUME) -> NTSTATUS {
+        // SAFETY: the caller's name.
+        let name = unsafe { read_unicode(volumename) };
+        kernel::with(|k| {
+            if k.fltmgr.filter_of(filter).is_none() {
+                return Status::INVALID_PARAMETER.0;
+            }
+            let by_sim = k.volume_by_name(&name).and_then(|v| k.flt_volume_of(v));
+            let by_device = k.fltmgr.volumes.iter().position(|v| !v.gone && v.name.eq_ignore_ascii_case(&name)).map(|i| crate::fltmgr::FvId(i as u32));
+            let Some(v) = by_sim.or(by_device) else { return Status::FLT_VOLUME_NOT_FOUND.0 };
+            k.fltmgr.vol_mut(v).refs += 1;
+            // SAFETY: the caller's out parameter.
+            unsafe { *retvolume = k.fltmgr.vol(v).handle() };
+            Status::SUCCESS.0
+        })
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectReference =>
+    /// `FltObjectReference`: a rundown reference on a filter, instance or volume.
+    fn FltObjectReference(fltobject: *mut c_void) -> NTSTATUS {
+        kernel::with(|k| match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+            Some(FltObject::Filter(f)) => {
+                if matches!(k.fltmgr.filter(f).state, FilterState::Unregistering | FilterState::Unregistered) {
+                    return Status::FLT_DELETING_OBJECT.0;
+                }
+                k.fltmgr.filter_mut(f).rundown += 1;
+                Status::SUCCESS.0
+            }
+            Some(FltObject::Instance(i)) => {
+                k.fltmgr.inst_mut(i).refs += 1;
+                let f = k.fltmgr.inst(i).filter;
+                k.fltmgr.filter_mut(f).rundown += 1;
+                Status::SUCCESS.0
+            }
+            Some(FltObject::Volume(v)) => {
+                k.fltmgr.vol_mut(v).refs += 1;
+                Status::SUCCESS.0
+            }
+            None => Status::INVALID_PARAMETER.0,
+        })
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectDereference =>
+    /// `FltObjectDereference`.
+    fn FltObjectDereference(fltobject: *mut c_void) {
+        kernel::with(|k| match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+            Some(FltObject::Filter(f)) => {
+                let r = k.fltmgr.filter_mut(f);
+                r.rundown = r.rundown.saturating_sub(1);
+            }
+            Some(FltObject::Instance(i)) => {
+                let r = k.fltmgr.inst_mut(i);
+                r.refs = r.refs.saturating_sub(1);
+                let f = r.filter;
+                let fr = k.fltmgr.filter_mut(f);
+                fr.rundown = fr.rundown.saturating_sub(1);
+            }
+            Some(FltObject::Volume(v)) => {
+                let r = k.fltmgr.vol_mut(v);
+                if r.refs == 0 {
+                    k.report_current(Rule::ObjectOverDereferenced, "FltObjectDereference on a volume with no reference");
+                } else {
+                    r.refs -= 1;
+                }
+            }
+            None => k.report_current(Rule::InvalidFltObject, "FltObjectDereference on an unknown object"),
+        });
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFileSystemType =>
+    /// `FltGetFileSystemType` for an instance or a volume (`FLT_FILESYSTEM_TYPE`, facts.md §7).
+    fn FltGetFileSystemType(fltobject: *const c_void, filesystemtype: *mut FLT_FILESYSTEM_TYPE) -> NTSTATUS {
+        kernel::with(|k| {
+            let v = match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+                Some(FltObject::Instance(i)) => k.fltmgr.inst(i).volume,
+                Some(FltObject::Volume(v)) => v,
+                _ => return Status::INVALID_PARAMETER.0,
+            };
+            // SAFETY: the caller's out parameter.
+            unsafe { *filesystemtype = k.fltmgr.vol(v).flt_type() as FLT_FILESYSTEM_TYPE };
+            Status::SUCCESS.0
+        })
+    }
+}
+
+/// The names `FltGetVolumeProperties` returns: the file system's driver, its control device,
+/// the real device.
+fn volume_names(k: &crate::kernel::Kernel, v: crate::fltmgr::FvId) -> [String; 3] {
+    let rec = k.fltmgr.vol(v);
+    let dev = k.objects.device(rec.bottom);
+    let driver = k.objects.driver(dev.driver).name.clone();
+    let cdo = rec
+        .fs
+        .and_then(|t| k.fs.cdos.iter().find(|(ty, _)| *ty == t))
+        .and_then(|(_, d)| k.objects.device(*d).name.clone())
+        .unwrap_or_default();
+    [driver, cdo, rec.name.clone()]
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeProperties =>
+    /// `FltGetVolumeProperties`: the fixed part (`STATUS_BUFFER_TOO_SMALL` when even it does not
+    /// fit), then the three names after it (`STATUS_BUFFER_OVERFLOW` with the fixed part filled
+    /// when they do not).
+    fn FltGetVolumeProperties(volume: PFLT_VOLUME, volumeproperties: *mut FLT_VOLUME_PROPERTIES, volumepropertieslength: u32, lengthreturned: *mut u32) -> NTSTATUS {
+        kernel::with(|k| {
+            let Some(v) = k.fltmgr.volume_of(volume) else { return Status::INVALID_PARAMETER.0 };
+            let names = volume_names(k, v);
+            let units: Vec<Vec<u16>> = names.iter().map(|n| crate::mem::wide(n)).collect();
+            let fixed = size_of::<FLT_VOLUME_PROPERTIES>();
+            let needed = fixed + units.iter().map(|u| u.len() * 2).sum::<usize>();
+            if !lengthreturned.is_null() {
+                // SAFETY: the caller's out parameter.
+                unsafe { *lengthreturned = needed as u32 };
+            }
+            if (volumepropertieslength as usize) < fixed || volumeproperties.is_null() {
+                return Status::BUFFER_TOO_SMALL.0;
+            }
+            let o = k.objects.dobj(k.fltmgr.vol(v).bottom);
+            // SAFETY: the caller's buffer holds at least the fixed part.
+            let p = unsafe { &mut *volumeproperties };
+            p.DeviceType = o.DeviceType;
+            p.DeviceCharacteristics = o.Characteristics;
+            p.DeviceObjectFlags = o.Flags;
+            p.AlignmentRequirement = o.AlignmentRequirement;
+            p.SectorSize = o.SectorSize;
+            p.Flags = 0;
+            if (volumepropertieslength as usize) < needed {
+                return Status::BUFFER_OVERFLOW.0;
+            }
+            let mut at = volumeproperties.cast::<u8>().wrapping_add(fixed).cast::<u16>();
+            let mut strings = [UNICODE_STRING { Length: 0, MaximumLength: 0, Buffer: std::ptr::null_mut() }; 3];
+            for (s, u) in strings.iter_mut().zip(&units) {
+                // SAFETY: `needed` bytes fit in the caller's buffer: the names go after the fixed part.
+                unsafe { std::ptr::copy_nonoverlapping(u.as_ptr(), at, u.len()) };
+                *s = UNICODE_STRING { Length: (u.len() * 2) as u16, MaximumLength: (u.len() * 2) as u16, Buffer: at };
+                at = at.wrapping_add(u.len());
+            }
+            let [a, b, c] = strings;
+            p.FileSystemDriverName = a;
+            p.FileSystemDeviceName = b;
+            p.RealDeviceName = c;
+            Status::SUCCESS.0
+        })
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAttachVolume =>
+    /// `FltAttachVolume`: a manual attachment of the named instance (the default one without a
+    /// name); an altitude taken is `STATUS_OBJECT_NAME_COLLISION` (its page, facts.md §10.2).
+    fn FltAttachVolume(filter: PFLT_FILTER, volume: PFLT_VOLUME, instancename: *const UNICODE_STRING, retinstance: *mut PFLT_INSTANCE) -> NTSTATUS {
+        // SAFETY: null or the caller's name.
+        let name = (!instancename.is_null()).then(|| unsafe { read_unicode(instancename) });
+        attach(filter, volume, name.as_deref(), None, AttachApi::AttachVolume, retinstance)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAttachVolumeAtAltitude =>
+    /// `FltAttachVolumeAtAltitude`: an instance at an altitude (testing only); an altitude taken
+    /// is `STATUS_FLT_INSTANCE_ALTITUDE_COLLISION`.
+    fn FltAttachVolumeAtAltitude(filter: PFLT_FILTER, volume: PFLT_VOLUME, altitude: *const UNICODE_STRING, instancename: *const UNICODE_STRING, retinstance: *mut PFLT_INSTANCE) -> NTSTATUS {
+        // SAFETY: the caller's altitude.
+        let alt = unsafe { read_unicode(altitude) };
+        // SAFETY: null or the caller's name.
+        let name = (!instancename.is_null()).then(|| unsafe { read_unicode(instancename) });
+        attach(filter, volume, name.as_deref(), Some(&alt), AttachApi::AtAltitude, retinstance)
+    }
+}
+
+fn attach(
+    filter: PFLT_FILTER,
+    volume: PFLT_VOLUME,
+    name: Option<&str>,
+    altitude: Option<&str>,
+    api: AttachApi,
+    ret: *mut PFLT_INSTANCE,
+) -> NTSTATUS {
+    let ids = kernel::with(|k| {
+        k.check_irql(PASSIVE_LEVEL, "FltAttachVolume");
+        Some((k.fltmgr.filter_of(filter)?, k.fltmgr.volume_of(volume)?))
+    });
+    let Some((f, v)) = ids else { return Status::INVALID_PARAMETER.0 };
+    match crate::fltmgr::instances::attach(f, v, name, altitude, api) {
+        Ok(i) => {
+            if !ret.is_null() {
+                kernel::with(|k| {
+                    k.fltmgr.inst_mut(i).refs += 1;
+                    k.fltmgr.filter_mut(f).rundown += 1;
+                    // SAFETY: the caller's out parameter.
+                    unsafe { *ret = k.fltmgr.inst(i).handle() };
+                });
+            }
+            Status::SUCCESS.0
+        }
+        Err(s) => s.0,
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDetachVolume =>
+    /// `FltDetachVolume`: a manual detach (the query-teardown callback decides).
+    fn FltDetachVolume(filter: PFLT_FILTER, volume: PFLT_VOLUME, instancename: *const UNICODE_STRING) -> NTSTATUS {
+        // SAFETY: null or the caller's name.
+        let name = (!instancename.is_null()).then(|| unsafe { read_unicode(instancename) });
+        let ids = kernel::with(|k| {
+            k.check_irql(PASSIVE_LEVEL, "FltDetachVolume");
+            Some((k.fltmgr.filter_of(filter)?, k.fltmgr.volume_of(volume)?))
+        });
+        let Some((f, v)) = ids else { return Status::INVALID_PARAMETER.0 };
+        crate::fltmgr::instances::detach(f, v, name.as_deref()).0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateGenericWorkItem =>
+    /// `FltAllocateGenericWorkItem`.
+    fn FltAllocateGenericWorkItem() -> PFLT_GENERIC_WORKITEM {
+        kernel::with(|k| {
+            if k.fault(crate::faults::FaultKind::Pool) {
+                return 0;
+            }
+            let block = Block::zeroed(32);
+            let h = block.ptr() as usize;
+            k.fltmgr.work_items.insert(h, WorkItemRec { _block: block, queued: false });
+            h as PFLT_GENERIC_WORKITEM
+        })
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltFreeGenericWorkItem =>
+    /// `FltFreeGenericWorkItem`.
+    fn FltFreeGenericWorkItem(fltworkitem: PFLT_GENERIC_WORKITEM) {
+        kernel::with(|k| {
+            if k.fltmgr.work_items.remove(&(fltworkitem as usize)).is_none() {
+                k.report_current(Rule::BadPoolFree, "FltFreeGenericWorkItem on a work item that does not exist");
+            }
+        });
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltQueueGenericWorkItem =>
+    /// `FltQueueGenericWorkItem`: runs the routine on a worker at `PASSIVE_LEVEL` holding a rundown
+    /// reference on the filter (`FltUnregisterFilter` waits for it, facts.md §5);
+    /// `STATUS_FLT_DELETING_OBJECT` once the filter is unregistering.
+    fn FltQueueGenericWorkItem(fltworkitem: PFLT_GENERIC_WORKITEM, fltobject: *const c_void, workerroutine: PFLT_GENERIC_WORKITEM_ROUTINE, _queuetype: WORK_QUEUE_TYPE, context: *const c_void) -> NTSTATUS {
+        let Some(routine) = workerroutine else { return Status::INVALID_PARAMETER.0 };
+        let r = kernel::with(|k| {
+            k.check_irql(DISPATCH_LEVEL, "FltQueueGenericWorkItem");
+            let Some(item) = k.fltmgr.work_items.get(&(fltworkitem as usize)) else { return Err(Status::INVALID_PARAMETER) };
+            if item.queued {
+                return Err(Status::INVALID_PARAMETER);
+            }
+            let f = match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+                Some(FltObject::Filter(f)) => f,
+                Some(FltObject::Instance(i)) => {
+                    if k.fltmgr.inst(i).state != crate::fltmgr::InstState::Attached {
+                        return Err(Status::FLT_DELETING_OBJECT);
+                    }
+                    k.fltmgr.inst(i).filter
+                }
+                _ => return Err(Status::INVALID_PARAMETER),
+            };
+            if matches!(k.fltmgr.filter(f).state, FilterState::Unregistering | FilterState::Unregistered) {
+                return Err(Status::FLT_DELETING_OBJECT);
+            }
+            k.fltmgr.filter_mut(f).rundown += 1;
+            if let Some(item) = k.fltmgr.work_items.get_mut(&(fltworkitem as usize)) {
+                item.queued = true;
+            }
+            Ok((f, k.fltmgr.filter(f).image))
+        });
+        let (f, image) = match r {
+            Ok(x) => x,
+            Err(s) => return s.0,
+        };
+        let (item, object, context) = (fltworkitem as usize, fltobject as usize, context as usize);
+        crate::sched::queue_work("FltQueueGenericWorkItem", Some(image), Box::new(move || {
+            kernel::with(|k| {
+                if let Some(i) = k.fltmgr.work_items.get_mut(&item) {
+                    i.queued = false;
+                }
+            });
+            // SAFETY: the filter's work routine with its item, object and context.
+            crate::fltmgr::call_filter(image, "generic work item routine", || unsafe {
+                routine(item as PFLT_GENERIC_WORKITEM, object as *const c_void, context as *const c_void)
+            });
+            kernel::with(|k| {
+                let r = k.fltmgr.filter_mut(f);
+                r.rundown = r.rundown.saturating_sub(1);
+            });
+        }));
+        Status::SUCCESS.0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSetCallbackDataDirty =>
+    /// `FltSetCallbackDataDirty`: the changed parameters go down with the operation.
+    fn FltSetCallbackDataDirty(data: *mut FLT_CALLBACK_DATA) {
+        // SAFETY: the caller's callback data.
+        if let Some(d) = unsafe { data.as_mut() } {
+            d.Flags |= crate::fltmgr::dispatch::cbd::DIRTY;
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltClearCallbackDataDirty =>
+    /// `FltClearCallbackDataDirty`.
+    fn FltClearCallbackDataDirty(data: *mut FLT_CALLBACK_DATA) {
+        // SAFETY: the caller's callback data.
+        if let Some(d) = unsafe { data.as_mut() } {
+            d.Flags &= !crate::fltmgr::dispatch::cbd::DIRTY;
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltIsCallbackDataDirty =>
+    /// `FltIsCallbackDataDirty`.
+    fn FltIsCallbackDataDirty(data: *const FLT_CALLBACK_DATA) -> bool {
+        // SAFETY: the caller's callback data.
+        unsafe { data.as_ref() }.is_some_and(|d| d.Flags & crate::fltmgr::dispatch::cbd::DIRTY != 0)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCompletePendedPreOperation =>
+    /// `FltCompletePendedPreOperation`: resumes a pended operation with
+    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK`, `_NO_CALLBACK` or `_COMPLETE`.
+    fn FltCompletePendedPreOperation(callbackdata: *const FLT_CALLBACK_DATA, callbackstatus: FLT_PREOP_CALLBACK_STATUS, context: *const c_void) {
+        kernel::with(|k| k.check_irql(DISPATCH_LEVEL, "FltCompletePendedPreOperation"));
+        crate::fltmgr::dispatch::complete_pended_pre(callbackdata, callbackstatus, context.cast_mut());
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCompletePendedPostOperation =>
+    /// `FltCompletePendedPostOperation`: resumes a held post-operation.
+    fn FltCompletePendedPostOperation(callbackdata: *const FLT_CALLBACK_DATA) {
+        kernel::with(|k| k.check_irql(DISPATCH_LEVEL, "FltCompletePendedPostOperation"));
+        crate::fltmgr::dispatch::complete_pended_post(callbackdata);
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDoCompletionProcessingWhenSafe =>
+    /// `FltDoCompletionProcessingWhenSafe` (facts.md §4).
+    fn FltDoCompletionProcessingWhenSafe(data: *const FLT_CALLBACK_DATA, fltobjects: *const FLT_RELATED_OBJECTS, completioncontext: *const c_void, flags: u32, safepostcallback: PFLT_POST_OPERATION_CALLBACK, retpostoperationstatus: *mut FLT_POSTOP_CALLBACK_STATUS) -> bool {
+        crate::fltmgr::dispatch::when_safe(data, fltobjects, completioncontext, flags, safepostcallback, retpostoperationstatus)
+    }
+}
+
+/// Sends one synchronous request (`major`) for a file object to `device`.
+fn file_request(
+    device: *mut windows_sys::Wdk::Foundation::DEVICE_OBJECT,
+    fo: *mut FILE_OBJECT,
+    major: u8,
+) {
+    // SAFETY: all-zero is a valid KEVENT and status block before use.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: as above.
+    let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our event storage.
+    unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
+    let irp: *mut IRP = kernel::with(|k| {
+        let stack = k.objects.device_id(device).map_or(1, |d| k.objects.dobj(d).StackSize);
+        let image = k.fltmgr.image;
+        k.allocate_irp(stack, crate::irp::Finish::Synchronous, image)
+    });
+    // SAFETY: a fresh IRP the Filter Manager owns until it calls the driver.
+    let i = unsafe { crate::irpx::header(irp) };
+    i.Flags = crate::nt::irp_flags::SYNCHRONOUS_API
+        | if major == crate::nt::mj::CLOSE { crate::nt::irp_flags::CLOSE_OPERATION } else { 0 };
+    i.UserEvent = &mut *event;
+    i.Anonymous.UserIosb = &mut *iosb;
+    i.IoStatus.Anonymous.Status = Status::PENDING.0;
+    i.Tail.Overlay.OriginalFileObject = fo;
+    // SAFETY: the first location of the fresh IRP.
+    let s = unsafe { crate::irpx::next(irp) };
+    s.MajorFunction = major;
+    s.FileObject = fo;
+    if crate::irp::call_driver(device, irp) == Status::PENDING.0 {
+        // SAFETY: our event, alive during the wait.
+        let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
+        if w != Status::SUCCESS.0 {
+            std::mem::forget(event);
+            std::mem::forget(iosb);
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCancelFileOpen =>
+    /// `FltCancelFileOpen`: from a post-create, sends `IRP_MJ_CLEANUP` and `IRP_MJ_CLOSE` for the
+    /// file object below the instance's frame (the instances of lower frames, legacy filters
+    /// between and the file system see them; docs/simulator.md).
+    fn FltCancelFileOpen(instance: PFLT_INSTANCE, fileobject: *const FILE_OBJECT) {
+        let target = kernel::with(|k| {
+            k.check_irql(PASSIVE_LEVEL, "FltCancelFileOpen");
+            let Some(i) = k.fltmgr.instance_of(instance) else {
+                k.report_current(Rule::InvalidFltObject, "FltCancelFileOpen with an unknown instance");
+                return None;
+            };
+            let r = k.fltmgr.inst(i);
+            let dev = k.fltmgr.vol(r.volume).frames.iter().find(|(f, _)| *f == r.frame).map(|(_, d)| *d)?;
+            Some(k.objects.device(dev).ptr)
+        });
+        let Some(lower) = target.and_then(|d| crate::fltmgr::ext_of(d)).map(|e| e.lower) else { return };
+        let fo = fileobject.cast_mut();
+        crate::fltmgr::as_fltmgr(|| {
+            file_request(lower, fo, crate::nt::mj::CLEANUP);
+            file_request(lower, fo, crate::nt::mj::CLOSE);
+        });
+    }
+}

@@ -1,0 +1,281 @@
+//! Filter Manager exports for contexts and data scan (facts.md §5, §6). The logic is in
+//! `crate::fltmgr::contexts` and `crate::fltmgr::datascan`.
+
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES, POOL_TYPE};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_SET_CONTEXT_OPERATION, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
+};
+use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS};
+
+use crate::events::Rule;
+use crate::fltmgr::contexts::{Allocation, Link, run_cleanups};
+use crate::kernel::{self, APC_LEVEL, DISPATCH_LEVEL};
+use crate::mem::Block;
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext =>
+    /// `FltAllocateContext`: a context of a registered type and size
+    /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND` otherwise), one reference.
+    fn FltAllocateContext(filter: PFLT_FILTER, contexttype: u16, contextsize: usize, pooltype: POOL_TYPE, returnedcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
+        let r = kernel::with(|k| {
+            k.check_irql(APC_LEVEL, "FltAllocateContext");
+            let f = k.fltmgr.filter_of(filter).ok_or(Status::INVALID_PARAMETER)?;
+            k.flt_context_allocation(f, contexttype, contextsize).map(|a| (f, a))
+        });
+        let (f, alloc) = match r {
+            Ok(x) => x,
+            Err(s) => {
+                if !returnedcontext.is_null() {
+                    // SAFETY: the caller's out parameter.
+                    unsafe { *returnedcontext = std::ptr::null_mut() };
+                }
+                return s.0;
+            }
+        };
+        let (ptr, block, reg, image) = match alloc {
+            Allocation::Pool(reg, image) => {
+                let block = Block::zeroed(contextsize.max(1));
+                (block.ptr() as usize, Some(block), reg, image)
+            }
+            Allocation::Callback(reg, image) => {
+                let Some(cb) = reg.allocate else { return Status::INSUFFICIENT_RESOURCES.0 };
+                // SAFETY: the filter's allocate callback with the pool type, size and type.
+                let p = crate::fltmgr::call_filter(image, "ContextAllocateCallback", || unsafe { cb(pooltype, contextsize, contexttype) })
+                    .unwrap_or(std::ptr::null_mut());
+                if p.is_null() {
+                    return Status::INSUFFICIENT_RESOURCES.0;
+                }
+                (p as usize, None, reg, image)
+            }
+        };
+        kernel::with(|k| k.flt_context_add(f, reg, image, block, ptr));
+        // SAFETY: the caller's out parameter.
+        unsafe { *returnedcontext = ptr as PFLT_CONTEXT };
+        Status::SUCCESS.0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReleaseContext =>
+    /// `FltReleaseContext`: the last reference runs the cleanup callback.
+    fn FltReleaseContext(context: PFLT_CONTEXT) {
+        let c = kernel::with(|k| {
+            k.check_irql(DISPATCH_LEVEL, "FltReleaseContext");
+            k.flt_context_release(context as usize)
+        });
+        if let Some(c) = c {
+            run_cleanups(vec![c]);
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReferenceContext =>
+    /// `FltReferenceContext`.
+    fn FltReferenceContext(context: PFLT_CONTEXT) {
+        kernel::with(|k| k.flt_context_reference(context as usize));
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDeleteContext =>
+    /// `FltDeleteContext`: unlinks a context from its object (not a section context).
+    fn FltDeleteContext(context: PFLT_CONTEXT) {
+        let c = kernel::with(|k| {
+            k.check_irql(APC_LEVEL, "FltDeleteContext");
+            k.flt_context_delete(context as usize)
+        });
+        if let Some(c) = c {
+            run_cleanups(vec![c]);
+        }
+    }
+}
+
+/// The link of an instance's (stream, stream-handle) context.
+fn link_of(
+    k: &mut crate::kernel::Kernel,
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    ty: u16,
+) -> Result<Link, Status> {
+    let i = k.fltmgr.instance_of(instance).ok_or(Status::INVALID_PARAMETER)?;
+    if ty == crate::fltmgr::contexts::INSTANCE {
+        return Ok(Link::Instance(i));
+    }
+    // SAFETY: null or the caller's live file object.
+    let f = unsafe { fo.as_ref() }.ok_or(Status::INVALID_PARAMETER)?;
+    if ty == crate::fltmgr::contexts::STREAMHANDLE {
+        return Ok(Link::StreamHandle(i, fo as usize));
+    }
+    // Stream contexts hang off an advanced FCB header that supports filter contexts.
+    let header =
+        f.FsContext.cast::<windows_sys::Wdk::Storage::FileSystem::FSRTL_ADVANCED_FCB_HEADER>();
+    // SAFETY: a file system's FsContext starts with its FCB header when it is one of ours.
+    let supports = !header.is_null()
+        && k.fs.fcbs.contains_key(&(header as usize))
+        && unsafe { (*header).Base.Flags2 } & 0x02 != 0;
+    if !supports {
+        return Err(Status::NOT_SUPPORTED);
+    }
+    Ok(Link::Stream(i, header as usize))
+}
+
+fn set(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    ty: u16,
+    operation: FLT_SET_CONTEXT_OPERATION,
+    new: PFLT_CONTEXT,
+    old: *mut PFLT_CONTEXT,
+) -> NTSTATUS {
+    let (r, prev, cleanup) = kernel::with(|k| {
+        k.check_irql(APC_LEVEL, "FltSet*Context");
+        match link_of(k, instance, fo, ty) {
+            Ok(link) => k.flt_context_set(link, operation, new as usize, !old.is_null()),
+            Err(s) => (Err(s), 0, None),
+        }
+    });
+    if !old.is_null() {
+        // SAFETY: the caller's out parameter.
+        unsafe { *old = prev as PFLT_CONTEXT };
+    }
+    if let Some(c) = cleanup {
+        run_cleanups(vec![c]);
+    }
+    match r {
+        Ok(()) => Status::SUCCESS.0,
+        Err(s) => s.0,
+    }
+}
+
+fn get(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    ty: u16,
+    context: *mut PFLT_CONTEXT,
+) -> NTSTATUS {
+    let r = kernel::with(|k| {
+        if k.irql > APC_LEVEL {
+            k.report_current(Rule::IrqlTooHigh, format!("FltGet*Context at IRQL {} (contexts cannot be got at DISPATCH_LEVEL, facts.md §4, §9)", k.irql));
+        }
+        link_of(k, instance, fo, ty).and_then(|l| k.flt_context_get(l))
+    });
+    match r {
+        Ok(p) => {
+            // SAFETY: the caller's out parameter.
+            unsafe { *context = p as PFLT_CONTEXT };
+            Status::SUCCESS.0
+        }
+        Err(s) => {
+            if !context.is_null() {
+                // SAFETY: the caller's out parameter.
+                unsafe { *context = std::ptr::null_mut() };
+            }
+            s.0
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSetInstanceContext =>
+    /// `FltSetInstanceContext`.
+    fn FltSetInstanceContext(instance: PFLT_INSTANCE, operation: FLT_SET_CONTEXT_OPERATION, newcontext: PFLT_CONTEXT, oldcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
+        set(instance, std::ptr::null(), crate::fltmgr::contexts::INSTANCE, operation, newcontext, oldcontext)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetInstanceContext =>
+    /// `FltGetInstanceContext`: referenced; `STATUS_NOT_FOUND` when none is set.
+    fn FltGetInstanceContext(instance: PFLT_INSTANCE, context: *mut PFLT_CONTEXT) -> NTSTATUS {
+        get(instance, std::ptr::null(), crate::fltmgr::contexts::INSTANCE, context)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSetStreamContext =>
+    /// `FltSetStreamContext`: on the file's stream (`FsContext`); `STATUS_NOT_SUPPORTED` when the
+    /// file system does not support filter contexts there.
+    fn FltSetStreamContext(instance: PFLT_INSTANCE, fileobject: *const FILE_OBJECT, operation: FLT_SET_CONTEXT_OPERATION, newcontext: PFLT_CONTEXT, oldcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
+        set(instance, fileobject, crate::fltmgr::contexts::STREAM, operation, newcontext, oldcontext)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetStreamContext =>
+    /// `FltGetStreamContext`.
+    fn FltGetStreamContext(instance: PFLT_INSTANCE, fileobject: *const FILE_OBJECT, context: *mut PFLT_CONTEXT) -> NTSTATUS {
+        get(instance, fileobject, crate::fltmgr::contexts::STREAM, context)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSetStreamHandleContext =>
+    /// `FltSetStreamHandleContext`: on the file object.
+    fn FltSetStreamHandleContext(instance: PFLT_INSTANCE, fileobject: *const FILE_OBJECT, operation: FLT_SET_CONTEXT_OPERATION, newcontext: PFLT_CONTEXT, oldcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
+        set(instance, fileobject, crate::fltmgr::contexts::STREAMHANDLE, operation, newcontext, oldcontext)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetStreamHandleContext =>
+    /// `FltGetStreamHandleContext`.
+    fn FltGetStreamHandleContext(instance: PFLT_INSTANCE, fileobject: *const FILE_OBJECT, context: *mut PFLT_CONTEXT) -> NTSTATUS {
+        get(instance, fileobject, crate::fltmgr::contexts::STREAMHANDLE, context)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterForDataScan =>
+    /// `FltRegisterForDataScan`: `STATUS_NOT_SUPPORTED` on named-pipe and mailslot volumes.
+    fn FltRegisterForDataScan(instance: PFLT_INSTANCE) -> NTSTATUS {
+        crate::fltmgr::datascan::register(instance).0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCreateSectionForDataScan =>
+    /// `FltCreateSectionForDataScan` (facts.md §6).
+    fn FltCreateSectionForDataScan(
+        instance: PFLT_INSTANCE,
+        fileobject: *const FILE_OBJECT,
+        sectioncontext: PFLT_CONTEXT,
+        _desiredaccess: u32,
+        _objectattributes: *const OBJECT_ATTRIBUTES,
+        _maximumsize: *const i64,
+        sectionpageprotection: u32,
+        allocationattributes: u32,
+        _flags: u32,
+        sectionhandle: *mut HANDLE,
+        sectionobject: *mut *mut c_void,
+        sectionfilesize: *mut i64,
+    ) -> NTSTATUS {
+        let args = crate::fltmgr::datascan::CreateArgs {
+            instance,
+            fo: fileobject,
+            context: sectioncontext as usize,
+            protection: sectionpageprotection,
+            attributes: allocationattributes,
+        };
+        match crate::fltmgr::datascan::create(args) {
+            Ok((h, object, size)) => {
+                if !sectionhandle.is_null() {
+                    // SAFETY: the caller's out parameter.
+                    unsafe { *sectionhandle = h };
+                }
+                if sectionobject.is_null() {
+                    // No pointer wanted: drop the reference taken for it.
+                    let fo = kernel::with(|k| k.section_dereference(object as usize)).flatten();
+                    crate::sections::release_file(fo);
+                } else {
+                    // SAFETY: the caller's out parameter.
+                    unsafe { *sectionobject = object };
+                }
+                if !sectionfilesize.is_null() {
+                    // SAFETY: the caller's out parameter.
+                    unsafe { *sectionfilesize = size };
+                }
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCloseSectionForDataScan =>
+    /// `FltCloseSectionForDataScan`.
+    fn FltCloseSectionForDataScan(sectioncontext: PFLT_CONTEXT) -> NTSTATUS {
+        crate::fltmgr::datascan::close(sectioncontext as usize).0
+    }
+}

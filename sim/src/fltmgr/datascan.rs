@@ -1,0 +1,245 @@
+//! Data scan (facts.md §6): `FltRegisterForDataScan`, `FltCreateSectionForDataScan` over the
+//! simulator's sections (docs/simulator.md, "Sections for data scan"), one section per stream
+//! per instance, `FltCloseSectionForDataScan`, and section-conflict notifications — from the
+//! file system's conflict hook when conflicting I/O arrives, and before
+//! `FltCreateSectionForDataScan` returns when such I/O is already in flight.
+
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA;
+use windows_sys::Win32::Foundation::HANDLE;
+
+use super::{FilterId, FilterState, InstId, InstState};
+use crate::events::{FltEvent, Rule};
+use crate::kernel::{self, APC_LEVEL, Kernel};
+use crate::sections::ConflictOp;
+
+/// `PAGE_READONLY`.
+const PAGE_READONLY: u32 = 0x02;
+/// `PAGE_READWRITE`.
+const PAGE_READWRITE: u32 = 0x04;
+/// `SEC_COMMIT`.
+const SEC_COMMIT: u32 = 0x0800_0000;
+
+/// A section created through `FltCreateSectionForDataScan`.
+pub struct FltSection {
+    /// The filter.
+    pub filter: FilterId,
+    /// The instance.
+    pub inst: InstId,
+    /// The stream.
+    pub stream: usize,
+    /// The section context.
+    pub context: usize,
+    /// The section object.
+    pub section: usize,
+    /// Not closed with `FltCloseSectionForDataScan` yet.
+    pub open: bool,
+}
+
+/// The Filter Manager's sections.
+#[derive(Default)]
+pub struct FltSections {
+    /// Every section, open or closed.
+    pub list: Vec<FltSection>,
+}
+
+fn log(k: &mut Kernel, inst: InstId, what: &'static str, status: Status) {
+    let name = k.fltmgr.inst(inst).name.clone();
+    let (driver, volume) = k.flt_inst_names(inst);
+    k.flt_log(driver, volume, FltEvent::DataScan { instance: name, what, status });
+}
+
+/// `FltRegisterForDataScan`: `STATUS_NOT_SUPPORTED` on named-pipe and mailslot volumes.
+pub fn register(instance: isize) -> Status {
+    kernel::with(|k| {
+        let Some(i) = k.fltmgr.instance_of(instance) else {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltRegisterForDataScan with an unknown instance",
+            );
+            return Status::INVALID_PARAMETER;
+        };
+        let v = k.fltmgr.inst(i).volume;
+        let status = if k.fltmgr.vol(v).is_npfs_msfs() {
+            Status::NOT_SUPPORTED
+        } else {
+            k.fltmgr.inst_mut(i).data_scan = true;
+            Status::SUCCESS
+        };
+        log(k, i, "register", status);
+        status
+    })
+}
+
+/// The arguments of `FltCreateSectionForDataScan` the model reads.
+pub struct CreateArgs {
+    /// `Instance`.
+    pub instance: isize,
+    /// `FileObject`.
+    pub fo: *const FILE_OBJECT,
+    /// `SectionContext`.
+    pub context: usize,
+    /// `SectionPageProtection`.
+    pub protection: u32,
+    /// `AllocationAttributes`.
+    pub attributes: u32,
+}
+
+/// `FltCreateSectionForDataScan` (facts.md §6).
+pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
+    let pre = kernel::with(|k| -> Result<(InstId, usize), Status> {
+        k.check_irql(APC_LEVEL, "FltCreateSectionForDataScan");
+        let i = k.fltmgr.instance_of(a.instance).ok_or(Status::INVALID_PARAMETER)?;
+        let ir = k.fltmgr.inst(i);
+        let f = ir.filter;
+        if !matches!(k.fltmgr.filter(f).state, FilterState::Started | FilterState::Registered)
+            || ir.state == InstState::Gone
+            || !ir.data_scan
+        {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if k.fltmgr.vol(ir.volume).is_npfs_msfs() {
+            return Err(Status::NOT_SUPPORTED);
+        }
+        match k.flt_context_info(a.context) {
+            Some((cf, super::contexts::SECTION)) if cf == f => {}
+            _ => return Err(Status::INVALID_PARAMETER),
+        }
+        if a.protection != PAGE_READONLY && a.protection != PAGE_READWRITE {
+            return Err(Status::INVALID_PARAMETER_8);
+        }
+        if a.attributes & SEC_COMMIT == 0 {
+            return Err(Status::INVALID_PARAMETER_9);
+        }
+        if a.fo.is_null() {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        // SAFETY: a live file object the caller passed.
+        let stream = unsafe { (*a.fo).FsContext } as usize;
+        if k.fltmgr.sections.list.iter().any(|s| s.open && s.inst == i && s.stream == stream) {
+            return Err(Status::FLT_CONTEXT_ALREADY_DEFINED);
+        }
+        Ok((i, stream))
+    });
+    let (i, stream) = match pre {
+        Ok(x) => x,
+        Err(s) => {
+            kernel::with(|k| {
+                if let Some(i) = k.fltmgr.instance_of(a.instance) {
+                    log(k, i, "create_section", s);
+                }
+            });
+            return Err(s);
+        }
+    };
+    let made = kernel::with(|k| {
+        let r = k.create_section(a.fo.cast_mut());
+        match r {
+            Ok((h, object, size)) => {
+                k.flt_context_link_section(a.context);
+                let f = k.fltmgr.inst(i).filter;
+                k.fltmgr.sections.list.push(FltSection {
+                    filter: f,
+                    inst: i,
+                    stream,
+                    context: a.context,
+                    section: object as usize,
+                    open: true,
+                });
+                log(k, i, "create_section", Status::SUCCESS);
+                Ok((h, object, size, k.fltmgr.ops.conflicting_on(stream)))
+            }
+            Err(s) => {
+                log(k, i, "create_section", s);
+                Err(s)
+            }
+        }
+    });
+    let (h, object, size, in_flight) = made?;
+    // Conflicting I/O already in flight: the notification comes before the create returns.
+    if let Some(data) = in_flight {
+        notify(stream, &[object as usize], data, true);
+    }
+    Ok((h, object, size))
+}
+
+/// `FltCloseSectionForDataScan`: `STATUS_INVALID_PARAMETER` for a context never used to create
+/// a section, `STATUS_NOT_FOUND` once closed. The section context's link goes; the handle and
+/// the object reference the create returned stay the caller's to close (docs/simulator.md).
+pub fn close(context: usize) -> Status {
+    let r = kernel::with(|k| {
+        let Some(pos) = k.fltmgr.sections.list.iter().rposition(|s| s.context == context) else {
+            return (Status::INVALID_PARAMETER, None);
+        };
+        let s = &mut k.fltmgr.sections.list[pos];
+        if !s.open {
+            let i = s.inst;
+            log(k, i, "close_section", Status::NOT_FOUND);
+            return (Status::NOT_FOUND, None);
+        }
+        s.open = false;
+        let i = s.inst;
+        let cleanup = k.flt_context_unlink_section(context);
+        log(k, i, "close_section", Status::SUCCESS);
+        (Status::SUCCESS, cleanup)
+    });
+    if let Some(c) = r.1 {
+        super::contexts::run_cleanups(vec![c]);
+    }
+    r.0
+}
+
+/// The file system's conflict hook: I/O that needs a purge arrived on a stream with open
+/// sections.
+pub fn on_conflict(stream: usize, sections: &[usize], _op: ConflictOp) {
+    let data =
+        kernel::with(|k| k.fltmgr.ops.conflicting_on(stream)).unwrap_or(std::ptr::null_mut());
+    notify(stream, sections, data, false);
+}
+
+fn notify(stream: usize, sections: &[usize], data: *mut FLT_CALLBACK_DATA, during_create: bool) {
+    let calls: Vec<_> = kernel::with(|k| {
+        k.fltmgr
+            .sections
+            .list
+            .iter()
+            .filter(|s| s.open && s.stream == stream && sections.contains(&s.section))
+            .filter_map(|s| {
+                let fr = k.fltmgr.filter(s.filter);
+                let cb = fr.callbacks.section_notification?;
+                Some((cb, fr.image, k.fltmgr.inst(s.inst).handle(), s.context, s.inst))
+            })
+            .collect()
+    });
+    for (cb, image, instance, context, inst) in calls {
+        kernel::with(|k| {
+            let name = k.fltmgr.inst(inst).name.clone();
+            let (driver, volume) = k.flt_inst_names(inst);
+            k.flt_log(
+                driver,
+                volume,
+                FltEvent::SectionConflict { instance: name, context, during_create },
+            );
+        });
+        // SAFETY: the filter's section-notification callback with its instance, section context
+        // and the conflicting operation's data (or NULL).
+        super::call_filter(image, "SectionNotificationCallback", || unsafe {
+            cb(instance, context as *mut c_void, data)
+        });
+    }
+}
+
+/// Reports data-scan sections a filter never closed (`SECTION_LEAKED_AT_UNLOAD`).
+pub fn report_leaks(k: &mut Kernel, f: FilterId) {
+    let n = k.fltmgr.sections.list.iter().filter(|s| s.open && s.filter == f).count();
+    if n > 0 {
+        k.flt_report(
+            Some(f),
+            Rule::SectionLeaked,
+            format!("{n} data-scan section(s) never closed with FltCloseSectionForDataScan when the filter unregistered"),
+        );
+    }
+}

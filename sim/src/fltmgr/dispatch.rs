@@ -1,0 +1,602 @@
+//! Operations (facts.md §2.4, §3, §4): a frame's volume device turns each IRP into one
+//! `FLT_CALLBACK_DATA`, calls the pre-operation callbacks of its instances from the highest
+//! altitude down (skip flags from `fsfilter::Operation::skips`), passes the request down, and
+//! calls the post-operation callbacks back up from its completion routine — every
+//! `FLT_PREOP_*` and `FLT_POSTOP_*` status with its documented effect, pended pre-operations,
+//! held post-operations, `FltDoCompletionProcessingWhenSafe`, and draining on teardown.
+
+use std::ffi::c_void;
+
+use fsfilter::{MajorFunction, OperationKind, Status};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS,
+};
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use super::params::CbdBlock;
+use super::{DevKind, FvId, InstId, InstState};
+use crate::events::{Phase as EvPhase, Rule};
+use crate::ids::ImageId;
+use crate::kernel::{self, DISPATCH_LEVEL, Kernel};
+use crate::mem::Block;
+use crate::nt::{fsctl, irp_flags, mj, mn_fsctl};
+
+pub use super::ops::{
+    Act, Op, Ops, POST_DRAINING, Phase, PostEnd, PostEntry, PreEnd, cbd, fast_op, insert_op,
+    postop, preop,
+};
+use super::ops::{log_op, status_name};
+pub(crate) use super::post::{complete_pended_post, when_safe};
+pub use super::post::{data_of, drain_instance, fast_post, fast_pre, fast_result, post_walk};
+use super::post::{finish, flt_complete};
+/// Creates the operation of an IRP through a frame's volume device; None when no instance of
+/// the frame on the volume is attached (the IRP passes straight through).
+fn build_irp_op(
+    k: &mut Kernel,
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+    frame: u32,
+    v: FvId,
+    lower: *mut DEVICE_OBJECT,
+) -> Option<u64> {
+    let chain: Vec<InstId> = k
+        .fltmgr
+        .volume_instances(v)
+        .into_iter()
+        .filter(|&i| {
+            k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached
+        })
+        .collect();
+    if chain.is_empty() {
+        return None;
+    }
+    // SAFETY: the IRP in our dispatch routine.
+    let i = unsafe { &*irp };
+    // SAFETY: its current location.
+    let s = unsafe { crate::irpx::current(irp) };
+    let block = Block::zeroed(size_of::<CbdBlock>());
+    let cb = block.ptr().cast::<CbdBlock>();
+    // SAFETY: a zeroed block sized for a CbdBlock.
+    let b = unsafe { &mut *cb };
+    let extra = super::params::from_location(&mut b.iopb.Parameters, i, s);
+    b.iopb.IrpFlags = i.Flags;
+    b.iopb.MajorFunction = s.MajorFunction;
+    b.iopb.MinorFunction = s.MinorFunction;
+    b.iopb.OperationFlags = s.Flags;
+    b.iopb.TargetFileObject = s.FileObject;
+    b.data.Flags = cbd::IRP_OPERATION | extra;
+    b.data.Iopb = &raw const b.iopb;
+    b.data.RequestorMode = i.RequestorMode;
+    let fo = s.FileObject as usize;
+    // SAFETY: a live file object of the request, when set.
+    let stream = unsafe { s.FileObject.as_ref() }.map_or(0, |f| f.FsContext as usize);
+    let conflicting = match s.MajorFunction {
+        mj::WRITE => i.Flags & irp_flags::PAGING_IO == 0,
+        mj::SET_INFORMATION => {
+            // SAFETY: the member of IRP_MJ_SET_INFORMATION.
+            let class = unsafe { s.Parameters.SetFile.FileInformationClass };
+            matches!(class, 19 | 20)
+        }
+        _ => false,
+    };
+    let dismount = s.MajorFunction == mj::FILE_SYSTEM_CONTROL
+        && s.MinorFunction == mn_fsctl::USER_FS_REQUEST
+        // SAFETY: the member of a user FSCTL.
+        && unsafe { s.Parameters.FileSystemControl.FsControlCode } == fsctl::DISMOUNT_VOLUME;
+    let request = k.resolve_operation(irp as usize);
+    let key = k.fltmgr.ops.next;
+    k.fltmgr.ops.next += 1;
+    let data = &raw mut b.data;
+    // SAFETY: all-zero is a valid KEVENT before initialization.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our event storage.
+    unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
+    let op = Op {
+        block,
+        data,
+        irp,
+        device: device.cast_mut(),
+        lower,
+        frame,
+        volume: v,
+        chain,
+        next: 0,
+        posts: Vec::new(),
+        phase: Phase::Pre,
+        sync: s.MajorFunction == mj::CREATE || dismount,
+        event,
+        owned: true,
+        halted: false,
+        in_dispatch: true,
+        kind: OperationKind::Irp,
+        fo,
+        stream,
+        conflicting,
+        dismount,
+        request,
+        orig_buffer: i.UserBuffer,
+        orig_mdl: i.MdlAddress,
+    };
+    k.fltmgr.ops.by_data.insert(data as usize, key);
+    k.fltmgr.ops.map.insert(key, op);
+    Some(key)
+}
+
+/// The dispatch routine of every Filter Manager device.
+///
+/// # Safety
+/// Called by the I/O manager with one of our devices and a live IRP.
+pub unsafe extern "system" fn flt_dispatch(
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    let Some(ext) = super::ext_of(device) else {
+        // SAFETY: the I/O manager's live IRP.
+        return unsafe { crate::irpx::complete(irp, Status::INVALID_DEVICE_REQUEST, 0) };
+    };
+    match ext.kind {
+        k if k == DevKind::Control as u8 => {
+            // SAFETY: the live IRP.
+            let major = unsafe { crate::irpx::current(irp) }.MajorFunction;
+            let status = if matches!(major, mj::CREATE | mj::CLEANUP | mj::CLOSE) {
+                Status::SUCCESS
+            } else {
+                Status::INVALID_DEVICE_REQUEST
+            };
+            // SAFETY: the live IRP, completed once.
+            unsafe { crate::irpx::complete(irp, status, 0) }
+        }
+        k if k == DevKind::Cdo as u8 => {
+            // SAFETY: the live IRP.
+            let s = unsafe { crate::irpx::current(irp) };
+            if s.MajorFunction == mj::FILE_SYSTEM_CONTROL
+                && s.MinorFunction == mn_fsctl::MOUNT_VOLUME
+            {
+                super::frames::mount(device, irp, ext)
+            } else {
+                pass_through(irp, ext.lower)
+            }
+        }
+        _ => volume_dispatch(device, irp, ext.frame, FvId(ext.volume), ext.lower),
+    }
+}
+
+fn pass_through(irp: *mut IRP, lower: *mut DEVICE_OBJECT) -> NTSTATUS {
+    // SAFETY: the live IRP in our dispatch routine.
+    unsafe { fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp) };
+    crate::irp::call_driver(lower, irp)
+}
+
+fn volume_dispatch(
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+    frame: u32,
+    v: FvId,
+    lower: *mut DEVICE_OBJECT,
+) -> NTSTATUS {
+    let key = kernel::with(|k| build_irp_op(k, device, irp, frame, v, lower));
+    let Some(key) = key else { return pass_through(irp, lower) };
+    let status = drive(key, Act::Continue);
+    kernel::with(|k| {
+        if let Some(op) = k.fltmgr.ops.op_mut(key) {
+            op.in_dispatch = false;
+        }
+    });
+    status
+}
+
+/// Continues an operation after a pre-operation answer `first` (Continue at the start).
+fn drive(key: u64, first: Act) -> NTSTATUS {
+    let end = match first {
+        Act::Continue => pre_walk(key),
+        Act::Complete => PreEnd::Complete,
+        Act::Pended => PreEnd::Pended,
+        Act::Disallow => PreEnd::Disallow,
+    };
+    match end {
+        PreEnd::Down => pass_down(key),
+        PreEnd::Complete | PreEnd::Disallow => complete_from_pre(key),
+        PreEnd::Pended => {
+            let irp = kernel::with(|k| {
+                let op = k.fltmgr.ops.op(key)?;
+                op.in_dispatch.then_some(op.irp)
+            });
+            if let Some(irp) = irp {
+                // SAFETY: the IRP in our dispatch routine, at our location.
+                unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+            }
+            Status::PENDING.0
+        }
+    }
+}
+
+/// One step of a pre walk.
+enum PreStep {
+    Call {
+        pre: unsafe extern "system" fn(
+            *mut FLT_CALLBACK_DATA,
+            *const FLT_RELATED_OBJECTS,
+            *mut *mut c_void,
+        ) -> i32,
+        image: ImageId,
+        idx: usize,
+        data: *mut FLT_CALLBACK_DATA,
+        objects: *mut FLT_RELATED_OBJECTS,
+    },
+    Done,
+}
+
+fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
+    loop {
+        let Some(op) = k.fltmgr.ops.op(key) else { return PreStep::Done };
+        let idx = op.next;
+        let Some(&inst) = op.chain.get(idx) else { return PreStep::Done };
+        let major = op.iopb().MajorFunction;
+        let h = super::ops::header(op);
+        let (data, objects, fo) = (op.data, op.objects(), op.iopb().TargetFileObject);
+        if let Some(op) = k.fltmgr.ops.op_mut(key) {
+            op.next = idx + 1;
+        }
+        let ir = k.fltmgr.inst(inst);
+        if ir.state != InstState::Attached {
+            continue;
+        }
+        let fr = k.fltmgr.filter(ir.filter);
+        let Some(reg) = fr.ops.get(&major).copied() else { continue };
+        let entry = fsfilter::Operation {
+            major: MajorFunction::from_code(major),
+            flags: fsfilter::OperationFlags::from_bits_retain(reg.flags),
+            pre: reg.pre.is_some(),
+            post: reg.post.is_some(),
+        };
+        if entry.skips(&h) {
+            continue;
+        }
+        let (image, fh, vh, ih) =
+            (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
+        let op = k.fltmgr.ops.op(key).map(|o| o.iopb() as *mut FLT_IO_PARAMETER_BLOCK);
+        if let Some(iopb) = op {
+            // SAFETY: the op's parameter block.
+            unsafe { (*iopb).TargetInstance = ih };
+        }
+        // SAFETY: the op's related-objects slot.
+        unsafe { objects.write(super::related_objects(fh, vh, ih, fo)) };
+        k.fltmgr.inst_mut(inst).outstanding += 1;
+        match reg.pre {
+            Some(pre) => return PreStep::Call { pre, image, idx, data, objects },
+            None => {
+                // A post without a pre: as if the pre asked for its post with no context.
+                if let Some(op) = k.fltmgr.ops.op_mut(key) {
+                    let snapshot = *op.iopb();
+                    op.posts.push(PostEntry {
+                        inst,
+                        context: std::ptr::null_mut(),
+                        iopb: snapshot,
+                        done: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs pre-operation callbacks from the next due instance down.
+pub(crate) fn pre_walk(key: u64) -> PreEnd {
+    loop {
+        match kernel::with(|k| next_pre(k, key)) {
+            PreStep::Done => return PreEnd::Down,
+            PreStep::Call { pre, image, idx, data, objects } => {
+                let mut context: *mut c_void = std::ptr::null_mut();
+                // SAFETY: the filter's pre-operation callback with the operation's callback
+                // data, related objects and a completion-context out parameter.
+                let status = super::call_filter(image, "PreOperationCallback", || unsafe {
+                    pre(data, objects, &mut context)
+                })
+                .unwrap_or(preop::SUCCESS_NO_CALLBACK);
+                let act = kernel::with(|k| apply_pre(k, key, idx, status, context, false));
+                match act {
+                    Act::Continue => {}
+                    Act::Complete => return PreEnd::Complete,
+                    Act::Pended => return PreEnd::Pended,
+                    Act::Disallow => return PreEnd::Disallow,
+                }
+            }
+        }
+    }
+}
+
+/// Applies a pre-operation answer of chain entry `idx` (facts.md §4).
+fn apply_pre(
+    k: &mut Kernel,
+    key: u64,
+    idx: usize,
+    status: i32,
+    context: *mut c_void,
+    resumed: bool,
+) -> Act {
+    let Some(op) = k.fltmgr.ops.op(key) else { return Act::Continue };
+    let Some(&inst) = op.chain.get(idx) else { return Act::Continue };
+    let kind = op.kind;
+    let major = op.iopb().MajorFunction;
+    let f = k.fltmgr.inst(inst).filter;
+    let has_post = k.fltmgr.filter(f).ops.get(&major).is_some_and(|r| r.post.is_some());
+    let m = MajorFunction::from_code(major);
+    log_op(k, key, inst, EvPhase::Pre, status, false);
+    let with_context = |k: &mut Kernel, why: &str| {
+        if !context.is_null() {
+            k.flt_report(
+                Some(f),
+                Rule::ContextWithoutPost,
+                format!(
+                    "{m}: a completion context returned with {why} (facts.md §4: it must be NULL)"
+                ),
+            );
+        }
+    };
+    let push_post = |k: &mut Kernel| {
+        if let Some(op) = k.fltmgr.ops.op_mut(key) {
+            let snapshot = *op.iopb();
+            op.posts.push(PostEntry { inst, context, iopb: snapshot, done: false });
+        }
+    };
+    match status {
+        preop::SUCCESS_WITH_CALLBACK | preop::SYNCHRONIZE => {
+            if !has_post {
+                k.flt_report(
+                    Some(f),
+                    Rule::PostCallbackMissing,
+                    format!(
+                        "{m}: {} with no post-operation callback registered",
+                        status_name(true, status)
+                    ),
+                );
+                k.flt_instance_released(inst);
+                return Act::Continue;
+            }
+            push_post(k);
+            if status == preop::SYNCHRONIZE && kind == OperationKind::Irp {
+                if let Some(op) = k.fltmgr.ops.op_mut(key) {
+                    op.sync = true;
+                }
+            }
+            Act::Continue
+        }
+        preop::SUCCESS_NO_CALLBACK => {
+            with_context(k, "FLT_PREOP_SUCCESS_NO_CALLBACK");
+            k.flt_instance_released(inst);
+            Act::Continue
+        }
+        preop::PENDING => {
+            if kind != OperationKind::Irp {
+                k.flt_report(
+                    Some(f),
+                    Rule::PendingOnFastIo,
+                    format!("{m}: FLT_PREOP_PENDING for a fast-I/O operation (IRP-based operations only, facts.md §4); the simulator refuses the fast I/O"),
+                );
+                k.flt_instance_released(inst);
+                if let Some(op) = k.fltmgr.ops.op(key) {
+                    op.cbd().IoStatus.Anonymous.Status = Status::FLT_DISALLOW_FAST_IO.0;
+                }
+                return Act::Disallow;
+            }
+            if resumed {
+                k.flt_report(
+                    Some(f),
+                    Rule::StatusInvalidForOperation,
+                    format!("{m}: FltCompletePendedPreOperation with FLT_PREOP_PENDING; treated as FLT_PREOP_SUCCESS_NO_CALLBACK"),
+                );
+                k.flt_instance_released(inst);
+                return Act::Continue;
+            }
+            with_context(k, "FLT_PREOP_PENDING");
+            if let Some(op) = k.fltmgr.ops.op_mut(key) {
+                op.phase = Phase::Pended(idx);
+            }
+            Act::Pended
+        }
+        preop::DISALLOW_FASTIO => {
+            k.flt_instance_released(inst);
+            if kind != OperationKind::FastIo || resumed {
+                k.flt_report(
+                    Some(f),
+                    Rule::StatusInvalidForOperation,
+                    format!("{m}: FLT_PREOP_DISALLOW_FASTIO for an IRP-based operation (fast I/O only, facts.md §4); treated as FLT_PREOP_SUCCESS_NO_CALLBACK"),
+                );
+                return Act::Continue;
+            }
+            if let Some(op) = k.fltmgr.ops.op(key) {
+                let d = op.cbd();
+                d.IoStatus.Anonymous.Status = Status::FLT_DISALLOW_FAST_IO.0;
+                d.IoStatus.Information = 0;
+            }
+            Act::Disallow
+        }
+        preop::COMPLETE => {
+            with_context(k, "FLT_PREOP_COMPLETE");
+            k.flt_instance_released(inst);
+            if let Some(op) = k.fltmgr.ops.op(key) {
+                let d = op.cbd();
+                // SAFETY: the status member.
+                let s = Status(unsafe { d.IoStatus.Anonymous.Status });
+                let replacement = if s == Status::PENDING {
+                    k.flt_report(
+                        Some(f),
+                        Rule::CompleteWithPending,
+                        format!("{m}: FLT_PREOP_COMPLETE with STATUS_PENDING (facts.md §4); completed with STATUS_INVALID_DEVICE_STATE"),
+                    );
+                    Some(Status::INVALID_DEVICE_STATE)
+                } else if s == Status::FLT_DISALLOW_FAST_IO {
+                    k.flt_report(
+                        Some(f),
+                        Rule::InvalidCompletionStatus,
+                        format!("{m}: FLT_PREOP_COMPLETE with STATUS_FLT_DISALLOW_FAST_IO (facts.md §4); completed with STATUS_INVALID_DEVICE_STATE"),
+                    );
+                    Some(Status::INVALID_DEVICE_STATE)
+                } else if matches!(major, mj::CLEANUP | mj::CLOSE) && !s.is_success() {
+                    k.flt_report(
+                        Some(f),
+                        Rule::InvalidCompletionStatus,
+                        format!("{m}: completed with {s}; cleanup and close cannot fail (facts.md §4); completed with STATUS_SUCCESS"),
+                    );
+                    Some(Status::SUCCESS)
+                } else {
+                    None
+                };
+                if let Some(r) = replacement {
+                    let d = k.fltmgr.ops.op(key).map(|o| o.cbd());
+                    if let Some(d) = d {
+                        d.IoStatus.Anonymous.Status = r.0;
+                    }
+                }
+            }
+            Act::Complete
+        }
+        preop::DISALLOW_FSFILTER_IO => {
+            k.flt_report(
+                Some(f),
+                Rule::StatusInvalidForOperation,
+                format!("{m}: FLT_PREOP_DISALLOW_FSFILTER_IO outside IRP_MJ_QUERY_OPEN (facts.md §4); treated as FLT_PREOP_SUCCESS_NO_CALLBACK"),
+            );
+            k.flt_instance_released(inst);
+            Act::Continue
+        }
+        other => {
+            k.flt_report(
+                Some(f),
+                Rule::UnknownCallbackStatus,
+                format!("{m}: the pre-operation callback returned an unknown status {other} (Filter Verifier: \"returned an unknown pre-operation callback status\", facts.md §4); treated as FLT_PREOP_SUCCESS_NO_CALLBACK"),
+            );
+            k.flt_instance_released(inst);
+            Act::Continue
+        }
+    }
+}
+
+/// Sends the operation down with our completion routine.
+fn pass_down(key: u64) -> NTSTATUS {
+    let prepared = kernel::with(|k| {
+        let op = k.fltmgr.ops.op_mut(key)?;
+        op.phase = Phase::Down;
+        op.owned = false;
+        let (irp, lower, sync) = (op.irp, op.lower, op.sync);
+        let dirty = op.cbd().Flags & cbd::DIRTY != 0;
+        // SAFETY: the IRP at our location, with a lower one.
+        unsafe { fsfilter_kernel::irp::IoCopyCurrentIrpStackLocationToNext(irp) };
+        // SAFETY: the next location of the live IRP.
+        let next = unsafe { crate::irpx::next(irp) };
+        if dirty {
+            // SAFETY: the live IRP.
+            super::params::to_location(op.iopb(), unsafe { &mut *irp }, next);
+            op.cbd().Flags &= !cbd::DIRTY;
+        }
+        next.CompletionRoutine = fsfilter_kernel::ntos::completion_routine_field(flt_complete);
+        next.Context = key as *mut c_void;
+        next.Control = crate::irp::SL_INVOKE_ON_SUCCESS
+            | crate::irp::SL_INVOKE_ON_ERROR
+            | crate::irp::SL_INVOKE_ON_CANCEL;
+        if sync {
+            // SAFETY: the op's own event.
+            unsafe { crate::sched::reset_event(&mut *op.event) };
+        }
+        Some((irp, lower, sync, &raw mut *op.event))
+    });
+    let Some((irp, lower, sync, event)) = prepared else { return Status::INVALID_DEVICE_STATE.0 };
+    let status = crate::irp::call_driver(lower, irp);
+    if sync {
+        if status == Status::PENDING.0 {
+            // SAFETY: the op's event, alive while the op is (the op waits here).
+            unsafe { crate::sched::wait_for_event(event, None) };
+        }
+        let done = kernel::with(|k| k.fltmgr.ops.op(key).is_some_and(|o| o.owned));
+        if !done {
+            return Status::PENDING.0;
+        }
+        return match post_walk(key) {
+            PostEnd::Finished => finish(key),
+            PostEnd::Halted => {
+                // SAFETY: the IRP, held at our location.
+                unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+                Status::PENDING.0
+            }
+        };
+    }
+    let halted = kernel::with(|k| k.fltmgr.ops.op(key).is_some_and(|o| o.halted));
+    if halted { Status::PENDING.0 } else { status }
+}
+
+/// `FLT_PREOP_COMPLETE` (or a refused fast I/O): the posts of the instances above run, then the
+/// IRP completes with the callback data's status.
+pub(crate) fn complete_from_pre(key: u64) -> NTSTATUS {
+    let kind = kernel::with(|k| {
+        let op = k.fltmgr.ops.op_mut(key)?;
+        op.phase = Phase::Post;
+        op.cbd().Flags |= cbd::POST_OPERATION;
+        Some(op.kind)
+    });
+    let Some(kind) = kind else { return Status::SUCCESS.0 };
+    match post_walk(key) {
+        PostEnd::Finished => {
+            if kind == OperationKind::Irp {
+                finish(key)
+            } else {
+                Status::SUCCESS.0
+            }
+        }
+        PostEnd::Halted => {
+            let irp = kernel::with(|k| {
+                let op = k.fltmgr.ops.op_mut(key)?;
+                op.halted = true;
+                op.in_dispatch.then_some(op.irp)
+            });
+            if let Some(irp) = irp {
+                // SAFETY: the IRP at our location in our dispatch routine.
+                unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+            }
+            Status::PENDING.0
+        }
+    }
+}
+
+/// `FltCompletePendedPreOperation`.
+pub(crate) fn complete_pended_pre(
+    data: *const FLT_CALLBACK_DATA,
+    status: i32,
+    context: *mut c_void,
+) {
+    let act = kernel::with(|k| {
+        let Some(key) = k.fltmgr.ops.key_of(data as usize) else {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltCompletePendedPreOperation on a callback data that is not a pended operation",
+            );
+            return None;
+        };
+        let Some(Phase::Pended(idx)) = k.fltmgr.ops.op(key).map(|o| o.phase) else {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltCompletePendedPreOperation on an operation that is not pended",
+            );
+            return None;
+        };
+        if let Some(op) = k.fltmgr.ops.op_mut(key) {
+            op.phase = Phase::Pre;
+        }
+        let act = apply_pre(k, key, idx, status, context, true);
+        Some((key, act, k.irql >= DISPATCH_LEVEL))
+    });
+    let Some((key, act, deferred)) = act else { return };
+    if deferred {
+        // The rest of the walk runs at PASSIVE_LEVEL from a worker.
+        let image = kernel::with(|k| k.fltmgr.image);
+        crate::sched::queue_work(
+            "FltCompletePendedPreOperation",
+            image,
+            Box::new(move || {
+                let _ = drive(key, act);
+            }),
+        );
+    } else {
+        let _ = super::as_fltmgr(|| drive(key, act));
+    }
+}

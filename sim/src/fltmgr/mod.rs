@@ -1,0 +1,773 @@
+//! The Filter Manager (facts.md §2 to §6), as it is on Windows: a legacy filter driver
+//! (`\FileSystem\FltMgr`, group "FSFilter Infrastructure") whose device objects — frames — sit in
+//! file-system control-device and volume stacks like any legacy filter's, and which turns the
+//! IRPs and fast I/O it receives into ordered pre/post callbacks of minifilter instances.
+//!
+//! Concerns by module: [`frames`] (notifications, attachment, mounts, frame placement),
+//! [`registration`] (`FltRegisterFilter` and the registry), [`instances`] (setup, teardown,
+//! manual attach and detach), [`ops`] (an operation's record), [`dispatch`] (IRPs in, pre
+//! callbacks, down), [`post`] (completion, post callbacks, draining), [`params`] (callback data
+//! from stack locations), [`fastio`],
+//! [`contexts`], [`datascan`], [`manage`] (unload and the user-mode management paths) and
+//! [`snapshot`] (device stacks as the lab shows them). The exports are in
+//! `crate::exports::flt`. Every choice made where facts.md is silent is listed in
+//! docs/simulator.md, "The Filter Manager".
+
+pub mod contexts;
+pub mod datascan;
+pub mod dispatch;
+pub mod fastio;
+pub mod frames;
+pub mod instances;
+pub mod manage;
+pub mod ops;
+pub mod params;
+pub mod post;
+pub mod registration;
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+
+use fsfilter::{Altitude, Status};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    PFLT_FILTER_UNLOAD_CALLBACK, PFLT_INSTANCE_QUERY_TEARDOWN_CALLBACK,
+    PFLT_INSTANCE_SETUP_CALLBACK, PFLT_INSTANCE_TEARDOWN_CALLBACK, PFLT_POST_OPERATION_CALLBACK,
+    PFLT_PRE_OPERATION_CALLBACK, PFLT_SECTION_CONFLICT_NOTIFICATION_CALLBACK,
+};
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+use crate::events::{EventKind, FltEvent, Rule};
+use crate::ids::{DeviceId, DriverId, ImageId, VolumeId};
+use crate::kernel::{self, FastMap, Kernel};
+use crate::loader::{ServiceSpec, StartType};
+use crate::mem::Block;
+
+/// The Filter Manager's service name.
+pub const SERVICE: &str = "FltMgr";
+/// Its load-order group.
+pub const GROUP: &str = "FSFilter Infrastructure";
+/// Its control device.
+pub const CONTROL_DEVICE: &str = r"\FileSystem\Filters\FltMgr";
+/// Frames at most (one notification routine each).
+pub const MAX_FRAMES: u32 = 8;
+/// Marks a device extension as the Filter Manager's.
+pub const EXT_MAGIC: u32 = 0x464C_544D; // "FLTM"
+
+macro_rules! flt_ids {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            /// The index into the owning table.
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    )*};
+}
+
+flt_ids! {
+    /// A registered filter (`FLT_FILTER`).
+    FilterId,
+    /// An instance (`FLT_INSTANCE`).
+    InstId,
+    /// A volume as the Filter Manager knows it (`FLT_VOLUME`): one per file-system volume stack.
+    FvId,
+}
+
+/// What a Filter Manager device is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DevKind {
+    /// The control device (`\FileSystem\Filters\FltMgr`).
+    Control = 1,
+    /// A frame's device on a file system's control device.
+    Cdo = 2,
+    /// A frame's device on a volume stack.
+    Volume = 3,
+}
+
+/// The extension of every Filter Manager device.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct FltExt {
+    /// [`EXT_MAGIC`].
+    pub magic: u32,
+    /// [`DevKind`] as a byte.
+    pub kind: u8,
+    /// The frame.
+    pub frame: u32,
+    /// The volume (for volume devices).
+    pub volume: u32,
+    /// The device it is attached to.
+    pub lower: *mut DEVICE_OBJECT,
+}
+
+/// Reads a device's extension when it is one of the Filter Manager's.
+pub(crate) fn ext_of(device: *const DEVICE_OBJECT) -> Option<FltExt> {
+    if device.is_null() {
+        return None;
+    }
+    // SAFETY: a device object the I/O manager passed, or one of the machine's devices.
+    let e = unsafe { (*device).DeviceExtension }.cast::<FltExt>();
+    if e.is_null() {
+        return None;
+    }
+    let known = kernel::with(|k| {
+        let d = k.objects.device_id(device)?;
+        let driver = k.objects.device(d).driver;
+        Some(Some(driver) == k.fltmgr.driver)
+    });
+    if known != Some(true) {
+        return None;
+    }
+    // SAFETY: the Filter Manager creates its devices with an FltExt-sized extension.
+    let ext = unsafe { *e };
+    (ext.magic == EXT_MAGIC).then_some(ext)
+}
+
+/// A frame (facts.md §2.2): an altitude range across all volumes, one device per stack.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// `Frame N`.
+    pub number: u32,
+    /// The lowest altitude it hosts (display).
+    pub lo: Option<Altitude>,
+    /// The highest altitude it covers (display; grows up to a legacy filter when a frame is
+    /// created above it).
+    pub hi: Option<Altitude>,
+    /// The legacy filter whose presence made the frame.
+    pub above: Option<String>,
+}
+
+/// One entry of a filter's operation table.
+#[derive(Clone, Copy)]
+pub struct OpReg {
+    /// `FLTFL_OPERATION_REGISTRATION_*`.
+    pub flags: u32,
+    /// The pre-operation callback.
+    pub pre: PFLT_PRE_OPERATION_CALLBACK,
+    /// The post-operation callback.
+    pub post: PFLT_POST_OPERATION_CALLBACK,
+}
+
+/// The optional callbacks of a registration.
+#[derive(Clone, Copy, Default)]
+pub struct FilterCallbacks {
+    /// `FilterUnloadCallback`.
+    pub unload: PFLT_FILTER_UNLOAD_CALLBACK,
+    /// `InstanceSetupCallback`.
+    pub setup: PFLT_INSTANCE_SETUP_CALLBACK,
+    /// `InstanceQueryTeardownCallback`.
+    pub query_teardown: PFLT_INSTANCE_QUERY_TEARDOWN_CALLBACK,
+    /// `InstanceTeardownStartCallback`.
+    pub teardown_start: PFLT_INSTANCE_TEARDOWN_CALLBACK,
+    /// `InstanceTeardownCompleteCallback`.
+    pub teardown_complete: PFLT_INSTANCE_TEARDOWN_CALLBACK,
+    /// `SectionNotificationCallback` (version 0x0203).
+    pub section_notification: PFLT_SECTION_CONFLICT_NOTIFICATION_CALLBACK,
+}
+
+/// An instance definition from the registry (facts.md §2.5).
+#[derive(Clone, Debug)]
+pub struct InstanceDef {
+    /// The instance name (the subkey's name).
+    pub name: String,
+    /// `Altitude`, parsed.
+    pub altitude: Altitude,
+    /// `Altitude` as written.
+    pub altitude_text: String,
+    /// `Flags` (0x1: no automatic attachment).
+    pub flags: u32,
+}
+
+/// `FLT_REGISTRATION` flags.
+pub mod reg_flags {
+    /// `FLTFL_REGISTRATION_DO_NOT_SUPPORT_SERVICE_STOP`.
+    pub const DO_NOT_SUPPORT_SERVICE_STOP: u32 = 0x1;
+    /// `FLTFL_REGISTRATION_SUPPORT_NPFS_MSFS`.
+    pub const SUPPORT_NPFS_MSFS: u32 = 0x2;
+    /// `FLTFL_REGISTRATION_SUPPORT_DAX_VOLUME`.
+    pub const SUPPORT_DAX_VOLUME: u32 = 0x4;
+}
+
+/// A filter's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterState {
+    /// `FltRegisterFilter` succeeded.
+    Registered,
+    /// `FltStartFiltering` succeeded.
+    Started,
+    /// `FltUnregisterFilter` is tearing it down.
+    Unregistering,
+    /// Gone.
+    Unregistered,
+}
+
+/// A registered filter (`FLT_FILTER`).
+pub struct FilterRec {
+    block: Block,
+    /// The service name (the filter's name).
+    pub name: String,
+    /// Its driver.
+    pub driver: DriverId,
+    /// Its image.
+    pub image: ImageId,
+    /// Its life.
+    pub state: FilterState,
+    /// `FLT_REGISTRATION.Version`.
+    pub version: u16,
+    /// `FLT_REGISTRATION.Flags`.
+    pub flags: u32,
+    /// Operation table, by major code.
+    pub ops: BTreeMap<u8, OpReg>,
+    /// Optional callbacks.
+    pub callbacks: FilterCallbacks,
+    /// Registered context types: (type, size, cleanup).
+    pub context_types: Vec<contexts::ContextReg>,
+    /// Instance definitions.
+    pub instances: Vec<InstanceDef>,
+    /// `DefaultInstance`.
+    pub default_instance: String,
+    /// The frame it lives in.
+    pub frame: u32,
+    /// Rundown references (generic work items queued, `FltObjectReference`).
+    pub rundown: u32,
+    /// The teardown reason its unregistration uses.
+    pub unload_reason: u32,
+}
+
+impl FilterRec {
+    /// `PFLT_FILTER`.
+    pub fn handle(&self) -> isize {
+        self.block.ptr() as isize
+    }
+
+    /// The default instance definition.
+    pub fn default_def(&self) -> Option<&InstanceDef> {
+        self.instances.iter().find(|i| i.name.eq_ignore_ascii_case(&self.default_instance))
+    }
+
+    /// The filter's altitude (its default instance's).
+    pub fn altitude(&self) -> Option<Altitude> {
+        self.default_def().map(|d| d.altitude)
+    }
+}
+
+/// An instance's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstState {
+    /// Its setup callback is running: no I/O reaches it yet.
+    SettingUp,
+    /// Attached: it sees I/O.
+    Attached,
+    /// `InstanceTeardownStartCallback` ran or runs; `InstanceTeardownCompleteCallback` waits for
+    /// its outstanding operations.
+    TearingDown,
+    /// Torn down (or refused at setup).
+    Gone,
+}
+
+/// An instance (`FLT_INSTANCE`).
+pub struct InstanceRec {
+    block: Block,
+    /// Its filter.
+    pub filter: FilterId,
+    /// Its volume.
+    pub volume: FvId,
+    /// Its name.
+    pub name: String,
+    /// Its altitude.
+    pub altitude: Altitude,
+    /// Its altitude as given.
+    pub altitude_text: String,
+    /// Its frame.
+    pub frame: u32,
+    /// Its life.
+    pub state: InstState,
+    /// Operations the instance is part of and has not finished with (pre called, post or
+    /// resumption owed).
+    pub outstanding: u32,
+    /// `FltRegisterForDataScan` succeeded.
+    pub data_scan: bool,
+    /// The setup flags it attached with.
+    pub setup_flags: u32,
+    /// The teardown reason, once tearing down.
+    pub reason: u32,
+    /// `InstanceTeardownStartCallback` has returned.
+    pub start_done: bool,
+    /// `InstanceTeardownCompleteCallback` is queued or running.
+    pub completing: bool,
+    /// Object references (`FltObjectReference`, `FltGetVolumeFromInstance` does not count).
+    pub refs: u32,
+}
+
+impl InstanceRec {
+    /// `PFLT_INSTANCE`.
+    pub fn handle(&self) -> isize {
+        self.block.ptr() as isize
+    }
+}
+
+/// A volume stack the Filter Manager is attached to (`FLT_VOLUME`, one for all frames).
+pub struct VolumeRec {
+    block: Block,
+    /// The bottom device: the file system's volume device (or the namespace device of MUP,
+    /// NPFS, MSFS).
+    pub bottom: DeviceId,
+    /// The Filter Manager's device of each frame in this stack.
+    pub frames: Vec<(u32, DeviceId)>,
+    /// Instances may attach (false once dismounted, until revived).
+    pub live: bool,
+    /// The bottom device is deleted.
+    pub gone: bool,
+    /// The device name `fltmc volumes` shows (`\Device\HarddiskVolume1`, `\Device\Mup`).
+    pub name: String,
+    /// The file system.
+    pub fs: Option<crate::fs::FsType>,
+    /// The volume device's type (`VolumeDeviceType`).
+    pub device_type: u32,
+    /// Object references (`FltGetVolumeFromInstance`, ...).
+    pub refs: u32,
+}
+
+impl VolumeRec {
+    /// `PFLT_VOLUME`.
+    pub fn handle(&self) -> isize {
+        self.block.ptr() as isize
+    }
+
+    /// `FLT_FILESYSTEM_TYPE`.
+    pub fn flt_type(&self) -> u32 {
+        self.fs.map_or(0, crate::fs::FsType::flt_type)
+    }
+
+    /// True for the named-pipe and mailslot file systems.
+    pub fn is_npfs_msfs(&self) -> bool {
+        matches!(self.fs, Some(crate::fs::FsType::Npfs | crate::fs::FsType::Msfs))
+    }
+}
+
+/// A file system's control device and the frame devices on it.
+pub struct CdoRec {
+    /// The control device.
+    pub cdo: DeviceId,
+    /// Frame devices on its chain.
+    pub frames: Vec<(u32, DeviceId)>,
+}
+
+/// What a Filter Manager object handle is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FltObject {
+    /// `PFLT_FILTER`.
+    Filter(FilterId),
+    /// `PFLT_INSTANCE`.
+    Instance(InstId),
+    /// `PFLT_VOLUME`.
+    Volume(FvId),
+}
+
+/// A generic work item (`FltAllocateGenericWorkItem`).
+pub struct WorkItemRec {
+    /// The item's memory (its address is the handle).
+    pub _block: Block,
+    /// Queued and not yet run.
+    pub queued: bool,
+}
+
+/// The Filter Manager's state.
+#[derive(Default)]
+pub struct FltMgr {
+    /// Its driver object, once loaded.
+    pub driver: Option<DriverId>,
+    /// Its image.
+    pub image: Option<ImageId>,
+    /// Its control device.
+    pub control: Option<DeviceId>,
+    /// Frames, by number.
+    pub frames: Vec<Frame>,
+    /// Filters, by id.
+    pub filters: Vec<FilterRec>,
+    /// Instances, by id.
+    pub instances: Vec<InstanceRec>,
+    /// Volumes, by id.
+    pub volumes: Vec<VolumeRec>,
+    /// Control devices it is attached to.
+    pub cdos: Vec<CdoRec>,
+    /// Contexts.
+    pub contexts: contexts::Contexts,
+    /// Operations in flight.
+    pub ops: dispatch::Ops,
+    /// Data-scan sections.
+    pub sections: datascan::FltSections,
+    /// Generic work items by handle.
+    pub work_items: FastMap<usize, WorkItemRec>,
+    /// Object handles to objects.
+    pub handles: FastMap<usize, FltObject>,
+    /// The frame each filter name was placed in (a reloaded filter comes back to it, §2.2).
+    pub placements: BTreeMap<String, u32>,
+    /// Pipes and mailslots were looked up by name.
+    pub npfs_msfs_attached: Vec<crate::fs::FsType>,
+}
+
+impl FltMgr {
+    /// The filter behind a `PFLT_FILTER`.
+    pub fn filter_of(&self, handle: isize) -> Option<FilterId> {
+        match self.handles.get(&(handle as usize)) {
+            Some(FltObject::Filter(f)) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The instance behind a `PFLT_INSTANCE`.
+    pub fn instance_of(&self, handle: isize) -> Option<InstId> {
+        match self.handles.get(&(handle as usize)) {
+            Some(FltObject::Instance(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The volume behind a `PFLT_VOLUME`.
+    pub fn volume_of(&self, handle: isize) -> Option<FvId> {
+        match self.handles.get(&(handle as usize)) {
+            Some(FltObject::Volume(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// A filter's record.
+    pub fn filter(&self, f: FilterId) -> &FilterRec {
+        &self.filters[f.index()]
+    }
+
+    /// A filter's record, mutably.
+    pub fn filter_mut(&mut self, f: FilterId) -> &mut FilterRec {
+        &mut self.filters[f.index()]
+    }
+
+    /// An instance's record.
+    pub fn inst(&self, i: InstId) -> &InstanceRec {
+        &self.instances[i.index()]
+    }
+
+    /// An instance's record, mutably.
+    pub fn inst_mut(&mut self, i: InstId) -> &mut InstanceRec {
+        &mut self.instances[i.index()]
+    }
+
+    /// A volume's record.
+    pub fn vol(&self, v: FvId) -> &VolumeRec {
+        &self.volumes[v.index()]
+    }
+
+    /// A volume's record, mutably.
+    pub fn vol_mut(&mut self, v: FvId) -> &mut VolumeRec {
+        &mut self.volumes[v.index()]
+    }
+
+    /// The live filter of a driver.
+    pub fn filter_of_driver(&self, driver: DriverId) -> Option<FilterId> {
+        self.filters
+            .iter()
+            .position(|f| f.driver == driver && f.state != FilterState::Unregistered)
+            .map(|i| FilterId(i as u32))
+    }
+
+    /// The live filter with this (service) name.
+    pub fn filter_by_name(&self, name: &str) -> Option<FilterId> {
+        self.filters
+            .iter()
+            .position(|f| f.name.eq_ignore_ascii_case(name) && f.state != FilterState::Unregistered)
+            .map(|i| FilterId(i as u32))
+    }
+
+    /// The volume record of a bottom device.
+    pub fn volume_by_bottom(&self, bottom: DeviceId) -> Option<FvId> {
+        self.volumes.iter().position(|v| v.bottom == bottom).map(|i| FvId(i as u32))
+    }
+
+    /// Instances of a volume that are not gone, from the highest altitude down.
+    pub fn volume_instances(&self, v: FvId) -> Vec<InstId> {
+        let mut list: Vec<InstId> = (0..self.instances.len() as u32)
+            .map(InstId)
+            .filter(|&i| self.inst(i).volume == v && self.inst(i).state != InstState::Gone)
+            .collect();
+        list.sort_by_key(|i| std::cmp::Reverse(self.inst(*i).altitude));
+        list
+    }
+
+    /// Instances of a filter that are not gone, in creation order.
+    pub fn filter_instances(&self, f: FilterId) -> Vec<InstId> {
+        (0..self.instances.len() as u32)
+            .map(InstId)
+            .filter(|&i| self.inst(i).filter == f && self.inst(i).state != InstState::Gone)
+            .collect()
+    }
+
+    /// The instance of `filter` on `volume` named `name` that is not gone.
+    pub fn find_instance(&self, filter: FilterId, volume: FvId, name: &str) -> Option<InstId> {
+        (0..self.instances.len() as u32).map(InstId).find(|&i| {
+            let r = self.inst(i);
+            r.filter == filter
+                && r.volume == volume
+                && r.state != InstState::Gone
+                && r.name.eq_ignore_ascii_case(name)
+        })
+    }
+
+    fn new_handle(&mut self, object: FltObject) -> Block {
+        let block = Block::zeroed(64);
+        self.handles.insert(block.ptr() as usize, object);
+        block
+    }
+
+    /// Adds a volume record.
+    pub fn add_volume(
+        &mut self,
+        bottom: DeviceId,
+        name: String,
+        fs: Option<crate::fs::FsType>,
+        device_type: u32,
+    ) -> FvId {
+        let id = FvId(self.volumes.len() as u32);
+        let block = self.new_handle(FltObject::Volume(id));
+        self.volumes.push(VolumeRec {
+            block,
+            bottom,
+            frames: Vec::new(),
+            live: true,
+            gone: false,
+            name,
+            fs,
+            device_type,
+            refs: 0,
+        });
+        id
+    }
+
+    /// Adds an instance record in `SettingUp`.
+    pub fn add_instance(
+        &mut self,
+        filter: FilterId,
+        volume: FvId,
+        def: &InstanceDef,
+        frame: u32,
+        flags: u32,
+    ) -> InstId {
+        let id = InstId(self.instances.len() as u32);
+        let block = self.new_handle(FltObject::Instance(id));
+        self.instances.push(InstanceRec {
+            block,
+            filter,
+            volume,
+            name: def.name.clone(),
+            altitude: def.altitude,
+            altitude_text: def.altitude_text.clone(),
+            frame,
+            state: InstState::SettingUp,
+            outstanding: 0,
+            data_scan: false,
+            setup_flags: flags,
+            reason: 0,
+            start_done: false,
+            completing: false,
+            refs: 0,
+        });
+        id
+    }
+}
+
+impl Kernel {
+    /// Logs a Filter Manager event.
+    pub fn flt_log(&mut self, driver: Option<String>, volume: Option<String>, event: FltEvent) {
+        self.log(EventKind::FltMgr { driver, volume, event });
+    }
+
+    /// The display name of a Filter Manager volume: the machine volume it serves (the first
+    /// one for `\Device\Mup`), else its device name.
+    pub fn flt_volume_name(&self, v: FvId) -> String {
+        match self.flt_sim_volume(v) {
+            Some(sv) => self.volume_display_name(sv),
+            None => self.fltmgr.vol(v).name.clone(),
+        }
+    }
+
+    /// The machine volume a Filter Manager volume serves.
+    pub fn flt_sim_volume(&self, v: FvId) -> Option<VolumeId> {
+        let bottom = self.fltmgr.vol(v).bottom;
+        if let Some(sv) = self.objects.device(bottom).volume {
+            return Some(sv);
+        }
+        if let Some(i) = self.volumes.list.iter().position(|vol| vol.vdo == Some(bottom)) {
+            return Some(VolumeId(i as u32));
+        }
+        // A namespace file system's device (MUP, NPFS, MSFS) before its volume is first used:
+        // the first volume it serves (every share is on the one \Device\Mup).
+        self.volumes
+            .list
+            .iter()
+            .position(|vol| self.namespace_device(crate::fs::FsType::of(vol.fs)) == Some(bottom))
+            .map(|i| VolumeId(i as u32))
+    }
+
+    /// The Filter Manager volume serving a machine volume now.
+    pub fn flt_volume_of(&self, v: VolumeId) -> Option<FvId> {
+        let vdo = self.volume(v).vdo?;
+        self.fltmgr.volume_by_bottom(vdo)
+    }
+
+    /// An instance's names for events: (driver, volume).
+    pub fn flt_inst_names(&self, i: InstId) -> (Option<String>, Option<String>) {
+        let r = self.fltmgr.inst(i);
+        (Some(self.fltmgr.filter(r.filter).name.clone()), Some(self.flt_volume_name(r.volume)))
+    }
+
+    /// Reports a finding against a filter.
+    pub fn flt_report(&mut self, filter: Option<FilterId>, rule: Rule, message: impl Into<String>) {
+        let driver = match filter {
+            Some(f) => Some(self.fltmgr.filter(f).name.clone()),
+            None => self.current_image_name(),
+        };
+        self.report(rule, driver, message);
+    }
+}
+
+/// The Filter Manager's service: a native boot-start driver in "FSFilter Infrastructure".
+pub fn service_spec() -> ServiceSpec {
+    let mut spec = ServiceSpec::new(SERVICE, fltmgr_entry, "native");
+    spec.start = StartType::Boot;
+    spec.group = Some(GROUP.to_owned());
+    spec.native = true;
+    spec
+}
+
+impl Kernel {
+    /// Installs the Filter Manager's service if it is not installed (a minifilter's
+    /// `DependOnService = FltMgr` asks for it).
+    pub fn ensure_fltmgr_installed(&mut self) -> bool {
+        if self.service_index(SERVICE).is_some() {
+            return false;
+        }
+        self.install_service(service_spec());
+        true
+    }
+
+    /// True when the Filter Manager is loaded.
+    pub fn fltmgr_loaded(&self) -> bool {
+        self.fltmgr.driver.is_some_and(|d| !self.objects.driver(d).deleted)
+    }
+}
+
+/// Calls filter code in `image` if the image may still run; reports
+/// `CALLBACK_AFTER_UNLOAD` otherwise and returns None.
+pub fn call_filter<R>(image: ImageId, what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    let loaded = kernel::with(|k| {
+        let loaded = k.image_loaded(image);
+        if !loaded {
+            let name = k.image_name(image);
+            k.report(
+                Rule::CallbackAfterUnload,
+                Some(name),
+                format!("the Filter Manager would call {what} of a filter whose image is unloaded"),
+            );
+        }
+        loaded
+    });
+    if !loaded {
+        return None;
+    }
+    Some(kernel::call_into(Some(image), f))
+}
+
+/// Runs `f` as the Filter Manager's own code.
+pub fn as_fltmgr<R>(f: impl FnOnce() -> R) -> R {
+    let image = kernel::with(|k| k.fltmgr.image);
+    kernel::call_into(image, f)
+}
+
+/// The Filter Manager's `DriverEntry`: dispatch and fast-I/O tables, the control device, the
+/// conflict hook, and its file-system notification routine (frame 0's).
+///
+/// # Safety
+/// Called by the loader with the driver object and registry path.
+pub unsafe extern "system" fn fltmgr_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our own driver object during DriverEntry.
+    let d = unsafe { crate::mem::obj(driver) };
+    for slot in d.MajorFunction.iter_mut() {
+        *slot = Some(dispatch::flt_dispatch);
+    }
+    d.FastIoDispatch = std::ptr::addr_of!(fastio::FLT_FAST_IO).cast_mut();
+    let units = crate::mem::wide(CONTROL_DEVICE);
+    let name = crate::mem::unicode(&units);
+    let mut cdo: *mut DEVICE_OBJECT = std::ptr::null_mut();
+    // SAFETY: our driver object, a valid name, an out pointer.
+    let s = unsafe {
+        crate::exports::io::IoCreateDevice(
+            driver,
+            size_of::<FltExt>() as u32,
+            &name,
+            fsfilter::device_type::DISK_FILE_SYSTEM,
+            0,
+            false,
+            &mut cdo,
+        )
+    };
+    if s < 0 {
+        return s;
+    }
+    let ext = FltExt {
+        magic: EXT_MAGIC,
+        kind: DevKind::Control as u8,
+        frame: 0,
+        volume: u32::MAX,
+        lower: std::ptr::null_mut(),
+    };
+    // SAFETY: the device we just created.
+    let extension = unsafe { (*cdo).DeviceExtension };
+    // SAFETY: its FltExt-sized extension.
+    unsafe { extension.cast::<FltExt>().write(ext) };
+    kernel::with(|k| {
+        let did = k.objects.driver_id(driver);
+        k.fltmgr.driver = did;
+        k.fltmgr.image = k.current_image();
+        k.fltmgr.control = k.objects.device_id(cdo);
+        k.fltmgr.frames = vec![Frame { number: 0, lo: None, hi: None, above: None }];
+        k.sections.conflict_hook = Some(datascan::on_conflict);
+    });
+    let status = frames::register_frame_notification(driver, 0);
+    if !status.is_success() {
+        return status.0;
+    }
+    // A late load (a minifilter started on a booted machine) finds volumes mounted already.
+    frames::attach_existing_volumes(0);
+    Status::SUCCESS.0
+}
+
+/// A Filter Manager related-objects block for a callback.
+pub fn related_objects(
+    filter: isize,
+    volume: isize,
+    instance: isize,
+    file: *const windows_sys::Wdk::Foundation::FILE_OBJECT,
+) -> windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_RELATED_OBJECTS {
+    windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_RELATED_OBJECTS {
+        Size: size_of::<windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_RELATED_OBJECTS>()
+            as u16,
+        TransactionContext: 0,
+        Filter: filter,
+        Volume: volume,
+        Instance: instance,
+        FileObject: file,
+        Transaction: std::ptr::null(),
+    }
+}
+
+/// A null context pointer.
+pub const NO_CONTEXT: *mut c_void = std::ptr::null_mut();

@@ -1,0 +1,397 @@
+//! An operation's record while it goes through one frame: its callback data, the instances it
+//! visits, the posts it owes, its phase; the `FLT_PREOP_*`, `FLT_POSTOP_*` and callback-data
+//! values; and the event each callback leaves (facts.md §3, §4).
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+
+use fsfilter::{
+    CallbackDataFlags, IrpFlags, MajorFunction, OperationHeader, OperationKind, Parameters,
+    RequestorMode,
+};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS,
+};
+
+use super::params::CbdBlock;
+use super::{FilterId, FvId, InstId};
+use crate::events::{FltEvent, Phase as EvPhase, RequestRef};
+use crate::ids::RequestId;
+use crate::kernel::Kernel;
+use crate::mem::Block;
+
+/// `FLT_PREOP_*`.
+pub mod preop {
+    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK`.
+    pub const SUCCESS_WITH_CALLBACK: i32 = 0;
+    /// `FLT_PREOP_SUCCESS_NO_CALLBACK`.
+    pub const SUCCESS_NO_CALLBACK: i32 = 1;
+    /// `FLT_PREOP_PENDING`.
+    pub const PENDING: i32 = 2;
+    /// `FLT_PREOP_DISALLOW_FASTIO`.
+    pub const DISALLOW_FASTIO: i32 = 3;
+    /// `FLT_PREOP_COMPLETE`.
+    pub const COMPLETE: i32 = 4;
+    /// `FLT_PREOP_SYNCHRONIZE`.
+    pub const SYNCHRONIZE: i32 = 5;
+    /// `FLT_PREOP_DISALLOW_FSFILTER_IO`.
+    pub const DISALLOW_FSFILTER_IO: i32 = 6;
+}
+
+/// `FLT_POSTOP_*`.
+pub mod postop {
+    /// `FLT_POSTOP_FINISHED_PROCESSING`.
+    pub const FINISHED_PROCESSING: i32 = 0;
+    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED`.
+    pub const MORE_PROCESSING_REQUIRED: i32 = 1;
+    /// `FLT_POSTOP_DISALLOW_FSFILTER_IO`.
+    pub const DISALLOW_FSFILTER_IO: i32 = 2;
+}
+
+/// Callback-data flags.
+pub mod cbd {
+    /// `FLTFL_CALLBACK_DATA_IRP_OPERATION`.
+    pub const IRP_OPERATION: u32 = 0x1;
+    /// `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`.
+    pub const FAST_IO_OPERATION: u32 = 0x2;
+    /// `FLTFL_CALLBACK_DATA_GENERATED_IO`.
+    pub const GENERATED_IO: u32 = 0x1_0000;
+    /// `FLTFL_CALLBACK_DATA_DRAINING_IO`.
+    pub const DRAINING_IO: u32 = 0x4_0000;
+    /// `FLTFL_CALLBACK_DATA_POST_OPERATION`.
+    pub const POST_OPERATION: u32 = 0x8_0000;
+    /// `FLTFL_CALLBACK_DATA_DIRTY`.
+    pub const DIRTY: u32 = 0x8000_0000;
+}
+
+/// `FLTFL_POST_OPERATION_DRAINING`.
+pub const POST_DRAINING: u32 = 0x1;
+
+/// An instance waiting for its post-operation callback.
+#[derive(Clone, Copy)]
+pub struct PostEntry {
+    /// The instance.
+    pub inst: InstId,
+    /// The completion context its pre-operation callback returned.
+    pub context: *mut c_void,
+    /// The parameters when its pre-operation callback returned (restored for its post).
+    pub iopb: FLT_IO_PARAMETER_BLOCK,
+    /// Its post ran or was drained.
+    pub done: bool,
+}
+
+/// Where an operation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Pre-operation callbacks.
+    Pre,
+    /// Pended by the instance at this chain index.
+    Pended(usize),
+    /// Sent down.
+    Down,
+    /// Post-operation callbacks.
+    Post,
+    /// Post held (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`) by this post entry.
+    PostHeld(usize),
+}
+
+/// One operation through one frame.
+pub struct Op {
+    pub(crate) block: Block,
+    /// The callback data.
+    pub data: *mut FLT_CALLBACK_DATA,
+    /// The IRP (null for fast I/O).
+    pub irp: *mut IRP,
+    /// Our frame device.
+    pub device: *mut DEVICE_OBJECT,
+    /// The device below it.
+    pub lower: *mut DEVICE_OBJECT,
+    /// The frame.
+    pub frame: u32,
+    /// The volume.
+    pub volume: FvId,
+    /// The instances of the frame on the volume, highest altitude first.
+    pub chain: Vec<InstId>,
+    /// The next chain index whose pre-operation callback is due.
+    pub next: usize,
+    /// Instances owed a post-operation callback, in the order their pre ran.
+    pub posts: Vec<PostEntry>,
+    /// Where it is.
+    pub phase: Phase,
+    /// Post-operation callbacks run in the dispatching thread (SYNCHRONIZE, creates, volume
+    /// dismounts).
+    pub sync: bool,
+    pub(crate) event: Box<KEVENT>,
+    /// The IRP is ours to complete (never sent down, or its completion stopped with
+    /// `STATUS_MORE_PROCESSING_REQUIRED`).
+    pub owned: bool,
+    /// Our completion routine stopped the completion (a post callback held the operation).
+    pub halted: bool,
+    /// The dispatch routine has not returned yet.
+    pub in_dispatch: bool,
+    /// IRP, fast I/O.
+    pub kind: OperationKind,
+    /// The file object.
+    pub fo: usize,
+    /// Its stream (`FsContext`).
+    pub stream: usize,
+    /// A non-paging write or an end-of-file change: conflicts with data-scan sections.
+    pub conflicting: bool,
+    /// `FSCTL_DISMOUNT_VOLUME`.
+    pub dismount: bool,
+    /// The user request it belongs to.
+    pub request: Option<RequestId>,
+    pub(crate) orig_buffer: *mut c_void,
+    pub(crate) orig_mdl: *mut windows_sys::Wdk::Foundation::MDL,
+}
+
+impl Op {
+    /// The parameter block.
+    pub fn iopb(&self) -> &'static mut FLT_IO_PARAMETER_BLOCK {
+        // SAFETY: the op's block holds a CbdBlock for the op's life (and beyond).
+        unsafe { &mut (*self.block.ptr().cast::<CbdBlock>()).iopb }
+    }
+
+    /// The callback data.
+    pub fn cbd(&self) -> &'static mut FLT_CALLBACK_DATA {
+        // SAFETY: as above.
+        unsafe { &mut (*self.block.ptr().cast::<CbdBlock>()).data }
+    }
+
+    /// The related-objects slot.
+    pub fn objects(&self) -> *mut FLT_RELATED_OBJECTS {
+        // SAFETY: as above.
+        unsafe { &raw mut (*self.block.ptr().cast::<CbdBlock>()).objects }
+    }
+}
+
+/// Operations in flight.
+#[derive(Default)]
+pub struct Ops {
+    /// By key, in arrival order.
+    pub map: BTreeMap<u64, Op>,
+    pub(crate) by_data: crate::kernel::FastMap<usize, u64>,
+    pub(crate) next: u64,
+    /// Blocks of finished operations: a filter that kept a callback-data pointer reads a dead
+    /// one rather than freed memory.
+    pub(crate) dead: Vec<Block>,
+}
+
+impl Ops {
+    /// The user request of the operation whose callback data is `data` (None: not an
+    /// operation's callback data).
+    pub fn request_of(&self, data: usize) -> Option<Option<RequestId>> {
+        let key = self.key_of(data)?;
+        self.map.get(&key).map(|o| o.request)
+    }
+
+    /// The key of the operation whose callback data is `data`.
+    pub fn key_of(&self, data: usize) -> Option<u64> {
+        self.by_data.get(&data).copied()
+    }
+
+    pub(crate) fn op(&self, key: u64) -> Option<&Op> {
+        self.map.get(&key)
+    }
+
+    pub(crate) fn op_mut(&mut self, key: u64) -> Option<&mut Op> {
+        self.map.get_mut(&key)
+    }
+
+    pub(crate) fn remove(&mut self, key: u64) {
+        if let Some(op) = self.map.remove(&key) {
+            self.by_data.remove(&(op.data as usize));
+            self.dead.push(op.block);
+        }
+    }
+
+    /// An operation on `stream` that conflicts with data-scan sections and has not completed.
+    pub fn conflicting_on(&self, stream: usize) -> Option<*mut FLT_CALLBACK_DATA> {
+        self.map
+            .values()
+            .find(|o| o.stream == stream && stream != 0 && o.conflicting)
+            .map(|o| o.data)
+    }
+}
+
+impl Kernel {
+    /// True while an operation still involves an instance of `f`.
+    pub fn flt_ops_involve(&self, f: FilterId) -> bool {
+        self.fltmgr.ops.map.values().any(|o| {
+            let pended = matches!(o.phase, Phase::Pended(i) if o.chain.get(i).is_some_and(|&x| self.fltmgr.inst(x).filter == f));
+            pended
+                || o.posts.iter().any(|p| !p.done && self.fltmgr.inst(p.inst).filter == f)
+        })
+    }
+}
+
+impl Ops {
+    /// See [`Kernel::flt_ops_involve`].
+    pub fn involves_filter(&self, k: &Kernel, f: FilterId) -> bool {
+        k.flt_ops_involve(f)
+    }
+}
+
+/// The operation header the skip flags are judged on (facts.md §3).
+pub(crate) fn header(op: &Op) -> OperationHeader<'static> {
+    let iopb = op.iopb();
+    // SAFETY: the target file object is null or live during the operation.
+    let file = unsafe { iopb.TargetFileObject.as_ref() };
+    let volume_open = file.is_some_and(|f| f.Flags & crate::nt::fo::VOLUME_OPEN != 0);
+    OperationHeader {
+        major: MajorFunction::from_code(iopb.MajorFunction),
+        minor: iopb.MinorFunction,
+        kind: op.kind,
+        irp_flags: if op.kind == OperationKind::Irp {
+            IrpFlags::from_bits_retain(iopb.IrpFlags)
+        } else {
+            IrpFlags::empty()
+        },
+        data_flags: CallbackDataFlags::from_bits_retain(op.cbd().Flags),
+        requestor_mode: RequestorMode::Kernel,
+        file_name: None,
+        volume_open,
+        file: file.map_or(0, |f| std::ptr::from_ref(f) as usize),
+        stream: file.map_or(0, |f| f.FsContext as usize),
+        parameters: Parameters::None,
+        irql: fsfilter::Irql::PASSIVE,
+        id: 0,
+    }
+}
+
+/// What a pre-operation callback's answer means for the walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// Next instance.
+    Continue,
+    /// Completed here (`FLT_PREOP_COMPLETE`).
+    Complete,
+    /// Pended.
+    Pended,
+    /// Fast I/O refused (`FLT_PREOP_DISALLOW_FASTIO`, or a pend on fast I/O).
+    Disallow,
+}
+
+/// How a walk ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreEnd {
+    /// Every pre ran: pass it down.
+    Down,
+    /// Completed by a pre.
+    Complete,
+    /// Pended by a pre.
+    Pended,
+    /// Fast I/O refused.
+    Disallow,
+}
+
+/// How a post walk ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostEnd {
+    /// Every post ran.
+    Finished,
+    /// A post held the operation.
+    Halted,
+}
+
+/// Registers an operation built elsewhere (fast I/O).
+pub fn insert_op(
+    k: &mut Kernel,
+    mut make: impl FnMut(*mut FLT_CALLBACK_DATA, Block, Box<KEVENT>) -> Op,
+) -> u64 {
+    let block = Block::zeroed(size_of::<CbdBlock>());
+    let cb = block.ptr().cast::<CbdBlock>();
+    // SAFETY: a zeroed block sized for a CbdBlock.
+    let data = unsafe { &raw mut (*cb).data };
+    // SAFETY: all-zero is a valid KEVENT.
+    let event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    let op = make(data, block, event);
+    let key = k.fltmgr.ops.next;
+    k.fltmgr.ops.next += 1;
+    k.fltmgr.ops.by_data.insert(data as usize, key);
+    k.fltmgr.ops.map.insert(key, op);
+    key
+}
+
+/// Fields of a fast-I/O operation.
+#[allow(clippy::too_many_arguments, reason = "the fields of an Op, set once")]
+pub fn fast_op(
+    data: *mut FLT_CALLBACK_DATA,
+    block: Block,
+    event: Box<KEVENT>,
+    device: *const DEVICE_OBJECT,
+    lower: *mut DEVICE_OBJECT,
+    frame: u32,
+    v: FvId,
+    chain: Vec<InstId>,
+    fo: usize,
+    stream: usize,
+    conflicting: bool,
+    request: Option<RequestId>,
+) -> Op {
+    Op {
+        block,
+        data,
+        irp: std::ptr::null_mut(),
+        device: device.cast_mut(),
+        lower,
+        frame,
+        volume: v,
+        chain,
+        next: 0,
+        posts: Vec::new(),
+        phase: Phase::Pre,
+        sync: true,
+        event,
+        owned: true,
+        halted: false,
+        in_dispatch: true,
+        kind: OperationKind::FastIo,
+        fo,
+        stream,
+        conflicting,
+        dismount: false,
+        request,
+        orig_buffer: std::ptr::null_mut(),
+        orig_mdl: std::ptr::null_mut(),
+    }
+}
+
+pub(crate) fn status_name(pre: bool, s: i32) -> &'static str {
+    match (pre, s) {
+        (true, 0) => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
+        (true, 1) => "FLT_PREOP_SUCCESS_NO_CALLBACK",
+        (true, 2) => "FLT_PREOP_PENDING",
+        (true, 3) => "FLT_PREOP_DISALLOW_FASTIO",
+        (true, 4) => "FLT_PREOP_COMPLETE",
+        (true, 5) => "FLT_PREOP_SYNCHRONIZE",
+        (true, 6) => "FLT_PREOP_DISALLOW_FSFILTER_IO",
+        (false, 0) => "FLT_POSTOP_FINISHED_PROCESSING",
+        (false, 1) => "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+        (false, 2) => "FLT_POSTOP_DISALLOW_FSFILTER_IO",
+        _ => "unknown",
+    }
+}
+
+pub(crate) fn log_op(
+    k: &mut Kernel,
+    key: u64,
+    inst: InstId,
+    phase: EvPhase,
+    outcome: i32,
+    draining: bool,
+) {
+    let Some(op) = k.fltmgr.ops.op(key) else { return };
+    let major = MajorFunction::from_code(op.iopb().MajorFunction);
+    let kind = op.kind;
+    let io = op.request.map(|r| RequestRef(r.0));
+    let ir = k.fltmgr.inst(inst);
+    let (instance, altitude) = (ir.name.clone(), ir.altitude_text.clone());
+    let (driver, volume) = k.flt_inst_names(inst);
+    k.flt_log(
+        driver,
+        volume,
+        FltEvent::Operation { instance, altitude, phase, major, kind, io, draining, outcome },
+    );
+}

@@ -1,0 +1,489 @@
+//! Filter Manager, deliverable 5 — data scan and contexts (facts.md §5, §6): FltRegisterForDataScan,
+//! FltCreateSectionForDataScan / FltCloseSectionForDataScan with their documented errors,
+//! section-conflict notifications (also before the create returns), and instance, stream and
+//! stream-handle contexts with reference counts, cleanup callbacks and leak accounting.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::rc::Rc;
+
+use fltcommon::{Config, PostCall, Seen, install, machine, mj, order, order_clear, rules, seen};
+use fsfilter::Status;
+use fsfilter_sim::{CreateOptions, FltEvent, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
+use windows_sys::Wdk::Foundation::NonPagedPoolNx;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+use windows_sys::Win32::Foundation::HANDLE;
+
+const SECTION: u16 = 0x40;
+const INSTANCE: u16 = 0x2;
+const STREAM: u16 = 0x8;
+const STREAMHANDLE: u16 = 0x10;
+const SECTION_MAP_READ: u32 = 0x4;
+const PAGE_READONLY: u32 = 0x2;
+const SEC_COMMIT: u32 = 0x0800_0000;
+
+thread_local! {
+    static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    static KEPT: RefCell<Vec<(usize, usize, usize)>> = const { RefCell::new(Vec::new()) };
+    static CONFLICTED: RefCell<bool> = const { RefCell::new(false) };
+}
+
+fn log(s: String) {
+    LOG.with(|l| l.borrow_mut().push(s));
+}
+
+fn logged() -> Vec<String> {
+    LOG.with(|l| l.borrow().clone())
+}
+
+fn setup(files: &[(&str, &[u8])]) -> (Machine, VolumeId) {
+    LOG.with(|l| l.borrow_mut().clear());
+    KEPT.with(|k| k.borrow_mut().clear());
+    CONFLICTED.with(|c| *c.borrow_mut() = false);
+    let mut m = machine(1);
+    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
+    for (p, b) in files {
+        spec = spec.file(p, b);
+    }
+    let c = m.add_volume(spec);
+    m.install_filter_manager();
+    m.boot();
+    (m, c)
+}
+
+fn file_name(p: &PostCall) -> String {
+    let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+    unsafe { fsfilter_sim::mem::read_unicode(&(*fo).FileName) }
+}
+
+fn section_context(slot: usize) -> PFLT_CONTEXT {
+    let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+    let s = unsafe {
+        FltAllocateContext(fltcommon::filter_handle(slot), SECTION, 16, NonPagedPoolNx, &mut ctx)
+    };
+    assert_eq!(s, 0);
+    ctx
+}
+
+/// `FltCreateSectionForDataScan` on the operation's file.
+fn create_section(
+    p: &PostCall,
+    ctx: PFLT_CONTEXT,
+    protection: u32,
+    attributes: u32,
+) -> (Status, HANDLE, *mut c_void, i64) {
+    let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+    let mut h: HANDLE = std::ptr::null_mut();
+    let mut obj: *mut c_void = std::ptr::null_mut();
+    let mut size = 0i64;
+    let s = unsafe {
+        FltCreateSectionForDataScan(
+            p.instance(),
+            fo,
+            ctx,
+            SECTION_MAP_READ,
+            std::ptr::null(),
+            std::ptr::null(),
+            protection,
+            attributes,
+            0,
+            &mut h,
+            &mut obj,
+            &mut size,
+        )
+    };
+    (Status(s), h, obj, size)
+}
+
+/// Closes a section the way the documentation asks: FltCloseSectionForDataScan, then the
+/// handle and the object reference, then the context.
+fn close_all(ctx: PFLT_CONTEXT, h: HANDLE, obj: *mut c_void) -> Status {
+    let s = Status(unsafe { FltCloseSectionForDataScan(ctx) });
+    unsafe { fsfilter_kernel::ntos::ZwClose(h) };
+    unsafe { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(obj) };
+    unsafe { FltReleaseContext(ctx) };
+    s
+}
+
+fn scanner(
+    name: &str,
+    altitude: &str,
+    register: bool,
+    post: impl Fn(&PostCall) -> i32 + 'static,
+) -> Config {
+    let mut c = Config::new(name, altitude).op(mj::CREATE, false, true).with_post(post);
+    c.contexts = vec![(SECTION, 16)];
+    c.section_notification = true;
+    if register {
+        c.on_setup = Some(Rc::new(|instance, _| {
+            assert_eq!(unsafe { FltRegisterForDataScan(instance) }, 0);
+        }));
+    }
+    c
+}
+
+#[test]
+fn sections_for_data_scan_and_their_errors_facts_6() {
+    // facts.md §6: FltCreateSectionForDataScan needs FltRegisterForDataScan first; errors
+    // STATUS_END_OF_FILE, STATUS_FILE_IS_A_DIRECTORY, _PARAMETER_8 (protection), _PARAMETER_9
+    // (allocation attributes), STATUS_FLT_CONTEXT_ALREADY_DEFINED (one section per stream per
+    // instance); FltCloseSectionForDataScan: STATUS_NOT_FOUND once closed,
+    // STATUS_INVALID_PARAMETER for a context never used.
+    let (mut m, c) = setup(&[("a.txt", b"scan me"), ("empty.txt", b""), ("dir\\", b"")]);
+    let post = |p: &PostCall| {
+        if !p.status().is_success() {
+            return 0;
+        }
+        let name = file_name(p);
+        let ctx = section_context(p.slot);
+        match name.as_str() {
+            "\\a.txt" => {
+                let (s, h, obj, size) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
+                log(format!("create {s} size {size}"));
+                let mut base: *mut c_void = std::ptr::null_mut();
+                let mut view = 0usize;
+                let s2 = unsafe {
+                    fsfilter_kernel::ntos::ZwMapViewOfSection(
+                        h,
+                        -1isize as HANDLE,
+                        &mut base,
+                        0,
+                        0,
+                        std::ptr::null_mut(),
+                        &mut view,
+                        2,
+                        0,
+                        PAGE_READONLY,
+                    )
+                };
+                assert_eq!(s2, 0);
+                let bytes = unsafe { std::slice::from_raw_parts(base.cast::<u8>(), 7) }.to_vec();
+                log(format!("view {}", String::from_utf8_lossy(&bytes)));
+                unsafe { fsfilter_kernel::ntos::ZwUnmapViewOfSection(-1isize as HANDLE, base) };
+                let ctx2 = section_context(p.slot);
+                let (s3, ..) = create_section(p, ctx2, PAGE_READONLY, SEC_COMMIT);
+                log(format!("second {s3}"));
+                log(format!(
+                    "close never created {}",
+                    Status(unsafe { FltCloseSectionForDataScan(ctx2) })
+                ));
+                unsafe { FltReleaseContext(ctx2) };
+                let s4 = Status(unsafe { FltCloseSectionForDataScan(ctx) });
+                log(format!("close {s4}"));
+                log(format!("close again {}", Status(unsafe { FltCloseSectionForDataScan(ctx) })));
+                unsafe { fsfilter_kernel::ntos::ZwClose(h) };
+                unsafe { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(obj) };
+                unsafe { FltReleaseContext(ctx) };
+                return 0;
+            }
+            "\\empty.txt" => {
+                log(format!("empty {}", create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0))
+            }
+            "\\dir" => log(format!("dir {}", create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0)),
+            "\\protection.txt" => {
+                log(format!("protection {}", create_section(p, ctx, 0x40, SEC_COMMIT).0))
+            }
+            "\\attributes.txt" => {
+                log(format!("attributes {}", create_section(p, ctx, PAGE_READONLY, 0).0))
+            }
+            _ => {}
+        }
+        unsafe { FltReleaseContext(ctx) };
+        0
+    };
+    install(&mut m, 0, scanner("Scan", "265000", true, post));
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    for f in ["a.txt", "empty.txt", "dir", "protection.txt", "attributes.txt"] {
+        m.create(c, f, CreateOptions::default());
+    }
+    assert_eq!(
+        logged(),
+        [
+            "create STATUS_SUCCESS size 7",
+            "view scan me",
+            "second STATUS_FLT_CONTEXT_ALREADY_DEFINED",
+            "close never created STATUS_INVALID_PARAMETER",
+            "close STATUS_SUCCESS",
+            "close again STATUS_NOT_FOUND",
+            "empty STATUS_END_OF_FILE",
+            "dir STATUS_FILE_IS_A_DIRECTORY",
+            "protection STATUS_INVALID_PARAMETER_8",
+            "attributes STATUS_INVALID_PARAMETER_9",
+        ]
+    );
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+    drop(m);
+    // Without FltRegisterForDataScan: STATUS_INVALID_PARAMETER.
+    let (mut m, c) = setup(&[("a.txt", b"scan me")]);
+    install(
+        &mut m,
+        0,
+        scanner("NoReg", "265000", false, |p| {
+            if p.status().is_success() {
+                let ctx = section_context(p.slot);
+                log(format!(
+                    "unregistered {}",
+                    create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0
+                ));
+                unsafe { FltReleaseContext(ctx) };
+            }
+            0
+        }),
+    );
+    assert_eq!(m.start("NoReg"), Status::SUCCESS);
+    m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!(logged(), ["unregistered STATUS_INVALID_PARAMETER"]);
+}
+
+fn keep_section(p: &PostCall) -> i32 {
+    if p.status().is_success()
+        && file_name(p) == "\\keep.txt"
+        && KEPT.with(|k| k.borrow().is_empty())
+    {
+        let ctx = section_context(p.slot);
+        let (s, h, obj, _) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
+        log(format!("create returned {s}"));
+        if s.is_success() && CONFLICTED.with(|c| std::mem::take(&mut *c.borrow_mut())) {
+            // The notification came before the handle and object were known: close now.
+            log(format!("closed {}", close_all(ctx, h, obj)));
+        } else if s.is_success() {
+            KEPT.with(|k| k.borrow_mut().push((ctx as usize, h as usize, obj as usize)));
+        } else {
+            unsafe { FltReleaseContext(ctx) };
+        }
+    }
+    0
+}
+
+fn close_on_conflict(_i: PFLT_INSTANCE, ctx: PFLT_CONTEXT, data: *const FLT_CALLBACK_DATA) {
+    log(format!("conflict data={}", !data.is_null()));
+    match KEPT.with(|k| k.borrow_mut().pop()) {
+        Some((c, h, o)) => {
+            assert_eq!(c, ctx as usize);
+            log(format!("closed {}", close_all(c as PFLT_CONTEXT, h as HANDLE, o as *mut c_void)));
+        }
+        None => CONFLICTED.with(|c| *c.borrow_mut() = true),
+    }
+}
+
+#[test]
+fn conflicting_io_notifies_the_section_owner_facts_6() {
+    // facts.md §6: I/O that needs a cache purge conflicts with an open section: FltMgr calls the
+    // SectionNotificationCallback (instance, section context, data) so the filter can close it.
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789")]);
+    let mut cfg = scanner("Scan", "265000", true, keep_section);
+    cfg.on_conflict = Some(Rc::new(close_on_conflict));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    let h = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.write(h, Some(0), &[b'X'; 512], IoMode::NonCached).status, Status::SUCCESS);
+    assert_eq!(
+        logged(),
+        ["create returned STATUS_SUCCESS", "conflict data=true", "closed STATUS_SUCCESS"]
+    );
+    assert_eq!(m.file_contents(c, "keep.txt").unwrap()[0], b'X');
+    let ev = fltcommon::flt(&m, "flt_section_conflict");
+    assert!(matches!(ev[0].2, FltEvent::SectionConflict { during_create: false, .. }));
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_conflict_can_arrive_before_the_create_returns_facts_6() {
+    // facts.md §6: the notification may arrive before FltCreateSectionForDataScan returns: here
+    // a non-cached write to the stream is in flight (a filter above pended it) when the section
+    // is created.
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789")]);
+    let held: Rc<RefCell<usize>> = Rc::default();
+    let hh = held.clone();
+    install(
+        &mut m,
+        0,
+        Config::new("Holder", "300000").op(mj::WRITE, true, false).with_pre(move |p| {
+            if p.data().Flags & 1 != 0 {
+                *hh.borrow_mut() = p.data as usize;
+                return (2, 0);
+            }
+            (1, 0)
+        }),
+    );
+    let mut cfg = scanner("Scan", "265000", true, keep_section);
+    cfg.on_conflict = Some(Rc::new(close_on_conflict));
+    install(&mut m, 1, cfg);
+    assert_eq!(m.start("Holder"), Status::SUCCESS);
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    // The writer's handle is opened first (the scanner only scans keep.txt once).
+    KEPT.with(|k| k.borrow_mut().push((0, 0, 0)));
+    let w = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
+    KEPT.with(|k| k.borrow_mut().clear());
+    let pending = m.write(w, Some(0), &[b'Y'; 512], IoMode::NonCached);
+    assert_eq!(pending.status, Status::PENDING);
+    let r = m.create(c, "keep.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(
+        logged(),
+        ["conflict data=true", "create returned STATUS_SUCCESS", "closed STATUS_SUCCESS"]
+    );
+    let ev = fltcommon::flt(&m, "flt_section_conflict");
+    assert!(matches!(ev[0].2, FltEvent::SectionConflict { during_create: true, .. }));
+    // The held write goes on and completes.
+    let data = *held.borrow();
+    unsafe { FltCompletePendedPreOperation(data as *const _, 1, std::ptr::null()) };
+    m.settle();
+    let io = pending.io.unwrap();
+    assert_eq!(
+        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        Some(Status::SUCCESS)
+    );
+    assert_eq!(m.file_contents(c, "keep.txt").unwrap()[0], b'Y');
+}
+
+#[test]
+fn contexts_are_counted_set_got_and_cleaned_up_facts_5() {
+    // FltAllocateContext against the registered types (STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND
+    // otherwise); KEEP_IF_EXISTS (STATUS_FLT_CONTEXT_ALREADY_DEFINED with the existing one) and
+    // REPLACE_IF_EXISTS; the cleanup callback when the last reference goes: stream-handle contexts
+    // with their file object, stream contexts with the stream, instance contexts with the instance
+    // (facts.md §5: contexts deleted after the last reference is released).
+    let (mut m, c) = setup(&[("s.txt", b"stream")]);
+    let mut cfg = Config::new("Ctx", "300000").op(mj::CREATE, false, true).with_post(|p| {
+        if !p.status().is_success() || file_name(p) != "\\s.txt" {
+            return 0;
+        }
+        let f = fltcommon::filter_handle(p.slot);
+        let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+        let i = p.instance();
+        let mut sc: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, STREAM, 24, NonPagedPoolNx, &mut sc) }, 0);
+        assert_eq!(unsafe { FltSetStreamContext(i, fo, 1, sc, std::ptr::null_mut()) }, 0);
+        unsafe { FltReleaseContext(sc) };
+        let mut hc: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, STREAMHANDLE, 24, NonPagedPoolNx, &mut hc) }, 0);
+        assert_eq!(unsafe { FltSetStreamHandleContext(i, fo, 1, hc, std::ptr::null_mut()) }, 0);
+        unsafe { FltReleaseContext(hc) };
+        let mut got: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltGetStreamContext(i, fo, &mut got) }, 0);
+        assert_eq!(got, sc);
+        unsafe { FltReleaseContext(got) };
+        log(format!("stream {:#x} handle {:#x}", sc as usize, hc as usize));
+        0
+    });
+    cfg.contexts = vec![(INSTANCE, 24), (STREAM, 24), (STREAMHANDLE, 24)];
+    cfg.on_setup = Some(Rc::new(|i, _| {
+        let f = fltcommon::filter_handle(0);
+        let mut none: PFLT_CONTEXT = std::ptr::null_mut();
+        let s = unsafe { FltAllocateContext(f, 0x1, 24, NonPagedPoolNx, &mut none) };
+        log(format!("volume type {}", Status(s)));
+        let s = unsafe { FltAllocateContext(f, INSTANCE, 25, NonPagedPoolNx, &mut none) };
+        log(format!("wrong size {}", Status(s)));
+        let mut a: PFLT_CONTEXT = std::ptr::null_mut();
+        let mut b: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut a) }, 0);
+        assert_eq!(unsafe { FltSetInstanceContext(i, 1, a, std::ptr::null_mut()) }, 0);
+        unsafe { FltReleaseContext(a) };
+        assert_eq!(unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut b) }, 0);
+        let mut old: PFLT_CONTEXT = std::ptr::null_mut();
+        let s = unsafe { FltSetInstanceContext(i, 1, b, &mut old) };
+        log(format!("keep {} old is first {}", Status(s), old == a));
+        unsafe { FltReleaseContext(old) };
+        let s = unsafe { FltSetInstanceContext(i, 0, b, &mut old) };
+        log(format!("replace {} old is first {}", Status(s), old == a));
+        // The replaced context goes when the caller releases what it got back.
+        unsafe { FltReleaseContext(old) };
+        unsafe { FltReleaseContext(b) };
+        let mut got: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltGetInstanceContext(i, &mut got) }, 0);
+        log(format!("instance is second {}", got == b));
+        unsafe { FltReleaseContext(got) };
+        log(format!("first {:#x} second {:#x}", a as usize, b as usize));
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Ctx"), Status::SUCCESS);
+    let h = m.open(c, "s.txt", CreateOptions::open()).unwrap();
+    let cleanups = || -> Vec<(u16, usize)> {
+        seen(0)
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Cleanup { ty, context } => Some((ty, context)),
+                _ => None,
+            })
+            .collect()
+    };
+    let l = logged();
+    assert_eq!(l[0], "volume type STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND");
+    assert_eq!(l[1], "wrong size STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND");
+    assert_eq!(l[2], "keep STATUS_FLT_CONTEXT_ALREADY_DEFINED old is first true");
+    assert_eq!(l[3], "replace STATUS_SUCCESS old is first true");
+    assert_eq!(l[4], "instance is second true");
+    let addr = |s: &str, key: &str| -> usize {
+        let v = s.split(key).nth(1).unwrap().split_whitespace().next().unwrap();
+        usize::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+    };
+    let (first, second) = (addr(&l[5], "first "), addr(&l[5], "second "));
+    let (stream, handle) = (addr(&l[6], "stream "), addr(&l[6], "handle "));
+    assert_eq!(cleanups(), [(INSTANCE, first)], "the replaced instance context went at once");
+    m.close_handle(h);
+    assert_eq!(cleanups(), [(INSTANCE, first), (STREAMHANDLE, handle), (STREAM, stream)]);
+    assert_eq!(m.fltmc_unload("Ctx"), Status::SUCCESS);
+    assert_eq!(cleanups().last(), Some(&(INSTANCE, second)));
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn leaked_contexts_and_sections_are_reported_at_unload_facts_5_and_6() {
+    // Leak accounting (Filter Verifier spirit): a context still referenced and a data-scan section
+    // never closed when the filter unregisters are CONTEXT_LEAKED_AT_UNLOAD and
+    // SECTION_LEAKED_AT_UNLOAD.
+    let (mut m, c) = setup(&[("keep.txt", b"leak")]);
+    let mut cfg = scanner("Leaky", "265000", true, keep_section);
+    cfg.contexts.push((INSTANCE, 8));
+    cfg.on_setup = Some(Rc::new(|i, _| {
+        assert_eq!(unsafe { FltRegisterForDataScan(i) }, 0);
+        let mut a: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(
+            unsafe {
+                FltAllocateContext(fltcommon::filter_handle(0), INSTANCE, 8, NonPagedPoolNx, &mut a)
+            },
+            0
+        );
+        // Never released.
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Leaky"), Status::SUCCESS);
+    m.create(c, "keep.txt", CreateOptions::open());
+    order_clear();
+    assert_eq!(m.fltmc_unload("Leaky"), Status::SUCCESS);
+    let f = m.findings();
+    let leaked: Vec<(Rule, String)> = f
+        .iter()
+        .filter(|(_, d, _)| d.as_deref() == Some("Leaky"))
+        .map(|(r, _, msg)| (*r, msg.clone()))
+        .collect();
+    assert!(
+        leaked.iter().any(|(r, msg)| *r == Rule::ContextLeaked
+            && msg.contains("1 FLT_INSTANCE_CONTEXT")
+            && msg.contains("1 FLT_SECTION_CONTEXT")),
+        "{leaked:?}"
+    );
+    assert!(leaked.iter().any(|(r, msg)| *r == Rule::SectionLeaked && msg.contains("FltCloseSectionForDataScan")), "{leaked:?}");
+    assert!(
+        leaked.iter().any(|(r, msg)| *r == Rule::SectionLeaked && msg.contains("still open")),
+        "{leaked:?}"
+    );
+    let _ = order();
+}

@@ -1,0 +1,215 @@
+//! Filter Manager, deliverable 2 — frames (facts.md §2.1, §2.2, §2.4): the Filter Manager is a
+//! legacy filter whose devices are frames; frame 0 at load, a new frame above a legacy filter
+//! for a minifilter above that filter's range, no frame between two legacy filters, mirrored
+//! volume stacks on later mounts, and a reloaded minifilter back in its frame.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    reason = "tests"
+)]
+
+mod fltcommon;
+
+use fltcommon::{Config, install, install_legacy, machine, mj, order, order_clear};
+use fsfilter::Status;
+use fsfilter_sim::{
+    CreateOptions, FltEvent, FsKind, MountWhen, SnapInstance, StackEntry, StartType, VolumeSpec,
+};
+
+fn frame(n: u32, instances: &[(&str, &str)]) -> StackEntry {
+    StackEntry::Frame {
+        frame: n,
+        instances: instances
+            .iter()
+            .map(|(d, a)| SnapInstance {
+                driver: (*d).to_owned(),
+                instance: format!("{d} Instance"),
+                altitude: (*a).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn legacy(name: &str) -> StackEntry {
+    StackEntry::Legacy { driver: name.to_owned() }
+}
+
+fn fs(name: &str) -> StackEntry {
+    StackEntry::FileSystem { driver: name.to_owned() }
+}
+
+#[test]
+fn without_legacy_filters_there_is_only_frame_0_facts_2_2() {
+    // facts.md §2.2: with no legacy filters there is exactly one frame, Frame 0; §2.1: FltMgr is
+    // a legacy filter in "FSFilter Infrastructure", attached right above the file system.
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    assert_eq!(m.device_stack(c), [frame(0, &[]), fs("Ntfs")]);
+    install(&mut m, 0, Config::new("Low", "140000"));
+    install(&mut m, 1, Config::new("High", "370000"));
+    assert_eq!(m.start("Low"), Status::SUCCESS);
+    assert_eq!(m.start("High"), Status::SUCCESS);
+    assert_eq!(m.device_stack(c), [frame(0, &[("High", "370000"), ("Low", "140000")]), fs("Ntfs")]);
+    assert_eq!(m.frames().len(), 1);
+}
+
+/// FltMgr, a boot-start legacy Encryption filter, C: mounted at boot: C:'s stack is
+/// Ntfs, frame 0, the legacy filter.
+fn with_encryption_filter() -> (fsfilter_sim::Machine, fsfilter_sim::VolumeId) {
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"data"));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "OldEnc", "FSFilter Encryption", StartType::Boot);
+    m.boot();
+    (m, c)
+}
+
+#[test]
+fn a_minifilter_above_a_legacy_filter_gets_a_new_frame_above_it_facts_2_2() {
+    // facts.md §2.2 (Alex Carp's mechanics): Frame 0 sits below the legacy filters; a minifilter
+    // whose altitude is above a legacy filter's range makes FltMgr create Frame 1 above the
+    // legacy filter; a minifilter below the legacy filter's range stays in Frame 0.
+    let (mut m, c) = with_encryption_filter();
+    assert_eq!(m.device_stack(c), [legacy("OldEnc"), frame(0, &[]), fs("Ntfs")]);
+    install(&mut m, 0, Config::new("Below", "100000").op(mj::CREATE, true, true));
+    assert_eq!(m.start("Below"), Status::SUCCESS);
+    assert_eq!(m.frames().len(), 1, "a minifilter below the legacy range does not need a frame");
+    install(&mut m, 1, Config::new("Av", "321300").op(mj::CREATE, true, true));
+    assert_eq!(m.start("Av"), Status::SUCCESS);
+    assert_eq!(
+        m.device_stack(c),
+        [
+            frame(1, &[("Av", "321300")]),
+            legacy("OldEnc"),
+            frame(0, &[("Below", "100000")]),
+            fs("Ntfs")
+        ]
+    );
+    let created = fltcommon::flt(&m, "flt_frame_created");
+    assert_eq!(created.len(), 1);
+    assert!(
+        matches!(&created[0].2, FltEvent::FrameCreated { frame: 1, above: Some(a), .. } if a == "OldEnc")
+    );
+    // Frame 0 grew up to the legacy filter (its "altitude" is its group's top − 0.01, §8).
+    let frames = m.frames();
+    assert_eq!((frames[0].low.as_str(), frames[0].high.as_str()), ("100000", "149998.99"));
+    assert_eq!(frames[1].filters, [("Av".to_owned(), "321300".to_owned())]);
+    // §2.4 (derived): each frame runs its instances, then the IRP goes down the stack.
+    order_clear();
+    assert_eq!(m.create(c, "a.txt", CreateOptions::open()).status, Status::SUCCESS);
+    assert_eq!(order(), ["Av:pre:0", "OldEnc:irp:0", "Below:pre:0", "Below:post:0", "Av:post:0"]);
+}
+
+#[test]
+fn a_later_mount_mirrors_the_control_device_stack_facts_1_4_and_2_2() {
+    // facts.md §1.4 (derived): a volume's stack mirrors the control device's, because each
+    // filter attaches as the mount completes back up; each frame registered its own notification
+    // routine, so the control device of a file system loaded later has F0, the legacy filter, F1.
+    let (mut m, _) = with_encryption_filter();
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Fat).mount(MountWhen::Step));
+    install(&mut m, 0, Config::new("Av", "321300"));
+    install(&mut m, 1, Config::new("Below", "100000"));
+    assert_eq!(m.start("Av"), Status::SUCCESS);
+    assert_eq!(m.start("Below"), Status::SUCCESS);
+    assert_eq!(m.mount(e), Status::SUCCESS);
+    assert_eq!(
+        m.device_stack(e),
+        [
+            frame(1, &[("Av", "321300")]),
+            legacy("OldEnc"),
+            frame(0, &[("Below", "100000")]),
+            fs("fastfat")
+        ]
+    );
+}
+
+#[test]
+fn no_frame_between_two_legacy_filters_lands_below_facts_2_2() {
+    // facts.md §2.2: FltMgr cannot place a minifilter between two legacy filters unless a frame
+    // already sits between them: a minifilter meant to be above the lower legacy filter lands
+    // below it (the simulator's choice of the two wrong places, docs/simulator.md).
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "OldEnc", "FSFilter Encryption", StartType::Boot);
+    install_legacy(&mut m, 1, "OldAv", "FSFilter Anti-Virus", StartType::Boot);
+    m.boot();
+    install(&mut m, 0, Config::new("Middle", "200000"));
+    install(&mut m, 1, Config::new("Top", "380000"));
+    assert_eq!(m.start("Middle"), Status::SUCCESS);
+    assert_eq!(m.start("Top"), Status::SUCCESS);
+    assert_eq!(
+        m.device_stack(c),
+        [
+            frame(1, &[("Top", "380000")]),
+            legacy("OldAv"),
+            legacy("OldEnc"),
+            frame(0, &[("Middle", "200000")]),
+            fs("Ntfs"),
+        ]
+    );
+}
+
+#[test]
+fn an_existing_frame_between_legacy_filters_takes_the_minifilter_facts_2_2() {
+    // facts.md §2.2: later minifilters are placed relative to Frame 1 once it exists: one
+    // between the two legacy filters' ranges goes to the frame that sits between them.
+    // OldEnc at boot; Comp (above its range) makes Frame 1 above it; OldAv loads after that
+    // and sits above Frame 1; E: mounts last, so its stack shows them all.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Fat).mount(MountWhen::Step));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "OldEnc", "FSFilter Encryption", StartType::Boot);
+    install_legacy(&mut m, 1, "OldAv", "FSFilter Anti-Virus", StartType::Demand);
+    m.boot();
+    install(&mut m, 0, Config::new("Comp", "169000"));
+    assert_eq!(m.start("Comp"), Status::SUCCESS);
+    assert_eq!(m.start("OldAv"), Status::SUCCESS);
+    assert_eq!(m.mount(e), Status::SUCCESS);
+    install(&mut m, 1, Config::new("Hsm", "180000"));
+    assert_eq!(m.start("Hsm"), Status::SUCCESS);
+    assert_eq!(m.frames().len(), 2);
+    assert_eq!(
+        m.device_stack(e),
+        [
+            legacy("OldAv"),
+            frame(1, &[("Hsm", "180000"), ("Comp", "169000")]),
+            legacy("OldEnc"),
+            frame(0, &[]),
+            fs("fastfat"),
+        ]
+    );
+}
+
+#[test]
+fn a_reloaded_minifilter_returns_to_its_frame_facts_2_2() {
+    // facts.md §2.2: a minifilter unloaded and reloaded comes back at the same altitude in the
+    // same frame — even when a legacy filter loaded since would now put a newcomer elsewhere.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "LateEnc", "FSFilter Encryption", StartType::Demand);
+    m.boot();
+    install(&mut m, 0, Config::new("Mini", "300000"));
+    assert_eq!(m.start("Mini"), Status::SUCCESS);
+    assert_eq!(m.start("LateEnc"), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Mini"), Status::SUCCESS);
+    assert_eq!(m.fltmc_load("Mini"), Status::SUCCESS);
+    install(&mut m, 1, Config::new("Newcomer", "300010"));
+    assert_eq!(m.start("Newcomer"), Status::SUCCESS);
+    let reg: Vec<(String, u32)> = fltcommon::flt(&m, "flt_filter_registered")
+        .into_iter()
+        .map(|(d, _, e)| match e {
+            FltEvent::FilterRegistered { frame, .. } => (d.unwrap(), frame),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(reg, [("Mini".into(), 0), ("Mini".into(), 0), ("Newcomer".into(), 1)]);
+}

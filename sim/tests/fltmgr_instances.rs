@@ -1,0 +1,368 @@
+//! Filter Manager, deliverable 2 — instances (facts.md §2.3, §2.5, §2.6, §10.2): automatic
+//! attachment before FltStartFiltering returns and on new mounts, the instance Flags, manual
+//! attachment, collisions, the setup callback's answer, the volume's flags and types, pipes and
+//! mailslots, the revived volume.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use fltcommon::{Config, Seen, flt, install, machine, mj, seen};
+use fsfilter::{Status, device_type};
+use fsfilter_sim::{CreateOptions, EventKind, FltEvent, FsKind, MountWhen, VolumeSpec};
+
+fn setups(slot: usize) -> Vec<(u32, u32, i32)> {
+    seen(slot)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Setup { flags, device_type, fs_type, .. } => Some((flags, device_type, fs_type)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn automatic_attachment_happens_before_start_filtering_returns_facts_2_5() {
+    // facts.md §2.5: existing volumes are attached before FltStartFiltering returns, with
+    // AUTOMATIC_ATTACHMENT, the volume's device type and FLT_FILESYSTEM_TYPE.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs));
+    m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Auto", "370000"));
+    assert_eq!(m.start("Auto"), Status::SUCCESS);
+    let mut got = setups(0);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (1, device_type::CD_ROM_FILE_SYSTEM, 4),
+            (1, device_type::DISK_FILE_SYSTEM, 2),
+            (1, device_type::NETWORK_FILE_SYSTEM, 13),
+        ]
+    );
+    // Every setup event comes before the driver's Load event (DriverEntry had not returned).
+    let ev = m.events();
+    let load = ev
+        .iter()
+        .position(|e| matches!(&e.kind, EventKind::Load { driver, .. } if driver == "Auto"))
+        .unwrap();
+    let last_setup = ev
+        .iter()
+        .rposition(|e| {
+            matches!(&e.kind, EventKind::FltMgr { event: FltEvent::InstanceSetup { .. }, .. })
+        })
+        .unwrap();
+    assert!(last_setup < load);
+}
+
+#[test]
+fn a_new_mount_is_automatic_and_newly_mounted_facts_2_5() {
+    // facts.md §2.5: a volume mounted later gets AUTOMATIC_ATTACHMENT | NEWLY_MOUNTED_VOLUME
+    // (0x5; implied, unconfirmed: the simulator passes both).
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Fat).mount(MountWhen::Step));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Mounts", "370000"));
+    assert_eq!(m.start("Mounts"), Status::SUCCESS);
+    assert_eq!(setups(0), [(1, device_type::DISK_FILE_SYSTEM, 2)]);
+    assert_eq!(m.mount(e), Status::SUCCESS);
+    assert_eq!(setups(0)[1], (0x5, device_type::DISK_FILE_SYSTEM, 3));
+}
+
+#[test]
+fn instance_flags_suppress_automatic_attachment_not_manual_facts_2_5() {
+    // facts.md §2.5: Flags 0x1 suppresses automatic attachments; FilterAttach still attaches,
+    // with MANUAL_ATTACHMENT.
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Manual", "370000");
+    cfg.instance_flags = 1;
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Manual"), Status::SUCCESS);
+    assert!(setups(0).is_empty());
+    assert_eq!(m.filter_attach("Manual", c, None), Status::SUCCESS);
+    assert_eq!(setups(0), [(2, device_type::DISK_FILE_SYSTEM, 2)]);
+    // Attached: it sees I/O now.
+    assert_eq!(m.filter_attach("Manual", c, None), Status::FLT_INSTANCE_NAME_COLLISION);
+    assert_eq!(m.filter_attach("Manual", c, Some("no such")), Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(m.filter_attach("Nobody", c, None), Status::FLT_FILTER_NOT_FOUND);
+}
+
+#[test]
+fn one_instance_per_altitude_per_volume_facts_2_3_and_10_2() {
+    // facts.md §2.3: one instance per altitude per volume. §10.2: FltAttachVolume reports
+    // STATUS_OBJECT_NAME_COLLISION, FltAttachVolumeAtAltitude STATUS_FLT_INSTANCE_ALTITUDE_COLLISION.
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("First", "370000"));
+    let mut second = Config::new("Second", "370000");
+    second.extra_instances = vec![("Second Other".into(), "370001".into(), 1)];
+    install(&mut m, 1, second);
+    assert_eq!(m.start("First"), Status::SUCCESS);
+    assert_eq!(m.start("Second"), Status::SUCCESS);
+    // Second's automatic attachment was refused before any callback.
+    assert!(setups(1).is_empty());
+    let refused = flt(&m, "flt_instance_setup")
+        .into_iter()
+        .find(|(d, _, _)| d.as_deref() == Some("Second"))
+        .unwrap();
+    assert!(matches!(
+        refused.2,
+        FltEvent::InstanceSetup {
+            called: false,
+            status: Status::FLT_INSTANCE_ALTITUDE_COLLISION,
+            ..
+        }
+    ));
+    // From the kernel: FltAttachVolume, FltAttachVolumeAtAltitude.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let mut vol = 0;
+    let f = fltcommon::filter_handle(1);
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    let mut inst = 0;
+    let s = unsafe { FltAttachVolume(f, vol, std::ptr::null(), &mut inst) };
+    assert_eq!(Status(s), Status::OBJECT_NAME_COLLISION);
+    let alt: Vec<u16> = "370000".encode_utf16().collect();
+    let iname: Vec<u16> = "Second AtAlt".encode_utf16().collect();
+    let s = unsafe {
+        FltAttachVolumeAtAltitude(f, vol, &fltcommon::us(&alt), &fltcommon::us(&iname), &mut inst)
+    };
+    assert_eq!(Status(s), Status::FLT_INSTANCE_ALTITUDE_COLLISION);
+    // A free altitude works, through FltAttachVolume with the other instance's name.
+    let other: Vec<u16> = "Second Other".encode_utf16().collect();
+    let s = unsafe { FltAttachVolume(f, vol, &fltcommon::us(&other), &mut inst) };
+    assert_eq!(s, 0);
+    assert_ne!(inst, 0);
+    unsafe { FltObjectDereference(inst as *mut _) };
+    unsafe { FltObjectDereference(vol as *mut _) };
+    assert_eq!(setups(1), [(2, device_type::DISK_FILE_SYSTEM, 2)]);
+    // fltmc attach at a taken altitude.
+    assert_eq!(
+        m.filter_attach_at_altitude("Second", c, "370000", Some("x")),
+        Status::FLT_INSTANCE_ALTITUDE_COLLISION
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn any_error_or_warning_refuses_a_null_callback_always_attaches_facts_2_5() {
+    // facts.md §2.5: any error or warning status refuses the instance; success (informational
+    // included) attaches; with a NULL InstanceSetupCallback the attachment is always made.
+    let cases = [
+        (Status::FLT_DO_NOT_ATTACH, false),
+        (Status::BUFFER_OVERFLOW, false),
+        (Status::OBJECT_NAME_EXISTS, true),
+        (Status::SUCCESS, true),
+    ];
+    for (status, attached) in cases {
+        let mut m = machine(1);
+        let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a", b"a"));
+        m.install_filter_manager();
+        m.boot();
+        let mut cfg = Config::new("Answer", "370000").op(mj::CREATE, true, false);
+        cfg.setup_status = status;
+        install(&mut m, 0, cfg);
+        assert_eq!(m.start("Answer"), Status::SUCCESS);
+        m.create(c, "a", CreateOptions::open());
+        let pres = seen(0).iter().filter(|s| matches!(s, Seen::Pre { .. })).count();
+        assert_eq!(pres > 0, attached, "{status}");
+        let ev = flt(&m, "flt_instance_setup");
+        assert!(
+            matches!(ev[0].2, FltEvent::InstanceSetup { called: true, status: s, .. } if s == status)
+        );
+    }
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a", b"a"));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("NoSetup", "370000").op(mj::CREATE, true, false);
+    cfg.setup = false;
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("NoSetup"), Status::SUCCESS);
+    m.create(c, "a", CreateOptions::open());
+    assert!(seen(0).iter().any(|s| matches!(s, Seen::Pre { major: 0, .. })));
+    assert!(matches!(
+        flt(&m, "flt_instance_setup")[0].2,
+        FltEvent::InstanceSetup { called: false, status: Status::SUCCESS, .. }
+    ));
+}
+
+#[test]
+fn dev_and_trusted_volumes_are_flagged_facts_2_5() {
+    // facts.md §2.5: 0x10 DEV_VOLUME and 0x20 TRUSTED_VOLUME from the volume's settings.
+    let mut m = machine(1);
+    let mut dev = VolumeSpec::new("V:", FsKind::Refs);
+    dev.dev_drive = true;
+    let mut trusted = VolumeSpec::new("T:", FsKind::Refs);
+    trusted.dev_drive = true;
+    trusted.trusted = true;
+    m.add_volume(dev);
+    m.add_volume(trusted);
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Dev", "370000"));
+    assert_eq!(m.start("Dev"), Status::SUCCESS);
+    let mut flags: Vec<(u32, i32)> = setups(0).into_iter().map(|(f, _, t)| (f, t)).collect();
+    flags.sort();
+    assert_eq!(flags, [(0x11, 28), (0x31, 28)]);
+}
+
+#[test]
+fn pipes_and_mailslots_need_support_npfs_msfs_facts_2_6() {
+    // facts.md §2.6: SUPPORT_NPFS_MSFS opts in to named pipes and mailslots; the Filter Manager
+    // reaches them by name (docs/simulator.md). §6: data scan is not supported there.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    m.add_volume(VolumeSpec::new(r"\Device\Mailslot", FsKind::Msfs));
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Plain", "370000"));
+    let mut cfg = Config::new("Pipes", "370010");
+    cfg.flags = 0x2;
+    cfg.on_setup = Some(std::rc::Rc::new(|instance, _| {
+        let s = unsafe {
+            windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterForDataScan(instance)
+        };
+        fltcommon::order_push(format!("datascan:{}", Status(s)));
+    }));
+    install(&mut m, 1, cfg);
+    assert_eq!(m.start("Plain"), Status::SUCCESS);
+    assert_eq!(m.start("Pipes"), Status::SUCCESS);
+    assert_eq!(setups(0), [(1, device_type::DISK_FILE_SYSTEM, 2)]);
+    let mut got = setups(1);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (1, device_type::DISK_FILE_SYSTEM, 2),
+            (1, device_type::MAILSLOT, 26),
+            (1, device_type::NAMED_PIPE, 25)
+        ]
+    );
+    let ds = fltcommon::order();
+    assert_eq!(
+        ds.iter().filter(|s| s.as_str() == "datascan:STATUS_NOT_SUPPORTED").count(),
+        2,
+        "{ds:?}"
+    );
+    assert_eq!(ds.iter().filter(|s| s.as_str() == "datascan:STATUS_SUCCESS").count(), 1, "{ds:?}");
+    // Manual attachment of a filter without the flag is refused.
+    let p = m.volume(r"\Device\NamedPipe").unwrap();
+    assert_eq!(m.filter_attach("Plain", p, None), Status::NOT_SUPPORTED);
+}
+
+#[test]
+fn a_revived_volume_is_set_up_again_as_detached_facts_2_5_and_1_4() {
+    // facts.md §2.5: DETACHED_VOLUME for a FAT/CDFS volume dismounted with open files that is
+    // attached again; §1.4: FastFat revives the previous mount.
+    let mut m = machine(1);
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat).file("a.txt", b"abc"));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Revive", "370000"));
+    assert_eq!(m.start("Revive"), Status::SUCCESS);
+    let h = m.open(f, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.dismount(f), Status::SUCCESS);
+    // The dismount tore the instance down (VOLUME_DISMOUNT).
+    assert!(seen(0).iter().any(|s| matches!(s, Seen::TeardownComplete { reason: 0x8, .. })));
+    // The next open remounts: FastFat revives the old volume device, still alive (a file is
+    // open), the frame is still attached: the instance is set up again as DETACHED_VOLUME.
+    let h2 = m.open(f, "a.txt", CreateOptions::open()).unwrap();
+    let flags: Vec<u32> = setups(0).into_iter().map(|(f, _, _)| f).collect();
+    assert_eq!(flags, [0x1, 0x9]);
+    m.close_handle(h2);
+    m.close_handle(h);
+}
+
+#[test]
+fn every_instance_without_flags_attaches_the_default_first_facts_2_5() {
+    // facts.md §2.5: the default instance orders the attachments; instances whose Flags lack 0x1
+    // attach automatically (as minispy's three instances do).
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Spy", "370000");
+    cfg.extra_instances = vec![
+        ("Spy Top".into(), "385100".into(), 0),
+        ("Spy Bottom".into(), "361000".into(), 0),
+        ("Spy Manual".into(), "365000".into(), 1),
+    ];
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Spy"), Status::SUCCESS);
+    let names: Vec<String> = flt(&m, "flt_instance_setup")
+        .into_iter()
+        .map(|(_, _, e)| match e {
+            FltEvent::InstanceSetup { instance, .. } => instance,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(names, ["Spy Instance", "Spy Top", "Spy Bottom"]);
+    let stack = m.device_stack(c);
+    let fsfilter_sim::StackEntry::Frame { instances, .. } = &stack[0] else { panic!("{stack:?}") };
+    let alts: Vec<&str> = instances.iter().map(|i| i.altitude.as_str()).collect();
+    assert_eq!(alts, ["385100", "370000", "361000"]);
+}
+
+#[test]
+fn volume_properties_and_file_system_type_facts_2_5() {
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Props", "370000");
+    cfg.on_setup = Some(std::rc::Rc::new(|instance, _| {
+        let mut vol = 0;
+        assert_eq!(unsafe { FltGetVolumeFromInstance(instance, &mut vol) }, 0);
+        let mut buf = vec![0u64; 64];
+        let mut ret = 0u32;
+        let s = unsafe {
+            FltGetVolumeProperties(
+                vol,
+                buf.as_mut_ptr().cast(),
+                size_of::<FLT_VOLUME_PROPERTIES>() as u32,
+                &mut ret,
+            )
+        };
+        assert_eq!(Status(s), Status::BUFFER_OVERFLOW);
+        assert!(ret as usize > size_of::<FLT_VOLUME_PROPERTIES>());
+        let s = unsafe { FltGetVolumeProperties(vol, buf.as_mut_ptr().cast(), 512, &mut ret) };
+        assert_eq!(s, 0);
+        let p = unsafe { &*buf.as_ptr().cast::<FLT_VOLUME_PROPERTIES>() };
+        assert_eq!(p.DeviceType, device_type::DISK_FILE_SYSTEM);
+        let real = unsafe { fsfilter_sim::mem::read_unicode(&p.RealDeviceName) };
+        let driver = unsafe { fsfilter_sim::mem::read_unicode(&p.FileSystemDriverName) };
+        fltcommon::order_push(format!("{driver} {real}"));
+        let mut t = 0;
+        assert_eq!(unsafe { FltGetFileSystemType(instance as *const _, &mut t) }, 0);
+        assert_eq!(t, 2);
+        unsafe { FltObjectDereference(vol as *mut _) };
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Props"), Status::SUCCESS);
+    assert!(fltcommon::order().contains(&r"\FileSystem\Ntfs \Device\HarddiskVolume1".to_owned()));
+}

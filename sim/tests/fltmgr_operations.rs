@@ -1,0 +1,568 @@
+//! Filter Manager, deliverable 3 — operations (facts.md §2.4, §3, §4): callback data built from
+//! IRPs and fast I/O, pre callbacks from the highest altitude down and post callbacks back up,
+//! the skip flags, every FLT_PREOP_* / FLT_POSTOP_* status with its effect, callback IRQLs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+
+use fltcommon::{
+    Config, PreCall, Seen, install, machine, mj, order, order_clear, reconfigure, seen, seen_clear,
+};
+use fsfilter::Status;
+use fsfilter_sim::{CreateOptions, FsKind, IoMode, Machine, VolumeId, VolumeSpec};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+
+const IRP_OPERATION: u32 = 0x1;
+const FAST_IO_OPERATION: u32 = 0x2;
+const POST_OPERATION: u32 = 0x8_0000;
+
+fn setup(files: &[(&str, &[u8])]) -> (Machine, VolumeId) {
+    let mut m = machine(1);
+    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
+    for (p, b) in files {
+        spec = spec.file(p, b);
+    }
+    let c = m.add_volume(spec);
+    m.install_filter_manager();
+    m.boot();
+    (m, c)
+}
+
+fn start(m: &mut Machine, slot: usize, c: Config) {
+    let name = c.name.clone();
+    install(m, slot, c);
+    assert_eq!(m.start(&name), Status::SUCCESS);
+}
+
+fn pres(slot: usize) -> Vec<Seen> {
+    seen(slot).into_iter().filter(|s| matches!(s, Seen::Pre { .. })).collect()
+}
+
+fn posts(slot: usize) -> Vec<Seen> {
+    seen(slot).into_iter().filter(|s| matches!(s, Seen::Post { .. })).collect()
+}
+
+#[test]
+fn pre_callbacks_run_from_the_highest_altitude_posts_back_up_facts_2_4() {
+    // facts.md §2.4: pre-operation callbacks highest altitude -> lowest, post callbacks lowest ->
+    // highest.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(&mut m, 0, Config::new("Mid", "200000").op(mj::READ, true, true));
+    start(&mut m, 1, Config::new("Low", "100000").op(mj::READ, true, true));
+    start(&mut m, 2, Config::new("High", "300000").op(mj::READ, true, true));
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    m.read(h, Some(0), 5, IoMode::Cached);
+    order_clear();
+    let r = m.read(h, Some(0), 5, IoMode::Cached);
+    assert_eq!(r.data, b"hello");
+    assert!(r.fast_io);
+    assert_eq!(
+        order(),
+        ["High:pre:3", "Mid:pre:3", "Low:pre:3", "Low:post:3", "Mid:post:3", "High:post:3"]
+    );
+}
+
+#[test]
+fn callback_data_is_built_from_the_irp_facts_3() {
+    // facts.md §3: FLT_CALLBACK_DATA with IRP_OPERATION, the IRP's flags, its parameters and
+    // buffers in the parameter block; POST_OPERATION in the post; post-create at PASSIVE_LEVEL.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
+    let g = got.clone();
+    let cfg = Config::new("Look", "370000")
+        .op(mj::READ, true, true)
+        .op(mj::CREATE, true, true)
+        .with_pre(move |p: &PreCall| {
+            if p.major() == mj::READ {
+                let i = p.iopb();
+                let r = unsafe { i.Parameters.Read };
+                g.borrow_mut().push(format!(
+                    "len={} off={} mdl={} fo={} inst={} mode={}",
+                    r.Length,
+                    { r.ByteOffset },
+                    !r.MdlAddress.is_null(),
+                    !i.TargetFileObject.is_null(),
+                    i.TargetInstance == p.instance(),
+                    p.data().RequestorMode
+                ));
+            }
+            (0, 0x55)
+        });
+    start(&mut m, 0, cfg);
+    let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(got.borrow().as_slice(), ["len=512 off=0 mdl=true fo=true inst=true mode=1"]);
+    let p = pres(0);
+    let Seen::Pre { data_flags, irp_flags, .. } = p[1].clone() else { panic!() };
+    assert_eq!(data_flags & IRP_OPERATION, IRP_OPERATION);
+    assert_eq!(irp_flags & 0x1, 0x1, "IRP_NOCACHE");
+    let q = posts(0);
+    let Seen::Post { data_flags, information, context, status, irql, .. } = q[1].clone() else {
+        panic!()
+    };
+    assert_eq!(data_flags & POST_OPERATION, POST_OPERATION);
+    assert_eq!((status, information, context), (0, 5, 0x55));
+    assert_eq!(irql, 0);
+    // Post-create ran at PASSIVE_LEVEL in the thread of its pre (creates are synchronized).
+    let (Seen::Pre { thread: t1, .. }, Seen::Post { thread: t2, irql, .. }) =
+        (p[0].clone(), q[0].clone())
+    else {
+        panic!()
+    };
+    assert_eq!((irql, t1), (0, t2));
+}
+
+#[test]
+fn fast_io_reads_are_operations_with_the_fast_io_flag_facts_1_7_and_3() {
+    // facts.md §3: FLTFL_CALLBACK_DATA_FAST_IO_OPERATION; §4: fast-I/O posts at PASSIVE_LEVEL in
+    // the same thread.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(&mut m, 0, Config::new("Fast", "370000").op(mj::READ, true, true));
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert!(!m.read(h, Some(0), 5, IoMode::Cached).fast_io, "the first read sets up caching");
+    seen_clear(0);
+    let r = m.read(h, Some(1), 3, IoMode::Cached);
+    assert!(r.fast_io);
+    assert_eq!(r.data, b"ell");
+    let (
+        Seen::Pre { data_flags, irp_flags, thread: t1, .. },
+        Seen::Post { irql, thread: t2, information, .. },
+    ) = (pres(0)[0].clone(), posts(0)[0].clone())
+    else {
+        panic!()
+    };
+    assert_eq!((data_flags & FAST_IO_OPERATION, irp_flags), (FAST_IO_OPERATION, 0));
+    assert_eq!((irql, t1, information), (0, t2, 3));
+}
+
+fn reads_seen(m: &mut Machine, c: VolumeId, flags: u32) -> Vec<String> {
+    let _ = &m;
+    let _ = (c, flags);
+    pres(0)
+        .into_iter()
+        .map(|s| match s {
+            Seen::Pre { data_flags, irp_flags, .. } => {
+                if data_flags & FAST_IO_OPERATION != 0 {
+                    "fast".into()
+                } else if irp_flags & 0x2 != 0 {
+                    "paging".into()
+                } else if irp_flags & 0x1 != 0 {
+                    "noncached".into()
+                } else {
+                    "cached".into()
+                }
+            }
+            _ => unreachable!(),
+        })
+        .collect()
+}
+
+#[test]
+fn the_four_skip_flags_facts_3() {
+    // facts.md §3: SKIP_PAGING_IO (IRP paging I/O), SKIP_CACHED_IO (cached reads and writes,
+    // every fast-I/O one included), SKIP_NON_CACHED_NON_PAGING_IO, SKIP_NON_DASD_IO.
+    // The first cached read tries fast I/O (the file system declines: no cache yet), then an
+    // IRP; the second is fast I/O.
+    let cases = [
+        (0x1, vec!["fast", "cached", "fast", "noncached"]),
+        (0x2, vec!["noncached", "paging"]),
+        (0x8, vec!["fast", "cached", "fast", "paging"]),
+        (0x0, vec!["fast", "cached", "fast", "noncached", "paging"]),
+    ];
+    for (flags, expected) in cases {
+        let (mut m, c) = setup(&[("a.txt", &[7u8; 600])]);
+        start(&mut m, 0, Config::new("Skip", "370000").op_flags(mj::READ, flags, true, false));
+        let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        m.read(h, Some(0), 10, IoMode::Cached);
+        m.read(h, Some(0), 10, IoMode::Cached);
+        m.read(h, Some(0), 512, IoMode::NonCached);
+        m.read(h, Some(0), 512, IoMode::Paging);
+        assert_eq!(reads_seen(&mut m, c, flags), expected, "flags {flags:#x}");
+    }
+    // SKIP_NON_DASD_IO: only volume (DASD) opens.
+    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    start(&mut m, 0, Config::new("Dasd", "370000").op_flags(mj::CREATE, 0x4, true, false));
+    m.create(c, "a.txt", CreateOptions::open());
+    assert!(pres(0).is_empty());
+    m.create(c, "", CreateOptions::open().options(0));
+    assert_eq!(pres(0).len(), 1);
+}
+
+#[test]
+fn complete_stops_the_operation_and_runs_only_the_posts_above_facts_2_4_and_4() {
+    // facts.md §2.4/§4: FLT_PREOP_COMPLETE: nothing below sees the operation, the completing
+    // filter's post is not called, only the posts of the filters above run.
+    let (mut m, c) = setup(&[]);
+    start(&mut m, 0, Config::new("High", "300000").op(mj::CREATE, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("Deny", "200000").op(mj::CREATE, true, true).with_pre(|p| {
+            p.set_status(Status::ACCESS_DENIED, 0);
+            (4, 0)
+        }),
+    );
+    start(&mut m, 2, Config::new("Low", "100000").op(mj::CREATE, true, true));
+    order_clear();
+    let r = m.create(c, "new.txt", CreateOptions::default());
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    assert_eq!(order(), ["High:pre:0", "Deny:pre:0", "High:post:0"]);
+    let Seen::Post { status, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!(Status(status), Status::ACCESS_DENIED);
+    assert!(m.file_contents(c, "new.txt").is_none(), "the file system never saw the create");
+}
+
+#[test]
+fn disallow_fastio_sends_the_caller_to_the_irp_path_facts_4() {
+    // facts.md §4: FLT_PREOP_DISALLOW_FASTIO (fast I/O only): STATUS_FLT_DISALLOW_FAST_IO, the I/O
+    // manager reissues the request as an IRP.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(&mut m, 0, Config::new("Above", "300000").op(mj::READ, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("NoFast", "200000")
+            .op(mj::READ, true, false)
+            .with_pre(|p| if p.data().Flags & FAST_IO_OPERATION != 0 { (3, 0) } else { (1, 0) }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    m.read(h, Some(0), 5, IoMode::Cached);
+    seen_clear(0);
+    let r = m.read(h, Some(0), 5, IoMode::Cached);
+    assert!(!r.fast_io);
+    assert_eq!(r.data, b"hello");
+    let p = posts(0);
+    let Seen::Post { data_flags, status, .. } = p[0].clone() else { panic!() };
+    assert_eq!(
+        (data_flags & FAST_IO_OPERATION, Status(status)),
+        (FAST_IO_OPERATION, Status::FLT_DISALLOW_FAST_IO)
+    );
+    let Seen::Post { data_flags, status, .. } = p[1].clone() else { panic!() };
+    assert_eq!((data_flags & IRP_OPERATION, status), (IRP_OPERATION, 0));
+}
+
+unsafe extern "system" fn resume_write(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    fltcommon::order_push("resumed".into());
+    unsafe { FltCompletePendedPreOperation(ctx.cast(), 0, 0x77 as *const c_void) };
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+#[test]
+fn a_pended_pre_operation_resumes_with_flt_complete_pended_pre_operation_facts_4() {
+    // facts.md §4: FLT_PREOP_PENDING keeps the operation until FltCompletePendedPreOperation;
+    // the filters below then see it in the resuming (worker) thread; the resumed status's
+    // completion context goes to the post.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(
+        &mut m,
+        0,
+        Config::new("Pender", "300000").op(mj::WRITE, true, true).with_pre(|p| {
+            if p.data().Flags & IRP_OPERATION == 0 {
+                return (0, 0);
+            }
+            let item = unsafe { FltAllocateGenericWorkItem() };
+            let s = unsafe {
+                FltQueueGenericWorkItem(
+                    item,
+                    fltcommon::filter_handle(p.slot) as *const c_void,
+                    Some(resume_write),
+                    1,
+                    p.data.cast(),
+                )
+            };
+            assert_eq!(s, 0);
+            (2, 0)
+        }),
+    );
+    start(&mut m, 1, Config::new("Below", "100000").op(mj::WRITE, true, true));
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    order_clear();
+    // A non-cached write (no fast-I/O attempt).
+    let r = m.write(h, Some(0), &[b'H'; 512], IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(&m.file_contents(c, "a.txt").unwrap()[..3], b"HHH");
+    assert_eq!(
+        order(),
+        ["Pender:pre:4", "resumed", "Below:pre:4", "Below:post:4", "Pender:post:4"]
+    );
+    let (Seen::Pre { thread: t_pender, .. }, Seen::Pre { thread: t_below, .. }) =
+        (pres(0)[0].clone(), pres(1)[0].clone())
+    else {
+        panic!()
+    };
+    assert_ne!(t_pender, t_below, "the resumed walk runs in the worker");
+    let Seen::Post { context, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!(context, 0x77);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn posts_run_at_dispatch_level_unless_synchronized_facts_4() {
+    // facts.md §4: post callbacks may run at DISPATCH_LEVEL in an arbitrary thread when the lower
+    // driver completes from a DPC; after FLT_PREOP_SYNCHRONIZE the post runs at IRQL <= APC_LEVEL
+    // in the pre's thread.
+    let (mut m, c) = setup(&[("a.txt", &[1u8; 512])]);
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    start(&mut m, 0, Config::new("Async", "300000").op(mj::READ, true, true));
+    start(&mut m, 1, Config::new("Sync", "200000").op(mj::READ, true, true).with_pre(|_| (1, 0)));
+    let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+    assert_eq!(m.read(h, Some(0), 512, IoMode::NonCached).status, Status::SUCCESS);
+    let Seen::Post { irql, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!(irql, 2, "completed from the DPC: DISPATCH_LEVEL");
+    reconfigure(1, |c| c.pre = Some(std::rc::Rc::new(|_| (5, 0))));
+    seen_clear(0);
+    assert_eq!(m.read(h, Some(0), 512, IoMode::NonCached).status, Status::SUCCESS);
+    let (Seen::Pre { thread: t1, .. }, Seen::Post { thread: t2, irql, .. }) =
+        (pres(1).last().cloned().unwrap(), posts(1)[0].clone())
+    else {
+        panic!()
+    };
+    assert_eq!((irql, t1), (0, t2));
+    let Seen::Post { irql, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!(irql, 0, "the posts above a synchronized one run in the same thread");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+unsafe extern "system" fn finish_post(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    fltcommon::order_push("finish".into());
+    unsafe { FltCompletePendedPostOperation(ctx.cast()) };
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+#[test]
+fn more_processing_required_holds_the_operation_facts_4() {
+    // facts.md §4: FLT_POSTOP_MORE_PROCESSING_REQUIRED stops completion until
+    // FltCompletePendedPostOperation.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(&mut m, 0, Config::new("Top", "300000").op(mj::WRITE, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("Holder", "100000").op(mj::WRITE, true, true).with_post(|p| {
+            if p.data().Flags & IRP_OPERATION == 0 {
+                return 0;
+            }
+            let item = unsafe { FltAllocateGenericWorkItem() };
+            let s = unsafe {
+                FltQueueGenericWorkItem(
+                    item,
+                    fltcommon::filter_handle(p.slot) as *const c_void,
+                    Some(finish_post),
+                    1,
+                    p.data.cast(),
+                )
+            };
+            assert_eq!(s, 0);
+            1
+        }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    order_clear();
+    let r = m.write(h, Some(0), &[b'J'; 512], IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(order(), ["Top:pre:4", "Holder:pre:4", "Holder:post:4", "finish", "Top:post:4"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+thread_local! {
+    static SAFE: RefCell<Vec<(u8, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+unsafe extern "system" fn safe_post(
+    _d: *mut FLT_CALLBACK_DATA,
+    _o: *const FLT_RELATED_OBJECTS,
+    _c: *const c_void,
+    _f: u32,
+) -> i32 {
+    SAFE.with(|s| s.borrow_mut().push(fltcommon::where_now()));
+    0
+}
+
+#[test]
+fn completion_processing_when_safe_facts_4() {
+    // facts.md §4: FltDoCompletionProcessingWhenSafe runs the safe callback inline below
+    // DISPATCH_LEVEL; at DISPATCH_LEVEL it posts it to a worker (TRUE, MORE_PROCESSING_REQUIRED)
+    // and the worker's FINISHED_PROCESSING finishes the operation.
+    for dpc in [false, true] {
+        SAFE.with(|s| s.borrow_mut().clear());
+        let (mut m, c) = setup(&[("a.txt", &[1u8; 512])]);
+        m.kernel(|k| k.fs.complete_at_dpc = dpc);
+        let results: std::rc::Rc<RefCell<Vec<(bool, i32)>>> = Default::default();
+        let r2 = results.clone();
+        start(
+            &mut m,
+            0,
+            Config::new("Safe", "300000").op(mj::READ, true, true).with_post(move |p| {
+                let mut status = -1;
+                let ok = unsafe {
+                    FltDoCompletionProcessingWhenSafe(
+                        p.data,
+                        p.objects,
+                        p.context,
+                        p.flags,
+                        Some(safe_post),
+                        &mut status,
+                    )
+                };
+                r2.borrow_mut().push((ok, status));
+                status
+            }),
+        );
+        let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+        let r = m.read(h, Some(0), 512, IoMode::NonCached);
+        assert_eq!(r.status, Status::SUCCESS);
+        assert_eq!(r.data.len(), 512);
+        let safe = SAFE.with(|s| s.borrow().clone());
+        assert_eq!(safe.len(), 1);
+        assert_eq!(safe[0].0, 0, "the safe callback runs at PASSIVE_LEVEL");
+        if dpc {
+            assert_eq!(results.borrow().as_slice(), [(true, 1)]);
+        } else {
+            assert_eq!(results.borrow().as_slice(), [(true, 0)]);
+        }
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+
+#[test]
+fn dirty_callback_data_propagates_changed_parameters_down_facts_4() {
+    // FltSetCallbackDataDirty: a filter's changed parameters go down with the IRP; filters below
+    // it in the frame see the change in any case (one callback data per frame).
+    for dirty in [true, false] {
+        let (mut m, c) = setup(&[("d.txt", b"0123456789")]);
+        start(
+            &mut m,
+            0,
+            Config::new("Shift", "300000").op(mj::READ, true, false).with_pre(move |p| {
+                p.iopb().Parameters.Read.ByteOffset = 5;
+                if dirty {
+                    unsafe { FltSetCallbackDataDirty(p.data) };
+                }
+                (1, 0)
+            }),
+        );
+        let offsets: std::rc::Rc<RefCell<Vec<i64>>> = Default::default();
+        let o = offsets.clone();
+        start(
+            &mut m,
+            1,
+            Config::new("Below", "200000").op(mj::READ, true, false).with_pre(move |p| {
+                o.borrow_mut().push(unsafe { p.iopb().Parameters.Read.ByteOffset });
+                (1, 0)
+            }),
+        );
+        let h = m.open(c, "d.txt", CreateOptions::open()).unwrap();
+        let first = m.read(h, Some(0), 5, IoMode::Cached);
+        let second = m.read(h, Some(0), 5, IoMode::Cached);
+        assert!(!first.fast_io && second.fast_io);
+        let want: &[u8] = if dirty { b"56789" } else { b"01234" };
+        assert_eq!((first.data.as_slice(), second.data.as_slice()), (want, want), "dirty={dirty}");
+        // Three pre calls: the declined fast-I/O attempt, the IRP, the fast I/O.
+        assert_eq!(offsets.borrow().as_slice(), [5, 5, 5]);
+    }
+}
+
+#[test]
+fn a_post_only_registration_gets_its_post_facts_3() {
+    // facts.md §3: pre without post and post without pre are both allowed.
+    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    start(&mut m, 0, Config::new("PostOnly", "370000").op(mj::CREATE, false, true));
+    m.create(c, "a.txt", CreateOptions::open());
+    assert!(pres(0).is_empty());
+    let Seen::Post { context, status, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!((context, status), (0, 0));
+}
+
+#[test]
+fn cancel_file_open_closes_the_file_below_facts_4() {
+    // FltCancelFileOpen from a post-create: the file is cleaned up and closed below the instance
+    // and the create fails with the filter's status.
+    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    start(
+        &mut m,
+        0,
+        Config::new("Cancel", "370000").op(mj::CREATE, false, true).with_post(|p| {
+            let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+            if p.status().is_success() {
+                unsafe { FltCancelFileOpen(p.instance(), fo) };
+                p.data().IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+                unsafe { FltSetCallbackDataDirty(p.data) };
+            }
+            0
+        }),
+    );
+    let r = m.create(c, "a.txt", CreateOptions::open().share(0));
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    assert!(m.kernel(|k| k.fs.ccbs.is_empty()), "the file system closed the file object");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+unsafe extern "system" fn deny_held(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    let data = ctx as *mut FLT_CALLBACK_DATA;
+    unsafe { (*data).IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0 };
+    unsafe { FltCompletePendedPreOperation(data, 4, std::ptr::null()) };
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+#[test]
+fn a_pended_create_can_be_completed_by_its_filter_facts_4() {
+    // facts.md §4: FltCompletePendedPreOperation with FLT_PREOP_COMPLETE: the filters below never
+    // see the operation, the ones above get their post with the filter's status.
+    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    start(&mut m, 0, Config::new("Above", "300000").op(mj::CREATE, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("Judge", "200000").op(mj::CREATE, true, false).with_pre(|p| {
+            let item = unsafe { FltAllocateGenericWorkItem() };
+            let s = unsafe {
+                FltQueueGenericWorkItem(
+                    item,
+                    fltcommon::filter_handle(p.slot) as *const c_void,
+                    Some(deny_held),
+                    1,
+                    p.data.cast(),
+                )
+            };
+            assert_eq!(s, 0);
+            (2, 0)
+        }),
+    );
+    start(&mut m, 2, Config::new("Below", "100000").op(mj::CREATE, true, false));
+    order_clear();
+    let r = m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    assert_eq!(order(), ["Above:pre:0", "Judge:pre:0", "Above:post:0"]);
+    let Seen::Post { status, irql, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!((Status(status), irql), (Status::ACCESS_DENIED, 0));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -1,0 +1,355 @@
+//! Filter Manager, deliverable 1 — registration (facts.md §2.6, §3, §5): FLT_REGISTRATION's size
+//! and version rules, flags, the operation table up to IRP_MJ_OPERATION_END, the documented
+//! failures, forbidden registrations, FltStartFiltering, FltUnregisterFilter.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use fltcommon::{Config, Seen, flt, install, machine, mj, rules, seen};
+use fsfilter::Status;
+use fsfilter_sim::{
+    CreateOptions, EventKind, FltEvent, FsKind, InstanceLayout, Rule, StartType, StopResult,
+    VolumeSpec,
+};
+
+fn load_status(m: &fsfilter_sim::Machine, name: &str) -> Option<Status> {
+    m.events().into_iter().rev().find_map(|e| match e.kind {
+        EventKind::Load { driver, status, .. } if driver == name => Some(status),
+        _ => None,
+    })
+}
+
+fn booted(files: &[(&str, &[u8])]) -> fsfilter_sim::Machine {
+    let mut m = machine(1);
+    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
+    for (p, b) in files {
+        spec = spec.file(p, b);
+    }
+    m.add_volume(spec);
+    m.install_filter_manager();
+    m.boot();
+    m
+}
+
+#[test]
+fn a_minifilter_registers_starts_and_sees_io_facts_2_6() {
+    let mut m = booted(&[("a.txt", b"hello")]);
+    install(&mut m, 0, Config::new("MiniA", "370000").op(mj::CREATE, true, true));
+    assert_eq!(m.start("MiniA"), Status::SUCCESS);
+    let c = m.volume("C:").unwrap();
+    let r = m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS);
+    let s = seen(0);
+    assert!(s.iter().any(|x| matches!(x, Seen::Setup { flags: 1, .. })), "{s:?}");
+    assert!(s.iter().any(|x| matches!(x, Seen::Pre { major: 0, .. })), "{s:?}");
+    assert!(s.iter().any(|x| matches!(x, Seen::Post { major: 0, status: 0, .. })), "{s:?}");
+    let reg = flt(&m, "flt_filter_registered");
+    assert!(matches!(
+        reg[0].2,
+        FltEvent::FilterRegistered { frame: 0, status: Status::SUCCESS, .. }
+    ));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn version_major_must_be_2_and_newer_minors_are_accepted_facts_2_6() {
+    // facts.md §2.6: a different major version stops the filter loading (STATUS_INVALID_PARAMETER);
+    // a newer minor version is accepted.
+    let mut m = booted(&[]);
+    let mut c = Config::new("Major3", "370000");
+    c.version = 0x0303;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Major3"), Status::INVALID_PARAMETER);
+    let mut c = Config::new("Minor4", "370010");
+    c.version = 0x0204;
+    install(&mut m, 1, c);
+    assert_eq!(m.start("Minor4"), Status::SUCCESS);
+    // Version 0x0200 with the 0x0200 size (no transaction, NormalizeEx or section fields).
+    let mut c = Config::new("V200", "370020");
+    c.version = 0x0200;
+    c.size = Some(std::mem::offset_of!(
+        windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_REGISTRATION,
+        TransactionNotificationCallback
+    ) as u16);
+    install(&mut m, 2, c);
+    assert_eq!(m.start("V200"), Status::SUCCESS);
+    // A size smaller than its version's fields.
+    let mut c = Config::new("Short", "370030");
+    c.size = Some(16);
+    install(&mut m, 3, c);
+    assert_eq!(m.start("Short"), Status::INVALID_PARAMETER);
+    assert_eq!(load_status(&m, "Short"), Some(Status::INVALID_PARAMETER));
+}
+
+#[test]
+fn section_notification_is_read_only_from_version_0203_facts_2_6() {
+    // facts.md §2.6: SectionNotificationCallback exists from 0x0203 (Windows 8). A 0x0202
+    // registration's field is not read, so the callback is never called.
+    let mut m = booted(&[]);
+    let mut c = Config::new("V202", "370000");
+    c.version = 0x0202;
+    c.section_notification = true;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("V202"), Status::SUCCESS);
+    let f = m.kernel(|k| k.fltmgr.filter_by_name("V202").unwrap());
+    assert!(m.kernel(|k| k.fltmgr.filter(f).callbacks.section_notification.is_none()));
+}
+
+#[test]
+fn no_instances_key_is_object_name_not_found_facts_2_6_and_9() {
+    // facts.md §9: installed with only `sc create` (no Instances key) => STATUS_OBJECT_NAME_NOT_FOUND.
+    let mut m = booted(&[]);
+    let mut c = Config::new("Bare", "370000");
+    c.no_instances_key = true;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Bare"), Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(load_status(&m, "Bare"), Some(Status(0xC000_0034_u32 as i32)));
+}
+
+#[test]
+fn both_instance_key_layouts_are_read_facts_2_5() {
+    // facts.md §2.5: `Instances` before Windows 11 24H2, `Parameters\Instances` from 24H2.
+    for (slot, layout) in [(0, InstanceLayout::Legacy), (1, InstanceLayout::Parameters)] {
+        let mut m = booted(&[]);
+        let mut c = Config::new("Layout", "370000");
+        c.layout = layout;
+        install(&mut m, slot, c);
+        assert_eq!(m.start("Layout"), Status::SUCCESS, "{layout:?}");
+        assert!(seen(slot).iter().any(|s| matches!(s, Seen::Setup { .. })), "{layout:?}");
+    }
+}
+
+#[test]
+fn without_the_filter_manager_registration_is_flt_not_initialized_facts_2_6() {
+    // facts.md §2.6: STATUS_FLT_NOT_INITIALIZED when FltMgr is not loaded.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let mut c = Config::new("Orphan", "370000");
+    c.depends_on_fltmgr = false;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Orphan"), Status::FLT_NOT_INITIALIZED);
+}
+
+#[test]
+fn a_demand_start_minifilter_starts_the_filter_manager_first() {
+    // DependOnService = FltMgr: the service control manager starts the dependency first.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    install(&mut m, 0, Config::new("Late", "370000"));
+    assert_eq!(m.start("Late"), Status::SUCCESS);
+    let setups = seen(0).iter().filter(|s| matches!(s, Seen::Setup { flags: 1, .. })).count();
+    assert_eq!(setups, 1, "the Filter Manager attached to C: when it loaded late");
+}
+
+#[test]
+fn forbidden_registrations_are_refused_with_a_verifier_event_facts_3() {
+    // facts.md §3: IRP_MJ_POWER and IRP_MJ_DEVICE_CHANGE (no pre or post) and a post for
+    // IRP_MJ_SHUTDOWN are forbidden; Windows' handling is undocumented, the simulator refuses the
+    // registration with STATUS_INVALID_PARAMETER and a FORBIDDEN_OPERATION_REGISTRATION finding.
+    let mut m = booted(&[]);
+    install(&mut m, 0, Config::new("Power", "370000").op(mj::POWER, true, false));
+    install(&mut m, 1, Config::new("Change", "370010").op(mj::DEVICE_CHANGE, false, true));
+    install(&mut m, 2, Config::new("ShutPost", "370020").op(mj::SHUTDOWN, true, true));
+    install(&mut m, 3, Config::new("ShutPre", "370030").op(mj::SHUTDOWN, true, false));
+    assert_eq!(m.start("Power"), Status::INVALID_PARAMETER);
+    assert_eq!(m.start("Change"), Status::INVALID_PARAMETER);
+    assert_eq!(m.start("ShutPost"), Status::INVALID_PARAMETER);
+    assert_eq!(m.start("ShutPre"), Status::SUCCESS);
+    let f = m.findings();
+    let forbidden: Vec<_> = f
+        .iter()
+        .filter(|(r, _, _)| *r == Rule::ForbiddenRegistration)
+        .map(|(_, d, _)| d.clone().unwrap())
+        .collect();
+    assert_eq!(forbidden, ["Power", "Change", "ShutPost"]);
+    assert!(f.iter().any(|(_, _, msg)| msg.contains("IRP_MJ_POWER")));
+}
+
+#[test]
+fn name_provider_callbacks_come_together_facts_2_6() {
+    // facts.md §2.6: STATUS_INVALID_PARAMETER for inconsistent name-provider callbacks.
+    let mut m = booted(&[]);
+    let mut c = Config::new("Names", "370000");
+    c.generate_name = true;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Names"), Status::INVALID_PARAMETER);
+}
+
+#[test]
+fn the_operation_table_ends_at_irp_mj_operation_end_facts_3() {
+    // facts.md §3: the array is terminated by {IRP_MJ_OPERATION_END}; entries after it are not
+    // registrations.
+    let mut m = booted(&[("a.txt", b"x")]);
+    let mut c = Config::new("End", "370000").op(mj::CREATE, true, false);
+    c.after_end = vec![mj::CLEANUP];
+    install(&mut m, 0, c);
+    assert_eq!(m.start("End"), Status::SUCCESS);
+    let v = m.volume("C:").unwrap();
+    let h = m.open(v, "a.txt", CreateOptions::open()).unwrap();
+    m.close_handle(h);
+    let majors: Vec<u8> = seen(0)
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Pre { major, .. } => Some(*major),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(majors, [mj::CREATE]);
+}
+
+#[test]
+fn start_filtering_twice_is_invalid_parameter_facts_2_6() {
+    let mut m = booted(&[]);
+    install(&mut m, 0, Config::new("Twice", "370000"));
+    assert_eq!(m.start("Twice"), Status::SUCCESS);
+    let h = fltcommon::filter_handle(0);
+    // SAFETY: a registered filter handle.
+    let s = unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltStartFiltering(h) };
+    assert_eq!(Status(s), Status::INVALID_PARAMETER);
+}
+
+#[test]
+fn instances_attach_only_after_start_filtering_facts_2_6() {
+    // A registered but not started filter gets no instance; FltStartFiltering attaches before it
+    // returns.
+    let mut m = booted(&[]);
+    let mut c = Config::new("NoStart", "370000");
+    c.start = false;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("NoStart"), Status::SUCCESS);
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Setup { .. })));
+    let h = fltcommon::filter_handle(0);
+    // SAFETY: a registered filter handle.
+    let s = unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltStartFiltering(h) };
+    assert_eq!(s, 0);
+    assert!(seen(0).iter().any(|s| matches!(s, Seen::Setup { flags: 1, .. })));
+}
+
+#[test]
+fn service_stop_support_follows_the_registration_facts_5() {
+    // facts.md §5: with DO_NOT_SUPPORT_SERVICE_STOP, service stop fails and the unload callback is
+    // not called; without an unload callback the filter cannot be stopped either.
+    let mut m = booted(&[]);
+    let mut c = Config::new("NoStop", "370000");
+    c.flags = 0x1;
+    install(&mut m, 0, c);
+    let mut c = Config::new("NoUnload", "370010");
+    c.unload = false;
+    install(&mut m, 1, c);
+    install(&mut m, 2, Config::new("Stoppable", "370020"));
+    for n in ["NoStop", "NoUnload", "Stoppable"] {
+        assert_eq!(m.start(n), Status::SUCCESS);
+    }
+    assert_eq!(m.stop("NoStop"), StopResult::NotStoppable);
+    assert_eq!(m.stop("NoUnload"), StopResult::NotStoppable);
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Unload { .. })));
+    assert_eq!(m.stop("Stoppable"), StopResult::Unloaded);
+    assert!(seen(2).contains(&Seen::Unload { flags: 1 }));
+}
+
+#[test]
+fn unregister_tears_down_every_instance_and_waits_for_rundown_facts_5() {
+    // facts.md §5: FltUnregisterFilter tears down every instance (TeardownStart/Complete) and
+    // blocks until rundown references (queued generic work items) are released.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.add_volume(VolumeSpec::new("E:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let c = Config::new("Rundown", "370000").with_pre(|_| (1, 0)).op(mj::CREATE, true, false);
+    let mut c = c;
+    // The unload callback queues a work item just before FltUnregisterFilter; a work item
+    // queued during teardown is refused (STATUS_FLT_DELETING_OBJECT).
+    c.on_unload = Some(std::rc::Rc::new(|_| {
+        use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+        unsafe extern "system" fn work(
+            item: PFLT_GENERIC_WORKITEM,
+            _o: *const core::ffi::c_void,
+            _c: *const core::ffi::c_void,
+        ) {
+            fltcommon::order_push("work item ran".into());
+            unsafe { FltFreeGenericWorkItem(item) };
+        }
+        let item = unsafe { FltAllocateGenericWorkItem() };
+        let s = unsafe {
+            FltQueueGenericWorkItem(
+                item,
+                fltcommon::filter_handle(0) as *const _,
+                Some(work),
+                1,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(s, 0);
+    }));
+    c.on_teardown_start = Some(std::rc::Rc::new(|instance, _| {
+        use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+        unsafe extern "system" fn never(
+            _: PFLT_GENERIC_WORKITEM,
+            _o: *const core::ffi::c_void,
+            _c: *const core::ffi::c_void,
+        ) {
+        }
+        let item = unsafe { FltAllocateGenericWorkItem() };
+        let s = unsafe {
+            FltQueueGenericWorkItem(item, instance as *const _, Some(never), 1, std::ptr::null())
+        };
+        assert_eq!(fsfilter::Status(s), fsfilter::Status::FLT_DELETING_OBJECT);
+        unsafe { FltFreeGenericWorkItem(item) };
+    }));
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Rundown"), Status::SUCCESS);
+    fltcommon::order_clear();
+    assert_eq!(m.fltmc_unload("Rundown"), Status::SUCCESS);
+    let order = fltcommon::order();
+    let starts = order.iter().filter(|s| s.ends_with("teardown_start")).count();
+    let completes = order.iter().filter(|s| s.ends_with("teardown_complete")).count();
+    assert_eq!((starts, completes), (2, 2), "{order:?}");
+    let ran = order.iter().position(|s| s == "work item ran").expect("the work item ran");
+    let returned = order.iter().position(|s| s == "Rundown:unregistered").unwrap();
+    assert!(ran < returned, "FltUnregisterFilter returned before its rundown: {order:?}");
+    let unregistered = m
+        .events()
+        .iter()
+        .position(|e| {
+            matches!(&e.kind, EventKind::FltMgr { event: FltEvent::FilterUnregistered, .. })
+        })
+        .unwrap();
+    assert!(unregistered > 0);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+    // The reason was a (non-mandatory) filter unload.
+    assert!(seen(0).iter().any(|s| matches!(s, Seen::TeardownStart { reason: 0x2, .. })));
+    let _ = StartType::Demand;
+}
+
+#[test]
+fn a_failed_driver_entry_must_have_unregistered_facts_2_6() {
+    // facts.md §2.6: on failure after FltRegisterFilter the driver must FltUnregisterFilter; one
+    // that does not is reported (FILTER_NOT_UNREGISTERED_AT_UNLOAD) and unregistered before its
+    // image goes, so no callback of it runs later.
+    let mut m = booted(&[("a.txt", b"x")]);
+    let mut c = Config::new("Broken", "370000").op(mj::CREATE, true, false);
+    c.fail_entry = true;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Broken"), Status::UNSUCCESSFUL);
+    assert_eq!(rules(&m), [Rule::FilterNotUnregistered]);
+    let v = m.volume("C:").unwrap();
+    m.create(v, "a.txt", CreateOptions::open());
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Pre { .. })));
+    assert_eq!(rules(&m), [Rule::FilterNotUnregistered]);
+}

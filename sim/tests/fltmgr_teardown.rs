@@ -1,0 +1,328 @@
+//! Filter Manager, deliverable 4 — teardown and unload (facts.md §2.5, §4, §5, §9):
+//! InstanceQueryTeardown for manual detach only, teardown start/complete with their reasons,
+//! draining, TeardownComplete after outstanding operations, `fltmc unload` and service stop.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+
+use fltcommon::{
+    Config, Seen, install, machine, mj, order, order_clear, reconfigure, rules, seen, seen_clear,
+};
+use fsfilter::Status;
+use fsfilter_sim::{
+    CreateOptions, EventKind, FltEvent, FsKind, IoMode, IoRequest, Machine, Rule, StopResult,
+    VolumeId, VolumeSpec,
+};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+
+fn setup() -> (Machine, VolumeId) {
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", &[b'a'; 600]));
+    m.install_filter_manager();
+    m.boot();
+    (m, c)
+}
+
+fn start(m: &mut Machine, slot: usize, c: Config) {
+    let name = c.name.clone();
+    install(m, slot, c);
+    assert_eq!(m.start(&name), Status::SUCCESS);
+}
+
+fn teardowns(slot: usize) -> Vec<(bool, u32)> {
+    seen(slot)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::TeardownStart { reason, .. } => Some((false, reason)),
+            Seen::TeardownComplete { reason, .. } => Some((true, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn creates_seen(slot: usize) -> usize {
+    seen(slot).iter().filter(|s| matches!(s, Seen::Pre { major: 0, .. })).count()
+}
+
+#[test]
+fn query_teardown_decides_a_manual_detach_facts_2_5() {
+    // facts.md §2.5: InstanceQueryTeardown is called only for a manual detach; an error or
+    // warning vetoes it; a NULL callback means the instance can never be detached manually.
+    let (mut m, c) = setup();
+    let mut never = Config::new("Never", "300000").op(mj::CREATE, true, false);
+    never.query_teardown = false;
+    start(&mut m, 0, never);
+    let mut veto = Config::new("Veto", "200000").op(mj::CREATE, true, false);
+    veto.query_status = Status::FLT_DO_NOT_DETACH;
+    start(&mut m, 1, veto);
+    start(&mut m, 2, Config::new("Yes", "100000").op(mj::CREATE, true, false));
+
+    assert_eq!(m.filter_detach("Never", c, None), Status::FLT_DO_NOT_DETACH);
+    assert_eq!(m.filter_detach("Veto", c, None), Status::FLT_DO_NOT_DETACH);
+    assert_eq!(m.filter_detach("Yes", c, None), Status::SUCCESS);
+    assert_eq!(m.filter_detach("Yes", c, None), Status::FLT_INSTANCE_NOT_FOUND);
+    assert!(teardowns(0).is_empty() && teardowns(1).is_empty());
+    assert_eq!(teardowns(2), [(false, 0x1), (true, 0x1)]);
+    assert!(seen(1).iter().any(|s| matches!(s, Seen::Query { .. })));
+    let q = fltcommon::flt(&m, "flt_instance_query_teardown");
+    assert!(matches!(
+        q[0].2,
+        FltEvent::InstanceQueryTeardown { called: false, status: Status::FLT_DO_NOT_DETACH, .. }
+    ));
+    // The detached instance sees no more I/O; the others do.
+    for s in 0..3 {
+        seen_clear(s);
+    }
+    m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!((creates_seen(0), creates_seen(1), creates_seen(2)), (1, 1, 0));
+    // FltDetachVolume (kernel) goes through the same veto.
+    reconfigure(1, |c| c.query_status = Status::SUCCESS);
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let mut vol = 0;
+    let f = fltcommon::filter_handle(1);
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    assert_eq!(unsafe { FltDetachVolume(f, vol, std::ptr::null()) }, 0);
+    unsafe { FltObjectDereference(vol as *mut _) };
+    assert_eq!(teardowns(1), [(false, 0x1), (true, 0x1)]);
+}
+
+#[test]
+fn fltmc_unload_is_a_non_mandatory_unload_facts_5() {
+    // facts.md §5: without an unload callback the filter can never be unloaded; an error or
+    // warning (STATUS_FLT_DO_NOT_DETACH) from a non-mandatory unload keeps it loaded; success
+    // unloads it, its instances torn down with FILTER_UNLOAD, and it is not asked whether to
+    // detach (query teardown is for manual detach only).
+    let (mut m, c) = setup();
+    let mut stuck = Config::new("Stuck", "300000").op(mj::CREATE, true, false);
+    stuck.unload = false;
+    start(&mut m, 0, stuck);
+    let mut refuse = Config::new("Refuse", "200000").op(mj::CREATE, true, false);
+    refuse.unload_status = Status::FLT_DO_NOT_DETACH;
+    start(&mut m, 1, refuse);
+    start(&mut m, 2, Config::new("Goes", "100000").op(mj::CREATE, true, false));
+
+    assert_eq!(m.fltmc_unload("Stuck"), Status::FLT_DO_NOT_DETACH);
+    assert_eq!(m.fltmc_unload("Refuse"), Status::FLT_DO_NOT_DETACH);
+    assert!(seen(1).contains(&Seen::Unload { flags: 0 }));
+    assert_eq!(m.fltmc_unload("Goes"), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Nobody"), Status::FLT_FILTER_NOT_FOUND);
+    assert_eq!(teardowns(2), [(false, 0x2), (true, 0x2)]);
+    assert!(!seen(2).iter().any(|s| matches!(s, Seen::Query { .. })));
+    let unloads: Vec<(String, bool, Status)> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Unload { driver, mandatory, status } => Some((driver, mandatory, status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unloads,
+        [
+            ("Stuck".into(), false, Status::FLT_DO_NOT_DETACH),
+            ("Refuse".into(), false, Status::FLT_DO_NOT_DETACH),
+            ("Goes".into(), false, Status::SUCCESS),
+            ("Nobody".into(), false, Status::FLT_FILTER_NOT_FOUND),
+        ]
+    );
+    for s in 0..3 {
+        seen_clear(s);
+    }
+    m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!((creates_seen(0), creates_seen(1), creates_seen(2)), (1, 1, 0));
+    // It can be loaded again.
+    assert_eq!(m.fltmc_load("Goes"), Status::SUCCESS);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn service_stop_is_a_mandatory_unload_whose_answer_is_ignored_facts_5() {
+    // facts.md §5: `sc stop`: FLTFL_FILTER_UNLOAD_MANDATORY, the return value is ignored;
+    // teardown reason MANDATORY_FILTER_UNLOAD.
+    let (mut m, _) = setup();
+    let mut c = Config::new("Stopped", "300000");
+    c.unload_status = Status::FLT_DO_NOT_DETACH;
+    start(&mut m, 0, c);
+    assert_eq!(m.stop("Stopped"), StopResult::Unloaded);
+    assert!(seen(0).contains(&Seen::Unload { flags: 1 }));
+    assert_eq!(teardowns(0), [(false, 0x4), (true, 0x4)]);
+    let cb = fltcommon::flt(&m, "flt_unload_callback");
+    assert!(matches!(
+        cb[0].2,
+        FltEvent::UnloadCallback { mandatory: true, status: Status::FLT_DO_NOT_DETACH }
+    ));
+}
+
+#[test]
+fn a_filter_that_does_not_unregister_in_its_unload_is_reported_facts_5() {
+    // facts.md §5: the unload callback should call FltUnregisterFilter; the Filter Manager
+    // reports FILTER_NOT_UNREGISTERED_AT_UNLOAD and unregisters it itself.
+    let (mut m, _) = setup();
+    let mut c = Config::new("Lazy", "300000");
+    c.unregister_in_unload = false;
+    start(&mut m, 0, c);
+    assert_eq!(m.stop("Lazy"), StopResult::Unloaded);
+    assert!(rules(&m).contains(&Rule::FilterNotUnregistered));
+    assert_eq!(teardowns(0), [(false, 0x4), (true, 0x4)]);
+}
+
+#[test]
+fn teardown_drains_operations_waiting_for_their_post_facts_2_5_and_4() {
+    // facts.md §2.5/§4: at teardown, operations awaiting post callbacks are drained: the post
+    // callback runs with FLTFL_POST_OPERATION_DRAINING on a copy of the callback data; the
+    // completion comes later without a post for the torn-down instance.
+    let (mut m, c) = setup();
+    start(
+        &mut m,
+        0,
+        Config::new("Locks", "300000").op(mj::LOCK_CONTROL, true, true).with_pre(|_| (0, 0x42)),
+    );
+    let h1 = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let h2 = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let lock = |h, fail| IoRequest::Lock {
+        handle: h,
+        offset: 0,
+        length: 10,
+        exclusive: true,
+        fail_immediately: fail,
+    };
+    assert_eq!(m.io(lock(h1, true)).status, Status::SUCCESS);
+    let waiting = m.io(lock(h2, false));
+    assert_eq!(waiting.status, Status::PENDING, "the second lock waits for the first");
+    order_clear();
+    assert_eq!(m.filter_detach("Locks", c, None), Status::SUCCESS);
+    assert_eq!(order(), ["Locks:teardown_start", "Locks:post:17", "Locks:teardown_complete"]);
+    let pre_data = seen(0)
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Pre { data, .. } => Some(*data),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    let Some(Seen::Post { flags, data_flags, context, data, .. }) =
+        seen(0).into_iter().rfind(|s| matches!(s, Seen::Post { .. }))
+    else {
+        panic!()
+    };
+    assert_eq!(flags, 1, "FLTFL_POST_OPERATION_DRAINING");
+    assert_eq!(data_flags & 0x4_0000, 0x4_0000, "FLTFL_CALLBACK_DATA_DRAINING_IO");
+    assert_eq!(context, 0x42);
+    assert_ne!(data, pre_data, "a copy of the callback data");
+    order_clear();
+    assert_eq!(
+        m.io(IoRequest::Unlock { handle: h1, offset: 0, length: 10 }).status,
+        Status::SUCCESS
+    );
+    let io = waiting.io.unwrap();
+    let result = m.kernel(|k| k.requests.list[io.0 as usize].result);
+    assert_eq!(result.map(|r| r.0), Some(Status::SUCCESS), "the waiting lock completed");
+    assert!(order().is_empty(), "no post for the torn-down instance: {:?}", order());
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+thread_local! {
+    static PENDED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+#[test]
+fn teardown_complete_waits_for_pended_operations_facts_2_5() {
+    // facts.md §2.5: InstanceTeardownStart completes pended operations (here from a work item);
+    // InstanceTeardownComplete runs only once no operation of the instance is outstanding.
+    PENDED.with(|p| p.borrow_mut().clear());
+    let (mut m, c) = setup();
+    let mut cfg = Config::new("Holder", "300000").op(mj::WRITE, true, false).with_pre(|p| {
+        PENDED.with(|x| x.borrow_mut().push(p.data as usize));
+        (2, 0)
+    });
+    unsafe extern "system" fn never(
+        _: PFLT_GENERIC_WORKITEM,
+        _f: *const c_void,
+        _c: *const c_void,
+    ) {
+    }
+    cfg.on_teardown_start = Some(std::rc::Rc::new(|instance, _| {
+        let item = unsafe { FltAllocateGenericWorkItem() };
+        let s = unsafe {
+            FltQueueGenericWorkItem(
+                item,
+                instance as *const c_void,
+                Some(never),
+                1,
+                std::ptr::null(),
+            )
+        };
+        // The instance is tearing down: no new work item.
+        assert_eq!(Status(s), Status::FLT_DELETING_OBJECT);
+        unsafe { FltFreeGenericWorkItem(item) };
+        crate::fltcommon::order_push("teardown start returns".into());
+    }));
+    start(&mut m, 0, cfg);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let w = m.write(h, Some(0), &[b'w'; 512], IoMode::NonCached);
+    assert_eq!(w.status, Status::PENDING);
+    // Another driver's worker completes the held write later (a queued "user-mode answer").
+    order_clear();
+    fsfilter_sim::sched::queue_work(
+        "answer",
+        None,
+        Box::new(|| {
+            for data in PENDED.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+                fltcommon::order_push("completed pended".into());
+                unsafe { FltCompletePendedPreOperation(data as *const _, 1, std::ptr::null()) };
+            }
+        }),
+    );
+    assert_eq!(m.filter_detach("Holder", c, None), Status::SUCCESS);
+    assert_eq!(
+        order(),
+        [
+            "Holder:teardown_start",
+            "teardown start returns",
+            "completed pended",
+            "Holder:teardown_complete"
+        ]
+    );
+    let io = w.io.unwrap();
+    assert_eq!(
+        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        Some(Status::SUCCESS)
+    );
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_dismount_tears_instances_down_without_asking_facts_2_5() {
+    // facts.md §2.5: teardown on volume dismount (VOLUME_DISMOUNT); query teardown is not called.
+    let (mut m, c) = setup();
+    start(&mut m, 0, Config::new("Dis", "300000"));
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    assert_eq!(teardowns(0), [(false, 0x8), (true, 0x8)]);
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Query { .. })));
+    // The next open mounts NTFS anew: a new volume, set up as newly mounted.
+    m.create(c, "a.txt", CreateOptions::open());
+    let flags: Vec<u32> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Setup { flags, .. } => Some(flags),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flags, [0x1, 0x5]);
+}
