@@ -450,6 +450,51 @@ mod tests {
         assert!(r.scans_data(), "the flag keeps the rest of the registration");
     }
 
+    /// Services for a callback without an operation: nothing but the IRQL.
+    struct NoServices;
+
+    impl Services for NoServices {
+        fn irql(&self) -> Irql {
+            Irql::PASSIVE
+        }
+        fn note(&self, _: &str) {}
+        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
+            Err(Error::INVALID_PARAMETER)
+        }
+        fn data_scan_mode(&self) -> DataScanMode {
+            DataScanMode::NotRequested
+        }
+        fn cancel_file_open(&self, _: Status) -> core::result::Result<(), Error> {
+            Err(Error::INVALID_PARAMETER)
+        }
+        fn wait(&self, _: u32) -> core::result::Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn volumes_it_cannot_scan_are_refused_unless_told() {
+        let setup = |data_scan| fsfilter::InstanceSetup {
+            flags: fsfilter::InstanceSetupFlags::AUTOMATIC_ATTACHMENT,
+            volume: fsfilter::VolumeInfo {
+                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
+                filesystem: fsfilter::FilesystemType::Ntfs,
+            },
+            data_scan,
+            id: fsfilter::InstanceId(1),
+            services: &NoServices,
+        };
+        let strict = scanner(&[("Pattern", V::String("x"))]).unwrap();
+        let lax =
+            scanner(&[("Pattern", V::String("x")), ("AttachUnscanned", V::Dword(1))]).unwrap();
+        let unscannable = setup(DataScanMode::NotRequested);
+        assert_eq!(strict.instance_setup(&unscannable), Err(Error::FLT_DO_NOT_ATTACH));
+        assert_eq!(lax.instance_setup(&unscannable), Ok(()));
+        for mode in [DataScanMode::FilterManager, DataScanMode::FsRtlFallback] {
+            assert_eq!(strict.instance_setup(&setup(mode)), Ok(()), "{mode:?}");
+        }
+    }
+
     #[test]
     fn registration_scans_data_and_is_valid() {
         assert!(REGISTRATION.scans_data());

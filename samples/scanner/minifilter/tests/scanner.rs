@@ -1,0 +1,168 @@
+//! The scanner as a minifilter on the simulated Filter Manager: on disk volumes the sections
+//! come from `FltCreateSectionForDataScan` (after `FltRegisterForDataScan` in instance setup); on
+//! the named-pipe file system, where the Filter Manager answers `STATUS_NOT_SUPPORTED`, from the
+//! `FsRtlCreateSectionForDataScan` fallback (facts.md §6). Infected files are refused with
+//! `FltCancelFileOpen`; a conflicting write aborts a scan through the section-conflict callback.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use fsfilter::{DataScanMode, Status};
+use fsfilter_sim::{
+    Callback, CreateOptions, EventKind, FsKind, InstanceLayout, InstanceSpec, InstancesSpec,
+    IoMode, Machine, MachineConfig, RegValue, ServiceSpec, StartType, VolumeId, VolumeSpec,
+};
+
+const PATTERN: &[u8] = b"X5O!P%@AP";
+
+fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec<VolumeId>) {
+    let mut m = Machine::new(MachineConfig { seed: 11 });
+    let _ = m.install_filter_manager();
+    let ids = volumes.iter().cloned().map(|v| m.add_volume(v)).collect();
+    let mut spec = ServiceSpec::new("Scanner", scanner_minifilter::ENTRY, "minifilter");
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Anti-Virus".into());
+    spec.depends_on = vec!["FltMgr".into()];
+    spec.parameters = params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    spec.instances = Some(InstancesSpec {
+        default_instance: "Scanner Instance".into(),
+        instances: vec![InstanceSpec {
+            name: "Scanner Instance".into(),
+            altitude: "323050".into(),
+            flags: 0,
+        }],
+        layout: InstanceLayout::Both,
+    });
+    m.install(spec);
+    m.boot();
+    (m, ids)
+}
+
+fn pattern() -> (&'static str, RegValue) {
+    ("Pattern", RegValue::Sz(String::from_utf8(PATTERN.to_vec()).unwrap()))
+}
+
+fn infected_body() -> Vec<u8> {
+    let mut body = b"header ".to_vec();
+    body.extend_from_slice(PATTERN);
+    body
+}
+
+fn notes(m: &Machine) -> Vec<String> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { callback: Callback::Note { text }, .. } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+fn scans(m: &Machine) -> Vec<(DataScanMode, Status)> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { callback: Callback::DataScan { mode, status }, .. } => {
+                Some((mode, status))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn on_a_disk_volume_the_filter_manager_makes_the_sections() {
+    let (mut m, v) = machine(
+        &[pattern()],
+        &[VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("clean.txt", b"fine")
+            .file("bad.exe", &infected_body())],
+    );
+    let clean = m.open(v[0], "clean.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.create(v[0], "bad.exe", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    assert_eq!(notes(&m), ["scanner: open clean", "scanner: open infected"]);
+    assert_eq!(scans(&m), [(DataScanMode::FilterManager, Status::SUCCESS); 2]);
+    m.close_handle(clean);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn on_named_pipes_the_fsrtl_fallback_scans() {
+    // FltRegisterForDataScan answers STATUS_NOT_SUPPORTED on NPFS; the scanner attaches there only
+    // with SupportNpfsMsfs, and scans through FsRtlCreateSectionForDataScan.
+    let (mut m, v) = machine(
+        &[pattern(), ("SupportNpfsMsfs", RegValue::Dword(1))],
+        &[VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs)],
+    );
+    let setups: Vec<DataScanMode> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback {
+                callback: Callback::InstanceSetup { data_scan, status, .. },
+                ..
+            } if status.is_success() => Some(data_scan),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(setups, [DataScanMode::FsRtlFallback]);
+    let h = m.create(v[0], "pipe1", CreateOptions::default()).handle.unwrap();
+    assert_eq!(m.write(h, None, &infected_body(), IoMode::Cached).status, Status::SUCCESS);
+    m.close_handle(h);
+    // The next open of the pipe finds the pattern in its data.
+    assert_eq!(m.create(v[0], "pipe1", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    assert!(scans(&m).iter().all(|(mode, _)| *mode == DataScanMode::FsRtlFallback));
+    assert!(notes(&m).contains(&"scanner: open infected".to_owned()), "{:?}", notes(&m));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn without_the_flag_named_pipes_are_not_attached() {
+    let (m, _) = machine(&[pattern()], &[VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs)]);
+    let setups = m
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::Callback { callback: Callback::InstanceSetup { .. }, .. })
+        })
+        .count();
+    assert_eq!(setups, 0, "SUPPORT_NPFS_MSFS is off: the Filter Manager does not offer the volume");
+}
+
+#[test]
+fn a_conflicting_write_reaches_the_section_conflict_callback() {
+    // facts.md §6: the Filter Manager notifies the section owner of conflicting I/O; the scan
+    // holding it gives up.
+    let (mut m, v) = machine(
+        &[pattern(), ("ScanLatency", RegValue::Dword(20))],
+        &[VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", &[b'a'; 1024])],
+    );
+    let writer = m.open(v[0], "f.txt", CreateOptions::open()).unwrap();
+    m.schedule(5, move |m| {
+        assert_eq!(
+            m.write(writer, Some(0), &[b'b'; 512], IoMode::NonCached).status,
+            Status::SUCCESS
+        );
+    });
+    let reader = m.open(v[0], "f.txt", CreateOptions::open()).expect("the open goes through");
+    let conflicts = m
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count();
+    assert_eq!(conflicts, 1);
+    assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
+    m.close_handle(reader);
+    m.close_handle(writer);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
