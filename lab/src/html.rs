@@ -33,7 +33,7 @@ td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; font: 12px 
 
 /// The stack diagram of one volume.
 fn stack_svg(volume: &str, stack: &[StackEntry]) -> String {
-    const W: i32 = 320;
+    const W: i32 = 400;
     const ROW: i32 = 22;
     let mut body = String::new();
     let mut y = 4;

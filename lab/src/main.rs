@@ -101,6 +101,13 @@ fn write(path: &std::path::Path, contents: &str) -> Result<(), ExitCode> {
     })
 }
 
+/// Writes to standard output; a closed pipe (`fsfilter ... | head`) ends the output quietly.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
 fn verdict(r: &run::Run) -> ExitCode {
     if r.has_findings() { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
@@ -112,11 +119,11 @@ fn main() -> ExitCode {
             let s = load(&scenario)?;
             let r = run::run(&s);
             match format {
-                Format::Text => print!("{}", text::report(&s, &r)),
-                Format::Json => println!(
-                    "{}",
+                Format::Text => out(&text::report(&s, &r)),
+                Format::Json => out(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&json::document(&r)).unwrap_or_default()
-                ),
+                )),
             }
             if let Some(p) = report {
                 write(&p, &html::report(&s, &r))?;
@@ -130,7 +137,7 @@ fn main() -> ExitCode {
             let s = load(&scenario)?;
             match compare::compare(&s, &driver) {
                 Ok(c) => {
-                    print!("{}", c.text);
+                    out(&c.text);
                     Ok(if c.findings { ExitCode::from(1) } else { ExitCode::SUCCESS })
                 }
                 Err(message) => {
@@ -140,17 +147,17 @@ fn main() -> ExitCode {
             }
         })(),
         Command::Check { scenario } => load(&scenario).map(|s| {
-            println!(
-                "{}: ok ({} volumes, {} drivers, {} steps)",
+            out(&format!(
+                "{}: ok ({} volumes, {} drivers, {} steps)\n",
                 scenario.display(),
                 s.volumes.len(),
                 s.drivers.len(),
                 s.steps.len()
-            );
+            ));
             ExitCode::SUCCESS
         }),
         Command::Samples => {
-            print!("{}", samples::listing());
+            out(&samples::listing());
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep { dir, csv, jobs } => (|| {
@@ -160,7 +167,7 @@ fn main() -> ExitCode {
             })?;
             match csv {
                 Some(p) => write(&p, &summary.csv)?,
-                None => print!("{}", summary.csv),
+                None => out(&summary.csv),
             }
             eprintln!("{}", summary.totals());
             Ok(if summary.bad > 0 {
@@ -173,7 +180,7 @@ fn main() -> ExitCode {
         })(),
         Command::Demo { report } => (|| {
             let d = demo::run();
-            print!("{}", d.text);
+            out(&d.text);
             if let Some(p) = report {
                 write(&p, &d.html)?;
             }

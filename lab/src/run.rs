@@ -346,7 +346,11 @@ fn io(
         MajorFunction::Read => m.read(handle, offset, length.unwrap_or(512), mode),
         MajorFunction::Write => {
             let default = b"written by the fsfilter lab".to_vec();
-            let bytes = data.map_or(default, <[u8]>::to_vec);
+            let mut bytes = data.map_or(default, <[u8]>::to_vec);
+            // With a length, the data repeats to fill it (non-cached writes need whole sectors).
+            if let Some(len) = length {
+                bytes = bytes.iter().copied().cycle().take(len).collect();
+            }
             m.write(handle, offset, &bytes, mode)
         }
         MajorFunction::QueryInformation => {

@@ -395,6 +395,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     }
 
     let mut drivers: Vec<Driver> = Vec::new();
+    let mut altitude_lines: Vec<usize> = Vec::new();
     for (i, (table, span)) in driver_tables.iter().enumerate() {
         let path = format!("driver[{i}]");
         let mut f = Fields::new(&cx, table, &path, span.clone());
@@ -481,6 +482,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let instance_flags = u32::try_from(flags.unwrap_or(0)).map_err(|_| {
             cx.error(span.clone(), &format!("{path}.instance_flags"), "does not fit a DWORD".into())
         })?;
+        altitude_lines
+            .push(altitude.as_ref().map_or(lines.line(span.start), |(_, s)| lines.line(s.start)));
         drivers.push(Driver {
             name: dname,
             sample,
@@ -494,24 +497,21 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         });
     }
     // Two instances at one altitude (facts.md §2.3): the Filter Manager refuses the second.
-    for (i, a) in drivers.iter().enumerate() {
-        for b in drivers.iter().skip(i + 1) {
-            if let (Some(x), Some(y)) = (&a.altitude, &b.altitude) {
-                if Altitude::parse(x).ok() == Altitude::parse(y).ok() {
-                    return Err(ScenarioError {
-                        file: file.to_owned(),
-                        line: b.line,
-                        key: format!(
-                            "driver[{}].altitude",
-                            drivers.iter().position(|d| d == b).unwrap_or(0)
-                        ),
-                        message: format!(
-                            "`{}` and `{}` both have altitude {y}: two instances cannot share an altitude",
-                            a.name, b.name
-                        ),
-                    });
-                }
-            }
+    for (j, b) in drivers.iter().enumerate() {
+        let Some(y) = &b.altitude else { continue };
+        let earlier = drivers.iter().take(j).find(|a| {
+            a.altitude.as_ref().is_some_and(|x| Altitude::parse(x).ok() == Altitude::parse(y).ok())
+        });
+        if let Some(a) = earlier {
+            return Err(ScenarioError {
+                file: file.to_owned(),
+                line: altitude_lines.get(j).copied().unwrap_or(b.line),
+                key: format!("driver[{j}].altitude"),
+                message: format!(
+                    "`{}` and `{}` both have altitude {y}: two instances cannot share an altitude",
+                    a.name, b.name
+                ),
+            });
         }
     }
 
@@ -691,19 +691,22 @@ struct Fields<'c, 't> {
     path: String,
     span: Span,
     left: BTreeMap<String, (&'t Spanned<DeValue<'t>>, Span)>,
+    /// Every key the reader asked for, present or not: the table's known keys.
+    asked: Vec<&'static str>,
 }
 
 impl<'c, 't> Fields<'c, 't> {
     fn new(cx: &'c Cx<'c>, table: &'t DeTable<'t>, path: &str, span: Span) -> Fields<'c, 't> {
         let left = table.iter().map(|(k, v)| (k.get_ref().to_string(), (v, k.span()))).collect();
-        Fields { cx, path: path.to_owned(), span, left }
+        Fields { cx, path: path.to_owned(), span, left, asked: Vec::new() }
     }
 
     fn key(&self, key: &str) -> String {
         if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
     }
 
-    fn take(&mut self, key: &str) -> Option<&'t Spanned<DeValue<'t>>> {
+    fn take(&mut self, key: &'static str) -> Option<&'t Spanned<DeValue<'t>>> {
+        self.asked.push(key);
         self.left.remove(key).map(|(v, _)| v)
     }
 
@@ -724,7 +727,7 @@ impl<'c, 't> Fields<'c, 't> {
         self.cx.error(self.span.clone(), &self.key(key), "missing (required)".into())
     }
 
-    fn opt_string(&mut self, key: &str) -> Result<Option<(String, Span)>, ScenarioError> {
+    fn opt_string(&mut self, key: &'static str) -> Result<Option<(String, Span)>, ScenarioError> {
         match self.take(key) {
             None => Ok(None),
             Some(v) => match v.get_ref().as_str() {
@@ -734,11 +737,11 @@ impl<'c, 't> Fields<'c, 't> {
         }
     }
 
-    fn string(&mut self, key: &str) -> Result<(String, Span), ScenarioError> {
+    fn string(&mut self, key: &'static str) -> Result<(String, Span), ScenarioError> {
         self.opt_string(key)?.ok_or_else(|| self.missing(key))
     }
 
-    fn opt_u64(&mut self, key: &str) -> Result<Option<u64>, ScenarioError> {
+    fn opt_u64(&mut self, key: &'static str) -> Result<Option<u64>, ScenarioError> {
         match self.take(key) {
             None => Ok(None),
             Some(v) => match v.get_ref() {
@@ -759,7 +762,7 @@ impl<'c, 't> Fields<'c, 't> {
         }
     }
 
-    fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, ScenarioError> {
+    fn opt_bool(&mut self, key: &'static str) -> Result<Option<bool>, ScenarioError> {
         match self.take(key) {
             None => Ok(None),
             Some(v) => {
@@ -770,7 +773,7 @@ impl<'c, 't> Fields<'c, 't> {
 
     fn opt_choice<T: Copy>(
         &mut self,
-        key: &str,
+        key: &'static str,
         choices: &[(&str, T)],
     ) -> Result<Option<T>, ScenarioError> {
         let Some((s, span)) = self.opt_string(key)? else { return Ok(None) };
@@ -787,13 +790,17 @@ impl<'c, 't> Fields<'c, 't> {
         }
     }
 
-    fn choice<T: Copy>(&mut self, key: &str, choices: &[(&str, T)]) -> Result<T, ScenarioError> {
+    fn choice<T: Copy>(
+        &mut self,
+        key: &'static str,
+        choices: &[(&str, T)],
+    ) -> Result<T, ScenarioError> {
         self.opt_choice(key, choices)?.ok_or_else(|| self.missing(key))
     }
 
     fn opt_array_of_tables(
         &mut self,
-        key: &str,
+        key: &'static str,
     ) -> Result<Vec<(&'t DeTable<'t>, Span)>, ScenarioError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
         let DeValue::Array(items) = v.get_ref() else {
@@ -808,7 +815,10 @@ impl<'c, 't> Fields<'c, 't> {
             .collect()
     }
 
-    fn opt_parameters(&mut self, key: &str) -> Result<Vec<(String, Parameter)>, ScenarioError> {
+    fn opt_parameters(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Vec<(String, Parameter)>, ScenarioError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
         let DeValue::Table(t) = v.get_ref() else { return Err(self.wrong(key, v, "a table")) };
         let mut out = Vec::new();
@@ -845,7 +855,7 @@ impl<'c, 't> Fields<'c, 't> {
     }
 
     /// `files = { "a.txt" = "contents", ... }`: files present on the volume.
-    fn opt_files(&mut self, key: &str) -> Result<Vec<(String, Vec<u8>)>, ScenarioError> {
+    fn opt_files(&mut self, key: &'static str) -> Result<Vec<(String, Vec<u8>)>, ScenarioError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
         let DeValue::Table(t) = v.get_ref() else {
             return Err(self.wrong(key, v, "a table of file names and contents"));
@@ -871,10 +881,41 @@ impl<'c, 't> Fields<'c, 't> {
         match self.left.iter().next() {
             None => Ok(()),
             Some((k, (_, kspan))) => {
-                Err(self.cx.error(kspan.clone(), &self.key(k), "unknown key".into()))
+                let near = self
+                    .asked
+                    .iter()
+                    .filter(|known| edit_distance(known, k) <= 2)
+                    .min_by_key(|known| edit_distance(known, k));
+                let message = match near {
+                    Some(known) => format!("unknown key (did you mean `{known}`?)"),
+                    None => format!("unknown key (known here: {})", self.asked.join(", ")),
+                };
+                Err(self.cx.error(kspan.clone(), &self.key(k), message))
             }
         }
     }
+}
+
+/// Levenshtein distance, for suggesting a known key.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row.first().copied().unwrap_or(0);
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let old = row.get(j + 1).copied().unwrap_or(0);
+            let left = row.get(j).copied().unwrap_or(0);
+            let cost = usize::from(ca != *cb);
+            if let Some(cell) = row.get_mut(j + 1) {
+                *cell = (old + 1).min(left + 1).min(prev + cost);
+            }
+            prev = old;
+        }
+    }
+    row.last().copied().unwrap_or(0)
 }
 
 /// The text of a scenario file, for `fsfilter samples` and the examples.

@@ -1,0 +1,148 @@
+//! The `fsfilter` command line (scenario.md, "Command line"): the demonstration by default, run
+//! with each output, compare, check, samples and sweep.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fsfilter(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fsfilter")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn scenario(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name).display().to_string()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fsfilter-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn no_arguments_runs_the_demonstration() {
+    let o = fsfilter(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = text(&o);
+    for expected in [
+        "scenario demonstration",
+        "Filters (fltmc filters):",
+        "EncLegacy            legacy",
+        "<Legacy>",
+        "FltMgr      frame 1",
+        "FltMgr      frame 0",
+        "AUTOMATIC_ATTACHMENT|NEWLY_MOUNTED_VOLUME",
+        "data scan: FsRtlCreateSectionForDataScan",
+        "data scan: FltCreateSectionForDataScan",
+        "unload ProbeLate                         STATUS_FLT_DO_NOT_DETACH",
+        "compare ProbeLate in scenario demonstration: legacy filter vs minifilter",
+        "Verifier: no findings.",
+    ] {
+        assert!(t.contains(expected), "missing `{expected}` in:\n{t}");
+    }
+}
+
+#[test]
+fn run_prints_one_json_document() {
+    let o = fsfilter(&["run", &scenario("frames.toml"), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&text(&o)).unwrap();
+    assert_eq!(v["scenario"], "frames");
+    let events = v["events"].as_array().unwrap();
+    assert!(events.iter().all(|e| e["seq"].is_u64() && e["kind"].is_string()));
+    let end = v["snapshots"].as_array().unwrap().last().unwrap();
+    assert_eq!(end["label"], "end");
+    let c = end["volumes"]["C:"].as_array().unwrap();
+    assert_eq!(c[0]["type"], "frame");
+    assert_eq!(c[0]["frame"], 1);
+    assert_eq!(c[1], serde_json::json!({"type": "legacy", "driver": "OldEnc"}));
+    assert_eq!(c[3], serde_json::json!({"type": "filesystem", "driver": "Ntfs"}));
+}
+
+#[test]
+fn run_writes_the_html_report_and_the_chrome_trace() {
+    let (html, trace) = (temp("report.html"), temp("trace.json"));
+    let o = fsfilter(&[
+        "run",
+        &scenario("demo.toml"),
+        "--report",
+        html.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    // Self-contained: no script, no stylesheet or image from elsewhere (the only URL is the SVG
+    // namespace).
+    assert!(!page.contains("<script") && !page.contains("<link") && !page.contains("src="));
+    assert_eq!(page.matches("http").count(), page.matches("http://www.w3.org/2000/svg").count());
+    // 4 volumes in 2 snapshots ("after boot" and "end"), and the timeline.
+    assert_eq!(page.matches("<svg class=\"stack\"").count(), 8);
+    assert_eq!(page.matches("<svg class=\"timeline\"").count(), 1);
+    assert!(page.contains("rect class=\"legacy\"") && page.contains("rect class=\"frame\""));
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = t["traceEvents"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["ph"] == "X" && e["cat"] == "io"), "request spans");
+    assert!(
+        events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == "EncLegacy"),
+        "a lane per driver"
+    );
+}
+
+#[test]
+fn compare_reports_both_models_with_semantics_rows() {
+    let o = fsfilter(&["compare", &scenario("attach-order.toml"), "--driver", "MiniLate"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = text(&o);
+    assert!(t.contains("compare MiniLate in scenario attach-order"), "{t}");
+    assert!(t.contains("legacy:     legacy device #1 from the top"), "{t}");
+    assert!(t.contains("minifilter: frame 0"), "{t}");
+    assert!(t.contains("docs/semantics.md#attach-order"), "{t}");
+    let missing = fsfilter(&["compare", &scenario("attach-order.toml"), "--driver", "Nobody"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn check_and_samples() {
+    let o = fsfilter(&["check", &scenario("unload.toml")]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o).ends_with("unload.toml: ok (1 volumes, 4 drivers, 9 steps)\n"),
+        "{}",
+        text(&o)
+    );
+    let o = fsfilter(&["samples"]);
+    let t = text(&o);
+    for p in ["passthrough", "probe", "scanner", "Rules", "Pattern", "ScanLatency", "Trace"] {
+        assert!(t.contains(p), "{p} in {t}");
+    }
+}
+
+#[test]
+fn sweep_runs_a_folder_and_writes_csv() {
+    let csv = temp("sweep.csv");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let o =
+        fsfilter(&["sweep", dir.to_str().unwrap(), "--csv", csv.to_str().unwrap(), "--jobs", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "file,scenario,outcome,end_stacks,pre_orderings,findings");
+    assert_eq!(lines.len(), 1 + 5);
+    assert!(
+        lines.iter().any(|l| l.contains(",frames,ok,")
+            && l.contains("frame 1[AntiVirus@321300,Compression@169000]")),
+        "{table}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("5 scenarios: 5 ok, 0 with verifier findings, 0 bad")
+    );
+}

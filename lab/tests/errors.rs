@@ -1,0 +1,159 @@
+//! Bad scenarios (issue 8): every error names the file, the line and the key, with the exact
+//! message; a bad scenario never panics, and `fsfilter check` exits with status 2.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use fsfilter_lab::scenario::parse;
+
+fn error(text: &str) -> String {
+    parse("bad.toml", text).expect_err("the scenario must be refused").to_string()
+}
+
+const VOLUME: &str = "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n";
+
+#[test]
+fn unknown_keys_are_named_with_a_suggestion() {
+    assert_eq!(
+        error("[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\nfilesytem = \"fat\"\n"),
+        "bad.toml:4: volume[0].filesytem: unknown key (did you mean `filesystem`?)"
+    );
+    assert_eq!(
+        error("seed = 1\ncolour = \"blue\"\n"),
+        "bad.toml:2: colour: unknown key (known here: name, seed, volume, driver, step)"
+    );
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"mount\"\nvolume = \"C:\"\nlabel = \"x\"\n")),
+        "bad.toml:7: step[0].label: unknown key (known here: action, volume)"
+    );
+}
+
+#[test]
+fn unknown_samples_and_drivers() {
+    assert_eq!(
+        error("[[driver]]\nname = \"A\"\nsample = \"spy\"\nmodel = \"legacy\"\n"),
+        "bad.toml:3: driver[0].sample: unknown sample `spy` (samples: passthrough, probe, scanner)"
+    );
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"load\"\ndriver = \"Ghost\"\n")),
+        "bad.toml:6: step[0].driver: no driver named `Ghost`"
+    );
+}
+
+#[test]
+fn altitudes_must_be_decimal_and_unique_and_only_for_minifilters() {
+    assert_eq!(
+        error(
+            "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\naltitude = \"37o000\"\n"
+        ),
+        "bad.toml:5: driver[0].altitude: altitude `37o000` is not a decimal number"
+    );
+    assert_eq!(
+        error(
+            "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\naltitude = \"370000\"\n\n\
+             [[driver]]\nname = \"B\"\nsample = \"probe\"\nmodel = \"minifilter\"\naltitude = \"370000.0\"\n"
+        ),
+        "bad.toml:11: driver[1].altitude: `A` and `B` both have altitude 370000.0: two instances cannot share an altitude"
+    );
+    assert_eq!(
+        error(
+            "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\naltitude = \"370000\"\n"
+        ),
+        "bad.toml:5: driver[0].altitude: a legacy filter has no altitude: it sits where it attaches"
+    );
+    assert_eq!(
+        error("[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\n"),
+        "bad.toml:1: driver[0].altitude: a minifilter needs the altitude of its default instance"
+    );
+}
+
+#[test]
+fn steps_naming_missing_volumes() {
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"mount\"\nvolume = \"Z:\"\n")),
+        "bad.toml:6: step[0].volume: no volume named `Z:`"
+    );
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"io\"\nvolume = \"Q:\"\nop = \"read\"\n")),
+        "bad.toml:6: step[0].volume: no volume named `Q:`"
+    );
+}
+
+#[test]
+fn wrong_types_values_and_syntax() {
+    assert_eq!(
+        error("[[volume]]\nname = \"C:\"\nfilesystem = 7\n"),
+        "bad.toml:3: volume[0].filesystem: expected a string, found an integer"
+    );
+    assert_eq!(
+        error("[[volume]]\nname = \"C:\"\nfilesystem = \"hpfs\"\n"),
+        "bad.toml:3: volume[0].filesystem: unknown value `hpfs` (one of ntfs, fat, exfat, refs, cdfs, udfs, mup, npfs, msfs)"
+    );
+    assert_eq!(
+        error("name = \"x\"\n[[volume]\n"),
+        "bad.toml:2: not valid TOML: unclosed array table, expected `]`"
+    );
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"teleport\"\n")),
+        "bad.toml:7: step[0].op: unknown io op `teleport` (one of create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information)"
+    );
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"reboot\"\n")),
+        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot)"
+    );
+    assert_eq!(
+        error(
+            "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n[[volume]]\nname = \"c:\"\nfilesystem = \"fat\"\n"
+        ),
+        "bad.toml:5: volume[1].name: volume `c:` is defined twice"
+    );
+    assert_eq!(
+        error(
+            "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n[driver.parameters]\nRules = [1, 2]\n"
+        ),
+        "bad.toml:6: driver[0].parameters.Rules: a parameter is a string (REG_SZ), an integer or a boolean (REG_DWORD)"
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    // A few shapes the parser must turn into errors, not panics (the fuzz target does more).
+    for text in [
+        "",
+        "[[",
+        "volume = 3",
+        "[[volume]]",
+        "[[step]]\naction = 1",
+        "\u{0}\u{ffff}",
+        "seed = -1",
+        "[[driver]]\nname=\"a\"\nsample=\"probe\"\nmodel=\"minifilter\"\naltitude=\"\"",
+        "[[driver]]\nname=\"a\"\nsample=\"probe\"\nmodel=\"legacy\"\ninstance_flags=99999999999",
+    ] {
+        let _ = parse("x.toml", text);
+    }
+    assert!(parse("empty.toml", "").is_ok(), "an empty scenario is a machine with nothing in it");
+}
+
+#[test]
+fn check_exits_2_with_the_message_on_stderr() {
+    let dir = std::env::temp_dir().join(format!("fsfilter-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\nfilesytem = \"fat\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsfilter"))
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.ends_with(
+            "bad.toml:4: volume[0].filesytem: unknown key (did you mean `filesystem`?)\n"
+        ),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,127 @@
+//! Every scenario under `lab/scenarios/` (the classic questions, and the demonstration) runs, and
+//! its JSON document (scenario.md) matches the snapshot in `lab/tests/snapshots/<name>.json`.
+//! A changed behaviour shows as a diff here; to accept it, run with `FSFILTER_BLESS=1` and review
+//! the snapshot's diff like code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+
+use fsfilter_lab::{json, run, scenario};
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn check(path: &Path) -> Result<(), String> {
+    let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(path).unwrap();
+    let s = scenario::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+    let r = run::run(&s);
+    if r.has_findings() {
+        return Err(format!("{name}: verifier findings in an example scenario"));
+    }
+    let document = serde_json::to_string_pretty(&json::document(&r)).unwrap() + "\n";
+    let snapshot =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.json"));
+    if std::env::var_os("FSFILTER_BLESS").is_some() {
+        std::fs::write(&snapshot, &document).unwrap();
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(&snapshot).map_err(|e| {
+        format!("{name}: no snapshot at {} ({e}); run with FSFILTER_BLESS=1", snapshot.display())
+    })?;
+    if expected != document {
+        let (line, (want, got)) = expected
+            .lines()
+            .zip(document.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map_or((0, ("(length)", "(length)")), |(i, p)| (i + 1, p));
+        return Err(format!(
+            "{name}: JSON differs from the snapshot at line {line}:\n  want {want}\n  got  {got}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_example_scenario_matches_its_snapshot() {
+    let files = scenarios();
+    assert!(files.len() >= 5, "{files:?}");
+    let failures: Vec<String> = files.iter().filter_map(|p| check(p).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn runs_are_deterministic() {
+    for path in scenarios() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = scenario::parse("x.toml", &text).unwrap();
+        let a = serde_json::to_string(&json::document(&run::run(&s))).unwrap();
+        let b = serde_json::to_string(&json::document(&run::run(&s))).unwrap();
+        assert_eq!(a, b, "{}", path.display());
+    }
+}
+
+#[test]
+fn the_example_scenarios_answer_their_questions() {
+    let load = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
+        let s = scenario::parse(name, &std::fs::read_to_string(path).unwrap()).unwrap();
+        let r = run::run(&s);
+        (s, r)
+    };
+    let stack = |r: &run::Run, volume: &str| -> Vec<String> {
+        let end = r.snapshots.last().unwrap();
+        let (_, st) = end.volumes.iter().find(|(v, _)| v == volume).unwrap();
+        st.iter()
+            .map(|e| match e {
+                run::StackEntry::Legacy { driver } => driver.clone(),
+                run::StackEntry::Frame { frame, instances } => {
+                    let i: Vec<&str> = instances.iter().map(|(d, _, _)| d.as_str()).collect();
+                    format!("frame {frame}[{}]", i.join(","))
+                }
+                run::StackEntry::FileSystem { driver } => driver.clone(),
+            })
+            .collect()
+    };
+    // Load order is stack order for legacy filters; altitude order inside a frame for
+    // minifilters, even for one loaded after a legacy filter it outranks (no frame above it).
+    let (_, r) = load("attach-order.toml");
+    assert_eq!(stack(&r, "C:"), ["LegacyLate", "LegacyA", "frame 0[MiniLate,MiniA]", "Ntfs"]);
+    assert_eq!(
+        stack(&r, "F:"),
+        stack(&r, "C:").iter().map(|s| s.replace("Ntfs", "fastfat")).collect::<Vec<_>>()
+    );
+    // facts.md §2.2: Frame 1 appears above the legacy filter; the anti-virus joins it.
+    let (_, r) = load("frames.toml");
+    assert_eq!(
+        stack(&r, "C:"),
+        ["frame 1[AntiVirus,Compression]", "OldEnc", "frame 0[Backup]", "Ntfs"]
+    );
+    // Unload semantics.
+    let (_, r) = load("unload.toml");
+    let statuses: Vec<String> =
+        r.steps.iter().map(|s| format!("{} {}", s.what, s.status.name().unwrap_or("?"))).collect();
+    assert_eq!(
+        statuses[..7],
+        [
+            "unload Refuser STATUS_FLT_DO_NOT_DETACH",
+            "unload Stuck STATUS_FLT_DO_NOT_DETACH",
+            "stop Stuck STATUS_INVALID_DEVICE_REQUEST",
+            "unload OldLegacy STATUS_FLT_FILTER_NOT_FOUND",
+            "load NewLegacy STATUS_SUCCESS",
+            "stop OldLegacy STATUS_PENDING",
+            "stop Refuser STATUS_SUCCESS",
+        ]
+    );
+    assert_eq!(stack(&r, "C:"), ["frame 0[Stuck]", "Ntfs"]);
+}
