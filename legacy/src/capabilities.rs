@@ -1,19 +1,28 @@
-//! The legacy backend's capabilities, as data (`docs/semantics.md` turns the differences from
-//! the minifilter backend into rows).
+//! The legacy backend's capabilities, as data (docs/semantics.md turns every difference from the
+//! minifilter backend into a row).
 
-/// The model's name for this backend.
-pub const MODEL: &str = "legacy";
+use fsfilter::Capabilities;
 
-/// Manual attach and detach: the legacy model has no such operation.
-pub const MANUAL_ATTACH: bool = false;
-/// Position in a stack comes from load order, not altitude.
-pub const ALTITUDE_ORDERING: bool = false;
-/// A filter without an unload callback gets no `DriverUnload` and cannot be stopped.
-pub const UNLOAD_NEEDS_CALLBACK: bool = true;
-/// Non-mandatory unload (`fltmc unload`) exists only for minifilters.
-pub const NON_MANDATORY_UNLOAD: bool = false;
-/// Post callbacks are drained (called early with `FLTFL_POST_OPERATION_DRAINING`): no; teardown
-/// waits for outstanding operations instead.
-pub const DRAINING: bool = false;
-/// Data-scan sections come from `FsRtlCreateSectionForDataScan` on every volume.
-pub const FILTER_MANAGER_DATA_SCAN: bool = false;
+/// What the legacy backend can do.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    model: "legacy",
+    // No Filter Manager: nothing to ask for an attach or a detach.
+    manual_attach: false,
+    // A device is attached at the top of the stack as it is when the filter attaches.
+    altitude_ordering: false,
+    // Every unload is a service stop, hence mandatory.
+    non_mandatory_unload: false,
+    // Without an unload callback there is no DriverUnload, so the service cannot stop.
+    unload_needs_callback: true,
+    // Teardown waits for outstanding completions instead of draining post callbacks.
+    draining: false,
+    filter_manager_data_scan: false,
+    // NPFS and MSFS register no file system: a legacy filter finds them only by name.
+    named_pipes_and_mailslots: false,
+    // FsFilter callbacks need FsRtlRegisterFileSystemFilterCallbacks, which the backend does not
+    // use.
+    fs_filter_callbacks: false,
+    // FastIoRead and FastIoWrite go through the model; the other routines pass through.
+    all_fast_io_callbacks: false,
+    volume_flags: false,
+};

@@ -112,8 +112,11 @@ macro_rules! pass_through {
             // SAFETY: the I/O manager calls us with our device.
             let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return $default };
             match entry!(table, $field) {
-                // SAFETY: the lower driver's routine with the caller's arguments and its device.
-                Some(f) => unsafe { f($($arg,)* lower) },
+                Some(f) => fsfilter_kernel::image::call_as_driver_of(lower, || {
+                    // SAFETY: the lower driver's routine with the caller's arguments and its
+                    // device, called in that driver's context.
+                    unsafe { f($($arg,)* lower) }
+                }),
                 None => $default,
             }
         }
@@ -152,8 +155,10 @@ unsafe extern "system" fn query_open<F: Filter>(
     unsafe {
         fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
     }
-    // SAFETY: the lower driver's routine with the IRP at its location.
-    let r = unsafe { f(irp, info, lower) };
+    let r = fsfilter_kernel::image::call_as_driver_of(lower, || {
+        // SAFETY: the lower driver's routine with the IRP at its location, in its context.
+        unsafe { f(irp, info, lower) }
+    });
     // SAFETY: as above: take our location back.
     unsafe { fsfilter_kernel::irp::undo_skip_current_irp_stack_location(irp) };
     r
@@ -182,8 +187,11 @@ unsafe extern "system" fn read<F: Filter>(
 ) -> bool {
     let call = |table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT| match entry!(table, FastIoRead)
     {
-        // SAFETY: the lower driver's routine with the I/O manager's arguments and its device.
-        Some(f) => unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) },
+        Some(f) => fsfilter_kernel::image::call_as_driver_of(lower, || {
+            // SAFETY: the lower driver's routine with the I/O manager's arguments and its
+            // device, called in that driver's context.
+            unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) }
+        }),
         None => false,
     };
     // SAFETY: forwarded from the I/O manager.
@@ -202,8 +210,11 @@ unsafe extern "system" fn write<F: Filter>(
 ) -> bool {
     let call =
         |table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT| match entry!(table, FastIoWrite) {
-            // SAFETY: the lower driver's routine with the I/O manager's arguments and its device.
-            Some(f) => unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) },
+            Some(f) => fsfilter_kernel::image::call_as_driver_of(lower, || {
+                // SAFETY: the lower driver's routine with the I/O manager's arguments and its
+                // device, called in that driver's context.
+                unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) }
+            }),
             None => false,
         };
     // SAFETY: forwarded from the I/O manager.
@@ -281,8 +292,13 @@ unsafe fn model<F: Filter>(
             }
             return true;
         }
-        PreOutcome::WithPost(c) | PreOutcome::Synchronize(c) if op.post => {
+        // Fast I/O is synchronous already: synchronizing changes nothing but the name.
+        PreOutcome::WithPost(c) if op.post => {
             report_pre("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
+            c
+        }
+        PreOutcome::Synchronize(c) if op.post => {
+            report_pre("FLT_PREOP_SYNCHRONIZE", None);
             c
         }
         _ => {

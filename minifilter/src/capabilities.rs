@@ -1,14 +1,19 @@
-//! The minifilter backend's capabilities, as data (embassy-style: backends report what they can
-//! do; `docs/semantics.md` turns the differences into rows).
+//! The minifilter backend's capabilities, as data (docs/semantics.md turns every difference from
+//! the legacy backend into a row).
 
-/// The model's name for this backend.
-pub const MODEL: &str = "minifilter";
+use fsfilter::Capabilities;
 
-/// Manual attach and detach (`fltmc attach` / `fltmc detach`) are available.
-pub const MANUAL_ATTACH: bool = true;
-/// Instances are ordered by altitude, whatever the load order.
-pub const ALTITUDE_ORDERING: bool = true;
-/// A filter with no unload callback cannot be unloaded at all.
-pub const UNLOAD_NEEDS_CALLBACK: bool = true;
-/// Data-scan sections come from the Filter Manager where it supports them.
-pub const FILTER_MANAGER_DATA_SCAN: bool = true;
+/// What the minifilter backend can do.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    model: "minifilter",
+    manual_attach: true,
+    altitude_ordering: true,
+    non_mandatory_unload: true,
+    unload_needs_callback: true,
+    draining: true,
+    filter_manager_data_scan: true,
+    named_pipes_and_mailslots: true,
+    fs_filter_callbacks: true,
+    all_fast_io_callbacks: true,
+    volume_flags: true,
+};

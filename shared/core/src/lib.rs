@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod altitude;
+mod capabilities;
 mod filter;
 mod flags;
 mod major;
@@ -29,6 +30,7 @@ mod volume;
 pub use altitude::{
     ALTITUDE_CAPACITY, Altitude, AltitudeError, GroupSource, LegacyAltitude, LoadOrderGroup,
 };
+pub use capabilities::Capabilities;
 pub use filter::{
     Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo,
     registration_in_force, scans_data,

@@ -19,6 +19,42 @@ unsafe extern "C" {
     fn FsfSimImageSlot() -> *const AtomicPtr<c_void>;
 }
 
+#[cfg(not(target_os = "windows"))]
+unsafe extern "Rust" {
+    /// Defined by `fsfilter-sim`: runs `f` as code of the driver that owns `device`.
+    fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut());
+}
+
+/// Calls a lower driver's fast-I/O routine: code of another driver, called directly rather than
+/// through the I/O manager. On Windows that is just the call (each image has its own global).
+/// The simulator loads several drivers from one crate, so the image whose global [`get`] reads
+/// must become the lower driver's for the call, as `IofCallDriver` does for IRPs. Fast-I/O
+/// routines answer a `BOOLEAN`; a call that could not be made answers FALSE (not handled).
+pub fn call_as_driver_of(
+    device: *const windows_sys::Wdk::Foundation::DEVICE_OBJECT,
+    f: impl FnOnce() -> bool,
+) -> bool {
+    #[cfg(target_os = "windows")]
+    {
+        let _ = device;
+        f()
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        let mut f = Some(f);
+        let mut handled = false;
+        let mut call = || {
+            if let Some(f) = f.take() {
+                handled = f();
+            }
+        };
+        // SAFETY: the simulator defines this Rust-ABI function with exactly this signature; it
+        // calls `call` once.
+        unsafe { fsfilter_sim_call_as_driver_of(device as usize, &mut call) };
+        handled
+    }
+}
+
 fn slot() -> &'static AtomicPtr<c_void> {
     #[cfg(target_os = "windows")]
     {

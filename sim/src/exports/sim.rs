@@ -21,6 +21,20 @@ pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
     kernel::with(|k| k.current_slot())
 }
 
+/// `fsfilter_kernel::image::call_as_driver_of`: runs `f` as code of the driver that owns
+/// `device` (its image global, its unload state), as the I/O manager does for dispatch routines.
+#[unsafe(no_mangle)]
+pub fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut()) {
+    let image = kernel::with(|k| {
+        let d = k.objects.device_id(device as *const _)?;
+        Some(k.objects.driver(k.objects.device(d).driver).image)
+    });
+    match image {
+        Some(image) => kernel::call_into(Some(image), f),
+        None => f(),
+    }
+}
+
 /// The backends' trace hook: records a callback into filter logic, attributed to the running
 /// image, with the instance resolved to a volume and the operation to a user request.
 #[unsafe(no_mangle)]

@@ -1,0 +1,543 @@
+//! The semantics matrix (docs/semantics.md), row by row: the same scenario with the filter under
+//! test as a legacy filter and as a minifilter; where the models agree the test asserts that
+//! both runs saw the same, where they differ it asserts the difference, and each difference is
+//! also a field of the backends' `CAPABILITIES`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use fsfilter_lab::run::{Run, StackEntry, run};
+use fsfilter_lab::scenario::{Model, parse};
+use fsfilter_sim::{Callback, EventKind};
+
+const LEGACY: fsfilter::Capabilities = fsfilter_legacy::capabilities::CAPABILITIES;
+const MINI: fsfilter::Capabilities = fsfilter_minifilter::capabilities::CAPABILITIES;
+
+/// Runs `text` with `driver` as a legacy filter and as a minifilter.
+fn both(text: &str, driver: &str) -> (Run, Run) {
+    let s = parse("semantics.toml", text).unwrap();
+    (run(&s.with_model(driver, Model::Legacy)), run(&s.with_model(driver, Model::Minifilter)))
+}
+
+/// What `driver` saw of each io step: (step, [callback kind, operation, outcome]).
+fn seen(r: &Run, driver: &str) -> Vec<(u32, Vec<String>)> {
+    r.steps
+        .iter()
+        .filter_map(|s| {
+            let io = s.io?;
+            let cbs = r
+                .events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Callback { driver: d, io: Some(i), callback, .. }
+                        if d == driver && *i == io =>
+                    {
+                        match callback {
+                            Callback::Pre { major, kind, outcome, status, .. } => {
+                                Some(format!("pre {major} {kind:?} {outcome} {status:?}"))
+                            }
+                            Callback::Post { major, outcome, status, .. } => {
+                                Some(format!("post {major} {outcome} {status}"))
+                            }
+                            Callback::Resumed { outcome } => Some(format!("resumed {outcome}")),
+                            Callback::Note { text } => Some(format!("note {text}")),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                })
+                .collect();
+            Some((s.index, cbs))
+        })
+        .collect()
+}
+
+fn setups(r: &Run, driver: &str) -> Vec<String> {
+    r.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback {
+                driver: d,
+                volume,
+                callback: Callback::InstanceSetup { flags, status, .. },
+                ..
+            } if d == driver => {
+                Some(format!("{} {flags:?} {status}", volume.as_deref().unwrap_or("?")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn step_statuses(r: &Run) -> Vec<String> {
+    r.steps.iter().map(|s| format!("{}: {}", s.what, s.status)).collect()
+}
+
+fn clean(r: &Run) {
+    let f: Vec<String> = r.findings().map(|e| format!("{:?}", e.kind)).collect();
+    assert!(f.is_empty(), "{f:?}");
+}
+
+const C_VOLUME: &str = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "data.bin" = "0123456789abcdef", "secret.txt" = "no", "plain.txt" = "yes" }
+"#;
+
+#[test]
+fn callbacks_and_outcomes_agree() {
+    // Rows `callbacks` and `outcomes`: the same pre and post callbacks, outcomes and statuses.
+    let text = format!(
+        "{C_VOLUME}
+[[driver]]
+name = \"P\"
+sample = \"probe\"
+model = \"minifilter\"
+start = \"boot\"
+altitude = \"370100\"
+[driver.parameters]
+Rules = \"deny create *secret*; complete:STATUS_OBJECT_NAME_NOT_FOUND create *.tmp; pend:20 read; synchronize write; nopost close; disallow_fastio query_information\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"create\"
+path = \"secret.txt\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"create\"
+path = \"x.tmp\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"create\"
+path = \"plain.txt\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"read\"
+path = \"plain.txt\"
+mode = \"noncached\"
+offset = 0
+length = 512
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"write\"
+path = \"plain.txt\"
+data = \"more\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"query_information\"
+path = \"plain.txt\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"close\"
+path = \"plain.txt\"
+"
+    );
+    let (l, m) = both(&text, "P");
+    clean(&l);
+    clean(&m);
+    assert_eq!(step_statuses(&l), step_statuses(&m));
+    assert_eq!(seen(&l, "P"), seen(&m, "P"));
+    let all: Vec<String> = seen(&m, "P").into_iter().flat_map(|(_, v)| v).collect();
+    for expected in [
+        "FLT_PREOP_COMPLETE",
+        "FLT_PREOP_PENDING",
+        "resumed",
+        "FLT_PREOP_SYNCHRONIZE",
+        "FLT_PREOP_SUCCESS_NO_CALLBACK",
+    ] {
+        assert!(all.iter().any(|c| c.contains(expected)), "{expected}: {all:?}");
+    }
+}
+
+#[test]
+fn skip_flags_agree() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/skip-flags.toml"))
+            .unwrap();
+    let (l, m) = both(&text, "MiniSkip");
+    assert_eq!(seen(&l, "MiniSkip"), seen(&m, "MiniSkip"));
+    // And the legacy filter of the scenario saw what MiniSkip saw.
+    assert_eq!(
+        seen(&m, "MiniSkip").into_iter().map(|(s, v)| (s, v.len())).collect::<Vec<_>>(),
+        seen(&m, "LegacySkip").into_iter().map(|(s, v)| (s, v.len())).collect::<Vec<_>>()
+    );
+}
+
+fn position(r: &Run, volume: &str, driver: &str) -> String {
+    let end = r.snapshots.last().unwrap();
+    let (_, stack) = end.volumes.iter().find(|(v, _)| v == volume).unwrap();
+    stack
+        .iter()
+        .map(|e| match e {
+            StackEntry::Legacy { driver: d } => d.clone(),
+            StackEntry::Frame { frame, instances } => format!(
+                "frame {frame}[{}]",
+                instances.iter().map(|(d, _, _)| d.as_str()).collect::<Vec<_>>().join(",")
+            ),
+            StackEntry::FileSystem { driver } => driver.clone(),
+        })
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" > ")
+        .replace(driver, &format!("*{driver}*"))
+}
+
+#[test]
+fn attach_order_differs() {
+    // Row `attach-order`: loaded after a legacy filter, a legacy filter goes on top of it; a
+    // minifilter goes into its frame by altitude, below the legacy filter.
+    const { assert!(MINI.altitude_ordering && !LEGACY.altitude_ordering) };
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/attach-order.toml"
+    ))
+    .unwrap();
+    let (l, m) = both(&text, "MiniLate");
+    assert_eq!(
+        position(&l, "C:", "MiniLate"),
+        "*MiniLate* > LegacyLate > LegacyA > frame 0[MiniA] > Ntfs"
+    );
+    assert_eq!(
+        position(&m, "C:", "MiniLate"),
+        "LegacyLate > LegacyA > frame 0[*MiniLate*,MiniA] > Ntfs"
+    );
+}
+
+#[test]
+fn automatic_and_newly_mounted_setup_flags_agree_volume_flags_differ() {
+    // Row `instance-setup-flags`.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+[[volume]]
+name = "D:"
+filesystem = "ntfs"
+dev_drive = true
+trusted = true
+[[volume]]
+name = "F:"
+filesystem = "fat"
+mount = "step"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "demand"
+altitude = "370100"
+[[step]]
+action = "load"
+driver = "P"
+[[step]]
+action = "mount"
+volume = "F:"
+"#;
+    let (l, m) = both(text, "P");
+    let (ls, ms) = (setups(&l, "P"), setups(&m, "P"));
+    assert!(
+        ls.contains(&"C: InstanceSetupFlags(AUTOMATIC_ATTACHMENT) STATUS_SUCCESS".to_owned()),
+        "{ls:?}"
+    );
+    assert!(
+        ms.contains(&"C: InstanceSetupFlags(AUTOMATIC_ATTACHMENT) STATUS_SUCCESS".to_owned()),
+        "{ms:?}"
+    );
+    let f = "F: InstanceSetupFlags(AUTOMATIC_ATTACHMENT | NEWLY_MOUNTED_VOLUME) STATUS_SUCCESS"
+        .to_owned();
+    assert!(ls.contains(&f) && ms.contains(&f), "{ls:?} {ms:?}");
+    const { assert!(MINI.volume_flags && !LEGACY.volume_flags) };
+    assert!(
+        ms.iter().any(|s| s.starts_with("D:")
+            && s.contains("DEV_VOLUME")
+            && s.contains("TRUSTED_VOLUME")),
+        "{ms:?}"
+    );
+    assert!(ls.iter().any(|s| s.starts_with("D:") && !s.contains("DEV_VOLUME")), "{ls:?}");
+}
+
+#[test]
+fn refusals_agree() {
+    let text = format!(
+        "{C_VOLUME}
+[[volume]]
+name = \"D:\"
+filesystem = \"cdfs\"
+[[driver]]
+name = \"P\"
+sample = \"probe\"
+model = \"minifilter\"
+start = \"boot\"
+altitude = \"370100\"
+[driver.parameters]
+Attach = \"cdrom\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"create\"
+path = \"plain.txt\"
+"
+    );
+    let (l, m) = both(&text, "P");
+    for r in [&l, &m] {
+        assert!(
+            setups(r, "P")
+                .iter()
+                .any(|s| s.starts_with("C:") && s.ends_with("STATUS_FLT_DO_NOT_ATTACH"))
+        );
+        assert!(!position(r, "C:", "P").contains("*P*"));
+        assert!(position(r, "D:", "P").contains("*P*"));
+        assert!(seen(r, "P").iter().all(|(_, v)| v.is_empty()));
+    }
+}
+
+#[test]
+fn network_shares_agree_named_pipes_differ() {
+    // Row `volumes`.
+    const { assert!(MINI.named_pipes_and_mailslots && !LEGACY.named_pipes_and_mailslots) };
+    let text = r#"
+[[volume]]
+name = "\\\\server\\share"
+filesystem = "mup"
+files = { "a.txt" = "remote" }
+[[volume]]
+name = "\\Device\\NamedPipe"
+filesystem = "npfs"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[driver.parameters]
+SupportNpfsMsfs = 1
+[[step]]
+action = "io"
+volume = "\\\\server\\share"
+op = "read"
+path = "a.txt"
+[[step]]
+action = "io"
+volume = "\\Device\\NamedPipe"
+op = "create"
+path = "p1"
+"#;
+    let (l, m) = both(text, "P");
+    let share = |r: &Run| seen(r, "P").into_iter().find(|(s, _)| *s == 0).unwrap().1;
+    assert!(!share(&l).is_empty());
+    assert_eq!(share(&l), share(&m));
+    let pipe = |r: &Run| seen(r, "P").into_iter().find(|(s, _)| *s == 1).unwrap().1;
+    assert!(pipe(&l).is_empty(), "the legacy model never attaches to NPFS");
+    assert!(!pipe(&m).is_empty(), "the minifilter does, with SUPPORT_NPFS_MSFS");
+}
+
+#[test]
+fn unload_differs_stop_agrees() {
+    // Row `unload`.
+    const { assert!(MINI.non_mandatory_unload && !LEGACY.non_mandatory_unload) };
+    const { assert!(MINI.unload_needs_callback == LEGACY.unload_needs_callback) };
+    let text = format!(
+        "{C_VOLUME}
+[[driver]]
+name = \"Q\"
+sample = \"probe\"
+model = \"minifilter\"
+start = \"boot\"
+altitude = \"370200\"
+[driver.parameters]
+Unload = \"none\"
+[[driver]]
+name = \"P\"
+sample = \"probe\"
+model = \"minifilter\"
+start = \"boot\"
+altitude = \"370100\"
+[driver.parameters]
+Unload = \"refuse\"
+[[step]]
+action = \"unload\"
+driver = \"P\"
+[[step]]
+action = \"stop\"
+driver = \"Q\"
+[[step]]
+action = \"stop\"
+driver = \"P\"
+"
+    );
+    let s = parse("u.toml", &text).unwrap();
+    let legacy = run(&s.with_model("P", Model::Legacy).with_model("Q", Model::Legacy));
+    let mini = run(&s);
+    assert_eq!(legacy.steps[0].status, fsfilter::Status::FLT_FILTER_NOT_FOUND);
+    assert_eq!(mini.steps[0].status, fsfilter::Status::FLT_DO_NOT_DETACH);
+    // No unload callback: neither model can stop it.
+    assert!(!legacy.steps[1].status.is_success() && !mini.steps[1].status.is_success());
+    // A service stop is mandatory in both, and the callback is told so. (Q, which cannot stop,
+    // loaded first: as a legacy filter it sits below P, so P's stop is not held up by it.)
+    assert!(legacy.steps[2].status.is_success() && mini.steps[2].status.is_success());
+    for r in [&legacy, &mini] {
+        assert!(r.events.iter().any(|e| matches!(&e.kind,
+            EventKind::Callback { driver, callback: Callback::UnloadCallback { flags, .. }, .. }
+                if driver == "P" && flags.contains(fsfilter::UnloadFlags::MANDATORY))));
+    }
+}
+
+#[test]
+fn manual_attach_and_detach_differ() {
+    // Row `manual-attach-detach`.
+    const { assert!(MINI.manual_attach && !LEGACY.manual_attach) };
+    let text = format!(
+        "{C_VOLUME}
+[[driver]]
+name = \"P\"
+sample = \"probe\"
+model = \"minifilter\"
+start = \"boot\"
+altitude = \"370100\"
+instance_flags = 1
+[[step]]
+action = \"attach\"
+driver = \"P\"
+volume = \"C:\"
+[[step]]
+action = \"detach\"
+driver = \"P\"
+volume = \"C:\"
+"
+    );
+    let s = parse("m.toml", &text).unwrap();
+    let mini = run(&s);
+    assert_eq!(
+        step_statuses(&mini),
+        ["attach P C:: STATUS_SUCCESS", "detach P C:: STATUS_SUCCESS"]
+    );
+    assert!(setups(&mini, "P").iter().any(|x| x.contains("MANUAL_ATTACHMENT")));
+    let mut legacy_s = s.clone();
+    for d in &mut legacy_s.drivers {
+        d.model = Model::Legacy;
+        d.altitude = None;
+        d.instance_flags = 0;
+    }
+    let legacy = run(&legacy_s);
+    assert_eq!(
+        step_statuses(&legacy),
+        ["attach P C:: STATUS_FLT_FILTER_NOT_FOUND", "detach P C:: STATUS_FLT_FILTER_NOT_FOUND"]
+    );
+}
+
+#[test]
+fn data_scan_differs_verdicts_agree() {
+    // Row `data-scan`: the Filter Manager's sections under the minifilter, FsRtl's under the
+    // legacy filter; the same files are refused.
+    const { assert!(MINI.filter_manager_data_scan && !LEGACY.filter_manager_data_scan) };
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "bad.exe" = "..X5O!P%@AP..", "good.txt" = "fine" }
+[[driver]]
+name = "S"
+sample = "scanner"
+model = "minifilter"
+start = "boot"
+altitude = "323050"
+[driver.parameters]
+Pattern = "X5O!P%@AP"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "bad.exe"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "good.txt"
+"#;
+    let (l, m) = both(text, "S");
+    assert_eq!(step_statuses(&l), step_statuses(&m));
+    assert_eq!(step_statuses(&m)[0], "io create C:\\bad.exe: STATUS_ACCESS_DENIED");
+    let modes = |r: &Run| -> Vec<fsfilter::DataScanMode> {
+        r.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback { callback: Callback::DataScan { mode, .. }, .. } => {
+                    Some(*mode)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(modes(&l).iter().all(|m| *m == fsfilter::DataScanMode::FsRtlFallback));
+    assert!(modes(&m).iter().all(|m| *m == fsfilter::DataScanMode::FilterManager));
+    assert_eq!(modes(&l).len(), modes(&m).len());
+}
+
+#[test]
+fn dismount_agrees() {
+    // Row `dismount`: the instance is torn down with VOLUME_DISMOUNT in both models.
+    let text = r#"
+[[volume]]
+name = "F:"
+filesystem = "fat"
+files = { "a.txt" = "x" }
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[[step]]
+action = "dismount"
+volume = "F:"
+"#;
+    let (l, m) = both(text, "P");
+    let teardowns = |r: &Run| -> Vec<String> {
+        r.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback {
+                    driver,
+                    callback:
+                        Callback::TeardownStart { reason } | Callback::TeardownComplete { reason },
+                    ..
+                } if driver == "P" => Some(format!("{reason:?}")),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(teardowns(&l), teardowns(&m));
+    assert_eq!(teardowns(&m), ["TeardownFlags(VOLUME_DISMOUNT)", "TeardownFlags(VOLUME_DISMOUNT)"]);
+    clean(&l);
+    clean(&m);
+}
+
+#[test]
+fn every_capability_difference_has_a_row() {
+    let rows =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/semantics.md"))
+            .unwrap();
+    let differences: Vec<_> = MINI.differences(&LEGACY).collect();
+    assert!(differences.len() >= 8, "{differences:?}");
+    for (field, _, _, row) in differences {
+        assert!(
+            rows.contains(&format!("<a id=\"{row}\"></a>")),
+            "row {row} (for {field}) missing from docs/semantics.md"
+        );
+        assert!(
+            rows.contains(&format!("`{field}`")),
+            "capability `{field}` not named in docs/semantics.md"
+        );
+    }
+}
