@@ -1,0 +1,68 @@
+//! Per-operation overhead (issue 9): no filter, the raw windows-sys filter and the fsfilter
+//! passthrough, for create+close, a cached read and a paging read, under each model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
+
+use std::time::Instant;
+
+use criterion::Criterion;
+use fsfilter_bench::{Bench, Driver, Timings, ns};
+
+static TIMINGS: Timings = Timings::new();
+
+type Op = fn(&mut Bench);
+
+const OPS: [(&str, Op); 3] = [
+    ("create+close", Bench::create_close),
+    ("cached read", Bench::cached_read),
+    ("paging read", Bench::paging_read),
+];
+
+fn measure(c: &mut Criterion, config: &str, drivers: &[Driver]) {
+    let mut bench = Bench::new(drivers);
+    let mut group = c.benchmark_group(format!("overhead/{config}"));
+    for (name, op) in OPS {
+        let id = format!("{config}/{name}");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    op(&mut bench);
+                }
+                let elapsed = start.elapsed();
+                TIMINGS.record(&id, iters, elapsed);
+                elapsed
+            })
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let configs: [(&str, &[Driver]); 5] = [
+        ("none", &[]),
+        ("raw minifilter", &[Driver::RawMinifilter]),
+        ("fsfilter minifilter", &[Driver::PassthroughMinifilter]),
+        ("raw legacy", &[Driver::RawLegacy]),
+        ("fsfilter legacy", &[Driver::PassthroughLegacy]),
+    ];
+    for (config, drivers) in configs {
+        measure(&mut c, config, drivers);
+    }
+    c.final_summary();
+    println!("\nper-operation time (median of criterion's samples, this run):");
+    println!("{:<22} {:>14} {:>14} {:>14} {:>14} {:>14}", "operation", "none ns", "raw mini ns", "fsf mini ns", "raw legacy ns", "fsf legacy ns");
+    for (name, _) in OPS {
+        let t = |config: &str| TIMINGS.median(&format!("{config}/{name}")).map_or(f64::NAN, ns);
+        println!(
+            "{:<22} {:>14.0} {:>14.0} {:>14.0} {:>14.0} {:>14.0}",
+            name,
+            t("none"),
+            t("raw minifilter"),
+            t("fsfilter minifilter"),
+            t("raw legacy"),
+            t("fsfilter legacy")
+        );
+    }
+}

@@ -1,0 +1,2 @@
+//! throughput
+fn main() {}
