@@ -25,7 +25,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 
-use crate::services::{OpServices, defer_worker};
+use crate::services::{OpServices, defer_worker, try_defer_worker};
 use crate::state::{DriverState, InstanceState};
 use crate::view;
 use fsfilter_kernel::context::{decode, encode};
@@ -681,10 +681,25 @@ fn map_pre_outcome<F: Filter>(
                 (d.code, d.context as *mut c_void, (name, io.map(|i| i.status)))
             }
             PreReturned::Pended { deferred } => {
-                if deferred {
-                    defer_worker::<F>(driver, id);
+                // A delayed resume set during the pre callback is handed to a timer or work item
+                // now. When nothing can be allocated for it, the operation is not pended at all:
+                // FltCompletePendedPreOperation may not be called before the pre callback has
+                // returned FLT_PREOP_PENDING, so the decision is answered here instead (the
+                // delay is dropped).
+                let unarmed = deferred && !try_defer_worker::<F>(driver, id);
+                let taken = if unarmed { driver.pended.take(id) } else { None };
+                match taken.and_then(|e| e.deferred()) {
+                    Some((d, _)) => {
+                        let name = PreOutcome::<()>::wdk_name_of(d.code);
+                        // SAFETY: `data` is the running callback's data.
+                        let io = (d.code == flt_preop::COMPLETE)
+                            .then(|| unsafe { view::io_status(data) });
+                        (d.code, d.context as *mut c_void, (name, io.map(|i| i.status)))
+                    }
+                    None => {
+                        (flt_preop::PENDING, core::ptr::null_mut(), ("FLT_PREOP_PENDING", None))
+                    }
                 }
-                (flt_preop::PENDING, core::ptr::null_mut(), ("FLT_PREOP_PENDING", None))
             }
             PreReturned::Unknown => no_post,
         },

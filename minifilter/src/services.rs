@@ -319,8 +319,18 @@ impl<F: Filter> Services for OpServices<'_, F> {
 
 /// Resumes pended operation `handle` after its delay: a timer whose DPC queues a generic work item
 /// (no thread waits out the delay), or the work item at once without a delay. If nothing can be
-/// allocated the operation is resumed right away.
+/// allocated the operation is resumed right away (it must already be pended: its pre callback
+/// returned `FLT_PREOP_PENDING`; the pre path uses [`try_defer_worker`]).
 pub(crate) fn defer_worker<F: Filter>(driver: &DriverState<F>, handle: usize) {
+    if !try_defer_worker(driver, handle) {
+        // SAFETY: `handle` is pended by this filter.
+        unsafe { resume_deferred::<F>(driver, handle) };
+    }
+}
+
+/// Hands the delayed resume of `handle` to a timer or a work item; false when nothing could be
+/// allocated, leaving the operation for the caller to resume.
+pub(crate) fn try_defer_worker<F: Filter>(driver: &DriverState<F>, handle: usize) -> bool {
     let delay_ms = driver.pended.get(handle).and_then(|e| e.deferred()).map_or(0, |(_, ms)| ms);
     // SAFETY: allocates a generic work item; zero on failure.
     let item = unsafe { FltAllocateGenericWorkItem() };
@@ -332,7 +342,11 @@ pub(crate) fn defer_worker<F: Filter>(driver: &DriverState<F>, handle: usize) {
             let work = work.into_raw();
             if delay_ms == 0 {
                 // SAFETY: the record, handed to the work item.
-                unsafe { queue_resume_worker::<F>(work) };
+                if unsafe { queue_resume_worker::<F>(work) } {
+                    return true;
+                }
+                // SAFETY: not queued: the record is still ours, freed once.
+                drop(unsafe { PoolBox::<ResumeWork>::from_raw(work, RESUME_TAG) });
             } else {
                 // SAFETY: the live record we own.
                 let delay = unsafe { &raw mut (*work).delay };
@@ -341,14 +355,13 @@ pub(crate) fn defer_worker<F: Filter>(driver: &DriverState<F>, handle: usize) {
                 unsafe {
                     fsfilter_kernel::timer::start(delay, delay_ms, resume_dpc::<F>, work.cast())
                 };
+                return true;
             }
-            return;
         }
         // SAFETY: never queued; freed once.
         unsafe { FltFreeGenericWorkItem(item) };
     }
-    // SAFETY: `handle` is pended by this filter.
-    unsafe { resume_deferred::<F>(driver, handle) };
+    false
 }
 
 /// Pool tag of resume records: `FsfR`.
@@ -362,11 +375,12 @@ struct ResumeWork {
     delay: fsfilter_kernel::timer::Delay,
 }
 
-/// Queues the work item of a resume record; if that fails, resumes at once.
+/// Queues the work item of a resume record; false when that fails (the record and the item are
+/// then still the caller's).
 ///
 /// # Safety
-/// `work` is a live record from `defer_worker`, handed over to the worker.
-unsafe fn queue_resume_worker<F: Filter>(work: *mut ResumeWork) {
+/// `work` is a live record from `defer_worker`, handed over to the worker when queued.
+unsafe fn queue_resume_worker<F: Filter>(work: *mut ResumeWork) -> bool {
     // SAFETY: the caller's live record.
     let record = unsafe { &*work };
     let (item, filter) = (record.item, record.filter);
@@ -381,10 +395,7 @@ unsafe fn queue_resume_worker<F: Filter>(work: *mut ResumeWork) {
             work.cast_const().cast(),
         )
     };
-    if status < 0 {
-        // SAFETY: not queued: we still own the record and the item.
-        unsafe { resume_worker::<F>(item, core::ptr::null(), work.cast_const().cast()) };
-    }
+    status >= 0
 }
 
 /// The DPC of a delayed resume: at `DISPATCH_LEVEL`; the operation goes on from a work item.
@@ -394,8 +405,16 @@ unsafe extern "system" fn resume_dpc<F: Filter>(
     _argument1: *const c_void,
     _argument2: *const c_void,
 ) {
+    let work = context.cast_mut().cast::<ResumeWork>();
     // SAFETY: the record `defer_worker` armed the timer with.
-    unsafe { queue_resume_worker::<F>(context.cast_mut().cast()) };
+    if !unsafe { queue_resume_worker::<F>(work) } {
+        // Not queued: the operation is pended (the pre callback returned long ago); resume it
+        // here, at DISPATCH_LEVEL, which FltCompletePendedPreOperation allows.
+        // SAFETY: we still own the record and the item; the worker frees both.
+        let item = unsafe { (*work).item };
+        // SAFETY: as above.
+        unsafe { resume_worker::<F>(item, core::ptr::null(), context) };
+    }
 }
 
 unsafe extern "system" fn resume_worker<F: Filter>(
