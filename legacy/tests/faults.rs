@@ -165,3 +165,121 @@ fn every_failed_call_of_every_legacy_sample_is_survived() {
     assert!(injected > 30, "only {injected} faults injected");
     assert!(load_failures > 0 && load_failures < injected, "{load_failures} of {injected}");
 }
+
+/// A step of the scanner scenario: what, its status, the scanner's notes during it.
+type ScanStep = (&'static str, Status, Vec<String>);
+
+/// Notes the legacy scanner wrote since `from`.
+fn scanner_notes(m: &Machine, from: usize) -> Vec<String> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            fsfilter_sim::EventKind::Callback {
+                driver,
+                callback: fsfilter_sim::Callback::Note { text },
+                ..
+            } if driver == NAME => Some(text),
+            _ => None,
+        })
+        .skip(from)
+        .collect()
+}
+
+/// The legacy scanner's data-scan scenario: opens of a clean and an infected file, a file made
+/// infected by a write (rescanned at cleanup), and its next open. Each step's status and the notes
+/// the scanner wrote during it.
+fn scan_scenario(nth: Option<u64>) -> (Vec<ScanStep>, Machine) {
+    let mut body = b"header ".to_vec();
+    body.extend_from_slice(b"BAD");
+    let mut m = Machine::new(MachineConfig { seed: 5 });
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs).file("clean.txt", b"fine").file("bad.exe", &body),
+    );
+    let mut spec = ServiceSpec::new(NAME, drivers::scanner::ENTRY, "legacy");
+    spec.group = Some("FSFilter Anti-Virus".into());
+    spec.parameters = vec![("Pattern".into(), RegValue::Sz("BAD".into()))];
+    m.install(spec);
+    m.boot();
+    if let Some(nth) = nth {
+        m.kernel(|k| k.faults.plan_for_service(NAME, FaultKind::CreateSection, nth));
+    }
+    assert_eq!(m.start(NAME), Status::SUCCESS);
+    let mut steps = Vec::new();
+    let mut step =
+        |m: &mut Machine, what: &'static str, f: &mut dyn FnMut(&mut Machine) -> Status| {
+            let from = scanner_notes(m, 0).len();
+            let status = f(m);
+            steps.push((what, status, scanner_notes(m, from)));
+        };
+    let open = |path: &'static str| {
+        move |m: &mut Machine| {
+            let r = m.create(c, path, CreateOptions::open());
+            if let Some(h) = r.handle {
+                m.close_handle(h);
+            }
+            r.status
+        }
+    };
+    step(&mut m, "open clean.txt", &mut open("clean.txt"));
+    step(&mut m, "open bad.exe", &mut open("bad.exe"));
+    step(&mut m, "write new.bin", &mut |m: &mut Machine| {
+        let h = m.open(c, "new.bin", CreateOptions::create()).unwrap();
+        let w = m.write(h, Some(0), &body, IoMode::Cached).status;
+        let s = m.close_handle(h);
+        if w.is_success() { s } else { w }
+    });
+    step(&mut m, "open new.bin", &mut open("new.bin"));
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    m.settle();
+    (steps, m)
+}
+
+#[test]
+fn every_failed_data_scan_section_of_the_legacy_scanner_lets_that_file_through() {
+    // FsRtlCreateSectionForDataScan failing (FaultKind::CreateSection) gives
+    // `Verdict::Unscannable`: the scanner's documented policy lets the file through
+    // (samples/scanner/logic), and the next scan of it works again.
+    let (clean, m) = scan_scenario(None);
+    let n = m.kernel(|k| k.faults.service_count(NAME, FaultKind::CreateSection));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    drop(m);
+    let statuses: Vec<(&str, Status)> = clean.iter().map(|(w, s, _)| (*w, *s)).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("open clean.txt", Status::SUCCESS),
+            ("open bad.exe", Status::ACCESS_DENIED),
+            ("write new.bin", Status::SUCCESS),
+            ("open new.bin", Status::ACCESS_DENIED),
+        ]
+    );
+    assert!(clean.iter().all(|(_, _, notes)| notes.iter().all(|n| !n.contains("unscannable"))));
+    // One section per open, plus the cleanup's rescan of the written file.
+    assert!(n >= 4, "{n} sections");
+    for nth in 1..=n {
+        let (steps, m) = scan_scenario(Some(nth));
+        let what = format!("create_section #{nth}");
+        assert!(m.kernel(|k| !k.faults.injected.is_empty()), "{what}: not reached");
+        assert_eq!(m.crashed(), None, "{what}");
+        assert!(m.findings().is_empty(), "{what}: {:?}", m.findings());
+        assert_eq!(m.volume_stack_drivers(VolumeId(0)), ["Ntfs"], "{what}");
+        drop(m);
+        let failed: Vec<&ScanStep> = steps
+            .iter()
+            .filter(|(_, _, notes)| notes.iter().any(|n| n.contains("unscannable")))
+            .collect();
+        assert_eq!(failed.len(), 1, "{what}: exactly one scan failed: {steps:?}");
+        for (i, (step, status, notes)) in steps.iter().enumerate() {
+            let unscannable = notes.iter().any(|n| n.contains("unscannable"));
+            let expected = match (*step, unscannable) {
+                // An infected file whose open could not be scanned is let through.
+                ("open bad.exe" | "open new.bin", true) => Status::SUCCESS,
+                // A failed rescan at cleanup changes nothing the requester sees.
+                _ => clean[i].1,
+            };
+            assert_eq!(*status, expected, "{what}: {step}: {notes:?}");
+        }
+        eprintln!("{what}: the scan of '{}' failed", failed[0].0);
+    }
+    eprintln!("legacy scanner: {n} data-scan section faults injected");
+}
