@@ -81,8 +81,22 @@ impl Kernel {
         flags: u32,
         volume: Option<VolumeId>,
     ) -> *mut FILE_OBJECT {
+        self.new_file_object_units(device, vpb, name.encode_utf16().collect(), flags, volume)
+    }
+
+    /// As [`Kernel::new_file_object`], with the name as UTF-16 units, which need not be valid
+    /// UTF-16 (a kernel-mode caller's name is whatever its `UNICODE_STRING` holds); at most
+    /// 32,767 units are kept (a `UNICODE_STRING`'s limit).
+    pub fn new_file_object_units(
+        &mut self,
+        device: *mut DEVICE_OBJECT,
+        vpb: *mut VPB,
+        mut name: Vec<u16>,
+        flags: u32,
+        volume: Option<VolumeId>,
+    ) -> *mut FILE_OBJECT {
+        name.truncate(usize::from(u16::MAX / 2));
         let block = self.files.pool.take();
-        let name: Vec<u16> = name.encode_utf16().collect();
         let ptr = block.ptr().cast::<FILE_OBJECT>();
         // SAFETY: a zeroed block sized for a FILE_OBJECT.
         let f = unsafe { obj(ptr) };

@@ -37,6 +37,7 @@ pub mod mount;
 pub mod nt;
 pub mod objects;
 pub mod pool;
+pub mod rawirp;
 pub mod registry;
 pub mod requests;
 pub mod sched;
@@ -55,6 +56,7 @@ pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
 };
 pub use machine::{Machine, MachineConfig};
+pub use rawirp::{RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp};
 pub use registry::RegValue;
 pub use syscalls::{CreateOptions, IoMode, IoRequest, IoResult};
 pub use volumes::{FsKind, MountWhen, VolumeError, VolumeSpec};

@@ -471,6 +471,9 @@ impl Kernel {
                 }
                 let size = n.size();
                 let new = if class == fi::ALLOCATION { size.min(want as u64) } else { want as u64 };
+                if new > super::rw::MAX_FILE_SIZE {
+                    return Err(super::rw::STATUS_DISK_FULL);
+                }
                 if new < size && self.sections.has_views(fcb) {
                     return Err(Status::USER_MAPPED_FILE);
                 }

@@ -13,6 +13,14 @@ use crate::nt::{
     FILE_USE_FILE_POINTER_POSITION, FILE_WRITE_TO_END_OF_FILE, irp_flags, mn_lock, sl,
 };
 
+/// `STATUS_INVALID_USER_BUFFER`: a transfer with a length and no buffer.
+pub const STATUS_INVALID_USER_BUFFER: Status = Status::from_bits(0xC000_00E8);
+/// `STATUS_DISK_FULL`: a write or a new size past [`MAX_FILE_SIZE`].
+pub const STATUS_DISK_FULL: Status = Status::from_bits(0xC000_007F);
+/// The largest file the simulated media holds (its files are kept in memory): writes and new
+/// sizes beyond it fail with `STATUS_DISK_FULL`, as a real volume's do past its free space.
+pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+
 /// How a transfer reached the file system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
@@ -376,6 +384,14 @@ impl Kernel {
         };
         if length == 0 {
             return (Status::SUCCESS, 0);
+        }
+        if t.buffer.is_null() {
+            // The file system's access to a missing buffer faults, and its exception handler
+            // answers for it (a kernel-mode caller's malformed request, fuzz target `irp`).
+            return (STATUS_INVALID_USER_BUFFER, 0);
+        }
+        if offset.checked_add(length as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
+            return (STATUS_DISK_FULL, 0);
         }
         // SAFETY: the request's buffer of `length` bytes.
         let src = unsafe { irpx::bytes(t.buffer, length) };

@@ -1,0 +1,467 @@
+//! Raw IRPs: a request built by hand, as a kernel-mode caller (another driver, the memory
+//! manager, a test) could build it, sent to the top of a volume's stack with the stack
+//! location's parameters, the IRP flags and the buffer placement chosen by the caller
+//! ([`Machine::send_irp`]). The fuzzers (fuzz/, target `irp`) feed malformed parameters through
+//! it to the filters of both models.
+//!
+//! What stays the caller's to choose: the major function's parameters (lengths, offsets
+//! including negative and huge ones, information classes, control codes, lock ranges), the
+//! minor function, `Irp->Flags`, the stack location's `Flags`, the requestor mode, the file name
+//! of a create (any UTF-16 units: invalid, with NULs, without a leading backslash, with stream
+//! names), a directory query's pattern, and where the buffer is: none (`NULL`), `UserBuffer`, an
+//! MDL, or `AssociatedIrp.SystemBuffer`.
+//!
+//! What the simulator still guarantees, because the real I/O manager and memory manager do and
+//! the drivers rely on it (their `// SAFETY:` comments say so): a buffer that is there covers
+//! every length the parameters claim (an MDL describes the bytes it maps), pointers in the
+//! parameters (a create's security context, a lock's length, a query's pattern) are valid or
+//! `NULL`, a create goes with a fresh file object and anything else with the file object of an
+//! open handle. A buffer larger than [`RAW_BUFFER_LIMIT`] is refused with
+//! `STATUS_INSUFFICIENT_RESOURCES` before any IRP is built, as an allocation that large fails;
+//! with no buffer, any length goes down.
+
+use fsfilter::{MajorFunction, Status};
+use windows_sys::Wdk::Foundation::{ACCESS_STATE, FILE_OBJECT, IO_SECURITY_CONTEXT};
+use windows_sys::Win32::Foundation::UNICODE_STRING;
+
+use crate::events::RequestRef;
+use crate::files::Handle;
+use crate::ids::{ThreadId, VolumeId};
+use crate::irp::Finish;
+use crate::kernel::{self, Kernel};
+use crate::machine::Machine;
+use crate::mem::Block;
+use crate::nt::{access, fo, mj};
+use crate::syscalls::IoResult;
+use crate::volumes::MediaKind;
+
+/// The largest buffer a raw request gets (bytes).
+pub const RAW_BUFFER_LIMIT: usize = 1 << 20;
+
+/// `IRP_ASSOCIATED_IRP`: never taken from the caller (it would claim a master IRP in
+/// `AssociatedIrp`, where the buffer is).
+const IRP_ASSOCIATED_IRP: u32 = 0x8;
+
+/// Where a raw request's buffer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawBuffer {
+    /// No buffer: every buffer pointer is `NULL`, whatever the lengths say.
+    Null,
+    /// `Irp->UserBuffer` (neither I/O; `Type3InputBuffer` too for control requests).
+    User,
+    /// An MDL (`Irp->MdlAddress`, with `UserBuffer` at the same address, as for direct I/O).
+    Mdl,
+    /// `Irp->AssociatedIrp.SystemBuffer` (buffered I/O).
+    System,
+}
+
+/// The major function of a raw request and its stack location's parameters.
+#[derive(Clone, Copy, Debug)]
+pub enum RawOp<'a> {
+    /// `IRP_MJ_CREATE` on a new file object of `volume` named `name` (relative to the volume).
+    Create {
+        /// The volume.
+        volume: VolumeId,
+        /// The name: any UTF-16 units.
+        name: &'a [u16],
+        /// `Parameters.Create.Options` (disposition in the high byte).
+        options: u32,
+        /// `Parameters.Create.ShareAccess`.
+        share: u16,
+        /// `Parameters.Create.FileAttributes`.
+        attributes: u16,
+        /// The security context's desired access (generic rights mapped).
+        access: u32,
+        /// `Parameters.Create.EaLength`.
+        ea_length: u32,
+    },
+    /// `IRP_MJ_READ`.
+    Read {
+        /// `Length`.
+        length: u32,
+        /// `ByteOffset`.
+        offset: i64,
+        /// `Key`.
+        key: u32,
+    },
+    /// `IRP_MJ_WRITE`.
+    Write {
+        /// `Length`.
+        length: u32,
+        /// `ByteOffset`.
+        offset: i64,
+        /// `Key`.
+        key: u32,
+    },
+    /// `IRP_MJ_QUERY_INFORMATION`.
+    QueryInformation {
+        /// `Length`.
+        length: u32,
+        /// `FileInformationClass`.
+        class: u32,
+    },
+    /// `IRP_MJ_SET_INFORMATION`.
+    SetInformation {
+        /// `Length`.
+        length: u32,
+        /// `FileInformationClass`.
+        class: u32,
+    },
+    /// `IRP_MJ_QUERY_VOLUME_INFORMATION`.
+    QueryVolumeInformation {
+        /// `Length`.
+        length: u32,
+        /// `FsInformationClass`.
+        class: u32,
+    },
+    /// `IRP_MJ_DIRECTORY_CONTROL` (the query-directory layout, whatever the minor).
+    DirectoryControl {
+        /// `Length`.
+        length: u32,
+        /// `FileInformationClass`.
+        class: u32,
+        /// `FileName` (`None`: `NULL`).
+        pattern: Option<&'a [u16]>,
+        /// `FileIndex`.
+        index: u32,
+    },
+    /// `IRP_MJ_FILE_SYSTEM_CONTROL`.
+    FileSystemControl {
+        /// `FsControlCode`.
+        code: u32,
+        /// `InputBufferLength`.
+        input_length: u32,
+        /// `OutputBufferLength`.
+        output_length: u32,
+    },
+    /// `IRP_MJ_DEVICE_CONTROL`.
+    DeviceControl {
+        /// `IoControlCode`.
+        code: u32,
+        /// `InputBufferLength`.
+        input_length: u32,
+        /// `OutputBufferLength`.
+        output_length: u32,
+    },
+    /// `IRP_MJ_LOCK_CONTROL`.
+    LockControl {
+        /// `ByteOffset`.
+        offset: i64,
+        /// `*Length` (`None`: `Length` is `NULL`).
+        length: Option<i64>,
+        /// `Key`.
+        key: u32,
+    },
+    /// `IRP_MJ_FLUSH_BUFFERS`.
+    Flush,
+}
+
+/// A raw request.
+#[derive(Clone, Copy, Debug)]
+pub struct RawIrp<'a> {
+    /// The open handle whose file object the request is for (ignored by a create).
+    pub handle: Handle,
+    /// The major function and its parameters.
+    pub op: RawOp<'a>,
+    /// The minor function.
+    pub minor: u8,
+    /// `Irp->Flags` (`IRP_ASSOCIATED_IRP` is masked out).
+    pub irp_flags: u32,
+    /// The stack location's `Flags`.
+    pub sl_flags: u8,
+    /// `Irp->RequestorMode` is `UserMode` (else `KernelMode`).
+    pub user_mode: bool,
+    /// Where the buffer goes.
+    pub buffer: RawBuffer,
+    /// The buffer's first bytes (the rest is zero).
+    pub data: &'a [u8],
+}
+
+impl RawOp<'_> {
+    fn major(&self) -> u8 {
+        match self {
+            RawOp::Create { .. } => mj::CREATE,
+            RawOp::Read { .. } => mj::READ,
+            RawOp::Write { .. } => mj::WRITE,
+            RawOp::QueryInformation { .. } => mj::QUERY_INFORMATION,
+            RawOp::SetInformation { .. } => mj::SET_INFORMATION,
+            RawOp::QueryVolumeInformation { .. } => mj::QUERY_VOLUME_INFORMATION,
+            RawOp::DirectoryControl { .. } => mj::DIRECTORY_CONTROL,
+            RawOp::FileSystemControl { .. } => mj::FILE_SYSTEM_CONTROL,
+            RawOp::DeviceControl { .. } => mj::DEVICE_CONTROL,
+            RawOp::LockControl { .. } => mj::LOCK_CONTROL,
+            RawOp::Flush => mj::FLUSH_BUFFERS,
+        }
+    }
+
+    /// The largest length the parameters claim for the buffer.
+    fn claimed(&self) -> usize {
+        let n = match *self {
+            RawOp::Read { length, .. }
+            | RawOp::Write { length, .. }
+            | RawOp::QueryInformation { length, .. }
+            | RawOp::SetInformation { length, .. }
+            | RawOp::QueryVolumeInformation { length, .. }
+            | RawOp::DirectoryControl { length, .. } => length,
+            RawOp::FileSystemControl { input_length, output_length, .. }
+            | RawOp::DeviceControl { input_length, output_length, .. } => {
+                input_length.max(output_length)
+            }
+            RawOp::Create { ea_length, .. } => ea_length,
+            RawOp::LockControl { .. } | RawOp::Flush => 0,
+        };
+        n as usize
+    }
+}
+
+impl Machine {
+    /// Sends a raw request (module docs) to the top of the stack and waits for it. A create that
+    /// succeeds returns a handle. Refused without an IRP: a handle that is not open, a volume
+    /// with no device to open (`STATUS_INVALID_HANDLE`, `STATUS_NO_SUCH_DEVICE`), a buffer over
+    /// [`RAW_BUFFER_LIMIT`] (`STATUS_INSUFFICIENT_RESOURCES`).
+    pub fn send_irp(&mut self, raw: RawIrp<'_>) -> IoResult {
+        as_user(|| send(raw))
+    }
+}
+
+/// Runs the request as the simulated user-mode caller does its system services: its thread,
+/// `PASSIVE_LEVEL`, no image (as `syscalls::io`).
+fn as_user<R>(f: impl FnOnce() -> R) -> R {
+    let saved = kernel::with(|k| {
+        let saved = (k.irql, k.thread);
+        k.irql = crate::kernel::PASSIVE_LEVEL;
+        k.thread = ThreadId(1);
+        saved
+    });
+    let r = kernel::call_into(None, f);
+    kernel::with(|k| (k.irql, k.thread) = saved);
+    crate::sched::run_ready();
+    r
+}
+
+fn failed(status: Status) -> IoResult {
+    IoResult { status, information: 0, data: Vec::new(), io: None, fast_io: false, handle: None }
+}
+
+/// The file object and volume a create opens: a fresh file object on the device the name
+/// resolves to (mounting a disk volume first), as `NtCreateFile` does.
+fn new_file(volume: VolumeId, name: &[u16]) -> Result<*mut FILE_OBJECT, Status> {
+    let (kind, mounted) =
+        kernel::with(|k| (k.volume(volume).fs.media(), crate::mount::is_mounted(k, volume)));
+    if matches!(kind, MediaKind::Disk | MediaKind::CdRom) && !mounted {
+        let s = crate::mount::mount_volume(volume, name.is_empty());
+        if !s.is_success() {
+            return Err(s);
+        }
+    }
+    kernel::with(|k| {
+        let vol = k.volume(volume);
+        let (device, vpb, full) = match kind {
+            MediaKind::Disk | MediaKind::CdRom => {
+                let storage = vol.storage.ok_or(Status::NO_SUCH_DEVICE)?;
+                (k.objects.device(storage).ptr, k.objects.dobj(storage).Vpb, name.to_vec())
+            }
+            MediaKind::Network => {
+                let d = k.namespace_device(crate::fs::FsType::Mup).ok_or(Status::NO_SUCH_DEVICE)?;
+                let share = vol.share.clone().unwrap_or_default();
+                let mut full: Vec<u16> = format!("\\{share}").encode_utf16().collect();
+                full.extend_from_slice(name);
+                (k.objects.device(d).ptr, std::ptr::null_mut(), full)
+            }
+            MediaKind::None => {
+                let d = k
+                    .namespace_device(crate::fs::FsType::of(vol.fs))
+                    .ok_or(Status::NO_SUCH_DEVICE)?;
+                (k.objects.device(d).ptr, std::ptr::null_mut(), name.to_vec())
+            }
+        };
+        let mut flags = fo::SYNCHRONOUS_IO;
+        if name.is_empty() && matches!(kind, MediaKind::Disk | MediaKind::CdRom) {
+            flags |= fo::VOLUME_OPEN;
+        }
+        Ok(k.new_file_object_units(device, vpb, full, flags, Some(volume)))
+    })
+}
+
+fn send(raw: RawIrp<'_>) -> IoResult {
+    let claimed = raw.op.claimed();
+    let size = claimed.max(raw.data.len());
+    if raw.buffer != RawBuffer::Null && size > RAW_BUFFER_LIMIT {
+        return failed(Status::INSUFFICIENT_RESOURCES);
+    }
+    let major = raw.op.major();
+    let create = matches!(raw.op, RawOp::Create { .. });
+    let (file, volume) = match raw.op {
+        RawOp::Create { volume, name, .. } => match new_file(volume, name) {
+            Ok(f) => (f, volume),
+            Err(s) => return failed(s),
+        },
+        _ => match kernel::with(|k| k.user_handle(raw.handle)) {
+            Some(u) if u.open => (u.fo as *mut FILE_OBJECT, u.volume),
+            _ => return failed(Status::INVALID_HANDLE),
+        },
+    };
+    // Everything the IRP points to, kept until it completes (forgotten if it never does).
+    let buf = Block::zeroed(size.max(1));
+    let n = raw.data.len().min(size);
+    if n > 0 {
+        // SAFETY: the block holds `size` >= n bytes; the source `n`.
+        unsafe { std::ptr::copy_nonoverlapping(raw.data.as_ptr(), buf.ptr(), n) };
+    }
+    let mut keep: Vec<Block> = Vec::new();
+    let mut pattern_units: Option<Box<(Vec<u16>, UNICODE_STRING)>> = None;
+    let (rid, irp, target, mdl) = kernel::with(|k: &mut Kernel| {
+        let target = k.related_device(file);
+        let rid = k.start_request(volume, MajorFunction::from_code(major), false);
+        let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
+        let irp = k.allocate_irp(stack, Finish::Request(rid), None);
+        // SAFETY: a fresh IRP the caller owns until it is sent.
+        let i = unsafe { crate::irpx::header(irp) };
+        i.Flags = raw.irp_flags & !IRP_ASSOCIATED_IRP;
+        i.RequestorMode = i8::from(raw.user_mode);
+        i.IoStatus.Anonymous.Status = Status::PENDING.0;
+        i.Tail.Overlay.OriginalFileObject = file;
+        let ptr = buf.ptr();
+        let mut mdl = std::ptr::null_mut();
+        match raw.buffer {
+            RawBuffer::Null => {}
+            RawBuffer::User => i.UserBuffer = ptr.cast(),
+            RawBuffer::Mdl => {
+                mdl = k.allocate_mdl(ptr.cast(), size);
+                i.MdlAddress = mdl;
+                i.UserBuffer = ptr.cast();
+            }
+            RawBuffer::System => i.AssociatedIrp.SystemBuffer = ptr.cast(),
+        }
+        // SAFETY: the first stack location of the fresh IRP.
+        let s = unsafe { crate::irpx::next(irp) };
+        s.MajorFunction = major;
+        s.MinorFunction = raw.minor;
+        s.Flags = raw.sl_flags;
+        s.FileObject = file;
+        let user_buffer =
+            if raw.buffer == RawBuffer::User { ptr.cast() } else { std::ptr::null_mut() };
+        match raw.op {
+            RawOp::Create { options, share, attributes, access: desired, ea_length, .. } => {
+                let granted = access::map_generic(desired) | access::SYNCHRONIZE;
+                let state_block = Block::zeroed(size_of::<ACCESS_STATE>());
+                // SAFETY: a zeroed block sized for an ACCESS_STATE.
+                let state = unsafe { crate::mem::obj(state_block.ptr().cast::<ACCESS_STATE>()) };
+                state.OriginalDesiredAccess = granted;
+                state.RemainingDesiredAccess = granted;
+                let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
+                // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
+                let sc = unsafe { crate::mem::obj(sc_block.ptr().cast::<IO_SECURITY_CONTEXT>()) };
+                sc.AccessState = state;
+                sc.DesiredAccess = granted;
+                sc.FullCreateOptions = options & 0x00FF_FFFF;
+                s.Parameters.Create.SecurityContext = sc;
+                s.Parameters.Create.Options = options;
+                s.Parameters.Create.FileAttributes = attributes;
+                s.Parameters.Create.ShareAccess = share;
+                s.Parameters.Create.EaLength = ea_length;
+                keep.push(state_block);
+                keep.push(sc_block);
+            }
+            RawOp::Read { length, offset, key } => {
+                s.Parameters.Read.Length = length;
+                s.Parameters.Read.ByteOffset = offset;
+                s.Parameters.Read.Key = key;
+            }
+            RawOp::Write { length, offset, key } => {
+                s.Parameters.Write.Length = length;
+                s.Parameters.Write.ByteOffset = offset;
+                s.Parameters.Write.Key = key;
+            }
+            RawOp::QueryInformation { length, class } => {
+                s.Parameters.QueryFile.Length = length;
+                s.Parameters.QueryFile.FileInformationClass = class as _;
+            }
+            RawOp::SetInformation { length, class } => {
+                s.Parameters.SetFile.Length = length;
+                s.Parameters.SetFile.FileInformationClass = class as _;
+            }
+            RawOp::QueryVolumeInformation { length, class } => {
+                s.Parameters.QueryVolume.Length = length;
+                s.Parameters.QueryVolume.FsInformationClass = class as _;
+            }
+            RawOp::DirectoryControl { length, class, pattern, index } => {
+                s.Parameters.QueryDirectory.Length = length;
+                s.Parameters.QueryDirectory.FileInformationClass = class as _;
+                s.Parameters.QueryDirectory.FileIndex = index;
+                if let Some(p) = pattern {
+                    let mut units = p.to_vec();
+                    units.truncate(usize::from(u16::MAX / 2));
+                    let mut b = Box::new((units, crate::mem::unicode(&[])));
+                    b.1 = crate::mem::unicode(&b.0);
+                    s.Parameters.QueryDirectory.FileName = std::ptr::addr_of_mut!(b.1);
+                    pattern_units = Some(b);
+                }
+            }
+            RawOp::FileSystemControl { code, input_length, output_length } => {
+                s.Parameters.FileSystemControl.FsControlCode = code;
+                s.Parameters.FileSystemControl.InputBufferLength = input_length;
+                s.Parameters.FileSystemControl.OutputBufferLength = output_length;
+                s.Parameters.FileSystemControl.Type3InputBuffer = user_buffer;
+            }
+            RawOp::DeviceControl { code, input_length, output_length } => {
+                s.Parameters.DeviceIoControl.IoControlCode = code;
+                s.Parameters.DeviceIoControl.InputBufferLength = input_length;
+                s.Parameters.DeviceIoControl.OutputBufferLength = output_length;
+                s.Parameters.DeviceIoControl.Type3InputBuffer = user_buffer;
+            }
+            RawOp::LockControl { offset, length, key } => {
+                s.Parameters.LockControl.ByteOffset = offset;
+                s.Parameters.LockControl.Key = key;
+                if let Some(l) = length {
+                    let b = Block::zeroed(8);
+                    // SAFETY: the block holds 8 bytes.
+                    unsafe { b.ptr().cast::<i64>().write_unaligned(l) };
+                    s.Parameters.LockControl.Length = b.ptr().cast();
+                    keep.push(b);
+                }
+            }
+            RawOp::Flush => {}
+        }
+        (rid, irp, target, mdl)
+    });
+    let _ = crate::irp::call_driver(target, irp);
+    let done = || kernel::with(|k| k.requests.list[rid.index()].result.is_some());
+    let _ = crate::sched::wait_until(done, None);
+    let result = kernel::with(|k| k.requests.list[rid.index()].result);
+    let Some((status, information)) = result else {
+        // Still pending (a driver holds it): everything it points to must outlive it.
+        std::mem::forget(buf);
+        std::mem::forget(keep);
+        std::mem::forget(pattern_units);
+        return IoResult { io: Some(RequestRef(rid.0)), ..failed(Status::PENDING) };
+    };
+    if !mdl.is_null() {
+        kernel::with(|k| k.free_mdl(mdl));
+    }
+    let shown = information.min(size);
+    // SAFETY: the block holds `size` >= shown bytes.
+    let data = unsafe { std::slice::from_raw_parts(buf.ptr(), shown) }.to_vec();
+    let handle = if create {
+        kernel::with(|k| {
+            if status.is_success() {
+                k.file_opened(file, 1);
+                // SAFETY: the live file object.
+                unsafe { (*file).Flags |= fo::HANDLE_CREATED };
+                let granted = match raw.op {
+                    RawOp::Create { access: a, .. } => access::map_generic(a) | access::SYNCHRONIZE,
+                    _ => 0,
+                };
+                Some(k.add_handle(file as usize, volume, granted))
+            } else {
+                k.free_file_object(file as usize);
+                None
+            }
+        })
+    } else {
+        None
+    };
+    drop(keep);
+    drop(pattern_units);
+    IoResult { status, information, data, io: Some(RequestRef(rid.0)), fast_io: false, handle }
+}

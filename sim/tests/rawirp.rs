@@ -1,0 +1,146 @@
+//! Raw IRPs (`Machine::send_irp`): requests built by hand with the caller's parameters, as the
+//! `irp` fuzz target sends them; well-formed ones behave as the user-mode API's, malformed ones get
+//! a status and break nothing.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use fsfilter::Status;
+use fsfilter_sim::nt::{disposition, file_info as fi};
+use fsfilter_sim::{
+    FsKind, Handle, Machine, MachineConfig, RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp, VolumeId,
+    VolumeSpec,
+};
+
+fn ntfs() -> (Machine, VolumeId) {
+    let mut m = Machine::new(MachineConfig { seed: 3 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\a.txt", b"hello"));
+    m.boot();
+    (m, c)
+}
+
+fn units(s: &str) -> Vec<u16> {
+    s.encode_utf16().collect()
+}
+
+fn raw(op: RawOp<'_>, handle: Handle, buffer: RawBuffer) -> RawIrp<'_> {
+    RawIrp { handle, op, minor: 0, irp_flags: 0, sl_flags: 0, user_mode: false, buffer, data: &[] }
+}
+
+fn open(m: &mut Machine, c: VolumeId, name: &[u16], disp: u32) -> fsfilter_sim::IoResult {
+    m.send_irp(raw(
+        RawOp::Create {
+            volume: c,
+            name,
+            options: disp << 24,
+            share: 7,
+            attributes: 0,
+            access: 0x1F01FF,
+            ea_length: 0,
+        },
+        Handle(u32::MAX),
+        RawBuffer::Null,
+    ))
+}
+
+#[test]
+fn a_raw_create_read_and_query_work_like_the_user_api() {
+    let (mut m, c) = ntfs();
+    let r = open(&mut m, c, &units("\\a.txt"), disposition::OPEN);
+    assert_eq!(r.status, Status::SUCCESS);
+    let h = r.handle.expect("a successful raw create returns a handle");
+    for buffer in [RawBuffer::User, RawBuffer::Mdl] {
+        let r = m.send_irp(raw(RawOp::Read { length: 5, offset: 0, key: 0 }, h, buffer));
+        assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"hello"[..]), "{buffer:?}");
+    }
+    let q = m.send_irp(raw(
+        RawOp::QueryInformation { length: 24, class: fi::STANDARD },
+        h,
+        RawBuffer::System,
+    ));
+    assert_eq!(q.status, Status::SUCCESS);
+    assert_eq!(q.data[8], 5, "EndOfFile");
+    assert!(m.close_handle(h).is_success());
+    assert_eq!(m.crashed(), None);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn malformed_requests_get_a_status_and_break_nothing() {
+    let (mut m, c) = ntfs();
+    // Names: empty (the volume), no leading backslash, embedded NUL, unpaired surrogate, a stream.
+    for name in [
+        Vec::new(),
+        units("a.txt"),
+        units("\\a\0.txt"),
+        vec![u16::from(b'\\'), 0xD800, u16::from(b'x')],
+        units("\\a.txt:stream:$DATA"),
+        vec![u16::from(b'\\'); 40_000],
+    ] {
+        let r = open(&mut m, c, &name, disposition::OPEN_IF);
+        assert_ne!(r.status, Status::PENDING, "{name:?}");
+        if let Some(h) = r.handle {
+            m.close_handle(h);
+        }
+    }
+    let h = open(&mut m, c, &units("\\a.txt"), disposition::OPEN).handle.unwrap();
+    // No buffer with a length, negative and huge offsets, unaligned non-cached I/O.
+    let cases = [
+        RawOp::Read { length: 4096, offset: 0, key: 0 },
+        RawOp::Write { length: 4096, offset: 0, key: 0 },
+        RawOp::Read { length: 5, offset: -7, key: 0 },
+        RawOp::Write { length: 5, offset: i64::MAX - 2, key: 0 },
+        RawOp::QueryInformation { length: 0, class: fi::ALL },
+        RawOp::QueryInformation { length: 3, class: fi::NAME },
+        RawOp::SetInformation { length: 0, class: fi::RENAME },
+        RawOp::SetInformation { length: 8, class: fi::END_OF_FILE },
+        RawOp::DirectoryControl { length: 1, class: 1, pattern: Some(&[0xDC00]), index: 0 },
+        RawOp::LockControl { offset: -1, length: None, key: 0 },
+        RawOp::LockControl { offset: i64::MAX, length: Some(i64::MAX), key: 0 },
+        RawOp::FileSystemControl { code: 0xFFFF_FFFF, input_length: 0, output_length: 0 },
+        RawOp::DeviceControl { code: 3, input_length: 16, output_length: 16 },
+        RawOp::Flush,
+    ];
+    for op in cases {
+        for buffer in [RawBuffer::Null, RawBuffer::User, RawBuffer::Mdl, RawBuffer::System] {
+            let mut irp = raw(op, h, buffer);
+            irp.irp_flags = 0x1; // IRP_NOCACHE
+            let r = m.send_irp(irp);
+            assert_ne!(r.status, Status::PENDING, "{op:?} {buffer:?}");
+        }
+    }
+    // Found by the fuzzer: a write with a length and no buffer panicked the file system, and a
+    // write far past the end tried to grow the in-memory file to the offset.
+    let w = |m: &mut Machine, offset, buffer| {
+        m.send_irp(raw(RawOp::Write { length: 5, offset, key: 0 }, h, buffer)).status
+    };
+    assert_eq!(
+        w(&mut m, 0, RawBuffer::Null),
+        Status::from_bits(0xC000_00E8),
+        "INVALID_USER_BUFFER"
+    );
+    assert_eq!(
+        w(&mut m, i64::MAX - 2, RawBuffer::User),
+        Status::from_bits(0xC000_007F),
+        "DISK_FULL"
+    );
+    assert_eq!(w(&mut m, 1 << 40, RawBuffer::Mdl), Status::from_bits(0xC000_007F), "DISK_FULL");
+    assert!(m.file_contents(c, "\\a.txt").is_some_and(|d| d.len() < 1024), "not grown");
+    // Lengths past the limit with a buffer are refused before any IRP.
+    let r = m.send_irp(raw(
+        RawOp::Read { length: RAW_BUFFER_LIMIT as u32 + 1, offset: 0, key: 0 },
+        h,
+        RawBuffer::User,
+    ));
+    assert_eq!((r.status, r.io), (Status::INSUFFICIENT_RESOURCES, None));
+    // A handle that is not open.
+    let r = m.send_irp(raw(RawOp::Flush, Handle(999), RawBuffer::Null));
+    assert_eq!(r.status, Status::INVALID_HANDLE);
+    m.close_handle(h);
+    assert_eq!(m.crashed(), None);
+}
