@@ -176,13 +176,18 @@ pub struct Ops {
     /// Blocks of finished operations: a filter that kept a callback-data pointer reads a dead
     /// one rather than freed memory.
     pub(crate) dead: Vec<Block>,
+    /// The user request of each draining copy of a callback data (facts.md §2.5), so that a
+    /// draining post-operation callback is attributed to its request like any other.
+    pub(crate) drain_copies: crate::kernel::FastMap<usize, Option<RequestId>>,
 }
 
 impl Ops {
     /// The user request of the operation whose callback data is `data` (None: not an
     /// operation's callback data).
     pub fn request_of(&self, data: usize) -> Option<Option<RequestId>> {
-        let key = self.key_of(data)?;
+        let Some(key) = self.key_of(data) else {
+            return self.drain_copies.get(&data).copied();
+        };
         self.map.get(&key).map(|o| o.request)
     }
 

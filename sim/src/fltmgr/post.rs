@@ -375,6 +375,7 @@ pub fn drain_instance(i: InstId) {
             let op = k.fltmgr.ops.op_mut(key)?;
             op.posts[pidx].done = true;
             let e = op.posts[pidx];
+            let request = op.request;
             let copy = Block::zeroed(size_of::<CbdBlock>());
             // SAFETY: both blocks hold a CbdBlock; the copy is fresh.
             unsafe {
@@ -397,6 +398,7 @@ pub fn drain_instance(i: InstId) {
             let image = fr.image;
             let data = &raw mut c.data;
             let objects = &raw const c.objects;
+            k.fltmgr.ops.drain_copies.insert(data as usize, request);
             k.fltmgr.ops.dead.push(copy);
             Some((key, post, image, data, objects, e.context))
         });
