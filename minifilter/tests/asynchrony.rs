@@ -225,6 +225,8 @@ impl Drop for TraceOnPanic {
 /// What one run showed, for the totals.
 #[derive(Default)]
 struct Tally {
+    /// Pended reads still pended when the stop or the dismount came.
+    pended_at_disruption: usize,
     /// Pended reads still pended when the teardown started.
     pended_at_teardown: usize,
     /// Operations drained (post with DRAINING).
@@ -291,6 +293,10 @@ fn check(seed: u64, disruption: Disruption) -> Tally {
             let r = resumed[0];
             assert!(p < r.0 && r.0 < done, "{what}: io{}", io.0);
             assert_eq!(r.2, "FLT_PREOP_SUCCESS_WITH_CALLBACK", "{what}");
+            let disrupted = l.unload_callback.first().or(l.dismounted.first()).copied();
+            if disrupted.is_some_and(|d| p < d && d < r.0) {
+                tally.pended_at_disruption += 1;
+            }
             if r.0 > ts {
                 // Still pended when the teardown started: teardown completion waited for it
                 // (InstanceTeardownComplete once no pended operation is left).
@@ -374,17 +380,21 @@ fn check_seeds(disruption: Disruption) {
         let t = check(seed, disruption);
         totals.pended += t.pended;
         totals.pended_at_teardown += t.pended_at_teardown;
+        totals.pended_at_disruption += t.pended_at_disruption;
         totals.drained += t.drained;
     }
     eprintln!(
-        "{disruption:?}: {SEEDS} seeds, {} pended reads, {} still pended at teardown, {} \
+        "{disruption:?}: {SEEDS} seeds, {} pended reads, {} still pended at the {disruption:?}, \
+         {} at teardown, {} \
          operations drained",
-        totals.pended, totals.pended_at_teardown, totals.drained
+        totals.pended, totals.pended_at_disruption, totals.pended_at_teardown, totals.drained
     );
     // The seeds cover both cases: operations pended across the teardown, and operations sent
     // down and drained.
     assert!(totals.pended_at_teardown >= 5, "{}", totals.pended_at_teardown);
     assert!(totals.drained >= 3, "{}", totals.drained);
+    // Every disruption found reads pended in some seeds.
+    assert!(totals.pended_at_disruption >= 5, "{}", totals.pended_at_disruption);
 }
 
 #[test]
