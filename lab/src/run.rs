@@ -153,10 +153,19 @@ fn service(d: &Driver) -> Option<ServiceSpec> {
 #[derive(Default)]
 struct Handles {
     open: BTreeMap<(String, String), Handle>,
+    /// Handles a `cleanup` step closed: only their close is left (their file object may still be
+    /// referenced), so a later request on the path needs a new handle.
+    cleaned: std::collections::BTreeSet<(String, String)>,
 }
 
 /// Runs `scenario`.
 pub fn run(scenario: &Scenario) -> Run {
+    run_inspect(scenario, |_| ()).0
+}
+
+/// Runs `scenario` and lets `inspect` look at the machine after the last step, before it is
+/// dropped (the randomized stress's end-of-run accounting of pool, devices and references).
+pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) -> (Run, R) {
     let mut m = Machine::new(MachineConfig { seed: scenario.seed });
     crate::fltmgr::install(&mut m);
     let mut volumes: BTreeMap<String, VolumeId> = BTreeMap::new();
@@ -197,15 +206,17 @@ pub fn run(scenario: &Scenario) -> Run {
     m.set_step(scenario.steps.len().checked_sub(1).map(|i| i as u32));
     snapshots.push(snapshot(&m, scenario, &volumes, "end", m_step(scenario)));
     let events = m.events();
+    let inspected = inspect(&m);
     drop(m);
-    Run {
+    let run = Run {
         scenario: scenario.name.clone(),
         models: scenario.drivers.iter().map(|d| (d.name.clone(), d.model)).collect(),
         events,
         snapshots,
         steps,
         after_step,
-    }
+    };
+    (run, inspected)
 }
 
 fn m_step(scenario: &Scenario) -> Option<u32> {
@@ -317,6 +328,7 @@ fn io(
     if op == MajorFunction::Create {
         let r = m.create(v, path, CreateOptions::default());
         if let Some(h) = r.handle {
+            handles.cleaned.remove(&key);
             if let Some(old) = handles.open.insert(key, h) {
                 m.close_handle(old);
             }
@@ -325,6 +337,13 @@ fn io(
     }
     if op == MajorFunction::Shutdown {
         return m.io(IoRequest::Shutdown { volume: v });
+    }
+    // A handle a `cleanup` step closed serves nothing but its close: before anything else, the
+    // caller lets it go (its close shows in the log) and opens a new one.
+    if op != MajorFunction::Close && handles.cleaned.remove(&key) {
+        if let Some(old) = handles.open.remove(&key) {
+            m.close_handle(old);
+        }
     }
     // Every other request needs a handle: the one a `create` step opened on the path, or one
     // opened now (its create shows in the log as a request of its own).
@@ -368,8 +387,12 @@ fn io(
             single: false,
             length: length.unwrap_or(4096),
         }),
-        MajorFunction::Cleanup => m.io(IoRequest::Cleanup { handle }),
+        MajorFunction::Cleanup => {
+            handles.cleaned.insert(key);
+            m.io(IoRequest::Cleanup { handle })
+        }
         MajorFunction::Close => {
+            handles.cleaned.remove(&key);
             handles.open.remove(&key);
             m.io(IoRequest::Close { handle })
         }

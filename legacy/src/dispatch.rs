@@ -112,6 +112,19 @@ pub(crate) unsafe fn pass_through<F: Filter>(ext: &DeviceExt<F>, irp: *mut IRP) 
     unsafe { IoCallDriver(ext.lower, irp) }
 }
 
+/// Passes an IRP this driver pended (marked pending and returned `STATUS_PENDING` for) to the
+/// lower device: a copied location, so that the lower driver does not get ours with
+/// `SL_PENDING_RETURNED` set (the WDK's `IoSkipCurrentIrpStackLocation` documentation).
+///
+/// # Safety
+/// `irp` must be a live IRP at our device, pended by us, with our location current.
+unsafe fn pass_through_pended<F: Filter>(ext: &DeviceExt<F>, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: the caller's live IRP; the lower device gets a fresh copy of our location.
+    unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
+    // SAFETY: the device we attached to.
+    unsafe { IoCallDriver(ext.lower, irp) }
+}
+
 /// The instance view of a volume device.
 pub(crate) fn instance_view<F: Filter>(
     device: *const DEVICE_OBJECT,
@@ -188,7 +201,11 @@ unsafe fn volume_dispatch<F: Filter>(
     let has_post = op.post;
     let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let id = irp as usize;
+    // A post-only registration has no pre callback to report (the Filter Manager calls none).
     let report = |outcome: &'static str, status: Option<Status>| {
+        if !op.pre {
+            return;
+        }
         trace::emit(&TraceEvent::Pre {
             instance: instance.id,
             operation: id,
@@ -737,8 +754,15 @@ unsafe fn encode_resume<C>(
     irp: *mut IRP,
     how: PreResume<C>,
     cleanup_or_close: bool,
+    has_post: bool,
 ) -> (i32, usize) {
     match how {
+        // Without a registered post callback a resume with a post gets none, as a pre
+        // callback's answer does (rule 6).
+        PreResume::WithPost(c) if !has_post => {
+            drop(c);
+            (flt_preop::SUCCESS_NO_CALLBACK, 0)
+        }
         PreResume::WithPost(c) => match encode(c) {
             Ok(p) => (flt_preop::SUCCESS_WITH_CALLBACK, p as usize),
             Err(c) => {
@@ -794,7 +818,7 @@ unsafe fn resume_now<F: Filter>(
                     forward_with_post(state, device, ext, irp, c, cleanup_or_close)
                 },
                 // SAFETY: forwarded.
-                None => unsafe { pass_through(ext, irp) },
+                None => unsafe { forward_resumed(ext, irp, was_pended) },
             }
         }
         flt_preop::COMPLETE => {
@@ -804,7 +828,21 @@ unsafe fn resume_now<F: Filter>(
             unsafe { complete(irp, io) }
         }
         // SAFETY: forwarded.
-        _ => unsafe { pass_through(ext, irp) },
+        _ => unsafe { forward_resumed(ext, irp, was_pended) },
+    }
+}
+
+/// Passes a resumed IRP down without a post callback: a pended one through a copied location.
+///
+/// # Safety
+/// `irp` must be live at our device with our location current.
+unsafe fn forward_resumed<F: Filter>(ext: &DeviceExt<F>, irp: *mut IRP, pended: bool) -> NTSTATUS {
+    if pended {
+        // SAFETY: the caller's pended IRP.
+        unsafe { pass_through_pended(ext, irp) }
+    } else {
+        // SAFETY: the caller's IRP, never marked pending.
+        unsafe { pass_through(ext, irp) }
     }
 }
 
@@ -833,7 +871,9 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
         // SAFETY: a pended IRP of this driver (in the table): alive until completed.
         let cc = unsafe { is_cleanup_or_close(irp) };
         // SAFETY: as above.
-        let (code, context) = unsafe { encode_resume(irp, how, cc) };
+        let post = unsafe { registered_post(state, irp) };
+        // SAFETY: as above.
+        let (code, context) = unsafe { encode_resume(irp, how, cc, post) };
         match state.pended.resume(handle, Decision { code, context }) {
             Resume::Now(_) => {
                 let device = entry.extra as *const DEVICE_OBJECT;
@@ -858,7 +898,9 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
         // SAFETY: a pended IRP of this driver.
         let cc = unsafe { is_cleanup_or_close(irp) };
         // SAFETY: as above.
-        let (code, context) = unsafe { encode_resume(irp, how, cc) };
+        let post = unsafe { registered_post(state, irp) };
+        // SAFETY: as above.
+        let (code, context) = unsafe { encode_resume(irp, how, cc, post) };
         match state.pended.resume_after(handle, Decision { code, context }, delay_ms) {
             Some(true) => defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle),
             Some(false) => {}
@@ -866,6 +908,16 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
             None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
         }
     }
+}
+
+/// True when the filter registered a post callback for the IRP's operation.
+///
+/// # Safety
+/// `irp` must be live at our location.
+unsafe fn registered_post<F: Filter>(state: &DriverState<F>, irp: *mut IRP) -> bool {
+    // SAFETY: the caller's live IRP.
+    let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
+    state.registration.get(major).is_some_and(|o| o.post)
 }
 
 /// True for cleanup and close IRPs, which cannot fail.

@@ -273,8 +273,11 @@ unsafe fn model<F: Filter>(
             None => PreOutcome::NoPost,
         }
     };
+    // A post-only registration has no pre callback to report (the Filter Manager calls none).
     let report_pre = |outcome: &'static str, status: Option<Status>| {
-        trace::emit_pre(instance.id, id, major, outcome, status);
+        if op.pre {
+            trace::emit_pre(instance.id, id, major, outcome, status);
+        }
     };
     let context = match outcome {
         PreOutcome::DisallowFastIo => {

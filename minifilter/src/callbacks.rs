@@ -370,9 +370,14 @@ fn deferrer<F: Filter>() -> &'static dyn PostBackend {
 }
 
 /// Maps a resume decision to `FLT_PREOP_*` and an encoded context. A context that cannot be
-/// stored (pool exhausted) fails the operation closed.
-fn encode_resume<C>(how: PreResume<C>) -> (i32, usize, Option<IoStatus>) {
+/// stored (pool exhausted) fails the operation closed. Without a registered post callback a
+/// resume with a post gets none, as a pre callback's answer does (rule 6).
+fn encode_resume<C>(how: PreResume<C>, has_post: bool) -> (i32, usize, Option<IoStatus>) {
     match how {
+        PreResume::WithPost(c) if !has_post => {
+            drop(c);
+            (flt_preop::SUCCESS_NO_CALLBACK, 0, None)
+        }
         PreResume::WithPost(c) => match encode(c) {
             Ok(p) => (flt_preop::SUCCESS_WITH_CALLBACK, p as usize, None),
             Err(_) => (flt_preop::COMPLETE, 0, Some(IoStatus::new(Status::INSUFFICIENT_RESOURCES))),
@@ -394,7 +399,7 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        let (code, context, io) = encode_resume(how);
+        let (code, context, io) = encode_resume(how, registered_post(driver, handle));
         match driver.pended.resume(handle, Decision { code, context }) {
             // Unknown or already completed: drop the context that would have gone with it.
             Resume::Unknown => {
@@ -423,7 +428,7 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        let (code, context, io) = encode_resume(how);
+        let (code, context, io) = encode_resume(how, registered_post(driver, handle));
         match driver.pended.resume_after(handle, Decision { code, context }, delay_ms) {
             // SAFETY: `context` was just encoded for this C.
             None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
@@ -442,6 +447,21 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
             }
         }
     }
+}
+
+/// True when `handle` is a callback data this filter pended and the filter registered a post
+/// callback for its operation (false for a handle the table does not know: its decision is
+/// dropped anyway).
+fn registered_post<F: Filter>(driver: &DriverState<F>, handle: usize) -> bool {
+    if driver.pended.get(handle).is_none() {
+        return false;
+    }
+    // SAFETY: a callback data this filter pended (found in the table), alive until completed.
+    let iopb = unsafe { (*(handle as *const FLT_CALLBACK_DATA)).Iopb };
+    // SAFETY: its parameter block, or null.
+    unsafe { iopb.as_ref() }.is_some_and(|i| {
+        driver.registration.get(MajorFunction::from_code(i.MajorFunction)).is_some_and(|o| o.post)
+    })
 }
 
 /// True when callback data `handle` is a cleanup or a close (which cannot fail, rule 5).
@@ -894,18 +914,22 @@ mod tests {
 
     #[test]
     fn resumed_completions_never_use_reserved_statuses() {
-        let (_, _, io) = encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::PENDING)));
+        let (_, _, io) =
+            encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::PENDING)), true);
         assert_eq!(io.map(|i| i.status), Some(Status::INVALID_DEVICE_STATE));
     }
 
     #[test]
     fn resume_decisions_map_to_preop_statuses() {
-        let (s, c, io) = encode_resume::<()>(PreResume::WithPost(()));
+        let (s, c, io) = encode_resume::<()>(PreResume::WithPost(()), true);
         assert_eq!((s, c, io), (flt_preop::SUCCESS_WITH_CALLBACK, 0, None));
-        let (s, _, io) = encode_resume::<()>(PreResume::NoPost);
+        // Rule 6: no post callback registered, no post.
+        let (s, c, io) = encode_resume::<()>(PreResume::WithPost(()), false);
+        assert_eq!((s, c, io), (flt_preop::SUCCESS_NO_CALLBACK, 0, None));
+        let (s, _, io) = encode_resume::<()>(PreResume::NoPost, true);
         assert_eq!((s, io), (flt_preop::SUCCESS_NO_CALLBACK, None));
         let (s, _, io) =
-            encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)));
+            encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)), true);
         assert_eq!((s, io.map(|i| i.status)), (flt_preop::COMPLETE, Some(Status::ACCESS_DENIED)));
     }
 }

@@ -1,0 +1,702 @@
+//! Random machines and timelines: a [`Plan`] is drawn by proptest strategies (so that a failing
+//! case shrinks), rendered as scenario TOML (../shared/docs/scenario.md) and read back with the
+//! lab's parser, so that every case also exercises the parser.
+//!
+//! Indices inside a plan (a step's driver, volume, path) are taken modulo the length of what they
+//! index, so that any shrunk plan still renders to a valid scenario.
+
+use std::fmt::Write as _;
+
+use fsfilter::LoadOrderGroup;
+use fsfilter_lab::scenario::{self, Scenario, ScenarioError};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+/// The file systems a volume can have.
+pub const FILESYSTEMS: [&str; 9] =
+    ["ntfs", "fat", "exfat", "refs", "cdfs", "udfs", "mup", "npfs", "msfs"];
+
+/// The load-order groups drivers are put in (those of the samples' INFs and a few around them).
+pub const GROUPS: [&str; 6] = [
+    "FSFilter Top",
+    "FSFilter Activity Monitor",
+    "FSFilter Anti-Virus",
+    "FSFilter Encryption",
+    "FSFilter Compression",
+    "FSFilter Copy Protection",
+];
+
+/// The samples.
+pub const SAMPLES: [&str; 3] = ["passthrough", "probe", "scanner"];
+
+/// The start types.
+pub const STARTS: [&str; 4] = ["boot", "system", "auto", "demand"];
+
+/// The io ops of scenario.md.
+pub const OPS: [&str; 14] = fsfilter_lab::scenario::IO_OPS;
+
+/// The files the io steps use, relative to the volume. `evil.com` holds the scanner's pattern,
+/// `secret.txt` is what probe rules with a pattern match.
+pub const PATHS: [&str; 6] = ["a.txt", "secret.txt", "evil.com", "new.txt", "dir\\c.log", ""];
+
+/// The pattern of every generated scanner.
+pub const PATTERN: &str = "EVILPATTERN";
+
+/// The probe's volume device types.
+const ATTACH_WORDS: [&str; 5] = ["disk", "cdrom", "network", "pipe", "mailslot"];
+
+/// The probe's rule actions.
+const RULE_ACTIONS: [&str; 8] = [
+    "deny",
+    "complete:STATUS_OBJECT_NAME_NOT_FOUND",
+    "complete:STATUS_SUCCESS",
+    "pend:0",
+    "pend:15",
+    "synchronize",
+    "nopost",
+    "disallow_fastio",
+];
+
+/// The operations the probe's rules and `Operations` name (the io ops and `*`).
+const RULE_OPS: [&str; 9] = [
+    "*",
+    "create",
+    "read",
+    "write",
+    "query_information",
+    "set_information",
+    "directory_control",
+    "cleanup",
+    "close",
+];
+
+/// Skip-flag suffixes for the probe's `Operations`, by operation.
+const SKIPS: [&str; 5] = ["", ":paging", ":cached", ":paging|cached", ":noncached"];
+
+/// A volume of the machine.
+#[derive(Clone, Debug)]
+pub struct VolumePlan {
+    /// Index into [`FILESYSTEMS`].
+    pub fs: usize,
+    /// Mounted while booting (otherwise only by a `mount` step).
+    pub at_boot: bool,
+    /// A Dev Drive.
+    pub dev_drive: bool,
+    /// Trusted.
+    pub trusted: bool,
+    /// Files present at boot.
+    pub files: bool,
+}
+
+/// One probe rule.
+#[derive(Clone, Debug)]
+pub struct RulePlan {
+    /// Index into the actions.
+    pub action: usize,
+    /// Index into the operations.
+    pub op: usize,
+    /// A pattern: none, `*secret*` or `*.com`.
+    pub pattern: usize,
+}
+
+/// The parameters of a probe.
+#[derive(Clone, Debug)]
+pub struct ProbePlan {
+    /// Bit set over the volume device types (0: the default, all).
+    pub attach: u8,
+    /// `Operations`: None for the default (`all`), else (operation, skip) pairs.
+    pub operations: Option<Vec<(usize, usize)>>,
+    /// `Post = 0`.
+    pub no_post: bool,
+    /// `Unload`: 0 allow, 1 refuse, 2 none.
+    pub unload: u8,
+    /// `Detach`: 0 allow, 1 refuse, 2 none.
+    pub detach: u8,
+    /// The rules.
+    pub rules: Vec<RulePlan>,
+    /// `SupportNpfsMsfs = 1`.
+    pub npfs: bool,
+    /// A malformed `Rules` value: `DriverEntry` must fail with `STATUS_INVALID_PARAMETER`.
+    pub malformed: bool,
+}
+
+/// The parameters of a scanner.
+#[derive(Clone, Debug)]
+pub struct ScannerPlan {
+    /// `ScanLatency` in milliseconds.
+    pub latency: u32,
+    /// `AttachUnscanned`.
+    pub attach_unscanned: bool,
+    /// `SupportNpfsMsfs`.
+    pub npfs: bool,
+}
+
+/// A driver of the machine.
+#[derive(Clone, Debug)]
+pub struct DriverPlan {
+    /// Index into [`SAMPLES`].
+    pub sample: usize,
+    /// Legacy rather than minifilter.
+    pub legacy: bool,
+    /// Index into [`STARTS`].
+    pub start: usize,
+    /// Index into [`GROUPS`].
+    pub group: usize,
+    /// Where in the group's range the default instance sits (per mille of the range).
+    pub altitude: u32,
+    /// The default instance's `Flags` (1: no automatic attachment).
+    pub manual_only: bool,
+    /// The probe's parameters (used when the sample is the probe).
+    pub probe: ProbePlan,
+    /// The scanner's parameters (used when the sample is the scanner).
+    pub scanner: ScannerPlan,
+}
+
+/// One step.
+#[derive(Clone, Debug)]
+pub enum StepPlan {
+    /// `load`.
+    Load(usize),
+    /// `unload` (`fltmc unload`).
+    Unload(usize),
+    /// `stop` (`sc stop`).
+    Stop(usize),
+    /// `mount`.
+    Mount(usize),
+    /// `dismount`.
+    Dismount(usize),
+    /// `attach`, optionally at an altitude: `Some(None)` at another driver's altitude (a
+    /// collision when that driver has an instance there), `Some(Some(n))` at a fresh one.
+    Attach(usize, usize, Option<Option<u32>>),
+    /// `detach`.
+    Detach(usize, usize),
+    /// `io`.
+    Io(IoPlan),
+    /// `snapshot`.
+    Snapshot,
+}
+
+/// An io step.
+#[derive(Clone, Debug)]
+pub struct IoPlan {
+    /// The volume.
+    pub volume: usize,
+    /// Index into [`OPS`].
+    pub op: usize,
+    /// Index into [`PATHS`].
+    pub path: usize,
+    /// 0 cached, 1 non-cached, 2 paging.
+    pub mode: usize,
+    /// Offset in sectors (None: the current position).
+    pub offset: Option<u8>,
+    /// Length: None, a whole number of sectors, or an odd length.
+    pub length: Option<(u8, bool)>,
+    /// Data to write containing the scanner's pattern.
+    pub infected: bool,
+}
+
+/// A whole machine and its timeline.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The machine's seed.
+    pub seed: u64,
+    /// The volumes (at least one).
+    pub volumes: Vec<VolumePlan>,
+    /// The drivers (at least one).
+    pub drivers: Vec<DriverPlan>,
+    /// The random steps.
+    pub steps: Vec<StepPlan>,
+    /// Give the second minifilter the first one's altitude, to check the documented refusal
+    /// (facts.md §2.3: two instances cannot share an altitude; the parser says so).
+    pub collide: bool,
+}
+
+fn volume_plan() -> impl Strategy<Value = VolumePlan> {
+    (
+        0..FILESYSTEMS.len(),
+        prop::bool::weighted(0.8),
+        prop::bool::weighted(0.1),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(fs, at_boot, dev_drive, trusted, files)| VolumePlan {
+            fs,
+            at_boot,
+            dev_drive,
+            trusted,
+            files,
+        })
+}
+
+fn rule_plan() -> impl Strategy<Value = RulePlan> {
+    (0..RULE_ACTIONS.len(), 0..RULE_OPS.len(), 0..3usize)
+        .prop_map(|(action, op, pattern)| RulePlan { action, op, pattern })
+}
+
+fn probe_plan() -> impl Strategy<Value = ProbePlan> {
+    (
+        prop_oneof![3 => Just(0u8), 1 => 1u8..32],
+        prop::option::weighted(0.3, vec((1..RULE_OPS.len(), 0..SKIPS.len()), 1..5)),
+        prop::bool::weighted(0.15),
+        prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8)],
+        prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8)],
+        vec(rule_plan(), 0..4),
+        any::<bool>(),
+        prop::bool::weighted(0.03),
+    )
+        .prop_map(|(attach, operations, no_post, unload, detach, rules, npfs, malformed)| {
+            ProbePlan { attach, operations, no_post, unload, detach, rules, npfs, malformed }
+        })
+}
+
+fn scanner_plan() -> impl Strategy<Value = ScannerPlan> {
+    (prop_oneof![Just(0u32), Just(5u32), Just(30u32)], any::<bool>(), any::<bool>()).prop_map(
+        |(latency, attach_unscanned, npfs)| ScannerPlan { latency, attach_unscanned, npfs },
+    )
+}
+
+fn driver_plan() -> impl Strategy<Value = DriverPlan> {
+    (
+        0..SAMPLES.len(),
+        any::<bool>(),
+        0..STARTS.len(),
+        0..GROUPS.len(),
+        0..1000u32,
+        prop::bool::weighted(0.1),
+        probe_plan(),
+        scanner_plan(),
+    )
+        .prop_map(|(sample, legacy, start, group, altitude, manual_only, probe, scanner)| {
+            DriverPlan { sample, legacy, start, group, altitude, manual_only, probe, scanner }
+        })
+}
+
+fn io_plan() -> impl Strategy<Value = IoPlan> {
+    (
+        0..8usize,
+        prop_oneof![
+            // Reads and writes and the handle's life dominate; every op comes up.
+            4 => Just(0usize),
+            5 => Just(1usize),
+            4 => Just(2usize),
+            6 => 0..OPS.len(),
+        ],
+        0..PATHS.len(),
+        prop_oneof![3 => Just(0usize), 1 => Just(1usize), 1 => Just(2usize)],
+        prop::option::of(0u8..4),
+        prop::option::of((1u8..3, prop::bool::weighted(0.2))),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(volume, op, path, mode, offset, length, infected)| IoPlan {
+            volume,
+            op,
+            path,
+            mode,
+            offset,
+            length,
+            infected,
+        })
+}
+
+fn step_plan() -> impl Strategy<Value = StepPlan> {
+    prop_oneof![
+        4 => (0..8usize).prop_map(StepPlan::Load),
+        2 => (0..8usize).prop_map(StepPlan::Unload),
+        2 => (0..8usize).prop_map(StepPlan::Stop),
+        2 => (0..8usize).prop_map(StepPlan::Mount),
+        2 => (0..8usize).prop_map(StepPlan::Dismount),
+        2 => (0..8usize, 0..8usize, prop::option::weighted(0.5, prop::option::weighted(0.7, 0..1000u32)))
+            .prop_map(|(d, v, a)| StepPlan::Attach(d, v, a)),
+        2 => (0..8usize, 0..8usize).prop_map(|(d, v)| StepPlan::Detach(d, v)),
+        20 => io_plan().prop_map(StepPlan::Io),
+        1 => Just(StepPlan::Snapshot),
+    ]
+}
+
+/// The strategy of whole plans: 1 to 4 volumes, 1 to 5 drivers, up to `max_steps` steps.
+pub fn plan(max_steps: usize) -> impl Strategy<Value = Plan> {
+    (
+        any::<u64>(),
+        vec(volume_plan(), 1..5),
+        vec(driver_plan(), 1..6),
+        vec(step_plan(), 0..max_steps.max(1)),
+        prop::bool::weighted(0.02),
+    )
+        .prop_map(|(seed, volumes, drivers, steps, collide)| Plan {
+            seed,
+            volumes,
+            drivers,
+            steps,
+            collide,
+        })
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn pick<T: Copy>(list: &[T], i: usize) -> T {
+    // `list` is never empty: the tables above and the plan's vectors (at least one each).
+    list[i % list.len()]
+}
+
+/// The rendered names of a plan's volumes, drivers and altitudes.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// Volume names, by plan index (the file system of a dropped duplicate pipe or mailslot
+    /// volume becomes NTFS).
+    pub volumes: Vec<(String, &'static str)>,
+    /// Driver names and, for minifilters, altitudes.
+    pub drivers: Vec<(String, Option<u32>)>,
+}
+
+impl Plan {
+    /// The names the plan renders to.
+    pub fn names(&self) -> Names {
+        let mut names = Names::default();
+        let mut letter = b'C';
+        let mut share = 0;
+        let mut has = [false; 2];
+        for v in &self.volumes {
+            let mut fs = pick(&FILESYSTEMS, v.fs);
+            // One pipe and one mailslot namespace per machine (the simulator refuses a second).
+            if fs == "npfs" || fs == "msfs" {
+                let slot = usize::from(fs == "msfs");
+                if has[slot] {
+                    fs = "ntfs";
+                }
+                has[slot] = true;
+            }
+            let name = match fs {
+                "mup" => {
+                    share += 1;
+                    format!("\\\\server\\share{share}")
+                }
+                "npfs" => "\\Device\\NamedPipe".to_owned(),
+                "msfs" => "\\Device\\Mailslot".to_owned(),
+                _ => {
+                    let n = format!("{}:", letter as char);
+                    letter += 1;
+                    n
+                }
+            };
+            names.volumes.push((name, fs));
+        }
+        let mut used: Vec<u32> = Vec::new();
+        let mut first_mini: Option<u32> = None;
+        for (i, d) in self.drivers.iter().enumerate() {
+            let name = format!("{}{}", capitalized(pick(&SAMPLES, d.sample)), i);
+            let altitude = if d.legacy {
+                None
+            } else {
+                let g = group(d.group);
+                let span = g.high - g.low;
+                let mut a = g.low + d.altitude * span / 1000;
+                match first_mini {
+                    Some(first) if self.collide => a = first,
+                    _ => {
+                        while used.contains(&a) {
+                            a = if a >= g.high { g.low } else { a + 1 };
+                        }
+                    }
+                }
+                first_mini.get_or_insert(a);
+                used.push(a);
+                Some(a)
+            };
+            names.drivers.push((name, altitude));
+        }
+        names
+    }
+
+    /// True when the plan gives two minifilters one altitude (the scenario must be refused).
+    pub fn has_collision(&self) -> bool {
+        self.collide && self.drivers.iter().filter(|d| !d.legacy).count() >= 2
+    }
+
+    /// The scenario TOML of the plan: the random steps, then a tail that closes every file the
+    /// steps may have opened, stops every driver and dismounts every volume, for the end-of-run
+    /// accounting.
+    pub fn to_toml(&self) -> String {
+        let names = self.names();
+        let mut t = String::new();
+        let _ = writeln!(t, "name = \"stress\"\nseed = {}", self.seed);
+        for (v, (name, fs)) in self.volumes.iter().zip(&names.volumes) {
+            let _ = writeln!(t, "\n[[volume]]\nname = {}\nfilesystem = \"{fs}\"", quote(name));
+            if !v.at_boot {
+                t.push_str("mount = \"step\"\n");
+            }
+            if v.dev_drive {
+                t.push_str("dev_drive = true\n");
+            }
+            if v.trusted {
+                t.push_str("trusted = true\n");
+            }
+            if v.files && !matches!(*fs, "npfs" | "msfs") {
+                let _ = writeln!(
+                    t,
+                    "files = {{ \"a.txt\" = \"alpha\", \"secret.txt\" = \"top secret\", \
+                     \"evil.com\" = \"xx{PATTERN}xx\", \"dir\\\\c.log\" = \"log\" }}"
+                );
+            }
+        }
+        for (d, (name, altitude)) in self.drivers.iter().zip(&names.drivers) {
+            let sample = pick(&SAMPLES, d.sample);
+            let model = if d.legacy { "legacy" } else { "minifilter" };
+            let _ = writeln!(
+                t,
+                "\n[[driver]]\nname = \"{name}\"\nsample = \"{sample}\"\nmodel = \"{model}\"\n\
+                 start = \"{}\"\ngroup = \"{}\"",
+                pick(&STARTS, d.start),
+                group(d.group).name
+            );
+            if let Some(a) = altitude {
+                let _ = writeln!(t, "altitude = \"{a}\"");
+                if d.manual_only {
+                    t.push_str("instance_flags = 1\n");
+                }
+            }
+            let params = match sample {
+                "probe" => probe_parameters(&d.probe),
+                "scanner" => scanner_parameters(&d.scanner),
+                _ => Vec::new(),
+            };
+            if !params.is_empty() {
+                t.push_str("[driver.parameters]\n");
+                for (k, v) in params {
+                    let _ = writeln!(t, "{k} = {v}");
+                }
+            }
+        }
+        for s in &self.steps {
+            self.render_step(&mut t, &names, s);
+        }
+        self.render_tail(&mut t, &names);
+        t
+    }
+
+    fn render_step(&self, t: &mut String, names: &Names, s: &StepPlan) {
+        let driver = |i: usize| &names.drivers[i % names.drivers.len()].0;
+        let volume = |i: usize| quote(&names.volumes[i % names.volumes.len()].0);
+        t.push_str("\n[[step]]\n");
+        match s {
+            StepPlan::Load(d) => {
+                let _ = writeln!(t, "action = \"load\"\ndriver = \"{}\"", driver(*d));
+            }
+            StepPlan::Unload(d) => {
+                let _ = writeln!(t, "action = \"unload\"\ndriver = \"{}\"", driver(*d));
+            }
+            StepPlan::Stop(d) => {
+                let _ = writeln!(t, "action = \"stop\"\ndriver = \"{}\"", driver(*d));
+            }
+            StepPlan::Mount(v) => {
+                let _ = writeln!(t, "action = \"mount\"\nvolume = {}", volume(*v));
+            }
+            StepPlan::Dismount(v) => {
+                let _ = writeln!(t, "action = \"dismount\"\nvolume = {}", volume(*v));
+            }
+            StepPlan::Attach(d, v, a) => {
+                let _ = writeln!(
+                    t,
+                    "action = \"attach\"\ndriver = \"{}\"\nvolume = {}",
+                    driver(*d),
+                    volume(*v)
+                );
+                match a {
+                    None => {}
+                    Some(None) => {
+                        // Another minifilter's altitude: refused when it has an instance there.
+                        let other = names
+                            .drivers
+                            .iter()
+                            .cycle()
+                            .skip(d % names.drivers.len() + 1)
+                            .take(names.drivers.len())
+                            .find_map(|(_, a)| *a);
+                        if let Some(a) = other {
+                            let _ = writeln!(t, "altitude = \"{a}\"");
+                        }
+                    }
+                    Some(Some(n)) => {
+                        let _ = writeln!(t, "altitude = \"{}\"", 100_000 + n * 300 + 7);
+                    }
+                }
+            }
+            StepPlan::Detach(d, v) => {
+                let _ = writeln!(
+                    t,
+                    "action = \"detach\"\ndriver = \"{}\"\nvolume = {}",
+                    driver(*d),
+                    volume(*v)
+                );
+            }
+            StepPlan::Snapshot => t.push_str("action = \"snapshot\"\nlabel = \"random\"\n"),
+            StepPlan::Io(io) => {
+                let op = pick(&OPS, io.op);
+                let _ =
+                    writeln!(t, "action = \"io\"\nvolume = {}\nop = \"{op}\"", volume(io.volume));
+                let path = pick(&PATHS, io.path);
+                if !path.is_empty() {
+                    let _ = writeln!(t, "path = {}", quote(path));
+                }
+                if matches!(op, "read" | "write") {
+                    let mode = ["cached", "noncached", "paging"][io.mode % 3];
+                    let _ = writeln!(t, "mode = \"{mode}\"");
+                }
+                if let Some(o) = io.offset {
+                    let _ = writeln!(t, "offset = {}", u64::from(o) * 512);
+                }
+                if let Some((sectors, odd)) = io.length {
+                    let len = u32::from(sectors) * 512 - if odd { 301 } else { 0 };
+                    let _ = writeln!(t, "length = {len}");
+                }
+                if op == "write" && io.infected {
+                    let _ = writeln!(t, "data = \"an {PATTERN} in the data\"");
+                }
+            }
+        }
+    }
+
+    /// The (volume, path) pairs the io steps name: the files the caller may still hold open.
+    fn used_paths(&self, names: &Names) -> Vec<(usize, &'static str)> {
+        let mut used: Vec<(usize, &'static str)> = Vec::new();
+        for s in &self.steps {
+            if let StepPlan::Io(io) = s {
+                let key = (io.volume % names.volumes.len(), pick(&PATHS, io.path));
+                if !used.contains(&key) {
+                    used.push(key);
+                }
+            }
+        }
+        used.sort_unstable();
+        used
+    }
+
+    /// Closes every file the steps may have left open, stops every driver (latest declared
+    /// first), dismounts every volume.
+    fn render_tail(&self, t: &mut String, names: &Names) {
+        for (v, p) in self.used_paths(names) {
+            let v = &names.volumes[v].0;
+            let _ =
+                writeln!(t, "\n[[step]]\naction = \"io\"\nvolume = {}\nop = \"close\"", quote(v));
+            if !p.is_empty() {
+                let _ = writeln!(t, "path = {}", quote(p));
+            }
+        }
+        for (d, _) in names.drivers.iter().rev() {
+            let _ = writeln!(t, "\n[[step]]\naction = \"stop\"\ndriver = \"{d}\"");
+        }
+        for (v, _) in &names.volumes {
+            let _ = writeln!(t, "\n[[step]]\naction = \"dismount\"\nvolume = {}", quote(v));
+        }
+    }
+
+    /// The number of steps of the rendered scenario that belong to the tail.
+    pub fn tail_len(&self) -> usize {
+        let names = self.names();
+        self.used_paths(&names).len() + names.drivers.len() + names.volumes.len()
+    }
+
+    /// Renders and parses the plan.
+    pub fn scenario(&self) -> Result<Scenario, ScenarioError> {
+        scenario::parse("stress.toml", &self.to_toml())
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn group(i: usize) -> &'static LoadOrderGroup {
+    let name = pick(&GROUPS, i);
+    LoadOrderGroup::ALL.iter().find(|g| g.name == name).unwrap_or(&LoadOrderGroup::ALL[0])
+}
+
+fn probe_parameters(p: &ProbePlan) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if p.attach != 0 {
+        let words: Vec<&str> = ATTACH_WORDS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| p.attach & (1 << i) != 0)
+            .map(|(_, w)| *w)
+            .collect();
+        out.push(("Attach", quote(&words.join(","))));
+    }
+    if let Some(ops) = &p.operations {
+        let mut list: Vec<String> = Vec::new();
+        for (op, skip) in ops {
+            let name = pick(&RULE_OPS, *op);
+            // The skip flags each operation takes (facts.md §3): paging and cached for reads,
+            // non-cached for writes.
+            let skip = match (name, pick(&SKIPS, *skip)) {
+                ("read", s) if s != ":noncached" => s,
+                ("write", ":noncached") => ":noncached",
+                _ => "",
+            };
+            if !list.iter().any(|l| l.split(':').next() == Some(name)) {
+                list.push(format!("{name}{skip}"));
+            }
+        }
+        out.push(("Operations", quote(&list.join(","))));
+    }
+    if p.no_post {
+        out.push(("Post", "0".to_owned()));
+    }
+    match p.unload {
+        1 => out.push(("Unload", quote("refuse"))),
+        2 => out.push(("Unload", quote("none"))),
+        _ => {}
+    }
+    match p.detach {
+        1 => out.push(("Detach", quote("refuse"))),
+        2 => out.push(("Detach", quote("none"))),
+        _ => {}
+    }
+    let mut rules: Vec<String> = p
+        .rules
+        .iter()
+        .map(|r| {
+            let pattern = ["", " *secret*", " *.com"][r.pattern % 3];
+            format!("{} {}{pattern}", pick(&RULE_ACTIONS, r.action), pick(&RULE_OPS, r.op))
+        })
+        .collect();
+    if p.malformed {
+        rules.push("explode create".to_owned());
+    }
+    if !rules.is_empty() {
+        out.push(("Rules", quote(&rules.join("; "))));
+    }
+    if p.npfs {
+        out.push(("SupportNpfsMsfs", "1".to_owned()));
+    }
+    out
+}
+
+fn scanner_parameters(s: &ScannerPlan) -> Vec<(&'static str, String)> {
+    let mut out = vec![("Pattern", quote(PATTERN))];
+    if s.latency != 0 {
+        out.push(("ScanLatency", s.latency.to_string()));
+    }
+    if s.attach_unscanned {
+        out.push(("AttachUnscanned", "1".to_owned()));
+    }
+    if s.npfs {
+        out.push(("SupportNpfsMsfs", "1".to_owned()));
+    }
+    out
+}

@@ -1,0 +1,444 @@
+//! Regression tests for what the randomized stress found, and proof that the checker fails when
+//! an invariant is broken (tampered event lists and end states).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use fsfilter::{MajorFunction, Status};
+use fsfilter_lab::scenario::{Model, parse};
+use fsfilter_sim::{Callback, Event, EventKind, RequestRef, Rule};
+use fsfilter_stress::check::{self, DriverEnd, EndState, ImageEnd};
+use fsfilter_stress::run_checked;
+
+fn callbacks(events: &[Event], driver: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback { driver: d, callback, .. } if d == driver => match callback {
+                Callback::Pre { major, outcome, .. } => Some(format!("pre {major} {outcome}")),
+                Callback::Post { major, status, .. } => Some(format!("post {major} {status}")),
+                Callback::Resumed { outcome } => Some(format!("resumed {outcome}")),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn clean(text: &str, model: Model, driver: &str) -> Vec<String> {
+    let s = parse("regression.toml", text).unwrap().with_model(driver, model);
+    let (run, _, violations) = run_checked(&s);
+    // These timelines do not stop their drivers: the end-of-run balance does not apply.
+    let violations: Vec<_> = violations.into_iter().filter(|v| v.invariant != "balance").collect();
+    assert!(violations.is_empty(), "{model:?}: {violations:#?}");
+    callbacks(&run.events, driver)
+}
+
+#[test]
+fn a_post_only_operation_reports_no_pre_callback_in_either_model() {
+    // Found by the stress: the legacy backend reported a pre callback (FLT_PREOP_SUCCESS_WITH_
+    // CALLBACK) for the scanner's post-only create and write, which the Filter Manager never
+    // calls and the filter's logic never saw.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "a.txt" = "alpha" }
+[[driver]]
+name = "Scan"
+sample = "scanner"
+model = "minifilter"
+start = "boot"
+altitude = "328000"
+[driver.parameters]
+Pattern = "EVILPATTERN"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "a.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "write"
+path = "a.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "a.txt"
+"#;
+    let legacy = clean(text, Model::Legacy, "Scan");
+    let mini = clean(text, Model::Minifilter, "Scan");
+    assert!(!legacy.iter().any(|c| c.starts_with("pre IRP_MJ_CREATE")), "{legacy:?}");
+    assert!(!legacy.iter().any(|c| c.starts_with("pre IRP_MJ_WRITE")), "{legacy:?}");
+    assert!(legacy.contains(&"post IRP_MJ_CREATE STATUS_SUCCESS".to_owned()), "{legacy:?}");
+    assert_eq!(legacy, mini);
+}
+
+#[test]
+fn a_resume_with_post_gets_none_without_a_registered_post_callback() {
+    // Found by the stress: the probe with `Post = 0` and a `pend:` rule resumed its operations
+    // with FLT_PREOP_SUCCESS_WITH_CALLBACK; the Filter Manager reported
+    // POST_CALLBACK_NOT_REGISTERED and the legacy backend called a post callback the
+    // registration does not have. A resume now follows rule 6 like a pre callback's answer.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "evil.com" = "x" }
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370000"
+[driver.parameters]
+Post = 0
+Rules = "pend:0 * *.com; pend:10 read"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "evil.com"
+[[step]]
+action = "io"
+volume = "C:"
+op = "read"
+path = "evil.com"
+mode = "noncached"
+offset = 0
+length = 512
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "evil.com"
+"#;
+    for model in [Model::Legacy, Model::Minifilter] {
+        let seen = clean(text, model, "P");
+        assert!(seen.iter().all(|c| !c.starts_with("post")), "{model:?}: {seen:?}");
+        assert!(
+            seen.contains(&"resumed FLT_PREOP_SUCCESS_NO_CALLBACK".to_owned()),
+            "{model:?}: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn a_request_after_a_cleanup_step_opens_a_new_handle() {
+    // Found by the stress: after an `io cleanup` step the lab kept using the cleaned-up handle
+    // for the path, so the next request failed with STATUS_INVALID_HANDLE and an INVALID_HANDLE
+    // finding. The caller now closes it and opens a new one.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "a.txt" = "alpha" }
+[[step]]
+action = "io"
+volume = "C:"
+op = "cleanup"
+path = "a.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "read"
+path = "a.txt"
+length = 5
+[[step]]
+action = "io"
+volume = "C:"
+op = "cleanup"
+path = "a.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "a.txt"
+"#;
+    let s = parse("regression.toml", text).unwrap();
+    let (run, _, violations) = run_checked(&s);
+    assert!(violations.is_empty(), "{violations:#?}");
+    let statuses: Vec<Status> = run.steps.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, vec![Status::SUCCESS; 4]);
+}
+
+// The checker fails when it should.
+
+const TWO_FILTERS: &str = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "a.txt" = "alpha" }
+[[driver]]
+name = "Top"
+sample = "passthrough"
+model = "minifilter"
+start = "boot"
+altitude = "380000"
+[[driver]]
+name = "Low"
+sample = "probe"
+model = "legacy"
+start = "boot"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "a.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "a.txt"
+[[step]]
+action = "stop"
+driver = "Top"
+[[step]]
+action = "stop"
+driver = "Low"
+[[step]]
+action = "dismount"
+volume = "C:"
+"#;
+
+fn baseline() -> (fsfilter_lab::scenario::Scenario, fsfilter_lab::run::Run, EndState) {
+    let s = parse("tamper.toml", TWO_FILTERS).unwrap();
+    let (run, end, violations) = run_checked(&s);
+    assert!(violations.is_empty(), "the untampered run is clean: {violations:#?}");
+    (s, run, end)
+}
+
+fn is_post(e: &Event, major: MajorFunction) -> bool {
+    matches!(&e.kind, EventKind::Callback { callback: Callback::Post { major: m, .. }, .. } if *m == major)
+}
+
+fn is_pre(e: &Event, major: MajorFunction) -> bool {
+    matches!(&e.kind, EventKind::Callback { callback: Callback::Pre { major: m, .. }, .. } if *m == major)
+}
+
+#[test]
+fn a_missing_post_is_detected() {
+    let (s, mut run, end) = baseline();
+    let at = run.events.iter().position(|e| is_post(e, MajorFunction::Create)).unwrap();
+    run.events.remove(at);
+    let v = check::check(&s, &run, &end);
+    assert!(v.iter().any(|v| v.invariant == "posts" && v.detail.contains("never came")), "{v:#?}");
+}
+
+#[test]
+fn a_second_post_is_detected() {
+    let (s, mut run, end) = baseline();
+    let at = run.events.iter().position(|e| is_post(e, MajorFunction::Create)).unwrap();
+    let copy = run.events[at].clone();
+    run.events.insert(at + 1, copy);
+    let v = check::check(&s, &run, &end);
+    assert!(
+        v.iter().any(|v| v.invariant == "posts" && v.detail.contains("without a pre")),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn pre_callbacks_out_of_stack_order_are_detected() {
+    let (s, mut run, end) = baseline();
+    let pres: Vec<usize> = run
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| is_pre(e, MajorFunction::Create) && e.step == Some(0))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(pres.len(), 2, "both filters see the create");
+    run.events.swap(pres[0], pres[1]);
+    let v = check::check(&s, &run, &end);
+    assert!(v.iter().any(|v| v.invariant == "order" && v.detail.contains("top down")), "{v:#?}");
+}
+
+#[test]
+fn post_callbacks_out_of_stack_order_are_detected() {
+    let (s, mut run, end) = baseline();
+    let posts: Vec<usize> = run
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| is_post(e, MajorFunction::Create) && e.step == Some(0))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(posts.len(), 2, "both filters get the post");
+    run.events.swap(posts[0], posts[1]);
+    let v = check::check(&s, &run, &end);
+    assert!(v.iter().any(|v| v.invariant == "order" && v.detail.contains("bottom up")), "{v:#?}");
+}
+
+#[test]
+fn a_resume_without_a_pended_pre_is_detected() {
+    let mut v = Vec::new();
+    let event = Event {
+        seq: 0,
+        step: Some(0),
+        time: 0,
+        kind: EventKind::Callback {
+            driver: "P".into(),
+            volume: Some("C:".into()),
+            io: Some(RequestRef(1)),
+            callback: Callback::Resumed { outcome: "FLT_PREOP_SUCCESS_WITH_CALLBACK" },
+        },
+    };
+    check::posts(&[event], |_, _| false, &mut v);
+    assert!(v.iter().any(|v| v.detail.contains("no pended pre")), "{v:#?}");
+}
+
+#[test]
+fn a_verifier_finding_is_detected() {
+    let (s, mut run, end) = baseline();
+    run.events.push(Event {
+        seq: 1_000_000,
+        step: Some(1),
+        time: 0,
+        kind: EventKind::Verifier {
+            driver: Some("Low".into()),
+            rule: Rule::PoolLeaked,
+            message: "tampered".into(),
+        },
+    });
+    let v = check::check(&s, &run, &end);
+    assert!(v.iter().any(|v| v.invariant == "findings" && v.step == Some(1)), "{v:#?}");
+}
+
+#[test]
+fn leaks_and_drivers_left_running_are_detected() {
+    let (s, run, mut end) = baseline();
+    assert!(end.drivers.iter().all(|d| d.state == "stopped"), "{end:#?}");
+    assert!(end.drivers.iter().all(|d| d.images.iter().all(|i| !i.loaded)), "{end:#?}");
+    end.drivers[0].images[0] =
+        ImageEnd { loaded: false, pool_blocks: 1, pool_bytes: 64, live_devices: 0, device_refs: 0 };
+    end.drivers[1].images[0].live_devices = 1;
+    end.drivers.push(DriverEnd {
+        name: "Low".into(),
+        state: "stop_pending",
+        images: Vec::new(),
+        attached_above: false,
+    });
+    end.drivers.push(DriverEnd {
+        name: "Top".into(),
+        state: "running",
+        images: Vec::new(),
+        attached_above: false,
+    });
+    let v = check::check(&s, &run, &end);
+    let balance: Vec<&str> =
+        v.iter().filter(|v| v.invariant == "balance").map(|v| v.detail.as_str()).collect();
+    assert_eq!(balance.len(), 4, "{balance:#?}");
+    assert!(balance[0].contains("1 pool block(s)"), "{balance:#?}");
+    assert!(balance[1].contains("1 device object(s)"), "{balance:#?}");
+    assert!(balance[2].contains("pending with nothing attached"), "{balance:#?}");
+    assert!(balance[3].contains("still running"), "{balance:#?}");
+}
+
+#[test]
+fn a_legacy_filter_answering_fltmc_is_detected() {
+    let (s, mut run, end) = baseline();
+    let mut s = s;
+    s.steps.push(fsfilter_lab::scenario::Step {
+        action: fsfilter_lab::scenario::Action::Unload { driver: "Low".into() },
+        line: 0,
+    });
+    let mut outcome = run.steps[0].clone();
+    outcome.what = "unload Low".into();
+    outcome.status = Status::SUCCESS;
+    outcome.io = None;
+    run.steps.push(outcome);
+    let v = check::check(&s, &run, &end);
+    assert!(v.iter().any(|v| v.invariant == "statuses"), "{v:#?}");
+}
+
+#[test]
+fn generated_scenarios_parse_and_replay_identically() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    for _ in 0..8 {
+        let plan = fsfilter_stress::plan::plan(20).new_tree(&mut runner).unwrap().current();
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        assert_eq!(s.steps.len() - plan.tail_len(), plan.steps.len());
+        // Same seed, same run: the printed scenario replays the failure.
+        let (a, _, _) = run_checked(&s);
+        let (b, _, _) = run_checked(&s);
+        assert_eq!(a.events, b.events);
+    }
+}
+
+#[test]
+fn a_pended_irp_resumed_without_a_post_is_passed_down_through_a_copied_location() {
+    // Found by the stress: a legacy filter that pended an IRP (IoMarkIrpPending, STATUS_PENDING)
+    // and resumed it without a post callback passed it down with IoSkipCurrentIrpStackLocation,
+    // so the lower driver got the filter's location with SL_PENDING_RETURNED set and the
+    // verifier reported IO_MARK_IRP_PENDING_WITHOUT_STATUS_PENDING against the Filter Manager
+    // and NTFS. The WDK's IoSkipCurrentIrpStackLocation page: a driver that pended an IRP copies
+    // its location instead.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+mount = "step"
+[[driver]]
+name = "Probe0"
+sample = "probe"
+model = "legacy"
+start = "boot"
+group = "FSFilter Anti-Virus"
+[driver.parameters]
+Post = 0
+Rules = "pend:0 *"
+[[driver]]
+name = "Passthrough1"
+sample = "passthrough"
+model = "minifilter"
+start = "system"
+group = "FSFilter Top"
+altitude = "400000"
+[[step]]
+action = "mount"
+volume = "C:"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "a.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "a.txt"
+[[step]]
+action = "stop"
+driver = "Passthrough1"
+[[step]]
+action = "stop"
+driver = "Probe0"
+[[step]]
+action = "dismount"
+volume = "C:"
+"#;
+    let s = parse("regression.toml", text).unwrap();
+    let (run, _, violations) = run_checked(&s);
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert!(
+        callbacks(&run.events, "Probe0")
+            .contains(&"resumed FLT_PREOP_SUCCESS_NO_CALLBACK".to_owned())
+    );
+    assert_eq!(run.steps[1].status, Status::SUCCESS);
+}
