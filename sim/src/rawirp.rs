@@ -284,9 +284,12 @@ fn new_file(volume: VolumeId, name: &[u16]) -> Result<*mut FILE_OBJECT, Status> 
 }
 
 fn send(raw: RawIrp<'_>) -> IoResult {
-    let claimed = raw.op.claimed();
-    let size = claimed.max(raw.data.len());
-    if raw.buffer != RawBuffer::Null && size > RAW_BUFFER_LIMIT {
+    // With no buffer, nothing is allocated, whatever the lengths claim.
+    let size = match raw.buffer {
+        RawBuffer::Null => 0,
+        _ => raw.op.claimed().max(raw.data.len()),
+    };
+    if size > RAW_BUFFER_LIMIT {
         return failed(Status::INSUFFICIENT_RESOURCES);
     }
     let major = raw.op.major();

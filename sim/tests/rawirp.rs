@@ -131,6 +131,10 @@ fn malformed_requests_get_a_status_and_break_nothing() {
     );
     assert_eq!(w(&mut m, 1 << 40, RawBuffer::Mdl), Status::from_bits(0xC000_007F), "DISK_FULL");
     assert!(m.file_contents(c, "\\a.txt").is_some_and(|d| d.len() < 1024), "not grown");
+    // Found by the fuzzer: no buffer with a huge length allocated that length.
+    let r =
+        m.send_irp(raw(RawOp::Read { length: u32::MAX, offset: 0, key: 0 }, h, RawBuffer::Null));
+    assert_ne!(r.status, Status::PENDING);
     // Lengths past the limit with a buffer are refused before any IRP.
     let r = m.send_irp(raw(
         RawOp::Read { length: RAW_BUFFER_LIMIT as u32 + 1, offset: 0, key: 0 },
