@@ -131,10 +131,15 @@ fn malformed_requests_get_a_status_and_break_nothing() {
     );
     assert_eq!(w(&mut m, 1 << 40, RawBuffer::Mdl), Status::from_bits(0xC000_007F), "DISK_FULL");
     assert!(m.file_contents(c, "\\a.txt").is_some_and(|d| d.len() < 1024), "not grown");
-    // Found by the fuzzer: no buffer with a huge length allocated that length.
-    let r =
-        m.send_irp(raw(RawOp::Read { length: u32::MAX, offset: 0, key: 0 }, h, RawBuffer::Null));
-    assert_ne!(r.status, Status::PENDING);
+    // Found by the fuzzer: no buffer with a huge length allocated that length, in the raw API
+    // and in a volume (DASD) read, which built the media image of that length.
+    let huge = RawOp::Read { length: u32::MAX, offset: 0, key: 0 };
+    let r = m.send_irp(raw(huge, h, RawBuffer::Null));
+    assert_eq!(r.status, Status::from_bits(0xC000_00E8), "INVALID_USER_BUFFER");
+    let v = open(&mut m, c, &[], disposition::OPEN).handle.expect("the volume opens");
+    let r = m.send_irp(raw(huge, v, RawBuffer::Null));
+    assert_eq!(r.status, Status::from_bits(0xC000_00E8), "INVALID_USER_BUFFER");
+    m.close_handle(v);
     // Lengths past the limit with a buffer are refused before any IRP.
     let r = m.send_irp(raw(
         RawOp::Read { length: RAW_BUFFER_LIMIT as u32 + 1, offset: 0, key: 0 },

@@ -275,6 +275,10 @@ impl Kernel {
         let volume = &self.volumes.list[m.volume.index()];
         // SAFETY: the request's live file object.
         let file = unsafe { irpx::file(t.fo) };
+        if t.buffer.is_null() && t.length > 0 {
+            // As for a write (fs_write): the access to the missing buffer faults.
+            return (STATUS_INVALID_USER_BUFFER, 0);
+        }
         if node_id == VOLUME_NODE {
             // A volume (DASD) read: the raw media, as the storage device holds it.
             if t.offset < 0 {
