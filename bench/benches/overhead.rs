@@ -8,6 +8,10 @@ use std::time::Instant;
 use criterion::Criterion;
 use fsfilter_bench::{Bench, Driver, Timings, ns};
 
+/// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 static TIMINGS: Timings = Timings::new();
 
 type Op = fn(&mut Bench);
@@ -52,7 +56,10 @@ fn main() {
     }
     c.final_summary();
     println!("\nper-operation time (median of criterion's samples, this run):");
-    println!("{:<22} {:>14} {:>14} {:>14} {:>14} {:>14}", "operation", "none ns", "raw mini ns", "fsf mini ns", "raw legacy ns", "fsf legacy ns");
+    println!(
+        "{:<22} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "operation", "none ns", "raw mini ns", "fsf mini ns", "raw legacy ns", "fsf legacy ns"
+    );
     for (name, _) in OPS {
         let t = |config: &str| TIMINGS.median(&format!("{config}/{name}")).map_or(f64::NAN, ns);
         println!(

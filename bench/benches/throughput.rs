@@ -1,2 +1,79 @@
-//! throughput
-fn main() {}
+//! Simulator throughput (issue 9): user requests per second through stacks of 0, 1, 4 and 16
+//! filters, minifilters, legacy filters and both mixed, with the mixed workload of
+//! [`Bench::mixed`]; then how the time per request grows with the depth of the stack.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
+
+use std::time::Instant;
+
+use criterion::Criterion;
+use fsfilter_bench::{Bench, Driver, MIXED_REQUESTS, Timings, ns};
+
+
+/// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+static TIMINGS: Timings = Timings::new();
+
+/// `depth` filters: passthrough minifilters, legacy passthroughs, or alternating (mixed).
+fn stack(kind: &str, depth: usize) -> Vec<Driver> {
+    (0..depth)
+        .map(|i| match kind {
+            "minifilter" => Driver::PassthroughMinifilter,
+            "legacy" => Driver::PassthroughLegacy,
+            _ if i % 2 == 0 => Driver::PassthroughMinifilter,
+            _ => Driver::PassthroughLegacy,
+        })
+        .collect()
+}
+
+const KINDS: [&str; 3] = ["minifilter", "legacy", "mixed"];
+const DEPTHS: [usize; 4] = [0, 1, 4, 16];
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    for kind in KINDS {
+        for depth in DEPTHS {
+            if depth == 0 && kind != "minifilter" {
+                continue;
+            }
+            let id = format!("{kind}/{depth}");
+            let mut bench = Bench::new(&stack(kind, depth));
+            let mut group = c.benchmark_group("throughput");
+            group.throughput(criterion::Throughput::Elements(MIXED_REQUESTS));
+            group.bench_function(&id, |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        bench.mixed();
+                    }
+                    let elapsed = start.elapsed();
+                    TIMINGS.record(&id, iters, elapsed);
+                    elapsed
+                })
+            });
+            group.finish();
+            drop(bench);
+        }
+    }
+    c.final_summary();
+    let per_request = |id: &str| TIMINGS.median(id).map(|s| s / MIXED_REQUESTS as f64);
+    println!("\nthroughput (mixed workload, median of this run):");
+    println!(
+        "{:<12} {:>6} {:>14} {:>16} {:>18}",
+        "stack", "depth", "ns/request", "requests/s", "ns per added filter"
+    );
+    let base = per_request("minifilter/0");
+    for kind in KINDS {
+        for depth in DEPTHS {
+            let id = if depth == 0 { "minifilter/0".to_owned() } else { format!("{kind}/{depth}") };
+            let Some(t) = per_request(&id) else { continue };
+            let slope = match (base, depth) {
+                (Some(b), d) if d > 0 => format!("{:.0}", ns(t - b) / d as f64),
+                _ => "-".to_owned(),
+            };
+            println!("{kind:<12} {depth:>6} {:>14.0} {:>16.0} {slope:>18}", ns(t), 1.0 / t);
+        }
+    }
+}

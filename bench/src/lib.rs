@@ -18,6 +18,8 @@
     reason = "host benchmark harness: a failed setup should stop the benchmark loudly"
 )]
 
+pub mod lab;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -67,7 +69,10 @@ impl Driver {
 
     /// True for Filter Manager minifilters.
     pub fn is_minifilter(self) -> bool {
-        matches!(self, Driver::RawMinifilter | Driver::PassthroughMinifilter | Driver::ProbeMinifilter)
+        matches!(
+            self,
+            Driver::RawMinifilter | Driver::PassthroughMinifilter | Driver::ProbeMinifilter
+        )
     }
 
     /// A short label for reports.
@@ -140,7 +145,8 @@ impl Bench {
     pub fn new(drivers: &[Driver]) -> Bench {
         let mut machine = Machine::new(MachineConfig { seed: 9 });
         let data: Vec<u8> = (0..FILE_SIZE).map(|i| i as u8).collect();
-        let volume = machine.add_volume(VolumeSpec::new("C:", fsfilter_sim::FsKind::Ntfs).file(FILE, &data));
+        let volume =
+            machine.add_volume(VolumeSpec::new("C:", fsfilter_sim::FsKind::Ntfs).file(FILE, &data));
         for (i, &d) in drivers.iter().enumerate() {
             machine.install(service(d, i));
         }

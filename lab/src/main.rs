@@ -13,6 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use fsfilter_lab::{compare, demo, html, json, run, samples, scenario, sweep, text, trace};
 
+/// The simulator allocates and frees many small records per request (event-log strings, request
+/// records); mimalloc serves them about twice as fast as glibc's allocator in the lab's
+/// workloads (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The fsfilter lab: attach-ordering experiments under both filter models.
 #[derive(Parser, Debug)]
 #[command(name = "fsfilter", version, about, long_about = None)]

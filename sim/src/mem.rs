@@ -16,6 +16,11 @@ impl Block {
     pub fn zeroed(size: usize) -> Block {
         let layout =
             Layout::from_size_align(size.max(1), 16).unwrap_or_else(|_| Layout::new::<u128>());
+        if let Some(ptr) = reuse(layout) {
+            // SAFETY: a block of this layout, ours alone since it left the cache.
+            unsafe { std::ptr::write_bytes(ptr, 0, layout.size()) };
+            return Block { ptr, layout };
+        }
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
@@ -35,8 +40,68 @@ impl Block {
     }
 }
 
+/// Blocks at least this large are kept for reuse when dropped.
+const REUSE_FROM: usize = 512;
+/// How many freed blocks a thread keeps.
+const REUSE_MAX: usize = 32;
+
+std::thread_local! {
+    /// Freed large blocks (user buffers, IRPs of deep stacks), reused by the next allocation of
+    /// the same layout: a request's buffers cost a `memset`, not a trip through the system
+    /// allocator, whose large requests consolidate every small free chunk first (issue 9: this was
+    /// most of the simulator's time per request).
+    static FREED: std::cell::RefCell<Freed> = const { std::cell::RefCell::new(Freed(Vec::new())) };
+}
+
+/// A freed block of `layout`, if the thread kept one.
+fn reuse(layout: Layout) -> Option<*mut u8> {
+    if layout.size() < REUSE_FROM {
+        return None;
+    }
+    FREED
+        .try_with(|f| {
+            let mut f = f.try_borrow_mut().ok()?;
+            let i = f.0.iter().rposition(|(l, _)| *l == layout)?;
+            Some(f.0.swap_remove(i).1)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keeps a block for reuse; false when it must be freed now.
+fn keep(layout: Layout, ptr: *mut u8) -> bool {
+    if layout.size() < REUSE_FROM {
+        return false;
+    }
+    FREED
+        .try_with(|f| {
+            let Ok(mut f) = f.try_borrow_mut() else { return false };
+            if f.0.len() >= REUSE_MAX {
+                return false;
+            }
+            f.0.push((layout, ptr));
+            true
+        })
+        .unwrap_or(false)
+}
+
+/// The blocks a thread kept, freed when the thread exits.
+struct Freed(Vec<(Layout, *mut u8)>);
+
+impl Drop for Freed {
+    fn drop(&mut self) {
+        for (layout, ptr) in self.0.drain(..) {
+            // SAFETY: allocated in `Block::zeroed` with this layout; kept instead of freed once.
+            unsafe { dealloc(ptr, layout) };
+        }
+    }
+}
+
 impl Drop for Block {
     fn drop(&mut self) {
+        if keep(self.layout, self.ptr) {
+            return;
+        }
         // SAFETY: allocated in `zeroed` with this layout, freed once.
         unsafe { dealloc(self.ptr, self.layout) };
     }
@@ -125,5 +190,25 @@ impl BlockPool {
                 self.free.push(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_blocks_are_reused_zeroed_small_ones_are_not_kept() {
+        let a = Block::zeroed(4096);
+        // SAFETY: the block holds 4096 bytes.
+        unsafe { std::ptr::write_bytes(a.ptr(), 0xAB, 4096) };
+        let address = a.ptr();
+        drop(a);
+        let b = Block::zeroed(4096);
+        assert_eq!(b.ptr(), address, "the freed block of the same layout is reused");
+        // SAFETY: the block holds 4096 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(b.ptr(), 4096) };
+        assert!(bytes.iter().all(|&x| x == 0), "a reused block is zeroed");
+        assert!(!keep(Layout::from_size_align(64, 16).unwrap_or(Layout::new::<u128>()), b.ptr()));
     }
 }

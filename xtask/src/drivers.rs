@@ -116,6 +116,10 @@ pub struct Workspace {
     pub target_dir: PathBuf,
     /// The sample drivers, sorted by sample and model.
     pub drivers: Vec<Driver>,
+    /// The raw baselines (`[package.metadata.fsfilter] baseline = { name, model }`): minimal
+    /// drivers written directly against windows-sys, built and checked like the samples (no INF)
+    /// so that the size table can set each sample beside the raw driver of its model.
+    pub baselines: Vec<Driver>,
 }
 
 impl Workspace {
@@ -142,6 +146,7 @@ impl Workspace {
             root: root.to_path_buf(),
             target_dir: PathBuf::from(target_dir),
             drivers: drivers_from_metadata(&metadata)?,
+            baselines: packages_marked(&metadata, "baseline")?,
         })
     }
 
@@ -153,22 +158,29 @@ impl Workspace {
 
 /// The sample drivers among the packages of a `cargo metadata` document.
 pub fn drivers_from_metadata(metadata: &Value) -> Result<Vec<Driver>> {
+    packages_marked(metadata, "driver")
+}
+
+/// The packages whose `[package.metadata.fsfilter]` has `key` (`driver`: a sample, with a
+/// `sample` name; `baseline`: a raw driver, with a `name`) and a `model`.
+fn packages_marked(metadata: &Value, key: &str) -> Result<Vec<Driver>> {
     let packages = metadata["packages"]
         .as_array()
         .ok_or_else(|| anyhow!("`cargo metadata` output has no packages"))?;
+    let name_key = if key == "driver" { "sample" } else { "name" };
     let mut drivers = vec![];
     for package in packages {
         let name = package["name"].as_str().unwrap_or("<unnamed>");
-        let spec = &package["metadata"]["fsfilter"]["driver"];
+        let spec = &package["metadata"]["fsfilter"][key];
         if spec.is_null() {
             continue;
         }
-        let sample = spec["sample"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
-            anyhow!("package `{name}`: [package.metadata.fsfilter] driver has no `sample` name")
+        let sample = spec[name_key].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
+            anyhow!("package `{name}`: [package.metadata.fsfilter] {key} has no `{name_key}`")
         })?;
         let model = spec["model"].as_str().and_then(Model::parse).ok_or_else(|| {
             anyhow!(
-                "package `{name}`: [package.metadata.fsfilter] driver `model` must be \
+                "package `{name}`: [package.metadata.fsfilter] {key} `model` must be \
                  \"minifilter\" or \"legacy\", found {}",
                 spec["model"]
             )
@@ -332,24 +344,56 @@ pub fn build_and_check(options: &Options) -> Result<Vec<DriverReport>> {
     Ok(reports)
 }
 
-/// The size table: driver, model, bytes, limit, imports, sections, verdict.
-pub fn size_table(reports: &[DriverReport]) -> String {
-    let width = reports.iter().map(|r| r.driver.sys_name().len()).max().unwrap_or(0).max(6);
+/// Builds and checks every raw baseline driver of the workspace (see [`Workspace::baselines`]).
+pub fn build_and_check_baselines(options: &Options) -> Result<Vec<DriverReport>> {
+    let ws = Workspace::discover(&workspace_root())?;
+    let target_dir = options.target_dir.clone().unwrap_or_else(|| ws.target_dir.clone());
+    let mut reports = vec![];
+    for driver in &ws.baselines {
+        let built = build(&ws, driver, &target_dir, options.capture_output)?;
+        reports.push(check(&built)?);
+    }
+    Ok(reports)
+}
+
+/// The size table: driver, model, bytes, the raw baseline of its model and the ratio to it,
+/// limit, imports, sections, verdict; the baselines' own rows follow, marked `raw`.
+pub fn size_table(reports: &[DriverReport], baselines: &[DriverReport]) -> String {
+    let width = reports
+        .iter()
+        .chain(baselines)
+        .map(|r| r.driver.sys_name().len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let raw_of = |model: Model| {
+        baselines.iter().find(|b| b.driver.model == model).map(|b| b.report.image.size)
+    };
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:<width$}  {:<10}  {:>6}  {:>6}  {:>7}  {:<6}  sections",
-        "driver", "model", "bytes", "limit", "imports", "checks"
+        "{:<width$}  {:<10}  {:>6}  {:>6}  {:>6}  {:>6}  {:>7}  {:<6}  sections",
+        "driver", "model", "bytes", "raw", "x raw", "limit", "imports", "checks"
     );
-    for r in reports {
+    for (r, is_raw) in reports.iter().map(|r| (r, false)).chain(baselines.iter().map(|r| (r, true)))
+    {
         let image = &r.report.image;
         let sections: Vec<&str> = image.sections.iter().map(|s| s.name.as_str()).collect();
+        let (raw, ratio) = match raw_of(r.driver.model) {
+            _ if is_raw => ("(raw)".to_owned(), "1.00".to_owned()),
+            Some(raw) if raw > 0 => {
+                (raw.to_string(), format!("{:.2}", image.size as f64 / raw as f64))
+            }
+            _ => ("-".to_owned(), "-".to_owned()),
+        };
         let _ = writeln!(
             table,
-            "{:<width$}  {:<10}  {:>6}  {:>6}  {:>7}  {:<6}  {} ({})",
+            "{:<width$}  {:<10}  {:>6}  {:>6}  {:>6}  {:>6}  {:>7}  {:<6}  {} ({})",
             r.driver.sys_name(),
             r.driver.model.as_str(),
             image.size,
+            raw,
+            ratio,
             r.limit,
             image.import_count(),
             if r.passed() { "ok" } else { "FAILED" },

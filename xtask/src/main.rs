@@ -65,12 +65,13 @@ fn drivers() -> Result<bool> {
         }
     }
     let reports = drivers::build_and_check(&drivers::Options::default())?;
+    let baselines = drivers::build_and_check_baselines(&drivers::Options::default())?;
     let Some(first) = reports.first() else { return Ok(true) };
     let out = first.sys.parent().map(|p| p.display().to_string()).unwrap_or_default();
     println!("\ndrivers in {out}:\n");
-    print!("{}", drivers::size_table(&reports));
+    print!("{}", drivers::size_table(&reports, &baselines));
     let mut passed = true;
-    for report in &reports {
+    for report in reports.iter().chain(&baselines) {
         for violation in &report.report.violations {
             eprintln!("error: {}: {violation}", report.driver.sys_name());
             passed = false;
@@ -88,9 +89,10 @@ fn drivers() -> Result<bool> {
     }
     if passed {
         println!(
-            "\nall {} drivers passed the PE checks and their size limits; their INFs passed \
-             the INF checks and are beside them",
-            reports.len()
+            "\nall {} drivers and {} raw baselines passed the PE checks and their size limits; \
+             the drivers' INFs passed the INF checks and are beside them",
+            reports.len(),
+            baselines.len()
         );
     }
     Ok(passed)

@@ -214,8 +214,10 @@ pub unsafe extern "system" fn driver_entry(
 }
 
 /// The entry point as a value, for the simulator's loader (`fsfilter_sim::ServiceSpec`).
-pub const ENTRY: unsafe extern "system" fn(*const DRIVER_OBJECT, *const UNICODE_STRING) -> NTSTATUS =
-    driver_entry;
+pub const ENTRY: unsafe extern "system" fn(
+    *const DRIVER_OBJECT,
+    *const UNICODE_STRING,
+) -> NTSTATUS = driver_entry;
 
 /// `DriverEntry`, the symbol the linker's `/ENTRY` names.
 ///

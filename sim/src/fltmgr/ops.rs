@@ -166,6 +166,10 @@ impl Op {
     }
 }
 
+/// How many finished operations' blocks stay allocated (a bounded quarantine: before it, every
+/// callback data of a machine's life stayed allocated, some 300 bytes per request).
+pub(crate) const DEAD_KEPT: usize = 4096;
+
 /// Operations in flight.
 #[derive(Default)]
 pub struct Ops {
@@ -173,9 +177,9 @@ pub struct Ops {
     pub map: BTreeMap<u64, Op>,
     pub(crate) by_data: crate::kernel::FastMap<usize, u64>,
     pub(crate) next: u64,
-    /// Blocks of finished operations: a filter that kept a callback-data pointer reads a dead
-    /// one rather than freed memory.
-    pub(crate) dead: Vec<Block>,
+    /// Blocks of finished operations, the last [`DEAD_KEPT`]: a filter that kept a callback-data
+    /// pointer for a while reads a dead one rather than freed memory (or a newer operation's).
+    pub(crate) dead: std::collections::VecDeque<Block>,
     /// The user request of each draining copy of a callback data (facts.md §2.5), so that a
     /// draining post-operation callback is attributed to its request like any other.
     pub(crate) drain_copies: crate::kernel::FastMap<usize, Option<RequestId>>,
@@ -207,7 +211,18 @@ impl Ops {
     pub(crate) fn remove(&mut self, key: u64) {
         if let Some(op) = self.map.remove(&key) {
             self.by_data.remove(&(op.data as usize));
-            self.dead.push(op.block);
+            self.bury(op.block);
+        }
+    }
+
+    /// Keeps a finished operation's block (or a draining copy) for a while, then frees it.
+    pub(crate) fn bury(&mut self, block: Block) {
+        self.dead.push_back(block);
+        if self.dead.len() > DEAD_KEPT {
+            if let Some(old) = self.dead.pop_front() {
+                // `data` is the first field of the repr(C) block.
+                self.drain_copies.remove(&(old.ptr() as usize));
+            }
         }
     }
 
@@ -399,4 +414,28 @@ pub(crate) fn log_op(
         volume,
         FltEvent::Operation { instance, altitude, phase, major, kind, io, draining, outcome },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_operations_blocks_are_kept_for_a_while_then_freed() {
+        let mut ops = Ops::default();
+        let first = Block::zeroed(size_of::<CbdBlock>());
+        let first_data = first.ptr() as usize;
+        ops.drain_copies.insert(first_data, None);
+        ops.bury(first);
+        for _ in 1..DEAD_KEPT {
+            ops.bury(Block::zeroed(size_of::<CbdBlock>()));
+        }
+        // Still kept, and still known as a draining copy.
+        assert_eq!(ops.dead.len(), DEAD_KEPT);
+        assert!(ops.drain_copies.contains_key(&first_data));
+        ops.bury(Block::zeroed(size_of::<CbdBlock>()));
+        // The oldest went, and with it what was known about it.
+        assert_eq!(ops.dead.len(), DEAD_KEPT);
+        assert!(!ops.drain_copies.contains_key(&first_data));
+    }
 }

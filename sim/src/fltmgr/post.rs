@@ -399,7 +399,7 @@ pub fn drain_instance(i: InstId) {
             let data = &raw mut c.data;
             let objects = &raw const c.objects;
             k.fltmgr.ops.drain_copies.insert(data as usize, request);
-            k.fltmgr.ops.dead.push(copy);
+            k.fltmgr.ops.bury(copy);
             Some((key, post, image, data, objects, e.context))
         });
         let Some((key, post, image, data, objects, context)) = step else { return };

@@ -1,0 +1,93 @@
+//! The benchmark machines are what the benchmarks say they are: every filter of a configuration
+//! sits on the volume's stack and sees the workload's operations, the framework's filters
+//! allocate nothing per operation, and the machines boot with no verifier findings. Without this
+//! a baseline that failed to attach would look free.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use fsfilter_bench::{Bench, Driver};
+use fsfilter_sim::events::Phase;
+use fsfilter_sim::{EventKind, FltEvent};
+
+const ALL: [Driver; 6] = [
+    Driver::RawMinifilter,
+    Driver::RawLegacy,
+    Driver::PassthroughMinifilter,
+    Driver::PassthroughLegacy,
+    Driver::ProbeMinifilter,
+    Driver::ProbeLegacy,
+];
+
+/// Pre callbacks the Filter Manager called for `Filter<index>`.
+fn minifilter_pres(bench: &Bench, index: usize) -> usize {
+    let name = format!("Filter{index}");
+    bench
+        .machine
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::FltMgr {
+                driver: Some(d),
+                event: FltEvent::Operation { phase: Phase::Pre, .. },
+                ..
+            } if *d == name)
+        })
+        .count()
+}
+
+#[test]
+fn each_driver_is_on_the_path_of_the_workload() {
+    for driver in ALL {
+        let mut bench = Bench::new(&[driver]);
+        let stack = bench.machine.volume_stack_drivers(bench.volume);
+        if driver.is_minifilter() {
+            assert!(stack.iter().any(|d| d == "FltMgr"), "{driver:?}: {stack:?}");
+            bench.create_close();
+            bench.cached_read();
+            bench.paging_read();
+            // create, cleanup, close, the fast-I/O read and the paging read at least.
+            let pres = minifilter_pres(&bench, 0);
+            assert!(pres >= 5, "{driver:?}: {pres} pre callbacks");
+        } else {
+            assert_eq!(stack.first().map(String::as_str), Some("Filter0"), "{driver:?}: {stack:?}");
+        }
+        assert!(bench.machine.findings().is_empty(), "{driver:?}");
+    }
+}
+
+#[test]
+fn stacks_of_sixteen_mixed_filters_are_ordered() {
+    let drivers: Vec<Driver> = (0..16)
+        .map(|i| if i % 2 == 0 { Driver::PassthroughMinifilter } else { Driver::PassthroughLegacy })
+        .collect();
+    let mut bench = Bench::new(&drivers);
+    let stack = bench.machine.volume_stack_drivers(bench.volume);
+    // The eight legacy filters, each attached above what was there when it loaded.
+    let legacy: Vec<&String> = stack.iter().filter(|d| d.starts_with("Filter")).collect();
+    assert_eq!(legacy.len(), 8, "{stack:?}");
+    bench.mixed();
+    for i in (0..16).step_by(2) {
+        assert!(minifilter_pres(&bench, i) > 0, "Filter{i}");
+    }
+    assert!(bench.machine.findings().is_empty());
+}
+
+#[test]
+fn the_framework_allocates_nothing_per_operation() {
+    for driver in [Driver::PassthroughMinifilter, Driver::PassthroughLegacy] {
+        let mut bench = Bench::new(&[driver]);
+        let before = bench.pool_calls(0);
+        for _ in 0..100 {
+            bench.mixed();
+        }
+        assert_eq!(bench.pool_calls(0), before, "{driver:?}");
+    }
+}
+
+#[test]
+fn the_lab_workloads_run_cleanly() {
+    let text = fsfilter_bench::lab::demonstration();
+    assert!(text.contains("ProbeLate"), "{text}");
+    // The sweep's scenarios differ only by the late minifilter's altitude, and all run.
+    assert_eq!(fsfilter_bench::lab::sweep(20), 20);
+}
