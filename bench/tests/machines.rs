@@ -91,3 +91,22 @@ fn the_lab_workloads_run_cleanly() {
     // The sweep's scenarios differ only by the late minifilter's altitude, and all run.
     assert_eq!(fsfilter_bench::lab::sweep(20), 20);
 }
+
+#[test]
+fn the_raw_and_fsfilter_minifilters_get_the_same_callbacks() {
+    // A fair comparison: the same registrations, so the same operations reach each filter.
+    let counts: Vec<usize> = [Driver::RawMinifilter, Driver::PassthroughMinifilter]
+        .into_iter()
+        .map(|driver| {
+            let mut bench = Bench::new(&[driver]);
+            for _ in 0..10 {
+                bench.create_close();
+                bench.cached_read();
+                bench.paging_read();
+            }
+            minifilter_pres(&bench, 0)
+        })
+        .collect();
+    assert!(counts[0] >= 50, "{counts:?}");
+    assert_eq!(counts[0], counts[1], "raw vs fsfilter pre callbacks");
+}
