@@ -384,6 +384,31 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
         let filesystem = f.choice("filesystem", &FileSystem::ALL)?;
+        // The simulator's rules for volumes (sim/src/volumes.rs), checked here so that a parsed
+        // scenario always runs: one pipe and one mailslot namespace per machine, and network
+        // shares named \\server\share.
+        if matches!(filesystem, FileSystem::Npfs | FileSystem::Msfs)
+            && volumes.iter().any(|v| v.filesystem == filesystem)
+        {
+            return Err(cx.error(
+                span.clone(),
+                &format!("{path}.filesystem"),
+                format!(
+                    "only one {} volume can exist (one namespace per machine)",
+                    filesystem.name()
+                ),
+            ));
+        }
+        if filesystem == FileSystem::Mup {
+            let parts = vname.trim_start_matches('\\').split('\\').filter(|p| !p.is_empty());
+            if parts.count() != 2 || !vname.starts_with("\\\\") {
+                return Err(cx.error(
+                    vspan,
+                    &format!("{path}.name"),
+                    format!("a mup volume is named \\\\server\\share, not `{vname}`"),
+                ));
+            }
+        }
         let mount = f
             .opt_choice("mount", &[("boot", Mount::Boot), ("step", Mount::Step)])?
             .unwrap_or(Mount::Boot);

@@ -460,12 +460,18 @@ fn statuses(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
                     );
                 } else if taken {
                     // facts.md §2.3: an altitude already taken on the volume is refused (or the
-                    // filter is not loaded at all).
+                    // filter is not loaded at all, or it cannot attach to a pipe or mailslot
+                    // volume without SUPPORT_NPFS_MSFS, which sim/src/fltmgr/instances.rs
+                    // checks first).
                     bad(
                         i,
                         &outcome.what,
                         outcome.status,
-                        &[Status::FLT_INSTANCE_ALTITUDE_COLLISION, Status::FLT_FILTER_NOT_FOUND],
+                        &[
+                            Status::FLT_INSTANCE_ALTITUDE_COLLISION,
+                            Status::FLT_FILTER_NOT_FOUND,
+                            Status::NOT_SUPPORTED,
+                        ],
                     );
                 }
             }

@@ -31,11 +31,59 @@ pub fn run_checked(scenario: &Scenario) -> (Run, EndState, Vec<Violation>) {
     (run, end, violations)
 }
 
+/// What a clean case did, for the totals the stress test prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Steps run (the random ones and the tail).
+    pub steps: u64,
+    /// Events logged.
+    pub events: u64,
+    /// Pre and post callbacks.
+    pub callbacks: u64,
+    /// User requests.
+    pub requests: u64,
+    /// Steps that failed (a refused load, an open of a missing file, ...).
+    pub failed_steps: u64,
+}
+
+impl Stats {
+    /// Adds another case's numbers.
+    pub fn add(&mut self, other: Stats) {
+        self.steps += other.steps;
+        self.events += other.events;
+        self.callbacks += other.callbacks;
+        self.requests += other.requests;
+        self.failed_steps += other.failed_steps;
+    }
+
+    fn of(run: &Run) -> Stats {
+        use fsfilter_sim::{Callback, EventKind};
+        let count = |f: &dyn Fn(&EventKind) -> bool| {
+            run.events.iter().filter(|e| f(&e.kind)).count() as u64
+        };
+        Stats {
+            steps: run.steps.len() as u64,
+            events: run.events.len() as u64,
+            callbacks: count(&|k| {
+                matches!(
+                    k,
+                    EventKind::Callback {
+                        callback: Callback::Pre { .. } | Callback::Post { .. },
+                        ..
+                    }
+                )
+            }),
+            requests: count(&|k| matches!(k, EventKind::IoStart { .. })),
+            failed_steps: run.steps.iter().filter(|s| s.status.is_error()).count() as u64,
+        }
+    }
+}
+
 /// What one case found.
 #[derive(Debug)]
 pub enum Outcome {
     /// The scenario ran and every invariant held.
-    Clean,
+    Clean(Stats),
     /// The plan gave two minifilters one altitude and the parser refused it, as documented.
     Refused,
     /// Something is wrong: the message says what, with the scenario's TOML.
@@ -59,9 +107,9 @@ pub fn run_plan(plan: &Plan) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(format!("the generated scenario does not parse: {e}")),
     };
-    let (_, _, violations) = run_checked(&scenario);
+    let (run, _, violations) = run_checked(&scenario);
     if violations.is_empty() {
-        Outcome::Clean
+        Outcome::Clean(Stats::of(&run))
     } else {
         let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
         Outcome::Failed(list.join("\n"))

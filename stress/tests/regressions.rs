@@ -442,3 +442,43 @@ volume = "C:"
     );
     assert_eq!(run.steps[1].status, Status::SUCCESS);
 }
+
+#[test]
+fn scenarios_the_simulator_cannot_build_are_refused_by_the_parser() {
+    // Found while writing the generator: the parser accepted a second named-pipe (or mailslot)
+    // volume and a network share not named \\server\share, and the run then panicked in
+    // Machine::add_volume. The parser now refuses them with the file, line and key.
+    let two_pipes = r#"
+[[volume]]
+name = "\\Device\\NamedPipe"
+filesystem = "npfs"
+[[volume]]
+name = "\\Device\\OtherPipe"
+filesystem = "npfs"
+"#;
+    let e = parse("pipes.toml", two_pipes).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipes.toml:5: volume[1].filesystem: only one npfs volume can exist (one namespace per machine)"
+    );
+    let share = r#"
+[[volume]]
+name = "share"
+filesystem = "mup"
+"#;
+    let e = parse("share.toml", share).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "share.toml:3: volume[0].name: a mup volume is named \\\\server\\share, not `share`"
+    );
+    let fine = r#"
+[[volume]]
+name = "\\\\server\\share"
+filesystem = "mup"
+[[volume]]
+name = "\\Device\\Mailslot"
+filesystem = "msfs"
+"#;
+    let s = parse("fine.toml", fine).unwrap();
+    assert!(run_checked(&s).2.is_empty());
+}

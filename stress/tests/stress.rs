@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use fsfilter_stress::plan::plan;
-use fsfilter_stress::{Outcome, run_plan};
+use fsfilter_stress::{Outcome, Stats, run_plan};
 use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner,
 };
@@ -59,8 +59,14 @@ fn random_machines_and_timelines_keep_every_invariant() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed)),
     );
     let refused = std::cell::Cell::new(0u32);
-    let result = runner.run(&plan(40), |p| match run_plan(&p) {
-        Outcome::Clean => Ok(()),
+    let totals = std::cell::Cell::new(Stats::default());
+    let result = runner.run(&plan(60), |p| match run_plan(&p) {
+        Outcome::Clean(stats) => {
+            let mut t = totals.get();
+            t.add(stats);
+            totals.set(t);
+            Ok(())
+        }
         Outcome::Refused => {
             refused.set(refused.get() + 1);
             Ok(())
@@ -85,8 +91,16 @@ fn random_machines_and_timelines_keep_every_invariant() {
         };
         panic!("stress failed: {detail}");
     }
+    let t = totals.get();
     println!(
-        "stress: {cases} cases clean ({} refused colliding altitudes as documented)",
-        refused.get()
+        "stress: {cases} cases clean ({} refused colliding altitudes as documented): {} steps \
+         ({} failed as the scenario asked), {} requests, {} pre/post callbacks, {} events",
+        refused.get(),
+        t.steps,
+        t.failed_steps,
+        t.requests,
+        t.callbacks,
+        t.events
     );
+    assert!(cases < 16 || t.callbacks > u64::from(cases), "the cases exercise the filters: {t:?}");
 }
