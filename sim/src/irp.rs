@@ -106,6 +106,10 @@ pub struct Irps {
     pub map: FastMap<usize, IrpInfo>,
     free: FastMap<i8, Vec<Block>>,
     quarantine: VecDeque<(i8, Block)>,
+    /// What completion saw of IRPs freed since their address was last allocated: (walked,
+    /// marks). A dispatch routine that completed its IRP synchronously returns after the IRP was
+    /// freed; its pending check reads these.
+    retired: FastMap<usize, (u64, u64)>,
     /// IRPs allocated so far.
     pub allocated: u64,
 }
@@ -151,6 +155,7 @@ impl Kernel {
             None => Block::zeroed(size),
         };
         let irp = block.ptr().cast::<IRP>();
+        self.irps.retired.remove(&(irp as usize));
         // SAFETY: a zeroed block sized for the IRP and its stack.
         let i = unsafe { obj(irp) };
         i.Type = IO_TYPE_IRP;
@@ -243,6 +248,7 @@ impl Kernel {
         }
         info.state = IrpState::Freed;
         let Some(info) = self.irps.map.remove(&(irp as usize)) else { return };
+        self.irps.retired.insert(irp as usize, (info.walked, info.marks));
         // SAFETY: the IRP's block is still allocated.
         let count = unsafe { (*irp).StackCount };
         self.irps.quarantine.push_back((count, info.block));
@@ -367,7 +373,13 @@ impl Kernel {
         let bit = 1u64 << (level as u32 & 63);
         let pending = status == Status::PENDING.0;
         let Some(info) = self.irps.map.get_mut(&(irp as usize)) else {
-            // Completed and freed already: the walk passed every location.
+            // Completed and freed already: the walk passed every location, and recorded whether
+            // this one was marked.
+            if let Some(&(walked, marks)) = self.irps.retired.get(&(irp as usize)) {
+                if walked & bit != 0 {
+                    self.check_pending(marks & bit != 0, pending, Some(image), status);
+                }
+            }
             return;
         };
         if info.walked & bit != 0 {

@@ -1242,40 +1242,54 @@ fn send_kernel_irp_to(
 /// the caller) and the file object is marked `FO_FILE_OPEN_CANCELLED`. The caller then fails the
 /// create; the I/O manager sends nothing more for that file object (docs/simulator.md).
 pub(crate) fn cancel_file_open(device: *mut DEVICE_OBJECT, file: *mut FILE_OBJECT) {
-    let usable = kernel::with(|k| {
-        if !k.check_irql(crate::kernel::PASSIVE_LEVEL, "IoCancelFileOpen") {
+    if !kernel::with(|k| k.cancel_file_open_allowed(file, "IoCancelFileOpen")) {
+        return;
+    }
+    let flags = irp_flags::CLOSE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    let _ = send_kernel_irp_to(device, file, mj::CLEANUP, flags, |_| {});
+    let _ = send_kernel_irp_to(device, file, mj::CLOSE, flags, |_| {});
+}
+
+impl Kernel {
+    /// The checks of `IoCancelFileOpen` and `FltCancelFileOpen` (`routine`, for the message):
+    /// `PASSIVE_LEVEL`, a live file object, no handle created for it yet (a create's post
+    /// processing), not cancelled before. Marks the file object `FO_FILE_OPEN_CANCELLED` when the
+    /// call may go on; otherwise reports `CANCEL_FILE_OPEN_MISUSE` (or the IRQL) and leaves the
+    /// object alone.
+    pub(crate) fn cancel_file_open_allowed(
+        &mut self,
+        file: *mut FILE_OBJECT,
+        routine: &str,
+    ) -> bool {
+        if !self.check_irql(crate::kernel::PASSIVE_LEVEL, routine) {
             return false;
         }
-        if file.is_null() || !k.files.map.contains_key(&(file as usize)) {
-            k.report_current(Rule::CancelFileOpenMisuse, "IoCancelFileOpen on no file object");
+        if file.is_null() || !self.files.map.contains_key(&(file as usize)) {
+            self.report_current(Rule::CancelFileOpenMisuse, format!("{routine} on no file object"));
             return false;
         }
         // SAFETY: a live file object of the kernel's table.
         let flags = unsafe { (*file).Flags };
         if flags & fo::HANDLE_CREATED != 0 {
-            k.report_current(
+            self.report_current(
                 Rule::CancelFileOpenMisuse,
-                "IoCancelFileOpen after a handle was created for the file object (FO_HANDLE_CREATED)",
+                format!(
+                    "{routine} after a handle was created for the file object (FO_HANDLE_CREATED)"
+                ),
             );
             return false;
         }
         if flags & fo::FILE_OPEN_CANCELLED != 0 {
-            k.report_current(
+            self.report_current(
                 Rule::CancelFileOpenMisuse,
-                "IoCancelFileOpen twice on one file object",
+                format!("{routine} twice on one file object"),
             );
             return false;
         }
         // SAFETY: as above.
         unsafe { (*file).Flags |= fo::FILE_OPEN_CANCELLED };
         true
-    });
-    if !usable {
-        return;
     }
-    let flags = irp_flags::CLOSE_OPERATION | irp_flags::SYNCHRONOUS_API;
-    let _ = send_kernel_irp_to(device, file, mj::CLEANUP, flags, |_| {});
-    let _ = send_kernel_irp_to(device, file, mj::CLOSE, flags, |_| {});
 }
 
 /// `IoGetDeviceObjectPointer`: opens a named device (mounting it if it is an unmounted storage
@@ -1337,6 +1351,9 @@ pub fn open_device_by_name(
         return Err(status);
     }
     kernel::with(|k| k.file_opened(file, 0));
+    // ZwOpenFile created a handle (IoCancelFileOpen on this file object is a misuse).
+    // SAFETY: the live file object.
+    unsafe { (*file).Flags |= fo::HANDLE_CREATED };
     // ZwClose of the handle ObReferenceObjectByHandle was taken from: the cleanup.
     let _ = send_cleanup(file, volume);
     let top = kernel::with(|k| k.related_device(file));

@@ -473,18 +473,21 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCancelFileOpen 
     /// file object below the instance's frame (the instances of lower frames, legacy filters
     /// between and the file system see them; docs/simulator.md).
     fn FltCancelFileOpen(instance: PFLT_INSTANCE, fileobject: *const FILE_OBJECT) {
+        let fo = fileobject.cast_mut();
         let target = kernel::with(|k| {
-            k.check_irql(PASSIVE_LEVEL, "FltCancelFileOpen");
             let Some(i) = k.fltmgr.instance_of(instance) else {
                 k.report_current(Rule::InvalidFltObject, "FltCancelFileOpen with an unknown instance");
                 return None;
             };
+            // The same checks as IoCancelFileOpen, which FltCancelFileOpen calls on Windows.
+            if !k.cancel_file_open_allowed(fo, "FltCancelFileOpen") {
+                return None;
+            }
             let r = k.fltmgr.inst(i);
             let dev = k.fltmgr.vol(r.volume).frames.iter().find(|(f, _)| *f == r.frame).map(|(_, d)| *d)?;
             Some(k.objects.device(dev).ptr)
         });
         let Some(lower) = target.and_then(|d| crate::fltmgr::ext_of(d)).map(|e| e.lower) else { return };
-        let fo = fileobject.cast_mut();
         crate::fltmgr::as_fltmgr(|| {
             file_request(lower, fo, crate::nt::mj::CLEANUP);
             file_request(lower, fo, crate::nt::mj::CLOSE);

@@ -1,0 +1,895 @@
+//! The verifier's rules, one test each (named after the rule): a deliberately broken driver,
+//! written here as raw `extern "system"` functions against windows-sys and the simulator's
+//! exports, does exactly the forbidden thing; the test checks that the finding fires, names the
+//! driver at fault, and that the machine goes on where Windows would not bugcheck (or is crashed
+//! where the simulator models the bugcheck). Each test also runs the same driver with the mistake
+//! corrected (`broken == false`) and checks that it produces no finding.
+//!
+//! The drivers: "Bottom", a native driver with one named device that completes everything (and
+//! deletes its device on `IRP_MN_REMOVE_DEVICE`, as a PnP driver does); "Bad", a legacy driver
+//! that opens Bottom's device with `IoGetDeviceObjectPointer` and forwards what it receives there
+//! (a redirector: its own device is not attached, so it sizes its `StackSize` itself), and makes
+//! the mistake its mode names; "Late", a legacy filter that attaches to Bottom's stack in
+//! `DriverEntry`. Minifilter rules use the `fltcommon` test minifilters.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(missing_docs, reason = "test drivers")]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+use fsfilter::Status;
+use fsfilter_kernel::irp::{
+    IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
+    IoGetCurrentIrpStackLocation, IoMarkIrpPending,
+};
+use fsfilter_kernel::ntos::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, ZwClose, ZwOpenKey};
+use fsfilter_sim::irp::Finish;
+use fsfilter_sim::{
+    CreateOptions, FsKind, IoMode, Machine, MachineConfig, Rule, ServiceSpec, StopResult,
+    VolumeSpec,
+};
+use windows_sys::Wdk::Foundation::{
+    DEVICE_OBJECT, DRIVER_OBJECT, FILE_OBJECT, IRP, OBJECT_ATTRIBUTES,
+};
+use windows_sys::Wdk::Storage::FileSystem::{
+    IoRegisterFsRegistrationChange, IoUnregisterFsRegistrationChange,
+};
+use windows_sys::Wdk::System::SystemServices::{
+    ExAllocatePool2, ExFreePoolWithTag, IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen,
+    IoCreateDevice, IoDeleteDevice, IoGetAttachedDeviceReference, IoGetDeviceObjectPointer,
+    KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
+};
+use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+/// `DO_DEVICE_INITIALIZING`.
+const DO_DEVICE_INITIALIZING: u32 = 0x80;
+/// `FILE_DEVICE_UNKNOWN`.
+const FILE_DEVICE_UNKNOWN: u32 = 0x22;
+/// `POOL_FLAG_NON_PAGED`.
+const POOL_FLAG_NON_PAGED: u64 = 0x40;
+/// `IRP_MJ_READ`.
+const IRP_MJ_READ: u8 = 0x03;
+/// `IRP_MJ_PNP` / `IRP_MN_REMOVE_DEVICE`.
+const IRP_MJ_PNP: u8 = 0x1b;
+const IRP_MN_REMOVE_DEVICE: u8 = 0x02;
+/// Bad's pool tag, and another one.
+const TAG: u32 = u32::from_le_bytes(*b"VrfB");
+const OTHER_TAG: u32 = u32::from_le_bytes(*b"Oops");
+/// `MANUALLY_INITIATED_CRASH`.
+const MANUALLY_INITIATED_CRASH: u32 = 0xE2;
+
+/// What Bad keeps (its device extension, in a C driver).
+#[derive(Clone, Copy)]
+struct BadState {
+    device: usize,
+    lower: usize,
+    file: usize,
+    pool: usize,
+}
+
+thread_local! {
+    /// The mistake the scenario is about.
+    static MODE: Cell<&'static str> = const { Cell::new("") };
+    /// Whether Bad makes it (false: the same driver, corrected).
+    static BROKEN: Cell<bool> = const { Cell::new(true) };
+    static BOTTOM: Cell<usize> = const { Cell::new(0) };
+    static BAD: Cell<BadState> =
+        const { Cell::new(BadState { device: 0, lower: 0, file: 0, pool: 0 }) };
+    /// Late's attach status.
+    static LATE_ATTACH: Cell<NTSTATUS> = const { Cell::new(1) };
+    /// Calls of Bad's file-system notification routine.
+    static NOTIFIED: Cell<u32> = const { Cell::new(0) };
+    /// The image global as Bad's dispatch routine read it, and as code outside any image read it.
+    static GLOBAL_INSIDE: Cell<usize> = const { Cell::new(0) };
+    static GLOBAL_OUTSIDE: Cell<usize> = const { Cell::new(1) };
+}
+
+/// What Bad's image global points to.
+static BAD_GLOBAL: u8 = 0;
+
+fn mode_is(m: &str) -> bool {
+    MODE.get() == m
+}
+
+fn broken() -> bool {
+    BROKEN.get()
+}
+
+/// A counted string over `w` (kept alive by the caller).
+fn unicode(w: &mut [u16]) -> UNICODE_STRING {
+    let bytes = (w.len() * 2) as u16;
+    UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: w.as_mut_ptr() }
+}
+
+fn bottom_name() -> Vec<u16> {
+    "\\Device\\VerifierBottom".encode_utf16().collect()
+}
+
+/// Completes `irp` with `status`.
+///
+/// # Safety
+/// `irp` must be a live IRP the caller owns.
+unsafe fn complete(irp: *mut IRP, status: Status) {
+    // SAFETY: the caller's live IRP.
+    unsafe {
+        (*irp).IoStatus.Anonymous.Status = status.0;
+        (*irp).IoStatus.Information = 0;
+        IoCompleteRequest(irp, 0);
+    }
+}
+
+// ---- Bottom -------------------------------------------------------------------------------------
+
+unsafe extern "system" fn bottom_dispatch(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: the live IRP of our dispatch routine.
+    let sl = unsafe { &*IoGetCurrentIrpStackLocation(irp) };
+    let remove = sl.MajorFunction == IRP_MJ_PNP && sl.MinorFunction == IRP_MN_REMOVE_DEVICE;
+    // SAFETY: as above.
+    unsafe { complete(irp, Status::SUCCESS) };
+    if remove {
+        // SAFETY: our own device, removed (its references keep the object alive).
+        unsafe { IoDeleteDevice(device) };
+    }
+    Status::SUCCESS.0
+}
+
+unsafe extern "system" fn bottom_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object during DriverEntry.
+    let d = unsafe { &mut *driver.cast_mut() };
+    for f in d.MajorFunction.iter_mut() {
+        *f = Some(bottom_dispatch);
+    }
+    let mut name = bottom_name();
+    let name = unicode(&mut name);
+    let mut dev = null_mut();
+    // SAFETY: valid arguments; the name lives across the call.
+    let s = unsafe { IoCreateDevice(driver, 0, &name, FILE_DEVICE_UNKNOWN, 0, false, &mut dev) };
+    BOTTOM.set(dev as usize);
+    s
+}
+
+// ---- Bad ----------------------------------------------------------------------------------------
+
+/// Bad's helper that reads its image global (`fsfilter_kernel::image`).
+fn bad_global() -> usize {
+    fsfilter_kernel::image::get() as usize
+}
+
+unsafe extern "system" fn bad_notify(_cdo: *const DEVICE_OBJECT, _active: bool) {
+    NOTIFIED.set(NOTIFIED.get() + 1);
+}
+
+/// Passes `irp` down to the device Bad opened.
+///
+/// # Safety
+/// `irp` must be the live IRP of Bad's dispatch routine.
+unsafe fn forward(irp: *mut IRP) -> NTSTATUS {
+    let lower = BAD.get().lower as *mut DEVICE_OBJECT;
+    // SAFETY: the caller's live IRP.
+    if unsafe { (*irp).CurrentLocation } > 1 {
+        // SAFETY: the IRP has a location below ours.
+        unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
+    }
+    // Without a location below (StackSize not raised), a C driver's copy would scribble over the
+    // IRP's header before IoCallDriver bugchecks; this one skips the copy so that the test stays
+    // memory-safe, and IoCallDriver catches the missing location.
+    // SAFETY: the device Bad holds a reference on; the caller's IRP.
+    unsafe { IoCallDriver(lower, irp) }
+}
+
+unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    let bad = BAD.get();
+    if device as usize != bad.device {
+        // A device Bad created later (the attach scenario): nothing is sent to it here.
+        // SAFETY: the live IRP of our dispatch routine.
+        unsafe { complete(irp, Status::SUCCESS) };
+        return Status::SUCCESS.0;
+    }
+    GLOBAL_INSIDE.set(bad_global());
+    match MODE.get() {
+        "completed_with_status_pending" => {
+            // Returns STATUS_PENDING (so marks the IRP), but completes it with the status it is
+            // about to return.
+            let status = if broken() { Status::PENDING } else { Status::SUCCESS };
+            // SAFETY: the live IRP of our dispatch routine.
+            unsafe {
+                IoMarkIrpPending(irp);
+                complete(irp, status);
+            }
+            return Status::PENDING.0;
+        }
+        "unknown_dispatch_result" => {
+            // SAFETY: as above.
+            unsafe { complete(irp, Status::SUCCESS) };
+            // STATUS_MORE_PROCESSING_REQUIRED is a completion routine's answer, not a dispatch
+            // routine's.
+            let status = if broken() { Status::MORE_PROCESSING_REQUIRED } else { Status::SUCCESS };
+            return status.0;
+        }
+        "marked_pending_but_not_returned" => {
+            if broken() {
+                // SAFETY: as above.
+                unsafe { IoMarkIrpPending(irp) };
+            }
+            // SAFETY: as above.
+            unsafe { complete(irp, Status::SUCCESS) };
+            return Status::SUCCESS.0;
+        }
+        "bad_pool_free" => {
+            // SAFETY: a plain allocation.
+            let p = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, TAG) };
+            assert!(!p.is_null());
+            // SAFETY: our block.
+            unsafe { ExFreePoolWithTag(p, TAG) };
+            if broken() {
+                // SAFETY: deliberately wrong: the block is freed already (the simulator looks the
+                // pointer up and never touches it).
+                unsafe { ExFreePoolWithTag(p, TAG) };
+            }
+        }
+        "pool_tag_mismatch" => {
+            // SAFETY: a plain allocation.
+            let p = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, TAG) };
+            assert!(!p.is_null());
+            // SAFETY: our block; the tag is deliberately wrong when broken.
+            unsafe { ExFreePoolWithTag(p, if broken() { OTHER_TAG } else { TAG }) };
+        }
+        "irql_too_high" => {
+            let mut lock = 0usize;
+            let mut extra = null_mut();
+            // SAFETY: our lock storage.
+            unsafe { KeInitializeSpinLock(&mut lock) };
+            // SAFETY: our lock; IoCreateDevice (PASSIVE_LEVEL only) called under it when broken.
+            unsafe {
+                let driver = (*device).DriverObject;
+                if broken() {
+                    let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
+                    IoCreateDevice(
+                        driver,
+                        0,
+                        std::ptr::null(),
+                        FILE_DEVICE_UNKNOWN,
+                        0,
+                        false,
+                        &mut extra,
+                    );
+                    KeReleaseSpinLock(&mut lock, old);
+                } else {
+                    IoCreateDevice(
+                        driver,
+                        0,
+                        std::ptr::null(),
+                        FILE_DEVICE_UNKNOWN,
+                        0,
+                        false,
+                        &mut extra,
+                    );
+                }
+            }
+            assert!(!extra.is_null());
+            // SAFETY: the device just created.
+            unsafe { IoDeleteDevice(extra) };
+        }
+        "spin_lock_misuse" => {
+            let mut lock = 0usize;
+            // SAFETY: our lock: acquired once, released once (twice when broken).
+            unsafe {
+                KeInitializeSpinLock(&mut lock);
+                let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
+                KeReleaseSpinLock(&mut lock, old);
+                if broken() {
+                    KeReleaseSpinLock(&mut lock, old);
+                }
+            }
+        }
+        "object_over_dereferenced" => {
+            // SAFETY: our device; one reference taken, released once (twice when broken).
+            unsafe {
+                let top = IoGetAttachedDeviceReference(device);
+                ObfDereferenceObject(top.cast());
+                if broken() {
+                    ObfDereferenceObject(top.cast());
+                }
+            }
+        }
+        "cancel_file_open_misuse" if broken() => {
+            // "Closes" the device it opened with IoCancelFileOpen: that is for a create's post
+            // processing, before a handle exists (ObDereferenceObject is the way).
+            // SAFETY: the device and file object Bad opened.
+            unsafe {
+                IoCancelFileOpen(bad.lower as *const DEVICE_OBJECT, bad.file as *const FILE_OBJECT)
+            };
+        }
+        "bugcheck" if broken() => {
+            // SAFETY: stops the machine (on Windows it does not return).
+            unsafe { KeBugCheckEx(MANUALLY_INITIATED_CRASH, 1, 2, 3, 4) };
+            return Status::UNSUCCESSFUL.0;
+        }
+        "attach_to_initializing_device" => {
+            // Attaches a new device to Bottom's stack outside DriverEntry: clearing
+            // DO_DEVICE_INITIALIZING is then the driver's job.
+            let mut dev = null_mut();
+            let mut lower = null_mut();
+            // SAFETY: our driver; a new device attached to a live one.
+            unsafe {
+                let s = IoCreateDevice(
+                    (*device).DriverObject,
+                    0,
+                    std::ptr::null(),
+                    FILE_DEVICE_UNKNOWN,
+                    0,
+                    false,
+                    &mut dev,
+                );
+                assert_eq!(s, 0);
+                let s = IoAttachDeviceToDeviceStackSafe(dev, bad.lower as *const _, &mut lower);
+                assert_eq!(s, 0);
+                if !broken() {
+                    (*dev).Flags &= !DO_DEVICE_INITIALIZING;
+                }
+            }
+        }
+        _ => {}
+    }
+    // SAFETY: the live IRP of our dispatch routine.
+    unsafe { forward(irp) }
+}
+
+unsafe extern "system" fn bad_unload(driver: *const DRIVER_OBJECT) {
+    let bad = BAD.get();
+    if !(mode_is("fs_notification_leaked_at_unload") && broken()) {
+        // SAFETY: our registration.
+        unsafe { IoUnregisterFsRegistrationChange(driver, Some(bad_notify)) };
+    }
+    if !(mode_is("pool_leaked_at_unload") && broken()) {
+        // SAFETY: our block.
+        unsafe { ExFreePoolWithTag(bad.pool as *mut c_void, TAG) };
+    }
+    // SAFETY: the reference IoGetDeviceObjectPointer gave us.
+    unsafe { ObfDereferenceObject(bad.file as *const c_void) };
+    if !(mode_is("device_objects_leaked_at_unload") && broken()) {
+        // SAFETY: our device.
+        unsafe { IoDeleteDevice(bad.device as *const DEVICE_OBJECT) };
+    }
+    fsfilter_kernel::image::set(null_mut());
+}
+
+unsafe extern "system" fn bad_entry(
+    driver: *const DRIVER_OBJECT,
+    path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object during DriverEntry.
+    let d = unsafe { &mut *driver.cast_mut() };
+    for f in d.MajorFunction.iter_mut() {
+        *f = Some(bad_dispatch);
+    }
+    d.DriverUnload = Some(bad_unload);
+    fsfilter_kernel::image::set((&raw const BAD_GLOBAL).cast_mut().cast());
+
+    let mut name = bottom_name();
+    let name = unicode(&mut name);
+    let (mut file, mut lower) = (null_mut(), null_mut());
+    // SAFETY: valid arguments; the name lives across the call.
+    let s = unsafe { IoGetDeviceObjectPointer(&name, 0x1f01ff, &mut file, &mut lower) };
+    assert_eq!(s, 0, "IoGetDeviceObjectPointer");
+
+    let mut dev = null_mut();
+    // SAFETY: valid arguments.
+    let s = unsafe {
+        IoCreateDevice(driver, 0, std::ptr::null(), FILE_DEVICE_UNKNOWN, 0, false, &mut dev)
+    };
+    assert_eq!(s, 0);
+    if !(mode_is("no_more_irp_stack_locations") && broken()) {
+        // Requests Bad receives go on to `lower`: one more location than it needs.
+        // SAFETY: both devices are live.
+        unsafe { (*dev).StackSize = (*lower).StackSize + 1 };
+    }
+
+    // SAFETY: a plain allocation, kept until unload.
+    let pool = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, 32, TAG) };
+    assert!(!pool.is_null());
+    // SAFETY: our driver and routine.
+    let s = unsafe { IoRegisterFsRegistrationChange(driver, Some(bad_notify)) };
+    assert_eq!(s, 0);
+
+    if mode_is("invalid_handle") {
+        // SAFETY: all-zero is valid for OBJECT_ATTRIBUTES before it is filled.
+        let mut attrs: OBJECT_ATTRIBUTES = unsafe { std::mem::zeroed() };
+        attrs.Length = size_of::<OBJECT_ATTRIBUTES>() as u32;
+        attrs.ObjectName = path;
+        attrs.Attributes = 0x240; // OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE
+        let mut key: HANDLE = null_mut();
+        // SAFETY: our attributes (the registry path lives during DriverEntry).
+        let s = unsafe { ZwOpenKey(&mut key, 0x20019, &attrs) };
+        assert_eq!(s, 0, "the service key opens");
+        // SAFETY: our handle.
+        assert_eq!(unsafe { ZwClose(key) }, 0);
+        if broken() {
+            // SAFETY: deliberately wrong: the handle is closed already.
+            let s = unsafe { ZwClose(key) };
+            assert_eq!(Status(s), Status::INVALID_HANDLE);
+        }
+    }
+
+    BAD.set(BadState {
+        device: dev as usize,
+        lower: lower as usize,
+        file: file as usize,
+        pool: pool as usize,
+    });
+    Status::SUCCESS.0
+}
+
+// ---- Late ---------------------------------------------------------------------------------------
+
+unsafe extern "system" fn late_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    let mut dev = null_mut();
+    // SAFETY: valid arguments.
+    let s = unsafe {
+        IoCreateDevice(driver, 0, std::ptr::null(), FILE_DEVICE_UNKNOWN, 0, false, &mut dev)
+    };
+    assert_eq!(s, 0);
+    let mut lower = null_mut();
+    // SAFETY: our device and Bottom's, both live.
+    let s = unsafe { IoAttachDeviceToDeviceStackSafe(dev, BOTTOM.get() as *const _, &mut lower) };
+    LATE_ATTACH.set(s);
+    if s != 0 {
+        // SAFETY: our device, not attached.
+        unsafe { IoDeleteDevice(dev) };
+    }
+    Status::SUCCESS.0
+}
+
+// ---- Harness ------------------------------------------------------------------------------------
+
+/// A machine with Bottom and Bad running, Bad set to make (or, `broken == false`, not make) the
+/// mistake `mode`; Late installed, not started.
+fn machine(mode: &'static str, broken: bool) -> Machine {
+    MODE.set(mode);
+    BROKEN.set(broken);
+    NOTIFIED.set(0);
+    LATE_ATTACH.set(1);
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    m.install(ServiceSpec::new("Bottom", bottom_entry, "native"));
+    m.install(ServiceSpec::new("Bad", bad_entry, "legacy"));
+    m.install(ServiceSpec::new("Late", late_entry, "legacy"));
+    assert_eq!(m.start("Bottom"), Status::SUCCESS);
+    assert_eq!(m.start("Bad"), Status::SUCCESS);
+    m
+}
+
+/// Sends a request with `major`/`minor` to the top of `device`'s stack as the I/O manager does
+/// for a synchronous request, runs the machine, and returns the final status (-1 when the request
+/// never completed).
+fn send(m: &Machine, device: usize, major: u8, minor: u8) -> Status {
+    let (top, irp) = m.kernel(|k| {
+        let id = k.objects.device_id(device as *const DEVICE_OBJECT).unwrap();
+        let top = k.objects.top(id);
+        let size = k.objects.dobj(top).StackSize;
+        (k.objects.device(top).ptr, k.allocate_irp(size, Finish::Synchronous, None))
+    });
+    // Leaked: a request that never completes keeps pointing at it.
+    // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
+    let iosb: &'static mut IO_STATUS_BLOCK = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    iosb.Anonymous.Status = -1;
+    // SAFETY: a fresh IRP: its first location and status block, as IoBuildXxx fills them.
+    unsafe {
+        let first = IoGetCurrentIrpStackLocation(irp).wrapping_sub(1);
+        (*first).MajorFunction = major;
+        (*first).MinorFunction = minor;
+        (*irp).IoStatus.Anonymous.Status = Status::PENDING.0;
+        (*irp).Anonymous.UserIosb = &mut *iosb;
+    }
+    // SAFETY: a live device and IRP.
+    let _ = unsafe { IoCallDriver(top, irp) };
+    fsfilter_sim::sched::run_all();
+    // SAFETY: written by the I/O manager at completion.
+    Status(unsafe { iosb.Anonymous.Status })
+}
+
+fn bad_device() -> usize {
+    BAD.get().device
+}
+
+/// A read through Bad (to Bottom).
+fn read_through_bad(m: &Machine) -> Status {
+    send(m, bad_device(), IRP_MJ_READ, 0)
+}
+
+/// The findings as (rule, driver).
+fn findings(m: &Machine) -> Vec<(Rule, Option<String>)> {
+    m.findings().into_iter().map(|(r, d, _)| (r, d)).collect()
+}
+
+/// Broken: exactly one finding, `rule`, against `driver`. Corrected: none.
+fn check(m: &Machine, broken: bool, rule: Rule, driver: Option<&str>) {
+    let found = findings(m);
+    if broken {
+        assert_eq!(found, [(rule, driver.map(str::to_owned))], "{:?}", m.findings());
+    } else {
+        assert!(found.is_empty(), "the corrected driver: {:?}", m.findings());
+    }
+}
+
+/// The machine goes on: a correct request through Bad completes, nothing crashed.
+fn survives(m: &Machine) {
+    MODE.set("");
+    assert_eq!(read_through_bad(m), Status::SUCCESS);
+    assert_eq!(m.crashed(), None);
+}
+
+// ---- I/O manager rules ----------------------------------------------------------------------
+
+#[test]
+fn completed_with_status_pending() {
+    for broken in [true, false] {
+        let m = machine("completed_with_status_pending", broken);
+        let s = read_through_bad(&m);
+        // The simulator refuses the completion: the request stays outstanding.
+        assert_eq!(s, if broken { Status(-1) } else { Status::SUCCESS });
+        check(&m, broken, Rule::CompletedWithStatusPending, Some("Bad"));
+        assert_eq!(Rule::CompletedWithStatusPending.name(), "COMPLETED_WITH_STATUS_PENDING");
+        survives(&m);
+    }
+}
+
+#[test]
+fn unknown_dispatch_result() {
+    for broken in [true, false] {
+        let m = machine("unknown_dispatch_result", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::UnknownDispatchResult, Some("Bad"));
+        survives(&m);
+    }
+}
+
+#[test]
+fn io_mark_irp_pending_without_status_pending() {
+    for broken in [true, false] {
+        let m = machine("marked_pending_but_not_returned", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::MarkedPendingButNotReturned, Some("Bad"));
+        assert_eq!(
+            Rule::MarkedPendingButNotReturned.name(),
+            "IO_MARK_IRP_PENDING_WITHOUT_STATUS_PENDING"
+        );
+        survives(&m);
+    }
+}
+
+#[test]
+fn call_to_deleted_device() {
+    for broken in [true, false] {
+        let m = machine("call_to_deleted_device", broken);
+        if broken {
+            // Bottom's device is removed; Bad still holds its pointer (and a reference) and
+            // keeps sending there.
+            assert_eq!(send(&m, BOTTOM.get(), IRP_MJ_PNP, IRP_MN_REMOVE_DEVICE), Status::SUCCESS);
+        }
+        // The object is still referenced, so the request still reaches Bottom's code.
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::CallToDeletedDevice, Some("Bad"));
+        assert!(m.findings().iter().all(|(_, _, msg)| msg.contains("Bottom")));
+        assert_eq!(m.crashed(), None);
+    }
+}
+
+#[test]
+fn no_more_irp_stack_locations() {
+    for broken in [true, false] {
+        let m = machine("no_more_irp_stack_locations", broken);
+        let s = read_through_bad(&m);
+        check(&m, broken, Rule::NoMoreStackLocations, Some("Bad"));
+        if broken {
+            // Windows bugchecks (NO_MORE_IRP_STACK_LOCATIONS, 0x35), and so does the simulator.
+            assert_eq!(m.crashed().as_deref(), Some("NO_MORE_IRP_STACK_LOCATIONS"));
+            assert_ne!(s, Status::SUCCESS);
+        } else {
+            assert_eq!(s, Status::SUCCESS);
+            survives(&m);
+        }
+    }
+}
+
+#[test]
+fn attach_to_initializing_device() {
+    for broken in [true, false] {
+        let mut m = machine("attach_to_initializing_device", broken);
+        // Bad attaches a device to Bottom's stack outside DriverEntry (and, broken, leaves it
+        // initializing); then Late attaches to the same stack.
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        assert_eq!(m.start("Late"), Status::SUCCESS);
+        // The attach is the attaching driver's finding, and it fails.
+        check(&m, broken, Rule::AttachToInitializingDevice, Some("Late"));
+        let expected = if broken { Status::NO_SUCH_DEVICE } else { Status::SUCCESS };
+        assert_eq!(Status(LATE_ATTACH.get()), expected);
+        survives(&m);
+    }
+}
+
+#[test]
+fn bugcheck() {
+    for broken in [true, false] {
+        let m = machine("bugcheck", broken);
+        let s = read_through_bad(&m);
+        check(&m, broken, Rule::Bugcheck, Some("Bad"));
+        if broken {
+            let crash = m.crashed().unwrap();
+            assert!(crash.starts_with("KeBugCheckEx(0x000000E2, 0x1, 0x2, 0x3, 0x4)"), "{crash}");
+            assert_ne!(s, Status::SUCCESS);
+            // Nothing runs afterwards.
+            MODE.set("");
+            assert_ne!(read_through_bad(&m), Status::SUCCESS);
+        } else {
+            assert_eq!(s, Status::SUCCESS);
+            survives(&m);
+        }
+    }
+}
+
+// ---- Unload rules -------------------------------------------------------------------------------
+
+#[test]
+fn device_objects_leaked_at_unload() {
+    for broken in [true, false] {
+        let mut m = machine("device_objects_leaked_at_unload", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        let r = m.stop("Bad");
+        check(&m, broken, Rule::DeviceObjectsLeaked, Some("Bad"));
+        // The leaked device keeps the driver (and its image) around.
+        assert_eq!(r, if broken { StopResult::Pending } else { StopResult::Unloaded });
+        assert_eq!(m.crashed(), None);
+    }
+}
+
+#[test]
+fn pool_leaked_at_unload() {
+    for broken in [true, false] {
+        let mut m = machine("pool_leaked_at_unload", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        assert_eq!(m.stop("Bad"), StopResult::Unloaded);
+        check(&m, broken, Rule::PoolLeaked, Some("Bad"));
+        if broken {
+            assert!(m.findings()[0].2.contains("1 pool block(s), 32 bytes, tags VrfB"));
+        }
+        assert_eq!(m.crashed(), None);
+    }
+}
+
+#[test]
+fn fs_notification_leaked_at_unload() {
+    for broken in [true, false] {
+        let mut m = machine("fs_notification_leaked_at_unload", broken);
+        m.boot();
+        assert_eq!(m.stop("Bad"), StopResult::Unloaded);
+        check(&m, broken, Rule::FsNotificationLeaked, Some("Bad"));
+        // A file system registering later: the leaked routine of the unloaded driver is not
+        // called (on Windows it would run unloaded code); the simulator reports that instead.
+        m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+        assert_eq!(NOTIFIED.get(), 0);
+        let later: Vec<_> = findings(&m).into_iter().skip(1).collect();
+        if broken {
+            assert!(
+                later.contains(&(Rule::UnloadedDriverCodeRan, Some("Bad".into()))),
+                "{later:?}"
+            );
+        }
+        assert_eq!(m.crashed(), None);
+    }
+}
+
+// ---- Pool, locks, IRQL, objects, handles ------------------------------------------------------
+
+#[test]
+fn bad_pool_free() {
+    for broken in [true, false] {
+        let m = machine("bad_pool_free", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::BadPoolFree, Some("Bad"));
+        // Windows bugchecks (BAD_POOL_CALLER); the simulator reports and goes on.
+        survives(&m);
+    }
+}
+
+#[test]
+fn pool_tag_mismatch() {
+    for broken in [true, false] {
+        let m = machine("pool_tag_mismatch", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::PoolTagMismatch, Some("Bad"));
+        if broken {
+            assert!(m.findings()[0].2.contains("'VrfB' freed with tag 'Oops'"));
+        }
+        // Windows bugchecks (BAD_POOL_CALLER); the simulator frees the block and goes on.
+        survives(&m);
+    }
+}
+
+#[test]
+fn irql_too_high() {
+    for broken in [true, false] {
+        let m = machine("irql_too_high", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::IrqlTooHigh, Some("Bad"));
+        if broken {
+            assert!(m.findings()[0].2.contains("IoCreateDevice called at IRQL 2"));
+        }
+        survives(&m);
+    }
+}
+
+#[test]
+fn spin_lock_misuse() {
+    for broken in [true, false] {
+        let m = machine("spin_lock_misuse", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
+        survives(&m);
+        assert_eq!(m.kernel(|k| k.irql), 0, "back at PASSIVE_LEVEL");
+    }
+}
+
+#[test]
+fn object_over_dereferenced() {
+    for broken in [true, false] {
+        let mut m = machine("object_over_dereferenced", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::ObjectOverDereferenced, Some("Bad"));
+        survives(&m);
+        // The count did not go below zero: the driver still unloads normally.
+        MODE.set("");
+        assert_eq!(m.stop("Bad"), StopResult::Unloaded);
+    }
+}
+
+#[test]
+fn invalid_handle() {
+    for broken in [true, false] {
+        // The mistake is in DriverEntry: ZwClose twice on one key handle.
+        let m = machine("invalid_handle", broken);
+        check(&m, broken, Rule::InvalidHandle, Some("Bad"));
+        // Windows bugchecks for an invalid kernel handle (INVALID_KERNEL_HANDLE); the simulator
+        // fails the call with STATUS_INVALID_HANDLE and goes on.
+        survives(&m);
+    }
+}
+
+#[test]
+fn cancel_file_open_misuse() {
+    for broken in [true, false] {
+        let mut m = machine("cancel_file_open_misuse", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::CancelFileOpenMisuse, Some("Bad"));
+        // The file object was left alone: requests through it go on, and the unload's
+        // ObDereferenceObject closes it.
+        survives(&m);
+        assert_eq!(m.stop("Bad"), StopResult::Unloaded);
+        assert!(findings(&m).len() <= 1, "{:?}", m.findings());
+    }
+}
+
+#[test]
+fn image_global_outside_image() {
+    for broken in [true, false] {
+        let mut m = machine("image_global_outside_image", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        // Inside Bad's code the global is Bad's.
+        assert_eq!(GLOBAL_INSIDE.get(), (&raw const BAD_GLOBAL) as usize);
+        if broken {
+            // Bad's helper called from code that is no driver's (a user-mode caller's thread):
+            // there is no image whose global it could be.
+            m.schedule(0, |_| GLOBAL_OUTSIDE.set(bad_global()));
+            m.settle();
+            assert_ne!(GLOBAL_OUTSIDE.get(), (&raw const BAD_GLOBAL) as usize);
+        }
+        // No image was running: the finding names no driver.
+        check(&m, broken, Rule::ImageGlobalOutsideImage, None);
+        survives(&m);
+        assert_eq!(GLOBAL_INSIDE.get(), (&raw const BAD_GLOBAL) as usize, "Bad's global untouched");
+    }
+}
+
+// ---- Filter Manager rules (fltcommon's test minifilters) -----------------------------------------
+
+fn flt_setup() -> (Machine, fsfilter_sim::VolumeId) {
+    let mut m = fltcommon::machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", &[b'a'; 512]));
+    m.install_filter_manager();
+    m.boot();
+    (m, c)
+}
+
+#[test]
+fn invalid_flt_object() {
+    use fltcommon::{Config, mj};
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCompletePendedPreOperation;
+    for broken in [true, false] {
+        let (mut m, c) = flt_setup();
+        let cfg = Config::new("BadFlt", "300000").op(mj::READ, true, false).with_pre(move |p| {
+            if broken {
+                // Completes the operation it is called for through the pended-operation API,
+                // though it never returned FLT_PREOP_PENDING for it.
+                // SAFETY: the callback data of this pre-operation callback.
+                unsafe { FltCompletePendedPreOperation(p.data, 1, std::ptr::null()) };
+            }
+            (1, 0) // FLT_PREOP_SUCCESS_NO_CALLBACK
+        });
+        fltcommon::install(&mut m, 0, cfg);
+        assert_eq!(m.start("BadFlt"), Status::SUCCESS);
+        let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        let r = m.read(h, Some(0), 512, IoMode::NonCached);
+        assert_eq!(r.status, Status::SUCCESS);
+        check(&m, broken, Rule::InvalidFltObject, Some("BadFlt"));
+        assert_eq!(m.close_handle(h), Status::SUCCESS);
+        assert_eq!(m.crashed(), None);
+    }
+}
+
+#[test]
+fn cancel_file_open_misuse_from_a_minifilter() {
+    use fltcommon::{Config, mj};
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+        FltCancelFileOpen, FltSetCallbackDataDirty,
+    };
+    for broken in [true, false] {
+        let (mut m, c) = flt_setup();
+        let cfg = Config::new("BadFlt", "300000")
+            .op(mj::CREATE, false, true)
+            .op(mj::READ, true, false)
+            .with_pre(move |p| {
+                if broken {
+                    // Cancels the open of a file that has a handle: outside a create.
+                    // SAFETY: the instance and file object of this callback.
+                    unsafe { FltCancelFileOpen(p.instance(), p.iopb().TargetFileObject) };
+                }
+                (1, 0)
+            })
+            .with_post(move |p| {
+                if !broken && p.status().is_success() {
+                    // Where it belongs: a create's post processing, before the handle exists;
+                    // the create then fails.
+                    // SAFETY: the instance and file object of this callback.
+                    unsafe { FltCancelFileOpen(p.instance(), (*p.data().Iopb).TargetFileObject) };
+                    p.data().IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+                    // SAFETY: the callback data of this post-operation callback.
+                    unsafe { FltSetCallbackDataDirty(p.data) };
+                }
+                0
+            });
+        fltcommon::install(&mut m, 0, cfg);
+        assert_eq!(m.start("BadFlt"), Status::SUCCESS);
+        let r = m.create(c, "a.txt", CreateOptions::open());
+        if broken {
+            let h = r.handle.unwrap();
+            let read = m.read(h, Some(0), 512, IoMode::NonCached);
+            // The file object was left alone: the read goes on.
+            assert_eq!(read.status, Status::SUCCESS);
+            assert_eq!(m.close_handle(h), Status::SUCCESS);
+        } else {
+            assert_eq!(r.status, Status::ACCESS_DENIED);
+        }
+        check(&m, broken, Rule::CancelFileOpenMisuse, Some("BadFlt"));
+        assert_eq!(m.crashed(), None);
+    }
+}
