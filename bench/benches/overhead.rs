@@ -24,6 +24,8 @@ const OPS: [(&str, Op); 3] = [
 
 fn measure(c: &mut Criterion, config: &str, drivers: &[Driver]) {
     let mut bench = Bench::new(drivers);
+    // As on Windows: the trace hook compiled out (see Bench::record_callbacks).
+    bench.record_callbacks(false);
     let mut group = c.benchmark_group(format!("overhead/{config}"));
     for (name, op) in OPS {
         let id = format!("{config}/{name}");

@@ -168,6 +168,14 @@ impl Bench {
         }
     }
 
+    /// Whether the backends' trace hook records its callback events (on by default, as in the
+    /// lab). Off, a framework driver costs what it costs on Windows without `dbgprint-trace`,
+    /// where the hook is compiled out; the Filter Manager's own events stay on for every
+    /// driver alike.
+    pub fn record_callbacks(&mut self, on: bool) {
+        self.machine.kernel(|k| k.record_callbacks = on);
+    }
+
     /// Empties the event log now.
     pub fn trim(&mut self) {
         self.since_trim = 0;

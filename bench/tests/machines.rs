@@ -110,3 +110,30 @@ fn the_raw_and_fsfilter_minifilters_get_the_same_callbacks() {
     assert!(counts[0] >= 50, "{counts:?}");
     assert_eq!(counts[0], counts[1], "raw vs fsfilter pre callbacks");
 }
+
+#[test]
+fn callback_recording_can_be_turned_off_for_the_overhead_benchmark() {
+    let callbacks = |bench: &Bench| {
+        bench
+            .machine
+            .events()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Callback { .. }))
+            .count()
+    };
+    let mut bench = Bench::new(&[Driver::PassthroughLegacy]);
+    bench.create_close();
+    let on = callbacks(&bench);
+    assert!(on > 0, "the passthrough reports its callbacks through the trace hook");
+    bench.trim();
+    bench.record_callbacks(false);
+    bench.create_close();
+    bench.cached_read();
+    assert_eq!(callbacks(&bench), 0);
+    drop(bench);
+    // The Filter Manager's own events are not the trace hook's.
+    let mut mini = Bench::new(&[Driver::PassthroughMinifilter]);
+    mini.record_callbacks(false);
+    mini.create_close();
+    assert!(minifilter_pres(&mini, 0) > 0);
+}

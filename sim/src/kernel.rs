@@ -89,6 +89,11 @@ pub struct Kernel {
     pub image_stack: Vec<Option<ImageId>>,
     /// The event log.
     pub events: Vec<Event>,
+    /// Whether the backends' trace hook records [`crate::EventKind::Callback`] events (true by
+    /// default: the lab and the tests read them). A driver built for Windows compiles the hook
+    /// out unless built with `dbgprint-trace`; the benchmarks turn recording off so that the
+    /// simulator's cost of logging is not counted as the framework's (docs/performance.md).
+    pub record_callbacks: bool,
     /// The next event's sequence number.
     pub next_seq: u64,
     /// The scenario step running (None during boot).
@@ -203,6 +208,7 @@ impl Kernel {
             images: Vec::new(),
             image_stack: Vec::new(),
             events: Vec::new(),
+            record_callbacks: true,
             next_seq: 0,
             step: None,
             objects: crate::objects::Objects::default(),

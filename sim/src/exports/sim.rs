@@ -40,6 +40,9 @@ pub fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut()) {
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
     kernel::with(|k| {
+        if !k.record_callbacks {
+            return;
+        }
         let driver = k.current_image_name().unwrap_or_else(|| "kernel".into());
         let (instance, operation) = match *event {
             TraceEvent::InstanceSetup { instance, volume_object, .. } => {
