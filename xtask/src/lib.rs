@@ -12,6 +12,7 @@
 #![allow(clippy::panic, reason = "host build tool, not kernel code")]
 #![allow(clippy::indexing_slicing, reason = "host build tool; offsets are bounds-checked first")]
 
+pub mod disasm;
 pub mod drivers;
 pub mod inf;
 pub mod pe;

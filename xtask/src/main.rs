@@ -155,6 +155,9 @@ fn check_pe(files: impl Iterator<Item = PathBuf>) -> Result<bool> {
                 report.image.sections.len()
             );
         }
+        if let Some(analysis) = &report.disasm {
+            println!("{}: disassembly: {}", file.display(), analysis.summary());
+        }
         for violation in &report.violations {
             eprintln!("error: {}: {violation}", file.display());
             passed = false;

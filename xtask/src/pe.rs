@@ -242,11 +242,29 @@ pub enum Violation {
         size: u32,
     },
     /// The image imports the bugcheck routine: the panic handler (the only caller of
-    /// `KeBugCheckEx` in fsfilter drivers) is reachable, so some path can panic. With LTO an
-    /// unreachable panic handler is removed with its import, so the import is the witness.
+    /// `KeBugCheckEx` in fsfilter drivers) survived LTO, so some path can panic. With LTO an
+    /// unreachable panic handler is removed with its import, so the import is the witness. It
+    /// fails even when the disassembly finds no path in (the handler is then present but
+    /// unreachable: the message says so); the paths it finds are [`Violation::PanicReach`].
     PanicPath {
         /// The function imported.
         function: String,
+        /// The instructions that call it, as (call site RVA, function start RVA), from the
+        /// disassembly ([`crate::disasm`]); empty when no instruction calls it.
+        call_sites: Vec<(u32, u32)>,
+        /// How many panic paths the disassembly found (each is also a [`Violation::PanicReach`]).
+        paths: usize,
+    },
+    /// The disassembly found a way into a function that reaches the bugcheck routine: a direct
+    /// call or jump, a `lea` of it, a relocated pointer to it, or the entry point or an export.
+    PanicReach(crate::disasm::PanicPath),
+    /// Bytes inside a `.pdata` function that do not decode as an instruction: the disassembly
+    /// of that function, and so the `panic-free` check, is incomplete.
+    Undecodable {
+        /// Start RVA of the function.
+        function: u32,
+        /// RVA of the first undecodable byte in it.
+        rva: u32,
     },
     /// The .sys file is over its size limit (not a PE check: `cargo xtask drivers` adds it).
     TooLarge {
@@ -272,7 +290,9 @@ impl Violation {
             Violation::WritableExecutable { .. } => "w^x",
             Violation::NoRelocations => "relocations",
             Violation::Tls { .. } => "tls",
-            Violation::PanicPath { .. } => "panic-free",
+            Violation::PanicPath { .. }
+            | Violation::PanicReach(_)
+            | Violation::Undecodable { .. } => "panic-free",
             Violation::TooLarge { .. } => "size",
         }
     }
@@ -336,11 +356,40 @@ impl fmt::Display for Violation {
                 "has a TLS directory (RVA {rva:#x}, {size} bytes); drivers cannot use \
                  thread-local storage"
             ),
-            Violation::PanicPath { function } => write!(
+            Violation::PanicPath { function, call_sites, paths } => {
+                write!(f, "imports `{function}`: the panic handler survived LTO")?;
+                if call_sites.is_empty() {
+                    write!(f, "; no instruction calls it")?;
+                } else {
+                    let sites: Vec<String> = call_sites
+                        .iter()
+                        .map(|(site, function)| format!("{site:#x} (function {function:#x})"))
+                        .collect();
+                    write!(f, "; called at RVA {}", sites.join(", "))?;
+                    if *paths == 0 {
+                        write!(
+                            f,
+                            "; the disassembly finds no path into those functions (the handler \
+                             is present but unreachable)"
+                        )?;
+                    } else {
+                        write!(
+                            f,
+                            "; {paths} panic path(s) into them, listed as [panic-free] errors"
+                        )?;
+                    }
+                }
+                write!(
+                    f,
+                    " (the PDB names the functions; or `cargo rustc --profile driver ... -- \
+                     --emit=asm` and look for calls to `rust_begin_unwind`)"
+                )
+            }
+            Violation::PanicReach(path) => write!(f, "panic path: {path}"),
+            Violation::Undecodable { function, rva } => write!(
                 f,
-                "imports `{function}`: the panic handler is reachable, so some path can panic \
-                 (find it with `cargo rustc --profile driver ... -- --emit=asm` and look for \
-                 calls to `rust_begin_unwind`)"
+                "the bytes at RVA {rva:#x} in the function at {function:#x} do not decode: the \
+                 panic-path analysis of that function is incomplete"
             ),
             Violation::TooLarge { size, limit } => {
                 write!(f, "the .sys is {size} bytes; it must be under {limit} bytes")
@@ -362,7 +411,7 @@ pub fn import_violations(image: &Image) -> Vec<Violation> {
         }
         for f in &dll.functions {
             if BUGCHECK_ROUTINES.contains(&f.as_str()) {
-                v.push(Violation::PanicPath { function: f.clone() });
+                v.push(Violation::PanicPath { function: f.clone(), call_sites: vec![], paths: 0 });
             }
         }
     }
@@ -422,6 +471,9 @@ pub struct Report {
     pub image: Image,
     /// The failed checks, in the order they were run; empty if the image passed.
     pub violations: Vec<Violation>,
+    /// What the disassembly found ([`crate::disasm`]); `None` if the image could not be read
+    /// that far.
+    pub disasm: Option<crate::disasm::Analysis>,
 }
 
 impl Report {
@@ -433,8 +485,10 @@ impl Report {
 
 /// Runs every PE check on the bytes of a .sys file and reports all failures, not just the first.
 pub fn check(data: &[u8]) -> Report {
-    let mut report =
-        Report { image: Image { size: data.len() as u64, ..Image::default() }, violations: vec![] };
+    let mut report = Report {
+        image: Image { size: data.len() as u64, ..Image::default() },
+        ..Report::default()
+    };
     let layout = match Layout::parse(data) {
         Ok(layout) => layout,
         Err(why) => {
@@ -508,7 +562,39 @@ pub fn check(data: &[u8]) -> Report {
     if let Err(why) = read_tables(&file, data, &layout, image, v) {
         v.push(Violation::Malformed(why));
     }
+
+    // Panic-free, from the code: the paths into the bugcheck calls (crate::disasm).
+    match crate::disasm::analyze(data) {
+        Ok(analysis) => {
+            disassembly_violations(&analysis, v);
+            report.disasm = Some(analysis);
+        }
+        Err(why) => v.push(Violation::Malformed(format!("disassembly: {why}"))),
+    }
     report
+}
+
+/// The `panic-free` violations from the disassembly: each path into the bugcheck calls, each
+/// `.pdata` function that does not decode, and the call sites added to the import's violation.
+pub fn disassembly_violations(analysis: &crate::disasm::Analysis, v: &mut Vec<Violation>) {
+    for violation in v.iter_mut() {
+        if let Violation::PanicPath { function, call_sites, paths } = violation {
+            *call_sites = analysis
+                .bugcheck_calls
+                .iter()
+                .filter(|c| c.routine == *function)
+                .map(|c| (c.site, c.function))
+                .collect();
+            *paths = analysis.paths.len();
+        }
+    }
+    v.extend(analysis.paths.iter().cloned().map(Violation::PanicReach));
+    let mut seen = std::collections::BTreeSet::new();
+    for &(function, rva) in &analysis.invalid {
+        if seen.insert(function) {
+            v.push(Violation::Undecodable { function, rva });
+        }
+    }
 }
 
 /// The checks that walk the export, import and base-relocation tables.
@@ -669,11 +755,91 @@ mod tests {
             ..Image::default()
         };
         let v = import_violations(&panicking);
-        assert_eq!(v, [Violation::PanicPath { function: "KeBugCheckEx".into() }]);
+        assert_eq!(
+            v,
+            [Violation::PanicPath {
+                function: "KeBugCheckEx".into(),
+                call_sites: vec![],
+                paths: 0
+            }]
+        );
         assert_eq!(v[0].check(), "panic-free");
         let foreign =
             Image { imports: vec![dll("ntdll.dll", &["RtlZeroMemory"])], ..Image::default() };
         assert_eq!(import_violations(&foreign), [Violation::Import { dll: "ntdll.dll".into() }]);
+    }
+
+    /// A synthetic image (crate::disasm::synthetic): `DriverEntry` at 0x1000, a panic handler
+    /// at 0x1080 calling `KeBugCheckEx`; `DriverEntry` calls the handler if `reachable`.
+    fn synthetic_driver(reachable: bool) -> (Vec<u8>, u32, u32) {
+        use crate::disasm::synthetic::{Code, image, slot};
+        let mut code = Code::new();
+        code.at(0x1000).prologue();
+        let call = code.here();
+        if reachable {
+            code.call(0x1080);
+        }
+        code.epilogue();
+        code.at(0x1080).prologue();
+        let bugcheck = code.here();
+        code.call_slot(slot(0)).raw(&[0xcc]);
+        let pdata = [(0x1000, 0x1020), (0x1080, 0x10a0)];
+        (image(&code, &["KeBugCheckEx"], &pdata, &[0x1000], 0x1000), call, bugcheck)
+    }
+
+    fn panic_free(report: &Report) -> Vec<&Violation> {
+        report.violations.iter().filter(|v| v.check() == "panic-free").collect()
+    }
+
+    #[test]
+    fn a_reachable_handler_fails_with_its_call_sites_and_paths() {
+        let (data, call, bugcheck) = synthetic_driver(true);
+        let report = check(&data);
+        let analysis = report.disasm.as_ref().unwrap();
+        // The entry point, its call of the handler, and the pointer to it (the image has one
+        // relocated pointer, to DriverEntry, for the `relocations` check).
+        assert_eq!(analysis.paths.len(), 3, "{:?}", analysis.paths);
+        let import = Violation::PanicPath {
+            function: "KeBugCheckEx".into(),
+            call_sites: vec![(bugcheck, 0x1080)],
+            paths: 3,
+        };
+        assert_eq!(
+            panic_free(&report),
+            [
+                &import,
+                &Violation::PanicReach(crate::disasm::PanicPath::Root {
+                    function: 0x1000,
+                    name: "the entry point".into()
+                }),
+                &Violation::PanicReach(crate::disasm::PanicPath::Call {
+                    site: call,
+                    caller: 0x1000,
+                    callee: 0x1080
+                }),
+                &Violation::PanicReach(crate::disasm::PanicPath::Pointer {
+                    at: crate::disasm::synthetic::POINTERS,
+                    callee: 0x1000
+                }),
+            ]
+        );
+        let message = report.violations.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let message = message.join("\n");
+        assert!(message.contains(&format!("called at RVA {bugcheck:#x} (function 0x1080)")));
+        assert!(message.contains(&format!("the call at RVA {call:#x}")), "{message}");
+    }
+
+    #[test]
+    fn an_unreachable_handler_still_fails_on_the_import_and_says_so() {
+        let (data, _, bugcheck) = synthetic_driver(false);
+        let report = check(&data);
+        let import = Violation::PanicPath {
+            function: "KeBugCheckEx".into(),
+            call_sites: vec![(bugcheck, 0x1080)],
+            paths: 0,
+        };
+        assert_eq!(panic_free(&report), [&import]);
+        assert!(import.to_string().contains("present but unreachable"), "{import}");
     }
 
     #[test]
