@@ -404,6 +404,51 @@ pub fn size_table(reports: &[DriverReport], baselines: &[DriverReport]) -> Strin
     table
 }
 
+/// The disassembly behind the `panic-free` check (crate::disasm), a row per driver: functions
+/// (from `.pdata` and leaf), instructions decoded and the code bytes they cover, bugcheck call
+/// sites, panic paths, and indirect calls and jumps that cannot be followed.
+pub fn disassembly_table(reports: &[DriverReport], baselines: &[DriverReport]) -> String {
+    let width = reports
+        .iter()
+        .chain(baselines)
+        .map(|r| r.driver.sys_name().len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{:<width$}  {:>9}  {:>6}  {:>12}  {:>13}  {:>14}  {:>11}  {:>10}",
+        "driver",
+        "functions",
+        "pdata",
+        "instructions",
+        "decoded bytes",
+        "bugcheck calls",
+        "panic paths",
+        "unresolved"
+    );
+    for r in reports.iter().chain(baselines) {
+        let Some(a) = &r.report.disasm else {
+            let _ = writeln!(table, "{:<width$}  (not disassembled)", r.driver.sys_name());
+            continue;
+        };
+        let _ = writeln!(
+            table,
+            "{:<width$}  {:>9}  {:>6}  {:>12}  {:>13}  {:>14}  {:>11}  {:>10}",
+            r.driver.sys_name(),
+            a.functions(),
+            a.pdata_functions,
+            a.instructions,
+            format!("{}/{}", a.decoded_bytes, a.code_bytes),
+            a.bugcheck_calls.len(),
+            a.paths.len(),
+            a.unresolved.len()
+        );
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

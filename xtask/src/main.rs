@@ -70,6 +70,8 @@ fn drivers() -> Result<bool> {
     let out = first.sys.parent().map(|p| p.display().to_string()).unwrap_or_default();
     println!("\ndrivers in {out}:\n");
     print!("{}", drivers::size_table(&reports, &baselines));
+    println!("\npanic-free, from the disassembly of the code sections:\n");
+    print!("{}", drivers::disassembly_table(&reports, &baselines));
     let mut passed = true;
     for report in reports.iter().chain(&baselines) {
         for violation in &report.report.violations {

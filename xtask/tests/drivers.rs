@@ -76,3 +76,31 @@ fn the_passthrough_minifilter_imports_from_fltmgr_and_ntoskrnl_only() {
         assert!(functions.iter().any(|f| *f == needed), "{needed} not imported: {functions:?}");
     }
 }
+
+/// The `panic-free` check's disassembly (xtask/src/disasm.rs) on every built driver: it decodes
+/// every byte of the code sections as whole instructions, finds the functions, and finds no call
+/// of a bugcheck routine and no path into one.
+#[test]
+fn every_driver_disassembles_completely_and_has_no_panic_path() {
+    let options = Options { target_dir: Some(test_target_dir()), capture_output: true };
+    let reports = drivers::build_and_check(&options).unwrap();
+    let baselines = drivers::build_and_check_baselines(&options).unwrap();
+    println!("{}", drivers::disassembly_table(&reports, &baselines));
+    assert!(!reports.is_empty() && !baselines.is_empty());
+    for r in reports.iter().chain(&baselines) {
+        let name = r.driver.sys_name();
+        let a = r.report.disasm.as_ref().unwrap_or_else(|| panic!("{name}: not disassembled"));
+        assert!(a.pdata_functions > 0 && a.instructions > a.functions(), "{name}: {a:?}");
+        assert!(a.code_bytes > 0, "{name}");
+        // The whole of .text decodes, with no undecodable byte, inside a .pdata function or not.
+        assert_eq!(a.decoded_bytes, a.code_bytes, "{name}: {}", a.summary());
+        assert_eq!(a.invalid, [], "{name}");
+        assert_eq!(a.invalid_outside_functions, 0, "{name}");
+        assert_eq!(a.bugcheck_slots, [], "{name}: imports a bugcheck routine");
+        assert_eq!(a.bugcheck_calls, [], "{name}");
+        assert_eq!(a.paths, [], "{name}");
+        let panic_free: Vec<_> =
+            r.report.violations.iter().filter(|v| v.check() == "panic-free").collect();
+        assert_eq!(panic_free, Vec::<&xtask::pe::Violation>::new(), "{name}");
+    }
+}

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use xtask::disasm::PanicPath;
 use xtask::drivers::{self, Workspace};
 use xtask::pe::{self, Layout, Violation};
 
@@ -168,6 +169,69 @@ fn an_import_renamed_to_ntdll_is_rejected() {
     }
 }
 
+/// `FltRegisterFilter` renamed to `KeBugCheckEx` in the import's hint/name entry: the real code
+/// that registers the filter now "calls the bugcheck routine", so the disassembly must find those
+/// call sites and the paths to them from `DriverEntry`.
+fn image_with_filter_registration_as_bugcheck() -> Vec<u8> {
+    let mut data = minifilter_image();
+    let needle = b"FltRegisterFilter\0";
+    let at: Vec<usize> = data
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "FltRegisterFilter occurs {} times", at.len());
+    let mut renamed = b"KeBugCheckEx".to_vec();
+    renamed.resize(needle.len(), 0);
+    data[at[0]..at[0] + needle.len()].copy_from_slice(&renamed);
+    pe::fix_checksum(&mut data).unwrap();
+    data
+}
+
+#[test]
+fn a_bugcheck_import_in_real_code_is_traced_to_its_call_sites_and_paths() {
+    let good = pe::check(&minifilter_image());
+    let good = good.disasm.unwrap();
+    assert_eq!((good.bugcheck_calls.len(), good.paths.len()), (0, 0));
+
+    let report = pe::check(&image_with_filter_registration_as_bugcheck());
+    let a = report.disasm.as_ref().unwrap();
+    // The same code, decoded the same way: only the import's name changed.
+    assert_eq!((a.instructions, a.functions()), (good.instructions, good.functions()));
+    assert_eq!(a.bugcheck_slots.len(), 1);
+    assert!(!a.bugcheck_calls.is_empty(), "{a:?}");
+    assert!(!a.panic_functions.is_empty());
+    // DriverEntry registers the filter, so it reaches the "bugcheck": a root path.
+    let entry = report.image.entry_point;
+    assert!(
+        a.paths.contains(&PanicPath::Root { function: entry, name: "the entry point".into() }),
+        "{:?}",
+        a.paths
+    );
+    // Every path leads into a function that calls the routine or reaches one that does.
+    let reaching: Vec<u32> =
+        a.panic_functions.iter().chain(&a.reaching_functions).copied().collect();
+    for path in &a.paths {
+        let callee = match path {
+            PanicPath::Call { callee, .. }
+            | PanicPath::AddressTaken { callee, .. }
+            | PanicPath::Pointer { callee, .. } => *callee,
+            PanicPath::Root { function, .. } => *function,
+        };
+        assert!(reaching.contains(&callee), "{path:?} leads to {callee:#x}, not in {reaching:x?}");
+    }
+    // The violations: the import, naming the call sites, and one per path; nothing else.
+    let sites: Vec<(u32, u32)> = a.bugcheck_calls.iter().map(|c| (c.site, c.function)).collect();
+    let mut expected = vec![Violation::PanicPath {
+        function: "KeBugCheckEx".into(),
+        call_sites: sites,
+        paths: a.paths.len(),
+    }];
+    expected.extend(a.paths.iter().cloned().map(Violation::PanicReach));
+    assert_eq!(report.violations, expected);
+}
+
 #[test]
 fn import_names_are_compared_case_insensitively() {
     let violations = violations_after(|data, _| {
@@ -246,10 +310,22 @@ fn check_pe_exits_non_zero_and_names_the_violated_check() {
     let xtask = env!("CARGO_BIN_EXE_xtask");
     let output = Command::new(xtask).arg("check-pe").arg(&good).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("0 bugcheck call sites, 0 panic paths"), "{stdout}");
 
     let output = Command::new(xtask).arg("check-pe").arg(&good).arg(&bad).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.sys: [subsystem] subsystem is 2"), "{stderr}");
     assert!(!stderr.contains("good.sys"), "{stderr}");
+
+    // A reachable "bugcheck": the failure names the call sites and the paths.
+    let panicking = dir.join("panicking.sys");
+    std::fs::write(&panicking, image_with_filter_registration_as_bugcheck()).unwrap();
+    let output = Command::new(xtask).arg("check-pe").arg(&panicking).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[panic-free] imports `KeBugCheckEx`"), "{stderr}");
+    assert!(stderr.contains("called at RVA 0x"), "{stderr}");
+    assert!(stderr.contains("[panic-free] panic path: the entry point"), "{stderr}");
 }
