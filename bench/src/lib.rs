@@ -179,7 +179,10 @@ impl Bench {
     /// Empties the event log now.
     pub fn trim(&mut self) {
         self.since_trim = 0;
-        self.machine.kernel(|k| k.events.clear());
+        self.machine.kernel(|k| {
+            k.events.clear();
+            k.requests.forget_completed();
+        });
     }
 
     fn read(&mut self, mode: IoMode) -> usize {

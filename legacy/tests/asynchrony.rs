@@ -246,7 +246,7 @@ fn check(seed: u64, disruption: Disruption) -> Tally {
     // Nothing ran in the unloaded driver, no completion routine after unload, no leak, no hang.
     assert!(common::findings(&m).is_empty(), "{what}: {:?}", common::findings(&m));
     // Every request completed, once, after it started, with a status.
-    let results = m.kernel(|k| k.requests.list.iter().map(|r| r.result).collect::<Vec<_>>());
+    let results = m.kernel(|k| k.requests.iter().map(|r| r.result).collect::<Vec<_>>());
     assert!(results.iter().all(Option::is_some), "{what}: a request never completed");
     for (p, io, _) in &l.starts {
         let (cp, status) = l.completion(*io);

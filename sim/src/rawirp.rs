@@ -429,9 +429,9 @@ fn send(raw: RawIrp<'_>) -> IoResult {
         (rid, irp, target, mdl)
     });
     let _ = crate::irp::call_driver(target, irp);
-    let done = || kernel::with(|k| k.requests.list[rid.index()].result.is_some());
+    let done = || kernel::with(|k| k.requests.result(rid).is_some());
     let _ = crate::sched::wait_until(done, None);
-    let result = kernel::with(|k| k.requests.list[rid.index()].result);
+    let result = kernel::with(|k| k.requests.result(rid));
     let Some((status, information)) = result else {
         // Still pending (a driver holds it): everything it points to must outlive it.
         std::mem::forget(buf);

@@ -21,8 +21,46 @@ pub struct Request {
 /// The request table.
 #[derive(Default)]
 pub struct Requests {
-    /// Requests by id.
-    pub list: Vec<Request>,
+    /// Requests by id, from `base` on.
+    list: std::collections::VecDeque<Request>,
+    /// The id of the first request still in `list` (ids never change or repeat).
+    base: u32,
+}
+
+impl Requests {
+    /// The request `id`, unless it was forgotten.
+    pub fn get(&self, id: RequestId) -> Option<&Request> {
+        self.list.get(id.0.checked_sub(self.base)? as usize)
+    }
+
+    fn get_mut(&mut self, id: RequestId) -> Option<&mut Request> {
+        self.list.get_mut(id.0.checked_sub(self.base)? as usize)
+    }
+
+    /// The final status and information of request `id`, once complete.
+    pub fn result(&self, id: RequestId) -> Option<(Status, usize)> {
+        self.get(id).and_then(|r| r.result)
+    }
+
+    /// The requests still in the table, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Request> {
+        self.list.iter()
+    }
+
+    /// Requests recorded so far (forgotten ones included).
+    pub fn count(&self) -> u32 {
+        self.base + self.list.len() as u32
+    }
+
+    /// Forgets the completed requests at the front of the table, the oldest first, so that a long
+    /// run's table does not grow with every request (the benchmarks call it when they trim the
+    /// event log; the lab keeps every request). Later requests keep their ids.
+    pub fn forget_completed(&mut self) {
+        while self.list.front().is_some_and(|r| r.result.is_some()) {
+            self.list.pop_front();
+            self.base += 1;
+        }
+    }
 }
 
 impl Kernel {
@@ -33,8 +71,8 @@ impl Kernel {
         major: MajorFunction,
         fast_io: bool,
     ) -> RequestId {
-        let id = RequestId(self.requests.list.len() as u32);
-        self.requests.list.push(Request { volume, major, result: None });
+        let id = RequestId(self.requests.count());
+        self.requests.list.push_back(Request { volume, major, result: None });
         let name = self.volume_display_name(volume);
         self.log(EventKind::IoStart { io: RequestRef(id.0), volume: name, major, fast_io });
         id
@@ -42,7 +80,7 @@ impl Kernel {
 
     /// Records a request's completion (stage two of IRP completion, or a fast-I/O return).
     pub fn request_completed(&mut self, id: RequestId, status: Status, information: usize) {
-        let Some(r) = self.requests.list.get_mut(id.index()) else { return };
+        let Some(r) = self.requests.get_mut(id) else { return };
         if r.result.is_some() {
             return;
         }
@@ -50,5 +88,35 @@ impl Kernel {
         let volume = r.volume;
         let name = self.volume_display_name(volume);
         self.log(EventKind::IoComplete { io: RequestRef(id.0), volume: name, status, information });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_requests_are_forgotten_from_the_front_and_ids_stay() {
+        let mut r = Requests::default();
+        for _ in 0..3 {
+            let id = r.count();
+            r.list.push_back(Request {
+                volume: VolumeId(0),
+                major: MajorFunction::Read,
+                result: None,
+            });
+            assert_eq!(r.get(RequestId(id)).map(|q| q.major), Some(MajorFunction::Read));
+        }
+        // 0 and 2 complete; 1 is still pending, so only 0 can go.
+        for id in [0, 2] {
+            if let Some(q) = r.get_mut(RequestId(id)) {
+                q.result = Some((Status::SUCCESS, 0));
+            }
+        }
+        r.forget_completed();
+        assert!(r.get(RequestId(0)).is_none());
+        assert!(r.get(RequestId(1)).is_some());
+        assert_eq!(r.result(RequestId(2)), Some((Status::SUCCESS, 0)));
+        assert_eq!(r.count(), 3);
     }
 }

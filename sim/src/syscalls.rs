@@ -398,9 +398,9 @@ fn first(b: &Built) -> &'static mut IO_STACK_LOCATION {
 fn send(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
     let Built { rid, irp, target, keep } = b;
     let _ = crate::irp::call_driver(target, irp);
-    let done = || kernel::with(|k| k.requests.list[rid.index()].result.is_some());
+    let done = || kernel::with(|k| k.requests.result(rid).is_some());
     let _ = crate::sched::wait_until(done, None);
-    match kernel::with(|k| k.requests.list[rid.index()].result) {
+    match kernel::with(|k| k.requests.result(rid)) {
         Some((s, n)) => (s, n, rid, keep),
         None => {
             // Still pending (a driver holds it): its buffers must outlive it.

@@ -347,7 +347,7 @@ fn a_conflict_can_arrive_before_the_create_returns_facts_6() {
     m.settle();
     let io = pending.io.unwrap();
     assert_eq!(
-        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        m.kernel(|k| k.requests.result(fsfilter_sim::ids::RequestId(io.0))).map(|r| r.0),
         Some(Status::SUCCESS)
     );
     assert_eq!(m.file_contents(c, "keep.txt").unwrap()[0], b'Y');

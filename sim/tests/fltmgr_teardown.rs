@@ -231,7 +231,7 @@ fn teardown_drains_operations_waiting_for_their_post_facts_2_5_and_4() {
         Status::SUCCESS
     );
     let io = waiting.io.unwrap();
-    let result = m.kernel(|k| k.requests.list[io.0 as usize].result);
+    let result = m.kernel(|k| k.requests.result(fsfilter_sim::ids::RequestId(io.0)));
     assert_eq!(result.map(|r| r.0), Some(Status::SUCCESS), "the waiting lock completed");
     assert!(order().is_empty(), "no post for the torn-down instance: {:?}", order());
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
@@ -301,7 +301,7 @@ fn teardown_complete_waits_for_pended_operations_facts_2_5() {
     );
     let io = w.io.unwrap();
     assert_eq!(
-        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        m.kernel(|k| k.requests.result(fsfilter_sim::ids::RequestId(io.0))).map(|r| r.0),
         Some(Status::SUCCESS)
     );
     assert!(rules(&m).is_empty(), "{:?}", m.findings());

@@ -209,7 +209,7 @@ fn an_unload_that_never_completes_hangs_and_later_callbacks_are_reported_facts_9
     );
     let io = w.io.unwrap();
     assert_eq!(
-        m.kernel(|k| k.requests.list[io.0 as usize].result).map(|r| r.0),
+        m.kernel(|k| k.requests.result(fsfilter_sim::ids::RequestId(io.0))).map(|r| r.0),
         Some(Status::SUCCESS)
     );
     let names: Vec<&str> = m
