@@ -9,7 +9,6 @@ use std::time::Instant;
 use criterion::Criterion;
 use fsfilter_bench::{Bench, Driver, MIXED_REQUESTS, Timings, ns};
 
-
 /// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
