@@ -21,7 +21,7 @@
 //! with no buffer, any length goes down.
 
 use fsfilter::{MajorFunction, Status};
-use windows_sys::Wdk::Foundation::{ACCESS_STATE, FILE_OBJECT, IO_SECURITY_CONTEXT};
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 
 use crate::events::RequestRef;
@@ -346,25 +346,14 @@ fn send(raw: RawIrp<'_>) -> IoResult {
             if raw.buffer == RawBuffer::User { ptr.cast() } else { std::ptr::null_mut() };
         match raw.op {
             RawOp::Create { options, share, attributes, access: desired, ea_length, .. } => {
-                let granted = access::map_generic(desired) | access::SYNCHRONIZE;
-                let state_block = Block::zeroed(size_of::<ACCESS_STATE>());
-                // SAFETY: a zeroed block sized for an ACCESS_STATE.
-                let state = unsafe { crate::mem::obj(state_block.ptr().cast::<ACCESS_STATE>()) };
-                state.OriginalDesiredAccess = granted;
-                state.RemainingDesiredAccess = granted;
-                let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
-                // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
-                let sc = unsafe { crate::mem::obj(sc_block.ptr().cast::<IO_SECURITY_CONTEXT>()) };
-                sc.AccessState = state;
-                sc.DesiredAccess = granted;
-                sc.FullCreateOptions = options & 0x00FF_FFFF;
+                let (sc, blocks) =
+                    crate::syscalls::security_context(desired, options & 0x00FF_FFFF);
                 s.Parameters.Create.SecurityContext = sc;
                 s.Parameters.Create.Options = options;
                 s.Parameters.Create.FileAttributes = attributes;
                 s.Parameters.Create.ShareAccess = share;
                 s.Parameters.Create.EaLength = ea_length;
-                keep.push(state_block);
-                keep.push(sc_block);
+                keep.extend(blocks);
             }
             RawOp::Read { length, offset, key } => {
                 s.Parameters.Read.Length = length;

@@ -421,6 +421,29 @@ fn result(status: Status, information: usize, rid: RequestId, data: Vec<u8>) -> 
     }
 }
 
+/// The `IO_SECURITY_CONTEXT` of a create (with its `ACCESS_STATE`) for `desired` access, generic
+/// rights mapped and `SYNCHRONIZE` added as the I/O manager grants them, and the blocks holding
+/// both, which must outlive the request.
+pub(crate) fn security_context(
+    desired: u32,
+    full_create_options: u32,
+) -> (*mut IO_SECURITY_CONTEXT, [Block; 2]) {
+    let granted = access::map_generic(desired) | access::SYNCHRONIZE;
+    let state_block = Block::zeroed(size_of::<ACCESS_STATE>());
+    // SAFETY: a zeroed block sized for an ACCESS_STATE.
+    let state = unsafe { crate::mem::obj(state_block.ptr().cast::<ACCESS_STATE>()) };
+    state.OriginalDesiredAccess = granted;
+    state.RemainingDesiredAccess = granted;
+    let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
+    let sc_ptr = sc_block.ptr().cast::<IO_SECURITY_CONTEXT>();
+    // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
+    let sc = unsafe { crate::mem::obj(sc_ptr) };
+    sc.AccessState = state;
+    sc.DesiredAccess = granted;
+    sc.FullCreateOptions = full_create_options;
+    (sc_ptr, [state_block, sc_block])
+}
+
 /// A zeroed buffer of `len` bytes (at least one, so the address is real).
 fn buffer(len: usize) -> Block {
     Block::zeroed(len.max(1))
@@ -493,26 +516,17 @@ fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
                 | irp_flags::DEFER_IO_COMPLETION,
             true,
         );
-        let granted = access::map_generic(options.access) | access::SYNCHRONIZE;
-        let state_block = Block::zeroed(size_of::<ACCESS_STATE>());
-        // SAFETY: a zeroed block sized for an ACCESS_STATE.
-        let state = unsafe { crate::mem::obj(state_block.ptr().cast::<ACCESS_STATE>()) };
-        state.OriginalDesiredAccess = granted;
-        state.RemainingDesiredAccess = granted;
-        let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
-        // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
-        let sc = unsafe { crate::mem::obj(sc_block.ptr().cast::<IO_SECURITY_CONTEXT>()) };
-        sc.AccessState = state;
-        sc.DesiredAccess = granted;
-        sc.FullCreateOptions = options.options | create_options::SYNCHRONOUS_IO_NONALERT;
+        let (sc, blocks) = security_context(
+            options.access,
+            options.options | create_options::SYNCHRONOUS_IO_NONALERT,
+        );
         let s = first(&b);
         s.Parameters.Create.SecurityContext = sc;
         s.Parameters.Create.Options = (options.disposition << 24)
             | ((options.options | create_options::SYNCHRONOUS_IO_NONALERT) & 0x00FF_FFFF);
         s.Parameters.Create.FileAttributes = options.attributes as u16;
         s.Parameters.Create.ShareAccess = options.share as u16;
-        b.keep.push(state_block);
-        b.keep.push(sc_block);
+        b.keep.extend(blocks);
         Ok((b, file))
     });
     let (b, file) = match prepared {
