@@ -251,7 +251,16 @@ fn play(
         }
         Action::Dismount { volume } => {
             let status = vol(volume).map_or(Status::NO_SUCH_DEVICE, |v| m.dismount(v));
+            // The caller lets go of its handles on the volume, as an application does when the
+            // volume goes away: their cleanups and closes still reach the stack (the devices of
+            // a dismounted volume go when its last file object closes, facts.md §1.7).
+            let stale: Vec<Handle> =
+                handles.open.iter().filter(|((v, _), _)| v == volume).map(|(_, h)| *h).collect();
             handles.open.retain(|(v, _), _| v != volume);
+            handles.cleaned.retain(|(v, _)| v != volume);
+            for h in stale {
+                let _ = m.close_handle(h);
+            }
             done(format!("dismount {volume}"), status)
         }
         Action::Attach { driver, volume, altitude, instance } => {
