@@ -524,6 +524,62 @@ volume = "F:"
 }
 
 #[test]
+fn dismount_timing_differs() {
+    // Row `dismount`, "when": a file is open on the volume when it is dismounted. The Filter
+    // Manager tears the instance down at the dismount, before the caller closes the file; the
+    // legacy backend sees the file's cleanup first and tears down when the volume's device goes.
+    let text = r#"
+[[volume]]
+name = "F:"
+filesystem = "fat"
+files = { "a.txt" = "x" }
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[[step]]
+action = "io"
+volume = "F:"
+op = "read"
+path = "a.txt"
+[[step]]
+action = "dismount"
+volume = "F:"
+"#;
+    let (l, m) = both(text, "P");
+    // What P saw after the dismount, in order: "cleanup" for its cleanup pre callback,
+    // "teardown" for its teardown start.
+    let after_dismount = |r: &Run| -> Vec<&'static str> {
+        let start = r
+            .events
+            .iter()
+            .position(|e| matches!(e.kind, EventKind::Dismounted { .. }))
+            .expect("dismounted");
+        r.events[start..]
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback { driver, callback: Callback::Pre { major, .. }, .. }
+                    if driver == "P" && *major == fsfilter::MajorFunction::Cleanup =>
+                {
+                    Some("cleanup")
+                }
+                EventKind::Callback {
+                    driver, callback: Callback::TeardownStart { .. }, ..
+                } if driver == "P" => Some("teardown"),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(after_dismount(&m), ["teardown"]);
+    // The dismount's own volume handle, then the caller's file.
+    assert_eq!(after_dismount(&l), ["cleanup", "cleanup", "teardown"]);
+    clean(&l);
+    clean(&m);
+}
+
+#[test]
 fn every_capability_difference_has_a_row() {
     let rows =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/semantics.md"))
