@@ -15,6 +15,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 static TIMINGS: Timings = Timings::new();
 
+/// Pre and post callbacks of the filters per mixed workload, by configuration.
+static CALLBACKS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// `depth` filters: passthrough minifilters, legacy passthroughs, or alternating (mixed).
 fn stack(kind: &str, depth: usize) -> Vec<Driver> {
     (0..depth)
@@ -39,6 +43,7 @@ fn main() {
             }
             let id = format!("{kind}/{depth}");
             let mut bench = Bench::new(&stack(kind, depth));
+            CALLBACKS.lock().unwrap().insert(id.clone(), bench.callbacks_per_mixed());
             let mut group = c.benchmark_group("throughput");
             group.throughput(criterion::Throughput::Elements(MIXED_REQUESTS));
             group.bench_function(&id, |b| {
@@ -60,8 +65,8 @@ fn main() {
     let per_request = |id: &str| TIMINGS.median(id).map(|s| s / MIXED_REQUESTS as f64);
     println!("\nthroughput (mixed workload, median of this run):");
     println!(
-        "{:<12} {:>6} {:>14} {:>16} {:>18}",
-        "stack", "depth", "ns/request", "requests/s", "ns per added filter"
+        "{:<12} {:>6} {:>14} {:>16} {:>18} {:>14}",
+        "stack", "depth", "ns/request", "requests/s", "ns per added filter", "callbacks/s"
     );
     let base = per_request("minifilter/0");
     for kind in KINDS {
@@ -72,7 +77,13 @@ fn main() {
                 (Some(b), d) if d > 0 => format!("{:.0}", ns(t - b) / d as f64),
                 _ => "-".to_owned(),
             };
-            println!("{kind:<12} {depth:>6} {:>14.0} {:>16.0} {slope:>18}", ns(t), 1.0 / t);
+            let callbacks = CALLBACKS.lock().unwrap().get(&id).copied().unwrap_or(0);
+            let per_second = callbacks as f64 / MIXED_REQUESTS as f64 / t;
+            println!(
+                "{kind:<12} {depth:>6} {:>14.0} {:>16.0} {slope:>18} {per_second:>14.0}",
+                ns(t),
+                1.0 / t
+            );
         }
     }
 }

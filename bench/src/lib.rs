@@ -234,6 +234,30 @@ impl Bench {
         self.count(MIXED_REQUESTS);
     }
 
+    /// Pre and post callbacks the filters' logic ran for one [`Bench::mixed`] (from the trace
+    /// hook's events; needs [`Bench::record_callbacks`] on, the default).
+    pub fn callbacks_per_mixed(&mut self) -> usize {
+        self.trim();
+        self.mixed();
+        let n = self
+            .machine
+            .events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    fsfilter_sim::EventKind::Callback {
+                        callback: fsfilter_sim::Callback::Pre { .. }
+                            | fsfilter_sim::Callback::Post { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        self.trim();
+        n
+    }
+
     /// Pool calls made so far by the service `Filter<index>`.
     pub fn pool_calls(&self, index: usize) -> u64 {
         let name = format!("Filter{index}");

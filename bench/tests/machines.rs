@@ -137,3 +137,11 @@ fn callback_recording_can_be_turned_off_for_the_overhead_benchmark() {
     mini.create_close();
     assert!(minifilter_pres(&mini, 0) > 0);
 }
+
+#[test]
+fn callbacks_per_mixed_workload_grow_with_the_stack() {
+    let one = Bench::new(&[Driver::PassthroughLegacy]).callbacks_per_mixed();
+    let four = Bench::new(&[Driver::PassthroughLegacy; 4]).callbacks_per_mixed();
+    assert!(one >= 2 * 10, "a pre and a post for each of the 10 requests at least: {one}");
+    assert_eq!(four, 4 * one);
+}
