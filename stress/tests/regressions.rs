@@ -169,6 +169,52 @@ path = "a.txt"
     assert_eq!(statuses, vec![Status::SUCCESS; 4]);
 }
 
+#[test]
+fn a_file_a_filter_opened_keeps_the_dismounted_volume_device_until_it_closes() {
+    // Found by the stress once the lab closed its handles on a dismounted volume: a create the
+    // probe completed with success never reached NTFS, so NTFS deleted its volume device at the
+    // dismount, and that file's close went to a deleted device (CALL_TO_DELETED_DEVICE). The file
+    // object holds a reference on the VPB like any other: the device now stays until it closes.
+    for model in [Model::Minifilter, Model::Legacy] {
+        let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+[[driver]]
+name = "Probe0"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+group = "FSFilter Top"
+altitude = "400000"
+[driver.parameters]
+Rules = "complete:STATUS_SUCCESS create *secret*"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "secret.txt"
+[[step]]
+action = "dismount"
+volume = "C:"
+[[step]]
+action = "stop"
+driver = "Probe0"
+"#;
+        let s = parse("regression.toml", text).unwrap().with_model("Probe0", model);
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{model:?}: {violations:#?}");
+        let deleted = run.events.iter().position(
+            |e| matches!(&e.kind, EventKind::System { what, .. } if *what == "volume_device_deleted"),
+        );
+        let last_close = run.events.iter().rposition(
+            |e| matches!(&e.kind, EventKind::IoStart { major, .. } if *major == MajorFunction::Close),
+        );
+        assert!(deleted.is_some() && last_close.is_some(), "{model:?}");
+        assert!(deleted > last_close, "{model:?}: the device went before the last close");
+    }
+}
+
 // The checker fails when it should.
 
 const TWO_FILTERS: &str = r#"

@@ -496,16 +496,32 @@ impl Kernel {
         // SAFETY: the request's live file object.
         let file = unsafe { irpx::file(fo) };
         let (fcb_ptr, ccb_ptr) = (file.FsContext as usize, file.FsContext2 as usize);
+        let vpb = file.Vpb;
         self.retire_ccb(ccb_ptr);
-        let fcb = self.fs.fcbs.get_mut(&fcb_ptr)?;
-        fcb.refs = fcb.refs.saturating_sub(1);
-        let (mount, node, last) = (fcb.mount, fcb.node, fcb.refs == 0);
-        if last && node != VOLUME_NODE {
-            self.retire_fcb(fcb_ptr);
-        }
+        let mount = match self.fs.fcbs.get_mut(&fcb_ptr) {
+            Some(fcb) => {
+                fcb.refs = fcb.refs.saturating_sub(1);
+                let (mount, node, last) = (fcb.mount, fcb.node, fcb.refs == 0);
+                if last && node != VOLUME_NODE {
+                    self.retire_fcb(fcb_ptr);
+                }
+                let m = &mut self.fs.mounts[mount as usize];
+                m.open_files = m.open_files.saturating_sub(1);
+                mount
+            }
+            // A file object this file system never opened (a filter completed its create): its
+            // close still comes down to the volume device it names through its VPB.
+            None if !vpb.is_null() => self.fs.mounts.iter().position(|m| m.vpb == vpb)? as u32,
+            None => return None,
+        };
         let m = &mut self.fs.mounts[mount as usize];
-        m.open_files = m.open_files.saturating_sub(1);
-        if m.state == MountState::Dismounted && m.open_files == 0 {
+        // The I/O manager's references on the VPB count too, as a file system's dismount check
+        // reads the VPB's ReferenceCount: every file object opened through the volume holds one
+        // (the closing one's goes after this close completes), whether or not the file system
+        // saw its create. Deleting the device before would send a later close to a deleted device.
+        // SAFETY: the mount's VPB (VPBs live as long as the machine).
+        let vpb_refs = if m.vpb.is_null() { 0 } else { unsafe { (*m.vpb).ReferenceCount } };
+        if m.state == MountState::Dismounted && m.open_files == 0 && vpb_refs <= 1 {
             m.state = MountState::Gone;
             return Some(mount);
         }
