@@ -5,6 +5,8 @@
 //! All-zero bytes are an empty table (handle 0 marks a free slot, and no decision is set), so the
 //! table can live in zeroed pool memory without being built on the stack first.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::sync::SpinLock;
 
 /// How many operations one driver can hold pended at once; a pend beyond that is refused.
@@ -68,6 +70,10 @@ impl PendedEntry {
 /// The table.
 pub struct PendedTable {
     entries: SpinLock<[PendedEntry; MAX_PENDED]>,
+    /// How many entries are in use, changed under the lock. Every operation looks its handle up
+    /// (a pend token taken and not used must be dropped), so a table with nothing pended answers
+    /// without taking the lock or scanning: most operations of most filters pend nothing.
+    live: AtomicUsize,
 }
 
 impl PendedTable {
@@ -83,7 +89,7 @@ impl PendedTable {
             delay_ms: 0,
             extra: 0,
         };
-        PendedTable { entries: SpinLock::new([FREE; MAX_PENDED]) }
+        PendedTable { entries: SpinLock::new([FREE; MAX_PENDED]), live: AtomicUsize::new(0) }
     }
 
     /// Records `handle` as pended (still in its pre callback). False when full, present, or 0.
@@ -98,15 +104,27 @@ impl PendedTable {
         match t.iter_mut().find(|e| e.handle == 0) {
             Some(slot) => {
                 *slot = PendedEntry { handle, extra, ..PendedEntry::default() };
+                self.live.fetch_add(1, Ordering::AcqRel);
                 true
             }
             None => false,
         }
     }
 
+    /// True when no entry can hold `handle` (0, or nothing pended): no lock, no scan. A handle
+    /// this thread added is seen (its own write); other threads' entries are other handles.
+    fn surely_absent(&self, handle: usize) -> bool {
+        handle == 0 || self.live.load(Ordering::Acquire) == 0
+    }
+
+    /// Counts an entry freed under the lock.
+    fn freed(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// A copy of the entry of `handle`.
     pub fn get(&self, handle: usize) -> Option<PendedEntry> {
-        if handle == 0 {
+        if self.surely_absent(handle) {
             return None;
         }
         self.entries.lock().iter().find(|e| e.handle == handle).copied()
@@ -114,11 +132,16 @@ impl PendedTable {
 
     /// Applies `f` to the entry of `handle`; `None` when the table does not hold it.
     pub fn update<R>(&self, handle: usize, f: impl FnOnce(&mut PendedEntry) -> R) -> Option<R> {
-        if handle == 0 {
+        if self.surely_absent(handle) {
             return None;
         }
         let mut t = self.entries.lock();
-        t.iter_mut().find(|e| e.handle == handle).map(f)
+        let e = t.iter_mut().find(|e| e.handle == handle)?;
+        let r = f(e);
+        if e.handle == 0 {
+            self.freed();
+        }
+        Some(r)
     }
 
     /// Removes and returns the entry of `handle`.
@@ -128,12 +151,16 @@ impl PendedTable {
 
     /// The pre callback of `handle` returned `FLT_PREOP_PENDING`.
     pub fn pre_returned(&self, handle: usize) -> PreReturned {
+        if self.surely_absent(handle) {
+            return PreReturned::Unknown;
+        }
         let mut t = self.entries.lock();
-        let Some(e) = t.iter_mut().find(|e| e.handle == handle && handle != 0) else {
+        let Some(e) = t.iter_mut().find(|e| e.handle == handle) else {
             return PreReturned::Unknown;
         };
         if let Some(d) = e.early() {
             *e = PendedEntry::default();
+            self.freed();
             return PreReturned::Early(d);
         }
         e.returned = true;
@@ -143,15 +170,20 @@ impl PendedTable {
     /// A resume decision for `handle`: recorded for later when its pre callback is still running,
     /// otherwise the entry is taken out for the caller to act on.
     pub fn resume(&self, handle: usize, decision: Decision) -> Resume {
+        if self.surely_absent(handle) {
+            return Resume::Unknown;
+        }
         let mut t = self.entries.lock();
-        let Some(e) = t.iter_mut().find(|e| e.handle == handle && handle != 0) else {
+        let Some(e) = t.iter_mut().find(|e| e.handle == handle) else {
             return Resume::Unknown;
         };
         if e.in_pre() {
             e.set_early(decision);
             return Resume::Recorded;
         }
-        Resume::Now(core::mem::take(e))
+        let taken = core::mem::take(e);
+        self.freed();
+        Resume::Now(taken)
     }
 
     /// A deferred resume decision for `handle`; `Some(true)` when the worker should be queued now
@@ -165,7 +197,7 @@ impl PendedTable {
 
     /// How many operations are pended.
     pub fn len(&self) -> usize {
-        self.entries.lock().iter().filter(|e| e.handle != 0).count()
+        self.live.load(Ordering::Acquire)
     }
 
     /// True when nothing is pended.
@@ -254,6 +286,34 @@ mod tests {
         assert_eq!(t.pre_returned(0x40), PreReturned::Pended { deferred: false });
         assert_eq!(t.resume_after(0x40, d, 0), Some(true), "pre returned: the caller queues");
         assert_eq!(t.resume_after(0x99, d, 0), None);
+    }
+
+    #[test]
+    fn the_count_follows_every_way_an_entry_goes() {
+        let t = PendedTable::new();
+        let d = Decision { code: 1, context: 0 };
+        for h in [1, 2, 3, 4] {
+            assert!(t.add(h, 0));
+        }
+        assert_eq!(t.len(), 4);
+        assert!(t.take(1).is_some());
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.resume(2, d), Resume::Recorded);
+        assert_eq!(t.pre_returned(2), PreReturned::Early(d));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.pre_returned(3), PreReturned::Pended { deferred: false });
+        assert!(matches!(t.resume(3, d), Resume::Now(_)));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.take(99), None, "an unknown handle changes nothing");
+        assert_eq!(t.len(), 1);
+        assert!(t.take(4).is_some());
+        assert!(t.is_empty());
+        // Empty: every lookup answers without an entry, and adding works again.
+        assert_eq!(t.get(4), None);
+        assert_eq!(t.resume(4, d), Resume::Unknown);
+        assert_eq!(t.pre_returned(4), PreReturned::Unknown);
+        assert!(t.add(4, 0));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
