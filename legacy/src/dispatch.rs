@@ -335,22 +335,9 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     // Completed synchronously: the routine stopped completion at our location and left the post
     // callback to us.
     // SAFETY: the IRP is halted at our location and ours again; `raw` is ours to decode.
-    match unsafe { run_post(state, device, ext, irp, raw) } {
-        PostDone::Continue => {
-            // SAFETY: the halted IRP.
-            let status = unsafe { view::io_status(irp) }.status.0;
-            // SAFETY: resume completion from our location, once.
-            unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
-            status
-        }
-        PostDone::Deferred => {
-            // Completion resumes later (worker or deferred post): the dispatch routine must say
-            // pending, and the IRP must be marked at our location.
-            // SAFETY: the halted IRP at our location.
-            unsafe { IoMarkIrpPending(irp) };
-            Status::PENDING.0
-        }
-    }
+    let done = unsafe { run_post(state, device, ext, irp, raw) };
+    // SAFETY: the IRP is halted at our location, ours.
+    unsafe { done.finish_halted(irp) }
 }
 
 /// The completion routine of operations with a post callback.
@@ -386,6 +373,32 @@ pub(crate) enum PostDone {
     Continue,
     /// Completion resumes later, with `IoCompleteRequest` from a worker or a deferred post.
     Deferred,
+}
+
+impl PostDone {
+    /// Finishes an IRP halted at our location after its post callback ran in the dispatch
+    /// routine's thread, and returns what the dispatch routine returns: the IRP's status once
+    /// completion resumed, or `STATUS_PENDING` with the IRP marked when it resumes later (a worker
+    /// or a deferred post).
+    ///
+    /// # Safety
+    /// `irp` must be halted at our location (its completion stopped by our routine) and ours.
+    unsafe fn finish_halted(self, irp: *mut IRP) -> NTSTATUS {
+        match self {
+            PostDone::Continue => {
+                // SAFETY: the halted IRP (the caller's contract).
+                let status = unsafe { view::io_status(irp) }.status.0;
+                // SAFETY: resume completion from our location, once.
+                unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+                status
+            }
+            PostDone::Deferred => {
+                // SAFETY: the halted IRP at our location.
+                unsafe { IoMarkIrpPending(irp) };
+                Status::PENDING.0
+            }
+        }
+    }
 }
 
 /// Runs the post callback of an operation at our location, with its encoded context.
@@ -665,20 +678,8 @@ unsafe fn forward_synchronized<F: Filter>(
     // The post callback runs in the pre callback's thread at <= APC_LEVEL (facts.md §4).
     // SAFETY: the IRP is halted at our location, ours again.
     let done = unsafe { run_post_with(state, device, ext, irp, context) };
-    match done {
-        PostDone::Continue => {
-            // SAFETY: the halted IRP.
-            let status = unsafe { view::io_status(irp) }.status.0;
-            // SAFETY: resume completion, once.
-            unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
-            status
-        }
-        PostDone::Deferred => {
-            // SAFETY: the halted IRP at our location.
-            unsafe { IoMarkIrpPending(irp) };
-            Status::PENDING.0
-        }
-    }
+    // SAFETY: the IRP is halted at our location, ours.
+    unsafe { done.finish_halted(irp) }
 }
 
 /// Signals the event in its context and keeps the IRP for the waiting dispatch routine.
