@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use fsfilter_bench::{Bench, Driver};
-use fsfilter_sim::events::Phase;
-use fsfilter_sim::{EventKind, FltEvent};
+use fsfilter_sim::EventKind;
 
 const ALL: [Driver; 6] = [
     Driver::RawMinifilter,
@@ -20,19 +19,7 @@ const ALL: [Driver; 6] = [
 
 /// Pre callbacks the Filter Manager called for `Filter<index>`.
 fn minifilter_pres(bench: &Bench, index: usize) -> usize {
-    let name = format!("Filter{index}");
-    bench
-        .machine
-        .events()
-        .iter()
-        .filter(|e| {
-            matches!(&e.kind, EventKind::FltMgr {
-                driver: Some(d),
-                event: FltEvent::Operation { phase: Phase::Pre, .. },
-                ..
-            } if *d == name)
-        })
-        .count()
+    bench.machine.flt_pre_count(&format!("Filter{index}"))
 }
 
 #[test]

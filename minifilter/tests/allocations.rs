@@ -10,10 +10,7 @@
 mod common;
 
 use fsfilter::Status;
-use fsfilter_sim::{
-    CreateOptions, DriverEntry, EventKind, FltEvent, FsKind, IoMode, Machine, StartType,
-    VolumeSpec, events::Phase,
-};
+use fsfilter_sim::{CreateOptions, DriverEntry, FsKind, IoMode, StartType, VolumeSpec};
 
 mod drivers {
     pub(crate) mod passthrough {
@@ -22,16 +19,6 @@ mod drivers {
     pub(crate) mod probe {
         fsfilter_minifilter::driver!(probe::Probe);
     }
-}
-
-/// Pre-operation callbacks the Filter Manager called for `driver`'s instances so far.
-fn pre_count(m: &Machine, driver: &str) -> usize {
-    m.events()
-        .iter()
-        .filter(|e| {
-            matches!(&e.kind, EventKind::FltMgr { driver: Some(d), event: FltEvent::Operation { phase: Phase::Pre, .. }, .. } if d == driver)
-        })
-        .count()
 }
 
 /// Pool calls made by the driver over the workload, the workload's operations, and the pre
@@ -45,7 +32,7 @@ fn pool_calls_per_operation(entry: DriverEntry) -> (u64, u64, usize) {
     assert_eq!(m.read(h, Some(0), 16, IoMode::Cached).status, Status::SUCCESS);
     let before = m.kernel(|k| k.pool_calls_of_service("Filter"));
     assert!(before > 0, "the accounting sees the driver's own allocations (its state, at load)");
-    let pres_before = pre_count(&m, "Filter");
+    let pres_before = m.flt_pre_count("Filter");
     let mut operations = 0;
     for i in 0..50u64 {
         let g = m.open(c, "data.bin", CreateOptions::open()).unwrap();
@@ -60,7 +47,7 @@ fn pool_calls_per_operation(entry: DriverEntry) -> (u64, u64, usize) {
         operations += 2;
     }
     let after = m.kernel(|k| k.pool_calls_of_service("Filter"));
-    let pres = pre_count(&m, "Filter") - pres_before;
+    let pres = m.flt_pre_count("Filter") - pres_before;
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     (after - before, operations, pres)

@@ -53,3 +53,69 @@ impl crate::Machine {
         self.kernel(|k| k.named_device_stack(name).into_iter().map(|e| e.driver).collect())
     }
 }
+
+/// Views of the event log that the backends' tests, the benchmarks and the lab share.
+impl crate::Machine {
+    /// Every callback `driver`'s logic reported through the backends' trace hook, with the
+    /// volume it was for, in order.
+    pub fn callbacks_of(&self, driver: &str) -> Vec<(Option<String>, crate::Callback)> {
+        self.kernel(|k| {
+            k.events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    crate::EventKind::Callback { driver: d, volume, callback, .. }
+                        if d == driver =>
+                    {
+                        Some((volume.clone(), callback.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// Which drivers' pre and post callbacks ran for user request `io`, in order:
+    /// `("ProbeA", "pre")`, ...
+    pub fn callback_order(&self, io: crate::RequestRef) -> Vec<(String, &'static str)> {
+        self.kernel(|k| {
+            k.events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    crate::EventKind::Callback { driver, io: Some(i), callback, .. }
+                        if *i == io =>
+                    {
+                        let kind = callback.kind();
+                        matches!(kind, "pre" | "post").then(|| (driver.clone(), kind))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// How many pre-operation callbacks the Filter Manager called for the instances of
+    /// minifilter `driver` (from its own events, whether or not the filter reports through the
+    /// trace hook).
+    pub fn flt_pre_count(&self, driver: &str) -> usize {
+        self.kernel(|k| {
+            k.events
+                .iter()
+                .filter(|e| {
+                    matches!(&e.kind, crate::EventKind::FltMgr {
+                        driver: Some(d),
+                        event: crate::FltEvent::Operation { phase: crate::events::Phase::Pre, .. },
+                        ..
+                    } if d == driver)
+                })
+                .count()
+        })
+    }
+
+    /// The verifier's findings as text: `RULE Some("driver"): message`.
+    pub fn findings_text(&self) -> Vec<String> {
+        self.findings()
+            .into_iter()
+            .map(|(rule, driver, message)| format!("{} {driver:?}: {message}", rule.name()))
+            .collect()
+    }
+}

@@ -37,15 +37,7 @@ pub(crate) fn sz(s: &str) -> RegValue {
 
 /// Every callback `driver`'s logic saw, with the volume it was for.
 pub(crate) fn callbacks(m: &Machine, driver: &str) -> Vec<(Option<String>, Callback)> {
-    m.events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { driver: d, volume, callback, .. } if d == driver => {
-                Some((volume, callback))
-            }
-            _ => None,
-        })
-        .collect()
+    m.callbacks_of(driver)
 }
 
 /// The instance-setup callbacks of `driver`: (volume, flags, status).
@@ -83,24 +75,12 @@ pub(crate) fn order_for_io(
     m: &Machine,
     io: fsfilter_sim::RequestRef,
 ) -> Vec<(String, &'static str)> {
-    m.events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { driver, io: Some(i), callback, .. } if i == io => {
-                let kind = callback.kind();
-                matches!(kind, "pre" | "post").then_some((driver, kind))
-            }
-            _ => None,
-        })
-        .collect()
+    m.callback_order(io)
 }
 
 /// Names of the rules the verifier reported.
 pub(crate) fn findings(m: &Machine) -> Vec<String> {
-    m.findings()
-        .into_iter()
-        .map(|(rule, driver, message)| format!("{} {driver:?}: {message}", rule.name()))
-        .collect()
+    m.findings_text()
 }
 
 /// The events' kinds, in order (for ordering assertions).

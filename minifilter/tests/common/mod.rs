@@ -7,8 +7,8 @@
 
 use fsfilter::{InstanceSetupFlags, MajorFunction, OperationKind, Status};
 use fsfilter_sim::{
-    Callback, EventKind, InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig,
-    RegValue, RequestRef, ServiceSpec, StartType,
+    Callback, InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, RegValue,
+    ServiceSpec, StartType,
 };
 
 mod probe_driver {
@@ -74,15 +74,7 @@ pub(crate) fn sz(s: &str) -> RegValue {
 
 /// Every callback `driver`'s logic saw, with the volume it was for.
 pub(crate) fn callbacks(m: &Machine, driver: &str) -> Vec<(Option<String>, Callback)> {
-    m.events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { driver: d, volume, callback, .. } if d == driver => {
-                Some((volume, callback))
-            }
-            _ => None,
-        })
-        .collect()
+    m.callbacks_of(driver)
 }
 
 /// The instance-setup callbacks of `driver`: (volume, flags, status).
@@ -115,25 +107,16 @@ pub(crate) fn pres(
 }
 
 /// Which drivers' pre and post callbacks ran for user request `io`, in order.
-pub(crate) fn order_for_io(m: &Machine, io: RequestRef) -> Vec<(String, &'static str)> {
-    m.events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { driver, io: Some(i), callback, .. } if i == io => {
-                let kind = callback.kind();
-                matches!(kind, "pre" | "post").then_some((driver, kind))
-            }
-            _ => None,
-        })
-        .collect()
+pub(crate) fn order_for_io(
+    m: &Machine,
+    io: fsfilter_sim::RequestRef,
+) -> Vec<(String, &'static str)> {
+    m.callback_order(io)
 }
 
 /// The verifier's findings, as text.
 pub(crate) fn findings(m: &Machine) -> Vec<String> {
-    m.findings()
-        .into_iter()
-        .map(|(rule, driver, message)| format!("{} {driver:?}: {message}", rule.name()))
-        .collect()
+    m.findings_text()
 }
 
 /// The drivers of a volume's stack, with each frame's instances: `["ProbeB", "ProbeA",
