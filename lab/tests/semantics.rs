@@ -484,10 +484,8 @@ path = "good.txt"
     assert_eq!(modes(&l).len(), modes(&m).len());
 }
 
-#[test]
-fn dismount_agrees() {
-    // Row `dismount`: the instance is torn down with VOLUME_DISMOUNT in both models.
-    let text = r#"
+/// Row `dismount`: the probe on a FAT volume that is dismounted with a file open on it.
+const DISMOUNT: &str = r#"
 [[volume]]
 name = "F:"
 filesystem = "fat"
@@ -499,9 +497,19 @@ model = "minifilter"
 start = "boot"
 altitude = "370100"
 [[step]]
+action = "io"
+volume = "F:"
+op = "read"
+path = "a.txt"
+[[step]]
 action = "dismount"
 volume = "F:"
 "#;
+
+#[test]
+fn dismount_agrees() {
+    // Row `dismount`: the instance is torn down with VOLUME_DISMOUNT in both models.
+    let text = DISMOUNT;
     let (l, m) = both(text, "P");
     let teardowns = |r: &Run| -> Vec<String> {
         r.events
@@ -528,26 +536,7 @@ fn dismount_timing_differs() {
     // Row `dismount`, "when": a file is open on the volume when it is dismounted. The Filter
     // Manager tears the instance down at the dismount, before the caller closes the file; the
     // legacy backend sees the file's cleanup first and tears down when the volume's device goes.
-    let text = r#"
-[[volume]]
-name = "F:"
-filesystem = "fat"
-files = { "a.txt" = "x" }
-[[driver]]
-name = "P"
-sample = "probe"
-model = "minifilter"
-start = "boot"
-altitude = "370100"
-[[step]]
-action = "io"
-volume = "F:"
-op = "read"
-path = "a.txt"
-[[step]]
-action = "dismount"
-volume = "F:"
-"#;
+    let text = DISMOUNT;
     let (l, m) = both(text, "P");
     // What P saw after the dismount, in order: "cleanup" for its cleanup pre callback,
     // "teardown" for its teardown start.
