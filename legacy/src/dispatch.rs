@@ -12,10 +12,11 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    DataScanMode, Filter, Instance, InstanceId, IoStatus, Irql, MajorFunction, PendBackend,
-    PostBackend, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume,
-    SectionId, Status, fsctl,
+    DataScanMode, Filter, Instance, InstanceId, IoStatus, Irql, MajorFunction, OperationBuffer,
+    OperationHeader, PendBackend, PostBackend, PostFlags, PostOperation, PostOutcome, PreOperation,
+    PreOutcome, PreResume, SectionId, Status, fsctl,
 };
+use fsfilter_kernel::buffer::OnDemandBuffer;
 use fsfilter_kernel::constants::flt_preop;
 use fsfilter_kernel::irp::{
     IO_NO_INCREMENT, IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
@@ -185,9 +186,12 @@ unsafe fn volume_dispatch<F: Filter>(
         return unsafe { pass_through(ext, irp) };
     }
     let outcome = if op.pre {
-        // SAFETY: the live IRP.
-        let buffer = unsafe { view::pre_buffer(irp, &header) };
+        // SAFETY: the IRP stays live while `pre` exists (this call); `view::Buffers` answers
+        // its buffer.
+        let source =
+            unsafe { OnDemandBuffer::<view::Buffers>::pre(irp as usize, &header.parameters) };
         let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
+        let buffer = OperationBuffer::on_demand(&source);
         let mut pre = PreOperation::new(header, buffer, &services, Some(pender::<F>()));
         state.filter.pre_operation(&instance, &mut pre)
     } else {
@@ -446,8 +450,10 @@ unsafe fn run_post_with<F: Filter>(
     };
     // SAFETY: as above.
     let result = unsafe { view::io_status(irp) };
-    // SAFETY: as above.
-    let buffer = unsafe { view::post_buffer(irp, &header, result) };
+    // SAFETY: the IRP stays live while `op` exists (this call); `view::Buffers` answers its
+    // buffer.
+    let source = unsafe { post_source(irp, &header, result) };
+    let buffer = OperationBuffer::on_demand(&source);
     let create = header.major == MajorFunction::Create;
     let services =
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
@@ -530,8 +536,10 @@ unsafe fn run_when_safe<F: Filter>(
     };
     // SAFETY: as above.
     let result = unsafe { view::io_status(irp) };
-    // SAFETY: as above.
-    let buffer = unsafe { view::post_buffer(irp, &header, result) };
+    // SAFETY: the IRP stays live while `op` exists (this call); `view::Buffers` answers its
+    // buffer.
+    let source = unsafe { post_source(irp, &header, result) };
+    let buffer = OperationBuffer::on_demand(&source);
     let create = header.major == MajorFunction::Create;
     let services =
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
@@ -1079,6 +1087,26 @@ impl<F: Filter> PostBackend for Deferrer<F> {
         }
         // SAFETY: resume the completion we held, once.
         unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+    }
+}
+
+/// The on-demand buffer of a post callback: the data a successful read returned.
+///
+/// # Safety
+/// `irp` must stay live while the view built on the source exists.
+unsafe fn post_source(
+    irp: *mut IRP,
+    header: &OperationHeader<'_>,
+    result: IoStatus,
+) -> OnDemandBuffer<view::Buffers> {
+    // SAFETY: the caller's contract; `view::Buffers` answers the IRP's buffer.
+    unsafe {
+        OnDemandBuffer::<view::Buffers>::post(
+            irp as usize,
+            &header.parameters,
+            result.information,
+            result.status.is_success(),
+        )
     }
 }
 

@@ -263,7 +263,7 @@ unsafe fn model<F: Filter>(
     }
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
     let outcome = if op.pre {
-        let mut pre = PreOperation::new(header, Buffer::User, &services, None);
+        let mut pre = PreOperation::new(header, Buffer::User.into(), &services, None);
         state.filter.pre_operation(&instance, &mut pre)
     } else {
         // SAFETY: post without pre: the context is zero-sized (checked at load).
@@ -322,7 +322,7 @@ unsafe fn model<F: Filter>(
         // post, with STATUS_FLT_DISALLOW_FAST_IO, as the Filter Manager does (rule 12).
         IoStatus::new(Status::FLT_DISALLOW_FAST_IO)
     };
-    let mut post = PostOperation::new(header, result, Buffer::User, &services, None);
+    let mut post = PostOperation::new(header, result, Buffer::User.into(), &services, None);
     // Fast-I/O post callbacks run at PASSIVE_LEVEL in the same thread (facts.md §4): WhenSafe
     // runs its second half right away.
     let outcome =

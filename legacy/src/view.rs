@@ -2,7 +2,7 @@
 //! no callback data: the backend reads the IRP itself).
 
 use fsfilter::{
-    Buffer, CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
+    CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
     InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction, OperationHeader,
     OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status, directory, fsctl,
 };
@@ -199,68 +199,26 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
     }
 }
 
-/// The buffer of a read or write IRP when it is safe to touch: an MDL or a system buffer.
-///
-/// # Safety
-/// `irp` must be live for `'a`.
-unsafe fn rw_buffer<'a>(irp: *mut IRP, len: usize) -> Option<&'a mut [u8]> {
-    // SAFETY: the caller guarantees a live IRP.
-    let i = unsafe { irp.as_ref() }?;
-    let base: *mut u8 = if !i.MdlAddress.is_null() {
-        // SAFETY: the IRP's MDL is valid and locked while the IRP is in flight.
-        unsafe { mdl::system_address(i.MdlAddress) }.cast()
-    } else if i.Flags & irp_flags::BUFFERED_IO != 0 {
-        // SAFETY: `SystemBuffer` is the member of buffered I/O.
-        unsafe { i.AssociatedIrp.SystemBuffer }.cast()
-    } else {
-        return None;
-    };
-    if base.is_null() || len == 0 {
-        return None;
-    }
-    // SAFETY: the MDL or system buffer covers the request's length, which `len` never exceeds.
-    Some(unsafe { core::slice::from_raw_parts_mut(base, len) })
-}
+/// Where this backend's reads and writes keep their data ([`fsfilter_kernel::buffer::Locate`]):
+/// the IRP's MDL, mapped to system space only when filter logic asks for the bytes, or
+/// its system buffer.
+pub(crate) struct Buffers;
 
-/// The buffer a pre-operation callback may see: the data of a write.
-///
-/// # Safety
-/// `irp` must be live for `'a`.
-pub(crate) unsafe fn pre_buffer<'a>(irp: *mut IRP, header: &OperationHeader<'_>) -> Buffer<'a> {
-    match header.parameters {
-        // SAFETY: a live write IRP.
-        Parameters::Write(w) => match unsafe { rw_buffer(irp, w.length as usize) } {
-            Some(b) => Buffer::Readable(b),
-            None if w.length > 0 => Buffer::User,
-            None => Buffer::None,
-        },
-        _ => Buffer::None,
-    }
-}
-
-/// The buffer a post-operation callback may see: the data a successful read returned.
-///
-/// # Safety
-/// `irp` must be live for `'a`.
-pub(crate) unsafe fn post_buffer<'a>(
-    irp: *mut IRP,
-    header: &OperationHeader<'_>,
-    result: IoStatus,
-) -> Buffer<'a> {
-    if !result.status.is_success() {
-        return Buffer::None;
-    }
-    match header.parameters {
-        Parameters::Read(r) => {
-            let len = result.information.min(r.length as usize);
-            // SAFETY: a live read IRP.
-            match unsafe { rw_buffer(irp, len) } {
-                Some(b) => Buffer::Writable(b),
-                None if len > 0 => Buffer::User,
-                None => Buffer::None,
-            }
+impl fsfilter_kernel::buffer::Locate for Buffers {
+    unsafe fn locate(irp: usize, _write: bool) -> *mut u8 {
+        // SAFETY: the caller guarantees a live IRP.
+        let Some(i) = (unsafe { (irp as *const IRP).as_ref() }) else {
+            return core::ptr::null_mut();
+        };
+        if !i.MdlAddress.is_null() {
+            // SAFETY: the IRP's MDL is valid and locked while the IRP is in flight.
+            unsafe { mdl::system_address(i.MdlAddress) }.cast()
+        } else if i.Flags & irp_flags::BUFFERED_IO != 0 {
+            // SAFETY: `SystemBuffer` is the member of buffered I/O.
+            unsafe { i.AssociatedIrp.SystemBuffer }.cast()
+        } else {
+            core::ptr::null_mut()
         }
-        _ => Buffer::None,
     }
 }
 

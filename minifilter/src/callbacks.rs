@@ -8,10 +8,11 @@ use core::marker::PhantomData;
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
     DataScanMode, Error, FilesystemType, Filter, Instance, InstanceId, InstanceSetup,
-    InstanceSetupFlags, IoStatus, MajorFunction, OperationKind, PendBackend, PostBackend,
-    PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume, SectionId, Status,
-    TeardownFlags, UnloadFlags, VolumeDeviceType, VolumeInfo,
+    InstanceSetupFlags, IoStatus, MajorFunction, OperationBuffer, OperationKind, PendBackend,
+    PostBackend, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume,
+    SectionId, Status, TeardownFlags, UnloadFlags, VolumeDeviceType, VolumeInfo,
 };
+use fsfilter_kernel::buffer::OnDemandBuffer;
 use fsfilter_kernel::constants::{flt_postop, flt_preop};
 use fsfilter_kernel::trace;
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
@@ -588,11 +589,13 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
             unsafe { closing.finish() };
         }
     }
-    // SAFETY: as above.
-    let buffer = unsafe { view::pre_buffer(data, &header) };
+    // SAFETY: the callback data stays valid while `op` lives (this call), and `view::Buffers`
+    // answers its write buffer.
+    let source = unsafe { OnDemandBuffer::<view::Buffers>::pre(data as usize, &header.parameters) };
     let services =
         OpServices::<F>::for_operation(driver, objects.Instance, data, inst.state().data_scan);
     let can_pend = header.kind == OperationKind::Irp;
+    let buffer = OperationBuffer::on_demand(&source);
     let mut op = PreOperation::new(header, buffer, &services, can_pend.then(pender::<F>));
     let outcome = driver.filter.pre_operation(&inst.view(), &mut op);
     let (status, context, reported) = map_pre_outcome(driver, &header, data, outcome);
@@ -781,8 +784,17 @@ unsafe fn post_common<F: Filter>(
     let draining = post_flags.contains(PostFlags::DRAINING);
     // SAFETY: the running callback's data.
     let result = unsafe { view::io_status(data) };
-    // SAFETY: as above.
-    let buffer = unsafe { view::post_buffer(data, &header, result, draining) };
+    // SAFETY: the callback data stays valid while `op` lives (this call), and `view::Buffers`
+    // answers its read buffer.
+    let source = unsafe {
+        OnDemandBuffer::<view::Buffers>::post(
+            data as usize,
+            &header.parameters,
+            result.information,
+            !draining && result.status.is_success(),
+        )
+    };
+    let buffer = OperationBuffer::on_demand(&source);
     let services =
         OpServices::<F>::for_operation(driver, objs.Instance, data, inst.state().data_scan);
     let can_defer = header.kind == OperationKind::Irp && !draining;

@@ -1,7 +1,7 @@
 //! Building the model's operation views from the Filter Manager's `FLT_CALLBACK_DATA`.
 
 use fsfilter::{
-    Buffer, CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
+    CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
     InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction, OperationHeader,
     OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status, directory, fsctl,
 };
@@ -191,85 +191,36 @@ fn create_access(c: &windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PAR
     unsafe { c.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess)
 }
 
-/// The read or write buffer of `data`, when it is safe to touch: a system buffer, or an MDL.
-///
-/// # Safety
-/// `data` must be valid for `'a` and describe a read or write.
-unsafe fn rw_buffer<'a>(data: &FLT_CALLBACK_DATA, write: bool, len: usize) -> Option<&'a mut [u8]> {
-    // SAFETY: a valid callback data points to its valid parameter block.
-    let iopb = unsafe { data.Iopb.as_ref() }?;
-    let (buffer, mdl): (*mut core::ffi::c_void, *mut MDL) = if write {
-        // SAFETY: the caller guarantees a write, whose member is `Write`.
-        let w = unsafe { &iopb.Parameters.Write };
-        (w.WriteBuffer, w.MdlAddress)
-    } else {
-        // SAFETY: the caller guarantees a read, whose member is `Read`.
-        let r = unsafe { &iopb.Parameters.Read };
-        (r.ReadBuffer, r.MdlAddress)
-    };
-    let base: *mut u8 = if !mdl.is_null() {
-        // SAFETY: the operation's MDL is valid and locked while the operation is in flight.
-        unsafe { mdl::system_address(mdl) }.cast()
-    } else if data.Flags & fltfl_callback_data::SYSTEM_BUFFER != 0 {
-        buffer.cast()
-    } else {
-        return None;
-    };
-    if base.is_null() || len == 0 {
-        return None;
-    }
-    // SAFETY: a system buffer or mapped MDL of a read/write covers `Length` bytes (and `len`
-    // never exceeds it), and nothing else touches it while this callback runs.
-    Some(unsafe { core::slice::from_raw_parts_mut(base, len) })
-}
+/// Where this backend's reads and writes keep their data ([`fsfilter_kernel::buffer::Locate`]):
+/// the callback data's MDL, mapped to system space only when filter logic asks for the bytes, or
+/// its system buffer.
+pub(crate) struct Buffers;
 
-/// The buffer a pre-operation callback may see: the data of a write.
-///
-/// # Safety
-/// `data` must be valid for `'a`.
-pub(crate) unsafe fn pre_buffer<'a>(
-    data: *const FLT_CALLBACK_DATA,
-    header: &OperationHeader<'_>,
-) -> Buffer<'a> {
-    // SAFETY: the caller guarantees validity.
-    let Some(data) = (unsafe { data.as_ref() }) else { return Buffer::None };
-    match header.parameters {
-        // SAFETY: a write's buffer.
-        Parameters::Write(w) => match unsafe { rw_buffer(data, true, w.length as usize) } {
-            Some(b) => Buffer::Readable(b),
-            None if w.length > 0 => Buffer::User,
-            None => Buffer::None,
-        },
-        _ => Buffer::None,
-    }
-}
-
-/// The buffer a post-operation callback may see: the data a successful read returned.
-///
-/// # Safety
-/// `data` must be valid for `'a`.
-pub(crate) unsafe fn post_buffer<'a>(
-    data: *const FLT_CALLBACK_DATA,
-    header: &OperationHeader<'_>,
-    result: IoStatus,
-    draining: bool,
-) -> Buffer<'a> {
-    // SAFETY: the caller guarantees validity.
-    let Some(data) = (unsafe { data.as_ref() }) else { return Buffer::None };
-    if draining || !result.status.is_success() {
-        return Buffer::None;
-    }
-    match header.parameters {
-        Parameters::Read(r) => {
-            let len = result.information.min(r.length as usize);
-            // SAFETY: a read's buffer.
-            match unsafe { rw_buffer(data, false, len) } {
-                Some(b) => Buffer::Writable(b),
-                None if len > 0 => Buffer::User,
-                None => Buffer::None,
-            }
+impl fsfilter_kernel::buffer::Locate for Buffers {
+    unsafe fn locate(data: usize, write: bool) -> *mut u8 {
+        // SAFETY: the caller guarantees a valid callback data.
+        let Some(data) = (unsafe { (data as *const FLT_CALLBACK_DATA).as_ref() }) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: a valid callback data points to its valid parameter block.
+        let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else { return core::ptr::null_mut() };
+        let (buffer, mdl): (*mut core::ffi::c_void, *mut MDL) = if write {
+            // SAFETY: the caller guarantees a write, whose member is `Write`.
+            let w = unsafe { &iopb.Parameters.Write };
+            (w.WriteBuffer, w.MdlAddress)
+        } else {
+            // SAFETY: the caller guarantees a read, whose member is `Read`.
+            let r = unsafe { &iopb.Parameters.Read };
+            (r.ReadBuffer, r.MdlAddress)
+        };
+        if !mdl.is_null() {
+            // SAFETY: the operation's MDL is valid and locked while the operation is in flight.
+            unsafe { mdl::system_address(mdl) }.cast()
+        } else if data.Flags & fltfl_callback_data::SYSTEM_BUFFER != 0 {
+            buffer.cast()
+        } else {
+            core::ptr::null_mut()
         }
-        _ => Buffer::None,
     }
 }
 

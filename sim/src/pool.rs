@@ -32,6 +32,9 @@ pub struct Pool {
     pub allocations: FastMap<Option<ImageId>, u64>,
     /// Frees so far, per image.
     pub frees: FastMap<Option<ImageId>, u64>,
+    /// MDLs mapped to system space so far (`MmMapLockedPagesSpecifyCache` on an MDL that was not
+    /// mapped yet), per image: on Windows each takes system PTEs.
+    pub system_mappings: FastMap<Option<ImageId>, u64>,
 }
 
 /// A tag as four characters.
@@ -105,6 +108,18 @@ impl Kernel {
             .enumerate()
             .filter(|(_, i)| i.name.eq_ignore_ascii_case(service))
             .map(|(n, _)| self.pool_calls(ImageId(n as u32)))
+            .sum()
+    }
+
+    /// MDLs the loaded image of service `service` mapped to system space so far.
+    pub fn mdl_mappings_of_service(&self, service: &str) -> u64 {
+        self.images
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.name.eq_ignore_ascii_case(service))
+            .map(|(n, _)| {
+                self.pool.system_mappings.get(&Some(ImageId(n as u32))).copied().unwrap_or(0)
+            })
             .sum()
     }
 

@@ -757,7 +757,7 @@ fn transfer(
         let i = unsafe { crate::irpx::header(b.irp) };
         i.UserBuffer = buf.ptr().cast();
         if mode != IoMode::Cached {
-            i.MdlAddress = k.allocate_mdl(buf.ptr().cast(), length);
+            i.MdlAddress = k.allocate_locked_mdl(buf.ptr().cast(), length);
         }
         let s = first(&b);
         if write {

@@ -44,9 +44,9 @@ pub use major::{
     MajorFunction, OperationKind, directory, fsctl, lock, read_write,
 };
 pub use operation::{
-    Buffer, ControlParameters, CreateParameters, DirectoryParameters, FileName,
-    InformationParameters, IoStatus, LockParameters, OperationHeader, Parameters, PostOperation,
-    PreOperation, ReadWriteParameters, RequestorMode, create,
+    Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,
+    InformationParameters, IoStatus, LockParameters, OperationBuffer, OperationHeader, Parameters,
+    PostOperation, PreOperation, ReadWriteParameters, RequestorMode, create,
 };
 pub use params::{ParameterDoc, ParameterList, ParameterValue, ServiceParameters};
 pub use registration::{Callbacks, Operation, Registration, RegistrationError};

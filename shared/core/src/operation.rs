@@ -4,6 +4,7 @@
 //! Pre and post views are different types (style.md, convention 7): a pre view can be pended or
 //! synchronized and carries the request's input; a post view carries the result.
 
+use core::cell::OnceCell;
 use core::fmt;
 
 use crate::flags::{CallbackDataFlags, IrpFlags};
@@ -193,6 +194,81 @@ impl fmt::Debug for Buffer<'_> {
             Buffer::Readable(b) => write!(f, "Readable({} bytes)", b.len()),
             Buffer::Writable(b) => write!(f, "Writable({} bytes)", b.len()),
             Buffer::User => f.write_str("User"),
+        }
+    }
+}
+
+/// Where an operation's buffer comes from when a backend maps it on demand: a callback whose
+/// filter never asks for the data maps nothing. Mapping is not free on Windows: a paging read's
+/// MDL is not mapped to system space, and `MmGetSystemAddressForMdlSafe` would take system PTEs
+/// for it on every callback of every filter in the stack.
+pub trait BufferSource<'a> {
+    /// The buffer. [`OperationBuffer`] calls it at most once; an implementation that hands out
+    /// `Buffer::Writable` answers `Buffer::None` to any later call, so that two mutable views of
+    /// the same memory never exist.
+    fn map(&self) -> Buffer<'a>;
+}
+
+/// An operation's buffer as [`PreOperation`] and [`PostOperation`] hold it: ready, or mapped by
+/// its [`BufferSource`] on first use.
+pub struct OperationBuffer<'a> {
+    cell: OnceCell<Buffer<'a>>,
+    source: Option<&'a dyn BufferSource<'a>>,
+    /// What [`OperationBuffer::get_mut`] answers if the cell could not be filled (never: it is
+    /// filled just before).
+    none: Buffer<'a>,
+}
+
+impl<'a> OperationBuffer<'a> {
+    /// A buffer known now.
+    pub fn ready(buffer: Buffer<'a>) -> OperationBuffer<'a> {
+        OperationBuffer { cell: OnceCell::from(buffer), source: None, none: Buffer::None }
+    }
+
+    /// A buffer `source` maps the first time filter logic asks for it.
+    pub fn on_demand(source: &'a dyn BufferSource<'a>) -> OperationBuffer<'a> {
+        OperationBuffer { cell: OnceCell::new(), source: Some(source), none: Buffer::None }
+    }
+
+    /// True once the buffer is known (ready, or mapped by a first access).
+    pub fn is_mapped(&self) -> bool {
+        self.cell.get().is_some()
+    }
+
+    fn map(&self) -> Buffer<'a> {
+        self.source.map_or(Buffer::None, |s| s.map())
+    }
+
+    /// The buffer, mapped now if it was not yet.
+    pub fn get(&self) -> &Buffer<'a> {
+        self.cell.get_or_init(|| self.map())
+    }
+
+    /// The buffer for in-place change, mapped now if it was not yet.
+    pub fn get_mut(&mut self) -> &mut Buffer<'a> {
+        if self.cell.get().is_none() {
+            let buffer = self.map();
+            self.cell = OnceCell::from(buffer);
+        }
+        match self.cell.get_mut() {
+            Some(b) => b,
+            None => &mut self.none,
+        }
+    }
+}
+
+impl<'a> From<Buffer<'a>> for OperationBuffer<'a> {
+    fn from(buffer: Buffer<'a>) -> OperationBuffer<'a> {
+        OperationBuffer::ready(buffer)
+    }
+}
+
+impl fmt::Debug for OperationBuffer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Printing does not map.
+        match self.cell.get() {
+            Some(b) => b.fmt(f),
+            None => f.write_str("NotMapped"),
         }
     }
 }
@@ -412,7 +488,7 @@ impl OperationHeader<'_> {
 /// completion context, which a pended operation carries to its post callback.
 pub struct PreOperation<'a, C: 'static = ()> {
     header: OperationHeader<'a>,
-    buffer: Buffer<'a>,
+    buffer: OperationBuffer<'a>,
     services: &'a dyn Services,
     pender: Option<&'static dyn PendBackend<C>>,
 }
@@ -421,7 +497,7 @@ impl<'a, C: 'static> PreOperation<'a, C> {
     /// Built by a backend. `pender` is `None` where the operation cannot be pended.
     pub fn new(
         header: OperationHeader<'a>,
-        buffer: Buffer<'a>,
+        buffer: OperationBuffer<'a>,
         services: &'a dyn Services,
         pender: Option<&'static dyn PendBackend<C>>,
     ) -> Self {
@@ -455,9 +531,9 @@ impl<'a, C: 'static> PreOperation<'a, C> {
         self.header.file_name
     }
 
-    /// The data of a write (readable) or the buffer a read will fill.
+    /// The data of a write (readable), mapped on first use by backends that map on demand.
     pub fn buffer(&self) -> &Buffer<'a> {
-        &self.buffer
+        self.buffer.get()
     }
 
     /// Backend services for this operation.
@@ -510,7 +586,7 @@ impl IoStatus {
 pub struct PostOperation<'a> {
     header: OperationHeader<'a>,
     result: IoStatus,
-    buffer: Buffer<'a>,
+    buffer: OperationBuffer<'a>,
     services: &'a dyn Services,
     deferrer: Option<&'static dyn PostBackend>,
 }
@@ -520,7 +596,7 @@ impl<'a> PostOperation<'a> {
     pub fn new(
         header: OperationHeader<'a>,
         result: IoStatus,
-        buffer: Buffer<'a>,
+        buffer: OperationBuffer<'a>,
         services: &'a dyn Services,
         deferrer: Option<&'static dyn PostBackend>,
     ) -> Self {
@@ -554,14 +630,15 @@ impl<'a> PostOperation<'a> {
         self.header.file_name
     }
 
-    /// The data a read returned (up to `information` bytes), when accessible.
+    /// The data a read returned (up to `information` bytes), when accessible; mapped on first
+    /// use by backends that map on demand.
     pub fn buffer(&self) -> &Buffer<'a> {
-        &self.buffer
+        self.buffer.get()
     }
 
     /// The data a read returned, for in-place change, when the buffer allows it.
     pub fn buffer_mut(&mut self) -> &mut Buffer<'a> {
-        &mut self.buffer
+        self.buffer.get_mut()
     }
 
     /// Backend services for this operation.
@@ -708,5 +785,49 @@ mod tests {
         assert!(r.bytes_mut().is_none());
         assert!(Buffer::User.bytes().is_none());
         assert!(Buffer::None.bytes().is_none());
+    }
+
+    /// A source that counts its calls and hands out its bytes once.
+    struct Counting<'a> {
+        calls: core::cell::Cell<u32>,
+        bytes: core::cell::Cell<Option<&'a mut [u8]>>,
+    }
+
+    impl<'a> BufferSource<'a> for Counting<'a> {
+        fn map(&self) -> Buffer<'a> {
+            self.calls.set(self.calls.get() + 1);
+            match self.bytes.take() {
+                Some(b) => Buffer::Writable(b),
+                None => Buffer::None,
+            }
+        }
+    }
+
+    #[test]
+    fn an_on_demand_buffer_is_mapped_once_and_only_when_asked_for() {
+        let mut data = [7u8, 8];
+        let source =
+            Counting { calls: core::cell::Cell::new(0), bytes: Some(&mut data[..]).into() };
+        let mut buffer = OperationBuffer::on_demand(&source);
+        // Printing it does not map it.
+        assert_eq!(std::format!("{buffer:?}"), "NotMapped");
+        assert!(!buffer.is_mapped());
+        assert_eq!(source.calls.get(), 0);
+        assert_eq!(buffer.get().bytes(), Some(&[7u8, 8][..]));
+        assert!(buffer.is_mapped());
+        buffer.get_mut().bytes_mut().unwrap()[0] = 1;
+        assert_eq!(buffer.get().bytes(), Some(&[1u8, 8][..]));
+        assert_eq!(source.calls.get(), 1, "mapped once");
+        // Mutable access first maps too.
+        let mut other = [3u8];
+        let source =
+            Counting { calls: core::cell::Cell::new(0), bytes: Some(&mut other[..]).into() };
+        let mut buffer = OperationBuffer::on_demand(&source);
+        assert!(buffer.get_mut().bytes_mut().is_some());
+        assert!(buffer.get().bytes().is_some());
+        assert_eq!(source.calls.get(), 1);
+        let ready = OperationBuffer::from(Buffer::User);
+        assert!(ready.is_mapped());
+        assert!(matches!(ready.get(), Buffer::User));
     }
 }

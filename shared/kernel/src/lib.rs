@@ -19,6 +19,7 @@
 
 pub use windows_sys as sys;
 
+pub mod buffer;
 pub mod constants;
 pub mod context;
 pub mod crt;

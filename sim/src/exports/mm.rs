@@ -32,6 +32,20 @@ impl Kernel {
         p
     }
 
+    /// An MDL for `length` bytes at `va`, locked but not mapped to system space
+    /// (`MDL_PAGES_LOCKED` only), as the MDL of a paging I/O that Mm builds, or of a user buffer
+    /// a file system probed and locked, is: a driver that wants the bytes maps it with
+    /// `MmGetSystemAddressForMdlSafe`, which the simulator counts per image
+    /// (`Kernel::mdl_mappings_of_service`). `MappedSystemVa` is `va` already, since the
+    /// simulator has one address space, but nothing may rely on it before mapping.
+    pub fn allocate_locked_mdl(&mut self, va: *mut c_void, length: usize) -> *mut MDL {
+        let p = self.allocate_mdl(va, length);
+        // SAFETY: the MDL just allocated.
+        let m = unsafe { obj(p) };
+        m.MdlFlags = mdl::PAGES_LOCKED;
+        p
+    }
+
     /// Frees an MDL the kernel allocated (a no-op for anything else).
     pub fn free_mdl(&mut self, m: *mut MDL) {
         self.mdls.remove(&(m as usize));
@@ -89,6 +103,10 @@ export! { windows_sys::Wdk::System::SystemServices::MmMapLockedPagesSpecifyCache
         if m.MdlFlags & mdl::MAPPED_TO_SYSTEM_VA == 0 {
             m.MappedSystemVa = (m.StartVa as usize + m.ByteOffset as usize) as *mut c_void;
             m.MdlFlags |= mdl::MAPPED_TO_SYSTEM_VA;
+            kernel::with(|k| {
+                let image = k.current_image();
+                *k.pool.system_mappings.entry(image).or_default() += 1;
+            });
         }
         m.MappedSystemVa
     }

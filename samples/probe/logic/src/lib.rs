@@ -570,7 +570,11 @@ mod note {
         }
 
         pub(crate) fn push(&mut self, s: &str) {
-            for &b in s.as_bytes() {
+            self.push_bytes(s.as_bytes());
+        }
+
+        fn push_bytes(&mut self, bytes: &[u8]) {
+            for &b in bytes {
                 let Some(slot) = self.bytes.get_mut(self.len) else { return };
                 // Keep the text valid UTF-8 when cut: non-ASCII bytes become '?'.
                 *slot = if b.is_ascii() { b } else { b'?' };
@@ -591,8 +595,7 @@ mod note {
                     break;
                 }
             }
-            let text = core::str::from_utf8(digits.get(i..).unwrap_or(&[])).unwrap_or("");
-            self.push(text);
+            self.push_bytes(digits.get(i..).unwrap_or(&[]));
         }
 
         pub(crate) fn as_str(&self) -> &str {

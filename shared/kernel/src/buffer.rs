@@ -1,0 +1,97 @@
+//! Operation buffers mapped on demand: the [`fsfilter::BufferSource`] both backends give their
+//! operation views, so that a callback whose filter never looks at the data maps nothing.
+//!
+//! What a callback may see is the model's rule, the same in both backends: in a pre callback the
+//! data of a write; in a post callback the data a successful read returned (up to its
+//! `Information`), for in-place change. Where the data lives (an MDL, a system buffer, or memory
+//! the kernel cannot touch safely) is the backend's part: the `locate` function it passes.
+
+use core::cell::Cell;
+
+use fsfilter::{Buffer, BufferSource, Parameters};
+
+/// Where a backend's operations keep their data.
+pub trait Locate {
+    /// The base address of the data of operation `handle` (an IRP or a callback data, a read or
+    /// a write as `write` says): the system address of its MDL (mapped by the call) or its system
+    /// buffer; null when it has neither (a user buffer of neither-I/O).
+    ///
+    /// # Safety
+    /// `handle` must be a live read or write operation of the backend.
+    unsafe fn locate(handle: usize, write: bool) -> *mut u8;
+}
+
+/// A buffer the operation `handle` (an IRP or a callback data) owns, located by `L` and sliced
+/// the first time filter logic asks for it.
+pub struct OnDemandBuffer<L> {
+    handle: usize,
+    locate: core::marker::PhantomData<L>,
+    /// Bytes a pre callback may read (a write's length), or a post callback may change (what a
+    /// successful read returned); `None`: the operation has no buffer to show.
+    shown: Option<(usize, bool)>,
+    /// Set by the first `map`: later calls answer `Buffer::None`, so that two mutable views of
+    /// the same bytes never exist.
+    mapped: Cell<bool>,
+}
+
+impl<L: Locate> OnDemandBuffer<L> {
+    /// The buffer a pre-operation callback may see: the data of a write.
+    ///
+    /// # Safety
+    /// `handle` must stay live while the view built on this source exists (the running
+    /// callback), and `L::locate(handle, ..)` must answer null or the base of at least the
+    /// operation's length in bytes, which nothing else touches during the callback.
+    pub unsafe fn pre(handle: usize, parameters: &Parameters) -> OnDemandBuffer<L> {
+        let shown = match parameters {
+            Parameters::Write(w) => Some((w.length as usize, true)),
+            _ => None,
+        };
+        OnDemandBuffer {
+            handle,
+            locate: core::marker::PhantomData,
+            shown,
+            mapped: Cell::new(false),
+        }
+    }
+
+    /// The buffer a post-operation callback may see: the data a read returned, when it succeeded
+    /// with `information` bytes and `show` (false: draining, or the operation failed).
+    ///
+    /// # Safety
+    /// As [`OnDemandBuffer::pre`].
+    pub unsafe fn post(
+        handle: usize,
+        parameters: &Parameters,
+        information: usize,
+        show: bool,
+    ) -> OnDemandBuffer<L> {
+        let shown = match parameters {
+            Parameters::Read(r) if show => Some((information.min(r.length as usize), false)),
+            _ => None,
+        };
+        OnDemandBuffer {
+            handle,
+            locate: core::marker::PhantomData,
+            shown,
+            mapped: Cell::new(false),
+        }
+    }
+}
+
+impl<'a, L: Locate> BufferSource<'a> for OnDemandBuffer<L> {
+    fn map(&self) -> Buffer<'a> {
+        let Some((len, write)) = self.shown else { return Buffer::None };
+        if len == 0 || self.mapped.replace(true) {
+            return Buffer::None;
+        }
+        // SAFETY: the constructor's contract: a live operation and its locator.
+        let base = unsafe { L::locate(self.handle, write) };
+        if base.is_null() {
+            return Buffer::User;
+        }
+        // SAFETY: the locator answered the base of at least `len` bytes nobody else touches
+        // during the callback, and this is the only view handed out (the flag above).
+        let bytes = unsafe { core::slice::from_raw_parts_mut(base, len) };
+        if write { Buffer::Readable(bytes) } else { Buffer::Writable(bytes) }
+    }
+}
