@@ -2,6 +2,8 @@
 //! global, `fsfilter_kernel::image`), one `InstanceState` per instance (in the instance context),
 //! and the bookkeeping of pended operations and data-scan sections.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use fsfilter::{DataScanMode, Filter, Registration, VolumeInfo};
 use fsfilter_kernel::datascan::SectionTable;
 use fsfilter_kernel::image;
@@ -40,40 +42,70 @@ pub(crate) const MAX_INSTANCES: usize = 64;
 
 /// `(PFLT_INSTANCE, instance context)` pairs of attached instances, 0 for a free slot.
 ///
+/// Every pre and post callback looks its instance up here, on every processor, so a lookup takes
+/// no lock: a spin lock here would serialize all the I/O the filter sees. Writers (instance setup
+/// and context cleanup, rare) serialize on `writers`; a slot is published by writing its context
+/// before its instance (release), and a reader that finds its instance (acquire) reads the
+/// context written before. An instance's slot is only cleared by its context's cleanup callback,
+/// after the last callback of that instance, so no reader can see its own slot change under it.
+///
 /// # Invariants
 /// All-zero bytes are an empty table, so it can live in zeroed pool. A context in the table is the
 /// instance's context, which the Filter Manager keeps alive until its last reference goes after
 /// the instance's teardown completed; its cleanup callback removes it from the table first.
 pub(crate) struct InstanceTable {
-    entries: SpinLock<[(usize, usize); MAX_INSTANCES]>,
+    entries: [(AtomicUsize, AtomicUsize); MAX_INSTANCES],
+    writers: SpinLock<()>,
 }
 
 impl InstanceTable {
     /// Records `instance`'s context. False when the table is full.
     pub(crate) fn insert(&self, instance: usize, context: usize) -> bool {
-        let mut t = self.entries.lock();
-        if let Some(e) = t.iter_mut().find(|(i, _)| *i == instance) {
-            e.1 = context;
+        if instance == 0 {
+            return false;
+        }
+        let _writers = self.writers.lock();
+        if let Some((_, c)) =
+            self.entries.iter().find(|(i, _)| i.load(Ordering::Relaxed) == instance)
+        {
+            c.store(context, Ordering::Release);
             return true;
         }
-        match t.iter_mut().find(|(i, _)| *i == 0) {
-            Some(slot) => {
-                *slot = (instance, context);
+        match self.entries.iter().find(|(i, _)| i.load(Ordering::Relaxed) == 0) {
+            Some((i, c)) => {
+                c.store(context, Ordering::Release);
+                i.store(instance, Ordering::Release);
                 true
             }
             None => false,
         }
     }
 
-    /// The context of `instance`, if recorded. Callable at `DISPATCH_LEVEL`.
+    /// The context of `instance`, if recorded. Lock-free; callable at any IRQL.
     pub(crate) fn get(&self, instance: usize) -> Option<usize> {
-        self.entries.lock().iter().find(|(i, _)| *i == instance && instance != 0).map(|(_, c)| *c)
+        if instance == 0 {
+            return None;
+        }
+        self.entries.iter().find_map(|(i, c)| {
+            if i.load(Ordering::Acquire) != instance {
+                return None;
+            }
+            // Read the context, then check the slot is still this instance's: a lookup that
+            // raced the slot's removal (which the protocol excludes) answers nothing rather than
+            // a cleared or reused context.
+            let context = c.load(Ordering::Acquire);
+            (context != 0 && i.load(Ordering::Acquire) == instance).then_some(context)
+        })
     }
 
     /// Forgets the instance whose context is `context`.
     pub(crate) fn remove_context(&self, context: usize) {
-        if let Some(e) = self.entries.lock().iter_mut().find(|(_, c)| *c == context) {
-            *e = (0, 0);
+        let _writers = self.writers.lock();
+        if let Some((i, c)) =
+            self.entries.iter().find(|(_, c)| c.load(Ordering::Relaxed) == context)
+        {
+            i.store(0, Ordering::Release);
+            c.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -97,4 +129,95 @@ pub(crate) struct InstanceState<F: Filter> {
     pub(crate) context: F::InstanceContext,
     pub(crate) volume: VolumeInfo,
     pub(crate) data_scan: DataScanMode,
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    fn empty() -> InstanceTable {
+        InstanceTable {
+            entries: core::array::from_fn(|_| (AtomicUsize::new(0), AtomicUsize::new(0))),
+            writers: SpinLock::new(()),
+        }
+    }
+
+    #[test]
+    fn instances_are_found_until_their_context_is_cleaned_up() {
+        // The writers' spin lock is the simulator's KeAcquireSpinLockRaiseToDpc.
+        let _machine = fsfilter_sim::Machine::new(fsfilter_sim::MachineConfig { seed: 1 });
+        let t = empty();
+        assert!(t.insert(0x1000, 0xA));
+        assert!(t.insert(0x2000, 0xB));
+        assert_eq!(t.get(0x1000), Some(0xA));
+        assert_eq!(t.get(0x2000), Some(0xB));
+        assert_eq!(t.get(0x3000), None);
+        assert_eq!(t.get(0), None, "a free slot is never an instance");
+        assert!(!t.insert(0, 0xC));
+        // The race of attach_state: the instance's context replaced.
+        assert!(t.insert(0x1000, 0xD));
+        assert_eq!(t.get(0x1000), Some(0xD));
+        t.remove_context(0xD);
+        assert_eq!(t.get(0x1000), None);
+        assert_eq!(t.get(0x2000), Some(0xB));
+        // Full: the fallback (FltGetInstanceContext) takes over.
+        for i in 0..MAX_INSTANCES - 1 {
+            assert!(t.insert(0x10_0000 + i * 16, 0x100 + i));
+        }
+        assert!(!t.insert(0x9000, 0x9));
+        assert_eq!(t.get(0x10_0000 + 16), Some(0x101));
+    }
+
+    #[test]
+    fn lookups_of_live_instances_are_undisturbed_while_other_slots_churn() {
+        // Two processors look up live instances while a third sets up and cleans up others in
+        // the slots between them (the protocol: an instance is only looked up while it is live).
+        const LIVE: [usize; 3] = [0x1000, 0x1010, 0x1020];
+        let t = std::sync::Arc::new(empty());
+        let stop = std::sync::Arc::new(core::sync::atomic::AtomicBool::new(false));
+        let ready = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let writer = {
+            let (t, stop, ready) = (t.clone(), stop.clone(), ready.clone());
+            std::thread::spawn(move || {
+                let _machine = fsfilter_sim::Machine::new(fsfilter_sim::MachineConfig { seed: 1 });
+                // Live instances interleaved with churning slots.
+                for (n, instance) in LIVE.iter().enumerate() {
+                    assert!(t.insert(0x9000 + n, 0x9001 + n));
+                    assert!(t.insert(*instance, instance + 1));
+                }
+                for n in 0..LIVE.len() {
+                    t.remove_context(0x9001 + n);
+                }
+                ready.wait();
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let instance = 0x2000 + (n % 200) * 16;
+                    assert!(t.insert(instance, instance + 1));
+                    t.remove_context(instance + 1);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (t, ready) = (t.clone(), ready.clone());
+                std::thread::spawn(move || {
+                    ready.wait();
+                    for n in 0..300_000usize {
+                        let instance = LIVE[n % LIVE.len()];
+                        assert_eq!(t.get(instance), Some(instance + 1));
+                    }
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let churned = writer.join().unwrap();
+        assert!(churned > 0, "the slots churned while the lookups ran");
+    }
 }
