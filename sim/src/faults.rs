@@ -66,15 +66,12 @@ pub struct Fault {
 pub struct Faults {
     plans: Vec<Fault>,
     counts: FastMap<(FaultKind, Option<ImageId>), u64>,
-    /// The image counted as "current" for the next check (set by the kernel).
-    pub(crate) current: Option<ImageId>,
-    /// Its service name (set by the kernel).
-    pub(crate) current_service: Option<String>,
-    /// Planned failures by service name: the `nth` call of a kind made by that service's image,
-    /// whichever image it gets when it loads.
+    /// Planned failures by service name (lowercase): the `nth` call of a kind made by that
+    /// service's image, whichever image it gets when it loads.
     service_plans: Vec<(String, FaultKind, u64)>,
-    /// Calls counted by service name.
-    service_counts: std::collections::BTreeMap<(String, FaultKind), u64>,
+    /// Calls counted by service name (lowercase), then kind. Looked up by `&str` on every
+    /// counted call, so counting allocates only the first time a service calls.
+    service_counts: FastMap<String, FastMap<FaultKind, u64>>,
     /// Failures injected so far.
     pub injected: Vec<Fault>,
 }
@@ -92,7 +89,8 @@ impl Faults {
 
     /// How many calls of `kind` service `service` has made (in this machine's life).
     pub fn service_count(&self, service: &str, kind: FaultKind) -> u64 {
-        self.service_counts.get(&(service.to_ascii_lowercase(), kind)).copied().unwrap_or(0)
+        let service = service.to_ascii_lowercase();
+        self.service_counts.get(service.as_str()).and_then(|k| k.get(&kind)).copied().unwrap_or(0)
     }
 
     /// How many calls of `kind` `image` has made.
@@ -100,9 +98,9 @@ impl Faults {
         self.counts.get(&(kind, Some(image))).copied().unwrap_or(0)
     }
 
-    /// Counts a call of `kind` by the current image and says whether it must fail.
-    pub fn fail(&mut self, kind: FaultKind) -> bool {
-        let image = self.current;
+    /// Counts a call of `kind` by `image` (the running image, None outside any) of service
+    /// `service` (its name, any case) and says whether it must fail.
+    pub fn fail(&mut self, kind: FaultKind, image: Option<ImageId>, service: Option<&str>) -> bool {
         // Calls made outside any image count only towards "any image" (one counter, not two
         // increments of the same one).
         let mine = match image {
@@ -116,14 +114,24 @@ impl Faults {
         let any = self.counts.entry((kind, None)).or_default();
         *any += 1;
         let any = *any;
-        if let Some(service) = self.current_service.clone() {
-            let n = self.service_counts.entry((service.clone(), kind)).or_default();
+        if let Some(service) = service {
+            let n =
+                match self.service_counts.iter_mut().find(|(s, _)| s.eq_ignore_ascii_case(service))
+                {
+                    Some((_, kinds)) => kinds.entry(kind).or_default(),
+                    None => self
+                        .service_counts
+                        .entry(service.to_ascii_lowercase())
+                        .or_default()
+                        .entry(kind)
+                        .or_default(),
+                };
             *n += 1;
             let n = *n;
             if let Some(i) = self
                 .service_plans
                 .iter()
-                .position(|(s, k, nth)| *s == service && *k == kind && *nth == n)
+                .position(|(s, k, nth)| s.eq_ignore_ascii_case(service) && *k == kind && *nth == n)
             {
                 self.service_plans.remove(i);
                 self.injected.push(Fault { kind, nth: n, image });

@@ -303,9 +303,9 @@ impl Kernel {
 
     /// Counts a call of `kind` by the running image and says whether fault injection fails it.
     pub fn fault(&mut self, kind: crate::faults::FaultKind) -> bool {
-        self.faults.current = self.current_image();
-        self.faults.current_service = self.current_image_name().map(|n| n.to_ascii_lowercase());
-        self.faults.fail(kind)
+        let image = self.current_image();
+        let service = image.and_then(|i| self.images.get(i.index())).map(|i| i.name.as_str());
+        self.faults.fail(kind, image, service)
     }
 
     /// Checks that the IRQL is at most `max` for `what`, reporting otherwise.
