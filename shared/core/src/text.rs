@@ -89,7 +89,8 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 
 /// Converts a registry string (UTF-16LE bytes) to UTF-8 in `out` and returns its length, or
 /// `None` when it does not fit. Trailing NULs end the text; inner NULs (the separators of a
-/// `REG_MULTI_SZ`) become `,`; an unpaired surrogate becomes U+FFFD.
+/// `REG_MULTI_SZ`) become `,`; an unpaired surrogate becomes U+FFFD. What it writes is always
+/// valid UTF-8: the kernel crate relies on it to skip validation.
 pub fn utf16le_to_utf8(data: &[u8], out: &mut [u8]) -> Option<usize> {
     let unit = |i: usize| match data.get(2 * i..2 * i + 2) {
         Some(&[lo, hi]) => Some(u32::from(u16::from_le_bytes([lo, hi]))),
@@ -223,6 +224,22 @@ mod tests {
         }
         // Too long for the buffer: refused, not cut inside a character.
         assert_eq!(utf16le_to_utf8(&utf16le(&[0x4E2D, 0x4E2D]), &mut out[..4]), None);
+        // Whatever the units, surrogates paired or not, the output is UTF-8 (the kernel crate's
+        // registry reader relies on it and skips validation): every unit alone, then every unit
+        // before and after each kind of surrogate and an odd byte count.
+        let mut out = [0u8; 16];
+        for u in 0..=0xFFFFu16 {
+            for units in [&[u][..], &[0xD800, u], &[u, 0xDC00], &[u, 0xD800, u]] {
+                let mut bytes = utf16le(units);
+                for odd in [false, true] {
+                    if odd {
+                        bytes.push(0x41);
+                    }
+                    let n = utf16le_to_utf8(&bytes, &mut out).unwrap();
+                    assert!(core::str::from_utf8(&out[..n]).is_ok(), "{units:x?} odd={odd}");
+                }
+            }
+        }
     }
 
     #[test]

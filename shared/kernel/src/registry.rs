@@ -132,7 +132,9 @@ impl ServiceKey {
 
 impl ServiceParameters for ServiceKey {
     fn service_name(&self) -> &str {
-        core::str::from_utf8(self.service.get(..self.service_len).unwrap_or(&[])).unwrap_or("")
+        let name = self.service.get(..self.service_len).unwrap_or(&[]);
+        // SAFETY: `open` wrote only ASCII bytes (anything else became '?').
+        unsafe { core::str::from_utf8_unchecked(name) }
     }
 
     fn string<'b>(&self, name: &str, buffer: &'b mut [u8]) -> Option<&'b str> {
@@ -142,7 +144,12 @@ impl ServiceParameters for ServiceKey {
             return None;
         }
         let len = fsfilter::text::utf16le_to_utf8(data, buffer)?;
-        core::str::from_utf8(buffer.get(..len)?).ok()
+        let text = buffer.get(..len)?;
+        debug_assert!(core::str::from_utf8(text).is_ok());
+        // SAFETY: `utf16le_to_utf8` writes UTF-8 only (unpaired surrogates become U+FFFD), which
+        // its tests check; validating again would link `core::str::from_utf8` (half a kilobyte)
+        // into every driver.
+        Some(unsafe { core::str::from_utf8_unchecked(text) })
     }
 
     fn dword(&self, name: &str) -> Option<u32> {
