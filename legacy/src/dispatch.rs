@@ -22,7 +22,7 @@ use fsfilter_kernel::irp::{
     IO_NO_INCREMENT, IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
     IoMarkIrpPending, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation, set_irp_status,
 };
-use fsfilter_kernel::ntos::completion_routine_field;
+use fsfilter_kernel::ntos::{IoCompletionRoutine, completion_routine_field};
 use fsfilter_kernel::pool::PoolBox;
 use fsfilter_kernel::{datascan, irql, trace};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP, KEVENT};
@@ -276,6 +276,43 @@ unsafe fn volume_dispatch<F: Filter>(
     }
 }
 
+/// Sets `routine` as our completion routine on the IRP's next location, invoked on success, error
+/// and cancel. A filter that can be unloaded uses `IoSetCompletionRoutineEx`: the device reference
+/// it holds until the routine has returned keeps the image loaded through the routine's last
+/// instructions, which the in-flight count that unload drains cannot cover. A filter that can
+/// never be unloaded (no unload callback, so `DriverUnload` is NULL) needs no such reference and
+/// uses `IoSetCompletionRoutine`, which allocates nothing per IRP and cannot fail.
+///
+/// # Safety
+/// `irp` must be live at our device `device`, its next location set up for the lower driver;
+/// `routine` must stay valid with `context` until it runs.
+unsafe fn set_completion<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    irp: *mut IRP,
+    routine: IoCompletionRoutine,
+    context: *mut c_void,
+) -> NTSTATUS {
+    if !state.registration.callbacks().filter_unload {
+        // SAFETY: the caller's live IRP with a next location; the image stays loaded.
+        unsafe { IoSetCompletionRoutine(irp, routine, context, true, true, true) };
+        return Status::SUCCESS.0;
+    }
+    // SAFETY: our device, the live IRP, our routine (kept loaded by the device reference
+    // IoSetCompletionRoutineEx takes).
+    unsafe {
+        IoSetCompletionRoutineEx(
+            device,
+            irp,
+            completion_routine_field(routine),
+            context,
+            true,
+            true,
+            true,
+        )
+    }
+}
+
 /// Sends the IRP down with a completion routine, and runs the post callback (here when the lower
 /// driver completed synchronously, in the routine otherwise).
 ///
@@ -306,19 +343,8 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     state.begin(ext);
     // SAFETY: the live IRP; the next location is the lower driver's.
     unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
-    // SAFETY: our device, the live IRP, our routine (kept loaded by the device reference
-    // IoSetCompletionRoutineEx takes).
-    let set = unsafe {
-        IoSetCompletionRoutineEx(
-            device,
-            irp,
-            completion_routine_field(post_completion::<F>),
-            raw,
-            true,
-            true,
-            true,
-        )
-    };
+    // SAFETY: our device, the live IRP with its next location set up, our routine.
+    let set = unsafe { set_completion(state, device, irp, post_completion::<F>, raw) };
     if set < 0 {
         state.end(ext);
         // SAFETY: our own encoded context, not handed to anyone.
@@ -661,17 +687,8 @@ unsafe fn forward_synchronized<F: Filter>(
     // SAFETY: the live IRP.
     unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
     // SAFETY: our device, the IRP, our routine; the event outlives the wait below.
-    let set = unsafe {
-        IoSetCompletionRoutineEx(
-            device,
-            irp,
-            completion_routine_field(signal_completion),
-            (&raw mut event).cast(),
-            true,
-            true,
-            true,
-        )
-    };
+    let set =
+        unsafe { set_completion(state, device, irp, signal_completion, (&raw mut event).cast()) };
     if set < 0 {
         state.end(ext);
         drop(context);

@@ -7,7 +7,7 @@
 use fsfilter::Status;
 use fsfilter_sim::{
     CreateOptions, DriverEntry, FsKind, IoMode, Machine, MachineConfig, ServiceSpec, StartType,
-    VolumeSpec,
+    StopResult, VolumeSpec,
 };
 
 mod drivers {
@@ -58,4 +58,103 @@ fn passthrough_and_probe_make_no_pool_call_per_operation() {
         assert!(operations >= 400, "{name}: {operations}");
         assert_eq!(calls, 0, "{name}: {calls} pool calls over {operations} operations");
     }
+}
+
+/// Passthrough without an unload callback: a legacy filter that can never be unloaded.
+mod resident {
+    use fsfilter::{
+        Filter, Instance, InstanceSetup, PostFlags, PostOperation, PostOutcome, PreOperation,
+        PreOutcome, Registration, Result, ServiceParameters,
+    };
+
+    pub(crate) struct Resident;
+
+    impl Filter for Resident {
+        const REGISTRATION: Registration =
+            Registration::new().every_operation(true, true).unload_callback(false).validated();
+        type InstanceContext = ();
+        type CompletionContext = ();
+
+        fn load(_: &dyn ServiceParameters) -> Result<Self> {
+            Ok(Resident)
+        }
+
+        fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        fn pre_operation(
+            &self,
+            _: &Instance<'_, ()>,
+            _: &mut PreOperation<'_, ()>,
+        ) -> PreOutcome<()> {
+            PreOutcome::WithPost(())
+        }
+
+        fn post_operation(
+            &self,
+            _: &Instance<'_, ()>,
+            _: &mut PostOperation<'_>,
+            _: (),
+            _: PostFlags,
+        ) -> PostOutcome<()> {
+            PostOutcome::Finished
+        }
+    }
+
+    pub(crate) mod driver {
+        fsfilter_legacy::driver!(super::Resident);
+    }
+}
+
+/// `IoSetCompletionRoutineEx` calls (the I/O manager's per-IRP allocation, counted as a pool call
+/// of the calling service by the fault injector) and post callbacks over 20 non-cached reads, and
+/// whether a service stop unloads the driver.
+fn completion_contexts(entry: DriverEntry) -> (u64, usize, bool) {
+    let mut m = Machine::new(MachineConfig { seed: 2 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
+    let mut spec = ServiceSpec::new("Filter", entry, "legacy");
+    spec.start = StartType::Boot;
+    m.install(spec);
+    m.boot();
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let pool = |m: &mut Machine| {
+        m.kernel(|k| k.faults.service_count("Filter", fsfilter_sim::FaultKind::Pool))
+    };
+    let posts = |m: &Machine| {
+        m.callbacks_of("Filter")
+            .iter()
+            .filter(|(_, c)| matches!(c, fsfilter_sim::Callback::Post { .. }))
+            .count()
+    };
+    let (pool_before, posts_before) = (pool(&mut m), posts(&m));
+    for _ in 0..20 {
+        assert_eq!(m.read(h, Some(0), 512, IoMode::NonCached).status, Status::SUCCESS);
+    }
+    let ex_calls = pool(&mut m) - pool_before;
+    let post_callbacks = posts(&m) - posts_before;
+    m.close_handle(h);
+    let unloaded = match m.stop("Filter") {
+        StopResult::Unloaded => true,
+        StopResult::NotStoppable => false,
+        other => panic!("{other:?}"),
+    };
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    (ex_calls, post_callbacks, unloaded)
+}
+
+#[test]
+fn only_an_unloadable_filter_pays_for_io_set_completion_routine_ex() {
+    // Passthrough can unload: each IRP's routine holds a device reference (one I/O manager
+    // allocation per IRP), so no completion routine can run in an unloaded image.
+    let (ex, posts, unloaded) = completion_contexts(drivers::passthrough::ENTRY);
+    assert!(unloaded);
+    assert_eq!(posts, 20);
+    assert_eq!(ex, 20, "one IoSetCompletionRoutineEx per read");
+    // Without an unload callback the image stays: plain IoSetCompletionRoutine, no allocation,
+    // and the post callbacks still run.
+    let (ex, posts, unloaded) = completion_contexts(resident::driver::ENTRY);
+    assert!(!unloaded, "a filter without an unload callback cannot be stopped");
+    assert_eq!(posts, 20);
+    assert_eq!(ex, 0, "no IoSetCompletionRoutineEx");
 }
