@@ -4,7 +4,7 @@
 //! driver code: a driver routine may call any export. [`call_into`] records which image's code is
 //! running (for the image global and for attributing pool, devices and verifier findings).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -143,6 +143,16 @@ static STRAY_SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
     static KERNEL: RefCell<Option<Box<Kernel>>> = const { RefCell::new(None) };
+    /// The image global of the image on top of the image stack (null: none, or kernel code),
+    /// kept by [`call_into`] so that the backends' `FsfSimImageSlot`, called by every callback,
+    /// reads it without borrowing the kernel. Reset when a machine is installed or removed.
+    static RUNNING_SLOT: Cell<*const AtomicPtr<c_void>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The image global of the running image, when the running code is a loaded image's (null
+/// otherwise: the caller asks the kernel, which reports the misuse).
+pub fn running_slot() -> *const AtomicPtr<c_void> {
+    RUNNING_SLOT.with(Cell::get)
 }
 
 /// True when a machine is installed on this thread.
@@ -163,10 +173,12 @@ pub(crate) fn install(kernel: Kernel) {
         );
         *slot = Some(Box::new(kernel));
     });
+    RUNNING_SLOT.with(|s| s.set(std::ptr::null()));
 }
 
 /// Removes this thread's kernel.
 pub(crate) fn uninstall() -> Option<Box<Kernel>> {
+    RUNNING_SLOT.with(|s| s.set(std::ptr::null()));
     KERNEL.with(|k| k.borrow_mut().take())
 }
 
@@ -190,11 +202,17 @@ pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
 /// Runs driver code of `image` (None: kernel code outside any image) and restores the image
 /// stack afterwards.
 pub fn call_into<R>(image: Option<ImageId>, f: impl FnOnce() -> R) -> R {
-    with(|k| k.image_stack.push(image));
+    let outer = RUNNING_SLOT.with(Cell::get);
+    let slot = with(|k| {
+        k.image_stack.push(image);
+        image.and_then(|i| k.images.get(i.index())).map_or(std::ptr::null(), |i| &raw const *i.slot)
+    });
+    RUNNING_SLOT.with(|s| s.set(slot));
     let result = f();
     with(|k| {
         k.image_stack.pop();
     });
+    RUNNING_SLOT.with(|s| s.set(outer));
     result
 }
 

@@ -18,7 +18,11 @@ pub extern "C" fn FsfSimGetCurrentIrql() -> u8 {
 /// The global slot of the running driver image (a static on Windows).
 #[unsafe(no_mangle)]
 pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
-    kernel::with(|k| k.current_slot())
+    match kernel::running_slot() {
+        slot if !slot.is_null() => slot,
+        // Outside any image: the kernel answers a stray slot and reports the misuse.
+        _ => kernel::with(|k| k.current_slot()),
+    }
 }
 
 /// `fsfilter_kernel::image::call_as_driver_of`: runs `f` as code of the driver that owns
