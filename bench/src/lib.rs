@@ -173,7 +173,7 @@ impl Bench {
     /// where the hook is compiled out; the Filter Manager's own events stay on for every
     /// driver alike.
     pub fn record_callbacks(&mut self, on: bool) {
-        self.machine.kernel(|k| k.record_callbacks = on);
+        self.machine.kernel(|k| k.set_record_callbacks(on));
     }
 
     /// Empties the event log now.

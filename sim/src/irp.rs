@@ -334,12 +334,12 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         let Some(routine) = routine else {
             return Err(Status::INVALID_DEVICE_REQUEST.0);
         };
-        if k.irql > crate::kernel::APC_LEVEL {
+        if k.irql() > crate::kernel::APC_LEVEL {
             k.report_current(
                 Rule::IrqlTooHigh,
                 format!(
                     "IoCallDriver at IRQL {} (dispatch routines run at APC_LEVEL or below)",
-                    k.irql
+                    k.irql()
                 ),
             );
         }
@@ -490,7 +490,7 @@ pub fn complete_request(irp: *mut IRP) {
             );
             return false;
         }
-        if k.irql > crate::kernel::DISPATCH_LEVEL {
+        if k.irql() > crate::kernel::DISPATCH_LEVEL {
             k.report_current(Rule::IrqlTooHigh, "IoCompleteRequest above DISPATCH_LEVEL");
         }
         if let Some(i) = k.irps.map.get_mut(&(irp as usize)) {

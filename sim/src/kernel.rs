@@ -80,7 +80,7 @@ pub struct Kernel {
     /// The configuration the machine was built with.
     pub config: MachineConfig,
     /// The current IRQL of the (single) simulated processor.
-    pub irql: u8,
+
     /// The running thread.
     pub thread: ThreadId,
     /// Every image, native and loaded.
@@ -93,7 +93,7 @@ pub struct Kernel {
     /// default: the lab and the tests read them). A driver built for Windows compiles the hook
     /// out unless built with `dbgprint-trace`; the benchmarks turn recording off so that the
     /// simulator's cost of logging is not counted as the framework's (docs/performance.md).
-    pub record_callbacks: bool,
+
     /// The next event's sequence number.
     pub next_seq: u64,
     /// The scenario step running (None during boot).
@@ -147,6 +147,23 @@ thread_local! {
     /// kept by [`call_into`] so that the backends' `FsfSimImageSlot`, called by every callback,
     /// reads it without borrowing the kernel. Reset when a machine is installed or removed.
     static RUNNING_SLOT: Cell<*const AtomicPtr<c_void>> = const { Cell::new(std::ptr::null()) };
+    /// The simulated processor's IRQL ([`Kernel::irql`]): in a thread-local rather than a field
+    /// so that `FsfSimGetCurrentIrql`, which every operation view reads, does not borrow the
+    /// kernel. Reset to `PASSIVE_LEVEL` when a machine is installed.
+    static IRQL: Cell<u8> = const { Cell::new(PASSIVE_LEVEL) };
+    /// [`Kernel::record_callbacks`], read by the backends' trace hook before it borrows the
+    /// kernel. Reset to true when a machine is installed.
+    static RECORD_CALLBACKS: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether the backends' trace hook records callbacks on this thread's machine.
+pub fn recording_callbacks() -> bool {
+    RECORD_CALLBACKS.with(Cell::get)
+}
+
+/// The current IRQL of this thread's machine.
+pub fn current_irql() -> u8 {
+    IRQL.with(Cell::get)
 }
 
 /// The image global of the running image, when the running code is a loaded image's (null
@@ -174,6 +191,8 @@ pub(crate) fn install(kernel: Kernel) {
         *slot = Some(Box::new(kernel));
     });
     RUNNING_SLOT.with(|s| s.set(std::ptr::null()));
+    IRQL.with(|i| i.set(PASSIVE_LEVEL));
+    RECORD_CALLBACKS.with(|r| r.set(true));
 }
 
 /// Removes this thread's kernel.
@@ -221,12 +240,10 @@ impl Kernel {
         let seed = config.seed;
         Kernel {
             config,
-            irql: PASSIVE_LEVEL,
             thread: ThreadId(0),
             images: Vec::new(),
             image_stack: Vec::new(),
             events: Vec::new(),
-            record_callbacks: true,
             next_seq: 0,
             step: None,
             objects: crate::objects::Objects::default(),
@@ -267,6 +284,29 @@ impl Kernel {
     pub fn report_current(&mut self, rule: Rule, message: impl Into<String>) {
         let driver = self.current_image_name();
         self.report(rule, driver, message);
+    }
+
+    /// Whether the backends' trace hook records [`crate::EventKind::Callback`] events (true by
+    /// default: the lab and the tests read them). A driver built for Windows compiles the hook
+    /// out unless built with `dbgprint-trace`; the benchmarks turn recording off so that the
+    /// simulator's cost of logging is not counted as the framework's (docs/performance.md).
+    pub fn record_callbacks(&self) -> bool {
+        recording_callbacks()
+    }
+
+    /// Turns the recording of callbacks on or off ([`Kernel::record_callbacks`]).
+    pub fn set_record_callbacks(&mut self, on: bool) {
+        RECORD_CALLBACKS.with(|r| r.set(on));
+    }
+
+    /// The current IRQL of the simulated processor.
+    pub fn irql(&self) -> u8 {
+        current_irql()
+    }
+
+    /// Sets the current IRQL.
+    pub fn set_irql(&mut self, irql: u8) {
+        IRQL.with(|i| i.set(irql));
     }
 
     /// The image whose code is running.
@@ -328,8 +368,8 @@ impl Kernel {
 
     /// Checks that the IRQL is at most `max` for `what`, reporting otherwise.
     pub fn check_irql(&mut self, max: u8, what: &str) -> bool {
-        if self.irql > max {
-            let irql = self.irql;
+        if self.irql() > max {
+            let irql = self.irql();
             self.report_current(
                 Rule::IrqlTooHigh,
                 format!("{what} called at IRQL {irql}, above {max}"),

@@ -433,8 +433,8 @@ pub fn load_service(name: &str) -> Status {
         svc.driver = Some(driver);
         svc.image = Some(image);
         let path = unicode(&svc.registry_path);
-        let saved = (k.irql, k.thread);
-        k.irql = PASSIVE_LEVEL;
+        let saved = (k.irql(), k.thread);
+        k.set_irql(PASSIVE_LEVEL);
         k.thread = crate::ids::ThreadId(4);
         Ok((si, spec, image, driver, d as *mut DRIVER_OBJECT, path, saved))
     });
@@ -449,7 +449,8 @@ pub fn load_service(name: &str) -> Status {
         crate::fltmgr::manage::entry_failed(driver);
     }
     kernel::with(|k| {
-        (k.irql, k.thread) = saved;
+        k.set_irql(saved.0);
+        k.thread = saved.1;
         // Devices created in DriverEntry get DO_DEVICE_INITIALIZING cleared by the I/O manager
         // (facts.md §1.2).
         for &dev in &k.objects.driver(driver).devices.clone() {

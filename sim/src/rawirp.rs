@@ -228,13 +228,16 @@ impl Machine {
 /// `PASSIVE_LEVEL`, no image (as `syscalls::io`).
 fn as_user<R>(f: impl FnOnce() -> R) -> R {
     let saved = kernel::with(|k| {
-        let saved = (k.irql, k.thread);
-        k.irql = crate::kernel::PASSIVE_LEVEL;
+        let saved = (k.irql(), k.thread);
+        k.set_irql(crate::kernel::PASSIVE_LEVEL);
         k.thread = ThreadId(1);
         saved
     });
     let r = kernel::call_into(None, f);
-    kernel::with(|k| (k.irql, k.thread) = saved);
+    kernel::with(|k| {
+        k.set_irql(saved.0);
+        k.thread = saved.1;
+    });
     crate::sched::run_ready();
     r
 }

@@ -154,14 +154,14 @@ impl Scheduler {
 fn run_task(task: Task) {
     let saved = kernel::with(|k| {
         k.sched.ran += 1;
-        let saved = (k.irql, k.thread);
-        k.irql = task.irql;
+        let saved = (k.irql(), k.thread);
+        k.set_irql(task.irql);
         k.thread = task.thread;
         saved
     });
     kernel::call_into(task.image, task.run);
     kernel::with(|k| {
-        if k.irql != task.irql {
+        if k.irql() != task.irql {
             let name = task.name;
             k.report(
                 Rule::SpinLockMisuse,
@@ -169,7 +169,8 @@ fn run_task(task: Task) {
                 format!("{name} returned at a different IRQL"),
             );
         }
-        (k.irql, k.thread) = saved;
+        k.set_irql(saved.0);
+        k.thread = saved.1;
     });
 }
 
@@ -315,7 +316,7 @@ pub fn deadline(timeout: Option<i64>) -> Option<u64> {
 pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTATUS {
     let allowed = kernel::with(|k| {
         let zero = timeout == Some(0);
-        if k.irql >= DISPATCH_LEVEL && !zero {
+        if k.irql() >= DISPATCH_LEVEL && !zero {
             k.report_current(
                 Rule::IrqlTooHigh,
                 "KeWaitForSingleObject with a non-zero timeout at DISPATCH_LEVEL",

@@ -305,13 +305,16 @@ const USER_THREAD: ThreadId = ThreadId(1);
 /// Runs a system service as the user-mode caller: its thread, `PASSIVE_LEVEL`, no image.
 fn as_user<R>(f: impl FnOnce() -> R) -> R {
     let saved = kernel::with(|k| {
-        let saved = (k.irql, k.thread);
-        k.irql = crate::kernel::PASSIVE_LEVEL;
+        let saved = (k.irql(), k.thread);
+        k.set_irql(crate::kernel::PASSIVE_LEVEL);
         k.thread = USER_THREAD;
         saved
     });
     let r = kernel::call_into(None, f);
-    kernel::with(|k| (k.irql, k.thread) = saved);
+    kernel::with(|k| {
+        k.set_irql(saved.0);
+        k.thread = saved.1;
+    });
     crate::sched::run_ready();
     r
 }

@@ -751,7 +751,7 @@ fn spin_lock_misuse() {
         assert_eq!(read_through_bad(&m), Status::SUCCESS);
         check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
         survives(&m);
-        assert_eq!(m.kernel(|k| k.irql), 0, "back at PASSIVE_LEVEL");
+        assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
     }
 }
 

@@ -154,8 +154,8 @@ fn get(
     context: *mut PFLT_CONTEXT,
 ) -> NTSTATUS {
     let r = kernel::with(|k| {
-        if k.irql > APC_LEVEL {
-            k.report_current(Rule::IrqlTooHigh, format!("FltGet*Context at IRQL {} (contexts cannot be got at DISPATCH_LEVEL, facts.md §4, §9)", k.irql));
+        if k.irql() > APC_LEVEL {
+            k.report_current(Rule::IrqlTooHigh, format!("FltGet*Context at IRQL {} (contexts cannot be got at DISPATCH_LEVEL, facts.md §4, §9)", k.irql()));
         }
         link_of(k, instance, fo, ty).and_then(|l| k.flt_context_get(l))
     });

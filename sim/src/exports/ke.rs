@@ -103,7 +103,7 @@ export! { fsfilter_kernel::ntos::KeAcquireSpinLockRaiseToDpc =>
     /// a deadlock on Windows, reported here.
     fn KeAcquireSpinLockRaiseToDpc(spinlock: *mut usize) -> u8 {
         kernel::with(|k| {
-            let old = k.irql;
+            let old = k.irql();
             if old > DISPATCH_LEVEL {
                 k.report_current(Rule::IrqlTooHigh, "KeAcquireSpinLock above DISPATCH_LEVEL");
             }
@@ -113,7 +113,7 @@ export! { fsfilter_kernel::ntos::KeAcquireSpinLockRaiseToDpc =>
                 k.report_current(Rule::Deadlock, "a spin lock acquired while already held (recursive acquisition deadlocks on Windows)");
             }
             *lock = 1;
-            k.irql = k.irql.max(DISPATCH_LEVEL);
+            k.set_irql(k.irql().max(DISPATCH_LEVEL));
             old
         })
     }
@@ -129,10 +129,10 @@ export! { fsfilter_kernel::ntos::KeReleaseSpinLock =>
                 k.report_current(Rule::SpinLockMisuse, "KeReleaseSpinLock on a lock that is not held");
             }
             *lock = 0;
-            if newirql > k.irql {
+            if newirql > k.irql() {
                 k.report_current(Rule::SpinLockMisuse, "KeReleaseSpinLock restoring an IRQL above the current one");
             }
-            k.irql = newirql;
+            k.set_irql(newirql);
         });
     }
 }

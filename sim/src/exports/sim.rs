@@ -12,7 +12,7 @@ use crate::kernel;
 /// `KeGetCurrentIrql` on the simulated processor (CR8 on Windows).
 #[unsafe(no_mangle)]
 pub extern "C" fn FsfSimGetCurrentIrql() -> u8 {
-    kernel::with(|k| k.irql)
+    kernel::current_irql()
 }
 
 /// The global slot of the running driver image (a static on Windows).
@@ -43,10 +43,10 @@ pub fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut()) {
 /// image, with the instance resolved to a volume and the operation to a user request.
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
+    if !kernel::recording_callbacks() {
+        return;
+    }
     kernel::with(|k| {
-        if !k.record_callbacks {
-            return;
-        }
         let driver = k.current_image_name().unwrap_or_else(|| "kernel".into());
         let (instance, operation) = match *event {
             TraceEvent::InstanceSetup { instance, volume_object, .. } => {

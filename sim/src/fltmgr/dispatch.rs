@@ -583,7 +583,7 @@ pub(crate) fn complete_pended_pre(
             op.phase = Phase::Pre;
         }
         let act = apply_pre(k, key, idx, status, context, true);
-        Some((key, act, k.irql >= DISPATCH_LEVEL))
+        Some((key, act, k.irql() >= DISPATCH_LEVEL))
     });
     let Some((key, act, deferred)) = act else { return };
     if deferred {

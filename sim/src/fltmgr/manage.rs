@@ -110,13 +110,16 @@ pub fn unload(name: &str) -> Status {
 /// Runs `f` as a user-mode management request (`PASSIVE_LEVEL`, the user thread, no image).
 fn as_user<R>(f: impl FnOnce() -> R) -> R {
     let saved = kernel::with(|k| {
-        let saved = (k.irql, k.thread);
-        k.irql = PASSIVE_LEVEL;
+        let saved = (k.irql(), k.thread);
+        k.set_irql(PASSIVE_LEVEL);
         k.thread = crate::ids::ThreadId(1);
         saved
     });
     let r = kernel::call_into(None, f);
-    kernel::with(|k| (k.irql, k.thread) = saved);
+    kernel::with(|k| {
+        k.set_irql(saved.0);
+        k.thread = saved.1;
+    });
     crate::sched::run_ready();
     r
 }

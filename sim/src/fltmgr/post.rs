@@ -310,7 +310,7 @@ pub(crate) fn when_safe(
         // SAFETY: the caller's related objects.
         let inst = k.fltmgr.instance_of(unsafe { (*objects).Instance })?;
         let image = k.fltmgr.filter(k.fltmgr.inst(inst).filter).image;
-        Some(Some((image, k.irql < DISPATCH_LEVEL)))
+        Some(Some((image, k.irql() < DISPATCH_LEVEL)))
     });
     let (image, inline) = match r {
         Some(Some(x)) => x,

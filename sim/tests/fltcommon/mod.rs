@@ -341,7 +341,7 @@ pub fn filter_handle(slot: usize) -> PFLT_FILTER {
 
 /// (IRQL, thread) now.
 pub fn where_now() -> (u8, u32) {
-    fsfilter_sim::kernel::with(|k| (k.irql, k.thread.0))
+    fsfilter_sim::kernel::with(|k| (k.irql(), k.thread.0))
 }
 
 fn name_of(slot: usize) -> String {
