@@ -46,12 +46,13 @@ fn measure(c: &mut Criterion, config: &str, drivers: &[Driver]) {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let configs: [(&str, &[Driver]); 5] = [
+    let configs: [(&str, &[Driver]); 6] = [
         ("none", &[]),
         ("raw minifilter", &[Driver::RawMinifilter]),
         ("fsfilter minifilter", &[Driver::PassthroughMinifilter]),
         ("raw legacy", &[Driver::RawLegacy]),
         ("fsfilter legacy", &[Driver::PassthroughLegacy]),
+        ("fsfilter legacy, no unload", &[Driver::ResidentLegacy]),
     ];
     for (config, drivers) in configs {
         measure(&mut c, config, drivers);
@@ -59,19 +60,27 @@ fn main() {
     c.final_summary();
     println!("\nper-operation time (median of criterion's samples, this run):");
     println!(
-        "{:<22} {:>14} {:>14} {:>14} {:>14} {:>14}",
-        "operation", "none ns", "raw mini ns", "fsf mini ns", "raw legacy ns", "fsf legacy ns"
+        "{:<14} {:>8} {:>12} {:>19} {:>14} {:>19} {:>24}",
+        "operation",
+        "none ns",
+        "raw mini ns",
+        "fsf mini ns",
+        "raw legacy ns",
+        "fsf legacy ns",
+        "fsf legacy no-unload ns"
     );
     for (name, _) in OPS {
         let t = |config: &str| TIMINGS.median(&format!("{config}/{name}")).map_or(f64::NAN, ns);
+        let vs = |config: &str, raw: &str| format!("{:.0} ({:.2}x)", t(config), t(config) / t(raw));
         println!(
-            "{:<22} {:>14.0} {:>14.0} {:>14.0} {:>14.0} {:>14.0}",
+            "{:<14} {:>8.0} {:>12.0} {:>19} {:>14.0} {:>19} {:>24}",
             name,
             t("none"),
             t("raw minifilter"),
-            t("fsfilter minifilter"),
+            vs("fsfilter minifilter", "raw minifilter"),
             t("raw legacy"),
-            t("fsfilter legacy")
+            vs("fsfilter legacy", "raw legacy"),
+            vs("fsfilter legacy, no unload", "raw legacy")
         );
     }
 }

@@ -8,11 +8,12 @@
 use fsfilter_bench::{Bench, Driver};
 use fsfilter_sim::EventKind;
 
-const ALL: [Driver; 6] = [
+const ALL: [Driver; 7] = [
     Driver::RawMinifilter,
     Driver::RawLegacy,
     Driver::PassthroughMinifilter,
     Driver::PassthroughLegacy,
+    Driver::ResidentLegacy,
     Driver::ProbeMinifilter,
     Driver::ProbeLegacy,
 ];
@@ -61,7 +62,8 @@ fn stacks_of_sixteen_mixed_filters_are_ordered() {
 
 #[test]
 fn the_framework_allocates_nothing_per_operation() {
-    for driver in [Driver::PassthroughMinifilter, Driver::PassthroughLegacy] {
+    for driver in [Driver::PassthroughMinifilter, Driver::PassthroughLegacy, Driver::ResidentLegacy]
+    {
         let mut bench = Bench::new(&[driver]);
         let before = bench.pool_calls(0);
         for _ in 0..100 {
@@ -131,4 +133,26 @@ fn callbacks_per_mixed_workload_grow_with_the_stack() {
     let four = Bench::new(&[Driver::PassthroughLegacy; 4]).callbacks_per_mixed();
     assert!(one >= 2 * 10, "a pre and a post for each of the 10 requests at least: {one}");
     assert_eq!(four, 4 * one);
+}
+
+#[test]
+fn the_legacy_passthrough_without_unload_runs_its_callbacks_without_completion_contexts() {
+    // The no-unload variant of the overhead benchmark differs from passthrough only by the
+    // registration's unload callback: the same callbacks, and no IoSetCompletionRoutineEx (which
+    // the fault injector counts as a pool call of the service).
+    let run = |driver: Driver| {
+        let mut bench = Bench::new(&[driver]);
+        let ex = |b: &Bench| {
+            b.machine.kernel(|k| k.faults.service_count("Filter0", fsfilter_sim::FaultKind::Pool))
+        };
+        let before = ex(&bench);
+        let callbacks = bench.callbacks_per_mixed();
+        (callbacks, ex(&bench) - before)
+    };
+    let (with_unload, ex_with) = run(Driver::PassthroughLegacy);
+    let (without, ex_without) = run(Driver::ResidentLegacy);
+    assert!(with_unload > 0);
+    assert_eq!(with_unload, without, "the same callbacks");
+    assert!(ex_with > 0, "the unloadable filter pays for completion contexts");
+    assert_eq!(ex_without, 0, "the resident one does not");
 }
