@@ -49,7 +49,7 @@ pub enum Driver {
     /// The passthrough sample on the legacy backend.
     PassthroughLegacy,
     /// The passthrough sample on the legacy backend, registered without an unload callback
-    /// ([`ResidentPassthrough`]): like the raw legacy filter it can never be unloaded, so its
+    /// ([`passthrough::Resident`]): like the raw legacy filter it can never be unloaded, so its
     /// completion routines need no `IoSetCompletionRoutineEx`.
     ResidentLegacy,
     /// The probe sample (records every callback in its trace) on the minifilter backend.
@@ -100,45 +100,8 @@ impl Driver {
     }
 }
 
-/// The passthrough sample registered without an unload callback: a legacy filter that, like the
-/// raw one (and sfilter), can never be unloaded. Everything else is passthrough's.
-pub struct ResidentPassthrough(passthrough::Passthrough);
-
-impl fsfilter::Filter for ResidentPassthrough {
-    const REGISTRATION: fsfilter::Registration =
-        passthrough::REGISTRATION.unload_callback(false).validated();
-    type InstanceContext = ();
-    type CompletionContext = ();
-
-    fn load(parameters: &dyn fsfilter::ServiceParameters) -> fsfilter::Result<Self> {
-        passthrough::Passthrough::load(parameters).map(ResidentPassthrough)
-    }
-
-    fn instance_setup(&self, setup: &fsfilter::InstanceSetup<'_>) -> fsfilter::Result<()> {
-        self.0.instance_setup(setup)
-    }
-
-    fn pre_operation(
-        &self,
-        instance: &fsfilter::Instance<'_, ()>,
-        operation: &mut fsfilter::PreOperation<'_, ()>,
-    ) -> fsfilter::PreOutcome<()> {
-        self.0.pre_operation(instance, operation)
-    }
-
-    fn post_operation(
-        &self,
-        instance: &fsfilter::Instance<'_, ()>,
-        operation: &mut fsfilter::PostOperation<'_>,
-        context: (),
-        flags: fsfilter::PostFlags,
-    ) -> fsfilter::PostOutcome<()> {
-        self.0.post_operation(instance, operation, context, flags)
-    }
-}
-
 mod resident_legacy {
-    fsfilter_legacy::driver!(super::ResidentPassthrough);
+    fsfilter_legacy::driver!(passthrough::Resident);
 }
 
 /// The service spec of the `index`th filter of a stack: `Filter<index>`, boot start in

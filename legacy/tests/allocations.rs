@@ -7,7 +7,7 @@
 use fsfilter::Status;
 use fsfilter_sim::{
     CreateOptions, DriverEntry, FsKind, IoMode, Machine, MachineConfig, ServiceSpec, StartType,
-    StopResult, VolumeSpec,
+    StopResult, VolumeId, VolumeSpec,
 };
 
 mod drivers {
@@ -19,13 +19,19 @@ mod drivers {
     }
 }
 
-fn pool_calls_per_operation(entry: DriverEntry) -> (u64, u64) {
+/// A booted machine with `entry` as legacy filter `Filter` and a volume `C:` holding `data.bin`.
+fn machine_with(entry: DriverEntry) -> (Machine, VolumeId) {
     let mut m = Machine::new(MachineConfig { seed: 2 });
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
     let mut spec = ServiceSpec::new("Filter", entry, "legacy");
     spec.start = StartType::Boot;
     m.install(spec);
     m.boot();
+    (m, c)
+}
+
+fn pool_calls_per_operation(entry: DriverEntry) -> (u64, u64) {
+    let (mut m, c) = machine_with(entry);
     // Warm up: the first open initiates caching.
     let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
     assert_eq!(m.read(h, Some(0), 16, IoMode::Cached).status, Status::SUCCESS);
@@ -62,61 +68,14 @@ fn passthrough_and_probe_make_no_pool_call_per_operation() {
 
 /// Passthrough without an unload callback: a legacy filter that can never be unloaded.
 mod resident {
-    use fsfilter::{
-        Filter, Instance, InstanceSetup, PostFlags, PostOperation, PostOutcome, PreOperation,
-        PreOutcome, Registration, Result, ServiceParameters,
-    };
-
-    pub(crate) struct Resident;
-
-    impl Filter for Resident {
-        const REGISTRATION: Registration =
-            Registration::new().every_operation(true, true).unload_callback(false).validated();
-        type InstanceContext = ();
-        type CompletionContext = ();
-
-        fn load(_: &dyn ServiceParameters) -> Result<Self> {
-            Ok(Resident)
-        }
-
-        fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
-            Ok(())
-        }
-
-        fn pre_operation(
-            &self,
-            _: &Instance<'_, ()>,
-            _: &mut PreOperation<'_, ()>,
-        ) -> PreOutcome<()> {
-            PreOutcome::WithPost(())
-        }
-
-        fn post_operation(
-            &self,
-            _: &Instance<'_, ()>,
-            _: &mut PostOperation<'_>,
-            _: (),
-            _: PostFlags,
-        ) -> PostOutcome<()> {
-            PostOutcome::Finished
-        }
-    }
-
-    pub(crate) mod driver {
-        fsfilter_legacy::driver!(super::Resident);
-    }
+    fsfilter_legacy::driver!(passthrough::Resident);
 }
 
 /// `IoSetCompletionRoutineEx` calls (the I/O manager's per-IRP allocation, counted as a pool call
 /// of the calling service by the fault injector) and post callbacks over 20 non-cached reads, and
 /// whether a service stop unloads the driver.
 fn completion_contexts(entry: DriverEntry) -> (u64, usize, bool) {
-    let mut m = Machine::new(MachineConfig { seed: 2 });
-    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
-    let mut spec = ServiceSpec::new("Filter", entry, "legacy");
-    spec.start = StartType::Boot;
-    m.install(spec);
-    m.boot();
+    let (mut m, c) = machine_with(entry);
     let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
     let pool = |m: &mut Machine| {
         m.kernel(|k| k.faults.service_count("Filter", fsfilter_sim::FaultKind::Pool))
@@ -153,7 +112,7 @@ fn only_an_unloadable_filter_pays_for_io_set_completion_routine_ex() {
     assert_eq!(ex, 20, "one IoSetCompletionRoutineEx per read");
     // Without an unload callback the image stays: plain IoSetCompletionRoutine, no allocation,
     // and the post callbacks still run.
-    let (ex, posts, unloaded) = completion_contexts(resident::driver::ENTRY);
+    let (ex, posts, unloaded) = completion_contexts(resident::ENTRY);
     assert!(!unloaded, "a filter without an unload callback cannot be stopped");
     assert_eq!(posts, 20);
     assert_eq!(ex, 0, "no IoSetCompletionRoutineEx");

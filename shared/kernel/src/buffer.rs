@@ -35,6 +35,15 @@ pub struct OnDemandBuffer<L> {
 }
 
 impl<L: Locate> OnDemandBuffer<L> {
+    fn new(handle: usize, shown: Option<(usize, bool)>) -> OnDemandBuffer<L> {
+        OnDemandBuffer {
+            handle,
+            locate: core::marker::PhantomData,
+            shown,
+            mapped: Cell::new(false),
+        }
+    }
+
     /// The buffer a pre-operation callback may see: the data of a write.
     ///
     /// # Safety
@@ -46,12 +55,7 @@ impl<L: Locate> OnDemandBuffer<L> {
             Parameters::Write(w) => Some((w.length as usize, true)),
             _ => None,
         };
-        OnDemandBuffer {
-            handle,
-            locate: core::marker::PhantomData,
-            shown,
-            mapped: Cell::new(false),
-        }
+        Self::new(handle, shown)
     }
 
     /// The buffer a post-operation callback may see: the data a read returned, when it succeeded
@@ -69,12 +73,7 @@ impl<L: Locate> OnDemandBuffer<L> {
             Parameters::Read(r) if show => Some((information.min(r.length as usize), false)),
             _ => None,
         };
-        OnDemandBuffer {
-            handle,
-            locate: core::marker::PhantomData,
-            shown,
-            mapped: Cell::new(false),
-        }
+        Self::new(handle, shown)
     }
 }
 

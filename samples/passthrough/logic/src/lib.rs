@@ -101,6 +101,52 @@ impl Filter for Passthrough {
     }
 }
 
+/// Passthrough registered without an unload callback: like sfilter, and like the raw baselines of
+/// the benchmarks, a filter that can never be unloaded (`DriverUnload` stays NULL; the minifilter
+/// has no `FilterUnloadCallback`). The legacy backend then sets plain completion routines, with no
+/// per-IRP `IoSetCompletionRoutineEx` (docs/performance.md). Everything else is passthrough's.
+#[derive(Debug)]
+pub struct Resident(Passthrough);
+
+/// [`REGISTRATION`] without the unload callback.
+pub const RESIDENT_REGISTRATION: Registration = REGISTRATION.unload_callback(false).validated();
+
+impl Filter for Resident {
+    const REGISTRATION: Registration = RESIDENT_REGISTRATION;
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(parameters: &dyn ServiceParameters) -> Result<Resident> {
+        Passthrough::load(parameters).map(Resident)
+    }
+
+    fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<()> {
+        self.0.instance_setup(setup)
+    }
+
+    fn instance_query_teardown(&self, instance: &Instance<'_, ()>) -> Result<()> {
+        self.0.instance_query_teardown(instance)
+    }
+
+    fn pre_operation(
+        &self,
+        instance: &Instance<'_, ()>,
+        operation: &mut PreOperation<'_, ()>,
+    ) -> PreOutcome<()> {
+        self.0.pre_operation(instance, operation)
+    }
+
+    fn post_operation(
+        &self,
+        instance: &Instance<'_, ()>,
+        operation: &mut PostOperation<'_>,
+        context: (),
+        flags: PostFlags,
+    ) -> PostOutcome<()> {
+        self.0.post_operation(instance, operation, context, flags)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +165,10 @@ mod tests {
         }
         assert!(REGISTRATION.callbacks().filter_unload);
         assert!(REGISTRATION.callbacks().instance_query_teardown);
+        // The resident variant differs by the unload callback only.
+        assert!(!RESIDENT_REGISTRATION.callbacks().filter_unload);
+        assert_eq!(RESIDENT_REGISTRATION.operations(), REGISTRATION.operations());
+        assert_eq!(RESIDENT_REGISTRATION.unload_callback(true), REGISTRATION);
     }
 
     #[test]
