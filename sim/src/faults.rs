@@ -68,13 +68,17 @@ pub struct Faults {
     counts: FastMap<(FaultKind, Option<ImageId>), u64>,
     /// The image counted as "current" for the next check (set by the kernel).
     pub(crate) current: Option<ImageId>,
-    /// Its service name (set by the kernel).
+    /// Its service name, lowercase (set by the kernel).
     pub(crate) current_service: Option<String>,
+    /// The image `current_service` was computed for (None before the first check): the kernel
+    /// recomputes the name only when the current image changes.
+    pub(crate) service_of: Option<Option<ImageId>>,
     /// Planned failures by service name: the `nth` call of a kind made by that service's image,
     /// whichever image it gets when it loads.
     service_plans: Vec<(String, FaultKind, u64)>,
-    /// Calls counted by service name.
-    service_counts: std::collections::BTreeMap<(String, FaultKind), u64>,
+    /// Calls counted by service name, then kind (looked up by `&str`: every counted call passes
+    /// here, so no key is built per call).
+    service_counts: std::collections::BTreeMap<String, FastMap<FaultKind, u64>>,
     /// Failures injected so far.
     pub injected: Vec<Fault>,
 }
@@ -92,7 +96,11 @@ impl Faults {
 
     /// How many calls of `kind` service `service` has made (in this machine's life).
     pub fn service_count(&self, service: &str, kind: FaultKind) -> u64 {
-        self.service_counts.get(&(service.to_ascii_lowercase(), kind)).copied().unwrap_or(0)
+        self.service_counts
+            .get(service.to_ascii_lowercase().as_str())
+            .and_then(|counts| counts.get(&kind))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many calls of `kind` `image` has made.
@@ -116,14 +124,21 @@ impl Faults {
         let any = self.counts.entry((kind, None)).or_default();
         *any += 1;
         let any = *any;
-        if let Some(service) = self.current_service.clone() {
-            let n = self.service_counts.entry((service.clone(), kind)).or_default();
-            *n += 1;
-            let n = *n;
+        if let Some(service) = self.current_service.as_deref() {
+            let n = if let Some(counts) = self.service_counts.get_mut(service) {
+                let n = counts.entry(kind).or_default();
+                *n += 1;
+                *n
+            } else {
+                let mut counts = FastMap::default();
+                counts.insert(kind, 1);
+                self.service_counts.insert(service.to_owned(), counts);
+                1
+            };
             if let Some(i) = self
                 .service_plans
                 .iter()
-                .position(|(s, k, nth)| *s == service && *k == kind && *nth == n)
+                .position(|(s, k, nth)| s == service && *k == kind && *nth == n)
             {
                 self.service_plans.remove(i);
                 self.injected.push(Fault { kind, nth: n, image });

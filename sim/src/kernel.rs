@@ -4,7 +4,7 @@
 //! driver code: a driver routine may call any export. [`call_into`] records which image's code is
 //! running (for the image global and for attributing pool, devices and verifier findings).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -143,6 +143,27 @@ static STRAY_SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
     static KERNEL: RefCell<Option<Box<Kernel>>> = const { RefCell::new(None) };
+    /// The image global of the image whose code is running ([`call_into`]'s innermost image),
+    /// null when none is: every driver callback asks for it (`FsfSimImageSlot`), and this
+    /// answers without borrowing the kernel. It mirrors the top of [`Kernel::image_stack`],
+    /// which only [`call_into`] changes.
+    static CURRENT_SLOT: Cell<*const AtomicPtr<c_void>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The image global of the running image, when an image's code is running; None otherwise
+/// (where [`Kernel::current_slot`] reports the use).
+pub(crate) fn running_image_slot() -> Option<*const AtomicPtr<c_void>> {
+    let slot = CURRENT_SLOT.with(Cell::get);
+    (!slot.is_null()).then_some(slot)
+}
+
+/// Restores [`CURRENT_SLOT`] when [`call_into`] returns.
+struct SlotRestore(*const AtomicPtr<c_void>);
+
+impl Drop for SlotRestore {
+    fn drop(&mut self) {
+        CURRENT_SLOT.with(|c| c.set(self.0));
+    }
 }
 
 /// True when a machine is installed on this thread.
@@ -190,7 +211,15 @@ pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
 /// Runs driver code of `image` (None: kernel code outside any image) and restores the image
 /// stack afterwards.
 pub fn call_into<R>(image: Option<ImageId>, f: impl FnOnce() -> R) -> R {
-    with(|k| k.image_stack.push(image));
+    let slot = with(|k| {
+        k.image_stack.push(image);
+        // The image's global lives in a Box of the image table, which only grows: its address
+        // holds for the machine's life, which outlasts this call.
+        image
+            .and_then(|i| k.images.get(i.index()))
+            .map_or(std::ptr::null(), |i| &*i.slot as *const _)
+    });
+    let _restore = SlotRestore(CURRENT_SLOT.with(|c| c.replace(slot)));
     let result = f();
     with(|k| {
         k.image_stack.pop();
@@ -303,8 +332,13 @@ impl Kernel {
 
     /// Counts a call of `kind` by the running image and says whether fault injection fails it.
     pub fn fault(&mut self, kind: crate::faults::FaultKind) -> bool {
-        self.faults.current = self.current_image();
-        self.faults.current_service = self.current_image_name().map(|n| n.to_ascii_lowercase());
+        let image = self.current_image();
+        self.faults.current = image;
+        // Image names never change: the lowercase name is computed once per change of image.
+        if self.faults.service_of != Some(image) {
+            self.faults.current_service = self.current_image_name().map(|n| n.to_ascii_lowercase());
+            self.faults.service_of = Some(image);
+        }
         self.faults.fail(kind)
     }
 

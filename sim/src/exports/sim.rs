@@ -18,7 +18,9 @@ pub extern "C" fn FsfSimGetCurrentIrql() -> u8 {
 /// The global slot of the running driver image (a static on Windows).
 #[unsafe(no_mangle)]
 pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
-    kernel::with(|k| k.current_slot())
+    // The running image's slot without borrowing the kernel; outside any image, the kernel
+    // reports the use and answers its stray slot.
+    kernel::running_image_slot().unwrap_or_else(|| kernel::with(|k| k.current_slot()))
 }
 
 /// `fsfilter_kernel::image::call_as_driver_of`: runs `f` as code of the driver that owns
