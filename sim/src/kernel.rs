@@ -64,7 +64,7 @@ pub enum ImageKind {
 /// A driver image: code plus its one global.
 pub struct ImageInfo {
     /// The service or native driver name.
-    pub name: String,
+    pub name: crate::name::Name,
     /// Native or loaded.
     pub kind: ImageKind,
     /// The image global (`fsfilter_kernel::image`), at a stable address for the machine's life.
@@ -294,14 +294,21 @@ impl Kernel {
     pub fn image_name(&self, image: ImageId) -> String {
         self.images
             .get(image.index())
-            .map_or_else(|| format!("image#{}", image.0), |i| i.name.clone())
+            .map_or_else(|| format!("image#{}", image.0), |i| i.name.to_string())
+    }
+
+    /// An image's name, shared (for events).
+    pub fn image_shared_name(&self, image: ImageId) -> crate::name::Name {
+        self.images
+            .get(image.index())
+            .map_or_else(|| format!("image#{}", image.0).into(), |i| i.name.clone())
     }
 
     /// Registers an image.
     pub fn add_image(&mut self, name: &str, kind: ImageKind) -> ImageId {
         let id = ImageId(self.images.len() as u32);
         self.images.push(ImageInfo {
-            name: name.to_owned(),
+            name: name.into(),
             kind,
             slot: Box::new(AtomicPtr::new(std::ptr::null_mut())),
             loaded: true,

@@ -45,7 +45,7 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
         if !k.record_callbacks {
             return;
         }
-        let driver = k.current_image_name().unwrap_or_else(|| "kernel".into());
+        let driver = k.current_image().map_or_else(|| "kernel".into(), |i| k.image_shared_name(i));
         let (instance, operation) = match *event {
             TraceEvent::InstanceSetup { instance, volume_object, .. } => {
                 // Not attached yet (legacy): the volume object resolves when the instance does not.
@@ -69,7 +69,7 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
             TraceEvent::Note { instance, operation, .. } => (instance.map(|i| i.0), operation),
             TraceEvent::Unload { .. } => (None, None),
         };
-        let volume = instance.and_then(|i| k.resolve_instance(i)).map(|v| k.volume_display_name(v));
+        let volume = instance.and_then(|i| k.resolve_instance(i)).map(|v| k.volume_shared_name(v));
         let io = operation.and_then(|o| k.resolve_operation(o)).map(|r| RequestRef(r.0));
         k.log(EventKind::Callback { driver, volume, io, callback: Callback::from_trace(event) });
     });
