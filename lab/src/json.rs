@@ -79,20 +79,20 @@ pub fn event(e: &Event) -> Value {
         }
         EventKind::Dismounted { volume } => put("volume", json!(volume)),
         EventKind::IoStart { io, volume, major, fast_io } => {
-            put("volume", json!(volume));
+            put("volume", json!(volume.as_str()));
             put("io", json!(io.0));
             put("operation", json!(major.name()));
             put("fast_io", json!(fast_io));
         }
         EventKind::IoComplete { io, volume, status: s, information } => {
-            put("volume", json!(volume));
+            put("volume", json!(volume.as_str()));
             put("io", json!(io.0));
             put("status", status(*s));
             put("information", json!(information));
         }
         EventKind::Callback { driver, volume, io, callback } => {
-            put("driver", json!(driver));
-            put("volume", json!(volume));
+            put("driver", json!(driver.as_str()));
+            put("volume", json!(volume.as_deref()));
             if let Some(io) = io {
                 put("io", json!(io.0));
             }
@@ -109,10 +109,10 @@ pub fn event(e: &Event) -> Value {
         }
         EventKind::FltMgr { driver, volume, event } => {
             if let Some(d) = driver {
-                put("driver", json!(d));
+                put("driver", json!(d.as_str()));
             }
             if let Some(v) = volume {
-                put("volume", json!(v));
+                put("volume", json!(v.as_str()));
             }
             flt_fields(event, &mut put);
         }
@@ -166,8 +166,8 @@ fn flt_fields(e: &fsfilter_sim::FltEvent, put: &mut impl FnMut(&str, Value)) {
             put("status", status(*s));
         }
         F::Operation { instance, altitude, major, kind, io, draining, outcome, .. } => {
-            put("instance", json!(instance));
-            put("altitude", json!(altitude));
+            put("instance", json!(instance.as_str()));
+            put("altitude", json!(altitude.as_str()));
             put("operation", json!(major.name()));
             put("operation_kind", json!(operation_kind(*kind)));
             if let Some(io) = io {

@@ -92,7 +92,7 @@ fn orderings(r: &Run) -> String {
                         io: Some(i),
                         callback: fsfilter_sim::Callback::Pre { .. },
                         ..
-                    } if *i == io => Some(driver.clone()),
+                    } if *i == io => Some(driver.to_string()),
                     _ => None,
                 })
                 .collect();

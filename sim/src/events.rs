@@ -1,5 +1,6 @@
 //! The event log: everything a run did, in order, for the lab's reports and the tests.
 
+use crate::name::Name;
 use std::fmt;
 
 use fsfilter::trace::TraceEvent;
@@ -341,7 +342,7 @@ pub enum EventKind {
         /// The request.
         io: RequestRef,
         /// The volume.
-        volume: String,
+        volume: Name,
         /// The operation.
         major: MajorFunction,
         /// Fast I/O or IRP.
@@ -352,7 +353,7 @@ pub enum EventKind {
         /// The request.
         io: RequestRef,
         /// The volume.
-        volume: String,
+        volume: Name,
         /// Its final status.
         status: Status,
         /// `IoStatus.Information`.
@@ -361,9 +362,9 @@ pub enum EventKind {
     /// A callback into filter logic (backend trace hook).
     Callback {
         /// The driver (service) whose logic ran.
-        driver: String,
+        driver: Name,
         /// The volume of the instance, when known.
-        volume: Option<String>,
+        volume: Option<Name>,
         /// The user request the operation belongs to, when known.
         io: Option<RequestRef>,
         /// What ran.
@@ -390,9 +391,9 @@ pub enum EventKind {
     /// logic reported.
     FltMgr {
         /// The minifilter (service name) concerned, if any.
-        driver: Option<String>,
+        driver: Option<Name>,
         /// The volume concerned, if any (its display name).
-        volume: Option<String>,
+        volume: Option<Name>,
         /// What happened.
         event: FltEvent,
     },
@@ -547,9 +548,9 @@ pub enum FltEvent {
     /// A pre- or post-operation callback ran.
     Operation {
         /// The instance.
-        instance: String,
+        instance: Name,
         /// Its altitude.
-        altitude: String,
+        altitude: Name,
         /// Pre or post.
         phase: Phase,
         /// The operation.

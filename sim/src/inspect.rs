@@ -66,7 +66,7 @@ impl crate::Machine {
                     crate::EventKind::Callback { driver: d, volume, callback, .. }
                         if d == driver =>
                     {
-                        Some((volume.clone(), callback.clone()))
+                        Some((volume.as_ref().map(String::from), callback.clone()))
                     }
                     _ => None,
                 })
@@ -85,7 +85,7 @@ impl crate::Machine {
                         if *i == io =>
                     {
                         let kind = callback.kind();
-                        matches!(kind, "pre" | "post").then(|| (driver.clone(), kind))
+                        matches!(kind, "pre" | "post").then(|| (driver.to_string(), kind))
                     }
                     _ => None,
                 })

@@ -415,10 +415,13 @@ impl Kernel {
         image: Option<ImageId>,
         status: NTSTATUS,
     ) {
-        let name = image.map(|i| self.image_name(i));
+        // The name only when there is a finding (this runs for every IRP).
+        let name = || image.map(|i| self.image_name(i));
         if pending && !marked {
+            let name = name();
             self.report(Rule::PendingWithoutMark, name, "a dispatch routine returned STATUS_PENDING but the IRP was not marked pending (IoMarkIrpPending in the dispatch routine, or from the completion routine when PendingReturned)");
         } else if !pending && marked {
+            let name = name();
             self.report(
                 Rule::MarkedPendingButNotReturned,
                 name,

@@ -64,7 +64,7 @@ pub enum ImageKind {
 /// A driver image: code plus its one global.
 pub struct ImageInfo {
     /// The service or native driver name.
-    pub name: String,
+    pub name: crate::name::Name,
     /// Native or loaded.
     pub kind: ImageKind,
     /// The image global (`fsfilter_kernel::image`), at a stable address for the machine's life.
@@ -143,10 +143,6 @@ static STRAY_SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
     static KERNEL: RefCell<Option<Box<Kernel>>> = const { RefCell::new(None) };
-    /// The image global of the image on top of the image stack (null: none, or kernel code),
-    /// kept by [`call_into`] so that the backends' `FsfSimImageSlot`, called by every callback,
-    /// reads it without borrowing the kernel. Reset when a machine is installed or removed.
-    static RUNNING_SLOT: Cell<*const AtomicPtr<c_void>> = const { Cell::new(std::ptr::null()) };
     /// The simulated processor's IRQL ([`Kernel::irql`]): in a thread-local rather than a field
     /// so that `FsfSimGetCurrentIrql`, which every operation view reads, does not borrow the
     /// kernel. Reset to `PASSIVE_LEVEL` when a machine is installed.
@@ -154,6 +150,27 @@ thread_local! {
     /// [`Kernel::record_callbacks`], read by the backends' trace hook before it borrows the
     /// kernel. Reset to true when a machine is installed.
     static RECORD_CALLBACKS: Cell<bool> = const { Cell::new(true) };
+    /// The image global of the image whose code is running ([`call_into`]'s innermost image),
+    /// null when none is: every driver callback asks for it (`FsfSimImageSlot`), and this
+    /// answers without borrowing the kernel. It mirrors the top of [`Kernel::image_stack`],
+    /// which only [`call_into`] changes.
+    static CURRENT_SLOT: Cell<*const AtomicPtr<c_void>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The image global of the running image, when an image's code is running; None otherwise
+/// (where [`Kernel::current_slot`] reports the use).
+pub(crate) fn running_image_slot() -> Option<*const AtomicPtr<c_void>> {
+    let slot = CURRENT_SLOT.with(Cell::get);
+    (!slot.is_null()).then_some(slot)
+}
+
+/// Restores [`CURRENT_SLOT`] when [`call_into`] returns.
+struct SlotRestore(*const AtomicPtr<c_void>);
+
+impl Drop for SlotRestore {
+    fn drop(&mut self) {
+        CURRENT_SLOT.with(|c| c.set(self.0));
+    }
 }
 
 /// Whether the backends' trace hook records callbacks on this thread's machine.
@@ -164,12 +181,6 @@ pub fn recording_callbacks() -> bool {
 /// The current IRQL of this thread's machine.
 pub fn current_irql() -> u8 {
     IRQL.with(Cell::get)
-}
-
-/// The image global of the running image, when the running code is a loaded image's (null
-/// otherwise: the caller asks the kernel, which reports the misuse).
-pub fn running_slot() -> *const AtomicPtr<c_void> {
-    RUNNING_SLOT.with(Cell::get)
 }
 
 /// True when a machine is installed on this thread.
@@ -190,14 +201,14 @@ pub(crate) fn install(kernel: Kernel) {
         );
         *slot = Some(Box::new(kernel));
     });
-    RUNNING_SLOT.with(|s| s.set(std::ptr::null()));
+    CURRENT_SLOT.with(|s| s.set(std::ptr::null()));
     IRQL.with(|i| i.set(PASSIVE_LEVEL));
     RECORD_CALLBACKS.with(|r| r.set(true));
 }
 
 /// Removes this thread's kernel.
 pub(crate) fn uninstall() -> Option<Box<Kernel>> {
-    RUNNING_SLOT.with(|s| s.set(std::ptr::null()));
+    CURRENT_SLOT.with(|s| s.set(std::ptr::null()));
     KERNEL.with(|k| k.borrow_mut().take())
 }
 
@@ -221,17 +232,19 @@ pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
 /// Runs driver code of `image` (None: kernel code outside any image) and restores the image
 /// stack afterwards.
 pub fn call_into<R>(image: Option<ImageId>, f: impl FnOnce() -> R) -> R {
-    let outer = RUNNING_SLOT.with(Cell::get);
     let slot = with(|k| {
         k.image_stack.push(image);
-        image.and_then(|i| k.images.get(i.index())).map_or(std::ptr::null(), |i| &raw const *i.slot)
+        // The image's global lives in a Box of the image table, which only grows: its address
+        // holds for the machine's life, which outlasts this call.
+        image
+            .and_then(|i| k.images.get(i.index()))
+            .map_or(std::ptr::null(), |i| &*i.slot as *const _)
     });
-    RUNNING_SLOT.with(|s| s.set(slot));
+    let _restore = SlotRestore(CURRENT_SLOT.with(|c| c.replace(slot)));
     let result = f();
     with(|k| {
         k.image_stack.pop();
     });
-    RUNNING_SLOT.with(|s| s.set(outer));
     result
 }
 
@@ -323,14 +336,21 @@ impl Kernel {
     pub fn image_name(&self, image: ImageId) -> String {
         self.images
             .get(image.index())
-            .map_or_else(|| format!("image#{}", image.0), |i| i.name.clone())
+            .map_or_else(|| format!("image#{}", image.0), |i| i.name.to_string())
+    }
+
+    /// An image's name, shared (for events).
+    pub fn image_shared_name(&self, image: ImageId) -> crate::name::Name {
+        self.images
+            .get(image.index())
+            .map_or_else(|| format!("image#{}", image.0).into(), |i| i.name.clone())
     }
 
     /// Registers an image.
     pub fn add_image(&mut self, name: &str, kind: ImageKind) -> ImageId {
         let id = ImageId(self.images.len() as u32);
         self.images.push(ImageInfo {
-            name: name.to_owned(),
+            name: name.into(),
             kind,
             slot: Box::new(AtomicPtr::new(std::ptr::null_mut())),
             loaded: true,

@@ -34,6 +34,7 @@ pub mod loader;
 pub mod machine;
 pub mod mem;
 pub mod mount;
+pub mod name;
 pub mod nt;
 pub mod objects;
 pub mod pool;
@@ -56,6 +57,7 @@ pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
 };
 pub use machine::{Machine, MachineConfig};
+pub use name::Name;
 pub use rawirp::{RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp};
 pub use registry::RegValue;
 pub use syscalls::{CreateOptions, IoMode, IoRequest, IoResult};

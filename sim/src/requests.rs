@@ -73,7 +73,7 @@ impl Kernel {
     ) -> RequestId {
         let id = RequestId(self.requests.count());
         self.requests.list.push_back(Request { volume, major, result: None });
-        let name = self.volume_display_name(volume);
+        let name = self.volume_shared_name(volume);
         self.log(EventKind::IoStart { io: RequestRef(id.0), volume: name, major, fast_io });
         id
     }
@@ -86,7 +86,7 @@ impl Kernel {
         }
         r.result = Some((status, information));
         let volume = r.volume;
-        let name = self.volume_display_name(volume);
+        let name = self.volume_shared_name(volume);
         self.log(EventKind::IoComplete { io: RequestRef(id.0), volume: name, status, information });
     }
 }

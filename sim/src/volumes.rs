@@ -175,7 +175,7 @@ impl std::fmt::Display for VolumeError {
 #[derive(Clone, Debug)]
 pub struct Volume {
     /// DOS name or device path.
-    pub name: String,
+    pub name: crate::name::Name,
     /// The file system.
     pub fs: FsKind,
     /// When it mounts.
@@ -265,7 +265,15 @@ impl Kernel {
         self.volumes
             .list
             .get(v.index())
-            .map_or_else(|| format!("volume#{}", v.0), |vol| vol.name.clone())
+            .map_or_else(|| format!("volume#{}", v.0), |vol| vol.name.to_string())
+    }
+
+    /// A volume's name for events, shared.
+    pub fn volume_shared_name(&self, v: VolumeId) -> crate::name::Name {
+        self.volumes
+            .list
+            .get(v.index())
+            .map_or_else(|| format!("volume#{}", v.0).into(), |vol| vol.name.clone())
     }
 
     /// The volume with this name (case-insensitive).
@@ -336,7 +344,7 @@ impl Kernel {
             media.add_file(path, bytes, now);
         }
         self.volumes.list.push(Volume {
-            name: spec.name,
+            name: spec.name.into(),
             fs: spec.fs,
             mount: spec.mount,
             dev_drive: spec.dev_drive,

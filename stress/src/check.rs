@@ -23,7 +23,7 @@ use fsfilter_lab::run::{Run, Snapshot, StackEntry};
 use fsfilter_lab::scenario::{Action, Model, Parameter, Scenario};
 use fsfilter_sim::kernel::ImageKind;
 use fsfilter_sim::loader::ServiceState;
-use fsfilter_sim::{Callback, Event, EventKind, Machine, RequestRef};
+use fsfilter_sim::{Callback, Event, EventKind, Machine, Name, RequestRef};
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,9 +161,9 @@ fn findings(run: &Run, out: &mut Vec<Violation>) {
 }
 
 /// An operation of one driver on one volume for one request.
-type OpKey = (String, Option<String>, Option<RequestRef>, MajorFunction);
+type OpKey = (Name, Option<Name>, Option<RequestRef>, MajorFunction);
 /// A driver's pended operations of one request.
-type PendKey = (String, Option<String>, Option<RequestRef>);
+type PendKey = (Name, Option<Name>, Option<RequestRef>);
 
 fn asks_for_post(outcome: &str) -> bool {
     matches!(outcome, "FLT_PREOP_SUCCESS_WITH_CALLBACK" | "FLT_PREOP_SYNCHRONIZE")
@@ -352,7 +352,7 @@ pub fn order(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
                         });
                     }
                 }
-                last.pre = Some((*major, *kind, rank, driver.clone()));
+                last.pre = Some((*major, *kind, rank, driver.to_string()));
                 last.post = None;
             }
             Callback::Post { major, .. } => {
@@ -367,7 +367,7 @@ pub fn order(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
                         });
                     }
                 }
-                last.post = Some((*major, rank, driver.clone()));
+                last.post = Some((*major, rank, driver.to_string()));
                 last.pre = None;
             }
             _ => {}

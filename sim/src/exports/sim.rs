@@ -18,11 +18,9 @@ pub extern "C" fn FsfSimGetCurrentIrql() -> u8 {
 /// The global slot of the running driver image (a static on Windows).
 #[unsafe(no_mangle)]
 pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
-    match kernel::running_slot() {
-        slot if !slot.is_null() => slot,
-        // Outside any image: the kernel answers a stray slot and reports the misuse.
-        _ => kernel::with(|k| k.current_slot()),
-    }
+    // The running image's slot without borrowing the kernel; outside any image, the kernel
+    // reports the use and answers its stray slot.
+    kernel::running_image_slot().unwrap_or_else(|| kernel::with(|k| k.current_slot()))
 }
 
 /// `fsfilter_kernel::image::call_as_driver_of`: runs `f` as code of the driver that owns
@@ -47,7 +45,7 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
         return;
     }
     kernel::with(|k| {
-        let driver = k.current_image_name().unwrap_or_else(|| "kernel".into());
+        let driver = k.current_image().map_or_else(|| "kernel".into(), |i| k.image_shared_name(i));
         let (instance, operation) = match *event {
             TraceEvent::InstanceSetup { instance, volume_object, .. } => {
                 // Not attached yet (legacy): the volume object resolves when the instance does not.
@@ -71,7 +69,7 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
             TraceEvent::Note { instance, operation, .. } => (instance.map(|i| i.0), operation),
             TraceEvent::Unload { .. } => (None, None),
         };
-        let volume = instance.and_then(|i| k.resolve_instance(i)).map(|v| k.volume_display_name(v));
+        let volume = instance.and_then(|i| k.resolve_instance(i)).map(|v| k.volume_shared_name(v));
         let io = operation.and_then(|o| k.resolve_operation(o)).map(|r| RequestRef(r.0));
         k.log(EventKind::Callback { driver, volume, io, callback: Callback::from_trace(event) });
     });

@@ -49,7 +49,7 @@ pub struct FltSections {
 fn log(k: &mut Kernel, inst: InstId, what: &'static str, status: Status) {
     let name = k.fltmgr.inst(inst).name.clone();
     let (driver, volume) = k.flt_inst_names(inst);
-    k.flt_log(driver, volume, FltEvent::DataScan { instance: name, what, status });
+    k.flt_log(driver, volume, FltEvent::DataScan { instance: name.to_string(), what, status });
 }
 
 /// `FltRegisterForDataScan`: `STATUS_NOT_SUPPORTED` on named-pipe and mailslot volumes.
@@ -221,7 +221,7 @@ fn notify(stream: usize, sections: &[usize], data: *mut FLT_CALLBACK_DATA, durin
             k.flt_log(
                 driver,
                 volume,
-                FltEvent::SectionConflict { instance: name, context, during_create },
+                FltEvent::SectionConflict { instance: name.to_string(), context, during_create },
             );
         });
         // SAFETY: the filter's section-notification callback with its instance, section context

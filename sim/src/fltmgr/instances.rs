@@ -108,7 +108,7 @@ pub fn setup(
                 let (device_type, fs) = (k.fltmgr.vol(v).device_type, k.fltmgr.vol(v).flt_type());
                 let frame = k.fltmgr.filter(f).frame;
                 let driver = Some(k.fltmgr.filter(f).name.clone());
-                let volume = Some(k.flt_volume_name(v));
+                let volume = Some(k.flt_volume_shared_name(v));
                 k.flt_log(
                     driver,
                     volume,
@@ -290,7 +290,7 @@ pub fn teardown_instance(i: InstId, reason: u32) {
             driver,
             volume,
             FltEvent::TeardownStart {
-                instance: name,
+                instance: name.to_string(),
                 reason: TeardownFlags::from_bits_retain(reason),
             },
         );
@@ -346,7 +346,7 @@ pub fn complete_teardown(i: InstId) {
             driver,
             volume,
             FltEvent::TeardownComplete {
-                instance: name,
+                instance: name.to_string(),
                 reason: TeardownFlags::from_bits_retain(reason),
             },
         );

@@ -211,9 +211,11 @@ impl Machine {
             k.events
                 .iter()
                 .filter_map(|e| match &e.kind {
-                    EventKind::FltMgr { driver, volume, event } => {
-                        Some((driver.clone(), volume.clone(), event.clone()))
-                    }
+                    EventKind::FltMgr { driver, volume, event } => Some((
+                        driver.as_ref().map(String::from),
+                        volume.as_ref().map(String::from),
+                        event.clone(),
+                    )),
                     _ => None,
                 })
                 .collect()

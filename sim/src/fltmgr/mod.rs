@@ -212,7 +212,7 @@ pub enum FilterState {
 pub struct FilterRec {
     block: Block,
     /// The service name (the filter's name).
-    pub name: String,
+    pub name: crate::name::Name,
     /// Its driver.
     pub driver: DriverId,
     /// Its image.
@@ -280,11 +280,11 @@ pub struct InstanceRec {
     /// Its volume.
     pub volume: FvId,
     /// Its name.
-    pub name: String,
+    pub name: crate::name::Name,
     /// Its altitude.
     pub altitude: Altitude,
     /// Its altitude as given.
-    pub altitude_text: String,
+    pub altitude_text: crate::name::Name,
     /// Its frame.
     pub frame: u32,
     /// Its life.
@@ -564,9 +564,9 @@ impl FltMgr {
             block,
             filter,
             volume,
-            name: def.name.clone(),
+            name: def.name.as_str().into(),
             altitude: def.altitude,
-            altitude_text: def.altitude_text.clone(),
+            altitude_text: def.altitude_text.as_str().into(),
             frame,
             state: InstState::SettingUp,
             outstanding: 0,
@@ -583,7 +583,12 @@ impl FltMgr {
 
 impl Kernel {
     /// Logs a Filter Manager event.
-    pub fn flt_log(&mut self, driver: Option<String>, volume: Option<String>, event: FltEvent) {
+    pub fn flt_log(
+        &mut self,
+        driver: Option<crate::name::Name>,
+        volume: Option<crate::name::Name>,
+        event: FltEvent,
+    ) {
         self.log(EventKind::FltMgr { driver, volume, event });
     }
 
@@ -593,6 +598,14 @@ impl Kernel {
         match self.flt_sim_volume(v) {
             Some(sv) => self.volume_display_name(sv),
             None => self.fltmgr.vol(v).name.clone(),
+        }
+    }
+
+    /// [`Kernel::flt_volume_name`], shared (for events).
+    pub fn flt_volume_shared_name(&self, v: FvId) -> crate::name::Name {
+        match self.flt_sim_volume(v) {
+            Some(sv) => self.volume_shared_name(sv),
+            None => self.fltmgr.vol(v).name.as_str().into(),
         }
     }
 
@@ -621,15 +634,21 @@ impl Kernel {
     }
 
     /// An instance's names for events: (driver, volume).
-    pub fn flt_inst_names(&self, i: InstId) -> (Option<String>, Option<String>) {
+    pub fn flt_inst_names(
+        &self,
+        i: InstId,
+    ) -> (Option<crate::name::Name>, Option<crate::name::Name>) {
         let r = self.fltmgr.inst(i);
-        (Some(self.fltmgr.filter(r.filter).name.clone()), Some(self.flt_volume_name(r.volume)))
+        (
+            Some(self.fltmgr.filter(r.filter).name.clone()),
+            Some(self.flt_volume_shared_name(r.volume)),
+        )
     }
 
     /// Reports a finding against a filter.
     pub fn flt_report(&mut self, filter: Option<FilterId>, rule: Rule, message: impl Into<String>) {
         let driver = match filter {
-            Some(f) => Some(self.fltmgr.filter(f).name.clone()),
+            Some(f) => Some(self.fltmgr.filter(f).name.to_string()),
             None => self.current_image_name(),
         };
         self.report(rule, driver, message);

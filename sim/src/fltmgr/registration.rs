@@ -222,7 +222,7 @@ pub(crate) fn register(
                     k.report(rule, Some(service.clone()), message);
                 }
                 k.flt_log(
-                    Some(service.clone()),
+                    Some(service.as_str().into()),
                     None,
                     FltEvent::FilterRegistered {
                         frame: 0,
@@ -240,7 +240,7 @@ pub(crate) fn register(
         Err(s) => {
             kernel::with(|k| {
                 k.flt_log(
-                    Some(service.clone()),
+                    Some(service.as_str().into()),
                     None,
                     FltEvent::FilterRegistered { frame: 0, altitude: String::new(), status: s },
                 )
@@ -273,7 +273,7 @@ pub(crate) fn register(
         let unload = parsed.callbacks.unload.is_some();
         k.fltmgr.filters.push(FilterRec {
             block,
-            name: service.clone(),
+            name: service.as_str().into(),
             driver: did,
             image,
             state: FilterState::Registered,
@@ -298,7 +298,7 @@ pub(crate) fn register(
                 if stoppable { Some(super::manage::filter_driver_unload) } else { None };
         }
         k.flt_log(
-            Some(service.clone()),
+            Some(service.as_str().into()),
             None,
             FltEvent::FilterRegistered {
                 frame,

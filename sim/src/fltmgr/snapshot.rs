@@ -66,9 +66,9 @@ fn frame_instances(k: &Kernel, v: Option<FvId>, frame: u32) -> Vec<SnapInstance>
         .map(|i| {
             let r = k.fltmgr.inst(i);
             SnapInstance {
-                driver: k.fltmgr.filter(r.filter).name.clone(),
-                instance: r.name.clone(),
-                altitude: r.altitude_text.clone(),
+                driver: k.fltmgr.filter(r.filter).name.to_string(),
+                instance: r.name.to_string(),
+                altitude: r.altitude_text.to_string(),
             }
         })
         .collect()
@@ -142,7 +142,7 @@ impl Machine {
                         })
                         .map(|r| {
                             (
-                                r.name.clone(),
+                                r.name.to_string(),
                                 r.altitude().map(|a| a.to_string()).unwrap_or_default(),
                             )
                         })

@@ -35,7 +35,7 @@ fn callbacks(m: &Machine) -> Vec<(Option<String>, Option<u32>, Callback)> {
         .into_iter()
         .filter_map(|e| match e.kind {
             EventKind::Callback { volume, io, callback, .. } => {
-                Some((volume, io.map(|r| r.0), callback))
+                Some((volume.map(String::from), io.map(|r| r.0), callback))
             }
             _ => None,
         })

@@ -1,0 +1,51 @@
+//! A fixed workload for instruction counts (issue 9): builds a 4-filter mixed stack (as
+//! `throughput/mixed/4`), runs `WARM` mixed workloads, then the number of mixed workloads given
+//! as the first argument (default 1,000). Run it under callgrind twice, with 0 and with N, and
+//! divide the difference by N for the instructions per [`Bench::mixed`]:
+//!
+//! `valgrind --tool=callgrind target/release/examples/instructions 1000`
+//!
+//! The second argument picks the stack: `mixed` (the default), `minifilter` or `legacy`. With
+//! `DUMP_EVENTS` set in the environment, it prints every event of `n` workloads instead.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "example")]
+
+use fsfilter_bench::{Bench, Driver};
+
+/// The lab binary's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Mixed workloads run before the measured ones (one trim of the event log and more).
+const WARM: u64 = 500;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let kind = args.next().unwrap_or_else(|| "mixed".to_owned());
+    let stack: Vec<Driver> = (0..4)
+        .map(|i| match kind.as_str() {
+            "minifilter" => Driver::PassthroughMinifilter,
+            "legacy" => Driver::PassthroughLegacy,
+            _ if i % 2 == 0 => Driver::PassthroughMinifilter,
+            _ => Driver::PassthroughLegacy,
+        })
+        .collect();
+    let mut bench = Bench::new(&stack);
+    if std::env::var_os("DUMP_EVENTS").is_some() {
+        // Behaviour check: every event of a few workloads, for a diff before and after a change.
+        bench.trim();
+        for _ in 0..n {
+            bench.mixed();
+        }
+        for e in bench.machine.events() {
+            println!("{e:?}");
+        }
+        println!("{:?}", bench.machine.findings());
+        return;
+    }
+    for _ in 0..WARM + n {
+        bench.mixed();
+    }
+    println!("{kind}/4: {} mixed workloads after {WARM}", n);
+}
