@@ -69,8 +69,9 @@ pub struct Faults {
     /// Planned failures by service name (lowercase): the `nth` call of a kind made by that
     /// service's image, whichever image it gets when it loads.
     service_plans: Vec<(String, FaultKind, u64)>,
-    /// Calls counted by service name (lowercase), then kind. Looked up by `&str` on every
-    /// counted call, so counting allocates only the first time a service calls.
+    /// Calls counted by service name (as the image spells it; one spelling per service), then
+    /// kind. Looked up by `&str` on every counted call, so counting allocates only the first
+    /// time a service calls.
     service_counts: FastMap<String, FastMap<FaultKind, u64>>,
     /// Failures injected so far.
     pub injected: Vec<Fault>,
@@ -89,8 +90,11 @@ impl Faults {
 
     /// How many calls of `kind` service `service` has made (in this machine's life).
     pub fn service_count(&self, service: &str, kind: FaultKind) -> u64 {
-        let service = service.to_ascii_lowercase();
-        self.service_counts.get(service.as_str()).and_then(|k| k.get(&kind)).copied().unwrap_or(0)
+        self.service_counts
+            .iter()
+            .filter(|(s, _)| s.eq_ignore_ascii_case(service))
+            .filter_map(|(_, kinds)| kinds.get(&kind))
+            .sum()
     }
 
     /// How many calls of `kind` `image` has made.
@@ -115,24 +119,31 @@ impl Faults {
         *any += 1;
         let any = *any;
         if let Some(service) = service {
-            let n =
-                match self.service_counts.iter_mut().find(|(s, _)| s.eq_ignore_ascii_case(service))
-                {
-                    Some((_, kinds)) => kinds.entry(kind).or_default(),
-                    None => self
-                        .service_counts
-                        .entry(service.to_ascii_lowercase())
-                        .or_default()
-                        .entry(kind)
-                        .or_default(),
-                };
+            // Keyed by the image's name as it is spelled (one hash lookup per call); a service
+            // counted under another spelling before is found case-insensitively, once.
+            if !self.service_counts.contains_key(service) {
+                let key = self
+                    .service_counts
+                    .keys()
+                    .find(|s| s.eq_ignore_ascii_case(service))
+                    .cloned()
+                    .unwrap_or_else(|| service.to_ascii_lowercase());
+                let kinds = self.service_counts.remove(&key).unwrap_or_default();
+                self.service_counts.insert(service.to_owned(), kinds);
+            }
+            let mut uncounted = 0;
+            let n = match self.service_counts.get_mut(service) {
+                Some(kinds) => kinds.entry(kind).or_default(),
+                None => &mut uncounted,
+            };
             *n += 1;
             let n = *n;
-            if let Some(i) = self
-                .service_plans
-                .iter()
-                .position(|(s, k, nth)| s.eq_ignore_ascii_case(service) && *k == kind && *nth == n)
-            {
+            let planned = || {
+                self.service_plans.iter().position(|(s, k, nth)| {
+                    *k == kind && *nth == n && s.eq_ignore_ascii_case(service)
+                })
+            };
+            if let Some(i) = planned() {
                 self.service_plans.remove(i);
                 self.injected.push(Fault { kind, nth: n, image });
                 return true;
