@@ -155,6 +155,36 @@ pub struct OpReg {
     pub post: PFLT_POST_OPERATION_CALLBACK,
 }
 
+/// A filter's operation table, indexed by the major function code (the Filter Manager looks it
+/// up for every operation, for every instance it walks).
+#[derive(Clone)]
+pub struct OpTable(Box<[Option<OpReg>; 256]>);
+
+impl Default for OpTable {
+    fn default() -> OpTable {
+        OpTable(Box::new([None; 256]))
+    }
+}
+
+impl OpTable {
+    /// The entry for major function code `major`.
+    pub fn get(&self, major: &u8) -> Option<&OpReg> {
+        self.0.get(usize::from(*major)).and_then(Option::as_ref)
+    }
+
+    /// Whether `major` has an entry.
+    pub fn contains_key(&self, major: &u8) -> bool {
+        self.get(major).is_some()
+    }
+
+    /// Sets the entry for `major`.
+    pub fn insert(&mut self, major: u8, reg: OpReg) {
+        if let Some(slot) = self.0.get_mut(usize::from(major)) {
+            *slot = Some(reg);
+        }
+    }
+}
+
 /// The optional callbacks of a registration.
 #[derive(Clone, Copy, Default)]
 pub struct FilterCallbacks {
@@ -224,7 +254,7 @@ pub struct FilterRec {
     /// `FLT_REGISTRATION.Flags`.
     pub flags: u32,
     /// Operation table, by major code.
-    pub ops: BTreeMap<u8, OpReg>,
+    pub ops: OpTable,
     /// Optional callbacks.
     pub callbacks: FilterCallbacks,
     /// Registered context types: (type, size, cleanup).

@@ -1,8 +1,6 @@
 //! `FltRegisterFilter`, `FltStartFiltering`, `FltUnregisterFilter` (facts.md §2.6, §3, §5) and
 //! the instance definitions in the registry (§2.5, both layouts).
 
-use std::collections::BTreeMap;
-
 use fsfilter::{Altitude, InstanceSetupFlags, MajorFunction, Status, TeardownFlags};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -12,7 +10,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use super::contexts::ContextReg;
 use super::frames::Placement;
 use super::{
-    FilterCallbacks, FilterId, FilterRec, FilterState, FltObject, InstanceDef, OpReg, reg_flags,
+    FilterCallbacks, FilterId, FilterRec, FilterState, FltObject, InstanceDef, OpReg, OpTable,
+    reg_flags,
 };
 use crate::events::{FltEvent, Rule};
 use crate::faults::FaultKind;
@@ -40,7 +39,7 @@ fn min_size(minor: u8) -> usize {
 struct Parsed {
     version: u16,
     flags: u32,
-    ops: BTreeMap<u8, OpReg>,
+    ops: OpTable,
     callbacks: FilterCallbacks,
     contexts: Vec<ContextReg>,
 }
@@ -88,7 +87,7 @@ unsafe fn parse(reg: *const FLT_REGISTRATION) -> Result<Parsed, Refusal> {
         teardown_complete: r.InstanceTeardownCompleteCallback,
         section_notification: if minor >= 3 { r.SectionNotificationCallback } else { None },
     };
-    let mut ops = BTreeMap::new();
+    let mut ops = OpTable::default();
     let mut p: *const FLT_OPERATION_REGISTRATION = r.OperationRegistration;
     let mut n = 0;
     while !p.is_null() && n < MAX_ENTRIES {
