@@ -167,31 +167,16 @@ fn post_only_is_zero_sized<F: Filter>(registration: &fsfilter::Registration) -> 
 /// Writes `\FileSystem\Filters\<service>` into `out`; returns its length.
 fn control_name(parameters: &ServiceKey, out: &mut [u16; 96]) -> usize {
     let prefix = wide!("\\FileSystem\\Filters\\");
+    // The service name is ASCII (`ServiceKey::open` turns anything else into '?'), so each byte
+    // is one UTF-16 unit, and no UTF-8 decoder is linked for it.
+    let service = parameters.service_name().bytes().map(u16::from);
     let mut n = 0;
-    for &u in prefix.iter().chain(parameters.service_name().encode_utf16().collect_fixed().iter()) {
+    for u in prefix.iter().copied().chain(service) {
         let Some(slot) = out.get_mut(n) else { break };
         *slot = u;
         n += 1;
     }
     n
-}
-
-/// A small fixed buffer of UTF-16 for service names.
-trait CollectFixed {
-    fn collect_fixed(self) -> [u16; 64];
-}
-
-impl<I: Iterator<Item = u16>> CollectFixed for I {
-    fn collect_fixed(self) -> [u16; 64] {
-        let mut out = [0u16; 64];
-        let mut len = 0;
-        for (slot, u) in out.iter_mut().zip(self) {
-            *slot = u;
-            len += 1;
-        }
-        let _ = len;
-        out
-    }
 }
 
 /// # Safety

@@ -175,6 +175,7 @@ unsafe extern "system" fn detach_device<F: Filter>(
     unsafe { crate::attach::detach_from_deleted(state, source, target) };
 }
 
+/// `FastIoRead`: through the model.
 unsafe extern "system" fn read<F: Filter>(
     file: *const FILE_OBJECT,
     offset: *const i64,
@@ -185,19 +186,13 @@ unsafe extern "system" fn read<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    let call = |table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT| match entry!(table, FastIoRead)
-    {
-        Some(f) => fsfilter_kernel::image::call_as_driver_of(lower, || {
-            // SAFETY: the lower driver's routine with the I/O manager's arguments and its
-            // device, called in that driver's context.
-            unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) }
-        }),
-        None => false,
-    };
+    let call =
+        ReadWrite { major: MajorFunction::Read, file, offset, length, wait, key, buffer, iosb };
     // SAFETY: forwarded from the I/O manager.
-    unsafe { model::<F>(MajorFunction::Read, file, offset, length, key, iosb, device, &call) }
+    unsafe { model::<F>(&call, device) }
 }
 
+/// `FastIoWrite`: through the model.
 unsafe extern "system" fn write<F: Filter>(
     file: *const FILE_OBJECT,
     offset: *const i64,
@@ -208,34 +203,61 @@ unsafe extern "system" fn write<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
+    let buffer = buffer.cast_mut();
     let call =
-        |table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT| match entry!(table, FastIoWrite) {
-            Some(f) => fsfilter_kernel::image::call_as_driver_of(lower, || {
+        ReadWrite { major: MajorFunction::Write, file, offset, length, wait, key, buffer, iosb };
+    // SAFETY: forwarded from the I/O manager.
+    unsafe { model::<F>(&call, device) }
+}
+
+/// The arguments of a fast-I/O read or write, kept to hand them to the lower driver.
+struct ReadWrite {
+    major: MajorFunction,
+    file: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    wait: bool,
+    key: u32,
+    /// The caller's buffer (`*const` for a write: the lower routine gets it back as such).
+    buffer: *mut c_void,
+    iosb: *mut IO_STATUS_BLOCK,
+}
+
+impl ReadWrite {
+    /// Calls the lower driver's `FastIoRead` or `FastIoWrite` with the caller's arguments; false
+    /// (take the IRP path) when its table has no such routine. One body for both, and for every
+    /// filter type.
+    ///
+    /// # Safety
+    /// The arguments are the I/O manager's for this call; `lower` is the device below ours.
+    #[inline(never)]
+    unsafe fn call_lower(&self, table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT) -> bool {
+        let Self { major, file, offset, length, wait, key, buffer, iosb } = *self;
+        if major == MajorFunction::Read {
+            let Some(f) = entry!(table, FastIoRead) else { return false };
+            fsfilter_kernel::image::call_as_driver_of(lower, || {
                 // SAFETY: the lower driver's routine with the I/O manager's arguments and its
                 // device, called in that driver's context.
                 unsafe { f(file, offset, length, wait, key, buffer, iosb, lower) }
-            }),
-            None => false,
-        };
-    // SAFETY: forwarded from the I/O manager.
-    unsafe { model::<F>(MajorFunction::Write, file, offset, length, key, iosb, device, &call) }
+            })
+        } else {
+            let Some(f) = entry!(table, FastIoWrite) else { return false };
+            fsfilter_kernel::image::call_as_driver_of(lower, || {
+                // SAFETY: as above.
+                unsafe { f(file, offset, length, wait, key, buffer.cast_const(), iosb, lower) }
+            })
+        }
+    }
 }
 
 /// A fast-I/O read or write through the model: pre callback, the lower driver, post callback.
 ///
 /// # Safety
-/// Called from a fast-I/O routine with its arguments; `call` calls the lower driver's routine.
-#[allow(clippy::too_many_arguments, reason = "the fast-I/O routine's parameters")]
-unsafe fn model<F: Filter>(
-    major: MajorFunction,
-    file: *const FILE_OBJECT,
-    offset: *const i64,
-    length: u32,
-    key: u32,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-    call: &dyn Fn(&FAST_IO_DISPATCH, *mut DEVICE_OBJECT) -> bool,
-) -> bool {
+/// Called from a fast-I/O routine with its arguments (`io`) and device.
+unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool {
+    let ReadWrite { major, file, offset, length, key, iosb, .. } = *io;
+    // SAFETY: the caller's arguments (`call_lower`'s contract).
+    let call = |table: &FAST_IO_DISPATCH, lower| unsafe { io.call_lower(table, lower) };
     // SAFETY: our device.
     let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return false };
     // SAFETY: this image's state.

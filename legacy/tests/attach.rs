@@ -183,3 +183,18 @@ fn dismount_detaches_through_fast_io_detach_device_and_tears_the_instance_down()
     assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
     assert_eq!(setups(&m, "ProbeA").len(), 2);
 }
+
+#[test]
+fn the_control_device_is_named_after_the_service() {
+    // §1.2, step 1: the filter's control device is \FileSystem\Filters\<service>, built from the
+    // last component of the registry path DriverEntry is given.
+    let mut m = machine();
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    install_probe(&mut m, "ProbeCdo7", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.device_stack_drivers(r"\FileSystem\Filters\ProbeCdo7"), ["ProbeCdo7"]);
+    assert!(m.device_stack_drivers(r"\FileSystem\Filters\ProbeCdo").is_empty());
+    // Gone with the driver.
+    assert_eq!(m.stop("ProbeCdo7"), fsfilter_sim::StopResult::Unloaded);
+    assert!(m.device_stack_drivers(r"\FileSystem\Filters\ProbeCdo7").is_empty());
+}
