@@ -32,8 +32,12 @@ pub unsafe fn driver_entry<F: Filter>(
         Err(e) => return e.status().0,
     };
     drop(parameters);
-    let Ok(registration) = fsfilter::registration_in_force(&filter) else {
-        return Status::INVALID_PARAMETER.0;
+    // `None`: the constant, validated at compile time, registered from static tables. A
+    // run-time registration gets tables of its own unless it equals the constant.
+    let (registration, constant) = match fsfilter::registration_in_force(&filter) {
+        Ok(None) => (F::REGISTRATION, true),
+        Ok(Some(r)) => (r, r == F::REGISTRATION),
+        Err(_) => return Status::INVALID_PARAMETER.0,
     };
     // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
     // SAFETY: every field `init` does not write is valid as zero: the filter handle (0 until
@@ -49,7 +53,7 @@ pub unsafe fn driver_entry<F: Filter>(
         Ok(s) => s,
         Err(e) => return e.status().0,
     };
-    let table: *const FLT_REGISTRATION = if registration == F::REGISTRATION {
+    let table: *const FLT_REGISTRATION = if constant {
         StaticTables::<F>::registration()
     } else {
         match PoolBox::try_new(RuntimeTables::new::<F>(&registration), DRIVER_TAG) {

@@ -219,16 +219,19 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// `PASSIVE_LEVEL`, system thread, may block. An error fails `DriverEntry` with that status.
     fn load(parameters: &dyn ServiceParameters) -> Result<Self>;
 
-    /// The registration in force. The default is [`Filter::REGISTRATION`]; a filter whose
-    /// operations come from its parameters (the probe sample) builds one at run time and checks
-    /// it with [`Registration::check`]. A run-time registration may leave data scanning out but
-    /// cannot add it: the backends compile the data-scan paths only into filters whose
-    /// `REGISTRATION` scans data, and refuse the load otherwise ([`registration_in_force`]).
+    /// The registration in force, when it is not [`Filter::REGISTRATION`]. The default, `None`,
+    /// registers the constant, validated at compile time, from static tables: a filter that does
+    /// not override this carries no run-time registration code at all. A filter whose operations
+    /// come from its parameters (the probe sample) returns one built at run time, which the
+    /// backend checks with [`Registration::check`]. A run-time registration may leave data
+    /// scanning out but cannot add it: the backends compile the data-scan paths only into filters
+    /// whose `REGISTRATION` scans data, and refuse the load otherwise
+    /// ([`registration_in_force`]).
     ///
     /// # Context
     /// Called once, from `DriverEntry`, after [`Filter::load`].
-    fn registration(&self) -> Registration {
-        Self::REGISTRATION
+    fn registration(&self) -> Option<Registration> {
+        None
     }
 
     /// Decides whether to attach to a volume. `Ok` attaches with that instance state; any
@@ -349,13 +352,31 @@ pub trait Filter: Sized + Send + Sync + 'static {
     }
 }
 
-/// What a backend's `DriverEntry` registers: [`Filter::registration`], checked, and refused when it
-/// scans data that [`Filter::REGISTRATION`] does not declare.
+/// What a backend's `DriverEntry` registers: `None` for [`Filter::REGISTRATION`] (validated at
+/// compile time, registered from static tables), or the run-time registration
+/// [`Filter::registration`] returned, checked, and refused when it scans data that
+/// `REGISTRATION` does not declare.
+///
+/// Inlined, so that the branch a filter cannot take disappears: a filter that keeps the default
+/// carries no checking code, and one that always builds its registration carries no copy of the
+/// constant.
+#[inline(always)]
 pub fn registration_in_force<F: Filter>(
     filter: &F,
+) -> core::result::Result<Option<Registration>, RegistrationError> {
+    match filter.registration() {
+        None => Ok(None),
+        Some(r) => check_run_time(r, F::REGISTRATION.scans_data()).map(Some),
+    }
+}
+
+/// [`Registration::check`], and no data scanning unless the constant declares it.
+fn check_run_time(
+    registration: Registration,
+    declared_scan: bool,
 ) -> core::result::Result<Registration, RegistrationError> {
-    let registration = filter.registration().check()?;
-    if registration.scans_data() && !F::REGISTRATION.scans_data() {
+    let registration = registration.check()?;
+    if registration.scans_data() && !declared_scan {
         return Err(RegistrationError::DataScanNotDeclared);
     }
     Ok(registration)
@@ -395,7 +416,7 @@ mod tests {
     }
 
     /// A filter whose run-time registration is whatever its field says.
-    struct Configurable(Registration);
+    struct Configurable(Option<Registration>);
 
     impl Filter for Configurable {
         const REGISTRATION: Registration = Registration::new()
@@ -405,10 +426,10 @@ mod tests {
         type CompletionContext = ();
 
         fn load(_: &dyn ServiceParameters) -> Result<Self> {
-            Ok(Configurable(Self::REGISTRATION))
+            Ok(Configurable(None))
         }
 
-        fn registration(&self) -> Registration {
+        fn registration(&self) -> Option<Registration> {
             self.0
         }
 
@@ -429,14 +450,16 @@ mod tests {
     fn run_time_registrations_cannot_add_data_scanning() {
         let plain = Configurable::REGISTRATION;
         assert!(!scans_data::<Configurable>());
-        assert_eq!(registration_in_force(&Configurable(plain)), Ok(plain));
+        // The default: the constant, with nothing checked at run time.
+        assert_eq!(registration_in_force(&Configurable(None)), Ok(None));
+        assert_eq!(registration_in_force(&Configurable(Some(plain))), Ok(Some(plain)));
         assert_eq!(
-            registration_in_force(&Configurable(plain.data_scan(true))),
+            registration_in_force(&Configurable(Some(plain.data_scan(true)))),
             Err(RegistrationError::DataScanNotDeclared)
         );
         let twice = plain.operation(crate::Operation::new(crate::MajorFunction::Create).pre());
         assert_eq!(
-            registration_in_force(&Configurable(twice)),
+            registration_in_force(&Configurable(Some(twice))),
             Err(RegistrationError::Duplicate(crate::MajorFunction::Create))
         );
     }

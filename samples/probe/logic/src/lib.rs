@@ -474,8 +474,8 @@ impl Filter for Probe {
         Probe::from_parameters(parameters).map_err(|_| Error::INVALID_PARAMETER)
     }
 
-    fn registration(&self) -> Registration {
-        self.registration
+    fn registration(&self) -> Option<Registration> {
+        Some(self.registration)
     }
 
     fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<()> {

@@ -292,12 +292,8 @@ impl Filter for Scanner {
         Scanner::from_parameters(parameters).map_err(|_| Error::INVALID_PARAMETER)
     }
 
-    fn registration(&self) -> Registration {
-        if self.npfs_msfs {
-            REGISTRATION.flags(RegistrationFlags::SUPPORT_NPFS_MSFS)
-        } else {
-            REGISTRATION
-        }
+    fn registration(&self) -> Option<Registration> {
+        self.npfs_msfs.then(|| REGISTRATION.flags(RegistrationFlags::SUPPORT_NPFS_MSFS))
     }
 
     fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<()> {
@@ -437,15 +433,12 @@ mod tests {
     #[test]
     fn named_pipes_and_mailslots_only_when_asked() {
         let plain = scanner(&[("Pattern", V::String("x"))]).unwrap();
-        assert!(
-            !plain
-                .registration()
-                .registration_flags()
-                .contains(RegistrationFlags::SUPPORT_NPFS_MSFS)
-        );
+        // The constant, which has no such flag.
+        assert_eq!(plain.registration(), None);
+        assert!(!REGISTRATION.registration_flags().contains(RegistrationFlags::SUPPORT_NPFS_MSFS));
         let pipes =
             scanner(&[("Pattern", V::String("x")), ("SupportNpfsMsfs", V::Dword(1))]).unwrap();
-        let r = pipes.registration();
+        let r = pipes.registration().unwrap();
         assert!(r.registration_flags().contains(RegistrationFlags::SUPPORT_NPFS_MSFS));
         assert!(r.scans_data(), "the flag keeps the rest of the registration");
     }
