@@ -5,8 +5,13 @@
 //!
 //! `valgrind --tool=callgrind target/release/examples/instructions 1000`
 //!
-//! The second argument picks the stack: `mixed` (the default), `minifilter` or `legacy`. With
-//! `DUMP_EVENTS` set in the environment, it prints every event of `n` workloads instead.
+//! The second argument picks the stack: `mixed` (the default), `minifilter` or `legacy` (the
+//! passthrough sample), `resident` (passthrough on the legacy backend without an unload
+//! callback), or the raw baselines `raw-minifilter` and `raw-legacy`; the third its depth
+//! (default 4). Comparing `minifilter 1` with `raw-minifilter 1` gives the framework's overhead in
+//! instructions, free of the clock's noise (set `NO_CALLBACK_EVENTS` in the environment to turn the
+//! trace hook off, as the overhead benchmark does). With `DUMP_EVENTS` set in the environment, it prints
+//! every event of `n` workloads instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "example")]
 
@@ -23,15 +28,24 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let kind = args.next().unwrap_or_else(|| "mixed".to_owned());
-    let stack: Vec<Driver> = (0..4)
+    let depth: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let stack: Vec<Driver> = (0..depth)
         .map(|i| match kind.as_str() {
             "minifilter" => Driver::PassthroughMinifilter,
             "legacy" => Driver::PassthroughLegacy,
-            _ if i % 2 == 0 => Driver::PassthroughMinifilter,
-            _ => Driver::PassthroughLegacy,
+            "resident" => Driver::ResidentLegacy,
+            "raw-minifilter" => Driver::RawMinifilter,
+            "raw-legacy" => Driver::RawLegacy,
+            "mixed" if i % 2 == 0 => Driver::PassthroughMinifilter,
+            "mixed" => Driver::PassthroughLegacy,
+            other => panic!("unknown stack {other:?}"),
         })
         .collect();
     let mut bench = Bench::new(&stack);
+    if std::env::var_os("NO_CALLBACK_EVENTS").is_some() {
+        // As the overhead benchmark: the trace hook off, as on Windows (the raw filters have none).
+        bench.record_callbacks(false);
+    }
     if std::env::var_os("DUMP_EVENTS").is_some() {
         // Behaviour check: every event of a few workloads, for a diff before and after a change.
         bench.trim();
@@ -47,5 +61,5 @@ fn main() {
     for _ in 0..WARM + n {
         bench.mixed();
     }
-    println!("{kind}/4: {} mixed workloads after {WARM}", n);
+    println!("{kind}/{depth}: {n} mixed workloads after {WARM}");
 }

@@ -94,7 +94,7 @@ pub(crate) unsafe fn instance_state<'a, F: Filter>(
     // SAFETY: a valid instance and an out pointer.
     let status = unsafe { FltGetInstanceContext(instance, &mut context) };
     if status < 0 {
-        if driver.registration.callbacks().instance_setup {
+        if driver.registered.instance_setup() {
             return None;
         }
         let state = InstanceState::<F> {
@@ -232,7 +232,7 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
         filesystem: FilesystemType::from_raw(volume_filesystem_type as u32),
     };
     let flags = InstanceSetupFlags::from_bits_retain(flags);
-    let data_scan = if fsfilter::scans_data::<F>() && driver.registration.scans_data() {
+    let data_scan = if fsfilter::scans_data::<F>() && driver.registered.scans_data() {
         // SAFETY: a valid instance being set up (facts.md §6: register before creating sections).
         match Status(unsafe { FltRegisterForDataScan(instance) }) {
             s if s.is_success() => DataScanMode::FilterManager,
@@ -460,9 +460,8 @@ fn registered_post<F: Filter>(driver: &DriverState<F>, handle: usize) -> bool {
     // SAFETY: a callback data this filter pended (found in the table), alive until completed.
     let iopb = unsafe { (*(handle as *const FLT_CALLBACK_DATA)).Iopb };
     // SAFETY: its parameter block, or null.
-    unsafe { iopb.as_ref() }.is_some_and(|i| {
-        driver.registration.get(MajorFunction::from_code(i.MajorFunction)).is_some_and(|o| o.post)
-    })
+    unsafe { iopb.as_ref() }
+        .is_some_and(|i| driver.registered.has_post(MajorFunction::from_code(i.MajorFunction)))
 }
 
 /// True when callback data `handle` is a cleanup or a close (which cannot fail, rule 5).
@@ -624,7 +623,7 @@ fn map_pre_outcome<F: Filter>(
     data: *mut FLT_CALLBACK_DATA,
     outcome: PreOutcome<F::CompletionContext>,
 ) -> (i32, *mut c_void, (&'static str, Option<Status>)) {
-    let has_post = driver.registration.get(header.major).is_some_and(|o| o.post);
+    let has_post = driver.registered.has_post(header.major);
     let cleanup_or_close = matches!(header.major, MajorFunction::Cleanup | MajorFunction::Close);
     let id = data as usize;
     let no_post = (

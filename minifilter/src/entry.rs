@@ -11,7 +11,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
-use crate::state::{DRIVER_TAG, DriverState};
+use crate::state::{DRIVER_TAG, DriverState, Registered};
 use crate::tables::{RuntimeTables, StaticTables};
 
 /// The `DriverEntry` of a minifilter built from `F`: reads the service's `Parameters` key, builds
@@ -34,18 +34,20 @@ pub unsafe fn driver_entry<F: Filter>(
     drop(parameters);
     // `None`: the constant, validated at compile time, registered from static tables. A
     // run-time registration gets tables of its own unless it equals the constant.
-    let (registration, constant) = match fsfilter::registration_in_force(&filter) {
-        Ok(None) => (F::REGISTRATION, true),
-        Ok(Some(r)) => (r, r == F::REGISTRATION),
+    // The constant's summary is computed at compile time: the image keeps no copy of it.
+    let (registered, runtime) = match fsfilter::registration_in_force(&filter) {
+        Ok(None) => (const { Registered::of(&F::REGISTRATION) }, None),
+        Ok(Some(r)) if r == F::REGISTRATION => (Registered::of(&r), None),
+        Ok(Some(r)) => (Registered::of(&r), Some(r)),
         Err(_) => return Status::INVALID_PARAMETER.0,
     };
     // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
     // SAFETY: every field `init` does not write is valid as zero: the filter handle (0 until
     // registered), the pended, deferred-post and section tables (empty when zero, their
-    // invariants), which leaves `filter`, `registration` and `runtime_tables`, written here.
+    // invariants), which leaves `filter`, `registered` and `runtime_tables`, written here.
     let init = |p: *mut DriverState<F>| {
         // SAFETY: `p` is the fresh, aligned, zeroed allocation.
-        unsafe { init_fields(p, filter, registration) }
+        unsafe { init_fields(p, filter, registered) }
     };
     // SAFETY: see above; `init` writes the remaining fields.
     let state = unsafe { PoolBox::<DriverState<F>>::try_new_zeroed_with(DRIVER_TAG, init) };
@@ -53,16 +55,17 @@ pub unsafe fn driver_entry<F: Filter>(
         Ok(s) => s,
         Err(e) => return e.status().0,
     };
-    let table: *const FLT_REGISTRATION = if constant {
-        StaticTables::<F>::registration()
-    } else {
-        match PoolBox::try_new(RuntimeTables::new::<F>(&registration), DRIVER_TAG) {
-            Ok(mut tables) => {
-                let linked = tables.link();
-                state.runtime_tables = Some(tables);
-                linked
+    let table: *const FLT_REGISTRATION = match runtime {
+        None => StaticTables::<F>::registration(),
+        Some(registration) => {
+            match PoolBox::try_new(RuntimeTables::new::<F>(&registration), DRIVER_TAG) {
+                Ok(mut tables) => {
+                    let linked = tables.link();
+                    state.runtime_tables = Some(tables);
+                    linked
+                }
+                Err(e) => return e.status().0,
             }
-            Err(e) => return e.status().0,
         }
     };
     // Callbacks can arrive before FltStartFiltering returns (facts.md §2.6): publish the state
@@ -100,15 +103,11 @@ pub unsafe fn driver_entry<F: Filter>(
     clippy::multiple_unsafe_ops_per_block,
     reason = "a raw field projection and its write are one operation"
 )]
-unsafe fn init_fields<F: Filter>(
-    p: *mut DriverState<F>,
-    filter: F,
-    registration: fsfilter::Registration,
-) {
+unsafe fn init_fields<F: Filter>(p: *mut DriverState<F>, filter: F, registered: Registered) {
     // SAFETY: `p` is valid for writes (the caller's contract); each write fills one field.
     unsafe { (&raw mut (*p).filter).write(filter) };
     // SAFETY: as above.
-    unsafe { (&raw mut (*p).registration).write(registration) };
+    unsafe { (&raw mut (*p).registered).write(registered) };
     // SAFETY: as above.
     unsafe { (&raw mut (*p).runtime_tables).write(None) };
 }

@@ -4,7 +4,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use fsfilter::{DataScanMode, Filter, Registration, VolumeInfo};
+use fsfilter::{DataScanMode, Filter, MAX_OPERATIONS, MajorFunction, Registration, VolumeInfo};
 use fsfilter_kernel::datascan::SectionTable;
 use fsfilter_kernel::image;
 use fsfilter_kernel::pending::{MAX_PENDED, PendedTable};
@@ -25,7 +25,8 @@ pub(crate) const SECTION_CONTEXT_TAG: u32 = pool_tag(b"FsfX");
 pub(crate) struct DriverState<F: Filter> {
     pub(crate) filter: F,
     pub(crate) handle: PFLT_FILTER,
-    pub(crate) registration: Registration,
+    /// What the callbacks need of the registration in force.
+    pub(crate) registered: Registered,
     /// Tables for a run-time registration (None when the static tables are used).
     pub(crate) runtime_tables: Option<PoolBox<RuntimeTables>>,
     pub(crate) pended: PendedTable,
@@ -34,6 +35,58 @@ pub(crate) struct DriverState<F: Filter> {
     /// The instance contexts of attached instances, for callbacks that may run above
     /// `APC_LEVEL` (post callbacks), where `FltGetInstanceContext` may not be called.
     pub(crate) instances: InstanceTable,
+}
+
+/// What the callbacks need to know of the registration in force, in a few bytes: which
+/// operations have a post callback, whether there is an instance-setup callback, whether it scans
+/// data. For a filter's constant registration it is computed at compile time, so the registration
+/// itself (some 400 bytes) is not kept in the image at all: the Filter Manager has the static
+/// tables, and the callbacks this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Registered {
+    /// Bit `major.index()` is set when that operation has a post callback.
+    post: u64,
+    instance_setup: bool,
+    scans_data: bool,
+}
+
+const _: () = assert!(MAX_OPERATIONS <= u64::BITS as usize, "one bit per dense operation index");
+
+impl Registered {
+    /// The summary of `registration`.
+    pub(crate) const fn of(registration: &Registration) -> Registered {
+        let mut post = 0u64;
+        let mut rest = registration.operations();
+        while let [op, tail @ ..] = rest {
+            if let (true, Some(i)) = (op.post, op.major.index()) {
+                post |= 1 << i;
+            }
+            rest = tail;
+        }
+        Registered {
+            post,
+            instance_setup: registration.callbacks().instance_setup,
+            scans_data: registration.scans_data(),
+        }
+    }
+
+    /// True when `major` is registered with a post callback.
+    pub(crate) const fn has_post(&self, major: MajorFunction) -> bool {
+        match major.index() {
+            Some(i) => self.post >> i & 1 != 0,
+            None => false,
+        }
+    }
+
+    /// True when the registration has an instance-setup callback.
+    pub(crate) const fn instance_setup(&self) -> bool {
+        self.instance_setup
+    }
+
+    /// True when the registration scans data.
+    pub(crate) const fn scans_data(&self) -> bool {
+        self.scans_data
+    }
 }
 
 /// How many instances one filter can have on the fast path; more still work, through
@@ -136,6 +189,34 @@ mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn the_registration_summary_answers_what_the_registration_says() {
+        use fsfilter::Operation;
+        let r = Registration::new()
+            .operation(Operation::new(MajorFunction::Create).pre().post())
+            .operation(Operation::new(MajorFunction::Read).pre())
+            .operation(Operation::new(MajorFunction::Write).post())
+            .operation(Operation::new(MajorFunction::VolumeDismount).pre().post())
+            .operation(Operation::new(MajorFunction::Shutdown).pre())
+            .instance_setup_callback(false)
+            .check()
+            .unwrap();
+        let s = Registered::of(&r);
+        for &m in MajorFunction::ALL {
+            assert_eq!(s.has_post(m), r.get(m).is_some_and(|o| o.post), "{m:?}");
+        }
+        assert!(s.has_post(MajorFunction::VolumeDismount), "a pseudo-operation's bit");
+        assert!(!s.has_post(MajorFunction::Unknown(0x50)));
+        assert!(!s.instance_setup());
+        assert!(!s.scans_data());
+        let scanning = Registered::of(&r.data_scan(true).instance_setup_callback(true));
+        assert!(scanning.instance_setup() && scanning.scans_data());
+        // The passthrough's constant, computed at compile time as DriverEntry does.
+        const EVERY: Registered = Registered::of(&Registration::new().every_operation(true, true));
+        assert!(EVERY.has_post(MajorFunction::Read) && !EVERY.has_post(MajorFunction::Shutdown));
+        assert!(EVERY.instance_setup());
+    }
 
     fn empty() -> InstanceTable {
         InstanceTable {

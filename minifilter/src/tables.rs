@@ -6,7 +6,7 @@
 use core::marker::PhantomData;
 use core::ptr;
 
-use fsfilter::{Filter, MAX_OPERATIONS, Registration};
+use fsfilter::{Filter, MAX_REGISTERED, Registration};
 use fsfilter_kernel::constants::{FLT_REGISTRATION_VERSION_0203, IRP_MJ_OPERATION_END};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_OPERATION_REGISTRATION,
@@ -20,7 +20,7 @@ use crate::state::{INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG};
 
 /// Entries of the operation table: one per registered operation plus the `IRP_MJ_OPERATION_END`
 /// sentinel.
-pub const OPERATION_TABLE_LEN: usize = MAX_OPERATIONS + 1;
+pub const OPERATION_TABLE_LEN: usize = MAX_REGISTERED + 1;
 /// Entries of the context table: instance, section, end.
 pub const CONTEXT_TABLE_LEN: usize = 3;
 
@@ -50,7 +50,7 @@ pub const fn operation_table<F: Filter>(
             PostOperation: if op.post { Some(callbacks::post_operation::<F>) } else { None },
             Reserved1: ptr::null_mut(),
         };
-        // A registration has at most MAX_OPERATIONS entries, so the sentinel slot stays.
+        // A registration has at most MAX_REGISTERED entries, so the sentinel slot stays.
         if let Some((_, [slot, ..])) = table.split_at_mut_checked(i) {
             *slot = entry;
         }

@@ -41,7 +41,7 @@ pub use flags::{
 };
 pub use major::{
     FLT_INTERNAL_OPERATION_COUNT, IRP_MJ_MAXIMUM_FUNCTION, IRP_MJ_OPERATION_END, MAX_OPERATIONS,
-    MajorFunction, OperationKind, directory, fsctl, lock, read_write,
+    MAX_REGISTERED, MajorFunction, OperationKind, directory, fsctl, lock, read_write,
 };
 pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,

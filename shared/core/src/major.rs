@@ -149,10 +149,25 @@ pub const IRP_MJ_OPERATION_END: u8 = 0x80;
 /// `FLT_INTERNAL_OPERATION_COUNT`: the number of Filter Manager pseudo-operations (facts.md §3).
 pub const FLT_INTERNAL_OPERATION_COUNT: usize = 22;
 
-/// How many registration entries the model can hold: one per IRP code plus one per
-/// pseudo-operation slot.
+/// The size of the dense operation index ([`MajorFunction::index`]): one slot per IRP code plus
+/// one per pseudo-operation slot, used or not.
 pub const MAX_OPERATIONS: usize =
     IRP_MJ_MAXIMUM_FUNCTION as usize + 1 + FLT_INTERNAL_OPERATION_COUNT;
+
+/// How many entries a registration can hold: every major function that may be registered
+/// (forbidden and unknown codes are refused, duplicates too, so no registration has more). A
+/// minifilter's operation table is this long plus the `IRP_MJ_OPERATION_END` sentinel.
+pub const MAX_REGISTERED: usize = {
+    let mut n = 0;
+    let mut rest = MajorFunction::ALL;
+    while let [major, tail @ ..] = rest {
+        if major.forbidden_reason().is_none() {
+            n += 1;
+        }
+        rest = tail;
+    }
+    n
+};
 
 /// How an operation reaches a filter (the `FLTFL_CALLBACK_DATA_*_OPERATION` kinds, facts.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -348,6 +363,23 @@ mod tests {
         }
         assert_eq!(MajorFunction::from_short_name("file_system_control"), None);
         assert_eq!(MajorFunction::from_name("irp_mj_read"), Some(MajorFunction::Read));
+    }
+
+    #[test]
+    fn a_registration_holds_every_registrable_major_once() {
+        // The 28 IRP codes less POWER and DEVICE_CHANGE, and the Filter Manager's pseudo-operations
+        // that have a code (facts.md §3): 26 + 15.
+        let registrable = || MajorFunction::ALL.iter().filter(|m| m.forbidden_reason().is_none());
+        assert_eq!(registrable().count(), MAX_REGISTERED);
+        assert_eq!(MAX_REGISTERED, 41);
+        assert_eq!(registrable().filter(|m| m.is_irp()).count(), 26);
+        assert_eq!(registrable().filter(|m| m.is_pseudo()).count(), 15);
+        // And a registration of all of them fits.
+        let mut all = crate::Registration::new();
+        for &m in registrable() {
+            all = all.operation(crate::Operation::new(m).pre());
+        }
+        assert_eq!(all.check().map(|r| r.operations().len()), Ok(MAX_REGISTERED));
     }
 
     #[test]

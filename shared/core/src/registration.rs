@@ -56,7 +56,7 @@
 use core::fmt;
 
 use crate::flags::{OperationFlags, RegistrationFlags};
-use crate::major::{MAX_OPERATIONS, MajorFunction, OperationKind};
+use crate::major::{MAX_OPERATIONS, MAX_REGISTERED, MajorFunction, OperationKind};
 use crate::operation::OperationHeader;
 use crate::slots;
 
@@ -224,7 +224,7 @@ impl Callbacks {
 /// the error.
 #[derive(Clone, Copy)]
 pub struct Registration {
-    operations: [Operation; MAX_OPERATIONS],
+    operations: [Operation; MAX_REGISTERED],
     len: usize,
     /// `index[major.index()]` = position in `operations`, or `NONE`.
     index: [u8; MAX_OPERATIONS],
@@ -240,7 +240,7 @@ impl Registration {
     /// No operations, no flags, every optional callback but the section notification present.
     pub const fn new() -> Registration {
         Registration {
-            operations: [Operation::new(MajorFunction::Create); MAX_OPERATIONS],
+            operations: [Operation::new(MajorFunction::Create); MAX_REGISTERED],
             len: 0,
             index: [NONE; MAX_OPERATIONS],
             flags: RegistrationFlags::empty(),
@@ -268,8 +268,8 @@ impl Registration {
             self.error = Some(RegistrationError::Duplicate(op.major));
             return self;
         }
-        // Every major has a distinct index below MAX_OPERATIONS and duplicates are refused, so
-        // `len` stays below MAX_OPERATIONS and both stores succeed.
+        // Every major has a distinct index below MAX_OPERATIONS; forbidden majors and duplicates
+        // are refused, so `len` stays below MAX_REGISTERED and both stores succeed.
         if slots::set(&mut self.operations, self.len, op) {
             slots::set(&mut self.index, slot, self.len as u8);
             self.len += 1;

@@ -54,7 +54,9 @@ impl Filter for Passthrough {
     type CompletionContext = ();
 
     fn load(parameters: &dyn ServiceParameters) -> Result<Passthrough> {
-        Ok(Passthrough::new(parameters.flag("Trace").unwrap_or(false)))
+        // A DWORD, as documented (and as passThrough's PtDebugTraceLevel is a number): reading it
+        // with `flag` would also accept strings, and link a string parser into every build.
+        Ok(Passthrough::new(parameters.dword("Trace").is_some_and(|v| v != 0)))
     }
 
     fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<()> {
@@ -180,5 +182,16 @@ mod tests {
         assert!(Passthrough::load(&on).unwrap().traces());
         let off = ParameterList { service: "PassThrough", values: &[] };
         assert!(!Passthrough::load(&off).unwrap().traces());
+        let zero = ParameterList {
+            service: "PassThrough",
+            values: &[("Trace", ParameterValue::Dword(0))],
+        };
+        assert!(!Passthrough::load(&zero).unwrap().traces());
+        // A REG_SZ is not the documented kind: ignored.
+        let text = ParameterList {
+            service: "PassThrough",
+            values: &[("Trace", ParameterValue::String("1"))],
+        };
+        assert!(!Passthrough::load(&text).unwrap().traces());
     }
 }
