@@ -165,10 +165,9 @@ unsafe fn volume_dispatch<F: Filter>(
         && matches!(major, MajorFunction::Write | MajorFunction::SetInformation)
     {
         // SAFETY: the live IRP at our location.
-        if let Some(header) = unsafe { view::header(irp) } {
-            if datascan::conflicts_with_sections(&header) {
-                notify_conflicts(state, device, ext, header.stream);
-            }
+        let header = unsafe { view::header(irp) };
+        if datascan::conflicts_with_sections(&header) {
+            notify_conflicts(state, device, ext, header.stream);
         }
     }
     let registered = state.registration.get(major).copied();
@@ -177,10 +176,7 @@ unsafe fn volume_dispatch<F: Filter>(
         return unsafe { pass_through(ext, irp) };
     };
     // SAFETY: the live IRP at our location.
-    let Some(header) = (unsafe { view::header(irp) }) else {
-        // SAFETY: forwarded.
-        return unsafe { pass_through(ext, irp) };
-    };
+    let header = unsafe { view::header(irp) };
     if op.skips(&header) {
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
@@ -192,7 +188,7 @@ unsafe fn volume_dispatch<F: Filter>(
             unsafe { OnDemandBuffer::<view::Buffers>::pre(irp as usize, &header.parameters) };
         let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
         let buffer = OperationBuffer::on_demand(&source);
-        let mut pre = PreOperation::new(header, buffer, &services, Some(pender::<F>()));
+        let mut pre = PreOperation::new(&header, buffer, &services, Some(pender::<F>()));
         state.filter.pre_operation(&instance, &mut pre)
     } else {
         // Post without pre: the context is zero-sized (checked at load).
@@ -210,7 +206,7 @@ unsafe fn volume_dispatch<F: Filter>(
         if !op.pre {
             return;
         }
-        trace::emit(&TraceEvent::Pre {
+        trace::emit_with(|| TraceEvent::Pre {
             instance: instance.id,
             operation: id,
             major,
@@ -470,10 +466,7 @@ unsafe fn run_post_with<F: Filter>(
         return PostDone::Continue;
     };
     // SAFETY: the IRP at our location.
-    let Some(header) = (unsafe { view::header(irp) }) else {
-        state.end(ext);
-        return PostDone::Continue;
-    };
+    let header = unsafe { view::header(irp) };
     // SAFETY: as above.
     let result = unsafe { view::io_status(irp) };
     // SAFETY: the IRP stays live while `op` exists (this call); `view::Buffers` answers its
@@ -483,7 +476,7 @@ unsafe fn run_post_with<F: Filter>(
     let create = header.major == MajorFunction::Create;
     let services =
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
-    let mut op = PostOperation::new(header, result, buffer, &services, Some(deferrer::<F>()));
+    let mut op = PostOperation::new(&header, result, buffer, &services, Some(deferrer::<F>()));
     let outcome = state.filter.post_operation(&instance, &mut op, context, PostFlags::empty());
     match outcome {
         PostOutcome::Finished => {
@@ -531,7 +524,7 @@ fn report_post<I>(
     when_safe: bool,
     outcome: &'static str,
 ) {
-    trace::emit(&TraceEvent::Post {
+    trace::emit_with(|| TraceEvent::Post {
         instance: instance.id,
         operation: irp as usize,
         major: header.major,
@@ -553,13 +546,12 @@ unsafe fn run_when_safe<F: Filter>(
     irp: *mut IRP,
     context: F::CompletionContext,
 ) -> PostDone {
-    let (Some(instance), Some(header)) = (instance_view(device, ext), {
-        // SAFETY: the IRP at our location.
-        unsafe { view::header(irp) }
-    }) else {
+    let Some(instance) = instance_view(device, ext) else {
         state.end(ext);
         return PostDone::Continue;
     };
+    // SAFETY: the IRP at our location.
+    let header = unsafe { view::header(irp) };
     // SAFETY: as above.
     let result = unsafe { view::io_status(irp) };
     // SAFETY: the IRP stays live while `op` exists (this call); `view::Buffers` answers its
@@ -569,7 +561,7 @@ unsafe fn run_when_safe<F: Filter>(
     let create = header.major == MajorFunction::Create;
     let services =
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
-    let mut op = PostOperation::new(header, result, buffer, &services, Some(deferrer::<F>()));
+    let mut op = PostOperation::new(&header, result, buffer, &services, Some(deferrer::<F>()));
     match state.filter.post_operation_when_safe(&instance, &mut op, context) {
         PostOutcome::MoreProcessing(_receipt) => {
             report_post(

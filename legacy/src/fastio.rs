@@ -285,7 +285,7 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     }
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
     let outcome = if op.pre {
-        let mut pre = PreOperation::new(header, Buffer::User.into(), &services, None);
+        let mut pre = PreOperation::new(&header, Buffer::User.into(), &services, None);
         state.filter.pre_operation(&instance, &mut pre)
     } else {
         // SAFETY: post without pre: the context is zero-sized (checked at load).
@@ -344,7 +344,7 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
         // post, with STATUS_FLT_DISALLOW_FAST_IO, as the Filter Manager does (rule 12).
         IoStatus::new(Status::FLT_DISALLOW_FAST_IO)
     };
-    let mut post = PostOperation::new(header, result, Buffer::User.into(), &services, None);
+    let mut post = PostOperation::new(&header, result, Buffer::User.into(), &services, None);
     // Fast-I/O post callbacks run at PASSIVE_LEVEL in the same thread (facts.md §4): WhenSafe
     // runs its second half right away.
     let outcome =
@@ -376,7 +376,7 @@ mod trace {
         outcome: &'static str,
         status: Option<Status>,
     ) {
-        fsfilter_kernel::trace::emit(&TraceEvent::Pre {
+        fsfilter_kernel::trace::emit_with(|| TraceEvent::Pre {
             instance,
             operation,
             major,
@@ -394,7 +394,7 @@ mod trace {
         status: Status,
         outcome: &'static str,
     ) {
-        fsfilter_kernel::trace::emit(&TraceEvent::Post {
+        fsfilter_kernel::trace::emit_with(|| TraceEvent::Post {
             instance,
             operation,
             major,

@@ -10,19 +10,20 @@ use fsfilter_kernel::constants::{fo_flags, irp_flags};
 use fsfilter_kernel::{irql, mdl, unicode};
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_STACK_LOCATION, IRP};
 
-/// The header of the operation an IRP's current stack location describes.
+/// The header of the operation an IRP's current stack location describes. Returned by value, not
+/// in an `Option`, so that it is built in the caller's variable: the views borrow it from there.
 ///
 /// # Safety
 /// `irp` must be a live IRP whose current location is the caller's, valid for `'a`.
-pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> Option<OperationHeader<'a>> {
+pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> OperationHeader<'a> {
     // SAFETY: the caller guarantees a live IRP.
     let sl = unsafe { crate::raw::location(irp) };
     // SAFETY: as above.
-    let i = unsafe { irp.as_ref() }?;
+    let i = unsafe { &*irp };
     let major = MajorFunction::from_code(sl.MajorFunction);
     // SAFETY: the file object of a stack location, when set, is valid during the operation.
     let file = unsafe { sl.FileObject.as_ref() };
-    Some(OperationHeader {
+    OperationHeader {
         major,
         minor: sl.MinorFunction,
         kind: OperationKind::Irp,
@@ -42,7 +43,7 @@ pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> Option<OperationHeader<'a>> {
         parameters: unsafe { parameters(i, sl, major) },
         irql: irql::current(),
         id: irp as usize,
-    })
+    }
 }
 
 /// A fast-I/O operation's header.

@@ -565,9 +565,11 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
         return flt_preop::SUCCESS_NO_CALLBACK;
     };
     // SAFETY: `data` is the valid callback data of this call.
-    let Some(header) = (unsafe { view::header(data) }) else {
+    let Some((data_ref, iopb)) = (unsafe { view::parts(data) }) else {
         return flt_preop::SUCCESS_NO_CALLBACK;
     };
+    // SAFETY: as above.
+    let header = unsafe { view::header(data_ref, iopb) };
     if fsfilter::scans_data::<F>()
         && inst.state().data_scan == DataScanMode::FsRtlFallback
         && fsfilter_kernel::datascan::conflicts_with_sections(&header)
@@ -595,10 +597,10 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
         OpServices::<F>::for_operation(driver, objects.Instance, data, inst.state().data_scan);
     let can_pend = header.kind == OperationKind::Irp;
     let buffer = OperationBuffer::on_demand(&source);
-    let mut op = PreOperation::new(header, buffer, &services, can_pend.then(pender::<F>));
+    let mut op = PreOperation::new(&header, buffer, &services, can_pend.then(pender::<F>));
     let outcome = driver.filter.pre_operation(&inst.view(), &mut op);
     let (status, context, reported) = map_pre_outcome(driver, &header, data, outcome);
-    trace::emit(&TraceEvent::Pre {
+    trace::emit_with(|| TraceEvent::Pre {
         instance: InstanceId(objects.Instance as usize),
         operation: data as usize,
         major: header.major,
@@ -778,7 +780,9 @@ unsafe fn post_common<F: Filter>(
     // SAFETY: an instance of this filter.
     let Some(inst) = (unsafe { instance_state(driver, objs.Instance) }) else { return finished };
     // SAFETY: the running callback's data.
-    let Some(header) = (unsafe { view::header(data) }) else { return finished };
+    let Some((data_ref, iopb)) = (unsafe { view::parts(data) }) else { return finished };
+    // SAFETY: as above.
+    let header = unsafe { view::header(data_ref, iopb) };
     let post_flags = PostFlags::from_bits_retain(flags);
     let draining = post_flags.contains(PostFlags::DRAINING);
     // SAFETY: the running callback's data.
@@ -798,7 +802,7 @@ unsafe fn post_common<F: Filter>(
         OpServices::<F>::for_operation(driver, objs.Instance, data, inst.state().data_scan);
     let can_defer = header.kind == OperationKind::Irp && !draining;
     let mut op =
-        PostOperation::new(header, result, buffer, &services, can_defer.then(deferrer::<F>));
+        PostOperation::new(&header, result, buffer, &services, can_defer.then(deferrer::<F>));
     let outcome = if when_safe {
         driver.filter.post_operation_when_safe(&inst.view(), &mut op, context)
     } else {
@@ -850,7 +854,7 @@ unsafe fn post_common<F: Filter>(
             (flt_postop::MORE_PROCESSING_REQUIRED, "FLT_POSTOP_MORE_PROCESSING_REQUIRED")
         }
     };
-    trace::emit(&TraceEvent::Post {
+    trace::emit_with(|| TraceEvent::Post {
         instance: InstanceId(objs.Instance as usize),
         operation: data as usize,
         major: header.major,

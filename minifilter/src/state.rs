@@ -70,7 +70,8 @@ impl Registered {
         }
     }
 
-    /// True when `major` is registered with a post callback.
+    /// True when `major` is registered with a post callback (every pre callback asks).
+    #[inline(always)]
     pub(crate) const fn has_post(&self, major: MajorFunction) -> bool {
         match major.index() {
             Some(i) => self.post >> i & 1 != 0,

@@ -12,16 +12,30 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS,
 };
 
-/// The header of the operation `data` describes.
+/// The callback data and its parameter block, when both are there.
 ///
 /// # Safety
 /// `data` must be a valid callback data the Filter Manager passed to the running callback, valid
 /// for `'a`.
-pub(crate) unsafe fn header<'a>(data: *const FLT_CALLBACK_DATA) -> Option<OperationHeader<'a>> {
+pub(crate) unsafe fn parts<'a>(
+    data: *const FLT_CALLBACK_DATA,
+) -> Option<(&'a FLT_CALLBACK_DATA, &'a FLT_IO_PARAMETER_BLOCK)> {
     // SAFETY: the caller guarantees `data` is valid for 'a.
     let data = unsafe { data.as_ref() }?;
     // SAFETY: a valid callback data points to its valid parameter block.
     let iopb = unsafe { data.Iopb.as_ref() }?;
+    Some((data, iopb))
+}
+
+/// The header of the operation `data` describes (from [`parts`]). Returned by value, not in an
+/// `Option`, so that it is built in the caller's variable: the views borrow it from there.
+///
+/// # Safety
+/// `data` and `iopb` must be the running callback's, as [`parts`] returns them.
+pub(crate) unsafe fn header<'a>(
+    data: &'a FLT_CALLBACK_DATA,
+    iopb: &'a FLT_IO_PARAMETER_BLOCK,
+) -> OperationHeader<'a> {
     let kind = if data.Flags & fltfl_callback_data::FAST_IO_OPERATION != 0 {
         OperationKind::FastIo
     } else if data.Flags & fltfl_callback_data::FS_FILTER_OPERATION != 0 {
@@ -32,7 +46,7 @@ pub(crate) unsafe fn header<'a>(data: *const FLT_CALLBACK_DATA) -> Option<Operat
     let major = MajorFunction::from_code(iopb.MajorFunction);
     // SAFETY: the target file object, when present, is valid during the callback.
     let file = unsafe { iopb.TargetFileObject.as_ref() };
-    Some(OperationHeader {
+    OperationHeader {
         major,
         minor: iopb.MinorFunction,
         kind,
@@ -55,7 +69,7 @@ pub(crate) unsafe fn header<'a>(data: *const FLT_CALLBACK_DATA) -> Option<Operat
         parameters: unsafe { parameters(iopb, major) },
         irql: irql::current(),
         id: core::ptr::from_ref(data) as usize,
-    })
+    }
 }
 
 /// # Safety

@@ -487,16 +487,18 @@ impl OperationHeader<'_> {
 /// An operation in its pre phase, as a filter's `pre_operation` sees it. `C` is the filter's
 /// completion context, which a pended operation carries to its post callback.
 pub struct PreOperation<'a, C: 'static = ()> {
-    header: OperationHeader<'a>,
+    header: &'a OperationHeader<'a>,
     buffer: OperationBuffer<'a>,
     services: &'a dyn Services,
     pender: Option<&'static dyn PendBackend<C>>,
 }
 
 impl<'a, C: 'static> PreOperation<'a, C> {
-    /// Built by a backend. `pender` is `None` where the operation cannot be pended.
+    /// Built by a backend, around the header it built on its stack (borrowed, not moved: the
+    /// backend reads it again after the callback, and copying it costs every callback).
+    /// `pender` is `None` where the operation cannot be pended.
     pub fn new(
-        header: OperationHeader<'a>,
+        header: &'a OperationHeader<'a>,
         buffer: OperationBuffer<'a>,
         services: &'a dyn Services,
         pender: Option<&'static dyn PendBackend<C>>,
@@ -513,7 +515,7 @@ impl<'a, C: 'static> PreOperation<'a, C> {
 
     /// Which operation, how, on which file.
     pub const fn header(&self) -> &OperationHeader<'a> {
-        &self.header
+        self.header
     }
 
     /// The major function.
@@ -545,7 +547,7 @@ impl<'a, C: 'static> PreOperation<'a, C> {
 impl<C> fmt::Debug for PreOperation<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PreOperation")
-            .field("header", &self.header)
+            .field("header", self.header)
             .field("buffer", &self.buffer)
             .finish()
     }
@@ -584,7 +586,7 @@ impl IoStatus {
 
 /// An operation in its post phase, as a filter's `post_operation` sees it.
 pub struct PostOperation<'a> {
-    header: OperationHeader<'a>,
+    header: &'a OperationHeader<'a>,
     result: IoStatus,
     buffer: OperationBuffer<'a>,
     services: &'a dyn Services,
@@ -592,9 +594,10 @@ pub struct PostOperation<'a> {
 }
 
 impl<'a> PostOperation<'a> {
-    /// Built by a backend. `deferrer` is `None` where completion cannot be deferred.
+    /// Built by a backend, around the header it built (borrowed, as for [`PreOperation::new`]).
+    /// `deferrer` is `None` where completion cannot be deferred.
     pub fn new(
-        header: OperationHeader<'a>,
+        header: &'a OperationHeader<'a>,
         result: IoStatus,
         buffer: OperationBuffer<'a>,
         services: &'a dyn Services,
@@ -612,7 +615,7 @@ impl<'a> PostOperation<'a> {
 
     /// Which operation, how, on which file.
     pub const fn header(&self) -> &OperationHeader<'a> {
-        &self.header
+        self.header
     }
 
     /// The major function.
@@ -650,7 +653,7 @@ impl<'a> PostOperation<'a> {
 impl fmt::Debug for PostOperation<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostOperation")
-            .field("header", &self.header)
+            .field("header", self.header)
             .field("result", &self.result)
             .field("buffer", &self.buffer)
             .finish()

@@ -144,8 +144,19 @@ impl PendedTable {
         Some(r)
     }
 
-    /// Removes and returns the entry of `handle`.
+    /// Removes and returns the entry of `handle`. Inlined down to the lock-free check, which is
+    /// all that runs for an operation that was never pended (every pre callback asks).
+    #[inline]
     pub fn take(&self, handle: usize) -> Option<PendedEntry> {
+        if self.surely_absent(handle) {
+            return None;
+        }
+        self.take_listed(handle)
+    }
+
+    /// [`PendedTable::take`] past the lock-free check.
+    #[inline(never)]
+    fn take_listed(&self, handle: usize) -> Option<PendedEntry> {
         self.update(handle, core::mem::take)
     }
 

@@ -12,6 +12,8 @@ unsafe extern "Rust" {
     /// Defined by `fsfilter-sim`: appends the event to the running simulation's log, attributed
     /// to the driver image that is running.
     fn fsfilter_sim_trace(event: &TraceEvent<'_>);
+    /// Defined by `fsfilter-sim`: whether [`fsfilter_sim_trace`] records events now.
+    fn fsfilter_sim_trace_wanted() -> bool;
 }
 
 #[cfg(target_os = "windows")]
@@ -23,6 +25,36 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, core::sync::atomic::Ordering::Relaxed);
     #[cfg(not(target_os = "windows"))]
     let _ = on;
+}
+
+/// Whether an event reported now would go anywhere: in the simulator, while it records
+/// callbacks; on Windows, only with the `dbgprint-trace` feature and tracing turned on (otherwise
+/// a constant `false`, so everything built for [`emit_with`] is compiled out).
+#[inline]
+pub fn wanted() -> bool {
+    #[cfg(not(target_os = "windows"))]
+    {
+        // SAFETY: the simulator defines this Rust-ABI function with exactly this signature; it
+        // only reads a flag.
+        unsafe { fsfilter_sim_trace_wanted() }
+    }
+    #[cfg(all(target_os = "windows", feature = "dbgprint-trace"))]
+    {
+        ENABLED.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(all(target_os = "windows", not(feature = "dbgprint-trace")))]
+    {
+        false
+    }
+}
+
+/// Reports the event `build` makes, building it only when it is [`wanted`]: for the per-operation
+/// paths, where assembling an event nobody records is a cost the driver on Windows never pays.
+#[inline]
+pub fn emit_with<'e>(build: impl FnOnce() -> TraceEvent<'e>) {
+    if wanted() {
+        emit(&build());
+    }
 }
 
 /// Reports one event.

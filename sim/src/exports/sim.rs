@@ -37,6 +37,14 @@ pub fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut()) {
     }
 }
 
+/// Whether the trace hook records anything now ([`fsfilter_sim_trace`] drops every event
+/// otherwise): the backends build the events of their hot paths only when it does, as a Windows
+/// build without `DbgPrintEx` tracing builds none.
+#[unsafe(no_mangle)]
+pub fn fsfilter_sim_trace_wanted() -> bool {
+    kernel::recording_callbacks()
+}
+
 /// The backends' trace hook: records a callback into filter logic, attributed to the running
 /// image, with the instance resolved to a volume and the operation to a user request.
 #[unsafe(no_mangle)]
