@@ -80,6 +80,18 @@ unsafe fn lower<'a, F: Filter>(
     let state = unsafe { DriverState::<F>::current() }?;
     // SAFETY: our device.
     let lower = unsafe { state.ext(device) }?.lower;
+    // SAFETY: the device our device is attached to, or null.
+    unsafe { table_of(lower) }
+}
+
+/// The fast-I/O table of the driver of `lower` (the device one of ours is attached to), with
+/// `lower`; `None` when there is no such device or table.
+///
+/// # Safety
+/// `lower` must be null or the live device one of ours is attached to.
+unsafe fn table_of<'a>(
+    lower: *mut DEVICE_OBJECT,
+) -> Option<(&'a FAST_IO_DISPATCH, *mut DEVICE_OBJECT)> {
     if lower.is_null() {
         return None;
     }
@@ -258,12 +270,12 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     let ReadWrite { major, file, offset, length, key, iosb, .. } = *io;
     // SAFETY: the caller's arguments (`call_lower`'s contract).
     let call = |table: &FAST_IO_DISPATCH, lower| unsafe { io.call_lower(table, lower) };
-    // SAFETY: our device.
-    let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return false };
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return false };
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return false };
+    // SAFETY: the device ours is attached to, or null.
+    let Some((table, lower)) = (unsafe { table_of(ext.lower) }) else { return false };
     let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
     let instance = instance_view(device, ext);
     let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
