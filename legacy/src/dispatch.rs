@@ -12,9 +12,9 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    DataScanMode, Filter, Instance, InstanceId, IoStatus, Irql, MajorFunction, OperationBuffer,
-    OperationHeader, PendBackend, PostBackend, PostFlags, PostOperation, PostOutcome, PreOperation,
-    PreOutcome, PreResume, SectionId, Status, fsctl,
+    DataScanMode, Filter, Instance, InstanceId, IoStatus, Irql, LazyHeader, MajorFunction,
+    OperationBuffer, OperationKind, PendBackend, PostBackend, PostFlags, PostOperation,
+    PostOutcome, PreOperation, PreOutcome, PreResume, SectionId, Status, fsctl,
 };
 use fsfilter_kernel::buffer::OnDemandBuffer;
 use fsfilter_kernel::constants::flt_preop;
@@ -175,17 +175,20 @@ unsafe fn volume_dispatch<F: Filter>(
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     };
-    // SAFETY: the live IRP at our location.
-    let header = unsafe { view::header(irp) };
-    if op.skips(&header) {
+    // SAFETY: the live IRP at our location, for this call.
+    let header_source = unsafe { view::IrpHeader::new(irp) };
+    // Built only if filter logic or a skip flag asks.
+    let header = LazyHeader::on_demand(&header_source, major, irp as usize);
+    if op.has_skip_flags() && op.skips(header.get()) {
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     }
     let outcome = if op.pre {
+        // SAFETY: the live IRP at our location, for an operation `major`.
+        let rw = unsafe { view::irp_rw_parameters(irp, major) };
         // SAFETY: the IRP stays live while `pre` exists (this call); `view::Buffers` answers
         // its buffer.
-        let source =
-            unsafe { OnDemandBuffer::<view::Buffers>::pre(irp as usize, &header.parameters) };
+        let source = unsafe { OnDemandBuffer::<view::Buffers>::pre(irp as usize, &rw) };
         let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
         let buffer = OperationBuffer::on_demand(&source);
         let mut pre = PreOperation::new(&header, buffer, &services, Some(pender::<F>()));
@@ -202,6 +205,8 @@ unsafe fn volume_dispatch<F: Filter>(
     let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let id = irp as usize;
     // A post-only registration has no pre callback to report (the Filter Manager calls none).
+    // SAFETY: the live IRP at our location.
+    let (_, minor) = unsafe { view::codes(irp) };
     let report = |outcome: &'static str, status: Option<Status>| {
         if !op.pre {
             return;
@@ -210,8 +215,8 @@ unsafe fn volume_dispatch<F: Filter>(
             instance: instance.id,
             operation: id,
             major,
-            minor: header.minor,
-            kind: header.kind,
+            minor,
+            kind: OperationKind::Irp,
             outcome,
             status,
         });
@@ -466,21 +471,25 @@ unsafe fn run_post_with<F: Filter>(
         return PostDone::Continue;
     };
     // SAFETY: the IRP at our location.
-    let header = unsafe { view::header(irp) };
+    let (major, _) = unsafe { view::codes(irp) };
+    // SAFETY: as above, for this call.
+    let header_source = unsafe { view::IrpHeader::new(irp) };
+    // Built only if filter logic asks.
+    let header = LazyHeader::on_demand(&header_source, major, irp as usize);
     // SAFETY: as above.
     let result = unsafe { view::io_status(irp) };
     // SAFETY: the IRP stays live while `op` exists (this call); `view::Buffers` answers its
     // buffer.
-    let source = unsafe { post_source(irp, &header, result) };
+    let source = unsafe { post_source(irp, major, result) };
     let buffer = OperationBuffer::on_demand(&source);
-    let create = header.major == MajorFunction::Create;
+    let create = major == MajorFunction::Create;
     let services =
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
     let mut op = PostOperation::new(&header, result, buffer, &services, Some(deferrer::<F>()));
     let outcome = state.filter.post_operation(&instance, &mut op, context, PostFlags::empty());
     match outcome {
         PostOutcome::Finished => {
-            report_post(&instance, irp, &header, result, false, "FLT_POSTOP_FINISHED_PROCESSING");
+            report_post(&instance, irp, major, result, false, "FLT_POSTOP_FINISHED_PROCESSING");
             state.end(ext);
             PostDone::Continue
         }
@@ -488,7 +497,7 @@ unsafe fn run_post_with<F: Filter>(
             report_post(
                 &instance,
                 irp,
-                &header,
+                major,
                 result,
                 false,
                 "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
@@ -499,7 +508,7 @@ unsafe fn run_post_with<F: Filter>(
             report_post(
                 &instance,
                 irp,
-                &header,
+                major,
                 result,
                 false,
                 "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
@@ -519,7 +528,7 @@ unsafe fn run_post_with<F: Filter>(
 fn report_post<I>(
     instance: &Instance<'_, I>,
     irp: *mut IRP,
-    header: &fsfilter::OperationHeader<'_>,
+    major: MajorFunction,
     result: IoStatus,
     when_safe: bool,
     outcome: &'static str,
@@ -527,7 +536,7 @@ fn report_post<I>(
     trace::emit_with(|| TraceEvent::Post {
         instance: instance.id,
         operation: irp as usize,
-        major: header.major,
+        major,
         draining: false,
         when_safe,
         outcome,
@@ -551,37 +560,34 @@ unsafe fn run_when_safe<F: Filter>(
         return PostDone::Continue;
     };
     // SAFETY: the IRP at our location.
-    let header = unsafe { view::header(irp) };
+    let (major, _) = unsafe { view::codes(irp) };
+    // SAFETY: as above, for this call.
+    let header_source = unsafe { view::IrpHeader::new(irp) };
+    // Built only if filter logic asks.
+    let header = LazyHeader::on_demand(&header_source, major, irp as usize);
     // SAFETY: as above.
     let result = unsafe { view::io_status(irp) };
     // SAFETY: the IRP stays live while `op` exists (this call); `view::Buffers` answers its
     // buffer.
-    let source = unsafe { post_source(irp, &header, result) };
+    let source = unsafe { post_source(irp, major, result) };
     let buffer = OperationBuffer::on_demand(&source);
-    let create = header.major == MajorFunction::Create;
+    let create = major == MajorFunction::Create;
     let services =
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
     let mut op = PostOperation::new(&header, result, buffer, &services, Some(deferrer::<F>()));
     match state.filter.post_operation_when_safe(&instance, &mut op, context) {
         PostOutcome::MoreProcessing(_receipt) => {
-            report_post(
-                &instance,
-                irp,
-                &header,
-                result,
-                true,
-                "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
-            );
+            report_post(&instance, irp, major, result, true, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
             PostDone::Deferred
         }
         PostOutcome::WhenSafe(c) => {
             drop(c);
-            report_post(&instance, irp, &header, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
+            report_post(&instance, irp, major, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
             state.end(ext);
             PostDone::Continue
         }
         PostOutcome::Finished => {
-            report_post(&instance, irp, &header, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
+            report_post(&instance, irp, major, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
             state.end(ext);
             PostDone::Continue
         }
@@ -1105,14 +1111,16 @@ impl<F: Filter> PostBackend for Deferrer<F> {
 /// `irp` must stay live while the view built on the source exists.
 unsafe fn post_source(
     irp: *mut IRP,
-    header: &OperationHeader<'_>,
+    major: MajorFunction,
     result: IoStatus,
 ) -> OnDemandBuffer<view::Buffers> {
+    // SAFETY: the caller's contract: a live IRP, here for an operation `major`.
+    let rw = unsafe { view::irp_rw_parameters(irp, major) };
     // SAFETY: the caller's contract; `view::Buffers` answers the IRP's buffer.
     unsafe {
         OnDemandBuffer::<view::Buffers>::post(
             irp as usize,
-            &header.parameters,
+            &rw,
             result.information,
             result.status.is_success(),
         )

@@ -10,8 +10,8 @@ use core::mem::{offset_of, size_of};
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    Buffer, Filter, IoStatus, MajorFunction, Parameters, PostFlags, PostOperation, PostOutcome,
-    PreOperation, PreOutcome, ReadWriteParameters, Status,
+    Buffer, Filter, IoStatus, LazyHeader, MajorFunction, Parameters, PostFlags, PostOperation,
+    PostOutcome, PreOperation, PreOutcome, ReadWriteParameters, Status,
 };
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, MDL, PEPROCESS,
@@ -291,8 +291,8 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     // Fast I/O has no IRP: the file object identifies the operation in traces.
     let id = file as usize;
     // SAFETY: the caller's file object.
-    let header = unsafe { view::fast_io_header(major, file, parameters, id) };
-    if op.skips(&header) {
+    let header = LazyHeader::ready(unsafe { view::fast_io_header(major, file, parameters, id) });
+    if op.skips(header.get()) {
         return call(table, lower);
     }
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);

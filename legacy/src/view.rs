@@ -3,15 +3,44 @@
 
 use fsfilter::{
     CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
-    InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction, OperationHeader,
-    OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status, directory, fsctl,
+    HeaderSource, InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction,
+    OperationHeader, OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status,
+    directory, fsctl,
 };
 use fsfilter_kernel::constants::{fo_flags, irp_flags};
 use fsfilter_kernel::{irql, mdl, unicode};
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_STACK_LOCATION, IRP};
 
-/// The header of the operation an IRP's current stack location describes. Returned by value, not
-/// in an `Option`, so that it is built in the caller's variable: the views borrow it from there.
+/// A live IRP at our location as a [`HeaderSource`]: the views build the header from it when
+/// filter logic first asks.
+pub(crate) struct IrpHeader(*mut IRP);
+
+impl IrpHeader {
+    /// # Safety
+    /// `irp` must be a live IRP whose current location is the caller's while the value lives.
+    pub(crate) unsafe fn new(irp: *mut IRP) -> IrpHeader {
+        IrpHeader(irp)
+    }
+}
+
+impl<'a> HeaderSource<'a> for IrpHeader {
+    fn header(&self) -> OperationHeader<'a> {
+        // SAFETY: `IrpHeader::new`'s contract: a live IRP at our location.
+        unsafe { header(self.0) }
+    }
+}
+
+/// The major function and minor code of the IRP's current location.
+///
+/// # Safety
+/// `irp` must be a live IRP.
+pub(crate) unsafe fn codes(irp: *mut IRP) -> (MajorFunction, u8) {
+    // SAFETY: the caller guarantees a live IRP.
+    let sl = unsafe { crate::raw::location(irp) };
+    (MajorFunction::from_code(sl.MajorFunction), sl.MinorFunction)
+}
+
+/// The header of the operation an IRP's current stack location describes.
 ///
 /// # Safety
 /// `irp` must be a live IRP whose current location is the caller's, valid for `'a`.
@@ -83,6 +112,47 @@ unsafe fn file_name<'a>(file: &FILE_OBJECT) -> &'a [u16] {
     unsafe { unicode::units(&file.FileName) }
 }
 
+/// The parameters of a read or a write (what its buffer depends on), without decoding any other
+/// operation's: `Parameters::None` for those.
+///
+/// # Safety
+/// `sl` must be a live IRP's location for an operation `major`.
+pub(crate) unsafe fn rw_parameters(sl: &IO_STACK_LOCATION, major: MajorFunction) -> Parameters {
+    let p = &sl.Parameters;
+    match major {
+        MajorFunction::Read => {
+            // SAFETY: the read member.
+            let r = unsafe { &p.Read };
+            Parameters::Read(ReadWriteParameters {
+                offset: r.ByteOffset,
+                length: r.Length,
+                key: r.Key,
+            })
+        }
+        MajorFunction::Write => {
+            // SAFETY: the write member.
+            let w = unsafe { &p.Write };
+            Parameters::Write(ReadWriteParameters {
+                offset: w.ByteOffset,
+                length: w.Length,
+                key: w.Key,
+            })
+        }
+        _ => Parameters::None,
+    }
+}
+
+/// The read or write parameters of the IRP's current location ([`rw_parameters`]).
+///
+/// # Safety
+/// `irp` must be a live IRP.
+pub(crate) unsafe fn irp_rw_parameters(irp: *mut IRP, major: MajorFunction) -> Parameters {
+    // SAFETY: the caller guarantees a live IRP.
+    let sl = unsafe { crate::raw::location(irp) };
+    // SAFETY: its current location, for an operation `major` (the caller read it from there).
+    unsafe { rw_parameters(sl, major) }
+}
+
 /// # Safety
 /// `sl` must be the current location of the live IRP `irp`, for an operation `major`.
 unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) -> Parameters {
@@ -103,24 +173,8 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
                 allocation_size: allocation,
             })
         }
-        MajorFunction::Read => {
-            // SAFETY: the read member.
-            let r = unsafe { &p.Read };
-            Parameters::Read(ReadWriteParameters {
-                offset: r.ByteOffset,
-                length: r.Length,
-                key: r.Key,
-            })
-        }
-        MajorFunction::Write => {
-            // SAFETY: the write member.
-            let w = unsafe { &p.Write };
-            Parameters::Write(ReadWriteParameters {
-                offset: w.ByteOffset,
-                length: w.Length,
-                key: w.Key,
-            })
-        }
+        // SAFETY: the caller's guarantee.
+        MajorFunction::Read | MajorFunction::Write => unsafe { rw_parameters(sl, major) },
         MajorFunction::QueryInformation => {
             // SAFETY: the query-file member.
             let q = unsafe { &p.QueryFile };

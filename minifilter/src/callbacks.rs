@@ -8,9 +8,10 @@ use core::marker::PhantomData;
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
     DataScanMode, Error, FilesystemType, Filter, Instance, InstanceId, InstanceSetup,
-    InstanceSetupFlags, IoStatus, MajorFunction, OperationBuffer, OperationKind, PendBackend,
-    PostBackend, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume,
-    SectionId, Status, TeardownFlags, UnloadFlags, VolumeDeviceType, VolumeInfo,
+    InstanceSetupFlags, IoStatus, IrpFlags, LazyHeader, MajorFunction, OperationBuffer,
+    OperationKind, PendBackend, PostBackend, PostFlags, PostOperation, PostOutcome, PreOperation,
+    PreOutcome, PreResume, SectionId, Status, TeardownFlags, UnloadFlags, VolumeDeviceType,
+    VolumeInfo,
 };
 use fsfilter_kernel::buffer::OnDemandBuffer;
 use fsfilter_kernel::constants::{flt_postop, flt_preop};
@@ -568,11 +569,15 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
     let Some((data_ref, iopb)) = (unsafe { view::parts(data) }) else {
         return flt_preop::SUCCESS_NO_CALLBACK;
     };
-    // SAFETY: as above.
-    let header = unsafe { view::header(data_ref, iopb) };
+    let major = MajorFunction::from_code(iopb.MajorFunction);
+    let kind = view::kind(data_ref);
+    // SAFETY: as above, for this call.
+    let source = unsafe { view::CallbackHeader::new(data_ref, iopb) };
+    // Built only if filter logic asks (or data scanning needs it just below).
+    let header = LazyHeader::on_demand(&source, major, data as usize);
     if fsfilter::scans_data::<F>()
         && inst.state().data_scan == DataScanMode::FsRtlFallback
-        && fsfilter_kernel::datascan::conflicts_with_sections(&header)
+        && fsfilter_kernel::datascan::conflicts_with_sections(header.get())
     {
         // SAFETY: the running operation's file object, if any.
         let stream = unsafe { objects.FileObject.as_ref() }.map_or(0, |f| f.FsContext as usize);
@@ -590,22 +595,24 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
             unsafe { closing.finish() };
         }
     }
+    // SAFETY: the parameter block of this call's data, whose major function is `major`.
+    let rw = unsafe { view::rw_parameters(iopb, major) };
     // SAFETY: the callback data stays valid while `op` lives (this call), and `view::Buffers`
     // answers its write buffer.
-    let source = unsafe { OnDemandBuffer::<view::Buffers>::pre(data as usize, &header.parameters) };
+    let buffer_source = unsafe { OnDemandBuffer::<view::Buffers>::pre(data as usize, &rw) };
     let services =
         OpServices::<F>::for_operation(driver, objects.Instance, data, inst.state().data_scan);
-    let can_pend = header.kind == OperationKind::Irp;
-    let buffer = OperationBuffer::on_demand(&source);
+    let can_pend = kind == OperationKind::Irp;
+    let buffer = OperationBuffer::on_demand(&buffer_source);
     let mut op = PreOperation::new(&header, buffer, &services, can_pend.then(pender::<F>));
     let outcome = driver.filter.pre_operation(&inst.view(), &mut op);
-    let (status, context, reported) = map_pre_outcome(driver, &header, data, outcome);
+    let (status, context, reported) = map_pre_outcome(driver, major, kind, data, outcome);
     trace::emit_with(|| TraceEvent::Pre {
         instance: InstanceId(objects.Instance as usize),
         operation: data as usize,
-        major: header.major,
-        minor: header.minor,
-        kind: header.kind,
+        major,
+        minor: iopb.MinorFunction,
+        kind,
         outcome: reported.0,
         status: reported.1,
     });
@@ -621,12 +628,13 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
 /// the context, and what to report (the WDK name and completion status actually used).
 fn map_pre_outcome<F: Filter>(
     driver: &DriverState<F>,
-    header: &fsfilter::OperationHeader<'_>,
+    major: MajorFunction,
+    kind: OperationKind,
     data: *mut FLT_CALLBACK_DATA,
     outcome: PreOutcome<F::CompletionContext>,
 ) -> (i32, *mut c_void, (&'static str, Option<Status>)) {
-    let has_post = driver.registered.has_post(header.major);
-    let cleanup_or_close = matches!(header.major, MajorFunction::Cleanup | MajorFunction::Close);
+    let has_post = driver.registered.has_post(major);
+    let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let id = data as usize;
     let no_post = (
         flt_preop::SUCCESS_NO_CALLBACK,
@@ -668,9 +676,9 @@ fn map_pre_outcome<F: Filter>(
         // Rules 5 and 13: cleanup and close cannot fail; no reserved completion statuses.
         PreOutcome::Complete(io) => complete(io.for_completion(cleanup_or_close)),
         PreOutcome::DisallowFastIo => {
-            let allowed = header.kind == OperationKind::FastIo
+            let allowed = kind == OperationKind::FastIo
                 && !matches!(
-                    header.major,
+                    major,
                     MajorFunction::Shutdown
                         | MajorFunction::VolumeMount
                         | MajorFunction::VolumeDismount
@@ -686,7 +694,7 @@ fn map_pre_outcome<F: Filter>(
             }
         }
         PreOutcome::DisallowFsFilterIo => {
-            if header.major == MajorFunction::QueryOpen {
+            if major == MajorFunction::QueryOpen {
                 (
                     flt_preop::DISALLOW_FSFILTER_IO,
                     core::ptr::null_mut(),
@@ -781,26 +789,34 @@ unsafe fn post_common<F: Filter>(
     let Some(inst) = (unsafe { instance_state(driver, objs.Instance) }) else { return finished };
     // SAFETY: the running callback's data.
     let Some((data_ref, iopb)) = (unsafe { view::parts(data) }) else { return finished };
-    // SAFETY: as above.
-    let header = unsafe { view::header(data_ref, iopb) };
+    let major = MajorFunction::from_code(iopb.MajorFunction);
+    let kind = view::kind(data_ref);
+    // SAFETY: as above, for this call.
+    let source = unsafe { view::CallbackHeader::new(data_ref, iopb) };
+    // Built only if filter logic asks.
+    let header = LazyHeader::on_demand(&source, major, data as usize);
     let post_flags = PostFlags::from_bits_retain(flags);
     let draining = post_flags.contains(PostFlags::DRAINING);
     // SAFETY: the running callback's data.
     let result = unsafe { view::io_status(data) };
+    // SAFETY: the parameter block of this call's data, whose major function is `major`.
+    let rw = unsafe { view::rw_parameters(iopb, major) };
     // SAFETY: the callback data stays valid while `op` lives (this call), and `view::Buffers`
     // answers its read buffer.
-    let source = unsafe {
+    let buffer_source = unsafe {
         OnDemandBuffer::<view::Buffers>::post(
             data as usize,
-            &header.parameters,
+            &rw,
             result.information,
             !draining && result.status.is_success(),
         )
     };
-    let buffer = OperationBuffer::on_demand(&source);
+    let buffer = OperationBuffer::on_demand(&buffer_source);
     let services =
         OpServices::<F>::for_operation(driver, objs.Instance, data, inst.state().data_scan);
-    let can_defer = header.kind == OperationKind::Irp && !draining;
+    let irp = kind == OperationKind::Irp;
+    let paging = IrpFlags::from_bits_retain(iopb.IrpFlags).contains(IrpFlags::PAGING_IO);
+    let can_defer = irp && !draining;
     let mut op =
         PostOperation::new(&header, result, buffer, &services, can_defer.then(deferrer::<F>));
     let outcome = if when_safe {
@@ -811,9 +827,7 @@ unsafe fn post_common<F: Filter>(
     let (status, name) = match outcome {
         PostOutcome::Finished => (finished, "FLT_POSTOP_FINISHED_PROCESSING"),
         // Rule 9: a draining post callback only cleans up.
-        PostOutcome::WhenSafe(c)
-            if draining || when_safe || header.kind != OperationKind::Irp || header.is_paging() =>
-        {
+        PostOutcome::WhenSafe(c) if draining || when_safe || !irp || paging => {
             drop(c);
             (finished, "FLT_POSTOP_FINISHED_PROCESSING")
         }
@@ -857,7 +871,7 @@ unsafe fn post_common<F: Filter>(
     trace::emit_with(|| TraceEvent::Post {
         instance: InstanceId(objs.Instance as usize),
         operation: data as usize,
-        major: header.major,
+        major,
         draining,
         when_safe,
         outcome: name,

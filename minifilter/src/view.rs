@@ -2,8 +2,9 @@
 
 use fsfilter::{
     CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
-    InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction, OperationHeader,
-    OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status, directory, fsctl,
+    HeaderSource, InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction,
+    OperationHeader, OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status,
+    directory, fsctl,
 };
 use fsfilter_kernel::constants::{fltfl_callback_data, fo_flags};
 use fsfilter_kernel::{irql, mdl, unicode};
@@ -27,22 +28,52 @@ pub(crate) unsafe fn parts<'a>(
     Some((data, iopb))
 }
 
-/// The header of the operation `data` describes (from [`parts`]). Returned by value, not in an
-/// `Option`, so that it is built in the caller's variable: the views borrow it from there.
-///
-/// # Safety
-/// `data` and `iopb` must be the running callback's, as [`parts`] returns them.
-pub(crate) unsafe fn header<'a>(
-    data: &'a FLT_CALLBACK_DATA,
-    iopb: &'a FLT_IO_PARAMETER_BLOCK,
-) -> OperationHeader<'a> {
-    let kind = if data.Flags & fltfl_callback_data::FAST_IO_OPERATION != 0 {
+/// How the operation `data` describes arrived.
+pub(crate) fn kind(data: &FLT_CALLBACK_DATA) -> OperationKind {
+    if data.Flags & fltfl_callback_data::FAST_IO_OPERATION != 0 {
         OperationKind::FastIo
     } else if data.Flags & fltfl_callback_data::FS_FILTER_OPERATION != 0 {
         OperationKind::FsFilter
     } else {
         OperationKind::Irp
-    };
+    }
+}
+
+/// The running callback's data as a [`HeaderSource`]: the views build the header from it when
+/// filter logic first asks.
+pub(crate) struct CallbackHeader<'a> {
+    data: &'a FLT_CALLBACK_DATA,
+    iopb: &'a FLT_IO_PARAMETER_BLOCK,
+}
+
+impl<'a> CallbackHeader<'a> {
+    /// # Safety
+    /// `data` and `iopb` must be the running callback's, as [`parts`] returns them, and stay so
+    /// while the value lives.
+    pub(crate) unsafe fn new(
+        data: &'a FLT_CALLBACK_DATA,
+        iopb: &'a FLT_IO_PARAMETER_BLOCK,
+    ) -> CallbackHeader<'a> {
+        CallbackHeader { data, iopb }
+    }
+}
+
+impl<'a> HeaderSource<'a> for CallbackHeader<'a> {
+    fn header(&self) -> OperationHeader<'a> {
+        // SAFETY: `CallbackHeader::new`'s contract: the running callback's data.
+        unsafe { header(self.data, self.iopb) }
+    }
+}
+
+/// The header of the operation `data` describes (from [`parts`]).
+///
+/// # Safety
+/// `data` and `iopb` must be the running callback's, as [`parts`] returns them.
+unsafe fn header<'a>(
+    data: &'a FLT_CALLBACK_DATA,
+    iopb: &'a FLT_IO_PARAMETER_BLOCK,
+) -> OperationHeader<'a> {
+    let kind = kind(data);
     let major = MajorFunction::from_code(iopb.MajorFunction);
     // SAFETY: the target file object, when present, is valid during the callback.
     let file = unsafe { iopb.TargetFileObject.as_ref() };
@@ -95,24 +126,8 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
                 allocation_size: c.AllocationSize,
             })
         }
-        MajorFunction::Read => {
-            // SAFETY: `Read` is the member for IRP_MJ_READ.
-            let r = unsafe { &p.Read };
-            Parameters::Read(ReadWriteParameters {
-                offset: r.ByteOffset,
-                length: r.Length,
-                key: r.Key,
-            })
-        }
-        MajorFunction::Write => {
-            // SAFETY: `Write` is the member for IRP_MJ_WRITE.
-            let w = unsafe { &p.Write };
-            Parameters::Write(ReadWriteParameters {
-                offset: w.ByteOffset,
-                length: w.Length,
-                key: w.Key,
-            })
-        }
+        // SAFETY: the caller's guarantee.
+        MajorFunction::Read | MajorFunction::Write => unsafe { rw_parameters(iopb, major) },
         MajorFunction::QueryInformation => {
             // SAFETY: the member for IRP_MJ_QUERY_INFORMATION.
             let q = unsafe { &p.QueryFileInformation };
@@ -194,6 +209,39 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
             // unlock-all requests).
             let length = unsafe { l.Length.as_ref() }.copied().unwrap_or(0);
             Parameters::LockControl(LockParameters { offset: l.ByteOffset, length, key: l.Key })
+        }
+        _ => Parameters::None,
+    }
+}
+
+/// The parameters of a read or a write (what its buffer depends on), without decoding any other
+/// operation's: `Parameters::None` for those.
+///
+/// # Safety
+/// `iopb` must be valid for an operation whose major function is `major`.
+pub(crate) unsafe fn rw_parameters(
+    iopb: &FLT_IO_PARAMETER_BLOCK,
+    major: MajorFunction,
+) -> Parameters {
+    let p: &FLT_PARAMETERS = &iopb.Parameters;
+    match major {
+        MajorFunction::Read => {
+            // SAFETY: `Read` is the member for IRP_MJ_READ.
+            let r = unsafe { &p.Read };
+            Parameters::Read(ReadWriteParameters {
+                offset: r.ByteOffset,
+                length: r.Length,
+                key: r.Key,
+            })
+        }
+        MajorFunction::Write => {
+            // SAFETY: `Write` is the member for IRP_MJ_WRITE.
+            let w = unsafe { &p.Write };
+            Parameters::Write(ReadWriteParameters {
+                offset: w.ByteOffset,
+                length: w.Length,
+                key: w.Key,
+            })
         }
         _ => Parameters::None,
     }

@@ -45,8 +45,9 @@ pub use major::{
 };
 pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,
-    InformationParameters, IoStatus, LockParameters, OperationBuffer, OperationHeader, Parameters,
-    PostOperation, PreOperation, ReadWriteParameters, RequestorMode, create,
+    HeaderSource, InformationParameters, IoStatus, LazyHeader, LockParameters, OperationBuffer,
+    OperationHeader, Parameters, PostOperation, PreOperation, ReadWriteParameters, RequestorMode,
+    create,
 };
 pub use params::{ParameterDoc, ParameterList, ParameterValue, ServiceParameters};
 pub use registration::{Callbacks, Operation, Registration, RegistrationError};

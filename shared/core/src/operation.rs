@@ -484,21 +484,116 @@ impl OperationHeader<'_> {
     }
 }
 
+/// An operation's header as the views hand it out: built by the backend on first use, so that
+/// filter logic which never reads it (a passthrough) costs nothing for it, or handed over built
+/// (fast I/O, whose header comes from the routine's arguments, and tests). The major function and
+/// the operation's identity are kept beside it: the views answer them without building anything.
+pub struct LazyHeader<'a> {
+    major: MajorFunction,
+    id: usize,
+    header: HeaderState<'a>,
+}
+
+enum HeaderState<'a> {
+    Ready(OperationHeader<'a>),
+    OnDemand { cell: OnceCell<OperationHeader<'a>>, source: &'a dyn HeaderSource<'a> },
+}
+
+/// What [`LazyHeader::get`] answers if its cell is still empty right after being filled (never).
+const UNBUILT: OperationHeader<'static> = OperationHeader {
+    major: MajorFunction::Unknown(0xFF),
+    minor: 0,
+    kind: OperationKind::Irp,
+    irp_flags: IrpFlags::empty(),
+    data_flags: CallbackDataFlags::empty(),
+    requestor_mode: RequestorMode::Kernel,
+    file_name: None,
+    volume_open: false,
+    file: 0,
+    stream: 0,
+    parameters: Parameters::None,
+    irql: Irql::PASSIVE,
+    id: 0,
+};
+
+/// Where a backend builds an operation's header from when the views first ask for it (the
+/// callback data or the IRP, which the backend's implementation reads).
+pub trait HeaderSource<'a> {
+    /// The operation's header, read now.
+    fn header(&self) -> OperationHeader<'a>;
+}
+
+impl<'a> LazyHeader<'a> {
+    /// A header already built.
+    pub fn ready(header: OperationHeader<'a>) -> LazyHeader<'a> {
+        LazyHeader { major: header.major, id: header.id, header: HeaderState::Ready(header) }
+    }
+
+    /// A header `source` builds when first asked for. `major` and `id` must be what it would
+    /// say ([`OperationHeader::major`], [`OperationHeader::id`]).
+    pub fn on_demand(
+        source: &'a dyn HeaderSource<'a>,
+        major: MajorFunction,
+        id: usize,
+    ) -> LazyHeader<'a> {
+        LazyHeader { major, id, header: HeaderState::OnDemand { cell: OnceCell::new(), source } }
+    }
+
+    /// The header, built now if it was not yet.
+    pub fn get(&self) -> &OperationHeader<'a> {
+        match &self.header {
+            HeaderState::Ready(h) => h,
+            HeaderState::OnDemand { cell, source } => {
+                // Not `OnceCell::get_or_init`, which has a panic path (re-entrant
+                // initialization): a kernel path may have none, and a source cannot re-enter.
+                if cell.get().is_none() {
+                    let _ = cell.set(source.header());
+                }
+                cell.get().unwrap_or(const { &UNBUILT })
+            }
+        }
+    }
+
+    /// True once the header exists (built, or handed over built).
+    pub fn is_built(&self) -> bool {
+        match &self.header {
+            HeaderState::Ready(_) => true,
+            HeaderState::OnDemand { cell, .. } => cell.get().is_some(),
+        }
+    }
+
+    /// The major function, without building the header.
+    pub const fn major(&self) -> MajorFunction {
+        self.major
+    }
+
+    /// The operation's identity ([`OperationHeader::id`]), without building the header.
+    pub const fn id(&self) -> usize {
+        self.id
+    }
+}
+
+impl fmt::Debug for LazyHeader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.get(), f)
+    }
+}
+
 /// An operation in its pre phase, as a filter's `pre_operation` sees it. `C` is the filter's
 /// completion context, which a pended operation carries to its post callback.
 pub struct PreOperation<'a, C: 'static = ()> {
-    header: &'a OperationHeader<'a>,
+    header: &'a LazyHeader<'a>,
     buffer: OperationBuffer<'a>,
     services: &'a dyn Services,
     pender: Option<&'static dyn PendBackend<C>>,
 }
 
 impl<'a, C: 'static> PreOperation<'a, C> {
-    /// Built by a backend, around the header it built on its stack (borrowed, not moved: the
-    /// backend reads it again after the callback, and copying it costs every callback).
-    /// `pender` is `None` where the operation cannot be pended.
+    /// Built by a backend, around the header it keeps on its stack (borrowed: the backend reads
+    /// it again after the callback, and moving it costs every callback). `pender` is `None` where
+    /// the operation cannot be pended.
     pub fn new(
-        header: &'a OperationHeader<'a>,
+        header: &'a LazyHeader<'a>,
         buffer: OperationBuffer<'a>,
         services: &'a dyn Services,
         pender: Option<&'static dyn PendBackend<C>>,
@@ -510,27 +605,27 @@ impl<'a, C: 'static> PreOperation<'a, C> {
     /// [`crate::PreOutcome::Pending`] with the receipt. `None` for operations that cannot be pended
     /// (fast I/O and FsFilter operations are IRP-less, facts.md §4) or that already are.
     pub fn pend(&mut self) -> Option<(PendedOperation<C>, PendReceipt)> {
-        services::pend(self.header.id, self.pender?)
+        services::pend(self.header.id(), self.pender?)
     }
 
-    /// Which operation, how, on which file.
-    pub const fn header(&self) -> &OperationHeader<'a> {
-        self.header
+    /// Which operation, how, on which file (built on first use).
+    pub fn header(&self) -> &OperationHeader<'a> {
+        self.header.get()
     }
 
     /// The major function.
     pub const fn major(&self) -> MajorFunction {
-        self.header.major
+        self.header.major()
     }
 
     /// The parameters.
-    pub const fn parameters(&self) -> &Parameters {
-        &self.header.parameters
+    pub fn parameters(&self) -> &Parameters {
+        &self.header.get().parameters
     }
 
     /// The file name, where known.
-    pub const fn file_name(&self) -> Option<FileName<'a>> {
-        self.header.file_name
+    pub fn file_name(&self) -> Option<FileName<'a>> {
+        self.header.get().file_name
     }
 
     /// The data of a write (readable), mapped on first use by backends that map on demand.
@@ -586,7 +681,7 @@ impl IoStatus {
 
 /// An operation in its post phase, as a filter's `post_operation` sees it.
 pub struct PostOperation<'a> {
-    header: &'a OperationHeader<'a>,
+    header: &'a LazyHeader<'a>,
     result: IoStatus,
     buffer: OperationBuffer<'a>,
     services: &'a dyn Services,
@@ -594,10 +689,10 @@ pub struct PostOperation<'a> {
 }
 
 impl<'a> PostOperation<'a> {
-    /// Built by a backend, around the header it built (borrowed, as for [`PreOperation::new`]).
+    /// Built by a backend, around the header it keeps (borrowed, as for [`PreOperation::new`]).
     /// `deferrer` is `None` where completion cannot be deferred.
     pub fn new(
-        header: &'a OperationHeader<'a>,
+        header: &'a LazyHeader<'a>,
         result: IoStatus,
         buffer: OperationBuffer<'a>,
         services: &'a dyn Services,
@@ -610,17 +705,17 @@ impl<'a> PostOperation<'a> {
     /// answer [`crate::PostOutcome::MoreProcessing`] with the receipt. `None` where it is not
     /// allowed (IRP-based operations only, never while draining, facts.md §4).
     pub fn defer(&mut self) -> Option<(DeferredPost, PostReceipt)> {
-        services::defer_post(self.header.id, self.deferrer?)
+        services::defer_post(self.header.id(), self.deferrer?)
     }
 
-    /// Which operation, how, on which file.
-    pub const fn header(&self) -> &OperationHeader<'a> {
-        self.header
+    /// Which operation, how, on which file (built on first use).
+    pub fn header(&self) -> &OperationHeader<'a> {
+        self.header.get()
     }
 
     /// The major function.
     pub const fn major(&self) -> MajorFunction {
-        self.header.major
+        self.header.major()
     }
 
     /// The result.
@@ -629,8 +724,8 @@ impl<'a> PostOperation<'a> {
     }
 
     /// The file name, where known.
-    pub const fn file_name(&self) -> Option<FileName<'a>> {
-        self.header.file_name
+    pub fn file_name(&self) -> Option<FileName<'a>> {
+        self.header.get().file_name
     }
 
     /// The data a read returned (up to `information` bytes), when accessible; mapped on first
@@ -740,6 +835,64 @@ mod tests {
         let name = FileName::new(&n);
         assert_eq!(name.chars().count(), 2);
         assert!(name.matches("?a"));
+    }
+
+    /// A header source that counts the headers it builds.
+    struct CountingHeader {
+        built: core::cell::Cell<u32>,
+    }
+
+    impl<'a> HeaderSource<'a> for CountingHeader {
+        fn header(&self) -> OperationHeader<'a> {
+            self.built.set(self.built.get() + 1);
+            OperationHeader {
+                major: MajorFunction::Write,
+                minor: 0,
+                kind: OperationKind::Irp,
+                irp_flags: IrpFlags::NOCACHE,
+                data_flags: CallbackDataFlags::IRP_OPERATION,
+                requestor_mode: RequestorMode::User,
+                file_name: None,
+                volume_open: false,
+                file: 0x10,
+                stream: 0x20,
+                parameters: Parameters::Write(ReadWriteParameters {
+                    offset: 512,
+                    length: 4096,
+                    key: 0,
+                }),
+                irql: Irql::PASSIVE,
+                id: 0x1000,
+            }
+        }
+    }
+
+    #[test]
+    fn a_lazy_header_is_built_once_and_only_when_asked() {
+        let source = CountingHeader { built: core::cell::Cell::new(0) };
+        let header = LazyHeader::on_demand(&source, MajorFunction::Write, 0x1000);
+        // What the backends and the views answer without it.
+        assert_eq!(
+            (header.major(), header.id(), header.is_built()),
+            (MajorFunction::Write, 0x1000, false)
+        );
+        assert_eq!(source.built.get(), 0);
+        let h = header.get();
+        assert_eq!((h.stream, h.is_noncached()), (0x20, true));
+        assert!(matches!(
+            h.parameters,
+            Parameters::Write(ReadWriteParameters { length: 4096, .. })
+        ));
+        assert!(header.is_built());
+        let _ = header.get().file;
+        assert_eq!(source.built.get(), 1, "built once");
+        // Debug output builds it too (once, already done).
+        assert!(std::format!("{header:?}").contains("stream: 32"));
+        assert_eq!(source.built.get(), 1);
+        // A ready header is built already.
+        let ready = LazyHeader::ready(source.header());
+        assert!(ready.is_built());
+        assert_eq!((ready.major(), ready.id()), (MajorFunction::Write, 0x1000));
     }
 
     #[test]

@@ -98,6 +98,12 @@ impl Operation {
         self
     }
 
+    /// True when any skip flag is set: otherwise [`Operation::skips`] is false whatever the
+    /// operation, and a backend need not build a header to ask.
+    pub const fn has_skip_flags(&self) -> bool {
+        !self.flags.is_empty()
+    }
+
     /// True when the skip flags exclude the operation `header` describes (facts.md §3):
     /// `SKIP_PAGING_IO` skips IRP-based paging I/O (it is ignored for fast I/O and FsFilter
     /// operations); `SKIP_CACHED_IO` skips cached reads and writes, every fast-I/O read and write
