@@ -8,10 +8,12 @@
 //! The second argument picks the stack: `mixed` (the default), `minifilter` or `legacy` (the
 //! passthrough sample), `resident` (passthrough on the legacy backend without an unload
 //! callback), or the raw baselines `raw-minifilter` and `raw-legacy`; the third its depth
-//! (default 4). Comparing `minifilter 1` with `raw-minifilter 1` gives the framework's overhead in
-//! instructions, free of the clock's noise (set `NO_CALLBACK_EVENTS` in the environment to turn the
-//! trace hook off, as the overhead benchmark does). With `DUMP_EVENTS` set in the environment, it prints
-//! every event of `n` workloads instead.
+//! (default 4); the fourth the measured workload: `mixed` (the default), or one operation of the
+//! overhead benchmark, `create` (create and close), `cached` or `paging` (4 KiB reads).
+//! Comparing `minifilter 1` with `raw-minifilter 1` gives the framework's overhead in
+//! instructions, free of the clock's noise (set `NO_CALLBACK_EVENTS` in the environment to turn
+//! the trace hook off, as the overhead benchmark does). With `DUMP_EVENTS` set in the environment,
+//! it prints every event of `n` mixed workloads instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "example")]
 
@@ -29,6 +31,14 @@ fn main() {
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let kind = args.next().unwrap_or_else(|| "mixed".to_owned());
     let depth: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let workload = args.next().unwrap_or_else(|| "mixed".to_owned());
+    let run: fn(&mut Bench) = match workload.as_str() {
+        "mixed" => Bench::mixed,
+        "create" => Bench::create_close,
+        "cached" => Bench::cached_read,
+        "paging" => Bench::paging_read,
+        other => panic!("unknown workload {other:?}"),
+    };
     let stack: Vec<Driver> = (0..depth)
         .map(|i| match kind.as_str() {
             "minifilter" => Driver::PassthroughMinifilter,
@@ -58,8 +68,11 @@ fn main() {
         println!("{:?}", bench.machine.findings());
         return;
     }
-    for _ in 0..WARM + n {
+    for _ in 0..WARM {
         bench.mixed();
     }
-    println!("{kind}/{depth}: {n} mixed workloads after {WARM}");
+    for _ in 0..n {
+        run(&mut bench);
+    }
+    println!("{kind}/{depth}: {n} {workload} workloads after {WARM} mixed");
 }
