@@ -486,7 +486,8 @@ impl OperationHeader<'_> {
 
 /// An operation's header as the views hand it out: built by the backend on first use, so that
 /// filter logic which never reads it (a passthrough) costs nothing for it, or handed over built
-/// (tests). The major function and the operation's identity are kept beside it: the views answer
+/// (the legacy backend's fast I/O, whose header comes from the routine's arguments, and tests).
+/// The major function and the operation's identity are kept beside it: the views answer
 /// them without building anything. Built on first use means read from the operation then, and
 /// kept: a post-create that cancels the open before first reading the header sees the operation
 /// as the cancel left it (docs/callback-model.md, rule 17).
