@@ -11,7 +11,7 @@ use windows_sys::Win32::Foundation::NTSTATUS;
 
 use crate::events::Rule;
 use crate::ids::{ImageId, RequestId};
-use crate::kernel::{self, FastMap, Kernel, call_into};
+use crate::kernel::{self, Entered, FastMap, Kernel, run_entered};
 use crate::mem::{Block, obj};
 
 /// `SL_PENDING_RETURNED`.
@@ -279,7 +279,7 @@ impl Kernel {
     reason = "the IRP and device are looked up in the simulator's tables before any access; unknown pointers are reported, not dereferenced"
 )]
 pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
-    let prepared = kernel::with(|k| -> Result<(DispatchRoutine, ImageId, i8), NTSTATUS> {
+    let prepared = kernel::with(|k| -> Result<(DispatchRoutine, ImageId, i8, Entered), NTSTATUS> {
         if k.crashed.is_some() || !k.irp_known(irp, "IoCallDriver") {
             return Err(Status::INVALID_DEVICE_STATE.0);
         }
@@ -343,15 +343,18 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
                 ),
             );
         }
-        Ok((routine, image, level))
+        Ok((routine, image, level, k.enter(Some(image))))
     });
-    let (routine, image, level) = match prepared {
+    let (routine, image, level, entered) = match prepared {
         Ok(p) => p,
         Err(status) => return status,
     };
     // SAFETY: the driver's own dispatch routine with the device and IRP it was registered for.
-    let status = call_into(Some(image), || unsafe { routine(device, irp) });
-    kernel::with(|k| k.after_dispatch(irp, level, status, image));
+    let status = run_entered(entered, || unsafe { routine(device, irp) });
+    kernel::with(|k| {
+        k.leave();
+        k.after_dispatch(irp, level, status, image);
+    });
     status
 }
 
@@ -504,23 +507,68 @@ pub fn complete_request(irp: *mut IRP) {
     if !ok {
         return;
     }
+    // One borrow of the kernel per location: it leaves the routine that ran last, releases its
+    // device (`IoSetCompletionRoutineEx`), walks to the next routine and enters its image, or
+    // finishes the IRP at the top.
+    let mut ran: Option<Option<ExRoutine>> = None;
     loop {
-        match kernel::with(|k| k.completion_step(irp)) {
-            Step::Call { routine, device, context, image, ex } => {
-                // SAFETY: a completion routine with the arguments the I/O manager passes.
-                let r = call_into(image, || unsafe { routine(device, irp, context) });
+        let step = kernel::with(|k| {
+            if let Some(ex) = ran.take() {
+                k.leave();
                 if let Some(ex) = ex {
-                    kernel::with(|k| k.release_ex_routine(ex));
-                }
-                if r == Status::MORE_PROCESSING_REQUIRED.0 {
-                    return;
+                    k.release_ex_routine(ex);
                 }
             }
-            Step::Continue | Step::Skip => {}
-            Step::Top => break,
+            match k.completion_step(irp) {
+                Step::Call { routine, device, context, image, ex } => {
+                    Walk::Call { routine, device, context, ex, entered: k.enter(image) }
+                }
+                Step::Continue | Step::Skip => Walk::Next,
+                Step::Top => Walk::Finished(k.finish_irp(irp)),
+            }
+        });
+        match step {
+            Walk::Call { routine, device, context, ex, entered } => {
+                // SAFETY: a completion routine with the arguments the I/O manager passes.
+                let r = run_entered(entered, || unsafe { routine(device, irp, context) });
+                if r == Status::MORE_PROCESSING_REQUIRED.0 {
+                    kernel::with(|k| {
+                        k.leave();
+                        if let Some(ex) = ex {
+                            k.release_ex_routine(ex);
+                        }
+                    });
+                    return;
+                }
+                ran = Some(ex);
+            }
+            Walk::Next => {}
+            Walk::Finished(event) => {
+                if let Some(ev) = event.filter(|e| !e.is_null()) {
+                    // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
+                    unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
+                }
+                return;
+            }
         }
     }
-    finish(irp);
+}
+
+/// What [`complete_request`] does after one step of the walk.
+enum Walk {
+    /// Run a completion routine (its image entered).
+    Call {
+        routine: CompletionRoutine,
+        device: *mut DEVICE_OBJECT,
+        context: *mut c_void,
+        ex: Option<ExRoutine>,
+        entered: Entered,
+    },
+    /// Go on with the next location.
+    Next,
+    /// Completion reached the top and stage two ran: signal this event (a synchronous
+    /// request's) when set.
+    Finished(Option<*mut KEVENT>),
 }
 
 impl Kernel {
@@ -679,9 +727,11 @@ fn ex_marker() -> *mut c_void {
     std::ptr::from_ref(&EX_MARKER).cast_mut().cast()
 }
 
-/// Stage two of completion: the I/O manager's work once every location completed.
-fn finish(irp: *mut IRP) {
-    let event = kernel::with(|k| {
+impl Kernel {
+    /// Stage two of completion: the I/O manager's work once every location completed. Returns
+    /// the event to signal for a synchronous request (after the kernel's borrow ends).
+    fn finish_irp(&mut self, irp: *mut IRP) -> Option<*mut KEVENT> {
+        let k = self;
         let info = k.irps.map.get_mut(&(irp as usize))?;
         info.state = IrpState::Completed;
         info.completing = false;
@@ -720,10 +770,6 @@ fn finish(irp: *mut IRP) {
                 Some(ev)
             }
         }
-    });
-    if let Some(ev) = event.filter(|e| !e.is_null()) {
-        // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
-        unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
     }
 }
 

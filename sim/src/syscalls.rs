@@ -654,11 +654,8 @@ fn transfer(
     if mode != IoMode::Paging && granted & needed == 0 {
         return IoResult::failed(Status::ACCESS_DENIED);
     }
-    let buf = buffer(length);
-    if write && !data.is_empty() {
-        // SAFETY: the block holds `length` == data.len() bytes.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr(), data.len()) };
-    }
+    let mut buf = UserBuffer::new(length, data, write);
+    let ptr = buf.ptr();
     // The I/O manager passes the file position for synchronous file objects.
     // SAFETY: a live file object of an open handle.
     let position = unsafe { (*file).CurrentByteOffset };
@@ -680,15 +677,14 @@ fn transfer(
         rid = Some(r);
         // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
         let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
-        let done = call_fast_io(f, file, byte_offset, length, buf.ptr(), &mut iosb, target);
+        let done = call_fast_io(f, file, byte_offset, length, ptr, &mut iosb, target);
         kernel::with(|k| k.current_request = None);
         if done {
             // SAFETY: the status member the routine wrote.
             let status = Status(unsafe { iosb.Anonymous.Status });
             let n = iosb.Information.min(length);
             kernel::with(|k| k.request_completed(r, status, n));
-            let data = if write { Vec::new() } else { read_block(&buf, n) };
-            return IoResult { fast_io: true, ..result(status, n, r, data) };
+            return IoResult { fast_io: true, ..result(status, n, r, buf.into_data(n)) };
         }
         kernel::with(|k| {
             let volume = k.volume_display_name(volume);
@@ -758,9 +754,9 @@ fn transfer(
         };
         // SAFETY: the request's IRP.
         let i = unsafe { crate::irpx::header(b.irp) };
-        i.UserBuffer = buf.ptr().cast();
+        i.UserBuffer = ptr.cast();
         if mode != IoMode::Cached {
-            i.MdlAddress = k.allocate_locked_mdl(buf.ptr().cast(), length);
+            i.MdlAddress = k.allocate_locked_mdl(ptr.cast(), length);
         }
         let s = first(&b);
         if write {
@@ -780,8 +776,50 @@ fn transfer(
         return result(status, 0, rid, Vec::new());
     }
     kernel::with(|k| k.free_mdl(mdl));
-    let data = if write { Vec::new() } else { read_block(&buf, n.min(length)) };
-    result(status, n, rid, data)
+    result(status, n, rid, buf.into_data(n.min(length)))
+}
+
+/// The caller's buffer of a read or write.
+enum UserBuffer {
+    /// A write's: its data, then zeros.
+    Write(Block),
+    /// A read's: zeroed, and handed back as the request's data once it completes (the bytes
+    /// are not copied out of it).
+    Read(Vec<u8>),
+}
+
+impl UserBuffer {
+    /// A buffer of `length` bytes (at least one, so the address is real): `data` for a write,
+    /// zeros for a read.
+    fn new(length: usize, data: &[u8], write: bool) -> UserBuffer {
+        if write {
+            UserBuffer::Write(Block::with_contents(length.max(1), data))
+        } else {
+            UserBuffer::Read(vec![0; length.max(1)])
+        }
+    }
+
+    /// Its address.
+    fn ptr(&mut self) -> *mut u8 {
+        match self {
+            UserBuffer::Write(b) => b.ptr(),
+            UserBuffer::Read(v) => v.as_mut_ptr(),
+        }
+    }
+
+    /// What the caller gets back: the first `n` bytes of a read's buffer, nothing for a write.
+    fn into_data(self, n: usize) -> Vec<u8> {
+        match self {
+            UserBuffer::Write(_) => Vec::new(),
+            UserBuffer::Read(mut v) => {
+                if n < v.len() {
+                    v.truncate(n);
+                    v.shrink_to_fit();
+                }
+                v
+            }
+        }
+    }
 }
 
 fn call_fast_io(
