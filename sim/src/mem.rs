@@ -49,10 +49,10 @@ impl Block {
         let n = data.len().min(layout.size());
         // SAFETY: the block holds `layout.size()` >= n bytes, ours alone; `data` holds n bytes
         // and is not inside the block, which nobody else has seen yet.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, n);
-            std::ptr::write_bytes(ptr.add(n), 0, layout.size() - n);
-        }
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, n) };
+        let rest = ptr.wrapping_add(n);
+        // SAFETY: the block's `layout.size() - n` bytes after the copied ones.
+        unsafe { std::ptr::write_bytes(rest, 0, layout.size() - n) };
         Block { ptr, layout }
     }
 

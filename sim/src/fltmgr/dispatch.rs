@@ -15,7 +15,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use super::params::CbdBlock;
-use super::{DevKind, FvId, InstId, InstState};
+use super::{DevKind, FvId, InstId, InstState, NO_CONTEXT};
 use crate::events::{Phase as EvPhase, Rule};
 use crate::ids::ImageId;
 use crate::kernel::{self, DISPATCH_LEVEL, Kernel};
@@ -23,7 +23,7 @@ use crate::mem::Block;
 use crate::nt::{fsctl, irp_flags, mj, mn_fsctl};
 
 pub use super::ops::{
-    Act, Op, Ops, POST_DRAINING, Phase, PostEnd, PostEntry, PreEnd, cbd, fast_op, insert_op,
+    Act, Op, OpMap, Ops, POST_DRAINING, Phase, PostEnd, PostEntry, PreEnd, cbd, fast_op, insert_op,
     postop, preop,
 };
 use super::ops::{log_op, status_name};
@@ -282,28 +282,73 @@ fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
 }
 
 /// Runs pre-operation callbacks from the next due instance down.
+///
+/// One borrow of the kernel per callback: it leaves the filter that answered last and applies
+/// its answer, finds the next callback due and enters its filter.
 pub(crate) fn pre_walk(key: u64) -> PreEnd {
+    // The chain index, answer and completion context of the callback that ran last.
+    let mut answered: Option<(usize, i32, *mut c_void)> = None;
     loop {
-        match kernel::with(|k| next_pre(k, key)) {
-            PreStep::Done => return PreEnd::Down,
-            PreStep::Call { pre, image, idx, data, objects } => {
+        let step = kernel::with(|k| {
+            if let Some((idx, status, context)) = answered.take() {
+                k.leave();
+                let act = apply_pre(k, key, idx, status, context, false);
+                if act != Act::Continue {
+                    return PreWalk::End(act);
+                }
+            }
+            loop {
+                let PreStep::Call { pre, image, idx, data, objects } = next_pre(k, key) else {
+                    return PreWalk::Down;
+                };
+                match super::enter_filter(k, image, "PreOperationCallback") {
+                    Some(entered) => return PreWalk::Call { pre, idx, data, objects, entered },
+                    None => {
+                        let act =
+                            apply_pre(k, key, idx, preop::SUCCESS_NO_CALLBACK, NO_CONTEXT, false);
+                        if act != Act::Continue {
+                            return PreWalk::End(act);
+                        }
+                    }
+                }
+            }
+        });
+        match step {
+            PreWalk::Down => return PreEnd::Down,
+            PreWalk::End(Act::Complete) => return PreEnd::Complete,
+            PreWalk::End(Act::Pended) => return PreEnd::Pended,
+            PreWalk::End(Act::Disallow) => return PreEnd::Disallow,
+            PreWalk::End(Act::Continue) => {}
+            PreWalk::Call { pre, idx, data, objects, entered } => {
                 let mut context: *mut c_void = std::ptr::null_mut();
                 // SAFETY: the filter's pre-operation callback with the operation's callback
                 // data, related objects and a completion-context out parameter.
-                let status = super::call_filter(image, "PreOperationCallback", || unsafe {
-                    pre(data, objects, &mut context)
-                })
-                .unwrap_or(preop::SUCCESS_NO_CALLBACK);
-                let act = kernel::with(|k| apply_pre(k, key, idx, status, context, false));
-                match act {
-                    Act::Continue => {}
-                    Act::Complete => return PreEnd::Complete,
-                    Act::Pended => return PreEnd::Pended,
-                    Act::Disallow => return PreEnd::Disallow,
-                }
+                let status =
+                    kernel::run_entered(entered, || unsafe { pre(data, objects, &mut context) });
+                answered = Some((idx, status, context));
             }
         }
     }
+}
+
+/// What [`pre_walk`] does after one borrow of the kernel.
+enum PreWalk {
+    /// Every pre due ran: pass the operation down.
+    Down,
+    /// A pre's answer ended the walk.
+    End(Act),
+    /// Call a filter's pre-operation callback (its image entered).
+    Call {
+        pre: unsafe extern "system" fn(
+            *mut FLT_CALLBACK_DATA,
+            *const FLT_RELATED_OBJECTS,
+            *mut *mut c_void,
+        ) -> i32,
+        idx: usize,
+        data: *mut FLT_CALLBACK_DATA,
+        objects: *mut FLT_RELATED_OBJECTS,
+        entered: kernel::Entered,
+    },
 }
 
 /// Applies a pre-operation answer of chain entry `idx` (facts.md §4).

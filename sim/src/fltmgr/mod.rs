@@ -732,6 +732,23 @@ pub fn call_filter<R>(image: ImageId, what: &str, f: impl FnOnce() -> R) -> Opti
     Some(kernel::call_into(Some(image), f))
 }
 
+/// [`call_filter`]'s first part inside a borrow the caller holds anyway: enters `image` when its
+/// code may still run (the caller then runs the callback with [`kernel::run_entered`] and begins
+/// its next borrow with [`Kernel::leave`]); reports `CALLBACK_AFTER_UNLOAD` and returns None
+/// otherwise.
+pub(crate) fn enter_filter(k: &mut Kernel, image: ImageId, what: &str) -> Option<kernel::Entered> {
+    if !k.image_loaded(image) {
+        let name = k.image_name(image);
+        k.report(
+            Rule::CallbackAfterUnload,
+            Some(name),
+            format!("the Filter Manager would call {what} of a filter whose image is unloaded"),
+        );
+        return None;
+    }
+    Some(k.enter(Some(image)))
+}
+
 /// Runs `f` as the Filter Manager's own code.
 pub fn as_fltmgr<R>(f: impl FnOnce() -> R) -> R {
     let image = kernel::with(|k| k.fltmgr.image);

@@ -2,7 +2,6 @@
 //! visits, the posts it owes, its phase; the `FLT_PREOP_*`, `FLT_POSTOP_*` and callback-data
 //! values; and the event each callback leaves (facts.md §3, §4).
 
-use std::collections::BTreeMap;
 use std::ffi::c_void;
 
 use fsfilter::{
@@ -170,11 +169,69 @@ impl Op {
 /// callback data of a machine's life stayed allocated, some 300 bytes per request).
 pub(crate) const DEAD_KEPT: usize = 4096;
 
+/// Operations in flight by key, in arrival order (keys only grow).
+///
+/// A sorted vector rather than a `BTreeMap`: a handful of operations are in flight at a time,
+/// and a B-tree of records this large allocated a node of some 2 KiB whenever it went from
+/// empty to one operation (every request) and freed it when the last one ended.
+#[derive(Default)]
+pub struct OpMap(Vec<(u64, Op)>);
+
+impl OpMap {
+    /// The position of `key`, or where it would go.
+    fn find(&self, key: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&key, |(k, _)| *k)
+    }
+
+    /// Adds an operation (replacing one of the same key).
+    pub fn insert(&mut self, key: u64, op: Op) {
+        match self.find(key) {
+            Ok(i) => self.0[i].1 = op,
+            Err(i) => self.0.insert(i, (key, op)),
+        }
+    }
+
+    /// The operation of `key`.
+    pub fn get(&self, key: &u64) -> Option<&Op> {
+        self.find(*key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The operation of `key`, mutable.
+    pub fn get_mut(&mut self, key: &u64) -> Option<&mut Op> {
+        self.find(*key).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Removes and returns the operation of `key`.
+    pub fn remove(&mut self, key: &u64) -> Option<Op> {
+        self.find(*key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// The operations with their keys, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Op)> {
+        self.0.iter().map(|(k, op)| (k, op))
+    }
+
+    /// The operations, in key order.
+    pub fn values(&self) -> impl Iterator<Item = &Op> {
+        self.0.iter().map(|(_, op)| op)
+    }
+
+    /// True when no operation is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many operations are in flight.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Operations in flight.
 #[derive(Default)]
 pub struct Ops {
     /// By key, in arrival order.
-    pub map: BTreeMap<u64, Op>,
+    pub map: OpMap,
     pub(crate) by_data: crate::kernel::FastMap<usize, u64>,
     pub(crate) next: u64,
     /// Blocks of finished operations, the last [`DEAD_KEPT`]: a filter that kept a callback-data
