@@ -112,7 +112,12 @@ pub struct Irps {
     retired: FastMap<usize, (u64, u64)>,
     /// IRPs allocated so far.
     pub allocated: u64,
+    /// Empty routine lists of freed IRPs, for the next ones (most IRPs get one).
+    spare_ex: Vec<Vec<ExRoutine>>,
 }
+
+/// How many empty routine lists [`Irps`] keeps.
+const SPARE_EX_KEPT: usize = 16;
 
 fn stack_base(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
     irp.wrapping_add(1).cast()
@@ -177,7 +182,7 @@ impl Kernel {
                 expect: 0,
                 expect_pending: 0,
                 completing: false,
-                ex_routines: Vec::new(),
+                ex_routines: self.irps.spare_ex.pop().unwrap_or_default(),
                 system_buffer: None,
                 copy_back: None,
             },
@@ -247,8 +252,13 @@ impl Kernel {
             return;
         }
         info.state = IrpState::Freed;
-        let Some(info) = self.irps.map.remove(&(irp as usize)) else { return };
+        let Some(mut info) = self.irps.map.remove(&(irp as usize)) else { return };
         self.irps.retired.insert(irp as usize, (info.walked, info.marks));
+        if self.irps.spare_ex.len() < SPARE_EX_KEPT {
+            let mut routines = std::mem::take(&mut info.ex_routines);
+            routines.clear();
+            self.irps.spare_ex.push(routines);
+        }
         // SAFETY: the IRP's block is still allocated.
         let count = unsafe { (*irp).StackCount };
         self.irps.quarantine.push_back((count, info.block));

@@ -8,18 +8,17 @@
 use std::ffi::c_void;
 
 use fsfilter::{MajorFunction, OperationKind, Status};
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS,
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use super::params::CbdBlock;
-use super::{DevKind, FvId, InstId, InstState, NO_CONTEXT};
+use super::{DevKind, FvId, InstState, NO_CONTEXT};
 use crate::events::{Phase as EvPhase, Rule};
 use crate::ids::ImageId;
 use crate::kernel::{self, DISPATCH_LEVEL, Kernel};
-use crate::mem::Block;
 use crate::nt::{fsctl, irp_flags, mj, mn_fsctl};
 
 pub use super::ops::{
@@ -40,22 +39,17 @@ fn build_irp_op(
     v: FvId,
     lower: *mut DEVICE_OBJECT,
 ) -> Option<u64> {
-    let chain: Vec<InstId> = k
-        .fltmgr
-        .volume_instances(v)
-        .into_iter()
-        .filter(|&i| {
-            k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached
-        })
-        .collect();
+    let mut chain = k.fltmgr.ops.new_chain();
+    k.fltmgr.frame_chain(v, frame, &mut chain);
     if chain.is_empty() {
+        k.fltmgr.ops.unused_chain(chain);
         return None;
     }
     // SAFETY: the IRP in our dispatch routine.
     let i = unsafe { &*irp };
     // SAFETY: its current location.
     let s = unsafe { crate::irpx::current(irp) };
-    let block = Block::zeroed(size_of::<CbdBlock>());
+    let block = k.fltmgr.ops.new_block();
     let cb = block.ptr().cast::<CbdBlock>();
     // SAFETY: a zeroed block sized for a CbdBlock.
     let b = unsafe { &mut *cb };
@@ -88,8 +82,7 @@ fn build_irp_op(
     let key = k.fltmgr.ops.next;
     k.fltmgr.ops.next += 1;
     let data = &raw mut b.data;
-    // SAFETY: all-zero is a valid KEVENT before initialization.
-    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    let mut event = k.fltmgr.ops.new_event();
     // SAFETY: our event storage.
     unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
     let op = Op {
@@ -102,7 +95,7 @@ fn build_irp_op(
         volume: v,
         chain,
         next: 0,
-        posts: Vec::new(),
+        posts: k.fltmgr.ops.new_posts(),
         phase: Phase::Pre,
         sync: s.MajorFunction == mj::CREATE || dismount,
         event,

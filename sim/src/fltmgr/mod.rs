@@ -530,6 +530,17 @@ impl FltMgr {
         list
     }
 
+    /// Fills `chain` with the attached instances of `frame` on a volume, from the highest
+    /// altitude down: the instances an operation through the frame visits.
+    pub fn frame_chain(&self, v: FvId, frame: u32, chain: &mut Vec<InstId>) {
+        chain.clear();
+        chain.extend((0..self.instances.len() as u32).map(InstId).filter(|&i| {
+            let r = self.inst(i);
+            r.volume == v && r.frame == frame && r.state == InstState::Attached
+        }));
+        chain.sort_by_key(|i| std::cmp::Reverse(self.inst(*i).altitude));
+    }
+
     /// Instances of a filter that are not gone, in creation order.
     pub fn filter_instances(&self, f: FilterId) -> Vec<InstId> {
         (0..self.instances.len() as u32)
