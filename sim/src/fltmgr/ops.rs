@@ -250,7 +250,8 @@ pub struct Ops {
 struct Spare {
     /// Blocks that left the dead operations' quarantine ([`DEAD_KEPT`]).
     blocks: Vec<Block>,
-    /// Events.
+    /// Events (boxed as an operation holds them: a waiter keeps the event's address).
+    #[allow(clippy::vec_box, reason = "the boxes themselves are what is reused")]
     events: Vec<Box<KEVENT>>,
     /// Chains, empty.
     chains: Vec<Vec<InstId>>,
