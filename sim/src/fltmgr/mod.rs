@@ -442,6 +442,12 @@ pub struct FltMgr {
     pub placements: BTreeMap<String, u32>,
     /// Pipes and mailslots were looked up by name.
     pub npfs_msfs_attached: Vec<crate::fs::FsType>,
+    /// Changes whenever an instance is added or changes state: the chains in `chains` hold for
+    /// the value they were built in.
+    instances_changed: u64,
+    /// The chains [`FltMgr::frame_chain`] built, with the volume, the frame and the value of
+    /// `instances_changed` they were built for.
+    chains: Vec<(FvId, u32, u64, Vec<InstId>)>,
 }
 
 impl FltMgr {
@@ -531,14 +537,39 @@ impl FltMgr {
     }
 
     /// Fills `chain` with the attached instances of `frame` on a volume, from the highest
-    /// altitude down: the instances an operation through the frame visits.
-    pub fn frame_chain(&self, v: FvId, frame: u32, chain: &mut Vec<InstId>) {
+    /// altitude down: the instances an operation through the frame visits. Built once per
+    /// volume and frame while no instance is added or changes state (every operation asks, and
+    /// comparing the decimal altitudes is not cheap).
+    pub fn frame_chain(&mut self, v: FvId, frame: u32, chain: &mut Vec<InstId>) {
         chain.clear();
+        let now = self.instances_changed;
+        let cached = self.chains.iter().position(|(cv, cf, _, _)| *cv == v && *cf == frame);
+        if let Some(c) = cached {
+            let (_, _, built, list) = &self.chains[c];
+            if *built == now {
+                chain.extend_from_slice(list);
+                return;
+            }
+        }
         chain.extend((0..self.instances.len() as u32).map(InstId).filter(|&i| {
             let r = self.inst(i);
             r.volume == v && r.frame == frame && r.state == InstState::Attached
         }));
         chain.sort_by_key(|i| std::cmp::Reverse(self.inst(*i).altitude));
+        match cached {
+            Some(c) => {
+                let entry = &mut self.chains[c];
+                entry.2 = now;
+                entry.3.clone_from(chain);
+            }
+            None => self.chains.push((v, frame, now, chain.clone())),
+        }
+    }
+
+    /// Sets an instance's state (the only way it changes, so that cached chains are rebuilt).
+    pub fn set_inst_state(&mut self, i: InstId, state: InstState) {
+        self.instances_changed += 1;
+        self.inst_mut(i).state = state;
     }
 
     /// Instances of a filter that are not gone, in creation order.
@@ -600,6 +631,7 @@ impl FltMgr {
         flags: u32,
     ) -> InstId {
         let id = InstId(self.instances.len() as u32);
+        self.instances_changed += 1;
         let block = self.new_handle(FltObject::Instance(id));
         self.instances.push(InstanceRec {
             block,
