@@ -802,11 +802,25 @@ pub fn set_completion_routine_ex(
         if k.fault(crate::faults::FaultKind::Pool) {
             return Status::INSUFFICIENT_RESOURCES.0;
         }
-        if !k.irp_known(irp, "IoSetCompletionRoutineEx") {
-            return Status::INVALID_PARAMETER.0;
-        }
-        // SAFETY: a live IRP.
-        let level = unsafe { (*irp).CurrentLocation } - 1;
+        // One lookup of the IRP: it is known, and its routine list takes the entry (the
+        // device's reference and the stack location follow; none of them logs anything).
+        let ex = ExRoutine { location: 0, routine, context, device: device.cast_mut() };
+        let level = match k.irps.map.get_mut(&(irp as usize)) {
+            Some(info) if info.state != IrpState::Freed => {
+                // SAFETY: a live IRP.
+                let level = unsafe { (*irp).CurrentLocation } - 1;
+                if level >= 1 {
+                    info.ex_routines.retain(|e| e.location != level);
+                    info.ex_routines.push(ExRoutine { location: level, ..ex });
+                }
+                level
+            }
+            _ => {
+                // Reports the unknown IRP.
+                k.irp_known(irp, "IoSetCompletionRoutineEx");
+                return Status::INVALID_PARAMETER.0;
+            }
+        };
         if level < 1 {
             k.report_current(
                 Rule::NoMoreStackLocations,
@@ -829,15 +843,6 @@ pub fn set_completion_routine_ex(
         sl.Control = (if on_success { SL_INVOKE_ON_SUCCESS } else { 0 })
             | (if on_error { SL_INVOKE_ON_ERROR } else { 0 })
             | (if on_cancel { SL_INVOKE_ON_CANCEL } else { 0 });
-        if let Some(info) = k.irps.map.get_mut(&(irp as usize)) {
-            info.ex_routines.retain(|e| e.location != level);
-            info.ex_routines.push(ExRoutine {
-                location: level,
-                routine,
-                context,
-                device: device.cast_mut(),
-            });
-        }
         Status::SUCCESS.0
     })
 }
