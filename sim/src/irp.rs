@@ -204,36 +204,6 @@ impl Kernel {
         }
     }
 
-    /// Stage two's buffer work: copies a buffered request's output back to the caller, frees the
-    /// system buffer and the IRP's MDLs.
-    fn finish_buffers(&mut self, irp: *mut IRP) {
-        // SAFETY: a live IRP at the end of its completion.
-        let i = unsafe { obj(irp) };
-        if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
-            let buffer = info.system_buffer.take();
-            let copy_back = info.copy_back.take();
-            if let (Some(b), Some((dst, len))) = (&buffer, copy_back) {
-                // SAFETY: reading the status member.
-                let status = unsafe { i.IoStatus.Anonymous.Status };
-                if status >= 0 || Status(status).is_warning() {
-                    let n = i.IoStatus.Information.min(len).min(b.size());
-                    if dst != 0 && n > 0 {
-                        // SAFETY: the caller's buffer holds `len` >= n bytes; the block `size`.
-                        unsafe { std::ptr::copy_nonoverlapping(b.ptr(), dst as *mut u8, n) };
-                    }
-                }
-            }
-        }
-        let mut m = i.MdlAddress;
-        while !m.is_null() {
-            // SAFETY: an MDL of the IRP's chain.
-            let next = unsafe { (*m).Next };
-            self.free_mdl(m);
-            m = next;
-        }
-        i.MdlAddress = std::ptr::null_mut();
-    }
-
     /// `IoFreeIrp`.
     #[allow(
         clippy::not_unsafe_ptr_arg_deref,
@@ -252,7 +222,42 @@ impl Kernel {
             return;
         }
         info.state = IrpState::Freed;
+        let Some(info) = self.irps.map.remove(&(irp as usize)) else { return };
+        self.release_irp(irp, info);
+    }
+
+    /// Stage two's end for an IRP the I/O manager frees itself, with one lookup of the IRP: a
+    /// buffered request's output copied back to the caller, the system buffer and the IRP's
+    /// MDLs freed, then the IRP (`IoFreeIrp`).
+    fn retire_irp(&mut self, irp: *mut IRP) {
         let Some(mut info) = self.irps.map.remove(&(irp as usize)) else { return };
+        // SAFETY: a live IRP at the end of its completion.
+        let i = unsafe { obj(irp) };
+        if let (Some(b), Some((dst, len))) = (info.system_buffer.take(), info.copy_back.take()) {
+            // SAFETY: reading the status member.
+            let status = unsafe { i.IoStatus.Anonymous.Status };
+            if status >= 0 || Status(status).is_warning() {
+                let n = i.IoStatus.Information.min(len).min(b.size());
+                if dst != 0 && n > 0 {
+                    // SAFETY: the caller's buffer holds `len` >= n bytes; the block `size`.
+                    unsafe { std::ptr::copy_nonoverlapping(b.ptr(), dst as *mut u8, n) };
+                }
+            }
+        }
+        let mut m = i.MdlAddress;
+        while !m.is_null() {
+            // SAFETY: an MDL of the IRP's chain.
+            let next = unsafe { (*m).Next };
+            self.free_mdl(m);
+            m = next;
+        }
+        i.MdlAddress = std::ptr::null_mut();
+        self.release_irp(irp, info);
+    }
+
+    /// The end of `IoFreeIrp` once the IRP left the table: what completion saw of it is kept
+    /// for a late pending check, its memory waits in the quarantine.
+    fn release_irp(&mut self, irp: *mut IRP, mut info: IrpInfo) {
         self.irps.retired.insert(irp as usize, (info.walked, info.marks));
         if self.irps.spare_ex.len() < SPARE_EX_KEPT {
             let mut routines = std::mem::take(&mut info.ex_routines);
@@ -762,8 +767,7 @@ impl Kernel {
                 // SAFETY: reading the status member.
                 let status = unsafe { i.IoStatus.Anonymous.Status };
                 k.request_completed(rid, Status(status), i.IoStatus.Information);
-                k.finish_buffers(irp);
-                k.free_irp(irp);
+                k.retire_irp(irp);
                 None
             }
             Finish::Synchronous => {
@@ -775,8 +779,7 @@ impl Kernel {
                     iosb.Information = i.IoStatus.Information;
                 }
                 let ev = i.UserEvent;
-                k.finish_buffers(irp);
-                k.free_irp(irp);
+                k.retire_irp(irp);
                 Some(ev)
             }
         }
