@@ -97,6 +97,8 @@ pub struct ExRoutine {
     pub context: *mut c_void,
     /// The referenced device.
     pub device: *mut DEVICE_OBJECT,
+    /// The image of the device's driver, whose code the routine is (None: not a device).
+    pub image: Option<ImageId>,
 }
 
 /// The IRP table.
@@ -473,36 +475,35 @@ enum Step {
 )]
 pub fn complete_request(irp: *mut IRP) {
     let ok = kernel::with(|k| {
-        if !k.irp_known(irp, "IoCompleteRequest") {
-            return false;
-        }
-        let completed = k
-            .irps
-            .map
-            .get(&(irp as usize))
-            .is_some_and(|i| i.state == IrpState::Completed || i.completing);
-        // SAFETY: a live IRP.
-        let i = unsafe { obj(irp) };
-        // SAFETY: `Status` is the member in use.
-        let status = unsafe { i.IoStatus.Anonymous.Status };
-        if completed {
-            // A halted completion resumes with IoCompleteRequest: that is legal.
-            // SAFETY: a live IRP.
-            let cur = unsafe { (*irp).CurrentLocation };
-            let halted = k
-                .irps
-                .map
-                .get(&(irp as usize))
-                .is_some_and(|i| i.completing && i.state == IrpState::Active);
-            // SAFETY: a live IRP.
-            let count = unsafe { (*irp).StackCount };
-            if !halted || cur > count + 1 {
-                k.report_current(
-                    Rule::IrpCompletedTwice,
-                    "IoCompleteRequest on an IRP already completed",
-                );
+        // One lookup of the IRP: live, whether its completion began already, and marked as
+        // completing unless this call is refused below (the reports only log).
+        let (twice, status) = match k.irps.map.get_mut(&(irp as usize)) {
+            Some(info) if info.state != IrpState::Freed => {
+                let completed = info.state == IrpState::Completed || info.completing;
+                // A halted completion resumes with IoCompleteRequest: that is legal.
+                let halted = info.completing && info.state == IrpState::Active;
+                // SAFETY: a live IRP.
+                let i = unsafe { obj(irp) };
+                // SAFETY: `Status` is the member in use.
+                let status = unsafe { i.IoStatus.Anonymous.Status };
+                let twice = completed && (!halted || i.CurrentLocation > i.StackCount + 1);
+                if !twice && status != Status::PENDING.0 {
+                    info.completing = true;
+                }
+                (twice, status)
+            }
+            _ => {
+                // Reports the unknown IRP.
+                k.irp_known(irp, "IoCompleteRequest");
                 return false;
             }
+        };
+        if twice {
+            k.report_current(
+                Rule::IrpCompletedTwice,
+                "IoCompleteRequest on an IRP already completed",
+            );
+            return false;
         }
         if status == Status::PENDING.0 {
             k.report_current(
@@ -513,9 +514,6 @@ pub fn complete_request(irp: *mut IRP) {
         }
         if k.irql() > crate::kernel::DISPATCH_LEVEL {
             k.report_current(Rule::IrqlTooHigh, "IoCompleteRequest above DISPATCH_LEVEL");
-        }
-        if let Some(i) = k.irps.map.get_mut(&(irp as usize)) {
-            i.completing = true;
         }
         true
     });
@@ -598,8 +596,20 @@ impl Kernel {
         let sl = unsafe { obj(location(irp, level)) };
         let pending = sl.Control & SL_PENDING_RETURNED != 0;
         i.PendingReturned = pending;
+        // SAFETY: reading the status member.
+        let status = unsafe { i.IoStatus.Anonymous.Status };
+        let invoke = (status >= 0 && sl.Control & SL_INVOKE_ON_SUCCESS != 0)
+            || (status < 0 && sl.Control & SL_INVOKE_ON_ERROR != 0)
+            || (i.Cancel && sl.Control & SL_INVOKE_ON_CANCEL != 0);
+        let routine = sl.CompletionRoutine;
+        let context = sl.Context;
+        // One lookup of the IRP for the walk's records, the routine `IoSetCompletionRoutineEx`
+        // set here (when it runs) and the IRP's allocator.
+        let takes_ex = routine.is_some() && invoke && context == ex_marker();
         let bit = 1u64 << (level as u32 & 63);
         let mut expectation = None;
+        let mut ex = None;
+        let mut allocator = None;
         if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
             info.walked |= bit;
             if pending {
@@ -609,6 +619,12 @@ impl Kernel {
                 info.expect &= !bit;
                 expectation = Some(info.expect_pending & bit != 0);
             }
+            if takes_ex {
+                if let Some(pos) = info.ex_routines.iter().position(|e| e.location == level) {
+                    ex = Some(info.ex_routines.remove(pos));
+                }
+            }
+            allocator = info.allocator;
         }
         if let Some(returned_pending) = expectation {
             let image = self
@@ -618,13 +634,6 @@ impl Kernel {
             let status = if returned_pending { Status::PENDING.0 } else { Status::SUCCESS.0 };
             self.check_pending(pending, returned_pending, image, status);
         }
-        // SAFETY: reading the status member.
-        let status = unsafe { i.IoStatus.Anonymous.Status };
-        let invoke = (status >= 0 && sl.Control & SL_INVOKE_ON_SUCCESS != 0)
-            || (status < 0 && sl.Control & SL_INVOKE_ON_ERROR != 0)
-            || (i.Cancel && sl.Control & SL_INVOKE_ON_CANCEL != 0);
-        let routine = sl.CompletionRoutine;
-        let context = sl.Context;
         // Move up and clear the location just left.
         i.CurrentLocation += 1;
         // SAFETY: a live IRP.
@@ -648,13 +657,14 @@ impl Kernel {
                         r,
                     )
                 };
-                let ex = self.take_ex_routine(irp, level, context);
+                // A plain routine belongs to the driver of the location above (which set it),
+                // or to the IRP's allocator when it was set above the first location.
                 let image = match ex {
-                    Some(e) => self
-                        .objects
-                        .device_id(e.device)
-                        .map(|d| self.objects.driver(self.objects.device(d).driver).image),
-                    None => self.routine_image(irp, upper_device),
+                    Some(e) => e.image,
+                    None => match self.objects.device_id(upper_device) {
+                        Some(d) => Some(self.objects.driver(self.objects.device(d).driver).image),
+                        None => allocator,
+                    },
                 };
                 if let Some(img) = image {
                     if !self.image_loaded(img) {
@@ -686,29 +696,6 @@ impl Kernel {
                 Step::Continue
             }
         }
-    }
-
-    /// The image a plain completion routine belongs to: the driver of the location above (which
-    /// set it), or the IRP's allocator when it was set above the first location.
-    fn routine_image(&self, irp: *mut IRP, upper_device: *mut DEVICE_OBJECT) -> Option<ImageId> {
-        match self.objects.device_id(upper_device) {
-            Some(d) => Some(self.objects.driver(self.objects.device(d).driver).image),
-            None => self.irps.map.get(&(irp as usize)).and_then(|i| i.allocator),
-        }
-    }
-
-    fn take_ex_routine(
-        &mut self,
-        irp: *mut IRP,
-        level: i8,
-        context: *mut c_void,
-    ) -> Option<ExRoutine> {
-        if context != ex_marker() {
-            return None;
-        }
-        let info = self.irps.map.get_mut(&(irp as usize))?;
-        let pos = info.ex_routines.iter().position(|e| e.location == level)?;
-        Some(info.ex_routines.remove(pos))
     }
 
     fn release_ex_routine(&mut self, ex: ExRoutine) {
@@ -807,7 +794,10 @@ pub fn set_completion_routine_ex(
         }
         // One lookup of the IRP: it is known, and its routine list takes the entry (the
         // device's reference and the stack location follow; none of them logs anything).
-        let ex = ExRoutine { location: 0, routine, context, device: device.cast_mut() };
+        // The device's driver's image, found once with the device's reference.
+        let dev = k.objects.device_id(device);
+        let image = dev.map(|d| k.objects.driver(k.objects.device(d).driver).image);
+        let ex = ExRoutine { location: 0, routine, context, device: device.cast_mut(), image };
         let level = match k.irps.map.get_mut(&(irp as usize)) {
             Some(info) if info.state != IrpState::Freed => {
                 // SAFETY: a live IRP.
@@ -831,7 +821,13 @@ pub fn set_completion_routine_ex(
             );
             return Status::INVALID_PARAMETER.0;
         }
-        k.reference_object(device.cast());
+        match dev {
+            // `ObReferenceObject` of a device (the device looked up above).
+            Some(d) => k.objects.device_mut(d).refs += 1,
+            None => {
+                k.reference_object(device.cast());
+            }
+        }
         // SAFETY: the next location is inside the stack (level >= 1).
         let sl = unsafe { obj(location(irp, level)) };
         // SAFETY: the field's type lost its parameters; the simulator restores them when calling.
