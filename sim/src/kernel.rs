@@ -45,6 +45,54 @@ impl Hasher for PtrHasher {
 /// A map keyed by addresses or ids.
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<PtrHasher>>;
 
+/// How many addresses an [`AddrMemo`] remembers.
+const MEMO_SLOTS: usize = 32;
+
+/// A small direct-mapped memo in front of a map from addresses to ids whose entries, once
+/// added, never change or go (device objects and Filter Manager handles, which live as long as
+/// the machine): the drivers name the same few objects call after call, and a slot compare is
+/// cheaper than hashing and probing. Only hits are remembered: an address the map does not know
+/// yet may become known.
+pub struct AddrMemo<V: Copy> {
+    slots: [Cell<(usize, Option<V>)>; MEMO_SLOTS],
+}
+
+impl<V: Copy> Default for AddrMemo<V> {
+    fn default() -> Self {
+        AddrMemo { slots: std::array::from_fn(|_| Cell::new((0, None))) }
+    }
+}
+
+impl<V: Copy> AddrMemo<V> {
+    /// The slot of `addr` (objects are blocks at least 16 bytes apart).
+    fn slot(&self, addr: usize) -> &Cell<(usize, Option<V>)> {
+        &self.slots[((addr >> 4) ^ (addr >> 9)) % MEMO_SLOTS]
+    }
+
+    /// What `addr` maps to: remembered, or `lookup` (the map) remembered when it knows it.
+    pub fn get(&self, addr: usize, lookup: impl FnOnce() -> Option<V>) -> Option<V> {
+        let slot = self.slot(addr);
+        match slot.get() {
+            (a, Some(v)) if a == addr => Some(v),
+            _ => {
+                let found = lookup();
+                if found.is_some() {
+                    slot.set((addr, found));
+                }
+                found
+            }
+        }
+    }
+
+    /// What `addr` maps to if remembered (no lookup).
+    pub fn peek(&self, addr: usize) -> Option<V> {
+        match self.slot(addr).get() {
+            (a, Some(v)) if a == addr => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// The IRQLs the simulator distinguishes.
 pub const PASSIVE_LEVEL: u8 = 0;
 /// `APC_LEVEL`.

@@ -448,29 +448,43 @@ pub struct FltMgr {
     /// The chains [`FltMgr::frame_chain`] built, with the volume, the frame and the value of
     /// `instances_changed` they were built for.
     chains: Vec<(FvId, u32, u64, Vec<InstId>)>,
+    /// Recent answers of `handles` (its entries are never removed: the handle blocks live in
+    /// the filter, instance and volume records, which stay for the machine's life).
+    handle_memo: crate::kernel::AddrMemo<FltObject>,
 }
 
 impl FltMgr {
+    /// The object behind a handle (`PFLT_FILTER`, `PFLT_INSTANCE`, `PFLT_VOLUME`).
+    pub fn object_of(&self, handle: isize) -> Option<FltObject> {
+        let h = handle as usize;
+        self.handle_memo.get(h, || self.handles.get(&h).copied())
+    }
+
+    /// The object a handle was remembered as (see [`FltMgr::object_of`]), without a lookup.
+    pub fn remembered(&self, handle: usize) -> Option<FltObject> {
+        self.handle_memo.peek(handle)
+    }
+
     /// The filter behind a `PFLT_FILTER`.
     pub fn filter_of(&self, handle: isize) -> Option<FilterId> {
-        match self.handles.get(&(handle as usize)) {
-            Some(FltObject::Filter(f)) => Some(*f),
+        match self.object_of(handle) {
+            Some(FltObject::Filter(f)) => Some(f),
             _ => None,
         }
     }
 
     /// The instance behind a `PFLT_INSTANCE`.
     pub fn instance_of(&self, handle: isize) -> Option<InstId> {
-        match self.handles.get(&(handle as usize)) {
-            Some(FltObject::Instance(i)) => Some(*i),
+        match self.object_of(handle) {
+            Some(FltObject::Instance(i)) => Some(i),
             _ => None,
         }
     }
 
     /// The volume behind a `PFLT_VOLUME`.
     pub fn volume_of(&self, handle: isize) -> Option<FvId> {
-        match self.handles.get(&(handle as usize)) {
-            Some(FltObject::Volume(v)) => Some(*v),
+        match self.object_of(handle) {
+            Some(FltObject::Volume(v)) => Some(v),
             _ => None,
         }
     }
