@@ -9,9 +9,7 @@ use std::ffi::c_void;
 
 use fsfilter::{MajorFunction, OperationKind, Status};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS,
-};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_RELATED_OBJECTS};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use super::params::CbdBlock;
@@ -221,58 +219,63 @@ enum PreStep {
 }
 
 fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
+    // One lookup of the operation; the instance, filter and volume records are other fields of
+    // the Filter Manager's state.
+    let fm = &mut k.fltmgr;
+    let Some(op) = fm.ops.map.get_mut(&key) else { return PreStep::Done };
     loop {
-        let Some(op) = k.fltmgr.ops.op(key) else { return PreStep::Done };
         let idx = op.next;
         let Some(&inst) = op.chain.get(idx) else { return PreStep::Done };
-        let major = op.iopb().MajorFunction;
-        let h = super::ops::header(op);
-        let (data, objects, fo) = (op.data, op.objects(), op.iopb().TargetFileObject);
-        if let Some(op) = k.fltmgr.ops.op_mut(key) {
-            op.next = idx + 1;
-        }
-        let ir = k.fltmgr.inst(inst);
+        op.next = idx + 1;
+        let ir = &fm.instances[inst.index()];
         if ir.state != InstState::Attached {
             continue;
         }
-        let fr = k.fltmgr.filter(ir.filter);
+        let fr = &fm.filters[ir.filter.index()];
+        let iopb = op.iopb();
+        let major = iopb.MajorFunction;
         let Some(reg) = fr.ops.get(&major).copied() else { continue };
-        let entry = fsfilter::Operation {
-            major: MajorFunction::from_code(major),
-            flags: fsfilter::OperationFlags::from_bits_retain(reg.flags),
-            pre: reg.pre.is_some(),
-            post: reg.post.is_some(),
-        };
-        if entry.skips(&h) {
-            continue;
+        let flags = fsfilter::OperationFlags::from_bits_retain(reg.flags);
+        // Only the skip flags make the operation's header matter (facts.md §3).
+        if flags.intersects(SKIP_FLAGS) {
+            let entry = fsfilter::Operation {
+                major: MajorFunction::from_code(major),
+                flags,
+                pre: reg.pre.is_some(),
+                post: reg.post.is_some(),
+            };
+            if entry.skips(&super::ops::header(op)) {
+                continue;
+            }
         }
         let (image, fh, vh, ih) =
-            (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
-        let op = k.fltmgr.ops.op(key).map(|o| o.iopb() as *mut FLT_IO_PARAMETER_BLOCK);
-        if let Some(iopb) = op {
-            // SAFETY: the op's parameter block.
-            unsafe { (*iopb).TargetInstance = ih };
-        }
+            (fr.image, fr.handle(), fm.volumes[ir.volume.index()].handle(), ir.handle());
+        let (data, objects, fo) = (op.data, op.objects(), iopb.TargetFileObject);
+        iopb.TargetInstance = ih;
         // SAFETY: the op's related-objects slot.
         unsafe { objects.write(super::related_objects(fh, vh, ih, fo)) };
-        k.fltmgr.inst_mut(inst).outstanding += 1;
+        fm.instances[inst.index()].outstanding += 1;
         match reg.pre {
             Some(pre) => return PreStep::Call { pre, image, idx, data, objects },
             None => {
                 // A post without a pre: as if the pre asked for its post with no context.
-                if let Some(op) = k.fltmgr.ops.op_mut(key) {
-                    let snapshot = *op.iopb();
-                    op.posts.push(PostEntry {
-                        inst,
-                        context: std::ptr::null_mut(),
-                        iopb: snapshot,
-                        done: false,
-                    });
-                }
+                let snapshot = *op.iopb();
+                op.posts.push(PostEntry {
+                    inst,
+                    context: std::ptr::null_mut(),
+                    iopb: snapshot,
+                    done: false,
+                });
             }
         }
     }
 }
+
+/// The registration flags that make the Filter Manager skip an instance for some operations.
+const SKIP_FLAGS: fsfilter::OperationFlags = fsfilter::OperationFlags::SKIP_PAGING_IO
+    .union(fsfilter::OperationFlags::SKIP_CACHED_IO)
+    .union(fsfilter::OperationFlags::SKIP_NON_DASD_IO)
+    .union(fsfilter::OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO);
 
 /// Runs pre-operation callbacks from the next due instance down.
 ///

@@ -93,29 +93,28 @@ enum PostStep {
 }
 
 fn next_post(k: &mut Kernel, key: u64) -> PostStep {
-    let Some(op) = k.fltmgr.ops.op(key) else { return PostStep::Done };
+    // One lookup of the operation; the instance, filter and volume records are other fields of
+    // the Filter Manager's state.
+    let fm = &mut k.fltmgr;
+    let Some(op) = fm.ops.map.get_mut(&key) else { return PostStep::Done };
     let Some(pidx) = op.posts.iter().rposition(|p| !p.done) else { return PostStep::Done };
     let e = op.posts[pidx];
-    let (data, objects, fo) = (op.data, op.objects(), op.iopb().TargetFileObject);
-    let ir = k.fltmgr.inst(e.inst);
+    let ir = &fm.instances[e.inst.index()];
     if ir.state == InstState::Gone {
-        if let Some(op) = k.fltmgr.ops.op_mut(key) {
-            op.posts[pidx].done = true;
-        }
+        op.posts[pidx].done = true;
         return PostStep::Skip;
     }
-    let fr = k.fltmgr.filter(ir.filter);
+    let fr = &fm.filters[ir.filter.index()];
     let major = op.iopb().MajorFunction;
     let post: PFLT_POST_OPERATION_CALLBACK = fr.ops.get(&major).and_then(|r| r.post);
-    let (image, fh, vh, ih) =
-        (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
     let Some(post) = post else {
-        if let Some(op) = k.fltmgr.ops.op_mut(key) {
-            op.posts[pidx].done = true;
-        }
+        op.posts[pidx].done = true;
         k.flt_instance_released(e.inst);
         return PostStep::Skip;
     };
+    let (image, fh, vh, ih) =
+        (fr.image, fr.handle(), fm.volumes[ir.volume.index()].handle(), ir.handle());
+    let (data, objects, fo) = (op.data, op.objects(), op.iopb().TargetFileObject);
     // Restore the parameters this instance's pre returned with; mark the post phase.
     let iopb = op.iopb();
     *iopb = e.iopb;
