@@ -304,14 +304,15 @@ const USER_THREAD: ThreadId = ThreadId(1);
 
 /// Runs a system service as the user-mode caller: its thread, `PASSIVE_LEVEL`, no image.
 fn as_user<R>(f: impl FnOnce() -> R) -> R {
-    let saved = kernel::with(|k| {
+    let (saved, entered) = kernel::with(|k| {
         let saved = (k.irql(), k.thread);
         k.set_irql(crate::kernel::PASSIVE_LEVEL);
         k.thread = USER_THREAD;
-        saved
+        (saved, k.enter(None))
     });
-    let r = kernel::call_into(None, f);
+    let r = kernel::run_entered(entered, f);
     kernel::with(|k| {
+        k.leave();
         k.set_irql(saved.0);
         k.thread = saved.1;
     });
@@ -662,42 +663,49 @@ fn transfer(
     let byte_offset =
         offset.map_or(if mode == IoMode::Paging { 0 } else { position }, |o| o as i64);
     let major = if write { mj::WRITE } else { mj::READ };
+    // One borrow for the target, the fast-I/O routine, and when there is one the request's
+    // start and the routine's image entered.
     let (target, fast) = kernel::with(|k| {
         let target = k.related_device(file);
         let fast = if mode == IoMode::Cached { fast_io_routine(k, target, write) } else { None };
+        let fast = fast.map(|(routine, image)| {
+            let r = k.start_request(volume, MajorFunction::from_code(major), true);
+            k.current_request = Some(r);
+            (routine, r, k.enter(Some(image)))
+        });
         (target, fast)
     });
     let mut rid = None;
-    if let Some(f) = fast {
-        let r = kernel::with(|k| {
-            let r = k.start_request(volume, MajorFunction::from_code(major), true);
-            k.current_request = Some(r);
-            r
-        });
+    if let Some((routine, r, entered)) = fast {
         rid = Some(r);
         // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
         let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
-        let done = call_fast_io(f, file, byte_offset, length, ptr, &mut iosb, target);
-        kernel::with(|k| k.current_request = None);
+        let done =
+            call_fast_io(routine, entered, file, byte_offset, length, ptr, &mut iosb, target);
+        // SAFETY: the status member the routine wrote (read only when it returned TRUE).
+        let status = Status(unsafe { iosb.Anonymous.Status });
+        let n = iosb.Information.min(length);
+        kernel::with(|k| {
+            k.leave();
+            k.current_request = None;
+            if done {
+                k.request_completed(r, status, n);
+            } else {
+                let volume = k.volume_display_name(volume);
+                k.log(crate::events::EventKind::System {
+                    what: "fast_io_declined",
+                    driver: None,
+                    volume: Some(volume),
+                    detail: format!(
+                        "io {}: fast I/O returned FALSE; the I/O manager builds an IRP",
+                        r.0
+                    ),
+                });
+            }
+        });
         if done {
-            // SAFETY: the status member the routine wrote.
-            let status = Status(unsafe { iosb.Anonymous.Status });
-            let n = iosb.Information.min(length);
-            kernel::with(|k| k.request_completed(r, status, n));
             return IoResult { fast_io: true, ..result(status, n, r, buf.into_data(n)) };
         }
-        kernel::with(|k| {
-            let volume = k.volume_display_name(volume);
-            k.log(crate::events::EventKind::System {
-                what: "fast_io_declined",
-                driver: None,
-                volume: Some(volume),
-                detail: format!(
-                    "io {}: fast I/O returned FALSE; the I/O manager builds an IRP",
-                    r.0
-                ),
-            });
-        });
     }
     let b = kernel::with(|k| {
         let flags = match (mode, write) {
@@ -822,8 +830,12 @@ impl UserBuffer {
     }
 }
 
+/// Calls a fast-I/O routine as the I/O manager does, its image entered by the caller (which
+/// leaves it in its next borrow of the kernel).
+#[allow(clippy::too_many_arguments, reason = "the routine's own arguments")]
 fn call_fast_io(
-    f: (FastIo, crate::ids::ImageId),
+    routine: FastIo,
+    entered: kernel::Entered,
     file: *mut FILE_OBJECT,
     offset: i64,
     length: usize,
@@ -831,14 +843,13 @@ fn call_fast_io(
     iosb: &mut IO_STATUS_BLOCK,
     target: *mut DEVICE_OBJECT,
 ) -> bool {
-    let (routine, image) = f;
     match routine {
         // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
-        FastIo::Read(r) => kernel::call_into(Some(image), || unsafe {
+        FastIo::Read(r) => kernel::run_entered(entered, || unsafe {
             r(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
         }),
         // SAFETY: as above.
-        FastIo::Write(w) => kernel::call_into(Some(image), || unsafe {
+        FastIo::Write(w) => kernel::run_entered(entered, || unsafe {
             w(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
         }),
     }
