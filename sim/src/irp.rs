@@ -106,11 +106,14 @@ pub struct ExRoutine {
 pub struct Irps {
     /// IRPs by address.
     pub map: FastMap<usize, IrpInfo>,
-    free: FastMap<i8, Vec<Block>>,
+    /// Blocks of freed IRPs out of the quarantine, by stack size.
+    free: Vec<Vec<Block>>,
     quarantine: VecDeque<(i8, Block)>,
-    /// What completion saw of IRPs freed since their address was last allocated: (walked,
-    /// marks). A dispatch routine that completed its IRP synchronously returns after the IRP was
-    /// freed; its pending check reads these.
+    /// What completion saw of each IRP address when it was last freed: (walked, marks). A
+    /// dispatch routine that completed its IRP synchronously returns after the IRP was freed; its
+    /// pending check reads these. Only an address missing from `map` is looked up here, so an
+    /// entry is not removed when its address is allocated again (the next free replaces it): IRP
+    /// blocks are recycled, never returned, so the addresses are few.
     retired: FastMap<usize, (u64, u64)>,
     /// IRPs allocated so far.
     pub allocated: u64,
@@ -153,7 +156,7 @@ impl Kernel {
     ) -> *mut IRP {
         let stack_size = stack_size.max(1);
         let size = size_of::<IRP>() + stack_size as usize * size_of::<IO_STACK_LOCATION>();
-        let block = match self.irps.free.get_mut(&stack_size).and_then(Vec::pop) {
+        let block = match self.irps.free.get_mut(stack_size as usize).and_then(Vec::pop) {
             Some(b) => {
                 // SAFETY: the block holds `size` bytes; reused blocks are zeroed again.
                 unsafe { std::ptr::write_bytes(b.ptr(), 0, b.size()) };
@@ -162,7 +165,6 @@ impl Kernel {
             None => Block::zeroed(size),
         };
         let irp = block.ptr().cast::<IRP>();
-        self.irps.retired.remove(&(irp as usize));
         // SAFETY: a zeroed block sized for the IRP and its stack.
         let i = unsafe { obj(irp) };
         i.Type = IO_TYPE_IRP;
@@ -271,7 +273,13 @@ impl Kernel {
         self.irps.quarantine.push_back((count, info.block));
         if self.irps.quarantine.len() > QUARANTINE {
             if let Some((n, b)) = self.irps.quarantine.pop_front() {
-                self.irps.free.entry(n).or_default().push(b);
+                // A stack count no IRP is allocated with (a driver wrote it) files the block
+                // where it is never reused, as the count is all that says how large it is.
+                let n = usize::try_from(n).unwrap_or(0);
+                if self.irps.free.len() <= n {
+                    self.irps.free.resize_with(n + 1, Vec::new);
+                }
+                self.irps.free[n].push(b);
             }
         }
     }
