@@ -2,7 +2,6 @@
 //! driver image (or by any image).
 
 use crate::ids::ImageId;
-use crate::kernel::FastMap;
 
 /// The kinds of call that can be made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,18 +60,32 @@ pub struct Fault {
     pub image: Option<ImageId>,
 }
 
+/// How many kinds there are (the counters' width).
+const KINDS: usize = FaultKind::ALL.len();
+
+/// Calls counted by kind (`FaultKind as usize`).
+type Counts = [u64; KINDS];
+
 /// Planned failures and call counters.
+///
+/// Every pool allocation and `IoSetCompletionRoutineEx` counts a call, so the counters are
+/// arrays indexed by kind, by image and by service, found without hashing: a service's entry is
+/// looked up by name once per image and remembered.
 #[derive(Default)]
 pub struct Faults {
     plans: Vec<Fault>,
-    counts: FastMap<(FaultKind, Option<ImageId>), u64>,
+    /// Calls by kind, of any image and outside any.
+    any: Counts,
+    /// Calls by image (its index), then kind.
+    by_image: Vec<Counts>,
     /// Planned failures by service name (lowercase): the `nth` call of a kind made by that
     /// service's image, whichever image it gets when it loads.
     service_plans: Vec<(String, FaultKind, u64)>,
-    /// Calls counted by service name (as the image spells it; one spelling per service), then
-    /// kind. Looked up by `&str` on every counted call, so counting allocates only the first
-    /// time a service calls.
-    service_counts: FastMap<String, FastMap<FaultKind, u64>>,
+    /// Calls by service (its name as first spelled; one entry per service, any case), then
+    /// kind.
+    services: Vec<(String, Counts)>,
+    /// The entry of `services` each image counts in (by image index), once it counted a call.
+    image_service: Vec<Option<usize>>,
     /// Failures injected so far.
     pub injected: Vec<Fault>,
 }
@@ -90,63 +103,74 @@ impl Faults {
 
     /// How many calls of `kind` service `service` has made (in this machine's life).
     pub fn service_count(&self, service: &str, kind: FaultKind) -> u64 {
-        self.service_counts
+        self.services
             .iter()
             .filter(|(s, _)| s.eq_ignore_ascii_case(service))
-            .filter_map(|(_, kinds)| kinds.get(&kind))
+            .map(|(_, counts)| counts[kind as usize])
             .sum()
     }
 
     /// How many calls of `kind` `image` has made.
     pub fn count(&self, kind: FaultKind, image: ImageId) -> u64 {
-        self.counts.get(&(kind, Some(image))).copied().unwrap_or(0)
+        self.by_image.get(image.index()).map_or(0, |c| c[kind as usize])
+    }
+
+    /// The entry of `services` that counts the calls of `service` (any case), made by `image`
+    /// (remembered for the image when there is one).
+    fn service_entry(&mut self, image: Option<ImageId>, service: &str) -> usize {
+        let cached = image.and_then(|i| self.image_service.get(i.index()).copied().flatten());
+        if let Some(e) = cached {
+            return e;
+        }
+        let e = match self.services.iter().position(|(s, _)| s.eq_ignore_ascii_case(service)) {
+            Some(e) => e,
+            None => {
+                self.services.push((service.to_owned(), [0; KINDS]));
+                self.services.len() - 1
+            }
+        };
+        if let Some(i) = image {
+            if self.image_service.len() <= i.index() {
+                self.image_service.resize(i.index() + 1, None);
+            }
+            self.image_service[i.index()] = Some(e);
+        }
+        e
     }
 
     /// Counts a call of `kind` by `image` (the running image, None outside any) of service
     /// `service` (its name, any case) and says whether it must fail.
     pub fn fail(&mut self, kind: FaultKind, image: Option<ImageId>, service: Option<&str>) -> bool {
+        let k = kind as usize;
         // Calls made outside any image count only towards "any image" (one counter, not two
         // increments of the same one).
         let mine = match image {
-            Some(_) => {
-                let mine = self.counts.entry((kind, image)).or_default();
+            Some(i) => {
+                if self.by_image.len() <= i.index() {
+                    self.by_image.resize(i.index() + 1, [0; KINDS]);
+                }
+                let mine = &mut self.by_image[i.index()][k];
                 *mine += 1;
                 *mine
             }
             None => 0,
         };
-        let any = self.counts.entry((kind, None)).or_default();
-        *any += 1;
-        let any = *any;
+        self.any[k] += 1;
+        let any = self.any[k];
         if let Some(service) = service {
-            // Keyed by the image's name as it is spelled (one hash lookup per call); a service
-            // counted under another spelling before is found case-insensitively, once.
-            if !self.service_counts.contains_key(service) {
-                let key = self
-                    .service_counts
-                    .keys()
-                    .find(|s| s.eq_ignore_ascii_case(service))
-                    .cloned()
-                    .unwrap_or_else(|| service.to_ascii_lowercase());
-                let kinds = self.service_counts.remove(&key).unwrap_or_default();
-                self.service_counts.insert(service.to_owned(), kinds);
-            }
-            let mut uncounted = 0;
-            let n = match self.service_counts.get_mut(service) {
-                Some(kinds) => kinds.entry(kind).or_default(),
-                None => &mut uncounted,
-            };
+            let e = self.service_entry(image, service);
+            let n = &mut self.services[e].1[k];
             *n += 1;
             let n = *n;
-            let planned = || {
-                self.service_plans.iter().position(|(s, k, nth)| {
-                    *k == kind && *nth == n && s.eq_ignore_ascii_case(service)
-                })
-            };
-            if let Some(i) = planned() {
-                self.service_plans.remove(i);
-                self.injected.push(Fault { kind, nth: n, image });
-                return true;
+            if !self.service_plans.is_empty() {
+                let planned = self.service_plans.iter().position(|(s, pk, nth)| {
+                    *pk == kind && *nth == n && s.eq_ignore_ascii_case(service)
+                });
+                if let Some(i) = planned {
+                    self.service_plans.remove(i);
+                    self.injected.push(Fault { kind, nth: n, image });
+                    return true;
+                }
             }
         }
         let hit = self.plans.iter().position(|p| {

@@ -11,7 +11,7 @@ use windows_sys::Win32::Foundation::NTSTATUS;
 
 use crate::events::Rule;
 use crate::ids::{ImageId, RequestId};
-use crate::kernel::{self, FastMap, Kernel, call_into};
+use crate::kernel::{self, Entered, FastMap, Kernel, run_entered};
 use crate::mem::{Block, obj};
 
 /// `SL_PENDING_RETURNED`.
@@ -97,6 +97,8 @@ pub struct ExRoutine {
     pub context: *mut c_void,
     /// The referenced device.
     pub device: *mut DEVICE_OBJECT,
+    /// The image of the device's driver, whose code the routine is (None: not a device).
+    pub image: Option<ImageId>,
 }
 
 /// The IRP table.
@@ -104,15 +106,23 @@ pub struct ExRoutine {
 pub struct Irps {
     /// IRPs by address.
     pub map: FastMap<usize, IrpInfo>,
-    free: FastMap<i8, Vec<Block>>,
+    /// Blocks of freed IRPs out of the quarantine, by stack size.
+    free: Vec<Vec<Block>>,
     quarantine: VecDeque<(i8, Block)>,
-    /// What completion saw of IRPs freed since their address was last allocated: (walked,
-    /// marks). A dispatch routine that completed its IRP synchronously returns after the IRP was
-    /// freed; its pending check reads these.
+    /// What completion saw of each IRP address when it was last freed: (walked, marks). A
+    /// dispatch routine that completed its IRP synchronously returns after the IRP was freed; its
+    /// pending check reads these. Only an address missing from `map` is looked up here, so an
+    /// entry is not removed when its address is allocated again (the next free replaces it): IRP
+    /// blocks are recycled, never returned, so the addresses are few.
     retired: FastMap<usize, (u64, u64)>,
     /// IRPs allocated so far.
     pub allocated: u64,
+    /// Empty routine lists of freed IRPs, for the next ones (most IRPs get one).
+    spare_ex: Vec<Vec<ExRoutine>>,
 }
+
+/// How many empty routine lists [`Irps`] keeps.
+const SPARE_EX_KEPT: usize = 16;
 
 fn stack_base(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
     irp.wrapping_add(1).cast()
@@ -146,7 +156,7 @@ impl Kernel {
     ) -> *mut IRP {
         let stack_size = stack_size.max(1);
         let size = size_of::<IRP>() + stack_size as usize * size_of::<IO_STACK_LOCATION>();
-        let block = match self.irps.free.get_mut(&stack_size).and_then(Vec::pop) {
+        let block = match self.irps.free.get_mut(stack_size as usize).and_then(Vec::pop) {
             Some(b) => {
                 // SAFETY: the block holds `size` bytes; reused blocks are zeroed again.
                 unsafe { std::ptr::write_bytes(b.ptr(), 0, b.size()) };
@@ -155,7 +165,6 @@ impl Kernel {
             None => Block::zeroed(size),
         };
         let irp = block.ptr().cast::<IRP>();
-        self.irps.retired.remove(&(irp as usize));
         // SAFETY: a zeroed block sized for the IRP and its stack.
         let i = unsafe { obj(irp) };
         i.Type = IO_TYPE_IRP;
@@ -177,7 +186,7 @@ impl Kernel {
                 expect: 0,
                 expect_pending: 0,
                 completing: false,
-                ex_routines: Vec::new(),
+                ex_routines: self.irps.spare_ex.pop().unwrap_or_default(),
                 system_buffer: None,
                 copy_back: None,
             },
@@ -199,36 +208,6 @@ impl Kernel {
         }
     }
 
-    /// Stage two's buffer work: copies a buffered request's output back to the caller, frees the
-    /// system buffer and the IRP's MDLs.
-    fn finish_buffers(&mut self, irp: *mut IRP) {
-        // SAFETY: a live IRP at the end of its completion.
-        let i = unsafe { obj(irp) };
-        if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
-            let buffer = info.system_buffer.take();
-            let copy_back = info.copy_back.take();
-            if let (Some(b), Some((dst, len))) = (&buffer, copy_back) {
-                // SAFETY: reading the status member.
-                let status = unsafe { i.IoStatus.Anonymous.Status };
-                if status >= 0 || Status(status).is_warning() {
-                    let n = i.IoStatus.Information.min(len).min(b.size());
-                    if dst != 0 && n > 0 {
-                        // SAFETY: the caller's buffer holds `len` >= n bytes; the block `size`.
-                        unsafe { std::ptr::copy_nonoverlapping(b.ptr(), dst as *mut u8, n) };
-                    }
-                }
-            }
-        }
-        let mut m = i.MdlAddress;
-        while !m.is_null() {
-            // SAFETY: an MDL of the IRP's chain.
-            let next = unsafe { (*m).Next };
-            self.free_mdl(m);
-            m = next;
-        }
-        i.MdlAddress = std::ptr::null_mut();
-    }
-
     /// `IoFreeIrp`.
     #[allow(
         clippy::not_unsafe_ptr_arg_deref,
@@ -248,13 +227,59 @@ impl Kernel {
         }
         info.state = IrpState::Freed;
         let Some(info) = self.irps.map.remove(&(irp as usize)) else { return };
+        self.release_irp(irp, info);
+    }
+
+    /// Stage two's end for an IRP the I/O manager frees itself, with one lookup of the IRP: a
+    /// buffered request's output copied back to the caller, the system buffer and the IRP's
+    /// MDLs freed, then the IRP (`IoFreeIrp`).
+    fn retire_irp(&mut self, irp: *mut IRP) {
+        let Some(mut info) = self.irps.map.remove(&(irp as usize)) else { return };
+        // SAFETY: a live IRP at the end of its completion.
+        let i = unsafe { obj(irp) };
+        if let (Some(b), Some((dst, len))) = (info.system_buffer.take(), info.copy_back.take()) {
+            // SAFETY: reading the status member.
+            let status = unsafe { i.IoStatus.Anonymous.Status };
+            if status >= 0 || Status(status).is_warning() {
+                let n = i.IoStatus.Information.min(len).min(b.size());
+                if dst != 0 && n > 0 {
+                    // SAFETY: the caller's buffer holds `len` >= n bytes; the block `size`.
+                    unsafe { std::ptr::copy_nonoverlapping(b.ptr(), dst as *mut u8, n) };
+                }
+            }
+        }
+        let mut m = i.MdlAddress;
+        while !m.is_null() {
+            // SAFETY: an MDL of the IRP's chain.
+            let next = unsafe { (*m).Next };
+            self.free_mdl(m);
+            m = next;
+        }
+        i.MdlAddress = std::ptr::null_mut();
+        self.release_irp(irp, info);
+    }
+
+    /// The end of `IoFreeIrp` once the IRP left the table: what completion saw of it is kept
+    /// for a late pending check, its memory waits in the quarantine.
+    fn release_irp(&mut self, irp: *mut IRP, mut info: IrpInfo) {
         self.irps.retired.insert(irp as usize, (info.walked, info.marks));
+        if self.irps.spare_ex.len() < SPARE_EX_KEPT {
+            let mut routines = std::mem::take(&mut info.ex_routines);
+            routines.clear();
+            self.irps.spare_ex.push(routines);
+        }
         // SAFETY: the IRP's block is still allocated.
         let count = unsafe { (*irp).StackCount };
         self.irps.quarantine.push_back((count, info.block));
         if self.irps.quarantine.len() > QUARANTINE {
             if let Some((n, b)) = self.irps.quarantine.pop_front() {
-                self.irps.free.entry(n).or_default().push(b);
+                // A stack count no IRP is allocated with (a driver wrote it) files the block
+                // where it is never reused, as the count is all that says how large it is.
+                let n = usize::try_from(n).unwrap_or(0);
+                if self.irps.free.len() <= n {
+                    self.irps.free.resize_with(n + 1, Vec::new);
+                }
+                self.irps.free[n].push(b);
             }
         }
     }
@@ -279,7 +304,7 @@ impl Kernel {
     reason = "the IRP and device are looked up in the simulator's tables before any access; unknown pointers are reported, not dereferenced"
 )]
 pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
-    let prepared = kernel::with(|k| -> Result<(DispatchRoutine, ImageId, i8), NTSTATUS> {
+    let prepared = kernel::with(|k| -> Result<(DispatchRoutine, ImageId, i8, Entered), NTSTATUS> {
         if k.crashed.is_some() || !k.irp_known(irp, "IoCallDriver") {
             return Err(Status::INVALID_DEVICE_STATE.0);
         }
@@ -343,15 +368,18 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
                 ),
             );
         }
-        Ok((routine, image, level))
+        Ok((routine, image, level, k.enter(Some(image))))
     });
-    let (routine, image, level) = match prepared {
+    let (routine, image, level, entered) = match prepared {
         Ok(p) => p,
         Err(status) => return status,
     };
     // SAFETY: the driver's own dispatch routine with the device and IRP it was registered for.
-    let status = call_into(Some(image), || unsafe { routine(device, irp) });
-    kernel::with(|k| k.after_dispatch(irp, level, status, image));
+    let status = run_entered(entered, || unsafe { routine(device, irp) });
+    kernel::with(|k| {
+        k.leave();
+        k.after_dispatch(irp, level, status, image);
+    });
     status
 }
 
@@ -455,36 +483,35 @@ enum Step {
 )]
 pub fn complete_request(irp: *mut IRP) {
     let ok = kernel::with(|k| {
-        if !k.irp_known(irp, "IoCompleteRequest") {
-            return false;
-        }
-        let completed = k
-            .irps
-            .map
-            .get(&(irp as usize))
-            .is_some_and(|i| i.state == IrpState::Completed || i.completing);
-        // SAFETY: a live IRP.
-        let i = unsafe { obj(irp) };
-        // SAFETY: `Status` is the member in use.
-        let status = unsafe { i.IoStatus.Anonymous.Status };
-        if completed {
-            // A halted completion resumes with IoCompleteRequest: that is legal.
-            // SAFETY: a live IRP.
-            let cur = unsafe { (*irp).CurrentLocation };
-            let halted = k
-                .irps
-                .map
-                .get(&(irp as usize))
-                .is_some_and(|i| i.completing && i.state == IrpState::Active);
-            // SAFETY: a live IRP.
-            let count = unsafe { (*irp).StackCount };
-            if !halted || cur > count + 1 {
-                k.report_current(
-                    Rule::IrpCompletedTwice,
-                    "IoCompleteRequest on an IRP already completed",
-                );
+        // One lookup of the IRP: live, whether its completion began already, and marked as
+        // completing unless this call is refused below (the reports only log).
+        let (twice, status) = match k.irps.map.get_mut(&(irp as usize)) {
+            Some(info) if info.state != IrpState::Freed => {
+                let completed = info.state == IrpState::Completed || info.completing;
+                // A halted completion resumes with IoCompleteRequest: that is legal.
+                let halted = info.completing && info.state == IrpState::Active;
+                // SAFETY: a live IRP.
+                let i = unsafe { obj(irp) };
+                // SAFETY: `Status` is the member in use.
+                let status = unsafe { i.IoStatus.Anonymous.Status };
+                let twice = completed && (!halted || i.CurrentLocation > i.StackCount + 1);
+                if !twice && status != Status::PENDING.0 {
+                    info.completing = true;
+                }
+                (twice, status)
+            }
+            _ => {
+                // Reports the unknown IRP.
+                k.irp_known(irp, "IoCompleteRequest");
                 return false;
             }
+        };
+        if twice {
+            k.report_current(
+                Rule::IrpCompletedTwice,
+                "IoCompleteRequest on an IRP already completed",
+            );
+            return false;
         }
         if status == Status::PENDING.0 {
             k.report_current(
@@ -496,31 +523,73 @@ pub fn complete_request(irp: *mut IRP) {
         if k.irql() > crate::kernel::DISPATCH_LEVEL {
             k.report_current(Rule::IrqlTooHigh, "IoCompleteRequest above DISPATCH_LEVEL");
         }
-        if let Some(i) = k.irps.map.get_mut(&(irp as usize)) {
-            i.completing = true;
-        }
         true
     });
     if !ok {
         return;
     }
+    // One borrow of the kernel per location: it leaves the routine that ran last, releases its
+    // device (`IoSetCompletionRoutineEx`), walks to the next routine and enters its image, or
+    // finishes the IRP at the top.
+    let mut ran: Option<Option<ExRoutine>> = None;
     loop {
-        match kernel::with(|k| k.completion_step(irp)) {
-            Step::Call { routine, device, context, image, ex } => {
-                // SAFETY: a completion routine with the arguments the I/O manager passes.
-                let r = call_into(image, || unsafe { routine(device, irp, context) });
+        let step = kernel::with(|k| {
+            if let Some(ex) = ran.take() {
+                k.leave();
                 if let Some(ex) = ex {
-                    kernel::with(|k| k.release_ex_routine(ex));
-                }
-                if r == Status::MORE_PROCESSING_REQUIRED.0 {
-                    return;
+                    k.release_ex_routine(ex);
                 }
             }
-            Step::Continue | Step::Skip => {}
-            Step::Top => break,
+            match k.completion_step(irp) {
+                Step::Call { routine, device, context, image, ex } => {
+                    Walk::Call { routine, device, context, ex, entered: k.enter(image) }
+                }
+                Step::Continue | Step::Skip => Walk::Next,
+                Step::Top => Walk::Finished(k.finish_irp(irp)),
+            }
+        });
+        match step {
+            Walk::Call { routine, device, context, ex, entered } => {
+                // SAFETY: a completion routine with the arguments the I/O manager passes.
+                let r = run_entered(entered, || unsafe { routine(device, irp, context) });
+                if r == Status::MORE_PROCESSING_REQUIRED.0 {
+                    kernel::with(|k| {
+                        k.leave();
+                        if let Some(ex) = ex {
+                            k.release_ex_routine(ex);
+                        }
+                    });
+                    return;
+                }
+                ran = Some(ex);
+            }
+            Walk::Next => {}
+            Walk::Finished(event) => {
+                if let Some(ev) = event.filter(|e| !e.is_null()) {
+                    // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
+                    unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
+                }
+                return;
+            }
         }
     }
-    finish(irp);
+}
+
+/// What [`complete_request`] does after one step of the walk.
+enum Walk {
+    /// Run a completion routine (its image entered).
+    Call {
+        routine: CompletionRoutine,
+        device: *mut DEVICE_OBJECT,
+        context: *mut c_void,
+        ex: Option<ExRoutine>,
+        entered: Entered,
+    },
+    /// Go on with the next location.
+    Next,
+    /// Completion reached the top and stage two ran: signal this event (a synchronous
+    /// request's) when set.
+    Finished(Option<*mut KEVENT>),
 }
 
 impl Kernel {
@@ -535,8 +604,20 @@ impl Kernel {
         let sl = unsafe { obj(location(irp, level)) };
         let pending = sl.Control & SL_PENDING_RETURNED != 0;
         i.PendingReturned = pending;
+        // SAFETY: reading the status member.
+        let status = unsafe { i.IoStatus.Anonymous.Status };
+        let invoke = (status >= 0 && sl.Control & SL_INVOKE_ON_SUCCESS != 0)
+            || (status < 0 && sl.Control & SL_INVOKE_ON_ERROR != 0)
+            || (i.Cancel && sl.Control & SL_INVOKE_ON_CANCEL != 0);
+        let routine = sl.CompletionRoutine;
+        let context = sl.Context;
+        // One lookup of the IRP for the walk's records, the routine `IoSetCompletionRoutineEx`
+        // set here (when it runs) and the IRP's allocator.
+        let takes_ex = routine.is_some() && invoke && context == ex_marker();
         let bit = 1u64 << (level as u32 & 63);
         let mut expectation = None;
+        let mut ex = None;
+        let mut allocator = None;
         if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
             info.walked |= bit;
             if pending {
@@ -546,6 +627,12 @@ impl Kernel {
                 info.expect &= !bit;
                 expectation = Some(info.expect_pending & bit != 0);
             }
+            if takes_ex {
+                if let Some(pos) = info.ex_routines.iter().position(|e| e.location == level) {
+                    ex = Some(info.ex_routines.remove(pos));
+                }
+            }
+            allocator = info.allocator;
         }
         if let Some(returned_pending) = expectation {
             let image = self
@@ -555,13 +642,6 @@ impl Kernel {
             let status = if returned_pending { Status::PENDING.0 } else { Status::SUCCESS.0 };
             self.check_pending(pending, returned_pending, image, status);
         }
-        // SAFETY: reading the status member.
-        let status = unsafe { i.IoStatus.Anonymous.Status };
-        let invoke = (status >= 0 && sl.Control & SL_INVOKE_ON_SUCCESS != 0)
-            || (status < 0 && sl.Control & SL_INVOKE_ON_ERROR != 0)
-            || (i.Cancel && sl.Control & SL_INVOKE_ON_CANCEL != 0);
-        let routine = sl.CompletionRoutine;
-        let context = sl.Context;
         // Move up and clear the location just left.
         i.CurrentLocation += 1;
         // SAFETY: a live IRP.
@@ -585,13 +665,14 @@ impl Kernel {
                         r,
                     )
                 };
-                let ex = self.take_ex_routine(irp, level, context);
+                // A plain routine belongs to the driver of the location above (which set it),
+                // or to the IRP's allocator when it was set above the first location.
                 let image = match ex {
-                    Some(e) => self
-                        .objects
-                        .device_id(e.device)
-                        .map(|d| self.objects.driver(self.objects.device(d).driver).image),
-                    None => self.routine_image(irp, upper_device),
+                    Some(e) => e.image,
+                    None => match self.objects.device_id(upper_device) {
+                        Some(d) => Some(self.objects.driver(self.objects.device(d).driver).image),
+                        None => allocator,
+                    },
                 };
                 if let Some(img) = image {
                     if !self.image_loaded(img) {
@@ -625,29 +706,6 @@ impl Kernel {
         }
     }
 
-    /// The image a plain completion routine belongs to: the driver of the location above (which
-    /// set it), or the IRP's allocator when it was set above the first location.
-    fn routine_image(&self, irp: *mut IRP, upper_device: *mut DEVICE_OBJECT) -> Option<ImageId> {
-        match self.objects.device_id(upper_device) {
-            Some(d) => Some(self.objects.driver(self.objects.device(d).driver).image),
-            None => self.irps.map.get(&(irp as usize)).and_then(|i| i.allocator),
-        }
-    }
-
-    fn take_ex_routine(
-        &mut self,
-        irp: *mut IRP,
-        level: i8,
-        context: *mut c_void,
-    ) -> Option<ExRoutine> {
-        if context != ex_marker() {
-            return None;
-        }
-        let info = self.irps.map.get_mut(&(irp as usize))?;
-        let pos = info.ex_routines.iter().position(|e| e.location == level)?;
-        Some(info.ex_routines.remove(pos))
-    }
-
     fn release_ex_routine(&mut self, ex: ExRoutine) {
         self.dereference_object(ex.device.cast());
     }
@@ -679,9 +737,11 @@ fn ex_marker() -> *mut c_void {
     std::ptr::from_ref(&EX_MARKER).cast_mut().cast()
 }
 
-/// Stage two of completion: the I/O manager's work once every location completed.
-fn finish(irp: *mut IRP) {
-    let event = kernel::with(|k| {
+impl Kernel {
+    /// Stage two of completion: the I/O manager's work once every location completed. Returns
+    /// the event to signal for a synchronous request (after the kernel's borrow ends).
+    fn finish_irp(&mut self, irp: *mut IRP) -> Option<*mut KEVENT> {
+        let k = self;
         let info = k.irps.map.get_mut(&(irp as usize))?;
         info.state = IrpState::Completed;
         info.completing = false;
@@ -702,8 +762,7 @@ fn finish(irp: *mut IRP) {
                 // SAFETY: reading the status member.
                 let status = unsafe { i.IoStatus.Anonymous.Status };
                 k.request_completed(rid, Status(status), i.IoStatus.Information);
-                k.finish_buffers(irp);
-                k.free_irp(irp);
+                k.retire_irp(irp);
                 None
             }
             Finish::Synchronous => {
@@ -715,15 +774,10 @@ fn finish(irp: *mut IRP) {
                     iosb.Information = i.IoStatus.Information;
                 }
                 let ev = i.UserEvent;
-                k.finish_buffers(irp);
-                k.free_irp(irp);
+                k.retire_irp(irp);
                 Some(ev)
             }
         }
-    });
-    if let Some(ev) = event.filter(|e| !e.is_null()) {
-        // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
-        unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
     }
 }
 
@@ -746,11 +800,28 @@ pub fn set_completion_routine_ex(
         if k.fault(crate::faults::FaultKind::Pool) {
             return Status::INSUFFICIENT_RESOURCES.0;
         }
-        if !k.irp_known(irp, "IoSetCompletionRoutineEx") {
-            return Status::INVALID_PARAMETER.0;
-        }
-        // SAFETY: a live IRP.
-        let level = unsafe { (*irp).CurrentLocation } - 1;
+        // One lookup of the IRP: it is known, and its routine list takes the entry (the
+        // device's reference and the stack location follow; none of them logs anything).
+        // The device's driver's image, found once with the device's reference.
+        let dev = k.objects.device_id(device);
+        let image = dev.map(|d| k.objects.driver(k.objects.device(d).driver).image);
+        let ex = ExRoutine { location: 0, routine, context, device: device.cast_mut(), image };
+        let level = match k.irps.map.get_mut(&(irp as usize)) {
+            Some(info) if info.state != IrpState::Freed => {
+                // SAFETY: a live IRP.
+                let level = unsafe { (*irp).CurrentLocation } - 1;
+                if level >= 1 {
+                    info.ex_routines.retain(|e| e.location != level);
+                    info.ex_routines.push(ExRoutine { location: level, ..ex });
+                }
+                level
+            }
+            _ => {
+                // Reports the unknown IRP.
+                k.irp_known(irp, "IoSetCompletionRoutineEx");
+                return Status::INVALID_PARAMETER.0;
+            }
+        };
         if level < 1 {
             k.report_current(
                 Rule::NoMoreStackLocations,
@@ -758,7 +829,13 @@ pub fn set_completion_routine_ex(
             );
             return Status::INVALID_PARAMETER.0;
         }
-        k.reference_object(device.cast());
+        match dev {
+            // `ObReferenceObject` of a device (the device looked up above).
+            Some(d) => k.objects.device_mut(d).refs += 1,
+            None => {
+                k.reference_object(device.cast());
+            }
+        }
         // SAFETY: the next location is inside the stack (level >= 1).
         let sl = unsafe { obj(location(irp, level)) };
         // SAFETY: the field's type lost its parameters; the simulator restores them when calling.
@@ -773,15 +850,6 @@ pub fn set_completion_routine_ex(
         sl.Control = (if on_success { SL_INVOKE_ON_SUCCESS } else { 0 })
             | (if on_error { SL_INVOKE_ON_ERROR } else { 0 })
             | (if on_cancel { SL_INVOKE_ON_CANCEL } else { 0 });
-        if let Some(info) = k.irps.map.get_mut(&(irp as usize)) {
-            info.ex_routines.retain(|e| e.location != level);
-            info.ex_routines.push(ExRoutine {
-                location: level,
-                routine,
-                context,
-                device: device.cast_mut(),
-            });
-        }
         Status::SUCCESS.0
     })
 }

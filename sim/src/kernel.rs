@@ -45,6 +45,54 @@ impl Hasher for PtrHasher {
 /// A map keyed by addresses or ids.
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<PtrHasher>>;
 
+/// How many addresses an [`AddrMemo`] remembers.
+const MEMO_SLOTS: usize = 32;
+
+/// A small direct-mapped memo in front of a map from addresses to ids whose entries, once
+/// added, never change or go (device objects and Filter Manager handles, which live as long as
+/// the machine): the drivers name the same few objects call after call, and a slot compare is
+/// cheaper than hashing and probing. Only hits are remembered: an address the map does not know
+/// yet may become known.
+pub struct AddrMemo<V: Copy> {
+    slots: [Cell<(usize, Option<V>)>; MEMO_SLOTS],
+}
+
+impl<V: Copy> Default for AddrMemo<V> {
+    fn default() -> Self {
+        AddrMemo { slots: std::array::from_fn(|_| Cell::new((0, None))) }
+    }
+}
+
+impl<V: Copy> AddrMemo<V> {
+    /// The slot of `addr` (objects are blocks at least 16 bytes apart).
+    fn slot(&self, addr: usize) -> &Cell<(usize, Option<V>)> {
+        &self.slots[((addr >> 4) ^ (addr >> 9)) % MEMO_SLOTS]
+    }
+
+    /// What `addr` maps to: remembered, or `lookup` (the map) remembered when it knows it.
+    pub fn get(&self, addr: usize, lookup: impl FnOnce() -> Option<V>) -> Option<V> {
+        let slot = self.slot(addr);
+        match slot.get() {
+            (a, Some(v)) if a == addr => Some(v),
+            _ => {
+                let found = lookup();
+                if found.is_some() {
+                    slot.set((addr, found));
+                }
+                found
+            }
+        }
+    }
+
+    /// What `addr` maps to if remembered (no lookup).
+    pub fn peek(&self, addr: usize) -> Option<V> {
+        match self.slot(addr).get() {
+            (a, Some(v)) if a == addr => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// The IRQLs the simulator distinguishes.
 pub const PASSIVE_LEVEL: u8 = 0;
 /// `APC_LEVEL`.
@@ -232,20 +280,24 @@ pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
 /// Runs driver code of `image` (None: kernel code outside any image) and restores the image
 /// stack afterwards.
 pub fn call_into<R>(image: Option<ImageId>, f: impl FnOnce() -> R) -> R {
-    let slot = with(|k| {
-        k.image_stack.push(image);
-        // The image's global lives in a Box of the image table, which only grows: its address
-        // holds for the machine's life, which outlasts this call.
-        image
-            .and_then(|i| k.images.get(i.index()))
-            .map_or(std::ptr::null(), |i| &*i.slot as *const _)
-    });
-    let _restore = SlotRestore(CURRENT_SLOT.with(|c| c.replace(slot)));
-    let result = f();
-    with(|k| {
-        k.image_stack.pop();
-    });
+    let entered = with(|k| k.enter(image));
+    let result = run_entered(entered, f);
+    with(Kernel::leave);
     result
+}
+
+/// An image [`Kernel::enter`]ed inside a borrow of the kernel, whose code [`run_entered`] runs:
+/// [`call_into`] in three parts, so that a caller which borrows the kernel right before and right
+/// after the call anyway (the I/O manager around a dispatch or completion routine, the Filter
+/// Manager around a callback) does not borrow it twice more.
+#[must_use = "run the image's code with run_entered, then leave it"]
+pub(crate) struct Entered(*const AtomicPtr<c_void>);
+
+/// Runs `f` as the code of the image `entered` names. The caller's next borrow of the kernel
+/// must begin with [`Kernel::leave`], before anything asks which image is running.
+pub(crate) fn run_entered<R>(entered: Entered, f: impl FnOnce() -> R) -> R {
+    let _restore = SlotRestore(CURRENT_SLOT.with(|c| c.replace(entered.0)));
+    f()
 }
 
 impl Kernel {
@@ -320,6 +372,25 @@ impl Kernel {
     /// Sets the current IRQL.
     pub fn set_irql(&mut self, irql: u8) {
         IRQL.with(|i| i.set(irql));
+    }
+
+    /// The first part of [`call_into`]: `image` (None: kernel code outside any image) becomes the
+    /// running image, for the code [`run_entered`] runs next.
+    pub(crate) fn enter(&mut self, image: Option<ImageId>) -> Entered {
+        self.image_stack.push(image);
+        // The image's global lives in a Box of the image table, which only grows: its address
+        // holds for the machine's life, which outlasts the call.
+        Entered(
+            image
+                .and_then(|i| self.images.get(i.index()))
+                .map_or(std::ptr::null(), |i| &*i.slot as *const _),
+        )
+    }
+
+    /// The last part of [`call_into`]: the image [`Kernel::enter`] made the running image is
+    /// left, once [`run_entered`] returned.
+    pub(crate) fn leave(&mut self) {
+        self.image_stack.pop();
     }
 
     /// The image whose code is running.

@@ -148,6 +148,25 @@ pub struct Service {
 pub struct Loader {
     /// Installed services.
     pub services: Vec<Service>,
+    /// How many services are [`ServiceState::StopPending`] (kept by [`Loader::set_state`]):
+    /// while none is, a device's last reference has no unload to finish, and the check that
+    /// runs on every `ObDereferenceObject` of a device returns at once.
+    stop_pending: usize,
+}
+
+impl Loader {
+    /// Sets service `si`'s state, counting the services whose stop is pending.
+    pub fn set_state(&mut self, si: usize, state: ServiceState) {
+        let svc = &mut self.services[si];
+        let was = svc.state == ServiceState::StopPending;
+        let is = state == ServiceState::StopPending;
+        svc.state = state;
+        match (was, is) {
+            (false, true) => self.stop_pending += 1,
+            (true, false) => self.stop_pending -= 1,
+            _ => {}
+        }
+    }
 }
 
 /// The service group order: boot and system drivers load group by group in this order; a
@@ -256,6 +275,11 @@ impl Kernel {
     /// none of its devices has anything attached above it, and none has open handles
     /// (facts.md §1.9). Also releases the image once every device is gone.
     pub fn maybe_finish_unload(&mut self, driver: DriverId) {
+        if self.loader.stop_pending == 0 {
+            // No stop is pending, so no unload to finish and no image to release (an image is
+            // released only after its `DriverUnload`, which runs while its stop is pending).
+            return;
+        }
         let Some(si) = self.service_of_driver(driver) else { return };
         let svc = &self.loader.services[si];
         if svc.state != ServiceState::StopPending || svc.unload_called {
@@ -288,6 +312,9 @@ impl Kernel {
     /// left alive (deleted devices still referenced keep the image mapped, which is what makes
     /// `IoSetCompletionRoutineEx` unload-safe).
     pub fn maybe_release_image(&mut self, driver: DriverId) {
+        if self.loader.stop_pending == 0 {
+            return;
+        }
         let Some(si) = self.service_of_driver(driver) else { return };
         if !self.loader.services[si].unload_called {
             return;
@@ -302,8 +329,8 @@ impl Kernel {
             i.loaded = false;
         }
         self.objects.driver_mut(driver).deleted = true;
+        self.loader.set_state(si, ServiceState::Stopped);
         let svc = &mut self.loader.services[si];
-        svc.state = ServiceState::Stopped;
         svc.driver = None;
         svc.image = None;
         svc.unload_called = false;
@@ -318,8 +345,8 @@ impl Kernel {
         let Some(driver) = svc.driver.filter(|_| svc.state == ServiceState::Running) else {
             return;
         };
-        svc.state = ServiceState::StopPending;
         svc.unload_called = true;
+        self.loader.set_state(si, ServiceState::StopPending);
         self.check_leaks(driver);
         self.maybe_release_image(driver);
     }
@@ -428,8 +455,8 @@ pub fn load_service(name: &str) -> Status {
             *slot = Some(invalid_device_request);
         }
         d.DriverInit = Some(spec.entry);
+        k.loader.set_state(si, ServiceState::Running);
         let svc = &mut k.loader.services[si];
-        svc.state = ServiceState::Running;
         svc.driver = Some(driver);
         svc.image = Some(image);
         let path = unicode(&svc.registry_path);
@@ -463,8 +490,8 @@ pub fn load_service(name: &str) -> Status {
                 i.loaded = false;
             }
             k.objects.driver_mut(driver).deleted = true;
+            k.loader.set_state(si, ServiceState::Stopped);
             let svc = &mut k.loader.services[si];
-            svc.state = ServiceState::Stopped;
             svc.driver = None;
             svc.image = None;
         }
@@ -520,7 +547,7 @@ pub fn stop_service(name: &str) -> StopResult {
         if unload.is_none() {
             return StopResult::NotStoppable;
         }
-        k.loader.services[si].state = ServiceState::StopPending;
+        k.loader.set_state(si, ServiceState::StopPending);
         k.maybe_finish_unload(driver);
         StopResult::Pending
     });

@@ -338,6 +338,10 @@ impl Kernel {
     /// The volume a trace's instance identity belongs to: a device object's volume (legacy
     /// filters report their device objects), or a Filter Manager instance's (`PFLT_INSTANCE`).
     pub fn resolve_instance(&self, instance: usize) -> Option<crate::ids::VolumeId> {
+        // An address remembered as an instance's handle is no device object's.
+        if let Some(crate::fltmgr::FltObject::Instance(i)) = self.fltmgr.remembered(instance) {
+            return self.flt_sim_volume(self.fltmgr.inst(i).volume);
+        }
         if let Some(d) = self.objects.device_id(instance as *const _) {
             let info = self.objects.device(d);
             return info.volume.or(info.last_volume);

@@ -3,7 +3,7 @@
 //! is dropped, so a driver that keeps a stale pointer reads a dead object instead of freed memory;
 //! the verifier reports the use where it can see it.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 
 /// A zeroed heap block owned by the machine.
 pub struct Block {
@@ -26,6 +26,33 @@ impl Block {
         if ptr.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
+        Block { ptr, layout }
+    }
+
+    /// Allocates `size` bytes aligned to 16 holding `data` (at most `size` bytes of it) and zeros
+    /// after it: what [`Block::zeroed`] and a copy would leave, without clearing the bytes the
+    /// copy overwrites (a write request's buffer is filled whole).
+    pub fn with_contents(size: usize, data: &[u8]) -> Block {
+        let layout =
+            Layout::from_size_align(size.max(1), 16).unwrap_or_else(|_| Layout::new::<u128>());
+        let ptr = match reuse(layout) {
+            Some(ptr) => ptr,
+            None => {
+                // SAFETY: the layout has a non-zero size.
+                let ptr = unsafe { alloc(layout) };
+                if ptr.is_null() {
+                    std::alloc::handle_alloc_error(layout);
+                }
+                ptr
+            }
+        };
+        let n = data.len().min(layout.size());
+        // SAFETY: the block holds `layout.size()` >= n bytes, ours alone; `data` holds n bytes
+        // and is not inside the block, which nobody else has seen yet.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, n) };
+        let rest = ptr.wrapping_add(n);
+        // SAFETY: the block's `layout.size() - n` bytes after the copied ones.
+        unsafe { std::ptr::write_bytes(rest, 0, layout.size() - n) };
         Block { ptr, layout }
     }
 
@@ -210,5 +237,23 @@ mod tests {
         let bytes = unsafe { std::slice::from_raw_parts(b.ptr(), 4096) };
         assert!(bytes.iter().all(|&x| x == 0), "a reused block is zeroed");
         assert!(!keep(Layout::from_size_align(64, 16).unwrap_or(Layout::new::<u128>()), b.ptr()));
+    }
+
+    #[test]
+    fn a_block_with_contents_holds_them_then_zeros_also_when_reused() {
+        let a = Block::zeroed(4096);
+        // SAFETY: the block holds 4096 bytes.
+        unsafe { std::ptr::write_bytes(a.ptr(), 0xAB, 4096) };
+        drop(a);
+        let b = Block::with_contents(4096, &[1, 2, 3]);
+        // SAFETY: the block holds 4096 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(b.ptr(), 4096) };
+        assert_eq!(&bytes[..3], &[1, 2, 3]);
+        assert!(bytes[3..].iter().all(|&x| x == 0), "the rest is zeroed");
+        let full: Vec<u8> = (0..600).map(|i| i as u8).collect();
+        let c = Block::with_contents(512, &full);
+        // SAFETY: the block holds 512 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(c.ptr(), 512) };
+        assert_eq!(bytes, &full[..512], "data longer than the block is cut");
     }
 }

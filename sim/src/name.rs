@@ -6,15 +6,21 @@
 //! allocation, a copy and a free per name per event. A `Name` clones by counting a reference.
 //! It reads as a `&str` (it dereferences to one), compares with `str`, `&str` and `String` in
 //! both directions, and prints (`Display` and `Debug`) exactly as the `String` it replaces.
+//!
+//! The count is not atomic (`Rc`, not `Arc`): a machine lives on one thread, and so do its
+//! events; an atomic count made every named event pay a locked increment and, when the log was
+//! cleared, a locked decrement per name (some six of each per filter callback, issue 9). A
+//! `Name`, and so an event, does not cross threads: what leaves a machine's thread is printed
+//! or converted (`String::from`) first.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::rc::Rc;
 
 /// A shared, immutable name. See the [module](self).
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Arc<str>);
+pub struct Name(Rc<str>);
 
 impl Name {
     /// The text.
@@ -57,19 +63,19 @@ impl fmt::Debug for Name {
 
 impl From<&str> for Name {
     fn from(s: &str) -> Name {
-        Name(Arc::from(s))
+        Name(Rc::from(s))
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Name {
-        Name(Arc::from(s))
+        Name(Rc::from(s))
     }
 }
 
 impl From<&String> for Name {
     fn from(s: &String) -> Name {
-        Name(Arc::from(s.as_str()))
+        Name(Rc::from(s.as_str()))
     }
 }
 

@@ -104,12 +104,15 @@ pub struct Objects {
     pub names: HashMap<String, DeviceId>,
     /// VPBs the simulator allocated.
     pub vpbs: Vec<Block>,
+    /// Recent answers of `device_index` (its entries are never removed: device objects stay
+    /// allocated while the machine lives).
+    device_memo: crate::kernel::AddrMemo<DeviceId>,
 }
 
 impl Objects {
     /// The device at `ptr`.
     pub fn device_id(&self, ptr: *const DEVICE_OBJECT) -> Option<DeviceId> {
-        self.device_index.get(&(ptr as usize)).copied()
+        self.device_memo.get(ptr as usize, || self.device_index.get(&(ptr as usize)).copied())
     }
 
     /// The driver at `ptr`.

@@ -304,14 +304,15 @@ const USER_THREAD: ThreadId = ThreadId(1);
 
 /// Runs a system service as the user-mode caller: its thread, `PASSIVE_LEVEL`, no image.
 fn as_user<R>(f: impl FnOnce() -> R) -> R {
-    let saved = kernel::with(|k| {
+    let (saved, entered) = kernel::with(|k| {
         let saved = (k.irql(), k.thread);
         k.set_irql(crate::kernel::PASSIVE_LEVEL);
         k.thread = USER_THREAD;
-        saved
+        (saved, k.enter(None))
     });
-    let r = kernel::call_into(None, f);
+    let r = kernel::run_entered(entered, f);
     kernel::with(|k| {
+        k.leave();
         k.set_irql(saved.0);
         k.thread = saved.1;
     });
@@ -654,54 +655,57 @@ fn transfer(
     if mode != IoMode::Paging && granted & needed == 0 {
         return IoResult::failed(Status::ACCESS_DENIED);
     }
-    let buf = buffer(length);
-    if write && !data.is_empty() {
-        // SAFETY: the block holds `length` == data.len() bytes.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr(), data.len()) };
-    }
+    let mut buf = UserBuffer::new(length, data, write);
+    let ptr = buf.ptr();
     // The I/O manager passes the file position for synchronous file objects.
     // SAFETY: a live file object of an open handle.
     let position = unsafe { (*file).CurrentByteOffset };
     let byte_offset =
         offset.map_or(if mode == IoMode::Paging { 0 } else { position }, |o| o as i64);
     let major = if write { mj::WRITE } else { mj::READ };
+    // One borrow for the target, the fast-I/O routine, and when there is one the request's
+    // start and the routine's image entered.
     let (target, fast) = kernel::with(|k| {
         let target = k.related_device(file);
         let fast = if mode == IoMode::Cached { fast_io_routine(k, target, write) } else { None };
+        let fast = fast.map(|(routine, image)| {
+            let r = k.start_request(volume, MajorFunction::from_code(major), true);
+            k.current_request = Some(r);
+            (routine, r, k.enter(Some(image)))
+        });
         (target, fast)
     });
     let mut rid = None;
-    if let Some(f) = fast {
-        let r = kernel::with(|k| {
-            let r = k.start_request(volume, MajorFunction::from_code(major), true);
-            k.current_request = Some(r);
-            r
-        });
+    if let Some((routine, r, entered)) = fast {
         rid = Some(r);
         // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
         let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
-        let done = call_fast_io(f, file, byte_offset, length, buf.ptr(), &mut iosb, target);
-        kernel::with(|k| k.current_request = None);
-        if done {
-            // SAFETY: the status member the routine wrote.
-            let status = Status(unsafe { iosb.Anonymous.Status });
-            let n = iosb.Information.min(length);
-            kernel::with(|k| k.request_completed(r, status, n));
-            let data = if write { Vec::new() } else { read_block(&buf, n) };
-            return IoResult { fast_io: true, ..result(status, n, r, data) };
-        }
+        let done =
+            call_fast_io(routine, entered, file, byte_offset, length, ptr, &mut iosb, target);
+        // SAFETY: the status member the routine wrote (read only when it returned TRUE).
+        let status = Status(unsafe { iosb.Anonymous.Status });
+        let n = iosb.Information.min(length);
         kernel::with(|k| {
-            let volume = k.volume_display_name(volume);
-            k.log(crate::events::EventKind::System {
-                what: "fast_io_declined",
-                driver: None,
-                volume: Some(volume),
-                detail: format!(
-                    "io {}: fast I/O returned FALSE; the I/O manager builds an IRP",
-                    r.0
-                ),
-            });
+            k.leave();
+            k.current_request = None;
+            if done {
+                k.request_completed(r, status, n);
+            } else {
+                let volume = k.volume_display_name(volume);
+                k.log(crate::events::EventKind::System {
+                    what: "fast_io_declined",
+                    driver: None,
+                    volume: Some(volume),
+                    detail: format!(
+                        "io {}: fast I/O returned FALSE; the I/O manager builds an IRP",
+                        r.0
+                    ),
+                });
+            }
         });
+        if done {
+            return IoResult { fast_io: true, ..result(status, n, r, buf.into_data(n)) };
+        }
     }
     let b = kernel::with(|k| {
         let flags = match (mode, write) {
@@ -758,9 +762,9 @@ fn transfer(
         };
         // SAFETY: the request's IRP.
         let i = unsafe { crate::irpx::header(b.irp) };
-        i.UserBuffer = buf.ptr().cast();
+        i.UserBuffer = ptr.cast();
         if mode != IoMode::Cached {
-            i.MdlAddress = k.allocate_locked_mdl(buf.ptr().cast(), length);
+            i.MdlAddress = k.allocate_locked_mdl(ptr.cast(), length);
         }
         let s = first(&b);
         if write {
@@ -780,12 +784,58 @@ fn transfer(
         return result(status, 0, rid, Vec::new());
     }
     kernel::with(|k| k.free_mdl(mdl));
-    let data = if write { Vec::new() } else { read_block(&buf, n.min(length)) };
-    result(status, n, rid, data)
+    result(status, n, rid, buf.into_data(n.min(length)))
 }
 
+/// The caller's buffer of a read or write.
+enum UserBuffer {
+    /// A write's: its data, then zeros.
+    Write(Block),
+    /// A read's: zeroed, and handed back as the request's data once it completes (the bytes
+    /// are not copied out of it).
+    Read(Vec<u8>),
+}
+
+impl UserBuffer {
+    /// A buffer of `length` bytes (at least one, so the address is real): `data` for a write,
+    /// zeros for a read.
+    fn new(length: usize, data: &[u8], write: bool) -> UserBuffer {
+        if write {
+            UserBuffer::Write(Block::with_contents(length.max(1), data))
+        } else {
+            UserBuffer::Read(vec![0; length.max(1)])
+        }
+    }
+
+    /// Its address.
+    fn ptr(&mut self) -> *mut u8 {
+        match self {
+            UserBuffer::Write(b) => b.ptr(),
+            UserBuffer::Read(v) => v.as_mut_ptr(),
+        }
+    }
+
+    /// What the caller gets back: the first `n` bytes of a read's buffer, nothing for a write.
+    fn into_data(self, n: usize) -> Vec<u8> {
+        match self {
+            UserBuffer::Write(_) => Vec::new(),
+            UserBuffer::Read(mut v) => {
+                if n < v.len() {
+                    v.truncate(n);
+                    v.shrink_to_fit();
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Calls a fast-I/O routine as the I/O manager does, its image entered by the caller (which
+/// leaves it in its next borrow of the kernel).
+#[allow(clippy::too_many_arguments, reason = "the routine's own arguments")]
 fn call_fast_io(
-    f: (FastIo, crate::ids::ImageId),
+    routine: FastIo,
+    entered: kernel::Entered,
     file: *mut FILE_OBJECT,
     offset: i64,
     length: usize,
@@ -793,14 +843,13 @@ fn call_fast_io(
     iosb: &mut IO_STATUS_BLOCK,
     target: *mut DEVICE_OBJECT,
 ) -> bool {
-    let (routine, image) = f;
     match routine {
         // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
-        FastIo::Read(r) => kernel::call_into(Some(image), || unsafe {
+        FastIo::Read(r) => kernel::run_entered(entered, || unsafe {
             r(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
         }),
         // SAFETY: as above.
-        FastIo::Write(w) => kernel::call_into(Some(image), || unsafe {
+        FastIo::Write(w) => kernel::run_entered(entered, || unsafe {
             w(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
         }),
     }

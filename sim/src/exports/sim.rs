@@ -27,12 +27,16 @@ pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
 /// `device` (its image global, its unload state), as the I/O manager does for dispatch routines.
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut()) {
-    let image = kernel::with(|k| {
+    let entered = kernel::with(|k| {
         let d = k.objects.device_id(device as *const _)?;
-        Some(k.objects.driver(k.objects.device(d).driver).image)
+        let image = k.objects.driver(k.objects.device(d).driver).image;
+        Some(k.enter(Some(image)))
     });
-    match image {
-        Some(image) => kernel::call_into(Some(image), f),
+    match entered {
+        Some(entered) => {
+            kernel::run_entered(entered, f);
+            kernel::with(kernel::Kernel::leave);
+        }
         None => f(),
     }
 }

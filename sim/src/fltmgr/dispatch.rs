@@ -8,22 +8,19 @@
 use std::ffi::c_void;
 
 use fsfilter::{MajorFunction, OperationKind, Status};
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP, KEVENT};
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS,
-};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_RELATED_OBJECTS};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use super::params::CbdBlock;
-use super::{DevKind, FvId, InstId, InstState};
+use super::{DevKind, FvId, InstState, NO_CONTEXT};
 use crate::events::{Phase as EvPhase, Rule};
 use crate::ids::ImageId;
 use crate::kernel::{self, DISPATCH_LEVEL, Kernel};
-use crate::mem::Block;
 use crate::nt::{fsctl, irp_flags, mj, mn_fsctl};
 
 pub use super::ops::{
-    Act, Op, Ops, POST_DRAINING, Phase, PostEnd, PostEntry, PreEnd, cbd, fast_op, insert_op,
+    Act, Op, OpMap, Ops, POST_DRAINING, Phase, PostEnd, PostEntry, PreEnd, cbd, fast_op, insert_op,
     postop, preop,
 };
 use super::ops::{log_op, status_name};
@@ -40,22 +37,17 @@ fn build_irp_op(
     v: FvId,
     lower: *mut DEVICE_OBJECT,
 ) -> Option<u64> {
-    let chain: Vec<InstId> = k
-        .fltmgr
-        .volume_instances(v)
-        .into_iter()
-        .filter(|&i| {
-            k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached
-        })
-        .collect();
+    let mut chain = k.fltmgr.ops.new_chain();
+    k.fltmgr.frame_chain(v, frame, &mut chain);
     if chain.is_empty() {
+        k.fltmgr.ops.unused_chain(chain);
         return None;
     }
     // SAFETY: the IRP in our dispatch routine.
     let i = unsafe { &*irp };
     // SAFETY: its current location.
     let s = unsafe { crate::irpx::current(irp) };
-    let block = Block::zeroed(size_of::<CbdBlock>());
+    let block = k.fltmgr.ops.new_block();
     let cb = block.ptr().cast::<CbdBlock>();
     // SAFETY: a zeroed block sized for a CbdBlock.
     let b = unsafe { &mut *cb };
@@ -88,8 +80,7 @@ fn build_irp_op(
     let key = k.fltmgr.ops.next;
     k.fltmgr.ops.next += 1;
     let data = &raw mut b.data;
-    // SAFETY: all-zero is a valid KEVENT before initialization.
-    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    let mut event = k.fltmgr.ops.new_event();
     // SAFETY: our event storage.
     unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
     let op = Op {
@@ -102,7 +93,7 @@ fn build_irp_op(
         volume: v,
         chain,
         next: 0,
-        posts: Vec::new(),
+        posts: k.fltmgr.ops.new_posts(),
         phase: Phase::Pre,
         sync: s.MajorFunction == mj::CREATE || dismount,
         event,
@@ -228,82 +219,132 @@ enum PreStep {
 }
 
 fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
+    // One lookup of the operation; the instance, filter and volume records are other fields of
+    // the Filter Manager's state.
+    let fm = &mut k.fltmgr;
+    let Some(op) = fm.ops.map.get_mut(&key) else { return PreStep::Done };
     loop {
-        let Some(op) = k.fltmgr.ops.op(key) else { return PreStep::Done };
         let idx = op.next;
         let Some(&inst) = op.chain.get(idx) else { return PreStep::Done };
-        let major = op.iopb().MajorFunction;
-        let h = super::ops::header(op);
-        let (data, objects, fo) = (op.data, op.objects(), op.iopb().TargetFileObject);
-        if let Some(op) = k.fltmgr.ops.op_mut(key) {
-            op.next = idx + 1;
-        }
-        let ir = k.fltmgr.inst(inst);
+        op.next = idx + 1;
+        let ir = &fm.instances[inst.index()];
         if ir.state != InstState::Attached {
             continue;
         }
-        let fr = k.fltmgr.filter(ir.filter);
+        let fr = &fm.filters[ir.filter.index()];
+        let iopb = op.iopb();
+        let major = iopb.MajorFunction;
         let Some(reg) = fr.ops.get(&major).copied() else { continue };
-        let entry = fsfilter::Operation {
-            major: MajorFunction::from_code(major),
-            flags: fsfilter::OperationFlags::from_bits_retain(reg.flags),
-            pre: reg.pre.is_some(),
-            post: reg.post.is_some(),
-        };
-        if entry.skips(&h) {
-            continue;
+        let flags = fsfilter::OperationFlags::from_bits_retain(reg.flags);
+        // Only the skip flags make the operation's header matter (facts.md §3).
+        if flags.intersects(SKIP_FLAGS) {
+            let entry = fsfilter::Operation {
+                major: MajorFunction::from_code(major),
+                flags,
+                pre: reg.pre.is_some(),
+                post: reg.post.is_some(),
+            };
+            if entry.skips(&super::ops::header(op)) {
+                continue;
+            }
         }
         let (image, fh, vh, ih) =
-            (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
-        let op = k.fltmgr.ops.op(key).map(|o| o.iopb() as *mut FLT_IO_PARAMETER_BLOCK);
-        if let Some(iopb) = op {
-            // SAFETY: the op's parameter block.
-            unsafe { (*iopb).TargetInstance = ih };
-        }
+            (fr.image, fr.handle(), fm.volumes[ir.volume.index()].handle(), ir.handle());
+        let (data, objects, fo) = (op.data, op.objects(), iopb.TargetFileObject);
+        iopb.TargetInstance = ih;
         // SAFETY: the op's related-objects slot.
         unsafe { objects.write(super::related_objects(fh, vh, ih, fo)) };
-        k.fltmgr.inst_mut(inst).outstanding += 1;
+        fm.instances[inst.index()].outstanding += 1;
         match reg.pre {
             Some(pre) => return PreStep::Call { pre, image, idx, data, objects },
             None => {
                 // A post without a pre: as if the pre asked for its post with no context.
-                if let Some(op) = k.fltmgr.ops.op_mut(key) {
-                    let snapshot = *op.iopb();
-                    op.posts.push(PostEntry {
-                        inst,
-                        context: std::ptr::null_mut(),
-                        iopb: snapshot,
-                        done: false,
-                    });
-                }
+                let snapshot = *op.iopb();
+                op.posts.push(PostEntry {
+                    inst,
+                    context: std::ptr::null_mut(),
+                    iopb: snapshot,
+                    done: false,
+                });
             }
         }
     }
 }
 
+/// The registration flags that make the Filter Manager skip an instance for some operations.
+const SKIP_FLAGS: fsfilter::OperationFlags = fsfilter::OperationFlags::SKIP_PAGING_IO
+    .union(fsfilter::OperationFlags::SKIP_CACHED_IO)
+    .union(fsfilter::OperationFlags::SKIP_NON_DASD_IO)
+    .union(fsfilter::OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO);
+
 /// Runs pre-operation callbacks from the next due instance down.
+///
+/// One borrow of the kernel per callback: it leaves the filter that answered last and applies
+/// its answer, finds the next callback due and enters its filter.
 pub(crate) fn pre_walk(key: u64) -> PreEnd {
+    // The chain index, answer and completion context of the callback that ran last.
+    let mut answered: Option<(usize, i32, *mut c_void)> = None;
     loop {
-        match kernel::with(|k| next_pre(k, key)) {
-            PreStep::Done => return PreEnd::Down,
-            PreStep::Call { pre, image, idx, data, objects } => {
+        let step = kernel::with(|k| {
+            if let Some((idx, status, context)) = answered.take() {
+                k.leave();
+                let act = apply_pre(k, key, idx, status, context, false);
+                if act != Act::Continue {
+                    return PreWalk::End(act);
+                }
+            }
+            loop {
+                let PreStep::Call { pre, image, idx, data, objects } = next_pre(k, key) else {
+                    return PreWalk::Down;
+                };
+                match super::enter_filter(k, image, "PreOperationCallback") {
+                    Some(entered) => return PreWalk::Call { pre, idx, data, objects, entered },
+                    None => {
+                        let act =
+                            apply_pre(k, key, idx, preop::SUCCESS_NO_CALLBACK, NO_CONTEXT, false);
+                        if act != Act::Continue {
+                            return PreWalk::End(act);
+                        }
+                    }
+                }
+            }
+        });
+        match step {
+            PreWalk::Down => return PreEnd::Down,
+            PreWalk::End(Act::Complete) => return PreEnd::Complete,
+            PreWalk::End(Act::Pended) => return PreEnd::Pended,
+            PreWalk::End(Act::Disallow) => return PreEnd::Disallow,
+            PreWalk::End(Act::Continue) => {}
+            PreWalk::Call { pre, idx, data, objects, entered } => {
                 let mut context: *mut c_void = std::ptr::null_mut();
                 // SAFETY: the filter's pre-operation callback with the operation's callback
                 // data, related objects and a completion-context out parameter.
-                let status = super::call_filter(image, "PreOperationCallback", || unsafe {
-                    pre(data, objects, &mut context)
-                })
-                .unwrap_or(preop::SUCCESS_NO_CALLBACK);
-                let act = kernel::with(|k| apply_pre(k, key, idx, status, context, false));
-                match act {
-                    Act::Continue => {}
-                    Act::Complete => return PreEnd::Complete,
-                    Act::Pended => return PreEnd::Pended,
-                    Act::Disallow => return PreEnd::Disallow,
-                }
+                let status =
+                    kernel::run_entered(entered, || unsafe { pre(data, objects, &mut context) });
+                answered = Some((idx, status, context));
             }
         }
     }
+}
+
+/// What [`pre_walk`] does after one borrow of the kernel.
+enum PreWalk {
+    /// Every pre due ran: pass the operation down.
+    Down,
+    /// A pre's answer ended the walk.
+    End(Act),
+    /// Call a filter's pre-operation callback (its image entered).
+    Call {
+        pre: unsafe extern "system" fn(
+            *mut FLT_CALLBACK_DATA,
+            *const FLT_RELATED_OBJECTS,
+            *mut *mut c_void,
+        ) -> i32,
+        idx: usize,
+        data: *mut FLT_CALLBACK_DATA,
+        objects: *mut FLT_RELATED_OBJECTS,
+        entered: kernel::Entered,
+    },
 }
 
 /// Applies a pre-operation answer of chain entry `idx` (facts.md §4).

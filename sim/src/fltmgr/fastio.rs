@@ -11,7 +11,7 @@ use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::dispatch::{PreEnd, cbd};
 use super::params::CbdBlock;
-use super::{DevKind, FvId, InstId, InstState};
+use super::{DevKind, FvId};
 use crate::kernel::{self, Kernel};
 use crate::nt::mj;
 
@@ -194,17 +194,13 @@ fn build(
     lower: *mut DEVICE_OBJECT,
     t: Transfer,
 ) -> Option<u64> {
-    let chain: Vec<InstId> = k
-        .fltmgr
-        .volume_instances(v)
-        .into_iter()
-        .filter(|&i| {
-            k.fltmgr.inst(i).frame == frame && k.fltmgr.inst(i).state == InstState::Attached
-        })
-        .collect();
+    let mut chain = k.fltmgr.ops.new_chain();
+    k.fltmgr.frame_chain(v, frame, &mut chain);
     if chain.is_empty() {
+        k.fltmgr.ops.unused_chain(chain);
         return None;
     }
+    let posts = k.fltmgr.ops.new_posts();
     // SAFETY: a live file object of the request.
     let stream = unsafe { t.fo.as_ref() }.map_or(0, |f| f.FsContext as usize);
     let request = k.current_request;
@@ -228,11 +224,12 @@ fn build(
             lower,
             frame,
             v,
-            chain.clone(),
+            chain,
             t.fo as usize,
             stream,
             t.write,
             request,
+            posts,
         )
     });
     let _ = OperationKind::FastIo;

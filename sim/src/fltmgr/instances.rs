@@ -143,8 +143,8 @@ pub fn setup(
     };
     let cleanups = kernel::with(|k| {
         let refused = status.0 < 0;
-        k.fltmgr.inst_mut(r.inst).state =
-            if refused { InstState::Gone } else { InstState::Attached };
+        k.fltmgr
+            .set_inst_state(r.inst, if refused { InstState::Gone } else { InstState::Attached });
         let (driver, volume) = k.flt_inst_names(r.inst);
         let frame = k.fltmgr.inst(r.inst).frame;
         k.flt_log(
@@ -282,9 +282,8 @@ pub fn teardown_instance(i: InstId, reason: u32) {
         let callback = fr.callbacks.teardown_start;
         let image = fr.image;
         let name = ir.name.clone();
-        let rec = k.fltmgr.inst_mut(i);
-        rec.state = InstState::TearingDown;
-        rec.reason = reason;
+        k.fltmgr.set_inst_state(i, InstState::TearingDown);
+        k.fltmgr.inst_mut(i).reason = reason;
         let (driver, volume) = k.flt_inst_names(i);
         k.flt_log(
             driver,
@@ -339,7 +338,7 @@ pub fn complete_teardown(i: InstId) {
         });
     }
     let cleanups = kernel::with(|k| {
-        k.fltmgr.inst_mut(i).state = InstState::Gone;
+        k.fltmgr.set_inst_state(i, InstState::Gone);
         let name = k.fltmgr.inst(i).name.clone();
         let (driver, volume) = k.flt_inst_names(i);
         k.flt_log(

@@ -442,29 +442,49 @@ pub struct FltMgr {
     pub placements: BTreeMap<String, u32>,
     /// Pipes and mailslots were looked up by name.
     pub npfs_msfs_attached: Vec<crate::fs::FsType>,
+    /// Changes whenever an instance is added or changes state: the chains in `chains` hold for
+    /// the value they were built in.
+    instances_changed: u64,
+    /// The chains [`FltMgr::frame_chain`] built, with the volume, the frame and the value of
+    /// `instances_changed` they were built for.
+    chains: Vec<(FvId, u32, u64, Vec<InstId>)>,
+    /// Recent answers of `handles` (its entries are never removed: the handle blocks live in
+    /// the filter, instance and volume records, which stay for the machine's life).
+    handle_memo: crate::kernel::AddrMemo<FltObject>,
 }
 
 impl FltMgr {
+    /// The object behind a handle (`PFLT_FILTER`, `PFLT_INSTANCE`, `PFLT_VOLUME`).
+    pub fn object_of(&self, handle: isize) -> Option<FltObject> {
+        let h = handle as usize;
+        self.handle_memo.get(h, || self.handles.get(&h).copied())
+    }
+
+    /// The object a handle was remembered as (see [`FltMgr::object_of`]), without a lookup.
+    pub fn remembered(&self, handle: usize) -> Option<FltObject> {
+        self.handle_memo.peek(handle)
+    }
+
     /// The filter behind a `PFLT_FILTER`.
     pub fn filter_of(&self, handle: isize) -> Option<FilterId> {
-        match self.handles.get(&(handle as usize)) {
-            Some(FltObject::Filter(f)) => Some(*f),
+        match self.object_of(handle) {
+            Some(FltObject::Filter(f)) => Some(f),
             _ => None,
         }
     }
 
     /// The instance behind a `PFLT_INSTANCE`.
     pub fn instance_of(&self, handle: isize) -> Option<InstId> {
-        match self.handles.get(&(handle as usize)) {
-            Some(FltObject::Instance(i)) => Some(*i),
+        match self.object_of(handle) {
+            Some(FltObject::Instance(i)) => Some(i),
             _ => None,
         }
     }
 
     /// The volume behind a `PFLT_VOLUME`.
     pub fn volume_of(&self, handle: isize) -> Option<FvId> {
-        match self.handles.get(&(handle as usize)) {
-            Some(FltObject::Volume(v)) => Some(*v),
+        match self.object_of(handle) {
+            Some(FltObject::Volume(v)) => Some(v),
             _ => None,
         }
     }
@@ -530,6 +550,42 @@ impl FltMgr {
         list
     }
 
+    /// Fills `chain` with the attached instances of `frame` on a volume, from the highest
+    /// altitude down: the instances an operation through the frame visits. Built once per
+    /// volume and frame while no instance is added or changes state (every operation asks, and
+    /// comparing the decimal altitudes is not cheap).
+    pub fn frame_chain(&mut self, v: FvId, frame: u32, chain: &mut Vec<InstId>) {
+        chain.clear();
+        let now = self.instances_changed;
+        let cached = self.chains.iter().position(|(cv, cf, _, _)| *cv == v && *cf == frame);
+        if let Some(c) = cached {
+            let (_, _, built, list) = &self.chains[c];
+            if *built == now {
+                chain.extend_from_slice(list);
+                return;
+            }
+        }
+        chain.extend((0..self.instances.len() as u32).map(InstId).filter(|&i| {
+            let r = self.inst(i);
+            r.volume == v && r.frame == frame && r.state == InstState::Attached
+        }));
+        chain.sort_by_key(|i| std::cmp::Reverse(self.inst(*i).altitude));
+        match cached {
+            Some(c) => {
+                let entry = &mut self.chains[c];
+                entry.2 = now;
+                entry.3.clone_from(chain);
+            }
+            None => self.chains.push((v, frame, now, chain.clone())),
+        }
+    }
+
+    /// Sets an instance's state (the only way it changes, so that cached chains are rebuilt).
+    pub fn set_inst_state(&mut self, i: InstId, state: InstState) {
+        self.instances_changed += 1;
+        self.inst_mut(i).state = state;
+    }
+
     /// Instances of a filter that are not gone, in creation order.
     pub fn filter_instances(&self, f: FilterId) -> Vec<InstId> {
         (0..self.instances.len() as u32)
@@ -589,6 +645,7 @@ impl FltMgr {
         flags: u32,
     ) -> InstId {
         let id = InstId(self.instances.len() as u32);
+        self.instances_changed += 1;
         let block = self.new_handle(FltObject::Instance(id));
         self.instances.push(InstanceRec {
             block,
@@ -730,6 +787,23 @@ pub fn call_filter<R>(image: ImageId, what: &str, f: impl FnOnce() -> R) -> Opti
         return None;
     }
     Some(kernel::call_into(Some(image), f))
+}
+
+/// [`call_filter`]'s first part inside a borrow the caller holds anyway: enters `image` when its
+/// code may still run (the caller then runs the callback with [`kernel::run_entered`] and begins
+/// its next borrow with [`Kernel::leave`]); reports `CALLBACK_AFTER_UNLOAD` and returns None
+/// otherwise.
+pub(crate) fn enter_filter(k: &mut Kernel, image: ImageId, what: &str) -> Option<kernel::Entered> {
+    if !k.image_loaded(image) {
+        let name = k.image_name(image);
+        k.report(
+            Rule::CallbackAfterUnload,
+            Some(name),
+            format!("the Filter Manager would call {what} of a filter whose image is unloaded"),
+        );
+        return None;
+    }
+    Some(k.enter(Some(image)))
 }
 
 /// Runs `f` as the Filter Manager's own code.

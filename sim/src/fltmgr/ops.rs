@@ -2,7 +2,6 @@
 //! visits, the posts it owes, its phase; the `FLT_PREOP_*`, `FLT_POSTOP_*` and callback-data
 //! values; and the event each callback leaves (facts.md §3, §4).
 
-use std::collections::BTreeMap;
 use std::ffi::c_void;
 
 use fsfilter::{
@@ -170,11 +169,69 @@ impl Op {
 /// callback data of a machine's life stayed allocated, some 300 bytes per request).
 pub(crate) const DEAD_KEPT: usize = 4096;
 
+/// Operations in flight by key, in arrival order (keys only grow).
+///
+/// A sorted vector rather than a `BTreeMap`: a handful of operations are in flight at a time,
+/// and a B-tree of records this large allocated a node of some 2 KiB whenever it went from
+/// empty to one operation (every request) and freed it when the last one ended.
+#[derive(Default)]
+pub struct OpMap(Vec<(u64, Op)>);
+
+impl OpMap {
+    /// The position of `key`, or where it would go.
+    fn find(&self, key: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&key, |(k, _)| *k)
+    }
+
+    /// Adds an operation (replacing one of the same key).
+    pub fn insert(&mut self, key: u64, op: Op) {
+        match self.find(key) {
+            Ok(i) => self.0[i].1 = op,
+            Err(i) => self.0.insert(i, (key, op)),
+        }
+    }
+
+    /// The operation of `key`.
+    pub fn get(&self, key: &u64) -> Option<&Op> {
+        self.find(*key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The operation of `key`, mutable.
+    pub fn get_mut(&mut self, key: &u64) -> Option<&mut Op> {
+        self.find(*key).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Removes and returns the operation of `key`.
+    pub fn remove(&mut self, key: &u64) -> Option<Op> {
+        self.find(*key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// The operations with their keys, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Op)> {
+        self.0.iter().map(|(k, op)| (k, op))
+    }
+
+    /// The operations, in key order.
+    pub fn values(&self) -> impl Iterator<Item = &Op> {
+        self.0.iter().map(|(_, op)| op)
+    }
+
+    /// True when no operation is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many operations are in flight.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Operations in flight.
 #[derive(Default)]
 pub struct Ops {
     /// By key, in arrival order.
-    pub map: BTreeMap<u64, Op>,
+    pub map: OpMap,
     pub(crate) by_data: crate::kernel::FastMap<usize, u64>,
     pub(crate) next: u64,
     /// Blocks of finished operations, the last [`DEAD_KEPT`]: a filter that kept a callback-data
@@ -183,6 +240,33 @@ pub struct Ops {
     /// The user request of each draining copy of a callback data (facts.md §2.5), so that a
     /// draining post-operation callback is attributed to its request like any other.
     pub(crate) drain_copies: crate::kernel::FastMap<usize, Option<RequestId>>,
+    /// What finished operations leave for the next ones to reuse.
+    spare: Spare,
+}
+
+/// Storage of finished operations kept for the next ones (a request through a frame used to
+/// allocate and free its block, event, chain and post list).
+#[derive(Default)]
+struct Spare {
+    /// Blocks that left the dead operations' quarantine ([`DEAD_KEPT`]).
+    blocks: Vec<Block>,
+    /// Events (boxed as an operation holds them: a waiter keeps the event's address).
+    #[allow(clippy::vec_box, reason = "the boxes themselves are what is reused")]
+    events: Vec<Box<KEVENT>>,
+    /// Chains, empty.
+    chains: Vec<Vec<InstId>>,
+    /// Post lists, empty.
+    posts: Vec<Vec<PostEntry>>,
+}
+
+/// How many of each kind [`Spare`] keeps.
+const SPARE_KEPT: usize = 16;
+
+/// Keeps `item` in `list` unless the list holds [`SPARE_KEPT`] already.
+fn keep_spare<T>(list: &mut Vec<T>, item: T) {
+    if list.len() < SPARE_KEPT {
+        list.push(item);
+    }
 }
 
 impl Ops {
@@ -211,19 +295,69 @@ impl Ops {
     pub(crate) fn remove(&mut self, key: u64) {
         if let Some(op) = self.map.remove(&key) {
             self.by_data.remove(&(op.data as usize));
-            self.bury(op.block);
+            let Op { block, event, mut chain, mut posts, .. } = op;
+            self.bury(block);
+            keep_spare(&mut self.spare.events, event);
+            chain.clear();
+            keep_spare(&mut self.spare.chains, chain);
+            posts.clear();
+            keep_spare(&mut self.spare.posts, posts);
         }
     }
 
-    /// Keeps a finished operation's block (or a draining copy) for a while, then frees it.
+    /// Keeps a finished operation's block (or a draining copy) for a while, then lets the next
+    /// operations reuse it.
     pub(crate) fn bury(&mut self, block: Block) {
         self.dead.push_back(block);
         if self.dead.len() > DEAD_KEPT {
             if let Some(old) = self.dead.pop_front() {
                 // `data` is the first field of the repr(C) block.
                 self.drain_copies.remove(&(old.ptr() as usize));
+                keep_spare(&mut self.spare.blocks, old);
             }
         }
+    }
+
+    /// A zeroed block for a new operation's [`CbdBlock`].
+    pub(crate) fn new_block(&mut self) -> Block {
+        match self.spare.blocks.pop() {
+            Some(b) => {
+                // SAFETY: the block holds `b.size()` bytes, ours alone since it left the
+                // quarantine.
+                unsafe { std::ptr::write_bytes(b.ptr(), 0, b.size()) };
+                b
+            }
+            None => Block::zeroed(size_of::<CbdBlock>()),
+        }
+    }
+
+    /// An all-zero event for a new operation (not initialized).
+    pub(crate) fn new_event(&mut self) -> Box<KEVENT> {
+        match self.spare.events.pop() {
+            Some(mut e) => {
+                // SAFETY: all-zero is a valid KEVENT before initialization.
+                *e = unsafe { std::mem::zeroed() };
+                e
+            }
+            // SAFETY: as above.
+            None => Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+
+    /// An empty chain for a new operation.
+    pub(crate) fn new_chain(&mut self) -> Vec<InstId> {
+        self.spare.chains.pop().unwrap_or_default()
+    }
+
+    /// Gives back a chain [`Ops::new_chain`] gave that no operation took.
+    pub(crate) fn unused_chain(&mut self, mut chain: Vec<InstId>) {
+        chain.clear();
+        keep_spare(&mut self.spare.chains, chain);
+    }
+
+    /// An empty post list for a new operation.
+    pub(crate) fn new_posts(&mut self) -> Vec<PostEntry> {
+        self.spare.posts.pop().unwrap_or_default()
     }
 
     /// An operation on `stream` that conflicts with data-scan sections and has not completed.
@@ -318,14 +452,13 @@ pub enum PostEnd {
 /// Registers an operation built elsewhere (fast I/O).
 pub fn insert_op(
     k: &mut Kernel,
-    mut make: impl FnMut(*mut FLT_CALLBACK_DATA, Block, Box<KEVENT>) -> Op,
+    make: impl FnOnce(*mut FLT_CALLBACK_DATA, Block, Box<KEVENT>) -> Op,
 ) -> u64 {
-    let block = Block::zeroed(size_of::<CbdBlock>());
+    let block = k.fltmgr.ops.new_block();
     let cb = block.ptr().cast::<CbdBlock>();
     // SAFETY: a zeroed block sized for a CbdBlock.
     let data = unsafe { &raw mut (*cb).data };
-    // SAFETY: all-zero is a valid KEVENT.
-    let event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    let event = k.fltmgr.ops.new_event();
     let op = make(data, block, event);
     let key = k.fltmgr.ops.next;
     k.fltmgr.ops.next += 1;
@@ -349,6 +482,7 @@ pub fn fast_op(
     stream: usize,
     conflicting: bool,
     request: Option<RequestId>,
+    posts: Vec<PostEntry>,
 ) -> Op {
     Op {
         block,
@@ -360,7 +494,7 @@ pub fn fast_op(
         volume: v,
         chain,
         next: 0,
-        posts: Vec::new(),
+        posts,
         phase: Phase::Pre,
         sync: true,
         event,

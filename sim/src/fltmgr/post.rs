@@ -93,29 +93,28 @@ enum PostStep {
 }
 
 fn next_post(k: &mut Kernel, key: u64) -> PostStep {
-    let Some(op) = k.fltmgr.ops.op(key) else { return PostStep::Done };
+    // One lookup of the operation; the instance, filter and volume records are other fields of
+    // the Filter Manager's state.
+    let fm = &mut k.fltmgr;
+    let Some(op) = fm.ops.map.get_mut(&key) else { return PostStep::Done };
     let Some(pidx) = op.posts.iter().rposition(|p| !p.done) else { return PostStep::Done };
     let e = op.posts[pidx];
-    let (data, objects, fo) = (op.data, op.objects(), op.iopb().TargetFileObject);
-    let ir = k.fltmgr.inst(e.inst);
+    let ir = &fm.instances[e.inst.index()];
     if ir.state == InstState::Gone {
-        if let Some(op) = k.fltmgr.ops.op_mut(key) {
-            op.posts[pidx].done = true;
-        }
+        op.posts[pidx].done = true;
         return PostStep::Skip;
     }
-    let fr = k.fltmgr.filter(ir.filter);
+    let fr = &fm.filters[ir.filter.index()];
     let major = op.iopb().MajorFunction;
     let post: PFLT_POST_OPERATION_CALLBACK = fr.ops.get(&major).and_then(|r| r.post);
-    let (image, fh, vh, ih) =
-        (fr.image, fr.handle(), k.fltmgr.vol(ir.volume).handle(), ir.handle());
     let Some(post) = post else {
-        if let Some(op) = k.fltmgr.ops.op_mut(key) {
-            op.posts[pidx].done = true;
-        }
+        op.posts[pidx].done = true;
         k.flt_instance_released(e.inst);
         return PostStep::Skip;
     };
+    let (image, fh, vh, ih) =
+        (fr.image, fr.handle(), fm.volumes[ir.volume.index()].handle(), ir.handle());
+    let (data, objects, fo) = (op.data, op.objects(), op.iopb().TargetFileObject);
     // Restore the parameters this instance's pre returned with; mark the post phase.
     let iopb = op.iopb();
     *iopb = e.iopb;
@@ -126,25 +125,80 @@ fn next_post(k: &mut Kernel, key: u64) -> PostStep {
 }
 
 /// Runs post-operation callbacks from the lowest instance owed one up (facts.md §2.4).
+///
+/// One borrow of the kernel per callback: it leaves the filter that answered last and applies
+/// its answer, finds the next post owed and enters its filter.
 pub fn post_walk(key: u64) -> PostEnd {
+    // The post entry and answer of the callback that ran last.
+    let mut answered: Option<(usize, i32)> = None;
     loop {
-        match kernel::with(|k| next_post(k, key)) {
-            PostStep::Done => return PostEnd::Finished,
-            PostStep::Skip => {}
-            PostStep::Call { post, image, pidx, data, objects, context } => {
+        let step = kernel::with(|k| {
+            if let Some((pidx, status)) = answered.take() {
+                k.leave();
+                if apply_post(k, key, pidx, status) {
+                    return PostWalk::Halted;
+                }
+            }
+            loop {
+                match next_post(k, key) {
+                    PostStep::Done => return PostWalk::Finished,
+                    PostStep::Skip => {}
+                    PostStep::Call { post, image, pidx, data, objects, context } => {
+                        match super::enter_filter(k, image, "PostOperationCallback") {
+                            Some(entered) => {
+                                return PostWalk::Call {
+                                    post,
+                                    pidx,
+                                    data,
+                                    objects,
+                                    context,
+                                    entered,
+                                };
+                            }
+                            None => {
+                                if apply_post(k, key, pidx, postop::FINISHED_PROCESSING) {
+                                    return PostWalk::Halted;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        match step {
+            PostWalk::Finished => return PostEnd::Finished,
+            PostWalk::Halted => return PostEnd::Halted,
+            PostWalk::Call { post, pidx, data, objects, context, entered } => {
                 // SAFETY: the filter's post-operation callback with the operation's data, the
                 // related objects and the context its pre returned.
-                let status = super::call_filter(image, "PostOperationCallback", || unsafe {
-                    post(data, objects, context, 0)
-                })
-                .unwrap_or(postop::FINISHED_PROCESSING);
-                let held = kernel::with(|k| apply_post(k, key, pidx, status));
-                if held {
-                    return PostEnd::Halted;
-                }
+                let status =
+                    kernel::run_entered(entered, || unsafe { post(data, objects, context, 0) });
+                answered = Some((pidx, status));
             }
         }
     }
+}
+
+/// What [`post_walk`] does after one borrow of the kernel.
+enum PostWalk {
+    /// Every post owed ran.
+    Finished,
+    /// A post held the operation.
+    Halted,
+    /// Call a filter's post-operation callback (its image entered).
+    Call {
+        post: unsafe extern "system" fn(
+            *mut FLT_CALLBACK_DATA,
+            *const FLT_RELATED_OBJECTS,
+            *const c_void,
+            u32,
+        ) -> i32,
+        pidx: usize,
+        data: *mut FLT_CALLBACK_DATA,
+        objects: *mut FLT_RELATED_OBJECTS,
+        context: *mut c_void,
+        entered: kernel::Entered,
+    },
 }
 
 /// Applies a post answer; true when the operation is held.
