@@ -228,7 +228,7 @@ fn scenario(sample: &Sample, fault: Option<(FaultKind, u64)>) -> (Outcome, Machi
             k.fltmgr.filter_by_name(NAME).is_none()
                 && k.fltmgr.instances.iter().all(|i| {
                     k.fltmgr.filter(i.filter).name != NAME
-                        || i.state == fsfilter_sim::fltmgr::InstState::Gone
+                        || i.state() == fsfilter_sim::fltmgr::InstState::Gone
                 })
         });
     let balanced = m.kernel(|k| {

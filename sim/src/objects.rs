@@ -96,8 +96,9 @@ pub struct Objects {
     pub drivers: Vec<DriverInfo>,
     /// Devices by id.
     pub devices: Vec<DeviceInfo>,
-    /// Device address to id.
-    pub device_index: FastMap<usize, DeviceId>,
+    /// Device address to id. Private and insert-only: `device_memo` relies on entries never
+    /// changing or going (lookups go through [`Objects::device_id`]).
+    device_index: FastMap<usize, DeviceId>,
     /// Driver address to id.
     pub driver_index: FastMap<usize, DriverId>,
     /// Named devices (upper-case name to id).

@@ -103,7 +103,7 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromNa
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectReference =>
     /// `FltObjectReference`: a rundown reference on a filter, instance or volume.
     fn FltObjectReference(fltobject: *mut c_void) -> NTSTATUS {
-        kernel::with(|k| match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+        kernel::with(|k| match k.fltmgr.object_of(fltobject as isize) {
             Some(FltObject::Filter(f)) => {
                 if matches!(k.fltmgr.filter(f).state, FilterState::Unregistering | FilterState::Unregistered) {
                     return Status::FLT_DELETING_OBJECT.0;
@@ -129,7 +129,7 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectReference
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectDereference =>
     /// `FltObjectDereference`.
     fn FltObjectDereference(fltobject: *mut c_void) {
-        kernel::with(|k| match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+        kernel::with(|k| match k.fltmgr.object_of(fltobject as isize) {
             Some(FltObject::Filter(f)) => {
                 let r = k.fltmgr.filter_mut(f);
                 r.rundown = r.rundown.saturating_sub(1);
@@ -158,7 +158,7 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFileSystemTy
     /// `FltGetFileSystemType` for an instance or a volume (`FLT_FILESYSTEM_TYPE`, facts.md §7).
     fn FltGetFileSystemType(fltobject: *const c_void, filesystemtype: *mut FLT_FILESYSTEM_TYPE) -> NTSTATUS {
         kernel::with(|k| {
-            let v = match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+            let v = match k.fltmgr.object_of(fltobject as isize) {
                 Some(FltObject::Instance(i)) => k.fltmgr.inst(i).volume,
                 Some(FltObject::Volume(v)) => v,
                 _ => return Status::INVALID_PARAMETER.0,
@@ -334,10 +334,10 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltQueueGenericWor
             if item.queued {
                 return Err(Status::INVALID_PARAMETER);
             }
-            let f = match k.fltmgr.handles.get(&(fltobject as usize)).copied() {
+            let f = match k.fltmgr.object_of(fltobject as isize) {
                 Some(FltObject::Filter(f)) => f,
                 Some(FltObject::Instance(i)) => {
-                    if k.fltmgr.inst(i).state != crate::fltmgr::InstState::Attached {
+                    if k.fltmgr.inst(i).state() != crate::fltmgr::InstState::Attached {
                         return Err(Status::FLT_DELETING_OBJECT);
                     }
                     k.fltmgr.inst(i).filter

@@ -317,8 +317,9 @@ pub struct InstanceRec {
     pub altitude_text: crate::name::Name,
     /// Its frame.
     pub frame: u32,
-    /// Its life.
-    pub state: InstState,
+    /// Its life. Private: it changes only through [`FltMgr::set_inst_state`], which invalidates
+    /// the cached instance chains.
+    state: InstState,
     /// Operations the instance is part of and has not finished with (pre called, post or
     /// resumption owed).
     pub outstanding: u32,
@@ -337,6 +338,11 @@ pub struct InstanceRec {
 }
 
 impl InstanceRec {
+    /// Its life.
+    pub fn state(&self) -> InstState {
+        self.state
+    }
+
     /// `PFLT_INSTANCE`.
     pub fn handle(&self) -> isize {
         self.block.ptr() as isize
@@ -436,8 +442,9 @@ pub struct FltMgr {
     pub sections: datascan::FltSections,
     /// Generic work items by handle.
     pub work_items: FastMap<usize, WorkItemRec>,
-    /// Object handles to objects.
-    pub handles: FastMap<usize, FltObject>,
+    /// Object handles to objects. Private and insert-only: `handle_memo` relies on entries never
+    /// changing or going (lookups go through [`FltMgr::object_of`]).
+    handles: FastMap<usize, FltObject>,
     /// The frame each filter name was placed in (a reloaded filter comes back to it, §2.2).
     pub placements: BTreeMap<String, u32>,
     /// Pipes and mailslots were looked up by name.
