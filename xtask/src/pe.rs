@@ -73,7 +73,7 @@ pub struct Layout {
     pub data_directories: usize,
     /// How many data directories the header declares.
     pub data_directory_count: usize,
-    /// The section table, [`SECTION_HEADER_SIZE`] bytes per section.
+    /// The section table, `SECTION_HEADER_SIZE` bytes per section.
     pub section_table: usize,
     /// How many sections the file header declares.
     pub section_count: usize,

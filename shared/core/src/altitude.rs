@@ -221,9 +221,9 @@ impl core::str::FromStr for Altitude {
 /// Which Microsoft page a group's range comes from (they differ; facts.md §10.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupSource {
-    /// "Load order groups and altitudes for minifilter drivers" [S27].
+    /// "Load order groups and altitudes for minifilter drivers" \[S27\].
     LoadOrderPage,
-    /// Only on the "Allocated altitudes" page [S28].
+    /// Only on the "Allocated altitudes" page \[S28\].
     AllocatedPage,
 }
 
