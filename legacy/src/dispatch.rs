@@ -184,11 +184,9 @@ unsafe fn volume_dispatch<F: Filter>(
         return unsafe { pass_through(ext, irp) };
     }
     let outcome = if op.pre {
-        // SAFETY: the live IRP at our location, for an operation `major`.
-        let rw = unsafe { view::irp_rw_parameters(irp, major) };
-        // SAFETY: the IRP stays live while `pre` exists (this call); `view::Buffers` answers
-        // its buffer.
-        let source = unsafe { OnDemandBuffer::<view::Buffers>::pre(irp as usize, &rw) };
+        // SAFETY: the IRP of a `major` operation stays live while `pre` exists (this call);
+        // `view::Buffers` answers its buffer.
+        let source = unsafe { OnDemandBuffer::<view::Buffers>::pre(irp as usize, major) };
         let services = OpServices::<F>::new(state, device, irp as usize, instance.data_scan);
         let buffer = OperationBuffer::on_demand(&source);
         let mut pre = PreOperation::new(&header, buffer, &services, Some(pender::<F>()));
@@ -1114,13 +1112,12 @@ unsafe fn post_source(
     major: MajorFunction,
     result: IoStatus,
 ) -> OnDemandBuffer<view::Buffers> {
-    // SAFETY: the caller's contract: a live IRP, here for an operation `major`.
-    let rw = unsafe { view::irp_rw_parameters(irp, major) };
-    // SAFETY: the caller's contract; `view::Buffers` answers the IRP's buffer.
+    // SAFETY: the caller's contract (a live IRP of a `major` operation); `view::Buffers`
+    // answers the IRP's buffer.
     unsafe {
         OnDemandBuffer::<view::Buffers>::post(
             irp as usize,
-            &rw,
+            major,
             result.information,
             result.status.is_success(),
         )

@@ -112,47 +112,6 @@ unsafe fn file_name<'a>(file: &FILE_OBJECT) -> &'a [u16] {
     unsafe { unicode::units(&file.FileName) }
 }
 
-/// The parameters of a read or a write (what its buffer depends on), without decoding any other
-/// operation's: `Parameters::None` for those.
-///
-/// # Safety
-/// `sl` must be a live IRP's location for an operation `major`.
-pub(crate) unsafe fn rw_parameters(sl: &IO_STACK_LOCATION, major: MajorFunction) -> Parameters {
-    let p = &sl.Parameters;
-    match major {
-        MajorFunction::Read => {
-            // SAFETY: the read member.
-            let r = unsafe { &p.Read };
-            Parameters::Read(ReadWriteParameters {
-                offset: r.ByteOffset,
-                length: r.Length,
-                key: r.Key,
-            })
-        }
-        MajorFunction::Write => {
-            // SAFETY: the write member.
-            let w = unsafe { &p.Write };
-            Parameters::Write(ReadWriteParameters {
-                offset: w.ByteOffset,
-                length: w.Length,
-                key: w.Key,
-            })
-        }
-        _ => Parameters::None,
-    }
-}
-
-/// The read or write parameters of the IRP's current location ([`rw_parameters`]).
-///
-/// # Safety
-/// `irp` must be a live IRP.
-pub(crate) unsafe fn irp_rw_parameters(irp: *mut IRP, major: MajorFunction) -> Parameters {
-    // SAFETY: the caller guarantees a live IRP.
-    let sl = unsafe { crate::raw::location(irp) };
-    // SAFETY: its current location, for an operation `major` (the caller read it from there).
-    unsafe { rw_parameters(sl, major) }
-}
-
 /// # Safety
 /// `sl` must be the current location of the live IRP `irp`, for an operation `major`.
 unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) -> Parameters {
@@ -173,8 +132,24 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
                 allocation_size: allocation,
             })
         }
-        // SAFETY: the caller's guarantee.
-        MajorFunction::Read | MajorFunction::Write => unsafe { rw_parameters(sl, major) },
+        MajorFunction::Read => {
+            // SAFETY: the read member.
+            let r = unsafe { &p.Read };
+            Parameters::Read(ReadWriteParameters {
+                offset: r.ByteOffset,
+                length: r.Length,
+                key: r.Key,
+            })
+        }
+        MajorFunction::Write => {
+            // SAFETY: the write member.
+            let w = unsafe { &p.Write };
+            Parameters::Write(ReadWriteParameters {
+                offset: w.ByteOffset,
+                length: w.Length,
+                key: w.Key,
+            })
+        }
         MajorFunction::QueryInformation => {
             // SAFETY: the query-file member.
             let q = unsafe { &p.QueryFile };
@@ -260,6 +235,19 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
 pub(crate) struct Buffers;
 
 impl fsfilter_kernel::buffer::Locate for Buffers {
+    unsafe fn length(irp: usize, write: bool) -> usize {
+        // SAFETY: the caller guarantees a live IRP; its current location is the operation's.
+        let p = unsafe { &crate::raw::location(irp as *mut IRP).Parameters };
+        let length = if write {
+            // SAFETY: the caller guarantees a write, whose member is `Write`.
+            unsafe { p.Write.Length }
+        } else {
+            // SAFETY: the caller guarantees a read, whose member is `Read`.
+            unsafe { p.Read.Length }
+        };
+        length as usize
+    }
+
     unsafe fn locate(irp: usize, _write: bool) -> *mut u8 {
         // SAFETY: the caller guarantees a live IRP.
         let Some(i) = (unsafe { (irp as *const IRP).as_ref() }) else {

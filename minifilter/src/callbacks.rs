@@ -595,11 +595,9 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
             unsafe { closing.finish() };
         }
     }
-    // SAFETY: the parameter block of this call's data, whose major function is `major`.
-    let rw = unsafe { view::rw_parameters(iopb, major) };
-    // SAFETY: the callback data stays valid while `op` lives (this call), and `view::Buffers`
-    // answers its write buffer.
-    let buffer_source = unsafe { OnDemandBuffer::<view::Buffers>::pre(data as usize, &rw) };
+    // SAFETY: the callback data of a `major` operation stays valid while `op` lives (this call),
+    // and `view::Buffers` answers its write buffer.
+    let buffer_source = unsafe { OnDemandBuffer::<view::Buffers>::pre(data as usize, major) };
     let services =
         OpServices::<F>::for_operation(driver, objects.Instance, data, inst.state().data_scan);
     let can_pend = kind == OperationKind::Irp;
@@ -799,14 +797,12 @@ unsafe fn post_common<F: Filter>(
     let draining = post_flags.contains(PostFlags::DRAINING);
     // SAFETY: the running callback's data.
     let result = unsafe { view::io_status(data) };
-    // SAFETY: the parameter block of this call's data, whose major function is `major`.
-    let rw = unsafe { view::rw_parameters(iopb, major) };
-    // SAFETY: the callback data stays valid while `op` lives (this call), and `view::Buffers`
-    // answers its read buffer.
+    // SAFETY: the callback data of a `major` operation stays valid while `op` lives (this call),
+    // and `view::Buffers` answers its read buffer.
     let buffer_source = unsafe {
         OnDemandBuffer::<view::Buffers>::post(
             data as usize,
-            &rw,
+            major,
             result.information,
             !draining && result.status.is_success(),
         )

@@ -126,8 +126,24 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
                 allocation_size: c.AllocationSize,
             })
         }
-        // SAFETY: the caller's guarantee.
-        MajorFunction::Read | MajorFunction::Write => unsafe { rw_parameters(iopb, major) },
+        MajorFunction::Read => {
+            // SAFETY: `Read` is the member for IRP_MJ_READ.
+            let r = unsafe { &p.Read };
+            Parameters::Read(ReadWriteParameters {
+                offset: r.ByteOffset,
+                length: r.Length,
+                key: r.Key,
+            })
+        }
+        MajorFunction::Write => {
+            // SAFETY: `Write` is the member for IRP_MJ_WRITE.
+            let w = unsafe { &p.Write };
+            Parameters::Write(ReadWriteParameters {
+                offset: w.ByteOffset,
+                length: w.Length,
+                key: w.Key,
+            })
+        }
         MajorFunction::QueryInformation => {
             // SAFETY: the member for IRP_MJ_QUERY_INFORMATION.
             let q = unsafe { &p.QueryFileInformation };
@@ -214,39 +230,6 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
     }
 }
 
-/// The parameters of a read or a write (what its buffer depends on), without decoding any other
-/// operation's: `Parameters::None` for those.
-///
-/// # Safety
-/// `iopb` must be valid for an operation whose major function is `major`.
-pub(crate) unsafe fn rw_parameters(
-    iopb: &FLT_IO_PARAMETER_BLOCK,
-    major: MajorFunction,
-) -> Parameters {
-    let p: &FLT_PARAMETERS = &iopb.Parameters;
-    match major {
-        MajorFunction::Read => {
-            // SAFETY: `Read` is the member for IRP_MJ_READ.
-            let r = unsafe { &p.Read };
-            Parameters::Read(ReadWriteParameters {
-                offset: r.ByteOffset,
-                length: r.Length,
-                key: r.Key,
-            })
-        }
-        MajorFunction::Write => {
-            // SAFETY: `Write` is the member for IRP_MJ_WRITE.
-            let w = unsafe { &p.Write };
-            Parameters::Write(ReadWriteParameters {
-                offset: w.ByteOffset,
-                length: w.Length,
-                key: w.Key,
-            })
-        }
-        _ => Parameters::None,
-    }
-}
-
 /// The desired access of a create, from its security context.
 fn create_access(c: &windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_0) -> u32 {
     // SAFETY: a create's security context is valid during the create's callbacks (or NULL).
@@ -259,6 +242,21 @@ fn create_access(c: &windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PAR
 pub(crate) struct Buffers;
 
 impl fsfilter_kernel::buffer::Locate for Buffers {
+    unsafe fn length(data: usize, write: bool) -> usize {
+        // SAFETY: the caller guarantees a valid callback data of a read or a write.
+        let Some(data) = (unsafe { (data as *const FLT_CALLBACK_DATA).as_ref() }) else { return 0 };
+        // SAFETY: a valid callback data points to its valid parameter block.
+        let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else { return 0 };
+        let length = if write {
+            // SAFETY: the caller guarantees a write, whose member is `Write`.
+            unsafe { iopb.Parameters.Write.Length }
+        } else {
+            // SAFETY: the caller guarantees a read, whose member is `Read`.
+            unsafe { iopb.Parameters.Read.Length }
+        };
+        length as usize
+    }
+
     unsafe fn locate(data: usize, write: bool) -> *mut u8 {
         // SAFETY: the caller guarantees a valid callback data.
         let Some(data) = (unsafe { (data as *const FLT_CALLBACK_DATA).as_ref() }) else {
