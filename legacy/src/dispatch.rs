@@ -86,7 +86,9 @@ pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
             }
         }
         // SAFETY: a live IRP at one of our volume devices.
-        DeviceKind::Volume => unsafe { volume_dispatch::<F>(state, device, ext, irp, major) },
+        DeviceKind::Volume => unsafe {
+            volume_dispatch::<F>(state, device, ext, irp, major, sl.MinorFunction)
+        },
     }
 }
 
@@ -150,6 +152,7 @@ unsafe fn volume_dispatch<F: Filter>(
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     major: MajorFunction,
+    minor: u8,
 ) -> NTSTATUS {
     let Some(instance) = instance_view(device, ext) else {
         // SAFETY: forwarded.
@@ -203,8 +206,6 @@ unsafe fn volume_dispatch<F: Filter>(
     let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let id = irp as usize;
     // A post-only registration has no pre callback to report (the Filter Manager calls none).
-    // SAFETY: the live IRP at our location.
-    let (_, minor) = unsafe { view::codes(irp) };
     let report = |outcome: &'static str, status: Option<Status>| {
         if !op.pre {
             return;

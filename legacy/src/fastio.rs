@@ -292,7 +292,7 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     let id = file as usize;
     // SAFETY: the caller's file object.
     let header = LazyHeader::ready(unsafe { view::fast_io_header(major, file, parameters, id) });
-    if op.skips(header.get()) {
+    if op.has_skip_flags() && op.skips(header.get()) {
         return call(table, lower);
     }
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);

@@ -411,6 +411,7 @@ impl Kernel {
     }
 
     /// An image's name, shared (for events).
+    #[inline]
     pub fn image_shared_name(&self, image: ImageId) -> crate::name::Name {
         self.images
             .get(image.index())

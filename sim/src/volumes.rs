@@ -269,6 +269,7 @@ impl Kernel {
     }
 
     /// A volume's name for events, shared.
+    #[inline]
     pub fn volume_shared_name(&self, v: VolumeId) -> crate::name::Name {
         self.volumes
             .list

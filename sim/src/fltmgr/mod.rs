@@ -696,6 +696,7 @@ impl Kernel {
     }
 
     /// [`Kernel::flt_volume_name`], shared (for events).
+    #[inline]
     pub fn flt_volume_shared_name(&self, v: FvId) -> crate::name::Name {
         match self.flt_sim_volume(v) {
             Some(sv) => self.volume_shared_name(sv),
@@ -704,6 +705,7 @@ impl Kernel {
     }
 
     /// The machine volume a Filter Manager volume serves.
+    #[inline]
     pub fn flt_sim_volume(&self, v: FvId) -> Option<VolumeId> {
         let bottom = self.fltmgr.vol(v).bottom;
         if let Some(sv) = self.objects.device(bottom).volume {
