@@ -39,6 +39,7 @@ use crate::services::OpServices;
 use crate::state::{DeviceExt, DeviceKind, DriverState, WORK_TAG};
 use crate::view;
 use fsfilter_kernel::context::{decode, encode};
+use fsfilter_kernel::deferred::{Completion, PostReturned};
 use fsfilter_kernel::pending::{Decision, PreReturned, Resume};
 
 /// `STATUS_MORE_PROCESSING_REQUIRED`.
@@ -365,7 +366,7 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     // Completed synchronously: the routine stopped completion at our location and left the post
     // callback to us.
     // SAFETY: the IRP is halted at our location and ours again; `raw` is ours to decode.
-    let done = unsafe { run_post(state, device, ext, irp, raw) };
+    let done = unsafe { run_post(state, device, ext, irp, raw, Site::Dispatch) };
     // SAFETY: the IRP is halted at our location, ours.
     unsafe { done.finish_halted(irp) }
 }
@@ -386,33 +387,53 @@ unsafe extern "system" fn post_completion<F: Filter>(
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return Status::SUCCESS.0 };
+    // Propagate the pending mark (facts.md §1.8) now, before the post callback can hand the IRP
+    // to anyone who would resume its completion: it must be on our location by then.
+    // SAFETY: the completing IRP at our location.
+    unsafe { IoMarkIrpPending(irp) };
     // SAFETY: the completing IRP at our location; the context is ours to decode.
-    match unsafe { run_post(state, device, ext, irp, context) } {
-        PostDone::Continue => {
-            // SAFETY: propagate the pending mark (facts.md §1.8).
-            unsafe { IoMarkIrpPending(irp) };
-            Status::SUCCESS.0
-        }
+    match unsafe { run_post(state, device, ext, irp, context, Site::Completion) } {
+        PostDone::Continue | PostDone::ContinuePended => Status::SUCCESS.0,
         PostDone::Deferred => MORE_PROCESSING,
     }
+}
+
+/// Where a post callback runs, which says who marks the IRP pending before the callback hands it
+/// to someone else (a token completed from another thread, a worker): the IRP must be marked
+/// before anyone can resume its completion, and must not be touched after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Site {
+    /// In the dispatch routine, the IRP halted at our location by our completion routine: the
+    /// dispatch routine returns `STATUS_PENDING` when the post holds the IRP, so it marks the
+    /// IRP first.
+    Dispatch,
+    /// In our completion routine of an IRP the lower driver pended (marked on entry), or in a
+    /// worker the IRP was handed to (marked before).
+    Completion,
 }
 
 /// How a post callback left the operation.
 pub(crate) enum PostDone {
     /// Completion continues now.
     Continue,
-    /// Completion resumes later, with `IoCompleteRequest` from a worker or a deferred post.
+    /// Completion continues now, and the dispatch routine marked the IRP pending on the way (a
+    /// deferred post whose token completed before the callback returned): it returns
+    /// `STATUS_PENDING`.
+    ContinuePended,
+    /// Completion resumes later, with `IoCompleteRequest` from a worker or a deferred post; the
+    /// IRP is marked pending already.
     Deferred,
 }
 
 impl PostDone {
     /// Finishes an IRP halted at our location after its post callback ran in the dispatch
-    /// routine's thread, and returns what the dispatch routine returns: the IRP's status once
-    /// completion resumed, or `STATUS_PENDING` with the IRP marked when it resumes later (a worker
-    /// or a deferred post).
+    /// routine's thread ([`Site::Dispatch`]), and returns what the dispatch routine returns: the
+    /// IRP's status once completion resumed, or `STATUS_PENDING` when the IRP was marked pending
+    /// (it resumes later, from a worker or a deferred post's token, and may be gone already).
     ///
     /// # Safety
-    /// `irp` must be halted at our location (its completion stopped by our routine) and ours.
+    /// `irp` must be halted at our location (its completion stopped by our routine) and, unless
+    /// `self` is `Deferred`, still ours.
     unsafe fn finish_halted(self, irp: *mut IRP) -> NTSTATUS {
         match self {
             PostDone::Continue => {
@@ -422,11 +443,13 @@ impl PostDone {
                 unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
                 status
             }
-            PostDone::Deferred => {
-                // SAFETY: the halted IRP at our location.
-                unsafe { IoMarkIrpPending(irp) };
+            PostDone::ContinuePended => {
+                // SAFETY: resume completion from our location, once; marked pending already.
+                unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
                 Status::PENDING.0
             }
+            // Marked before it was handed off; not ours to touch any more.
+            PostDone::Deferred => Status::PENDING.0,
         }
     }
 }
@@ -442,11 +465,12 @@ unsafe fn run_post<F: Filter>(
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     raw: *const c_void,
+    site: Site,
 ) -> PostDone {
     // SAFETY: the caller's context, decoded once.
     match unsafe { decode::<F::CompletionContext>(raw) } {
         // SAFETY: forwarded.
-        Some(context) => unsafe { run_post_with(state, device, ext, irp, context) },
+        Some(context) => unsafe { run_post_with(state, device, ext, irp, context, site) },
         None => {
             state.end(ext);
             PostDone::Continue
@@ -457,13 +481,15 @@ unsafe fn run_post<F: Filter>(
 /// Runs the post callback of an operation at our location.
 ///
 /// # Safety
-/// `irp` must be live, completed through the lower drivers and now at our location.
+/// `irp` must be live, completed through the lower drivers and now at our location, marked
+/// pending already unless `site` is [`Site::Dispatch`].
 unsafe fn run_post_with<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     context: F::CompletionContext,
+    site: Site,
 ) -> PostDone {
     let Some(instance) = instance_view(device, ext) else {
         state.end(ext);
@@ -486,40 +512,73 @@ unsafe fn run_post_with<F: Filter>(
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
     let mut op = PostOperation::new(&header, result, buffer, &services, Some(deferrer::<F>()));
     let outcome = state.filter.post_operation(&instance, &mut op, context, PostFlags::empty());
+    let report = |when_safe: bool, outcome: &'static str| {
+        report_post(&instance, irp, major, result, when_safe, outcome);
+    };
     match outcome {
+        // SAFETY: the IRP at our location, marked as `site` says.
+        PostOutcome::MoreProcessing(_receipt) => unsafe {
+            hold(state, ext, irp, site, report, false)
+        },
         PostOutcome::Finished => {
-            report_post(&instance, irp, major, result, false, "FLT_POSTOP_FINISHED_PROCESSING");
+            forget_deferral(state, irp);
+            report(false, "FLT_POSTOP_FINISHED_PROCESSING");
             state.end(ext);
             PostDone::Continue
         }
-        PostOutcome::MoreProcessing(_receipt) => {
-            report_post(
-                &instance,
-                irp,
-                major,
-                result,
-                false,
-                "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
-            );
-            PostDone::Deferred
-        }
         PostOutcome::WhenSafe(c) => {
-            report_post(
-                &instance,
-                irp,
-                major,
-                result,
-                false,
-                "FLT_POSTOP_MORE_PROCESSING_REQUIRED",
-            );
+            forget_deferral(state, irp);
+            report(false, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
             if irql::current() < Irql::DISPATCH {
                 // Safe already: run the rest inline.
                 // SAFETY: the IRP at our location.
-                unsafe { run_when_safe(state, device, ext, irp, c) }
+                unsafe { run_when_safe(state, device, ext, irp, c, site) }
             } else {
                 // SAFETY: the IRP at our location, whose completion we hold.
-                unsafe { queue_when_safe(state, device, ext, irp, c) }
+                unsafe { queue_when_safe(state, device, ext, irp, c, site) }
             }
+        }
+    }
+}
+
+/// A post callback deferred and then answered something other than `MoreProcessing`: its token
+/// no longer holds anything (a completion of it does nothing).
+fn forget_deferral<F: Filter>(state: &DriverState<F>, irp: *mut IRP) {
+    let _ = state.deferred_posts.post_returned(irp as usize, false);
+}
+
+/// The post callback answered `MoreProcessing`: the IRP stays held until its token completes,
+/// unless the token completed already, before the callback returned; then completion continues
+/// now. In the dispatch routine the IRP is marked pending first, while no token can complete it
+/// yet (the table only records an early completion), so that it is marked before anyone can
+/// resume it; once held it is not touched again.
+///
+/// # Safety
+/// `irp` must be at our location, held by our completion routine, marked pending unless `site`
+/// is [`Site::Dispatch`].
+unsafe fn hold<F: Filter>(
+    state: &DriverState<F>,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    site: Site,
+    report: impl Fn(bool, &'static str),
+    when_safe: bool,
+) -> PostDone {
+    if site == Site::Dispatch {
+        // SAFETY: the halted IRP at our location, ours until the table says it is held.
+        unsafe { IoMarkIrpPending(irp) };
+    }
+    match state.deferred_posts.post_returned(irp as usize, true) {
+        PostReturned::Held => {
+            report(when_safe, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
+            PostDone::Deferred
+        }
+        // The token completed inside the callback (or the receipt was another operation's):
+        // nothing holds the IRP, so completion continues as if the callback had finished.
+        PostReturned::CompletedEarly | PostReturned::NotDeferred => {
+            report(when_safe, "FLT_POSTOP_FINISHED_PROCESSING");
+            state.end(ext);
+            if site == Site::Dispatch { PostDone::ContinuePended } else { PostDone::Continue }
         }
     }
 }
@@ -546,13 +605,14 @@ fn report_post<I>(
 /// Runs `post_operation_when_safe` at ≤ `APC_LEVEL`.
 ///
 /// # Safety
-/// As [`run_post`].
+/// As [`run_post_with`].
 unsafe fn run_when_safe<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     context: F::CompletionContext,
+    site: Site,
 ) -> PostDone {
     let Some(instance) = instance_view(device, ext) else {
         state.end(ext);
@@ -574,19 +634,24 @@ unsafe fn run_when_safe<F: Filter>(
     let services =
         OpServices::<F>::for_post(state, device, irp as usize, instance.data_scan, create);
     let mut op = PostOperation::new(&header, result, buffer, &services, Some(deferrer::<F>()));
+    let report = |when_safe: bool, outcome: &'static str| {
+        report_post(&instance, irp, major, result, when_safe, outcome);
+    };
     match state.filter.post_operation_when_safe(&instance, &mut op, context) {
-        PostOutcome::MoreProcessing(_receipt) => {
-            report_post(&instance, irp, major, result, true, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
-            PostDone::Deferred
-        }
+        // SAFETY: the IRP at our location, marked as `site` says.
+        PostOutcome::MoreProcessing(_receipt) => unsafe {
+            hold(state, ext, irp, site, report, true)
+        },
         PostOutcome::WhenSafe(c) => {
             drop(c);
-            report_post(&instance, irp, major, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
+            forget_deferral(state, irp);
+            report(true, "FLT_POSTOP_FINISHED_PROCESSING");
             state.end(ext);
             PostDone::Continue
         }
         PostOutcome::Finished => {
-            report_post(&instance, irp, major, result, true, "FLT_POSTOP_FINISHED_PROCESSING");
+            forget_deferral(state, irp);
+            report(true, "FLT_POSTOP_FINISHED_PROCESSING");
             state.end(ext);
             PostDone::Continue
         }
@@ -612,12 +677,13 @@ unsafe fn queue_when_safe<F: Filter>(
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     context: F::CompletionContext,
+    site: Site,
 ) -> PostDone {
     // SAFETY: our live device.
     let item = unsafe { IoAllocateWorkItem(device) };
     if item == 0 {
         // SAFETY: forwarded.
-        return unsafe { run_when_safe(state, device, ext, irp, context) };
+        return unsafe { run_when_safe(state, device, ext, irp, context, site) };
     }
     let work = match PoolBox::try_new_or_return(SafeWork { irp, device, item, context }, WORK_TAG) {
         Ok(w) => w.into_raw(),
@@ -625,9 +691,14 @@ unsafe fn queue_when_safe<F: Filter>(
             // SAFETY: the item was never queued.
             unsafe { IoFreeWorkItem(item) };
             // SAFETY: forwarded.
-            return unsafe { run_when_safe(state, device, ext, irp, w.context) };
+            return unsafe { run_when_safe(state, device, ext, irp, w.context, site) };
         }
     };
+    if site == Site::Dispatch {
+        // Marked before the worker, which may run at once on another processor, can complete it.
+        // SAFETY: the halted IRP at our location, still ours.
+        unsafe { IoMarkIrpPending(irp) };
+    }
     // SAFETY: a fresh work item of our device; the worker owns `work`.
     unsafe {
         IoQueueWorkItem(
@@ -658,8 +729,10 @@ unsafe extern "system" fn safe_worker<F: Filter>(
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
-    // SAFETY: the IRP whose completion we hold, at our location.
-    if let PostDone::Continue = unsafe { run_when_safe(state, device, ext, irp, context) } {
+    let done =
+        // SAFETY: the IRP whose completion we hold, at our location, marked pending.
+        unsafe { run_when_safe(state, device, ext, irp, context, Site::Completion) };
+    if let PostDone::Continue | PostDone::ContinuePended = done {
         // SAFETY: resume the completion we stopped, once.
         unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
     }
@@ -699,7 +772,7 @@ unsafe fn forward_synchronized<F: Filter>(
         unsafe { KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null()) };
     // The post callback runs in the pre callback's thread at <= APC_LEVEL (facts.md §4).
     // SAFETY: the IRP is halted at our location, ours again.
-    let done = unsafe { run_post_with(state, device, ext, irp, context) };
+    let done = unsafe { run_post_with(state, device, ext, irp, context, Site::Dispatch) };
     // SAFETY: the IRP is halted at our location, ours.
     unsafe { done.finish_halted(irp) }
 }
@@ -1063,33 +1136,14 @@ impl<F: Filter> PostBackend for Deferrer<F> {
     fn defer(&self, handle: usize) -> bool {
         // SAFETY: called from filter code of this image.
         let Some(state) = (unsafe { DriverState::<F>::current() }) else { return false };
-        let mut table = state.deferred_posts.lock();
-        if table.contains(&handle) {
-            return false;
-        }
-        match table.iter_mut().find(|h| **h == 0) {
-            Some(slot) => {
-                *slot = handle;
-                true
-            }
-            None => false,
-        }
+        state.deferred_posts.defer(handle)
     }
 
     fn complete(&self, handle: usize) {
         // SAFETY: called from filter code of this image.
         let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-        let found = {
-            let mut table = state.deferred_posts.lock();
-            match table.iter_mut().find(|h| **h == handle) {
-                Some(slot) => {
-                    *slot = 0;
-                    true
-                }
-                None => false,
-            }
-        };
-        if !found {
+        // Before the post callback returned, only recorded: `hold` continues completion then.
+        if state.deferred_posts.complete(handle) != Completion::Resume {
             return;
         }
         let irp = handle as *mut IRP;

@@ -5,18 +5,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use fsfilter::{DataScanMode, Filter, Registration, VolumeInfo};
 use fsfilter_kernel::datascan::SectionTable;
+use fsfilter_kernel::deferred::DeferredPosts;
 use fsfilter_kernel::image;
 use fsfilter_kernel::pending::PendedTable;
 use fsfilter_kernel::pool::pool_tag;
-use fsfilter_kernel::sync::SpinLock;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, KEVENT};
 
 /// Pool tag of the driver state.
 pub(crate) const DRIVER_TAG: u32 = pool_tag(b"FsfL");
 /// Pool tag of completion contexts and deferred-work records.
 pub(crate) const WORK_TAG: u32 = pool_tag(b"FsfW");
-/// How many post callbacks a driver can hold deferred (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`).
-pub(crate) const MAX_DEFERRED: usize = 64;
 
 /// What one of the backend's device objects is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +81,7 @@ pub(crate) struct DriverState<F: Filter> {
     /// `DriverEntry` finished: file systems reported from now on registered after the load.
     pub(crate) started: AtomicBool,
     pub(crate) pended: PendedTable,
-    pub(crate) deferred_posts: SpinLock<[usize; MAX_DEFERRED]>,
+    pub(crate) deferred_posts: DeferredPosts,
     pub(crate) sections: SectionTable,
 }
 

@@ -31,6 +31,7 @@ use crate::services::{OpServices, defer_worker, try_defer_worker};
 use crate::state::{DriverState, InstanceState};
 use crate::view;
 use fsfilter_kernel::context::{decode, encode};
+use fsfilter_kernel::deferred::{Completion, PostReturned};
 use fsfilter_kernel::pending::{Decision, PreReturned, Resume};
 
 // ---------------------------------------------------------------------------------------------
@@ -513,35 +514,18 @@ impl<F: Filter> PostBackend for Deferrer<F> {
     fn defer(&self, handle: usize) -> bool {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return false };
-        let mut table = driver.deferred_posts.lock();
-        if table.contains(&handle) {
-            return false;
-        }
-        match table.iter_mut().find(|h| **h == 0) {
-            Some(slot) => {
-                *slot = handle;
-                true
-            }
-            None => false,
-        }
+        driver.deferred_posts.defer(handle)
     }
 
     fn complete(&self, handle: usize) {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        let found = {
-            let mut table = driver.deferred_posts.lock();
-            match table.iter_mut().find(|h| **h == handle) {
-                Some(slot) => {
-                    *slot = 0;
-                    true
-                }
-                None => false,
-            }
-        };
-        if found {
-            // SAFETY: a callback data whose post callback this filter deferred (found in the
-            // table), completed once.
+        // Before the post callback returned the operation is not pended yet (the Filter Manager
+        // would refuse it): only recorded, and the callback's answer becomes
+        // FLT_POSTOP_FINISHED_PROCESSING (`post_operation`).
+        if driver.deferred_posts.complete(handle) == Completion::Resume {
+            // SAFETY: a callback data whose post callback this filter deferred and returned
+            // FLT_POSTOP_MORE_PROCESSING_REQUIRED for (held in the table), completed once.
             unsafe { FltCompletePendedPostOperation(handle as *const FLT_CALLBACK_DATA) };
         }
     }
@@ -820,6 +804,10 @@ unsafe fn post_common<F: Filter>(
     } else {
         driver.filter.post_operation(&inst.view(), &mut op, context, post_flags)
     };
+    if !matches!(outcome, PostOutcome::MoreProcessing(_)) {
+        // A deferral the callback did not keep: its token holds nothing from now on.
+        let _ = driver.deferred_posts.post_returned(data as usize, false);
+    }
     let (status, name) = match outcome {
         PostOutcome::Finished => (finished, "FLT_POSTOP_FINISHED_PROCESSING"),
         // Rule 9: a draining post callback only cleans up.
@@ -861,9 +849,22 @@ unsafe fn post_common<F: Filter>(
             }
         },
         PostOutcome::MoreProcessing(_receipt) => {
-            (flt_postop::MORE_PROCESSING_REQUIRED, "FLT_POSTOP_MORE_PROCESSING_REQUIRED")
+            match driver.deferred_posts.post_returned(data as usize, true) {
+                // From here the token may complete it at any time, from any thread: the Filter
+                // Manager must have the answer before it can, which is the window every minifilter
+                // that queues its work before answering has.
+                PostReturned::Held => {
+                    (flt_postop::MORE_PROCESSING_REQUIRED, "FLT_POSTOP_MORE_PROCESSING_REQUIRED")
+                }
+                // The token completed before the callback returned (or the receipt was another
+                // operation's): nothing holds the operation.
+                PostReturned::CompletedEarly | PostReturned::NotDeferred => {
+                    (finished, "FLT_POSTOP_FINISHED_PROCESSING")
+                }
+            }
         }
     };
+
     trace::emit_with(|| TraceEvent::Post {
         instance: InstanceId(objs.Instance as usize),
         operation: data as usize,

@@ -6,8 +6,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fsfilter::{DataScanMode, Filter, MAX_OPERATIONS, MajorFunction, Registration, VolumeInfo};
 use fsfilter_kernel::datascan::SectionTable;
+use fsfilter_kernel::deferred::DeferredPosts;
 use fsfilter_kernel::image;
-use fsfilter_kernel::pending::{MAX_PENDED, PendedTable};
+use fsfilter_kernel::pending::PendedTable;
 use fsfilter_kernel::pool::{PoolBox, pool_tag};
 use fsfilter_kernel::sync::SpinLock;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_FILTER;
@@ -30,7 +31,7 @@ pub(crate) struct DriverState<F: Filter> {
     /// Tables for a run-time registration (None when the static tables are used).
     pub(crate) runtime_tables: Option<PoolBox<RuntimeTables>>,
     pub(crate) pended: PendedTable,
-    pub(crate) deferred_posts: SpinLock<[usize; MAX_PENDED]>,
+    pub(crate) deferred_posts: DeferredPosts,
     pub(crate) sections: SectionTable,
     /// The instance contexts of attached instances, for callbacks that may run above
     /// `APC_LEVEL` (post callbacks), where `FltGetInstanceContext` may not be called.

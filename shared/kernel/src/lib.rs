@@ -24,6 +24,7 @@ pub mod constants;
 pub mod context;
 pub mod crt;
 pub mod datascan;
+pub mod deferred;
 pub mod image;
 pub mod irp;
 pub mod irql;

@@ -1,0 +1,31 @@
+//! Deferred post callbacks through the legacy backend (`sim/testing/deferred.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+#[path = "../../sim/testing/deferred.rs"]
+mod deferred;
+
+use fsfilter_sim::{Machine, ServiceSpec, StartType};
+
+mod driver {
+    fsfilter_legacy::driver!(super::deferred::Deferring);
+}
+
+fn install(m: &mut Machine, mut spec: ServiceSpec) {
+    spec.model = "legacy";
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Activity Monitor".into());
+    m.install(spec);
+}
+
+/// The probe under the filter (loaded first, so attached first), pending reads for 5 ms.
+fn pender(m: &mut Machine) {
+    common::install_probe(m, "Pender", StartType::Boot, &[("Rules", common::sz("pend:5 read"))]);
+}
+
+#[test]
+fn a_deferred_post_completes_the_operation_once_whenever_its_token_completes() {
+    deferred::check(install, driver::ENTRY, pender);
+}

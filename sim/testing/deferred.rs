@@ -1,0 +1,220 @@
+//! Deferred post callbacks (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`, `PostOperation::defer`)
+//! through a backend, shared by `legacy/tests/deferred.rs` and `minifilter/tests/deferred.rs`
+//! (each includes this file with `#[path]` and builds [`Deferring`] with its backend's
+//! `driver!`).
+//!
+//! A filter that defers a post callback holds the operation's completion until it completes the
+//! [`fsfilter::DeferredPost`], from anywhere: later from another thread, or before its post
+//! callback has even returned (completing or dropping the token right away). Either way the
+//! operation must complete exactly once, with the status the lower drivers gave it, and the
+//! requester must see that status: the backend may not touch the operation after the token
+//! completed it, and may not report it pending when it is not.
+
+#![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
+
+use std::cell::{Cell, RefCell};
+
+use fsfilter::{
+    DeferredPost, Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags,
+    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
+    Status,
+};
+use fsfilter_sim::{
+    Callback, CreateOptions, FsKind, IoMode, Machine, MachineConfig, ServiceSpec, VolumeSpec,
+};
+
+/// The service name of the filter under test.
+pub(crate) const NAME: &str = "Deferring";
+
+/// The byte the file holds.
+const STORED: u8 = 0x5A;
+
+/// When [`Deferring`] completes the post it deferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum When {
+    /// Completes the token before its post callback returns.
+    Early,
+    /// Drops the token before its post callback returns (dropping completes it).
+    Dropped,
+    /// Keeps the token; the next pre callback of another operation completes it.
+    Later,
+}
+
+thread_local! {
+    /// The mode of the run (the machine runs on the test's thread).
+    static WHEN: Cell<When> = const { Cell::new(When::Early) };
+    /// The token a `Later` run keeps.
+    static KEPT: RefCell<Option<DeferredPost>> = const { RefCell::new(None) };
+    /// Whether `defer` answered a token each time it was asked.
+    static DEFERRED: Cell<u32> = const { Cell::new(0) };
+    /// Tokens completed from a later callback.
+    static COMPLETED_LATER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Defers the post callback of every non-paging read, and completes it as [`WHEN`] says.
+pub(crate) struct Deferring;
+
+impl Filter for Deferring {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Read).pre().post())
+        .operation(Operation::new(MajorFunction::QueryInformation).pre())
+        .instance_setup_callback(true)
+        .validated();
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(_: &dyn ServiceParameters) -> Result<Self> {
+        Ok(Deferring)
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        if op.major() == MajorFunction::QueryInformation {
+            if let Some(token) = KEPT.with(|k| k.borrow_mut().take()) {
+                COMPLETED_LATER.with(|c| c.set(c.get() + 1));
+                token.complete();
+            }
+            return PreOutcome::NoPost;
+        }
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _: (),
+        _: PostFlags,
+    ) -> PostOutcome<()> {
+        let Some((token, receipt)) = op.defer() else { return PostOutcome::Finished };
+        DEFERRED.with(|d| d.set(d.get() + 1));
+        match WHEN.with(Cell::get) {
+            When::Early => token.complete(),
+            When::Dropped => drop(token),
+            When::Later => KEPT.with(|k| *k.borrow_mut() = Some(token)),
+        }
+        PostOutcome::MoreProcessing(receipt)
+    }
+}
+
+/// What one run showed.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    /// The non-cached read's status and first byte.
+    pub read: (Status, Option<u8>),
+    /// The query's status (a `Later` run's query completes the deferred read).
+    pub query: Option<Status>,
+    /// Posts the filter deferred.
+    pub deferred: u32,
+    /// Tokens completed from a later callback.
+    pub completed_later: u32,
+    /// The outcomes of the filter's post-read callbacks, as the trace recorded them.
+    pub post_outcomes: Vec<&'static str>,
+    /// Virtual time the read took, in ms.
+    pub read_ms: u64,
+}
+
+/// Runs a non-cached read through the filter installed by `install`, deferring its post
+/// callback as `when` says; a `Later` run has a second caller query the file 10 ms later, and
+/// that query's pre callback completes the deferred read. With `below`, that filter is installed
+/// first, under the filter: it pends reads for a few milliseconds, so the read's post callback
+/// runs in a completion routine of an IRP completed asynchronously rather than in the thread
+/// that sent it.
+pub(crate) fn run(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    when: When,
+    below: Option<fn(&mut Machine)>,
+) -> Seen {
+    WHEN.with(|w| w.set(when));
+    KEPT.with(|k| *k.borrow_mut() = None);
+    DEFERRED.with(|d| d.set(0));
+    COMPLETED_LATER.with(|c| c.set(0));
+    let mut m = Machine::new(MachineConfig { seed: 5 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 4096]));
+    if let Some(below) = below {
+        below(&mut m);
+    }
+    install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+    m.boot();
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    let query = std::rc::Rc::new(Cell::new(None));
+    if when == When::Later {
+        let seen = query.clone();
+        m.schedule(10, move |m| {
+            // FileStandardInformation.
+            seen.set(Some(m.query_information(h, 5, 24).status));
+        });
+    }
+    let before = m.now_ms();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    let read_ms = m.now_ms() - before;
+    m.settle();
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{when:?}: {:?}", m.findings());
+    assert!(m.crashed().is_none(), "{when:?}: {:?}", m.crashed());
+    let post_outcomes = m
+        .callbacks_of(NAME)
+        .into_iter()
+        .filter_map(|(_, cb)| match cb {
+            Callback::Post { major: MajorFunction::Read, outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    Seen {
+        read: (r.status, r.data.first().copied()),
+        query: query.get(),
+        deferred: DEFERRED.with(Cell::get),
+        completed_later: COMPLETED_LATER.with(Cell::get),
+        post_outcomes,
+        read_ms,
+    }
+}
+
+/// The assertions both backends share; `pender` installs a filter that pends reads, for the
+/// runs where the lower drivers complete the read asynchronously.
+pub(crate) fn check(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    pender: fn(&mut Machine),
+) {
+    for below in [None, Some(pender)] {
+        check_with(install, entry, below);
+    }
+}
+
+fn check_with(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    below: Option<fn(&mut Machine)>,
+) {
+    let pended = below.is_some();
+    for when in [When::Early, When::Dropped] {
+        let seen = run(install, entry, when, below);
+        assert_eq!(seen.deferred, 1, "{when:?}: the post was deferred: {seen:?}");
+        assert_eq!(seen.read_ms > 0, pended, "{when:?}: pended below or not: {seen:?}");
+        assert_eq!(
+            seen.read,
+            (Status::SUCCESS, Some(STORED)),
+            "{when:?}: completing the token inside the post callback completes the read once, \
+             with the file system's status: {seen:?}"
+        );
+        // Nothing held the operation when the callback returned: the backend answered
+        // FLT_POSTOP_FINISHED_PROCESSING for it.
+        assert_eq!(seen.post_outcomes, ["FLT_POSTOP_FINISHED_PROCESSING"], "{when:?}");
+    }
+    let later = run(install, entry, When::Later, below);
+    assert_eq!(later.deferred, 1, "{later:?}");
+    assert_eq!(later.completed_later, 1, "the query's pre callback completed the token: {later:?}");
+    assert_eq!(later.query, Some(Status::SUCCESS), "{later:?}");
+    assert_eq!(
+        later.read,
+        (Status::SUCCESS, Some(STORED)),
+        "the read completes when the token does: {later:?}"
+    );
+    assert!(later.read_ms >= 10, "the read waited for the token: {later:?}");
+    assert_eq!(later.post_outcomes, ["FLT_POSTOP_MORE_PROCESSING_REQUIRED"], "{later:?}");
+}
