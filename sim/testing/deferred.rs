@@ -15,7 +15,7 @@
 use std::cell::{Cell, RefCell};
 
 use fsfilter::{
-    DeferredPost, Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags,
+    DeferredPost, Filter, Instance, InstanceSetup, Irql, MajorFunction, Operation, PostFlags,
     PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
     Status,
 };
@@ -38,6 +38,11 @@ pub(crate) enum When {
     Dropped,
     /// Keeps the token; the next pre callback of another operation completes it.
     Later,
+    /// Does not defer: answers `WhenSafe` when the post callback runs above `APC_LEVEL` (the
+    /// read completed from a DPC), and finishes in the second half.
+    WhenSafe,
+    /// As `WhenSafe`, and the second half defers and completes its token before returning.
+    WhenSafeThenEarly,
 }
 
 thread_local! {
@@ -49,6 +54,20 @@ thread_local! {
     static DEFERRED: Cell<u32> = const { Cell::new(0) };
     /// Tokens completed from a later callback.
     static COMPLETED_LATER: Cell<u32> = const { Cell::new(0) };
+    /// The IRQL of the post-read callback and of its second half, as the filter saw them.
+    static IRQLS: RefCell<Vec<(&'static str, Irql)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Defers `op`'s post callback and completes the token as `when` says.
+fn defer(op: &mut PostOperation<'_>, when: When) -> PostOutcome<()> {
+    let Some((token, receipt)) = op.defer() else { return PostOutcome::Finished };
+    DEFERRED.with(|d| d.set(d.get() + 1));
+    match when {
+        When::Later => KEPT.with(|k| *k.borrow_mut() = Some(token)),
+        When::Dropped => drop(token),
+        When::Early | When::WhenSafe | When::WhenSafeThenEarly => token.complete(),
+    }
+    PostOutcome::MoreProcessing(receipt)
 }
 
 /// Defers the post callback of every non-paging read, and completes it as [`WHEN`] says.
@@ -89,14 +108,28 @@ impl Filter for Deferring {
         _: (),
         _: PostFlags,
     ) -> PostOutcome<()> {
-        let Some((token, receipt)) = op.defer() else { return PostOutcome::Finished };
-        DEFERRED.with(|d| d.set(d.get() + 1));
+        let irql = op.services().irql();
+        IRQLS.with(|i| i.borrow_mut().push(("post", irql)));
         match WHEN.with(Cell::get) {
-            When::Early => token.complete(),
-            When::Dropped => drop(token),
-            When::Later => KEPT.with(|k| *k.borrow_mut() = Some(token)),
+            When::WhenSafe | When::WhenSafeThenEarly if irql > Irql::APC => {
+                PostOutcome::WhenSafe(())
+            }
+            When::WhenSafe | When::WhenSafeThenEarly => PostOutcome::Finished,
+            when => defer(op, when),
         }
-        PostOutcome::MoreProcessing(receipt)
+    }
+
+    fn post_operation_when_safe(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _: (),
+    ) -> PostOutcome<()> {
+        IRQLS.with(|i| i.borrow_mut().push(("when_safe", op.services().irql())));
+        match WHEN.with(Cell::get) {
+            When::WhenSafeThenEarly => defer(op, When::WhenSafeThenEarly),
+            _ => PostOutcome::Finished,
+        }
     }
 }
 
@@ -115,6 +148,8 @@ pub(crate) struct Seen {
     pub post_outcomes: Vec<&'static str>,
     /// Virtual time the read took, in ms.
     pub read_ms: u64,
+    /// The IRQLs of the post-read callback and its second half.
+    pub irqls: Vec<(&'static str, Irql)>,
 }
 
 /// Runs a non-cached read through the filter installed by `install`, deferring its post
@@ -133,6 +168,7 @@ pub(crate) fn run(
     KEPT.with(|k| *k.borrow_mut() = None);
     DEFERRED.with(|d| d.set(0));
     COMPLETED_LATER.with(|c| c.set(0));
+    IRQLS.with(|i| i.borrow_mut().clear());
     let mut m = Machine::new(MachineConfig { seed: 5 });
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 4096]));
     if let Some(below) = below {
@@ -140,6 +176,10 @@ pub(crate) fn run(
     }
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
     m.boot();
+    if matches!(when, When::WhenSafe | When::WhenSafeThenEarly) {
+        // Non-cached transfers complete from a DPC: the post callback runs at DISPATCH_LEVEL.
+        m.kernel(|k| k.fs.complete_at_dpc = true);
+    }
     let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
     let query = std::rc::Rc::new(Cell::new(None));
     if when == When::Later {
@@ -171,6 +211,7 @@ pub(crate) fn run(
         completed_later: COMPLETED_LATER.with(Cell::get),
         post_outcomes,
         read_ms,
+        irqls: IRQLS.with(|i| i.borrow().clone()),
     }
 }
 
@@ -183,6 +224,29 @@ pub(crate) fn check(
 ) {
     for below in [None, Some(pender)] {
         check_with(install, entry, below);
+    }
+    check_when_safe(install, entry);
+}
+
+/// A post callback at `DISPATCH_LEVEL` that asks for `WhenSafe` gets its second half at
+/// `PASSIVE_LEVEL` (a worker: `FltDoCompletionProcessingWhenSafe`, or the legacy backend's held
+/// IRP and work item), and the read completes once; so does one whose second half defers and
+/// completes its token before returning.
+fn check_when_safe(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+    for when in [When::WhenSafe, When::WhenSafeThenEarly] {
+        let seen = run(install, entry, when, None);
+        assert_eq!(
+            seen.irqls,
+            [("post", Irql::DISPATCH), ("when_safe", Irql::PASSIVE)],
+            "{when:?}: {seen:?}"
+        );
+        assert_eq!(seen.read, (Status::SUCCESS, Some(STORED)), "{when:?}: {seen:?}");
+        assert_eq!(seen.deferred, u32::from(when == When::WhenSafeThenEarly), "{when:?}");
+        assert_eq!(
+            seen.post_outcomes,
+            ["FLT_POSTOP_MORE_PROCESSING_REQUIRED", "FLT_POSTOP_FINISHED_PROCESSING"],
+            "{when:?}: the first half held the operation for the second, which finished it"
+        );
     }
 }
 
