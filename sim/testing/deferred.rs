@@ -29,9 +29,9 @@ pub(crate) const NAME: &str = "Deferring";
 /// The byte the file holds.
 const STORED: u8 = 0x5A;
 
-/// When [`Deferring`] completes the post it deferred.
+/// How [`Deferring`] answers its post callbacks, and when it completes a post it deferred.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum When {
+pub(crate) enum Mode {
     /// Completes the token before its post callback returns.
     Early,
     /// Drops the token before its post callback returns (dropping completes it).
@@ -47,7 +47,7 @@ pub(crate) enum When {
 
 thread_local! {
     /// The mode of the run (the machine runs on the test's thread).
-    static WHEN: Cell<When> = const { Cell::new(When::Early) };
+    static WHEN: Cell<Mode> = const { Cell::new(Mode::Early) };
     /// The token a `Later` run keeps.
     static KEPT: RefCell<Option<DeferredPost>> = const { RefCell::new(None) };
     /// Whether `defer` answered a token each time it was asked.
@@ -59,13 +59,13 @@ thread_local! {
 }
 
 /// Defers `op`'s post callback and completes the token as `when` says.
-fn defer(op: &mut PostOperation<'_>, when: When) -> PostOutcome<()> {
+fn defer(op: &mut PostOperation<'_>, when: Mode) -> PostOutcome<()> {
     let Some((token, receipt)) = op.defer() else { return PostOutcome::Finished };
     DEFERRED.with(|d| d.set(d.get() + 1));
     match when {
-        When::Later => KEPT.with(|k| *k.borrow_mut() = Some(token)),
-        When::Dropped => drop(token),
-        When::Early | When::WhenSafe | When::WhenSafeThenEarly => token.complete(),
+        Mode::Later => KEPT.with(|k| *k.borrow_mut() = Some(token)),
+        Mode::Dropped => drop(token),
+        Mode::Early | Mode::WhenSafe | Mode::WhenSafeThenEarly => token.complete(),
     }
     PostOutcome::MoreProcessing(receipt)
 }
@@ -111,10 +111,10 @@ impl Filter for Deferring {
         let irql = op.services().irql();
         IRQLS.with(|i| i.borrow_mut().push(("post", irql)));
         match WHEN.with(Cell::get) {
-            When::WhenSafe | When::WhenSafeThenEarly if irql > Irql::APC => {
+            Mode::WhenSafe | Mode::WhenSafeThenEarly if irql > Irql::APC => {
                 PostOutcome::WhenSafe(())
             }
-            When::WhenSafe | When::WhenSafeThenEarly => PostOutcome::Finished,
+            Mode::WhenSafe | Mode::WhenSafeThenEarly => PostOutcome::Finished,
             when => defer(op, when),
         }
     }
@@ -127,7 +127,7 @@ impl Filter for Deferring {
     ) -> PostOutcome<()> {
         IRQLS.with(|i| i.borrow_mut().push(("when_safe", op.services().irql())));
         match WHEN.with(Cell::get) {
-            When::WhenSafeThenEarly => defer(op, When::WhenSafeThenEarly),
+            Mode::WhenSafeThenEarly => defer(op, Mode::WhenSafeThenEarly),
             _ => PostOutcome::Finished,
         }
     }
@@ -161,7 +161,7 @@ pub(crate) struct Seen {
 pub(crate) fn run(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
-    when: When,
+    when: Mode,
     below: Option<fn(&mut Machine)>,
 ) -> Seen {
     WHEN.with(|w| w.set(when));
@@ -176,13 +176,13 @@ pub(crate) fn run(
     }
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
     m.boot();
-    if matches!(when, When::WhenSafe | When::WhenSafeThenEarly) {
+    if matches!(when, Mode::WhenSafe | Mode::WhenSafeThenEarly) {
         // Non-cached transfers complete from a DPC: the post callback runs at DISPATCH_LEVEL.
         m.kernel(|k| k.fs.complete_at_dpc = true);
     }
     let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
     let query = std::rc::Rc::new(Cell::new(None));
-    if when == When::Later {
+    if when == Mode::Later {
         let seen = query.clone();
         m.schedule(10, move |m| {
             // FileStandardInformation.
@@ -233,7 +233,7 @@ pub(crate) fn check(
 /// IRP and work item), and the read completes once; so does one whose second half defers and
 /// completes its token before returning.
 fn check_when_safe(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
-    for when in [When::WhenSafe, When::WhenSafeThenEarly] {
+    for when in [Mode::WhenSafe, Mode::WhenSafeThenEarly] {
         let seen = run(install, entry, when, None);
         assert_eq!(
             seen.irqls,
@@ -241,7 +241,7 @@ fn check_when_safe(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::
             "{when:?}: {seen:?}"
         );
         assert_eq!(seen.read, (Status::SUCCESS, Some(STORED)), "{when:?}: {seen:?}");
-        assert_eq!(seen.deferred, u32::from(when == When::WhenSafeThenEarly), "{when:?}");
+        assert_eq!(seen.deferred, u32::from(when == Mode::WhenSafeThenEarly), "{when:?}");
         assert_eq!(
             seen.post_outcomes,
             ["FLT_POSTOP_MORE_PROCESSING_REQUIRED", "FLT_POSTOP_FINISHED_PROCESSING"],
@@ -256,7 +256,7 @@ fn check_with(
     below: Option<fn(&mut Machine)>,
 ) {
     let pended = below.is_some();
-    for when in [When::Early, When::Dropped] {
+    for when in [Mode::Early, Mode::Dropped] {
         let seen = run(install, entry, when, below);
         assert_eq!(seen.deferred, 1, "{when:?}: the post was deferred: {seen:?}");
         assert_eq!(seen.read_ms > 0, pended, "{when:?}: pended below or not: {seen:?}");
@@ -270,7 +270,7 @@ fn check_with(
         // FLT_POSTOP_FINISHED_PROCESSING for it.
         assert_eq!(seen.post_outcomes, ["FLT_POSTOP_FINISHED_PROCESSING"], "{when:?}");
     }
-    let later = run(install, entry, When::Later, below);
+    let later = run(install, entry, Mode::Later, below);
     assert_eq!(later.deferred, 1, "{later:?}");
     assert_eq!(later.completed_later, 1, "the query's pre callback completed the token: {later:?}");
     assert_eq!(later.query, Some(Status::SUCCESS), "{later:?}");
