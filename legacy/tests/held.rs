@@ -1,16 +1,17 @@
-//! Deferred post callbacks through the legacy backend (`sim/testing/deferred.rs`).
+//! Operations a filter holds (deferred posts, pended pre callbacks, when-safe second halves)
+//! through the legacy backend (`sim/testing/held.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod common;
 
-#[path = "../../sim/testing/deferred.rs"]
-mod deferred;
+#[path = "../../sim/testing/held.rs"]
+mod held;
 
 use fsfilter_sim::{Machine, ServiceSpec, StartType};
 
 mod driver {
-    fsfilter_legacy::driver!(super::deferred::Deferring);
+    fsfilter_legacy::driver!(super::held::Deferring);
 }
 
 fn install(m: &mut Machine, mut spec: ServiceSpec) {
@@ -26,6 +27,6 @@ fn pender(m: &mut Machine) {
 }
 
 #[test]
-fn a_deferred_post_completes_the_operation_once_whenever_its_token_completes() {
-    deferred::check(install, driver::ENTRY, pender);
+fn a_held_operation_goes_on_once_whenever_its_token_releases_it() {
+    held::check(install, driver::ENTRY, pender);
 }

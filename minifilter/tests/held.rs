@@ -1,21 +1,21 @@
-//! Deferred post callbacks through the minifilter backend (`sim/testing/deferred.rs`).
+//! Operations a filter holds (deferred posts, pended pre callbacks, when-safe second halves)
+//! through the minifilter backend (`sim/testing/held.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod common;
 
-#[path = "../../sim/testing/deferred.rs"]
-mod deferred;
+#[path = "../../sim/testing/held.rs"]
+mod held;
 
 use fsfilter_sim::{Machine, ServiceSpec, StartType};
 
 mod driver {
-    fsfilter_minifilter::driver!(super::deferred::Deferring);
+    fsfilter_minifilter::driver!(super::held::Deferring);
 }
 
 fn install(m: &mut Machine, spec: ServiceSpec) {
-    let mini =
-        common::minifilter_spec(deferred::NAME, spec.entry, StartType::Boot, "370000", 0, &[]);
+    let mini = common::minifilter_spec(held::NAME, spec.entry, StartType::Boot, "370000", 0, &[]);
     let _ = m.install_filter_manager();
     m.install(mini);
 }
@@ -33,6 +33,6 @@ fn pender(m: &mut Machine) {
 }
 
 #[test]
-fn a_deferred_post_completes_the_operation_once_whenever_its_token_completes() {
-    deferred::check(install, driver::ENTRY, pender);
+fn a_held_operation_goes_on_once_whenever_its_token_releases_it() {
+    held::check(install, driver::ENTRY, pender);
 }

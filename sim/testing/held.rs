@@ -1,23 +1,23 @@
-//! Deferred post callbacks (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`, `PostOperation::defer`)
-//! through a backend, shared by `legacy/tests/deferred.rs` and `minifilter/tests/deferred.rs`
-//! (each includes this file with `#[path]` and builds [`Deferring`] with its backend's
-//! `driver!`).
+//! Operations a filter holds, through a backend: deferred post callbacks
+//! (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`, `PostOperation::defer`), pended pre callbacks
+//! (`FLT_PREOP_PENDING`, `PreOperation::pend`) and `WhenSafe` second halves. Shared by
+//! `legacy/tests/held.rs` and `minifilter/tests/held.rs` (each includes this file with
+//! `#[path]` and builds [`Deferring`] with its backend's `driver!`).
 //!
-//! A filter that defers a post callback holds the operation's completion until it completes the
-//! [`fsfilter::DeferredPost`], from anywhere: later from another thread, or before its post
-//! callback has even returned (completing or dropping the token right away). Either way the
-//! operation must complete exactly once, with the status the lower drivers gave it, and the
-//! requester must see that status: the backend may not touch the operation after the token
-//! completed it, and may not report it pending when it is not.
+//! A filter that holds an operation releases it with its token, from anywhere: later from another
+//! thread, or before the callback that took the token has even returned (resuming, completing or
+//! dropping it right away). Either way the operation must go on exactly once, as the token says,
+//! and the requester must see the result: the backend may not touch the operation after the
+//! token released it, and may not report it pending when it is not.
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
 
 use std::cell::{Cell, RefCell};
 
 use fsfilter::{
-    DeferredPost, Filter, Instance, InstanceSetup, Irql, MajorFunction, Operation, PostFlags,
-    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
-    Status,
+    DeferredPost, Filter, Instance, InstanceSetup, IoStatus, Irql, MajorFunction, Operation,
+    PendedOperation, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume,
+    Registration, Result, ServiceParameters, Status,
 };
 use fsfilter_sim::{
     Callback, CreateOptions, FsKind, IoMode, Machine, MachineConfig, ServiceSpec, VolumeSpec,
@@ -43,6 +43,56 @@ pub(crate) enum Mode {
     WhenSafe,
     /// As `WhenSafe`, and the second half defers and completes its token before returning.
     WhenSafeThenEarly,
+    /// Pends the read's pre callback and releases the token as said before the pre callback
+    /// returns.
+    PendEarly(Release),
+    /// Pends the read's pre callback and keeps the token; the next pre callback of another
+    /// operation releases it as said.
+    PendLater(Release),
+}
+
+/// How a pended operation's token is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// `resume(PreResume::WithPost(()))`.
+    WithPost,
+    /// `resume(PreResume::NoPost)`.
+    NoPost,
+    /// `resume(PreResume::Complete(STATUS_ACCESS_DENIED))`.
+    Deny,
+    /// Dropped: completes the operation with `STATUS_CANCELLED`.
+    Drop,
+}
+
+impl Release {
+    fn release(self, token: PendedOperation<()>) {
+        match self {
+            Release::WithPost => token.resume(PreResume::WithPost(())),
+            Release::NoPost => token.resume(PreResume::NoPost),
+            Release::Deny => {
+                token.resume(PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)))
+            }
+            Release::Drop => drop(token),
+        }
+    }
+
+    /// What the reader gets.
+    fn status(self) -> Status {
+        match self {
+            Release::WithPost | Release::NoPost => Status::SUCCESS,
+            Release::Deny => Status::ACCESS_DENIED,
+            Release::Drop => Status::CANCELLED,
+        }
+    }
+
+    /// The `FLT_PREOP_*` the operation goes on with.
+    fn outcome(self) -> &'static str {
+        match self {
+            Release::WithPost => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
+            Release::NoPost => "FLT_PREOP_SUCCESS_NO_CALLBACK",
+            Release::Deny | Release::Drop => "FLT_PREOP_COMPLETE",
+        }
+    }
 }
 
 thread_local! {
@@ -50,6 +100,8 @@ thread_local! {
     static WHEN: Cell<Mode> = const { Cell::new(Mode::Early) };
     /// The token a `Later` run keeps.
     static KEPT: RefCell<Option<DeferredPost>> = const { RefCell::new(None) };
+    /// The token a `PendLater` run keeps.
+    static KEPT_PEND: RefCell<Option<(PendedOperation<()>, Release)>> = const { RefCell::new(None) };
     /// Whether `defer` answered a token each time it was asked.
     static DEFERRED: Cell<u32> = const { Cell::new(0) };
     /// Tokens completed from a later callback.
@@ -65,7 +117,7 @@ fn defer(op: &mut PostOperation<'_>, when: Mode) -> PostOutcome<()> {
     match when {
         Mode::Later => KEPT.with(|k| *k.borrow_mut() = Some(token)),
         Mode::Dropped => drop(token),
-        Mode::Early | Mode::WhenSafe | Mode::WhenSafeThenEarly => token.complete(),
+        _ => token.complete(),
     }
     PostOutcome::MoreProcessing(receipt)
 }
@@ -96,9 +148,23 @@ impl Filter for Deferring {
                 COMPLETED_LATER.with(|c| c.set(c.get() + 1));
                 token.complete();
             }
+            if let Some((token, release)) = KEPT_PEND.with(|k| k.borrow_mut().take()) {
+                COMPLETED_LATER.with(|c| c.set(c.get() + 1));
+                release.release(token);
+            }
             return PreOutcome::NoPost;
         }
-        PreOutcome::WithPost(())
+        let mode = WHEN.with(Cell::get);
+        let (Mode::PendEarly(release) | Mode::PendLater(release)) = mode else {
+            return PreOutcome::WithPost(());
+        };
+        let Some((token, receipt)) = op.pend() else { return PreOutcome::WithPost(()) };
+        if let Mode::PendLater(_) = mode {
+            KEPT_PEND.with(|k| *k.borrow_mut() = Some((token, release)));
+        } else {
+            release.release(token);
+        }
+        PreOutcome::Pending(receipt)
     }
 
     fn post_operation(
@@ -115,6 +181,7 @@ impl Filter for Deferring {
                 PostOutcome::WhenSafe(())
             }
             Mode::WhenSafe | Mode::WhenSafeThenEarly => PostOutcome::Finished,
+            Mode::PendEarly(_) | Mode::PendLater(_) => PostOutcome::Finished,
             when => defer(op, when),
         }
     }
@@ -146,6 +213,9 @@ pub(crate) struct Seen {
     pub completed_later: u32,
     /// The outcomes of the filter's post-read callbacks, as the trace recorded them.
     pub post_outcomes: Vec<&'static str>,
+    /// The outcomes of its pre-read callbacks, and of their resumptions, as the trace recorded
+    /// them.
+    pub pre_outcomes: Vec<&'static str>,
     /// Virtual time the read took, in ms.
     pub read_ms: u64,
     /// The IRQLs of the post-read callback and its second half.
@@ -166,6 +236,7 @@ pub(crate) fn run(
 ) -> Seen {
     WHEN.with(|w| w.set(when));
     KEPT.with(|k| *k.borrow_mut() = None);
+    KEPT_PEND.with(|k| *k.borrow_mut() = None);
     DEFERRED.with(|d| d.set(0));
     COMPLETED_LATER.with(|c| c.set(0));
     IRQLS.with(|i| i.borrow_mut().clear());
@@ -182,7 +253,7 @@ pub(crate) fn run(
     }
     let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
     let query = std::rc::Rc::new(Cell::new(None));
-    if when == Mode::Later {
+    if matches!(when, Mode::Later | Mode::PendLater(_)) {
         let seen = query.clone();
         m.schedule(10, move |m| {
             // FileStandardInformation.
@@ -196,11 +267,19 @@ pub(crate) fn run(
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{when:?}: {:?}", m.findings());
     assert!(m.crashed().is_none(), "{when:?}: {:?}", m.crashed());
-    let post_outcomes = m
-        .callbacks_of(NAME)
-        .into_iter()
-        .filter_map(|(_, cb)| match cb {
+    let callbacks = m.callbacks_of(NAME);
+    let post_outcomes = callbacks
+        .iter()
+        .filter_map(|(_, cb)| match *cb {
             Callback::Post { major: MajorFunction::Read, outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    let pre_outcomes = callbacks
+        .iter()
+        .filter_map(|(_, cb)| match *cb {
+            Callback::Pre { major: MajorFunction::Read, outcome, .. }
+            | Callback::Resumed { outcome } => Some(outcome),
             _ => None,
         })
         .collect();
@@ -210,6 +289,7 @@ pub(crate) fn run(
         deferred: DEFERRED.with(Cell::get),
         completed_later: COMPLETED_LATER.with(Cell::get),
         post_outcomes,
+        pre_outcomes,
         read_ms,
         irqls: IRQLS.with(|i| i.borrow().clone()),
     }
@@ -226,6 +306,37 @@ pub(crate) fn check(
         check_with(install, entry, below);
     }
     check_when_safe(install, entry);
+    check_pended(install, entry);
+}
+
+/// A pended pre callback goes on as its token says, once, whether the token is released before
+/// the pre callback returns (the operation is never pended: the pre callback's answer becomes the
+/// release's) or from another operation's callback 10 ms later.
+fn check_pended(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+    for release in [Release::WithPost, Release::NoPost, Release::Deny, Release::Drop] {
+        let posts: &[&str] =
+            if release == Release::WithPost { &["FLT_POSTOP_FINISHED_PROCESSING"] } else { &[] };
+        let early = run(install, entry, Mode::PendEarly(release), None);
+        assert_eq!(early.read.0, release.status(), "{release:?} early: {early:?}");
+        assert_eq!(early.pre_outcomes, [release.outcome()], "{release:?} early: {early:?}");
+        assert_eq!(early.post_outcomes, posts, "{release:?} early: {early:?}");
+        assert_eq!(early.read_ms, 0, "{release:?} early: {early:?}");
+
+        let later = run(install, entry, Mode::PendLater(release), None);
+        assert_eq!(later.read.0, release.status(), "{release:?} later: {later:?}");
+        assert_eq!(later.completed_later, 1, "{release:?} later: {later:?}");
+        assert_eq!(later.query, Some(Status::SUCCESS), "{release:?} later: {later:?}");
+        assert_eq!(
+            later.pre_outcomes,
+            ["FLT_PREOP_PENDING", release.outcome()],
+            "{release:?} later: {later:?}"
+        );
+        assert_eq!(later.post_outcomes, posts, "{release:?} later: {later:?}");
+        assert!(later.read_ms >= 10, "{release:?} later: {later:?}");
+        if release == Release::WithPost {
+            assert_eq!(later.read.1, Some(STORED), "{later:?}");
+        }
+    }
 }
 
 /// A post callback at `DISPATCH_LEVEL` that asks for `WhenSafe` gets its second half at
