@@ -1,0 +1,104 @@
+//! A filter whose registration declares no instance-setup callback, through a backend: shared by
+//! `legacy/tests/no_setup.rs` and `minifilter/tests/no_setup.rs` (each includes this file with
+//! `#[path]` and builds [`Setupless`] with its backend's `driver!`).
+//!
+//! Without the callback every volume is attached (facts.md §2.5), and each instance gets the
+//! state `Filter::default_instance` builds; when it builds none, the filter's logic sees none of
+//! that volume's operations, which pass through (docs/callback-model.md).
+
+#![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
+
+use std::cell::RefCell;
+
+use fsfilter::{
+    Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags, PostOperation,
+    PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters, Status,
+};
+use fsfilter_sim::{
+    CreateOptions, FsKind, IoMode, Machine, MachineConfig, ServiceSpec, VolumeSpec,
+};
+
+/// The service name of the filter under test.
+pub(crate) const NAME: &str = "Setupless";
+
+thread_local! {
+    /// The instance state each pre and post callback saw, in order.
+    static SEEN: RefCell<Vec<(&'static str, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Registers reads (pre and post) and no instance-setup callback; its instance state is the
+/// `Default` parameter (0: none).
+pub(crate) struct Setupless {
+    default: u32,
+}
+
+impl Filter for Setupless {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Read).pre().post())
+        .instance_setup_callback(false)
+        .validated();
+    type InstanceContext = u32;
+    type CompletionContext = ();
+
+    fn load(parameters: &dyn ServiceParameters) -> Result<Self> {
+        Ok(Setupless { default: parameters.dword("Default").unwrap_or(0) })
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<u32> {
+        // Not registered: never called.
+        Err(fsfilter::Error::FLT_DO_NOT_ATTACH)
+    }
+
+    fn default_instance(&self) -> Option<u32> {
+        (self.default != 0).then_some(self.default)
+    }
+
+    fn pre_operation(&self, i: &Instance<'_, u32>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        SEEN.with(|s| s.borrow_mut().push(("pre", *i.context)));
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        i: &Instance<'_, u32>,
+        _: &mut PostOperation<'_>,
+        _: (),
+        _: PostFlags,
+    ) -> PostOutcome<()> {
+        SEEN.with(|s| s.borrow_mut().push(("post", *i.context)));
+        PostOutcome::Finished
+    }
+}
+
+/// Two non-cached reads through the filter with `Default` = `default`: what its callbacks saw.
+pub(crate) fn run(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    default: u32,
+) -> Vec<(&'static str, u32)> {
+    SEEN.with(|s| s.borrow_mut().clear());
+    let mut m = Machine::new(MachineConfig { seed: 11 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
+    let mut spec = ServiceSpec::new(NAME, entry, "legacy");
+    spec.parameters = vec![("Default".into(), fsfilter_sim::RegValue::Dword(default))];
+    install(&mut m, spec);
+    m.boot();
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    for offset in [0, 512] {
+        let r = m.read(h, Some(offset), 512, IoMode::NonCached);
+        assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(3)), "read");
+    }
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    SEEN.with(|s| s.borrow().clone())
+}
+
+/// The assertions both backends share.
+pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+    assert_eq!(
+        run(install, entry, 7),
+        [("pre", 7), ("post", 7), ("pre", 7), ("post", 7)],
+        "every operation sees the default instance state"
+    );
+    assert_eq!(run(install, entry, 0), [], "without instance state the logic sees nothing");
+}
