@@ -8,17 +8,10 @@ mod common;
 #[path = "../../sim/testing/held.rs"]
 mod held;
 
-use fsfilter_sim::{Machine, ServiceSpec, StartType};
+use fsfilter_sim::{Machine, StartType};
 
 mod driver {
     fsfilter_legacy::driver!(super::held::Deferring);
-}
-
-fn install(m: &mut Machine, mut spec: ServiceSpec) {
-    spec.model = "legacy";
-    spec.start = StartType::Boot;
-    spec.group = Some("FSFilter Activity Monitor".into());
-    m.install(spec);
 }
 
 /// The probe under the filter (loaded first, so attached first), pending reads for 5 ms.
@@ -28,5 +21,5 @@ fn pender(m: &mut Machine) {
 
 #[test]
 fn a_held_operation_goes_on_once_whenever_its_token_releases_it() {
-    held::check(install, driver::ENTRY, pender);
+    held::check(common::install_legacy, driver::ENTRY, pender);
 }

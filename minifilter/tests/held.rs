@@ -8,16 +8,10 @@ mod common;
 #[path = "../../sim/testing/held.rs"]
 mod held;
 
-use fsfilter_sim::{Machine, ServiceSpec, StartType};
+use fsfilter_sim::{Machine, StartType};
 
 mod driver {
     fsfilter_minifilter::driver!(super::held::Deferring);
-}
-
-fn install(m: &mut Machine, spec: ServiceSpec) {
-    let mini = common::minifilter_spec(held::NAME, spec.entry, StartType::Boot, "370000", 0, &[]);
-    let _ = m.install_filter_manager();
-    m.install(mini);
 }
 
 /// The probe under the filter (a lower altitude), pending reads for 5 ms.
@@ -34,5 +28,5 @@ fn pender(m: &mut Machine) {
 
 #[test]
 fn a_held_operation_goes_on_once_whenever_its_token_releases_it() {
-    held::check(install, driver::ENTRY, pender);
+    held::check(common::install_minifilter, driver::ENTRY, pender);
 }

@@ -30,6 +30,15 @@ pub(crate) fn install_probe(
     m.install(spec);
 }
 
+/// Installs a shared test's filter (`sim/testing/*.rs`) as a boot-start legacy filter in
+/// "FSFilter Activity Monitor", with the parameters `spec` carries.
+pub(crate) fn install_legacy(m: &mut Machine, mut spec: ServiceSpec) {
+    spec.model = "legacy";
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Activity Monitor".into());
+    m.install(spec);
+}
+
 /// A `REG_SZ` value.
 pub(crate) fn sz(s: &str) -> RegValue {
     RegValue::Sz(s.to_owned())

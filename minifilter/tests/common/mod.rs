@@ -45,6 +45,15 @@ pub(crate) fn minifilter_spec(
     spec
 }
 
+/// Installs a shared test's filter (`sim/testing/*.rs`) as a boot-start minifilter with one
+/// instance at 370000 and the parameters `spec` carries, with the Filter Manager.
+pub(crate) fn install_minifilter(m: &mut Machine, spec: ServiceSpec) {
+    let mut mini = minifilter_spec(&spec.name, spec.entry, StartType::Boot, "370000", 0, &[]);
+    mini.parameters = spec.parameters;
+    let _ = m.install_filter_manager();
+    m.install(mini);
+}
+
 /// Installs the probe as minifilter `name` at `altitude`.
 pub(crate) fn install_probe(
     m: &mut Machine,
