@@ -12,22 +12,41 @@
 //! the backend's to carry out ([`DeferredPosts::complete`]). A token whose handle the table does
 //! not know (stale, completed twice, never deferred) does nothing.
 //!
+//! The protocol is the one [`crate::pending::PendedTable`] follows for pre callbacks (an entry;
+//! the callback returning; a release before or after it). This table is a separate, smaller one
+//! (entries of two words and two flags, with none of a pended decision's fields): built on a
+//! `PendedTable`, probe-legacy.sys grew past its 32 KiB limit and passthrough-legacy.sys by 512
+//! bytes.
+//!
 //! # Invariants
-//! All-zero bytes are an empty table (it is a [`PendedTable`], whose invariant that is), so the
-//! table can live in zeroed pool memory without being built on the stack first.
+//! All-zero bytes are an empty table (handle 0 marks a free slot), so the table can live in zeroed
+//! pool memory without being built on the stack first.
 
-use crate::pending::{Decision, PendedTable, PreReturned, Resume};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sync::SpinLock;
 
 /// How many post callbacks one driver can hold deferred at once; a deferral beyond that is
 /// refused (`PostOperation::defer` answers `None`).
-pub const MAX_DEFERRED: usize = crate::pending::MAX_PENDED;
+pub const MAX_DEFERRED: usize = 64;
 
-/// The table: the protocol of a pended pre callback, whose token may also resume it before the
-/// callback returned, on a [`PendedTable`] of its own (a deferred post is an entry; the callback
-/// returning is `pre_returned`; completing the token is a `resume` with no decision to carry).
-/// Each handle is in at most one post callback at a time: an operation held at one of the
-/// driver's locations reaches none of its other callbacks until it is resumed.
-pub struct DeferredPosts(PendedTable);
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    /// The backend's handle (the IRP or callback data address); 0 for a free slot.
+    handle: usize,
+    /// The post callback returned `MoreProcessing`: the operation is held.
+    held: bool,
+    /// The token completed before the post callback returned.
+    completed_early: bool,
+}
+
+/// The table.
+pub struct DeferredPosts {
+    entries: SpinLock<[Entry; MAX_DEFERRED]>,
+    /// Entries in use, changed under the lock: a table with nothing deferred answers every post
+    /// callback's question without the lock (most filters never defer).
+    live: AtomicUsize,
+}
 
 /// What [`DeferredPosts::complete`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,49 +75,92 @@ pub enum PostReturned {
 impl DeferredPosts {
     /// An empty table.
     pub const fn new() -> DeferredPosts {
-        DeferredPosts(PendedTable::new())
+        const FREE: Entry = Entry { handle: 0, held: false, completed_early: false };
+        DeferredPosts { entries: SpinLock::new([FREE; MAX_DEFERRED]), live: AtomicUsize::new(0) }
     }
 
     /// Records that the post callback of `handle`, running now, defers completion. False when
     /// the table is full, already holds `handle`, or `handle` is 0.
     pub fn defer(&self, handle: usize) -> bool {
-        self.0.add(handle, 0)
+        if handle == 0 {
+            return false;
+        }
+        let mut t = self.entries.lock();
+        if t.iter().any(|e| e.handle == handle) {
+            return false;
+        }
+        match t.iter_mut().find(|e| e.handle == 0) {
+            Some(slot) => {
+                *slot = Entry { handle, held: false, completed_early: false };
+                self.live.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The token of `handle` completed (`DeferredPost::complete`, or dropped).
     pub fn complete(&self, handle: usize) -> Completion {
-        match self.0.resume(handle, Decision::default()) {
-            Resume::Unknown => Completion::Unknown,
-            Resume::Recorded => Completion::Recorded,
-            Resume::Now(_) => Completion::Resume,
+        if self.surely_absent(handle) {
+            return Completion::Unknown;
         }
+        let mut t = self.entries.lock();
+        let Some(e) = t.iter_mut().find(|e| e.handle == handle) else {
+            return Completion::Unknown;
+        };
+        if !e.held {
+            e.completed_early = true;
+            return Completion::Recorded;
+        }
+        *e = Entry::default();
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        Completion::Resume
     }
 
     /// The post callback of `handle` returned; `deferring` when it answered `MoreProcessing`.
-    /// Inlined down to the table's lock-free check, which is all that runs for a post callback
-    /// when nothing is deferred.
+    /// Inlined down to the lock-free check, which is all that runs for a post callback that
+    /// deferred nothing.
     #[inline]
     pub fn post_returned(&self, handle: usize, deferring: bool) -> PostReturned {
-        if !deferring {
-            // A deferral the callback did not keep (if any): its token holds nothing from now on.
-            let _ = self.0.take(handle);
+        if self.surely_absent(handle) {
             return PostReturned::NotDeferred;
         }
-        match self.0.pre_returned(handle) {
-            PreReturned::Early(_) => PostReturned::CompletedEarly,
-            PreReturned::Pended { .. } => PostReturned::Held,
-            PreReturned::Unknown => PostReturned::NotDeferred,
+        self.post_returned_listed(handle, deferring)
+    }
+
+    /// [`DeferredPosts::post_returned`] past the lock-free check.
+    #[inline(never)]
+    fn post_returned_listed(&self, handle: usize, deferring: bool) -> PostReturned {
+        let mut t = self.entries.lock();
+        let Some(e) = t.iter_mut().find(|e| e.handle == handle && !e.held) else {
+            return PostReturned::NotDeferred;
+        };
+        if deferring && !e.completed_early {
+            e.held = true;
+            return PostReturned::Held;
         }
+        // Completed early, or the callback deferred and then answered something else (its token
+        // is stale from now on).
+        let early = e.completed_early;
+        *e = Entry::default();
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        if deferring && early { PostReturned::CompletedEarly } else { PostReturned::NotDeferred }
+    }
+
+    /// True when no entry can hold `handle` (0, or nothing deferred): no lock, no scan. A handle
+    /// this thread added is seen (its own write).
+    fn surely_absent(&self, handle: usize) -> bool {
+        handle == 0 || self.live.load(Ordering::Acquire) == 0
     }
 
     /// How many post callbacks are deferred (held or still in their callback).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.live.load(Ordering::Acquire)
     }
 
     /// True when nothing is deferred.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -157,6 +219,17 @@ mod tests {
         assert_eq!(t.complete(0x31), Completion::Recorded);
         assert_eq!(t.post_returned(0x31, false), PostReturned::NotDeferred);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_held_operation_is_not_returned_again() {
+        let t = DeferredPosts::new();
+        assert!(t.defer(0x40));
+        assert_eq!(t.post_returned(0x40, true), PostReturned::Held);
+        // Another post callback for the same handle (a reused address) is not this deferral.
+        assert_eq!(t.post_returned(0x40, true), PostReturned::NotDeferred);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.complete(0x40), Completion::Resume);
     }
 
     #[test]
