@@ -25,7 +25,7 @@ use fltcommon::{
     Config, PreCall, Seen, install, machine, mj, order, order_clear, reconfigure, seen, seen_clear,
 };
 use fsfilter::Status;
-use fsfilter_sim::{CreateOptions, FsKind, IoMode, Machine, VolumeId, VolumeSpec};
+use fsfilter_sim::{CreateOptions, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
 
 const IRP_OPERATION: u32 = 0x1;
@@ -387,6 +387,37 @@ fn more_processing_required_holds_the_operation_facts_4() {
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(order(), ["Top:pre:4", "Holder:pre:4", "Holder:post:4", "finish", "Top:post:4"]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn completing_a_pended_post_before_its_callback_returned_is_reported() {
+    // docs/simulator.md (choice): FltCompletePendedPostOperation is for an operation whose post
+    // callback returned FLT_POSTOP_MORE_PROCESSING_REQUIRED; called from inside that callback,
+    // the operation is not pended yet, and the call is refused and reported. The answer the
+    // callback then gives still holds the operation, which no one completes: the request stays
+    // pending.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(
+        &mut m,
+        0,
+        Config::new("Early", "100000").op(mj::WRITE, true, true).with_post(|p| {
+            if p.data().Flags & IRP_OPERATION == 0 {
+                return 0;
+            }
+            unsafe { FltCompletePendedPostOperation(p.data) };
+            1
+        }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let r = m.write(h, Some(0), &[b'K'; 512], IoMode::NonCached);
+    assert_eq!(r.status, Status::PENDING, "held, and never completed");
+    let findings = m.findings();
+    assert!(
+        findings.iter().any(|(rule, driver, message)| *rule == Rule::InvalidFltObject
+            && driver.as_deref() == Some("Early")
+            && message.contains("whose post is not held")),
+        "{findings:?}"
+    );
 }
 
 thread_local! {
