@@ -570,6 +570,7 @@ unsafe fn hold<F: Filter>(
     }
     match state.deferred_posts.post_returned(irp as usize, true) {
         PostReturned::Held => {
+            // The trace names the IRP by its address only: the token may already have resumed it.
             report(when_safe, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
             PostDone::Deferred
         }
