@@ -957,6 +957,12 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     }
 
     fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
+        if irql::current() > Irql::APC {
+            // The IRP goes on to the drivers below, whose dispatch routines run at APC_LEVEL or
+            // below: from a DPC the resumption is a worker's, as a delayed one is.
+            self.resume_after(handle, 0, how);
+            return;
+        }
         // SAFETY: called from filter code of this image.
         let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
         let Some(entry) = state.pended.get(handle) else {
@@ -1059,8 +1065,45 @@ fn defer_resume<F: Filter>(device: *const DEVICE_OBJECT, handle: usize) {
         // SAFETY: never queued.
         unsafe { IoFreeWorkItem(item) };
     }
+    if irql::current() > Irql::APC {
+        // No worker, and the drivers below cannot be called from here: the request fails
+        // (docs/callback-model.md, rule 7) rather than reach a dispatch routine at DISPATCH_LEVEL.
+        // SAFETY: a pended IRP of this driver.
+        unsafe { fail_deferred::<F>(handle) };
+        return;
+    }
     // SAFETY: a pended IRP of this driver.
     unsafe { resume_deferred::<F>(handle) };
+}
+
+/// Completes a pended IRP whose deferred resumption cannot be carried out, with
+/// `STATUS_INSUFFICIENT_RESOURCES` (what a cleanup or close may not fail with becomes success,
+/// rule 5), dropping the completion context the decision carried.
+///
+/// # Safety
+/// `handle` must be an IRP this driver pended.
+unsafe fn fail_deferred<F: Filter>(handle: usize) {
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    let Some(entry) = state.pended.take(handle) else { return };
+    if let Some((decision, _)) = entry.deferred() {
+        if decision.code == flt_preop::SUCCESS_WITH_CALLBACK {
+            // SAFETY: encoded for this filter's completion context by `encode_resume`, decoded
+            // once here instead of by the resumption.
+            drop(unsafe { decode::<F::CompletionContext>(decision.context as *const c_void) });
+        }
+    }
+    let irp = handle as *mut IRP;
+    // SAFETY: the pended IRP, alive until completed.
+    let io = IoStatus::new(Status::INSUFFICIENT_RESOURCES)
+        .for_completion(unsafe { is_cleanup_or_close(irp) });
+    // SAFETY: as above.
+    unsafe { set_irp_status(irp, io.status.0, io.information) };
+    let device = entry.extra as *const DEVICE_OBJECT;
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return };
+    // SAFETY: the pended IRP, completed once.
+    let _ = unsafe { resume_now(state, device, ext, irp, flt_preop::COMPLETE, 0, true) };
 }
 
 /// What a delayed resume carries from the pend to the worker.

@@ -49,6 +49,9 @@ pub(crate) enum Mode {
     /// Pends the read's pre callback and keeps the token; the next pre callback of another
     /// operation releases it as said.
     PendLater(Release),
+    /// Pends the query's pre callback and keeps the token; the post callback of a read that
+    /// completes from a DPC resumes it, at `DISPATCH_LEVEL`.
+    PendQueryResumedAtDispatch,
 }
 
 /// How a pended operation's token is released.
@@ -143,7 +146,13 @@ impl Filter for Deferring {
     }
 
     fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        let mode = WHEN.with(Cell::get);
         if op.major() == MajorFunction::QueryInformation {
+            if mode == Mode::PendQueryResumedAtDispatch {
+                let Some((token, receipt)) = op.pend() else { return PreOutcome::NoPost };
+                KEPT_PEND.with(|k| *k.borrow_mut() = Some((token, Release::WithPost)));
+                return PreOutcome::Pending(receipt);
+            }
             if let Some(token) = KEPT.with(|k| k.borrow_mut().take()) {
                 COMPLETED_LATER.with(|c| c.set(c.get() + 1));
                 token.complete();
@@ -154,7 +163,6 @@ impl Filter for Deferring {
             }
             return PreOutcome::NoPost;
         }
-        let mode = WHEN.with(Cell::get);
         let (Mode::PendEarly(release) | Mode::PendLater(release)) = mode else {
             return PreOutcome::WithPost(());
         };
@@ -182,6 +190,13 @@ impl Filter for Deferring {
             }
             Mode::WhenSafe | Mode::WhenSafeThenEarly => PostOutcome::Finished,
             Mode::PendEarly(_) | Mode::PendLater(_) => PostOutcome::Finished,
+            Mode::PendQueryResumedAtDispatch => {
+                if let Some((token, release)) = KEPT_PEND.with(|k| k.borrow_mut().take()) {
+                    COMPLETED_LATER.with(|c| c.set(c.get() + 1));
+                    release.release(token);
+                }
+                PostOutcome::Finished
+            }
             when => defer(op, when),
         }
     }
@@ -296,17 +311,87 @@ pub(crate) fn run(
 }
 
 /// The assertions both backends share; `pender` installs a filter that pends reads, for the
-/// runs where the lower drivers complete the read asynchronously.
+/// runs where the lower drivers complete the read asynchronously; `resume_allocates` says
+/// whether a resumption at `DISPATCH_LEVEL` takes an allocation of the filter's own (the legacy
+/// backend's work item; the Filter Manager posts it itself).
 pub(crate) fn check(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
     pender: fn(&mut Machine),
+    resume_allocates: bool,
 ) {
     for below in [None, Some(pender)] {
         check_with(install, entry, below);
     }
     check_when_safe(install, entry);
     check_pended(install, entry);
+    check_resumed_at_dispatch(install, entry, resume_allocates);
+}
+
+/// A pended operation resumed at `DISPATCH_LEVEL` (from a post callback of a read completed by a
+/// DPC) goes on to the file system at `PASSIVE_LEVEL`, as dispatch routines must be called
+/// (`IoCallDriver` above `APC_LEVEL` is reported): the resumption is handed to a worker. When
+/// nothing can be allocated for the worker, the operation fails instead of reaching the file
+/// system at `DISPATCH_LEVEL` (the legacy backend; the Filter Manager needs no allocation).
+fn check_resumed_at_dispatch(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    resume_allocates: bool,
+) {
+    let (query, read, starved) = resumed_at_dispatch(install, entry, false);
+    assert_eq!((query, read, starved), (Status::SUCCESS, Some(Status::SUCCESS), false));
+    let (query, read, starved) = resumed_at_dispatch(install, entry, true);
+    assert_eq!(read, Some(Status::SUCCESS));
+    assert_eq!(starved, resume_allocates, "the resumption allocated (or not) as expected");
+    if resume_allocates {
+        assert_eq!(query, Status::INSUFFICIENT_RESOURCES, "no worker: the query fails");
+    } else {
+        assert_eq!(query, Status::SUCCESS, "resumed without allocating");
+    }
+}
+
+/// One run of [`check_resumed_at_dispatch`]: the query's and the read's statuses, and whether a
+/// planned pool failure was hit (`starve`: every pool allocation of the filter after the read's
+/// own completion routine fails).
+fn resumed_at_dispatch(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    starve: bool,
+) -> (Status, Option<Status>, bool) {
+    WHEN.with(|w| w.set(Mode::PendQueryResumedAtDispatch));
+    KEPT_PEND.with(|k| *k.borrow_mut() = None);
+    COMPLETED_LATER.with(|c| c.set(0));
+    IRQLS.with(|i| i.borrow_mut().clear());
+    let mut m = Machine::new(MachineConfig { seed: 5 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 4096]));
+    install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+    m.boot();
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    let read = std::rc::Rc::new(Cell::new(None));
+    let seen = read.clone();
+    m.schedule(10, move |m| {
+        if starve {
+            // The read's IoSetCompletionRoutineEx is the next allocation; the ones after it, for
+            // the resumption's worker, fail.
+            m.kernel(|k| {
+                let n = k.faults.service_count(NAME, fsfilter_sim::FaultKind::Pool);
+                for nth in n + 2..n + 10 {
+                    k.faults.plan_for_service(NAME, fsfilter_sim::FaultKind::Pool, nth);
+                }
+            });
+        }
+        seen.set(Some(m.read(h, Some(0), 512, IoMode::NonCached).status));
+    });
+    // FileStandardInformation: pended until the read's post callback resumes it.
+    let query = m.query_information(h, 5, 24);
+    m.settle();
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "starve {starve}: {:?}", m.findings());
+    assert_eq!(COMPLETED_LATER.with(Cell::get), 1, "the read's post resumed the query");
+    assert_eq!(IRQLS.with(|i| i.borrow().clone()), [("post", Irql::DISPATCH)]);
+    let starved = m.kernel(|k| !k.faults.injected.is_empty());
+    (query.status, read.get(), starved)
 }
 
 /// A pended pre callback goes on as its token says, once, whether the token is released before
