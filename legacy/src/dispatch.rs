@@ -526,6 +526,16 @@ unsafe fn run_post_with<F: Filter>(
             state.end(ext);
             PostDone::Continue
         }
+        // Paging I/O cannot be deferred: treated as finished (rule 9), as the Filter Manager's
+        // FltDoCompletionProcessingWhenSafe refuses it.
+        // SAFETY: the IRP at our location.
+        PostOutcome::WhenSafe(c) if unsafe { view::is_paging(irp) } => {
+            drop(c);
+            forget_deferral(state, irp);
+            report(false, "FLT_POSTOP_FINISHED_PROCESSING");
+            state.end(ext);
+            PostDone::Continue
+        }
         PostOutcome::WhenSafe(c) => {
             forget_deferral(state, irp);
             report(false, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");

@@ -11,7 +11,7 @@ use core::mem::{offset_of, size_of};
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
     Buffer, Filter, IoStatus, LazyHeader, MajorFunction, Parameters, PostFlags, PostOperation,
-    PostOutcome, PreOperation, PreOutcome, ReadWriteParameters, Status,
+    PreOperation, PreOutcome, ReadWriteParameters, Status,
 };
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, MDL, PEPROCESS,
@@ -357,23 +357,11 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
         IoStatus::new(Status::FLT_DISALLOW_FAST_IO)
     };
     let mut post = PostOperation::new(&header, result, Buffer::User.into(), &services, None);
-    // Fast-I/O post callbacks run at PASSIVE_LEVEL in the same thread (facts.md §4): WhenSafe
-    // runs its second half right away.
-    let outcome =
-        match state.filter.post_operation(&instance, &mut post, context, PostFlags::empty()) {
-            PostOutcome::WhenSafe(c) => {
-                state.filter.post_operation_when_safe(&instance, &mut post, c)
-            }
-            other => other,
-        };
-    let name = match outcome {
-        PostOutcome::WhenSafe(c) => {
-            drop(c);
-            "FLT_POSTOP_FINISHED_PROCESSING"
-        }
-        PostOutcome::Finished | PostOutcome::MoreProcessing(_) => "FLT_POSTOP_FINISHED_PROCESSING",
-    };
-    trace::emit_post(instance.id, id, major, result.status, name);
+    // Fast I/O cannot be deferred: a WhenSafe answer is treated as finished and its context
+    // dropped (rule 9), as the Filter Manager's FltDoCompletionProcessingWhenSafe refuses fast
+    // I/O; MoreProcessing cannot be answered (no deferrer).
+    let _ = state.filter.post_operation(&instance, &mut post, context, PostFlags::empty());
+    trace::emit_post(instance.id, id, major, result.status, "FLT_POSTOP_FINISHED_PROCESSING");
     handled
 }
 

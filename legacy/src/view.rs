@@ -265,6 +265,16 @@ impl fsfilter_kernel::buffer::Locate for Buffers {
     }
 }
 
+/// True for paging I/O (`IRP_PAGING_IO`).
+///
+/// # Safety
+/// `irp` must be live.
+pub(crate) unsafe fn is_paging(irp: *mut IRP) -> bool {
+    // SAFETY: the caller guarantees a live IRP.
+    unsafe { irp.as_ref() }
+        .is_some_and(|i| IrpFlags::from_bits_retain(i.Flags).contains(IrpFlags::PAGING_IO))
+}
+
 /// An IRP's `IoStatus`.
 ///
 /// # Safety

@@ -52,6 +52,8 @@ pub(crate) enum Mode {
     /// Pends the query's pre callback and keeps the token; the post callback of a read that
     /// completes from a DPC resumes it, at `DISPATCH_LEVEL`.
     PendQueryResumedAtDispatch,
+    /// Answers `WhenSafe` from every post callback, at any IRQL.
+    AlwaysWhenSafe,
 }
 
 /// How a pended operation's token is released.
@@ -188,6 +190,7 @@ impl Filter for Deferring {
             Mode::WhenSafe | Mode::WhenSafeThenEarly if irql > Irql::APC => {
                 PostOutcome::WhenSafe(())
             }
+            Mode::AlwaysWhenSafe => PostOutcome::WhenSafe(()),
             Mode::WhenSafe | Mode::WhenSafeThenEarly => PostOutcome::Finished,
             Mode::PendEarly(_) | Mode::PendLater(_) => PostOutcome::Finished,
             Mode::PendQueryResumedAtDispatch => {
@@ -326,6 +329,36 @@ pub(crate) fn check(
     check_when_safe(install, entry);
     check_pended(install, entry);
     check_resumed_at_dispatch(install, entry, resume_allocates);
+    check_when_safe_kinds(install, entry);
+}
+
+/// `WhenSafe` from a post callback at `PASSIVE_LEVEL`: the second half runs right away for an
+/// IRP that is not paging I/O; fast I/O and paging I/O cannot be deferred, and their `WhenSafe`
+/// is treated as `Finished`, the context dropped (docs/callback-model.md, rule 9).
+fn check_when_safe_kinds(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+    WHEN.with(|w| w.set(Mode::AlwaysWhenSafe));
+    let mut m = Machine::new(MachineConfig { seed: 5 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 4096]));
+    install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+    m.boot();
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    // The first cached read initiates caching (an IRP); the second is fast I/O.
+    assert_eq!(m.read(h, Some(0), 512, IoMode::Cached).status, Status::SUCCESS);
+    let mut halves = Vec::new();
+    for (what, mode) in [
+        ("fast I/O", IoMode::Cached),
+        ("paging", IoMode::Paging),
+        ("non-cached", IoMode::NonCached),
+    ] {
+        IRQLS.with(|i| i.borrow_mut().clear());
+        let r = m.read(h, Some(0), 512, mode);
+        assert_eq!(r.status, Status::SUCCESS, "{what}");
+        let seen = IRQLS.with(|i| i.borrow().clone());
+        halves.push((what, seen.iter().filter(|(half, _)| *half == "when_safe").count()));
+    }
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    assert_eq!(halves, [("fast I/O", 0), ("paging", 0), ("non-cached", 1)]);
 }
 
 /// A pended operation resumed at `DISPATCH_LEVEL` (from a post callback of a read completed by a
