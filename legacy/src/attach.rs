@@ -510,10 +510,13 @@ pub(crate) unsafe fn mount_volume<F: Filter>(
     // SAFETY: the event outlives the wait below.
     unsafe { dispatch::set_mount_completion(irp, &mut event) };
     // SAFETY: the device we attached to.
-    let _ = unsafe { IoCallDriver(ext.lower, irp) };
-    // SAFETY: our event, signalled by the completion routine whatever the file system did.
-    let _ =
-        unsafe { KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null()) };
+    if unsafe { IoCallDriver(ext.lower, irp) } == Status::PENDING.0 {
+        // SAFETY: our event, signalled by the completion routine of a mount the file system
+        // pended (one completed inside IoCallDriver is back already).
+        let _ = unsafe {
+            KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null())
+        };
+    }
     // SAFETY: the request is halted at our location and ours again.
     let status = unsafe { crate::view::io_status(irp) }.status;
     // Re-read the VPB through the real device: the file system may have swapped in another one.

@@ -228,6 +228,13 @@ unsafe fn volume_dispatch<F: Filter>(
             // SAFETY: forwarded.
             unsafe { pass_through(ext, irp) }
         }
+        // Post-create runs in the thread that opened the file, at PASSIVE_LEVEL (facts.md §4), as
+        // the Filter Manager synchronizes creates: waited for here if the drivers below pend it.
+        PreOutcome::WithPost(c) if major == MajorFunction::Create => {
+            report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
+            // SAFETY: the live IRP at our device.
+            unsafe { forward_synchronized(state, device, ext, irp, c) }
+        }
         PreOutcome::WithPost(c) => {
             report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
             // SAFETY: the live IRP at our device.
@@ -769,7 +776,7 @@ unsafe fn forward_synchronized<F: Filter>(
     unsafe { IoCopyCurrentIrpStackLocationToNext(irp) };
     // SAFETY: our device, the IRP, our routine; the event outlives the wait below.
     let set =
-        unsafe { set_completion(state, device, irp, signal_completion, (&raw mut event).cast()) };
+        unsafe { set_completion(state, device, irp, signal_if_pended, (&raw mut event).cast()) };
     if set < 0 {
         state.end(ext);
         drop(context);
@@ -777,10 +784,12 @@ unsafe fn forward_synchronized<F: Filter>(
         return unsafe { complete(irp, IoStatus::new(Status::INSUFFICIENT_RESOURCES)) };
     }
     // SAFETY: the device we attached to.
-    let _ = unsafe { IoCallDriver(ext.lower, irp) };
-    // SAFETY: our event; the routine signals it whatever the lower driver returned.
-    let _ =
-        unsafe { KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null()) };
+    if unsafe { IoCallDriver(ext.lower, irp) } == Status::PENDING.0 {
+        // SAFETY: our event, which the routine signals for an IRP the lower driver pended.
+        let _ = unsafe {
+            KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null())
+        };
+    }
     // The post callback runs in the pre callback's thread at <= APC_LEVEL (facts.md §4).
     // SAFETY: the IRP is halted at our location, ours again.
     let done = unsafe { run_post_with(state, device, ext, irp, context, Site::Dispatch) };
@@ -788,34 +797,31 @@ unsafe fn forward_synchronized<F: Filter>(
     unsafe { done.finish_halted(irp) }
 }
 
-/// Signals the event in its context and keeps the IRP for the waiting dispatch routine.
-unsafe extern "system" fn signal_completion(
+/// Keeps the IRP for the dispatch routine that sent it, and wakes that routine when the lower
+/// driver pended the IRP (it waits only then: completed inside `IoCallDriver`, the IRP is back
+/// before the routine could wait).
+unsafe extern "system" fn signal_if_pended(
     _device: *mut DEVICE_OBJECT,
-    _irp: *mut IRP,
-    context: *mut c_void,
-) -> NTSTATUS {
-    // SAFETY: the waiter's event, alive until it is signalled and the wait returns.
-    unsafe { KeSetEvent(context.cast(), 0, false) };
-    MORE_PROCESSING
-}
-
-/// Lets the file system's answer to a mount come back to the mount path.
-pub(crate) unsafe extern "system" fn mount_completion(
-    device: *mut DEVICE_OBJECT,
     irp: *mut IRP,
     context: *mut c_void,
 ) -> NTSTATUS {
-    // SAFETY: forwarded.
-    unsafe { signal_completion(device, irp, context) }
+    // SAFETY: a live IRP during its completion.
+    if unsafe { (*irp).PendingReturned } {
+        // SAFETY: the waiter's event, alive until it is signalled and the wait returns.
+        unsafe { KeSetEvent(context.cast(), 0, false) };
+    }
+    MORE_PROCESSING
 }
 
-/// Sets the mount completion routine.
+/// Sets the mount's completion routine, which lets the file system's answer come back to the
+/// mount path ([`signal_if_pended`]: the mount path waits only for a mount the file system
+/// pended).
 ///
 /// # Safety
 /// `irp` must be live with a next location; `event` must outlive the wait.
 pub(crate) unsafe fn set_mount_completion(irp: *mut IRP, event: *mut KEVENT) {
     // SAFETY: forwarded; the dispatch routine waits in place, so the image cannot unload.
-    unsafe { IoSetCompletionRoutine(irp, mount_completion, event.cast(), true, true, true) };
+    unsafe { IoSetCompletionRoutine(irp, signal_if_pended, event.cast(), true, true, true) };
 }
 
 /// Tells the filter about FsRtl sections an operation conflicts with, and closes them (the

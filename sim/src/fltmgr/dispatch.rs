@@ -100,6 +100,7 @@ fn build_irp_op(
         owned: true,
         halted: false,
         in_dispatch: true,
+        post_waiter: false,
         kind: OperationKind::Irp,
         fo,
         stream,
@@ -189,14 +190,58 @@ fn drive(key: u64, first: Act) -> NTSTATUS {
         PreEnd::Down => pass_down(key),
         PreEnd::Complete | PreEnd::Disallow => complete_from_pre(key),
         PreEnd::Pended => {
-            let irp = kernel::with(|k| {
-                let op = k.fltmgr.ops.op(key)?;
-                op.in_dispatch.then_some(op.irp)
+            let next = kernel::with(|k| {
+                let op = k.fltmgr.ops.op_mut(key)?;
+                if op.post_waiter {
+                    // Pended again, resumed from elsewhere: the originating thread waits already.
+                    return None;
+                }
+                if op.in_dispatch && op.sync {
+                    // A synchronized operation (a create, a dismount, or one a filter above
+                    // synchronized in this thread): this thread waits for the rest of the walk,
+                    // carried on from wherever the operation is resumed, and runs the posts.
+                    op.post_waiter = true;
+                    // SAFETY: the op's own event.
+                    unsafe { crate::sched::reset_event(&mut *op.event) };
+                    return Some(Pended::Wait(&raw mut *op.event));
+                }
+                op.in_dispatch.then_some(Pended::Mark(op.irp))
             });
-            if let Some(irp) = irp {
-                // SAFETY: the IRP in our dispatch routine, at our location.
-                unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+            match next {
+                Some(Pended::Wait(event)) => {
+                    // SAFETY: the op's event, alive while the op is (the op waits here).
+                    unsafe { crate::sched::wait_for_event(event, None) };
+                    post_in_origin(key)
+                }
+                Some(Pended::Mark(irp)) => {
+                    // SAFETY: the IRP in our dispatch routine, at our location.
+                    unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+                    Status::PENDING.0
+                }
+                None => Status::PENDING.0,
             }
+        }
+    }
+}
+
+/// What the thread that saw a pre callback pend the operation does.
+enum Pended {
+    /// Waits on the op's event, then runs the posts ([`post_in_origin`]).
+    Wait(*mut windows_sys::Wdk::Foundation::KEVENT),
+    /// Marks the IRP pending in our dispatch routine and returns `STATUS_PENDING`.
+    Mark(*mut IRP),
+}
+
+/// The end of a synchronized operation in the thread that dispatched it: once the lower drivers
+/// completed it (or a pre callback completed it), the post walk, then the IRP's completion.
+fn post_in_origin(key: u64) -> NTSTATUS {
+    let ready = kernel::with(|k| k.fltmgr.ops.op(key).and_then(|o| o.owned.then_some(o.irp)));
+    let Some(irp) = ready else { return Status::PENDING.0 };
+    match post_walk(key) {
+        PostEnd::Finished => finish(key),
+        PostEnd::Halted => {
+            // SAFETY: the IRP, held at our location.
+            unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
             Status::PENDING.0
         }
     }
@@ -536,31 +581,27 @@ fn pass_down(key: u64) -> NTSTATUS {
         next.Control = crate::irp::SL_INVOKE_ON_SUCCESS
             | crate::irp::SL_INVOKE_ON_ERROR
             | crate::irp::SL_INVOKE_ON_CANCEL;
-        if sync {
+        if sync && !op.post_waiter {
             // SAFETY: the op's own event.
             unsafe { crate::sched::reset_event(&mut *op.event) };
         }
-        Some((irp, lower, sync, &raw mut *op.event))
+        Some((irp, lower, sync, op.post_waiter, &raw mut *op.event))
     });
-    let Some((irp, lower, sync, event)) = prepared else { return Status::INVALID_DEVICE_STATE.0 };
+    let Some((irp, lower, sync, waiter, event)) = prepared else {
+        return Status::INVALID_DEVICE_STATE.0;
+    };
     let status = crate::irp::call_driver(lower, irp);
     if sync {
+        if waiter {
+            // The originating thread waits on the event, which our completion routine sets, and
+            // runs the posts.
+            return Status::PENDING.0;
+        }
         if status == Status::PENDING.0 {
             // SAFETY: the op's event, alive while the op is (the op waits here).
             unsafe { crate::sched::wait_for_event(event, None) };
         }
-        let done = kernel::with(|k| k.fltmgr.ops.op(key).is_some_and(|o| o.owned));
-        if !done {
-            return Status::PENDING.0;
-        }
-        return match post_walk(key) {
-            PostEnd::Finished => finish(key),
-            PostEnd::Halted => {
-                // SAFETY: the IRP, held at our location.
-                unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
-                Status::PENDING.0
-            }
-        };
+        return post_in_origin(key);
     }
     let halted = kernel::with(|k| k.fltmgr.ops.op(key).is_some_and(|o| o.halted));
     if halted { Status::PENDING.0 } else { status }
@@ -573,9 +614,16 @@ pub(crate) fn complete_from_pre(key: u64) -> NTSTATUS {
         let op = k.fltmgr.ops.op_mut(key)?;
         op.phase = Phase::Post;
         op.cbd().Flags |= cbd::POST_OPERATION;
-        Some(op.kind)
+        if op.post_waiter {
+            // The originating thread runs the posts (it waits for this).
+            // SAFETY: the op's own event, which that thread waits on.
+            unsafe { crate::sched::set_event(&mut *op.event) };
+            return Some(None);
+        }
+        Some(Some(op.kind))
     });
     let Some(kind) = kind else { return Status::SUCCESS.0 };
+    let Some(kind) = kind else { return Status::PENDING.0 };
     match post_walk(key) {
         PostEnd::Finished => {
             if kind == OperationKind::Irp {

@@ -129,6 +129,11 @@ pub struct Op {
     pub halted: bool,
     /// The dispatch routine has not returned yet.
     pub in_dispatch: bool,
+    /// The thread that originated this synchronized operation waits in our dispatch routine to
+    /// run its post callbacks, because a pre callback pended it (post-create callbacks run in the
+    /// thread that originated the create, facts.md §4): whoever carries the operation on stops
+    /// before the post walk and signals `event`.
+    pub post_waiter: bool,
     /// IRP, fast I/O.
     pub kind: OperationKind,
     /// The file object.
@@ -501,6 +506,7 @@ pub fn fast_op(
         owned: true,
         halted: false,
         in_dispatch: true,
+        post_waiter: false,
         kind: OperationKind::FastIo,
         fo,
         stream,

@@ -1,0 +1,32 @@
+//! Where a post-create callback runs, through the minifilter backend
+//! (`sim/testing/create_post.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+#[path = "../../sim/testing/create_post.rs"]
+mod create_post;
+
+use fsfilter_sim::{Machine, StartType};
+
+mod driver {
+    fsfilter_minifilter::driver!(super::create_post::CreateWatcher);
+}
+
+/// The probe under the filter (a lower altitude), pending creates for 5 ms.
+fn pender(m: &mut Machine) {
+    let _ = m.install_filter_manager();
+    common::install_probe(
+        m,
+        "Pender",
+        StartType::Boot,
+        "360000",
+        &[("Rules", common::sz("pend:5 create"))],
+    );
+}
+
+#[test]
+fn a_post_create_callback_runs_in_the_openers_thread_even_when_pended_below() {
+    create_post::check(common::install_minifilter, driver::ENTRY, pender, true);
+}
