@@ -7,7 +7,7 @@ mod common;
 #[path = "../../sim/testing/create_post.rs"]
 mod create_post;
 
-use fsfilter_sim::{Machine, StartType};
+use fsfilter_sim::Machine;
 
 mod driver {
     fsfilter_legacy::driver!(super::create_post::CreateWatcher);
@@ -15,7 +15,7 @@ mod driver {
 
 /// The probe under the filter (loaded first, so attached first), pending creates for 5 ms.
 fn pender(m: &mut Machine) {
-    common::install_probe(m, "Pender", StartType::Boot, &[("Rules", common::sz("pend:5 create"))]);
+    common::install_pender(m, "pend:5 create");
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 #[path = "../../sim/testing/held.rs"]
 mod held;
 
-use fsfilter_sim::{Machine, StartType};
+use fsfilter_sim::Machine;
 
 mod driver {
     fsfilter_legacy::driver!(super::held::Deferring);
@@ -16,7 +16,7 @@ mod driver {
 
 /// The probe under the filter (loaded first, so attached first), pending reads for 5 ms.
 fn pender(m: &mut Machine) {
-    common::install_probe(m, "Pender", StartType::Boot, &[("Rules", common::sz("pend:5 read"))]);
+    common::install_pender(m, "pend:5 read");
 }
 
 #[test]

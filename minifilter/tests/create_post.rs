@@ -8,7 +8,7 @@ mod common;
 #[path = "../../sim/testing/create_post.rs"]
 mod create_post;
 
-use fsfilter_sim::{Machine, StartType};
+use fsfilter_sim::Machine;
 
 mod driver {
     fsfilter_minifilter::driver!(super::create_post::CreateWatcher);
@@ -16,14 +16,7 @@ mod driver {
 
 /// The probe under the filter (a lower altitude), pending creates for 5 ms.
 fn pender(m: &mut Machine) {
-    let _ = m.install_filter_manager();
-    common::install_probe(
-        m,
-        "Pender",
-        StartType::Boot,
-        "360000",
-        &[("Rules", common::sz("pend:5 create"))],
-    );
+    common::install_pender(m, "pend:5 create");
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 #[path = "../../sim/testing/held.rs"]
 mod held;
 
-use fsfilter_sim::{Machine, StartType};
+use fsfilter_sim::Machine;
 
 mod driver {
     fsfilter_minifilter::driver!(super::held::Deferring);
@@ -16,14 +16,7 @@ mod driver {
 
 /// The probe under the filter (a lower altitude), pending reads for 5 ms.
 fn pender(m: &mut Machine) {
-    let _ = m.install_filter_manager();
-    common::install_probe(
-        m,
-        "Pender",
-        StartType::Boot,
-        "360000",
-        &[("Rules", common::sz("pend:5 read"))],
-    );
+    common::install_pender(m, "pend:5 read");
 }
 
 #[test]

@@ -39,6 +39,12 @@ pub(crate) fn install_legacy(m: &mut Machine, mut spec: ServiceSpec) {
     m.install(spec);
 }
 
+/// Installs the probe as `Pender`, loaded before the filter under test and so attached under it,
+/// with `rules` (for the shared tests' lower drivers that pend, `sim/testing/*.rs`).
+pub(crate) fn install_pender(m: &mut Machine, rules: &str) {
+    install_probe(m, "Pender", StartType::Boot, &[("Rules", sz(rules))]);
+}
+
 /// A `REG_SZ` value.
 pub(crate) fn sz(s: &str) -> RegValue {
     RegValue::Sz(s.to_owned())

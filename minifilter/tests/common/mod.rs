@@ -54,6 +54,13 @@ pub(crate) fn install_minifilter(m: &mut Machine, spec: ServiceSpec) {
     m.install(mini);
 }
 
+/// Installs the probe as `Pender` at 360000, under the filter under test, with `rules` (for the
+/// shared tests' lower drivers that pend, `sim/testing/*.rs`), and the Filter Manager.
+pub(crate) fn install_pender(m: &mut Machine, rules: &str) {
+    let _ = m.install_filter_manager();
+    install_probe(m, "Pender", StartType::Boot, "360000", &[("Rules", sz(rules))]);
+}
+
 /// Installs the probe as minifilter `name` at `altitude`.
 pub(crate) fn install_probe(
     m: &mut Machine,
