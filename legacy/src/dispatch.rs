@@ -527,21 +527,13 @@ unsafe fn run_post_with<F: Filter>(
         PostOutcome::MoreProcessing(_receipt) => unsafe {
             hold(state, ext, irp, site, report, false)
         },
-        PostOutcome::Finished => {
-            forget_deferral(state, irp);
-            report(false, "FLT_POSTOP_FINISHED_PROCESSING");
-            state.end(ext);
-            PostDone::Continue
-        }
+        PostOutcome::Finished => finished(state, ext, irp, report, false),
         // Paging I/O cannot be deferred: treated as finished (rule 9), as the Filter Manager's
         // FltDoCompletionProcessingWhenSafe refuses it.
         // SAFETY: the IRP at our location.
         PostOutcome::WhenSafe(c) if unsafe { view::is_paging(irp) } => {
             drop(c);
-            forget_deferral(state, irp);
-            report(false, "FLT_POSTOP_FINISHED_PROCESSING");
-            state.end(ext);
-            PostDone::Continue
+            finished(state, ext, irp, report, false)
         }
         PostOutcome::WhenSafe(c) => {
             forget_deferral(state, irp);
@@ -562,6 +554,21 @@ unsafe fn run_post_with<F: Filter>(
 /// no longer holds anything (a completion of it does nothing).
 fn forget_deferral<F: Filter>(state: &DriverState<F>, irp: *mut IRP) {
     let _ = state.deferred_posts.post_returned(irp as usize, false);
+}
+
+/// The post callback (or its second half, `when_safe`) finished with the operation: completion
+/// continues now.
+fn finished<F: Filter>(
+    state: &DriverState<F>,
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    report: impl Fn(bool, &'static str),
+    when_safe: bool,
+) -> PostDone {
+    forget_deferral(state, irp);
+    report(when_safe, "FLT_POSTOP_FINISHED_PROCESSING");
+    state.end(ext);
+    PostDone::Continue
 }
 
 /// The post callback answered `MoreProcessing`: the IRP stays held until its token completes,
@@ -662,17 +669,9 @@ unsafe fn run_when_safe<F: Filter>(
         },
         PostOutcome::WhenSafe(c) => {
             drop(c);
-            forget_deferral(state, irp);
-            report(true, "FLT_POSTOP_FINISHED_PROCESSING");
-            state.end(ext);
-            PostDone::Continue
+            finished(state, ext, irp, report, true)
         }
-        PostOutcome::Finished => {
-            forget_deferral(state, irp);
-            report(true, "FLT_POSTOP_FINISHED_PROCESSING");
-            state.end(ext);
-            PostDone::Continue
-        }
+        PostOutcome::Finished => finished(state, ext, irp, report, true),
     }
 }
 
