@@ -1,0 +1,25 @@
+//! A completion context that is not zero-sized, through the minifilter backend
+//! (`sim/testing/context.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+#[path = "../../sim/testing/context.rs"]
+mod context;
+
+use fsfilter_sim::Machine;
+
+mod driver {
+    fsfilter_minifilter::driver!(super::context::Carrier);
+}
+
+/// The probe under the filter (a lower altitude), pending reads for 5 ms.
+fn pender(m: &mut Machine) {
+    common::install_pender(m, "pend:5 read");
+}
+
+#[test]
+fn every_completion_context_reaches_its_post_callback_or_is_dropped_once() {
+    context::check(common::install_minifilter, driver::ENTRY, pender);
+}
