@@ -21,5 +21,5 @@ fn pender(m: &mut Machine) {
 
 #[test]
 fn every_completion_context_reaches_its_post_callback_or_is_dropped_once() {
-    context::check(common::install_minifilter, driver::ENTRY, pender);
+    context::check(common::install_minifilter, driver::ENTRY, pender, true);
 }
