@@ -579,6 +579,22 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
             unsafe { closing.finish() };
         }
     }
+    if let Some(own) =
+        fsfilter::scans_data::<F>().then(|| driver.registered.guarded(major)).flatten()
+    {
+        // Called for every write and set-information of a filter that scans data (the table has
+        // no skip flags for them, `tables::operation_table`): the filter's own registration of
+        // the operation applies from here, as the Filter Manager would have applied it.
+        match own {
+            Some(op) if op.has_skip_flags() && op.skips(header.get()) => {
+                return flt_preop::SUCCESS_NO_CALLBACK;
+            }
+            Some(op) if op.pre => {}
+            // Post only: the post callback gets the zero-sized context (checked at load).
+            Some(op) if op.post => return flt_preop::SUCCESS_WITH_CALLBACK,
+            _ => return flt_preop::SUCCESS_NO_CALLBACK,
+        }
+    }
     // SAFETY: the callback data of a `major` operation stays valid while `op` lives (this call),
     // and `view::Buffers` answers its write buffer.
     let buffer_source = unsafe { OnDemandBuffer::<view::Buffers>::pre(data as usize, major) };

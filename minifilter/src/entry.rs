@@ -36,9 +36,9 @@ pub unsafe fn driver_entry<F: Filter>(
     // run-time registration gets tables of its own unless it equals the constant.
     // The constant's summary is computed at compile time: the image keeps no copy of it.
     let (registered, runtime) = match fsfilter::registration_in_force(&filter) {
-        Ok(None) => (const { Registered::of(&F::REGISTRATION) }, None),
-        Ok(Some(r)) if r == F::REGISTRATION => (Registered::of(&r), None),
-        Ok(Some(r)) => (Registered::of(&r), Some(r)),
+        Ok(None) => (const { Registered::of::<F>(&F::REGISTRATION) }, None),
+        Ok(Some(r)) if r == F::REGISTRATION => (Registered::of::<F>(&r), None),
+        Ok(Some(r)) => (Registered::of::<F>(&r), Some(r)),
         Err(_) => return Status::INVALID_PARAMETER.0,
     };
     // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).

@@ -4,7 +4,9 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use fsfilter::{DataScanMode, Filter, MAX_OPERATIONS, MajorFunction, Registration, VolumeInfo};
+use fsfilter::{
+    DataScanMode, Filter, MAX_OPERATIONS, MajorFunction, Operation, Registration, VolumeInfo,
+};
 use fsfilter_kernel::datascan::SectionTable;
 use fsfilter_kernel::deferred::DeferredPosts;
 use fsfilter_kernel::image;
@@ -49,13 +51,26 @@ pub(crate) struct Registered {
     post: u64,
     instance_setup: bool,
     scans_data: bool,
+    /// For a registration that scans data, the filter's own registration of the operations that
+    /// conflict with data-scan sections ([`Registered::guarded`]).
+    guarded: [Option<Operation>; 2],
 }
+
+/// The operations whose pre callback the backend needs whenever the filter scans data, registered
+/// or not: they conflict with FsRtl data-scan sections, whose conflicts the caller handles
+/// (facts.md §6).
+pub(crate) const GUARDED: [MajorFunction; 2] =
+    [MajorFunction::Write, MajorFunction::SetInformation];
 
 const _: () = assert!(MAX_OPERATIONS <= u64::BITS as usize, "one bit per dense operation index");
 
 impl Registered {
     /// The summary of `registration`.
-    pub(crate) const fn of(registration: &Registration) -> Registered {
+    ///
+    /// A filter type whose constant registration does not scan data never does (a run-time
+    /// registration cannot add it, `fsfilter::registration_in_force`): for it the data-scan part
+    /// is known empty at compile time.
+    pub(crate) const fn of<F: Filter>(registration: &Registration) -> Registered {
         let mut post = 0u64;
         let mut rest = registration.operations();
         while let [op, tail @ ..] = rest {
@@ -64,11 +79,36 @@ impl Registered {
             }
             rest = tail;
         }
+        let scans_data = fsfilter::scans_data::<F>() && registration.scans_data();
+        const fn copied(op: Option<&Operation>) -> Option<Operation> {
+            match op {
+                Some(op) => Some(*op),
+                None => None,
+            }
+        }
+        let guarded = if scans_data {
+            [copied(registration.get(GUARDED[0])), copied(registration.get(GUARDED[1]))]
+        } else {
+            [None, None]
+        };
         Registered {
             post,
             instance_setup: registration.callbacks().instance_setup,
-            scans_data: registration.scans_data(),
+            scans_data,
+            guarded,
         }
+    }
+
+    /// For a filter that scans data, `Some` for the operations in [`GUARDED`]: the pre callback
+    /// runs for every one of them (the backend's table has no skip flags for them), and this is
+    /// the filter's own registration of it, `None` inside when it registered none. Its skip flags
+    /// and callbacks apply after the backend's conflict handling.
+    #[inline(always)]
+    pub(crate) fn guarded(&self, major: MajorFunction) -> Option<Option<Operation>> {
+        if !self.scans_data {
+            return None;
+        }
+        GUARDED.iter().zip(self.guarded).find(|(m, _)| **m == major).map(|(_, op)| op)
     }
 
     /// True when `major` is registered with a post callback (every pre callback asks).
@@ -187,14 +227,61 @@ pub(crate) struct InstanceState<F: Filter> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
 
+    use fsfilter::{Instance, InstanceSetup, PreOperation, PreOutcome, Result, ServiceParameters};
+
+    /// Declares a test filter type with `registration`.
+    macro_rules! test_filter {
+        ($name:ident, $registration:expr) => {
+            pub(crate) struct $name;
+
+            impl Filter for $name {
+                const REGISTRATION: Registration = $registration;
+                type InstanceContext = ();
+                type CompletionContext = ();
+
+                fn load(_: &dyn ServiceParameters) -> Result<Self> {
+                    Ok($name)
+                }
+
+                fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+                    Ok(())
+                }
+
+                fn pre_operation(
+                    &self,
+                    _: &Instance<'_, ()>,
+                    _: &mut PreOperation<'_, ()>,
+                ) -> PreOutcome<()> {
+                    PreOutcome::NoPost
+                }
+            }
+        };
+    }
+
+    test_filter!(
+        Plain,
+        Registration::new().operation(Operation::new(MajorFunction::Read).pre()).validated()
+    );
+    test_filter!(
+        Scanning,
+        Registration::new()
+            .operation(Operation::new(MajorFunction::Create).post())
+            .operation(
+                Operation::new(MajorFunction::Write)
+                    .post()
+                    .skip(fsfilter::OperationFlags::SKIP_CACHED_IO)
+            )
+            .data_scan(true)
+            .validated()
+    );
+
     #[test]
     fn the_registration_summary_answers_what_the_registration_says() {
-        use fsfilter::Operation;
         let r = Registration::new()
             .operation(Operation::new(MajorFunction::Create).pre().post())
             .operation(Operation::new(MajorFunction::Read).pre())
@@ -204,7 +291,7 @@ mod tests {
             .instance_setup_callback(false)
             .check()
             .unwrap();
-        let s = Registered::of(&r);
+        let s = Registered::of::<Scanning>(&r);
         for &m in MajorFunction::ALL {
             assert_eq!(s.has_post(m), r.get(m).is_some_and(|o| o.post), "{m:?}");
         }
@@ -212,10 +299,13 @@ mod tests {
         assert!(!s.has_post(MajorFunction::Unknown(0x50)));
         assert!(!s.instance_setup());
         assert!(!s.scans_data());
-        let scanning = Registered::of(&r.data_scan(true).instance_setup_callback(true));
+        let scanning = Registered::of::<Scanning>(&r.data_scan(true).instance_setup_callback(true));
         assert!(scanning.instance_setup() && scanning.scans_data());
+        let plain = Registered::of::<Plain>(&r.data_scan(true).instance_setup_callback(true));
+        assert!(!plain.scans_data(), "a filter type that does not scan never does");
         // The passthrough's constant, computed at compile time as DriverEntry does.
-        const EVERY: Registered = Registered::of(&Registration::new().every_operation(true, true));
+        const EVERY: Registered =
+            Registered::of::<Plain>(&Registration::new().every_operation(true, true));
         assert!(EVERY.has_post(MajorFunction::Read) && !EVERY.has_post(MajorFunction::Shutdown));
         assert!(EVERY.instance_setup());
     }

@@ -6,7 +6,7 @@
 use core::marker::PhantomData;
 use core::ptr;
 
-use fsfilter::{Filter, MAX_REGISTERED, Registration};
+use fsfilter::{Filter, MAX_REGISTERED, MajorFunction, Registration};
 use fsfilter_kernel::constants::{FLT_REGISTRATION_VERSION_0203, IRP_MJ_OPERATION_END};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_OPERATION_REGISTRATION,
@@ -16,7 +16,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use crate::callbacks;
 use fsfilter_kernel::datascan::SectionState;
 
-use crate::state::{INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG};
+use crate::state::{GUARDED, INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG};
 
 /// Entries of the operation table: one per registered operation plus the `IRP_MJ_OPERATION_END`
 /// sentinel.
@@ -35,18 +35,31 @@ const fn sentinel() -> FLT_OPERATION_REGISTRATION {
 }
 
 /// The operation table for `registration`, with `F`'s trampolines, ended by the sentinel.
+///
+/// A registration that scans data gets the pre trampoline for the operations that conflict with
+/// data-scan sections ([`GUARDED`]: writes and set-information), registered or not, and without
+/// skip flags: the FsRtl fallback's conflicts are the caller's to handle (facts.md §6), so the
+/// backend must see each of them; the trampoline then applies the filter's own registration of
+/// the operation ([`crate::state::Registered::guarded`]).
 pub const fn operation_table<F: Filter>(
     registration: &Registration,
 ) -> [FLT_OPERATION_REGISTRATION; OPERATION_TABLE_LEN] {
     let mut table = [sentinel(); OPERATION_TABLE_LEN];
+    // A filter type that does not scan data never does (`Registered::of`).
+    let scans = fsfilter::scans_data::<F>() && registration.scans_data();
     let mut i = 0;
     let mut rest = registration.operations();
     while let [op, tail @ ..] = rest {
         rest = tail;
+        let guarded = scans && is_guarded(op.major);
         let entry = FLT_OPERATION_REGISTRATION {
             MajorFunction: op.major.code(),
-            Flags: op.flags.bits(),
-            PreOperation: if op.pre { Some(callbacks::pre_operation::<F>) } else { None },
+            Flags: if guarded { 0 } else { op.flags.bits() },
+            PreOperation: if op.pre || guarded {
+                Some(callbacks::pre_operation::<F>)
+            } else {
+                None
+            },
             PostOperation: if op.post { Some(callbacks::post_operation::<F>) } else { None },
             Reserved1: ptr::null_mut(),
         };
@@ -56,7 +69,42 @@ pub const fn operation_table<F: Filter>(
         }
         i += 1;
     }
+    let mut g = 0;
+    while scans && g < GUARDED.len() {
+        let major = GUARDED[g];
+        g += 1;
+        if registration.get(major).is_some() {
+            continue;
+        }
+        // Not registered by the filter, so the registration has fewer than MAX_REGISTERED
+        // entries and the sentinel slot stays (checked all the same).
+        if i >= MAX_REGISTERED {
+            break;
+        }
+        if let Some((_, [slot, ..])) = table.split_at_mut_checked(i) {
+            *slot = FLT_OPERATION_REGISTRATION {
+                MajorFunction: major.code(),
+                Flags: 0,
+                PreOperation: Some(callbacks::pre_operation::<F>),
+                PostOperation: None,
+                Reserved1: ptr::null_mut(),
+            };
+        }
+        i += 1;
+    }
     table
+}
+
+/// True for the operations in [`GUARDED`].
+const fn is_guarded(major: MajorFunction) -> bool {
+    let mut g = 0;
+    while g < GUARDED.len() {
+        if GUARDED[g].code() == major.code() {
+            return true;
+        }
+        g += 1;
+    }
+    false
 }
 
 /// The context table: the instance context always (it holds the filter's instance state), the
@@ -198,5 +246,71 @@ impl RuntimeTables {
         self.registration.OperationRegistration = self.operations.as_ptr();
         self.registration.ContextRegistration = self.contexts.as_ptr();
         &self.registration
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use fsfilter::{Filter, MajorFunction, Operation, OperationFlags, Registration};
+
+    use super::*;
+    use crate::state::Registered;
+    use crate::state::tests::{Plain, Scanning};
+
+    /// (major, flags, pre, post) of each entry before the sentinel.
+    fn entries<F: Filter>(r: &Registration) -> Vec<(u8, u32, bool, bool)> {
+        let table = operation_table::<F>(r);
+        let end = table.iter().position(|e| e.MajorFunction == IRP_MJ_OPERATION_END).unwrap();
+        assert!(table[end..].iter().all(|e| e.MajorFunction == IRP_MJ_OPERATION_END));
+        table[..end]
+            .iter()
+            .map(|e| {
+                (e.MajorFunction, e.Flags, e.PreOperation.is_some(), e.PostOperation.is_some())
+            })
+            .collect()
+    }
+
+    const WRITE: u8 = MajorFunction::Write.code();
+    const SET_INFORMATION: u8 = MajorFunction::SetInformation.code();
+    const CREATE: u8 = MajorFunction::Create.code();
+
+    #[test]
+    fn a_filter_that_does_not_scan_gets_exactly_its_registration() {
+        let r = Registration::new()
+            .operation(Operation::new(MajorFunction::Create).post())
+            .operation(
+                Operation::new(MajorFunction::Write).post().skip(OperationFlags::SKIP_PAGING_IO),
+            )
+            .validated();
+        let paging = OperationFlags::SKIP_PAGING_IO.bits();
+        let expected = [(CREATE, 0, false, true), (WRITE, paging, false, true)];
+        assert_eq!(entries::<Plain>(&r), expected);
+        assert_eq!(entries::<Scanning>(&r), expected, "this registration does not scan");
+        assert_eq!(Registered::of::<Plain>(&r).guarded(MajorFunction::Write), None);
+    }
+
+    #[test]
+    fn a_scanning_filter_gets_a_pre_callback_for_every_conflicting_operation() {
+        // facts.md §6: the FsRtl fallback's conflicts are the caller's; the backend's pre
+        // callback must see every write and set-information, so their skip flags move into the
+        // trampoline (state::Registered::guarded).
+        let r = Scanning::REGISTRATION;
+        assert_eq!(
+            entries::<Scanning>(&r),
+            [(CREATE, 0, false, true), (WRITE, 0, true, true), (SET_INFORMATION, 0, true, false)]
+        );
+        let registered = Registered::of::<Scanning>(&r);
+        let write = registered.guarded(MajorFunction::Write).unwrap().unwrap();
+        assert!(!write.pre && write.post && write.has_skip_flags());
+        assert_eq!(registered.guarded(MajorFunction::SetInformation), Some(None));
+        assert_eq!(registered.guarded(MajorFunction::Read), None);
+        let all = Registration::new().every_operation(true, true).data_scan(true).validated();
+        let e = entries::<Scanning>(&all);
+        assert_eq!(e.len(), all.operations().len(), "both registered: nothing added");
+        assert!(e.iter().all(|&(_, flags, pre, _)| flags == 0 && pre));
     }
 }

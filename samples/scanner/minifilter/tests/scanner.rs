@@ -166,3 +166,37 @@ fn a_conflicting_write_reaches_the_section_conflict_callback() {
     m.close_handle(writer);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_conflicting_write_aborts_a_scan_on_the_fsrtl_fallback() {
+    // facts.md §6: with FsRtlCreateSectionForDataScan (the fallback where FltRegisterForDataScan
+    // answers STATUS_NOT_SUPPORTED) the caller handles conflicts, not the Filter Manager: the
+    // minifilter backend closes the section before the write goes on and tells the filter, as
+    // the legacy backend does.
+    let (mut m, v) = machine(
+        &[pattern(), ("SupportNpfsMsfs", RegValue::Dword(1)), ("ScanLatency", RegValue::Dword(20))],
+        &[VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs)],
+    );
+    let writer = m.create(v[0], "pipe1", CreateOptions::default()).handle.unwrap();
+    assert_eq!(m.write(writer, None, &[b'a'; 512], IoMode::Cached).status, Status::SUCCESS);
+    m.schedule(5, move |m| {
+        assert_eq!(m.write(writer, None, &[b'b'; 512], IoMode::Cached).status, Status::SUCCESS);
+    });
+    let reader = m.create(v[0], "pipe1", CreateOptions::open()).handle.expect("the open goes on");
+    let conflicts = m
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count();
+    assert_eq!(conflicts, 1);
+    assert!(notes(&m).contains(&"scanner: open aborted".to_owned()), "{:?}", notes(&m));
+    assert!(scans(&m).iter().all(|(mode, _)| *mode == DataScanMode::FsRtlFallback));
+    m.close_handle(reader);
+    m.close_handle(writer);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
