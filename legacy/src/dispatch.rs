@@ -825,7 +825,7 @@ pub(crate) unsafe fn set_mount_completion(irp: *mut IRP, event: *mut KEVENT) {
 
 /// Tells the filter about FsRtl sections an operation conflicts with, and closes them (the
 /// caller-side conflict handling of facts.md §6).
-fn notify_conflicts<F: Filter>(
+pub(crate) fn notify_conflicts<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
     ext: &DeviceExt<F>,

@@ -146,12 +146,90 @@ pass_through!(device_control, FastIoDeviceControl, (file: *const FILE_OBJECT, wa
 pass_through!(query_network_open_info, FastIoQueryNetworkOpenInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_NETWORK_OPEN_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(mdl_read, MdlRead, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(mdl_read_complete, MdlReadComplete, (file: *const FILE_OBJECT, chain: *const MDL) -> bool, false);
-pass_through!(prepare_mdl_write, PrepareMdlWrite, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(mdl_write_complete, MdlWriteComplete, (file: *const FILE_OBJECT, offset: *const i64, chain: *const MDL) -> bool, false);
 pass_through!(read_compressed, FastIoReadCompressed, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, buffer: *mut c_void, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK, info: *mut COMPRESSED_DATA_INFO, info_length: u32) -> bool, false);
-pass_through!(write_compressed, FastIoWriteCompressed, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, buffer: *const c_void, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK, info: *const COMPRESSED_DATA_INFO, info_length: u32) -> bool, false);
+pass_through!(prepare_mdl_write_below, PrepareMdlWrite, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(write_compressed_below, FastIoWriteCompressed, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, buffer: *const c_void, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK, info: *const COMPRESSED_DATA_INFO, info_length: u32) -> bool, false);
 pass_through!(mdl_read_complete_compressed, MdlReadCompleteCompressed, (file: *const FILE_OBJECT, chain: *const MDL) -> bool, false);
 pass_through!(mdl_write_complete_compressed, MdlWriteCompleteCompressed, (file: *const FILE_OBJECT, offset: *const i64, chain: *const MDL) -> bool, false);
+
+/// Closes the FsRtl data-scan sections of the stream a fast-I/O write is about to change, and
+/// tells the filter, as the dispatch routine does for a write IRP: the fast-I/O path changes the
+/// data all the same, and with `FsRtlCreateSectionForDataScan` the conflicts are the caller's to
+/// handle (facts.md §6). Nothing for a filter that does not scan data (compiled out).
+///
+/// # Safety
+/// `device` must be our device; `file` the caller's file object or null. `PASSIVE_LEVEL`, as the
+/// I/O manager calls the fast-I/O write routines.
+#[inline(always)]
+unsafe fn close_conflicting_sections<F: Filter>(
+    device: *const DEVICE_OBJECT,
+    file: *const FILE_OBJECT,
+) {
+    if !fsfilter::scans_data::<F>() {
+        return;
+    }
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return };
+    let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
+    let fallback = instance_view(device, ext)
+        .is_some_and(|i| i.data_scan == fsfilter::DataScanMode::FsRtlFallback);
+    // SAFETY: the caller's file object, if any.
+    let Some(file) = (unsafe { file.as_ref() }) else { return };
+    if fallback && !torn_down {
+        crate::dispatch::notify_conflicts(state, device, ext, file.FsContext as usize);
+    }
+}
+
+/// `PrepareMdlWrite`: closes conflicting data-scan sections, then passes through.
+unsafe extern "system" fn prepare_mdl_write<F: Filter>(
+    file: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    key: u32,
+    chain: *mut *mut MDL,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the I/O manager's arguments.
+    unsafe { close_conflicting_sections::<F>(device, file) };
+    // SAFETY: forwarded.
+    unsafe { prepare_mdl_write_below::<F>(file, offset, length, key, chain, iosb, device) }
+}
+
+/// `FastIoWriteCompressed`: closes conflicting data-scan sections, then passes through.
+unsafe extern "system" fn write_compressed<F: Filter>(
+    file: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    key: u32,
+    buffer: *const c_void,
+    chain: *mut *mut MDL,
+    iosb: *mut IO_STATUS_BLOCK,
+    info: *const COMPRESSED_DATA_INFO,
+    info_length: u32,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the I/O manager's arguments.
+    unsafe { close_conflicting_sections::<F>(device, file) };
+    // SAFETY: forwarded.
+    unsafe {
+        write_compressed_below::<F>(
+            file,
+            offset,
+            length,
+            key,
+            buffer,
+            chain,
+            iosb,
+            info,
+            info_length,
+            device,
+        )
+    }
+}
 
 /// `FastIoQueryOpen`: the IRP's current location is ours; the lower driver must see its own.
 unsafe extern "system" fn query_open<F: Filter>(
@@ -215,6 +293,8 @@ unsafe extern "system" fn write<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
+    // SAFETY: the I/O manager's arguments.
+    unsafe { close_conflicting_sections::<F>(device, file) };
     let buffer = buffer.cast_mut();
     let call =
         ReadWrite { major: MajorFunction::Write, file, offset, length, wait, key, buffer, iosb };

@@ -11,7 +11,7 @@
     reason = "tests"
 )]
 
-use fsfilter::{DataScanMode, Status};
+use fsfilter::{DataScanMode, MajorFunction, Status};
 use fsfilter_sim::{
     Callback, CreateOptions, EventKind, FsKind, IoMode, Machine, MachineConfig, RegValue,
     ServiceSpec, StartType, VolumeId, VolumeSpec,
@@ -165,4 +165,46 @@ fn scans_on_every_kind_of_volume_the_legacy_model_sees() {
         })
         .collect();
     assert_eq!(setups, [DataScanMode::FsRtlFallback; 2]);
+}
+
+#[test]
+fn a_conflicting_fast_io_write_aborts_the_scan_too() {
+    // A cached write to a file whose cache is set up goes through the fast-I/O path, not as an
+    // IRP: it changes the data all the same and conflicts with the FsRtl section (facts.md §6).
+    let (mut m, v) = machine(
+        &[pattern(), ("ScanLatency", RegValue::Dword(20))],
+        &[VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", &[b'a'; 1024])],
+    );
+    let c = v[0];
+    let writer = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    // The first cached transfer sets the cache up (an IRP); the next ones are fast I/O.
+    assert_eq!(m.read(writer, Some(0), 16, IoMode::Cached).status, Status::SUCCESS);
+    m.schedule(5, move |m| {
+        let r = m.write(writer, Some(0), &[b'b'; 512], IoMode::Cached);
+        assert_eq!(r.status, Status::SUCCESS);
+    });
+    let reader = m.open(c, "f.txt", CreateOptions::open()).expect("the open goes through");
+    let fast_writes = m
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
+        })
+        .count();
+    assert_eq!(fast_writes, 1, "the write came as fast I/O");
+    let conflicts = m
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count();
+    assert_eq!(conflicts, 1);
+    assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
+    m.close_handle(reader);
+    m.close_handle(writer);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

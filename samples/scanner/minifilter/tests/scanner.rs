@@ -12,7 +12,7 @@
     reason = "tests"
 )]
 
-use fsfilter::{DataScanMode, Status};
+use fsfilter::{DataScanMode, MajorFunction, Status};
 use fsfilter_sim::{
     Callback, CreateOptions, EventKind, FsKind, InstanceLayout, InstanceSpec, InstancesSpec,
     IoMode, Machine, MachineConfig, RegValue, ServiceSpec, StartType, VolumeId, VolumeSpec,
@@ -196,6 +196,45 @@ fn a_conflicting_write_aborts_a_scan_on_the_fsrtl_fallback() {
     assert_eq!(conflicts, 1);
     assert!(notes(&m).contains(&"scanner: open aborted".to_owned()), "{:?}", notes(&m));
     assert!(scans(&m).iter().all(|(mode, _)| *mode == DataScanMode::FsRtlFallback));
+    m.close_handle(reader);
+    m.close_handle(writer);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_conflicting_fast_io_write_reaches_the_section_conflict_callback() {
+    // A cached write to a file whose cache is set up comes as fast I/O; the Filter Manager
+    // synchronizes it with the open section all the same (facts.md §6).
+    let (mut m, v) = machine(
+        &[pattern(), ("ScanLatency", RegValue::Dword(20))],
+        &[VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", &[b'a'; 1024])],
+    );
+    let writer = m.open(v[0], "f.txt", CreateOptions::open()).unwrap();
+    // The first cached transfer sets the cache up (an IRP); the next ones are fast I/O.
+    assert_eq!(m.read(writer, Some(0), 16, IoMode::Cached).status, Status::SUCCESS);
+    m.schedule(5, move |m| {
+        assert_eq!(m.write(writer, Some(0), &[b'b'; 512], IoMode::Cached).status, Status::SUCCESS);
+    });
+    let reader = m.open(v[0], "f.txt", CreateOptions::open()).expect("the open goes through");
+    let events = m.events();
+    let fast_writes = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
+        })
+        .count();
+    assert_eq!(fast_writes, 1, "the write came as fast I/O");
+    let conflicts = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count();
+    assert_eq!(conflicts, 1);
+    assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
     m.close_handle(reader);
     m.close_handle(writer);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
