@@ -239,3 +239,45 @@ fn a_conflicting_fast_io_write_reaches_the_section_conflict_callback() {
     m.close_handle(writer);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_write_in_flight_when_the_section_is_made_aborts_the_scan_before_it_starts() {
+    // facts.md §6: the section-conflict notification "may arrive before
+    // FltCreateSectionForDataScan returns": a non-cached write is still in flight (the storage
+    // completes it from a DPC 1 ms later) when the scanner makes its section for an open.
+    let (mut m, v) = machine(
+        &[pattern(), ("ScanLatency", RegValue::Dword(20))],
+        &[VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", &[b'a'; 1024])],
+    );
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let writer = m.open(v[0], "f.txt", CreateOptions::open()).unwrap();
+    let wrote = std::rc::Rc::new(std::cell::Cell::new(None));
+    let opened = std::rc::Rc::new(std::cell::Cell::new(None));
+    let (w, o) = (wrote.clone(), opened.clone());
+    m.schedule(0, move |m| {
+        // Another thread opens the file as soon as this one waits for its write.
+        m.schedule(0, move |m| o.set(Some(m.open(v[0], "f.txt", CreateOptions::open()))));
+        w.set(Some(m.write(writer, Some(0), &[b'b'; 512], IoMode::NonCached)));
+    });
+    m.settle();
+    assert_eq!(wrote.take().map(|r| r.status), Some(Status::SUCCESS));
+    let reader = opened.take().expect("the open ran").expect("the open goes through");
+    // The notification comes before the scan's section is reported made.
+    let order: Vec<&str> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { callback: Callback::SectionConflict { .. }, .. } => {
+                Some("conflict")
+            }
+            EventKind::Callback { callback: Callback::DataScan { .. }, .. } => Some("section"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["section", "conflict", "section"]);
+    assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
+    m.close_handle(reader);
+    m.close_handle(writer);
+    m.settle();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
