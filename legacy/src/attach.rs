@@ -14,7 +14,7 @@ use fsfilter_kernel::constants::{characteristics, do_flags, vpb_flags};
 use fsfilter_kernel::irp::{
     IO_NO_INCREMENT, IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
 };
-use fsfilter_kernel::pool::PoolBox;
+use fsfilter_kernel::pool::PoolPointers;
 use fsfilter_kernel::{trace, unicode, wide};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP, KEVENT};
 use windows_sys::Wdk::Storage::FileSystem::{
@@ -305,26 +305,34 @@ unsafe fn attach_to_mounted_volumes<F: Filter>(state: &DriverState<F>, cdo: *con
     let mut count = 0u32;
     // SAFETY: sizing call.
     let _ = unsafe { IoEnumerateDeviceObjectList(driver, core::ptr::null_mut(), 0, &mut count) };
-    if count == 0 {
-        return;
-    }
-    let Ok(list) = PoolBox::try_new([core::ptr::null_mut::<DEVICE_OBJECT>(); 64], WORK_TAG) else {
-        return;
+    // The list holds every device or nothing (STATUS_BUFFER_TOO_SMALL with the new count): sized
+    // by the count, again if devices came between the calls (a few tries: mounts are rare).
+    let mut tries = 0;
+    let (list, room) = loop {
+        if count == 0 || tries == 4 {
+            return;
+        }
+        tries += 1;
+        let Ok(mut list) = PoolPointers::<DEVICE_OBJECT>::try_zeroed(count as usize, WORK_TAG)
+        else {
+            return;
+        };
+        // SAFETY: our list of `list.len()` entries; every device returned is referenced.
+        let status = unsafe {
+            IoEnumerateDeviceObjectList(
+                driver,
+                list.as_mut_ptr(),
+                list.byte_len() as u32,
+                &mut count,
+            )
+        };
+        if status >= 0 {
+            break (list, count as usize);
+        }
+        if status != Status::BUFFER_TOO_SMALL.0 {
+            return;
+        }
     };
-    let mut list = list;
-    let room = list.len().min(count as usize);
-    // SAFETY: our buffer of `room` entries; every device returned is referenced.
-    let status = unsafe {
-        IoEnumerateDeviceObjectList(
-            driver,
-            list.as_mut_ptr(),
-            (room * core::mem::size_of::<usize>()) as u32,
-            &mut count,
-        )
-    };
-    if status < 0 {
-        return;
-    }
     for &dev in list.iter().take(room) {
         if dev.is_null() {
             continue;

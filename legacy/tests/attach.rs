@@ -56,6 +56,27 @@ fn a_filter_started_later_attaches_to_mounted_volumes() {
 }
 
 #[test]
+fn a_filter_started_later_attaches_to_every_mounted_volume_however_many() {
+    // §1.5: IoEnumerateDeviceObjectList returns every device of the file system or
+    // STATUS_BUFFER_TOO_SMALL with the count: the list must hold them all (the backend once
+    // used a fixed list of 64, and on a file system with more devices attached to none).
+    let mut m = machine();
+    let volumes: Vec<_> = (0..80)
+        .map(|i| {
+            m.add_volume(VolumeSpec::new(&format!(r"\Device\HarddiskVolume{i}"), FsKind::Ntfs))
+        })
+        .collect();
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    m.boot();
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    for &v in &volumes {
+        assert_eq!(m.volume_stack_drivers(v), ["ProbeA", "Ntfs"], "{v:?}");
+    }
+    assert_eq!(setups(&m, "ProbeA").len(), volumes.len());
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
 fn file_systems_registered_after_load_are_attached_but_not_the_recognizer() {
     // §1.1, §1.4: FastFat is loaded on demand by the recognizer after the filter; the filter is
     // told, attaches to \Fat, never to the recognizer's devices, and then to the FAT volume.

@@ -128,3 +128,55 @@ impl<T> Drop for PoolBox<T> {
         unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), self.tag) };
     }
 }
+
+/// A zeroed array of `len` raw pointers in non-paged pool, freed on drop: a list a kernel routine
+/// fills whose length is known only at run time (`IoEnumerateDeviceObjectList`).
+///
+/// # Invariants
+/// `ptr` points to a pool block of `len` pointers allocated with `tag` (all null when made, and
+/// a null pointer is a valid value), owned by this list; `len` is at least 1.
+pub struct PoolPointers<T> {
+    ptr: NonNull<*mut T>,
+    len: usize,
+    tag: u32,
+}
+
+impl<T> PoolPointers<T> {
+    /// `len` null pointers (at least one). `STATUS_INSUFFICIENT_RESOURCES` when the pool is
+    /// exhausted or the size overflows.
+    pub fn try_zeroed(len: usize, tag: u32) -> Result<PoolPointers<T>, Error> {
+        let len = len.max(1);
+        let size =
+            len.checked_mul(core::mem::size_of::<*mut T>()).ok_or(Error::INSUFFICIENT_RESOURCES)?;
+        // SAFETY: ExAllocatePool2 with a valid flag combination, a non-zero size and a tag;
+        // without POOL_FLAG_UNINITIALIZED the block is zeroed, and it is aligned for pointers.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size, tag) }.cast::<*mut T>();
+        let ptr = NonNull::new(raw).ok_or(Error::INSUFFICIENT_RESOURCES)?;
+        Ok(PoolPointers { ptr, len, tag })
+    }
+
+    /// The list's first element, for a routine that fills it.
+    pub fn as_mut_ptr(&mut self) -> *mut *mut T {
+        self.ptr.as_ptr()
+    }
+
+    /// The size of the list in bytes (what such a routine is told).
+    pub fn byte_len(&self) -> usize {
+        self.len * core::mem::size_of::<*mut T>()
+    }
+}
+
+impl<T> Deref for PoolPointers<T> {
+    type Target = [*mut T];
+    fn deref(&self) -> &[*mut T] {
+        // SAFETY: the invariant: `len` initialized pointers owned by the list.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for PoolPointers<T> {
+    fn drop(&mut self) {
+        // SAFETY: the block was allocated with `self.tag` and is freed once.
+        unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), self.tag) };
+    }
+}
