@@ -69,10 +69,10 @@ pub const fn operation_table<F: Filter>(
         }
         i += 1;
     }
-    let mut g = 0;
-    while scans && g < GUARDED.len() {
-        let major = GUARDED[g];
-        g += 1;
+    let mut guarded: &[MajorFunction] = if scans { &GUARDED } else { &[] };
+    while let [major, tail @ ..] = guarded {
+        let major = *major;
+        guarded = tail;
         if registration.get(major).is_some() {
             continue;
         }
@@ -97,12 +97,12 @@ pub const fn operation_table<F: Filter>(
 
 /// True for the operations in [`GUARDED`].
 const fn is_guarded(major: MajorFunction) -> bool {
-    let mut g = 0;
-    while g < GUARDED.len() {
-        if GUARDED[g].code() == major.code() {
+    let mut rest: &[MajorFunction] = &GUARDED;
+    while let [m, tail @ ..] = rest {
+        if m.code() == major.code() {
             return true;
         }
-        g += 1;
+        rest = tail;
     }
     false
 }
