@@ -97,6 +97,29 @@ fn file_systems_registered_after_load_are_attached_but_not_the_recognizer() {
 }
 
 #[test]
+fn a_file_system_that_unregisters_is_detached_from() {
+    // §1.2: the registration routine is called with FsActive FALSE when a file system
+    // unregisters (IoUnregisterFileSystem): the filter detaches from its control device and
+    // deletes its device there; its volume devices stay until the volumes go.
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.device_stack_drivers(r"\Ntfs"), ["ProbeA", "Ntfs"]);
+    let cdo = m.kernel(|k| {
+        let id = k.objects.names[&r"\Ntfs".to_uppercase()];
+        k.objects.device(id).ptr as usize
+    });
+    // Ntfs's own code unregisters, from a thread of the machine.
+    m.schedule(0, move |_| fsfilter_sim::fsreg::unregister_file_system(cdo as *const _));
+    m.settle();
+    assert_eq!(m.device_stack_drivers(r"\Ntfs"), ["Ntfs"]);
+    assert_eq!(m.volume_stack_drivers(c), ["ProbeA", "Ntfs"], "the mounted volume keeps it");
+    assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Unloaded);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
 fn load_order_is_stack_order_and_callbacks_follow_the_stack() {
     // §1.3: each legacy filter attaches at the top of the stack as it finds it: the later one is
     // above, sees requests first on the way down and last on the way up.
