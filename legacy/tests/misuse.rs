@@ -1,0 +1,18 @@
+//! Services called where the model forbids them, through the legacy backend
+//! (`sim/testing/misuse.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+#[path = "../../sim/testing/misuse.rs"]
+mod misuse;
+
+mod driver {
+    fsfilter_legacy::driver!(super::misuse::Misuser);
+}
+
+#[test]
+fn a_service_used_where_it_is_forbidden_answers_its_status_and_changes_nothing() {
+    misuse::check(common::install_legacy, driver::ENTRY);
+}
