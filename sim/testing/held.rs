@@ -54,6 +54,9 @@ pub(crate) enum Mode {
     PendQueryResumedAtDispatch,
     /// Answers `WhenSafe` from every post callback, at any IRQL.
     AlwaysWhenSafe,
+    /// Pends the read's pre callback and asks, before returning, for it to go on with a post
+    /// callback 5 ms later (`resume_after`).
+    PendDelayed,
 }
 
 /// How a pended operation's token is released.
@@ -165,6 +168,11 @@ impl Filter for Deferring {
             }
             return PreOutcome::NoPost;
         }
+        if mode == Mode::PendDelayed {
+            let Some((token, receipt)) = op.pend() else { return PreOutcome::WithPost(()) };
+            token.resume_after(5, PreResume::WithPost(()));
+            return PreOutcome::Pending(receipt);
+        }
         let (Mode::PendEarly(release) | Mode::PendLater(release)) = mode else {
             return PreOutcome::WithPost(());
         };
@@ -192,7 +200,7 @@ impl Filter for Deferring {
             }
             Mode::AlwaysWhenSafe => PostOutcome::WhenSafe(()),
             Mode::WhenSafe | Mode::WhenSafeThenEarly => PostOutcome::Finished,
-            Mode::PendEarly(_) | Mode::PendLater(_) => PostOutcome::Finished,
+            Mode::PendEarly(_) | Mode::PendLater(_) | Mode::PendDelayed => PostOutcome::Finished,
             Mode::PendQueryResumedAtDispatch => {
                 if let Some((token, release)) = KEPT_PEND.with(|k| k.borrow_mut().take()) {
                     COMPLETED_LATER.with(|c| c.set(c.get() + 1));
@@ -330,6 +338,50 @@ pub(crate) fn check(
     check_pended(install, entry);
     check_resumed_at_dispatch(install, entry, resume_allocates);
     check_when_safe_kinds(install, entry);
+    check_delayed_without_memory(install, entry);
+}
+
+/// A pended read asked to go on 5 ms later (`resume_after`, set before its pre callback
+/// returned) waits out the delay on a timer and a worker; when nothing can be allocated for them
+/// the delay is dropped and the read goes on at once, with its post callback (the legacy
+/// backend resumes the IRP it pended right away; the minifilter backend answers the decision
+/// from the pre callback instead of `FLT_PREOP_PENDING`). Either way it completes once, with
+/// the file's data.
+fn check_delayed_without_memory(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+) {
+    for starve in [false, true] {
+        WHEN.with(|w| w.set(Mode::PendDelayed));
+        let mut m = Machine::new(MachineConfig { seed: 5 });
+        let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 4096]));
+        install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+        m.boot();
+        let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+        if starve {
+            // The next allocation of the filter's own, for the delayed resumption's worker, fails
+            // (a later one, the read's completion routine, may not: rule 7 would fail the read).
+            m.kernel(|k| {
+                let n = k.faults.service_count(NAME, fsfilter_sim::FaultKind::Pool);
+                k.faults.plan_for_service(NAME, fsfilter_sim::FaultKind::Pool, n + 1);
+            });
+        }
+        let before = m.now_ms();
+        let r = m.read(h, Some(0), 512, IoMode::NonCached);
+        let took = m.now_ms() - before;
+        m.settle();
+        m.close_handle(h);
+        assert!(m.findings().is_empty(), "starve {starve}: {:?}", m.findings());
+        assert_eq!((r.status, r.data.first()), (Status::SUCCESS, Some(&STORED)), "{starve}");
+        assert_eq!(took >= 5, !starve, "starve {starve}: the delay ({took} ms)");
+        assert_eq!(m.kernel(|k| !k.faults.injected.is_empty()), starve);
+        let posts = m
+            .callbacks_of(NAME)
+            .into_iter()
+            .filter(|(_, cb)| matches!(cb, Callback::Post { major: MajorFunction::Read, .. }))
+            .count();
+        assert_eq!(posts, 1, "starve {starve}");
+    }
 }
 
 /// `WhenSafe` from a post callback at `PASSIVE_LEVEL`: the second half runs right away for an
