@@ -42,10 +42,9 @@ pub unsafe fn driver_entry<F: Filter>(
         Err(e) => return e.status().0,
     };
     let registration = match fsfilter::registration_in_force(&filter) {
-        // The constant: checked at compile time, here too.
-        Ok(None) if const { post_only_is_zero_sized::<F>(&F::REGISTRATION) } => F::REGISTRATION,
-        Ok(Some(r)) if post_only_is_zero_sized::<F>(&r) => r,
-        _ => return Status::INVALID_PARAMETER.0,
+        Ok(None) => F::REGISTRATION,
+        Ok(Some(r)) => r,
+        Err(_) => return Status::INVALID_PARAMETER.0,
     };
     let mut name_units = [0u16; 96];
     let name_len = control_name(&parameters, &mut name_units);
@@ -157,22 +156,6 @@ unsafe fn init_fields<F: Filter>(
     unsafe { (&raw mut (*p).registration).write(registration) };
     // SAFETY: as above.
     unsafe { (&raw mut (*p).driver).write(driver) };
-}
-
-/// A post callback without a pre callback gets a context nobody made: only a zero-sized one is
-/// possible.
-const fn post_only_is_zero_sized<F: Filter>(registration: &fsfilter::Registration) -> bool {
-    if core::mem::size_of::<F::CompletionContext>() == 0 {
-        return true;
-    }
-    let mut rest = registration.operations();
-    while let [o, tail @ ..] = rest {
-        if o.post && !o.pre {
-            return false;
-        }
-        rest = tail;
-    }
-    true
 }
 
 /// Writes `\FileSystem\Filters\<service>` into `out`; returns its length.

@@ -14,6 +14,10 @@ mod driver {
     fsfilter_legacy::driver!(super::context::Carrier);
 }
 
+mod post_only {
+    fsfilter_legacy::driver!(super::context::PostOnly);
+}
+
 /// The probe under the filter (loaded first, so attached first), pending reads for 5 ms.
 fn pender(m: &mut Machine) {
     common::install_pender(m, "pend:5 read");
@@ -22,4 +26,9 @@ fn pender(m: &mut Machine) {
 #[test]
 fn every_completion_context_reaches_its_post_callback_or_is_dropped_once() {
     context::check(common::install_legacy, driver::ENTRY, pender, false);
+}
+
+#[test]
+fn a_post_only_registration_with_a_context_that_is_not_zero_sized_fails_to_load() {
+    context::check_post_only(common::install_legacy, post_only::ENTRY);
 }

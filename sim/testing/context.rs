@@ -342,6 +342,70 @@ pub(crate) fn run(
     Seen { statuses, created, arrived, stop }
 }
 
+/// Registers the read with a post callback and no pre callback, with a context that is not
+/// zero-sized: nobody would make the context its post callback gets, so the driver fails to load
+/// (docs/callback-model.md, rule 6), in both models.
+pub(crate) struct PostOnly;
+
+impl Filter for PostOnly {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Read).post())
+        .instance_setup_callback(true)
+        .validated();
+    type InstanceContext = ();
+    type CompletionContext = Ticket;
+
+    fn load(_: &dyn ServiceParameters) -> Result<Self> {
+        Ok(PostOnly)
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        _: &mut PreOperation<'_, Ticket>,
+    ) -> PreOutcome<Ticket> {
+        PreOutcome::NoPost
+    }
+
+    fn post_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        ticket: Ticket,
+        _: PostFlags,
+    ) -> PostOutcome<Ticket> {
+        ticket.arrived("post", op.major());
+        PostOutcome::Finished
+    }
+}
+
+/// [`PostOnly`] installed by `install` fails to load with `STATUS_INVALID_PARAMETER`.
+pub(crate) fn check_post_only(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+) {
+    let mut m = Machine::new(MachineConfig { seed: 11 });
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 512]));
+    install(&mut m, ServiceSpec::new("PostOnly", entry, "legacy"));
+    m.boot();
+    let loads: Vec<Status> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            fsfilter_sim::EventKind::Load { driver, status, .. } if &*driver == "PostOnly" => {
+                Some(status)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(loads, [Status::INVALID_PARAMETER]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// The driver stopped while a read it passed down is held by the driver below (`pender`, for 5
 /// ms): with the Filter Manager the read's context reaches a draining post callback at teardown;
 /// the legacy backend's unload waits for the read, whose post callback gets it

@@ -365,9 +365,30 @@ pub fn registration_in_force<F: Filter>(
     filter: &F,
 ) -> core::result::Result<Option<Registration>, RegistrationError> {
     match filter.registration() {
-        None => Ok(None),
-        Some(r) => check_run_time(r, F::REGISTRATION.scans_data()).map(Some),
+        None if const { post_only_is_zero_sized::<F>(&F::REGISTRATION) } => Ok(None),
+        None => Err(RegistrationError::PostOnlyNeedsZeroSizedContext),
+        Some(r) => match check_run_time(r, F::REGISTRATION.scans_data()) {
+            Ok(r) if post_only_is_zero_sized::<F>(&r) => Ok(Some(r)),
+            Ok(_) => Err(RegistrationError::PostOnlyNeedsZeroSizedContext),
+            Err(e) => Err(e),
+        },
     }
+}
+
+/// True unless `registration` has a post callback without a pre callback while `F`'s completion
+/// context is not zero-sized: such a post callback would get a context nobody made (rule 6).
+pub const fn post_only_is_zero_sized<F: Filter>(registration: &Registration) -> bool {
+    if core::mem::size_of::<F::CompletionContext>() == 0 {
+        return true;
+    }
+    let mut rest = registration.operations();
+    while let [o, tail @ ..] = rest {
+        if o.post && !o.pre {
+            return false;
+        }
+        rest = tail;
+    }
+    true
 }
 
 /// [`Registration::check`], and no data scanning unless the constant declares it.
@@ -462,5 +483,52 @@ mod tests {
             registration_in_force(&Configurable(Some(twice))),
             Err(RegistrationError::Duplicate(crate::MajorFunction::Create))
         );
+    }
+
+    /// A filter with a context of one word, registering what its field says.
+    struct Carrying(Option<Registration>);
+
+    impl Filter for Carrying {
+        const REGISTRATION: Registration = Registration::new()
+            .operation(crate::Operation::new(crate::MajorFunction::Read).post())
+            .validated();
+        type InstanceContext = ();
+        type CompletionContext = u64;
+
+        fn load(_: &dyn ServiceParameters) -> Result<Self> {
+            Ok(Carrying(None))
+        }
+
+        fn registration(&self) -> Option<Registration> {
+            self.0
+        }
+
+        fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        fn pre_operation(
+            &self,
+            _: &Instance<'_, ()>,
+            _: &mut PreOperation<'_, u64>,
+        ) -> PreOutcome<u64> {
+            PreOutcome::NoPost
+        }
+    }
+
+    #[test]
+    fn a_post_only_operation_needs_a_zero_sized_context() {
+        // Rule 6: a post callback without a pre callback gets a context nobody made.
+        let post_only = Carrying::REGISTRATION;
+        assert!(!post_only_is_zero_sized::<Carrying>(&post_only));
+        assert!(post_only_is_zero_sized::<Configurable>(&post_only), "() needs no maker");
+        let err = Err(RegistrationError::PostOnlyNeedsZeroSizedContext);
+        assert_eq!(registration_in_force(&Carrying(None)), err);
+        assert_eq!(registration_in_force(&Carrying(Some(post_only))), err);
+        let with_pre = Registration::new()
+            .operation(crate::Operation::new(crate::MajorFunction::Read).pre().post())
+            .validated();
+        assert_eq!(registration_in_force(&Carrying(Some(with_pre))), Ok(Some(with_pre)));
+        assert!(err.unwrap_err().message().contains("zero-sized"));
     }
 }

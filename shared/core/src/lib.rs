@@ -33,7 +33,7 @@ pub use altitude::{
 pub use capabilities::Capabilities;
 pub use filter::{
     Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo,
-    registration_in_force, scans_data,
+    post_only_is_zero_sized, registration_in_force, scans_data,
 };
 pub use flags::{
     CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,

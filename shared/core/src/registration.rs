@@ -160,6 +160,10 @@ pub enum RegistrationError {
     /// A run-time registration scans data but the filter's `REGISTRATION` does not: the backends
     /// carry the data-scan code only for filters that declare it there.
     DataScanNotDeclared,
+    /// A post callback without a pre callback in a filter whose `CompletionContext` is not
+    /// zero-sized: no pre callback makes the context the post callback would get
+    /// (docs/callback-model.md, rule 6).
+    PostOnlyNeedsZeroSizedContext,
 }
 
 impl RegistrationError {
@@ -177,6 +181,10 @@ impl RegistrationError {
             RegistrationError::NoCallback(major) => major.registration_messages().1,
             RegistrationError::DataScanNotDeclared => {
                 "invalid registration: data scanning must be declared in Filter::REGISTRATION"
+            }
+            RegistrationError::PostOnlyNeedsZeroSizedContext => {
+                "invalid registration: a post callback without a pre callback needs a zero-sized \
+                 CompletionContext (no pre callback makes one)"
             }
         }
     }
