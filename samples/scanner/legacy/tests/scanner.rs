@@ -35,6 +35,29 @@ fn pattern() -> (&'static str, RegValue) {
     ("Pattern", RegValue::Sz(String::from_utf8(PATTERN.to_vec()).unwrap()))
 }
 
+/// How many section-conflict notifications the filter got.
+fn conflicts(m: &Machine) -> usize {
+    m.events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count()
+}
+
+/// How many writes came as fast I/O.
+fn fast_writes(m: &Machine) -> usize {
+    m.events()
+        .into_iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
+        })
+        .count()
+}
+
 fn notes(m: &Machine) -> Vec<String> {
     m.events()
         .into_iter()
@@ -122,16 +145,7 @@ fn a_conflicting_write_aborts_the_scan_holding_the_section() {
         assert_eq!(r.status, Status::SUCCESS);
     });
     let reader = m.open(c, "f.txt", CreateOptions::open()).expect("the open goes through");
-    let conflicts = m
-        .events()
-        .into_iter()
-        .filter(|e| {
-            matches!(
-                &e.kind,
-                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
-            )
-        })
-        .count();
+    let conflicts = conflicts(&m);
     assert_eq!(conflicts, 1);
     assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
     m.close_handle(reader);
@@ -184,24 +198,9 @@ fn a_conflicting_fast_io_write_aborts_the_scan_too() {
         assert_eq!(r.status, Status::SUCCESS);
     });
     let reader = m.open(c, "f.txt", CreateOptions::open()).expect("the open goes through");
-    let fast_writes = m
-        .events()
-        .into_iter()
-        .filter(|e| {
-            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
-        })
-        .count();
+    let fast_writes = fast_writes(&m);
     assert_eq!(fast_writes, 1, "the write came as fast I/O");
-    let conflicts = m
-        .events()
-        .into_iter()
-        .filter(|e| {
-            matches!(
-                &e.kind,
-                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
-            )
-        })
-        .count();
+    let conflicts = conflicts(&m);
     assert_eq!(conflicts, 1);
     assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
     m.close_handle(reader);

@@ -53,6 +53,29 @@ fn infected_body() -> Vec<u8> {
     body
 }
 
+/// How many section-conflict notifications the filter got.
+fn conflicts(m: &Machine) -> usize {
+    m.events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count()
+}
+
+/// How many writes came as fast I/O.
+fn fast_writes(m: &Machine) -> usize {
+    m.events()
+        .into_iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
+        })
+        .count()
+}
+
 fn notes(m: &Machine) -> Vec<String> {
     m.events()
         .into_iter()
@@ -150,16 +173,7 @@ fn a_conflicting_write_reaches_the_section_conflict_callback() {
         );
     });
     let reader = m.open(v[0], "f.txt", CreateOptions::open()).expect("the open goes through");
-    let conflicts = m
-        .events()
-        .into_iter()
-        .filter(|e| {
-            matches!(
-                &e.kind,
-                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
-            )
-        })
-        .count();
+    let conflicts = conflicts(&m);
     assert_eq!(conflicts, 1);
     assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
     m.close_handle(reader);
@@ -183,16 +197,7 @@ fn a_conflicting_write_aborts_a_scan_on_the_fsrtl_fallback() {
         assert_eq!(m.write(writer, None, &[b'b'; 512], IoMode::Cached).status, Status::SUCCESS);
     });
     let reader = m.create(v[0], "pipe1", CreateOptions::open()).handle.expect("the open goes on");
-    let conflicts = m
-        .events()
-        .into_iter()
-        .filter(|e| {
-            matches!(
-                &e.kind,
-                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
-            )
-        })
-        .count();
+    let conflicts = conflicts(&m);
     assert_eq!(conflicts, 1);
     assert!(notes(&m).contains(&"scanner: open aborted".to_owned()), "{:?}", notes(&m));
     assert!(scans(&m).iter().all(|(mode, _)| *mode == DataScanMode::FsRtlFallback));
@@ -216,23 +221,9 @@ fn a_conflicting_fast_io_write_reaches_the_section_conflict_callback() {
         assert_eq!(m.write(writer, Some(0), &[b'b'; 512], IoMode::Cached).status, Status::SUCCESS);
     });
     let reader = m.open(v[0], "f.txt", CreateOptions::open()).expect("the open goes through");
-    let events = m.events();
-    let fast_writes = events
-        .iter()
-        .filter(|e| {
-            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
-        })
-        .count();
+    let fast_writes = fast_writes(&m);
     assert_eq!(fast_writes, 1, "the write came as fast I/O");
-    let conflicts = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                &e.kind,
-                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
-            )
-        })
-        .count();
+    let conflicts = conflicts(&m);
     assert_eq!(conflicts, 1);
     assert_eq!(notes(&m), ["scanner: open clean", "scanner: open aborted"]);
     m.close_handle(reader);
