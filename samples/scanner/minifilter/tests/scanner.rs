@@ -12,13 +12,15 @@
     reason = "tests"
 )]
 
-use fsfilter::{DataScanMode, MajorFunction, Status};
+use fsfilter::{DataScanMode, Status};
 use fsfilter_sim::{
     Callback, CreateOptions, EventKind, FsKind, InstanceLayout, InstanceSpec, InstancesSpec,
     IoMode, Machine, MachineConfig, RegValue, ServiceSpec, StartType, VolumeId, VolumeSpec,
 };
 
-const PATTERN: &[u8] = b"X5O!P%@AP";
+#[path = "../../testing/events.rs"]
+mod events;
+use events::{PATTERN, conflicts, fast_writes, notes, pattern};
 
 fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec<VolumeId>) {
     let mut m = Machine::new(MachineConfig { seed: 11 });
@@ -43,47 +45,10 @@ fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec
     (m, ids)
 }
 
-fn pattern() -> (&'static str, RegValue) {
-    ("Pattern", RegValue::Sz(String::from_utf8(PATTERN.to_vec()).unwrap()))
-}
-
 fn infected_body() -> Vec<u8> {
     let mut body = b"header ".to_vec();
     body.extend_from_slice(PATTERN);
     body
-}
-
-/// How many section-conflict notifications the filter got.
-fn conflicts(m: &Machine) -> usize {
-    m.events()
-        .into_iter()
-        .filter(|e| {
-            matches!(
-                &e.kind,
-                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
-            )
-        })
-        .count()
-}
-
-/// How many writes came as fast I/O.
-fn fast_writes(m: &Machine) -> usize {
-    m.events()
-        .into_iter()
-        .filter(|e| {
-            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
-        })
-        .count()
-}
-
-fn notes(m: &Machine) -> Vec<String> {
-    m.events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { callback: Callback::Note { text }, .. } => Some(text),
-            _ => None,
-        })
-        .collect()
 }
 
 fn scans(m: &Machine) -> Vec<(DataScanMode, Status)> {

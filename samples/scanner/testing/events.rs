@@ -1,0 +1,53 @@
+//! What both scanner drivers' tests read from a machine (each includes this file with `#[path]`):
+//! the pattern parameter, the scanner's notes, section conflicts and fast-I/O writes.
+
+#![allow(dead_code, reason = "each test file uses part of it")]
+
+use fsfilter::MajorFunction;
+use fsfilter_sim::{Callback, EventKind, Machine, RegValue};
+
+/// The pattern the scanner looks for.
+pub(crate) const PATTERN: &[u8] = b"X5O!P%@AP";
+
+/// The `Pattern` parameter.
+pub(crate) fn pattern() -> (&'static str, RegValue) {
+    ("Pattern", RegValue::Sz(String::from_utf8_lossy(PATTERN).into_owned()))
+}
+
+/// The scanner's notes, in order.
+pub(crate) fn notes(m: &Machine) -> Vec<String> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { driver, callback: Callback::Note { text }, .. }
+                if &*driver == "Scanner" =>
+            {
+                Some(text)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many section-conflict notifications the filter got.
+pub(crate) fn conflicts(m: &Machine) -> usize {
+    m.events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Callback { callback: Callback::SectionConflict { .. }, .. }
+            )
+        })
+        .count()
+}
+
+/// How many writes came as fast I/O.
+pub(crate) fn fast_writes(m: &Machine) -> usize {
+    m.events()
+        .into_iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::IoStart { fast_io: true, major: MajorFunction::Write, .. })
+        })
+        .count()
+}
