@@ -21,6 +21,7 @@ use fsfilter_kernel::constants::flt_preop;
 use fsfilter_kernel::irp::{
     IO_NO_INCREMENT, IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
     IoMarkIrpPending, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation, set_irp_status,
+    unmark_irp_pending,
 };
 use fsfilter_kernel::ntos::{IoCompletionRoutine, completion_routine_field};
 use fsfilter_kernel::pool::PoolBox;
@@ -221,6 +222,11 @@ unsafe fn volume_dispatch<F: Filter>(
             status,
         });
     };
+    if !matches!(outcome, PreOutcome::Pending(_)) {
+        // A token taken but not answered with `Pending` holds nothing (as the Filter Manager
+        // backend's): its entry goes, so that it cannot resume an IRP that is not held.
+        let _ = state.pended.take(id);
+    }
     match outcome {
         PreOutcome::WithPost(c) | PreOutcome::Synchronize(c) if !has_post => {
             drop(c);
@@ -233,7 +239,7 @@ unsafe fn volume_dispatch<F: Filter>(
         PreOutcome::WithPost(c) if major == MajorFunction::Create => {
             report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
             // SAFETY: the live IRP at our device.
-            unsafe { forward_synchronized(state, device, ext, irp, c) }
+            unsafe { forward_synchronized(state, device, ext, irp, c, cleanup_or_close) }
         }
         PreOutcome::WithPost(c) => {
             report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
@@ -243,44 +249,54 @@ unsafe fn volume_dispatch<F: Filter>(
         PreOutcome::Synchronize(c) => {
             report("FLT_PREOP_SYNCHRONIZE", None);
             // SAFETY: the live IRP at our device.
-            unsafe { forward_synchronized(state, device, ext, irp, c) }
+            unsafe { forward_synchronized(state, device, ext, irp, c, cleanup_or_close) }
         }
         PreOutcome::NoPost | PreOutcome::DisallowFastIo | PreOutcome::DisallowFsFilterIo => {
             report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
-            let _ = state.pended.take(id);
             // SAFETY: forwarded.
             unsafe { pass_through(ext, irp) }
         }
         PreOutcome::Complete(io) => {
             let io = io.for_completion(cleanup_or_close);
             report("FLT_PREOP_COMPLETE", Some(io.status));
-            let _ = state.pended.take(id);
             // SAFETY: the live IRP we complete.
             unsafe { complete(irp, io) }
         }
-        PreOutcome::Pending(_receipt) => match state.pended.pre_returned(id) {
-            PreReturned::Early(d) => {
-                // Resumed before the pre callback returned: act on it now.
-                report(PreOutcome::<()>::wdk_name_of(d.code), None);
-                // SAFETY: the live IRP, not pended after all.
-                unsafe { resume_now(state, device, ext, irp, d.code, d.context, false) }
-            }
-            PreReturned::Pended { deferred } => {
-                report("FLT_PREOP_PENDING", None);
-                state.begin(ext);
-                // SAFETY: the live IRP we keep.
-                unsafe { IoMarkIrpPending(irp) };
-                if deferred {
-                    defer_resume::<F>(device, irp as usize);
+        PreOutcome::Pending(_receipt) => {
+            // Counted and marked pending before the table lets the token or a worker resume the
+            // IRP, which another processor may do the moment it can (facts.md §1.8, rule 15).
+            state.begin(ext);
+            // SAFETY: the live IRP at our location, still ours.
+            unsafe { IoMarkIrpPending(irp) };
+            match state.pended.pre_returned(id) {
+                PreReturned::Pended { deferred } => {
+                    report("FLT_PREOP_PENDING", None);
+                    if deferred {
+                        defer_resume::<F>(device, irp as usize);
+                    }
+                    Status::PENDING.0
                 }
-                Status::PENDING.0
+                // Resumed before the pre callback returned, or never pended: nobody else can
+                // reach the IRP, so it is not pended after all.
+                returned => {
+                    state.end(ext);
+                    // SAFETY: marked above, and seen by nobody since.
+                    unsafe { unmark_irp_pending(irp) };
+                    match returned {
+                        PreReturned::Early(d) => {
+                            report(PreOutcome::<()>::wdk_name_of(d.code), None);
+                            // SAFETY: the live IRP, ours.
+                            unsafe { resume_now(state, device, ext, irp, d.code, d.context, false) }
+                        }
+                        _ => {
+                            report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+                            // SAFETY: forwarded.
+                            unsafe { pass_through(ext, irp) }
+                        }
+                    }
+                }
             }
-            PreReturned::Unknown => {
-                report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
-                // SAFETY: forwarded.
-                unsafe { pass_through(ext, irp) }
-            }
-        },
+        }
     }
 }
 
@@ -357,13 +373,8 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
         state.end(ext);
         // SAFETY: our own encoded context, not handed to anyone.
         drop(unsafe { decode::<F::CompletionContext>(raw) });
-        return if cleanup_or_close {
-            // SAFETY: the location was copied; send it down without a routine.
-            unsafe { IoCallDriver(ext.lower, irp) }
-        } else {
-            // SAFETY: the live IRP we complete.
-            unsafe { complete(irp, IoStatus::new(Status::INSUFFICIENT_RESOURCES)) }
-        };
+        // SAFETY: the live IRP, its location copied.
+        return unsafe { without_routine(ext, irp, cleanup_or_close) };
     }
     // SAFETY: the device we attached to.
     let status = unsafe { IoCallDriver(ext.lower, irp) };
@@ -376,6 +387,26 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     let done = unsafe { run_post(state, device, ext, irp, raw, Site::Dispatch) };
     // SAFETY: the IRP is halted at our location, ours.
     unsafe { done.finish_halted(irp) }
+}
+
+/// Our completion routine could not be set (`IoSetCompletionRoutineEx` found no memory): the
+/// operation fails closed (docs/callback-model.md, rule 7), but cleanup and close, which must not
+/// fail, go down without a post callback.
+///
+/// # Safety
+/// `irp` must be live at our device, its location copied to the next one.
+unsafe fn without_routine<F: Filter>(
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    cleanup_or_close: bool,
+) -> NTSTATUS {
+    if cleanup_or_close {
+        // SAFETY: the location was copied; send it down without a routine.
+        unsafe { IoCallDriver(ext.lower, irp) }
+    } else {
+        // SAFETY: the live IRP we complete.
+        unsafe { complete(irp, IoStatus::new(Status::INSUFFICIENT_RESOURCES)) }
+    }
 }
 
 /// The completion routine of operations with a post callback.
@@ -537,14 +568,14 @@ unsafe fn run_post_with<F: Filter>(
         }
         PostOutcome::WhenSafe(c) => {
             forget_deferral(state, irp);
-            report(false, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
             if irql::current() < Irql::DISPATCH {
+                report(false, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
                 // Safe already: run the rest inline.
                 // SAFETY: the IRP at our location.
                 unsafe { run_when_safe(state, device, ext, irp, c, site) }
             } else {
                 // SAFETY: the IRP at our location, whose completion we hold.
-                unsafe { queue_when_safe(state, device, ext, irp, c, site) }
+                unsafe { queue_when_safe(state, device, ext, irp, c, site, report) }
             }
         }
     }
@@ -684,7 +715,10 @@ struct SafeWork<C> {
 }
 
 /// Queues `post_operation_when_safe` to a system worker (`FltDoCompletionProcessingWhenSafe`'s
-/// posting case). Without a work item the rest runs inline anyway, at the completion IRQL.
+/// posting case). Without a work item or the memory to hand it the context, the second half
+/// cannot run at a safe IRQL, so it does not run: the context is dropped and the operation
+/// finishes, as when `FltDoCompletionProcessingWhenSafe` cannot post (docs/callback-model.md,
+/// rule 14).
 ///
 /// # Safety
 /// As [`run_post`].
@@ -695,22 +729,29 @@ unsafe fn queue_when_safe<F: Filter>(
     irp: *mut IRP,
     context: F::CompletionContext,
     site: Site,
+    report: impl Fn(bool, &'static str),
 ) -> PostDone {
     // SAFETY: our live device.
     let item = unsafe { IoAllocateWorkItem(device) };
-    if item == 0 {
-        // SAFETY: forwarded.
-        return unsafe { run_when_safe(state, device, ext, irp, context, site) };
-    }
-    let work = match PoolBox::try_new_or_return(SafeWork { irp, device, item, context }, WORK_TAG) {
-        Ok(w) => w.into_raw(),
-        Err(w) => {
-            // SAFETY: the item was never queued.
-            unsafe { IoFreeWorkItem(item) };
-            // SAFETY: forwarded.
-            return unsafe { run_when_safe(state, device, ext, irp, w.context, site) };
+    let work = if item == 0 {
+        Err(context)
+    } else {
+        PoolBox::try_new_or_return(SafeWork { irp, device, item, context }, WORK_TAG)
+            .map(PoolBox::into_raw)
+            .map_err(|w| {
+                // SAFETY: the item was never queued.
+                unsafe { IoFreeWorkItem(item) };
+                w.context
+            })
+    };
+    let work = match work {
+        Ok(work) => work,
+        Err(context) => {
+            drop(context);
+            return finished(state, ext, irp, report, false);
         }
     };
+    report(false, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
     if site == Site::Dispatch {
         // Marked before the worker, which may run at once on another processor, can complete it.
         // SAFETY: the halted IRP at our location, still ours.
@@ -765,6 +806,7 @@ unsafe fn forward_synchronized<F: Filter>(
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     context: F::CompletionContext,
+    cleanup_or_close: bool,
 ) -> NTSTATUS {
     // SAFETY: all-zero is a valid KEVENT before initialization.
     let mut event: KEVENT = unsafe { core::mem::zeroed() };
@@ -779,8 +821,8 @@ unsafe fn forward_synchronized<F: Filter>(
     if set < 0 {
         state.end(ext);
         drop(context);
-        // SAFETY: the live IRP we complete.
-        return unsafe { complete(irp, IoStatus::new(Status::INSUFFICIENT_RESOURCES)) };
+        // SAFETY: the live IRP, its location copied.
+        return unsafe { without_routine(ext, irp, cleanup_or_close) };
     }
     // SAFETY: the device we attached to.
     if unsafe { IoCallDriver(ext.lower, irp) } == Status::PENDING.0 {

@@ -197,19 +197,24 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
     // SAFETY: our registration.
     unsafe { IoUnregisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
     let reason = TeardownFlags::MANDATORY_FILTER_UNLOAD;
-    // SAFETY: our live driver object's device list.
-    let devices = unsafe { our_devices(driver) };
-    for &d in devices.iter().flatten() {
+    // Every device of ours, however many (one per volume and file system), from the driver
+    // object's list; the list changes only as we delete our own devices.
+    // SAFETY: our live driver object.
+    let mut cur = unsafe { (*driver).DeviceObject };
+    while !cur.is_null() {
         // SAFETY: our device.
-        let Some(ext) = (unsafe { state.ext(d) }) else { continue };
-        if ext.kind == DeviceKind::Volume {
-            // SAFETY: our volume device.
-            unsafe { attach::teardown(state, d, reason, Teardown::Start) };
+        if let Some(ext) = unsafe { state.ext(cur) } {
+            if ext.kind == DeviceKind::Volume {
+                // SAFETY: our volume device.
+                unsafe { attach::teardown(state, cur, reason, Teardown::Start) };
+            }
+            if !ext.lower.is_null() {
+                // SAFETY: the device we attached to.
+                unsafe { IoDetachDevice(ext.lower) };
+            }
         }
-        if !ext.lower.is_null() {
-            // SAFETY: the device we attached to.
-            unsafe { IoDetachDevice(ext.lower) };
-        }
+        // SAFETY: a live device of ours.
+        cur = unsafe { (*cur).NextDevice };
     }
     // Wait for every operation whose post callback or resumption is outstanding.
     if state.in_flight.load(Ordering::Acquire) > 0 {
@@ -217,34 +222,21 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         // SAFETY: the state's notification event, set by the last `end`.
         let _ = unsafe { KeWaitForSingleObject(drained.cast(), 0, 0, false, core::ptr::null()) };
     }
-    for &d in devices.iter().flatten() {
+    // SAFETY: our live driver object.
+    let mut cur = unsafe { (*driver).DeviceObject };
+    while !cur.is_null() {
+        // Read before the device goes.
+        // SAFETY: a live device of ours.
+        let next = unsafe { (*cur).NextDevice };
         // SAFETY: our device.
-        if unsafe { state.ext(d) }.is_some_and(|e| e.kind == DeviceKind::Volume) {
+        if unsafe { state.ext(cur) }.is_some_and(|e| e.kind == DeviceKind::Volume) {
             // SAFETY: our volume device.
-            unsafe { attach::teardown(state, d, reason, Teardown::Complete) };
+            unsafe { attach::teardown(state, cur, reason, Teardown::Complete) };
         }
         // SAFETY: ours, detached.
-        unsafe { attach::delete_device::<F>(d) };
+        unsafe { attach::delete_device::<F>(cur) };
+        cur = next;
     }
     // SAFETY: nothing of the driver runs any more.
     unsafe { discard::<F>(raw) };
-}
-
-/// Our devices (up to 128), from the driver object's list.
-///
-/// # Safety
-/// `driver` must be our live driver object.
-unsafe fn our_devices(driver: *const DRIVER_OBJECT) -> [Option<*mut DEVICE_OBJECT>; 128] {
-    let mut out = [None; 128];
-    // SAFETY: our driver object.
-    let mut cur = unsafe { (*driver).DeviceObject };
-    for slot in out.iter_mut() {
-        if cur.is_null() {
-            break;
-        }
-        *slot = Some(cur);
-        // SAFETY: a live device of ours.
-        cur = unsafe { (*cur).NextDevice };
-    }
-    out
 }

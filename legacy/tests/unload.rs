@@ -102,3 +102,31 @@ fn a_stop_waits_while_another_driver_is_attached_above() {
     assert_eq!(m.volume_stack_drivers(c), ["Ntfs"]);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_stop_tears_down_detaches_and_deletes_every_device_however_many() {
+    // One device per volume and per file system: the backend once listed at most 128 of them at
+    // unload, so the rest stayed attached (and their instances never torn down) after the
+    // driver's state was freed.
+    let mut m = machine();
+    let volumes: Vec<_> = (0..140)
+        .map(|i| {
+            m.add_volume(VolumeSpec::new(&format!(r"\Device\HarddiskVolume{i}"), FsKind::Ntfs))
+        })
+        .collect();
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    assert!(volumes.iter().all(|&v| m.volume_stack_drivers(v) == ["ProbeA", "Ntfs"]));
+    assert_eq!(m.stop("ProbeA"), StopResult::Unloaded);
+    for &v in &volumes {
+        assert_eq!(m.volume_stack_drivers(v), ["Ntfs"], "{v:?}");
+    }
+    let torn_down = callbacks(&m, "ProbeA")
+        .iter()
+        .filter(|(_, c)| {
+            *c == Callback::TeardownComplete { reason: TeardownFlags::MANDATORY_FILTER_UNLOAD }
+        })
+        .count();
+    assert_eq!(torn_down, volumes.len());
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}

@@ -23,3 +23,13 @@ fn pender(m: &mut Machine) {
 fn a_held_operation_goes_on_once_whenever_its_token_releases_it() {
     held::check(common::install_minifilter, driver::ENTRY, pender, false);
 }
+
+#[test]
+fn a_when_safe_half_never_runs_above_apc_level_even_without_memory() {
+    held::check_when_safe_without_memory(common::install_minifilter, driver::ENTRY, false);
+}
+
+#[test]
+fn a_pend_token_not_answered_with_pending_holds_nothing() {
+    held::check_unused_pend_tokens(common::install_minifilter, driver::ENTRY);
+}

@@ -21,8 +21,8 @@ use fsfilter::{
     Result, ServiceParameters, Status,
 };
 use fsfilter_sim::{
-    CreateOptions, FaultKind, FsKind, IoMode, Machine, MachineConfig, ServiceSpec, StopResult,
-    VolumeSpec,
+    CreateOptions, FaultKind, FsKind, IoMode, IoRequest, Machine, MachineConfig, ServiceSpec,
+    StopResult, VolumeSpec,
 };
 
 /// The service name of the filter under test.
@@ -316,6 +316,8 @@ pub(crate) fn run(
         starving(&mut m, "query");
         statuses.push(("query", m.query_information(h, 5, 24).status));
         starving(&mut m, "close");
+        // The cleanup on its own, so that its status shows (a close reports the close's).
+        statuses.push(("cleanup", m.io(IoRequest::Cleanup { handle: h }).status));
         statuses.push(("close", m.close_handle(h)));
     }
     m.settle();
@@ -517,9 +519,19 @@ pub(crate) fn check(
         assert_eq!(seen.arrived.len() + 1, seen.created.len(), "{what}: {seen:?}");
     }
     let seen = run(install, entry, Mode::Carry, None, Some("close"));
+    assert_eq!(seen.status("cleanup"), Status::SUCCESS, "{seen:?}");
     assert_eq!(seen.status("close"), Status::SUCCESS, "{seen:?}");
     let missing = seen.created.len() - seen.arrived.len();
     assert_eq!(missing, 1, "the cleanup passed without its post callback: {seen:?}");
+    assert_eq!(seen.arrivals("post", Cleanup), 0, "{seen:?}");
+    assert_eq!(seen.arrivals("post", Close), 1, "{seen:?}");
+    // The same when the cleanup is synchronized: whatever allocation fails (the legacy backend's
+    // IoSetCompletionRoutineEx, the minifilter's context), the cleanup reaches the file system
+    // without its post callback instead of failing.
+    let seen = run(install, entry, Mode::Synchronize, None, Some("close"));
+    assert_eq!(seen.status("cleanup"), Status::SUCCESS, "{seen:?}");
+    assert_eq!(seen.status("close"), Status::SUCCESS, "{seen:?}");
+    assert_eq!(seen.created.len() - seen.arrived.len(), 1, "{seen:?}");
     assert_eq!(seen.arrivals("post", Cleanup), 0, "{seen:?}");
     assert_eq!(seen.arrivals("post", Close), 1, "{seen:?}");
 }

@@ -57,6 +57,8 @@ pub(crate) enum Mode {
     /// Pends the read's pre callback and asks, before returning, for it to go on with a post
     /// callback 5 ms later (`resume_after`).
     PendDelayed,
+    /// Takes a pend token for every read, keeps it, and answers `WithPost` all the same.
+    PendIgnored,
 }
 
 /// How a pended operation's token is released.
@@ -116,6 +118,9 @@ thread_local! {
     static COMPLETED_LATER: Cell<u32> = const { Cell::new(0) };
     /// The IRQL of the post-read callback and of its second half, as the filter saw them.
     static IRQLS: RefCell<Vec<(&'static str, Irql)>> = const { RefCell::new(Vec::new()) };
+    /// The tokens a `PendIgnored` run took, and whether each read got one.
+    static IGNORED: RefCell<(Vec<PendedOperation<()>>, Vec<bool>)> =
+        const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Defers `op`'s post callback and completes the token as `when` says.
@@ -166,7 +171,20 @@ impl Filter for Deferring {
                 COMPLETED_LATER.with(|c| c.set(c.get() + 1));
                 release.release(token);
             }
+            // Released late, denying: they hold nothing, so nothing happens.
+            for token in IGNORED.with(|i| std::mem::take(&mut i.borrow_mut().0)) {
+                token.resume(PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)));
+            }
             return PreOutcome::NoPost;
+        }
+        if mode == Mode::PendIgnored {
+            let token = op.pend().map(|(token, _receipt)| token);
+            IGNORED.with(|i| {
+                let mut i = i.borrow_mut();
+                i.1.push(token.is_some());
+                i.0.extend(token);
+            });
+            return PreOutcome::WithPost(());
         }
         if mode == Mode::PendDelayed {
             let Some((token, receipt)) = op.pend() else { return PreOutcome::WithPost(()) };
@@ -411,6 +429,101 @@ fn check_when_safe_kinds(install: fn(&mut Machine, ServiceSpec), entry: fsfilter
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     assert_eq!(halves, [("fast I/O", 0), ("paging", 0), ("non-cached", 1)]);
+}
+
+/// A pend token taken but not answered with `Pending` holds nothing: the operation goes on as the
+/// callback answered, the next operation (often at the same address) can pend again, however
+/// many tokens were left unused, and a late release of such a token touches nothing (as the
+/// Filter Manager backend always did; the legacy backend kept their entries until December 5).
+pub(crate) fn check_unused_pend_tokens(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+) {
+    WHEN.with(|w| w.set(Mode::PendIgnored));
+    IGNORED.with(|i| *i.borrow_mut() = (Vec::new(), Vec::new()));
+    let mut m = Machine::new(MachineConfig { seed: 5 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 4096]));
+    install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+    m.boot();
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    let reads = 80;
+    for n in 0..reads {
+        let r = m.read(h, Some(0), 512, IoMode::NonCached);
+        assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(STORED)), "{n}");
+    }
+    // The query's pre callback releases the tokens late, denying: they hold nothing, so nothing
+    // happens to the read that follows (an IRP at the same address, often).
+    assert_eq!(m.query_information(h, 5, 24).status, Status::SUCCESS);
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(STORED)));
+    assert_eq!(m.query_information(h, 5, 24).status, Status::SUCCESS);
+    let got = IGNORED.with(|i| std::mem::take(&mut i.borrow_mut().1));
+    assert_eq!(got, vec![true; reads + 1], "every read could pend");
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    assert!(m.crashed().is_none(), "{:?}", m.crashed());
+    let posts = m
+        .callbacks_of(NAME)
+        .iter()
+        .filter(|(_, cb)| matches!(cb, Callback::Post { major: MajorFunction::Read, .. }))
+        .count();
+    assert_eq!(posts, reads + 1, "every read got its post callback");
+}
+
+/// A post callback at `DISPATCH_LEVEL` asks for `WhenSafe` while the filter can allocate nothing
+/// (every pool allocation of its own fails from the read on): the second half never runs above
+/// `APC_LEVEL`. The legacy backend has no work item to post it with, so it does not run at all:
+/// its context is dropped and the read finishes, as when `FltDoCompletionProcessingWhenSafe`
+/// cannot post (docs/callback-model.md, rule 14); the Filter Manager posts it with nothing of the
+/// filter's. Either way the read completes once, with its data.
+pub(crate) fn check_when_safe_without_memory(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    posting_allocates: bool,
+) {
+    WHEN.with(|w| w.set(Mode::WhenSafe));
+    IRQLS.with(|i| i.borrow_mut().clear());
+    let mut m = Machine::new(MachineConfig { seed: 5 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[STORED; 4096]));
+    install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+    m.boot();
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    // The read's own IoSetCompletionRoutineEx (legacy) is the next allocation; every one after
+    // it, for posting the second half, fails.
+    m.kernel(|k| {
+        let n = k.faults.service_count(NAME, fsfilter_sim::FaultKind::Pool);
+        for nth in n + 2..n + 10 {
+            k.faults.plan_for_service(NAME, fsfilter_sim::FaultKind::Pool, nth);
+        }
+    });
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    m.settle();
+    let starved = m.kernel(|k| !k.faults.injected.is_empty());
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    assert!(m.crashed().is_none(), "{:?}", m.crashed());
+    assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(STORED)));
+    assert_eq!(starved, posting_allocates, "posting took (or did not take) the filter's pool");
+    let irqls = IRQLS.with(|i| i.borrow().clone());
+    let outcomes: Vec<&str> = m
+        .callbacks_of(NAME)
+        .iter()
+        .filter_map(|(_, cb)| match *cb {
+            Callback::Post { major: MajorFunction::Read, outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    if posting_allocates {
+        assert_eq!(irqls, [("post", Irql::DISPATCH)], "no second half without a worker");
+        assert_eq!(outcomes, ["FLT_POSTOP_FINISHED_PROCESSING"], "the read finished at once");
+    } else {
+        assert_eq!(irqls, [("post", Irql::DISPATCH), ("when_safe", Irql::PASSIVE)]);
+        assert_eq!(
+            outcomes,
+            ["FLT_POSTOP_MORE_PROCESSING_REQUIRED", "FLT_POSTOP_FINISHED_PROCESSING"]
+        );
+    }
 }
 
 /// A pended operation resumed at `DISPATCH_LEVEL` (from a post callback of a read completed by a

@@ -149,6 +149,21 @@ pub unsafe fn IoMarkIrpPending(irp: *mut IRP) {
     unsafe { (*current).Control |= SL_PENDING_RETURNED };
 }
 
+/// Clears the mark [`IoMarkIrpPending`] set on the caller's own location, for an IRP it marked
+/// and then kept: not passed down, not completed, and reachable by nobody else since (a pre
+/// callback's pend that a token answered before the callback returned). The dispatch routine then
+/// returns the lower driver's status, as for an IRP it never marked.
+///
+/// # Safety
+/// `irp` must be valid, the current location the caller's, and the IRP not handed to anyone since
+/// it was marked.
+pub unsafe fn unmark_irp_pending(irp: *mut IRP) {
+    // SAFETY: the caller guarantees `irp` is valid.
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    // SAFETY: the current location of a valid IRP.
+    unsafe { (*current).Control &= !SL_PENDING_RETURNED };
+}
+
 /// `IoCallDriver`, which the WDK defines as `IofCallDriver`.
 ///
 /// # Safety
