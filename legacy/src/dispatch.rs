@@ -225,7 +225,9 @@ unsafe fn volume_dispatch<F: Filter>(
     if !matches!(outcome, PreOutcome::Pending(_)) {
         // A token taken but not answered with `Pending` holds nothing (as the Filter Manager
         // backend's): its entry goes, so that it cannot resume an IRP that is not held.
-        let _ = state.pended.take(id);
+        // SAFETY: this backend encodes the contexts of its resumes with a post from
+        // `F::CompletionContext` (`encode_resume`).
+        unsafe { state.pended.forget::<F::CompletionContext>(id) };
     }
     match outcome {
         PreOutcome::WithPost(c) | PreOutcome::Synchronize(c) if !has_post => {

@@ -736,7 +736,9 @@ fn map_pre_outcome<F: Filter>(
     };
     if result.0 != flt_preop::PENDING {
         // A token taken for an operation that was not pended resumes nothing.
-        let _ = driver.pended.take(id);
+        // SAFETY: this backend encodes the contexts of its resumes with a post from
+        // `F::CompletionContext` (`encode_resume`).
+        unsafe { driver.pended.forget::<F::CompletionContext>(id) };
     }
     result
 }

@@ -80,6 +80,11 @@ pub(crate) enum Mode {
     PendLater(Release),
     /// As `PendLater`, but the token is released before the pre callback returns.
     PendEarly(Release),
+    /// Non-cached reads are pended, the token resumed with a post and a fresh ticket before the
+    /// pre callback returns (at once, or 5 ms later with `resume_after`), and the pre callback
+    /// then answers `NoPost` all the same: the ticket never reaches a post callback, and is
+    /// dropped once.
+    ResumedThenNoPost { delayed: bool },
 }
 
 /// How a pended read's token is released.
@@ -182,6 +187,17 @@ impl Filter for Carrier {
                     release.release(token);
                 }
                 PreOutcome::Pending(receipt)
+            }
+            Mode::ResumedThenNoPost { delayed }
+                if major == MajorFunction::Read
+                    && op.header().is_noncached()
+                    && !op.header().is_paging() =>
+            {
+                if let Some((token, _receipt)) = op.pend() {
+                    let ticket = PreResume::WithPost(Ticket::new(major));
+                    if delayed { token.resume_after(5, ticket) } else { token.resume(ticket) }
+                }
+                PreOutcome::NoPost
             }
             _ => PreOutcome::WithPost(Ticket::new(major)),
         }
@@ -504,6 +520,16 @@ pub(crate) fn check(
             let expected = if release == Release::WithPost { reads } else { reads - 1 };
             assert_eq!(seen.arrivals("post", Read), expected, "{mode:?}: {seen:?}");
         }
+    }
+
+    // A token resumed with a post before the pre callback returns, and then not used (the pre
+    // callback answers NoPost): its ticket is dropped once, never delivered.
+    for delayed in [false, true] {
+        let mode = Mode::ResumedThenNoPost { delayed };
+        let seen = run(install, entry, mode, None, None);
+        assert!(seen.statuses.iter().all(|(_, s)| *s == Status::SUCCESS), "{mode:?}: {seen:?}");
+        assert_eq!(seen.arrivals("post", Read), reads - 1, "{mode:?}: {seen:?}");
+        assert_eq!(seen.created.len(), seen.arrived.len() + 1, "{mode:?}: {seen:?}");
     }
 
     // No pool for the context (rule 7): the operation fails with

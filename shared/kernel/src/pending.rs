@@ -154,6 +154,26 @@ impl PendedTable {
         self.take_listed(handle)
     }
 
+    /// Forgets `handle` once its pre callback answered something other than pending: a token
+    /// it took holds nothing from now on. A resume with a post that the token made while the
+    /// callback was still running (or asked for later) carried an encoded completion context,
+    /// which nothing else will decode: it is dropped here (docs/callback-model.md, rule 8).
+    /// Inlined down to the lock-free check, as [`PendedTable::take`].
+    ///
+    /// # Safety
+    /// Every decision recorded for `handle` with `FLT_PREOP_SUCCESS_WITH_CALLBACK` must carry a
+    /// context [`crate::context::encode`] made from a `C`.
+    #[inline]
+    pub unsafe fn forget<C>(&self, handle: usize) {
+        let Some(e) = self.take(handle) else { return };
+        for d in [e.early(), e.deferred().map(|(d, _)| d)].into_iter().flatten() {
+            if d.code == crate::constants::flt_preop::SUCCESS_WITH_CALLBACK {
+                // SAFETY: the caller's contract; the entry is gone, so nothing else decodes it.
+                drop(unsafe { crate::context::decode::<C>(d.context as *const core::ffi::c_void) });
+            }
+        }
+    }
+
     /// [`PendedTable::take`] past the lock-free check.
     #[inline(never)]
     fn take_listed(&self, handle: usize) -> Option<PendedEntry> {
