@@ -178,14 +178,14 @@ impl<'a, F: Filter> OpServices<'a, F> {
         let mut object: *mut c_void = core::ptr::null_mut();
         let mut size: i64 = 0;
         // SAFETY: an instance registered for data scan, a valid file object, a section context of
-        // this filter, valid out pointers, PASSIVE_LEVEL.
+        // this filter, valid out pointers and attributes (a kernel handle), PASSIVE_LEVEL.
         let status = Status(unsafe {
             FltCreateSectionForDataScan(
                 self.instance,
                 file,
                 context,
                 datascan::SECTION_MAP_READ,
-                core::ptr::null(),
+                &datascan::section_attributes(),
                 core::ptr::null(),
                 datascan::PAGE_READONLY,
                 datascan::SEC_COMMIT,

@@ -68,6 +68,11 @@ pub enum Rule {
     ContextLeaked,
     /// A data-scan section was still open when its filter unloaded.
     SectionLeaked,
+    /// `FltCreateSectionForDataScan` / `FsRtlCreateSectionForDataScan` asked for a section
+    /// handle without `OBJ_KERNEL_HANDLE` in its `ObjectAttributes` (or with none): the handle is
+    /// then a user handle of whatever process the caller runs in (facts.md §6), which that process
+    /// can close or duplicate, and a later `ZwClose` from another process closes a different one.
+    SectionHandleNotKernel,
     /// A filter callback ran after its filter unloaded.
     CallbackAfterUnload,
     /// An object was dereferenced more than it was referenced.
@@ -127,6 +132,7 @@ impl Rule {
             Rule::CompleteWithPending => "COMPLETE_WITH_STATUS_PENDING",
             Rule::ContextLeaked => "CONTEXT_LEAKED_AT_UNLOAD",
             Rule::SectionLeaked => "SECTION_LEAKED_AT_UNLOAD",
+            Rule::SectionHandleNotKernel => "SECTION_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE",
             Rule::CallbackAfterUnload => "CALLBACK_AFTER_UNLOAD",
             Rule::CancelFileOpenMisuse => "CANCEL_FILE_OPEN_MISUSE",
             Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",

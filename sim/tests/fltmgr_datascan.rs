@@ -25,8 +25,9 @@ use std::rc::Rc;
 
 use fltcommon::{Config, PostCall, Seen, install, machine, mj, order, order_clear, rules, seen};
 use fsfilter::Status;
+use fsfilter_kernel::datascan::section_attributes;
 use fsfilter_sim::{CreateOptions, FltEvent, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
-use windows_sys::Wdk::Foundation::NonPagedPoolNx;
+use windows_sys::Wdk::Foundation::{NonPagedPoolNx, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
 use windows_sys::Win32::Foundation::HANDLE;
 
@@ -81,12 +82,23 @@ fn section_context(slot: usize) -> PFLT_CONTEXT {
     ctx
 }
 
-/// `FltCreateSectionForDataScan` on the operation's file.
+/// `FltCreateSectionForDataScan` on the operation's file, for a kernel handle.
 fn create_section(
     p: &PostCall,
     ctx: PFLT_CONTEXT,
     protection: u32,
     attributes: u32,
+) -> (Status, HANDLE, *mut c_void, i64) {
+    create_section_with(p, ctx, protection, attributes, &section_attributes())
+}
+
+/// `FltCreateSectionForDataScan` on the operation's file with the caller's `ObjectAttributes`.
+fn create_section_with(
+    p: &PostCall,
+    ctx: PFLT_CONTEXT,
+    protection: u32,
+    attributes: u32,
+    object_attributes: *const OBJECT_ATTRIBUTES,
 ) -> (Status, HANDLE, *mut c_void, i64) {
     let fo = unsafe { (*p.data().Iopb).TargetFileObject };
     let mut h: HANDLE = std::ptr::null_mut();
@@ -98,7 +110,7 @@ fn create_section(
             fo,
             ctx,
             SECTION_MAP_READ,
-            std::ptr::null(),
+            object_attributes,
             std::ptr::null(),
             protection,
             attributes,
@@ -486,4 +498,96 @@ fn leaked_contexts_and_sections_are_reported_at_unload_facts_5_and_6() {
         "{leaked:?}"
     );
     let _ = order();
+}
+
+#[test]
+fn section_handle_without_obj_kernel_handle_facts_6() {
+    // facts.md §6: the section handle is a user handle unless ObjectAttributes has
+    // OBJ_KERNEL_HANDLE. A raw caller passing no attributes, or attributes without the flag, to
+    // FltCreateSectionForDataScan or FsRtlCreateSectionForDataScan is reported (the call still
+    // succeeds, as on Windows); the same calls with OBJ_KERNEL_HANDLE are not.
+    let files: [(&str, &[u8]); 4] =
+        [("null.txt", b"x"), ("case.txt", b"x"), ("fsrtl.txt", b"x"), ("kernel.txt", b"x")];
+    let (mut m, c) = setup(&files);
+    let post = |p: &PostCall| {
+        if !p.status().is_success() {
+            return 0;
+        }
+        let kernel = section_attributes();
+        let mut case_only = section_attributes();
+        case_only.Attributes = 0x40; // OBJ_CASE_INSENSITIVE alone
+        let name = file_name(p);
+        if name == "\\fsrtl.txt" {
+            let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+            for (label, oa) in
+                [("fsrtl null", std::ptr::null()), ("fsrtl kernel", &raw const kernel)]
+            {
+                let mut h: HANDLE = std::ptr::null_mut();
+                let mut obj: *mut c_void = std::ptr::null_mut();
+                let mut size = 0i64;
+                let s = Status(unsafe {
+                    windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan(
+                        &mut h,
+                        &mut obj,
+                        &mut size,
+                        fo,
+                        SECTION_MAP_READ,
+                        oa,
+                        std::ptr::null(),
+                        PAGE_READONLY,
+                        SEC_COMMIT,
+                        0,
+                    )
+                });
+                log(format!("{label} {s}"));
+                unsafe { fsfilter_kernel::ntos::ZwClose(h) };
+                unsafe { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(obj) };
+            }
+            return 0;
+        }
+        let oa: *const OBJECT_ATTRIBUTES = match name.as_str() {
+            "\\null.txt" => std::ptr::null(),
+            "\\case.txt" => &raw const case_only,
+            _ => &raw const kernel,
+        };
+        let ctx = section_context(p.slot);
+        let (s, h, obj, _) = create_section_with(p, ctx, PAGE_READONLY, SEC_COMMIT, oa);
+        log(format!("{name} {s}"));
+        assert_eq!(close_all(ctx, h, obj), Status::SUCCESS);
+        0
+    };
+    install(&mut m, 0, scanner("UserHandle", "265000", true, post));
+    assert_eq!(m.start("UserHandle"), Status::SUCCESS);
+    for (f, _) in files {
+        m.create(c, f, CreateOptions::open());
+    }
+    assert_eq!(
+        logged(),
+        [
+            "\\null.txt STATUS_SUCCESS",
+            "\\case.txt STATUS_SUCCESS",
+            "fsrtl null STATUS_SUCCESS",
+            "fsrtl kernel STATUS_SUCCESS",
+            "\\kernel.txt STATUS_SUCCESS",
+        ]
+    );
+    let found: Vec<(Rule, Option<String>, String)> = m.findings();
+    assert_eq!(found.len(), 3, "{found:?}");
+    for (rule, driver, _) in &found {
+        assert_eq!(*rule, Rule::SectionHandleNotKernel);
+        assert_eq!(driver.as_deref(), Some("UserHandle"));
+    }
+    assert!(
+        found[0].2.starts_with("FltCreateSectionForDataScan with a null ObjectAttributes"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].2.starts_with("FltCreateSectionForDataScan with ObjectAttributes.Attributes 0x40"),
+        "{found:?}"
+    );
+    assert!(
+        found[2].2.starts_with("FsRtlCreateSectionForDataScan with a null ObjectAttributes"),
+        "{found:?}"
+    );
+    assert_eq!(Rule::SectionHandleNotKernel.name(), "SECTION_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE");
 }

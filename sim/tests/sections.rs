@@ -51,7 +51,7 @@ fn section(fo: *mut FILE_OBJECT) -> Result<(HANDLE, *mut c_void, i64), Status> {
             &mut size,
             fo,
             SECTION_MAP_READ,
-            std::ptr::null(),
+            &fsfilter_kernel::datascan::section_attributes(),
             std::ptr::null(),
             PAGE_READONLY,
             SEC_COMMIT,

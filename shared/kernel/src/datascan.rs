@@ -7,11 +7,11 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 
 use fsfilter::{Error, SectionBackend, SectionId, Status};
-use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan;
 use windows_sys::Wdk::System::Memory::ViewUnmap;
 use windows_sys::Wdk::System::SystemServices::ObfDereferenceObject;
-use windows_sys::Win32::Foundation::HANDLE;
+use windows_sys::Win32::Foundation::{HANDLE, OBJ_KERNEL_HANDLE};
 
 use crate::ntos;
 use crate::pool::{PoolBox, pool_tag};
@@ -25,6 +25,20 @@ pub const PAGE_READONLY: u32 = 0x02;
 pub const SEC_COMMIT: u32 = 0x0800_0000;
 /// `NtCurrentProcess()`.
 pub const CURRENT_PROCESS: HANDLE = -1isize as HANDLE;
+
+/// The `ObjectAttributes` of a data-scan section: no name, `OBJ_KERNEL_HANDLE`. Without the flag
+/// the section handle is a user handle of whatever process the caller runs in (facts.md §6),
+/// which that process can close or duplicate.
+pub const fn section_attributes() -> OBJECT_ATTRIBUTES {
+    OBJECT_ATTRIBUTES {
+        Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: core::ptr::null_mut(),
+        ObjectName: core::ptr::null(),
+        Attributes: OBJ_KERNEL_HANDLE,
+        SecurityDescriptor: core::ptr::null(),
+        SecurityQualityOfService: core::ptr::null(),
+    }
+}
 /// How many sections one driver can hold open at once.
 pub const MAX_SECTIONS: usize = 32;
 /// Pool tag of fallback section records.
@@ -256,7 +270,7 @@ pub unsafe fn create_fsrtl_section(
     let mut handle: HANDLE = core::ptr::null_mut();
     let mut object: *mut c_void = core::ptr::null_mut();
     let mut size: i64 = 0;
-    // SAFETY: a valid file object at PASSIVE_LEVEL; out pointers are valid.
+    // SAFETY: a valid file object at PASSIVE_LEVEL; out pointers and the attributes are valid.
     let status = Status(unsafe {
         FsRtlCreateSectionForDataScan(
             &mut handle,
@@ -264,7 +278,7 @@ pub unsafe fn create_fsrtl_section(
             &mut size,
             file,
             SECTION_MAP_READ,
-            core::ptr::null(),
+            &section_attributes(),
             core::ptr::null(),
             PAGE_READONLY,
             SEC_COMMIT,

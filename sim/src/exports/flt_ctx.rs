@@ -226,13 +226,15 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterForData
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCreateSectionForDataScan =>
-    /// `FltCreateSectionForDataScan` (facts.md §6).
+    /// `FltCreateSectionForDataScan` (facts.md §6). A handle requested with a null
+    /// `ObjectAttributes`, or one without `OBJ_KERNEL_HANDLE`, would be a user handle on Windows:
+    /// reported as `SECTION_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE` (the call goes on).
     fn FltCreateSectionForDataScan(
         instance: PFLT_INSTANCE,
         fileobject: *const FILE_OBJECT,
         sectioncontext: PFLT_CONTEXT,
         _desiredaccess: u32,
-        _objectattributes: *const OBJECT_ATTRIBUTES,
+        objectattributes: *const OBJECT_ATTRIBUTES,
         _maximumsize: *const i64,
         sectionpageprotection: u32,
         allocationattributes: u32,
@@ -241,6 +243,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCreateSectionFo
         sectionobject: *mut *mut c_void,
         sectionfilesize: *mut i64,
     ) -> NTSTATUS {
+        if !sectionhandle.is_null() {
+            crate::exports::fsrtl::check_section_attributes("FltCreateSectionForDataScan", objectattributes);
+        }
         let args = crate::fltmgr::datascan::CreateArgs {
             instance,
             fo: fileobject,
