@@ -548,7 +548,9 @@ pub(crate) unsafe fn mount_volume<F: Filter>(
     status.0
 }
 
-/// Detaches and deletes our device from `device`'s chain (a file system unregistered).
+/// Detaches and deletes our device from `device`'s chain (a file system unregistered). A
+/// redirector's device holds an instance: its unregistration is a volume dismount for it
+/// (facts.md §2.5), torn down as `FastIoDetachDevice` does.
 ///
 /// # Safety
 /// `device` must be live.
@@ -557,10 +559,8 @@ unsafe fn detach_from_chain<F: Filter>(state: &DriverState<F>, device: *const DE
     let Some(ours) = (unsafe { attached_to_chain(state, device) }) else { return };
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(ours) }) else { return };
-    // SAFETY: the device we attached to.
-    unsafe { IoDetachDevice(ext.lower) };
-    // SAFETY: ours, now detached.
-    unsafe { delete_device::<F>(ours) };
+    // SAFETY: our live device and the device it is attached to.
+    unsafe { detach_from_deleted(state, ours, ext.lower) };
 }
 
 /// Tears an instance down: start, wait for its in-flight operations, complete. The legacy model
@@ -607,24 +607,45 @@ pub(crate) enum Teardown {
     Complete,
 }
 
-/// `FastIoDetachDevice`: the device below is being deleted (a dismounted volume): tear the
-/// instance down, detach and delete our device (facts.md §1.7).
+/// `FastIoDetachDevice`: the device below is being deleted (a dismounted volume): start the
+/// instance's teardown and detach at once (facts.md §1.7); complete the teardown and delete our
+/// device once no operation of it is in flight (rule 20), now or when the last one ends. (A file
+/// system may delete its volume device while our close of the volume's last file is still in
+/// our dispatch routine.) With a null `target`, it is that end (`DriverState::end`): the
+/// operation is then ended for the driver too, once the device is gone, so that an unload
+/// waiting for it does not find the device.
 ///
 /// # Safety
-/// Called by the I/O manager with our device and the device it is attached to.
+/// Called by the I/O manager with our device and the device it is attached to; or by `end` with
+/// our detached device whose last operation ended.
 pub(crate) unsafe fn detach_from_deleted<F: Filter>(
     state: &DriverState<F>,
     source: *const DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
 ) {
     // SAFETY: our device.
-    unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Start) };
-    // SAFETY: the device we are attached to.
-    unsafe { IoDetachDevice(target.cast_mut()) };
-    // SAFETY: our device.
-    unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Complete) };
-    // SAFETY: ours, now detached.
-    unsafe { delete_device::<F>(source.cast_mut()) };
+    let Some(ext) = (unsafe { state.ext(source) }) else { return };
+    if !target.is_null() {
+        // SAFETY: our device.
+        unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Start) };
+        // SAFETY: the device we are attached to.
+        unsafe { IoDetachDevice(target.cast_mut()) };
+        // Published before the count is read, as `end` reads this after its decrement: one of
+        // the two sees the other, and the swap below lets only one of them go on.
+        ext.detached.store(source.cast_mut(), Ordering::SeqCst);
+        if ext.in_flight.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+    }
+    if !ext.detached.swap(core::ptr::null_mut(), Ordering::SeqCst).is_null() {
+        // SAFETY: our device.
+        unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Complete) };
+        // SAFETY: ours, detached, nothing in flight on it.
+        unsafe { delete_device::<F>(source.cast_mut()) };
+    }
+    if target.is_null() {
+        state.end_for_driver();
+    }
 }
 
 /// Attaches to RAW's control devices by name (RAW is never reported to registration routines,

@@ -955,7 +955,6 @@ unsafe fn resume_now<F: Filter>(
     was_pended: bool,
 ) -> NTSTATUS {
     if was_pended {
-        state.end(ext);
         trace::emit(&TraceEvent::Resumed {
             instance: InstanceId(device as usize),
             operation: irp as usize,
@@ -965,7 +964,7 @@ unsafe fn resume_now<F: Filter>(
     // SAFETY: the live IRP at our location.
     let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
     let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
-    match code {
+    let status = match code {
         flt_preop::SUCCESS_WITH_CALLBACK => {
             // SAFETY: `context` was encoded for this filter's completion context.
             match unsafe { decode::<F::CompletionContext>(context as *const c_void) } {
@@ -985,7 +984,13 @@ unsafe fn resume_now<F: Filter>(
         }
         // SAFETY: forwarded.
         _ => unsafe { forward_resumed(ext, irp, was_pended) },
+    };
+    if was_pended {
+        // Ended once the IRP went on, its last use of the device: a device detached while the
+        // IRP was pended is deleted by this end, not under the forwarding (`attach::detach_from_deleted`).
+        state.end(ext);
     }
+    status
 }
 
 /// Passes a resumed IRP down without a post callback: a pended one through a copied location.

@@ -208,7 +208,8 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
                 // SAFETY: our volume device.
                 unsafe { attach::teardown(state, cur, reason, Teardown::Start) };
             }
-            if !ext.lower.is_null() {
+            // Not a device detached already, waiting for its last operation to be deleted.
+            if !ext.lower.is_null() && ext.detached.load(Ordering::Acquire).is_null() {
                 // SAFETY: the device we attached to.
                 unsafe { IoDetachDevice(ext.lower) };
             }

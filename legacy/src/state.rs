@@ -1,7 +1,7 @@
 //! The backend's state: one `DriverState` per loaded image (through the image global), one
 //! `DeviceExt` per device object the backend creates.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 use fsfilter::{DataScanMode, Filter, Registration, VolumeInfo};
 use fsfilter_kernel::datascan::SectionTable;
@@ -47,6 +47,10 @@ pub(crate) struct DeviceExt<F: Filter> {
     pub(crate) torn_down: AtomicBool,
     /// Operations of this device whose post callback or resumption is outstanding.
     pub(crate) in_flight: AtomicU32,
+    /// The device itself once detached (`FastIoDetachDevice`, or its file system unregistered):
+    /// whoever takes it, the detach or the end of the device's last operation, completes the
+    /// teardown and deletes the device (`attach::detach_from_deleted`).
+    pub(crate) detached: AtomicPtr<DEVICE_OBJECT>,
 }
 
 impl<F: Filter> DeviceExt<F> {
@@ -58,6 +62,7 @@ impl<F: Filter> DeviceExt<F> {
             instance: None,
             torn_down: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            detached: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 }
@@ -123,9 +128,28 @@ impl<F: Filter> DriverState<F> {
         ext.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The operation's post callback (or resumption) finished.
+    /// The operation's post callback (or resumption) finished. The last one of a device detached
+    /// meanwhile completes its teardown and deletes it (`attach::detach_from_deleted`, which then
+    /// ends the operation for the driver) before the driver's count can let an unload go on.
     pub(crate) fn end(&self, ext: &DeviceExt<F>) {
-        ext.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if ext.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let device = ext.detached.load(Ordering::SeqCst);
+            if !device.is_null() {
+                // SAFETY: our volume device, detached, its last operation ended. The ends of
+                // post callbacks and held operations are their last use of the device; a
+                // resumption that ends before forwarding (`dispatch::resume_now`) is not, which
+                // only a device detached while it was pended can meet (an unregistration).
+                return unsafe {
+                    crate::attach::detach_from_deleted(self, device, core::ptr::null())
+                };
+            }
+        }
+        self.end_for_driver();
+    }
+
+    /// The driver-wide half of [`DriverState::end`]: the last operation lets a waiting unload
+    /// go on.
+    pub(crate) fn end_for_driver(&self) {
         let left = self.in_flight.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
         if left == 0 && self.unloading.load(Ordering::Acquire) {
             let drained = core::ptr::from_ref(&self.drained).cast_mut();

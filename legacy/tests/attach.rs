@@ -120,6 +120,52 @@ fn a_file_system_that_unregisters_is_detached_from() {
 }
 
 #[test]
+fn a_network_file_system_that_unregisters_tears_its_instance_down() {
+    // §1.2, §2.5: a redirector's control device is where its shares' I/O arrives, and the
+    // instance there is the share volume's; its unregistration (FsActive FALSE) ends that
+    // instance as a volume dismount, as the Filter Manager tears instances down for a file
+    // system's unregistration: teardown start before the detach, complete before the delete.
+    let mut m = machine();
+    let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.device_stack_drivers(r"\Device\Mup"), ["ProbeA", "Mup"]);
+    let h = m.create(s, "r.txt", CreateOptions::open()).handle.unwrap();
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert_eq!(pres(&m, "ProbeA", MajorFunction::Create).len(), 1);
+    let cdo = m.kernel(|k| {
+        let id = k.objects.names[&r"\Device\Mup".to_uppercase()];
+        k.objects.device(id).ptr as usize
+    });
+    // Mup's own code unregisters, from a thread of the machine.
+    m.schedule(0, move |_| fsfilter_sim::fsreg::unregister_file_system(cdo as *const _));
+    m.settle();
+    assert_eq!(m.device_stack_drivers(r"\Device\Mup"), ["Mup"]);
+    let teardown: Vec<Callback> = callbacks(&m, "ProbeA")
+        .into_iter()
+        .filter(|(_, c)| {
+            matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. })
+        })
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(
+        teardown,
+        [
+            Callback::TeardownStart { reason: TeardownFlags::VOLUME_DISMOUNT },
+            Callback::TeardownComplete { reason: TeardownFlags::VOLUME_DISMOUNT }
+        ]
+    );
+    assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Unloaded);
+    // The unload tore down no instance: there was none left.
+    let teardowns = callbacks(&m, "ProbeA")
+        .into_iter()
+        .filter(|(_, c)| matches!(c, Callback::TeardownStart { .. }))
+        .count();
+    assert_eq!(teardowns, 1);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
 fn load_order_is_stack_order_and_callbacks_follow_the_stack() {
     // §1.3: each legacy filter attaches at the top of the stack as it finds it: the later one is
     // above, sees requests first on the way down and last on the way up.
@@ -241,4 +287,37 @@ fn the_control_device_is_named_after_the_service() {
     // Gone with the driver.
     assert_eq!(m.stop("ProbeCdo7"), fsfilter_sim::StopResult::Unloaded);
     assert!(m.device_stack_drivers(r"\FileSystem\Filters\ProbeCdo7").is_empty());
+}
+
+#[test]
+fn a_read_pended_when_its_network_file_system_unregisters_ends_before_the_teardown() {
+    // Rule 20 with the unregistration of a redirector (§2.5): a read the filter pended when Mup
+    // unregistered goes on when resumed, and the teardown completes after its post callback.
+    let mut m = machine();
+    let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[("Rules", sz("pend:5 read"))]);
+    m.boot();
+    let h = m.create(s, "r.txt", CreateOptions::open()).handle.unwrap();
+    let cdo = m.kernel(|k| {
+        let id = k.objects.names[&r"\Device\Mup".to_uppercase()];
+        k.objects.device(id).ptr as usize
+    });
+    // During the read's 5 ms pend.
+    m.schedule(1, move |_| fsfilter_sim::fsreg::unregister_file_system(cdo as *const _));
+    let r = m.read(h, Some(0), 6, fsfilter_sim::IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    m.settle();
+    let order: Vec<&str> = callbacks(&m, "ProbeA")
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Callback::TeardownStart { .. } => Some("teardown start"),
+            Callback::TeardownComplete { .. } => Some("teardown complete"),
+            Callback::Post { major: MajorFunction::Read, .. } => Some("post read"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["teardown start", "post read", "teardown complete"]);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Unloaded);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
