@@ -434,7 +434,7 @@ fn check_when_safe_kinds(install: fn(&mut Machine, ServiceSpec), entry: fsfilter
 /// A pend token taken but not answered with `Pending` holds nothing: the operation goes on as the
 /// callback answered, the next operation (often at the same address) can pend again, however
 /// many tokens were left unused, and a late release of such a token touches nothing (as the
-/// Filter Manager backend always did; the legacy backend kept their entries until December 5).
+/// Filter Manager backend always did; the legacy backend kept their entries before a fix of December 4).
 pub(crate) fn check_unused_pend_tokens(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
