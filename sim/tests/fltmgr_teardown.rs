@@ -326,3 +326,182 @@ fn a_dismount_tears_instances_down_without_asking_facts_2_5() {
         .collect();
     assert_eq!(flags, [0x1, 0x5]);
 }
+
+thread_local! {
+    /// The callback data of reads whose post callback answered MORE_PROCESSING_REQUIRED.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How a held post meets its instance's teardown.
+#[derive(Clone, Copy, Debug)]
+enum HeldEnd {
+    /// `fltmc detach`.
+    Detach,
+    /// `fltmc unload`.
+    Unload,
+    /// `sc stop`.
+    Stop,
+}
+
+/// A filter whose read post callback (run at DISPATCH_LEVEL: the file system completes from a
+/// DPC) answers FLT_POSTOP_MORE_PROCESSING_REQUIRED and keeps the callback data; a non-cached
+/// read through it, held. Returns the machine, the volume and the read.
+fn held_read() -> (Machine, VolumeId, IoResultOf) {
+    HELD.with(|h| h.borrow_mut().clear());
+    let (mut m, c) = setup();
+    let cfg = Config::new("Holder", "300000")
+        .op(mj::READ, true, true)
+        .with_pre(|_| (0, 0x77))
+        .with_post(|p| {
+            if p.flags & 1 != 0 {
+                return 0;
+            }
+            HELD.with(|h| h.borrow_mut().push(p.data as usize));
+            1
+        });
+    start(&mut m, 0, cfg);
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::PENDING);
+    // The DPC completes the read; the post callback holds it.
+    m.settle();
+    assert_eq!(HELD.with(|h| h.borrow().len()), 1, "the read's post callback held it");
+    let posts = read_posts();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0], (0, 2), "an ordinary post at DISPATCH_LEVEL");
+    (m, c, r)
+}
+
+type IoResultOf = fsfilter_sim::IoResult;
+
+/// The read post callbacks slot 0 saw: (flags, IRQL).
+fn read_posts() -> Vec<(u32, u8)> {
+    seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Post { major: mj::READ, flags, irql, .. } => Some((flags, irql)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Completes the held reads (FltCompletePendedPostOperation).
+fn complete_held() {
+    for data in HELD.with(|h| std::mem::take(&mut *h.borrow_mut())) {
+        fltcommon::order_push("completed held".into());
+        unsafe { FltCompletePendedPostOperation(data as *const _) };
+    }
+}
+
+#[test]
+fn a_held_post_is_not_drained_and_teardown_waits_for_it_facts_2_5_and_4() {
+    // facts.md §2.5/§4: draining is for operations still waiting for their post callback. An
+    // operation whose post callback answered FLT_POSTOP_MORE_PROCESSING_REQUIRED has had its
+    // post: it keeps the instance until FltCompletePendedPostOperation, and
+    // InstanceTeardownComplete waits for it; the post callback is never called again.
+    for end in [HeldEnd::Detach, HeldEnd::Unload, HeldEnd::Stop] {
+        let (mut m, c, r) = held_read();
+        order_clear();
+        // Another caller completes the held read 10 ms later.
+        m.schedule(10, |_| complete_held());
+        let before = m.now_ms();
+        let (reason, status) = match end {
+            HeldEnd::Detach => (0x1, m.filter_detach("Holder", c, None)),
+            HeldEnd::Unload => (0x2, m.fltmc_unload("Holder")),
+            HeldEnd::Stop => {
+                assert_eq!(m.stop("Holder"), StopResult::Unloaded);
+                (0x4, Status::SUCCESS)
+            }
+        };
+        assert_eq!(status, Status::SUCCESS, "{end:?}");
+        let mut want = vec!["Holder:teardown_start", "completed held", "Holder:teardown_complete"];
+        if !matches!(end, HeldEnd::Detach) {
+            want.push("Holder:unregistered");
+        }
+        assert_eq!(order(), want, "{end:?}");
+        assert!(m.now_ms() >= before + 10, "{end:?}: teardown waited for the held read");
+        assert_eq!(teardowns(0), [(false, reason), (true, reason)], "{end:?}");
+        m.settle();
+        assert_eq!(read_posts(), [(0, 2)], "{end:?}: the read's post callback ran once");
+        let io = r.io.unwrap();
+        let done: Vec<Status> = m
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::IoComplete { io: i, status, .. } if i == io => Some(status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done, [Status::SUCCESS], "{end:?}: the read completed once");
+        assert!(rules(&m).is_empty(), "{end:?}: {:?}", m.findings());
+    }
+}
+
+#[test]
+fn a_held_post_never_completed_hangs_teardown_facts_2_5() {
+    // facts.md §2.5/§9: TeardownComplete is not called while an operation the filter holds is
+    // outstanding; one never completed hangs the detach, which the simulator reports as
+    // DEADLOCK instead of draining it.
+    let (mut m, c, _r) = held_read();
+    order_clear();
+    assert_eq!(m.filter_detach("Holder", c, None), Status::SUCCESS);
+    assert_eq!(order(), ["Holder:teardown_start"], "no drain, no teardown complete");
+    assert_eq!(read_posts(), [(0, 2)]);
+    assert_eq!(rules(&m), [Rule::Deadlock], "{:?}", m.findings());
+    // Completed at last, the read goes on and the teardown completes.
+    complete_held();
+    m.settle();
+    assert_eq!(order(), ["Holder:teardown_start", "completed held", "Holder:teardown_complete"]);
+    assert_eq!(read_posts(), [(0, 2)]);
+    assert_eq!(rules(&m), [Rule::Deadlock], "{:?}", m.findings());
+}
+
+#[test]
+fn an_instance_above_a_held_post_is_still_drained_facts_2_5_and_4() {
+    // facts.md §2.5/§4: while a lower instance's post holds a read, the instance above it still
+    // waits for its post callback: its teardown drains it (once), and completes at once; the
+    // held read then completes without calling it again.
+    HELD.with(|h| h.borrow_mut().clear());
+    let (mut m, c) = setup();
+    start(&mut m, 0, Config::new("Upper", "300000").op(mj::READ, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("Lower", "200000").op(mj::READ, true, true).with_post(|p| {
+            if p.flags & 1 != 0 {
+                return 0;
+            }
+            HELD.with(|h| h.borrow_mut().push(p.data as usize));
+            1
+        }),
+    );
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    order_clear();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::PENDING);
+    m.settle();
+    assert_eq!(order(), ["Upper:pre:3", "Lower:pre:3", "Lower:post:3"]);
+    order_clear();
+    assert_eq!(m.filter_detach("Upper", c, None), Status::SUCCESS);
+    assert_eq!(order(), ["Upper:teardown_start", "Upper:post:3", "Upper:teardown_complete"]);
+    let upper: Vec<u32> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Post { major: mj::READ, flags, .. } => Some(flags),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(upper, [1], "drained once");
+    order_clear();
+    complete_held();
+    m.settle();
+    assert_eq!(order(), ["completed held"], "no second post for Upper, none again for Lower");
+    let io = r.io.unwrap();
+    assert_eq!(
+        m.kernel(|k| k.requests.result(fsfilter_sim::ids::RequestId(io.0))).map(|r| r.0),
+        Some(Status::SUCCESS)
+    );
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

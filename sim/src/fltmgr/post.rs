@@ -415,15 +415,25 @@ pub(crate) fn when_safe(
 
 /// Drains an instance being torn down (facts.md §2.5, §4): every operation still owing it a
 /// post-operation callback gets one now, with `FLTFL_POST_OPERATION_DRAINING` and a copy of the
-/// callback data.
+/// callback data. An operation its post callback holds (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`)
+/// owes it nothing: its post ran once, and it keeps the instance (the teardown's completion
+/// waits) until `FltCompletePendedPostOperation`.
 pub fn drain_instance(i: InstId) {
     loop {
         let step = kernel::with(|k| {
             let found = k.fltmgr.ops.map.iter().find_map(|(&key, op)| {
-                if op.phase == Phase::Post {
-                    return None;
-                }
-                op.posts.iter().position(|p| p.inst == i && !p.done).map(|pidx| (key, pidx))
+                // A post walk under way calls the posts it owes itself; a held post had its
+                // callback and keeps its instance until `FltCompletePendedPostOperation`.
+                let held = match op.phase {
+                    Phase::Post => return None,
+                    Phase::PostHeld(pidx) => Some(pidx),
+                    _ => None,
+                };
+                op.posts
+                    .iter()
+                    .enumerate()
+                    .position(|(pidx, p)| p.inst == i && !p.done && Some(pidx) != held)
+                    .map(|pidx| (key, pidx))
             });
             let (key, pidx) = found?;
             let op = k.fltmgr.ops.op_mut(key)?;
