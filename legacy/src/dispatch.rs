@@ -236,6 +236,12 @@ unsafe fn volume_dispatch<F: Filter>(
             // SAFETY: forwarded.
             unsafe { pass_through(ext, irp) }
         }
+        // SAFETY: the live IRP at our location.
+        PreOutcome::Synchronize(c) if unsafe { view::may_synchronize(irp) } => {
+            report("FLT_PREOP_SYNCHRONIZE", None);
+            // SAFETY: the live IRP at our device.
+            unsafe { forward_synchronized(state, device, ext, irp, c, cleanup_or_close) }
+        }
         // Post-create runs in the thread that opened the file, at PASSIVE_LEVEL (facts.md §4), as
         // the Filter Manager synchronizes creates: waited for here if the drivers below pend it.
         PreOutcome::WithPost(c) if major == MajorFunction::Create => {
@@ -243,15 +249,12 @@ unsafe fn volume_dispatch<F: Filter>(
             // SAFETY: the live IRP at our device.
             unsafe { forward_synchronized(state, device, ext, irp, c, cleanup_or_close) }
         }
-        PreOutcome::WithPost(c) => {
+        // `Synchronize` here is illegal for the operation (rule 11, facts.md §4): a post callback
+        // as for `WithPost`.
+        PreOutcome::WithPost(c) | PreOutcome::Synchronize(c) => {
             report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
             // SAFETY: the live IRP at our device.
             unsafe { forward_with_post(state, device, ext, irp, c, cleanup_or_close) }
-        }
-        PreOutcome::Synchronize(c) => {
-            report("FLT_PREOP_SYNCHRONIZE", None);
-            // SAFETY: the live IRP at our device.
-            unsafe { forward_synchronized(state, device, ext, irp, c, cleanup_or_close) }
         }
         PreOutcome::NoPost | PreOutcome::DisallowFastIo | PreOutcome::DisallowFsFilterIo => {
             report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);

@@ -40,6 +40,21 @@ pub(crate) unsafe fn codes(irp: *mut IRP) -> (MajorFunction, u8) {
     (MajorFunction::from_code(sl.MajorFunction), sl.MinorFunction)
 }
 
+/// Whether the IRP's operation may be synchronized (`fsfilter::may_synchronize`: not a lock
+/// request, a directory-change notification or an oplock FSCTL).
+///
+/// # Safety
+/// `irp` must be a live IRP whose current location is the caller's.
+#[inline(never)]
+pub(crate) unsafe fn may_synchronize(irp: *mut IRP) -> bool {
+    // SAFETY: the caller's live IRP.
+    let sl = unsafe { crate::raw::location(irp) };
+    // SAFETY: the FSCTL member of the parameters, read as a plain number whatever the operation
+    // (the union is at least that large); used only for an FSCTL.
+    let code = unsafe { sl.Parameters.FileSystemControl.FsControlCode };
+    fsfilter::may_synchronize(sl.MajorFunction, sl.MinorFunction, code)
+}
+
 /// The header of the operation an IRP's current stack location describes.
 ///
 /// # Safety

@@ -604,6 +604,12 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
     let buffer = OperationBuffer::on_demand(&buffer_source);
     let mut op = PreOperation::new(&header, buffer, &services, can_pend.then(pender::<F>));
     let outcome = driver.filter.pre_operation(&inst.view(), &mut op);
+    // Rule 11: `Synchronize` is illegal for some operations (facts.md §4); they get a post
+    // callback as for `WithPost`.
+    let outcome = match outcome {
+        PreOutcome::Synchronize(c) if !header.get().may_synchronize() => PreOutcome::WithPost(c),
+        outcome => outcome,
+    };
     let (status, context, reported) = map_pre_outcome(driver, major, kind, data, outcome);
     trace::emit_with(|| TraceEvent::Pre {
         instance: InstanceId(objects.Instance as usize),

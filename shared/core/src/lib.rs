@@ -47,7 +47,7 @@ pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,
     HeaderSource, InformationParameters, IoStatus, LazyHeader, LockParameters, OperationBuffer,
     OperationHeader, Parameters, PostOperation, PreOperation, ReadWriteParameters, RequestorMode,
-    create,
+    create, may_synchronize,
 };
 pub use params::{ParameterDoc, ParameterList, ParameterValue, ServiceParameters};
 pub use registration::{Callbacks, Operation, Registration, RegistrationError};

@@ -268,6 +268,34 @@ pub mod fsctl {
     pub const LOAD_FILE_SYSTEM: u8 = 0x03;
     /// `IRP_MN_KERNEL_CALL` (the old `IRP_MN_TRACK_LINK`).
     pub const KERNEL_CALL: u8 = 0x04;
+
+    /// The oplock requests and acknowledgments (`FSCTL_REQUEST_OPLOCK_LEVEL_1`, `_LEVEL_2`,
+    /// `FSCTL_REQUEST_BATCH_OPLOCK`, `FSCTL_OPLOCK_BREAK_ACKNOWLEDGE`,
+    /// `FSCTL_OPBATCH_ACK_CLOSE_PENDING`, `FSCTL_OPLOCK_BREAK_NOTIFY`,
+    /// `FSCTL_OPLOCK_BREAK_ACK_NO_2`, `FSCTL_REQUEST_FILTER_OPLOCK`, `FSCTL_REQUEST_OPLOCK`):
+    /// `FLT_PREOP_SYNCHRONIZE` is illegal for them (facts.md §4).
+    pub const OPLOCK_REQUESTS: [u32; 9] = [
+        0x0009_0000,
+        0x0009_0004,
+        0x0009_0008,
+        0x0009_000C,
+        0x0009_0010,
+        0x0009_0014,
+        0x0009_0050,
+        0x0009_005C,
+        0x0009_0240,
+    ];
+
+    /// Whether `code` is one of [`OPLOCK_REQUESTS`]: they are
+    /// `CTL_CODE(FILE_DEVICE_FILE_SYSTEM, function, METHOD_BUFFERED, FILE_ANY_ACCESS)` with
+    /// functions 0 to 5, 20, 23 and 144, tested without a search (the legacy drivers are small).
+    pub const fn is_oplock_request(code: u32) -> bool {
+        if code & 0xFFFF_0003 != 0x0009_0000 {
+            return false;
+        }
+        let function = (code >> 2) & 0x3FFF;
+        function == 144 || (function < 32 && (0x0090_003F >> function) & 1 == 1)
+    }
 }
 
 /// `IRP_MN_*` minor codes of `IRP_MJ_DIRECTORY_CONTROL`.

@@ -8,7 +8,7 @@ use core::cell::OnceCell;
 use core::fmt;
 
 use crate::flags::{CallbackDataFlags, IrpFlags};
-use crate::major::{MajorFunction, OperationKind, directory, fsctl};
+use crate::major::{MajorFunction, OperationKind, directory, fsctl, lock};
 use crate::services::{self, Irql, PendBackend, PendReceipt, PendedOperation, Services};
 use crate::services::{DeferredPost, PostBackend, PostReceipt};
 use crate::status::Status;
@@ -482,6 +482,36 @@ impl OperationHeader<'_> {
         matches!(self.major, MajorFunction::DirectoryControl)
             && self.minor == directory::NOTIFY_CHANGE_DIRECTORY
     }
+
+    /// Whether a pre callback's `Synchronize` may be honoured: not for a byte-range lock request
+    /// (`IRP_MN_LOCK`), a directory-change notification or an oplock request, which may wait
+    /// below indefinitely for another requester (facts.md §4: `FLT_PREOP_SYNCHRONIZE` is illegal
+    /// for them). The backends give those a post callback as for `WithPost` instead
+    /// (docs/callback-model.md, rule 11).
+    pub fn may_synchronize(&self) -> bool {
+        let code = match self.parameters {
+            Parameters::FileSystemControl(c) => c.code,
+            _ => 0,
+        };
+        may_synchronize(self.major.code(), self.minor, code)
+    }
+}
+
+/// [`OperationHeader::may_synchronize`] from the codes alone (the major function's code):
+/// `fs_control_code` is the FSCTL code of an `IRP_MJ_FILE_SYSTEM_CONTROL` user or kernel request
+/// (ignored otherwise).
+#[inline]
+pub const fn may_synchronize(major: u8, minor: u8, fs_control_code: u32) -> bool {
+    const LOCK: u8 = MajorFunction::LockControl.code();
+    const DIRECTORY: u8 = MajorFunction::DirectoryControl.code();
+    const FSCTL: u8 = MajorFunction::FileSystemControl.code();
+    match (major, minor) {
+        (LOCK, lock::LOCK) | (DIRECTORY, directory::NOTIFY_CHANGE_DIRECTORY) => false,
+        (FSCTL, fsctl::USER_FS_REQUEST | fsctl::KERNEL_CALL) => {
+            !fsctl::is_oplock_request(fs_control_code)
+        }
+        _ => true,
+    }
 }
 
 /// An operation's header as the views hand it out: built by the backend on first use, so that
@@ -766,6 +796,41 @@ mod tests {
 
     fn utf16(s: &str) -> Vec<u16> {
         s.encode_utf16().collect()
+    }
+
+    #[test]
+    fn lock_requests_change_notifications_and_oplock_fsctls_may_not_be_synchronized() {
+        const DIRECTORY: u8 = MajorFunction::DirectoryControl.code();
+        const FSCTL: u8 = MajorFunction::FileSystemControl.code();
+        const LOCK: u8 = MajorFunction::LockControl.code();
+        const READ: u8 = MajorFunction::Read.code();
+        assert!(!may_synchronize(LOCK, lock::LOCK, 0));
+        assert!(may_synchronize(LOCK, lock::UNLOCK_SINGLE, 0));
+        assert!(!may_synchronize(DIRECTORY, directory::NOTIFY_CHANGE_DIRECTORY, 0));
+        assert!(may_synchronize(DIRECTORY, directory::QUERY_DIRECTORY, 0));
+        for code in fsctl::OPLOCK_REQUESTS {
+            assert!(!may_synchronize(FSCTL, fsctl::USER_FS_REQUEST, code), "{code:#x}");
+            assert!(!may_synchronize(FSCTL, fsctl::KERNEL_CALL, code), "{code:#x}");
+            // The same number is no oplock request for another minor or another operation.
+            assert!(may_synchronize(FSCTL, fsctl::MOUNT_VOLUME, code));
+            assert!(may_synchronize(READ, 0, code));
+        }
+        // FSCTL_GET_RETRIEVAL_POINTERS.
+        assert!(may_synchronize(FSCTL, fsctl::USER_FS_REQUEST, 0x0009_0073));
+        // The test without a search answers as the list, for every function of the device type,
+        // every method and access, and other device types.
+        for function in 0..0x1000u32 {
+            for low in [0, 1, 2, 3, 0x4000, 0xC000] {
+                for device in [0x9u32, 0x7, 0x2D] {
+                    let code = device << 16 | function << 2 | low;
+                    assert_eq!(
+                        fsctl::is_oplock_request(code),
+                        fsctl::OPLOCK_REQUESTS.contains(&code),
+                        "{code:#x}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::ffi::c_void;
 
 use fsfilter::{MajorFunction, OperationKind, Status};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_RELATED_OBJECTS};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS,
+};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use super::params::CbdBlock;
@@ -392,6 +394,32 @@ enum PreWalk {
     },
 }
 
+/// What an operation is when `FLT_PREOP_SYNCHRONIZE` is illegal for it (facts.md §4): it may
+/// wait below indefinitely for another requester, so the Filter Manager would hold the requesting
+/// thread instead of returning `STATUS_PENDING`.
+fn unsynchronizable(iopb: &FLT_IO_PARAMETER_BLOCK) -> Option<&'static str> {
+    let minor = iopb.MinorFunction;
+    match MajorFunction::from_code(iopb.MajorFunction) {
+        MajorFunction::LockControl if minor == fsfilter::lock::LOCK => Some("IRP_MN_LOCK"),
+        MajorFunction::DirectoryControl
+            if minor == fsfilter::directory::NOTIFY_CHANGE_DIRECTORY =>
+        {
+            Some("IRP_MN_NOTIFY_CHANGE_DIRECTORY")
+        }
+        MajorFunction::FileSystemControl
+            if minor == fsfilter::fsctl::USER_FS_REQUEST
+                || minor == fsfilter::fsctl::KERNEL_CALL =>
+        {
+            // SAFETY: the FSCTL member of the parameters.
+            let fsctl = unsafe { &iopb.Parameters.FileSystemControl };
+            // SAFETY: `Common` is the member of user and kernel FSCTL requests.
+            let code = unsafe { fsctl.Common.FsControlCode };
+            fsfilter::fsctl::is_oplock_request(code).then_some("an oplock FSCTL")
+        }
+        _ => None,
+    }
+}
+
 /// Applies a pre-operation answer of chain entry `idx` (facts.md §4).
 fn apply_pre(
     k: &mut Kernel,
@@ -442,6 +470,17 @@ fn apply_pre(
             }
             push_post(k);
             if status == preop::SYNCHRONIZE && kind == OperationKind::Irp {
+                if let Some(what) = k.fltmgr.ops.op(key).and_then(|op| unsynchronizable(op.iopb()))
+                {
+                    k.flt_report(
+                        Some(f),
+                        Rule::StatusInvalidForOperation,
+                        format!(
+                            "{m}: FLT_PREOP_SYNCHRONIZE for {what} (facts.md §4: illegal for \
+                             oplock FSCTLs, IRP_MN_NOTIFY_CHANGE_DIRECTORY and IRP_MN_LOCK)"
+                        ),
+                    );
+                }
                 if let Some(op) = k.fltmgr.ops.op_mut(key) {
                     op.sync = true;
                 }
