@@ -135,10 +135,9 @@ impl<F: Filter> DriverState<F> {
         if ext.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             let device = ext.detached.load(Ordering::SeqCst);
             if !device.is_null() {
-                // SAFETY: our volume device, detached, its last operation ended. The ends of
-                // post callbacks and held operations are their last use of the device; a
-                // resumption that ends before forwarding (`dispatch::resume_now`) is not, which
-                // only a device detached while it was pended can meet (an unregistration).
+                // SAFETY: our volume device, detached, its last operation ended: every `end` is
+                // its operation's last use of the device (a resumption ends after forwarding,
+                // `dispatch::resume_now`).
                 return unsafe {
                     crate::attach::detach_from_deleted(self, device, core::ptr::null())
                 };

@@ -141,13 +141,7 @@ fn a_network_file_system_that_unregisters_tears_its_instance_down() {
     m.schedule(0, move |_| fsfilter_sim::fsreg::unregister_file_system(cdo as *const _));
     m.settle();
     assert_eq!(m.device_stack_drivers(r"\Device\Mup"), ["Mup"]);
-    let teardown: Vec<Callback> = callbacks(&m, "ProbeA")
-        .into_iter()
-        .filter(|(_, c)| {
-            matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. })
-        })
-        .map(|(_, c)| c)
-        .collect();
+    let teardown = teardowns(&m, "ProbeA");
     assert_eq!(
         teardown,
         [
@@ -252,13 +246,7 @@ fn dismount_detaches_through_fast_io_detach_device_and_tears_the_instance_down()
     assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
     assert_eq!(m.dismount(f), Status::SUCCESS);
     m.settle();
-    let teardown: Vec<Callback> = callbacks(&m, "ProbeA")
-        .into_iter()
-        .filter(|(_, c)| {
-            matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. })
-        })
-        .map(|(_, c)| c)
-        .collect();
+    let teardown = teardowns(&m, "ProbeA");
     assert_eq!(
         teardown,
         [
@@ -320,4 +308,13 @@ fn a_read_pended_when_its_network_file_system_unregisters_ends_before_the_teardo
     assert_eq!(m.close_handle(h), Status::SUCCESS);
     assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Unloaded);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+/// The teardown callbacks `driver` got, in order.
+fn teardowns(m: &fsfilter_sim::Machine, driver: &str) -> Vec<Callback> {
+    callbacks(m, driver)
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. }))
+        .collect()
 }

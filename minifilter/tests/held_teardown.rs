@@ -16,8 +16,7 @@ use fsfilter::{
     Status, TeardownFlags, UnloadFlags,
 };
 use fsfilter_sim::{
-    CreateOptions, EventKind, FsKind, IoMode, Machine, MachineConfig, StartType, StopResult,
-    VolumeSpec,
+    CreateOptions, FsKind, IoMode, Machine, MachineConfig, StartType, StopResult, VolumeSpec,
 };
 
 const NAME: &str = "Keeper";
@@ -246,16 +245,11 @@ fn run(end: End, completer: Completer) {
         "{what}: the post callback ran once, never drained"
     );
     assert_eq!(DROPPED.with(|d| d.borrow().clone()), [1], "{what}: the context dropped once");
-    let io = r.io.unwrap();
-    let done: Vec<Status> = m
-        .events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::IoComplete { io: i, status, .. } if i == io => Some(status),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(done, [Status::SUCCESS], "{what}: the read completed once, successfully");
+    assert_eq!(
+        m.completions_of(r.io.unwrap()),
+        [Status::SUCCESS],
+        "{what}: the read completed once, successfully"
+    );
     assert!(m.findings().is_empty(), "{what}: {:?}", m.findings());
     assert!(m.crashed().is_none(), "{what}: {:?}", m.crashed());
 }

@@ -74,6 +74,20 @@ impl crate::Machine {
         })
     }
 
+    /// The statuses user request `io` completed with, in order: one, for a request completed
+    /// once.
+    pub fn completions_of(&self, io: crate::RequestRef) -> Vec<fsfilter::Status> {
+        self.kernel(|k| {
+            k.events
+                .iter()
+                .filter_map(|e| match e.kind {
+                    crate::EventKind::IoComplete { io: i, status, .. } if i == io => Some(status),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
     /// Which drivers' pre and post callbacks ran for user request `io`, in order:
     /// `("ProbeA", "pre")`, ...
     pub fn callback_order(&self, io: crate::RequestRef) -> Vec<(String, &'static str)> {

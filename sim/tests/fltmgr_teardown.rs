@@ -424,16 +424,11 @@ fn a_held_post_is_not_drained_and_teardown_waits_for_it_facts_2_5_and_4() {
         assert_eq!(teardowns(0), [(false, reason), (true, reason)], "{end:?}");
         m.settle();
         assert_eq!(read_posts(), [(0, 2)], "{end:?}: the read's post callback ran once");
-        let io = r.io.unwrap();
-        let done: Vec<Status> = m
-            .events()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                EventKind::IoComplete { io: i, status, .. } if i == io => Some(status),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(done, [Status::SUCCESS], "{end:?}: the read completed once");
+        assert_eq!(
+            m.completions_of(r.io.unwrap()),
+            [Status::SUCCESS],
+            "{end:?}: the read completed once"
+        );
         assert!(rules(&m).is_empty(), "{end:?}: {:?}", m.findings());
     }
 }
