@@ -21,9 +21,10 @@ use windows_sys::Wdk::Storage::FileSystem::{
     IoEnumerateDeviceObjectList, IoGetDiskDeviceObject, IoGetLowerDeviceObject,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
-    IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, KeDelayExecutionThread,
-    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, ObfDereferenceObject,
+    DelayedWorkQueue, IoAllocateWorkItem, IoAttachDeviceToDeviceStackSafe, IoCreateDevice,
+    IoDeleteDevice, IoDetachDevice, IoFreeWorkItem, IoGetAttachedDeviceReference,
+    IoGetDeviceObjectPointer, IoQueueWorkItem, KeDelayExecutionThread, KeInitializeEvent,
+    KeSetEvent, KeWaitForSingleObject, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::Kernel::{NotificationEvent, SynchronizationEvent};
@@ -66,8 +67,14 @@ pub(crate) unsafe extern "system" fn fs_notification<F: Filter>(
 unsafe fn is_recognizer(device: *const DEVICE_OBJECT) -> bool {
     // SAFETY: the caller guarantees a live device.
     let name = unsafe { raw::driver_name(device) };
-    let fs_rec = wide!("\\FileSystem\\Fs_Rec");
-    name.len() == fs_rec.len() && name.iter().zip(fs_rec).all(|(a, b)| fold(*a) == fold(*b))
+    named(name, "\\FileSystem\\Fs_Rec")
+}
+
+/// True when the UTF-16 `name` is the ASCII `ascii`, ignoring case (the constant is kept as
+/// ASCII: half the bytes of a wide one).
+fn named(name: &[u16], ascii: &str) -> bool {
+    name.len() == ascii.len()
+        && name.iter().zip(ascii.bytes()).all(|(a, b)| fold(*a) == fold(u16::from(b)))
 }
 
 fn fold(c: u16) -> u16 {
@@ -82,10 +89,7 @@ pub(crate) unsafe fn filesystem_of(device: *const DEVICE_OBJECT) -> FilesystemTy
     // SAFETY: the caller guarantees a live device.
     let name = unsafe { raw::driver_name(device) };
     let last = name.rsplit(|&c| c == u16::from(b'\\')).next().unwrap_or(&[]);
-    let is = |s: &str| {
-        last.len() == s.len()
-            && last.iter().zip(s.bytes()).all(|(a, b)| fold(*a) == fold(u16::from(b)))
-    };
+    let is = |s: &str| named(last, s);
     if is("NTFS") {
         FilesystemType::Ntfs
     } else if is("FASTFAT") || is("FAT") {
@@ -560,7 +564,7 @@ unsafe fn detach_from_chain<F: Filter>(state: &DriverState<F>, device: *const DE
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(ours) }) else { return };
     // SAFETY: our live device and the device it is attached to.
-    unsafe { detach_from_deleted(state, ours, ext.lower) };
+    unsafe { detach_from_deleted(state, ours, ext.lower, 0) };
 }
 
 /// Tears an instance down: start, wait for its in-flight operations, complete. The legacy model
@@ -611,18 +615,47 @@ pub(crate) enum Teardown {
 /// instance's teardown and detach at once (facts.md §1.7); complete the teardown and delete our
 /// device once no operation of it is in flight (rule 20), now or when the last one ends. (A file
 /// system may delete its volume device while our close of the volume's last file is still in
-/// our dispatch routine.) With a null `target`, it is that end (`DriverState::end`): the
-/// operation is then ended for the driver too, once the device is gone, so that an unload
-/// waiting for it does not find the device.
+/// our dispatch routine.)
+///
+/// With a null `target`, the last operation ended (`DriverState::end`) and the device's teardown
+/// completes; the operation is then ended for the driver too, once the device is gone, so that
+/// an unload waiting for it does not find the device. Teardown complete runs at `PASSIVE_LEVEL`
+/// (facts.md §2.5) and `IoDeleteDevice` at `APC_LEVEL` at most, but that operation can end in a
+/// completion routine at `DISPATCH_LEVEL` (a lower driver that completed from a DPC): from there
+/// it goes on in a work item of the device, which the I/O manager keeps referenced until the
+/// worker returns, and which calls back here with `item`. (Without the memory for a work item,
+/// it finishes where it is.)
 ///
 /// # Safety
-/// Called by the I/O manager with our device and the device it is attached to; or by `end` with
-/// our detached device whose last operation ended.
+/// Called by the I/O manager with our device and the device it is attached to (`item` 0); or
+/// with our detached device whose last operation ended and a null `target`, by `end` (`item` 0)
+/// or by [`detach_worker`] (`item` its work item, freed here).
 pub(crate) unsafe fn detach_from_deleted<F: Filter>(
     state: &DriverState<F>,
     source: *const DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
+    item: isize,
 ) {
+    if item != 0 {
+        // SAFETY: the work item this call was queued with, freed once; the I/O manager keeps
+        // the device referenced until the worker returns.
+        unsafe { IoFreeWorkItem(item) };
+    } else if target.is_null() && !fsfilter_kernel::irql::is_passive() {
+        // SAFETY: our device, not deleted yet.
+        let item = unsafe { IoAllocateWorkItem(source) };
+        if item != 0 {
+            // SAFETY: a fresh work item of our device; the worker frees it.
+            unsafe {
+                IoQueueWorkItem(
+                    item,
+                    fsfilter_kernel::ntos::work_item_routine_field(detach_worker::<F>),
+                    DelayedWorkQueue,
+                    item as *mut core::ffi::c_void,
+                )
+            };
+            return;
+        }
+    }
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(source) }) else { return };
     if !target.is_null() {
@@ -646,6 +679,19 @@ pub(crate) unsafe fn detach_from_deleted<F: Filter>(
     if target.is_null() {
         state.end_for_driver();
     }
+}
+
+/// The work item of [`detach_from_deleted`] at `PASSIVE_LEVEL`: one tail call back to it, which
+/// frees the item.
+unsafe extern "system" fn detach_worker<F: Filter>(
+    device: *mut DEVICE_OBJECT,
+    item: *mut core::ffi::c_void,
+) {
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    // SAFETY: our detached device, its last operation ended, and the work item it was queued
+    // with.
+    unsafe { detach_from_deleted(state, device, core::ptr::null(), item as isize) }
 }
 
 /// Attaches to RAW's control devices by name (RAW is never reported to registration routines,

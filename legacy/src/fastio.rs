@@ -68,20 +68,31 @@ impl<F: Filter> FastIoTable<F> {
     }
 }
 
-/// The lower driver's table and device, for one of our attached devices.
+/// The lower driver's table and device, for one of our attached devices, when the table's size
+/// covers `covers` bytes (sfilter's VALID_FAST_IO_DISPATCH_HANDLER: the end of the entry the
+/// caller will read, [`covers!`]).
 ///
 /// # Safety
 /// `device` must be a live device of this image.
 #[inline(never)] // one copy for the twenty pass-through routines
 unsafe fn lower<'a, F: Filter>(
     device: *const DEVICE_OBJECT,
+    covers: usize,
 ) -> Option<(&'a FAST_IO_DISPATCH, *mut DEVICE_OBJECT)> {
     // SAFETY: this image's state.
     let state = unsafe { DriverState::<F>::current() }?;
     // SAFETY: our device.
     let lower = unsafe { state.ext(device) }?.lower;
     // SAFETY: the device our device is attached to, or null.
-    unsafe { table_of(lower) }
+    let (table, lower) = unsafe { table_of(lower) }?;
+    (covers <= table.SizeOfFastIoDispatch as usize).then_some((table, lower))
+}
+
+/// The size a lower table must have for its `$field` to be there.
+macro_rules! covers {
+    ($field:ident) => {
+        offset_of!(FAST_IO_DISPATCH, $field) + size_of::<usize>()
+    };
 }
 
 /// The fast-I/O table of the driver of `lower` (the device one of ours is attached to), with
@@ -107,13 +118,7 @@ unsafe fn table_of<'a>(
 /// The lower table's `$field` when its size covers it (sfilter's VALID_FAST_IO_DISPATCH_HANDLER).
 macro_rules! entry {
     ($table:expr, $field:ident) => {
-        if offset_of!(FAST_IO_DISPATCH, $field) + size_of::<usize>()
-            <= $table.SizeOfFastIoDispatch as usize
-        {
-            $table.$field
-        } else {
-            None
-        }
+        if covers!($field) <= $table.SizeOfFastIoDispatch as usize { $table.$field } else { None }
     };
 }
 
@@ -122,8 +127,10 @@ macro_rules! pass_through {
     ($name:ident, $field:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty, $default:expr) => {
         unsafe extern "system" fn $name<F: Filter>($($arg: $ty,)* device: *const DEVICE_OBJECT) -> $ret {
             // SAFETY: the I/O manager calls us with our device.
-            let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return $default };
-            match entry!(table, $field) {
+            let Some((table, lower)) = (unsafe { lower::<F>(device, covers!($field)) }) else {
+                return $default;
+            };
+            match table.$field {
                 Some(f) => fsfilter_kernel::image::call_as_driver_of(lower, || {
                     // SAFETY: the lower driver's routine with the caller's arguments and its
                     // device, called in that driver's context.
@@ -238,8 +245,10 @@ unsafe extern "system" fn query_open<F: Filter>(
     device: *const DEVICE_OBJECT,
 ) -> bool {
     // SAFETY: the I/O manager calls us with our device.
-    let Some((table, lower)) = (unsafe { lower::<F>(device) }) else { return false };
-    let Some(f) = entry!(table, FastIoQueryOpen) else { return false };
+    let Some((table, lower)) = (unsafe { lower::<F>(device, covers!(FastIoQueryOpen)) }) else {
+        return false;
+    };
+    let Some(f) = table.FastIoQueryOpen else { return false };
     // SAFETY: the caller's live IRP: hand the lower driver its location, then take ours back
     // (as sfilter does around the call).
     unsafe {
@@ -262,7 +271,7 @@ unsafe extern "system" fn detach_device<F: Filter>(
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
     // SAFETY: the I/O manager passes our device and the one below it.
-    unsafe { crate::attach::detach_from_deleted(state, source, target) };
+    unsafe { crate::attach::detach_from_deleted(state, source, target, 0) };
 }
 
 /// `FastIoRead`: through the model.

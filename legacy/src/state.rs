@@ -139,7 +139,7 @@ impl<F: Filter> DriverState<F> {
                 // its operation's last use of the device (a resumption ends after forwarding,
                 // `dispatch::resume_now`).
                 return unsafe {
-                    crate::attach::detach_from_deleted(self, device, core::ptr::null())
+                    crate::attach::detach_from_deleted(self, device, core::ptr::null(), 0)
                 };
             }
         }

@@ -310,6 +310,45 @@ fn a_read_pended_when_its_network_file_system_unregisters_ends_before_the_teardo
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
 
+#[test]
+fn a_teardown_whose_last_operation_ends_at_dispatch_level_completes_at_passive_level() {
+    // Rule 20 when the last operation on a detached device ends in a completion routine at
+    // DISPATCH_LEVEL: the redirector completes a non-cached read from a DPC after it unregistered.
+    // Teardown complete (PASSIVE_LEVEL, facts.md §2.5) and IoDeleteDevice (APC_LEVEL at most)
+    // must not run there: the backend finishes from a work item.
+    let mut m = machine();
+    let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let h = m.create(s, "r.txt", CreateOptions::open()).handle.unwrap();
+    let cdo = m.kernel(|k| {
+        let id = k.objects.names[&r"\Device\Mup".to_uppercase()];
+        k.objects.device(id).ptr as usize
+    });
+    // While the read waits for its DPC.
+    m.schedule(0, move |_| fsfilter_sim::fsreg::unregister_file_system(cdo as *const _));
+    let r = m.read(h, Some(0), 6, fsfilter_sim::IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    m.settle();
+    let order: Vec<&str> = callbacks(&m, "ProbeA")
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Callback::TeardownStart { .. } => Some("teardown start"),
+            Callback::TeardownComplete { .. } => Some("teardown complete"),
+            Callback::Post { major: MajorFunction::Read, .. } => Some("post read"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["teardown start", "post read", "teardown complete"]);
+    // IRQL_TOO_HIGH for InstanceTeardownCompleteCallback and IoDeleteDevice before the fix.
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    assert!(!m.volume_stack_drivers(s).contains(&"ProbeA".to_string()));
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Unloaded);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
 /// The teardown callbacks `driver` got, in order.
 fn teardowns(m: &fsfilter_sim::Machine, driver: &str) -> Vec<Callback> {
     callbacks(m, driver)

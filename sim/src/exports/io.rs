@@ -72,6 +72,8 @@ export! { windows_sys::Wdk::System::SystemServices::IoDeleteDevice =>
     fn IoDeleteDevice(deviceobject: *const DEVICE_OBJECT) {
         let detach = kernel::with(|k| match k.objects.device_id(deviceobject) {
             Some(id) => {
+                // IoDeleteDevice runs at APC_LEVEL at most (its reference page; docs/simulator.md).
+                k.check_irql(crate::kernel::APC_LEVEL, "IoDeleteDevice");
                 let above = k.objects.above(id);
                 k.delete_device(id);
                 above.and_then(|a| k.fast_io_detach_of(a))

@@ -81,10 +81,26 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
             TraceEvent::Note { instance, operation, .. } => (instance.map(|i| i.0), operation),
             TraceEvent::Unload { .. } => (None, None),
         };
+        // The instance callbacks run at PASSIVE_LEVEL (facts.md §2.5), whichever backend calls
+        // them: a legacy backend calls them itself, so the verifier checks it here.
+        if let Some(what) = instance_callback_name(event) {
+            k.check_irql(kernel::PASSIVE_LEVEL, what);
+        }
         let volume = instance.and_then(|i| k.resolve_instance(i)).map(|v| k.volume_shared_name(v));
         let io = operation.and_then(|o| k.resolve_operation(o)).map(|r| RequestRef(r.0));
         k.log(EventKind::Callback { driver, volume, io, callback: Callback::from_trace(event) });
     });
+}
+
+/// The name of an instance callback facts.md §2.5 gives `PASSIVE_LEVEL` (setup, teardown start and
+/// complete); `None` for the others.
+fn instance_callback_name(event: &TraceEvent<'_>) -> Option<&'static str> {
+    match event {
+        TraceEvent::InstanceSetup { .. } => Some("InstanceSetupCallback"),
+        TraceEvent::TeardownStart { .. } => Some("InstanceTeardownStartCallback"),
+        TraceEvent::TeardownComplete { .. } => Some("InstanceTeardownCompleteCallback"),
+        _ => None,
+    }
 }
 
 /// `DbgPrintEx` as fsfilter-kernel calls it (`"%.*s"` and its two arguments).

@@ -164,6 +164,11 @@ impl Action {
     }
 }
 
+/// The longest valid UTF-8 prefix of `bytes` (all of them when they are valid).
+fn utf8_prefix(bytes: &[u8]) -> &str {
+    bytes.utf8_chunks().next().map_or("", |chunk| chunk.valid())
+}
+
 const PATTERN_CAPACITY: usize = 96;
 const MAX_RULES: usize = 16;
 
@@ -181,7 +186,9 @@ pub struct Rule {
 impl Rule {
     /// The pattern.
     pub fn pattern(&self) -> &str {
-        core::str::from_utf8(self.pattern.get(..self.pattern_len).unwrap_or(&[])).unwrap_or("*")
+        // Valid UTF-8 (a whole `&str`, checked against the capacity when parsed): the first
+        // chunk is all of it. (`utf8_chunks` links a smaller decoder than `str::from_utf8`.)
+        utf8_prefix(self.pattern.get(..self.pattern_len).unwrap_or(&[]))
     }
 
     fn applies(&self, op: &PreOperation<'_, ()>) -> bool {
@@ -599,7 +606,8 @@ mod note {
         }
 
         pub(crate) fn as_str(&self) -> &str {
-            core::str::from_utf8(self.bytes.get(..self.len).unwrap_or(&[])).unwrap_or("")
+            // ASCII only (`push_bytes`): the first chunk is all of it.
+            super::utf8_prefix(self.bytes.get(..self.len).unwrap_or(&[]))
         }
     }
 
@@ -630,6 +638,14 @@ mod tests {
 
     fn probe(values: &[(&str, V<'_>)]) -> core::result::Result<Probe, ParseError> {
         Probe::from_parameters(&ParameterList { service: "ProbeA", values })
+    }
+
+    #[test]
+    fn utf8_prefix_is_the_valid_start() {
+        assert_eq!(utf8_prefix(b"\\locked\\*"), "\\locked\\*");
+        assert_eq!(utf8_prefix("d\u{e9}j\u{e0}".as_bytes()), "d\u{e9}j\u{e0}");
+        assert_eq!(utf8_prefix(b"ab\xffcd"), "ab");
+        assert_eq!(utf8_prefix(b""), "");
     }
 
     #[test]
