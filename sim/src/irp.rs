@@ -305,8 +305,29 @@ impl Kernel {
 )]
 pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     let prepared = kernel::with(|k| -> Result<(DispatchRoutine, ImageId, i8, Entered), NTSTATUS> {
-        if k.crashed.is_some() || !k.irp_known(irp, "IoCallDriver") {
+        if k.crashed.is_some() {
             return Err(Status::INVALID_DEVICE_STATE.0);
+        }
+        match k.irps.map.get_mut(&(irp as usize)) {
+            Some(info) if info.state != IrpState::Freed => {
+                // A trip down starts clean at the location it enters and below: an IRP a
+                // completion routine reclaimed (STATUS_MORE_PROCESSING_REQUIRED) and sends down
+                // again, to retry it or for the next part of a transfer, carries the last trip's
+                // walk and pending records there.
+                // SAFETY: a live IRP.
+                let level = unsafe { (*irp).CurrentLocation }.wrapping_sub(1);
+                let here_and_below = (1u64 << (level as u32 & 63)).wrapping_mul(2).wrapping_sub(1);
+                if (info.walked | info.expect) & here_and_below != 0 {
+                    info.walked &= !here_and_below;
+                    info.marks &= !here_and_below;
+                    info.expect &= !here_and_below;
+                    info.expect_pending &= !here_and_below;
+                }
+            }
+            _ => {
+                k.irp_known(irp, "IoCallDriver");
+                return Err(Status::INVALID_DEVICE_STATE.0);
+            }
         }
         let Some(dev) = k.objects.device_id(device) else {
             k.report_current(
@@ -357,6 +378,15 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         let drv = unsafe { obj(k.objects.driver(driver).ptr) };
         let routine = drv.MajorFunction.get(major).copied().flatten();
         let Some(routine) = routine else {
+            // Windows calls through the slot: a null one is a bugcheck (the I/O manager fills
+            // every slot a driver leaves alone with its invalid-request routine).
+            let name = k.objects.driver(driver).service.clone();
+            k.report_current(
+                Rule::Bugcheck,
+                format!(
+                    "IoCallDriver to {name}, whose dispatch routine for major {major:#x} is null"
+                ),
+            );
             return Err(Status::INVALID_DEVICE_REQUEST.0);
         };
         if k.irql() > crate::kernel::APC_LEVEL {
@@ -413,6 +443,13 @@ impl Kernel {
         if info.walked & bit != 0 {
             let marked = info.marks & bit != 0;
             self.check_pending(marked, pending, Some(image), status);
+            return;
+        }
+        if info.expect & bit != 0 && info.expect_pending & bit != 0 && !pending {
+            // A driver that skipped its own location shares it with the driver it called, which
+            // returned STATUS_PENDING and marked it: a pass-through returns what IoCallDriver
+            // returned (facts.md §1.8).
+            self.check_pending(true, false, Some(image), status);
             return;
         }
         let below = bit - 1;
