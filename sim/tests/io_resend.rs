@@ -5,7 +5,17 @@
 //! "Bottom" is a native driver with a named device; "Top" a legacy driver that opens it with
 //! `IoGetDeviceObjectPointer` and sends it a read IRP (facts.md §1.8).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
 
 use std::cell::Cell;
 use std::ffi::c_void;
