@@ -389,14 +389,22 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
             );
             return Err(Status::INVALID_DEVICE_REQUEST.0);
         };
-        if k.irql() > crate::kernel::APC_LEVEL {
-            k.report_current(
-                Rule::IrqlTooHigh,
-                format!(
-                    "IoCallDriver at IRQL {} (dispatch routines run at APC_LEVEL or below)",
-                    k.irql()
-                ),
-            );
+        let irql = k.irql();
+        if irql > crate::kernel::PASSIVE_LEVEL {
+            // SAFETY: a live IRP (checked).
+            let paging = unsafe { (*irp).Flags } & IRP_PAGING_IO != 0;
+            // SAFETY: device objects live as long as the machine.
+            let device_type = unsafe { (*device).DeviceType };
+            let limit = dispatch_irql_limit(device_type, sl.MajorFunction, paging);
+            if irql > limit {
+                k.report_current(
+                    Rule::IrqlTooHigh,
+                    format!(
+                        "IoCallDriver of major {:#x} to a device of type {device_type:#x} at IRQL {irql}, above {limit}",
+                        sl.MajorFunction,
+                    ),
+                );
+            }
         }
         Ok((routine, image, level, k.enter(Some(image))))
     });
@@ -411,6 +419,50 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         k.after_dispatch(irp, level, status, image);
     });
     status
+}
+
+/// `IRP_PAGING_IO`.
+const IRP_PAGING_IO: u32 = 0x2;
+
+/// The highest IRQL at which a request may be sent to a device (`IoCallDriver` runs the dispatch
+/// routine at the caller's IRQL). A file system's dispatch routines (and those of the filters
+/// above it, which take its device type) take creates, cleanups, queries and sets, flushes, lock
+/// requests and non-paging transfers at `PASSIVE_LEVEL`, closes, directory requests and paging
+/// I/O at `APC_LEVEL` at most (facts.md §1.8). Below the file systems, reads, writes and device
+/// controls may be sent at `DISPATCH_LEVEL` (a completion routine that sends the next part of a
+/// transfer), anything else at `APC_LEVEL` at most.
+fn dispatch_irql_limit(device_type: u32, major: u8, paging: bool) -> u8 {
+    use crate::kernel::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+    use fsfilter::device_type as t;
+    let file_system = matches!(
+        device_type,
+        t::DISK_FILE_SYSTEM
+            | t::CD_ROM_FILE_SYSTEM
+            | t::NETWORK_FILE_SYSTEM
+            | t::TAPE_FILE_SYSTEM
+            | t::MULTI_UNC_PROVIDER
+            | t::NAMED_PIPE
+            | t::MAILSLOT
+            | t::DFS
+            | t::DFS_FILE_SYSTEM
+            | t::DFS_VOLUME
+    );
+    match major {
+        // Read, write, device control, file-system control.
+        0x03 | 0x04 | 0x0e | 0x0d if file_system => {
+            if paging {
+                APC_LEVEL
+            } else {
+                PASSIVE_LEVEL
+            }
+        }
+        // Close, directory control.
+        0x02 | 0x0c if file_system => APC_LEVEL,
+        _ if file_system => PASSIVE_LEVEL,
+        // Read, write, device and internal device control below the file systems.
+        0x03 | 0x04 | 0x0e | 0x0f => DISPATCH_LEVEL,
+        _ => APC_LEVEL,
+    }
 }
 
 impl Kernel {

@@ -1,6 +1,7 @@
-//! The I/O manager's pending checks across the ways a legacy driver hands an IRP down: an IRP a
+//! The I/O manager's checks across the ways a legacy driver hands an IRP down: an IRP a
 //! completion routine reclaimed (`STATUS_MORE_PROCESSING_REQUIRED`) and sends down again, a
-//! pass-through that skips its own stack location, and a null dispatch slot.
+//! pass-through that skips its own stack location, a null dispatch slot, and the IRQL a request
+//! is sent at.
 //!
 //! "Bottom" is a native driver with a named device; "Top" a legacy driver that opens it with
 //! `IoGetDeviceObjectPointer` and sends it a read IRP (facts.md §1.8).
@@ -37,6 +38,7 @@ use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 const IRP_MJ_READ: u8 = 0x03;
+const FILE_DEVICE_UNKNOWN: u32 = 0x22;
 
 /// What the two drivers do with the read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,9 @@ enum Mode {
     SkipAndReturnLower,
     /// Bottom has no read dispatch routine at all (its slot is null).
     NullSlot,
+    /// Top passes the read down at `irql` (it skips its location), Bottom's device being of
+    /// `device_type`.
+    At { irql: u8, device_type: u32 },
 }
 
 thread_local! {
@@ -132,11 +137,15 @@ unsafe extern "system" fn bottom_entry(
     if MODE.get() == Mode::NullSlot {
         d.MajorFunction[usize::from(IRP_MJ_READ)] = None;
     }
+    let device_type = match MODE.get() {
+        Mode::At { device_type, .. } => device_type,
+        _ => FILE_DEVICE_UNKNOWN,
+    };
     let mut name = bottom_name();
     let name = unicode(&mut name);
     let mut device = null_mut();
     // SAFETY: our driver object and a named device.
-    unsafe { IoCreateDevice(driver, 0, &name, 0x22, 0, false, &mut device) }
+    unsafe { IoCreateDevice(driver, 0, &name, device_type, 0, false, &mut device) }
 }
 
 unsafe extern "system" fn signal(
@@ -182,6 +191,20 @@ unsafe extern "system" fn top_dispatch(_: *const DEVICE_OBJECT, irp: *mut IRP) -
                 IoCallDriver(lower, irp)
             };
             Status::SUCCESS.0
+        }
+        Mode::At { irql, .. } => {
+            let was = fsfilter_sim::kernel::with(|k| {
+                let was = k.irql();
+                k.set_irql(irql);
+                was
+            });
+            // SAFETY: our live IRP, passed through.
+            let status = unsafe {
+                IoSkipCurrentIrpStackLocation(irp);
+                IoCallDriver(lower, irp)
+            };
+            fsfilter_sim::kernel::with(|k| k.set_irql(was));
+            status
         }
         Mode::SkipAndReturnLower | Mode::NullSlot => {
             // SAFETY: as above.
@@ -283,4 +306,22 @@ fn a_null_dispatch_slot_is_a_bugcheck() {
     let (returned, _, trips, findings) = run(Mode::NullSlot);
     assert_eq!((returned, trips), (Status::INVALID_DEVICE_REQUEST, 0));
     assert_eq!(findings.first().map(|f| f.0), Some(Rule::Bugcheck), "{findings:?}");
+}
+
+#[test]
+fn the_irql_a_request_may_be_sent_at_depends_on_the_device_and_the_request() {
+    use fsfilter::device_type::DISK_FILE_SYSTEM;
+    let irql_findings = |irql, device_type| {
+        let (_, finished, _, findings) = run(Mode::At { irql, device_type });
+        assert_eq!(finished, Status::SUCCESS);
+        findings.into_iter().filter(|f| f.0 == Rule::IrqlTooHigh).collect::<Vec<_>>()
+    };
+    // Below the file systems a read may go down at DISPATCH_LEVEL (reported before a fix of
+    // December 4), not above it.
+    assert!(irql_findings(2, FILE_DEVICE_UNKNOWN).is_empty());
+    assert_eq!(irql_findings(3, FILE_DEVICE_UNKNOWN), [(Rule::IrqlTooHigh, Some("Top".into()))]);
+    // A file system takes a non-paging read at PASSIVE_LEVEL only (facts.md 1.8; APC_LEVEL was
+    // accepted before the same fix).
+    assert!(irql_findings(0, DISK_FILE_SYSTEM).is_empty());
+    assert_eq!(irql_findings(1, DISK_FILE_SYSTEM), [(Rule::IrqlTooHigh, Some("Top".into()))]);
 }
