@@ -10,7 +10,7 @@ use fsfilter::{
     DataScanMode, FilesystemType, Filter, InstanceId, InstanceSetup, InstanceSetupFlags, Status,
     TeardownFlags, VolumeDeviceType, VolumeInfo, device_type,
 };
-use fsfilter_kernel::constants::{characteristics, do_flags, vpb_flags};
+use fsfilter_kernel::constants::{characteristics, do_flags};
 use fsfilter_kernel::irp::{
     IO_NO_INCREMENT, IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
 };
@@ -532,12 +532,12 @@ pub(crate) unsafe fn mount_volume<F: Filter>(
     // SAFETY: the request is halted at our location and ours again.
     let status = unsafe { crate::view::io_status(irp) }.status;
     // Re-read the VPB through the real device: the file system may have swapped in another one.
+    // Its volume device is there once the file system mounted; `VPB_MOUNTED` is not yet: the
+    // I/O manager sets it when the request is back from us (FastFat and NTFS never set it).
     // SAFETY: the real device we saved is live.
     let vpb = unsafe { (*real).Vpb };
     // SAFETY: a live VPB.
-    let vdo = unsafe { vpb.as_ref() }
-        .filter(|v| v.Flags & vpb_flags::MOUNTED != 0)
-        .map_or(core::ptr::null_mut(), |v| v.DeviceObject);
+    let vdo = unsafe { vpb.as_ref() }.map_or(core::ptr::null_mut(), |v| v.DeviceObject);
     if status.is_success() && !vdo.is_null() {
         let flags =
             InstanceSetupFlags::AUTOMATIC_ATTACHMENT | InstanceSetupFlags::NEWLY_MOUNTED_VOLUME;

@@ -253,8 +253,8 @@ impl Kernel {
         let m = &mut self.fs.mounts[i];
         m.state = MountState::Mounted;
         let (vpb, vdo, volume) = (m.vpb, m.vdo, m.volume);
-        // SAFETY: the mount's VPB (VPBs live as long as the machine).
-        unsafe { (*vpb).Flags |= vpbf::MOUNTED };
+        // The VPB goes back unmarked: the I/O manager marks the real device's VPB mounted once the
+        // request is back (`after_mount`), as for a new mount.
         self.objects.dobj(real_id).Vpb = vpb;
         self.volumes.list[volume.index()].vdo = Some(vdo);
         let name = self.volume_display_name(volume);
@@ -308,8 +308,9 @@ impl Kernel {
         let label: Vec<u16> = media.label.encode_utf16().take(32).collect();
         // SAFETY: the VPB the I/O manager passed, ours to fill during the mount.
         let v = unsafe { crate::mem::obj(vpb) };
+        // `VPB_MOUNTED` is the I/O manager's to set, once the request is back (`after_mount`):
+        // Microsoft's FastFat and NTFS set only `Vpb->DeviceObject` (docs/simulator.md).
         v.DeviceObject = vdo;
-        v.Flags |= vpbf::MOUNTED;
         v.SerialNumber = media.serial;
         v.VolumeLabelLength = (label.len() * 2) as u16;
         v.VolumeLabel[..label.len()].copy_from_slice(&label);
