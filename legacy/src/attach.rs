@@ -210,14 +210,20 @@ unsafe fn copy_flags(ours: *mut DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
 }
 
 /// Attaches our `device` to the top of `target`'s stack, retrying while the top is initializing.
+/// The device it attached to is written to `lower`, the `lower` field of `device`'s extension:
+/// the I/O manager fills it under its lock, before any request can reach `device`
+/// (`IoAttachDeviceToDeviceStackSafe`, facts.md §1.3; a request may come the instant the attach
+/// succeeds, before this returns).
 ///
 /// # Safety
-/// Both live; `device` ours and unattached.
+/// Both live; `device` ours and unattached; `lower` its extension's `lower` field, with no
+/// reference to the extension in use.
 unsafe fn attach(
     device: *mut DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
     retry: bool,
-) -> Result<*mut DEVICE_OBJECT, Status> {
+    lower: *mut *mut DEVICE_OBJECT,
+) -> Result<(), Status> {
     let tries = if retry { ATTACH_RETRIES } else { 1 };
     let mut status = Status::NO_SUCH_DEVICE;
     for attempt in 0..tries {
@@ -226,13 +232,12 @@ unsafe fn attach(
             // SAFETY: PASSIVE_LEVEL attach path; a relative wait.
             let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
         }
-        let mut lower: *mut DEVICE_OBJECT = core::ptr::null_mut();
-        // SAFETY: two live devices.
-        status = Status(unsafe { IoAttachDeviceToDeviceStackSafe(device, target, &mut lower) });
+        // SAFETY: two live devices; the caller's extension field.
+        status = Status(unsafe { IoAttachDeviceToDeviceStackSafe(device, target, lower) });
         if status.is_success() {
             // SAFETY: our device, now attached; let others attach above it (facts.md §1.2).
             unsafe { (*device).Flags &= !do_flags::DEVICE_INITIALIZING };
-            return Ok(lower);
+            return Ok(());
         }
     }
     Err(status)
@@ -280,19 +285,15 @@ unsafe fn attach_to_file_system<F: Filter>(state: &DriverState<F>, cdo: *const D
     };
     // SAFETY: both live.
     unsafe { copy_flags(device, cdo) };
+    // SAFETY: our device.
+    let slot = unsafe { raw::ext_slot::<F>(device) };
+    // SAFETY: its initialized extension's field; no reference to the extension is in use.
+    let lower = unsafe { &raw mut (*slot).lower };
     // SAFETY: as above.
-    match unsafe { attach(device, cdo, false) } {
-        Ok(lower) => {
-            // SAFETY: our device.
-            let slot = unsafe { raw::ext_slot::<F>(device) };
-            // SAFETY: its initialized extension; nothing else holds a reference yet.
-            unsafe { (*slot).lower = lower };
-        }
-        Err(_) => {
-            // SAFETY: never attached.
-            unsafe { delete_device::<F>(device) };
-            return;
-        }
+    if unsafe { attach(device, cdo, false, lower) }.is_err() {
+        // SAFETY: never attached.
+        unsafe { delete_device::<F>(device) };
+        return;
     }
     // SAFETY: live control device.
     unsafe { attach_to_mounted_volumes(state, cdo) };
@@ -427,7 +428,8 @@ unsafe fn attach_locked<F: Filter>(
     };
     // SAFETY: our device.
     let slot = unsafe { raw::ext_slot::<F>(device) };
-    // SAFETY: its initialized extension; no other reference is in use during attachment.
+    // SAFETY: its initialized extension; nothing can reach the device before the attach below,
+    // after which this reference is not used.
     let ext = unsafe { &mut *slot };
     ext.kind = DeviceKind::Volume;
     ext.real_device = real.cast_mut();
@@ -470,18 +472,17 @@ unsafe fn attach_locked<F: Filter>(
     ext.instance = Some(crate::state::InstanceState { context, volume, data_scan });
     // SAFETY: both live.
     unsafe { copy_flags(device, vdo) };
+    // The extension is complete: from the attach on, requests may read it (`ext` is not used
+    // again).
+    // SAFETY: the extension's field; no reference to the extension is in use from here.
+    let lower = unsafe { &raw mut (*slot).lower };
     // SAFETY: as above.
-    match unsafe { attach(device, vdo, true) } {
-        Ok(lower) => {
-            ext.lower = lower;
-            true
-        }
-        Err(_) => {
-            // SAFETY: ours, never attached.
-            unsafe { delete_device::<F>(device) };
-            false
-        }
+    if unsafe { attach(device, vdo, true, lower) }.is_err() {
+        // SAFETY: ours, never attached.
+        unsafe { delete_device::<F>(device) };
+        return false;
     }
+    true
 }
 
 /// The mount path (facts.md §1.4, sfilter's pattern): save the real device before sending the

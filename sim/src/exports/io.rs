@@ -164,6 +164,11 @@ export! { windows_sys::Wdk::System::SystemServices::IoAttachDeviceToDeviceStackS
             Ok(top) => {
                 // SAFETY: the caller's out parameter (set under the I/O database lock on Windows).
                 unsafe { *attachedtodeviceobject = top };
+                // Requests may reach the new device the instant it is attached (another
+                // processor's): what is ready runs now, before the caller goes on. That is why
+                // the out parameter must be the device extension's field, which the lock fills
+                // before anyone can send to the device (docs/simulator.md).
+                crate::sched::run_ready();
                 Status::SUCCESS.0
             }
             Err(s) => s.0,
