@@ -100,11 +100,15 @@ pub unsafe fn driver_entry<F: Filter>(
     // SAFETY: our state.
     unsafe { (*state).control = control };
 
-    // Dispatch table (facts.md §1.2, step 2): every major function, pass-through by default.
+    // Dispatch table (facts.md §1.2, step 2): every major function, pass-through by default, but
+    // IRP_MJ_POWER: it never reaches a file-system stack, and a file-system filter registers no
+    // dispatch routine for it (§1.6); its slot keeps the I/O manager's default.
     // SAFETY: our driver object, before any device of ours is attached.
     let d = unsafe { &mut *driver.cast_mut() };
-    for slot in d.MajorFunction.iter_mut() {
-        *slot = Some(dispatch::<F>);
+    for (major, slot) in d.MajorFunction.iter_mut().enumerate() {
+        if major != usize::from(fsfilter::MajorFunction::Power.code()) {
+            *slot = Some(dispatch::<F>);
+        }
     }
     // Step 3: the fast-I/O table.
     d.FastIoDispatch = core::ptr::from_ref(FastIoTable::<F>::get()).cast_mut();

@@ -278,6 +278,34 @@ fn the_control_device_is_named_after_the_service() {
 }
 
 #[test]
+fn every_major_function_is_passed_through_but_power() {
+    // §1.2 step 2 fills the dispatch table with a pass-through; §1.6: IRP_MJ_POWER never reaches
+    // a file-system stack, and a file-system filter registers no dispatch routine for it.
+    let mut m = machine();
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    let table = m.kernel(|k| {
+        let cdo = k.objects.names[&r"\FileSystem\Filters\ProbeA".to_uppercase()];
+        let driver = k.objects.device(cdo).driver;
+        // SAFETY: driver objects live as long as the machine.
+        unsafe { (*k.objects.driver(driver).ptr).MajorFunction }.map(|f| f.map(|f| f as usize))
+    });
+    let ours = table[usize::from(MajorFunction::Create.code())];
+    assert!(ours.is_some());
+    let power = usize::from(MajorFunction::Power.code());
+    for (major, slot) in table.iter().enumerate() {
+        if major == power {
+            assert!(
+                slot.is_some() && *slot != ours,
+                "IRP_MJ_POWER keeps the I/O manager's default"
+            );
+        } else {
+            assert_eq!(*slot, ours, "major {major:#x}");
+        }
+    }
+}
+
+#[test]
 fn a_read_pended_when_its_network_file_system_unregisters_ends_before_the_teardown() {
     // Rule 20 with the unregistration of a redirector (§2.5): a read the filter pended when Mup
     // unregistered goes on when resumed, and the teardown completes after its post callback.
