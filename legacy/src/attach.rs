@@ -717,8 +717,28 @@ pub(crate) unsafe fn attach_to_raw<F: Filter>(state: &DriverState<F>) {
         if status < 0 {
             continue;
         }
+        // That is the top of the stack, another filter's device when one is attached to RAW
+        // already: RAW's own control device is at the bottom (its driver's devices are the RAW
+        // volumes to enumerate).
+        let mut raw = device;
+        loop {
+            // SAFETY: a live device of the stack; the result is referenced or null.
+            let lower = unsafe { IoGetLowerDeviceObject(raw) };
+            if lower.is_null() {
+                break;
+            }
+            if raw != device {
+                // SAFETY: drop the reference the previous step took.
+                unsafe { ObfDereferenceObject(raw.cast()) };
+            }
+            raw = lower;
+        }
         // SAFETY: the RAW control device, live while its file object is referenced.
-        unsafe { attach_to_file_system(state, device) };
+        unsafe { attach_to_file_system(state, raw) };
+        if raw != device {
+            // SAFETY: drop the reference the last step took.
+            unsafe { ObfDereferenceObject(raw.cast()) };
+        }
         // SAFETY: drop the file object reference.
         unsafe { ObfDereferenceObject(file.cast()) };
     }

@@ -278,6 +278,33 @@ fn the_control_device_is_named_after_the_service() {
 }
 
 #[test]
+fn a_filter_started_later_attaches_to_raw_volumes_under_another_filter() {
+    // §1.2 step 6, §1.5: RAW is attached by name. IoGetDeviceObjectPointer answers the top of
+    // \Device\RawDisk's stack, another filter's device when one is attached there already: the
+    // backend must enumerate RAW's own volumes (its driver's), not that filter's devices.
+    let mut m = machine();
+    let x = m.add_volume(VolumeSpec::new("X:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step));
+    m.kernel(|k| k.volume_mut(x).blank = true);
+    install_probe(&mut m, "ProbeB", StartType::Demand, &[]);
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    m.boot();
+    assert_eq!(m.start("ProbeB"), Status::SUCCESS);
+    assert_eq!(m.device_stack_drivers(r"\Device\RawDisk"), ["ProbeB", "RAW"]);
+    // Blank media in the drive: no file system recognizes it, a volume open mounts it with RAW.
+    assert_eq!(m.mount(x), Status::UNRECOGNIZED_VOLUME);
+    let h = m.create(x, "", CreateOptions::open()).handle.unwrap();
+    assert_eq!(m.volume_stack_drivers(x), ["ProbeB", "RAW"]);
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    assert_eq!(m.volume_stack_drivers(x), ["ProbeA", "ProbeB", "RAW"]);
+    assert_eq!(
+        setups(&m, "ProbeA"),
+        [(Some("X:".into()), F::AUTOMATIC_ATTACHMENT, Status::SUCCESS)]
+    );
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
 fn every_major_function_is_passed_through_but_power() {
     // §1.2 step 2 fills the dispatch table with a pass-through; §1.6: IRP_MJ_POWER never reaches
     // a file-system stack, and a file-system filter registers no dispatch routine for it.
