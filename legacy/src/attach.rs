@@ -758,8 +758,10 @@ pub(crate) unsafe fn init_lock(lock: *mut KEVENT) {
 /// # Safety
 /// As [`init_lock`].
 pub(crate) unsafe fn init_drained(event: *mut KEVENT) {
+    // A synchronization event: each wait consumes the signal, so one set when the count fell to
+    // zero before another operation began cannot end a later wait (`driver_unload`).
     // SAFETY: the caller's event storage.
-    unsafe { KeInitializeEvent(event, NotificationEvent, false) };
+    unsafe { KeInitializeEvent(event, SynchronizationEvent, false) };
 }
 
 #[cfg(test)]

@@ -197,7 +197,10 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         flags: UnloadFlags::MANDATORY,
         status: answer.err().map_or(Status::SUCCESS, fsfilter::Error::status),
     });
-    state.unloading.store(true, Ordering::Release);
+    // Sequentially consistent, with the count's decrement and this flag's load in `end`: the
+    // unload reads the count after storing the flag, `end` reads the flag after decrementing,
+    // and one of the two must see the other.
+    state.unloading.store(true, Ordering::SeqCst);
     // SAFETY: our registration.
     unsafe { IoUnregisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
     let reason = TeardownFlags::MANDATORY_FILTER_UNLOAD;
@@ -221,11 +224,19 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         // SAFETY: a live device of ours.
         cur = unsafe { (*cur).NextDevice };
     }
-    // Wait for every operation whose post callback or resumption is outstanding.
-    if state.in_flight.load(Ordering::Acquire) > 0 {
+    // Wait for every operation whose post callback or resumption is outstanding. The count can
+    // fall to zero, setting the event, and rise again while the devices were being detached one
+    // by one: each wait consumes one signal, and the count is read again after it.
+    while state.in_flight.load(Ordering::SeqCst) > 0 {
         let drained = core::ptr::from_ref(&state.drained);
-        // SAFETY: the state's notification event, set by the last `end`.
-        let _ = unsafe { KeWaitForSingleObject(drained.cast(), 0, 0, false, core::ptr::null()) };
+        // SAFETY: the state's synchronization event, set by each `end` that leaves none.
+        let waited =
+            unsafe { KeWaitForSingleObject(drained.cast(), 0, 0, false, core::ptr::null()) };
+        if waited != 0 {
+            // An untimed wait only ends satisfied on Windows; the simulator ends one that nothing
+            // can satisfy (a DEADLOCK finding) rather than spin here.
+            break;
+        }
     }
     // SAFETY: our live driver object.
     let mut cur = unsafe { (*driver).DeviceObject };

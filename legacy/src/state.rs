@@ -149,8 +149,9 @@ impl<F: Filter> DriverState<F> {
     /// The driver-wide half of [`DriverState::end`]: the last operation lets a waiting unload
     /// go on.
     pub(crate) fn end_for_driver(&self) {
-        let left = self.in_flight.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
-        if left == 0 && self.unloading.load(Ordering::Acquire) {
+        // Sequentially consistent: see `driver_unload`, which stores the flag, then reads this.
+        let left = self.in_flight.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        if left == 0 && self.unloading.load(Ordering::SeqCst) {
             let drained = core::ptr::from_ref(&self.drained).cast_mut();
             // SAFETY: the driver state's event, initialized in DriverEntry, in non-paged pool.
             unsafe { windows_sys::Wdk::System::SystemServices::KeSetEvent(drained, 0, false) };
