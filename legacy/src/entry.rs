@@ -71,8 +71,10 @@ pub unsafe fn driver_entry<F: Filter>(
     unsafe { attach::init_drained(&mut fresh.drained) };
     image::set(state.cast());
 
-    // The filter's control device (facts.md §1.2, step 1): \FileSystem\Filters\<service>, or
-    // \FileSystem\<service>CDO where that directory does not exist (pre-XP systems).
+    // The filter's control device (facts.md §1.2, step 1): \FileSystem\Filters\<service>. The
+    // directory exists from Windows XP on; there is no fallback name for older systems. The
+    // service name is kept to 64 ASCII characters (`ServiceKey`): two services whose names agree
+    // that far collide here, and the second fails to load with STATUS_OBJECT_NAME_COLLISION.
     let name = unicode::unicode_string(name_units.get(..name_len).unwrap_or(&[]));
     let mut control: *mut DEVICE_OBJECT = core::ptr::null_mut();
     let ext_size = core::mem::size_of::<DeviceExt<F>>() as u32;
