@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use fsfilter::{InstanceSetupFlags as F, MajorFunction, Status, TeardownFlags};
-use fsfilter_sim::{Callback, CreateOptions, FsKind, StartType, VolumeSpec};
+use fsfilter_sim::{Callback, CreateOptions, FsKind, Machine, StartType, VolumeSpec};
 
 #[test]
 fn a_boot_filter_attaches_to_volumes_as_they_mount() {
@@ -336,32 +336,7 @@ fn every_major_function_is_passed_through_but_power() {
 fn a_read_pended_when_its_network_file_system_unregisters_ends_before_the_teardown() {
     // Rule 20 with the unregistration of a redirector (§2.5): a read the filter pended when Mup
     // unregistered goes on when resumed, and the teardown completes after its post callback.
-    let mut m = machine();
-    let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
-    install_probe(&mut m, "ProbeA", StartType::Boot, &[("Rules", sz("pend:5 read"))]);
-    m.boot();
-    let h = m.create(s, "r.txt", CreateOptions::open()).handle.unwrap();
-    let cdo = m.kernel(|k| {
-        let id = k.objects.names[&r"\Device\Mup".to_uppercase()];
-        k.objects.device(id).ptr as usize
-    });
-    // During the read's 5 ms pend.
-    m.schedule(1, move |_| fsfilter_sim::fsreg::unregister_file_system(cdo as *const _));
-    let r = m.read(h, Some(0), 6, fsfilter_sim::IoMode::NonCached);
-    assert_eq!(r.status, Status::SUCCESS);
-    m.settle();
-    let order: Vec<&str> = callbacks(&m, "ProbeA")
-        .into_iter()
-        .filter_map(|(_, c)| match c {
-            Callback::TeardownStart { .. } => Some("teardown start"),
-            Callback::TeardownComplete { .. } => Some("teardown complete"),
-            Callback::Post { major: MajorFunction::Read, .. } => Some("post read"),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(order, ["teardown start", "post read", "teardown complete"]);
-    assert_eq!(m.close_handle(h), Status::SUCCESS);
-    assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Unloaded);
+    let m = read_while_mup_unregisters(&[("Rules", sz("pend:5 read"))], false);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
 
@@ -370,19 +345,31 @@ fn a_teardown_whose_last_operation_ends_at_dispatch_level_completes_at_passive_l
     // Rule 20 when the last operation on a detached device ends in a completion routine at
     // DISPATCH_LEVEL: the redirector completes a non-cached read from a DPC after it unregistered.
     // Teardown complete (PASSIVE_LEVEL, facts.md §2.5) and IoDeleteDevice (APC_LEVEL at most)
-    // must not run there: the backend finishes from a work item.
+    // must not run there: the backend finishes from a work item. Before the fix the simulator
+    // reported IRQL_TOO_HIGH for InstanceTeardownCompleteCallback and IoDeleteDevice.
+    let m = read_while_mup_unregisters(&[], true);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+/// ProbeA (with `params`) on a share; Mup unregisters while a non-cached read is outstanding
+/// (pended by the probe, or waiting for its DPC with `dpc`). Checks that the read succeeds, that
+/// its post callback comes between teardown start and complete, that the probe left the stack,
+/// and that it unloads; returns the machine for the findings.
+fn read_while_mup_unregisters(params: &[(&str, fsfilter_sim::RegValue)], dpc: bool) -> Machine {
     let mut m = machine();
     let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
-    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    install_probe(&mut m, "ProbeA", StartType::Boot, params);
     m.boot();
-    m.kernel(|k| k.fs.complete_at_dpc = true);
+    m.kernel(|k| k.fs.complete_at_dpc = dpc);
     let h = m.create(s, "r.txt", CreateOptions::open()).handle.unwrap();
     let cdo = m.kernel(|k| {
         let id = k.objects.names[&r"\Device\Mup".to_uppercase()];
         k.objects.device(id).ptr as usize
     });
-    // While the read waits for its DPC.
-    m.schedule(0, move |_| fsfilter_sim::fsreg::unregister_file_system(cdo as *const _));
+    // While the read is outstanding (the probe's pend is 5 ms).
+    m.schedule(u64::from(!dpc), move |_| {
+        fsfilter_sim::fsreg::unregister_file_system(cdo as *const _);
+    });
     let r = m.read(h, Some(0), 6, fsfilter_sim::IoMode::NonCached);
     assert_eq!(r.status, Status::SUCCESS);
     m.settle();
@@ -396,12 +383,10 @@ fn a_teardown_whose_last_operation_ends_at_dispatch_level_completes_at_passive_l
         })
         .collect();
     assert_eq!(order, ["teardown start", "post read", "teardown complete"]);
-    // IRQL_TOO_HIGH for InstanceTeardownCompleteCallback and IoDeleteDevice before the fix.
-    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
     assert!(!m.volume_stack_drivers(s).contains(&"ProbeA".to_string()));
     assert_eq!(m.close_handle(h), Status::SUCCESS);
     assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Unloaded);
-    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    m
 }
 
 /// The teardown callbacks `driver` got, in order.
