@@ -81,10 +81,7 @@ mod driver {
 fn a_request_sent_the_instant_the_attach_succeeds_finds_the_lower_device() {
     let mut m = machine();
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
-    let mut spec = ServiceSpec::new(NAME, driver::ENTRY, "legacy");
-    spec.start = StartType::Demand;
-    spec.group = Some("FSFilter Activity Monitor".into());
-    m.install(spec);
+    install_legacy_as(&mut m, ServiceSpec::new(NAME, driver::ENTRY, "legacy"), StartType::Demand);
     m.boot();
     VOLUME.with(|v| v.set(Some(c)));
     assert_eq!(m.start(NAME), Status::SUCCESS);

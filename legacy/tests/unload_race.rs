@@ -141,10 +141,7 @@ fn unload_waits_for_an_operation_that_began_after_the_count_fell_to_zero() {
     let mut m = machine();
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"data"));
     let d = m.add_volume(VolumeSpec::new("D:", FsKind::Ntfs));
-    let mut spec = ServiceSpec::new(NAME, driver::ENTRY, "legacy");
-    spec.start = StartType::Boot;
-    spec.group = Some("FSFilter Activity Monitor".into());
-    m.install(spec);
+    install_legacy_as(&mut m, ServiceSpec::new(NAME, driver::ENTRY, "legacy"), StartType::Boot);
     m.boot();
     VOLUMES.with(|v| *v.borrow_mut() = vec![c, d]);
     let h = m.create(c, "a.txt", CreateOptions::open()).handle.unwrap();

@@ -32,9 +32,14 @@ pub(crate) fn install_probe(
 
 /// Installs a shared test's filter (`sim/testing/*.rs`) as a boot-start legacy filter in
 /// "FSFilter Activity Monitor", with the parameters `spec` carries.
-pub(crate) fn install_legacy(m: &mut Machine, mut spec: ServiceSpec) {
+pub(crate) fn install_legacy(m: &mut Machine, spec: ServiceSpec) {
+    install_legacy_as(m, spec, StartType::Boot);
+}
+
+/// Installs a filter as a legacy filter in "FSFilter Activity Monitor" started as `start`.
+pub(crate) fn install_legacy_as(m: &mut Machine, mut spec: ServiceSpec, start: StartType) {
     spec.model = "legacy";
-    spec.start = StartType::Boot;
+    spec.start = start;
     spec.group = Some("FSFilter Activity Monitor".into());
     m.install(spec);
 }
