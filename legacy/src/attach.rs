@@ -126,7 +126,8 @@ pub(crate) unsafe fn attached_to_chain<F: Filter>(
     // SAFETY: a live device; the result is referenced.
     let mut cur = unsafe { IoGetAttachedDeviceReference(device) };
     while !cur.is_null() {
-        if state.owns(cur) {
+        // SAFETY: a live, referenced device.
+        if unsafe { state.owns(cur) } {
             // SAFETY: drop the reference taken on `cur`.
             unsafe { ObfDereferenceObject(cur.cast()) };
             return Some(cur);

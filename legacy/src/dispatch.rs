@@ -277,7 +277,8 @@ unsafe fn volume_dispatch<F: Filter>(
                 PreReturned::Pended { deferred } => {
                     report("FLT_PREOP_PENDING", None);
                     if deferred {
-                        defer_resume::<F>(device, irp as usize);
+                        // SAFETY: our device; the IRP we just pended, its deferral ours.
+                        unsafe { defer_resume::<F>(device, irp as usize) };
                     }
                     Status::PENDING.0
                 }
@@ -1072,7 +1073,8 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
         // SAFETY: as above.
         let (code, context) = unsafe { encode_resume(irp, how, cc, post) };
         match state.pended.resume_after(handle, Decision { code, context }, delay_ms) {
-            Some(true) => defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle),
+            // SAFETY: the device the IRP was pended at (kept in the entry); the deferral is ours.
+            Some(true) => unsafe { defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle) },
             Some(false) => {}
             // SAFETY: our own encoded context.
             None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
@@ -1103,7 +1105,11 @@ unsafe fn is_cleanup_or_close(irp: *mut IRP) -> bool {
 /// Resumes a pended IRP after its delay: a timer whose DPC queues a work item (no thread waits
 /// out the delay), or the work item at once without a delay. If nothing can be allocated the IRP
 /// is resumed right away.
-fn defer_resume<F: Filter>(device: *const DEVICE_OBJECT, handle: usize) {
+///
+/// # Safety
+/// Called from code of this image; `device` must be our live volume device and `handle` an IRP
+/// pended at it whose resumption the table has just deferred (ours to carry out).
+unsafe fn defer_resume<F: Filter>(device: *const DEVICE_OBJECT, handle: usize) {
     // SAFETY: this image's state.
     let delay_ms = unsafe { DriverState::<F>::current() }
         .and_then(|s| s.pended.get(handle))

@@ -103,20 +103,26 @@ impl<F: Filter> DriverState<F> {
     }
 
     /// True when `device` is one of this driver's devices.
-    pub(crate) fn owns(&self, device: *const DEVICE_OBJECT) -> bool {
-        // SAFETY: callers pass live device objects.
+    ///
+    /// # Safety
+    /// `device` must be null or a live device object (of any driver): its header is read.
+    pub(crate) unsafe fn owns(&self, device: *const DEVICE_OBJECT) -> bool {
+        // SAFETY: null is checked first; otherwise the caller guarantees a live device object.
         !device.is_null() && unsafe { (*device).DriverObject }.cast_const() == self.driver
     }
 
-    /// The extension of one of this driver's devices.
+    /// The extension of `device` when it is one of this driver's devices.
     ///
     /// # Safety
-    /// `device` must be a live device of this driver.
+    /// `device` must be null or a live device object. The caller chooses `'a`, which nothing
+    /// here bounds: the reference must not be used after the device is deleted (in practice, it
+    /// lives only as long as the dispatch, completion or callback routine that holds the device).
     pub(crate) unsafe fn ext<'a>(&self, device: *const DEVICE_OBJECT) -> Option<&'a DeviceExt<F>> {
-        if !self.owns(device) {
+        // SAFETY: the caller's contract.
+        if !unsafe { self.owns(device) } {
             return None;
         }
-        // SAFETY: the caller guarantees a live device of ours.
+        // SAFETY: a live device (the caller's contract) of ours (checked above).
         let slot = unsafe { crate::raw::ext_slot::<F>(device) };
         // SAFETY: ours carry an initialized DeviceExt<F>.
         unsafe { slot.as_ref() }
