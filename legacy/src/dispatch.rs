@@ -41,7 +41,7 @@ use crate::state::{DeviceExt, DeviceKind, DriverState, WORK_TAG};
 use crate::view;
 use fsfilter_kernel::context::{decode, encode};
 use fsfilter_kernel::deferred::{Completion, PostReturned};
-use fsfilter_kernel::pending::{Decision, PreReturned, Resume};
+use fsfilter_kernel::pending::{Asked, Decision, PendedEntry, PreReturned, Resume};
 
 /// `STATUS_MORE_PROCESSING_REQUIRED`.
 const MORE_PROCESSING: NTSTATUS = Status::MORE_PROCESSING_REQUIRED.0;
@@ -226,7 +226,7 @@ unsafe fn volume_dispatch<F: Filter>(
         // A token taken but not answered with `Pending` holds nothing (as the Filter Manager
         // backend's): its entry goes, so that it cannot resume an IRP that is not held.
         // SAFETY: this backend encodes the contexts of its resumes with a post from
-        // `F::CompletionContext` (`encode_resume`).
+        // `F::CompletionContext` (`Asked::new`).
         unsafe { state.pended.forget::<F::CompletionContext>(id) };
     }
     match outcome {
@@ -292,7 +292,7 @@ unsafe fn volume_dispatch<F: Filter>(
                         PreReturned::Early(d) => {
                             report(PreOutcome::<()>::wdk_name_of(d.code), None);
                             // SAFETY: the live IRP, ours.
-                            unsafe { resume_now(state, device, ext, irp, d.code, d.context, false) }
+                            unsafe { resume_now(state, device, ext, irp, d, false) }
                         }
                         _ => {
                             report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
@@ -906,58 +906,27 @@ fn deferrer<F: Filter>() -> &'static dyn PostBackend {
     const { &Deferrer::<F>(PhantomData) }
 }
 
-/// Encodes a resume decision as (`FLT_PREOP_*`, context); a completion travels in the IRP.
-///
-/// # Safety
-/// `irp` must be the live pended IRP.
-unsafe fn encode_resume<C>(
-    irp: *mut IRP,
-    how: PreResume<C>,
-    cleanup_or_close: bool,
-    has_post: bool,
-) -> (i32, usize) {
-    match how {
-        // Without a registered post callback a resume with a post gets none, as a pre
-        // callback's answer does (rule 6).
-        PreResume::WithPost(c) if !has_post => {
-            drop(c);
-            (flt_preop::SUCCESS_NO_CALLBACK, 0)
-        }
-        PreResume::WithPost(c) => match encode(c) {
-            Ok(p) => (flt_preop::SUCCESS_WITH_CALLBACK, p as usize),
-            Err(c) => {
-                drop(c);
-                let io =
-                    IoStatus::new(Status::INSUFFICIENT_RESOURCES).for_completion(cleanup_or_close);
-                // SAFETY: the caller's pended IRP.
-                unsafe { set_irp_status(irp, io.status.0, io.information) };
-                (flt_preop::COMPLETE, 0)
-            }
-        },
-        PreResume::NoPost => (flt_preop::SUCCESS_NO_CALLBACK, 0),
-        PreResume::Complete(io) => {
-            let io = io.for_completion(cleanup_or_close);
-            // SAFETY: the caller's pended IRP.
-            unsafe { set_irp_status(irp, io.status.0, io.information) };
-            (flt_preop::COMPLETE, 0)
-        }
-    }
+/// The decision for a pended IRP of this driver, made under the pended table's lock from what the
+/// entry recorded at the pend (`Asked::decide`).
+fn decide<F: Filter>(state: &DriverState<F>, asked: &Asked, entry: &PendedEntry) -> Decision {
+    let major = MajorFunction::from_code(entry.major);
+    asked.decide(major, state.registration.get(major).is_some_and(|o| o.post))
 }
 
 /// Carries out a resume decision for an IRP at our device.
 ///
 /// # Safety
-/// `irp` must be live at our device with our location current; `context` as `encode_resume`
-/// made it.
+/// `irp` must be live at our device with our location current, ours; `decision` taken from the
+/// pended table for it (its context encoded by `Asked::new`, decoded here once).
 unsafe fn resume_now<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
     ext: &DeviceExt<F>,
     irp: *mut IRP,
-    code: i32,
-    context: usize,
+    decision: Decision,
     was_pended: bool,
 ) -> NTSTATUS {
+    let code = decision.code;
     if was_pended {
         trace::emit(&TraceEvent::Resumed {
             instance: InstanceId(device as usize),
@@ -970,8 +939,8 @@ unsafe fn resume_now<F: Filter>(
     let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let status = match code {
         flt_preop::SUCCESS_WITH_CALLBACK => {
-            // SAFETY: `context` was encoded for this filter's completion context.
-            match unsafe { decode::<F::CompletionContext>(context as *const c_void) } {
+            // SAFETY: the decision's context was encoded for this filter's completion context.
+            match unsafe { decode::<F::CompletionContext>(decision.completion_context()) } {
                 // SAFETY: forwarded.
                 Some(c) => unsafe {
                     forward_with_post(state, device, ext, irp, c, cleanup_or_close)
@@ -981,8 +950,7 @@ unsafe fn resume_now<F: Filter>(
             }
         }
         flt_preop::COMPLETE => {
-            // SAFETY: the status was stored in the IRP by `encode_resume`.
-            let io = unsafe { view::io_status(irp) };
+            let io = IoStatus { status: Status(decision.status), information: decision.context };
             // SAFETY: the IRP we complete, once.
             unsafe { complete(irp, io) }
         }
@@ -1018,7 +986,9 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
             Some(state) => {
                 // SAFETY: the handle is the IRP of the running pre callback, at our device.
                 let device = unsafe { raw::location(handle as *mut IRP) }.DeviceObject;
-                state.pended.add(handle, device as usize)
+                // SAFETY: as above.
+                let major = unsafe { raw::location(handle as *mut IRP) }.MajorFunction;
+                state.pended.add(handle, device as usize, major)
             }
             None => false,
         }
@@ -1033,63 +1003,35 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
         }
         // SAFETY: called from filter code of this image.
         let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-        let Some(entry) = state.pended.get(handle) else {
-            // Unknown or finished: whatever the decision carried is dropped with it.
-            drop(how);
-            return;
-        };
-        let irp = handle as *mut IRP;
-        // SAFETY: a pended IRP of this driver (in the table): alive until completed.
-        let cc = unsafe { is_cleanup_or_close(irp) };
-        // SAFETY: as above.
-        let post = unsafe { registered_post(state, irp) };
-        // SAFETY: as above.
-        let (code, context) = unsafe { encode_resume(irp, how, cc, post) };
-        match state.pended.resume(handle, Decision { code, context }) {
-            Resume::Now(_) => {
-                let device = entry.extra as *const DEVICE_OBJECT;
-                // SAFETY: our device, which the pended IRP keeps in use.
-                let Some(ext) = (unsafe { state.ext(device) }) else { return };
-                // SAFETY: the pended IRP at our device, resumed once.
-                let _ = unsafe { resume_now(state, device, ext, irp, code, context, true) };
-            }
-            Resume::Recorded => {}
-            Resume::Unknown => {
-                // SAFETY: our own encoded context, never handed out.
-                drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) })
-            }
+        // The IRP is not read or written before the table hands it over: until then it may have
+        // gone on and completed (its pre callback answered something other than pending).
+        let asked = Asked::new(how);
+        let resume = state.pended.resume(handle, |e| decide(state, &asked, e));
+        // SAFETY: this backend's resume contexts are `F::CompletionContext`s, released once.
+        unsafe { asked.release::<F::CompletionContext>(resume.taken()) };
+        // Recorded: the pre callback is still running and answers with the decision.
+        if let Resume::Now(entry, decision) = resume {
+            let device = entry.extra as *const DEVICE_OBJECT;
+            // SAFETY: our device, which the pended IRP keeps in use.
+            let Some(ext) = (unsafe { state.ext(device) }) else { return };
+            // SAFETY: the pended IRP at our device, taken from the table: resumed once.
+            let _ = unsafe { resume_now(state, device, ext, handle as *mut IRP, decision, true) };
         }
     }
 
     fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-        let Some(entry) = state.pended.get(handle) else { return };
-        let irp = handle as *mut IRP;
-        // SAFETY: a pended IRP of this driver.
-        let cc = unsafe { is_cleanup_or_close(irp) };
-        // SAFETY: as above.
-        let post = unsafe { registered_post(state, irp) };
-        // SAFETY: as above.
-        let (code, context) = unsafe { encode_resume(irp, how, cc, post) };
-        match state.pended.resume_after(handle, Decision { code, context }, delay_ms) {
+        let asked = Asked::new(how);
+        let deferred = state.pended.resume_after(handle, delay_ms, |e| decide(state, &asked, e));
+        // SAFETY: as in `resume`.
+        unsafe { asked.release::<F::CompletionContext>(deferred.map(|(_, d)| d)) };
+        // Not returned yet: the pre path hands the deferral to the worker.
+        if let Some((entry, _)) = deferred.filter(|(e, _)| e.returned) {
             // SAFETY: the device the IRP was pended at (kept in the entry); the deferral is ours.
-            Some(true) => unsafe { defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle) },
-            Some(false) => {}
-            // SAFETY: our own encoded context.
-            None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
+            unsafe { defer_resume::<F>(entry.extra as *const DEVICE_OBJECT, handle) };
         }
     }
-}
-
-/// True when the filter registered a post callback for the IRP's operation.
-///
-/// # Safety
-/// `irp` must be live at our location.
-unsafe fn registered_post<F: Filter>(state: &DriverState<F>, irp: *mut IRP) -> bool {
-    // SAFETY: the caller's live IRP.
-    let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
-    state.registration.get(major).is_some_and(|o| o.post)
 }
 
 /// True for cleanup and close IRPs, which cannot fail.
@@ -1167,16 +1109,14 @@ unsafe fn fail_deferred<F: Filter>(handle: usize) {
         }
     }
     let irp = handle as *mut IRP;
-    // SAFETY: the pended IRP, alive until completed.
+    // SAFETY: the pended IRP, taken from the table: ours until completed.
     let io = IoStatus::new(Status::INSUFFICIENT_RESOURCES)
         .for_completion(unsafe { is_cleanup_or_close(irp) });
-    // SAFETY: as above.
-    unsafe { set_irp_status(irp, io.status.0, io.information) };
     let device = entry.extra as *const DEVICE_OBJECT;
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
     // SAFETY: the pended IRP, completed once.
-    let _ = unsafe { resume_now(state, device, ext, irp, flt_preop::COMPLETE, 0, true) };
+    let _ = unsafe { resume_now(state, device, ext, irp, Decision::complete(io), true) };
 }
 
 /// What a delayed resume carries from the pend to the worker.
@@ -1235,18 +1175,12 @@ unsafe extern "system" fn resume_worker<F: Filter>(
 unsafe fn resume_deferred<F: Filter>(handle: usize) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-    let Some(entry) = state.pended.get(handle) else { return };
-    let Some((decision, _)) = entry.deferred() else { return };
-    if state.pended.take(handle).is_none() {
-        return;
-    }
+    let Some((entry, decision)) = state.pended.take_deferred(handle) else { return };
     let device = entry.extra as *const DEVICE_OBJECT;
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
-    // SAFETY: the pended IRP, resumed once.
-    let _ = unsafe {
-        resume_now(state, device, ext, handle as *mut IRP, decision.code, decision.context, true)
-    };
+    // SAFETY: the pended IRP, taken from the table: resumed once.
+    let _ = unsafe { resume_now(state, device, ext, handle as *mut IRP, decision, true) };
 }
 
 impl<F: Filter> PostBackend for Deferrer<F> {

@@ -32,7 +32,7 @@ use crate::state::{DriverState, InstanceState};
 use crate::view;
 use fsfilter_kernel::context::{decode, encode};
 use fsfilter_kernel::deferred::{Completion, PostReturned};
-use fsfilter_kernel::pending::{Decision, PreReturned, Resume};
+use fsfilter_kernel::pending::{Asked, Decision, PendedEntry, PreReturned, Resume};
 
 // ---------------------------------------------------------------------------------------------
 // Instance state
@@ -372,128 +372,64 @@ fn deferrer<F: Filter>() -> &'static dyn PostBackend {
     const { &Deferrer::<F>(PhantomData) }
 }
 
-/// Maps a resume decision to `FLT_PREOP_*` and an encoded context. A context that cannot be
-/// stored (pool exhausted) fails the operation closed. Without a registered post callback a
-/// resume with a post gets none, as a pre callback's answer does (rule 6).
-fn encode_resume<C>(how: PreResume<C>, has_post: bool) -> (i32, usize, Option<IoStatus>) {
-    match how {
-        PreResume::WithPost(c) if !has_post => {
-            drop(c);
-            (flt_preop::SUCCESS_NO_CALLBACK, 0, None)
-        }
-        PreResume::WithPost(c) => match encode(c) {
-            Ok(p) => (flt_preop::SUCCESS_WITH_CALLBACK, p as usize, None),
-            Err(_) => (flt_preop::COMPLETE, 0, Some(IoStatus::new(Status::INSUFFICIENT_RESOURCES))),
-        },
-        PreResume::NoPost => (flt_preop::SUCCESS_NO_CALLBACK, 0, None),
-        PreResume::Complete(io) => (flt_preop::COMPLETE, 0, Some(io.for_completion(false))),
-    }
+/// The decision for a pended operation of this filter, made under the pended table's lock from
+/// what the entry recorded at the pend (`Asked::decide`).
+fn decide<F: Filter>(driver: &DriverState<F>, asked: &Asked, entry: &PendedEntry) -> Decision {
+    let major = MajorFunction::from_code(entry.major);
+    asked.decide(major, driver.registered.has_post(major))
 }
 
 impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     fn pend(&self, handle: usize) -> bool {
         // SAFETY: called from filter code of this image.
-        match unsafe { DriverState::<F>::current() } {
-            Some(driver) => driver.pended.add(handle, 0),
-            None => false,
-        }
+        let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return false };
+        // SAFETY: the handle is the callback data of the running pre callback, valid during it.
+        let iopb = unsafe { (*(handle as *const FLT_CALLBACK_DATA)).Iopb };
+        // SAFETY: its parameter block, or null.
+        let Some(major) = (unsafe { iopb.as_ref() }).map(|i| i.MajorFunction) else { return false };
+        driver.pended.add(handle, 0, major)
     }
 
+    // A resume never reads or writes the callback data before the table hands it over: until
+    // then the operation may have gone on and finished (its pre callback answered something other
+    // than pending). The decision, completion status included, is made from the entry.
     fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        let (code, context, io) = encode_resume(how, registered_post(driver, handle));
-        match driver.pended.resume(handle, Decision { code, context }) {
-            // Unknown or already completed: drop the context that would have gone with it.
-            Resume::Unknown => {
-                // SAFETY: `context` was just encoded for this C.
-                drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) })
-            }
-            Resume::Recorded => {
-                if let Some(io) = io {
-                    // The pre callback is still running and will complete with this status.
-                    // SAFETY: the handle is the running pre callback's data (found in the table).
-                    let io = io.for_completion(unsafe { is_cleanup_or_close(handle) });
-                    // SAFETY: as above.
-                    unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
-                }
-            }
-            Resume::Now(_) => {
-                // SAFETY: `handle` is a callback data this filter pended (taken from the table).
-                let io = io.map(|io| io.for_completion(unsafe { is_cleanup_or_close(handle) }));
-                // SAFETY: as above; the Filter Manager keeps it valid until it is completed here,
-                // once.
-                unsafe { complete_pended(handle, code, context, io) }
-            }
+        let asked = Asked::new(how);
+        let resume = driver.pended.resume(handle, |e| decide(driver, &asked, e));
+        // SAFETY: this backend's resume contexts are `F::CompletionContext`s, released once.
+        unsafe { asked.release::<F::CompletionContext>(resume.taken()) };
+        // Recorded: the pre callback is still running and answers with the decision.
+        if let Resume::Now(_, decision) = resume {
+            // SAFETY: a callback data this filter pended, taken from the table: the Filter
+            // Manager keeps it valid until it is completed here, once.
+            unsafe { complete_pended(handle, decision) }
         }
     }
 
     fn resume_after(&self, handle: usize, delay_ms: u32, how: PreResume<F::CompletionContext>) {
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-        let (code, context, io) = encode_resume(how, registered_post(driver, handle));
-        match driver.pended.resume_after(handle, Decision { code, context }, delay_ms) {
-            // SAFETY: `context` was just encoded for this C.
-            None => drop(unsafe { decode::<F::CompletionContext>(context as *const c_void) }),
-            Some(queue_now) => {
-                if let Some(io) = io {
-                    // The completion status travels in the callback data until the worker
-                    // completes it.
-                    // SAFETY: a pended callback data of this filter (found in the table).
-                    let io = io.for_completion(unsafe { is_cleanup_or_close(handle) });
-                    // SAFETY: as above.
-                    unsafe { view::set_io_status(handle as *mut FLT_CALLBACK_DATA, io) };
-                }
-                if queue_now {
-                    defer_worker::<F>(driver, handle);
-                }
-            }
+        let asked = Asked::new(how);
+        let deferred = driver.pended.resume_after(handle, delay_ms, |e| decide(driver, &asked, e));
+        // SAFETY: as in `resume`.
+        unsafe { asked.release::<F::CompletionContext>(deferred.map(|(_, d)| d)) };
+        // Not returned yet: the pre path hands the deferral to the worker.
+        if deferred.is_some_and(|(e, _)| e.returned) {
+            defer_worker::<F>(driver, handle);
         }
     }
 }
 
-/// True when `handle` is a callback data this filter pended and the filter registered a post
-/// callback for its operation (false for a handle the table does not know: its decision is
-/// dropped anyway).
-fn registered_post<F: Filter>(driver: &DriverState<F>, handle: usize) -> bool {
-    if driver.pended.get(handle).is_none() {
-        return false;
-    }
-    // SAFETY: a callback data this filter pended (found in the table), alive until completed.
-    let iopb = unsafe { (*(handle as *const FLT_CALLBACK_DATA)).Iopb };
-    // SAFETY: its parameter block, or null.
-    unsafe { iopb.as_ref() }
-        .is_some_and(|i| driver.registered.has_post(MajorFunction::from_code(i.MajorFunction)))
-}
-
-/// True when callback data `handle` is a cleanup or a close (which cannot fail, rule 5).
+/// Completes a pended pre-operation with `decision`.
 ///
 /// # Safety
-/// `handle` must be a valid callback data.
-unsafe fn is_cleanup_or_close(handle: usize) -> bool {
-    // SAFETY: the caller's valid callback data.
-    let iopb = unsafe { (*(handle as *const FLT_CALLBACK_DATA)).Iopb };
-    // SAFETY: its parameter block, or null.
-    unsafe { iopb.as_ref() }.is_some_and(|i| {
-        matches!(
-            MajorFunction::from_code(i.MajorFunction),
-            MajorFunction::Cleanup | MajorFunction::Close
-        )
-    })
-}
-
-/// Completes a pended pre-operation.
-///
-/// # Safety
-/// `handle` must be a callback data this filter pended and has not completed.
-pub(crate) unsafe fn complete_pended(
-    handle: usize,
-    status: i32,
-    context: usize,
-    io: Option<IoStatus>,
-) {
+/// `handle` must be a callback data this filter pended and has not completed, taken from the
+/// pended table with `decision`.
+pub(crate) unsafe fn complete_pended(handle: usize, decision: Decision) {
     let data = handle as *mut FLT_CALLBACK_DATA;
-    if let Some(io) = io {
+    if let Some(io) = decision.completion() {
         // SAFETY: the caller guarantees `data` is a live pended operation of ours.
         unsafe { view::set_io_status(data, io) };
     }
@@ -504,10 +440,10 @@ pub(crate) unsafe fn complete_pended(
     trace::emit(&TraceEvent::Resumed {
         instance: InstanceId(instance),
         operation: handle,
-        outcome: PreOutcome::<()>::wdk_name_of(status),
+        outcome: PreOutcome::<()>::wdk_name_of(decision.code),
     });
     // SAFETY: as above; completed once.
-    unsafe { FltCompletePendedPreOperation(data, status, context as *const c_void) };
+    unsafe { FltCompletePendedPreOperation(data, decision.code, decision.completion_context()) };
 }
 
 impl<F: Filter> PostBackend for Deferrer<F> {
@@ -669,6 +605,20 @@ fn map_pre_outcome<F: Filter>(
             }
         }
     };
+    // A decision a resume made before the pre callback returned: this thread still owns the
+    // callback data and writes a completion's status into it.
+    let answer = |d: Decision| {
+        let io = d.completion();
+        if let Some(io) = io {
+            // SAFETY: `data` is the callback data of the running pre callback.
+            unsafe { view::set_io_status(data, io) };
+        }
+        (
+            d.code,
+            d.completion_context(),
+            (PreOutcome::<()>::wdk_name_of(d.code), io.map(|i| i.status)),
+        )
+    };
     let result = match outcome {
         PreOutcome::WithPost(c) => {
             with_context(c, flt_preop::SUCCESS_WITH_CALLBACK, "FLT_PREOP_SUCCESS_WITH_CALLBACK")
@@ -710,12 +660,7 @@ fn map_pre_outcome<F: Filter>(
         }
         PreOutcome::Pending(_receipt) => match driver.pended.pre_returned(id) {
             // Resumed before the pre callback returned: answer with that decision now.
-            PreReturned::Early(d) => {
-                let name = PreOutcome::<()>::wdk_name_of(d.code);
-                // SAFETY: `data` is the running callback's data.
-                let io = (d.code == flt_preop::COMPLETE).then(|| unsafe { view::io_status(data) });
-                (d.code, d.context as *mut c_void, (name, io.map(|i| i.status)))
-            }
+            PreReturned::Early(d) => answer(d),
             PreReturned::Pended { deferred } => {
                 // A delayed resume set during the pre callback is handed to a timer or work item
                 // now. When nothing can be allocated for it, the operation is not pended at all:
@@ -725,13 +670,7 @@ fn map_pre_outcome<F: Filter>(
                 let unarmed = deferred && !try_defer_worker::<F>(driver, id);
                 let taken = if unarmed { driver.pended.take(id) } else { None };
                 match taken.and_then(|e| e.deferred()) {
-                    Some((d, _)) => {
-                        let name = PreOutcome::<()>::wdk_name_of(d.code);
-                        // SAFETY: `data` is the running callback's data.
-                        let io = (d.code == flt_preop::COMPLETE)
-                            .then(|| unsafe { view::io_status(data) });
-                        (d.code, d.context as *mut c_void, (name, io.map(|i| i.status)))
-                    }
+                    Some((d, _)) => answer(d),
                     None => {
                         (flt_preop::PENDING, core::ptr::null_mut(), ("FLT_PREOP_PENDING", None))
                     }
@@ -743,7 +682,7 @@ fn map_pre_outcome<F: Filter>(
     if result.0 != flt_preop::PENDING {
         // A token taken for an operation that was not pended resumes nothing.
         // SAFETY: this backend encodes the contexts of its resumes with a post from
-        // `F::CompletionContext` (`encode_resume`).
+        // `F::CompletionContext` (`Asked::new`).
         unsafe { driver.pended.forget::<F::CompletionContext>(id) };
     }
     result
@@ -956,30 +895,4 @@ pub(crate) unsafe extern "system" fn section_conflict<F: Filter>(
         }
     }
     Status::SUCCESS.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resumed_completions_never_use_reserved_statuses() {
-        let (_, _, io) =
-            encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::PENDING)), true);
-        assert_eq!(io.map(|i| i.status), Some(Status::INVALID_DEVICE_STATE));
-    }
-
-    #[test]
-    fn resume_decisions_map_to_preop_statuses() {
-        let (s, c, io) = encode_resume::<()>(PreResume::WithPost(()), true);
-        assert_eq!((s, c, io), (flt_preop::SUCCESS_WITH_CALLBACK, 0, None));
-        // Rule 6: no post callback registered, no post.
-        let (s, c, io) = encode_resume::<()>(PreResume::WithPost(()), false);
-        assert_eq!((s, c, io), (flt_preop::SUCCESS_NO_CALLBACK, 0, None));
-        let (s, _, io) = encode_resume::<()>(PreResume::NoPost, true);
-        assert_eq!((s, io), (flt_preop::SUCCESS_NO_CALLBACK, None));
-        let (s, _, io) =
-            encode_resume::<()>(PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)), true);
-        assert_eq!((s, io.map(|i| i.status)), (flt_preop::COMPLETE, Some(Status::ACCESS_DENIED)));
-    }
 }

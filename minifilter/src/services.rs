@@ -437,12 +437,9 @@ unsafe extern "system" fn resume_worker<F: Filter>(
 /// # Safety
 /// `handle` must be pended by this filter.
 unsafe fn resume_deferred<F: Filter>(driver: &DriverState<F>, handle: usize) {
-    let Some((decision, _)) = driver.pended.get(handle).and_then(|e| e.deferred()) else {
-        return;
-    };
-    if driver.pended.take(handle).is_some() {
-        // SAFETY: pended by this filter and taken from the table: completed once. A COMPLETE
-        // status was stored in the callback data by `resume_after`.
-        unsafe { complete_pended(handle, decision.code, decision.context, None) };
+    if let Some((_, decision)) = driver.pended.take_deferred(handle) {
+        // SAFETY: pended by this filter and taken from the table with its decision: completed
+        // once.
+        unsafe { complete_pended(handle, decision) };
     }
 }
