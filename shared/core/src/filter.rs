@@ -360,10 +360,43 @@ pub trait Filter: Sized + Send + Sync + 'static {
 /// Inlined, so that the branch a filter cannot take disappears: a filter that keeps the default
 /// carries no checking code, and one that always builds its registration carries no copy of the
 /// constant.
+///
+/// `REGISTRATION` is checked here at compile time whether or not it ends in
+/// [`Registration::validated`]: a builder that met a mistake keeps none of the entries after it,
+/// so an unchecked constant would register a silently shorter table. A driver built from one does
+/// not compile:
+///
+/// ```compile_fail,E0080
+/// use fsfilter::{
+///     Filter, Instance, InstanceSetup, MajorFunction, Operation, PreOperation, PreOutcome,
+///     Registration, Result, ServiceParameters,
+/// };
+/// struct Unchecked;
+/// impl Filter for Unchecked {
+///     // IRP_MJ_POWER cannot be registered (facts.md §3); no `.validated()` at the end.
+///     const REGISTRATION: Registration = Registration::new()
+///         .operation(Operation::new(MajorFunction::Power).pre())
+///         .operation(Operation::new(MajorFunction::Read).pre());
+///     type InstanceContext = ();
+///     type CompletionContext = ();
+///     fn load(_: &dyn ServiceParameters) -> Result<Self> {
+///         Ok(Unchecked)
+///     }
+///     fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+///         Ok(())
+///     }
+///     fn pre_operation(&self, _: &Instance<'_, ()>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+///         PreOutcome::NoPost
+///     }
+/// }
+/// let _ = fsfilter::registration_in_force(&Unchecked);
+/// ```
 #[inline(always)]
 pub fn registration_in_force<F: Filter>(
     filter: &F,
 ) -> core::result::Result<Option<Registration>, RegistrationError> {
+    // Evaluated when the backend's `DriverEntry` is built for `F`; costs nothing at run time.
+    let _ = const { F::REGISTRATION.validated() };
     match filter.registration() {
         None if const { post_only_is_zero_sized::<F>(&F::REGISTRATION) } => Ok(None),
         None => Err(RegistrationError::PostOnlyNeedsZeroSizedContext),
