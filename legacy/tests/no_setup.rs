@@ -12,7 +12,20 @@ mod driver {
     fsfilter_legacy::driver!(super::no_setup::Setupless);
 }
 
+mod post_only {
+    fsfilter_legacy::driver!(super::no_setup::PostOnly);
+}
+
 #[test]
 fn without_an_instance_setup_callback_every_operation_gets_the_default_instance_state() {
     no_setup::check(common::install_legacy, driver::ENTRY);
+}
+
+#[test]
+fn without_an_instance_setup_callback_a_first_post_callback_at_dispatch_level_has_its_state() {
+    no_setup::check_post_only(
+        common::install_legacy,
+        post_only::ENTRY,
+        fsfilter::DataScanMode::FsRtlFallback,
+    );
 }

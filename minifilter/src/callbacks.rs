@@ -19,11 +19,9 @@ use fsfilter_kernel::trace;
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_INSTANCE_CONTEXT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
-    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltCompletePendedPostOperation,
-    FltCompletePendedPreOperation, FltDoCompletionProcessingWhenSafe, FltGetFileSystemType,
-    FltGetInstanceContext, FltGetVolumeFromInstance, FltGetVolumeProperties, FltObjectDereference,
-    FltRegisterForDataScan, FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_INSTANCE,
-    PFLT_VOLUME,
+    FltAllocateContext, FltCompletePendedPostOperation, FltCompletePendedPreOperation,
+    FltDoCompletionProcessingWhenSafe, FltGetInstanceContext, FltRegisterForDataScan,
+    FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_INSTANCE,
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 
@@ -94,59 +92,14 @@ pub(crate) unsafe fn instance_state<'a, F: Filter>(
     }
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: a valid instance and an out pointer.
-    let status = unsafe { FltGetInstanceContext(instance, &mut context) };
-    if status < 0 {
-        if driver.registered.instance_setup() {
-            return None;
-        }
-        let state = InstanceState::<F> {
-            context: driver.filter.default_instance()?,
-            // SAFETY: the caller guarantees `instance` is valid.
-            volume: unsafe { volume_info(instance) },
-            data_scan: DataScanMode::NotRequested,
-        };
-        // SAFETY: as above.
-        context = unsafe { attach_state(driver, instance, state) }.ok()?;
+    if unsafe { FltGetInstanceContext(instance, &mut context) } < 0 {
+        // Refused at setup, or attached without state (`Filter::default_instance` built none).
+        return None;
     }
     // SAFETY: the Filter Manager keeps a referenced context alive until released; the backend
     // wrote an InstanceState<F> into every instance context of this filter.
     let state = unsafe { &*context.cast::<InstanceState<F>>() };
     Some(InstanceRef { context, state, instance })
-}
-
-/// The volume's device type and file system, from the Filter Manager.
-///
-/// # Safety
-/// `instance` must be valid.
-unsafe fn volume_info(instance: PFLT_INSTANCE) -> VolumeInfo {
-    let mut fs_type = 0;
-    // SAFETY: a valid instance is a valid filter object for FltGetFileSystemType.
-    let _ = unsafe { FltGetFileSystemType(instance as *const c_void, &mut fs_type) };
-    let mut device_type = 0;
-    let mut volume: PFLT_VOLUME = 0;
-    // SAFETY: a valid instance and an out pointer; the volume comes referenced.
-    if unsafe { FltGetVolumeFromInstance(instance, &mut volume) } >= 0 {
-        // SAFETY: all-zero is a valid FLT_VOLUME_PROPERTIES.
-        let mut props: FLT_VOLUME_PROPERTIES = unsafe { core::mem::zeroed() };
-        let mut returned = 0u32;
-        // SAFETY: a referenced volume and a buffer of the fixed part's size; the call fills the
-        // fixed part even when the names do not fit (STATUS_BUFFER_OVERFLOW).
-        let _ = unsafe {
-            FltGetVolumeProperties(
-                volume,
-                &mut props,
-                core::mem::size_of::<FLT_VOLUME_PROPERTIES>() as u32,
-                &mut returned,
-            )
-        };
-        device_type = props.DeviceType;
-        // SAFETY: dereferences the volume FltGetVolumeFromInstance referenced.
-        unsafe { FltObjectDereference(volume as *mut c_void) };
-    }
-    VolumeInfo {
-        device_type: VolumeDeviceType::from_raw(device_type),
-        filesystem: FilesystemType::from_raw(fs_type as u32),
-    }
 }
 
 /// Allocates an instance context holding `state` and sets it on `instance`. Returns the context,
@@ -246,16 +199,28 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
     } else {
         DataScanMode::NotRequested
     };
-    let services = OpServices::<F>::for_instance(driver, instance, data_scan);
-    let setup = InstanceSetup {
-        flags,
-        volume,
-        data_scan,
-        id: InstanceId(instance as usize),
-        services: &services,
+    // Without a declared instance-setup callback every volume is attached (facts.md §2.5), with
+    // the state `Filter::default_instance` builds (none: its operations pass the filter by). The
+    // backend registers this routine all the same, so that the state is made here, at
+    // PASSIVE_LEVEL, where a post callback at DISPATCH_LEVEL finds it in the instance table, and
+    // so that a data-scanning filter registers for data scan (facts.md §6) either way.
+    let declared = driver.registered.instance_setup();
+    let answer = if declared {
+        let services = OpServices::<F>::for_instance(driver, instance, data_scan);
+        let setup = InstanceSetup {
+            flags,
+            volume,
+            data_scan,
+            id: InstanceId(instance as usize),
+            services: &services,
+        };
+        driver.filter.instance_setup(&setup).map(Some)
+    } else {
+        Ok(driver.filter.default_instance())
     };
-    let status = match driver.filter.instance_setup(&setup) {
-        Ok(context) => {
+    let status = match answer {
+        Ok(None) => Status::SUCCESS,
+        Ok(Some(context)) => {
             let state = InstanceState::<F> { context, volume, data_scan };
             // SAFETY: a valid instance being set up.
             match unsafe { attach_state(driver, instance, state) } {
@@ -269,7 +234,9 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
         }
         Err(e) => e.status(),
     };
-    report_setup(objects, flags, volume, data_scan, status);
+    if declared {
+        report_setup(objects, flags, volume, data_scan, status);
+    }
     status.0
 }
 

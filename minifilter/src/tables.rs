@@ -165,11 +165,9 @@ pub const fn registration_block<F: Filter>(
         } else {
             None
         },
-        InstanceSetupCallback: if cb.instance_setup {
-            Some(callbacks::instance_setup::<F>)
-        } else {
-            None
-        },
+        // Registered whether or not the filter declares the callback: without one it attaches
+        // every volume, and the backend builds the default state there (`instance_setup`).
+        InstanceSetupCallback: Some(callbacks::instance_setup::<F>),
         InstanceQueryTeardownCallback: if cb.instance_query_teardown {
             Some(callbacks::instance_query_teardown::<F>)
         } else {

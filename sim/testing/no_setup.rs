@@ -4,15 +4,21 @@
 //!
 //! Without the callback every volume is attached (facts.md §2.5), and each instance gets the
 //! state `Filter::default_instance` builds; when it builds none, the filter's logic sees none of
-//! that volume's operations, which pass through (docs/callback-model.md).
+//! that volume's operations, which pass through (docs/callback-model.md). The state is there for
+//! the first callback whatever it is: a post callback at `DISPATCH_LEVEL` of a post-only
+//! registration ([`PostOnly`]); and a filter that scans data is registered for data scan on each
+//! volume all the same (facts.md §6). The minifilter backend built the state on first use, which a
+//! post callback at `DISPATCH_LEVEL` cannot do, and registered for data scan only from a declared
+//! setup callback, before a fix of December 4.
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
 
 use std::cell::RefCell;
 
 use fsfilter::{
-    Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags, PostOperation,
-    PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters, Status,
+    DataScanMode, Filter, Instance, InstanceSetup, Irql, MajorFunction, Operation, PostFlags,
+    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
+    Status,
 };
 use fsfilter_sim::{
     CreateOptions, FsKind, IoMode, Machine, MachineConfig, ServiceSpec, VolumeSpec,
@@ -24,6 +30,8 @@ pub(crate) const NAME: &str = "Setupless";
 thread_local! {
     /// The instance state each pre and post callback saw, in order.
     static SEEN: RefCell<Vec<(&'static str, u32)>> = const { RefCell::new(Vec::new()) };
+    /// What each of [`PostOnly`]'s post callbacks saw: its IRQL, instance state and data-scan mode.
+    static POSTS: RefCell<Vec<(Irql, u32, DataScanMode)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Registers reads (pre and post) and no instance-setup callback; its instance state is the
@@ -101,4 +109,70 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
         "every operation sees the default instance state"
     );
     assert_eq!(run(install, entry, 0), [], "without instance state the logic sees nothing");
+}
+
+/// Registers only a post callback for reads, no instance-setup callback, and data scanning; its
+/// instance state is 9.
+pub(crate) struct PostOnly;
+
+impl Filter for PostOnly {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Read).post())
+        .instance_setup_callback(false)
+        .data_scan(true)
+        .validated();
+    type InstanceContext = u32;
+    type CompletionContext = ();
+
+    fn load(_: &dyn ServiceParameters) -> Result<Self> {
+        Ok(PostOnly)
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<u32> {
+        // Not registered: never called.
+        Err(fsfilter::Error::FLT_DO_NOT_ATTACH)
+    }
+
+    fn default_instance(&self) -> Option<u32> {
+        Some(9)
+    }
+
+    fn pre_operation(&self, _: &Instance<'_, u32>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        i: &Instance<'_, u32>,
+        op: &mut PostOperation<'_>,
+        _: (),
+        _: PostFlags,
+    ) -> PostOutcome<()> {
+        POSTS.with(|p| p.borrow_mut().push((op.services().irql(), *i.context, i.data_scan)));
+        PostOutcome::Finished
+    }
+}
+
+/// Two non-cached reads through [`PostOnly`], completed by the file system from a DPC: what its
+/// post callbacks saw. `scan` is the data-scan mode the backend gives a volume it can scan.
+pub(crate) fn check_post_only(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    scan: DataScanMode,
+) {
+    POSTS.with(|p| p.borrow_mut().clear());
+    let mut m = Machine::new(MachineConfig { seed: 11 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
+    install(&mut m, ServiceSpec::new("PostOnly", entry, "legacy"));
+    m.boot();
+    // Non-cached transfers complete from a DPC: the post callbacks run at DISPATCH_LEVEL.
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    for offset in [0, 512] {
+        let r = m.read(h, Some(offset), 512, IoMode::NonCached);
+        assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(3)), "read");
+    }
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    assert_eq!(POSTS.with(|p| p.borrow().clone()), [(Irql::DISPATCH, 9, scan); 2]);
 }
