@@ -361,6 +361,13 @@ impl<F: Filter> PendBackend<F::CompletionContext> for Pender<F> {
     // then the operation may have gone on and finished (its pre callback answered something other
     // than pending). The decision, completion status included, is made from the entry.
     fn resume(&self, handle: usize, how: PreResume<F::CompletionContext>) {
+        if fsfilter_kernel::irql::current() > fsfilter::Irql::APC {
+            // Sending the operation on calls the drivers below: FltCompletePendedPreOperation
+            // takes it at APC_LEVEL at most, so from a DPC the resumption is a worker's, as a
+            // delayed one is (the legacy backend does the same).
+            self.resume_after(handle, 0, how);
+            return;
+        }
         // SAFETY: called from filter code of this image.
         let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
         let asked = Asked::new(how);

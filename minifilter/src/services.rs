@@ -6,9 +6,12 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    DataScanMode, Error, Filter, InstanceId, Irql, ScanSection, SectionId, Services, Status,
+    DataScanMode, Error, Filter, InstanceId, IoStatus, Irql, MajorFunction, ScanSection, SectionId,
+    Services, Status,
 };
+use fsfilter_kernel::context::decode;
 use fsfilter_kernel::datascan::{self, OpenSection, SectionOrigin, SectionState};
+use fsfilter_kernel::pending::Asked;
 use fsfilter_kernel::pool::PoolBox;
 use fsfilter_kernel::{irql, trace};
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
@@ -408,8 +411,8 @@ unsafe extern "system" fn resume_dpc<F: Filter>(
     let work = context.cast_mut().cast::<ResumeWork>();
     // SAFETY: the record `defer_worker` armed the timer with.
     if !unsafe { queue_resume_worker::<F>(work) } {
-        // Not queued: the operation is pended (the pre callback returned long ago); resume it
-        // here, at DISPATCH_LEVEL, which FltCompletePendedPreOperation allows.
+        // Not queued: the operation is pended (the pre callback returned long ago); it is
+        // finished here, at DISPATCH_LEVEL, as `resume_deferred` allows.
         // SAFETY: we still own the record and the item; the worker frees both.
         let item = unsafe { (*work).item };
         // SAFETY: as above.
@@ -434,12 +437,22 @@ unsafe extern "system" fn resume_worker<F: Filter>(
     unsafe { FltFreeGenericWorkItem(item) };
 }
 
+/// Carries out the deferred decision of pended operation `handle`. Above `APC_LEVEL` (no worker
+/// could be had, from a DPC or a post callback there) only a completion can be: sending the
+/// operation on calls the drivers below, so `FltCompletePendedPreOperation` takes any other
+/// answer at `APC_LEVEL` at most. The operation then fails closed, its context dropped (rule 7;
+/// a cleanup or close completes with success, rule 5), as the legacy backend's does.
+///
 /// # Safety
 /// `handle` must be pended by this filter.
 unsafe fn resume_deferred<F: Filter>(driver: &DriverState<F>, handle: usize) {
-    if let Some((_, decision)) = driver.pended.take_deferred(handle) {
-        // SAFETY: pended by this filter and taken from the table with its decision: completed
-        // once.
-        unsafe { complete_pended(handle, decision) };
+    let Some((entry, mut decision)) = driver.pended.take_deferred(handle) else { return };
+    if decision.completion().is_none() && irql::current() > Irql::APC {
+        // SAFETY: a context this backend encoded for `F` (`Asked::new`), or null; decoded once.
+        drop(unsafe { decode::<F::CompletionContext>(decision.completion_context()) });
+        let failed = Asked::Complete(IoStatus::new(Status::INSUFFICIENT_RESOURCES));
+        decision = failed.decide(MajorFunction::from_code(entry.major), false);
     }
+    // SAFETY: pended by this filter and taken from the table with its decision: completed once.
+    unsafe { complete_pended(handle, decision) };
 }

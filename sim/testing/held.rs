@@ -341,8 +341,9 @@ pub(crate) fn run(
 
 /// The assertions both backends share; `pender` installs a filter that pends reads, for the
 /// runs where the lower drivers complete the read asynchronously; `resume_allocates` says
-/// whether a resumption at `DISPATCH_LEVEL` takes an allocation of the filter's own (the legacy
-/// backend's work item; the Filter Manager posts it itself).
+/// whether a resumption at `DISPATCH_LEVEL` takes an allocation of the filter's own (both
+/// backends' work items: `FltCompletePendedPreOperation` sends an operation on at `APC_LEVEL` at
+/// most, which the minifilter backend broke before a fix of December 4).
 pub(crate) fn check(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
@@ -530,7 +531,7 @@ pub(crate) fn check_when_safe_without_memory(
 /// DPC) goes on to the file system at `PASSIVE_LEVEL`, as dispatch routines must be called
 /// (`IoCallDriver` above `APC_LEVEL` is reported): the resumption is handed to a worker. When
 /// nothing can be allocated for the worker, the operation fails instead of reaching the file
-/// system at `DISPATCH_LEVEL` (the legacy backend; the Filter Manager needs no allocation).
+/// system at `DISPATCH_LEVEL` (either backend).
 fn check_resumed_at_dispatch(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,

@@ -268,6 +268,70 @@ unsafe extern "system" fn resume_write(
     unsafe { FltFreeGenericWorkItem(item) };
 }
 
+/// How [`resume_misused`] resumes the write it is given: the `FLT_PREOP_*` status, and whether at
+/// `DISPATCH_LEVEL` (as from a DPC).
+static MISUSE: std::sync::Mutex<(i32, bool)> = std::sync::Mutex::new((0, false));
+
+unsafe extern "system" fn resume_misused(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    let (status, raised) = *MISUSE.lock().unwrap();
+    let was = fsfilter_sim::kernel::with(|k| {
+        let was = k.irql();
+        if raised {
+            k.set_irql(2);
+        }
+        was
+    });
+    unsafe { FltCompletePendedPreOperation(ctx.cast(), status, std::ptr::null()) };
+    fsfilter_sim::kernel::with(|k| k.set_irql(was));
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+#[test]
+fn flt_complete_pended_pre_operation_sends_on_at_apc_level_at_most_and_never_synchronizes() {
+    // The FltCompletePendedPreOperation page: callable at IRQL <= DISPATCH_LEVEL to complete the
+    // operation, at IRQL <= APC_LEVEL otherwise; the status cannot be FLT_PREOP_PENDING,
+    // FLT_PREOP_SYNCHRONIZE or FLT_PREOP_DISALLOW_FASTIO.
+    for (status, raised, rule) in [
+        (1, true, Some(Rule::IrqlTooHigh)),
+        (0, true, Some(Rule::IrqlTooHigh)),
+        (4, true, None),
+        (1, false, None),
+        (5, false, Some(Rule::StatusInvalidForOperation)),
+    ] {
+        *MISUSE.lock().unwrap() = (status, raised);
+        let (mut m, c) = setup(&[("a.txt", b"hello")]);
+        start(
+            &mut m,
+            0,
+            Config::new("Pender", "300000").op(mj::WRITE, true, true).with_pre(|p| {
+                if p.data().Flags & IRP_OPERATION == 0 {
+                    return (0, 0);
+                }
+                let item = unsafe { FltAllocateGenericWorkItem() };
+                let s = unsafe {
+                    FltQueueGenericWorkItem(
+                        item,
+                        fltcommon::filter_handle(p.slot) as *const c_void,
+                        Some(resume_misused),
+                        1,
+                        p.data.cast(),
+                    )
+                };
+                assert_eq!(s, 0);
+                (2, 0)
+            }),
+        );
+        let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        let _ = m.write(h, Some(0), &[b'H'; 512], IoMode::NonCached);
+        let rules: Vec<Rule> = m.findings().iter().map(|f| f.0).collect();
+        assert_eq!(rules, rule.into_iter().collect::<Vec<_>>(), "status {status}, raised {raised}");
+    }
+}
+
 #[test]
 fn a_pended_pre_operation_resumes_with_flt_complete_pended_pre_operation_facts_4() {
     // facts.md §4: FLT_PREOP_PENDING keeps the operation until FltCompletePendedPreOperation;

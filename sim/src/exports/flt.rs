@@ -19,7 +19,7 @@ use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 use crate::events::Rule;
 use crate::fltmgr::instances::AttachApi;
 use crate::fltmgr::{FilterState, FltObject, WorkItemRec};
-use crate::kernel::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::kernel::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use crate::mem::{Block, read_unicode};
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterFilter =>
@@ -409,7 +409,23 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCompletePendedP
     /// `FltCompletePendedPreOperation`: resumes a pended operation with
     /// `FLT_PREOP_SUCCESS_WITH_CALLBACK`, `_NO_CALLBACK` or `_COMPLETE`.
     fn FltCompletePendedPreOperation(callbackdata: *const FLT_CALLBACK_DATA, callbackstatus: FLT_PREOP_CALLBACK_STATUS, context: *const c_void) {
-        kernel::with(|k| k.check_irql(DISPATCH_LEVEL, "FltCompletePendedPreOperation"));
+        use crate::fltmgr::ops::preop;
+        kernel::with(|k| {
+            // The reference page: at IRQL <= DISPATCH_LEVEL to complete the operation, at
+            // IRQL <= APC_LEVEL to send it on (the drivers below are called from here).
+            if callbackstatus == preop::COMPLETE {
+                k.check_irql(DISPATCH_LEVEL, "FltCompletePendedPreOperation(FLT_PREOP_COMPLETE)");
+            } else {
+                k.check_irql(APC_LEVEL, "FltCompletePendedPreOperation, not completing the operation,");
+            }
+            if callbackstatus == preop::SYNCHRONIZE {
+                k.report_current(
+                    Rule::StatusInvalidForOperation,
+                    "FltCompletePendedPreOperation with FLT_PREOP_SYNCHRONIZE (the reference page: it \
+                     cannot be FLT_PREOP_PENDING, FLT_PREOP_SYNCHRONIZE or FLT_PREOP_DISALLOW_FASTIO)",
+                );
+            }
+        });
         crate::fltmgr::dispatch::complete_pended_pre(callbackdata, callbackstatus, context.cast_mut());
     }
 }
