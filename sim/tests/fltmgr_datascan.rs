@@ -591,3 +591,34 @@ fn section_handle_without_obj_kernel_handle_facts_6() {
     );
     assert_eq!(Rule::SectionHandleNotKernel.name(), "SECTION_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE");
 }
+
+#[test]
+fn registering_for_data_scan_and_closing_a_section_take_apc_level_at_most() {
+    // FltRegisterForDataScan and FltCloseSectionForDataScan: IRQL <= APC_LEVEL (their reference
+    // pages). Registering at DISPATCH_LEVEL is reported; the close of a context never used is
+    // still answered (STATUS_INVALID_PARAMETER) after the report.
+    let (mut m, _c) = setup(&[("a.txt", b"scan me")]);
+    let mut cfg = scanner("Raised", "370000", false, |_| 0);
+    cfg.on_setup = Some(Rc::new(|instance, _| {
+        let was = fsfilter_sim::kernel::with(|k| {
+            let was = k.irql();
+            k.set_irql(2);
+            was
+        });
+        let _ = unsafe { FltRegisterForDataScan(instance) };
+        let s = unsafe { FltCloseSectionForDataScan(0x1234 as PFLT_CONTEXT) };
+        fsfilter_sim::kernel::with(|k| k.set_irql(was));
+        log(format!("close {}", Status(s)));
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Raised"), Status::SUCCESS);
+    let messages: Vec<String> = m
+        .findings()
+        .into_iter()
+        .filter(|(rule, _, _)| *rule == Rule::IrqlTooHigh)
+        .map(|(_, _, message)| message)
+        .collect();
+    assert!(messages.iter().any(|m| m.starts_with("FltRegisterForDataScan")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("FltCloseSectionForDataScan")), "{messages:?}");
+    assert!(logged().iter().any(|l| l == "close STATUS_INVALID_PARAMETER"), "{:?}", logged());
+}

@@ -353,3 +353,82 @@ fn a_failed_driver_entry_must_have_unregistered_facts_2_6() {
     assert!(!seen(0).iter().any(|s| matches!(s, Seen::Pre { .. })));
     assert_eq!(rules(&m), [Rule::FilterNotUnregistered]);
 }
+
+#[test]
+fn a_filter_can_only_unregister_itself() {
+    // The FltUnregisterFilter page: "A minifilter driver can only call FltUnregisterFilter to
+    // unregister itself, not another minifilter driver."
+    let mut m = booted(&[("a.txt", b"hello")]);
+    install(&mut m, 0, Config::new("Victim", "370000").op(mj::CREATE, true, false));
+    let rogue = Config::new("Rogue", "360000").op(mj::CREATE, true, false).with_pre(|_| {
+        // SAFETY: a live filter handle, though not the caller's.
+        unsafe {
+            windows_sys::Wdk::Storage::FileSystem::Minifilters::FltUnregisterFilter(
+                fltcommon::filter_handle(0),
+            )
+        };
+        (1, 0)
+    });
+    install(&mut m, 1, rogue);
+    assert_eq!(m.start("Victim"), Status::SUCCESS);
+    assert_eq!(m.start("Rogue"), Status::SUCCESS);
+    let c = m.volume("C:").unwrap();
+    assert_eq!(m.create(c, "a.txt", CreateOptions::open()).status, Status::SUCCESS);
+    assert!(rules(&m).contains(&Rule::InvalidFltObject), "{:?}", m.findings());
+    // The victim is still registered and filtering.
+    let pres = || seen(0).iter().filter(|s| matches!(s, Seen::Pre { major: 0, .. })).count();
+    let before = pres();
+    assert_eq!(m.create(c, "a.txt", CreateOptions::open()).status, Status::SUCCESS);
+    assert_eq!(pres(), before + 1, "the victim still sees creates");
+}
+
+#[test]
+fn start_filtering_and_unregistering_are_allowed_at_apc_level_and_attaching_waits_for_start() {
+    // FltStartFiltering and FltUnregisterFilter: IRQL <= APC_LEVEL (their reference pages);
+    // FltAttachVolume before FltStartFiltering: STATUS_FLT_FILTER_NOT_READY.
+    let mut m = booted(&[]);
+    let mut cfg = Config::new("Late", "370000");
+    cfg.start = false;
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Late"), Status::SUCCESS);
+    let c = m.volume("C:").unwrap();
+    assert_eq!(m.filter_attach("Late", c, None), Status::FLT_FILTER_NOT_READY);
+    assert!(seen(0).iter().all(|s| !matches!(s, Seen::Setup { .. })), "no instance set up");
+    let image = m.kernel(|k| k.service_index("Late").and_then(|i| k.loader.services[i].image));
+    let at_apc = |f: &dyn Fn()| {
+        fsfilter_sim::kernel::call_into(image, || {
+            fsfilter_sim::kernel::with(|k| k.set_irql(1));
+            f();
+            fsfilter_sim::kernel::with(|k| k.set_irql(0));
+        })
+    };
+    // SAFETY: the filter's own handle.
+    at_apc(&|| {
+        assert_eq!(
+            unsafe {
+                windows_sys::Wdk::Storage::FileSystem::Minifilters::FltStartFiltering(
+                    fltcommon::filter_handle(0),
+                )
+            },
+            0
+        )
+    });
+    assert!(seen(0).iter().any(|s| matches!(s, Seen::Setup { .. })), "attached once started");
+    // SAFETY: as above.
+    at_apc(&|| unsafe {
+        windows_sys::Wdk::Storage::FileSystem::Minifilters::FltUnregisterFilter(
+            fltcommon::filter_handle(0),
+        )
+    });
+    // Neither call is reported for its IRQL (the callbacks the Filter Manager then runs inline
+    // are, at APC_LEVEL: instance setup and teardown run at PASSIVE_LEVEL, facts.md §2.5).
+    let calls: Vec<String> = m
+        .findings()
+        .into_iter()
+        .map(|(_, _, message)| message)
+        .filter(|msg| {
+            msg.starts_with("FltStartFiltering") || msg.starts_with("FltUnregisterFilter")
+        })
+        .collect();
+    assert_eq!(calls, Vec::<String>::new());
+}

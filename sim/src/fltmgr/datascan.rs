@@ -55,6 +55,8 @@ fn log(k: &mut Kernel, inst: InstId, what: &'static str, status: Status) {
 /// `FltRegisterForDataScan`: `STATUS_NOT_SUPPORTED` on named-pipe and mailslot volumes.
 pub fn register(instance: isize) -> Status {
     kernel::with(|k| {
+        // The reference page: IRQL <= APC_LEVEL.
+        k.check_irql(APC_LEVEL, "FltRegisterForDataScan");
         let Some(i) = k.fltmgr.instance_of(instance) else {
             k.report_current(
                 Rule::InvalidFltObject,
@@ -171,6 +173,8 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
 /// the object reference the create returned stay the caller's to close (docs/simulator.md).
 pub fn close(context: usize) -> Status {
     let r = kernel::with(|k| {
+        // The reference page: IRQL <= APC_LEVEL.
+        k.check_irql(APC_LEVEL, "FltCloseSectionForDataScan");
         let Some(pos) = k.fltmgr.sections.list.iter().rposition(|s| s.context == context) else {
             return (Status::INVALID_PARAMETER, None);
         };

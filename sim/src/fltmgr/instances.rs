@@ -66,7 +66,9 @@ pub fn setup(
     let manual = flags & InstanceSetupFlags::MANUAL_ATTACHMENT.bits() != 0;
     let ready = kernel::with(|k| -> Result<Ready, Option<Status>> {
         let fr = k.fltmgr.filter(f);
-        if !matches!(fr.state, FilterState::Started | FilterState::Registered) {
+        // Not before FltStartFiltering (FltAttachVolume's reference page:
+        // STATUS_FLT_FILTER_NOT_READY, "has not started filtering"), nor while unregistering.
+        if fr.state != FilterState::Started {
             return Err(Some(Status::FLT_FILTER_NOT_READY));
         }
         let vr = k.fltmgr.vol(v);

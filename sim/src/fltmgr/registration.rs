@@ -15,7 +15,7 @@ use super::{
 };
 use crate::events::{FltEvent, Rule};
 use crate::faults::FaultKind;
-use crate::kernel::{self, Kernel, PASSIVE_LEVEL};
+use crate::kernel::{self, APC_LEVEL, Kernel, PASSIVE_LEVEL};
 use crate::registry::{RegValue, SERVICES};
 
 /// `IRP_MJ_OPERATION_END`.
@@ -314,7 +314,8 @@ pub(crate) fn register(
 /// §2.6).
 pub fn start(handle: isize) -> Status {
     let r = kernel::with(|k| {
-        k.check_irql(PASSIVE_LEVEL, "FltStartFiltering");
+        // The reference page: IRQL <= APC_LEVEL.
+        k.check_irql(APC_LEVEL, "FltStartFiltering");
         let Some(f) = k.fltmgr.filter_of(handle) else { return Err(Status::INVALID_PARAMETER) };
         if k.fltmgr.filter(f).state != FilterState::Registered {
             return Err(Status::INVALID_PARAMETER);
@@ -361,8 +362,20 @@ pub fn start(handle: isize) -> Status {
 /// (facts.md §5).
 pub fn unregister(handle: isize) {
     let r = kernel::with(|k| {
-        k.check_irql(PASSIVE_LEVEL, "FltUnregisterFilter");
+        // The reference page: IRQL <= APC_LEVEL.
+        k.check_irql(APC_LEVEL, "FltUnregisterFilter");
         let f = k.fltmgr.filter_of(handle)?;
+        // "A minifilter driver can only call FltUnregisterFilter to unregister itself" (its
+        // reference page); the Filter Manager's own call, for a filter that did not, runs as
+        // the Filter Manager.
+        let caller = k.current_image();
+        if caller != Some(k.fltmgr.filter(f).image) && caller != k.fltmgr.image {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltUnregisterFilter on another driver's filter (a filter can only unregister itself)",
+            );
+            return None;
+        }
         let state = k.fltmgr.filter(f).state;
         if matches!(state, FilterState::Unregistering | FilterState::Unregistered) {
             k.flt_report(
