@@ -54,7 +54,9 @@ impl<'a, F: Filter> InstanceRef<'a, F> {
         }
     }
 
-    pub(crate) fn state(&self) -> &'a InstanceState<F> {
+    /// The state, for as long as this reference holds it (a referenced context is released
+    /// when it drops).
+    pub(crate) fn state(&self) -> &InstanceState<F> {
         self.state
     }
 }
@@ -508,8 +510,10 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
     // SAFETY: the callback data of a `major` operation stays valid while `op` lives (this call),
     // and `view::Buffers` answers its write buffer.
     let buffer_source = unsafe { OnDemandBuffer::<view::Buffers>::pre(data as usize, major) };
-    let services =
-        OpServices::<F>::for_operation(driver, objects.Instance, data, inst.state().data_scan);
+    // SAFETY: the running pre callback's instance and data, used only during this call.
+    let services = unsafe {
+        OpServices::<F>::for_operation(driver, objects.Instance, data, inst.state().data_scan)
+    };
     let can_pend = kind == OperationKind::Irp;
     let buffer = OperationBuffer::on_demand(&buffer_source);
     let mut op = PreOperation::new(&header, buffer, &services, can_pend.then(pender::<F>));
@@ -520,7 +524,9 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
         PreOutcome::Synchronize(c) if !header.get().may_synchronize() => PreOutcome::WithPost(c),
         outcome => outcome,
     };
-    let (status, context, reported) = map_pre_outcome(driver, major, kind, data, outcome);
+    // SAFETY: the running pre callback's data.
+    let (status, context, reported) =
+        unsafe { map_pre_outcome(driver, major, kind, data, outcome) };
     trace::emit_with(|| TraceEvent::Pre {
         instance: InstanceId(objects.Instance as usize),
         operation: data as usize,
@@ -540,7 +546,11 @@ pub(crate) unsafe extern "system" fn pre_operation<F: Filter>(
 /// Maps a pre outcome to `FLT_PREOP_*` and a completion context, enforcing the model's rules
 /// (docs/callback-model.md) so that no outcome breaks a Filter Manager rule. Returns the status,
 /// the context, and what to report (the WDK name and completion status actually used).
-fn map_pre_outcome<F: Filter>(
+///
+/// # Safety
+/// `data` must be the callback data of the running pre callback (a completion's status is
+/// written into it).
+unsafe fn map_pre_outcome<F: Filter>(
     driver: &DriverState<F>,
     major: MajorFunction,
     kind: OperationKind,
@@ -729,8 +739,10 @@ unsafe fn post_common<F: Filter>(
         )
     };
     let buffer = OperationBuffer::on_demand(&buffer_source);
-    let services =
-        OpServices::<F>::for_operation(driver, objs.Instance, data, inst.state().data_scan);
+    // SAFETY: the running post callback's instance and data, used only during this call.
+    let services = unsafe {
+        OpServices::<F>::for_operation(driver, objs.Instance, data, inst.state().data_scan)
+    };
     let irp = kind == OperationKind::Irp;
     let paging = IrpFlags::from_bits_retain(iopb.IrpFlags).contains(IrpFlags::PAGING_IO);
     let can_defer = irp && !draining;

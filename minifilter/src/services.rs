@@ -94,7 +94,10 @@ impl<'a, F: Filter> OpServices<'a, F> {
         OpServices { driver, instance, data: core::ptr::null_mut(), data_scan }
     }
 
-    pub(crate) fn for_operation(
+    /// # Safety
+    /// `instance` and `data` must be the running callback's instance and callback data, valid
+    /// for as long as the services are used (the services' methods read and change them).
+    pub(crate) unsafe fn for_operation(
         driver: &'a DriverState<F>,
         instance: PFLT_INSTANCE,
         data: *mut FLT_CALLBACK_DATA,
