@@ -431,7 +431,7 @@ fn contexts_are_counted_set_got_and_cleaned_up_facts_5() {
         seen(0)
             .into_iter()
             .filter_map(|s| match s {
-                Seen::Cleanup { ty, context } => Some((ty, context)),
+                Seen::Cleanup { ty, context, .. } => Some((ty, context)),
                 _ => None,
             })
             .collect()
@@ -621,4 +621,50 @@ fn registering_for_data_scan_and_closing_a_section_take_apc_level_at_most() {
     assert!(messages.iter().any(|m| m.starts_with("FltRegisterForDataScan")), "{messages:?}");
     assert!(messages.iter().any(|m| m.starts_with("FltCloseSectionForDataScan")), "{messages:?}");
     assert!(logged().iter().any(|l| l == "close STATUS_INVALID_PARAMETER"), "{:?}", logged());
+}
+
+#[test]
+fn a_context_released_at_dispatch_level_is_cleaned_up_by_a_worker() {
+    // The FltReleaseContext page: the context is freed at once at IRQL <= APC_LEVEL; at
+    // DISPATCH_LEVEL "a work item is scheduled to free the context"; and a context from paged
+    // pool may be released at IRQL <= APC_LEVEL only.
+    for (pool, finding) in [(NonPagedPoolNx, None), (1, Some(Rule::IrqlTooHigh))] {
+        let (mut m, c) = setup(&[("a.txt", b"hello")]);
+        let mut cfg = Config::new("Ctx", "370000").op(mj::READ, true, true);
+        cfg.contexts = vec![(INSTANCE, 24)];
+        let cfg = cfg
+            .with_pre(move |p| {
+                // FLTFL_CALLBACK_DATA_IRP_OPERATION: not the fast-I/O attempt.
+                if p.data().Flags & 0x1 == 0 {
+                    return (1, 0);
+                }
+                let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+                let f = fltcommon::filter_handle(0);
+                assert_eq!(unsafe { FltAllocateContext(f, INSTANCE, 24, pool, &mut ctx) }, 0);
+                (0, ctx as usize)
+            })
+            .with_post(|p| {
+                let irql = fsfilter_sim::kernel::current_irql();
+                log(format!("post at {irql}"));
+                unsafe { FltReleaseContext(p.context as PFLT_CONTEXT) };
+                0
+            });
+        install(&mut m, 0, cfg);
+        assert_eq!(m.start("Ctx"), Status::SUCCESS);
+        m.kernel(|k| k.fs.complete_at_dpc = true);
+        let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        let r = m.read(h, Some(0), 512, IoMode::NonCached);
+        assert_eq!(r.status, Status::SUCCESS);
+        m.settle();
+        assert_eq!(logged(), ["post at 2"]);
+        let cleanups: Vec<u8> = seen(0)
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Cleanup { irql, .. } => Some(irql),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cleanups, [0], "pool {pool}: cleaned up once, by a worker");
+        assert_eq!(rules(&m), finding.into_iter().collect::<Vec<_>>(), "pool {pool}");
+    }
 }

@@ -50,7 +50,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext
                 (p as usize, None, reg, image)
             }
         };
-        kernel::with(|k| k.flt_context_add(f, reg, image, block, ptr));
+        // Paged pool types are the odd ones (PagedPool, PagedPoolCacheAligned, ...).
+        let paged = pooltype % 2 == 1;
+        kernel::with(|k| k.flt_context_add(f, reg, image, block, ptr, paged));
         // SAFETY: the caller's out parameter.
         unsafe { *returnedcontext = ptr as PFLT_CONTEXT };
         Status::SUCCESS.0
@@ -58,14 +60,37 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReleaseContext =>
-    /// `FltReleaseContext`: the last reference runs the cleanup callback.
+    /// `FltReleaseContext`: the last reference runs the cleanup callback, at once at
+    /// `APC_LEVEL` or below, from a work item at `DISPATCH_LEVEL` (its reference page), which
+    /// holds the filter's rundown until it has run.
     fn FltReleaseContext(context: PFLT_CONTEXT) {
         let c = kernel::with(|k| {
             k.check_irql(DISPATCH_LEVEL, "FltReleaseContext");
-            k.flt_context_release(context as usize)
+            let c = k.flt_context_release(context as usize);
+            // "If the context was allocated from paged pool, callers must be running at IRQL
+            // <= APC_LEVEL" (the reference page).
+            if c.as_ref().is_some_and(|c| c.paged) {
+                k.check_irql(APC_LEVEL, "FltReleaseContext of a paged-pool context");
+            }
+            let deferred = k.irql() > APC_LEVEL;
+            if let (Some(c), true) = (&c, deferred) {
+                k.fltmgr.filter_mut(c.filter).rundown += 1;
+            }
+            (c, deferred)
         });
-        if let Some(c) = c {
-            run_cleanups(vec![c]);
+        match c {
+            (Some(c), true) => {
+                let filter = c.filter;
+                crate::sched::queue_work("context cleanup", None, Box::new(move || {
+                    crate::fltmgr::as_fltmgr(|| run_cleanups(vec![c]));
+                    kernel::with(|k| {
+                        let r = k.fltmgr.filter_mut(filter);
+                        r.rundown = r.rundown.saturating_sub(1);
+                    });
+                }));
+            }
+            (Some(c), false) => run_cleanups(vec![c]),
+            (None, _) => {}
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct Ctx {
     pub link: Link,
     reg: ContextReg,
     image: ImageId,
+    /// Allocated from paged pool (`FltAllocateContext`'s pool type).
+    paged: bool,
 }
 
 /// A cleanup to run outside the kernel's borrow.
@@ -116,6 +118,10 @@ pub struct Cleanup {
     image: ImageId,
     ptr: usize,
     ty: u16,
+    /// The context's filter.
+    pub filter: FilterId,
+    /// The context was allocated from paged pool.
+    pub paged: bool,
 }
 
 /// The context table.
@@ -179,6 +185,7 @@ impl Kernel {
         image: ImageId,
         block: Option<Block>,
         ptr: usize,
+        paged: bool,
     ) {
         let i = self.fltmgr.contexts.list.len();
         self.fltmgr.contexts.list.push(Ctx {
@@ -191,6 +198,7 @@ impl Kernel {
             link: Link::None,
             reg,
             image,
+            paged,
         });
         self.fltmgr.contexts.by_ptr.insert(ptr, i);
     }
@@ -231,6 +239,8 @@ impl Kernel {
             image: c.image,
             ptr: c.ptr,
             ty: c.ty,
+            filter: c.filter,
+            paged: c.paged,
         })
     }
 

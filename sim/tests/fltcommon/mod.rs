@@ -274,6 +274,8 @@ pub enum Seen {
     Cleanup {
         ty: u16,
         context: usize,
+        /// The IRQL the cleanup callback ran at.
+        irql: u8,
     },
     Conflict {
         context: usize,
@@ -472,7 +474,8 @@ unsafe extern "system" fn post<const N: usize>(
 }
 
 unsafe extern "system" fn cleanup<const N: usize>(context: PFLT_CONTEXT, ty: u16) {
-    record(N, Seen::Cleanup { ty, context: context as usize });
+    let irql = fsfilter_sim::kernel::current_irql();
+    record(N, Seen::Cleanup { ty, context: context as usize, irql });
 }
 
 unsafe extern "system" fn conflict<const N: usize>(
