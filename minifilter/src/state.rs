@@ -2,7 +2,7 @@
 //! global, `fsfilter_kernel::image`), one `InstanceState` per instance (in the instance context),
 //! and the bookkeeping of pended operations and data-scan sections.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use fsfilter::{
     DataScanMode, Filter, MAX_OPERATIONS, MajorFunction, Operation, Registration, VolumeInfo,
@@ -23,6 +23,8 @@ pub(crate) const DRIVER_TAG: u32 = pool_tag(b"FsfM");
 pub(crate) const INSTANCE_CONTEXT_TAG: u32 = pool_tag(b"FsfI");
 /// Pool tag of section contexts.
 pub(crate) const SECTION_CONTEXT_TAG: u32 = pool_tag(b"FsfX");
+/// Pool tag of the instance table's overflow blocks: `FsfT`.
+const INSTANCE_TABLE_TAG: u32 = pool_tag(b"FsfT");
 
 /// Everything the backend keeps for one loaded driver.
 pub(crate) struct DriverState<F: Filter> {
@@ -131,8 +133,7 @@ impl Registered {
     }
 }
 
-/// How many instances one filter can have on the fast path; more still work, through
-/// `FltGetInstanceContext`, in callbacks at `APC_LEVEL` or below.
+/// Slots of one block of the instance table; a full table grows by another block.
 pub(crate) const MAX_INSTANCES: usize = 64;
 
 /// `(PFLT_INSTANCE, instance context)` pairs of attached instances, 0 for a free slot.
@@ -144,36 +145,80 @@ pub(crate) const MAX_INSTANCES: usize = 64;
 /// context written before. An instance's slot is only cleared by its context's cleanup callback,
 /// after the last callback of that instance, so no reader can see its own slot change under it.
 ///
+/// The table has no size limit: when its [`MAX_INSTANCES`] slots are full, instance setup (the
+/// only writer that adds) chains another block of slots from non-paged pool, published once and
+/// kept until the table goes. A post callback above `APC_LEVEL` finds every instance here, since it
+/// may not call `FltGetInstanceContext` (before December 4 the 65th instance's posts there were
+/// skipped).
+///
 /// # Invariants
 /// All-zero bytes are an empty table, so it can live in zeroed pool. A context in the table is the
 /// instance's context, which the Filter Manager keeps alive until its last reference goes after
 /// the instance's teardown completed; its cleanup callback removes it from the table first.
+/// `more` is null or a block this table owns (from `PoolBox::into_raw`, tag `FsfT`), set once
+/// under `writers` of the first block and never changed until the table is dropped.
 pub(crate) struct InstanceTable {
     entries: [(AtomicUsize, AtomicUsize); MAX_INSTANCES],
     writers: SpinLock<()>,
+    more: AtomicPtr<InstanceTable>,
 }
 
 impl InstanceTable {
-    /// Records `instance`'s context. False when the table is full.
+    /// The block chained after this one.
+    fn next(&self) -> Option<&InstanceTable> {
+        // SAFETY: null or a block this table owns, published with release and never freed before
+        // the table (the invariant).
+        unsafe { self.more.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The first slot, in this block or a later one, that `pick` accepts.
+    fn find_slot(
+        &self,
+        pick: impl Fn(&(AtomicUsize, AtomicUsize)) -> bool,
+    ) -> Option<&(AtomicUsize, AtomicUsize)> {
+        let mut block = self;
+        loop {
+            if let Some(slot) = block.entries.iter().find(|s| pick(s)) {
+                return Some(slot);
+            }
+            block = block.next()?;
+        }
+    }
+
+    /// Records `instance`'s context. False only for instance 0, or when the table is full and no
+    /// memory is left for another block.
     pub(crate) fn insert(&self, instance: usize, context: usize) -> bool {
         if instance == 0 {
             return false;
         }
         let _writers = self.writers.lock();
-        if let Some((_, c)) =
-            self.entries.iter().find(|(i, _)| i.load(Ordering::Relaxed) == instance)
-        {
+        if let Some((_, c)) = self.find_slot(|(i, _)| i.load(Ordering::Relaxed) == instance) {
             c.store(context, Ordering::Release);
             return true;
         }
-        match self.entries.iter().find(|(i, _)| i.load(Ordering::Relaxed) == 0) {
-            Some((i, c)) => {
-                c.store(context, Ordering::Release);
-                i.store(instance, Ordering::Release);
-                true
-            }
-            None => false,
+        if let Some((i, c)) = self.find_slot(|(i, _)| i.load(Ordering::Relaxed) == 0) {
+            c.store(context, Ordering::Release);
+            i.store(instance, Ordering::Release);
+            return true;
         }
+        // Full: chain another block with the instance in its first slot.
+        let fill = |b: *mut InstanceTable| {
+            // SAFETY: the fresh, zeroed block: its first slot, written before it is published.
+            if let Some((i, c)) = unsafe { (*b).entries.first() } {
+                c.store(context, Ordering::Relaxed);
+                i.store(instance, Ordering::Relaxed);
+            }
+        };
+        // SAFETY: all-zero is an empty table (the invariant); `fill` writes one slot's atomics.
+        let Ok(block) = (unsafe { PoolBox::try_new_zeroed_with(INSTANCE_TABLE_TAG, fill) }) else {
+            return false;
+        };
+        let mut last = self;
+        while let Some(next) = last.next() {
+            last = next;
+        }
+        last.more.store(block.into_raw(), Ordering::Release);
+        true
     }
 
     /// The context of `instance`, if recorded. Lock-free; callable at any IRQL.
@@ -181,27 +226,30 @@ impl InstanceTable {
         if instance == 0 {
             return None;
         }
-        self.entries.iter().find_map(|(i, c)| {
-            if i.load(Ordering::Acquire) != instance {
-                return None;
-            }
-            // Read the context, then check the slot is still this instance's: a lookup that
-            // raced the slot's removal (which the protocol excludes) answers nothing rather than
-            // a cleared or reused context.
-            let context = c.load(Ordering::Acquire);
-            (context != 0 && i.load(Ordering::Acquire) == instance).then_some(context)
-        })
+        let (i, c) = self.find_slot(|(i, _)| i.load(Ordering::Acquire) == instance)?;
+        // Read the context, then check the slot is still this instance's: a lookup that raced
+        // the slot's removal (which the protocol excludes) answers nothing rather than a cleared
+        // or reused context.
+        let context = c.load(Ordering::Acquire);
+        (context != 0 && i.load(Ordering::Acquire) == instance).then_some(context)
     }
 
     /// Forgets the instance whose context is `context`.
     pub(crate) fn remove_context(&self, context: usize) {
         let _writers = self.writers.lock();
-        if let Some((i, c)) =
-            self.entries.iter().find(|(_, c)| c.load(Ordering::Relaxed) == context)
-        {
+        if let Some((i, c)) = self.find_slot(|(_, c)| c.load(Ordering::Relaxed) == context) {
             i.store(0, Ordering::Release);
             c.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+impl Drop for InstanceTable {
+    fn drop(&mut self) {
+        let more = core::mem::replace(self.more.get_mut(), core::ptr::null_mut());
+        // SAFETY: null or a block this table owns (the invariant), freed once here; dropping it
+        // frees the blocks after it.
+        drop(unsafe { PoolBox::from_raw(more, INSTANCE_TABLE_TAG) });
     }
 }
 
@@ -314,6 +362,7 @@ pub(crate) mod tests {
         InstanceTable {
             entries: core::array::from_fn(|_| (AtomicUsize::new(0), AtomicUsize::new(0))),
             writers: SpinLock::new(()),
+            more: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -335,12 +384,22 @@ pub(crate) mod tests {
         t.remove_context(0xD);
         assert_eq!(t.get(0x1000), None);
         assert_eq!(t.get(0x2000), Some(0xB));
-        // Full: the fallback (FltGetInstanceContext) takes over.
-        for i in 0..MAX_INSTANCES - 1 {
+        // Full: the table grows by blocks, as many as it takes.
+        for i in 0..3 * MAX_INSTANCES {
             assert!(t.insert(0x10_0000 + i * 16, 0x100 + i));
         }
-        assert!(!t.insert(0x9000, 0x9));
         assert_eq!(t.get(0x10_0000 + 16), Some(0x101));
+        let last = 3 * MAX_INSTANCES - 1;
+        assert_eq!(t.get(0x10_0000 + last * 16), Some(0x100 + last), "found in a later block");
+        let blocks = |t: &InstanceTable| core::iter::successors(Some(t), |b| b.next()).count();
+        assert_eq!(blocks(&t), 4);
+        // A slot freed in the first block is reused before any new block.
+        t.remove_context(0x101);
+        assert!(t.insert(0x9000, 0x9));
+        assert_eq!((t.get(0x9000), blocks(&t)), (Some(0x9), 4));
+        // Dropping the table frees its blocks (the simulator's pool accounting would report a
+        // leak or a bad free at the machine's end otherwise).
+        drop(t);
     }
 
     #[test]

@@ -27,5 +27,16 @@ fn without_an_instance_setup_callback_a_first_post_callback_at_dispatch_level_ha
         common::install_minifilter,
         post_only::ENTRY,
         fsfilter::DataScanMode::FilterManager,
+        1,
+    );
+}
+
+#[test]
+fn a_post_callback_at_dispatch_level_has_its_state_on_the_seventieth_volume() {
+    no_setup::check_post_only(
+        common::install_minifilter,
+        post_only::ENTRY,
+        fsfilter::DataScanMode::FilterManager,
+        70,
     );
 }

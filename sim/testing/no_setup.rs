@@ -153,15 +153,22 @@ impl Filter for PostOnly {
     }
 }
 
-/// Two non-cached reads through [`PostOnly`], completed by the file system from a DPC: what its
-/// post callbacks saw. `scan` is the data-scan mode the backend gives a volume it can scan.
+/// Two non-cached reads through [`PostOnly`], completed by the file system from a DPC, on the
+/// last of `volumes` volumes: what its post callbacks saw. `scan` is the data-scan mode the backend
+/// gives a volume it can scan. With more than 64 volumes the filter has more instances than one
+/// block of the minifilter backend's instance table holds (whose 65th instance's posts above
+/// `APC_LEVEL` were skipped before a fix of December 4).
 pub(crate) fn check_post_only(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
     scan: DataScanMode,
+    volumes: usize,
 ) {
     POSTS.with(|p| p.borrow_mut().clear());
     let mut m = Machine::new(MachineConfig { seed: 11 });
+    for n in 1..volumes {
+        m.add_volume(VolumeSpec::new(&format!("V{n}:"), FsKind::Ntfs));
+    }
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
     install(&mut m, ServiceSpec::new("PostOnly", entry, "legacy"));
     m.boot();
