@@ -91,6 +91,32 @@ fn a_completion_context_needs_a_post_callback_facts_4() {
 }
 
 #[test]
+fn a_completion_context_with_any_other_status_is_reported() {
+    // PFLT_PRE_OPERATION_CALLBACK: the completion context is for FLT_PREOP_SUCCESS_WITH_CALLBACK
+    // and FLT_PREOP_SYNCHRONIZE; "Otherwise, it must be NULL": DISALLOW_FASTIO (on fast I/O, where
+    // it is allowed) and an unknown status alike.
+    let (mut m, c) = setup();
+    start(
+        &mut m,
+        0,
+        Config::new("FastCtx", "300000").op(mj::READ, true, false).with_pre(|p| {
+            // FLTFL_CALLBACK_DATA_FAST_IO_OPERATION: disallow the fast read, with a context.
+            if p.data().Flags & 0x2 != 0 { (3, 0x1234) } else { (1, 0) }
+        }),
+    );
+    start(
+        &mut m,
+        1,
+        Config::new("OddCtx", "200000").op(mj::CREATE, true, false).with_pre(|_| (42, 0x5678)),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let _ = m.read(h, Some(0), 4, IoMode::Cached);
+    let _ = m.read(h, Some(0), 4, IoMode::Cached);
+    assert_eq!(findings_of(&m, "FastCtx"), [Rule::ContextWithoutPost, Rule::ContextWithoutPost]);
+    assert_eq!(findings_of(&m, "OddCtx"), [Rule::ContextWithoutPost, Rule::UnknownCallbackStatus]);
+}
+
+#[test]
 fn pending_on_fast_io_is_reported_and_refused_facts_4() {
     // facts.md §4: FLT_PREOP_PENDING is for IRP-based operations only; on fast I/O the simulator
     // reports PENDING_ON_FAST_IO and refuses the fast I/O (the I/O manager builds an IRP).

@@ -86,8 +86,22 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
         if let Some(what) = instance_callback_name(event) {
             k.check_irql(kernel::PASSIVE_LEVEL, what);
         }
-        let volume = instance.and_then(|i| k.resolve_instance(i)).map(|v| k.volume_shared_name(v));
-        let io = operation.and_then(|o| k.resolve_operation(o)).map(|r| RequestRef(r.0));
+        // A callback of the operation the Filter Manager is calling into now: its instance and
+        // request are at hand (the same answers as the lookups, see `Running`).
+        let running = k
+            .fltmgr
+            .ops
+            .running
+            .filter(|r| instance == Some(r.handle) && operation == Some(r.data));
+        let (volume, io) = match running {
+            Some(r) => (k.flt_sim_volume(k.fltmgr.inst(r.inst).volume), r.request),
+            None => (
+                instance.and_then(|i| k.resolve_instance(i)),
+                operation.and_then(|o| k.resolve_operation(o)),
+            ),
+        };
+        let volume = volume.map(|v| k.volume_shared_name(v));
+        let io = io.map(|r| RequestRef(r.0));
         k.log(EventKind::Callback { driver, volume, io, callback: Callback::from_trace(event) });
     });
 }

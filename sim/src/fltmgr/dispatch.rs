@@ -25,7 +25,7 @@ pub use super::ops::{
     Act, Op, OpMap, Ops, POST_DRAINING, Phase, PostEnd, PostEntry, PreEnd, cbd, fast_op, insert_op,
     postop, preop,
 };
-use super::ops::{log_op, status_name};
+use super::ops::{Running, log_op, status_name};
 pub(crate) use super::post::{complete_pended_post, when_safe};
 pub use super::post::{data_of, drain_instance, fast_post, fast_pre, fast_result, post_walk};
 use super::post::{finish, flt_complete};
@@ -261,6 +261,7 @@ enum PreStep {
         idx: usize,
         data: *mut FLT_CALLBACK_DATA,
         objects: *mut FLT_RELATED_OBJECTS,
+        running: Running,
     },
     Done,
 }
@@ -303,7 +304,16 @@ fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
         unsafe { objects.write(super::related_objects(fh, vh, ih, fo)) };
         fm.instances[inst.index()].outstanding += 1;
         match reg.pre {
-            Some(pre) => return PreStep::Call { pre, image, idx, data, objects },
+            Some(pre) => {
+                let running = Running {
+                    key,
+                    data: data as usize,
+                    handle: ih as usize,
+                    inst,
+                    request: op.request,
+                };
+                return PreStep::Call { pre, image, idx, data, objects, running };
+            }
             None => {
                 // A post without a pre: as if the pre asked for its post with no context.
                 let snapshot = *op.iopb();
@@ -335,17 +345,22 @@ pub(crate) fn pre_walk(key: u64) -> PreEnd {
         let step = kernel::with(|k| {
             if let Some((idx, status, context)) = answered.take() {
                 k.leave();
+                k.fltmgr.ops.running = None;
                 let act = apply_pre(k, key, idx, status, context, false);
                 if act != Act::Continue {
                     return PreWalk::End(act);
                 }
             }
             loop {
-                let PreStep::Call { pre, image, idx, data, objects } = next_pre(k, key) else {
+                let PreStep::Call { pre, image, idx, data, objects, running } = next_pre(k, key)
+                else {
                     return PreWalk::Down;
                 };
                 match super::enter_filter(k, image, "PreOperationCallback") {
-                    Some(entered) => return PreWalk::Call { pre, idx, data, objects, entered },
+                    Some(entered) => {
+                        k.fltmgr.ops.running = Some(running);
+                        return PreWalk::Call { pre, idx, data, objects, entered };
+                    }
                     None => {
                         let act =
                             apply_pre(k, key, idx, preop::SUCCESS_NO_CALLBACK, NO_CONTEXT, false);
@@ -521,6 +536,7 @@ fn apply_pre(
             Act::Pended
         }
         preop::DISALLOW_FASTIO => {
+            with_context(k, "FLT_PREOP_DISALLOW_FASTIO");
             k.flt_instance_released(inst);
             if kind != OperationKind::FastIo || resumed {
                 k.flt_report(
@@ -578,6 +594,7 @@ fn apply_pre(
             Act::Complete
         }
         preop::DISALLOW_FSFILTER_IO => {
+            with_context(k, "FLT_PREOP_DISALLOW_FSFILTER_IO");
             k.flt_report(
                 Some(f),
                 Rule::StatusInvalidForOperation,
@@ -587,6 +604,7 @@ fn apply_pre(
             Act::Continue
         }
         other => {
+            with_context(k, "an unknown status");
             k.flt_report(
                 Some(f),
                 Rule::UnknownCallbackStatus,

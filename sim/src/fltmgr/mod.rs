@@ -708,9 +708,18 @@ impl Kernel {
     #[inline]
     pub fn flt_sim_volume(&self, v: FvId) -> Option<VolumeId> {
         let bottom = self.fltmgr.vol(v).bottom;
-        if let Some(sv) = self.objects.device(bottom).volume {
-            return Some(sv);
+        match self.objects.device(bottom).volume {
+            Some(sv) => Some(sv),
+            None => self.flt_sim_volume_unnamed(bottom),
         }
+    }
+
+    /// [`Kernel::flt_sim_volume`] when the bottom device names no volume: out of line, so that
+    /// the common case (a mounted volume's device, asked twice per filter callback for its
+    /// events) stays a few instructions inlined where it is asked.
+    #[cold]
+    #[inline(never)]
+    fn flt_sim_volume_unnamed(&self, bottom: DeviceId) -> Option<VolumeId> {
         if let Some(i) = self.volumes.list.iter().position(|vol| vol.vdo == Some(bottom)) {
             return Some(VolumeId(i as u32));
         }

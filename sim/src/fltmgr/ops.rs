@@ -247,6 +247,28 @@ pub struct Ops {
     pub(crate) drain_copies: crate::kernel::FastMap<usize, Option<RequestId>>,
     /// What finished operations leave for the next ones to reuse.
     spare: Spare,
+    /// The pre- or post-operation callback the Filter Manager is running now, if any: the trace
+    /// hook reads its volume and request from it rather than looking both up.
+    pub(crate) running: Option<Running>,
+}
+
+/// A pre- or post-operation callback being run ([`Ops::running`]): set when the Filter Manager
+/// enters the filter, cleared when the callback returns and when the operation ends; a callback
+/// called inside it takes its place (the outer one's later events then look up as any other).
+/// While set, the operation is in flight and the instance's handle is its own (handles are never
+/// reused), so what it holds is what the trace hook's lookups would find.
+#[derive(Clone, Copy)]
+pub(crate) struct Running {
+    /// The operation.
+    pub key: u64,
+    /// Its callback data.
+    pub data: usize,
+    /// The instance's handle (`PFLT_INSTANCE`), as a minifilter backend reports it.
+    pub handle: usize,
+    /// The instance.
+    pub inst: InstId,
+    /// The operation's user request.
+    pub request: Option<RequestId>,
 }
 
 /// Storage of finished operations kept for the next ones (a request through a frame used to
@@ -298,6 +320,9 @@ impl Ops {
     }
 
     pub(crate) fn remove(&mut self, key: u64) {
+        if self.running.is_some_and(|r| r.key == key) {
+            self.running = None;
+        }
         if let Some(op) = self.map.remove(&key) {
             self.by_data.remove(&(op.data as usize));
             let Op { block, event, mut chain, mut posts, .. } = op;
@@ -546,12 +571,14 @@ pub(crate) fn log_op(
     let major = MajorFunction::from_code(op.iopb().MajorFunction);
     let kind = op.kind;
     let io = op.request.map(|r| RequestRef(r.0));
+    // `flt_inst_names` inlined: one look at the instance's record for its four names.
     let ir = k.fltmgr.inst(inst);
     let (instance, altitude) = (ir.name.clone(), ir.altitude_text.clone());
-    let (driver, volume) = k.flt_inst_names(inst);
+    let driver = k.fltmgr.filter(ir.filter).name.clone();
+    let volume = k.flt_volume_shared_name(ir.volume);
     k.flt_log(
-        driver,
-        volume,
+        Some(driver),
+        Some(volume),
         FltEvent::Operation { instance, altitude, phase, major, kind, io, draining, outcome },
     );
 }

@@ -19,7 +19,9 @@ use crate::kernel::{self, DISPATCH_LEVEL, Kernel};
 use crate::mem::Block;
 use crate::nt::irp_flags;
 
-use super::ops::{POST_DRAINING, Phase, PostEnd, PreEnd, cbd, log_op, postop, status_name};
+use super::ops::{
+    POST_DRAINING, Phase, PostEnd, PreEnd, Running, cbd, log_op, postop, status_name,
+};
 /// The completion routine of every operation we send down.
 ///
 /// # Safety
@@ -87,6 +89,7 @@ enum PostStep {
         data: *mut FLT_CALLBACK_DATA,
         objects: *mut FLT_RELATED_OBJECTS,
         context: *mut c_void,
+        running: Running,
     },
     Skip,
     Done,
@@ -121,7 +124,14 @@ fn next_post(k: &mut Kernel, key: u64) -> PostStep {
     op.cbd().Flags |= cbd::POST_OPERATION;
     // SAFETY: the op's related-objects slot.
     unsafe { objects.write(super::related_objects(fh, vh, ih, fo)) };
-    PostStep::Call { post, image, pidx, data, objects, context: e.context }
+    let running = Running {
+        key,
+        data: data as usize,
+        handle: ih as usize,
+        inst: e.inst,
+        request: op.request,
+    };
+    PostStep::Call { post, image, pidx, data, objects, context: e.context, running }
 }
 
 /// Runs post-operation callbacks from the lowest instance owed one up (facts.md §2.4).
@@ -135,6 +145,7 @@ pub fn post_walk(key: u64) -> PostEnd {
         let step = kernel::with(|k| {
             if let Some((pidx, status)) = answered.take() {
                 k.leave();
+                k.fltmgr.ops.running = None;
                 if apply_post(k, key, pidx, status) {
                     return PostWalk::Halted;
                 }
@@ -143,9 +154,10 @@ pub fn post_walk(key: u64) -> PostEnd {
                 match next_post(k, key) {
                     PostStep::Done => return PostWalk::Finished,
                     PostStep::Skip => {}
-                    PostStep::Call { post, image, pidx, data, objects, context } => {
+                    PostStep::Call { post, image, pidx, data, objects, context, running } => {
                         match super::enter_filter(k, image, "PostOperationCallback") {
                             Some(entered) => {
+                                k.fltmgr.ops.running = Some(running);
                                 return PostWalk::Call {
                                     post,
                                     pidx,
