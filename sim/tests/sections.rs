@@ -131,6 +131,35 @@ fn a_section_maps_the_files_bytes_and_follows_writes() {
 }
 
 #[test]
+fn a_view_unmapped_or_a_handle_closed_above_passive_level_is_reported() {
+    // ZwUnmapViewOfSection and ZwClose: IRQL = PASSIVE_LEVEL (their reference pages). A scan
+    // section a filter drops in a post callback at DISPATCH_LEVEL would do both there
+    // (docs/callback-model.md rule 16); both still happen.
+    let mut m = machine(23);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("scan.me", b"content"));
+    m.boot();
+    let h = m.open(c, "scan.me", CreateOptions::open()).unwrap();
+    let fo = fo_of(&m, h);
+    let (sh, object, _) = section(fo).unwrap();
+    let (base, _) = map(sh);
+    m.kernel(|k| k.set_irql(2));
+    // SAFETY: our view, handle and object reference.
+    unsafe {
+        assert_eq!(ZwUnmapViewOfSection(-1isize as HANDLE, base), 0);
+        assert_eq!(ZwClose(sh), 0);
+    }
+    m.kernel(|k| k.set_irql(0));
+    // SAFETY: the reference FsRtlCreateSectionForDataScan returned.
+    unsafe { ObfDereferenceObject(object) };
+    m.close_handle(h);
+    let found: Vec<(fsfilter_sim::Rule, String)> =
+        m.findings().into_iter().map(|(r, _, msg)| (r, msg)).collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|(r, _)| *r == fsfilter_sim::Rule::IrqlTooHigh), "{found:?}");
+    assert!(found[0].1.starts_with("ZwUnmapViewOfSection") && found[1].1.starts_with("ZwClose"));
+}
+
+#[test]
 fn sections_are_refused_where_facts_say() {
     let mut m = machine(22);
     let c = m.add_volume(

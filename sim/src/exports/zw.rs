@@ -115,6 +115,8 @@ export! { fsfilter_kernel::ntos::ZwClose =>
     /// `ZwClose`: a key handle; a section handle (the section goes when nothing else holds it,
     /// releasing its file object); a file handle (cleanup, then the handle's reference).
     fn ZwClose(handle: HANDLE) -> NTSTATUS {
+        // The reference page: IRQL = PASSIVE_LEVEL (reported; the handle is still closed).
+        kernel::with(|k| k.check_irql(kernel::PASSIVE_LEVEL, "ZwClose"));
         match kernel::with(|k| k.take_handle(handle)) {
             Ok(HandleObject::Key(_)) => Status::SUCCESS.0,
             Ok(HandleObject::Section(s)) => {
@@ -176,6 +178,8 @@ export! { fsfilter_kernel::ntos::ZwMapViewOfSection =>
 export! { fsfilter_kernel::ntos::ZwUnmapViewOfSection =>
     /// `ZwUnmapViewOfSection`.
     fn ZwUnmapViewOfSection(_processhandle: HANDLE, baseaddress: *const c_void) -> NTSTATUS {
+        // The reference page: IRQL = PASSIVE_LEVEL (reported; the view is still unmapped).
+        kernel::with(|k| k.check_irql(kernel::PASSIVE_LEVEL, "ZwUnmapViewOfSection"));
         match kernel::with(|k| k.unmap_view(baseaddress as usize)) {
             Ok(fo) => {
                 crate::sections::release_file(fo);
