@@ -85,12 +85,28 @@ pub(crate) fn run(
     default: u32,
 ) -> Vec<(&'static str, u32)> {
     SEEN.with(|s| s.borrow_mut().clear());
-    let mut m = Machine::new(MachineConfig { seed: 11 });
-    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
     let mut spec = ServiceSpec::new(NAME, entry, "legacy");
     spec.parameters = vec![("Default".into(), fsfilter_sim::RegValue::Dword(default))];
+    two_reads(install, spec, 1, false);
+    SEEN.with(|s| s.borrow().clone())
+}
+
+/// Installs `spec` with `install` on a machine of `volumes` NTFS volumes, and reads a file of
+/// the last one twice, non-cached (completed from a DPC when `at_dpc`); no finding.
+fn two_reads(
+    install: fn(&mut Machine, ServiceSpec),
+    spec: ServiceSpec,
+    volumes: usize,
+    at_dpc: bool,
+) {
+    let mut m = Machine::new(MachineConfig { seed: 11 });
+    for n in 1..volumes {
+        m.add_volume(VolumeSpec::new(&format!("V{n}:"), FsKind::Ntfs));
+    }
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
     install(&mut m, spec);
     m.boot();
+    m.kernel(|k| k.fs.complete_at_dpc = at_dpc);
     let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
     for offset in [0, 512] {
         let r = m.read(h, Some(offset), 512, IoMode::NonCached);
@@ -98,7 +114,6 @@ pub(crate) fn run(
     }
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
-    SEEN.with(|s| s.borrow().clone())
 }
 
 /// The assertions both backends share.
@@ -165,21 +180,7 @@ pub(crate) fn check_post_only(
     volumes: usize,
 ) {
     POSTS.with(|p| p.borrow_mut().clear());
-    let mut m = Machine::new(MachineConfig { seed: 11 });
-    for n in 1..volumes {
-        m.add_volume(VolumeSpec::new(&format!("V{n}:"), FsKind::Ntfs));
-    }
-    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[3u8; 4096]));
-    install(&mut m, ServiceSpec::new("PostOnly", entry, "legacy"));
-    m.boot();
     // Non-cached transfers complete from a DPC: the post callbacks run at DISPATCH_LEVEL.
-    m.kernel(|k| k.fs.complete_at_dpc = true);
-    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
-    for offset in [0, 512] {
-        let r = m.read(h, Some(offset), 512, IoMode::NonCached);
-        assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(3)), "read");
-    }
-    m.close_handle(h);
-    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    two_reads(install, ServiceSpec::new("PostOnly", entry, "legacy"), volumes, true);
     assert_eq!(POSTS.with(|p| p.borrow().clone()), [(Irql::DISPATCH, 9, scan); 2]);
 }

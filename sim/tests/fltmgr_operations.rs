@@ -268,6 +268,29 @@ unsafe extern "system" fn resume_write(
     unsafe { FltFreeGenericWorkItem(item) };
 }
 
+/// A pre callback that pends an IRP-based write and hands its callback data to `routine` on a
+/// generic work item (the fast-I/O attempt goes on without a post).
+fn pend_to_worker(
+    p: &fltcommon::PreCall,
+    routine: unsafe extern "system" fn(PFLT_GENERIC_WORKITEM, *const c_void, *const c_void),
+) -> (i32, usize) {
+    if p.data().Flags & IRP_OPERATION == 0 {
+        return (0, 0);
+    }
+    let item = unsafe { FltAllocateGenericWorkItem() };
+    let s = unsafe {
+        FltQueueGenericWorkItem(
+            item,
+            fltcommon::filter_handle(p.slot) as *const c_void,
+            Some(routine),
+            1,
+            p.data.cast(),
+        )
+    };
+    assert_eq!(s, 0);
+    (2, 0)
+}
+
 /// How [`resume_misused`] resumes the write it is given: the `FLT_PREOP_*` status, and whether at
 /// `DISPATCH_LEVEL` (as from a DPC).
 static MISUSE: std::sync::Mutex<(i32, bool)> = std::sync::Mutex::new((0, false));
@@ -307,23 +330,9 @@ fn flt_complete_pended_pre_operation_sends_on_at_apc_level_at_most_and_never_syn
         start(
             &mut m,
             0,
-            Config::new("Pender", "300000").op(mj::WRITE, true, true).with_pre(|p| {
-                if p.data().Flags & IRP_OPERATION == 0 {
-                    return (0, 0);
-                }
-                let item = unsafe { FltAllocateGenericWorkItem() };
-                let s = unsafe {
-                    FltQueueGenericWorkItem(
-                        item,
-                        fltcommon::filter_handle(p.slot) as *const c_void,
-                        Some(resume_misused),
-                        1,
-                        p.data.cast(),
-                    )
-                };
-                assert_eq!(s, 0);
-                (2, 0)
-            }),
+            Config::new("Pender", "300000")
+                .op(mj::WRITE, true, true)
+                .with_pre(|p| pend_to_worker(p, resume_misused)),
         );
         let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
         let _ = m.write(h, Some(0), &[b'H'; 512], IoMode::NonCached);
@@ -341,23 +350,9 @@ fn a_pended_pre_operation_resumes_with_flt_complete_pended_pre_operation_facts_4
     start(
         &mut m,
         0,
-        Config::new("Pender", "300000").op(mj::WRITE, true, true).with_pre(|p| {
-            if p.data().Flags & IRP_OPERATION == 0 {
-                return (0, 0);
-            }
-            let item = unsafe { FltAllocateGenericWorkItem() };
-            let s = unsafe {
-                FltQueueGenericWorkItem(
-                    item,
-                    fltcommon::filter_handle(p.slot) as *const c_void,
-                    Some(resume_write),
-                    1,
-                    p.data.cast(),
-                )
-            };
-            assert_eq!(s, 0);
-            (2, 0)
-        }),
+        Config::new("Pender", "300000")
+            .op(mj::WRITE, true, true)
+            .with_pre(|p| pend_to_worker(p, resume_write)),
     );
     start(&mut m, 1, Config::new("Below", "100000").op(mj::WRITE, true, true));
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
