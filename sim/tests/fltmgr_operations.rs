@@ -426,18 +426,7 @@ fn more_processing_required_holds_the_operation_facts_4() {
             if p.data().Flags & IRP_OPERATION == 0 {
                 return 0;
             }
-            let item = unsafe { FltAllocateGenericWorkItem() };
-            let s = unsafe {
-                FltQueueGenericWorkItem(
-                    item,
-                    fltcommon::filter_handle(p.slot) as *const c_void,
-                    Some(finish_post),
-                    1,
-                    p.data.cast(),
-                )
-            };
-            assert_eq!(s, 0);
-            1
+            hold_post_to_worker(p)
         }),
     );
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
@@ -445,6 +434,45 @@ fn more_processing_required_holds_the_operation_facts_4() {
     let r = m.write(h, Some(0), &[b'J'; 512], IoMode::NonCached);
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(order(), ["Top:pre:4", "Holder:pre:4", "Holder:post:4", "finish", "Top:post:4"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// A post callback that holds its operation and releases it from a generic work item.
+fn hold_post_to_worker(p: &fltcommon::PostCall) -> i32 {
+    let item = unsafe { FltAllocateGenericWorkItem() };
+    let s = unsafe {
+        FltQueueGenericWorkItem(
+            item,
+            fltcommon::filter_handle(p.slot) as *const c_void,
+            Some(finish_post),
+            1,
+            p.data.cast(),
+        )
+    };
+    assert_eq!(s, 0);
+    1
+}
+
+#[test]
+fn a_held_lower_post_keeps_a_synchronized_post_in_the_originating_thread_facts_4() {
+    // facts.md §4: post-create (and a SYNCHRONIZE post) runs in the thread that originated the
+    // operation, at IRQL <= APC_LEVEL. A lower filter holding its post-create and releasing it
+    // from a worker does not move the upper post-create to that worker.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(&mut m, 0, Config::new("Sync", "300000").op(mj::CREATE, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("Holder", "100000").op(mj::CREATE, false, true).with_post(hold_post_to_worker),
+    );
+    order_clear();
+    assert!(m.open(c, "a.txt", CreateOptions::open()).is_ok());
+    assert_eq!(order(), ["Sync:pre:0", "Holder:post:0", "finish", "Sync:post:0"]);
+    let Seen::Pre { thread: pre_thread, .. } = pres(0)[0].clone() else { panic!() };
+    let Seen::Post { thread: post_thread, irql, .. } = posts(0)[0].clone() else { panic!() };
+    let Seen::Post { thread: holder_thread, .. } = posts(1)[0].clone() else { panic!() };
+    assert_eq!((post_thread, irql), (pre_thread, 0), "the post-create runs where the create began");
+    assert_eq!(holder_thread, pre_thread, "the held post-create ran there too");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
@@ -537,6 +565,65 @@ fn completion_processing_when_safe_facts_4() {
         }
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
+}
+
+#[test]
+fn completion_processing_when_safe_misuse_is_reported() {
+    // The FltDoCompletionProcessingWhenSafe page: for IRP-based operations only, from a
+    // post-operation callback only; facts.md §4: never with FLTFL_POST_OPERATION_DRAINING. Each
+    // misuse is reported and the call answers FALSE without running the safe callback.
+    SAFE.with(|s| s.borrow_mut().clear());
+    let (mut m, c) = setup(&[("a.txt", &[1u8; 512])]);
+    let answers: std::rc::Rc<RefCell<Vec<bool>>> = Default::default();
+    let (pre_answers, post_answers) = (answers.clone(), answers.clone());
+    let when_safe = |data, objects, context, flags| {
+        let mut status = -1;
+        // SAFETY: the running callback's data and objects.
+        unsafe {
+            FltDoCompletionProcessingWhenSafe(
+                data,
+                objects,
+                context,
+                flags,
+                Some(safe_post),
+                &mut status,
+            )
+        }
+    };
+    start(
+        &mut m,
+        0,
+        Config::new("Misuse", "300000")
+            .op(mj::READ, true, true)
+            .op(mj::QUERY_INFORMATION, true, false)
+            .with_pre(move |p| {
+                if p.major() == mj::QUERY_INFORMATION {
+                    // From a pre-operation callback.
+                    let ok = when_safe(p.data, p.objects, std::ptr::null(), 0);
+                    pre_answers.borrow_mut().push(ok);
+                    return (1, 0);
+                }
+                (0, 0)
+            })
+            .with_post(move |p| {
+                // FLTFL_CALLBACK_DATA_FAST_IO_OPERATION: the fast read's post.
+                if p.data().Flags & 0x2 != 0 {
+                    let ok = when_safe(p.data, p.objects, p.context, p.flags);
+                    post_answers.borrow_mut().push(ok);
+                }
+                0
+            }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let _ = m.read(h, Some(0), 4, IoMode::Cached);
+    let _ = m.read(h, Some(0), 4, IoMode::Cached);
+    let _ = m.query_information(h, 5, 24);
+    assert_eq!(answers.borrow().as_slice(), [false, false, false]);
+    assert!(SAFE.with(|s| s.borrow().is_empty()), "no safe callback ran");
+    let messages: Vec<String> = m.findings().into_iter().map(|(_, _, msg)| msg).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages.iter().filter(|m| m.contains("fast I/O")).count() == 2, "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("outside a post-operation callback")));
 }
 
 #[test]

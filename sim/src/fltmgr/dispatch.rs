@@ -236,15 +236,40 @@ enum Pended {
 
 /// The end of a synchronized operation in the thread that dispatched it: once the lower drivers
 /// completed it (or a pre callback completed it), the post walk, then the IRP's completion.
+///
+/// A post callback that holds the operation (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`) does not move
+/// the rest of the walk to whoever calls `FltCompletePendedPostOperation`: this thread waits for
+/// that call and goes on, so the posts of the filters above still run in the originating thread
+/// at `PASSIVE_LEVEL` (facts.md §4; post-create, `SYNCHRONIZE`, the dismount's teardown).
 fn post_in_origin(key: u64) -> NTSTATUS {
     let ready = kernel::with(|k| k.fltmgr.ops.op(key).and_then(|o| o.owned.then_some(o.irp)));
     let Some(irp) = ready else { return Status::PENDING.0 };
-    match post_walk(key) {
-        PostEnd::Finished => finish(key),
-        PostEnd::Halted => {
-            // SAFETY: the IRP, held at our location.
-            unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
-            Status::PENDING.0
+    loop {
+        match post_walk(key) {
+            PostEnd::Finished => return finish(key),
+            PostEnd::Halted => {
+                let event = kernel::with(|k| {
+                    let op = k.fltmgr.ops.op_mut(key)?;
+                    op.post_waiter = true;
+                    // SAFETY: the op's own event.
+                    unsafe { crate::sched::reset_event(&mut *op.event) };
+                    Some(&raw mut *op.event)
+                });
+                let Some(event) = event else { return Status::PENDING.0 };
+                // SAFETY: the op's event, alive while the op is (it waits here).
+                if unsafe { crate::sched::wait_for_event(event, None) } != Status::SUCCESS.0 {
+                    // Never released (the simulator reported the deadlock): whoever releases it
+                    // later finishes it.
+                    kernel::with(|k| {
+                        if let Some(op) = k.fltmgr.ops.op_mut(key) {
+                            op.post_waiter = false;
+                        }
+                    });
+                    // SAFETY: the IRP, held at our location.
+                    unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+                    return Status::PENDING.0;
+                }
+            }
         }
     }
 }

@@ -335,13 +335,22 @@ pub(crate) fn complete_pended_post(data: *const FLT_CALLBACK_DATA) {
             );
             return None;
         };
-        let inst = {
+        let (inst, waiter) = {
             let op = k.fltmgr.ops.op_mut(key)?;
             op.phase = Phase::Post;
             op.posts[pidx].done = true;
-            op.posts[pidx].inst
+            (op.posts[pidx].inst, op.sync && op.post_waiter)
         };
         k.flt_instance_released(inst);
+        if waiter {
+            // A synchronized operation's originating thread waits to run the rest of the walk
+            // (`dispatch::post_in_origin`).
+            if let Some(op) = k.fltmgr.ops.op_mut(key) {
+                // SAFETY: the op's own event, which that thread waits on.
+                unsafe { crate::sched::set_event(&mut *op.event) };
+            }
+            return None;
+        }
         Some(key)
     });
     let Some(key) = key else { return };
@@ -367,10 +376,27 @@ pub(crate) fn when_safe(
     let r = kernel::with(|k| {
         let key = k.fltmgr.ops.key_of(data as usize)?;
         let op = k.fltmgr.ops.op(key)?;
-        if op.kind != OperationKind::Irp
-            || op.iopb().IrpFlags & irp_flags::PAGING_IO != 0
-            || flags & POST_DRAINING != 0
-        {
+        // The reference page: "can only be called for IRP-based operations", "only from a
+        // postoperation callback", never with FLTFL_POST_OPERATION_DRAINING (facts.md §4). Each
+        // misuse is reported; the call answers FALSE.
+        let misuse = if op.kind != OperationKind::Irp {
+            Some("for a fast I/O operation (IRP-based operations only)")
+        } else if op.cbd().Flags & cbd::POST_OPERATION == 0 {
+            Some("outside a post-operation callback")
+        } else if flags & POST_DRAINING != 0 {
+            Some("with FLTFL_POST_OPERATION_DRAINING (facts.md §4: never then)")
+        } else {
+            None
+        };
+        if let Some(what) = misuse {
+            let m = MajorFunction::from_code(op.iopb().MajorFunction);
+            k.report_current(
+                Rule::StatusInvalidForOperation,
+                format!("{m}: FltDoCompletionProcessingWhenSafe {what}"),
+            );
+            return Some(None);
+        }
+        if op.iopb().IrpFlags & irp_flags::PAGING_IO != 0 {
             return Some(None);
         }
         // SAFETY: the caller's related objects.
