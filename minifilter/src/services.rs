@@ -431,13 +431,16 @@ unsafe extern "system" fn resume_worker<F: Filter>(
     // SAFETY: the record `defer_worker` handed to this worker.
     let work = unsafe { PoolBox::<ResumeWork>::from_raw(context.cast_mut().cast(), RESUME_TAG) };
     let handle = work.map(|w| w.into_inner().handle);
+    // Freed before the operation is resumed: from `resume_dpc` (no worker could be queued, the
+    // filter unregistering) the resumption may be the last thing `FltUnregisterFilter` waits
+    // for, and nothing of the image should run after it but the return.
+    // SAFETY: the work item this routine was queued with (or `resume_dpc`'s), freed once.
+    unsafe { FltFreeGenericWorkItem(item) };
     // SAFETY: this image's state.
     if let (Some(driver), Some(handle)) = (unsafe { DriverState::<F>::current() }, handle) {
         // SAFETY: the handle is a callback data this filter pended.
         unsafe { resume_deferred::<F>(driver, handle) };
     }
-    // SAFETY: the work item this routine was queued with, freed once.
-    unsafe { FltFreeGenericWorkItem(item) };
 }
 
 /// Carries out the deferred decision of pended operation `handle`. Above `APC_LEVEL` (no worker
