@@ -468,7 +468,9 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             }
         }
         let altitude = f.opt_string("altitude")?;
-        let flags = f.opt_u64("instance_flags")?;
+        let flags_line = f.left.get("instance_flags").map(|(v, _)| v.span());
+        let flags =
+            f.opt_u64_at_most("instance_flags", u64::from(u32::MAX), "does not fit a DWORD")?;
         let parameters = f.opt_parameters("parameters")?;
         f.finish()?;
         match (model, &altitude) {
@@ -487,11 +489,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 ));
             }
             (Model::Minifilter, Some((a, aspan))) => {
-                if Altitude::parse(a).is_err() {
+                if let Err(e) = Altitude::parse(a) {
                     return Err(cx.error(
                         aspan.clone(),
                         &format!("{path}.altitude"),
-                        format!("altitude `{a}` is not a decimal number"),
+                        format!("altitude `{a}`: {e}"),
                     ));
                 }
             }
@@ -499,14 +501,13 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         }
         if model == Model::Legacy && flags.is_some() {
             return Err(cx.error(
-                span.clone(),
+                flags_line.unwrap_or_else(|| span.clone()),
                 &format!("{path}.instance_flags"),
                 "a legacy filter has no instances".into(),
             ));
         }
-        let instance_flags = u32::try_from(flags.unwrap_or(0)).map_err(|_| {
-            cx.error(span.clone(), &format!("{path}.instance_flags"), "does not fit a DWORD".into())
-        })?;
+        // At most u32::MAX (checked above, at the value's line).
+        let instance_flags = u32::try_from(flags.unwrap_or(0)).unwrap_or(u32::MAX);
         altitude_lines
             .push(altitude.as_ref().map_or(lines.line(span.start), |(_, s)| lines.line(s.start)));
         drivers.push(Driver {
@@ -578,11 +579,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let volume = volume(&mut f)?;
                 let altitude = f.opt_string("altitude")?;
                 if let Some((a, s)) = &altitude {
-                    if Altitude::parse(a).is_err() {
+                    if let Err(e) = Altitude::parse(a) {
                         return Err(cx.error(
                             s.clone(),
                             &format!("{path}.altitude"),
-                            format!("altitude `{a}` is not a decimal number"),
+                            format!("altitude `{a}`: {e}"),
                         ));
                     }
                 }
@@ -607,14 +608,10 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 })?;
                 let path_value = f.opt_string("path")?.map(|(s, _)| s);
                 let offset = f.opt_u64("offset")?;
+                // A transfer is a buffer in the lab's memory: at most 64 MiB.
                 let length = f
-                    .opt_u64("length")?
-                    .map(|l| {
-                        u32::try_from(l).map_err(|_| {
-                            cx.error(span.clone(), &format!("{path}.length"), "too large".into())
-                        })
-                    })
-                    .transpose()?;
+                    .opt_u64_at_most("length", MAX_IO_LENGTH.into(), "too large (at most 64 MiB)")?
+                    .map(|l| u32::try_from(l).unwrap_or(MAX_IO_LENGTH));
                 let mode = f
                     .opt_choice(
                         "mode",
@@ -628,7 +625,18 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let data = f.opt_string("data")?.map(|(s, _)| s.into_bytes());
                 Action::Io { volume, op: major, path: path_value, offset, length, mode, data }
             }
-            "snapshot" => Action::Snapshot { label: f.string("label")?.0 },
+            "snapshot" => {
+                let (label, lspan) = f.string("label")?;
+                if label == "end" {
+                    // Every run ends with its own snapshot labelled `end` (scenario.md).
+                    return Err(cx.error(
+                        lspan,
+                        &format!("{path}.label"),
+                        "`end` is the label of the run's final snapshot".into(),
+                    ));
+                }
+                Action::Snapshot { label }
+            }
             other => {
                 return Err(cx.error(
                     aspan,
@@ -711,6 +719,9 @@ impl Cx<'_> {
 type Span = std::ops::Range<usize>;
 
 /// The keys of one table, taken one by one; whatever is left at `finish` is unknown.
+/// The longest `io` transfer a scenario may ask for: its buffer is the lab's memory.
+const MAX_IO_LENGTH: u32 = 64 << 20;
+
 struct Fields<'c, 't> {
     cx: &'c Cx<'c>,
     path: String,
@@ -764,6 +775,23 @@ impl<'c, 't> Fields<'c, 't> {
 
     fn string(&mut self, key: &'static str) -> Result<(String, Span), ScenarioError> {
         self.opt_string(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// [`Fields::opt_u64`] at most `max`, with the value's span; `too_large` says what is wrong
+    /// beyond it (the error names the value's line).
+    fn opt_u64_at_most(
+        &mut self,
+        key: &'static str,
+        max: u64,
+        too_large: &str,
+    ) -> Result<Option<u64>, ScenarioError> {
+        let span = self.left.get(key).map(|(v, _)| v.span());
+        match self.opt_u64(key)? {
+            Some(n) if n > max => {
+                Err(self.cx.error(span.unwrap_or_default(), &self.key(key), too_large.to_owned()))
+            }
+            n => Ok(n),
+        }
     }
 
     fn opt_u64(&mut self, key: &'static str) -> Result<Option<u64>, ScenarioError> {

@@ -47,19 +47,7 @@ fn filters(out: &mut String, scenario: &Scenario, run: &Run) {
     let end = run.snapshots.last();
     for d in &scenario.drivers {
         let model = run.models.get(&d.name).copied().unwrap_or(d.model);
-        let loaded = run.events.iter().rev().find_map(|e| match &e.kind {
-            EventKind::Load { driver, status, .. } if driver == &d.name => Some(*status),
-            _ => None,
-        });
-        let unloaded = run.events.iter().any(|e| {
-            matches!(&e.kind, EventKind::Unload { driver, status, .. } if driver == &d.name && status.is_success())
-        });
-        let state = match (loaded, unloaded) {
-            (None, _) => "not loaded".to_owned(),
-            (Some(s), _) if !s.is_success() => format!("failed: {}", status_name(s)),
-            (Some(_), true) => "unloaded".to_owned(),
-            (Some(_), false) => "yes".to_owned(),
-        };
+        let state = load_state(run, &d.name);
         let (instances, frame) = end.map_or((0, String::new()), |s| instances_of(s, &d.name));
         let (altitude, frame) = match model {
             Model::Minifilter => (d.altitude.clone().unwrap_or_default(), frame),
@@ -194,6 +182,40 @@ fn setups(out: &mut String, run: &Run) {
 
 fn step_label(e: &Event) -> String {
     e.step.map_or_else(|| "boot".to_owned(), |s| format!("step {s}"))
+}
+
+/// The driver's state at the end of the run, from its load and unload events in order: a
+/// reload after a stop is loaded again; a second load of a loaded driver
+/// (`STATUS_IMAGE_ALREADY_LOADED`) leaves it loaded; a stop still pending leaves it loaded.
+fn load_state(run: &Run, name: &str) -> String {
+    let mut state: Option<Result<bool, fsfilter::Status>> = None;
+    for e in &run.events {
+        match &e.kind {
+            EventKind::Load { driver, status, .. } if driver == name => {
+                let loaded = matches!(state, Some(Ok(true)));
+                state = if status.is_success() {
+                    Some(Ok(true))
+                } else if loaded {
+                    // A second load of a loaded driver (STATUS_IMAGE_ALREADY_LOADED).
+                    state
+                } else {
+                    Some(Err(*status))
+                };
+            }
+            EventKind::Unload { driver, status, .. }
+                if driver == name && *status == fsfilter::Status::SUCCESS =>
+            {
+                state = Some(Ok(false));
+            }
+            _ => {}
+        }
+    }
+    match state {
+        None => "not loaded".to_owned(),
+        Some(Ok(true)) => "yes".to_owned(),
+        Some(Ok(false)) => "unloaded".to_owned(),
+        Some(Err(s)) => format!("failed: {}", status_name(s)),
+    }
 }
 
 fn status_name(s: fsfilter::Status) -> String {

@@ -45,7 +45,7 @@ fn altitudes_must_be_decimal_and_unique_and_only_for_minifilters() {
         error(
             "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\naltitude = \"37o000\"\n"
         ),
-        "bad.toml:5: driver[0].altitude: altitude `37o000` is not a decimal number"
+        "bad.toml:5: driver[0].altitude: altitude `37o000`: an altitude is digits with at most one decimal point; byte 2 is neither"
     );
     assert_eq!(
         error(
@@ -156,4 +156,58 @@ fn check_exits_2_with_the_message_on_stderr() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn numbers_out_of_range_are_named_at_their_own_line() {
+    // The line of the value, not of its table's header.
+    let driver = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\n";
+    assert_eq!(
+        error(&format!("{driver}altitude = \"370000\"\n\ninstance_flags = 4294967296\n")),
+        "bad.toml:7: driver[0].instance_flags: does not fit a DWORD"
+    );
+    assert_eq!(
+        error(
+            "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n\ninstance_flags = 1\n"
+        ),
+        "bad.toml:6: driver[0].instance_flags: a legacy filter has no instances"
+    );
+    // A transfer's buffer is the lab's memory: at most 64 MiB.
+    assert_eq!(
+        error(&format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"write\"\npath = \"a\"\n\nlength = 67108865\n"
+        )),
+        "bad.toml:10: step[0].length: too large (at most 64 MiB)"
+    );
+    assert!(
+        parse(
+            "ok.toml",
+            &format!(
+                "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"write\"\npath = \"a\"\nlength = 67108864\n"
+            )
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn an_altitude_error_says_what_is_wrong() {
+    let long = "1".repeat(49);
+    assert_eq!(
+        error(&format!(
+            "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\naltitude = \"{long}\"\n"
+        )),
+        format!(
+            "bad.toml:5: driver[0].altitude: altitude `{long}`: altitudes longer than {} characters are not supported",
+            fsfilter::ALTITUDE_CAPACITY
+        )
+    );
+}
+
+#[test]
+fn a_snapshot_cannot_take_the_final_snapshot_s_label() {
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"snapshot\"\nlabel = \"end\"\n")),
+        "bad.toml:6: step[0].label: `end` is the label of the run's final snapshot"
+    );
 }

@@ -16,7 +16,7 @@ use crate::nt::{
 /// `STATUS_INVALID_USER_BUFFER`: a transfer with a length and no buffer.
 pub const STATUS_INVALID_USER_BUFFER: Status = Status::from_bits(0xC000_00E8);
 /// `STATUS_DISK_FULL`: a write or a new size past [`MAX_FILE_SIZE`].
-pub const STATUS_DISK_FULL: Status = Status::from_bits(0xC000_007F);
+pub const STATUS_DISK_FULL: Status = Status::DISK_FULL;
 /// The largest file the simulated media holds (its files are kept in memory): writes and new
 /// sizes beyond it fail with `STATUS_DISK_FULL`, as a real volume's do past its free space.
 pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;

@@ -1,0 +1,58 @@
+//! The text report's Filters table says where each driver ended: its load and unload events in
+//! order. Before a fix of December 4 a driver stopped and loaded again read "unloaded", whatever
+//! the JSON and the report's own end stack said, and a second load of a loaded driver read
+//! "failed".
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use fsfilter_lab::{run, scenario, text};
+
+/// The Loaded column of `driver`'s row in the report's Filters table.
+fn loaded(report: &str, driver: &str) -> String {
+    let row = report
+        .lines()
+        .skip_while(|l| !l.starts_with("Filters"))
+        .find(|l| l.split_whitespace().next() == Some(driver))
+        .unwrap_or_else(|| panic!("no row for {driver} in:\n{report}"));
+    // The columns are fixed-width: name 20, model 10, instances 9, altitude 12, frame 8.
+    row.get(2 + 21 + 11 + 10 + 13 + 10..).unwrap_or_default().trim().to_owned()
+}
+
+fn report_of(steps: &str) -> String {
+    let text = format!(
+        "name = \"reload\"\nseed = 1\n\n[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\n\
+         [[driver]]\nname = \"A\"\nsample = \"passthrough\"\nmodel = \"minifilter\"\n\
+         altitude = \"370000\"\n\n\
+         [[driver]]\nname = \"L\"\nsample = \"passthrough\"\nmodel = \"legacy\"\n\
+         group = \"FSFilter Activity Monitor\"\n\n{steps}"
+    );
+    let s = scenario::parse("reload.toml", &text).expect("parses");
+    let r = run::run(&s);
+    text::report(&s, &r)
+}
+
+#[test]
+fn a_driver_stopped_and_loaded_again_is_loaded() {
+    let steps = ["load", "stop", "load"]
+        .iter()
+        .flat_map(|a| {
+            ["A", "L"].map(|d| format!("[[step]]\naction = \"{a}\"\ndriver = \"{d}\"\n\n"))
+        })
+        .collect::<String>();
+    let report = report_of(&steps);
+    assert_eq!(loaded(&report, "A"), "yes", "{report}");
+    assert_eq!(loaded(&report, "L"), "yes", "{report}");
+}
+
+#[test]
+fn a_stopped_driver_is_unloaded_and_a_second_load_does_not_fail_it() {
+    let stopped = report_of(
+        "[[step]]\naction = \"load\"\ndriver = \"A\"\n\n[[step]]\naction = \"stop\"\ndriver = \"A\"\n",
+    );
+    assert_eq!(loaded(&stopped, "A"), "unloaded", "{stopped}");
+    assert_eq!(loaded(&stopped, "L"), "not loaded", "{stopped}");
+    let twice = report_of(
+        "[[step]]\naction = \"load\"\ndriver = \"A\"\n\n[[step]]\naction = \"load\"\ndriver = \"A\"\n",
+    );
+    assert_eq!(loaded(&twice, "A"), "yes", "{twice}");
+}
