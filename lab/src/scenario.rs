@@ -327,6 +327,14 @@ impl Scenario {
     /// middle of its group's range).
     pub fn with_model(&self, name: &str, model: Model) -> Scenario {
         let mut s = self.clone();
+        // Altitudes the other drivers hold: a minifilter made from a legacy driver takes a free
+        // one (two instances cannot share an altitude, which `parse` refuses too).
+        let taken: Vec<Altitude> = s
+            .drivers
+            .iter()
+            .filter(|d| !d.name.eq_ignore_ascii_case(name))
+            .filter_map(|d| d.altitude.as_deref().and_then(|a| Altitude::parse(a).ok()))
+            .collect();
         for d in s.drivers.iter_mut().filter(|d| d.name.eq_ignore_ascii_case(name)) {
             if d.model == model {
                 continue;
@@ -335,12 +343,21 @@ impl Scenario {
             match model {
                 Model::Legacy => d.altitude = None,
                 Model::Minifilter => {
-                    d.altitude = d
+                    // The middle of its load-order group's range (the sample's group unless the
+                    // scenario names one, as the service is installed), or 370000; the nearest
+                    // free altitude at or below that, within the range.
+                    let group = d
                         .group
                         .as_deref()
+                        .or_else(|| crate::samples::find(&d.sample).map(|sample| sample.group));
+                    let (low, high) = group
                         .and_then(fsfilter::LoadOrderGroup::by_name)
-                        .map(|g| (g.low / 2 + g.high / 2).to_string())
-                        .or_else(|| Some("370000".to_owned()));
+                        .map_or((360_000, 389_999), |g| (g.low, g.high));
+                    let middle = low / 2 + high / 2;
+                    let free = (low..=middle).rev().chain(middle + 1..=high).find(|a| {
+                        Altitude::parse(&a.to_string()).is_ok_and(|a| !taken.contains(&a))
+                    });
+                    d.altitude = Some(free.unwrap_or(middle).to_string());
                 }
             }
         }
