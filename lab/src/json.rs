@@ -165,7 +165,7 @@ fn flt_fields(e: &fsfilter_sim::FltEvent, put: &mut impl FnMut(&str, Value)) {
             put("mandatory", json!(mandatory));
             put("status", status(*s));
         }
-        F::Operation { instance, altitude, major, kind, io, draining, outcome, .. } => {
+        F::Operation { instance, altitude, phase, major, kind, io, draining, outcome } => {
             put("instance", json!(instance.as_str()));
             put("altitude", json!(altitude.as_str()));
             put("operation", json!(major.name()));
@@ -174,6 +174,10 @@ fn flt_fields(e: &fsfilter_sim::FltEvent, put: &mut impl FnMut(&str, Value)) {
                 put("io", json!(io.0));
             }
             put("draining", json!(draining));
+            // The WDK's spelling (scenario.md); a status that is none keeps its number, as text.
+            let pre = matches!(phase, fsfilter_sim::events::Phase::Pre);
+            let name = fsfilter_sim::fltmgr::ops::status_name(pre, *outcome);
+            let outcome = if name == "unknown" { outcome.to_string() } else { name.to_owned() };
             put("outcome", json!(outcome));
         }
         F::DataScan { instance, what, status: s } => {

@@ -186,35 +186,50 @@ fn step_label(e: &Event) -> String {
 
 /// The driver's state at the end of the run, from its load and unload events in order: a
 /// reload after a stop is loaded again; a second load of a loaded driver
-/// (`STATUS_IMAGE_ALREADY_LOADED`) leaves it loaded; a stop still pending leaves it loaded.
+/// (`STATUS_IMAGE_ALREADY_LOADED`) leaves it loaded; a stop that stayed pending (a legacy filter
+/// with a driver attached above it) is "stop pending" until its unload callback runs.
 fn load_state(run: &Run, name: &str) -> String {
-    let mut state: Option<Result<bool, fsfilter::Status>> = None;
+    #[derive(Clone, Copy)]
+    enum State {
+        Loaded,
+        StopPending,
+        Unloaded,
+        Failed(fsfilter::Status),
+    }
+    let mut state: Option<State> = None;
     for e in &run.events {
         match &e.kind {
             EventKind::Load { driver, status, .. } if driver == name => {
-                let loaded = matches!(state, Some(Ok(true)));
-                state = if status.is_success() {
-                    Some(Ok(true))
-                } else if loaded {
-                    // A second load of a loaded driver (STATUS_IMAGE_ALREADY_LOADED).
-                    state
-                } else {
-                    Some(Err(*status))
-                };
+                let loaded = matches!(state, Some(State::Loaded | State::StopPending));
+                if status.is_success() {
+                    state = Some(State::Loaded);
+                } else if !loaded {
+                    // A failed second load of a loaded driver (STATUS_IMAGE_ALREADY_LOADED)
+                    // leaves it loaded.
+                    state = Some(State::Failed(*status));
+                }
             }
-            EventKind::Unload { driver, status, .. }
-                if driver == name && *status == fsfilter::Status::SUCCESS =>
+            EventKind::Unload { driver, status, .. } if driver == name => {
+                if *status == fsfilter::Status::SUCCESS {
+                    state = Some(State::Unloaded);
+                } else if *status == fsfilter::Status::PENDING {
+                    state = Some(State::StopPending);
+                }
+            }
+            EventKind::Callback { driver, callback: Callback::UnloadCallback { .. }, .. }
+                if driver.as_str() == name && matches!(state, Some(State::StopPending)) =>
             {
-                state = Some(Ok(false));
+                state = Some(State::Unloaded);
             }
             _ => {}
         }
     }
     match state {
         None => "not loaded".to_owned(),
-        Some(Ok(true)) => "yes".to_owned(),
-        Some(Ok(false)) => "unloaded".to_owned(),
-        Some(Err(s)) => format!("failed: {}", status_name(s)),
+        Some(State::Loaded) => "yes".to_owned(),
+        Some(State::StopPending) => "stop pending".to_owned(),
+        Some(State::Unloaded) => "unloaded".to_owned(),
+        Some(State::Failed(s)) => format!("failed: {}", status_name(s)),
     }
 }
 

@@ -125,3 +125,33 @@ fn the_example_scenarios_answer_their_questions() {
     );
     assert_eq!(stack(&r, "C:"), ["frame 0[Stuck]", "Ntfs"]);
 }
+
+#[test]
+fn outcomes_and_statuses_are_wdk_names() {
+    // scenario.md: "Status, flag, operation and outcome names are the WDK's spellings." The
+    // Filter Manager's flt_pre and flt_post events carried their outcome as a number before a fix
+    // of December 4.
+    for path in scenarios() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = scenario::parse("x.toml", &text).unwrap();
+        let doc = json::document(&run::run(&s));
+        let events = doc["events"].as_array().unwrap();
+        let mut seen = 0;
+        for e in events {
+            for key in ["outcome", "status"] {
+                if let Some(v) = e.get(key) {
+                    let name = v
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{}: {key} {v} in {e}", path.display()));
+                    assert!(
+                        name.starts_with("FLT_") || name.starts_with("STATUS_"),
+                        "{}: {key} {name} in {e}",
+                        path.display()
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 0, "{}", path.display());
+    }
+}

@@ -56,3 +56,29 @@ fn a_stopped_driver_is_unloaded_and_a_second_load_does_not_fail_it() {
     );
     assert_eq!(loaded(&twice, "A"), "yes", "{twice}");
 }
+
+#[test]
+fn a_stop_that_stays_pending_is_shown_until_the_unload_runs() {
+    // A legacy filter's stop stays pending while another driver is attached above its devices
+    // (facts.md §1.9): "stop pending", then "unloaded" once that driver goes and the unload runs.
+    let text = |stop_upper: bool| {
+        format!(
+            "name = \"pending\"\nseed = 1\n\n[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\n\
+             [[driver]]\nname = \"Old\"\nsample = \"probe\"\nmodel = \"legacy\"\nstart = \"boot\"\n\n\
+             [[driver]]\nname = \"New\"\nsample = \"passthrough\"\nmodel = \"legacy\"\n\
+             start = \"demand\"\n\n\
+             [[step]]\naction = \"load\"\ndriver = \"New\"\n\n\
+             [[step]]\naction = \"stop\"\ndriver = \"Old\"\n\n{}",
+            if stop_upper { "[[step]]\naction = \"stop\"\ndriver = \"New\"\n" } else { "" }
+        )
+    };
+    let report = |t: String| {
+        let s = scenario::parse("pending.toml", &t).expect("parses");
+        text::report(&s, &run::run(&s))
+    };
+    let pending = report(text(false));
+    assert_eq!(loaded(&pending, "Old"), "stop pending", "{pending}");
+    let done = report(text(true));
+    assert_eq!(loaded(&done, "Old"), "unloaded", "{done}");
+    assert_eq!(loaded(&done, "New"), "unloaded", "{done}");
+}

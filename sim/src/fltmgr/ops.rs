@@ -543,7 +543,9 @@ pub fn fast_op(
     }
 }
 
-pub(crate) fn status_name(pre: bool, s: i32) -> &'static str {
+/// The WDK name of a pre (`FLT_PREOP_*`) or post (`FLT_POSTOP_*`) callback status, `"unknown"`
+/// for a value that is neither.
+pub fn status_name(pre: bool, s: i32) -> &'static str {
     match (pre, s) {
         (true, 0) => "FLT_PREOP_SUCCESS_WITH_CALLBACK",
         (true, 1) => "FLT_PREOP_SUCCESS_NO_CALLBACK",
