@@ -155,3 +155,20 @@ fn outcomes_and_statuses_are_wdk_names() {
         assert!(seen > 0, "{}", path.display());
     }
 }
+
+#[test]
+fn every_callback_event_names_its_volume() {
+    // scenario.md's instance_setup, pre and post events carry their volume, under both models. A
+    // legacy filter on a namespace file system (the demonstration's EncLegacy on \\server\share)
+    // had `"volume": null` before a fix of December 4.
+    for path in scenarios() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = scenario::parse("x.toml", &text).unwrap();
+        let doc = json::document(&run::run(&s));
+        for e in doc["events"].as_array().unwrap() {
+            if matches!(e["kind"].as_str(), Some("instance_setup" | "pre" | "post")) {
+                assert!(e["volume"].is_string(), "{}: {e}", path.display());
+            }
+        }
+    }
+}

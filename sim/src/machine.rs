@@ -344,7 +344,13 @@ impl Kernel {
         }
         if let Some(d) = self.objects.device_id(instance as *const _) {
             let info = self.objects.device(d);
-            return info.volume.or(info.last_volume);
+            // A legacy filter's device on a namespace file system (MUP, NPFS, MSFS) is attached
+            // to the file system's own device, which names no volume: the volume it serves, as
+            // for the Filter Manager's instance there.
+            return info
+                .volume
+                .or(info.last_volume)
+                .or_else(|| self.flt_sim_volume_unnamed(self.objects.bottom(d)));
         }
         let i = self.fltmgr.instance_of(instance as isize)?;
         self.flt_sim_volume(self.fltmgr.inst(i).volume)

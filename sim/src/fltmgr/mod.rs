@@ -719,7 +719,7 @@ impl Kernel {
     /// events) stays a few instructions inlined where it is asked.
     #[cold]
     #[inline(never)]
-    fn flt_sim_volume_unnamed(&self, bottom: DeviceId) -> Option<VolumeId> {
+    pub(crate) fn flt_sim_volume_unnamed(&self, bottom: DeviceId) -> Option<VolumeId> {
         if let Some(i) = self.volumes.list.iter().position(|vol| vol.vdo == Some(bottom)) {
             return Some(VolumeId(i as u32));
         }
