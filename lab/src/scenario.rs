@@ -393,6 +393,9 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let path = format!("volume[{i}]");
         let mut f = Fields::new(&cx, table, &path, span.clone());
         let (vname, vspan) = f.string("name")?;
+        if vname.trim().is_empty() {
+            return Err(cx.error(vspan, &format!("{path}.name"), "a volume needs a name".into()));
+        }
         if volumes.iter().any(|v| v.name.eq_ignore_ascii_case(&vname)) {
             return Err(cx.error(
                 vspan,
@@ -447,6 +450,16 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 dspan,
                 &format!("{path}.name"),
                 format!("driver `{dname}` is defined twice"),
+            ));
+        }
+        // The machine's own services: a driver of that name would never be installed.
+        if let Some(own) =
+            fsfilter_sim::fs::builtin_services().find(|s| s.eq_ignore_ascii_case(&dname))
+        {
+            return Err(cx.error(
+                dspan,
+                &format!("{path}.name"),
+                format!("`{dname}` is the simulated machine's own `{own}` service"),
             ));
         }
         let (sample, sspan) = f.string("sample")?;

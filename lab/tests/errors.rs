@@ -211,3 +211,19 @@ fn a_snapshot_cannot_take_the_final_snapshot_s_label() {
         "bad.toml:6: step[0].label: `end` is the label of the run's final snapshot"
     );
 }
+
+#[test]
+fn names_the_machine_already_has_are_refused() {
+    assert_eq!(
+        error("[[driver]]\nname = \"fltmgr\"\nsample = \"probe\"\nmodel = \"legacy\"\n"),
+        "bad.toml:2: driver[0].name: `fltmgr` is the simulated machine's own `FltMgr` service"
+    );
+    assert_eq!(
+        error("[[driver]]\nname = \"Ntfs\"\nsample = \"probe\"\nmodel = \"legacy\"\n"),
+        "bad.toml:2: driver[0].name: `Ntfs` is the simulated machine's own `Ntfs` service"
+    );
+    assert_eq!(
+        error("[[volume]]\nname = \"\"\nfilesystem = \"ntfs\"\n"),
+        "bad.toml:2: volume[0].name: a volume needs a name"
+    );
+}

@@ -635,6 +635,16 @@ impl Fcb {
     }
 }
 
+/// The services every simulated machine has of its own (the file systems, RAW, the recognizer,
+/// the storage driver, the Filter Manager): a scenario's driver cannot take one of these names.
+pub fn builtin_services() -> impl Iterator<Item = &'static str> {
+    FsType::ALL.into_iter().map(|t| t.desc().service).chain([
+        fsrec::SERVICE,
+        crate::storage::SERVICE,
+        crate::fltmgr::SERVICE,
+    ])
+}
+
 /// The allocation size of a file of `size` bytes (4 KiB clusters).
 pub fn allocation(size: u64) -> u64 {
     size.div_ceil(4096) * 4096
