@@ -501,7 +501,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let flags_line = f.left.get("instance_flags").map(|(v, _)| v.span());
         let flags =
             f.opt_u64_at_most("instance_flags", u64::from(u32::MAX), "does not fit a DWORD")?;
-        let parameters = f.opt_parameters("parameters")?;
+        let known = samples::find(&sample).map_or(&[][..], |s| s.parameters);
+        let parameters = f.opt_parameters("parameters", known)?;
         f.finish()?;
         match (model, &altitude) {
             (Model::Legacy, Some((_, aspan))) => {
@@ -898,9 +899,12 @@ impl<'c, 't> Fields<'c, 't> {
             .collect()
     }
 
+    /// The `Parameters` values, each one of `known` (the sample's, compared without case as
+    /// registry value names are): a misspelt name would be ignored by the driver.
     fn opt_parameters(
         &mut self,
         key: &'static str,
+        known: &[fsfilter::ParameterDoc],
     ) -> Result<Vec<(String, Parameter)>, ScenarioError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
         let DeValue::Table(t) = v.get_ref() else { return Err(self.wrong(key, v, "a table")) };
@@ -908,6 +912,21 @@ impl<'c, 't> Fields<'c, 't> {
         for (k, value) in t.iter() {
             let name = k.get_ref().to_string();
             let full = format!("{}.{name}", self.key(key));
+            if !known.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
+                let lower = name.to_ascii_lowercase();
+                let near = known
+                    .iter()
+                    .map(|p| (edit_distance(&p.name.to_ascii_lowercase(), &lower), p.name))
+                    .filter(|(d, _)| *d <= 2)
+                    .min();
+                let names: Vec<&str> = known.iter().map(|p| p.name).collect();
+                let message = match near {
+                    Some((_, p)) => format!("unknown parameter (did you mean `{p}`?)"),
+                    None if names.is_empty() => "this sample reads no parameter".to_owned(),
+                    None => format!("unknown parameter (this sample reads: {})", names.join(", ")),
+                };
+                return Err(self.cx.error(k.span(), &full, message));
+            }
             let p = match value.get_ref() {
                 DeValue::String(s) => Parameter::String(s.to_string()),
                 DeValue::Boolean(b) => Parameter::Dword(u32::from(*b)),

@@ -227,3 +227,25 @@ fn names_the_machine_already_has_are_refused() {
         "bad.toml:2: volume[0].name: a volume needs a name"
     );
 }
+
+#[test]
+fn a_misspelt_parameter_is_named_with_a_suggestion() {
+    // A driver ignores a value it does not read: the typo would pass silently.
+    let driver = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n";
+    assert_eq!(
+        error(&format!("{driver}[driver.parameters]\nOperatons = \"create\"\n")),
+        "bad.toml:6: driver[0].parameters.Operatons: unknown parameter (did you mean `Operations`?)"
+    );
+    // Registry value names are compared without case.
+    assert!(
+        parse("ok.toml", &format!("{driver}[driver.parameters]\noperations = \"create\"\n"))
+            .is_ok()
+    );
+    assert_eq!(
+        error(
+            "[[driver]]\nname = \"A\"\nsample = \"passthrough\"\nmodel = \"legacy\"\n\
+             [driver.parameters]\nColour = 1\n"
+        ),
+        "bad.toml:6: driver[0].parameters.Colour: unknown parameter (this sample reads: Trace)"
+    );
+}
