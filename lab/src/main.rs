@@ -2,7 +2,8 @@
 //! sample built against both filter models, and reports what each filter saw.
 //!
 //! Exit status (scenario.md): 0 on success; 2 for a bad scenario (the message names file, line and
-//! key); 1 when the run found verifier violations (the report still prints).
+//! key); 1 when the run found verifier violations (the report still prints); 3 when an output
+//! file (`--report`, `--trace`) could not be written (what went to standard output is complete).
 
 #![forbid(unsafe_code)]
 
@@ -103,7 +104,8 @@ fn load(path: &std::path::Path) -> Result<scenario::Scenario, ExitCode> {
 fn write(path: &std::path::Path, contents: &str) -> Result<(), ExitCode> {
     std::fs::write(path, contents).map_err(|e| {
         eprintln!("{}: cannot write: {e}", path.display());
-        ExitCode::from(2)
+        // Not 2: the scenario was good and its run is complete.
+        ExitCode::from(3)
     })
 }
 

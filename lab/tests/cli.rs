@@ -146,3 +146,20 @@ fn sweep_runs_a_folder_and_writes_csv() {
             .contains("5 scenarios: 5 ok, 0 with verifier findings, 0 bad")
     );
 }
+
+#[test]
+fn an_output_file_that_cannot_be_written_exits_with_3() {
+    // The scenario is good and the JSON on standard output is complete: not 2 (a bad scenario).
+    let o = fsfilter(&[
+        "run",
+        &scenario("frames.toml"),
+        "--format",
+        "json",
+        "--report",
+        "/nonexistent-dir/x.html",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot write"));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(doc["events"].is_array());
+}
