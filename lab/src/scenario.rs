@@ -643,6 +643,22 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let length = f
                     .opt_u64_at_most("length", MAX_IO_LENGTH.into(), "too large (at most 64 MiB)")?
                     .map(|l| u32::try_from(l).unwrap_or(MAX_IO_LENGTH));
+                // `mode` is for reads and writes, `data` for writes (scenario.md): elsewhere the
+                // run would ignore them.
+                let transfer = matches!(major, MajorFunction::Read | MajorFunction::Write);
+                for (key, applies, what) in [
+                    ("mode", transfer, "read and write"),
+                    ("data", major == MajorFunction::Write, "write"),
+                ] {
+                    if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
+                    {
+                        return Err(cx.error(
+                            span,
+                            &format!("{path}.{key}"),
+                            format!("applies to {what} only, not to `{op}`"),
+                        ));
+                    }
+                }
                 let mode = f
                     .opt_choice(
                         "mode",

@@ -249,3 +249,22 @@ fn a_misspelt_parameter_is_named_with_a_suggestion() {
         "bad.toml:6: driver[0].parameters.Colour: unknown parameter (this sample reads: Trace)"
     );
 }
+
+#[test]
+fn io_keys_that_do_not_apply_to_the_op_are_refused() {
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("create", "mode = \"paging\"\n")),
+        "bad.toml:9: step[0].mode: applies to read and write only, not to `create`"
+    );
+    assert_eq!(
+        error(&io("read", "data = \"x\"\n")),
+        "bad.toml:9: step[0].data: applies to write only, not to `read`"
+    );
+    assert!(parse("ok.toml", &io("write", "mode = \"noncached\"\ndata = \"x\"\n")).is_ok());
+    assert!(parse("ok.toml", &io("read", "mode = \"paging\"\n")).is_ok());
+}
