@@ -126,18 +126,28 @@ fn the_example_scenarios_answer_their_questions() {
     assert_eq!(stack(&r, "C:"), ["frame 0[Stuck]", "Ntfs"]);
 }
 
+/// Each example scenario with the events of its JSON document.
+fn example_events() -> Vec<(PathBuf, Vec<serde_json::Value>)> {
+    scenarios()
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let s = scenario::parse("x.toml", &text).unwrap();
+            let doc = json::document(&run::run(&s));
+            let events = doc["events"].as_array().unwrap().clone();
+            (path, events)
+        })
+        .collect()
+}
+
 #[test]
 fn outcomes_and_statuses_are_wdk_names() {
     // scenario.md: "Status, flag, operation and outcome names are the WDK's spellings." The
     // Filter Manager's flt_pre and flt_post events carried their outcome as a number before a fix
     // of December 4.
-    for path in scenarios() {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let s = scenario::parse("x.toml", &text).unwrap();
-        let doc = json::document(&run::run(&s));
-        let events = doc["events"].as_array().unwrap();
+    for (path, events) in example_events() {
         let mut seen = 0;
-        for e in events {
+        for e in &events {
             for key in ["outcome", "status"] {
                 if let Some(v) = e.get(key) {
                     let name = v
@@ -161,11 +171,8 @@ fn every_callback_event_names_its_volume() {
     // scenario.md's instance_setup, pre and post events carry their volume, under both models. A
     // legacy filter on a namespace file system (the demonstration's EncLegacy on \\server\share)
     // had `"volume": null` before a fix of December 4.
-    for path in scenarios() {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let s = scenario::parse("x.toml", &text).unwrap();
-        let doc = json::document(&run::run(&s));
-        for e in doc["events"].as_array().unwrap() {
+    for (path, events) in example_events() {
+        for e in &events {
             if matches!(e["kind"].as_str(), Some("instance_setup" | "pre" | "post")) {
                 assert!(e["volume"].is_string(), "{}: {e}", path.display());
             }
