@@ -134,7 +134,7 @@ fn example_events() -> Vec<(PathBuf, Vec<serde_json::Value>)> {
             let text = std::fs::read_to_string(&path).unwrap();
             let s = scenario::parse("x.toml", &text).unwrap();
             let doc = json::document(&run::run(&s));
-            let events = doc["events"].as_array().unwrap().clone();
+            let events = doc.get("events").and_then(|e| e.as_array()).unwrap().clone();
             (path, events)
         })
         .collect()
@@ -173,8 +173,10 @@ fn every_callback_event_names_its_volume() {
     // had `"volume": null` before a fix of December 4.
     for (path, events) in example_events() {
         for e in &events {
-            if matches!(e["kind"].as_str(), Some("instance_setup" | "pre" | "post")) {
-                assert!(e["volume"].is_string(), "{}: {e}", path.display());
+            let kind = e.get("kind").and_then(|k| k.as_str());
+            if matches!(kind, Some("instance_setup" | "pre" | "post")) {
+                let volume = e.get("volume");
+                assert!(volume.is_some_and(|v| v.is_string()), "{}: {e}", path.display());
             }
         }
     }
