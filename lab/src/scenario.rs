@@ -404,6 +404,22 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
         let filesystem = f.choice("filesystem", &FileSystem::ALL)?;
+        // The namespace file systems' own devices: a volume of another file system cannot take
+        // one of their names (the pipe or mailslot volume would not mount).
+        let reserved = [
+            (fsfilter_sim::fs::MUP_DEVICE, FileSystem::Mup),
+            (fsfilter_sim::fs::NPFS_DEVICE, FileSystem::Npfs),
+            (fsfilter_sim::fs::MSFS_DEVICE, FileSystem::Msfs),
+        ];
+        if let Some((device, _)) =
+            reserved.iter().find(|(d, fs)| d.eq_ignore_ascii_case(&vname) && *fs != filesystem)
+        {
+            return Err(cx.error(
+                vspan,
+                &format!("{path}.name"),
+                format!("`{vname}` is the simulated machine's own {device} device"),
+            ));
+        }
         // The simulator's rules for volumes (sim/src/volumes.rs), checked here so that a parsed
         // scenario always runs: one pipe and one mailslot namespace per machine, and network
         // shares named \\server\share.

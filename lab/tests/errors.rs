@@ -268,3 +268,14 @@ fn io_keys_that_do_not_apply_to_the_op_are_refused() {
     assert!(parse("ok.toml", &io("write", "mode = \"noncached\"\ndata = \"x\"\n")).is_ok());
     assert!(parse("ok.toml", &io("read", "mode = \"paging\"\n")).is_ok());
 }
+
+#[test]
+fn a_volume_cannot_take_a_namespace_device_s_name() {
+    assert_eq!(
+        error(
+            "[[volume]]\nname = \"\\\\Device\\\\NamedPipe\"\nfilesystem = \"ntfs\"\n\n\
+             [[volume]]\nname = \"X:\"\nfilesystem = \"npfs\"\n"
+        ),
+        "bad.toml:2: volume[0].name: `\\Device\\NamedPipe` is the simulated machine's own \\Device\\NamedPipe device"
+    );
+}
