@@ -19,6 +19,9 @@
 
 mod common;
 
+#[path = "../../sim/testing/bare_irp.rs"]
+mod bare_irp;
+
 use std::cell::{Cell, RefCell};
 
 use common::*;
@@ -27,13 +30,11 @@ use fsfilter::{
     PreOperation, PreOutcome, PreResume, Registration, Result, ServiceParameters, Status,
     UnloadFlags,
 };
-use fsfilter_kernel::irp::{IoCallDriver, IoGetCurrentIrpStackLocation};
-use fsfilter_sim::irp::Finish;
+use fsfilter_kernel::irp::IoCallDriver;
 use fsfilter_sim::{CreateOptions, FsKind, IoMode, ServiceSpec, StartType, VolumeId, VolumeSpec};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 const NAME: &str = "Drainer";
-const IRP_MJ_READ: u8 = 0x03;
 
 thread_local! {
     /// The volumes, for the second read.
@@ -69,19 +70,7 @@ fn send_second_read() {
         })
     });
     let (top, size) = target.expect("a volume device still attached at the first detach");
-    let irp = fsfilter_sim::kernel::with(|k| k.allocate_irp(size, Finish::Synchronous, None));
-    let iosb: &'static mut IO_STATUS_BLOCK = Box::leak(Box::new(
-        // SAFETY: plain data.
-        unsafe { std::mem::zeroed() },
-    ));
-    // SAFETY: the fresh IRP: its first location and its caller's status block.
-    unsafe {
-        let first = IoGetCurrentIrpStackLocation(irp).wrapping_sub(1);
-        (*first).MajorFunction = IRP_MJ_READ;
-        (*irp).IoStatus.Anonymous.Status = Status::PENDING.0;
-        iosb.Anonymous.Status = Status::PENDING.0;
-        (*irp).Anonymous.UserIosb = &raw mut *iosb;
-    }
+    let (irp, iosb) = bare_irp::bare_read(size, Status::PENDING);
     SECOND.with(|s| s.set(std::ptr::from_mut(iosb) as usize));
     // SAFETY: the top device of a live stack and an IRP sized for it.
     let status = unsafe { IoCallDriver(top, irp) };

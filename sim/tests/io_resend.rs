@@ -18,6 +18,9 @@
     reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
 )]
 
+#[path = "../testing/bare_irp.rs"]
+mod bare_irp;
+
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::ptr::null_mut;
@@ -28,14 +31,12 @@ use fsfilter_kernel::irp::{
     IoGetCurrentIrpStackLocation, IoMarkIrpPending, IoSetCompletionRoutine,
     IoSkipCurrentIrpStackLocation,
 };
-use fsfilter_sim::irp::Finish;
 use fsfilter_sim::{Machine, MachineConfig, Rule, ServiceSpec};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP, KEVENT};
 use windows_sys::Wdk::System::SystemServices::{
     IoCreateDevice, IoGetDeviceObjectPointer, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
-use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 const IRP_MJ_READ: u8 = 0x03;
 const FILE_DEVICE_UNKNOWN: u32 = 0x22;
@@ -252,23 +253,8 @@ fn run(mode: Mode) -> (Status, Status, u32, Vec<(Rule, Option<String>)>) {
     assert_eq!(m.start("Bottom"), Status::SUCCESS);
     assert_eq!(m.start("Top"), Status::SUCCESS);
     let top = TOP.get() as *mut DEVICE_OBJECT;
-    let irp = m.kernel(|k| {
-        let id = k.objects.device_id(top).unwrap();
-        let size = k.objects.dobj(id).StackSize;
-        k.allocate_irp(size, Finish::Synchronous, None)
-    });
-    let iosb: &'static mut IO_STATUS_BLOCK = Box::leak(Box::new(
-        // SAFETY: plain data.
-        unsafe { std::mem::zeroed() },
-    ));
-    // SAFETY: the fresh IRP: its first location and its caller's status block.
-    unsafe {
-        let first = IoGetCurrentIrpStackLocation(irp).wrapping_sub(1);
-        (*first).MajorFunction = IRP_MJ_READ;
-        (*irp).IoStatus.Anonymous.Status = Status::PENDING.0;
-        iosb.Anonymous.Status = -1;
-        (*irp).Anonymous.UserIosb = &raw mut *iosb;
-    }
+    let size = m.kernel(|k| k.objects.dobj(k.objects.device_id(top).unwrap()).StackSize);
+    let (irp, iosb) = bare_irp::bare_read(size, Status(-1));
     // SAFETY: Top's device and the IRP sized for its stack.
     let returned = Status(unsafe { IoCallDriver(top, irp) });
     fsfilter_sim::sched::run_all();
