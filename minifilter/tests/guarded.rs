@@ -86,8 +86,8 @@ fn a_scanning_filter_sees_only_what_it_registered() {
     // Not registered: no callback.
     assert!(m.set_information(h, 20, &8192u64.to_le_bytes()).status.is_success());
     assert_eq!(SEEN.with(|s| s.borrow().len()), 0, "{:?}", SEEN.with(|s| s.borrow().clone()));
-    // Cached: pre and post (tried as fast I/O first, declined until the cache is set up, then
-    // the IRP; the cache manager's paging write later is skipped by SKIP_PAGING_IO).
+    // Cached: pre and post (an IRP: the file object's caching is not initiated yet, so no fast
+    // I/O is tried; the cache manager's paging write later is skipped by SKIP_PAGING_IO).
     assert_eq!(m.write(h, Some(0), &[3; 512], IoMode::Cached).status, Status::SUCCESS);
     m.close_handle(h);
     m.settle();

@@ -1,7 +1,8 @@
 //! The system services of a user-mode caller (`NtCreateFile`, `NtReadFile`, ...) as the I/O
 //! manager implements them: file objects, IRPs with the buffers each method uses, fast I/O first
-//! for cached synchronous reads and writes (facts.md §1.7), the request sent to the top of the
-//! volume's stack, the wait, and the results copied back. Every request is a
+//! for cached synchronous reads and writes once the file object's caching is initiated (facts.md
+//! §1.7, docs/simulator.md), the request sent to the top of the volume's stack, the wait, and the
+//! results copied back. Every request is a
 //! [`crate::requests::Request`] so events carry its `io` id.
 
 use std::ffi::c_void;
@@ -29,7 +30,8 @@ use crate::volumes::MediaKind;
 /// How a read or write reaches the file system (scenario.md `mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum IoMode {
-    /// Through the cache: fast I/O first, then an IRP without `IRP_NOCACHE`.
+    /// Through the cache: fast I/O first once the file object's caching is initiated, then an
+    /// IRP without `IRP_NOCACHE`.
     #[default]
     Cached,
     /// `IRP_NOCACHE` with an MDL, as for a file opened with `FILE_NO_INTERMEDIATE_BUFFERING`.
@@ -663,11 +665,16 @@ fn transfer(
     let byte_offset =
         offset.map_or(if mode == IoMode::Paging { 0 } else { position }, |o| o as i64);
     let major = if write { mj::WRITE } else { mj::READ };
+    // The I/O manager tries fast I/O only on a file object whose caching is initiated (a
+    // `PrivateCacheMap`): the first cached transfer of a file object is always an IRP, which
+    // initiates caching (docs/simulator.md, "User-mode I/O").
+    // SAFETY: a live file object of an open handle.
+    let cached = mode == IoMode::Cached && !unsafe { (*file).PrivateCacheMap }.is_null();
     // One borrow for the target, the fast-I/O routine, and when there is one the request's
     // start and the routine's image entered.
     let (target, fast) = kernel::with(|k| {
         let target = k.related_device(file);
-        let fast = if mode == IoMode::Cached { fast_io_routine(k, target, write) } else { None };
+        let fast = if cached { fast_io_routine(k, target, write) } else { None };
         let fast = fast.map(|(routine, image)| {
             let r = k.start_request(volume, MajorFunction::from_code(major), true);
             k.current_request = Some(r);

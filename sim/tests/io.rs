@@ -184,8 +184,9 @@ fn cleanup_and_close_are_separate_and_close_waits_for_the_last_reference() {
 #[test]
 fn fast_io_serves_cached_reads_once_caching_started_and_irps_otherwise() {
     // facts.md §1.7: the I/O manager tries fast I/O first for synchronous cached I/O; FALSE
-    // means an IRP. The file system's fast read works once the first cached IRP initiated
-    // caching on the file object.
+    // means an IRP. It tries only once caching is initiated on the file object (its
+    // `PrivateCacheMap`, docs/simulator.md): the first cached read is an IRP, never offered to
+    // fast I/O, and it initiates caching.
     let mut m = machine_with_spy(12);
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
     m.boot();
@@ -195,8 +196,22 @@ fn fast_io_serves_cached_reads_once_caching_started_and_irps_otherwise() {
     assert!(!r1.fast_io);
     assert_eq!(r1.data, b"0123");
     let seen = spy(|s| std::mem::take(&mut s.seen));
-    assert!(seen[0].fast_io, "fast I/O was tried first");
-    assert!(seen.iter().any(|s| s.major == 3 && !s.fast_io), "then an IRP: {seen:?}");
+    assert!(seen.iter().all(|s| !s.fast_io), "no fast I/O before caching: {seen:?}");
+    assert!(seen.iter().any(|s| s.major == 3), "an IRP: {seen:?}");
+    assert!(
+        !m.events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::System { what: "fast_io_declined", .. })),
+        "nothing was declined: fast I/O was not tried"
+    );
+    // Another file object of the same file has no cache map of its own yet: an IRP again.
+    let h2 = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    spy(|s| s.seen.clear());
+    assert!(!m.read(h2, Some(0), 4, IoMode::Cached).fast_io);
+    assert!(spy(|s| std::mem::take(&mut s.seen)).iter().all(|s| !s.fast_io));
+    assert!(m.read(h2, Some(4), 4, IoMode::Cached).fast_io);
+    assert_eq!(m.close_handle(h2), Status::SUCCESS);
+    spy(|s| s.seen.clear());
     let r2 = m.read(h, Some(4), 4, IoMode::Cached);
     assert!(r2.fast_io);
     assert_eq!(r2.data, b"4567");
@@ -515,6 +530,44 @@ fn shares_pipes_and_mailslots() {
     assert_eq!(utf16(&a.data[12..]), "MSFS");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     let _: Handle = h;
+}
+
+#[test]
+fn pipe_io_is_always_offered_to_fast_io_first() {
+    // NPFS marks its file objects as cached (PrivateCacheMap = 1), so the I/O manager offers each
+    // pipe read and write to the fast-I/O routine, which declines here (not modelled). MSFS does
+    // not cache: a mailslot is never offered fast I/O. A share's first cached read initiates
+    // caching like a local file's; later ones are offered (and declined: the redirector's fast
+    // I/O is not modelled).
+    let mut m = machine(16);
+    let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    let ms = m.add_volume(VolumeSpec::new(r"\Device\Mailslot", FsKind::Msfs));
+    m.boot();
+    let declined = |m: &Machine| {
+        m.events()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::System { what: "fast_io_declined", .. }))
+            .count()
+    };
+    let server = m.open(p, "pipe", CreateOptions::default()).unwrap();
+    let client = m.open(p, "pipe", CreateOptions::open()).unwrap();
+    for n in 1..=2 {
+        let w = m.write(server, None, b"abc", IoMode::Cached);
+        assert_eq!((w.status, w.fast_io), (Status::SUCCESS, false));
+        assert_eq!(declined(&m), 2 * n - 1, "write {n} offered to fast I/O, then an IRP");
+        let r = m.read(client, None, 3, IoMode::Cached);
+        assert_eq!((r.status, r.fast_io, r.data.as_slice()), (Status::SUCCESS, false, &b"abc"[..]));
+        assert_eq!(declined(&m), 2 * n, "read {n} offered to fast I/O, then an IRP");
+    }
+    let slot = m.open(ms, "slot", CreateOptions::default()).unwrap();
+    let share = m.open(s, "r.txt", CreateOptions::open()).unwrap();
+    for part in [&b"rem"[..], b"ote"] {
+        assert!(m.write(slot, None, b"mail", IoMode::Cached).status.is_success());
+        assert_eq!(m.read(share, None, 3, IoMode::Cached).data, part);
+    }
+    assert_eq!(declined(&m), 5, "the share's second read only: none on the mailslot");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
 #[test]

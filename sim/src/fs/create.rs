@@ -232,6 +232,12 @@ impl Kernel {
         file.FsContext = fcb as *mut _;
         file.FsContext2 = ccb as *mut _;
         file.SectionObjectPointer = sop;
+        if ty == FsType::Npfs {
+            // NPFS marks its file objects as cached (a non-NULL `PrivateCacheMap` it never
+            // dereferences), so that the I/O manager offers every pipe read and write to its
+            // fast-I/O routines (docs/simulator.md, "User-mode I/O").
+            file.PrivateCacheMap = std::ptr::dangling_mut();
+        }
         if file.Vpb.is_null() && !vpb.is_null() {
             file.Vpb = vpb;
         }

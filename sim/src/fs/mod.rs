@@ -328,6 +328,13 @@ impl FsType {
         matches!(self, FsType::Mup | FsType::Npfs | FsType::Msfs)
     }
 
+    /// True for the file systems whose first cached transfer of a file object initiates caching
+    /// (`CcInitializeCacheMap`: its `PrivateCacheMap`, after which the I/O manager offers cached
+    /// transfers to fast I/O). MSFS does not cache; NPFS marks its file objects itself at create.
+    pub const fn initiates_caching(self) -> bool {
+        !matches!(self, FsType::Msfs | FsType::Npfs)
+    }
+
     /// True for the local disk and CD file systems, which want sector-aligned non-cached I/O.
     pub const fn sector_aligned(self) -> bool {
         !self.is_namespace()

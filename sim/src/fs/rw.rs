@@ -324,7 +324,7 @@ impl Kernel {
         if t.path != Path::Paging {
             file.CurrentByteOffset = (offset + n as u64) as i64;
         }
-        if t.path == Path::Cached && file.PrivateCacheMap.is_null() {
+        if t.path == Path::Cached && file.PrivateCacheMap.is_null() && ty.initiates_caching() {
             // CcInitializeCacheMap on the first cached transfer.
             file.PrivateCacheMap = fcb.cache_map();
             // SAFETY: the FCB's section object pointers.
@@ -417,7 +417,11 @@ impl Kernel {
         if t.path != Path::Paging {
             file.CurrentByteOffset = (offset + length as u64) as i64;
         }
-        if t.path == Path::Cached && file.PrivateCacheMap.is_null() && !fast {
+        if t.path == Path::Cached
+            && file.PrivateCacheMap.is_null()
+            && !fast
+            && ty.initiates_caching()
+        {
             file.PrivateCacheMap = fcb.cache_map();
             // SAFETY: the FCB's section object pointers.
             unsafe { (*fcb.sop()).SharedCacheMap = fcb.cache_map() };

@@ -71,7 +71,7 @@ fn passthrough_runs_on_the_simulated_filter_manager() {
         ops,
         [
             ("IRP_MJ_CREATE", Some(0), OperationKind::Irp),
-            ("IRP_MJ_READ", Some(1), OperationKind::FastIo),
+            // The first cached read is an IRP (caching not initiated yet), the next fast I/O.
             ("IRP_MJ_READ", Some(1), OperationKind::Irp),
             ("IRP_MJ_READ", Some(2), OperationKind::FastIo),
             ("IRP_MJ_CLEANUP", Some(3), OperationKind::Irp),
