@@ -95,10 +95,14 @@ fn load(path: &std::path::Path) -> Result<scenario::Scenario, ExitCode> {
             return Err(ExitCode::from(2));
         }
     };
-    scenario::parse(&shown, &text).map_err(|e| {
+    let s = scenario::parse(&shown, &text).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)
-    })
+    })?;
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(s)
 }
 
 fn write(path: &std::path::Path, contents: &str) -> Result<(), ExitCode> {

@@ -1,6 +1,7 @@
 //! The samples a scenario can load, each built against both backends, and the parameters each
 //! reads (`fsfilter samples`).
 
+use fsfilter::ServiceParameters;
 use fsfilter_sim::DriverEntry;
 
 use crate::scenario::Model;
@@ -22,6 +23,9 @@ pub struct Sample {
     pub group: &'static str,
     /// The parameters it reads.
     pub parameters: &'static [Parameter],
+    /// Parses a set of parameter values as the sample's `DriverEntry` does: `Err` with the
+    /// sample's own message when the driver would fail to load (`STATUS_INVALID_PARAMETER`).
+    pub check: fn(&dyn ServiceParameters) -> Result<(), String>,
 }
 
 impl Sample {
@@ -43,6 +47,8 @@ pub const SAMPLES: &[Sample] = &[
         legacy: passthrough_legacy::ENTRY,
         group: "FSFilter Activity Monitor",
         parameters: passthrough::PARAMETERS,
+        // Loads whatever its parameters.
+        check: |_| Ok(()),
     },
     Sample {
         name: "probe",
@@ -51,6 +57,7 @@ pub const SAMPLES: &[Sample] = &[
         legacy: probe_legacy::ENTRY,
         group: "FSFilter Activity Monitor",
         parameters: probe::PARAMETERS,
+        check: |p| probe::Probe::from_parameters(p).map(drop).map_err(|e| e.to_string()),
     },
     Sample {
         name: "scanner",
@@ -59,6 +66,7 @@ pub const SAMPLES: &[Sample] = &[
         legacy: scanner_legacy::ENTRY,
         group: "FSFilter Anti-Virus",
         parameters: scanner::PARAMETERS,
+        check: |p| scanner::Scanner::from_parameters(p).map(drop).map_err(|e| e.to_string()),
     },
 ];
 

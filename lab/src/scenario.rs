@@ -314,6 +314,10 @@ pub struct Scenario {
     pub drivers: Vec<Driver>,
     /// The steps.
     pub steps: Vec<Step>,
+    /// What is valid but will not do what it seems to: a driver whose parameter values its
+    /// sample refuses (its load fails with `STATUS_INVALID_PARAMETER`). `check` and `run` print
+    /// them on standard error; the run goes ahead, as a researcher may want that failure.
+    pub warnings: Vec<ScenarioError>,
 }
 
 impl Scenario {
@@ -456,6 +460,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     }
 
     let mut drivers: Vec<Driver> = Vec::new();
+    let mut warnings: Vec<ScenarioError> = Vec::new();
     let mut altitude_lines: Vec<usize> = Vec::new();
     for (i, (table, span)) in driver_tables.iter().enumerate() {
         let path = format!("driver[{i}]");
@@ -517,8 +522,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let flags_line = f.left.get("instance_flags").map(|(v, _)| v.span());
         let flags =
             f.opt_u64_at_most("instance_flags", u64::from(u32::MAX), "does not fit a DWORD")?;
-        let known = samples::find(&sample).map_or(&[][..], |s| s.parameters);
-        let parameters = f.opt_parameters("parameters", known)?;
+        let parameters =
+            f.opt_parameters("parameters", samples::find(&sample), &dname, &mut warnings)?;
         f.finish()?;
         match (model, &altitude) {
             (Model::Legacy, Some((_, aspan))) => {
@@ -718,7 +723,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .file_stem()
             .map_or_else(|| "scenario".to_owned(), |s| s.to_string_lossy().into_owned())
     });
-    Ok(Scenario { name, seed, volumes, drivers, steps })
+    Ok(Scenario { name, seed, volumes, drivers, steps, warnings })
 }
 
 /// The io ops scenario.md lists.
@@ -931,61 +936,107 @@ impl<'c, 't> Fields<'c, 't> {
             .collect()
     }
 
-    /// The `Parameters` values, each one of `known` (the sample's, compared without case as
-    /// registry value names are): a misspelt name would be ignored by the driver.
+    /// The `Parameters` values, each one of the sample's (compared without case, as registry value
+    /// names are: a misspelt name would be ignored by the driver) and of its documented type (a
+    /// driver reading a `REG_DWORD` ignores a string, and one reading a `REG_SZ` an integer).
+    /// Values the sample's own parser refuses are a warning at the value's line: the driver will
+    /// fail to load.
     fn opt_parameters(
         &mut self,
         key: &'static str,
-        known: &[fsfilter::ParameterDoc],
+        sample: Option<&samples::Sample>,
+        driver: &str,
+        warnings: &mut Vec<ScenarioError>,
     ) -> Result<Vec<(String, Parameter)>, ScenarioError> {
-        let Some(v) = self.take(key) else { return Ok(Vec::new()) };
-        let DeValue::Table(t) = v.get_ref() else { return Err(self.wrong(key, v, "a table")) };
+        let known = sample.map_or(&[][..], |s| s.parameters);
+        let table = self.take(key);
         let mut out = Vec::new();
-        for (k, value) in t.iter() {
-            let name = k.get_ref().to_string();
-            let full = format!("{}.{name}", self.key(key));
-            if !known.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
-                let lower = name.to_ascii_lowercase();
-                let near = known
-                    .iter()
-                    .map(|p| (edit_distance(&p.name.to_ascii_lowercase(), &lower), p.name))
-                    .filter(|(d, _)| *d <= 2)
-                    .min();
-                let names: Vec<&str> = known.iter().map(|p| p.name).collect();
-                let message = match near {
-                    Some((_, p)) => format!("unknown parameter (did you mean `{p}`?)"),
-                    None if names.is_empty() => "this sample reads no parameter".to_owned(),
-                    None => format!("unknown parameter (this sample reads: {})", names.join(", ")),
+        let mut spans = Vec::new();
+        if let Some(v) = table {
+            let DeValue::Table(t) = v.get_ref() else { return Err(self.wrong(key, v, "a table")) };
+            for (k, value) in t.iter() {
+                let name = k.get_ref().to_string();
+                let full = format!("{}.{name}", self.key(key));
+                let Some(doc) = known.iter().find(|p| p.name.eq_ignore_ascii_case(&name)) else {
+                    return Err(self.cx.error(k.span(), &full, unknown_parameter(known, &name)));
                 };
-                return Err(self.cx.error(k.span(), &full, message));
-            }
-            let p = match value.get_ref() {
-                DeValue::String(s) => Parameter::String(s.to_string()),
-                DeValue::Boolean(b) => Parameter::Dword(u32::from(*b)),
-                DeValue::Integer(i) => {
-                    let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
-                    let n = u32::from_str_radix(digits.trim_start_matches('+'), i.radix())
-                        .map_err(|_| {
-                            self.cx.error(
-                                value.span(),
-                                &full,
-                                "a DWORD value must be 0 to 4294967295".into(),
-                            )
-                        })?;
-                    Parameter::Dword(n)
-                }
-                _ => {
+                let p = self.parameter_value(value, &full)?;
+                let dword = doc.kind == "REG_DWORD";
+                if dword != matches!(p, Parameter::Dword(_)) {
+                    let wanted = if dword { "an integer or a boolean" } else { "a string" };
                     return Err(self.cx.error(
                         value.span(),
                         &full,
-                        "a parameter is a string (REG_SZ), an integer or a boolean (REG_DWORD)"
-                            .into(),
+                        format!("`{}` is a {}: give {wanted}", doc.name, doc.kind),
                     ));
                 }
+                out.push((name, p));
+                spans.push((value.span(), full));
+            }
+        }
+        if let Some(sample) = sample
+            && let Err(message) = check_parameters(sample, driver, &out, None)
+        {
+            // The value to blame: the one the sample's message names (`Rules: ...`), else the
+            // one without which the others load; None when neither finds one (a required value
+            // missing, or a message naming no value).
+            let named = |(name, _): &(String, Parameter)| {
+                message
+                    .get(..name.len() + 1)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(&format!("{name}:")))
             };
-            out.push((name, p));
+            let culprit = out
+                .iter()
+                .position(named)
+                .or_else(|| {
+                    (0..out.len())
+                        .find(|&i| check_parameters(sample, driver, &out, Some(i)).is_ok())
+                })
+                .and_then(|i| spans.get(i));
+            let (span, at) = match (culprit, table) {
+                (Some((span, full)), _) => (span.clone(), full.clone()),
+                (None, Some(v)) => (v.span(), self.key(key)),
+                (None, None) => (self.span.clone(), self.key(key)),
+            };
+            warnings.push(self.cx.error(
+                span,
+                &at,
+                format!("{message}: `{driver}` will fail to load with STATUS_INVALID_PARAMETER"),
+            ));
         }
         Ok(out)
+    }
+
+    /// A `Parameters` value: a string (`REG_SZ`), an integer or a boolean (`REG_DWORD`).
+    fn parameter_value(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        full: &str,
+    ) -> Result<Parameter, ScenarioError> {
+        Ok(match value.get_ref() {
+            DeValue::String(s) => Parameter::String(s.to_string()),
+            DeValue::Boolean(b) => Parameter::Dword(u32::from(*b)),
+            DeValue::Integer(i) => {
+                let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
+                let n = u32::from_str_radix(digits.trim_start_matches('+'), i.radix()).map_err(
+                    |_| {
+                        self.cx.error(
+                            value.span(),
+                            full,
+                            "a DWORD value must be 0 to 4294967295".into(),
+                        )
+                    },
+                )?;
+                Parameter::Dword(n)
+            }
+            _ => {
+                return Err(self.cx.error(
+                    value.span(),
+                    full,
+                    "a parameter is a string (REG_SZ), an integer or a boolean (REG_DWORD)".into(),
+                ));
+            }
+        })
     }
 
     /// `files = { "a.txt" = "contents", ... }`: files present on the volume.
@@ -1055,6 +1106,45 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// The text of a scenario file, for `fsfilter samples` and the examples.
 pub fn describe_io_ops() -> String {
     IO_OPS.join(", ")
+}
+
+/// The message for a parameter name the sample does not read, with the nearest name when one is
+/// close.
+fn unknown_parameter(known: &[fsfilter::ParameterDoc], name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let near = known
+        .iter()
+        .map(|p| (edit_distance(&p.name.to_ascii_lowercase(), &lower), p.name))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    let names: Vec<&str> = known.iter().map(|p| p.name).collect();
+    match near {
+        Some((_, p)) => format!("unknown parameter (did you mean `{p}`?)"),
+        None if names.is_empty() => "this sample reads no parameter".to_owned(),
+        None => format!("unknown parameter (this sample reads: {})", names.join(", ")),
+    }
+}
+
+/// Runs the sample's parameter parser over `values`, without the one at `skip` if any.
+fn check_parameters(
+    sample: &samples::Sample,
+    driver: &str,
+    values: &[(String, Parameter)],
+    skip: Option<usize>,
+) -> Result<(), String> {
+    let list: Vec<(&str, fsfilter::ParameterValue<'_>)> = values
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != skip)
+        .map(|(_, (name, p))| {
+            let v = match p {
+                Parameter::String(s) => fsfilter::ParameterValue::String(s),
+                Parameter::Dword(d) => fsfilter::ParameterValue::Dword(*d),
+            };
+            (name.as_str(), v)
+        })
+        .collect();
+    (sample.check)(&fsfilter::ParameterList { service: driver, values: &list })
 }
 
 #[cfg(test)]

@@ -159,6 +159,35 @@ fn check_exits_2_with_the_message_on_stderr() {
 }
 
 #[test]
+fn check_prints_a_warning_on_stderr_and_exits_0() {
+    let dir = std::env::temp_dir().join(format!("fsfilter-warnings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("warn.toml");
+    std::fs::write(
+        &path,
+        "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n\
+         [driver.parameters]\nRules = \"pend:x read\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsfilter"))
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("warning: ")
+            && stderr.ends_with(
+                "warn.toml:6: driver[0].parameters.Rules: Rules: pend: needs milliseconds: `A` \
+                 will fail to load with STATUS_INVALID_PARAMETER\n"
+            ),
+        "{stderr}"
+    );
+    assert!(String::from_utf8(out.stdout).unwrap().contains(": ok ("));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn numbers_out_of_range_are_named_at_their_own_line() {
     // The line of the value, not of its table's header.
     let driver = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\n";
@@ -248,6 +277,103 @@ fn a_misspelt_parameter_is_named_with_a_suggestion() {
         ),
         "bad.toml:6: driver[0].parameters.Colour: unknown parameter (this sample reads: Trace)"
     );
+}
+
+#[test]
+fn a_parameter_of_the_wrong_registry_type_is_refused_at_its_line() {
+    // The lab writes each value with its TOML type; a driver reading a REG_DWORD finds a REG_SZ
+    // absent, and the reverse: the value would be ignored without a word.
+    let probe = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n";
+    assert_eq!(
+        error(&format!("{probe}[driver.parameters]\nAttach = \"disk\"\nPost = \"no\"\n")),
+        "bad.toml:7: driver[0].parameters.Post: `Post` is a REG_DWORD: give an integer or a boolean"
+    );
+    assert_eq!(
+        error(&format!("{probe}[driver.parameters]\nUnload = true\n")),
+        "bad.toml:6: driver[0].parameters.Unload: `Unload` is a REG_SZ: give a string"
+    );
+    let pass = "[[driver]]\nname = \"P\"\nsample = \"passthrough\"\nmodel = \"legacy\"\n";
+    assert_eq!(
+        error(&format!("{pass}[driver.parameters]\ntrace = \"1\"\n")),
+        "bad.toml:6: driver[0].parameters.trace: `Trace` is a REG_DWORD: give an integer or a boolean"
+    );
+    // Booleans are DWORDs.
+    let s = parse("ok.toml", &format!("{pass}[driver.parameters]\nTrace = true\n")).unwrap();
+    assert!(s.warnings.is_empty());
+}
+
+#[test]
+fn a_value_the_sample_refuses_is_a_warning_at_its_line_and_the_scenario_still_runs() {
+    // The sample's own parser, as DriverEntry runs it: the load will fail with
+    // STATUS_INVALID_PARAMETER, which a scenario may want to show, so it is not an error.
+    let probe = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n";
+    let warnings = |text: &str| -> Vec<String> {
+        parse("w.toml", text).unwrap().warnings.iter().map(ToString::to_string).collect()
+    };
+    assert_eq!(
+        warnings(&format!(
+            "{probe}[driver.parameters]\nAttach = \"disk\"\nRules = \"deny create; explode read\"\n"
+        )),
+        [
+            "w.toml:7: driver[0].parameters.Rules: Rules: unknown action: `A` will fail to load with \
+          STATUS_INVALID_PARAMETER"
+        ]
+    );
+    assert_eq!(
+        warnings(&format!("{probe}[driver.parameters]\nAttach = \"disk,floppy\"\n")),
+        [
+            "w.toml:6: driver[0].parameters.Attach: Attach: unknown word: `A` will fail to load with \
+          STATUS_INVALID_PARAMETER"
+        ]
+    );
+    // A required value missing: at the driver, which has no parameters table.
+    let scanner = "[[driver]]\nname = \"S\"\nsample = \"scanner\"\nmodel = \"legacy\"\n";
+    assert_eq!(
+        warnings(scanner),
+        [
+            "w.toml:1: driver[0].parameters: Pattern: required, and not empty: `S` will fail to load \
+          with STATUS_INVALID_PARAMETER"
+        ]
+    );
+    assert_eq!(
+        warnings(&format!("{scanner}[driver.parameters]\nPattern = \"hex:4D5\"\n")),
+        ["w.toml:6: driver[0].parameters.Pattern: Pattern: after hex:, pairs of hexadecimal \
+          digits: `S` will fail to load with STATUS_INVALID_PARAMETER"]
+    );
+    // Two bad values: the one the sample found first, as a compiler names its first error.
+    assert_eq!(
+        warnings(&format!("{probe}[driver.parameters]\nUnload = \"never\"\nattach = \"floppy\"\n")),
+        [
+            "w.toml:7: driver[0].parameters.attach: Attach: unknown word: `A` will fail to load with \
+          STATUS_INVALID_PARAMETER"
+        ]
+    );
+    // A message that names no value, with two values it could come from: the table.
+    assert_eq!(
+        warnings(&format!(
+            "{probe}[driver.parameters]\nOperations = \"create,nosuch\"\nRules = \"deny nosuch\"\n"
+        )),
+        ["w.toml:5: driver[0].parameters: unknown operation name: `A` will fail to load with \
+          STATUS_INVALID_PARAMETER"]
+    );
+    // Good values, and every example scenario: no warning.
+    assert!(
+        warnings(&format!("{probe}[driver.parameters]\nRules = \"deny create *x*\"\n")).is_empty()
+    );
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = parse(&path.display().to_string(), &text).unwrap();
+        assert!(s.warnings.is_empty(), "{}: {:?}", path.display(), s.warnings);
+    }
+    // The run goes ahead, and the load fails as the warning said.
+    let text = format!(
+        "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n{probe}[driver.parameters]\n\
+         Rules = \"explode read\"\n[[step]]\naction = \"load\"\ndriver = \"A\"\n"
+    );
+    let s = parse("w.toml", &text).unwrap();
+    let r = fsfilter_lab::run::run(&s);
+    assert_eq!(r.steps.first().map(|o| o.status), Some(fsfilter::Status::INVALID_PARAMETER));
 }
 
 #[test]

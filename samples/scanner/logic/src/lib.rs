@@ -120,6 +120,16 @@ pub enum ParseError {
     BadHex,
 }
 
+impl core::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ParseError::NoPattern => "Pattern: required, and not empty",
+            ParseError::PatternTooLong => "Pattern: at most 64 bytes",
+            ParseError::BadHex => "Pattern: after hex:, pairs of hexadecimal digits",
+        })
+    }
+}
+
 /// The scanner.
 #[derive(Debug)]
 pub struct Scanner {
