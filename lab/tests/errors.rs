@@ -133,48 +133,47 @@ fn garbage_never_panics() {
     assert!(parse("empty.toml", "").is_ok(), "an empty scenario is a machine with nothing in it");
 }
 
-#[test]
-fn check_exits_2_with_the_message_on_stderr() {
-    let dir = std::env::temp_dir().join(format!("fsfilter-errors-{}", std::process::id()));
+/// Runs `fsfilter check` on a file named `name` holding `text`: (exit code, stdout, stderr).
+fn check(name: &str, text: &str) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("fsfilter-check-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\nfilesytem = \"fat\"\n",
-    )
-    .unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsfilter"))
         .args(["check", path.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn check_exits_2_with_the_message_on_stderr() {
+    let (code, _, stderr) = check(
+        "bad.toml",
+        "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\nfilesytem = \"fat\"\n",
+    );
+    assert_eq!(code, Some(2));
     assert!(
         stderr.ends_with(
             "bad.toml:4: volume[0].filesytem: unknown key (did you mean `filesystem`?)\n"
         ),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn check_prints_a_warning_on_stderr_and_exits_0() {
-    let dir = std::env::temp_dir().join(format!("fsfilter-warnings-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("warn.toml");
-    std::fs::write(
-        &path,
+    let (code, stdout, stderr) = check(
+        "warn.toml",
         "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n\
          [driver.parameters]\nRules = \"pend:x read\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsfilter"))
-        .args(["check", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    );
+    assert_eq!(code, Some(0));
     assert!(
         stderr.starts_with("warning: ")
             && stderr.ends_with(
@@ -183,8 +182,7 @@ fn check_prints_a_warning_on_stderr_and_exits_0() {
             ),
         "{stderr}"
     );
-    assert!(String::from_utf8(out.stdout).unwrap().contains(": ok ("));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(stdout.contains(": ok ("), "{stdout}");
 }
 
 #[test]
