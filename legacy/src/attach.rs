@@ -311,10 +311,12 @@ unsafe fn attach_to_mounted_volumes<F: Filter>(state: &DriverState<F>, cdo: *con
     let mut count = 0u32;
     // SAFETY: sizing call.
     let _ = unsafe { IoEnumerateDeviceObjectList(driver, core::ptr::null_mut(), 0, &mut count) };
-    // The list holds every device or nothing (STATUS_BUFFER_TOO_SMALL with the new count): sized
-    // by the count, again if devices came between the calls (a few tries: mounts are rare).
+    // Sized by the count, again if devices came between the calls (a few tries: mounts are rare).
+    // A list too small still holds as many devices as fit, each referenced
+    // (STATUS_BUFFER_TOO_SMALL with the new count): those are attached to and released before the
+    // next try, which skips the stacks attached to already.
     let mut tries = 0;
-    let (list, room) = loop {
+    loop {
         if count == 0 || tries == 4 {
             return;
         }
@@ -332,48 +334,46 @@ unsafe fn attach_to_mounted_volumes<F: Filter>(state: &DriverState<F>, cdo: *con
                 &mut count,
             )
         };
-        if status >= 0 {
-            break (list, count as usize);
+        // Entries not filled stay NULL (the list is zeroed).
+        for &dev in list.iter() {
+            if dev.is_null() {
+                continue;
+            }
+            // SAFETY: a referenced device of the file system.
+            let d = unsafe { raw::device(dev) };
+            let (t, flags) = (d.DeviceType, d.Flags);
+            // sfilter's skips: the control device itself, other types, named devices (other
+            // control devices), volumes with no storage device, stacks we are on already.
+            let candidate =
+                dev.cast_const() != cdo && t == dtype && flags & do_flags::DEVICE_HAS_NAME == 0;
+            if candidate {
+                let mut disk: *mut DEVICE_OBJECT = core::ptr::null_mut();
+                // SAFETY: a referenced device; the disk device comes back referenced.
+                let has_disk = unsafe { IoGetDiskDeviceObject(dev, &mut disk) } >= 0;
+                if has_disk {
+                    // SAFETY: live volume device.
+                    if unsafe { attached_to_chain(state, dev) }.is_none() {
+                        // SAFETY: a live volume device and its storage device.
+                        unsafe {
+                            attach_to_volume(
+                                state,
+                                dev,
+                                disk,
+                                InstanceSetupFlags::AUTOMATIC_ATTACHMENT,
+                                None,
+                            )
+                        };
+                    }
+                    // SAFETY: drop the reference IoGetDiskDeviceObject took.
+                    unsafe { ObfDereferenceObject(disk.cast()) };
+                }
+            }
+            // SAFETY: drop the reference the enumeration took.
+            unsafe { ObfDereferenceObject(dev.cast()) };
         }
         if status != Status::BUFFER_TOO_SMALL.0 {
             return;
         }
-    };
-    for &dev in list.iter().take(room) {
-        if dev.is_null() {
-            continue;
-        }
-        // SAFETY: a referenced device of the file system.
-        let d = unsafe { raw::device(dev) };
-        let (t, flags) = (d.DeviceType, d.Flags);
-        // sfilter's skips: the control device itself, other types, named devices (other control
-        // devices), volumes with no storage device, stacks we are on already.
-        let candidate =
-            dev.cast_const() != cdo && t == dtype && flags & do_flags::DEVICE_HAS_NAME == 0;
-        if candidate {
-            let mut disk: *mut DEVICE_OBJECT = core::ptr::null_mut();
-            // SAFETY: a referenced device; the disk device comes back referenced.
-            let has_disk = unsafe { IoGetDiskDeviceObject(dev, &mut disk) } >= 0;
-            if has_disk {
-                // SAFETY: live volume device.
-                if unsafe { attached_to_chain(state, dev) }.is_none() {
-                    // SAFETY: a live volume device and its storage device.
-                    unsafe {
-                        attach_to_volume(
-                            state,
-                            dev,
-                            disk,
-                            InstanceSetupFlags::AUTOMATIC_ATTACHMENT,
-                            None,
-                        )
-                    };
-                }
-                // SAFETY: drop the reference IoGetDiskDeviceObject took.
-                unsafe { ObfDereferenceObject(disk.cast()) };
-            }
-        }
-        // SAFETY: drop the reference the enumeration took.
-        unsafe { ObfDereferenceObject(dev.cast()) };
     }
 }
 

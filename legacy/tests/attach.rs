@@ -57,9 +57,10 @@ fn a_filter_started_later_attaches_to_mounted_volumes() {
 
 #[test]
 fn a_filter_started_later_attaches_to_every_mounted_volume_however_many() {
-    // §1.5: IoEnumerateDeviceObjectList returns every device of the file system or
-    // STATUS_BUFFER_TOO_SMALL with the count: the list must hold them all (the backend once
-    // used a fixed list of 64, and on a file system with more devices attached to none).
+    // §1.5: IoEnumerateDeviceObjectList returns every device of the file system, or
+    // STATUS_BUFFER_TOO_SMALL with the count and only as many as fit: the list is sized by the
+    // count (the backend once used a fixed list of 64, and on a file system with more devices
+    // attached to none).
     let mut m = machine();
     let volumes: Vec<_> = (0..80)
         .map(|i| {

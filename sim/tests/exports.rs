@@ -176,3 +176,45 @@ fn synchronous_fsd_and_device_control_requests() {
     );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_device_list_too_small_holds_as_many_devices_as_fit_each_referenced() {
+    // The IoEnumerateDeviceObjectList page: STATUS_BUFFER_TOO_SMALL when the array cannot hold
+    // every device, and "as many device object pointers as possible" copied into it, each
+    // referenced like the devices of a full list (a caller that releases them must not be
+    // reported, one that drops them leaks the references).
+    use windows_sys::Wdk::Storage::FileSystem::IoEnumerateDeviceObjectList;
+    let mut m = machine(31);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.add_volume(VolumeSpec::new("D:", FsKind::Ntfs));
+    m.boot();
+    let (driver, devices) = m.kernel(|k| {
+        let cdo = k.objects.names[&r"\Ntfs".to_uppercase()];
+        let driver = k.objects.device(cdo).driver;
+        (k.objects.driver(driver).ptr, k.objects.driver(driver).devices.clone())
+    });
+    assert_eq!(devices.len(), 3, "the control device and two volume devices");
+    let refs = |m: &mut fsfilter_sim::Machine| -> Vec<u32> {
+        m.kernel(|k| devices.iter().map(|&d| k.objects.device(d).refs).collect())
+    };
+    let before = refs(&mut m);
+    let mut count = 0u32;
+    // SAFETY: a sizing call.
+    let s = unsafe { IoEnumerateDeviceObjectList(driver, null_mut(), 0, &mut count) };
+    assert_eq!((Status(s), count), (Status::BUFFER_TOO_SMALL, 3));
+    assert_eq!(refs(&mut m), before, "a sizing call references nothing");
+    let mut list = [null_mut::<DEVICE_OBJECT>(); 2];
+    // SAFETY: a list of two entries.
+    let s = unsafe { IoEnumerateDeviceObjectList(driver, list.as_mut_ptr(), 16, &mut count) };
+    assert_eq!((Status(s), count), (Status::BUFFER_TOO_SMALL, 3));
+    assert!(list.iter().all(|d| !d.is_null()), "as many as fit: {list:?}");
+    let after = refs(&mut m);
+    let taken: u32 = after.iter().sum::<u32>() - before.iter().sum::<u32>();
+    assert_eq!(taken, 2, "each device copied is referenced");
+    for d in list {
+        // SAFETY: a device the enumeration referenced.
+        unsafe { ObfDereferenceObject(d.cast()) };
+    }
+    assert_eq!(refs(&mut m), before);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -243,7 +243,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::IoGetDeviceAttachmentBaseRef =>
 
 export! { windows_sys::Wdk::Storage::FileSystem::IoEnumerateDeviceObjectList =>
     /// `IoEnumerateDeviceObjectList` (facts.md §1.5): every device of the driver, each
-    /// referenced; `STATUS_BUFFER_TOO_SMALL` with the count when the list is too small.
+    /// referenced; when the list is too small, `STATUS_BUFFER_TOO_SMALL` with the count, and as
+    /// many devices as fit copied, each referenced too (the routine's reference page).
     fn IoEnumerateDeviceObjectList(
         driverobject: *const DRIVER_OBJECT,
         deviceobjectlist: *mut *mut DEVICE_OBJECT,
@@ -256,16 +257,17 @@ export! { windows_sys::Wdk::Storage::FileSystem::IoEnumerateDeviceObjectList =>
             let devices: Vec<_> = k.objects.driver(driver).devices.iter().rev().copied().collect();
             // SAFETY: the caller's out parameter.
             unsafe { *actualnumberdeviceobjects = devices.len() as u32 };
-            let room = deviceobjectlistsize as usize / size_of::<*mut DEVICE_OBJECT>();
-            if devices.len() > room || deviceobjectlist.is_null() {
-                return Status::BUFFER_TOO_SMALL.0;
-            }
-            for (i, d) in devices.iter().enumerate() {
+            let room = if deviceobjectlist.is_null() {
+                0
+            } else {
+                deviceobjectlistsize as usize / size_of::<*mut DEVICE_OBJECT>()
+            };
+            for (i, d) in devices.iter().take(room).enumerate() {
                 k.objects.device_mut(*d).refs += 1;
-                // SAFETY: the caller's array holds `room` entries and i < devices.len() <= room.
+                // SAFETY: the caller's array holds `room` entries and i < room.
                 unsafe { *deviceobjectlist.wrapping_add(i) = k.objects.device(*d).ptr };
             }
-            Status::SUCCESS.0
+            if devices.len() > room { Status::BUFFER_TOO_SMALL.0 } else { Status::SUCCESS.0 }
         })
     }
 }
