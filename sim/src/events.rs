@@ -79,6 +79,11 @@ pub enum Rule {
     ObjectOverDereferenced,
     /// A device was deleted under an attached device whose driver has no `FastIoDetachDevice`.
     FastIoDetachMissing,
+    /// `IoDetachDevice(target)` with nothing attached above `target`: a second detach, or the
+    /// filter's own device passed instead of the lower one. Windows clears the attached device's
+    /// `AttachedTo` through the NULL `AttachedDevice`; Driver Verifier names it "detach from a
+    /// device object which is not attached to anything".
+    DetachNotAttached,
     /// `IoCancelFileOpen` / `FltCancelFileOpen` on a file object that already has a handle
     /// (`FO_HANDLE_CREATED`), or outside a create.
     CancelFileOpenMisuse,
@@ -137,6 +142,7 @@ impl Rule {
             Rule::CancelFileOpenMisuse => "CANCEL_FILE_OPEN_MISUSE",
             Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",
             Rule::FastIoDetachMissing => "FAST_IO_DETACH_DEVICE_MISSING",
+            Rule::DetachNotAttached => "DETACH_FROM_DEVICE_NOT_ATTACHED",
             Rule::StatusInvalidForOperation => "CALLBACK_STATUS_INVALID_FOR_OPERATION",
             Rule::PostCallbackMissing => "POST_CALLBACK_NOT_REGISTERED",
             Rule::InvalidCompletionStatus => "INVALID_COMPLETION_STATUS",

@@ -380,7 +380,18 @@ impl Kernel {
 
     /// `IoDetachDevice(target)`: detaches whatever is attached directly above `target`.
     pub fn detach_device(&mut self, target: DeviceId) {
-        let Some(above) = self.objects.above(target) else { return };
+        let Some(above) = self.objects.above(target) else {
+            let name = self.objects.driver(self.objects.device(target).driver).service.clone();
+            self.report_current(
+                crate::events::Rule::DetachNotAttached,
+                format!(
+                    "IoDetachDevice on a device of {name} with nothing attached above it (a \
+                     second detach, or the filter's own device instead of the one it attached \
+                     to): Windows dereferences the NULL AttachedDevice"
+                ),
+            );
+            return;
+        };
         self.objects.dobj(target).AttachedDevice = std::ptr::null_mut();
         let above_obj = self.objects.dobj(above);
         // SAFETY: the device-object extension lives in its block.

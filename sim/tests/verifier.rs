@@ -50,8 +50,8 @@ use windows_sys::Wdk::Storage::FileSystem::{
 };
 use windows_sys::Wdk::System::SystemServices::{
     ExAllocatePool2, ExFreePoolWithTag, IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen,
-    IoCreateDevice, IoDeleteDevice, IoGetAttachedDeviceReference, IoGetDeviceObjectPointer,
-    KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
+    IoCreateDevice, IoDeleteDevice, IoDetachDevice, IoGetAttachedDeviceReference,
+    IoGetDeviceObjectPointer, KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -457,6 +457,16 @@ unsafe extern "system" fn late_entry(
     if s != 0 {
         // SAFETY: our device, not attached.
         unsafe { IoDeleteDevice(dev) };
+    } else if mode_is("detach_not_attached") {
+        // Detach from the device attached to, and delete ours.
+        // SAFETY: the device we attached to.
+        unsafe { IoDetachDevice(lower) };
+        if broken() {
+            // SAFETY: deliberately wrong: nothing is attached above `lower` any more.
+            unsafe { IoDetachDevice(lower) };
+        }
+        // SAFETY: our device, detached.
+        unsafe { IoDeleteDevice(dev) };
     }
     Status::SUCCESS.0
 }
@@ -752,6 +762,22 @@ fn spin_lock_misuse() {
         check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
         survives(&m);
         assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
+    }
+}
+
+#[test]
+fn detach_from_device_not_attached() {
+    // A second IoDetachDevice of the same lower device: Windows writes through the NULL
+    // AttachedDevice; Driver Verifier: "detach from a device object which is not attached to
+    // anything".
+    for broken in [true, false] {
+        let mut m = machine("detach_not_attached", broken);
+        assert_eq!(m.start("Late"), Status::SUCCESS);
+        assert_eq!(LATE_ATTACH.get(), 0, "Late attached, then detached");
+        check(&m, broken, Rule::DetachNotAttached, Some("Late"));
+        assert_eq!(Rule::DetachNotAttached.name(), "DETACH_FROM_DEVICE_NOT_ATTACHED");
+        // Bad, which Late had attached above, is still on top and serves requests.
+        survives(&m);
     }
 }
 
