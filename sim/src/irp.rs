@@ -76,6 +76,11 @@ pub struct IrpInfo {
     pub expect_pending: u64,
     /// Completion is under way (between IofCompleteRequest and the top, or halted).
     pub completing: bool,
+    /// A completion routine of this IRP is running.
+    pub in_routine: bool,
+    /// `IoCompleteRequest` was called for the IRP while that routine ran (legal only if the
+    /// routine then returns `STATUS_MORE_PROCESSING_REQUIRED`).
+    pub completed_in_routine: bool,
     /// Completion routines set through `IoSetCompletionRoutineEx`, by location, with the
     /// device they keep referenced.
     pub ex_routines: Vec<ExRoutine>,
@@ -186,6 +191,8 @@ impl Kernel {
                 expect: 0,
                 expect_pending: 0,
                 completing: false,
+                in_routine: false,
+                completed_in_routine: false,
                 ex_routines: self.irps.spare_ex.pop().unwrap_or_default(),
                 system_buffer: None,
                 copy_back: None,
@@ -587,6 +594,9 @@ pub fn complete_request(irp: *mut IRP) {
                 if !twice && status != Status::PENDING.0 {
                     info.completing = true;
                 }
+                if info.in_routine {
+                    info.completed_in_routine = true;
+                }
                 (twice, status)
             }
             _ => {
@@ -624,9 +634,24 @@ pub fn complete_request(irp: *mut IRP) {
     loop {
         let step = kernel::with(|k| {
             if let Some(ex) = ran.take() {
+                let twice = k.completed_in_routine(irp);
+                if twice {
+                    // Completed inside the routine, which did not halt completion: Windows walks
+                    // on over an IRP already completed (and perhaps freed). Reported against
+                    // the routine's driver, whose image is still the running one.
+                    k.report_current(
+                        Rule::IrpCompletedTwice,
+                        "an IRP completed (or freed) inside a completion routine that then \
+                         returned STATUS_SUCCESS, not STATUS_MORE_PROCESSING_REQUIRED: the I/O \
+                         manager goes on completing it",
+                    );
+                }
                 k.leave();
                 if let Some(ex) = ex {
                     k.release_ex_routine(ex);
+                }
+                if twice {
+                    return Walk::Finished(None);
                 }
             }
             match k.completion_step(irp) {
@@ -643,6 +668,8 @@ pub fn complete_request(irp: *mut IRP) {
                 let r = run_entered(entered, || unsafe { routine(device, irp, context) });
                 if r == Status::MORE_PROCESSING_REQUIRED.0 {
                     kernel::with(|k| {
+                        // Halted: whatever the routine did with the IRP is its own.
+                        let _ = k.completed_in_routine(irp);
                         k.leave();
                         if let Some(ex) = ex {
                             k.release_ex_routine(ex);
@@ -682,6 +709,18 @@ enum Walk {
 }
 
 impl Kernel {
+    /// Ends the running completion routine's watch over `irp`: whether the IRP was completed
+    /// (`IoCompleteRequest`, or freed) while the routine ran.
+    fn completed_in_routine(&mut self, irp: *mut IRP) -> bool {
+        match self.irps.map.get_mut(&(irp as usize)) {
+            Some(info) if info.state == IrpState::Active => {
+                info.in_routine = false;
+                std::mem::take(&mut info.completed_in_routine)
+            }
+            _ => true,
+        }
+    }
+
     fn completion_step(&mut self, irp: *mut IRP) -> Step {
         // SAFETY: a live IRP (checked by the caller's first step; completion keeps it alive).
         let i = unsafe { obj(irp) };
@@ -722,6 +761,10 @@ impl Kernel {
                 }
             }
             allocator = info.allocator;
+            // The routine about to run: whether it completes the IRP itself is checked when it
+            // returns.
+            info.in_routine = routine.is_some() && invoke;
+            info.completed_in_routine = false;
         }
         if let Some(returned_pending) = expectation {
             let image = self

@@ -34,7 +34,7 @@ use std::ptr::null_mut;
 use fsfilter::Status;
 use fsfilter_kernel::irp::{
     IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
-    IoGetCurrentIrpStackLocation, IoMarkIrpPending,
+    IoGetCurrentIrpStackLocation, IoMarkIrpPending, IoSetCompletionRoutine,
 };
 use fsfilter_kernel::ntos::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, ZwClose, ZwOpenKey};
 use fsfilter_sim::irp::Finish;
@@ -323,6 +323,16 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             unsafe { KeBugCheckEx(MANUALLY_INITIATED_CRASH, 1, 2, 3, 4) };
             return Status::UNSUCCESSFUL.0;
         }
+        "completed_in_routine" => {
+            // A completion routine that completes the IRP itself: legal only when it then halts
+            // the walk with STATUS_MORE_PROCESSING_REQUIRED.
+            // SAFETY: the live IRP with a location below ours (Bad's StackSize is one more).
+            unsafe {
+                IoCopyCurrentIrpStackLocationToNext(irp);
+                IoSetCompletionRoutine(irp, completes_itself, null_mut(), true, true, true);
+                return IoCallDriver(bad.lower as *mut DEVICE_OBJECT, irp);
+            }
+        }
         "attach_to_initializing_device" => {
             // Attaches a new device to Bottom's stack outside DriverEntry: clearing
             // DO_DEVICE_INITIALIZING is then the driver's job.
@@ -351,6 +361,23 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
     }
     // SAFETY: the live IRP of our dispatch routine.
     unsafe { forward(irp) }
+}
+
+/// Bad's completion routine in `completed_in_routine`: completes the IRP again from inside, and
+/// answers STATUS_SUCCESS (broken) or STATUS_MORE_PROCESSING_REQUIRED (corrected).
+unsafe extern "system" fn completes_itself(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    _context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the IRP being completed; propagating the pending mark as a routine must.
+    unsafe {
+        if (*irp).PendingReturned {
+            IoMarkIrpPending(irp);
+        }
+        IoCompleteRequest(irp, 0);
+    }
+    if broken() { Status::SUCCESS.0 } else { Status::MORE_PROCESSING_REQUIRED.0 }
 }
 
 unsafe extern "system" fn bad_unload(driver: *const DRIVER_OBJECT) {
@@ -762,6 +789,19 @@ fn spin_lock_misuse() {
         check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
         survives(&m);
         assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
+    }
+}
+
+#[test]
+fn irp_completed_inside_its_completion_routine() {
+    // facts.md §1.8: STATUS_MORE_PROCESSING_REQUIRED halts completion, and a later
+    // IoCompleteRequest resumes it. A routine that completes the IRP itself and answers
+    // STATUS_SUCCESS lets the I/O manager go on over an IRP already completed.
+    for broken in [true, false] {
+        let m = machine("completed_in_routine", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::IrpCompletedTwice, Some("Bad"));
+        survives(&m);
     }
 }
 
