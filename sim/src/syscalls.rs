@@ -627,6 +627,26 @@ fn fast_io_routine(
     f.map(|f| (f, image))
 }
 
+/// A cached transfer on a cached file object whose top driver has no fast-I/O routine for it:
+/// Windows' `NtReadFile`/`NtWriteFile` call through the table without a check once the file is
+/// cached (facts.md §1.7: a driver attached to a volume must supply the routines, returning
+/// FALSE when it does not serve them), so a missing table or routine is a bugcheck there. The
+/// simulator reports it against that driver and goes on with an IRP.
+fn missing_fast_io(k: &mut Kernel, target: *mut DEVICE_OBJECT, write: bool) {
+    let driver = k
+        .objects
+        .device_id(target)
+        .map(|d| k.objects.driver(k.objects.device(d).driver).service.clone());
+    let routine = if write { "FastIoWrite" } else { "FastIoRead" };
+    let message = format!(
+        "a cached {} on a cached file: the I/O manager calls the top device's {routine}, which \
+         {} does not supply (no FAST_IO_DISPATCH, a NULL {routine}, or a table too small for it)",
+        if write { "write" } else { "read" },
+        driver.as_deref().unwrap_or("its driver"),
+    );
+    k.report(crate::events::Rule::Bugcheck, driver, message);
+}
+
 /// `NtReadFile`.
 fn read(h: Handle, offset: Option<u64>, length: usize, mode: IoMode) -> IoResult {
     transfer(h, offset, length, &[], mode, false)
@@ -674,7 +694,15 @@ fn transfer(
     // start and the routine's image entered.
     let (target, fast) = kernel::with(|k| {
         let target = k.related_device(file);
-        let fast = if cached { fast_io_routine(k, target, write) } else { None };
+        let fast = if cached {
+            let fast = fast_io_routine(k, target, write);
+            if fast.is_none() {
+                missing_fast_io(k, target, write);
+            }
+            fast
+        } else {
+            None
+        };
         let fast = fast.map(|(routine, image)| {
             let r = k.start_request(volume, MajorFunction::from_code(major), true);
             k.current_request = Some(r);
