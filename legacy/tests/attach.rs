@@ -398,3 +398,63 @@ fn teardowns(m: &fsfilter_sim::Machine, driver: &str) -> Vec<Callback> {
         .filter(|c| matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. }))
         .collect()
 }
+
+#[test]
+fn a_filter_loaded_while_another_unloads_does_not_attach_above_it() {
+    // facts.md §1.3: attaching fails (STATUS_NO_SUCH_DEVICE) when the top of the stack is unload
+    // pending. ProbeA's stop stays pending while ProbeB sits above it on C:; ProbeC, loaded then,
+    // attaches above ProbeB on C: but not above ProbeA on D:, and ProbeA's unload is not held up
+    // by a new filter there.
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Fat));
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    install_probe(&mut m, "ProbeB", StartType::Demand, &[("FileSystems", sz("ntfs"))]);
+    install_probe(&mut m, "ProbeC", StartType::Demand, &[]);
+    m.boot();
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    assert_eq!(m.start("ProbeB"), Status::SUCCESS);
+    assert_eq!(m.volume_stack_drivers(c), ["ProbeB", "ProbeA", "Ntfs"]);
+    assert_eq!(m.volume_stack_drivers(d), ["ProbeA", "fastfat"]);
+    assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Pending);
+    assert_eq!(m.start("ProbeC"), Status::SUCCESS);
+    assert_eq!(m.volume_stack_drivers(c), ["ProbeC", "ProbeB", "ProbeA", "Ntfs"]);
+    assert!(
+        !m.volume_stack_drivers(d).contains(&"ProbeC".to_owned()),
+        "{:?}",
+        m.volume_stack_drivers(d)
+    );
+    // Nor does its control device open any more (the object manager's parse refuses it).
+    let open = |name: &str| {
+        let units: Vec<u16> = name.encode_utf16().collect();
+        let us = fsfilter_sim::mem::unicode(&units);
+        let (mut fo, mut dev) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: a valid name and out pointers.
+        let s = unsafe {
+            windows_sys::Wdk::System::SystemServices::IoGetDeviceObjectPointer(
+                &us,
+                0x8000_0000,
+                &mut fo,
+                &mut dev,
+            )
+        };
+        if s >= 0 {
+            // SAFETY: the reference the open gave.
+            unsafe { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(fo.cast()) };
+        }
+        Status(s)
+    };
+    assert_eq!(open(r"\FileSystem\Filters\ProbeA"), Status::NO_SUCH_DEVICE);
+    assert_eq!(open(r"\FileSystem\Filters\ProbeC"), Status::SUCCESS);
+    // ProbeC, then ProbeB leave: ProbeA's unload runs, and D: is left with its file system
+    // alone.
+    assert_eq!(m.stop("ProbeC"), fsfilter_sim::StopResult::Unloaded);
+    assert_eq!(m.stop("ProbeB"), fsfilter_sim::StopResult::Unloaded);
+    m.settle();
+    assert!(
+        !m.volume_stack_drivers(d).contains(&"ProbeA".to_owned()),
+        "{:?}",
+        m.volume_stack_drivers(d)
+    );
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}

@@ -263,6 +263,17 @@ impl Kernel {
         self.loader.services.iter().position(|s| s.driver == Some(driver))
     }
 
+    /// Whether `driver`'s unload is pending (`sc stop` asked, its `DriverUnload` not yet
+    /// called): Windows marks its devices unload-pending, and neither attaches to them nor opens
+    /// them (facts.md §1.3).
+    pub fn unload_pending(&self, driver: DriverId) -> bool {
+        self.loader.stop_pending > 0
+            && self.service_of_driver(driver).is_some_and(|si| {
+                let svc = &self.loader.services[si];
+                svc.state == ServiceState::StopPending && !svc.unload_called
+            })
+    }
+
     /// Services of a start type in load order.
     pub fn load_order(&self, start: StartType) -> Vec<String> {
         let mut v: Vec<&Service> =

@@ -341,7 +341,10 @@ impl Kernel {
         let top = self.objects.top(target);
         let src_driver = self.objects.device(source).driver;
         let top_info = self.objects.device(top);
-        if top_info.deleted || self.objects.driver(top_info.driver).deleted {
+        if top_info.deleted
+            || self.objects.driver(top_info.driver).deleted
+            || self.unload_pending(top_info.driver)
+        {
             return Err(Status::NO_SUCH_DEVICE);
         }
         let top_obj = self.objects.dobj(top);

@@ -1403,9 +1403,17 @@ pub fn open_device_by_name(
     let found = kernel::with(|k| {
         let id = *k.objects.names.get(&name.to_uppercase())?;
         let info = k.objects.device(id);
-        Some((id, info.ptr, info.volume, info.role))
+        // The object manager's parse refuses a device whose driver's unload is pending
+        // (facts.md §1.3).
+        let pending = k.unload_pending(info.driver);
+        Some((id, info.ptr, info.volume, info.role, pending))
     });
-    let Some((id, ptr, volume, role)) = found else { return Err(Status::OBJECT_NAME_NOT_FOUND) };
+    let Some((id, ptr, volume, role, pending)) = found else {
+        return Err(Status::OBJECT_NAME_NOT_FOUND);
+    };
+    if pending {
+        return Err(Status::NO_SUCH_DEVICE);
+    }
     // A storage device's name opens its volume (mounting it first); any other device is
     // opened itself.
     let volume = if role == crate::objects::DeviceRole::Storage { volume } else { None };
