@@ -281,53 +281,12 @@ fn dismount_deletes_the_volume_device_after_the_last_close_and_detaches_filters(
 #[test]
 fn a_missing_fast_io_detach_is_a_finding() {
     // facts.md §1.7: filters attached to volumes must implement FastIoDetachDevice.
-    use std::ptr::null_mut;
-    use windows_sys::Wdk::Foundation::IRP;
-    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
-    use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
-    thread_local!(static TARGET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
-    thread_local!(static LOWER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
-    unsafe extern "system" fn pass(_d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
-        // SAFETY: the live IRP; our lower device.
-        unsafe {
-            fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
-            fsfilter_kernel::irp::IoCallDriver(LOWER.with(|l| l.get()) as *mut _, irp)
-        }
-    }
-    unsafe extern "system" fn entry(
-        driver: *const DRIVER_OBJECT,
-        _p: *const UNICODE_STRING,
-    ) -> NTSTATUS {
-        let mut me: *mut DEVICE_OBJECT = null_mut();
-        // SAFETY: valid arguments.
-        unsafe {
-            for f in (*driver.cast_mut()).MajorFunction.iter_mut() {
-                *f = Some(pass);
-            }
-            windows_sys::Wdk::System::SystemServices::IoCreateDevice(
-                driver,
-                0,
-                std::ptr::null(),
-                8,
-                0,
-                false,
-                &mut me,
-            );
-            let mut lower = null_mut();
-            let s = windows_sys::Wdk::System::SystemServices::IoAttachDeviceToDeviceStackSafe(
-                me,
-                TARGET.with(|t| t.get()) as *mut _,
-                &mut lower,
-            );
-            LOWER.with(|l| l.set(lower as usize));
-            s
-        }
-    }
     let mut m = machine(7);
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
     m.boot();
-    TARGET.with(|t| t.set(m.kernel(|k| k.objects.device(k.volume(c).vdo.unwrap()).ptr as usize)));
-    m.install(fsfilter_sim::ServiceSpec::new("NoDetach", entry, "legacy"));
+    bare::TARGET
+        .with(|t| t.set(m.kernel(|k| k.objects.device(k.volume(c).vdo.unwrap()).ptr as usize)));
+    m.install(fsfilter_sim::ServiceSpec::new("NoDetach", bare::entry, "legacy"));
     assert_eq!(m.start("NoDetach"), Status::SUCCESS);
     assert_eq!(m.dismount(c), Status::SUCCESS);
     let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
@@ -372,12 +331,37 @@ fn a_filter_without_fast_io_routines_on_a_cached_file_is_a_bugcheck() {
     // serve them); Windows' NtReadFile calls the top device's FastIoRead without a check once the
     // file object is cached. The first cached read (an IRP, which initiates caching) is fine; the
     // second finds no routine.
+    let mut m = machine(9);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"abcdef"));
+    m.boot();
+    bare::TARGET
+        .with(|t| t.set(m.kernel(|k| k.objects.device(k.volume(c).vdo.unwrap()).ptr as usize)));
+    m.install(fsfilter_sim::ServiceSpec::new("NoFastIo", bare::entry, "legacy"));
+    assert_eq!(m.start("NoFastIo"), Status::SUCCESS);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.read(h, Some(0), 3, IoMode::Cached).data, b"abc");
+    assert!(m.findings().is_empty(), "the first cached read is an IRP: {:?}", m.findings());
+    // The simulator reports it and goes on with an IRP.
+    let r = m.read(h, Some(3), 3, IoMode::Cached);
+    assert_eq!((r.data.as_slice(), r.fast_io), (&b"def"[..], false));
+    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(fsfilter_sim::Rule::Bugcheck, Some("NoFastIo".into()))]);
+}
+
+/// A bare legacy filter written as a C author in a hurry would: every IRP passed down, no
+/// fast-I/O table at all (so no `FastIoDetachDevice` and no `FastIoRead`), attached in its
+/// `DriverEntry` to the device in [`bare::TARGET`].
+mod bare {
     use std::ptr::null_mut;
-    use windows_sys::Wdk::Foundation::IRP;
-    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP};
     use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
-    thread_local!(static TARGET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
-    thread_local!(static LOWER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
+    thread_local! {
+        /// The device to attach to.
+        pub(crate) static TARGET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        static LOWER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     unsafe extern "system" fn pass(_d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         // SAFETY: the live IRP; our lower device.
         unsafe {
@@ -385,7 +369,8 @@ fn a_filter_without_fast_io_routines_on_a_cached_file_is_a_bugcheck() {
             fsfilter_kernel::irp::IoCallDriver(LOWER.with(|l| l.get()) as *mut _, irp)
         }
     }
-    unsafe extern "system" fn entry(
+
+    pub(crate) unsafe extern "system" fn entry(
         driver: *const DRIVER_OBJECT,
         _p: *const UNICODE_STRING,
     ) -> NTSTATUS {
@@ -410,24 +395,11 @@ fn a_filter_without_fast_io_routines_on_a_cached_file_is_a_bugcheck() {
                 TARGET.with(|t| t.get()) as *mut _,
                 &mut lower,
             );
-            (*me).StackSize = (*lower).StackSize + 1;
-            (*me).Flags &= !0x80; // DO_DEVICE_INITIALIZING
+            if s >= 0 {
+                (*me).StackSize = (*lower).StackSize + 1;
+            }
             LOWER.with(|l| l.set(lower as usize));
             s
         }
     }
-    let mut m = machine(9);
-    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"abcdef"));
-    m.boot();
-    TARGET.with(|t| t.set(m.kernel(|k| k.objects.device(k.volume(c).vdo.unwrap()).ptr as usize)));
-    m.install(fsfilter_sim::ServiceSpec::new("NoFastIo", entry, "legacy"));
-    assert_eq!(m.start("NoFastIo"), Status::SUCCESS);
-    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
-    assert_eq!(m.read(h, Some(0), 3, IoMode::Cached).data, b"abc");
-    assert!(m.findings().is_empty(), "the first cached read is an IRP: {:?}", m.findings());
-    // The simulator reports it and goes on with an IRP.
-    let r = m.read(h, Some(3), 3, IoMode::Cached);
-    assert_eq!((r.data.as_slice(), r.fast_io), (&b"def"[..], false));
-    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
-    assert_eq!(rules, [(fsfilter_sim::Rule::Bugcheck, Some("NoFastIo".into()))]);
 }
