@@ -76,10 +76,9 @@ pub struct IrpInfo {
     pub expect_pending: u64,
     /// Completion is under way (between IofCompleteRequest and the top, or halted).
     pub completing: bool,
-    /// A completion routine of this IRP is running.
-    pub in_routine: bool,
-    /// `IoCompleteRequest` was called for the IRP while that routine ran (legal only if the
-    /// routine then returns `STATUS_MORE_PROCESSING_REQUIRED`).
+    /// `IoCompleteRequest` was called for the IRP since the completion walk last stepped: set
+    /// inside a completion routine, legal only if the routine then returns
+    /// `STATUS_MORE_PROCESSING_REQUIRED`.
     pub completed_in_routine: bool,
     /// Completion routines set through `IoSetCompletionRoutineEx`, by location, with the
     /// device they keep referenced.
@@ -191,7 +190,6 @@ impl Kernel {
                 expect: 0,
                 expect_pending: 0,
                 completing: false,
-                in_routine: false,
                 completed_in_routine: false,
                 ex_routines: self.irps.spare_ex.pop().unwrap_or_default(),
                 system_buffer: None,
@@ -594,9 +592,7 @@ pub fn complete_request(irp: *mut IRP) {
                 if !twice && status != Status::PENDING.0 {
                     info.completing = true;
                 }
-                if info.in_routine {
-                    info.completed_in_routine = true;
-                }
+                info.completed_in_routine = true;
                 (twice, status)
             }
             _ => {
@@ -668,8 +664,6 @@ pub fn complete_request(irp: *mut IRP) {
                 let r = run_entered(entered, || unsafe { routine(device, irp, context) });
                 if r == Status::MORE_PROCESSING_REQUIRED.0 {
                     kernel::with(|k| {
-                        // Halted: whatever the routine did with the IRP is its own.
-                        let _ = k.completed_in_routine(irp);
                         k.leave();
                         if let Some(ex) = ex {
                             k.release_ex_routine(ex);
@@ -709,14 +703,11 @@ enum Walk {
 }
 
 impl Kernel {
-    /// Ends the running completion routine's watch over `irp`: whether the IRP was completed
-    /// (`IoCompleteRequest`, or freed) while the routine ran.
-    fn completed_in_routine(&mut self, irp: *mut IRP) -> bool {
-        match self.irps.map.get_mut(&(irp as usize)) {
-            Some(info) if info.state == IrpState::Active => {
-                info.in_routine = false;
-                std::mem::take(&mut info.completed_in_routine)
-            }
+    /// Whether `irp` was completed (`IoCompleteRequest`, or freed) while the completion routine
+    /// that just returned ran.
+    fn completed_in_routine(&self, irp: *mut IRP) -> bool {
+        match self.irps.map.get(&(irp as usize)) {
+            Some(info) if info.state == IrpState::Active => info.completed_in_routine,
             _ => true,
         }
     }
@@ -761,9 +752,8 @@ impl Kernel {
                 }
             }
             allocator = info.allocator;
-            // The routine about to run: whether it completes the IRP itself is checked when it
+            // Whether the routine about to run completes the IRP itself is checked when it
             // returns.
-            info.in_routine = routine.is_some() && invoke;
             info.completed_in_routine = false;
         }
         if let Some(returned_pending) = expectation {
