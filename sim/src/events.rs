@@ -34,7 +34,9 @@ pub enum Rule {
     BadPoolFree,
     /// A pool block was freed with a tag other than the one it was allocated with.
     PoolTagMismatch,
-    /// An attach was made to a device that still has `DO_DEVICE_INITIALIZING` set.
+    /// A device was left with `DO_DEVICE_INITIALIZING` set after its driver's code returned, and
+    /// an attach above it or an open of it by name failed for that (reported against the
+    /// device's driver; the name is kept from when it blamed the attacher).
     AttachToInitializingDevice,
     /// A call was made at an IRQL its contract forbids.
     IrqlTooHigh,

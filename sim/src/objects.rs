@@ -86,6 +86,9 @@ pub struct DeviceInfo {
     /// For a file system's volume device: the VPB it was mounted through (what
     /// `IoGetDiskDeviceObject` follows to the real device).
     pub vpb: *mut VPB,
+    /// The verifier reported that its driver left `DO_DEVICE_INITIALIZING` set on it (once per
+    /// device: an attacher that retries does not repeat the finding).
+    pub left_initializing: bool,
     _block: Block,
 }
 
@@ -313,6 +316,7 @@ impl Kernel {
             volume: None,
             last_volume: None,
             vpb: std::ptr::null_mut(),
+            left_initializing: false,
             _block: block,
         });
         self.objects.driver_mut(driver).devices.push(id);
@@ -349,13 +353,10 @@ impl Kernel {
         }
         let top_obj = self.objects.dobj(top);
         if top_obj.Flags & DO_DEVICE_INITIALIZING != 0 {
-            let name = self.objects.driver(src_driver).service.clone();
-            let below = self.objects.driver(top_info.driver).service.clone();
-            self.report(
-                Rule::AttachToInitializingDevice,
-                Some(name),
-                format!("attach to a device of {below} that still has DO_DEVICE_INITIALIZING set"),
-            );
+            // The top is still being initialized: the attach fails (facts.md §1.3), as it does
+            // in the short window between a driver's own attach and its clearing of the flag.
+            // Only a flag left set after its driver's code returned is that driver's mistake.
+            self.report_left_initializing(top, Some(src_driver));
             return Err(Status::NO_SUCH_DEVICE);
         }
         let src_obj = self.objects.dobj(source);
@@ -379,6 +380,34 @@ impl Kernel {
         let volume = volume.map(|v| self.volume_name(v));
         self.log(EventKind::Attached { driver, below, volume });
         Ok(top)
+    }
+
+    /// A request could not reach `device` (an attach above it, an open of it by name) because
+    /// it still has `DO_DEVICE_INITIALIZING` set. While its driver's code is running (on this
+    /// thread, or below the ready work an attach runs) that is the normal window before the
+    /// driver clears the flag; once its code has returned, the driver left the flag set, which
+    /// facts.md §1.2 forbids for a device created outside `DriverEntry`: reported once per
+    /// device, against the device's driver. `blocked`: the driver that could not attach.
+    pub(crate) fn report_left_initializing(&mut self, device: DeviceId, blocked: Option<DriverId>) {
+        let owner = self.objects.device(device).driver;
+        let image = self.objects.driver(owner).image;
+        if self.objects.device(device).left_initializing || self.image_stack.contains(&Some(image))
+        {
+            return;
+        }
+        self.objects.device_mut(device).left_initializing = true;
+        let name = self.objects.driver(owner).service.clone();
+        let what = match blocked {
+            Some(d) => format!("{} could not attach above it", self.objects.driver(d).service),
+            None => "it could not be opened".to_owned(),
+        };
+        self.report(
+            Rule::AttachToInitializingDevice,
+            Some(name),
+            format!(
+                "a device left with DO_DEVICE_INITIALIZING set after its driver's code returned: {what} (STATUS_NO_SUCH_DEVICE)"
+            ),
+        );
     }
 
     /// `IoDetachDevice(target)`: detaches whatever is attached directly above `target`.

@@ -1403,10 +1403,15 @@ pub fn open_device_by_name(
     let found = kernel::with(|k| {
         let id = *k.objects.names.get(&name.to_uppercase())?;
         let info = k.objects.device(id);
-        // The object manager's parse refuses a device whose driver's unload is pending
-        // (facts.md §1.3).
-        let pending = k.unload_pending(info.driver);
-        Some((id, info.ptr, info.volume, info.role, pending))
+        // The I/O manager's parse refuses a device whose driver's unload is pending, or which
+        // is still initializing (facts.md §1.3; `IopCheckDeviceAndDriver` in the WRK).
+        let mut refused = k.unload_pending(info.driver);
+        let (ptr, volume, role) = (info.ptr, info.volume, info.role);
+        if k.objects.dobj(id).Flags & crate::objects::DO_DEVICE_INITIALIZING != 0 {
+            k.report_left_initializing(id, None);
+            refused = true;
+        }
+        Some((id, ptr, volume, role, refused))
     });
     let Some((id, ptr, volume, role, pending)) = found else {
         return Err(Status::OBJECT_NAME_NOT_FOUND);

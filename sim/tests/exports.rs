@@ -91,6 +91,33 @@ fn device_object_pointers_by_name() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// The I/O manager's parse refuses a device still initializing (`IopCheckDeviceAndDriver`):
+/// `STATUS_NO_SUCH_DEVICE`. With its driver's code not running, the flag was left set: a finding
+/// against that driver, once.
+#[test]
+fn a_device_left_initializing_cannot_be_opened_by_name() {
+    let mut m = machine(34);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let (raw, driver) = m.kernel(|k| {
+        let id = *k.objects.names.get(r"\DEVICE\RAWDISK").unwrap();
+        k.objects.dobj(id).Flags |= 0x80;
+        (id, k.objects.driver(k.objects.device(id).driver).service.clone())
+    });
+    for _ in 0..2 {
+        assert_eq!(open_by_name(r"\Device\RawDisk").unwrap_err(), Status::NO_SUCH_DEVICE);
+    }
+    let found: Vec<_> = m.findings().into_iter().map(|(r, d, _)| (r, d)).collect();
+    assert_eq!(found, [(fsfilter_sim::Rule::AttachToInitializingDevice, Some(driver))]);
+    assert!(m.findings()[0].2.contains("it could not be opened"), "{:?}", m.findings());
+    // Cleared, the device opens.
+    m.kernel(|k| k.objects.dobj(raw).Flags &= !0x80);
+    let (fo, _) = open_by_name(r"\Device\RawDisk").unwrap();
+    // SAFETY: our reference.
+    unsafe { ObfDereferenceObject(fo.cast()) };
+    assert_eq!(m.findings().len(), 1);
+}
+
 #[test]
 fn namespace_devices_open_by_name() {
     // The network, pipe and mailslot devices are both control and volume devices: an open of

@@ -49,9 +49,10 @@ use windows_sys::Wdk::Storage::FileSystem::{
     IoRegisterFsRegistrationChange, IoUnregisterFsRegistrationChange,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    ExAllocatePool2, ExFreePoolWithTag, IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen,
-    IoCreateDevice, IoDeleteDevice, IoDetachDevice, IoGetAttachedDeviceReference,
-    IoGetDeviceObjectPointer, KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
+    DelayedWorkQueue, ExAllocatePool2, ExFreePoolWithTag, IoAllocateWorkItem,
+    IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen, IoCreateDevice, IoDeleteDevice,
+    IoDetachDevice, IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, IoQueueWorkItem,
+    KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -92,6 +93,11 @@ thread_local! {
         const { Cell::new(BadState { device: 0, lower: 0, file: 0, pool: 0 }) };
     /// Late's attach status.
     static LATE_ATTACH: Cell<NTSTATUS> = const { Cell::new(1) };
+    /// `attach_window`: Late's device and work item (Late attaches from the work item), and the
+    /// device Bad attaches to Bottom's stack.
+    static LATE_DEVICE: Cell<usize> = const { Cell::new(0) };
+    static LATE_ITEM: Cell<usize> = const { Cell::new(0) };
+    static WINDOW_DEVICE: Cell<usize> = const { Cell::new(0) };
     /// Calls of Bad's file-system notification routine.
     static NOTIFIED: Cell<u32> = const { Cell::new(0) };
     /// The image global as Bad's dispatch routine read it, and as code outside any image read it.
@@ -333,6 +339,46 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
                 return IoCallDriver(bad.lower as *mut DEVICE_OBJECT, irp);
             }
         }
+        "attach_window" => {
+            // Queues Late's attach; the first time, also attaches a new device of its own to
+            // Bottom's stack, so that Late's attach (run as ready work inside Bad's attach call,
+            // another processor's on Windows) meets it still initializing; then clears the flag
+            // (broken: never).
+            // SAFETY: Late's live work item, and the routine that goes with it.
+            unsafe {
+                IoQueueWorkItem(
+                    LATE_ITEM.get() as isize,
+                    fsfilter_kernel::ntos::work_item_routine_field(late_attach_work),
+                    DelayedWorkQueue,
+                    std::ptr::null(),
+                );
+            }
+            if WINDOW_DEVICE.get() == 0 {
+                let mut dev = null_mut();
+                let mut lower = null_mut();
+                // SAFETY: our driver; a new device attached to a live one.
+                unsafe {
+                    let s = IoCreateDevice(
+                        (*device).DriverObject,
+                        0,
+                        std::ptr::null(),
+                        FILE_DEVICE_UNKNOWN,
+                        0,
+                        false,
+                        &mut dev,
+                    );
+                    assert_eq!(s, 0);
+                    WINDOW_DEVICE.set(dev as usize);
+                    let s = IoAttachDeviceToDeviceStackSafe(dev, bad.lower as *const _, &mut lower);
+                    assert_eq!(s, 0);
+                    // Late's work ran inside the attach, in the window.
+                    assert_eq!(LATE_ATTACH.get(), Status::NO_SUCH_DEVICE.0);
+                    if !broken() {
+                        (*dev).Flags &= !DO_DEVICE_INITIALIZING;
+                    }
+                }
+            }
+        }
         "attach_to_initializing_device" => {
             // Attaches a new device to Bottom's stack outside DriverEntry: clearing
             // DO_DEVICE_INITIALIZING is then the driver's job.
@@ -477,6 +523,14 @@ unsafe extern "system" fn late_entry(
         IoCreateDevice(driver, 0, std::ptr::null(), FILE_DEVICE_UNKNOWN, 0, false, &mut dev)
     };
     assert_eq!(s, 0);
+    if mode_is("attach_window") {
+        // Attaches later, from a work item Bad queues.
+        LATE_DEVICE.set(dev as usize);
+        // SAFETY: our live device.
+        LATE_ITEM.set(unsafe { IoAllocateWorkItem(dev) } as usize);
+        assert_ne!(LATE_ITEM.get(), 0);
+        return Status::SUCCESS.0;
+    }
     let mut lower = null_mut();
     // SAFETY: our device and Bottom's, both live.
     let s = unsafe { IoAttachDeviceToDeviceStackSafe(dev, BOTTOM.get() as *const _, &mut lower) };
@@ -498,6 +552,20 @@ unsafe extern "system" fn late_entry(
     Status::SUCCESS.0
 }
 
+/// Late's work item in `attach_window`: attaches Late's device to Bottom's stack.
+unsafe extern "system" fn late_attach_work(_device: *mut DEVICE_OBJECT, _context: *mut c_void) {
+    let mut lower = null_mut();
+    // SAFETY: Late's device and Bottom's, both live.
+    let s = unsafe {
+        IoAttachDeviceToDeviceStackSafe(
+            LATE_DEVICE.get() as *const _,
+            BOTTOM.get() as *const _,
+            &mut lower,
+        )
+    };
+    LATE_ATTACH.set(s);
+}
+
 // ---- Harness ------------------------------------------------------------------------------------
 
 /// A machine with Bottom and Bad running, Bad set to make (or, `broken == false`, not make) the
@@ -507,6 +575,7 @@ fn machine(mode: &'static str, broken: bool) -> Machine {
     BROKEN.set(broken);
     NOTIFIED.set(0);
     LATE_ATTACH.set(1);
+    WINDOW_DEVICE.set(0);
     let mut m = Machine::new(MachineConfig { seed: 1 });
     m.install(ServiceSpec::new("Bottom", bottom_entry, "native"));
     m.install(ServiceSpec::new("Bad", bad_entry, "legacy"));
@@ -657,11 +726,43 @@ fn attach_to_initializing_device() {
         // initializing); then Late attaches to the same stack.
         assert_eq!(read_through_bad(&m), Status::SUCCESS);
         assert_eq!(m.start("Late"), Status::SUCCESS);
-        // The attach is the attaching driver's finding, and it fails.
-        check(&m, broken, Rule::AttachToInitializingDevice, Some("Late"));
+        // The attach fails, and the finding is against the driver that left the flag set (its
+        // code had returned), not the one that could not attach.
+        check(&m, broken, Rule::AttachToInitializingDevice, Some("Bad"));
         let expected = if broken { Status::NO_SUCH_DEVICE } else { Status::SUCCESS };
         assert_eq!(Status(LATE_ATTACH.get()), expected);
+        if broken {
+            let message = &m.findings()[0].2;
+            assert!(message.contains("Late could not attach above it"), "{message}");
+        }
         survives(&m);
+    }
+}
+
+/// The window between a driver's attach and its clearing of `DO_DEVICE_INITIALIZING` is normal:
+/// an attach that meets it (here another driver's, run as ready work inside the first driver's
+/// attach call) fails with `STATUS_NO_SUCH_DEVICE` and no finding. Once the first driver's code
+/// returned with the flag still set, the next attach is refused with the finding against it.
+#[test]
+fn attach_in_the_initializing_window_is_no_finding() {
+    for broken in [true, false] {
+        let mut m = machine("attach_window", broken);
+        assert_eq!(m.start("Late"), Status::SUCCESS);
+        assert_eq!(LATE_ATTACH.get(), 1, "Late has not tried yet");
+        // Bad attaches; Late's attempt inside that call fails (Bad asserts it), no finding.
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        assert!(findings(&m).is_empty(), "{:?}", m.findings());
+        // Late tries again after Bad's dispatch routine returned.
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::AttachToInitializingDevice, Some("Bad"));
+        let expected = if broken { Status::NO_SUCH_DEVICE } else { Status::SUCCESS };
+        assert_eq!(Status(LATE_ATTACH.get()), expected);
+        if broken {
+            // A third attempt is refused again, without a second finding for the same device.
+            assert_eq!(read_through_bad(&m), Status::SUCCESS);
+            assert_eq!(Status(LATE_ATTACH.get()), Status::NO_SUCH_DEVICE);
+            assert_eq!(findings(&m).len(), 1, "{:?}", m.findings());
+        }
     }
 }
 
