@@ -303,6 +303,54 @@ path = \"plain.txt\"
 }
 
 #[test]
+fn byte_range_locks_differ_in_kind() {
+    // Row `operations-delivered`: NTFS serves an uncontended lock through fast I/O. The Filter
+    // Manager presents it as a fast-I/O IRP_MJ_LOCK_CONTROL; the legacy backend declines the
+    // fast-I/O lock routines for a filter that registers the operation, so the I/O manager sends
+    // the IRP and the filter sees the same lock as an IRP. Same callbacks and statuses otherwise.
+    const { assert!(MINI.all_fast_io_callbacks && !LEGACY.all_fast_io_callbacks) };
+    let text = format!(
+        "{C_VOLUME}
+[[driver]]
+name = \"P\"
+sample = \"probe\"
+model = \"minifilter\"
+start = \"boot\"
+altitude = \"370100\"
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"lock\"
+path = \"data.bin\"
+offset = 4
+length = 8
+"
+    );
+    let (l, m) = both(&text, "P");
+    clean(&l);
+    clean(&m);
+    assert_eq!(step_statuses(&l), step_statuses(&m));
+    let lock = |r: &Run| {
+        let (_, cbs) = seen(r, "P").into_iter().find(|(s, _)| *s == 0).unwrap();
+        cbs.into_iter().filter(|c| c.contains("IRP_MJ_LOCK_CONTROL")).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lock(&m),
+        [
+            "pre IRP_MJ_LOCK_CONTROL FastIo FLT_PREOP_SUCCESS_WITH_CALLBACK None",
+            "post IRP_MJ_LOCK_CONTROL FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS",
+        ]
+    );
+    assert_eq!(
+        lock(&l),
+        [
+            "pre IRP_MJ_LOCK_CONTROL Irp FLT_PREOP_SUCCESS_WITH_CALLBACK None",
+            "post IRP_MJ_LOCK_CONTROL FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS",
+        ]
+    );
+}
+
+#[test]
 fn network_shares_agree_named_pipes_differ() {
     // Row `volumes`.
     const { assert!(MINI.named_pipes_and_mailslots && !LEGACY.named_pipes_and_mailslots) };

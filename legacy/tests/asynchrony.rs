@@ -96,8 +96,7 @@ fn check(seed: u64, disruption: Disruption) -> Tally {
     for &(p, io, outcome) in &l.pres {
         let io = io.expect("operations resolve to their request");
         let (done, status) = l.completion(io);
-        let resumed: Vec<_> = l.resumed.iter().filter(|r| r.1 == Some(io)).collect();
-        let posts: Vec<_> = l.posts.iter().filter(|q| q.1 == Some(io)).collect();
+        let (resumed, posts) = l.after_pre(p, io);
         let mut sent = p;
         if outcome == "FLT_PREOP_PENDING" {
             tally.pended += 1;

@@ -140,6 +140,82 @@ fn fast_io_can_be_disallowed_and_then_comes_as_an_irp() {
     m.close_handle(h);
 }
 
+/// A filter without `IRP_MJ_LOCK_CONTROL` in its registration: the legacy backend passes the
+/// fast-I/O lock routines through to the file system.
+struct NoLocks;
+
+impl fsfilter::Filter for NoLocks {
+    const REGISTRATION: fsfilter::Registration = fsfilter::Registration::new()
+        .operation(fsfilter::Operation::new(Mj::Create).pre())
+        .validated();
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(_: &dyn fsfilter::ServiceParameters) -> fsfilter::Result<Self> {
+        Ok(NoLocks)
+    }
+
+    fn instance_setup(&self, _: &fsfilter::InstanceSetup<'_>) -> fsfilter::Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(
+        &self,
+        _: &fsfilter::Instance<'_, ()>,
+        _: &mut fsfilter::PreOperation<'_, ()>,
+    ) -> fsfilter::PreOutcome<()> {
+        fsfilter::PreOutcome::NoPost
+    }
+}
+
+mod no_locks {
+    fsfilter_legacy::driver!(super::NoLocks);
+}
+
+#[test]
+fn locks_come_as_irps_to_a_filter_that_registers_them() {
+    // docs/semantics.md, operations-delivered: NTFS would serve these locks through fast I/O
+    // (NtLockFile and NtUnlockFile try FastIoLock and FastIoUnlockSingle first). The legacy
+    // backend declines both for a filter that registers IRP_MJ_LOCK_CONTROL, here the probe
+    // with a run-time registration, so the I/O manager sends the IRPs and the filter sees them.
+    let (mut m, c) = with_probe(&[("Operations", sz("create,cleanup,close,lock"))]);
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let lock = |handle| fsfilter_sim::IoRequest::Lock {
+        handle,
+        offset: 8,
+        length: 4,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    let r = m.io(lock(h));
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, false));
+    let r = m.io(fsfilter_sim::IoRequest::Unlock { handle: h, offset: 8, length: 4 });
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, false));
+    assert_eq!(
+        pres(&m, "ProbeA", Mj::LockControl),
+        [
+            (OperationKind::Irp, "FLT_PREOP_SUCCESS_WITH_CALLBACK"),
+            (OperationKind::Irp, "FLT_PREOP_SUCCESS_WITH_CALLBACK")
+        ]
+    );
+    m.close_handle(h);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+
+    // A filter that does not register the operation passes them through: fast I/O serves them.
+    drop(m);
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[7u8; 64]));
+    install_legacy(&mut m, fsfilter_sim::ServiceSpec::new("NoLocks", no_locks::ENTRY, "legacy"));
+    m.boot();
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let r = m.io(lock(h));
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
+    let r = m.io(fsfilter_sim::IoRequest::Unlock { handle: h, offset: 8, length: 4 });
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
+    m.close_handle(h);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
 #[test]
 fn synchronize_and_nopost() {
     // facts.md §4: FLT_PREOP_SYNCHRONIZE gets its post callback in the dispatching thread;

@@ -14,5 +14,5 @@ mod driver {
 
 #[test]
 fn every_request_shows_its_own_parameters() {
-    params::check(common::install_legacy, driver::ENTRY);
+    params::check(common::install_legacy, driver::ENTRY, fsfilter::OperationKind::Irp);
 }

@@ -10,7 +10,7 @@ use std::ffi::c_void;
 use fsfilter::{MajorFunction, Status};
 use windows_sys::Wdk::Foundation::{
     ACCESS_STATE, DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IO_SECURITY_CONTEXT,
-    IO_STACK_LOCATION, IRP, KEVENT,
+    IO_STACK_LOCATION, IRP, KEVENT, PEPROCESS,
 };
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -379,6 +379,19 @@ fn build(
     user_mode: bool,
 ) -> Built {
     let rid = k.start_request(volume, MajorFunction::from_code(major), false);
+    build_for(k, rid, major, target, fo, flags, user_mode)
+}
+
+/// [`build`] for a request already started (a fast-I/O attempt that answered FALSE).
+fn build_for(
+    k: &mut Kernel,
+    rid: RequestId,
+    major: u8,
+    target: *mut DEVICE_OBJECT,
+    fo: *mut FILE_OBJECT,
+    flags: u32,
+    user_mode: bool,
+) -> Built {
     let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
     let irp = k.allocate_irp(stack, Finish::Request(rid), None);
     // SAFETY: a fresh IRP the I/O manager owns until it calls the driver.
@@ -726,16 +739,7 @@ fn transfer(
             if done {
                 k.request_completed(r, status, n);
             } else {
-                let volume = k.volume_display_name(volume);
-                k.log(crate::events::EventKind::System {
-                    what: "fast_io_declined",
-                    driver: None,
-                    volume: Some(volume),
-                    detail: format!(
-                        "io {}: fast I/O returned FALSE; the I/O manager builds an IRP",
-                        r.0
-                    ),
-                });
+                fast_io_declined(k, volume, r);
             }
         });
         if done {
@@ -777,22 +781,8 @@ fn transfer(
             }
         };
         let b = match rid {
-            Some(r) => {
-                // The fast-I/O attempt's request continues as an IRP.
-                let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
-                let irp = k.allocate_irp(stack, Finish::Request(r), None);
-                // SAFETY: a fresh IRP.
-                let i = unsafe { crate::irpx::header(irp) };
-                i.Flags = flags;
-                i.RequestorMode = 1;
-                i.IoStatus.Anonymous.Status = Status::PENDING.0;
-                i.Tail.Overlay.OriginalFileObject = file;
-                let b = Built { rid: r, irp, target, keep: Vec::new() };
-                let s = first(&b);
-                s.MajorFunction = major;
-                s.FileObject = file;
-                b
-            }
+            // The fast-I/O attempt's request continues as an IRP.
+            Some(r) => build_for(k, r, major, target, file, flags, true),
             None => build(k, volume, major, target, file, flags, mode != IoMode::Paging),
         };
         // SAFETY: the request's IRP.
@@ -1125,7 +1115,68 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
     result(status, n, rid, data)
 }
 
-/// `NtLockFile` / `NtUnlockFile`.
+/// A driver's fast-I/O lock routine: `FastIoLock` for `NtLockFile`, `FastIoUnlockSingle` for
+/// `NtUnlockFile`.
+#[derive(Clone, Copy)]
+enum FastLock {
+    Lock(
+        unsafe extern "system" fn(
+            *const FILE_OBJECT,
+            *const i64,
+            *const i64,
+            PEPROCESS,
+            u32,
+            bool,
+            bool,
+            *mut IO_STATUS_BLOCK,
+            *const DEVICE_OBJECT,
+        ) -> bool,
+    ),
+    UnlockSingle(
+        unsafe extern "system" fn(
+            *const FILE_OBJECT,
+            *const i64,
+            *const i64,
+            PEPROCESS,
+            u32,
+            *mut IO_STATUS_BLOCK,
+            *const DEVICE_OBJECT,
+        ) -> bool,
+    ),
+}
+
+/// The top device's fast-I/O lock routine for `minor` (`IRP_MN_LOCK` or `IRP_MN_UNLOCK_SINGLE`),
+/// when its driver's table holds one, with the driver's image. Unlike a cached transfer's, a
+/// missing lock routine is no mistake: `NtLockFile` and `NtUnlockFile` check the entry and build
+/// the IRP without one.
+fn fast_lock_routine(
+    k: &Kernel,
+    target: *mut DEVICE_OBJECT,
+    minor: u8,
+) -> Option<(FastLock, crate::ids::ImageId)> {
+    let d = k.objects.device_id(target)?;
+    let driver = k.objects.device(d).driver;
+    // SAFETY: a live driver object.
+    let table = unsafe { (*k.objects.driver(driver).ptr).FastIoDispatch };
+    // SAFETY: the driver's table, when set.
+    let t = unsafe { table.as_ref() }?;
+    let (field, routine) = if minor == mn_lock::LOCK {
+        (std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock), t.FastIoLock.map(FastLock::Lock))
+    } else {
+        (
+            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle),
+            t.FastIoUnlockSingle.map(FastLock::UnlockSingle),
+        )
+    };
+    if (t.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
+        return None;
+    }
+    Some((routine?, k.objects.driver(driver).image))
+}
+
+/// `NtLockFile` / `NtUnlockFile`: the top device's fast-I/O lock routine first (`FastIoLock`,
+/// `FastIoUnlockSingle`; WRK and ReactOS), then, when there is none or it answers FALSE,
+/// `IRP_MJ_LOCK_CONTROL` for the same request.
 fn lock(
     h: Handle,
     minor: u8,
@@ -1138,12 +1189,66 @@ fn lock(
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
+    if minor == mn_lock::LOCK {
+        // NtLockFile marks the file object (`LockOperation`): the close of one of several
+        // handles then unlocks the caller's ranges (WRK `IopCloseFile`; here each file object
+        // has one handle, whose cleanup releases them).
+        // SAFETY: a live file object of an open handle.
+        unsafe { (*file).LockOperation = true };
+    }
+    let fast = kernel::with(|k| {
+        let target = k.related_device(file);
+        let (routine, image) = fast_lock_routine(k, target, minor)?;
+        let r = k.start_request(volume, MajorFunction::LockControl, true);
+        k.current_request = Some(r);
+        Some((routine, r, k.enter(Some(image)), target))
+    });
+    let mut rid = None;
+    if let Some((routine, r, entered, target)) = fast {
+        rid = Some(r);
+        // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
+        let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+        let (off, len) = (offset as i64, length as i64);
+        let process = crate::exports::io::SYSTEM_PROCESS;
+        let done = kernel::run_entered(entered, || match routine {
+            // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
+            FastLock::Lock(f) => unsafe {
+                f(file, &off, &len, process, 0, fail_immediately, exclusive, &mut iosb, target)
+            },
+            // SAFETY: as above.
+            FastLock::UnlockSingle(f) => unsafe {
+                f(file, &off, &len, process, 0, &mut iosb, target)
+            },
+        });
+        // SAFETY: the status member the routine wrote (read only when it returned TRUE).
+        let status = Status(unsafe { iosb.Anonymous.Status });
+        kernel::with(|k| {
+            k.leave();
+            k.current_request = None;
+            if done {
+                k.request_completed(r, status, 0);
+            } else {
+                fast_io_declined(k, volume, r);
+            }
+        });
+        if done {
+            return IoResult { fast_io: true, ..result(status, 0, r, Vec::new()) };
+        }
+    }
     let len_block = buffer(8);
     // SAFETY: the block holds 8 bytes.
     unsafe { len_block.ptr().cast::<i64>().write_unaligned(length as i64) };
     let b = kernel::with(|k| {
         let target = k.related_device(file);
-        let b = build(k, volume, mj::LOCK_CONTROL, target, file, irp_flags::SYNCHRONOUS_API, true);
+        let b = match rid {
+            // The fast-I/O attempt's request continues as an IRP.
+            Some(r) => {
+                build_for(k, r, mj::LOCK_CONTROL, target, file, irp_flags::SYNCHRONOUS_API, true)
+            }
+            None => {
+                build(k, volume, mj::LOCK_CONTROL, target, file, irp_flags::SYNCHRONOUS_API, true)
+            }
+        };
         let s = first(&b);
         s.MinorFunction = minor;
         s.Flags = if fail_immediately { sl::FAIL_IMMEDIATELY } else { 0 }
@@ -1158,6 +1263,17 @@ fn lock(
         std::mem::forget(len_block);
     }
     result(status, n, rid, Vec::new())
+}
+
+/// Logs a fast-I/O routine's FALSE: the request continues as an IRP.
+fn fast_io_declined(k: &mut Kernel, volume: VolumeId, r: RequestId) {
+    let volume = k.volume_display_name(volume);
+    k.log(crate::events::EventKind::System {
+        what: "fast_io_declined",
+        driver: None,
+        volume: Some(volume),
+        detail: format!("io {}: fast I/O returned FALSE; the I/O manager builds an IRP", r.0),
+    });
 }
 
 /// `IRP_MJ_SHUTDOWN` to the top of the volume's stack.

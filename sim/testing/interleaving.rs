@@ -191,7 +191,25 @@ pub(crate) fn log(m: &Machine) -> Log {
     l
 }
 
+/// A resumption of, or a post to, a pre: (position, io, outcome or draining).
+pub(crate) type After<'a, T> = Vec<&'a (usize, Option<RequestRef>, T)>;
+
 impl Log {
+    /// The resumptions and posts that belong to the pre at position `p` of request `io`: the
+    /// request's, after `p` and before the request's next pre (a fast-I/O attempt that the
+    /// drivers below refused is followed by the IRP of the same request, with its own pre).
+    pub(crate) fn after_pre(
+        &self,
+        p: usize,
+        io: RequestRef,
+    ) -> (After<'_, &'static str>, After<'_, bool>) {
+        let next = self.pres.iter().filter(|q| q.1 == Some(io) && q.0 > p).map(|q| q.0).min();
+        let mine = |q: usize| p < q && next.is_none_or(|n| q < n);
+        let resumed = self.resumed.iter().filter(|r| r.1 == Some(io) && mine(r.0)).collect();
+        let posts = self.posts.iter().filter(|q| q.1 == Some(io) && mine(q.0)).collect();
+        (resumed, posts)
+    }
+
     pub(crate) fn completion(&self, io: RequestRef) -> (usize, Status) {
         let c: Vec<_> = self.completions.iter().filter(|(_, i, _)| *i == io).collect();
         assert_eq!(c.len(), 1, "io{} completes exactly once", io.0);

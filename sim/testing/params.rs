@@ -75,8 +75,15 @@ const MN_LOCK: u8 = 1;
 const MN_UNLOCK_SINGLE: u8 = 2;
 
 /// Sends one request of each kind through the filter installed by `install` and checks what its
-/// pre callbacks saw.
-pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+/// pre callbacks saw. `locks`: how the backend's filter sees a byte-range lock the file system
+/// serves through fast I/O (docs/semantics.md, operations-delivered): fast I/O through the Filter
+/// Manager, an IRP through the legacy backend, which declines the fast-I/O lock routines for a
+/// filter that registers `IRP_MJ_LOCK_CONTROL`.
+pub(crate) fn check(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    locks: OperationKind,
+) {
     let mut m = Machine::new(MachineConfig { seed: 19 });
     let c = m.add_volume(
         VolumeSpec::new("C:", FsKind::Ntfs)
@@ -168,11 +175,16 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
         exclusive: true,
         fail_immediately: true,
     };
-    assert!(m.io(lock).status.is_success());
+    let r = m.io(lock);
+    assert!(r.status.is_success());
+    assert_eq!(r.fast_io, locks == OperationKind::FastIo, "{r:?}");
     let range = LockParameters { offset: 100, length: 50, key: 0 };
-    expect(MajorFunction::LockControl, MN_LOCK, Parameters::LockControl(range));
-    assert!(m.io(IoRequest::Unlock { handle: h, offset: 100, length: 50 }).status.is_success());
-    expect(MajorFunction::LockControl, MN_UNLOCK_SINGLE, Parameters::LockControl(range));
+    let lock_control = Parameters::LockControl(range);
+    expected.borrow_mut().push((MajorFunction::LockControl, MN_LOCK, locks, lock_control));
+    let r = m.io(IoRequest::Unlock { handle: h, offset: 100, length: 50 });
+    assert!(r.status.is_success());
+    assert_eq!(r.fast_io, locks == OperationKind::FastIo, "{r:?}");
+    expected.borrow_mut().push((MajorFunction::LockControl, MN_UNLOCK_SINGLE, locks, lock_control));
     m.close_handle(d);
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());

@@ -258,6 +258,109 @@ fn disallow_fastio_sends_the_caller_to_the_irp_path_facts_4() {
     assert_eq!((data_flags & IRP_OPERATION, status), (IRP_OPERATION, 0));
 }
 
+/// facts.md §1.7, §3: the I/O manager offers `NtLockFile`/`NtUnlockFile` to the top driver's
+/// fast-I/O lock routines first; the Filter Manager turns them into `IRP_MJ_LOCK_CONTROL`
+/// operations with `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`, the minor code and the fast-I/O-only
+/// parameters (`ProcessId`, `FailImmediately`, `ExclusiveLock`) filled. A pre may complete one
+/// (`FLT_PREOP_COMPLETE`: the caller gets its status, nothing below runs) or disallow it (the
+/// same request comes back as the IRP, whose parameters carry the flags in the stack location).
+#[test]
+fn fast_io_locks_are_lock_control_operations_with_the_fast_io_flag() {
+    let (mut m, c) = setup(&[("a.txt", b"hello world")]);
+    let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
+    let g = got.clone();
+    let look = Config::new("Look", "370000").op(mj::LOCK_CONTROL, true, true).with_pre(move |p| {
+        let i = p.iopb();
+        let l = unsafe { i.Parameters.LockControl };
+        let fast = p.data().Flags & FAST_IO_OPERATION != 0;
+        let length = unsafe { l.Length.as_ref() }.copied();
+        g.borrow_mut().push(format!(
+            "fast={fast} minor={} off={} len={length:?} key={} fail={} excl={} process={}",
+            i.MinorFunction,
+            { l.ByteOffset },
+            l.Key,
+            l.FailImmediately,
+            l.ExclusiveLock,
+            l.ProcessId != 0,
+        ));
+        (0, 0)
+    });
+    start(&mut m, 0, look);
+    // Below it: completes a lock of offset 100 with STATUS_ACCESS_DENIED, disallows fast I/O
+    // for one of offset 200.
+    let gate = Config::new("Gate", "200000").op(mj::LOCK_CONTROL, true, false).with_pre(|p| {
+        let l = unsafe { p.iopb().Parameters.LockControl };
+        let fast = p.data().Flags & FAST_IO_OPERATION != 0;
+        match l.ByteOffset {
+            100 => {
+                p.data().IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+                (4, 0)
+            }
+            200 if fast => (3, 0),
+            _ => (1, 0),
+        }
+    });
+    start(&mut m, 1, gate);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let lock = |offset| fsfilter_sim::IoRequest::Lock {
+        handle: h,
+        offset,
+        length: 4,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    let r = m.io(lock(0));
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
+    let r = m.io(fsfilter_sim::IoRequest::Unlock { handle: h, offset: 0, length: 4 });
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
+    let r = m.io(lock(100));
+    assert_eq!((r.status, r.fast_io), (Status::ACCESS_DENIED, true));
+    let r = m.io(lock(200));
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, false));
+    assert_eq!(
+        got.borrow().as_slice(),
+        [
+            "fast=true minor=1 off=0 len=Some(4) key=0 fail=true excl=true process=true",
+            "fast=true minor=2 off=0 len=Some(4) key=0 fail=false excl=false process=true",
+            "fast=true minor=1 off=100 len=Some(4) key=0 fail=true excl=true process=true",
+            "fast=true minor=1 off=200 len=Some(4) key=0 fail=true excl=true process=true",
+            // The IRP after the disallowed fast I/O: the flags come from the stack location.
+            "fast=false minor=1 off=200 len=Some(4) key=0 fail=true excl=true process=false",
+        ]
+    );
+    // Look's posts: the completed lock's status, the disallowed attempt's, then the IRP's.
+    let statuses: Vec<_> = posts(0)
+        .into_iter()
+        .map(|s| match s {
+            Seen::Post { data_flags, status, .. } => {
+                (data_flags & FAST_IO_OPERATION, Status(status))
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (FAST_IO_OPERATION, Status::SUCCESS),
+            (FAST_IO_OPERATION, Status::SUCCESS),
+            (FAST_IO_OPERATION, Status::ACCESS_DENIED),
+            (FAST_IO_OPERATION, Status::FLT_DISALLOW_FAST_IO),
+            (0, Status::SUCCESS),
+        ]
+    );
+    // The completed lock took nothing: another handle locks a range overlapping it.
+    let other = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let r = m.io(fsfilter_sim::IoRequest::Lock {
+        handle: other,
+        offset: 98,
+        length: 4,
+        exclusive: true,
+        fail_immediately: true,
+    });
+    assert_eq!(r.status, Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 unsafe extern "system" fn resume_write(
     item: PFLT_GENERIC_WORKITEM,
     _f: *const c_void,

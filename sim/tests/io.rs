@@ -323,6 +323,58 @@ fn create_errors_and_dispositions() {
     let _ = r2.handle.map(|h| m.close_handle(h));
 }
 
+/// `NtLockFile` and `NtUnlockFile` call the top driver's `FastIoLock` / `FastIoUnlockSingle`
+/// first (WRK, ReactOS), with no condition on caching; a disk file system serves them from the
+/// file's lock (`FsRtlFastLock`) unless the lock would have to wait, which only the IRP can. A
+/// namespace file system serves none, and neither does a driver without the routine.
+#[test]
+fn byte_range_locks_are_offered_to_fast_io_first() {
+    let mut m = machine(17);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"locked bytes"));
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    m.boot();
+    let a = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let b = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let lock = |handle, offset, exclusive, fail_immediately| IoRequest::Lock {
+        handle,
+        offset,
+        length: 4,
+        exclusive,
+        fail_immediately,
+    };
+    let declined = |m: &Machine| {
+        m.events()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::System { what: "fast_io_declined", .. }))
+            .count()
+    };
+    // Granted at once, and refused at once: both served by fast I/O.
+    let l = m.io(lock(a, 0, true, true));
+    assert_eq!((l.status, l.fast_io), (Status::SUCCESS, true));
+    let refused = m.io(lock(b, 2, false, true));
+    assert_eq!((refused.status, refused.fast_io), (Status::LOCK_NOT_GRANTED, true));
+    assert_eq!(declined(&m), 0);
+    // One that must wait: declined by fast I/O, then the same request's IRP, which waits.
+    let waiting = m.io(lock(b, 2, false, false));
+    assert_eq!((waiting.status, waiting.fast_io, declined(&m)), (Status::PENDING, false, 1));
+    // The fast unlock grants the waiting IRP.
+    let u = m.io(IoRequest::Unlock { handle: a, offset: 0, length: 4 });
+    assert_eq!((u.status, u.fast_io), (Status::SUCCESS, true));
+    let granted = m.events().iter().any(|e| {
+        matches!(&e.kind, EventKind::IoComplete { io, status, .. } if Some(*io) == waiting.io && *status == Status::SUCCESS)
+    });
+    assert!(granted);
+    // An unlock of a range the caller has not locked: served, with the file system's answer.
+    let u = m.io(IoRequest::Unlock { handle: a, offset: 0, length: 4 });
+    assert_eq!((u.status, u.fast_io), (Status::RANGE_NOT_LOCKED, true));
+    // A named pipe: NPFS serves no lock through fast I/O, the IRP answers.
+    let server = m.open(p, "pipe", CreateOptions::default()).unwrap();
+    let l = m.io(lock(server, 0, true, true));
+    assert!(!l.fast_io, "{l:?}");
+    assert_eq!(declined(&m), 2);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 #[test]
 fn byte_range_locks_conflict_with_other_handles_io() {
     let (mut m, c) = ntfs();

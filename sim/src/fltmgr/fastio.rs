@@ -1,4 +1,5 @@
-//! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes become
+//! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes, and
+//! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), become
 //! operations with `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`, run through the frame's instances
 //! like IRPs (post callbacks at `PASSIVE_LEVEL` in the same thread), then go to the lower
 //! device's routine; `FastIoDetachDevice` tears the frame down on a deleted volume.
@@ -6,18 +7,19 @@
 use std::ffi::c_void;
 
 use fsfilter::{OperationKind, Status};
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, PEPROCESS};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::dispatch::{PreEnd, cbd};
 use super::params::CbdBlock;
 use super::{DevKind, FvId};
 use crate::kernel::{self, Kernel};
-use crate::nt::mj;
+use crate::nt::{mj, mn_lock};
 
-/// The Filter Manager's fast-I/O table: reads, writes and `FastIoDetachDevice`. The other
-/// entries are NULL (the simulator's I/O manager only calls these three; a NULL entry makes the
-/// caller build an IRP).
+/// The Filter Manager's fast-I/O table: reads, writes, locks and `FastIoDetachDevice`. The other
+/// entries are NULL (the simulator's I/O manager calls no others; a NULL entry makes the caller
+/// build an IRP).
 pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
     FastIoCheckIfPossible: None,
@@ -25,10 +27,10 @@ pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     FastIoWrite: Some(flt_fast_write),
     FastIoQueryBasicInfo: None,
     FastIoQueryStandardInfo: None,
-    FastIoLock: None,
-    FastIoUnlockSingle: None,
-    FastIoUnlockAll: None,
-    FastIoUnlockAllByKey: None,
+    FastIoLock: Some(flt_fast_lock),
+    FastIoUnlockSingle: Some(flt_fast_unlock_single),
+    FastIoUnlockAll: Some(flt_fast_unlock_all),
+    FastIoUnlockAllByKey: Some(flt_fast_unlock_all_by_key),
     FastIoDeviceControl: None,
     AcquireFileForNtCreateSection: None,
     ReleaseFileForNtCreateSection: None,
@@ -95,6 +97,109 @@ unsafe extern "system" fn flt_fast_write(
     )
 }
 
+/// A fast-I/O lock call's arguments (`IRP_MJ_LOCK_CONTROL`, `minor` its `IRP_MN_*` code).
+#[derive(Clone, Copy)]
+struct LockCall {
+    fo: *const FILE_OBJECT,
+    minor: u8,
+    offset: i64,
+    /// The caller's length (null for the unlock-all calls).
+    length: *const i64,
+    process: PEPROCESS,
+    key: u32,
+    fail_immediately: bool,
+    exclusive: bool,
+}
+
+unsafe extern "system" fn flt_fast_lock(
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    length: *const i64,
+    process: PEPROCESS,
+    key: u32,
+    fail_immediately: bool,
+    exclusive: bool,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset.
+    let Some(&offset) = (unsafe { offset.as_ref() }) else { return false };
+    let c = LockCall {
+        fo,
+        minor: mn_lock::LOCK,
+        offset,
+        length,
+        process,
+        key,
+        fail_immediately,
+        exclusive,
+    };
+    lock_io(device, c, iosb)
+}
+
+unsafe extern "system" fn flt_fast_unlock_single(
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    length: *const i64,
+    process: PEPROCESS,
+    key: u32,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset.
+    let Some(&offset) = (unsafe { offset.as_ref() }) else { return false };
+    let c = LockCall {
+        fo,
+        minor: mn_lock::UNLOCK_SINGLE,
+        offset,
+        length,
+        process,
+        key,
+        fail_immediately: false,
+        exclusive: false,
+    };
+    lock_io(device, c, iosb)
+}
+
+unsafe extern "system" fn flt_fast_unlock_all(
+    fo: *const FILE_OBJECT,
+    process: PEPROCESS,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    let c = LockCall {
+        fo,
+        minor: mn_lock::UNLOCK_ALL,
+        offset: 0,
+        length: std::ptr::null(),
+        process,
+        key: 0,
+        fail_immediately: false,
+        exclusive: false,
+    };
+    lock_io(device, c, iosb)
+}
+
+unsafe extern "system" fn flt_fast_unlock_all_by_key(
+    fo: *const FILE_OBJECT,
+    process: *const c_void,
+    key: u32,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    let c = LockCall {
+        fo,
+        minor: mn_lock::UNLOCK_ALL_BY_KEY,
+        offset: 0,
+        length: std::ptr::null(),
+        process: process as PEPROCESS,
+        key,
+        fail_immediately: false,
+        exclusive: false,
+    };
+    lock_io(device, c, iosb)
+}
+
 unsafe extern "system" fn flt_fast_detach(
     source: *const DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
@@ -144,20 +249,64 @@ fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK
     }
     let key = kernel::with(|k| build(k, device, ext.frame, FvId(ext.volume), ext.lower, t));
     let Some(key) = key else { return forward(ext.lower, t, iosb) };
+    walk(key, iosb, |dirty| {
+        // Parameters a filter changed (and marked dirty) go down.
+        let t = match dirty {
+            Some(iopb) => {
+                // SAFETY: the member of a read or write.
+                let p = unsafe { iopb.Parameters.Read };
+                Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
+            }
+            None => t,
+        };
+        forward(ext.lower, t, iosb)
+    })
+}
+
+/// A fast-I/O lock call through a volume frame: the instances' callbacks, then the lower
+/// device's routine for the same call.
+fn lock_io(device: *const DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
+    let Some(ext) = super::ext_of(device) else { return false };
+    if ext.kind != DevKind::Volume as u8 {
+        return forward_lock(ext.lower, c, iosb);
+    }
+    let key = kernel::with(|k| build_lock(k, device, ext.frame, FvId(ext.volume), ext.lower, c));
+    let Some(key) = key else { return forward_lock(ext.lower, c, iosb) };
+    walk(key, iosb, |dirty| {
+        let c = match dirty {
+            Some(iopb) => {
+                // SAFETY: the member of a lock control.
+                let p = unsafe { iopb.Parameters.LockControl };
+                LockCall {
+                    offset: p.ByteOffset,
+                    length: if p.Length.is_null() { c.length } else { p.Length.cast_const() },
+                    key: p.Key,
+                    fail_immediately: p.FailImmediately,
+                    exclusive: p.ExclusiveLock,
+                    ..c
+                }
+            }
+            None => c,
+        };
+        forward_lock(ext.lower, c, iosb)
+    })
+}
+
+/// Runs a fast-I/O operation's walk: the pre callbacks; then, unless a filter completed or
+/// refused it, `down` (given the parameter block when a filter made it dirty), whose result
+/// the post callbacks see (`STATUS_FLT_DISALLOW_FAST_IO` when the drivers below refused it).
+fn walk(
+    key: u64,
+    iosb: *mut IO_STATUS_BLOCK,
+    down: impl FnOnce(Option<&FLT_IO_PARAMETER_BLOCK>) -> bool,
+) -> bool {
     match super::dispatch::fast_pre(key) {
         PreEnd::Down => {
-            // Parameters a filter changed (and marked dirty) go down.
-            let t = match super::dispatch::data_of(key) {
-                Some(d) if d.Flags & cbd::DIRTY != 0 => {
-                    // SAFETY: the op's parameter block (its block outlives the op).
-                    let iopb = unsafe { &*d.Iopb };
-                    // SAFETY: the member of a read or write.
-                    let p = unsafe { iopb.Parameters.Read };
-                    Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
-                }
-                _ => t,
-            };
-            let done = forward(ext.lower, t, iosb);
+            let dirty = super::dispatch::data_of(key)
+                .filter(|d| d.Flags & cbd::DIRTY != 0)
+                // SAFETY: the op's parameter block (its block outlives the op).
+                .map(|d| unsafe { *d.Iopb });
+            let done = down(dirty.as_ref());
             // SAFETY: all-zero is a valid status block.
             let mut result: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
             if done {
@@ -184,6 +333,115 @@ fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK
             false
         }
     }
+}
+
+/// The lower device's fast-I/O lock routine for the call's minor code (the table's size
+/// checked, facts.md §1.7).
+fn forward_lock(lower: *mut DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
+    let target = kernel::with(|k| {
+        let d = k.objects.device_id(lower)?;
+        let driver = k.objects.device(d).driver;
+        let image = k.objects.driver(driver).image;
+        // SAFETY: a live driver object.
+        let table = unsafe { (*k.objects.driver(driver).ptr).FastIoDispatch };
+        // SAFETY: the driver's table, when set.
+        let tbl = unsafe { table.as_ref() }?;
+        let field = match c.minor {
+            mn_lock::LOCK => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock),
+            mn_lock::UNLOCK_SINGLE => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle),
+            mn_lock::UNLOCK_ALL => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAll),
+            _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAllByKey),
+        };
+        if (tbl.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
+            return None;
+        }
+        Some((*tbl, image))
+    });
+    let Some((tbl, image)) = target else { return false };
+    let offset = c.offset;
+    kernel::call_into(Some(image), || match c.minor {
+        mn_lock::LOCK => tbl.FastIoLock.is_some_and(|f| {
+            // SAFETY: the lower driver's routine with the call's arguments and its device.
+            unsafe {
+                f(
+                    c.fo,
+                    &offset,
+                    c.length,
+                    c.process,
+                    c.key,
+                    c.fail_immediately,
+                    c.exclusive,
+                    iosb,
+                    lower,
+                )
+            }
+        }),
+        mn_lock::UNLOCK_SINGLE => tbl.FastIoUnlockSingle.is_some_and(|f| {
+            // SAFETY: as above.
+            unsafe { f(c.fo, &offset, c.length, c.process, c.key, iosb, lower) }
+        }),
+        mn_lock::UNLOCK_ALL => tbl.FastIoUnlockAll.is_some_and(|f| {
+            // SAFETY: as above.
+            unsafe { f(c.fo, c.process, iosb, lower) }
+        }),
+        _ => tbl.FastIoUnlockAllByKey.is_some_and(|f| {
+            // SAFETY: as above.
+            unsafe { f(c.fo, c.process as *const c_void, c.key, iosb, lower) }
+        }),
+    })
+}
+
+/// Builds the operation of a fast-I/O lock call on a volume frame (None: no instance there).
+fn build_lock(
+    k: &mut Kernel,
+    device: *const DEVICE_OBJECT,
+    frame: u32,
+    v: FvId,
+    lower: *mut DEVICE_OBJECT,
+    c: LockCall,
+) -> Option<u64> {
+    let mut chain = k.fltmgr.ops.new_chain();
+    k.fltmgr.frame_chain(v, frame, &mut chain);
+    if chain.is_empty() {
+        k.fltmgr.ops.unused_chain(chain);
+        return None;
+    }
+    let posts = k.fltmgr.ops.new_posts();
+    // SAFETY: a live file object of the request.
+    let stream = unsafe { c.fo.as_ref() }.map_or(0, |f| f.FsContext as usize);
+    let request = k.current_request;
+    let key = super::dispatch::insert_op(k, |data, block, event| {
+        // SAFETY: the fresh block behind `data` holds a CbdBlock.
+        let b = unsafe { &mut *data.cast::<CbdBlock>() };
+        b.iopb.MajorFunction = mj::LOCK_CONTROL;
+        b.iopb.MinorFunction = c.minor;
+        b.iopb.TargetFileObject = c.fo.cast_mut();
+        b.iopb.Parameters.LockControl.Length = c.length.cast_mut();
+        b.iopb.Parameters.LockControl.Key = c.key;
+        b.iopb.Parameters.LockControl.ByteOffset = c.offset;
+        b.iopb.Parameters.LockControl.ProcessId = c.process;
+        b.iopb.Parameters.LockControl.FailImmediately = c.fail_immediately;
+        b.iopb.Parameters.LockControl.ExclusiveLock = c.exclusive;
+        b.data.Flags = cbd::FAST_IO_OPERATION;
+        b.data.Iopb = &raw const b.iopb;
+        b.data.RequestorMode = 1;
+        super::dispatch::fast_op(
+            data,
+            block,
+            event,
+            device,
+            lower,
+            frame,
+            v,
+            chain,
+            c.fo as usize,
+            stream,
+            false,
+            request,
+            posts,
+        )
+    });
+    Some(key)
 }
 
 fn build(

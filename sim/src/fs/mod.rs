@@ -858,7 +858,8 @@ impl Kernel {
 }
 
 /// The fast-I/O table of every native file system (facts.md §1.7): real cached reads and writes,
-/// FALSE for the rest, so the I/O manager builds an IRP.
+/// and byte-range locks on disk file systems (`FsRtlFastLock` and the fast unlocks); FALSE for
+/// the rest, so the I/O manager builds an IRP.
 pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
     FastIoCheckIfPossible: None,
@@ -866,10 +867,10 @@ pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     FastIoWrite: Some(rw::fast_io_write),
     FastIoQueryBasicInfo: None,
     FastIoQueryStandardInfo: None,
-    FastIoLock: None,
-    FastIoUnlockSingle: None,
-    FastIoUnlockAll: None,
-    FastIoUnlockAllByKey: None,
+    FastIoLock: Some(rw::fast_io_lock),
+    FastIoUnlockSingle: Some(rw::fast_io_unlock_single),
+    FastIoUnlockAll: Some(rw::fast_io_unlock_all),
+    FastIoUnlockAllByKey: Some(rw::fast_io_unlock_all_by_key),
     FastIoDeviceControl: None,
     AcquireFileForNtCreateSection: None,
     ReleaseFileForNtCreateSection: None,

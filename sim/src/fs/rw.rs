@@ -1,7 +1,7 @@
 //! Reads, writes (IRP and fast I/O, facts.md §1.7) and byte-range locks.
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, PEPROCESS};
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
@@ -228,6 +228,124 @@ pub fn lock_control(call: Call, minor: u8) -> NTSTATUS {
     status
 }
 
+/// `FastIoLock` of the disk file systems (`FsRtlFastLock` on the file's lock): a lock that can be
+/// granted now is granted, one that conflicts is refused when the caller asked to fail
+/// immediately (TRUE, `STATUS_LOCK_NOT_GRANTED`), and one that would have to wait is not served
+/// (FALSE: the I/O manager builds the IRP, which waits). Namespace file systems serve no lock
+/// here.
+///
+/// # Safety
+/// Called by the I/O manager (or a filter passing fast I/O down) with valid arguments.
+pub unsafe extern "system" fn fast_io_lock(
+    fileobject: *const FILE_OBJECT,
+    fileoffset: *const i64,
+    length: *const i64,
+    _processid: PEPROCESS,
+    key: u32,
+    failimmediately: bool,
+    exclusivelock: bool,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset and length.
+    let range = unsafe { fast_range(fileobject, fileoffset, length, key, exclusivelock) };
+    let Some(lock) = range else { return false };
+    fast_lock(lock, mn_lock::LOCK, failimmediately, iostatus)
+}
+
+/// `FastIoUnlockSingle` of the disk file systems (`FsRtlFastUnlockSingle`): TRUE with
+/// `STATUS_SUCCESS`, or `STATUS_RANGE_NOT_LOCKED` when the range is not locked by the caller;
+/// locks that waited for the range are granted.
+///
+/// # Safety
+/// As [`fast_io_lock`].
+pub unsafe extern "system" fn fast_io_unlock_single(
+    fileobject: *const FILE_OBJECT,
+    fileoffset: *const i64,
+    length: *const i64,
+    _processid: PEPROCESS,
+    key: u32,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset and length.
+    let range = unsafe { fast_range(fileobject, fileoffset, length, key, false) };
+    let Some(lock) = range else { return false };
+    fast_lock(lock, mn_lock::UNLOCK_SINGLE, false, iostatus)
+}
+
+/// `FastIoUnlockAll` of the disk file systems (`FsRtlFastUnlockAll`): the file object's locks.
+///
+/// # Safety
+/// As [`fast_io_lock`].
+pub unsafe extern "system" fn fast_io_unlock_all(
+    fileobject: *const FILE_OBJECT,
+    _processid: PEPROCESS,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    let lock =
+        RangeLock { fo: fileobject as usize, key: 0, offset: 0, length: 0, exclusive: false };
+    fast_lock(lock, mn_lock::UNLOCK_ALL, false, iostatus)
+}
+
+/// `FastIoUnlockAllByKey` of the disk file systems (`FsRtlFastUnlockAllByKey`).
+///
+/// # Safety
+/// As [`fast_io_lock`].
+pub unsafe extern "system" fn fast_io_unlock_all_by_key(
+    fileobject: *const FILE_OBJECT,
+    _processid: *const core::ffi::c_void,
+    key: u32,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    let lock = RangeLock { fo: fileobject as usize, key, offset: 0, length: 0, exclusive: false };
+    fast_lock(lock, mn_lock::UNLOCK_ALL_BY_KEY, false, iostatus)
+}
+
+/// The range of a fast lock call.
+///
+/// # Safety
+/// `offset` and `length` must be null or point to the caller's values.
+unsafe fn fast_range(
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    length: *const i64,
+    key: u32,
+    exclusive: bool,
+) -> Option<RangeLock> {
+    // SAFETY: the caller's offset.
+    let offset = *unsafe { offset.as_ref() }?;
+    // SAFETY: the caller's length.
+    let length = *unsafe { length.as_ref() }?;
+    Some(RangeLock {
+        fo: fo as usize,
+        key,
+        offset: offset.max(0) as u64,
+        length: length.max(0) as u64,
+        exclusive,
+    })
+}
+
+/// Serves a fast lock call on the file's lock, or answers FALSE (see [`fast_io_lock`]).
+fn fast_lock(
+    lock: RangeLock,
+    minor: u8,
+    fail_immediately: bool,
+    iostatus: *mut IO_STATUS_BLOCK,
+) -> bool {
+    let served = kernel::with(|k| k.fs_fast_lock(minor, lock, fail_immediately));
+    let Some((status, granted)) = served else { return false };
+    // SAFETY: the caller's status block.
+    if let Some(iosb) = unsafe { iostatus.as_mut() } {
+        iosb.Anonymous.Status = status.0;
+        iosb.Information = 0;
+    }
+    complete_granted(granted);
+    true
+}
+
 /// Completes lock requests that waited and are now granted.
 pub fn complete_granted(granted: Vec<usize>) {
     for irp in granted {
@@ -427,6 +545,26 @@ impl Kernel {
             unsafe { (*fcb.sop()).SharedCacheMap = fcb.cache_map() };
         }
         (Status::SUCCESS, length)
+    }
+
+    /// A fast-I/O lock call ([`fast_io_lock`]): the status and the waiting requests granted, or
+    /// None when fast I/O does not serve it (a namespace file system, or a lock that would wait).
+    fn fs_fast_lock(
+        &mut self,
+        minor: u8,
+        lock: RangeLock,
+        fail_immediately: bool,
+    ) -> Option<(Status, Vec<usize>)> {
+        let fcb = self.fcb_of(lock.fo as *const FILE_OBJECT)?;
+        let m = self.fs.mounts.get(fcb.mount as usize)?;
+        if m.ty.is_namespace() {
+            return None;
+        }
+        if minor == mn_lock::LOCK && !fail_immediately && range_conflict(&fcb.locks, &lock) {
+            return None;
+        }
+        let (status, granted) = self.fs_lock(lock.fo, minor, lock, fail_immediately, 0);
+        status.map(|s| (s, granted))
     }
 
     /// Lock control. Returns the completion status (None: the request waits, pended) and the
