@@ -90,6 +90,15 @@ filesystem = "ntfs"
 files = { "data.bin" = "0123456789abcdef", "secret.txt" = "no", "plain.txt" = "yes" }
 "#;
 
+/// The probe sample as driver "P", a boot-start minifilter (the tests run it in both models).
+const PROBE_P: &str = r#"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100""#;
+
 #[test]
 fn callbacks_and_outcomes_agree() {
     // Rows `callbacks` and `outcomes`: the same pre and post callbacks, outcomes and statuses.
@@ -310,13 +319,7 @@ fn byte_range_locks_differ_in_kind() {
     // the IRP and the filter sees the same lock as an IRP. Same callbacks and statuses otherwise.
     const { assert!(MINI.all_fast_io_callbacks && !LEGACY.all_fast_io_callbacks) };
     let text = format!(
-        "{C_VOLUME}
-[[driver]]
-name = \"P\"
-sample = \"probe\"
-model = \"minifilter\"
-start = \"boot\"
-altitude = \"370100\"
+        "{C_VOLUME}{PROBE_P}
 [[step]]
 action = \"io\"
 volume = \"C:\"

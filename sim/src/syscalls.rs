@@ -614,6 +614,22 @@ enum FastIo {
     ),
 }
 
+/// The fast-I/O table of the top device's driver, if it is large enough to hold the entry at
+/// `field` (facts.md §1.7), with the driver's image.
+fn top_table(
+    k: &Kernel,
+    target: *mut DEVICE_OBJECT,
+    field: usize,
+) -> Option<(&FAST_IO_DISPATCH, crate::ids::ImageId)> {
+    let d = k.objects.device_id(target)?;
+    let driver = k.objects.driver(k.objects.device(d).driver);
+    // SAFETY: a live driver object.
+    let table = unsafe { (*driver.ptr).FastIoDispatch };
+    // SAFETY: the driver's table, when set (its static data; read while the caller looks).
+    let t = unsafe { table.as_ref() }?;
+    ((t.SizeOfFastIoDispatch as usize) >= field + size_of::<usize>()).then_some((t, driver.image))
+}
+
 /// The fast-I/O routine of the top device's driver, if its table is large enough to hold the
 /// field and the field is set (facts.md §1.7), with the driver's image.
 fn fast_io_routine(
@@ -621,21 +637,12 @@ fn fast_io_routine(
     target: *mut DEVICE_OBJECT,
     write: bool,
 ) -> Option<(FastIo, crate::ids::ImageId)> {
-    let d = k.objects.device_id(target)?;
-    let driver = k.objects.device(d).driver;
-    // SAFETY: a live driver object.
-    let table = unsafe { (*k.objects.driver(driver).ptr).FastIoDispatch };
-    // SAFETY: the driver's table, when set.
-    let t = unsafe { table.as_ref() }?;
     let field = if write {
         std::mem::offset_of!(FAST_IO_DISPATCH, FastIoWrite)
     } else {
         std::mem::offset_of!(FAST_IO_DISPATCH, FastIoRead)
     };
-    if (t.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
-        return None;
-    }
-    let image = k.objects.driver(driver).image;
+    let (t, image) = top_table(k, target, field)?;
     let f = if write { t.FastIoWrite.map(FastIo::Write) } else { t.FastIoRead.map(FastIo::Read) };
     f.map(|f| (f, image))
 }
@@ -1154,24 +1161,14 @@ fn fast_lock_routine(
     target: *mut DEVICE_OBJECT,
     minor: u8,
 ) -> Option<(FastLock, crate::ids::ImageId)> {
-    let d = k.objects.device_id(target)?;
-    let driver = k.objects.device(d).driver;
-    // SAFETY: a live driver object.
-    let table = unsafe { (*k.objects.driver(driver).ptr).FastIoDispatch };
-    // SAFETY: the driver's table, when set.
-    let t = unsafe { table.as_ref() }?;
-    let (field, routine) = if minor == mn_lock::LOCK {
-        (std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock), t.FastIoLock.map(FastLock::Lock))
+    if minor == mn_lock::LOCK {
+        let (t, image) = top_table(k, target, std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock))?;
+        Some((FastLock::Lock(t.FastIoLock?), image))
     } else {
-        (
-            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle),
-            t.FastIoUnlockSingle.map(FastLock::UnlockSingle),
-        )
-    };
-    if (t.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
-        return None;
+        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle);
+        let (t, image) = top_table(k, target, field)?;
+        Some((FastLock::UnlockSingle(t.FastIoUnlockSingle?), image))
     }
-    Some((routine?, k.objects.driver(driver).image))
 }
 
 /// `NtLockFile` / `NtUnlockFile`: the top device's fast-I/O lock routine first (`FastIoLock`,

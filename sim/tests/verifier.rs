@@ -354,59 +354,57 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
                 );
             }
             if WINDOW_DEVICE.get() == 0 {
-                let mut dev = null_mut();
-                let mut lower = null_mut();
-                // SAFETY: our driver; a new device attached to a live one.
-                unsafe {
-                    let s = IoCreateDevice(
-                        (*device).DriverObject,
-                        0,
-                        std::ptr::null(),
-                        FILE_DEVICE_UNKNOWN,
-                        0,
-                        false,
-                        &mut dev,
-                    );
-                    assert_eq!(s, 0);
-                    WINDOW_DEVICE.set(dev as usize);
-                    let s = IoAttachDeviceToDeviceStackSafe(dev, bad.lower as *const _, &mut lower);
-                    assert_eq!(s, 0);
-                    // Late's work ran inside the attach, in the window.
-                    assert_eq!(LATE_ATTACH.get(), Status::NO_SUCH_DEVICE.0);
-                    if !broken() {
-                        (*dev).Flags &= !DO_DEVICE_INITIALIZING;
-                    }
+                // SAFETY: our device and the one Bad forwards to, both live.
+                let dev = unsafe { attach_new_device(device, bad.lower) };
+                WINDOW_DEVICE.set(dev as usize);
+                // Late's work ran inside the attach, in the window.
+                assert_eq!(LATE_ATTACH.get(), Status::NO_SUCH_DEVICE.0);
+                if !broken() {
+                    // SAFETY: our new device.
+                    unsafe { (*dev).Flags &= !DO_DEVICE_INITIALIZING };
                 }
             }
         }
         "attach_to_initializing_device" => {
             // Attaches a new device to Bottom's stack outside DriverEntry: clearing
             // DO_DEVICE_INITIALIZING is then the driver's job.
-            let mut dev = null_mut();
-            let mut lower = null_mut();
-            // SAFETY: our driver; a new device attached to a live one.
-            unsafe {
-                let s = IoCreateDevice(
-                    (*device).DriverObject,
-                    0,
-                    std::ptr::null(),
-                    FILE_DEVICE_UNKNOWN,
-                    0,
-                    false,
-                    &mut dev,
-                );
-                assert_eq!(s, 0);
-                let s = IoAttachDeviceToDeviceStackSafe(dev, bad.lower as *const _, &mut lower);
-                assert_eq!(s, 0);
-                if !broken() {
-                    (*dev).Flags &= !DO_DEVICE_INITIALIZING;
-                }
+            // SAFETY: our device and the one Bad forwards to, both live.
+            let dev = unsafe { attach_new_device(device, bad.lower) };
+            if !broken() {
+                // SAFETY: our new device.
+                unsafe { (*dev).Flags &= !DO_DEVICE_INITIALIZING };
             }
         }
         _ => {}
     }
     // SAFETY: the live IRP of our dispatch routine.
     unsafe { forward(irp) }
+}
+
+/// Creates a device of `device`'s driver outside `DriverEntry` (so still initializing) and
+/// attaches it to the top of `lower`'s stack.
+///
+/// # Safety
+/// `device` and `lower` must be live devices.
+unsafe fn attach_new_device(device: *const DEVICE_OBJECT, lower: usize) -> *mut DEVICE_OBJECT {
+    let mut dev = null_mut();
+    let mut below = null_mut();
+    // SAFETY: the caller's live devices.
+    unsafe {
+        let s = IoCreateDevice(
+            (*device).DriverObject,
+            0,
+            std::ptr::null(),
+            FILE_DEVICE_UNKNOWN,
+            0,
+            false,
+            &mut dev,
+        );
+        assert_eq!(s, 0);
+        let s = IoAttachDeviceToDeviceStackSafe(dev, lower as *const _, &mut below);
+        assert_eq!(s, 0);
+    }
+    dev
 }
 
 /// Bad's completion routine in `completed_in_routine`: completes the IRP again from inside, and

@@ -6,7 +6,7 @@
 
 use std::ffi::c_void;
 
-use fsfilter::{OperationKind, Status};
+use fsfilter::Status;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, PEPROCESS};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -14,6 +14,7 @@ use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 use super::dispatch::{PreEnd, cbd};
 use super::params::CbdBlock;
 use super::{DevKind, FvId};
+use crate::ids::ImageId;
 use crate::kernel::{self, Kernel};
 use crate::nt::{mj, mn_lock};
 
@@ -111,6 +112,29 @@ struct LockCall {
     exclusive: bool,
 }
 
+impl LockCall {
+    /// An unlock call (`minor`): no fail-immediately or exclusive flag.
+    fn unlock(
+        fo: *const FILE_OBJECT,
+        minor: u8,
+        offset: i64,
+        length: *const i64,
+        process: PEPROCESS,
+        key: u32,
+    ) -> LockCall {
+        LockCall {
+            fo,
+            minor,
+            offset,
+            length,
+            process,
+            key,
+            fail_immediately: false,
+            exclusive: false,
+        }
+    }
+}
+
 unsafe extern "system" fn flt_fast_lock(
     fo: *const FILE_OBJECT,
     offset: *const i64,
@@ -148,16 +172,7 @@ unsafe extern "system" fn flt_fast_unlock_single(
 ) -> bool {
     // SAFETY: the caller's offset.
     let Some(&offset) = (unsafe { offset.as_ref() }) else { return false };
-    let c = LockCall {
-        fo,
-        minor: mn_lock::UNLOCK_SINGLE,
-        offset,
-        length,
-        process,
-        key,
-        fail_immediately: false,
-        exclusive: false,
-    };
+    let c = LockCall::unlock(fo, mn_lock::UNLOCK_SINGLE, offset, length, process, key);
     lock_io(device, c, iosb)
 }
 
@@ -167,16 +182,7 @@ unsafe extern "system" fn flt_fast_unlock_all(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    let c = LockCall {
-        fo,
-        minor: mn_lock::UNLOCK_ALL,
-        offset: 0,
-        length: std::ptr::null(),
-        process,
-        key: 0,
-        fail_immediately: false,
-        exclusive: false,
-    };
+    let c = LockCall::unlock(fo, mn_lock::UNLOCK_ALL, 0, std::ptr::null(), process, 0);
     lock_io(device, c, iosb)
 }
 
@@ -187,16 +193,8 @@ unsafe extern "system" fn flt_fast_unlock_all_by_key(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    let c = LockCall {
-        fo,
-        minor: mn_lock::UNLOCK_ALL_BY_KEY,
-        offset: 0,
-        length: std::ptr::null(),
-        process: process as PEPROCESS,
-        key,
-        fail_immediately: false,
-        exclusive: false,
-    };
+    let process = process as PEPROCESS;
+    let c = LockCall::unlock(fo, mn_lock::UNLOCK_ALL_BY_KEY, 0, std::ptr::null(), process, key);
     lock_io(device, c, iosb)
 }
 
@@ -207,29 +205,31 @@ unsafe extern "system" fn flt_fast_detach(
     super::frames::lower_deleted(source, target);
 }
 
-/// The lower device's fast-I/O routine call (the table's size checked, facts.md §1.7).
-fn forward(lower: *mut DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    let target = kernel::with(|k| {
+/// The fast-I/O table of the driver of `lower`, when it is large enough to hold the entry at
+/// `field` (facts.md §1.7), with the driver's image.
+fn lower_table(lower: *mut DEVICE_OBJECT, field: usize) -> Option<(FAST_IO_DISPATCH, ImageId)> {
+    kernel::with(|k| {
         let d = k.objects.device_id(lower)?;
-        let driver = k.objects.device(d).driver;
-        let image = k.objects.driver(driver).image;
+        let driver = k.objects.driver(k.objects.device(d).driver);
         // SAFETY: a live driver object.
-        let table = unsafe { (*k.objects.driver(driver).ptr).FastIoDispatch };
+        let table = unsafe { (*driver.ptr).FastIoDispatch };
         // SAFETY: the driver's table, when set.
         let tbl = unsafe { table.as_ref() }?;
-        let field = if t.write {
-            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoWrite)
-        } else {
-            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoRead)
-        };
-        if (tbl.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
-            return None;
-        }
-        Some((tbl.FastIoRead, tbl.FastIoWrite, image))
-    });
-    let Some((read, write, image)) = target else { return false };
+        ((tbl.SizeOfFastIoDispatch as usize) >= field + size_of::<usize>())
+            .then_some((*tbl, driver.image))
+    })
+}
+
+/// The lower device's fast-I/O read or write routine.
+fn forward(lower: *mut DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -> bool {
+    let field = if t.write {
+        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoWrite)
+    } else {
+        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoRead)
+    };
+    let Some((tbl, image)) = lower_table(lower, field) else { return false };
     let offset = t.offset;
-    kernel::call_into(Some(image), || match (t.write, read, write) {
+    kernel::call_into(Some(image), || match (t.write, tbl.FastIoRead, tbl.FastIoWrite) {
         // SAFETY: the lower driver's routine with the transfer's arguments and its device.
         (false, Some(r), _) => unsafe {
             r(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
@@ -242,54 +242,71 @@ fn forward(lower: *mut DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -
     })
 }
 
-fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -> bool {
+/// A fast-I/O call on one of our devices. On a volume frame with instances, the operation
+/// `build` makes runs through their callbacks ([`walk`]) around `down`; otherwise the call goes
+/// straight to `down`. `down` calls the device below (given to it) with the call's arguments,
+/// changed to what a dirty parameter block says when it is given one.
+fn through_frame(
+    device: *const DEVICE_OBJECT,
+    iosb: *mut IO_STATUS_BLOCK,
+    build: impl FnOnce(&mut Kernel, At) -> Option<u64>,
+    down: impl FnOnce(Option<&FLT_IO_PARAMETER_BLOCK>, *mut DEVICE_OBJECT) -> bool,
+) -> bool {
     let Some(ext) = super::ext_of(device) else { return false };
     if ext.kind != DevKind::Volume as u8 {
-        return forward(ext.lower, t, iosb);
+        return down(None, ext.lower);
     }
-    let key = kernel::with(|k| build(k, device, ext.frame, FvId(ext.volume), ext.lower, t));
-    let Some(key) = key else { return forward(ext.lower, t, iosb) };
-    walk(key, iosb, |dirty| {
-        // Parameters a filter changed (and marked dirty) go down.
-        let t = match dirty {
-            Some(iopb) => {
-                // SAFETY: the member of a read or write.
-                let p = unsafe { iopb.Parameters.Read };
-                Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
-            }
-            None => t,
-        };
-        forward(ext.lower, t, iosb)
-    })
+    let at = At { device, frame: ext.frame, v: FvId(ext.volume), lower: ext.lower };
+    let Some(key) = kernel::with(|k| build(k, at)) else { return down(None, ext.lower) };
+    walk(key, iosb, |dirty| down(dirty, ext.lower))
 }
 
-/// A fast-I/O lock call through a volume frame: the instances' callbacks, then the lower
-/// device's routine for the same call.
-fn lock_io(device: *const DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    let Some(ext) = super::ext_of(device) else { return false };
-    if ext.kind != DevKind::Volume as u8 {
-        return forward_lock(ext.lower, c, iosb);
-    }
-    let key = kernel::with(|k| build_lock(k, device, ext.frame, FvId(ext.volume), ext.lower, c));
-    let Some(key) = key else { return forward_lock(ext.lower, c, iosb) };
-    walk(key, iosb, |dirty| {
-        let c = match dirty {
-            Some(iopb) => {
-                // SAFETY: the member of a lock control.
-                let p = unsafe { iopb.Parameters.LockControl };
-                LockCall {
-                    offset: p.ByteOffset,
-                    length: if p.Length.is_null() { c.length } else { p.Length.cast_const() },
-                    key: p.Key,
-                    fail_immediately: p.FailImmediately,
-                    exclusive: p.ExclusiveLock,
-                    ..c
+fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -> bool {
+    through_frame(
+        device,
+        iosb,
+        |k, at| build(k, at, t),
+        |dirty, lower| {
+            // Parameters a filter changed (and marked dirty) go down.
+            let t = match dirty {
+                Some(iopb) => {
+                    // SAFETY: the member of a read or write.
+                    let p = unsafe { iopb.Parameters.Read };
+                    Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
                 }
-            }
-            None => c,
-        };
-        forward_lock(ext.lower, c, iosb)
-    })
+                None => t,
+            };
+            forward(lower, t, iosb)
+        },
+    )
+}
+
+/// A fast-I/O lock call: the instances' callbacks, then the lower device's routine for the
+/// same call.
+fn lock_io(device: *const DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
+    through_frame(
+        device,
+        iosb,
+        |k, at| build_lock(k, at, c),
+        |dirty, lower| {
+            let c = match dirty {
+                Some(iopb) => {
+                    // SAFETY: the member of a lock control.
+                    let p = unsafe { iopb.Parameters.LockControl };
+                    LockCall {
+                        offset: p.ByteOffset,
+                        length: if p.Length.is_null() { c.length } else { p.Length.cast_const() },
+                        key: p.Key,
+                        fail_immediately: p.FailImmediately,
+                        exclusive: p.ExclusiveLock,
+                        ..c
+                    }
+                }
+                None => c,
+            };
+            forward_lock(lower, c, iosb)
+        },
+    )
 }
 
 /// Runs a fast-I/O operation's walk: the pre callbacks; then, unless a filter completed or
@@ -338,26 +355,13 @@ fn walk(
 /// The lower device's fast-I/O lock routine for the call's minor code (the table's size
 /// checked, facts.md §1.7).
 fn forward_lock(lower: *mut DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    let target = kernel::with(|k| {
-        let d = k.objects.device_id(lower)?;
-        let driver = k.objects.device(d).driver;
-        let image = k.objects.driver(driver).image;
-        // SAFETY: a live driver object.
-        let table = unsafe { (*k.objects.driver(driver).ptr).FastIoDispatch };
-        // SAFETY: the driver's table, when set.
-        let tbl = unsafe { table.as_ref() }?;
-        let field = match c.minor {
-            mn_lock::LOCK => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock),
-            mn_lock::UNLOCK_SINGLE => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle),
-            mn_lock::UNLOCK_ALL => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAll),
-            _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAllByKey),
-        };
-        if (tbl.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
-            return None;
-        }
-        Some((*tbl, image))
-    });
-    let Some((tbl, image)) = target else { return false };
+    let field = match c.minor {
+        mn_lock::LOCK => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock),
+        mn_lock::UNLOCK_SINGLE => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle),
+        mn_lock::UNLOCK_ALL => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAll),
+        _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAllByKey),
+    };
+    let Some((tbl, image)) = lower_table(lower, field) else { return false };
     let offset = c.offset;
     kernel::call_into(Some(image), || match c.minor {
         mn_lock::LOCK => tbl.FastIoLock.is_some_and(|f| {
@@ -391,37 +395,41 @@ fn forward_lock(lower: *mut DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLO
     })
 }
 
-/// Builds the operation of a fast-I/O lock call on a volume frame (None: no instance there).
-fn build_lock(
-    k: &mut Kernel,
+/// Where a fast-I/O call came in: our volume frame device, its frame and volume, and the device
+/// below it.
+#[derive(Clone, Copy)]
+struct At {
     device: *const DEVICE_OBJECT,
     frame: u32,
     v: FvId,
     lower: *mut DEVICE_OBJECT,
-    c: LockCall,
+}
+
+/// Builds the operation of a fast-I/O call on a volume frame (None: no instance there): callback
+/// data with `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION` on `fo`, whose parameter block `fill` writes.
+/// `conflicting`: a write, which data-scan sections conflict with.
+fn build_op(
+    k: &mut Kernel,
+    at: At,
+    fo: *const FILE_OBJECT,
+    conflicting: bool,
+    fill: impl FnOnce(&mut FLT_IO_PARAMETER_BLOCK),
 ) -> Option<u64> {
     let mut chain = k.fltmgr.ops.new_chain();
-    k.fltmgr.frame_chain(v, frame, &mut chain);
+    k.fltmgr.frame_chain(at.v, at.frame, &mut chain);
     if chain.is_empty() {
         k.fltmgr.ops.unused_chain(chain);
         return None;
     }
     let posts = k.fltmgr.ops.new_posts();
     // SAFETY: a live file object of the request.
-    let stream = unsafe { c.fo.as_ref() }.map_or(0, |f| f.FsContext as usize);
+    let stream = unsafe { fo.as_ref() }.map_or(0, |f| f.FsContext as usize);
     let request = k.current_request;
     let key = super::dispatch::insert_op(k, |data, block, event| {
         // SAFETY: the fresh block behind `data` holds a CbdBlock.
         let b = unsafe { &mut *data.cast::<CbdBlock>() };
-        b.iopb.MajorFunction = mj::LOCK_CONTROL;
-        b.iopb.MinorFunction = c.minor;
-        b.iopb.TargetFileObject = c.fo.cast_mut();
-        b.iopb.Parameters.LockControl.Length = c.length.cast_mut();
-        b.iopb.Parameters.LockControl.Key = c.key;
-        b.iopb.Parameters.LockControl.ByteOffset = c.offset;
-        b.iopb.Parameters.LockControl.ProcessId = c.process;
-        b.iopb.Parameters.LockControl.FailImmediately = c.fail_immediately;
-        b.iopb.Parameters.LockControl.ExclusiveLock = c.exclusive;
+        b.iopb.TargetFileObject = fo.cast_mut();
+        fill(&mut b.iopb);
         b.data.Flags = cbd::FAST_IO_OPERATION;
         b.data.Iopb = &raw const b.iopb;
         b.data.RequestorMode = 1;
@@ -429,14 +437,14 @@ fn build_lock(
             data,
             block,
             event,
-            device,
-            lower,
-            frame,
-            v,
+            at.device,
+            at.lower,
+            at.frame,
+            at.v,
             chain,
-            c.fo as usize,
+            fo as usize,
             stream,
-            false,
+            conflicting,
             request,
             posts,
         )
@@ -444,52 +452,27 @@ fn build_lock(
     Some(key)
 }
 
-fn build(
-    k: &mut Kernel,
-    device: *const DEVICE_OBJECT,
-    frame: u32,
-    v: FvId,
-    lower: *mut DEVICE_OBJECT,
-    t: Transfer,
-) -> Option<u64> {
-    let mut chain = k.fltmgr.ops.new_chain();
-    k.fltmgr.frame_chain(v, frame, &mut chain);
-    if chain.is_empty() {
-        k.fltmgr.ops.unused_chain(chain);
-        return None;
-    }
-    let posts = k.fltmgr.ops.new_posts();
-    // SAFETY: a live file object of the request.
-    let stream = unsafe { t.fo.as_ref() }.map_or(0, |f| f.FsContext as usize);
-    let request = k.current_request;
-    let key = super::dispatch::insert_op(k, |data, block, event| {
-        // SAFETY: the fresh block behind `data` holds a CbdBlock.
-        let b = unsafe { &mut *data.cast::<CbdBlock>() };
-        b.iopb.MajorFunction = if t.write { mj::WRITE } else { mj::READ };
-        b.iopb.TargetFileObject = t.fo.cast_mut();
-        b.iopb.Parameters.Read.Length = t.length;
-        b.iopb.Parameters.Read.Key = t.key;
-        b.iopb.Parameters.Read.ByteOffset = t.offset;
-        b.iopb.Parameters.Read.ReadBuffer = t.buffer;
-        b.data.Flags = cbd::FAST_IO_OPERATION;
-        b.data.Iopb = &raw const b.iopb;
-        b.data.RequestorMode = 1;
-        super::dispatch::fast_op(
-            data,
-            block,
-            event,
-            device,
-            lower,
-            frame,
-            v,
-            chain,
-            t.fo as usize,
-            stream,
-            t.write,
-            request,
-            posts,
-        )
-    });
-    let _ = OperationKind::FastIo;
-    Some(key)
+/// [`build_op`] for a read or write.
+fn build(k: &mut Kernel, at: At, t: Transfer) -> Option<u64> {
+    build_op(k, at, t.fo, t.write, |iopb| {
+        iopb.MajorFunction = if t.write { mj::WRITE } else { mj::READ };
+        iopb.Parameters.Read.Length = t.length;
+        iopb.Parameters.Read.Key = t.key;
+        iopb.Parameters.Read.ByteOffset = t.offset;
+        iopb.Parameters.Read.ReadBuffer = t.buffer;
+    })
+}
+
+/// [`build_op`] for a lock call.
+fn build_lock(k: &mut Kernel, at: At, c: LockCall) -> Option<u64> {
+    build_op(k, at, c.fo, false, |iopb| {
+        iopb.MajorFunction = mj::LOCK_CONTROL;
+        iopb.MinorFunction = c.minor;
+        iopb.Parameters.LockControl.Length = c.length.cast_mut();
+        iopb.Parameters.LockControl.Key = c.key;
+        iopb.Parameters.LockControl.ByteOffset = c.offset;
+        iopb.Parameters.LockControl.ProcessId = c.process;
+        iopb.Parameters.LockControl.FailImmediately = c.fail_immediately;
+        iopb.Parameters.LockControl.ExclusiveLock = c.exclusive;
+    })
 }
