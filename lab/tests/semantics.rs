@@ -157,7 +157,38 @@ path = \"plain.txt\"
     clean(&l);
     clean(&m);
     assert_eq!(step_statuses(&l), step_statuses(&m));
-    assert_eq!(seen(&l, "P"), seen(&m, "P"));
+    // The query of standard information is offered to fast I/O first: the Filter Manager
+    // presents that attempt, which the rule disallows, and the legacy backend declines it for a
+    // filter that registers the operation (row `operations-delivered`). The IRP that follows,
+    // and everything else, agree.
+    let irps = |r: &Run| {
+        let irps = |v: Vec<String>| {
+            // Without the fast-I/O pres, and the rule notes those pres made just before.
+            let mut kept: Vec<String> = Vec::new();
+            for c in v {
+                if c.contains(" FastIo ") {
+                    kept.pop_if(|n| n.starts_with("note "));
+                } else {
+                    kept.push(c);
+                }
+            }
+            kept
+        };
+        seen(r, "P").into_iter().map(|(s, v)| (s, irps(v))).collect::<Vec<_>>()
+    };
+    assert_eq!(irps(&l), irps(&m));
+    let fast = |r: &Run| {
+        seen(r, "P")
+            .into_iter()
+            .flat_map(|(_, v)| v)
+            .filter(|c| c.contains(" FastIo "))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fast(&l), Vec::<String>::new());
+    assert_eq!(
+        fast(&m),
+        ["pre IRP_MJ_QUERY_INFORMATION FastIo FLT_PREOP_DISALLOW_FASTIO None".to_owned()]
+    );
     let all: Vec<String> = seen(&m, "P").into_iter().flat_map(|(_, v)| v).collect();
     for expected in [
         "FLT_PREOP_COMPLETE",
@@ -165,6 +196,7 @@ path = \"plain.txt\"
         "resumed",
         "FLT_PREOP_SYNCHRONIZE",
         "FLT_PREOP_SUCCESS_NO_CALLBACK",
+        "FLT_PREOP_DISALLOW_FASTIO",
     ] {
         assert!(all.iter().any(|c| c.contains(expected)), "{expected}: {all:?}");
     }

@@ -1,8 +1,9 @@
 //! The fast-I/O table. Every entry passes through to the lower driver's routine after checking
 //! that its table covers the field and the field is set (facts.md §1.7); reads and writes run the
-//! model's pre and post callbacks; the lock routines decline for a filter that registers
-//! `IRP_MJ_LOCK_CONTROL`, so that its locks come as IRPs; `FastIoDetachDevice` tears the
-//! instance down when the volume below goes away. The six acquire/release entries stay NULL: on XP and later the I/O manager
+//! model's pre and post callbacks; the lock and the basic and standard query routines decline
+//! for a filter that registers `IRP_MJ_LOCK_CONTROL` or `IRP_MJ_QUERY_INFORMATION`, so that
+//! those come to it as IRPs; `FastIoDetachDevice` tears the instance down when the volume below
+//! goes away. The six acquire/release entries stay NULL: on XP and later the I/O manager
 //! bypasses them for filters, which use FsFilter callbacks instead (facts.md §1.7).
 
 use core::ffi::c_void;
@@ -144,36 +145,69 @@ macro_rules! pass_through {
 }
 
 pass_through!(check_if_possible, FastIoCheckIfPossible, (file: *const FILE_OBJECT, offset: *const i64, length: u32, wait: bool, key: u32, check_read: bool, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
-pass_through!(query_basic_info, FastIoQueryBasicInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_BASIC_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
-pass_through!(query_standard_info, FastIoQueryStandardInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_STANDARD_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(query_basic_info_below, FastIoQueryBasicInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_BASIC_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(query_standard_info_below, FastIoQueryStandardInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_STANDARD_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(lock_below, FastIoLock, (file: *const FILE_OBJECT, offset: *const i64, length: *const i64, process: PEPROCESS, key: u32, fail_immediately: bool, exclusive: bool, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(unlock_single_below, FastIoUnlockSingle, (file: *const FILE_OBJECT, offset: *const i64, length: *const i64, process: PEPROCESS, key: u32, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(unlock_all_below, FastIoUnlockAll, (file: *const FILE_OBJECT, process: PEPROCESS, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(unlock_all_by_key_below, FastIoUnlockAllByKey, (file: *const FILE_OBJECT, process: *const c_void, key: u32, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 
-/// Whether filter `F` takes byte-range locks as IRPs: it registers `IRP_MJ_LOCK_CONTROL`. Its
-/// fast-I/O lock routines then answer FALSE, and `NtLockFile`, `NtUnlockFile` and the close of
-/// a handle that locked send the IRP instead, which the filter sees through its dispatch routine
-/// (docs/semantics.md, operations-delivered): the backend runs only reads and writes through
-/// the model as fast I/O. Decided at compile time when `F::REGISTRATION` registers the
+/// Whether filter `F` takes the operation whose major function code is `MAJOR` as IRPs only:
+/// it registers the operation, and the backend does not run it through the model as fast I/O
+/// (only reads and writes are). Its fast-I/O routines for it then answer FALSE, and the I/O
+/// manager sends the IRP instead, which the filter sees through its dispatch routine
+/// (docs/semantics.md, operations-delivered): byte-range locks (`NtLockFile`, `NtUnlockFile`,
+/// the close of a handle that locked) and basic and standard information queries
+/// (`NtQueryInformationFile`). Decided at compile time when `F::REGISTRATION` registers the
 /// operation (nothing else is compiled into the routines then); otherwise from the registration
 /// in force, which may add it at run time.
 #[inline(always)]
-fn takes_locks_as_irps<F: Filter>() -> bool {
-    const fn registers(r: &fsfilter::Registration) -> bool {
-        match r.get(MajorFunction::LockControl) {
+fn takes_as_irps<F: Filter, const MAJOR: u8>() -> bool {
+    const fn registers(r: &fsfilter::Registration, major: u8) -> bool {
+        match r.get(MajorFunction::from_code(major)) {
             Some(o) => o.pre || o.post,
             None => false,
         }
     }
-    if const { registers(&F::REGISTRATION) } {
+    if const { registers(&F::REGISTRATION, MAJOR) } {
         return true;
     }
     // SAFETY: this image's state.
-    unsafe { DriverState::<F>::current() }.is_some_and(|s| registers(&s.registration))
+    unsafe { DriverState::<F>::current() }.is_some_and(|s| registers(&s.registration, MAJOR))
 }
 
-/// `FastIoLock`: declined for a filter that takes locks as IRPs ([`takes_locks_as_irps`]),
+/// `IRP_MJ_LOCK_CONTROL`, `IRP_MJ_QUERY_INFORMATION`.
+const LOCK_CONTROL: u8 = MajorFunction::LockControl.code();
+const QUERY_INFORMATION: u8 = MajorFunction::QueryInformation.code();
+
+/// `FastIoQueryBasicInfo`: declined for a filter that takes queries as IRPs
+/// ([`takes_as_irps`]), passed through otherwise.
+unsafe extern "system" fn query_basic_info<F: Filter>(
+    file: *const FILE_OBJECT,
+    wait: bool,
+    buffer: *mut FILE_BASIC_INFORMATION,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    !takes_as_irps::<F, QUERY_INFORMATION>()
+        // SAFETY: forwarded from the I/O manager.
+        && unsafe { query_basic_info_below::<F>(file, wait, buffer, iosb, device) }
+}
+
+/// `FastIoQueryStandardInfo`: as [`query_basic_info`].
+unsafe extern "system" fn query_standard_info<F: Filter>(
+    file: *const FILE_OBJECT,
+    wait: bool,
+    buffer: *mut FILE_STANDARD_INFORMATION,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    !takes_as_irps::<F, QUERY_INFORMATION>()
+        // SAFETY: forwarded from the I/O manager.
+        && unsafe { query_standard_info_below::<F>(file, wait, buffer, iosb, device) }
+}
+
+/// `FastIoLock`: declined for a filter that takes locks as IRPs ([`takes_as_irps`]),
 /// passed through otherwise.
 unsafe extern "system" fn lock<F: Filter>(
     file: *const FILE_OBJECT,
@@ -186,7 +220,7 @@ unsafe extern "system" fn lock<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    !takes_locks_as_irps::<F>()
+    !takes_as_irps::<F, LOCK_CONTROL>()
         // SAFETY: forwarded from the I/O manager.
         && unsafe {
             lock_below::<F>(file, offset, length, process, key, fail_immediately, exclusive, iosb, device)
@@ -203,7 +237,7 @@ unsafe extern "system" fn unlock_single<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    !takes_locks_as_irps::<F>()
+    !takes_as_irps::<F, LOCK_CONTROL>()
         // SAFETY: forwarded from the I/O manager.
         && unsafe { unlock_single_below::<F>(file, offset, length, process, key, iosb, device) }
 }
@@ -216,7 +250,8 @@ unsafe extern "system" fn unlock_all<F: Filter>(
     device: *const DEVICE_OBJECT,
 ) -> bool {
     // SAFETY: forwarded from the I/O manager.
-    !takes_locks_as_irps::<F>() && unsafe { unlock_all_below::<F>(file, process, iosb, device) }
+    !takes_as_irps::<F, LOCK_CONTROL>()
+        && unsafe { unlock_all_below::<F>(file, process, iosb, device) }
 }
 
 /// `FastIoUnlockAllByKey`: as [`lock`].
@@ -227,7 +262,7 @@ unsafe extern "system" fn unlock_all_by_key<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    !takes_locks_as_irps::<F>()
+    !takes_as_irps::<F, LOCK_CONTROL>()
         // SAFETY: forwarded from the I/O manager.
         && unsafe { unlock_all_by_key_below::<F>(file, process, key, iosb, device) }
 }

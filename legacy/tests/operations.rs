@@ -140,8 +140,8 @@ fn fast_io_can_be_disallowed_and_then_comes_as_an_irp() {
     m.close_handle(h);
 }
 
-/// A filter without `IRP_MJ_LOCK_CONTROL` in its registration: the legacy backend passes the
-/// fast-I/O lock routines through to the file system.
+/// A filter without `IRP_MJ_LOCK_CONTROL` or `IRP_MJ_QUERY_INFORMATION` in its registration: the
+/// legacy backend passes the fast-I/O lock and query routines through to the file system.
 struct NoLocks;
 
 impl fsfilter::Filter for NoLocks {
@@ -173,12 +173,14 @@ mod no_locks {
 }
 
 #[test]
-fn locks_come_as_irps_to_a_filter_that_registers_them() {
-    // docs/semantics.md, operations-delivered: NTFS would serve these locks through fast I/O
-    // (NtLockFile and NtUnlockFile try FastIoLock and FastIoUnlockSingle first). The legacy
-    // backend declines both for a filter that registers IRP_MJ_LOCK_CONTROL, here the probe
-    // with a run-time registration, so the I/O manager sends the IRPs and the filter sees them.
-    let (mut m, c) = with_probe(&[("Operations", sz("create,cleanup,close,lock"))]);
+fn locks_and_queries_come_as_irps_to_a_filter_that_registers_them() {
+    // docs/semantics.md, operations-delivered: NTFS would serve these locks and this query through
+    // fast I/O (NtLockFile and NtUnlockFile try FastIoLock and FastIoUnlockSingle first,
+    // NtQueryInformationFile FastIoQueryStandardInfo). The legacy backend declines them for a
+    // filter that registers the operation, here the probe with a run-time registration, so the
+    // I/O manager sends the IRPs and the filter sees them.
+    let operations = "create,cleanup,close,lock,query_information";
+    let (mut m, c) = with_probe(&[("Operations", sz(operations))]);
     let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
     let lock = |handle| fsfilter_sim::IoRequest::Lock {
         handle,
@@ -198,6 +200,12 @@ fn locks_come_as_irps_to_a_filter_that_registers_them() {
             (OperationKind::Irp, "FLT_PREOP_SUCCESS_WITH_CALLBACK")
         ]
     );
+    let q = m.query_information(h, 5, 24);
+    assert_eq!((q.status, q.fast_io), (Status::SUCCESS, false));
+    assert_eq!(
+        pres(&m, "ProbeA", Mj::QueryInformation),
+        [(OperationKind::Irp, "FLT_PREOP_SUCCESS_WITH_CALLBACK")]
+    );
     m.close_handle(h);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 
@@ -212,6 +220,8 @@ fn locks_come_as_irps_to_a_filter_that_registers_them() {
     assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
     let r = m.io(fsfilter_sim::IoRequest::Unlock { handle: h, offset: 8, length: 4 });
     assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
+    let q = m.query_information(h, 5, 24);
+    assert_eq!((q.status, q.fast_io), (Status::SUCCESS, true));
     m.close_handle(h);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }

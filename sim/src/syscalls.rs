@@ -710,49 +710,41 @@ fn transfer(
     // initiates caching (docs/simulator.md, "User-mode I/O").
     // SAFETY: a live file object of an open handle.
     let cached = mode == IoMode::Cached && !unsafe { (*file).PrivateCacheMap }.is_null();
-    // One borrow for the target, the fast-I/O routine, and when there is one the request's
-    // start and the routine's image entered.
-    let (target, fast) = kernel::with(|k| {
-        let target = k.related_device(file);
-        let fast = if cached {
-            let fast = fast_io_routine(k, target, write);
-            if fast.is_none() {
-                missing_fast_io(k, target, write);
-            }
-            fast
-        } else {
-            None
-        };
-        let fast = fast.map(|(routine, image)| {
-            let r = k.start_request(volume, MajorFunction::from_code(major), true);
-            k.current_request = Some(r);
-            (routine, r, k.enter(Some(image)))
-        });
-        (target, fast)
-    });
+    let target = std::cell::Cell::new(std::ptr::null_mut());
+    let lookup = |k: &mut Kernel| {
+        target.set(k.related_device(file));
+        if !cached {
+            return None;
+        }
+        let fast = fast_io_routine(k, target.get(), write);
+        if fast.is_none() {
+            missing_fast_io(k, target.get(), write);
+        }
+        fast
+    };
+    let call = |routine, iosb: &mut IO_STATUS_BLOCK| {
+        let (offset, length, target) = (byte_offset, length as u32, target.get());
+        match routine {
+            // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
+            FastIo::Read(r) => unsafe {
+                r(file, &offset, length, true, 0, ptr.cast(), iosb, target)
+            },
+            // SAFETY: as above.
+            FastIo::Write(w) => unsafe {
+                w(file, &offset, length, true, 0, ptr.cast(), iosb, target)
+            },
+        }
+    };
     let mut rid = None;
-    if let Some((routine, r, entered)) = fast {
-        rid = Some(r);
-        // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
-        let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
-        let done =
-            call_fast_io(routine, entered, file, byte_offset, length, ptr, &mut iosb, target);
-        // SAFETY: the status member the routine wrote (read only when it returned TRUE).
-        let status = Status(unsafe { iosb.Anonymous.Status });
-        let n = iosb.Information.min(length);
-        kernel::with(|k| {
-            k.leave();
-            k.current_request = None;
-            if done {
-                k.request_completed(r, status, n);
-            } else {
-                fast_io_declined(k, volume, r);
-            }
-        });
-        if done {
+    match try_fast(volume, MajorFunction::from_code(major), lookup, call) {
+        Some(Fast::Done(r, status, n)) => {
+            let n = n.min(length);
             return IoResult { fast_io: true, ..result(status, n, r, buf.into_data(n)) };
         }
+        Some(Fast::Declined(r)) => rid = Some(r),
+        None => {}
     }
+    let target = target.get();
     let b = kernel::with(|k| {
         let flags = match (mode, write) {
             (IoMode::Cached, false) => {
@@ -862,29 +854,47 @@ impl UserBuffer {
     }
 }
 
-/// Calls a fast-I/O routine as the I/O manager does, its image entered by the caller (which
-/// leaves it in its next borrow of the kernel).
-#[allow(clippy::too_many_arguments, reason = "the routine's own arguments")]
-fn call_fast_io(
-    routine: FastIo,
-    entered: kernel::Entered,
-    file: *mut FILE_OBJECT,
-    offset: i64,
-    length: usize,
-    buf: *mut u8,
-    iosb: &mut IO_STATUS_BLOCK,
-    target: *mut DEVICE_OBJECT,
-) -> bool {
-    match routine {
-        // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
-        FastIo::Read(r) => kernel::run_entered(entered, || unsafe {
-            r(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
-        }),
-        // SAFETY: as above.
-        FastIo::Write(w) => kernel::run_entered(entered, || unsafe {
-            w(file, &offset, length as u32, true, 0, buf.cast(), iosb, target)
-        }),
-    }
+/// How the I/O manager's fast-I/O attempt for a request ended.
+enum Fast {
+    /// The routine served it (TRUE): the request, its status and information.
+    Done(RequestId, Status, usize),
+    /// It answered FALSE: the request goes on as an IRP.
+    Declined(RequestId),
+}
+
+/// The I/O manager's fast-I/O attempt for a request of `major` on `volume`. `lookup` finds the
+/// top driver's routine and image (None: no attempt, no request started); the request starts
+/// (`IoStart { fast_io: true }`), `call` runs the routine in the driver's image with a status
+/// block, and the outcome is recorded: the request's completion, or `fast_io_declined`.
+fn try_fast<R>(
+    volume: VolumeId,
+    major: MajorFunction,
+    lookup: impl FnOnce(&mut Kernel) -> Option<(R, crate::ids::ImageId)>,
+    call: impl FnOnce(R, &mut IO_STATUS_BLOCK) -> bool,
+) -> Option<Fast> {
+    // One borrow for the routine, the request's start and the routine's image entered.
+    let (routine, r, entered) = kernel::with(|k| {
+        let (routine, image) = lookup(k)?;
+        let r = k.start_request(volume, major, true);
+        k.current_request = Some(r);
+        Some((routine, r, k.enter(Some(image))))
+    })?;
+    // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
+    let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    let done = kernel::run_entered(entered, || call(routine, &mut iosb));
+    // SAFETY: the status member the routine wrote (read only when it returned TRUE).
+    let status = Status(unsafe { iosb.Anonymous.Status });
+    let n = iosb.Information;
+    kernel::with(|k| {
+        k.leave();
+        k.current_request = None;
+        if done {
+            k.request_completed(r, status, n);
+        } else {
+            fast_io_declined(k, volume, r);
+        }
+    });
+    Some(if done { Fast::Done(r, status, n) } else { Fast::Declined(r) })
 }
 
 /// The minimum buffer the I/O manager accepts for an information class (its length table).
@@ -920,7 +930,8 @@ fn min_length(major: u8, class: u32) -> usize {
 
 /// Query/set information and query volume information: buffered I/O (`SystemBuffer`).
 fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize) -> IoResult {
-    let (file, volume, _) = match handle_of(h) {
+    use crate::nt::file_info as fi;
+    let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
@@ -928,10 +939,45 @@ fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize)
     if len < min_length(major, class) {
         return IoResult::failed(Status::INFO_LENGTH_MISMATCH);
     }
+    if let Some(r) = answered_by_io_manager(file, volume, granted, major, class, input) {
+        return r;
+    }
     let sysbuf = buffer(len);
     if !input.is_empty() {
         // SAFETY: the block holds `len` == input.len() bytes.
         unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), sysbuf.ptr(), input.len()) };
+    }
+    // NtQueryInformationFile on a synchronous file object tries the top driver's
+    // FastIoQueryBasicInfo / FastIoQueryStandardInfo first (the Windows Research Kernel).
+    // SAFETY: a live file object of an open handle.
+    let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
+    let mut rid = None;
+    if major == mj::QUERY_INFORMATION && synchronous && matches!(class, fi::BASIC | fi::STANDARD) {
+        let target = std::cell::Cell::new(std::ptr::null_mut());
+        let lookup = |k: &mut Kernel| {
+            target.set(k.related_device(file));
+            fast_query_routine(k, target.get(), class)
+        };
+        let call = |routine, iosb: &mut IO_STATUS_BLOCK| match routine {
+            // SAFETY: the driver's routine with the caller's buffer (the class's fixed size,
+            // checked above) and the arguments the I/O manager passes.
+            FastQuery::Basic(f) => unsafe {
+                f(file, true, sysbuf.ptr().cast(), iosb, target.get())
+            },
+            // SAFETY: as above.
+            FastQuery::Standard(f) => unsafe {
+                f(file, true, sysbuf.ptr().cast(), iosb, target.get())
+            },
+        };
+        match try_fast(volume, MajorFunction::QueryInformation, lookup, call) {
+            Some(Fast::Done(r, status, n)) => {
+                let n = n.min(len);
+                let data = if status.is_error() { Vec::new() } else { read_block(&sysbuf, n) };
+                return IoResult { fast_io: true, ..result(status, n, r, data) };
+            }
+            Some(Fast::Declined(r)) => rid = Some(r),
+            None => {}
+        }
     }
     let b = kernel::with(|k| {
         let target = k.related_device(file);
@@ -940,7 +986,11 @@ fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize)
             | irp_flags::DEALLOCATE_BUFFER
             | input_op
             | irp_flags::SYNCHRONOUS_API;
-        let b = build(k, volume, major, target, file, flags, true);
+        let b = match rid {
+            // The fast-I/O attempt's request continues as an IRP.
+            Some(r) => build_for(k, r, major, target, file, flags, true),
+            None => build(k, volume, major, target, file, flags, true),
+        };
         // SAFETY: the request's IRP, not yet sent.
         unsafe { crate::irpx::header(b.irp) }.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast();
         let s = first(&b);
@@ -975,6 +1025,133 @@ fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize)
         read_block(&sysbuf, n)
     };
     result(status, n, rid, data)
+}
+
+/// A driver's fast-I/O query routine: `FastIoQueryBasicInfo` or `FastIoQueryStandardInfo`.
+#[derive(Clone, Copy)]
+enum FastQuery {
+    Basic(
+        unsafe extern "system" fn(
+            *const FILE_OBJECT,
+            bool,
+            *mut windows_sys::Wdk::Storage::FileSystem::FILE_BASIC_INFORMATION,
+            *mut IO_STATUS_BLOCK,
+            *const DEVICE_OBJECT,
+        ) -> bool,
+    ),
+    Standard(
+        unsafe extern "system" fn(
+            *const FILE_OBJECT,
+            bool,
+            *mut windows_sys::Wdk::Storage::FileSystem::FILE_STANDARD_INFORMATION,
+            *mut IO_STATUS_BLOCK,
+            *const DEVICE_OBJECT,
+        ) -> bool,
+    ),
+}
+
+/// The top device's fast-I/O query routine for `class` (basic or standard information), when its
+/// driver's table holds one; a NULL entry builds the IRP (the service checks it).
+fn fast_query_routine(
+    k: &Kernel,
+    target: *mut DEVICE_OBJECT,
+    class: u32,
+) -> Option<(FastQuery, crate::ids::ImageId)> {
+    if class == crate::nt::file_info::BASIC {
+        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo);
+        let (t, image) = top_table(k, target, field)?;
+        Some((FastQuery::Basic(t.FastIoQueryBasicInfo?), image))
+    } else {
+        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo);
+        let (t, image) = top_table(k, target, field)?;
+        Some((FastQuery::Standard(t.FastIoQueryStandardInfo?), image))
+    }
+}
+
+/// `FILE_*` mode bits of `FileModeInformation`, and the file-object flags they come from.
+const FO_WRITE_THROUGH: u32 = 0x10;
+const FO_SEQUENTIAL_ONLY: u32 = 0x20;
+const FO_ALERTABLE_IO: u32 = 0x4;
+const FO_DELETE_ON_CLOSE: u32 = 0x1_0000;
+
+/// `FileModeInformation` from a file object's flags, as the I/O manager computes it.
+fn mode_of(flags: u32) -> u32 {
+    let mut mode = 0;
+    for (fo_flag, mode_bit) in [
+        (FO_WRITE_THROUGH, 0x2),
+        (FO_SEQUENTIAL_ONLY, 0x4),
+        (fo::NO_INTERMEDIATE_BUFFERING, 0x8),
+        (FO_DELETE_ON_CLOSE, 0x1000),
+    ] {
+        if flags & fo_flag != 0 {
+            mode |= mode_bit;
+        }
+    }
+    if flags & fo::SYNCHRONOUS_IO != 0 {
+        // FILE_SYNCHRONOUS_IO_ALERT or FILE_SYNCHRONOUS_IO_NONALERT.
+        mode |= if flags & FO_ALERTABLE_IO != 0 { 0x10 } else { 0x20 };
+    }
+    mode
+}
+
+/// The information requests the I/O manager answers itself, without a driver (the Windows
+/// Research Kernel's `NtQueryInformationFile` and `NtSetInformationFile`): a query of the
+/// access (the handle's granted access), the mode (from the file object's flags) and the
+/// alignment (the device's requirement), and of the position on a synchronous file object; a
+/// set of the position on a synchronous file object. The request starts and completes without
+/// an IRP: no driver sees it. None for everything else.
+fn answered_by_io_manager(
+    file: *mut FILE_OBJECT,
+    volume: VolumeId,
+    granted: u32,
+    major: u8,
+    class: u32,
+    input: &[u8],
+) -> Option<IoResult> {
+    use crate::nt::file_info as fi;
+    // SAFETY: a live file object of an open handle.
+    let f = unsafe { &mut *file };
+    let synchronous = f.Flags & fo::SYNCHRONOUS_IO != 0;
+    let device =
+        |k: &Kernel| k.objects.device_id(k.related_device(file)).map(|d| k.objects.dobj(d));
+    let (status, data) = match (major, class) {
+        (mj::QUERY_INFORMATION, fi::POSITION) if synchronous => {
+            (Status::SUCCESS, f.CurrentByteOffset.to_le_bytes().to_vec())
+        }
+        (mj::QUERY_INFORMATION, fi::ACCESS) => (Status::SUCCESS, granted.to_le_bytes().to_vec()),
+        (mj::QUERY_INFORMATION, fi::MODE) => {
+            (Status::SUCCESS, mode_of(f.Flags).to_le_bytes().to_vec())
+        }
+        (mj::QUERY_INFORMATION, fi::ALIGNMENT) => {
+            let alignment = kernel::with(|k| device(k).map_or(0, |d| d.AlignmentRequirement));
+            (Status::SUCCESS, alignment.to_le_bytes().to_vec())
+        }
+        (mj::SET_INFORMATION, fi::POSITION) if synchronous => {
+            let position = input.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes);
+            let sector = kernel::with(|k| device(k).map_or(0, |d| u64::from(d.SectorSize)));
+            let unaligned = |p: i64| {
+                f.Flags & fo::NO_INTERMEDIATE_BUFFERING != 0
+                    && sector != 0
+                    && (p as u64) % sector != 0
+            };
+            match position {
+                Some(p) if p >= 0 && !unaligned(p) => {
+                    f.CurrentByteOffset = p;
+                    (Status::SUCCESS, Vec::new())
+                }
+                _ => (Status::INVALID_PARAMETER, Vec::new()),
+            }
+        }
+        _ => return None,
+    };
+    let n = data.len();
+    let major = MajorFunction::from_code(major);
+    let r = kernel::with(|k| {
+        let r = k.start_request(volume, major, false);
+        k.request_completed(r, status, n);
+        r
+    });
+    Some(result(status, n, r, data))
 }
 
 /// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`).
@@ -1193,44 +1370,30 @@ fn lock(
         // SAFETY: a live file object of an open handle.
         unsafe { (*file).LockOperation = true };
     }
-    let fast = kernel::with(|k| {
-        let target = k.related_device(file);
-        let (routine, image) = fast_lock_routine(k, target, minor)?;
-        let r = k.start_request(volume, MajorFunction::LockControl, true);
-        k.current_request = Some(r);
-        Some((routine, r, k.enter(Some(image)), target))
-    });
-    let mut rid = None;
-    if let Some((routine, r, entered, target)) = fast {
-        rid = Some(r);
-        // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
-        let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
-        let (off, len) = (offset as i64, length as i64);
+    let target = std::cell::Cell::new(std::ptr::null_mut());
+    let lookup = |k: &mut Kernel| {
+        target.set(k.related_device(file));
+        fast_lock_routine(k, target.get(), minor)
+    };
+    let call = |routine, iosb: &mut IO_STATUS_BLOCK| {
+        let (off, len, target) = (offset as i64, length as i64, target.get());
         let process = crate::exports::io::SYSTEM_PROCESS;
-        let done = kernel::run_entered(entered, || match routine {
+        match routine {
             // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
             FastLock::Lock(f) => unsafe {
-                f(file, &off, &len, process, 0, fail_immediately, exclusive, &mut iosb, target)
+                f(file, &off, &len, process, 0, fail_immediately, exclusive, iosb, target)
             },
             // SAFETY: as above.
-            FastLock::UnlockSingle(f) => unsafe {
-                f(file, &off, &len, process, 0, &mut iosb, target)
-            },
-        });
-        // SAFETY: the status member the routine wrote (read only when it returned TRUE).
-        let status = Status(unsafe { iosb.Anonymous.Status });
-        kernel::with(|k| {
-            k.leave();
-            k.current_request = None;
-            if done {
-                k.request_completed(r, status, 0);
-            } else {
-                fast_io_declined(k, volume, r);
-            }
-        });
-        if done {
+            FastLock::UnlockSingle(f) => unsafe { f(file, &off, &len, process, 0, iosb, target) },
+        }
+    };
+    let mut rid = None;
+    match try_fast(volume, MajorFunction::LockControl, lookup, call) {
+        Some(Fast::Done(r, status, _)) => {
             return IoResult { fast_io: true, ..result(status, 0, r, Vec::new()) };
         }
+        Some(Fast::Declined(r)) => rid = Some(r),
+        None => {}
     }
     let len_block = buffer(8);
     // SAFETY: the block holds 8 bytes.

@@ -316,7 +316,7 @@ pub(crate) fn run(
             if matches!(mode, Mode::PendLater(_)) && io == IoMode::NonCached {
                 // The query's pre callback releases the pended read.
                 m.schedule(10, move |m| {
-                    let _ = m.query_information(h, 5, 24);
+                    let _ = m.query_information(h, 6, 8);
                 });
             }
             starving(&mut m, what);
@@ -330,7 +330,7 @@ pub(crate) fn run(
         starving(&mut m, "write");
         statuses.push(("write", m.write(h, Some(0), &[7; 512], IoMode::NonCached).status));
         starving(&mut m, "query");
-        statuses.push(("query", m.query_information(h, 5, 24).status));
+        statuses.push(("query", m.query_information(h, 6, 8).status));
         starving(&mut m, "close");
         // The cleanup on its own, so that its status shows (a close reports the close's).
         statuses.push(("cleanup", m.io(IoRequest::Cleanup { handle: h }).status));

@@ -300,8 +300,9 @@ pub(crate) fn run(
     if matches!(when, Mode::Later | Mode::PendLater(_)) {
         let seen = query.clone();
         m.schedule(10, move |m| {
-            // FileStandardInformation.
-            seen.set(Some(m.query_information(h, 5, 24).status));
+            // FileInternalInformation (an IRP: standard information would be offered to fast
+            // I/O first).
+            seen.set(Some(m.query_information(h, 6, 8).status));
         });
     }
     let before = m.now_ms();
@@ -454,10 +455,10 @@ pub(crate) fn check_unused_pend_tokens(
     }
     // The query's pre callback releases the tokens late, denying: they hold nothing, so nothing
     // happens to the read that follows (an IRP at the same address, often).
-    assert_eq!(m.query_information(h, 5, 24).status, Status::SUCCESS);
+    assert_eq!(m.query_information(h, 6, 8).status, Status::SUCCESS);
     let r = m.read(h, Some(0), 512, IoMode::NonCached);
     assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(STORED)));
-    assert_eq!(m.query_information(h, 5, 24).status, Status::SUCCESS);
+    assert_eq!(m.query_information(h, 6, 8).status, Status::SUCCESS);
     let got = IGNORED.with(|i| std::mem::take(&mut i.borrow_mut().1));
     assert_eq!(got, vec![true; reads + 1], "every read could pend");
     m.close_handle(h);
@@ -582,8 +583,9 @@ fn resumed_at_dispatch(
         }
         seen.set(Some(m.read(h, Some(0), 512, IoMode::NonCached).status));
     });
-    // FileStandardInformation: pended until the read's post callback resumes it.
-    let query = m.query_information(h, 5, 24);
+    // FileInternalInformation (an IRP; standard information would be offered to fast I/O, which
+    // cannot be pended): pended until the read's post callback resumes it.
+    let query = m.query_information(h, 6, 8);
     m.settle();
     m.close_handle(h);
     assert!(m.findings().is_empty(), "starve {starve}: {:?}", m.findings());

@@ -75,14 +75,14 @@ const MN_LOCK: u8 = 1;
 const MN_UNLOCK_SINGLE: u8 = 2;
 
 /// Sends one request of each kind through the filter installed by `install` and checks what its
-/// pre callbacks saw. `locks`: how the backend's filter sees a byte-range lock the file system
-/// serves through fast I/O (docs/semantics.md, operations-delivered): fast I/O through the Filter
-/// Manager, an IRP through the legacy backend, which declines the fast-I/O lock routines for a
-/// filter that registers `IRP_MJ_LOCK_CONTROL`.
+/// pre callbacks saw. `fast`: how the backend's filter sees a byte-range lock or a standard
+/// information query, which the file system serves through fast I/O (docs/semantics.md,
+/// operations-delivered): fast I/O through the Filter Manager, an IRP through the legacy backend,
+/// which declines those fast-I/O routines for a filter that registers the operation.
 pub(crate) fn check(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
-    locks: OperationKind,
+    fast: OperationKind,
 ) {
     let mut m = Machine::new(MachineConfig { seed: 19 });
     let c = m.add_volume(
@@ -140,9 +140,12 @@ pub(crate) fn check(
     assert!(m.write(h, Some(512), &[2; 512], IoMode::NonCached).status.is_success());
     let rw = ReadWriteParameters { offset: 512, length: 512, key: 0 };
     expect(MajorFunction::Write, 0, Parameters::Write(rw));
-    assert!(m.query_information(h, fi::STANDARD, 24).status.is_success());
+    let r = m.query_information(h, fi::STANDARD, 24);
+    assert!(r.status.is_success());
+    assert_eq!(r.fast_io, fast == OperationKind::FastIo, "{r:?}");
     let info = InformationParameters { class: fi::STANDARD, length: 24 };
-    expect(MajorFunction::QueryInformation, 0, Parameters::QueryInformation(info));
+    let query = Parameters::QueryInformation(info);
+    expected.borrow_mut().push((MajorFunction::QueryInformation, 0, fast, query));
     assert!(m.set_information(h, fi::END_OF_FILE, &8192u64.to_le_bytes()).status.is_success());
     let info = InformationParameters { class: fi::END_OF_FILE, length: 8 };
     expect(MajorFunction::SetInformation, 0, Parameters::SetInformation(info));
@@ -177,14 +180,14 @@ pub(crate) fn check(
     };
     let r = m.io(lock);
     assert!(r.status.is_success());
-    assert_eq!(r.fast_io, locks == OperationKind::FastIo, "{r:?}");
+    assert_eq!(r.fast_io, fast == OperationKind::FastIo, "{r:?}");
     let range = LockParameters { offset: 100, length: 50, key: 0 };
     let lock_control = Parameters::LockControl(range);
-    expected.borrow_mut().push((MajorFunction::LockControl, MN_LOCK, locks, lock_control));
+    expected.borrow_mut().push((MajorFunction::LockControl, MN_LOCK, fast, lock_control));
     let r = m.io(IoRequest::Unlock { handle: h, offset: 100, length: 50 });
     assert!(r.status.is_success());
-    assert_eq!(r.fast_io, locks == OperationKind::FastIo, "{r:?}");
-    expected.borrow_mut().push((MajorFunction::LockControl, MN_UNLOCK_SINGLE, locks, lock_control));
+    assert_eq!(r.fast_io, fast == OperationKind::FastIo, "{r:?}");
+    expected.borrow_mut().push((MajorFunction::LockControl, MN_UNLOCK_SINGLE, fast, lock_control));
     m.close_handle(d);
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());

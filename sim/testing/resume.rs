@@ -133,8 +133,9 @@ pub(crate) fn run(
     let h = m.open(c, "held.txt", delete_on_close).expect("open");
     let other = m.open(c, "other.txt", CreateOptions::open()).expect("open other");
     m.schedule(5, move |m| {
-        // FileStandardInformation.
-        let _ = m.query_information(other, 5, 24);
+        // FileInternalInformation (an IRP: standard information would be offered to fast I/O
+        // first).
+        let _ = m.query_information(other, 6, 8);
     });
     let close = m.close_handle(h);
     m.settle();

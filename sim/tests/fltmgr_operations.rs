@@ -361,6 +361,56 @@ fn fast_io_locks_are_lock_control_operations_with_the_fast_io_flag() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// The Filter Manager presents `FastIoQueryBasicInfo` / `FastIoQueryStandardInfo` as fast-I/O
+/// `IRP_MJ_QUERY_INFORMATION` operations: the class, the class's size and the caller's buffer in
+/// the parameter block, the file system's answer in the post. Disallowed, the query comes back
+/// as the IRP.
+#[test]
+fn fast_io_queries_are_query_information_operations_with_the_fast_io_flag() {
+    let (mut m, c) = setup(&[("a.txt", b"hello world")]);
+    let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
+    let g = got.clone();
+    let look =
+        Config::new("Look", "370000").op(mj::QUERY_INFORMATION, true, true).with_pre(move |p| {
+            let q = unsafe { p.iopb().Parameters.QueryFileInformation };
+            let fast = p.data().Flags & FAST_IO_OPERATION != 0;
+            g.borrow_mut().push(format!(
+                "fast={fast} class={} length={} buffer={}",
+                q.FileInformationClass,
+                q.Length,
+                !q.InfoBuffer.is_null()
+            ));
+            // FileBasicInformation: fast I/O disallowed.
+            if fast && q.FileInformationClass == 4 { (3, 0) } else { (0, 0) }
+        });
+    start(&mut m, 0, look);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let r = m.query_information(h, 5, 24);
+    assert_eq!((r.status, r.fast_io, r.information), (Status::SUCCESS, true, 24));
+    assert_eq!(u64::from_le_bytes(r.data[8..16].try_into().unwrap()), 11, "EndOfFile");
+    let r = m.query_information(h, 4, 40);
+    assert_eq!((r.status, r.fast_io, r.information), (Status::SUCCESS, false, 40));
+    assert_eq!(
+        got.borrow().as_slice(),
+        [
+            "fast=true class=5 length=24 buffer=true",
+            "fast=true class=4 length=40 buffer=true",
+            "fast=false class=4 length=40 buffer=true",
+        ]
+    );
+    let statuses: Vec<_> = posts(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Post { major: 0x05, data_flags, information, .. } => {
+                Some((data_flags & FAST_IO_OPERATION, information))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [(FAST_IO_OPERATION, 24), (0, 40)]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 unsafe extern "system" fn resume_write(
     item: PFLT_GENERIC_WORKITEM,
     _f: *const c_void,
@@ -720,7 +770,8 @@ fn completion_processing_when_safe_misuse_is_reported() {
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
     let _ = m.read(h, Some(0), 4, IoMode::Cached);
     let _ = m.read(h, Some(0), 4, IoMode::Cached);
-    let _ = m.query_information(h, 5, 24);
+    // FileInternalInformation: an IRP (standard information would be offered to fast I/O).
+    let _ = m.query_information(h, 6, 8);
     assert_eq!(answers.borrow().as_slice(), [false, false]);
     assert!(SAFE.with(|s| s.borrow().is_empty()), "no safe callback ran");
     let messages: Vec<String> = m.findings().into_iter().map(|(_, _, msg)| msg).collect();

@@ -323,6 +323,75 @@ fn create_errors_and_dispositions() {
     let _ = r2.handle.map(|h| m.close_handle(h));
 }
 
+/// `NtQueryInformationFile` and `NtSetInformationFile` on a synchronous file object (the
+/// Windows Research Kernel): the I/O manager answers the position, access, mode and alignment
+/// itself and sets the position itself, so no driver sees those requests; basic and standard
+/// information are offered to the top driver's `FastIoQueryBasicInfo` /
+/// `FastIoQueryStandardInfo` first, which the disk file systems serve; a driver without the
+/// routine gets the IRP (not tried, nothing declined).
+#[test]
+fn information_the_io_manager_answers_or_offers_to_fast_io() {
+    let mut m = machine(19);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    let h = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    let s = m.query_information(h, fi::STANDARD, 24);
+    assert_eq!((s.status, s.fast_io, s.information), (Status::SUCCESS, true, 24));
+    assert_eq!(u64::from_le_bytes(s.data[8..16].try_into().unwrap()), 10, "EndOfFile");
+    let b = m.query_information(h, fi::BASIC, 40);
+    assert_eq!((b.status, b.fast_io, b.information), (Status::SUCCESS, true, 40));
+    // A volume open: the file system's fast routine declines, the IRP answers.
+    let v = m.open(c, "", CreateOptions::open()).unwrap();
+    let q = m.query_information(v, fi::STANDARD, 24);
+    assert_eq!((q.status, q.fast_io), (Status::INVALID_PARAMETER, false));
+    m.close_handle(v);
+    m.close_handle(h);
+    drop(m);
+
+    let mut m = machine_with_spy(20);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    let access = 0x0012_0089; // FILE_GENERIC_READ
+    let h = m.open(c, "f.txt", CreateOptions::open().access(access)).unwrap();
+    assert_eq!(m.read(h, None, 4, IoMode::Cached).data, b"0123");
+    spy(|s| s.seen.clear());
+    let u32_of = |r: &fsfilter_sim::IoResult| u32::from_le_bytes(r.data[..4].try_into().unwrap());
+    let position = m.query_information(h, fi::POSITION, 8);
+    assert_eq!(
+        (position.status, position.data.as_slice()),
+        (Status::SUCCESS, &4i64.to_le_bytes()[..])
+    );
+    let a = m.query_information(h, fi::ACCESS, 4);
+    assert_eq!(u32_of(&a) & access, access, "{:#x}", u32_of(&a));
+    let mode = m.query_information(h, fi::MODE, 4);
+    assert_eq!(u32_of(&mode), 0x20, "FILE_SYNCHRONOUS_IO_NONALERT");
+    let alignment = m.query_information(h, fi::ALIGNMENT, 4);
+    assert_eq!((alignment.status, alignment.information), (Status::SUCCESS, 4));
+    let set = m.set_information(h, fi::POSITION, &2i64.to_le_bytes());
+    assert_eq!(set.status, Status::SUCCESS);
+    let refused = m.set_information(h, fi::POSITION, &(-1i64).to_le_bytes());
+    assert_eq!(refused.status, Status::INVALID_PARAMETER);
+    assert_eq!(m.read(h, None, 2, IoMode::Cached).data, b"23", "read from the position set");
+    let seen = spy(|s| std::mem::take(&mut s.seen));
+    assert!(
+        seen.iter().all(|s| s.major == 3),
+        "no query or set reached a driver, only the read: {seen:?}"
+    );
+    // Each request has its id and completion all the same.
+    assert!([&position, &a, &mode, &alignment, &set, &refused].iter().all(|r| r.io.is_some()));
+    // The spy, on top, has no fast query routines: standard information is an IRP it sees.
+    let s = m.query_information(h, fi::STANDARD, 24);
+    assert_eq!((s.status, s.fast_io), (Status::SUCCESS, false));
+    assert!(spy(|s| s.seen.iter().any(|s| s.major == 5 && !s.fast_io)));
+    let declined = m
+        .events()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::System { what: "fast_io_declined", .. }));
+    assert!(!declined, "not tried, not declined");
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// `NtLockFile` and `NtUnlockFile` call the top driver's `FastIoLock` / `FastIoUnlockSingle`
 /// first (WRK, ReactOS), with no condition on caching; a disk file system serves them from the
 /// file's lock (`FsRtlFastLock`) unless the lock would have to wait, which only the IRP can. A

@@ -30,9 +30,9 @@ pub struct Capabilities {
     /// (row `operations-delivered`).
     pub fs_filter_callbacks: bool,
     /// Every fast-I/O routine reaches the filter as a fast-I/O operation; otherwise only
-    /// `FastIoRead` and `FastIoWrite` do, the lock routines are declined for a filter that
-    /// registers `IRP_MJ_LOCK_CONTROL` (its locks come as IRPs), and the others pass through
-    /// (row `operations-delivered`).
+    /// `FastIoRead` and `FastIoWrite` do, the lock and the basic and standard query routines are
+    /// declined for a filter that registers `IRP_MJ_LOCK_CONTROL` or `IRP_MJ_QUERY_INFORMATION`
+    /// (those come to it as IRPs), and the others pass through (row `operations-delivered`).
     pub all_fast_io_callbacks: bool,
     /// `DEV_VOLUME`, `TRUSTED_VOLUME` and `DETACHED_VOLUME` instance-setup flags (row
     /// `instance-setup-flags`).

@@ -1,6 +1,6 @@
-//! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes, and
-//! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), become
-//! operations with `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`, run through the frame's instances
+//! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes,
+//! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), and basic
+//! and standard information queries (`IRP_MJ_QUERY_INFORMATION`) become operations with `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`, run through the frame's instances
 //! like IRPs (post callbacks at `PASSIVE_LEVEL` in the same thread), then go to the lower
 //! device's routine; `FastIoDetachDevice` tears the frame down on a deleted volume.
 
@@ -9,6 +9,7 @@ use std::ffi::c_void;
 use fsfilter::Status;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, PEPROCESS};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
+use windows_sys::Wdk::Storage::FileSystem::{FILE_BASIC_INFORMATION, FILE_STANDARD_INFORMATION};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::dispatch::{PreEnd, cbd};
@@ -16,9 +17,10 @@ use super::params::CbdBlock;
 use super::{DevKind, FvId};
 use crate::ids::ImageId;
 use crate::kernel::{self, Kernel};
-use crate::nt::{mj, mn_lock};
+use crate::nt::{file_info as fi, mj, mn_lock};
 
-/// The Filter Manager's fast-I/O table: reads, writes, locks and `FastIoDetachDevice`. The other
+/// The Filter Manager's fast-I/O table: reads, writes, locks, basic and standard queries and
+/// `FastIoDetachDevice`. The other
 /// entries are NULL (the simulator's I/O manager calls no others; a NULL entry makes the caller
 /// build an IRP).
 pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
@@ -26,8 +28,8 @@ pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     FastIoCheckIfPossible: None,
     FastIoRead: Some(flt_fast_read),
     FastIoWrite: Some(flt_fast_write),
-    FastIoQueryBasicInfo: None,
-    FastIoQueryStandardInfo: None,
+    FastIoQueryBasicInfo: Some(flt_fast_query_basic_info),
+    FastIoQueryStandardInfo: Some(flt_fast_query_standard_info),
     FastIoLock: Some(flt_fast_lock),
     FastIoUnlockSingle: Some(flt_fast_unlock_single),
     FastIoUnlockAll: Some(flt_fast_unlock_all),
@@ -198,6 +200,37 @@ unsafe extern "system" fn flt_fast_unlock_all_by_key(
     lock_io(device, c, iosb)
 }
 
+/// A fast-I/O information query's arguments (`IRP_MJ_QUERY_INFORMATION`).
+#[derive(Clone, Copy)]
+struct QueryCall {
+    fo: *const FILE_OBJECT,
+    wait: bool,
+    /// `FileBasicInformation` or `FileStandardInformation`.
+    class: u32,
+    /// The caller's buffer, of the class's size.
+    buffer: *mut c_void,
+}
+
+unsafe extern "system" fn flt_fast_query_basic_info(
+    fo: *const FILE_OBJECT,
+    wait: bool,
+    buffer: *mut FILE_BASIC_INFORMATION,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    query_io(device, QueryCall { fo, wait, class: fi::BASIC, buffer: buffer.cast() }, iosb)
+}
+
+unsafe extern "system" fn flt_fast_query_standard_info(
+    fo: *const FILE_OBJECT,
+    wait: bool,
+    buffer: *mut FILE_STANDARD_INFORMATION,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    query_io(device, QueryCall { fo, wait, class: fi::STANDARD, buffer: buffer.cast() }, iosb)
+}
+
 unsafe extern "system" fn flt_fast_detach(
     source: *const DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
@@ -307,6 +340,50 @@ fn lock_io(device: *const DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK
             forward_lock(lower, c, iosb)
         },
     )
+}
+
+/// A fast-I/O information query: the instances' callbacks, then the lower device's routine for
+/// the same class (a dirty parameter block's buffer goes down).
+fn query_io(device: *const DEVICE_OBJECT, q: QueryCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
+    through_frame(
+        device,
+        iosb,
+        |k, at| build_query(k, at, q),
+        |dirty, lower| {
+            let q = match dirty {
+                Some(iopb) => {
+                    // SAFETY: the member of an information query.
+                    let p = unsafe { iopb.Parameters.QueryFileInformation };
+                    QueryCall { buffer: p.InfoBuffer, ..q }
+                }
+                None => q,
+            };
+            forward_query(lower, q, iosb)
+        },
+    )
+}
+
+/// The lower device's fast-I/O query routine for the call's class.
+fn forward_query(lower: *mut DEVICE_OBJECT, q: QueryCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
+    let field = if q.class == fi::BASIC {
+        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo)
+    } else {
+        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo)
+    };
+    let Some((tbl, image)) = lower_table(lower, field) else { return false };
+    kernel::call_into(Some(image), || {
+        if q.class == fi::BASIC {
+            tbl.FastIoQueryBasicInfo.is_some_and(|f| {
+                // SAFETY: the lower driver's routine with the call's arguments and its device.
+                unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
+            })
+        } else {
+            tbl.FastIoQueryStandardInfo.is_some_and(|f| {
+                // SAFETY: as above.
+                unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
+            })
+        }
+    })
 }
 
 /// Runs a fast-I/O operation's walk: the pre callbacks; then, unless a filter completed or
@@ -460,6 +537,21 @@ fn build(k: &mut Kernel, at: At, t: Transfer) -> Option<u64> {
         iopb.Parameters.Read.Key = t.key;
         iopb.Parameters.Read.ByteOffset = t.offset;
         iopb.Parameters.Read.ReadBuffer = t.buffer;
+    })
+}
+
+/// [`build_op`] for an information query.
+fn build_query(k: &mut Kernel, at: At, q: QueryCall) -> Option<u64> {
+    let length = if q.class == fi::BASIC {
+        size_of::<FILE_BASIC_INFORMATION>()
+    } else {
+        size_of::<FILE_STANDARD_INFORMATION>()
+    };
+    build_op(k, at, q.fo, false, |iopb| {
+        iopb.MajorFunction = mj::QUERY_INFORMATION;
+        iopb.Parameters.QueryFileInformation.Length = length as u32;
+        iopb.Parameters.QueryFileInformation.FileInformationClass = q.class as _;
+        iopb.Parameters.QueryFileInformation.InfoBuffer = q.buffer;
     })
 }
 

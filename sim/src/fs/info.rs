@@ -3,8 +3,10 @@
 //! tests below).
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT};
+use windows_sys::Wdk::Storage::FileSystem::{FILE_BASIC_INFORMATION, FILE_STANDARD_INFORMATION};
 use windows_sys::Win32::Foundation::NTSTATUS;
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::media::{Media, Node, NodeId, ROOT, name_matches};
 use super::{Call, FsType, MountState, VOLUME_NODE, allocation};
@@ -84,6 +86,62 @@ pub fn query_information(call: Call) -> NTSTATUS {
     let r = kernel::with(|k| k.fs_query_info(fo, p.FileInformationClass as u32));
     // SAFETY: the live IRP.
     answer(call, r, p.Length as usize, unsafe { irpx::system_buffer(call.irp) })
+}
+
+/// `FastIoQueryBasicInfo` of the disk file systems: the answer the IRP would give for a file or
+/// directory of a mounted volume; FALSE otherwise (a volume open, a namespace file system, an
+/// error), so the I/O manager builds the IRP, which answers.
+///
+/// # Safety
+/// Called by the I/O manager (or a filter passing fast I/O down) with valid arguments: `buffer`
+/// holds a `FILE_BASIC_INFORMATION`.
+pub unsafe extern "system" fn fast_io_query_basic_info(
+    fileobject: *const FILE_OBJECT,
+    _wait: bool,
+    buffer: *mut FILE_BASIC_INFORMATION,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    fast_query(fileobject, fi::BASIC, buffer.cast(), iostatus)
+}
+
+/// `FastIoQueryStandardInfo` of the disk file systems, as [`fast_io_query_basic_info`].
+///
+/// # Safety
+/// As [`fast_io_query_basic_info`]; `buffer` holds a `FILE_STANDARD_INFORMATION`.
+pub unsafe extern "system" fn fast_io_query_standard_info(
+    fileobject: *const FILE_OBJECT,
+    _wait: bool,
+    buffer: *mut FILE_STANDARD_INFORMATION,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    fast_query(fileobject, fi::STANDARD, buffer.cast(), iostatus)
+}
+
+/// Serves a fast query of `class` into `buffer` (the class's fixed size), or answers FALSE.
+fn fast_query(
+    fo: *const FILE_OBJECT,
+    class: u32,
+    buffer: *mut u8,
+    iostatus: *mut IO_STATUS_BLOCK,
+) -> bool {
+    let r = kernel::with(|k| {
+        let fcb = k.fcb_of(fo)?;
+        if k.fs.mounts.get(fcb.mount as usize)?.ty.is_namespace() {
+            return None;
+        }
+        k.fs_query_info(fo.cast_mut(), class).ok()
+    });
+    let Some(a) = r else { return false };
+    // SAFETY: the caller's buffer of the class's fixed size.
+    let n = unsafe { irpx::copy_out(buffer, a.fixed, &a.bytes) };
+    // SAFETY: the caller's status block.
+    if let Some(iosb) = unsafe { iostatus.as_mut() } {
+        iosb.Anonymous.Status = Status::SUCCESS.0;
+        iosb.Information = n;
+    }
+    true
 }
 
 /// `IRP_MJ_QUERY_VOLUME_INFORMATION`.

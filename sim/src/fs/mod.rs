@@ -858,15 +858,15 @@ impl Kernel {
 }
 
 /// The fast-I/O table of every native file system (facts.md §1.7): real cached reads and writes,
-/// and byte-range locks on disk file systems (`FsRtlFastLock` and the fast unlocks); FALSE for
-/// the rest, so the I/O manager builds an IRP.
+/// and on disk file systems byte-range locks (`FsRtlFastLock` and the fast unlocks) and basic
+/// and standard information queries; FALSE for the rest, so the I/O manager builds an IRP.
 pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
     FastIoCheckIfPossible: None,
     FastIoRead: Some(rw::fast_io_read),
     FastIoWrite: Some(rw::fast_io_write),
-    FastIoQueryBasicInfo: None,
-    FastIoQueryStandardInfo: None,
+    FastIoQueryBasicInfo: Some(info::fast_io_query_basic_info),
+    FastIoQueryStandardInfo: Some(info::fast_io_query_standard_info),
     FastIoLock: Some(rw::fast_io_lock),
     FastIoUnlockSingle: Some(rw::fast_io_unlock_single),
     FastIoUnlockAll: Some(rw::fast_io_unlock_all),
