@@ -140,9 +140,12 @@ fn fast_io_can_be_disallowed_and_then_comes_as_an_irp() {
     m.close_handle(h);
 }
 
-/// A filter without `IRP_MJ_LOCK_CONTROL` or `IRP_MJ_QUERY_INFORMATION` in its registration: the
-/// legacy backend passes the fast-I/O lock and query routines through to the file system.
-struct NoLocks;
+/// A filter without `IRP_MJ_LOCK_CONTROL` or `IRP_MJ_QUERY_INFORMATION` in its constant
+/// registration: the legacy backend passes the fast-I/O lock and query routines through to the
+/// file system, unless the registration in force adds the operation (parameter `AddLocks`).
+struct NoLocks {
+    add_locks: bool,
+}
 
 impl fsfilter::Filter for NoLocks {
     const REGISTRATION: fsfilter::Registration = fsfilter::Registration::new()
@@ -151,8 +154,13 @@ impl fsfilter::Filter for NoLocks {
     type InstanceContext = ();
     type CompletionContext = ();
 
-    fn load(_: &dyn fsfilter::ServiceParameters) -> fsfilter::Result<Self> {
-        Ok(NoLocks)
+    fn load(parameters: &dyn fsfilter::ServiceParameters) -> fsfilter::Result<Self> {
+        Ok(NoLocks { add_locks: parameters.dword("AddLocks").is_some_and(|v| v != 0) })
+    }
+
+    fn registration(&self) -> Option<fsfilter::Registration> {
+        self.add_locks
+            .then(|| Self::REGISTRATION.operation(fsfilter::Operation::new(Mj::LockControl).pre()))
     }
 
     fn instance_setup(&self, _: &fsfilter::InstanceSetup<'_>) -> fsfilter::Result<()> {
@@ -222,6 +230,27 @@ fn locks_and_queries_come_as_irps_to_a_filter_that_registers_them() {
     assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
     let q = m.query_information(h, 5, 24);
     assert_eq!((q.status, q.fast_io), (Status::SUCCESS, true));
+    m.close_handle(h);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+
+    // The same filter adding IRP_MJ_LOCK_CONTROL at run time: its locks are IRPs again (the
+    // decline decided from the registration in force), its queries still fast I/O.
+    drop(m);
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[7u8; 64]));
+    let mut spec = fsfilter_sim::ServiceSpec::new("NoLocks", no_locks::ENTRY, "legacy");
+    spec.parameters = [("AddLocks".to_owned(), fsfilter_sim::RegValue::Dword(1))].into();
+    install_legacy(&mut m, spec);
+    m.boot();
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let r = m.io(lock(h));
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, false));
+    let q = m.query_information(h, 5, 24);
+    assert_eq!((q.status, q.fast_io), (Status::SUCCESS, true));
+    assert_eq!(
+        pres(&m, "NoLocks", Mj::LockControl),
+        [(OperationKind::Irp, "FLT_PREOP_SUCCESS_NO_CALLBACK")]
+    );
     m.close_handle(h);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
