@@ -1098,8 +1098,9 @@ fn mode_of(flags: u32) -> u32 {
 /// Research Kernel's `NtQueryInformationFile` and `NtSetInformationFile`): a query of the
 /// access (the handle's granted access), the mode (from the file object's flags) and the
 /// alignment (the device's requirement), and of the position on a synchronous file object; a
-/// set of the position on a synchronous file object. The request starts and completes without
-/// an IRP: no driver sees it. None for everything else.
+/// set of the mode (the file object's flags), and of the position on a synchronous file object.
+/// The request starts and completes without an IRP: no driver sees it. None for everything
+/// else.
 fn answered_by_io_manager(
     file: *mut FILE_OBJECT,
     volume: VolumeId,
@@ -1140,6 +1141,28 @@ fn answered_by_io_manager(
                     (Status::SUCCESS, Vec::new())
                 }
                 _ => (Status::INVALID_PARAMETER, Vec::new()),
+            }
+        }
+        (mj::SET_INFORMATION, fi::MODE) => {
+            // FILE_WRITE_THROUGH, FILE_SEQUENTIAL_ONLY, FILE_SYNCHRONOUS_IO_ALERT and _NONALERT
+            // are all that can be set; a synchronous file object needs exactly one of the last
+            // two, any other none.
+            let mode = input.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+            let (alert, nonalert) = (mode & 0x10 != 0, mode & 0x20 != 0);
+            if mode & !0x36 != 0 || (alert || nonalert) != synchronous || (alert && nonalert) {
+                (Status::INVALID_PARAMETER, Vec::new())
+            } else {
+                let set = |flags: &mut u32, flag: u32, on: bool| {
+                    if on { *flags |= flag } else { *flags &= !flag }
+                };
+                if f.Flags & fo::NO_INTERMEDIATE_BUFFERING == 0 {
+                    set(&mut f.Flags, FO_WRITE_THROUGH, mode & 0x2 != 0);
+                }
+                set(&mut f.Flags, FO_SEQUENTIAL_ONLY, mode & 0x4 != 0);
+                if synchronous {
+                    set(&mut f.Flags, FO_ALERTABLE_IO, alert);
+                }
+                (Status::SUCCESS, Vec::new())
             }
         }
         _ => return None,

@@ -372,13 +372,22 @@ fn information_the_io_manager_answers_or_offers_to_fast_io() {
     let refused = m.set_information(h, fi::POSITION, &(-1i64).to_le_bytes());
     assert_eq!(refused.status, Status::INVALID_PARAMETER);
     assert_eq!(m.read(h, None, 2, IoMode::Cached).data, b"23", "read from the position set");
+    // The mode: FILE_SEQUENTIAL_ONLY and FILE_SYNCHRONOUS_IO_NONALERT set, then read back; a
+    // synchronous file object must keep one of the synchronous flags.
+    let sequential = 0x4u32 | 0x20;
+    assert_eq!(m.set_information(h, fi::MODE, &sequential.to_le_bytes()).status, Status::SUCCESS);
+    assert_eq!(u32_of(&m.query_information(h, fi::MODE, 4)), sequential);
+    let bad = m.set_information(h, fi::MODE, &0x4u32.to_le_bytes());
+    assert_eq!(bad.status, Status::INVALID_PARAMETER);
     let seen = spy(|s| std::mem::take(&mut s.seen));
     assert!(
         seen.iter().all(|s| s.major == 3),
         "no query or set reached a driver, only the read: {seen:?}"
     );
     // Each request has its id and completion all the same.
-    assert!([&position, &a, &mode, &alignment, &set, &refused].iter().all(|r| r.io.is_some()));
+    assert!(
+        [&position, &a, &mode, &alignment, &set, &refused, &bad].iter().all(|r| r.io.is_some())
+    );
     // The spy, on top, has no fast query routines: standard information is an IRP it sees.
     let s = m.query_information(h, fi::STANDARD, 24);
     assert_eq!((s.status, s.fast_io), (Status::SUCCESS, false));
