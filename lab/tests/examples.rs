@@ -124,6 +124,38 @@ fn the_example_scenarios_answer_their_questions() {
         ]
     );
     assert_eq!(stack(&r, "C:"), ["frame 0[Stuck]", "Ntfs"]);
+    // Fast I/O per model: the second cached read is fast I/O in both; the lock and the query
+    // are fast I/O to the minifilter, IRPs to the legacy filter (docs/semantics.md,
+    // operations-delivered).
+    let (s, mini) = load("fast-io.toml");
+    let legacy = run::run(&s.with_model("Probe", scenario::Model::Legacy));
+    let kinds = |r: &run::Run| -> Vec<String> {
+        r.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                fsfilter_sim::EventKind::Callback {
+                    callback: fsfilter_sim::Callback::Pre { major, kind, .. },
+                    ..
+                } if e.step.is_some() => {
+                    Some(format!("{} {kind:?}", major.short_name().unwrap_or("?")))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let expected = |lock_and_query: &str| {
+        [
+            "create Irp".to_owned(),
+            "read Irp".to_owned(),
+            "read FastIo".to_owned(),
+            format!("lock {lock_and_query}"),
+            format!("query_information {lock_and_query}"),
+            "cleanup Irp".to_owned(),
+            "close Irp".to_owned(),
+        ]
+    };
+    assert_eq!(kinds(&mini), expected("FastIo"));
+    assert_eq!(kinds(&legacy), expected("Irp"));
 }
 
 /// Each example scenario with the events of its JSON document.
