@@ -291,14 +291,20 @@ fn play(
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
         }
-        Action::Io { volume, op, path, offset, length, mode, data } => {
+        Action::Io { volume, op, path, offset, length, mode, data, class } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
             };
             let path = path.clone().unwrap_or_default();
-            let what =
+            let mut what =
                 format!("io {} {}{}{}", op.short_name().unwrap_or("?"), volume, sep(&path), path);
-            let r = io(m, handles, volume, v, &path, *op, *offset, *length, *mode, data.as_deref());
+            if let Some(c) = class {
+                let name = crate::scenario::QUERY_CLASSES.iter().find(|(_, v, _)| v == c);
+                what.push_str(&format!(" ({})", name.map_or("?", |(n, _, _)| *n)));
+            }
+            let step =
+                IoStep { op: *op, offset: *offset, length: *length, mode: *mode, class: *class };
+            let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
         }
     }
@@ -315,19 +321,26 @@ const FILE_FS_VOLUME_INFORMATION: u32 = 1;
 const FSCTL_IS_VOLUME_MOUNTED: u32 = 0x0009_0028;
 const IOCTL_DISK_GET_DRIVE_GEOMETRY: u32 = 0x0007_0000;
 
-#[allow(clippy::too_many_arguments, reason = "the fields of an io step")]
+/// The request fields of an io step.
+#[derive(Clone, Copy)]
+struct IoStep {
+    op: MajorFunction,
+    offset: Option<u64>,
+    length: Option<u32>,
+    mode: IoMode,
+    class: Option<u32>,
+}
+
 fn io(
     m: &mut Machine,
     handles: &mut Handles,
     volume: &str,
     v: VolumeId,
     path: &str,
-    op: MajorFunction,
-    offset: Option<u64>,
-    length: Option<u32>,
-    mode: IoMode,
+    step: IoStep,
     data: Option<&[u8]>,
 ) -> fsfilter_sim::IoResult {
+    let IoStep { op, offset, length, mode, class } = step;
     let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -382,7 +395,12 @@ fn io(
             m.write(handle, offset, &bytes, mode)
         }
         MajorFunction::QueryInformation => {
-            m.query_information(handle, FILE_STANDARD_INFORMATION, length.unwrap_or(24))
+            let class = class.unwrap_or(FILE_STANDARD_INFORMATION);
+            let default = crate::scenario::QUERY_CLASSES
+                .iter()
+                .find(|(_, c, _)| *c == class)
+                .map_or(24, |(_, _, length)| *length as usize);
+            m.query_information(handle, class, length.unwrap_or(default))
         }
         MajorFunction::SetInformation => {
             let eof = length.unwrap_or(0) as u64;

@@ -267,6 +267,9 @@ pub enum Action {
         mode: IoMode,
         /// The bytes to write.
         data: Option<Vec<u8>>,
+        /// The information class of a query_information step (`FileStandardInformation` when
+        /// absent): an extension of scenario.md, [`QUERY_CLASSES`].
+        class: Option<u32>,
     },
     /// Record the stacks.
     Snapshot {
@@ -664,12 +667,13 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let length = f
                     .opt_u64_at_most("length", MAX_IO_LENGTH.into(), "too large (at most 64 MiB)")?
                     .map(|l| u32::try_from(l).unwrap_or(MAX_IO_LENGTH));
-                // `mode` is for reads and writes, `data` for writes (scenario.md): elsewhere the
-                // run would ignore them.
+                // `mode` is for reads and writes, `data` for writes (scenario.md), `class` for
+                // queries (an extension): elsewhere the run would ignore them.
                 let transfer = matches!(major, MajorFunction::Read | MajorFunction::Write);
                 for (key, applies, what) in [
                     ("mode", transfer, "read and write"),
                     ("data", major == MajorFunction::Write, "write"),
+                    ("class", major == MajorFunction::QueryInformation, "query_information"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -691,7 +695,17 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     )?
                     .unwrap_or(IoMode::Cached);
                 let data = f.opt_string("data")?.map(|(s, _)| s.into_bytes());
-                Action::Io { volume, op: major, path: path_value, offset, length, mode, data }
+                let class = f.opt_choice("class", &QUERY_CLASSES.map(|(n, c, _)| (n, c)))?;
+                Action::Io {
+                    volume,
+                    op: major,
+                    path: path_value,
+                    offset,
+                    length,
+                    mode,
+                    data,
+                    class,
+                }
             }
             "snapshot" => {
                 let (label, lspan) = f.string("label")?;
@@ -725,6 +739,26 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     });
     Ok(Scenario { name, seed, volumes, drivers, steps, warnings })
 }
+
+/// The information classes a query_information step may name (`class`, an extension of
+/// scenario.md): the scenario spelling, the `FILE_INFORMATION_CLASS` value, and the buffer
+/// length the step asks for when it gives none. Windows answers some without a driver (position,
+/// access, mode, alignment) and offers basic and standard information to fast I/O first
+/// (docs/simulator.md, "User-mode I/O").
+pub const QUERY_CLASSES: [(&str, u32, u32); 12] = [
+    ("basic", 4, 40),
+    ("standard", 5, 24),
+    ("internal", 6, 8),
+    ("ea", 7, 4),
+    ("access", 8, 4),
+    ("name", 9, 520),
+    ("position", 14, 8),
+    ("mode", 16, 4),
+    ("alignment", 17, 4),
+    ("all", 18, 620),
+    ("network_open", 34, 56),
+    ("attribute_tag", 35, 8),
+];
 
 /// The io ops scenario.md lists.
 pub const IO_OPS: [&str; 14] = [

@@ -391,6 +391,19 @@ fn io_keys_that_do_not_apply_to_the_op_are_refused() {
     );
     assert!(parse("ok.toml", &io("write", "mode = \"noncached\"\ndata = \"x\"\n")).is_ok());
     assert!(parse("ok.toml", &io("read", "mode = \"paging\"\n")).is_ok());
+    // `class` (an extension of scenario.md): query_information only, one of the classes named.
+    assert_eq!(
+        error(&io("read", "class = \"basic\"\n")),
+        "bad.toml:9: step[0].class: applies to query_information only, not to `read`"
+    );
+    let e = error(&io("query_information", "class = \"everything\"\n"));
+    assert!(
+        e.starts_with(
+            "bad.toml:9: step[0].class: unknown value `everything` (one of basic, standard,"
+        ),
+        "{e}"
+    );
+    assert!(parse("ok.toml", &io("query_information", "class = \"position\"\n")).is_ok());
 }
 
 #[test]

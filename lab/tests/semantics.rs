@@ -386,6 +386,59 @@ length = 8
 }
 
 #[test]
+fn information_queries_by_class() {
+    // Row `operations-delivered`, and docs/simulator.md ("User-mode I/O"): the I/O manager
+    // answers a position query itself (no filter sees it, in either model); a basic-information
+    // query goes to fast I/O first (the minifilter sees fast I/O, the legacy filter the IRP it
+    // declines to); a name query is an IRP in both. The lab's `class` field picks the class.
+    let step = |class: &str| {
+        format!(
+            "
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"query_information\"
+path = \"data.bin\"
+class = \"{class}\"
+"
+        )
+    };
+    let text = format!("{C_VOLUME}{PROBE_P}{}{}{}", step("position"), step("basic"), step("name"));
+    let (l, m) = both(&text, "P");
+    clean(&l);
+    clean(&m);
+    assert_eq!(step_statuses(&l), step_statuses(&m));
+    assert!(
+        step_statuses(&m)[0].ends_with("(position): STATUS_SUCCESS"),
+        "{:?}",
+        step_statuses(&m)
+    );
+    let pres = |r: &Run, step: u32| -> Vec<String> {
+        seen(r, "P")
+            .into_iter()
+            .filter(|(s, _)| *s == step)
+            .flat_map(|(_, v)| v)
+            .filter(|c| c.starts_with("pre IRP_MJ_QUERY_INFORMATION"))
+            .collect()
+    };
+    for r in [&l, &m] {
+        assert_eq!(pres(r, 0), Vec::<String>::new(), "no filter sees the position query");
+        assert_eq!(
+            pres(r, 2),
+            ["pre IRP_MJ_QUERY_INFORMATION Irp FLT_PREOP_SUCCESS_WITH_CALLBACK None"]
+        );
+    }
+    assert_eq!(
+        pres(&m, 1),
+        ["pre IRP_MJ_QUERY_INFORMATION FastIo FLT_PREOP_SUCCESS_WITH_CALLBACK None"]
+    );
+    assert_eq!(
+        pres(&l, 1),
+        ["pre IRP_MJ_QUERY_INFORMATION Irp FLT_PREOP_SUCCESS_WITH_CALLBACK None"]
+    );
+}
+
+#[test]
 fn network_shares_agree_named_pipes_differ() {
     // Row `volumes`.
     const { assert!(MINI.named_pipes_and_mailslots && !LEGACY.named_pipes_and_mailslots) };

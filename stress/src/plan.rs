@@ -554,6 +554,12 @@ impl Plan {
                     let mode = ["cached", "noncached", "paging"][io.mode % 3];
                     let _ = writeln!(t, "mode = \"{mode}\"");
                 }
+                if op == "query_information" {
+                    // Every class, some answered by the I/O manager, some by fast I/O first.
+                    let classes = fsfilter_lab::scenario::QUERY_CLASSES;
+                    let (class, _, _) = pick(&classes, io.mode + 3 * io.path);
+                    let _ = writeln!(t, "class = \"{class}\"");
+                }
                 if let Some(o) = io.offset {
                     let _ = writeln!(t, "offset = {}", u64::from(o) * 512);
                 }
