@@ -78,7 +78,7 @@ unsafe extern "system" fn flt_fast_read(
 ) -> bool {
     // SAFETY: the caller's offset.
     let offset = unsafe { *offset };
-    fast_io(device, Transfer { fo, offset, length, wait, key, buffer, write: false }, iosb)
+    through_frame(device, Transfer { fo, offset, length, wait, key, buffer, write: false }, iosb)
 }
 
 unsafe extern "system" fn flt_fast_write(
@@ -93,7 +93,7 @@ unsafe extern "system" fn flt_fast_write(
 ) -> bool {
     // SAFETY: the caller's offset.
     let offset = unsafe { *offset };
-    fast_io(
+    through_frame(
         device,
         Transfer { fo, offset, length, wait, key, buffer: buffer.cast_mut(), write: true },
         iosb,
@@ -160,7 +160,7 @@ unsafe extern "system" fn flt_fast_lock(
         fail_immediately,
         exclusive,
     };
-    lock_io(device, c, iosb)
+    through_frame(device, c, iosb)
 }
 
 unsafe extern "system" fn flt_fast_unlock_single(
@@ -175,7 +175,7 @@ unsafe extern "system" fn flt_fast_unlock_single(
     // SAFETY: the caller's offset.
     let Some(&offset) = (unsafe { offset.as_ref() }) else { return false };
     let c = LockCall::unlock(fo, mn_lock::UNLOCK_SINGLE, offset, length, process, key);
-    lock_io(device, c, iosb)
+    through_frame(device, c, iosb)
 }
 
 unsafe extern "system" fn flt_fast_unlock_all(
@@ -185,7 +185,7 @@ unsafe extern "system" fn flt_fast_unlock_all(
     device: *const DEVICE_OBJECT,
 ) -> bool {
     let c = LockCall::unlock(fo, mn_lock::UNLOCK_ALL, 0, std::ptr::null(), process, 0);
-    lock_io(device, c, iosb)
+    through_frame(device, c, iosb)
 }
 
 unsafe extern "system" fn flt_fast_unlock_all_by_key(
@@ -197,7 +197,7 @@ unsafe extern "system" fn flt_fast_unlock_all_by_key(
 ) -> bool {
     let process = process as PEPROCESS;
     let c = LockCall::unlock(fo, mn_lock::UNLOCK_ALL_BY_KEY, 0, std::ptr::null(), process, key);
-    lock_io(device, c, iosb)
+    through_frame(device, c, iosb)
 }
 
 /// A fast-I/O information query's arguments (`IRP_MJ_QUERY_INFORMATION`).
@@ -218,7 +218,7 @@ unsafe extern "system" fn flt_fast_query_basic_info(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    query_io(device, QueryCall { fo, wait, class: fi::BASIC, buffer: buffer.cast() }, iosb)
+    through_frame(device, QueryCall { fo, wait, class: fi::BASIC, buffer: buffer.cast() }, iosb)
 }
 
 unsafe extern "system" fn flt_fast_query_standard_info(
@@ -228,7 +228,7 @@ unsafe extern "system" fn flt_fast_query_standard_info(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    query_io(device, QueryCall { fo, wait, class: fi::STANDARD, buffer: buffer.cast() }, iosb)
+    through_frame(device, QueryCall { fo, wait, class: fi::STANDARD, buffer: buffer.cast() }, iosb)
 }
 
 unsafe extern "system" fn flt_fast_detach(
@@ -275,92 +275,91 @@ fn forward(lower: *mut DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -
     })
 }
 
-/// A fast-I/O call on one of our devices. On a volume frame with instances, the operation
-/// `build` makes runs through their callbacks ([`walk`]) around `down`; otherwise the call goes
-/// straight to `down`. `down` calls the device below (given to it) with the call's arguments,
-/// changed to what a dirty parameter block says when it is given one.
-fn through_frame(
+/// A fast-I/O call the Filter Manager presents to its instances as an operation: how to build
+/// the operation, how a filter's changes to its parameter block change the call, and how to
+/// call the device below with it.
+trait FastCall: Copy {
+    /// Builds the operation on a volume frame ([`build_op`]; None: no instance there).
+    fn build(self, k: &mut Kernel, at: At) -> Option<u64>;
+    /// The call as the parameter block a filter made dirty says.
+    fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> Self;
+    /// Calls the lower device's routine for the call (FALSE when there is none).
+    fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool;
+}
+
+impl FastCall for Transfer {
+    fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
+        build(k, at, self)
+    }
+
+    fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> Transfer {
+        // SAFETY: the member of a read or write.
+        let p = unsafe { iopb.Parameters.Read };
+        Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..self }
+    }
+
+    fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
+        forward(lower, self, iosb)
+    }
+}
+
+impl FastCall for LockCall {
+    fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
+        build_lock(k, at, self)
+    }
+
+    fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> LockCall {
+        // SAFETY: the member of a lock control.
+        let p = unsafe { iopb.Parameters.LockControl };
+        LockCall {
+            offset: p.ByteOffset,
+            length: if p.Length.is_null() { self.length } else { p.Length.cast_const() },
+            key: p.Key,
+            fail_immediately: p.FailImmediately,
+            exclusive: p.ExclusiveLock,
+            ..self
+        }
+    }
+
+    fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
+        forward_lock(lower, self, iosb)
+    }
+}
+
+impl FastCall for QueryCall {
+    fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
+        build_query(k, at, self)
+    }
+
+    /// The buffer: the class is the routine's, and so is the length.
+    fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> QueryCall {
+        // SAFETY: the member of an information query.
+        let p = unsafe { iopb.Parameters.QueryFileInformation };
+        QueryCall { buffer: p.InfoBuffer, ..self }
+    }
+
+    fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
+        forward_query(lower, self, iosb)
+    }
+}
+
+/// A fast-I/O call on one of our devices. On a volume frame with instances, its operation runs
+/// through their callbacks ([`walk`]) around the call to the device below (as a filter changed
+/// it, when one made the parameter block dirty); otherwise the call goes straight down.
+fn through_frame<C: FastCall>(
     device: *const DEVICE_OBJECT,
+    call: C,
     iosb: *mut IO_STATUS_BLOCK,
-    build: impl FnOnce(&mut Kernel, At) -> Option<u64>,
-    down: impl FnOnce(Option<&FLT_IO_PARAMETER_BLOCK>, *mut DEVICE_OBJECT) -> bool,
 ) -> bool {
     let Some(ext) = super::ext_of(device) else { return false };
     if ext.kind != DevKind::Volume as u8 {
-        return down(None, ext.lower);
+        return call.forward(ext.lower, iosb);
     }
     let at = At { device, frame: ext.frame, v: FvId(ext.volume), lower: ext.lower };
-    let Some(key) = kernel::with(|k| build(k, at)) else { return down(None, ext.lower) };
-    walk(key, iosb, |dirty| down(dirty, ext.lower))
-}
-
-fn fast_io(device: *const DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    through_frame(
-        device,
-        iosb,
-        |k, at| build(k, at, t),
-        |dirty, lower| {
-            // Parameters a filter changed (and marked dirty) go down.
-            let t = match dirty {
-                Some(iopb) => {
-                    // SAFETY: the member of a read or write.
-                    let p = unsafe { iopb.Parameters.Read };
-                    Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..t }
-                }
-                None => t,
-            };
-            forward(lower, t, iosb)
-        },
-    )
-}
-
-/// A fast-I/O lock call: the instances' callbacks, then the lower device's routine for the
-/// same call.
-fn lock_io(device: *const DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    through_frame(
-        device,
-        iosb,
-        |k, at| build_lock(k, at, c),
-        |dirty, lower| {
-            let c = match dirty {
-                Some(iopb) => {
-                    // SAFETY: the member of a lock control.
-                    let p = unsafe { iopb.Parameters.LockControl };
-                    LockCall {
-                        offset: p.ByteOffset,
-                        length: if p.Length.is_null() { c.length } else { p.Length.cast_const() },
-                        key: p.Key,
-                        fail_immediately: p.FailImmediately,
-                        exclusive: p.ExclusiveLock,
-                        ..c
-                    }
-                }
-                None => c,
-            };
-            forward_lock(lower, c, iosb)
-        },
-    )
-}
-
-/// A fast-I/O information query: the instances' callbacks, then the lower device's routine for
-/// the same class (a dirty parameter block's buffer goes down).
-fn query_io(device: *const DEVICE_OBJECT, q: QueryCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    through_frame(
-        device,
-        iosb,
-        |k, at| build_query(k, at, q),
-        |dirty, lower| {
-            let q = match dirty {
-                Some(iopb) => {
-                    // SAFETY: the member of an information query.
-                    let p = unsafe { iopb.Parameters.QueryFileInformation };
-                    QueryCall { buffer: p.InfoBuffer, ..q }
-                }
-                None => q,
-            };
-            forward_query(lower, q, iosb)
-        },
-    )
+    let Some(key) = kernel::with(|k| call.build(k, at)) else {
+        return call.forward(ext.lower, iosb);
+    };
+    walk(key, iosb, |dirty| dirty.map_or(call, |iopb| call.changed(iopb)).forward(ext.lower, iosb))
 }
 
 /// The lower device's fast-I/O query routine for the call's class.
