@@ -1382,10 +1382,15 @@ fn lock(
     exclusive: bool,
     fail_immediately: bool,
 ) -> IoResult {
-    let (file, volume, _) = match handle_of(h) {
+    let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
+    // A user-mode caller's handle must have read or write data access (the Windows Research
+    // Kernel and ReactOS), or nothing is sent.
+    if granted & (access::FILE_READ_DATA | access::FILE_WRITE_DATA) == 0 {
+        return IoResult::failed(Status::ACCESS_DENIED);
+    }
     if minor == mn_lock::LOCK {
         // NtLockFile marks the file object (`LockOperation`): the close of one of several
         // handles then unlocks the caller's ranges (WRK `IopCloseFile`; here each file object

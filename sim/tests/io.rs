@@ -445,6 +445,12 @@ fn byte_range_locks_are_offered_to_fast_io_first() {
     // An unlock of a range the caller has not locked: served, with the file system's answer.
     let u = m.io(IoRequest::Unlock { handle: a, offset: 0, length: 4 });
     assert_eq!((u.status, u.fast_io), (Status::RANGE_NOT_LOCKED, true));
+    // A handle without read or write data access may not lock or unlock: nothing is sent.
+    let attributes = m.open(c, "a.txt", CreateOptions::open().access(0x80)).unwrap();
+    let denied = m.io(lock(attributes, 0, true, true));
+    assert_eq!((denied.status, denied.io), (Status::ACCESS_DENIED, None));
+    let denied = m.io(IoRequest::Unlock { handle: attributes, offset: 0, length: 4 });
+    assert_eq!((denied.status, denied.io), (Status::ACCESS_DENIED, None));
     // A named pipe: NPFS serves no lock through fast I/O, the IRP answers.
     let server = m.open(p, "pipe", CreateOptions::default()).unwrap();
     let l = m.io(lock(server, 0, true, true));
