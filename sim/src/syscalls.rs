@@ -928,6 +928,25 @@ fn min_length(major: u8, class: u32) -> usize {
     }
 }
 
+/// The access a handle needs for an information class (the I/O manager's
+/// `IopQueryOperationAccess` and `IopSetOperationAccess` tables, for the classes the simulator
+/// knows): reading attributes for the basic, all, network-open and attribute-tag queries;
+/// writing attributes to set basic information, `DELETE` to rename or delete, writing data to
+/// set the allocation or the end of file; nothing for the others (the extended disposition,
+/// which the sources at hand do not give, is left to the file system's own check).
+fn required_access(major: u8, class: u32) -> u32 {
+    use crate::nt::file_info as fi;
+    match (major, class) {
+        (mj::QUERY_INFORMATION, fi::BASIC | fi::ALL | fi::NETWORK_OPEN | fi::ATTRIBUTE_TAG) => {
+            access::FILE_READ_ATTRIBUTES
+        }
+        (mj::SET_INFORMATION, fi::BASIC) => access::FILE_WRITE_ATTRIBUTES,
+        (mj::SET_INFORMATION, fi::RENAME | fi::DISPOSITION) => access::DELETE,
+        (mj::SET_INFORMATION, fi::ALLOCATION | fi::END_OF_FILE) => access::FILE_WRITE_DATA,
+        _ => 0,
+    }
+}
+
 /// Query/set information and query volume information: buffered I/O (`SystemBuffer`).
 fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize) -> IoResult {
     use crate::nt::file_info as fi;
@@ -938,6 +957,12 @@ fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize)
     let len = if major == mj::SET_INFORMATION { input.len() } else { out_len };
     if len < min_length(major, class) {
         return IoResult::failed(Status::INFO_LENGTH_MISMATCH);
+    }
+    // The handle must carry the access the class needs (the I/O manager's access tables), or
+    // nothing is sent.
+    let needed = required_access(major, class);
+    if granted & needed != needed {
+        return IoResult::failed(Status::ACCESS_DENIED);
     }
     if let Some(r) = answered_by_io_manager(file, volume, granted, major, class, input) {
         return r;

@@ -388,6 +388,16 @@ fn information_the_io_manager_answers_or_offers_to_fast_io() {
     assert!(
         [&position, &a, &mode, &alignment, &set, &refused, &bad].iter().all(|r| r.io.is_some())
     );
+    // A handle without FILE_READ_ATTRIBUTES may not query basic information, nor one without
+    // FILE_WRITE_DATA set the end of file: the I/O manager refuses, nothing is sent.
+    let data_only = m.open(c, "f.txt", CreateOptions::open().access(0x1)).unwrap();
+    spy(|s| s.seen.clear());
+    let q = m.query_information(data_only, fi::BASIC, 40);
+    assert_eq!((q.status, q.io), (Status::ACCESS_DENIED, None));
+    let e = m.set_information(data_only, fi::END_OF_FILE, &4u64.to_le_bytes());
+    assert_eq!((e.status, e.io), (Status::ACCESS_DENIED, None));
+    assert!(spy(|s| s.seen.iter().all(|s| s.major != 5 && s.major != 6)), "nothing sent");
+    m.close_handle(data_only);
     // The spy, on top, has no fast query routines: standard information is an IRP it sees.
     let s = m.query_information(h, fi::STANDARD, 24);
     assert_eq!((s.status, s.fast_io), (Status::SUCCESS, false));
