@@ -1211,10 +1211,14 @@ fn directory(
     single: bool,
     length: usize,
 ) -> IoResult {
-    let (file, volume, _) = match handle_of(h) {
+    let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
+    // The handle must allow listing the directory, or nothing is sent (the I/O manager).
+    if granted & access::FILE_LIST_DIRECTORY == 0 {
+        return IoResult::failed(Status::ACCESS_DENIED);
+    }
     let out = buffer(length);
     let units: Vec<u16> = pattern.unwrap_or_default().encode_utf16().collect();
     let name: Box<UNICODE_STRING> = Box::new(crate::mem::unicode(&units));
@@ -1276,10 +1280,17 @@ fn simple(h: Handle, major: u8) -> IoResult {
 
 /// `NtFsControlFile` / `NtDeviceIoControlFile`, with the buffers of the code's method.
 fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoResult {
-    let (file, volume, _) = match handle_of(h) {
+    let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
+    // The access the code asks for (bits 14 and 15: FILE_READ_ACCESS is FILE_READ_DATA,
+    // FILE_WRITE_ACCESS is FILE_WRITE_DATA) must be granted to a user-mode caller's handle, or
+    // nothing is sent (the Windows Research Kernel and ReactOS).
+    let needed = (code >> 14) & 3;
+    if granted & needed != needed {
+        return IoResult::failed(Status::ACCESS_DENIED);
+    }
     let m = code & 3;
     let sys_len = if m == method::BUFFERED { input.len().max(out_len) } else { input.len() };
     let sysbuf = buffer(sys_len);

@@ -390,6 +390,21 @@ fn information_the_io_manager_answers_or_offers_to_fast_io() {
     );
     // A handle without FILE_READ_ATTRIBUTES may not query basic information, nor one without
     // FILE_WRITE_DATA set the end of file: the I/O manager refuses, nothing is sent.
+    // Nor a directory listing without FILE_LIST_DIRECTORY, nor a control code whose access
+    // bits ask for read access (IOCTL_DISK_GET_LENGTH_INFO) without FILE_READ_DATA.
+    let attributes = m.open(c, "f.txt", CreateOptions::open().access(0x80)).unwrap();
+    let root = m.open(c, "", CreateOptions::open().options(0x1).access(0x80)).unwrap();
+    spy(|s| s.seen.clear());
+    let d = m.query_directory(root, fi::NAMES, None, true, 512);
+    assert_eq!((d.status, d.io), (Status::ACCESS_DENIED, None));
+    let code = fsfilter_sim::nt::ioctl::DISK_GET_LENGTH_INFO;
+    let request =
+        IoRequest::DeviceControl { handle: attributes, code, input: &[], output_length: 8 };
+    let i = m.io(request);
+    assert_eq!((i.status, i.io), (Status::ACCESS_DENIED, None));
+    assert!(spy(|s| s.seen.is_empty()), "nothing sent");
+    m.close_handle(root);
+    m.close_handle(attributes);
     let data_only = m.open(c, "f.txt", CreateOptions::open().access(0x1)).unwrap();
     spy(|s| s.seen.clear());
     let q = m.query_information(data_only, fi::BASIC, 40);
