@@ -253,28 +253,6 @@ fn lower_table(lower: *mut DEVICE_OBJECT, field: usize) -> Option<(FAST_IO_DISPA
     })
 }
 
-/// The lower device's fast-I/O read or write routine.
-fn forward(lower: *mut DEVICE_OBJECT, t: Transfer, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    let field = if t.write {
-        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoWrite)
-    } else {
-        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoRead)
-    };
-    let Some((tbl, image)) = lower_table(lower, field) else { return false };
-    let offset = t.offset;
-    kernel::call_into(Some(image), || match (t.write, tbl.FastIoRead, tbl.FastIoWrite) {
-        // SAFETY: the lower driver's routine with the transfer's arguments and its device.
-        (false, Some(r), _) => unsafe {
-            r(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
-        },
-        // SAFETY: as above.
-        (true, _, Some(w)) => unsafe {
-            w(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
-        },
-        _ => false,
-    })
-}
-
 /// A fast-I/O call the Filter Manager presents to its instances as an operation: how to build
 /// the operation, how a filter's changes to its parameter block change the call, and how to
 /// call the device below with it.
@@ -289,7 +267,14 @@ trait FastCall: Copy {
 
 impl FastCall for Transfer {
     fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
-        build(k, at, self)
+        let t = self;
+        build_op(k, at, t.fo, t.write, |iopb| {
+            iopb.MajorFunction = if t.write { mj::WRITE } else { mj::READ };
+            iopb.Parameters.Read.Length = t.length;
+            iopb.Parameters.Read.Key = t.key;
+            iopb.Parameters.Read.ByteOffset = t.offset;
+            iopb.Parameters.Read.ReadBuffer = t.buffer;
+        })
     }
 
     fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> Transfer {
@@ -299,13 +284,41 @@ impl FastCall for Transfer {
     }
 
     fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
-        forward(lower, self, iosb)
+        let t = self;
+        let field = if t.write {
+            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoWrite)
+        } else {
+            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoRead)
+        };
+        let Some((tbl, image)) = lower_table(lower, field) else { return false };
+        let offset = t.offset;
+        kernel::call_into(Some(image), || match (t.write, tbl.FastIoRead, tbl.FastIoWrite) {
+            // SAFETY: the lower driver's routine with the transfer's arguments and its device.
+            (false, Some(r), _) => unsafe {
+                r(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
+            },
+            // SAFETY: as above.
+            (true, _, Some(w)) => unsafe {
+                w(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
+            },
+            _ => false,
+        })
     }
 }
 
 impl FastCall for LockCall {
     fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
-        build_lock(k, at, self)
+        let c = self;
+        build_op(k, at, c.fo, false, |iopb| {
+            iopb.MajorFunction = mj::LOCK_CONTROL;
+            iopb.MinorFunction = c.minor;
+            iopb.Parameters.LockControl.Length = c.length.cast_mut();
+            iopb.Parameters.LockControl.Key = c.key;
+            iopb.Parameters.LockControl.ByteOffset = c.offset;
+            iopb.Parameters.LockControl.ProcessId = c.process;
+            iopb.Parameters.LockControl.FailImmediately = c.fail_immediately;
+            iopb.Parameters.LockControl.ExclusiveLock = c.exclusive;
+        })
     }
 
     fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> LockCall {
@@ -322,13 +335,62 @@ impl FastCall for LockCall {
     }
 
     fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
-        forward_lock(lower, self, iosb)
+        let c = self;
+        let field = match c.minor {
+            mn_lock::LOCK => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock),
+            mn_lock::UNLOCK_SINGLE => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle),
+            mn_lock::UNLOCK_ALL => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAll),
+            _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAllByKey),
+        };
+        let Some((tbl, image)) = lower_table(lower, field) else { return false };
+        let offset = c.offset;
+        kernel::call_into(Some(image), || match c.minor {
+            mn_lock::LOCK => tbl.FastIoLock.is_some_and(|f| {
+                // SAFETY: the lower driver's routine with the call's arguments and its device.
+                unsafe {
+                    f(
+                        c.fo,
+                        &offset,
+                        c.length,
+                        c.process,
+                        c.key,
+                        c.fail_immediately,
+                        c.exclusive,
+                        iosb,
+                        lower,
+                    )
+                }
+            }),
+            mn_lock::UNLOCK_SINGLE => tbl.FastIoUnlockSingle.is_some_and(|f| {
+                // SAFETY: as above.
+                unsafe { f(c.fo, &offset, c.length, c.process, c.key, iosb, lower) }
+            }),
+            mn_lock::UNLOCK_ALL => tbl.FastIoUnlockAll.is_some_and(|f| {
+                // SAFETY: as above.
+                unsafe { f(c.fo, c.process, iosb, lower) }
+            }),
+            _ => tbl.FastIoUnlockAllByKey.is_some_and(|f| {
+                // SAFETY: as above.
+                unsafe { f(c.fo, c.process as *const c_void, c.key, iosb, lower) }
+            }),
+        })
     }
 }
 
 impl FastCall for QueryCall {
     fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
-        build_query(k, at, self)
+        let q = self;
+        let length = if q.class == fi::BASIC {
+            size_of::<FILE_BASIC_INFORMATION>()
+        } else {
+            size_of::<FILE_STANDARD_INFORMATION>()
+        };
+        build_op(k, at, q.fo, false, |iopb| {
+            iopb.MajorFunction = mj::QUERY_INFORMATION;
+            iopb.Parameters.QueryFileInformation.Length = length as u32;
+            iopb.Parameters.QueryFileInformation.FileInformationClass = q.class as _;
+            iopb.Parameters.QueryFileInformation.InfoBuffer = q.buffer;
+        })
     }
 
     /// The buffer: the class is the routine's, and so is the length.
@@ -339,7 +401,26 @@ impl FastCall for QueryCall {
     }
 
     fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
-        forward_query(lower, self, iosb)
+        let q = self;
+        let field = if q.class == fi::BASIC {
+            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo)
+        } else {
+            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo)
+        };
+        let Some((tbl, image)) = lower_table(lower, field) else { return false };
+        kernel::call_into(Some(image), || {
+            if q.class == fi::BASIC {
+                tbl.FastIoQueryBasicInfo.is_some_and(|f| {
+                    // SAFETY: the lower driver's routine with the call's arguments and its device.
+                    unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
+                })
+            } else {
+                tbl.FastIoQueryStandardInfo.is_some_and(|f| {
+                    // SAFETY: as above.
+                    unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
+                })
+            }
+        })
     }
 }
 
@@ -360,29 +441,6 @@ fn through_frame<C: FastCall>(
         return call.forward(ext.lower, iosb);
     };
     walk(key, iosb, |dirty| dirty.map_or(call, |iopb| call.changed(iopb)).forward(ext.lower, iosb))
-}
-
-/// The lower device's fast-I/O query routine for the call's class.
-fn forward_query(lower: *mut DEVICE_OBJECT, q: QueryCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    let field = if q.class == fi::BASIC {
-        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo)
-    } else {
-        std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo)
-    };
-    let Some((tbl, image)) = lower_table(lower, field) else { return false };
-    kernel::call_into(Some(image), || {
-        if q.class == fi::BASIC {
-            tbl.FastIoQueryBasicInfo.is_some_and(|f| {
-                // SAFETY: the lower driver's routine with the call's arguments and its device.
-                unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
-            })
-        } else {
-            tbl.FastIoQueryStandardInfo.is_some_and(|f| {
-                // SAFETY: as above.
-                unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
-            })
-        }
-    })
 }
 
 /// Runs a fast-I/O operation's walk: the pre callbacks; then, unless a filter completed or
@@ -426,49 +484,6 @@ fn walk(
             false
         }
     }
-}
-
-/// The lower device's fast-I/O lock routine for the call's minor code (the table's size
-/// checked, facts.md §1.7).
-fn forward_lock(lower: *mut DEVICE_OBJECT, c: LockCall, iosb: *mut IO_STATUS_BLOCK) -> bool {
-    let field = match c.minor {
-        mn_lock::LOCK => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoLock),
-        mn_lock::UNLOCK_SINGLE => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockSingle),
-        mn_lock::UNLOCK_ALL => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAll),
-        _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAllByKey),
-    };
-    let Some((tbl, image)) = lower_table(lower, field) else { return false };
-    let offset = c.offset;
-    kernel::call_into(Some(image), || match c.minor {
-        mn_lock::LOCK => tbl.FastIoLock.is_some_and(|f| {
-            // SAFETY: the lower driver's routine with the call's arguments and its device.
-            unsafe {
-                f(
-                    c.fo,
-                    &offset,
-                    c.length,
-                    c.process,
-                    c.key,
-                    c.fail_immediately,
-                    c.exclusive,
-                    iosb,
-                    lower,
-                )
-            }
-        }),
-        mn_lock::UNLOCK_SINGLE => tbl.FastIoUnlockSingle.is_some_and(|f| {
-            // SAFETY: as above.
-            unsafe { f(c.fo, &offset, c.length, c.process, c.key, iosb, lower) }
-        }),
-        mn_lock::UNLOCK_ALL => tbl.FastIoUnlockAll.is_some_and(|f| {
-            // SAFETY: as above.
-            unsafe { f(c.fo, c.process, iosb, lower) }
-        }),
-        _ => tbl.FastIoUnlockAllByKey.is_some_and(|f| {
-            // SAFETY: as above.
-            unsafe { f(c.fo, c.process as *const c_void, c.key, iosb, lower) }
-        }),
-    })
 }
 
 /// Where a fast-I/O call came in: our volume frame device, its frame and volume, and the device
@@ -526,44 +541,4 @@ fn build_op(
         )
     });
     Some(key)
-}
-
-/// [`build_op`] for a read or write.
-fn build(k: &mut Kernel, at: At, t: Transfer) -> Option<u64> {
-    build_op(k, at, t.fo, t.write, |iopb| {
-        iopb.MajorFunction = if t.write { mj::WRITE } else { mj::READ };
-        iopb.Parameters.Read.Length = t.length;
-        iopb.Parameters.Read.Key = t.key;
-        iopb.Parameters.Read.ByteOffset = t.offset;
-        iopb.Parameters.Read.ReadBuffer = t.buffer;
-    })
-}
-
-/// [`build_op`] for an information query.
-fn build_query(k: &mut Kernel, at: At, q: QueryCall) -> Option<u64> {
-    let length = if q.class == fi::BASIC {
-        size_of::<FILE_BASIC_INFORMATION>()
-    } else {
-        size_of::<FILE_STANDARD_INFORMATION>()
-    };
-    build_op(k, at, q.fo, false, |iopb| {
-        iopb.MajorFunction = mj::QUERY_INFORMATION;
-        iopb.Parameters.QueryFileInformation.Length = length as u32;
-        iopb.Parameters.QueryFileInformation.FileInformationClass = q.class as _;
-        iopb.Parameters.QueryFileInformation.InfoBuffer = q.buffer;
-    })
-}
-
-/// [`build_op`] for a lock call.
-fn build_lock(k: &mut Kernel, at: At, c: LockCall) -> Option<u64> {
-    build_op(k, at, c.fo, false, |iopb| {
-        iopb.MajorFunction = mj::LOCK_CONTROL;
-        iopb.MinorFunction = c.minor;
-        iopb.Parameters.LockControl.Length = c.length.cast_mut();
-        iopb.Parameters.LockControl.Key = c.key;
-        iopb.Parameters.LockControl.ByteOffset = c.offset;
-        iopb.Parameters.LockControl.ProcessId = c.process;
-        iopb.Parameters.LockControl.FailImmediately = c.fail_immediately;
-        iopb.Parameters.LockControl.ExclusiveLock = c.exclusive;
-    })
 }
