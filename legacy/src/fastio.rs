@@ -1,6 +1,7 @@
 //! The fast-I/O table. Every entry passes through to the lower driver's routine after checking
-//! that its table covers the field and the field is set (facts.md §1.7); reads and writes run the
-//! model's pre and post callbacks; the lock and the basic and standard query routines decline
+//! that its table covers the field and the field is set (facts.md §1.7); reads, writes and query
+//! opens (`FastIoQueryOpen`, as `IRP_MJ_NETWORK_QUERY_OPEN`) run the model's pre and post
+//! callbacks; the lock and the basic and standard query routines decline
 //! for a filter that registers `IRP_MJ_LOCK_CONTROL` or `IRP_MJ_QUERY_INFORMATION`, so that
 //! those come to it as IRPs; `FastIoDetachDevice` tears the instance down when the volume below
 //! goes away. The six acquire/release entries stay NULL: on XP and later the I/O manager
@@ -154,8 +155,8 @@ pass_through!(unlock_all_by_key_below, FastIoUnlockAllByKey, (file: *const FILE_
 
 /// Whether filter `F` takes the operation whose major function code is `MAJOR` as IRPs only:
 /// it registers the operation, and the backend does not run it through the model as fast I/O
-/// (only reads and writes are). Its fast-I/O routines for it then answer FALSE, and the I/O
-/// manager sends the IRP instead, which the filter sees through its dispatch routine
+/// (only reads, writes and query opens are). Its fast-I/O routines for it then answer FALSE,
+/// and the I/O manager sends the IRP instead, which the filter sees through its dispatch routine
 /// (docs/semantics.md, operations-delivered): byte-range locks (`NtLockFile`, `NtUnlockFile`,
 /// the close of a handle that locked) and basic and standard information queries
 /// (`NtQueryInformationFile`). Decided at compile time when `F::REGISTRATION` registers the
@@ -355,29 +356,36 @@ unsafe extern "system" fn write_compressed<F: Filter>(
     }
 }
 
-/// `FastIoQueryOpen`: the IRP's current location is ours; the lower driver must see its own.
+/// `FastIoQueryOpen` (`NtQueryAttributesFile`, `NtQueryFullAttributesFile`): through the model
+/// as `IRP_MJ_NETWORK_QUERY_OPEN`, a fast-I/O operation, as the Filter Manager presents it. The
+/// IRP is a create IRP the I/O manager set at the top device's location and never completes; the
+/// lower driver gets it at the same location, naming its device ([`ReadWrite::call_lower`]).
 unsafe extern "system" fn query_open<F: Filter>(
     irp: *mut IRP,
     info: *mut FILE_NETWORK_OPEN_INFORMATION,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    // SAFETY: the I/O manager calls us with our device.
-    let Some((table, lower)) = (unsafe { lower::<F>(device, covers!(FastIoQueryOpen)) }) else {
+    if irp.is_null() {
         return false;
-    };
-    let Some(f) = table.FastIoQueryOpen else { return false };
-    // SAFETY: the caller's live IRP: hand the lower driver its location, then take ours back
-    // (as sfilter does around the call).
-    unsafe {
-        fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
     }
-    let r = fsfilter_kernel::image::call_as_driver_of(lower, || {
-        // SAFETY: the lower driver's routine with the IRP at its location, in its context.
-        unsafe { f(irp, info, lower) }
-    });
-    // SAFETY: as above: take our location back.
-    unsafe { fsfilter_kernel::irp::undo_skip_current_irp_stack_location(irp) };
-    r
+    // SAFETY: the I/O manager's live IRP, at our device's location.
+    let location = unsafe { fsfilter_kernel::irp::IoGetCurrentIrpStackLocation(irp) };
+    // SAFETY: its current location (the create's file object is the I/O manager's).
+    let file = unsafe { (*location).FileObject }.cast_const();
+    let call = ReadWrite {
+        major: MajorFunction::NetworkQueryOpen,
+        file,
+        offset: core::ptr::null(),
+        length: 0,
+        wait: true,
+        key: 0,
+        buffer: info.cast(),
+        // SAFETY: the IRP's status block, where the routine below leaves its status.
+        iosb: unsafe { &raw mut (*irp).IoStatus },
+        irp,
+    };
+    // SAFETY: forwarded from the I/O manager.
+    unsafe { model::<F>(&call, device) }
 }
 
 /// `FastIoDetachDevice`: the device we are attached to is being deleted.
@@ -402,8 +410,18 @@ unsafe extern "system" fn read<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    let call =
-        ReadWrite { major: MajorFunction::Read, file, offset, length, wait, key, buffer, iosb };
+    let irp = core::ptr::null_mut();
+    let call = ReadWrite {
+        major: MajorFunction::Read,
+        file,
+        offset,
+        length,
+        wait,
+        key,
+        buffer,
+        iosb,
+        irp,
+    };
     // SAFETY: forwarded from the I/O manager.
     unsafe { model::<F>(&call, device) }
 }
@@ -422,13 +440,24 @@ unsafe extern "system" fn write<F: Filter>(
     // SAFETY: the I/O manager's arguments.
     unsafe { close_conflicting_sections::<F>(device, file) };
     let buffer = buffer.cast_mut();
-    let call =
-        ReadWrite { major: MajorFunction::Write, file, offset, length, wait, key, buffer, iosb };
+    let irp = core::ptr::null_mut();
+    let call = ReadWrite {
+        major: MajorFunction::Write,
+        file,
+        offset,
+        length,
+        wait,
+        key,
+        buffer,
+        iosb,
+        irp,
+    };
     // SAFETY: forwarded from the I/O manager.
     unsafe { model::<F>(&call, device) }
 }
 
-/// The arguments of a fast-I/O read or write, kept to hand them to the lower driver.
+/// The arguments of a fast-I/O read or write, or of a `FastIoQueryOpen` (`irp` and the network
+/// information buffer in `buffer`), kept to hand them to the lower driver.
 struct ReadWrite {
     major: MajorFunction,
     file: *const FILE_OBJECT,
@@ -439,6 +468,8 @@ struct ReadWrite {
     /// The caller's buffer (`*const` for a write: the lower routine gets it back as such).
     buffer: *mut c_void,
     iosb: *mut IO_STATUS_BLOCK,
+    /// A query open's create IRP (null for a read or write).
+    irp: *mut IRP,
 }
 
 impl ReadWrite {
@@ -450,7 +481,23 @@ impl ReadWrite {
     /// The arguments are the I/O manager's for this call; `lower` is the device below ours.
     #[inline(never)]
     unsafe fn call_lower(&self, table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT) -> bool {
-        let Self { major, file, offset, length, wait, key, buffer, iosb } = *self;
+        let Self { major, file, offset, length, wait, key, buffer, iosb, irp } = *self;
+        if major == MajorFunction::NetworkQueryOpen {
+            let Some(f) = entry!(table, FastIoQueryOpen) else { return false };
+            // SAFETY: the I/O manager's live IRP: the lower driver sees it at the same location,
+            // naming its own device for the call (the location names ours again after).
+            let location = unsafe { fsfilter_kernel::irp::IoGetCurrentIrpStackLocation(irp) };
+            // SAFETY: as above.
+            let ours = unsafe { core::mem::replace(&mut (*location).DeviceObject, lower) };
+            let handled = fsfilter_kernel::image::call_as_driver_of(lower, || {
+                // SAFETY: the lower driver's routine with the IRP at its location, the caller's
+                // buffer, and its device, called in that driver's context.
+                unsafe { f(irp, buffer.cast(), lower) }
+            });
+            // SAFETY: as above.
+            unsafe { (*location).DeviceObject = ours };
+            return handled;
+        }
         if major == MajorFunction::Read {
             let Some(f) = entry!(table, FastIoRead) else { return false };
             fsfilter_kernel::image::call_as_driver_of(lower, || {
@@ -468,7 +515,8 @@ impl ReadWrite {
     }
 }
 
-/// A fast-I/O read or write through the model: pre callback, the lower driver, post callback.
+/// A fast-I/O read, write or query open through the model: pre callback, the lower driver, post
+/// callback.
 ///
 /// # Safety
 /// Called from a fast-I/O routine with its arguments (`io`) and device.
@@ -492,8 +540,11 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     // SAFETY: the caller's offset.
     let offset = unsafe { offset.as_ref() }.copied().unwrap_or(0);
     let rw = ReadWriteParameters { offset, length, key };
-    let parameters =
-        if major == MajorFunction::Read { Parameters::Read(rw) } else { Parameters::Write(rw) };
+    let parameters = match major {
+        MajorFunction::Read => Parameters::Read(rw),
+        MajorFunction::Write => Parameters::Write(rw),
+        _ => Parameters::None,
+    };
     // Fast I/O has no IRP: the file object identifies the operation in traces.
     let id = file as usize;
     // SAFETY: the caller's file object.

@@ -171,6 +171,16 @@ pub enum IoRequest<'a> {
         /// What the open asks for.
         options: CreateOptions,
     },
+    /// `NtQueryFullAttributesFile`: a file's `FILE_NETWORK_OPEN_INFORMATION` by name, without a
+    /// handle. The I/O manager offers the query to the top device's `FastIoQueryOpen` first
+    /// (`IRP_MJ_NETWORK_QUERY_OPEN` to minifilters); when that answers FALSE it opens the file
+    /// for `FILE_READ_ATTRIBUTES`, queries it and closes it, each an IRP.
+    QueryAttributes {
+        /// The volume.
+        volume: VolumeId,
+        /// The path on the volume.
+        path: &'a str,
+    },
     /// `NtReadFile`.
     Read {
         /// The handle.
@@ -326,6 +336,7 @@ fn as_user<R>(f: impl FnOnce() -> R) -> R {
 pub fn io(req: IoRequest<'_>) -> IoResult {
     as_user(|| match req {
         IoRequest::Create { volume, path, options } => create(volume, path, options),
+        IoRequest::QueryAttributes { volume, path } => query_attributes(volume, path),
         IoRequest::Read { handle, offset, length, mode } => read(handle, offset, length, mode),
         IoRequest::Write { handle, offset, data, mode } => write(handle, offset, data, mode),
         IoRequest::QueryInformation { handle, class, length } => {
@@ -481,72 +492,33 @@ fn normalize(path: &str) -> String {
     if p.is_empty() { String::new() } else { format!("\\{p}") }
 }
 
-/// `NtCreateFile`.
-fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
-    let rel = normalize(path);
+/// What an open names: the volume's media kind and whether it opens the volume itself. A disk
+/// or CD volume the open finds unmounted is mounted first (facts.md §1.4).
+fn open_target(volume: VolumeId, rel: &str) -> Result<(MediaKind, bool), Status> {
     let (kind, mounted) = kernel::with(|k| {
         let kind = k.volume(volume).fs.media();
         (kind, crate::mount::is_mounted(k, volume))
     });
     let volume_open = rel.is_empty() && matches!(kind, MediaKind::Disk | MediaKind::CdRom);
     if matches!(kind, MediaKind::Disk | MediaKind::CdRom) && !mounted {
-        // The open finds the volume unmounted: mount it first (facts.md §1.4).
         let s = crate::mount::mount_volume(volume, volume_open);
         if !s.is_success() {
-            return IoResult::failed(s);
+            return Err(s);
         }
     }
-    let prepared = kernel::with(|k| -> Result<(Built, *mut FILE_OBJECT), Status> {
-        let vol = k.volume(volume);
-        let (device, vpb, name) = match kind {
-            MediaKind::Disk | MediaKind::CdRom => {
-                let storage = vol.storage.ok_or(Status::NO_SUCH_DEVICE)?;
-                (k.objects.device(storage).ptr, k.objects.dobj(storage).Vpb, rel.clone())
-            }
-            MediaKind::Network => {
-                let d = k.namespace_device(crate::fs::FsType::Mup).ok_or(Status::NO_SUCH_DEVICE)?;
-                let share = vol.share.clone().unwrap_or_default();
-                (k.objects.device(d).ptr, std::ptr::null_mut(), format!("\\{share}{rel}"))
-            }
-            MediaKind::None => {
-                let d = k
-                    .namespace_device(crate::fs::FsType::of(vol.fs))
-                    .ok_or(Status::NO_SUCH_DEVICE)?;
-                (k.objects.device(d).ptr, std::ptr::null_mut(), rel.clone())
-            }
-        };
-        let mut flags = fo::SYNCHRONOUS_IO;
-        if volume_open {
-            flags |= fo::VOLUME_OPEN;
-        }
-        if options.options & create_options::NO_INTERMEDIATE_BUFFERING != 0 {
-            flags |= fo::NO_INTERMEDIATE_BUFFERING;
-        }
-        let file = k.new_file_object(device, vpb, &name, flags, Some(volume));
-        let target = k.related_device(file);
-        let mut b = build(
-            k,
-            volume,
-            mj::CREATE,
-            target,
-            file,
-            irp_flags::CREATE_OPERATION
-                | irp_flags::SYNCHRONOUS_API
-                | irp_flags::DEFER_IO_COMPLETION,
-            true,
-        );
-        let (sc, blocks) = security_context(
-            options.access,
-            options.options | create_options::SYNCHRONOUS_IO_NONALERT,
-        );
-        let s = first(&b);
-        s.Parameters.Create.SecurityContext = sc;
-        s.Parameters.Create.Options = (options.disposition << 24)
-            | ((options.options | create_options::SYNCHRONOUS_IO_NONALERT) & 0x00FF_FFFF);
-        s.Parameters.Create.FileAttributes = options.attributes as u16;
-        s.Parameters.Create.ShareAccess = options.share as u16;
-        b.keep.extend(blocks);
-        Ok((b, file))
+    Ok((kind, volume_open))
+}
+
+/// `NtCreateFile`.
+fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
+    let rel = normalize(path);
+    let (kind, volume_open) = match open_target(volume, &rel) {
+        Ok(t) => t,
+        Err(s) => return IoResult::failed(s),
+    };
+    let prepared = kernel::with(|k| {
+        let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
+        Ok::<_, Status>((build_create_irp(k, volume, file, options, None), file))
     });
     let (b, file) = match prepared {
         Ok(p) => p,
@@ -568,6 +540,166 @@ fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
         }
     });
     IoResult { handle, ..result(status, information, rid, Vec::new()) }
+}
+
+/// A driver's `FastIoQueryOpen`.
+type QueryOpenRoutine = unsafe extern "system" fn(
+    *mut IRP,
+    *mut windows_sys::Wdk::Storage::FileSystem::FILE_NETWORK_OPEN_INFORMATION,
+    *const DEVICE_OBJECT,
+) -> bool;
+
+/// `NtQueryFullAttributesFile` (`IopParseDevice` with a query-only open packet, the Windows
+/// Research Kernel): the create IRP is built as for an open, for `FILE_READ_ATTRIBUTES` with
+/// every share mode. If the top device's driver has a `FastIoQueryOpen` (its table large enough
+/// to hold it), the I/O manager sets the IRP at that device's location, naming the device, and
+/// calls it: TRUE answers with the status the routine left in the IRP's status block (and the
+/// information it wrote), and the IRP is freed without being completed. FALSE (or no routine)
+/// takes the long way: the IRP goes down as an open, then `FileNetworkOpenInformation` is
+/// queried and the file closed (cleanup and close). The simulator's file object is a real one,
+/// freed after a fast answer (Windows uses a stack-based object); the long way is three user
+/// requests of their own, the open with a handle that the query and close then use.
+fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
+    use crate::nt::file_info as fi;
+    let rel = normalize(path);
+    let (kind, volume_open) = match open_target(volume, &rel) {
+        Ok(t) => t,
+        Err(s) => return IoResult::failed(s),
+    };
+    let options = CreateOptions {
+        access: access::FILE_READ_ATTRIBUTES,
+        share: share::READ | share::WRITE | share::DELETE,
+        disposition: disposition::OPEN,
+        options: 0,
+        attributes: 0,
+    };
+    let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
+    let attempt = kernel::with(|k| {
+        let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
+        let target = k.related_device(file);
+        let routine = top_table(k, target, field)
+            .and_then(|(t, image)| t.FastIoQueryOpen.map(|f| (f as QueryOpenRoutine, image)));
+        let Some((routine, image)) = routine else {
+            k.free_file_object(file as usize);
+            return Ok(None);
+        };
+        let rid = k.start_request(volume, MajorFunction::NetworkQueryOpen, true);
+        let b = build_create_irp(k, volume, file, options, Some(rid));
+        // IoSetNextIrpStackLocation: the first location becomes the top device's, naming it.
+        // SAFETY: the fresh IRP the I/O manager owns, with its first location below.
+        unsafe { fsfilter_kernel::irp::IoSetNextIrpStackLocation(b.irp) };
+        // SAFETY: now its current location.
+        unsafe { crate::irpx::current(b.irp) }.DeviceObject = target;
+        k.current_request = Some(rid);
+        Ok(Some((routine, rid, b, file, k.enter(Some(image)))))
+    });
+    let attempt = match attempt {
+        Ok(a) => a,
+        Err(s) => return IoResult::failed(s),
+    };
+    if let Some((routine, rid, b, file, entered)) = attempt {
+        let info = buffer(56);
+        let target = b.target;
+        // SAFETY: the driver's routine with the create IRP at its device's location, the
+        // caller's 56-byte buffer and the device, as the I/O manager calls it.
+        let done =
+            kernel::run_entered(entered, || unsafe { routine(b.irp, info.ptr().cast(), target) });
+        let answered = kernel::with(|k| {
+            k.leave();
+            k.current_request = None;
+            // SAFETY: the IRP, still the I/O manager's (the routine does not complete it).
+            let io = unsafe { crate::irpx::header(b.irp) }.IoStatus;
+            // SAFETY: the status member.
+            let status = Status(unsafe { io.Anonymous.Status });
+            k.free_irp(b.irp);
+            k.free_file_object(file as usize);
+            if done {
+                k.request_completed(rid, status, io.Information);
+                Some(status)
+            } else {
+                fast_io_declined(k, volume, rid);
+                None
+            }
+        });
+        if let Some(status) = answered {
+            let data = if status.is_success() { read_block(&info, 56) } else { Vec::new() };
+            return IoResult { fast_io: true, ..result(status, 56, rid, data) };
+        }
+    }
+    // The long way: open, query, close.
+    let opened = create(volume, path, options);
+    let Some(handle) = opened.handle else { return opened };
+    let queried = buffered_info(handle, mj::QUERY_INFORMATION, fi::NETWORK_OPEN, &[], 56);
+    let _ = cleanup(handle);
+    let _ = close(handle);
+    queried
+}
+
+/// The file object of an open of `rel` on `volume` (`IopParseDevice`): it names the device the
+/// open goes to (the volume's storage device, or a namespace device) and the name relative to it.
+fn open_file_object(
+    k: &mut Kernel,
+    volume: VolumeId,
+    kind: MediaKind,
+    rel: &str,
+    volume_open: bool,
+    options: CreateOptions,
+) -> Result<*mut FILE_OBJECT, Status> {
+    let vol = k.volume(volume);
+    let (device, vpb, name) = match kind {
+        MediaKind::Disk | MediaKind::CdRom => {
+            let storage = vol.storage.ok_or(Status::NO_SUCH_DEVICE)?;
+            (k.objects.device(storage).ptr, k.objects.dobj(storage).Vpb, rel.to_string())
+        }
+        MediaKind::Network => {
+            let d = k.namespace_device(crate::fs::FsType::Mup).ok_or(Status::NO_SUCH_DEVICE)?;
+            let share = vol.share.clone().unwrap_or_default();
+            (k.objects.device(d).ptr, std::ptr::null_mut(), format!("\\{share}{rel}"))
+        }
+        MediaKind::None => {
+            let d =
+                k.namespace_device(crate::fs::FsType::of(vol.fs)).ok_or(Status::NO_SUCH_DEVICE)?;
+            (k.objects.device(d).ptr, std::ptr::null_mut(), rel.to_string())
+        }
+    };
+    let mut flags = fo::SYNCHRONOUS_IO;
+    if volume_open {
+        flags |= fo::VOLUME_OPEN;
+    }
+    if options.options & create_options::NO_INTERMEDIATE_BUFFERING != 0 {
+        flags |= fo::NO_INTERMEDIATE_BUFFERING;
+    }
+    let file = k.new_file_object(device, vpb, &name, flags, Some(volume));
+    Ok(file)
+}
+
+/// The create IRP of an open for `file` (from [`open_file_object`]), for the top of the stack of
+/// the device the file object names, with the create's parameters and security context.
+/// `request`: a request already started (a fast-I/O attempt's), else a new create request.
+fn build_create_irp(
+    k: &mut Kernel,
+    volume: VolumeId,
+    file: *mut FILE_OBJECT,
+    options: CreateOptions,
+    request: Option<RequestId>,
+) -> Built {
+    let target = k.related_device(file);
+    let flags =
+        irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API | irp_flags::DEFER_IO_COMPLETION;
+    let mut b = match request {
+        Some(rid) => build_for(k, rid, mj::CREATE, target, file, flags, true),
+        None => build(k, volume, mj::CREATE, target, file, flags, true),
+    };
+    let (sc, blocks) =
+        security_context(options.access, options.options | create_options::SYNCHRONOUS_IO_NONALERT);
+    let s = first(&b);
+    s.Parameters.Create.SecurityContext = sc;
+    s.Parameters.Create.Options = (options.disposition << 24)
+        | ((options.options | create_options::SYNCHRONOUS_IO_NONALERT) & 0x00FF_FFFF);
+    s.Parameters.Create.FileAttributes = options.attributes as u16;
+    s.Parameters.Create.ShareAccess = options.share as u16;
+    b.keep.extend(blocks);
+    b
 }
 
 /// The file object, volume and granted access of an open handle.

@@ -17,11 +17,12 @@
 
 mod common;
 
-use common::{machine, machine_with_spy, spy};
+use common::{PassQueryOpen, machine, machine_with_spy, spy};
 use fsfilter::Status;
 use fsfilter_sim::nt::{create_options as co, disposition, file_info as fi, fs_info, fsctl, ioctl};
 use fsfilter_sim::{
-    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, Machine, VolumeId, VolumeSpec,
+    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, Machine, Rule, VolumeId,
+    VolumeSpec,
 };
 
 fn utf16(b: &[u8]) -> String {
@@ -745,4 +746,68 @@ fn the_same_seed_gives_the_same_run() {
         events
     };
     assert_eq!(run(), run());
+}
+
+/// `NtQueryFullAttributesFile` (the Windows Research Kernel's `IopParseDevice` for a query-only
+/// open): the top driver's `FastIoQueryOpen` first, with the create IRP at its location; when
+/// there is none, or it answers FALSE, the long way: open, `FileNetworkOpenInformation`, cleanup,
+/// close, each an IRP.
+#[test]
+fn attribute_queries_try_fast_io_query_open_then_open_query_and_close() {
+    let attributes = |r: &fsfilter_sim::IoResult| {
+        let size = u64::from_le_bytes(r.data[40..48].try_into().unwrap());
+        let attributes = u32::from_le_bytes(r.data[48..52].try_into().unwrap());
+        (size, attributes)
+    };
+    let mut m = machine(21);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789").file("d\\g.txt", b""),
+    );
+    m.boot();
+    let q = m.io(IoRequest::QueryAttributes { volume: c, path: "f.txt" });
+    assert_eq!((q.status, q.fast_io, q.data.len()), (Status::SUCCESS, true, 56));
+    assert_eq!(attributes(&q).0, 10, "EndOfFile");
+    let d = m.io(IoRequest::QueryAttributes { volume: c, path: "d" });
+    assert_eq!((d.status, d.fast_io), (Status::SUCCESS, true));
+    assert_eq!(attributes(&d).1 & 0x10, 0x10, "FILE_ATTRIBUTE_DIRECTORY");
+    // A missing name: NTFS declines, the open reports the error.
+    let missing = m.io(IoRequest::QueryAttributes { volume: c, path: "nothing" });
+    assert_eq!((missing.status, missing.fast_io), (Status::OBJECT_NAME_NOT_FOUND, false));
+    assert!(
+        m.events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::System { what: "fast_io_declined", .. })),
+        "the fast attempt was declined"
+    );
+    drop(m);
+
+    // A driver on top whose FastIoQueryOpen answers FALSE: the long way, which it sees as four
+    // IRPs after the attempt.
+    let mut m = machine_with_spy(22);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    spy(|s| s.seen.clear());
+    let q = m.io(IoRequest::QueryAttributes { volume: c, path: "f.txt" });
+    assert_eq!((q.status, q.fast_io, q.data.len()), (Status::SUCCESS, false, 56));
+    assert_eq!(attributes(&q).0, 10, "EndOfFile");
+    let seen = spy(|s| std::mem::take(&mut s.seen));
+    let majors: Vec<u8> = seen.iter().map(|s| s.major).collect();
+    assert_eq!(majors, [0xF2, 0x00, 0x05, 0x12, 0x02], "create, query, cleanup, close: {seen:?}");
+    // Passed down at the same location, naming the device below: NTFS answers.
+    spy(|s| s.query_open = Some(PassQueryOpen::SameLocation));
+    let q = m.io(IoRequest::QueryAttributes { volume: c, path: "f.txt" });
+    assert_eq!((q.status, q.fast_io, attributes(&q).0), (Status::SUCCESS, true, 10));
+    assert_eq!(m.findings(), []);
+    // Passed down with IoSkipCurrentIrpStackLocation: the location is above the IRP's stack
+    // when NTFS reads it, a bugcheck on Windows, reported against the spy.
+    spy(|s| s.query_open = Some(PassQueryOpen::Skipped));
+    let q = m.io(IoRequest::QueryAttributes { volume: c, path: "f.txt" });
+    assert_eq!((q.status, q.fast_io), (Status::SUCCESS, false), "the long way after FALSE");
+    let findings = m.findings();
+    assert!(
+        findings.iter().any(|(rule, driver, message)| *rule == Rule::Bugcheck
+            && driver.as_deref() == Some("Spy")
+            && message.contains("outside the IRP's stack")),
+        "{findings:?}"
+    );
 }

@@ -70,13 +70,14 @@ pub unsafe fn IoSkipCurrentIrpStackLocation(irp: *mut IRP) {
     *slot = slot.wrapping_add(1);
 }
 
-/// Undoes [`IoSkipCurrentIrpStackLocation`] after the lower driver returned: a filter that hands
-/// an IRP down through a fast-I/O routine that takes one (`FastIoQueryOpen`) takes its own
-/// location back this way.
+/// [`IoSetNextIrpStackLocation`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iosetnextirpstacklocation):
+/// makes the next lower location the current one, as `IoCallDriver` does before it calls the
+/// driver. The I/O manager uses it to present a create IRP to a `FastIoQueryOpen` routine, which
+/// is called directly rather than through `IoCallDriver`.
 ///
 /// # Safety
-/// `irp` must be valid and skipped by the caller with nothing else moved since.
-pub unsafe fn undo_skip_current_irp_stack_location(irp: *mut IRP) {
+/// `irp` must be valid, owned by the caller, and have a location below the current one.
+pub unsafe fn IoSetNextIrpStackLocation(irp: *mut IRP) {
     // SAFETY: the caller guarantees `irp` is valid and ours.
     unsafe {
         (*irp).CurrentLocation -= 1;

@@ -1,15 +1,19 @@
 //! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes,
-//! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), and basic
-//! and standard information queries (`IRP_MJ_QUERY_INFORMATION`) become operations with `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`, run through the frame's instances
+//! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), basic
+//! and standard information queries (`IRP_MJ_QUERY_INFORMATION`) and query opens
+//! (`FastIoQueryOpen`, `IRP_MJ_NETWORK_QUERY_OPEN`) become operations with
+//! `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`, run through the frame's instances
 //! like IRPs (post callbacks at `PASSIVE_LEVEL` in the same thread), then go to the lower
 //! device's routine; `FastIoDetachDevice` tears the frame down on a deleted volume.
 
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, PEPROCESS};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, PEPROCESS};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
-use windows_sys::Wdk::Storage::FileSystem::{FILE_BASIC_INFORMATION, FILE_STANDARD_INFORMATION};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FILE_BASIC_INFORMATION, FILE_NETWORK_OPEN_INFORMATION, FILE_STANDARD_INFORMATION,
+};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::dispatch::{PreEnd, cbd};
@@ -19,8 +23,8 @@ use crate::ids::ImageId;
 use crate::kernel::{self, Kernel};
 use crate::nt::{file_info as fi, mj, mn_lock};
 
-/// The Filter Manager's fast-I/O table: reads, writes, locks, basic and standard queries and
-/// `FastIoDetachDevice`. The other
+/// The Filter Manager's fast-I/O table: reads, writes, locks, basic and standard queries, query
+/// opens and `FastIoDetachDevice`. The other
 /// entries are NULL (the simulator's I/O manager calls no others; a NULL entry makes the caller
 /// build an IRP).
 pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
@@ -48,7 +52,7 @@ pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     FastIoWriteCompressed: None,
     MdlReadCompleteCompressed: None,
     MdlWriteCompleteCompressed: None,
-    FastIoQueryOpen: None,
+    FastIoQueryOpen: Some(flt_fast_query_open),
     ReleaseForModWrite: None,
     AcquireForCcFlush: None,
     ReleaseForCcFlush: None,
@@ -229,6 +233,28 @@ unsafe extern "system" fn flt_fast_query_standard_info(
     device: *const DEVICE_OBJECT,
 ) -> bool {
     through_frame(device, QueryCall { fo, wait, class: fi::STANDARD, buffer: buffer.cast() }, iosb)
+}
+
+/// A query open's arguments (`IRP_MJ_NETWORK_QUERY_OPEN`): the I/O manager's create IRP, at our
+/// device's location, and the caller's `FILE_NETWORK_OPEN_INFORMATION`.
+#[derive(Clone, Copy)]
+struct QueryOpenCall {
+    irp: *mut IRP,
+    info: *mut FILE_NETWORK_OPEN_INFORMATION,
+}
+
+unsafe extern "system" fn flt_fast_query_open(
+    irp: *mut IRP,
+    info: *mut FILE_NETWORK_OPEN_INFORMATION,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    if irp.is_null() {
+        return false;
+    }
+    // The routine's status is the IRP's status block (the I/O manager reads it there).
+    // SAFETY: the I/O manager's live IRP.
+    let iosb = unsafe { &raw mut (*irp).IoStatus };
+    through_frame(device, QueryOpenCall { irp, info }, iosb)
 }
 
 unsafe extern "system" fn flt_fast_detach(
@@ -421,6 +447,42 @@ impl FastCall for QueryCall {
                 })
             }
         })
+    }
+}
+
+impl FastCall for QueryOpenCall {
+    fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
+        let q = self;
+        // SAFETY: the I/O manager's live IRP at our location: its create's file object (a
+        // stack-based one on Windows, which filters must not reference).
+        let fo = unsafe { crate::irpx::current(q.irp) }.FileObject;
+        build_op(k, at, fo, false, |iopb| {
+            iopb.MajorFunction = fsfilter::MajorFunction::NetworkQueryOpen.code();
+            iopb.Parameters.NetworkQueryOpen.Irp = q.irp;
+            iopb.Parameters.NetworkQueryOpen.NetworkInformation = q.info;
+        })
+    }
+
+    /// The information buffer; the IRP is the I/O manager's.
+    fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> QueryOpenCall {
+        // SAFETY: the member of a query open.
+        let p = unsafe { iopb.Parameters.NetworkQueryOpen };
+        QueryOpenCall { info: p.NetworkInformation, ..self }
+    }
+
+    /// The lower device gets the IRP at the same location, naming it for the call.
+    fn forward(self, lower: *mut DEVICE_OBJECT, _iosb: *mut IO_STATUS_BLOCK) -> bool {
+        let q = self;
+        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
+        let Some((tbl, image)) = lower_table(lower, field) else { return false };
+        let Some(f) = tbl.FastIoQueryOpen else { return false };
+        // SAFETY: the live IRP's current location, ours for the call.
+        let location = unsafe { crate::irpx::current(q.irp) };
+        let ours = std::mem::replace(&mut location.DeviceObject, lower);
+        // SAFETY: the lower driver's routine with the IRP at its location and the call's buffer.
+        let handled = kernel::call_into(Some(image), || unsafe { f(q.irp, q.info, lower) });
+        location.DeviceObject = ours;
+        handled
     }
 }
 

@@ -3,8 +3,10 @@
 //! tests below).
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT};
-use windows_sys::Wdk::Storage::FileSystem::{FILE_BASIC_INFORMATION, FILE_STANDARD_INFORMATION};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FILE_BASIC_INFORMATION, FILE_NETWORK_OPEN_INFORMATION, FILE_STANDARD_INFORMATION,
+};
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
@@ -117,6 +119,112 @@ pub unsafe extern "system" fn fast_io_query_standard_info(
     _deviceobject: *const DEVICE_OBJECT,
 ) -> bool {
     fast_query(fileobject, fi::STANDARD, buffer.cast(), iostatus)
+}
+
+/// `FastIoQueryOpen` of the disk file systems (`NtQueryAttributesFile` and
+/// `NtQueryFullAttributesFile` without a file object): the IRP is a create IRP the I/O manager
+/// built and set at the top device's location, which each filter passes down with its location's
+/// `DeviceObject` set to the device below (never completed, freed by the I/O manager). When the
+/// name resolves to a file or directory of a mounted volume, its `FILE_NETWORK_OPEN_INFORMATION`
+/// is written, the IRP's status block says `STATUS_SUCCESS`, and the answer is TRUE; anything
+/// else (a missing name, a volume open, a file being deleted, a namespace file system) answers
+/// FALSE, and the I/O manager opens the file with the IRP, which reports the error
+/// (docs/simulator.md, "User-mode I/O", attribute queries by name). An IRP whose current location is not a create
+/// location of this device (a filter above moved the location, or did not name our device in
+/// it) is a `BUGCHECK`: the routine would read a stack location that is not its own.
+///
+/// # Safety
+/// Called by the I/O manager (or a filter passing fast I/O down) with valid arguments: `irp` a
+/// live IRP, `info` a `FILE_NETWORK_OPEN_INFORMATION`.
+pub unsafe extern "system" fn fast_io_query_open(
+    irp: *mut IRP,
+    info: *mut FILE_NETWORK_OPEN_INFORMATION,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    let Some(ext) = super::dev_ext(device) else { return false };
+    // SAFETY: the caller's live IRP.
+    let header = unsafe { irpx::header(irp) };
+    let (location, count) = (header.CurrentLocation, header.StackCount);
+    let in_stack = location >= 1 && location <= count;
+    // SAFETY: the current location of the live IRP, read only when it lies in its stack.
+    let sl = in_stack.then(|| unsafe { irpx::current(irp) });
+    let ours = sl.as_ref().is_some_and(|sl| {
+        sl.MajorFunction == crate::nt::mj::CREATE && std::ptr::eq(sl.DeviceObject, device)
+    });
+    if !ours {
+        kernel::with(|k| {
+            // The driver that called us: the running image, or the one below ours when the
+            // caller made ours the running one (as the backends do for a lower driver's
+            // routine).
+            let own = k
+                .objects
+                .device_id(device)
+                .map(|d| k.objects.driver(k.objects.device(d).driver).image);
+            let mut images = k.image_stack.iter().rev().copied();
+            let running = images.next().flatten();
+            let caller =
+                if running.is_some() && running == own { images.next().flatten() } else { running };
+            let caller = caller.map(|i| k.image_name(i));
+            let message = format!(
+                "FastIoQueryOpen reached the file system with an IRP whose current stack \
+                 location is not its own create location (location {location} of {count}{}): \
+                 a filter above must pass the IRP down at the same location, with the \
+                 location's DeviceObject set to the device below",
+                if in_stack { ", naming another device" } else { ", outside the IRP's stack" }
+            );
+            k.report(crate::events::Rule::Bugcheck, caller, message);
+        });
+        return false;
+    }
+    let Some(sl) = sl else { return false };
+    let fo = sl.FileObject;
+    if fo.is_null() || ext.role != super::Role::Volume as u8 {
+        return false;
+    }
+    // SAFETY: the create's file object (the I/O manager's stack-based one), valid for the call.
+    let f = unsafe { irpx::file(fo) };
+    if !f.RelatedFileObject.is_null() {
+        return false;
+    }
+    // SAFETY: the file object's name, valid while the call runs.
+    let name = String::from_utf16_lossy(unsafe { irpx::units(&f.FileName) });
+    let answer = kernel::with(|k| {
+        let m = k.fs.mounts.get(ext.mount as usize)?;
+        if m.state != MountState::Mounted || m.ty.is_namespace() {
+            return None;
+        }
+        let comps: Vec<&str> = name.split('\\').filter(|c| !c.is_empty()).collect();
+        if comps.is_empty() {
+            return None;
+        }
+        let media = k.media_of(ext.mount);
+        let node = media.lookup(ROOT, &comps).ok()?;
+        let pending = m.fcbs_by_node.get(&node).is_some_and(|p| k.fs.fcbs[p].delete_pending);
+        if pending {
+            return None;
+        }
+        let mut o = Out::default();
+        network_open(&mut o, media.node(node));
+        Some(o.0)
+    });
+    let Some(bytes) = answer else { return false };
+    // SAFETY: the caller's buffer holds a FILE_NETWORK_OPEN_INFORMATION.
+    unsafe { irpx::copy_out(info.cast(), NETWORK_OPEN_SIZE, &bytes) };
+    // SAFETY: the live IRP's status block (read by the I/O manager when TRUE is answered).
+    unsafe { fsfilter_kernel::irp::set_irp_status(irp, Status::SUCCESS.0, OPENED) };
+    true
+}
+
+/// The size of `FILE_NETWORK_OPEN_INFORMATION`.
+const NETWORK_OPEN_SIZE: usize = 56;
+
+/// `FILE_OPENED`, the information of a create that opened an existing file.
+const OPENED: usize = 1;
+
+/// `FILE_NETWORK_OPEN_INFORMATION` of a node.
+fn network_open(o: &mut Out, n: &Node) {
+    o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]);
+    o.i64(allocation(n.size()) as i64).i64(n.size() as i64).u32(n.attributes).pad_to(56);
 }
 
 /// Serves a fast query of `class` into `buffer` (the class's fixed size), or answers FALSE.
@@ -362,12 +470,8 @@ impl Kernel {
                 100
             }
             fi::NETWORK_OPEN => {
-                o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]);
-                o.i64(allocation(n.size()) as i64)
-                    .i64(n.size() as i64)
-                    .u32(n.attributes)
-                    .pad_to(56);
-                56
+                network_open(&mut o, n);
+                NETWORK_OPEN_SIZE
             }
             fi::ATTRIBUTE_TAG => {
                 o.u32(n.attributes).u32(0);

@@ -859,7 +859,8 @@ impl Kernel {
 
 /// The fast-I/O table of every native file system (facts.md §1.7): real cached reads and writes,
 /// and on disk file systems byte-range locks (`FsRtlFastLock` and the fast unlocks) and basic
-/// and standard information queries; FALSE for the rest, so the I/O manager builds an IRP.
+/// and standard information queries, and query opens (`FastIoQueryOpen`); FALSE for the rest,
+/// so the I/O manager builds an IRP.
 pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
     FastIoCheckIfPossible: None,
@@ -885,7 +886,7 @@ pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     FastIoWriteCompressed: None,
     MdlReadCompleteCompressed: None,
     MdlWriteCompleteCompressed: None,
-    FastIoQueryOpen: None,
+    FastIoQueryOpen: Some(info::fast_io_query_open),
     ReleaseForModWrite: None,
     AcquireForCcFlush: None,
     ReleaseForCcFlush: None,

@@ -71,6 +71,18 @@ pub(crate) struct SpyState {
     pub(crate) mounts: Vec<MountSeen>,
     pub(crate) detached: Vec<(usize, usize)>,
     pub(crate) refuse_fast_io: bool,
+    /// How the spy passes `FastIoQueryOpen` down (None: it answers FALSE).
+    pub(crate) query_open: Option<PassQueryOpen>,
+}
+
+/// How the spy passes a `FastIoQueryOpen` IRP to the device below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PassQueryOpen {
+    /// At the same location, its `DeviceObject` naming the device below (sfilter).
+    SameLocation,
+    /// With `IoSkipCurrentIrpStackLocation`, as for `IoCallDriver` (a mistake: the routine is
+    /// called directly, so the location moves above the IRP's stack).
+    Skipped,
 }
 
 thread_local! {
@@ -337,6 +349,38 @@ unsafe extern "system" fn spy_fast_write(
     }
 }
 
+unsafe extern "system" fn spy_query_open(
+    irp: *mut IRP,
+    info: *mut windows_sys::Wdk::Storage::FileSystem::FILE_NETWORK_OPEN_INFORMATION,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    spy(|s| {
+        s.seen.push(Seen { device: device as usize, major: 0xF2, fast_io: true, ..Seen::default() })
+    });
+    let Some(how) = spy(|s| s.query_open) else { return false };
+    let (lower, t) = lower_fast_io(device);
+    let Some(f) = t.FastIoQueryOpen else { return false };
+    match how {
+        PassQueryOpen::SameLocation => {
+            // SAFETY: the I/O manager's IRP at our location; the lower device's routine.
+            unsafe {
+                let location = IoGetCurrentIrpStackLocation(irp);
+                (*location).DeviceObject = lower;
+                let r = f(irp, info, lower);
+                (*location).DeviceObject = device.cast_mut();
+                r
+            }
+        }
+        // SAFETY: as above, with the location moved (the mistake under test) and moved back.
+        PassQueryOpen::Skipped => unsafe {
+            IoSkipCurrentIrpStackLocation(irp);
+            let r = f(irp, info, lower);
+            fsfilter_kernel::irp::IoSetNextIrpStackLocation(irp);
+            r
+        },
+    }
+}
+
 unsafe extern "system" fn spy_detach(source: *const DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
     spy(|s| s.detached.push((source as usize, target as usize)));
     // SAFETY: our device attached to `target` (facts.md §1.7: detach, then delete).
@@ -371,7 +415,7 @@ static SPY_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     FastIoWriteCompressed: None,
     MdlReadCompleteCompressed: None,
     MdlWriteCompleteCompressed: None,
-    FastIoQueryOpen: None,
+    FastIoQueryOpen: Some(spy_query_open),
     ReleaseForModWrite: None,
     AcquireForCcFlush: None,
     ReleaseForCcFlush: None,
