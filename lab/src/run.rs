@@ -297,7 +297,7 @@ fn play(
             };
             let path = path.clone().unwrap_or_default();
             let mut what =
-                format!("io {} {}{}{}", op.short_name().unwrap_or("?"), volume, sep(&path), path);
+                format!("io {} {}{}{}", crate::scenario::io_op_name(*op), volume, sep(&path), path);
             if let Some(c) = class {
                 let name = crate::scenario::QUERY_CLASSES.iter().find(|(_, v, _)| v == c);
                 what.push_str(&format!(" ({})", name.map_or("?", |(n, _, _)| *n)));
@@ -359,6 +359,10 @@ fn io(
     }
     if op == MajorFunction::Shutdown {
         return m.io(IoRequest::Shutdown { volume: v });
+    }
+    if op == MajorFunction::NetworkQueryOpen {
+        // NtQueryFullAttributesFile: by name, no handle.
+        return m.io(IoRequest::QueryAttributes { volume: v, path });
     }
     // A handle a `cleanup` step closed serves nothing but its close: before anything else, the
     // caller lets it go (its close shows in the log) and opens a new one.

@@ -658,7 +658,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     cx.error(
                         ospan,
                         &format!("{path}.op"),
-                        format!("unknown io op `{op}` (one of {})", IO_OPS.join(", ")),
+                        format!("unknown io op `{op}` (one of {})", describe_io_ops()),
                     )
                 })?;
                 let path_value = f.opt_string("path")?.map(|(s, _)| s);
@@ -778,8 +778,26 @@ pub const IO_OPS: [&str; 14] = [
     "query_volume_information",
 ];
 
+/// The io op of the extension (README): `query_attributes`, `NtQueryFullAttributesFile`, a
+/// file's attributes by name without a handle. It starts as `IRP_MJ_NETWORK_QUERY_OPEN`, the
+/// top driver's `FastIoQueryOpen`, and goes on as an open, a query and a close when that is
+/// refused (docs/simulator.md, "User-mode I/O", attribute queries by name).
+pub const QUERY_ATTRIBUTES: &str = "query_attributes";
+
 fn io_op(name: &str) -> Option<MajorFunction> {
+    if name == QUERY_ATTRIBUTES {
+        return Some(MajorFunction::NetworkQueryOpen);
+    }
     IO_OPS.contains(&name).then(|| MajorFunction::from_short_name(name)).flatten()
+}
+
+/// The scenario spelling of an io step's op.
+pub fn io_op_name(op: MajorFunction) -> &'static str {
+    if op == MajorFunction::NetworkQueryOpen {
+        QUERY_ATTRIBUTES
+    } else {
+        op.short_name().unwrap_or("?")
+    }
 }
 
 /// Byte offsets to 1-based lines.
@@ -1139,7 +1157,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The text of a scenario file, for `fsfilter samples` and the examples.
 pub fn describe_io_ops() -> String {
-    IO_OPS.join(", ")
+    format!("{}, {QUERY_ATTRIBUTES}", IO_OPS.join(", "))
 }
 
 /// The message for a parameter name the sample does not read, with the nearest name when one is

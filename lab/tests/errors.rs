@@ -94,7 +94,14 @@ fn wrong_types_values_and_syntax() {
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"teleport\"\n")),
-        "bad.toml:7: step[0].op: unknown io op `teleport` (one of create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information)"
+        "bad.toml:7: step[0].op: unknown io op `teleport` (one of create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information, query_attributes)"
+    );
+    // The query_attributes extension (README) takes a path, not a class.
+    assert_eq!(
+        error(&format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"query_attributes\"\nclass = \"basic\"\n"
+        )),
+        "bad.toml:8: step[0].class: applies to query_information only, not to `query_attributes`"
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"reboot\"\n")),

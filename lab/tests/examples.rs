@@ -125,8 +125,9 @@ fn the_example_scenarios_answer_their_questions() {
     );
     assert_eq!(stack(&r, "C:"), ["frame 0[Stuck]", "Ntfs"]);
     // Fast I/O per model: the second cached read is fast I/O in both; the lock and the query
-    // are fast I/O to the minifilter, IRPs to the legacy filter (docs/semantics.md,
-    // operations-delivered).
+    // are fast I/O to the minifilter, IRPs to the legacy filter; the attribute query by name is
+    // the fast-I/O IRP_MJ_NETWORK_QUERY_OPEN in both, served by NTFS, so no create follows it
+    // (docs/semantics.md, operations-delivered).
     let (s, mini) = load("fast-io.toml");
     let legacy = run::run(&s.with_model("Probe", scenario::Model::Legacy));
     let kinds = |r: &run::Run| -> Vec<String> {
@@ -150,6 +151,7 @@ fn the_example_scenarios_answer_their_questions() {
             "read FastIo".to_owned(),
             format!("lock {lock_and_query}"),
             format!("query_information {lock_and_query}"),
+            "network_query_open FastIo".to_owned(),
             "cleanup Irp".to_owned(),
             "close Irp".to_owned(),
         ]

@@ -32,8 +32,16 @@ pub const SAMPLES: [&str; 3] = ["passthrough", "probe", "scanner"];
 /// The start types.
 pub const STARTS: [&str; 4] = ["boot", "system", "auto", "demand"];
 
-/// The io ops of scenario.md.
-pub const OPS: [&str; 14] = fsfilter_lab::scenario::IO_OPS;
+/// The io ops of scenario.md, and the lab's `query_attributes` extension (README).
+pub const OPS: [&str; 15] = {
+    let mut ops = [fsfilter_lab::scenario::QUERY_ATTRIBUTES; 15];
+    let mut i = 0;
+    while i < fsfilter_lab::scenario::IO_OPS.len() {
+        ops[i] = fsfilter_lab::scenario::IO_OPS[i];
+        i += 1;
+    }
+    ops
+};
 
 /// The files the io steps use, relative to the volume. `evil.com` holds the scanner's pattern,
 /// `secret.txt` is what probe rules with a pattern match.
@@ -58,7 +66,7 @@ const RULE_ACTIONS: [&str; 8] = [
 ];
 
 /// The operations the probe's rules and `Operations` name (the io ops and `*`).
-const RULE_OPS: [&str; 9] = [
+const RULE_OPS: [&str; 10] = [
     "*",
     "create",
     "read",
@@ -68,6 +76,7 @@ const RULE_OPS: [&str; 9] = [
     "directory_control",
     "cleanup",
     "close",
+    "network_query_open",
 ];
 
 /// Skip-flag suffixes for the probe's `Operations`, by operation.
