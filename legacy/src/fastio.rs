@@ -158,8 +158,9 @@ pass_through!(unlock_all_by_key_below, FastIoUnlockAllByKey, (file: *const FILE_
 /// (only reads, writes and query opens are). Its fast-I/O routines for it then answer FALSE,
 /// and the I/O manager sends the IRP instead, which the filter sees through its dispatch routine
 /// (docs/semantics.md, operations-delivered): byte-range locks (`NtLockFile`, `NtUnlockFile`,
-/// the close of a handle that locked) and basic and standard information queries
-/// (`NtQueryInformationFile`). Decided at compile time when `F::REGISTRATION` registers the
+/// the close of a handle that locked), basic and standard information queries
+/// (`NtQueryInformationFile`) and network-open information queries (`NtQueryFullAttributesFile`
+/// when the query open was refused). Decided at compile time when `F::REGISTRATION` registers the
 /// operation (nothing else is compiled into the routines then); otherwise from the registration
 /// in force, which may add it at run time.
 #[inline(always)]
@@ -206,6 +207,19 @@ unsafe extern "system" fn query_standard_info<F: Filter>(
     !takes_as_irps::<F, QUERY_INFORMATION>()
         // SAFETY: forwarded from the I/O manager.
         && unsafe { query_standard_info_below::<F>(file, wait, buffer, iosb, device) }
+}
+
+/// `FastIoQueryNetworkOpenInfo`: as [`query_basic_info`].
+unsafe extern "system" fn query_network_open_info<F: Filter>(
+    file: *const FILE_OBJECT,
+    wait: bool,
+    buffer: *mut FILE_NETWORK_OPEN_INFORMATION,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    !takes_as_irps::<F, QUERY_INFORMATION>()
+        // SAFETY: forwarded from the I/O manager.
+        && unsafe { query_network_open_info_below::<F>(file, wait, buffer, iosb, device) }
 }
 
 /// `FastIoLock`: declined for a filter that takes locks as IRPs ([`takes_as_irps`]),
@@ -268,7 +282,7 @@ unsafe extern "system" fn unlock_all_by_key<F: Filter>(
         && unsafe { unlock_all_by_key_below::<F>(file, process, key, iosb, device) }
 }
 pass_through!(device_control, FastIoDeviceControl, (file: *const FILE_OBJECT, wait: bool, input: *const c_void, input_length: u32, output: *mut c_void, output_length: u32, code: u32, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
-pass_through!(query_network_open_info, FastIoQueryNetworkOpenInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_NETWORK_OPEN_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
+pass_through!(query_network_open_info_below, FastIoQueryNetworkOpenInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_NETWORK_OPEN_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(mdl_read, MdlRead, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(mdl_read_complete, MdlReadComplete, (file: *const FILE_OBJECT, chain: *const MDL) -> bool, false);
 pass_through!(mdl_write_complete, MdlWriteComplete, (file: *const FILE_OBJECT, offset: *const i64, chain: *const MDL) -> bool, false);

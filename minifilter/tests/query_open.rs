@@ -13,5 +13,5 @@ mod driver {
 
 #[test]
 fn a_query_open_is_a_fast_io_network_query_open_the_filter_may_refuse() {
-    query_open::check(common::install_minifilter, driver::ENTRY);
+    query_open::check(common::install_minifilter, driver::ENTRY, fsfilter::OperationKind::FastIo);
 }

@@ -340,13 +340,14 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
         IoRequest::Read { handle, offset, length, mode } => read(handle, offset, length, mode),
         IoRequest::Write { handle, offset, data, mode } => write(handle, offset, data, mode),
         IoRequest::QueryInformation { handle, class, length } => {
-            buffered_info(handle, mj::QUERY_INFORMATION, class, &[], length)
+            let fast = [crate::nt::file_info::BASIC, crate::nt::file_info::STANDARD];
+            buffered_info(handle, mj::QUERY_INFORMATION, class, &[], length, &fast)
         }
         IoRequest::SetInformation { handle, class, data } => {
-            buffered_info(handle, mj::SET_INFORMATION, class, data, 0)
+            buffered_info(handle, mj::SET_INFORMATION, class, data, 0, &[])
         }
         IoRequest::QueryVolumeInformation { handle, class, length } => {
-            buffered_info(handle, mj::QUERY_VOLUME_INFORMATION, class, &[], length)
+            buffered_info(handle, mj::QUERY_VOLUME_INFORMATION, class, &[], length, &[])
         }
         IoRequest::DirectoryControl { handle, class, pattern, restart, single, length } => {
             directory(handle, class, pattern, restart, single, length)
@@ -556,7 +557,8 @@ type QueryOpenRoutine = unsafe extern "system" fn(
 /// calls it: TRUE answers with the status the routine left in the IRP's status block (and the
 /// information it wrote), and the IRP is freed without being completed. FALSE (or no routine)
 /// takes the long way: the IRP goes down as an open, then `FileNetworkOpenInformation` is
-/// queried and the file closed (cleanup and close). The simulator's file object is a real one,
+/// queried (the top driver's `FastIoQueryNetworkOpenInfo` first, then the IRP) and the file
+/// closed (cleanup and close). The simulator's file object is a real one,
 /// freed after a fast answer (Windows uses a stack-based object); the long way is three user
 /// requests of their own, the open with a handle that the query and close then use.
 fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
@@ -626,13 +628,16 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
             return IoResult { fast_io: true, ..result(status, 56, rid, data) };
         }
     }
-    // The long way: open, query, close.
+    // The long way: open, query (FastIoQueryNetworkOpenInfo first, then the IRP), close.
     let opened = create(volume, path, options);
     let Some(handle) = opened.handle else { return opened };
-    let queried = buffered_info(handle, mj::QUERY_INFORMATION, fi::NETWORK_OPEN, &[], 56);
+    let network_open = [fi::NETWORK_OPEN];
+    let queried =
+        buffered_info(handle, mj::QUERY_INFORMATION, fi::NETWORK_OPEN, &[], 56, &network_open);
     let _ = cleanup(handle);
     let _ = close(handle);
-    queried
+    // Not served by fast I/O as a whole: the open was an IRP.
+    IoResult { fast_io: false, ..queried }
 }
 
 /// The file object of an open of `rel` on `volume` (`IopParseDevice`): it names the device the
@@ -1080,8 +1085,14 @@ fn required_access(major: u8, class: u32) -> u32 {
 }
 
 /// Query/set information and query volume information: buffered I/O (`SystemBuffer`).
-fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize) -> IoResult {
-    use crate::nt::file_info as fi;
+fn buffered_info(
+    h: Handle,
+    major: u8,
+    class: u32,
+    input: &[u8],
+    out_len: usize,
+    fast_classes: &[u32],
+) -> IoResult {
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
@@ -1105,11 +1116,12 @@ fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize)
         unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), sysbuf.ptr(), input.len()) };
     }
     // NtQueryInformationFile on a synchronous file object tries the top driver's
-    // FastIoQueryBasicInfo / FastIoQueryStandardInfo first (the Windows Research Kernel).
+    // FastIoQueryBasicInfo / FastIoQueryStandardInfo first (the Windows Research Kernel), for
+    // the classes in `fast_classes`; an attribute query's long way its FastIoQueryNetworkOpenInfo.
     // SAFETY: a live file object of an open handle.
     let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
     let mut rid = None;
-    if major == mj::QUERY_INFORMATION && synchronous && matches!(class, fi::BASIC | fi::STANDARD) {
+    if major == mj::QUERY_INFORMATION && synchronous && fast_classes.contains(&class) {
         let target = std::cell::Cell::new(std::ptr::null_mut());
         let lookup = |k: &mut Kernel| {
             target.set(k.related_device(file));
@@ -1123,6 +1135,10 @@ fn buffered_info(h: Handle, major: u8, class: u32, input: &[u8], out_len: usize)
             },
             // SAFETY: as above.
             FastQuery::Standard(f) => unsafe {
+                f(file, true, sysbuf.ptr().cast(), iosb, target.get())
+            },
+            // SAFETY: as above.
+            FastQuery::NetworkOpen(f) => unsafe {
                 f(file, true, sysbuf.ptr().cast(), iosb, target.get())
             },
         };
@@ -1205,24 +1221,38 @@ enum FastQuery {
             *const DEVICE_OBJECT,
         ) -> bool,
     ),
+    NetworkOpen(
+        unsafe extern "system" fn(
+            *const FILE_OBJECT,
+            bool,
+            *mut windows_sys::Wdk::Storage::FileSystem::FILE_NETWORK_OPEN_INFORMATION,
+            *mut IO_STATUS_BLOCK,
+            *const DEVICE_OBJECT,
+        ) -> bool,
+    ),
 }
 
-/// The top device's fast-I/O query routine for `class` (basic or standard information), when its
-/// driver's table holds one; a NULL entry builds the IRP (the service checks it).
+/// The top device's fast-I/O query routine for `class` (basic, standard or network-open
+/// information), when its driver's table holds one; a NULL entry builds the IRP (the service
+/// checks it).
 fn fast_query_routine(
     k: &Kernel,
     target: *mut DEVICE_OBJECT,
     class: u32,
 ) -> Option<(FastQuery, crate::ids::ImageId)> {
-    if class == crate::nt::file_info::BASIC {
-        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo);
-        let (t, image) = top_table(k, target, field)?;
-        Some((FastQuery::Basic(t.FastIoQueryBasicInfo?), image))
-    } else {
-        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo);
-        let (t, image) = top_table(k, target, field)?;
-        Some((FastQuery::Standard(t.FastIoQueryStandardInfo?), image))
-    }
+    use crate::nt::file_info as fi;
+    let field = match class {
+        fi::BASIC => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo),
+        fi::STANDARD => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo),
+        _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryNetworkOpenInfo),
+    };
+    let (t, image) = top_table(k, target, field)?;
+    let routine = match class {
+        fi::BASIC => FastQuery::Basic(t.FastIoQueryBasicInfo?),
+        fi::STANDARD => FastQuery::Standard(t.FastIoQueryStandardInfo?),
+        _ => FastQuery::NetworkOpen(t.FastIoQueryNetworkOpenInfo?),
+    };
+    Some((routine, image))
 }
 
 /// `FILE_*` mode bits of `FileModeInformation`, and the file-object flags they come from.

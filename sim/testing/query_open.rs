@@ -32,7 +32,8 @@ thread_local! {
     static DISALLOW: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Records pre and post callbacks of query opens and creates; refuses query opens' fast I/O
+/// Records pre and post callbacks of query opens, creates and information queries; refuses
+/// query opens' fast I/O
 /// while [`DISALLOW`] is set.
 pub(crate) struct Opener;
 
@@ -40,6 +41,7 @@ impl Filter for Opener {
     const REGISTRATION: Registration = Registration::new()
         .operation(Operation::new(MajorFunction::Create).pre())
         .operation(Operation::new(MajorFunction::NetworkQueryOpen).pre().post())
+        .operation(Operation::new(MajorFunction::QueryInformation).pre())
         .instance_setup_callback(true)
         .validated();
     type InstanceContext = ();
@@ -87,7 +89,16 @@ fn end_of_file(data: &[u8]) -> u64 {
 /// Queries a file's attributes by name through the filter installed by `install`: the filter
 /// sees a fast-I/O `IRP_MJ_NETWORK_QUERY_OPEN` served below it, then, when it refuses fast I/O,
 /// the open that the I/O manager sends instead; no finding either way.
-pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+///
+/// `query`: how the filter sees the query of the long way, which the I/O manager offers to
+/// `FastIoQueryNetworkOpenInfo` first and NTFS serves: fast I/O through the Filter Manager, the
+/// IRP through the legacy backend, which declines that routine for a filter that registers
+/// `IRP_MJ_QUERY_INFORMATION` (docs/semantics.md, operations-delivered).
+pub(crate) fn check(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    query: OperationKind,
+) {
     let mut m = Machine::new(MachineConfig { seed: 23 });
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
@@ -107,7 +118,8 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
         ],
     );
 
-    // Refused: the I/O manager opens the file with a create IRP, which the filter sees.
+    // Refused: the I/O manager opens the file with a create IRP, which the filter sees, then
+    // queries it.
     DISALLOW.with(|d| d.set(true));
     let q = m.io(IoRequest::QueryAttributes { volume: c, path: "f.txt" });
     assert_eq!((q.status, q.fast_io, q.data.len()), (Status::SUCCESS, false, 56), "{q:?}");
@@ -118,6 +130,7 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
         [
             ("pre", MajorFunction::NetworkQueryOpen, fast, None),
             ("pre", MajorFunction::Create, OperationKind::Irp, None),
+            ("pre", MajorFunction::QueryInformation, query, None),
         ],
     );
     DISALLOW.with(|d| d.set(false));

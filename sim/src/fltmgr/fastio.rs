@@ -1,6 +1,6 @@
 //! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes,
-//! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), basic
-//! and standard information queries (`IRP_MJ_QUERY_INFORMATION`) and query opens
+//! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), basic,
+//! standard and network-open information queries (`IRP_MJ_QUERY_INFORMATION`) and query opens
 //! (`FastIoQueryOpen`, `IRP_MJ_NETWORK_QUERY_OPEN`) become operations with
 //! `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`, run through the frame's instances
 //! like IRPs (post callbacks at `PASSIVE_LEVEL` in the same thread), then go to the lower
@@ -23,8 +23,8 @@ use crate::ids::ImageId;
 use crate::kernel::{self, Kernel};
 use crate::nt::{file_info as fi, mj, mn_lock};
 
-/// The Filter Manager's fast-I/O table: reads, writes, locks, basic and standard queries, query
-/// opens and `FastIoDetachDevice`. The other
+/// The Filter Manager's fast-I/O table: reads, writes, locks, basic, standard and network-open
+/// queries, query opens and `FastIoDetachDevice`. The other
 /// entries are NULL (the simulator's I/O manager calls no others; a NULL entry makes the caller
 /// build an IRP).
 pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
@@ -42,7 +42,7 @@ pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     AcquireFileForNtCreateSection: None,
     ReleaseFileForNtCreateSection: None,
     FastIoDetachDevice: Some(flt_fast_detach),
-    FastIoQueryNetworkOpenInfo: None,
+    FastIoQueryNetworkOpenInfo: Some(flt_fast_query_network_open_info),
     AcquireForModWrite: None,
     MdlRead: None,
     MdlReadComplete: None,
@@ -209,7 +209,7 @@ unsafe extern "system" fn flt_fast_unlock_all_by_key(
 struct QueryCall {
     fo: *const FILE_OBJECT,
     wait: bool,
-    /// `FileBasicInformation` or `FileStandardInformation`.
+    /// `FileBasicInformation`, `FileStandardInformation` or `FileNetworkOpenInformation`.
     class: u32,
     /// The caller's buffer, of the class's size.
     buffer: *mut c_void,
@@ -255,6 +255,17 @@ unsafe extern "system" fn flt_fast_query_open(
     // SAFETY: the I/O manager's live IRP.
     let iosb = unsafe { &raw mut (*irp).IoStatus };
     through_frame(device, QueryOpenCall { irp, info }, iosb)
+}
+
+unsafe extern "system" fn flt_fast_query_network_open_info(
+    fo: *const FILE_OBJECT,
+    wait: bool,
+    buffer: *mut FILE_NETWORK_OPEN_INFORMATION,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    let call = QueryCall { fo, wait, class: fi::NETWORK_OPEN, buffer: buffer.cast() };
+    through_frame(device, call, iosb)
 }
 
 unsafe extern "system" fn flt_fast_detach(
@@ -406,10 +417,10 @@ impl FastCall for LockCall {
 impl FastCall for QueryCall {
     fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
         let q = self;
-        let length = if q.class == fi::BASIC {
-            size_of::<FILE_BASIC_INFORMATION>()
-        } else {
-            size_of::<FILE_STANDARD_INFORMATION>()
+        let length = match q.class {
+            fi::BASIC => size_of::<FILE_BASIC_INFORMATION>(),
+            fi::STANDARD => size_of::<FILE_STANDARD_INFORMATION>(),
+            _ => size_of::<FILE_NETWORK_OPEN_INFORMATION>(),
         };
         build_op(k, at, q.fo, false, |iopb| {
             iopb.MajorFunction = mj::QUERY_INFORMATION;
@@ -428,24 +439,25 @@ impl FastCall for QueryCall {
 
     fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
         let q = self;
-        let field = if q.class == fi::BASIC {
-            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo)
-        } else {
-            std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo)
+        let field = match q.class {
+            fi::BASIC => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryBasicInfo),
+            fi::STANDARD => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo),
+            _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryNetworkOpenInfo),
         };
         let Some((tbl, image)) = lower_table(lower, field) else { return false };
-        kernel::call_into(Some(image), || {
-            if q.class == fi::BASIC {
-                tbl.FastIoQueryBasicInfo.is_some_and(|f| {
-                    // SAFETY: the lower driver's routine with the call's arguments and its device.
-                    unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
-                })
-            } else {
-                tbl.FastIoQueryStandardInfo.is_some_and(|f| {
-                    // SAFETY: as above.
-                    unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
-                })
-            }
+        kernel::call_into(Some(image), || match q.class {
+            fi::BASIC => tbl.FastIoQueryBasicInfo.is_some_and(|f| {
+                // SAFETY: the lower driver's routine with the call's arguments and its device.
+                unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
+            }),
+            fi::STANDARD => tbl.FastIoQueryStandardInfo.is_some_and(|f| {
+                // SAFETY: as above.
+                unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
+            }),
+            _ => tbl.FastIoQueryNetworkOpenInfo.is_some_and(|f| {
+                // SAFETY: as above.
+                unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
+            }),
         })
     }
 }

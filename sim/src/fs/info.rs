@@ -227,6 +227,20 @@ fn network_open(o: &mut Out, n: &Node) {
     o.i64(allocation(n.size()) as i64).i64(n.size() as i64).u32(n.attributes).pad_to(56);
 }
 
+/// `FastIoQueryNetworkOpenInfo` of the disk file systems, as [`fast_io_query_basic_info`].
+///
+/// # Safety
+/// As [`fast_io_query_basic_info`]; `buffer` holds a `FILE_NETWORK_OPEN_INFORMATION`.
+pub unsafe extern "system" fn fast_io_query_network_open_info(
+    fileobject: *const FILE_OBJECT,
+    _wait: bool,
+    buffer: *mut FILE_NETWORK_OPEN_INFORMATION,
+    iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    fast_query(fileobject, fi::NETWORK_OPEN, buffer.cast(), iostatus)
+}
+
 /// Serves a fast query of `class` into `buffer` (the class's fixed size), or answers FALSE.
 fn fast_query(
     fo: *const FILE_OBJECT,

@@ -859,8 +859,8 @@ impl Kernel {
 
 /// The fast-I/O table of every native file system (facts.md §1.7): real cached reads and writes,
 /// and on disk file systems byte-range locks (`FsRtlFastLock` and the fast unlocks) and basic
-/// and standard information queries, and query opens (`FastIoQueryOpen`); FALSE for the rest,
-/// so the I/O manager builds an IRP.
+/// standard and network-open information queries, and query opens (`FastIoQueryOpen`); FALSE for
+/// the rest, so the I/O manager builds an IRP.
 pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
     FastIoCheckIfPossible: None,
@@ -876,7 +876,7 @@ pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     AcquireFileForNtCreateSection: None,
     ReleaseFileForNtCreateSection: None,
     FastIoDetachDevice: None,
-    FastIoQueryNetworkOpenInfo: None,
+    FastIoQueryNetworkOpenInfo: Some(info::fast_io_query_network_open_info),
     AcquireForModWrite: None,
     MdlRead: None,
     MdlReadComplete: None,
