@@ -897,3 +897,72 @@ fn a_pended_create_can_be_completed_by_its_filter_facts_4() {
     assert_eq!((Status(status), irql), (Status::ACCESS_DENIED, 0));
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A cached read of a file with byte-range locks: the file system asks the top of the stack
+/// (the Filter Manager's frame) whether fast I/O is possible, which the Filter Manager presents
+/// as the fast-I/O `IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE` with the transfer's parameters, inside
+/// the read's own fast-I/O operation; a filter that disallows it makes the read an IRP.
+#[test]
+fn the_fast_io_check_of_a_locked_file_is_an_operation_inside_the_read() {
+    let (mut m, c) = setup(&[("a.txt", b"0123456789abcdef")]);
+    let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
+    let g = got.clone();
+    let refuse = std::rc::Rc::new(std::cell::Cell::new(false));
+    let r = refuse.clone();
+    const CHECK: u8 = 0xF3;
+    let look = Config::new("Look", "370000")
+        .op(mj::READ, true, false)
+        .op(CHECK, true, false)
+        .with_pre(move |p| {
+            let i = p.iopb();
+            let fast = p.data().Flags & FAST_IO_OPERATION != 0;
+            if i.MajorFunction == CHECK {
+                let c = unsafe { i.Parameters.FastIoCheckIfPossible };
+                g.borrow_mut().push(format!(
+                    "check fast={fast} off={} len={} read={}",
+                    { c.FileOffset },
+                    c.Length,
+                    c.CheckForReadOperation
+                ));
+                return if r.get() { (3, 0) } else { (1, 0) };
+            }
+            g.borrow_mut().push(format!("read fast={fast}"));
+            (1, 0)
+        });
+    start(&mut m, 0, look);
+    let a = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let b = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert!(!m.read(b, Some(0), 4, IoMode::Cached).fast_io, "caching starts with an IRP");
+    let lock = fsfilter_sim::IoRequest::Lock {
+        handle: a,
+        offset: 8,
+        length: 4,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    assert_eq!(m.io(lock).status, Status::SUCCESS);
+    got.borrow_mut().clear();
+    let read = m.read(b, Some(0), 4, IoMode::Cached);
+    assert_eq!(
+        (read.status, read.fast_io, read.data.as_slice()),
+        (Status::SUCCESS, true, &b"0123"[..])
+    );
+    refuse.set(true);
+    let read = m.read(b, Some(4), 4, IoMode::Cached);
+    assert_eq!(
+        (read.status, read.fast_io, read.data.as_slice()),
+        (Status::SUCCESS, false, &b"4567"[..])
+    );
+    assert_eq!(
+        got.borrow().as_slice(),
+        [
+            "read fast=true",
+            "check fast=true off=0 len=4 read=true",
+            "read fast=true",
+            "check fast=true off=4 len=4 read=true",
+            // Refused: the read comes again as an IRP.
+            "read fast=false",
+        ]
+    );
+    assert_eq!(m.findings(), []);
+}

@@ -811,3 +811,46 @@ fn attribute_queries_try_fast_io_query_open_then_open_query_and_close() {
         "{findings:?}"
     );
 }
+
+/// A cached transfer on a file with byte-range locks: the file system's fast path
+/// (`FsRtlCopyRead`, the Windows Research Kernel) finds fast I/O questionable and asks the
+/// `FastIoCheckIfPossible` of the top of the stack, which a filter there sees inside the fast
+/// read and passes down to the file system's own check; a conflicting range makes the read an
+/// IRP, which the lock refuses.
+#[test]
+fn fast_io_on_a_locked_file_asks_the_top_of_the_stack_first() {
+    let mut m = machine_with_spy(24);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"0123456789abcdef"));
+    m.boot();
+    let a = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let b = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    // Caching initiated by the first cached read of each file object (an IRP).
+    assert!(!m.read(b, Some(0), 4, IoMode::Cached).fast_io);
+    let majors =
+        || spy(|s| std::mem::take(&mut s.seen)).iter().map(|s| s.major).collect::<Vec<_>>();
+    let _ = majors();
+    // No locks: no check.
+    assert!(m.read(b, Some(0), 4, IoMode::Cached).fast_io);
+    assert_eq!(majors(), [3]);
+    let l = m.io(IoRequest::Lock {
+        handle: a,
+        offset: 8,
+        length: 4,
+        exclusive: true,
+        fail_immediately: true,
+    });
+    assert_eq!(l.status, Status::SUCCESS);
+    let _ = majors();
+    // Locked elsewhere: the check says yes, inside the fast read.
+    let r = m.read(b, Some(0), 4, IoMode::Cached);
+    assert_eq!((r.status, r.fast_io, r.data.as_slice()), (Status::SUCCESS, true, &b"0123"[..]));
+    assert_eq!(majors(), [3, 0xF3]);
+    // The locked range: the check says no, and the IRP meets the lock.
+    let r = m.read(b, Some(8), 4, IoMode::Cached);
+    assert_eq!((r.status, r.fast_io), (Status::FILE_LOCK_CONFLICT, false));
+    assert_eq!(majors(), [3, 0xF3, 3]);
+    // The holder of the lock reads through it.
+    let r = m.read(a, Some(8), 4, IoMode::Cached);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(m.findings(), []);
+}

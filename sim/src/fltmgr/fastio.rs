@@ -1,4 +1,6 @@
-//! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes,
+//! The Filter Manager's fast-I/O table (facts.md §1.7, §3, §4): cached reads and writes, the
+//! file system's check of one on a file with byte-range locks (`FastIoCheckIfPossible`,
+//! `IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE`),
 //! byte-range locks and unlocks (`IRP_MJ_LOCK_CONTROL` with its `IRP_MN_*` minor code), basic,
 //! standard and network-open information queries (`IRP_MJ_QUERY_INFORMATION`) and query opens
 //! (`FastIoQueryOpen`, `IRP_MJ_NETWORK_QUERY_OPEN`) become operations with
@@ -23,13 +25,13 @@ use crate::ids::ImageId;
 use crate::kernel::{self, Kernel};
 use crate::nt::{file_info as fi, mj, mn_lock};
 
-/// The Filter Manager's fast-I/O table: reads, writes, locks, basic, standard and network-open
-/// queries, query opens and `FastIoDetachDevice`. The other
+/// The Filter Manager's fast-I/O table: reads, writes, their checks on files with byte-range
+/// locks, locks, basic, standard and network-open queries, query opens and `FastIoDetachDevice`. The other
 /// entries are NULL (the simulator's I/O manager calls no others; a NULL entry makes the caller
 /// build an IRP).
 pub static FLT_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
-    FastIoCheckIfPossible: None,
+    FastIoCheckIfPossible: Some(flt_fast_check_if_possible),
     FastIoRead: Some(flt_fast_read),
     FastIoWrite: Some(flt_fast_write),
     FastIoQueryBasicInfo: Some(flt_fast_query_basic_info),
@@ -268,6 +270,33 @@ unsafe extern "system" fn flt_fast_query_network_open_info(
     through_frame(device, call, iosb)
 }
 
+/// A fast-I/O check's arguments (`IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE`): the transfer a file
+/// system's `FsRtlCopyRead` or `FsRtlCopyWrite` asks about for a file with byte-range locks.
+#[derive(Clone, Copy)]
+struct CheckCall {
+    fo: *const FILE_OBJECT,
+    offset: i64,
+    length: u32,
+    wait: bool,
+    key: u32,
+    read: bool,
+}
+
+unsafe extern "system" fn flt_fast_check_if_possible(
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    wait: bool,
+    key: u32,
+    read: bool,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset.
+    let Some(&offset) = (unsafe { offset.as_ref() }) else { return false };
+    through_frame(device, CheckCall { fo, offset, length, wait, key, read }, iosb)
+}
+
 unsafe extern "system" fn flt_fast_detach(
     source: *const DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
@@ -458,6 +487,37 @@ impl FastCall for QueryCall {
                 // SAFETY: as above.
                 unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
             }),
+        })
+    }
+}
+
+impl FastCall for CheckCall {
+    fn build(self, k: &mut Kernel, at: At) -> Option<u64> {
+        let c = self;
+        build_op(k, at, c.fo, false, |iopb| {
+            iopb.MajorFunction = fsfilter::MajorFunction::FastIoCheckIfPossible.code();
+            iopb.Parameters.FastIoCheckIfPossible.FileOffset = c.offset;
+            iopb.Parameters.FastIoCheckIfPossible.Length = c.length;
+            iopb.Parameters.FastIoCheckIfPossible.LockKey = c.key;
+            iopb.Parameters.FastIoCheckIfPossible.CheckForReadOperation = c.read;
+        })
+    }
+
+    fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> CheckCall {
+        // SAFETY: the member of a fast-I/O check.
+        let p = unsafe { iopb.Parameters.FastIoCheckIfPossible };
+        CheckCall { offset: p.FileOffset, length: p.Length, key: p.LockKey, ..self }
+    }
+
+    fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
+        let c = self;
+        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoCheckIfPossible);
+        let Some((tbl, image)) = lower_table(lower, field) else { return false };
+        let Some(f) = tbl.FastIoCheckIfPossible else { return false };
+        let offset = c.offset;
+        kernel::call_into(Some(image), || {
+            // SAFETY: the lower driver's routine with the call's arguments and its device.
+            unsafe { f(c.fo, &offset, c.length, c.wait, c.key, c.read, iosb, lower) }
         })
     }
 }

@@ -858,12 +858,13 @@ impl Kernel {
 }
 
 /// The fast-I/O table of every native file system (facts.md §1.7): real cached reads and writes,
-/// and on disk file systems byte-range locks (`FsRtlFastLock` and the fast unlocks) and basic
-/// standard and network-open information queries, and query opens (`FastIoQueryOpen`); FALSE for
-/// the rest, so the I/O manager builds an IRP.
+/// the check of a transfer on a file with byte-range locks (`FastIoCheckIfPossible`, which
+/// `FsRtlCopyRead` asks of the top of the stack), and on disk file systems byte-range locks
+/// (`FsRtlFastLock` and the fast unlocks), basic, standard and network-open information queries,
+/// and query opens (`FastIoQueryOpen`); FALSE for the rest, so the I/O manager builds an IRP.
 pub static FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
-    FastIoCheckIfPossible: None,
+    FastIoCheckIfPossible: Some(rw::fast_io_check_if_possible),
     FastIoRead: Some(rw::fast_io_read),
     FastIoWrite: Some(rw::fast_io_write),
     FastIoQueryBasicInfo: Some(info::fast_io_query_basic_info),

@@ -1,7 +1,7 @@
 //! Reads, writes (IRP and fast I/O, facts.md §1.7) and byte-range locks.
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, PEPROCESS};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, PEPROCESS};
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
@@ -130,6 +130,16 @@ pub fn write(call: Call) -> NTSTATUS {
     call.done(status, n)
 }
 
+/// Whether a cached transfer may take the fast path (the file header's `IsFastIoPossible`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FastIoState {
+    /// `FastIoIsPossible`.
+    Possible,
+    /// `FastIoIsQuestionable`: the file has byte-range locks; the stack's
+    /// `FastIoCheckIfPossible` decides.
+    Questionable,
+}
+
 /// `FastIoRead`: copies from the "cache" when caching was initiated on the file object (the first
 /// cached read or write IRP does that); FALSE otherwise, so the I/O manager builds an IRP.
 ///
@@ -155,8 +165,114 @@ pub unsafe extern "system" fn fast_io_read(
         buffer: buffer.cast(),
         path: Path::Cached,
     };
-    let r = kernel::with(|k| if k.fast_io_possible(t, false) { Some(k.fs_read(t)) } else { None });
+    if !fast_io_allowed(t, false, iostatus) {
+        return false;
+    }
+    let r = kernel::with(|k| k.fast_io_state(t, false).map(|_| k.fs_read(t)));
     fast_result(r, iostatus)
+}
+
+/// Whether a cached transfer may take the fast path (`FsRtlCopyRead` / `FsRtlCopyWrite`, the
+/// Windows Research Kernel): not when the file object is not cached or fast I/O is not possible
+/// for the file; when it is questionable (the file has byte-range locks), the answer of the
+/// `FastIoCheckIfPossible` routine of the top of the file object's stack
+/// (`IoGetRelatedDeviceObject`), which filters see on its way down to the file system's own
+/// check ([`fast_io_check_if_possible`]).
+fn fast_io_allowed(t: Transfer, write: bool, iostatus: *mut IO_STATUS_BLOCK) -> bool {
+    let routine = kernel::with(|k| match k.fast_io_state(t, write)? {
+        FastIoState::Possible => Some(None),
+        FastIoState::Questionable => {
+            let top = k.related_device(t.fo);
+            let routine = top_check_if_possible(k, top);
+            if routine.is_none() {
+                let driver = k
+                    .objects
+                    .device_id(top)
+                    .map(|d| k.objects.driver(k.objects.device(d).driver).service.clone());
+                k.report(
+                    crate::events::Rule::Bugcheck,
+                    driver,
+                    "fast I/O on a file with byte-range locks: FsRtlCopyRead and FsRtlCopyWrite \
+                     call the FastIoCheckIfPossible routine of the top of the stack, which its \
+                     driver does not supply (facts.md §1.7: a filter must supply every routine)",
+                );
+            }
+            Some(Some(routine.map(|r| (r, top))))
+        }
+    });
+    match routine {
+        None => false,
+        Some(None) => true,
+        Some(Some(None)) => false,
+        Some(Some(Some(((check, image), top)))) => {
+            let offset = t.offset;
+            let (length, key) = (t.length as u32, t.key);
+            kernel::call_into(Some(image), || {
+                // SAFETY: the top driver's routine with the transfer's arguments and its device,
+                // as FsRtlCopyRead and FsRtlCopyWrite call it.
+                unsafe { check(t.fo, &offset, length, true, key, !write, iostatus, top) }
+            })
+        }
+    }
+}
+
+/// A driver's `FastIoCheckIfPossible`.
+type CheckIfPossible = unsafe extern "system" fn(
+    *const FILE_OBJECT,
+    *const i64,
+    u32,
+    bool,
+    u32,
+    bool,
+    *mut IO_STATUS_BLOCK,
+    *const DEVICE_OBJECT,
+) -> bool;
+
+/// The `FastIoCheckIfPossible` of `top`'s driver, with its image, when its table holds one.
+fn top_check_if_possible(
+    k: &Kernel,
+    top: *mut DEVICE_OBJECT,
+) -> Option<(CheckIfPossible, crate::ids::ImageId)> {
+    let d = k.objects.device_id(top)?;
+    let driver = k.objects.driver(k.objects.device(d).driver);
+    // SAFETY: a live driver object.
+    let table = unsafe { (*driver.ptr).FastIoDispatch };
+    // SAFETY: its table, when set (the driver's static data).
+    let table = unsafe { table.as_ref() }?;
+    let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoCheckIfPossible);
+    if (table.SizeOfFastIoDispatch as usize) < field + size_of::<usize>() {
+        return None;
+    }
+    Some((table.FastIoCheckIfPossible?, driver.image))
+}
+
+/// `FastIoCheckIfPossible` of the disk file systems (`FsRtlFastCheckLockForRead` /
+/// `FsRtlFastCheckLockForWrite`): TRUE when no byte-range lock of another holder conflicts with
+/// the transfer, so the fast path may go on.
+///
+/// # Safety
+/// Called by a driver above (or `FsRtlCopyRead`) with valid arguments.
+pub unsafe extern "system" fn fast_io_check_if_possible(
+    fileobject: *const FILE_OBJECT,
+    fileoffset: *const i64,
+    length: u32,
+    _wait: bool,
+    lockkey: u32,
+    checkforreadoperation: bool,
+    _iostatus: *mut IO_STATUS_BLOCK,
+    _deviceobject: *const DEVICE_OBJECT,
+) -> bool {
+    // SAFETY: the caller's offset.
+    let Some(&offset) = (unsafe { fileoffset.as_ref() }) else { return false };
+    if offset < 0 {
+        return false;
+    }
+    kernel::with(|k| {
+        let Some(fcb) = k.fcb_of(fileobject) else { return false };
+        let write = !checkforreadoperation;
+        let (fo, length) = (fileobject as usize, u64::from(length));
+        !lock_conflict(&fcb.locks, fo, lockkey, offset as u64, length, write)
+    })
 }
 
 /// `FastIoWrite`: writes through the "cache" when caching was initiated and the write does not
@@ -184,14 +300,18 @@ pub unsafe extern "system" fn fast_io_write(
         buffer: buffer.cast_mut().cast(),
         path: Path::Cached,
     };
-    if !kernel::with(|k| k.fast_io_possible(t, true)) {
+    if !fast_io_allowed(t, true, iostatus) {
         return false;
     }
     crate::sections::notify_conflicts(t.fo, crate::sections::ConflictOp::Write);
-    let r =
-        kernel::with(
-            |k| if k.fast_io_possible(t, true) { Some(k.fs_write(t, true)) } else { None },
-        );
+    // Checked again after the section owners ran; a lock taken meanwhile is checked here.
+    let r = kernel::with(|k| {
+        let possible = match k.fast_io_state(t, true)? {
+            FastIoState::Possible => true,
+            FastIoState::Questionable => !k.fast_lock_conflict(t, true),
+        };
+        possible.then(|| k.fs_write(t, true))
+    });
     fast_result(r, iostatus)
 }
 
@@ -357,28 +477,36 @@ pub fn complete_granted(granted: Vec<usize>) {
 impl Kernel {
     /// Checks that fast I/O can serve the transfer: a cached file (caching initiated), a mounted
     /// volume, no lock in the way, and for writes no extension of the file.
-    fn fast_io_possible(&self, t: Transfer, write: bool) -> bool {
-        let Some(fcb) = self.fcb_of(t.fo) else { return false };
+    fn fast_io_state(&self, t: Transfer, write: bool) -> Option<FastIoState> {
+        let fcb = self.fcb_of(t.fo)?;
         if fcb.node == VOLUME_NODE {
-            return false;
+            return None;
         }
         let m = &self.fs.mounts[fcb.mount as usize];
         if m.state != MountState::Mounted || m.ty.is_namespace() {
-            return false;
+            return None;
         }
         // SAFETY: a live file object of this file system.
         if unsafe { (*t.fo).PrivateCacheMap }.is_null() {
-            return false;
+            return None;
         }
         let node = self.volumes.list[m.volume.index()].media.node(fcb.node);
         if node.is_dir() || t.offset < 0 {
-            return false;
+            return None;
         }
-        let offset = t.offset as u64;
-        if write && offset + t.length as u64 > node.size() {
-            return false;
+        if write && t.offset as u64 + t.length as u64 > node.size() {
+            return None;
         }
-        !lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, write)
+        // A file with byte-range locks: questionable, as the disk file systems set
+        // `IsFastIoPossible` (FastFat's `FatIsFastIoPossible`).
+        Some(if fcb.locks.is_empty() { FastIoState::Possible } else { FastIoState::Questionable })
+    }
+
+    /// Whether a byte-range lock of another holder conflicts with a cached transfer.
+    fn fast_lock_conflict(&self, t: Transfer, write: bool) -> bool {
+        let Some(fcb) = self.fcb_of(t.fo) else { return true };
+        let offset = t.offset.max(0) as u64;
+        lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, write)
     }
 
     /// The file system's read.

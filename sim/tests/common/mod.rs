@@ -349,6 +349,33 @@ unsafe extern "system" fn spy_fast_write(
     }
 }
 
+unsafe extern "system" fn spy_check_if_possible(
+    fo: *const FILE_OBJECT,
+    off: *const i64,
+    len: u32,
+    wait: bool,
+    key: u32,
+    read: bool,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    spy(|s| {
+        s.seen.push(Seen {
+            device: device as usize,
+            major: 0xF3,
+            fast_io: true,
+            fo: fo as usize,
+            ..Seen::default()
+        })
+    });
+    let (lower, t) = lower_fast_io(device);
+    match t.FastIoCheckIfPossible {
+        // SAFETY: passing the call down with the lower device.
+        Some(f) => unsafe { f(fo, off, len, wait, key, read, iosb, lower) },
+        None => false,
+    }
+}
+
 unsafe extern "system" fn spy_query_open(
     irp: *mut IRP,
     info: *mut windows_sys::Wdk::Storage::FileSystem::FILE_NETWORK_OPEN_INFORMATION,
@@ -392,7 +419,7 @@ unsafe extern "system" fn spy_detach(source: *const DEVICE_OBJECT, target: *cons
 
 static SPY_FAST_IO: FAST_IO_DISPATCH = FAST_IO_DISPATCH {
     SizeOfFastIoDispatch: size_of::<FAST_IO_DISPATCH>() as u32,
-    FastIoCheckIfPossible: None,
+    FastIoCheckIfPossible: Some(spy_check_if_possible),
     FastIoRead: Some(spy_fast_read),
     FastIoWrite: Some(spy_fast_write),
     FastIoQueryBasicInfo: None,
