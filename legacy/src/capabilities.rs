@@ -22,9 +22,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     // FsFilter callbacks need FsRtlRegisterFileSystemFilterCallbacks, which the backend does not
     // use.
     fs_filter_callbacks: false,
-    // FastIoRead, FastIoWrite and FastIoQueryOpen go through the model; the lock and the basic,
-    // standard and network-open query routines decline for a filter that registers their
-    // operation (the IRP comes instead); the other routines pass through.
+    // FastIoRead, FastIoWrite, FastIoCheckIfPossible and FastIoQueryOpen go through the model;
+    // the lock and the basic, standard and network-open query routines decline for a filter that
+    // registers their operation (the IRP comes instead); the other routines pass through.
     all_fast_io_callbacks: false,
     volume_flags: false,
 };

@@ -1,7 +1,7 @@
 //! The fast-I/O table. Every entry passes through to the lower driver's routine after checking
-//! that its table covers the field and the field is set (facts.md §1.7); reads, writes and query
-//! opens (`FastIoQueryOpen`, as `IRP_MJ_NETWORK_QUERY_OPEN`) run the model's pre and post
-//! callbacks; the lock and the basic and standard query routines decline
+//! that its table covers the field and the field is set (facts.md §1.7); reads, writes, checks
+//! (`FastIoCheckIfPossible`, as `IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE`) and query opens
+//! (`FastIoQueryOpen`, as `IRP_MJ_NETWORK_QUERY_OPEN`) run the model's pre and post callbacks; the lock and the basic and standard query routines decline
 //! for a filter that registers `IRP_MJ_LOCK_CONTROL` or `IRP_MJ_QUERY_INFORMATION`, so that
 //! those come to it as IRPs; `FastIoDetachDevice` tears the instance down when the volume below
 //! goes away. The six acquire/release entries stay NULL: on XP and later the I/O manager
@@ -145,7 +145,6 @@ macro_rules! pass_through {
     };
 }
 
-pass_through!(check_if_possible, FastIoCheckIfPossible, (file: *const FILE_OBJECT, offset: *const i64, length: u32, wait: bool, key: u32, check_read: bool, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(query_basic_info_below, FastIoQueryBasicInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_BASIC_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(query_standard_info_below, FastIoQueryStandardInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_STANDARD_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(lock_below, FastIoLock, (file: *const FILE_OBJECT, offset: *const i64, length: *const i64, process: PEPROCESS, key: u32, fail_immediately: bool, exclusive: bool, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
@@ -155,7 +154,7 @@ pass_through!(unlock_all_by_key_below, FastIoUnlockAllByKey, (file: *const FILE_
 
 /// Whether filter `F` takes the operation whose major function code is `MAJOR` as IRPs only:
 /// it registers the operation, and the backend does not run it through the model as fast I/O
-/// (only reads, writes and query opens are). Its fast-I/O routines for it then answer FALSE,
+/// (only reads, writes, checks and query opens are). Its fast-I/O routines for it then answer FALSE,
 /// and the I/O manager sends the IRP instead, which the filter sees through its dispatch routine
 /// (docs/semantics.md, operations-delivered): byte-range locks (`NtLockFile`, `NtUnlockFile`,
 /// the close of a handle that locked), basic and standard information queries
@@ -397,6 +396,7 @@ unsafe extern "system" fn query_open<F: Filter>(
         // SAFETY: the IRP's status block, where the routine below leaves its status.
         iosb: unsafe { &raw mut (*irp).IoStatus },
         irp,
+        check_read: false,
     };
     // SAFETY: forwarded from the I/O manager.
     unsafe { model::<F>(&call, device) }
@@ -411,6 +411,36 @@ unsafe extern "system" fn detach_device<F: Filter>(
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
     // SAFETY: the I/O manager passes our device and the one below it.
     unsafe { crate::attach::detach_from_deleted(state, source, target, 0) };
+}
+
+/// `FastIoCheckIfPossible`: through the model as `IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE`, as the
+/// Filter Manager presents it. A file system's fast path asks it of the top of the stack for a
+/// file with byte-range locks (`FsRtlCopyRead`, `FsRtlCopyWrite`), inside the fast read or write;
+/// FALSE makes that transfer an IRP.
+unsafe extern "system" fn check_if_possible<F: Filter>(
+    file: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    wait: bool,
+    key: u32,
+    check_read: bool,
+    iosb: *mut IO_STATUS_BLOCK,
+    device: *const DEVICE_OBJECT,
+) -> bool {
+    let call = ReadWrite {
+        major: MajorFunction::FastIoCheckIfPossible,
+        file,
+        offset,
+        length,
+        wait,
+        key,
+        buffer: core::ptr::null_mut(),
+        iosb,
+        irp: core::ptr::null_mut(),
+        check_read,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { model::<F>(&call, device) }
 }
 
 /// `FastIoRead`: through the model.
@@ -435,6 +465,7 @@ unsafe extern "system" fn read<F: Filter>(
         buffer,
         iosb,
         irp,
+        check_read: false,
     };
     // SAFETY: forwarded from the I/O manager.
     unsafe { model::<F>(&call, device) }
@@ -465,13 +496,15 @@ unsafe extern "system" fn write<F: Filter>(
         buffer,
         iosb,
         irp,
+        check_read: false,
     };
     // SAFETY: forwarded from the I/O manager.
     unsafe { model::<F>(&call, device) }
 }
 
-/// The arguments of a fast-I/O read or write, or of a `FastIoQueryOpen` (`irp` and the network
-/// information buffer in `buffer`), kept to hand them to the lower driver.
+/// The arguments of a fast-I/O read or write, of a `FastIoCheckIfPossible` (no buffer), or of a
+/// `FastIoQueryOpen` (`irp` and the network information buffer in `buffer`), kept to hand them
+/// to the lower driver.
 struct ReadWrite {
     major: MajorFunction,
     file: *const FILE_OBJECT,
@@ -484,6 +517,8 @@ struct ReadWrite {
     iosb: *mut IO_STATUS_BLOCK,
     /// A query open's create IRP (null for a read or write).
     irp: *mut IRP,
+    /// A fast-I/O check's `CheckForReadOperation`.
+    check_read: bool,
 }
 
 impl ReadWrite {
@@ -495,7 +530,15 @@ impl ReadWrite {
     /// The arguments are the I/O manager's for this call; `lower` is the device below ours.
     #[inline(never)]
     unsafe fn call_lower(&self, table: &FAST_IO_DISPATCH, lower: *mut DEVICE_OBJECT) -> bool {
-        let Self { major, file, offset, length, wait, key, buffer, iosb, irp } = *self;
+        let Self { major, file, offset, length, wait, key, buffer, iosb, irp, check_read } = *self;
+        if major == MajorFunction::FastIoCheckIfPossible {
+            let Some(f) = entry!(table, FastIoCheckIfPossible) else { return false };
+            return fsfilter_kernel::image::call_as_driver_of(lower, || {
+                // SAFETY: the lower driver's routine with the caller's arguments and its device,
+                // called in that driver's context.
+                unsafe { f(file, offset, length, wait, key, check_read, iosb, lower) }
+            });
+        }
         if major == MajorFunction::NetworkQueryOpen {
             let Some(f) = entry!(table, FastIoQueryOpen) else { return false };
             // SAFETY: the I/O manager's live IRP: the lower driver sees it at the same location,
@@ -529,8 +572,8 @@ impl ReadWrite {
     }
 }
 
-/// A fast-I/O read, write or query open through the model: pre callback, the lower driver, post
-/// callback.
+/// A fast-I/O read, write, check or query open through the model: pre callback, the lower
+/// driver, post callback.
 ///
 /// # Safety
 /// Called from a fast-I/O routine with its arguments (`io`) and device.
