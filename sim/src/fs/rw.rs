@@ -165,10 +165,7 @@ pub unsafe extern "system" fn fast_io_read(
         buffer: buffer.cast(),
         path: Path::Cached,
     };
-    if !fast_io_allowed(t, false, iostatus) {
-        return false;
-    }
-    let r = kernel::with(|k| k.fast_io_state(t, false).map(|_| k.fs_read(t)));
+    let r = fast_io_allowed(t, false, iostatus, |k| k.fs_read(t));
     fast_result(r, iostatus)
 }
 
@@ -177,43 +174,63 @@ pub unsafe extern "system" fn fast_io_read(
 /// for the file; when it is questionable (the file has byte-range locks), the answer of the
 /// `FastIoCheckIfPossible` routine of the top of the file object's stack
 /// (`IoGetRelatedDeviceObject`), which filters see on its way down to the file system's own
-/// check ([`fast_io_check_if_possible`]).
-fn fast_io_allowed(t: Transfer, write: bool, iostatus: *mut IO_STATUS_BLOCK) -> bool {
-    let routine = kernel::with(|k| match k.fast_io_state(t, write)? {
-        FastIoState::Possible => Some(None),
-        FastIoState::Questionable => {
-            let top = k.related_device(t.fo);
-            let routine = top_check_if_possible(k, top);
-            if routine.is_none() {
-                let driver = k
-                    .objects
-                    .device_id(top)
-                    .map(|d| k.objects.driver(k.objects.device(d).driver).service.clone());
-                k.report(
-                    crate::events::Rule::Bugcheck,
-                    driver,
-                    "fast I/O on a file with byte-range locks: FsRtlCopyRead and FsRtlCopyWrite \
-                     call the FastIoCheckIfPossible routine of the top of the stack, which its \
-                     driver does not supply (facts.md §1.7: a filter must supply every routine)",
-                );
-            }
-            Some(Some(routine.map(|r| (r, top))))
-        }
+/// check ([`fast_io_check_if_possible`]). When it may, `then` runs (in the same borrow of the
+/// kernel when no check was asked) and its result is answered.
+#[inline(always)]
+fn fast_io_allowed<R>(
+    t: Transfer,
+    write: bool,
+    iostatus: *mut IO_STATUS_BLOCK,
+    then: impl FnOnce(&mut Kernel) -> R,
+) -> Option<R> {
+    let mut then = Some(then);
+    let questionable = kernel::with(|k| match k.fast_io_state(t, write)? {
+        FastIoState::Possible => Some(Ok(then.take().map(|f| f(k)))),
+        FastIoState::Questionable => Some(Err(())),
     });
-    match routine {
-        None => false,
-        Some(None) => true,
-        Some(Some(None)) => false,
-        Some(Some(Some(((check, image), top)))) => {
-            let offset = t.offset;
-            let (length, key) = (t.length as u32, t.key);
-            kernel::call_into(Some(image), || {
-                // SAFETY: the top driver's routine with the transfer's arguments and its device,
-                // as FsRtlCopyRead and FsRtlCopyWrite call it.
-                unsafe { check(t.fo, &offset, length, true, key, !write, iostatus, top) }
-            })
+    match questionable? {
+        Ok(done) => done,
+        Err(()) if check_if_possible(t, write, iostatus) => {
+            // The file may have changed in the check (a filter's callbacks ran): asked again.
+            let then = then.take()?;
+            kernel::with(|k| k.fast_io_state(t, write).map(|_| then(k)))
         }
+        Err(()) => None,
     }
+}
+
+/// Asks the `FastIoCheckIfPossible` of the top of the file object's stack whether a transfer on
+/// a file with byte-range locks may take the fast path ([`fast_io_allowed`]); a top driver
+/// without the routine is a `BUGCHECK` finding, and the answer FALSE.
+#[cold]
+#[inline(never)]
+fn check_if_possible(t: Transfer, write: bool, iostatus: *mut IO_STATUS_BLOCK) -> bool {
+    let routine = kernel::with(|k| {
+        let top = k.related_device(t.fo);
+        let routine = top_check_if_possible(k, top);
+        if routine.is_none() {
+            let driver = k
+                .objects
+                .device_id(top)
+                .map(|d| k.objects.driver(k.objects.device(d).driver).service.clone());
+            k.report(
+                crate::events::Rule::Bugcheck,
+                driver,
+                "fast I/O on a file with byte-range locks: FsRtlCopyRead and FsRtlCopyWrite \
+                 call the FastIoCheckIfPossible routine of the top of the stack, which its \
+                 driver does not supply (facts.md §1.7: a filter must supply every routine)",
+            );
+        }
+        routine.map(|r| (r, top))
+    });
+    let Some(((check, image), top)) = routine else { return false };
+    let offset = t.offset;
+    let (length, key) = (t.length as u32, t.key);
+    kernel::call_into(Some(image), || {
+        // SAFETY: the top driver's routine with the transfer's arguments and its device, as
+        // FsRtlCopyRead and FsRtlCopyWrite call it.
+        unsafe { check(t.fo, &offset, length, true, key, !write, iostatus, top) }
+    })
 }
 
 /// A driver's `FastIoCheckIfPossible`.
@@ -300,7 +317,7 @@ pub unsafe extern "system" fn fast_io_write(
         buffer: buffer.cast_mut().cast(),
         path: Path::Cached,
     };
-    if !fast_io_allowed(t, true, iostatus) {
+    if fast_io_allowed(t, true, iostatus, |_| ()).is_none() {
         return false;
     }
     crate::sections::notify_conflicts(t.fo, crate::sections::ConflictOp::Write);
@@ -477,6 +494,7 @@ pub fn complete_granted(granted: Vec<usize>) {
 impl Kernel {
     /// Checks that fast I/O can serve the transfer: a cached file (caching initiated), a mounted
     /// volume, no lock in the way, and for writes no extension of the file.
+    #[inline]
     fn fast_io_state(&self, t: Transfer, write: bool) -> Option<FastIoState> {
         let fcb = self.fcb_of(t.fo)?;
         if fcb.node == VOLUME_NODE {
