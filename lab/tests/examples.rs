@@ -125,7 +125,8 @@ fn the_example_scenarios_answer_their_questions() {
     );
     assert_eq!(stack(&r, "C:"), ["frame 0[Stuck]", "Ntfs"]);
     // Fast I/O per model: the second cached read is fast I/O in both; the lock and the query
-    // are fast I/O to the minifilter, IRPs to the legacy filter; the attribute query by name is
+    // are fast I/O to the minifilter, IRPs to the legacy filter; the cached read of the locked
+    // file asks the stack's FastIoCheckIfPossible inside it, in both; the attribute query by name is
     // the fast-I/O IRP_MJ_NETWORK_QUERY_OPEN in both, served by NTFS, so no create follows it
     // (docs/semantics.md, operations-delivered).
     let (s, mini) = load("fast-io.toml");
@@ -150,6 +151,8 @@ fn the_example_scenarios_answer_their_questions() {
             "read Irp".to_owned(),
             "read FastIo".to_owned(),
             format!("lock {lock_and_query}"),
+            "read FastIo".to_owned(),
+            "fast_io_check_if_possible FastIo".to_owned(),
             format!("query_information {lock_and_query}"),
             "network_query_open FastIo".to_owned(),
             "cleanup Irp".to_owned(),
