@@ -526,21 +526,31 @@ fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
         Err(s) => return IoResult::failed(s),
     };
     let (status, information, rid, _keep) = send(b);
-    let handle = kernel::with(|k| {
-        if status.is_success() {
-            k.file_opened(file, 1);
-            // SAFETY: the live file object.
-            unsafe { (*file).Flags |= fo::HANDLE_CREATED };
-            let granted = access::map_generic(options.access) | access::SYNCHRONIZE;
-            Some(k.add_handle(file as usize, volume, granted))
-        } else {
-            if status != Status::PENDING {
-                k.free_file_object(file as usize);
-            }
-            None
-        }
-    });
+    let handle = kernel::with(|k| opened(k, file, volume, options, status));
     IoResult { handle, ..result(status, information, rid, Vec::new()) }
+}
+
+/// After an open's create IRP: a handle to the file object when it succeeded; the file object
+/// freed (without a close) when it failed.
+fn opened(
+    k: &mut Kernel,
+    file: *mut FILE_OBJECT,
+    volume: VolumeId,
+    options: CreateOptions,
+    status: Status,
+) -> Option<Handle> {
+    if status.is_success() {
+        k.file_opened(file, 1);
+        // SAFETY: the live file object.
+        unsafe { (*file).Flags |= fo::HANDLE_CREATED };
+        let granted = access::map_generic(options.access) | access::SYNCHRONIZE;
+        Some(k.add_handle(file as usize, volume, granted))
+    } else {
+        if status != Status::PENDING {
+            k.free_file_object(file as usize);
+        }
+        None
+    }
 }
 
 /// A driver's `FastIoQueryOpen`.
@@ -556,11 +566,11 @@ type QueryOpenRoutine = unsafe extern "system" fn(
 /// to hold it), the I/O manager sets the IRP at that device's location, naming the device, and
 /// calls it: TRUE answers with the status the routine left in the IRP's status block (and the
 /// information it wrote), and the IRP is freed without being completed. FALSE (or no routine)
-/// takes the long way: the IRP goes down as an open, then `FileNetworkOpenInformation` is
-/// queried (the top driver's `FastIoQueryNetworkOpenInfo` first, then the IRP) and the file
-/// closed (cleanup and close). The simulator's file object is a real one,
-/// freed after a fast answer (Windows uses a stack-based object); the long way is three user
-/// requests of their own, the open with a handle that the query and close then use.
+/// takes the long way: the same IRP goes down as the open (the same request), then
+/// `FileNetworkOpenInformation` is queried (the top driver's `FastIoQueryNetworkOpenInfo` first,
+/// then the IRP) and the file closed (cleanup and close). The simulator's file object is a real
+/// one (Windows uses a stack-based object), and the long way gives it a handle, which the query
+/// and the close, requests of their own, then use.
 fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
     use crate::nt::file_info as fi;
     let rel = normalize(path);
@@ -576,14 +586,14 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
         attributes: 0,
     };
     let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
-    let attempt = kernel::with(|k| {
+    let prepared = kernel::with(|k| {
         let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
         let target = k.related_device(file);
         let routine = top_table(k, target, field)
             .and_then(|(t, image)| t.FastIoQueryOpen.map(|f| (f as QueryOpenRoutine, image)));
         let Some((routine, image)) = routine else {
-            k.free_file_object(file as usize);
-            return Ok(None);
+            // No FastIoQueryOpen: the open goes down at once.
+            return Ok((build_create_irp(k, volume, file, options, None), file, None));
         };
         let rid = k.start_request(volume, MajorFunction::NetworkQueryOpen, true);
         let b = build_create_irp(k, volume, file, options, Some(rid));
@@ -593,44 +603,50 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
         // SAFETY: now its current location.
         unsafe { crate::irpx::current(b.irp) }.DeviceObject = target;
         k.current_request = Some(rid);
-        Ok(Some((routine, rid, b, file, k.enter(Some(image)))))
+        Ok((b, file, Some((routine, rid, k.enter(Some(image))))))
     });
-    let attempt = match attempt {
-        Ok(a) => a,
+    let (b, file, attempt) = match prepared {
+        Ok(p) => p,
         Err(s) => return IoResult::failed(s),
     };
-    if let Some((routine, rid, b, file, entered)) = attempt {
+    if let Some((routine, rid, entered)) = attempt {
         let info = buffer(56);
-        let target = b.target;
+        let (irp, target) = (b.irp, b.target);
         // SAFETY: the driver's routine with the create IRP at its device's location, the
         // caller's 56-byte buffer and the device, as the I/O manager calls it.
         let done =
-            kernel::run_entered(entered, || unsafe { routine(b.irp, info.ptr().cast(), target) });
+            kernel::run_entered(entered, || unsafe { routine(irp, info.ptr().cast(), target) });
         let answered = kernel::with(|k| {
             k.leave();
             k.current_request = None;
+            if !done {
+                // The longer route, with the same IRP, back at the location the I/O manager
+                // set up for IoCallDriver, and the same request.
+                // SAFETY: the I/O manager's IRP, not yet sent.
+                unsafe { fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp) };
+                fast_io_declined(k, volume, rid);
+                return None;
+            }
             // SAFETY: the IRP, still the I/O manager's (the routine does not complete it).
-            let io = unsafe { crate::irpx::header(b.irp) }.IoStatus;
+            let io = unsafe { crate::irpx::header(irp) }.IoStatus;
             // SAFETY: the status member.
             let status = Status(unsafe { io.Anonymous.Status });
-            k.free_irp(b.irp);
+            k.free_irp(irp);
             k.free_file_object(file as usize);
-            if done {
-                k.request_completed(rid, status, io.Information);
-                Some(status)
-            } else {
-                fast_io_declined(k, volume, rid);
-                None
-            }
+            k.request_completed(rid, status, io.Information);
+            Some(status)
         });
         if let Some(status) = answered {
             let data = if status.is_success() { read_block(&info, 56) } else { Vec::new() };
             return IoResult { fast_io: true, ..result(status, 56, rid, data) };
         }
     }
-    // The long way: open, query (FastIoQueryNetworkOpenInfo first, then the IRP), close.
-    let opened = create(volume, path, options);
-    let Some(handle) = opened.handle else { return opened };
+    // The long way: the open (the attempt's request, when there was one), the query
+    // (FastIoQueryNetworkOpenInfo first, then the IRP), then cleanup and close.
+    let (status, information, rid, _keep) = send(b);
+    let Some(handle) = kernel::with(|k| opened(k, file, volume, options, status)) else {
+        return result(status, information, rid, Vec::new());
+    };
     let network_open = [fi::NETWORK_OPEN];
     let queried =
         buffered_info(handle, mj::QUERY_INFORMATION, fi::NETWORK_OPEN, &[], 56, &network_open);

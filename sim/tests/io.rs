@@ -779,6 +779,28 @@ fn attribute_queries_try_fast_io_query_open_then_open_query_and_close() {
             .any(|e| matches!(e.kind, EventKind::System { what: "fast_io_declined", .. })),
         "the fast attempt was declined"
     );
+    // One request: the attempt's IRP went on as the open, which reported the error.
+    let io = missing.io.unwrap();
+    let of_request: Vec<String> = m
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::IoStart { io: i, major, fast_io, .. } if *i == io => {
+                Some(format!("start {major:?} fast={fast_io}"))
+            }
+            EventKind::IoComplete { io: i, status, .. } if *i == io => {
+                Some(format!("complete {status:?}"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        of_request,
+        [
+            "start IRP_MJ_NETWORK_QUERY_OPEN fast=true",
+            "complete STATUS_OBJECT_NAME_NOT_FOUND (0xC0000034)"
+        ]
+    );
     drop(m);
 
     // A driver on top whose FastIoQueryOpen answers FALSE: the long way, which it sees as four
