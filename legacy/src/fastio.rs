@@ -181,105 +181,55 @@ fn takes_as_irps<F: Filter, const MAJOR: u8>() -> bool {
 const LOCK_CONTROL: u8 = MajorFunction::LockControl.code();
 const QUERY_INFORMATION: u8 = MajorFunction::QueryInformation.code();
 
-/// `FastIoQueryBasicInfo`: declined for a filter that takes queries as IRPs
-/// ([`takes_as_irps`]), passed through otherwise.
-unsafe extern "system" fn query_basic_info<F: Filter>(
-    file: *const FILE_OBJECT,
-    wait: bool,
-    buffer: *mut FILE_BASIC_INFORMATION,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-) -> bool {
-    !takes_as_irps::<F, QUERY_INFORMATION>()
-        // SAFETY: forwarded from the I/O manager.
-        && unsafe { query_basic_info_below::<F>(file, wait, buffer, iosb, device) }
-}
-
-/// `FastIoQueryStandardInfo`: as [`query_basic_info`].
-unsafe extern "system" fn query_standard_info<F: Filter>(
-    file: *const FILE_OBJECT,
-    wait: bool,
-    buffer: *mut FILE_STANDARD_INFORMATION,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-) -> bool {
-    !takes_as_irps::<F, QUERY_INFORMATION>()
-        // SAFETY: forwarded from the I/O manager.
-        && unsafe { query_standard_info_below::<F>(file, wait, buffer, iosb, device) }
-}
-
-/// `FastIoQueryNetworkOpenInfo`: as [`query_basic_info`].
-unsafe extern "system" fn query_network_open_info<F: Filter>(
-    file: *const FILE_OBJECT,
-    wait: bool,
-    buffer: *mut FILE_NETWORK_OPEN_INFORMATION,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-) -> bool {
-    !takes_as_irps::<F, QUERY_INFORMATION>()
-        // SAFETY: forwarded from the I/O manager.
-        && unsafe { query_network_open_info_below::<F>(file, wait, buffer, iosb, device) }
-}
-
-/// `FastIoLock`: declined for a filter that takes locks as IRPs ([`takes_as_irps`]),
-/// passed through otherwise.
-unsafe extern "system" fn lock<F: Filter>(
-    file: *const FILE_OBJECT,
-    offset: *const i64,
-    length: *const i64,
-    process: PEPROCESS,
-    key: u32,
-    fail_immediately: bool,
-    exclusive: bool,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-) -> bool {
-    !takes_as_irps::<F, LOCK_CONTROL>()
-        // SAFETY: forwarded from the I/O manager.
-        && unsafe {
-            lock_below::<F>(file, offset, length, process, key, fail_immediately, exclusive, iosb, device)
+/// Defines a routine that declines (answers FALSE) for a filter that takes the operation whose
+/// code is `$major` as IRPs ([`takes_as_irps`]), so that the I/O manager sends the IRP, and
+/// passes the call through to `$below` otherwise.
+macro_rules! declines_for_irps {
+    ($(#[$doc:meta])* $name:ident, $below:ident, $major:ident, ($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        unsafe extern "system" fn $name<F: Filter>($($arg: $ty,)* device: *const DEVICE_OBJECT) -> bool {
+            !takes_as_irps::<F, $major>()
+                // SAFETY: forwarded from the I/O manager.
+                && unsafe { $below::<F>($($arg,)* device) }
         }
+    };
 }
 
-/// `FastIoUnlockSingle`: as [`lock`].
-unsafe extern "system" fn unlock_single<F: Filter>(
-    file: *const FILE_OBJECT,
-    offset: *const i64,
-    length: *const i64,
-    process: PEPROCESS,
-    key: u32,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-) -> bool {
-    !takes_as_irps::<F, LOCK_CONTROL>()
-        // SAFETY: forwarded from the I/O manager.
-        && unsafe { unlock_single_below::<F>(file, offset, length, process, key, iosb, device) }
-}
-
-/// `FastIoUnlockAll`: as [`lock`].
-unsafe extern "system" fn unlock_all<F: Filter>(
-    file: *const FILE_OBJECT,
-    process: PEPROCESS,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-) -> bool {
-    // SAFETY: forwarded from the I/O manager.
-    !takes_as_irps::<F, LOCK_CONTROL>()
-        && unsafe { unlock_all_below::<F>(file, process, iosb, device) }
-}
-
-/// `FastIoUnlockAllByKey`: as [`lock`].
-unsafe extern "system" fn unlock_all_by_key<F: Filter>(
-    file: *const FILE_OBJECT,
-    process: *const c_void,
-    key: u32,
-    iosb: *mut IO_STATUS_BLOCK,
-    device: *const DEVICE_OBJECT,
-) -> bool {
-    !takes_as_irps::<F, LOCK_CONTROL>()
-        // SAFETY: forwarded from the I/O manager.
-        && unsafe { unlock_all_by_key_below::<F>(file, process, key, iosb, device) }
-}
+declines_for_irps!(
+    /// `FastIoQueryBasicInfo`: declined for a filter that registers `IRP_MJ_QUERY_INFORMATION`.
+    query_basic_info, query_basic_info_below, QUERY_INFORMATION,
+    (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_BASIC_INFORMATION, iosb: *mut IO_STATUS_BLOCK)
+);
+declines_for_irps!(
+    /// `FastIoQueryStandardInfo`: as [`query_basic_info`].
+    query_standard_info, query_standard_info_below, QUERY_INFORMATION,
+    (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_STANDARD_INFORMATION, iosb: *mut IO_STATUS_BLOCK)
+);
+declines_for_irps!(
+    /// `FastIoQueryNetworkOpenInfo`: as [`query_basic_info`].
+    query_network_open_info, query_network_open_info_below, QUERY_INFORMATION,
+    (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_NETWORK_OPEN_INFORMATION, iosb: *mut IO_STATUS_BLOCK)
+);
+declines_for_irps!(
+    /// `FastIoLock`: declined for a filter that registers `IRP_MJ_LOCK_CONTROL`.
+    lock, lock_below, LOCK_CONTROL,
+    (file: *const FILE_OBJECT, offset: *const i64, length: *const i64, process: PEPROCESS, key: u32, fail_immediately: bool, exclusive: bool, iosb: *mut IO_STATUS_BLOCK)
+);
+declines_for_irps!(
+    /// `FastIoUnlockSingle`: as [`lock`].
+    unlock_single, unlock_single_below, LOCK_CONTROL,
+    (file: *const FILE_OBJECT, offset: *const i64, length: *const i64, process: PEPROCESS, key: u32, iosb: *mut IO_STATUS_BLOCK)
+);
+declines_for_irps!(
+    /// `FastIoUnlockAll`: as [`lock`].
+    unlock_all, unlock_all_below, LOCK_CONTROL,
+    (file: *const FILE_OBJECT, process: PEPROCESS, iosb: *mut IO_STATUS_BLOCK)
+);
+declines_for_irps!(
+    /// `FastIoUnlockAllByKey`: as [`lock`].
+    unlock_all_by_key, unlock_all_by_key_below, LOCK_CONTROL,
+    (file: *const FILE_OBJECT, process: *const c_void, key: u32, iosb: *mut IO_STATUS_BLOCK)
+);
 pass_through!(device_control, FastIoDeviceControl, (file: *const FILE_OBJECT, wait: bool, input: *const c_void, input_length: u32, output: *mut c_void, output_length: u32, code: u32, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(query_network_open_info_below, FastIoQueryNetworkOpenInfo, (file: *const FILE_OBJECT, wait: bool, buffer: *mut FILE_NETWORK_OPEN_INFORMATION, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
 pass_through!(mdl_read, MdlRead, (file: *const FILE_OBJECT, offset: *const i64, length: u32, key: u32, chain: *mut *mut MDL, iosb: *mut IO_STATUS_BLOCK) -> bool, false);
