@@ -105,6 +105,10 @@ pub enum Rule {
     /// A Filter Manager routine was called with an object it does not know, or in a state the
     /// routine does not accept (a callback data that is not pended, ...).
     InvalidFltObject,
+    /// A reference taken to the stack-based file object of a query open
+    /// (`IRP_MJ_NETWORK_QUERY_OPEN`, `FastIoQueryOpen`), which its `FLT_PARAMETERS` page forbids:
+    /// the object lives on the I/O manager's stack for the call only.
+    StackFileObjectReferenced,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -150,6 +154,7 @@ impl Rule {
             Rule::InvalidCompletionStatus => "INVALID_COMPLETION_STATUS",
             Rule::FilterNotUnregistered => "FILTER_NOT_UNREGISTERED_AT_UNLOAD",
             Rule::InvalidFltObject => "INVALID_FLT_OBJECT",
+            Rule::StackFileObjectReferenced => "STACK_FILE_OBJECT_REFERENCED",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

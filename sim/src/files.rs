@@ -27,6 +27,9 @@ pub struct FileObjectInfo {
     pub opened: bool,
     /// The VPB whose reference count it holds.
     pub vpb: *mut VPB,
+    /// Stands for the stack-based file object of a query open (`FastIoQueryOpen`) while the
+    /// routine runs: a reference to it is a `STACK_FILE_OBJECT_REFERENCED` finding.
+    pub stack_based: bool,
 }
 
 /// A user-mode handle's entry.
@@ -137,6 +140,7 @@ impl Kernel {
                 volume,
                 opened: false,
                 vpb: std::ptr::null_mut(),
+                stack_based: false,
             },
         );
         ptr
@@ -163,12 +167,25 @@ impl Kernel {
 
     /// `ObReferenceObject` on a file object.
     pub fn file_reference(&mut self, fo: usize) -> isize {
-        match self.files.map.get_mut(&fo) {
-            Some(info) => {
-                info.refs += 1;
-                info.refs as isize
-            }
-            None => 0,
+        let Some(info) = self.files.map.get_mut(&fo) else { return 0 };
+        info.refs += 1;
+        let (refs, stack_based) = (info.refs, info.stack_based);
+        if stack_based {
+            self.report_current(
+                crate::events::Rule::StackFileObjectReferenced,
+                "ObReferenceObject on the file object of a query open (IRP_MJ_NETWORK_QUERY_OPEN, \
+                 FastIoQueryOpen): it lives on the I/O manager's stack for the call only, and a \
+                 driver must not reference it or keep a pointer to it",
+            );
+        }
+        refs as isize
+    }
+
+    /// Marks a file object as the stack-based object of a query open while its `FastIoQueryOpen`
+    /// runs (or clears the mark).
+    pub fn set_stack_based(&mut self, fo: usize, on: bool) {
+        if let Some(info) = self.files.map.get_mut(&fo) {
+            info.stack_based = on;
         }
     }
 

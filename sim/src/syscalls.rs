@@ -603,6 +603,8 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
         // SAFETY: now its current location.
         unsafe { crate::irpx::current(b.irp) }.DeviceObject = target;
         k.current_request = Some(rid);
+        // The routine sees a stack-based file object on Windows: no driver may reference it.
+        k.set_stack_based(file as usize, true);
         Ok((b, file, Some((routine, rid, k.enter(Some(image))))))
     });
     let (b, file, attempt) = match prepared {
@@ -619,6 +621,7 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
         let answered = kernel::with(|k| {
             k.leave();
             k.current_request = None;
+            k.set_stack_based(file as usize, false);
             if !done {
                 // The longer route, with the same IRP, back at the location the I/O manager
                 // set up for IoCallDriver, and the same request.

@@ -966,3 +966,45 @@ fn the_fast_io_check_of_a_locked_file_is_an_operation_inside_the_read() {
     );
     assert_eq!(m.findings(), []);
 }
+
+/// A query open (`IRP_MJ_NETWORK_QUERY_OPEN`) reaches minifilters with the I/O manager's
+/// stack-based file object, which its `FLT_PARAMETERS` page forbids them to reference: a filter
+/// that does is a `STACK_FILE_OBJECT_REFERENCED` finding; one that only reads it is not.
+#[test]
+fn a_reference_to_a_query_opens_file_object_is_reported() {
+    const NETWORK_QUERY_OPEN: u8 = 0xF2;
+    for keeps in [false, true] {
+        let (mut m, c) = setup(&[("a.txt", b"0123456789abcdef")]);
+        let seen: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
+        let g = seen.clone();
+        let look =
+            Config::new("Look", "370000").op(NETWORK_QUERY_OPEN, true, false).with_pre(move |p| {
+                let i = p.iopb();
+                let fo = i.TargetFileObject;
+                let irp = unsafe { i.Parameters.NetworkQueryOpen.Irp };
+                g.borrow_mut().push(format!(
+                    "fast={} irp={} fo={}",
+                    p.data().Flags & FAST_IO_OPERATION != 0,
+                    !irp.is_null(),
+                    !fo.is_null()
+                ));
+                if keeps {
+                    unsafe {
+                        windows_sys::Wdk::System::SystemServices::ObfReferenceObject(fo.cast());
+                        windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(fo.cast());
+                    }
+                }
+                (1, 0)
+            });
+        start(&mut m, 0, look);
+        let q = m.io(fsfilter_sim::IoRequest::QueryAttributes { volume: c, path: "a.txt" });
+        assert_eq!((q.status, q.fast_io), (Status::SUCCESS, true));
+        assert_eq!(seen.borrow().as_slice(), ["fast=true irp=true fo=true"]);
+        let found: Vec<_> = m.findings().into_iter().map(|(r, d, _)| (r, d)).collect();
+        if keeps {
+            assert_eq!(found, [(Rule::StackFileObjectReferenced, Some("Look".to_owned()))]);
+        } else {
+            assert_eq!(found, []);
+        }
+    }
+}
