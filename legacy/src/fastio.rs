@@ -404,19 +404,7 @@ unsafe extern "system" fn read<F: Filter>(
     iosb: *mut IO_STATUS_BLOCK,
     device: *const DEVICE_OBJECT,
 ) -> bool {
-    let irp = core::ptr::null_mut();
-    let call = ReadWrite {
-        major: MajorFunction::Read,
-        file,
-        offset,
-        length,
-        wait,
-        key,
-        buffer,
-        iosb,
-        irp,
-        check_read: false,
-    };
+    let call = ReadWrite::transfer(file, offset, length, wait, key, buffer, iosb);
     // SAFETY: forwarded from the I/O manager.
     unsafe { model::<F>(&call, device) }
 }
@@ -434,20 +422,8 @@ unsafe extern "system" fn write<F: Filter>(
 ) -> bool {
     // SAFETY: the I/O manager's arguments.
     unsafe { close_conflicting_sections::<F>(device, file) };
-    let buffer = buffer.cast_mut();
-    let irp = core::ptr::null_mut();
-    let call = ReadWrite {
-        major: MajorFunction::Write,
-        file,
-        offset,
-        length,
-        wait,
-        key,
-        buffer,
-        iosb,
-        irp,
-        check_read: false,
-    };
+    let transfer = ReadWrite::transfer(file, offset, length, wait, key, buffer.cast_mut(), iosb);
+    let call = ReadWrite { major: MajorFunction::Write, ..transfer };
     // SAFETY: forwarded from the I/O manager.
     unsafe { model::<F>(&call, device) }
 }
@@ -472,6 +448,21 @@ struct ReadWrite {
 }
 
 impl ReadWrite {
+    /// A fast-I/O read's arguments (a write's with its `major` changed).
+    const fn transfer(
+        file: *const FILE_OBJECT,
+        offset: *const i64,
+        length: u32,
+        wait: bool,
+        key: u32,
+        buffer: *mut c_void,
+        iosb: *mut IO_STATUS_BLOCK,
+    ) -> ReadWrite {
+        let (irp, check_read) = (core::ptr::null_mut(), false);
+        let major = MajorFunction::Read;
+        ReadWrite { major, file, offset, length, wait, key, buffer, iosb, irp, check_read }
+    }
+
     /// Calls the lower driver's `FastIoRead` or `FastIoWrite` with the caller's arguments; false
     /// (take the IRP path) when its table has no such routine. One body for both, and for every
     /// filter type.

@@ -21,7 +21,6 @@ use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 use super::dispatch::{PreEnd, cbd};
 use super::params::CbdBlock;
 use super::{DevKind, FvId};
-use crate::ids::ImageId;
 use crate::kernel::{self, Kernel};
 use crate::nt::{file_info as fi, mj, mn_lock};
 
@@ -304,10 +303,15 @@ unsafe extern "system" fn flt_fast_detach(
     super::frames::lower_deleted(source, target);
 }
 
-/// The fast-I/O table of the driver of `lower`, when it is large enough to hold the entry at
-/// `field` (facts.md §1.7), with the driver's image.
-fn lower_table(lower: *mut DEVICE_OBJECT, field: usize) -> Option<(FAST_IO_DISPATCH, ImageId)> {
-    kernel::with(|k| {
+/// Calls `call` with the fast-I/O table of the driver of `lower`, as that driver's code, when the
+/// table is large enough to hold the entry at `field` (facts.md §1.7); FALSE otherwise (the
+/// caller builds an IRP).
+fn call_below(
+    lower: *mut DEVICE_OBJECT,
+    field: usize,
+    call: impl FnOnce(&FAST_IO_DISPATCH) -> bool,
+) -> bool {
+    let table = kernel::with(|k| {
         let d = k.objects.device_id(lower)?;
         let driver = k.objects.driver(k.objects.device(d).driver);
         // SAFETY: a live driver object.
@@ -316,7 +320,9 @@ fn lower_table(lower: *mut DEVICE_OBJECT, field: usize) -> Option<(FAST_IO_DISPA
         let tbl = unsafe { table.as_ref() }?;
         ((tbl.SizeOfFastIoDispatch as usize) >= field + size_of::<usize>())
             .then_some((*tbl, driver.image))
-    })
+    });
+    let Some((tbl, image)) = table else { return false };
+    kernel::call_into(Some(image), || call(&tbl))
 }
 
 /// A fast-I/O call the Filter Manager presents to its instances as an operation: how to build
@@ -356,9 +362,8 @@ impl FastCall for Transfer {
         } else {
             std::mem::offset_of!(FAST_IO_DISPATCH, FastIoRead)
         };
-        let Some((tbl, image)) = lower_table(lower, field) else { return false };
         let offset = t.offset;
-        kernel::call_into(Some(image), || match (t.write, tbl.FastIoRead, tbl.FastIoWrite) {
+        call_below(lower, field, |tbl| match (t.write, tbl.FastIoRead, tbl.FastIoWrite) {
             // SAFETY: the lower driver's routine with the transfer's arguments and its device.
             (false, Some(r), _) => unsafe {
                 r(t.fo, &offset, t.length, t.wait, t.key, t.buffer, iosb, lower)
@@ -408,9 +413,8 @@ impl FastCall for LockCall {
             mn_lock::UNLOCK_ALL => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAll),
             _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoUnlockAllByKey),
         };
-        let Some((tbl, image)) = lower_table(lower, field) else { return false };
         let offset = c.offset;
-        kernel::call_into(Some(image), || match c.minor {
+        call_below(lower, field, |tbl| match c.minor {
             mn_lock::LOCK => tbl.FastIoLock.is_some_and(|f| {
                 // SAFETY: the lower driver's routine with the call's arguments and its device.
                 unsafe {
@@ -473,8 +477,7 @@ impl FastCall for QueryCall {
             fi::STANDARD => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryStandardInfo),
             _ => std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryNetworkOpenInfo),
         };
-        let Some((tbl, image)) = lower_table(lower, field) else { return false };
-        kernel::call_into(Some(image), || match q.class {
+        call_below(lower, field, |tbl| match q.class {
             fi::BASIC => tbl.FastIoQueryBasicInfo.is_some_and(|f| {
                 // SAFETY: the lower driver's routine with the call's arguments and its device.
                 unsafe { f(q.fo, q.wait, q.buffer.cast(), iosb, lower) }
@@ -512,12 +515,12 @@ impl FastCall for CheckCall {
     fn forward(self, lower: *mut DEVICE_OBJECT, iosb: *mut IO_STATUS_BLOCK) -> bool {
         let c = self;
         let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoCheckIfPossible);
-        let Some((tbl, image)) = lower_table(lower, field) else { return false };
-        let Some(f) = tbl.FastIoCheckIfPossible else { return false };
         let offset = c.offset;
-        kernel::call_into(Some(image), || {
-            // SAFETY: the lower driver's routine with the call's arguments and its device.
-            unsafe { f(c.fo, &offset, c.length, c.wait, c.key, c.read, iosb, lower) }
+        call_below(lower, field, |tbl| {
+            tbl.FastIoCheckIfPossible.is_some_and(|f| {
+                // SAFETY: the lower driver's routine with the call's arguments and its device.
+                unsafe { f(c.fo, &offset, c.length, c.wait, c.key, c.read, iosb, lower) }
+            })
         })
     }
 }
@@ -546,15 +549,16 @@ impl FastCall for QueryOpenCall {
     fn forward(self, lower: *mut DEVICE_OBJECT, _iosb: *mut IO_STATUS_BLOCK) -> bool {
         let q = self;
         let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
-        let Some((tbl, image)) = lower_table(lower, field) else { return false };
-        let Some(f) = tbl.FastIoQueryOpen else { return false };
-        // SAFETY: the live IRP's current location, ours for the call.
-        let location = unsafe { crate::irpx::current(q.irp) };
-        let ours = std::mem::replace(&mut location.DeviceObject, lower);
-        // SAFETY: the lower driver's routine with the IRP at its location and the call's buffer.
-        let handled = kernel::call_into(Some(image), || unsafe { f(q.irp, q.info, lower) });
-        location.DeviceObject = ours;
-        handled
+        call_below(lower, field, |tbl| {
+            let Some(f) = tbl.FastIoQueryOpen else { return false };
+            // SAFETY: the live IRP's current location, ours for the call.
+            let location = unsafe { crate::irpx::current(q.irp) };
+            let ours = std::mem::replace(&mut location.DeviceObject, lower);
+            // SAFETY: the lower driver's routine with the IRP at its location and the buffer.
+            let handled = unsafe { f(q.irp, q.info, lower) };
+            location.DeviceObject = ours;
+            handled
+        })
     }
 }
 
