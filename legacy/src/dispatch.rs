@@ -2,10 +2,12 @@
 //! model's pre and post callbacks run around the IRP (docs/callback-model.md).
 //!
 //! Post callbacks come from completion routines set with `IoSetCompletionRoutineEx` (so the image
-//! cannot unload under a running routine). When the lower driver completes synchronously, the
-//! routine stops completion and the dispatch routine runs the post callback in the requester's
-//! thread; when it completes asynchronously the routine runs it at completion IRQL, deferring to a
-//! work item when the filter asks for a safe IRQL.
+//! cannot unload under a running routine), or `IoSetCompletionRoutine` for a filter that can never
+//! be unloaded. The routine runs the post callback at the IRQL of completion, as the Filter
+//! Manager does: inside `IoCallDriver` when the lower driver completes synchronously, later when
+//! it pends the IRP, deferring to a work item when the filter asks for a safe IRQL. Creates and
+//! synchronized operations are the exceptions: their completion routine stops completion and the
+//! dispatch routine runs the post callback in the requester's thread, at `PASSIVE_LEVEL`.
 
 use core::ffi::c_void;
 use core::marker::PhantomData;
@@ -39,7 +41,7 @@ use crate::raw;
 use crate::services::OpServices;
 use crate::state::{DeviceExt, DeviceKind, DriverState, WORK_TAG};
 use crate::view;
-use fsfilter_kernel::context::{decode, encode};
+use fsfilter_kernel::context::{decode, decode_with, encode_with};
 use fsfilter_kernel::deferred::{Completion, PostReturned};
 use fsfilter_kernel::pending::{Asked, Decision, PendedEntry, PreReturned, Resume};
 
@@ -343,8 +345,22 @@ unsafe fn set_completion<F: Filter>(
     }
 }
 
-/// Sends the IRP down with a completion routine, and runs the post callback (here when the lower
-/// driver completed synchronously, in the routine otherwise).
+/// Where our completion routine tells the dispatch routine that sent an IRP down that the IRP,
+/// completed synchronously (inside `IoCallDriver`), was marked pending on its way through the
+/// post callback: held by it, or handed to a worker, or resumed by a token inside it. The
+/// dispatch routine then returns `STATUS_PENDING`, whatever the lower driver returned. It lives
+/// on the dispatch routine's stack and reaches the routine through its context
+/// (`fsfilter_kernel::context::encode_with`); the routine touches it only for an IRP whose
+/// `PendingReturned` is clear, which it completes before `IoCallDriver` returns, so while the
+/// frame is alive and in the same thread.
+#[derive(Default)]
+struct SyncFrame {
+    pended: core::cell::Cell<bool>,
+}
+
+/// Sends the IRP down with a completion routine, which runs the post callback at the IRQL of
+/// completion, as the Filter Manager does: inside `IoCallDriver` when the lower driver completes
+/// synchronously, later otherwise.
 ///
 /// # Safety
 /// `irp` must be live at our volume device `device`, its current location ours.
@@ -356,7 +372,8 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     context: F::CompletionContext,
     cleanup_or_close: bool,
 ) -> NTSTATUS {
-    let raw = match encode(context) {
+    let frame = SyncFrame::default();
+    let raw = match encode_with(context, (&raw const frame).cast()) {
         Ok(raw) => raw,
         Err(c) => {
             // No room for the context: fail closed (docs/callback-model.md, rule 7).
@@ -378,21 +395,14 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     if set < 0 {
         state.end(ext);
         // SAFETY: our own encoded context, not handed to anyone.
-        drop(unsafe { decode::<F::CompletionContext>(raw) });
+        drop(unsafe { decode_with::<F::CompletionContext>(raw) });
         // SAFETY: the live IRP, its location copied.
         return unsafe { without_routine(ext, irp, cleanup_or_close) };
     }
     // SAFETY: the device we attached to.
     let status = unsafe { IoCallDriver(ext.lower, irp) };
-    if status == Status::PENDING.0 {
-        return status;
-    }
-    // Completed synchronously: the routine stopped completion at our location and left the post
-    // callback to us.
-    // SAFETY: the IRP is halted at our location and ours again; `raw` is ours to decode.
-    let done = unsafe { run_post(state, device, ext, irp, raw, Site::Dispatch) };
-    // SAFETY: the IRP is halted at our location, ours.
-    unsafe { done.finish_halted(irp) }
+    // Completed synchronously, the IRP is gone on or held by now: only the frame says which.
+    if frame.pended.get() { Status::PENDING.0 } else { status }
 }
 
 /// Our completion routine could not be set (`IoSetCompletionRoutineEx` found no memory): the
@@ -415,7 +425,8 @@ unsafe fn without_routine<F: Filter>(
     }
 }
 
-/// The completion routine of operations with a post callback.
+/// The completion routine of operations with a post callback: runs the post callback, at the
+/// IRQL of completion.
 unsafe extern "system" fn post_completion<F: Filter>(
     device: *mut DEVICE_OBJECT,
     irp: *mut IRP,
@@ -423,23 +434,36 @@ unsafe extern "system" fn post_completion<F: Filter>(
 ) -> NTSTATUS {
     // SAFETY: a live IRP during its completion.
     let pending = unsafe { (*irp).PendingReturned };
-    if !pending {
-        // The lower driver completed inside IoCallDriver: the dispatch routine runs the post.
-        return MORE_PROCESSING;
-    }
     // SAFETY: this image's state (the device reference keeps the image loaded).
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return Status::SUCCESS.0 };
-    // Propagate the pending mark (facts.md §1.8) now, before the post callback can hand the IRP
-    // to anyone who would resume its completion: it must be on our location by then.
-    // SAFETY: the completing IRP at our location.
-    unsafe { IoMarkIrpPending(irp) };
-    // SAFETY: the completing IRP at our location; the context is ours to decode.
-    match unsafe { run_post(state, device, ext, irp, context, Site::Completion) } {
-        PostDone::Continue | PostDone::ContinuePended => Status::SUCCESS.0,
-        PostDone::Deferred => MORE_PROCESSING,
+    // SAFETY: the context `forward_with_post` encoded, decoded once.
+    let Some((context, frame)) = (unsafe { decode_with::<F::CompletionContext>(context) }) else {
+        state.end(ext);
+        return Status::SUCCESS.0;
+    };
+    if pending {
+        // Propagate the pending mark (facts.md §1.8) now, before the post callback can hand the
+        // IRP to anyone who would resume its completion: it must be on our location by then.
+        // SAFETY: the completing IRP at our location.
+        unsafe { IoMarkIrpPending(irp) };
+        // SAFETY: the completing IRP at our location.
+        return match unsafe { run_post_with(state, device, ext, irp, context, Site::Completion) } {
+            PostDone::Continue | PostDone::ContinuePended => Status::SUCCESS.0,
+            PostDone::Deferred => MORE_PROCESSING,
+        };
     }
+    // Completed inside `IoCallDriver`: the dispatch routine that sent the IRP is waiting for it
+    // to return, and its frame is alive.
+    // SAFETY: the completing IRP at our location, not marked pending.
+    let done = unsafe { run_post_with(state, device, ext, irp, context, Site::Synchronous) };
+    if let PostDone::ContinuePended | PostDone::Deferred = done {
+        // SAFETY: the frame of the dispatch routine in `IoCallDriver` below us on this thread
+        // (the lower driver completed without marking the IRP pending, so before returning).
+        unsafe { (*frame.cast::<SyncFrame>()).pended.set(true) };
+    }
+    if let PostDone::Deferred = done { MORE_PROCESSING } else { Status::SUCCESS.0 }
 }
 
 /// Where a post callback runs, which says who marks the IRP pending before the callback hands it
@@ -447,10 +471,11 @@ unsafe extern "system" fn post_completion<F: Filter>(
 /// before anyone can resume its completion, and must not be touched after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Site {
-    /// In the dispatch routine, the IRP halted at our location by our completion routine: the
-    /// dispatch routine returns `STATUS_PENDING` when the post holds the IRP, so it marks the
-    /// IRP first.
-    Dispatch,
+    /// The lower driver completed the IRP inside `IoCallDriver`, not marked pending: in our
+    /// completion routine, or in the dispatch routine of a synchronized operation, which holds
+    /// the IRP halted at our location. The dispatch routine returns `STATUS_PENDING` when the
+    /// post holds the IRP, so the IRP is marked first.
+    Synchronous,
     /// In our completion routine of an IRP the lower driver pended (marked on entry), or in a
     /// worker the IRP was handed to (marked before).
     Completion,
@@ -460,9 +485,9 @@ pub(crate) enum Site {
 pub(crate) enum PostDone {
     /// Completion continues now.
     Continue,
-    /// Completion continues now, and the dispatch routine marked the IRP pending on the way (a
-    /// deferred post whose token completed before the callback returned): it returns
-    /// `STATUS_PENDING`.
+    /// Completion continues now, and the IRP was marked pending on the way, at a
+    /// [`Site::Synchronous`] post (a deferred post whose token completed before the callback
+    /// returned): the dispatch routine returns `STATUS_PENDING`.
     ContinuePended,
     /// Completion resumes later, with `IoCompleteRequest` from a worker or a deferred post; the
     /// IRP is marked pending already.
@@ -471,7 +496,7 @@ pub(crate) enum PostDone {
 
 impl PostDone {
     /// Finishes an IRP halted at our location after its post callback ran in the dispatch
-    /// routine's thread ([`Site::Dispatch`]), and returns what the dispatch routine returns: the
+    /// routine's thread ([`Site::Synchronous`]), and returns what the dispatch routine returns: the
     /// IRP's status once completion resumed, or `STATUS_PENDING` when the IRP was marked pending
     /// (it resumes later, from a worker or a deferred post's token, and may be gone already).
     ///
@@ -498,35 +523,11 @@ impl PostDone {
     }
 }
 
-/// Runs the post callback of an operation at our location, with its encoded context.
-///
-/// # Safety
-/// `irp` must be live, completed through the lower drivers and now at our location; `raw` must be
-/// its encoded context, decoded here once.
-unsafe fn run_post<F: Filter>(
-    state: &DriverState<F>,
-    device: *const DEVICE_OBJECT,
-    ext: &DeviceExt<F>,
-    irp: *mut IRP,
-    raw: *const c_void,
-    site: Site,
-) -> PostDone {
-    // SAFETY: the caller's context, decoded once.
-    match unsafe { decode::<F::CompletionContext>(raw) } {
-        // SAFETY: forwarded.
-        Some(context) => unsafe { run_post_with(state, device, ext, irp, context, site) },
-        None => {
-            state.end(ext);
-            PostDone::Continue
-        }
-    }
-}
-
 /// Runs the post callback of an operation at our location.
 ///
 /// # Safety
 /// `irp` must be live, completed through the lower drivers and now at our location, marked
-/// pending already unless `site` is [`Site::Dispatch`].
+/// pending already unless `site` is [`Site::Synchronous`].
 unsafe fn run_post_with<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
@@ -610,13 +611,13 @@ fn finished<F: Filter>(
 
 /// The post callback answered `MoreProcessing`: the IRP stays held until its token completes,
 /// unless the token completed already, before the callback returned; then completion continues
-/// now. In the dispatch routine the IRP is marked pending first, while no token can complete it
-/// yet (the table only records an early completion), so that it is marked before anyone can
-/// resume it; once held it is not touched again.
+/// now. At a [`Site::Synchronous`] post the IRP is marked pending first, while no token can
+/// complete it yet (the table only records an early completion), so that it is marked before
+/// anyone can resume it; once held it is not touched again.
 ///
 /// # Safety
 /// `irp` must be at our location, held by our completion routine, marked pending unless `site`
-/// is [`Site::Dispatch`].
+/// is [`Site::Synchronous`].
 unsafe fn hold<F: Filter>(
     state: &DriverState<F>,
     ext: &DeviceExt<F>,
@@ -625,8 +626,8 @@ unsafe fn hold<F: Filter>(
     report: impl Fn(bool, &'static str),
     when_safe: bool,
 ) -> PostDone {
-    if site == Site::Dispatch {
-        // SAFETY: the halted IRP at our location, ours until the table says it is held.
+    if site == Site::Synchronous {
+        // SAFETY: the IRP at our location, ours until the table says it is held.
         unsafe { IoMarkIrpPending(irp) };
     }
     match state.deferred_posts.post_returned(irp as usize, true) {
@@ -640,7 +641,7 @@ unsafe fn hold<F: Filter>(
         PostReturned::CompletedEarly | PostReturned::NotDeferred => {
             report(when_safe, "FLT_POSTOP_FINISHED_PROCESSING");
             state.end(ext);
-            if site == Site::Dispatch { PostDone::ContinuePended } else { PostDone::Continue }
+            if site == Site::Synchronous { PostDone::ContinuePended } else { PostDone::Continue }
         }
     }
 }
@@ -758,9 +759,9 @@ unsafe fn queue_when_safe<F: Filter>(
         }
     };
     report(false, "FLT_POSTOP_MORE_PROCESSING_REQUIRED");
-    if site == Site::Dispatch {
+    if site == Site::Synchronous {
         // Marked before the worker, which may run at once on another processor, can complete it.
-        // SAFETY: the halted IRP at our location, still ours.
+        // SAFETY: the IRP at our location, still ours.
         unsafe { IoMarkIrpPending(irp) };
     }
     // SAFETY: a fresh work item of our device; the worker owns `work`.
@@ -839,7 +840,7 @@ unsafe fn forward_synchronized<F: Filter>(
     }
     // The post callback runs in the pre callback's thread at <= APC_LEVEL (facts.md §4).
     // SAFETY: the IRP is halted at our location, ours again.
-    let done = unsafe { run_post_with(state, device, ext, irp, context, Site::Dispatch) };
+    let done = unsafe { run_post_with(state, device, ext, irp, context, Site::Synchronous) };
     // SAFETY: the IRP is halted at our location, ours.
     unsafe { done.finish_halted(irp) }
 }

@@ -4,22 +4,23 @@
 //! A file system deletes a dismounted volume's device once the volume's last file closes; the
 //! simulator's do it from a worker posted when that close completes in the file system
 //! (docs/simulator.md "Dismount"). The worker can run before the close has finished in the
-//! filter above: here the filter's post-close callback waits, which lets the machine run ready
-//! work, as another processor would run the worker. The I/O manager then calls
-//! `FastIoDetachDevice` with the close still in flight: the backend must detach at once but
-//! complete the teardown, and drop the instance, only once that close's post callback finished.
+//! filter above: here the filter's post-close callback defers (`MoreProcessing`) and keeps its
+//! token, so the close is still held when the machine runs that worker. The I/O manager then
+//! calls `FastIoDetachDevice` with the close in flight: the backend must detach at once but
+//! complete the teardown, and drop the instance, only once that close went on, which happens
+//! later, when another caller's open on another volume lets the filter complete the token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod common;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use common::*;
 use fsfilter::{
-    Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags, PostOperation,
-    PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters, Status,
-    TeardownFlags,
+    DeferredPost, Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags,
+    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
+    Status, TeardownFlags,
 };
 use fsfilter_sim::{Callback, CreateOptions, FsKind, ServiceSpec, StopResult, VolumeSpec};
 
@@ -28,6 +29,10 @@ const NAME: &str = "CloseWaiter";
 thread_local! {
     /// What the filter saw, in order (the machine runs on the test's thread).
     static LOG: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+    /// The token of the deferred post-close callback.
+    static TOKEN: RefCell<Option<DeferredPost>> = const { RefCell::new(None) };
+    /// Whether the next post-close callback defers.
+    static DEFER_NEXT: Cell<bool> = const { Cell::new(false) };
 }
 
 fn log(what: &'static str) {
@@ -47,11 +52,13 @@ impl Drop for Volume {
     }
 }
 
-/// A post-close callback that waits 1 ms, and both teardown callbacks.
+/// A post-close callback that defers and keeps its token when asked to, and both teardown
+/// callbacks.
 struct CloseWaiter;
 
 impl Filter for CloseWaiter {
     const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Create).pre())
         .operation(Operation::new(MajorFunction::Close).post())
         .instance_setup_callback(true)
         .teardown_callbacks(true, true)
@@ -79,8 +86,15 @@ impl Filter for CloseWaiter {
     fn pre_operation(
         &self,
         _: &Instance<'_, Volume>,
-        _: &mut PreOperation<'_, ()>,
+        op: &mut PreOperation<'_, ()>,
     ) -> PreOutcome<()> {
+        if op.major() == MajorFunction::Create {
+            if let Some(token) = TOKEN.with(|t| t.borrow_mut().take()) {
+                log("close released");
+                token.complete();
+            }
+            return PreOutcome::NoPost;
+        }
         PreOutcome::WithPost(())
     }
 
@@ -91,12 +105,13 @@ impl Filter for CloseWaiter {
         (): (),
         _: PostFlags,
     ) -> PostOutcome<()> {
-        log("post close begins");
-        // At PASSIVE_LEVEL in the dispatch routine (the file system completed the close inside
-        // IoCallDriver): the wait lets ready work run meanwhile.
-        assert_eq!(op.services().wait(1), Ok(()));
-        log("post close ends");
-        PostOutcome::Finished
+        if !DEFER_NEXT.with(|d| d.replace(false)) {
+            return PostOutcome::Finished;
+        }
+        log("post close deferred");
+        let (token, receipt) = op.defer().expect("a close's post callback can defer");
+        TOKEN.with(|t| *t.borrow_mut() = Some(token));
+        PostOutcome::MoreProcessing(receipt)
     }
 }
 
@@ -116,23 +131,31 @@ fn a_volume_device_deleted_under_an_operation_in_flight_is_torn_down_after_it() 
     assert_eq!(m.dismount(f), Status::SUCCESS);
     m.settle();
     let _ = take_log();
+    DEFER_NEXT.with(|d| d.set(true));
+    // Another caller opens a file on another volume 5 ms later, while the close is held.
+    let g = m.add_volume(VolumeSpec::new("G:", FsKind::Fat));
+    m.schedule(5, move |m| {
+        let h = m.create(g, "other.txt", CreateOptions::create()).handle.unwrap();
+        assert_eq!(m.close_handle(h), Status::SUCCESS);
+    });
     assert_eq!(m.close_handle(h), Status::SUCCESS);
     m.settle();
-    // FastIoDetachDevice came during the post-close callback (teardown start, and the detach,
-    // at once), but teardown complete and the instance's end wait for that callback to finish
-    // (rule 20).
+    // FastIoDetachDevice came with the close held by the filter (teardown start, and the detach,
+    // at once), but teardown complete and the instance's end waited for that close to go on, 5 ms
+    // later (rule 20).
     assert_eq!(
         take_log(),
         [
-            "post close begins",
+            "post close deferred",
             "teardown start",
-            "post close ends",
+            "close released",
             "teardown complete",
             "instance dropped"
         ]
     );
     let calls: Vec<Callback> = callbacks(&m, NAME)
         .into_iter()
+        .filter(|(volume, _)| volume.as_deref() == Some("F:"))
         .map(|(_, c)| c)
         .filter(|c| {
             matches!(
@@ -148,8 +171,8 @@ fn a_volume_device_deleted_under_an_operation_in_flight_is_torn_down_after_it() 
         matches!(
             calls[last..],
             [
-                Callback::TeardownStart { reason: TeardownFlags::VOLUME_DISMOUNT },
                 Callback::Post { major: MajorFunction::Close, status: Status::SUCCESS, .. },
+                Callback::TeardownStart { reason: TeardownFlags::VOLUME_DISMOUNT },
                 Callback::TeardownComplete { reason: TeardownFlags::VOLUME_DISMOUNT },
             ]
         ),
