@@ -34,6 +34,7 @@ impl<'a> HeaderSource<'a> for IrpHeader {
 ///
 /// # Safety
 /// `irp` must be a live IRP.
+#[inline]
 pub(crate) unsafe fn codes(irp: *mut IRP) -> (MajorFunction, u8) {
     // SAFETY: the caller guarantees a live IRP.
     let sl = unsafe { crate::raw::location(irp) };

@@ -28,6 +28,7 @@ macro_rules! majors {
             pub const ALL: &'static [MajorFunction] = &[$(MajorFunction::$variant),*];
 
             /// The code as the kernel stores it (`UCHAR`).
+            #[inline]
             pub const fn code(self) -> u8 {
                 match self {
                     $( MajorFunction::$variant => $value, )*
@@ -36,6 +37,7 @@ macro_rules! majors {
             }
 
             /// The major function for a code.
+            #[inline]
             pub const fn from_code(code: u8) -> MajorFunction {
                 match code {
                     $( $value => MajorFunction::$variant, )*
@@ -228,6 +230,7 @@ impl MajorFunction {
 
     /// Dense index of this operation in `0..MAX_OPERATIONS`, for per-operation tables: IRP codes
     /// keep their value, pseudo-operations `-1..=-22` map after them. `None` for unknown codes.
+    #[inline]
     pub const fn index(self) -> Option<usize> {
         let code = self.code();
         if matches!(self, MajorFunction::Unknown(_)) {
