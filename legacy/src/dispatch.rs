@@ -65,9 +65,9 @@ pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
     };
     // SAFETY: the I/O manager's live IRP.
     let sl = unsafe { raw::location(irp) };
-    let major = MajorFunction::from_code(sl.MajorFunction);
     match ext.kind {
         DeviceKind::Control => {
+            let major = MajorFunction::from_code(sl.MajorFunction);
             // The control device is the only object that can assume it is the sole recipient
             // (facts.md §1.2): it completes everything itself.
             let status = match major {
@@ -80,7 +80,8 @@ pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
             unsafe { complete(irp, IoStatus::new(status)) }
         }
         DeviceKind::FileSystem => {
-            if major == MajorFunction::FileSystemControl && sl.MinorFunction == fsctl::MOUNT_VOLUME
+            if sl.MajorFunction == MajorFunction::FileSystemControl.code()
+                && sl.MinorFunction == fsctl::MOUNT_VOLUME
             {
                 // SAFETY: a live mount request at our file-system device.
                 unsafe { attach::mount_volume::<F>(state, device, ext, irp) }
@@ -91,7 +92,7 @@ pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
         }
         // SAFETY: a live IRP at one of our volume devices.
         DeviceKind::Volume => unsafe {
-            volume_dispatch::<F>(state, device, ext, irp, major, sl.MinorFunction)
+            volume_dispatch::<F>(state, device, ext, irp, sl.MajorFunction, sl.MinorFunction)
         },
     }
 }
@@ -146,7 +147,9 @@ pub(crate) fn instance_view<F: Filter>(
     })
 }
 
-/// The model's path for an IRP at a volume device.
+/// The model's path for an IRP at a volume device, with its major and minor codes as its stack
+/// location holds them (decoded from the registration entry only when the filter takes the
+/// operation).
 ///
 /// # Safety
 /// `irp` must be live at our volume device `device`.
@@ -155,7 +158,7 @@ unsafe fn volume_dispatch<F: Filter>(
     device: *const DEVICE_OBJECT,
     ext: &DeviceExt<F>,
     irp: *mut IRP,
-    major: MajorFunction,
+    code: u8,
     minor: u8,
 ) -> NTSTATUS {
     let Some(instance) = instance_view(device, ext) else {
@@ -169,7 +172,7 @@ unsafe fn volume_dispatch<F: Filter>(
     if fsfilter::scans_data::<F>()
         && !torn_down
         && instance.data_scan == DataScanMode::FsRtlFallback
-        && matches!(major, MajorFunction::Write | MajorFunction::SetInformation)
+        && (code == MajorFunction::Write.code() || code == MajorFunction::SetInformation.code())
     {
         // SAFETY: the live IRP at our location.
         let header = unsafe { view::header(irp) };
@@ -177,11 +180,12 @@ unsafe fn volume_dispatch<F: Filter>(
             notify_conflicts(state, device, ext, header.stream);
         }
     }
-    let registered = state.registration.get(major).copied();
+    let registered = state.registration.get_irp(code).copied();
     let Some(op) = registered.filter(|o| (o.pre || o.post) && !torn_down) else {
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     };
+    let major = op.major;
     // SAFETY: the live IRP at our location, for this call.
     let header_source = unsafe { view::IrpHeader::new(irp) };
     // Built only if filter logic or a skip flag asks.

@@ -388,6 +388,18 @@ impl Registration {
         }
     }
 
+    /// The entry of the IRP major function `code` (`IRP_MJ_*`, as an IRP's stack location holds
+    /// it), if registered: [`Registration::get`] without decoding the code first, for a legacy
+    /// filter's dispatch path. IRP codes index the table as they are; any other code is `None`.
+    #[inline]
+    pub fn get_irp(&self, code: u8) -> Option<&Operation> {
+        if code > crate::major::IRP_MJ_MAXIMUM_FUNCTION {
+            return None;
+        }
+        let at = *self.index.get(usize::from(code))?;
+        self.operations.get(..self.len)?.get(usize::from(at))
+    }
+
     /// The entry for `major`, if registered. Constant time.
     pub const fn get(&self, major: MajorFunction) -> Option<&Operation> {
         let Some(slot) = major.index() else { return None };
@@ -470,6 +482,32 @@ mod tests {
         let read = PASSTHROUGH.get(MajorFunction::Read).unwrap();
         assert!(read.pre && read.post);
         assert!(PASSTHROUGH.get(MajorFunction::VolumeMount).is_some());
+    }
+
+    #[test]
+    fn an_irp_code_finds_the_entry_of_its_major_function() {
+        let reads = Registration::new()
+            .operation(Operation::new(MajorFunction::Cleanup).pre())
+            .operation(Operation::new(MajorFunction::Read).pre().post())
+            .validated();
+        for code in 0..=u8::MAX {
+            let major = MajorFunction::from_code(code);
+            let expected =
+                (code <= crate::major::IRP_MJ_MAXIMUM_FUNCTION).then(|| reads.get(major)).flatten();
+            assert_eq!(reads.get_irp(code), expected, "{code:#x}");
+            let every = (code <= crate::major::IRP_MJ_MAXIMUM_FUNCTION)
+                .then(|| PASSTHROUGH.get(major))
+                .flatten();
+            assert_eq!(PASSTHROUGH.get_irp(code), every, "{code:#x}");
+        }
+        assert_eq!(
+            reads.get_irp(MajorFunction::Read.code()).map(|o| (o.pre, o.post)),
+            Some((true, true))
+        );
+        assert!(reads.get_irp(MajorFunction::Write.code()).is_none());
+        // A pseudo-operation's code is no IRP's.
+        assert!(PASSTHROUGH.get(MajorFunction::FastIoCheckIfPossible).is_some());
+        assert!(PASSTHROUGH.get_irp(MajorFunction::FastIoCheckIfPossible.code()).is_none());
     }
 
     #[test]
