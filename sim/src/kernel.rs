@@ -293,6 +293,18 @@ pub fn call_into<R>(image: Option<ImageId>, f: impl FnOnce() -> R) -> R {
 #[must_use = "run the image's code with run_entered, then leave it"]
 pub(crate) struct Entered(*const AtomicPtr<c_void>);
 
+/// Makes the image `entered` names the running one without a closure (a driver's direct call
+/// into another driver's code, `fsfilter_sim_enter_driver_of`); answers the slot
+/// [`restore_slot`] puts back once the caller has [`Kernel::leave`]n.
+pub(crate) fn switch_slot(entered: Entered) -> *const AtomicPtr<c_void> {
+    CURRENT_SLOT.with(|c| c.replace(entered.0))
+}
+
+/// Puts back the running image's slot [`switch_slot`] answered.
+pub(crate) fn restore_slot(previous: *const AtomicPtr<c_void>) {
+    CURRENT_SLOT.with(|c| c.set(previous));
+}
+
 /// Runs `f` as the code of the image `entered` names. The caller's next borrow of the kernel
 /// must begin with [`Kernel::leave`], before anything asks which image is running.
 pub(crate) fn run_entered<R>(entered: Entered, f: impl FnOnce() -> R) -> R {

@@ -21,8 +21,11 @@ unsafe extern "C" {
 
 #[cfg(not(target_os = "windows"))]
 unsafe extern "Rust" {
-    /// Defined by `fsfilter-sim`: runs `f` as code of the driver that owns `device`.
-    fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut());
+    /// Defined by `fsfilter-sim`: the driver that owns `device` becomes the running image;
+    /// answers what [`fsfilter_sim_leave_driver`] restores, None when `device` is no device.
+    fn fsfilter_sim_enter_driver_of(device: usize) -> Option<usize>;
+    /// Defined by `fsfilter-sim`: the image that ran before the matching enter runs again.
+    fn fsfilter_sim_leave_driver(previous: usize);
 }
 
 /// Calls a lower driver's fast-I/O routine: code of another driver, called directly rather than
@@ -41,16 +44,13 @@ pub fn call_as_driver_of(
     }
     #[cfg(not(target_os = "windows"))]
     {
-        let mut f = Some(f);
-        let mut handled = false;
-        let mut call = || {
-            if let Some(f) = f.take() {
-                handled = f();
-            }
-        };
-        // SAFETY: the simulator defines this Rust-ABI function with exactly this signature; it
-        // calls `call` once.
-        unsafe { fsfilter_sim_call_as_driver_of(device as usize, &mut call) };
+        // SAFETY: the simulator defines this Rust-ABI function with exactly this signature.
+        let entered = unsafe { fsfilter_sim_enter_driver_of(device as usize) };
+        let handled = f();
+        if let Some(previous) = entered {
+            // SAFETY: as above; once, for the enter that answered `previous`.
+            unsafe { fsfilter_sim_leave_driver(previous) };
+        }
         handled
     }
 }

@@ -23,22 +23,26 @@ pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
     kernel::running_image_slot().unwrap_or_else(|| kernel::with(|k| k.current_slot()))
 }
 
-/// `fsfilter_kernel::image::call_as_driver_of`: runs `f` as code of the driver that owns
-/// `device` (its image global, its unload state), as the I/O manager does for dispatch routines.
+/// `fsfilter_kernel::image::call_as_driver_of`, first half: the driver that owns `device`
+/// becomes the running image (its image global, its unload state), as the I/O manager makes a
+/// dispatch routine's driver for the call. Answers what [`fsfilter_sim_leave_driver`] restores,
+/// or None when `device` is no device (the call then runs as the caller's code).
 #[unsafe(no_mangle)]
-pub fn fsfilter_sim_call_as_driver_of(device: usize, f: &mut dyn FnMut()) {
+pub fn fsfilter_sim_enter_driver_of(device: usize) -> Option<usize> {
     let entered = kernel::with(|k| {
         let d = k.objects.device_id(device as *const _)?;
         let image = k.objects.driver(k.objects.device(d).driver).image;
         Some(k.enter(Some(image)))
-    });
-    match entered {
-        Some(entered) => {
-            kernel::run_entered(entered, f);
-            kernel::with(kernel::Kernel::leave);
-        }
-        None => f(),
-    }
+    })?;
+    Some(kernel::switch_slot(entered) as usize)
+}
+
+/// `fsfilter_kernel::image::call_as_driver_of`, second half: the image that ran before
+/// [`fsfilter_sim_enter_driver_of`] runs again.
+#[unsafe(no_mangle)]
+pub fn fsfilter_sim_leave_driver(previous: usize) {
+    kernel::with(kernel::Kernel::leave);
+    kernel::restore_slot(previous as *const AtomicPtr<c_void>);
 }
 
 /// Whether the trace hook records anything now ([`fsfilter_sim_trace`] drops every event
