@@ -13,8 +13,8 @@ use core::mem::{offset_of, size_of};
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    Buffer, Filter, IoStatus, LazyHeader, MajorFunction, Parameters, PostFlags, PostOperation,
-    PreOperation, PreOutcome, ReadWriteParameters, Status,
+    Buffer, Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader, Parameters,
+    PostFlags, PostOperation, PreOperation, PreOutcome, ReadWriteParameters, Status,
 };
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, MDL, PEPROCESS,
@@ -513,13 +513,35 @@ impl ReadWrite {
     }
 }
 
+/// The header of a fast-I/O operation, built from the routine's arguments when first asked for.
+struct FastIoHeader<'r> {
+    io: &'r ReadWrite,
+    id: usize,
+}
+
+impl<'a> HeaderSource<'a> for FastIoHeader<'_> {
+    fn header(&self) -> OperationHeader<'a> {
+        let ReadWrite { major, file, offset, length, key, .. } = *self.io;
+        // SAFETY: the caller's offset, valid for the call (`model`'s contract).
+        let offset = unsafe { offset.as_ref() }.copied().unwrap_or(0);
+        let rw = ReadWriteParameters { offset, length, key };
+        let parameters = match major {
+            MajorFunction::Read => Parameters::Read(rw),
+            MajorFunction::Write => Parameters::Write(rw),
+            _ => Parameters::None,
+        };
+        // SAFETY: the caller's file object, valid for the call.
+        unsafe { view::fast_io_header(major, file, parameters, self.id) }
+    }
+}
+
 /// A fast-I/O read, write, check or query open through the model: pre callback, the lower
 /// driver, post callback.
 ///
 /// # Safety
 /// Called from a fast-I/O routine with its arguments (`io`) and device.
 unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool {
-    let ReadWrite { major, file, offset, length, key, iosb, .. } = *io;
+    let ReadWrite { major, file, iosb, .. } = *io;
     // SAFETY: the caller's arguments (`call_lower`'s contract).
     let call = |table: &FAST_IO_DISPATCH, lower| unsafe { io.call_lower(table, lower) };
     // SAFETY: this image's state.
@@ -535,18 +557,11 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
         // SAFETY: the lower routine with the caller's arguments (`call` does it).
         return call(table, lower);
     };
-    // SAFETY: the caller's offset.
-    let offset = unsafe { offset.as_ref() }.copied().unwrap_or(0);
-    let rw = ReadWriteParameters { offset, length, key };
-    let parameters = match major {
-        MajorFunction::Read => Parameters::Read(rw),
-        MajorFunction::Write => Parameters::Write(rw),
-        _ => Parameters::None,
-    };
     // Fast I/O has no IRP: the file object identifies the operation in traces.
     let id = file as usize;
-    // SAFETY: the caller's file object.
-    let header = LazyHeader::ready(unsafe { view::fast_io_header(major, file, parameters, id) });
+    let source = FastIoHeader { io, id };
+    // Built only if filter logic or a skip flag asks.
+    let header = LazyHeader::on_demand(&source, major, id);
     if op.has_skip_flags() && op.skips(header.get()) {
         return call(table, lower);
     }
