@@ -475,10 +475,12 @@ unsafe extern "system" fn post_completion<F: Filter>(
 /// before anyone can resume its completion, and must not be touched after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Site {
-    /// The lower driver completed the IRP inside `IoCallDriver`, not marked pending: in our
-    /// completion routine, or in the dispatch routine of a synchronized operation, which holds
-    /// the IRP halted at our location. The dispatch routine returns `STATUS_PENDING` when the
-    /// post holds the IRP, so the IRP is marked first.
+    /// The IRP is not marked pending at our location, and the dispatch routine that sent it down
+    /// has not returned: in our completion routine of an IRP the lower driver completed inside
+    /// `IoCallDriver`, or in the dispatch routine of a create or a synchronized operation, which
+    /// holds the IRP halted at our location (after waiting for it if the lower driver pended it).
+    /// That dispatch routine returns `STATUS_PENDING` when the post holds the IRP, so the IRP is
+    /// marked first.
     Synchronous,
     /// In our completion routine of an IRP the lower driver pended (marked on entry), or in a
     /// worker the IRP was handed to (marked before).
