@@ -217,7 +217,7 @@ struct SlotRestore(*const AtomicPtr<c_void>);
 
 impl Drop for SlotRestore {
     fn drop(&mut self) {
-        CURRENT_SLOT.with(|c| c.set(self.0));
+        restore_slot(self.0);
     }
 }
 
@@ -308,7 +308,7 @@ pub(crate) fn restore_slot(previous: *const AtomicPtr<c_void>) {
 /// Runs `f` as the code of the image `entered` names. The caller's next borrow of the kernel
 /// must begin with [`Kernel::leave`], before anything asks which image is running.
 pub(crate) fn run_entered<R>(entered: Entered, f: impl FnOnce() -> R) -> R {
-    let _restore = SlotRestore(CURRENT_SLOT.with(|c| c.replace(entered.0)));
+    let _restore = SlotRestore(switch_slot(entered));
     f()
 }
 

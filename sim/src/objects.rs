@@ -119,6 +119,12 @@ impl Objects {
         self.device_memo.get(ptr as usize, || self.device_index.get(&(ptr as usize)).copied())
     }
 
+    /// The image of the driver that owns the device at `ptr`.
+    pub fn image_of(&self, ptr: *const DEVICE_OBJECT) -> Option<ImageId> {
+        let d = self.device_id(ptr)?;
+        Some(self.driver(self.device(d).driver).image)
+    }
+
     /// The driver at `ptr`.
     pub fn driver_id(&self, ptr: *const DRIVER_OBJECT) -> Option<DriverId> {
         self.driver_index.get(&(ptr as usize)).copied()

@@ -30,8 +30,7 @@ pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_enter_driver_of(device: usize) -> Option<usize> {
     let entered = kernel::with(|k| {
-        let d = k.objects.device_id(device as *const _)?;
-        let image = k.objects.driver(k.objects.device(d).driver).image;
+        let image = k.objects.image_of(device as *const _)?;
         Some(k.enter(Some(image)))
     })?;
     Some(kernel::switch_slot(entered) as usize)

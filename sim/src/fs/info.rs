@@ -156,10 +156,7 @@ pub unsafe extern "system" fn fast_io_query_open(
             // The driver that called us: the running image, or the one below ours when the
             // caller made ours the running one (as the backends do for a lower driver's
             // routine).
-            let own = k
-                .objects
-                .device_id(device)
-                .map(|d| k.objects.driver(k.objects.device(d).driver).image);
+            let own = k.objects.image_of(device);
             let mut images = k.image_stack.iter().rev().copied();
             let running = images.next().flatten();
             let caller =
