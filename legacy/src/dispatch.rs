@@ -214,19 +214,13 @@ unsafe fn volume_dispatch<F: Filter>(
     let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let id = irp as usize;
     // A post-only registration has no pre callback to report (the Filter Manager calls none).
+    // Asked once; the event is built out of line, only when recorded (none on Windows without
+    // `dbgprint-trace`).
+    let tracing = op.pre && trace::wanted();
     let report = |outcome: &'static str, status: Option<Status>| {
-        if !op.pre {
-            return;
+        if tracing {
+            report_pre(instance.id, id, major, minor, outcome, status);
         }
-        trace::emit_with(|| TraceEvent::Pre {
-            instance: instance.id,
-            operation: id,
-            major,
-            minor,
-            kind: OperationKind::Irp,
-            outcome,
-            status,
-        });
     };
     if !matches!(outcome, PreOutcome::Pending(_)) {
         // A token taken but not answered with `Pending` holds nothing (as the Filter Manager
@@ -329,7 +323,7 @@ unsafe fn set_completion<F: Filter>(
     routine: IoCompletionRoutine,
     context: *mut c_void,
 ) -> NTSTATUS {
-    if !state.registration.callbacks().filter_unload {
+    if !state.unloadable() {
         // SAFETY: the caller's live IRP with a next location; the image stays loaded.
         unsafe { IoSetCompletionRoutine(irp, routine, context, true, true, true) };
         return Status::SUCCESS.0;
@@ -652,6 +646,32 @@ unsafe fn hold<F: Filter>(
     }
 }
 
+/// Reports a pre callback's outcome (the caller asked [`trace::wanted`]): out of line, so that
+/// the dispatch routine pays a flag test when nothing is recorded.
+#[cold]
+#[inline(never)]
+fn report_pre(
+    instance: InstanceId,
+    operation: usize,
+    major: MajorFunction,
+    minor: u8,
+    outcome: &'static str,
+    status: Option<Status>,
+) {
+    trace::emit(&TraceEvent::Pre {
+        instance,
+        operation,
+        major,
+        minor,
+        kind: OperationKind::Irp,
+        outcome,
+        status,
+    });
+}
+
+/// Reports a post callback's outcome when the trace hook records it: the test inline, the event
+/// built out of line.
+#[inline(always)]
 fn report_post<I>(
     instance: &Instance<'_, I>,
     irp: *mut IRP,
@@ -660,14 +680,29 @@ fn report_post<I>(
     when_safe: bool,
     outcome: &'static str,
 ) {
-    trace::emit_with(|| TraceEvent::Post {
-        instance: instance.id,
-        operation: irp as usize,
+    if trace::wanted() {
+        emit_post(instance.id, irp as usize, major, result.status, when_safe, outcome);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn emit_post(
+    instance: InstanceId,
+    operation: usize,
+    major: MajorFunction,
+    status: Status,
+    when_safe: bool,
+    outcome: &'static str,
+) {
+    trace::emit(&TraceEvent::Post {
+        instance,
+        operation,
         major,
         draining: false,
         when_safe,
         outcome,
-        status: result.status,
+        status,
     });
 }
 
