@@ -133,8 +133,6 @@ pub struct Kernel {
     pub thread: ThreadId,
     /// Every image, native and loaded.
     pub images: Vec<ImageInfo>,
-    /// The images whose code is running, innermost last.
-    pub image_stack: Vec<Option<ImageId>>,
     /// The event log.
     pub events: Vec<Event>,
     /// Whether the backends' trace hook records [`crate::EventKind::Callback`] events (true by
@@ -198,27 +196,140 @@ thread_local! {
     /// [`Kernel::record_callbacks`], read by the backends' trace hook before it borrows the
     /// kernel. Reset to true when a machine is installed.
     static RECORD_CALLBACKS: Cell<bool> = const { Cell::new(true) };
-    /// The image global of the image whose code is running ([`call_into`]'s innermost image),
-    /// null when none is: every driver callback asks for it (`FsfSimImageSlot`), and this
-    /// answers without borrowing the kernel. It mirrors the top of [`Kernel::image_stack`],
-    /// which only [`call_into`] changes.
-    static CURRENT_SLOT: Cell<*const AtomicPtr<c_void>> = const { Cell::new(std::ptr::null()) };
+    /// The images whose code is running, innermost last ([`Kernel::enter`], [`Kernel::leave`]),
+    /// each with its image global: a thread-local rather than a field of the kernel, so that
+    /// every driver callback finds its global (`FsfSimImageSlot`) and a driver's direct call
+    /// into another driver's code switches images ([`enter_driver_of`]) without borrowing the
+    /// kernel. Emptied when a machine is installed or removed.
+    static IMAGE_STACK: ImageStack = const { ImageStack::new() };
+    /// The devices whose drivers' code [`enter_driver_of`] entered, with the image and its
+    /// global: a device object lives as long as the machine and its driver never changes, so a
+    /// remembered entry holds until the machine is removed. Direct-mapped, hits only.
+    static DIRECT_MEMO: [Cell<DirectEntry>; DIRECT_SLOTS] =
+        const { [const { Cell::new((0, ImageId(0), std::ptr::null())) }; DIRECT_SLOTS] };
+}
+
+/// A device address, its driver's image and the image's global ([`DIRECT_MEMO`]).
+type DirectEntry = (usize, ImageId, *const AtomicPtr<c_void>);
+
+/// How many devices [`DIRECT_MEMO`] remembers.
+const DIRECT_SLOTS: usize = 16;
+
+/// How deep driver calls may nest ([`IMAGE_STACK`]). Far beyond what Windows allows: its 24 KiB
+/// kernel stack overflows long before (a driver's frames take hundreds of bytes).
+const IMAGE_STACK_DEPTH: usize = 512;
+
+/// The images whose code is running, innermost last, with their globals, in cells (no
+/// destructor, so the thread-local needs no registration check on each access): image
+/// `u32::MAX` and a null global for kernel code outside any image.
+struct ImageStack {
+    depth: Cell<usize>,
+    entries: [Cell<(u32, *const AtomicPtr<c_void>)>; IMAGE_STACK_DEPTH],
+}
+
+impl ImageStack {
+    const KERNEL_CODE: u32 = u32::MAX;
+
+    const fn new() -> ImageStack {
+        ImageStack {
+            depth: Cell::new(0),
+            entries: [const { Cell::new((ImageStack::KERNEL_CODE, std::ptr::null())) };
+                IMAGE_STACK_DEPTH],
+        }
+    }
+
+    /// # Panics
+    /// When calls nest deeper than [`IMAGE_STACK_DEPTH`] images (a runaway recursion in the
+    /// simulator or a driver; Windows would have overflowed its kernel stack long before).
+    #[inline(always)]
+    fn push(&self, image: Option<ImageId>, slot: *const AtomicPtr<c_void>) {
+        let depth = self.depth.get();
+        let Some(cell) = self.entries.get(depth) else {
+            panic!(
+                "driver calls nested deeper than {IMAGE_STACK_DEPTH} images (a runaway recursion)"
+            )
+        };
+        cell.set((image.map_or(ImageStack::KERNEL_CODE, |i| i.0), slot));
+        self.depth.set(depth + 1);
+    }
+
+    #[inline(always)]
+    fn pop(&self) {
+        self.depth.set(self.depth.get().saturating_sub(1));
+    }
+
+    #[inline(always)]
+    fn decode(raw: u32) -> Option<ImageId> {
+        (raw != ImageStack::KERNEL_CODE).then_some(ImageId(raw))
+    }
+
+    /// The running images, innermost first.
+    fn iter(&self) -> impl Iterator<Item = Option<ImageId>> + '_ {
+        let depth = self.depth.get().min(IMAGE_STACK_DEPTH);
+        self.entries[..depth].iter().rev().map(|c| ImageStack::decode(c.get().0))
+    }
+
+    #[inline(always)]
+    fn top(&self) -> Option<(u32, *const AtomicPtr<c_void>)> {
+        let depth = self.depth.get();
+        Some(self.entries.get(depth.checked_sub(1)?)?.get())
+    }
+}
+
+/// Empties the image stack and forgets the direct-call memo (a machine comes or goes).
+fn reset_images() {
+    IMAGE_STACK.with(|s| s.depth.set(0));
+    DIRECT_MEMO.with(|m| m.iter().for_each(|c| c.set((0, ImageId(0), std::ptr::null()))));
+}
+
+/// The image whose code is running, innermost first, and the ones it was called from.
+pub(crate) fn running_images() -> Vec<Option<ImageId>> {
+    IMAGE_STACK.with(|s| s.iter().collect())
+}
+
+/// Whether `image`'s code is running on this thread (anywhere in the call chain).
+pub(crate) fn image_running(image: ImageId) -> bool {
+    IMAGE_STACK.with(|s| s.iter().any(|i| i == Some(image)))
+}
+
+/// A driver's direct call into the code of the driver that owns `device` (a lower driver's
+/// fast-I/O routine): that driver's image becomes the running one, as [`call_into`] makes it
+/// for the I/O manager's calls, without borrowing the kernel once the device is remembered.
+/// Answers the depth of the image stack [`leave_driver`] takes back, or None when `device` is
+/// no device (nothing is entered then).
+pub(crate) fn enter_driver_of(device: usize) -> Option<usize> {
+    let at = ((device >> 4) ^ (device >> 9)) % DIRECT_SLOTS;
+    let remembered = DIRECT_MEMO.with(|m| m.get(at).map(Cell::get));
+    let (image, slot) = match remembered {
+        Some((d, image, slot)) if d == device && device != 0 => (image, slot),
+        _ => {
+            let (image, slot) = with(|k| {
+                let image = k.objects.image_of(device as *const _)?;
+                Some((image, k.images.get(image.index()).map(|i| &*i.slot as *const _)?))
+            })?;
+            DIRECT_MEMO.with(|m| m.get(at).map(|c| c.set((device, image, slot))));
+            (image, slot)
+        }
+    };
+    Some(IMAGE_STACK.with(|s| {
+        let depth = s.depth.get();
+        s.push(Some(image), slot);
+        depth
+    }))
+}
+
+/// Ends the call [`enter_driver_of`] entered (`depth` is what it answered): the caller's image
+/// runs again.
+pub(crate) fn leave_driver(depth: usize) {
+    IMAGE_STACK.with(|s| s.depth.set(depth.min(IMAGE_STACK_DEPTH)));
 }
 
 /// The image global of the running image, when an image's code is running; None otherwise
 /// (where [`Kernel::current_slot`] reports the use).
+#[inline]
 pub(crate) fn running_image_slot() -> Option<*const AtomicPtr<c_void>> {
-    let slot = CURRENT_SLOT.with(Cell::get);
+    let (_, slot) = IMAGE_STACK.with(ImageStack::top)?;
     (!slot.is_null()).then_some(slot)
-}
-
-/// Restores [`CURRENT_SLOT`] when [`call_into`] returns.
-struct SlotRestore(*const AtomicPtr<c_void>);
-
-impl Drop for SlotRestore {
-    fn drop(&mut self) {
-        restore_slot(self.0);
-    }
 }
 
 /// Whether the backends' trace hook records callbacks on this thread's machine.
@@ -249,14 +360,14 @@ pub(crate) fn install(kernel: Kernel) {
         );
         *slot = Some(Box::new(kernel));
     });
-    CURRENT_SLOT.with(|s| s.set(std::ptr::null()));
+    reset_images();
     IRQL.with(|i| i.set(PASSIVE_LEVEL));
     RECORD_CALLBACKS.with(|r| r.set(true));
 }
 
 /// Removes this thread's kernel.
 pub(crate) fn uninstall() -> Option<Box<Kernel>> {
-    CURRENT_SLOT.with(|s| s.set(std::ptr::null()));
+    reset_images();
     KERNEL.with(|k| k.borrow_mut().take())
 }
 
@@ -289,26 +400,16 @@ pub fn call_into<R>(image: Option<ImageId>, f: impl FnOnce() -> R) -> R {
 /// An image [`Kernel::enter`]ed inside a borrow of the kernel, whose code [`run_entered`] runs:
 /// [`call_into`] in three parts, so that a caller which borrows the kernel right before and right
 /// after the call anyway (the I/O manager around a dispatch or completion routine, the Filter
-/// Manager around a callback) does not borrow it twice more.
+/// Manager around a callback) does not borrow it twice more. The image is the running one (its
+/// global is the one `FsfSimImageSlot` answers) from [`Kernel::enter`] to [`Kernel::leave`].
 #[must_use = "run the image's code with run_entered, then leave it"]
-pub(crate) struct Entered(*const AtomicPtr<c_void>);
-
-/// Makes the image `entered` names the running one without a closure (a driver's direct call
-/// into another driver's code, `fsfilter_sim_enter_driver_of`); answers the slot
-/// [`restore_slot`] puts back once the caller has [`Kernel::leave`]n.
-pub(crate) fn switch_slot(entered: Entered) -> *const AtomicPtr<c_void> {
-    CURRENT_SLOT.with(|c| c.replace(entered.0))
-}
-
-/// Puts back the running image's slot [`switch_slot`] answered.
-pub(crate) fn restore_slot(previous: *const AtomicPtr<c_void>) {
-    CURRENT_SLOT.with(|c| c.set(previous));
-}
+pub(crate) struct Entered(());
 
 /// Runs `f` as the code of the image `entered` names. The caller's next borrow of the kernel
 /// must begin with [`Kernel::leave`], before anything asks which image is running.
+#[inline(always)]
 pub(crate) fn run_entered<R>(entered: Entered, f: impl FnOnce() -> R) -> R {
-    let _restore = SlotRestore(switch_slot(entered));
+    let Entered(()) = entered;
     f()
 }
 
@@ -319,7 +420,6 @@ impl Kernel {
             config,
             thread: ThreadId(0),
             images: Vec::new(),
-            image_stack: Vec::new(),
             events: Vec::new(),
             next_seq: 0,
             step: None,
@@ -389,25 +489,24 @@ impl Kernel {
     /// The first part of [`call_into`]: `image` (None: kernel code outside any image) becomes the
     /// running image, for the code [`run_entered`] runs next.
     pub(crate) fn enter(&mut self, image: Option<ImageId>) -> Entered {
-        self.image_stack.push(image);
         // The image's global lives in a Box of the image table, which only grows: its address
         // holds for the machine's life, which outlasts the call.
-        Entered(
-            image
-                .and_then(|i| self.images.get(i.index()))
-                .map_or(std::ptr::null(), |i| &*i.slot as *const _),
-        )
+        let slot = image
+            .and_then(|i| self.images.get(i.index()))
+            .map_or(std::ptr::null(), |i| &*i.slot as *const _);
+        IMAGE_STACK.with(|s| s.push(image, slot));
+        Entered(())
     }
 
     /// The last part of [`call_into`]: the image [`Kernel::enter`] made the running image is
     /// left, once [`run_entered`] returned.
     pub(crate) fn leave(&mut self) {
-        self.image_stack.pop();
+        IMAGE_STACK.with(ImageStack::pop);
     }
 
     /// The image whose code is running.
     pub fn current_image(&self) -> Option<ImageId> {
-        self.image_stack.last().copied().flatten()
+        IMAGE_STACK.with(|s| ImageStack::decode(s.top()?.0))
     }
 
     /// The name of the image whose code is running.
@@ -482,5 +581,71 @@ impl Kernel {
         } else {
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+
+    use super::*;
+    use crate::{Machine, MachineConfig};
+
+    #[test]
+    fn the_image_stack_answers_the_innermost_image_and_its_global() {
+        let machine = Machine::new(MachineConfig { seed: 1 });
+        let (a, b) = machine
+            .kernel(|k| (k.add_image("a", ImageKind::Loaded), k.add_image("b", ImageKind::Loaded)));
+        let slot_b = machine.kernel(|k| &*k.images[b.index()].slot as *const AtomicPtr<c_void>);
+        assert_eq!(machine.kernel(|k| k.current_image()), None);
+        assert!(running_image_slot().is_none());
+        let outer = machine.kernel(|k| k.enter(Some(a)));
+        run_entered(outer, || {
+            let inner = with(|k| k.enter(Some(b)));
+            run_entered(inner, || {
+                assert_eq!(with(|k| k.current_image()), Some(b));
+                assert_eq!(running_image_slot(), Some(slot_b));
+                assert_eq!(running_images(), vec![Some(b), Some(a)]);
+                assert!(image_running(a) && image_running(b));
+                // Kernel code called from driver code: no image, no global.
+                let kernel_code = with(|k| k.enter(None));
+                run_entered(kernel_code, || {
+                    assert_eq!(with(|k| k.current_image()), None);
+                    assert!(running_image_slot().is_none());
+                });
+                with(Kernel::leave);
+            });
+            with(Kernel::leave);
+            assert_eq!(with(|k| k.current_image()), Some(a));
+            assert!(!image_running(b));
+        });
+        machine.kernel(Kernel::leave);
+        assert_eq!(running_images(), Vec::<Option<ImageId>>::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "driver calls nested deeper than 512 images")]
+    fn the_image_stack_is_bounded() {
+        let stack = ImageStack::new();
+        for _ in 0..=IMAGE_STACK_DEPTH {
+            stack.push(None, std::ptr::null());
+        }
+    }
+
+    #[test]
+    fn a_new_machine_runs_no_image_and_remembers_no_device() {
+        let first = Machine::new(MachineConfig { seed: 1 });
+        let image = first.kernel(|k| k.add_image("a", ImageKind::Loaded));
+        // As if a direct call had remembered a device and never returned (a panic in driver
+        // code, say): none of it may reach the next machine on this thread.
+        DIRECT_MEMO.with(|m| m[3].set((0x1230, image, std::ptr::null())));
+        IMAGE_STACK.with(|s| s.push(Some(image), std::ptr::null()));
+        drop(first);
+        let second = Machine::new(MachineConfig { seed: 1 });
+        assert_eq!(second.kernel(|k| k.current_image()), None);
+        assert!(DIRECT_MEMO.with(|m| m.iter().all(|c| c.get().0 == 0)));
+        // An address no device has is no device, remembered or not.
+        assert_eq!(enter_driver_of(0x1230), None);
+        assert_eq!(running_images(), Vec::<Option<ImageId>>::new());
     }
 }

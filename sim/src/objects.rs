@@ -397,8 +397,7 @@ impl Kernel {
     pub(crate) fn report_left_initializing(&mut self, device: DeviceId, blocked: Option<DriverId>) {
         let owner = self.objects.device(device).driver;
         let image = self.objects.driver(owner).image;
-        if self.objects.device(device).left_initializing || self.image_stack.contains(&Some(image))
-        {
+        if self.objects.device(device).left_initializing || crate::kernel::image_running(image) {
             return;
         }
         self.objects.device_mut(device).left_initializing = true;

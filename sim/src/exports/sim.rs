@@ -29,19 +29,14 @@ pub extern "C" fn FsfSimImageSlot() -> *const AtomicPtr<c_void> {
 /// or None when `device` is no device (the call then runs as the caller's code).
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_enter_driver_of(device: usize) -> Option<usize> {
-    let entered = kernel::with(|k| {
-        let image = k.objects.image_of(device as *const _)?;
-        Some(k.enter(Some(image)))
-    })?;
-    Some(kernel::switch_slot(entered) as usize)
+    kernel::enter_driver_of(device)
 }
 
 /// `fsfilter_kernel::image::call_as_driver_of`, second half: the image that ran before
 /// [`fsfilter_sim_enter_driver_of`] runs again.
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_leave_driver(previous: usize) {
-    kernel::with(kernel::Kernel::leave);
-    kernel::restore_slot(previous as *const AtomicPtr<c_void>);
+    kernel::leave_driver(previous);
 }
 
 /// Whether the trace hook records anything now ([`fsfilter_sim_trace`] drops every event

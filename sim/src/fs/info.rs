@@ -157,7 +157,7 @@ pub unsafe extern "system" fn fast_io_query_open(
             // caller made ours the running one (as the backends do for a lower driver's
             // routine).
             let own = k.objects.image_of(device);
-            let mut images = k.image_stack.iter().rev().copied();
+            let mut images = crate::kernel::running_images().into_iter();
             let running = images.next().flatten();
             let caller =
                 if running.is_some() && running == own { images.next().flatten() } else { running };
