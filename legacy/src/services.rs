@@ -35,9 +35,11 @@ impl<F: Filter> SectionSource for Sections<F> {
 pub(crate) struct OpServices<'a, F: Filter> {
     state: &'a DriverState<F>,
     device: *const DEVICE_OBJECT,
-    /// The IRP (or 0 outside an IRP-based operation).
+    /// The IRP (or 0 outside an IRP-based operation), or a fast-I/O operation's file object.
     operation: usize,
-    file: *mut FILE_OBJECT,
+    /// A fast-I/O operation's file object; null for an IRP, whose file object [`Self::file`]
+    /// reads from its stack location when a service needs it (few do: not on every callback).
+    fast_io_file: *mut FILE_OBJECT,
     data_scan: DataScanMode,
     post_create: bool,
 }
@@ -50,13 +52,19 @@ impl<'a, F: Filter> OpServices<'a, F> {
         irp: usize,
         data_scan: DataScanMode,
     ) -> Self {
-        let file = if irp == 0 {
-            core::ptr::null_mut()
-        } else {
-            // SAFETY: the running operation's live IRP; its current location is ours.
-            unsafe { crate::raw::location(irp as *mut IRP) }.FileObject
-        };
-        OpServices { state, device, operation: irp, file, data_scan, post_create: false }
+        let fast_io_file = core::ptr::null_mut();
+        OpServices { state, device, operation: irp, fast_io_file, data_scan, post_create: false }
+    }
+
+    /// The operation's file object: a fast-I/O operation's, or the one at the IRP's current
+    /// location (ours, before the IRP goes down and again once it completed); null for none.
+    fn file(&self) -> *mut FILE_OBJECT {
+        if !self.fast_io_file.is_null() || self.operation == 0 {
+            return self.fast_io_file;
+        }
+        // SAFETY: the running operation's live IRP (services live as long as its callback); its
+        // current location is ours.
+        unsafe { crate::raw::location(self.operation as *mut IRP) }.FileObject
     }
 
     /// Services for the post callback of a create (which may cancel the open).
@@ -81,7 +89,7 @@ impl<'a, F: Filter> OpServices<'a, F> {
             state,
             device,
             operation: file as usize,
-            file: file.cast_mut(),
+            fast_io_file: file.cast_mut(),
             data_scan,
             post_create: false,
         }
@@ -95,13 +103,14 @@ impl<'a, F: Filter> OpServices<'a, F> {
         if irql::current() != Irql::PASSIVE {
             return Err(Error::INVALID_DEVICE_STATE);
         }
-        if self.data_scan == DataScanMode::NotRequested || self.file.is_null() {
+        let file = self.file();
+        if self.data_scan == DataScanMode::NotRequested || file.is_null() {
             return Err(Error::INVALID_PARAMETER);
         }
         // SAFETY: the running operation's valid file object.
-        let stream = unsafe { (*self.file).FsContext } as usize;
+        let stream = unsafe { (*file).FsContext } as usize;
         // SAFETY: a valid file object at PASSIVE_LEVEL.
-        let (record, size) = unsafe { datascan::create_fsrtl_section(self.file) }?;
+        let (record, size) = unsafe { datascan::create_fsrtl_section(file) }?;
         if !self.state.sections.insert(OpenSection { record, owner: self.device as usize, stream })
         {
             // SAFETY: not in any table: ours.
@@ -151,7 +160,8 @@ impl<F: Filter> Services for OpServices<'_, F> {
         if irql::current() != Irql::PASSIVE {
             return Err(Error::INVALID_DEVICE_STATE);
         }
-        if !self.post_create || self.operation == 0 || self.file.is_null() || status.is_success() {
+        let file = self.file();
+        if !self.post_create || self.operation == 0 || file.is_null() || status.is_success() {
             return Err(Error::INVALID_PARAMETER);
         }
         let irp = self.operation as *mut IRP;
@@ -165,7 +175,7 @@ impl<F: Filter> Services for OpServices<'_, F> {
         };
         // SAFETY: the device below us and the file object its file system just opened; the
         // I/O manager sends the cleanup and close down from that device.
-        unsafe { IoCancelFileOpen(ext.lower, self.file) };
+        unsafe { IoCancelFileOpen(ext.lower, file) };
         // SAFETY: the create IRP whose completion we hold.
         unsafe { fsfilter_kernel::irp::set_irp_status(irp, status.0, 0) };
         Ok(())

@@ -77,7 +77,8 @@ pub(crate) struct DriverState<F: Filter> {
     /// Serializes attachment (a synchronization event used as a mutex, so instance setup runs at
     /// `PASSIVE_LEVEL` while it is held).
     pub(crate) attach_lock: KEVENT,
-    /// Operations whose post callback or resumption is outstanding, across the driver.
+    /// Operations whose post callback or resumption is outstanding, across the driver; kept only
+    /// for a driver that can unload ([`DriverState::unloadable`]), whose unload drains it.
     pub(crate) in_flight: AtomicU32,
     /// Set when the last in-flight operation finishes during unload.
     pub(crate) drained: KEVENT,
@@ -130,8 +131,20 @@ impl<F: Filter> DriverState<F> {
 
     /// Counts an operation whose post callback (or resumption) will run later.
     pub(crate) fn begin(&self, ext: &DeviceExt<F>) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.unloadable() {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
         ext.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the driver can be unloaded: the filter has an unload callback, so `DriverEntry`
+    /// set `DriverUnload`. Only then does the driver-wide count of operations in flight, which
+    /// unload drains, need keeping (two interlocked operations per IRP less otherwise); fixed
+    /// once the driver is loaded, so that every [`DriverState::begin`] and its
+    /// [`DriverState::end`] agree.
+    #[inline]
+    pub(crate) fn unloadable(&self) -> bool {
+        self.registration.callbacks().filter_unload
     }
 
     /// The operation's post callback (or resumption) finished. The last one of a device detached
@@ -155,6 +168,9 @@ impl<F: Filter> DriverState<F> {
     /// The driver-wide half of [`DriverState::end`]: the last operation lets a waiting unload
     /// go on.
     pub(crate) fn end_for_driver(&self) {
+        if !self.unloadable() {
+            return;
+        }
         // Sequentially consistent: see `driver_unload`, which stores the flag, then reads this.
         let left = self.in_flight.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
         if left == 0 && self.unloading.load(Ordering::SeqCst) {
