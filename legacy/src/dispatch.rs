@@ -219,7 +219,7 @@ unsafe fn volume_dispatch<F: Filter>(
     let tracing = op.pre && trace::wanted();
     let report = |outcome: &'static str, status: Option<Status>| {
         if tracing {
-            report_pre(instance.id, id, major, minor, outcome, status);
+            report_pre(instance.id, id, major, minor, OperationKind::Irp, outcome, status);
         }
     };
     if !matches!(outcome, PreOutcome::Pending(_)) {
@@ -646,27 +646,21 @@ unsafe fn hold<F: Filter>(
     }
 }
 
-/// Reports a pre callback's outcome (the caller asked [`trace::wanted`]): out of line, so that
-/// the dispatch routine pays a flag test when nothing is recorded.
+/// Reports a pre callback's outcome, for the dispatch routine and the fast-I/O model, whose
+/// callers asked [`trace::wanted`] first: built out of line, so that the hot path pays a flag
+/// test when nothing is recorded.
 #[cold]
 #[inline(never)]
-fn report_pre(
+pub(crate) fn report_pre(
     instance: InstanceId,
     operation: usize,
     major: MajorFunction,
     minor: u8,
+    kind: OperationKind,
     outcome: &'static str,
     status: Option<Status>,
 ) {
-    trace::emit(&TraceEvent::Pre {
-        instance,
-        operation,
-        major,
-        minor,
-        kind: OperationKind::Irp,
-        outcome,
-        status,
-    });
+    trace::emit(&TraceEvent::Pre { instance, operation, major, minor, kind, outcome, status });
 }
 
 /// Reports a post callback's outcome when the trace hook records it: the test inline, the event
@@ -685,9 +679,11 @@ fn report_post<I>(
     }
 }
 
+/// Reports a post callback's outcome (the caller asked [`trace::wanted`]), for the dispatch
+/// routine and the fast-I/O model: built out of line, as [`report_pre`].
 #[cold]
 #[inline(never)]
-fn emit_post(
+pub(crate) fn emit_post(
     instance: InstanceId,
     operation: usize,
     major: MajorFunction,

@@ -11,7 +11,6 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
 
-use fsfilter::trace::TraceEvent;
 use fsfilter::{
     Buffer, Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader, Parameters,
     PostFlags, PostOperation, PreOperation, PreOutcome, ReadWriteParameters, Status,
@@ -636,9 +635,10 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
 }
 
 /// Trace helpers shared by the fast-I/O paths. Each asks [`fsfilter_kernel::trace::wanted`] at
-/// the call site and builds the event out of line: a cached read through the simulator, which
-/// records nothing in the benchmark, then pays a flag test instead of a call that saves six
-/// registers first. On Windows without `dbgprint-trace` both compile to nothing.
+/// the call site and builds the event out of line (the dispatch routine's builders): a cached
+/// read through the simulator, which records nothing in the benchmark, then pays a flag test
+/// instead of a call that saves six registers first. On Windows without `dbgprint-trace` both
+/// compile to nothing.
 mod trace {
     use super::*;
 
@@ -651,7 +651,8 @@ mod trace {
         status: Option<Status>,
     ) {
         if fsfilter_kernel::trace::wanted() {
-            pre(instance, operation, major, outcome, status);
+            let kind = fsfilter::OperationKind::FastIo;
+            crate::dispatch::report_pre(instance, operation, major, 0, kind, outcome, status);
         }
     }
 
@@ -664,47 +665,7 @@ mod trace {
         outcome: &'static str,
     ) {
         if fsfilter_kernel::trace::wanted() {
-            post(instance, operation, major, status, outcome);
+            crate::dispatch::emit_post(instance, operation, major, status, false, outcome);
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn pre(
-        instance: fsfilter::InstanceId,
-        operation: usize,
-        major: MajorFunction,
-        outcome: &'static str,
-        status: Option<Status>,
-    ) {
-        fsfilter_kernel::trace::emit(&TraceEvent::Pre {
-            instance,
-            operation,
-            major,
-            minor: 0,
-            kind: fsfilter::OperationKind::FastIo,
-            outcome,
-            status,
-        });
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn post(
-        instance: fsfilter::InstanceId,
-        operation: usize,
-        major: MajorFunction,
-        status: Status,
-        outcome: &'static str,
-    ) {
-        fsfilter_kernel::trace::emit(&TraceEvent::Post {
-            instance,
-            operation,
-            major,
-            draining: false,
-            when_safe: false,
-            outcome,
-            status,
-        });
     }
 }
