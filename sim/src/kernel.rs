@@ -4,7 +4,7 @@
 //! driver code: a driver routine may call any export. [`call_into`] records which image's code is
 //! running (for the image global and for attributing pool, devices and verifier findings).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -188,7 +188,12 @@ pub struct Kernel {
 static STRAY_SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
-    static KERNEL: RefCell<Option<Box<Kernel>>> = const { RefCell::new(None) };
+    /// This thread's kernel: the box [`install`] leaked (null when none), and whether [`with`]
+    /// lends it now. A raw pointer in cells rather than a `RefCell<Option<Box<Kernel>>>`: a
+    /// thread-local with a destructor checks its registration on every access, and every export
+    /// borrows the kernel (some 50 times per user request through a 4-filter stack). The
+    /// [`Machine`](crate::Machine) that installed the kernel takes it back when dropped.
+    static KERNEL: KernelSlot = const { KernelSlot { ptr: Cell::new(std::ptr::null_mut()), lent: Cell::new(false) } };
     /// The simulated processor's IRQL ([`Kernel::irql`]): in a thread-local rather than a field
     /// so that `FsfSimGetCurrentIrql`, which every operation view reads, does not borrow the
     /// kernel. Reset to `PASSIVE_LEVEL` when a machine is installed.
@@ -342,9 +347,25 @@ pub fn current_irql() -> u8 {
     IRQL.with(Cell::get)
 }
 
+/// This thread's kernel ([`KERNEL`]).
+struct KernelSlot {
+    ptr: Cell<*mut Kernel>,
+    lent: Cell<bool>,
+}
+
+/// Gives the kernel back when [`with`] returns or unwinds.
+struct Lent<'a>(&'a Cell<bool>);
+
+impl Drop for Lent<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// True when a machine is installed on this thread.
 pub fn installed() -> bool {
-    KERNEL.with(|k| k.try_borrow().map(|k| k.is_some()).unwrap_or(true))
+    KERNEL.with(|k| k.lent.get() || !k.ptr.get().is_null())
 }
 
 /// Installs a kernel on this thread.
@@ -353,12 +374,11 @@ pub fn installed() -> bool {
 /// When this thread already has a machine: one machine per thread.
 pub(crate) fn install(kernel: Kernel) {
     KERNEL.with(|k| {
-        let mut slot = k.borrow_mut();
         assert!(
-            slot.is_none(),
+            k.ptr.get().is_null() && !k.lent.get(),
             "one simulated machine per thread: drop the previous Machine first"
         );
-        *slot = Some(Box::new(kernel));
+        k.ptr.set(Box::into_raw(Box::new(kernel)));
     });
     reset_images();
     IRQL.with(|i| i.set(PASSIVE_LEVEL));
@@ -368,7 +388,13 @@ pub(crate) fn install(kernel: Kernel) {
 /// Removes this thread's kernel.
 pub(crate) fn uninstall() -> Option<Box<Kernel>> {
     reset_images();
-    KERNEL.with(|k| k.borrow_mut().take())
+    KERNEL.with(|k| {
+        assert!(!k.lent.get(), "a machine removed while its kernel is borrowed (a simulator bug)");
+        let ptr = k.ptr.replace(std::ptr::null_mut());
+        // SAFETY: a non-null pointer is the box `install` leaked, not lent (checked) and taken
+        // back once (the slot is emptied).
+        (!ptr.is_null()).then(|| unsafe { Box::from_raw(ptr) })
+    })
 }
 
 /// Runs `f` with the kernel state borrowed.
@@ -377,14 +403,22 @@ pub(crate) fn uninstall() -> Option<Box<Kernel>> {
 /// When no machine is installed on this thread (a driver export was called outside a
 /// simulation), or when the simulator re-entered itself while borrowed (a simulator bug).
 pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
-    KERNEL.with(|cell| {
-        let mut guard = cell.try_borrow_mut().unwrap_or_else(|_| {
-            panic!("simulator re-entered while its state is borrowed (a simulator bug)")
-        });
-        let kernel = guard.as_mut().unwrap_or_else(|| {
+    KERNEL.with(|slot| {
+        let ptr = slot.ptr.get();
+        if ptr.is_null() {
+            if slot.lent.get() {
+                panic!("simulator re-entered while its state is borrowed (a simulator bug)")
+            }
             panic!("a kernel export was called with no simulated machine on this thread")
-        });
-        f(kernel)
+        }
+        if slot.lent.replace(true) {
+            panic!("simulator re-entered while its state is borrowed (a simulator bug)")
+        }
+        let _lent = Lent(&slot.lent);
+        // SAFETY: the box `install` leaked, alive until `uninstall`, which refuses while it is
+        // lent; lent once at a time (the flag, cleared when `f` returns or unwinds), so this is
+        // the only reference to it.
+        f(unsafe { &mut *ptr })
     })
 }
 
