@@ -52,12 +52,31 @@ struct Interned {
 
 static INTERNED: Mutex<Interned> = Mutex::new(Interned { names: None, charged: 0 });
 
+std::thread_local! {
+    /// The interned names this thread has asked for: found again without the process-wide
+    /// lock, which the lab's sweep threads would otherwise take for every name of every
+    /// scenario (a sweep's scenarios share their names). At most as many as are interned.
+    static SEEN: std::cell::RefCell<HashSet<&'static str>> =
+        std::cell::RefCell::new(HashSet::new());
+}
+
 /// `text` interned, or None when it is too long or the budget is spent (and it is not interned
 /// already).
 fn intern(text: &str) -> Option<&'static str> {
     if text.len() > INTERN_MAX_LEN {
         return None;
     }
+    let seen = SEEN.try_with(|s| s.try_borrow().ok()?.get(text).copied()).ok().flatten();
+    if seen.is_some() {
+        return seen;
+    }
+    let kept = intern_shared(text)?;
+    let _ = SEEN.try_with(|s| s.try_borrow_mut().map(|mut s| s.insert(kept)));
+    Some(kept)
+}
+
+/// [`intern`] through the process-wide set.
+fn intern_shared(text: &str) -> Option<&'static str> {
     let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
     let charged = interned.charged;
     let names = interned.names.get_or_insert_with(HashSet::new);
@@ -359,5 +378,17 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(sorted, vec!["B:".to_owned(), "C:".to_owned(), long]);
+    }
+
+    #[test]
+    fn a_text_interned_on_one_thread_is_the_same_text_on_another() {
+        // Each thread finds the names it asked for before without the process-wide lock; a text
+        // new to a thread comes from the process-wide set, so both threads share one copy.
+        let here = Name::from("Shared Across Threads").as_ptr() as usize;
+        let again = Name::from("Shared Across Threads").as_ptr() as usize;
+        let there =
+            std::thread::spawn(|| Name::from("Shared Across Threads").as_ptr() as usize).join();
+        assert_eq!(again, here);
+        assert_eq!(there.ok(), Some(here));
     }
 }
