@@ -365,7 +365,7 @@ impl Drop for Lent<'_> {
 
 /// True when a machine is installed on this thread.
 pub fn installed() -> bool {
-    KERNEL.with(|k| k.lent.get() || !k.ptr.get().is_null())
+    KERNEL.with(|k| !k.ptr.get().is_null())
 }
 
 /// Installs a kernel on this thread.
@@ -375,7 +375,7 @@ pub fn installed() -> bool {
 pub(crate) fn install(kernel: Kernel) {
     KERNEL.with(|k| {
         assert!(
-            k.ptr.get().is_null() && !k.lent.get(),
+            k.ptr.get().is_null(),
             "one simulated machine per thread: drop the previous Machine first"
         );
         k.ptr.set(Box::into_raw(Box::new(kernel)));
@@ -405,10 +405,8 @@ pub(crate) fn uninstall() -> Option<Box<Kernel>> {
 pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
     KERNEL.with(|slot| {
         let ptr = slot.ptr.get();
+        // Null only outside `install`..`uninstall`, and never while lent (`uninstall` refuses).
         if ptr.is_null() {
-            if slot.lent.get() {
-                panic!("simulator re-entered while its state is borrowed (a simulator bug)")
-            }
             panic!("a kernel export was called with no simulated machine on this thread")
         }
         if slot.lent.replace(true) {
