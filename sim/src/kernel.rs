@@ -134,7 +134,7 @@ pub struct Kernel {
     /// Every image, native and loaded.
     pub images: Vec<ImageInfo>,
     /// The event log.
-    pub events: Vec<Event>,
+    pub events: crate::events::EventLog,
     /// Whether the backends' trace hook records [`crate::EventKind::Callback`] events (true by
     /// default: the lab and the tests read them). A driver built for Windows compiles the hook
     /// out unless built with `dbgprint-trace`; the benchmarks turn recording off so that the
@@ -452,7 +452,7 @@ impl Kernel {
             config,
             thread: ThreadId(0),
             images: Vec::new(),
-            events: Vec::new(),
+            events: crate::events::EventLog::default(),
             next_seq: 0,
             step: None,
             objects: crate::objects::Objects::default(),

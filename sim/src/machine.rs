@@ -303,7 +303,7 @@ impl Machine {
 
     /// A copy of the event log.
     pub fn events(&self) -> Vec<Event> {
-        kernel::with(|k| k.events.clone())
+        kernel::with(|k| k.events.to_vec())
     }
 
     /// The verifier findings so far.
