@@ -46,6 +46,16 @@ pub enum Finish {
     Synchronous,
 }
 
+impl Finish {
+    /// The user request of an IRP that finishes this way (none for kernel code's IRPs).
+    pub fn request(self) -> Option<RequestId> {
+        match self {
+            Finish::Request(r) => Some(r),
+            Finish::DriverOwned | Finish::Synchronous => None,
+        }
+    }
+}
+
 /// Where an IRP is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IrpState {
@@ -267,6 +277,9 @@ impl Kernel {
     /// The end of `IoFreeIrp` once the IRP left the table: what completion saw of it is kept
     /// for a late pending check, its memory waits in the quarantine.
     fn release_irp(&mut self, irp: *mut IRP, mut info: IrpInfo) {
+        if self.io_call.is_some_and(|c| c.irp == irp as usize) {
+            self.io_call = None;
+        }
         self.irps.retired.insert(irp as usize, (info.walked, info.marks));
         if self.irps.spare_ex.len() < SPARE_EX_KEPT {
             let mut routines = std::mem::take(&mut info.ex_routines);
@@ -313,7 +326,7 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         if k.crashed.is_some() {
             return Err(Status::INVALID_DEVICE_STATE.0);
         }
-        match k.irps.map.get_mut(&(irp as usize)) {
+        let request = match k.irps.map.get_mut(&(irp as usize)) {
             Some(info) if info.state != IrpState::Freed => {
                 // A trip down starts clean at the location it enters and below: an IRP a
                 // completion routine reclaimed (STATUS_MORE_PROCESSING_REQUIRED) and sends down
@@ -328,12 +341,13 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
                     info.expect &= !here_and_below;
                     info.expect_pending &= !here_and_below;
                 }
+                info.finish.request()
             }
             _ => {
                 k.irp_known(irp, "IoCallDriver");
                 return Err(Status::INVALID_DEVICE_STATE.0);
             }
-        }
+        };
         let Some(dev) = k.objects.device_id(device) else {
             k.report_current(
                 Rule::Bugcheck,
@@ -411,7 +425,15 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
                 );
             }
         }
-        Ok((routine, image, level, k.enter(Some(image))))
+        let entered = k.enter(Some(image));
+        k.io_call = Some(crate::kernel::IoCall {
+            depth: crate::kernel::image_depth(),
+            device: device as usize,
+            dev,
+            irp: irp as usize,
+            request,
+        });
+        Ok((routine, image, level, entered))
     });
     let (routine, image, level, entered) = match prepared {
         Ok(p) => p,
@@ -564,6 +586,8 @@ enum Step {
         context: *mut c_void,
         image: Option<ImageId>,
         ex: Option<ExRoutine>,
+        /// The IRP's user request.
+        request: Option<RequestId>,
     },
     Continue,
     Top,
@@ -651,8 +675,16 @@ pub fn complete_request(irp: *mut IRP) {
                 }
             }
             match k.completion_step(irp) {
-                Step::Call { routine, device, context, image, ex } => {
-                    Walk::Call { routine, device, context, ex, entered: k.enter(image) }
+                Step::Call { routine, device, context, image, ex, request } => {
+                    let entered = k.enter(image);
+                    k.io_call = k.objects.device_id(device).map(|dev| crate::kernel::IoCall {
+                        depth: crate::kernel::image_depth(),
+                        device: device as usize,
+                        dev,
+                        irp: irp as usize,
+                        request,
+                    });
+                    Walk::Call { routine, device, context, ex, entered }
                 }
                 Step::Continue | Step::Skip => Walk::Next,
                 Step::Top => Walk::Finished(k.finish_irp(irp)),
@@ -737,7 +769,9 @@ impl Kernel {
         let mut expectation = None;
         let mut ex = None;
         let mut allocator = None;
+        let mut request = None;
         if let Some(info) = self.irps.map.get_mut(&(irp as usize)) {
+            request = info.finish.request();
             info.walked |= bit;
             if pending {
                 info.marks |= bit;
@@ -814,7 +848,7 @@ impl Kernel {
                     Some(e) => (e.routine, e.context),
                     None => (routine, context),
                 };
-                Step::Call { routine, device: upper_device, context, image, ex }
+                Step::Call { routine, device: upper_device, context, image, ex, request }
             }
             _ => {
                 if pending && i.CurrentLocation <= i.StackCount {

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicPtr;
 
 use crate::MachineConfig;
 use crate::events::{Event, EventKind, Rule};
-use crate::ids::{DriverId, ImageId, ThreadId};
+use crate::ids::{DeviceId, DriverId, ImageId, ThreadId};
 
 /// A hasher for pointer and small-integer keys: one multiply, no DoS resistance needed.
 #[derive(Default, Clone, Copy)]
@@ -178,6 +178,9 @@ pub struct Kernel {
     pub mdls: FastMap<usize, crate::mem::Block>,
     /// The user request being served without an IRP (fast I/O), for attributing callbacks.
     pub current_request: Option<crate::ids::RequestId>,
+    /// The dispatch or completion routine the I/O manager called last, for attributing the
+    /// callbacks a legacy filter reports from it without looking its device and IRP up.
+    pub io_call: Option<IoCall>,
     /// Set once the machine bugchecked; nothing runs afterwards.
     pub crashed: Option<String>,
     /// `Machine::boot` ran.
@@ -279,6 +282,32 @@ impl ImageStack {
         let depth = self.depth.get();
         Some(self.entries.get(depth.checked_sub(1)?)?.get())
     }
+}
+
+/// A dispatch or completion routine the I/O manager runs ([`Kernel::io_call`]): the device and
+/// IRP it was called with, the device's record and the IRP's user request, and how deep in the
+/// image stack its image was entered. While that image's code runs at that depth, a callback it
+/// reports for that device and IRP belongs to that volume device and request: what the trace hook
+/// would otherwise find by looking both up (`Kernel::resolve_instance`,
+/// `Kernel::resolve_operation`). A routine called later at the same depth replaces it; the IRP's
+/// release forgets it, so it never outlives the IRP.
+#[derive(Clone, Copy)]
+pub struct IoCall {
+    /// [`image_depth`] inside the routine.
+    pub depth: usize,
+    /// The device it was called with.
+    pub device: usize,
+    /// Its record.
+    pub dev: DeviceId,
+    /// The IRP.
+    pub irp: usize,
+    /// The IRP's user request (`None` for an IRP of kernel code).
+    pub request: Option<crate::ids::RequestId>,
+}
+
+/// How many images are entered on this thread (the depth of the image stack).
+pub(crate) fn image_depth() -> usize {
+    IMAGE_STACK.with(|s| s.depth.get())
 }
 
 /// Empties the image stack and forgets the direct-call memo (a machine comes or goes).
@@ -472,6 +501,7 @@ impl Kernel {
             fltmgr: crate::fltmgr::FltMgr::default(),
             mdls: FastMap::default(),
             current_request: None,
+            io_call: None,
             crashed: None,
             booted: false,
         }

@@ -343,17 +343,21 @@ impl Kernel {
             return self.flt_sim_volume(self.fltmgr.inst(i).volume);
         }
         if let Some(d) = self.objects.device_id(instance as *const _) {
-            let info = self.objects.device(d);
-            // A legacy filter's device on a namespace file system (MUP, NPFS, MSFS) is attached
-            // to the file system's own device, which names no volume: the volume it serves, as
-            // for the Filter Manager's instance there.
-            return info
-                .volume
-                .or(info.last_volume)
-                .or_else(|| self.flt_sim_volume_unnamed(self.objects.bottom(d)));
+            return self.device_volume(d);
         }
         let i = self.fltmgr.instance_of(instance as isize)?;
         self.flt_sim_volume(self.fltmgr.inst(i).volume)
+    }
+
+    /// The volume a device (a legacy filter's instance) serves.
+    pub fn device_volume(&self, d: crate::ids::DeviceId) -> Option<crate::ids::VolumeId> {
+        let info = self.objects.device(d);
+        // A legacy filter's device on a namespace file system (MUP, NPFS, MSFS) is attached to
+        // the file system's own device, which names no volume: the volume it serves, as for the
+        // Filter Manager's instance there.
+        info.volume
+            .or(info.last_volume)
+            .or_else(|| self.flt_sim_volume_unnamed(self.objects.bottom(d)))
     }
 
     /// The user request an operation identity (an IRP, or a Filter Manager callback data)
