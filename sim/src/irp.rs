@@ -426,13 +426,16 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
             }
         }
         let entered = k.enter(Some(image));
-        k.io_call = Some(crate::kernel::IoCall {
-            depth: crate::kernel::image_depth(),
-            device: device as usize,
-            dev,
-            irp: irp as usize,
-            request,
-        });
+        // Only the trace hook reads it.
+        if crate::kernel::recording_callbacks() {
+            k.io_call = Some(crate::kernel::IoCall {
+                depth: crate::kernel::image_depth(),
+                device: device as usize,
+                dev,
+                irp: irp as usize,
+                request,
+            });
+        }
         Ok((routine, image, level, entered))
     });
     let (routine, image, level, entered) = match prepared {
@@ -677,13 +680,15 @@ pub fn complete_request(irp: *mut IRP) {
             match k.completion_step(irp) {
                 Step::Call { routine, device, context, image, ex, request } => {
                     let entered = k.enter(image);
-                    k.io_call = k.objects.device_id(device).map(|dev| crate::kernel::IoCall {
-                        depth: crate::kernel::image_depth(),
-                        device: device as usize,
-                        dev,
-                        irp: irp as usize,
-                        request,
-                    });
+                    if crate::kernel::recording_callbacks() {
+                        k.io_call = k.objects.device_id(device).map(|dev| crate::kernel::IoCall {
+                            depth: crate::kernel::image_depth(),
+                            device: device as usize,
+                            dev,
+                            irp: irp as usize,
+                            request,
+                        });
+                    }
                     Walk::Call { routine, device, context, ex, entered }
                 }
                 Step::Continue | Step::Skip => Walk::Next,

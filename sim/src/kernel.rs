@@ -289,8 +289,10 @@ impl ImageStack {
 /// image stack its image was entered. While that image's code runs at that depth, a callback it
 /// reports for that device and IRP belongs to that volume device and request: what the trace hook
 /// would otherwise find by looking both up (`Kernel::resolve_instance`,
-/// `Kernel::resolve_operation`). A routine called later at the same depth replaces it; the IRP's
-/// release forgets it, so it never outlives the IRP.
+/// `Kernel::resolve_operation`). A routine called later replaces it; the IRP's release forgets
+/// it, so it never outlives the IRP (an IRP's request never changes while it lives, and the
+/// volume is read from the device's record when the callback is reported). Recorded only while
+/// the trace hook records callbacks.
 #[derive(Clone, Copy)]
 pub struct IoCall {
     /// [`image_depth`] inside the routine.

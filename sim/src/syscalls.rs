@@ -381,6 +381,7 @@ struct Built {
 
 /// Starts a request and allocates its IRP for `target` (the top of the stack), filling the
 /// header as the I/O manager does.
+#[inline(always)]
 fn build(
     k: &mut Kernel,
     volume: VolumeId,
