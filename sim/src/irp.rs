@@ -429,7 +429,6 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         // Only the trace hook reads it.
         if crate::kernel::recording_callbacks() {
             k.io_call = Some(crate::kernel::IoCall {
-                depth: crate::kernel::image_depth(),
                 device: device as usize,
                 dev,
                 irp: irp as usize,
@@ -682,7 +681,6 @@ pub fn complete_request(irp: *mut IRP) {
                     let entered = k.enter(image);
                     if crate::kernel::recording_callbacks() {
                         k.io_call = k.objects.device_id(device).map(|dev| crate::kernel::IoCall {
-                            depth: crate::kernel::image_depth(),
                             device: device as usize,
                             dev,
                             irp: irp as usize,

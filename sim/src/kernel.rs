@@ -285,18 +285,15 @@ impl ImageStack {
 }
 
 /// A dispatch or completion routine the I/O manager runs ([`Kernel::io_call`]): the device and
-/// IRP it was called with, the device's record and the IRP's user request, and how deep in the
-/// image stack its image was entered. While that image's code runs at that depth, a callback it
-/// reports for that device and IRP belongs to that volume device and request: what the trace hook
+/// IRP it was called with, the device's record and the IRP's user request. A callback reported
+/// for that device and IRP belongs to that device's volume and that request: what the trace hook
 /// would otherwise find by looking both up (`Kernel::resolve_instance`,
 /// `Kernel::resolve_operation`). A routine called later replaces it; the IRP's release forgets
-/// it, so it never outlives the IRP (an IRP's request never changes while it lives, and the
+/// it, so it never outlives the IRP, and while the IRP lives its request does not change (the
 /// volume is read from the device's record when the callback is reported). Recorded only while
 /// the trace hook records callbacks.
 #[derive(Clone, Copy)]
 pub struct IoCall {
-    /// [`image_depth`] inside the routine.
-    pub depth: usize,
     /// The device it was called with.
     pub device: usize,
     /// Its record.
@@ -305,11 +302,6 @@ pub struct IoCall {
     pub irp: usize,
     /// The IRP's user request (`None` for an IRP of kernel code).
     pub request: Option<crate::ids::RequestId>,
-}
-
-/// How many images are entered on this thread (the depth of the image stack).
-pub(crate) fn image_depth() -> usize {
-    IMAGE_STACK.with(|s| s.depth.get())
 }
 
 /// Empties the image stack and forgets the direct-call memo (a machine comes or goes).

@@ -95,17 +95,15 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
         // manager is running for this device and IRP: both are at hand too (`IoCall`).
         let (volume, io) = match running {
             Some(r) => (k.flt_sim_volume(k.fltmgr.inst(r.inst).volume), r.request),
-            None => match k.io_call.filter(|c| {
-                instance == Some(c.device)
-                    && operation == Some(c.irp)
-                    && c.depth == kernel::image_depth()
-            }) {
-                Some(c) => (k.device_volume(c.dev), c.request),
-                None => (
-                    instance.and_then(|i| k.resolve_instance(i)),
-                    operation.and_then(|o| k.resolve_operation(o)),
-                ),
-            },
+            None => {
+                match k.io_call.filter(|c| instance == Some(c.device) && operation == Some(c.irp)) {
+                    Some(c) => (k.device_volume(c.dev), c.request),
+                    None => (
+                        instance.and_then(|i| k.resolve_instance(i)),
+                        operation.and_then(|o| k.resolve_operation(o)),
+                    ),
+                }
+            }
         };
         let volume = volume.map(|v| k.volume_shared_name(v));
         let io = io.map(|r| RequestRef(r.0));
