@@ -588,6 +588,8 @@ enum Step {
         context: *mut c_void,
         image: Option<ImageId>,
         ex: Option<ExRoutine>,
+        /// `device`'s record.
+        dev: Option<crate::ids::DeviceId>,
         /// The IRP's user request.
         request: Option<RequestId>,
     },
@@ -677,10 +679,10 @@ pub fn complete_request(irp: *mut IRP) {
                 }
             }
             match k.completion_step(irp) {
-                Step::Call { routine, device, context, image, ex, request } => {
+                Step::Call { routine, device, dev, context, image, ex, request } => {
                     let entered = k.enter(image);
                     if crate::kernel::recording_callbacks() {
-                        k.io_call = k.objects.device_id(device).map(|dev| crate::kernel::IoCall {
+                        k.io_call = dev.map(|dev| crate::kernel::IoCall {
                             device: device as usize,
                             dev,
                             irp: irp as usize,
@@ -826,9 +828,10 @@ impl Kernel {
                 };
                 // A plain routine belongs to the driver of the location above (which set it),
                 // or to the IRP's allocator when it was set above the first location.
+                let dev = self.objects.device_id(upper_device);
                 let image = match ex {
                     Some(e) => e.image,
-                    None => match self.objects.device_id(upper_device) {
+                    None => match dev {
                         Some(d) => Some(self.objects.driver(self.objects.device(d).driver).image),
                         None => allocator,
                     },
@@ -851,7 +854,7 @@ impl Kernel {
                     Some(e) => (e.routine, e.context),
                     None => (routine, context),
                 };
-                Step::Call { routine, device: upper_device, context, image, ex, request }
+                Step::Call { routine, device: upper_device, dev, context, image, ex, request }
             }
             _ => {
                 if pending && i.CurrentLocation <= i.StackCount {

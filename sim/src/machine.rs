@@ -366,9 +366,8 @@ impl Kernel {
         if let Some(r) = self.fltmgr.ops.request_of(operation) {
             return r;
         }
-        match self.irps.map.get(&operation).map(|i| i.finish) {
-            Some(crate::irp::Finish::Request(r)) => Some(r),
-            Some(_) => None,
+        match self.irps.map.get(&operation) {
+            Some(i) => i.finish.request(),
             None => self.current_request,
         }
     }
