@@ -54,8 +54,30 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
     if !kernel::recording_callbacks() {
         return;
     }
+    // Pre and post callbacks, nearly every event of a run, take the short way: the callback
+    // built from the fields at hand, and no instance callback to check.
+    let (instance, operation, callback) = match *event {
+        TraceEvent::Pre { instance, operation, major, minor, kind, outcome, status } => {
+            (instance.0, operation, Callback::Pre { major, minor, kind, outcome, status })
+        }
+        TraceEvent::Post { instance, operation, major, draining, when_safe, outcome, status } => {
+            (instance.0, operation, Callback::Post { major, draining, when_safe, outcome, status })
+        }
+        _ => return trace_other(event),
+    };
     kernel::with(|k| {
-        let driver = k.current_image().map_or_else(|| "kernel".into(), |i| k.image_shared_name(i));
+        let driver = running_driver(k);
+        let (volume, io) = attribute(k, Some(instance), Some(operation));
+        k.log(EventKind::Callback { driver, volume, io, callback });
+    });
+}
+
+/// [`fsfilter_sim_trace`] for the events other than pre and post callbacks.
+#[cold]
+#[inline(never)]
+fn trace_other(event: &TraceEvent<'_>) {
+    kernel::with(|k| {
+        let driver = running_driver(k);
         let (instance, operation) = match *event {
             TraceEvent::InstanceSetup { instance, volume_object, .. } => {
                 // Not attached yet (legacy): the volume object resolves when the instance does not.
@@ -84,31 +106,41 @@ pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
         if let Some(what) = instance_callback_name(event) {
             k.check_irql(kernel::PASSIVE_LEVEL, what);
         }
-        // A callback of the operation the Filter Manager is calling into now: its instance and
-        // request are at hand (the same answers as the lookups, see `Running`).
-        let running = k
-            .fltmgr
-            .ops
-            .running
-            .filter(|r| instance == Some(r.handle) && operation == Some(r.data));
-        // A callback a legacy filter reports from the dispatch or completion routine the I/O
-        // manager is running for this device and IRP: both are at hand too (`IoCall`).
-        let (volume, io) = match running {
-            Some(r) => (k.flt_sim_volume(k.fltmgr.inst(r.inst).volume), r.request),
-            None => {
-                match k.io_call.filter(|c| instance == Some(c.device) && operation == Some(c.irp)) {
-                    Some(c) => (k.device_volume(c.dev), c.request),
-                    None => (
-                        instance.and_then(|i| k.resolve_instance(i)),
-                        operation.and_then(|o| k.resolve_operation(o)),
-                    ),
-                }
-            }
-        };
-        let volume = volume.map(|v| k.volume_shared_name(v));
-        let io = io.map(|r| RequestRef(r.0));
+        let (volume, io) = attribute(k, instance, operation);
         k.log(EventKind::Callback { driver, volume, io, callback: Callback::from_trace(event) });
     });
+}
+
+/// The service name of the image whose code reports the event (`kernel` outside any).
+#[inline(always)]
+fn running_driver(k: &crate::kernel::Kernel) -> crate::name::Name {
+    k.current_image().map_or_else(|| "kernel".into(), |i| k.image_shared_name(i))
+}
+
+/// The volume of `instance` and the user request of `operation`, as the event shows them.
+#[inline(always)]
+fn attribute(
+    k: &crate::kernel::Kernel,
+    instance: Option<usize>,
+    operation: Option<usize>,
+) -> (Option<crate::name::Name>, Option<RequestRef>) {
+    // A callback of the operation the Filter Manager is calling into now: its instance and
+    // request are at hand (the same answers as the lookups, see `Running`).
+    let running =
+        k.fltmgr.ops.running.filter(|r| instance == Some(r.handle) && operation == Some(r.data));
+    // A callback a legacy filter reports from the dispatch or completion routine the I/O
+    // manager is running for this device and IRP: both are at hand too (`IoCall`).
+    let (volume, io) = match running {
+        Some(r) => return (k.flt_inst_sim_volume_name(r.inst), r.request.map(|r| RequestRef(r.0))),
+        None => match k.io_call.filter(|c| instance == Some(c.device) && operation == Some(c.irp)) {
+            Some(c) => (k.device_volume(c.dev), c.request),
+            None => (
+                instance.and_then(|i| k.resolve_instance(i)),
+                operation.and_then(|o| k.resolve_operation(o)),
+            ),
+        },
+    };
+    (volume.map(|v| k.volume_shared_name(v)), io.map(|r| RequestRef(r.0)))
 }
 
 /// The name of an instance callback facts.md §2.5 gives `PASSIVE_LEVEL` (setup, teardown start and

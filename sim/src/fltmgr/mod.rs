@@ -315,6 +315,9 @@ pub struct InstanceRec {
     pub altitude: Altitude,
     /// Its altitude as given.
     pub altitude_text: crate::name::Name,
+    /// The name of the machine volume it serves, once asked for while its volume's device
+    /// named it ([`Kernel::flt_inst_sim_volume_name`]).
+    sim_volume_name: std::cell::OnceCell<crate::name::Name>,
     /// Its frame.
     pub frame: u32,
     /// Its life. Private: it changes only through [`FltMgr::set_inst_state`], which invalidates
@@ -661,6 +664,7 @@ impl FltMgr {
             name: def.name.as_str().into(),
             altitude: def.altitude,
             altitude_text: def.altitude_text.as_str().into(),
+            sim_volume_name: std::cell::OnceCell::new(),
             frame,
             state: InstState::SettingUp,
             outstanding: 0,
@@ -702,6 +706,31 @@ impl Kernel {
             Some(sv) => self.volume_shared_name(sv),
             None => self.fltmgr.vol(v).name.as_str().into(),
         }
+    }
+
+    /// The name of the machine volume an instance serves, as the events of its callbacks show
+    /// it: [`Kernel::flt_sim_volume`] of its volume, named. Remembered once the volume's device
+    /// named the volume itself, which it does from its mount on and for good (its `volume` is
+    /// set when the file system mounts it and never changes), so that each callback's events
+    /// do not walk from the instance to the volume's device to the volume again.
+    #[inline]
+    pub fn flt_inst_sim_volume_name(&self, i: InstId) -> Option<crate::name::Name> {
+        let r = self.fltmgr.inst(i);
+        if let Some(name) = r.sim_volume_name.get() {
+            return Some(name.clone());
+        }
+        let bottom = self.fltmgr.vol(r.volume).bottom;
+        match self.objects.device(bottom).volume {
+            Some(sv) => Some(r.sim_volume_name.get_or_init(|| self.volume_shared_name(sv)).clone()),
+            None => self.flt_sim_volume_unnamed(bottom).map(|sv| self.volume_shared_name(sv)),
+        }
+    }
+
+    /// [`Kernel::flt_volume_shared_name`] of an instance's volume.
+    #[inline]
+    pub fn flt_inst_volume_shared_name(&self, i: InstId) -> crate::name::Name {
+        self.flt_inst_sim_volume_name(i)
+            .unwrap_or_else(|| self.fltmgr.vol(self.fltmgr.inst(i).volume).name.as_str().into())
     }
 
     /// The machine volume a Filter Manager volume serves.
@@ -746,7 +775,7 @@ impl Kernel {
         let r = self.fltmgr.inst(i);
         (
             Some(self.fltmgr.filter(r.filter).name.clone()),
-            Some(self.flt_volume_shared_name(r.volume)),
+            Some(self.flt_inst_volume_shared_name(i)),
         )
     }
 

@@ -577,7 +577,7 @@ pub(crate) fn log_op(
     let ir = k.fltmgr.inst(inst);
     let (instance, altitude) = (ir.name.clone(), ir.altitude_text.clone());
     let driver = k.fltmgr.filter(ir.filter).name.clone();
-    let volume = k.flt_volume_shared_name(ir.volume);
+    let volume = k.flt_inst_volume_shared_name(inst);
     k.flt_log(
         Some(driver),
         Some(volume),
