@@ -327,6 +327,54 @@ fn a_dismount_tears_instances_down_without_asking_facts_2_5() {
     assert_eq!(flags, [0x1, 0x5]);
 }
 
+#[test]
+fn an_instance_keeps_naming_its_volume_as_its_device_does_through_dismount_and_remount() {
+    // The events of an instance's callbacks name the machine volume it serves, which the
+    // instance remembers once its volume's device named it. The device goes on naming the same
+    // volume after a dismount, and the next mount is a new Filter Manager volume with new
+    // instances: what the instances remember is what the lookup answers, at every point.
+    let (mut m, c) = setup();
+    start(&mut m, 0, Config::new("Names", "300000").op(mj::CREATE, true, true));
+    let agree = |m: &Machine| {
+        m.kernel(|k| {
+            let n = k.fltmgr.instances.len();
+            assert!(n > 0);
+            for i in (0..n as u32).map(fsfilter_sim::fltmgr::InstId) {
+                let looked_up = k
+                    .flt_sim_volume(k.fltmgr.inst(i).volume)
+                    .map(|v| k.volume_shared_name(v).to_string());
+                let remembered = k.flt_inst_sim_volume_name(i).map(|n| n.to_string());
+                assert_eq!(remembered, looked_up, "instance {i:?}");
+            }
+            n
+        })
+    };
+    let h = m.open(c, "a.txt", CreateOptions::open()).expect("open");
+    m.close_handle(h);
+    assert_eq!(agree(&m), 1);
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    assert_eq!(agree(&m), 1);
+    // The next open mounts the volume anew, with a new instance.
+    let h = m.open(c, "a.txt", CreateOptions::open()).expect("open after the remount");
+    m.close_handle(h);
+    assert_eq!(agree(&m), 2);
+    // Every Filter Manager operation event, before the dismount and after the remount, names
+    // the volume.
+    let volumes: Vec<Option<String>> = m
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::FltMgr { volume, event: FltEvent::Operation { .. }, .. } => {
+                Some(volume.as_ref().map(|v| v.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(volumes.len() >= 4, "{volumes:?}");
+    assert!(volumes.iter().all(|v| v.as_deref() == Some("C:")), "{volumes:?}");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
 thread_local! {
     /// The callback data of reads whose post callback answered MORE_PROCESSING_REQUIRED.
     static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };

@@ -125,21 +125,23 @@ fn attribute(
     operation: Option<usize>,
 ) -> (Option<crate::name::Name>, Option<RequestRef>) {
     // A callback of the operation the Filter Manager is calling into now: its instance and
-    // request are at hand (the same answers as the lookups, see `Running`).
+    // request are at hand (the same answers as the lookups, see `Running`), and the instance
+    // remembers its volume's name.
     let running =
         k.fltmgr.ops.running.filter(|r| instance == Some(r.handle) && operation == Some(r.data));
+    if let Some(r) = running {
+        return (k.flt_inst_sim_volume_name(r.inst), r.request.map(|r| RequestRef(r.0)));
+    }
     // A callback a legacy filter reports from the dispatch or completion routine the I/O
     // manager is running for this device and IRP: both are at hand too (`IoCall`).
-    let (volume, io) = match running {
-        Some(r) => return (k.flt_inst_sim_volume_name(r.inst), r.request.map(|r| RequestRef(r.0))),
-        None => match k.io_call.filter(|c| instance == Some(c.device) && operation == Some(c.irp)) {
+    let (volume, io) =
+        match k.io_call.filter(|c| instance == Some(c.device) && operation == Some(c.irp)) {
             Some(c) => (k.device_volume(c.dev), c.request),
             None => (
                 instance.and_then(|i| k.resolve_instance(i)),
                 operation.and_then(|o| k.resolve_operation(o)),
             ),
-        },
-    };
+        };
     (volume.map(|v| k.volume_shared_name(v)), io.map(|r| RequestRef(r.0)))
 }
 
