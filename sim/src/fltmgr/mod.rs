@@ -773,10 +773,7 @@ impl Kernel {
         i: InstId,
     ) -> (Option<crate::name::Name>, Option<crate::name::Name>) {
         let r = self.fltmgr.inst(i);
-        (
-            Some(self.fltmgr.filter(r.filter).name.clone()),
-            Some(self.flt_inst_volume_shared_name(i)),
-        )
+        (Some(self.fltmgr.filter(r.filter).name.clone()), Some(self.flt_inst_volume_shared_name(i)))
     }
 
     /// Reports a finding against a filter.
