@@ -426,15 +426,7 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
             }
         }
         let entered = k.enter(Some(image));
-        // Only the trace hook reads it.
-        if crate::kernel::recording_callbacks() {
-            k.io_call = Some(crate::kernel::IoCall {
-                device: device as usize,
-                dev,
-                irp: irp as usize,
-                request,
-            });
-        }
+        k.note_io_call(device, Some(dev), irp, request);
         Ok((routine, image, level, entered))
     });
     let (routine, image, level, entered) = match prepared {
@@ -681,14 +673,7 @@ pub fn complete_request(irp: *mut IRP) {
             match k.completion_step(irp) {
                 Step::Call { routine, device, dev, context, image, ex, request } => {
                     let entered = k.enter(image);
-                    if crate::kernel::recording_callbacks() {
-                        k.io_call = dev.map(|dev| crate::kernel::IoCall {
-                            device: device as usize,
-                            dev,
-                            irp: irp as usize,
-                            request,
-                        });
-                    }
+                    k.note_io_call(device, dev, irp, request);
                     Walk::Call { routine, device, context, ex, entered }
                 }
                 Step::Continue | Step::Skip => Walk::Next,

@@ -519,6 +519,22 @@ impl Kernel {
         self.report(rule, driver, message);
     }
 
+    /// Records the dispatch or completion routine the I/O manager is about to run
+    /// ([`Kernel::io_call`]; none for a device it has no record of). Only the trace hook reads
+    /// it, so nothing is recorded while it records no callbacks.
+    pub(crate) fn note_io_call(
+        &mut self,
+        device: *const windows_sys::Wdk::Foundation::DEVICE_OBJECT,
+        dev: Option<DeviceId>,
+        irp: *const windows_sys::Wdk::Foundation::IRP,
+        request: Option<crate::ids::RequestId>,
+    ) {
+        if recording_callbacks() {
+            self.io_call =
+                dev.map(|dev| IoCall { device: device as usize, dev, irp: irp as usize, request });
+        }
+    }
+
     /// Whether the backends' trace hook records [`crate::EventKind::Callback`] events (true by
     /// default: the lab and the tests read them). A driver built for Windows compiles the hook
     /// out unless built with `dbgprint-trace`; the benchmarks turn recording off so that the
