@@ -47,9 +47,8 @@ pub(crate) unsafe extern "system" fn fs_notification<F: Filter>(
 ) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-    if state.unloading.load(Ordering::Acquire) {
-        return;
-    }
+    // A notification during unload attaches nothing (the attach paths check under the attach
+    // lock) and detaches once (`detach`).
     if active {
         // SAFETY: the I/O manager passes a live control device.
         unsafe { attach_to_file_system(state, cdo) };
@@ -177,7 +176,7 @@ unsafe fn create_device<F: Filter>(
     // SAFETY: the device we just created.
     let slot = unsafe { raw::ext_slot::<F>(device) };
     // SAFETY: its zeroed extension, sized for a DeviceExt<F>, written once.
-    unsafe { slot.write(DeviceExt::new(kind)) };
+    unsafe { slot.write(DeviceExt::new(kind, device)) };
     Ok(device)
 }
 
@@ -192,6 +191,19 @@ pub(crate) unsafe fn delete_device<F: Filter>(device: *mut DEVICE_OBJECT) {
     unsafe { core::ptr::drop_in_place(slot) };
     // SAFETY: our device, deleted once.
     unsafe { IoDeleteDevice(device) };
+}
+
+/// Deletes our device that was never attached, unless unload has begun
+/// ([`delete_outside_unload`]): unload's last loop deletes it then.
+///
+/// # Safety
+/// `device` must be one of our devices, never attached, and not used again.
+unsafe fn delete_unattached<F: Filter>(state: &DriverState<F>, device: *mut DEVICE_OBJECT) {
+    if delete_outside_unload(state) {
+        // SAFETY: the caller's device, deleted once.
+        unsafe { delete_device::<F>(device) };
+    }
+    deleted_outside_unload(state);
 }
 
 /// Copies the flags a filter device must share with the device it attaches to: `DO_BUFFERED_IO`,
@@ -214,12 +226,14 @@ unsafe fn copy_flags(ours: *mut DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
 /// The device it attached to is written to `lower`, the `lower` field of `device`'s extension:
 /// the I/O manager fills it under its lock, before any request can reach `device`
 /// (`IoAttachDeviceToDeviceStackSafe`, facts.md §1.3; a request may come the instant the attach
-/// succeeds, before this returns).
+/// succeeds, before this returns). The device is counted among the driver's live devices
+/// before it can be seen, since it can be detached, and retired, as soon as it is attached.
 ///
 /// # Safety
 /// Both live; `device` ours and unattached; `lower` its extension's `lower` field, with no
 /// reference to the extension in use.
-unsafe fn attach(
+unsafe fn attach<F: Filter>(
+    state: &DriverState<F>,
     device: *mut DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
     retry: bool,
@@ -227,6 +241,7 @@ unsafe fn attach(
 ) -> Result<(), Status> {
     let tries = if retry { ATTACH_RETRIES } else { 1 };
     let mut status = Status::NO_SUCH_DEVICE;
+    state.device_attached();
     for attempt in 0..tries {
         if attempt > 0 {
             let interval = -ATTACH_RETRY_DELAY_MS * 10_000;
@@ -241,6 +256,7 @@ unsafe fn attach(
             return Ok(());
         }
     }
+    state.device_retired();
     Err(status)
 }
 
@@ -280,9 +296,33 @@ unsafe fn attach_to_file_system<F: Filter>(state: &DriverState<F>, cdo: *const D
         let _ = unsafe { attach_to_volume(state, cdo, core::ptr::null(), flags, None) };
         return;
     }
+    lock(state);
+    // SAFETY: the caller's live control device, the attach lock held.
+    let attached = unsafe { attach_to_control_device(state, cdo, dtype) };
+    unlock(state);
+    if attached {
+        // SAFETY: live control device.
+        unsafe { attach_to_mounted_volumes(state, cdo) };
+    }
+}
+
+/// Attaches a new device of ours to a file system's control device, unless unload began; says
+/// whether it did.
+///
+/// # Safety
+/// `cdo` must be a live control device of type `dtype`, the attach lock held.
+unsafe fn attach_to_control_device<F: Filter>(
+    state: &DriverState<F>,
+    cdo: *const DEVICE_OBJECT,
+    dtype: u32,
+) -> bool {
+    // As in `attach_locked`.
+    if state.unloading.load(Ordering::Acquire) {
+        return false;
+    }
     // SAFETY: PASSIVE_LEVEL, our driver.
     let Ok(device) = (unsafe { create_device::<F>(state, dtype, DeviceKind::FileSystem) }) else {
-        return;
+        return false;
     };
     // SAFETY: both live.
     unsafe { copy_flags(device, cdo) };
@@ -291,13 +331,12 @@ unsafe fn attach_to_file_system<F: Filter>(state: &DriverState<F>, cdo: *const D
     // SAFETY: its initialized extension's field; no reference to the extension is in use.
     let lower = unsafe { &raw mut (*slot).lower };
     // SAFETY: as above.
-    if unsafe { attach(device, cdo, false, lower) }.is_err() {
+    if unsafe { attach(state, device, cdo, false, lower) }.is_err() {
         // SAFETY: never attached.
-        unsafe { delete_device::<F>(device) };
-        return;
+        unsafe { delete_unattached(state, device) };
+        return false;
     }
-    // SAFETY: live control device.
-    unsafe { attach_to_mounted_volumes(state, cdo) };
+    true
 }
 
 /// Enumerates a file system's devices and attaches to each mounted volume (facts.md §1.5).
@@ -389,14 +428,10 @@ pub(crate) unsafe fn attach_to_volume<F: Filter>(
     flags: InstanceSetupFlags,
     precreated: Option<*mut DEVICE_OBJECT>,
 ) -> bool {
-    let lock = core::ptr::from_ref(&state.attach_lock).cast_mut();
-    // SAFETY: the driver's synchronization event, used as a mutex.
-    let _ =
-        unsafe { KeWaitForSingleObject(lock.cast_const().cast(), 0, 0, false, core::ptr::null()) };
+    lock(state);
     // SAFETY: the caller's live devices.
     let attached = unsafe { attach_locked(state, vdo, real, flags, precreated) };
-    // SAFETY: release.
-    unsafe { KeSetEvent(lock, 0, false) };
+    unlock(state);
     attached
 }
 
@@ -409,11 +444,14 @@ unsafe fn attach_locked<F: Filter>(
     flags: InstanceSetupFlags,
     precreated: Option<*mut DEVICE_OBJECT>,
 ) -> bool {
+    // Unload takes the lock after it began, so an attach after that finds it began, and gives
+    // up: unload does not see devices attached after it walked its list.
     // SAFETY: live.
-    if unsafe { attached_to_chain(state, vdo) }.is_some() {
+    if state.unloading.load(Ordering::Acquire) || unsafe { attached_to_chain(state, vdo) }.is_some()
+    {
         if let Some(d) = precreated {
             // SAFETY: ours, never attached.
-            unsafe { delete_device::<F>(d) };
+            unsafe { delete_unattached(state, d) };
         }
         return false;
     }
@@ -467,7 +505,7 @@ unsafe fn attach_locked<F: Filter>(
     };
     let Some(context) = context else {
         // SAFETY: ours, never attached.
-        unsafe { delete_device::<F>(device) };
+        unsafe { delete_unattached(state, device) };
         return false;
     };
     ext.instance = Some(crate::state::InstanceState { context, volume, data_scan });
@@ -478,9 +516,9 @@ unsafe fn attach_locked<F: Filter>(
     // SAFETY: the extension's field; no reference to the extension is in use from here.
     let lower = unsafe { &raw mut (*slot).lower };
     // SAFETY: as above.
-    if unsafe { attach(device, vdo, true, lower) }.is_err() {
+    if unsafe { attach(state, device, vdo, true, lower) }.is_err() {
         // SAFETY: ours, never attached.
-        unsafe { delete_device::<F>(device) };
+        unsafe { delete_unattached(state, device) };
         return false;
     }
     true
@@ -505,7 +543,7 @@ pub(crate) unsafe fn mount_volume<F: Filter>(
     let real = unsafe { vpb.as_ref() }.map_or(core::ptr::null_mut(), |v| v.RealDevice);
     // SAFETY: live.
     let dtype = unsafe { (*device).DeviceType };
-    let precreated = if real.is_null() || state.unloading.load(Ordering::Acquire) {
+    let precreated = if real.is_null() {
         None
     } else {
         // SAFETY: PASSIVE_LEVEL, our driver: pre-create the volume device.
@@ -547,7 +585,7 @@ pub(crate) unsafe fn mount_volume<F: Filter>(
         unsafe { attach_to_volume(state, vdo, real, flags, Some(precreated)) };
     } else {
         // SAFETY: ours, never attached.
-        unsafe { delete_device::<F>(precreated) };
+        unsafe { delete_unattached(state, precreated) };
     }
     // SAFETY: finish the request we held, once.
     unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
@@ -566,7 +604,7 @@ unsafe fn detach_from_chain<F: Filter>(state: &DriverState<F>, device: *const DE
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(ours) }) else { return };
     // SAFETY: our live device and the device it is attached to.
-    unsafe { detach_from_deleted(state, ours, ext.lower, 0) };
+    unsafe { detach(state, ours, ext.lower, TeardownFlags::VOLUME_DISMOUNT) };
 }
 
 /// Tears an instance down: start, wait for its in-flight operations, complete. The legacy model
@@ -578,7 +616,6 @@ unsafe fn detach_from_chain<F: Filter>(state: &DriverState<F>, device: *const DE
 pub(crate) unsafe fn teardown<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
-    reason: TeardownFlags,
     phase: Teardown,
 ) {
     // SAFETY: our device.
@@ -586,16 +623,19 @@ pub(crate) unsafe fn teardown<F: Filter>(
     let Some(instance) = dispatch::instance_view(device, ext) else { return };
     let id = instance.id;
     match phase {
-        Teardown::Start => {
+        Teardown::Start(reason) => {
             if ext.torn_down.swap(true, Ordering::AcqRel) {
                 return;
             }
+            ext.reason.store(reason.bits(), Ordering::Release);
             if state.registration.callbacks().instance_teardown_start {
                 state.filter.instance_teardown_start(&instance, reason);
                 trace::emit(&TraceEvent::TeardownStart { instance: id, reason });
             }
         }
         Teardown::Complete => {
+            // The reason teardown started with, as the Filter Manager passes both callbacks.
+            let reason = TeardownFlags::from_bits_retain(ext.reason.load(Ordering::Acquire));
             if state.registration.callbacks().instance_teardown_complete {
                 state.filter.instance_teardown_complete(&instance, reason);
                 trace::emit(&TraceEvent::TeardownComplete { instance: id, reason });
@@ -607,44 +647,84 @@ pub(crate) unsafe fn teardown<F: Filter>(
 /// Which half of teardown.
 #[derive(Clone, Copy)]
 pub(crate) enum Teardown {
-    /// `instance_teardown_start`.
-    Start,
-    /// `instance_teardown_complete`.
+    /// `instance_teardown_start`, for this reason.
+    Start(TeardownFlags),
+    /// `instance_teardown_complete`, for the reason teardown started with.
     Complete,
 }
 
-/// `FastIoDetachDevice`: the device below is being deleted (a dismounted volume): start the
-/// instance's teardown and detach at once (facts.md §1.7); complete the teardown and delete our
-/// device once no operation of it is in flight (rule 20), now or when the last one ends. (A file
-/// system may delete its volume device while our close of the volume's last file is still in
-/// our dispatch routine.)
-///
-/// With a null `target`, the last operation ended (`DriverState::end`) and the device's teardown
-/// completes; the operation is then ended for the driver too, once the device is gone, so that
-/// an unload waiting for it does not find the device. Teardown complete runs at `PASSIVE_LEVEL`
-/// (facts.md §2.5) and `IoDeleteDevice` at `APC_LEVEL` at most, but that operation can end in a
-/// completion routine at `DISPATCH_LEVEL` (a lower driver that completed from a DPC): from there
-/// it goes on in a work item of the device, which the I/O manager keeps referenced until the
-/// worker returns, and which calls back here with `item`. (Without the memory for a work item,
-/// it finishes where it is.)
+/// Detaches our device `source` from `target`, once, whoever asks first: `FastIoDetachDevice`
+/// (the device below is being deleted: a dismounted volume), the unregistration of its file
+/// system, or unload (`reason`). Starts the instance's teardown and detaches at once
+/// (facts.md §1.7), then gives up the attachment's hold: the teardown completes and our device
+/// is deleted once no operation of it is in flight (rule 20), now or when the last one ends. (A
+/// file system may delete its volume device while our close of the volume's last file is still
+/// in our dispatch routine.) A second caller does nothing: the first detaches.
 ///
 /// # Safety
-/// Called by the I/O manager with our device and the device it is attached to (`item` 0); or
-/// with our detached device whose last operation ended and a null `target`, by `end` (`item` 0)
-/// or by [`detach_worker`] (`item` its work item, freed here).
-pub(crate) unsafe fn detach_from_deleted<F: Filter>(
+/// `source` must be our live device attached to `target`.
+pub(crate) unsafe fn detach<F: Filter>(
     state: &DriverState<F>,
     source: *const DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
+    reason: TeardownFlags,
+) {
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(source) }) else { return };
+    if ext.detach_claimed.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: our device.
+    unsafe { teardown(state, source, Teardown::Start(reason)) };
+    // SAFETY: the device we are attached to.
+    unsafe { IoDetachDevice(target.cast_mut()) };
+    state.end(ext);
+}
+
+/// Begins the deletion of one of our devices outside unload, and says whether it may go on: not
+/// once unload has begun. Unload walks the driver's device list without references
+/// (`entry::driver_unload`): from then on only its last loop deletes devices, and it waits first
+/// for the deletions that began before (`DriverState::retiring`). The count is raised before the
+/// flag is read, as unload stores the flag before it reads the count: one of the two sees the
+/// other. Each call is followed by one [`deleted_outside_unload`], whatever it answered.
+pub(crate) fn delete_outside_unload<F: Filter>(state: &DriverState<F>) -> bool {
+    state.retiring.fetch_add(1, Ordering::SeqCst);
+    !state.unloading.load(Ordering::SeqCst)
+}
+
+/// Ends what [`delete_outside_unload`] began. Released: an unload that reads the count after
+/// this sees the deletion done.
+pub(crate) fn deleted_outside_unload<F: Filter>(state: &DriverState<F>) {
+    state.retiring.fetch_sub(1, Ordering::Release);
+}
+
+/// Retires our device, whose last hold went (`DriverState::end`): it is detached and no
+/// operation of it is in flight. Its teardown completes and it is deleted; once unload has
+/// begun, unload's last loop does both instead (`delete_outside_unload`). Either way the device then
+/// leaves the driver's count of live devices, which an unload waits for, last.
+///
+/// Teardown complete runs at `PASSIVE_LEVEL` (facts.md §2.5) and `IoDeleteDevice` at
+/// `APC_LEVEL` at most, but the last operation can end in a completion routine at
+/// `DISPATCH_LEVEL` (a lower driver that completed from a DPC): from there the retirement goes
+/// on in a work item of the device, which the I/O manager keeps referenced until the worker
+/// returns, and which calls back here with `item`. (Without the memory for a work item, it
+/// finishes where it is.)
+///
+/// # Safety
+/// `device` must be our device whose last hold was just dropped, by the caller (`item` 0) or by
+/// the caller of the [`detach_worker`] that passes `item`, its work item, freed here.
+pub(crate) unsafe fn retire<F: Filter>(
+    state: &DriverState<F>,
+    device: *mut DEVICE_OBJECT,
     item: isize,
 ) {
     if item != 0 {
         // SAFETY: the work item this call was queued with, freed once; the I/O manager keeps
         // the device referenced until the worker returns.
         unsafe { IoFreeWorkItem(item) };
-    } else if target.is_null() && !fsfilter_kernel::irql::is_passive() {
+    } else if !fsfilter_kernel::irql::is_passive() {
         // SAFETY: our device, not deleted yet.
-        let item = unsafe { IoAllocateWorkItem(source) };
+        let item = unsafe { IoAllocateWorkItem(device) };
         if item != 0 {
             // SAFETY: a fresh work item of our device; the worker frees it.
             unsafe {
@@ -658,42 +738,26 @@ pub(crate) unsafe fn detach_from_deleted<F: Filter>(
             return;
         }
     }
-    // SAFETY: our device.
-    let Some(ext) = (unsafe { state.ext(source) }) else { return };
-    if !target.is_null() {
-        // SAFETY: our device.
-        unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Start) };
-        // SAFETY: the device we are attached to.
-        unsafe { IoDetachDevice(target.cast_mut()) };
-        // Published before the count is read, as `end` reads this after its decrement: one of
-        // the two sees the other, and the swap below lets only one of them go on.
-        ext.detached.store(source.cast_mut(), Ordering::SeqCst);
-        if ext.in_flight.load(Ordering::SeqCst) != 0 {
-            return;
-        }
+    if delete_outside_unload(state) {
+        // SAFETY: our device, retired: nothing else uses it.
+        unsafe { teardown(state, device, Teardown::Complete) };
+        // SAFETY: ours, detached, deleted once.
+        unsafe { delete_device::<F>(device) };
     }
-    if !ext.detached.swap(core::ptr::null_mut(), Ordering::SeqCst).is_null() {
-        // SAFETY: our device.
-        unsafe { teardown(state, source, TeardownFlags::VOLUME_DISMOUNT, Teardown::Complete) };
-        // SAFETY: ours, detached, nothing in flight on it.
-        unsafe { delete_device::<F>(source.cast_mut()) };
-    }
-    if target.is_null() {
-        state.end_for_driver();
-    }
+    deleted_outside_unload(state);
+    state.device_retired();
 }
 
-/// The work item of [`detach_from_deleted`] at `PASSIVE_LEVEL`: one tail call back to it, which
-/// frees the item.
+/// The work item of [`retire`] at `PASSIVE_LEVEL`: one tail call back to it, which frees the
+/// item.
 unsafe extern "system" fn detach_worker<F: Filter>(
     device: *mut DEVICE_OBJECT,
     item: *mut core::ffi::c_void,
 ) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-    // SAFETY: our detached device, its last operation ended, and the work item it was queued
-    // with.
-    unsafe { detach_from_deleted(state, device, core::ptr::null(), item as isize) }
+    // SAFETY: our retired device and the work item it was queued with.
+    unsafe { retire(state, device, item as isize) }
 }
 
 /// Attaches to RAW's control devices by name (RAW is never reported to registration routines,
@@ -745,24 +809,29 @@ pub(crate) unsafe fn attach_to_raw<F: Filter>(state: &DriverState<F>) {
     }
 }
 
-/// Initializes the attach lock (a synchronization event, signalled = free).
-///
-/// # Safety
-/// `lock` must be the driver state's event, in non-paged memory.
-pub(crate) unsafe fn init_lock(lock: *mut KEVENT) {
-    // SAFETY: the caller's event storage.
-    unsafe { KeInitializeEvent(lock, SynchronizationEvent, true) };
+/// Takes the attach lock, the driver state's synchronization event used as a mutex, at
+/// `PASSIVE_LEVEL`.
+#[inline(never)]
+pub(crate) fn lock<F: Filter>(state: &DriverState<F>) {
+    let event = state.attach_lock.get();
+    // SAFETY: the driver state's initialized event, in non-paged pool.
+    let _ = unsafe { KeWaitForSingleObject(event.cast(), 0, 0, false, core::ptr::null()) };
 }
 
-/// Initializes the drained event (notification, not signalled).
-///
-/// # Safety
-/// As [`init_lock`].
-pub(crate) unsafe fn init_drained(event: *mut KEVENT) {
-    // A synchronization event: each wait consumes the signal, so one set when the count fell to
-    // zero before another operation began cannot end a later wait (`driver_unload`).
-    // SAFETY: the caller's event storage.
-    unsafe { KeInitializeEvent(event, SynchronizationEvent, false) };
+/// Releases the attach lock.
+pub(crate) fn unlock<F: Filter>(state: &DriverState<F>) {
+    let event = state.attach_lock.get();
+    // SAFETY: the driver state's initialized event, in non-paged pool.
+    unsafe { KeSetEvent(event, 0, false) };
+}
+
+/// Initializes the driver state's events, synchronization events both: the attach lock
+/// (signalled = free), and `drained`, not signalled, set once for a waiting unload.
+pub(crate) fn init_events<F: Filter>(state: &mut DriverState<F>) {
+    // SAFETY: the state's event storage, in non-paged pool.
+    unsafe { KeInitializeEvent(state.attach_lock.get_mut(), SynchronizationEvent, true) };
+    // SAFETY: as above.
+    unsafe { KeInitializeEvent(state.drained.get_mut(), SynchronizationEvent, false) };
 }
 
 #[cfg(test)]

@@ -1000,7 +1000,7 @@ unsafe fn resume_now<F: Filter>(
     };
     if was_pended {
         // Ended once the IRP went on, its last use of the device: a device detached while the
-        // IRP was pended is deleted by this end, not under the forwarding (`attach::detach_from_deleted`).
+        // IRP was pended is retired by this end, not under the forwarding (`attach::retire`).
         state.end(ext);
     }
     status

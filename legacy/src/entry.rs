@@ -1,6 +1,6 @@
 //! `DriverEntry` and `DriverUnload` of a legacy filter (facts.md §1.2, §1.9).
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{Filter, ServiceParameters, Status, TeardownFlags, UnloadFlags};
@@ -12,7 +12,7 @@ use windows_sys::Wdk::Storage::FileSystem::{
     IoRegisterFsRegistrationChange, IoUnregisterFsRegistrationChange,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    IoCreateDevice, IoDetachDevice, KeWaitForSingleObject,
+    IoCreateDevice, KeDelayExecutionThread, KeWaitForSingleObject,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -65,10 +65,9 @@ pub unsafe fn driver_entry<F: Filter>(
     };
     // SAFETY: our fresh state in non-paged pool, not shared yet; the events live in it.
     let fresh = unsafe { &mut *state };
-    // SAFETY: the state's events, in non-paged pool.
-    unsafe { attach::init_lock(&mut fresh.attach_lock) };
-    // SAFETY: as above.
-    unsafe { attach::init_drained(&mut fresh.drained) };
+    attach::init_events(fresh);
+    // The driver's own unit, which unload gives up.
+    fresh.live = AtomicU32::new(1);
     image::set(state.cast());
 
     // The filter's control device (facts.md §1.2, step 1): \FileSystem\Filters\<service>. The
@@ -98,7 +97,7 @@ pub unsafe fn driver_entry<F: Filter>(
     // SAFETY: the device we created.
     let slot = unsafe { crate::raw::ext_slot::<F>(control) };
     // SAFETY: its zeroed extension, sized for a DeviceExt<F>, written once.
-    unsafe { slot.write(DeviceExt::new(DeviceKind::Control)) };
+    unsafe { slot.write(DeviceExt::new(DeviceKind::Control, control)) };
     // SAFETY: our state.
     unsafe { (*state).control = control };
 
@@ -190,6 +189,13 @@ unsafe fn discard<F: Filter>(state: *mut DriverState<F>) {
 /// `DriverUnload`: the filter's unload callback is told the unload is mandatory (a service stop
 /// cannot be refused); every device is detached; outstanding operations drain; instances are torn
 /// down; devices are deleted; nothing of the driver runs after it returns.
+///
+/// The walk of the driver's device list takes no references: it is safe because nothing else
+/// deletes our devices once it can begin. Deletions elsewhere (a device retired by its last
+/// operation or by `FastIoDetachDevice`, an attach given up) go through
+/// `attach::delete_outside_unload`, which leaves them to the last loop here once unload began, and
+/// which the walk waits for when they began before; attaches take the attach lock and give up
+/// once unload began, and the walk begins after taking that lock once.
 unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT) {
     let raw = image::get().cast::<DriverState<F>>();
     // SAFETY: this image's state, or null.
@@ -199,58 +205,59 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         flags: UnloadFlags::MANDATORY,
         status: answer.err().map_or(Status::SUCCESS, fsfilter::Error::status),
     });
-    // Sequentially consistent, with the count's decrement and this flag's load in `end`: the
-    // unload reads the count after storing the flag, `end` reads the flag after decrementing,
-    // and one of the two must see the other.
+    // Sequentially consistent, with the count's increment and this flag's load in
+    // `attach::delete_outside_unload`: unload reads the count after storing the flag, a deletion reads the flag
+    // after counting itself, and one of the two must see the other.
     state.unloading.store(true, Ordering::SeqCst);
     // SAFETY: our registration.
     unsafe { IoUnregisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
-    let reason = TeardownFlags::MANDATORY_FILTER_UNLOAD;
+    // Deletions that began before: each is short (the end of a teardown-complete callback and
+    // `IoDeleteDevice`), and one can only be in progress on another processor, so unload sleeps
+    // a millisecond at a time until none is.
+    while state.retiring.load(Ordering::SeqCst) != 0 {
+        let interval = -10_000;
+        // SAFETY: PASSIVE_LEVEL; a relative wait.
+        let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
+    }
+    // An attach in progress finishes; the next ones find unload began.
+    attach::lock(state);
+    attach::unlock(state);
     // Every device of ours, however many (one per volume and file system), from the driver
-    // object's list; the list changes only as we delete our own devices.
+    // object's list; it changes only as we create devices (at its head) from now on.
     // SAFETY: our live driver object.
     let mut cur = unsafe { (*driver).DeviceObject };
     while !cur.is_null() {
         // SAFETY: our device.
         if let Some(ext) = unsafe { state.ext(cur) } {
-            if ext.kind == DeviceKind::Volume {
-                // SAFETY: our volume device.
-                unsafe { attach::teardown(state, cur, reason, Teardown::Start) };
-            }
-            // Not a device detached already, waiting for its last operation to be deleted.
-            if !ext.lower.is_null() && ext.detached.load(Ordering::Acquire).is_null() {
-                // SAFETY: the device we attached to.
-                unsafe { IoDetachDevice(ext.lower) };
+            // Not one never attached. One detached already (`FastIoDetachDevice`) is left as it
+            // is: its teardown started, and its retirement goes to the last loop.
+            if !ext.lower.is_null() {
+                let reason = TeardownFlags::MANDATORY_FILTER_UNLOAD;
+                // SAFETY: our device and the device it is attached to.
+                unsafe { attach::detach(state, cur, ext.lower, reason) };
             }
         }
         // SAFETY: a live device of ours.
         cur = unsafe { (*cur).NextDevice };
     }
-    // Wait for every operation whose post callback or resumption is outstanding. The count can
-    // fall to zero, setting the event, and rise again while the devices were being detached one
-    // by one: each wait consumes one signal, and the count is read again after it.
-    while state.in_flight.load(Ordering::SeqCst) > 0 {
-        let drained = core::ptr::from_ref(&state.drained);
-        // SAFETY: the state's synchronization event, set by each `end` that leaves none.
-        let waited =
-            unsafe { KeWaitForSingleObject(drained.cast(), 0, 0, false, core::ptr::null()) };
-        if waited != 0 {
-            // An untimed wait only ends satisfied on Windows; the simulator ends one that nothing
-            // can satisfy (a DEADLOCK finding) rather than spin here.
-            break;
-        }
+    // The driver's own unit: the last device retired sets the event, once, and then touches
+    // the state no more.
+    if state.live.fetch_sub(1, Ordering::AcqRel) != 1 {
+        let drained = state.drained.get();
+        // SAFETY: the state's synchronization event. An untimed wait only ends satisfied on
+        // Windows; the simulator ends one that nothing can satisfy (a DEADLOCK finding) rather
+        // than hang, and unload goes on.
+        let _ = unsafe { KeWaitForSingleObject(drained.cast(), 0, 0, false, core::ptr::null()) };
     }
+    // Every device left is retired or was never attached: none is in use.
     // SAFETY: our live driver object.
     let mut cur = unsafe { (*driver).DeviceObject };
     while !cur.is_null() {
         // Read before the device goes.
         // SAFETY: a live device of ours.
         let next = unsafe { (*cur).NextDevice };
-        // SAFETY: our device.
-        if unsafe { state.ext(cur) }.is_some_and(|e| e.kind == DeviceKind::Volume) {
-            // SAFETY: our volume device.
-            unsafe { attach::teardown(state, cur, reason, Teardown::Complete) };
-        }
+        // SAFETY: our device (a teardown only for a volume device with an instance).
+        unsafe { attach::teardown(state, cur, Teardown::Complete) };
         // SAFETY: ours, detached.
         unsafe { attach::delete_device::<F>(cur) };
         cur = next;

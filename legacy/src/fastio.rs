@@ -358,8 +358,9 @@ unsafe extern "system" fn detach_device<F: Filter>(
 ) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    let reason = fsfilter::TeardownFlags::VOLUME_DISMOUNT;
     // SAFETY: the I/O manager passes our device and the one below it.
-    unsafe { crate::attach::detach_from_deleted(state, source, target, 0) };
+    unsafe { crate::attach::detach(state, source, target, reason) };
 }
 
 /// `FastIoCheckIfPossible`: through the model as `IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE`, as the

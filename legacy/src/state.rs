@@ -1,7 +1,8 @@
 //! The backend's state: one `DriverState` per loaded image (through the image global), one
 //! `DeviceExt` per device object the backend creates.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use fsfilter::{DataScanMode, Filter, Registration, VolumeInfo};
 use fsfilter_kernel::datascan::SectionTable;
@@ -37,6 +38,8 @@ pub(crate) struct InstanceState<F: Filter> {
 /// The extension of every device the backend creates.
 pub(crate) struct DeviceExt<F: Filter> {
     pub(crate) kind: DeviceKind,
+    /// The device this extension belongs to.
+    pub(crate) this: *mut DEVICE_OBJECT,
     /// The device this one is attached to (the stack's top when it attached).
     pub(crate) lower: *mut DEVICE_OBJECT,
     /// The storage device of the volume (volumes only).
@@ -45,24 +48,30 @@ pub(crate) struct DeviceExt<F: Filter> {
     pub(crate) instance: Option<InstanceState<F>>,
     /// Teardown started: no new operation reaches the instance.
     pub(crate) torn_down: AtomicBool,
-    /// Operations of this device whose post callback or resumption is outstanding.
-    pub(crate) in_flight: AtomicU32,
-    /// The device itself once detached (`FastIoDetachDevice`, or its file system unregistered):
-    /// whoever takes it, the detach or the end of the device's last operation, completes the
-    /// teardown and deletes the device (`attach::detach_from_deleted`).
-    pub(crate) detached: AtomicPtr<DEVICE_OBJECT>,
+    /// The reason teardown started with, which its completion repeats.
+    pub(crate) reason: AtomicU32,
+    /// What keeps the device: one for its attachment, given up when it detaches, and one for each
+    /// operation whose post callback or resumption is outstanding. Whoever drops the last one
+    /// retires the device (`attach::retire`): its teardown completes and it is deleted.
+    pub(crate) holds: AtomicU32,
+    /// Somebody detaches the device (the I/O manager's `FastIoDetachDevice`, its file system's
+    /// unregistration, or unload): whoever sets it calls `IoDetachDevice` and drops the
+    /// attachment's hold, once.
+    pub(crate) detach_claimed: AtomicBool,
 }
 
 impl<F: Filter> DeviceExt<F> {
-    pub(crate) const fn new(kind: DeviceKind) -> DeviceExt<F> {
+    pub(crate) const fn new(kind: DeviceKind, this: *mut DEVICE_OBJECT) -> DeviceExt<F> {
         DeviceExt {
             kind,
+            this,
             lower: core::ptr::null_mut(),
             real_device: core::ptr::null_mut(),
             instance: None,
             torn_down: AtomicBool::new(false),
-            in_flight: AtomicU32::new(0),
-            detached: AtomicPtr::new(core::ptr::null_mut()),
+            reason: AtomicU32::new(0),
+            holds: AtomicU32::new(1),
+            detach_claimed: AtomicBool::new(false),
         }
     }
 }
@@ -75,13 +84,19 @@ pub(crate) struct DriverState<F: Filter> {
     /// The filter's named control device.
     pub(crate) control: *mut DEVICE_OBJECT,
     /// Serializes attachment (a synchronization event used as a mutex, so instance setup runs at
-    /// `PASSIVE_LEVEL` while it is held).
-    pub(crate) attach_lock: KEVENT,
-    /// Operations whose post callback or resumption is outstanding, across the driver; kept only
-    /// for a driver that can unload ([`DriverState::unloadable`]), whose unload drains it.
-    pub(crate) in_flight: AtomicU32,
-    /// Set when the last in-flight operation finishes during unload.
-    pub(crate) drained: KEVENT,
+    /// `PASSIVE_LEVEL` while it is held). The kernel writes both events through the shared
+    /// state, hence the cells: a pointer taken from a plain `&KEVENT` would promise the compiler
+    /// that nothing changes it (a function taking `&KEVENT` is compiled as only reading it, which
+    /// was seen to turn the lock into a deadlock in the simulator).
+    pub(crate) attach_lock: UnsafeCell<KEVENT>,
+    /// One for each attached device not retired yet, and one for the driver until unload gives it
+    /// up: whoever drops the last one sets `drained`, once, and touches the state no more.
+    pub(crate) live: AtomicU32,
+    /// Set when `live` falls to zero, which only unload waits for.
+    pub(crate) drained: UnsafeCell<KEVENT>,
+    /// Devices being deleted outside unload (`attach::delete_outside_unload`), which unload waits for
+    /// before it walks the driver's device list.
+    pub(crate) retiring: AtomicU32,
     /// Unload has begun.
     pub(crate) unloading: AtomicBool,
     /// `DriverEntry` finished: file systems reported from now on registered after the load.
@@ -129,52 +144,46 @@ impl<F: Filter> DriverState<F> {
         unsafe { slot.as_ref() }
     }
 
-    /// Counts an operation whose post callback (or resumption) will run later.
+    /// Counts an operation whose post callback (or resumption) will run later. Relaxed, as a
+    /// reference count's increment: the operation reached the device through its attachment,
+    /// whose hold keeps the count above zero until the operation's own hold is counted.
     pub(crate) fn begin(&self, ext: &DeviceExt<F>) {
-        if self.unloadable() {
-            self.in_flight.fetch_add(1, Ordering::AcqRel);
-        }
-        ext.in_flight.fetch_add(1, Ordering::AcqRel);
+        ext.holds.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the driver can be unloaded: the filter has an unload callback, so `DriverEntry`
-    /// set `DriverUnload`. Only then does the driver-wide count of operations in flight, which
-    /// unload drains, need keeping (two interlocked operations per IRP less otherwise); fixed
-    /// once the driver is loaded, so that every [`DriverState::begin`] and its
-    /// [`DriverState::end`] agree.
+    /// set `DriverUnload`. Only then are completion routines set with `IoSetCompletionRoutineEx`
+    /// (`dispatch::set_completion`), whose device reference keeps the image loaded until the
+    /// routine has returned.
     #[inline]
     pub(crate) fn unloadable(&self) -> bool {
         self.registration.callbacks().filter_unload
     }
 
-    /// The operation's post callback (or resumption) finished. The last one of a device detached
-    /// meanwhile completes its teardown and deletes it (`attach::detach_from_deleted`, which then
-    /// ends the operation for the driver) before the driver's count can let an unload go on.
+    /// Drops one of the device's holds: an operation's post callback (or resumption) finished,
+    /// or the device was detached. The last one retires the device (`attach::retire`); for an
+    /// operation, every `end` is its last use of the device (a resumption ends after forwarding,
+    /// `dispatch::resume_now`), and nothing of the device is read after the decrement but by the
+    /// one that retires it.
     pub(crate) fn end(&self, ext: &DeviceExt<F>) {
-        if ext.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let device = ext.detached.load(Ordering::SeqCst);
-            if !device.is_null() {
-                // SAFETY: our volume device, detached, its last operation ended: every `end` is
-                // its operation's last use of the device (a resumption ends after forwarding,
-                // `dispatch::resume_now`).
-                return unsafe {
-                    crate::attach::detach_from_deleted(self, device, core::ptr::null(), 0)
-                };
-            }
+        let device = ext.this;
+        if ext.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: our device, whose last hold this was: detached, nothing in flight on it.
+            unsafe { crate::attach::retire(self, device, 0) };
         }
-        self.end_for_driver();
     }
 
-    /// The driver-wide half of [`DriverState::end`]: the last operation lets a waiting unload
-    /// go on.
-    pub(crate) fn end_for_driver(&self) {
-        if !self.unloadable() {
-            return;
-        }
-        // Sequentially consistent: see `driver_unload`, which stores the flag, then reads this.
-        let left = self.in_flight.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        if left == 0 && self.unloading.load(Ordering::SeqCst) {
-            let drained = core::ptr::from_ref(&self.drained).cast_mut();
+    /// Counts an attached device (before its attachment can be seen).
+    pub(crate) fn device_attached(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A device was retired, or its attachment failed. When unload gave up the driver's unit
+    /// and this was the last, the waiting unload goes on: the event is the last thing of the
+    /// driver's state this touches.
+    pub(crate) fn device_retired(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let drained = self.drained.get();
             // SAFETY: the driver state's event, initialized in DriverEntry, in non-paged pool.
             unsafe { windows_sys::Wdk::System::SystemServices::KeSetEvent(drained, 0, false) };
         }
