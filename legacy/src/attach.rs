@@ -607,50 +607,24 @@ unsafe fn detach_from_chain<F: Filter>(state: &DriverState<F>, device: *const DE
     unsafe { detach(state, ours, ext.lower, TeardownFlags::VOLUME_DISMOUNT) };
 }
 
-/// Tears an instance down: start, wait for its in-flight operations, complete. The legacy model
-/// has no draining: teardown waits for outstanding operations to finish instead
-/// (docs/semantics.md).
+/// Completes an instance's teardown, with the reason it started with (the Filter Manager passes
+/// one reason to both callbacks). Its start is in [`detach`]; in between, the legacy model has no
+/// draining: teardown waits for outstanding operations to finish instead (docs/semantics.md).
 ///
 /// # Safety
-/// `device` must be our live volume device.
-pub(crate) unsafe fn teardown<F: Filter>(
+/// `device` must be our live device (a teardown only for a volume device with an instance).
+pub(crate) unsafe fn teardown_complete<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
-    phase: Teardown,
 ) {
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
     let Some(instance) = dispatch::instance_view(device, ext) else { return };
-    let id = instance.id;
-    match phase {
-        Teardown::Start(reason) => {
-            if ext.torn_down.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            ext.reason.store(reason.bits(), Ordering::Release);
-            if state.registration.callbacks().instance_teardown_start {
-                state.filter.instance_teardown_start(&instance, reason);
-                trace::emit(&TraceEvent::TeardownStart { instance: id, reason });
-            }
-        }
-        Teardown::Complete => {
-            // The reason teardown started with, as the Filter Manager passes both callbacks.
-            let reason = TeardownFlags::from_bits_retain(ext.reason.load(Ordering::Acquire));
-            if state.registration.callbacks().instance_teardown_complete {
-                state.filter.instance_teardown_complete(&instance, reason);
-                trace::emit(&TraceEvent::TeardownComplete { instance: id, reason });
-            }
-        }
+    let reason = TeardownFlags::from_bits_retain(ext.torn_down.load(Ordering::Acquire));
+    if state.registration.callbacks().instance_teardown_complete {
+        state.filter.instance_teardown_complete(&instance, reason);
+        trace::emit(&TraceEvent::TeardownComplete { instance: instance.id, reason });
     }
-}
-
-/// Which half of teardown.
-#[derive(Clone, Copy)]
-pub(crate) enum Teardown {
-    /// `instance_teardown_start`, for this reason.
-    Start(TeardownFlags),
-    /// `instance_teardown_complete`, for the reason teardown started with.
-    Complete,
 }
 
 /// Detaches our device `source` from `target`, once, whoever asks first: `FastIoDetachDevice`
@@ -671,11 +645,19 @@ pub(crate) unsafe fn detach<F: Filter>(
 ) {
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(source) }) else { return };
-    if ext.detach_claimed.swap(true, Ordering::AcqRel) {
+    // Every reason is a nonzero flag.
+    let claim =
+        ext.torn_down.compare_exchange(0, reason.bits(), Ordering::AcqRel, Ordering::Acquire);
+    if claim.is_err() {
         return;
     }
-    // SAFETY: our device.
-    unsafe { teardown(state, source, Teardown::Start(reason)) };
+    // The instance's teardown starts (volume devices with an instance only).
+    if let Some(instance) = dispatch::instance_view(source, ext) {
+        if state.registration.callbacks().instance_teardown_start {
+            state.filter.instance_teardown_start(&instance, reason);
+            trace::emit(&TraceEvent::TeardownStart { instance: instance.id, reason });
+        }
+    }
     // SAFETY: the device we are attached to.
     unsafe { IoDetachDevice(target.cast_mut()) };
     state.end(ext);
@@ -692,10 +674,14 @@ pub(crate) fn delete_outside_unload<F: Filter>(state: &DriverState<F>) -> bool {
     !state.unloading.load(Ordering::SeqCst)
 }
 
-/// Ends what [`delete_outside_unload`] began. Released: an unload that reads the count after
-/// this sees the deletion done.
+/// Ends what [`delete_outside_unload`] began; the last one lets a waiting unload go on.
+#[inline(never)]
 pub(crate) fn deleted_outside_unload<F: Filter>(state: &DriverState<F>) {
-    state.retiring.fetch_sub(1, Ordering::Release);
+    if state.retiring.fetch_sub(1, Ordering::SeqCst) == 1 && state.unloading.load(Ordering::SeqCst)
+    {
+        // SAFETY: the driver state's event, initialized in DriverEntry, in non-paged pool.
+        unsafe { KeSetEvent(state.quiet.get(), 0, false) };
+    }
 }
 
 /// Retires our device, whose last hold went (`DriverState::end`): it is detached and no
@@ -740,7 +726,7 @@ pub(crate) unsafe fn retire<F: Filter>(
     }
     if delete_outside_unload(state) {
         // SAFETY: our device, retired: nothing else uses it.
-        unsafe { teardown(state, device, Teardown::Complete) };
+        unsafe { teardown_complete(state, device) };
         // SAFETY: ours, detached, deleted once.
         unsafe { delete_device::<F>(device) };
     }
@@ -819,6 +805,7 @@ pub(crate) fn lock<F: Filter>(state: &DriverState<F>) {
 }
 
 /// Releases the attach lock.
+#[inline(never)]
 pub(crate) fn unlock<F: Filter>(state: &DriverState<F>) {
     let event = state.attach_lock.get();
     // SAFETY: the driver state's initialized event, in non-paged pool.
@@ -832,6 +819,8 @@ pub(crate) fn init_events<F: Filter>(state: &mut DriverState<F>) {
     unsafe { KeInitializeEvent(state.attach_lock.get_mut(), SynchronizationEvent, true) };
     // SAFETY: as above.
     unsafe { KeInitializeEvent(state.drained.get_mut(), SynchronizationEvent, false) };
+    // SAFETY: as above.
+    unsafe { KeInitializeEvent(state.quiet.get_mut(), SynchronizationEvent, false) };
 }
 
 #[cfg(test)]

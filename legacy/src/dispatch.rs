@@ -165,7 +165,7 @@ unsafe fn volume_dispatch<F: Filter>(
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     };
-    let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
+    let torn_down = ext.is_torn_down();
     // Conflicting I/O closes open data-scan sections first (the caller-side conflict handling
     // FsRtlCreateSectionForDataScan needs, facts.md §6), whether or not the filter registered
     // the operation.

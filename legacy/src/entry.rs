@@ -11,12 +11,10 @@ use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::{
     IoRegisterFsRegistrationChange, IoUnregisterFsRegistrationChange,
 };
-use windows_sys::Wdk::System::SystemServices::{
-    IoCreateDevice, KeDelayExecutionThread, KeWaitForSingleObject,
-};
+use windows_sys::Wdk::System::SystemServices::{IoCreateDevice, KeWaitForSingleObject};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
-use crate::attach::{self, Teardown};
+use crate::attach;
 use crate::dispatch::dispatch;
 use crate::fastio::FastIoTable;
 use crate::state::{DRIVER_TAG, DeviceExt, DeviceKind, DriverState};
@@ -211,13 +209,15 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
     state.unloading.store(true, Ordering::SeqCst);
     // SAFETY: our registration.
     unsafe { IoUnregisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
-    // Deletions that began before: each is short (the end of a teardown-complete callback and
-    // `IoDeleteDevice`), and one can only be in progress on another processor, so unload sleeps
-    // a millisecond at a time until none is.
-    while state.retiring.load(Ordering::SeqCst) != 0 {
-        let interval = -10_000;
-        // SAFETY: PASSIVE_LEVEL; a relative wait.
-        let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
+    // Deletions that began before. The event is set when the count falls to zero after the flag
+    // was stored: every deletion counted before the flag is over then (those counted after it
+    // leave their device to the last loop here), so one wait is enough, even when the count rose
+    // again before it was read.
+    if state.retiring.load(Ordering::SeqCst) != 0 {
+        // SAFETY: the state's synchronization event (an untimed wait, as below).
+        let _ = unsafe {
+            KeWaitForSingleObject(state.quiet.get().cast(), 0, 0, false, core::ptr::null())
+        };
     }
     // An attach in progress finishes; the next ones find unload began.
     attach::lock(state);
@@ -257,7 +257,7 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         // SAFETY: a live device of ours.
         let next = unsafe { (*cur).NextDevice };
         // SAFETY: our device (a teardown only for a volume device with an instance).
-        unsafe { attach::teardown(state, cur, Teardown::Complete) };
+        unsafe { attach::teardown_complete(state, cur) };
         // SAFETY: ours, detached.
         unsafe { attach::delete_device::<F>(cur) };
         cur = next;

@@ -260,7 +260,7 @@ unsafe fn close_conflicting_sections<F: Filter>(
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
-    let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
+    let torn_down = ext.is_torn_down();
     let fallback = instance_view(device, ext)
         .is_some_and(|i| i.data_scan == fsfilter::DataScanMode::FsRtlFallback);
     // SAFETY: the caller's file object, if any.
@@ -552,7 +552,7 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     let Some((table, lower)) = (unsafe { table_of(ext.lower) }) else { return false };
     let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
     let instance = instance_view(device, ext);
-    let torn_down = ext.torn_down.load(core::sync::atomic::Ordering::Acquire);
+    let torn_down = ext.is_torn_down();
     let (Some(op), Some(instance), false) = (op, instance, torn_down) else {
         // SAFETY: the lower routine with the caller's arguments (`call` does it).
         return call(table, lower);

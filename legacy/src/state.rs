@@ -46,21 +46,24 @@ pub(crate) struct DeviceExt<F: Filter> {
     pub(crate) real_device: *mut DEVICE_OBJECT,
     /// The instance (volumes only, once instance setup accepted the volume).
     pub(crate) instance: Option<InstanceState<F>>,
-    /// Teardown started: no new operation reaches the instance.
-    pub(crate) torn_down: AtomicBool,
-    /// The reason teardown started with, which its completion repeats.
-    pub(crate) reason: AtomicU32,
+    /// Zero while the device is attached. Set once, by whoever detaches it (the I/O manager's
+    /// `FastIoDetachDevice`, its file system's unregistration, or unload: `attach::detach`), to the
+    /// reason its teardown starts with, which its completion repeats; from then on no new
+    /// operation reaches the instance.
+    pub(crate) torn_down: AtomicU32,
     /// What keeps the device: one for its attachment, given up when it detaches, and one for each
     /// operation whose post callback or resumption is outstanding. Whoever drops the last one
     /// retires the device (`attach::retire`): its teardown completes and it is deleted.
     pub(crate) holds: AtomicU32,
-    /// Somebody detaches the device (the I/O manager's `FastIoDetachDevice`, its file system's
-    /// unregistration, or unload): whoever sets it calls `IoDetachDevice` and drops the
-    /// attachment's hold, once.
-    pub(crate) detach_claimed: AtomicBool,
 }
 
 impl<F: Filter> DeviceExt<F> {
+    /// Teardown started: no new operation reaches the instance.
+    #[inline]
+    pub(crate) fn is_torn_down(&self) -> bool {
+        self.torn_down.load(Ordering::Acquire) != 0
+    }
+
     pub(crate) const fn new(kind: DeviceKind, this: *mut DEVICE_OBJECT) -> DeviceExt<F> {
         DeviceExt {
             kind,
@@ -68,10 +71,8 @@ impl<F: Filter> DeviceExt<F> {
             lower: core::ptr::null_mut(),
             real_device: core::ptr::null_mut(),
             instance: None,
-            torn_down: AtomicBool::new(false),
-            reason: AtomicU32::new(0),
+            torn_down: AtomicU32::new(0),
             holds: AtomicU32::new(1),
-            detach_claimed: AtomicBool::new(false),
         }
     }
 }
@@ -97,6 +98,8 @@ pub(crate) struct DriverState<F: Filter> {
     /// Devices being deleted outside unload (`attach::delete_outside_unload`), which unload waits for
     /// before it walks the driver's device list.
     pub(crate) retiring: AtomicU32,
+    /// Set when the last such deletion ends after unload began.
+    pub(crate) quiet: UnsafeCell<KEVENT>,
     /// Unload has begun.
     pub(crate) unloading: AtomicBool,
     /// `DriverEntry` finished: file systems reported from now on registered after the load.
