@@ -1,15 +1,17 @@
 //! An operation that begins on a device not yet detached while `DriverUnload` detaches the
-//! driver's devices one by one, after the driver's count of outstanding operations had already
-//! fallen to zero once during that loop (docs/callback-model.md rule 21). The simulator's
-//! `IoDetachDevice` runs the work that is ready, as other processors would run it meanwhile.
+//! driver's devices one by one, after the operations outstanding when the loop began had all
+//! ended (docs/callback-model.md rule 21). The simulator's `IoDetachDevice` runs the work that is
+//! ready, as other processors would run it meanwhile.
 //!
 //! The filter's unload callback queues two work items, which run at the loop's first detach:
-//! the first completes the read the filter pended before the stop (the count falls to zero),
-//! the second sends a read to a volume device still attached, which the filter pends again; a
-//! DPC completes it 5 ms later. `DriverUnload` must wait for that second read. Before a fix of
-//! December 4 its event, set when the count first fell to zero, was never reset: the wait
-//! returned at once, the devices and the driver's state went, and the second read never
-//! completed.
+//! the first completes the read the filter pended before the stop (nothing is outstanding for a
+//! moment), the second sends a read to a volume device still attached, which the filter pends
+//! again; a DPC completes it 5 ms later. `DriverUnload` must wait for that second read. Before a
+//! fix of December 4 unload waited on a driver-wide count of outstanding operations, whose event,
+//! set when the count first fell to zero, was never reset: the wait returned at once, the devices
+//! and the driver's state went, and the second read never completed. Since the night of December
+//! 5 unload waits for each device's last hold instead (the read holds its device); the test
+//! keeps its name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 #![allow(
