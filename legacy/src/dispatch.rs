@@ -285,10 +285,9 @@ unsafe fn volume_dispatch<F: Filter>(
                 // Resumed before the pre callback returned, or never pended: nobody else can
                 // reach the IRP, so it is not pended after all.
                 returned => {
-                    state.end(ext);
                     // SAFETY: marked above, and seen by nobody since.
                     unsafe { unmark_irp_pending(irp) };
-                    match returned {
+                    let status = match returned {
                         PreReturned::Early(d) => {
                             report(PreOutcome::<()>::wdk_name_of(d.code), None);
                             // SAFETY: the live IRP, ours.
@@ -299,7 +298,11 @@ unsafe fn volume_dispatch<F: Filter>(
                             // SAFETY: forwarded.
                             unsafe { pass_through(ext, irp) }
                         }
-                    }
+                    };
+                    // Ended once the IRP went on, its last use of the device (the end may
+                    // retire it).
+                    state.end(ext);
+                    status
                 }
             }
         }
@@ -391,11 +394,13 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     // SAFETY: our device, the live IRP with its next location set up, our routine.
     let set = unsafe { set_completion(state, device, irp, post_completion::<F>, raw) };
     if set < 0 {
-        state.end(ext);
         // SAFETY: our own encoded context, not handed to anyone.
         drop(unsafe { decode_with::<F::CompletionContext>(raw) });
         // SAFETY: the live IRP, its location copied.
-        return unsafe { without_routine(ext, irp, cleanup_or_close) };
+        let status = unsafe { without_routine(ext, irp, cleanup_or_close) };
+        // Its last use of the device done (the end may retire it).
+        state.end(ext);
+        return status;
     }
     // SAFETY: the device we attached to.
     let status = unsafe { IoCallDriver(ext.lower, irp) };
@@ -866,10 +871,12 @@ unsafe fn forward_synchronized<F: Filter>(
     let set =
         unsafe { set_completion(state, device, irp, signal_if_pended, (&raw mut event).cast()) };
     if set < 0 {
-        state.end(ext);
         drop(context);
         // SAFETY: the live IRP, its location copied.
-        return unsafe { without_routine(ext, irp, cleanup_or_close) };
+        let status = unsafe { without_routine(ext, irp, cleanup_or_close) };
+        // As in `forward_with_post`.
+        state.end(ext);
+        return status;
     }
     // SAFETY: the device we attached to.
     if unsafe { IoCallDriver(ext.lower, irp) } == Status::PENDING.0 {
@@ -1242,11 +1249,14 @@ impl<F: Filter> PostBackend for Deferrer<F> {
         // SAFETY: an IRP whose completion this driver holds at its location.
         let device = unsafe { raw::location(irp) }.DeviceObject;
         // SAFETY: our device.
-        if let Some(ext) = unsafe { state.ext(device) } {
-            state.end(ext);
-        }
+        let ext = unsafe { state.ext(device) };
         // SAFETY: resume the completion we held, once.
         unsafe { IoCompleteRequest(irp, IO_NO_INCREMENT) };
+        // Ended once the completion went on, whose location was the device's (the end may retire
+        // it).
+        if let Some(ext) = ext {
+            state.end(ext);
+        }
     }
 }
 
