@@ -33,6 +33,16 @@ thread_local! {
     static TOKEN: RefCell<Option<DeferredPost>> = const { RefCell::new(None) };
     /// Whether the next post-close callback defers.
     static DEFER_NEXT: Cell<bool> = const { Cell::new(false) };
+    /// Whether a teardown start other than a dismount's releases the held close.
+    static RELEASE_AT_UNLOAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Completes the held close, if any.
+fn release() {
+    if let Some(token) = TOKEN.with(|t| t.borrow_mut().take()) {
+        log("close released");
+        token.complete();
+    }
 }
 
 fn log(what: &'static str) {
@@ -53,7 +63,8 @@ impl Drop for Volume {
 }
 
 /// A post-close callback that defers and keeps its token when asked to, and both teardown
-/// callbacks.
+/// callbacks; the token is completed by the next create, or, when asked, by a teardown start that
+/// is not a dismount's.
 struct CloseWaiter;
 
 impl Filter for CloseWaiter {
@@ -75,8 +86,11 @@ impl Filter for CloseWaiter {
         Ok(Volume)
     }
 
-    fn instance_teardown_start(&self, _: &Instance<'_, Volume>, _: TeardownFlags) {
+    fn instance_teardown_start(&self, _: &Instance<'_, Volume>, reason: TeardownFlags) {
         log("teardown start");
+        if reason != TeardownFlags::VOLUME_DISMOUNT && RELEASE_AT_UNLOAD.with(Cell::get) {
+            release();
+        }
     }
 
     fn instance_teardown_complete(&self, _: &Instance<'_, Volume>, _: TeardownFlags) {
@@ -89,10 +103,7 @@ impl Filter for CloseWaiter {
         op: &mut PreOperation<'_, ()>,
     ) -> PreOutcome<()> {
         if op.major() == MajorFunction::Create {
-            if let Some(token) = TOKEN.with(|t| t.borrow_mut().take()) {
-                log("close released");
-                token.complete();
-            }
+            release();
             return PreOutcome::NoPost;
         }
         PreOutcome::WithPost(())
@@ -186,4 +197,76 @@ fn a_volume_device_deleted_under_an_operation_in_flight_is_torn_down_after_it() 
     assert_eq!(m.volume_stack_drivers(f), [NAME, "fastfat"]);
     assert_eq!(m.stop(NAME), StopResult::Unloaded);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+/// A device whose last operation ends while `DriverUnload` walks the driver's device list is not
+/// deleted under the walk: its retirement is handed to unload's last loop, which completes the
+/// teardown with the reason it started with (docs/reliability.md, "Unload and the devices it
+/// walks").
+///
+/// F: is dismounted with a file open; its close completes in the file system, which deletes the
+/// volume device and so calls `FastIoDetachDevice` while the filter still holds the close's post
+/// callback: teardown starts (a dismount) and the device is detached, its last operation in
+/// flight. Then the service stops. Unload's walk reaches G:'s device first (the newest), and
+/// G:'s teardown-start callback releases F:'s close: F:'s device loses its last hold during the
+/// walk. It must stay until unload's last loop, which completes G:'s teardown (an unload) and
+/// then F:'s (a dismount), each once. With the retirement allowed to delete under the walk, F:'s
+/// teardown completes inside G:'s start callback instead, and this fails.
+#[test]
+fn a_device_retired_during_the_unload_walk_is_deleted_by_unload_with_its_own_reason() {
+    let mut m = machine();
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat));
+    let g = m.add_volume(VolumeSpec::new("G:", FsKind::Fat));
+    install_legacy(&mut m, ServiceSpec::new(NAME, driver::ENTRY, "legacy"));
+    m.boot();
+    assert_eq!(m.volume_stack_drivers(f), [NAME, "fastfat"]);
+    assert_eq!(m.volume_stack_drivers(g), [NAME, "fastfat"]);
+    let h = m.create(f, "open.txt", CreateOptions::create()).handle.unwrap();
+    // Dismounted with a file open: the volume device stays until that file's close, which the
+    // filter holds after the file system has done it (the close is left pending meanwhile).
+    assert_eq!(m.dismount(f), Status::SUCCESS);
+    m.settle();
+    DEFER_NEXT.with(|d| d.set(true));
+    RELEASE_AT_UNLOAD.with(|r| r.set(true));
+    assert_eq!(m.close_handle(h), Status::PENDING);
+    m.settle();
+    let seen = callbacks(&m, NAME).len();
+    // FastIoDetachDevice came: F:'s teardown started, for the dismount, and waits for the close.
+    assert!(m.volume_stack_drivers(f).is_empty(), "{:?}", m.volume_stack_drivers(f));
+    assert_eq!(take_log(), ["post close deferred", "teardown start"]);
+
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    assert_eq!(
+        take_log(),
+        [
+            "teardown start",
+            "close released",
+            "teardown complete",
+            "instance dropped",
+            "teardown complete",
+            "instance dropped"
+        ]
+    );
+    let after: Vec<(String, Callback)> = callbacks(&m, NAME)
+        .into_iter()
+        .skip(seen)
+        .filter(|(_, c)| {
+            matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. })
+        })
+        .map(|(v, c)| (v.unwrap_or_default(), c))
+        .collect();
+    let (unload, dismount) =
+        (TeardownFlags::MANDATORY_FILTER_UNLOAD, TeardownFlags::VOLUME_DISMOUNT);
+    assert_eq!(
+        after,
+        [
+            ("G:".to_owned(), Callback::TeardownStart { reason: unload }),
+            ("G:".to_owned(), Callback::TeardownComplete { reason: unload }),
+            ("F:".to_owned(), Callback::TeardownComplete { reason: dismount }),
+        ]
+    );
+    // Nothing reported (the loader reports any pool block, device or reference the unloaded
+    // driver left).
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    assert_eq!(m.volume_stack_drivers(g), ["fastfat"]);
 }
