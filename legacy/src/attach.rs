@@ -686,8 +686,8 @@ pub(crate) fn deleted_outside_unload<F: Filter>(state: &DriverState<F>) {
 
 /// Retires our device, whose last hold went (`DriverState::end`): it is detached and no
 /// operation of it is in flight. Its teardown completes and it is deleted; once unload has
-/// begun, unload's last loop does both instead (`delete_outside_unload`). Either way the device then
-/// leaves the driver's count of live devices, which an unload waits for, last.
+/// begun, unload's last loop does both instead ([`delete_outside_unload`]). Either way the device
+/// then leaves the driver's count of live devices, which an unload waits for, last.
 ///
 /// Teardown complete runs at `PASSIVE_LEVEL` (facts.md §2.5) and `IoDeleteDevice` at
 /// `APC_LEVEL` at most, but the last operation can end in a completion routine at

@@ -204,8 +204,8 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         status: answer.err().map_or(Status::SUCCESS, fsfilter::Error::status),
     });
     // Sequentially consistent, with the count's increment and this flag's load in
-    // `attach::delete_outside_unload`: unload reads the count after storing the flag, a deletion reads the flag
-    // after counting itself, and one of the two must see the other.
+    // `attach::delete_outside_unload`: unload reads the count after storing the flag, a deletion
+    // reads the flag after counting itself, and one of the two must see the other.
     state.unloading.store(true, Ordering::SeqCst);
     // SAFETY: our registration.
     unsafe { IoUnregisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };

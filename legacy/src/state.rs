@@ -85,18 +85,18 @@ pub(crate) struct DriverState<F: Filter> {
     /// The filter's named control device.
     pub(crate) control: *mut DEVICE_OBJECT,
     /// Serializes attachment (a synchronization event used as a mutex, so instance setup runs at
-    /// `PASSIVE_LEVEL` while it is held). The kernel writes both events through the shared
-    /// state, hence the cells: a pointer taken from a plain `&KEVENT` would promise the compiler
-    /// that nothing changes it (a function taking `&KEVENT` is compiled as only reading it, which
-    /// was seen to turn the lock into a deadlock in the simulator).
+    /// `PASSIVE_LEVEL` while it is held). The kernel writes this and the other events through the
+    /// shared state, hence the cells: a pointer taken from a plain `&KEVENT` would promise the
+    /// compiler that nothing changes it (a function taking `&KEVENT` is compiled as only reading
+    /// it, which was seen to turn the lock into a deadlock in the simulator).
     pub(crate) attach_lock: UnsafeCell<KEVENT>,
     /// One for each attached device not retired yet, and one for the driver until unload gives it
     /// up: whoever drops the last one sets `drained`, once, and touches the state no more.
     pub(crate) live: AtomicU32,
     /// Set when `live` falls to zero, which only unload waits for.
     pub(crate) drained: UnsafeCell<KEVENT>,
-    /// Devices being deleted outside unload (`attach::delete_outside_unload`), which unload waits for
-    /// before it walks the driver's device list.
+    /// Devices being deleted outside unload (`attach::delete_outside_unload`), which unload waits
+    /// for before it walks the driver's device list.
     pub(crate) retiring: AtomicU32,
     /// Set when the last such deletion ends after unload began.
     pub(crate) quiet: UnsafeCell<KEVENT>,
