@@ -180,7 +180,7 @@ unsafe fn volume_dispatch<F: Filter>(
             notify_conflicts(state, device, ext, header.stream);
         }
     }
-    let registered = state.registration.get_irp(code).copied();
+    let registered = state.registration.get_irp(code);
     let Some(op) = registered.filter(|o| (o.pre || o.post) && !torn_down) else {
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
