@@ -74,6 +74,9 @@ impl Filter for Passthrough {
 
     fn instance_teardown_complete(&self, _instance: &Instance<'_, ()>, _reason: TeardownFlags) {}
 
+    // Inline: the backends call filter logic through generics, so a callback this small costs
+    // no call at all (docs/performance.md, the legacy create).
+    #[inline]
     fn pre_operation(
         &self,
         _instance: &Instance<'_, ()>,
@@ -85,6 +88,7 @@ impl Filter for Passthrough {
         PreOutcome::WithPost(())
     }
 
+    #[inline]
     fn post_operation(
         &self,
         _instance: &Instance<'_, ()>,
@@ -130,6 +134,7 @@ impl Filter for Resident {
         self.0.instance_query_teardown(instance)
     }
 
+    #[inline]
     fn pre_operation(
         &self,
         instance: &Instance<'_, ()>,
@@ -138,6 +143,7 @@ impl Filter for Resident {
         self.0.pre_operation(instance, operation)
     }
 
+    #[inline]
     fn post_operation(
         &self,
         instance: &Instance<'_, ()>,
