@@ -169,10 +169,10 @@ impl<F: Filter> DriverState<F> {
     /// `dispatch::resume_now`), and nothing of the device is read after the decrement but by the
     /// one that retires it.
     pub(crate) fn end(&self, ext: &DeviceExt<F>) {
-        let device = ext.this;
         if ext.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The device is this caller's alone now: read after the decrement, and only here.
             // SAFETY: our device, whose last hold this was: detached, nothing in flight on it.
-            unsafe { crate::attach::retire(self, device, 0) };
+            unsafe { crate::attach::retire(self, ext.this, 0) };
         }
     }
 
