@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use std::sync::atomic::AtomicPtr;
 
 use fsfilter::trace::TraceEvent;
+use fsfilter::{MajorFunction, OperationKind, Status};
 
 use crate::events::{Callback, EventKind, RequestRef};
 use crate::kernel;
@@ -51,24 +52,73 @@ pub fn fsfilter_sim_trace_wanted() -> bool {
 /// image, with the instance resolved to a volume and the operation to a user request.
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
+    match *event {
+        TraceEvent::Pre { instance, operation, major, minor, kind, outcome, status } => {
+            fsfilter_sim_trace_pre(instance.0, operation, major, minor, kind, outcome, status)
+        }
+        TraceEvent::Post { instance, operation, major, draining, when_safe, outcome, status } => {
+            fsfilter_sim_trace_post(
+                instance.0, operation, major, draining, when_safe, outcome, status,
+            )
+        }
+        _ => {
+            if kernel::recording_callbacks() {
+                trace_other(event);
+            }
+        }
+    }
+}
+
+/// [`fsfilter_sim_trace`] for a pre callback, its fields by value: what the backends call
+/// (`fsfilter_kernel::trace::emit`), so that the event is not read back from memory.
+#[unsafe(no_mangle)]
+pub fn fsfilter_sim_trace_pre(
+    instance: usize,
+    operation: usize,
+    major: MajorFunction,
+    minor: u8,
+    kind: OperationKind,
+    outcome: &'static str,
+    status: Option<Status>,
+) {
+    trace_callback(instance, operation, || Callback::Pre { major, minor, kind, outcome, status });
+}
+
+/// [`fsfilter_sim_trace`] for a post callback, its fields by value (as
+/// [`fsfilter_sim_trace_pre`]).
+#[unsafe(no_mangle)]
+pub fn fsfilter_sim_trace_post(
+    instance: usize,
+    operation: usize,
+    major: MajorFunction,
+    draining: bool,
+    when_safe: bool,
+    outcome: &'static str,
+    status: Status,
+) {
+    trace_callback(instance, operation, || Callback::Post {
+        major,
+        draining,
+        when_safe,
+        outcome,
+        status,
+    });
+}
+
+/// Records a pre or post callback, nearly every event of a run: the short way, with the
+/// callback built from the fields at hand and no instance callback to check. The callback is
+/// built where the event is, last: built first and carried into the kernel's borrow, it went
+/// through memory and was read back at once with wider loads than wrote it, the store-forwarding
+/// stall that passing the fields by value removes (`fsfilter_kernel::trace::emit`).
+#[inline(always)]
+fn trace_callback(instance: usize, operation: usize, callback: impl FnOnce() -> Callback) {
     if !kernel::recording_callbacks() {
         return;
     }
-    // Pre and post callbacks, nearly every event of a run, take the short way: the callback
-    // built from the fields at hand, and no instance callback to check.
-    let (instance, operation, callback) = match *event {
-        TraceEvent::Pre { instance, operation, major, minor, kind, outcome, status } => {
-            (instance.0, operation, Callback::Pre { major, minor, kind, outcome, status })
-        }
-        TraceEvent::Post { instance, operation, major, draining, when_safe, outcome, status } => {
-            (instance.0, operation, Callback::Post { major, draining, when_safe, outcome, status })
-        }
-        _ => return trace_other(event),
-    };
     kernel::with(|k| {
         let driver = running_driver(k);
         let (volume, io) = attribute(k, Some(instance), Some(operation));
-        k.log(EventKind::Callback { driver, volume, io, callback });
+        k.log(EventKind::Callback { driver, volume, io, callback: callback() });
     });
 }
 
