@@ -15,8 +15,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 static TIMINGS: Timings = Timings::new();
 
-/// Pre and post callbacks of the filters per mixed workload, by configuration.
-static CALLBACKS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+/// Pre and post callbacks of the filters, and operations through the stack, per mixed
+/// workload, by configuration.
+static CALLBACKS: std::sync::Mutex<std::collections::BTreeMap<String, (usize, usize)>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// `depth` filters: passthrough minifilters, legacy passthroughs, or alternating (mixed).
@@ -43,7 +44,8 @@ fn main() {
             }
             let id = format!("{kind}/{depth}");
             let mut bench = Bench::new(&stack(kind, depth));
-            CALLBACKS.lock().unwrap().insert(id.clone(), bench.callbacks_per_mixed());
+            let counts = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
+            CALLBACKS.lock().unwrap().insert(id.clone(), counts);
             let mut group = c.benchmark_group("throughput");
             group.throughput(criterion::Throughput::Elements(MIXED_REQUESTS));
             group.bench_function(&id, |b| {
@@ -65,8 +67,14 @@ fn main() {
     let per_request = |id: &str| TIMINGS.median(id).map(|s| s / MIXED_REQUESTS as f64);
     println!("\nthroughput (mixed workload, median of this run):");
     println!(
-        "{:<12} {:>6} {:>14} {:>16} {:>18} {:>14}",
-        "stack", "depth", "ns/request", "requests/s", "ns per added filter", "callbacks/s"
+        "{:<12} {:>6} {:>14} {:>16} {:>18} {:>14} {:>14}",
+        "stack",
+        "depth",
+        "ns/request",
+        "requests/s",
+        "ns per added filter",
+        "callbacks/s",
+        "operations/s"
     );
     let base = per_request("minifilter/0");
     for kind in KINDS {
@@ -77,12 +85,19 @@ fn main() {
                 (Some(b), d) if d > 0 => format!("{:.0}", ns(t - b) / d as f64),
                 _ => "-".to_owned(),
             };
-            let callbacks = CALLBACKS.lock().unwrap().get(&id).copied().unwrap_or(0);
-            let per_second = callbacks as f64 / MIXED_REQUESTS as f64 / t;
+            let (callbacks, operations) =
+                CALLBACKS.lock().unwrap().get(&id).copied().unwrap_or((0, 0));
+            // Per second: the workload's count over its time (MIXED_REQUESTS requests of `t`).
+            let per_second = |n: usize| n as f64 / MIXED_REQUESTS as f64 / t;
+            let operations = match operations {
+                0 => "-".to_owned(),
+                n => format!("{:.0}", per_second(n)),
+            };
             println!(
-                "{kind:<12} {depth:>6} {:>14.0} {:>16.0} {slope:>18} {per_second:>14.0}",
+                "{kind:<12} {depth:>6} {:>14.0} {:>16.0} {slope:>18} {:>14.0} {operations:>14}",
                 ns(t),
-                1.0 / t
+                1.0 / t,
+                per_second(callbacks)
             );
         }
     }

@@ -247,25 +247,40 @@ impl Bench {
     /// Pre and post callbacks the filters' logic ran for one [`Bench::mixed`] (from the trace
     /// hook's events; needs [`Bench::record_callbacks`] on, the default).
     pub fn callbacks_per_mixed(&mut self) -> usize {
+        self.traced_mixed().callbacks
+    }
+
+    /// Operations that one [`Bench::mixed`] takes through the stack: the pre callbacks of the
+    /// filter that saw the most of them (each passthrough registers every operation, so each
+    /// filter sees each operation once: a close of a handle is two, cleanup and close). Zero
+    /// without a filter. As [`Bench::callbacks_per_mixed`], from the trace hook's events.
+    pub fn operations_per_mixed(&mut self) -> usize {
+        self.traced_mixed().operations
+    }
+
+    /// One [`Bench::mixed`] counted through its callback events.
+    fn traced_mixed(&mut self) -> Traced {
         self.trim();
         self.mixed();
-        let n = self
-            .machine
-            .events()
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.kind,
-                    fsfilter_sim::EventKind::Callback {
-                        callback: fsfilter_sim::Callback::Pre { .. }
-                            | fsfilter_sim::Callback::Post { .. },
-                        ..
-                    }
-                )
-            })
-            .count();
+        let mut callbacks = 0;
+        let mut pres: std::collections::BTreeMap<&str, usize> = Default::default();
+        let events = self.machine.events();
+        for e in &events {
+            let fsfilter_sim::EventKind::Callback { driver, callback, .. } = &e.kind else {
+                continue;
+            };
+            match callback {
+                fsfilter_sim::Callback::Pre { .. } => {
+                    callbacks += 1;
+                    *pres.entry(driver.as_str()).or_default() += 1;
+                }
+                fsfilter_sim::Callback::Post { .. } => callbacks += 1,
+                _ => {}
+            }
+        }
+        let operations = pres.values().copied().max().unwrap_or(0);
         self.trim();
-        n
+        Traced { callbacks, operations }
     }
 
     /// Pool calls made so far by the service `Filter<index>`.
@@ -273,6 +288,13 @@ impl Bench {
         let name = format!("Filter{index}");
         self.machine.kernel(|k| k.pool_calls_of_service(&name))
     }
+}
+
+/// What one [`Bench::mixed`] ran through the stack ([`Bench::callbacks_per_mixed`],
+/// [`Bench::operations_per_mixed`]).
+struct Traced {
+    callbacks: usize,
+    operations: usize,
 }
 
 /// User requests in one [`Bench::mixed`].

@@ -136,6 +136,30 @@ fn callbacks_per_mixed_workload_grow_with_the_stack() {
 }
 
 #[test]
+fn every_filter_of_any_stack_sees_the_same_operations_of_a_mixed_workload() {
+    // The operations the throughput benchmark counts per mixed workload: the same whatever the
+    // stack's depth and models, since each passthrough sees every operation once.
+    let ops = |stack: &[Driver]| Bench::new(stack).operations_per_mixed();
+    let one = ops(&[Driver::PassthroughLegacy]);
+    // Create, four reads, a paging and a non-cached read, a write, a query, cleanup and close.
+    assert!(one >= 11, "at least the workload's 11 operations: {one}");
+    assert_eq!(ops(&[Driver::PassthroughMinifilter]), one, "a minifilter sees the same");
+    assert_eq!(ops(&[Driver::PassthroughLegacy; 4]), one, "as many through four filters");
+    let mixed = [
+        Driver::PassthroughMinifilter,
+        Driver::PassthroughLegacy,
+        Driver::PassthroughMinifilter,
+        Driver::PassthroughLegacy,
+    ];
+    let mut bench = Bench::new(&mixed);
+    assert_eq!(bench.operations_per_mixed(), one, "and through a mixed stack");
+    // Each of the four filters ran a pre (and a post) for each operation.
+    assert_eq!(bench.callbacks_per_mixed(), 4 * 2 * one);
+    drop(bench);
+    assert_eq!(ops(&[]), 0, "no filter, no operation counted");
+}
+
+#[test]
 fn the_legacy_passthrough_without_unload_runs_its_callbacks_without_completion_contexts() {
     // The no-unload variant of the overhead benchmark differs from passthrough only by the
     // registration's unload callback: the same callbacks, and no IoSetCompletionRoutineEx (which
