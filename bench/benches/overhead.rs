@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use criterion::Criterion;
+use fsfilter_bench::paired::paired;
 use fsfilter_bench::{Bench, Driver, Timings, ns};
 
 /// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
@@ -20,6 +21,21 @@ const OPS: [(&str, Op); 3] = [
     ("create+close", Bench::create_close),
     ("cached read", Bench::cached_read),
     ("paging read", Bench::paging_read),
+];
+
+/// Operations per batch of the paired measurement, by operation (a few milliseconds each).
+const PAIRED_ITERS: [u64; 3] = [2_000, 10_000, 5_000];
+
+/// Rounds of the paired measurement unless `FSFILTER_PAIRED_ROUNDS` says otherwise (0 skips it).
+const PAIRED_ROUNDS: usize = 101;
+
+/// The framework's filters against their raw baselines for the paired measurement, and the raw
+/// legacy filter against itself (two machines of the same stack: the measurement's own bias).
+const PAIRS: [(Driver, Driver); 4] = [
+    (Driver::RawMinifilter, Driver::PassthroughMinifilter),
+    (Driver::RawLegacy, Driver::PassthroughLegacy),
+    (Driver::RawLegacy, Driver::ResidentLegacy),
+    (Driver::RawLegacy, Driver::RawLegacy),
 ];
 
 fn measure(c: &mut Criterion, config: &str, drivers: &[Driver]) {
@@ -82,5 +98,35 @@ fn main() {
             vs("fsfilter legacy", "raw legacy"),
             vs("fsfilter legacy, no unload", "raw legacy")
         );
+    }
+    print_paired();
+}
+
+/// The ratios again, from alternating batches of each framework filter and its raw baseline
+/// (`fsfilter_bench::paired`): criterion times one configuration after another, so a burst of
+/// load during one moves its ratio; alternating rounds share their bursts.
+fn print_paired() {
+    let rounds = std::env::var("FSFILTER_PAIRED_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(PAIRED_ROUNDS);
+    if rounds == 0 {
+        return;
+    }
+    println!(
+        "\nfsfilter against raw, alternating batches on one processor ({rounds} rounds each): the \
+         median of the rounds' ratios [first and third quartiles]; the last column, the raw \
+         legacy filter against itself, is the measurement's own floor"
+    );
+    println!(
+        "{:<14} {:>24} {:>24} {:>24} {:>24}",
+        "operation", "minifilter", "legacy", "legacy no-unload", "raw legacy vs itself"
+    );
+    for ((name, op), iters) in OPS.into_iter().zip(PAIRED_ITERS) {
+        let [mini, legacy, resident, floor] = PAIRS.map(|(raw, fsf)| {
+            let (q1, median, q3) = paired(&[raw], &[fsf], op, iters, rounds).ratio_quartiles();
+            format!("{median:.3}x [{q1:.3}-{q3:.3}]")
+        });
+        println!("{name:<14} {mini:>24} {legacy:>24} {resident:>24} {floor:>24}");
     }
 }

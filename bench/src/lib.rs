@@ -19,6 +19,7 @@
 )]
 
 pub mod lab;
+pub mod paired;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

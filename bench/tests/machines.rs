@@ -180,3 +180,35 @@ fn the_legacy_passthrough_without_unload_runs_its_callbacks_without_completion_c
     assert!(ex_with > 0, "the unloadable filter pays for completion contexts");
     assert_eq!(ex_without, 0, "the resident one does not");
 }
+
+/// Runs of [`counted_read`] so far (the paired test's workers call it from their threads).
+static COUNTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn counted_read(bench: &mut Bench) {
+    COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    bench.cached_read();
+}
+
+#[test]
+fn the_paired_measurement_times_every_round_of_both_stacks() {
+    use fsfilter_bench::paired::paired;
+    let before = COUNTED.load(std::sync::atomic::Ordering::Relaxed);
+    let p = paired(&[Driver::RawLegacy], &[Driver::ResidentLegacy], counted_read, 20, 5);
+    assert_eq!((p.a.len(), p.b.len()), (5, 5), "a batch of each stack per round");
+    assert!(p.a.iter().chain(&p.b).all(|d| !d.is_zero()), "every batch timed: {p:?}");
+    assert_eq!(p.ratios().len(), 5);
+    // Each stack: one untimed warm-up batch, then its five timed ones, 20 reads each.
+    let runs = COUNTED.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(runs, 2 * 6 * 20);
+}
+
+#[test]
+fn quartiles_are_values_at_their_ranks() {
+    use fsfilter_bench::paired::quartiles;
+    assert_eq!(quartiles(vec![5.0, 1.0, 3.0, 2.0, 4.0]), (2.0, 3.0, 4.0));
+    // An even count takes the lower of the two middle values, never their mean.
+    assert_eq!(quartiles(vec![4.0, 1.0, 3.0, 2.0]), (1.0, 2.0, 3.0));
+    assert_eq!(quartiles(vec![7.0]), (7.0, 7.0, 7.0));
+    let (q1, m, q3) = quartiles(Vec::new());
+    assert!(q1.is_nan() && m.is_nan() && q3.is_nan());
+}
