@@ -49,23 +49,14 @@ pub fn fsfilter_sim_trace_wanted() -> bool {
 }
 
 /// The backends' trace hook: records a callback into filter logic, attributed to the running
-/// image, with the instance resolved to a volume and the operation to a user request.
+/// image, with the instance resolved to a volume and the operation to a user request. Pre and
+/// post callbacks, nearly every event of a run, come by value instead
+/// ([`fsfilter_sim_trace_pre`], [`fsfilter_sim_trace_post`]: `fsfilter_kernel::trace::emit`
+/// sends them there); one that comes here is recorded alike.
 #[unsafe(no_mangle)]
 pub fn fsfilter_sim_trace(event: &TraceEvent<'_>) {
-    match *event {
-        TraceEvent::Pre { instance, operation, major, minor, kind, outcome, status } => {
-            fsfilter_sim_trace_pre(instance.0, operation, major, minor, kind, outcome, status)
-        }
-        TraceEvent::Post { instance, operation, major, draining, when_safe, outcome, status } => {
-            fsfilter_sim_trace_post(
-                instance.0, operation, major, draining, when_safe, outcome, status,
-            )
-        }
-        _ => {
-            if kernel::recording_callbacks() {
-                trace_other(event);
-            }
-        }
+    if kernel::recording_callbacks() {
+        trace_other(event);
     }
 }
 
@@ -122,7 +113,7 @@ fn trace_callback(instance: usize, operation: usize, callback: impl FnOnce() -> 
     });
 }
 
-/// [`fsfilter_sim_trace`] for the events other than pre and post callbacks.
+/// [`fsfilter_sim_trace`]: any event, off the path of the pre and post callbacks.
 #[cold]
 #[inline(never)]
 fn trace_other(event: &TraceEvent<'_>) {
