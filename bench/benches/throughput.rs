@@ -1,13 +1,19 @@
 //! Simulator throughput (issue 9): user requests per second through stacks of 0, 1, 4 and 16
 //! filters, minifilters, legacy filters and both mixed, with the mixed workload of
 //! [`Bench::mixed`]; then how the time per request grows with the depth of the stack.
+//!
+//! Each stack runs in a `stack-worker` process, the lab's build (`panic = "abort"`), which cargo
+//! builds for this benchmark; criterion drives it and it times the workloads
+//! ([`fsfilter_bench::worker`] says why). `FSFILTER_BENCH_IN_PROCESS=1` times them in this
+//! process instead, the unwinding build `cargo bench` makes of every benchmark.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use fsfilter_bench::{Bench, Driver, MIXED_REQUESTS, Timings, ns};
+use fsfilter_bench::worker::{self, KINDS, Worker};
+use fsfilter_bench::{Bench, MIXED_REQUESTS, Timings, ns};
 
 /// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
 #[global_allocator]
@@ -20,47 +26,73 @@ static TIMINGS: Timings = Timings::new();
 static CALLBACKS: std::sync::Mutex<std::collections::BTreeMap<String, (usize, usize)>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-/// `depth` filters: passthrough minifilters, legacy passthroughs, or alternating (mixed).
-fn stack(kind: &str, depth: usize) -> Vec<Driver> {
-    (0..depth)
-        .map(|i| match kind {
-            "minifilter" => Driver::PassthroughMinifilter,
-            "legacy" => Driver::PassthroughLegacy,
-            _ if i % 2 == 0 => Driver::PassthroughMinifilter,
-            _ => Driver::PassthroughLegacy,
-        })
-        .collect()
+const DEPTHS: [usize; 4] = [0, 1, 4, 16];
+
+/// A stack being timed: in a worker process (the lab's build), or here.
+enum Stack {
+    Worker(Worker),
+    InProcess(Bench),
 }
 
-const KINDS: [&str; 3] = ["minifilter", "legacy", "mixed"];
-const DEPTHS: [usize; 4] = [0, 1, 4, 16];
+impl Stack {
+    fn new(kind: &str, depth: usize, in_process: bool) -> Stack {
+        let drivers = worker::stack(kind, depth).expect("a kind of KINDS");
+        if in_process {
+            return Stack::InProcess(Bench::new(&drivers));
+        }
+        let program = env!("CARGO_BIN_EXE_stack-worker");
+        Stack::Worker(Worker::spawn(program, kind, depth).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Callbacks and operations per mixed workload.
+    fn counts(&mut self) -> (usize, usize) {
+        match self {
+            Stack::Worker(w) => (w.callbacks, w.operations),
+            Stack::InProcess(b) => (b.callbacks_per_mixed(), b.operations_per_mixed()),
+        }
+    }
+
+    /// The time `iters` mixed workloads take.
+    fn run(&mut self, iters: u64) -> Duration {
+        match self {
+            Stack::Worker(w) => w.run(iters).unwrap_or_else(|e| panic!("{e}")),
+            Stack::InProcess(b) => {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    b.mixed();
+                }
+                start.elapsed()
+            }
+        }
+    }
+}
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
+    let in_process = std::env::var_os("FSFILTER_BENCH_IN_PROCESS").is_some_and(|v| v == "1");
+    if in_process {
+        println!("timing in the benchmark's process (its unwinding build), not the lab's build");
+    }
     for kind in KINDS {
         for depth in DEPTHS {
             if depth == 0 && kind != "minifilter" {
                 continue;
             }
             let id = format!("{kind}/{depth}");
-            let mut bench = Bench::new(&stack(kind, depth));
-            let counts = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
+            let mut stack = Stack::new(kind, depth, in_process);
+            let counts = stack.counts();
             CALLBACKS.lock().unwrap().insert(id.clone(), counts);
             let mut group = c.benchmark_group("throughput");
             group.throughput(criterion::Throughput::Elements(MIXED_REQUESTS));
             group.bench_function(&id, |b| {
                 b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        bench.mixed();
-                    }
-                    let elapsed = start.elapsed();
+                    let elapsed = stack.run(iters);
                     TIMINGS.record(&id, iters, elapsed);
                     elapsed
                 })
             });
             group.finish();
-            drop(bench);
+            drop(stack);
         }
     }
     c.final_summary();

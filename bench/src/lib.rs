@@ -20,6 +20,7 @@
 
 pub mod lab;
 pub mod paired;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

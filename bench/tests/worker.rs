@@ -1,0 +1,58 @@
+//! The throughput benchmark's worker process (`fsfilter_bench::worker`): it runs the stack it is
+//! named, counts what the in-process machine counts, and times the workloads it is asked for.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::io::Cursor;
+
+use fsfilter_bench::worker::{self, Worker};
+use fsfilter_bench::{Bench, Driver};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_stack-worker");
+
+#[test]
+fn stacks_are_named_by_kind_and_depth() {
+    use Driver::{PassthroughLegacy as L, PassthroughMinifilter as M};
+    assert_eq!(worker::stack("minifilter", 2), Some(vec![M, M]));
+    assert_eq!(worker::stack("legacy", 1), Some(vec![L]));
+    assert_eq!(worker::stack("mixed", 3), Some(vec![M, L, M]));
+    assert_eq!(worker::stack("mixed", 0), Some(vec![]));
+    assert_eq!(worker::stack("raw", 1), None);
+    assert_eq!(worker::stack("raw", 0), None);
+}
+
+#[test]
+fn the_worker_process_runs_the_stack_it_is_named() {
+    let mut w = Worker::spawn(WORKER, "mixed", 4).unwrap();
+    let mut here = Bench::new(&worker::stack("mixed", 4).unwrap());
+    assert_eq!(w.callbacks, here.callbacks_per_mixed());
+    assert_eq!(w.operations, here.operations_per_mixed());
+    assert_eq!(w.operations, 11, "a mixed workload is 11 operations through the stack");
+    // Runs of more workloads take longer: 400 against 1 leaves no room for the clock's noise.
+    let one = w.run(1).unwrap();
+    let many = w.run(400).unwrap();
+    assert!(many > one, "{many:?} for 400 workloads, {one:?} for 1");
+}
+
+#[test]
+fn the_worker_refuses_what_it_cannot_run() {
+    let e = Worker::spawn(WORKER, "raw", 4).err().unwrap();
+    assert!(e.contains("exited before answering: usage: stack-worker"), "{e}");
+    let e = Worker::spawn("/nonexistent/stack-worker", "mixed", 1).err().unwrap();
+    assert!(e.starts_with("/nonexistent/stack-worker: "), "{e}");
+}
+
+#[test]
+fn the_protocol_answers_each_line_and_names_a_bad_one() {
+    let mut out = Vec::new();
+    worker::serve(&[Driver::PassthroughMinifilter], Cursor::new("2\n0\n"), &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    // One minifilter: each of the 11 operations has its pre and its post.
+    assert_eq!(lines[0], "ready 22 11");
+    assert!(lines[1].parse::<u64>().unwrap() > 0, "{out}");
+    assert!(lines[2].parse::<u64>().is_ok(), "{out}");
+    let e = worker::serve(&[], Cursor::new("many\n"), Vec::new()).err().unwrap();
+    assert!(e.contains("\"many\""), "{e}");
+}
