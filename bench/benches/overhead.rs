@@ -1,12 +1,16 @@
 //! Per-operation overhead (issue 9): no filter, the raw windows-sys filter and the fsfilter
 //! passthrough, for create+close, a cached read and a paging read, under each model.
+//!
+//! Each configuration runs in a `stack-worker` process, the lab's build, as in the throughput
+//! benchmark ([`fsfilter_bench::worker`]): `cargo bench` builds this benchmark with
+//! `panic = "unwind"`, and the drivers are built with `panic = "abort"`.
+//! `FSFILTER_BENCH_IN_PROCESS=1` times them in this process instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
-use std::time::Instant;
-
 use criterion::Criterion;
-use fsfilter_bench::paired::paired;
+use fsfilter_bench::paired::{Paired, paired, paired_timed};
+use fsfilter_bench::worker::Timed;
 use fsfilter_bench::{Bench, Driver, Timings, ns};
 
 /// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
@@ -17,11 +21,15 @@ static TIMINGS: Timings = Timings::new();
 
 type Op = fn(&mut Bench);
 
-const OPS: [(&str, Op); 3] = [
-    ("create+close", Bench::create_close),
-    ("cached read", Bench::cached_read),
-    ("paging read", Bench::paging_read),
+/// Each operation: its name in the tables, the worker's name for it, and the operation.
+const OPS: [(&str, &str, Op); 3] = [
+    ("create+close", "create", Bench::create_close),
+    ("cached read", "cached", Bench::cached_read),
+    ("paging read", "paging", Bench::paging_read),
 ];
+
+/// The `stack-worker` binary, built by cargo for this benchmark.
+const WORKER: &str = env!("CARGO_BIN_EXE_stack-worker");
 
 /// Operations per batch of the paired measurement, by operation (a few milliseconds each).
 const PAIRED_ITERS: [u64; 3] = [2_000, 10_000, 5_000];
@@ -31,27 +39,33 @@ const PAIRED_ROUNDS: usize = 101;
 
 /// The framework's filters against their raw baselines for the paired measurement, and the raw
 /// legacy filter against itself (two machines of the same stack: the measurement's own bias).
-const PAIRS: [(Driver, Driver); 4] = [
-    (Driver::RawMinifilter, Driver::PassthroughMinifilter),
-    (Driver::RawLegacy, Driver::PassthroughLegacy),
-    (Driver::RawLegacy, Driver::ResidentLegacy),
-    (Driver::RawLegacy, Driver::RawLegacy),
+/// One side of a pair: the driver, and its kind for the worker
+/// ([`fsfilter_bench::worker::stack`]).
+type Side = (Driver, &'static str);
+
+const PAIRS: [(Side, Side); 4] = [
+    ((Driver::RawMinifilter, "raw-minifilter"), (Driver::PassthroughMinifilter, "minifilter")),
+    ((Driver::RawLegacy, "raw-legacy"), (Driver::PassthroughLegacy, "legacy")),
+    ((Driver::RawLegacy, "raw-legacy"), (Driver::ResidentLegacy, "resident")),
+    ((Driver::RawLegacy, "raw-legacy"), (Driver::RawLegacy, "raw-legacy")),
 ];
 
-fn measure(c: &mut Criterion, config: &str, drivers: &[Driver]) {
-    let mut bench = Bench::new(drivers);
-    // As on Windows: the trace hook compiled out (see Bench::record_callbacks).
-    bench.record_callbacks(false);
+/// `kind` and `depth` of the worker ([`fsfilter_bench::worker::stack`]) timing `op`, with the
+/// trace hook's callback events off: as on Windows, where the hook is compiled out (see
+/// `Bench::record_callbacks`).
+fn start(kind: &str, depth: &str, op: &str, extra: &[&str]) -> Timed {
+    let args = [&[kind, depth, op, "--no-callback-events"][..], extra].concat();
+    Timed::start(WORKER, &args).unwrap_or_else(|e| panic!("{kind} {op}: {e}"))
+}
+
+fn measure(c: &mut Criterion, config: &str, (kind, depth): (&str, &str)) {
     let mut group = c.benchmark_group(format!("overhead/{config}"));
-    for (name, op) in OPS {
+    for (name, op, _) in OPS {
         let id = format!("{config}/{name}");
+        let mut timed = start(kind, depth, op, &[]);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    op(&mut bench);
-                }
-                let elapsed = start.elapsed();
+                let elapsed = timed.run(iters).unwrap_or_else(|e| panic!("{e}"));
                 TIMINGS.record(&id, iters, elapsed);
                 elapsed
             })
@@ -62,16 +76,20 @@ fn measure(c: &mut Criterion, config: &str, drivers: &[Driver]) {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let configs: [(&str, &[Driver]); 6] = [
-        ("none", &[]),
-        ("raw minifilter", &[Driver::RawMinifilter]),
-        ("fsfilter minifilter", &[Driver::PassthroughMinifilter]),
-        ("raw legacy", &[Driver::RawLegacy]),
-        ("fsfilter legacy", &[Driver::PassthroughLegacy]),
-        ("fsfilter legacy, no unload", &[Driver::ResidentLegacy]),
+    if Timed::in_process() {
+        println!("timing in the benchmark's process (its unwinding build), not the lab's build");
+    }
+    // Each configuration as the worker's kind and depth.
+    let configs = [
+        ("none", ("minifilter", "0")),
+        ("raw minifilter", ("raw-minifilter", "1")),
+        ("fsfilter minifilter", ("minifilter", "1")),
+        ("raw legacy", ("raw-legacy", "1")),
+        ("fsfilter legacy", ("legacy", "1")),
+        ("fsfilter legacy, no unload", ("resident", "1")),
     ];
-    for (config, drivers) in configs {
-        measure(&mut c, config, drivers);
+    for (config, stack) in configs {
+        measure(&mut c, config, stack);
     }
     c.final_summary();
     println!("\nper-operation time (median of criterion's samples, this run):");
@@ -85,7 +103,7 @@ fn main() {
         "fsf legacy ns",
         "fsf legacy no-unload ns"
     );
-    for (name, _) in OPS {
+    for (name, _, _) in OPS {
         let t = |config: &str| TIMINGS.median(&format!("{config}/{name}")).map_or(f64::NAN, ns);
         let vs = |config: &str, raw: &str| format!("{:.0} ({:.2}x)", t(config), t(config) / t(raw));
         println!(
@@ -122,9 +140,16 @@ fn print_paired() {
         "{:<14} {:>24} {:>24} {:>24} {:>24}",
         "operation", "minifilter", "legacy", "legacy no-unload", "raw legacy vs itself"
     );
-    for ((name, op), iters) in OPS.into_iter().zip(PAIRED_ITERS) {
-        let [mini, legacy, resident, floor] = PAIRS.map(|(raw, fsf)| {
-            let (q1, median, q3) = paired(&[raw], &[fsf], op, iters, rounds).ratio_quartiles();
+    for ((name, op_name, op), iters) in OPS.into_iter().zip(PAIRED_ITERS) {
+        let [mini, legacy, resident, floor] = PAIRS.map(|((raw, raw_kind), (fsf, fsf_kind))| {
+            let pair = |kind| start(kind, "1", op_name, &["--pin"]);
+            let p: Paired = if Timed::in_process() {
+                paired(&[raw], &[fsf], op, iters, rounds)
+            } else {
+                paired_timed(&mut pair(raw_kind), &mut pair(fsf_kind), iters, rounds)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+            };
+            let (q1, median, q3) = p.ratio_quartiles();
             format!("{median:.3}x [{q1:.3}-{q3:.3}]")
         });
         println!("{name:<14} {mini:>24} {legacy:>24} {resident:>24} {floor:>24}");

@@ -9,11 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
-use std::time::{Duration, Instant};
-
 use criterion::Criterion;
-use fsfilter_bench::worker::{self, KINDS, Worker};
-use fsfilter_bench::{Bench, MIXED_REQUESTS, Timings, ns};
+use fsfilter_bench::worker::{KINDS, Timed};
+use fsfilter_bench::{MIXED_REQUESTS, Timings, ns};
 
 /// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
 #[global_allocator]
@@ -28,49 +26,12 @@ static CALLBACKS: std::sync::Mutex<std::collections::BTreeMap<String, (usize, us
 
 const DEPTHS: [usize; 4] = [0, 1, 4, 16];
 
-/// A stack being timed: in a worker process (the lab's build), or here.
-enum Stack {
-    Worker(Worker),
-    InProcess(Bench),
-}
-
-impl Stack {
-    fn new(kind: &str, depth: usize, in_process: bool) -> Stack {
-        let drivers = worker::stack(kind, depth).expect("a kind of KINDS");
-        if in_process {
-            return Stack::InProcess(Bench::new(&drivers));
-        }
-        let program = env!("CARGO_BIN_EXE_stack-worker");
-        Stack::Worker(Worker::spawn(program, kind, depth).unwrap_or_else(|e| panic!("{e}")))
-    }
-
-    /// Callbacks and operations per mixed workload.
-    fn counts(&mut self) -> (usize, usize) {
-        match self {
-            Stack::Worker(w) => (w.callbacks, w.operations),
-            Stack::InProcess(b) => (b.callbacks_per_mixed(), b.operations_per_mixed()),
-        }
-    }
-
-    /// The time `iters` mixed workloads take.
-    fn run(&mut self, iters: u64) -> Duration {
-        match self {
-            Stack::Worker(w) => w.run(iters).unwrap_or_else(|e| panic!("{e}")),
-            Stack::InProcess(b) => {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    b.mixed();
-                }
-                start.elapsed()
-            }
-        }
-    }
-}
+/// The `stack-worker` binary, built by cargo for this benchmark.
+const WORKER: &str = env!("CARGO_BIN_EXE_stack-worker");
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let in_process = std::env::var_os("FSFILTER_BENCH_IN_PROCESS").is_some_and(|v| v == "1");
-    if in_process {
+    if Timed::in_process() {
         println!("timing in the benchmark's process (its unwinding build), not the lab's build");
     }
     for kind in KINDS {
@@ -79,14 +40,15 @@ fn main() {
                 continue;
             }
             let id = format!("{kind}/{depth}");
-            let mut stack = Stack::new(kind, depth, in_process);
+            let mut stack = Timed::start(WORKER, &[kind, &depth.to_string()])
+                .unwrap_or_else(|e| panic!("{kind}/{depth}: {e}"));
             let counts = stack.counts();
             CALLBACKS.lock().unwrap().insert(id.clone(), counts);
             let mut group = c.benchmark_group("throughput");
             group.throughput(criterion::Throughput::Elements(MIXED_REQUESTS));
             group.bench_function(&id, |b| {
                 b.iter_custom(|iters| {
-                    let elapsed = stack.run(iters);
+                    let elapsed = stack.run(iters).unwrap_or_else(|e| panic!("{e}"));
                     TIMINGS.record(&id, iters, elapsed);
                     elapsed
                 })

@@ -17,7 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "example")]
 
-use fsfilter_bench::{Bench, Driver};
+use fsfilter_bench::Bench;
 
 /// The lab binary's allocator.
 #[global_allocator]
@@ -32,25 +32,10 @@ fn main() {
     let kind = args.next().unwrap_or_else(|| "mixed".to_owned());
     let depth: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
     let workload = args.next().unwrap_or_else(|| "mixed".to_owned());
-    let run: fn(&mut Bench) = match workload.as_str() {
-        "mixed" => Bench::mixed,
-        "create" => Bench::create_close,
-        "cached" => Bench::cached_read,
-        "paging" => Bench::paging_read,
-        other => panic!("unknown workload {other:?}"),
-    };
-    let stack: Vec<Driver> = (0..depth)
-        .map(|i| match kind.as_str() {
-            "minifilter" => Driver::PassthroughMinifilter,
-            "legacy" => Driver::PassthroughLegacy,
-            "resident" => Driver::ResidentLegacy,
-            "raw-minifilter" => Driver::RawMinifilter,
-            "raw-legacy" => Driver::RawLegacy,
-            "mixed" if i % 2 == 0 => Driver::PassthroughMinifilter,
-            "mixed" => Driver::PassthroughLegacy,
-            other => panic!("unknown stack {other:?}"),
-        })
-        .collect();
+    let (_, run) = fsfilter_bench::worker::workload(&workload)
+        .unwrap_or_else(|| panic!("unknown workload {workload:?}"));
+    let stack = fsfilter_bench::worker::stack(&kind, depth)
+        .unwrap_or_else(|| panic!("unknown stack {kind:?}"));
     let mut bench = Bench::new(&stack);
     if std::env::var_os("NO_CALLBACK_EVENTS").is_some() {
         // As the overhead benchmark: the trace hook off, as on Windows (the raw filters have none).

@@ -116,22 +116,63 @@ impl Worker {
 }
 
 /// Times `rounds` batches of `iters` runs of `op` on stack `a` and as many on stack `b`,
-/// alternating (A B, then B A, ...), one batch running at a time.
+/// alternating (A B, then B A, ...), one batch running at a time; each stack in a thread of
+/// this process.
 pub fn paired(a: &[Driver], b: &[Driver], op: fn(&mut Bench), iters: u64, rounds: usize) -> Paired {
-    // The last processor (the first takes more of the system's interrupts, if any do).
-    let core = core_affinity::get_core_ids().and_then(|ids| ids.last().copied());
+    let core = last_core();
     let (wa, wb) = (Worker::start(a, op, iters, core), Worker::start(b, op, iters, core));
+    let out = alternate(rounds, || wa.batch(), || wb.batch());
+    wa.stop();
+    wb.stop();
+    out
+}
+
+/// As [`paired`], with each stack in a worker process ([`crate::worker::Timed`], started with
+/// `--pin` so that both run on the same processor): batches of `iters` runs of their workload,
+/// after one untimed batch each.
+pub fn paired_timed(
+    a: &mut crate::worker::Timed,
+    b: &mut crate::worker::Timed,
+    iters: u64,
+    rounds: usize,
+) -> Result<Paired, String> {
+    a.run(iters)?;
+    b.run(iters)?;
+    let error = std::cell::RefCell::new(None);
+    let batch = |t: &mut crate::worker::Timed| {
+        t.run(iters).unwrap_or_else(|e| {
+            error.borrow_mut().get_or_insert(e);
+            Duration::ZERO
+        })
+    };
+    let out = alternate(rounds, || batch(a), || batch(b));
+    match error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The processor both sides of a pair run on: the last one (the first takes more of the
+/// system's interrupts, if any do); `None` where the system does not say.
+pub fn last_core() -> Option<core_affinity::CoreId> {
+    core_affinity::get_core_ids().and_then(|ids| ids.last().copied())
+}
+
+/// `rounds` rounds of one batch of each side, in the order A B, then B A, ...
+fn alternate(
+    rounds: usize,
+    mut a: impl FnMut() -> Duration,
+    mut b: impl FnMut() -> Duration,
+) -> Paired {
     let mut out = Paired { a: Vec::with_capacity(rounds), b: Vec::with_capacity(rounds) };
     for round in 0..rounds {
         if round % 2 == 0 {
-            out.a.push(wa.batch());
-            out.b.push(wb.batch());
+            out.a.push(a());
+            out.b.push(b());
         } else {
-            out.b.push(wb.batch());
-            out.a.push(wa.batch());
+            out.b.push(b());
+            out.a.push(a());
         }
     }
-    wa.stop();
-    wb.stop();
     out
 }

@@ -10,10 +10,10 @@
 //! are the lab's. `FSFILTER_BENCH_IN_PROCESS=1` times them in the benchmark's own process
 //! instead, to show the difference (docs/performance.md).
 //!
-//! The worker's protocol, one line each way: it boots the stack named by its arguments
-//! (`<kind> <depth>`, [`stack`]) and answers `ready <callbacks> <operations>` (per mixed
-//! workload); then for each line `<n>` it reads, it runs `n` mixed workloads and answers the
-//! nanoseconds they took. End of input ends it.
+//! The worker's protocol, one line each way: it boots the stack its arguments name
+//! ([`Spec`]: `<kind> <depth> [<workload>] [--no-callback-events] [--pin]`) and answers
+//! `ready <callbacks> <operations>` (per mixed workload); then for each line `<n>` it reads, it
+//! runs the workload `n` times and answers the nanoseconds they took. End of input ends it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -21,35 +21,105 @@ use std::time::{Duration, Instant};
 
 use crate::{Bench, Driver};
 
-/// The kinds of stack: passthrough minifilters, legacy passthroughs, or both alternating.
+/// The kinds of stack of the throughput benchmark: passthrough minifilters, legacy
+/// passthroughs, or both alternating.
 pub const KINDS: [&str; 3] = ["minifilter", "legacy", "mixed"];
 
-/// `depth` filters of `kind` ([`KINDS`]; `mixed` alternates, a minifilter first); `None` for
-/// another kind.
+/// `depth` filters of `kind`: one of [`KINDS`] (`mixed` alternates, a minifilter first), or
+/// `resident` (the legacy passthrough without an unload callback), `raw-minifilter` or
+/// `raw-legacy` (the baselines); `None` for another kind.
 pub fn stack(kind: &str, depth: usize) -> Option<Vec<Driver>> {
     let driver = |i: usize| match kind {
         "minifilter" => Some(Driver::PassthroughMinifilter),
         "legacy" => Some(Driver::PassthroughLegacy),
         "mixed" if i % 2 == 0 => Some(Driver::PassthroughMinifilter),
         "mixed" => Some(Driver::PassthroughLegacy),
+        "resident" => Some(Driver::ResidentLegacy),
+        "raw-minifilter" => Some(Driver::RawMinifilter),
+        "raw-legacy" => Some(Driver::RawLegacy),
         _ => None,
     };
-    if !KINDS.contains(&kind) {
-        return None;
-    }
+    // Checked once, so that a stack of none of an unknown kind is refused too.
+    driver(0)?;
     (0..depth).map(driver).collect()
 }
 
-/// The worker's side of the protocol: boots `drivers`, answers `ready`, then times the
-/// workloads each line of `input` asks for, until its end. An error names the line it was
+/// A workload: what one request line of the worker runs, `n` times.
+pub type Workload = fn(&mut Bench);
+
+/// The workloads by name: `mixed` ([`Bench::mixed`]), and the operations of the overhead
+/// benchmark, `create` (create and close), `cached` and `paging` (4 KiB reads).
+pub const WORKLOADS: [(&str, Workload); 4] = [
+    ("mixed", Bench::mixed),
+    ("create", Bench::create_close),
+    ("cached", Bench::cached_read),
+    ("paging", Bench::paging_read),
+];
+
+/// The workload named `name` in [`WORKLOADS`], with its name.
+pub fn workload(name: &str) -> Option<(&'static str, Workload)> {
+    WORKLOADS.into_iter().find(|(n, _)| *n == name)
+}
+
+/// What a worker runs, from its arguments: `<kind> <depth> [<workload>]` ([`stack`],
+/// [`workload`], `mixed` by default), then any of `--no-callback-events` (the trace hook's
+/// callback events off, as in the overhead benchmark) and `--pin` (the worker runs on the last
+/// processor, for [`crate::paired::paired_timed`]).
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The stack.
+    pub drivers: Vec<Driver>,
+    /// The workload each request line runs ([`WORKLOADS`]).
+    pub workload: fn(&mut Bench),
+    /// Its name.
+    pub workload_name: &'static str,
+    /// Whether the trace hook records callback events ([`Bench::record_callbacks`]).
+    pub callback_events: bool,
+    /// Whether the worker pins itself to [`crate::paired::last_core`].
+    pub pin: bool,
+}
+
+impl Spec {
+    /// The spec its arguments name; an error says which argument is wrong.
+    pub fn parse(args: &[String]) -> Result<Spec, String> {
+        let (mut callback_events, mut pin) = (true, false);
+        let mut positional = Vec::new();
+        for arg in args {
+            match arg.as_str() {
+                "--no-callback-events" => callback_events = false,
+                "--pin" => pin = true,
+                flag if flag.starts_with("--") => {
+                    return Err(format!("unknown option {flag:?}\n{USAGE}"));
+                }
+                _ => positional.push(arg.as_str()),
+            }
+        }
+        let (kind, depth, name) = match positional[..] {
+            [kind, depth] => (kind, depth, "mixed"),
+            [kind, depth, name] => (kind, depth, name),
+            _ => return Err(USAGE.to_owned()),
+        };
+        let depth =
+            depth.parse().map_err(|_| format!("depth: expected a number, got {depth:?}"))?;
+        let drivers =
+            stack(kind, depth).ok_or_else(|| format!("unknown kind {kind:?}\n{USAGE}"))?;
+        let (workload_name, workload) =
+            workload(name).ok_or_else(|| format!("unknown workload {name:?}\n{USAGE}"))?;
+        Ok(Spec { drivers, workload, workload_name, callback_events, pin })
+    }
+}
+
+/// The worker's usage line.
+pub const USAGE: &str = "usage: stack-worker <minifilter|legacy|mixed|resident|raw-minifilter|raw-legacy> \
+                         <depth> [mixed|create|cached|paging] [--no-callback-events] [--pin]";
+
+/// The worker's side of the protocol: boots the stack of `spec`, answers `ready`, then times
+/// the workloads each line of `input` asks for, until its end. An error names the line it was
 /// given.
-pub fn serve(
-    drivers: &[Driver],
-    input: impl BufRead,
-    mut output: impl Write,
-) -> Result<(), String> {
-    let mut bench = Bench::new(drivers);
+pub fn serve(spec: &Spec, input: impl BufRead, mut output: impl Write) -> Result<(), String> {
+    let mut bench = Bench::new(&spec.drivers);
     let (callbacks, operations) = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
+    bench.record_callbacks(spec.callback_events);
     let io = |e: std::io::Error| format!("stack-worker: {e}");
     writeln!(output, "ready {callbacks} {operations}").map_err(io)?;
     output.flush().map_err(io)?;
@@ -61,7 +131,7 @@ pub fn serve(
             .map_err(|_| format!("stack-worker: expected a number of workloads, got {line:?}"))?;
         let start = Instant::now();
         for _ in 0..n {
-            bench.mixed();
+            (spec.workload)(&mut bench);
         }
         let elapsed = start.elapsed();
         writeln!(output, "{}", elapsed.as_nanos()).map_err(io)?;
@@ -83,11 +153,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts `program` (the `stack-worker` binary) on a stack of `depth` filters of `kind`,
-    /// and waits for it to boot.
-    pub fn spawn(program: &str, kind: &str, depth: usize) -> Result<Worker, String> {
+    /// Starts `program` (the `stack-worker` binary) with `args` ([`Spec::parse`]), and waits
+    /// for it to boot.
+    pub fn spawn(program: &str, args: &[&str]) -> Result<Worker, String> {
         let mut child = Command::new(program)
-            .args([kind, &depth.to_string()])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -119,7 +189,7 @@ impl Worker {
         Ok(worker)
     }
 
-    /// Runs `n` mixed workloads in the worker: the time they took there.
+    /// Runs the workload `n` times in the worker: the time they took there.
     pub fn run(&mut self, n: u64) -> Result<Duration, String> {
         let input = self.input.as_mut().ok_or("stack-worker: input closed")?;
         writeln!(input, "{n}").map_err(|e| format!("stack-worker: {e}"))?;
@@ -152,5 +222,64 @@ impl Drop for Worker {
         // End of input ends the worker; wait, so that no process outlives the benchmark.
         drop(self.input.take());
         let _ = self.child.wait();
+    }
+}
+
+/// A stack timed by a benchmark: in a worker process (the lab's build), or in the benchmark's
+/// own process when `FSFILTER_BENCH_IN_PROCESS=1` is set ([`Timed::in_process`]).
+pub enum Timed {
+    /// In a `stack-worker` process.
+    Worker(Worker),
+    /// Here.
+    InProcess {
+        /// The machine.
+        bench: Bench,
+        /// Its workload.
+        workload: fn(&mut Bench),
+        /// Callbacks and operations per mixed workload.
+        counts: (usize, usize),
+    },
+}
+
+impl Timed {
+    /// Whether `FSFILTER_BENCH_IN_PROCESS=1` asks for timing in the benchmark's process.
+    pub fn in_process() -> bool {
+        std::env::var_os("FSFILTER_BENCH_IN_PROCESS").is_some_and(|v| v == "1")
+    }
+
+    /// The stack that `args` name ([`Spec::parse`]), booted in `program` (the `stack-worker`
+    /// binary), or here when [`Timed::in_process`].
+    pub fn start(program: &str, args: &[&str]) -> Result<Timed, String> {
+        if !Timed::in_process() {
+            return Worker::spawn(program, args).map(Timed::Worker);
+        }
+        let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let spec = Spec::parse(&owned)?;
+        let mut bench = Bench::new(&spec.drivers);
+        let counts = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
+        bench.record_callbacks(spec.callback_events);
+        Ok(Timed::InProcess { bench, workload: spec.workload, counts })
+    }
+
+    /// Callbacks and operations per mixed workload.
+    pub fn counts(&self) -> (usize, usize) {
+        match self {
+            Timed::Worker(w) => (w.callbacks, w.operations),
+            Timed::InProcess { counts, .. } => *counts,
+        }
+    }
+
+    /// The time `n` runs of the workload take.
+    pub fn run(&mut self, n: u64) -> Result<Duration, String> {
+        match self {
+            Timed::Worker(w) => w.run(n),
+            Timed::InProcess { bench, workload, .. } => {
+                let start = Instant::now();
+                for _ in 0..n {
+                    workload(bench);
+                }
+                Ok(start.elapsed())
+            }
+        }
     }
 }

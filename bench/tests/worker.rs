@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use fsfilter_bench::worker::{self, Worker};
+use fsfilter_bench::worker::{self, Spec, Worker};
 use fsfilter_bench::{Bench, Driver};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_stack-worker");
@@ -23,7 +23,7 @@ fn stacks_are_named_by_kind_and_depth() {
 
 #[test]
 fn the_worker_process_runs_the_stack_it_is_named() {
-    let mut w = Worker::spawn(WORKER, "mixed", 4).unwrap();
+    let mut w = Worker::spawn(WORKER, &["mixed", "4"]).unwrap();
     let mut here = Bench::new(&worker::stack("mixed", 4).unwrap());
     assert_eq!(w.callbacks, here.callbacks_per_mixed());
     assert_eq!(w.operations, here.operations_per_mixed());
@@ -36,16 +36,18 @@ fn the_worker_process_runs_the_stack_it_is_named() {
 
 #[test]
 fn the_worker_refuses_what_it_cannot_run() {
-    let e = Worker::spawn(WORKER, "raw", 4).err().unwrap();
-    assert!(e.contains("exited before answering: usage: stack-worker"), "{e}");
-    let e = Worker::spawn("/nonexistent/stack-worker", "mixed", 1).err().unwrap();
+    let e = Worker::spawn(WORKER, &["raw", "4"]).err().unwrap();
+    assert!(e.contains("exited before answering: stack-worker: unknown kind \"raw\""), "{e}");
+    assert!(e.contains("usage: stack-worker"), "{e}");
+    let e = Worker::spawn("/nonexistent/stack-worker", &["mixed", "1"]).err().unwrap();
     assert!(e.starts_with("/nonexistent/stack-worker: "), "{e}");
 }
 
 #[test]
 fn the_protocol_answers_each_line_and_names_a_bad_one() {
     let mut out = Vec::new();
-    worker::serve(&[Driver::PassthroughMinifilter], Cursor::new("2\n0\n"), &mut out).unwrap();
+    let one = spec(&["minifilter", "1"]);
+    worker::serve(&one, Cursor::new("2\n0\n"), &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
@@ -53,6 +55,43 @@ fn the_protocol_answers_each_line_and_names_a_bad_one() {
     assert_eq!(lines[0], "ready 22 11");
     assert!(lines[1].parse::<u64>().unwrap() > 0, "{out}");
     assert!(lines[2].parse::<u64>().is_ok(), "{out}");
-    let e = worker::serve(&[], Cursor::new("many\n"), Vec::new()).err().unwrap();
+    let e = worker::serve(&spec(&["minifilter", "0"]), Cursor::new("many\n"), Vec::new());
+    let e = e.err().unwrap();
     assert!(e.contains("\"many\""), "{e}");
+}
+
+fn spec(args: &[&str]) -> Spec {
+    Spec::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()).unwrap()
+}
+
+#[test]
+fn a_spec_names_the_stack_the_workload_and_the_options() {
+    let s = spec(&["resident", "2", "cached", "--pin", "--no-callback-events"]);
+    assert_eq!(s.drivers, vec![Driver::ResidentLegacy; 2]);
+    assert_eq!(s.workload_name, "cached");
+    assert!(s.pin && !s.callback_events);
+    let s = spec(&["raw-legacy", "1"]);
+    assert_eq!(s.drivers, vec![Driver::RawLegacy]);
+    assert_eq!(s.workload_name, "mixed");
+    assert!(!s.pin && s.callback_events);
+    let parse = |args: &[&str]| {
+        Spec::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()).err().unwrap()
+    };
+    assert!(parse(&["minifilter", "four"]).contains("depth: expected a number, got \"four\""));
+    assert!(parse(&["minifilter", "1", "fast"]).contains("unknown workload \"fast\""));
+    assert!(parse(&["minifilter", "1", "--fast"]).contains("unknown option \"--fast\""));
+    assert!(parse(&["minifilter"]).starts_with("usage: stack-worker"));
+}
+
+#[test]
+fn a_worker_without_callback_events_times_its_workload() {
+    // The overhead benchmark's kind of worker: one operation, events off, pinned.
+    let args = ["minifilter", "1", "paging", "--no-callback-events", "--pin"];
+    let mut w = Worker::spawn(WORKER, &args).unwrap();
+    // Counted before the events were turned off: one minifilter's 11 operations.
+    assert_eq!((w.callbacks, w.operations), (22, 11));
+    // A raw filter has no trace hook to count with.
+    let raw = Worker::spawn(WORKER, &["raw-minifilter", "1", "paging"]).unwrap();
+    assert_eq!((raw.callbacks, raw.operations), (0, 0));
+    assert!(w.run(50).unwrap() > w.run(0).unwrap());
 }
