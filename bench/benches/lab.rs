@@ -1,12 +1,14 @@
 //! The lab (issue 9): the built-in demonstration end to end (parse, run both models, render the
 //! text report), and a sweep of 1,000 scenarios (the demonstration's attach-order question with
-//! the later probe's altitude swept over 1,000 values), as `fsfilter sweep` runs it.
+//! the later probe's altitude swept over 1,000 values), as `fsfilter sweep` runs it. Each in a
+//! `stack-worker` process, the lab's build (`fsfilter_bench::worker`);
+//! `FSFILTER_BENCH_IN_PROCESS=1` times them in this process instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
-use std::time::Instant;
-
 use criterion::Criterion;
+use criterion::measurement::WallTime;
+use fsfilter_bench::worker::Timed;
 use fsfilter_bench::{Timings, ns};
 
 /// The lab binary's allocator, so the numbers are the lab's (docs/performance.md).
@@ -15,34 +17,30 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 static TIMINGS: Timings = Timings::new();
 
+/// The `stack-worker` binary, built by cargo for this benchmark.
+const WORKER: &str = env!("CARGO_BIN_EXE_stack-worker");
+
+/// Times the lab workload `name` under criterion as `id`.
+fn bench(group: &mut criterion::BenchmarkGroup<'_, WallTime>, id: &str, name: &str) {
+    let mut timed = Timed::start(WORKER, &["lab", name]).unwrap_or_else(|e| panic!("{name}: {e}"));
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let elapsed = timed.run(iters).unwrap_or_else(|e| panic!("{name}: {e}"));
+            TIMINGS.record(name, iters, elapsed);
+            elapsed
+        })
+    });
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
+    if Timed::in_process() {
+        println!("timing in the benchmark's process (its unwinding build), not the lab's build");
+    }
     let mut group = c.benchmark_group("lab");
-    group.bench_function("demonstration", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                let text = fsfilter_bench::lab::demonstration();
-                assert!(!text.is_empty());
-            }
-            let elapsed = start.elapsed();
-            TIMINGS.record("demonstration", iters, elapsed);
-            elapsed
-        })
-    });
+    bench(&mut group, "demonstration", "demonstration");
     group.sample_size(10);
-    group.bench_function("sweep of 1000 scenarios", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                let runs = fsfilter_bench::lab::sweep(1000);
-                assert_eq!(runs, 1000);
-            }
-            let elapsed = start.elapsed();
-            TIMINGS.record("sweep", iters, elapsed);
-            elapsed
-        })
-    });
+    bench(&mut group, "sweep of 1000 scenarios", "sweep");
     group.finish();
     c.final_summary();
     println!("\nlab (median of this run):");

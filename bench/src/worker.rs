@@ -11,7 +11,8 @@
 //! instead, to show the difference (docs/performance.md).
 //!
 //! The worker's protocol, one line each way: it boots the stack its arguments name
-//! ([`Spec`]: `<kind> <depth> [<workload>] [--no-callback-events] [--pin]`) and answers
+//! ([`Spec`]: `<kind> <depth> [<workload>] [--no-callback-events] [--pin]`, or
+//! `lab <demonstration|sweep>`) and answers
 //! `ready <callbacks> <operations>` (per mixed workload); then for each line `<n>` it reads, it
 //! runs the workload `n` times and answers the nanoseconds they took. End of input ends it.
 
@@ -62,22 +63,37 @@ pub fn workload(name: &str) -> Option<(&'static str, Workload)> {
 }
 
 /// What a worker runs, from its arguments: `<kind> <depth> [<workload>]` ([`stack`],
-/// [`workload`], `mixed` by default), then any of `--no-callback-events` (the trace hook's
-/// callback events off, as in the overhead benchmark) and `--pin` (the worker runs on the last
-/// processor, for [`crate::paired::paired_timed`]).
+/// [`workload`], `mixed` by default), or `lab <demonstration|sweep>` (the lab benchmark's
+/// workloads: [`crate::lab::demonstration`], and [`crate::lab::sweep`] of 1,000 scenarios);
+/// then any of `--no-callback-events` (the trace hook's callback events off, as in the overhead
+/// benchmark) and `--pin` (the worker runs on the last processor, for
+/// [`crate::paired::paired_timed`]).
 #[derive(Debug, Clone)]
 pub struct Spec {
-    /// The stack.
-    pub drivers: Vec<Driver>,
-    /// The workload each request line runs ([`WORKLOADS`]).
-    pub workload: fn(&mut Bench),
-    /// Its name.
-    pub workload_name: &'static str,
+    /// What it runs.
+    pub job: Job,
     /// Whether the trace hook records callback events ([`Bench::record_callbacks`]).
     pub callback_events: bool,
     /// Whether the worker pins itself to [`crate::paired::last_core`].
     pub pin: bool,
 }
+
+/// A worker's job ([`Spec`]).
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// A workload on a stack.
+    Stack {
+        /// The stack.
+        drivers: Vec<Driver>,
+        /// The workload's name ([`WORKLOADS`]).
+        workload: &'static str,
+    },
+    /// One of the lab benchmark's workloads: `demonstration` or `sweep`.
+    Lab(&'static str),
+}
+
+/// Scenarios in the lab benchmark's sweep.
+pub const SWEEP: usize = 1000;
 
 impl Spec {
     /// The spec its arguments name; an error says which argument is wrong.
@@ -94,32 +110,84 @@ impl Spec {
                 _ => positional.push(arg.as_str()),
             }
         }
-        let (kind, depth, name) = match positional[..] {
-            [kind, depth] => (kind, depth, "mixed"),
-            [kind, depth, name] => (kind, depth, name),
+        let job = match positional[..] {
+            ["lab", "demonstration"] => Job::Lab("demonstration"),
+            ["lab", "sweep"] => Job::Lab("sweep"),
+            ["lab", other] => return Err(format!("unknown lab workload {other:?}\n{USAGE}")),
+            [kind, depth] => Spec::stack(kind, depth, "mixed")?,
+            [kind, depth, name] => Spec::stack(kind, depth, name)?,
             _ => return Err(USAGE.to_owned()),
         };
+        Ok(Spec { job, callback_events, pin })
+    }
+
+    fn stack(kind: &str, depth: &str, name: &str) -> Result<Job, String> {
         let depth =
             depth.parse().map_err(|_| format!("depth: expected a number, got {depth:?}"))?;
         let drivers =
             stack(kind, depth).ok_or_else(|| format!("unknown kind {kind:?}\n{USAGE}"))?;
-        let (workload_name, workload) =
+        let (workload, _) =
             workload(name).ok_or_else(|| format!("unknown workload {name:?}\n{USAGE}"))?;
-        Ok(Spec { drivers, workload, workload_name, callback_events, pin })
+        Ok(Job::Stack { drivers, workload })
+    }
+
+    /// Boots what the spec names, on this thread: its workload, and the callbacks and
+    /// operations per mixed workload of its stack (zero for the lab's workloads).
+    pub fn boot(&self) -> Running {
+        match &self.job {
+            Job::Stack { drivers, workload: name } => {
+                let mut bench = Bench::new(drivers);
+                let counts = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
+                bench.record_callbacks(self.callback_events);
+                // Parsed from the table: always there.
+                let run = workload(name).map_or(Bench::mixed as Workload, |(_, w)| w);
+                Running { run: Box::new(move || run(&mut bench)), counts }
+            }
+            Job::Lab(name) => {
+                let run: Box<dyn FnMut()> = if *name == "sweep" {
+                    Box::new(|| {
+                        assert_eq!(crate::lab::sweep(SWEEP), SWEEP);
+                    })
+                } else {
+                    Box::new(|| {
+                        assert!(!crate::lab::demonstration().is_empty());
+                    })
+                };
+                Running { run, counts: (0, 0) }
+            }
+        }
+    }
+}
+
+/// A booted job ([`Spec::boot`]).
+pub struct Running {
+    run: Box<dyn FnMut()>,
+    /// Callbacks and operations per mixed workload.
+    pub counts: (usize, usize),
+}
+
+impl Running {
+    /// The time `n` runs of the workload take.
+    pub fn time(&mut self, n: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            (self.run)();
+        }
+        start.elapsed()
     }
 }
 
 /// The worker's usage line.
 pub const USAGE: &str = "usage: stack-worker <minifilter|legacy|mixed|resident|raw-minifilter|raw-legacy> \
-                         <depth> [mixed|create|cached|paging] [--no-callback-events] [--pin]";
+                         <depth> [mixed|create|cached|paging] [--no-callback-events] [--pin]\n       \
+                         stack-worker lab <demonstration|sweep>";
 
-/// The worker's side of the protocol: boots the stack of `spec`, answers `ready`, then times
+/// The worker's side of the protocol: boots the job of `spec`, answers `ready`, then times
 /// the workloads each line of `input` asks for, until its end. An error names the line it was
 /// given.
 pub fn serve(spec: &Spec, input: impl BufRead, mut output: impl Write) -> Result<(), String> {
-    let mut bench = Bench::new(&spec.drivers);
-    let (callbacks, operations) = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
-    bench.record_callbacks(spec.callback_events);
+    let mut running = spec.boot();
+    let (callbacks, operations) = running.counts;
     let io = |e: std::io::Error| format!("stack-worker: {e}");
     writeln!(output, "ready {callbacks} {operations}").map_err(io)?;
     output.flush().map_err(io)?;
@@ -129,11 +197,7 @@ pub fn serve(spec: &Spec, input: impl BufRead, mut output: impl Write) -> Result
             .trim()
             .parse()
             .map_err(|_| format!("stack-worker: expected a number of workloads, got {line:?}"))?;
-        let start = Instant::now();
-        for _ in 0..n {
-            (spec.workload)(&mut bench);
-        }
-        let elapsed = start.elapsed();
+        let elapsed = running.time(n);
         writeln!(output, "{}", elapsed.as_nanos()).map_err(io)?;
         output.flush().map_err(io)?;
     }
@@ -225,20 +289,13 @@ impl Drop for Worker {
     }
 }
 
-/// A stack timed by a benchmark: in a worker process (the lab's build), or in the benchmark's
+/// A job timed by a benchmark: in a worker process (the lab's build), or in the benchmark's
 /// own process when `FSFILTER_BENCH_IN_PROCESS=1` is set ([`Timed::in_process`]).
 pub enum Timed {
     /// In a `stack-worker` process.
     Worker(Worker),
     /// Here.
-    InProcess {
-        /// The machine.
-        bench: Bench,
-        /// Its workload.
-        workload: fn(&mut Bench),
-        /// Callbacks and operations per mixed workload.
-        counts: (usize, usize),
-    },
+    InProcess(Running),
 }
 
 impl Timed {
@@ -247,25 +304,21 @@ impl Timed {
         std::env::var_os("FSFILTER_BENCH_IN_PROCESS").is_some_and(|v| v == "1")
     }
 
-    /// The stack that `args` name ([`Spec::parse`]), booted in `program` (the `stack-worker`
+    /// The job that `args` name ([`Spec::parse`]), booted in `program` (the `stack-worker`
     /// binary), or here when [`Timed::in_process`].
     pub fn start(program: &str, args: &[&str]) -> Result<Timed, String> {
         if !Timed::in_process() {
             return Worker::spawn(program, args).map(Timed::Worker);
         }
         let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let spec = Spec::parse(&owned)?;
-        let mut bench = Bench::new(&spec.drivers);
-        let counts = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
-        bench.record_callbacks(spec.callback_events);
-        Ok(Timed::InProcess { bench, workload: spec.workload, counts })
+        Ok(Timed::InProcess(Spec::parse(&owned)?.boot()))
     }
 
     /// Callbacks and operations per mixed workload.
     pub fn counts(&self) -> (usize, usize) {
         match self {
             Timed::Worker(w) => (w.callbacks, w.operations),
-            Timed::InProcess { counts, .. } => *counts,
+            Timed::InProcess(r) => r.counts,
         }
     }
 
@@ -273,13 +326,7 @@ impl Timed {
     pub fn run(&mut self, n: u64) -> Result<Duration, String> {
         match self {
             Timed::Worker(w) => w.run(n),
-            Timed::InProcess { bench, workload, .. } => {
-                let start = Instant::now();
-                for _ in 0..n {
-                    workload(bench);
-                }
-                Ok(start.elapsed())
-            }
+            Timed::InProcess(r) => Ok(r.time(n)),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use fsfilter_bench::worker::{self, Spec, Worker};
+use fsfilter_bench::worker::{self, Job, Spec, Worker};
 use fsfilter_bench::{Bench, Driver};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_stack-worker");
@@ -66,14 +66,18 @@ fn spec(args: &[&str]) -> Spec {
 
 #[test]
 fn a_spec_names_the_stack_the_workload_and_the_options() {
+    let stack = |s: &Spec| match &s.job {
+        Job::Stack { drivers, workload } => (drivers.clone(), *workload),
+        Job::Lab(name) => panic!("lab {name}"),
+    };
     let s = spec(&["resident", "2", "cached", "--pin", "--no-callback-events"]);
-    assert_eq!(s.drivers, vec![Driver::ResidentLegacy; 2]);
-    assert_eq!(s.workload_name, "cached");
+    assert_eq!(stack(&s), (vec![Driver::ResidentLegacy; 2], "cached"));
     assert!(s.pin && !s.callback_events);
     let s = spec(&["raw-legacy", "1"]);
-    assert_eq!(s.drivers, vec![Driver::RawLegacy]);
-    assert_eq!(s.workload_name, "mixed");
+    assert_eq!(stack(&s), (vec![Driver::RawLegacy], "mixed"));
     assert!(!s.pin && s.callback_events);
+    assert!(matches!(spec(&["lab", "sweep"]).job, Job::Lab("sweep")));
+    assert!(matches!(spec(&["lab", "demonstration"]).job, Job::Lab("demonstration")));
     let parse = |args: &[&str]| {
         Spec::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()).err().unwrap()
     };
@@ -81,6 +85,7 @@ fn a_spec_names_the_stack_the_workload_and_the_options() {
     assert!(parse(&["minifilter", "1", "fast"]).contains("unknown workload \"fast\""));
     assert!(parse(&["minifilter", "1", "--fast"]).contains("unknown option \"--fast\""));
     assert!(parse(&["minifilter"]).starts_with("usage: stack-worker"));
+    assert!(parse(&["lab", "demo"]).contains("unknown lab workload \"demo\""));
 }
 
 #[test]
@@ -94,4 +99,11 @@ fn a_worker_without_callback_events_times_its_workload() {
     let raw = Worker::spawn(WORKER, &["raw-minifilter", "1", "paging"]).unwrap();
     assert_eq!((raw.callbacks, raw.operations), (0, 0));
     assert!(w.run(50).unwrap() > w.run(0).unwrap());
+}
+
+#[test]
+fn the_worker_runs_the_lab_demonstration() {
+    let mut w = Worker::spawn(WORKER, &["lab", "demonstration"]).unwrap();
+    assert_eq!((w.callbacks, w.operations), (0, 0));
+    assert!(!w.run(1).unwrap().is_zero(), "the demonstration takes time");
 }
