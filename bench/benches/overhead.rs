@@ -35,7 +35,13 @@ const WORKER: &str = env!("CARGO_BIN_EXE_stack-worker");
 const PAIRED_ITERS: [u64; 3] = [2_000, 10_000, 5_000];
 
 /// Rounds of the paired measurement unless `FSFILTER_PAIRED_ROUNDS` says otherwise (0 skips it).
-const PAIRED_ROUNDS: usize = 101;
+const PAIRED_ROUNDS: usize = 105;
+
+/// Pairs of worker processes each comparison's rounds are shared among. Two processes of one
+/// stack differ by a few percent in where their memory landed (the floor column), and one
+/// pair's difference would stay in every round it runs: rounds pooled from fresh pairs average
+/// it out.
+const PROCESS_PAIRS: usize = 5;
 
 /// The framework's filters against their raw baselines for the paired measurement, and the raw
 /// legacy filter against itself (two machines of the same stack: the measurement's own bias).
@@ -132,7 +138,8 @@ fn print_paired() {
         return;
     }
     println!(
-        "\nfsfilter against raw, alternating batches on one processor ({rounds} rounds each): the \
+        "\nfsfilter against raw, alternating batches on one processor ({rounds} rounds each, from \
+         {PROCESS_PAIRS} pairs of worker processes): the \
          median of the rounds' ratios [first and third quartiles]; the last column, the raw \
          legacy filter against itself, is the measurement's own floor"
     );
@@ -146,8 +153,15 @@ fn print_paired() {
             let p: Paired = if Timed::in_process() {
                 paired(&[raw], &[fsf], op, iters, rounds)
             } else {
-                paired_timed(&mut pair(raw_kind), &mut pair(fsf_kind), iters, rounds)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+                let mut pooled = Paired::default();
+                for _ in 0..PROCESS_PAIRS {
+                    let share = rounds.div_ceil(PROCESS_PAIRS);
+                    let p = paired_timed(&mut pair(raw_kind), &mut pair(fsf_kind), iters, share)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    pooled.a.extend(p.a);
+                    pooled.b.extend(p.b);
+                }
+                pooled
             };
             let (q1, median, q3) = p.ratio_quartiles();
             format!("{median:.3}x [{q1:.3}-{q3:.3}]")

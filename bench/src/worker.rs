@@ -1,20 +1,20 @@
-//! The throughput benchmark's stacks, run in a process of the lab's build.
+//! The benchmarks' workloads, run in a process of the lab's build.
 //!
 //! `cargo bench` compiles a benchmark and every crate it links with `panic = "unwind"`, whatever
 //! the profile says (cargo ignores the `panic` setting for benchmarks and tests). The lab ships
-//! with `panic = "abort"` (the workspace's release profile), and the unwinding build of the
-//! simulator takes a tenth to a fifth longer per request (4-filter stacks): its landing pads and
-//! the spills around them sit on every path. So the throughput benchmark times its stacks in a child process, the
-//! `stack-worker` binary of this crate, which cargo builds for the benchmark with the profile's
-//! own `panic = "abort"`: criterion drives it, the worker times the workloads, and the numbers
-//! are the lab's. `FSFILTER_BENCH_IN_PROCESS=1` times them in the benchmark's own process
-//! instead, to show the difference (docs/performance.md).
+//! with `panic = "abort"` (the workspace's release profile), the drivers are built with it, and
+//! the unwinding build of the simulator takes a tenth to a fifth longer per request through 4
+//! filters: its landing pads, and the spills around them, sit on every path. So the benchmarks
+//! time their workloads in a child process, the `stack-worker` binary of this crate, which cargo
+//! builds for them with the profile's own `panic = "abort"`: criterion drives it, the worker
+//! times the workloads, and the numbers are the lab's. `FSFILTER_BENCH_IN_PROCESS=1` times them
+//! in the benchmark's own process instead, to show the difference (docs/performance.md).
 //!
-//! The worker's protocol, one line each way: it boots the stack its arguments name
-//! ([`Spec`]: `<kind> <depth> [<workload>] [--no-callback-events] [--pin]`, or
-//! `lab <demonstration|sweep>`) and answers
-//! `ready <callbacks> <operations>` (per mixed workload); then for each line `<n>` it reads, it
-//! runs the workload `n` times and answers the nanoseconds they took. End of input ends it.
+//! The worker's protocol, one line each way: it boots what its arguments name ([`Spec`]:
+//! `<kind> <depth> [<workload>] [--no-callback-events] [--pin]`, or `lab <demonstration|sweep>`)
+//! and answers `ready <callbacks> <operations>` (per mixed workload); then for each line `<n>` it
+//! reads, it runs the workload `n` times and answers the nanoseconds they took. End of input
+//! ends it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
