@@ -16,6 +16,10 @@
 //! quartiles within 2% of its median. What remains is a bias of up to 2% between two machines of
 //! the same stack, which differ in where their memory landed: the overhead benchmark prints the
 //! raw filter against itself beside the comparisons, as the measurement's own floor.
+//!
+//! [`paired_timed`] does the same with each stack in a worker process of the lab's build
+//! ([`crate::worker`]), both pinned to one processor; the overhead benchmark uses it, pooling the
+//! rounds of several fresh pairs of processes, since two processes differ in their layout too.
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
