@@ -204,7 +204,7 @@ pub fn serve(spec: &Spec, input: impl BufRead, mut output: impl Write) -> Result
     Ok(())
 }
 
-/// A stack in a `stack-worker` process.
+/// A job in a `stack-worker` process ([`Spec`]).
 pub struct Worker {
     child: Child,
     /// `None` once dropped (the worker's end of input).
