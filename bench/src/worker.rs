@@ -87,6 +87,8 @@ pub enum Job {
         drivers: Vec<Driver>,
         /// The workload's name ([`WORKLOADS`]).
         workload: &'static str,
+        /// The workload.
+        run: Workload,
     },
     /// One of the lab benchmark's workloads: `demonstration` or `sweep`.
     Lab(&'static str),
@@ -97,17 +99,17 @@ pub const SWEEP: usize = 1000;
 
 impl Spec {
     /// The spec its arguments name; an error says which argument is wrong.
-    pub fn parse(args: &[String]) -> Result<Spec, String> {
+    pub fn parse(args: &[impl AsRef<str>]) -> Result<Spec, String> {
         let (mut callback_events, mut pin) = (true, false);
         let mut positional = Vec::new();
-        for arg in args {
-            match arg.as_str() {
+        for arg in args.iter().map(AsRef::as_ref) {
+            match arg {
                 "--no-callback-events" => callback_events = false,
                 "--pin" => pin = true,
                 flag if flag.starts_with("--") => {
                     return Err(format!("unknown option {flag:?}\n{USAGE}"));
                 }
-                _ => positional.push(arg.as_str()),
+                _ => positional.push(arg),
             }
         }
         let job = match positional[..] {
@@ -126,21 +128,20 @@ impl Spec {
             depth.parse().map_err(|_| format!("depth: expected a number, got {depth:?}"))?;
         let drivers =
             stack(kind, depth).ok_or_else(|| format!("unknown kind {kind:?}\n{USAGE}"))?;
-        let (workload, _) =
+        let (workload, run) =
             workload(name).ok_or_else(|| format!("unknown workload {name:?}\n{USAGE}"))?;
-        Ok(Job::Stack { drivers, workload })
+        Ok(Job::Stack { drivers, workload, run })
     }
 
     /// Boots what the spec names, on this thread: its workload, and the callbacks and
     /// operations per mixed workload of its stack (zero for the lab's workloads).
     pub fn boot(&self) -> Running {
         match &self.job {
-            Job::Stack { drivers, workload: name } => {
+            Job::Stack { drivers, run, .. } => {
                 let mut bench = Bench::new(drivers);
                 let counts = (bench.callbacks_per_mixed(), bench.operations_per_mixed());
                 bench.record_callbacks(self.callback_events);
-                // Parsed from the table: always there.
-                let run = workload(name).map_or(Bench::mixed as Workload, |(_, w)| w);
+                let run = *run;
                 Running { run: Box::new(move || run(&mut bench)), counts }
             }
             Job::Lab(name) => {
@@ -310,8 +311,7 @@ impl Timed {
         if !Timed::in_process() {
             return Worker::spawn(program, args).map(Timed::Worker);
         }
-        let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        Ok(Timed::InProcess(Spec::parse(&owned)?.boot()))
+        Ok(Timed::InProcess(Spec::parse(args)?.boot()))
     }
 
     /// Callbacks and operations per mixed workload.

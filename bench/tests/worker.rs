@@ -63,13 +63,13 @@ fn the_protocol_answers_each_line_and_names_a_bad_one() {
 }
 
 fn spec(args: &[&str]) -> Spec {
-    Spec::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()).unwrap()
+    Spec::parse(args).unwrap()
 }
 
 #[test]
 fn a_spec_names_the_stack_the_workload_and_the_options() {
     let stack = |s: &Spec| match &s.job {
-        Job::Stack { drivers, workload } => (drivers.clone(), *workload),
+        Job::Stack { drivers, workload, .. } => (drivers.clone(), *workload),
         Job::Lab(name) => panic!("lab {name}"),
     };
     let s = spec(&["resident", "2", "cached", "--pin", "--no-callback-events"]);
@@ -80,9 +80,7 @@ fn a_spec_names_the_stack_the_workload_and_the_options() {
     assert!(!s.pin && s.callback_events);
     assert!(matches!(spec(&["lab", "sweep"]).job, Job::Lab("sweep")));
     assert!(matches!(spec(&["lab", "demonstration"]).job, Job::Lab("demonstration")));
-    let parse = |args: &[&str]| {
-        Spec::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()).err().unwrap()
-    };
+    let parse = |args: &[&str]| Spec::parse(args).err().unwrap();
     assert!(parse(&["minifilter", "four"]).contains("depth: expected a number, got \"four\""));
     assert!(parse(&["minifilter", "1", "fast"]).contains("unknown workload \"fast\""));
     assert!(parse(&["minifilter", "1", "--fast"]).contains("unknown option \"--fast\""));
