@@ -16,7 +16,7 @@ use fsfilter_lab::{compare, demo, html, json, run, samples, scenario, sweep, tex
 
 /// The simulator allocates and frees many small records per request (event-log strings, request
 /// records); mimalloc serves them about twice as fast as glibc's allocator in the lab's
-/// workloads (docs/performance.md).
+/// workloads (docs/performance-history.md, "Simulator throughput").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -649,7 +649,7 @@ impl FltEvent {
 /// events that own something (text, a counted name) and forgets the others at once, instead of
 /// visiting every event of the log to run drop glue that does nothing: a long run's log is
 /// megabytes, and the visit was about 5% of a 4-filter stack's time per request
-/// (docs/performance.md).
+/// (docs/performance-history.md).
 ///
 /// [`clear`]: EventLog::clear
 #[derive(Default)]

@@ -382,7 +382,7 @@ struct Built {
 /// Starts a request and allocates its IRP for `target` (the top of the stack), filling the
 /// header as the I/O manager does. Inlined into its three callers: outlined (LLVM's choice once
 /// `IofCallDriver` grew), a create and its close took about 180 instructions more
-/// (docs/performance.md, "Simulator throughput").
+/// (docs/performance-history.md, "Simulator throughput").
 #[inline(always)]
 fn build(
     k: &mut Kernel,

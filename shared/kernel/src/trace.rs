@@ -87,7 +87,7 @@ pub fn emit_with<'e>(build: impl FnOnce() -> TraceEvent<'e>) {
 /// simulator by value, field by field, and the function is inlined where the event is built, so
 /// the event never goes through memory: the simulator reading the event back, with loads wider
 /// than the stores that wrote it, stalled on store forwarding for about a third of the trace
-/// hook's time (docs/performance.md). On Windows the function stays out of line: its print is
+/// hook's time (docs/performance-history.md). On Windows the function stays out of line: its print is
 /// not repeated at each call site of a size-budgeted driver.
 #[cfg_attr(not(target_os = "windows"), inline)]
 pub fn emit(event: &TraceEvent<'_>) {

@@ -75,7 +75,7 @@ impl Filter for Passthrough {
     fn instance_teardown_complete(&self, _instance: &Instance<'_, ()>, _reason: TeardownFlags) {}
 
     // Inline: the backends call filter logic through generics, so a callback this small costs
-    // no call at all (docs/performance.md, the legacy create).
+    // no call at all (docs/performance-history.md, the legacy create, late on December 5).
     #[inline]
     fn pre_operation(
         &self,
