@@ -23,7 +23,7 @@ use fsfilter_lab::run::{Run, Snapshot, StackEntry};
 use fsfilter_lab::scenario::{Action, Model, Parameter, Scenario};
 use fsfilter_sim::kernel::ImageKind;
 use fsfilter_sim::loader::ServiceState;
-use fsfilter_sim::{Callback, Event, EventKind, Machine, Name, RequestRef};
+use fsfilter_sim::{Callback, Event, EventKind, FltEvent, Machine, Name, RequestRef};
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,7 +446,39 @@ fn statuses(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
                 let taken = altitude.as_ref().is_some_and(|a| {
                     instances.iter().any(|(d, _, alt)| alt == a && !d.eq_ignore_ascii_case(driver))
                 });
-                if mine {
+                // The Filter Manager finds no volume for the filter before it looks at names and
+                // altitudes when the filter's frame has no device in the stack (its attach
+                // failed, above a driver being unloaded, say), or when the volume's last
+                // dismount request came after its last mount: the frames it went through saw
+                // the volume dismounted even when a filter below them completed the request
+                // itself (docs/simulator.md, "Filter Manager frames").
+                let frames: Vec<u32> = stack
+                    .iter()
+                    .filter_map(|e| match e {
+                        StackEntry::Frame { frame, .. } => Some(*frame),
+                        _ => None,
+                    })
+                    .collect();
+                let absent = frame_of(run, driver, i).is_some_and(|f| !frames.contains(&f));
+                if absent || dismounted_since(scenario, run, volume, i) {
+                    let mut want = vec![Status::FLT_VOLUME_NOT_FOUND];
+                    if mine {
+                        want.extend([
+                            Status::FLT_INSTANCE_NAME_COLLISION,
+                            Status::FLT_INSTANCE_ALTITUDE_COLLISION,
+                        ]);
+                    }
+                    if taken {
+                        want.extend([
+                            Status::FLT_INSTANCE_ALTITUDE_COLLISION,
+                            Status::FLT_FILTER_NOT_FOUND,
+                            Status::NOT_SUPPORTED,
+                        ]);
+                    }
+                    if mine || taken {
+                        bad(i, &outcome.what, outcome.status, &want);
+                    }
+                } else if mine {
                     // The default instance is already there (facts.md §2.3: instance names are
                     // unique on a volume).
                     bad(
@@ -478,6 +510,40 @@ fn statuses(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
             _ => {}
         }
     }
+}
+
+/// The frame the minifilter `driver` was last registered in before step `step` (None: never, or
+/// a legacy filter).
+fn frame_of(run: &Run, driver: &str, step: u32) -> Option<u32> {
+    run.events
+        .iter()
+        .take_while(|e| e.step.is_none_or(|s| s < step))
+        .filter_map(|e| match &e.kind {
+            EventKind::FltMgr {
+                driver: Some(d),
+                event: FltEvent::FilterRegistered { frame, status, .. },
+                ..
+            } if d.eq_ignore_ascii_case(driver) && status.is_success() => Some(*frame),
+            _ => None,
+        })
+        .last()
+}
+
+/// Whether a `dismount` step for `volume` ran before step `step` with no mount of the volume
+/// after it began.
+fn dismounted_since(scenario: &Scenario, run: &Run, volume: &str, step: u32) -> bool {
+    let last_dismount = scenario
+        .steps
+        .iter()
+        .take(step as usize)
+        .enumerate()
+        .rfind(|(_, s)| matches!(&s.action, Action::Dismount { volume: v } if v == volume))
+        .map(|(j, _)| j as u32);
+    let Some(j) = last_dismount else { return false };
+    !run.events.iter().any(|e| {
+        e.step.is_some_and(|s| s >= j && s < step)
+            && matches!(&e.kind, EventKind::Mounted { volume: v, .. } if v == volume)
+    })
 }
 
 /// The **balance** invariant.

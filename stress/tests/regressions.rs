@@ -215,6 +215,177 @@ driver = "Probe0"
     }
 }
 
+/// The status of step `index` of a run.
+fn step_status(run: &fsfilter_lab::run::Run, index: usize) -> Status {
+    run.steps[index].status
+}
+
+/// Whether `driver` has an instance on `volume` in the stack snapshot taken after step `index`
+/// ran (`after_step[index + 1]`).
+fn has_instance(run: &fsfilter_lab::run::Run, index: usize, volume: &str, driver: &str) -> bool {
+    run.after_step[index + 1].volumes.iter().filter(|(v, _)| v == volume).any(|(_, stack)| {
+        stack.iter().any(|e| match e {
+            fsfilter_lab::run::StackEntry::Frame { instances, .. } => {
+                instances.iter().any(|(d, _, _)| d == driver)
+            }
+            _ => false,
+        })
+    })
+}
+
+#[test]
+fn a_filter_whose_frame_is_not_in_a_volume_stack_gets_no_instance_there() {
+    // Found by the stress (FSFILTER_STRESS_SEED=0x5eed0601, 200,000 cases): frame 1 sits above a
+    // legacy filter whose stop is pending, so its attach to the volume mounted again fails (the
+    // top of the new stack is a device of a driver being unloaded). The Filter Manager then set
+    // up the late filter's instance on that volume all the same, an instance no request could
+    // reach, and a manual attach answered STATUS_FLT_INSTANCE_NAME_COLLISION for it. A frame
+    // without a device in a stack has no volume object there: no instance attaches, and a manual
+    // attach answers STATUS_FLT_VOLUME_NOT_FOUND.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+mount = "step"
+[[driver]]
+name = "Legacy"
+sample = "passthrough"
+model = "legacy"
+start = "boot"
+group = "FSFilter Activity Monitor"
+[[driver]]
+name = "Low"
+sample = "passthrough"
+model = "minifilter"
+start = "boot"
+group = "FSFilter Top"
+altitude = "400000"
+[[driver]]
+name = "Late"
+sample = "passthrough"
+model = "minifilter"
+start = "system"
+group = "FSFilter Top"
+altitude = "400001"
+[[step]]
+action = "unload"
+driver = "Late"
+[[step]]
+action = "mount"
+volume = "C:"
+[[step]]
+action = "stop"
+driver = "Legacy"
+[[step]]
+action = "dismount"
+volume = "C:"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "a.txt"
+[[step]]
+action = "load"
+driver = "Late"
+[[step]]
+action = "attach"
+driver = "Late"
+volume = "C:"
+altitude = "400002"
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "a.txt"
+"#;
+    let s = parse("regression.toml", text).unwrap();
+    let (run, _, violations) = run_checked(&s);
+    let violations: Vec<_> = violations.into_iter().filter(|v| v.invariant != "balance").collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(step_status(&run, 2), Status::PENDING, "the legacy filter's stop stays pending");
+    assert_eq!(step_status(&run, 5), Status::SUCCESS, "the late filter loads");
+    assert!(has_instance(&run, 5, "C:", "Low"), "frame 0 attached to the new mount");
+    assert!(!has_instance(&run, 5, "C:", "Late"), "no instance without its frame in the stack");
+    let setups = run.events.iter().filter(|e| {
+        e.step == Some(5)
+            && matches!(&e.kind, EventKind::FltMgr { driver: Some(d), event: fsfilter_sim::FltEvent::InstanceSetup { .. }, .. } if d == "Late")
+    });
+    assert_eq!(setups.count(), 0, "the Filter Manager does not try to attach it there");
+    assert_eq!(step_status(&run, 6), Status::FLT_VOLUME_NOT_FOUND);
+    assert!(callbacks(&run.events, "Late").is_empty(), "no request reaches the late filter");
+}
+
+#[test]
+fn a_dismount_completed_above_the_file_system_dismounts_only_the_frames_it_went_through() {
+    // Found by the stress (FSFILTER_STRESS_SEED=0x5eed0602): a legacy probe completes every
+    // request itself, the dismount request included, so frame 0 below it and the file system
+    // never see it. The Filter Manager kept one dismounted flag for all frames: frame 1 tore its
+    // instances down, as it should, and frame 0's instances stayed, but a filter of frame 0 could
+    // no longer attach to the volume. Each frame now has its own view: frame 1's filter gets
+    // STATUS_FLT_VOLUME_NOT_FOUND, frame 0's attaches.
+    let text = r#"
+[[volume]]
+name = "D:"
+filesystem = "fat"
+[[driver]]
+name = "Low"
+sample = "passthrough"
+model = "minifilter"
+start = "boot"
+group = "FSFilter Top"
+altitude = "400001"
+[[driver]]
+name = "Low2"
+sample = "passthrough"
+model = "minifilter"
+start = "boot"
+group = "FSFilter Top"
+altitude = "400002"
+[[driver]]
+name = "Probe"
+sample = "probe"
+model = "legacy"
+start = "boot"
+group = "FSFilter Activity Monitor"
+[driver.parameters]
+Rules = "complete:STATUS_SUCCESS *"
+[[driver]]
+name = "High"
+sample = "passthrough"
+model = "minifilter"
+start = "auto"
+group = "FSFilter Top"
+altitude = "400000"
+[[step]]
+action = "dismount"
+volume = "D:"
+[[step]]
+action = "attach"
+driver = "High"
+volume = "D:"
+altitude = "400003"
+[[step]]
+action = "detach"
+driver = "Low2"
+volume = "D:"
+[[step]]
+action = "attach"
+driver = "Low2"
+volume = "D:"
+"#;
+    let s = parse("regression.toml", text).unwrap();
+    let (run, _, violations) = run_checked(&s);
+    let violations: Vec<_> = violations.into_iter().filter(|v| v.invariant != "balance").collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(step_status(&run, 0), Status::SUCCESS, "the probe completes the dismount");
+    assert!(!has_instance(&run, 0, "D:", "High"), "frame 1 saw the dismount");
+    assert!(has_instance(&run, 0, "D:", "Low"), "frame 0 did not");
+    assert_eq!(step_status(&run, 1), Status::FLT_VOLUME_NOT_FOUND);
+    assert_eq!(step_status(&run, 2), Status::SUCCESS);
+    assert_eq!(step_status(&run, 3), Status::SUCCESS, "frame 0's view of the volume is live");
+    assert!(has_instance(&run, 3, "D:", "Low2"));
+}
+
 // The checker fails when it should.
 
 const TWO_FILTERS: &str = r#"

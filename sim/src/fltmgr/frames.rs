@@ -297,7 +297,7 @@ pub(crate) fn frame_mounted(frame: u32, vdo: *mut DEVICE_OBJECT) {
     let v = volume_record(vdo_id);
     let already = kernel::with(|k| frame_device_in_chain(k, vdo_id, frame).is_some());
     let flags = if already {
-        kernel::with(|k| k.fltmgr.vol_mut(v).live = true);
+        kernel::with(|k| k.fltmgr.vol_mut(v).dismounted.retain(|f| *f != frame));
         InstanceSetupFlags::AUTOMATIC_ATTACHMENT.bits() | InstanceSetupFlags::DETACHED_VOLUME.bits()
     } else {
         let Some(dev) = attach_frame_device(frame, vdo, DevKind::Volume, v.0) else { return };
@@ -305,7 +305,7 @@ pub(crate) fn frame_mounted(frame: u32, vdo: *mut DEVICE_OBJECT) {
             if let Some(d) = k.objects.device_id(dev) {
                 let rec = k.fltmgr.vol_mut(v);
                 rec.frames.push((frame, d));
-                rec.live = true;
+                rec.dismounted.retain(|f| *f != frame);
                 rec.gone = false;
             }
         });
@@ -318,6 +318,9 @@ pub(crate) fn frame_mounted(frame: u32, vdo: *mut DEVICE_OBJECT) {
 /// Sets up, on volume `v`, every automatic instance of the started filters of `frame`, lowest
 /// altitude first.
 pub fn setup_frame_filters(frame: u32, v: FvId, flags: u32) {
+    if !kernel::with(|k| k.fltmgr.vol(v).attachable(frame)) {
+        return;
+    }
     let todo: Vec<(FilterId, InstanceDef)> = kernel::with(|k| {
         let mut filters: Vec<FilterId> = (0..k.fltmgr.filters.len() as u32)
             .map(FilterId)
@@ -343,7 +346,7 @@ pub fn attach_existing_volumes(frame: u32) {
             .fltmgr
             .volumes
             .iter()
-            .filter(|v| !v.gone && v.live && !v.frames.iter().any(|(f, _)| *f == frame))
+            .filter(|v| !v.gone && v.live() && !v.frames.iter().any(|(f, _)| *f == frame))
             .map(|v| v.bottom)
             .collect();
         for (i, vol) in k.volumes.list.iter().enumerate() {
@@ -469,7 +472,6 @@ pub(crate) fn lower_deleted(source: *const DEVICE_OBJECT, target: *const DEVICE_
             rec.frames.retain(|(_, d)| Some(*d) != src);
             if tgt == Some(rec.bottom) || rec.frames.is_empty() {
                 rec.gone = true;
-                rec.live = false;
             }
         });
     } else if ext.kind == DevKind::Cdo as u8 {

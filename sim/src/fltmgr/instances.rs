@@ -34,7 +34,9 @@ fn volume_flags(k: &Kernel, v: FvId) -> u32 {
 }
 
 /// Sets up an instance of `f` on `v` for `def` with `flags`. Refusals before the callback:
-/// a filter not registered, a volume gone (`STATUS_FLT_VOLUME_NOT_FOUND`), a pipe or mailslot
+/// a filter not registered, a volume its frame cannot attach to (`STATUS_FLT_VOLUME_NOT_FOUND`:
+/// gone, dismounted as the frame saw it, or without a device of the frame,
+/// [`super::VolumeRec::attachable`]), a pipe or mailslot
 /// volume for a filter without `SUPPORT_NPFS_MSFS` (`STATUS_NOT_SUPPORTED`, not logged for
 /// automatic attachments), a name taken by the filter on the volume
 /// (`STATUS_FLT_INSTANCE_NAME_COLLISION`), an altitude taken on the volume (`collision`).
@@ -72,7 +74,7 @@ pub fn setup(
             return Err(Some(Status::FLT_FILTER_NOT_READY));
         }
         let vr = k.fltmgr.vol(v);
-        if vr.gone || !vr.live {
+        if !vr.attachable(fr.frame) {
             return Err(Some(Status::FLT_VOLUME_NOT_FOUND));
         }
         if vr.is_npfs_msfs() && fr.flags & super::reg_flags::SUPPORT_NPFS_MSFS == 0 {

@@ -352,7 +352,8 @@ impl InstanceRec {
     }
 }
 
-/// A volume stack the Filter Manager is attached to (`FLT_VOLUME`, one for all frames).
+/// A volume stack the Filter Manager is attached to (`FLT_VOLUME`: one record for all frames,
+/// with each frame's device and whether that device saw the volume dismounted).
 pub struct VolumeRec {
     block: Block,
     /// The bottom device: the file system's volume device (or the namespace device of MUP,
@@ -360,8 +361,12 @@ pub struct VolumeRec {
     pub bottom: DeviceId,
     /// The Filter Manager's device of each frame in this stack.
     pub frames: Vec<(u32, DeviceId)>,
-    /// Instances may attach (false once dismounted, until revived).
-    pub live: bool,
+    /// The frames whose device saw the volume dismounted (`FSCTL_DISMOUNT_VOLUME` succeeded
+    /// through it) since it attached: no instance of theirs attaches until the volume is mounted
+    /// again or revived. Per frame, as the Filter Manager keeps a volume object per frame: a
+    /// filter below one frame may complete the request itself, so that the frames under it and
+    /// the file system never see it (docs/simulator.md).
+    pub dismounted: Vec<u32>,
     /// The bottom device is deleted.
     pub gone: bool,
     /// The device name `fltmc volumes` shows (`\Device\HarddiskVolume1`, `\Device\Mup`).
@@ -375,6 +380,21 @@ pub struct VolumeRec {
 }
 
 impl VolumeRec {
+    /// Whether an instance of a filter of `frame` may attach here: the volume's bottom device is
+    /// not deleted, the frame has a device in its stack, and that device has not seen the volume
+    /// dismounted. A frame whose device never attached (its attach failed above a driver being
+    /// unloaded, say) has no volume object here on Windows, so nothing of it attaches.
+    pub fn attachable(&self, frame: u32) -> bool {
+        !self.gone
+            && self.frames.iter().any(|(f, _)| *f == frame)
+            && !self.dismounted.contains(&frame)
+    }
+
+    /// Whether no frame has seen the volume dismounted (a new frame attaches only to those).
+    pub fn live(&self) -> bool {
+        self.dismounted.is_empty()
+    }
+
     /// `PFLT_VOLUME`.
     pub fn handle(&self) -> isize {
         self.block.ptr() as isize
@@ -635,7 +655,7 @@ impl FltMgr {
             block,
             bottom,
             frames: Vec::new(),
-            live: true,
+            dismounted: Vec::new(),
             gone: false,
             name,
             fs,

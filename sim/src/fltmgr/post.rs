@@ -300,7 +300,12 @@ fn volume_dismounted(v: FvId, frame: u32) {
         Some(frame),
         fsfilter::TeardownFlags::VOLUME_DISMOUNT.bits(),
     );
-    kernel::with(|k| k.fltmgr.vol_mut(v).live = false);
+    kernel::with(|k| {
+        let rec = k.fltmgr.vol_mut(v);
+        if !rec.dismounted.contains(&frame) {
+            rec.dismounted.push(frame);
+        }
+    });
 }
 
 /// Ends an operation whose IRP is ours: status and buffers into the IRP, then

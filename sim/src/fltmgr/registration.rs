@@ -337,10 +337,12 @@ pub fn start(handle: isize) -> Status {
         }
     };
     super::frames::attach_npfs_msfs();
+    // The volumes the filter's frame is attached to (its volume objects on Windows).
     let volumes: Vec<super::FvId> = kernel::with(|k| {
+        let frame = k.fltmgr.filter(f).frame;
         (0..k.fltmgr.volumes.len() as u32)
             .map(super::FvId)
-            .filter(|&v| k.fltmgr.vol(v).live && !k.fltmgr.vol(v).gone)
+            .filter(|&v| k.fltmgr.vol(v).attachable(frame))
             .collect()
     });
     let flags = InstanceSetupFlags::AUTOMATIC_ATTACHMENT.bits();
