@@ -446,12 +446,32 @@ fn statuses(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
                 let taken = altitude.as_ref().is_some_and(|a| {
                     instances.iter().any(|(d, _, alt)| alt == a && !d.eq_ignore_ascii_case(driver))
                 });
+                let mut want = if mine {
+                    // The default instance is already there (facts.md §2.3: instance names are
+                    // unique on a volume).
+                    vec![
+                        Status::FLT_INSTANCE_NAME_COLLISION,
+                        Status::FLT_INSTANCE_ALTITUDE_COLLISION,
+                    ]
+                } else if taken {
+                    // facts.md §2.3: an altitude already taken on the volume is refused (or the
+                    // filter is not loaded at all, or it cannot attach to a pipe or mailslot
+                    // volume without SUPPORT_NPFS_MSFS, which sim/src/fltmgr/instances.rs
+                    // checks first).
+                    vec![
+                        Status::FLT_INSTANCE_ALTITUDE_COLLISION,
+                        Status::FLT_FILTER_NOT_FOUND,
+                        Status::NOT_SUPPORTED,
+                    ]
+                } else {
+                    continue;
+                };
                 // The Filter Manager finds no volume for the filter before it looks at names and
                 // altitudes when the filter's frame has no device in the stack (its attach
                 // failed, above a driver being unloaded, say), or when the volume's last
                 // dismount request came after its last mount: the frames it went through saw
                 // the volume dismounted even when a filter below them completed the request
-                // itself (docs/simulator.md, "Filter Manager frames").
+                // itself (docs/simulator.md, "A volume per frame").
                 let frames: Vec<u32> = stack
                     .iter()
                     .filter_map(|e| match e {
@@ -461,51 +481,9 @@ fn statuses(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
                     .collect();
                 let absent = frame_of(run, driver, i).is_some_and(|f| !frames.contains(&f));
                 if absent || dismounted_since(scenario, run, volume, i) {
-                    let mut want = vec![Status::FLT_VOLUME_NOT_FOUND];
-                    if mine {
-                        want.extend([
-                            Status::FLT_INSTANCE_NAME_COLLISION,
-                            Status::FLT_INSTANCE_ALTITUDE_COLLISION,
-                        ]);
-                    }
-                    if taken {
-                        want.extend([
-                            Status::FLT_INSTANCE_ALTITUDE_COLLISION,
-                            Status::FLT_FILTER_NOT_FOUND,
-                            Status::NOT_SUPPORTED,
-                        ]);
-                    }
-                    if mine || taken {
-                        bad(i, &outcome.what, outcome.status, &want);
-                    }
-                } else if mine {
-                    // The default instance is already there (facts.md §2.3: instance names are
-                    // unique on a volume).
-                    bad(
-                        i,
-                        &outcome.what,
-                        outcome.status,
-                        &[
-                            Status::FLT_INSTANCE_NAME_COLLISION,
-                            Status::FLT_INSTANCE_ALTITUDE_COLLISION,
-                        ],
-                    );
-                } else if taken {
-                    // facts.md §2.3: an altitude already taken on the volume is refused (or the
-                    // filter is not loaded at all, or it cannot attach to a pipe or mailslot
-                    // volume without SUPPORT_NPFS_MSFS, which sim/src/fltmgr/instances.rs
-                    // checks first).
-                    bad(
-                        i,
-                        &outcome.what,
-                        outcome.status,
-                        &[
-                            Status::FLT_INSTANCE_ALTITUDE_COLLISION,
-                            Status::FLT_FILTER_NOT_FOUND,
-                            Status::NOT_SUPPORTED,
-                        ],
-                    );
+                    want.push(Status::FLT_VOLUME_NOT_FOUND);
                 }
+                bad(i, &outcome.what, outcome.status, &want);
             }
             _ => {}
         }
