@@ -30,13 +30,18 @@ fn callbacks(events: &[Event], driver: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `scenario` and asserts every invariant but the end-of-run balance (these timelines do
+/// not stop their drivers).
+fn checked(scenario: &fsfilter_lab::scenario::Scenario, what: &str) -> fsfilter_lab::run::Run {
+    let (run, _, violations) = run_checked(scenario);
+    let violations: Vec<_> = violations.into_iter().filter(|v| v.invariant != "balance").collect();
+    assert!(violations.is_empty(), "{what}: {violations:#?}");
+    run
+}
+
 fn clean(text: &str, model: Model, driver: &str) -> Vec<String> {
     let s = parse("regression.toml", text).unwrap().with_model(driver, model);
-    let (run, _, violations) = run_checked(&s);
-    // These timelines do not stop their drivers: the end-of-run balance does not apply.
-    let violations: Vec<_> = violations.into_iter().filter(|v| v.invariant != "balance").collect();
-    assert!(violations.is_empty(), "{model:?}: {violations:#?}");
-    callbacks(&run.events, driver)
+    callbacks(&checked(&s, &format!("{model:?}")).events, driver)
 }
 
 #[test]
@@ -215,11 +220,6 @@ driver = "Probe0"
     }
 }
 
-/// The status of step `index` of a run.
-fn step_status(run: &fsfilter_lab::run::Run, index: usize) -> Status {
-    run.steps[index].status
-}
-
 /// Whether `driver` has an instance on `volume` in the stack snapshot taken after step `index`
 /// ran (`after_step[index + 1]`).
 fn has_instance(run: &fsfilter_lab::run::Run, index: usize, volume: &str, driver: &str) -> bool {
@@ -298,12 +298,9 @@ volume = "C:"
 op = "close"
 path = "a.txt"
 "#;
-    let s = parse("regression.toml", text).unwrap();
-    let (run, _, violations) = run_checked(&s);
-    let violations: Vec<_> = violations.into_iter().filter(|v| v.invariant != "balance").collect();
-    assert!(violations.is_empty(), "{violations:#?}");
-    assert_eq!(step_status(&run, 2), Status::PENDING, "the legacy filter's stop stays pending");
-    assert_eq!(step_status(&run, 5), Status::SUCCESS, "the late filter loads");
+    let run = checked(&parse("regression.toml", text).unwrap(), "regression");
+    assert_eq!(run.steps[2].status, Status::PENDING, "the legacy filter's stop stays pending");
+    assert_eq!(run.steps[5].status, Status::SUCCESS, "the late filter loads");
     assert!(has_instance(&run, 5, "C:", "Low"), "frame 0 attached to the new mount");
     assert!(!has_instance(&run, 5, "C:", "Late"), "no instance without its frame in the stack");
     let setups = run.events.iter().filter(|e| {
@@ -311,7 +308,7 @@ path = "a.txt"
             && matches!(&e.kind, EventKind::FltMgr { driver: Some(d), event: fsfilter_sim::FltEvent::InstanceSetup { .. }, .. } if d == "Late")
     });
     assert_eq!(setups.count(), 0, "the Filter Manager does not try to attach it there");
-    assert_eq!(step_status(&run, 6), Status::FLT_VOLUME_NOT_FOUND);
+    assert_eq!(run.steps[6].status, Status::FLT_VOLUME_NOT_FOUND);
     assert!(callbacks(&run.events, "Late").is_empty(), "no request reaches the late filter");
 }
 
@@ -373,16 +370,13 @@ action = "attach"
 driver = "Low2"
 volume = "D:"
 "#;
-    let s = parse("regression.toml", text).unwrap();
-    let (run, _, violations) = run_checked(&s);
-    let violations: Vec<_> = violations.into_iter().filter(|v| v.invariant != "balance").collect();
-    assert!(violations.is_empty(), "{violations:#?}");
-    assert_eq!(step_status(&run, 0), Status::SUCCESS, "the probe completes the dismount");
+    let run = checked(&parse("regression.toml", text).unwrap(), "regression");
+    assert_eq!(run.steps[0].status, Status::SUCCESS, "the probe completes the dismount");
     assert!(!has_instance(&run, 0, "D:", "High"), "frame 1 saw the dismount");
     assert!(has_instance(&run, 0, "D:", "Low"), "frame 0 did not");
-    assert_eq!(step_status(&run, 1), Status::FLT_VOLUME_NOT_FOUND);
-    assert_eq!(step_status(&run, 2), Status::SUCCESS);
-    assert_eq!(step_status(&run, 3), Status::SUCCESS, "frame 0's view of the volume is live");
+    assert_eq!(run.steps[1].status, Status::FLT_VOLUME_NOT_FOUND);
+    assert_eq!(run.steps[2].status, Status::SUCCESS);
+    assert_eq!(run.steps[3].status, Status::SUCCESS, "frame 0's view of the volume is live");
     assert!(has_instance(&run, 3, "D:", "Low2"));
 }
 
