@@ -40,3 +40,15 @@ fn a_post_callback_at_dispatch_level_has_its_state_on_the_seventieth_volume() {
         70,
     );
 }
+
+#[test]
+fn whatever_pool_allocation_fails_at_boot_every_attached_volume_gets_its_post_callbacks() {
+    // The invariant is asserted run by run; a failed allocation of the driver's state fails the
+    // load, and every volume is refused then.
+    no_setup::check_post_only_under_pool_failures(
+        common::install_legacy,
+        post_only::ENTRY,
+        fsfilter::DataScanMode::FsRtlFallback,
+        70,
+    );
+}

@@ -95,7 +95,7 @@ pub(crate) unsafe fn instance_state<'a, F: Filter>(
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: a valid instance and an out pointer.
     if unsafe { FltGetInstanceContext(instance, &mut context) } < 0 {
-        // Refused at setup, or attached without state (`Filter::default_instance` built none).
+        // Refused at setup (the instance is going away).
         return None;
     }
     // SAFETY: the Filter Manager keeps a referenced context alive until released; the backend
@@ -144,12 +144,31 @@ unsafe fn attach_state<F: Filter>(
         if old.is_null() {
             return Err(Error::new(Status(status)).unwrap_or(Error::UNSUCCESSFUL));
         }
-        let _ = driver.instances.insert(instance as usize, old as usize);
-        return Ok(old);
+        // SAFETY: the other context, referenced for us by FltSetInstanceContext.
+        return unsafe { record(driver, instance, old) };
     }
-    // A full table leaves callbacks above APC_LEVEL without state for this instance.
-    let _ = driver.instances.insert(instance as usize, context as usize);
-    Ok(context)
+    // SAFETY: ours, referenced and set on the instance.
+    unsafe { record(driver, instance, context) }
+}
+
+/// Records the referenced instance context `context` in the instance table, where callbacks above
+/// `APC_LEVEL` find it. Without the memory for the table to grow, the instance is refused: its
+/// callbacks at `DISPATCH_LEVEL` could not see their state, and a post callback would be lost.
+///
+/// # Safety
+/// `context` must be a referenced instance context of this filter, set on `instance`.
+unsafe fn record<F: Filter>(
+    driver: &DriverState<F>,
+    instance: PFLT_INSTANCE,
+    context: PFLT_CONTEXT,
+) -> Result<PFLT_CONTEXT, Error> {
+    if driver.instances.insert(instance as usize, context as usize) {
+        return Ok(context);
+    }
+    // SAFETY: the caller's reference, released once; the context stays set on the instance,
+    // whose failed setup frees it, and its cleanup callback drops the state.
+    unsafe { FltReleaseContext(context) };
+    Err(Error::INSUFFICIENT_RESOURCES)
 }
 
 /// `ContextCleanupCallback` for instance contexts: drops the instance state.
@@ -202,10 +221,11 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
         DataScanMode::NotRequested
     };
     // Without a declared instance-setup callback every volume is attached (facts.md §2.5), with
-    // the state `Filter::default_instance` builds (none: its operations pass the filter by). The
-    // backend registers this routine all the same, so that the state is made here, at
-    // PASSIVE_LEVEL, where a post callback at DISPATCH_LEVEL finds it in the instance table, and
-    // so that a data-scanning filter registers for data scan (facts.md §6) either way.
+    // the state `Filter::default_instance` builds, and none when it builds none (refused, as the
+    // legacy backend attaches no device). The backend registers this routine all the same, so
+    // that the state is made here, at PASSIVE_LEVEL, where a post callback at DISPATCH_LEVEL
+    // finds it in the instance table, and so that a data-scanning filter registers for data scan
+    // (facts.md §6) either way.
     let declared = driver.registered.instance_setup();
     let answer = if declared {
         let services = OpServices::<F>::for_instance(driver, instance, data_scan);
@@ -216,13 +236,12 @@ pub(crate) unsafe extern "system" fn instance_setup<F: Filter>(
             id: InstanceId(instance as usize),
             services: &services,
         };
-        driver.filter.instance_setup(&setup).map(Some)
+        driver.filter.instance_setup(&setup)
     } else {
-        Ok(driver.filter.default_instance())
+        driver.filter.default_instance().ok_or(Error::FLT_DO_NOT_ATTACH)
     };
     let status = match answer {
-        Ok(None) => Status::SUCCESS,
-        Ok(Some(context)) => {
+        Ok(context) => {
             let state = InstanceState::<F> { context, volume, data_scan };
             // SAFETY: a valid instance being set up.
             match unsafe { attach_state(driver, instance, state) } {

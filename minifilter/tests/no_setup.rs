@@ -40,3 +40,14 @@ fn a_post_callback_at_dispatch_level_has_its_state_on_the_seventieth_volume() {
         70,
     );
 }
+
+#[test]
+fn whatever_pool_allocation_fails_at_boot_every_attached_volume_gets_its_post_callbacks() {
+    let refused = no_setup::check_post_only_under_pool_failures(
+        common::install_minifilter,
+        post_only::ENTRY,
+        fsfilter::DataScanMode::FilterManager,
+        70,
+    );
+    assert!(refused >= 1, "the seventy volumes' instance table needed a second block");
+}

@@ -3,8 +3,8 @@
 //! `#[path]` and builds [`Setupless`] with its backend's `driver!`).
 //!
 //! Without the callback every volume is attached (facts.md §2.5), and each instance gets the
-//! state `Filter::default_instance` builds; when it builds none, the filter's logic sees none of
-//! that volume's operations, which pass through (docs/callback-model.md). The state is there for
+//! state `Filter::default_instance` builds; when it builds none, the volume is refused: no device
+//! or instance of the filter is in its stack, and its operations pass by (docs/callback-model.md). The state is there for
 //! the first callback whatever it is: a post callback at `DISPATCH_LEVEL` of a post-only
 //! registration ([`PostOnly`]); and a filter that scans data is registered for data scan on each
 //! volume all the same (facts.md §6). The minifilter backend built the state on first use, which a
@@ -78,27 +78,30 @@ impl Filter for Setupless {
     }
 }
 
-/// Two non-cached reads through the filter with `Default` = `default`: what its callbacks saw.
+/// Two non-cached reads through the filter with `Default` = `default`: what its callbacks saw,
+/// and whether the filter is in the volume's stack (a device or an instance).
 pub(crate) fn run(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
     default: u32,
-) -> Vec<(&'static str, u32)> {
+) -> (Vec<(&'static str, u32)>, bool) {
     SEEN.with(|s| s.borrow_mut().clear());
     let mut spec = ServiceSpec::new(NAME, entry, "legacy");
     spec.parameters = vec![("Default".into(), fsfilter_sim::RegValue::Dword(default))];
-    two_reads(install, spec, 1, false);
-    SEEN.with(|s| s.borrow().clone())
+    let attached = two_reads(install, spec, 1, false);
+    (SEEN.with(|s| s.borrow().clone()), attached)
 }
 
 /// Installs `spec` with `install` on a machine of `volumes` NTFS volumes, and reads a file of
-/// the last one twice, non-cached (completed from a DPC when `at_dpc`); no finding.
+/// the last one twice, non-cached (completed from a DPC when `at_dpc`); no finding. Whether the
+/// filter is in that volume's stack, as a legacy device or as an instance of a frame.
 fn two_reads(
     install: fn(&mut Machine, ServiceSpec),
     spec: ServiceSpec,
     volumes: usize,
     at_dpc: bool,
-) {
+) -> bool {
+    let name = spec.name.clone();
     let mut m = Machine::new(MachineConfig { seed: 11 });
     for n in 1..volumes {
         m.add_volume(VolumeSpec::new(&format!("V{n}:"), FsKind::Ntfs));
@@ -114,16 +117,28 @@ fn two_reads(
     }
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
+    m.device_stack(c).into_iter().any(|e| match e {
+        fsfilter_sim::StackEntry::Legacy { driver } => driver == name,
+        fsfilter_sim::StackEntry::Frame { instances, .. } => {
+            instances.iter().any(|i| i.driver == name)
+        }
+        fsfilter_sim::StackEntry::FileSystem { .. } => false,
+    })
 }
 
 /// The assertions both backends share.
 pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
     assert_eq!(
         run(install, entry, 7),
-        [("pre", 7), ("post", 7), ("pre", 7), ("post", 7)],
+        (vec![("pre", 7), ("post", 7), ("pre", 7), ("post", 7)], true),
         "every operation sees the default instance state"
     );
-    assert_eq!(run(install, entry, 0), [], "without instance state the logic sees nothing");
+    assert_eq!(
+        run(install, entry, 0),
+        (vec![], false),
+        "without instance state the volume is refused (the minifilter backend attached an \
+         instance without state before a fix of December 6)"
+    );
 }
 
 /// Registers only a post callback for reads, no instance-setup callback, and data scanning; its
@@ -181,6 +196,66 @@ pub(crate) fn check_post_only(
 ) {
     POSTS.with(|p| p.borrow_mut().clear());
     // Non-cached transfers complete from a DPC: the post callbacks run at DISPATCH_LEVEL.
-    two_reads(install, ServiceSpec::new("PostOnly", entry, "legacy"), volumes, true);
+    assert!(two_reads(install, ServiceSpec::new("PostOnly", entry, "legacy"), volumes, true));
     assert_eq!(POSTS.with(|p| p.borrow().clone()), [(Irql::DISPATCH, 9, scan); 2]);
+}
+
+/// [`PostOnly`] on `volumes` NTFS volumes, each with a file, with each pool allocation its
+/// service makes while booting failed in turn: whatever fails, every volume the filter is in the
+/// stack of gets both post callbacks of two non-cached reads completed from a DPC, with its
+/// state, and every other volume none; no finding. Returns how many volumes were refused over
+/// all the runs. (The minifilter backend's instance table grows by a pool block after 64
+/// instances; without that block an instance was attached all the same and its post callbacks
+/// above `APC_LEVEL` were skipped, before a fix of December 6.)
+pub(crate) fn check_post_only_under_pool_failures(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    scan: DataScanMode,
+    volumes: usize,
+) -> usize {
+    let boot = |fail: Option<u64>| {
+        let mut m = Machine::new(MachineConfig { seed: 11 });
+        let ids: Vec<_> = (0..volumes)
+            .map(|n| {
+                let spec = VolumeSpec::new(&format!("V{n}:"), FsKind::Ntfs);
+                m.add_volume(spec.file("data.bin", &[3u8; 4096]))
+            })
+            .collect();
+        install(&mut m, ServiceSpec::new("PostOnly", entry, "legacy"));
+        if let Some(nth) = fail {
+            m.kernel(|k| k.faults.plan_for_service("PostOnly", fsfilter_sim::FaultKind::Pool, nth));
+        }
+        m.boot();
+        (m, ids)
+    };
+    let calls = {
+        let (m, _) = boot(None);
+        m.kernel(|k| k.faults.service_count("PostOnly", fsfilter_sim::FaultKind::Pool))
+    };
+    let mut refused = 0;
+    for nth in 1..=calls {
+        let (mut m, ids) = boot(Some(nth));
+        m.kernel(|k| k.fs.complete_at_dpc = true);
+        for v in ids {
+            let attached = m.device_stack(v).into_iter().any(|e| match e {
+                fsfilter_sim::StackEntry::Frame { instances, .. } => {
+                    instances.iter().any(|i| i.driver == "PostOnly")
+                }
+                fsfilter_sim::StackEntry::Legacy { driver } => driver == "PostOnly",
+                fsfilter_sim::StackEntry::FileSystem { .. } => false,
+            });
+            refused += usize::from(!attached);
+            POSTS.with(|p| p.borrow_mut().clear());
+            let h = m.open(v, "data.bin", CreateOptions::open()).expect("open");
+            for offset in [0, 512] {
+                let r = m.read(h, Some(offset), 512, IoMode::NonCached);
+                assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(3)));
+            }
+            m.close_handle(h);
+            let expected = if attached { vec![(Irql::DISPATCH, 9, scan); 2] } else { vec![] };
+            assert_eq!(POSTS.with(|p| p.borrow().clone()), expected, "pool call {nth} failed");
+        }
+        assert!(m.findings().is_empty(), "pool call {nth} failed: {:?}", m.findings());
+    }
+    refused
 }
