@@ -165,8 +165,9 @@ impl<F: Filter> Services for OpServices<'_, F> {
             return Err(Error::INVALID_PARAMETER);
         }
         let irp = self.operation as *mut IRP;
-        // SAFETY: the running create's live IRP, at our location after completion.
-        if unsafe { crate::view::io_status(irp) }.status.is_error() {
+        // SAFETY: the running create's live IRP, at our location after completion. A warning
+        // is no success: the I/O manager fails such a create (as `FltCancelFileOpen` refuses it).
+        if !unsafe { crate::view::io_status(irp) }.status.is_success() {
             return Err(Error::INVALID_PARAMETER);
         }
         // SAFETY: our device.

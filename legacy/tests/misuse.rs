@@ -14,5 +14,5 @@ mod driver {
 
 #[test]
 fn a_service_used_where_it_is_forbidden_answers_its_status_and_changes_nothing() {
-    misuse::check(common::install_legacy, driver::ENTRY);
+    misuse::check(common::install_legacy, common::install_pender, driver::ENTRY);
 }

@@ -2,7 +2,8 @@
 //! `legacy/tests/misuse.rs` and `minifilter/tests/misuse.rs` (each includes this file with
 //! `#[path]` and builds [`Misuser`] with its backend's `driver!`).
 //!
-//! `Services::cancel_file_open` only in the post callback of a successful create, at
+//! `Services::cancel_file_open` only in the post callback of a successful create (not one that
+//! ended with a warning status, which the legacy backend let through before a fix of December 6), at
 //! `PASSIVE_LEVEL`, with a failing status (docs/callback-model.md, rule 17);
 //! `Services::create_scan_section` only with data scanning, at `PASSIVE_LEVEL` (rule 16);
 //! `Services::wait` only at `PASSIVE_LEVEL` (rule 18). A misuse answers its documented status and
@@ -103,17 +104,25 @@ impl Filter for Misuser {
     }
 }
 
-/// Runs an open that succeeds, one that fails, a cached read (post at `PASSIVE_LEVEL`) and a
-/// non-cached read completed from a DPC (post at `DISPATCH_LEVEL`) through the filter installed
-/// by `install`, and checks every answer.
-pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+/// Runs an open that succeeds, one that fails, one that a driver below ends with a warning
+/// status (no success: the I/O manager fails it, and the filter may not cancel it), a cached read
+/// (post at `PASSIVE_LEVEL`) and a non-cached read completed from a DPC (post at
+/// `DISPATCH_LEVEL`) through the filter installed by `install` above the probe installed by
+/// `pender`, and checks every answer.
+pub(crate) fn check(
+    install: fn(&mut Machine, ServiceSpec),
+    pender: fn(&mut Machine, &str),
+    entry: fsfilter_sim::DriverEntry,
+) {
     SEEN.with(|s| s.borrow_mut().clear());
     let mut m = Machine::new(MachineConfig { seed: 17 });
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[9u8; 4096]));
+    pender(&mut m, "complete:0x80000005 create *warn*");
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
     m.boot();
     SEEN.with(|s| s.borrow_mut().clear());
     assert_eq!(m.open(c, "missing.bin", CreateOptions::open()), Err(Status::OBJECT_NAME_NOT_FOUND));
+    assert_eq!(m.open(c, "warn.bin", CreateOptions::open()), Err(Status::BUFFER_OVERFLOW));
     let h = m.open(c, "data.bin", CreateOptions::open()).expect("nothing cancelled the open");
     let r = m.read(h, Some(0), 512, IoMode::Cached);
     assert_eq!((r.status, r.data.first()), (Status::SUCCESS, Some(&9)));
@@ -143,7 +152,11 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
     }
     assert!(at_dispatch >= 4, "a post callback ran at DISPATCH_LEVEL: {seen:#?}");
     let places: Vec<&str> = seen.iter().map(|(w, ..)| w.as_str()).collect();
-    for place in ["pre IRP_MJ_CREATE", "post IRP_MJ_CREATE STATUS_OBJECT_NAME_NOT_FOUND"] {
+    for place in [
+        "pre IRP_MJ_CREATE",
+        "post IRP_MJ_CREATE STATUS_OBJECT_NAME_NOT_FOUND",
+        "post IRP_MJ_CREATE STATUS_BUFFER_OVERFLOW",
+    ] {
         assert!(places.iter().any(|p| p.starts_with(place)), "{place}: {seen:#?}");
     }
 }

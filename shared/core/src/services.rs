@@ -150,7 +150,8 @@ pub trait Services {
     /// (`FltCancelFileOpen`; `IoCancelFileOpen` in the legacy model): the file system sees the
     /// cleanup and close of the file object, the requester sees `status`.
     ///
-    /// Only in the post callback of a successful `IRP_MJ_CREATE`, at `PASSIVE_LEVEL`, with a
+    /// Only in the post callback of a successful `IRP_MJ_CREATE` (`NT_SUCCESS`: a create that
+    /// ended with a warning status failed), at `PASSIVE_LEVEL`, with a
     /// failing `status`; otherwise `STATUS_INVALID_PARAMETER` (or `STATUS_INVALID_DEVICE_STATE` at
     /// a higher IRQL) and nothing changes.
     fn cancel_file_open(&self, status: Status) -> Result<(), Error>;
