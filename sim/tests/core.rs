@@ -27,8 +27,8 @@ use fsfilter_kernel::irp::{
 use fsfilter_sim::{Machine, MachineConfig, Rule, ServiceSpec, StopResult};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP};
 use windows_sys::Wdk::System::SystemServices::{
-    IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
-    IoSetCompletionRoutineEx,
+    IoAttachDeviceToDeviceStack, IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice,
+    IoDetachDevice, IoSetCompletionRoutineEx,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -37,6 +37,30 @@ thread_local! {
     static BOTTOM: RefCell<usize> = const { RefCell::new(0) };
     static TOP: RefCell<(usize, usize)> = const { RefCell::new((0, 0)) };
     static MODE: RefCell<&'static str> = const { RefCell::new("sync") };
+    /// What "Stacker" saw in its DriverEntry.
+    static STACKED: RefCell<Stacked> = const { RefCell::new(Stacked::new()) };
+}
+
+/// What "Stacker" saw in its DriverEntry.
+#[derive(Clone, Copy)]
+struct Stacked {
+    /// Its first device, attached to Bottom with IoAttachDeviceToDeviceStack.
+    first: usize,
+    /// What that attach returned.
+    returned: usize,
+    /// Its first device's flags right after the attach (DriverEntry has not returned).
+    first_flags: u32,
+    /// What IoAttachDeviceToDeviceStack returned for a second device, the first being the top
+    /// of the stack and still initializing.
+    second_returned: usize,
+    /// What IoAttachDeviceToDeviceStackSafe returned for it.
+    second_safe: NTSTATUS,
+}
+
+impl Stacked {
+    const fn new() -> Stacked {
+        Stacked { first: 0, returned: 0, first_flags: 0, second_returned: 1, second_safe: 0 }
+    }
 }
 
 fn log(s: impl Into<String>) {
@@ -54,7 +78,7 @@ unsafe extern "system" fn bottom_dispatch(_d: *const DEVICE_OBJECT, irp: *mut IR
     // SAFETY: a live IRP from the I/O manager.
     unsafe { (*irp).IoStatus.Anonymous.Status = 0 };
     match mode {
-        "pend" => {
+        "pend" | "pend-top-forgets" => {
             // SAFETY: as above.
             unsafe { IoMarkIrpPending(irp) };
             let irp_addr = irp as usize;
@@ -108,8 +132,10 @@ unsafe extern "system" fn top_completion(
     ctx: *mut c_void,
 ) -> NTSTATUS {
     log(format!("top completion ctx={}", ctx as usize));
+    // "pend-top-forgets": the routine does not propagate PendingReturned (facts.md §1.8).
+    let forgets = MODE.with(|m| *m.borrow()) == "pend-top-forgets";
     // SAFETY: a live IRP during its completion.
-    if unsafe { (*irp).PendingReturned } {
+    if unsafe { (*irp).PendingReturned } && !forgets {
         // SAFETY: as above.
         unsafe { IoMarkIrpPending(irp) };
     }
@@ -174,6 +200,48 @@ unsafe extern "system" fn top_entry(
     s
 }
 
+unsafe extern "system" fn stacker_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    const FILE_DEVICE_UNKNOWN: u32 = 0x22;
+    let bottom = BOTTOM.with(|b| *b.borrow()) as *mut DEVICE_OBJECT;
+    let (mut first, mut second) = (null_mut(), null_mut());
+    // SAFETY: our driver object; unnamed devices of a type other than the stack's.
+    unsafe {
+        assert_eq!(
+            IoCreateDevice(driver, 0, std::ptr::null(), FILE_DEVICE_UNKNOWN, 0, false, &mut first),
+            0
+        );
+        assert_eq!(
+            IoCreateDevice(driver, 0, std::ptr::null(), FILE_DEVICE_UNKNOWN, 0, false, &mut second),
+            0
+        );
+    }
+    // Bottom is not the top of its stack (Top is attached to it).
+    // SAFETY: two live devices.
+    let returned = unsafe { IoAttachDeviceToDeviceStack(first, bottom) };
+    // SAFETY: our device.
+    let first_flags = unsafe { (*first).Flags };
+    // SAFETY: two live devices; the top of the stack (`first`) is still initializing.
+    let second_returned = unsafe { IoAttachDeviceToDeviceStack(second, bottom) };
+    let mut lower = null_mut();
+    // SAFETY: as above, with an out parameter.
+    let second_safe = unsafe { IoAttachDeviceToDeviceStackSafe(second, bottom, &mut lower) };
+    // SAFETY: our device, never attached.
+    unsafe { IoDeleteDevice(second) };
+    STACKED.with(|s| {
+        *s.borrow_mut() = Stacked {
+            first: first as usize,
+            returned: returned as usize,
+            first_flags,
+            second_returned: second_returned as usize,
+            second_safe,
+        }
+    });
+    0
+}
+
 fn machine() -> Machine {
     let mut m = Machine::new(MachineConfig { seed: 1 });
     m.install(ServiceSpec::new("Bottom", bottom_entry, "native"));
@@ -229,6 +297,44 @@ fn attach_updates_stack_size_and_links_both_ways() {
 }
 
 #[test]
+fn attach_lands_on_the_top_copies_sizes_but_not_type_or_flags() {
+    // facts.md §1.3: IoAttachDeviceToDeviceStack attaches to the current top of the target's
+    // stack and returns that top; it sets StackSize = top + 1 and copies AlignmentRequirement
+    // and SectorSize, but not DeviceType, Flags or Characteristics; it fails (non-Safe: NULL,
+    // Safe: STATUS_NO_SUCH_DEVICE) while the top is still DO_DEVICE_INITIALIZING.
+    let mut m = machine();
+    let top = m.kernel(|k| {
+        let bottom =
+            k.objects.device_id(BOTTOM.with(|b| *b.borrow()) as *const DEVICE_OBJECT).unwrap();
+        let top = k.objects.top(bottom);
+        let t = k.objects.dobj(top);
+        t.AlignmentRequirement = 0x1ff;
+        t.SectorSize = 2048;
+        // DO_DIRECT_IO; FILE_DEVICE_SECURE_OPEN.
+        t.Flags |= 0x10;
+        t.Characteristics |= 0x100;
+        k.objects.device(top).ptr as usize
+    });
+    m.install(ServiceSpec::new("Stacker", stacker_entry, "legacy"));
+    assert_eq!(m.start("Stacker"), Status::SUCCESS);
+    let s = STACKED.with(|s| *s.borrow());
+    assert_eq!(s.returned, top, "the top is returned, not the target");
+    assert_ne!(s.first_flags & 0x80, 0, "still initializing inside DriverEntry");
+    assert_eq!(s.second_returned, 0, "non-Safe: NULL on failure");
+    assert_eq!(Status(s.second_safe), Status::NO_SUCH_DEVICE);
+    // SAFETY: live devices of the machine.
+    let (first, top) =
+        unsafe { (&*(s.first as *const DEVICE_OBJECT), &*(top as *const DEVICE_OBJECT)) };
+    assert_eq!(top.AttachedDevice as usize, s.first);
+    assert_eq!(first.StackSize, top.StackSize + 1);
+    assert_eq!((first.AlignmentRequirement, first.SectorSize), (0x1ff, 2048));
+    assert_eq!(first.DeviceType, 0x22, "the type is the filter's to copy");
+    assert_eq!(first.Flags & 0x10, 0, "DO_DIRECT_IO is the filter's to copy");
+    assert_eq!(first.Characteristics & 0x100, 0, "FILE_DEVICE_SECURE_OPEN is the filter's to copy");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn completion_routines_run_from_the_lowest_location_up() {
     let m = machine();
     assert_eq!(send_read(&m), Status::SUCCESS);
@@ -275,6 +381,24 @@ fn verifier_catches_pending_without_mark() {
     MODE.with(|x| *x.borrow_mut() = "sync");
     let rules: Vec<(Rule, Option<String>)> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
     assert!(rules.contains(&(Rule::PendingWithoutMark, Some("Bottom".into()))), "{rules:?}");
+}
+
+#[test]
+fn verifier_catches_a_completion_routine_that_does_not_propagate_pending() {
+    // facts.md §1.8: unless it signals an event, a completion routine must propagate
+    // PendingReturned with IoMarkIrpPending. Top returns IoCallDriver's STATUS_PENDING (Bottom
+    // pends and completes from a DPC) but its completion routine does not mark the IRP: the
+    // finding names Top, not Bottom, which marked its own location.
+    let m = machine();
+    MODE.with(|x| *x.borrow_mut() = "pend-top-forgets");
+    assert_eq!(send_read(&m), Status::SUCCESS);
+    MODE.with(|x| *x.borrow_mut() = "sync");
+    assert_eq!(
+        take_log(),
+        ["top dispatch", "bottom dispatch", "bottom completes from a DPC", "top completion ctx=42"]
+    );
+    let rules: Vec<(Rule, Option<String>)> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(Rule::PendingWithoutMark, Some("Top".into()))]);
 }
 
 #[test]
