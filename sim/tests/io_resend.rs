@@ -39,6 +39,7 @@ use windows_sys::Wdk::System::SystemServices::{
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
 const IRP_MJ_READ: u8 = 0x03;
+const IRP_PAGING_IO: u32 = 0x2;
 const FILE_DEVICE_UNKNOWN: u32 = 0x22;
 
 /// What the two drivers do with the read.
@@ -55,9 +56,10 @@ enum Mode {
     SkipAndReturnLower,
     /// Bottom has no read dispatch routine at all (its slot is null).
     NullSlot,
-    /// Top passes the read down at `irql` (it skips its location), Bottom's device being of
-    /// `device_type`.
-    At { irql: u8, device_type: u32 },
+    /// Top passes the request down at `irql` (it skips its location), Bottom's device being of
+    /// `device_type`; the request is a read unless `request` names another major function and
+    /// `IRP_PAGING_IO`.
+    At { irql: u8, device_type: u32, request: Option<(u8, bool)> },
 }
 
 thread_local! {
@@ -255,6 +257,15 @@ fn run(mode: Mode) -> (Status, Status, u32, Vec<(Rule, Option<String>)>) {
     let top = TOP.get() as *mut DEVICE_OBJECT;
     let size = m.kernel(|k| k.objects.dobj(k.objects.device_id(top).unwrap()).StackSize);
     let (irp, iosb) = bare_irp::bare_read(size, Status(-1));
+    if let Mode::At { request: Some((major, paging)), .. } = mode {
+        // SAFETY: the fresh IRP: its first location, not yet sent.
+        unsafe {
+            (*IoGetCurrentIrpStackLocation(irp).wrapping_sub(1)).MajorFunction = major;
+            if paging {
+                (*irp).Flags |= IRP_PAGING_IO;
+            }
+        }
+    }
     // SAFETY: Top's device and the IRP sized for its stack.
     let returned = Status(unsafe { IoCallDriver(top, irp) });
     fsfilter_sim::sched::run_all();
@@ -298,7 +309,7 @@ fn a_null_dispatch_slot_is_a_bugcheck() {
 fn the_irql_a_request_may_be_sent_at_depends_on_the_device_and_the_request() {
     use fsfilter::device_type::DISK_FILE_SYSTEM;
     let irql_findings = |irql, device_type| {
-        let (_, finished, _, findings) = run(Mode::At { irql, device_type });
+        let (_, finished, _, findings) = run(Mode::At { irql, device_type, request: None });
         assert_eq!(finished, Status::SUCCESS);
         findings.into_iter().filter(|f| f.0 == Rule::IrqlTooHigh).collect::<Vec<_>>()
     };
@@ -310,4 +321,44 @@ fn the_irql_a_request_may_be_sent_at_depends_on_the_device_and_the_request() {
     // accepted before the same fix).
     assert!(irql_findings(0, DISK_FILE_SYSTEM).is_empty());
     assert_eq!(irql_findings(1, DISK_FILE_SYSTEM), [(Rule::IrqlTooHigh, Some("Top".into()))]);
+}
+
+#[test]
+fn a_file_system_takes_closes_directory_requests_and_paging_io_at_apc_level_at_most() {
+    // facts.md §1.8, the dispatch IRQL table: close, directory control and the paging-path
+    // read/write/device control/FSCTL run at APC_LEVEL at most; create, set information, flush
+    // (and the non-paging transfers, above) at PASSIVE_LEVEL only.
+    use fsfilter::device_type::DISK_FILE_SYSTEM;
+    const CREATE: u8 = 0x00;
+    const CLOSE: u8 = 0x02;
+    const WRITE: u8 = 0x04;
+    const SET_INFORMATION: u8 = 0x06;
+    const FLUSH_BUFFERS: u8 = 0x09;
+    const DIRECTORY_CONTROL: u8 = 0x0c;
+    const FILE_SYSTEM_CONTROL: u8 = 0x0d;
+    let too_high = |irql, major, paging| {
+        let request = Some((major, paging));
+        let (_, finished, _, findings) =
+            run(Mode::At { irql, device_type: DISK_FILE_SYSTEM, request });
+        assert_eq!(finished, Status::SUCCESS);
+        let found: Vec<_> = findings.into_iter().filter(|f| f.0 == Rule::IrqlTooHigh).collect();
+        match found.as_slice() {
+            [] => false,
+            [(_, driver)] if driver.as_deref() == Some("Top") => true,
+            other => panic!("major {major:#x} at {irql}: {other:?}"),
+        }
+    };
+    for major in [CLOSE, DIRECTORY_CONTROL] {
+        assert!(!too_high(1, major, false), "major {major:#x} at APC_LEVEL");
+        assert!(too_high(2, major, false), "major {major:#x} at DISPATCH_LEVEL");
+    }
+    for major in [IRP_MJ_READ, WRITE, FILE_SYSTEM_CONTROL] {
+        assert!(!too_high(1, major, true), "paging major {major:#x} at APC_LEVEL");
+        assert!(too_high(2, major, true), "paging major {major:#x} at DISPATCH_LEVEL");
+        assert!(too_high(1, major, false), "non-paging major {major:#x} at APC_LEVEL");
+    }
+    for major in [CREATE, SET_INFORMATION, FLUSH_BUFFERS] {
+        assert!(!too_high(0, major, false), "major {major:#x} at PASSIVE_LEVEL");
+        assert!(too_high(1, major, false), "major {major:#x} at APC_LEVEL");
+    }
 }
