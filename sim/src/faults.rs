@@ -6,8 +6,9 @@ use crate::ids::ImageId;
 /// The kinds of call that can be made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
-    /// Pool allocation (`ExAllocatePool2`, and the I/O manager's own allocations on a driver's
-    /// behalf, such as `IoSetCompletionRoutineEx`).
+    /// Pool allocation (`ExAllocatePool2`, and the I/O manager's and the Filter Manager's own
+    /// allocations on a driver's behalf, such as `IoSetCompletionRoutineEx` and the work item
+    /// `FltDoCompletionProcessingWhenSafe` posts with).
     Pool,
     /// `IoCreateDevice`.
     CreateDevice,

@@ -64,7 +64,7 @@ pub(crate) enum Mode {
 /// How a pended operation's token is released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Release {
-    /// `resume(PreResume::WithPost(()))`.
+    /// `resume(PreResume::WithPost(Ctx))`.
     WithPost,
     /// `resume(PreResume::NoPost)`.
     NoPost,
@@ -75,9 +75,9 @@ pub(crate) enum Release {
 }
 
 impl Release {
-    fn release(self, token: PendedOperation<()>) {
+    fn release(self, token: PendedOperation<Ctx>) {
         match self {
-            Release::WithPost => token.resume(PreResume::WithPost(())),
+            Release::WithPost => token.resume(PreResume::WithPost(Ctx)),
             Release::NoPost => token.resume(PreResume::NoPost),
             Release::Deny => {
                 token.resume(PreResume::Complete(IoStatus::new(Status::ACCESS_DENIED)))
@@ -111,20 +111,33 @@ thread_local! {
     /// The token a `Later` run keeps.
     static KEPT: RefCell<Option<DeferredPost>> = const { RefCell::new(None) };
     /// The token a `PendLater` run keeps.
-    static KEPT_PEND: RefCell<Option<(PendedOperation<()>, Release)>> = const { RefCell::new(None) };
+    static KEPT_PEND: RefCell<Option<(PendedOperation<Ctx>, Release)>> = const { RefCell::new(None) };
     /// Whether `defer` answered a token each time it was asked.
     static DEFERRED: Cell<u32> = const { Cell::new(0) };
     /// Tokens completed from a later callback.
     static COMPLETED_LATER: Cell<u32> = const { Cell::new(0) };
+    /// Completion contexts ([`Ctx`]) dropped.
+    static CTX_DROPS: Cell<u32> = const { Cell::new(0) };
     /// The IRQL of the post-read callback and of its second half, as the filter saw them.
     static IRQLS: RefCell<Vec<(&'static str, Irql)>> = const { RefCell::new(Vec::new()) };
     /// The tokens a `PendIgnored` run took, and whether each read got one.
-    static IGNORED: RefCell<(Vec<PendedOperation<()>>, Vec<bool>)> =
+    static IGNORED: RefCell<(Vec<PendedOperation<Ctx>>, Vec<bool>)> =
         const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// [`Deferring`]'s completion context: it holds nothing (no allocation to carry it, so a run
+/// starved of pool still gets it to `WhenSafe`), and counts its drops in [`CTX_DROPS`], so a test
+/// can see that a context is dropped exactly once whichever way its operation ends.
+pub(crate) struct Ctx;
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        CTX_DROPS.with(|d| d.set(d.get() + 1));
+    }
+}
+
 /// Defers `op`'s post callback and completes the token as `when` says.
-fn defer(op: &mut PostOperation<'_>, when: Mode) -> PostOutcome<()> {
+fn defer(op: &mut PostOperation<'_>, when: Mode) -> PostOutcome<Ctx> {
     let Some((token, receipt)) = op.defer() else { return PostOutcome::Finished };
     DEFERRED.with(|d| d.set(d.get() + 1));
     match when {
@@ -145,7 +158,7 @@ impl Filter for Deferring {
         .instance_setup_callback(true)
         .validated();
     type InstanceContext = ();
-    type CompletionContext = ();
+    type CompletionContext = Ctx;
 
     fn load(_: &dyn ServiceParameters) -> Result<Self> {
         Ok(Deferring)
@@ -155,7 +168,11 @@ impl Filter for Deferring {
         Ok(())
     }
 
-    fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+    fn pre_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PreOperation<'_, Ctx>,
+    ) -> PreOutcome<Ctx> {
         let mode = WHEN.with(Cell::get);
         if op.major() == MajorFunction::QueryInformation {
             if mode == Mode::PendQueryResumedAtDispatch {
@@ -184,17 +201,17 @@ impl Filter for Deferring {
                 i.1.push(token.is_some());
                 i.0.extend(token);
             });
-            return PreOutcome::WithPost(());
+            return PreOutcome::WithPost(Ctx);
         }
         if mode == Mode::PendDelayed {
-            let Some((token, receipt)) = op.pend() else { return PreOutcome::WithPost(()) };
-            token.resume_after(5, PreResume::WithPost(()));
+            let Some((token, receipt)) = op.pend() else { return PreOutcome::WithPost(Ctx) };
+            token.resume_after(5, PreResume::WithPost(Ctx));
             return PreOutcome::Pending(receipt);
         }
         let (Mode::PendEarly(release) | Mode::PendLater(release)) = mode else {
-            return PreOutcome::WithPost(());
+            return PreOutcome::WithPost(Ctx);
         };
-        let Some((token, receipt)) = op.pend() else { return PreOutcome::WithPost(()) };
+        let Some((token, receipt)) = op.pend() else { return PreOutcome::WithPost(Ctx) };
         if let Mode::PendLater(_) = mode {
             KEPT_PEND.with(|k| *k.borrow_mut() = Some((token, release)));
         } else {
@@ -207,16 +224,16 @@ impl Filter for Deferring {
         &self,
         _: &Instance<'_, ()>,
         op: &mut PostOperation<'_>,
-        _: (),
+        ctx: Ctx,
         _: PostFlags,
-    ) -> PostOutcome<()> {
+    ) -> PostOutcome<Ctx> {
         let irql = op.services().irql();
         IRQLS.with(|i| i.borrow_mut().push(("post", irql)));
         match WHEN.with(Cell::get) {
             Mode::WhenSafe | Mode::WhenSafeThenEarly if irql > Irql::APC => {
-                PostOutcome::WhenSafe(())
+                PostOutcome::WhenSafe(ctx)
             }
-            Mode::AlwaysWhenSafe => PostOutcome::WhenSafe(()),
+            Mode::AlwaysWhenSafe => PostOutcome::WhenSafe(ctx),
             Mode::WhenSafe | Mode::WhenSafeThenEarly => PostOutcome::Finished,
             Mode::PendEarly(_) | Mode::PendLater(_) | Mode::PendDelayed => PostOutcome::Finished,
             Mode::PendQueryResumedAtDispatch => {
@@ -234,8 +251,8 @@ impl Filter for Deferring {
         &self,
         _: &Instance<'_, ()>,
         op: &mut PostOperation<'_>,
-        _: (),
-    ) -> PostOutcome<()> {
+        _: Ctx,
+    ) -> PostOutcome<Ctx> {
         IRQLS.with(|i| i.borrow_mut().push(("when_safe", op.services().irql())));
         match WHEN.with(Cell::get) {
             Mode::WhenSafeThenEarly => defer(op, Mode::WhenSafeThenEarly),
@@ -474,14 +491,21 @@ pub(crate) fn check_unused_pend_tokens(
 
 /// A post callback at `DISPATCH_LEVEL` asks for `WhenSafe` while the filter can allocate nothing
 /// (every pool allocation of its own fails from the read on): the second half never runs above
-/// `APC_LEVEL`. The legacy backend has no work item to post it with, so it does not run at all:
-/// its context is dropped and the read finishes, as when `FltDoCompletionProcessingWhenSafe`
-/// cannot post (docs/callback-model.md, rule 14); the Filter Manager posts it with nothing of the
-/// filter's. Either way the read completes once, with its data.
+/// `APC_LEVEL`, and here it does not run at all. The legacy backend has no work item to post it
+/// with; the Filter Manager has none either (`FltDoCompletionProcessingWhenSafe` answers FALSE
+/// with `FLT_POSTOP_FINISHED_PROCESSING`, facts.md §4, and the minifilter backend drops the
+/// context it encoded). Both backends agree: the context is dropped once, the post callback's
+/// answer is `FINISHED_PROCESSING`, and the read completes once, with its data
+/// (docs/callback-model.md, rule 14). Until December 6 the simulated Filter Manager never failed
+/// to post, so the minifilter backend's side of this ran only against the legacy backend's.
+///
+/// `read_allocates`: the backend takes a pool allocation of the filter's for the read itself
+/// before its post callback runs (the legacy backend's `IoSetCompletionRoutineEx`), which must
+/// not fail (rule 7 would fail the read); every allocation after it fails.
 pub(crate) fn check_when_safe_without_memory(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
-    posting_allocates: bool,
+    read_allocates: bool,
 ) {
     WHEN.with(|w| w.set(Mode::WhenSafe));
     IRQLS.with(|i| i.borrow_mut().clear());
@@ -495,19 +519,26 @@ pub(crate) fn check_when_safe_without_memory(
     // it, for posting the second half, fails.
     m.kernel(|k| {
         let n = k.faults.service_count(NAME, fsfilter_sim::FaultKind::Pool);
-        for nth in n + 2..n + 10 {
+        let first = n + 1 + u64::from(read_allocates);
+        for nth in first..first + 8 {
             k.faults.plan_for_service(NAME, fsfilter_sim::FaultKind::Pool, nth);
         }
     });
+    CTX_DROPS.with(|d| d.set(0));
     let r = m.read(h, Some(0), 512, IoMode::NonCached);
     m.settle();
+    let drops = CTX_DROPS.with(Cell::get);
     let starved = m.kernel(|k| !k.faults.injected.is_empty());
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     assert!(m.crashed().is_none(), "{:?}", m.crashed());
     assert_eq!((r.status, r.data.first().copied()), (Status::SUCCESS, Some(STORED)));
-    assert_eq!(starved, posting_allocates, "posting took (or did not take) the filter's pool");
+    let io = r.io.expect("the read was an IRP");
+    assert_eq!(m.completions_of(io), [Status::SUCCESS], "the read completed once");
+    assert!(starved, "posting the second half took the filter's pool, and failed");
+    assert_eq!(drops, 1, "the read's completion context was dropped once");
     let irqls = IRQLS.with(|i| i.borrow().clone());
+    assert_eq!(irqls, [("post", Irql::DISPATCH)], "no second half without a worker");
     let outcomes: Vec<&str> = m
         .callbacks_of(NAME)
         .iter()
@@ -516,16 +547,7 @@ pub(crate) fn check_when_safe_without_memory(
             _ => None,
         })
         .collect();
-    if posting_allocates {
-        assert_eq!(irqls, [("post", Irql::DISPATCH)], "no second half without a worker");
-        assert_eq!(outcomes, ["FLT_POSTOP_FINISHED_PROCESSING"], "the read finished at once");
-    } else {
-        assert_eq!(irqls, [("post", Irql::DISPATCH), ("when_safe", Irql::PASSIVE)]);
-        assert_eq!(
-            outcomes,
-            ["FLT_POSTOP_MORE_PROCESSING_REQUIRED", "FLT_POSTOP_FINISHED_PROCESSING"]
-        );
-    }
+    assert_eq!(outcomes, ["FLT_POSTOP_FINISHED_PROCESSING"], "the read finished at once");
 }
 
 /// A pended operation resumed at `DISPATCH_LEVEL` (from a post callback of a read completed by a

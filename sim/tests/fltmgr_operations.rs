@@ -25,7 +25,7 @@ use fltcommon::{
     Config, PreCall, Seen, install, machine, mj, order, order_clear, reconfigure, seen, seen_clear,
 };
 use fsfilter::Status;
-use fsfilter_sim::{CreateOptions, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
+use fsfilter_sim::{CreateOptions, FaultKind, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
 
 const IRP_OPERATION: u32 = 0x1;
@@ -778,6 +778,130 @@ fn completion_processing_when_safe_misuse_is_reported() {
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert!(messages.iter().filter(|m| m.contains("fast I/O")).count() == 1, "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("outside a post-operation callback")));
+}
+
+thread_local! {
+    /// The callback data of operations a safe callback held.
+    static SAFE_HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A safe callback that holds its operation (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`) for the test
+/// to complete with `FltCompletePendedPostOperation`.
+unsafe extern "system" fn safe_post_holding(
+    d: *mut FLT_CALLBACK_DATA,
+    _o: *const FLT_RELATED_OBJECTS,
+    _c: *const c_void,
+    _f: u32,
+) -> i32 {
+    SAFE.with(|s| s.borrow_mut().push(fltcommon::where_now()));
+    SAFE_HELD.with(|h| h.borrow_mut().push(d as usize));
+    1
+}
+
+/// A filter whose read post callback calls `FltDoCompletionProcessingWhenSafe` with `safe`,
+/// answering what the call put in its status; the call's (answer, status) pairs go to the
+/// returned list. Reads complete from a DPC, so the post callbacks run at `DISPATCH_LEVEL`.
+fn when_safe_reader(
+    safe: PFLT_POST_OPERATION_CALLBACK,
+) -> (Machine, VolumeId, std::rc::Rc<RefCell<Vec<(bool, i32)>>>) {
+    SAFE.with(|s| s.borrow_mut().clear());
+    SAFE_HELD.with(|h| h.borrow_mut().clear());
+    let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let results: std::rc::Rc<RefCell<Vec<(bool, i32)>>> = Default::default();
+    let r2 = results.clone();
+    start(
+        &mut m,
+        0,
+        Config::new("Safe", "300000").op(mj::READ, true, true).with_post(move |p| {
+            let mut status = -1;
+            let ok = unsafe {
+                FltDoCompletionProcessingWhenSafe(
+                    p.data,
+                    p.objects,
+                    p.context,
+                    p.flags,
+                    safe,
+                    &mut status,
+                )
+            };
+            r2.borrow_mut().push((ok, status));
+            status
+        }),
+    );
+    (m, c, results)
+}
+
+#[test]
+fn completion_processing_when_safe_fails_when_it_cannot_post_facts_4() {
+    // The FltDoCompletionProcessingWhenSafe page (facts.md §4): at DISPATCH_LEVEL the Filter
+    // Manager tries to post the operation to a worker; if it cannot, the call answers FALSE with
+    // FLT_POSTOP_FINISHED_PROCESSING and the safe callback never runs. The simulator's work item
+    // is a pool allocation charged to the caller (docs/simulator.md): under a pool fault the
+    // call fails, and the operation finishes with the post callback's answer.
+    let (mut m, c, results) = when_safe_reader(Some(safe_post));
+    let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+    m.kernel(|k| {
+        let n = k.faults.service_count("Safe", FaultKind::Pool);
+        for nth in n + 1..n + 10 {
+            k.faults.plan_for_service("Safe", FaultKind::Pool, nth);
+        }
+    });
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    m.settle();
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &[7u8; 512][..]));
+    assert_eq!(m.completions_of(r.io.unwrap()), [Status::SUCCESS], "completed once");
+    assert_eq!(results.borrow().as_slice(), [(false, 0)], "FALSE, FINISHED_PROCESSING");
+    assert!(SAFE.with(|s| s.borrow().is_empty()), "the safe callback never ran");
+    let injected = m.kernel(|k| k.faults.injected.clone());
+    assert_eq!(injected.len(), 1, "one work item asked for: {injected:?}");
+    assert_eq!(injected[0].kind, FaultKind::Pool);
+    let Seen::Post { irql, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!(irql, 2, "the post ran at DISPATCH_LEVEL, where the call must post");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // Below DISPATCH_LEVEL nothing is posted: a fault planned for the next allocation is not
+    // consumed, and the safe callback runs inline.
+    m.kernel(|k| k.fs.complete_at_dpc = false);
+    results.borrow_mut().clear();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(results.borrow().as_slice(), [(true, 0)]);
+    assert_eq!(SAFE.with(|s| s.borrow().len()), 1);
+    assert_eq!(m.kernel(|k| k.faults.injected.len()), 1, "no allocation to fail inline");
+}
+
+#[test]
+fn a_posted_safe_callback_that_holds_needs_flt_complete_pended_post_operation_facts_4() {
+    // The FltDoCompletionProcessingWhenSafe page (facts.md §4): a safe callback run from the
+    // worker that answers FLT_POSTOP_MORE_PROCESSING_REQUIRED keeps the operation until
+    // FltCompletePendedPostOperation. Without that call the request never completes and the
+    // instance cannot finish its teardown (reported as DEADLOCK); with it, the request
+    // completes once.
+    let (mut m, c, results) = when_safe_reader(Some(safe_post_holding));
+    let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    m.settle();
+    assert_eq!(results.borrow().as_slice(), [(true, 1)], "posted: MORE_PROCESSING_REQUIRED");
+    let safe = SAFE.with(|s| s.borrow().clone());
+    assert_eq!(safe.len(), 1);
+    assert_eq!(safe[0].0, 0, "the safe callback ran at PASSIVE_LEVEL");
+    assert_eq!(r.status, Status::PENDING, "held by the safe callback");
+    let io = r.io.unwrap();
+    assert!(m.completions_of(io).is_empty(), "not completed");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // The missing call: the detach's teardown waits for the held read forever.
+    assert_eq!(m.filter_detach("Safe", c, None), Status::SUCCESS);
+    let findings = m.findings();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].0, Rule::Deadlock);
+    assert!(findings[0].2.contains("never complete"), "{findings:?}");
+    // Made at last, the call completes the read once.
+    for data in SAFE_HELD.with(|h| std::mem::take(&mut *h.borrow_mut())) {
+        unsafe { FltCompletePendedPostOperation(data as *const FLT_CALLBACK_DATA) };
+    }
+    m.settle();
+    assert_eq!(m.completions_of(io), [Status::SUCCESS]);
+    assert_eq!(m.findings().len(), 1, "{:?}", m.findings());
 }
 
 #[test]

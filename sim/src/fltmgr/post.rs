@@ -14,6 +14,7 @@ use windows_sys::Win32::Foundation::NTSTATUS;
 use super::params::CbdBlock;
 use super::{FvId, InstId, InstState};
 use crate::events::{Phase as EvPhase, Rule};
+use crate::faults::FaultKind;
 use crate::ids::ImageId;
 use crate::kernel::{self, DISPATCH_LEVEL, Kernel};
 use crate::mem::Block;
@@ -368,7 +369,8 @@ pub(crate) fn complete_pended_post(data: *const FLT_CALLBACK_DATA) {
 
 /// `FltDoCompletionProcessingWhenSafe` (facts.md §4): inline below `DISPATCH_LEVEL`, else from
 /// a worker at `PASSIVE_LEVEL` (the post then returns `MORE_PROCESSING_REQUIRED` and the
-/// worker's answer finishes or keeps holding it); refused for fast I/O, paging I/O and draining.
+/// worker's answer finishes or keeps holding it); refused for fast I/O, paging I/O and draining,
+/// and when the work item cannot be allocated (`FaultKind::Pool`).
 pub(crate) fn when_safe(
     data: *const FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
@@ -407,7 +409,14 @@ pub(crate) fn when_safe(
         // SAFETY: the caller's related objects.
         let inst = k.fltmgr.instance_of(unsafe { (*objects).Instance })?;
         let image = k.fltmgr.filter(k.fltmgr.inst(inst).filter).image;
-        Some(Some((image, k.irql() < DISPATCH_LEVEL)))
+        let inline = k.irql() < DISPATCH_LEVEL;
+        // Posting takes a work item the Filter Manager allocates, charged to the caller as a
+        // pool allocation: under a pool fault the operation "could not be safely posted"
+        // (FALSE, FINISHED_PROCESSING; the reference page, facts.md §4).
+        if !inline && k.fault(FaultKind::Pool) {
+            return Some(None);
+        }
+        Some(Some((image, inline)))
     });
     let (image, inline) = match r {
         Some(Some(x)) => x,
