@@ -668,3 +668,100 @@ fn a_context_released_at_dispatch_level_is_cleaned_up_by_a_worker() {
         assert_eq!(rules(&m), finding.into_iter().collect::<Vec<_>>(), "pool {pool}");
     }
 }
+
+#[test]
+fn context_routines_above_apc_level_are_reported_facts_4_and_9() {
+    // facts.md §4, §9: a post callback at DISPATCH_LEVEL cannot get, set, delete (or allocate)
+    // contexts; it may release them. Each call is an IRQL_TOO_HIGH finding naming the routine;
+    // FltReleaseContext at DISPATCH_LEVEL is not.
+    let (mut m, c) = setup(&[("a.txt", &[1u8; 512])]);
+    let mut cfg = Config::new("Raised", "370000").op(mj::READ, true, true);
+    cfg.contexts = vec![(INSTANCE, 24)];
+    cfg.on_setup = Some(Rc::new(|i, _| {
+        let mut a: PFLT_CONTEXT = std::ptr::null_mut();
+        let f = fltcommon::filter_handle(0);
+        assert_eq!(unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut a) }, 0);
+        assert_eq!(unsafe { FltSetInstanceContext(i, 1, a, std::ptr::null_mut()) }, 0);
+        unsafe { FltReleaseContext(a) };
+    }));
+    let cfg = cfg
+        .with_pre(|p| {
+            // FLTFL_CALLBACK_DATA_IRP_OPERATION only: the fast-I/O attempt gets no post.
+            if p.data().Flags & 0x1 == 0 { (1, 0) } else { (0, 0) }
+        })
+        .with_post(|p| {
+            let irql = fsfilter_sim::kernel::current_irql();
+            log(format!("post at {irql}"));
+            let f = fltcommon::filter_handle(p.slot);
+            let i = p.instance();
+            let mut fresh: PFLT_CONTEXT = std::ptr::null_mut();
+            let s = unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut fresh) };
+            log(format!("allocate {}", Status(s)));
+            let s = unsafe { FltSetInstanceContext(i, 1, fresh, std::ptr::null_mut()) };
+            log(format!("set {}", Status(s)));
+            let mut got: PFLT_CONTEXT = std::ptr::null_mut();
+            let s = unsafe { FltGetInstanceContext(i, &mut got) };
+            log(format!("get {}", Status(s)));
+            unsafe { FltDeleteContext(got) };
+            unsafe { FltReleaseContext(got) };
+            unsafe { FltReleaseContext(fresh) };
+            0
+        });
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Raised"), Status::SUCCESS);
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.read(h, Some(0), 512, IoMode::NonCached).status, Status::SUCCESS);
+    m.settle();
+    assert_eq!(
+        logged(),
+        [
+            "post at 2",
+            "allocate STATUS_SUCCESS",
+            "set STATUS_FLT_CONTEXT_ALREADY_DEFINED",
+            "get STATUS_SUCCESS"
+        ]
+    );
+    let found: Vec<(Rule, Option<String>, String)> = m.findings();
+    let routines: Vec<&str> = found
+        .iter()
+        .map(|(rule, driver, message)| {
+            assert_eq!((*rule, driver.as_deref()), (Rule::IrqlTooHigh, Some("Raised")));
+            message.split_whitespace().next().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        routines,
+        ["FltAllocateContext", "FltSet*Context", "FltGet*Context", "FltDeleteContext"]
+    );
+}
+
+#[test]
+fn deleting_a_section_context_is_reported_facts_6() {
+    // facts.md §6: never FltDeleteContext a section context; close it with
+    // FltCloseSectionForDataScan. The delete is refused (the section stays open and closes
+    // normally) and reported against the filter.
+    let (mut m, c) = setup(&[("a.txt", b"scan me")]);
+    let post = |p: &PostCall| {
+        if !p.status().is_success() || file_name(p) != "\\a.txt" {
+            return 0;
+        }
+        let ctx = section_context(p.slot);
+        let (s, h, obj, _) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
+        assert_eq!(s, Status::SUCCESS);
+        unsafe { FltDeleteContext(ctx) };
+        log(format!("close {}", close_all(ctx, h, obj)));
+        0
+    };
+    install(&mut m, 0, scanner("Deleter", "265000", true, post));
+    assert_eq!(m.start("Deleter"), Status::SUCCESS);
+    m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!(logged(), ["close STATUS_SUCCESS"]);
+    let found = m.findings();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (rule, driver, message) = &found[0];
+    assert_eq!((*rule, driver.as_deref()), (Rule::InvalidFltObject, Some("Deleter")));
+    assert!(message.starts_with("FltDeleteContext on a section context"), "{message}");
+    let cleaned = seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { ty: SECTION, .. })).count();
+    assert_eq!(cleaned, 1, "the context went once, after the close");
+}
