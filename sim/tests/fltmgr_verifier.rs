@@ -253,3 +253,125 @@ fn an_unload_that_never_completes_hangs_and_later_callbacks_are_reported_facts_9
         .collect();
     assert!(names.contains(&"CALLBACK_AFTER_UNLOAD") && names.contains(&"DEADLOCK"), "{names:?}");
 }
+
+#[test]
+fn synchronize_where_it_is_illegal_is_reported_facts_4() {
+    // facts.md §4: FLT_PREOP_SYNCHRONIZE is illegal for oplock FSCTLs,
+    // IRP_MN_NOTIFY_CHANGE_DIRECTORY and IRP_MN_LOCK: each is a
+    // CALLBACK_STATUS_INVALID_FOR_OPERATION finding against the filter; the same status for the
+    // neighbouring requests (unlock, directory query, another FSCTL) is not.
+    use fsfilter_sim::{RawBuffer, RawIrp, RawOp};
+    let (mut m, c) = setup();
+    start(
+        &mut m,
+        0,
+        Config::new("Syncer", "300000")
+            .op(mj::LOCK_CONTROL, true, true)
+            .op(mj::FILE_SYSTEM_CONTROL, true, true)
+            .op(0x0c, true, true)
+            .with_pre(|_| (5, 0)),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let raw = |op, minor, sl_flags| RawIrp {
+        handle: h,
+        op,
+        minor,
+        irp_flags: 0,
+        sl_flags,
+        user_mode: false,
+        buffer: RawBuffer::Null,
+        data: &[],
+    };
+    let lock = RawOp::LockControl { offset: 0, length: Some(16), key: 0 };
+    let directory = RawOp::DirectoryControl { length: 0, class: 1, pattern: None, index: 0 };
+    let fsctl = |code| RawOp::FileSystemControl { code, input_length: 0, output_length: 0 };
+    // (what, request): IRP_MN_LOCK with SL_FAIL_IMMEDIATELY | SL_EXCLUSIVE_LOCK, then
+    // IRP_MN_UNLOCK_SINGLE; IRP_MN_NOTIFY_CHANGE_DIRECTORY, then IRP_MN_QUERY_DIRECTORY;
+    // FSCTL_REQUEST_OPLOCK_LEVEL_2, then an FSCTL no file system knows.
+    let requests = [
+        raw(lock, 1, 0x3),
+        raw(lock, 2, 0),
+        raw(directory, 2, 0),
+        raw(directory, 1, 0),
+        raw(fsctl(0x0009_0004), 0, 0),
+        raw(fsctl(0x0009_0FFF), 0, 0),
+    ];
+    for r in requests {
+        let _ = m.send_irp(r);
+    }
+    let messages: Vec<String> = m
+        .findings()
+        .into_iter()
+        .map(|(rule, driver, message)| {
+            assert_eq!(
+                (rule, driver.as_deref()),
+                (Rule::StatusInvalidForOperation, Some("Syncer"))
+            );
+            message
+        })
+        .collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages[0].contains("FLT_PREOP_SYNCHRONIZE for IRP_MN_LOCK"), "{messages:?}");
+    assert!(
+        messages[1].contains("FLT_PREOP_SYNCHRONIZE for IRP_MN_NOTIFY_CHANGE_DIRECTORY"),
+        "{messages:?}"
+    );
+    assert!(messages[2].contains("FLT_PREOP_SYNCHRONIZE for an oplock FSCTL"), "{messages:?}");
+    // Every one got its post callback all the same.
+    assert_eq!(seen(0).iter().filter(|s| matches!(s, Seen::Post { .. })).count(), 6);
+}
+
+#[test]
+fn synchronize_on_fast_io_is_success_with_callback_facts_4() {
+    // facts.md §4: FLT_PREOP_SYNCHRONIZE for an operation that is not IRP-based is treated as
+    // FLT_PREOP_SUCCESS_WITH_CALLBACK: the fast I/O goes on (no IRP), the post gets the
+    // completion context in the pre's thread, and a fast-I/O IRP_MN_LOCK is no finding.
+    let (mut m, c) = setup();
+    start(
+        &mut m,
+        0,
+        Config::new("FastSync", "300000")
+            .op(mj::READ, true, true)
+            .op(mj::LOCK_CONTROL, true, true)
+            .with_pre(|_| (5, 0x55)),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    // The first cached read is an IRP (it initiates caching), the second fast I/O.
+    assert!(!m.read(h, Some(0), 4, IoMode::Cached).fast_io);
+    fltcommon::seen_clear(0);
+    let r = m.read(h, Some(0), 4, IoMode::Cached);
+    assert_eq!((r.status, r.fast_io, r.data.as_slice()), (Status::SUCCESS, true, &b"aaaa"[..]));
+    let lock = fsfilter_sim::IoRequest::Lock {
+        handle: h,
+        offset: 0,
+        length: 16,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    let r = m.io(lock);
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
+    let calls: Vec<(bool, u8, u32, usize)> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Pre { major, data_flags, thread, .. } => {
+                Some((false, major, thread, data_flags as usize & 0x2))
+            }
+            Seen::Post { major, thread, context, data_flags, .. } => {
+                assert_eq!(data_flags & 0x2, 0x2, "FLTFL_CALLBACK_DATA_FAST_IO_OPERATION");
+                Some((true, major, thread, context))
+            }
+            _ => None,
+        })
+        .collect();
+    let t = calls[0].2;
+    assert_eq!(
+        calls,
+        [
+            (false, mj::READ, t, 0x2),
+            (true, mj::READ, t, 0x55),
+            (false, mj::LOCK_CONTROL, t, 0x2),
+            (true, mj::LOCK_CONTROL, t, 0x55),
+        ]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
