@@ -548,3 +548,95 @@ fn an_instance_above_a_held_post_is_still_drained_facts_2_5_and_4() {
     );
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_file_system_that_unregisters_tears_its_instances_down_as_a_dismount_facts_2_5() {
+    // facts.md §2.5: VOLUME_DISMOUNT is also the reason when a file system unregisters. MUP's
+    // control device is its volume: when it unregisters (IoUnregisterFileSystem), the Filter
+    // Manager's frame leaves it and tears its instances on it down with VOLUME_DISMOUNT,
+    // without asking; the instance on C: stays.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup));
+    m.install_filter_manager();
+    m.boot();
+    start(&mut m, 0, Config::new("Net", "300000"));
+    let instances: Vec<(u32, isize)> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Setup { device_type, instance, .. } => Some((device_type, instance)),
+            _ => None,
+        })
+        .collect();
+    // FILE_DEVICE_NETWORK_FILE_SYSTEM.
+    let mup_instance = instances.iter().find(|(t, _)| *t == 0x14).expect("an instance on MUP").1;
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    let mup = m.kernel(|k| {
+        let id = k.objects.names.get(r"\DEVICE\MUP").copied().expect(r"\Device\Mup");
+        k.objects.device(id).ptr as usize
+    });
+    unsafe {
+        windows_sys::Wdk::Storage::FileSystem::IoUnregisterFileSystem(
+            mup as *const windows_sys::Wdk::Foundation::DEVICE_OBJECT,
+        )
+    };
+    let torn: Vec<(bool, u32, isize)> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::TeardownStart { reason, instance } => Some((false, reason, instance)),
+            Seen::TeardownComplete { reason, instance } => Some((true, reason, instance)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(torn, [(false, 0x8, mup_instance), (true, 0x8, mup_instance)]);
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Query { .. })));
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn no_new_io_reaches_an_instance_between_teardown_start_and_complete_facts_2_5() {
+    // facts.md §2.5: no new I/O reaches the instance after InstanceTeardownStart. Holder pends a
+    // write, so its teardown complete waits; a create issued in between (another caller, while
+    // the detach waits) goes down without Holder's pre and succeeds; then the write is
+    // completed and the teardown completes.
+    PENDED.with(|p| p.borrow_mut().clear());
+    let (mut m, c) = setup();
+    let cfg = Config::new("Holder", "300000")
+        .op(mj::CREATE, true, false)
+        .op(mj::WRITE, true, false)
+        .with_pre(|p| {
+            if p.major() != mj::WRITE {
+                return (1, 0);
+            }
+            PENDED.with(|x| x.borrow_mut().push(p.data as usize));
+            (2, 0)
+        });
+    start(&mut m, 0, cfg);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let w = m.write(h, Some(0), &[b'w'; 512], IoMode::NonCached);
+    assert_eq!(w.status, Status::PENDING);
+    let creates = creates_seen(0);
+    m.schedule(10, move |m| {
+        let r = m.create(c, "a.txt", CreateOptions::open());
+        fltcommon::order_push(format!("create in between {}", r.status));
+    });
+    m.schedule(20, |_| {
+        for data in PENDED.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+            fltcommon::order_push("completed pended".into());
+            unsafe { FltCompletePendedPreOperation(data as *const _, 1, std::ptr::null()) };
+        }
+    });
+    order_clear();
+    assert_eq!(m.filter_detach("Holder", c, None), Status::SUCCESS);
+    assert_eq!(
+        order(),
+        [
+            "Holder:teardown_start",
+            "create in between STATUS_SUCCESS",
+            "completed pended",
+            "Holder:teardown_complete"
+        ]
+    );
+    assert_eq!(creates_seen(0), creates, "Holder's pre never saw the create");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
