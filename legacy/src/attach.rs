@@ -222,23 +222,34 @@ unsafe fn copy_flags(ours: *mut DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
     o.Characteristics |= t.Characteristics & characteristics::DEVICE_SECURE_OPEN;
 }
 
-/// Attaches our `device` to the top of `target`'s stack, retrying while the top is initializing.
-/// The device it attached to is written to `lower`, the `lower` field of `device`'s extension:
-/// the I/O manager fills it under its lock, before any request can reach `device`
-/// (`IoAttachDeviceToDeviceStackSafe`, facts.md §1.3; a request may come the instant the attach
-/// succeeds, before this returns). The device is counted among the driver's live devices
-/// before it can be seen, since it can be detached, and retired, as soon as it is attached.
+/// Attaches our `device` to the top of `target`'s stack, retrying while the top is initializing,
+/// with the work item of its retirement ([`retire`]) allocated first: an attach that cannot have
+/// one fails with `STATUS_INSUFFICIENT_RESOURCES`. The device it attached to is written to the
+/// `lower` field of `device`'s extension: the I/O manager fills it under its lock, before any
+/// request can reach `device` (`IoAttachDeviceToDeviceStackSafe`, facts.md §1.3; a request may
+/// come the instant the attach succeeds, before this returns). The device is counted among the
+/// driver's live devices before it can be seen, since it can be detached, and retired, as soon
+/// as it is attached.
 ///
 /// # Safety
-/// Both live; `device` ours and unattached; `lower` its extension's `lower` field, with no
-/// reference to the extension in use.
+/// Both live; `device` ours and unattached, with no reference to its extension in use.
 unsafe fn attach<F: Filter>(
     state: &DriverState<F>,
     device: *mut DEVICE_OBJECT,
     target: *const DEVICE_OBJECT,
     retry: bool,
-    lower: *mut *mut DEVICE_OBJECT,
 ) -> Result<(), Status> {
+    // SAFETY: our device.
+    let item = unsafe { IoAllocateWorkItem(device) };
+    if item == 0 {
+        return Err(Status::INSUFFICIENT_RESOURCES);
+    }
+    // SAFETY: our device.
+    let slot = unsafe { raw::ext_slot::<F>(device) };
+    // SAFETY: its initialized extension, with no reference to it in use.
+    unsafe { (*slot).retire_item = item };
+    // SAFETY: as above; the I/O manager writes this field, under its lock.
+    let lower = unsafe { &raw mut (*slot).lower };
     let tries = if retry { ATTACH_RETRIES } else { 1 };
     let mut status = Status::NO_SUCH_DEVICE;
     state.device_attached();
@@ -248,7 +259,7 @@ unsafe fn attach<F: Filter>(
             // SAFETY: PASSIVE_LEVEL attach path; a relative wait.
             let _ = unsafe { KeDelayExecutionThread(0, false, &interval) };
         }
-        // SAFETY: two live devices; the caller's extension field.
+        // SAFETY: two live devices; our extension's field.
         status = Status(unsafe { IoAttachDeviceToDeviceStackSafe(device, target, lower) });
         if status.is_success() {
             // SAFETY: our device, now attached; let others attach above it (facts.md §1.2).
@@ -257,6 +268,8 @@ unsafe fn attach<F: Filter>(
         }
     }
     state.device_retired();
+    // SAFETY: the work item allocated above, never queued, freed once.
+    unsafe { IoFreeWorkItem(item) };
     Err(status)
 }
 
@@ -326,12 +339,8 @@ unsafe fn attach_to_control_device<F: Filter>(
     };
     // SAFETY: both live.
     unsafe { copy_flags(device, cdo) };
-    // SAFETY: our device.
-    let slot = unsafe { raw::ext_slot::<F>(device) };
-    // SAFETY: its initialized extension's field; no reference to the extension is in use.
-    let lower = unsafe { &raw mut (*slot).lower };
-    // SAFETY: as above.
-    if unsafe { attach(state, device, cdo, false, lower) }.is_err() {
+    // SAFETY: both live, ours unattached, with no reference to its extension in use.
+    if unsafe { attach(state, device, cdo, false) }.is_err() {
         // SAFETY: never attached.
         unsafe { delete_unattached(state, device) };
         return false;
@@ -513,10 +522,8 @@ unsafe fn attach_locked<F: Filter>(
     unsafe { copy_flags(device, vdo) };
     // The extension is complete: from the attach on, requests may read it (`ext` is not used
     // again).
-    // SAFETY: the extension's field; no reference to the extension is in use from here.
-    let lower = unsafe { &raw mut (*slot).lower };
-    // SAFETY: as above.
-    if unsafe { attach(state, device, vdo, true, lower) }.is_err() {
+    // SAFETY: both live, ours unattached; no reference to its extension is in use from here.
+    if unsafe { attach(state, device, vdo, true) }.is_err() {
         // SAFETY: ours, never attached.
         unsafe { delete_unattached(state, device) };
         return false;
@@ -692,38 +699,38 @@ pub(crate) fn deleted_outside_unload<F: Filter>(state: &DriverState<F>) {
 /// Teardown complete runs at `PASSIVE_LEVEL` (facts.md §2.5) and `IoDeleteDevice` at
 /// `APC_LEVEL` at most, but the last operation can end in a completion routine at
 /// `DISPATCH_LEVEL` (a lower driver that completed from a DPC): from there the retirement goes
-/// on in a work item of the device, which the I/O manager keeps referenced until the worker
-/// returns, and which calls back here with `item`. (Without the memory for a work item, it
-/// finishes where it is.)
+/// on in the device's work item, which the I/O manager keeps referenced until the worker returns,
+/// and which calls back here with `queued`. The item was allocated before the device attached, so
+/// that this cannot fail; it is freed here, whether it ran or not.
 ///
 /// # Safety
-/// `device` must be our device whose last hold was just dropped, by the caller (`item` 0) or by
-/// the caller of the [`detach_worker`] that passes `item`, its work item, freed here.
+/// `device` must be our device whose last hold was just dropped, by the caller (`queued` false)
+/// or by the caller of the [`detach_worker`] that the device's work item runs (`queued` true).
 pub(crate) unsafe fn retire<F: Filter>(
     state: &DriverState<F>,
     device: *mut DEVICE_OBJECT,
-    item: isize,
+    queued: bool,
 ) {
-    if item != 0 {
-        // SAFETY: the work item this call was queued with, freed once; the I/O manager keeps
-        // the device referenced until the worker returns.
-        unsafe { IoFreeWorkItem(item) };
-    } else if !fsfilter_kernel::irql::is_passive() {
-        // SAFETY: our device, not deleted yet.
-        let item = unsafe { IoAllocateWorkItem(device) };
-        if item != 0 {
-            // SAFETY: a fresh work item of our device; the worker frees it.
-            unsafe {
-                IoQueueWorkItem(
-                    item,
-                    fsfilter_kernel::ntos::work_item_routine_field(detach_worker::<F>),
-                    DelayedWorkQueue,
-                    item as *mut core::ffi::c_void,
-                )
-            };
-            return;
-        }
+    // SAFETY: our device, not deleted yet.
+    let slot = unsafe { raw::ext_slot::<F>(device) };
+    // SAFETY: its extension, live until the device is deleted below; its work item was set
+    // before the device attached.
+    let item = unsafe { (*slot).retire_item };
+    if !queued && !fsfilter_kernel::irql::is_passive() {
+        // SAFETY: the device's own work item, queued once.
+        unsafe {
+            IoQueueWorkItem(
+                item,
+                fsfilter_kernel::ntos::work_item_routine_field(detach_worker::<F>),
+                DelayedWorkQueue,
+                core::ptr::null_mut(),
+            )
+        };
+        return;
     }
+    // SAFETY: the device's work item, not queued or its worker running now (the I/O manager
+    // keeps the device referenced until the worker returns), freed once.
+    unsafe { IoFreeWorkItem(item) };
     if delete_outside_unload(state) {
         // SAFETY: our device, retired: nothing else uses it.
         unsafe { teardown_complete(state, device) };
@@ -738,12 +745,12 @@ pub(crate) unsafe fn retire<F: Filter>(
 /// item.
 unsafe extern "system" fn detach_worker<F: Filter>(
     device: *mut DEVICE_OBJECT,
-    item: *mut core::ffi::c_void,
+    _context: *mut core::ffi::c_void,
 ) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
-    // SAFETY: our retired device and the work item it was queued with.
-    unsafe { retire(state, device, item as isize) }
+    // SAFETY: our retired device, whose work item runs this.
+    unsafe { retire(state, device, true) }
 }
 
 /// Attaches to RAW's control devices by name (RAW is never reported to registration routines,

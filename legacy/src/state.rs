@@ -55,6 +55,11 @@ pub(crate) struct DeviceExt<F: Filter> {
     /// operation whose post callback or resumption is outstanding. Whoever drops the last one
     /// retires the device (`attach::retire`): its teardown completes and it is deleted.
     pub(crate) holds: AtomicU32,
+    /// The work item that takes the device's retirement to `PASSIVE_LEVEL` when its last hold
+    /// goes above it, allocated before the device attaches (`attach::attach`) so that the
+    /// retirement cannot fail for want of memory, and freed by the retirement
+    /// (`attach::retire`), which every attached device goes through once.
+    pub(crate) retire_item: isize,
 }
 
 impl<F: Filter> DeviceExt<F> {
@@ -73,6 +78,7 @@ impl<F: Filter> DeviceExt<F> {
             instance: None,
             torn_down: AtomicU32::new(0),
             holds: AtomicU32::new(1),
+            retire_item: 0,
         }
     }
 }
@@ -172,7 +178,7 @@ impl<F: Filter> DriverState<F> {
         if ext.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The device is this caller's alone now: read after the decrement, and only here.
             // SAFETY: our device, whose last hold this was: detached, nothing in flight on it.
-            unsafe { crate::attach::retire(self, ext.this, 0) };
+            unsafe { crate::attach::retire(self, ext.this, false) };
         }
     }
 

@@ -337,7 +337,7 @@ fn every_major_function_is_passed_through_but_power() {
 fn a_read_pended_when_its_network_file_system_unregisters_ends_before_the_teardown() {
     // Rule 20 with the unregistration of a redirector (§2.5): a read the filter pended when Mup
     // unregistered goes on when resumed, and the teardown completes after its post callback.
-    let m = read_while_mup_unregisters(&[("Rules", sz("pend:5 read"))], false);
+    let m = read_while_mup_unregisters(&[("Rules", sz("pend:5 read"))], false, false);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
 
@@ -348,15 +348,31 @@ fn a_teardown_whose_last_operation_ends_at_dispatch_level_completes_at_passive_l
     // Teardown complete (PASSIVE_LEVEL, facts.md §2.5) and IoDeleteDevice (APC_LEVEL at most)
     // must not run there: the backend finishes from a work item. Before the fix the simulator
     // reported IRQL_TOO_HIGH for InstanceTeardownCompleteCallback and IoDeleteDevice.
-    let m = read_while_mup_unregisters(&[], true);
+    let m = read_while_mup_unregisters(&[], true, false);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn a_teardown_ending_at_dispatch_level_reaches_passive_level_without_memory() {
+    // As above, with every pool allocation of the probe failing from the unregistration on: the
+    // work item that takes the retirement to PASSIVE_LEVEL was allocated there, and without it
+    // the backend completed the teardown and deleted the device at DISPATCH_LEVEL (IRQL_TOO_HIGH
+    // for InstanceTeardownCompleteCallback and IoDeleteDevice), before a fix of December 6: it
+    // is allocated with the device now.
+    let m = read_while_mup_unregisters(&[], true, true);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
 
 /// ProbeA (with `params`) on a share; Mup unregisters while a non-cached read is outstanding
 /// (pended by the probe, or waiting for its DPC with `dpc`). Checks that the read succeeds, that
 /// its post callback comes between teardown start and complete, that the probe left the stack,
-/// and that it unloads; returns the machine for the findings.
-fn read_while_mup_unregisters(params: &[(&str, fsfilter_sim::RegValue)], dpc: bool) -> Machine {
+/// and that it unloads; returns the machine for the findings. With `starve`, every pool allocation
+/// the probe makes from the unregistration on fails.
+fn read_while_mup_unregisters(
+    params: &[(&str, fsfilter_sim::RegValue)],
+    dpc: bool,
+    starve: bool,
+) -> Machine {
     let mut m = machine();
     let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
     install_probe(&mut m, "ProbeA", StartType::Boot, params);
@@ -368,7 +384,15 @@ fn read_while_mup_unregisters(params: &[(&str, fsfilter_sim::RegValue)], dpc: bo
         k.objects.device(id).ptr as usize
     });
     // While the read is outstanding (the probe's pend is 5 ms).
-    m.schedule(u64::from(!dpc), move |_| {
+    m.schedule(u64::from(!dpc), move |m| {
+        if starve {
+            m.kernel(|k| {
+                let n = k.faults.service_count("ProbeA", fsfilter_sim::FaultKind::Pool);
+                for nth in n + 1..=n + 64 {
+                    k.faults.plan_for_service("ProbeA", fsfilter_sim::FaultKind::Pool, nth);
+                }
+            });
+        }
         fsfilter_sim::fsreg::unregister_file_system(cdo as *const _);
     });
     let r = m.read(h, Some(0), 6, fsfilter_sim::IoMode::NonCached);
