@@ -245,3 +245,147 @@ fn a_device_list_too_small_holds_as_many_devices_as_fit_each_referenced() {
     assert_eq!(refs(&mut m), before);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+thread_local! {
+    /// Statuses the registering test drivers got, in order.
+    static REGISTERED: std::cell::RefCell<Vec<Status>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+unsafe extern "system" fn notify_a(_cdo: *const DEVICE_OBJECT, _active: bool) {}
+unsafe extern "system" fn notify_b(_cdo: *const DEVICE_OBJECT, _active: bool) {}
+
+/// Registers for file-system notifications the ways facts.md §1.1 gives a status for.
+unsafe extern "system" fn registering_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::{
+        IoRegisterFsRegistrationChange as Register,
+        IoRegisterFsRegistrationChangeMountAware as RegisterMountAware,
+        IoUnregisterFsRegistrationChange as Unregister,
+    };
+    // SAFETY: our driver object and routines, during DriverEntry.
+    let statuses = unsafe {
+        [
+            Register(driver, Some(notify_a)),
+            // The same pair again, nothing registered in between.
+            Register(driver, Some(notify_a)),
+            Register(driver, Some(notify_b)),
+            // The same pair as the first, another registration in between.
+            Register(driver, Some(notify_a)),
+            // MountAware: the driver is registered already (any routine).
+            RegisterMountAware(driver, Some(notify_b), true),
+        ]
+    };
+    REGISTERED.with(|r| r.borrow_mut().extend(statuses.map(Status)));
+    // SAFETY: our driver object and routines, registered above.
+    unsafe {
+        Unregister(driver, Some(notify_a));
+        Unregister(driver, Some(notify_b));
+        Unregister(driver, Some(notify_a));
+    }
+    0
+}
+
+/// Registers once with MountAware, then asks again.
+unsafe extern "system" fn mount_aware_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChangeMountAware as Register;
+    // SAFETY: our driver object and routines, during DriverEntry.
+    let statuses = unsafe {
+        [Register(driver, Some(notify_a), false), Register(driver, Some(notify_b), false)]
+    };
+    REGISTERED.with(|r| r.borrow_mut().extend(statuses.map(Status)));
+    statuses[0]
+}
+
+/// Returns what its one registration returned.
+unsafe extern "system" fn blocked_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    // SAFETY: our driver object and routine, during DriverEntry.
+    let s = unsafe {
+        windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange(
+            driver,
+            Some(notify_a),
+        )
+    };
+    REGISTERED.with(|r| r.borrow_mut().push(Status(s)));
+    s
+}
+
+#[test]
+fn fs_registration_change_statuses_facts_1_1() {
+    // facts.md §1.1: STATUS_DEVICE_ALREADY_ATTACHED when the same (driver, routine) pair
+    // registers twice in a row with no other registration in between (so not after another
+    // one); the MountAware variant when the driver object is registered already, whatever the
+    // routine.
+    let mut m = machine(5);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    m.install(fsfilter_sim::ServiceSpec::new("Registering", registering_entry, "legacy"));
+    m.install(fsfilter_sim::ServiceSpec::new("Aware", mount_aware_entry, "legacy"));
+    REGISTERED.with(|r| r.borrow_mut().clear());
+    assert_eq!(m.start("Registering"), Status::SUCCESS);
+    assert_eq!(
+        REGISTERED.with(|r| std::mem::take(&mut *r.borrow_mut())),
+        [
+            Status::SUCCESS,
+            Status::DEVICE_ALREADY_ATTACHED,
+            Status::SUCCESS,
+            Status::SUCCESS,
+            Status::DEVICE_ALREADY_ATTACHED
+        ]
+    );
+    assert_eq!(m.start("Aware"), Status::SUCCESS);
+    assert_eq!(
+        REGISTERED.with(|r| std::mem::take(&mut *r.borrow_mut())),
+        [Status::SUCCESS, Status::DEVICE_ALREADY_ATTACHED]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn the_legacy_filter_block_policy_refuses_registration_facts_1_1() {
+    // facts.md §1.1: with IoBlockLegacyFsFilters = 1 the registration returns
+    // STATUS_NOT_SUPPORTED and Event ID 1205 is logged; the Filter Manager (a native driver)
+    // still registers, so minifilters work. The simulator reads the value at each registration
+    // (docs/simulator.md: Windows needs a reboot), so clearing it lets the next one through.
+    use fsfilter_sim::fsreg::{BLOCK_POLICY_KEY, BLOCK_POLICY_VALUE};
+    let set_policy = |m: &fsfilter_sim::Machine, v: u32| {
+        m.kernel(|k| {
+            let key = k.registry.create(BLOCK_POLICY_KEY);
+            k.registry.set(key, BLOCK_POLICY_VALUE, fsfilter_sim::RegValue::Dword(v));
+        })
+    };
+    let mut m = machine(5);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    set_policy(&m, 1);
+    m.boot();
+    m.install(fsfilter_sim::ServiceSpec::new("Blocked", blocked_entry, "legacy"));
+    REGISTERED.with(|r| r.borrow_mut().clear());
+    assert_eq!(m.start("Blocked"), Status::NOT_SUPPORTED);
+    let blocked: Vec<Option<String>> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::System { what: "legacy_filter_blocked", driver, .. } => {
+                Some(driver.map(|d| d.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocked, [Some("Blocked".to_owned())], "FltMgr was not blocked");
+    let fltmgr_frames = m.kernel(|k| k.fltmgr.cdos.len());
+    assert!(fltmgr_frames > 0, "the Filter Manager attached to the file systems");
+    set_policy(&m, 0);
+    assert_eq!(m.start("Blocked"), Status::SUCCESS);
+    assert_eq!(
+        REGISTERED.with(|r| std::mem::take(&mut *r.borrow_mut())),
+        [Status::NOT_SUPPORTED, Status::SUCCESS]
+    );
+}
