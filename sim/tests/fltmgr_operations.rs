@@ -798,17 +798,20 @@ unsafe extern "system" fn safe_post_holding(
     1
 }
 
+/// What each `FltDoCompletionProcessingWhenSafe` call answered: (return value, status).
+type Answers = std::rc::Rc<RefCell<Vec<(bool, i32)>>>;
+
 /// A filter whose read post callback calls `FltDoCompletionProcessingWhenSafe` with `safe`,
 /// answering what the call put in its status; the call's (answer, status) pairs go to the
 /// returned list. Reads complete from a DPC, so the post callbacks run at `DISPATCH_LEVEL`.
 fn when_safe_reader(
     safe: PFLT_POST_OPERATION_CALLBACK,
-) -> (Machine, VolumeId, std::rc::Rc<RefCell<Vec<(bool, i32)>>>) {
+) -> (Machine, VolumeId, Answers) {
     SAFE.with(|s| s.borrow_mut().clear());
     SAFE_HELD.with(|h| h.borrow_mut().clear());
     let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
     m.kernel(|k| k.fs.complete_at_dpc = true);
-    let results: std::rc::Rc<RefCell<Vec<(bool, i32)>>> = Default::default();
+    let results: Answers = Default::default();
     let r2 = results.clone();
     start(
         &mut m,
