@@ -73,6 +73,33 @@ fn queue(k: &Kernel, storage_type: u32) -> Vec<DeviceId> {
 /// Mounts a volume on a storage device (facts.md §1.4). `allow_raw`: a raw mount is allowed
 /// (volume opens).
 pub fn mount_volume(v: VolumeId, allow_raw: bool) -> Status {
+    // One mount of a device at a time. Windows makes a second request wait on the device's lock
+    // until the first is done; the simulator's threads are cooperative, and a request that
+    // waited here for a walk lower on the same host stack (the pended mount it interrupted)
+    // would wait forever. So a request from another thread while a mount is under way fails
+    // with `STATUS_DEVICE_NOT_READY` (choice, docs/simulator.md "Mounting"); a nested request
+    // of the mounting thread goes on as before.
+    let held = kernel::with(|k| {
+        let me = k.thread;
+        match k.volume(v).mounting {
+            Some(t) if t != me => Err(()),
+            Some(_) => Ok(false),
+            None => {
+                k.volume_mut(v).mounting = Some(me);
+                Ok(true)
+            }
+        }
+    });
+    let Ok(took) = held else { return Status::DEVICE_NOT_READY };
+    let status = mount_volume_locked(v, allow_raw);
+    if took {
+        kernel::with(|k| k.volume_mut(v).mounting = None);
+    }
+    status
+}
+
+/// [`mount_volume`], the device held.
+fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
     let prepared = kernel::with(|k| {
         let vol = k.volume(v);
         if !vol.fs.uses_vpb() {

@@ -369,6 +369,21 @@ pub fn queue_work(name: &'static str, image: Option<ImageId>, run: Box<dyn FnOnc
     });
 }
 
+/// Queues `run` on a system worker thread at `PASSIVE_LEVEL`, as `image`'s code, once `delay`
+/// (100 ns units) has passed.
+pub fn queue_work_after(
+    name: &'static str,
+    image: Option<ImageId>,
+    delay: u64,
+    run: Box<dyn FnOnce()>,
+) {
+    kernel::with(|k| {
+        let due = k.sched.now + delay;
+        let thread = k.sched.worker();
+        k.sched.push_at(due, Task { name, image, irql: PASSIVE_LEVEL, thread, run });
+    });
+}
+
 /// Queues `run` as a DPC (at `DISPATCH_LEVEL`, arbitrary thread) after `delay` (100 ns units).
 pub fn queue_dpc(name: &'static str, image: Option<ImageId>, delay: u64, run: Box<dyn FnOnce()>) {
     kernel::with(|k| {

@@ -118,6 +118,11 @@ pub struct VolumeSpec {
     /// Files on the volume: volume-relative paths (a trailing `\` makes a directory) and
     /// contents.
     pub files: Vec<(String, Vec<u8>)>,
+    /// The file system that recognizes the volume pends its mount request and completes it
+    /// from a worker thread this many milliseconds later, as for slow media (facts.md §1.4
+    /// step 3: mounts may complete asynchronously). None: the mount completes in the file
+    /// system's dispatch routine.
+    pub mount_pends_ms: Option<u64>,
 }
 
 impl VolumeSpec {
@@ -130,6 +135,7 @@ impl VolumeSpec {
             dev_drive: false,
             trusted: false,
             files: Vec::new(),
+            mount_pends_ms: None,
         }
     }
 
@@ -142,6 +148,13 @@ impl VolumeSpec {
     /// Sets when it mounts.
     pub fn mount(mut self, when: MountWhen) -> VolumeSpec {
         self.mount = when;
+        self
+    }
+
+    /// Makes the file system pend the mount request and complete it from a worker thread `ms`
+    /// milliseconds later ([`VolumeSpec::mount_pends_ms`]).
+    pub fn pend_mount(mut self, ms: u64) -> VolumeSpec {
+        self.mount_pends_ms = Some(ms);
         self
     }
 }
@@ -200,6 +213,11 @@ pub struct Volume {
     pub media_present: bool,
     /// Unformatted media: no file system recognizes it (only RAW mounts it).
     pub blank: bool,
+    /// The file system pends the mount request and completes it from a worker thread this
+    /// many milliseconds later ([`VolumeSpec::mount_pends_ms`]).
+    pub mount_pends_ms: Option<u64>,
+    /// The thread whose mount request is under way, if one is (`crate::mount::mount_volume`).
+    pub mounting: Option<crate::ids::ThreadId>,
 }
 
 /// The volume table.
@@ -357,6 +375,8 @@ impl Kernel {
             media,
             media_present: spec.mount == MountWhen::Boot,
             blank: false,
+            mount_pends_ms: spec.mount_pends_ms,
+            mounting: None,
         });
         Ok(id)
     }

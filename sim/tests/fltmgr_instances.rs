@@ -87,6 +87,32 @@ fn a_new_mount_is_automatic_and_newly_mounted_facts_2_5() {
 }
 
 #[test]
+fn a_pended_mount_is_newly_mounted_too_facts_1_4_and_2_5() {
+    // facts.md §1.4 step 3: a mount may complete asynchronously. The Filter Manager's frame waits
+    // for the pended request in the control device's mount path, then attaches and sets up the
+    // instance as for any new mount; the filter sees the volume's creates.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let e = m.add_volume(
+        VolumeSpec::new("E:", FsKind::Fat).mount(MountWhen::Step).file("a.txt", b"e").pend_mount(6),
+    );
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Mounts", "370000").op(mj::CREATE, true, false));
+    assert_eq!(m.start("Mounts"), Status::SUCCESS);
+    let before = m.now_ms();
+    assert_eq!(m.mount(e), Status::SUCCESS);
+    assert!(m.now_ms() >= before + 6, "the file system completed the mount 6 ms later");
+    assert_eq!(setups(0)[1..], [(0x5, device_type::DISK_FILE_SYSTEM, 3)]);
+    let creates =
+        || seen(0).into_iter().filter(|s| matches!(s, Seen::Pre { major: mj::CREATE, .. })).count();
+    let n = creates();
+    assert!(m.open(e, "a.txt", CreateOptions::open()).is_ok());
+    assert_eq!(creates(), n + 1, "the new instance saw the create");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn instance_flags_suppress_automatic_attachment_not_manual_facts_2_5() {
     // facts.md §2.5: Flags 0x1 suppresses automatic attachments; FilterAttach still attaches,
     // with MANUAL_ATTACHMENT.

@@ -243,6 +243,82 @@ fn a_dismounted_fat_volume_with_open_files_is_revived_and_the_old_vpb_comes_back
 }
 
 #[test]
+fn a_file_system_can_pend_the_mount_and_complete_it_from_a_worker_facts_1_4() {
+    // facts.md §1.4 step 3: mounts may complete asynchronously. `VolumeSpec::pend_mount`: the
+    // file system that recognizes the media pends the request and mounts from a worker thread
+    // later; the spy's dispatch (the sfilter pattern) waits, then attaches to the new volume.
+    for (kind, name) in [
+        (FsKind::Ntfs, "C:"),
+        (FsKind::Fat, "F:"),
+        (FsKind::Exfat, "E:"),
+        (FsKind::Refs, "R:"),
+        (FsKind::Cdfs, "D:"),
+        (FsKind::Udfs, "U:"),
+    ] {
+        let mut m = machine_with_spy(11);
+        let spec = VolumeSpec::new(name, kind).file("a.txt", b"x").mount(MountWhen::Step);
+        let v = m.add_volume(spec.pend_mount(4));
+        m.boot();
+        let before = m.now_ms();
+        assert_eq!(m.mount(v), Status::SUCCESS, "{kind:?}");
+        assert!(m.now_ms() >= before + 4, "{kind:?}: mounted 4 ms later");
+        let mount = spy(|s| s.mounts.last().cloned().unwrap());
+        assert_eq!(mount.status, 0, "{kind:?}");
+        assert!(mount.attached, "{kind:?}: the spy attached after waiting");
+        m.kernel(|k| {
+            let vdo = k.volume(v).vdo.expect("mounted");
+            assert_eq!(k.objects.device(vdo).ptr as usize, mount.vdo, "{kind:?}");
+            let storage = k.volume(v).storage.unwrap();
+            // SAFETY: the storage device's VPB.
+            let flags = unsafe { (*k.objects.dobj(storage).Vpb).Flags };
+            assert_eq!(flags & 1, 1, "{kind:?}: VPB_MOUNTED");
+        });
+        // The I/O manager logged the mount once the worker had completed it, 4 ms on.
+        let at = m.events().into_iter().find_map(|e| match &e.kind {
+            EventKind::Mounted { volume, status: Status::SUCCESS, .. } if volume == name => {
+                Some(e.time / 10_000)
+            }
+            _ => None,
+        });
+        assert!(at.is_some_and(|t| t >= before + 4), "{kind:?}: {at:?}");
+        let h = m.open(v, "a.txt", CreateOptions::open().access(0x8000_0000)).unwrap();
+        let r = m.read(h, Some(0), 1, IoMode::Cached);
+        assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"x"[..]), "{kind:?}");
+        let seen = spy(|s| s.seen.iter().filter(|x| x.major == 0x03 && !x.fast_io).count());
+        assert!(seen >= 1, "{kind:?}: the spy sees the volume's reads");
+        assert!(m.findings().is_empty(), "{kind:?}: {:?}", m.findings());
+    }
+}
+
+#[test]
+fn a_second_mount_during_a_pended_one_fails_not_ready_and_one_volume_device_exists() {
+    // docs/simulator.md (choice): one mount of a device at a time. A create from another thread
+    // while a pended mount is under way gets STATUS_DEVICE_NOT_READY (Windows would make it
+    // wait); the first mount makes the only volume device, and later creates use it.
+    let mut m = machine_with_spy(12);
+    let spec = VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"x").mount(MountWhen::Step);
+    let v = m.add_volume(spec.pend_mount(10));
+    m.boot();
+    let other = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = other.clone();
+    m.schedule(3, move |m| seen.set(Some(m.open(v, "a.txt", CreateOptions::open()).err())));
+    assert_eq!(m.mount(v), Status::SUCCESS);
+    assert_eq!(other.get(), Some(Some(Status::DEVICE_NOT_READY)), "the second request failed");
+    let vdos = m.kernel(|k| {
+        k.objects
+            .devices
+            .iter()
+            .filter(|d| !d.deleted && d.role == DeviceRole::FsVolume && d.volume == Some(v))
+            .count()
+    });
+    assert_eq!(vdos, 1, "one volume device");
+    let mounts = spy(|s| s.mounts.iter().map(|x| x.status).collect::<Vec<_>>());
+    assert_eq!(mounts.iter().filter(|s| **s >= 0).count(), 1, "one mount succeeded: {mounts:?}");
+    assert!(m.open(v, "a.txt", CreateOptions::open()).is_ok());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn dismount_deletes_the_volume_device_after_the_last_close_and_detaches_filters() {
     // facts.md §1.7: deleting the VDO calls FastIoDetachDevice of the device attached above it.
     let mut m = machine_with_spy(6);

@@ -136,6 +136,33 @@ fn mount(call: Call) -> NTSTATUS {
     }
     // SAFETY: the VPB the I/O manager passed.
     let real = unsafe { (*vpb).RealDevice };
+    if let Some(ms) = kernel::with(|k| k.mount_pends(real)) {
+        // A slow medium (facts.md §1.4 step 3): the volume is recognized, and the rest of the
+        // mount is done from a worker thread later; the request is pending until then.
+        // SAFETY: the live IRP in our dispatch routine, completed once by the worker.
+        unsafe { fsfilter_kernel::irp::IoMarkIrpPending(call.irp) };
+        let image = kernel::with(|k| k.current_image());
+        crate::sched::queue_work_after(
+            "file system mount",
+            image,
+            ms.saturating_mul(10_000),
+            Box::new(move || {
+                let _ = mount_recognized(call, vpb, target, real);
+            }),
+        );
+        return crate::irpx::STATUS_PENDING;
+    }
+    mount_recognized(call, vpb, target, real)
+}
+
+/// The rest of a mount once the file system recognized the media: revive a dismounted volume of
+/// the same media (FAT, CDFS) or create the volume device; completes the request.
+fn mount_recognized(
+    call: Call,
+    vpb: *mut VPB,
+    target: *mut DEVICE_OBJECT,
+    real: *mut DEVICE_OBJECT,
+) -> NTSTATUS {
     if call.ty.desc().revives && kernel::with(|k| k.revive(call.ty, real)) {
         return call.done(Status::SUCCESS, 0);
     }
@@ -240,6 +267,13 @@ fn tear_down(mount: u32) {
 }
 
 impl Kernel {
+    /// How many milliseconds later the file system completes a mount of the volume on `real`,
+    /// if it pends it ([`crate::volumes::VolumeSpec::mount_pends_ms`]).
+    fn mount_pends(&self, real: *mut DEVICE_OBJECT) -> Option<u64> {
+        let volume = self.objects.device(self.objects.device_id(real)?).volume?;
+        self.volumes.list.get(volume.index())?.mount_pends_ms
+    }
+
     /// Revives a dismounted volume of the same media (FAT, CDFS): its VPB goes back on the real
     /// device and its volume device serves again. The VPB the mount request carried is left
     /// unused, so a filter that kept that pointer sees it unmounted (facts.md §1.4).
