@@ -397,10 +397,11 @@ export! { windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange 
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChangeMountAware =>
-    /// `IoRegisterFsRegistrationChangeMountAware`. Mounts in the simulator never race a
-    /// registration (one processor, no preemption), so `SynchronizeWithMounts` has nothing left
-    /// to close; the registration otherwise behaves as the plain routine, except that any earlier
-    /// registration by the same driver is a duplicate.
+    /// `IoRegisterFsRegistrationChangeMountAware`. `SynchronizeWithMounts` is ignored (not
+    /// modelled, docs/simulator.md "File-system registration"): a registration made while a
+    /// mount waits (pended, or delayed by a filter) can still miss that volume. The registration
+    /// behaves as the plain routine, except that any earlier registration by the same driver is
+    /// a duplicate.
     fn IoRegisterFsRegistrationChangeMountAware(
         driverobject: *const DRIVER_OBJECT,
         drivernotificationroutine: DRIVER_FS_NOTIFICATION,
