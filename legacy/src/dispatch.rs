@@ -240,21 +240,14 @@ unsafe fn volume_dispatch<F: Filter>(
         PreOutcome::Synchronize(c) if unsafe { view::may_synchronize(irp) } => {
             report("FLT_PREOP_SYNCHRONIZE", None);
             // SAFETY: the live IRP at our device.
-            unsafe { forward_synchronized(state, device, ext, irp, c, cleanup_or_close) }
-        }
-        // Post-create runs in the thread that opened the file, at PASSIVE_LEVEL (facts.md §4), as
-        // the Filter Manager synchronizes creates: waited for here if the drivers below pend it.
-        PreOutcome::WithPost(c) if major == MajorFunction::Create => {
-            report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
-            // SAFETY: the live IRP at our device.
-            unsafe { forward_synchronized(state, device, ext, irp, c, cleanup_or_close) }
+            unsafe { forward_synchronized(state, device, ext, irp, c) }
         }
         // `Synchronize` here is illegal for the operation (rule 11, facts.md §4): a post callback
         // as for `WithPost`.
         PreOutcome::WithPost(c) | PreOutcome::Synchronize(c) => {
             report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
             // SAFETY: the live IRP at our device.
-            unsafe { forward_with_post(state, device, ext, irp, c, cleanup_or_close) }
+            unsafe { forward_with_post(state, device, ext, irp, c, major) }
         }
         PreOutcome::NoPost | PreOutcome::DisallowFastIo | PreOutcome::DisallowFsFilterIo => {
             report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
@@ -359,9 +352,13 @@ struct SyncFrame {
     pended: core::cell::Cell<bool>,
 }
 
-/// Sends the IRP down with a completion routine, which runs the post callback at the IRQL of
-/// completion, as the Filter Manager does: inside `IoCallDriver` when the lower driver completes
-/// synchronously, later otherwise.
+/// Sends the IRP (of operation `major`) down with a completion routine, which runs the post
+/// callback at the IRQL of completion, as the Filter Manager does: inside `IoCallDriver` when the
+/// lower driver completes synchronously, later otherwise. A create's post callback runs in this
+/// thread at `PASSIVE_LEVEL` instead, as the Filter Manager synchronizes creates (facts.md §4):
+/// waited for here if the drivers below pend it ([`forward_synchronized`]), be it sent from the
+/// dispatch routine or from the resumption of a create the filter pended (at `PASSIVE_LEVEL`: a
+/// resumption from above it goes through a work item).
 ///
 /// # Safety
 /// `irp` must be live at our volume device `device`, its current location ours.
@@ -371,15 +368,19 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     context: F::CompletionContext,
-    cleanup_or_close: bool,
+    major: MajorFunction,
 ) -> NTSTATUS {
+    if major == MajorFunction::Create {
+        // SAFETY: forwarded.
+        return unsafe { forward_synchronized(state, device, ext, irp, context) };
+    }
     let frame = SyncFrame::default();
     let raw = match encode_with(context, (&raw const frame).cast()) {
         Ok(raw) => raw,
         Err(c) => {
             // No room for the context: fail closed (docs/callback-model.md, rule 7).
             drop(c);
-            return if cleanup_or_close {
+            return if matches!(major, MajorFunction::Cleanup | MajorFunction::Close) {
                 // SAFETY: forwarded.
                 unsafe { pass_through(ext, irp) }
             } else {
@@ -397,7 +398,7 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
         // SAFETY: our own encoded context, not handed to anyone.
         drop(unsafe { decode_with::<F::CompletionContext>(raw) });
         // SAFETY: the live IRP, its location copied.
-        let status = unsafe { without_routine(ext, irp, cleanup_or_close) };
+        let status = unsafe { without_routine(ext, irp) };
         // Its last use of the device done (the end may retire it).
         state.end(ext);
         return status;
@@ -414,12 +415,10 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
 ///
 /// # Safety
 /// `irp` must be live at our device, its location copied to the next one.
-unsafe fn without_routine<F: Filter>(
-    ext: &DeviceExt<F>,
-    irp: *mut IRP,
-    cleanup_or_close: bool,
-) -> NTSTATUS {
-    if cleanup_or_close {
+unsafe fn without_routine<F: Filter>(ext: &DeviceExt<F>, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: the live IRP, our location current.
+    let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
+    if matches!(major, MajorFunction::Cleanup | MajorFunction::Close) {
         // SAFETY: the location was copied; send it down without a routine.
         unsafe { IoCallDriver(ext.lower, irp) }
     } else {
@@ -858,7 +857,6 @@ unsafe fn forward_synchronized<F: Filter>(
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     context: F::CompletionContext,
-    cleanup_or_close: bool,
 ) -> NTSTATUS {
     // SAFETY: all-zero is a valid KEVENT before initialization.
     let mut event: KEVENT = unsafe { core::mem::zeroed() };
@@ -873,7 +871,7 @@ unsafe fn forward_synchronized<F: Filter>(
     if set < 0 {
         drop(context);
         // SAFETY: the live IRP, its location copied.
-        let status = unsafe { without_routine(ext, irp, cleanup_or_close) };
+        let status = unsafe { without_routine(ext, irp) };
         // As in `forward_with_post`.
         state.end(ext);
         return status;
@@ -984,15 +982,12 @@ unsafe fn resume_now<F: Filter>(
     }
     // SAFETY: the live IRP at our location.
     let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
-    let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let status = match code {
         flt_preop::SUCCESS_WITH_CALLBACK => {
             // SAFETY: the decision's context was encoded for this filter's completion context.
             match unsafe { decode::<F::CompletionContext>(decision.completion_context()) } {
                 // SAFETY: forwarded.
-                Some(c) => unsafe {
-                    forward_with_post(state, device, ext, irp, c, cleanup_or_close)
-                },
+                Some(c) => unsafe { forward_with_post(state, device, ext, irp, c, major) },
                 // SAFETY: forwarded.
                 None => unsafe { forward_resumed(ext, irp, was_pended) },
             }

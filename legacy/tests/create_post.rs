@@ -22,3 +22,13 @@ fn pender(m: &mut Machine) {
 fn a_post_create_callback_runs_in_the_openers_thread_even_when_pended_below() {
     create_post::check(common::install_legacy, driver::ENTRY, pender, false);
 }
+
+#[test]
+fn a_post_create_callback_of_a_create_pended_by_the_filter_and_below_runs_at_passive_level() {
+    create_post::check_own_pend_over_a_pend_below(
+        common::install_legacy,
+        driver::ENTRY,
+        pender,
+        false,
+    );
+}

@@ -26,6 +26,11 @@ thread_local! {
     static SEEN: RefCell<Vec<(&'static str, u32, Irql)>> = const { RefCell::new(Vec::new()) };
     /// The filter pends its own creates, resuming them 5 ms later from a worker.
     static PEND_OWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The filter pends its own creates and leaves the resumption to the test (in [`HELD`]).
+    static HOLD_OWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The create the filter pended for the test to resume, and the filter's image.
+    static HELD: RefCell<Option<(fsfilter::PendedOperation<()>, Option<fsfilter_sim::ids::ImageId>)>> =
+        const { RefCell::new(None) };
 }
 
 fn record(what: &'static str, irql: Irql) {
@@ -54,6 +59,13 @@ impl Filter for CreateWatcher {
 
     fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
         record("pre", op.services().irql());
+        if HOLD_OWN.with(std::cell::Cell::get) {
+            if let Some((token, receipt)) = op.pend() {
+                let image = fsfilter_sim::kernel::with(|k| k.current_image());
+                HELD.with(|h| *h.borrow_mut() = Some((token, image)));
+                return PreOutcome::Pending(receipt);
+            }
+        }
         if PEND_OWN.with(std::cell::Cell::get) {
             if let Some((token, receipt)) = op.pend() {
                 token.resume_after(5, PreResume::WithPost(()));
@@ -134,4 +146,52 @@ pub(crate) fn check(
             below.is_some()
         );
     }
+}
+
+/// A create the filter pends itself, through the filter installed by `install` above the probe
+/// installed by `pender` (which pends creates for 5 ms and completes them from its own worker
+/// thread), resumed 5 ms later by a scheduled action of the test: the post-create callback runs
+/// at `PASSIVE_LEVEL` in the opener's thread (`in_origin`: the Filter Manager, which waits for
+/// the resumption in its dispatch routine) or in the thread that resumed it (the legacy backend,
+/// which waits there for the drivers below). Before a fix of December 6 the legacy backend ran it
+/// in their completion, in the probe's worker thread, at whatever IRQL they completed at.
+pub(crate) fn check_own_pend_over_a_pend_below(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    pender: fn(&mut Machine),
+    in_origin: bool,
+) {
+    SEEN.with(|s| s.borrow_mut().clear());
+    PEND_OWN.with(|p| p.set(false));
+    HOLD_OWN.with(|p| p.set(true));
+    let mut m = Machine::new(MachineConfig { seed: 13 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("data.bin", &[1u8; 512]));
+    pender(&mut m);
+    install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+    m.boot();
+    SEEN.with(|s| s.borrow_mut().clear());
+    let resumer = std::rc::Rc::new(std::cell::Cell::new(0));
+    let r = resumer.clone();
+    m.schedule(5, move |_| {
+        r.set(fsfilter_sim::kernel::with(|k| k.thread.0));
+        let (token, image) =
+            HELD.with(|h| h.borrow_mut().take()).expect("the filter pended the create");
+        // The filter's own code resumes it (a thread of its driver, say).
+        fsfilter_sim::kernel::call_into(image, || token.resume(PreResume::WithPost(())));
+    });
+    let before = m.now_ms();
+    let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    let took = m.now_ms() - before;
+    HOLD_OWN.with(|p| p.set(false));
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    let seen = SEEN.with(|s| s.borrow().clone());
+    assert!(took >= 10, "both pends held the create: {seen:?}");
+    let [("pre", pre_thread, Irql::PASSIVE), ("post", post_thread, Irql::PASSIVE)] = seen[..]
+    else {
+        panic!("one pre and one post create callback at PASSIVE_LEVEL: {seen:?}");
+    };
+    let expected = if in_origin { pre_thread } else { resumer.get() };
+    assert_ne!(pre_thread, resumer.get(), "resumed from another thread: {seen:?}");
+    assert_eq!(post_thread, expected, "in_origin {in_origin}: {seen:?}");
 }
