@@ -804,9 +804,7 @@ type Answers = std::rc::Rc<RefCell<Vec<(bool, i32)>>>;
 /// A filter whose read post callback calls `FltDoCompletionProcessingWhenSafe` with `safe`,
 /// answering what the call put in its status; the call's (answer, status) pairs go to the
 /// returned list. Reads complete from a DPC, so the post callbacks run at `DISPATCH_LEVEL`.
-fn when_safe_reader(
-    safe: PFLT_POST_OPERATION_CALLBACK,
-) -> (Machine, VolumeId, Answers) {
+fn when_safe_reader(safe: PFLT_POST_OPERATION_CALLBACK) -> (Machine, VolumeId, Answers) {
     SAFE.with(|s| s.borrow_mut().clear());
     SAFE_HELD.with(|h| h.borrow_mut().clear());
     let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
