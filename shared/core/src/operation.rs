@@ -699,13 +699,15 @@ impl IoStatus {
     /// The status a request is really completed with when filter logic completes it with this
     /// one (docs/callback-model.md, rules 5 and 13): `STATUS_PENDING` and
     /// `STATUS_FLT_DISALLOW_FAST_IO` are not completion statuses and become
-    /// `STATUS_INVALID_DEVICE_STATE`; cleanup and close cannot fail, so a failure there becomes
-    /// `STATUS_SUCCESS`.
+    /// `STATUS_INVALID_DEVICE_STATE`; cleanup and close cannot fail, so a failure there, that one
+    /// included, becomes `STATUS_SUCCESS`.
     pub const fn for_completion(self, cleanup_or_close: bool) -> IoStatus {
-        if self.status.0 == Status::PENDING.0 || self.status.0 == Status::FLT_DISALLOW_FAST_IO.0 {
-            IoStatus::new(Status::INVALID_DEVICE_STATE)
-        } else if cleanup_or_close && !self.status.is_success() {
+        let reserved =
+            self.status.0 == Status::PENDING.0 || self.status.0 == Status::FLT_DISALLOW_FAST_IO.0;
+        if cleanup_or_close && (reserved || !self.status.is_success()) {
             IoStatus::new(Status::SUCCESS)
+        } else if reserved {
+            IoStatus::new(Status::INVALID_DEVICE_STATE)
         } else {
             self
         }
@@ -888,9 +890,14 @@ mod tests {
         let io = |s| IoStatus::new(s);
         assert_eq!(io(Status::PENDING).for_completion(false).status, Status::INVALID_DEVICE_STATE);
         assert_eq!(
-            io(Status::FLT_DISALLOW_FAST_IO).for_completion(true).status,
+            io(Status::FLT_DISALLOW_FAST_IO).for_completion(false).status,
             Status::INVALID_DEVICE_STATE
         );
+        // Rule 5 over rule 13: a cleanup or close cannot fail, not even for a reserved status
+        // (it completed with STATUS_INVALID_DEVICE_STATE before a fix of December 6).
+        for reserved in [Status::PENDING, Status::FLT_DISALLOW_FAST_IO] {
+            assert_eq!(io(reserved).for_completion(true).status, Status::SUCCESS);
+        }
         assert_eq!(io(Status::ACCESS_DENIED).for_completion(false).status, Status::ACCESS_DENIED);
         assert_eq!(io(Status::ACCESS_DENIED).for_completion(true).status, Status::SUCCESS);
         let kept = IoStatus { status: Status::END_OF_FILE, information: 3 };

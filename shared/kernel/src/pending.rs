@@ -548,4 +548,23 @@ mod tests {
         }
         assert_eq!(Asked::NoPost.decide(MajorFunction::Write, true), Decision::NO_POST);
     }
+
+    #[test]
+    fn a_resumed_completion_never_uses_a_reserved_status() {
+        // Rule 13, for resumptions of both backends: `Complete` with STATUS_PENDING or
+        // STATUS_FLT_DISALLOW_FAST_IO completes with STATUS_INVALID_DEVICE_STATE (for a cleanup
+        // or close, which cannot fail, with success, rule 5).
+        use fsfilter::{IoStatus, MajorFunction, Status};
+        for reserved in [Status::PENDING, Status::FLT_DISALLOW_FAST_IO] {
+            let asked = Asked::Complete(IoStatus::new(reserved));
+            let d = asked.decide(MajorFunction::Read, true);
+            assert_eq!(
+                (d.code, d.completion()),
+                (flt_preop::COMPLETE, Some(IoStatus::new(Status::INVALID_DEVICE_STATE))),
+                "{reserved:?}"
+            );
+            let d = asked.decide(MajorFunction::Close, false);
+            assert_eq!(d.completion(), Some(IoStatus::new(Status::SUCCESS)), "{reserved:?}");
+        }
+    }
 }
