@@ -260,7 +260,41 @@ fn dismount_detaches_through_fast_io_detach_device_and_tears_the_instance_down()
     let h = m.create(f, "x.txt", CreateOptions::create()).handle.unwrap();
     m.close_handle(h);
     assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
-    assert_eq!(setups(&m, "ProbeA").len(), 2);
+    // (A boot-start filter sees the boot mount as a new one too.)
+    let flags: Vec<F> = setups(&m, "ProbeA").into_iter().map(|(_, f, _)| f).collect();
+    assert_eq!(flags, [F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME; 2]);
+}
+
+#[test]
+fn a_revived_volume_keeps_its_device_and_its_instance() {
+    // docs/semantics.md, dismount: FastFat dismounts F: with a file open, so its volume device
+    // lives on, and revives it at the next mount (facts.md §1.4). The I/O manager never calls
+    // FastIoDetachDevice, so the legacy filter stays attached to that device through it all: no
+    // teardown, no new instance, and the remount's completion finds it attached already. (The
+    // Filter Manager tears the instance down at the dismount and sets it up again as
+    // DETACHED_VOLUME: minifilter `model::a_revived_volume_is_torn_down_and_set_up_again_as_detached`.)
+    let mut m = machine();
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat).file("a.txt", b"abc"));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    let h = m.open(f, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.dismount(f), Status::SUCCESS);
+    let h2 = m.open(f, "a.txt", CreateOptions::open()).unwrap();
+    assert!(
+        m.events().iter().any(|e| matches!(
+            &e.kind,
+            fsfilter_sim::EventKind::System { what, .. } if *what == "volume_revived"
+        )),
+        "FastFat revived the volume"
+    );
+    let creates = pres(&m, "ProbeA", MajorFunction::Create).len();
+    m.close_handle(h2);
+    m.close_handle(h);
+    assert!(teardowns(&m, "ProbeA").is_empty(), "{:?}", teardowns(&m, "ProbeA"));
+    assert_eq!(setups(&m, "ProbeA").len(), 1);
+    assert_eq!(m.volume_stack_drivers(f), ["ProbeA", "fastfat"]);
+    assert!(creates >= 2, "both opens went through the filter");
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
 
 #[test]

@@ -275,3 +275,38 @@ fn manual_detach_asks_query_teardown() {
     );
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_revived_volume_is_torn_down_and_set_up_again_as_detached() {
+    // docs/semantics.md, dismount: FastFat dismounts F: with a file open and revives the same
+    // volume device at the next mount (facts.md §1.4). The Filter Manager tears the instance down
+    // at the dismount and, its frame still attached to that device, sets a new one up with
+    // DETACHED_VOLUME (facts.md §2.5). (The legacy filter keeps its device and its instance:
+    // legacy `attach::a_revived_volume_keeps_its_device_and_its_instance`.)
+    let mut m = machine();
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat).file("a.txt", b"abc"));
+    install_probe(&mut m, "ProbeA", StartType::Boot, "370100", &[]);
+    m.boot();
+    let h = m.open(f, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.dismount(f), Status::SUCCESS);
+    let h2 = m.open(f, "a.txt", CreateOptions::open()).unwrap();
+    m.close_handle(h2);
+    m.close_handle(h);
+    let flags: Vec<F> = setups(&m, "ProbeA").into_iter().map(|(_, f, _)| f).collect();
+    let boot = F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME;
+    assert_eq!(flags, [boot, F::AUTOMATIC_ATTACHMENT | F::DETACHED_VOLUME]);
+    let teardowns: Vec<Callback> = callbacks(&m, "ProbeA")
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| matches!(c, Callback::TeardownStart { .. } | Callback::TeardownComplete { .. }))
+        .collect();
+    assert_eq!(
+        teardowns,
+        [
+            Callback::TeardownStart { reason: TeardownFlags::VOLUME_DISMOUNT },
+            Callback::TeardownComplete { reason: TeardownFlags::VOLUME_DISMOUNT }
+        ]
+    );
+    assert_eq!(instances_top_down(&m, f), ["ProbeA", "fastfat"]);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
