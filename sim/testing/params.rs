@@ -13,9 +13,10 @@
 use std::cell::RefCell;
 
 use fsfilter::{
-    ControlParameters, DirectoryParameters, Filter, InformationParameters, Instance, InstanceSetup,
-    LockParameters, MajorFunction, Operation, OperationKind, Parameters, PreOperation, PreOutcome,
-    ReadWriteParameters, Registration, Result, ServiceParameters,
+    CallbackDataFlags, ControlParameters, DirectoryParameters, Filter, InformationParameters,
+    Instance, InstanceSetup, LockParameters, MajorFunction, Operation, OperationKind, Parameters,
+    PreOperation, PreOutcome, ReadWriteParameters, Registration, RequestorMode, Result,
+    ServiceParameters,
 };
 use fsfilter_sim::nt::{create_options as co, file_info as fi, fs_info, ioctl};
 use fsfilter_sim::{
@@ -27,6 +28,9 @@ pub(crate) const NAME: &str = "Recorder";
 
 thread_local! {
     static SEEN: RefCell<Vec<(MajorFunction, u8, OperationKind, Parameters)>> =
+        const { RefCell::new(Vec::new()) };
+    /// The requestor mode and callback-data flags of each pre callback, in the same order.
+    static HOW: RefCell<Vec<(OperationKind, RequestorMode, CallbackDataFlags)>> =
         const { RefCell::new(Vec::new()) };
 }
 
@@ -61,6 +65,7 @@ impl Filter for Recorder {
     fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
         let h = op.header();
         SEEN.with(|s| s.borrow_mut().push((h.major, h.minor, h.kind, h.parameters)));
+        HOW.with(|s| s.borrow_mut().push((h.kind, h.requestor_mode, h.data_flags)));
         PreOutcome::NoPost
     }
 }
@@ -93,6 +98,7 @@ pub(crate) fn check(
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
     m.boot();
     SEEN.with(|s| s.borrow_mut().clear());
+    HOW.with(|s| s.borrow_mut().clear());
     let options = CreateOptions {
         access: FILE_READ_ATTRIBUTES,
         share: 1,
@@ -116,6 +122,7 @@ pub(crate) fn check(
     let h = m.open(c, "docs\\a.txt", CreateOptions::open()).expect("open");
     let d = m.open(c, "docs", CreateOptions::open().options(co::DIRECTORY_FILE)).expect("dir");
     SEEN.with(|s| s.borrow_mut().clear());
+    HOW.with(|s| s.borrow_mut().clear());
     let expected = RefCell::new(Vec::new());
     let irp = OperationKind::Irp;
     let expect =
@@ -204,4 +211,20 @@ pub(crate) fn check(
         })
         .collect();
     assert_eq!(requested, expected, "all seen: {seen:#?}");
+    // Every request came from user mode (the cache manager's paging I/O from kernel mode), and
+    // says how it came: an IRP or fast I/O (docs/semantics.md, header: the other flags come only
+    // from the Filter Manager).
+    let how = HOW.with(|s| s.borrow().clone());
+    for ((major, _, kind, _), (k, mode, flags)) in seen.iter().zip(&how) {
+        assert_eq!(kind, k);
+        let origin = match kind {
+            OperationKind::Irp => CallbackDataFlags::IRP_OPERATION,
+            _ => CallbackDataFlags::FAST_IO_OPERATION,
+        };
+        let both = CallbackDataFlags::IRP_OPERATION | CallbackDataFlags::FAST_IO_OPERATION;
+        assert_eq!(flags.intersection(both), origin, "{major:?} {kind:?}: {flags:?}");
+        if expected.iter().any(|e| e.0 == *major && e.2 == *kind) {
+            assert_eq!(*mode, RequestorMode::User, "{major:?} {kind:?}");
+        }
+    }
 }

@@ -424,9 +424,13 @@ pub struct OperationHeader<'a> {
     pub kind: OperationKind,
     /// The IRP's flags (empty for fast I/O and FsFilter callbacks).
     pub irp_flags: IrpFlags,
-    /// The callback data's flags as the Filter Manager would set them.
+    /// The callback data's flags: the Filter Manager's own under the minifilter backend; only
+    /// `IRP_OPERATION` or `FAST_IO_OPERATION` under the legacy backend (docs/semantics.md,
+    /// header).
     pub data_flags: CallbackDataFlags,
-    /// Who issued the request.
+    /// Who issued the request: the IRP's `RequestorMode`; for fast I/O the Filter Manager's
+    /// choice under the minifilter backend, and `User` under the legacy backend, whose fast-I/O
+    /// routines are not told (docs/semantics.md, header).
     pub requestor_mode: RequestorMode,
     /// The name the file was opened with (`FileObject->FileName`), relative to the volume; valid
     /// in pre-create, and kept by Windows afterwards, where it is informative only.
