@@ -14,6 +14,8 @@
 //!   `FastIoCheckIfPossible` of the top of the stack (`FsRtlCopyRead`). The filter sees the
 //!   fast-I/O `IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE` inside the read's own operation, with its post
 //!   callback after the file system's answer; refusing it makes the read an IRP ([`fast_check`]).
+//!   The fast read declined below gets its post callback with `STATUS_FLT_DISALLOW_FAST_IO`
+//!   before the IRP comes (docs/callback-model.md, rule 12).
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
 
@@ -39,14 +41,14 @@ thread_local! {
     static DISALLOW: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Records the pre callbacks of opens, reads and information queries, and the pre and post
-/// callbacks of query opens and fast-I/O checks; refuses the last two while [`DISALLOW`] is set.
+/// Records the pre callbacks of opens and information queries, and the pre and post callbacks of
+/// reads, query opens and fast-I/O checks; refuses the last two while [`DISALLOW`] is set.
 pub(crate) struct Recorder;
 
 impl Filter for Recorder {
     const REGISTRATION: Registration = Registration::new()
         .operation(Operation::new(MajorFunction::Create).pre())
-        .operation(Operation::new(MajorFunction::Read).pre())
+        .operation(Operation::new(MajorFunction::Read).pre().post())
         .operation(Operation::new(MajorFunction::QueryInformation).pre())
         .operation(Operation::new(MajorFunction::NetworkQueryOpen).pre().post())
         .operation(Operation::new(MajorFunction::FastIoCheckIfPossible).pre().post())
@@ -72,9 +74,9 @@ impl Filter for Recorder {
             {
                 PreOutcome::DisallowFastIo
             }
-            MajorFunction::NetworkQueryOpen | MajorFunction::FastIoCheckIfPossible => {
-                PreOutcome::WithPost(())
-            }
+            MajorFunction::NetworkQueryOpen
+            | MajorFunction::FastIoCheckIfPossible
+            | MajorFunction::Read => PreOutcome::WithPost(()),
             _ => PreOutcome::NoPost,
         }
     }
@@ -201,17 +203,23 @@ pub(crate) fn fast_check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter
     // The locked range: the file system's check says no, the read comes again as an IRP.
     let r = m.read(b, Some(8), 4, IoMode::Cached);
     assert_eq!((r.status, r.fast_io), (Status::FILE_LOCK_CONFLICT, false));
+    // Declined below, the fast read still gets the post callback its pre asked for, with
+    // STATUS_FLT_DISALLOW_FAST_IO, before the IRP comes (docs/callback-model.md, rule 12).
     let seen = take_seen();
+    let disallowed = Some(Status::FLT_DISALLOW_FAST_IO);
     assert_eq!(
         seen,
         [
             ("pre", read, fast, None),
             ("pre", check, fast, None),
             ("post", check, fast, Some(Status::SUCCESS)),
+            ("post", read, fast, Some(Status::SUCCESS)),
             ("pre", read, fast, None),
             ("pre", check, fast, None),
-            ("post", check, fast, Some(Status::FLT_DISALLOW_FAST_IO)),
+            ("post", check, fast, disallowed),
+            ("post", read, fast, disallowed),
             ("pre", read, irp, None),
+            ("post", read, irp, Some(Status::FILE_LOCK_CONFLICT)),
         ],
     );
     // Disallowed by the filter: the read is an IRP, which the lock allows.
@@ -221,7 +229,13 @@ pub(crate) fn fast_check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter
     let seen = take_seen();
     assert_eq!(
         seen,
-        [("pre", read, fast, None), ("pre", check, fast, None), ("pre", read, irp, None)]
+        [
+            ("pre", read, fast, None),
+            ("pre", check, fast, None),
+            ("post", read, fast, disallowed),
+            ("pre", read, irp, None),
+            ("post", read, irp, Some(Status::SUCCESS)),
+        ]
     );
     DISALLOW.with(|d| d.set(false));
     assert_eq!(m.findings(), [], "no finding");
