@@ -122,6 +122,9 @@ impl Release {
 
 thread_local! {
     static MODE: Cell<Mode> = const { Cell::new(Mode::Carry) };
+    /// A draining post callback answers `WhenSafe` (which the backend must treat as `Finished`,
+    /// rule 9) instead of `Finished`.
+    static DRAIN_WHEN_SAFE: Cell<bool> = const { Cell::new(false) };
     static NEXT: Cell<u64> = const { Cell::new(0) };
     /// Serial -> the operation whose pre callback made it.
     static CREATED: RefCell<BTreeMap<u64, MajorFunction>> = const { RefCell::new(BTreeMap::new()) };
@@ -211,8 +214,13 @@ impl Filter for Carrier {
         flags: PostFlags,
     ) -> PostOutcome<Ticket> {
         if flags.contains(PostFlags::DRAINING) {
-            // Rule 9: a draining post only cleans up.
+            // Rule 9: a draining post only cleans up: no deferral, and a `WhenSafe` answer is
+            // taken as `Finished`, its context dropped.
             ticket.arrived("draining", op.major());
+            assert!(op.defer().is_none(), "no deferral while draining");
+            if DRAIN_WHEN_SAFE.with(Cell::get) {
+                return PostOutcome::WhenSafe(ticket);
+            }
             return PostOutcome::Finished;
         }
         ticket.arrived("post", op.major());
@@ -427,14 +435,17 @@ pub(crate) fn check_post_only(
 /// The driver stopped while a read it passed down is held by the driver below (`pender`, for 5
 /// ms): with the Filter Manager the read's context reaches a draining post callback at teardown;
 /// the legacy backend's unload waits for the read, whose post callback gets it
-/// (docs/semantics.md, draining). Either way it is dropped once and the pool is clean at unload.
+/// (docs/semantics.md, draining). Either way it is dropped once and the pool is clean at unload;
+/// with `when_safe` the draining post answers `WhenSafe`, and no second half runs (rule 9).
 fn check_draining(
     install: fn(&mut Machine, ServiceSpec),
     entry: fsfilter_sim::DriverEntry,
     pender: fn(&mut Machine),
     drains: bool,
+    when_safe: bool,
 ) {
     MODE.with(|m| m.set(Mode::Carry));
+    DRAIN_WHEN_SAFE.with(|d| d.set(when_safe));
     CREATED.with(|c| c.borrow_mut().clear());
     DROPPED.with(|d| d.borrow_mut().clear());
     ARRIVED.with(|a| a.borrow_mut().clear());
@@ -461,6 +472,9 @@ fn check_draining(
     let read = created.iter().find(|(_, m)| **m == MajorFunction::Read).map(|(s, _)| *s);
     let read_arrival = arrived.iter().find(|(_, s, _)| Some(*s) == read).map(|(c, ..)| *c);
     assert_eq!(read_arrival, Some(if drains { "draining" } else { "post" }), "{arrived:?}");
+    let read_arrivals = arrived.iter().filter(|(_, s, _)| Some(*s) == read).count();
+    assert_eq!(read_arrivals, 1, "one post callback, no second half: {arrived:?}");
+    DRAIN_WHEN_SAFE.with(|d| d.set(false));
 }
 
 /// The assertions both backends share. `pender` installs a filter that pends reads for a few
@@ -472,7 +486,9 @@ pub(crate) fn check(
     pender: fn(&mut Machine),
     drains: bool,
 ) {
-    check_draining(install, entry, pender, drains);
+    for when_safe in [false, true] {
+        check_draining(install, entry, pender, drains, when_safe);
+    }
     use MajorFunction::{Cleanup, Close, Create, QueryInformation, Read, Write};
     // Every ticket reaches its own post callback, whether the lower drivers complete the reads
     // synchronously or asynchronously, and for synchronized operations alike.
