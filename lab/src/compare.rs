@@ -38,6 +38,10 @@ pub mod rows {
     pub const MANUAL: &str = "manual-attach-detach";
     /// Data scanning.
     pub const DATA_SCAN: &str = "data-scan";
+    /// Post callbacks called early, at teardown, by the Filter Manager.
+    pub const DRAINING: &str = "draining";
+    /// When a dismounted volume's instance is torn down, and what a revived volume keeps.
+    pub const DISMOUNT: &str = "dismount";
 }
 
 fn position(stack: &[StackEntry], driver: &str) -> String {
@@ -107,9 +111,13 @@ fn seen(run: &Run, driver: &str, io: RequestRef) -> (Vec<String>, Option<usize>)
                 },
                 outcome
             ),
-            Callback::Post { major, outcome, .. } => {
-                format!("post {} {}", major.short_name().unwrap_or("?"), outcome)
-            }
+            Callback::Post { major, outcome, draining, when_safe, .. } => format!(
+                "post {} {}{}{}",
+                major.short_name().unwrap_or("?"),
+                outcome,
+                if *draining { " (draining)" } else { "" },
+                if *when_safe { " (when safe)" } else { "" }
+            ),
             other => other.kind().to_owned(),
         };
         mine.push(item);
@@ -140,6 +148,36 @@ fn setups(run: &Run, driver: &str) -> Vec<String> {
                 ))
             }
             _ => None,
+        })
+        .collect()
+}
+
+/// `driver`'s teardown callbacks: `[step] start REASON` (`[boot]` before the first step).
+fn teardowns(run: &Run, driver: &str) -> Vec<String> {
+    run.events
+        .iter()
+        .filter_map(|e| {
+            let EventKind::Callback { driver: d, volume, callback, .. } = &e.kind else {
+                return None;
+            };
+            let (what, reason) = match callback {
+                Callback::TeardownStart { reason } => ("start", reason),
+                Callback::TeardownComplete { reason } => ("complete", reason),
+                _ => return None,
+            };
+            if d != driver {
+                return None;
+            }
+            let reasons: Vec<&str> = reason
+                .wdk_names()
+                .map(|n| n.trim_start_matches("FLTFL_INSTANCE_TEARDOWN_"))
+                .collect();
+            let step = e.step.map_or_else(|| "boot".to_owned(), |s| s.to_string());
+            Some(format!(
+                "[{step}] {} {what} {}",
+                volume.as_deref().unwrap_or("?"),
+                reasons.join("|")
+            ))
         })
         .collect()
 }
@@ -238,7 +276,12 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
             .iter()
             .zip(&mset)
             .any(|(a, b)| a.split("data scan").nth(1) != b.split("data scan").nth(1));
-        cite(rows::SETUP_FLAGS, &mut out);
+        // Set up on no volume at all in one model: where it attaches, not how.
+        if lset.is_empty() != mset.is_empty() {
+            cite(rows::VOLUMES, &mut out);
+        } else {
+            cite(rows::SETUP_FLAGS, &mut out);
+        }
         if scan_differs {
             cite(rows::DATA_SCAN, &mut out);
         }
@@ -264,6 +307,25 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
             rank(mrank),
             if mseen.is_empty() { "nothing".into() } else { mseen.join(", ") }
         );
+        if ls.status != ms.status {
+            let _ = writeln!(
+                out,
+                "    status:    legacy {}, minifilter {}",
+                ls.status.name().unwrap_or("?"),
+                ms.status.name().unwrap_or("?")
+            );
+        }
+        let drained = |seen: &[String]| seen.iter().any(|s| s.ends_with("(draining)"));
+        let dismounted = scenario
+            .steps
+            .iter()
+            .take(ls.index as usize)
+            .any(|s| matches!(s.action, crate::scenario::Action::Dismount { .. }));
+        if drained(&lseen) || drained(&mseen) {
+            cite(rows::DRAINING, &mut out);
+        } else if ls.status != ms.status && dismounted {
+            cite(rows::DISMOUNT, &mut out);
+        }
         if lseen.is_empty() != mseen.is_empty() {
             let _ = writeln!(
                 out,
@@ -278,6 +340,31 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
         }
     }
     out.push('\n');
+
+    let (lt, mt) = (teardowns(&legacy, &name), teardowns(&mini, &name));
+    if !lt.is_empty() || !mt.is_empty() {
+        let _ = writeln!(out, "Teardown (by step):");
+        let _ = writeln!(
+            out,
+            "  legacy:     {}",
+            if lt.is_empty() { "none".into() } else { lt.join("; ") }
+        );
+        let _ = writeln!(
+            out,
+            "  minifilter: {}",
+            if mt.is_empty() { "none".into() } else { mt.join("; ") }
+        );
+        if lt != mt {
+            let by = |t: &[String], reason: &str| t.iter().any(|e| e.ends_with(reason));
+            if by(&lt, "VOLUME_DISMOUNT") || by(&mt, "VOLUME_DISMOUNT") {
+                cite(rows::DISMOUNT, &mut out);
+            }
+            if by(&lt, "FILTER_UNLOAD") || by(&mt, "FILTER_UNLOAD") {
+                cite(rows::UNLOAD, &mut out);
+            }
+        }
+        out.push('\n');
+    }
 
     let (lu, mu) = (unloads(&legacy, &name), unloads(&mini, &name));
     if !lu.is_empty() || !mu.is_empty() {

@@ -1,0 +1,83 @@
+//! What `fsfilter compare` reports beyond positions and callbacks: each request's status where
+//! the two models end it differently, and the driver's teardowns by step, each with the
+//! docs/semantics.md row that explains the difference.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use fsfilter_lab::compare::compare;
+use fsfilter_lab::scenario::parse;
+
+#[test]
+fn a_request_ended_differently_shows_both_statuses() {
+    // The probe refuses every create, and reaches a named pipe only as a minifilter (row
+    // `volumes`): the pipe's create fails under the Filter Manager alone.
+    let text = r#"
+[[volume]]
+name = "\\Device\\NamedPipe"
+filesystem = "npfs"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[driver.parameters]
+SupportNpfsMsfs = 1
+Rules = "deny create"
+[[step]]
+action = "io"
+volume = "\\Device\\NamedPipe"
+op = "create"
+path = "p1"
+"#;
+    let c = compare(&parse("pipes.toml", text).unwrap(), "P").unwrap();
+    assert!(
+        c.text.contains("    status:    legacy STATUS_SUCCESS, minifilter STATUS_ACCESS_DENIED"),
+        "{}",
+        c.text
+    );
+    assert!(c.text.contains("      missed by the legacy filter"), "{}", c.text);
+    assert_eq!(c.rows, ["volumes"], "{}", c.text);
+}
+
+#[test]
+fn teardowns_are_listed_by_step_with_their_reasons() {
+    // A non-mandatory unload (step 1) tears the minifilter down there; the legacy filter has no
+    // such unload and is torn down by the stop (step 2).
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "a.txt"
+[[step]]
+action = "unload"
+driver = "P"
+[[step]]
+action = "stop"
+driver = "P"
+"#;
+    let c = compare(&parse("teardown.toml", text).unwrap(), "P").unwrap();
+    let lines: Vec<&str> = c.text.lines().collect();
+    let at = lines.iter().position(|l| *l == "Teardown (by step):").expect(&c.text);
+    assert_eq!(
+        lines.get(at + 1..at + 4).unwrap(),
+        [
+            "  legacy:     [2] C: start MANDATORY_FILTER_UNLOAD; [2] C: complete MANDATORY_FILTER_UNLOAD",
+            "  minifilter: [1] C: start FILTER_UNLOAD; [1] C: complete FILTER_UNLOAD",
+            "      see docs/semantics.md#unload",
+        ],
+        "{}",
+        c.text
+    );
+    assert!(!c.findings, "{}", c.text);
+}
