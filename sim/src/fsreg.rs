@@ -5,11 +5,13 @@
 //! `STATUS_DEVICE_ALREADY_ATTACHED` for an immediate duplicate, `STATUS_NOT_SUPPORTED` under the
 //! legacy-filter block policy.
 
+use std::collections::VecDeque;
+
 use fsfilter::{Status, device_type};
 use windows_sys::Wdk::Foundation::DEVICE_OBJECT;
 
 use crate::events::EventKind;
-use crate::ids::{DeviceId, DriverId, ImageId};
+use crate::ids::{DeviceId, DriverId, ImageId, ThreadId};
 use crate::kernel::{self, Kernel, call_into};
 use crate::objects::DO_DEVICE_INITIALIZING;
 
@@ -80,6 +82,26 @@ pub struct FsRegistry {
     pub notifications: Vec<Notification>,
     /// Registrations so far (the I/O manager's counter).
     pub generation: u64,
+    /// Registrations with `SynchronizeWithMounts` = TRUE under way, oldest first.
+    pub synchronized: Vec<SyncRegistration>,
+    /// The last id given to one.
+    pub last_sync: u64,
+}
+
+/// A registration with `SynchronizeWithMounts` = TRUE under way: it waits for the mounts its
+/// file systems pended, then reports every registered file system to its routine. Its remaining
+/// work is done by whichever thread needs it done: the registering thread, or a mount that starts
+/// meanwhile (which waits for the registration by doing the rest of it, [`drive`]).
+pub struct SyncRegistration {
+    id: u64,
+    notification: Notification,
+    /// Threads doing its work now (the registering thread first). A mount in one of them does
+    /// not wait for it: it is a mount made from the registration's own calls.
+    drivers: Vec<ThreadId>,
+    /// `None` while waiting for mounts; then the control devices not yet reported.
+    pending: Option<VecDeque<*const DEVICE_OBJECT>>,
+    /// Notification calls begun and not yet returned.
+    calling: usize,
 }
 
 impl FsRegistry {
@@ -208,11 +230,21 @@ fn notify(n: Notification, cdo: *const DEVICE_OBJECT, active: bool) {
     call_into(Some(n.image), || unsafe { (n.routine)(cdo, active) });
 }
 
-/// `IoRegisterFsRegistrationChange` (and the MountAware variant when `mount_aware`).
+/// How a registration goes on once its checks passed.
+enum Prepared {
+    /// Report these file systems now.
+    Now(Notification, Vec<*const DEVICE_OBJECT>),
+    /// A synchronized registration (its id) under way.
+    Synchronized(u64),
+}
+
+/// `IoRegisterFsRegistrationChange` (and the MountAware variant when `mount_aware`, with
+/// `synchronize` its `SynchronizeWithMounts`).
 pub fn register_change(
     driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
     routine: Option<FsNotification>,
     mount_aware: bool,
+    synchronize: bool,
 ) -> Status {
     let Some(routine) = routine else { return Status::INVALID_PARAMETER };
     let prepared = kernel::with(|k| {
@@ -235,6 +267,7 @@ pub fn register_change(
         }
         let duplicate = if mount_aware {
             k.fsreg.notifications.iter().any(|n| n.driver == did)
+                || k.fsreg.synchronized.iter().any(|r| r.notification.driver == did)
         } else {
             k.fsreg
                 .notifications
@@ -245,24 +278,189 @@ pub fn register_change(
             return Err(Status::DEVICE_ALREADY_ATTACHED);
         }
         let image = k.objects.driver(did).image;
-        k.fsreg.notifications.push(Notification { driver: did, image, routine, mount_aware });
-        let existing: Vec<*const DEVICE_OBJECT> = k
-            .fsreg
+        let n = Notification { driver: did, image, routine, mount_aware };
+        if synchronize {
+            k.fsreg.last_sync += 1;
+            let id = k.fsreg.last_sync;
+            let me = k.thread;
+            k.fsreg.synchronized.push(SyncRegistration {
+                id,
+                notification: n,
+                drivers: vec![me],
+                pending: None,
+                calling: 0,
+            });
+            return Ok(Prepared::Synchronized(id));
+        }
+        k.fsreg.notifications.push(n);
+        Ok(Prepared::Now(n, k.registered_control_devices()))
+    });
+    match prepared {
+        Err(s) => s,
+        Ok(Prepared::Now(n, existing)) => {
+            // Every file system already registered is reported before the call returns (XP and
+            // later).
+            for cdo in existing {
+                notify(n, cdo, true);
+            }
+            Status::SUCCESS
+        }
+        Ok(Prepared::Synchronized(id)) => {
+            // Every call above this one on the host stack has returned, so none of its
+            // notification calls is still running: the work is done.
+            let _ = drive(id);
+            kernel::with(|k| k.fsreg.synchronized.retain(|r| r.id != id));
+            Status::SUCCESS
+        }
+    }
+}
+
+impl Kernel {
+    /// The registered control devices as a new routine hears of them.
+    fn registered_control_devices(&self) -> Vec<*const DEVICE_OBJECT> {
+        self.fsreg
             .enumeration_order()
             .into_iter()
-            .map(|d| k.objects.device(d).ptr.cast_const())
-            .collect();
-        Ok((Notification { driver: did, image, routine, mount_aware }, existing))
-    });
-    let (n, existing) = match prepared {
-        Ok(p) => p,
-        Err(s) => return s,
-    };
-    // Every file system already registered is reported before the call returns (XP and later).
-    for cdo in existing {
-        notify(n, cdo, true);
+            .map(|d| self.objects.device(d).ptr.cast_const())
+            .collect()
     }
-    Status::SUCCESS
+
+    /// A synchronized registration's step after its wait for mounts: the mounts that came back
+    /// meanwhile finished for their suspended threads, the routine added to the list, the file
+    /// systems to report taken, at once (a file system registering later calls the routine
+    /// itself). Done once, by whichever thread gets here first.
+    fn begin_synchronized_calls(&mut self, id: u64) {
+        let Some(r) = self.fsreg.synchronized.iter().find(|r| r.id == id) else { return };
+        if r.pending.is_some() {
+            return;
+        }
+        let (n, drivers) = (r.notification, r.drivers.clone());
+        let found = self.finish_suspended_mounts(&drivers);
+        let service = self.objects.driver(n.driver).service.clone();
+        for v in found.unfinished {
+            let volume = self.volume_display_name(v);
+            self.log(EventKind::System {
+                what: "registration_not_synchronized",
+                driver: Some(service.clone()),
+                volume: Some(volume),
+                detail: "a mount under way in a thread suspended below the registration: it \
+                         goes on only once the registration returns"
+                    .into(),
+            });
+        }
+        self.fsreg.notifications.push(n);
+        let existing = self.registered_control_devices();
+        if let Some(r) = self.fsreg.synchronized.iter_mut().find(|r| r.id == id) {
+            r.pending = Some(existing.into());
+        }
+    }
+}
+
+/// One step of a synchronized registration's work.
+enum SyncStep {
+    /// Wait for the mounts file systems pended in other threads.
+    Wait,
+    /// Report a file system.
+    Call(Notification, *const DEVICE_OBJECT),
+    /// Nothing left.
+    Done,
+    /// Nothing left to begin, but a notification call is still running in a thread suspended
+    /// below the caller.
+    Busy,
+}
+
+/// Does a synchronized registration's remaining work in the current thread, which must be in
+/// its `drivers`: waits (running other ready work, [`crate::sched::wait_until`]) until no file
+/// system has a mount request of another thread pended, then makes the notification calls not
+/// yet begun. False when a call begun by a thread suspended below is still running.
+fn drive(id: u64) -> bool {
+    loop {
+        let step = kernel::with(|k| {
+            let Some(r) = k.fsreg.synchronized.iter_mut().find(|r| r.id == id) else {
+                return SyncStep::Done;
+            };
+            match r.pending.as_mut() {
+                None => SyncStep::Wait,
+                Some(p) => match p.pop_front() {
+                    Some(cdo) => {
+                        r.calling += 1;
+                        SyncStep::Call(r.notification, cdo)
+                    }
+                    None if r.calling == 0 => SyncStep::Done,
+                    None => SyncStep::Busy,
+                },
+            }
+        });
+        match step {
+            SyncStep::Wait => {
+                // The file system completes a pended mount from a worker queued for a set time,
+                // so this wait ends; a crash ends it too (the registration then goes on).
+                let _ = crate::sched::wait_until(
+                    || {
+                        kernel::with(|k| {
+                            let drivers = k
+                                .fsreg
+                                .synchronized
+                                .iter()
+                                .find(|r| r.id == id)
+                                .map(|r| r.drivers.clone())
+                                .unwrap_or_default();
+                            !k.mount_pended_elsewhere(&drivers)
+                        })
+                    },
+                    None,
+                );
+                kernel::with(|k| k.begin_synchronized_calls(id));
+            }
+            SyncStep::Call(n, cdo) => {
+                notify(n, cdo, true);
+                kernel::with(|k| {
+                    if let Some(r) = k.fsreg.synchronized.iter_mut().find(|r| r.id == id) {
+                        r.calling = r.calling.saturating_sub(1);
+                    }
+                });
+            }
+            SyncStep::Done => return true,
+            SyncStep::Busy => return false,
+        }
+    }
+}
+
+/// A mount about to start waits for the synchronized registrations under way (facts.md §1.1)
+/// by doing their remaining work itself: the registering thread is suspended below it on the
+/// host stack and cannot go on until the mount returns. A mount made from a registration's own
+/// work (its thread is among the registration's drivers) does not wait for it. False when a
+/// registration's notification call is still running in a thread suspended below: the mount
+/// cannot wait for it.
+pub fn mount_waits_for_registrations() -> bool {
+    let (me, ids) = kernel::with(|k| {
+        let me = k.thread;
+        let ids: Vec<u64> = k
+            .fsreg
+            .synchronized
+            .iter()
+            .filter(|r| !r.drivers.contains(&me))
+            .map(|r| r.id)
+            .collect();
+        (me, ids)
+    });
+    for id in ids {
+        kernel::with(|k| {
+            if let Some(r) = k.fsreg.synchronized.iter_mut().find(|r| r.id == id) {
+                r.drivers.push(me);
+            }
+        });
+        let done = drive(id);
+        kernel::with(|k| {
+            if let Some(r) = k.fsreg.synchronized.iter_mut().find(|r| r.id == id) {
+                r.drivers.retain(|t| *t != me);
+            }
+        });
+        if !done {
+            return false;
+        }
+    }
+    true
 }
 
 /// `IoUnregisterFsRegistrationChange`.

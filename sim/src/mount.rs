@@ -19,14 +19,38 @@ use crate::volumes::MediaKind;
 /// How often the walk may restart after loading a file system before giving up.
 const MAX_RESTARTS: u32 = 16;
 
+/// A mount request the mounting thread waits for: what a synchronized registration needs to
+/// finish the mount on that thread's behalf once the request is back (`finish_suspended_mounts`).
+#[derive(Clone, Debug)]
+pub struct MountWait {
+    /// The mounting thread's event, signalled when the request's completion reaches the top.
+    event: *mut KEVENT,
+    /// The mounting thread's status block, written then.
+    iosb: *const IO_STATUS_BLOCK,
+    /// The storage device.
+    storage: DeviceId,
+    /// A RAW mount.
+    raw: bool,
+    /// The file system's service name.
+    fs: String,
+    /// The I/O manager's work after the mount was done by another thread.
+    pub finished: bool,
+}
+
+/// The mount a request belongs to: the volume, its storage device, RAW or not, the file system.
+type MountOf = (VolumeId, DeviceId, bool, String);
+
 /// Sends one file-system control request to the top of `device`'s attachment chain and waits.
-/// `stack` is the IRP's stack count; `setup` fills the first stack location.
+/// `stack` is the IRP's stack count; `setup` fills the first stack location. For a mount request
+/// (`mount`), a pending wait is recorded in the volume ([`MountWait`]); the second value is true
+/// when another thread finished the mount during the wait.
 fn send_fsctl(
     device: *mut DEVICE_OBJECT,
     stack: i8,
     flags: u32,
+    mount: Option<MountOf>,
     setup: impl FnOnce(&mut windows_sys::Wdk::Foundation::IO_STACK_LOCATION),
-) -> Status {
+) -> (Status, bool) {
     // SAFETY: all-zero is a valid KEVENT and IO_STATUS_BLOCK before use.
     let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: as above.
@@ -46,18 +70,29 @@ fn send_fsctl(
     next.MajorFunction = mj::FILE_SYSTEM_CONTROL;
     setup(next);
     let s = crate::irp::call_driver(device, irp);
+    let mut finished = false;
     if s == Status::PENDING.0 {
+        let watched = mount.map(|(v, storage, raw, fs)| {
+            let wait =
+                MountWait { event: &mut *event, iosb: &*iosb, storage, raw, fs, finished: false };
+            kernel::with(|k| k.volume_mut(v).mount_wait = Some(wait));
+            v
+        });
         // SAFETY: our event, alive during the wait (leaked below if the wait fails).
         let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
+        if let Some(v) = watched {
+            let wait = kernel::with(|k| k.volume_mut(v).mount_wait.take());
+            finished = wait.is_some_and(|w| w.finished);
+        }
         if w != Status::SUCCESS.0 {
             std::mem::forget(event);
             std::mem::forget(iosb);
-            return Status::IO_TIMEOUT;
+            return (Status::IO_TIMEOUT, finished);
         }
     }
     // SAFETY: written by the I/O manager at completion (or the call's own status when the
     // dispatch routine returned without completing, which the verifier reports).
-    Status(unsafe { iosb.Anonymous.Status })
+    (Status(unsafe { iosb.Anonymous.Status }), finished)
 }
 
 /// The control devices a mount walks, head first, for a storage device type.
@@ -91,6 +126,12 @@ pub fn mount_volume(v: VolumeId, allow_raw: bool) -> Status {
         }
     });
     let Ok(took) = held else { return Status::DEVICE_NOT_READY };
+    // A new mount waits for synchronized registrations under way (facts.md §1.1); one that
+    // cannot be waited for fails like a mount of a device under way (docs/simulator.md).
+    if took && !crate::fsreg::mount_waits_for_registrations() {
+        kernel::with(|k| k.volume_mut(v).mounting = None);
+        return Status::DEVICE_NOT_READY;
+    }
     let status = mount_volume_locked(v, allow_raw);
     if took {
         kernel::with(|k| k.volume_mut(v).mounting = None);
@@ -147,10 +188,11 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
             }
             // SAFETY: the real device's current VPB.
             let the_vpb = unsafe { (*real_ptr).Vpb };
-            let status = send_fsctl(
+            let (status, finished) = send_fsctl(
                 top,
                 stack,
                 irp_flags::MOUNT_COMPLETION | irp_flags::SYNCHRONOUS_PAGING_IO,
+                Some((v, storage, raw, name.clone())),
                 |s| {
                     s.MinorFunction = mn_fsctl::MOUNT_VOLUME;
                     s.Flags = if allow_raw { sl::ALLOW_RAW_MOUNT } else { 0 };
@@ -160,7 +202,9 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
             );
             match status {
                 Status::SUCCESS => {
-                    kernel::with(|k| k.after_mount(v, storage, raw, &name));
+                    if !finished {
+                        kernel::with(|k| k.after_mount(v, storage, raw, &name));
+                    }
                     return Status::SUCCESS;
                 }
                 Status::FS_DRIVER_REQUIRED => {
@@ -221,13 +265,76 @@ impl Kernel {
     }
 }
 
+/// What a synchronized registration found of the mounts under way in other threads, once it
+/// waited for the ones their file system pended.
+pub struct SuspendedMounts {
+    /// Mounts whose request was back: the registration did the I/O manager's work after a
+    /// successful one (VPB marked mounted, volume device's stack size) for the mounting thread.
+    pub finished: Vec<VolumeId>,
+    /// Mounts still under way: their thread is suspended below the registration on the host
+    /// stack and goes on only once the registration returns (a filter holds the request, or
+    /// delays it).
+    pub unfinished: Vec<VolumeId>,
+}
+
+impl Kernel {
+    /// True when a file system pended a mount request of a thread not in `skip` and has not
+    /// completed it yet.
+    pub fn mount_pended_elsewhere(&self, skip: &[crate::ids::ThreadId]) -> bool {
+        self.volumes
+            .list
+            .iter()
+            .any(|vol| vol.mount_pended_by_fs && vol.mounting.is_some_and(|t| !skip.contains(&t)))
+    }
+
+    /// Finishes, on their threads' behalf, the mounts of threads not in `skip` whose request
+    /// came back while they are suspended, and lists the others under way.
+    pub fn finish_suspended_mounts(&mut self, skip: &[crate::ids::ThreadId]) -> SuspendedMounts {
+        let mut found = SuspendedMounts { finished: Vec::new(), unfinished: Vec::new() };
+        let under_way: Vec<VolumeId> = (0..self.volumes.list.len())
+            .map(|i| VolumeId(i as u32))
+            .filter(|v| self.volume(*v).mounting.is_some_and(|t| !skip.contains(&t)))
+            .collect();
+        for v in under_way {
+            let back = self.volume(v).mount_wait.as_ref().and_then(|w| {
+                // SAFETY: the mounting thread's event and status block live in its frame,
+                // suspended below us, until its wait returns and takes `mount_wait` back.
+                let signalled = unsafe { crate::sched::read_event(w.event) } != 0;
+                // SAFETY: as above.
+                let iosb = unsafe { &*w.iosb };
+                // SAFETY: `Status` is the member the I/O manager wrote.
+                let status = unsafe { iosb.Anonymous.Status };
+                (signalled && !w.finished).then(|| (Status(status), w.storage, w.raw, w.fs.clone()))
+            });
+            match back {
+                Some((Status::SUCCESS, storage, raw, fs)) => {
+                    self.after_mount(v, storage, raw, &fs);
+                    if let Some(w) = self.volume_mut(v).mount_wait.as_mut() {
+                        w.finished = true;
+                    }
+                    found.finished.push(v);
+                }
+                // Another answer: the mounting thread walks on to the next file system once it
+                // runs, and its next request goes through what is attached by then.
+                Some(_) => {}
+                None => {
+                    if !self.volume(v).mount_wait.as_ref().is_some_and(|w| w.finished) {
+                        found.unfinished.push(v);
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
 /// `IRP_MN_LOAD_FILE_SYSTEM` to a recognizer, through the top of its attachment chain.
 pub fn load_file_system(cdo: DeviceId) {
     let (top, stack) = kernel::with(|k| {
         let top = k.objects.top(cdo);
         (k.objects.device(top).ptr, k.objects.dobj(top).StackSize)
     });
-    let _ = send_fsctl(top, stack, irp_flags::SYNCHRONOUS_API, |s| {
+    let _ = send_fsctl(top, stack, irp_flags::SYNCHRONOUS_API, None, |s| {
         s.MinorFunction = mn_fsctl::LOAD_FILE_SYSTEM;
     });
 }

@@ -218,6 +218,11 @@ pub struct Volume {
     pub mount_pends_ms: Option<u64>,
     /// The thread whose mount request is under way, if one is (`crate::mount::mount_volume`).
     pub mounting: Option<crate::ids::ThreadId>,
+    /// The file system pended the mount request and has not completed it yet (its worker will).
+    pub mount_pended_by_fs: bool,
+    /// The mount request waited on by the mounting thread (`crate::mount::mount_volume`), for a
+    /// synchronized registration that finishes the mount on that thread's behalf.
+    pub mount_wait: Option<crate::mount::MountWait>,
 }
 
 /// The volume table.
@@ -377,6 +382,8 @@ impl Kernel {
             blank: false,
             mount_pends_ms: spec.mount_pends_ms,
             mounting: None,
+            mount_pended_by_fs: false,
+            mount_wait: None,
         });
         Ok(id)
     }

@@ -392,22 +392,26 @@ export! { windows_sys::Wdk::Storage::FileSystem::IoUnregisterFileSystem =>
 export! { windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange =>
     /// `IoRegisterFsRegistrationChange`.
     fn IoRegisterFsRegistrationChange(driverobject: *const DRIVER_OBJECT, drivernotificationroutine: DRIVER_FS_NOTIFICATION) -> NTSTATUS {
-        crate::fsreg::register_change(driverobject, drivernotificationroutine, false).0
+        crate::fsreg::register_change(driverobject, drivernotificationroutine, false, false).0
     }
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChangeMountAware =>
-    /// `IoRegisterFsRegistrationChangeMountAware`. `SynchronizeWithMounts` is ignored (not
-    /// modelled, docs/simulator.md "File-system registration"): a registration made while a
-    /// mount waits (pended, or delayed by a filter) can still miss that volume. The registration
-    /// behaves as the plain routine, except that any earlier registration by the same driver is
-    /// a duplicate.
+    /// `IoRegisterFsRegistrationChangeMountAware`: as the plain routine, except that any earlier
+    /// registration by the same driver is a duplicate. With `SynchronizeWithMounts` TRUE the
+    /// registration first waits (running other ready work) until no file system has a mount
+    /// request of another thread pended, finishes the mounts whose request came back while their
+    /// thread is suspended below it, then makes its notification calls; a mount that starts
+    /// meanwhile in another thread does the rest of the registration's work before its request
+    /// goes out. Mounts held by a filter in a suspended thread are not waited for, and a mount or
+    /// registration in the registering thread does not wait for itself (docs/simulator.md
+    /// "File-system registration").
     fn IoRegisterFsRegistrationChangeMountAware(
         driverobject: *const DRIVER_OBJECT,
         drivernotificationroutine: DRIVER_FS_NOTIFICATION,
-        _synchronizewithmounts: bool,
+        synchronizewithmounts: bool,
     ) -> NTSTATUS {
-        crate::fsreg::register_change(driverobject, drivernotificationroutine, true).0
+        crate::fsreg::register_change(driverobject, drivernotificationroutine, true, synchronizewithmounts).0
     }
 }
 

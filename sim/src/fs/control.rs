@@ -136,18 +136,22 @@ fn mount(call: Call) -> NTSTATUS {
     }
     // SAFETY: the VPB the I/O manager passed.
     let real = unsafe { (*vpb).RealDevice };
-    if let Some(ms) = kernel::with(|k| k.mount_pends(real)) {
+    if let Some((volume, ms)) = kernel::with(|k| k.mount_pends(real)) {
         // A slow medium (facts.md §1.4 step 3): the volume is recognized, and the rest of the
         // mount is done from a worker thread later; the request is pending until then.
         // SAFETY: the live IRP in our dispatch routine, completed once by the worker.
         unsafe { fsfilter_kernel::irp::IoMarkIrpPending(call.irp) };
-        let image = kernel::with(|k| k.current_image());
+        let image = kernel::with(|k| {
+            k.volume_mut(volume).mount_pended_by_fs = true;
+            k.current_image()
+        });
         crate::sched::queue_work_after(
             "file system mount",
             image,
             ms.saturating_mul(10_000),
             Box::new(move || {
                 let _ = mount_recognized(call, vpb, target, real);
+                kernel::with(|k| k.volume_mut(volume).mount_pended_by_fs = false);
             }),
         );
         return crate::irpx::STATUS_PENDING;
@@ -267,11 +271,11 @@ fn tear_down(mount: u32) {
 }
 
 impl Kernel {
-    /// How many milliseconds later the file system completes a mount of the volume on `real`,
-    /// if it pends it ([`crate::volumes::VolumeSpec::mount_pends_ms`]).
-    fn mount_pends(&self, real: *mut DEVICE_OBJECT) -> Option<u64> {
+    /// The volume on `real` and how many milliseconds later the file system completes its
+    /// mount, if it pends it ([`crate::volumes::VolumeSpec::mount_pends_ms`]).
+    fn mount_pends(&self, real: *mut DEVICE_OBJECT) -> Option<(VolumeId, u64)> {
         let volume = self.objects.device(self.objects.device_id(real)?).volume?;
-        self.volumes.list.get(volume.index())?.mount_pends_ms
+        Some((volume, self.volumes.list.get(volume.index())?.mount_pends_ms?))
     }
 
     /// Revives a dismounted volume of the same media (FAT, CDFS): its VPB goes back on the real
