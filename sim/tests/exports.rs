@@ -389,3 +389,313 @@ fn the_legacy_filter_block_policy_refuses_registration_facts_1_1() {
         [Status::NOT_SUPPORTED, Status::SUCCESS]
     );
 }
+
+/// A raw legacy filter for the `SynchronizeWithMounts` tests: its routine attaches to each disk
+/// file system's control device and enumerates that file system's volumes (as sfilter does);
+/// every request is passed down, mount requests counted. In `IN_MOUNT` mode its `DriverEntry`
+/// attaches to [`syncreg::TARGET`] directly and it registers from its mount dispatch instead,
+/// in the mounting thread, once the file system pended the request.
+mod syncreg {
+    use std::cell::{Cell, RefCell};
+    use std::ptr::null_mut;
+
+    use fsfilter::Status;
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP};
+    use windows_sys::Wdk::Storage::FileSystem::{
+        IoEnumerateDeviceObjectList, IoGetDiskDeviceObject,
+        IoRegisterFsRegistrationChangeMountAware,
+    };
+    use windows_sys::Wdk::System::SystemServices::{
+        IoAttachDeviceToDeviceStackSafe, IoCreateDevice, ObfDereferenceObject,
+    };
+    use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+    /// What the filter saw.
+    #[derive(Default, Debug)]
+    pub(crate) struct Log {
+        /// The registration calls' statuses.
+        pub(crate) statuses: Vec<Status>,
+        /// Virtual time (ms) when the first registration was called and when it returned.
+        pub(crate) registered: Option<(u64, u64)>,
+        /// Control devices reported active.
+        pub(crate) notified: Vec<usize>,
+        /// Volume devices found mounted by the enumerations.
+        pub(crate) found: Vec<usize>,
+        /// Mount requests that went through our devices.
+        pub(crate) mounts_seen: usize,
+    }
+
+    thread_local! {
+        /// `SynchronizeWithMounts`.
+        pub(crate) static SYNC: Cell<bool> = const { Cell::new(false) };
+        /// Register from the mount dispatch instead of `DriverEntry`.
+        pub(crate) static IN_MOUNT: Cell<bool> = const { Cell::new(false) };
+        /// NTFS's control device: the one the routine attaches to and `IN_MOUNT` mode too.
+        pub(crate) static TARGET: Cell<usize> = const { Cell::new(0) };
+        pub(crate) static LOG: RefCell<Log> = RefCell::new(Log::default());
+        /// Our driver object.
+        static DRIVER: Cell<usize> = const { Cell::new(0) };
+        /// (our device, the device below it).
+        static LOWER: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn reset(m: &fsfilter_sim::Machine, sync: bool, in_mount: bool) {
+        let ntfs = m.kernel(|k| {
+            let id = k.objects.names.get(r"\NTFS").copied().unwrap();
+            k.objects.device(id).ptr as usize
+        });
+        TARGET.with(|t| t.set(ntfs));
+        SYNC.with(|s| s.set(sync));
+        IN_MOUNT.with(|s| s.set(in_mount));
+        LOG.with(|l| *l.borrow_mut() = Log::default());
+        LOWER.with(|l| l.borrow_mut().clear());
+    }
+
+    fn now_ms() -> u64 {
+        fsfilter_sim::kernel::with(|k| k.sched.now / 10_000)
+    }
+
+    /// Creates a device and attaches it to `target`.
+    ///
+    /// # Safety
+    /// `driver` and `target` must be live.
+    unsafe fn attach(driver: *const DRIVER_OBJECT, target: *mut DEVICE_OBJECT) {
+        let mut me: *mut DEVICE_OBJECT = null_mut();
+        // SAFETY: our driver; an unnamed device of the control device's type.
+        let s = unsafe {
+            IoCreateDevice(driver, 0, null_mut(), (*target).DeviceType, 0, false, &mut me)
+        };
+        if s < 0 {
+            return;
+        }
+        let mut lower = null_mut();
+        // SAFETY: our new device and a live target.
+        if unsafe { IoAttachDeviceToDeviceStackSafe(me, target, &mut lower) } >= 0 {
+            // SAFETY: our device and the one below it, both live.
+            unsafe {
+                (*me).StackSize = (*lower).StackSize + 1;
+                (*me).Flags &= !0x80;
+            }
+            LOWER.with(|l| l.borrow_mut().push((me as usize, lower as usize)));
+        }
+    }
+
+    /// Registers with `IoRegisterFsRegistrationChangeMountAware` twice; the first time's span
+    /// is recorded.
+    ///
+    /// # Safety
+    /// `driver` must be our live driver object.
+    unsafe fn register(driver: *const DRIVER_OBJECT) {
+        let sync = SYNC.with(Cell::get);
+        let start = now_ms();
+        // SAFETY: our driver object and routine.
+        let first =
+            Status(unsafe { IoRegisterFsRegistrationChangeMountAware(driver, Some(notify), sync) });
+        let end = now_ms();
+        // SAFETY: as above.
+        let second =
+            Status(unsafe { IoRegisterFsRegistrationChangeMountAware(driver, Some(notify), sync) });
+        LOG.with(|l| {
+            let mut l = l.borrow_mut();
+            l.statuses.extend([first, second]);
+            l.registered.get_or_insert((start, end));
+        });
+    }
+
+    unsafe extern "system" fn notify(cdo: *const DEVICE_OBJECT, active: bool) {
+        let driver = DRIVER.with(Cell::get) as *const DRIVER_OBJECT;
+        // SAFETY: a live control device.
+        let fs_driver = unsafe { (*cdo).DriverObject };
+        if !active || cdo as usize != TARGET.with(Cell::get) {
+            return;
+        }
+        LOG.with(|l| l.borrow_mut().notified.push(cdo as usize));
+        // SAFETY: our driver object and the live control device.
+        unsafe { attach(driver, cdo.cast_mut()) };
+        let mut list = [null_mut(); 16];
+        let mut count = 0u32;
+        // SAFETY: our list; every device returned is referenced.
+        let _ = unsafe {
+            IoEnumerateDeviceObjectList(
+                fs_driver,
+                list.as_mut_ptr(),
+                size_of_val(&list) as u32,
+                &mut count,
+            )
+        };
+        for dev in list.into_iter().filter(|d| !d.is_null()) {
+            let mut disk = null_mut();
+            // SAFETY: a referenced device of the file system.
+            if dev.cast_const() != cdo && unsafe { IoGetDiskDeviceObject(dev, &mut disk) } >= 0 {
+                LOG.with(|l| l.borrow_mut().found.push(dev as usize));
+                // SAFETY: the reference IoGetDiskDeviceObject took.
+                unsafe { ObfDereferenceObject(disk.cast()) };
+            }
+            // SAFETY: the reference the enumeration took.
+            unsafe { ObfDereferenceObject(dev.cast()) };
+        }
+    }
+
+    unsafe extern "system" fn pass(d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+        let lower =
+            LOWER.with(|l| l.borrow().iter().find(|(me, _)| *me == d as usize).map(|x| x.1));
+        let Some(lower) = lower else { return Status::INVALID_DEVICE_REQUEST.0 };
+        // SAFETY: the live IRP at our location.
+        let (major, minor) = unsafe {
+            let sl = &*fsfilter_kernel::irp::IoGetCurrentIrpStackLocation(irp);
+            (sl.MajorFunction, sl.MinorFunction)
+        };
+        let mount = major == 0x0d && minor == 0x01;
+        if mount {
+            LOG.with(|l| l.borrow_mut().mounts_seen += 1);
+        }
+        // SAFETY: the live IRP; the device below ours.
+        let s = unsafe {
+            fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
+            fsfilter_kernel::irp::IoCallDriver(lower as *mut _, irp)
+        };
+        if mount && IN_MOUNT.with(Cell::get) && s == Status::PENDING.0 {
+            // In the mounting thread, the file system holding the request.
+            // SAFETY: our live device's driver object.
+            unsafe { register((*d).DriverObject) };
+        }
+        s
+    }
+
+    pub(crate) unsafe extern "system" fn entry(
+        driver: *const DRIVER_OBJECT,
+        _p: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        DRIVER.with(|d| d.set(driver as usize));
+        // SAFETY: our driver object during DriverEntry.
+        unsafe {
+            for f in (*driver.cast_mut()).MajorFunction.iter_mut() {
+                *f = Some(pass);
+            }
+        }
+        if IN_MOUNT.with(Cell::get) {
+            // SAFETY: our driver; the test's live control device.
+            unsafe { attach(driver, TARGET.with(Cell::get) as *mut _) };
+        } else {
+            // SAFETY: our driver object.
+            unsafe { register(driver) };
+        }
+        0
+    }
+}
+
+/// The volume's volume device, as a pointer value.
+fn vdo_of(m: &fsfilter_sim::Machine, v: fsfilter_sim::VolumeId) -> usize {
+    m.kernel(|k| k.volume(v).vdo.map_or(0, |d| k.objects.device(d).ptr as usize))
+}
+
+#[test]
+fn a_synchronized_registration_waits_for_a_pended_mount_and_finds_the_volume_facts_1_1() {
+    // facts.md §1.1: with SynchronizeWithMounts TRUE the registration waits for mounts in
+    // progress, closing the race where a volume mounts between "attach to the control device"
+    // and "enumerate the volumes". The service starts 10 ms into a mount its file system pended
+    // for 50 ms: the request went past the control device before the filter attached. With
+    // FALSE the enumeration runs before the volume device exists and misses it for good; with
+    // TRUE the registration returns once the mount is back, and the enumeration finds it.
+    for sync in [false, true] {
+        let mut m = machine(21);
+        let spec = VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"x");
+        let c = m.add_volume(spec.mount(fsfilter_sim::MountWhen::Step).pend_mount(50));
+        m.boot();
+        syncreg::reset(&m, sync, false);
+        m.install(fsfilter_sim::ServiceSpec::new("SyncReg", syncreg::entry, "legacy"));
+        m.schedule(10, |m| assert_eq!(m.start("SyncReg"), Status::SUCCESS));
+        assert_eq!(m.mount(c), Status::SUCCESS);
+        m.settle();
+        let vdo = vdo_of(&m, c);
+        assert_ne!(vdo, 0);
+        let log = syncreg::LOG.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        assert_eq!(log.statuses, [Status::SUCCESS, Status::DEVICE_ALREADY_ATTACHED], "{sync}");
+        assert_eq!(log.notified, [syncreg::TARGET.with(std::cell::Cell::get)], "{sync}");
+        assert_eq!(log.mounts_seen, 0, "{sync}: the request had gone past the control device");
+        let (called, returned) = log.registered.unwrap();
+        assert_eq!(called, 10, "{sync}");
+        if sync {
+            assert!(returned >= 50, "waited for the mount: {returned}");
+            assert_eq!(log.found, [vdo], "the enumeration found the volume");
+        } else {
+            assert_eq!(returned, 10, "did not wait");
+            assert!(log.found.is_empty(), "the race: {:?}", log.found);
+        }
+        // The I/O manager's work after the mount was done once, and the volume is usable.
+        let mounted = m
+            .events()
+            .into_iter()
+            .filter(|e| matches!(&e.kind, EventKind::Mounted { volume, .. } if volume == "C:"))
+            .count();
+        assert_eq!(mounted, 1, "{sync}");
+        m.kernel(|k| {
+            let storage = k.volume(c).storage.unwrap();
+            // SAFETY: the storage device's VPB.
+            assert_eq!(unsafe { (*k.objects.dobj(storage).Vpb).Flags } & 1, 1, "VPB_MOUNTED");
+            assert_eq!(k.volume(c).mounting, None);
+        });
+        assert!(m.open(c, "a.txt", CreateOptions::open()).is_ok(), "{sync}");
+        assert!(m.findings().is_empty(), "{sync}: {:?}", m.findings());
+    }
+}
+
+#[test]
+fn a_mount_starting_during_a_synchronized_registration_waits_for_it_facts_1_1() {
+    // facts.md §1.1: a mount that starts while a synchronized registration is under way waits
+    // until its notification calls are done. The registration (at 10 ms) waits for C:'s pended
+    // mount (back at 50 ms); D:'s mount starts at 20 ms and goes out only once the filter is on
+    // the control device, so its request goes through the filter, and the enumeration finds
+    // C: alone.
+    let mut m = machine(22);
+    let step = fsfilter_sim::MountWhen::Step;
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).mount(step).pend_mount(50));
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Ntfs).mount(step));
+    m.boot();
+    syncreg::reset(&m, true, false);
+    m.install(fsfilter_sim::ServiceSpec::new("SyncReg", syncreg::entry, "legacy"));
+    m.schedule(10, |m| assert_eq!(m.start("SyncReg"), Status::SUCCESS));
+    let d_mount = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = d_mount.clone();
+    m.schedule(20, move |m| {
+        let s = m.mount(d);
+        seen.set(Some((s, m.now_ms())));
+    });
+    assert_eq!(m.mount(c), Status::SUCCESS);
+    m.settle();
+    let (status, at) = d_mount.get().unwrap();
+    assert_eq!(status, Status::SUCCESS);
+    assert!(at >= 50, "D: mounted after the registration: {at} ms");
+    let log = syncreg::LOG.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    assert_eq!(log.mounts_seen, 1, "D:'s request went through the filter");
+    assert_eq!(log.found, [vdo_of(&m, c)], "C: found by the enumeration, D: not yet mounted");
+    assert!(log.registered.is_some_and(|(_, returned)| returned >= 50));
+    assert_ne!(vdo_of(&m, d), 0);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_synchronized_registration_from_the_mounting_thread_does_not_wait_for_itself_facts_1_1() {
+    // docs/simulator.md (choice): a registration made in a thread that is itself mounting does
+    // not wait for that mount (it would wait for itself). The filter registers from its mount
+    // dispatch once the file system pended C:'s mount for 50 ms: the registration returns at
+    // once, and its enumeration does not find C: (not mounted yet).
+    let mut m = machine(23);
+    let step = fsfilter_sim::MountWhen::Step;
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).mount(step).pend_mount(50));
+    m.boot();
+    syncreg::reset(&m, true, true);
+    let ntfs = syncreg::TARGET.with(std::cell::Cell::get);
+    m.install(fsfilter_sim::ServiceSpec::new("SyncReg", syncreg::entry, "legacy"));
+    assert_eq!(m.start("SyncReg"), Status::SUCCESS);
+    assert_eq!(m.mount(c), Status::SUCCESS);
+    let log = syncreg::LOG.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    assert_eq!(log.statuses, [Status::SUCCESS, Status::DEVICE_ALREADY_ATTACHED]);
+    let (called, returned) = log.registered.unwrap();
+    assert_eq!(returned, called, "no wait");
+    assert_eq!(log.notified, [ntfs]);
+    assert!(log.found.is_empty(), "{:?}", log.found);
+    assert!(m.now_ms() >= 50);
+    assert_ne!(vdo_of(&m, c), 0);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
