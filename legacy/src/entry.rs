@@ -9,7 +9,7 @@ use fsfilter_kernel::registry::ServiceKey;
 use fsfilter_kernel::{image, trace, unicode, wide};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::{
-    IoRegisterFsRegistrationChange, IoUnregisterFsRegistrationChange,
+    IoRegisterFsRegistrationChangeMountAware, IoUnregisterFsRegistrationChange,
 };
 use windows_sys::Wdk::System::SystemServices::{IoCreateDevice, KeWaitForSingleObject};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
@@ -116,10 +116,13 @@ pub unsafe fn driver_entry<F: Filter>(
         if registration.callbacks().filter_unload { Some(driver_unload::<F>) } else { None };
 
     // Step 5: file-system notifications; already-registered file systems are reported before the
-    // call returns.
+    // call returns. Synchronized with mounts (Windows 7 and later, facts.md §1.1): a mount in
+    // progress finishes first and a new one waits, so that no volume mounts between the attach
+    // to its file system's control device and the enumeration of its volumes.
     // SAFETY: our driver object and routine.
-    let status =
-        unsafe { IoRegisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
+    let status = unsafe {
+        IoRegisterFsRegistrationChangeMountAware(driver, Some(attach::fs_notification::<F>), true)
+    };
     if status < 0 {
         // STATUS_NOT_SUPPORTED under the legacy-filter block policy: give everything back and
         // report it, rather than stay loaded attached to nothing.

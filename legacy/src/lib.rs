@@ -2,7 +2,8 @@
 //!
 //! Runs any [`fsfilter::Filter`] as a legacy file-system filter: a small private filter manager
 //! with one client. It attaches to file-system control devices from its
-//! `IoRegisterFsRegistrationChange` routine, to new volumes from the mount request's completion,
+//! file-system registration routine (`IoRegisterFsRegistrationChangeMountAware`, synchronized with
+//! mounts), to new volumes from the mount request's completion,
 //! and to already-mounted volumes through `IoEnumerateDeviceObjectList` (facts.md §1.2–§1.5); it
 //! emulates instance setup with the Filter Manager's flags, the skip flags, and pre/post pairing
 //! through completion routines set with `IoSetCompletionRoutineEx`; it supplies a pass-through

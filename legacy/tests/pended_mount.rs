@@ -47,3 +47,29 @@ fn two_filters_attach_in_order_after_a_pended_mount() {
     assert!(!pres(&m, "ProbeB", MajorFunction::Read).is_empty());
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_filter_started_while_a_mount_is_pended_attaches_to_that_volume() {
+    // facts.md §1.1: the backend registers with IoRegisterFsRegistrationChangeMountAware and
+    // SynchronizeWithMounts, so its registration waits for the mount in progress before it
+    // enumerates the file system's volumes. Registered without it (before December 6), a filter
+    // started while E:'s mount was pended attached to NTFS's control device after the mount
+    // request had passed it, and enumerated the volumes before E: was there: it never attached
+    // to E:.
+    let mut m = machine();
+    let v = m.add_volume(
+        VolumeSpec::new("E:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step).pend_mount(50),
+    );
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    m.boot();
+    let started = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = started.clone();
+    m.schedule(10, move |m| seen.set(Some(m.start("ProbeA"))));
+    assert_eq!(m.mount(v), fsfilter::Status::SUCCESS);
+    m.settle();
+    assert_eq!(started.get(), Some(fsfilter::Status::SUCCESS), "ProbeA started during the mount");
+    assert_eq!(m.volume_stack_drivers(v), ["ProbeA", "Ntfs"]);
+    assert_eq!(use_volume(&mut m, v), b"pended");
+    assert!(!pres(&m, "ProbeA", MajorFunction::Write).is_empty());
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
