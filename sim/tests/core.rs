@@ -28,7 +28,7 @@ use fsfilter_sim::{Machine, MachineConfig, Rule, ServiceSpec, StopResult};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP};
 use windows_sys::Wdk::System::SystemServices::{
     IoAttachDeviceToDeviceStack, IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice,
-    IoDetachDevice, IoSetCompletionRoutineEx,
+    IoDetachDevice, IoGetDeviceObjectPointer, IoSetCompletionRoutineEx, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -458,4 +458,85 @@ fn a_completion_routine_set_with_ex_keeps_the_driver_image_until_it_ran() {
     assert!(!rules.contains(&Rule::UnloadedDriverCodeRan), "{rules:?}");
     // Once the routine ran, the last reference went and the driver is gone.
     assert_eq!(m.stop("Top"), StopResult::NotRunning);
+}
+
+// "Ctl": a legacy filter's control device, named as filters name theirs
+// (`\FileSystem\Filters\<service>`); opens, cleanups and closes succeed, and DriverUnload
+// deletes the device.
+const CTL_NAME: &str = r"\FileSystem\Filters\CtlSvc";
+
+thread_local! {
+    static CTL: RefCell<usize> = const { RefCell::new(0) };
+}
+
+unsafe extern "system" fn ctl_dispatch(_d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: the live IRP in our dispatch routine.
+    let major = unsafe { (*IoGetCurrentIrpStackLocation(irp)).MajorFunction };
+    log(format!("ctl irp {major}"));
+    // SAFETY: as above; completed once.
+    unsafe {
+        (*irp).IoStatus.Anonymous.Status = 0;
+        IoCompleteRequest(irp, 0);
+    }
+    0
+}
+
+unsafe extern "system" fn ctl_unload(_driver: *const DRIVER_OBJECT) {
+    log("ctl unload");
+    let dev = CTL.with(|c| *c.borrow()) as *mut DEVICE_OBJECT;
+    // SAFETY: our control device, attached to nothing.
+    unsafe { IoDeleteDevice(dev) };
+}
+
+unsafe extern "system" fn ctl_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object.
+    let d = unsafe { &mut *driver.cast_mut() };
+    for f in d.MajorFunction.iter_mut() {
+        *f = Some(ctl_dispatch);
+    }
+    d.DriverUnload = Some(ctl_unload);
+    let units: Vec<u16> = CTL_NAME.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let mut dev = null_mut();
+    // SAFETY: our driver; a named control device (FILE_DEVICE_DISK_FILE_SYSTEM).
+    let s = unsafe { IoCreateDevice(driver, 0, &name, 8, 0, false, &mut dev) };
+    CTL.with(|c| *c.borrow_mut() = dev as usize);
+    s
+}
+
+#[test]
+fn an_open_control_device_keeps_a_stop_pending_until_it_is_closed() {
+    // facts.md §1.9: the I/O manager calls DriverUnload only once the driver's devices have no
+    // handles or references left. A file object open on the filter's named control device (what
+    // IoGetDeviceObjectPointer leaves its caller, as a service's user-mode handle would) keeps
+    // `sc stop` pending; closing it lets the unload happen, once.
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    take_log();
+    m.install(ServiceSpec::new("CtlSvc", ctl_entry, "legacy"));
+    assert_eq!(m.start("CtlSvc"), Status::SUCCESS);
+    let units: Vec<u16> = CTL_NAME.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let (mut fo, mut dev) = (null_mut(), null_mut());
+    // SAFETY: a valid name and out pointers.
+    let s = unsafe { IoGetDeviceObjectPointer(&name, 0x8000_0000, &mut fo, &mut dev) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    assert_eq!(dev as usize, CTL.with(|c| *c.borrow()));
+    assert_eq!(take_log(), ["ctl irp 0", "ctl irp 18"], "the open's create and cleanup");
+    assert_eq!(m.stop("CtlSvc"), StopResult::Pending);
+    m.settle();
+    assert!(!take_log().contains(&"ctl unload".to_owned()), "DriverUnload ran with a reference");
+    // Asked again while pending: still pending, and still no DriverUnload.
+    assert_eq!(m.stop("CtlSvc"), StopResult::Pending);
+    m.settle();
+    assert!(take_log().is_empty());
+    // The last reference goes: the close reaches the device, then DriverUnload runs.
+    // SAFETY: the reference IoGetDeviceObjectPointer returned.
+    unsafe { ObfDereferenceObject(fo.cast()) };
+    m.settle();
+    assert_eq!(take_log(), ["ctl irp 2", "ctl unload"]);
+    assert_eq!(m.stop("CtlSvc"), StopResult::NotRunning, "the driver is gone");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
