@@ -432,3 +432,84 @@ fn start_filtering_and_unregistering_are_allowed_at_apc_level_and_attaching_wait
         .collect();
     assert_eq!(calls, Vec::<String>::new());
 }
+
+#[test]
+fn fltmc_unload_calls_the_unload_callback_of_a_filter_that_refuses_service_stop_facts_5() {
+    // facts.md §5: DO_NOT_SUPPORT_SERVICE_STOP makes service-stop requests (mandatory) fail
+    // without calling the unload callback; a non-mandatory unload (`fltmc unload`, FilterUnload,
+    // FltUnloadFilter) is not a service stop: it calls FilterUnloadCallback without
+    // FLTFL_FILTER_UNLOAD_MANDATORY, and the callback's success unloads the filter.
+    let mut m = booted(&[]);
+    let mut c = Config::new("NoStop", "370000");
+    c.flags = 0x1;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("NoStop"), Status::SUCCESS);
+    assert_eq!(m.stop("NoStop"), StopResult::NotStoppable);
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Unload { .. })));
+    assert_eq!(m.fltmc_unload("NoStop"), Status::SUCCESS);
+    let unloads: Vec<Seen> =
+        seen(0).into_iter().filter(|s| matches!(s, Seen::Unload { .. })).collect();
+    assert_eq!(unloads, [Seen::Unload { flags: 0 }], "called once, not mandatory");
+    assert!(m.kernel(|k| k.fltmgr.filter_by_name("NoStop").is_none()), "unregistered");
+    assert_eq!(m.stop("NoStop"), StopResult::NotRunning, "the driver is gone");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+thread_local! {
+    /// The driver object of "Bystander" and what FltRegisterFilter returned to "Thief".
+    static BYSTANDER: std::cell::Cell<(usize, i32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+unsafe extern "system" fn bystander_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    BYSTANDER.with(|b| b.set((driver as usize, 0)));
+    0
+}
+
+unsafe extern "system" fn thief_entry(
+    _driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_REGISTRATION, FltRegisterFilter};
+    // A valid registration with no callbacks, for another driver's object.
+    let mut reg: FLT_REGISTRATION = unsafe { std::mem::zeroed() };
+    reg.Size = size_of::<FLT_REGISTRATION>() as u16;
+    reg.Version = 0x0203;
+    let other = BYSTANDER.with(|b| b.get().0) as *const windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+    let mut filter = 0;
+    let s = unsafe { FltRegisterFilter(other, &reg, &mut filter) };
+    BYSTANDER.with(|b| b.set((b.get().0, s)));
+    s
+}
+
+#[test]
+fn a_driver_can_only_register_itself_facts_2_6() {
+    // facts.md §2.6: "A driver can only register itself": FltRegisterFilter with another
+    // driver's DRIVER_OBJECT is STATUS_INVALID_PARAMETER, and registers nothing for it (the
+    // other driver's service has an Instances key, so nothing else would refuse it).
+    let mut m = booted(&[]);
+    let instances = fsfilter_sim::InstancesSpec {
+        default_instance: "Bystander Instance".into(),
+        instances: vec![fsfilter_sim::InstanceSpec {
+            name: "Bystander Instance".into(),
+            altitude: "370000".into(),
+            flags: 0,
+        }],
+        layout: InstanceLayout::Both,
+    };
+    let mut spec = fsfilter_sim::ServiceSpec::new("Bystander", bystander_entry, "minifilter");
+    spec.depends_on = vec!["FltMgr".into()];
+    spec.instances = Some(instances);
+    m.install(spec);
+    let mut spec = fsfilter_sim::ServiceSpec::new("Thief", thief_entry, "minifilter");
+    spec.depends_on = vec!["FltMgr".into()];
+    m.install(spec);
+    assert_eq!(m.start("Bystander"), Status::SUCCESS);
+    assert_ne!(BYSTANDER.with(|b| b.get().0), 0);
+    assert_eq!(m.start("Thief"), Status::INVALID_PARAMETER);
+    assert_eq!(Status(BYSTANDER.with(|b| b.get().1)), Status::INVALID_PARAMETER);
+    assert!(m.kernel(|k| k.fltmgr.filter_by_name("Bystander").is_none()));
+    assert!(m.kernel(|k| k.fltmgr.filter_by_name("Thief").is_none()));
+}
