@@ -106,6 +106,9 @@ pub struct Volume {
     pub trusted: bool,
     /// Files present at boot: path and contents (an extension of scenario.md).
     pub files: Vec<(String, Vec<u8>)>,
+    /// The file system pends the volume's mount requests and completes each this many
+    /// milliseconds later from a worker thread (`mount_pends_ms`, an extension of scenario.md).
+    pub mount_pends_ms: Option<u64>,
 }
 
 /// A filter model.
@@ -458,8 +461,18 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let dev_drive = f.opt_bool("dev_drive")?.unwrap_or(false);
         let trusted = f.opt_bool("trusted")?.unwrap_or(false);
         let files = f.opt_files("files")?;
+        let mount_pends_ms =
+            f.opt_u64_at_most("mount_pends_ms", MAX_MOUNT_PENDS_MS, "must be at most 60000 (ms)")?;
         f.finish()?;
-        volumes.push(Volume { name: vname, filesystem, mount, dev_drive, trusted, files });
+        volumes.push(Volume {
+            name: vname,
+            filesystem,
+            mount,
+            dev_drive,
+            trusted,
+            files,
+            mount_pends_ms,
+        });
     }
 
     let mut drivers: Vec<Driver> = Vec::new();
@@ -841,6 +854,9 @@ type Span = std::ops::Range<usize>;
 /// The keys of one table, taken one by one; whatever is left at `finish` is unknown.
 /// The longest `io` transfer a scenario may ask for: its buffer is the lab's memory.
 const MAX_IO_LENGTH: u32 = 64 << 20;
+
+/// The longest a volume's mount may stay pended (`mount_pends_ms`): a minute.
+const MAX_MOUNT_PENDS_MS: u64 = 60_000;
 
 struct Fields<'c, 't> {
     cx: &'c Cx<'c>,

@@ -1,0 +1,70 @@
+//! The volume key `mount_pends_ms` (an extension of scenario.md): the file system pends the
+//! volume's mount requests and completes each that many milliseconds later from a worker thread
+//! (facts.md §1.4: mounts may complete asynchronously).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use fsfilter_lab::run::run;
+use fsfilter_lab::scenario::{Model, parse};
+use fsfilter_sim::EventKind;
+
+const SCENARIO: &str = r#"
+[[volume]]
+name = "E:"
+filesystem = "fat"
+mount = "step"
+mount_pends_ms = 40
+files = { "a.txt" = "x" }
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[[step]]
+action = "mount"
+volume = "E:"
+[[step]]
+action = "io"
+volume = "E:"
+op = "read"
+path = "a.txt"
+"#;
+
+#[test]
+fn a_pended_mount_ends_later_and_the_filter_attaches_in_both_models() {
+    let s = parse("pended.toml", SCENARIO).unwrap();
+    assert_eq!(s.volumes[0].mount_pends_ms, Some(40));
+    for model in [Model::Legacy, Model::Minifilter] {
+        let r = run(&s.with_model("P", model));
+        assert!(!r.has_findings(), "{model:?}");
+        let mounted = r
+            .events
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::Mounted { volume, .. } if volume == "E:"))
+            .expect("mounted");
+        // Virtual time is in 100 ns units.
+        assert!(mounted.time >= 40 * 10_000, "{model:?}: mounted at {}", mounted.time);
+        let read = r.steps.get(1).unwrap();
+        assert!(read.status.is_success(), "{model:?}: {read:?}");
+        let saw_read = r.events.iter().any(|e| {
+            matches!(&e.kind, EventKind::Callback { driver, io: Some(i), .. }
+                if driver == "P" && Some(*i) == read.io)
+        });
+        assert!(saw_read, "{model:?}: the filter saw the read on the pended volume");
+    }
+    let plain = parse("plain.toml", &SCENARIO.replace("mount_pends_ms = 40\n", "")).unwrap();
+    assert_eq!(plain.volumes[0].mount_pends_ms, None);
+}
+
+#[test]
+fn a_mount_pended_too_long_is_refused_at_its_line() {
+    let text = SCENARIO.replace("mount_pends_ms = 40", "mount_pends_ms = 60001");
+    assert_eq!(
+        parse("bad.toml", &text).unwrap_err().to_string(),
+        "bad.toml:6: volume[0].mount_pends_ms: must be at most 60000 (ms)"
+    );
+    let text = SCENARIO.replace("mount_pends_ms = 40", "mount_pends_ms = \"soon\"");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.starts_with("bad.toml:6: volume[0].mount_pends_ms:"), "{e}");
+}
