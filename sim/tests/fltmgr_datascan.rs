@@ -765,3 +765,87 @@ fn deleting_a_section_context_is_reported_facts_6() {
     let cleaned = seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { ty: SECTION, .. })).count();
     assert_eq!(cleaned, 1, "the context went once, after the close");
 }
+
+/// Creates a section on keep.txt and closes it with FltCloseSectionForDataScan at once, keeping
+/// the section handle and object (the section itself stays) in `KEPT`.
+fn create_then_close(p: &PostCall) -> i32 {
+    if p.status().is_success()
+        && file_name(p) == "\\keep.txt"
+        && KEPT.with(|k| k.borrow().is_empty())
+    {
+        let ctx = section_context(p.slot);
+        let (s, h, obj, _) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
+        log(format!("create {s}"));
+        log(format!("close {}", Status(unsafe { FltCloseSectionForDataScan(ctx) })));
+        KEPT.with(|k| k.borrow_mut().push((ctx as usize, h as usize, obj as usize)));
+    }
+    0
+}
+
+#[test]
+fn a_closed_section_is_no_longer_synchronized_facts_6() {
+    // facts.md §6: after FltCloseSectionForDataScan the Filter Manager no longer synchronizes
+    // conflicting I/O with the section: a non-cached write to the stream brings no
+    // SectionNotificationCallback, though the section object is still there (its handle and
+    // reference are held) and the file system reports the conflict to the Filter Manager.
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789")]);
+    let mut cfg = scanner("Scan", "265000", true, create_then_close);
+    cfg.on_conflict = Some(Rc::new(|_, _, _| log("conflict".into())));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    let h = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
+    let (ctx, sh, obj) = KEPT.with(|k| k.borrow()[0]);
+    let stream = m.kernel(|k| {
+        let fo = k.user_handle(h).unwrap().fo;
+        unsafe { (*(fo as *const windows_sys::Wdk::Foundation::FILE_OBJECT)).FsContext as usize }
+    });
+    assert_eq!(m.kernel(|k| k.sections.open_on(stream).len()), 1, "the section is still open");
+    assert_eq!(m.write(h, Some(0), &[b'X'; 512], IoMode::NonCached).status, Status::SUCCESS);
+    assert_eq!(logged(), ["create STATUS_SUCCESS", "close STATUS_SUCCESS"]);
+    assert!(fltcommon::flt(&m, "flt_section_conflict").is_empty());
+    assert_eq!(m.file_contents(c, "keep.txt").unwrap()[0], b'X');
+    // The handle, the reference and the context are the caller's to let go.
+    let image = m.kernel(|k| k.service_index("Scan").and_then(|i| k.loader.services[i].image));
+    fsfilter_sim::kernel::call_into(image, || unsafe {
+        fsfilter_kernel::ntos::ZwClose(sh as HANDLE);
+        windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(obj as *mut c_void);
+        FltReleaseContext(ctx as PFLT_CONTEXT);
+    });
+    assert!(m.kernel(|k| k.sections.open_on(stream).is_empty()));
+    m.close_handle(h);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_section_on_a_pipe_volume_is_not_supported_facts_6() {
+    // facts.md §6: FltRegisterForDataScan is STATUS_NOT_SUPPORTED on named-pipe and mailslot
+    // volumes; FltCreateSectionForDataScan there is STATUS_NOT_SUPPORTED too (the volume's
+    // reason), not the STATUS_INVALID_PARAMETER of an instance that did not register, which an
+    // instance on such a volume never can (docs/simulator.md, "Data scan").
+    LOG.with(|l| l.borrow_mut().clear());
+    let mut m = machine(1);
+    let pipes = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    m.install_filter_manager();
+    m.boot();
+    let post = |p: &PostCall| {
+        if p.status().is_success() {
+            let ctx = section_context(p.slot);
+            log(format!("section {}", create_section(p, ctx, PAGE_READONLY, SEC_COMMIT).0));
+            unsafe { FltReleaseContext(ctx) };
+        }
+        0
+    };
+    let mut cfg = Config::new("PipeScan", "265000").op(mj::CREATE, false, true).with_post(post);
+    cfg.flags = 0x2; // FLTFL_REGISTRATION_SUPPORT_NPFS_MSFS
+    cfg.contexts = vec![(SECTION, 16)];
+    cfg.section_notification = true;
+    cfg.on_setup = Some(Rc::new(|instance, _| {
+        log(format!("register {}", Status(unsafe { FltRegisterForDataScan(instance) })));
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("PipeScan"), Status::SUCCESS);
+    let h = m.open(pipes, "scanned", CreateOptions::default()).unwrap();
+    assert_eq!(logged(), ["register STATUS_NOT_SUPPORTED", "section STATUS_NOT_SUPPORTED"]);
+    m.close_handle(h);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

@@ -99,12 +99,17 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
         let f = ir.filter;
         if !matches!(k.fltmgr.filter(f).state, FilterState::Started | FilterState::Registered)
             || ir.state == InstState::Gone
-            || !ir.data_scan
         {
             return Err(Status::INVALID_PARAMETER);
         }
+        // The volume's reason before the instance's: FltRegisterForDataScan can never succeed
+        // on a pipe or mailslot volume, so checked after `data_scan` this status could never be
+        // returned (docs/simulator.md, "Data scan").
         if k.fltmgr.vol(ir.volume).is_npfs_msfs() {
             return Err(Status::NOT_SUPPORTED);
+        }
+        if !ir.data_scan {
+            return Err(Status::INVALID_PARAMETER);
         }
         match k.flt_context_info(a.context) {
             Some((cf, super::contexts::SECTION)) if cf == f => {}
