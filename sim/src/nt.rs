@@ -11,8 +11,11 @@ pub mod mj {
     pub const WRITE: u8 = 0x04;
     pub const QUERY_INFORMATION: u8 = 0x05;
     pub const SET_INFORMATION: u8 = 0x06;
+    pub const QUERY_EA: u8 = 0x07;
+    pub const SET_EA: u8 = 0x08;
     pub const FLUSH_BUFFERS: u8 = 0x09;
     pub const QUERY_VOLUME_INFORMATION: u8 = 0x0a;
+    pub const SET_VOLUME_INFORMATION: u8 = 0x0b;
     pub const DIRECTORY_CONTROL: u8 = 0x0c;
     pub const FILE_SYSTEM_CONTROL: u8 = 0x0d;
     pub const DEVICE_CONTROL: u8 = 0x0e;
@@ -20,6 +23,10 @@ pub mod mj {
     pub const SHUTDOWN: u8 = 0x10;
     pub const LOCK_CONTROL: u8 = 0x11;
     pub const CLEANUP: u8 = 0x12;
+    pub const QUERY_SECURITY: u8 = 0x14;
+    pub const SET_SECURITY: u8 = 0x15;
+    pub const QUERY_QUOTA: u8 = 0x19;
+    pub const SET_QUOTA: u8 = 0x1a;
 }
 
 /// `IRP_MN_*` for `IRP_MJ_FILE_SYSTEM_CONTROL` (facts.md §7).

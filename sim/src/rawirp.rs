@@ -154,7 +154,63 @@ pub enum RawOp<'a> {
     },
     /// `IRP_MJ_FLUSH_BUFFERS`.
     Flush,
+    /// `IRP_MJ_QUERY_EA` (`EaList` is `NULL`, `EaListLength` 0).
+    QueryEa {
+        /// `Length`.
+        length: u32,
+        /// `EaIndex`.
+        index: u32,
+    },
+    /// `IRP_MJ_SET_EA`.
+    SetEa {
+        /// `Length`.
+        length: u32,
+    },
+    /// `IRP_MJ_SET_VOLUME_INFORMATION`.
+    SetVolumeInformation {
+        /// `Length`.
+        length: u32,
+        /// `FsInformationClass`.
+        class: u32,
+    },
+    /// `IRP_MJ_INTERNAL_DEVICE_CONTROL`.
+    InternalDeviceControl {
+        /// `IoControlCode`.
+        code: u32,
+        /// `InputBufferLength`.
+        input_length: u32,
+        /// `OutputBufferLength`.
+        output_length: u32,
+    },
+    /// `IRP_MJ_QUERY_SECURITY`.
+    QuerySecurity {
+        /// `SecurityInformation`.
+        information: u32,
+        /// `Length`.
+        length: u32,
+    },
+    /// `IRP_MJ_SET_SECURITY`; `SecurityDescriptor` is an empty self-relative descriptor (the I/O
+    /// manager passes the one it captured, never a caller's pointer).
+    SetSecurity {
+        /// `SecurityInformation`.
+        information: u32,
+    },
+    /// `IRP_MJ_QUERY_QUOTA` (`StartSid` and `SidList` are `NULL`, `SidListLength` 0).
+    QueryQuota {
+        /// `Length`.
+        length: u32,
+    },
+    /// `IRP_MJ_SET_QUOTA`.
+    SetQuota {
+        /// `Length`.
+        length: u32,
+    },
 }
+
+/// An empty self-relative security descriptor (`SECURITY_DESCRIPTOR_RELATIVE`: revision 1,
+/// `SE_SELF_RELATIVE`, no owner, group, SACL or DACL).
+const EMPTY_SELF_RELATIVE_SD: [u8; 20] =
+    [1, 0, 0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// A raw request.
 #[derive(Clone, Copy, Debug)]
@@ -191,6 +247,14 @@ impl RawOp<'_> {
             RawOp::DeviceControl { .. } => mj::DEVICE_CONTROL,
             RawOp::LockControl { .. } => mj::LOCK_CONTROL,
             RawOp::Flush => mj::FLUSH_BUFFERS,
+            RawOp::QueryEa { .. } => mj::QUERY_EA,
+            RawOp::SetEa { .. } => mj::SET_EA,
+            RawOp::SetVolumeInformation { .. } => mj::SET_VOLUME_INFORMATION,
+            RawOp::InternalDeviceControl { .. } => mj::INTERNAL_DEVICE_CONTROL,
+            RawOp::QuerySecurity { .. } => mj::QUERY_SECURITY,
+            RawOp::SetSecurity { .. } => mj::SET_SECURITY,
+            RawOp::QueryQuota { .. } => mj::QUERY_QUOTA,
+            RawOp::SetQuota { .. } => mj::SET_QUOTA,
         }
     }
 
@@ -202,13 +266,20 @@ impl RawOp<'_> {
             | RawOp::QueryInformation { length, .. }
             | RawOp::SetInformation { length, .. }
             | RawOp::QueryVolumeInformation { length, .. }
-            | RawOp::DirectoryControl { length, .. } => length,
+            | RawOp::DirectoryControl { length, .. }
+            | RawOp::QueryEa { length, .. }
+            | RawOp::SetEa { length }
+            | RawOp::SetVolumeInformation { length, .. }
+            | RawOp::QuerySecurity { length, .. }
+            | RawOp::QueryQuota { length }
+            | RawOp::SetQuota { length } => length,
             RawOp::FileSystemControl { input_length, output_length, .. }
-            | RawOp::DeviceControl { input_length, output_length, .. } => {
+            | RawOp::DeviceControl { input_length, output_length, .. }
+            | RawOp::InternalDeviceControl { input_length, output_length, .. } => {
                 input_length.max(output_length)
             }
             RawOp::Create { ea_length, .. } => ea_length,
-            RawOp::LockControl { .. } | RawOp::Flush => 0,
+            RawOp::LockControl { .. } | RawOp::Flush | RawOp::SetSecurity { .. } => 0,
         };
         n as usize
     }
@@ -417,6 +488,41 @@ fn send(raw: RawIrp<'_>) -> IoResult {
                 }
             }
             RawOp::Flush => {}
+            RawOp::QueryEa { length, index } => {
+                s.Parameters.QueryEa.Length = length;
+                s.Parameters.QueryEa.EaIndex = index;
+            }
+            RawOp::SetEa { length } => s.Parameters.SetEa.Length = length,
+            RawOp::SetVolumeInformation { length, class } => {
+                s.Parameters.SetVolume.Length = length;
+                s.Parameters.SetVolume.FsInformationClass = class as _;
+            }
+            RawOp::InternalDeviceControl { code, input_length, output_length } => {
+                s.Parameters.DeviceIoControl.IoControlCode = code;
+                s.Parameters.DeviceIoControl.InputBufferLength = input_length;
+                s.Parameters.DeviceIoControl.OutputBufferLength = output_length;
+                s.Parameters.DeviceIoControl.Type3InputBuffer = user_buffer;
+            }
+            RawOp::QuerySecurity { information, length } => {
+                s.Parameters.QuerySecurity.SecurityInformation = information;
+                s.Parameters.QuerySecurity.Length = length;
+            }
+            RawOp::SetSecurity { information } => {
+                let b = Block::zeroed(EMPTY_SELF_RELATIVE_SD.len());
+                // SAFETY: the block holds as many bytes as the descriptor.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        EMPTY_SELF_RELATIVE_SD.as_ptr(),
+                        b.ptr(),
+                        EMPTY_SELF_RELATIVE_SD.len(),
+                    )
+                };
+                s.Parameters.SetSecurity.SecurityInformation = information;
+                s.Parameters.SetSecurity.SecurityDescriptor = b.ptr().cast();
+                keep.push(b);
+            }
+            RawOp::QueryQuota { length } => s.Parameters.QueryQuota.Length = length,
+            RawOp::SetQuota { length } => s.Parameters.SetQuota.Length = length,
         }
         (rid, irp, target, mdl)
     });

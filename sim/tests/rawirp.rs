@@ -10,6 +10,8 @@
     reason = "tests"
 )]
 
+mod fltcommon;
+
 use fsfilter::Status;
 use fsfilter_sim::nt::{disposition, file_info as fi};
 use fsfilter_sim::{
@@ -152,4 +154,108 @@ fn malformed_requests_get_a_status_and_break_nothing() {
     assert_eq!(r.status, Status::INVALID_HANDLE);
     m.close_handle(h);
     assert_eq!(m.crashed(), None);
+}
+
+/// The majors a volume filter receives that the simulator generates only as raw IRPs (facts.md
+/// §1.6), each with its request and the parameters a filter should see.
+fn unraised_majors() -> Vec<(u8, RawOp<'static>)> {
+    vec![
+        (0x07, RawOp::QueryEa { length: 64, index: 0 }),
+        (0x08, RawOp::SetEa { length: 64 }),
+        (0x0b, RawOp::SetVolumeInformation { length: 64, class: 2 }),
+        (
+            0x0f,
+            RawOp::InternalDeviceControl { code: 0x0022_0003, input_length: 0, output_length: 64 },
+        ),
+        (0x14, RawOp::QuerySecurity { information: 4, length: 64 }),
+        (0x15, RawOp::SetSecurity { information: 4 }),
+        (0x19, RawOp::QueryQuota { length: 64 }),
+        (0x1a, RawOp::SetQuota { length: 64 }),
+    ]
+}
+
+#[test]
+fn unraised_majors_pass_both_filter_models_to_the_file_system() {
+    // facts.md §1.6: a filter attached to a volume receives QUERY/SET_EA, SET_VOLUME_INFORMATION,
+    // INTERNAL_DEVICE_CONTROL, QUERY/SET_SECURITY and QUERY/SET_QUOTA; a pass-through filter of
+    // either model passes them down. The simulated file systems implement none of them and
+    // answer STATUS_INVALID_DEVICE_REQUEST (docs/simulator.md, "Raw IRPs"), which is what the
+    // caller, the minifilter's post-operation callback and the legacy filter's caller get.
+    use fltcommon::{Config, Seen, install, install_legacy, order, order_clear, seen};
+    let mut m = fltcommon::machine(3);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\a.txt", b"hello"));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "Legacy", "FSFilter Activity Monitor", fsfilter_sim::StartType::Boot);
+    let mut cfg = Config::new("Mini", "370000").with_pre(|p| {
+        let params = &p.iopb().Parameters;
+        // SAFETY: the members the major functions select.
+        let shown = unsafe {
+            match p.major() {
+                0x07 => format!(
+                    "length {} buffer {}",
+                    params.QueryEa.Length,
+                    !params.QueryEa.EaBuffer.is_null()
+                ),
+                0x14 => format!(
+                    "information {} length {} buffer {}",
+                    params.QuerySecurity.SecurityInformation,
+                    params.QuerySecurity.Length,
+                    !params.QuerySecurity.SecurityBuffer.is_null()
+                ),
+                0x15 => format!(
+                    "information {} descriptor {}",
+                    params.SetSecurity.SecurityInformation,
+                    !params.SetSecurity.SecurityDescriptor.is_null()
+                ),
+                0x19 => format!(
+                    "length {} buffer {}",
+                    params.QueryQuota.Length,
+                    !params.QueryQuota.QuotaBuffer.is_null()
+                ),
+                _ => String::new(),
+            }
+        };
+        if !shown.is_empty() {
+            fltcommon::order_push(format!("params {}: {shown}", p.major()));
+        }
+        (0, 0)
+    });
+    for (major, _) in unraised_majors() {
+        cfg = cfg.op(major, true, true);
+    }
+    install(&mut m, 0, cfg);
+    m.boot();
+    assert_eq!(m.start("Mini"), Status::SUCCESS);
+    let h = open(&mut m, c, &units("\\a.txt"), disposition::OPEN).handle.unwrap();
+    for (major, op) in unraised_majors() {
+        order_clear();
+        fltcommon::seen_clear(0);
+        let buffer =
+            if matches!(op, RawOp::SetSecurity { .. }) { RawBuffer::Null } else { RawBuffer::User };
+        let r = m.send_irp(raw(op, h, buffer));
+        assert_eq!(r.status, Status::INVALID_DEVICE_REQUEST, "{op:?}");
+        let o = order();
+        assert!(o.contains(&format!("Legacy:irp:{major}")), "{op:?}: {o:?}");
+        assert!(o.contains(&format!("Mini:pre:{major}")), "{op:?}: {o:?}");
+        let posts: Vec<i32> = seen(0)
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Post { major: m, status, .. } if m == major => Some(status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(posts, [Status::INVALID_DEVICE_REQUEST.0], "{op:?}");
+        let shown: Vec<&String> = o.iter().filter(|s| s.starts_with("params")).collect();
+        match major {
+            0x07 | 0x19 => assert_eq!(shown, [&format!("params {major}: length 64 buffer true")]),
+            0x14 => {
+                assert_eq!(shown, [&"params 20: information 4 length 64 buffer true".to_owned()])
+            }
+            0x15 => assert_eq!(shown, [&"params 21: information 4 descriptor true".to_owned()]),
+            _ => assert!(shown.is_empty()),
+        }
+    }
+    m.close_handle(h);
+    assert_eq!(m.crashed(), None);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

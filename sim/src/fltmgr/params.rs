@@ -30,6 +30,18 @@ fn method(code: u32) -> u32 {
     code & 3
 }
 
+/// The caller's buffer of an EA, quota or security request: the system buffer when the I/O
+/// manager buffered it (`SYSTEM_BUFFER` added to `flags`), else `UserBuffer` (as for reads).
+fn caller_buffer(irp: &IRP, flags: &mut u32) -> *mut core::ffi::c_void {
+    if irp.Flags & irp_flags::BUFFERED_IO != 0 {
+        *flags |= SYSTEM_BUFFER;
+        // SAFETY: the union's pointer member is the one buffered requests use.
+        unsafe { irp.AssociatedIrp.SystemBuffer }
+    } else {
+        irp.UserBuffer
+    }
+}
+
 /// Fills `p` from the stack location `s` of `irp` for major function `major`; returns the
 /// callback-data flags the buffers imply (`SYSTEM_BUFFER`).
 pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -> u32 {
@@ -81,13 +93,59 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
             p.SetFileInformation.InfoBuffer = system;
             flags |= SYSTEM_BUFFER;
         }
-        mj::QUERY_VOLUME_INFORMATION | 0x0b => {
+        mj::QUERY_VOLUME_INFORMATION | mj::SET_VOLUME_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { q.QueryVolume };
             p.QueryVolumeInformation.Length = r.Length;
             p.QueryVolumeInformation.FsInformationClass = r.FsInformationClass;
             p.QueryVolumeInformation.VolumeBuffer = system;
             flags |= SYSTEM_BUFFER;
+        }
+        mj::QUERY_EA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let e = unsafe { q.QueryEa };
+            p.QueryEa.Length = e.Length;
+            p.QueryEa.EaList = e.EaList;
+            p.QueryEa.EaListLength = e.EaListLength;
+            p.QueryEa.EaIndex = e.EaIndex;
+            p.QueryEa.EaBuffer = caller_buffer(irp, &mut flags);
+            p.QueryEa.MdlAddress = irp.MdlAddress;
+        }
+        mj::SET_EA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            p.SetEa.Length = unsafe { q.SetEa }.Length;
+            p.SetEa.EaBuffer = caller_buffer(irp, &mut flags);
+            p.SetEa.MdlAddress = irp.MdlAddress;
+        }
+        mj::QUERY_SECURITY => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let r = unsafe { q.QuerySecurity };
+            p.QuerySecurity.SecurityInformation = r.SecurityInformation;
+            p.QuerySecurity.Length = r.Length;
+            p.QuerySecurity.SecurityBuffer = caller_buffer(irp, &mut flags);
+            p.QuerySecurity.MdlAddress = irp.MdlAddress;
+        }
+        mj::SET_SECURITY => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let r = unsafe { q.SetSecurity };
+            p.SetSecurity.SecurityInformation = r.SecurityInformation;
+            p.SetSecurity.SecurityDescriptor = r.SecurityDescriptor;
+        }
+        mj::QUERY_QUOTA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let r = unsafe { q.QueryQuota };
+            p.QueryQuota.Length = r.Length;
+            p.QueryQuota.StartSid = r.StartSid;
+            p.QueryQuota.SidList = r.SidList;
+            p.QueryQuota.SidListLength = r.SidListLength;
+            p.QueryQuota.QuotaBuffer = caller_buffer(irp, &mut flags);
+            p.QueryQuota.MdlAddress = irp.MdlAddress;
+        }
+        mj::SET_QUOTA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            p.SetQuota.Length = unsafe { q.SetQuota }.Length;
+            p.SetQuota.QuotaBuffer = caller_buffer(irp, &mut flags);
+            p.SetQuota.MdlAddress = irp.MdlAddress;
         }
         mj::DIRECTORY_CONTROL if s.MinorFunction == mn_dir::QUERY_DIRECTORY => {
             // SAFETY: the union member the major (and minor) function selects.
@@ -167,6 +225,19 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
     flags
 }
 
+/// A (dirty) EA, quota or security buffer and MDL into the IRP (a buffered request keeps its
+/// system buffer, as reads do).
+fn set_caller_buffer(
+    irp: &mut IRP,
+    buffer: *mut core::ffi::c_void,
+    mdl: *mut windows_sys::Wdk::Foundation::MDL,
+) {
+    if irp.Flags & irp_flags::BUFFERED_IO == 0 {
+        irp.UserBuffer = buffer;
+    }
+    irp.MdlAddress = mdl;
+}
+
 /// Writes a (dirty) parameter block into the next stack location `s` of `irp`: major, minor,
 /// flags, file object, parameters; a changed read/write buffer or MDL goes into the IRP.
 pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STACK_LOCATION) {
@@ -219,13 +290,60 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
             t.FileInformationClass = r.FileInformationClass;
             t.FileObject = r.ParentOfTarget;
         }
-        mj::QUERY_VOLUME_INFORMATION | 0x0b => {
+        mj::QUERY_VOLUME_INFORMATION | mj::SET_VOLUME_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
             let r = unsafe { p.QueryVolumeInformation };
             // SAFETY: the union member the major (and minor) function selects.
             let t = unsafe { &mut q.QueryVolume };
             t.Length = r.Length;
             t.FsInformationClass = r.FsInformationClass;
+        }
+        mj::QUERY_EA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let e = unsafe { p.QueryEa };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { &mut q.QueryEa };
+            t.Length = e.Length;
+            t.EaList = e.EaList;
+            t.EaListLength = e.EaListLength;
+            t.EaIndex = e.EaIndex;
+            set_caller_buffer(irp, e.EaBuffer, e.MdlAddress);
+        }
+        mj::SET_EA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let e = unsafe { p.SetEa };
+            q.SetEa.Length = e.Length;
+            set_caller_buffer(irp, e.EaBuffer, e.MdlAddress);
+        }
+        mj::QUERY_SECURITY => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let r = unsafe { p.QuerySecurity };
+            q.QuerySecurity.SecurityInformation = r.SecurityInformation;
+            q.QuerySecurity.Length = r.Length;
+            set_caller_buffer(irp, r.SecurityBuffer, r.MdlAddress);
+        }
+        mj::SET_SECURITY => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let r = unsafe { p.SetSecurity };
+            q.SetSecurity.SecurityInformation = r.SecurityInformation;
+            q.SetSecurity.SecurityDescriptor = r.SecurityDescriptor;
+        }
+        mj::QUERY_QUOTA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let r = unsafe { p.QueryQuota };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { &mut q.QueryQuota };
+            t.Length = r.Length;
+            t.StartSid = r.StartSid;
+            t.SidList = r.SidList;
+            t.SidListLength = r.SidListLength;
+            set_caller_buffer(irp, r.QuotaBuffer, r.MdlAddress);
+        }
+        mj::SET_QUOTA => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let r = unsafe { p.SetQuota };
+            q.SetQuota.Length = r.Length;
+            set_caller_buffer(irp, r.QuotaBuffer, r.MdlAddress);
         }
         mj::DIRECTORY_CONTROL if iopb.MinorFunction == mn_dir::QUERY_DIRECTORY => {
             // SAFETY: the union member the major (and minor) function selects.
