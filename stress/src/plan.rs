@@ -95,6 +95,8 @@ pub struct VolumePlan {
     pub trusted: bool,
     /// Files present at boot.
     pub files: bool,
+    /// Its file system pends each mount for this many milliseconds (`mount_pends_ms`).
+    pub mount_pends_ms: Option<u64>,
 }
 
 /// One probe rule.
@@ -227,13 +229,15 @@ fn volume_plan() -> impl Strategy<Value = VolumePlan> {
         prop::bool::weighted(0.1),
         any::<bool>(),
         any::<bool>(),
+        prop::option::weighted(0.25, 1..30u64),
     )
-        .prop_map(|(fs, at_boot, dev_drive, trusted, files)| VolumePlan {
+        .prop_map(|(fs, at_boot, dev_drive, trusted, files, mount_pends_ms)| VolumePlan {
             fs,
             at_boot,
             dev_drive,
             trusted,
             files,
+            mount_pends_ms,
         })
 }
 
@@ -451,6 +455,9 @@ impl Plan {
             }
             if v.trusted {
                 t.push_str("trusted = true\n");
+            }
+            if let Some(ms) = v.mount_pends_ms {
+                let _ = writeln!(t, "mount_pends_ms = {ms}");
             }
             if v.files && !matches!(*fs, "npfs" | "msfs") {
                 let _ = writeln!(
