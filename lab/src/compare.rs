@@ -354,7 +354,14 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
             "  minifilter: {}",
             if mt.is_empty() { "none".into() } else { mt.join("; ") }
         );
-        if lt != mt {
+        // The same teardowns in another order (volume by volume, or all starts first) are no
+        // difference.
+        let sorted = |t: &[String]| {
+            let mut t = t.to_vec();
+            t.sort();
+            t
+        };
+        if sorted(&lt) != sorted(&mt) {
             let by = |t: &[String], reason: &str| t.iter().any(|e| e.ends_with(reason));
             if by(&lt, "VOLUME_DISMOUNT") || by(&mt, "VOLUME_DISMOUNT") {
                 cite(rows::DISMOUNT, &mut out);

@@ -81,3 +81,34 @@ driver = "P"
     );
     assert!(!c.findings, "{}", c.text);
 }
+
+#[test]
+fn the_same_teardowns_in_another_order_are_no_difference() {
+    // A stop tears the filter down on a disk volume and a share in both models, in another order
+    // (the legacy backend walks its devices, the Filter Manager its volumes): no row is cited.
+    // The legacy device on the redirector names its share at teardown complete too (it named
+    // none, `?`, once detached, before a fix of December 6).
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+[[volume]]
+name = "\\\\server\\share"
+filesystem = "mup"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[[step]]
+action = "stop"
+driver = "P"
+"#;
+    let c = compare(&parse("stop.toml", text).unwrap(), "P").unwrap();
+    let legacy = c.text.lines().find(|l| l.starts_with("  legacy:     [0]")).expect(&c.text);
+    let share = r"[0] \\server\share complete MANDATORY_FILTER_UNLOAD";
+    assert!(legacy.contains(share), "{}", c.text);
+    assert!(!legacy.contains('?'), "{}", c.text);
+    assert!(!c.rows.contains(&"unload"), "{:?}\n{}", c.rows, c.text);
+}

@@ -375,11 +375,14 @@ impl Kernel {
             ext.AttachedTo = top_obj;
         }
         let volume = self.objects.device(top).volume;
+        // A namespace file system's device (MUP, NPFS, MSFS) names no volume: remember the one
+        // it serves, so that events about the detached device still name it.
+        let served = volume.or_else(|| self.flt_sim_volume_unnamed(self.objects.bottom(top)));
         let info = self.objects.device_mut(source);
         info.attached_to = Some(top);
         info.volume = volume;
-        if volume.is_some() {
-            info.last_volume = volume;
+        if served.is_some() {
+            info.last_volume = served;
         }
         let below = self.objects.driver(self.objects.device(top).driver).service.clone();
         let driver = self.objects.driver(src_driver).service.clone();
