@@ -167,6 +167,35 @@ enum Op {
     },
     Flush,
     Close,
+    QueryEa {
+        length: Length,
+        index: u32,
+    },
+    SetEa {
+        length: Length,
+    },
+    SetVolumeInformation {
+        length: Length,
+        class: u8,
+    },
+    InternalDeviceControl {
+        code: u32,
+        input: Length,
+        output: Length,
+    },
+    QuerySecurity {
+        information: u32,
+        length: Length,
+    },
+    SetSecurity {
+        information: u32,
+    },
+    QueryQuota {
+        length: Length,
+    },
+    SetQuota {
+        length: Length,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -312,6 +341,22 @@ fn run(input: &Input, minifilter: bool) {
                 key: u32::from(*key),
             },
             Op::Flush => RawOp::Flush,
+            Op::QueryEa { length, index } => RawOp::QueryEa { length: length.get(), index: *index },
+            Op::SetEa { length } => RawOp::SetEa { length: length.get() },
+            Op::SetVolumeInformation { length, class } => {
+                RawOp::SetVolumeInformation { length: length.get(), class: u32::from(*class) }
+            }
+            Op::InternalDeviceControl { code, input, output } => RawOp::InternalDeviceControl {
+                code: *code,
+                input_length: input.get(),
+                output_length: output.get(),
+            },
+            Op::QuerySecurity { information, length } => {
+                RawOp::QuerySecurity { information: *information, length: length.get() }
+            }
+            Op::SetSecurity { information } => RawOp::SetSecurity { information: *information },
+            Op::QueryQuota { length } => RawOp::QueryQuota { length: length.get() },
+            Op::SetQuota { length } => RawOp::SetQuota { length: length.get() },
             Op::Close => {
                 if !handles.is_empty() {
                     let h = handles.remove(usize::from(r.handle) % handles.len());
