@@ -240,7 +240,7 @@ unsafe fn volume_dispatch<F: Filter>(
         PreOutcome::Synchronize(c) if unsafe { view::may_synchronize(irp) } => {
             report("FLT_PREOP_SYNCHRONIZE", None);
             // SAFETY: the live IRP at our device.
-            unsafe { forward_synchronized(state, device, ext, irp, c) }
+            unsafe { forward_synchronized(state, device, ext, irp, c, major) }
         }
         // `Synchronize` here is illegal for the operation (rule 11, facts.md §4): a post callback
         // as for `WithPost`.
@@ -372,7 +372,7 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
 ) -> NTSTATUS {
     if major == MajorFunction::Create {
         // SAFETY: forwarded.
-        return unsafe { forward_synchronized(state, device, ext, irp, context) };
+        return unsafe { forward_synchronized(state, device, ext, irp, context, major) };
     }
     let frame = SyncFrame::default();
     let raw = match encode_with(context, (&raw const frame).cast()) {
@@ -398,7 +398,7 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
         // SAFETY: our own encoded context, not handed to anyone.
         drop(unsafe { decode_with::<F::CompletionContext>(raw) });
         // SAFETY: the live IRP, its location copied.
-        let status = unsafe { without_routine(ext, irp) };
+        let status = unsafe { without_routine(ext, irp, major) };
         // Its last use of the device done (the end may retire it).
         state.end(ext);
         return status;
@@ -415,9 +415,11 @@ pub(crate) unsafe fn forward_with_post<F: Filter>(
 ///
 /// # Safety
 /// `irp` must be live at our device, its location copied to the next one.
-unsafe fn without_routine<F: Filter>(ext: &DeviceExt<F>, irp: *mut IRP) -> NTSTATUS {
-    // SAFETY: the live IRP, our location current.
-    let major = MajorFunction::from_code(unsafe { raw::location(irp) }.MajorFunction);
+unsafe fn without_routine<F: Filter>(
+    ext: &DeviceExt<F>,
+    irp: *mut IRP,
+    major: MajorFunction,
+) -> NTSTATUS {
     if matches!(major, MajorFunction::Cleanup | MajorFunction::Close) {
         // SAFETY: the location was copied; send it down without a routine.
         unsafe { IoCallDriver(ext.lower, irp) }
@@ -857,6 +859,7 @@ unsafe fn forward_synchronized<F: Filter>(
     ext: &DeviceExt<F>,
     irp: *mut IRP,
     context: F::CompletionContext,
+    major: MajorFunction,
 ) -> NTSTATUS {
     // SAFETY: all-zero is a valid KEVENT before initialization.
     let mut event: KEVENT = unsafe { core::mem::zeroed() };
@@ -871,7 +874,7 @@ unsafe fn forward_synchronized<F: Filter>(
     if set < 0 {
         drop(context);
         // SAFETY: the live IRP, its location copied.
-        let status = unsafe { without_routine(ext, irp) };
+        let status = unsafe { without_routine(ext, irp, major) };
         // As in `forward_with_post`.
         state.end(ext);
         return status;
