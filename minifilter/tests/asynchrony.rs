@@ -35,6 +35,8 @@ struct Tally {
     drained: usize,
     /// Pended reads in total.
     pended: usize,
+    /// Pended reads whose timer fired once the filter was unregistering, failed closed.
+    failed_closed: usize,
 }
 
 fn check(seed: u64, disruption: Disruption) -> Tally {
@@ -113,6 +115,7 @@ fn check(seed: u64, disruption: Disruption) -> Tally {
             if unregistering && r.2 == "FLT_PREOP_COMPLETE" {
                 assert_eq!(status, Status::INSUFFICIENT_RESOURCES, "{what}: io{}", io.0);
                 assert!(posts.is_empty(), "{what}: io{}", io.0);
+                tally.failed_closed += 1;
                 continue;
             }
             assert_eq!(r.2, "FLT_PREOP_SUCCESS_WITH_CALLBACK", "{what}");
@@ -203,12 +206,16 @@ fn check_seeds(disruption: Disruption) {
         totals.pended_at_teardown += t.pended_at_teardown;
         totals.pended_at_disruption += t.pended_at_disruption;
         totals.drained += t.drained;
+        totals.failed_closed += t.failed_closed;
     }
     eprintln!(
         "{disruption:?}: {SEEDS} seeds, {} pended reads, {} still pended at the {disruption:?}, \
-         {} at teardown, {} \
-         operations drained",
-        totals.pended, totals.pended_at_disruption, totals.pended_at_teardown, totals.drained
+         {} at teardown, {} operations drained, {} failed closed",
+        totals.pended,
+        totals.pended_at_disruption,
+        totals.pended_at_teardown,
+        totals.drained,
+        totals.failed_closed
     );
     // The seeds cover both cases: operations pended across the teardown, and operations sent
     // down and drained.
@@ -216,6 +223,13 @@ fn check_seeds(disruption: Disruption) {
     assert!(totals.drained >= 3, "{}", totals.drained);
     // Every disruption found reads pended in some seeds.
     assert!(totals.pended_at_disruption >= 5, "{}", totals.pended_at_disruption);
+    // A stop unregisters the filter under reads still pended, whose timers then fail them
+    // closed (docs/semantics.md, unload); a dismount unregisters nothing.
+    if matches!(disruption, Disruption::Stop) {
+        assert!(totals.failed_closed >= 5, "{}", totals.failed_closed);
+    } else {
+        assert_eq!(totals.failed_closed, 0);
+    }
 }
 
 #[test]
