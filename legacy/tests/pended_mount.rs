@@ -73,3 +73,35 @@ fn a_filter_started_while_a_mount_is_pended_attaches_to_that_volume() {
     assert!(!pres(&m, "ProbeA", MajorFunction::Write).is_empty());
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_registration_the_simulator_cannot_synchronize_is_flagged() {
+    // ProbeB's mount dispatch holds E:'s pended mount in a suspended thread when ProbeA starts.
+    // On Windows ProbeA's synchronized registration would wait for that mount and then find E:;
+    // the simulator cannot wait for a thread below the registering one on its host stack, so it
+    // goes on and says so (docs/simulator.md, "File-system registration"): ProbeA starts, and
+    // attaches to E: at its next mount.
+    let mut m = machine();
+    let v = m.add_volume(
+        VolumeSpec::new("E:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step).pend_mount(50),
+    );
+    install_probe(&mut m, "ProbeB", StartType::Boot, &[]);
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    m.boot();
+    let started = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = started.clone();
+    m.schedule(10, move |m| seen.set(Some(m.start("ProbeA"))));
+    assert_eq!(m.mount(v), fsfilter::Status::SUCCESS);
+    m.settle();
+    assert_eq!(started.get(), Some(fsfilter::Status::SUCCESS));
+    let flagged = m.events().iter().any(|e| {
+        matches!(&e.kind, fsfilter_sim::EventKind::System { what, .. }
+            if *what == "registration_not_synchronized")
+    });
+    assert!(flagged, "the simulator says the registration was not synchronized");
+    assert_eq!(m.dismount(v), fsfilter::Status::SUCCESS);
+    m.settle();
+    assert_eq!(use_volume(&mut m, v), b"pended");
+    assert_eq!(m.volume_stack_drivers(v), ["ProbeA", "ProbeB", "Ntfs"]);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
