@@ -89,6 +89,10 @@ pub struct DeviceInfo {
     /// The verifier reported that its driver left `DO_DEVICE_INITIALIZING` set on it (once per
     /// device: an attacher that retries does not repeat the finding).
     pub left_initializing: bool,
+    /// A file system's volume device whose `DO_DEVICE_INITIALIZING` flag its file system's worker
+    /// clears later ([`crate::volumes::VolumeSpec::initialize_late`]): attaches above it fail
+    /// meanwhile without a finding, as in the window while a driver's code runs.
+    pub initialized_by_worker: bool,
     _block: Block,
 }
 
@@ -323,6 +327,7 @@ impl Kernel {
             last_volume: None,
             vpb: std::ptr::null_mut(),
             left_initializing: false,
+            initialized_by_worker: false,
             _block: block,
         });
         self.objects.driver_mut(driver).devices.push(id);
@@ -396,11 +401,17 @@ impl Kernel {
     /// thread, or below the ready work an attach runs) that is the normal window before the
     /// driver clears the flag; once its code has returned, the driver left the flag set, which
     /// facts.md §1.2 forbids for a device created outside `DriverEntry`: reported once per
-    /// device, against the device's driver. `blocked`: the driver that could not attach.
+    /// device, against the device's driver. A file system's volume device that its worker clears
+    /// later ([`DeviceInfo::initialized_by_worker`], facts.md §1.5) is in that window too until
+    /// the worker ran. `blocked`: the driver that could not attach.
     pub(crate) fn report_left_initializing(&mut self, device: DeviceId, blocked: Option<DriverId>) {
         let owner = self.objects.device(device).driver;
         let image = self.objects.driver(owner).image;
-        if self.objects.device(device).left_initializing || crate::kernel::image_running(image) {
+        let info = self.objects.device(device);
+        if info.left_initializing
+            || info.initialized_by_worker
+            || crate::kernel::image_running(image)
+        {
             return;
         }
         self.objects.device_mut(device).left_initializing = true;

@@ -123,6 +123,12 @@ pub struct VolumeSpec {
     /// step 3: mounts may complete asynchronously). None: the mount completes in the file
     /// system's dispatch routine.
     pub mount_pends_ms: Option<u64>,
+    /// The file system leaves the new volume device `DO_DEVICE_INITIALIZING` when its mount
+    /// completes and clears the flag from a worker thread this many milliseconds later, as a file
+    /// system that finishes initializing its volume device late (facts.md §1.5: an attach right
+    /// after the mount can fail for that reason). None: the flag is cleared during the mount
+    /// (facts.md §1.4).
+    pub vdo_initializing_ms: Option<u64>,
 }
 
 impl VolumeSpec {
@@ -136,6 +142,7 @@ impl VolumeSpec {
             trusted: false,
             files: Vec::new(),
             mount_pends_ms: None,
+            vdo_initializing_ms: None,
         }
     }
 
@@ -155,6 +162,14 @@ impl VolumeSpec {
     /// milliseconds later ([`VolumeSpec::mount_pends_ms`]).
     pub fn pend_mount(mut self, ms: u64) -> VolumeSpec {
         self.mount_pends_ms = Some(ms);
+        self
+    }
+
+    /// Makes the file system leave each new volume device of this volume
+    /// `DO_DEVICE_INITIALIZING` for `ms` milliseconds after its mount completes, then clear it
+    /// from a worker thread ([`VolumeSpec::vdo_initializing_ms`]).
+    pub fn initialize_late(mut self, ms: u64) -> VolumeSpec {
+        self.vdo_initializing_ms = Some(ms);
         self
     }
 }
@@ -216,6 +231,10 @@ pub struct Volume {
     /// The file system pends the mount request and completes it from a worker thread this
     /// many milliseconds later ([`VolumeSpec::mount_pends_ms`]).
     pub mount_pends_ms: Option<u64>,
+    /// The file system clears `DO_DEVICE_INITIALIZING` on a new volume device from a worker
+    /// thread this many milliseconds after the mount completes
+    /// ([`VolumeSpec::vdo_initializing_ms`]).
+    pub vdo_initializing_ms: Option<u64>,
     /// The thread whose mount request is under way, if one is (`crate::mount::mount_volume`).
     pub mounting: Option<crate::ids::ThreadId>,
     /// The file system pended the mount request and has not completed it yet (its worker will).
@@ -381,6 +400,7 @@ impl Kernel {
             media_present: spec.mount == MountWhen::Boot,
             blank: false,
             mount_pends_ms: spec.mount_pends_ms,
+            vdo_initializing_ms: spec.vdo_initializing_ms,
             mounting: None,
             mount_pended_by_fs: false,
             mount_wait: None,

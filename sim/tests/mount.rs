@@ -424,6 +424,163 @@ fn a_filter_without_fast_io_routines_on_a_cached_file_is_a_bugcheck() {
     assert_eq!(rules, [(fsfilter_sim::Rule::Bugcheck, Some("NoFastIo".into()))]);
 }
 
+#[test]
+fn a_volume_device_initialized_late_refuses_attaches_until_its_file_system_clears_it_facts_1_5() {
+    // facts.md §1.3: an attach to a stack whose top is still DO_DEVICE_INITIALIZING fails with
+    // STATUS_NO_SUCH_DEVICE; §1.5: right after a mount the volume device can still be
+    // initializing, so filters retry. `VolumeSpec::initialize_late`: NTFS clears the flag from
+    // a worker 250 ms after the mount. A hand-written filter tries every 100 ms.
+    let mut m = machine(13);
+    let spec = VolumeSpec::new("E:", FsKind::Ntfs).file("a.txt", b"late").mount(MountWhen::Step);
+    let v = m.add_volume(spec.initialize_late(250));
+    m.boot();
+    assert_eq!(m.mount(v), Status::SUCCESS);
+    let mounted_at = m.now_ms();
+    let vdo = m.kernel(|k| k.volume(v).vdo.unwrap());
+    let flags = m.kernel(|k| k.objects.dobj(vdo).Flags);
+    assert_ne!(flags & 0x80, 0, "the volume device is still initializing after the mount");
+    // The volume serves I/O meanwhile (the I/O manager checks the storage device, not the
+    // volume device).
+    let h = m.open(v, "a.txt", CreateOptions::open().access(0x8000_0000)).unwrap();
+    let r = m.read(h, Some(0), 4, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"late"[..]));
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    retrying::reset(m.kernel(|k| k.objects.device(vdo).ptr as usize));
+    m.install(fsfilter_sim::ServiceSpec::new("Retry", retrying::entry, "legacy"));
+    assert_eq!(m.start("Retry"), Status::SUCCESS);
+    let attempts = retrying::ATTEMPTS.with(|a| a.borrow().clone());
+    let statuses: Vec<Status> = attempts.iter().map(|a| Status(a.0)).collect();
+    let ns = Status::NO_SUCH_DEVICE;
+    assert_eq!(statuses, [ns, ns, ns, Status::SUCCESS], "{attempts:?}");
+    for (status, at) in &attempts {
+        let initialized = *at >= mounted_at + 250;
+        assert_eq!(*status >= 0, initialized, "{attempts:?}, mounted at {mounted_at} ms");
+    }
+    m.kernel(|k| {
+        assert_eq!(k.objects.dobj(vdo).Flags & 0x80, 0);
+        let top = k.objects.top(vdo);
+        assert_eq!(k.objects.driver(k.objects.device(top).driver).service, "Retry");
+    });
+    let cleared = m.events().into_iter().find_map(|e| match e.kind {
+        EventKind::System { what: "volume_device_initialized", driver, volume, .. } => {
+            Some((driver, volume, e.time / 10_000))
+        }
+        _ => None,
+    });
+    assert_eq!(cleared, Some((Some("Ntfs".into()), Some("E:".into()), mounted_at + 250)));
+    // The filter sees the volume's I/O from then on.
+    let h = m.open(v, "a.txt", CreateOptions::open().access(0x8000_0000)).unwrap();
+    let r = m.read(h, Some(0), 4, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"late"[..]));
+    assert!(retrying::SEEN.get() >= 2, "create and read through the filter");
+    // The file system's own window is no driver's mistake.
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_volume_device_still_initializing_after_its_file_system_worker_is_a_finding() {
+    // The window of `initialize_late` ends with the file system's worker: a volume device that
+    // is initializing after it (as one its file system never cleared) refuses the attach and is
+    // reported against the file system (docs/simulator.md, "Mounting").
+    let mut m = machine(14);
+    let spec = VolumeSpec::new("E:", FsKind::Ntfs).mount(MountWhen::Step).initialize_late(50);
+    let v = m.add_volume(spec);
+    m.boot();
+    assert_eq!(m.mount(v), Status::SUCCESS);
+    m.settle();
+    let vdo = m.kernel(|k| k.volume(v).vdo.unwrap());
+    m.kernel(|k| k.objects.dobj(vdo).Flags |= 0x80);
+    retrying::reset(m.kernel(|k| k.objects.device(vdo).ptr as usize));
+    m.install(fsfilter_sim::ServiceSpec::new("Retry", retrying::entry, "legacy"));
+    assert_eq!(m.start("Retry"), Status::SUCCESS);
+    let attempts = retrying::ATTEMPTS.with(|a| a.borrow().clone());
+    assert!(attempts.iter().all(|a| a.0 == Status::NO_SUCH_DEVICE.0), "{attempts:?}");
+    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(fsfilter_sim::Rule::AttachToInitializingDevice, Some("Ntfs".into()))]);
+}
+
+/// A legacy filter that attaches in its `DriverEntry` to the device in [`retrying::reset`],
+/// trying up to ten times 100 ms apart while the attach fails, as sfilter retries (facts.md
+/// §1.5); it records each try and passes every IRP down.
+mod retrying {
+    use std::cell::{Cell, RefCell};
+    use std::ptr::null_mut;
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP};
+    use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+    thread_local! {
+        static TARGET: Cell<usize> = const { Cell::new(0) };
+        static LOWER: Cell<usize> = const { Cell::new(0) };
+        /// Each attach: its status and the virtual time, in ms since boot.
+        pub(crate) static ATTEMPTS: RefCell<Vec<(NTSTATUS, u64)>> = const { RefCell::new(Vec::new()) };
+        /// IRPs passed down.
+        pub(crate) static SEEN: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Sets the device to attach to and forgets earlier tries.
+    pub(crate) fn reset(target: usize) {
+        TARGET.set(target);
+        LOWER.set(0);
+        ATTEMPTS.with(|a| a.borrow_mut().clear());
+        SEEN.set(0);
+    }
+
+    unsafe extern "system" fn pass(_d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+        SEEN.set(SEEN.get() + 1);
+        // SAFETY: the live IRP; our lower device.
+        unsafe {
+            fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
+            fsfilter_kernel::irp::IoCallDriver(LOWER.get() as *mut _, irp)
+        }
+    }
+
+    fn now_ms() -> u64 {
+        // 1 January 2026 in 100 ns units since 1601: the simulator's boot time.
+        const EPOCH_2026: i64 = 134_116_128_000_000_000;
+        let mut t = 0i64;
+        // SAFETY: our out parameter.
+        unsafe { windows_sys::Wdk::System::SystemServices::KeQuerySystemTimePrecise(&mut t) };
+        u64::try_from((t - EPOCH_2026) / 10_000).unwrap_or(0)
+    }
+
+    pub(crate) unsafe extern "system" fn entry(
+        driver: *const DRIVER_OBJECT,
+        _p: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        use windows_sys::Wdk::System::SystemServices::{
+            IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, KeDelayExecutionThread,
+        };
+        let mut me: *mut DEVICE_OBJECT = null_mut();
+        // SAFETY: valid arguments.
+        unsafe {
+            for f in (*driver.cast_mut()).MajorFunction.iter_mut() {
+                *f = Some(pass);
+            }
+            let s = IoCreateDevice(driver, 0, std::ptr::null(), 8, 0, false, &mut me);
+            assert_eq!(s, 0);
+        }
+        for attempt in 0..10 {
+            if attempt > 0 {
+                let interval = -100 * 10_000i64;
+                // SAFETY: PASSIVE_LEVEL, a relative wait.
+                unsafe { KeDelayExecutionThread(0, false, &interval) };
+            }
+            let mut lower = null_mut();
+            // SAFETY: our device and the target, both live.
+            let s =
+                unsafe { IoAttachDeviceToDeviceStackSafe(me, TARGET.get() as *mut _, &mut lower) };
+            ATTEMPTS.with(|a| a.borrow_mut().push((s, now_ms())));
+            if s >= 0 {
+                LOWER.set(lower as usize);
+                return 0;
+            }
+        }
+        // SAFETY: our device, never attached.
+        unsafe { IoDeleteDevice(me) };
+        0
+    }
+}
+
 /// A bare legacy filter written as a C author in a hurry would: every IRP passed down, no
 /// fast-I/O table at all (so no `FastIoDetachDevice` and no `FastIoRead`), attached in its
 /// `DriverEntry` to the device in [`bare::TARGET`].

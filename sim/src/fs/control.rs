@@ -190,6 +190,17 @@ fn mount_recognized(
         return call.done(s, 0);
     }
     let r = kernel::with(|k| k.mounted(call.ty, vdo, vpb, target));
+    if let Ok(Some((vdo_id, ms))) = r {
+        // A file system that finishes initializing its volume device late (facts.md §1.5): its
+        // worker clears `DO_DEVICE_INITIALIZING` `ms` milliseconds after the mount completes.
+        let image = kernel::with(|k| k.current_image());
+        crate::sched::queue_work_after(
+            "volume device initialized",
+            image,
+            ms.saturating_mul(10_000),
+            Box::new(move || kernel::with(|k| k.volume_device_initialized(vdo_id))),
+        );
+    }
     call.done(r.err().unwrap_or(Status::SUCCESS), 0)
 }
 
@@ -307,13 +318,16 @@ impl Kernel {
     }
 
     /// Records a new mount: the volume device's fields, the VPB, the mount, the volume FCB.
+    /// Answers the volume device and the milliseconds after which the file system's worker is to
+    /// clear its `DO_DEVICE_INITIALIZING` flag, for a volume that initializes late
+    /// ([`crate::volumes::VolumeSpec::initialize_late`]); the flag is cleared here otherwise.
     fn mounted(
         &mut self,
         ty: FsType,
         vdo: *mut DEVICE_OBJECT,
         vpb: *mut VPB,
         target: *mut DEVICE_OBJECT,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<(crate::ids::DeviceId, u64)>, Status> {
         let vdo_id = self.objects.device_id(vdo).ok_or(Status::INVALID_PARAMETER)?;
         // SAFETY: the VPB the I/O manager passed.
         let real = unsafe { (*vpb).RealDevice };
@@ -327,7 +341,10 @@ impl Kernel {
         let d = self.objects.dobj(vdo_id);
         d.StackSize = stack.saturating_add(1);
         d.SectorSize = sector;
-        d.Flags &= !do_flags::DEVICE_INITIALIZING;
+        let late = self.volumes.list[volume.index()].vdo_initializing_ms;
+        if late.is_none() {
+            d.Flags &= !do_flags::DEVICE_INITIALIZING;
+        }
         super::set_dev_ext(
             vdo,
             DevExt {
@@ -342,6 +359,7 @@ impl Kernel {
         info.role = crate::objects::DeviceRole::FsVolume;
         info.volume = Some(volume);
         info.vpb = vpb;
+        info.initialized_by_worker = late.is_some();
         let media = &self.volumes.list[volume.index()].media;
         let label: Vec<u16> = media.label.encode_utf16().take(32).collect();
         // SAFETY: the VPB the I/O manager passed, ours to fill during the mount.
@@ -369,7 +387,28 @@ impl Kernel {
         });
         let vfcb = self.fcb_for(mount, VOLUME_NODE);
         self.fs.mounts[mount as usize].volume_fcb = vfcb;
-        Ok(())
+        Ok(late.map(|ms| (vdo_id, ms)))
+    }
+
+    /// The file system's worker clears `DO_DEVICE_INITIALIZING` on a volume device it left
+    /// initializing after the mount ([`crate::volumes::VolumeSpec::initialize_late`]), unless the
+    /// device is gone already (a dismount in between).
+    fn volume_device_initialized(&mut self, vdo: crate::ids::DeviceId) {
+        let info = self.objects.device_mut(vdo);
+        info.initialized_by_worker = false;
+        if info.deleted {
+            return;
+        }
+        let (driver, volume) = (info.driver, info.volume);
+        self.objects.dobj(vdo).Flags &= !do_flags::DEVICE_INITIALIZING;
+        let volume = volume.map(|v| self.volume_display_name(v));
+        self.log(EventKind::System {
+            what: "volume_device_initialized",
+            driver: Some(self.objects.driver(driver).service.clone()),
+            volume,
+            detail: "the file system's worker cleared DO_DEVICE_INITIALIZING on the volume device"
+                .into(),
+        });
     }
 
     /// Makes a volume of a namespace file system (a share, the pipe or mailslot namespace)
