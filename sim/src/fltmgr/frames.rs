@@ -75,13 +75,33 @@ pub fn frame_device_in_chain(k: &Kernel, bottom: DeviceId, frame: u32) -> Option
     None
 }
 
+/// How many times a frame tries to attach to a new volume whose device is still initializing,
+/// and how long it waits between tries: sfilter's pattern (facts.md §1.5, 8 tries); the real
+/// Filter Manager's numbers are not documented (docs/simulator.md, "Frames").
+pub(crate) const MOUNT_ATTACH_TRIES: u32 = 8;
+/// The wait between two of those tries, in milliseconds.
+pub(crate) const MOUNT_ATTACH_DELAY_MS: u64 = 500;
+
+/// True when the top of `target`'s stack still has `DO_DEVICE_INITIALIZING` set.
+fn top_initializing(target: *mut DEVICE_OBJECT) -> bool {
+    kernel::with(|k| {
+        let Some(id) = k.objects.device_id(target) else { return false };
+        let top = k.objects.top(id);
+        k.objects.dobj(top).Flags & crate::objects::DO_DEVICE_INITIALIZING != 0
+    })
+}
+
 /// Creates a frame device and attaches it on top of `target`'s stack (facts.md §1.2: unnamed,
-/// the target's type, buffering flags copied before attaching, initializing flag cleared).
+/// the target's type, buffering flags copied before attaching, initializing flag cleared). An
+/// attach refused because the top of the stack is still initializing is tried again, up to
+/// `tries` times in all, [`MOUNT_ATTACH_DELAY_MS`] apart (facts.md §1.5); any other refusal, or
+/// the last one, gives up.
 pub(crate) fn attach_frame_device(
     frame: u32,
     target: *mut DEVICE_OBJECT,
     kind: DevKind,
     volume: u32,
+    tries: u32,
 ) -> Option<*mut DEVICE_OBJECT> {
     let driver = kernel::with(|k| k.fltmgr.driver.map(|d| k.objects.driver(d).ptr))?;
     super::as_fltmgr(|| {
@@ -108,9 +128,18 @@ pub(crate) fn attach_frame_device(
         // SAFETY: the device we just created.
         unsafe { (*dev).Flags |= flags & copy };
         let mut lower: *mut DEVICE_OBJECT = std::ptr::null_mut();
-        // SAFETY: two live devices and an out pointer.
-        let s =
-            unsafe { crate::exports::io::IoAttachDeviceToDeviceStackSafe(dev, target, &mut lower) };
+        let mut tried = 0;
+        let s = loop {
+            // SAFETY: two live devices and an out pointer.
+            let s = unsafe {
+                crate::exports::io::IoAttachDeviceToDeviceStackSafe(dev, target, &mut lower)
+            };
+            tried += 1;
+            if s >= 0 || tried >= tries || !top_initializing(target) {
+                break s;
+            }
+            let _ = crate::sched::delay(-((MOUNT_ATTACH_DELAY_MS * 10_000) as i64));
+        };
         if s < 0 {
             // SAFETY: our device, never attached.
             unsafe { crate::exports::io::IoDeleteDevice(dev) };
@@ -160,7 +189,7 @@ fn fs_arrived(frame: u32, cdo: *mut DEVICE_OBJECT) {
     let Some(cdo_id) = target else { return };
     if is_namespace(cdo) {
         let v = volume_record(cdo_id);
-        if let Some(dev) = attach_frame_device(frame, cdo, DevKind::Volume, v.0) {
+        if let Some(dev) = attach_frame_device(frame, cdo, DevKind::Volume, v.0, 1) {
             let new_volume = kernel::with(|k| {
                 let d = k.objects.device_id(dev)?;
                 let rec = k.fltmgr.vol_mut(v);
@@ -176,7 +205,7 @@ fn fs_arrived(frame: u32, cdo: *mut DEVICE_OBJECT) {
         }
         return;
     }
-    if let Some(dev) = attach_frame_device(frame, cdo, DevKind::Cdo, u32::MAX) {
+    if let Some(dev) = attach_frame_device(frame, cdo, DevKind::Cdo, u32::MAX, 1) {
         kernel::with(|k| {
             let Some(d) = k.objects.device_id(dev) else { return };
             match k.fltmgr.cdos.iter_mut().find(|c| c.cdo == cdo_id) {
@@ -300,7 +329,10 @@ pub(crate) fn frame_mounted(frame: u32, vdo: *mut DEVICE_OBJECT) {
         kernel::with(|k| k.fltmgr.vol_mut(v).dismounted.retain(|f| *f != frame));
         InstanceSetupFlags::AUTOMATIC_ATTACHMENT.bits() | InstanceSetupFlags::DETACHED_VOLUME.bits()
     } else {
-        let Some(dev) = attach_frame_device(frame, vdo, DevKind::Volume, v.0) else { return };
+        let Some(dev) = attach_frame_device(frame, vdo, DevKind::Volume, v.0, MOUNT_ATTACH_TRIES)
+        else {
+            return;
+        };
         kernel::with(|k| {
             if let Some(d) = k.objects.device_id(dev) {
                 let rec = k.fltmgr.vol_mut(v);
@@ -367,7 +399,7 @@ pub fn attach_existing_volumes(frame: u32) {
     for bottom in targets {
         let v = volume_record(bottom);
         let top = kernel::with(|k| k.objects.device(k.objects.top(bottom)).ptr);
-        if let Some(dev) = attach_frame_device(frame, top, DevKind::Volume, v.0) {
+        if let Some(dev) = attach_frame_device(frame, top, DevKind::Volume, v.0, 1) {
             kernel::with(|k| {
                 if let Some(d) = k.objects.device_id(dev) {
                     k.fltmgr.vol_mut(v).frames.push((frame, d));
@@ -421,7 +453,7 @@ pub fn attach_npfs_msfs() -> Vec<FvId> {
         let frames = kernel::with(|k| k.fltmgr.frames.len() as u32);
         for frame in 0..frames {
             let top = kernel::with(|k| k.objects.device(k.objects.top(device)).ptr);
-            if let Some(dev) = attach_frame_device(frame, top, DevKind::Volume, v.0) {
+            if let Some(dev) = attach_frame_device(frame, top, DevKind::Volume, v.0, 1) {
                 kernel::with(|k| {
                     if let Some(d) = k.objects.device_id(dev) {
                         k.fltmgr.vol_mut(v).frames.push((frame, d));
