@@ -524,6 +524,24 @@ unsafe fn attach_locked<F: Filter>(
     // again).
     // SAFETY: both live, ours unattached; no reference to its extension is in use from here.
     if unsafe { attach(state, device, vdo, true) }.is_err() {
+        // The filter accepted a volume it will never see after all (its device stayed
+        // initializing past the last try, say): the instance it was told of is torn down, as
+        // the Filter Manager's internal error (facts.md §2.5), before the device goes.
+        // SAFETY: ours, never attached: nothing else uses it.
+        if let Some(instance) =
+            unsafe { state.ext(device) }.and_then(|ext| dispatch::instance_view(device, ext))
+        {
+            let reason = TeardownFlags::INTERNAL_ERROR;
+            let callbacks = state.registration.callbacks();
+            if callbacks.instance_teardown_start {
+                state.filter.instance_teardown_start(&instance, reason);
+                trace::emit(&TraceEvent::TeardownStart { instance: instance.id, reason });
+            }
+            if callbacks.instance_teardown_complete {
+                state.filter.instance_teardown_complete(&instance, reason);
+                trace::emit(&TraceEvent::TeardownComplete { instance: instance.id, reason });
+            }
+        }
         // SAFETY: ours, never attached.
         unsafe { delete_unattached(state, device) };
         return false;

@@ -19,7 +19,7 @@
 mod common;
 
 use common::*;
-use fsfilter::{InstanceSetupFlags as F, MajorFunction, Status};
+use fsfilter::{InstanceSetupFlags as F, MajorFunction, Status, TeardownFlags};
 use fsfilter_sim::{
     Callback, CreateOptions, FsKind, IoMode, Machine, MountWhen, StartType, VolumeId, VolumeSpec,
 };
@@ -131,11 +131,11 @@ fn the_backend_gives_up_cleanly_on_a_volume_device_initialized_too_late() {
 /// semantics row "refusal": no instance, no callback for the volume. The Filter Manager's frame
 /// attaches before it sets instances up, so when it cannot attach no setup is called (minifilter
 /// `late_volume.rs`). The legacy backend calls `instance_setup` before its attach
-/// (`attach_locked`), and when every try fails it deletes the device, dropping the accepted
-/// instance state with no teardown: the filter was told of an instance that never saw an
-/// operation and never ended.
+/// (`attach_locked`): when every try fails, the instance the filter accepted is torn down, start
+/// and complete with `INTERNAL_ERROR`, before the device goes. (Before a fix of December 6 it
+/// dropped the accepted state with no teardown: the filter was told of an instance that never
+/// saw an operation and never ended.)
 #[test]
-#[ignore = "backend bug: an accepted instance setup with no instance and no teardown when the attach gives up (legacy/src/attach.rs attach_locked)"]
 fn an_accepted_setup_on_a_volume_the_backend_cannot_attach_to_is_torn_down_or_never_made() {
     let (mut m, v) = late_machine(10_000);
     assert_eq!(m.mount(v), Status::SUCCESS);
@@ -153,4 +153,16 @@ fn an_accepted_setup_on_a_volume_the_backend_cannot_attach_to_is_torn_down_or_ne
     let started = on_e.iter().filter(|c| matches!(c, Callback::TeardownStart { .. })).count();
     let completed = on_e.iter().filter(|c| matches!(c, Callback::TeardownComplete { .. })).count();
     assert_eq!((started, completed), (accepted, accepted), "{on_e:?}");
+    assert_eq!(accepted, 1, "{on_e:?}");
+    let reasons: Vec<TeardownFlags> = on_e
+        .iter()
+        .filter_map(|c| match c {
+            Callback::TeardownStart { reason } | Callback::TeardownComplete { reason } => {
+                Some(*reason)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, [TeardownFlags::INTERNAL_ERROR; 2]);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }

@@ -121,10 +121,17 @@ fn trace_other(event: &TraceEvent<'_>) {
         let driver = running_driver(k);
         let (instance, operation) = match *event {
             TraceEvent::InstanceSetup { instance, volume_object, .. } => {
-                // Not attached yet (legacy): the volume object resolves when the instance does not.
+                // Not attached yet (legacy): the volume object resolves when the instance does
+                // not. The device remembers it, so that the events of an instance whose attach
+                // then fails (its teardown) still name the volume.
                 let i = if k.resolve_instance(instance.0).is_some() {
                     instance.0
                 } else {
+                    let served = k.resolve_instance(volume_object);
+                    if let Some(d) = k.objects.device_id(instance.0 as *const _) {
+                        let info = k.objects.device_mut(d);
+                        info.last_volume = info.last_volume.or(served);
+                    }
                     volume_object
                 };
                 (Some(i), None)
