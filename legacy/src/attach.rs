@@ -528,9 +528,8 @@ unsafe fn attach_locked<F: Filter>(
         // initializing past the last try, say): the instance it was told of is torn down, as
         // the Filter Manager's internal error (facts.md §2.5), before the device goes.
         // SAFETY: ours, never attached: nothing else uses it.
-        if let Some(instance) =
-            unsafe { state.ext(device) }.and_then(|ext| dispatch::instance_view(device, ext))
-        {
+        let ext = unsafe { state.ext(device) };
+        if let Some(instance) = ext.and_then(|ext| dispatch::instance_view(device, ext)) {
             let reason = TeardownFlags::INTERNAL_ERROR;
             let callbacks = state.registration.callbacks();
             if callbacks.instance_teardown_start {
