@@ -178,6 +178,7 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
         spec.dev_drive = v.dev_drive;
         spec.trusted = v.trusted;
         spec.mount_pends_ms = v.mount_pends_ms;
+        spec.vdo_initializing_ms = v.initialize_late_ms;
         spec.files = v.files.clone();
         volumes.insert(v.name.clone(), m.add_volume(spec));
     }

@@ -109,6 +109,9 @@ pub struct Volume {
     /// The file system pends the volume's mount requests and completes each this many
     /// milliseconds later from a worker thread (`mount_pends_ms`, an extension of scenario.md).
     pub mount_pends_ms: Option<u64>,
+    /// The file system leaves each new volume device initializing this many milliseconds after
+    /// its mount (`initialize_late_ms`, an extension of scenario.md).
+    pub initialize_late_ms: Option<u64>,
 }
 
 /// A filter model.
@@ -463,6 +466,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let files = f.opt_files("files")?;
         let mount_pends_ms =
             f.opt_u64_at_most("mount_pends_ms", MAX_MOUNT_PENDS_MS, "must be at most 60000 (ms)")?;
+        let initialize_late_ms = f.opt_u64_at_most(
+            "initialize_late_ms",
+            MAX_MOUNT_PENDS_MS,
+            "must be at most 60000 (ms)",
+        )?;
         f.finish()?;
         volumes.push(Volume {
             name: vname,
@@ -472,6 +480,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             trusted,
             files,
             mount_pends_ms,
+            initialize_late_ms,
         });
     }
 
@@ -855,7 +864,8 @@ type Span = std::ops::Range<usize>;
 /// The longest `io` transfer a scenario may ask for: its buffer is the lab's memory.
 const MAX_IO_LENGTH: u32 = 64 << 20;
 
-/// The longest a volume's mount may stay pended (`mount_pends_ms`): a minute.
+/// The longest a volume's mount may stay pended (`mount_pends_ms`), or its new device
+/// initializing (`initialize_late_ms`): a minute.
 const MAX_MOUNT_PENDS_MS: u64 = 60_000;
 
 struct Fields<'c, 't> {

@@ -68,3 +68,68 @@ fn a_mount_pended_too_long_is_refused_at_its_line() {
     let e = parse("bad.toml", &text).unwrap_err().to_string();
     assert!(e.starts_with("bad.toml:6: volume[0].mount_pends_ms:"), "{e}");
 }
+
+const LATE: &str = r#"
+[[volume]]
+name = "E:"
+filesystem = "ntfs"
+mount = "step"
+initialize_late_ms = LATE_MS
+files = { "a.txt" = "x" }
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[[step]]
+action = "mount"
+volume = "E:"
+[[step]]
+action = "io"
+volume = "E:"
+op = "read"
+path = "a.txt"
+"#;
+
+/// What P's callbacks on E: were, by kind.
+fn callbacks_on_e(r: &fsfilter_lab::run::Run) -> Vec<&'static str> {
+    r.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback { driver, volume: Some(v), callback, .. }
+                if driver == "P" && v == "E:" =>
+            {
+                Some(callback.kind())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_volume_device_initialized_late_is_attached_by_retrying_or_given_up_in_both_models() {
+    // The volume key `initialize_late_ms`: the new volume device stays initializing that long
+    // after its mount. The legacy backend and the Filter Manager's frame retry their attach (8
+    // tries, 500 ms apart); past the last try the legacy backend tears down the instance it had
+    // set up (INTERNAL_ERROR), and the frame sets none up (docs/semantics.md, refusal).
+    for (ms, attached) in [(1200, true), (10_000, false)] {
+        let s = parse("late.toml", &LATE.replace("LATE_MS", &ms.to_string())).unwrap();
+        assert_eq!(s.volumes[0].initialize_late_ms, Some(ms));
+        for model in [Model::Legacy, Model::Minifilter] {
+            let r = run(&s.with_model("P", model));
+            assert!(!r.has_findings(), "{ms} {model:?}");
+            assert!(r.steps[1].status.is_success(), "{ms} {model:?}: the volume serves I/O");
+            let seen = callbacks_on_e(&r);
+            let setups = seen.iter().filter(|k| **k == "instance_setup").count();
+            let pres = seen.iter().filter(|k| **k == "pre").count();
+            let teardowns = seen.iter().filter(|k| k.starts_with("teardown")).count();
+            let expected = match (attached, model) {
+                (true, _) => (1, true, 0),
+                (false, Model::Legacy) => (1, false, 2),
+                (false, Model::Minifilter) => (0, false, 0),
+            };
+            assert_eq!((setups, pres > 0, teardowns), expected, "{ms} {model:?}: {seen:?}");
+        }
+    }
+}

@@ -97,6 +97,9 @@ pub struct VolumePlan {
     pub files: bool,
     /// Its file system pends each mount for this many milliseconds (`mount_pends_ms`).
     pub mount_pends_ms: Option<u64>,
+    /// Its new volume devices stay initializing this many milliseconds (`initialize_late_ms`):
+    /// within the attach retries, or past them.
+    pub initialize_late_ms: Option<u64>,
 }
 
 /// One probe rule.
@@ -230,15 +233,21 @@ fn volume_plan() -> impl Strategy<Value = VolumePlan> {
         any::<bool>(),
         any::<bool>(),
         prop::option::weighted(0.25, 1..30u64),
+        prop::option::weighted(0.1, prop::sample::select(&[100u64, 1200, 3400, 5000][..])),
     )
-        .prop_map(|(fs, at_boot, dev_drive, trusted, files, mount_pends_ms)| VolumePlan {
-            fs,
-            at_boot,
-            dev_drive,
-            trusted,
-            files,
-            mount_pends_ms,
-        })
+        .prop_map(
+            |(fs, at_boot, dev_drive, trusted, files, mount_pends_ms, initialize_late_ms)| {
+                VolumePlan {
+                    fs,
+                    at_boot,
+                    dev_drive,
+                    trusted,
+                    files,
+                    mount_pends_ms,
+                    initialize_late_ms,
+                }
+            },
+        )
 }
 
 fn rule_plan() -> impl Strategy<Value = RulePlan> {
@@ -458,6 +467,9 @@ impl Plan {
             }
             if let Some(ms) = v.mount_pends_ms {
                 let _ = writeln!(t, "mount_pends_ms = {ms}");
+            }
+            if let Some(ms) = v.initialize_late_ms {
+                let _ = writeln!(t, "initialize_late_ms = {ms}");
             }
             if v.files && !matches!(*fs, "npfs" | "msfs") {
                 let _ = writeln!(
