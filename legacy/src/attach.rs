@@ -526,7 +526,11 @@ unsafe fn attach_locked<F: Filter>(
     if unsafe { attach(state, device, vdo, true) }.is_err() {
         // The filter accepted a volume it will never see after all (its device stayed
         // initializing past the last try, say): the instance it was told of is torn down, as
-        // the Filter Manager's internal error (facts.md §2.5), before the device goes.
+        // the Filter Manager's internal error (facts.md §2.5), before the device goes. Both
+        // callbacks are called here rather than through `detach` and `teardown_complete`: the
+        // device was never attached, no operation can be in flight on it, and this way the
+        // path costs no code in a driver whose teardown callbacks do nothing (probe-legacy.sys
+        // has no `.text` to spare; docs/performance.md, sizes).
         // SAFETY: ours, never attached: nothing else uses it.
         let ext = unsafe { state.ext(device) };
         if let Some(instance) = ext.and_then(|ext| dispatch::instance_view(device, ext)) {
