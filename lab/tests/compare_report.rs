@@ -7,21 +7,27 @@
 use fsfilter_lab::compare::compare;
 use fsfilter_lab::scenario::parse;
 
-#[test]
-fn a_request_ended_differently_shows_both_statuses() {
-    // The probe refuses every create, and reaches a named pipe only as a minifilter (row
-    // `volumes`): the pipe's create fails under the Filter Manager alone.
-    let text = r#"
-[[volume]]
-name = "\\Device\\NamedPipe"
-filesystem = "npfs"
-[[driver]]
+/// The probe as driver P, a boot-start minifilter (compared under both models).
+const PROBE_P: &str = r#"[[driver]]
 name = "P"
 sample = "probe"
 model = "minifilter"
 start = "boot"
 altitude = "370100"
-[driver.parameters]
+"#;
+
+#[test]
+fn a_request_ended_differently_shows_both_statuses() {
+    // The probe refuses every create, and reaches a named pipe only as a minifilter (row
+    // `volumes`): the pipe's create fails under the Filter Manager alone.
+    let text = format!(
+        "{}{PROBE_P}{}",
+        r#"
+[[volume]]
+name = "\\Device\\NamedPipe"
+filesystem = "npfs"
+"#,
+        r#"[driver.parameters]
 SupportNpfsMsfs = 1
 Rules = "deny create"
 [[step]]
@@ -29,8 +35,9 @@ action = "io"
 volume = "\\Device\\NamedPipe"
 op = "create"
 path = "p1"
-"#;
-    let c = compare(&parse("pipes.toml", text).unwrap(), "P").unwrap();
+"#
+    );
+    let c = compare(&parse("pipes.toml", &text).unwrap(), "P").unwrap();
     assert!(
         c.text.contains("    status:    legacy STATUS_SUCCESS, minifilter STATUS_ACCESS_DENIED"),
         "{}",
@@ -44,17 +51,14 @@ path = "p1"
 fn teardowns_are_listed_by_step_with_their_reasons() {
     // A non-mandatory unload (step 1) tears the minifilter down there; the legacy filter has no
     // such unload and is torn down by the stop (step 2).
-    let text = r#"
+    let text = format!(
+        "{}{PROBE_P}{}",
+        r#"
 [[volume]]
 name = "C:"
 filesystem = "ntfs"
-[[driver]]
-name = "P"
-sample = "probe"
-model = "minifilter"
-start = "boot"
-altitude = "370100"
-[[step]]
+"#,
+        r#"[[step]]
 action = "io"
 volume = "C:"
 op = "create"
@@ -65,8 +69,9 @@ driver = "P"
 [[step]]
 action = "stop"
 driver = "P"
-"#;
-    let c = compare(&parse("teardown.toml", text).unwrap(), "P").unwrap();
+"#
+    );
+    let c = compare(&parse("teardown.toml", &text).unwrap(), "P").unwrap();
     let lines: Vec<&str> = c.text.lines().collect();
     let at = lines.iter().position(|l| *l == "Teardown (by step):").expect(&c.text);
     assert_eq!(
@@ -88,24 +93,22 @@ fn the_same_teardowns_in_another_order_are_no_difference() {
     // (the legacy backend walks its devices, the Filter Manager its volumes): no row is cited.
     // The legacy device on the redirector names its share at teardown complete too (it named
     // none, `?`, once detached, before a fix of December 6).
-    let text = r#"
+    let text = format!(
+        "{}{PROBE_P}{}",
+        r#"
 [[volume]]
 name = "C:"
 filesystem = "ntfs"
 [[volume]]
 name = "\\\\server\\share"
 filesystem = "mup"
-[[driver]]
-name = "P"
-sample = "probe"
-model = "minifilter"
-start = "boot"
-altitude = "370100"
-[[step]]
+"#,
+        r#"[[step]]
 action = "stop"
 driver = "P"
-"#;
-    let c = compare(&parse("stop.toml", text).unwrap(), "P").unwrap();
+"#
+    );
+    let c = compare(&parse("stop.toml", &text).unwrap(), "P").unwrap();
     let legacy = c.text.lines().find(|l| l.starts_with("  legacy:     [0]")).expect(&c.text);
     let share = r"[0] \\server\share complete MANDATORY_FILTER_UNLOAD";
     assert!(legacy.contains(share), "{}", c.text);

@@ -8,32 +8,38 @@ use fsfilter_lab::run::run;
 use fsfilter_lab::scenario::{Model, parse};
 use fsfilter_sim::EventKind;
 
-const SCENARIO: &str = r#"
+/// The scenario both tests run: E: (of `filesystem`, with the volume key line `key`, line 6),
+/// mounted by the first step, then read through the probe P.
+fn scenario(filesystem: &str, key: &str) -> String {
+    format!(
+        "
 [[volume]]
-name = "E:"
-filesystem = "fat"
-mount = "step"
-mount_pends_ms = 40
-files = { "a.txt" = "x" }
+name = \"E:\"
+filesystem = \"{filesystem}\"
+mount = \"step\"
+{key}
+files = {{ \"a.txt\" = \"x\" }}
 [[driver]]
-name = "P"
-sample = "probe"
-model = "minifilter"
-start = "boot"
-altitude = "370100"
+name = \"P\"
+sample = \"probe\"
+model = \"minifilter\"
+start = \"boot\"
+altitude = \"370100\"
 [[step]]
-action = "mount"
-volume = "E:"
+action = \"mount\"
+volume = \"E:\"
 [[step]]
-action = "io"
-volume = "E:"
-op = "read"
-path = "a.txt"
-"#;
+action = \"io\"
+volume = \"E:\"
+op = \"read\"
+path = \"a.txt\"
+"
+    )
+}
 
 #[test]
 fn a_pended_mount_ends_later_and_the_filter_attaches_in_both_models() {
-    let s = parse("pended.toml", SCENARIO).unwrap();
+    let s = parse("pended.toml", &scenario("fat", "mount_pends_ms = 40")).unwrap();
     assert_eq!(s.volumes[0].mount_pends_ms, Some(40));
     for model in [Model::Legacy, Model::Minifilter] {
         let r = run(&s.with_model("P", model));
@@ -53,44 +59,21 @@ fn a_pended_mount_ends_later_and_the_filter_attaches_in_both_models() {
         });
         assert!(saw_read, "{model:?}: the filter saw the read on the pended volume");
     }
-    let plain = parse("plain.toml", &SCENARIO.replace("mount_pends_ms = 40\n", "")).unwrap();
+    let plain = parse("plain.toml", &scenario("fat", "")).unwrap();
     assert_eq!(plain.volumes[0].mount_pends_ms, None);
 }
 
 #[test]
 fn a_mount_pended_too_long_is_refused_at_its_line() {
-    let text = SCENARIO.replace("mount_pends_ms = 40", "mount_pends_ms = 60001");
+    let text = scenario("fat", "mount_pends_ms = 60001");
     assert_eq!(
         parse("bad.toml", &text).unwrap_err().to_string(),
         "bad.toml:6: volume[0].mount_pends_ms: must be at most 60000 (ms)"
     );
-    let text = SCENARIO.replace("mount_pends_ms = 40", "mount_pends_ms = \"soon\"");
+    let text = scenario("fat", "mount_pends_ms = \"soon\"");
     let e = parse("bad.toml", &text).unwrap_err().to_string();
     assert!(e.starts_with("bad.toml:6: volume[0].mount_pends_ms:"), "{e}");
 }
-
-const LATE: &str = r#"
-[[volume]]
-name = "E:"
-filesystem = "ntfs"
-mount = "step"
-initialize_late_ms = LATE_MS
-files = { "a.txt" = "x" }
-[[driver]]
-name = "P"
-sample = "probe"
-model = "minifilter"
-start = "boot"
-altitude = "370100"
-[[step]]
-action = "mount"
-volume = "E:"
-[[step]]
-action = "io"
-volume = "E:"
-op = "read"
-path = "a.txt"
-"#;
 
 /// What P's callbacks on E: were, by kind.
 fn callbacks_on_e(r: &fsfilter_lab::run::Run) -> Vec<&'static str> {
@@ -114,7 +97,8 @@ fn a_volume_device_initialized_late_is_attached_by_retrying_or_given_up_in_both_
     // tries, 500 ms apart); past the last try the legacy backend tears down the instance it had
     // set up (INTERNAL_ERROR), and the frame sets none up (docs/semantics.md, refusal).
     for (ms, attached) in [(1200, true), (10_000, false)] {
-        let s = parse("late.toml", &LATE.replace("LATE_MS", &ms.to_string())).unwrap();
+        let s =
+            parse("late.toml", &scenario("ntfs", &format!("initialize_late_ms = {ms}"))).unwrap();
         assert_eq!(s.volumes[0].initialize_late_ms, Some(ms));
         for model in [Model::Legacy, Model::Minifilter] {
             let r = run(&s.with_model("P", model));

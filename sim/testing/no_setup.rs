@@ -117,10 +117,15 @@ fn two_reads(
     }
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
-    m.device_stack(c).into_iter().any(|e| match e {
-        fsfilter_sim::StackEntry::Legacy { driver } => driver == name,
+    in_stack(&m, c, &name)
+}
+
+/// Whether `driver` is in `v`'s stack, as a legacy device or as an instance of a frame.
+fn in_stack(m: &Machine, v: fsfilter_sim::VolumeId, driver: &str) -> bool {
+    m.device_stack(v).into_iter().any(|e| match e {
+        fsfilter_sim::StackEntry::Legacy { driver: d } => d == driver,
         fsfilter_sim::StackEntry::Frame { instances, .. } => {
-            instances.iter().any(|i| i.driver == name)
+            instances.iter().any(|i| i.driver == driver)
         }
         fsfilter_sim::StackEntry::FileSystem { .. } => false,
     })
@@ -237,13 +242,7 @@ pub(crate) fn check_post_only_under_pool_failures(
         let (mut m, ids) = boot(Some(nth));
         m.kernel(|k| k.fs.complete_at_dpc = true);
         for v in ids {
-            let attached = m.device_stack(v).into_iter().any(|e| match e {
-                fsfilter_sim::StackEntry::Frame { instances, .. } => {
-                    instances.iter().any(|i| i.driver == "PostOnly")
-                }
-                fsfilter_sim::StackEntry::Legacy { driver } => driver == "PostOnly",
-                fsfilter_sim::StackEntry::FileSystem { .. } => false,
-            });
+            let attached = in_stack(&m, v, "PostOnly");
             refused += usize::from(!attached);
             POSTS.with(|p| p.borrow_mut().clear());
             let h = m.open(v, "data.bin", CreateOptions::open()).expect("open");
