@@ -138,6 +138,10 @@ pub struct Service {
     pub image: Option<ImageId>,
     /// `DriverUnload` was called.
     pub unload_called: bool,
+    /// `DriverUnload` returned (or the driver went without one: a minifilter `fltmc unload` let
+    /// go). Until then the I/O manager holds the driver object, so the image stays whatever
+    /// devices go: between the unload's queueing and its return, and while it runs.
+    pub unload_returned: bool,
     /// Installation order, for stable ordering within a group.
     pub order: usize,
     registry_path: Vec<u16>,
@@ -248,6 +252,7 @@ impl Kernel {
             driver: None,
             image: None,
             unload_called: false,
+            unload_returned: false,
             order,
             registry_path,
         });
@@ -327,7 +332,7 @@ impl Kernel {
             return;
         }
         let Some(si) = self.service_of_driver(driver) else { return };
-        if !self.loader.services[si].unload_called {
+        if !self.loader.services[si].unload_returned {
             return;
         }
         let alive =
@@ -336,6 +341,19 @@ impl Kernel {
             return;
         }
         let image = self.objects.driver(driver).image;
+        if crate::kernel::image_running(image) {
+            // The last device went from inside the driver's own code (its `IoDeleteDevice`, which
+            // waits for the pending unload): the image goes away under a thread that will
+            // return into it. A driver ends such a deletion in a work item, whose device
+            // reference the I/O manager holds until the routine has returned.
+            let name = self.objects.driver(driver).service.clone();
+            self.report(
+                Rule::UnloadedDriverCodeRan,
+                Some(name),
+                "the driver's image was unloaded while its code was running on a thread, which \
+                 returns into it",
+            );
+        }
         if let Some(i) = self.images.get_mut(image.index()) {
             i.loaded = false;
         }
@@ -345,6 +363,7 @@ impl Kernel {
         svc.driver = None;
         svc.image = None;
         svc.unload_called = false;
+        svc.unload_returned = false;
     }
 
     /// Unloads a running driver without calling its `DriverUnload`: a minifilter the Filter
@@ -357,6 +376,7 @@ impl Kernel {
             return;
         };
         svc.unload_called = true;
+        svc.unload_returned = true;
         self.loader.set_state(si, ServiceState::StopPending);
         self.check_leaks(driver);
         self.maybe_release_image(driver);
@@ -595,14 +615,19 @@ fn run_driver_unload(name: &str) {
         let driver = svc.driver?;
         let image = svc.image?;
         let dptr = k.objects.driver(driver).ptr;
-        // SAFETY: a live driver object.
-        let unload = unsafe { (*dptr).DriverUnload }?;
+        // SAFETY: a live driver object (a routine cleared since the stop was asked: none runs).
+        let unload = unsafe { (*dptr).DriverUnload };
         Some((driver, image, dptr, unload))
     });
     let Some((driver, image, dptr, unload)) = target else { return };
-    // SAFETY: the driver's unload routine with its driver object.
-    call_into(Some(image), || unsafe { unload(dptr) });
+    if let Some(unload) = unload {
+        // SAFETY: the driver's unload routine with its driver object.
+        call_into(Some(image), || unsafe { unload(dptr) });
+    }
     kernel::with(|k| {
+        if let Some(si) = k.service_index(name) {
+            k.loader.services[si].unload_returned = true;
+        }
         k.check_leaks(driver);
         k.maybe_release_image(driver);
     });

@@ -17,7 +17,8 @@ mod fltcommon;
 use fltcommon::{Config, install, install_legacy, machine, mj, order, order_clear};
 use fsfilter::Status;
 use fsfilter_sim::{
-    CreateOptions, FltEvent, FsKind, MountWhen, SnapInstance, StackEntry, StartType, VolumeSpec,
+    CreateOptions, FltEvent, FsKind, MountWhen, SnapInstance, StackEntry, StartType, StopResult,
+    VolumeId, VolumeSpec,
 };
 
 fn frame(n: u32, instances: &[(&str, &str)]) -> StackEntry {
@@ -212,4 +213,50 @@ fn a_reloaded_minifilter_returns_to_its_frame_facts_2_2() {
         })
         .collect();
     assert_eq!(reg, [("Mini".into(), 0), ("Mini".into(), 0), ("Newcomer".into(), 1)]);
+}
+
+/// C: with the Filter Manager, an unloadable legacy filter "OldEnc" below a frame of a minifilter
+/// loaded later, and OldEnc's stop pending because that frame is attached above it.
+fn pending_under_a_frame(delete: fltcommon::LegacyDelete) -> (fsfilter_sim::Machine, VolumeId) {
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    fltcommon::make_unloadable(0, delete, "\\Device\\HarddiskVolume1");
+    install_legacy(&mut m, 0, "OldEnc", "FSFilter Encryption", StartType::Demand);
+    m.boot();
+    assert_eq!(m.start("OldEnc"), Status::SUCCESS);
+    install(&mut m, 1, Config::new("Av", "321300").op(mj::CREATE, true, true));
+    assert_eq!(m.start("Av"), Status::SUCCESS);
+    assert_eq!(m.device_stack(c)[1], legacy("OldEnc"), "{:?}", m.device_stack(c));
+    assert_eq!(m.stop("OldEnc"), StopResult::Pending, "the frame above holds the stop");
+    assert_eq!(m.stop("Av"), StopResult::Unloaded);
+    (m, c)
+}
+
+#[test]
+fn a_pending_stop_runs_the_unload_inside_the_deletion_that_frees_the_last_device() {
+    // The I/O manager calls a stop-pending driver's DriverUnload as soon as its last device is
+    // free, and the thread whose IoDeleteDevice freed it waits for that unload
+    // (docs/simulator.md, "Pending unload"). OldEnc deletes its device in FastIoDetachDevice
+    // (sfilter's way) when the dismount detaches frame 0 below it; deleting it detaches the
+    // frame above: the unload runs inside that IoDeleteDevice, the image goes, and the detach
+    // routine then returns into it. Deleting from a work item instead, whose device reference
+    // the I/O manager holds until the routine returns, keeps the image under the returning code.
+    for (delete, place, expected) in [
+        (
+            fltcommon::LegacyDelete::Inline,
+            "detach",
+            vec![fsfilter_sim::Rule::UnloadedDriverCodeRan],
+        ),
+        (fltcommon::LegacyDelete::WorkItem, "worker", vec![]),
+    ] {
+        let (mut m, c) = pending_under_a_frame(delete);
+        assert_eq!(fltcommon::unloaded_in(0), None);
+        assert_eq!(m.dismount(c), Status::SUCCESS);
+        m.settle();
+        assert_eq!(fltcommon::unloaded_in(0), Some(place), "{delete:?}");
+        assert_eq!(fltcommon::rules(&m), expected, "{delete:?}: {:?}", m.findings());
+        assert_eq!(m.stop("OldEnc"), StopResult::NotRunning, "{delete:?}: unloaded");
+        assert!(m.device_stack(c).is_empty(), "{delete:?}: {:?}", m.device_stack(c));
+    }
 }

@@ -470,14 +470,23 @@ export! { windows_sys::Wdk::System::SystemServices::IoQueueWorkItem =>
             return;
         };
         let context = context as usize;
+        // The I/O manager's worker runs the routine, then drops the device reference in its own
+        // code, once the driver's has returned.
         crate::sched::queue_work(
             "IoQueueWorkItem",
-            Some(image),
+            None,
             Box::new(move || {
                 let loaded = kernel::with(|k| k.image_loaded(image));
                 if loaded {
                     // SAFETY: the driver's work routine with the device and context it queued.
-                    unsafe { routine(device, context as *mut c_void) };
+                    kernel::call_into(Some(image), || unsafe { routine(device, context as *mut c_void) });
+                    kernel::with(|k| {
+                        if k.irql() != PASSIVE_LEVEL {
+                            let name = k.image_name(image);
+                            k.report(Rule::SpinLockMisuse, Some(name), "IoQueueWorkItem returned at a different IRQL");
+                            k.set_irql(PASSIVE_LEVEL);
+                        }
+                    });
                 }
                 kernel::with(|k| k.dereference_object(device.cast()));
             }),

@@ -683,6 +683,80 @@ pub fn machine(seed: u64) -> Machine {
 struct LegacySlot {
     driver: usize,
     name: String,
+    /// Set by [`make_unloadable`]: the filter has a `DriverUnload`, and this is how its
+    /// `FastIoDetachDevice` deletes the detached device.
+    unloadable: Option<LegacyDelete>,
+    /// With `unloadable`: the storage device whose mounted volume it attaches to at load, as
+    /// its only device (no control-device attachments, which frames loaded later would sit
+    /// above, holding a stop pending for good).
+    volume: Vec<u16>,
+    /// Where its `DriverUnload` ran, once it has: inside the detach routine's `IoDeleteDevice`,
+    /// inside the work item's, or elsewhere.
+    unloaded_in: Option<&'static str>,
+}
+
+/// How an unloadable legacy filter of a slot deletes its device in `FastIoDetachDevice`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacyDelete {
+    /// At once, in the routine (sfilter).
+    Inline,
+    /// From a work item of the device, queued by the routine.
+    WorkItem,
+}
+
+thread_local! {
+    /// Where the legacy filters' code is deleting a device now ("detach", "worker" or "").
+    static DELETING_IN: std::cell::Cell<&'static str> = const { std::cell::Cell::new("") };
+}
+
+/// Makes the legacy filter of `slot` (before it loads) one with a `DriverUnload` that attaches
+/// at load to the mounted volume of the storage device `volume` (`\Device\HarddiskVolume1`)
+/// only, and says how its `FastIoDetachDevice` deletes its device.
+pub fn make_unloadable(slot: usize, delete: LegacyDelete, volume: &str) {
+    LEGACY.with(|l| {
+        let mut l = l.borrow_mut();
+        l[slot].unloadable = Some(delete);
+        l[slot].volume = volume.encode_utf16().collect();
+    });
+}
+
+/// Where the legacy filter of `slot` was unloaded: `"detach"` (inside its detach routine's
+/// `IoDeleteDevice`), `"worker"` (inside its work item's), `""` (elsewhere); None before.
+pub fn unloaded_in(slot: usize) -> Option<&'static str> {
+    LEGACY.with(|l| l.borrow()[slot].unloaded_in)
+}
+
+/// The legacy slot whose driver object is `driver`.
+fn legacy_slot(driver: *const DRIVER_OBJECT) -> Option<usize> {
+    LEGACY.with(|l| l.borrow().iter().position(|s| s.driver == driver as usize))
+}
+
+fn delete_marked(device: *const DEVICE_OBJECT, place: &'static str) {
+    DELETING_IN.set(place);
+    unsafe { IoDeleteDevice(device) };
+    DELETING_IN.set("");
+}
+
+unsafe extern "system" fn l_delete_worker(device: *mut DEVICE_OBJECT, item: *mut c_void) {
+    unsafe { windows_sys::Wdk::System::SystemServices::IoFreeWorkItem(item as isize) };
+    delete_marked(device, "worker");
+}
+
+/// `DriverUnload` of an unloadable legacy filter: detaches and deletes what is left.
+unsafe extern "system" fn l_unload<const N: usize>(driver: *const DRIVER_OBJECT) {
+    if let Some(slot) = legacy_slot(driver) {
+        LEGACY.with(|l| l.borrow_mut()[slot].unloaded_in = Some(DELETING_IN.get()));
+    }
+    let mut cur = unsafe { (*driver).DeviceObject };
+    while !cur.is_null() {
+        let next = unsafe { (*cur).NextDevice };
+        let e = ext(cur);
+        if !e.lower.is_null() {
+            unsafe { IoDetachDevice(e.lower) };
+        }
+        unsafe { IoDeleteDevice(cur) };
+        cur = next;
+    }
 }
 
 #[repr(C)]
@@ -806,9 +880,24 @@ unsafe extern "system" fn l_dispatch<const N: usize>(
 }
 
 unsafe extern "system" fn l_detach(source: *const DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
-    unsafe {
-        IoDetachDevice(target.cast_mut());
-        IoDeleteDevice(source);
+    unsafe { IoDetachDevice(target.cast_mut()) };
+    ext(source).lower = null_mut();
+    let delete = legacy_slot(unsafe { (*source).DriverObject })
+        .and_then(|slot| LEGACY.with(|l| l.borrow()[slot].unloadable));
+    if delete == Some(LegacyDelete::WorkItem) {
+        use windows_sys::Wdk::System::SystemServices::{IoAllocateWorkItem, IoQueueWorkItem};
+        let item = unsafe { IoAllocateWorkItem(source) };
+        assert_ne!(item, 0, "a work item for the deletion");
+        unsafe {
+            IoQueueWorkItem(
+                item,
+                fsfilter_kernel::ntos::work_item_routine_field(l_delete_worker),
+                1, // DelayedWorkQueue
+                item as *mut c_void,
+            )
+        };
+    } else {
+        delete_marked(source, "detach");
     }
 }
 
@@ -830,6 +919,25 @@ unsafe extern "system" fn l_entry<const N: usize>(
         *f = Some(l_dispatch::<N>);
     }
     d.FastIoDispatch = (&raw const L_FAST_IO).cast_mut();
+    if LEGACY.with(|l| l.borrow()[N].unloadable.is_some()) {
+        d.DriverUnload = Some(l_unload::<N>);
+        let name = LEGACY.with(|l| l.borrow()[N].volume.clone());
+        let (mut fo, mut top) = (null_mut(), null_mut());
+        let s = unsafe {
+            windows_sys::Wdk::System::SystemServices::IoGetDeviceObjectPointer(
+                &us(&name),
+                0x0001_0000 >> 9,
+                &mut fo,
+                &mut top,
+            )
+        };
+        if s != 0 {
+            return s;
+        }
+        attach_new::<N>(top, 2);
+        unsafe { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(fo.cast()) };
+        return Status::SUCCESS.0;
+    }
     unsafe { IoRegisterFsRegistrationChange(driver, Some(l_notify::<N>)) }
 }
 
