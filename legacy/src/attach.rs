@@ -713,65 +713,87 @@ pub(crate) fn deleted_outside_unload<F: Filter>(state: &DriverState<F>) {
 }
 
 /// Retires our device, whose last hold went (`DriverState::end`): it is detached and no
-/// operation of it is in flight. Its teardown completes and it is deleted; once unload has
-/// begun, unload's last loop does both instead ([`delete_outside_unload`]). Either way the device
-/// then leaves the driver's count of live devices, which an unload waits for, last.
+/// operation of it is in flight. Its retirement goes on in the device's work item
+/// ([`retire_worker`]), allocated before the device attached so that this cannot fail.
 ///
-/// Teardown complete runs at `PASSIVE_LEVEL` (facts.md §2.5) and `IoDeleteDevice` at
-/// `APC_LEVEL` at most, but the last operation can end in a completion routine at
-/// `DISPATCH_LEVEL` (a lower driver that completed from a DPC): from there the retirement goes
-/// on in the device's work item, which the I/O manager keeps referenced until the worker returns,
-/// and which calls back here with `queued`. The item was allocated before the device attached, so
-/// that this cannot fail; it is freed here, whether it ran or not.
+/// Always from the work item: the last hold can go in a completion routine at `DISPATCH_LEVEL`
+/// (a lower driver that completed from a DPC), where neither teardown complete (`PASSIVE_LEVEL`,
+/// facts.md §2.5) nor `IoDeleteDevice` (`APC_LEVEL` at most) may run; and deleting a device with
+/// another still attached above it may run our `DriverUnload` before `IoDeleteDevice` returns
+/// (below), after which only a work item's device reference, which the I/O manager drops once
+/// the routine has returned, keeps the image loaded under the returning code.
 ///
 /// # Safety
-/// `device` must be our device whose last hold was just dropped, by the caller (`queued` false)
-/// or by the caller of the [`detach_worker`] that the device's work item runs (`queued` true).
-pub(crate) unsafe fn retire<F: Filter>(
-    state: &DriverState<F>,
-    device: *mut DEVICE_OBJECT,
-    queued: bool,
-) {
+/// `device` must be our device whose last hold the caller just dropped.
+pub(crate) unsafe fn retire<F: Filter>(device: *mut DEVICE_OBJECT) {
     // SAFETY: our device, not deleted yet.
     let slot = unsafe { raw::ext_slot::<F>(device) };
-    // SAFETY: its extension, live until the device is deleted below; its work item was set
-    // before the device attached.
+    // SAFETY: its extension; its work item was set before it attached.
     let item = unsafe { (*slot).retire_item };
-    if !queued && !fsfilter_kernel::irql::is_passive() {
-        // SAFETY: the device's own work item, queued once.
-        unsafe {
-            IoQueueWorkItem(
-                item,
-                fsfilter_kernel::ntos::work_item_routine_field(detach_worker::<F>),
-                DelayedWorkQueue,
-                core::ptr::null_mut(),
-            )
-        };
-        return;
-    }
-    // SAFETY: the device's work item, not queued or its worker running now (the I/O manager
-    // keeps the device referenced until the worker returns), freed once.
-    unsafe { IoFreeWorkItem(item) };
-    if delete_outside_unload(state) {
-        // SAFETY: our device, retired: nothing else uses it.
-        unsafe { teardown_complete(state, device) };
-        // SAFETY: ours, detached, deleted once.
-        unsafe { delete_device::<F>(device) };
-    }
-    deleted_outside_unload(state);
-    state.device_retired();
+    // SAFETY: the device's own work item, queued once.
+    unsafe {
+        IoQueueWorkItem(
+            item,
+            fsfilter_kernel::ntos::work_item_routine_field(retire_worker::<F>),
+            DelayedWorkQueue,
+            core::ptr::null_mut(),
+        )
+    };
 }
 
-/// The work item of [`retire`] at `PASSIVE_LEVEL`: one tail call back to it, which frees the
-/// item.
-unsafe extern "system" fn detach_worker<F: Filter>(
+/// The work item of [`retire`], at `PASSIVE_LEVEL`: the device's teardown completes and it is
+/// deleted; once unload has begun, unload's last loop does both instead
+/// ([`delete_outside_unload`]). Either way the device then leaves the driver's count of live
+/// devices, which an unload waits for.
+///
+/// A device with another still attached above it (a Filter Manager frame, a legacy filter loaded
+/// later) leaves the counts before it is deleted. Deleting it calls that device's
+/// `FastIoDetachDevice`, and when it was the driver's last busy device while a stop is pending,
+/// the I/O manager calls our `DriverUnload` in another worker and waits for it inside this
+/// `IoDeleteDevice` (docs/simulator.md, "Pending unload"): unload must wait for nothing of ours then, and
+/// the device has left the driver's device list by the time it runs. Unload cannot have begun
+/// before, since a device with another above it holds a stop pending, so the counts need not
+/// cover this deletion. One window is left open: should the device above detach by itself
+/// between the read of `AttachedDevice` and the deletion (its own driver unloading at that
+/// instant) while our stop is pending, our unload would run in that thread and find this device
+/// still listed; closing it would take `IoEnumerateDeviceObjectList` and a mark on the device,
+/// which the probe's 32 KiB limit has no room for (docs/reliability.md).
+unsafe extern "system" fn retire_worker<F: Filter>(
     device: *mut DEVICE_OBJECT,
     _context: *mut core::ffi::c_void,
 ) {
     // SAFETY: this image's state.
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
     // SAFETY: our retired device, whose work item runs this.
-    unsafe { retire(state, device, true) }
+    let slot = unsafe { raw::ext_slot::<F>(device) };
+    // SAFETY: its extension, live until the device is deleted below.
+    let item = unsafe { (*slot).retire_item };
+    // SAFETY: the work item running this (the I/O manager keeps the device referenced until it
+    // returns), freed once.
+    unsafe { IoFreeWorkItem(item) };
+    let own = delete_outside_unload(state);
+    if own {
+        // SAFETY: our device, retired: nothing else uses it.
+        unsafe { teardown_complete(state, device) };
+    }
+    // Read after the filter's callback, as late as it can be before the deletion.
+    // SAFETY: our live device.
+    let above = unsafe { (*device).AttachedDevice };
+    if above.is_null() {
+        if own {
+            // SAFETY: ours, detached, deleted once.
+            unsafe { delete_device::<F>(device) };
+        }
+        deleted_outside_unload(state);
+        state.device_retired();
+    } else {
+        deleted_outside_unload(state);
+        state.device_retired();
+        if own {
+            // SAFETY: ours, detached, deleted once; nothing of the driver's state is used after.
+            unsafe { delete_device::<F>(device) };
+        }
+    }
 }
 
 /// Attaches to RAW's control devices by name (RAW is never reported to registration routines,

@@ -196,7 +196,10 @@ unsafe fn discard<F: Filter>(state: *mut DriverState<F>) {
 /// operation or by `FastIoDetachDevice`, an attach given up) go through
 /// `attach::delete_outside_unload`, which leaves them to the last loop here once unload began, and
 /// which the walk waits for when they began before; attaches take the attach lock and give up
-/// once unload began, and the walk begins after taking that lock once.
+/// once unload began, and the walk begins after taking that lock once. The one deletion not
+/// waited for is that of a device with another still attached above it, which may be what calls
+/// this routine, from inside its `IoDeleteDevice`, with the device off the list already
+/// (`attach::retire_worker`).
 unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT) {
     let raw = image::get().cast::<DriverState<F>>();
     // SAFETY: this image's state, or null.

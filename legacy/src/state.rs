@@ -178,7 +178,7 @@ impl<F: Filter> DriverState<F> {
         if ext.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The device is this caller's alone now: read after the decrement, and only here.
             // SAFETY: our device, whose last hold this was: detached, nothing in flight on it.
-            unsafe { crate::attach::retire(self, ext.this, false) };
+            unsafe { crate::attach::retire::<F>(ext.this) };
         }
     }
 

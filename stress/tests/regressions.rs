@@ -220,6 +220,118 @@ driver = "Probe0"
     }
 }
 
+#[test]
+fn a_legacy_stop_held_by_a_frame_ends_inside_the_deletion_of_its_device() {
+    // Found by the stress (seed 0x5eed0b03): Passthrough2's stop is pending while a Filter
+    // Manager frame sits above its device on C:. The dismount detaches the frame below; deleting
+    // Passthrough2's device then detaches the frame above, and the I/O manager runs the pending
+    // DriverUnload inside that IoDeleteDevice, which waits for it (docs/simulator.md, "Pending
+    // unload"). The backend's unload waited for the deletion in progress (DEADLOCK twice), and
+    // the deletion ran inline, so the image would have gone under the returning code. The
+    // deletion now runs from the device's work item and leaves the counts first.
+    let text = r#"
+
+[[volume]]
+name = "C:"
+filesystem = "fat"
+mount = "step"
+
+[[driver]]
+name = "Passthrough0"
+sample = "passthrough"
+model = "minifilter"
+start = "boot"
+group = "FSFilter Top"
+altitude = "400000"
+
+[[driver]]
+name = "Passthrough1"
+sample = "passthrough"
+model = "minifilter"
+start = "demand"
+group = "FSFilter Top"
+altitude = "400001"
+
+[[driver]]
+name = "Passthrough2"
+sample = "passthrough"
+model = "legacy"
+start = "boot"
+group = "FSFilter Activity Monitor"
+
+[[driver]]
+name = "Probe3"
+sample = "probe"
+model = "legacy"
+start = "demand"
+group = "FSFilter Activity Monitor"
+[driver.parameters]
+Attach = "cdrom,network"
+
+[[driver]]
+name = "Passthrough4"
+sample = "passthrough"
+model = "legacy"
+start = "demand"
+group = "FSFilter Top"
+
+[[step]]
+action = "load"
+driver = "Probe3"
+
+[[step]]
+action = "load"
+driver = "Passthrough4"
+
+[[step]]
+action = "stop"
+driver = "Probe3"
+
+[[step]]
+action = "mount"
+volume = "C:"
+
+[[step]]
+action = "load"
+driver = "Passthrough1"
+
+[[step]]
+action = "stop"
+driver = "Passthrough4"
+
+[[step]]
+action = "stop"
+driver = "Probe3"
+
+[[step]]
+action = "stop"
+driver = "Passthrough2"
+
+[[step]]
+action = "stop"
+driver = "Passthrough1"
+
+[[step]]
+action = "stop"
+driver = "Passthrough0"
+
+[[step]]
+action = "dismount"
+volume = "C:"
+"#;
+    let s = parse("0x5eed0b03.toml", text).unwrap();
+    let (run, end, violations) = run_checked(&s);
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert!(run.events.iter().all(|e| !matches!(e.kind, EventKind::Verifier { .. })));
+    let unload = run.events.iter().find(|e| {
+        matches!(&e.kind, EventKind::Callback { driver, callback: Callback::UnloadCallback { .. }, .. }
+            if driver == "Passthrough2")
+    });
+    assert_eq!(unload.and_then(|e| e.step), Some(10), "the unload ran at the dismount");
+    let p2 = end.drivers.iter().find(|d| d.name == "Passthrough2").unwrap();
+    assert_eq!(p2.state, "stopped", "{p2:#?}");
+}
+
 /// Whether `driver` has an instance on `volume` in the stack snapshot taken after step `index`
 /// ran (`after_step[index + 1]`).
 fn has_instance(run: &fsfilter_lab::run::Run, index: usize, volume: &str, driver: &str) -> bool {
