@@ -636,3 +636,67 @@ mod bare {
         }
     }
 }
+
+thread_local! {
+    /// Calls of `slow_notify` so far; the first one delays.
+    static SLOW_CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A file-system notification routine whose first call lets 10 ms pass (a driver that opens
+/// something or waits for an event there).
+unsafe extern "system" fn slow_notify(
+    _cdo: *const windows_sys::Wdk::Foundation::DEVICE_OBJECT,
+    _active: bool,
+) {
+    SLOW_CALLS.set(SLOW_CALLS.get() + 1);
+    if SLOW_CALLS.get() == 1 {
+        let ten_ms: i64 = -100_000;
+        // SAFETY: a relative interval, at PASSIVE_LEVEL in the registering thread.
+        let _ = unsafe {
+            windows_sys::Wdk::System::SystemServices::KeDelayExecutionThread(0, false, &ten_ms)
+        };
+    }
+}
+
+/// A driver that registers `slow_notify`, synchronized with mounts.
+unsafe extern "system" fn slow_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> windows_sys::Win32::Foundation::NTSTATUS {
+    // SAFETY: our driver object and routine.
+    unsafe {
+        windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChangeMountAware(
+            driver,
+            Some(slow_notify),
+            true,
+        )
+    }
+}
+
+#[test]
+fn a_mount_during_a_synchronized_notification_call_in_a_suspended_thread_fails_not_ready() {
+    // docs/simulator.md, "File-system registration": a mount waits for the synchronized
+    // registrations under way by doing their remaining calls itself; one whose notification call
+    // is running in a thread suspended below (here delayed 10 ms) cannot be waited for, and the
+    // mount fails with STATUS_DEVICE_NOT_READY, as a second mount of a device under way does.
+    // Once the registration is over, the volume mounts.
+    SLOW_CALLS.set(0);
+    let mut m = machine(13);
+    let v = m
+        .add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"x").mount(MountWhen::Step));
+    let mut spec = fsfilter_sim::ServiceSpec::new("Slow", slow_entry, "legacy");
+    spec.group = Some("FSFilter Activity Monitor".into());
+    m.install(spec);
+    m.boot();
+    let during = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = during.clone();
+    m.schedule(5, move |m| seen.set(Some(m.mount(v))));
+    assert_eq!(m.start("Slow"), Status::SUCCESS);
+    m.settle();
+    assert!(SLOW_CALLS.get() >= 1, "the routine was called");
+    assert_eq!(during.get(), Some(Status::DEVICE_NOT_READY), "the mount during the delayed call");
+    assert_eq!(mounted_events(&m).len(), 0, "{:?}", mounted_events(&m));
+    assert_eq!(m.mount(v), Status::SUCCESS, "after the registration");
+    assert!(m.open(v, "a.txt", CreateOptions::open()).is_ok());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
