@@ -230,7 +230,6 @@ fn a_legacy_stop_held_by_a_frame_ends_inside_the_deletion_of_its_device() {
     // the deletion ran inline, so the image would have gone under the returning code. The
     // deletion now runs from the device's work item and leaves the counts first.
     let text = r#"
-
 [[volume]]
 name = "C:"
 filesystem = "fat"
