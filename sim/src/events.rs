@@ -24,7 +24,8 @@ pub enum Rule {
     /// A dispatch routine returned a status a dispatch routine may not return.
     UnknownDispatchResult,
     /// Code of an unloaded driver would have run (a completion routine, a dispatch routine, a
-    /// callback).
+    /// callback), or its image went while its code was on the call stack (which returns into
+    /// it).
     UnloadedDriverCodeRan,
     /// Device objects remained after the driver unloaded.
     DeviceObjectsLeaked,
