@@ -260,3 +260,39 @@ fn a_pending_stop_runs_the_unload_inside_the_deletion_that_frees_the_last_device
         assert!(m.device_stack(c).is_empty(), "{delete:?}: {:?}", m.device_stack(c));
     }
 }
+
+#[test]
+fn a_legacy_filter_below_a_frame_loaded_later_cannot_finish_its_stop() {
+    // facts.md §1.9 (DriverUnload only once every device of the driver is at the top of its
+    // stack) with §2.2: frame 1, made above a legacy filter for a minifilter above its range,
+    // attaches to the file systems' control devices as well, above the filter's own attachments
+    // there. Frames are never deleted, so the filter's stop stays pending for good, even once
+    // its volumes are gone and the minifilter is unloaded (docs/semantics.md, unload row).
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    fltcommon::make_unloadable(0, fltcommon::LegacyDelete::Inline, "");
+    install_legacy(&mut m, 0, "OldEnc", "FSFilter Encryption", StartType::Boot);
+    m.boot();
+    install(&mut m, 1, Config::new("Av", "321300").op(mj::CREATE, true, true));
+    assert_eq!(m.start("Av"), Status::SUCCESS);
+    let above_control_device = m.kernel(|k| {
+        k.objects.devices.iter().any(|d| {
+            !d.deleted
+                && k.objects.driver(d.driver).service == "OldEnc"
+                && d.volume.is_none()
+                && k.objects.above(k.objects.device_id(d.ptr).unwrap()).is_some_and(|a| {
+                    k.objects.driver(k.objects.device(a).driver).service == "FltMgr"
+                })
+        })
+    });
+    assert!(above_control_device, "frame 1 sits above OldEnc's control-device attachment");
+    assert_eq!(m.stop("OldEnc"), StopResult::Pending);
+    assert_eq!(m.stop("Av"), StopResult::Unloaded);
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    m.settle();
+    assert!(m.device_stack(c).is_empty(), "{:?}", m.device_stack(c));
+    assert_eq!(fltcommon::unloaded_in(0), None, "DriverUnload never ran");
+    assert_eq!(m.stop("OldEnc"), StopResult::Pending, "still pending");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

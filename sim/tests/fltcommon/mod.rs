@@ -711,7 +711,8 @@ thread_local! {
 
 /// Makes the legacy filter of `slot` (before it loads) one with a `DriverUnload` that attaches
 /// at load to the mounted volume of the storage device `volume` (`\Device\HarddiskVolume1`)
-/// only, and says how its `FastIoDetachDevice` deletes its device.
+/// only, or with `""` as the others do (control devices from its notification routine, volumes
+/// at their mount), and says how its `FastIoDetachDevice` deletes its device.
 pub fn make_unloadable(slot: usize, delete: LegacyDelete, volume: &str) {
     LEGACY.with(|l| {
         let mut l = l.borrow_mut();
@@ -746,6 +747,14 @@ unsafe extern "system" fn l_delete_worker(device: *mut DEVICE_OBJECT, item: *mut
 unsafe extern "system" fn l_unload<const N: usize>(driver: *const DRIVER_OBJECT) {
     if let Some(slot) = legacy_slot(driver) {
         LEGACY.with(|l| l.borrow_mut()[slot].unloaded_in = Some(DELETING_IN.get()));
+    }
+    if LEGACY.with(|l| l.borrow()[N].volume.is_empty()) {
+        unsafe {
+            windows_sys::Wdk::Storage::FileSystem::IoUnregisterFsRegistrationChange(
+                driver,
+                Some(l_notify::<N>),
+            )
+        };
     }
     let mut cur = unsafe { (*driver).DeviceObject };
     while !cur.is_null() {
@@ -921,7 +930,9 @@ unsafe extern "system" fn l_entry<const N: usize>(
     d.FastIoDispatch = (&raw const L_FAST_IO).cast_mut();
     if LEGACY.with(|l| l.borrow()[N].unloadable.is_some()) {
         d.DriverUnload = Some(l_unload::<N>);
-        let name = LEGACY.with(|l| l.borrow()[N].volume.clone());
+    }
+    let name = LEGACY.with(|l| l.borrow()[N].volume.clone());
+    if !name.is_empty() {
         let (mut fo, mut top) = (null_mut(), null_mut());
         let s = unsafe {
             windows_sys::Wdk::System::SystemServices::IoGetDeviceObjectPointer(
