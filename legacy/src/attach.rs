@@ -750,14 +750,14 @@ pub(crate) unsafe fn retire<F: Filter>(device: *mut DEVICE_OBJECT) {
 /// later) leaves the counts before it is deleted. Deleting it calls that device's
 /// `FastIoDetachDevice`, and when it was the driver's last busy device while a stop is pending,
 /// the I/O manager calls our `DriverUnload` in another worker and waits for it inside this
-/// `IoDeleteDevice` (docs/simulator.md, "Pending unload"): unload must wait for nothing of ours then, and
-/// the device has left the driver's device list by the time it runs. Unload cannot have begun
-/// before, since a device with another above it holds a stop pending, so the counts need not
-/// cover this deletion. One window is left open: should the device above detach by itself
-/// between the read of `AttachedDevice` and the deletion (its own driver unloading at that
-/// instant) while our stop is pending, our unload would run in that thread and find this device
-/// still listed; closing it would take `IoEnumerateDeviceObjectList` and a mark on the device,
-/// which the probe's 32 KiB limit has no room for (docs/reliability.md).
+/// `IoDeleteDevice` (docs/simulator.md, "Pending unload"): unload must wait for nothing of ours
+/// then, and the device has left the driver's device list by the time it runs. Unload cannot
+/// have begun before, since a device with another above it holds a stop pending, so the counts
+/// need not cover this deletion. One window is left open: should the device above detach by
+/// itself between the read of `AttachedDevice` and the deletion (its own driver unloading at
+/// that instant) while our stop is pending, our unload would run in that thread and find this
+/// device still listed; closing it would take `IoEnumerateDeviceObjectList` and a mark on the
+/// device, which the probe's 32 KiB limit has no room for (docs/reliability.md).
 unsafe extern "system" fn retire_worker<F: Filter>(
     device: *mut DEVICE_OBJECT,
     _context: *mut core::ffi::c_void,
