@@ -659,7 +659,7 @@ pub(crate) unsafe fn teardown_complete<F: Filter>(
 /// (the device below is being deleted: a dismounted volume), the unregistration of its file
 /// system, or unload (`reason`). Starts the instance's teardown and detaches at once
 /// (facts.md §1.7), then gives up the attachment's hold: the teardown completes and our device
-/// is deleted once no operation of it is in flight (rule 20), now or when the last one ends. (A
+/// is deleted, from its work item, once no operation of it is in flight (rule 20). (A
 /// file system may delete its volume device while our close of the volume's last file is still
 /// in our dispatch routine.) A second caller does nothing: the first detaches.
 ///

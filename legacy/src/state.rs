@@ -55,10 +55,10 @@ pub(crate) struct DeviceExt<F: Filter> {
     /// operation whose post callback or resumption is outstanding. Whoever drops the last one
     /// retires the device (`attach::retire`): its teardown completes and it is deleted.
     pub(crate) holds: AtomicU32,
-    /// The work item that takes the device's retirement to `PASSIVE_LEVEL` when its last hold
-    /// goes above it, allocated before the device attaches (`attach::attach`) so that the
-    /// retirement cannot fail for want of memory, and freed by the retirement
-    /// (`attach::retire`), which every attached device goes through once.
+    /// The work item the device's retirement runs in (at `PASSIVE_LEVEL`, with the device
+    /// referenced until it returns), allocated before the device attaches (`attach::attach`) so
+    /// that the retirement cannot fail for want of memory, and freed by the retirement
+    /// (`attach::retire_worker`), which every attached device goes through once.
     pub(crate) retire_item: isize,
 }
 
