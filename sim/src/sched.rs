@@ -161,17 +161,20 @@ fn run_task(task: Task) {
     });
     kernel::call_into(task.image, task.run);
     kernel::with(|k| {
-        if k.irql() != task.irql {
-            let name = task.name;
-            k.report(
-                Rule::SpinLockMisuse,
-                task.image.map(|i| k.image_name(i)),
-                format!("{name} returned at a different IRQL"),
-            );
-        }
+        returned_at(k, task.irql, task.image, task.name);
         k.set_irql(saved.0);
         k.thread = saved.1;
     });
+}
+
+/// Reports work (`name`, the code of `image`) that returned at another IRQL than `irql`, the one
+/// it was called at, and puts that IRQL back.
+pub(crate) fn returned_at(k: &mut kernel::Kernel, irql: u8, image: Option<ImageId>, name: &str) {
+    if k.irql() != irql {
+        let driver = image.map(|i| k.image_name(i));
+        k.report(Rule::SpinLockMisuse, driver, format!("{name} returned at a different IRQL"));
+        k.set_irql(irql);
+    }
 }
 
 /// How a wait ended.

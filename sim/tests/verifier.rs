@@ -51,8 +51,8 @@ use windows_sys::Wdk::Storage::FileSystem::{
 use windows_sys::Wdk::System::SystemServices::{
     DelayedWorkQueue, ExAllocatePool2, ExFreePoolWithTag, IoAllocateWorkItem,
     IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen, IoCreateDevice, IoDeleteDevice,
-    IoDetachDevice, IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, IoQueueWorkItem,
-    KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
+    IoDetachDevice, IoFreeWorkItem, IoGetAttachedDeviceReference, IoGetDeviceObjectPointer,
+    IoQueueWorkItem, KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -294,6 +294,21 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             // SAFETY: the device just created.
             unsafe { IoDeleteDevice(extra) };
         }
+        "work_item_irql" => {
+            // A work item whose routine takes a spin lock and (broken) returns holding it.
+            // SAFETY: our live device.
+            let item = unsafe { IoAllocateWorkItem(device) };
+            assert_ne!(item, 0);
+            // SAFETY: the work item just allocated, and a routine that frees it.
+            unsafe {
+                IoQueueWorkItem(
+                    item,
+                    fsfilter_kernel::ntos::work_item_routine_field(raise_work),
+                    DelayedWorkQueue,
+                    item as *const c_void,
+                );
+            }
+        }
         "spin_lock_misuse" => {
             let mut lock = 0usize;
             // SAFETY: our lock: acquired once, released once (twice when broken).
@@ -507,6 +522,22 @@ unsafe extern "system" fn bad_entry(
         pool: pool as usize,
     });
     Status::SUCCESS.0
+}
+
+/// Bad's work routine in `work_item_irql`: frees its item, takes a spin lock, and releases it
+/// (broken: returns at `DISPATCH_LEVEL`).
+unsafe extern "system" fn raise_work(_device: *mut DEVICE_OBJECT, item: *mut c_void) {
+    // SAFETY: the routine's own work item, freed once.
+    unsafe { IoFreeWorkItem(item as isize) };
+    let mut lock = 0usize;
+    // SAFETY: our lock, acquired once and released once unless broken.
+    unsafe {
+        KeInitializeSpinLock(&mut lock);
+        let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
+        if !broken() {
+            KeReleaseSpinLock(&mut lock, old);
+        }
+    }
 }
 
 // ---- Late ---------------------------------------------------------------------------------------
@@ -886,6 +917,23 @@ fn spin_lock_misuse() {
         let m = machine("spin_lock_misuse", broken);
         assert_eq!(read_through_bad(&m), Status::SUCCESS);
         check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
+        survives(&m);
+        assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
+    }
+}
+
+#[test]
+fn a_work_item_returning_at_another_irql_is_reported_against_its_driver() {
+    // A work routine runs at PASSIVE_LEVEL and must return there. The I/O manager's worker,
+    // which drops the device reference after the routine, reports it against the routine's
+    // driver and goes on at PASSIVE_LEVEL.
+    for broken in [true, false] {
+        let m = machine("work_item_irql", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
+        if broken {
+            assert!(m.findings()[0].2.contains("IoQueueWorkItem"), "{:?}", m.findings());
+        }
         survives(&m);
         assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
     }

@@ -480,13 +480,7 @@ export! { windows_sys::Wdk::System::SystemServices::IoQueueWorkItem =>
                 if loaded {
                     // SAFETY: the driver's work routine with the device and context it queued.
                     kernel::call_into(Some(image), || unsafe { routine(device, context as *mut c_void) });
-                    kernel::with(|k| {
-                        if k.irql() != PASSIVE_LEVEL {
-                            let name = k.image_name(image);
-                            k.report(Rule::SpinLockMisuse, Some(name), "IoQueueWorkItem returned at a different IRQL");
-                            k.set_irql(PASSIVE_LEVEL);
-                        }
-                    });
+                    kernel::with(|k| crate::sched::returned_at(k, PASSIVE_LEVEL, Some(image), "IoQueueWorkItem"));
                 }
                 kernel::with(|k| k.dereference_object(device.cast()));
             }),
