@@ -62,15 +62,16 @@ pub fn copy_prefix(dst: &mut [u8], src: &[u8]) -> usize {
 
 /// Parses a `u32`: decimal, or hexadecimal after `0x` (no sign, no spaces, no overflow).
 pub fn parse_u32(s: &str) -> Option<u32> {
-    let (digits, radix) = match s.get(..2) {
-        Some("0x" | "0X") => (s.get(2..)?, 16),
-        _ => (s, 10),
+    // Bytes, not `str` slicing: no character-boundary checks to link into the drivers.
+    let (digits, radix) = match s.as_bytes() {
+        [b'0', b'x' | b'X', rest @ ..] => (rest, 16),
+        all => (all, 10),
     };
     if digits.is_empty() {
         return None;
     }
     let mut value = 0u32;
-    for b in digits.bytes() {
+    for &b in digits {
         let d = match b {
             b'0'..=b'9' => b - b'0',
             // ASCII letters differ from their lower case in bit 5 only.
