@@ -741,6 +741,10 @@ pub(crate) unsafe fn retire<F: Filter>(device: *mut DEVICE_OBJECT) {
     };
 }
 
+/// `DeviceExt::torn_down` of a device its retirement deletes without the counts (see
+/// [`retire_worker`]): no teardown reason has every bit set.
+pub(crate) const DELETING: u32 = u32::MAX;
+
 /// The work item of [`retire`], at `PASSIVE_LEVEL`: the device's teardown completes and it is
 /// deleted; once unload has begun, unload's last loop does both instead
 /// ([`delete_outside_unload`]). Either way the device then leaves the driver's count of live
@@ -753,11 +757,14 @@ pub(crate) unsafe fn retire<F: Filter>(device: *mut DEVICE_OBJECT) {
 /// `IoDeleteDevice` (docs/simulator.md, "Pending unload"): unload must wait for nothing of ours
 /// then, and the device has left the driver's device list by the time it runs. Unload cannot
 /// have begun before, since a device with another above it holds a stop pending, so the counts
-/// need not cover this deletion. One window is left open: should the device above detach by
-/// itself between the read of `AttachedDevice` and the deletion (its own driver unloading at
-/// that instant) while our stop is pending, our unload would run in that thread and find this
-/// device still listed; closing it would take `IoEnumerateDeviceObjectList` and a mark on the
-/// device, which the probe's 32 KiB limit has no room for (docs/reliability.md).
+/// need not cover this deletion. Unless the device above detaches by itself between the read of
+/// `AttachedDevice` and the deletion (its own driver unloading at that instant) while our stop
+/// is pending: our unload then runs in that thread and can meet this device still listed. The
+/// device is marked ([`DELETING`]) before it leaves the counts, and unload's last loop leaves a
+/// marked device to this worker. What stays open is narrower: unload's walks read the device
+/// without a reference, and this worker could delete it and return, and the I/O manager free
+/// it, between two of those reads; only `IoEnumerateDeviceObjectList` would close that
+/// (docs/reliability.md).
 unsafe extern "system" fn retire_worker<F: Filter>(
     device: *mut DEVICE_OBJECT,
     _context: *mut core::ffi::c_void,
@@ -787,6 +794,13 @@ unsafe extern "system" fn retire_worker<F: Filter>(
         deleted_outside_unload(state);
         state.device_retired();
     } else {
+        if own {
+            // Marked as this worker's to delete, before it leaves the counts (whose decrement
+            // publishes the mark to an unload that waited for it): an unload that meets the
+            // device still listed leaves it alone (the window above).
+            // SAFETY: its extension, live until the device is deleted below.
+            unsafe { (*slot).torn_down.store(DELETING, Ordering::Relaxed) };
+        }
         deleted_outside_unload(state);
         state.device_retired();
         if own {

@@ -262,10 +262,17 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         // Read before the device goes.
         // SAFETY: a live device of ours.
         let next = unsafe { (*cur).NextDevice };
-        // SAFETY: our device (a teardown only for a volume device with an instance).
-        unsafe { attach::teardown_complete(state, cur) };
-        // SAFETY: ours, detached.
-        unsafe { attach::delete_device::<F>(cur) };
+        // Not one that its retirement's worker deletes (`attach::retire_worker`).
+        // SAFETY: a live device of ours.
+        let slot = unsafe { crate::raw::ext_slot::<F>(cur) };
+        // SAFETY: its extension.
+        let deleting = unsafe { (*slot).torn_down.load(Ordering::Relaxed) };
+        if deleting != attach::DELETING {
+            // SAFETY: our device (a teardown only for a volume device with an instance).
+            unsafe { attach::teardown_complete(state, cur) };
+            // SAFETY: ours, detached.
+            unsafe { attach::delete_device::<F>(cur) };
+        }
         cur = next;
     }
     // SAFETY: nothing of the driver runs any more.
