@@ -136,7 +136,7 @@ pub struct Service {
     pub driver: Option<DriverId>,
     /// Its image while loaded.
     pub image: Option<ImageId>,
-    /// `DriverUnload` was called.
+    /// `DriverUnload` was queued (it runs once; [`Service::unload_returned`] says it ran).
     pub unload_called: bool,
     /// `DriverUnload` returned (or the driver went without one: a minifilter `fltmc unload` let
     /// go). Until then the I/O manager holds the driver object, so the image stays whatever
