@@ -17,12 +17,13 @@
 )]
 
 mod common;
+#[path = "../../sim/testing/late_volume.rs"]
+mod shared;
 
 use common::*;
 use fsfilter::{InstanceSetupFlags as F, MajorFunction, Status, TeardownFlags};
-use fsfilter_sim::{
-    Callback, CreateOptions, FsKind, IoMode, Machine, MountWhen, StartType, VolumeId, VolumeSpec,
-};
+use fsfilter_sim::{Callback, Machine, StartType, VolumeId};
+use shared::{late_volume, pres_on_e, read_back};
 
 /// legacy/src/attach.rs `ATTACH_RETRIES`.
 const ATTACH_RETRIES: u64 = 8;
@@ -35,8 +36,7 @@ const LAST_TRY_MS: u64 = (ATTACH_RETRIES - 1) * ATTACH_RETRY_DELAY_MS;
 /// by a step, whose device NTFS leaves initializing for `late_ms` after the mount; booted.
 fn late_machine(late_ms: u64) -> (Machine, VolumeId) {
     let mut m = machine();
-    let spec = VolumeSpec::new("E:", FsKind::Ntfs).mount(MountWhen::Step).file("a.txt", b"late");
-    let v = m.add_volume(spec.initialize_late(late_ms));
+    let v = m.add_volume(late_volume(late_ms));
     install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
     m.boot();
     (m, v)
@@ -51,26 +51,6 @@ fn probe_devices(m: &Machine) -> usize {
             .filter(|d| !d.deleted && k.objects.driver(d.driver).service == "ProbeA")
             .count()
     })
-}
-
-/// Opens E:\a.txt, reads it (one IRP: the file object's first cached read) and closes it.
-fn read_back(m: &mut Machine, v: VolumeId) -> Vec<u8> {
-    let h = m.open(v, "a.txt", CreateOptions::open().access(0x8000_0000)).expect("open");
-    let r = m.read(h, Some(0), 4, IoMode::Cached);
-    assert_eq!(r.status, Status::SUCCESS);
-    assert_eq!(m.close_handle(h), Status::SUCCESS);
-    r.data
-}
-
-/// ProbeA's pre callbacks for `major` on volume E:.
-fn pres_on_e(m: &Machine, major: MajorFunction) -> usize {
-    callbacks(m, "ProbeA")
-        .into_iter()
-        .filter(|(v, c)| {
-            v.as_deref() == Some("E:")
-                && matches!(c, Callback::Pre { major: mj, .. } if *mj == major)
-        })
-        .count()
 }
 
 #[test]

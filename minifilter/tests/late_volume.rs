@@ -14,12 +14,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod common;
+#[path = "../../sim/testing/late_volume.rs"]
+mod shared;
 
 use common::*;
 use fsfilter::{InstanceSetupFlags as F, MajorFunction, Status};
-use fsfilter_sim::{
-    Callback, CreateOptions, FsKind, IoMode, Machine, MountWhen, StartType, VolumeId, VolumeSpec,
-};
+use fsfilter_sim::{Machine, StartType, VolumeId};
+use shared::{late_volume, on_e, pres_on_e, read_back};
 
 /// When the frame's last try is made, after the mount request came back: 7 waits of 500 ms.
 const LAST_TRY_MS: u64 = 7 * 500;
@@ -29,34 +30,10 @@ const LAST_TRY_MS: u64 = 7 * 500;
 /// the mount; booted.
 fn late_machine(late_ms: u64) -> (Machine, VolumeId) {
     let mut m = machine();
-    let spec = VolumeSpec::new("E:", FsKind::Ntfs).mount(MountWhen::Step).file("a.txt", b"late");
-    let v = m.add_volume(spec.initialize_late(late_ms));
+    let v = m.add_volume(late_volume(late_ms));
     install_probe(&mut m, "ProbeA", StartType::Boot, "370000", &[]);
     m.boot();
     (m, v)
-}
-
-/// Opens E:\a.txt, reads it (one IRP: the file object's first cached read) and closes it.
-fn read_back(m: &mut Machine, v: VolumeId) -> Vec<u8> {
-    let h = m.open(v, "a.txt", CreateOptions::open().access(0x8000_0000)).expect("open");
-    let r = m.read(h, Some(0), 4, IoMode::Cached);
-    assert_eq!(r.status, Status::SUCCESS);
-    assert_eq!(m.close_handle(h), Status::SUCCESS);
-    r.data
-}
-
-/// ProbeA's callbacks on volume E:.
-fn on_e(m: &Machine) -> Vec<Callback> {
-    callbacks(m, "ProbeA")
-        .into_iter()
-        .filter(|(v, _)| v.as_deref() == Some("E:"))
-        .map(|(_, c)| c)
-        .collect()
-}
-
-/// ProbeA's pre callbacks for `major` on volume E:.
-fn pres_on_e(m: &Machine, major: MajorFunction) -> usize {
-    on_e(m).iter().filter(|c| matches!(c, Callback::Pre { major: mj, .. } if *mj == major)).count()
 }
 
 /// The Filter Manager's devices on E:'s volume stack.
