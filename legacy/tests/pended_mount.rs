@@ -48,6 +48,21 @@ fn two_filters_attach_in_order_after_a_pended_mount() {
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
 
+/// E:, mounted by a step, its mount pended 50 ms by NTFS.
+fn pended_e() -> VolumeSpec {
+    VolumeSpec::new("E:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step).pend_mount(50)
+}
+
+/// Mounts `v` and starts ProbeA 10 ms into the pended mount; both succeed.
+fn start_probe_a_during_the_mount(m: &mut fsfilter_sim::Machine, v: fsfilter_sim::VolumeId) {
+    let started = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = started.clone();
+    m.schedule(10, move |m| seen.set(Some(m.start("ProbeA"))));
+    assert_eq!(m.mount(v), fsfilter::Status::SUCCESS);
+    m.settle();
+    assert_eq!(started.get(), Some(fsfilter::Status::SUCCESS), "ProbeA started during the mount");
+}
+
 #[test]
 fn a_filter_started_while_a_mount_is_pended_attaches_to_that_volume() {
     // facts.md §1.1: the backend registers with IoRegisterFsRegistrationChangeMountAware and
@@ -57,17 +72,10 @@ fn a_filter_started_while_a_mount_is_pended_attaches_to_that_volume() {
     // request had passed it, and enumerated the volumes before E: was there: it never attached
     // to E:.
     let mut m = machine();
-    let v = m.add_volume(
-        VolumeSpec::new("E:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step).pend_mount(50),
-    );
+    let v = m.add_volume(pended_e());
     install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
     m.boot();
-    let started = std::rc::Rc::new(std::cell::Cell::new(None));
-    let seen = started.clone();
-    m.schedule(10, move |m| seen.set(Some(m.start("ProbeA"))));
-    assert_eq!(m.mount(v), fsfilter::Status::SUCCESS);
-    m.settle();
-    assert_eq!(started.get(), Some(fsfilter::Status::SUCCESS), "ProbeA started during the mount");
+    start_probe_a_during_the_mount(&mut m, v);
     assert_eq!(m.volume_stack_drivers(v), ["ProbeA", "Ntfs"]);
     assert_eq!(use_volume(&mut m, v), b"pended");
     assert!(!pres(&m, "ProbeA", MajorFunction::Write).is_empty());
@@ -82,18 +90,11 @@ fn a_registration_the_simulator_cannot_synchronize_is_flagged() {
     // goes on and says so (docs/simulator.md, "File-system registration"): ProbeA starts, and
     // attaches to E: at its next mount.
     let mut m = machine();
-    let v = m.add_volume(
-        VolumeSpec::new("E:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step).pend_mount(50),
-    );
+    let v = m.add_volume(pended_e());
     install_probe(&mut m, "ProbeB", StartType::Boot, &[]);
     install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
     m.boot();
-    let started = std::rc::Rc::new(std::cell::Cell::new(None));
-    let seen = started.clone();
-    m.schedule(10, move |m| seen.set(Some(m.start("ProbeA"))));
-    assert_eq!(m.mount(v), fsfilter::Status::SUCCESS);
-    m.settle();
-    assert_eq!(started.get(), Some(fsfilter::Status::SUCCESS));
+    start_probe_a_during_the_mount(&mut m, v);
     let flagged = m.events().iter().any(|e| {
         matches!(&e.kind, fsfilter_sim::EventKind::System { what, .. }
             if *what == "registration_not_synchronized")
