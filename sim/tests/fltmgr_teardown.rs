@@ -22,7 +22,8 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 
 use fltcommon::{
-    Config, Seen, install, machine, mj, order, order_clear, reconfigure, rules, seen, seen_clear,
+    Config, Seen, install, machine, mj, order, order_clear, order_push, reconfigure, rules, seen,
+    seen_clear,
 };
 use fsfilter::Status;
 use fsfilter_sim::{
@@ -639,4 +640,54 @@ fn no_new_io_reaches_an_instance_between_teardown_start_and_complete_facts_2_5()
     );
     assert_eq!(creates_seen(0), creates, "Holder's pre never saw the create");
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_dismount_during_instance_setup_tears_the_instance_down_after_its_setup_facts_2_5() {
+    // facts.md §2.5: an instance exists once its InstanceSetupCallback answered success; its
+    // teardown (start, then complete) follows. A volume dismounted while the setup callback is
+    // still running (it waits, as a filter opening a file there would) must not tear the
+    // instance down under the callback, nor leave it attached to the dismounted volume after.
+    let (mut m, c) = setup();
+    let mut slow = Config::new("Slow", "300000").op(mj::CREATE, true, false);
+    slow.on_setup = Some(std::rc::Rc::new(|_instance, _flags| {
+        order_push("Slow:setup waits".into());
+        let ten_ms: i64 = -100_000;
+        // SAFETY: a relative interval, at PASSIVE_LEVEL in the setup callback.
+        let _ = unsafe {
+            windows_sys::Wdk::System::SystemServices::KeDelayExecutionThread(0, false, &ten_ms)
+        };
+        order_push("Slow:setup returns".into());
+    }));
+    install(&mut m, 0, slow);
+    m.schedule(1, move |m| {
+        order_push("dismount".into());
+        assert_eq!(m.dismount(c), Status::SUCCESS);
+    });
+    assert_eq!(m.start("Slow"), Status::SUCCESS);
+    m.settle();
+    let log: Vec<String> = order().into_iter().filter(|s| s.starts_with("Slow:")).collect();
+    assert_eq!(
+        log,
+        [
+            "Slow:setup",
+            "Slow:setup waits",
+            "Slow:setup returns",
+            "Slow:teardown_start",
+            "Slow:teardown_complete"
+        ],
+        "teardown only after the setup answered, once"
+    );
+    // No instance of the filter is left attached to the dismounted volume.
+    let attached = m.kernel(|k| {
+        (0..k.fltmgr.instances.len() as u32)
+            .map(fsfilter_sim::fltmgr::InstId)
+            .filter(|&i| k.fltmgr.inst(i).state() == fsfilter_sim::fltmgr::InstState::Attached)
+            .count()
+    });
+    assert_eq!(attached, 0);
+    // Unloading it later tears nothing down twice.
+    order_clear();
+    assert_eq!(m.fltmc_unload("Slow"), Status::SUCCESS);
+    assert!(!order().iter().any(|s| s.contains("teardown")), "{:?}", order());
 }

@@ -145,10 +145,11 @@ pub fn setup(
         }
         None => Status::SUCCESS,
     };
-    let cleanups = kernel::with(|k| {
+    let (cleanups, deferred) = kernel::with(|k| {
         let refused = status.0 < 0;
         k.fltmgr
             .set_inst_state(r.inst, if refused { InstState::Gone } else { InstState::Attached });
+        let deferred = std::mem::take(&mut k.fltmgr.inst_mut(r.inst).teardown_after_setup);
         let (driver, volume) = k.flt_inst_names(r.inst);
         let frame = k.fltmgr.inst(r.inst).frame;
         k.flt_log(
@@ -165,9 +166,16 @@ pub fn setup(
                 status,
             },
         );
-        if refused { super::contexts::instance_gone(k, r.inst) } else { Vec::new() }
+        let cleanups = if refused { super::contexts::instance_gone(k, r.inst) } else { Vec::new() };
+        (cleanups, (!refused && deferred != 0).then_some(deferred))
     });
     super::contexts::run_cleanups(cleanups);
+    if let Some(reason) = deferred {
+        // Torn down (a dismount, an unregistration) while the callback ran: the teardown
+        // starts now that the instance exists, so the filter never sees it before its setup
+        // answered (facts.md §2.5).
+        teardown_instance(r.inst, reason);
+    }
     if status.0 < 0 { Err(status) } else { Ok(r.inst) }
 }
 
@@ -273,7 +281,15 @@ pub fn detach(f: FilterId, v: FvId, name: Option<&str>) -> Status {
 pub fn teardown_instance(i: InstId, reason: u32) {
     let r = kernel::with(|k| {
         let ir = k.fltmgr.inst(i);
-        if !matches!(ir.state, InstState::Attached | InstState::SettingUp) {
+        if ir.state == InstState::SettingUp {
+            // Its setup callback is running: the teardown waits for its answer (`setup`).
+            let r = k.fltmgr.inst_mut(i);
+            if r.teardown_after_setup == 0 {
+                r.teardown_after_setup = reason;
+            }
+            return None;
+        }
+        if ir.state != InstState::Attached {
             return None;
         }
         let fr = k.fltmgr.filter(ir.filter);

@@ -336,6 +336,9 @@ pub struct InstanceRec {
     pub start_done: bool,
     /// `InstanceTeardownCompleteCallback` is queued or running.
     pub completing: bool,
+    /// The reason of a teardown asked for while the setup callback ran (0: none): it starts
+    /// once the callback has answered (`instances::setup`).
+    pub teardown_after_setup: u32,
     /// Object references (`FltObjectReference`, `FltGetVolumeFromInstance` does not count).
     pub refs: u32,
 }
@@ -693,6 +696,7 @@ impl FltMgr {
             reason: 0,
             start_done: false,
             completing: false,
+            teardown_after_setup: 0,
             refs: 0,
         });
         id
