@@ -691,3 +691,26 @@ fn a_dismount_during_instance_setup_tears_the_instance_down_after_its_setup_fact
     assert_eq!(m.fltmc_unload("Slow"), Status::SUCCESS);
     assert!(!order().iter().any(|s| s.contains("teardown")), "{:?}", order());
 }
+
+#[test]
+fn fltmc_unload_of_a_filter_already_unloading_is_flt_deleting_object_facts_5() {
+    // facts.md §5: FltUnloadFilter / `fltmc unload` fail with STATUS_FLT_DELETING_OBJECT when
+    // the filter is found but is already being torn down. A second unload request that arrives
+    // while the first one waits for the filter's rundown must not call its unload callback
+    // again (nor unload its image under the first request).
+    let (mut m, _c) = setup();
+    start(&mut m, 0, Config::new("Busy", "300000").op(mj::CREATE, true, false));
+    let filter = fltcommon::filter_handle(0);
+    // A rundown reference the filter's own worker would hold, released 20 ms on.
+    assert_eq!(unsafe { FltObjectReference(filter as *mut c_void) }, Status::SUCCESS.0);
+    let second: std::rc::Rc<RefCell<Option<Status>>> = std::rc::Rc::default();
+    let s = second.clone();
+    m.schedule(10, move |m| *s.borrow_mut() = Some(m.fltmc_unload("Busy")));
+    m.schedule(20, move |_| unsafe { FltObjectDereference(filter as *mut c_void) });
+    assert_eq!(m.fltmc_unload("Busy"), Status::SUCCESS);
+    m.settle();
+    assert_eq!(*second.borrow(), Some(Status::FLT_DELETING_OBJECT));
+    let unloads = seen(0).iter().filter(|s| matches!(s, Seen::Unload { .. })).count();
+    assert_eq!(unloads, 1, "the unload callback runs once");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

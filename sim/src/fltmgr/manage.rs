@@ -85,12 +85,15 @@ pub unsafe extern "system" fn filter_driver_unload(driver: *const DRIVER_OBJECT)
 
 /// `fltmc unload` / `FilterUnload` / `FltUnloadFilter`: a non-mandatory unload. No unload
 /// callback: `STATUS_FLT_DO_NOT_DETACH` (it can never be unloaded); an error or warning from
-/// the callback keeps it loaded; success unloads the driver.
+/// the callback keeps it loaded; success unloads the driver. A filter already being torn down
+/// (unregistering): `STATUS_FLT_DELETING_OBJECT` (`FltUnloadFilter`'s page), its callback not
+/// called again.
 pub fn unload(name: &str) -> Status {
-    let f = kernel::with(|k| k.fltmgr.filter_by_name(name));
+    let f = kernel::with(|k| k.fltmgr.filter_by_name(name).map(|f| (f, k.fltmgr.filter(f).state)));
     let status = match f {
         None => Status::FLT_FILTER_NOT_FOUND,
-        Some(f) => match call_unload(f, false) {
+        Some((_, FilterState::Unregistering)) => Status::FLT_DELETING_OBJECT,
+        Some((f, _)) => match call_unload(f, false) {
             None => Status::FLT_DO_NOT_DETACH,
             Some(s) if s.0 < 0 => s,
             Some(_) => {
