@@ -147,8 +147,14 @@ pub fn setup(
     };
     let (cleanups, deferred) = kernel::with(|k| {
         let refused = status.0 < 0;
-        k.fltmgr
-            .set_inst_state(r.inst, if refused { InstState::Gone } else { InstState::Attached });
+        // Torn down under the callback by a waiting teardown (`teardown_and_wait`): left so.
+        let torn_down = k.fltmgr.inst(r.inst).state != InstState::SettingUp;
+        if !torn_down {
+            k.fltmgr.set_inst_state(
+                r.inst,
+                if refused { InstState::Gone } else { InstState::Attached },
+            );
+        }
         let deferred = std::mem::take(&mut k.fltmgr.inst_mut(r.inst).teardown_after_setup);
         let (driver, volume) = k.flt_inst_names(r.inst);
         let frame = k.fltmgr.inst(r.inst).frame;
@@ -166,7 +172,11 @@ pub fn setup(
                 status,
             },
         );
-        let cleanups = if refused { super::contexts::instance_gone(k, r.inst) } else { Vec::new() };
+        let cleanups = if refused && !torn_down {
+            super::contexts::instance_gone(k, r.inst)
+        } else {
+            Vec::new()
+        };
         (cleanups, (!refused && deferred != 0).then_some(deferred))
     });
     super::contexts::run_cleanups(cleanups);
@@ -279,9 +289,15 @@ pub fn detach(f: FilterId, v: FvId, name: Option<&str>) -> Status {
 /// runs, operations waiting for its post callback are drained, and its completion follows once
 /// nothing it takes part in is outstanding (now, or when the last operation finishes).
 pub fn teardown_instance(i: InstId, reason: u32) {
+    start_teardown(i, reason, false);
+}
+
+/// [`teardown_instance`]; `now` tears an instance whose setup callback still runs down at once
+/// (see [`teardown_and_wait`]) instead of after the callback's answer.
+fn start_teardown(i: InstId, reason: u32, now: bool) {
     let r = kernel::with(|k| {
         let ir = k.fltmgr.inst(i);
-        if ir.state == InstState::SettingUp {
+        if ir.state == InstState::SettingUp && !now {
             // Its setup callback is running: the teardown waits for its answer (`setup`).
             let r = k.fltmgr.inst_mut(i);
             if r.teardown_after_setup == 0 {
@@ -289,7 +305,7 @@ pub fn teardown_instance(i: InstId, reason: u32) {
             }
             return None;
         }
-        if ir.state != InstState::Attached {
+        if !matches!(ir.state, InstState::Attached | InstState::SettingUp) {
             return None;
         }
         let fr = k.fltmgr.filter(ir.filter);
@@ -399,8 +415,14 @@ impl Kernel {
 /// Tears an instance down and waits until it is gone; a teardown that can never complete (an
 /// operation the filter pended and never completes) is a hang on Windows (facts.md §9), reported
 /// as `DEADLOCK`.
+///
+/// An instance whose setup callback still runs is torn down at once: on Windows the caller would
+/// wait for the callback's answer on its own thread, but the simulator's threads nest on one
+/// host stack, and any code that runs while a setup callback has not returned runs inside it
+/// (in a wait of that callback), so the answer cannot come before this wait ends. The setup
+/// then leaves the instance as the teardown left it.
 pub fn teardown_and_wait(i: InstId, reason: u32) {
-    teardown_instance(i, reason);
+    start_teardown(i, reason, true);
     let gone = || kernel::with(|k| k.fltmgr.inst(i).state == InstState::Gone);
     if crate::sched::wait_until(gone, None) == crate::sched::WaitEnd::Deadlock {
         kernel::with(|k| {
