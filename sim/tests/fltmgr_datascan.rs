@@ -849,3 +849,47 @@ fn a_section_on_a_pipe_volume_is_not_supported_facts_6() {
     m.close_handle(h);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_fixed_size_registration_without_exact_size_match_takes_smaller_contexts() {
+    // The "Registering context types" page and FLT_CONTEXT_REGISTRATION's: with
+    // FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH a fixed-size definition serves any
+    // requested size up to its own; without it the sizes must be equal
+    // (STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND otherwise, "Creating contexts").
+    const NO_EXACT_SIZE_MATCH: u16 = 0x1;
+    let (mut m, _c) = setup(&[]);
+    for (slot, name, altitude, flags) in
+        [(0, "Loose", "300000", NO_EXACT_SIZE_MATCH), (1, "Exact", "200000", 0)]
+    {
+        let mut cfg = Config::new(name, altitude).op(mj::CREATE, true, false);
+        cfg.contexts = vec![(INSTANCE, 64)];
+        cfg.context_flags = flags;
+        cfg.on_setup = Some(Rc::new(move |_i, _| {
+            let f = fltcommon::filter_handle(slot);
+            for size in [16, 64, 65] {
+                let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+                let s = unsafe { FltAllocateContext(f, INSTANCE, size, NonPagedPoolNx, &mut ctx) };
+                log(format!("{slot} {size} {}", Status(s)));
+                if s == 0 {
+                    // The memory covers what was asked.
+                    unsafe { std::ptr::write_bytes(ctx.cast::<u8>(), 0xAB, size) };
+                    unsafe { FltReleaseContext(ctx) };
+                }
+            }
+        }));
+        install(&mut m, slot, cfg);
+        assert_eq!(m.start(name), Status::SUCCESS);
+    }
+    assert_eq!(
+        logged(),
+        [
+            "0 16 STATUS_SUCCESS",
+            "0 64 STATUS_SUCCESS",
+            "0 65 STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND",
+            "1 16 STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND",
+            "1 64 STATUS_SUCCESS",
+            "1 65 STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND",
+        ]
+    );
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

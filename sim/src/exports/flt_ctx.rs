@@ -36,7 +36,10 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext
         };
         let (ptr, block, reg, image) = match alloc {
             Allocation::Pool(reg, image) => {
-                let block = Block::zeroed(contextsize.max(1));
+                // A fixed-size definition's element, which may be larger than asked.
+                let variable = reg.size == crate::fltmgr::contexts::VARIABLE_SIZED;
+                let fixed = if variable { 0 } else { reg.size };
+                let block = Block::zeroed(contextsize.max(fixed).max(1));
                 (block.ptr() as usize, Some(block), reg, image)
             }
             Allocation::Callback(reg, image) => {

@@ -34,6 +34,8 @@ pub const TRANSACTION: u16 = 0x20;
 pub const SECTION: u16 = 0x40;
 /// `FLT_VARIABLE_SIZED_CONTEXTS`.
 pub const VARIABLE_SIZED: usize = usize::MAX;
+/// `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH`.
+pub const NO_EXACT_SIZE_MATCH: u16 = 0x1;
 /// `FLT_SET_CONTEXT_REPLACE_IF_EXISTS`.
 pub const REPLACE_IF_EXISTS: i32 = 0;
 /// `FLT_SET_CONTEXT_KEEP_IF_EXISTS`.
@@ -67,6 +69,8 @@ pub struct ContextReg {
     pub size: usize,
     /// The pool tag.
     pub tag: u32,
+    /// `Flags` (`FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH`).
+    pub flags: u16,
     /// `ContextCleanupCallback`.
     pub cleanup: PFLT_CONTEXT_CLEANUP_CALLBACK,
     /// `ContextAllocateCallback`.
@@ -152,7 +156,9 @@ pub enum Allocation {
 
 impl Kernel {
     /// `FltAllocateContext`'s checks: the type and size must match a registered context
-    /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`).
+    /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`): a fixed-size definition of that size, else
+    /// the smallest larger one registered with `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH`
+    /// (the "Registering context types" page), else a variable-sized one.
     pub fn flt_context_allocation(
         &mut self,
         f: FilterId,
@@ -160,10 +166,16 @@ impl Kernel {
         size: usize,
     ) -> Result<Allocation, Status> {
         let fr = self.fltmgr.filter(f);
-        let reg = fr
-            .context_types
-            .iter()
-            .find(|r| r.ty == ty && (r.size == size || r.size == VARIABLE_SIZED))
+        let of_type = || fr.context_types.iter().filter(|r| r.ty == ty);
+        let reg = of_type()
+            .find(|r| r.size == size)
+            .or_else(|| {
+                of_type()
+                    .filter(|r| r.size != VARIABLE_SIZED && r.size > size)
+                    .filter(|r| r.flags & NO_EXACT_SIZE_MATCH != 0)
+                    .min_by_key(|r| r.size)
+            })
+            .or_else(|| of_type().find(|r| r.size == VARIABLE_SIZED))
             .copied()
             .ok_or(Status::FLT_CONTEXT_ALLOCATION_NOT_FOUND)?;
         let image = fr.image;

@@ -142,6 +142,7 @@ unsafe fn parse(reg: *const FLT_REGISTRATION) -> Result<Parsed, Refusal> {
             ty: e.ContextType,
             size: e.Size,
             tag: e.PoolTag,
+            flags: e.Flags,
             cleanup: e.ContextCleanupCallback,
             allocate: e.ContextAllocateCallback,
             free: e.ContextFreeCallback,

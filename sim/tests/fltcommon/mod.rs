@@ -139,6 +139,8 @@ pub struct Config {
     pub after_end: Vec<u8>,
     /// (type, size).
     pub contexts: Vec<(u16, usize)>,
+    /// `Flags` of every context registration.
+    pub context_flags: u16,
     pub unload: bool,
     pub setup: bool,
     pub query_teardown: bool,
@@ -178,6 +180,7 @@ impl Config {
             ops: Vec::new(),
             after_end: Vec::new(),
             contexts: Vec::new(),
+            context_flags: 0,
             unload: true,
             setup: true,
             query_teardown: true,
@@ -533,7 +536,7 @@ fn registration<const N: usize>(c: &Config) -> Box<Reg> {
         .iter()
         .map(|&(ty, size)| FLT_CONTEXT_REGISTRATION {
             ContextType: ty,
-            Flags: 0,
+            Flags: c.context_flags,
             ContextCleanupCallback: Some(cleanup::<N>),
             Size: size,
             PoolTag: u32::from_le_bytes(*b"Test"),
