@@ -318,6 +318,15 @@ impl Kernel {
     }
 
     fn unload_ready(&self, driver: DriverId) -> bool {
+        // A minifilter the Filter Manager is unregistering (a `fltmc unload` under way): its
+        // `DriverUnload` waits for that to finish (`fltmgr::registration::unregister`).
+        if self.fltmgr_loaded()
+            && self.fltmgr.filter_of_driver(driver).is_some_and(|f| {
+                self.fltmgr.filter(f).state == crate::fltmgr::FilterState::Unregistering
+            })
+        {
+            return false;
+        }
         self.objects.driver(driver).devices.iter().all(|&d| {
             let o = self.objects.dobj(d);
             o.AttachedDevice.is_null() && o.ReferenceCount == 0

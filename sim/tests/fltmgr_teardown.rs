@@ -714,3 +714,34 @@ fn fltmc_unload_of_a_filter_already_unloading_is_flt_deleting_object_facts_5() {
     assert_eq!(unloads, 1, "the unload callback runs once");
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_service_stop_during_a_fltmc_unload_waits_for_it_facts_5() {
+    // facts.md §5: `fltmc unload` calls the unload callback (non-mandatory) and the filter
+    // unregisters, waiting for its rundown. A service stop arriving meanwhile must not call the
+    // callback a second time (the filter's own FltUnregisterFilter would then be refused as a
+    // second unregistration) nor unload the image under the first request: the stop stays
+    // pending until that unload is done.
+    let (mut m, _c) = setup();
+    start(&mut m, 0, Config::new("Busy", "300000").op(mj::CREATE, true, false));
+    let filter = fltcommon::filter_handle(0);
+    assert_eq!(unsafe { FltObjectReference(filter as *mut c_void) }, Status::SUCCESS.0);
+    m.schedule(10, move |m| order_push(format!("stop {:?}", m.stop("Busy"))));
+    m.schedule(20, move |_| unsafe { FltObjectDereference(filter as *mut c_void) });
+    assert_eq!(m.fltmc_unload("Busy"), Status::SUCCESS);
+    m.settle();
+    assert_eq!(
+        order().into_iter().filter(|s| !s.contains("setup")).collect::<Vec<_>>(),
+        ["Busy:teardown_start", "Busy:teardown_complete", "stop Pending", "Busy:unregistered"]
+    );
+    let unloads: Vec<u32> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Unload { flags } => Some(flags),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unloads, [0], "one non-mandatory unload callback");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+    assert!(m.kernel(|k| k.fltmgr.filter_by_name("Busy").is_none()));
+}

@@ -431,5 +431,8 @@ pub fn unregister(handle: isize) {
         k.fltmgr.filter_mut(f).state = FilterState::Unregistered;
         let name = k.fltmgr.filter(f).name.clone();
         k.flt_log(Some(name), None, FltEvent::FilterUnregistered);
+        // A service stop that arrived meanwhile waited for this (`Kernel::unload_ready`).
+        let driver = k.fltmgr.filter(f).driver;
+        k.maybe_finish_unload(driver);
     });
 }
