@@ -560,6 +560,16 @@ unsafe extern "system" fn late_entry(
         assert_ne!(LATE_ITEM.get(), 0);
         return Status::SUCCESS.0;
     }
+    if mode_is("delete_twice") {
+        // SAFETY: our device, never attached, deleted once.
+        unsafe { IoDeleteDevice(dev) };
+        if broken() {
+            // SAFETY: deliberately wrong: the device is deleted already (the simulator looks the
+            // pointer up and never frees device objects).
+            unsafe { IoDeleteDevice(dev) };
+        }
+        return Status::SUCCESS.0;
+    }
     let mut lower = null_mut();
     // SAFETY: our device and Bottom's, both live.
     let s = unsafe { IoAttachDeviceToDeviceStackSafe(dev, BOTTOM.get() as *const _, &mut lower) };
@@ -964,6 +974,19 @@ fn detach_from_device_not_attached() {
         check(&m, broken, Rule::DetachNotAttached, Some("Late"));
         assert_eq!(Rule::DetachNotAttached.name(), "DETACH_FROM_DEVICE_NOT_ATTACHED");
         // Bad, which Late had attached above, is still on top and serves requests.
+        survives(&m);
+    }
+}
+
+#[test]
+fn io_delete_device_twice() {
+    // IoDeleteDevice's reference page: a driver may call it only once for a device object. The
+    // first call drops the object's creation reference (and frees it when nothing else holds
+    // it); a second one dereferences it again, or a freed object.
+    for broken in [true, false] {
+        let mut m = machine("delete_twice", broken);
+        assert_eq!(m.start("Late"), Status::SUCCESS);
+        check(&m, broken, Rule::ObjectOverDereferenced, Some("Late"));
         survives(&m);
     }
 }

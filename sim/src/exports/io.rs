@@ -74,6 +74,20 @@ export! { windows_sys::Wdk::System::SystemServices::IoDeleteDevice =>
             Some(id) => {
                 // IoDeleteDevice runs at APC_LEVEL at most (its reference page; docs/simulator.md).
                 k.check_irql(crate::kernel::APC_LEVEL, "IoDeleteDevice");
+                if k.objects.device(id).deleted {
+                    // Its reference page: once per device object. The first call dropped the
+                    // object's creation reference (freeing it when nothing else held it).
+                    let name = k.objects.driver(k.objects.device(id).driver).service.clone();
+                    k.report_current(
+                        Rule::ObjectOverDereferenced,
+                        format!(
+                            "IoDeleteDevice on a device of {name} deleted already (a driver may \
+                             call it only once per device object: the first call dropped the \
+                             object's creation reference)"
+                        ),
+                    );
+                    return None;
+                }
                 let above = k.objects.above(id);
                 k.delete_device(id);
                 above.and_then(|a| k.fast_io_detach_of(a))
