@@ -353,8 +353,24 @@ impl Kernel {
         source: DeviceId,
         target: DeviceId,
     ) -> Result<DeviceId, Status> {
-        let top = self.objects.top(target);
         let src_driver = self.objects.device(source).driver;
+        if self.objects.device(source).attached_to.is_some()
+            || self.objects.bottom(target) == source
+        {
+            // Windows links the source above the top whatever it is: into a second stack when
+            // the source is attached already, or above itself (a cycle, in which the next
+            // IoGetAttachedDevice never returns) when the target's stack is the source's own.
+            let name = self.objects.driver(src_driver).service.clone();
+            self.report_current(
+                crate::events::Rule::Bugcheck,
+                format!(
+                    "IoAttachDeviceToDeviceStack(Safe) of a device of {name} that is attached \
+                     already, or onto its own stack: the attachment chains would be corrupted"
+                ),
+            );
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let top = self.objects.top(target);
         let top_info = self.objects.device(top);
         if top_info.deleted
             || self.objects.driver(top_info.driver).deleted

@@ -574,6 +574,20 @@ unsafe extern "system" fn late_entry(
     // SAFETY: our device and Bottom's, both live.
     let s = unsafe { IoAttachDeviceToDeviceStackSafe(dev, BOTTOM.get() as *const _, &mut lower) };
     LATE_ATTACH.set(s);
+    if s == 0 && mode_is("attach_twice") {
+        // SAFETY: our device, attached: others may attach above it now.
+        unsafe { (*dev).Flags &= !DO_DEVICE_INITIALIZING };
+        let again = if broken() {
+            let mut top = null_mut();
+            // SAFETY: deliberately wrong: our device is attached already, and is the top of the
+            // stack it would be attached to again.
+            unsafe { IoAttachDeviceToDeviceStackSafe(dev, BOTTOM.get() as *const _, &mut top) }
+        } else {
+            0
+        };
+        LATE_ATTACH.set(again);
+        return Status::SUCCESS.0;
+    }
     if s != 0 {
         // SAFETY: our device, not attached.
         unsafe { IoDeleteDevice(dev) };
@@ -988,6 +1002,26 @@ fn io_delete_device_twice() {
         assert_eq!(m.start("Late"), Status::SUCCESS);
         check(&m, broken, Rule::ObjectOverDereferenced, Some("Late"));
         survives(&m);
+    }
+}
+
+#[test]
+fn attach_of_a_device_attached_already() {
+    // facts.md §1.3: the source is linked above the current top of the target's stack. A device
+    // attached already that attaches again is linked above itself when it is that top (Windows
+    // then loops forever in IoGetAttachedDevice), or into two stacks. The attach is refused.
+    for broken in [true, false] {
+        let mut m = machine("attach_twice", broken);
+        assert_eq!(m.start("Late"), Status::SUCCESS);
+        check(&m, broken, Rule::Bugcheck, Some("Late"));
+        let expected = if broken { Status::INVALID_PARAMETER } else { Status::SUCCESS };
+        assert_eq!(Status(LATE_ATTACH.get()), expected);
+        // Late's device is on top of Bottom's stack, once.
+        let stack = m.kernel(|k| {
+            let id = k.objects.device_id(BOTTOM.get() as *const DEVICE_OBJECT).unwrap();
+            k.objects.stack_from_top(id).len()
+        });
+        assert_eq!(stack, 2, "Bottom and Late");
     }
 }
 
