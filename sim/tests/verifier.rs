@@ -98,6 +98,8 @@ thread_local! {
     static LATE_DEVICE: Cell<usize> = const { Cell::new(0) };
     static LATE_ITEM: Cell<usize> = const { Cell::new(0) };
     static WINDOW_DEVICE: Cell<usize> = const { Cell::new(0) };
+    /// Runs of Bad's `count_work` routine.
+    static WORK_RUNS: Cell<u32> = const { Cell::new(0) };
     /// Calls of Bad's file-system notification routine.
     static NOTIFIED: Cell<u32> = const { Cell::new(0) };
     /// The image global as Bad's dispatch routine read it, and as code outside any image read it.
@@ -307,6 +309,34 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
                     DelayedWorkQueue,
                     item as *const c_void,
                 );
+            }
+        }
+        "work_item_queued_twice" | "queued_work_item_freed" => {
+            // SAFETY: our live device.
+            let item = unsafe { IoAllocateWorkItem(device) };
+            assert_ne!(item, 0);
+            let twice = mode_is("work_item_queued_twice") && broken();
+            let free_now = mode_is("queued_work_item_freed") && broken();
+            // The routine frees the item unless this routine does (the context says which).
+            let queue = |context: usize| {
+                // SAFETY: the work item allocated above, and a routine that frees it when asked.
+                unsafe {
+                    IoQueueWorkItem(
+                        item,
+                        fsfilter_kernel::ntos::work_item_routine_field(count_work),
+                        DelayedWorkQueue,
+                        context as *const c_void,
+                    );
+                }
+            };
+            queue(if free_now { 0 } else { item as usize });
+            if twice {
+                // Deliberately wrong: the item is queued and has not run yet.
+                queue(item as usize);
+            }
+            if free_now {
+                // SAFETY: deliberately wrong: the item is queued and has not run yet.
+                unsafe { IoFreeWorkItem(item) };
             }
         }
         "spin_lock_misuse" => {
@@ -522,6 +552,16 @@ unsafe extern "system" fn bad_entry(
         pool: pool as usize,
     });
     Status::SUCCESS.0
+}
+
+/// Bad's work routine in the work-item scenarios: counts its runs, and frees its item when the
+/// context is the item.
+unsafe extern "system" fn count_work(_device: *mut DEVICE_OBJECT, item: *mut c_void) {
+    WORK_RUNS.set(WORK_RUNS.get() + 1);
+    if !item.is_null() {
+        // SAFETY: the routine's own work item, freed once.
+        unsafe { IoFreeWorkItem(item as isize) };
+    }
 }
 
 /// Bad's work routine in `work_item_irql`: frees its item, takes a spin lock, and releases it
@@ -943,6 +983,34 @@ fn spin_lock_misuse() {
         check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
         survives(&m);
         assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
+    }
+}
+
+#[test]
+fn work_item_queued_twice() {
+    // WORKER_INVALID (0xE4), parameter 1: an active work item was queued. The second queueing
+    // is refused: the routine runs once.
+    for broken in [true, false] {
+        WORK_RUNS.set(0);
+        let m = machine("work_item_queued_twice", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::Bugcheck, Some("Bad"));
+        assert_eq!(WORK_RUNS.get(), 1);
+        survives(&m);
+    }
+}
+
+#[test]
+fn queued_work_item_freed() {
+    // IoFreeWorkItem's reference page: only free a work item that is not queued; WORKER_INVALID
+    // (0xE4), parameter 2: a queued I/O work item was freed. The routine still runs.
+    for broken in [true, false] {
+        WORK_RUNS.set(0);
+        let m = machine("queued_work_item_freed", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::Bugcheck, Some("Bad"));
+        assert_eq!(WORK_RUNS.get(), 1);
+        survives(&m);
     }
 }
 

@@ -439,6 +439,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::IoUnregisterFsRegistrationChang
 /// An `IO_WORKITEM`: the device it keeps referenced while queued.
 pub struct WorkItem {
     device: *mut DEVICE_OBJECT,
+    /// Queued and not yet dequeued by the worker (which dequeues it before the routine runs).
+    queued: bool,
     _block: Block,
 }
 
@@ -451,7 +453,7 @@ export! { windows_sys::Wdk::System::SystemServices::IoAllocateWorkItem =>
             }
             let block = Block::zeroed(64);
             let handle = block.ptr() as isize;
-            k.sched.work_items.insert(handle as usize, WorkItem { device: deviceobject.cast_mut(), _block: block });
+            k.sched.work_items.insert(handle as usize, WorkItem { device: deviceobject.cast_mut(), queued: false, _block: block });
             handle
         })
     }
@@ -461,8 +463,15 @@ export! { windows_sys::Wdk::System::SystemServices::IoFreeWorkItem =>
     /// `IoFreeWorkItem`.
     fn IoFreeWorkItem(ioworkitem: PIO_WORKITEM) {
         kernel::with(|k| {
-            if k.sched.work_items.remove(&(ioworkitem as usize)).is_none() {
-                k.report_current(Rule::BadPoolFree, "IoFreeWorkItem on a work item that does not exist");
+            match k.sched.work_items.remove(&(ioworkitem as usize)) {
+                None => k.report_current(Rule::BadPoolFree, "IoFreeWorkItem on a work item that does not exist"),
+                // Its reference page: only free a work item that is not queued. The routine
+                // still runs (the queue holds what it needs).
+                Some(item) if item.queued => k.report_current(
+                    Rule::Bugcheck,
+                    "IoFreeWorkItem on a work item still queued (WORKER_INVALID, 0xE4: a queued I/O work item was freed)",
+                ),
+                Some(_) => {}
             }
         });
     }
@@ -473,16 +482,29 @@ export! { windows_sys::Wdk::System::SystemServices::IoQueueWorkItem =>
     /// device referenced until it returns.
     fn IoQueueWorkItem(ioworkitem: PIO_WORKITEM, workerroutine: PIO_WORKITEM_ROUTINE, _queuetype: WORK_QUEUE_TYPE, context: *const c_void) {
         let Some(routine) = fsfilter_kernel::ntos::work_item_routine_from_field(workerroutine) else { return };
+        let handle = ioworkitem as usize;
         let target = kernel::with(|k| {
-            let device = k.sched.work_items.get(&(ioworkitem as usize))?.device;
+            let (device, queued) = k.sched.work_items.get(&handle).map(|i| (i.device, i.queued))?;
+            if queued {
+                k.report_current(
+                    Rule::Bugcheck,
+                    "IoQueueWorkItem on a work item queued already and not run yet (WORKER_INVALID, 0xE4: an active work item was queued)",
+                );
+                return Some(None);
+            }
             let d = k.objects.device_id(device)?;
+            if let Some(item) = k.sched.work_items.get_mut(&handle) {
+                item.queued = true;
+            }
             k.objects.device_mut(d).refs += 1;
-            Some((device, k.objects.driver(k.objects.device(d).driver).image))
+            Some(Some((device, k.objects.driver(k.objects.device(d).driver).image)))
         });
-        let Some((device, image)) = target else {
+        let Some(target) = target else {
             kernel::with(|k| k.report_current(Rule::Bugcheck, "IoQueueWorkItem with an unknown work item"));
             return;
         };
+        // Refused: queued already.
+        let Some((device, image)) = target else { return };
         let context = context as usize;
         // The I/O manager's worker runs the routine, then drops the device reference in its own
         // code, once the driver's has returned.
@@ -490,7 +512,13 @@ export! { windows_sys::Wdk::System::SystemServices::IoQueueWorkItem =>
             "IoQueueWorkItem",
             None,
             Box::new(move || {
-                let loaded = kernel::with(|k| k.image_loaded(image));
+                // Dequeued before the routine runs: it may queue or free its item.
+                let loaded = kernel::with(|k| {
+                    if let Some(item) = k.sched.work_items.get_mut(&handle) {
+                        item.queued = false;
+                    }
+                    k.image_loaded(image)
+                });
                 if loaded {
                     // SAFETY: the driver's work routine with the device and context it queued.
                     kernel::call_into(Some(image), || unsafe { routine(device, context as *mut c_void) });
