@@ -516,3 +516,85 @@ fn a_filter_loaded_while_another_unloads_does_not_attach_above_it() {
     );
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn the_control_device_opens_and_refuses_anything_else_and_an_open_holds_the_stop() {
+    // §1.2 step 1: the filter's own control device is attached to nothing and must complete
+    // every request it gets itself: an open succeeds, a device control is refused
+    // (STATUS_INVALID_DEVICE_REQUEST), and no fast-I/O routine of it takes the call (none is
+    // below it). §1.9: while the open file object holds it, the driver cannot unload; once it is
+    // released, the pending stop goes on.
+    use windows_sys::Wdk::Foundation::KEVENT;
+    use windows_sys::Wdk::System::SystemServices::{
+        IoBuildDeviceIoControlRequest, IoGetDeviceObjectPointer, KeInitializeEvent,
+        KeWaitForSingleObject, ObfDereferenceObject,
+    };
+    use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+    let mut m = machine();
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    m.boot();
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    let units: Vec<u16> = r"\FileSystem\Filters\ProbeA".encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let (mut file, mut device) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: a valid name and out pointers.
+    let s = unsafe { IoGetDeviceObjectPointer(&name, 0x8000_0000, &mut file, &mut device) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    // SAFETY: all-zero is valid for both before use.
+    let mut event: KEVENT = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    // SAFETY: our event.
+    unsafe { KeInitializeEvent(&mut event, 0, false) };
+    let mut out = [0u8; 16];
+    // SAFETY: the live device, our buffers and event.
+    let irp = unsafe {
+        IoBuildDeviceIoControlRequest(
+            0x0022_2000, // FILE_DEVICE_UNKNOWN, function 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS
+            device,
+            std::ptr::null(),
+            0,
+            out.as_mut_ptr().cast(),
+            16,
+            false,
+            &event,
+            &mut iosb,
+        )
+    };
+    assert!(!irp.is_null());
+    // SAFETY: the top of the control device's stack and the IRP built for it.
+    let s = unsafe { fsfilter_kernel::irp::IoCallDriver(device, irp) };
+    if s == Status::PENDING.0 {
+        // SAFETY: our event.
+        unsafe { KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, std::ptr::null()) };
+    }
+    assert_eq!(Status(s), Status::INVALID_DEVICE_REQUEST);
+    // SAFETY: written at completion.
+    assert_eq!(Status(unsafe { iosb.Anonymous.Status }), Status::INVALID_DEVICE_REQUEST);
+    // The driver's fast-I/O device control has nothing below the control device to call.
+    let (routine, image) = m.kernel(|k| {
+        let id = k.objects.device_id(device).unwrap();
+        // SAFETY: a live driver object.
+        let table = unsafe { (*k.objects.dobj(id).DriverObject).FastIoDispatch };
+        // SAFETY: the driver's static table.
+        let routine = unsafe { (*table).FastIoDeviceControl }.unwrap();
+        (routine, k.objects.image_of(device))
+    });
+    // As the I/O manager calls it, in the driver's image.
+    let taken = fsfilter_sim::kernel::call_into(image, || {
+        let buffer = out.as_mut_ptr().cast();
+        // SAFETY: the driver's routine with the control device's file object and our buffers.
+        unsafe {
+            routine(file, true, std::ptr::null(), 0, buffer, 16, 0x0022_2000, &mut iosb, device)
+        }
+    });
+    assert!(!taken, "the control device takes no fast I/O: the I/O manager sends the IRP");
+    // The open holds the stop; its release lets the unload go on.
+    assert_eq!(m.stop("ProbeA"), fsfilter_sim::StopResult::Pending);
+    // SAFETY: the reference the open gave.
+    unsafe { ObfDereferenceObject(file.cast()) };
+    m.settle();
+    assert!(m.device_stack_drivers(r"\FileSystem\Filters\ProbeA").is_empty());
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
