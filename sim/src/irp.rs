@@ -322,7 +322,8 @@ impl Kernel {
     reason = "the IRP and device are looked up in the simulator's tables before any access; unknown pointers are reported, not dereferenced"
 )]
 pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
-    let prepared = kernel::with(|k| -> Result<(DispatchRoutine, ImageId, i8, Entered), NTSTATUS> {
+    type Prepared = (DispatchRoutine, ImageId, i8, Entered, u8);
+    let prepared = kernel::with(|k| -> Result<Prepared, NTSTATUS> {
         if k.crashed.is_some() {
             return Err(Status::INVALID_DEVICE_STATE.0);
         }
@@ -427,15 +428,19 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         }
         let entered = k.enter(Some(image));
         k.note_io_call(device, Some(dev), irp, request);
-        Ok((routine, image, level, entered))
+        Ok((routine, image, level, entered, irql))
     });
-    let (routine, image, level, entered) = match prepared {
+    let (routine, image, level, entered, irql) = match prepared {
         Ok(p) => p,
         Err(status) => return status,
     };
     // SAFETY: the driver's own dispatch routine with the device and IRP it was registered for.
     let status = run_entered(entered, || unsafe { routine(device, irp) });
     kernel::with(|k| {
+        k.check_returned_irql(
+            irql,
+            "a dispatch routine (DRIVER_VERIFIER_IOMANAGER_VIOLATION 0x05)",
+        );
         k.leave();
         k.after_dispatch(irp, level, status, image);
     });
@@ -543,6 +548,20 @@ impl Kernel {
                 }
                 self.check_pending(false, true, Some(image), status);
             }
+        }
+    }
+
+    /// A dispatch or completion routine (`what`), whose image is still the running one, returned
+    /// at another IRQL than the `irql` it was called at (a spin lock kept, a raise not lowered):
+    /// reported against its driver, and the caller goes on at its own IRQL.
+    fn check_returned_irql(&mut self, irql: u8, what: &str) {
+        let now = self.irql();
+        if now != irql {
+            self.report_current(
+                Rule::SpinLockMisuse,
+                format!("{what} returned at IRQL {now}, called at {irql}"),
+            );
+            self.set_irql(irql);
         }
     }
 
@@ -682,8 +701,10 @@ pub fn complete_request(irp: *mut IRP) {
         });
         match step {
             Walk::Call { routine, device, context, ex, entered } => {
+                let irql = kernel::with(|k| k.irql());
                 // SAFETY: a completion routine with the arguments the I/O manager passes.
                 let r = run_entered(entered, || unsafe { routine(device, irp, context) });
+                kernel::with(|k| k.check_returned_irql(irql, "a completion routine"));
                 if r == Status::MORE_PROCESSING_REQUIRED.0 {
                     kernel::with(|k| {
                         k.leave();

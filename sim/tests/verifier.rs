@@ -351,6 +351,28 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
                 }
             }
         }
+        "dispatch_returns_raised" => {
+            let mut lock = 0usize;
+            // SAFETY: our lock, acquired once and released once unless broken (the lock is on
+            // this stack frame: a broken run only leaves the IRQL raised).
+            unsafe {
+                KeInitializeSpinLock(&mut lock);
+                let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
+                if !broken() {
+                    KeReleaseSpinLock(&mut lock, old);
+                }
+                complete(irp, Status::SUCCESS);
+            }
+            return Status::SUCCESS.0;
+        }
+        "completion_returns_raised" => {
+            // SAFETY: the live IRP with a location below ours (Bad's StackSize is one more).
+            unsafe {
+                IoCopyCurrentIrpStackLocationToNext(irp);
+                IoSetCompletionRoutine(irp, raises_in_completion, null_mut(), true, true, true);
+                return IoCallDriver(bad.lower as *mut DEVICE_OBJECT, irp);
+            }
+        }
         "object_over_dereferenced" => {
             // SAFETY: our device; one reference taken, released once (twice when broken).
             unsafe {
@@ -467,6 +489,28 @@ unsafe extern "system" fn completes_itself(
         IoCompleteRequest(irp, 0);
     }
     if broken() { Status::SUCCESS.0 } else { Status::MORE_PROCESSING_REQUIRED.0 }
+}
+
+/// Bad's completion routine in `completion_returns_raised`: takes a spin lock and (broken)
+/// returns holding it.
+unsafe extern "system" fn raises_in_completion(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    _context: *mut c_void,
+) -> NTSTATUS {
+    let mut lock = 0usize;
+    // SAFETY: the IRP being completed; our lock, acquired once and released once unless broken.
+    unsafe {
+        if (*irp).PendingReturned {
+            IoMarkIrpPending(irp);
+        }
+        KeInitializeSpinLock(&mut lock);
+        let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
+        if !broken() {
+            KeReleaseSpinLock(&mut lock, old);
+        }
+    }
+    Status::SUCCESS.0
 }
 
 unsafe extern "system" fn bad_unload(driver: *const DRIVER_OBJECT) {
@@ -983,6 +1027,34 @@ fn spin_lock_misuse() {
         check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
         survives(&m);
         assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
+    }
+}
+
+#[test]
+fn dispatch_routine_returning_at_another_irql() {
+    // DRIVER_VERIFIER_IOMANAGER_VIOLATION (0xC9), parameter 0x05: the IRQL changed during a call
+    // to a dispatch routine. Reported against the routine's driver; the caller goes on at its
+    // own IRQL.
+    for broken in [true, false] {
+        let m = machine("dispatch_returns_raised", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
+        assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
+        survives(&m);
+    }
+}
+
+#[test]
+fn completion_routine_returning_at_another_irql() {
+    // The I/O manager goes on with the next completion routine, and stage two, at the IRQL it
+    // called this one at: a routine that returns raised (a spin lock kept) is reported against
+    // its driver, as a dispatch routine is.
+    for broken in [true, false] {
+        let m = machine("completion_returns_raised", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
+        assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
+        survives(&m);
     }
 }
 
