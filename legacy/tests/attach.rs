@@ -598,3 +598,49 @@ fn the_control_device_opens_and_refuses_anything_else_and_an_open_holds_the_stop
     assert!(m.device_stack_drivers(r"\FileSystem\Filters\ProbeA").is_empty());
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_filter_device_takes_the_type_flags_and_characteristics_of_the_device_below() {
+    // §1.2: a filter device is unnamed, of the target's DeviceType, with DO_BUFFERED_IO,
+    // DO_DIRECT_IO, DO_SUPPORTS_TRANSACTIONS and FILE_DEVICE_SECURE_OPEN copied from it, and
+    // DO_DEVICE_INITIALIZING cleared after the attach; §1.3: StackSize is the target's plus one.
+    // The simulated file systems set none of those flags, so the test sets them on the control
+    // and volume devices before the filter attaches (to volumes already mounted, and to the
+    // control devices, with different flags on each so that a copy from the wrong device shows).
+    const BUFFERED: u32 = 0x4;
+    const DIRECT: u32 = 0x10;
+    const HAS_NAME: u32 = 0x40;
+    const INITIALIZING: u32 = 0x80;
+    const TRANSACTIONS: u32 = 0x0004_0000;
+    const SECURE_OPEN: u32 = 0x100;
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Cdfs));
+    install_probe(&mut m, "ProbeA", StartType::Demand, &[]);
+    m.boot();
+    let (vdo_c, vdo_e, cdo_ntfs) = m.kernel(|k| {
+        let vdo_c = k.volume(c).vdo.unwrap();
+        let vdo_e = k.volume(e).vdo.unwrap();
+        let cdo = k.objects.names[&r"\Ntfs".to_uppercase()];
+        k.objects.dobj(vdo_c).Flags |= DIRECT | TRANSACTIONS;
+        k.objects.dobj(vdo_c).Characteristics |= SECURE_OPEN;
+        k.objects.dobj(vdo_e).Flags |= BUFFERED;
+        k.objects.dobj(cdo).Flags |= BUFFERED;
+        (vdo_c, vdo_e, cdo)
+    });
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    m.kernel(|k| {
+        for below in [vdo_c, vdo_e, cdo_ntfs] {
+            let ours = k.objects.above(below).expect("the filter is attached");
+            assert_eq!(k.objects.driver(k.objects.device(ours).driver).service, "ProbeA");
+            let (o, b) = (k.objects.dobj(ours), k.objects.dobj(below));
+            assert_eq!(o.DeviceType, b.DeviceType, "the type of the device below");
+            let copied = BUFFERED | DIRECT | TRANSACTIONS;
+            assert_eq!(o.Flags & copied, b.Flags & copied, "{:#x} below {:#x}", o.Flags, b.Flags);
+            assert_eq!(o.Characteristics & SECURE_OPEN, b.Characteristics & SECURE_OPEN);
+            assert_eq!(o.Flags & (HAS_NAME | INITIALIZING), 0, "unnamed and initialized");
+            assert_eq!(o.StackSize, b.StackSize + 1);
+        }
+    });
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
