@@ -644,3 +644,27 @@ fn a_filter_device_takes_the_type_flags_and_characteristics_of_the_device_below(
     });
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_boot_filter_attaches_to_raw_from_its_driver_entry() {
+    // §1.2 step 6: RAW is attached by name in DriverEntry. RAW is built into the kernel, whose
+    // boot sequence initializes it before any boot-start driver (facts.md S23, step 3), so a
+    // boot-start filter finds \Device\RawDisk then, and sees the volumes RAW mounts later.
+    let mut m = machine();
+    let x = m.add_volume(VolumeSpec::new("X:", FsKind::Ntfs).mount(fsfilter_sim::MountWhen::Step));
+    m.kernel(|k| k.volume_mut(x).blank = true);
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.device_stack_drivers(r"\Device\RawDisk"), ["ProbeA", "RAW"]);
+    assert_eq!(m.device_stack_drivers(r"\Device\RawCdRom"), ["ProbeA", "RAW"]);
+    // Blank media: a volume open mounts it with RAW, and the mount path attaches to it.
+    assert_eq!(m.mount(x), Status::UNRECOGNIZED_VOLUME);
+    let h = m.create(x, "", CreateOptions::open()).handle.unwrap();
+    assert_eq!(m.volume_stack_drivers(x), ["ProbeA", "RAW"]);
+    assert_eq!(
+        setups(&m, "ProbeA"),
+        [(Some("X:".into()), F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME, Status::SUCCESS)]
+    );
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}

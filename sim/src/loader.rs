@@ -283,7 +283,11 @@ impl Kernel {
     pub fn load_order(&self, start: StartType) -> Vec<String> {
         let mut v: Vec<&Service> =
             self.loader.services.iter().filter(|s| s.spec.start == start).collect();
-        v.sort_by_key(|s| (group_rank(s.spec.group.as_deref()), s.order));
+        // RAW is built into the kernel: its DriverEntry runs before that of every boot-start
+        // driver, whatever its group (facts.md S23, "What happens to file systems during system
+        // boot", step 3), so a boot-start filter finds \Device\RawDisk in its own DriverEntry.
+        let built_in = |s: &Service| !(s.spec.native && s.spec.name.eq_ignore_ascii_case("RAW"));
+        v.sort_by_key(|s| (built_in(s), group_rank(s.spec.group.as_deref()), s.order));
         v.into_iter().map(|s| s.spec.name.clone()).collect()
     }
 
