@@ -893,3 +893,42 @@ fn a_fixed_size_registration_without_exact_size_match_takes_smaller_contexts() {
     );
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_context_size_of_zero_or_above_maxushort_is_invalid_parameter() {
+    // FltAllocateContext's reference page: ContextSize "must be greater than zero and less than
+    // or equal to MAXUSHORT"; its return table gives STATUS_INVALID_PARAMETER for "an invalid
+    // value ... for the ContextType or the ContextSize parameter". A variable-sized definition
+    // accepted both (and allocated them).
+    let (mut m, _c) = setup(&[]);
+    let mut cfg = Config::new("Var", "300000").op(mj::CREATE, true, false);
+    cfg.contexts = vec![(INSTANCE, usize::MAX), (STREAM, 64)];
+    cfg.on_setup = Some(Rc::new(move |_i, _| {
+        let f = fltcommon::filter_handle(0);
+        for (ty, size) in [(INSTANCE, 0), (INSTANCE, 1), (INSTANCE, 0xFFFF), (INSTANCE, 0x1_0000)]
+            .into_iter()
+            .chain([(STREAM, 0), (STREAM, usize::MAX - 1)])
+        {
+            let mut ctx: PFLT_CONTEXT = 1 as PFLT_CONTEXT;
+            let s = unsafe { FltAllocateContext(f, ty, size, NonPagedPoolNx, &mut ctx) };
+            log(format!("{ty} {size:#x} {} {}", Status(s), ctx.is_null()));
+            if s == 0 {
+                unsafe { FltReleaseContext(ctx) };
+            }
+        }
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Var"), Status::SUCCESS);
+    assert_eq!(
+        logged(),
+        [
+            "2 0x0 STATUS_INVALID_PARAMETER true",
+            "2 0x1 STATUS_SUCCESS false",
+            "2 0xffff STATUS_SUCCESS false",
+            "2 0x10000 STATUS_INVALID_PARAMETER true",
+            "8 0x0 STATUS_INVALID_PARAMETER true",
+            "8 0xfffffffffffffffe STATUS_INVALID_PARAMETER true",
+        ]
+    );
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

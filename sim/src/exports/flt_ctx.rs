@@ -17,7 +17,8 @@ use crate::mem::Block;
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext =>
     /// `FltAllocateContext`: a context of a registered type and size
-    /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND` otherwise), one reference.
+    /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND` otherwise; a size of 0 or above `MAXUSHORT`
+    /// is `STATUS_INVALID_PARAMETER`), one reference.
     fn FltAllocateContext(filter: PFLT_FILTER, contexttype: u16, contextsize: usize, pooltype: POOL_TYPE, returnedcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
         let r = kernel::with(|k| {
             k.check_irql(APC_LEVEL, "FltAllocateContext");

@@ -34,6 +34,8 @@ pub const TRANSACTION: u16 = 0x20;
 pub const SECTION: u16 = 0x40;
 /// `FLT_VARIABLE_SIZED_CONTEXTS`.
 pub const VARIABLE_SIZED: usize = usize::MAX;
+/// `MAXUSHORT`: the largest `FltAllocateContext` size (its reference page).
+pub const MAX_CONTEXT_SIZE: usize = 0xFFFF;
 /// `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH`.
 pub const NO_EXACT_SIZE_MATCH: u16 = 0x1;
 /// `FLT_SET_CONTEXT_REPLACE_IF_EXISTS`.
@@ -155,16 +157,21 @@ pub enum Allocation {
 }
 
 impl Kernel {
-    /// `FltAllocateContext`'s checks: the type and size must match a registered context
-    /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`): a fixed-size definition of that size, else
-    /// the smallest larger one registered with `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH`
-    /// (the "Registering context types" page), else a variable-sized one.
+    /// `FltAllocateContext`'s checks: a size of 0 or above `MAXUSHORT` is
+    /// `STATUS_INVALID_PARAMETER` (its reference page), for any definition; then the type and
+    /// size must match a registered context (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`): a
+    /// fixed-size definition of that size, else the smallest larger one registered with
+    /// `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH` (the "Registering context types" page),
+    /// else a variable-sized one.
     pub fn flt_context_allocation(
         &mut self,
         f: FilterId,
         ty: u16,
         size: usize,
     ) -> Result<Allocation, Status> {
+        if size == 0 || size > MAX_CONTEXT_SIZE {
+            return Err(Status::INVALID_PARAMETER);
+        }
         let fr = self.fltmgr.filter(f);
         let of_type = || fr.context_types.iter().filter(|r| r.ty == ty);
         let reg = of_type()
