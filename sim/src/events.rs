@@ -58,6 +58,10 @@ pub enum Rule {
     InvalidHandle,
     /// A minifilter registered an operation Windows documents as forbidden.
     ForbiddenRegistration,
+    /// A minifilter's context registration breaks `FLT_CONTEXT_REGISTRATION`'s documented limits
+    /// for a context type (more than three fixed-size definitions, more than one variable-sized
+    /// one, or a `ContextAllocateCallback` definition that is not the type's only one).
+    ForbiddenContextRegistration,
     /// A minifilter callback returned a status that is not a valid `FLT_PREOP_*` / `FLT_POSTOP_*`.
     UnknownCallbackStatus,
     /// A completion context was returned with `FLT_PREOP_SUCCESS_NO_CALLBACK` (or another status
@@ -138,6 +142,7 @@ impl Rule {
             Rule::ImageGlobalOutsideImage => "IMAGE_GLOBAL_OUTSIDE_IMAGE",
             Rule::InvalidHandle => "INVALID_HANDLE",
             Rule::ForbiddenRegistration => "FORBIDDEN_OPERATION_REGISTRATION",
+            Rule::ForbiddenContextRegistration => "FORBIDDEN_CONTEXT_REGISTRATION",
             Rule::UnknownCallbackStatus => "UNKNOWN_CALLBACK_STATUS",
             Rule::ContextWithoutPost => "COMPLETION_CONTEXT_WITHOUT_POST_CALLBACK",
             Rule::PendingOnFastIo => "PENDING_ON_FAST_IO",

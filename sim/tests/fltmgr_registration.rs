@@ -513,3 +513,73 @@ fn a_driver_can_only_register_itself_facts_2_6() {
     assert!(m.kernel(|k| k.fltmgr.filter_by_name("Bystander").is_none()));
     assert!(m.kernel(|k| k.fltmgr.filter_by_name("Thief").is_none()));
 }
+
+#[test]
+fn context_definitions_beyond_the_documented_limits_are_refused_facts_2_6() {
+    // FLT_CONTEXT_REGISTRATION's remarks: per context type at most three fixed-size definitions
+    // and one FLT_VARIABLE_SIZED_CONTEXTS one; a definition with a ContextAllocateCallback must
+    // be the type's only one; identical definitions are ignored after the first. Windows'
+    // status is undocumented: the simulator refuses with STATUS_FLT_INVALID_CONTEXT_REGISTRATION
+    // and a FORBIDDEN_CONTEXT_REGISTRATION finding.
+    const INSTANCE: u16 = 0x2;
+    const STREAM: u16 = 0x8;
+    const VARIABLE: usize = usize::MAX;
+    let mut m = booted(&[]);
+    let cases = [
+        ("Four", vec![(INSTANCE, 8), (INSTANCE, 16), (INSTANCE, 32), (INSTANCE, 64)], false),
+        // Two variable-sized definitions that differ in their pool tags.
+        ("TwoVar", vec![(STREAM, VARIABLE), (INSTANCE, 8), (STREAM, VARIABLE)], false),
+        ("Alloc", vec![(INSTANCE, 8), (INSTANCE, 16)], true),
+        // Within the limits: three fixed sizes and a variable one per type; an identical
+        // definition repeated; one definition with an allocate callback.
+        ("Three", vec![(INSTANCE, 8), (INSTANCE, 16), (INSTANCE, 32), (INSTANCE, VARIABLE)], false),
+        ("Dup", vec![(STREAM, 8), (STREAM, 16), (STREAM, 32), (STREAM, 16)], false),
+        ("OneAlloc", vec![(INSTANCE, 24)], true),
+    ];
+    for (slot, (name, contexts, allocator)) in cases.into_iter().enumerate() {
+        let mut c = Config::new(name, &format!("{}", 370000 + slot * 10));
+        c.contexts = contexts;
+        c.context_allocator = allocator;
+        c.context_distinct_tags = name == "TwoVar";
+        if name == "OneAlloc" {
+            c.on_setup = Some(std::rc::Rc::new(|_, _| {
+                let f = fltcommon::filter_handle(5);
+                let mut ctx = std::ptr::null_mut();
+                let s = unsafe {
+                    windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext(
+                        f, INSTANCE, 24, 512, &mut ctx,
+                    )
+                };
+                assert_eq!(s, 0);
+                // The callback's memory is the context.
+                let mine = fltcommon::ALLOCATED.with(|a| a.borrow().clone());
+                assert_eq!(mine, [(ctx as usize, 24)]);
+                unsafe {
+                    windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReleaseContext(ctx)
+                };
+                assert!(fltcommon::ALLOCATED.with(|a| a.borrow().is_empty()));
+            }));
+        }
+        install(&mut m, slot, c);
+    }
+    for name in ["Four", "TwoVar", "Alloc"] {
+        assert_eq!(m.start(name), Status::FLT_INVALID_CONTEXT_REGISTRATION, "{name}");
+    }
+    for name in ["Three", "Dup", "OneAlloc"] {
+        assert_eq!(m.start(name), Status::SUCCESS, "{name}");
+    }
+    let f = m.findings();
+    let refused: Vec<_> = f
+        .iter()
+        .filter(|(r, _, _)| *r == Rule::ForbiddenContextRegistration)
+        .map(|(_, d, msg)| (d.clone().unwrap(), msg.clone()))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(refused[0].0, "Four");
+    assert!(refused[0].1.contains("4 fixed-size"), "{refused:?}");
+    assert_eq!(refused[1].0, "TwoVar");
+    assert!(refused[1].1.contains("FLT_VARIABLE_SIZED_CONTEXTS"), "{refused:?}");
+    assert_eq!(refused[2].0, "Alloc");
+    assert!(refused[2].1.contains("ContextAllocateCallback"), "{refused:?}");
+    assert_eq!(f.len(), 3, "{f:?}");
+}

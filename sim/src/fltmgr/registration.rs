@@ -150,7 +150,68 @@ unsafe fn parse(reg: *const FLT_REGISTRATION) -> Result<Parsed, Refusal> {
         n += 1;
         c = c.wrapping_add(1);
     }
+    let contexts = check_contexts(contexts)?;
     Ok(Parsed { version: r.Version, flags: r.Flags, ops, callbacks, contexts })
+}
+
+/// `FLT_CONTEXT_REGISTRATION`'s rules per context type (its remarks): a definition identical to
+/// an earlier one is ignored; at most three fixed-size definitions and one variable-sized one; a
+/// definition with a `ContextAllocateCallback` is the type's only one. Windows' status for a
+/// breach is undocumented: the simulator refuses with `STATUS_FLT_INVALID_CONTEXT_REGISTRATION`
+/// and a `FORBIDDEN_CONTEXT_REGISTRATION` finding (docs/simulator.md, "Registration").
+fn check_contexts(all: Vec<ContextReg>) -> Result<Vec<ContextReg>, Refusal> {
+    let key = |r: &ContextReg| {
+        (
+            r.ty,
+            r.flags,
+            r.size,
+            r.tag,
+            r.cleanup.map(|f| f as usize),
+            r.allocate.map(|f| f as usize),
+            r.free.map(|f| f as usize),
+        )
+    };
+    let mut kept: Vec<ContextReg> = Vec::new();
+    for r in all {
+        if !kept.iter().any(|k| key(k) == key(&r)) {
+            kept.push(r);
+        }
+    }
+    for (i, r) in kept.iter().enumerate() {
+        if kept.iter().take(i).any(|k| k.ty == r.ty) {
+            continue;
+        }
+        let defs: Vec<&ContextReg> = kept.iter().filter(|k| k.ty == r.ty).collect();
+        let variable = defs.iter().filter(|d| d.size == super::contexts::VARIABLE_SIZED).count();
+        let fixed = defs.len() - variable;
+        let name = super::contexts::type_name(r.ty);
+        let problem = if defs.len() > 1 && defs.iter().any(|d| d.allocate.is_some()) {
+            Some(format!(
+                "{name}: a definition with a ContextAllocateCallback among {} definitions (it must be the type's only one)",
+                defs.len()
+            ))
+        } else if variable > 1 {
+            Some(format!(
+                "{name}: {variable} FLT_VARIABLE_SIZED_CONTEXTS definitions (one at most)"
+            ))
+        } else if fixed > 3 {
+            Some(format!("{name}: {fixed} fixed-size definitions (three at most)"))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(Refusal {
+                status: Status::FLT_INVALID_CONTEXT_REGISTRATION,
+                finding: Some((
+                    Rule::ForbiddenContextRegistration,
+                    format!(
+                        "{p}, FLT_CONTEXT_REGISTRATION's remarks; Windows' status is undocumented, the simulator refuses the registration"
+                    ),
+                )),
+            });
+        }
+    }
+    Ok(kept)
 }
 
 /// The instance definitions of a service: `Parameters\Instances` (Windows 11 24H2) when

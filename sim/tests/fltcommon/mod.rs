@@ -141,6 +141,10 @@ pub struct Config {
     pub contexts: Vec<(u16, usize)>,
     /// `Flags` of every context registration.
     pub context_flags: u16,
+    /// Every context registration names [`context_allocate`] and [`context_free`].
+    pub context_allocator: bool,
+    /// Each context registration gets its own pool tag (so that none is identical to another).
+    pub context_distinct_tags: bool,
     pub unload: bool,
     pub setup: bool,
     pub query_teardown: bool,
@@ -181,6 +185,8 @@ impl Config {
             after_end: Vec::new(),
             contexts: Vec::new(),
             context_flags: 0,
+            context_allocator: false,
+            context_distinct_tags: false,
             unload: true,
             setup: true,
             query_teardown: true,
@@ -476,6 +482,23 @@ unsafe extern "system" fn post<const N: usize>(
     }
 }
 
+// Contexts from `context_allocate`, with their sizes (never freed: the test ends first).
+thread_local! {
+    pub static ALLOCATED: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A filter's `ContextAllocateCallback`: leaked zeroed memory.
+unsafe extern "system" fn context_allocate(_pool: i32, size: usize, _ty: u16) -> *mut c_void {
+    let p = Box::leak(vec![0u8; size.max(1)].into_boxed_slice()).as_mut_ptr();
+    ALLOCATED.with(|a| a.borrow_mut().push((p as usize, size)));
+    p.cast()
+}
+
+/// A filter's `ContextFreeCallback`: forgets the block (the memory stays, as in the simulator).
+unsafe extern "system" fn context_free(context: *const c_void, _ty: u16) {
+    ALLOCATED.with(|a| a.borrow_mut().retain(|&(p, _)| p != context as usize));
+}
+
 unsafe extern "system" fn cleanup<const N: usize>(context: PFLT_CONTEXT, ty: u16) {
     let irql = fsfilter_sim::kernel::current_irql();
     record(N, Seen::Cleanup { ty, context: context as usize, irql });
@@ -534,14 +557,20 @@ fn registration<const N: usize>(c: &Config) -> Box<Reg> {
     let mut ctxs: Vec<FLT_CONTEXT_REGISTRATION> = c
         .contexts
         .iter()
-        .map(|&(ty, size)| FLT_CONTEXT_REGISTRATION {
+        .enumerate()
+        .map(|(i, &(ty, size))| FLT_CONTEXT_REGISTRATION {
             ContextType: ty,
             Flags: c.context_flags,
             ContextCleanupCallback: Some(cleanup::<N>),
             Size: size,
-            PoolTag: u32::from_le_bytes(*b"Test"),
-            ContextAllocateCallback: None,
-            ContextFreeCallback: None,
+            PoolTag: u32::from_le_bytes(*b"Test")
+                + if c.context_distinct_tags { i as u32 } else { 0 },
+            ContextAllocateCallback: if c.context_allocator {
+                Some(context_allocate)
+            } else {
+                None
+            },
+            ContextFreeCallback: if c.context_allocator { Some(context_free) } else { None },
             Reserved1: null_mut(),
         })
         .collect();
