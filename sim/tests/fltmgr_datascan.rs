@@ -932,3 +932,71 @@ fn a_context_size_of_zero_or_above_maxushort_is_invalid_parameter() {
     );
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn setting_a_context_on_an_instance_being_torn_down_is_flt_deleting_object() {
+    // FltSetInstanceContext's and FltSetStreamContext's reference pages: STATUS_FLT_DELETING_OBJECT
+    // when "the specified Instance is being torn down" (FltDeleteInstanceContext's too). Only a
+    // torn-down instance was refused: a context set from InstanceTeardownStartCallback was
+    // linked. Getting the instance context still works there (filters read it to clean up).
+    thread_local! {
+        static FO: RefCell<usize> = const { RefCell::new(0) };
+    }
+    let (mut m, c) = setup(&[("s.txt", b"stream")]);
+    let mut cfg = Config::new("Late", "300000").op(mj::CREATE, false, true).with_post(|p| {
+        if p.status().is_success() && file_name(p) == "\\s.txt" {
+            FO.with(|f| *f.borrow_mut() = unsafe { (*p.data().Iopb).TargetFileObject } as usize);
+        }
+        0
+    });
+    cfg.contexts = vec![(INSTANCE, 24), (STREAM, 24), (STREAMHANDLE, 24)];
+    cfg.on_setup = Some(Rc::new(|i, _| {
+        let f = fltcommon::filter_handle(0);
+        let mut ic: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut ic) }, 0);
+        assert_eq!(unsafe { FltSetInstanceContext(i, 1, ic, std::ptr::null_mut()) }, 0);
+        unsafe { FltReleaseContext(ic) };
+    }));
+    cfg.on_teardown_start = Some(Rc::new(|i, _| {
+        let f = fltcommon::filter_handle(0);
+        let fo = FO.with(|f| *f.borrow()) as *const windows_sys::Wdk::Foundation::FILE_OBJECT;
+        let mut got: PFLT_CONTEXT = std::ptr::null_mut();
+        log(format!("get instance {}", Status(unsafe { FltGetInstanceContext(i, &mut got) })));
+        if !got.is_null() {
+            unsafe { FltReleaseContext(got) };
+        }
+        for (ty, what) in [(INSTANCE, "instance"), (STREAM, "stream"), (STREAMHANDLE, "handle")] {
+            let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+            assert_eq!(unsafe { FltAllocateContext(f, ty, 24, NonPagedPoolNx, &mut ctx) }, 0);
+            let mut old: PFLT_CONTEXT = std::ptr::null_mut();
+            let s = unsafe {
+                match ty {
+                    INSTANCE => FltSetInstanceContext(i, 0, ctx, &mut old),
+                    STREAM => FltSetStreamContext(i, fo, 0, ctx, &mut old),
+                    _ => FltSetStreamHandleContext(i, fo, 0, ctx, &mut old),
+                }
+            };
+            log(format!("set {what} {} old={}", Status(s), !old.is_null()));
+            if !old.is_null() {
+                unsafe { FltReleaseContext(old) };
+            }
+            unsafe { FltReleaseContext(ctx) };
+        }
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Late"), Status::SUCCESS);
+    let h = m.open(c, "s.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.fltmc_unload("Late"), Status::SUCCESS);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert_eq!(
+        logged(),
+        [
+            "get instance STATUS_SUCCESS",
+            "set instance STATUS_FLT_DELETING_OBJECT old=false",
+            "set stream STATUS_FLT_DELETING_OBJECT old=false",
+            "set handle STATUS_FLT_DELETING_OBJECT old=false",
+        ]
+    );
+    // Every context went: the refused ones at their release, the instance's with the instance.
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

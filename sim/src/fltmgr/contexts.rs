@@ -283,7 +283,8 @@ impl Kernel {
         self.release_index(i)
     }
 
-    /// `FltSet*Context`: links `new` to the object (FltMgr takes a reference); `old` receives
+    /// `FltSet*Context`: links `new` to the object (FltMgr takes a reference), not on an instance
+    /// being torn down (`STATUS_FLT_DELETING_OBJECT`); `old` receives
     /// the context already there (referenced) for `KEEP_IF_EXISTS`
     /// (`STATUS_FLT_CONTEXT_ALREADY_DEFINED`) and, when the caller asks for it, the replaced one
     /// for `REPLACE_IF_EXISTS`.
@@ -312,7 +313,9 @@ impl Kernel {
         {
             return (Err(Status::INVALID_PARAMETER), 0, None);
         }
-        if ir.state == InstState::Gone {
+        // "The specified Instance is being torn down" (the FltSet*Context reference pages): from
+        // the start of its teardown, before InstanceTeardownStartCallback (docs/simulator.md).
+        if matches!(ir.state, InstState::TearingDown | InstState::Gone) {
             return (Err(Status::FLT_DELETING_OBJECT), 0, None);
         }
         if self.fltmgr.contexts.list[ni].link != Link::None {
