@@ -1000,3 +1000,28 @@ fn setting_a_context_on_an_instance_being_torn_down_is_flt_deleting_object() {
     // Every context went: the refused ones at their release, the instance's with the instance.
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_section_left_open_at_unregistration_gets_no_more_notifications_facts_5_and_6() {
+    // A filter that unregisters with a data-scan section still open is reported
+    // (SECTION_LEAKED_AT_UNLOAD); no callback of it may run once FltUnregisterFilter has
+    // returned (facts.md §5: the unregistration deletes the filter's contexts, the section
+    // context among them). A later conflicting write called the unloaded filter's
+    // SectionNotificationCallback (CALLBACK_AFTER_UNLOAD).
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789")]);
+    let mut cfg = scanner("Forget", "265000", true, keep_section);
+    cfg.on_conflict = Some(Rc::new(|_, _, _| log("conflict".to_owned())));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Forget"), Status::SUCCESS);
+    let h = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
+    assert_eq!(logged(), ["create returned STATUS_SUCCESS"]);
+    assert_eq!(m.fltmc_unload("Forget"), Status::SUCCESS);
+    assert_eq!(m.write(h, Some(0), &[b'X'; 512], IoMode::NonCached).status, Status::SUCCESS);
+    assert_eq!(m.file_contents(c, "keep.txt").unwrap()[0], b'X');
+    assert_eq!(logged(), ["create returned STATUS_SUCCESS"]);
+    assert!(!seen(0).iter().any(|s| matches!(s, Seen::Conflict { .. })));
+    let mut found = rules(&m);
+    found.sort();
+    found.dedup();
+    assert_eq!(found, [Rule::ContextLeaked, Rule::SectionLeaked], "{:?}", m.findings());
+}

@@ -216,6 +216,8 @@ fn notify(stream: usize, sections: &[usize], data: *mut FLT_CALLBACK_DATA, durin
             .list
             .iter()
             .filter(|s| s.open && s.stream == stream && sections.contains(&s.section))
+            // Not to a torn-down instance (its filter may be gone; docs/simulator.md).
+            .filter(|s| k.fltmgr.inst(s.inst).state != InstState::Gone)
             .filter_map(|s| {
                 let fr = k.fltmgr.filter(s.filter);
                 let cb = fr.callbacks.section_notification?;
@@ -251,4 +253,23 @@ pub fn report_leaks(k: &mut Kernel, f: FilterId) {
             format!("{n} data-scan section(s) never closed with FltCloseSectionForDataScan when the filter unregistered"),
         );
     }
+}
+
+/// Closes the data-scan sections a filter left open when it unregistered, after
+/// [`report_leaks`]: the Filter Manager no longer synchronizes them nor calls the filter's
+/// `SectionNotificationCallback`, and its reference on each section context goes (facts.md §5:
+/// the unregistration deletes the filter's contexts). The cleanups to run are returned.
+pub fn close_leaked(k: &mut Kernel, f: FilterId) -> Vec<super::contexts::Cleanup> {
+    let contexts: Vec<usize> = k
+        .fltmgr
+        .sections
+        .list
+        .iter_mut()
+        .filter(|s| s.open && s.filter == f)
+        .map(|s| {
+            s.open = false;
+            s.context
+        })
+        .collect();
+    contexts.into_iter().filter_map(|c| k.flt_context_unlink_section(c)).collect()
 }

@@ -422,8 +422,8 @@ pub fn start(handle: isize) -> Status {
 }
 
 /// `FltUnregisterFilter`: tears every instance down, waits for rundown (outstanding operations,
-/// queued work items, object references), reports contexts and sections left behind
-/// (facts.md §5).
+/// queued work items, object references), reports contexts and sections left behind and closes
+/// those sections (facts.md §5).
 pub fn unregister(handle: isize) {
     let r = kernel::with(|k| {
         // The reference page: IRQL <= APC_LEVEL.
@@ -486,9 +486,14 @@ pub fn unregister(handle: isize) {
             k.flt_report(Some(f), Rule::Deadlock, msg);
         });
     }
-    kernel::with(|k| {
+    let cleanups = kernel::with(|k| {
         super::contexts::report_leaks(k, f);
         super::datascan::report_leaks(k, f);
+        super::datascan::close_leaked(k, f)
+    });
+    // The filter's code is still there: FltUnregisterFilter has not returned.
+    super::contexts::run_cleanups(cleanups);
+    kernel::with(|k| {
         k.fltmgr.filter_mut(f).state = FilterState::Unregistered;
         let name = k.fltmgr.filter(f).name.clone();
         k.flt_log(Some(name), None, FltEvent::FilterUnregistered);
