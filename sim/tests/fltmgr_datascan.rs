@@ -1025,3 +1025,20 @@ fn a_section_left_open_at_unregistration_gets_no_more_notifications_facts_5_and_
     found.dedup();
     assert_eq!(found, [Rule::ContextLeaked, Rule::SectionLeaked], "{:?}", m.findings());
 }
+
+#[test]
+fn a_detached_instances_section_gets_no_notification() {
+    // Choice (docs/simulator.md, "Data scan"): once the instance that created a section is torn
+    // down, a conflict no longer calls its filter with the stale instance; the section stays
+    // the filter's leak until it unregisters.
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789")]);
+    let mut cfg = scanner("Detach", "265000", true, keep_section);
+    cfg.on_conflict = Some(Rc::new(|_, _, _| log("conflict".to_owned())));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Detach"), Status::SUCCESS);
+    let h = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.filter_detach("Detach", c, None), Status::SUCCESS);
+    assert_eq!(m.write(h, Some(0), &[b'X'; 512], IoMode::NonCached).status, Status::SUCCESS);
+    assert_eq!(logged(), ["create returned STATUS_SUCCESS"]);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
