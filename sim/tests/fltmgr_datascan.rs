@@ -986,8 +986,10 @@ fn setting_a_context_on_an_instance_being_torn_down_is_flt_deleting_object() {
     install(&mut m, 0, cfg);
     assert_eq!(m.start("Late"), Status::SUCCESS);
     let h = m.open(c, "s.txt", CreateOptions::open()).unwrap();
-    assert_eq!(m.fltmc_unload("Late"), Status::SUCCESS);
+    // A detach: the instance is torn down, the filter is not (its allocations still succeed).
+    assert_eq!(m.filter_detach("Late", c, None), Status::SUCCESS);
     assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Late"), Status::SUCCESS);
     assert_eq!(
         logged(),
         [
@@ -1040,5 +1042,32 @@ fn a_detached_instances_section_gets_no_notification() {
     assert_eq!(m.filter_detach("Detach", c, None), Status::SUCCESS);
     assert_eq!(m.write(h, Some(0), &[b'X'; 512], IoMode::NonCached).status, Status::SUCCESS);
     assert_eq!(logged(), ["create returned STATUS_SUCCESS"]);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn allocating_a_context_for_a_filter_being_torn_down_is_flt_deleting_object() {
+    // FltAllocateContext's reference page: STATUS_FLT_DELETING_OBJECT when "the minifilter driver
+    // that is specified in the Filter parameter is being torn down": from FltUnregisterFilter on,
+    // as FltObjectReference and FltQueueGenericWorkItem here. A detach tears an instance down,
+    // not the filter: allocation still succeeds there.
+    let (mut m, c) = setup(&[]);
+    let mut cfg = Config::new("Going", "300000").op(mj::CREATE, true, false);
+    cfg.contexts = vec![(INSTANCE, 24)];
+    cfg.on_teardown_start = Some(Rc::new(|_i, reason| {
+        let f = fltcommon::filter_handle(0);
+        let mut ctx: PFLT_CONTEXT = 1 as PFLT_CONTEXT;
+        let s = unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut ctx) };
+        log(format!("{reason:#x} {} {}", Status(s), ctx.is_null()));
+        if s == 0 {
+            unsafe { FltReleaseContext(ctx) };
+        }
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Going"), Status::SUCCESS);
+    assert_eq!(m.filter_detach("Going", c, None), Status::SUCCESS);
+    assert_eq!(m.filter_attach("Going", c, None), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Going"), Status::SUCCESS);
+    assert_eq!(logged(), ["0x1 STATUS_SUCCESS false", "0x2 STATUS_FLT_DELETING_OBJECT true"]);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }

@@ -12,7 +12,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     PFLT_CONTEXT_ALLOCATE_CALLBACK, PFLT_CONTEXT_CLEANUP_CALLBACK, PFLT_CONTEXT_FREE_CALLBACK,
 };
 
-use super::{FilterId, InstId, InstState};
+use super::{FilterId, FilterState, InstId, InstState};
 use crate::events::Rule;
 use crate::ids::ImageId;
 use crate::kernel::{FastMap, Kernel};
@@ -158,7 +158,8 @@ pub enum Allocation {
 
 impl Kernel {
     /// `FltAllocateContext`'s checks: a size of 0 or above `MAXUSHORT` is
-    /// `STATUS_INVALID_PARAMETER` (its reference page), for any definition; then the type and
+    /// `STATUS_INVALID_PARAMETER` (its reference page), for any definition; a filter being torn
+    /// down (unregistering or unregistered) `STATUS_FLT_DELETING_OBJECT`; then the type and
     /// size must match a registered context (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`): a
     /// fixed-size definition of that size, else the smallest larger one registered with
     /// `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH` (the "Registering context types" page),
@@ -173,6 +174,11 @@ impl Kernel {
             return Err(Status::INVALID_PARAMETER);
         }
         let fr = self.fltmgr.filter(f);
+        // "The minifilter driver ... is being torn down": from FltUnregisterFilter on, as for
+        // FltObjectReference (the reference page).
+        if matches!(fr.state, FilterState::Unregistering | FilterState::Unregistered) {
+            return Err(Status::FLT_DELETING_OBJECT);
+        }
         let of_type = || fr.context_types.iter().filter(|r| r.ty == ty);
         let reg = of_type()
             .find(|r| r.size == size)
