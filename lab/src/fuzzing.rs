@@ -24,6 +24,11 @@ pub const MAX_RUN_BYTES: u64 = 1 << 16;
 /// replaces bad bytes would) with [`crate::scenario::parse`]. An error must name the file and a
 /// line of it; a small scenario that parses is run in the simulator and reported.
 pub fn scenario(data: &[u8]) {
+    // The file as the CLI reads it: bytes that are not UTF-8 are an error at their line.
+    if let Err(e) = crate::scenario::parse_bytes(SCENARIO_FILE, data) {
+        let lines = data.split(|b| *b == b'\n').count();
+        assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}: {e}", e.line);
+    }
     let text = String::from_utf8_lossy(data);
     match crate::scenario::parse(SCENARIO_FILE, &text) {
         Err(e) => {

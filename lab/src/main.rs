@@ -88,14 +88,14 @@ enum Command {
 
 fn load(path: &std::path::Path) -> Result<scenario::Scenario, ExitCode> {
     let shown = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("{shown}: cannot read: {e}");
             return Err(ExitCode::from(2));
         }
     };
-    let s = scenario::parse(&shown, &text).map_err(|e| {
+    let s = scenario::parse_bytes(&shown, &bytes).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)
     })?;

@@ -378,6 +378,34 @@ impl Scenario {
     }
 }
 
+/// Reads a scenario from the bytes of a file; `file` names it in errors. A scenario is UTF-8 (as
+/// TOML is): bytes that are not name their line and column, and a UTF-16 file (with its byte-order
+/// mark) is named as such.
+pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Scenario, ScenarioError> {
+    let error = |line: usize, message: String| ScenarioError {
+        file: file.to_owned(),
+        line,
+        key: String::new(),
+        message,
+    };
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(error(1, "the file is UTF-16: a scenario is UTF-8 text".into()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let good = bytes.get(..e.valid_up_to()).unwrap_or_default();
+        let line = 1 + good.iter().filter(|b| **b == b'\n').count();
+        let column = 1 + good.iter().rev().take_while(|b| **b != b'\n').count();
+        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+        error(
+            line,
+            format!(
+                "not valid UTF-8 (byte 0x{byte:02X} at column {column}): a scenario is UTF-8 text"
+            ),
+        )
+    })?;
+    parse(file, text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
 /// Reads a scenario from TOML text; `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let lines = LineIndex::new(text);

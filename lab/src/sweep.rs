@@ -104,9 +104,9 @@ fn orderings(r: &Run) -> String {
 
 fn row_for(path: &Path) -> Row {
     let file = path.display().to_string();
-    let parsed = std::fs::read_to_string(path)
+    let parsed = std::fs::read(path)
         .map_err(|e| format!("{file}: cannot read: {e}"))
-        .and_then(|t| scenario::parse(&file, &t).map_err(|e| e.to_string()));
+        .and_then(|b| scenario::parse_bytes(&file, &b).map_err(|e| e.to_string()));
     match parsed {
         Err(message) => Row {
             file,

@@ -142,10 +142,15 @@ fn garbage_never_panics() {
 
 /// Runs `fsfilter check` on a file named `name` holding `text`: (exit code, stdout, stderr).
 fn check(name: &str, text: &str) -> (Option<i32>, String, String) {
+    check_bytes(name, text.as_bytes())
+}
+
+/// [`check`] on a file holding `bytes`.
+fn check_bytes(name: &str, bytes: &[u8]) -> (Option<i32>, String, String) {
     let dir = std::env::temp_dir().join(format!("fsfilter-check-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, bytes).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsfilter"))
         .args(["check", path.to_str().unwrap()])
         .output()
@@ -422,4 +427,33 @@ fn a_volume_cannot_take_a_namespace_device_s_name() {
         ),
         "bad.toml:2: volume[0].name: `\\Device\\NamedPipe` is the simulated machine's own \\Device\\NamedPipe device"
     );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_named_at_the_line_of_the_bad_byte() {
+    use fsfilter_lab::scenario::parse_bytes;
+    // Latin-1 in a comment on line 4 (a file saved by an editor in the wrong encoding).
+    let latin1 = b"name = \"x\"\n\n[[volume]]\n# caf\xe9\nname = \"C:\"\nfilesystem = \"ntfs\"\n";
+    assert_eq!(
+        parse_bytes("bad.toml", latin1).unwrap_err().to_string(),
+        "bad.toml:4: not valid UTF-8 (byte 0xE9 at column 6): a scenario is UTF-8 text"
+    );
+    // UTF-16 (Notepad's "Unicode"), with its byte-order mark.
+    let utf16: Vec<u8> = std::iter::once(0xFEFF_u16)
+        .chain("seed = 1\n".encode_utf16())
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert_eq!(
+        parse_bytes("bad.toml", &utf16).unwrap_err().to_string(),
+        "bad.toml:1: the file is UTF-16: a scenario is UTF-8 text"
+    );
+    // UTF-8 with a byte-order mark is UTF-8.
+    assert!(parse_bytes("ok.toml", b"\xef\xbb\xbfseed = 1\n").is_ok());
+    let (code, _, stderr) = check_bytes("latin1.toml", latin1);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.ends_with(":4: not valid UTF-8 (byte 0xE9 at column 6): a scenario is UTF-8 text\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("latin1.toml:4:"), "{stderr}");
 }
