@@ -933,8 +933,23 @@ impl<'c, 't> Fields<'c, 't> {
         self.cx.error(v.span(), &self.key(key), format!("expected {expected}, found {found}"))
     }
 
+    /// A required key that is absent; when a key left unread in the table is a near spelling of
+    /// it, the error names that key at its own line, as [`Fields::finish`] would.
     fn missing(&self, key: &str) -> ScenarioError {
-        self.cx.error(self.span.clone(), &self.key(key), "missing (required)".into())
+        let near = self
+            .left
+            .iter()
+            .map(|(k, (_, kspan))| (edit_distance(key, k), k, kspan))
+            .filter(|(d, _, _)| *d <= 2)
+            .min_by_key(|(d, _, _)| *d);
+        match near {
+            Some((_, k, kspan)) => self.cx.error(
+                kspan.clone(),
+                &self.key(k),
+                format!("unknown key (did you mean `{key}`?)"),
+            ),
+            None => self.cx.error(self.span.clone(), &self.key(key), "missing (required)".into()),
+        }
     }
 
     fn opt_string(&mut self, key: &'static str) -> Result<Option<(String, Span)>, ScenarioError> {

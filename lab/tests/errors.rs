@@ -457,3 +457,25 @@ fn a_file_that_is_not_utf8_is_named_at_the_line_of_the_bad_byte() {
     );
     assert!(stderr.contains("latin1.toml:4:"), "{stderr}");
 }
+
+#[test]
+fn a_misspelt_required_key_is_named_at_its_line_with_a_suggestion() {
+    // Not "filesystem: missing (required)" at the table's header: the key the user wrote.
+    assert_eq!(
+        error("[[volume]]\nname = \"C:\"\nfilesytem = \"ntfs\"\n"),
+        "bad.toml:3: volume[0].filesytem: unknown key (did you mean `filesystem`?)"
+    );
+    assert_eq!(
+        error("[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodle = \"legacy\"\n"),
+        "bad.toml:4: driver[0].modle: unknown key (did you mean `model`?)"
+    );
+    assert_eq!(
+        error(&format!("{VOLUME}[[step]]\naction = \"mount\"\nvolum = \"C:\"\n")),
+        "bad.toml:6: step[0].volum: unknown key (did you mean `volume`?)"
+    );
+    // A required key that is simply absent is still named as missing.
+    assert_eq!(
+        error("[[volume]]\nname = \"C:\"\n"),
+        "bad.toml:1: volume[0].filesystem: missing (required)"
+    );
+}
