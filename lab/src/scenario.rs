@@ -519,6 +519,22 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let path = format!("driver[{i}]");
         let mut f = Fields::new(&cx, table, &path, span.clone());
         let (dname, dspan) = f.string("name")?;
+        // CreateService's rules for a service name: 1 to 256 characters, no `/` or `\`.
+        let refused = if dname.is_empty() {
+            Some("a driver needs a name (its service name)".to_owned())
+        } else if dname.contains(['/', '\\']) {
+            Some(format!("`{dname}`: `/` and `\\` are not valid in a service name"))
+        } else if dname.encode_utf16().count() > MAX_SERVICE_NAME {
+            Some(format!(
+                "a service name is at most {MAX_SERVICE_NAME} characters, not {}",
+                dname.encode_utf16().count()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refused {
+            return Err(cx.error(dspan, &format!("{path}.name"), message));
+        }
         if drivers.iter().any(|d| d.name.eq_ignore_ascii_case(&dname)) {
             return Err(cx.error(
                 dspan,
@@ -891,6 +907,9 @@ type Span = std::ops::Range<usize>;
 /// The keys of one table, taken one by one; whatever is left at `finish` is unknown.
 /// The longest `io` transfer a scenario may ask for: its buffer is the lab's memory.
 const MAX_IO_LENGTH: u32 = 64 << 20;
+
+/// The longest service name CreateService accepts (`MAX_SERVICE_NAME_LENGTH`, in UTF-16 units).
+const MAX_SERVICE_NAME: usize = 256;
 
 /// The longest a volume's mount may stay pended (`mount_pends_ms`), or its new device
 /// initializing (`initialize_late_ms`): a minute.

@@ -479,3 +479,29 @@ fn a_misspelt_required_key_is_named_at_its_line_with_a_suggestion() {
         "bad.toml:1: volume[0].filesystem: missing (required)"
     );
 }
+
+#[test]
+fn a_driver_name_the_service_control_manager_refuses_is_refused() {
+    // CreateService: a service name is 1 to 256 characters, without `/` or `\`.
+    let driver = |name: &str| {
+        format!("[[driver]]\nname = '{name}'\nsample = \"probe\"\nmodel = \"legacy\"\n")
+    };
+    assert_eq!(
+        error(&driver("")),
+        "bad.toml:2: driver[0].name: a driver needs a name (its service name)"
+    );
+    assert_eq!(
+        error(&driver("a\\b")),
+        "bad.toml:2: driver[0].name: `a\\b`: `/` and `\\` are not valid in a service name"
+    );
+    assert_eq!(
+        error(&driver("a/b")),
+        "bad.toml:2: driver[0].name: `a/b`: `/` and `\\` are not valid in a service name"
+    );
+    let long = "x".repeat(257);
+    assert_eq!(
+        error(&driver(&long)),
+        "bad.toml:2: driver[0].name: a service name is at most 256 characters, not 257"
+    );
+    assert!(parse("ok.toml", &driver(&"x".repeat(256))).is_ok());
+}
