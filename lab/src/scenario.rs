@@ -1113,6 +1113,25 @@ impl<'c, 't> Fields<'c, 't> {
                 out.push((name, p));
                 spans.push((value.span(), full));
             }
+            // Registry value names ignore case: two spellings of one name are one value, and the
+            // later would silently replace the earlier. The error is at the later one.
+            let entries: Vec<(&str, &Span, &String)> =
+                out.iter().zip(&spans).map(|((n, _), (s, f))| (n.as_str(), s, f)).collect();
+            for (i, a) in entries.iter().enumerate() {
+                for b in entries.iter().skip(i + 1) {
+                    if a.0.eq_ignore_ascii_case(b.0) {
+                        let (first, later) = if a.1.start < b.1.start { (a, b) } else { (b, a) };
+                        return Err(self.cx.error(
+                            later.1.clone(),
+                            later.2,
+                            format!(
+                                "`{}` is given twice (registry value names ignore case)",
+                                first.0
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         if let Some(sample) = sample
             && let Err(message) = check_parameters(sample, driver, &out, None)

@@ -505,3 +505,14 @@ fn a_driver_name_the_service_control_manager_refuses_is_refused() {
     );
     assert!(parse("ok.toml", &driver(&"x".repeat(256))).is_ok());
 }
+
+#[test]
+fn a_parameter_given_twice_in_other_cases_is_refused_at_the_second() {
+    // Registry value names ignore case: `post` would silently replace `Post`.
+    let driver = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n";
+    assert_eq!(
+        error(&format!("{driver}[driver.parameters]\nPost = 1\npost = 0\n")),
+        "bad.toml:7: driver[0].parameters.post: `Post` is given twice (registry value names \
+         ignore case)"
+    );
+}
