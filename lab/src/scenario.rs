@@ -985,41 +985,29 @@ impl<'c, 't> Fields<'c, 't> {
         self.opt_string(key)?.ok_or_else(|| self.missing(key))
     }
 
-    /// [`Fields::opt_u64`] at most `max`, with the value's span; `too_large` says what is wrong
-    /// beyond it (the error names the value's line).
+    fn opt_u64(&mut self, key: &'static str) -> Result<Option<u64>, ScenarioError> {
+        self.opt_u64_at_most(key, u64::MAX, &format!("must be at most {}", u64::MAX))
+    }
+
+    /// An optional integer from 0 to `max`; `too_large` says what is wrong beyond it, beyond 64
+    /// bits too (the error names the value's line).
     fn opt_u64_at_most(
         &mut self,
         key: &'static str,
         max: u64,
         too_large: &str,
     ) -> Result<Option<u64>, ScenarioError> {
-        let span = self.left.get(key).map(|(v, _)| v.span());
-        match self.opt_u64(key)? {
-            Some(n) if n > max => {
-                Err(self.cx.error(span.unwrap_or_default(), &self.key(key), too_large.to_owned()))
-            }
-            n => Ok(n),
-        }
-    }
-
-    fn opt_u64(&mut self, key: &'static str) -> Result<Option<u64>, ScenarioError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(v) => match v.get_ref() {
-                DeValue::Integer(i) => {
-                    let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
-                    u64::from_str_radix(digits.trim_start_matches('+'), i.radix())
-                        .map(Some)
-                        .map_err(|_| {
-                            self.cx.error(
-                                v.span(),
-                                &self.key(key),
-                                "must be a non-negative integer".into(),
-                            )
-                        })
-                }
-                _ => Err(self.wrong(key, v, "an integer")),
-            },
+        let Some(v) = self.take(key) else { return Ok(None) };
+        let DeValue::Integer(i) = v.get_ref() else { return Err(self.wrong(key, v, "an integer")) };
+        let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
+        match u64::from_str_radix(digits.trim_start_matches('+'), i.radix()) {
+            Ok(n) if n <= max => Ok(Some(n)),
+            _ if digits.starts_with('-') => Err(self.cx.error(
+                v.span(),
+                &self.key(key),
+                "must be a non-negative integer".into(),
+            )),
+            _ => Err(self.cx.error(v.span(), &self.key(key), too_large.to_owned())),
         }
     }
 

@@ -516,3 +516,22 @@ fn a_parameter_given_twice_in_other_cases_is_refused_at_the_second() {
          ignore case)"
     );
 }
+
+#[test]
+fn an_integer_too_large_for_64_bits_is_not_called_negative() {
+    assert_eq!(
+        error("seed = 18446744073709551616\n"),
+        "bad.toml:1: seed: must be at most 18446744073709551615"
+    );
+    assert_eq!(error("seed = -1\n"), "bad.toml:1: seed: must be a non-negative integer");
+    assert!(parse("ok.toml", "seed = 18446744073709551615\n").is_ok());
+}
+
+#[test]
+fn a_bounded_integer_beyond_64_bits_gets_its_own_bound_in_the_message() {
+    let driver = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\n";
+    assert_eq!(
+        error(&format!("{driver}altitude = \"370000\"\ninstance_flags = 99999999999999999999\n")),
+        "bad.toml:6: driver[0].instance_flags: does not fit a DWORD"
+    );
+}
