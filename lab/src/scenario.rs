@@ -1193,17 +1193,50 @@ impl<'c, 't> Fields<'c, 't> {
             return Err(self.wrong(key, v, "a table of file names and contents"));
         };
         let mut out = Vec::new();
+        // Each path as the volume resolves it (components without case; a trailing separator
+        // makes a directory), with its key's span, in file order.
+        let mut seen: Vec<(Vec<String>, bool, String, Span)> = Vec::new();
         for (k, value) in t.iter() {
             let name = k.get_ref().to_string();
-            match value.get_ref().as_str() {
-                Some(s) => out.push((name, s.as_bytes().to_vec())),
-                None => {
+            let full = format!("{}.{name}", self.key(key));
+            let Some(s) = value.get_ref().as_str() else {
+                return Err(self.cx.error(
+                    value.span(),
+                    &full,
+                    "file contents must be a string".into(),
+                ));
+            };
+            let comps: Vec<String> =
+                name.split(['\\', '/']).filter(|c| !c.is_empty()).map(str::to_lowercase).collect();
+            if comps.is_empty() {
+                return Err(self.cx.error(k.span(), &full, "a file needs a path".into()));
+            }
+            seen.push((comps, name.ends_with(['\\', '/']), name.clone(), k.span()));
+            out.push((name, s.as_bytes().to_vec()));
+        }
+        // The volume would keep one of two spellings of a path, and would not create a file
+        // inside another: both would lose a file silently. The error is at the later key.
+        seen.sort_by_key(|(_, _, _, span)| span.start);
+        for (i, later) in seen.iter().enumerate() {
+            for earlier in seen.iter().take(i) {
+                let (file, inside) = if earlier.0 == later.0 {
                     return Err(self.cx.error(
-                        value.span(),
-                        &format!("{}.{name}", self.key(key)),
-                        "file contents must be a string".into(),
+                        later.3.clone(),
+                        &format!("{}.{}", self.key(key), later.2),
+                        format!("the same file as `{}` (paths ignore case)", earlier.2),
                     ));
-                }
+                } else if !earlier.1 && later.0.starts_with(&earlier.0) {
+                    (earlier, later)
+                } else if !later.1 && earlier.0.starts_with(&later.0) {
+                    (later, earlier)
+                } else {
+                    continue;
+                };
+                return Err(self.cx.error(
+                    later.3.clone(),
+                    &format!("{}.{}", self.key(key), later.2),
+                    format!("`{}` is a file: `{}` cannot be inside it", file.2, inside.2),
+                ));
             }
         }
         Ok(out)

@@ -535,3 +535,31 @@ fn a_bounded_integer_beyond_64_bits_gets_its_own_bound_in_the_message() {
         "bad.toml:6: driver[0].instance_flags: does not fit a DWORD"
     );
 }
+
+#[test]
+fn files_that_would_overwrite_or_vanish_are_refused_at_their_line() {
+    let volume = |files: &str| format!("[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n{files}");
+    // Paths ignore case and leading separators: the second would replace the first's contents.
+    assert_eq!(
+        error(&volume("[volume.files]\n\"a.txt\" = \"one\"\n\"\\\\A.TXT\" = \"two\"\n")),
+        "bad.toml:6: volume[0].files.\\A.TXT: the same file as `a.txt` (paths ignore case)"
+    );
+    // A file cannot hold another: the second would silently not exist.
+    assert_eq!(
+        error(&volume("[volume.files]\n\"a.txt\" = \"one\"\n\"a.txt\\\\b\" = \"two\"\n")),
+        "bad.toml:6: volume[0].files.a.txt\\b: `a.txt` is a file: `a.txt\\b` cannot be inside it"
+    );
+    // A path naming no file (the root).
+    assert_eq!(
+        error(&volume("[volume.files]\n\"\\\\\" = \"x\"\n")),
+        "bad.toml:5: volume[0].files.\\: a file needs a path"
+    );
+    // Directories (a trailing separator) and files in them are fine.
+    assert!(
+        parse(
+            "ok.toml",
+            &volume("files = { \"d\\\\\" = \"\", \"d\\\\x\" = \"1\", \"D\\\\y\" = \"2\" }\n")
+        )
+        .is_ok()
+    );
+}
