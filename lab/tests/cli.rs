@@ -163,3 +163,17 @@ fn an_output_file_that_cannot_be_written_exits_with_3() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(doc["events"].is_array());
 }
+
+#[test]
+fn sweep_quotes_a_carriage_return_in_a_csv_field() {
+    // RFC 4180: a field holding CR, LF, a comma or a quote is quoted; an unquoted CR ends the
+    // record for CSV readers.
+    let dir = temp("sweep-cr");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cr.toml"), "name = \"a\\rb\"\n").unwrap();
+    let summary = fsfilter_lab::sweep::sweep(&dir, Some(1), false).unwrap();
+    let row = summary.csv.lines().nth(1).unwrap_or_default().to_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(row.contains(",\"a\rb\",ok,"), "{row:?}");
+}
