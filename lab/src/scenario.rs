@@ -324,8 +324,9 @@ pub struct Scenario {
     /// The steps.
     pub steps: Vec<Step>,
     /// What is valid but will not do what it seems to: a driver whose parameter values its
-    /// sample refuses (its load fails with `STATUS_INVALID_PARAMETER`). `check` and `run` print
-    /// them on standard error; the run goes ahead, as a researcher may want that failure.
+    /// sample refuses (its load fails with `STATUS_INVALID_PARAMETER`), an io step's `offset`,
+    /// `length` or `path` that its op does not use. `check` and `run` print them on standard
+    /// error; the run goes ahead, as a researcher may want that failure.
     pub warnings: Vec<ScenarioError>,
 }
 
@@ -727,6 +728,45 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         format!("unknown io op `{op}` (one of {})", describe_io_ops()),
                     )
                 })?;
+                // `offset`, `length` and `path` where the run does not use them: valid (scenario.md
+                // lists them for every io step) but a warning at their line, never silent.
+                let offset_ops =
+                    [MajorFunction::Read, MajorFunction::Write, MajorFunction::LockControl];
+                let length_ops = [
+                    MajorFunction::Read,
+                    MajorFunction::Write,
+                    MajorFunction::LockControl,
+                    MajorFunction::QueryInformation,
+                    MajorFunction::SetInformation,
+                    MajorFunction::DirectoryControl,
+                    MajorFunction::DeviceControl,
+                    MajorFunction::QueryVolumeInformation,
+                ];
+                for (key, applies, what) in [
+                    ("offset", offset_ops.contains(&major), "applies to read, write and lock only"),
+                    (
+                        "length",
+                        length_ops.contains(&major),
+                        "applies to read, write, lock, query_information, set_information, \
+                         directory_control, device_control and query_volume_information only",
+                    ),
+                    (
+                        "path",
+                        major != MajorFunction::Shutdown,
+                        "a shutdown is for the whole volume",
+                    ),
+                ] {
+                    if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
+                    {
+                        let not =
+                            if key == "path" { String::new() } else { format!(", not to `{op}`") };
+                        warnings.push(cx.error(
+                            span,
+                            &format!("{path}.{key}"),
+                            format!("ignored: {what}{not}"),
+                        ));
+                    }
+                }
                 let path_value = f.opt_string("path")?.map(|(s, _)| s);
                 let offset = f.opt_u64("offset")?;
                 // A transfer is a buffer in the lab's memory: at most 64 MiB.

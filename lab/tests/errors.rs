@@ -563,3 +563,36 @@ fn files_that_would_overwrite_or_vanish_are_refused_at_their_line() {
         .is_ok()
     );
 }
+
+#[test]
+fn io_keys_the_run_ignores_for_the_op_are_a_warning_at_their_line() {
+    // Not refused (scenarios that give them keep running, scenario.md lists them for every io
+    // step), but never silent: `check` and `run` print the warning.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    let warnings = |text: &str| -> Vec<String> {
+        parse("w.toml", text).unwrap().warnings.iter().map(ToString::to_string).collect()
+    };
+    assert_eq!(
+        warnings(&io("create", "offset = 512\n")),
+        [
+            "w.toml:9: step[0].offset: ignored: applies to read, write and lock only, not to `create`"
+        ]
+    );
+    assert_eq!(
+        warnings(&io("flush", "length = 16\n")),
+        ["w.toml:9: step[0].length: ignored: applies to read, write, lock, query_information, \
+          set_information, directory_control, device_control and query_volume_information only, \
+          not to `flush`"]
+    );
+    assert_eq!(
+        warnings(&io("shutdown", "")),
+        ["w.toml:8: step[0].path: ignored: a shutdown is for the whole volume"]
+    );
+    assert!(warnings(&io("read", "offset = 8\nlength = 8\n")).is_empty());
+    assert!(warnings(&io("lock", "offset = 8\nlength = 8\n")).is_empty());
+    assert!(warnings(&io("set_information", "length = 8\n")).is_empty());
+}
