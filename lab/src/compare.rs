@@ -143,7 +143,7 @@ fn setups(run: &Run, driver: &str) -> Vec<String> {
                     "{}: {} -> {}, data scan {}",
                     volume.as_deref().unwrap_or("?"),
                     f.join("|"),
-                    status.name().unwrap_or("?"),
+                    crate::text::status_name(*status),
                     crate::json::data_scan_name(*data_scan)
                 ))
             }
@@ -189,7 +189,7 @@ fn unloads(run: &Run, driver: &str) -> Vec<String> {
             EventKind::Unload { driver: d, mandatory, status } if d == driver => Some(format!(
                 "{} -> {}",
                 if *mandatory { "sc stop" } else { "fltmc unload" },
-                status.name().unwrap_or("?")
+                crate::text::status_name(*status)
             )),
             EventKind::System { what: "not_a_minifilter", driver: Some(d), detail, .. }
                 if d == driver =>
@@ -311,8 +311,8 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
             let _ = writeln!(
                 out,
                 "    status:    legacy {}, minifilter {}",
-                ls.status.name().unwrap_or("?"),
-                ms.status.name().unwrap_or("?")
+                crate::text::status_name(ls.status),
+                crate::text::status_name(ms.status)
             );
         }
         let drained = |seen: &[String]| seen.iter().any(|s| s.ends_with("(draining)"));

@@ -208,7 +208,7 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.index,
             esc(&s.what),
-            esc(s.status.name().unwrap_or("?")),
+            esc(&crate::text::status_name(s.status)),
             esc(&order)
         );
     }

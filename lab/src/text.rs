@@ -233,7 +233,8 @@ fn load_state(run: &Run, name: &str) -> String {
     }
 }
 
-fn status_name(s: fsfilter::Status) -> String {
+/// A status as the WDK spells it, or its number when it has no name.
+pub fn status_name(s: fsfilter::Status) -> String {
     s.name().map_or_else(|| format!("0x{:08X}", s.bits()), str::to_owned)
 }
 

@@ -82,3 +82,19 @@ fn a_stop_that_stays_pending_is_shown_until_the_unload_runs() {
     assert_eq!(loaded(&done, "Old"), "unloaded", "{done}");
     assert_eq!(loaded(&done, "New"), "unloaded", "{done}");
 }
+
+#[test]
+fn the_html_report_keeps_a_status_without_a_name_as_its_number() {
+    // A probe rule completes a read with a status the WDK has no name for: the text report and
+    // the JSON give its number; the HTML report's step table gave "?".
+    let text = "name = \"odd\"\n\n[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\n\
+                [[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"minifilter\"\n\
+                altitude = \"370000\"\nstart = \"boot\"\n[driver.parameters]\n\
+                Rules = \"complete:0xC0DE1234 read\"\n\n\
+                [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"read\"\npath = \"x\"\n";
+    let s = scenario::parse("odd.toml", text).expect("parses");
+    let r = run::run(&s);
+    assert!(text::report(&s, &r).contains("[0] io read C:\\x"), "the step ran");
+    let page = fsfilter_lab::html::report(&s, &r);
+    assert!(page.contains("<td>io read C:\\x</td><td>0xC0DE1234</td>"), "{page}");
+}
