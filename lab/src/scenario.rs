@@ -431,6 +431,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     t.finish()?;
 
     let mut volumes: Vec<Volume> = Vec::new();
+    let mut volume_name_spans: Vec<Span> = Vec::new();
     for (i, (table, span)) in volume_tables.iter().enumerate() {
         let path = format!("volume[{i}]");
         let mut f = Fields::new(&cx, table, &path, span.clone());
@@ -501,6 +502,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             "must be at most 60000 (ms)",
         )?;
         f.finish()?;
+        volume_name_spans.push(vspan);
         volumes.push(Volume {
             name: vname,
             filesystem,
@@ -512,6 +514,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             initialize_late_ms,
         });
     }
+
+    check_device_names(&cx, &volumes, &volume_name_spans)?;
 
     let mut drivers: Vec<Driver> = Vec::new();
     let mut warnings: Vec<ScenarioError> = Vec::new();
@@ -844,6 +848,72 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .map_or_else(|| "scenario".to_owned(), |s| s.to_string_lossy().into_owned())
     });
     Ok(Scenario { name, seed, volumes, drivers, steps, warnings })
+}
+
+/// RAW's devices (docs/simulator.md, "Services, start types and load order"): a volume of that
+/// name would keep RAW from loading.
+const RAW_DEVICES: [&str; 2] = [r"\Device\RawDisk", r"\Device\RawCdRom"];
+
+/// The storage device names of disk and CD volumes, as the simulator gives them
+/// (docs/simulator.md, "Names"): a `\Device\...` name as it is, a DOS name the next
+/// `\Device\HarddiskVolumeN` (N from 1) or `\Device\CdRomN` (N from 0). Two volumes with one
+/// device, or a volume named as one of RAW's devices, would break the machine's boot (the
+/// Storage or RAW driver fails to load): refused at the `\Device\...` volume's name.
+fn check_device_names(
+    cx: &Cx<'_>,
+    volumes: &[Volume],
+    spans: &[Span],
+) -> Result<(), ScenarioError> {
+    let (mut disks, mut cdroms) = (0u32, 0u32);
+    let mut devices: Vec<(String, usize)> = Vec::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let explicit = v.name.to_ascii_lowercase().starts_with("\\device\\");
+        let device = match v.filesystem {
+            FileSystem::Ntfs | FileSystem::Fat | FileSystem::Exfat | FileSystem::Refs
+                if !explicit =>
+            {
+                disks += 1;
+                format!("\\Device\\HarddiskVolume{disks}")
+            }
+            FileSystem::Cdfs | FileSystem::Udfs if !explicit => {
+                cdroms += 1;
+                format!("\\Device\\CdRom{}", cdroms - 1)
+            }
+            FileSystem::Ntfs
+            | FileSystem::Fat
+            | FileSystem::Exfat
+            | FileSystem::Refs
+            | FileSystem::Cdfs
+            | FileSystem::Udfs => v.name.clone(),
+            FileSystem::Mup | FileSystem::Npfs | FileSystem::Msfs => continue,
+        };
+        devices.push((device, i));
+    }
+    let at = |i: usize, message: String| {
+        cx.error(spans.get(i).cloned().unwrap_or_default(), &format!("volume[{i}].name"), message)
+    };
+    for (k, (device, i)) in devices.iter().enumerate() {
+        if let Some(raw) = RAW_DEVICES.iter().find(|r| r.eq_ignore_ascii_case(device)) {
+            return Err(at(*i, format!("`{device}` is the simulated machine's own {raw} device")));
+        }
+        let other = devices.iter().take(k).find(|(d, _)| d.eq_ignore_ascii_case(device));
+        if let Some((_, j)) = other {
+            // The volume named by its device path is the one to blame.
+            let (named, given) = match volumes.get(*i) {
+                Some(v) if v.name.eq_ignore_ascii_case(device) => (*i, *j),
+                _ => (*j, *i),
+            };
+            let given_name = volumes.get(given).map_or("?", |v| v.name.as_str());
+            let named_name = volumes.get(named).map_or("?", |v| v.name.as_str());
+            return Err(at(
+                named,
+                format!(
+                    "`{named_name}` is the device the simulated machine gives volume `{given_name}`"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The information classes a query_information step may name (`class`, an extension of

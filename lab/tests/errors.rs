@@ -596,3 +596,43 @@ fn io_keys_the_run_ignores_for_the_op_are_a_warning_at_their_line() {
     assert!(warnings(&io("lock", "offset = 8\nlength = 8\n")).is_empty());
     assert!(warnings(&io("set_information", "length = 8\n")).is_empty());
 }
+
+#[test]
+fn a_volume_cannot_take_a_device_name_the_machine_gives_another_device() {
+    // A DOS-named volume gets \Device\HarddiskVolumeN (N from 1) or \Device\CdRomN (N from 0)
+    // (docs/simulator.md, "Names"); a volume named by that device path collided with it, the
+    // Storage driver failed to load and the run reported verifier findings against it.
+    assert_eq!(
+        error(
+            "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\n\
+             [[volume]]\nname = '\\Device\\HarddiskVolume1'\nfilesystem = \"fat\"\n"
+        ),
+        "bad.toml:6: volume[1].name: `\\Device\\HarddiskVolume1` is the device the simulated \
+         machine gives volume `C:`"
+    );
+    // In either order.
+    assert_eq!(
+        error(
+            "[[volume]]\nname = '\\device\\cdrom0'\nfilesystem = \"udfs\"\n\n\
+             [[volume]]\nname = \"D:\"\nfilesystem = \"cdfs\"\n"
+        ),
+        "bad.toml:2: volume[0].name: `\\device\\cdrom0` is the device the simulated machine gives \
+         volume `D:`"
+    );
+    // RAW's devices: RAW failed to load with STATUS_OBJECT_NAME_COLLISION.
+    assert_eq!(
+        error("[[volume]]\nname = '\\Device\\RawDisk'\nfilesystem = \"ntfs\"\n"),
+        "bad.toml:2: volume[0].name: `\\Device\\RawDisk` is the simulated machine's own \
+         \\Device\\RawDisk device"
+    );
+    // A device name no other volume gets is fine (D: is the first disk: HarddiskVolume1).
+    assert!(
+        parse(
+            "ok.toml",
+            "[[volume]]\nname = '\\Device\\HarddiskVolume2'\nfilesystem = \"ntfs\"\n\n\
+             [[volume]]\nname = \"D:\"\nfilesystem = \"ntfs\"\n\n\
+             [[volume]]\nname = \"E:\"\nfilesystem = \"cdfs\"\n"
+        )
+        .is_ok()
+    );
+}
