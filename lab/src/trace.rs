@@ -13,11 +13,11 @@ use crate::run::Run;
 
 /// The trace document.
 pub fn chrome(run: &Run) -> String {
+    // Lanes 1 and 2 are the requests' and the kernel's; each driver's from 3 on (a driver may
+    // be named `kernel`).
     let mut lanes: BTreeMap<String, u64> = BTreeMap::new();
-    lanes.insert("requests".into(), 1);
-    lanes.insert("kernel".into(), 2);
     let mut lane = |name: &str| -> u64 {
-        let next = lanes.len() as u64 + 1;
+        let next = lanes.len() as u64 + 3;
         *lanes.entry(name.to_owned()).or_insert(next)
     };
     let mut events: Vec<Value> = Vec::new();
@@ -64,7 +64,8 @@ pub fn chrome(run: &Run) -> String {
             }
         }
     }
-    for (name, tid) in &lanes {
+    let fixed = [("requests", 1), ("kernel", 2)];
+    for (name, tid) in fixed.into_iter().chain(lanes.iter().map(|(n, t)| (n.as_str(), *t))) {
         events.push(
             json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}}),
         );

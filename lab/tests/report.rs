@@ -98,3 +98,25 @@ fn the_html_report_keeps_a_status_without_a_name_as_its_number() {
     let page = fsfilter_lab::html::report(&s, &r);
     assert!(page.contains("<td>io read C:\\x</td><td>0xC0DE1234</td>"), "{page}");
 }
+
+#[test]
+fn a_driver_named_like_a_trace_lane_of_the_kernel_gets_a_lane_of_its_own() {
+    // The Chrome trace has a lane for requests, one for the kernel and one per driver; a driver
+    // named `kernel` or `requests` shared the kernel's or the requests' lane.
+    let text = "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\n\
+                [[driver]]\nname = \"kernel\"\nsample = \"passthrough\"\nmodel = \"minifilter\"\n\
+                altitude = \"370000\"\nstart = \"boot\"\n\n\
+                [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"x\"\n";
+    let s = scenario::parse("lanes.toml", text).expect("parses");
+    let r = run::run(&s);
+    let t: serde_json::Value =
+        serde_json::from_str(&fsfilter_lab::trace::chrome(&r)).expect("valid JSON");
+    let events = t["traceEvents"].as_array().expect("events");
+    let tid_of = |cat: &str| {
+        events.iter().find(|e| e["cat"] == cat).map(|e| e["tid"].clone()).expect("an event")
+    };
+    assert_ne!(tid_of("callback"), tid_of("kernel"), "the driver's callbacks have their own lane");
+    let lanes: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["name"] == "thread_name").map(|e| &e["args"]["name"]).collect();
+    assert_eq!(lanes.len(), 3, "requests, kernel and the driver: {lanes:?}");
+}
