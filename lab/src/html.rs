@@ -200,9 +200,10 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     out.push_str("<h2>Callback timeline</h2><p>Blue: pre, green: post, red: completed in pre, grey: other callbacks. Hover for details.</p>");
     out.push_str(&timeline_svg(run));
     out.push_str("<h2>Steps</h2><table><tr><th>#</th><th>Step</th><th>Result</th><th>Callbacks, in order</th></tr>");
+    let orders = crate::text::callback_orders(run);
     for s in &run.steps {
         let order =
-            s.io.map(|io| crate::text::callback_order(run, io).join(" → ")).unwrap_or_default();
+            s.io.and_then(|io| orders.get(&io.0)).map(|o| o.join(" → ")).unwrap_or_default();
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -79,24 +79,25 @@ fn stacks(r: &Run) -> String {
 }
 
 fn orderings(r: &Run) -> String {
+    // Every request's pre callbacks in one pass over the log (not one pass per io step).
+    let mut pres: std::collections::BTreeMap<u32, Vec<&str>> = std::collections::BTreeMap::new();
+    for e in &r.events {
+        if let EventKind::Callback {
+            driver,
+            io: Some(io),
+            callback: fsfilter_sim::Callback::Pre { .. },
+            ..
+        } = &e.kind
+        {
+            pres.entry(io.0).or_default().push(driver);
+        }
+    }
     r.steps
         .iter()
         .filter_map(|s| {
             let io = s.io?;
-            let pres: Vec<String> = r
-                .events
-                .iter()
-                .filter_map(|e| match &e.kind {
-                    EventKind::Callback {
-                        driver,
-                        io: Some(i),
-                        callback: fsfilter_sim::Callback::Pre { .. },
-                        ..
-                    } if *i == io => Some(driver.to_string()),
-                    _ => None,
-                })
-                .collect();
-            Some(format!("[{}] {}", s.index, pres.join(">")))
+            let order = pres.get(&io.0).map(|p| p.join(">")).unwrap_or_default();
+            Some(format!("[{}] {order}", s.index))
         })
         .collect::<Vec<_>>()
         .join("; ")

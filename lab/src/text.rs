@@ -240,12 +240,15 @@ pub fn status_name(s: fsfilter::Status) -> String {
 
 /// The callbacks of one user request, in order, as `driver:pre`, ... with outcomes.
 pub fn callback_order(run: &Run, io: RequestRef) -> Vec<String> {
-    let mut seen = Vec::new();
+    callback_orders(run).remove(&io.0).unwrap_or_default()
+}
+
+/// [`callback_order`] of every user request, by request number, in one pass over the log (a
+/// report looking each step's request up in the whole log took time steps x events).
+pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
+    let mut orders: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for e in &run.events {
-        let EventKind::Callback { driver, io: Some(i), callback, .. } = &e.kind else { continue };
-        if *i != io {
-            continue;
-        }
+        let EventKind::Callback { driver, io: Some(io), callback, .. } = &e.kind else { continue };
         let item = match callback {
             Callback::Pre { kind, outcome, .. } => {
                 let via = if *kind == OperationKind::FastIo { " (fast I/O)" } else { "" };
@@ -261,9 +264,9 @@ pub fn callback_order(run: &Run, io: RequestRef) -> Vec<String> {
             }
             _ => continue,
         };
-        seen.push(item);
+        orders.entry(io.0).or_default().push(item);
     }
-    seen
+    orders
 }
 
 fn short_outcome(outcome: &str) -> &str {
@@ -283,10 +286,19 @@ fn steps(out: &mut String, run: &Run) {
             _ => None,
         })
         .collect();
+    let mut orders = callback_orders(run);
+    let mut notes: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for e in &run.events {
+        if let (Some(step), EventKind::System { what: "not_a_minifilter", detail, .. }) =
+            (e.step, &e.kind)
+        {
+            notes.entry(step).or_default().push(detail);
+        }
+    }
     for s in &run.steps {
         let _ = writeln!(out, "  [{}] {:<40} {}", s.index, s.what, status_name(s.status));
         if let Some(io) = s.io {
-            let order = callback_order(run, io);
+            let order = orders.remove(&io.0).unwrap_or_default();
             if order.is_empty() {
                 let _ = writeln!(out, "        no filter saw request {}", io.0);
             } else {
@@ -298,10 +310,8 @@ fn steps(out: &mut String, run: &Run) {
                 let _ = writeln!(out, "        -> completed {}", status_name(*st));
             }
         }
-        for e in run.events.iter().filter(|e| e.step == Some(s.index)) {
-            if let EventKind::System { what: "not_a_minifilter", detail, .. } = &e.kind {
-                let _ = writeln!(out, "        {detail}");
-            }
+        for detail in notes.get(&s.index).into_iter().flatten() {
+            let _ = writeln!(out, "        {detail}");
         }
     }
     out.push('\n');
