@@ -3,10 +3,11 @@
 //! position among the filters, what it missed, how setup and unload went, and the rows of
 //! docs/semantics.md that explain each difference.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use fsfilter::WdkFlags;
-use fsfilter_sim::{Callback, EventKind, RequestRef};
+use fsfilter_sim::{Callback, EventKind};
 
 use crate::run::{Run, StackEntry, run};
 use crate::scenario::{Model, Scenario};
@@ -78,23 +79,21 @@ fn position(stack: &[StackEntry], driver: &str) -> String {
     }
 }
 
-/// What `driver` saw of request `io`: its callbacks, and the position of its pre callback among
-/// every filter's pre callbacks for the request (1 = first).
-fn seen(run: &Run, driver: &str, io: RequestRef) -> (Vec<String>, Option<usize>) {
-    let mut mine = Vec::new();
-    let mut pres = 0;
-    let mut rank = None;
+/// What `driver` saw of each request, by request number: its callbacks, and the position of its
+/// pre callback among every filter's pre callbacks for the request (1 = first). One pass over the
+/// log (a pass per step made a comparison quadratic).
+fn seen(run: &Run, driver: &str) -> BTreeMap<u32, (Vec<String>, Option<usize>)> {
+    // Per request: what the driver saw, its rank, and the pre callbacks so far.
+    let mut by_io: BTreeMap<u32, (Vec<String>, Option<usize>, usize)> = BTreeMap::new();
     for e in &run.events {
         let EventKind::Callback { driver: d, io: Some(i), callback, .. } = &e.kind else {
             continue;
         };
-        if *i != io {
-            continue;
-        }
+        let (mine, rank, pres) = by_io.entry(i.0).or_default();
         if let Callback::Pre { .. } = callback {
-            pres += 1;
+            *pres += 1;
             if d == driver && rank.is_none() {
-                rank = Some(pres);
+                *rank = Some(*pres);
             }
         }
         if d != driver {
@@ -122,7 +121,7 @@ fn seen(run: &Run, driver: &str, io: RequestRef) -> (Vec<String>, Option<usize>)
         };
         mine.push(item);
     }
-    (mine, rank)
+    by_io.into_iter().map(|(io, (mine, rank, _))| (io, (mine, rank))).collect()
 }
 
 fn setups(run: &Run, driver: &str) -> Vec<String> {
@@ -289,10 +288,11 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
     out.push('\n');
 
     let _ = writeln!(out, "Requests:");
+    let (lall, mall) = (seen(&legacy, &name), seen(&mini, &name));
     for (ls, ms) in legacy.steps.iter().zip(&mini.steps) {
         let (Some(lio), Some(mio)) = (ls.io, ms.io) else { continue };
-        let (lseen, lrank) = seen(&legacy, &name, lio);
-        let (mseen, mrank) = seen(&mini, &name, mio);
+        let (lseen, lrank) = lall.get(&lio.0).cloned().unwrap_or_default();
+        let (mseen, mrank) = mall.get(&mio.0).cloned().unwrap_or_default();
         let _ = writeln!(out, "  [{}] {}", ls.index, ls.what);
         let rank = |r: Option<usize>| r.map_or_else(|| "-".to_owned(), |r| format!("#{r}"));
         let _ = writeln!(
