@@ -181,6 +181,9 @@ fn main() -> ExitCode {
                 Some(p) => write(&p, &summary.csv)?,
                 None => out(&summary.csv),
             }
+            for w in summary.rows.iter().flat_map(|r| &r.warnings) {
+                eprintln!("warning: {w}");
+            }
             eprintln!("{}", summary.totals());
             Ok(if summary.bad > 0 {
                 ExitCode::from(2)

@@ -325,8 +325,8 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// What is valid but will not do what it seems to: a driver whose parameter values its
     /// sample refuses (its load fails with `STATUS_INVALID_PARAMETER`), an io step's `offset`,
-    /// `length` or `path` that its op does not use. `check` and `run` print them on standard
-    /// error; the run goes ahead, as a researcher may want that failure.
+    /// `length` or `path` that its op does not use. `check`, `run`, `compare` and `sweep` print
+    /// them on standard error; the run goes ahead, as a researcher may want that failure.
     pub warnings: Vec<ScenarioError>,
 }
 

@@ -27,6 +27,9 @@ pub struct Row {
     pub orderings: String,
     /// The verifier rules that fired, or the scenario error.
     pub findings: String,
+    /// The scenario's warnings (`file:line: key: message`), which `fsfilter sweep` prints on
+    /// standard error as `check` and `run` do; not in the CSV.
+    pub warnings: Vec<String>,
 }
 
 /// A finished sweep.
@@ -116,6 +119,7 @@ fn row_for(path: &Path) -> Row {
             stacks: String::new(),
             orderings: String::new(),
             findings: message,
+            warnings: Vec::new(),
         },
         Ok(s) => {
             let r = run(&s);
@@ -133,6 +137,7 @@ fn row_for(path: &Path) -> Row {
                 stacks: stacks(&r),
                 orderings: orderings(&r),
                 findings: rules.join(" "),
+                warnings: s.warnings.iter().map(ToString::to_string).collect(),
             }
         }
     }

@@ -177,3 +177,28 @@ fn sweep_quotes_a_carriage_return_in_a_csv_field() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(row.contains(",\"a\rb\",ok,"), "{row:?}");
 }
+
+#[test]
+fn sweep_prints_the_warnings_of_the_scenarios_it_runs() {
+    // check, run and compare print a scenario's warnings on standard error; sweep ran the
+    // scenario (its driver failing to load) and said nothing.
+    let dir = temp("sweep-warn");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("w.toml"),
+        "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n\
+         [driver.parameters]\nRules = \"pend:x read\"\n",
+    )
+    .unwrap();
+    let o = fsfilter(&["sweep", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr
+                .contains("w.toml:6: driver[0].parameters.Rules: Rules: pend: needs milliseconds"),
+        "{stderr}"
+    );
+}
