@@ -804,7 +804,22 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         ],
                     )?
                     .unwrap_or(IoMode::Cached);
-                let data = f.opt_string("data")?.map(|(s, _)| s.into_bytes());
+                let data = f.opt_string("data")?;
+                // The data repeats to fill `length` (run.rs): empty data fills nothing.
+                if let (Some((d, dspan)), Some(n)) = (&data, length)
+                    && d.is_empty()
+                    && n > 0
+                {
+                    warnings.push(cx.error(
+                        dspan.clone(),
+                        &format!("{path}.data"),
+                        format!(
+                            "empty: nothing to repeat to fill `length` ({n} bytes), the write \
+                             moves 0 bytes"
+                        ),
+                    ));
+                }
+                let data = data.map(|(s, _)| s.into_bytes());
                 let class = f.opt_choice("class", &QUERY_CLASSES.map(|(n, c, _)| (n, c)))?;
                 Action::Io {
                     volume,

@@ -636,3 +636,20 @@ fn a_volume_cannot_take_a_device_name_the_machine_gives_another_device() {
         .is_ok()
     );
 }
+
+#[test]
+fn an_empty_write_data_with_a_length_is_a_warning() {
+    // A write's data repeats to fill `length`; empty data fills nothing, and the write moved
+    // 0 bytes where the scenario asked for `length`.
+    let text = format!(
+        "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"write\"\npath = \"a\"\n\
+         length = 512\ndata = \"\"\n"
+    );
+    let s = parse("w.toml", &text).unwrap();
+    let warnings: Vec<String> = s.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["w.toml:10: step[0].data: empty: nothing to repeat to fill `length` (512 bytes), the \
+          write moves 0 bytes"]
+    );
+}
