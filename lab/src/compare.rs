@@ -289,6 +289,10 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
 
     let _ = writeln!(out, "Requests:");
     let (lall, mall) = (seen(&legacy, &name), seen(&mini, &name));
+    let first_dismount = scenario
+        .steps
+        .iter()
+        .position(|s| matches!(s.action, crate::scenario::Action::Dismount { .. }));
     for (ls, ms) in legacy.steps.iter().zip(&mini.steps) {
         let (Some(lio), Some(mio)) = (ls.io, ms.io) else { continue };
         let (lseen, lrank) = lall.get(&lio.0).cloned().unwrap_or_default();
@@ -316,11 +320,7 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
             );
         }
         let drained = |seen: &[String]| seen.iter().any(|s| s.ends_with("(draining)"));
-        let dismounted = scenario
-            .steps
-            .iter()
-            .take(ls.index as usize)
-            .any(|s| matches!(s.action, crate::scenario::Action::Dismount { .. }));
+        let dismounted = first_dismount.is_some_and(|d| d < ls.index as usize);
         if drained(&lseen) || drained(&mseen) {
             cite(rows::DRAINING, &mut out);
         } else if ls.status != ms.status && dismounted {
