@@ -45,9 +45,8 @@ fn main() {
         let text = long_scenario(steps);
         let (s, parsed) = timed(|| scenario::parse("long.toml", &text).unwrap());
         let (r, ran) = timed(|| fsfilter_lab::run::run(&s));
-        let ((report, page), reported) = timed(|| {
-            (fsfilter_lab::text::report(&s, &r), fsfilter_lab::html::report(&s, &r))
-        });
+        let ((report, page), reported) =
+            timed(|| (fsfilter_lab::text::report(&s, &r), fsfilter_lab::html::report(&s, &r)));
         let last = format!("[{}] io read C:\\f", steps - 1);
         assert!(report.contains(&last) && page.contains(&format!("<td>{}</td>", steps - 1)));
         let (_, runs) = timed(|| {
