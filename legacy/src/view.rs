@@ -8,6 +8,7 @@ use fsfilter::{
     directory, fsctl,
 };
 use fsfilter_kernel::constants::{fo_flags, irp_flags};
+use fsfilter_kernel::params::{self, io};
 use fsfilter_kernel::{irql, mdl, unicode};
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_STACK_LOCATION, IRP};
 
@@ -52,7 +53,7 @@ pub(crate) unsafe fn may_synchronize(irp: *mut IRP) -> bool {
     let sl = unsafe { crate::raw::location(irp) };
     // SAFETY: the FSCTL member of the parameters, read as a plain number whatever the operation
     // (the union is at least that large); used only for an FSCTL.
-    let code = unsafe { sl.Parameters.FileSystemControl.FsControlCode };
+    let code = unsafe { params::io::<params::IoFileSystemControl>(&sl.Parameters) }.FsControlCode;
     fsfilter::may_synchronize(sl.MajorFunction, sl.MinorFunction, code)
 }
 
@@ -135,7 +136,7 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
     match major {
         MajorFunction::Create => {
             // SAFETY: the create member.
-            let c = unsafe { &p.Create };
+            let c = unsafe { io::<params::IoCreate>(p) };
             // SAFETY: a create's security context is valid during the create (or NULL).
             let access = unsafe { c.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess);
             // SAFETY: `AllocationSize` is the overlay member of a create IRP.
@@ -150,7 +151,7 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
         }
         MajorFunction::Read => {
             // SAFETY: the read member.
-            let r = unsafe { &p.Read };
+            let r = unsafe { io::<params::IoReadWrite>(p) };
             Parameters::Read(ReadWriteParameters {
                 offset: r.ByteOffset,
                 length: r.Length,
@@ -159,7 +160,7 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
         }
         MajorFunction::Write => {
             // SAFETY: the write member.
-            let w = unsafe { &p.Write };
+            let w = unsafe { io::<params::IoReadWrite>(p) };
             Parameters::Write(ReadWriteParameters {
                 offset: w.ByteOffset,
                 length: w.Length,
@@ -168,15 +169,15 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
         }
         MajorFunction::QueryInformation => {
             // SAFETY: the query-file member.
-            let q = unsafe { &p.QueryFile };
+            let q = unsafe { io::<params::IoFileInformation>(p) };
             Parameters::QueryInformation(InformationParameters {
                 class: q.FileInformationClass as u32,
                 length: q.Length,
             })
         }
         MajorFunction::SetInformation => {
-            // SAFETY: the set-file member.
-            let q = unsafe { &p.SetFile };
+            // SAFETY: the set-file member (its prefix is the query-file member's).
+            let q = unsafe { io::<params::IoFileInformation>(p) };
             Parameters::SetInformation(InformationParameters {
                 class: q.FileInformationClass as u32,
                 length: q.Length,
@@ -184,7 +185,7 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
         }
         MajorFunction::QueryVolumeInformation | MajorFunction::SetVolumeInformation => {
             // SAFETY: query and set volume share their layout.
-            let q = unsafe { &p.QueryVolume };
+            let q = unsafe { io::<params::IoVolumeInformation>(p) };
             let info =
                 InformationParameters { class: q.FsInformationClass as u32, length: q.Length };
             if major == MajorFunction::QueryVolumeInformation {
@@ -196,14 +197,14 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
         MajorFunction::DirectoryControl => {
             if sl.MinorFunction == directory::NOTIFY_CHANGE_DIRECTORY {
                 // SAFETY: the notify member.
-                let n = unsafe { &p.NotifyDirectory };
+                let n = unsafe { io::<params::IoNotifyDirectory>(p) };
                 Parameters::DirectoryControl(DirectoryParameters {
                     class: n.CompletionFilter,
                     length: n.Length,
                 })
             } else {
                 // SAFETY: the query-directory member.
-                let q = unsafe { &p.QueryDirectory };
+                let q = unsafe { io::<params::IoQueryDirectory>(p) };
                 Parameters::DirectoryControl(DirectoryParameters {
                     class: q.FileInformationClass as u32,
                     length: q.Length,
@@ -214,7 +215,7 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
             if sl.MinorFunction == fsctl::USER_FS_REQUEST || sl.MinorFunction == fsctl::KERNEL_CALL
             {
                 // SAFETY: the FSCTL member.
-                let c = unsafe { &p.FileSystemControl };
+                let c = unsafe { io::<params::IoFileSystemControl>(p) };
                 Parameters::FileSystemControl(ControlParameters {
                     code: c.FsControlCode,
                     input_length: c.InputBufferLength,
@@ -226,7 +227,7 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
         }
         MajorFunction::DeviceControl | MajorFunction::InternalDeviceControl => {
             // SAFETY: the IOCTL member.
-            let c = unsafe { &p.DeviceIoControl };
+            let c = unsafe { io::<params::IoDeviceIoControl>(p) };
             Parameters::DeviceControl(ControlParameters {
                 code: c.IoControlCode,
                 input_length: c.InputBufferLength,
@@ -235,7 +236,7 @@ unsafe fn parameters(irp: &IRP, sl: &IO_STACK_LOCATION, major: MajorFunction) ->
         }
         MajorFunction::LockControl => {
             // SAFETY: the lock member.
-            let l = unsafe { &p.LockControl };
+            let l = unsafe { io::<params::IoLockControl>(p) };
             // SAFETY: a lock request's length pointer is valid during the request (NULL for
             // unlock-all).
             let length = unsafe { l.Length.as_ref() }.copied().unwrap_or(0);
@@ -256,10 +257,10 @@ impl fsfilter_kernel::buffer::Locate for Buffers {
         let p = unsafe { &crate::raw::location(irp as *mut IRP).Parameters };
         let length = if write {
             // SAFETY: the caller guarantees a write, whose member is `Write`.
-            unsafe { p.Write.Length }
+            unsafe { io::<params::IoReadWrite>(p) }.Length
         } else {
             // SAFETY: the caller guarantees a read, whose member is `Read`.
-            unsafe { p.Read.Length }
+            unsafe { io::<params::IoReadWrite>(p) }.Length
         };
         length as usize
     }

@@ -7,6 +7,7 @@ use fsfilter::{
     directory, fsctl,
 };
 use fsfilter_kernel::constants::{fltfl_callback_data, fo_flags};
+use fsfilter_kernel::params::{self, flt};
 use fsfilter_kernel::{irql, mdl, unicode};
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, MDL};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -117,7 +118,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
     match major {
         MajorFunction::Create => {
             // SAFETY: `Create` is the member for IRP_MJ_CREATE.
-            let c = unsafe { &p.Create };
+            let c = unsafe { flt::<params::FltCreate>(p) };
             Parameters::Create(CreateParameters {
                 desired_access: create_access(c),
                 options: c.Options,
@@ -128,7 +129,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
         }
         MajorFunction::Read => {
             // SAFETY: `Read` is the member for IRP_MJ_READ.
-            let r = unsafe { &p.Read };
+            let r = unsafe { flt::<params::FltRead>(p) };
             Parameters::Read(ReadWriteParameters {
                 offset: r.ByteOffset,
                 length: r.Length,
@@ -137,7 +138,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
         }
         MajorFunction::Write => {
             // SAFETY: `Write` is the member for IRP_MJ_WRITE.
-            let w = unsafe { &p.Write };
+            let w = unsafe { flt::<params::FltWrite>(p) };
             Parameters::Write(ReadWriteParameters {
                 offset: w.ByteOffset,
                 length: w.Length,
@@ -146,15 +147,15 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
         }
         MajorFunction::QueryInformation => {
             // SAFETY: the member for IRP_MJ_QUERY_INFORMATION.
-            let q = unsafe { &p.QueryFileInformation };
+            let q = unsafe { flt::<params::FltFileInformation>(p) };
             Parameters::QueryInformation(InformationParameters {
                 class: q.FileInformationClass as u32,
                 length: q.Length,
             })
         }
         MajorFunction::SetInformation => {
-            // SAFETY: the member for IRP_MJ_SET_INFORMATION.
-            let q = unsafe { &p.SetFileInformation };
+            // SAFETY: the member for IRP_MJ_SET_INFORMATION (its prefix is the query member's).
+            let q = unsafe { flt::<params::FltFileInformation>(p) };
             Parameters::SetInformation(InformationParameters {
                 class: q.FileInformationClass as u32,
                 length: q.Length,
@@ -162,7 +163,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
         }
         MajorFunction::QueryVolumeInformation => {
             // SAFETY: the member for IRP_MJ_QUERY_VOLUME_INFORMATION.
-            let q = unsafe { &p.QueryVolumeInformation };
+            let q = unsafe { flt::<params::FltVolumeInformation>(p) };
             Parameters::QueryVolumeInformation(InformationParameters {
                 class: q.FsInformationClass as u32,
                 length: q.Length,
@@ -170,25 +171,23 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
         }
         MajorFunction::SetVolumeInformation => {
             // SAFETY: the member for IRP_MJ_SET_VOLUME_INFORMATION.
-            let q = unsafe { &p.SetVolumeInformation };
+            let q = unsafe { flt::<params::FltVolumeInformation>(p) };
             Parameters::SetVolumeInformation(InformationParameters {
                 class: q.FsInformationClass as u32,
                 length: q.Length,
             })
         }
         MajorFunction::DirectoryControl => {
-            // SAFETY: the member for IRP_MJ_DIRECTORY_CONTROL.
-            let d = unsafe { &p.DirectoryControl };
             if iopb.MinorFunction == directory::NOTIFY_CHANGE_DIRECTORY {
                 // SAFETY: the member for IRP_MN_NOTIFY_CHANGE_DIRECTORY.
-                let n = unsafe { &d.NotifyDirectory };
+                let n = unsafe { flt::<params::FltNotifyDirectory>(p) };
                 Parameters::DirectoryControl(DirectoryParameters {
                     class: n.CompletionFilter,
                     length: n.Length,
                 })
             } else {
                 // SAFETY: the member for IRP_MN_QUERY_DIRECTORY.
-                let q = unsafe { &d.QueryDirectory };
+                let q = unsafe { flt::<params::FltQueryDirectory>(p) };
                 Parameters::DirectoryControl(DirectoryParameters {
                     class: q.FileInformationClass as u32,
                     length: q.Length,
@@ -199,7 +198,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
             let minor = iopb.MinorFunction;
             if minor == fsctl::USER_FS_REQUEST || minor == fsctl::KERNEL_CALL {
                 // SAFETY: `Common` is the member for user and kernel FSCTL requests.
-                let c = unsafe { &p.FileSystemControl.Common };
+                let c = unsafe { flt::<params::FltFileSystemControl>(p) };
                 Parameters::FileSystemControl(ControlParameters {
                     code: c.FsControlCode,
                     input_length: c.InputBufferLength,
@@ -211,7 +210,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
         }
         MajorFunction::DeviceControl | MajorFunction::InternalDeviceControl => {
             // SAFETY: `Common` is the member for IOCTLs.
-            let c = unsafe { &p.DeviceIoControl.Common };
+            let c = unsafe { flt::<params::FltDeviceIoControl>(p) };
             Parameters::DeviceControl(ControlParameters {
                 code: c.IoControlCode,
                 input_length: c.InputBufferLength,
@@ -220,7 +219,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
         }
         MajorFunction::LockControl => {
             // SAFETY: the member for IRP_MJ_LOCK_CONTROL.
-            let l = unsafe { &p.LockControl };
+            let l = unsafe { flt::<params::FltLockControl>(p) };
             // SAFETY: the Length pointer of a lock request is valid during the callback (NULL for
             // unlock-all requests).
             let length = unsafe { l.Length.as_ref() }.copied().unwrap_or(0);
@@ -231,7 +230,7 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
 }
 
 /// The desired access of a create, from its security context.
-fn create_access(c: &windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_0) -> u32 {
+fn create_access(c: &params::FltCreate) -> u32 {
     // SAFETY: a create's security context is valid during the create's callbacks (or NULL).
     unsafe { c.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess)
 }
@@ -249,10 +248,10 @@ impl fsfilter_kernel::buffer::Locate for Buffers {
         let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else { return 0 };
         let length = if write {
             // SAFETY: the caller guarantees a write, whose member is `Write`.
-            unsafe { iopb.Parameters.Write.Length }
+            unsafe { flt::<params::FltWrite>(&iopb.Parameters) }.Length
         } else {
             // SAFETY: the caller guarantees a read, whose member is `Read`.
-            unsafe { iopb.Parameters.Read.Length }
+            unsafe { flt::<params::FltRead>(&iopb.Parameters) }.Length
         };
         length as usize
     }
@@ -266,11 +265,11 @@ impl fsfilter_kernel::buffer::Locate for Buffers {
         let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else { return core::ptr::null_mut() };
         let (buffer, mdl): (*mut core::ffi::c_void, *mut MDL) = if write {
             // SAFETY: the caller guarantees a write, whose member is `Write`.
-            let w = unsafe { &iopb.Parameters.Write };
+            let w = unsafe { flt::<params::FltWrite>(&iopb.Parameters) };
             (w.WriteBuffer, w.MdlAddress)
         } else {
             // SAFETY: the caller guarantees a read, whose member is `Read`.
-            let r = unsafe { &iopb.Parameters.Read };
+            let r = unsafe { flt::<params::FltRead>(&iopb.Parameters) };
             (r.ReadBuffer, r.MdlAddress)
         };
         if !mdl.is_null() {

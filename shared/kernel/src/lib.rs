@@ -3,7 +3,8 @@
 //! - [`sys`] re-exports windows-sys; [`ntos`] corrects what its metadata gets wrong for kernel mode
 //!   (exports attributed to ntdll.dll, callback typedefs that lost their parameters) and declares
 //!   what it lacks.
-//! - [`irp`] supplies the WDK's inline IRP macros as functions; [`irql`] reads the IRQL.
+//! - [`irp`] supplies the WDK's inline IRP macros as functions; [`irql`] reads the IRQL;
+//!   [`params`] reads the parameter unions whose x64 layout windows-sys gets wrong.
 //! - [`crt`] defines the symbols the compiler expects on the Windows target; [`runtime`] the panic
 //!   handler that bugchecks with [`runtime::FSFILTER_BUGCHECK`].
 //! - [`log`], [`trace`] and [`image`] are the hooks that behave differently on Windows and in the
@@ -31,6 +32,7 @@ pub mod irql;
 pub mod log;
 pub mod mdl;
 pub mod ntos;
+pub mod params;
 pub mod pending;
 pub mod pool;
 pub mod registry;
