@@ -181,3 +181,131 @@ pub mod flt_postop {
 
 /// `FLT_REGISTRATION_VERSION_0203`: Windows 8, with the section-conflict callback (facts.md §2.6).
 pub const FLT_REGISTRATION_VERSION_0203: u16 = 0x0203;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Wdk::Storage::FileSystem as fs;
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters as flt;
+    use windows_sys::Wdk::System::SystemServices as ss;
+
+    /// Every value written by hand here against windows-sys's metadata (scraped from the WDK
+    /// headers), so a typo in either shows. The WDK values themselves are those of wdm.h, ntifs.h
+    /// and fltkernel.h (facts.md §3, §4, §7).
+    #[test]
+    fn hand_written_values_match_the_wdk_metadata() {
+        let sl = [SL_PENDING_RETURNED, SL_ERROR_RETURNED, SL_INVOKE_ON_CANCEL];
+        let ws = [ss::SL_PENDING_RETURNED, ss::SL_ERROR_RETURNED, ss::SL_INVOKE_ON_CANCEL];
+        assert_eq!(sl.map(u32::from), ws);
+        assert_eq!(u32::from(SL_INVOKE_ON_SUCCESS), ss::SL_INVOKE_ON_SUCCESS);
+        assert_eq!(u32::from(SL_INVOKE_ON_ERROR), ss::SL_INVOKE_ON_ERROR);
+        assert_eq!(u32::from(SL_ALLOW_RAW_MOUNT), ss::SL_ALLOW_RAW_MOUNT);
+        assert_eq!(u16::from(IRP_MJ_OPERATION_END), flt::IRP_MJ_OPERATION_END);
+        assert_eq!(u32::from(IRP_MJ_MAXIMUM_FUNCTION), ss::IRP_MJ_MAXIMUM_FUNCTION);
+        assert_eq!(u32::from(FLT_REGISTRATION_VERSION_0203), flt::FLT_REGISTRATION_VERSION_0203);
+        let dos = [
+            (do_flags::VERIFY_VOLUME, fs::DO_VERIFY_VOLUME),
+            (do_flags::BUFFERED_IO, fs::DO_BUFFERED_IO),
+            (do_flags::EXCLUSIVE, fs::DO_EXCLUSIVE),
+            (do_flags::DIRECT_IO, fs::DO_DIRECT_IO),
+            (do_flags::DEVICE_HAS_NAME, fs::DO_DEVICE_HAS_NAME),
+            (do_flags::DEVICE_INITIALIZING, fs::DO_DEVICE_INITIALIZING),
+            (do_flags::LOW_PRIORITY_FILESYSTEM, fs::DO_LOW_PRIORITY_FILESYSTEM),
+            (do_flags::SUPPORTS_TRANSACTIONS, fs::DO_SUPPORTS_TRANSACTIONS),
+            (do_flags::FORCE_NEITHER_IO, fs::DO_FORCE_NEITHER_IO),
+            (do_flags::VOLUME_DEVICE_OBJECT, fs::DO_VOLUME_DEVICE_OBJECT),
+            (do_flags::DAX_VOLUME, fs::DO_DAX_VOLUME),
+            (characteristics::REMOVABLE_MEDIA, ss::FILE_REMOVABLE_MEDIA),
+            (characteristics::READ_ONLY_DEVICE, ss::FILE_READ_ONLY_DEVICE),
+            (characteristics::REMOTE_DEVICE, ss::FILE_REMOTE_DEVICE),
+            (characteristics::DEVICE_IS_MOUNTED, ss::FILE_DEVICE_IS_MOUNTED),
+            (characteristics::DEVICE_SECURE_OPEN, ss::FILE_DEVICE_SECURE_OPEN),
+            (irp_flags::NOCACHE, ss::IRP_NOCACHE),
+            (irp_flags::PAGING_IO, ss::IRP_PAGING_IO),
+            (irp_flags::MOUNT_COMPLETION, ss::IRP_MOUNT_COMPLETION),
+            (irp_flags::SYNCHRONOUS_API, ss::IRP_SYNCHRONOUS_API),
+            (irp_flags::ASSOCIATED_IRP, ss::IRP_ASSOCIATED_IRP),
+            (irp_flags::BUFFERED_IO, ss::IRP_BUFFERED_IO),
+            (irp_flags::DEALLOCATE_BUFFER, ss::IRP_DEALLOCATE_BUFFER),
+            (irp_flags::INPUT_OPERATION, ss::IRP_INPUT_OPERATION),
+            (irp_flags::SYNCHRONOUS_PAGING_IO, ss::IRP_SYNCHRONOUS_PAGING_IO),
+            (irp_flags::CREATE_OPERATION, ss::IRP_CREATE_OPERATION),
+            (irp_flags::READ_OPERATION, ss::IRP_READ_OPERATION),
+            (irp_flags::WRITE_OPERATION, ss::IRP_WRITE_OPERATION),
+            (irp_flags::CLOSE_OPERATION, ss::IRP_CLOSE_OPERATION),
+            (fltfl_callback_data::IRP_OPERATION, flt::FLTFL_CALLBACK_DATA_IRP_OPERATION),
+            (fltfl_callback_data::FAST_IO_OPERATION, flt::FLTFL_CALLBACK_DATA_FAST_IO_OPERATION),
+            (
+                fltfl_callback_data::FS_FILTER_OPERATION,
+                flt::FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION,
+            ),
+            (fltfl_callback_data::SYSTEM_BUFFER, flt::FLTFL_CALLBACK_DATA_SYSTEM_BUFFER),
+            (fltfl_callback_data::DRAINING_IO, flt::FLTFL_CALLBACK_DATA_DRAINING_IO),
+            (fltfl_callback_data::POST_OPERATION, flt::FLTFL_CALLBACK_DATA_POST_OPERATION),
+        ];
+        for (mine, wdk) in dos {
+            assert_eq!(mine, wdk, "{mine:#x}");
+        }
+        let fo = [
+            (fo_flags::SYNCHRONOUS_IO, ss::FO_SYNCHRONOUS_IO),
+            (fo_flags::NO_INTERMEDIATE_BUFFERING, ss::FO_NO_INTERMEDIATE_BUFFERING),
+            (fo_flags::VOLUME_OPEN, ss::FO_VOLUME_OPEN),
+            (fo_flags::CLEANUP_COMPLETE, ss::FO_CLEANUP_COMPLETE),
+        ];
+        for (mine, wdk) in fo {
+            assert_eq!(mine, wdk, "{mine:#x}");
+        }
+        let vpb = [
+            (vpb_flags::MOUNTED, ss::VPB_MOUNTED),
+            (vpb_flags::LOCKED, ss::VPB_LOCKED),
+            (vpb_flags::PERSISTENT, ss::VPB_PERSISTENT),
+            (vpb_flags::REMOVE_PENDING, ss::VPB_REMOVE_PENDING),
+            (vpb_flags::RAW_MOUNT, ss::VPB_RAW_MOUNT),
+            (vpb_flags::DIRECT_WRITES_ALLOWED, ss::VPB_DIRECT_WRITES_ALLOWED),
+        ];
+        for (mine, wdk) in vpb {
+            assert_eq!(u32::from(mine), wdk, "{mine:#x}");
+        }
+        let pre = [
+            flt_preop::SUCCESS_WITH_CALLBACK,
+            flt_preop::SUCCESS_NO_CALLBACK,
+            flt_preop::PENDING,
+            flt_preop::DISALLOW_FASTIO,
+            flt_preop::COMPLETE,
+            flt_preop::SYNCHRONIZE,
+            flt_preop::DISALLOW_FSFILTER_IO,
+        ];
+        let wdk_pre = [
+            flt::FLT_PREOP_SUCCESS_WITH_CALLBACK,
+            flt::FLT_PREOP_SUCCESS_NO_CALLBACK,
+            flt::FLT_PREOP_PENDING,
+            flt::FLT_PREOP_DISALLOW_FASTIO,
+            flt::FLT_PREOP_COMPLETE,
+            flt::FLT_PREOP_SYNCHRONIZE,
+            flt::FLT_PREOP_DISALLOW_FSFILTER_IO,
+        ];
+        assert_eq!(pre, wdk_pre);
+        let post = [
+            flt_postop::FINISHED_PROCESSING,
+            flt_postop::MORE_PROCESSING_REQUIRED,
+            flt_postop::DISALLOW_FSFILTER_IO,
+        ];
+        let wdk_post = [
+            flt::FLT_POSTOP_FINISHED_PROCESSING,
+            flt::FLT_POSTOP_MORE_PROCESSING_REQUIRED,
+            flt::FLT_POSTOP_DISALLOW_FSFILTER_IO,
+        ];
+        assert_eq!(post, wdk_post);
+    }
+
+    /// The values windows-sys does not carry, as the WDK headers define them: wdm.h's
+    /// `POOL_FLAG_UNINITIALIZED` 0x2 and `POOL_FLAG_NON_PAGED` 0x40 (`POOL_FLAGS`, Microsoft
+    /// Learn), dpfilter.h's `DPFLTR_IHVDRIVER_ID` 77 and levels 0 to 3.
+    #[test]
+    fn values_missing_from_windows_sys() {
+        assert_eq!((POOL_FLAG_UNINITIALIZED, POOL_FLAG_NON_PAGED), (0x2, 0x40));
+        assert_eq!(DPFLTR_IHVDRIVER_ID, 77);
+        let levels = [DPFLTR_ERROR_LEVEL, DPFLTR_WARNING_LEVEL, DPFLTR_TRACE_LEVEL];
+        assert_eq!((levels, DPFLTR_INFO_LEVEL), ([0, 1, 2], 3));
+    }
+}

@@ -238,6 +238,31 @@ mod tests {
         *slot = loc;
     }
 
+    /// The macros above rely on the x64 kernel's layout (ntoskrnl's public symbols; wdm.h):
+    /// `IRP` is 0xD0 bytes with `StackCount` at 0x42, `CurrentLocation` at 0x43 and
+    /// `Tail.Overlay.CurrentStackLocation` at 0xB8; an `IO_STACK_LOCATION` is 0x48 bytes with
+    /// `Control` at 3, `Parameters` at 8, `CompletionRoutine` at 0x38 and `Context` at 0x40.
+    #[test]
+    fn irp_and_stack_location_have_the_x64_layout() {
+        use core::mem::offset_of;
+        assert_eq!(size_of::<IRP>(), 0xD0);
+        assert_eq!((offset_of!(IRP, StackCount), offset_of!(IRP, CurrentLocation)), (0x42, 0x43));
+        // SAFETY: all-zero is a valid IRP.
+        let irp: IRP = unsafe { core::mem::zeroed() };
+        let base = core::ptr::from_ref(&irp) as usize;
+        // SAFETY: taking the address of a union member reads nothing.
+        let slot = unsafe { &raw const irp.Tail.Overlay.Anonymous2.Anonymous.CurrentStackLocation };
+        assert_eq!(slot as usize - base, 0xB8);
+        assert_eq!(size_of::<IO_STACK_LOCATION>(), 0x48);
+        let sl = [
+            offset_of!(IO_STACK_LOCATION, Control),
+            offset_of!(IO_STACK_LOCATION, Parameters),
+            offset_of!(IO_STACK_LOCATION, CompletionRoutine),
+            offset_of!(IO_STACK_LOCATION, Context),
+        ];
+        assert_eq!(sl, [3, 8, 0x38, 0x40]);
+    }
+
     #[test]
     fn stack_locations_move_down_in_memory() {
         let mut p = packet::<3>();

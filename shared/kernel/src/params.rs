@@ -394,6 +394,46 @@ mod tests {
         assert_eq!(ioctl, [8, 16]);
     }
 
+    /// The structures around the unions, which windows-sys lays out as the x64 kernel does
+    /// (fltkernel.h, wdm.h and the kernel's public symbols): each checked so that the parameter
+    /// members are the only layout the backends correct.
+    #[test]
+    fn surrounding_structures_have_the_x64_layout() {
+        use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, MDL};
+        use windows_sys::Wdk::Storage::FileSystem::Minifilters as m;
+        let cbd = [
+            offset_of!(m::FLT_CALLBACK_DATA, Iopb),
+            offset_of!(m::FLT_CALLBACK_DATA, IoStatus),
+            offset_of!(m::FLT_CALLBACK_DATA, RequestorMode),
+            size_of::<m::FLT_CALLBACK_DATA>(),
+        ];
+        assert_eq!(cbd, [0x10, 0x18, 0x50, 0x58]);
+        let iopb = [
+            offset_of!(m::FLT_IO_PARAMETER_BLOCK, MajorFunction),
+            offset_of!(m::FLT_IO_PARAMETER_BLOCK, TargetFileObject),
+            offset_of!(m::FLT_IO_PARAMETER_BLOCK, Parameters),
+        ];
+        assert_eq!(iopb, [4, 8, 0x18]);
+        let sizes = [
+            size_of::<m::FLT_REGISTRATION>(),
+            size_of::<m::FLT_OPERATION_REGISTRATION>(),
+            size_of::<m::FLT_CONTEXT_REGISTRATION>(),
+            size_of::<m::FLT_RELATED_OBJECTS>(),
+            size_of::<FAST_IO_DISPATCH>(),
+        ];
+        assert_eq!(sizes, [0x70, 0x20, 0x38, 0x30, 8 + 27 * 8]);
+        let driver =
+            [offset_of!(DRIVER_OBJECT, FastIoDispatch), offset_of!(DRIVER_OBJECT, MajorFunction)];
+        assert_eq!(driver, [0x50, 0x70]);
+        let file = [
+            offset_of!(FILE_OBJECT, FsContext),
+            offset_of!(FILE_OBJECT, Flags),
+            offset_of!(FILE_OBJECT, FileName),
+        ];
+        assert_eq!(file, [0x18, 0x50, 0x58]);
+        assert_eq!([offset_of!(MDL, MdlFlags), offset_of!(MDL, MappedSystemVa)], [0xA, 0x18]);
+    }
+
     /// Why this module exists: windows-sys 0.61's members disagree with the documented layout.
     /// When this fails, windows-sys has been fixed: the accessors can answer its types on every
     /// target and the simulator's layout becomes the real one.
