@@ -145,7 +145,8 @@ majors! {
 pub const IRP_MJ_MAXIMUM_FUNCTION: u8 = 0x1b;
 
 /// `IRP_MJ_OPERATION_END`: the sentinel that ends a minifilter's operation table (facts.md §3).
-/// windows-sys does not define it.
+/// shared/core depends on nothing (windows-sys 0.61 defines it as a `u16` in `Minifilters`; the
+/// kernel crate's tests compare the two).
 pub const IRP_MJ_OPERATION_END: u8 = 0x80;
 
 /// `FLT_INTERNAL_OPERATION_COUNT`: the number of Filter Manager pseudo-operations (facts.md §3).

@@ -2,7 +2,8 @@
 //! metadata's widths differ between constants and fields: `IRP_MJ_CREATE` is `u32` while
 //! `MajorFunction` is `u8`, toolchain.md).
 
-/// `IRP_MJ_OPERATION_END`: the end of a minifilter's operation table; missing from windows-sys.
+/// `IRP_MJ_OPERATION_END`: the end of a minifilter's operation table, as a major code (`u8`);
+/// windows-sys 0.61 has it as a `u16` (a test below compares the two).
 pub const IRP_MJ_OPERATION_END: u8 = fsfilter::IRP_MJ_OPERATION_END;
 /// `IRP_MJ_MAXIMUM_FUNCTION`.
 pub const IRP_MJ_MAXIMUM_FUNCTION: u8 = fsfilter::IRP_MJ_MAXIMUM_FUNCTION;
