@@ -485,6 +485,50 @@ fn byte_range_locks_are_offered_to_fast_io_first() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// MS-FSA 2.1.5.8 and 2.1.5.9: a lock or unlock whose range runs past the last 64-bit offset
+/// (`FileOffset + Length - 1 < FileOffset`, `Length != 0`) fails with
+/// `STATUS_INVALID_LOCK_RANGE`, through fast I/O and through the IRP alike. Offsets are
+/// unsigned: the last byte, `u64::MAX`, can be locked, and such a lock is not one at offset 0.
+#[test]
+fn a_lock_range_past_the_last_64_bit_offset_is_invalid_ms_fsa_2_1_5_8() {
+    let invalid_lock_range = Status::from_bits(0xC000_01A1);
+    let (mut m, c) = ntfs();
+    let a = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+    let b = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+    let lock = |handle, offset, length, fail_immediately| IoRequest::Lock {
+        handle,
+        offset,
+        length,
+        exclusive: true,
+        fail_immediately,
+    };
+    // Overflowing ranges: refused, whether fast I/O serves the request or the IRP does.
+    for fail_immediately in [true, false] {
+        let l = m.io(lock(a, u64::MAX, 64 << 20, fail_immediately));
+        assert_eq!(l.status, invalid_lock_range, "{l:?}");
+        let l = m.io(lock(a, 1 << 63, 1 << 63 | 1, fail_immediately));
+        assert_eq!(l.status, invalid_lock_range, "{l:?}");
+    }
+    let u = m.io(IoRequest::Unlock { handle: a, offset: u64::MAX, length: 2 });
+    assert_eq!(u.status, invalid_lock_range, "{u:?}");
+    // The last byte is a valid range, a zero length is valid anywhere, and a range may end
+    // just before the last byte.
+    assert_eq!(m.io(lock(a, u64::MAX, 1, true)).status, Status::SUCCESS);
+    assert_eq!(m.io(lock(a, u64::MAX, 0, true)).status, Status::SUCCESS);
+    assert_eq!(m.io(lock(a, 1 << 63, (1 << 63) - 1, true)).status, Status::SUCCESS);
+    // Those locks are where they were asked for: none of them covers offset 0.
+    assert_eq!(m.io(lock(b, 0, 4, true)).status, Status::SUCCESS);
+    assert_eq!(m.io(lock(b, u64::MAX, 1, true)).status, Status::LOCK_NOT_GRANTED);
+    let u = m.io(IoRequest::Unlock { handle: a, offset: u64::MAX, length: 1 });
+    assert_eq!(u.status, Status::SUCCESS);
+    assert_eq!(m.io(lock(b, u64::MAX, 1, true)).status, Status::SUCCESS);
+    let u = m.io(IoRequest::Unlock { handle: a, offset: u64::MAX, length: 1 });
+    assert_eq!(u.status, Status::RANGE_NOT_LOCKED);
+    m.close_handle(a);
+    m.close_handle(b);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 #[test]
 fn byte_range_locks_conflict_with_other_handles_io() {
     let (mut m, c) = ntfs();

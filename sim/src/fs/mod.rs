@@ -494,12 +494,13 @@ pub struct RangeLock {
 }
 
 impl RangeLock {
-    /// True when the ranges overlap (zero-length ranges overlap nothing).
+    /// True when the ranges overlap (zero-length ranges overlap nothing). Ranges are compared
+    /// by their last bytes, so a range that ends at the last 64-bit offset, `u64::MAX`, overlaps.
     pub fn overlaps(&self, offset: u64, length: u64) -> bool {
         length > 0
             && self.length > 0
-            && offset < self.offset.saturating_add(self.length)
-            && self.offset < offset.saturating_add(length)
+            && offset <= self.offset.saturating_add(self.length - 1)
+            && self.offset <= offset.saturating_add(length - 1)
     }
 }
 

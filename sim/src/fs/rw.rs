@@ -17,6 +17,9 @@ use crate::nt::{
 pub const STATUS_INVALID_USER_BUFFER: Status = Status::from_bits(0xC000_00E8);
 /// `STATUS_DISK_FULL`: a write or a new size past [`MAX_FILE_SIZE`].
 pub const STATUS_DISK_FULL: Status = Status::DISK_FULL;
+/// `STATUS_INVALID_LOCK_RANGE`: a lock or unlock range past the last 64-bit offset (MS-FSA
+/// 2.1.5.8, 2.1.5.9).
+pub const STATUS_INVALID_LOCK_RANGE: Status = Status::from_bits(0xC000_01A1);
 /// The largest file the simulated media holds (its files are kept in memory): writes and new
 /// sizes beyond it fail with `STATUS_DISK_FULL`, as a real volume's do past its free space.
 pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
@@ -347,9 +350,10 @@ pub fn lock_control(call: Call, minor: u8) -> NTSTATUS {
     let sl = call.sl();
     // SAFETY: `LockControl` is the member in use for IRP_MJ_LOCK_CONTROL.
     let p = unsafe { sl.Parameters.LockControl };
+    // Lock offsets and lengths are unsigned 64-bit values (MS-FSA 2.1.5.8, FsRtl's lock package).
     // SAFETY: the I/O manager's length, or null.
-    let length = unsafe { p.Length.as_ref() }.copied().unwrap_or(0).max(0) as u64;
-    let offset = p.ByteOffset.max(0) as u64;
+    let length = unsafe { p.Length.as_ref() }.copied().unwrap_or(0) as u64;
+    let offset = p.ByteOffset as u64;
     let fo = sl.FileObject as usize;
     let flags = sl.Flags;
     let lock =
@@ -459,8 +463,8 @@ unsafe fn fast_range(
     Some(RangeLock {
         fo: fo as usize,
         key,
-        offset: offset.max(0) as u64,
-        length: length.max(0) as u64,
+        offset: offset as u64,
+        length: length as u64,
         exclusive,
     })
 }
@@ -735,6 +739,11 @@ impl Kernel {
             return (Some(Status::INVALID_PARAMETER), Vec::new());
         }
         let fcb = self.fs.fcbs.get_mut(&p).expect("the FCB found above");
+        let single = matches!(minor, mn_lock::LOCK | mn_lock::UNLOCK_SINGLE);
+        if single && lock.length != 0 && lock.offset.checked_add(lock.length - 1).is_none() {
+            // The range holds bytes past the last 64-bit offset (MS-FSA 2.1.5.8, 2.1.5.9).
+            return (Some(STATUS_INVALID_LOCK_RANGE), Vec::new());
+        }
         let status = match minor {
             mn_lock::LOCK => {
                 if range_conflict(&fcb.locks, &lock) {
