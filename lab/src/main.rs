@@ -88,13 +88,10 @@ enum Command {
 
 fn load(path: &std::path::Path) -> Result<scenario::Scenario, ExitCode> {
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{shown}: cannot read: {e}");
-            return Err(ExitCode::from(2));
-        }
-    };
+    let bytes = scenario::read_file(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
     let s = scenario::parse_bytes(&shown, &bytes).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)

@@ -379,6 +379,31 @@ impl Scenario {
     }
 }
 
+/// The largest scenario file the lab reads: 16 MiB. The built-in scenarios are under 4 KiB; at
+/// roughly 100 bytes an io step, the limit holds well over 100,000 steps. A larger file, or an
+/// endless one such as `/dev/zero`, is refused after reading one byte past the limit.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads the bytes of a scenario file, at most [`MAX_FILE_BYTES`]; the error
+/// (`FILE: cannot read: ...` or `FILE: too large: ...`) names the file as given.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let cannot = |e: std::io::Error| format!("{shown}: cannot read: {e}");
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "{shown}: too large: a scenario file holds at most 16 MiB ({MAX_FILE_BYTES} bytes)"
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Reads a scenario from the bytes of a file; `file` names it in errors. A scenario is UTF-8 (as
 /// TOML is): bytes that are not name their line and column, and a UTF-16 file (with its byte-order
 /// mark) is named as such.

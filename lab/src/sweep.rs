@@ -108,8 +108,7 @@ fn orderings(r: &Run) -> String {
 
 fn row_for(path: &Path) -> Row {
     let file = path.display().to_string();
-    let parsed = std::fs::read(path)
-        .map_err(|e| format!("{file}: cannot read: {e}"))
+    let parsed = scenario::read_file(path)
         .and_then(|b| scenario::parse_bytes(&file, &b).map_err(|e| e.to_string()));
     match parsed {
         Err(message) => Row {
@@ -162,14 +161,20 @@ fn draw(done: usize, total: usize) {
     let _ = err.flush();
 }
 
-/// Runs every `*.toml` in `dir` with `jobs` workers (default: the CPUs).
-pub fn sweep(dir: &Path, jobs: Option<usize>, progress: bool) -> Result<Summary, String> {
+/// The scenarios a sweep of `dir` reads: its `*.toml` files, sorted.
+pub fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read the folder: {e}"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Runs every `*.toml` in `dir` with `jobs` workers (default: the CPUs).
+pub fn sweep(dir: &Path, jobs: Option<usize>, progress: bool) -> Result<Summary, String> {
+    let files = scenario_files(dir)?;
     let total = files.len();
     let workers = jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

@@ -202,3 +202,41 @@ fn sweep_prints_the_warnings_of_the_scenarios_it_runs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_scenario_file_over_16_mib_is_refused_and_read_only_that_far() {
+    // A scenario file is at most 16 MiB: one byte more is refused, naming the file, by check,
+    // run, compare and sweep; an endless file (/dev/zero) is not read into memory.
+    let limit = fsfilter_lab::scenario::MAX_FILE_BYTES;
+    assert_eq!(limit, 16 << 20);
+    let dir = temp("too-large");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'\n'; limit as usize + 1]).unwrap();
+    let shown = big.display().to_string();
+    for args in [
+        vec!["check", shown.as_str()],
+        vec!["run", shown.as_str()],
+        vec!["compare", shown.as_str(), "--driver", "A"],
+    ] {
+        let o = fsfilter(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{shown}: too large")), "{stderr}");
+        assert!(stderr.contains("16 MiB"), "{stderr}");
+    }
+    let summary = fsfilter_lab::sweep::sweep(&dir, Some(1), false).unwrap();
+    assert_eq!((summary.bad, summary.rows[0].outcome), (1, "bad"));
+    assert!(summary.rows[0].findings.contains("too large"), "{:?}", summary.rows[0]);
+    // Exactly the limit is read.
+    std::fs::write(&big, vec![b'\n'; limit as usize]).unwrap();
+    let o = fsfilter(&["check", &shown]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    if Path::new("/dev/zero").exists() {
+        let o = fsfilter(&["check", "/dev/zero"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("/dev/zero: too large"));
+    }
+}
