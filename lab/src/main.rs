@@ -2,12 +2,13 @@
 //! sample built against both filter models, and reports what each filter saw.
 //!
 //! Exit status (scenario.md): 0 on success; 2 for a bad scenario (the message names file, line and
-//! key); 1 when the run found verifier violations (the report still prints); 3 when an output
-//! file (`--report`, `--trace`) could not be written (what went to standard output is complete).
+//! key) or a usage error (clap's, or an output file that is the scenario file); 1 when the run
+//! found verifier violations (the report still prints); 3 when an output file (`--report`,
+//! `--trace`) could not be written (what went to standard output is complete).
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -102,6 +103,55 @@ fn load(path: &std::path::Path) -> Result<scenario::Scenario, ExitCode> {
     Ok(s)
 }
 
+/// `path` made absolute with every link resolved; for a file not made yet, its folder's.
+fn canonical(path: &Path) -> Option<PathBuf> {
+    if let Ok(c) = std::fs::canonicalize(path) {
+        return Some(c);
+    }
+    let name = path.file_name()?;
+    let folder = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(folder).ok()?.join(name))
+}
+
+/// True when `a` and `b` name one file: on Unix the same device and inode when both exist (hard
+/// links too), else the same canonical path.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Refuses, before anything runs, an output file (`--report`, `--trace`, `--csv`) that is one of
+/// the scenario files read or another output: writing it would destroy the scenario or the other
+/// output. A usage error: exit 2.
+fn distinct_outputs(
+    inputs: &[PathBuf],
+    outputs: &[(&str, Option<&PathBuf>)],
+) -> Result<(), ExitCode> {
+    let outputs: Vec<(&str, &PathBuf)> =
+        outputs.iter().filter_map(|(f, p)| Some((*f, (*p)?))).collect();
+    for (i, (flag, out)) in outputs.iter().enumerate() {
+        let shown = out.display();
+        if let Some(input) = inputs.iter().find(|input| same_file(out, input)) {
+            eprintln!(
+                "{flag} {shown}: is the scenario file {}; refusing to overwrite it",
+                input.display()
+            );
+            return Err(ExitCode::from(2));
+        }
+        if let Some((other, _)) = outputs.iter().take(i).find(|(_, o)| same_file(out, o)) {
+            eprintln!("{flag} {shown}: is the file {other} writes; give each output its own file");
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(())
+}
+
 fn write(path: &std::path::Path, contents: &str) -> Result<(), ExitCode> {
     std::fs::write(path, contents).map_err(|e| {
         eprintln!("{}: cannot write: {e}", path.display());
@@ -125,6 +175,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo { report: None }) {
         Command::Run { scenario, format, report, trace: trace_file } => (|| {
+            let outputs = [("--report", report.as_ref()), ("--trace", trace_file.as_ref())];
+            distinct_outputs(std::slice::from_ref(&scenario), &outputs)?;
             let s = load(&scenario)?;
             let r = run::run(&s);
             match format {
@@ -170,6 +222,11 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep { dir, csv, jobs } => (|| {
+            let files = sweep::scenario_files(&dir).map_err(|e| {
+                eprintln!("{}: {e}", dir.display());
+                ExitCode::from(2)
+            })?;
+            distinct_outputs(&files, &[("--csv", csv.as_ref())])?;
             let summary = sweep::sweep(&dir, jobs, true).map_err(|e| {
                 eprintln!("{}: {e}", dir.display());
                 ExitCode::from(2)

@@ -240,3 +240,54 @@ fn a_scenario_file_over_16_mib_is_refused_and_read_only_that_far() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("/dev/zero: too large"));
     }
 }
+
+#[test]
+fn an_output_file_that_is_the_scenario_file_is_refused() {
+    // `run a.toml --report a.toml` overwrote the scenario with the report. Any spelling of the
+    // same file (a `.` component, a symbolic or a hard link) is refused before the run, exit 2, and the
+    // scenario is left as it was.
+    let dir = temp("self-output");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = std::fs::read_to_string(scenario("frames.toml")).unwrap();
+    let file = dir.join("self.toml");
+    std::fs::write(&file, &original).unwrap();
+    let shown = file.display().to_string();
+    let dotted = dir.join(".").join("self.toml").display().to_string();
+    let mut spellings = vec![shown.clone(), dotted];
+    #[cfg(unix)]
+    {
+        let link = dir.join("link.toml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        spellings.push(link.display().to_string());
+        let hard = dir.join("hard.toml");
+        std::fs::hard_link(&file, &hard).unwrap();
+        spellings.push(hard.display().to_string());
+    }
+    for output in &spellings {
+        for flag in ["--report", "--trace"] {
+            let o = fsfilter(&["run", &shown, flag, output]);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{flag} {output}: {stderr}");
+            assert!(stderr.contains(&format!("{flag} {output}: is the scenario file")), "{stderr}");
+            assert!(o.stdout.is_empty(), "nothing runs");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+        }
+    }
+    // The two outputs may not be one file either: one would replace the other.
+    let both = dir.join("both.out").display().to_string();
+    let o = fsfilter(&["run", &shown, "--report", &both, "--trace", &both]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!Path::new(&both).exists());
+    // sweep's CSV may not replace one of the scenarios it reads.
+    let o = fsfilter(&["sweep", dir.to_str().unwrap(), "--csv", &shown]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("--csv {shown}: is the scenario file")), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    // A new file beside the scenario is fine.
+    let report = dir.join("new.html").display().to_string();
+    let o = fsfilter(&["run", &shown, "--report", &report]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
