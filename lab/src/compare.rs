@@ -392,7 +392,7 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
         out.push('\n');
     }
     let manual = scenario.steps.iter().any(|s| {
-        matches!(&s.action, crate::scenario::Action::Attach { driver, .. } | crate::scenario::Action::Detach { driver, .. } if driver.eq_ignore_ascii_case(&name))
+        matches!(&s.action, crate::scenario::Action::Attach { driver, .. } | crate::scenario::Action::Detach { driver, .. } if crate::scenario::same_name(driver, &name))
     });
     if manual {
         let _ = writeln!(

@@ -330,10 +330,28 @@ pub struct Scenario {
     pub warnings: Vec<ScenarioError>,
 }
 
+/// One character of a name as Windows compares names: its Unicode uppercase when that is one
+/// character (`ä` is `Ä`, `σ` is `Σ`), else itself (`ß`, whose uppercase is `SS`). Windows folds
+/// service and object names through its upcase table (`RtlUpcaseUnicodeChar`), one UTF-16 unit
+/// to one; this is the closest mapping Rust offers, and it agrees with ASCII case folding on
+/// ASCII letters.
+fn upcase(c: char) -> char {
+    let mut upper = c.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(u), None) => u,
+        _ => c,
+    }
+}
+
+/// True when two driver or volume names are one name on Windows: equal after [`upcase`].
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.chars().map(upcase).eq(b.chars().map(upcase))
+}
+
 impl Scenario {
     /// The driver named `name`.
     pub fn driver(&self, name: &str) -> Option<&Driver> {
-        self.drivers.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+        self.drivers.iter().find(|d| same_name(&d.name, name))
     }
 
     /// The same scenario with driver `name` in model `model` (its altitude kept for a
@@ -346,10 +364,10 @@ impl Scenario {
         let taken: Vec<Altitude> = s
             .drivers
             .iter()
-            .filter(|d| !d.name.eq_ignore_ascii_case(name))
+            .filter(|d| !same_name(&d.name, name))
             .filter_map(|d| d.altitude.as_deref().and_then(|a| Altitude::parse(a).ok()))
             .collect();
-        for d in s.drivers.iter_mut().filter(|d| d.name.eq_ignore_ascii_case(name)) {
+        for d in s.drivers.iter_mut().filter(|d| same_name(&d.name, name)) {
             if d.model == model {
                 continue;
             }
@@ -464,7 +482,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         if vname.trim().is_empty() {
             return Err(cx.error(vspan, &format!("{path}.name"), "a volume needs a name".into()));
         }
-        if volumes.iter().any(|v| v.name.eq_ignore_ascii_case(&vname)) {
+        if volumes.iter().any(|v| same_name(&v.name, &vname)) {
             return Err(cx.error(
                 vspan,
                 &format!("{path}.name"),
@@ -565,7 +583,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         if let Some(message) = refused {
             return Err(cx.error(dspan, &format!("{path}.name"), message));
         }
-        if drivers.iter().any(|d| d.name.eq_ignore_ascii_case(&dname)) {
+        if drivers.iter().any(|d| same_name(&d.name, &dname)) {
             return Err(cx.error(
                 dspan,
                 &format!("{path}.name"),
@@ -573,9 +591,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
         // The machine's own services: a driver of that name would never be installed.
-        if let Some(own) =
-            fsfilter_sim::fs::builtin_services().find(|s| s.eq_ignore_ascii_case(&dname))
-        {
+        if let Some(own) = fsfilter_sim::fs::builtin_services().find(|s| same_name(s, &dname)) {
             return Err(cx.error(
                 dspan,
                 &format!("{path}.name"),
@@ -699,7 +715,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let (action, aspan) = f.string("action")?;
         let driver = |f: &mut Fields<'_, '_>| -> Result<String, ScenarioError> {
             let (d, dspan) = f.string("driver")?;
-            match drivers.iter().find(|x| x.name.eq_ignore_ascii_case(&d)) {
+            match drivers.iter().find(|x| same_name(&x.name, &d)) {
                 Some(x) => Ok(x.name.clone()),
                 None => Err(cx.error(
                     dspan,
@@ -710,7 +726,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         };
         let volume = |f: &mut Fields<'_, '_>| -> Result<String, ScenarioError> {
             let (v, vspan) = f.string("volume")?;
-            match volumes.iter().find(|x| x.name.eq_ignore_ascii_case(&v)) {
+            match volumes.iter().find(|x| same_name(&x.name, &v)) {
                 Some(x) => Ok(x.name.clone()),
                 None => Err(cx.error(
                     vspan,

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use fsfilter_lab::scenario::parse;
+use fsfilter_lab::scenario::{Action, parse};
 
 fn error(text: &str) -> String {
     parse("bad.toml", text).expect_err("the scenario must be refused").to_string()
@@ -652,4 +652,41 @@ fn an_empty_write_data_with_a_length_is_a_warning() {
         ["w.toml:10: step[0].data: empty: nothing to repeat to fill `length` (512 bytes), the \
           write moves 0 bytes"]
     );
+}
+
+#[test]
+fn driver_and_volume_names_ignore_case_beyond_ascii() {
+    // Windows compares service and object names case-insensitively through its upcase table,
+    // not only for ASCII letters: `Äpfel` and `äPFEL` are one service, `\Device\Über` and
+    // `\Device\über` one device. The lab folds each character to its Unicode uppercase when
+    // that is one character.
+    let driver = |name: &str| {
+        format!("[[driver]]\nname = \"{name}\"\nsample = \"probe\"\nmodel = \"legacy\"\n")
+    };
+    assert_eq!(
+        error(&format!("{}{}", driver("Äpfel"), driver("äPFEL"))),
+        "bad.toml:6: driver[1].name: driver `äPFEL` is defined twice"
+    );
+    assert_eq!(
+        error(&format!("{}{}", driver("Σοφία"), driver("ΣΟΦΊΑ"))),
+        "bad.toml:6: driver[1].name: driver `ΣΟΦΊΑ` is defined twice"
+    );
+    let volume = |name: &str| format!("[[volume]]\nname = '{name}'\nfilesystem = \"ntfs\"\n");
+    assert_eq!(
+        error(&format!("{}{}", volume("\\Device\\Über"), volume("\\Device\\über"))),
+        "bad.toml:5: volume[1].name: volume `\\Device\\über` is defined twice"
+    );
+    // A step names a driver or volume in any case; the run uses the spelling of its definition.
+    let text = format!(
+        "{}{}[[step]]\naction = \"load\"\ndriver = \"äPFEL\"\n\
+         [[step]]\naction = \"mount\"\nvolume = '\\device\\ÜBER'\n",
+        volume("\\Device\\Über"),
+        driver("Äpfel")
+    );
+    let s = parse("ok.toml", &text).unwrap();
+    assert!(matches!(&s.steps[0].action, Action::Load { driver } if driver == "Äpfel"));
+    assert!(matches!(&s.steps[1].action, Action::Mount { volume } if volume == "\\Device\\Über"));
+    assert_eq!(s.driver("ÄPFEL").map(|d| d.name.as_str()), Some("Äpfel"));
+    // A character whose uppercase is two characters keeps its own: `ß` is not `SS`.
+    assert!(parse("ok.toml", &format!("{}{}", driver("Maß"), driver("MASS"))).is_ok());
 }
