@@ -713,6 +713,7 @@ fn machine(mode: &'static str, broken: bool) -> Machine {
     NOTIFIED.set(0);
     LATE_ATTACH.set(1);
     WINDOW_DEVICE.set(0);
+    WORK_RUNS.set(0);
     let mut m = Machine::new(MachineConfig { seed: 1 });
     m.install(ServiceSpec::new("Bottom", bottom_entry, "native"));
     m.install(ServiceSpec::new("Bad", bad_entry, "legacy"));
@@ -782,6 +783,18 @@ fn survives(m: &Machine) {
     assert_eq!(m.crashed(), None);
 }
 
+/// Broken and corrected, in `mode`: a read through Bad succeeds, the broken driver gets exactly
+/// one `rule` finding and the corrected one none, `then` checks the rest, and the machine goes on.
+fn read_breaks(mode: &'static str, rule: Rule, then: impl Fn(&Machine, bool)) {
+    for broken in [true, false] {
+        let m = machine(mode, broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        check(&m, broken, rule, Some("Bad"));
+        then(&m, broken);
+        survives(&m);
+    }
+}
+
 // ---- I/O manager rules ----------------------------------------------------------------------
 
 #[test]
@@ -799,26 +812,16 @@ fn completed_with_status_pending() {
 
 #[test]
 fn unknown_dispatch_result() {
-    for broken in [true, false] {
-        let m = machine("unknown_dispatch_result", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::UnknownDispatchResult, Some("Bad"));
-        survives(&m);
-    }
+    read_breaks("unknown_dispatch_result", Rule::UnknownDispatchResult, |_, _| {});
 }
 
 #[test]
 fn io_mark_irp_pending_without_status_pending() {
-    for broken in [true, false] {
-        let m = machine("marked_pending_but_not_returned", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::MarkedPendingButNotReturned, Some("Bad"));
-        assert_eq!(
-            Rule::MarkedPendingButNotReturned.name(),
-            "IO_MARK_IRP_PENDING_WITHOUT_STATUS_PENDING"
-        );
-        survives(&m);
-    }
+    read_breaks("marked_pending_but_not_returned", Rule::MarkedPendingButNotReturned, |_, _| {});
+    assert_eq!(
+        Rule::MarkedPendingButNotReturned.name(),
+        "IO_MARK_IRP_PENDING_WITHOUT_STATUS_PENDING"
+    );
 }
 
 #[test]
@@ -983,40 +986,27 @@ fn fs_notification_leaked_at_unload() {
 
 #[test]
 fn bad_pool_free() {
-    for broken in [true, false] {
-        let m = machine("bad_pool_free", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::BadPoolFree, Some("Bad"));
-        // Windows bugchecks (BAD_POOL_CALLER); the simulator reports and goes on.
-        survives(&m);
-    }
+    // Windows bugchecks (BAD_POOL_CALLER); the simulator reports and goes on.
+    read_breaks("bad_pool_free", Rule::BadPoolFree, |_, _| {});
 }
 
 #[test]
 fn pool_tag_mismatch() {
-    for broken in [true, false] {
-        let m = machine("pool_tag_mismatch", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::PoolTagMismatch, Some("Bad"));
+    read_breaks("pool_tag_mismatch", Rule::PoolTagMismatch, |m, broken| {
         if broken {
             assert!(m.findings()[0].2.contains("'VrfB' freed with tag 'Oops'"));
         }
         // Windows bugchecks (BAD_POOL_CALLER); the simulator frees the block and goes on.
-        survives(&m);
-    }
+    });
 }
 
 #[test]
 fn irql_too_high() {
-    for broken in [true, false] {
-        let m = machine("irql_too_high", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::IrqlTooHigh, Some("Bad"));
+    read_breaks("irql_too_high", Rule::IrqlTooHigh, |m, broken| {
         if broken {
             assert!(m.findings()[0].2.contains("IoCreateDevice called at IRQL 2"));
         }
-        survives(&m);
-    }
+    });
 }
 
 #[test]
@@ -1035,13 +1025,9 @@ fn dispatch_routine_returning_at_another_irql() {
     // DRIVER_VERIFIER_IOMANAGER_VIOLATION (0xC9), parameter 0x05: the IRQL changed during a call
     // to a dispatch routine. Reported against the routine's driver; the caller goes on at its
     // own IRQL.
-    for broken in [true, false] {
-        let m = machine("dispatch_returns_raised", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
+    read_breaks("dispatch_returns_raised", Rule::SpinLockMisuse, |m, _| {
         assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
-        survives(&m);
-    }
+    });
 }
 
 #[test]
@@ -1049,41 +1035,23 @@ fn completion_routine_returning_at_another_irql() {
     // The I/O manager goes on with the next completion routine, and stage two, at the IRQL it
     // called this one at: a routine that returns raised (a spin lock kept) is reported against
     // its driver, as a dispatch routine is.
-    for broken in [true, false] {
-        let m = machine("completion_returns_raised", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::SpinLockMisuse, Some("Bad"));
+    read_breaks("completion_returns_raised", Rule::SpinLockMisuse, |m, _| {
         assert_eq!(m.kernel(|k| k.irql()), 0, "back at PASSIVE_LEVEL");
-        survives(&m);
-    }
+    });
 }
 
 #[test]
 fn work_item_queued_twice() {
     // WORKER_INVALID (0xE4), parameter 1: an active work item was queued. The second queueing
     // is refused: the routine runs once.
-    for broken in [true, false] {
-        WORK_RUNS.set(0);
-        let m = machine("work_item_queued_twice", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::Bugcheck, Some("Bad"));
-        assert_eq!(WORK_RUNS.get(), 1);
-        survives(&m);
-    }
+    read_breaks("work_item_queued_twice", Rule::Bugcheck, |_, _| assert_eq!(WORK_RUNS.get(), 1));
 }
 
 #[test]
 fn queued_work_item_freed() {
     // IoFreeWorkItem's reference page: only free a work item that is not queued; WORKER_INVALID
     // (0xE4), parameter 2: a queued I/O work item was freed. The routine still runs.
-    for broken in [true, false] {
-        WORK_RUNS.set(0);
-        let m = machine("queued_work_item_freed", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::Bugcheck, Some("Bad"));
-        assert_eq!(WORK_RUNS.get(), 1);
-        survives(&m);
-    }
+    read_breaks("queued_work_item_freed", Rule::Bugcheck, |_, _| assert_eq!(WORK_RUNS.get(), 1));
 }
 
 #[test]
@@ -1108,12 +1076,7 @@ fn irp_completed_inside_its_completion_routine() {
     // facts.md §1.8: STATUS_MORE_PROCESSING_REQUIRED halts completion, and a later
     // IoCompleteRequest resumes it. A routine that completes the IRP itself and answers
     // STATUS_SUCCESS lets the I/O manager go on over an IRP already completed.
-    for broken in [true, false] {
-        let m = machine("completed_in_routine", broken);
-        assert_eq!(read_through_bad(&m), Status::SUCCESS);
-        check(&m, broken, Rule::IrpCompletedTwice, Some("Bad"));
-        survives(&m);
-    }
+    read_breaks("completed_in_routine", Rule::IrpCompletedTwice, |_, _| {});
 }
 
 #[test]
