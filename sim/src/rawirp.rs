@@ -21,6 +21,7 @@
 //! with no buffer, any length goes down.
 
 use fsfilter::{MajorFunction, Status};
+use fsfilter_kernel::params::{self, io_mut};
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 
@@ -422,90 +423,94 @@ fn send(raw: RawIrp<'_>) -> IoResult {
             RawOp::Create { options, share, attributes, access: desired, ea_length, .. } => {
                 let (sc, blocks) =
                     crate::syscalls::security_context(desired, options & 0x00FF_FFFF);
-                s.Parameters.Create.SecurityContext = sc;
-                s.Parameters.Create.Options = options;
-                s.Parameters.Create.FileAttributes = attributes;
-                s.Parameters.Create.ShareAccess = share;
-                s.Parameters.Create.EaLength = ea_length;
+                // SAFETY: the member of a create.
+                let c = unsafe { io_mut::<params::IoCreate>(&mut s.Parameters) };
+                c.SecurityContext = sc;
+                c.Options = options;
+                c.FileAttributes = attributes;
+                c.ShareAccess = share;
+                c.EaLength = ea_length;
                 keep.extend(blocks);
             }
-            RawOp::Read { length, offset, key } => {
-                s.Parameters.Read.Length = length;
-                s.Parameters.Read.ByteOffset = offset;
-                s.Parameters.Read.Key = key;
+            RawOp::Read { length, offset, key } | RawOp::Write { length, offset, key } => {
+                // SAFETY: the member of a read or write.
+                let r = unsafe { io_mut::<params::IoReadWrite>(&mut s.Parameters) };
+                r.Length = length;
+                r.ByteOffset = offset;
+                r.Key = key;
             }
-            RawOp::Write { length, offset, key } => {
-                s.Parameters.Write.Length = length;
-                s.Parameters.Write.ByteOffset = offset;
-                s.Parameters.Write.Key = key;
+            RawOp::QueryInformation { length, class } | RawOp::SetInformation { length, class } => {
+                // SAFETY: the member of an information query or set.
+                let q = unsafe { io_mut::<params::IoFileInformation>(&mut s.Parameters) };
+                q.Length = length;
+                q.FileInformationClass = class as _;
             }
-            RawOp::QueryInformation { length, class } => {
-                s.Parameters.QueryFile.Length = length;
-                s.Parameters.QueryFile.FileInformationClass = class as _;
-            }
-            RawOp::SetInformation { length, class } => {
-                s.Parameters.SetFile.Length = length;
-                s.Parameters.SetFile.FileInformationClass = class as _;
-            }
-            RawOp::QueryVolumeInformation { length, class } => {
-                s.Parameters.QueryVolume.Length = length;
-                s.Parameters.QueryVolume.FsInformationClass = class as _;
+            RawOp::QueryVolumeInformation { length, class }
+            | RawOp::SetVolumeInformation { length, class } => {
+                // SAFETY: the member of a volume information query or set.
+                let q = unsafe { io_mut::<params::IoVolumeInformation>(&mut s.Parameters) };
+                q.Length = length;
+                q.FsInformationClass = class as _;
             }
             RawOp::DirectoryControl { length, class, pattern, index } => {
-                s.Parameters.QueryDirectory.Length = length;
-                s.Parameters.QueryDirectory.FileInformationClass = class as _;
-                s.Parameters.QueryDirectory.FileIndex = index;
+                // SAFETY: the member of a directory query.
+                let d = unsafe { io_mut::<params::IoQueryDirectory>(&mut s.Parameters) };
+                d.Length = length;
+                d.FileInformationClass = class as _;
+                d.FileIndex = index;
                 if let Some(p) = pattern {
                     let mut units = p.to_vec();
                     units.truncate(usize::from(u16::MAX / 2));
                     let mut b = Box::new((units, crate::mem::unicode(&[])));
                     b.1 = crate::mem::unicode(&b.0);
-                    s.Parameters.QueryDirectory.FileName = std::ptr::addr_of_mut!(b.1);
+                    d.FileName = std::ptr::addr_of_mut!(b.1);
                     pattern_units = Some(b);
                 }
             }
             RawOp::FileSystemControl { code, input_length, output_length } => {
-                s.Parameters.FileSystemControl.FsControlCode = code;
-                s.Parameters.FileSystemControl.InputBufferLength = input_length;
-                s.Parameters.FileSystemControl.OutputBufferLength = output_length;
-                s.Parameters.FileSystemControl.Type3InputBuffer = user_buffer;
+                // SAFETY: the member of a file-system control.
+                let c = unsafe { io_mut::<params::IoFileSystemControl>(&mut s.Parameters) };
+                c.FsControlCode = code;
+                c.InputBufferLength = input_length;
+                c.OutputBufferLength = output_length;
+                c.Type3InputBuffer = user_buffer;
             }
-            RawOp::DeviceControl { code, input_length, output_length } => {
-                s.Parameters.DeviceIoControl.IoControlCode = code;
-                s.Parameters.DeviceIoControl.InputBufferLength = input_length;
-                s.Parameters.DeviceIoControl.OutputBufferLength = output_length;
-                s.Parameters.DeviceIoControl.Type3InputBuffer = user_buffer;
+            RawOp::DeviceControl { code, input_length, output_length }
+            | RawOp::InternalDeviceControl { code, input_length, output_length } => {
+                // SAFETY: the member of a device control.
+                let c = unsafe { io_mut::<params::IoDeviceIoControl>(&mut s.Parameters) };
+                c.IoControlCode = code;
+                c.InputBufferLength = input_length;
+                c.OutputBufferLength = output_length;
+                c.Type3InputBuffer = user_buffer;
             }
             RawOp::LockControl { offset, length, key } => {
-                s.Parameters.LockControl.ByteOffset = offset;
-                s.Parameters.LockControl.Key = key;
+                // SAFETY: the member of a lock control.
+                let lock = unsafe { io_mut::<params::IoLockControl>(&mut s.Parameters) };
+                lock.ByteOffset = offset;
+                lock.Key = key;
                 if let Some(l) = length {
                     let b = Block::zeroed(8);
                     // SAFETY: the block holds 8 bytes.
                     unsafe { b.ptr().cast::<i64>().write_unaligned(l) };
-                    s.Parameters.LockControl.Length = b.ptr().cast();
+                    lock.Length = b.ptr().cast();
                     keep.push(b);
                 }
             }
             RawOp::Flush => {}
             RawOp::QueryEa { length, index } => {
-                s.Parameters.QueryEa.Length = length;
-                s.Parameters.QueryEa.EaIndex = index;
+                // SAFETY: the member of an EA query.
+                let e = unsafe { io_mut::<params::IoQueryEa>(&mut s.Parameters) };
+                e.Length = length;
+                e.EaIndex = index;
             }
+            // `Length` first: windows-sys's member has the documented layout.
             RawOp::SetEa { length } => s.Parameters.SetEa.Length = length,
-            RawOp::SetVolumeInformation { length, class } => {
-                s.Parameters.SetVolume.Length = length;
-                s.Parameters.SetVolume.FsInformationClass = class as _;
-            }
-            RawOp::InternalDeviceControl { code, input_length, output_length } => {
-                s.Parameters.DeviceIoControl.IoControlCode = code;
-                s.Parameters.DeviceIoControl.InputBufferLength = input_length;
-                s.Parameters.DeviceIoControl.OutputBufferLength = output_length;
-                s.Parameters.DeviceIoControl.Type3InputBuffer = user_buffer;
-            }
             RawOp::QuerySecurity { information, length } => {
-                s.Parameters.QuerySecurity.SecurityInformation = information;
-                s.Parameters.QuerySecurity.Length = length;
+                // SAFETY: the member of a security query.
+                let q = unsafe { io_mut::<params::IoQuerySecurity>(&mut s.Parameters) };
+                q.SecurityInformation = information;
+                q.Length = length;
             }
             RawOp::SetSecurity { information } => {
                 let b = Block::zeroed(EMPTY_SELF_RELATIVE_SD.len());

@@ -4,6 +4,7 @@
 //! device controls.
 
 use fsfilter::{Status, device_type};
+use fsfilter_kernel::params;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -153,7 +154,7 @@ unsafe extern "system" fn storage_dispatch(
         mj::CLOSE | mj::CLEANUP | mj::FLUSH_BUFFERS => (Status::SUCCESS, 0),
         mj::READ => {
             // SAFETY: `Read` is the member in use.
-            let p = unsafe { sl.Parameters.Read };
+            let p = *unsafe { params::io::<params::IoReadWrite>(&sl.Parameters) };
             // SAFETY: the live IRP.
             let buffer = unsafe { irpx::data_buffer(irp) };
             kernel::with(|k| {
@@ -172,7 +173,7 @@ unsafe extern "system" fn storage_dispatch(
         }
         mj::WRITE => {
             // SAFETY: `Write` is the member in use.
-            let p = unsafe { sl.Parameters.Write };
+            let p = *unsafe { params::io::<params::IoReadWrite>(&sl.Parameters) };
             kernel::with(|k| {
                 let vol = k.volume(v);
                 if !vol.media_present {
@@ -186,7 +187,7 @@ unsafe extern "system" fn storage_dispatch(
         }
         mj::DEVICE_CONTROL => {
             // SAFETY: `DeviceIoControl` is the member in use.
-            let p = unsafe { sl.Parameters.DeviceIoControl };
+            let p = *unsafe { params::io::<params::IoDeviceIoControl>(&sl.Parameters) };
             // SAFETY: the live IRP (buffered device controls).
             let out = unsafe { irpx::system_buffer(irp) };
             device_control(v, p.IoControlCode, out, p.OutputBufferLength as usize)

@@ -8,6 +8,7 @@
 use std::ffi::c_void;
 
 use fsfilter::{MajorFunction, Status};
+use fsfilter_kernel::params::{self, io_mut};
 use windows_sys::Wdk::Foundation::{
     ACCESS_STATE, DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IO_SECURITY_CONTEXT,
     IO_STACK_LOCATION, IRP, KEVENT, PEPROCESS,
@@ -719,12 +720,13 @@ fn build_create_irp(
     };
     let (sc, blocks) =
         security_context(options.access, options.options | create_options::SYNCHRONOUS_IO_NONALERT);
-    let s = first(&b);
-    s.Parameters.Create.SecurityContext = sc;
-    s.Parameters.Create.Options = (options.disposition << 24)
+    // SAFETY: the member of a create.
+    let c = unsafe { io_mut::<params::IoCreate>(&mut first(&b).Parameters) };
+    c.SecurityContext = sc;
+    c.Options = (options.disposition << 24)
         | ((options.options | create_options::SYNCHRONOUS_IO_NONALERT) & 0x00FF_FFFF);
-    s.Parameters.Create.FileAttributes = options.attributes as u16;
-    s.Parameters.Create.ShareAccess = options.share as u16;
+    c.FileAttributes = options.attributes as u16;
+    c.ShareAccess = options.share as u16;
     b.keep.extend(blocks);
     b
 }
@@ -949,14 +951,10 @@ fn transfer(
         if mode != IoMode::Cached {
             i.MdlAddress = k.allocate_locked_mdl(ptr.cast(), length);
         }
-        let s = first(&b);
-        if write {
-            s.Parameters.Write.Length = length as u32;
-            s.Parameters.Write.ByteOffset = byte_offset;
-        } else {
-            s.Parameters.Read.Length = length as u32;
-            s.Parameters.Read.ByteOffset = byte_offset;
-        }
+        // SAFETY: the member of a read or write (they share it).
+        let r = unsafe { io_mut::<params::IoReadWrite>(&mut first(&b).Parameters) };
+        r.Length = length as u32;
+        r.ByteOffset = byte_offset;
         b
     });
     // SAFETY: the request's IRP, not yet sent.
@@ -1191,20 +1189,25 @@ fn buffered_info(
         let s = first(&b);
         match major {
             mj::QUERY_INFORMATION => {
-                s.Parameters.QueryFile.Length = len as u32;
-                s.Parameters.QueryFile.FileInformationClass = class as _;
+                // SAFETY: the member of an information query.
+                let q = unsafe { io_mut::<params::IoFileInformation>(&mut s.Parameters) };
+                q.Length = len as u32;
+                q.FileInformationClass = class as _;
             }
             mj::SET_INFORMATION => {
-                s.Parameters.SetFile.Length = len as u32;
-                s.Parameters.SetFile.FileInformationClass = class as _;
+                // SAFETY: the member of an information set.
+                let q = unsafe { io_mut::<params::IoSetFile>(&mut s.Parameters) };
+                q.Length = len as u32;
+                q.FileInformationClass = class as _;
                 if class == crate::nt::file_info::RENAME {
-                    s.Parameters.SetFile.Anonymous.Anonymous.ReplaceIfExists =
-                        input.first().is_some_and(|b| *b != 0);
+                    q.Anonymous.Anonymous.ReplaceIfExists = input.first().is_some_and(|b| *b != 0);
                 }
             }
             _ => {
-                s.Parameters.QueryVolume.Length = len as u32;
-                s.Parameters.QueryVolume.FsInformationClass = class as _;
+                // SAFETY: the member of a volume information query.
+                let q = unsafe { io_mut::<params::IoVolumeInformation>(&mut s.Parameters) };
+                q.Length = len as u32;
+                q.FsInformationClass = class as _;
             }
         }
         b
@@ -1423,9 +1426,11 @@ fn directory(
         s.MinorFunction = mn_dir::QUERY_DIRECTORY;
         s.Flags = if restart { sl::RESTART_SCAN } else { 0 }
             | if single { sl::RETURN_SINGLE_ENTRY } else { 0 };
-        s.Parameters.QueryDirectory.Length = length as u32;
-        s.Parameters.QueryDirectory.FileInformationClass = class as _;
-        s.Parameters.QueryDirectory.FileName = if pattern.is_some() {
+        // SAFETY: the member of a directory query.
+        let d = unsafe { io_mut::<params::IoQueryDirectory>(&mut s.Parameters) };
+        d.Length = length as u32;
+        d.FileInformationClass = class as _;
+        d.FileName = if pattern.is_some() {
             std::ptr::addr_of!(*name).cast_mut()
         } else {
             std::ptr::null_mut()
@@ -1507,18 +1512,22 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
         let s = first(&b);
         if major == mj::FILE_SYSTEM_CONTROL {
             s.MinorFunction = mn_fsctl::USER_FS_REQUEST;
-            s.Parameters.FileSystemControl.FsControlCode = code;
-            s.Parameters.FileSystemControl.InputBufferLength = input.len() as u32;
-            s.Parameters.FileSystemControl.OutputBufferLength = out_len as u32;
+            // SAFETY: the member of a file-system control.
+            let c = unsafe { io_mut::<params::IoFileSystemControl>(&mut s.Parameters) };
+            c.FsControlCode = code;
+            c.InputBufferLength = input.len() as u32;
+            c.OutputBufferLength = out_len as u32;
             if m == method::NEITHER {
-                s.Parameters.FileSystemControl.Type3InputBuffer = sysbuf.ptr().cast();
+                c.Type3InputBuffer = sysbuf.ptr().cast();
             }
         } else {
-            s.Parameters.DeviceIoControl.IoControlCode = code;
-            s.Parameters.DeviceIoControl.InputBufferLength = input.len() as u32;
-            s.Parameters.DeviceIoControl.OutputBufferLength = out_len as u32;
+            // SAFETY: the member of a device control.
+            let c = unsafe { io_mut::<params::IoDeviceIoControl>(&mut s.Parameters) };
+            c.IoControlCode = code;
+            c.InputBufferLength = input.len() as u32;
+            c.OutputBufferLength = out_len as u32;
             if m == method::NEITHER {
-                s.Parameters.DeviceIoControl.Type3InputBuffer = sysbuf.ptr().cast();
+                c.Type3InputBuffer = sysbuf.ptr().cast();
             }
         }
         b
@@ -1661,9 +1670,11 @@ fn lock(
         s.MinorFunction = minor;
         s.Flags = if fail_immediately { sl::FAIL_IMMEDIATELY } else { 0 }
             | if exclusive { sl::EXCLUSIVE_LOCK } else { 0 };
-        s.Parameters.LockControl.Length = len_block.ptr().cast();
-        s.Parameters.LockControl.ByteOffset = offset as i64;
-        s.Parameters.LockControl.Key = 0;
+        // SAFETY: the member of a lock control.
+        let l = unsafe { io_mut::<params::IoLockControl>(&mut s.Parameters) };
+        l.Length = len_block.ptr().cast();
+        l.ByteOffset = offset as i64;
+        l.Key = 0;
         b
     });
     let (status, n, rid, _keep) = send(b);
@@ -1964,9 +1975,11 @@ pub fn open_device_by_name(
     // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
     unsafe { crate::mem::obj(sc) }.DesiredAccess = access::map_generic(desired);
     let setup = |s: &mut IO_STACK_LOCATION| {
-        s.Parameters.Create.SecurityContext = sc;
-        s.Parameters.Create.Options = disposition::OPEN << 24;
-        s.Parameters.Create.ShareAccess = (share::READ | share::WRITE) as u16;
+        // SAFETY: the member of a create.
+        let c = unsafe { io_mut::<params::IoCreate>(&mut s.Parameters) };
+        c.SecurityContext = sc;
+        c.Options = disposition::OPEN << 24;
+        c.ShareAccess = (share::READ | share::WRITE) as u16;
     };
     let flags = irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API;
     let status = match volume {

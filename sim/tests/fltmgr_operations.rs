@@ -25,6 +25,7 @@ use fltcommon::{
     Config, PreCall, Seen, install, machine, mj, order, order_clear, reconfigure, seen, seen_clear,
 };
 use fsfilter::Status;
+use fsfilter_kernel::params::{self, flt, flt_mut};
 use fsfilter_sim::{CreateOptions, FaultKind, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
 
@@ -91,7 +92,7 @@ fn callback_data_is_built_from_the_irp_facts_3() {
         .with_pre(move |p: &PreCall| {
             if p.major() == mj::READ {
                 let i = p.iopb();
-                let r = unsafe { i.Parameters.Read };
+                let r = *unsafe { flt::<params::FltRead>(&i.Parameters) };
                 g.borrow_mut().push(format!(
                     "len={} off={} mdl={} fo={} inst={} mode={}",
                     r.Length,
@@ -271,7 +272,7 @@ fn fast_io_locks_are_lock_control_operations_with_the_fast_io_flag() {
     let g = got.clone();
     let look = Config::new("Look", "370000").op(mj::LOCK_CONTROL, true, true).with_pre(move |p| {
         let i = p.iopb();
-        let l = unsafe { i.Parameters.LockControl };
+        let l = *unsafe { flt::<params::FltLockControl>(&i.Parameters) };
         let fast = p.data().Flags & FAST_IO_OPERATION != 0;
         let length = unsafe { l.Length.as_ref() }.copied();
         g.borrow_mut().push(format!(
@@ -289,7 +290,7 @@ fn fast_io_locks_are_lock_control_operations_with_the_fast_io_flag() {
     // Below it: completes a lock of offset 100 with STATUS_ACCESS_DENIED, disallows fast I/O
     // for one of offset 200.
     let gate = Config::new("Gate", "200000").op(mj::LOCK_CONTROL, true, false).with_pre(|p| {
-        let l = unsafe { p.iopb().Parameters.LockControl };
+        let l = *unsafe { flt::<params::FltLockControl>(&p.iopb().Parameters) };
         let fast = p.data().Flags & FAST_IO_OPERATION != 0;
         match l.ByteOffset {
             100 => {
@@ -372,7 +373,7 @@ fn fast_io_queries_are_query_information_operations_with_the_fast_io_flag() {
     let g = got.clone();
     let look =
         Config::new("Look", "370000").op(mj::QUERY_INFORMATION, true, true).with_pre(move |p| {
-            let q = unsafe { p.iopb().Parameters.QueryFileInformation };
+            let q = *unsafe { flt::<params::FltFileInformation>(&p.iopb().Parameters) };
             let fast = p.data().Flags & FAST_IO_OPERATION != 0;
             g.borrow_mut().push(format!(
                 "fast={fast} class={} length={} buffer={}",
@@ -915,7 +916,7 @@ fn dirty_callback_data_propagates_changed_parameters_down_facts_4() {
             &mut m,
             0,
             Config::new("Shift", "300000").op(mj::READ, true, false).with_pre(move |p| {
-                p.iopb().Parameters.Read.ByteOffset = 5;
+                unsafe { flt_mut::<params::FltRead>(&mut p.iopb().Parameters) }.ByteOffset = 5;
                 if dirty {
                     unsafe { FltSetCallbackDataDirty(p.data) };
                 }
@@ -928,7 +929,8 @@ fn dirty_callback_data_propagates_changed_parameters_down_facts_4() {
             &mut m,
             1,
             Config::new("Below", "200000").op(mj::READ, true, false).with_pre(move |p| {
-                o.borrow_mut().push(unsafe { p.iopb().Parameters.Read.ByteOffset });
+                o.borrow_mut()
+                    .push(unsafe { flt::<params::FltRead>(&p.iopb().Parameters) }.ByteOffset);
                 (1, 0)
             }),
         );
@@ -1042,7 +1044,7 @@ fn the_fast_io_check_of_a_locked_file_is_an_operation_inside_the_read() {
             let i = p.iopb();
             let fast = p.data().Flags & FAST_IO_OPERATION != 0;
             if i.MajorFunction == CHECK {
-                let c = unsafe { i.Parameters.FastIoCheckIfPossible };
+                let c = *unsafe { flt::<params::FltFastIoCheckIfPossible>(&i.Parameters) };
                 g.borrow_mut().push(format!(
                     "check fast={fast} off={} len={} read={}",
                     { c.FileOffset },

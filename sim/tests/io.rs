@@ -240,6 +240,56 @@ fn fast_io_serves_cached_reads_once_caching_started_and_irps_otherwise() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// The stack locations the simulator builds have the documented x64 layout of
+/// `IO_STACK_LOCATION.Parameters` (wdm.h, `POINTER_ALIGNMENT` = 8), which the backends read on
+/// every target: windows-sys 0.61 puts a read's `ByteOffset` and an FSCTL's `FsControlCode` at
+/// 8, a create's `FileAttributes` at 12, an information query's class at 4 (docs/simulator.md,
+/// "Shape", kernel structures). A raw driver reads the bytes.
+#[test]
+fn stack_locations_carry_the_documented_x64_parameter_layout() {
+    let u16_at = |b: &[u8; 32], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8; 32], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let i64_at = |b: &[u8; 32], o: usize| i64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let mut m = machine_with_spy(14);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.bin", &[7u8; 4096]));
+    m.boot();
+    spy(|s| s.refuse_fast_io = true);
+    let last = |major: u8| {
+        spy(|s| s.seen.iter().rfind(|x| x.major == major && !x.fast_io).cloned()).unwrap()
+    };
+    let options = CreateOptions { attributes: 0x80, ..CreateOptions::open().share(7) };
+    let h = m.open(c, "f.bin", options).unwrap();
+    let create = last(0x00).parameters;
+    // SecurityContext at 0, Options at 8 (disposition in the high byte), FileAttributes at 16,
+    // ShareAccess at 18, EaLength at 24.
+    assert_ne!(i64_at(&create, 0), 0);
+    assert_eq!(u32_at(&create, 8) >> 24, disposition::OPEN);
+    assert_eq!((u16_at(&create, 16), u16_at(&create, 18)), (0x80, 7));
+    assert_eq!(u32_at(&create, 24), 0);
+    let r = m.read(h, Some(0x600), 0x200, IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    let read = last(0x03).parameters;
+    // Length at 0, Key at 8, Flags at 12, ByteOffset at 16.
+    assert_eq!((u32_at(&read, 0), u32_at(&read, 8), u32_at(&read, 12)), (0x200, 0, 0));
+    assert_eq!(i64_at(&read, 16), 0x600);
+    let w = m.write(h, Some(0x400), &[1u8; 0x200], IoMode::NonCached);
+    assert_eq!(w.status, Status::SUCCESS);
+    let write = last(0x04).parameters;
+    assert_eq!((u32_at(&write, 0), i64_at(&write, 16)), (0x200, 0x400));
+    assert_eq!(m.query_information(h, fi::STANDARD, 24).status, Status::SUCCESS);
+    let query = last(0x05).parameters;
+    // Length at 0, FileInformationClass at 8.
+    assert_eq!((u32_at(&query, 0), u32_at(&query, 8)), (24, fi::STANDARD));
+    let input = [0u8; 16];
+    let code = fsctl::IS_VOLUME_MOUNTED;
+    let _ = m.io(IoRequest::Fsctl { handle: h, code, input: &input, output_length: 32 });
+    let control = last(0x0d).parameters;
+    // OutputBufferLength at 0, InputBufferLength at 8, FsControlCode at 16.
+    assert_eq!((u32_at(&control, 0), u32_at(&control, 8)), (32, 16));
+    assert_eq!(u32_at(&control, 16), code);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 #[test]
 fn cached_noncached_and_paging_requests_carry_their_flags_and_buffers() {
     // facts.md §7: IRP_NOCACHE 0x1, IRP_PAGING_IO 0x2, IRP_SYNCHRONOUS_PAGING_IO 0x40.

@@ -13,6 +13,7 @@
 mod fltcommon;
 
 use fsfilter::Status;
+use fsfilter_kernel::params::{self as kparams, flt};
 use fsfilter_sim::nt::{disposition, file_info as fi};
 use fsfilter_sim::{
     FsKind, Handle, Machine, MachineConfig, RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp, VolumeId,
@@ -188,32 +189,39 @@ fn unraised_majors_pass_both_filter_models_to_the_file_system() {
     install_legacy(&mut m, 0, "Legacy", "FSFilter Activity Monitor", fsfilter_sim::StartType::Boot);
     let mut cfg = Config::new("Mini", "370000").with_pre(|p| {
         let params = &p.iopb().Parameters;
-        // SAFETY: the members the major functions select.
-        let shown = unsafe {
-            match p.major() {
-                0x07 => format!(
-                    "length {} buffer {}",
-                    params.QueryEa.Length,
-                    !params.QueryEa.EaBuffer.is_null()
-                ),
-                0x14 => format!(
+        let shown = match p.major() {
+            0x07 => {
+                // SAFETY: the member of an EA query.
+                let ea = unsafe { flt::<kparams::FltQueryEa>(params) };
+                format!("length {} buffer {}", ea.Length, !ea.EaBuffer.is_null())
+            }
+            0x14 => {
+                // SAFETY: the member of a security query.
+                let q = unsafe { flt::<kparams::FltQuerySecurity>(params) };
+                format!(
                     "information {} length {} buffer {}",
-                    params.QuerySecurity.SecurityInformation,
-                    params.QuerySecurity.Length,
-                    !params.QuerySecurity.SecurityBuffer.is_null()
-                ),
-                0x15 => format!(
+                    q.SecurityInformation,
+                    q.Length,
+                    !q.SecurityBuffer.is_null()
+                )
+            }
+            // SAFETY: the member of a security set (windows-sys's has the documented layout).
+            0x15 => unsafe {
+                format!(
                     "information {} descriptor {}",
                     params.SetSecurity.SecurityInformation,
                     !params.SetSecurity.SecurityDescriptor.is_null()
-                ),
-                0x19 => format!(
+                )
+            },
+            // SAFETY: the member of a quota query (windows-sys's has the documented layout).
+            0x19 => unsafe {
+                format!(
                     "length {} buffer {}",
                     params.QueryQuota.Length,
                     !params.QueryQuota.QuotaBuffer.is_null()
-                ),
-                _ => String::new(),
-            }
+                )
+            },
+            _ => String::new(),
         };
         if !shown.is_empty() {
             fltcommon::order_push(format!("params {}: {shown}", p.major()));

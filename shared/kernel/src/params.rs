@@ -8,10 +8,11 @@
 //! instead of 32 (where `ReadBuffer` really is), and so on. [`x64`] has the documented layouts
 //! (wdm.h and fltkernel.h as Microsoft Learn prints them); the tests pin their offsets.
 //!
-//! On Windows the accessors answer the [`x64`] layouts. The simulator builds its stack locations
-//! and callback data with windows-sys's types, so on any other target they answer those, with the
-//! same field names and types: the backends' code is the same on both (docs/simulator.md, "Shape",
-//! kernel structures).
+//! The accessors answer the [`x64`] layouts on every target: the drivers read them on Windows,
+//! and the simulator writes and reads them (through [`io_mut`] and [`flt_mut`]) when it builds
+//! stack locations and callback data, so the backends' code and layouts are the same on both
+//! (docs/simulator.md, "Shape", kernel structures). windows-sys's own members are used only
+//! where their offsets are the documented ones (pointer-first members such as `MountVolume`).
 
 #![allow(non_snake_case, reason = "WDK field names, as windows-sys spells them")]
 
@@ -23,7 +24,10 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS;
 pub mod x64 {
     use core::ffi::c_void;
 
-    use windows_sys::Wdk::Foundation::{IO_SECURITY_CONTEXT, MDL};
+    use windows_sys::Wdk::Foundation::{
+        FILE_OBJECT, IO_SECURITY_CONTEXT, IO_STACK_LOCATION_0_9_0, MDL, PEPROCESS,
+    };
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_6_0;
     use windows_sys::Wdk::Storage::FileSystem::{FILE_INFORMATION_CLASS, FS_INFORMATION_CLASS};
     use windows_sys::Win32::Foundation::UNICODE_STRING;
 
@@ -58,6 +62,37 @@ pub mod x64 {
         pub Length: u32,
         _align0: u32,
         pub FileInformationClass: FILE_INFORMATION_CLASS,
+    }
+
+    /// `Parameters.SetFile`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct IoSetFile {
+        pub Length: u32,
+        _align0: u32,
+        pub FileInformationClass: FILE_INFORMATION_CLASS,
+        pub FileObject: *mut FILE_OBJECT,
+        pub Anonymous: IO_STACK_LOCATION_0_9_0,
+    }
+
+    /// `Parameters.QueryEa`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct IoQueryEa {
+        pub Length: u32,
+        pub EaList: *mut c_void,
+        pub EaListLength: u32,
+        _align0: u32,
+        pub EaIndex: u32,
+    }
+
+    /// `Parameters.QuerySecurity`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct IoQuerySecurity {
+        pub SecurityInformation: u32,
+        _align0: u32,
+        pub Length: u32,
     }
 
     /// `Parameters.QueryVolume` and `Parameters.SetVolume`.
@@ -113,14 +148,25 @@ pub mod x64 {
         pub Type3InputBuffer: *mut c_void,
     }
 
-    /// `Parameters.LockControl` of a stack location and `FLT_PARAMETERS.LockControl` (whose
-    /// further members are not read).
+    /// `Parameters.LockControl` of a stack location.
     #[repr(C)]
     #[derive(Clone, Copy)]
-    pub struct LockControl {
+    pub struct IoLockControl {
         pub Length: *mut i64,
         pub Key: u32,
         pub ByteOffset: i64,
+    }
+
+    /// `FLT_PARAMETERS.LockControl`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltLockControl {
+        pub Length: *mut i64,
+        pub Key: u32,
+        pub ByteOffset: i64,
+        pub ProcessId: PEPROCESS,
+        pub FailImmediately: bool,
+        pub ExclusiveLock: bool,
     }
 
     /// `FLT_PARAMETERS.Create`.
@@ -172,6 +218,42 @@ pub mod x64 {
         pub InfoBuffer: *mut c_void,
     }
 
+    /// `FLT_PARAMETERS.SetFileInformation`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltSetFile {
+        pub Length: u32,
+        _align0: u32,
+        pub FileInformationClass: FILE_INFORMATION_CLASS,
+        pub ParentOfTarget: *mut FILE_OBJECT,
+        pub Anonymous: FLT_PARAMETERS_6_0,
+        pub InfoBuffer: *mut c_void,
+    }
+
+    /// `FLT_PARAMETERS.QueryEa`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltQueryEa {
+        pub Length: u32,
+        pub EaList: *mut c_void,
+        pub EaListLength: u32,
+        _align0: u32,
+        pub EaIndex: u32,
+        pub EaBuffer: *mut c_void,
+        pub MdlAddress: *mut MDL,
+    }
+
+    /// `FLT_PARAMETERS.QuerySecurity`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltQuerySecurity {
+        pub SecurityInformation: u32,
+        _align0: u32,
+        pub Length: u32,
+        pub SecurityBuffer: *mut c_void,
+        pub MdlAddress: *mut MDL,
+    }
+
     /// `FLT_PARAMETERS.QueryVolumeInformation` and `.SetVolumeInformation`.
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -183,10 +265,32 @@ pub mod x64 {
     }
 
     /// `FLT_PARAMETERS.DirectoryControl.QueryDirectory`.
-    pub type FltQueryDirectory = IoQueryDirectory;
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltQueryDirectory {
+        pub Length: u32,
+        pub FileName: *mut UNICODE_STRING,
+        pub FileInformationClass: FILE_INFORMATION_CLASS,
+        _align0: u32,
+        pub FileIndex: u32,
+        pub DirectoryBuffer: *mut c_void,
+        pub MdlAddress: *mut MDL,
+    }
 
     /// `FLT_PARAMETERS.DirectoryControl.NotifyDirectory`.
-    pub type FltNotifyDirectory = IoNotifyDirectory;
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltNotifyDirectory {
+        pub Length: u32,
+        _align0: u32,
+        pub CompletionFilter: u32,
+        _align1: u32,
+        pub Spare1: u32,
+        _align2: u32,
+        pub Spare2: u32,
+        pub DirectoryBuffer: *mut c_void,
+        pub MdlAddress: *mut MDL,
+    }
 
     /// `FLT_PARAMETERS.FileSystemControl.Common`.
     #[repr(C)]
@@ -209,46 +313,38 @@ pub mod x64 {
         _align1: u32,
         pub IoControlCode: u32,
     }
+
+    /// `FLT_PARAMETERS.DeviceIoControl` and `.FileSystemControl` with their buffers (the
+    /// members share this layout): `Buffer` is `Buffered.SystemBuffer`,
+    /// `Direct.InputSystemBuffer` or `Neither.InputBuffer` by the code's method; `OutputBuffer`
+    /// and `OutputMdlAddress` are `Direct`'s and `Neither`'s.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltControlBuffers {
+        pub OutputBufferLength: u32,
+        _align0: u32,
+        pub InputBufferLength: u32,
+        _align1: u32,
+        pub IoControlCode: u32,
+        pub Buffer: *mut c_void,
+        pub OutputBuffer: *mut c_void,
+        pub OutputMdlAddress: *mut MDL,
+    }
+
+    /// `FLT_PARAMETERS.FastIoCheckIfPossible`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct FltFastIoCheckIfPossible {
+        pub FileOffset: i64,
+        pub Length: u32,
+        _align0: u32,
+        pub LockKey: u32,
+        _align1: u32,
+        pub CheckForReadOperation: bool,
+    }
 }
 
-#[cfg(target_os = "windows")]
-pub use x64::{
-    FltCreate, FltDeviceIoControl, FltFileInformation, FltFileSystemControl, FltNotifyDirectory,
-    FltQueryDirectory, FltRead, FltVolumeInformation, FltWrite, IoCreate, IoDeviceIoControl,
-    IoFileInformation, IoFileSystemControl, IoNotifyDirectory, IoQueryDirectory, IoReadWrite,
-    IoVolumeInformation, LockControl as IoLockControl, LockControl as FltLockControl,
-};
-
-#[cfg(not(target_os = "windows"))]
-pub use host::*;
-
-/// The simulator's layouts: windows-sys's own member types.
-#[cfg(not(target_os = "windows"))]
-#[allow(missing_docs, reason = "the WDK's types, documented by the WDK")]
-mod host {
-    use windows_sys::Wdk::Foundation as io;
-    use windows_sys::Wdk::Storage::FileSystem::Minifilters as flt;
-
-    pub type IoCreate = io::IO_STACK_LOCATION_0_0;
-    pub type IoReadWrite = io::IO_STACK_LOCATION_0_3;
-    pub type IoFileInformation = io::IO_STACK_LOCATION_0_8;
-    pub type IoVolumeInformation = io::IO_STACK_LOCATION_0_12;
-    pub type IoQueryDirectory = io::IO_STACK_LOCATION_0_5;
-    pub type IoNotifyDirectory = io::IO_STACK_LOCATION_0_6;
-    pub type IoFileSystemControl = io::IO_STACK_LOCATION_0_14;
-    pub type IoDeviceIoControl = io::IO_STACK_LOCATION_0_16;
-    pub type IoLockControl = io::IO_STACK_LOCATION_0_15;
-    pub type FltCreate = flt::FLT_PARAMETERS_0;
-    pub type FltRead = flt::FLT_PARAMETERS_3;
-    pub type FltWrite = flt::FLT_PARAMETERS_4;
-    pub type FltFileInformation = flt::FLT_PARAMETERS_5;
-    pub type FltVolumeInformation = flt::FLT_PARAMETERS_9;
-    pub type FltQueryDirectory = flt::FLT_PARAMETERS_11_0;
-    pub type FltNotifyDirectory = flt::FLT_PARAMETERS_11_1;
-    pub type FltFileSystemControl = flt::FLT_PARAMETERS_12_1;
-    pub type FltDeviceIoControl = flt::FLT_PARAMETERS_13_0;
-    pub type FltLockControl = flt::FLT_PARAMETERS_14;
-}
+pub use x64::*;
 
 /// Views `from` (a parameters union) as `T`, one of its members: every member starts at offset 0.
 ///
@@ -265,6 +361,21 @@ unsafe fn member<U, T>(from: &U) -> &T {
     unsafe { &*core::ptr::from_ref(from).cast::<T>() }
 }
 
+/// Views `from` (a parameters union) as `T`, one of its members, for writing.
+///
+/// # Safety
+/// `T` must be the member the operation's major (and minor) function selects.
+#[inline(always)]
+unsafe fn member_mut<U, T>(from: &mut U) -> &mut T {
+    const {
+        assert!(core::mem::size_of::<T>() <= core::mem::size_of::<U>());
+        assert!(core::mem::align_of::<T>() <= core::mem::align_of::<U>());
+    };
+    // SAFETY: `T` fits in `U` and is no more aligned (checked above); the caller guarantees the
+    // bytes are that member's, plain integers, booleans and pointers written as such.
+    unsafe { &mut *core::ptr::from_mut(from).cast::<T>() }
+}
+
 /// A member of `IO_STACK_LOCATION.Parameters`: `io::<IoReadWrite>(&sl.Parameters)`.
 ///
 /// # Safety
@@ -273,6 +384,27 @@ unsafe fn member<U, T>(from: &U) -> &T {
 pub unsafe fn io<T>(parameters: &IO_STACK_LOCATION_0) -> &T {
     // SAFETY: forwarded.
     unsafe { member(parameters) }
+}
+
+/// A member of `IO_STACK_LOCATION.Parameters` to write: `io_mut::<IoReadWrite>(&mut
+/// sl.Parameters).ByteOffset = 0`.
+///
+/// # Safety
+/// `T` must be one of this module's `Io*` types, the one the operation selects.
+#[inline(always)]
+pub unsafe fn io_mut<T>(parameters: &mut IO_STACK_LOCATION_0) -> &mut T {
+    // SAFETY: forwarded.
+    unsafe { member_mut(parameters) }
+}
+
+/// A member of `FLT_PARAMETERS` to write: `flt_mut::<FltRead>(&mut iopb.Parameters)`.
+///
+/// # Safety
+/// `T` must be one of this module's `Flt*` types, the one the operation selects.
+#[inline(always)]
+pub unsafe fn flt_mut<T>(parameters: &mut FLT_PARAMETERS) -> &mut T {
+    // SAFETY: forwarded.
+    unsafe { member_mut(parameters) }
 }
 
 /// A member of `FLT_PARAMETERS`: `flt::<FltRead>(&iopb.Parameters)`.
@@ -332,13 +464,32 @@ mod tests {
             offset_of!(IoDeviceIoControl, Type3InputBuffer),
         ];
         assert_eq!(ioctl, [8, 16, 24]);
-        assert_eq!([offset_of!(LockControl, Key), offset_of!(LockControl, ByteOffset)], [8, 16]);
+        assert_eq!(
+            [offset_of!(IoLockControl, Key), offset_of!(IoLockControl, ByteOffset)],
+            [8, 16]
+        );
+        let set = [
+            offset_of!(IoSetFile, FileInformationClass),
+            offset_of!(IoSetFile, FileObject),
+            offset_of!(IoSetFile, Anonymous),
+        ];
+        assert_eq!(set, [8, 16, 24]);
+        let ea = [
+            offset_of!(IoQueryEa, EaList),
+            offset_of!(IoQueryEa, EaListLength),
+            offset_of!(IoQueryEa, EaIndex),
+        ];
+        assert_eq!(ea, [8, 16, 24]);
+        assert_eq!(offset_of!(IoQuerySecurity, Length), 8);
         for size in [
             size_of::<IoCreate>(),
             size_of::<IoReadWrite>(),
             size_of::<IoQueryDirectory>(),
             size_of::<IoFileSystemControl>(),
             size_of::<IoDeviceIoControl>(),
+            size_of::<IoSetFile>(),
+            size_of::<IoQueryEa>(),
+            size_of::<IoLockControl>(),
         ] {
             assert!(size <= 32);
         }
@@ -392,6 +543,75 @@ mod tests {
             offset_of!(FltDeviceIoControl, IoControlCode),
         ];
         assert_eq!(ioctl, [8, 16]);
+        let set = [
+            offset_of!(FltSetFile, FileInformationClass),
+            offset_of!(FltSetFile, ParentOfTarget),
+            offset_of!(FltSetFile, Anonymous),
+            offset_of!(FltSetFile, InfoBuffer),
+        ];
+        assert_eq!(set, [8, 16, 24, 32]);
+        let ea = [
+            offset_of!(FltQueryEa, EaList),
+            offset_of!(FltQueryEa, EaListLength),
+            offset_of!(FltQueryEa, EaIndex),
+            offset_of!(FltQueryEa, EaBuffer),
+            offset_of!(FltQueryEa, MdlAddress),
+        ];
+        assert_eq!(ea, [8, 16, 24, 32, 40]);
+        let security = [
+            offset_of!(FltQuerySecurity, Length),
+            offset_of!(FltQuerySecurity, SecurityBuffer),
+            offset_of!(FltQuerySecurity, MdlAddress),
+        ];
+        assert_eq!(security, [8, 16, 24]);
+        let query = [
+            offset_of!(FltQueryDirectory, FileName),
+            offset_of!(FltQueryDirectory, FileInformationClass),
+            offset_of!(FltQueryDirectory, FileIndex),
+            offset_of!(FltQueryDirectory, DirectoryBuffer),
+            offset_of!(FltQueryDirectory, MdlAddress),
+        ];
+        assert_eq!(query, [8, 16, 24, 32, 40]);
+        let notify = [
+            offset_of!(FltNotifyDirectory, CompletionFilter),
+            offset_of!(FltNotifyDirectory, Spare1),
+            offset_of!(FltNotifyDirectory, Spare2),
+            offset_of!(FltNotifyDirectory, DirectoryBuffer),
+            offset_of!(FltNotifyDirectory, MdlAddress),
+        ];
+        assert_eq!(notify, [8, 16, 24, 32, 40]);
+        let control = [
+            offset_of!(FltControlBuffers, InputBufferLength),
+            offset_of!(FltControlBuffers, IoControlCode),
+            offset_of!(FltControlBuffers, Buffer),
+            offset_of!(FltControlBuffers, OutputBuffer),
+            offset_of!(FltControlBuffers, OutputMdlAddress),
+        ];
+        assert_eq!(control, [8, 16, 24, 32, 40]);
+        let lock = [
+            offset_of!(FltLockControl, Key),
+            offset_of!(FltLockControl, ByteOffset),
+            offset_of!(FltLockControl, ProcessId),
+            offset_of!(FltLockControl, FailImmediately),
+            offset_of!(FltLockControl, ExclusiveLock),
+        ];
+        assert_eq!(lock, [8, 16, 24, 32, 33]);
+        let check = [
+            offset_of!(FltFastIoCheckIfPossible, Length),
+            offset_of!(FltFastIoCheckIfPossible, LockKey),
+            offset_of!(FltFastIoCheckIfPossible, CheckForReadOperation),
+        ];
+        assert_eq!(check, [8, 16, 24]);
+        for size in [
+            size_of::<FltSetFile>(),
+            size_of::<FltQueryEa>(),
+            size_of::<FltQueryDirectory>(),
+            size_of::<FltNotifyDirectory>(),
+            size_of::<FltControlBuffers>(),
+            size_of::<FltLockControl>(),
+        ] {
+            assert!(size <= 48);
+        }
     }
 
     /// The structures around the unions, which windows-sys lays out as the x64 kernel does
@@ -435,8 +655,7 @@ mod tests {
     }
 
     /// Why this module exists: windows-sys 0.61's members disagree with the documented layout.
-    /// When this fails, windows-sys has been fixed: the accessors can answer its types on every
-    /// target and the simulator's layout becomes the real one.
+    /// When this fails, windows-sys has been fixed and its members could replace [`x64`]'s.
     #[test]
     fn windows_sys_still_misplaces_the_pointer_aligned_members() {
         use windows_sys::Wdk::Foundation as io;

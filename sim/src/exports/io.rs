@@ -4,6 +4,7 @@
 use std::ffi::c_void;
 
 use fsfilter::Status;
+use fsfilter_kernel::params::{self, io_mut};
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, DRIVER_FS_NOTIFICATION, DRIVER_OBJECT, FILE_OBJECT, IRP, PEPROCESS,
     PIO_COMPLETION_ROUTINE, PIO_WORKITEM,
@@ -673,8 +674,10 @@ export! { windows_sys::Wdk::System::SystemServices::IoBuildSynchronousFsdRequest
             let s = unsafe { crate::irpx::next(irp) };
             s.MajorFunction = major;
             if major == crate::nt::mj::READ || major == crate::nt::mj::WRITE {
-                s.Parameters.Read.Length = length;
-                s.Parameters.Read.ByteOffset = offset;
+                // SAFETY: the member of a read or write.
+                let r = unsafe { io_mut::<params::IoReadWrite>(&mut s.Parameters) };
+                r.Length = length;
+                r.ByteOffset = offset;
                 attach_buffer(k, irp, dev, buffer, length as usize, major == crate::nt::mj::READ);
             }
             irp
@@ -746,10 +749,12 @@ export! { windows_sys::Wdk::System::SystemServices::IoBuildDeviceIoControlReques
             // SAFETY: the fresh IRP's first location.
             let s = unsafe { crate::irpx::next(irp) };
             s.MajorFunction = if internaldeviceiocontrol { crate::nt::mj::INTERNAL_DEVICE_CONTROL } else { crate::nt::mj::DEVICE_CONTROL };
-            s.Parameters.DeviceIoControl.IoControlCode = iocontrolcode;
-            s.Parameters.DeviceIoControl.InputBufferLength = inputbufferlength;
-            s.Parameters.DeviceIoControl.OutputBufferLength = outputbufferlength;
-            s.Parameters.DeviceIoControl.Type3InputBuffer = inputbuffer.cast_mut();
+            // SAFETY: the member of a device control.
+            let c = unsafe { io_mut::<params::IoDeviceIoControl>(&mut s.Parameters) };
+            c.IoControlCode = iocontrolcode;
+            c.InputBufferLength = inputbufferlength;
+            c.OutputBufferLength = outputbufferlength;
+            c.Type3InputBuffer = inputbuffer.cast_mut();
             irp
         })
     }

@@ -8,6 +8,7 @@
 use std::ffi::c_void;
 
 use fsfilter::{MajorFunction, OperationKind, Status};
+use fsfilter_kernel::params::{self, IoFileSystemControl};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS,
@@ -69,7 +70,8 @@ fn build_irp_op(
         mj::WRITE => i.Flags & irp_flags::PAGING_IO == 0,
         mj::SET_INFORMATION => {
             // SAFETY: the member of IRP_MJ_SET_INFORMATION.
-            let class = unsafe { s.Parameters.SetFile.FileInformationClass };
+            let class = unsafe { params::io::<params::IoFileInformation>(&s.Parameters) }
+                .FileInformationClass;
             matches!(class, 19 | 20)
         }
         _ => false,
@@ -77,7 +79,8 @@ fn build_irp_op(
     let dismount = s.MajorFunction == mj::FILE_SYSTEM_CONTROL
         && s.MinorFunction == mn_fsctl::USER_FS_REQUEST
         // SAFETY: the member of a user FSCTL.
-        && unsafe { s.Parameters.FileSystemControl.FsControlCode } == fsctl::DISMOUNT_VOLUME;
+        && unsafe { params::io::<IoFileSystemControl>(&s.Parameters) }.FsControlCode
+            == fsctl::DISMOUNT_VOLUME;
     let request = k.resolve_operation(irp as usize);
     let key = k.fltmgr.ops.next;
     k.fltmgr.ops.next += 1;
@@ -450,10 +453,9 @@ fn unsynchronizable(iopb: &FLT_IO_PARAMETER_BLOCK) -> Option<&'static str> {
             if minor == fsfilter::fsctl::USER_FS_REQUEST
                 || minor == fsfilter::fsctl::KERNEL_CALL =>
         {
-            // SAFETY: the FSCTL member of the parameters.
-            let fsctl = unsafe { &iopb.Parameters.FileSystemControl };
-            // SAFETY: `Common` is the member of user and kernel FSCTL requests.
-            let code = unsafe { fsctl.Common.FsControlCode };
+            // SAFETY: `FileSystemControl.Common` is the member of user and kernel FSCTL requests.
+            let fsctl = unsafe { params::flt::<params::FltFileSystemControl>(&iopb.Parameters) };
+            let code = fsctl.FsControlCode;
             fsfilter::fsctl::is_oplock_request(code).then_some("an oplock FSCTL")
         }
         _ => None,

@@ -11,6 +11,7 @@
 use std::ffi::c_void;
 
 use fsfilter::Status;
+use fsfilter_kernel::params::{self, flt, flt_mut};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, PEPROCESS};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
 use windows_sys::Wdk::Storage::FileSystem::{
@@ -342,16 +343,18 @@ impl FastCall for Transfer {
         let t = self;
         build_op(k, at, t.fo, t.write, |iopb| {
             iopb.MajorFunction = if t.write { mj::WRITE } else { mj::READ };
-            iopb.Parameters.Read.Length = t.length;
-            iopb.Parameters.Read.Key = t.key;
-            iopb.Parameters.Read.ByteOffset = t.offset;
-            iopb.Parameters.Read.ReadBuffer = t.buffer;
+            // SAFETY: the member of a read or write (they share its layout).
+            let r = unsafe { flt_mut::<params::FltRead>(&mut iopb.Parameters) };
+            r.Length = t.length;
+            r.Key = t.key;
+            r.ByteOffset = t.offset;
+            r.ReadBuffer = t.buffer;
         })
     }
 
     fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> Transfer {
         // SAFETY: the member of a read or write.
-        let p = unsafe { iopb.Parameters.Read };
+        let p = *unsafe { flt::<params::FltRead>(&iopb.Parameters) };
         Transfer { offset: p.ByteOffset, length: p.Length, buffer: p.ReadBuffer, ..self }
     }
 
@@ -383,18 +386,20 @@ impl FastCall for LockCall {
         build_op(k, at, c.fo, false, |iopb| {
             iopb.MajorFunction = mj::LOCK_CONTROL;
             iopb.MinorFunction = c.minor;
-            iopb.Parameters.LockControl.Length = c.length.cast_mut();
-            iopb.Parameters.LockControl.Key = c.key;
-            iopb.Parameters.LockControl.ByteOffset = c.offset;
-            iopb.Parameters.LockControl.ProcessId = c.process;
-            iopb.Parameters.LockControl.FailImmediately = c.fail_immediately;
-            iopb.Parameters.LockControl.ExclusiveLock = c.exclusive;
+            // SAFETY: the member of a lock control.
+            let l = unsafe { flt_mut::<params::FltLockControl>(&mut iopb.Parameters) };
+            l.Length = c.length.cast_mut();
+            l.Key = c.key;
+            l.ByteOffset = c.offset;
+            l.ProcessId = c.process;
+            l.FailImmediately = c.fail_immediately;
+            l.ExclusiveLock = c.exclusive;
         })
     }
 
     fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> LockCall {
         // SAFETY: the member of a lock control.
-        let p = unsafe { iopb.Parameters.LockControl };
+        let p = *unsafe { flt::<params::FltLockControl>(&iopb.Parameters) };
         LockCall {
             offset: p.ByteOffset,
             length: if p.Length.is_null() { self.length } else { p.Length.cast_const() },
@@ -457,16 +462,18 @@ impl FastCall for QueryCall {
         };
         build_op(k, at, q.fo, false, |iopb| {
             iopb.MajorFunction = mj::QUERY_INFORMATION;
-            iopb.Parameters.QueryFileInformation.Length = length as u32;
-            iopb.Parameters.QueryFileInformation.FileInformationClass = q.class as _;
-            iopb.Parameters.QueryFileInformation.InfoBuffer = q.buffer;
+            // SAFETY: the member of an information query.
+            let i = unsafe { flt_mut::<params::FltFileInformation>(&mut iopb.Parameters) };
+            i.Length = length as u32;
+            i.FileInformationClass = q.class as _;
+            i.InfoBuffer = q.buffer;
         })
     }
 
     /// The buffer: the class is the routine's, and so is the length.
     fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> QueryCall {
         // SAFETY: the member of an information query.
-        let p = unsafe { iopb.Parameters.QueryFileInformation };
+        let p = *unsafe { flt::<params::FltFileInformation>(&iopb.Parameters) };
         QueryCall { buffer: p.InfoBuffer, ..self }
     }
 
@@ -499,16 +506,18 @@ impl FastCall for CheckCall {
         let c = self;
         build_op(k, at, c.fo, false, |iopb| {
             iopb.MajorFunction = fsfilter::MajorFunction::FastIoCheckIfPossible.code();
-            iopb.Parameters.FastIoCheckIfPossible.FileOffset = c.offset;
-            iopb.Parameters.FastIoCheckIfPossible.Length = c.length;
-            iopb.Parameters.FastIoCheckIfPossible.LockKey = c.key;
-            iopb.Parameters.FastIoCheckIfPossible.CheckForReadOperation = c.read;
+            // SAFETY: the member of a fast-I/O check.
+            let p = unsafe { flt_mut::<params::FltFastIoCheckIfPossible>(&mut iopb.Parameters) };
+            p.FileOffset = c.offset;
+            p.Length = c.length;
+            p.LockKey = c.key;
+            p.CheckForReadOperation = c.read;
         })
     }
 
     fn changed(self, iopb: &FLT_IO_PARAMETER_BLOCK) -> CheckCall {
         // SAFETY: the member of a fast-I/O check.
-        let p = unsafe { iopb.Parameters.FastIoCheckIfPossible };
+        let p = *unsafe { flt::<params::FltFastIoCheckIfPossible>(&iopb.Parameters) };
         CheckCall { offset: p.FileOffset, length: p.Length, key: p.LockKey, ..self }
     }
 

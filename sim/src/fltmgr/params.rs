@@ -8,6 +8,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_RELATED_OBJECTS,
 };
 
+use fsfilter_kernel::params::{self, flt, flt_mut, io, io_mut};
+
 use crate::nt::{irp_flags, mj, mn_dir, mn_fsctl, sl};
 
 /// `FLTFL_CALLBACK_DATA_SYSTEM_BUFFER`.
@@ -43,7 +45,10 @@ fn caller_buffer(irp: &IRP, flags: &mut u32) -> *mut core::ffi::c_void {
 }
 
 /// Fills `p` from the stack location `s` of `irp` for major function `major`; returns the
-/// callback-data flags the buffers imply (`SYSTEM_BUFFER`).
+/// callback-data flags the buffers imply (`SYSTEM_BUFFER`). Both sides are read and written with
+/// the documented x64 layouts (`fsfilter_kernel::params`), except the members windows-sys lays
+/// out as Windows does (pointer-first or naturally aligned: `SetEa`, `SetSecurity`,
+/// `QueryQuota`, `SetQuota`, mount and verify, `Others`).
 pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -> u32 {
     // SAFETY: the union's pointer member is the one buffered requests use.
     let system = unsafe { irp.AssociatedIrp.SystemBuffer };
@@ -53,63 +58,76 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
     match s.MajorFunction {
         mj::CREATE => {
             // SAFETY: the union member the major (and minor) function selects.
-            let c = unsafe { q.Create };
-            p.Create.SecurityContext = c.SecurityContext;
-            p.Create.Options = c.Options;
-            p.Create.FileAttributes = c.FileAttributes;
-            p.Create.ShareAccess = c.ShareAccess;
-            p.Create.EaLength = c.EaLength;
-            p.Create.EaBuffer = system;
-            p.Create.AllocationSize = 0;
+            let c = *unsafe { io::<params::IoCreate>(q) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { flt_mut::<params::FltCreate>(p) };
+            t.SecurityContext = c.SecurityContext;
+            t.Options = c.Options;
+            t.FileAttributes = c.FileAttributes;
+            t.ShareAccess = c.ShareAccess;
+            t.EaLength = c.EaLength;
+            t.EaBuffer = system;
+            t.AllocationSize = 0;
         }
         mj::READ | mj::WRITE => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { q.Read };
-            p.Read.Length = r.Length;
-            p.Read.Key = r.Key;
-            p.Read.ByteOffset = r.ByteOffset;
-            p.Read.ReadBuffer = if buffered { system } else { irp.UserBuffer };
-            p.Read.MdlAddress = irp.MdlAddress;
+            let r = *unsafe { io::<params::IoReadWrite>(q) };
+            // SAFETY: the union member the major (and minor) function selects (a write's has
+            // the same layout).
+            let t = unsafe { flt_mut::<params::FltRead>(p) };
+            t.Length = r.Length;
+            t.Key = r.Key;
+            t.ByteOffset = r.ByteOffset;
+            t.ReadBuffer = if buffered { system } else { irp.UserBuffer };
+            t.MdlAddress = irp.MdlAddress;
             if buffered {
                 flags |= SYSTEM_BUFFER;
             }
         }
         mj::QUERY_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { q.QueryFile };
-            p.QueryFileInformation.Length = r.Length;
-            p.QueryFileInformation.FileInformationClass = r.FileInformationClass;
-            p.QueryFileInformation.InfoBuffer = system;
+            let r = *unsafe { io::<params::IoFileInformation>(q) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { flt_mut::<params::FltFileInformation>(p) };
+            t.Length = r.Length;
+            t.FileInformationClass = r.FileInformationClass;
+            t.InfoBuffer = system;
             flags |= SYSTEM_BUFFER;
         }
         mj::SET_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { q.SetFile };
-            p.SetFileInformation.Length = r.Length;
-            p.SetFileInformation.FileInformationClass = r.FileInformationClass;
-            p.SetFileInformation.ParentOfTarget = r.FileObject;
+            let r = *unsafe { io::<params::IoSetFile>(q) };
             // SAFETY: the union member the major (and minor) function selects.
-            p.SetFileInformation.Anonymous.DeleteHandle = unsafe { r.Anonymous.DeleteHandle };
-            p.SetFileInformation.InfoBuffer = system;
+            let t = unsafe { flt_mut::<params::FltSetFile>(p) };
+            t.Length = r.Length;
+            t.FileInformationClass = r.FileInformationClass;
+            t.ParentOfTarget = r.FileObject;
+            // SAFETY: the widest member of the union, copied whole.
+            t.Anonymous.DeleteHandle = unsafe { r.Anonymous.DeleteHandle };
+            t.InfoBuffer = system;
             flags |= SYSTEM_BUFFER;
         }
         mj::QUERY_VOLUME_INFORMATION | mj::SET_VOLUME_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { q.QueryVolume };
-            p.QueryVolumeInformation.Length = r.Length;
-            p.QueryVolumeInformation.FsInformationClass = r.FsInformationClass;
-            p.QueryVolumeInformation.VolumeBuffer = system;
+            let r = *unsafe { io::<params::IoVolumeInformation>(q) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { flt_mut::<params::FltVolumeInformation>(p) };
+            t.Length = r.Length;
+            t.FsInformationClass = r.FsInformationClass;
+            t.VolumeBuffer = system;
             flags |= SYSTEM_BUFFER;
         }
         mj::QUERY_EA => {
             // SAFETY: the union member the major (and minor) function selects.
-            let e = unsafe { q.QueryEa };
-            p.QueryEa.Length = e.Length;
-            p.QueryEa.EaList = e.EaList;
-            p.QueryEa.EaListLength = e.EaListLength;
-            p.QueryEa.EaIndex = e.EaIndex;
-            p.QueryEa.EaBuffer = caller_buffer(irp, &mut flags);
-            p.QueryEa.MdlAddress = irp.MdlAddress;
+            let e = *unsafe { io::<params::IoQueryEa>(q) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { flt_mut::<params::FltQueryEa>(p) };
+            t.Length = e.Length;
+            t.EaList = e.EaList;
+            t.EaListLength = e.EaListLength;
+            t.EaIndex = e.EaIndex;
+            t.EaBuffer = caller_buffer(irp, &mut flags);
+            t.MdlAddress = irp.MdlAddress;
         }
         mj::SET_EA => {
             // SAFETY: the union member the major (and minor) function selects.
@@ -119,11 +137,13 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
         }
         mj::QUERY_SECURITY => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { q.QuerySecurity };
-            p.QuerySecurity.SecurityInformation = r.SecurityInformation;
-            p.QuerySecurity.Length = r.Length;
-            p.QuerySecurity.SecurityBuffer = caller_buffer(irp, &mut flags);
-            p.QuerySecurity.MdlAddress = irp.MdlAddress;
+            let r = *unsafe { io::<params::IoQuerySecurity>(q) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { flt_mut::<params::FltQuerySecurity>(p) };
+            t.SecurityInformation = r.SecurityInformation;
+            t.Length = r.Length;
+            t.SecurityBuffer = caller_buffer(irp, &mut flags);
+            t.MdlAddress = irp.MdlAddress;
         }
         mj::SET_SECURITY => {
             // SAFETY: the union member the major (and minor) function selects.
@@ -149,9 +169,9 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
         }
         mj::DIRECTORY_CONTROL if s.MinorFunction == mn_dir::QUERY_DIRECTORY => {
             // SAFETY: the union member the major (and minor) function selects.
-            let d = unsafe { q.QueryDirectory };
+            let d = *unsafe { io::<params::IoQueryDirectory>(q) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut p.DirectoryControl.QueryDirectory };
+            let t = unsafe { flt_mut::<params::FltQueryDirectory>(p) };
             t.Length = d.Length;
             t.FileName = d.FileName;
             t.FileInformationClass = d.FileInformationClass;
@@ -161,9 +181,9 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
         }
         mj::DIRECTORY_CONTROL => {
             // SAFETY: the union member the major (and minor) function selects.
-            let d = unsafe { q.NotifyDirectory };
+            let d = *unsafe { io::<params::IoNotifyDirectory>(q) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut p.DirectoryControl.NotifyDirectory };
+            let t = unsafe { flt_mut::<params::FltNotifyDirectory>(p) };
             t.Length = d.Length;
             t.CompletionFilter = d.CompletionFilter;
             t.DirectoryBuffer = irp.UserBuffer;
@@ -180,38 +200,43 @@ pub fn from_location(p: &mut FLT_PARAMETERS, irp: &IRP, s: &IO_STACK_LOCATION) -
         mj::FILE_SYSTEM_CONTROL | mj::DEVICE_CONTROL | mj::INTERNAL_DEVICE_CONTROL => {
             // FSCTL and IOCTL parameters share their layout in both unions.
             // SAFETY: the union member the major (and minor) function selects.
-            let c = unsafe { q.DeviceIoControl };
+            let c = *unsafe { io::<params::IoDeviceIoControl>(q) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut p.DeviceIoControl };
-            t.Common.OutputBufferLength = c.OutputBufferLength;
-            t.Common.InputBufferLength = c.InputBufferLength;
-            t.Common.IoControlCode = c.IoControlCode;
+            let t = unsafe { flt_mut::<params::FltControlBuffers>(p) };
+            t.OutputBufferLength = c.OutputBufferLength;
+            t.InputBufferLength = c.InputBufferLength;
+            t.IoControlCode = c.IoControlCode;
             match method(c.IoControlCode) {
+                // `Buffered.SystemBuffer`.
                 0 => {
-                    t.Buffered.SystemBuffer = system;
+                    t.Buffer = system;
                     flags |= SYSTEM_BUFFER;
                 }
+                // `Neither`.
                 3 => {
-                    t.Neither.InputBuffer = c.Type3InputBuffer;
-                    t.Neither.OutputBuffer = irp.UserBuffer;
-                    t.Neither.OutputMdlAddress = irp.MdlAddress;
+                    t.Buffer = c.Type3InputBuffer;
+                    t.OutputBuffer = irp.UserBuffer;
+                    t.OutputMdlAddress = irp.MdlAddress;
                 }
+                // `Direct`.
                 _ => {
-                    t.Direct.InputSystemBuffer = system;
-                    t.Direct.OutputBuffer = irp.UserBuffer;
-                    t.Direct.OutputMdlAddress = irp.MdlAddress;
+                    t.Buffer = system;
+                    t.OutputBuffer = irp.UserBuffer;
+                    t.OutputMdlAddress = irp.MdlAddress;
                 }
             }
         }
         mj::LOCK_CONTROL => {
             // SAFETY: the union member the major (and minor) function selects.
-            let l = unsafe { q.LockControl };
-            p.LockControl.Length = l.Length;
-            p.LockControl.Key = l.Key;
-            p.LockControl.ByteOffset = l.ByteOffset;
-            p.LockControl.ProcessId = 0;
-            p.LockControl.FailImmediately = s.Flags & sl::FAIL_IMMEDIATELY != 0;
-            p.LockControl.ExclusiveLock = s.Flags & sl::EXCLUSIVE_LOCK != 0;
+            let l = *unsafe { io::<params::IoLockControl>(q) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { flt_mut::<params::FltLockControl>(p) };
+            t.Length = l.Length;
+            t.Key = l.Key;
+            t.ByteOffset = l.ByteOffset;
+            t.ProcessId = 0;
+            t.FailImmediately = s.Flags & sl::FAIL_IMMEDIATELY != 0;
+            t.ExclusiveLock = s.Flags & sl::EXCLUSIVE_LOCK != 0;
         }
         _ => {
             // SAFETY: the union member the major (and minor) function selects.
@@ -251,9 +276,9 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
     match iopb.MajorFunction {
         mj::CREATE => {
             // SAFETY: the union member the major (and minor) function selects.
-            let c = unsafe { p.Create };
+            let c = *unsafe { flt::<params::FltCreate>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.Create };
+            let t = unsafe { io_mut::<params::IoCreate>(q) };
             t.SecurityContext = c.SecurityContext;
             t.Options = c.Options;
             t.FileAttributes = c.FileAttributes;
@@ -262,9 +287,9 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         }
         mj::READ | mj::WRITE => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { p.Read };
+            let r = *unsafe { flt::<params::FltRead>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.Read };
+            let t = unsafe { io_mut::<params::IoReadWrite>(q) };
             t.Length = r.Length;
             t.Key = r.Key;
             t.ByteOffset = r.ByteOffset;
@@ -275,34 +300,36 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         }
         mj::QUERY_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { p.QueryFileInformation };
+            let r = *unsafe { flt::<params::FltFileInformation>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.QueryFile };
+            let t = unsafe { io_mut::<params::IoFileInformation>(q) };
             t.Length = r.Length;
             t.FileInformationClass = r.FileInformationClass;
         }
         mj::SET_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { p.SetFileInformation };
+            let r = *unsafe { flt::<params::FltSetFile>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.SetFile };
+            let t = unsafe { io_mut::<params::IoSetFile>(q) };
             t.Length = r.Length;
             t.FileInformationClass = r.FileInformationClass;
             t.FileObject = r.ParentOfTarget;
+            // SAFETY: the widest member of the union, copied whole.
+            t.Anonymous.DeleteHandle = unsafe { r.Anonymous.DeleteHandle };
         }
         mj::QUERY_VOLUME_INFORMATION | mj::SET_VOLUME_INFORMATION => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { p.QueryVolumeInformation };
+            let r = *unsafe { flt::<params::FltVolumeInformation>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.QueryVolume };
+            let t = unsafe { io_mut::<params::IoVolumeInformation>(q) };
             t.Length = r.Length;
             t.FsInformationClass = r.FsInformationClass;
         }
         mj::QUERY_EA => {
             // SAFETY: the union member the major (and minor) function selects.
-            let e = unsafe { p.QueryEa };
+            let e = *unsafe { flt::<params::FltQueryEa>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.QueryEa };
+            let t = unsafe { io_mut::<params::IoQueryEa>(q) };
             t.Length = e.Length;
             t.EaList = e.EaList;
             t.EaListLength = e.EaListLength;
@@ -317,9 +344,11 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         }
         mj::QUERY_SECURITY => {
             // SAFETY: the union member the major (and minor) function selects.
-            let r = unsafe { p.QuerySecurity };
-            q.QuerySecurity.SecurityInformation = r.SecurityInformation;
-            q.QuerySecurity.Length = r.Length;
+            let r = *unsafe { flt::<params::FltQuerySecurity>(p) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { io_mut::<params::IoQuerySecurity>(q) };
+            t.SecurityInformation = r.SecurityInformation;
+            t.Length = r.Length;
             set_caller_buffer(irp, r.SecurityBuffer, r.MdlAddress);
         }
         mj::SET_SECURITY => {
@@ -347,13 +376,23 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         }
         mj::DIRECTORY_CONTROL if iopb.MinorFunction == mn_dir::QUERY_DIRECTORY => {
             // SAFETY: the union member the major (and minor) function selects.
-            let d = unsafe { p.DirectoryControl.QueryDirectory };
+            let d = *unsafe { flt::<params::FltQueryDirectory>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.QueryDirectory };
+            let t = unsafe { io_mut::<params::IoQueryDirectory>(q) };
             t.Length = d.Length;
             t.FileName = d.FileName;
             t.FileInformationClass = d.FileInformationClass;
             t.FileIndex = d.FileIndex;
+            irp.UserBuffer = d.DirectoryBuffer;
+            irp.MdlAddress = d.MdlAddress;
+        }
+        mj::DIRECTORY_CONTROL => {
+            // SAFETY: the union member the major (and minor) function selects.
+            let d = *unsafe { flt::<params::FltNotifyDirectory>(p) };
+            // SAFETY: the union member the major (and minor) function selects.
+            let t = unsafe { io_mut::<params::IoNotifyDirectory>(q) };
+            t.Length = d.Length;
+            t.CompletionFilter = d.CompletionFilter;
             irp.UserBuffer = d.DirectoryBuffer;
             irp.MdlAddress = d.MdlAddress;
         }
@@ -369,18 +408,18 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         }
         mj::FILE_SYSTEM_CONTROL | mj::DEVICE_CONTROL | mj::INTERNAL_DEVICE_CONTROL => {
             // SAFETY: the union member the major (and minor) function selects.
-            let c = unsafe { p.DeviceIoControl.Common };
+            let c = *unsafe { flt::<params::FltDeviceIoControl>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.DeviceIoControl };
+            let t = unsafe { io_mut::<params::IoDeviceIoControl>(q) };
             t.OutputBufferLength = c.OutputBufferLength;
             t.InputBufferLength = c.InputBufferLength;
             t.IoControlCode = c.IoControlCode;
         }
         mj::LOCK_CONTROL => {
             // SAFETY: the union member the major (and minor) function selects.
-            let l = unsafe { p.LockControl };
+            let l = *unsafe { flt::<params::FltLockControl>(p) };
             // SAFETY: the union member the major (and minor) function selects.
-            let t = unsafe { &mut q.LockControl };
+            let t = unsafe { io_mut::<params::IoLockControl>(q) };
             t.Length = l.Length;
             t.Key = l.Key;
             t.ByteOffset = l.ByteOffset;

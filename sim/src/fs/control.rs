@@ -4,6 +4,7 @@
 use std::ptr::null_mut;
 
 use fsfilter::Status;
+use fsfilter_kernel::params;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, KEVENT, VPB};
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -211,7 +212,7 @@ pub fn fsctl(call: Call, minor: u8) -> NTSTATUS {
     }
     let sl = call.sl();
     // SAFETY: `FileSystemControl` is the member in use.
-    let code = unsafe { sl.Parameters.FileSystemControl.FsControlCode };
+    let code = unsafe { params::io::<params::IoFileSystemControl>(&sl.Parameters) }.FsControlCode;
     let fo = sl.FileObject;
     let s = kernel::with(|k| k.fs_user_fsctl(call, fo, code));
     call.done(s, 0)

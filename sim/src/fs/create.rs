@@ -2,6 +2,7 @@
 //! access, and the file object's `FsContext` / `FsContext2` / `SectionObjectPointer`.
 
 use fsfilter::Status;
+use fsfilter_kernel::params;
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Win32::Foundation::NTSTATUS;
 
@@ -38,7 +39,7 @@ pub fn create(call: Call) -> NTSTATUS {
         return call.done(Status::INVALID_PARAMETER, 0);
     }
     // SAFETY: `Create` is the member in use for IRP_MJ_CREATE.
-    let p = unsafe { sl.Parameters.Create };
+    let p = *unsafe { params::io::<params::IoCreate>(&sl.Parameters) };
     // SAFETY: the I/O manager's security context, or null.
     let access = unsafe { p.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess);
     // SAFETY: the request's live file object.

@@ -3,6 +3,7 @@
 //! tests below).
 
 use fsfilter::Status;
+use fsfilter_kernel::params;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP};
 use windows_sys::Wdk::Storage::FileSystem::{
     FILE_BASIC_INFORMATION, FILE_NETWORK_OPEN_INFORMATION, FILE_STANDARD_INFORMATION,
@@ -83,7 +84,7 @@ fn answer(call: Call, r: Result<Answer, Status>, length: usize, buffer: *mut u8)
 pub fn query_information(call: Call) -> NTSTATUS {
     let sl = call.sl();
     // SAFETY: `QueryFile` is the member in use.
-    let p = unsafe { sl.Parameters.QueryFile };
+    let p = *unsafe { params::io::<params::IoFileInformation>(&sl.Parameters) };
     let fo = sl.FileObject;
     let r = kernel::with(|k| k.fs_query_info(fo, p.FileInformationClass as u32));
     // SAFETY: the live IRP.
@@ -267,7 +268,7 @@ fn fast_query(
 pub fn query_volume_information(call: Call) -> NTSTATUS {
     let sl = call.sl();
     // SAFETY: `QueryVolume` is the member in use.
-    let p = unsafe { sl.Parameters.QueryVolume };
+    let p = *unsafe { params::io::<params::IoVolumeInformation>(&sl.Parameters) };
     let fo = sl.FileObject;
     let r = kernel::with(|k| k.fs_query_volume(fo, p.FsInformationClass as u32));
     // SAFETY: the live IRP.
@@ -278,7 +279,7 @@ pub fn query_volume_information(call: Call) -> NTSTATUS {
 pub fn set_information(call: Call) -> NTSTATUS {
     let sl = call.sl();
     // SAFETY: `SetFile` is the member in use.
-    let p = unsafe { sl.Parameters.SetFile };
+    let p = *unsafe { params::io::<params::IoSetFile>(&sl.Parameters) };
     let fo = sl.FileObject;
     let class = p.FileInformationClass as u32;
     // SAFETY: the live IRP.
@@ -300,7 +301,7 @@ pub fn directory_control(call: Call, minor: u8) -> NTSTATUS {
     }
     let sl = call.sl();
     // SAFETY: `QueryDirectory` is the member in use.
-    let p = unsafe { sl.Parameters.QueryDirectory };
+    let p = *unsafe { params::io::<params::IoQueryDirectory>(&sl.Parameters) };
     // SAFETY: the pattern the caller passed, or null.
     let pattern: Option<Vec<char>> = (!p.FileName.is_null())
         .then(|| String::from_utf16_lossy(unsafe { irpx::units(p.FileName) }).chars().collect());

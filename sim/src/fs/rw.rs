@@ -1,6 +1,7 @@
 //! Reads, writes (IRP and fast I/O, facts.md §1.7) and byte-range locks.
 
 use fsfilter::Status;
+use fsfilter_kernel::params;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, PEPROCESS};
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -68,7 +69,7 @@ pub struct Transfer {
 pub fn read(call: Call) -> NTSTATUS {
     let sl = call.sl();
     // SAFETY: `Read` is the member in use for IRP_MJ_READ.
-    let p = unsafe { sl.Parameters.Read };
+    let p = *unsafe { params::io::<params::IoReadWrite>(&sl.Parameters) };
     let t = Transfer {
         fo: sl.FileObject,
         offset: p.ByteOffset,
@@ -113,7 +114,7 @@ fn at_dpc(call: Call, t: Transfer, write: bool) -> Option<NTSTATUS> {
 pub fn write(call: Call) -> NTSTATUS {
     let sl = call.sl();
     // SAFETY: `Write` is the member in use for IRP_MJ_WRITE.
-    let p = unsafe { sl.Parameters.Write };
+    let p = *unsafe { params::io::<params::IoReadWrite>(&sl.Parameters) };
     let t = Transfer {
         fo: sl.FileObject,
         offset: p.ByteOffset,
@@ -349,7 +350,7 @@ fn fast_result(r: Option<(Status, usize)>, iostatus: *mut IO_STATUS_BLOCK) -> bo
 pub fn lock_control(call: Call, minor: u8) -> NTSTATUS {
     let sl = call.sl();
     // SAFETY: `LockControl` is the member in use for IRP_MJ_LOCK_CONTROL.
-    let p = unsafe { sl.Parameters.LockControl };
+    let p = *unsafe { params::io::<params::IoLockControl>(&sl.Parameters) };
     // Lock offsets and lengths are unsigned 64-bit values (MS-FSA 2.1.5.8, FsRtl's lock package).
     // SAFETY: the I/O manager's length, or null.
     let length = unsafe { p.Length.as_ref() }.copied().unwrap_or(0) as u64;

@@ -16,6 +16,7 @@ use fsfilter_kernel::irp::{
     IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
     IoGetCurrentIrpStackLocation, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation,
 };
+use fsfilter_kernel::params::{self, io};
 use fsfilter_sim::{Machine, MachineConfig, ServiceSpec, StartType};
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, DRIVER_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, KEVENT,
@@ -41,6 +42,8 @@ pub(crate) struct Seen {
     pub(crate) fast_io: bool,
     pub(crate) fo: usize,
     pub(crate) fsctl: u32,
+    /// The bytes of the stack location's `Parameters` as the spy received them.
+    pub(crate) parameters: [u8; 32],
 }
 
 /// What the spy saw of a mount it attached through.
@@ -193,10 +196,12 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
     let (sl, i) = unsafe { (&mut *IoGetCurrentIrpStackLocation(irp), &mut *irp) };
     let fsctl = if sl.MajorFunction == 0x0d && sl.MinorFunction == 0 {
         // SAFETY: the member in use.
-        unsafe { sl.Parameters.FileSystemControl.FsControlCode }
+        unsafe { io::<params::IoFileSystemControl>(&sl.Parameters) }.FsControlCode
     } else {
         0
     };
+    // SAFETY: the union's 32 bytes, read as bytes.
+    let parameters = unsafe { std::ptr::from_ref(&sl.Parameters).cast::<[u8; 32]>().read() };
     spy(|s| {
         s.seen.push(Seen {
             device: device as usize,
@@ -209,6 +214,7 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             fast_io: false,
             fo: sl.FileObject as usize,
             fsctl,
+            parameters,
         })
     });
     if e.kind == 1 && sl.MajorFunction == 0x0d && sl.MinorFunction == 0x01 {
