@@ -701,10 +701,13 @@ pub fn complete_request(irp: *mut IRP) {
         });
         match step {
             Walk::Call { routine, device, context, ex, entered } => {
-                let irql = kernel::with(|k| k.irql());
+                // The IRQL is a thread-local: no kernel borrow on this path unless it changed.
+                let irql = kernel::current_irql();
                 // SAFETY: a completion routine with the arguments the I/O manager passes.
                 let r = run_entered(entered, || unsafe { routine(device, irp, context) });
-                kernel::with(|k| k.check_returned_irql(irql, "a completion routine"));
+                if kernel::current_irql() != irql {
+                    kernel::with(|k| k.check_returned_irql(irql, "a completion routine"));
+                }
                 if r == Status::MORE_PROCESSING_REQUIRED.0 {
                     kernel::with(|k| {
                         k.leave();
