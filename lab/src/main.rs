@@ -227,7 +227,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             })?;
             distinct_outputs(&files, &[("--csv", csv.as_ref())])?;
-            let summary = sweep::sweep(&dir, jobs, true).map_err(|e| {
+            // The files checked above, not a second listing of the folder.
+            let summary = sweep::sweep_files(&files, jobs, true).map_err(|e| {
                 eprintln!("{}: {e}", dir.display());
                 ExitCode::from(2)
             })?;

@@ -174,7 +174,15 @@ pub fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Runs every `*.toml` in `dir` with `jobs` workers (default: the CPUs).
 pub fn sweep(dir: &Path, jobs: Option<usize>, progress: bool) -> Result<Summary, String> {
-    let files = scenario_files(dir)?;
+    sweep_files(&scenario_files(dir)?, jobs, progress)
+}
+
+/// Runs the scenario `files` ([`scenario_files`]) with `jobs` workers (default: the CPUs).
+pub fn sweep_files(
+    files: &[PathBuf],
+    jobs: Option<usize>,
+    progress: bool,
+) -> Result<Summary, String> {
     let total = files.len();
     let workers = jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
