@@ -16,6 +16,30 @@ pub const MACHINE_AMD64: u16 = 0x8664;
 pub const PE32_PLUS_MAGIC: u16 = 0x20b;
 /// `IMAGE_SUBSYSTEM_NATIVE`: kernel-mode drivers and native applications.
 pub const SUBSYSTEM_NATIVE: u16 = 1;
+/// `IMAGE_FILE_HEADER.Characteristics` bits a driver image must have (`true`) or must not have
+/// (`false`), with the reason: the PE format and the linker's `/DRIVER`, which implies
+/// `/FIXED:NO` (relocations kept) and, only as `/DRIVER:UPONLY`, the uniprocessor flag.
+pub const FILE_FLAGS: [(u16, &str, bool, &str); 3] = [
+    (
+        0x0002,
+        "IMAGE_FILE_EXECUTABLE_IMAGE",
+        true,
+        "without it the image is not valid (the linker found errors); the loader refuses it",
+    ),
+    (
+        0x0001,
+        "IMAGE_FILE_RELOCS_STRIPPED",
+        false,
+        "the image must be loaded at its preferred base, and the kernel chooses where a driver \
+         goes (/FIXED; /DRIVER implies /FIXED:NO)",
+    ),
+    (
+        0x4000,
+        "IMAGE_FILE_UP_SYSTEM_ONLY",
+        false,
+        "the image may run only on a uniprocessor machine (/DRIVER:UPONLY)",
+    ),
+];
 /// `IMAGE_SCN_CNT_CODE`.
 pub const SCN_CNT_CODE: u32 = 0x0000_0020;
 /// `IMAGE_SCN_CNT_INITIALIZED_DATA`.
@@ -59,6 +83,8 @@ const SECTION_CHARACTERISTICS: usize = 36;
 pub struct Layout {
     /// `IMAGE_FILE_HEADER.Machine`.
     pub machine: usize,
+    /// `IMAGE_FILE_HEADER.Characteristics`.
+    pub file_characteristics: usize,
     /// The optional header (`IMAGE_OPTIONAL_HEADER64`).
     pub optional_header: usize,
     /// `OptionalHeader.Magic`.
@@ -112,6 +138,7 @@ impl Layout {
         }
         Ok(Layout {
             machine: file_header,
+            file_characteristics: file_header + 18,
             optional_header,
             magic: optional_header + opt::MAGIC,
             entry_point: optional_header + opt::ADDRESS_OF_ENTRY_POINT,
@@ -183,6 +210,13 @@ pub enum Violation {
     Machine {
         /// The value found.
         found: u16,
+    },
+    /// A file-header characteristic ([`FILE_FLAGS`]) is set where it must not be, or missing.
+    FileFlag {
+        /// The flag's name.
+        flag: &'static str,
+        /// Whether a driver image must have it.
+        required: bool,
     },
     /// The optional header is not PE32+.
     Magic {
@@ -282,6 +316,7 @@ impl Violation {
             Violation::Malformed(_) => "pe-format",
             Violation::Machine { .. } => "machine",
             Violation::Magic { .. } => "pe32+",
+            Violation::FileFlag { .. } => "file-flags",
             Violation::Subsystem { .. } => "subsystem",
             Violation::NoDriverEntry | Violation::EntryPoint { .. } => "entry-point",
             Violation::Import { .. } => "imports",
@@ -305,6 +340,11 @@ impl fmt::Display for Violation {
             Violation::Malformed(why) => write!(f, "not a readable PE image: {why}"),
             Violation::Machine { found } => {
                 write!(f, "machine is {found:#06x}, expected AMD64 ({MACHINE_AMD64:#06x})")
+            }
+            Violation::FileFlag { flag, required } => {
+                let why = FILE_FLAGS.iter().find(|f| f.1 == *flag).map_or("", |f| f.3);
+                let state = if *required { "missing" } else { "set" };
+                write!(f, "file header characteristic {flag} is {state}: {why}")
             }
             Violation::Magic { found } => write!(
                 f,
@@ -503,6 +543,12 @@ pub fn check(data: &[u8]) -> Report {
     let machine = read_u16(data, layout.machine).unwrap_or(0);
     if machine != MACHINE_AMD64 {
         v.push(Violation::Machine { found: machine });
+    }
+    let file_flags = read_u16(data, layout.file_characteristics).unwrap_or(0);
+    for (bit, flag, required, _) in FILE_FLAGS {
+        if (file_flags & bit != 0) != required {
+            v.push(Violation::FileFlag { flag, required });
+        }
     }
     let magic = read_u16(data, layout.magic).unwrap_or(0);
     if magic != PE32_PLUS_MAGIC {

@@ -329,3 +329,30 @@ fn check_pe_exits_non_zero_and_names_the_violated_check() {
     assert!(stderr.contains("called at RVA 0x"), "{stderr}");
     assert!(stderr.contains("[panic-free] panic path: the entry point"), "{stderr}");
 }
+
+/// The names of the checks that failed, and the messages, for tests that name the check.
+fn failed_checks(violations: &[Violation]) -> (Vec<&'static str>, String) {
+    let names = violations.iter().map(Violation::check).collect();
+    let text = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    (names, text)
+}
+
+#[test]
+fn file_header_flags_a_driver_cannot_load_with_are_rejected() {
+    // (bit, set it or clear it, the flag's name in the message)
+    let cases = [
+        (0x0001u16, true, "IMAGE_FILE_RELOCS_STRIPPED"),
+        (0x0002, false, "IMAGE_FILE_EXECUTABLE_IMAGE"),
+        (0x4000, true, "IMAGE_FILE_UP_SYSTEM_ONLY"),
+    ];
+    for (bit, set, name) in cases {
+        let violations = violations_after(|data, layout| {
+            let at = layout.file_characteristics;
+            let flags = pe::read_u16(data, at).unwrap();
+            put_u16(data, at, if set { flags | bit } else { flags & !bit });
+        });
+        let (checks, text) = failed_checks(&violations);
+        assert_eq!(checks, ["file-flags"], "{name}: {text}");
+        assert!(text.contains(name), "{text}");
+    }
+}
