@@ -54,6 +54,8 @@ pub const SCN_MEM_NOT_PAGED: u32 = 0x0800_0000;
 pub const SCN_MEM_EXECUTE: u32 = 0x2000_0000;
 /// `IMAGE_SCN_MEM_WRITE`.
 pub const SCN_MEM_WRITE: u32 = 0x8000_0000;
+/// The x64 page size: the section alignment must be a multiple of it.
+pub const PAGE_SIZE: u32 = 0x1000;
 /// `IMAGE_DIRECTORY_ENTRY_BASERELOC`.
 pub const DIRECTORY_BASERELOC: usize = 5;
 /// `IMAGE_DIRECTORY_ENTRY_TLS`.
@@ -67,6 +69,8 @@ pub const DRIVER_ENTRY: &str = "DriverEntry";
 mod opt {
     pub(super) const MAGIC: usize = 0;
     pub(super) const ADDRESS_OF_ENTRY_POINT: usize = 16;
+    pub(super) const SECTION_ALIGNMENT: usize = 32;
+    pub(super) const FILE_ALIGNMENT: usize = 36;
     pub(super) const CHECKSUM: usize = 64;
     pub(super) const SUBSYSTEM: usize = 68;
     pub(super) const NUMBER_OF_RVA_AND_SIZES: usize = 108;
@@ -91,6 +95,10 @@ pub struct Layout {
     pub magic: usize,
     /// `OptionalHeader.AddressOfEntryPoint`.
     pub entry_point: usize,
+    /// `OptionalHeader.SectionAlignment`.
+    pub section_alignment: usize,
+    /// `OptionalHeader.FileAlignment`.
+    pub file_alignment: usize,
     /// `OptionalHeader.CheckSum`.
     pub checksum: usize,
     /// `OptionalHeader.Subsystem`.
@@ -142,6 +150,8 @@ impl Layout {
             optional_header,
             magic: optional_header + opt::MAGIC,
             entry_point: optional_header + opt::ADDRESS_OF_ENTRY_POINT,
+            section_alignment: optional_header + opt::SECTION_ALIGNMENT,
+            file_alignment: optional_header + opt::FILE_ALIGNMENT,
             checksum: optional_header + opt::CHECKSUM,
             subsystem: optional_header + opt::SUBSYSTEM,
             data_directories: optional_header + opt::DATA_DIRECTORIES,
@@ -227,6 +237,15 @@ pub enum Violation {
     Subsystem {
         /// The value found.
         found: u16,
+    },
+    /// `SectionAlignment` or `FileAlignment` breaks its rule.
+    Alignment {
+        /// `SectionAlignment` or `FileAlignment`.
+        field: &'static str,
+        /// The value found.
+        value: u32,
+        /// What the value must be.
+        rule: &'static str,
     },
     /// No export named `DriverEntry`.
     NoDriverEntry,
@@ -318,6 +337,7 @@ impl Violation {
             Violation::Magic { .. } => "pe32+",
             Violation::FileFlag { .. } => "file-flags",
             Violation::Subsystem { .. } => "subsystem",
+            Violation::Alignment { .. } => "alignment",
             Violation::NoDriverEntry | Violation::EntryPoint { .. } => "entry-point",
             Violation::Import { .. } => "imports",
             Violation::ChecksumZero { .. } | Violation::Checksum { .. } => "checksum",
@@ -355,6 +375,9 @@ impl fmt::Display for Violation {
                 "subsystem is {found}, expected NATIVE ({SUBSYSTEM_NATIVE}): \
                  link with /SUBSYSTEM:NATIVE (is RUSTFLAGS set?)"
             ),
+            Violation::Alignment { field, value, rule } => {
+                write!(f, "{field} is {value:#x}; it must be {rule}")
+            }
             Violation::NoDriverEntry => {
                 write!(
                     f,
@@ -559,6 +582,28 @@ pub fn check(data: &[u8]) -> Report {
     let subsystem = read_u16(data, layout.subsystem).unwrap_or(0);
     if subsystem != SUBSYSTEM_NATIVE {
         v.push(Violation::Subsystem { found: subsystem });
+    }
+
+    // Alignment: sections page-aligned (memory integrity), file alignment as the format says.
+    let section_alignment = read_u32(data, layout.section_alignment).unwrap_or(0);
+    let file_alignment = read_u32(data, layout.file_alignment).unwrap_or(0);
+    if section_alignment == 0 || section_alignment % PAGE_SIZE != 0 {
+        v.push(Violation::Alignment {
+            field: "SectionAlignment",
+            value: section_alignment,
+            rule: "a multiple of 0x1000 (PAGE_SIZE): memory integrity (HVCI) requires it of \
+                   drivers (driversecurity/implement-hvci-compatible-code)",
+        });
+    }
+    if !file_alignment.is_power_of_two()
+        || !(512..=0x1_0000).contains(&file_alignment)
+        || file_alignment > section_alignment
+    {
+        v.push(Violation::Alignment {
+            field: "FileAlignment",
+            value: file_alignment,
+            rule: "a power of two from 512 to 64 KiB and at most SectionAlignment (PE format)",
+        });
     }
 
     // Checksum: non-zero and equal to the file's.

@@ -356,3 +356,22 @@ fn file_header_flags_a_driver_cannot_load_with_are_rejected() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+#[test]
+fn a_section_alignment_below_the_page_size_is_rejected() {
+    // SectionAlignment equal to FileAlignment (0x200) is a valid PE image, but memory integrity
+    // (HVCI) requires section alignment to be a multiple of 0x1000.
+    let violations = violations_after(|data, layout| {
+        put_u32(data, layout.optional_header + 32, 0x200);
+    });
+    let (checks, text) = failed_checks(&violations);
+    assert_eq!(checks, ["alignment"], "{text}");
+    assert!(text.contains("SectionAlignment is 0x200"), "{text}");
+    // A FileAlignment that is not a power of two between 512 and 64 KiB (the PE format).
+    let violations = violations_after(|data, layout| {
+        put_u32(data, layout.optional_header + 36, 0x300);
+    });
+    let (checks, text) = failed_checks(&violations);
+    assert_eq!(checks, ["alignment"], "{text}");
+    assert!(text.contains("FileAlignment is 0x300"), "{text}");
+}
