@@ -48,6 +48,11 @@ pub const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
 pub const SCN_CNT_UNINITIALIZED_DATA: u32 = 0x0000_0080;
 /// `IMAGE_SCN_MEM_DISCARDABLE`: freed once the image is loaded (`INIT`, `.reloc`).
 pub const SCN_MEM_DISCARDABLE: u32 = 0x0200_0000;
+/// The sections that may be discardable: base relocations, applied while the image is loaded,
+/// and `INIT`, the code and data that only `DriverEntry` uses (Learn,
+/// kernel/writing-a-driverentry-routine: DriverEntry "should be in an INIT segment so it will be
+/// discarded").
+pub const DISCARDABLE_SECTIONS: [&str; 2] = [".reloc", "INIT"];
 /// `IMAGE_SCN_MEM_NOT_PAGED`.
 pub const SCN_MEM_NOT_PAGED: u32 = 0x0800_0000;
 /// `IMAGE_SCN_MEM_EXECUTE`.
@@ -280,6 +285,11 @@ pub enum Violation {
         /// Its characteristics.
         characteristics: u32,
     },
+    /// A discardable section with code or data other than [`DISCARDABLE_SECTIONS`].
+    Discardable {
+        /// The section's name.
+        section: String,
+    },
     /// A section both writable and executable.
     WritableExecutable {
         /// The section's name.
@@ -342,6 +352,7 @@ impl Violation {
             Violation::Import { .. } => "imports",
             Violation::ChecksumZero { .. } | Violation::Checksum { .. } => "checksum",
             Violation::Paged { .. } => "non-paged",
+            Violation::Discardable { .. } => "discardable",
             Violation::WritableExecutable { .. } => "w^x",
             Violation::NoRelocations => "relocations",
             Violation::Tls { .. } => "tls",
@@ -407,6 +418,13 @@ impl fmt::Display for Violation {
                 f,
                 "section `{section}` (characteristics {characteristics:#010x}) is pageable: \
                  it needs IMAGE_SCN_MEM_NOT_PAGED (a /SECTION:{section},...P link argument)"
+            ),
+            Violation::Discardable { section } => write!(
+                f,
+                "section `{section}` is discardable (IMAGE_SCN_MEM_DISCARDABLE): the kernel frees \
+                 such sections once the driver is initialized, so its code or data is gone when \
+                 a callback runs; only {} may be discardable",
+                DISCARDABLE_SECTIONS.join(" and ")
             ),
             Violation::WritableExecutable { section } => {
                 write!(f, "section `{section}` is both writable and executable")
@@ -615,7 +633,8 @@ pub fn check(data: &[u8]) -> Report {
         v.push(Violation::Checksum { header: image.checksum, computed });
     }
 
-    // Sections: code and data not paged (discardable ones are freed after load), and W^X.
+    // Sections: code and data not paged (discardable ones are freed after load), only the
+    // sections meant for it discardable, and W^X.
     for index in 0..layout.section_count {
         let header = layout.section_header(index);
         let raw_name = &data[header..header + 8];
@@ -628,6 +647,12 @@ pub fn check(data: &[u8]) -> Report {
             && characteristics & SCN_MEM_NOT_PAGED == 0
         {
             v.push(Violation::Paged { section: name.clone(), characteristics });
+        }
+        if characteristics & contents != 0
+            && characteristics & SCN_MEM_DISCARDABLE != 0
+            && !DISCARDABLE_SECTIONS.contains(&name.as_str())
+        {
+            v.push(Violation::Discardable { section: name.clone() });
         }
         if characteristics & SCN_MEM_WRITE != 0 && characteristics & SCN_MEM_EXECUTE != 0 {
             v.push(Violation::WritableExecutable { section: name.clone() });

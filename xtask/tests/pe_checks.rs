@@ -375,3 +375,19 @@ fn a_section_alignment_below_the_page_size_is_rejected() {
     assert_eq!(checks, ["alignment"], "{text}");
     assert!(text.contains("FileAlignment is 0x300"), "{text}");
 }
+
+#[test]
+fn a_discardable_code_or_data_section_is_rejected() {
+    // The kernel frees discardable sections once DriverEntry has returned: code or data there
+    // is gone when a callback runs. Only `.reloc` (and an `INIT` section) may be discardable.
+    for name in [".text", ".rdata", ".data", ".pdata"] {
+        let violations = violations_after(|data, layout| {
+            let at = layout.section_characteristics(section_index(data, name));
+            let characteristics = pe::read_u32(data, at).unwrap();
+            put_u32(data, at, characteristics | pe::SCN_MEM_DISCARDABLE);
+        });
+        let (checks, text) = failed_checks(&violations);
+        assert_eq!(checks, ["discardable"], "{name}: {text}");
+        assert!(text.contains(&format!("section `{name}`")), "{text}");
+    }
+}
