@@ -641,7 +641,9 @@ pub fn check(data: &[u8]) -> Report {
         let name_len = raw_name.iter().position(|b| *b == 0).unwrap_or(8);
         let name = String::from_utf8_lossy(&raw_name[..name_len]).into_owned();
         let characteristics = read_u32(data, layout.section_characteristics(index)).unwrap_or(0);
-        let contents = SCN_CNT_CODE | SCN_CNT_INITIALIZED_DATA | SCN_CNT_UNINITIALIZED_DATA;
+        // Executable pages hold code whatever the content flags say.
+        let contents =
+            SCN_CNT_CODE | SCN_CNT_INITIALIZED_DATA | SCN_CNT_UNINITIALIZED_DATA | SCN_MEM_EXECUTE;
         if characteristics & contents != 0
             && characteristics & SCN_MEM_DISCARDABLE == 0
             && characteristics & SCN_MEM_NOT_PAGED == 0

@@ -391,3 +391,17 @@ fn a_discardable_code_or_data_section_is_rejected() {
         assert!(text.contains(&format!("section `{name}`")), "{text}");
     }
 }
+
+#[test]
+fn an_executable_section_without_the_code_flag_is_still_checked() {
+    // IMAGE_SCN_MEM_EXECUTE is what makes the pages executable; IMAGE_SCN_CNT_CODE only
+    // describes the contents. A pageable executable section without the flag must still fail.
+    let violations = violations_after(|data, layout| {
+        let at = layout.section_characteristics(section_index(data, ".text"));
+        let characteristics = pe::read_u32(data, at).unwrap();
+        put_u32(data, at, characteristics & !(pe::SCN_CNT_CODE | pe::SCN_MEM_NOT_PAGED));
+    });
+    let (checks, text) = failed_checks(&violations);
+    assert_eq!(checks, ["non-paged"], "{text}");
+    assert!(text.contains("section `.text`"), "{text}");
+}
