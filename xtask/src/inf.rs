@@ -30,7 +30,9 @@ pub const PARAMETERS_LAYOUT_BUILD: u32 = 26100;
 /// A file-system filter setup class: its load-order group, `Class` and `ClassGuid`, from
 /// "File system filter driver classes and class GUIDs"
 /// (<https://learn.microsoft.com/windows-hardware/drivers/ifs/file-system-filter-driver-classes-and-class-guids>).
-/// The groups Filter, FSFilter Top and FSFilter Bottom have no setup class.
+/// The groups Filter, FSFilter Top and FSFilter Bottom have no setup class; FSFilter Imaging has
+/// none either (the page: "No load order group defined; use FSFilter Compression"), nor have the
+/// three Security groups of the allocated-altitudes page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetupClass {
     /// The load-order group the class belongs to.
@@ -50,6 +52,7 @@ pub const SETUP_CLASSES: &[SetupClass] = &[
     class("FSFilter Continuous Backup", "ContinuousBackup", "71aa14f8-6fad-4622-ad77-92bb9d7e6947"),
     class("FSFilter Content Screener", "ContentScreener", "3e3f0674-c83c-4558-bb26-9820e1eba5c5"),
     class("FSFilter Quota Management", "QuotaManagement", "8503c911-a6c7-4919-8f79-5028f5866b0c"),
+    class("FSFilter System Recovery", "SystemRecovery", "2db15374-706e-4131-a0c7-d7c78eb0289a"),
     class(
         "FSFilter Cluster File System",
         "CFSMetaDataServer",
@@ -58,6 +61,7 @@ pub const SETUP_CLASSES: &[SetupClass] = &[
     class("FSFilter HSM", "HSM", "d546500a-2aeb-45f6-9482-f4b1799c3177"),
     class("FSFilter Compression", "Compression", "f3586baf-b5aa-49b5-8d6c-0569284c639f"),
     class("FSFilter Encryption", "Encryption", "a0a701c0-a511-42ff-aa6c-06dc0395576f"),
+    class("FSFilter Virtualization", "Virtualization", "f75a86c0-10d8-4c3a-b233-ed60e4cdfaac"),
     class(
         "FSFilter Physical Quota Management",
         "PhysicalQuotaManagement",

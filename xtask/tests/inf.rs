@@ -540,3 +540,45 @@ fn check_inf_exits_non_zero_and_names_file_section_and_key() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("-minifilter.inf or *-legacy.inf"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The passthrough minifilter INF moved to another load-order group and setup class.
+fn in_group(group: &str, class: &str, guid: &str, altitude: &str) -> String {
+    let text = mutate(&text(PASSTHROUGH), "\"ActivityMonitor\"", &format!("\"{class}\""));
+    let text = mutate(&text, "{b86dff51-a31e-4bac-b3cf-e8cfe75c9fc2}", &format!("{{{guid}}}"));
+    let text = mutate(&text, "\"FSFilter Activity Monitor\"", &format!("\"{group}\""));
+    mutate(&text, "\"370500\"", &format!("\"{altitude}\""))
+}
+
+#[test]
+fn every_documented_setup_class_is_accepted_with_its_group() {
+    // ifs/file-system-filter-driver-classes-and-class-guids (2023) lists these two, and
+    // devguid.h has their GUIDs (GUID_DEVCLASS_FSFILTER_SYSTEMRECOVERY, _VIRTUALIZATION).
+    let cases = [
+        (
+            "FSFilter System Recovery",
+            "SystemRecovery",
+            "2db15374-706e-4131-a0c7-d7c78eb0289a",
+            "225000",
+        ),
+        (
+            "FSFilter Virtualization",
+            "Virtualization",
+            "f75a86c0-10d8-4c3a-b233-ed60e4cdfaac",
+            "135500",
+        ),
+    ];
+    for (group, class, guid, altitude) in cases {
+        let report = check_minifilter(&in_group(group, class, guid, altitude));
+        assert!(report.passed(), "{group}: {:#?}", report.violations);
+        // The group's class is enforced: ActivityMonitor does not go with this group.
+        let wrong =
+            in_group(group, "ActivityMonitor", "b86dff51-a31e-4bac-b3cf-e8cfe75c9fc2", altitude);
+        assert_rejected(
+            &check_minifilter(&wrong),
+            &[
+                &format!("\"{group}\" belongs to class {class}"),
+                "[Version] Class is \"ActivityMonitor\"",
+            ],
+        );
+    }
+}
