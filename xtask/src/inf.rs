@@ -710,7 +710,8 @@ impl Report {
 ///   (primitive drivers, Windows 10 1903 and later), each with `CopyFiles` whose file lists have a
 ///   `[DestinationDirs]` entry, a `.Services` section whose `AddService` names a service-install
 ///   section; `[DefaultUninstall...]` only with `LegacyUninstall = 1` and no `DelFiles` in the
-///   Driver Store (DIRID 13);
+///   Driver Store (DIRID 13), and whose `.Services` section's `DelService` names the service
+///   installed;
 /// - the service: `ServiceType = 2` (SERVICE_FILE_SYSTEM_DRIVER), `StartType` 0 to 4,
 ///   `ErrorControl = 1`, a `LoadOrderGroup` that is a file-system filter group whose setup class
 ///   is the INF's `Class`, a `ServiceBinary` that is copied by the same install section to the
@@ -1183,7 +1184,29 @@ impl Checker<'_> {
                 name.starts_with("defaultuninstall") && !name.ends_with(".services")
             })
             .collect();
+        let installed: Vec<String> = self.package.services.iter().map(|s| s.name.clone()).collect();
         for section in sections {
+            let services_name = format!("{}.Services", section.name);
+            if let (Some(services), Some(first)) =
+                (self.inf.section(&services_name), installed.first())
+            {
+                for entry in services.entries.iter().filter(|e| {
+                    e.key.as_deref().is_some_and(|k| k.eq_ignore_ascii_case("DelService"))
+                }) {
+                    let name = entry.value();
+                    if !installed.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+                        self.report(
+                            Some(entry.line),
+                            &services.name,
+                            "DelService",
+                            format!(
+                                "{name:?} is not the service the install sections add \
+                                 ({first:?}): the uninstall would leave it registered"
+                            ),
+                        );
+                    }
+                }
+            }
             if section.value("LegacyUninstall").and_then(parse_number) != Some(1) {
                 self.report(
                     Some(section.line),

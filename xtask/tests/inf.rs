@@ -582,3 +582,22 @@ fn every_documented_setup_class_is_accepted_with_its_group() {
         );
     }
 }
+
+#[test]
+fn an_uninstall_that_deletes_another_service_is_rejected() {
+    // Older Windows run [DefaultUninstall.NTamd64]: a DelService naming anything but the service
+    // that AddService installed leaves that service registered, its image deleted.
+    let broken = mutate(
+        &text(PASSTHROUGH),
+        "DelService = %ServiceName%,0x200",
+        "DelService = passthrough,0x200",
+    );
+    assert_rejected(
+        &check_minifilter(&broken),
+        &[
+            "broken-minifilter.inf:",
+            "[DefaultUninstall.NTamd64.Services] DelService:",
+            "\"passthrough\" is not the service the install sections add (\"passthrough-minifilter\")",
+        ],
+    );
+}
