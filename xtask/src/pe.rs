@@ -838,6 +838,55 @@ mod tests {
     }
 
     #[test]
+    fn checksum_folds_a_carry_out_of_the_low_word() {
+        // 0xffff + 0x0001 = 0x10000: the carry folds back in, giving 0x0001; plus length 4.
+        assert_eq!(pe_checksum(&[0xff, 0xff, 0x01, 0x00], 100), 5);
+        // 0xfffe + 0x0003 = 0x10001, folded to 0x0002; plus length 4.
+        assert_eq!(pe_checksum(&[0xfe, 0xff, 0x03, 0x00], 100), 6);
+    }
+
+    /// The same checksum formulated another way: 32-bit little-endian dwords summed into 64 bits
+    /// (the field zeroed, a short tail zero-padded), then folded to 16 bits with end-around
+    /// carries, plus the length.
+    fn checksum_by_dwords(data: &[u8], field: usize) -> u32 {
+        let mut copy = data.to_vec();
+        copy[field..field + 4].fill(0);
+        copy.resize(data.len().next_multiple_of(4), 0);
+        let mut sum: u64 = copy
+            .chunks_exact(4)
+            .map(|d| u64::from(u32::from_le_bytes([d[0], d[1], d[2], d[3]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u32 + data.len() as u32
+    }
+
+    #[test]
+    fn checksum_agrees_with_a_dword_formulation() {
+        // A deterministic byte stream (xorshift), lengths odd and even, the field anywhere.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let data: Vec<u8> = (0..4099)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        for len in [8, 9, 10, 11, 64, 511, 512, 4097, 4099] {
+            for field in [0, 4, len / 2 / 4 * 4, len - 4 - len % 4] {
+                let bytes = &data[..len];
+                assert_eq!(
+                    pe_checksum(bytes, field),
+                    checksum_by_dwords(bytes, field),
+                    "length {len}, field at {field}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn checksum_skips_its_own_field() {
         let mut data = [0x11u8; 12];
         let before = pe_checksum(&data, 4);
