@@ -665,6 +665,16 @@ fn a_boot_filter_attaches_to_raw_from_its_driver_entry() {
         setups(&m, "ProbeA"),
         [(Some("X:".into()), F::AUTOMATIC_ATTACHMENT | F::NEWLY_MOUNTED_VOLUME, Status::SUCCESS)]
     );
+    // The file system instance setup is told: RAW, as the Filter Manager tells a minifilter
+    // (docs/semantics.md, volumes; minifilter `raw.rs`).
+    let told: Vec<_> = callbacks(&m, "ProbeA")
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Callback::InstanceSetup { volume, .. } => Some(volume.filesystem),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [fsfilter::FilesystemType::Raw]);
     assert_eq!(m.close_handle(h), Status::SUCCESS);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }

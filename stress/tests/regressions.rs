@@ -221,14 +221,18 @@ driver = "Probe0"
 }
 
 #[test]
-fn a_legacy_stop_held_by_a_frame_ends_inside_the_deletion_of_its_device() {
+fn a_legacy_stop_held_by_a_frame_survives_the_deletion_of_its_volume_device() {
     // Found by the stress (seed 0x5eed0b03): Passthrough2's stop is pending while a Filter
-    // Manager frame sits above its device on C:. The dismount detaches the frame below; deleting
-    // Passthrough2's device then detaches the frame above, and the I/O manager runs the pending
-    // DriverUnload inside that IoDeleteDevice, which waits for it (docs/simulator.md, "Pending
-    // unload"). The backend's unload waited for the deletion in progress (DEADLOCK twice), and
-    // the deletion ran inline, so the image would have gone under the returning code. The
-    // deletion now runs from the device's work item and leaves the counts first.
+    // Manager frame sits above its device on C:. The dismount detaches the frame below and
+    // Passthrough2 deletes its device there (FastIoDetachDevice). The backend's unload waited
+    // for that deletion in progress (DEADLOCK twice), and the deletion ran inline, so the image
+    // would have gone under the returning code once the pending DriverUnload ran inside it. The
+    // deletion now runs from the device's work item and leaves the counts first. Since every
+    // frame is on RAW's control devices (December 6, fifth session), frame 1 also sits above
+    // Passthrough2's devices there, which never go: the stop stays pending for good, as a
+    // legacy filter's below a frame does (facts.md §1.9, §2.2), and the unload never runs. The
+    // run inside that deletion is `sim/tests/fltmgr_frames.rs::a_pending_stop_runs_the_unload_
+    // inside_the_deletion_that_frees_the_last_device`'s.
     let text = r#"
 [[volume]]
 name = "C:"
@@ -326,9 +330,15 @@ volume = "C:"
         matches!(&e.kind, EventKind::Callback { driver, callback: Callback::UnloadCallback { .. }, .. }
             if driver == "Passthrough2")
     });
-    assert_eq!(unload.and_then(|e| e.step), Some(10), "the unload ran at the dismount");
+    assert_eq!(unload, None, "frame 1 above it on RAW's control devices holds the stop");
+    let deleted_at_dismount = run.events.iter().any(|e| {
+        e.step == Some(10)
+            && matches!(&e.kind, EventKind::Detached { driver, volume: Some(v) }
+                if driver == "Passthrough2" && v == "C:")
+    });
+    assert!(deleted_at_dismount, "its C: device went at the dismount");
     let p2 = end.drivers.iter().find(|d| d.name == "Passthrough2").unwrap();
-    assert_eq!(p2.state, "stopped", "{p2:#?}");
+    assert_eq!(p2.state, "stop_pending", "{p2:#?}");
 }
 
 /// Whether `driver` has an instance on `volume` in the stack snapshot taken after step `index`
@@ -352,7 +362,9 @@ fn a_filter_whose_frame_is_not_in_a_volume_stack_gets_no_instance_there() {
     // up the late filter's instance on that volume all the same, an instance no request could
     // reach, and a manual attach answered STATUS_FLT_INSTANCE_NAME_COLLISION for it. A frame
     // without a device in a stack has no volume object there: no instance attaches, and a manual
-    // attach answers STATUS_FLT_VOLUME_NOT_FOUND.
+    // attach answers STATUS_FLT_VOLUME_NOT_FOUND. Low is in the legacy filter's group, below
+    // it: since every frame is on RAW's control devices, where a boot legacy filter sits above
+    // frame 0, a minifilter above its altitude goes to frame 1 (the seed had Low at 400000).
     let text = r#"
 [[volume]]
 name = "C:"
@@ -369,8 +381,8 @@ name = "Low"
 sample = "passthrough"
 model = "minifilter"
 start = "boot"
-group = "FSFilter Top"
-altitude = "400000"
+group = "FSFilter Activity Monitor"
+altitude = "370000"
 [[driver]]
 name = "Late"
 sample = "passthrough"
@@ -430,7 +442,8 @@ fn a_dismount_completed_above_the_file_system_dismounts_only_the_frames_it_went_
     // never see it. The Filter Manager kept one dismounted flag for all frames: frame 1 tore its
     // instances down, as it should, and frame 0's instances stayed, but a filter of frame 0 could
     // no longer attach to the volume. Each frame now has its own view: frame 1's filter gets
-    // STATUS_FLT_VOLUME_NOT_FOUND, frame 0's attaches.
+    // STATUS_FLT_VOLUME_NOT_FOUND, frame 0's attaches. Low and Low2 are below the probe's
+    // altitude, to stay in frame 0 (as in the test above).
     let text = r#"
 [[volume]]
 name = "D:"
@@ -440,15 +453,15 @@ name = "Low"
 sample = "passthrough"
 model = "minifilter"
 start = "boot"
-group = "FSFilter Top"
-altitude = "400001"
+group = "FSFilter Activity Monitor"
+altitude = "370001"
 [[driver]]
 name = "Low2"
 sample = "passthrough"
 model = "minifilter"
 start = "boot"
-group = "FSFilter Top"
-altitude = "400002"
+group = "FSFilter Activity Monitor"
+altitude = "370002"
 [[driver]]
 name = "Probe"
 sample = "probe"

@@ -409,6 +409,47 @@ pub fn attach_existing_volumes(frame: u32) {
     }
 }
 
+/// Attaches frame `frame` to RAW's control devices by name. `IoRegisterFsRegistrationChange`
+/// never reports RAW (facts.md §1.1), so the Filter Manager, a legacy filter, finds them as one
+/// must (§1.2 step 6), and the volumes RAW mounts get the frame and its instances, whose setup
+/// is told `FLT_FSTYPE_RAW` (docs/simulator.md, Filter Manager "Volumes").
+pub(crate) fn attach_raw(frame: u32) {
+    let names: Vec<(DeviceId, String)> = kernel::with(|k| {
+        k.fsreg
+            .raw
+            .iter()
+            .filter(|&&d| {
+                !k.objects.device(d).deleted && frame_device_in_chain(k, d, frame).is_none()
+            })
+            .filter_map(|&d| k.objects.device(d).name.clone().map(|n| (d, n)))
+            .collect()
+    });
+    for (cdo_id, name) in names {
+        let units = crate::mem::wide(&name);
+        let us = crate::mem::unicode(&units);
+        let mut fo = std::ptr::null_mut();
+        let mut top = std::ptr::null_mut();
+        // SAFETY: a valid name and out pointers; the reference is dropped below.
+        let s = super::as_fltmgr(|| unsafe {
+            crate::exports::io::IoGetDeviceObjectPointer(&us, 0, &mut fo, &mut top)
+        });
+        if s < 0 {
+            continue;
+        }
+        if let Some(dev) = attach_frame_device(frame, top, DevKind::Cdo, u32::MAX, 1) {
+            kernel::with(|k| {
+                let Some(d) = k.objects.device_id(dev) else { return };
+                match k.fltmgr.cdos.iter_mut().find(|c| c.cdo == cdo_id) {
+                    Some(c) => c.frames.push((frame, d)),
+                    None => k.fltmgr.cdos.push(CdoRec { cdo: cdo_id, frames: vec![(frame, d)] }),
+                }
+            });
+        }
+        // SAFETY: the file object IoGetDeviceObjectPointer referenced.
+        super::as_fltmgr(|| unsafe { crate::exports::ob::ObfDereferenceObject(fo.cast()) });
+    }
+}
+
 /// Attaches the Filter Manager to the named-pipe and mailslot file systems by name (they do not
 /// register, docs/simulator.md) if a started filter opted in (`SUPPORT_NPFS_MSFS`) and they are
 /// loaded; returns the volumes attached now.
@@ -674,7 +715,8 @@ pub fn place(k: &Kernel, name: &str, a: Altitude) -> Placement {
 }
 
 /// Creates frame number `frames.len()` above everything attached now: its notification
-/// routine attaches it to every control device (and MUP), then it attaches to every volume.
+/// routine attaches it to every control device (and MUP), it attaches to RAW's by name, then
+/// it attaches to every volume.
 pub fn create_frame(above: Option<String>, ceiling: Option<Altitude>, a: Altitude) -> u32 {
     let (number, driver) = kernel::with(|k| {
         let number = k.fltmgr.frames.len() as u32;
@@ -695,6 +737,7 @@ pub fn create_frame(above: Option<String>, ceiling: Option<Altitude>, a: Altitud
     if let Some(d) = driver {
         let _ = register_frame_notification(d, number);
     }
+    attach_raw(number);
     attach_existing_volumes(number);
     number
 }

@@ -936,6 +936,7 @@ pub unsafe extern "system" fn fltmgr_entry(
     if !status.is_success() {
         return status.0;
     }
+    frames::attach_raw(0);
     // A late load (a minifilter started on a booted machine) finds volumes mounted already.
     frames::attach_existing_volumes(0);
     Status::SUCCESS.0
