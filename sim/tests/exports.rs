@@ -699,3 +699,70 @@ fn a_synchronized_registration_from_the_mounting_thread_does_not_wait_for_itself
     assert_ne!(vdo_of(&m, c), 0);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+thread_local! {
+    /// The control devices the "Enumerating" driver's routine was told of, in order.
+    static ENUMERATED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+unsafe extern "system" fn record_notify(cdo: *const DEVICE_OBJECT, active: bool) {
+    if active {
+        ENUMERATED.with(|e| e.borrow_mut().push(cdo as usize));
+    }
+}
+
+/// Registers `record_notify` and leaves it registered until the test ends.
+unsafe extern "system" fn enumerating_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    // SAFETY: our driver object and routine, during DriverEntry.
+    unsafe {
+        windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange(
+            driver,
+            Some(record_notify),
+        )
+    }
+}
+
+#[test]
+fn a_new_routine_hears_of_network_then_cd_rom_then_disk_file_systems_facts_1_1() {
+    // facts.md §1.1: the order of the initial enumeration is unconfirmed for Windows; ReactOS
+    // reports network, CD-ROM, disk, tape, each queue head first, RAW left out.
+    // docs/simulator.md (File-system registration) makes that the simulator's choice.
+    use fsfilter_sim::fsreg::Segment;
+    let mut m = machine(5);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs));
+    m.add_volume(VolumeSpec::new("F:", FsKind::Fat));
+    m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup));
+    m.boot();
+    m.install(fsfilter_sim::ServiceSpec::new("Enumerating", enumerating_entry, "legacy"));
+    ENUMERATED.with(|e| e.borrow_mut().clear());
+    assert_eq!(m.start("Enumerating"), Status::SUCCESS);
+    let heard = ENUMERATED.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    let (expected, names) = m.kernel(|k| {
+        let mut expected = Vec::new();
+        for seg in [Segment::Network, Segment::CdRom, Segment::Disk, Segment::Tape] {
+            for d in k.fsreg.segment(seg) {
+                if !k.fsreg.raw.contains(d) {
+                    expected.push(k.objects.device(*d).ptr as usize);
+                }
+            }
+        }
+        let name = |p: &usize| {
+            let id = k.objects.device_id(*p as *const DEVICE_OBJECT).unwrap();
+            k.objects.device(id).name.clone().unwrap_or_default()
+        };
+        (expected, heard.iter().map(name).collect::<Vec<String>>())
+    });
+    assert_eq!(heard, expected, "{names:?}");
+    // Each segment is there: \Device\Mup first, then CDFS and FastFat's CD-ROM device, then NTFS
+    // and FastFat's disk device.
+    let at =
+        |n: &str| names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n}: {names:?}"));
+    assert_eq!(at(r"\Device\Mup"), 0, "{names:?}");
+    assert!(at(r"\Cdfs") < at(r"\Ntfs") && at(r"\FatCdrom") < at(r"\Fat"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with(r"\Device\Raw")), "{names:?}");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

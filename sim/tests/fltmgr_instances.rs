@@ -134,6 +134,52 @@ fn instance_flags_suppress_automatic_attachment_not_manual_facts_2_5() {
 }
 
 #[test]
+fn instance_flags_0x2_does_not_suppress_manual_attachment_facts_2_5() {
+    // facts.md §2.5: Flags 0x2 "suppress manual attachment" is unconfirmed; docs/simulator.md
+    // (Instances): the simulator does not honour it. With 0x3 automatic attachment is suppressed
+    // (0x1) and a manual attach still succeeds; with 0x2 alone the instance attaches
+    // automatically as with 0.
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("NoManual", "370000");
+    cfg.instance_flags = 0x3;
+    install(&mut m, 0, cfg);
+    let mut cfg = Config::new("Auto", "360000");
+    cfg.instance_flags = 0x2;
+    install(&mut m, 1, cfg);
+    assert_eq!(m.start("NoManual"), Status::SUCCESS);
+    assert_eq!(m.start("Auto"), Status::SUCCESS);
+    assert!(setups(0).is_empty());
+    assert_eq!(setups(1), [(1, device_type::DISK_FILE_SYSTEM, 2)]);
+    assert_eq!(m.filter_attach("NoManual", c, None), Status::SUCCESS);
+    assert_eq!(setups(0), [(2, device_type::DISK_FILE_SYSTEM, 2)]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_new_volume_sets_up_the_frames_filters_lowest_altitude_first() {
+    // docs/simulator.md (Instances), a choice: on a new volume each frame sets up its filters
+    // lowest altitude first, whatever order they started in.
+    let mut m = machine(1);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Fat).mount(MountWhen::Step));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("High", "385000"));
+    install(&mut m, 1, Config::new("Low", "320000"));
+    install(&mut m, 2, Config::new("Middle", "370000"));
+    for name in ["High", "Low", "Middle"] {
+        assert_eq!(m.start(name), Status::SUCCESS);
+    }
+    fltcommon::order_clear();
+    assert_eq!(m.mount(e), Status::SUCCESS);
+    assert_eq!(fltcommon::order(), ["Low:setup", "Middle:setup", "High:setup"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn one_instance_per_altitude_per_volume_facts_2_3_and_10_2() {
     // facts.md §2.3: one instance per altitude per volume. §10.2: FltAttachVolume reports
     // STATUS_OBJECT_NAME_COLLISION, FltAttachVolumeAtAltitude STATUS_FLT_INSTANCE_ALTITUDE_COLLISION.

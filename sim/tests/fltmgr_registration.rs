@@ -583,3 +583,57 @@ fn context_definitions_beyond_the_documented_limits_are_refused_facts_2_6() {
     assert!(refused[2].1.contains("ContextAllocateCallback"), "{refused:?}");
     assert_eq!(f.len(), 3, "{f:?}");
 }
+
+thread_local! {
+    /// What the two FltRegisterFilter calls of "Twice" returned.
+    static TWICE: std::cell::Cell<(i32, i32)> = const { std::cell::Cell::new((1, 1)) };
+}
+
+unsafe extern "system" fn twice_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+        FLT_REGISTRATION, FltRegisterFilter, FltUnregisterFilter,
+    };
+    // A valid registration with no callbacks, registered twice by the same driver.
+    let mut reg: FLT_REGISTRATION = unsafe { std::mem::zeroed() };
+    reg.Size = size_of::<FLT_REGISTRATION>() as u16;
+    reg.Version = 0x0203;
+    let (mut first, mut second) = (0, 0);
+    let a = unsafe { FltRegisterFilter(driver, &reg, &mut first) };
+    let b = unsafe { FltRegisterFilter(driver, &reg, &mut second) };
+    TWICE.with(|t| t.set((a, b)));
+    if a >= 0 {
+        unsafe { FltUnregisterFilter(first) };
+    }
+    if b >= 0 {
+        unsafe { FltUnregisterFilter(second) };
+    }
+    0
+}
+
+#[test]
+fn a_second_registration_by_the_same_driver_is_a_name_collision() {
+    // docs/simulator.md (Registration), a choice: a second FltRegisterFilter by a driver that
+    // has a filter registered answers STATUS_OBJECT_NAME_COLLISION and registers nothing more.
+    let mut m = booted(&[]);
+    let instances = fsfilter_sim::InstancesSpec {
+        default_instance: "Twice Instance".into(),
+        instances: vec![fsfilter_sim::InstanceSpec {
+            name: "Twice Instance".into(),
+            altitude: "370000".into(),
+            flags: 0,
+        }],
+        layout: InstanceLayout::Both,
+    };
+    let mut spec = fsfilter_sim::ServiceSpec::new("Twice", twice_entry, "minifilter");
+    spec.depends_on = vec!["FltMgr".into()];
+    spec.instances = Some(instances);
+    m.install(spec);
+    assert_eq!(m.start("Twice"), Status::SUCCESS);
+    let (a, b) = TWICE.with(std::cell::Cell::get);
+    assert_eq!((Status(a), Status(b)), (Status::SUCCESS, Status::OBJECT_NAME_COLLISION));
+    assert!(m.kernel(|k| k.fltmgr.filter_by_name("Twice").is_none()), "unregistered");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
