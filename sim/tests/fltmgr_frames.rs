@@ -108,6 +108,24 @@ fn a_minifilter_above_a_legacy_filter_gets_a_new_frame_above_it_facts_2_2() {
 }
 
 #[test]
+fn a_legacy_filter_without_a_known_group_counts_as_above_every_altitude_facts_2_2() {
+    // docs/simulator.md (Frames, Placement; the algorithm is unconfirmed, facts.md §10.11): a
+    // legacy filter whose load-order group the Filter Manager does not know has no altitude and
+    // counts as above every one, so even the highest minifilter gets no frame above it and
+    // stays in frame 0, below it.
+    let mut m = machine(1);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "NoGroup", "", StartType::Boot);
+    m.boot();
+    assert_eq!(m.device_stack(c), [legacy("NoGroup"), frame(0, &[]), fs("Ntfs")]);
+    install(&mut m, 0, Config::new("Top", "409000"));
+    assert_eq!(m.start("Top"), Status::SUCCESS);
+    assert_eq!(m.frames().len(), 1, "no frame above a legacy filter of unknown altitude");
+    assert_eq!(m.device_stack(c), [legacy("NoGroup"), frame(0, &[("Top", "409000")]), fs("Ntfs")]);
+}
+
+#[test]
 fn a_later_mount_mirrors_the_control_device_stack_facts_1_4_and_2_2() {
     // facts.md §1.4 (derived): a volume's stack mirrors the control device's, because each
     // filter attaches as the mount completes back up; each frame registered its own notification
