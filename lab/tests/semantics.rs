@@ -479,6 +479,46 @@ path = "p1"
 }
 
 #[test]
+fn a_network_file_system_registered_after_the_filter_loads_is_newly_mounted_in_both() {
+    // Row `instance-setup-flags`: a network file system found when the filter loads gives
+    // AUTOMATIC_ATTACHMENT; one registered afterwards (MUP, in the Network group, registers
+    // after a boot-start filter of an FSFilter group) AUTOMATIC | NEWLY_MOUNTED_VOLUME, in both
+    // models.
+    let text = |start: &str, load: &str| {
+        format!(
+            r#"[[volume]]
+name = '\\server\share'
+filesystem = "mup"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "{start}"
+altitude = "370100"
+{load}"#
+        )
+    };
+    let share = |r: &Run| {
+        setups(r, "P").into_iter().filter(|s| s.starts_with(r"\\server")).collect::<Vec<_>>()
+    };
+    let (l, m) = both(&text("boot", ""), "P");
+    clean(&l);
+    clean(&m);
+    let newly = concat!(
+        r"\\server\share InstanceSetupFlags(AUTOMATIC_ATTACHMENT | NEWLY_MOUNTED_VOLUME)",
+        " STATUS_SUCCESS"
+    );
+    assert_eq!(share(&l), [newly.to_owned()]);
+    assert_eq!(share(&m), share(&l));
+    let (l, m) = both(&text("demand", "[[step]]\naction = \"load\"\ndriver = \"P\"\n"), "P");
+    clean(&l);
+    clean(&m);
+    let found = r"\\server\share InstanceSetupFlags(AUTOMATIC_ATTACHMENT) STATUS_SUCCESS";
+    assert_eq!(share(&l), [found.to_owned()]);
+    assert_eq!(share(&m), share(&l));
+}
+
+#[test]
 fn unload_differs_stop_agrees() {
     // Row `unload`.
     const { assert!(MINI.non_mandatory_unload && !LEGACY.non_mandatory_unload) };
