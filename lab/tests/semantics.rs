@@ -655,6 +655,7 @@ path = "good.txt"
             })
             .collect()
     };
+    assert!(!modes(&l).is_empty(), "the legacy filter scanned nothing");
     assert!(modes(&l).iter().all(|m| *m == fsfilter::DataScanMode::FsRtlFallback));
     assert!(modes(&m).iter().all(|m| *m == fsfilter::DataScanMode::FilterManager));
     assert_eq!(modes(&l).len(), modes(&m).len());
