@@ -766,3 +766,42 @@ fn a_new_routine_hears_of_network_then_cd_rom_then_disk_file_systems_facts_1_1()
     assert!(!names.iter().any(|n| n.starts_with(r"\Device\Raw")), "{names:?}");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// Does nothing and loads.
+unsafe extern "system" fn quiet_entry(
+    _driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    0
+}
+
+#[test]
+fn drivers_of_one_group_load_in_installation_order_whatever_the_seed() {
+    // docs/simulator.md (Services, start types and load order), a choice: facts.md §2.3 says
+    // the order within a load-order group is random on Windows; the simulator loads a group's
+    // drivers in the order they were installed, and the machine's seed does not change it.
+    for seed in 1..=8 {
+        for names in [["Alpha", "Beta", "Gamma"], ["Gamma", "Alpha", "Beta"]] {
+            let mut m = machine(seed);
+            m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+            for n in names {
+                let mut spec = fsfilter_sim::ServiceSpec::new(n, quiet_entry, "legacy");
+                spec.start = fsfilter_sim::StartType::Boot;
+                spec.group = Some("FSFilter Activity Monitor".into());
+                m.install(spec);
+            }
+            m.boot();
+            let loaded: Vec<String> = m
+                .events()
+                .into_iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::Load { driver, .. } if names.contains(&driver.as_str()) => {
+                        Some(driver)
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(loaded, names, "seed {seed}");
+        }
+    }
+}
