@@ -805,3 +805,62 @@ fn drivers_of_one_group_load_in_installation_order_whatever_the_seed() {
         }
     }
 }
+
+/// Registers `notify_a`, then unregisters `notify_b`, which it never registered.
+unsafe extern "system" fn unregister_other_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::{
+        IoRegisterFsRegistrationChange as Register, IoUnregisterFsRegistrationChange as Unregister,
+    };
+    // SAFETY: our driver object and routines, during DriverEntry.
+    unsafe {
+        Register(driver, Some(notify_a));
+        Unregister(driver, Some(notify_b));
+    }
+    0
+}
+
+/// Registers `notify_a` and `notify_b`, then unregisters `record_notify`, registered by neither.
+unsafe extern "system" fn unregister_unknown_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::{
+        IoRegisterFsRegistrationChange as Register, IoUnregisterFsRegistrationChange as Unregister,
+    };
+    // SAFETY: our driver object and routines, during DriverEntry.
+    unsafe {
+        Register(driver, Some(notify_a));
+        Register(driver, Some(notify_b));
+        Unregister(driver, Some(record_notify));
+    }
+    0
+}
+
+#[test]
+fn unregistering_an_unknown_routine_removes_a_drivers_only_registration() {
+    // docs/simulator.md (Identity of driver code), a choice: IoUnregisterFsRegistrationChange
+    // matches the (driver, routine) pair; a routine that matches none of the driver's
+    // registrations removes the driver's registration when it has exactly one, and nothing when
+    // it has more.
+    let mut m = machine(5);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    m.install(fsfilter_sim::ServiceSpec::new("OnlyOne", unregister_other_entry, "legacy"));
+    m.install(fsfilter_sim::ServiceSpec::new("Two", unregister_unknown_entry, "legacy"));
+    assert_eq!(m.start("OnlyOne"), Status::SUCCESS);
+    assert_eq!(m.start("Two"), Status::SUCCESS);
+    let registered = |m: &fsfilter_sim::Machine, service: &str| {
+        m.kernel(|k| {
+            k.fsreg
+                .notifications
+                .iter()
+                .filter(|n| k.objects.driver(n.driver).service == service)
+                .count()
+        })
+    };
+    assert_eq!(registered(&m, "OnlyOne"), 0);
+    assert_eq!(registered(&m, "Two"), 2);
+}

@@ -700,3 +700,23 @@ fn a_mount_during_a_synchronized_notification_call_in_a_suspended_thread_fails_n
     assert!(m.open(v, "a.txt", CreateOptions::open()).is_ok());
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_shutdown_goes_to_the_top_of_the_volume_stack() {
+    // docs/simulator.md (User-mode I/O, Shutdown), a choice: IRP_MJ_SHUTDOWN is sent to the top
+    // of the volume's stack (Windows sends it to the devices registered with
+    // IoRegisterShutdownNotification), so a filter attached to the volume sees it.
+    let mut m = machine_with_spy(9);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let top = m.kernel(|k| {
+        let vdo = k.volume(c).vdo.unwrap();
+        k.objects.device(k.objects.top(vdo)).ptr as usize
+    });
+    spy(|s| s.seen.clear());
+    assert_eq!(m.io(fsfilter_sim::IoRequest::Shutdown { volume: c }).status, Status::SUCCESS);
+    let seen = spy(|s| s.seen.clone());
+    let shutdowns: Vec<usize> = seen.iter().filter(|s| s.major == 0x10).map(|s| s.device).collect();
+    assert_eq!(shutdowns, [top], "the spy's volume device, the top of C:'s stack");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
