@@ -980,6 +980,49 @@ fn cancel_file_open_closes_the_file_below_facts_4() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+#[test]
+fn a_cancelled_open_is_cleaned_up_and_closed_below_the_frame_not_by_lower_instances() {
+    // docs/simulator.md (Operations), a choice: FltCancelFileOpen sends the cleanup and close to
+    // the device below the instance's frame, so instances below the cancelling one in the same
+    // frame do not see them; the file system does.
+    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    start(
+        &mut m,
+        0,
+        Config::new("Below", "200000").op(mj::CREATE, true, false).op(mj::CLEANUP, true, false).op(
+            mj::CLOSE,
+            true,
+            false,
+        ),
+    );
+    start(
+        &mut m,
+        1,
+        Config::new("Cancel", "370000").op(mj::CREATE, false, true).with_post(|p| {
+            let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+            if p.status().is_success() {
+                unsafe { FltCancelFileOpen(p.instance(), fo) };
+                p.data().IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+                unsafe { FltSetCallbackDataDirty(p.data) };
+            }
+            0
+        }),
+    );
+    seen_clear(0);
+    let r = m.create(c, "a.txt", CreateOptions::open().share(0));
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    assert!(m.kernel(|k| k.fs.ccbs.is_empty()), "the file system closed the file object");
+    let majors: Vec<u8> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Pre { major, .. } => Some(major),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(majors, [mj::CREATE], "the lower instance saw the create only");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 unsafe extern "system" fn deny_held(
     item: PFLT_GENERIC_WORKITEM,
     _f: *const c_void,
