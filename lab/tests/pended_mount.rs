@@ -75,6 +75,19 @@ fn a_mount_pended_too_long_is_refused_at_its_line() {
     assert!(e.starts_with("bad.toml:6: volume[0].mount_pends_ms:"), "{e}");
 }
 
+#[test]
+fn a_volume_initialized_too_late_is_refused_at_its_line() {
+    // README: `initialize_late_ms = N`, at most 60000, like `mount_pends_ms`.
+    let ok = parse("ok.toml", &scenario("fat", "initialize_late_ms = 60000")).unwrap();
+    assert_eq!(ok.volumes[0].initialize_late_ms, Some(60000));
+    let text = scenario("fat", "initialize_late_ms = 60001");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("bad.toml:6: volume[0].initialize_late_ms: must be at most 60000"),
+        "{e}"
+    );
+}
+
 /// What P's callbacks on E: were, by kind.
 fn callbacks_on_e(r: &fsfilter_lab::run::Run) -> Vec<&'static str> {
     r.events
