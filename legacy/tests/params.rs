@@ -15,4 +15,12 @@ mod driver {
 #[test]
 fn every_request_shows_its_own_parameters() {
     params::check(common::install_legacy, driver::ENTRY, fsfilter::OperationKind::Irp);
+    // docs/semantics.md, header: the legacy backend sets only IRP_OPERATION or
+    // FAST_IO_OPERATION, never the Filter Manager's other flags.
+    use fsfilter::CallbackDataFlags as F;
+    let flags = params::pre_data_flags();
+    assert!(!flags.is_empty());
+    for f in flags {
+        assert!(f == F::IRP_OPERATION || f == F::FAST_IO_OPERATION, "{f:?}");
+    }
 }

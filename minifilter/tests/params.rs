@@ -15,4 +15,9 @@ mod driver {
 #[test]
 fn every_request_shows_its_own_parameters() {
     params::check(common::install_minifilter, driver::ENTRY, fsfilter::OperationKind::FastIo);
+    // docs/semantics.md, header: the minifilter backend passes the Filter Manager's flags,
+    // which add SYSTEM_BUFFER for the requests the I/O manager buffered.
+    use fsfilter::CallbackDataFlags as F;
+    let flags = params::pre_data_flags();
+    assert!(flags.iter().any(|f| f.contains(F::IRP_OPERATION | F::SYSTEM_BUFFER)), "{flags:?}");
 }

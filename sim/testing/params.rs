@@ -70,6 +70,12 @@ impl Filter for Recorder {
     }
 }
 
+/// The callback-data flags of each pre callback of the last `check`, in order
+/// (docs/semantics.md, header: they differ between the backends).
+pub(crate) fn pre_data_flags() -> Vec<CallbackDataFlags> {
+    HOW.with(|s| s.borrow().iter().map(|h| h.2).collect())
+}
+
 /// `FILE_READ_ATTRIBUTES`.
 const FILE_READ_ATTRIBUTES: u32 = 0x80;
 
