@@ -720,3 +720,27 @@ fn a_shutdown_goes_to_the_top_of_the_volume_stack() {
     assert_eq!(shutdowns, [top], "the spy's volume device, the top of C:'s stack");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_mount_failure_other_than_unrecognized_stops_the_walk() {
+    // docs/simulator.md (Mounting), a choice after ReactOS: STATUS_UNRECOGNIZED_VOLUME moves on to
+    // the next file system, any other failure stops the walk with that status. The spy, on top of
+    // every control device, fails the mount of the first one tried: no other file system is
+    // asked, and the create that mounted fails with that status. Without the failure the volume
+    // mounts.
+    let mut m = machine_with_spy(11);
+    let x = m.add_volume(VolumeSpec::new("X:", FsKind::Ntfs).mount(MountWhen::Step));
+    m.boot();
+    spy(|s| {
+        s.seen.clear();
+        s.fail_mounts = Some(Status::ACCESS_DENIED);
+    });
+    assert_eq!(m.mount(x), Status::ACCESS_DENIED);
+    let asked = spy(|s| s.seen.iter().filter(|s| s.major == 0x0d && s.minor == 0x01).count());
+    assert_eq!(asked, 1, "the walk stopped at the first control device");
+    assert!(m.kernel(|k| k.volume(x).vdo.is_none()), "not mounted");
+    spy(|s| s.fail_mounts = None);
+    assert_eq!(m.mount(x), Status::SUCCESS);
+    assert!(m.kernel(|k| k.volume(x).vdo.is_some()));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -76,6 +76,9 @@ pub(crate) struct SpyState {
     pub(crate) refuse_fast_io: bool,
     /// How the spy passes `FastIoQueryOpen` down (None: it answers FALSE).
     pub(crate) query_open: Option<PassQueryOpen>,
+    /// When set, the spy completes every mount request with this status itself, as a file
+    /// system that fails the mount would.
+    pub(crate) fail_mounts: Option<Status>,
 }
 
 /// How the spy passes a `FastIoQueryOpen` IRP to the device below.
@@ -217,6 +220,14 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             parameters,
         })
     });
+    let failed = spy(|s| s.fail_mounts);
+    if let Some(status) = failed.filter(|_| sl.MajorFunction == 0x0d && sl.MinorFunction == 0x01) {
+        i.IoStatus.Anonymous.Status = status.0;
+        i.IoStatus.Information = 0;
+        // SAFETY: the live IRP, ours to complete.
+        unsafe { IoCompleteRequest(irp, 0) };
+        return status.0;
+    }
     if e.kind == 1 && sl.MajorFunction == 0x0d && sl.MinorFunction == 0x01 {
         // SAFETY: the mount request's parameters.
         let (vpb, target) =
