@@ -310,3 +310,95 @@ fn a_revived_volume_is_torn_down_and_set_up_again_as_detached() {
     assert_eq!(instances_top_down(&m, f), ["ProbeA", "fastfat"]);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+/// docs/callback-model.md rule 17: the header is read from the callback data the first time the
+/// filter asks for it. Cancels every successful open of `*.bad`; reads the header before the
+/// cancel when `READ_FIRST` is set, after it otherwise, and records its callback-data flags.
+mod late_header {
+    use std::cell::{Cell, RefCell};
+
+    use fsfilter::{
+        CallbackDataFlags, Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags,
+        PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result,
+        ServiceParameters, Status,
+    };
+
+    thread_local! {
+        pub(crate) static READ_FIRST: Cell<bool> = const { Cell::new(false) };
+        pub(crate) static FLAGS: RefCell<Vec<CallbackDataFlags>> =
+            const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) struct Canceller;
+
+    impl Filter for Canceller {
+        const REGISTRATION: Registration = Registration::new()
+            .operation(Operation::new(MajorFunction::Create).post())
+            .instance_setup_callback(true)
+            .validated();
+        type InstanceContext = ();
+        type CompletionContext = ();
+
+        fn load(_: &dyn ServiceParameters) -> Result<Self> {
+            Ok(Canceller)
+        }
+
+        fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        fn pre_operation(
+            &self,
+            _: &Instance<'_, ()>,
+            _: &mut PreOperation<'_, ()>,
+        ) -> PreOutcome<()> {
+            PreOutcome::WithPost(())
+        }
+
+        fn post_operation(
+            &self,
+            _: &Instance<'_, ()>,
+            op: &mut PostOperation<'_>,
+            _: (),
+            _: PostFlags,
+        ) -> PostOutcome<()> {
+            if !op.result().status.is_success() {
+                return PostOutcome::Finished;
+            }
+            let first = READ_FIRST.with(Cell::get).then(|| op.header().data_flags);
+            let _ = op.services().cancel_file_open(Status::ACCESS_DENIED);
+            let flags = first.unwrap_or_else(|| op.header().data_flags);
+            FLAGS.with(|f| f.borrow_mut().push(flags));
+            PostOutcome::Finished
+        }
+    }
+
+    pub(crate) mod driver {
+        fsfilter_minifilter::driver!(super::Canceller);
+    }
+}
+
+#[test]
+fn a_header_read_after_cancel_file_open_shows_the_dirty_callback_data() {
+    // docs/callback-model.md rule 17: a filter that cancels the open and only then reads the
+    // header sees the callback data's flags with FLTFL_CALLBACK_DATA_DIRTY; one that reads the
+    // header first sees the create as it arrived.
+    use fsfilter::CallbackDataFlags as D;
+    for read_first in [false, true] {
+        let mut m = machine();
+        let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"a"));
+        install_minifilter(
+            &mut m,
+            fsfilter_sim::ServiceSpec::new("Canceller", late_header::driver::ENTRY, "mini"),
+        );
+        m.boot();
+        late_header::READ_FIRST.with(|r| r.set(read_first));
+        late_header::FLAGS.with(|f| f.borrow_mut().clear());
+        assert_eq!(m.create(c, "a.txt", CreateOptions::open()).status, Status::ACCESS_DENIED);
+        let flags = late_header::FLAGS.with(|f| f.borrow().clone());
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        assert!(flags[0].contains(D::IRP_OPERATION | D::POST_OPERATION), "{flags:?}");
+        assert_eq!(flags[0].contains(D::DIRTY), !read_first, "read first: {read_first}");
+        assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    }
+}
