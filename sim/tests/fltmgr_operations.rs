@@ -946,6 +946,56 @@ fn dirty_callback_data_propagates_changed_parameters_down_facts_4() {
 }
 
 #[test]
+fn each_post_sees_the_parameters_its_own_pre_returned_with() {
+    // docs/simulator.md (Operations), a choice: before each post callback the parameter block is
+    // restored to what it was when that instance's pre callback returned, whatever the instances
+    // below changed in theirs.
+    let (mut m, c) = setup(&[("d.txt", b"0123456789")]);
+    let offsets: std::rc::Rc<RefCell<Vec<(&'static str, i64)>>> = Default::default();
+    let (upper, lower) = (offsets.clone(), offsets.clone());
+    start(
+        &mut m,
+        0,
+        Config::new("Upper", "300000")
+            .op(mj::READ, true, true)
+            .with_pre(|p| {
+                unsafe { flt_mut::<params::FltRead>(&mut p.iopb().Parameters) }.ByteOffset = 2;
+                unsafe { FltSetCallbackDataDirty(p.data) };
+                (0, 0)
+            })
+            .with_post(move |p| {
+                let iopb = unsafe { &*p.data().Iopb };
+                let offset = unsafe { flt::<params::FltRead>(&iopb.Parameters) }.ByteOffset;
+                upper.borrow_mut().push(("Upper", offset));
+                0
+            }),
+    );
+    start(
+        &mut m,
+        1,
+        Config::new("Lower", "200000")
+            .op(mj::READ, true, true)
+            .with_pre(|p| {
+                unsafe { flt_mut::<params::FltRead>(&mut p.iopb().Parameters) }.ByteOffset = 5;
+                unsafe { FltSetCallbackDataDirty(p.data) };
+                (0, 0)
+            })
+            .with_post(move |p| {
+                let iopb = unsafe { &*p.data().Iopb };
+                let offset = unsafe { flt::<params::FltRead>(&iopb.Parameters) }.ByteOffset;
+                lower.borrow_mut().push(("Lower", offset));
+                0
+            }),
+    );
+    let h = m.open(c, "d.txt", CreateOptions::open()).unwrap();
+    // The first cached read of the file object is an IRP (docs/simulator.md, User-mode I/O).
+    let r = m.read(h, Some(0), 5, IoMode::Cached);
+    assert_eq!((r.status, r.fast_io, r.data.as_slice()), (Status::SUCCESS, false, &b"56789"[..]));
+    assert_eq!(offsets.borrow().as_slice(), [("Lower", 5), ("Upper", 2)]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn a_post_only_registration_gets_its_post_facts_3() {
     // facts.md §3: pre without post and post without pre are both allowed.
     let (mut m, c) = setup(&[("a.txt", b"x")]);
