@@ -179,6 +179,23 @@ fn sweep_quotes_a_carriage_return_in_a_csv_field() {
 }
 
 #[test]
+fn sweep_exits_2_when_any_scenario_is_bad() {
+    // README: sweep exits 2 when any file is bad (else 1 when a run has verifier findings), after
+    // running the others.
+    let dir = temp("sweep-bad");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("good.toml"), "name = \"good\"\n").unwrap();
+    std::fs::write(dir.join("bad.toml"), "name = \"bad\"\n[[step]]\naction = \"teleport\"\n")
+        .unwrap();
+    let o = fsfilter(&["sweep", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("2 scenarios: 1 ok, 0 with verifier findings, 1 bad"), "{stderr}");
+}
+
+#[test]
 fn sweep_prints_the_warnings_of_the_scenarios_it_runs() {
     // check, run and compare print a scenario's warnings on standard error; sweep ran the
     // scenario (its driver failing to load) and said nothing.
