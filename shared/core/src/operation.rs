@@ -241,7 +241,14 @@ impl<'a> OperationBuffer<'a> {
 
     /// The buffer, mapped now if it was not yet.
     pub fn get(&self) -> &Buffer<'a> {
-        self.cell.get_or_init(|| self.map())
+        // Not `OnceCell::get_or_init`, which panics when the source re-enters (it may reach this
+        // buffer through the filter's state): a kernel path may have no panic. Whichever access
+        // fills the cell first wins; a value mapped after it is dropped.
+        if self.cell.get().is_none() {
+            let buffer = self.map();
+            let _ = self.cell.set(buffer);
+        }
+        self.cell.get().unwrap_or(&self.none)
     }
 
     /// The buffer for in-place change, mapped now if it was not yet.
@@ -1007,6 +1014,41 @@ mod tests {
             CreateParameters { options: (create::FILE_OPEN_IF << 24) | 0x40, ..Default::default() };
         assert_eq!(p.disposition(), create::FILE_OPEN_IF);
         assert_eq!(p.create_options(), create::FILE_NON_DIRECTORY_FILE);
+    }
+
+    /// A source that, the first time it maps, asks the buffer it serves for its bytes (a source
+    /// that reaches its buffer through the filter's state, say).
+    struct Reentrant<'a> {
+        buffer: core::cell::Cell<Option<&'a OperationBuffer<'a>>>,
+        calls: core::cell::Cell<u32>,
+    }
+
+    impl<'a> BufferSource<'a> for Reentrant<'a> {
+        fn map(&self) -> Buffer<'a> {
+            self.calls.set(self.calls.get() + 1);
+            match self.buffer.take() {
+                // The outer call: the inner one (below) fills the cell with nothing.
+                Some(buffer) => {
+                    assert!(buffer.get().bytes().is_none(), "the inner access maps nothing");
+                    Buffer::Readable(b"late")
+                }
+                None => Buffer::None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_source_that_reenters_its_buffer_does_not_panic() {
+        // `OnceCell::get_or_init` panics on a re-entrant initialization: kernel-side code may
+        // have no panic path (docs/reliability.md, item 5), as `LazyHeader::get` says too.
+        let source = Reentrant { buffer: None.into(), calls: 0.into() };
+        let buffer = OperationBuffer::on_demand(&source);
+        source.buffer.set(Some(&buffer));
+        // The inner access filled the cell first; the outer one keeps what it found.
+        assert!(buffer.get().bytes().is_none());
+        assert_eq!(source.calls.get(), 2);
+        assert!(buffer.get().bytes().is_none(), "mapped once: no third call");
+        assert_eq!(source.calls.get(), 2);
     }
 
     #[test]
