@@ -111,9 +111,11 @@ pub unsafe fn driver_entry<F: Filter>(
     }
     // Step 3: the fast-I/O table.
     d.FastIoDispatch = core::ptr::from_ref(FastIoTable::<F>::get()).cast_mut();
-    // Without an unload callback the filter cannot be unloaded (docs/semantics.md).
-    d.DriverUnload =
-        if registration.callbacks().filter_unload { Some(driver_unload::<F>) } else { None };
+    // Without an unload callback the filter cannot be unloaded (docs/semantics.md), nor with
+    // DO_NOT_SUPPORT_SERVICE_STOP (`DriverState::unloadable`).
+    // SAFETY: our state, initialized above; nothing else writes it yet.
+    let unloadable = unsafe { (*state).unloadable() };
+    d.DriverUnload = if unloadable { Some(driver_unload::<F>) } else { None };
 
     // Step 5: file-system notifications; already-registered file systems are reported before the
     // call returns. Synchronized with mounts (Windows 7 and later, facts.md §1.1): a mount in

@@ -160,13 +160,17 @@ impl<F: Filter> DriverState<F> {
         ext.holds.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether the driver can be unloaded: the filter has an unload callback, so `DriverEntry`
-    /// set `DriverUnload`. Only then are completion routines set with `IoSetCompletionRoutineEx`
+    /// Whether the driver can be unloaded: the filter has an unload callback and does not
+    /// register `DO_NOT_SUPPORT_SERVICE_STOP` (a service stop, the legacy model's only unload,
+    /// then fails without calling the callback, facts.md §5), so `DriverEntry` set
+    /// `DriverUnload`. Only then are completion routines set with `IoSetCompletionRoutineEx`
     /// (`dispatch::set_completion`), whose device reference keeps the image loaded until the
     /// routine has returned.
     #[inline]
     pub(crate) fn unloadable(&self) -> bool {
+        let stop = fsfilter::RegistrationFlags::DO_NOT_SUPPORT_SERVICE_STOP;
         self.registration.callbacks().filter_unload
+            && !self.registration.registration_flags().contains(stop)
     }
 
     /// Drops one of the device's holds: an operation's post callback (or resumption) finished,
