@@ -27,6 +27,14 @@
 //!     Registration::new().operation(Operation::new(MajorFunction::DeviceChange).post()).validated();
 //! ```
 //!
+//! Nor does a code that is no operation at all:
+//!
+//! ```compile_fail,E0080
+//! use fsfilter::{MajorFunction, Operation, Registration};
+//! const R: Registration =
+//!     Registration::new().operation(Operation::new(MajorFunction::Unknown(0x40)).pre()).validated();
+//! ```
+//!
 //! Nor does a post callback for `IRP_MJ_SHUTDOWN`:
 //!
 //! ```compile_fail,E0080
