@@ -38,8 +38,8 @@ impl<'a> FileName<'a> {
         char::decode_utf16(self.0.iter().copied()).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
     }
 
-    /// Case-insensitive comparison with `other`, as NTFS and FAT compare names (simple case
-    /// folding of each character).
+    /// Case-insensitive comparison with `other`, as NTFS compares names: each character through
+    /// its upcase table, for the scripts [`fold`] covers.
     pub fn eq_ignore_case(&self, other: &str) -> bool {
         let mut mine = self.chars();
         let mut theirs = other.chars();
@@ -97,35 +97,69 @@ impl<'a> FileName<'a> {
     }
 }
 
-/// Simple upper-case folding of one character, as the file systems' upcase tables do for the
-/// scripts a model needs: ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic and full-width Latin.
-/// Other characters compare exactly. (Full Unicode case tables would add about 14 KiB to every
-/// driver; this table-free folding costs a few hundred bytes.)
+/// Upper-case folding of one character, as NTFS's upcase table does it (the table Windows Vista
+/// writes to a volume) for the scripts a model needs: ASCII, Latin-1, Latin Extended-A, Greek and
+/// Coptic, Cyrillic and full-width Latin. It is not Unicode's mapping: dotless i, long s and the
+/// micro sign stay as they are, so `"fıle"` and `"FILE"` are two names, as on NTFS. Other
+/// characters compare exactly. (Full tables would add about 14 KiB to every driver; these runs
+/// cost a few hundred bytes.)
 pub(crate) const fn fold(c: char) -> char {
-    let u = c as u32;
-    let up = match u {
-        0x61..=0x7A => u - 0x20,
-        0xE0..=0xFE if u != 0xF7 => u - 0x20,
-        0xFF => 0x178,
-        // Dotless i and long s fold to ASCII.
-        0x131 => 0x49,
-        0x17F => 0x53,
-        // Latin Extended-A: upper case at even code points, lower at odd ones, except in the
-        // two stretches where the parity flips.
-        0x100..=0x137 | 0x14A..=0x177 if u % 2 == 1 => u - 1,
-        0x139..=0x148 | 0x179..=0x17E if u % 2 == 0 => u - 1,
-        0x3B1..=0x3C1 | 0x3C3..=0x3CB => u - 0x20,
-        0x3C2 => 0x3A3,
-        0x430..=0x44F => u - 0x20,
-        0x450..=0x45F => u - 0x50,
-        0xFF41..=0xFF5A => u - 0x20,
-        _ => u,
-    };
-    match char::from_u32(up) {
-        Some(c) => c,
-        None => c,
+    if c.is_ascii() {
+        return c.to_ascii_uppercase();
     }
+    let u = c as u32;
+    let mut rest: &[(u16, u16, u16, u8)] = &UPCASE_RUNS;
+    while let [(first, last, added, parity), tail @ ..] = rest {
+        let odd = (u & 1) as u8;
+        if u >= *first as u32 && u <= *last as u32 && (*parity == 0 || odd == *parity & 1) {
+            return match char::from_u32((u as u16).wrapping_add(*added) as u32) {
+                Some(up) => up,
+                None => c,
+            };
+        }
+        rest = tail;
+    }
+    c
 }
+
+/// The runs of [`fold`] beyond ASCII: `(first, last, added, parity)` upcases the characters
+/// `first..=last` by adding `added` (wrapping: `0xFFFF` subtracts one), every one of them (parity
+/// 0), the odd ones (1) or the even ones (2), where pairs alternate upper and lower case.
+const UPCASE_RUNS: [(u16, u16, u16, u8); 28] = [
+    (0xE0, 0xF6, 0u16.wrapping_sub(0x20), 0),
+    (0xF8, 0xFE, 0u16.wrapping_sub(0x20), 0),
+    (0xFF, 0xFF, 0x178 - 0xFF, 0),
+    // Latin Extended-A: dotless i (0x131), kra (0x138) and long s (0x17F) stay.
+    (0x100, 0x12F, 0xFFFF, 1),
+    (0x132, 0x137, 0xFFFF, 1),
+    (0x139, 0x148, 0xFFFF, 2),
+    (0x14A, 0x177, 0xFFFF, 1),
+    (0x179, 0x17E, 0xFFFF, 2),
+    // Greek and Coptic: the reversed lunate sigmas, the vowels with tonos, the alphabet, final
+    // sigma, the archaic and Coptic pairs, lunate sigma.
+    (0x37B, 0x37D, 0x3FD - 0x37B, 0),
+    (0x3AC, 0x3AC, 0u16.wrapping_sub(0x3AC - 0x386), 0),
+    (0x3AD, 0x3AF, 0u16.wrapping_sub(0x3AD - 0x388), 0),
+    (0x3B1, 0x3C1, 0u16.wrapping_sub(0x20), 0),
+    (0x3C2, 0x3C2, 0u16.wrapping_sub(0x3C2 - 0x3A3), 0),
+    (0x3C3, 0x3CB, 0u16.wrapping_sub(0x20), 0),
+    (0x3CC, 0x3CC, 0u16.wrapping_sub(0x3CC - 0x38C), 0),
+    (0x3CD, 0x3CE, 0u16.wrapping_sub(0x3CD - 0x38E), 0),
+    (0x3D8, 0x3EF, 0xFFFF, 1),
+    (0x3F2, 0x3F2, 0x3F9 - 0x3F2, 0),
+    (0x3F8, 0x3F8, 0xFFFF, 0),
+    (0x3FB, 0x3FB, 0xFFFF, 0),
+    // Cyrillic and its supplement: the basic block, the pairs, the palochka.
+    (0x430, 0x44F, 0u16.wrapping_sub(0x20), 0),
+    (0x450, 0x45F, 0u16.wrapping_sub(0x50), 0),
+    (0x460, 0x481, 0xFFFF, 1),
+    (0x48A, 0x4BF, 0xFFFF, 1),
+    (0x4C1, 0x4CE, 0xFFFF, 2),
+    (0x4CF, 0x4CF, 0u16.wrapping_sub(0x4CF - 0x4C0), 0),
+    (0x4D0, 0x513, 0xFFFF, 1),
+    // Full-width Latin.
+    (0xFF41, 0xFF5A, 0u16.wrapping_sub(0x20), 0),
+];
 
 impl fmt::Display for FileName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -879,6 +913,46 @@ mod tests {
         assert_eq!(fold('ß'), 'ß', "no single-character upper case");
         let n = utf16("\\Données\\ΦΙΛΟΣ.txt");
         assert!(FileName::new(&n).eq_ignore_case("\\DONNÉES\\φιλος.TXT"));
+    }
+
+    #[test]
+    fn folding_follows_the_ntfs_upcase_table() {
+        // NTFS compares names through the upcase table Windows writes to the volume, not through
+        // Unicode's case mappings: the table of Windows Vista (as the Mac OS X NTFS driver
+        // regenerates it, `ntfs_upcase_table_generate`) upcases the Greek vowels with tonos and
+        // the Cyrillic letters beyond Russian's, and leaves dotless i and long s alone.
+        for (lower, upper) in [
+            ('ά', 'Ά'),
+            ('έ', 'Έ'),
+            ('ί', 'Ί'),
+            ('ό', 'Ό'),
+            ('ύ', 'Ύ'),
+            ('ώ', 'Ώ'),
+            ('ϣ', 'Ϣ'),
+            ('ϲ', 'Ϲ'),
+            ('ͻ', 'Ͻ'),
+            ('ґ', 'Ґ'),
+            ('ѣ', 'Ѣ'),
+            ('қ', 'Қ'),
+            ('ӂ', 'Ӂ'),
+            ('ӏ', 'Ӏ'),
+            ('ә', 'Ә'),
+            ('ӹ', 'Ӹ'),
+            ('ԓ', 'Ԓ'),
+        ] {
+            assert_eq!(fold(lower), upper, "{lower}");
+            assert_eq!(fold(upper), upper, "{upper}");
+        }
+        for kept in ['ı', 'ſ', 'µ', 'ß', 'ĸ', 'ϐ', 'ϑ', 'İ'] {
+            assert_eq!(fold(kept), kept, "{kept}");
+        }
+        // Names that are one file on NTFS compare equal, and names that are two do not.
+        let n = utf16("\\Έγγραφα\\Ґанок.ώρα");
+        assert!(FileName::new(&n).eq_ignore_case("\\έΓΓΡΑΦΑ\\ґАНОК.ΏΡΑ"));
+        assert!(FileName::new(&n).matches("*.ΏΡΑ"));
+        let n = utf16("\\fıle.txt");
+        assert!(!FileName::new(&n).eq_ignore_case("\\FILE.TXT"));
+        assert!(!FileName::new(&n).matches("*file*"));
     }
 
     #[test]
