@@ -97,9 +97,13 @@ impl ScanSection {
         self.file_size
     }
 
-    /// The mapped contents. Empty if the backend no longer knows the section.
+    /// The file's bytes: the mapped view up to [`ScanSection::file_size`] (a view is whole
+    /// pages, zero-filled past the end of the file). Empty if the backend no longer knows the
+    /// section.
     pub fn data(&self) -> &[u8] {
-        self.backend.view(self.id).unwrap_or(&[])
+        let view = self.backend.view(self.id).unwrap_or(&[]);
+        let size = usize::try_from(self.file_size).unwrap_or(usize::MAX);
+        view.get(..size).unwrap_or(view)
     }
 
     /// True once conflicting I/O asked for the section to be closed: a scan in progress should
@@ -405,8 +409,12 @@ mod tests {
         assert!(section.conflicted());
         let unknown = ScanSection::new(SectionId(6), &S, 0);
         assert_eq!(unknown.data(), b"");
+        // A view is whole pages: the bytes past the end of the file are not the file's.
+        let short = ScanSection::new(SectionId(5), &S, 3);
+        assert_eq!(short.data(), b"EIC");
         drop(section);
         drop(unknown);
-        assert_eq!(*S.closed.lock().unwrap(), [5, 6]);
+        drop(short);
+        assert_eq!(*S.closed.lock().unwrap(), [5, 6, 5]);
     }
 }

@@ -237,3 +237,16 @@ fn a_write_in_flight_when_the_section_is_made_aborts_the_scan_before_it_starts()
     m.settle();
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn bytes_past_the_end_of_the_file_are_not_scanned() {
+    // ZwMapViewOfSection rounds the view up to whole pages, zero-filled past the end of the
+    // file: a pattern of zero bytes must not match there.
+    let (mut m, v) = machine(
+        &[("Pattern", RegValue::Sz("hex:0000".into()))],
+        &[VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"no zero bytes here")],
+    );
+    let r = m.create(v[0], "a.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS, "notes: {:?}", notes(&m));
+    m.close_handle(r.handle.unwrap());
+}
