@@ -72,6 +72,9 @@ pub const PARAMETERS: &[ParameterDoc] = &[
 /// The longest pattern.
 pub const MAX_PATTERN: usize = 64;
 
+/// How many times a scan waits for another scan of the same stream to release its section.
+const BUSY_TRIES: u32 = 16;
+
 /// How many modified streams are remembered at once.
 const DIRTY_SLOTS: usize = 32;
 
@@ -93,6 +96,9 @@ pub enum Verdict {
     Infected,
     /// Conflicting I/O closed the section before the scan finished.
     Aborted,
+    /// Another scan of the stream kept its section (one per stream per instance) through every
+    /// wait: the stream could not be scanned in time.
+    Busy,
     /// No section could be made (the error says why): the file is let through.
     Unscannable(Status),
 }
@@ -104,6 +110,7 @@ impl Verdict {
             Verdict::Clean => "clean",
             Verdict::Infected => "infected",
             Verdict::Aborted => "aborted",
+            Verdict::Busy => "busy",
             Verdict::Unscannable(_) => "unscannable",
         }
     }
@@ -204,13 +211,27 @@ impl Scanner {
 
     /// Scans the operation's file through a data-scan section.
     fn scan(&self, services: &dyn Services) -> Verdict {
-        let section = match services.create_scan_section() {
-            Ok(s) => s,
-            // An empty file or a directory has nothing to scan.
-            Err(e) if matches!(e.status(), Status::END_OF_FILE | Status::FILE_IS_A_DIRECTORY) => {
-                return Verdict::Clean;
+        let mut busy = 0;
+        let section = loop {
+            match services.create_scan_section() {
+                Ok(s) => break s,
+                // An empty file or a directory has nothing to scan.
+                Err(e)
+                    if matches!(e.status(), Status::END_OF_FILE | Status::FILE_IS_A_DIRECTORY) =>
+                {
+                    return Verdict::Clean;
+                }
+                // One section per stream per instance (facts.md §6): another scan of this stream
+                // holds it. Wait for that scan to end; never let the file through unscanned.
+                Err(e) if e.status() == Status::FLT_CONTEXT_ALREADY_DEFINED => {
+                    if busy == BUSY_TRIES {
+                        return Verdict::Busy;
+                    }
+                    busy += 1;
+                    let _ = services.wait(self.latency_ms.saturating_add(1));
+                }
+                Err(e) => return Verdict::Unscannable(e.status()),
             }
-            Err(e) => return Verdict::Unscannable(e.status()),
         };
         if self.latency_ms > 0 {
             // The engine's time: other threads run, and may conflict with the section.
@@ -278,8 +299,9 @@ impl Scanner {
         }
         let services = op.services();
         match self.scan(services) {
-            Verdict::Infected => {
-                self.note(services, "open", Verdict::Infected);
+            // An infected file, or one another scan kept busy (it could not be scanned).
+            v @ (Verdict::Infected | Verdict::Busy) => {
+                self.note(services, "open", v);
                 // FltCancelFileOpen / IoCancelFileOpen: the file system closes it, the requester
                 // is refused.
                 let _ = services.cancel_file_open(Status::ACCESS_DENIED);
@@ -327,7 +349,7 @@ impl Filter for Scanner {
         {
             let verdict = self.scan(op.services());
             self.note(op.services(), "cleanup", verdict);
-            if verdict == Verdict::Aborted {
+            if matches!(verdict, Verdict::Aborted | Verdict::Busy) {
                 self.mark_dirty(stream);
             }
         }

@@ -250,3 +250,27 @@ fn bytes_past_the_end_of_the_file_are_not_scanned() {
     assert_eq!(r.status, Status::SUCCESS, "notes: {:?}", notes(&m));
     m.close_handle(r.handle.unwrap());
 }
+
+#[test]
+fn a_concurrent_open_of_an_infected_file_is_refused_too() {
+    // facts.md §6: one data-scan section per stream per instance. A second open of the same
+    // file while the first one's scan holds the section waits for it; it must not let the
+    // infected file through unscanned. (In the simulator the second open runs on top of the
+    // first one's thread, which cannot go on before it returns: its waits run out, and the
+    // stream it could not scan is refused.)
+    let (mut m, v) = machine(
+        &[pattern(), ("ScanLatency", RegValue::Dword(20))],
+        &[VolumeSpec::new("C:", FsKind::Ntfs).file("bad.exe", &infected_body())],
+    );
+    let c = v[0];
+    let second = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = second.clone();
+    m.schedule(5, move |m| {
+        seen.set(Some(m.create(c, "bad.exe", CreateOptions::open()).status));
+    });
+    assert_eq!(m.create(c, "bad.exe", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    m.settle();
+    assert_eq!(second.get(), Some(Status::ACCESS_DENIED), "notes: {:?}", notes(&m));
+    assert_eq!(notes(&m), ["scanner: open busy", "scanner: open infected"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
