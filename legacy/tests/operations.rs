@@ -284,3 +284,28 @@ fn synchronize_and_nopost() {
     );
     assert_eq!(&m.file_contents(c, "data.bin").unwrap()[..4], &[1u8; 4]);
 }
+
+#[test]
+fn a_rules_value_longer_than_the_driver_reads_is_taken_for_absent() {
+    // The probe's documented limit: the drivers read string values of at most 255 characters
+    // (shared/kernel/src/registry.rs); a longer Rules value, or one that is not a REG_SZ, is
+    // taken for an absent one and the probe loads with no rules (failing the load instead does
+    // not fit probe-legacy.sys's size budget).
+    let rules = |len: usize| {
+        let mut r = "deny create *.locked;".to_owned();
+        while r.len() < len {
+            r.push(' ');
+        }
+        r
+    };
+    for (value, denied) in [
+        (sz(&rules(255)), true),
+        (sz(&rules(256)), false),
+        (fsfilter_sim::RegValue::Dword(1), false),
+    ] {
+        let (mut m, c) = with_probe(&[("Rules", value.clone())]);
+        let status = m.create(c, "a.locked", CreateOptions::create()).status;
+        let expected = if denied { Status::ACCESS_DENIED } else { Status::SUCCESS };
+        assert_eq!(status, expected, "{value:?}");
+    }
+}

@@ -8,6 +8,8 @@
 //!
 //! Parsing happens once, in `DriverEntry`, into fixed-capacity tables: no allocation, and a
 //! malformed value fails the load with `STATUS_INVALID_PARAMETER` and a precise [`ParseError`].
+//! A value the driver cannot read (of another type, or a string longer than 255 characters, the
+//! longest `shared/kernel/src/registry.rs` reads) is taken for an absent one.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -67,7 +69,7 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         name: "Rules",
         kind: "REG_SZ",
         default: "",
-        description: "Up to 16 rules separated by ';', each 'ACTION OPERATION [PATTERN]'. ACTION: deny | complete:STATUS (a STATUS_* name, not a STATUS_FLT_* one, or a 0x value) | pend:MS | synchronize | nopost | disallow_fastio. OPERATION: an operation name or *. PATTERN: a file-name wildcard (* and ?), default *. The first matching rule applies; others pass with a post callback.",
+        description: "Up to 16 rules separated by ';', each 'ACTION OPERATION [PATTERN]', 255 characters in all. ACTION: deny | complete:STATUS (a STATUS_* name, not a STATUS_FLT_* one, or a 0x value) | pend:MS | synchronize | nopost | disallow_fastio. OPERATION: an operation name or *. PATTERN: a file-name wildcard (* and ?), default *. The first matching rule applies; others pass with a post callback.",
     },
     ParameterDoc {
         name: "SupportNpfsMsfs",
