@@ -168,3 +168,26 @@ fn a_conflicting_fast_io_write_aborts_the_scan_too() {
     m.close_handle(writer);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_modified_stream_is_rescanned_at_cleanup_even_when_the_table_is_full() {
+    // The scanner remembers 32 modified streams at a time. With 32 written files still open, a
+    // 33rd file infected by a write must still be rescanned when its handle closes.
+    let (mut m, v) = machine(&[pattern()], &[VolumeSpec::new("C:", FsKind::Ntfs)]);
+    let c = v[0];
+    let mut open = Vec::new();
+    for i in 0..32 {
+        let h = m.create(c, &format!("f{i}.txt"), CreateOptions::create()).handle.unwrap();
+        assert_eq!(m.write(h, Some(0), b"clean data", IoMode::Cached).status, Status::SUCCESS);
+        open.push(h);
+    }
+    let h = m.create(c, "doc.txt", CreateOptions::create()).handle.unwrap();
+    assert_eq!(m.write(h, Some(0), &infected_body(), IoMode::Cached).status, Status::SUCCESS);
+    m.close_handle(h);
+    assert_eq!(notes(&m).last().map(String::as_str), Some("scanner: cleanup infected"));
+    for h in open {
+        m.close_handle(h);
+    }
+    assert_eq!(notes(&m).last().map(String::as_str), Some("scanner: cleanup clean"));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

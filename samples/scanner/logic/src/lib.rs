@@ -24,7 +24,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use fsfilter::text::copy_prefix;
 use fsfilter::{
@@ -148,6 +148,8 @@ pub struct Scanner {
     notes: bool,
     /// Streams (`FsContext`) written since their last scan; 0 is a free slot.
     dirty: [AtomicUsize; DIRTY_SLOTS],
+    /// A modified stream found the table full: from then on every cleanup rescans its stream.
+    overflowed: AtomicBool,
 }
 
 /// Parses `Pattern`: text, or `hex:` and byte pairs.
@@ -195,6 +197,7 @@ impl Scanner {
             npfs_msfs: p.flag("SupportNpfsMsfs").unwrap_or(false),
             notes: p.flag("Notes").unwrap_or(true),
             dirty: [const { AtomicUsize::new(0) }; DIRTY_SLOTS],
+            overflowed: AtomicBool::new(false),
         })
     }
 
@@ -274,8 +277,9 @@ impl Scanner {
                 return;
             }
         }
-        // The table is full: this stream is not rescanned at cleanup; it is scanned at its
-        // next open as every file is.
+        // The table is full. The stream must not be forgotten, and which cleanup is its own
+        // cannot be told any more: every cleanup rescans from now on.
+        self.overflowed.store(true, Ordering::Release);
     }
 
     /// Forgets `stream`; true when it was marked modified.
@@ -287,9 +291,11 @@ impl Scanner {
                 .any(|s| s.compare_exchange(stream, 0, Ordering::AcqRel, Ordering::Acquire).is_ok())
     }
 
-    /// True when `stream` is marked modified.
+    /// True when `stream` is marked modified, or may be (the table overflowed).
     pub fn is_dirty(&self, stream: usize) -> bool {
-        stream != 0 && self.dirty.iter().any(|s| s.load(Ordering::Acquire) == stream)
+        stream != 0
+            && (self.overflowed.load(Ordering::Acquire)
+                || self.dirty.iter().any(|s| s.load(Ordering::Acquire) == stream))
     }
 
     /// The post-create work at `PASSIVE_LEVEL`: scan, and refuse an infected file.
@@ -345,7 +351,7 @@ impl Filter for Scanner {
         if op.major() == MajorFunction::Cleanup
             && op.services().irql() == Irql::PASSIVE
             && op.services().data_scan_mode() != DataScanMode::NotRequested
-            && self.take_dirty(stream)
+            && (self.take_dirty(stream) || self.overflowed.load(Ordering::Acquire))
         {
             let verdict = self.scan(op.services());
             self.note(op.services(), "cleanup", verdict);
@@ -455,11 +461,14 @@ mod tests {
         assert!(!s.take_dirty(0x1000));
         assert!(!s.is_dirty(0x1000));
         assert!(s.is_dirty(0x2000));
-        // A full table drops new streams rather than failing.
+        // A full table does not fail, nor forget the streams it has no room for: from then on
+        // every stream counts as modified.
+        assert!(!s.is_dirty(0x5000));
         for i in 1..=40 {
             s.mark_dirty(i * 0x10);
         }
         assert_eq!(s.dirty.iter().filter(|d| d.load(Ordering::Relaxed) != 0).count(), DIRTY_SLOTS);
+        assert!(s.is_dirty(40 * 0x10) && s.is_dirty(0x5000));
     }
 
     #[test]
