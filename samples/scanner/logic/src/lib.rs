@@ -372,14 +372,15 @@ impl Filter for Scanner {
         if flags.contains(PostFlags::DRAINING) {
             return PostOutcome::Finished;
         }
+        // Where nothing is scanned (AttachUnscanned), nothing is rescanned at cleanup either:
+        // a write there is not remembered, or it would hold a slot of the table for good.
+        let scanned = op.services().data_scan_mode() != DataScanMode::NotRequested;
         match op.major() {
-            MajorFunction::Write if op.result().status.is_success() => {
+            MajorFunction::Write if scanned && op.result().status.is_success() => {
                 self.mark_dirty(op.header().stream);
                 PostOutcome::Finished
             }
-            MajorFunction::Create
-                if op.services().data_scan_mode() != DataScanMode::NotRequested =>
-            {
+            MajorFunction::Create if scanned => {
                 if op.services().irql() == Irql::PASSIVE {
                     self.after_create(op);
                     PostOutcome::Finished
@@ -527,6 +528,51 @@ mod tests {
         for mode in [DataScanMode::FilterManager, DataScanMode::FsRtlFallback] {
             assert_eq!(strict.instance_setup(&setup(mode)), Ok(()), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn writes_where_nothing_is_scanned_are_not_remembered() {
+        // With AttachUnscanned = 1 the scanner sits on volumes without data scanning, whose
+        // cleanups never rescan: a write there must not take a slot of the table for good.
+        let s = scanner(&[("Pattern", V::String("x")), ("AttachUnscanned", V::Dword(1))]).unwrap();
+        let header = fsfilter::LazyHeader::ready(fsfilter::OperationHeader {
+            major: MajorFunction::Write,
+            minor: 0,
+            kind: fsfilter::OperationKind::Irp,
+            irp_flags: fsfilter::IrpFlags::empty(),
+            data_flags: fsfilter::CallbackDataFlags::IRP_OPERATION,
+            requestor_mode: fsfilter::RequestorMode::User,
+            file_name: None,
+            volume_open: false,
+            file: 0x10,
+            stream: 0x20,
+            parameters: fsfilter::Parameters::Write(fsfilter::ReadWriteParameters {
+                offset: 0,
+                length: 4,
+                key: 0,
+            }),
+            irql: Irql::PASSIVE,
+            id: 0x1000,
+        });
+        let instance = Instance {
+            context: &(),
+            volume: fsfilter::VolumeInfo {
+                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
+                filesystem: fsfilter::FilesystemType::Ntfs,
+            },
+            data_scan: DataScanMode::NotRequested,
+            id: fsfilter::InstanceId(1),
+        };
+        let mut op = PostOperation::new(
+            &header,
+            fsfilter::IoStatus::new(Status::SUCCESS),
+            fsfilter::OperationBuffer::ready(fsfilter::Buffer::None),
+            &NoServices,
+            None,
+        );
+        let outcome = s.post_operation(&instance, &mut op, (), PostFlags::empty());
+        assert!(matches!(outcome, PostOutcome::Finished));
+        assert!(!s.is_dirty(0x20));
     }
 
     #[test]
