@@ -299,10 +299,11 @@ impl Registration {
         self
     }
 
-    /// Registers every IRP code a file-system stack receives (all but `IRP_MJ_POWER`,
-    /// `IRP_MJ_SYSTEM_CONTROL` and `IRP_MJ_DEVICE_CHANGE`, as Microsoft's passThrough does) and
-    /// every Filter Manager pseudo-operation, with pre and post callbacks as asked; `IRP_MJ_SHUTDOWN`
-    /// never gets a post callback.
+    /// Registers what Microsoft's passThrough registers (facts.md §3, S60): every IRP code a
+    /// file-system stack receives (all but `IRP_MJ_POWER`, `IRP_MJ_SYSTEM_CONTROL` and
+    /// `IRP_MJ_DEVICE_CHANGE`) and every Filter Manager pseudo-operation but `IRP_MJ_QUERY_OPEN`
+    /// (newer than the sample, and not in its table), with pre and post callbacks as asked;
+    /// `IRP_MJ_SHUTDOWN` never gets a post callback.
     pub const fn every_operation(mut self, pre: bool, post: bool) -> Registration {
         let mut rest = MajorFunction::ALL;
         while let [major, tail @ ..] = rest {
@@ -310,7 +311,10 @@ impl Registration {
             rest = tail;
             if matches!(
                 major,
-                MajorFunction::Power | MajorFunction::SystemControl | MajorFunction::DeviceChange
+                MajorFunction::Power
+                    | MajorFunction::SystemControl
+                    | MajorFunction::DeviceChange
+                    | MajorFunction::QueryOpen
             ) {
                 continue;
             }
@@ -480,8 +484,9 @@ mod tests {
     #[test]
     fn passthrough_registers_every_legal_operation() {
         // facts.md §3: passThrough registers everything except POWER, SYSTEM_CONTROL and
-        // DEVICE_CHANGE, and SHUTDOWN with a NULL post.
-        assert_eq!(PASSTHROUGH.operations().len(), MajorFunction::ALL.len() - 3);
+        // DEVICE_CHANGE, and SHUTDOWN with a NULL post; its table (S60) has no QUERY_OPEN.
+        assert_eq!(PASSTHROUGH.operations().len(), MajorFunction::ALL.len() - 4);
+        assert!(PASSTHROUGH.get(MajorFunction::QueryOpen).is_none());
         assert!(PASSTHROUGH.get(MajorFunction::Power).is_none());
         assert!(PASSTHROUGH.get(MajorFunction::DeviceChange).is_none());
         assert!(PASSTHROUGH.get(MajorFunction::SystemControl).is_none());

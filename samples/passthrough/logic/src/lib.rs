@@ -173,6 +173,54 @@ mod tests {
         }
         assert!(REGISTRATION.callbacks().filter_unload);
         assert!(REGISTRATION.callbacks().instance_query_teardown);
+        // The operation table of passThrough.c (facts.md S60), in the order of `MajorFunction::ALL`:
+        // IRP_MJ_QUERY_OPEN, newer than the sample, is not in it.
+        let names = [
+            "IRP_MJ_CREATE",
+            "IRP_MJ_CREATE_NAMED_PIPE",
+            "IRP_MJ_CLOSE",
+            "IRP_MJ_READ",
+            "IRP_MJ_WRITE",
+            "IRP_MJ_QUERY_INFORMATION",
+            "IRP_MJ_SET_INFORMATION",
+            "IRP_MJ_QUERY_EA",
+            "IRP_MJ_SET_EA",
+            "IRP_MJ_FLUSH_BUFFERS",
+            "IRP_MJ_QUERY_VOLUME_INFORMATION",
+            "IRP_MJ_SET_VOLUME_INFORMATION",
+            "IRP_MJ_DIRECTORY_CONTROL",
+            "IRP_MJ_FILE_SYSTEM_CONTROL",
+            "IRP_MJ_DEVICE_CONTROL",
+            "IRP_MJ_INTERNAL_DEVICE_CONTROL",
+            "IRP_MJ_SHUTDOWN",
+            "IRP_MJ_LOCK_CONTROL",
+            "IRP_MJ_CLEANUP",
+            "IRP_MJ_CREATE_MAILSLOT",
+            "IRP_MJ_QUERY_SECURITY",
+            "IRP_MJ_SET_SECURITY",
+            "IRP_MJ_QUERY_QUOTA",
+            "IRP_MJ_SET_QUOTA",
+            "IRP_MJ_PNP",
+            "IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION",
+            "IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION",
+            "IRP_MJ_ACQUIRE_FOR_MOD_WRITE",
+            "IRP_MJ_RELEASE_FOR_MOD_WRITE",
+            "IRP_MJ_ACQUIRE_FOR_CC_FLUSH",
+            "IRP_MJ_RELEASE_FOR_CC_FLUSH",
+            "IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE",
+            "IRP_MJ_NETWORK_QUERY_OPEN",
+            "IRP_MJ_MDL_READ",
+            "IRP_MJ_MDL_READ_COMPLETE",
+            "IRP_MJ_PREPARE_MDL_WRITE",
+            "IRP_MJ_MDL_WRITE_COMPLETE",
+            "IRP_MJ_VOLUME_MOUNT",
+            "IRP_MJ_VOLUME_DISMOUNT",
+        ];
+        let registered = REGISTRATION.operations();
+        assert_eq!(registered.len(), names.len());
+        for (op, name) in registered.iter().zip(names) {
+            assert_eq!(op.major.name(), Some(name));
+        }
         // The resident variant differs by the unload callback only.
         assert!(!RESIDENT_REGISTRATION.callbacks().filter_unload);
         assert_eq!(RESIDENT_REGISTRATION.operations(), REGISTRATION.operations());
