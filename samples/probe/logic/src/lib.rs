@@ -39,7 +39,7 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         name: "FileSystems",
         kind: "REG_SZ",
         default: "any",
-        description: "File systems to attach to (ntfs, fat, exfat, refs, cdfs, udfs, mup, npfs, msfs, raw, or any).",
+        description: "File systems to attach to (ntfs, fat, exfat, refs, cdfs, udfs, mup, npfs, msfs, raw, lanman, or any; comma-separated).",
     },
     ParameterDoc {
         name: "Operations",
@@ -814,6 +814,19 @@ mod tests {
             probe(&[("FileSystems", V::String("zfs"))]).unwrap_err(),
             ParseError::UnknownWord { parameter: "FileSystems" }
         );
+    }
+
+    #[test]
+    fn every_file_system_word_is_documented() {
+        let doc = PARAMETERS.iter().find(|d| d.name == "FileSystems").unwrap().description;
+        for word in ["ntfs", "fat", "exfat", "refs", "cdfs", "udfs", "mup", "npfs", "msfs", "raw"]
+            .into_iter()
+            .chain(["lanman"])
+        {
+            assert!(filesystem_by_name(word).is_some(), "{word}");
+            let mut words = doc.split(|c: char| !c.is_ascii_alphanumeric());
+            assert!(words.any(|w| w == word), "{word} is not in the docs");
+        }
     }
 
     #[test]
