@@ -101,6 +101,14 @@ fn the_example_scenarios_answer_their_questions() {
         stack(&r, "F:"),
         stack(&r, "C:").iter().map(|s| s.replace("Ntfs", "fastfat")).collect::<Vec<_>>()
     );
+    // The demonstration: the scanner registered while Frame 0 was the only frame, so it stays
+    // below the legacy filter that loaded after it, whose range the passthrough is above.
+    let (_, r) = load("demo.toml");
+    let c = stack(&r, "C:");
+    let at = |s: &str| c.iter().position(|e| e.contains(s)).unwrap();
+    assert!(c[at("Scanner")].starts_with("frame 0["), "{c:?}");
+    assert!(c[at("Passthrough")].starts_with("frame 1["), "{c:?}");
+    assert!(at("Passthrough") < at("EncLegacy") && at("EncLegacy") < at("Scanner"), "{c:?}");
     // facts.md §2.2: Frame 1 appears above the legacy filter; the anti-virus joins it.
     let (_, r) = load("frames.toml");
     assert_eq!(
