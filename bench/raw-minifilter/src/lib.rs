@@ -2,8 +2,8 @@
 //! windows-sys the way a C minifilter is written, with no fsfilter backend.
 //!
 //! It registers the operations the passthrough sample registers (every operation except
-//! `IRP_MJ_POWER`, `IRP_MJ_SYSTEM_CONTROL` and `IRP_MJ_DEVICE_CHANGE`; `IRP_MJ_SHUTDOWN` without a
-//! post callback), in a static `FLT_OPERATION_REGISTRATION` table referenced by a static
+//! `IRP_MJ_POWER`, `IRP_MJ_SYSTEM_CONTROL`, `IRP_MJ_DEVICE_CHANGE` and `IRP_MJ_QUERY_OPEN`;
+//! `IRP_MJ_SHUTDOWN` without a post callback), in a static `FLT_OPERATION_REGISTRATION` table referenced by a static
 //! `FLT_REGISTRATION`. Its pre callback answers `FLT_PREOP_SUCCESS_WITH_CALLBACK` (shutdown:
 //! `FLT_PREOP_SUCCESS_NO_CALLBACK`, having no post), its post callback
 //! `FLT_POSTOP_FINISHED_PROCESSING`; instance setup attaches everywhere, query teardown allows,
@@ -57,8 +57,9 @@ const fn with_post(major: u8) -> FLT_OPERATION_REGISTRATION {
 /// `IRP_MJ_POWER` (0x16), `IRP_MJ_SYSTEM_CONTROL` (0x17) and `IRP_MJ_DEVICE_CHANGE` (0x18), then
 /// the Filter Manager's pseudo-operations for FsFilter callbacks and fast I/O
 /// (`IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` = (UCHAR)-1 down to `IRP_MJ_VOLUME_DISMOUNT` =
-/// (UCHAR)-20, less the codes Windows leaves unused); `IRP_MJ_SHUTDOWN` has no post callback.
-const OPERATIONS: [FLT_OPERATION_REGISTRATION; 41] = [
+/// (UCHAR)-20, less the codes Windows leaves unused and `IRP_MJ_QUERY_OPEN` ((UCHAR)-7, newer than
+/// the sample's table); `IRP_MJ_SHUTDOWN` has no post callback.
+const OPERATIONS: [FLT_OPERATION_REGISTRATION; 40] = [
     with_post(0x00), // IRP_MJ_CREATE
     with_post(0x01), // IRP_MJ_CREATE_NAMED_PIPE
     with_post(0x02), // IRP_MJ_CLOSE
@@ -96,7 +97,6 @@ const OPERATIONS: [FLT_OPERATION_REGISTRATION; 41] = [
     with_post(0xfc), // IRP_MJ_RELEASE_FOR_MOD_WRITE
     with_post(0xfb), // IRP_MJ_ACQUIRE_FOR_CC_FLUSH
     with_post(0xfa), // IRP_MJ_RELEASE_FOR_CC_FLUSH
-    with_post(0xf9), // IRP_MJ_QUERY_OPEN
     with_post(0xf3), // IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE
     with_post(0xf2), // IRP_MJ_NETWORK_QUERY_OPEN
     with_post(0xf1), // IRP_MJ_MDL_READ
