@@ -1287,6 +1287,30 @@ impl<'c, 't> Fields<'c, 't> {
                 }
             }
         }
+        if let Some(sample) = sample {
+            // A string the driver cannot read is lost without a word from it: refuse it here.
+            let unreadable = unreadable_parameters(sample, driver, &out);
+            if let Some(i) = out.iter().position(|(n, _)| unreadable.contains(n))
+                && let (Some((name, Parameter::String(s))), Some((span, full))) =
+                    (out.get(i), spans.get(i))
+            {
+                let units = s.encode_utf16().count();
+                let why = if units > fsfilter::MAX_STRING_UNITS {
+                    format!(
+                        "is {units} characters (UTF-16 units) long, and the drivers read string \
+                         values of at most {}",
+                        fsfilter::MAX_STRING_UNITS
+                    )
+                } else {
+                    format!("is {} bytes of UTF-8, more than `{driver}` reads it into", s.len())
+                };
+                return Err(self.cx.error(
+                    span.clone(),
+                    full,
+                    format!("`{name}` {why}: `{driver}` would take it for an absent value"),
+                ));
+            }
+        }
         if let Some(sample) = sample
             && let Err(message) = check_parameters(sample, driver, &out, None)
         {
@@ -1472,6 +1496,62 @@ fn unknown_parameter(known: &[fsfilter::ParameterDoc], name: &str) -> String {
 }
 
 /// Runs the sample's parameter parser over `values`, without the one at `skip` if any.
+/// The `Parameters` values the sample reads, as the driver's registry reader gives them: a string
+/// longer than [`fsfilter::MAX_STRING_UNITS`] or than the buffer the sample reads it into reads as
+/// absent. Remembers the names of the strings read so, which the driver would silently ignore.
+struct DriverView<'a> {
+    list: fsfilter::ParameterList<'a>,
+    unreadable: std::cell::RefCell<Vec<String>>,
+}
+
+impl fsfilter::ServiceParameters for DriverView<'_> {
+    fn service_name(&self) -> &str {
+        self.list.service
+    }
+
+    fn string<'b>(&self, name: &str, buffer: &'b mut [u8]) -> Option<&'b str> {
+        let found = self.list.values.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+        let Some((n, fsfilter::ParameterValue::String(s))) = found else { return None };
+        if s.encode_utf16().count() > fsfilter::MAX_STRING_UNITS || s.len() > buffer.len() {
+            let mut seen = self.unreadable.borrow_mut();
+            if !seen.iter().any(|u| u == n) {
+                seen.push((*n).to_owned());
+            }
+            return None;
+        }
+        self.list.string(name, buffer)
+    }
+
+    fn dword(&self, name: &str) -> Option<u32> {
+        self.list.dword(name)
+    }
+}
+
+/// The names of the string values `sample`'s parser asked for and the driver could not read
+/// (too long): the driver would take each for an absent value.
+fn unreadable_parameters(
+    sample: &samples::Sample,
+    driver: &str,
+    values: &[(String, Parameter)],
+) -> Vec<String> {
+    let list: Vec<(&str, fsfilter::ParameterValue<'_>)> = values
+        .iter()
+        .map(|(name, p)| {
+            let v = match p {
+                Parameter::String(s) => fsfilter::ParameterValue::String(s),
+                Parameter::Dword(d) => fsfilter::ParameterValue::Dword(*d),
+            };
+            (name.as_str(), v)
+        })
+        .collect();
+    let view = DriverView {
+        list: fsfilter::ParameterList { service: driver, values: &list },
+        unreadable: Default::default(),
+    };
+    let _ = (sample.check)(&view);
+    view.unreadable.into_inner()
+}
+
 fn check_parameters(
     sample: &samples::Sample,
     driver: &str,

@@ -313,6 +313,34 @@ fn a_parameter_of_the_wrong_registry_type_is_refused_at_its_line() {
 }
 
 #[test]
+fn a_string_parameter_the_driver_cannot_read_is_refused_at_its_line() {
+    // The drivers' registry reader returns strings of at most 255 UTF-16 units, into a buffer the
+    // sample sizes; a longer value reads as absent, and the driver would lose it without a word
+    // (a probe with a 256-character `Rules` loads with no rules at all).
+    let probe = "[[driver]]\nname = \"A\"\nsample = \"probe\"\nmodel = \"legacy\"\n";
+    let rule = |n: usize| format!("deny create *{}", "a".repeat(n));
+    let rules = |last: usize| format!("{};{};{}", rule(70), rule(70), rule(last));
+    assert_eq!(rules(74).len(), 255);
+    let text = |r: &str| format!("{probe}[driver.parameters]\nRules = \"{r}\"\n");
+    let s = parse("ok.toml", &text(&rules(74))).unwrap();
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(
+        error(&text(&rules(75))),
+        "bad.toml:6: driver[0].parameters.Rules: `Rules` is 256 characters (UTF-16 units) long, \
+         and the drivers read string values of at most 255: `A` would take it for an absent value"
+    );
+    // Within the units, beyond the bytes the sample reads the value into.
+    let scanner = "[[driver]]\nname = \"S\"\nsample = \"scanner\"\nmodel = \"minifilter\"\n\
+                   altitude = \"328010\"\n";
+    let wide = "\u{6587}".repeat(100);
+    assert_eq!(
+        error(&format!("{scanner}[driver.parameters]\nPattern = \"{wide}\"\n")),
+        "bad.toml:7: driver[0].parameters.Pattern: `Pattern` is 300 bytes of UTF-8, more than `S` \
+         reads it into: `S` would take it for an absent value"
+    );
+}
+
+#[test]
 fn a_value_the_sample_refuses_is_a_warning_at_its_line_and_the_scenario_still_runs() {
     // The sample's own parser, as DriverEntry runs it: the load will fail with
     // STATUS_INVALID_PARAMETER, which a scenario may want to show, so it is not an error.

@@ -49,7 +49,9 @@ pub use operation::{
     OperationHeader, Parameters, PostOperation, PreOperation, ReadWriteParameters, RequestorMode,
     create, may_synchronize,
 };
-pub use params::{ParameterDoc, ParameterList, ParameterValue, ServiceParameters};
+pub use params::{
+    MAX_STRING_UNITS, ParameterDoc, ParameterList, ParameterValue, ServiceParameters,
+};
 pub use registration::{Callbacks, Operation, Registration, RegistrationError};
 pub use services::{
     DataScanMode, DeferredPost, Irql, PendBackend, PendReceipt, PendedOperation, PostBackend,

@@ -1,6 +1,10 @@
 //! Service parameters: the values of a driver's `Services\<name>\Parameters` registry key, read by
 //! [`crate::Filter::load`].
 
+/// The longest string value the backends' registry reader returns, in UTF-16 units (the
+/// terminating NUL not counted): a longer one reads as absent, like a value of another type.
+pub const MAX_STRING_UNITS: usize = 255;
+
 /// A value of the `Parameters` key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParameterValue<'a> {

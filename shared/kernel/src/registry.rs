@@ -21,8 +21,9 @@ const REG_EXPAND_SZ: u32 = 2;
 const REG_DWORD: u32 = 4;
 const REG_MULTI_SZ: u32 = 7;
 
-/// The longest value this reader returns, in UTF-16 units.
-const MAX_VALUE_UNITS: usize = 256;
+/// The longest value this reader returns, in UTF-16 units: a string of
+/// [`fsfilter::MAX_STRING_UNITS`] and its terminating NUL.
+const MAX_VALUE_UNITS: usize = fsfilter::MAX_STRING_UNITS + 1;
 /// The longest value name, in UTF-16 units.
 const MAX_NAME_UNITS: usize = 64;
 /// The longest service name kept, in bytes.
