@@ -755,18 +755,20 @@ impl Kernel {
         // SAFETY: the request's live file object.
         let ccb_ptr = unsafe { (*q.fo).FsContext2 } as usize;
         let ccb = self.fs.ccbs.get_mut(&ccb_ptr).ok_or(Status::INVALID_PARAMETER)?;
-        if ccb.pattern.is_none() || q.restart {
+        // The handle's first query (MS-FSA 2.1.5.6.3 FirstQuery, FastFat's InitialQuery): it has
+        // no pattern yet. Only such a query answers STATUS_NO_SUCH_FILE when nothing matches; a
+        // later one, a restart with a new pattern included, answers STATUS_NO_MORE_FILES.
+        let first = ccb.pattern.is_none();
+        if first || q.restart {
             ccb.pattern =
                 Some(q.pattern.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| vec!['*']));
             ccb.position = 0;
-            ccb.returned = false;
         }
         if let Some(i) = q.index {
             ccb.position = i;
         }
         let pattern = ccb.pattern.clone().unwrap_or_default();
         let mut position = ccb.position;
-        let first = !ccb.returned;
         let media = &self.volumes.list[self.fs.mounts[mount as usize].volume.index()].media;
         // The listing: "." and ".." (except at the root), then the children.
         let mut listing: Vec<(String, NodeId)> = Vec::new();
@@ -817,7 +819,6 @@ impl Kernel {
         if out.is_empty() {
             return Err(if first { Status::NO_SUCH_FILE } else { Status::NO_MORE_FILES });
         }
-        ccb.returned = true;
         Ok((out, status))
     }
 }

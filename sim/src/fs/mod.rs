@@ -677,8 +677,6 @@ pub struct Ccb {
     pub pattern: Option<Vec<char>>,
     /// Directory enumeration: the next entry's position.
     pub position: usize,
-    /// Directory enumeration: something was returned since the pattern was set.
-    pub returned: bool,
 }
 
 impl Ccb {
@@ -812,7 +810,6 @@ impl Kernel {
             cleaned: false,
             pattern: None,
             position: 0,
-            returned: false,
         };
         let p = ccb.ptr();
         self.fs.ccbs.insert(p, ccb);

@@ -1,0 +1,61 @@
+//! File-system semantics against Windows' documented behaviour (MS-FSA, and Microsoft's FastFat
+//! sample where it is the published source): directory enumeration statuses, renames, volume
+//! opens, and a directory pattern's matching cost.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the shared test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod common;
+
+use common::machine;
+use fsfilter::Status;
+use fsfilter_sim::nt::{create_options as co, file_info as fi};
+use fsfilter_sim::{CreateOptions, FsKind, Machine, VolumeId, VolumeSpec};
+
+fn volume(kind: FsKind) -> (Machine, VolumeId) {
+    let mut m = machine(7);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", kind)
+            .file("\\docs\\readme.txt", b"read me")
+            .file("\\docs\\b.bin", &[1, 2, 3])
+            .file("\\locked.txt", b"ro")
+            .file("\\plain.txt", b"plain")
+            .file("\\sub\\", b""),
+    );
+    m.boot();
+    (m, c)
+}
+
+#[test]
+fn no_such_file_is_only_for_the_first_query_of_a_handle_ms_fsa_2_1_5_6_3() {
+    // MS-FSA 2.1.5.6.3 (FirstQuery: the handle had no query pattern yet) and FastFat's
+    // FatQueryDirectory (InitialQuery: no query template in the CCB yet): STATUS_NO_SUCH_FILE
+    // only when the handle's first query matches nothing; any later query that finds nothing,
+    // a restart with a new pattern included, answers STATUS_NO_MORE_FILES. NTFS does the same
+    // (a restart with a pattern naming no file, after an enumeration: 0x80000006).
+    for kind in [FsKind::Ntfs, FsKind::Fat] {
+        let (mut m, c) = volume(kind);
+        let d = m.open(c, "docs", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+        let first = m.query_directory(d, fi::NAMES, Some("*.doc"), false, 4096);
+        assert_eq!(first.status, Status::NO_SUCH_FILE, "{kind:?}: the first query");
+        let again = m.query_directory(d, fi::NAMES, None, false, 4096);
+        assert_eq!(again.status, Status::NO_MORE_FILES, "{kind:?}: the query after it");
+        m.close_handle(d);
+
+        let d = m.open(c, "docs", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+        assert_eq!(m.query_directory(d, fi::NAMES, None, false, 4096).status, Status::SUCCESS);
+        let restarted = m.query_directory(d, fi::NAMES, Some("nothing.here"), true, 4096);
+        assert_eq!(restarted.status, Status::NO_MORE_FILES, "{kind:?}: a restart");
+        m.close_handle(d);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
