@@ -59,3 +59,24 @@ fn no_such_file_is_only_for_the_first_query_of_a_handle_ms_fsa_2_1_5_6_3() {
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
 }
+
+#[test]
+fn a_pattern_with_many_stars_is_matched_in_polynomial_time() {
+    // FsRtlIsNameInExpression walks the expression once per name character; a backtracking
+    // matcher takes time exponential in the number of stars. A raw directory query (the `irp`
+    // fuzz target) or a filter's own query chooses the pattern.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut m = machine(7);
+        let long = "a".repeat(200);
+        let c =
+            m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file(&format!("\\d\\{long}"), b""));
+        m.boot();
+        let d = m.open(c, "d", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+        let pattern = format!("{}b", "*a".repeat(24));
+        let r = m.query_directory(d, fi::NAMES, Some(&pattern), true, 4096);
+        let _ = tx.send(r.status);
+    });
+    let status = rx.recv_timeout(std::time::Duration::from_secs(20));
+    assert_eq!(status, Ok(Status::NO_SUCH_FILE), "the query did not finish in 20 s");
+}
