@@ -35,6 +35,16 @@ fn volume(kind: FsKind) -> (Machine, VolumeId) {
     (m, c)
 }
 
+/// A `FILE_RENAME_INFORMATION` (x64 layout) for `target`.
+fn rename_info(target: &str, replace: bool) -> Vec<u8> {
+    let name: Vec<u8> = target.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut info = vec![0u8; 20];
+    info[0] = u8::from(replace);
+    info[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    info.extend_from_slice(&name);
+    info
+}
+
 #[test]
 fn no_such_file_is_only_for_the_first_query_of_a_handle_ms_fsa_2_1_5_6_3() {
     // MS-FSA 2.1.5.6.3 (FirstQuery: the handle had no query pattern yet) and FastFat's
@@ -79,4 +89,25 @@ fn a_pattern_with_many_stars_is_matched_in_polynomial_time() {
     });
     let status = rx.recv_timeout(std::time::Duration::from_secs(20));
     assert_eq!(status, Ok(Status::NO_SUCH_FILE), "the query did not finish in 20 s");
+}
+
+#[test]
+fn a_directory_with_an_open_file_below_it_cannot_be_renamed() {
+    // FastFat's FatSetRenameInfo: a directory with a handle open on a file below it (an FCB
+    // with a non-zero UncleanCount in its subtree) is refused with STATUS_ACCESS_DENIED. Once
+    // the handle is closed, the rename succeeds.
+    for kind in [FsKind::Ntfs, FsKind::Fat] {
+        let (mut m, c) = volume(kind);
+        let child = m.open(c, "docs\\readme.txt", CreateOptions::open()).unwrap();
+        let d = m.open(c, "docs", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+        let r = m.set_information(d, fi::RENAME, &rename_info("papers", false));
+        assert_eq!(r.status, Status::ACCESS_DENIED, "{kind:?}");
+        assert!(m.file_contents(c, "docs\\readme.txt").is_some());
+        m.close_handle(child);
+        let r = m.set_information(d, fi::RENAME, &rename_info("papers", false));
+        assert_eq!(r.status, Status::SUCCESS, "{kind:?}");
+        m.close_handle(d);
+        assert_eq!(m.file_contents(c, "papers\\readme.txt").unwrap(), b"read me");
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
 }

@@ -696,6 +696,11 @@ impl Kernel {
         let vidx = m.volume.index();
         let share_prefix = m.share.is_some();
         let media = &self.volumes.list[vidx].media;
+        // A directory with a handle open on anything below it cannot be renamed (FastFat's
+        // FatSetRenameInfo: an FCB of its subtree with a non-zero UncleanCount).
+        if media.node(node).is_dir() && self.handle_open_below(mount, node) {
+            return Err(Status::ACCESS_DENIED);
+        }
         let parent = media.node(node).parent.unwrap_or(ROOT);
         let mut comps: Vec<&str> = target.split('\\').filter(|c| !c.is_empty()).collect();
         let (dir, leaf) = if target.starts_with('\\') {
@@ -740,6 +745,26 @@ impl Kernel {
         }
         self.volumes.list[vidx].media.rename(node, dir, leaf, now);
         Ok(())
+    }
+
+    /// True when a file or directory below `dir` (at any depth) has an open handle (an FCB
+    /// whose cleanup has not come for every handle).
+    fn handle_open_below(&self, mount: u32, dir: NodeId) -> bool {
+        let media = self.media_of(mount);
+        self.fs.mounts[mount as usize].fcbs_by_node.iter().any(|(&n, fcb)| {
+            if n == VOLUME_NODE || n == dir || self.fs.fcbs.get(fcb).is_none_or(|f| f.handles == 0)
+            {
+                return false;
+            }
+            let mut cur = media.node(n).parent;
+            while let Some(c) = cur {
+                if c == dir {
+                    return true;
+                }
+                cur = media.node(c).parent;
+            }
+            false
+        })
     }
 
     fn fs_query_directory(&mut self, q: DirQuery) -> Result<(Vec<u8>, Status), Status> {
