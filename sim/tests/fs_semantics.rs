@@ -111,3 +111,33 @@ fn a_directory_with_an_open_file_below_it_cannot_be_renamed() {
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
 }
+
+#[test]
+fn a_read_only_file_is_not_replaced_by_a_rename() {
+    // A rename with ReplaceIfExists does not delete a read-only target (or a directory): FastFat
+    // refuses it with STATUS_OBJECT_NAME_COLLISION (FatSetRenameInfo), NTFS with
+    // STATUS_ACCESS_DENIED (replacing a read-only file takes
+    // FILE_RENAME_IGNORE_READONLY_ATTRIBUTE).
+    for (kind, want) in
+        [(FsKind::Ntfs, Status::ACCESS_DENIED), (FsKind::Fat, Status::OBJECT_NAME_COLLISION)]
+    {
+        let (mut m, c) = volume(kind);
+        let h = m.open(c, "locked.txt", CreateOptions::open()).unwrap();
+        let mut basic = m.query_information(h, fi::BASIC, 40).data;
+        basic[32..36].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(m.set_information(h, fi::BASIC, &basic).status, Status::SUCCESS);
+        m.close_handle(h);
+        let h = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+        let r = m.set_information(h, fi::RENAME, &rename_info("locked.txt", true));
+        assert_eq!(r.status, want, "{kind:?}");
+        m.close_handle(h);
+        assert_eq!(m.file_contents(c, "locked.txt").unwrap(), b"ro", "{kind:?}");
+        assert_eq!(m.file_contents(c, "plain.txt").unwrap(), b"plain", "{kind:?}");
+        // Nor is a directory: the same status.
+        let h = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+        let r = m.set_information(h, fi::RENAME, &rename_info("sub", true));
+        assert_eq!(r.status, want, "{kind:?}");
+        m.close_handle(h);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}

@@ -735,9 +735,18 @@ impl Kernel {
                 if !replace {
                     return Err(Status::OBJECT_NAME_COLLISION);
                 }
-                if media.node(existing).is_dir()
-                    || self.fs.mounts[mount as usize].fcbs_by_node.contains_key(&existing)
-                {
+                // A directory or a read-only file is never replaced: FastFat answers
+                // STATUS_OBJECT_NAME_COLLISION (FatSetRenameInfo), NTFS STATUS_ACCESS_DENIED (a
+                // read-only target is replaced only with FILE_RENAME_IGNORE_READONLY_ATTRIBUTE).
+                let target = media.node(existing);
+                if target.is_dir() || target.attributes & attr::READONLY != 0 {
+                    return Err(if self.fs.mounts[mount as usize].ty == FsType::Fat {
+                        Status::OBJECT_NAME_COLLISION
+                    } else {
+                        Status::ACCESS_DENIED
+                    });
+                }
+                if self.fs.mounts[mount as usize].fcbs_by_node.contains_key(&existing) {
                     return Err(Status::ACCESS_DENIED);
                 }
                 self.volumes.list[vidx].media.remove(existing);
