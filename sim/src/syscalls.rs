@@ -167,7 +167,7 @@ pub enum IoRequest<'a> {
     Create {
         /// The volume.
         volume: VolumeId,
-        /// The path on the volume (`""` opens the volume).
+        /// The path on the volume (`""` opens the volume, `\` its root directory).
         path: &'a str,
         /// What the open asks for.
         options: CreateOptions,
@@ -491,10 +491,19 @@ fn read_block(b: &Block, n: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(b.ptr(), n) }.to_vec()
 }
 
+/// The name an open gives the file object: `\dir\file` for a path on the volume, `\` for the
+/// root directory (a path of separators only), empty for the volume itself (an empty path), as
+/// `\??\C:\` opens the root directory and `\??\C:` the volume.
 fn normalize(path: &str) -> String {
     let p: String = path.replace('/', "\\");
-    let p = p.trim_matches('\\');
-    if p.is_empty() { String::new() } else { format!("\\{p}") }
+    let trimmed = p.trim_matches('\\');
+    if !trimmed.is_empty() {
+        format!("\\{trimmed}")
+    } else if p.is_empty() {
+        String::new()
+    } else {
+        "\\".to_owned()
+    }
 }
 
 /// What an open names: the volume's media kind and whether it opens the volume itself. A disk

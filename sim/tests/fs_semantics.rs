@@ -141,3 +141,44 @@ fn a_read_only_file_is_not_replaced_by_a_rename() {
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
 }
+
+/// The names of a `FileNamesInformation` listing.
+fn names(buf: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let next = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(buf[at + 8..at + 12].try_into().unwrap()) as usize;
+        let units: Vec<u16> = buf[at + 12..at + 12 + len]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        out.push(String::from_utf16_lossy(&units));
+        if next == 0 {
+            return out;
+        }
+        at += next;
+    }
+}
+
+#[test]
+fn a_path_of_a_separator_opens_the_root_directory_not_the_volume() {
+    // `\??\C:\` opens the root directory (FileName `\`), `\??\C:` the volume (an empty name,
+    // FO_VOLUME_OPEN). The root is a directory like any other, without `.` and `..`.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let root = m.open(c, "\\", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    let l = m.query_directory(root, fi::NAMES, None, true, 4096);
+    assert_eq!(l.status, Status::SUCCESS);
+    assert_eq!(names(&l.data), ["docs", "locked.txt", "plain.txt", "sub"]);
+    let q = m.query_information(root, fi::NAME, 64);
+    assert_eq!((q.status, &q.data[..]), (Status::SUCCESS, &[2, 0, 0, 0, b'\\', 0][..]));
+    m.close_handle(root);
+    // A file cannot be opened as the root: it is a directory.
+    let o = CreateOptions::open().options(co::NON_DIRECTORY_FILE);
+    assert_eq!(m.create(c, "/", o).status, Status::FILE_IS_A_DIRECTORY);
+    // The empty path still opens the volume, which has no name to query.
+    let volume = m.open(c, "", CreateOptions::open()).unwrap();
+    assert_eq!(m.query_information(volume, fi::NAME, 64).status, Status::INVALID_PARAMETER);
+    m.close_handle(volume);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
