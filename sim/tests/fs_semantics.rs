@@ -18,7 +18,7 @@ mod common;
 
 use common::machine;
 use fsfilter::Status;
-use fsfilter_sim::nt::{create_options as co, file_info as fi};
+use fsfilter_sim::nt::{access, create_options as co, disposition, file_info as fi};
 use fsfilter_sim::{CreateOptions, FsKind, Machine, VolumeId, VolumeSpec};
 
 fn volume(kind: FsKind) -> (Machine, VolumeId) {
@@ -181,4 +181,31 @@ fn a_path_of_a_separator_opens_the_root_directory_not_the_volume() {
     assert_eq!(m.query_information(volume, fi::NAME, 64).status, Status::INVALID_PARAMETER);
     m.close_handle(volume);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_volume_open_only_opens() {
+    // FastFat's create: a volume open with FILE_DIRECTORY_FILE is STATUS_NOT_A_DIRECTORY, and
+    // its FatOpenVolume refuses a disposition other than FILE_OPEN or FILE_OPEN_IF with
+    // STATUS_ACCESS_DENIED.
+    for kind in [FsKind::Fat, FsKind::Ntfs] {
+        let (mut m, c) = volume(kind);
+        let read = CreateOptions::open().access(access::FILE_READ_DATA);
+        for d in [
+            disposition::SUPERSEDE,
+            disposition::CREATE,
+            disposition::OVERWRITE,
+            disposition::OVERWRITE_IF,
+        ] {
+            let s = m.create(c, "", read.disposition(d)).status;
+            assert_eq!(s, Status::ACCESS_DENIED, "{kind:?}: disposition {d}");
+        }
+        let s = m.create(c, "", read.options(co::DIRECTORY_FILE)).status;
+        assert_eq!(s, Status::NOT_A_DIRECTORY, "{kind:?}");
+        for d in [disposition::OPEN, disposition::OPEN_IF] {
+            let h = m.open(c, "", read.disposition(d)).unwrap();
+            m.close_handle(h);
+        }
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
 }

@@ -446,7 +446,7 @@ fn information_the_io_manager_answers_or_offers_to_fast_io() {
     // Nor a directory listing without FILE_LIST_DIRECTORY, nor a control code whose access
     // bits ask for read access (IOCTL_DISK_GET_LENGTH_INFO) without FILE_READ_DATA.
     let attributes = m.open(c, "f.txt", CreateOptions::open().access(0x80)).unwrap();
-    let root = m.open(c, "", CreateOptions::open().options(0x1).access(0x80)).unwrap();
+    let root = m.open(c, "\\", CreateOptions::open().options(0x1).access(0x80)).unwrap();
     spy(|s| s.seen.clear());
     let d = m.query_directory(root, fi::NAMES, None, true, 512);
     assert_eq!((d.status, d.io), (Status::ACCESS_DENIED, None));

@@ -160,6 +160,13 @@ impl Kernel {
             | acc::DELETE;
         let namespace_root = req.volume_open && ty.is_namespace();
         let (fcb, information) = if req.volume_open && !namespace_root {
+            // FastFat's create: a volume is not a directory, and its FatOpenVolume only opens.
+            if req.options & co::DIRECTORY_FILE != 0 {
+                return Err(Status::NOT_A_DIRECTORY);
+            }
+            if !matches!(req.disposition, disp::OPEN | disp::OPEN_IF) {
+                return Err(Status::ACCESS_DENIED);
+            }
             let fcb = self.fs.mounts[mount as usize].volume_fcb;
             let f = &self.fs.fcbs[&fcb];
             if !f.share.check(share) {
