@@ -30,6 +30,8 @@ pub type ConflictHook = fn(stream: usize, sections: &[usize], op: ConflictOp);
 /// A mapped view.
 pub struct View {
     block: Block,
+    /// The file offset of its first byte (the section offset it was mapped at).
+    pub offset: u64,
     /// Bytes of the file it shows.
     pub size: usize,
 }
@@ -89,20 +91,25 @@ impl Sections {
     /// Copies written bytes into the mapped views of the stream.
     pub fn write_through(&mut self, stream: usize, offset: u64, bytes: &[u8]) {
         let Some(list) = self.by_stream.get(&stream) else { return };
+        let end = offset.saturating_add(bytes.len() as u64);
         for &i in list {
             for base in &self.list[i].views {
                 let Some((_, view)) = self.views.get(base) else { continue };
-                let start = offset as usize;
-                if start >= view.size {
+                // The part of the write inside the file range the view shows, which starts at
+                // the view's own offset in the file.
+                let from = offset.max(view.offset);
+                let to = end.min(view.offset.saturating_add(view.size as u64));
+                if from >= to {
                     continue;
                 }
-                let n = bytes.len().min(view.size - start);
-                // SAFETY: the view's block holds at least `size` bytes.
+                let src = &bytes[(from - offset) as usize..(to - offset) as usize];
+                let at = (from - view.offset) as usize;
+                // SAFETY: `at + src.len()` is at most `size`, which the view's block holds.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        view.block.ptr().wrapping_add(start),
-                        n,
+                        src.as_ptr(),
+                        view.block.ptr().wrapping_add(at),
+                        src.len(),
                     );
                 }
             }
@@ -185,18 +192,18 @@ impl Kernel {
         let i = self.sections.index_of(section).ok_or(Status::INVALID_HANDLE)?;
         let stream = self.sections.list[i].stream;
         let bytes = self.stream_bytes(stream).ok_or(Status::FILE_CLOSED)?;
-        let offset = offset as usize;
-        if offset >= bytes.len() {
+        if offset >= bytes.len() as u64 {
             return Err(Status::INVALID_VIEW_SIZE);
         }
-        let avail = bytes.len() - offset;
+        let start = offset as usize;
+        let avail = bytes.len() - start;
         let size = if want == 0 { avail } else { want.min(avail) };
         let rounded = size.next_multiple_of(PAGE_SIZE).max(PAGE_SIZE);
         let block = Block::zeroed(rounded);
         // SAFETY: the block holds `rounded` >= size bytes; the source range is in bounds.
-        unsafe { std::ptr::copy_nonoverlapping(bytes[offset..].as_ptr(), block.ptr(), size) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes[start..].as_ptr(), block.ptr(), size) };
         let base = block.ptr() as usize;
-        self.sections.views.insert(base, (i, View { block, size }));
+        self.sections.views.insert(base, (i, View { block, offset, size }));
         self.sections.list[i].views.push(base);
         Ok((base, rounded))
     }

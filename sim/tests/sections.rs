@@ -83,6 +83,30 @@ fn map(h: HANDLE) -> (*mut c_void, usize) {
     (base, size)
 }
 
+/// Maps a view at a section offset (64 KiB aligned, the allocation granularity).
+fn map_at(h: HANDLE, offset: i64) -> (*mut c_void, usize) {
+    let mut base: *mut c_void = null_mut();
+    let mut size = 0usize;
+    let mut at = offset;
+    // SAFETY: a section handle and valid in/out pointers.
+    let s = unsafe {
+        ZwMapViewOfSection(
+            h,
+            -1isize as HANDLE,
+            &mut base,
+            0,
+            0,
+            &mut at,
+            &mut size,
+            2,
+            0,
+            PAGE_READONLY,
+        )
+    };
+    assert_eq!(s, 0);
+    (base, size)
+}
+
 fn view(base: *mut c_void, n: usize) -> Vec<u8> {
     // SAFETY: a mapped view of at least `n` bytes.
     unsafe { std::slice::from_raw_parts(base.cast::<u8>(), n) }.to_vec()
@@ -127,6 +151,36 @@ fn a_section_maps_the_files_bytes_and_follows_writes() {
     // SAFETY: the reference FsRtlCreateSectionForDataScan returned.
     unsafe { ObfDereferenceObject(object) };
     assert_eq!(closes(&m), 1, "the section went, and with it the file object's last reference");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_view_at_a_section_offset_follows_the_writes_to_the_bytes_it_shows() {
+    // docs/simulator.md: writes to the file are copied into mapped views, as mapped views of
+    // the cache are coherent. A view mapped at a section offset shows the file from there: a
+    // write lands in it at its file offset less the view's, and a write before it does not.
+    let mut m = machine(21);
+    let mut contents = vec![b'.'; 70_000];
+    contents[65_536..65_540].copy_from_slice(b"tail");
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("big.bin", &contents));
+    m.boot();
+    let h = m.open(c, "big.bin", CreateOptions::open()).unwrap();
+    let (sh, object, _) = section(fo_of(&m, h)).unwrap();
+    let (base, _) = map_at(sh, 65_536);
+    assert_eq!(view(base, 4), b"tail");
+    m.write(h, Some(0), b"HEAD", IoMode::Cached);
+    assert_eq!(view(base, 4), b"tail", "a write before the view is not in it");
+    m.write(h, Some(65_534), b"xxTAIL", IoMode::Cached);
+    assert_eq!(view(base, 6), b"TAIL..", "a write across the view's start lands at its start");
+    m.write(h, Some(69_998), b"zz", IoMode::Cached);
+    assert_eq!(view(base, 70_000 - 65_536)[4_462..], *b"zz", "the last bytes of the file");
+    m.close_handle(h);
+    // SAFETY: our view, handle and object reference.
+    unsafe {
+        assert_eq!(ZwUnmapViewOfSection(-1isize as HANDLE, base), 0);
+        assert_eq!(ZwClose(sh), 0);
+        ObfDereferenceObject(object);
+    }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
