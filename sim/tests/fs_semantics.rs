@@ -19,7 +19,9 @@ mod common;
 use common::machine;
 use fsfilter::Status;
 use fsfilter_sim::nt::{access, create_options as co, disposition, file_info as fi};
-use fsfilter_sim::{CreateOptions, FsKind, Machine, VolumeId, VolumeSpec};
+use fsfilter_sim::{
+    CreateOptions, EventKind, FsKind, IoMode, IoRequest, Machine, VolumeId, VolumeSpec,
+};
 
 fn volume(kind: FsKind) -> (Machine, VolumeId) {
     let mut m = machine(7);
@@ -208,4 +210,43 @@ fn a_volume_open_only_opens() {
         }
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
+}
+
+#[test]
+fn a_lock_still_waiting_when_its_handle_is_cleaned_up_is_given_up() {
+    // The file systems' cleanup releases the handle's byte-range locks with FsRtl's unlock-all
+    // of the file object, which also completes the object's waiting lock requests with
+    // STATUS_RANGE_NOT_LOCKED. A waiting request must not be granted later to a file object
+    // without a handle: nothing could unlock it, and every other handle's I/O would conflict.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let a = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    let b = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    let lock = |handle, fail_immediately| IoRequest::Lock {
+        handle,
+        offset: 0,
+        length: 4,
+        exclusive: true,
+        fail_immediately,
+    };
+    assert_eq!(m.io(lock(a, true)).status, Status::SUCCESS);
+    let waiting = m.io(lock(b, false));
+    assert_eq!(waiting.status, Status::PENDING);
+    m.close_handle(b);
+    let completed: Vec<Status> = m
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::IoComplete { io, status, .. } if Some(*io) == waiting.io => Some(*status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed, [Status::RANGE_NOT_LOCKED], "given up at the handle's cleanup");
+    let u = m.io(IoRequest::Unlock { handle: a, offset: 0, length: 4 });
+    assert_eq!(u.status, Status::SUCCESS);
+    let other = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.write(other, Some(0), b"zz", IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.io(lock(other, true)).status, Status::SUCCESS, "nobody holds the range");
+    m.close_handle(other);
+    m.close_handle(a);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

@@ -240,8 +240,9 @@ pub fn device_control(call: Call) -> NTSTATUS {
 /// `IRP_MJ_CLEANUP`: the handle is gone: share access, locks, delete on close, volume lock.
 pub fn cleanup(call: Call) -> NTSTATUS {
     let fo = call.fo();
-    let granted = kernel::with(|k| k.fs_cleanup(fo));
+    let (granted, dropped) = kernel::with(|k| k.fs_cleanup(fo));
     let s = call.done(Status::SUCCESS, 0);
+    super::rw::complete_dropped(dropped);
     super::rw::complete_granted(granted);
     s
 }
@@ -529,21 +530,24 @@ impl Kernel {
         self.log(EventKind::Dismounted { volume: name });
     }
 
-    fn fs_cleanup(&mut self, fo: *mut FILE_OBJECT) -> Vec<usize> {
+    /// The file system's cleanup; returns the lock requests granted (they waited for a lock of
+    /// this handle) and the handle's own waiting lock requests, given up.
+    fn fs_cleanup(&mut self, fo: *mut FILE_OBJECT) -> (Vec<usize>, Vec<usize>) {
         if fo.is_null() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         // SAFETY: the request's live file object.
         let file = unsafe { irpx::file(fo) };
         file.Flags |= fo::CLEANUP_COMPLETE;
         let (fcb_ptr, ccb_ptr) = (file.FsContext as usize, file.FsContext2 as usize);
-        let Some(ccb) = self.fs.ccbs.get_mut(&ccb_ptr) else { return Vec::new() };
+        let Some(ccb) = self.fs.ccbs.get_mut(&ccb_ptr) else { return (Vec::new(), Vec::new()) };
         if ccb.cleaned {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         ccb.cleaned = true;
         let (share, delete_on_close) = (ccb.share, ccb.delete_on_close);
-        let Some(fcb) = self.fs.fcbs.get_mut(&fcb_ptr) else { return Vec::new() };
+        let dropped = self.drop_waiting_locks(fcb_ptr, fo as usize);
+        let Some(fcb) = self.fs.fcbs.get_mut(&fcb_ptr) else { return (Vec::new(), dropped) };
         fcb.share.remove(share);
         fcb.handles = fcb.handles.saturating_sub(1);
         fcb.locks.retain(|l| l.fo != fo as usize);
@@ -564,7 +568,7 @@ impl Kernel {
         if self.fs.mounts[mount as usize].locked_by == Some(fo as usize) {
             self.unlock_volume(mount);
         }
-        self.grant_waiting_locks(fcb_ptr)
+        (self.grant_waiting_locks(fcb_ptr), dropped)
     }
 
     /// Returns the mount to tear down when this close was a dismounted volume's last.

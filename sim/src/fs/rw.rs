@@ -496,6 +496,17 @@ pub fn complete_granted(granted: Vec<usize>) {
     }
 }
 
+/// Completes lock requests that waited and were given up because their file object's handle
+/// went (its cleanup): `STATUS_RANGE_NOT_LOCKED`, as FsRtl's unlock-all of the file object
+/// completes the object's waiting locks (the Windows Research Kernel's
+/// `FsRtlPrivateFastUnlockAll`).
+pub fn complete_dropped(dropped: Vec<usize>) {
+    for irp in dropped {
+        // SAFETY: a lock IRP the file system kept pending (marked pending when queued).
+        unsafe { irpx::complete(irp as *mut _, Status::RANGE_NOT_LOCKED, 0) };
+    }
+}
+
 impl Kernel {
     /// Checks that fast I/O can serve the transfer: a cached file (caching initiated), a mounted
     /// volume, no lock in the way, and for writes no extension of the file.
@@ -789,6 +800,25 @@ impl Kernel {
         };
         let granted = self.grant_waiting_locks(p);
         (status, granted)
+    }
+
+    /// Removes the waiting lock requests of a file object from its FCB; returns their IRPs, for
+    /// [`complete_dropped`]. Without this, a request still waiting when its handle is cleaned up
+    /// was granted later to a file object nobody could unlock with any more.
+    pub fn drop_waiting_locks(&mut self, fcb: usize, fo: usize) -> Vec<usize> {
+        let mut dropped = Vec::new();
+        let Some(f) = self.fs.fcbs.get_mut(&fcb) else { return dropped };
+        let waiting = &mut self.fs.waiting;
+        f.waiting_locks.retain(|irp| match waiting.get(irp) {
+            Some(lock) if lock.fo == fo => {
+                waiting.remove(irp);
+                dropped.push(*irp);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        dropped
     }
 
     /// Grants the waiting lock requests of an FCB that no longer conflict; returns their IRPs.
