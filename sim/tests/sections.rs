@@ -185,6 +185,50 @@ fn a_view_at_a_section_offset_follows_the_writes_to_the_bytes_it_shows() {
 }
 
 #[test]
+fn a_section_offset_is_rounded_down_to_the_allocation_granularity() {
+    // ZwMapViewOfSection's reference page: a SectionOffset that is not NULL is rounded down to
+    // the allocation granularity (64 KiB), and the variable receives the offset of the view.
+    let mut m = machine(21);
+    let mut contents = vec![b'.'; 70_000];
+    contents[65_536..65_540].copy_from_slice(b"tail");
+    contents[65_636..65_640].copy_from_slice(b"mark");
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("big.bin", &contents));
+    m.boot();
+    let h = m.open(c, "big.bin", CreateOptions::open()).unwrap();
+    let (sh, object, _) = section(fo_of(&m, h)).unwrap();
+    let mut base: *mut c_void = null_mut();
+    let mut size = 8usize;
+    let mut at = 65_636i64;
+    // SAFETY: a section handle and valid in/out pointers.
+    let s = unsafe {
+        ZwMapViewOfSection(
+            sh,
+            -1isize as HANDLE,
+            &mut base,
+            0,
+            0,
+            &mut at,
+            &mut size,
+            2,
+            0,
+            PAGE_READONLY,
+        )
+    };
+    assert_eq!(s, 0);
+    assert_eq!(at, 65_536, "the offset the view starts at");
+    assert_eq!(view(base, 4), b"tail");
+    assert_eq!(view(base, 104)[100..], *b"mark", "the bytes asked for are in the view");
+    m.close_handle(h);
+    // SAFETY: our view, handle and object reference.
+    unsafe {
+        assert_eq!(ZwUnmapViewOfSection(-1isize as HANDLE, base), 0);
+        assert_eq!(ZwClose(sh), 0);
+        ObfDereferenceObject(object);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn a_view_unmapped_or_a_handle_closed_above_passive_level_is_reported() {
     // ZwUnmapViewOfSection and ZwClose: IRQL = PASSIVE_LEVEL (their reference pages). A scan
     // section a filter drops in a post callback at DISPATCH_LEVEL would do both there

@@ -18,6 +18,9 @@ const KEY_VALUE_BASIC: i32 = 0;
 const KEY_VALUE_FULL: i32 = 1;
 const KEY_VALUE_PARTIAL: i32 = 2;
 
+/// The allocation granularity, to which `ZwMapViewOfSection` rounds a section offset down.
+const ALLOCATION_GRANULARITY: u64 = 64 * 1024;
+
 export! { fsfilter_kernel::ntos::ZwOpenKey =>
     /// `ZwOpenKey`: absolute names, or names relative to `RootDirectory`.
     fn ZwOpenKey(keyhandle: *mut HANDLE, _desiredaccess: u32, objectattributes: *const OBJECT_ATTRIBUTES) -> NTSTATUS {
@@ -152,9 +155,20 @@ export! { fsfilter_kernel::ntos::ZwMapViewOfSection =>
             return Status::INVALID_PARAMETER.0;
         }
         // SAFETY: null or the caller's offset.
-        let offset = unsafe { sectionoffset.as_ref() }.copied().unwrap_or(0).max(0) as u64;
+        let asked = unsafe { sectionoffset.as_ref() }.copied().unwrap_or(0).max(0) as u64;
+        // The reference page: the offset is rounded down to the allocation granularity (64 KiB)
+        // and written back. A view of a given size grows by what the rounding added, so that it
+        // still covers the bytes asked for (choice: the page does not say).
+        let offset = asked & !(ALLOCATION_GRANULARITY - 1);
         // SAFETY: the caller's in/out size.
-        let want = unsafe { *viewsize };
+        let mut want = unsafe { *viewsize };
+        if want != 0 {
+            want = want.saturating_add((asked - offset) as usize);
+        }
+        // SAFETY: null or the caller's in/out offset.
+        if let Some(at) = unsafe { sectionoffset.as_mut() } {
+            *at = offset as i64;
+        }
         let r = kernel::with(|k| {
             k.check_irql(crate::kernel::PASSIVE_LEVEL, "ZwMapViewOfSection");
             match k.handles.get(sectionhandle) {
