@@ -250,3 +250,28 @@ fn a_lock_still_waiting_when_its_handle_is_cleaned_up_is_given_up() {
     m.close_handle(a);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_entry_that_overflows_the_buffer_is_returned_again_by_the_next_query() {
+    // FastFat's FatQueryDirectory: when not even the first entry fits, as much of its name as
+    // fits is returned with STATUS_BUFFER_OVERFLOW, and the search offset stays at that entry,
+    // so a query with a larger buffer returns it whole. The entry is not skipped.
+    for kind in [FsKind::Ntfs, FsKind::Fat] {
+        let (mut m, c) = volume(kind);
+        let d = m.open(c, "docs", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+        let all = m.query_directory(d, fi::NAMES, Some("*.txt"), true, 4096);
+        assert_eq!(names(&all.data), ["readme.txt"], "{kind:?}");
+        // FILE_NAMES_INFORMATION: 12 bytes, then the name; 16 bytes hold 2 of its 10 units.
+        let partial = m.query_directory(d, fi::NAMES, Some("*.txt"), true, 16);
+        assert_eq!(partial.status, Status::BUFFER_OVERFLOW, "{kind:?}");
+        assert_eq!(partial.data.len(), 16, "{kind:?}");
+        assert_eq!(u32::from_le_bytes(partial.data[8..12].try_into().unwrap()), 20, "{kind:?}");
+        let next = m.query_directory(d, fi::NAMES, None, false, 4096);
+        assert_eq!(next.status, Status::SUCCESS, "{kind:?}");
+        assert_eq!(names(&next.data), ["readme.txt"], "{kind:?}: the same entry, whole");
+        let end = m.query_directory(d, fi::NAMES, None, false, 4096);
+        assert_eq!(end.status, Status::NO_MORE_FILES, "{kind:?}");
+        m.close_handle(d);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}

@@ -828,10 +828,11 @@ impl Kernel {
             let start = out.len().next_multiple_of(8);
             if start + entry.len() > q.length {
                 if last_entry.is_none() {
-                    // Not even one whole entry fits: return what fits of it.
+                    // Not even one whole entry fits: return what fits of it. The entry is not
+                    // consumed: the next query starts with it again (FastFat's
+                    // FatQueryDirectory leaves its search offset at the entry that overflowed).
                     out = entry;
                     out.truncate(q.length);
-                    position += 1;
                     status = Status::BUFFER_OVERFLOW;
                 }
                 break;
