@@ -275,3 +275,31 @@ fn an_entry_that_overflows_the_buffer_is_returned_again_by_the_next_query() {
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
 }
+
+#[test]
+fn a_file_without_attributes_reports_file_attribute_normal() {
+    // SetFileAttributes(FILE_ATTRIBUTE_NORMAL) clears a file's attributes; a file with none set
+    // reports FILE_ATTRIBUTE_NORMAL, in a directory entry (MS-FSA 2.1.5.6.3.3) and in its
+    // information queries (FastFat's FatQueryBasicInfo, FatQueryNetworkInfo).
+    const NORMAL: u32 = 0x80;
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let h = m.open(c, "docs\\b.bin", CreateOptions::open()).unwrap();
+    let mut basic = m.query_information(h, fi::BASIC, 40).data;
+    assert_eq!(u32::from_le_bytes(basic[32..36].try_into().unwrap()), 0x20, "archive");
+    basic[32..36].copy_from_slice(&NORMAL.to_le_bytes());
+    assert_eq!(m.set_information(h, fi::BASIC, &basic).status, Status::SUCCESS);
+    let at = |data: &[u8], i: usize| u32::from_le_bytes(data[i..i + 4].try_into().unwrap());
+    let q = m.query_information(h, fi::BASIC, 40);
+    assert_eq!(at(&q.data, 32), NORMAL, "basic");
+    let q = m.query_information(h, fi::NETWORK_OPEN, 56);
+    assert_eq!(at(&q.data, 48), NORMAL, "network open");
+    let q = m.query_information(h, fi::ATTRIBUTE_TAG, 8);
+    assert_eq!(at(&q.data, 0), NORMAL, "attribute tag");
+    m.close_handle(h);
+    let d = m.open(c, "docs", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    let l = m.query_directory(d, fi::DIRECTORY, Some("b.bin"), true, 4096);
+    assert_eq!(l.status, Status::SUCCESS);
+    assert_eq!(at(&l.data, 56), NORMAL, "directory entry");
+    m.close_handle(d);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -222,7 +222,8 @@ const OPENED: usize = 1;
 /// `FILE_NETWORK_OPEN_INFORMATION` of a node.
 fn network_open(o: &mut Out, n: &Node) {
     o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]);
-    o.i64(allocation(n.size()) as i64).i64(n.size() as i64).u32(n.attributes).pad_to(56);
+    o.i64(allocation(n.size()) as i64).i64(n.size() as i64).u32(reported_attributes(n));
+    o.pad_to(56);
 }
 
 /// `FastIoQueryNetworkOpenInfo` of the disk file systems, as [`fast_io_query_basic_info`].
@@ -358,7 +359,7 @@ fn dir_entry(class: u32, index: u32, name: &[u16], n: &Node) -> Vec<u8> {
     if class != fi::NAMES {
         o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]);
         o.i64(n.size() as i64).i64(allocation(n.size()) as i64);
-        o.u32(n.attributes).u32((name.len() * 2) as u32);
+        o.u32(reported_attributes(n)).u32((name.len() * 2) as u32);
         match class {
             fi::FULL_DIRECTORY => {
                 o.u32(0);
@@ -378,8 +379,17 @@ fn dir_entry(class: u32, index: u32, name: &[u16], n: &Node) -> Vec<u8> {
     o.0
 }
 
+/// The attributes a query reports: a file with none set reports `FILE_ATTRIBUTE_NORMAL` (MS-FSA
+/// 2.1.5.6.3 for directory entries; FastFat's queries, which report its dirent's flags or
+/// `FILE_ATTRIBUTE_NORMAL` when they are zero). Setting `FILE_ATTRIBUTE_NORMAL` alone clears
+/// them.
+fn reported_attributes(n: &Node) -> u32 {
+    if n.attributes == 0 { attr::NORMAL } else { n.attributes }
+}
+
 fn basic(o: &mut Out, n: &Node) {
-    o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]).u32(n.attributes).pad_to(40);
+    o.i64(n.times[0]).i64(n.times[1]).i64(n.times[2]).i64(n.times[3]);
+    o.u32(reported_attributes(n)).pad_to(40);
 }
 
 fn standard(o: &mut Out, n: &Node, delete_pending: bool) {
@@ -486,7 +496,7 @@ impl Kernel {
                 NETWORK_OPEN_SIZE
             }
             fi::ATTRIBUTE_TAG => {
-                o.u32(n.attributes).u32(0);
+                o.u32(reported_attributes(n)).u32(0);
                 8
             }
             _ => return Err(Status::INVALID_PARAMETER),
