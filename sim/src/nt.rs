@@ -227,6 +227,12 @@ pub mod attr {
     pub const DIRECTORY: u32 = 0x10;
     pub const ARCHIVE: u32 = 0x20;
     pub const NORMAL: u32 = 0x80;
+    pub const TEMPORARY: u32 = 0x100;
+    pub const OFFLINE: u32 = 0x1000;
+    pub const NOT_CONTENT_INDEXED: u32 = 0x2000;
+    /// What setting basic information may change (MS-FSA 2.1.5.15.2 `ValidSetAttributes`).
+    pub const SETTABLE: u32 =
+        READONLY | HIDDEN | SYSTEM | ARCHIVE | TEMPORARY | OFFLINE | NOT_CONTENT_INDEXED;
 }
 
 /// `FILE_INFORMATION_CLASS` values.

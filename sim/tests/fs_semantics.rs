@@ -303,3 +303,33 @@ fn a_file_without_attributes_reports_file_attribute_normal() {
     m.close_handle(d);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn set_basic_information_validates_as_ms_fsa_2_1_5_15_2() {
+    // MS-FSA 2.1.5.15.2: STATUS_INVALID_PARAMETER for a time below -2, for the directory
+    // attribute on a file and for the temporary attribute on a directory; otherwise only the
+    // settable attributes (read-only, hidden, system, archive, temporary, offline, not content
+    // indexed) change.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let at = |data: &[u8]| u32::from_le_bytes(data[32..36].try_into().unwrap());
+    let set = |m: &mut Machine, h, attributes: u32, creation: i64| {
+        let mut basic = vec![0u8; 40];
+        basic[0..8].copy_from_slice(&creation.to_le_bytes());
+        basic[32..36].copy_from_slice(&attributes.to_le_bytes());
+        m.set_information(h, fi::BASIC, &basic).status
+    };
+    let f = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    assert_eq!(set(&mut m, f, 0x10, 0), Status::INVALID_PARAMETER, "directory on a file");
+    assert_eq!(set(&mut m, f, 0, -3), Status::INVALID_PARAMETER, "a time below -2");
+    assert_eq!(set(&mut m, f, 0, -1), Status::SUCCESS, "-1: leave the time alone");
+    // Compressed (0x800) and encrypted (0x4000) are not settable; hidden is.
+    assert_eq!(set(&mut m, f, 0x4802, 0), Status::SUCCESS);
+    assert_eq!(at(&m.query_information(f, fi::BASIC, 40).data), 0x2);
+    m.close_handle(f);
+    let d = m.open(c, "sub", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    assert_eq!(set(&mut m, d, 0x100, 0), Status::INVALID_PARAMETER, "temporary on a directory");
+    assert_eq!(set(&mut m, d, 0x1, 0), Status::SUCCESS);
+    assert_eq!(at(&m.query_information(d, fi::BASIC, 40).data), 0x11, "still a directory");
+    m.close_handle(d);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

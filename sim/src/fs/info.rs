@@ -600,16 +600,28 @@ impl Kernel {
                     return Err(Status::ACCESS_DENIED);
                 }
                 let n = self.volumes.list[vidx].media.node_mut(node);
+                let a = u32_at(32);
+                // MS-FSA 2.1.5.15.2: a time below -2, the directory attribute on a file and the
+                // temporary attribute on a directory are invalid; only the settable attributes
+                // change (not the hidden and system attributes of the root).
+                if (0..4).any(|i| i64_at(i * 8) < -2)
+                    || (a & attr::DIRECTORY != 0 && !n.is_dir())
+                    || (a & attr::TEMPORARY != 0 && n.is_dir())
+                {
+                    return Err(Status::INVALID_PARAMETER);
+                }
                 for i in 0..4 {
                     let t = i64_at(i * 8);
                     if t > 0 {
                         n.times[i] = t;
                     }
                 }
-                let a = u32_at(32);
                 if a != 0 {
-                    let dir = n.attributes & attr::DIRECTORY;
-                    n.attributes = (a & !attr::NORMAL & !attr::DIRECTORY) | dir;
+                    let mut settable = attr::SETTABLE;
+                    if node == ROOT {
+                        settable &= !(attr::HIDDEN | attr::SYSTEM);
+                    }
+                    n.attributes = (n.attributes & !settable) | (a & settable);
                 }
                 Ok(())
             }
