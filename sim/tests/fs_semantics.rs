@@ -333,3 +333,32 @@ fn set_basic_information_validates_as_ms_fsa_2_1_5_15_2() {
     m.close_handle(d);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_read_only_directory_opens_for_write_access_but_not_for_delete_on_close() {
+    // MS-FSA 2.1.5.1.2.1: the read-only attribute refuses FILE_WRITE_DATA and FILE_APPEND_DATA
+    // (FILE_ADD_FILE, FILE_ADD_SUBDIRECTORY on a directory) to a data file only; with
+    // FILE_DELETE_ON_CLOSE it is STATUS_CANNOT_DELETE for both.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let dir = CreateOptions::open().options(co::DIRECTORY_FILE);
+    let d = m.open(c, "sub", dir).unwrap();
+    let mut basic = vec![0u8; 40];
+    basic[32..36].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(m.set_information(d, fi::BASIC, &basic).status, Status::SUCCESS);
+    m.close_handle(d);
+    let d = m.open(c, "sub", dir).expect("read and write access to a read-only directory");
+    m.close_handle(d);
+    let add = dir.access(access::FILE_WRITE_DATA | access::FILE_APPEND_DATA);
+    let d = m.open(c, "sub", add).expect("FILE_ADD_FILE and FILE_ADD_SUBDIRECTORY");
+    m.close_handle(d);
+    let f = m.open(c, "sub\\new.txt", CreateOptions::create()).expect("a file in it");
+    m.close_handle(f);
+    let doc = dir.options(co::DIRECTORY_FILE | co::DELETE_ON_CLOSE);
+    assert_eq!(m.create(c, "sub", doc).status, Status::CANNOT_DELETE);
+    // A read-only file still refuses write access.
+    let h = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.set_information(h, fi::BASIC, &basic).status, Status::SUCCESS);
+    m.close_handle(h);
+    assert_eq!(m.create(c, "plain.txt", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

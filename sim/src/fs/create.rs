@@ -298,7 +298,10 @@ impl Kernel {
             return Err(Status::ACCESS_DENIED);
         }
         if attributes & attr::READONLY != 0 {
-            if req.access & (acc::FILE_WRITE_DATA | acc::FILE_APPEND_DATA) != 0 || overwrite {
+            // MS-FSA 2.1.5.1.2.1: the read-only attribute refuses write access to a data file
+            // only; a read-only directory may be opened to add files and subdirectories.
+            let write = req.access & (acc::FILE_WRITE_DATA | acc::FILE_APPEND_DATA) != 0;
+            if (write && !is_dir) || overwrite {
                 return Err(Status::ACCESS_DENIED);
             }
             if req.options & co::DELETE_ON_CLOSE != 0 {
