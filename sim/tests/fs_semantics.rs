@@ -362,3 +362,28 @@ fn a_read_only_directory_opens_for_write_access_but_not_for_delete_on_close() {
     assert_eq!(m.create(c, "plain.txt", CreateOptions::open()).status, Status::ACCESS_DENIED);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_open_of_a_name_pending_delete_fails_before_the_disposition_is_looked_at() {
+    // FastFat's create: when the longest open prefix of the name is pending delete (the file
+    // itself, or the directory the name is in), the open fails with STATUS_DELETE_PENDING
+    // before the disposition (FILE_CREATE's collision) or the file's type is looked at.
+    let (mut m, c) = volume(FsKind::Fat);
+    let f = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.set_information(f, fi::DISPOSITION, &[1]).status, Status::SUCCESS);
+    let create = CreateOptions::open().disposition(disposition::CREATE);
+    assert_eq!(m.create(c, "plain.txt", create).status, Status::DELETE_PENDING);
+    let as_dir = CreateOptions::open().options(co::DIRECTORY_FILE);
+    assert_eq!(m.create(c, "plain.txt", as_dir).status, Status::DELETE_PENDING);
+    m.close_handle(f);
+    assert!(m.file_contents(c, "plain.txt").is_none(), "deleted at the last cleanup");
+    // An empty directory pending delete: nothing can be opened or created in it.
+    let d = m.open(c, "sub", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    assert_eq!(m.set_information(d, fi::DISPOSITION, &[1]).status, Status::SUCCESS);
+    assert_eq!(m.create(c, "sub\\x.txt", CreateOptions::open()).status, Status::DELETE_PENDING);
+    assert_eq!(m.create(c, "sub\\x.txt", CreateOptions::create()).status, Status::DELETE_PENDING);
+    let file = CreateOptions::open().options(co::NON_DIRECTORY_FILE);
+    assert_eq!(m.create(c, "sub", file).status, Status::DELETE_PENDING);
+    m.close_handle(d);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -193,7 +193,19 @@ impl Kernel {
             if !media.node(start).is_dir() {
                 return Err(Status::INVALID_PARAMETER);
             }
-            match media.lookup(start, &comps) {
+            let found = media.lookup(start, &comps);
+            // FastFat's create: when the longest prefix of the name that is open is pending
+            // delete (the file itself, or the directory a new file would go in), the open fails
+            // with STATUS_DELETE_PENDING before any disposition or type check.
+            let prefix = match found {
+                Ok(node) | Err(Lookup::NameNotFound(node)) => Some(node),
+                Err(_) => None,
+            };
+            let open = &self.fs.mounts[mount as usize].fcbs_by_node;
+            if prefix.and_then(|n| open.get(&n)).is_some_and(|f| self.fs.fcbs[f].delete_pending) {
+                return Err(Status::DELETE_PENDING);
+            }
+            match found {
                 Ok(node) => self.open_existing(mount, node, req, share, modifying, now)?,
                 Err(Lookup::NameNotFound(dir)) => {
                     if matches!(req.disposition, disp::OPEN | disp::OVERWRITE) {
@@ -205,11 +217,6 @@ impl Kernel {
                     let is_dir = req.options & co::DIRECTORY_FILE != 0;
                     if is_dir && !matches!(req.disposition, disp::CREATE | disp::OPEN_IF) {
                         return Err(Status::INVALID_PARAMETER);
-                    }
-                    if let Some(&dfcb) = self.fs.mounts[mount as usize].fcbs_by_node.get(&dir) {
-                        if self.fs.fcbs[&dfcb].delete_pending {
-                            return Err(Status::DELETE_PENDING);
-                        }
                     }
                     let leaf = comps.last().copied().unwrap_or_default();
                     let media = &mut self.volumes.list[volume.index()].media;
