@@ -523,8 +523,24 @@ fn open_target(volume: VolumeId, rel: &str) -> Result<(MediaKind, bool), Status>
     Ok((kind, volume_open))
 }
 
+/// The I/O manager's own checks of a create's parameters (`IoCreateFile`, as ReactOS and the
+/// Windows Research Kernel make them before any IRP): a disposition past `FILE_OVERWRITE_IF`, and
+/// `FILE_DIRECTORY_FILE` (without `FILE_NON_DIRECTORY_FILE`) with a disposition other than
+/// `FILE_CREATE`, `FILE_OPEN` or `FILE_OPEN_IF`, are `STATUS_INVALID_PARAMETER`.
+fn create_parameters_valid(options: &CreateOptions) -> bool {
+    let (o, d) = (options.options, options.disposition);
+    let directory =
+        o & create_options::DIRECTORY_FILE != 0 && o & create_options::NON_DIRECTORY_FILE == 0;
+    let openable = matches!(d, disposition::CREATE | disposition::OPEN | disposition::OPEN_IF);
+    d <= disposition::OVERWRITE_IF && (!directory || openable)
+}
+
 /// `NtCreateFile`.
 fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
+    if !create_parameters_valid(&options) {
+        // Refused by the I/O manager: no file object, no IRP, no filter sees it.
+        return IoResult::failed(Status::INVALID_PARAMETER);
+    }
     let rel = normalize(path);
     let (kind, volume_open) = match open_target(volume, &rel) {
         Ok(t) => t,

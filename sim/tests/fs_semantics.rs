@@ -387,3 +387,30 @@ fn an_open_of_a_name_pending_delete_fails_before_the_disposition_is_looked_at() 
     m.close_handle(d);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn the_io_manager_refuses_a_directory_open_that_would_overwrite() {
+    // IoCreateFile's own parameter checks (ReactOS, the Windows Research Kernel): with
+    // FILE_DIRECTORY_FILE the disposition must be FILE_CREATE, FILE_OPEN or FILE_OPEN_IF, and
+    // no disposition is past FILE_OVERWRITE_IF; otherwise STATUS_INVALID_PARAMETER, before any
+    // IRP (no create request reaches the file system or a filter).
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let creates = |m: &Machine| {
+        m.events()
+            .iter()
+            .filter(|e| matches!(&e.kind, EventKind::IoStart { major, .. } if major.code() == 0))
+            .count()
+    };
+    let before = creates(&m);
+    for d in [disposition::SUPERSEDE, disposition::OVERWRITE, disposition::OVERWRITE_IF] {
+        let o = CreateOptions::open().disposition(d).options(co::DIRECTORY_FILE);
+        for path in ["plain.txt", "sub", "missing"] {
+            let r = m.create(c, path, o);
+            assert_eq!((r.status, r.io), (Status::INVALID_PARAMETER, None), "{path} {d}");
+        }
+    }
+    let past = CreateOptions::open().disposition(6);
+    assert_eq!(m.create(c, "plain.txt", past).status, Status::INVALID_PARAMETER);
+    assert_eq!(creates(&m), before, "no create IRP was sent");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
