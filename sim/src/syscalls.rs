@@ -888,8 +888,15 @@ fn transfer(
     // The I/O manager passes the file position for synchronous file objects.
     // SAFETY: a live file object of an open handle.
     let position = unsafe { (*file).CurrentByteOffset };
-    let byte_offset =
+    let mut byte_offset =
         offset.map_or(if mode == IoMode::Paging { 0 } else { position }, |o| o as i64);
+    // A handle that may append but not write (FILE_APPEND_DATA without FILE_WRITE_DATA) writes
+    // at the end of the file whatever the offset: the I/O manager asks for
+    // FILE_WRITE_TO_END_OF_FILE.
+    let writing = access::FILE_WRITE_DATA | access::FILE_APPEND_DATA;
+    if write && mode != IoMode::Paging && granted & writing == access::FILE_APPEND_DATA {
+        byte_offset = crate::nt::FILE_WRITE_TO_END_OF_FILE;
+    }
     let major = if write { mj::WRITE } else { mj::READ };
     // The I/O manager tries fast I/O only on a file object whose caching is initiated (a
     // `PrivateCacheMap`): the first cached transfer of a file object is always an IRP, which

@@ -414,3 +414,27 @@ fn the_io_manager_refuses_a_directory_open_that_would_overwrite() {
     assert_eq!(creates(&m), before, "no create IRP was sent");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_handle_that_may_only_append_writes_at_the_end_of_the_file() {
+    // A handle with FILE_APPEND_DATA but not FILE_WRITE_DATA writes at the end of the file
+    // whatever the offset or file position (the NtCreateFile reference page: "any offset
+    // information on writes to the file is ignored"), and its position then follows the end
+    // (VirtualBox's tstFileAppendWin-1: a write at position 0 of a 10-byte file leaves the
+    // position at 20).
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let append = access::FILE_APPEND_DATA | access::FILE_READ_DATA | access::SYNCHRONIZE;
+    let h = m.open(c, "plain.txt", CreateOptions::open().access(append)).unwrap();
+    assert_eq!(m.write(h, None, b"-one", IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.write(h, Some(0), b"-two", IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.file_contents(c, "plain.txt").unwrap(), b"plain-one-two");
+    let q = m.query_information(h, fi::POSITION, 8);
+    assert_eq!(i64::from_le_bytes(q.data[..8].try_into().unwrap()), 13);
+    m.close_handle(h);
+    // A handle that may write writes where it is told.
+    let h = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.write(h, Some(0), b"P", IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.file_contents(c, "plain.txt").unwrap(), b"Plain-one-two");
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
