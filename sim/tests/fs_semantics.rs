@@ -438,3 +438,26 @@ fn a_handle_that_may_only_append_writes_at_the_end_of_the_file() {
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn the_extended_disposition_may_ignore_the_read_only_attribute() {
+    // FILE_DISPOSITION_INFORMATION_EX: FILE_DISPOSITION_IGNORE_READONLY_ATTRIBUTE (0x10)
+    // "allows read-only files to be deleted"; without it a read-only file is
+    // STATUS_CANNOT_DELETE, with either class.
+    const DELETE: u32 = 0x1;
+    const IGNORE_READONLY: u32 = 0x10;
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let h = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    let mut basic = vec![0u8; 40];
+    basic[32..36].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(m.set_information(h, fi::BASIC, &basic).status, Status::SUCCESS);
+    assert_eq!(m.set_information(h, fi::DISPOSITION, &[1]).status, Status::CANNOT_DELETE);
+    let ex = |flags: u32| flags.to_le_bytes();
+    let s = m.set_information(h, fi::DISPOSITION_EX, &ex(DELETE)).status;
+    assert_eq!(s, Status::CANNOT_DELETE);
+    let s = m.set_information(h, fi::DISPOSITION_EX, &ex(DELETE | IGNORE_READONLY)).status;
+    assert_eq!(s, Status::SUCCESS);
+    m.close_handle(h);
+    assert!(m.file_contents(c, "plain.txt").is_none(), "deleted at the last cleanup");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -632,10 +632,13 @@ impl Kernel {
                 }
                 let delete =
                     if class == fi::DISPOSITION { input[0] != 0 } else { input[0] & 1 != 0 };
+                // FILE_DISPOSITION_IGNORE_READONLY_ATTRIBUTE: a read-only file may be deleted.
+                let ignore_read_only = class == fi::DISPOSITION_EX && input[0] & 0x10 != 0;
                 let media = &self.volumes.list[vidx].media;
                 let n = media.node(node);
                 if delete {
-                    if node == ROOT || n.attributes & attr::READONLY != 0 {
+                    let read_only = n.attributes & attr::READONLY != 0 && !ignore_read_only;
+                    if node == ROOT || read_only {
                         return Err(Status::CANNOT_DELETE);
                     }
                     if n.is_dir() && !media.is_empty_dir(node) {
