@@ -150,9 +150,11 @@ pub mod create_result {
 pub mod create_options {
     pub const DIRECTORY_FILE: u32 = 0x1;
     pub const WRITE_THROUGH: u32 = 0x2;
+    pub const SEQUENTIAL_ONLY: u32 = 0x4;
     pub const NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
     pub const SYNCHRONOUS_IO_NONALERT: u32 = 0x20;
     pub const NON_DIRECTORY_FILE: u32 = 0x40;
+    pub const RANDOM_ACCESS: u32 = 0x800;
     pub const DELETE_ON_CLOSE: u32 = 0x1000;
 }
 

@@ -719,8 +719,17 @@ fn open_file_object(
     if volume_open {
         flags |= fo::VOLUME_OPEN;
     }
-    if options.options & create_options::NO_INTERMEDIATE_BUFFERING != 0 {
-        flags |= fo::NO_INTERMEDIATE_BUFFERING;
+    // The create options the I/O manager records in the file object for the file system
+    // (IopParseDevice, ReactOS's as the Windows Research Kernel's).
+    for (option, flag) in [
+        (create_options::NO_INTERMEDIATE_BUFFERING, fo::NO_INTERMEDIATE_BUFFERING),
+        (create_options::WRITE_THROUGH, FO_WRITE_THROUGH),
+        (create_options::SEQUENTIAL_ONLY, FO_SEQUENTIAL_ONLY),
+        (create_options::RANDOM_ACCESS, FO_RANDOM_ACCESS),
+    ] {
+        if options.options & option != 0 {
+            flags |= flag;
+        }
     }
     let file = k.new_file_object(device, vpb, &name, flags, Some(volume));
     Ok(file)
@@ -1317,6 +1326,7 @@ const FO_WRITE_THROUGH: u32 = 0x10;
 const FO_SEQUENTIAL_ONLY: u32 = 0x20;
 const FO_ALERTABLE_IO: u32 = 0x4;
 const FO_DELETE_ON_CLOSE: u32 = 0x1_0000;
+const FO_RANDOM_ACCESS: u32 = 0x10_0000;
 
 /// `FileModeInformation` from a file object's flags, as the I/O manager computes it.
 fn mode_of(flags: u32) -> u32 {

@@ -461,3 +461,28 @@ fn the_extended_disposition_may_ignore_the_read_only_attribute() {
     assert!(m.file_contents(c, "plain.txt").is_none(), "deleted at the last cleanup");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn the_create_options_the_io_manager_records_show_in_the_file_mode() {
+    // The I/O manager records FILE_WRITE_THROUGH, FILE_SEQUENTIAL_ONLY and FILE_RANDOM_ACCESS
+    // in the file object (FO_WRITE_THROUGH, FO_SEQUENTIAL_ONLY, FO_RANDOM_ACCESS: IopParseDevice),
+    // so FileModeInformation, which the I/O manager answers from those flags, reports them.
+    const WRITE_THROUGH: u32 = 0x2;
+    const SEQUENTIAL_ONLY: u32 = 0x4;
+    const RANDOM_ACCESS: u32 = 0x800;
+    const SYNCHRONOUS_IO_NONALERT: u32 = 0x20;
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let o = CreateOptions::open().options(WRITE_THROUGH | SEQUENTIAL_ONLY | RANDOM_ACCESS);
+    let h = m.open(c, "plain.txt", o).unwrap();
+    let q = m.query_information(h, fi::MODE, 4);
+    let mode = u32::from_le_bytes(q.data[..4].try_into().unwrap());
+    assert_eq!(mode, WRITE_THROUGH | SEQUENTIAL_ONLY | SYNCHRONOUS_IO_NONALERT);
+    let flags = m.kernel(|k| {
+        let fo = k.user_handle(h).unwrap().fo as *const windows_sys::Wdk::Foundation::FILE_OBJECT;
+        // SAFETY: the live file object of an open handle.
+        unsafe { (*fo).Flags }
+    });
+    assert_eq!(flags & 0x10_0030, 0x10_0030, "FO_WRITE_THROUGH, _SEQUENTIAL_ONLY, _RANDOM_ACCESS");
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
