@@ -486,3 +486,32 @@ fn the_create_options_the_io_manager_records_show_in_the_file_mode() {
     m.close_handle(h);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn names_compare_through_the_ntfs_upcase_table_not_unicode_full_case_mapping() {
+    // NTFS compares names through the upcase table on the volume, one character for one: no
+    // expansion (ß upper-cases to itself, not to "SS"), and dotless i and long s stay as they are
+    // where Unicode upper-cases them to I and S. A file system that used Unicode's mappings
+    // opened another file than the one asked for (and a filter's rule, which folds as NTFS,
+    // would have looked at a name the file system did not open).
+    let mut m = machine(7);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("\\straße.txt", b"sharp s")
+            .file("\\fıle.txt", b"dotless")
+            .file("\\έγγραφα.txt", b"greek"),
+    );
+    m.boot();
+    let open = |m: &mut Machine, path: &str| m.create(c, path, CreateOptions::open()).status;
+    assert_eq!(open(&mut m, "STRASSE.TXT"), Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(open(&mut m, "STRAßE.TXT"), Status::SUCCESS);
+    assert_eq!(open(&mut m, "FILE.TXT"), Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(open(&mut m, "FıLE.TXT"), Status::SUCCESS);
+    assert_eq!(open(&mut m, "ΈΓΓΡΑΦΑ.TXT"), Status::SUCCESS);
+    // Two files a Unicode full mapping would have made one name.
+    assert_eq!(
+        m.create(c, "fiLE.txt", CreateOptions::create().disposition(disposition::CREATE)).status,
+        Status::SUCCESS,
+        "fıle.txt is not file.txt"
+    );
+}

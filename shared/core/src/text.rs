@@ -133,6 +133,14 @@ pub fn utf16le_to_utf8(data: &[u8], out: &mut [u8]) -> Option<usize> {
     Some(len)
 }
 
+/// NTFS's upper case of one character, as [`crate::FileName`] compares names: the volume's upcase
+/// table (Windows Vista's) for ASCII, Latin-1, Latin Extended-A, Greek and Coptic, Cyrillic and its
+/// supplement, and full-width Latin; any other character is returned unchanged. Dotless i, long s
+/// and the micro sign stay as they are, where Unicode upper-cases them.
+pub const fn upcase_char(c: char) -> char {
+    crate::operation::fold(c)
+}
+
 /// ASCII case-insensitive equality, in one small loop (`str::eq_ignore_ascii_case` unrolls into
 /// much more code, and a driver pays for every copy).
 pub fn eq_ignore_case(a: &str, b: &str) -> bool {

@@ -98,9 +98,26 @@ pub struct Media {
 /// The system time the simulated machine boots at (1 January 2026, 100 ns units since 1601).
 pub const EPOCH_2026: i64 = 134_116_128_000_000_000;
 
-/// Upper-cases a name for lookups (case-insensitive, case-preserving file systems).
+/// Upper-cases a name for lookups (case-insensitive, case-preserving file systems), character by
+/// character as NTFS's upcase table does (choice, docs/simulator.md: every file system here
+/// compares names so): `fsfilter::text::upcase_char` where it follows the table (U+0000 to
+/// U+017F, U+0370 to U+0513, full-width Latin), Unicode's simple upper case elsewhere. Never
+/// Unicode's full mapping: `straße` and `STRASSE` are two names, and so are `fıle` and `FILE`.
 pub fn upcase(name: &str) -> String {
-    name.to_uppercase()
+    name.chars().map(upcase_char).collect()
+}
+
+/// One character of [`upcase`].
+pub fn upcase_char(c: char) -> char {
+    let u = c as u32;
+    if u <= 0x17F || (0x370..=0x513).contains(&u) || (0xFF00..=0xFFEF).contains(&u) {
+        return fsfilter::text::upcase_char(c);
+    }
+    let mut up = c.to_uppercase();
+    match (up.next(), up.next()) {
+        (Some(one), None) => one,
+        _ => c,
+    }
 }
 
 impl Media {
@@ -322,7 +339,7 @@ pub fn name_matches(pattern: &[char], name: &[char]) -> bool {
                 ('*' | '<', _) => next[j] || (c.is_some() && row[j + 1]),
                 ('?' | '>', Some(_)) | ('"', Some('.')) => next[j + 1],
                 ('>' | '"', None) => next[j],
-                (p, Some(c)) => p.to_uppercase().eq(c.to_uppercase()) && next[j + 1],
+                (p, Some(c)) => upcase_char(p) == upcase_char(c) && next[j + 1],
                 (_, None) => false,
             };
         }
