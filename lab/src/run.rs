@@ -180,6 +180,7 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
         spec.mount_pends_ms = v.mount_pends_ms;
         spec.vdo_initializing_ms = v.initialize_late_ms;
         spec.files = v.files.clone();
+        spec.blank = v.blank;
         volumes.insert(v.name.clone(), m.add_volume(spec));
     }
     for spec in scenario.drivers.iter().filter_map(service) {

@@ -112,6 +112,9 @@ pub struct Volume {
     /// The file system leaves each new volume device initializing this many milliseconds after
     /// its mount (`initialize_late_ms`, an extension of scenario.md).
     pub initialize_late_ms: Option<u64>,
+    /// Unformatted media: no file system recognizes it, and a volume open mounts it with RAW
+    /// (`blank`, an extension of scenario.md).
+    pub blank: bool,
 }
 
 /// A filter model.
@@ -544,6 +547,21 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             MAX_MOUNT_PENDS_MS,
             "must be at most 60000 (ms)",
         )?;
+        let blank = f.opt_bool_at("blank")?;
+        if let Some((true, bspan)) = &blank {
+            let why = if matches!(filesystem, FileSystem::Mup | FileSystem::Npfs | FileSystem::Msfs)
+            {
+                Some(format!("a {} volume has no media to leave unformatted", filesystem.name()))
+            } else if !files.is_empty() {
+                Some("unformatted media hold no files: give `files` or `blank`, not both".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(cx.error(bspan.clone(), &format!("{path}.blank"), why));
+            }
+        }
+        let blank = blank.is_some_and(|(b, _)| b);
         f.finish()?;
         volume_name_spans.push(vspan);
         volumes.push(Volume {
@@ -555,6 +573,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             files,
             mount_pends_ms,
             initialize_late_ms,
+            blank,
         });
     }
 
@@ -1178,11 +1197,18 @@ impl<'c, 't> Fields<'c, 't> {
     }
 
     fn opt_bool(&mut self, key: &'static str) -> Result<Option<bool>, ScenarioError> {
+        Ok(self.opt_bool_at(key)?.map(|(b, _)| b))
+    }
+
+    /// An optional boolean with its value's span.
+    fn opt_bool_at(&mut self, key: &'static str) -> Result<Option<(bool, Span)>, ScenarioError> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => {
-                v.get_ref().as_bool().map(Some).ok_or_else(|| self.wrong(key, v, "true or false"))
-            }
+            Some(v) => v
+                .get_ref()
+                .as_bool()
+                .map(|b| Some((b, v.span())))
+                .ok_or_else(|| self.wrong(key, v, "true or false")),
         }
     }
 

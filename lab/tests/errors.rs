@@ -313,6 +313,39 @@ fn a_parameter_of_the_wrong_registry_type_is_refused_at_its_line() {
 }
 
 #[test]
+fn a_blank_volume_with_files_or_without_media_is_refused_at_the_key() {
+    assert_eq!(
+        error(
+            "[[volume]]\nname = \"X:\"\nfilesystem = \"ntfs\"\nblank = true\n\
+             files = { \"a.txt\" = \"a\" }\n"
+        ),
+        "bad.toml:4: volume[0].blank: unformatted media hold no files: give `files` or `blank`, \
+         not both"
+    );
+    assert_eq!(
+        error(
+            r#"[[volume]]
+name = '\\s\x'
+filesystem = "mup"
+blank = true
+"#
+        ),
+        "bad.toml:4: volume[0].blank: a mup volume has no media to leave unformatted"
+    );
+    assert_eq!(
+        error("[[volume]]\nname = \"X:\"\nfilesystem = \"fat\"\nblank = 1\n"),
+        "bad.toml:4: volume[0].blank: expected true or false, found an integer"
+    );
+    let s = parse(
+        "ok.toml",
+        "[[volume]]\nname = \"X:\"\nfilesystem = \"fat\"\nblank = false\n\
+                              files = { \"a.txt\" = \"a\" }\n",
+    )
+    .unwrap();
+    assert!(!s.volumes[0].blank);
+}
+
+#[test]
 fn a_string_parameter_the_driver_cannot_read_is_refused_at_its_line() {
     // The drivers' registry reader returns strings of at most 255 UTF-16 units, into a buffer the
     // sample sizes; a longer value reads as absent, and the driver would lose it without a word

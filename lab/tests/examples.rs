@@ -109,6 +109,14 @@ fn the_example_scenarios_answer_their_questions() {
     assert!(c[at("Scanner")].starts_with("frame 0["), "{c:?}");
     assert!(c[at("Passthrough")].starts_with("frame 1["), "{c:?}");
     assert!(at("Passthrough") < at("EncLegacy") && at("EncLegacy") < at("Scanner"), "{c:?}");
+    // RAW: the volume a volume open of blank media mounts has both models' filters, the
+    // legacy filter below Frame 1, whose stop then stays pending; the NTFS-only probe refused it.
+    let (_, r) = load("raw-volume.toml");
+    assert_eq!(stack(&r, "X:"), ["frame 1[AntiVirus]", "Activity", "frame 0[]", "RAW"]);
+    let statuses: Vec<String> =
+        r.steps.iter().map(|s| format!("{} {}", s.what, s.status.name().unwrap_or("?"))).collect();
+    assert_eq!(statuses[0], "mount X: STATUS_UNRECOGNIZED_VOLUME");
+    assert_eq!(statuses[3], "stop Activity STATUS_PENDING");
     // facts.md §2.2: Frame 1 appears above the legacy filter; the anti-virus joins it.
     let (_, r) = load("frames.toml");
     assert_eq!(

@@ -519,6 +519,72 @@ altitude = "370100"
 }
 
 #[test]
+fn raw_volumes_agree() {
+    // Row `volumes`: RAW's control devices are attached by name, by the legacy filter in its
+    // DriverEntry and by each Filter Manager frame, so the volume RAW mounts on a volume open of
+    // unformatted media has the filter in both models, told FLT_FSTYPE_RAW; one that refuses RAW
+    // sees nothing there in either.
+    let text = |file_systems: &str| {
+        format!(
+            r#"
+[[volume]]
+name = "X:"
+filesystem = "ntfs"
+blank = true
+mount = "step"
+[[driver]]
+name = "P"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[driver.parameters]
+FileSystems = "{file_systems}"
+[[step]]
+action = "mount"
+volume = "X:"
+[[step]]
+action = "io"
+volume = "X:"
+op = "create"
+[[step]]
+action = "io"
+volume = "X:"
+op = "close"
+"#
+        )
+    };
+    let told = |r: &Run| -> Vec<String> {
+        r.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback {
+                    driver,
+                    callback: Callback::InstanceSetup { volume, status, .. },
+                    ..
+                } if driver == "P" => Some(format!("{:?} {status}", volume.filesystem)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (l, m) = both(&text("any"), "P");
+    for r in [&l, &m] {
+        clean(r);
+        assert_eq!(told(r), ["FLT_FSTYPE_RAW STATUS_SUCCESS"]);
+        assert_eq!(step_statuses(r)[0], "mount X:: STATUS_UNRECOGNIZED_VOLUME");
+    }
+    assert_eq!(setups(&l, "P"), setups(&m, "P"));
+    assert!(!seen(&l, "P")[1].1.is_empty(), "the volume open reaches the filter");
+    assert_eq!(seen(&l, "P"), seen(&m, "P"));
+    let (l, m) = both(&text("ntfs"), "P");
+    for r in [&l, &m] {
+        clean(r);
+        assert_eq!(told(r), ["FLT_FSTYPE_RAW STATUS_FLT_DO_NOT_ATTACH"]);
+        assert!(seen(r, "P").iter().all(|(_, cbs)| cbs.is_empty()), "{:?}", seen(r, "P"));
+    }
+}
+
+#[test]
 fn unload_differs_stop_agrees() {
     // Row `unload`.
     const { assert!(MINI.non_mandatory_unload && !LEGACY.non_mandatory_unload) };

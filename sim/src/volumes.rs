@@ -129,6 +129,9 @@ pub struct VolumeSpec {
     /// after the mount can fail for that reason). None: the flag is cleared during the mount
     /// (facts.md §1.4).
     pub vdo_initializing_ms: Option<u64>,
+    /// Unformatted media: no file system recognizes it, and a volume open mounts it with RAW
+    /// (facts.md §1.4; docs/simulator.md, "Mounting").
+    pub blank: bool,
 }
 
 impl VolumeSpec {
@@ -143,7 +146,14 @@ impl VolumeSpec {
             files: Vec::new(),
             mount_pends_ms: None,
             vdo_initializing_ms: None,
+            blank: false,
         }
+    }
+
+    /// Makes the media unformatted ([`VolumeSpec::blank`]).
+    pub fn blank(mut self) -> VolumeSpec {
+        self.blank = true;
+        self
     }
 
     /// Adds a file.
@@ -398,7 +408,7 @@ impl Kernel {
             vdo: None,
             media,
             media_present: spec.mount == MountWhen::Boot,
-            blank: false,
+            blank: spec.blank,
             mount_pends_ms: spec.mount_pends_ms,
             vdo_initializing_ms: spec.vdo_initializing_ms,
             mounting: None,
