@@ -100,6 +100,9 @@ pub struct VolumePlan {
     /// Its new volume devices stay initializing this many milliseconds (`initialize_late_ms`):
     /// within the attach retries, or past them.
     pub initialize_late_ms: Option<u64>,
+    /// Unformatted media (`blank`, none for the namespace file systems): only a volume open
+    /// mounts it, with RAW.
+    pub blank: bool,
 }
 
 /// One probe rule.
@@ -234,9 +237,19 @@ fn volume_plan() -> impl Strategy<Value = VolumePlan> {
         any::<bool>(),
         prop::option::weighted(0.25, 1..30u64),
         prop::option::weighted(0.1, prop::sample::select(&[100u64, 1200, 3400, 5000][..])),
+        prop::bool::weighted(0.1),
     )
         .prop_map(
-            |(fs, at_boot, dev_drive, trusted, files, mount_pends_ms, initialize_late_ms)| {
+            |(
+                fs,
+                at_boot,
+                dev_drive,
+                trusted,
+                files,
+                mount_pends_ms,
+                initialize_late_ms,
+                blank,
+            )| {
                 VolumePlan {
                     fs,
                     at_boot,
@@ -245,6 +258,7 @@ fn volume_plan() -> impl Strategy<Value = VolumePlan> {
                     files,
                     mount_pends_ms,
                     initialize_late_ms,
+                    blank,
                 }
             },
         )
@@ -471,7 +485,11 @@ impl Plan {
             if let Some(ms) = v.initialize_late_ms {
                 let _ = writeln!(t, "initialize_late_ms = {ms}");
             }
-            if v.files && !matches!(*fs, "npfs" | "msfs") {
+            let blank = v.blank && !matches!(*fs, "npfs" | "msfs" | "mup");
+            if blank {
+                t.push_str("blank = true\n");
+            }
+            if v.files && !blank && !matches!(*fs, "npfs" | "msfs") {
                 let _ = writeln!(
                     t,
                     "files = {{ \"a.txt\" = \"alpha\", \"secret.txt\" = \"top secret\", \
