@@ -9,13 +9,32 @@ use crate::kernel::{self, DISPATCH_LEVEL};
 
 /// `POOL_FLAG_PAGED`.
 const POOL_FLAG_PAGED: u64 = 0x100;
+/// `POOL_FLAG_NON_PAGED`, `POOL_FLAG_NON_PAGED_EXECUTE`: with `POOL_FLAG_PAGED`, the pool types.
+const POOL_TYPE_FLAGS: [u64; 3] = [0x40, 0x80, POOL_FLAG_PAGED];
+/// The required (low 32-bit) flags `POOL_FLAGS` defines other than the types and the reserved
+/// ones: `USE_QUOTA`, `UNINITIALIZED`, `SESSION`, `CACHE_ALIGNED`, `RAISE_ON_FAILURE`.
+const POOL_FLAGS_KNOWN: u64 = 0x1 | 0x2 | 0x4 | 0x8 | 0x20 | 0x40 | 0x80 | POOL_FLAG_PAGED;
+
+/// Whether `ExAllocatePool2` accepts `flags`: `POOL_FLAGS` says the low 32 bits are required
+/// (the allocation fails if one cannot be satisfied: a reserved or unknown one), the high 32
+/// bits optional; exactly one pool type.
+fn pool_flags_valid(flags: u64) -> bool {
+    let required = flags & 0xFFFF_FFFF;
+    let types = POOL_TYPE_FLAGS.iter().filter(|&&t| flags & t != 0).count();
+    required & !POOL_FLAGS_KNOWN == 0 && types == 1
+}
+
 /// `PagedPool` (and odd values, which are paged types).
 const PAGED_POOL: i32 = 1;
 
 export! { windows_sys::Wdk::System::SystemServices::ExAllocatePool2 =>
-    /// `ExAllocatePool2`. Paged pool above `APC_LEVEL` is an IRQL violation.
+    /// `ExAllocatePool2`. Paged pool above `APC_LEVEL` is an IRQL violation. The reference
+    /// page: NULL when "Tag is set to 0 or invalid POOL_FLAGS are specified".
     fn ExAllocatePool2(flags: u64, numberofbytes: usize, tag: u32) -> *mut c_void {
         kernel::with(|k| {
+            if tag == 0 || !pool_flags_valid(flags) {
+                return std::ptr::null_mut();
+            }
             if flags & POOL_FLAG_PAGED != 0 {
                 k.check_irql(crate::kernel::APC_LEVEL, "ExAllocatePool2 (paged)");
             } else {
