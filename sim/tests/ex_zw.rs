@@ -15,7 +15,14 @@
 
 mod common;
 
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
 use common::machine;
+use fsfilter::Status;
+use fsfilter_kernel::ntos::{ZwClose, ZwOpenKey, ZwQueryValueKey};
+use fsfilter_sim::RegValue;
+use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::System::SystemServices::{ExAllocatePool2, ExFreePoolWithTag};
 
 const TAG: u32 = u32::from_le_bytes(*b"Test");
@@ -48,4 +55,72 @@ fn exallocatepool2_returns_null_for_a_zero_tag_or_invalid_pool_flags() {
         // SAFETY: the block just allocated, with its tag.
         unsafe { ExFreePoolWithTag(p, TAG) };
     }
+}
+
+fn open_key(path: &str) -> *mut c_void {
+    let units: Vec<u16> = path.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    // SAFETY: plain data.
+    let mut attrs: OBJECT_ATTRIBUTES = unsafe { std::mem::zeroed() };
+    attrs.Length = size_of::<OBJECT_ATTRIBUTES>() as u32;
+    attrs.ObjectName = &name;
+    attrs.Attributes = 0x240;
+    let mut h = null_mut();
+    // SAFETY: valid attributes and out pointer.
+    assert_eq!(unsafe { ZwOpenKey(&mut h, 0x2_0019, &attrs) }, 0);
+    h
+}
+
+/// Queries `value` with a buffer of `len` bytes (pre-filled with 0xEE): status, result
+/// length, the buffer.
+fn query(key: *mut c_void, value: &str, class: i32, len: usize) -> (Status, u32, Vec<u8>) {
+    let units: Vec<u16> = value.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let mut buf = vec![0xEEu8; len.max(1)];
+    let mut result = 0u32;
+    // SAFETY: a key handle, a name, a buffer of at least `len` bytes.
+    let s = unsafe {
+        ZwQueryValueKey(key, &name, class, buf.as_mut_ptr().cast(), len as u32, &mut result)
+    };
+    buf.truncate(len);
+    (Status(s), result, buf)
+}
+
+#[test]
+fn zwqueryvaluekey_writes_the_fixed_part_with_buffer_overflow() {
+    let m = machine(42);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditKey";
+    m.kernel(|k| {
+        let key = k.registry.create(path);
+        k.registry.set(key, "Name", RegValue::Sz("abcdefgh".into()));
+    });
+    let key = open_key(path);
+    let le = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    // Partial information: 12 fixed bytes (TitleIndex, Type, DataLength) + 18 bytes of data.
+    let (s, n, _) = query(key, "Name", 2, 64);
+    assert_eq!((s, n), (Status::SUCCESS, 30));
+    // Room for the fixed part only: STATUS_BUFFER_OVERFLOW, "only partial data has been
+    // written": the fixed part is there, so Type and DataLength can be read.
+    let (s, n, buf) = query(key, "Name", 2, 16);
+    assert_eq!((s, n), (Status::BUFFER_OVERFLOW, 30));
+    assert_eq!((le(&buf, 4), le(&buf, 8)), (1, 18));
+    // Less than the fixed part: STATUS_BUFFER_TOO_SMALL, nothing written.
+    let (s, n, buf) = query(key, "Name", 2, 8);
+    assert_eq!((s, n), (Status::BUFFER_TOO_SMALL, 30));
+    assert!(buf.iter().all(|&b| b == 0xEE));
+    // Full information: its fixed part is 20 bytes (TitleIndex, Type, DataOffset, DataLength,
+    // NameLength), so 16 bytes are too small for it.
+    let (s, _, buf) = query(key, "Name", 1, 16);
+    assert_eq!(s, Status::BUFFER_TOO_SMALL);
+    assert!(buf.iter().all(|&b| b == 0xEE));
+    let (s, n, buf) = query(key, "Name", 1, 20);
+    assert_eq!(s, Status::BUFFER_OVERFLOW);
+    assert!(n > 20);
+    assert_eq!((le(&buf, 4), le(&buf, 12), le(&buf, 16)), (1, 18, 8));
+    // Basic information: fixed part 12 bytes, then the name.
+    let (s, n, buf) = query(key, "Name", 0, 12);
+    assert_eq!((s, n), (Status::BUFFER_OVERFLOW, 20));
+    assert_eq!((le(&buf, 4), le(&buf, 8)), (1, 8));
+    // SAFETY: our key handle.
+    assert_eq!(unsafe { ZwClose(key) }, 0);
 }

@@ -105,8 +105,19 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
             // SAFETY: the caller's out parameter.
             unsafe { *resultlength = out.len() as u32 };
         }
+        // The reference page: STATUS_BUFFER_TOO_SMALL when nothing was written (the structure's
+        // fixed part does not fit: 20 bytes for the full class, 12 for the others);
+        // STATUS_BUFFER_OVERFLOW when "only partial data has been written": what fits, the
+        // fixed part first (until December 6 nothing was written and the full class's
+        // threshold was 12).
+        let fixed = if keyvalueinformationclass == KEY_VALUE_FULL { 20 } else { 12 };
         if out.len() > length as usize {
-            return if (length as usize) < 12 { Status::BUFFER_TOO_SMALL.0 } else { Status::BUFFER_OVERFLOW.0 };
+            if (length as usize) < fixed {
+                return Status::BUFFER_TOO_SMALL.0;
+            }
+            // SAFETY: the caller's buffer holds `length` bytes, fewer than out.len().
+            unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), keyvalueinformation.cast::<u8>(), length as usize) };
+            return Status::BUFFER_OVERFLOW.0;
         }
         // SAFETY: the caller's buffer holds `length` >= out.len() bytes.
         unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), keyvalueinformation.cast::<u8>(), out.len()) };
