@@ -21,7 +21,7 @@ mod fltcommon;
 
 use fltcommon::{Config, Seen, flt, install, machine, mj, seen};
 use fsfilter::{Status, device_type};
-use fsfilter_sim::{CreateOptions, EventKind, FltEvent, FsKind, MountWhen, VolumeSpec};
+use fsfilter_sim::{CreateOptions, EventKind, FltEvent, FsKind, MountWhen, Rule, VolumeSpec};
 
 fn setups(slot: usize) -> Vec<(u32, u32, i32)> {
     seen(slot)
@@ -437,4 +437,48 @@ fn volume_properties_and_file_system_type_facts_2_5() {
     install(&mut m, 0, cfg);
     assert_eq!(m.start("Props"), Status::SUCCESS);
     assert!(fltcommon::order().contains(&r"\FileSystem\Ntfs \Device\HarddiskVolume1".to_owned()));
+}
+
+#[test]
+fn dereferencing_an_instance_or_filter_more_than_referenced_is_reported() {
+    // FltObjectDereference's reference page: it drops a rundown reference the caller took
+    // (FltObjectReference, FltAttachVolume, FltGetFilterFromInstance). One more than was taken
+    // releases a rundown protection nobody holds: a finding (OBJECT_OVER_DEREFERENCED), as for
+    // a volume, not a silent no-op.
+    let mut m = machine(3);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Deref", "370000");
+    cfg.extra_instances = vec![("Deref Other".into(), "370001".into(), 1)];
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Deref"), Status::SUCCESS);
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let mut vol = 0;
+    let f = fltcommon::filter_handle(0);
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    let other: Vec<u16> = "Deref Other".encode_utf16().collect();
+    let mut inst = 0;
+    assert_eq!(unsafe { FltAttachVolume(f, vol, &fltcommon::us(&other), &mut inst) }, 0);
+    let mut filter = 0;
+    assert_eq!(unsafe { FltGetFilterFromInstance(inst, &mut filter) }, 0);
+    unsafe { FltObjectDereference(vol as *mut _) };
+    unsafe { FltObjectDereference(inst as *mut _) };
+    unsafe { FltObjectDereference(filter as *mut _) };
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // One more on the instance: over-dereferenced.
+    unsafe { FltObjectDereference(inst as *mut _) };
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::ObjectOverDereferenced]);
+    // The filter's rundown is back where it was; drop every reference it holds, then one more.
+    let held = m.kernel(|k| {
+        let f = k.fltmgr.filter_of(f).unwrap();
+        k.fltmgr.filter(f).rundown
+    });
+    for _ in 0..=held {
+        unsafe { FltObjectDereference(f as *mut _) };
+    }
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::ObjectOverDereferenced, Rule::ObjectOverDereferenced]);
 }

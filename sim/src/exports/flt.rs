@@ -130,13 +130,23 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectDereferen
     /// `FltObjectDereference`.
     fn FltObjectDereference(fltobject: *mut c_void) {
         kernel::with(|k| match k.fltmgr.object_of(fltobject as isize) {
+            // One more than was taken releases a rundown protection nobody holds: reported,
+            // as for a volume (until December 6 filters and instances saturated silently).
             Some(FltObject::Filter(f)) => {
                 let r = k.fltmgr.filter_mut(f);
-                r.rundown = r.rundown.saturating_sub(1);
+                if r.rundown == 0 {
+                    k.report_current(Rule::ObjectOverDereferenced, "FltObjectDereference on a filter with no reference");
+                } else {
+                    r.rundown -= 1;
+                }
             }
             Some(FltObject::Instance(i)) => {
                 let r = k.fltmgr.inst_mut(i);
-                r.refs = r.refs.saturating_sub(1);
+                if r.refs == 0 {
+                    k.report_current(Rule::ObjectOverDereferenced, "FltObjectDereference on an instance with no reference");
+                    return;
+                }
+                r.refs -= 1;
                 let f = r.filter;
                 let fr = k.fltmgr.filter_mut(f);
                 fr.rundown = fr.rundown.saturating_sub(1);
