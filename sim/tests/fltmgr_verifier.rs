@@ -375,3 +375,52 @@ fn synchronize_on_fast_io_is_success_with_callback_facts_4() {
     );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+static GENERIC_RAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+unsafe extern "system" fn count_generic(
+    _item: PFLT_GENERIC_WORKITEM,
+    _f: *const std::ffi::c_void,
+    _ctx: *const std::ffi::c_void,
+) {
+    GENERIC_RAN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn a_generic_work_item_freed_while_queued_is_a_bugcheck() {
+    // FltFreeGenericWorkItem returns the item's memory to nonpaged pool (its reference page);
+    // the item is the queue's link while it waits, so freeing it then frees an active worker
+    // item (WORKER_INVALID, 0xE4, parameter 0x1), as IoFreeWorkItem of a queued item does.
+    // Freeing it from its own routine (the usual way) or before queueing is fine. Its reference
+    // page: IRQL <= DISPATCH_LEVEL, as for FltAllocateGenericWorkItem.
+    let mut m = machine(5);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Gwi", "370000"));
+    assert_eq!(m.start("Gwi"), Status::SUCCESS);
+    let f = fltcommon::filter_handle(0) as *const std::ffi::c_void;
+    let item = unsafe { FltAllocateGenericWorkItem() };
+    assert_ne!(item, 0);
+    assert_eq!(unsafe { FltQueueGenericWorkItem(item, f, Some(count_generic), 1, f) }, 0);
+    m.settle();
+    assert_eq!(GENERIC_RAN.load(std::sync::atomic::Ordering::SeqCst), 1);
+    unsafe { FltFreeGenericWorkItem(item) };
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+    // Freed while still queued.
+    let item = unsafe { FltAllocateGenericWorkItem() };
+    assert_eq!(unsafe { FltQueueGenericWorkItem(item, f, Some(count_generic), 1, f) }, 0);
+    unsafe { FltFreeGenericWorkItem(item) };
+    assert_eq!(rules(&m), [Rule::Bugcheck]);
+    m.settle();
+    // Above DISPATCH_LEVEL.
+    let was = fsfilter_sim::kernel::with(|k| {
+        let was = k.irql();
+        k.set_irql(3);
+        was
+    });
+    let item = unsafe { FltAllocateGenericWorkItem() };
+    unsafe { FltFreeGenericWorkItem(item) };
+    fsfilter_sim::kernel::with(|k| k.set_irql(was));
+    assert_eq!(rules(&m), [Rule::Bugcheck, Rule::IrqlTooHigh, Rule::IrqlTooHigh]);
+}

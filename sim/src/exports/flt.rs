@@ -307,9 +307,10 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDetachVolume =>
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateGenericWorkItem =>
-    /// `FltAllocateGenericWorkItem`.
+    /// `FltAllocateGenericWorkItem` (IRQL <= `DISPATCH_LEVEL`).
     fn FltAllocateGenericWorkItem() -> PFLT_GENERIC_WORKITEM {
         kernel::with(|k| {
+            k.check_irql(DISPATCH_LEVEL, "FltAllocateGenericWorkItem");
             if k.fault(crate::faults::FaultKind::Pool) {
                 return 0;
             }
@@ -322,11 +323,19 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateGeneric
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltFreeGenericWorkItem =>
-    /// `FltFreeGenericWorkItem`.
+    /// `FltFreeGenericWorkItem` (IRQL <= `DISPATCH_LEVEL`). Freeing an item still queued frees
+    /// an active worker item: a `BUGCHECK` finding (WORKER_INVALID, 0xE4, parameter 0x1), as for
+    /// `IoFreeWorkItem`; the routine still runs (until December 6 this went unreported).
     fn FltFreeGenericWorkItem(fltworkitem: PFLT_GENERIC_WORKITEM) {
         kernel::with(|k| {
-            if k.fltmgr.work_items.remove(&(fltworkitem as usize)).is_none() {
-                k.report_current(Rule::BadPoolFree, "FltFreeGenericWorkItem on a work item that does not exist");
+            k.check_irql(DISPATCH_LEVEL, "FltFreeGenericWorkItem");
+            match k.fltmgr.work_items.remove(&(fltworkitem as usize)) {
+                None => k.report_current(Rule::BadPoolFree, "FltFreeGenericWorkItem on a work item that does not exist"),
+                Some(item) if item.queued => k.report_current(
+                    Rule::Bugcheck,
+                    "FltFreeGenericWorkItem on a work item still queued (WORKER_INVALID, 0xE4: an active worker item was freed)",
+                ),
+                Some(_) => {}
             }
         });
     }
