@@ -11,6 +11,8 @@ use crate::mem::Block;
 
 /// `POOL_FLAG_UNINITIALIZED`.
 const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
+/// `POOL_FLAG_PAGED`.
+const POOL_FLAG_PAGED: u64 = 0x100;
 
 /// One pool block.
 pub struct PoolBlock {
@@ -21,6 +23,8 @@ pub struct PoolBlock {
     pub tag: u32,
     /// The image that allocated it (None: the kernel).
     pub image: Option<ImageId>,
+    /// From paged pool (`POOL_FLAG_PAGED`): freed at `APC_LEVEL` or below.
+    pub paged: bool,
 }
 
 /// Pool state and counters.
@@ -57,14 +61,25 @@ impl Kernel {
             unsafe { std::ptr::write_bytes(block.ptr(), 0xCD, size) };
         }
         let ptr = block.ptr();
-        self.pool.blocks.insert(ptr as usize, PoolBlock { block, size, tag, image });
+        self.pool.blocks.insert(
+            ptr as usize,
+            PoolBlock { block, size, tag, image, paged: flags & POOL_FLAG_PAGED != 0 },
+        );
         *self.pool.allocations.entry(image).or_default() += 1;
         ptr.cast()
     }
 
-    /// `ExFreePoolWithTag` (`tag` None for `ExFreePool`).
+    /// `ExFreePoolWithTag` (`tag` None for `ExFreePool`). The reference pages: IRQL <=
+    /// `DISPATCH_LEVEL`, and <= `APC_LEVEL` for paged pool (an `IRQL_TOO_HIGH` finding; the
+    /// block is still freed).
     pub fn pool_free(&mut self, ptr: *mut c_void, tag: Option<u32>) {
         let image = self.current_image();
+        let paged = self.pool.blocks.get(&(ptr as usize)).is_some_and(|b| b.paged);
+        if paged {
+            self.check_irql(crate::kernel::APC_LEVEL, "ExFreePoolWithTag (paged pool)");
+        } else {
+            self.check_irql(crate::kernel::DISPATCH_LEVEL, "ExFreePoolWithTag");
+        }
         let Some(block) = self.pool.blocks.remove(&(ptr as usize)) else {
             self.report_current(
                 Rule::BadPoolFree,

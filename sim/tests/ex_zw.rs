@@ -21,7 +21,7 @@ use std::ptr::null_mut;
 use common::machine;
 use fsfilter::Status;
 use fsfilter_kernel::ntos::{ZwClose, ZwOpenKey, ZwQueryValueKey};
-use fsfilter_sim::RegValue;
+use fsfilter_sim::{RegValue, Rule};
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::System::SystemServices::{ExAllocatePool2, ExFreePoolWithTag};
 
@@ -55,6 +55,33 @@ fn exallocatepool2_returns_null_for_a_zero_tag_or_invalid_pool_flags() {
         // SAFETY: the block just allocated, with its tag.
         unsafe { ExFreePoolWithTag(p, TAG) };
     }
+}
+
+#[test]
+fn freeing_pool_above_its_irql_is_reported() {
+    // ExFreePoolWithTag's reference page: IRQL <= DISPATCH_LEVEL; paged pool is freed at
+    // <= APC_LEVEL (its memory may be paged out). Both are checked for allocation already.
+    let m = machine(43);
+    let at = |irql: u8| fsfilter_sim::kernel::with(|k| k.set_irql(irql));
+    // SAFETY: plain allocation calls.
+    let (np, pg) = unsafe { (ExAllocatePool2(0x40, 16, TAG), ExAllocatePool2(0x100, 16, TAG)) };
+    at(2);
+    // SAFETY: the block just allocated, with its tag.
+    unsafe { ExFreePoolWithTag(np, TAG) };
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // SAFETY: as above.
+    unsafe { ExFreePoolWithTag(pg, TAG) };
+    at(0);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh]);
+    // SAFETY: a plain allocation call.
+    let np = unsafe { ExAllocatePool2(0x40, 16, TAG) };
+    at(3);
+    // SAFETY: the block just allocated, with its tag.
+    unsafe { ExFreePoolWithTag(np, TAG) };
+    at(0);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh, Rule::IrqlTooHigh]);
 }
 
 fn open_key(path: &str) -> *mut c_void {

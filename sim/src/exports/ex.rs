@@ -50,10 +50,13 @@ export! { windows_sys::Wdk::System::SystemServices::ExAllocatePoolWithTag =>
     /// the block with 0xCD to show it).
     fn ExAllocatePoolWithTag(pooltype: POOL_TYPE, numberofbytes: usize, tag: u32) -> *mut c_void {
         kernel::with(|k| {
-            if pooltype & PAGED_POOL != 0 {
+            let paged = pooltype & PAGED_POOL != 0;
+            if paged {
                 k.check_irql(crate::kernel::APC_LEVEL, "ExAllocatePoolWithTag (paged)");
+            } else {
+                k.check_irql(DISPATCH_LEVEL, "ExAllocatePoolWithTag");
             }
-            k.pool_allocate(0x2, numberofbytes, tag)
+            k.pool_allocate(0x2 | if paged { POOL_FLAG_PAGED } else { 0x40 }, numberofbytes, tag)
         })
     }
 }
