@@ -151,3 +151,31 @@ fn zwqueryvaluekey_writes_the_fixed_part_with_buffer_overflow() {
     // SAFETY: our key handle.
     assert_eq!(unsafe { ZwClose(key) }, 0);
 }
+
+#[test]
+fn registry_reads_above_passive_level_are_reported() {
+    // The ZwOpenKey and ZwQueryValueKey reference pages: IRQL = PASSIVE_LEVEL (as ZwClose's,
+    // which the simulator checks already).
+    let m = machine(44);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditIrql";
+    m.kernel(|k| {
+        let key = k.registry.create(path);
+        k.registry.set(key, "Start", RegValue::Dword(3));
+    });
+    let key = open_key(path);
+    let (s, _, _) = query(key, "Start", 2, 64);
+    assert_eq!(s, Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    fsfilter_sim::kernel::with(|k| k.set_irql(1));
+    let again = open_key(path);
+    let (s, _, _) = query(key, "Start", 2, 64);
+    fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    assert_eq!(s, Status::SUCCESS);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh, Rule::IrqlTooHigh]);
+    // SAFETY: our key handles.
+    unsafe {
+        assert_eq!(ZwClose(again), 0);
+        assert_eq!(ZwClose(key), 0);
+    }
+}

@@ -29,6 +29,8 @@ export! { fsfilter_kernel::ntos::ZwOpenKey =>
         // SAFETY: the attributes' name.
         let name = unsafe { read_unicode(attrs.ObjectName) };
         kernel::with(|k| {
+            // The reference page: IRQL = PASSIVE_LEVEL (reported; the key is still opened).
+            k.check_irql(kernel::PASSIVE_LEVEL, "ZwOpenKey");
             let root = if attrs.RootDirectory.is_null() {
                 None
             } else {
@@ -62,9 +64,13 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
     ) -> NTSTATUS {
         // SAFETY: the caller's value name.
         let name = unsafe { read_unicode(valuename) };
-        let found = kernel::with(|k| match k.handles.get(keyhandle) {
-            Some(HandleObject::Key(key)) => Ok(k.registry.get(key, &name).cloned()),
-            _ => Err(Status::INVALID_HANDLE),
+        let found = kernel::with(|k| {
+            // The reference page: IRQL = PASSIVE_LEVEL (reported; the value is still read).
+            k.check_irql(kernel::PASSIVE_LEVEL, "ZwQueryValueKey");
+            match k.handles.get(keyhandle) {
+                Some(HandleObject::Key(key)) => Ok(k.registry.get(key, &name).cloned()),
+                _ => Err(Status::INVALID_HANDLE),
+            }
         });
         let value = match found {
             Ok(Some(v)) => v,
