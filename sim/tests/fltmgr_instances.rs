@@ -482,3 +482,51 @@ fn dereferencing_an_instance_or_filter_more_than_referenced_is_reported() {
     let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
     assert_eq!(rules, [Rule::ObjectOverDereferenced, Rule::ObjectOverDereferenced]);
 }
+
+#[test]
+fn the_volume_of_an_instance_whose_volume_was_torn_down_is_flt_deleting_object() {
+    // FltGetVolumeFromInstance's reference page: STATUS_FLT_DELETING_OBJECT when "the volume
+    // that the minifilter driver instance is attached to is being torn down"; IRQL <=
+    // APC_LEVEL. A filter may still hold a referenced instance of a dismounted volume.
+    let mut m = machine(4);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Gv", "370000"));
+    assert_eq!(m.start("Gv"), Status::SUCCESS);
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let f = fltcommon::filter_handle(0);
+    let mut vol = 0;
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    let iname: Vec<u16> = "Gv Mine".encode_utf16().collect();
+    let alt: Vec<u16> = "370005".encode_utf16().collect();
+    let mut inst = 0;
+    let s = unsafe {
+        FltAttachVolumeAtAltitude(f, vol, &fltcommon::us(&alt), &fltcommon::us(&iname), &mut inst)
+    };
+    assert_eq!(s, 0);
+    unsafe { FltObjectDereference(vol as *mut _) };
+    let mut v2 = 0;
+    assert_eq!(unsafe { FltGetVolumeFromInstance(inst, &mut v2) }, 0);
+    unsafe { FltObjectDereference(v2 as *mut _) };
+    // Above APC_LEVEL: reported.
+    fsfilter_sim::kernel::with(|k| k.set_irql(2));
+    assert_eq!(unsafe { FltGetVolumeFromInstance(inst, &mut v2) }, 0);
+    fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    unsafe { FltObjectDereference(v2 as *mut _) };
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh]);
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    m.settle();
+    assert!(m.kernel(|k| {
+        let v = k.fltmgr.volume_of(vol).unwrap();
+        k.fltmgr.vol(v).gone
+    }));
+    let mut v3 = 0;
+    let s = unsafe { FltGetVolumeFromInstance(inst, &mut v3) };
+    assert_eq!(Status(s), Status::FLT_DELETING_OBJECT);
+    unsafe { FltObjectDereference(inst as *mut _) };
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh]);
+}

@@ -52,11 +52,17 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltUnregisterFilte
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromInstance =>
-    /// `FltGetVolumeFromInstance`: the instance's volume, referenced.
+    /// `FltGetVolumeFromInstance`: the instance's volume, referenced; IRQL <= `APC_LEVEL`;
+    /// `STATUS_FLT_DELETING_OBJECT` once the volume is gone (its reference page: "being torn
+    /// down"; until December 6 a dismounted volume was referenced and returned).
     fn FltGetVolumeFromInstance(instance: PFLT_INSTANCE, retvolume: *mut PFLT_VOLUME) -> NTSTATUS {
         kernel::with(|k| {
+            k.check_irql(APC_LEVEL, "FltGetVolumeFromInstance");
             let Some(i) = k.fltmgr.instance_of(instance) else { return Status::INVALID_PARAMETER.0 };
             let v = k.fltmgr.inst(i).volume;
+            if k.fltmgr.vol(v).gone {
+                return Status::FLT_DELETING_OBJECT.0;
+            }
             k.fltmgr.vol_mut(v).refs += 1;
             // SAFETY: the caller's out parameter.
             unsafe { *retvolume = k.fltmgr.vol(v).handle() };
