@@ -11,10 +11,11 @@
 use std::cell::RefCell;
 use std::ffi::c_void;
 
-use fsfilter_sim::{Machine, MachineConfig};
-use windows_sys::Wdk::Foundation::KDPC;
+use fsfilter_sim::{Machine, MachineConfig, Rule};
+use windows_sys::Wdk::Foundation::{KDPC, KEVENT};
 use windows_sys::Wdk::System::SystemServices::{
-    KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeTimer, KeSetTimer,
+    KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer, KeSetEvent,
+    KeSetTimer,
 };
 
 thread_local! {
@@ -60,4 +61,29 @@ fn timers_fire_their_dpc_once_at_dispatch_level_unless_cancelled() {
     m.settle();
     let fired = FIRED.with(|f| f.borrow().clone());
     assert_eq!(fired, [(1, 50_000, 2), (3, 70_000, 2)]);
+}
+
+/// `KeSetEvent` (its reference page): with `Wait` FALSE the caller runs at IRQL <=
+/// DISPATCH_LEVEL; with `Wait` TRUE at IRQL <= APC_LEVEL. The verifier names the break.
+#[test]
+fn ke_set_event_irql_rules_are_checked() {
+    let m = Machine::new(MachineConfig { seed: 5 });
+    // SAFETY: a zeroed event is valid before initialization.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our boxed event.
+    unsafe { KeInitializeEvent(&mut *event, 0, false) };
+    let ev: *mut KEVENT = &mut *event;
+    let set = |irql: u8, wait: bool| {
+        fsfilter_sim::kernel::with(|k| k.set_irql(irql));
+        // SAFETY: our initialized event.
+        unsafe { KeSetEvent(ev, 0, wait) };
+        fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    };
+    set(2, false);
+    set(1, true);
+    assert_eq!(m.findings(), [], "within the rules");
+    set(2, true);
+    set(3, false);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh, Rule::IrqlTooHigh], "{:?}", m.findings());
 }

@@ -21,8 +21,14 @@ export! { windows_sys::Wdk::System::SystemServices::KeInitializeEvent =>
 }
 
 export! { windows_sys::Wdk::System::SystemServices::KeSetEvent =>
-    /// `KeSetEvent`.
-    fn KeSetEvent(event: *mut KEVENT, _increment: i32, _wait: bool) -> i32 {
+    /// `KeSetEvent`: callers run at IRQL <= DISPATCH_LEVEL, or <= APC_LEVEL with `Wait` TRUE
+    /// (its reference page); a break is reported and the event still signalled.
+    fn KeSetEvent(event: *mut KEVENT, _increment: i32, wait: bool) -> i32 {
+        let max = if wait { crate::kernel::APC_LEVEL } else { DISPATCH_LEVEL };
+        let what = if wait { "KeSetEvent with Wait TRUE" } else { "KeSetEvent" };
+        if kernel::current_irql() > max {
+            kernel::with(|k| k.check_irql(max, what));
+        }
         // SAFETY: the caller's initialized event.
         unsafe { crate::sched::set_event(event) }
     }
