@@ -11,11 +11,12 @@
 use std::cell::RefCell;
 use std::ffi::c_void;
 
+use fsfilter::Status;
 use fsfilter_sim::{Machine, MachineConfig, Rule};
 use windows_sys::Wdk::Foundation::{KDPC, KEVENT};
 use windows_sys::Wdk::System::SystemServices::{
     KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer, KeSetEvent,
-    KeSetTimer,
+    KeSetTimer, KeWaitForSingleObject,
 };
 
 thread_local! {
@@ -61,6 +62,33 @@ fn timers_fire_their_dpc_once_at_dispatch_level_unless_cancelled() {
     m.settle();
     let fired = FIRED.with(|f| f.borrow().clone());
     assert_eq!(fired, [(1, 50_000, 2), (3, 70_000, 2)]);
+}
+
+/// A timer is a dispatcher object: `KeSetTimer` sets it not-signaled and its expiry signals it,
+/// so a thread can wait on the timer itself (`KeWaitForSingleObject` documents timers among the
+/// objects it waits on).
+#[test]
+fn a_thread_waiting_on_a_timer_wakes_when_it_expires() {
+    let m = Machine::new(MachineConfig { seed: 5 });
+    // SAFETY: a zeroed timer is valid before initialization.
+    let mut timer: Box<KTIMER> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our boxed timer, alive for the whole test; no DPC.
+    let status = unsafe {
+        KeInitializeTimer(&mut *timer);
+        assert!(!KeSetTimer(&mut *timer, -30_000, std::ptr::null()));
+        KeWaitForSingleObject((&raw const *timer).cast(), 0, 0, false, std::ptr::null())
+    };
+    assert_eq!(Status(status), Status::SUCCESS, "{:?}", m.findings());
+    assert_eq!(fsfilter_sim::kernel::with(|k| k.sched.now), 30_000, "woken at the due time");
+    assert_eq!(m.findings(), []);
+    // Re-arming sets it not-signaled again: a zero-timeout wait times out.
+    let zero = 0i64;
+    // SAFETY: as above.
+    let status = unsafe {
+        KeSetTimer(&mut *timer, -10_000, std::ptr::null());
+        KeWaitForSingleObject((&raw const *timer).cast(), 0, 0, false, &zero)
+    };
+    assert_eq!(Status(status), Status::TIMEOUT);
 }
 
 /// `KeSetEvent` (its reference page): with `Wait` FALSE the caller runs at IRQL <=

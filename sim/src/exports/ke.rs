@@ -59,7 +59,7 @@ export! { windows_sys::Wdk::System::SystemServices::KeReadStateEvent =>
 }
 
 export! { windows_sys::Wdk::System::SystemServices::KeWaitForSingleObject =>
-    /// `KeWaitForSingleObject` on an event: other ready work runs until it is signalled.
+    /// `KeWaitForSingleObject` on an event or a timer: other ready work runs until it signals.
     fn KeWaitForSingleObject(object: *const c_void, _waitreason: KWAIT_REASON, _waitmode: i8, _alertable: bool, timeout: *const i64) -> NTSTATUS {
         // SAFETY: NULL (wait forever) or the caller's timeout value.
         let timeout = unsafe { timeout.as_ref() }.copied();
@@ -184,8 +184,14 @@ export! { windows_sys::Wdk::System::SystemServices::KeInitializeDpc =>
 }
 
 export! { windows_sys::Wdk::System::SystemServices::KeInitializeTimer =>
-    /// `KeInitializeTimer`: a notification timer, not armed.
+    /// `KeInitializeTimer`: a notification timer, not armed and not signalled.
     fn KeInitializeTimer(timer: *mut KTIMER) {
+        // SAFETY: the caller's timer storage, valid for writes.
+        if let Some(t) = unsafe { timer.as_mut() } {
+            // SAFETY: the type byte of the header's leading union (TimerNotificationObject).
+            unsafe { *timer.cast::<u8>() = 8 };
+            t.Header.SignalState = 0;
+        }
         kernel::with(|k| k.sched.armed_timers.remove(&(timer as usize)));
     }
 }
@@ -210,6 +216,12 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
             Some((was, generation, delay, k.current_image()))
         });
         let Some((was, generation, delay, image)) = armed else { return false };
+        // Setting a timer makes it not signalled; its expiry signals it, which satisfies waits
+        // on the timer itself.
+        // SAFETY: the caller's initialized timer.
+        if let Some(t) = unsafe { timer.as_mut() } {
+            t.Header.SignalState = 0;
+        }
         let (timer, dpc) = (timer as usize, dpc as usize);
         crate::sched::queue_dpc("timer DPC", image, delay, Box::new(move || {
             let current = kernel::with(|k| {
@@ -220,7 +232,15 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
                     false
                 }
             });
-            if !current || dpc == 0 {
+            if !current {
+                return;
+            }
+            // SAFETY: the armed timer, valid until it expires or is cancelled (the driver's
+            // contract).
+            if let Some(t) = unsafe { (timer as *mut KTIMER).as_mut() } {
+                t.Header.SignalState = 1;
+            }
+            if dpc == 0 {
                 return;
             }
             // SAFETY: the DPC object the driver armed the timer with, valid until it runs (the
