@@ -675,6 +675,15 @@ unsafe extern "system" fn late_entry(
     if s != 0 {
         // SAFETY: our device, not attached.
         unsafe { IoDeleteDevice(dev) };
+    } else if mode_is("detach_raised") {
+        // IoDetachDevice's reference page: IRQL PASSIVE_LEVEL (the simulator allows APC_LEVEL).
+        let irql = if broken() { 2 } else { 1 };
+        fsfilter_sim::kernel::with(|k| k.set_irql(irql));
+        // SAFETY: the device we attached to.
+        unsafe { IoDetachDevice(lower) };
+        fsfilter_sim::kernel::with(|k| k.set_irql(0));
+        // SAFETY: our device, detached.
+        unsafe { IoDeleteDevice(dev) };
     } else if mode_is("detach_not_attached") {
         // Detach from the device attached to, and delete ours.
         // SAFETY: the device we attached to.
@@ -1091,6 +1100,19 @@ fn detach_from_device_not_attached() {
         check(&m, broken, Rule::DetachNotAttached, Some("Late"));
         assert_eq!(Rule::DetachNotAttached.name(), "DETACH_FROM_DEVICE_NOT_ATTACHED");
         // Bad, which Late had attached above, is still on top and serves requests.
+        survives(&m);
+    }
+}
+
+#[test]
+fn io_detach_device_above_passive_level() {
+    // IoDetachDevice's reference page gives IRQL PASSIVE_LEVEL; the simulator reports it above
+    // APC_LEVEL (FastIoDetachDevice runs inside IoDeleteDevice), and the detach still happens.
+    for broken in [true, false] {
+        let mut m = machine("detach_raised", broken);
+        assert_eq!(m.start("Late"), Status::SUCCESS);
+        assert_eq!(LATE_ATTACH.get(), 0, "Late attached, then detached");
+        check(&m, broken, Rule::IrqlTooHigh, Some("Late"));
         survives(&m);
     }
 }

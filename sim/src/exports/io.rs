@@ -192,10 +192,15 @@ export! { windows_sys::Wdk::System::SystemServices::IoAttachDeviceToDeviceStackS
 }
 
 export! { windows_sys::Wdk::System::SystemServices::IoDetachDevice =>
-    /// `IoDetachDevice`.
+    /// `IoDetachDevice`: above `APC_LEVEL` is a finding, and the detach still happens (its
+    /// reference page says `PASSIVE_LEVEL`, but `FastIoDetachDevice` detaches from inside the
+    /// `IoDeleteDevice` of the device below, which may run at `APC_LEVEL`; docs/simulator.md).
     fn IoDetachDevice(targetdevice: *mut DEVICE_OBJECT) {
         kernel::with(|k| match k.objects.device_id(targetdevice) {
-            Some(t) => k.detach_device(t),
+            Some(t) => {
+                k.check_irql(crate::kernel::APC_LEVEL, "IoDetachDevice");
+                k.detach_device(t);
+            }
             None => k.report_current(Rule::Bugcheck, "IoDetachDevice on a pointer that is not a device object"),
         });
         crate::sched::run_ready();
