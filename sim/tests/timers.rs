@@ -12,12 +12,13 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use fsfilter_sim::{Machine, MachineConfig, Rule};
-use windows_sys::Wdk::Foundation::{KDPC, KEVENT};
+use fsfilter_sim::{Machine, MachineConfig, Rule, ServiceSpec, StopResult};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, KDPC, KEVENT};
 use windows_sys::Wdk::System::SystemServices::{
     KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer, KeSetEvent,
     KeSetTimer, KeWaitForSingleObject,
 };
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
 thread_local! {
     static FIRED: RefCell<Vec<(usize, u64, u8)>> = const { RefCell::new(Vec::new()) };
@@ -114,4 +115,48 @@ fn ke_set_event_irql_rules_are_checked() {
     set(3, false);
     let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
     assert_eq!(rules, [Rule::IrqlTooHigh, Rule::IrqlTooHigh], "{:?}", m.findings());
+}
+
+thread_local! {
+    /// The timer and DPC the `Leaky` driver arms (leaked: they outlive its image, as its
+    /// global would).
+    static LEAKY: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+unsafe extern "system" fn leaky_unload(_driver: *const DRIVER_OBJECT) {}
+
+unsafe extern "system" fn leaky_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: zeroed timer and DPC storage, leaked for the test.
+    let timer: &mut KTIMER = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    // SAFETY: as above.
+    let dpc: &mut KDPC = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    let routine = fsfilter_kernel::ntos::deferred_routine_field(dpc_routine);
+    // SAFETY: our driver object and leaked timer and DPC.
+    unsafe {
+        (*driver.cast_mut()).DriverUnload = Some(leaky_unload);
+        KeInitializeDpc(dpc, routine, 9 as *const c_void);
+        KeInitializeTimer(timer);
+        KeSetTimer(timer, -100_000, dpc);
+    }
+    LEAKY.set((std::ptr::from_mut(timer) as usize, std::ptr::from_mut(dpc) as usize));
+    0
+}
+
+/// A driver that unloads with a timer still armed: when the timer expires, its DPC is code of
+/// the unloaded driver (Windows crashes there, or Driver Verifier stops at the unload). The
+/// verifier names it and the routine does not run.
+#[test]
+fn a_timer_dpc_of_an_unloaded_driver_is_reported_not_run() {
+    FIRED.with(|f| f.borrow_mut().clear());
+    let mut m = Machine::new(MachineConfig { seed: 7 });
+    m.install(ServiceSpec::new("Leaky", leaky_entry, "legacy"));
+    assert_eq!(m.start("Leaky"), Status::SUCCESS);
+    assert!(matches!(m.stop("Leaky"), StopResult::Unloaded));
+    m.settle();
+    assert_eq!(FIRED.with(|f| f.borrow().clone()), [], "the DPC did not run");
+    let rules: Vec<(Rule, Option<String>)> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(Rule::UnloadedDriverCodeRan, Some("Leaky".to_owned()))]);
 }
