@@ -160,3 +160,19 @@ fn a_timer_dpc_of_an_unloaded_driver_is_reported_not_run() {
     let rules: Vec<(Rule, Option<String>)> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
     assert_eq!(rules, [(Rule::UnloadedDriverCodeRan, Some("Leaky".to_owned()))]);
 }
+
+/// A NULL event or wait object: Windows dereferences it and bugchecks. The simulator names it
+/// (a `BUGCHECK` finding) instead of crashing the host process.
+#[test]
+fn null_dispatcher_objects_are_a_bugcheck_finding() {
+    let m = Machine::new(MachineConfig { seed: 5 });
+    let null: *mut KEVENT = std::ptr::null_mut();
+    // SAFETY: deliberately wrong: NULL objects; the simulator checks before any access.
+    let status = unsafe {
+        KeSetEvent(null, 0, false);
+        KeWaitForSingleObject(null.cast_const().cast(), 0, 0, false, std::ptr::null())
+    };
+    assert_eq!(Status(status), Status::INVALID_PARAMETER);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
+}

@@ -12,9 +12,22 @@ use windows_sys::Win32::System::Kernel::EVENT_TYPE;
 use crate::events::Rule;
 use crate::kernel::{self, DISPATCH_LEVEL};
 
+/// A NULL dispatcher object passed to `what`: Windows dereferences it and bugchecks; the
+/// simulator reports a `BUGCHECK` finding and the call does nothing.
+fn null_object<T>(object: *const T, what: &str) -> bool {
+    if !object.is_null() {
+        return false;
+    }
+    kernel::with(|k| k.report_current(Rule::Bugcheck, format!("{what} on a NULL object")));
+    true
+}
+
 export! { windows_sys::Wdk::System::SystemServices::KeInitializeEvent =>
     /// `KeInitializeEvent`.
     fn KeInitializeEvent(event: *mut KEVENT, r#type: EVENT_TYPE, state: bool) {
+        if null_object(event, "KeInitializeEvent") {
+            return;
+        }
         // SAFETY: the caller's event storage.
         unsafe { crate::sched::initialize_event(event, r#type, state) };
     }
@@ -29,6 +42,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetEvent =>
         if kernel::current_irql() > max {
             kernel::with(|k| k.check_irql(max, what));
         }
+        if null_object(event, "KeSetEvent") {
+            return 0;
+        }
         // SAFETY: the caller's initialized event.
         unsafe { crate::sched::set_event(event) }
     }
@@ -37,6 +53,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetEvent =>
 export! { windows_sys::Wdk::System::SystemServices::KeResetEvent =>
     /// `KeResetEvent`.
     fn KeResetEvent(event: *mut KEVENT) -> i32 {
+        if null_object(event, "KeResetEvent") {
+            return 0;
+        }
         // SAFETY: the caller's initialized event.
         unsafe { crate::sched::reset_event(event) }
     }
@@ -45,6 +64,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeResetEvent =>
 export! { windows_sys::Wdk::System::SystemServices::KeClearEvent =>
     /// `KeClearEvent`.
     fn KeClearEvent(event: *mut KEVENT) {
+        if null_object(event, "KeClearEvent") {
+            return;
+        }
         // SAFETY: the caller's initialized event.
         unsafe { crate::sched::reset_event(event) };
     }
@@ -53,6 +75,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeClearEvent =>
 export! { windows_sys::Wdk::System::SystemServices::KeReadStateEvent =>
     /// `KeReadStateEvent`.
     fn KeReadStateEvent(event: *const KEVENT) -> i32 {
+        if null_object(event, "KeReadStateEvent") {
+            return 0;
+        }
         // SAFETY: the caller's initialized event.
         unsafe { crate::sched::read_event(event.cast_mut()) }
     }
@@ -63,6 +88,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeWaitForSingleObject =>
     fn KeWaitForSingleObject(object: *const c_void, _waitreason: KWAIT_REASON, _waitmode: i8, _alertable: bool, timeout: *const i64) -> NTSTATUS {
         // SAFETY: NULL (wait forever) or the caller's timeout value.
         let timeout = unsafe { timeout.as_ref() }.copied();
+        if null_object(object, "KeWaitForSingleObject") {
+            return Status::INVALID_PARAMETER.0;
+        }
         // SAFETY: the caller waits on its own initialized event, alive during the wait.
         unsafe { crate::sched::wait_for_event(object.cast_mut().cast(), timeout) }
     }
