@@ -425,18 +425,10 @@ pub(crate) fn attach_raw(frame: u32) {
             .collect()
     });
     for (cdo_id, name) in names {
-        let units = crate::mem::wide(&name);
-        let us = crate::mem::unicode(&units);
-        let mut fo = std::ptr::null_mut();
-        let mut top = std::ptr::null_mut();
-        // SAFETY: a valid name and out pointers; the reference is dropped below.
-        let s = super::as_fltmgr(|| unsafe {
-            crate::exports::io::IoGetDeviceObjectPointer(&us, 0, &mut fo, &mut top)
-        });
-        if s < 0 {
-            continue;
-        }
-        if let Some(dev) = attach_frame_device(frame, top, DevKind::Cdo, u32::MAX, 1) {
+        let _ = with_device_named(&name, |top| {
+            let Some(dev) = attach_frame_device(frame, top, DevKind::Cdo, u32::MAX, 1) else {
+                return;
+            };
             kernel::with(|k| {
                 let Some(d) = k.objects.device_id(dev) else { return };
                 match k.fltmgr.cdos.iter_mut().find(|c| c.cdo == cdo_id) {
@@ -444,10 +436,28 @@ pub(crate) fn attach_raw(frame: u32) {
                     None => k.fltmgr.cdos.push(CdoRec { cdo: cdo_id, frames: vec![(frame, d)] }),
                 }
             });
-        }
-        // SAFETY: the file object IoGetDeviceObjectPointer referenced.
-        super::as_fltmgr(|| unsafe { crate::exports::ob::ObfDereferenceObject(fo.cast()) });
+        });
     }
+}
+
+/// Opens the device named `name` as the Filter Manager (`IoGetDeviceObjectPointer`), runs `f`
+/// with the top of its stack, then drops the file object's reference; None when the open failed.
+fn with_device_named<R>(name: &str, f: impl FnOnce(*mut DEVICE_OBJECT) -> R) -> Option<R> {
+    let units = crate::mem::wide(name);
+    let us = crate::mem::unicode(&units);
+    let mut fo = std::ptr::null_mut();
+    let mut top = std::ptr::null_mut();
+    // SAFETY: a valid name and out pointers; the reference is dropped below.
+    let s = super::as_fltmgr(|| unsafe {
+        crate::exports::io::IoGetDeviceObjectPointer(&us, 0, &mut fo, &mut top)
+    });
+    if s < 0 {
+        return None;
+    }
+    let r = f(top);
+    // SAFETY: the file object IoGetDeviceObjectPointer referenced.
+    super::as_fltmgr(|| unsafe { crate::exports::ob::ObfDereferenceObject(fo.cast()) });
+    Some(r)
 }
 
 /// Attaches the Filter Manager to the named-pipe and mailslot file systems by name (they do not
@@ -478,33 +488,23 @@ pub fn attach_npfs_msfs() -> Vec<FvId> {
         } else {
             crate::fs::MSFS_DEVICE
         };
-        let units = crate::mem::wide(name);
-        let us = crate::mem::unicode(&units);
-        let mut fo = std::ptr::null_mut();
-        let mut top = std::ptr::null_mut();
-        // SAFETY: a valid name and out pointers; the reference is dropped below.
-        let s = super::as_fltmgr(|| unsafe {
-            crate::exports::io::IoGetDeviceObjectPointer(&us, 0, &mut fo, &mut top)
-        });
-        if s < 0 {
-            continue;
-        }
-        kernel::with(|k| k.fltmgr.npfs_msfs_attached.push(ty));
-        let v = volume_record(device);
-        let frames = kernel::with(|k| k.fltmgr.frames.len() as u32);
-        for frame in 0..frames {
-            let top = kernel::with(|k| k.objects.device(k.objects.top(device)).ptr);
-            if let Some(dev) = attach_frame_device(frame, top, DevKind::Volume, v.0, 1) {
-                kernel::with(|k| {
-                    if let Some(d) = k.objects.device_id(dev) {
-                        k.fltmgr.vol_mut(v).frames.push((frame, d));
-                    }
-                });
+        let attached = with_device_named(name, |_| {
+            kernel::with(|k| k.fltmgr.npfs_msfs_attached.push(ty));
+            let v = volume_record(device);
+            let frames = kernel::with(|k| k.fltmgr.frames.len() as u32);
+            for frame in 0..frames {
+                let top = kernel::with(|k| k.objects.device(k.objects.top(device)).ptr);
+                if let Some(dev) = attach_frame_device(frame, top, DevKind::Volume, v.0, 1) {
+                    kernel::with(|k| {
+                        if let Some(d) = k.objects.device_id(dev) {
+                            k.fltmgr.vol_mut(v).frames.push((frame, d));
+                        }
+                    });
+                }
             }
-        }
-        // SAFETY: the file object IoGetDeviceObjectPointer referenced.
-        super::as_fltmgr(|| unsafe { crate::exports::ob::ObfDereferenceObject(fo.cast()) });
-        out.push(v);
+            v
+        });
+        out.extend(attached);
     }
     out
 }
