@@ -1313,33 +1313,30 @@ impl<'c, 't> Fields<'c, 't> {
                 }
             }
         }
-        if let Some(sample) = sample {
-            // A string the driver cannot read is lost without a word from it: refuse it here.
-            let unreadable = unreadable_parameters(sample, driver, &out);
-            if let Some(i) = out.iter().position(|(n, _)| unreadable.contains(n))
-                && let (Some((name, Parameter::String(s))), Some((span, full))) =
-                    (out.get(i), spans.get(i))
-            {
-                let units = s.encode_utf16().count();
-                let why = if units > fsfilter::MAX_STRING_UNITS {
-                    format!(
-                        "is {units} characters (UTF-16 units) long, and the drivers read string \
-                         values of at most {}",
-                        fsfilter::MAX_STRING_UNITS
-                    )
-                } else {
-                    format!("is {} bytes of UTF-8, more than `{driver}` reads it into", s.len())
-                };
-                return Err(self.cx.error(
-                    span.clone(),
-                    full,
-                    format!("`{name}` {why}: `{driver}` would take it for an absent value"),
-                ));
-            }
-        }
-        if let Some(sample) = sample
-            && let Err(message) = check_parameters(sample, driver, &out, None)
+        let Some(sample) = sample else { return Ok(out) };
+        // A string the driver cannot read is lost without a word from it: refuse it here.
+        let (answer, unreadable) = check_parameters(sample, driver, &out, None);
+        if let Some(i) = out.iter().position(|(n, _)| unreadable.contains(n))
+            && let (Some((name, Parameter::String(s))), Some((span, full))) =
+                (out.get(i), spans.get(i))
         {
+            let units = s.encode_utf16().count();
+            let why = if units > fsfilter::MAX_STRING_UNITS {
+                format!(
+                    "is {units} characters (UTF-16 units) long, and the drivers read string \
+                     values of at most {}",
+                    fsfilter::MAX_STRING_UNITS
+                )
+            } else {
+                format!("is {} bytes of UTF-8, more than `{driver}` reads it into", s.len())
+            };
+            return Err(self.cx.error(
+                span.clone(),
+                full,
+                format!("`{name}` {why}: `{driver}` would take it for an absent value"),
+            ));
+        }
+        if let Err(message) = answer {
             // The value to blame: the one the sample's message names (`Rules: ...`), else the
             // one without which the others load; None when neither finds one (a required value
             // missing, or a message naming no value).
@@ -1353,7 +1350,7 @@ impl<'c, 't> Fields<'c, 't> {
                 .position(named)
                 .or_else(|| {
                     (0..out.len())
-                        .find(|&i| check_parameters(sample, driver, &out, Some(i)).is_ok())
+                        .find(|&i| check_parameters(sample, driver, &out, Some(i)).0.is_ok())
                 })
                 .and_then(|i| spans.get(i));
             let (span, at) = match (culprit, table) {
@@ -1521,7 +1518,6 @@ fn unknown_parameter(known: &[fsfilter::ParameterDoc], name: &str) -> String {
     }
 }
 
-/// Runs the sample's parameter parser over `values`, without the one at `skip` if any.
 /// The `Parameters` values the sample reads, as the driver's registry reader gives them: a string
 /// longer than [`fsfilter::MAX_STRING_UNITS`] or than the buffer the sample reads it into reads as
 /// absent. Remembers the names of the strings read so, which the driver would silently ignore.
@@ -1553,37 +1549,15 @@ impl fsfilter::ServiceParameters for DriverView<'_> {
     }
 }
 
-/// The names of the string values `sample`'s parser asked for and the driver could not read
-/// (too long): the driver would take each for an absent value.
-fn unreadable_parameters(
-    sample: &samples::Sample,
-    driver: &str,
-    values: &[(String, Parameter)],
-) -> Vec<String> {
-    let list: Vec<(&str, fsfilter::ParameterValue<'_>)> = values
-        .iter()
-        .map(|(name, p)| {
-            let v = match p {
-                Parameter::String(s) => fsfilter::ParameterValue::String(s),
-                Parameter::Dword(d) => fsfilter::ParameterValue::Dword(*d),
-            };
-            (name.as_str(), v)
-        })
-        .collect();
-    let view = DriverView {
-        list: fsfilter::ParameterList { service: driver, values: &list },
-        unreadable: Default::default(),
-    };
-    let _ = (sample.check)(&view);
-    view.unreadable.into_inner()
-}
-
+/// Runs the sample's parameter parser over `values` (without the one at `skip`, if any) as the
+/// driver reads them ([`DriverView`]): its answer, and the names of the strings it asked for that
+/// the driver could not read.
 fn check_parameters(
     sample: &samples::Sample,
     driver: &str,
     values: &[(String, Parameter)],
     skip: Option<usize>,
-) -> Result<(), String> {
+) -> (Result<(), String>, Vec<String>) {
     let list: Vec<(&str, fsfilter::ParameterValue<'_>)> = values
         .iter()
         .enumerate()
@@ -1596,7 +1570,12 @@ fn check_parameters(
             (name.as_str(), v)
         })
         .collect();
-    (sample.check)(&fsfilter::ParameterList { service: driver, values: &list })
+    let view = DriverView {
+        list: fsfilter::ParameterList { service: driver, values: &list },
+        unreadable: Default::default(),
+    };
+    let answer = (sample.check)(&view);
+    (answer, view.unreadable.into_inner())
 }
 
 #[cfg(test)]

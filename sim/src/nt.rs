@@ -94,6 +94,11 @@ pub mod fo {
     pub const HANDLE_CREATED: u32 = 0x40000;
     pub const FILE_OPEN_CANCELLED: u32 = 0x20_0000;
     pub const VOLUME_OPEN: u32 = 0x40_0000;
+    pub const ALERTABLE_IO: u32 = 0x4;
+    pub const WRITE_THROUGH: u32 = 0x10;
+    pub const SEQUENTIAL_ONLY: u32 = 0x20;
+    pub const DELETE_ON_CLOSE: u32 = 0x1_0000;
+    pub const RANDOM_ACCESS: u32 = 0x10_0000;
 }
 
 /// `DO_*` device-object flags.

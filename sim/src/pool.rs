@@ -10,9 +10,13 @@ use crate::kernel::{FastMap, Kernel};
 use crate::mem::Block;
 
 /// `POOL_FLAG_UNINITIALIZED`.
-const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
+pub(crate) const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
+/// `POOL_FLAG_NON_PAGED`.
+pub(crate) const POOL_FLAG_NON_PAGED: u64 = 0x40;
+/// `POOL_FLAG_NON_PAGED_EXECUTE`.
+pub(crate) const POOL_FLAG_NON_PAGED_EXECUTE: u64 = 0x80;
 /// `POOL_FLAG_PAGED`.
-const POOL_FLAG_PAGED: u64 = 0x100;
+pub(crate) const POOL_FLAG_PAGED: u64 = 0x100;
 
 /// One pool block.
 pub struct PoolBlock {
@@ -74,13 +78,13 @@ impl Kernel {
     /// block is still freed).
     pub fn pool_free(&mut self, ptr: *mut c_void, tag: Option<u32>) {
         let image = self.current_image();
-        let paged = self.pool.blocks.get(&(ptr as usize)).is_some_and(|b| b.paged);
-        if paged {
+        let block = self.pool.blocks.remove(&(ptr as usize));
+        if block.as_ref().is_some_and(|b| b.paged) {
             self.check_irql(crate::kernel::APC_LEVEL, "ExFreePoolWithTag (paged pool)");
         } else {
             self.check_irql(crate::kernel::DISPATCH_LEVEL, "ExFreePoolWithTag");
         }
-        let Some(block) = self.pool.blocks.remove(&(ptr as usize)) else {
+        let Some(block) = block else {
             self.report_current(
                 Rule::BadPoolFree,
                 format!("freeing {ptr:p}, which is not a live pool block"),

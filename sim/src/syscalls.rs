@@ -723,9 +723,9 @@ fn open_file_object(
     // (IopParseDevice, ReactOS's as the Windows Research Kernel's).
     for (option, flag) in [
         (create_options::NO_INTERMEDIATE_BUFFERING, fo::NO_INTERMEDIATE_BUFFERING),
-        (create_options::WRITE_THROUGH, FO_WRITE_THROUGH),
-        (create_options::SEQUENTIAL_ONLY, FO_SEQUENTIAL_ONLY),
-        (create_options::RANDOM_ACCESS, FO_RANDOM_ACCESS),
+        (create_options::WRITE_THROUGH, fo::WRITE_THROUGH),
+        (create_options::SEQUENTIAL_ONLY, fo::SEQUENTIAL_ONLY),
+        (create_options::RANDOM_ACCESS, fo::RANDOM_ACCESS),
     ] {
         if options.options & option != 0 {
             flags |= flag;
@@ -1321,21 +1321,14 @@ fn fast_query_routine(
     Some((routine, image))
 }
 
-/// `FILE_*` mode bits of `FileModeInformation`, and the file-object flags they come from.
-const FO_WRITE_THROUGH: u32 = 0x10;
-const FO_SEQUENTIAL_ONLY: u32 = 0x20;
-const FO_ALERTABLE_IO: u32 = 0x4;
-const FO_DELETE_ON_CLOSE: u32 = 0x1_0000;
-const FO_RANDOM_ACCESS: u32 = 0x10_0000;
-
 /// `FileModeInformation` from a file object's flags, as the I/O manager computes it.
 fn mode_of(flags: u32) -> u32 {
     let mut mode = 0;
     for (fo_flag, mode_bit) in [
-        (FO_WRITE_THROUGH, 0x2),
-        (FO_SEQUENTIAL_ONLY, 0x4),
+        (fo::WRITE_THROUGH, 0x2),
+        (fo::SEQUENTIAL_ONLY, 0x4),
         (fo::NO_INTERMEDIATE_BUFFERING, 0x8),
-        (FO_DELETE_ON_CLOSE, 0x1000),
+        (fo::DELETE_ON_CLOSE, 0x1000),
     ] {
         if flags & fo_flag != 0 {
             mode |= mode_bit;
@@ -1343,7 +1336,7 @@ fn mode_of(flags: u32) -> u32 {
     }
     if flags & fo::SYNCHRONOUS_IO != 0 {
         // FILE_SYNCHRONOUS_IO_ALERT or FILE_SYNCHRONOUS_IO_NONALERT.
-        mode |= if flags & FO_ALERTABLE_IO != 0 { 0x10 } else { 0x20 };
+        mode |= if flags & fo::ALERTABLE_IO != 0 { 0x10 } else { 0x20 };
     }
     mode
 }
@@ -1410,11 +1403,11 @@ fn answered_by_io_manager(
                     if on { *flags |= flag } else { *flags &= !flag }
                 };
                 if f.Flags & fo::NO_INTERMEDIATE_BUFFERING == 0 {
-                    set(&mut f.Flags, FO_WRITE_THROUGH, mode & 0x2 != 0);
+                    set(&mut f.Flags, fo::WRITE_THROUGH, mode & 0x2 != 0);
                 }
-                set(&mut f.Flags, FO_SEQUENTIAL_ONLY, mode & 0x4 != 0);
+                set(&mut f.Flags, fo::SEQUENTIAL_ONLY, mode & 0x4 != 0);
                 if synchronous {
-                    set(&mut f.Flags, FO_ALERTABLE_IO, alert);
+                    set(&mut f.Flags, fo::ALERTABLE_IO, alert);
                 }
                 (Status::SUCCESS, Vec::new())
             }

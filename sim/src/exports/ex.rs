@@ -7,13 +7,24 @@ use windows_sys::Wdk::System::SystemServices::WORK_QUEUE_TYPE;
 
 use crate::kernel::{self, DISPATCH_LEVEL};
 
-/// `POOL_FLAG_PAGED`.
-const POOL_FLAG_PAGED: u64 = 0x100;
-/// `POOL_FLAG_NON_PAGED`, `POOL_FLAG_NON_PAGED_EXECUTE`: with `POOL_FLAG_PAGED`, the pool types.
-const POOL_TYPE_FLAGS: [u64; 3] = [0x40, 0x80, POOL_FLAG_PAGED];
-/// The required (low 32-bit) flags `POOL_FLAGS` defines other than the types and the reserved
-/// ones: `USE_QUOTA`, `UNINITIALIZED`, `SESSION`, `CACHE_ALIGNED`, `RAISE_ON_FAILURE`.
-const POOL_FLAGS_KNOWN: u64 = 0x1 | 0x2 | 0x4 | 0x8 | 0x20 | 0x40 | 0x80 | POOL_FLAG_PAGED;
+use crate::pool::{
+    POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED,
+};
+
+/// The pool types: exactly one of them.
+const POOL_TYPE_FLAGS: [u64; 3] =
+    [POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED];
+/// The required (low 32-bit) flags `POOL_FLAGS` defines but the reserved ones: the pool types,
+/// and `USE_QUOTA` (0x1), `UNINITIALIZED`, `SESSION` (0x4), `CACHE_ALIGNED` (0x8),
+/// `RAISE_ON_FAILURE` (0x20).
+const POOL_FLAGS_KNOWN: u64 = 0x1
+    | POOL_FLAG_UNINITIALIZED
+    | 0x4
+    | 0x8
+    | 0x20
+    | POOL_FLAG_NON_PAGED
+    | POOL_FLAG_NON_PAGED_EXECUTE
+    | POOL_FLAG_PAGED;
 
 /// Whether `ExAllocatePool2` accepts `flags`: `POOL_FLAGS` says the low 32 bits are required
 /// (the allocation fails if one cannot be satisfied: a reserved or unknown one), the high 32
@@ -56,7 +67,8 @@ export! { windows_sys::Wdk::System::SystemServices::ExAllocatePoolWithTag =>
             } else {
                 k.check_irql(DISPATCH_LEVEL, "ExAllocatePoolWithTag");
             }
-            k.pool_allocate(0x2 | if paged { POOL_FLAG_PAGED } else { 0x40 }, numberofbytes, tag)
+            let pool = if paged { POOL_FLAG_PAGED } else { POOL_FLAG_NON_PAGED };
+            k.pool_allocate(POOL_FLAG_UNINITIALIZED | pool, numberofbytes, tag)
         })
     }
 }
