@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use fsfilter::WdkFlags;
-use fsfilter_sim::{Callback, EventKind};
+use fsfilter_sim::{Callback, EventKind, RequestRef};
 
-use crate::run::{Run, StackEntry, run};
+use crate::run::{Run, StackEntry, StepOutcome, run};
 use crate::scenario::{Model, Scenario};
 
 /// A finished comparison.
@@ -293,54 +293,45 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
         .steps
         .iter()
         .position(|s| matches!(s.action, crate::scenario::Action::Dismount { .. }));
+    let (mut lreq, mut mreq) =
+        (crate::text::step_requests(&legacy), crate::text::step_requests(&mini));
     for (ls, ms) in legacy.steps.iter().zip(&mini.steps) {
-        let (Some(lio), Some(mio)) = (ls.io, ms.io) else { continue };
-        let (lseen, lrank) = lall.get(&lio.0).cloned().unwrap_or_default();
-        let (mseen, mrank) = mall.get(&mio.0).cloned().unwrap_or_default();
+        if ls.io.is_none() || ms.io.is_none() {
+            continue;
+        }
         let _ = writeln!(out, "  [{}] {}", ls.index, ls.what);
-        let rank = |r: Option<usize>| r.map_or_else(|| "-".to_owned(), |r| format!("#{r}"));
-        let _ = writeln!(
-            out,
-            "    legacy     (pre position {}): {}",
-            rank(lrank),
-            if lseen.is_empty() { "nothing".into() } else { lseen.join(", ") }
+        // Every request the step issued (a close's cleanup, an I/O's implicit open), paired in
+        // order; a model that issued fewer (an open refused) shows nothing for the rest.
+        let (l, m) = (
+            lreq.remove(&ls.index).unwrap_or_default(),
+            mreq.remove(&ms.index).unwrap_or_default(),
         );
-        let _ = writeln!(
-            out,
-            "    minifilter (pre position {}): {}",
-            rank(mrank),
-            if mseen.is_empty() { "nothing".into() } else { mseen.join(", ") }
-        );
-        if ls.status != ms.status {
-            let _ = writeln!(
-                out,
-                "    status:    legacy {}, minifilter {}",
-                crate::text::status_name(ls.status),
-                crate::text::status_name(ms.status)
+        let several = l.len().max(m.len()) > 1;
+        for i in 0..l.len().max(m.len()) {
+            let (lio, mio) = (l.get(i).copied(), m.get(i).copied());
+            if several {
+                let major = lio.or(mio).and_then(|(_, major)| major.name()).unwrap_or("?");
+                let _ = writeln!(out, "    request {major}:");
+            }
+            let lookup =
+                |all: &BTreeMap<u32, (Vec<String>, Option<usize>)>,
+                 io: Option<(RequestRef, fsfilter::MajorFunction)>| {
+                    io.and_then(|(io, _)| all.get(&io.0).cloned()).unwrap_or_default()
+                };
+            let (lseen, lrank) = lookup(&lall, lio);
+            let (mseen, mrank) = lookup(&mall, mio);
+            request_lines(
+                &mut out,
+                ls,
+                ms,
+                (&lseen, lrank),
+                (&mseen, mrank),
+                first_dismount,
+                &mut cite,
             );
-        }
-        let drained = |seen: &[String]| seen.iter().any(|s| s.ends_with("(draining)"));
-        let dismounted = first_dismount.is_some_and(|d| d < ls.index as usize);
-        if drained(&lseen) || drained(&mseen) {
-            cite(rows::DRAINING, &mut out);
-        } else if ls.status != ms.status && dismounted {
-            cite(rows::DISMOUNT, &mut out);
-        }
-        if lseen.is_empty() != mseen.is_empty() {
-            let _ = writeln!(
-                out,
-                "      missed by the {}",
-                if lseen.is_empty() { "legacy filter" } else { "minifilter" }
-            );
-            cite(rows::VOLUMES, &mut out);
-        } else if lseen != mseen {
-            cite(rows::OPERATIONS, &mut out);
-        } else if lrank != mrank {
-            cite(rows::ATTACH_ORDER, &mut out);
         }
     }
     out.push('\n');
-
     let (lt, mt) = (teardowns(&legacy, &name), teardowns(&mini, &name));
     if !lt.is_empty() || !mt.is_empty() {
         let _ = writeln!(out, "Teardown (by step):");
@@ -412,4 +403,57 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
         );
     }
     Ok(Comparison { text: out, findings, rows: cited })
+}
+
+/// What the driver saw of one request under each model, and the semantics.md row that explains
+/// a difference.
+fn request_lines(
+    out: &mut String,
+    ls: &StepOutcome,
+    ms: &StepOutcome,
+    (lseen, lrank): (&[String], Option<usize>),
+    (mseen, mrank): (&[String], Option<usize>),
+    first_dismount: Option<usize>,
+    cite: &mut dyn FnMut(&'static str, &mut String),
+) {
+    let rank = |r: Option<usize>| r.map_or_else(|| "-".to_owned(), |r| format!("#{r}"));
+    let _ = writeln!(
+        out,
+        "    legacy     (pre position {}): {}",
+        rank(lrank),
+        if lseen.is_empty() { "nothing".into() } else { lseen.join(", ") }
+    );
+    let _ = writeln!(
+        out,
+        "    minifilter (pre position {}): {}",
+        rank(mrank),
+        if mseen.is_empty() { "nothing".into() } else { mseen.join(", ") }
+    );
+    if ls.status != ms.status {
+        let _ = writeln!(
+            out,
+            "    status:    legacy {}, minifilter {}",
+            crate::text::status_name(ls.status),
+            crate::text::status_name(ms.status)
+        );
+    }
+    let drained = |seen: &[String]| seen.iter().any(|s| s.ends_with("(draining)"));
+    let dismounted = first_dismount.is_some_and(|d| d < ls.index as usize);
+    if drained(lseen) || drained(mseen) {
+        cite(rows::DRAINING, out);
+    } else if ls.status != ms.status && dismounted {
+        cite(rows::DISMOUNT, out);
+    }
+    if lseen.is_empty() != mseen.is_empty() {
+        let _ = writeln!(
+            out,
+            "      missed by the {}",
+            if lseen.is_empty() { "legacy filter" } else { "minifilter" }
+        );
+        cite(rows::VOLUMES, out);
+    } else if lseen != mseen {
+        cite(rows::OPERATIONS, out);
+    } else if lrank != mrank {
+        cite(rows::ATTACH_ORDER, out);
+    }
 }

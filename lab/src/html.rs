@@ -201,9 +201,22 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     out.push_str(&timeline_svg(run));
     out.push_str("<h2>Steps</h2><table><tr><th>#</th><th>Step</th><th>Result</th><th>Callbacks, in order</th></tr>");
     let orders = crate::text::callback_orders(run);
+    let requests = crate::text::step_requests(run);
     for s in &run.steps {
-        let order =
-            s.io.and_then(|io| orders.get(&io.0)).map(|o| o.join(" → ")).unwrap_or_default();
+        // Every request of the step (a close's cleanup, an I/O's implicit open), each named
+        // when there are several.
+        let issued = requests.get(&s.index).map_or(&[][..], Vec::as_slice);
+        let order = issued
+            .iter()
+            .filter_map(|(io, major)| {
+                let o = orders.get(&io.0)?.join(" → ");
+                Some(match major.name() {
+                    Some(name) if issued.len() > 1 => format!("{name}: {o}"),
+                    _ => o,
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -140,6 +140,17 @@ fn stacks(out: &mut String, s: &Snapshot) {
 }
 
 fn setups(out: &mut String, run: &Run) {
+    // The volume column is as wide as the longest name (`\\server\share`, `\Device\NamedPipe`).
+    let width = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback { volume, callback: Callback::InstanceSetup { .. }, .. } => {
+                volume.as_deref().map(|v| v.chars().count())
+            }
+            _ => None,
+        })
+        .fold(12, usize::max);
     let rows: Vec<String> = run
         .events
         .iter()
@@ -159,7 +170,7 @@ fn setups(out: &mut String, run: &Run) {
                     m => format!("  data scan: {}", crate::json::data_scan_name(*m)),
                 };
                 Some(format!(
-                    "  {:<8} {:<14} {:<12} {:<48} {}{scan}",
+                    "  {:<8} {:<14} {:<width$} {:<48} {}{scan}",
                     step_label(e),
                     driver,
                     volume.as_deref().unwrap_or("?"),
@@ -245,18 +256,37 @@ pub fn callback_order(run: &Run, io: RequestRef) -> Vec<String> {
 
 /// [`callback_order`] of every user request, by request number, in one pass over the log (a
 /// report looking each step's request up in the whole log took time steps x events).
+/// A post callback is marked `(fast I/O)` while its request is still the fast I/O try (until
+/// the I/O manager's `fast_io_declined`), and the declined try is a line of its own.
 pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
     let mut orders: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut fast = std::collections::BTreeSet::new();
     for e in &run.events {
-        let EventKind::Callback { driver, io: Some(io), callback, .. } = &e.kind else { continue };
+        let (driver, io, callback) = match &e.kind {
+            EventKind::Callback { driver, io: Some(io), callback, .. } => (driver, io, callback),
+            EventKind::IoStart { io, fast_io: true, .. } => {
+                fast.insert(io.0);
+                continue;
+            }
+            EventKind::System { what: "fast_io_declined", detail, .. } => {
+                if let Some(io) = declined_request(detail) {
+                    fast.remove(&io);
+                    let line = "fast I/O declined: the I/O manager builds an IRP".to_owned();
+                    orders.entry(io).or_default().push(line);
+                }
+                continue;
+            }
+            _ => continue,
+        };
         let item = match callback {
             Callback::Pre { kind, outcome, .. } => {
                 let via = if *kind == OperationKind::FastIo { " (fast I/O)" } else { "" };
                 format!("{driver} pre{via} {}", short_outcome(outcome))
             }
             Callback::Post { outcome, draining, .. } => {
+                let via = if fast.contains(&io.0) { " (fast I/O)" } else { "" };
                 let d = if *draining { " draining" } else { "" };
-                format!("{driver} post{d} {}", short_outcome(outcome))
+                format!("{driver} post{via}{d} {}", short_outcome(outcome))
             }
             Callback::Resumed { outcome } => format!("{driver} resumed {}", short_outcome(outcome)),
             Callback::DataScan { status, .. } => {
@@ -267,6 +297,23 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
         orders.entry(io.0).or_default().push(item);
     }
     orders
+}
+
+/// The request a `fast_io_declined` event names (its detail begins `io N:`).
+fn declined_request(detail: &str) -> Option<u32> {
+    detail.strip_prefix("io ")?.split(':').next()?.parse().ok()
+}
+
+/// The user requests each step issued, by step index, in order, with their operation: a close
+/// of a handle not yet cleaned up issues a cleanup first, an I/O on a path not open an open.
+pub fn step_requests(run: &Run) -> BTreeMap<u32, Vec<(RequestRef, fsfilter::MajorFunction)>> {
+    let mut by_step: BTreeMap<u32, Vec<(RequestRef, fsfilter::MajorFunction)>> = BTreeMap::new();
+    for e in &run.events {
+        if let (Some(step), EventKind::IoStart { io, major, .. }) = (e.step, &e.kind) {
+            by_step.entry(step).or_default().push((*io, *major));
+        }
+    }
+    by_step
 }
 
 fn short_outcome(outcome: &str) -> &str {
@@ -295,19 +342,40 @@ fn steps(out: &mut String, run: &Run) {
             notes.entry(step).or_default().push(detail);
         }
     }
+    let mut requests = step_requests(run);
+    // `[7] ` and `[12] ` line their descriptions up.
+    let width = run.steps.iter().map(|s| s.index.to_string().len() + 2).max().unwrap_or(3);
     for s in &run.steps {
-        let _ = writeln!(out, "  [{}] {:<40} {}", s.index, s.what, status_name(s.status));
-        if let Some(io) = s.io {
+        let label = format!("[{}]", s.index);
+        let _ = writeln!(out, "  {label:<width$} {:<40} {}", s.what, status_name(s.status));
+        let mut issued: Vec<(RequestRef, Option<fsfilter::MajorFunction>)> = requests
+            .remove(&s.index)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(io, major)| (io, Some(major)))
+            .collect();
+        if issued.is_empty() {
+            // A step whose request never started (refused before the I/O manager saw it).
+            issued.extend(s.io.map(|io| (io, None)));
+        }
+        let several = issued.len() > 1;
+        for (io, major) in issued {
             let order = orders.remove(&io.0).unwrap_or_default();
-            if order.is_empty() {
-                let _ = writeln!(out, "        no filter saw request {}", io.0);
-            } else {
-                for line in order {
-                    let _ = writeln!(out, "        {line}");
-                }
+            let indent = if several { "          " } else { "        " };
+            if several {
+                let name = major.and_then(fsfilter::MajorFunction::name).unwrap_or("?");
+                let _ = writeln!(out, "        request {} {name}:", io.0);
+            }
+            if order.is_empty() && several {
+                let _ = writeln!(out, "{indent}no filter saw it");
+            } else if order.is_empty() {
+                let _ = writeln!(out, "{indent}no filter saw request {}", io.0);
+            }
+            for line in order {
+                let _ = writeln!(out, "{indent}{line}");
             }
             if let Some(st) = io_status.get(&io.0) {
-                let _ = writeln!(out, "        -> completed {}", status_name(*st));
+                let _ = writeln!(out, "{indent}-> completed {}", status_name(*st));
             }
         }
         for detail in notes.get(&s.index).into_iter().flatten() {

@@ -1,0 +1,117 @@
+//! Every request a step issues is in the reports. Before December 6 the text report, the HTML
+//! report and `compare` showed only a step's last request: the cleanup a close issues first (in
+//! the demonstration, the scanner's scan that finds the pipe infected) and the open an I/O on a
+//! path not yet open issues read "no filter saw request 9" or nothing. A post callback on fast
+//! I/O read like a second post of the IRP, and long volume names pushed the instance setup
+//! columns out of line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use fsfilter_lab::{compare, demo, html, run, scenario, text};
+
+fn demo_run() -> (scenario::Scenario, run::Run) {
+    let s = scenario::parse("demo.toml", demo::SCENARIO).expect("the demonstration parses");
+    let r = run::run(&s);
+    (s, r)
+}
+
+/// The lines of the text report's step `index`, its header excluded.
+fn step_lines(report: &str, index: u32) -> Vec<String> {
+    let header = format!("[{index}]");
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("Steps:"))
+        .skip_while(|l| !l.trim_start().starts_with(&header))
+        .skip(1)
+        .take_while(|l| l.starts_with("        "))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_close_step_shows_the_cleanup_it_issued_first() {
+    let (s, r) = demo_run();
+    let report = text::report(&s, &r);
+    let lines = step_lines(&report, 10);
+    let cleanup = lines.iter().position(|l| l.contains("IRP_MJ_CLEANUP")).expect(&report);
+    let close = lines.iter().position(|l| l.contains("IRP_MJ_CLOSE")).expect(&report);
+    assert!(cleanup < close, "{lines:?}");
+    // The scan at cleanup, under the cleanup's header.
+    let scan = lines.iter().position(|l| l.starts_with("Scanner data-scan")).expect(&report);
+    assert!(cleanup < scan && scan < close, "{lines:?}");
+    assert_eq!(lines.get(close + 1).map(String::as_str), Some("no filter saw it"), "{lines:?}");
+}
+
+#[test]
+fn an_io_on_a_path_not_open_shows_its_open() {
+    let (s, r) = demo_run();
+    let report = text::report(&s, &r);
+    // Step 7 reads \\server\share\report.docx, which no step opened.
+    let lines = step_lines(&report, 7);
+    let create = lines.iter().position(|l| l.contains("IRP_MJ_CREATE")).expect(&report);
+    let read = lines.iter().position(|l| l.contains("IRP_MJ_READ")).expect(&report);
+    assert!(create < read, "{lines:?}");
+    assert_eq!(
+        lines.get(create + 1).map(String::as_str),
+        Some("ProbeLate pre SUCCESS_WITH_CALLBACK")
+    );
+    // A step with one request keeps the one-request form.
+    assert_eq!(
+        step_lines(&report, 2).first().map(String::as_str),
+        Some("Passthrough pre SUCCESS_WITH_CALLBACK")
+    );
+
+    let html = html::report(&s, &r);
+    let row = html.split("<tr><td>7</td>").nth(1).expect("a row for step 7");
+    let row = row.split("</tr>").next().unwrap_or_default();
+    assert!(row.contains("IRP_MJ_CREATE: ProbeLate pre"), "{row}");
+    assert!(row.contains("; IRP_MJ_READ: ProbeLate pre"), "{row}");
+
+    let c = compare::compare(&s, demo::COMPARED).expect("compares");
+    let step7: Vec<&str> = c
+        .text
+        .lines()
+        .skip_while(|l| !l.starts_with("  [7]"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("  ["))
+        .collect();
+    assert_eq!(step7.first().map(|l| l.trim()), Some("request IRP_MJ_CREATE:"), "{}", c.text);
+    assert!(step7.get(1).is_some_and(|l| l.contains("pre create [irp]")), "{step7:?}");
+    assert!(step7.iter().any(|l| l.trim() == "request IRP_MJ_READ:"), "{step7:?}");
+}
+
+#[test]
+fn a_post_callback_on_fast_io_is_marked_and_the_declined_try_shown() {
+    let (s, r) = demo_run();
+    let report = text::report(&s, &r);
+    // Step 9 writes to the pipe: the scanner's post-only write callback runs on the fast I/O
+    // try, which NPFS declines, then on the IRP.
+    assert_eq!(
+        step_lines(&report, 9),
+        [
+            "Scanner post (fast I/O) FINISHED_PROCESSING",
+            "fast I/O declined: the I/O manager builds an IRP",
+            "Scanner post FINISHED_PROCESSING",
+            "-> completed STATUS_SUCCESS",
+        ],
+        "{report}"
+    );
+}
+
+#[test]
+fn instance_setup_columns_line_up_whatever_the_volume_names() {
+    let (s, r) = demo_run();
+    let report = text::report(&s, &r);
+    let rows: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("Instance setup:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(rows.iter().any(|r| r.contains(r"\Device\NamedPipe")), "{rows:?}");
+    let flags_at: Vec<usize> = rows.iter().filter_map(|r| r.find("AUTOMATIC_ATTACHMENT")).collect();
+    assert_eq!(flags_at.len(), rows.len(), "{rows:?}");
+    assert!(flags_at.windows(2).all(|w| w[0] == w[1]), "{rows:?}");
+    let status_at: Vec<usize> = rows.iter().filter_map(|r| r.find("STATUS_")).collect();
+    assert!(status_at.windows(2).all(|w| w[0] == w[1]), "{rows:?}");
+}
