@@ -261,11 +261,15 @@ pub fn callback_order(run: &Run, io: RequestRef) -> Vec<String> {
 pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
     let mut orders: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut fast = std::collections::BTreeSet::new();
+    let mut majors = BTreeMap::new();
     for e in &run.events {
         let (driver, io, callback) = match &e.kind {
             EventKind::Callback { driver, io: Some(io), callback, .. } => (driver, io, callback),
-            EventKind::IoStart { io, fast_io: true, .. } => {
-                fast.insert(io.0);
+            EventKind::IoStart { io, major, fast_io, .. } => {
+                majors.insert(io.0, *major);
+                if *fast_io {
+                    fast.insert(io.0);
+                }
                 continue;
             }
             EventKind::System { what: "fast_io_declined", detail, .. } => {
@@ -278,15 +282,21 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
             }
             _ => continue,
         };
+        // An operation other than the request's own (FastIoCheckIfPossible inside a cached
+        // read, a paging read under a cached one) is named.
+        let other = |major: &fsfilter::MajorFunction| match majors.get(&io.0) {
+            Some(own) if own != major => format!(" {}", major.name().unwrap_or("?")),
+            _ => String::new(),
+        };
         let item = match callback {
-            Callback::Pre { kind, outcome, .. } => {
+            Callback::Pre { major, kind, outcome, .. } => {
                 let via = if *kind == OperationKind::FastIo { " (fast I/O)" } else { "" };
-                format!("{driver} pre{via} {}", short_outcome(outcome))
+                format!("{driver} pre{}{via} {}", other(major), short_outcome(outcome))
             }
-            Callback::Post { outcome, draining, .. } => {
+            Callback::Post { major, outcome, draining, .. } => {
                 let via = if fast.contains(&io.0) { " (fast I/O)" } else { "" };
                 let d = if *draining { " draining" } else { "" };
-                format!("{driver} post{via}{d} {}", short_outcome(outcome))
+                format!("{driver} post{}{via}{d} {}", other(major), short_outcome(outcome))
             }
             Callback::Resumed { outcome } => format!("{driver} resumed {}", short_outcome(outcome)),
             Callback::DataScan { status, .. } => {

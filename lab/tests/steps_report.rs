@@ -2,8 +2,9 @@
 //! report and `compare` showed only a step's last request: the cleanup a close issues first (in
 //! the demonstration, the scanner's scan that finds the pipe infected) and the open an I/O on a
 //! path not yet open issues read "no filter saw request 9" or nothing. A post callback on fast
-//! I/O read like a second post of the IRP, and long volume names pushed the instance setup
-//! columns out of line.
+//! I/O read like a second post of the IRP, a callback for an operation inside the request
+//! (`FastIoCheckIfPossible` inside a cached read) like one of the request's own, and long volume
+//! names pushed the instance setup columns out of line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -114,4 +115,24 @@ fn instance_setup_columns_line_up_whatever_the_volume_names() {
     assert!(flags_at.windows(2).all(|w| w[0] == w[1]), "{rows:?}");
     let status_at: Vec<usize> = rows.iter().filter_map(|r| r.find("STATUS_")).collect();
     assert!(status_at.windows(2).all(|w| w[0] == w[1]), "{rows:?}");
+}
+
+#[test]
+fn an_operation_inside_another_request_is_named() {
+    let text = include_str!("../scenarios/fast-io.toml");
+    let s = scenario::parse("fast-io.toml", text).expect("parses");
+    let r = run::run(&s);
+    let report = text::report(&s, &r);
+    // Step 3: a cached read of a locked file, whose fast path asks FastIoCheckIfPossible.
+    assert_eq!(
+        step_lines(&report, 3),
+        [
+            "Probe pre (fast I/O) SUCCESS_WITH_CALLBACK",
+            "Probe pre IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE (fast I/O) SUCCESS_WITH_CALLBACK",
+            "Probe post IRP_MJ_FAST_IO_CHECK_IF_POSSIBLE (fast I/O) FINISHED_PROCESSING",
+            "Probe post (fast I/O) FINISHED_PROCESSING",
+            "-> completed STATUS_SUCCESS",
+        ],
+        "{report}"
+    );
 }
