@@ -22,7 +22,8 @@ pub const MAX_RUN_BYTES: u64 = 1 << 16;
 
 /// The `scenario` target: parses `data` (invalid UTF-8 is read lossily, as a reader that
 /// replaces bad bytes would) with [`crate::scenario::parse`]. An error must name the file and a
-/// line of it; a small scenario that parses is run in the simulator and reported.
+/// line of it; a small scenario that parses is run in the simulator and reported (text, JSON,
+/// HTML, and `compare` of its first driver).
 pub fn scenario(data: &[u8]) {
     // The file as the CLI reads it: bytes that are not UTF-8 are an error at their line.
     if let Err(e) = crate::scenario::parse_bytes(SCENARIO_FILE, data) {
@@ -51,6 +52,11 @@ pub fn scenario(data: &[u8]) {
                 assert_eq!(run.steps.len(), s.steps.len(), "every step has an outcome");
                 let _ = crate::text::report(&s, &run);
                 let _ = crate::json::document(&run);
+                let _ = crate::html::report(&s, &run);
+                // `compare` pairs the two models' requests step by step, whatever each issued.
+                if let Some(d) = s.drivers.first() {
+                    assert!(crate::compare::compare(&s, &d.name).is_ok(), "{} compares", d.name);
+                }
             }
         }
     }
