@@ -275,8 +275,7 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
             EventKind::System { what: "fast_io_declined", detail, .. } => {
                 if let Some(io) = declined_request(detail) {
                     fast.remove(&io);
-                    let line = "fast I/O declined: the I/O manager builds an IRP".to_owned();
-                    orders.entry(io).or_default().push(line);
+                    orders.entry(io).or_default().push(DECLINED.to_owned());
                 }
                 continue;
             }
@@ -308,6 +307,9 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
     }
     orders
 }
+
+/// The line of [`callback_orders`] that says the I/O manager declined a fast I/O try.
+const DECLINED: &str = "fast I/O declined: the I/O manager builds an IRP";
 
 /// The request a `fast_io_declined` event names (its detail begins `io N:`).
 fn declined_request(detail: &str) -> Option<u32> {
@@ -376,13 +378,14 @@ fn steps(out: &mut String, run: &Run) {
                 let name = major.and_then(fsfilter::MajorFunction::name).unwrap_or("?");
                 let _ = writeln!(out, "        request {} {name}:", io.0);
             }
-            if order.is_empty() && several {
-                let _ = writeln!(out, "{indent}no filter saw it");
-            } else if order.is_empty() {
-                let _ = writeln!(out, "{indent}no filter saw request {}", io.0);
-            }
+            let seen = order.iter().any(|l| l != DECLINED);
             for line in order {
                 let _ = writeln!(out, "{indent}{line}");
+            }
+            if !seen && several {
+                let _ = writeln!(out, "{indent}no filter saw it");
+            } else if !seen {
+                let _ = writeln!(out, "{indent}no filter saw request {}", io.0);
             }
             if let Some(st) = io_status.get(&io.0) {
                 let _ = writeln!(out, "{indent}-> completed {}", status_name(*st));

@@ -136,3 +136,18 @@ fn an_operation_inside_another_request_is_named() {
         "{report}"
     );
 }
+
+#[test]
+fn a_declined_fast_io_try_no_filter_saw_still_says_so() {
+    let text = include_str!("../scenarios/skip-flags.toml");
+    let s = scenario::parse("skip-flags.toml", text).expect("parses");
+    let r = run::run(&s);
+    let report = text::report(&s, &r);
+    // Step 6 queries standard information: both filters skip it, and the fast I/O try is declined.
+    let lines = step_lines(&report, 6);
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("fast I/O declined: the I/O manager builds an IRP")
+    );
+    assert!(lines.get(1).is_some_and(|l| l.starts_with("no filter saw request")), "{lines:?}");
+}
