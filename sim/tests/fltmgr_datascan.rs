@@ -1071,3 +1071,30 @@ fn allocating_a_context_for_a_filter_being_torn_down_is_flt_deleting_object() {
     assert_eq!(logged(), ["0x1 STATUS_SUCCESS false", "0x2 STATUS_FLT_DELETING_OBJECT true"]);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_new_context_is_not_zeroed() {
+    // FltAllocateContext's reference page: "The contents of the returned context are not
+    // zeroed" (and it "does not initialize the contents"). The simulator fills the filter's
+    // part as it fills ExAllocatePoolWithTag's blocks (0xCD), so a filter that reads a field it
+    // never wrote does not see a convenient zero; a fixed-size definition's larger element too.
+    const NO_EXACT_SIZE_MATCH: u16 = 0x1;
+    let (mut m, _c) = setup(&[]);
+    let mut cfg = Config::new("Fresh", "300000").op(mj::CREATE, true, false);
+    cfg.contexts = vec![(INSTANCE, 64), (STREAM, usize::MAX)];
+    cfg.context_flags = NO_EXACT_SIZE_MATCH;
+    cfg.on_setup = Some(Rc::new(|_i, _| {
+        let f = fltcommon::filter_handle(0);
+        for (ty, size) in [(INSTANCE, 16), (INSTANCE, 64), (STREAM, 40)] {
+            let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+            assert_eq!(unsafe { FltAllocateContext(f, ty, size, NonPagedPoolNx, &mut ctx) }, 0);
+            let bytes = unsafe { std::slice::from_raw_parts(ctx.cast::<u8>(), size) };
+            log(format!("{ty} {size} zeroed {}", bytes.iter().all(|&b| b == 0)));
+            unsafe { FltReleaseContext(ctx) };
+        }
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Fresh"), Status::SUCCESS);
+    assert_eq!(logged(), ["2 16 zeroed false", "2 64 zeroed false", "8 40 zeroed false"]);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

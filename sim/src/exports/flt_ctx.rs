@@ -18,7 +18,8 @@ use crate::mem::Block;
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext =>
     /// `FltAllocateContext`: a context of a registered type and size
     /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND` otherwise; a size of 0 or above `MAXUSHORT`
-    /// is `STATUS_INVALID_PARAMETER`), one reference.
+    /// is `STATUS_INVALID_PARAMETER`), one reference; its contents are not zeroed (filled
+    /// with 0xCD).
     fn FltAllocateContext(filter: PFLT_FILTER, contexttype: u16, contextsize: usize, pooltype: POOL_TYPE, returnedcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
         let r = kernel::with(|k| {
             k.check_irql(APC_LEVEL, "FltAllocateContext");
@@ -40,7 +41,13 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext
                 // A fixed-size definition's element, which may be larger than asked.
                 let variable = reg.size == crate::fltmgr::contexts::VARIABLE_SIZED;
                 let fixed = if variable { 0 } else { reg.size };
-                let block = Block::zeroed(contextsize.max(fixed).max(1));
+                let size = contextsize.max(fixed).max(1);
+                let block = Block::zeroed(size);
+                // "The contents of the returned context are not zeroed" (the reference page):
+                // filled as ExAllocatePoolWithTag's blocks are, so that code relying on zeroes
+                // shows up.
+                // SAFETY: the block holds `size` bytes.
+                unsafe { std::ptr::write_bytes(block.ptr(), 0xCD, size) };
                 (block.ptr() as usize, Some(block), reg, image)
             }
             Allocation::Callback(reg, image) => {
