@@ -1098,3 +1098,65 @@ fn a_new_context_is_not_zeroed() {
     assert_eq!(logged(), ["2 16 zeroed false", "2 64 zeroed false", "8 40 zeroed false"]);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_stream_handle_context_needs_an_opened_file_object() {
+    // FltSetStreamHandleContext's reference page: it "cannot be called on an unopened
+    // FileObject", so not from a pre-create callback; its return table (current page):
+    // STATUS_NOT_SUPPORTED when the file system does not support the context for the stream
+    // "or the caller provided a NULL FileObject". "File System Support for Contexts": file
+    // object (stream handle) contexts, like stream contexts, need the file system's
+    // FSRTL_ADVANCED_FCB_HEADER, and are not supported in the pre-create path. The simulator
+    // linked a stream-handle context to any file object, even before the file system opened it.
+    let (mut m, c) = setup(&[("h.txt", b"handle")]);
+    let mut cfg = Config::new("Early", "300000").op(mj::CREATE, true, true).with_pre(|p| {
+        let fo = p.iopb().TargetFileObject;
+        let name = unsafe { fsfilter_sim::mem::read_unicode(&(*fo).FileName) };
+        if name != "\\h.txt" {
+            return (1, 0);
+        }
+        let f = fltcommon::filter_handle(p.slot);
+        let i = p.instance();
+        let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, STREAMHANDLE, 24, NonPagedPoolNx, &mut ctx) }, 0);
+        let s = unsafe { FltSetStreamHandleContext(i, fo, 1, ctx, std::ptr::null_mut()) };
+        log(format!("pre-create set {}", Status(s)));
+        let mut got: PFLT_CONTEXT = 1 as PFLT_CONTEXT;
+        let s = unsafe { FltGetStreamHandleContext(i, fo, &mut got) };
+        log(format!("pre-create get {} {}", Status(s), got.is_null()));
+        let s = unsafe {
+            FltSetStreamHandleContext(i, std::ptr::null(), 1, ctx, std::ptr::null_mut())
+        };
+        log(format!("null file object set {}", Status(s)));
+        // Set up here, set in the post-create callback (the page's advice).
+        (0, ctx as usize)
+    });
+    cfg = cfg.with_post(|p| {
+        let ctx = p.context as PFLT_CONTEXT;
+        if ctx.is_null() {
+            return 0;
+        }
+        let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+        let s = unsafe { FltSetStreamHandleContext(p.instance(), fo, 1, ctx, std::ptr::null_mut()) };
+        log(format!("post-create set {}", Status(s)));
+        unsafe { FltReleaseContext(ctx) };
+        0
+    });
+    cfg.contexts = vec![(STREAMHANDLE, 24)];
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Early"), Status::SUCCESS);
+    let h = m.open(c, "h.txt", CreateOptions::open()).unwrap();
+    m.close_handle(h);
+    assert_eq!(
+        logged(),
+        [
+            "pre-create set STATUS_NOT_SUPPORTED",
+            "pre-create get STATUS_NOT_SUPPORTED true",
+            "null file object set STATUS_NOT_SUPPORTED",
+            "post-create set STATUS_SUCCESS",
+        ]
+    );
+    let cleanups = seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count();
+    assert_eq!(cleanups, 1, "the context went with its file object");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

@@ -137,12 +137,15 @@ fn link_of(
     if ty == crate::fltmgr::contexts::INSTANCE {
         return Ok(Link::Instance(i));
     }
+    let handle = ty == crate::fltmgr::contexts::STREAMHANDLE;
     // SAFETY: null or the caller's live file object.
-    let f = unsafe { fo.as_ref() }.ok_or(Status::INVALID_PARAMETER)?;
-    if ty == crate::fltmgr::contexts::STREAMHANDLE {
-        return Ok(Link::StreamHandle(i, fo as usize));
-    }
-    // Stream contexts hang off an advanced FCB header that supports filter contexts.
+    let Some(f) = (unsafe { fo.as_ref() }) else {
+        // FltSetStreamHandleContext's page: STATUS_NOT_SUPPORTED for a NULL FileObject.
+        return Err(if handle { Status::NOT_SUPPORTED } else { Status::INVALID_PARAMETER });
+    };
+    // Stream and stream-handle contexts need the file system's advanced FCB header supporting
+    // filter contexts ("File System Support for Contexts"): not on a file object the file
+    // system has not opened (pre-create) or has closed.
     let header =
         f.FsContext.cast::<windows_sys::Wdk::Storage::FileSystem::FSRTL_ADVANCED_FCB_HEADER>();
     // SAFETY: a file system's FsContext starts with its FCB header when it is one of ours.
@@ -151,6 +154,9 @@ fn link_of(
         && unsafe { (*header).Base.Flags2 } & 0x02 != 0;
     if !supports {
         return Err(Status::NOT_SUPPORTED);
+    }
+    if handle {
+        return Ok(Link::StreamHandle(i, fo as usize));
     }
     Ok(Link::Stream(i, header as usize))
 }
@@ -241,7 +247,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetStreamContex
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSetStreamHandleContext =>
-    /// `FltSetStreamHandleContext`: on the file object.
+    /// `FltSetStreamHandleContext`: on the file object, once the file system opened it
+    /// (`STATUS_NOT_SUPPORTED` before, and for a NULL file object).
     fn FltSetStreamHandleContext(instance: PFLT_INSTANCE, fileobject: *const FILE_OBJECT, operation: FLT_SET_CONTEXT_OPERATION, newcontext: PFLT_CONTEXT, oldcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
         set(instance, fileobject, crate::fltmgr::contexts::STREAMHANDLE, operation, newcontext, oldcontext)
     }
