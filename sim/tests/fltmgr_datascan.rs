@@ -1124,9 +1124,8 @@ fn a_stream_handle_context_needs_an_opened_file_object() {
         let mut got: PFLT_CONTEXT = 1 as PFLT_CONTEXT;
         let s = unsafe { FltGetStreamHandleContext(i, fo, &mut got) };
         log(format!("pre-create get {} {}", Status(s), got.is_null()));
-        let s = unsafe {
-            FltSetStreamHandleContext(i, std::ptr::null(), 1, ctx, std::ptr::null_mut())
-        };
+        let s =
+            unsafe { FltSetStreamHandleContext(i, std::ptr::null(), 1, ctx, std::ptr::null_mut()) };
         log(format!("null file object set {}", Status(s)));
         // Set up here, set in the post-create callback (the page's advice).
         (0, ctx as usize)
@@ -1137,7 +1136,8 @@ fn a_stream_handle_context_needs_an_opened_file_object() {
             return 0;
         }
         let fo = unsafe { (*p.data().Iopb).TargetFileObject };
-        let s = unsafe { FltSetStreamHandleContext(p.instance(), fo, 1, ctx, std::ptr::null_mut()) };
+        let s =
+            unsafe { FltSetStreamHandleContext(p.instance(), fo, 1, ctx, std::ptr::null_mut()) };
         log(format!("post-create set {}", Status(s)));
         unsafe { FltReleaseContext(ctx) };
         0
@@ -1158,5 +1158,56 @@ fn a_stream_handle_context_needs_an_opened_file_object() {
     );
     let cleanups = seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count();
     assert_eq!(cleanups, 1, "the context went with its file object");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_section_context_already_linked_to_an_open_section_is_refused() {
+    // A context is linked to one object at a time (the FltSet*Context pages'
+    // STATUS_FLT_CONTEXT_ALREADY_LINKED: "already in use due to a successful prior call"); a
+    // section context is linked to its section by FltCreateSectionForDataScan until
+    // FltCloseSectionForDataScan. Giving the context of an open section to a second
+    // FltCreateSectionForDataScan was accepted without linking it: the two sections shared one
+    // context, and closing the second made the first one's close answer STATUS_NOT_FOUND while
+    // it stayed open. The status Windows gives is undocumented: the simulator refuses the
+    // second section with STATUS_FLT_CONTEXT_ALREADY_LINKED (choice).
+    let (mut m, c) = setup(&[("keep.txt", b"first"), ("other.txt", b"second")]);
+    let cfg = scanner("Reuse", "265000", true, |p| {
+        if !p.status().is_success() {
+            return 0;
+        }
+        match file_name(p).as_str() {
+            "\\keep.txt" => {
+                keep_section(p);
+            }
+            "\\other.txt" => {
+                let (ctx, ..) = KEPT.with(|k| k.borrow()[0]);
+                let (s, h, obj, _) =
+                    create_section(p, ctx as PFLT_CONTEXT, PAGE_READONLY, SEC_COMMIT);
+                log(format!("second create {s}"));
+                if s.is_success() {
+                    log(format!("second close {}", close_all(ctx as PFLT_CONTEXT, h, obj)));
+                }
+            }
+            _ => {}
+        }
+        0
+    });
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Reuse"), Status::SUCCESS);
+    m.create(c, "keep.txt", CreateOptions::open());
+    m.create(c, "other.txt", CreateOptions::open());
+    let (ctx, h, obj) = KEPT.with(|k| k.borrow_mut().pop()).unwrap();
+    log(format!("first close {}", close_all(ctx as PFLT_CONTEXT, h as HANDLE, obj as *mut c_void)));
+    assert_eq!(
+        logged(),
+        [
+            "create returned STATUS_SUCCESS",
+            "second create STATUS_FLT_CONTEXT_ALREADY_LINKED",
+            "first close STATUS_SUCCESS",
+        ]
+    );
+    assert_eq!(seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count(), 1);
+    assert_eq!(m.fltmc_unload("Reuse"), Status::SUCCESS);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }

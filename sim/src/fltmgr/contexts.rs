@@ -418,6 +418,14 @@ impl Kernel {
         (self.fltmgr.contexts.list[i].link == Link::Section).then(|| self.unlink(i)).flatten()
     }
 
+    /// True when a live context is linked to an object (set, or a section's).
+    pub fn flt_context_linked(&self, ptr: usize) -> bool {
+        self.fltmgr
+            .contexts
+            .find(ptr)
+            .is_some_and(|i| self.fltmgr.contexts.list[i].link != Link::None)
+    }
+
     /// The type and filter of a live context.
     pub fn flt_context_info(&self, ptr: usize) -> Option<(FilterId, u16)> {
         let i = self.fltmgr.contexts.find(ptr)?;

@@ -115,6 +115,12 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
             Some((cf, super::contexts::SECTION)) if cf == f => {}
             _ => return Err(Status::INVALID_PARAMETER),
         }
+        // A context links to one object at a time: the context of a section still open cannot
+        // serve a second one (status undocumented; the FltSet*Context routines' for a linked
+        // context, docs/simulator.md "Data scan").
+        if k.flt_context_linked(a.context) {
+            return Err(Status::FLT_CONTEXT_ALREADY_LINKED);
+        }
         if a.protection != PAGE_READONLY && a.protection != PAGE_READWRITE {
             return Err(Status::INVALID_PARAMETER_8);
         }
