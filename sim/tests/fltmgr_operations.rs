@@ -1228,3 +1228,45 @@ fn a_reference_to_a_query_opens_file_object_is_reported() {
         }
     }
 }
+
+#[test]
+fn a_post_callbacks_io_status_reaches_the_fast_io_caller() {
+    // FLT_CALLBACK_DATA's reference page: a minifilter may modify IoStatus in a post callback
+    // that returns FLT_POSTOP_FINISHED_PROCESSING (no FltSetCallbackDataDirty needed); the
+    // operation then ends with it. The IRP path carried it back; a fast-I/O call returned the
+    // status block of the routine below (passed down) or of the completing filter (completed
+    // above the file system), as if no post had changed it.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(
+        &mut m,
+        0,
+        Config::new("Rewrite", "300000").op(mj::READ, true, true).with_post(|p| {
+            if p.data().Flags & FAST_IO_OPERATION != 0 {
+                p.data().IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+                p.data().IoStatus.Information = 0;
+            }
+            0
+        }),
+    );
+    start(
+        &mut m,
+        1,
+        Config::new("Done", "200000").op(mj::READ, true, false).with_pre(|p| {
+            let offset = unsafe { flt::<params::FltRead>(&p.iopb().Parameters) }.ByteOffset;
+            if p.data().Flags & FAST_IO_OPERATION != 0 && offset == 1 {
+                p.set_status(Status::SUCCESS, 0);
+                return (4, 0);
+            }
+            (1, 0)
+        }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert!(!m.read(h, Some(0), 5, IoMode::Cached).fast_io, "the first read sets up caching");
+    let down = m.read(h, Some(0), 5, IoMode::Cached);
+    let completed = m.read(h, Some(1), 3, IoMode::Cached);
+    assert_eq!((down.fast_io, down.status, down.information), (true, Status::ACCESS_DENIED, 0));
+    assert_eq!(
+        (completed.fast_io, completed.status, completed.information),
+        (true, Status::ACCESS_DENIED, 0)
+    );
+}

@@ -614,20 +614,24 @@ fn walk(
                 result.Anonymous.Status = Status::FLT_DISALLOW_FAST_IO.0;
             }
             super::dispatch::fast_result(key, result);
-            super::dispatch::fast_post(key);
+            let last = super::dispatch::fast_post(key);
+            // The status block as the posts left it (a post may change it, FLT_CALLBACK_DATA's
+            // reference page); a refused call's goes nowhere (the caller builds an IRP).
+            if let (true, Some(last)) = (done, last) {
+                // SAFETY: the caller's status block.
+                unsafe { *iosb = last };
+            }
             done
         }
         PreEnd::Complete => {
-            let d = super::dispatch::data_of(key);
-            super::dispatch::fast_post(key);
-            if let Some(d) = d {
+            if let Some(last) = super::dispatch::fast_post(key) {
                 // SAFETY: the caller's status block.
-                unsafe { *iosb = d.IoStatus };
+                unsafe { *iosb = last };
             }
             true
         }
         PreEnd::Disallow | PreEnd::Pended => {
-            super::dispatch::fast_post(key);
+            let _ = super::dispatch::fast_post(key);
             false
         }
     }

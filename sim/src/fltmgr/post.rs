@@ -547,10 +547,15 @@ pub fn fast_pre(key: u64) -> PreEnd {
     super::dispatch::pre_walk(key)
 }
 
-/// Runs the posts of a fast-I/O operation and retires it.
-pub fn fast_post(key: u64) {
+/// Runs the posts of a fast-I/O operation and retires it; returns its final status block (a
+/// post callback may have changed it, FLT_CALLBACK_DATA's reference page).
+pub fn fast_post(key: u64) -> Option<windows_sys::Win32::System::IO::IO_STATUS_BLOCK> {
     let _ = post_walk(key);
-    kernel::with(|k| k.fltmgr.ops.remove(key));
+    kernel::with(|k| {
+        let iosb = k.fltmgr.ops.op(key).map(|o| o.cbd().IoStatus);
+        k.fltmgr.ops.remove(key);
+        iosb
+    })
 }
 
 /// Sets the post phase of a fast-I/O operation with its result.
