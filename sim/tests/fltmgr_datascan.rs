@@ -1211,3 +1211,40 @@ fn a_section_context_already_linked_to_an_open_section_is_refused() {
     assert_eq!(m.fltmc_unload("Reuse"), Status::SUCCESS);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn releasing_the_reference_a_linked_context_holds_is_reported_and_cleans_up_once() {
+    // FltAllocateContext gives one reference, FltSetInstanceContext adds the instance's
+    // (its page: "increments the reference count"); the filter releases its own once
+    // (FltReleaseContext's page: each reference released once). A filter that releases twice
+    // drops the reference the instance holds: the simulator ran the cleanup callback with the
+    // context still set (FltGetInstanceContext then handed out the dead context) and ran it a
+    // second time when the instance went, with no finding. The extra release is now an
+    // INVALID_FLT_OBJECT finding and is ignored; the context goes once, with its instance.
+    let (mut m, _c) = setup(&[]);
+    let mut cfg = Config::new("Twice", "300000").op(mj::CREATE, true, false);
+    cfg.contexts = vec![(INSTANCE, 24)];
+    cfg.on_setup = Some(Rc::new(|i, _| {
+        let f = fltcommon::filter_handle(0);
+        let mut a: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut a) }, 0);
+        assert_eq!(unsafe { FltSetInstanceContext(i, 1, a, std::ptr::null_mut()) }, 0);
+        unsafe { FltReleaseContext(a) };
+        unsafe { FltReleaseContext(a) };
+        let cleaned = seen(0).iter().any(|s| matches!(s, Seen::Cleanup { .. }));
+        log(format!("cleaned up while set {cleaned}"));
+        let mut got: PFLT_CONTEXT = std::ptr::null_mut();
+        let s = unsafe { FltGetInstanceContext(i, &mut got) };
+        log(format!("get {} same {}", Status(s), got == a));
+        if s == 0 {
+            unsafe { FltReleaseContext(got) };
+        }
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Twice"), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Twice"), Status::SUCCESS);
+    assert_eq!(logged(), ["cleaned up while set false", "get STATUS_SUCCESS same true"]);
+    let cleanups = seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count();
+    assert_eq!(cleanups, 1, "cleaned up once");
+    assert_eq!(rules(&m), [Rule::InvalidFltObject], "{:?}", m.findings());
+}

@@ -248,6 +248,21 @@ impl Kernel {
             );
             return None;
         };
+        // A linked context's last reference is its object's, which only unlinking drops: a
+        // release that would take it is one more than the caller holds.
+        let c = &self.fltmgr.contexts.list[i];
+        if c.refs <= 1 && c.link != Link::None {
+            let (f, ty) = (c.filter, c.ty);
+            self.flt_report(
+                Some(f),
+                Rule::InvalidFltObject,
+                format!(
+                    "FltReleaseContext({ptr:#x}) of a {} would release the reference its object holds (released more than referenced); ignored",
+                    type_name(ty)
+                ),
+            );
+            return None;
+        }
         self.release_index(i)
     }
 
