@@ -1248,3 +1248,35 @@ fn releasing_the_reference_a_linked_context_holds_is_reported_and_cleans_up_once
     assert_eq!(cleanups, 1, "cleaned up once");
     assert_eq!(rules(&m), [Rule::InvalidFltObject], "{:?}", m.findings());
 }
+
+#[test]
+fn a_null_out_pointer_to_the_context_routines_is_a_bugcheck_finding() {
+    // FltAllocateContext's ReturnedContext and FltGet*Context's Context are required ("cannot
+    // be NULL", their reference pages): Windows writes through them and bugchecks. The
+    // simulator wrote through the NULL pointer on success and aborted its own process; now a
+    // BUGCHECK finding, the call does nothing and answers STATUS_INVALID_PARAMETER (as for a
+    // NULL dispatcher object).
+    let (mut m, _c) = setup(&[]);
+    let mut cfg = Config::new("Null", "300000").op(mj::CREATE, true, false);
+    cfg.contexts = vec![(INSTANCE, 24)];
+    cfg.on_setup = Some(Rc::new(|i, _| {
+        let f = fltcommon::filter_handle(0);
+        let s =
+            unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, std::ptr::null_mut()) };
+        log(format!("allocate {}", Status(s)));
+        let mut a: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, INSTANCE, 24, NonPagedPoolNx, &mut a) }, 0);
+        assert_eq!(unsafe { FltSetInstanceContext(i, 1, a, std::ptr::null_mut()) }, 0);
+        unsafe { FltReleaseContext(a) };
+        let s = unsafe { FltGetInstanceContext(i, std::ptr::null_mut()) };
+        log(format!("get {}", Status(s)));
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Null"), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Null"), Status::SUCCESS);
+    assert_eq!(logged(), ["allocate STATUS_INVALID_PARAMETER", "get STATUS_INVALID_PARAMETER"]);
+    // Nothing was allocated or referenced for the failed calls: the instance context goes
+    // with its instance, and no context is left behind.
+    assert_eq!(seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count(), 1);
+    assert_eq!(rules(&m), [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
+}

@@ -21,6 +21,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateContext
     /// is `STATUS_INVALID_PARAMETER`), one reference; its contents are not zeroed (filled
     /// with 0xCD).
     fn FltAllocateContext(filter: PFLT_FILTER, contexttype: u16, contextsize: usize, pooltype: POOL_TYPE, returnedcontext: *mut PFLT_CONTEXT) -> NTSTATUS {
+        if null_out(returnedcontext, "FltAllocateContext") {
+            return Status::INVALID_PARAMETER.0;
+        }
         let r = kernel::with(|k| {
             k.check_irql(APC_LEVEL, "FltAllocateContext");
             let f = k.fltmgr.filter_of(filter).ok_or(Status::INVALID_PARAMETER)?;
@@ -126,6 +129,19 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDeleteContext =
     }
 }
 
+/// A NULL required out pointer passed to `what` ("cannot be NULL", its reference page):
+/// Windows writes through it and bugchecks; the simulator reports a `BUGCHECK` finding and the
+/// call does nothing.
+fn null_out(out: *mut PFLT_CONTEXT, what: &str) -> bool {
+    if !out.is_null() {
+        return false;
+    }
+    kernel::with(|k| {
+        k.report_current(Rule::Bugcheck, format!("{what} with a NULL context out pointer"))
+    });
+    true
+}
+
 /// The link of an instance's (stream, stream-handle) context.
 fn link_of(
     k: &mut crate::kernel::Kernel,
@@ -195,6 +211,9 @@ fn get(
     ty: u16,
     context: *mut PFLT_CONTEXT,
 ) -> NTSTATUS {
+    if null_out(context, "FltGet*Context") {
+        return Status::INVALID_PARAMETER.0;
+    }
     let r = kernel::with(|k| {
         if k.irql() > APC_LEVEL {
             k.report_current(Rule::IrqlTooHigh, format!("FltGet*Context at IRQL {} (contexts cannot be got at DISPATCH_LEVEL, facts.md §4, §9)", k.irql()));
