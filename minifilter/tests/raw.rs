@@ -97,3 +97,26 @@ fn a_filter_started_after_the_raw_mount_is_set_up_on_the_raw_volume() {
     assert_eq!(m.close_handle(h), Status::SUCCESS);
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_filter_manager_loaded_after_the_raw_mount_attaches_to_the_raw_volume() {
+    // The Filter Manager loaded late (a demand-start minifilter started on a booted machine)
+    // finds the volumes mounted already (§1.5), the one RAW mounted too: frame 0 attaches to it
+    // and the filter's instance is set up there, told FLT_FSTYPE_RAW.
+    let mut m = Machine::new(fsfilter_sim::MachineConfig { seed: 7 });
+    let x = m.add_volume(VolumeSpec::new("X:", FsKind::Ntfs).mount(MountWhen::Step));
+    m.kernel(|k| k.volume_mut(x).blank = true);
+    m.boot();
+    assert_eq!(m.mount(x), Status::UNRECOGNIZED_VOLUME);
+    let h = m.create(x, "", CreateOptions::open()).handle.unwrap();
+    install_probe(&mut m, "ProbeA", StartType::Demand, "370000", &[]);
+    assert_eq!(m.start("ProbeA"), Status::SUCCESS);
+    assert_eq!(m.device_stack_drivers(r"\Device\RawDisk"), ["FltMgr", "RAW"]);
+    assert_eq!(
+        setup_filesystems(&m, "ProbeA"),
+        [(Some("X:".into()), FilesystemType::Raw, Status::SUCCESS)]
+    );
+    assert_eq!(instances_top_down(&m, x), ["ProbeA", "RAW"]);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
