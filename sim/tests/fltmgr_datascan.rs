@@ -1280,3 +1280,34 @@ fn a_null_out_pointer_to_the_context_routines_is_a_bugcheck_finding() {
     assert_eq!(seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count(), 1);
     assert_eq!(rules(&m), [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
 }
+
+#[test]
+fn an_unknown_context_type_is_invalid_parameter_not_allocation_not_found() {
+    // FltAllocateContext's return table: STATUS_INVALID_PARAMETER for "an invalid value ... for
+    // the ContextType" (one of the seven FLT_*_CONTEXT types, its ContextType parameter);
+    // STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND when the type is valid but the filter registered
+    // no allocation information for it. An invalid type answered the second.
+    let (mut m, _c) = setup(&[]);
+    let mut cfg = Config::new("Types", "300000").op(mj::CREATE, true, false);
+    cfg.contexts = vec![(INSTANCE, 24)];
+    cfg.on_setup = Some(Rc::new(|_i, _| {
+        let f = fltcommon::filter_handle(0);
+        for ty in [0x80u16, INSTANCE | STREAM, 0, STREAM] {
+            let mut ctx: PFLT_CONTEXT = 1 as PFLT_CONTEXT;
+            let s = unsafe { FltAllocateContext(f, ty, 24, NonPagedPoolNx, &mut ctx) };
+            log(format!("{ty:#x} {} {}", Status(s), ctx.is_null()));
+        }
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Types"), Status::SUCCESS);
+    assert_eq!(
+        logged(),
+        [
+            "0x80 STATUS_INVALID_PARAMETER true",
+            "0xa STATUS_INVALID_PARAMETER true",
+            "0x0 STATUS_INVALID_PARAMETER true",
+            "0x8 STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND true",
+        ]
+    );
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

@@ -157,8 +157,8 @@ pub enum Allocation {
 }
 
 impl Kernel {
-    /// `FltAllocateContext`'s checks: a size of 0 or above `MAXUSHORT` is
-    /// `STATUS_INVALID_PARAMETER` (its reference page), for any definition; a filter being torn
+    /// `FltAllocateContext`'s checks: a size of 0 or above `MAXUSHORT`, or a type that is not
+    /// one of the seven, is `STATUS_INVALID_PARAMETER` (its reference page), for any definition; a filter being torn
     /// down (unregistering or unregistered) `STATUS_FLT_DELETING_OBJECT`; then the type and
     /// size must match a registered context (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`): a
     /// fixed-size definition of that size, else the smallest larger one registered with
@@ -170,7 +170,9 @@ impl Kernel {
         ty: u16,
         size: usize,
     ) -> Result<Allocation, Status> {
-        if size == 0 || size > MAX_CONTEXT_SIZE {
+        // "An invalid value ... for the ContextType or the ContextSize parameter": a type that is
+        // not one of the seven (a valid type the filter did not register is not found, below).
+        if size == 0 || size > MAX_CONTEXT_SIZE || !is_context_type(ty) {
             return Err(Status::INVALID_PARAMETER);
         }
         let fr = self.fltmgr.filter(f);
