@@ -1311,3 +1311,31 @@ fn an_unknown_context_type_is_invalid_parameter_not_allocation_not_found() {
     );
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_leaked_section_is_not_also_a_leaked_context_when_only_the_section_holds_it_facts_5_and_6() {
+    // A scanner that created a section and released its own reference on the section context
+    // (the usual pattern: the section holds the Filter Manager's), then never closed the
+    // section, leaked a section, not a context: the context's last reference is the section's,
+    // which the Filter Manager drops when it closes the leaked section at the unregistration
+    // (its cleanup runs before FltUnregisterFilter returns). The simulator also reported
+    // CONTEXT_LEAKED_AT_UNLOAD for that reference, counting the Filter Manager's own.
+    let (mut m, c) = setup(&[("keep.txt", b"leak")]);
+    let cfg = scanner("OneLeak", "265000", true, |p| {
+        let r = keep_section(p);
+        if let Some((ctx, ..)) = KEPT.with(|k| k.borrow().first().copied()) {
+            if file_name(p) == "\\keep.txt" {
+                unsafe { FltReleaseContext(ctx as PFLT_CONTEXT) };
+            }
+        }
+        r
+    });
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("OneLeak"), Status::SUCCESS);
+    m.create(c, "keep.txt", CreateOptions::open());
+    assert_eq!(m.fltmc_unload("OneLeak"), Status::SUCCESS);
+    // Two SECTION_LEAKED: the Filter Manager's section never closed with
+    // FltCloseSectionForDataScan, and its handle and object never closed either.
+    assert_eq!(rules(&m), [Rule::SectionLeaked, Rule::SectionLeaked], "{:?}", m.findings());
+    assert_eq!(seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count(), 1);
+}

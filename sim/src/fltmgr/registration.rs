@@ -487,9 +487,13 @@ pub fn unregister(handle: isize) {
         });
     }
     let cleanups = kernel::with(|k| {
-        super::contexts::report_leaks(k, f);
         super::datascan::report_leaks(k, f);
-        super::datascan::close_leaked(k, f)
+        // Closing the leaked sections first drops the Filter Manager's own references on their
+        // contexts: a context only a leaked section held is that section's leak, not the
+        // filter's.
+        let cleanups = super::datascan::close_leaked(k, f);
+        super::contexts::report_leaks(k, f);
+        cleanups
     });
     // The filter's code is still there: FltUnregisterFilter has not returned.
     super::contexts::run_cleanups(cleanups);
