@@ -158,12 +158,12 @@ pub enum Allocation {
 
 impl Kernel {
     /// `FltAllocateContext`'s checks: a size of 0 or above `MAXUSHORT`, or a type that is not
-    /// one of the seven, is `STATUS_INVALID_PARAMETER` (its reference page), for any definition; a filter being torn
-    /// down (unregistering or unregistered) `STATUS_FLT_DELETING_OBJECT`; then the type and
-    /// size must match a registered context (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`): a
-    /// fixed-size definition of that size, else the smallest larger one registered with
-    /// `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH` (the "Registering context types" page),
-    /// else a variable-sized one.
+    /// one of the seven, is `STATUS_INVALID_PARAMETER` (its reference page), for any
+    /// definition; a filter being torn down (unregistering or unregistered)
+    /// `STATUS_FLT_DELETING_OBJECT`; then the type and size must match a registered context
+    /// (`STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`): a fixed-size definition of that size, else
+    /// the smallest larger one registered with `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH`
+    /// (the "Registering context types" page), else a variable-sized one.
     pub fn flt_context_allocation(
         &mut self,
         f: FilterId,
