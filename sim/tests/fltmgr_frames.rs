@@ -314,3 +314,53 @@ fn a_legacy_filter_below_a_frame_loaded_later_cannot_finish_its_stop() {
     assert_eq!(m.stop("OldEnc"), StopResult::Pending, "still pending");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_dismounted_volume_under_two_frames_is_torn_down_once_per_frame_and_remounts_in_both() {
+    // facts.md §2.5: a volume dismount tears each instance down once (VOLUME_DISMOUNT, 0x8);
+    // §1.7: the volume device's deletion reaches each frame device through FastIoDetachDevice,
+    // frame 0's directly, frame 1's through the legacy filter between them; §1.4: the next
+    // mount attaches both frames again through their control-device devices and sets their
+    // instances up (AUTOMATIC | NEWLY_MOUNTED_VOLUME).
+    let (mut m, c) = with_encryption_filter();
+    install(&mut m, 0, Config::new("Below", "100000").op(mj::CREATE, true, true));
+    install(&mut m, 1, Config::new("Av", "321300").op(mj::CREATE, true, true));
+    assert_eq!(m.start("Below"), Status::SUCCESS);
+    assert_eq!(m.start("Av"), Status::SUCCESS);
+    fltcommon::seen_clear(0);
+    fltcommon::seen_clear(1);
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    m.settle();
+    for slot in [0, 1] {
+        let seen = fltcommon::seen(slot);
+        let reasons: Vec<u32> = seen
+            .iter()
+            .filter_map(|s| match s {
+                fltcommon::Seen::TeardownStart { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, [0x8], "slot {slot}: {seen:?}");
+    }
+    assert_eq!(m.create(c, "a.txt", CreateOptions::open()).status, Status::SUCCESS);
+    assert_eq!(
+        m.device_stack(c),
+        [
+            frame(1, &[("Av", "321300")]),
+            legacy("OldEnc"),
+            frame(0, &[("Below", "100000")]),
+            fs("Ntfs")
+        ]
+    );
+    for slot in [0, 1] {
+        let setups: Vec<u32> = fltcommon::seen(slot)
+            .iter()
+            .filter_map(|s| match s {
+                fltcommon::Seen::Setup { flags, .. } => Some(*flags),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(setups, [0x5], "slot {slot}");
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
