@@ -80,7 +80,9 @@ pub struct FsRegistry {
     pub raw: Vec<DeviceId>,
     /// Notification routines in registration order.
     pub notifications: Vec<Notification>,
-    /// Registrations so far (the I/O manager's counter).
+    /// Registrations and unregistrations so far (the I/O manager's counter, ReactOS
+    /// `IopFsRegistrationOps`): a mount walk that finds it changed after a failed request
+    /// starts over at the head of the queue.
     pub generation: u64,
     /// Registrations with `SynchronizeWithMounts` = TRUE under way, oldest first.
     pub synchronized: Vec<SyncRegistration>,
@@ -203,6 +205,7 @@ pub fn unregister_file_system(cdo: *const DEVICE_OBJECT) {
         for s in [Segment::CdRom, Segment::Disk, Segment::Tape, Segment::Network] {
             k.fsreg.segment_mut(s).retain(|d| *d != id);
         }
+        k.fsreg.generation += 1;
         if k.fsreg.raw.contains(&id) {
             return Vec::new();
         }

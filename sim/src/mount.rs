@@ -188,6 +188,10 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
             }
             // SAFETY: the real device's current VPB.
             let the_vpb = unsafe { (*real_ptr).Vpb };
+            // The registration counter before the request (ReactOS `IopFsRegistrationOps`): a
+            // file system that registers or unregisters while the request is out changes the
+            // queue this walk read.
+            let ops = kernel::with(|k| k.fsreg.generation);
             let (status, finished) = send_fsctl(
                 top,
                 stack,
@@ -209,6 +213,16 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
                 }
                 Status::FS_DRIVER_REQUIRED => {
                     load_file_system(cdo);
+                    restarts += 1;
+                    if restarts > MAX_RESTARTS {
+                        break 'walk;
+                    }
+                    continue 'walk;
+                }
+                _ if kernel::with(|k| k.fsreg.generation) != ops => {
+                    // The request failed and the queue changed meanwhile: start over at its
+                    // head, as ReactOS does, rather than walk entries that may be gone (a
+                    // recognizer unregistered and deleted) past ones that came (facts.md §1.4).
                     restarts += 1;
                     if restarts > MAX_RESTARTS {
                         break 'walk;

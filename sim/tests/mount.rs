@@ -744,3 +744,152 @@ fn a_mount_failure_other_than_unrecognized_stops_the_walk() {
     assert!(m.kernel(|k| k.volume(x).vdo.is_some()));
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A legacy filter on every file system's control device (attached from its
+/// `IoRegisterFsRegistrationChange` routine, detached when the file system goes) that lets 10 ms
+/// pass before it passes the first mount request it sees down, as a filter that waits for
+/// something in its mount path does; every other request goes down at once.
+mod delaying {
+    use std::cell::Cell;
+    use std::ptr::null_mut;
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, FAST_IO_DISPATCH, IRP};
+    use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+    thread_local! {
+        static DRIVER: Cell<usize> = const { Cell::new(0) };
+        /// Mount requests seen so far.
+        pub(crate) static MOUNTS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    fn lower(device: *const DEVICE_OBJECT) -> *mut DEVICE_OBJECT {
+        // SAFETY: one of our devices, whose extension holds the device below.
+        unsafe { *(*device).DeviceExtension.cast::<*mut DEVICE_OBJECT>() }
+    }
+
+    unsafe extern "system" fn dispatch(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+        // SAFETY: the live IRP in our dispatch routine.
+        let sl = unsafe { &*fsfilter_kernel::irp::IoGetCurrentIrpStackLocation(irp) };
+        if sl.MajorFunction == 0x0d && sl.MinorFunction == 0x01 {
+            MOUNTS.set(MOUNTS.get() + 1);
+            if MOUNTS.get() == 1 {
+                let ten_ms: i64 = -100_000;
+                // SAFETY: a relative interval, at PASSIVE_LEVEL in the mounting thread.
+                let _ = unsafe {
+                    windows_sys::Wdk::System::SystemServices::KeDelayExecutionThread(
+                        0, false, &ten_ms,
+                    )
+                };
+            }
+        }
+        // SAFETY: the live IRP; our lower device.
+        unsafe {
+            fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
+            fsfilter_kernel::irp::IoCallDriver(lower(device), irp)
+        }
+    }
+
+    unsafe extern "system" fn notify(cdo: *const DEVICE_OBJECT, active: bool) {
+        use windows_sys::Wdk::System::SystemServices::{
+            IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
+        };
+        let driver = DRIVER.get() as *const DRIVER_OBJECT;
+        if active {
+            let mut me: *mut DEVICE_OBJECT = null_mut();
+            // SAFETY: our driver; an unnamed device of the control device's type, attached
+            // above it, its extension filled before the flag is cleared.
+            unsafe {
+                let size = size_of::<*mut DEVICE_OBJECT>() as u32;
+                let ty = (*cdo).DeviceType;
+                if IoCreateDevice(driver, size, std::ptr::null(), ty, 0, false, &mut me) != 0 {
+                    return;
+                }
+                let slot = (*me).DeviceExtension.cast::<*mut DEVICE_OBJECT>();
+                if IoAttachDeviceToDeviceStackSafe(me, cdo.cast_mut(), slot) != 0 {
+                    IoDeleteDevice(me);
+                    return;
+                }
+                (*me).Flags &= !0x80;
+            }
+            return;
+        }
+        // SAFETY: walking the control device's attachment chain for our device.
+        unsafe {
+            let mut cur = (*cdo).AttachedDevice;
+            while !cur.is_null() {
+                if (*cur).DriverObject as usize == driver as usize {
+                    IoDetachDevice(lower(cur));
+                    IoDeleteDevice(cur);
+                    return;
+                }
+                cur = (*cur).AttachedDevice;
+            }
+        }
+    }
+
+    unsafe extern "system" fn detach(source: *const DEVICE_OBJECT, target: *const DEVICE_OBJECT) {
+        // SAFETY: our device attached to `target`.
+        unsafe {
+            windows_sys::Wdk::System::SystemServices::IoDetachDevice(target.cast_mut());
+            windows_sys::Wdk::System::SystemServices::IoDeleteDevice(source);
+        }
+    }
+
+    static FAST_IO: FAST_IO_DISPATCH = {
+        // SAFETY: all-zero is a table of absent routines.
+        let mut t: FAST_IO_DISPATCH = unsafe { std::mem::zeroed() };
+        t.SizeOfFastIoDispatch = size_of::<FAST_IO_DISPATCH>() as u32;
+        t.FastIoDetachDevice = Some(detach);
+        t
+    };
+
+    pub(crate) unsafe extern "system" fn entry(
+        driver: *const DRIVER_OBJECT,
+        _p: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        DRIVER.set(driver as usize);
+        MOUNTS.set(0);
+        // SAFETY: our driver object during DriverEntry, and our routine.
+        unsafe {
+            for f in (*driver.cast_mut()).MajorFunction.iter_mut() {
+                *f = Some(dispatch);
+            }
+            (*driver.cast_mut()).FastIoDispatch = (&raw const FAST_IO).cast_mut();
+            windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange(
+                driver,
+                Some(notify),
+            )
+        }
+    }
+}
+
+#[test]
+fn a_mount_walk_starts_over_when_the_file_system_queue_changed_during_a_request() {
+    // facts.md §1.1 (a registration counter is bumped at each registration) and §1.4 (ReactOS
+    // IopMountVolume, the reference): the walk notes the counter before each mount request and,
+    // when the request failed and file systems registered or unregistered meanwhile, starts over
+    // at the head of the queue instead of walking the entries it read before. Here the first
+    // mount request of F: waits 10 ms in a filter on the first recognizer; meanwhile another
+    // thread mounts G:, which loads FastFat: \Fat goes to the head of the disk queue and the FAT
+    // recognizer is unregistered and deleted. F: must then mount with FastFat, not be sent to the
+    // deleted recognizer and miss \Fat.
+    let mut m = machine(15);
+    let f =
+        m.add_volume(VolumeSpec::new("F:", FsKind::Fat).file("a.txt", b"f").mount(MountWhen::Step));
+    let g =
+        m.add_volume(VolumeSpec::new("G:", FsKind::Fat).file("b.txt", b"g").mount(MountWhen::Step));
+    m.install(fsfilter_sim::ServiceSpec::new("Delaying", delaying::entry, "legacy"));
+    m.boot();
+    assert_eq!(m.start("Delaying"), Status::SUCCESS);
+    let other = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = other.clone();
+    m.schedule(2, move |m| seen.set(Some(m.mount(g))));
+    assert_eq!(m.mount(f), Status::SUCCESS, "{:?}", mounted_events(&m));
+    assert_eq!(other.get(), Some(Status::SUCCESS), "G: mounted meanwhile");
+    assert!(delaying::MOUNTS.get() >= 2);
+    let mounted = mounted_events(&m);
+    assert!(mounted.contains(&("F:".into(), "fastfat".into(), Status::SUCCESS)), "{mounted:?}");
+    assert!(mounted.contains(&("G:".into(), "fastfat".into(), Status::SUCCESS)), "{mounted:?}");
+    assert!(m.open(f, "a.txt", CreateOptions::open()).is_ok());
+    assert!(m.open(g, "b.txt", CreateOptions::open()).is_ok());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
