@@ -112,30 +112,43 @@ pub fn mount_volume(v: VolumeId, allow_raw: bool) -> Status {
     // until the first is done; the simulator's threads are cooperative, and a request that
     // waited here for a walk lower on the same host stack (the pended mount it interrupted)
     // would wait forever. So a request from another thread while a mount is under way fails
-    // with `STATUS_DEVICE_NOT_READY` (choice, docs/simulator.md "Mounting"); a nested request
-    // of the mounting thread goes on as before.
+    // with `STATUS_DEVICE_NOT_READY` (choice, docs/simulator.md "Mounting"). A request of the
+    // mounting thread itself (a driver in the mount path opens the volume, whose VPB is not
+    // marked mounted before the request is back) waits on Windows for the lock its own thread
+    // holds and never returns: a deadlock, reported, and the request fails the same way.
     let held = kernel::with(|k| {
         let me = k.thread;
         match k.volume(v).mounting {
-            Some(t) if t != me => Err(()),
-            Some(_) => Ok(false),
+            Some(t) if t != me => false,
+            Some(_) => {
+                let volume = k.volume_display_name(v);
+                k.report_current(
+                    crate::events::Rule::Deadlock,
+                    format!(
+                        "a mount of {volume} from its own mount path: the thread waits for the \
+                         device lock it holds (the simulator fails the request with \
+                         STATUS_DEVICE_NOT_READY)"
+                    ),
+                );
+                false
+            }
             None => {
                 k.volume_mut(v).mounting = Some(me);
-                Ok(true)
+                true
             }
         }
     });
-    let Ok(took) = held else { return Status::DEVICE_NOT_READY };
+    if !held {
+        return Status::DEVICE_NOT_READY;
+    }
     // A new mount waits for synchronized registrations under way (facts.md §1.1); one that
     // cannot be waited for fails like a mount of a device under way (docs/simulator.md).
-    if took && !crate::fsreg::mount_waits_for_registrations() {
+    if !crate::fsreg::mount_waits_for_registrations() {
         kernel::with(|k| k.volume_mut(v).mounting = None);
         return Status::DEVICE_NOT_READY;
     }
     let status = mount_volume_locked(v, allow_raw);
-    if took {
-        kernel::with(|k| k.volume_mut(v).mounting = None);
-    }
+    kernel::with(|k| k.volume_mut(v).mounting = None);
     status
 }
 

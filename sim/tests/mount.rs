@@ -893,3 +893,159 @@ fn a_mount_walk_starts_over_when_the_file_system_queue_changed_during_a_request(
     assert!(m.open(g, "b.txt", CreateOptions::open()).is_ok());
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A legacy filter on every file system's control device that, once a mount request it sent
+/// down came back successful, opens the volume by its storage device's name from its mount path
+/// (`IoGetDeviceObjectPointer`), before passing the result up.
+mod reopening {
+    use std::cell::Cell;
+    use std::ffi::c_void;
+    use std::ptr::null_mut;
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, IRP, KEVENT};
+    use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+    thread_local! {
+        static DRIVER: Cell<usize> = const { Cell::new(0) };
+        /// The status of the open made from the mount path, once made.
+        pub(crate) static OPENED: Cell<Option<i32>> = const { Cell::new(None) };
+    }
+
+    fn lower(device: *const DEVICE_OBJECT) -> *mut DEVICE_OBJECT {
+        // SAFETY: one of our devices, whose extension holds the device below.
+        unsafe { *(*device).DeviceExtension.cast::<*mut DEVICE_OBJECT>() }
+    }
+
+    unsafe extern "system" fn done(_d: *mut DEVICE_OBJECT, _i: *mut IRP, c: *mut c_void) -> i32 {
+        // SAFETY: the waiting dispatch routine's event.
+        unsafe { windows_sys::Wdk::System::SystemServices::KeSetEvent(c.cast(), 0, false) };
+        fsfilter::Status::MORE_PROCESSING_REQUIRED.0
+    }
+
+    unsafe extern "system" fn dispatch(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+        use fsfilter_kernel::irp::{IoCallDriver, IoCompleteRequest};
+        // SAFETY: the live IRP in our dispatch routine.
+        let sl = unsafe { &*fsfilter_kernel::irp::IoGetCurrentIrpStackLocation(irp) };
+        if sl.MajorFunction != 0x0d || sl.MinorFunction != 0x01 {
+            // SAFETY: the live IRP; our lower device.
+            return unsafe {
+                fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp);
+                IoCallDriver(lower(device), irp)
+            };
+        }
+        // SAFETY: zeroed storage for an event, alive until the wait ends.
+        let mut event: KEVENT = unsafe { std::mem::zeroed() };
+        // SAFETY: our event; the live IRP with a lower location; our routine.
+        let s = unsafe {
+            windows_sys::Wdk::System::SystemServices::KeInitializeEvent(&mut event, 0, false);
+            fsfilter_kernel::irp::IoCopyCurrentIrpStackLocationToNext(irp);
+            let ctx = (&raw mut event).cast();
+            fsfilter_kernel::irp::IoSetCompletionRoutine(irp, done, ctx, true, true, true);
+            IoCallDriver(lower(device), irp)
+        };
+        if s == fsfilter::Status::PENDING.0 {
+            // SAFETY: our event.
+            unsafe {
+                windows_sys::Wdk::System::SystemServices::KeWaitForSingleObject(
+                    (&raw const event).cast(),
+                    0,
+                    0,
+                    false,
+                    std::ptr::null(),
+                )
+            };
+        }
+        // SAFETY: the IRP is ours again (the routine stopped its completion).
+        let status = unsafe { (*irp).IoStatus.Anonymous.Status };
+        if status >= 0 && OPENED.get().is_none() {
+            let units: Vec<u16> = r"\Device\HarddiskVolume1".encode_utf16().collect();
+            let name = fsfilter_sim::mem::unicode(&units);
+            let (mut fo, mut dev) = (null_mut(), null_mut());
+            // SAFETY: a valid name and out parameters, at PASSIVE_LEVEL.
+            let s = unsafe {
+                windows_sys::Wdk::System::SystemServices::IoGetDeviceObjectPointer(
+                    &name,
+                    0x8000_0000,
+                    &mut fo,
+                    &mut dev,
+                )
+            };
+            OPENED.set(Some(s));
+            if s >= 0 {
+                // SAFETY: the reference the open returned.
+                unsafe {
+                    windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(fo.cast())
+                };
+            }
+        }
+        // SAFETY: completing the IRP our routine held.
+        unsafe { IoCompleteRequest(irp, 0) };
+        status
+    }
+
+    unsafe extern "system" fn notify(cdo: *const DEVICE_OBJECT, active: bool) {
+        use windows_sys::Wdk::System::SystemServices::{
+            IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice,
+        };
+        if !active {
+            return;
+        }
+        let driver = DRIVER.get() as *const DRIVER_OBJECT;
+        let mut me: *mut DEVICE_OBJECT = null_mut();
+        // SAFETY: our driver; an unnamed device of the control device's type, attached above it.
+        unsafe {
+            let size = size_of::<*mut DEVICE_OBJECT>() as u32;
+            let ty = (*cdo).DeviceType;
+            if IoCreateDevice(driver, size, std::ptr::null(), ty, 0, false, &mut me) != 0 {
+                return;
+            }
+            let slot = (*me).DeviceExtension.cast::<*mut DEVICE_OBJECT>();
+            if IoAttachDeviceToDeviceStackSafe(me, cdo.cast_mut(), slot) != 0 {
+                IoDeleteDevice(me);
+                return;
+            }
+            (*me).Flags &= !0x80;
+        }
+    }
+
+    pub(crate) unsafe extern "system" fn entry(
+        driver: *const DRIVER_OBJECT,
+        _p: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        DRIVER.set(driver as usize);
+        OPENED.set(None);
+        // SAFETY: our driver object during DriverEntry, and our routine.
+        unsafe {
+            for f in (*driver.cast_mut()).MajorFunction.iter_mut() {
+                *f = Some(dispatch);
+            }
+            windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange(
+                driver,
+                Some(notify),
+            )
+        }
+    }
+}
+
+#[test]
+fn an_open_of_the_volume_from_its_own_mount_path_is_a_deadlock() {
+    // facts.md §1.4 (ReactOS IopMountVolume): the I/O manager holds the real device's lock for
+    // the whole walk, and VPB_MOUNTED is set only once the request is back. An open of the
+    // volume from a filter's mount path, in the mounting thread, finds the VPB unmounted, mounts
+    // again and waits for the lock its own thread holds: on Windows the thread hangs. It must
+    // not mount the volume a second time (a second volume device for one VPB).
+    let mut m = machine(16);
+    let c = m
+        .add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"c").mount(MountWhen::Step));
+    m.install(fsfilter_sim::ServiceSpec::new("Reopening", reopening::entry, "legacy"));
+    m.boot();
+    assert_eq!(m.start("Reopening"), Status::SUCCESS);
+    let _ = m.mount(c);
+    let opened = reopening::OPENED.get();
+    let vdos = m.kernel(|k| {
+        k.objects.devices.iter().filter(|d| !d.deleted && d.role == DeviceRole::FsVolume).count()
+    });
+    let mounted = mounted_events(&m);
+    assert_eq!(vdos, 1, "one volume device; the open from the mount path: {opened:?}, {mounted:?}");
+    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(fsfilter_sim::Rule::Deadlock, Some("Reopening".into()))]);
+}
