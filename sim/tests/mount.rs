@@ -816,7 +816,7 @@ mod delaying {
         unsafe {
             let mut cur = (*cdo).AttachedDevice;
             while !cur.is_null() {
-                if (*cur).DriverObject as usize == driver as usize {
+                if std::ptr::eq((*cur).DriverObject, driver) {
                     IoDetachDevice(lower(cur));
                     IoDeleteDevice(cur);
                     return;
