@@ -33,12 +33,16 @@ pub struct MountWait {
     raw: bool,
     /// The file system's service name.
     fs: String,
+    /// The service of the driver the request was sent to (the top of the control device's
+    /// attachment chain).
+    sent_to: String,
     /// The I/O manager's work after the mount was done by another thread.
     pub finished: bool,
 }
 
-/// The mount a request belongs to: the volume, its storage device, RAW or not, the file system.
-type MountOf = (VolumeId, DeviceId, bool, String);
+/// The mount a request belongs to: the volume, its storage device, RAW or not, the file system,
+/// the driver the request was sent to.
+type MountOf = (VolumeId, DeviceId, bool, String, String);
 
 /// Sends one file-system control request to the top of `device`'s attachment chain and waits.
 /// `stack` is the IRP's stack count; `setup` fills the first stack location. For a mount request
@@ -72,9 +76,9 @@ fn send_fsctl(
     let s = crate::irp::call_driver(device, irp);
     let mut finished = false;
     if s == Status::PENDING.0 {
-        let watched = mount.map(|(v, storage, raw, fs)| {
-            let wait =
-                MountWait { event: &mut *event, iosb: &*iosb, storage, raw, fs, finished: false };
+        let watched = mount.map(|(v, storage, raw, fs, sent_to)| {
+            let (event, iosb) = (&raw mut *event, &raw const *iosb);
+            let wait = MountWait { event, iosb, storage, raw, fs, sent_to, finished: false };
             kernel::with(|k| k.volume_mut(v).mount_wait = Some(wait));
             v
         });
@@ -183,7 +187,7 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
             (queue(k, ty), k.objects.device(storage).ptr, k.objects.device(top).ptr)
         });
         for cdo in candidates {
-            let (raw, top, stack, name) = kernel::with(|k| {
+            let (raw, top, stack, name, sent_to) = kernel::with(|k| {
                 let raw = k.fsreg.raw.contains(&cdo);
                 let mut count: i8 = 1;
                 let mut cur = cdo;
@@ -194,7 +198,9 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
                 // SAFETY: the storage stack's top device.
                 let storage_stack = unsafe { (*storage_top).StackSize };
                 let name = k.objects.driver(k.objects.device(cdo).driver).service.clone();
-                (raw, k.objects.device(cur).ptr, storage_stack.saturating_add(count), name)
+                let sent_to = k.objects.driver(k.objects.device(cur).driver).service.clone();
+                let stack = storage_stack.saturating_add(count);
+                (raw, k.objects.device(cur).ptr, stack, name, sent_to)
             });
             if raw && !allow_raw {
                 continue;
@@ -209,7 +215,7 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
                 top,
                 stack,
                 irp_flags::MOUNT_COMPLETION | irp_flags::SYNCHRONOUS_PAGING_IO,
-                Some((v, storage, raw, name.clone())),
+                Some((v, storage, raw, name.clone(), sent_to.clone())),
                 |s| {
                     s.MinorFunction = mn_fsctl::MOUNT_VOLUME;
                     s.Flags = if allow_raw { sl::ALLOW_RAW_MOUNT } else { 0 };
@@ -219,10 +225,12 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
             );
             match status {
                 Status::SUCCESS => {
-                    if !finished {
-                        kernel::with(|k| k.after_mount(v, storage, raw, &name));
-                    }
-                    return Status::SUCCESS;
+                    let mounted = if finished {
+                        kernel::with(|k| is_mounted(k, v))
+                    } else {
+                        kernel::with(|k| k.after_mount(v, storage, raw, &name, &sent_to))
+                    };
+                    return if mounted { Status::SUCCESS } else { Status::UNSUCCESSFUL };
                 }
                 Status::FS_DRIVER_REQUIRED => {
                     load_file_system(cdo);
@@ -268,14 +276,38 @@ fn mount_volume_locked(v: VolumeId, allow_raw: bool) -> Status {
 impl Kernel {
     /// The I/O manager's work after a successful mount: the real device's VPB (re-read: the file
     /// system may have swapped in another one) marked mounted, the volume device's stack size
-    /// forced to the storage stack's plus one.
-    fn after_mount(&mut self, v: VolumeId, storage: DeviceId, raw: bool, fs: &str) {
+    /// forced to the storage stack's plus one. False, and a `BUGCHECK` finding against `sent_to`
+    /// (the driver the request was sent to), when the VPB names no volume device: a filter
+    /// completed the request with success without the file system, and Windows dereferences
+    /// the NULL `Vpb->DeviceObject` (ReactOS `IopMountInitializeVpb`); the VPB stays unmounted.
+    fn after_mount(
+        &mut self,
+        v: VolumeId,
+        storage: DeviceId,
+        raw: bool,
+        fs: &str,
+        sent_to: &str,
+    ) -> bool {
         let real = self.objects.dobj(storage);
         let the_vpb = real.Vpb;
         let top = self.objects.top(storage);
         let stack = self.objects.dobj(top).StackSize;
         // SAFETY: the real device's VPB.
         let vp = unsafe { crate::mem::obj(the_vpb) };
+        let volume = self.volume_display_name(v);
+        if self.objects.device_id(vp.DeviceObject).is_none() {
+            self.report(
+                crate::events::Rule::Bugcheck,
+                Some(sent_to.to_owned()),
+                format!(
+                    "the mount request of {volume} completed with STATUS_SUCCESS and no volume \
+                     device in the VPB: the I/O manager dereferences Vpb->DeviceObject"
+                ),
+            );
+            let status = Status::UNSUCCESSFUL;
+            self.log(EventKind::Mounted { volume, filesystem: fs.to_owned(), status });
+            return false;
+        }
         vp.Flags |= vpb::MOUNTED;
         if raw {
             vp.Flags |= vpb::RAW_MOUNT;
@@ -287,8 +319,8 @@ impl Kernel {
             info.volume = Some(v);
             self.volume_mut(v).vdo = Some(vdo);
         }
-        let volume = self.volume_display_name(v);
         self.log(EventKind::Mounted { volume, filesystem: fs.to_owned(), status: Status::SUCCESS });
+        true
     }
 }
 
@@ -331,11 +363,13 @@ impl Kernel {
                 let iosb = unsafe { &*w.iosb };
                 // SAFETY: `Status` is the member the I/O manager wrote.
                 let status = unsafe { iosb.Anonymous.Status };
-                (signalled && !w.finished).then(|| (Status(status), w.storage, w.raw, w.fs.clone()))
+                (signalled && !w.finished)
+                    .then(|| (Status(status), w.storage, w.raw, w.fs.clone(), w.sent_to.clone()))
             });
             match back {
-                Some((Status::SUCCESS, storage, raw, fs)) => {
-                    self.after_mount(v, storage, raw, &fs);
+                Some((Status::SUCCESS, storage, raw, fs, sent_to)) => {
+                    // The mounting thread reads the outcome from the VPB once it runs.
+                    let _ = self.after_mount(v, storage, raw, &fs, &sent_to);
                     if let Some(w) = self.volume_mut(v).mount_wait.as_mut() {
                         w.finished = true;
                     }

@@ -1049,3 +1049,34 @@ fn an_open_of_the_volume_from_its_own_mount_path_is_a_deadlock() {
     let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
     assert_eq!(rules, [(fsfilter_sim::Rule::Deadlock, Some("Reopening".into()))]);
 }
+
+#[test]
+fn a_mount_completed_successfully_without_a_volume_device_is_a_bugcheck() {
+    // facts.md §1.4 (ReactOS IopMountVolume, IopMountInitializeVpb): on a successful mount the
+    // I/O manager marks the real device's VPB mounted and sets the stack size of
+    // `Vpb->DeviceObject`, the volume device the file system put there. A filter that completes
+    // the mount request with STATUS_SUCCESS itself, without the file system, leaves that field
+    // NULL: Windows dereferences it and bugchecks. The simulator must report it and not mark
+    // the VPB mounted with no volume device (creates would go to the storage device itself).
+    let mut m = machine_with_spy(17);
+    let x = m
+        .add_volume(VolumeSpec::new("X:", FsKind::Ntfs).file("a.txt", b"x").mount(MountWhen::Step));
+    m.boot();
+    spy(|s| s.fail_mounts = Some(Status::SUCCESS));
+    assert!(!m.mount(x).is_success(), "no volume device: the mount failed");
+    m.kernel(|k| {
+        let storage = k.volume(x).storage.unwrap();
+        // SAFETY: the storage device's VPB.
+        let (flags, dev) = unsafe {
+            let v = k.objects.dobj(storage).Vpb;
+            ((*v).Flags, (*v).DeviceObject)
+        };
+        assert_eq!((flags & 1, dev), (0, std::ptr::null_mut()), "the VPB is not mounted");
+    });
+    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(fsfilter_sim::Rule::Bugcheck, Some("Spy".into()))]);
+    // Once the spy lets the request through, the volume mounts.
+    spy(|s| s.fail_mounts = None);
+    assert_eq!(m.mount(x), Status::SUCCESS);
+    assert!(m.open(x, "a.txt", CreateOptions::open()).is_ok());
+}
