@@ -41,13 +41,15 @@ pub enum Segment {
 }
 
 impl Segment {
-    /// The segment of a control device type.
-    pub fn of(device_type: u32) -> Segment {
+    /// The segment of a control device type; none for a type other than the four file-system
+    /// types (ReactOS `IoRegisterFileSystem` queues such a device nowhere).
+    pub fn of(device_type: u32) -> Option<Segment> {
         match device_type {
-            device_type::CD_ROM_FILE_SYSTEM => Segment::CdRom,
-            device_type::TAPE_FILE_SYSTEM => Segment::Tape,
-            device_type::NETWORK_FILE_SYSTEM => Segment::Network,
-            _ => Segment::Disk,
+            device_type::CD_ROM_FILE_SYSTEM => Some(Segment::CdRom),
+            device_type::DISK_FILE_SYSTEM => Some(Segment::Disk),
+            device_type::TAPE_FILE_SYSTEM => Some(Segment::Tape),
+            device_type::NETWORK_FILE_SYSTEM => Some(Segment::Network),
+            _ => None,
         }
     }
 }
@@ -170,18 +172,23 @@ pub fn register_file_system(cdo: *const DEVICE_OBJECT) {
         o.Flags &= !DO_DEVICE_INITIALIZING;
         let is_raw = k.fsreg.raw.contains(&id);
         let raw = k.fsreg.raw.clone();
-        let list = k.fsreg.segment_mut(seg);
-        list.retain(|d| *d != id);
-        if is_raw {
-            // RAW stays at the tail of its segment whatever registers later.
-            list.push(id);
-        } else if low {
-            // Low-priority file systems go to the tail, but before RAW (ReactOS inserts them
-            // before the segment's last entry, facts.md §1.1).
-            let at = list.iter().position(|d| raw.contains(d)).unwrap_or(list.len());
-            list.insert(at, id);
-        } else {
-            list.insert(0, id);
+        for s in [Segment::CdRom, Segment::Disk, Segment::Tape, Segment::Network] {
+            k.fsreg.segment_mut(s).retain(|d| *d != id);
+        }
+        // A device of another type joins no queue; the counter and the routines as for any.
+        if let Some(seg) = seg {
+            let list = k.fsreg.segment_mut(seg);
+            if is_raw {
+                // RAW stays at the tail of its segment whatever registers later.
+                list.push(id);
+            } else if low {
+                // Low-priority file systems go to the tail, but before RAW (ReactOS inserts
+                // them before the segment's last entry, facts.md §1.1).
+                let at = list.iter().position(|d| raw.contains(d)).unwrap_or(list.len());
+                list.insert(at, id);
+            } else {
+                list.insert(0, id);
+            }
         }
         k.fsreg.generation += 1;
         k.objects.device_mut(id).role = crate::objects::DeviceRole::FsControl;

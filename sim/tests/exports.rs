@@ -864,3 +864,86 @@ fn unregistering_an_unknown_routine_removes_a_drivers_only_registration() {
     assert_eq!(registered(&m, "OnlyOne"), 0);
     assert_eq!(registered(&m, "Two"), 2);
 }
+
+thread_local! {
+    /// Requests the "OddFs" driver's device received.
+    static ODD_REQUESTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The "OddFs" driver's registered device.
+    static ODD_DEVICE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts the request and fails it, as a device that serves no file-system request would.
+unsafe extern "system" fn odd_dispatch(
+    _device: *const DEVICE_OBJECT,
+    irp: *mut windows_sys::Wdk::Foundation::IRP,
+) -> i32 {
+    ODD_REQUESTS.set(ODD_REQUESTS.get() + 1);
+    // SAFETY: the live IRP, ours to complete.
+    unsafe {
+        (*irp).IoStatus.Anonymous.Status = Status::INVALID_DEVICE_REQUEST.0;
+        fsfilter_kernel::irp::IoCompleteRequest(irp, 0);
+    }
+    Status::INVALID_DEVICE_REQUEST.0
+}
+
+/// Registers a named device of type FILE_DEVICE_NAMED_PIPE (0x11) as a file system.
+unsafe extern "system" fn odd_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    let units: Vec<u16> = r"\OddFs".encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let mut dev = null_mut();
+    // SAFETY: our driver object during DriverEntry; a valid name and out pointer; our device.
+    unsafe {
+        for f in (*driver.cast_mut()).MajorFunction.iter_mut() {
+            *f = Some(odd_dispatch);
+        }
+        let s = windows_sys::Wdk::System::SystemServices::IoCreateDevice(
+            driver, 0, &name, 0x11, 0, false, &mut dev,
+        );
+        if s != 0 {
+            return s;
+        }
+        ODD_DEVICE.set(dev as usize);
+        windows_sys::Wdk::Storage::FileSystem::IoRegisterFileSystem(dev);
+    }
+    0
+}
+
+#[test]
+fn a_device_of_another_type_registered_as_a_file_system_joins_no_mount_queue_facts_1_1() {
+    // facts.md §1.1: the queue has four segments, CD-ROM, disk, tape and network, and a control
+    // device goes to the one of its DeviceType; ReactOS IoRegisterFileSystem (and Windows, as
+    // its public symbol-level listings show) puts a device of any other type in no queue, bumps
+    // the counter and calls the notification routines all the same. Such a device must not
+    // receive the mount requests of disk volumes.
+    use fsfilter_sim::fsreg::Segment;
+    let mut m = machine(5);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("a.txt", b"c")
+            .mount(fsfilter_sim::MountWhen::Step),
+    );
+    m.boot();
+    m.install(fsfilter_sim::ServiceSpec::new("Enumerating", enumerating_entry, "legacy"));
+    m.install(fsfilter_sim::ServiceSpec::new("OddFs", odd_entry, "legacy"));
+    assert_eq!(m.start("Enumerating"), Status::SUCCESS);
+    ENUMERATED.with(|e| e.borrow_mut().clear());
+    ODD_REQUESTS.set(0);
+    assert_eq!(m.start("OddFs"), Status::SUCCESS);
+    let odd = ODD_DEVICE.get();
+    let heard = ENUMERATED.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    assert_eq!(heard, [odd], "the routines are told of it");
+    m.kernel(|k| {
+        for seg in [Segment::Network, Segment::CdRom, Segment::Disk, Segment::Tape] {
+            let queued =
+                k.fsreg.segment(seg).iter().any(|d| k.objects.device(*d).ptr as usize == odd);
+            assert!(!queued, "in no segment: {seg:?}");
+        }
+    });
+    assert_eq!(m.mount(c), Status::SUCCESS);
+    assert_eq!(ODD_REQUESTS.get(), 0, "no mount request reached it");
+    assert!(m.open(c, "a.txt", CreateOptions::open()).is_ok());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
