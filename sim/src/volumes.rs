@@ -193,6 +193,9 @@ pub enum VolumeError {
     SecondNamespace(FsKind),
     /// A network share's name must be `\\server\share`.
     BadShareName(String),
+    /// The storage device's name (the first) is another volume's (the second): a volume named
+    /// by its device path and a volume the machine gives that name.
+    DeviceInUse(String, String),
 }
 
 impl std::fmt::Display for VolumeError {
@@ -204,6 +207,9 @@ impl std::fmt::Display for VolumeError {
             }
             VolumeError::BadShareName(n) => {
                 write!(f, "a mup volume is named \\\\server\\share, not {n}")
+            }
+            VolumeError::DeviceInUse(d, v) => {
+                write!(f, "the storage device {d} is volume {v}'s already")
             }
         }
     }
@@ -368,27 +374,35 @@ impl Kernel {
         } else {
             None
         };
+        let explicit = spec.name.to_ascii_lowercase().starts_with("\\device\\");
         let device_name = match spec.fs.media() {
-            MediaKind::Disk | MediaKind::CdRom
-                if spec.name.to_ascii_lowercase().starts_with("\\device\\") =>
-            {
-                spec.name.clone()
-            }
-            MediaKind::Disk => {
-                self.volumes.disks += 1;
-                format!("\\Device\\HarddiskVolume{}", self.volumes.disks)
-            }
-            MediaKind::CdRom => {
-                let n = self.volumes.cdroms;
-                self.volumes.cdroms += 1;
-                format!("\\Device\\CdRom{n}")
-            }
+            MediaKind::Disk | MediaKind::CdRom if explicit => spec.name.clone(),
+            MediaKind::Disk => format!("\\Device\\HarddiskVolume{}", self.volumes.disks + 1),
+            MediaKind::CdRom => format!("\\Device\\CdRom{}", self.volumes.cdroms),
             MediaKind::Network => crate::fs::MUP_DEVICE.to_owned(),
             MediaKind::None => match spec.fs {
                 FsKind::Npfs => crate::fs::NPFS_DEVICE.to_owned(),
                 _ => crate::fs::MSFS_DEVICE.to_owned(),
             },
         };
+        // Two storage devices cannot have one name: a volume named by its device path and one
+        // the machine gives that name collide, in either order (docs/simulator.md, "Volumes and
+        // media").
+        if spec.fs.uses_vpb() {
+            let owner = self
+                .volumes
+                .list
+                .iter()
+                .find(|v| v.fs.uses_vpb() && v.device_name.eq_ignore_ascii_case(&device_name));
+            if let Some(owner) = owner {
+                return Err(VolumeError::DeviceInUse(device_name, owner.name.to_string()));
+            }
+        }
+        match spec.fs.media() {
+            MediaKind::Disk if !explicit => self.volumes.disks += 1,
+            MediaKind::CdRom if !explicit => self.volumes.cdroms += 1,
+            _ => {}
+        }
         let id = VolumeId(self.volumes.list.len() as u32);
         let now = crate::fs::media::EPOCH_2026 + self.sched.now as i64;
         let serial = 0x5EED_0000 ^ (id.0.wrapping_mul(0x9E37_79B9)) ^ (self.config.seed as u32);

@@ -1080,3 +1080,30 @@ fn a_mount_completed_successfully_without_a_volume_device_is_a_bugcheck() {
     assert_eq!(m.mount(x), Status::SUCCESS);
     assert!(m.open(x, "a.txt", CreateOptions::open()).is_ok());
 }
+
+#[test]
+fn a_storage_device_name_in_use_by_another_volume_is_refused_in_either_order() {
+    // docs/simulator.md (Volumes and media, Names): a DOS-named disk volume gets
+    // \Device\HarddiskVolumeN (N from 1), a CD \Device\CdRomN (N from 0), and a `\Device\...`
+    // name is the storage device's own. Two storage devices cannot share a name: a volume whose
+    // device would take one another volume has is refused, whichever comes first, and the
+    // volumes already there work.
+    use fsfilter_sim::VolumeError;
+    let mut m = machine(18);
+    let d = m.add_volume(VolumeSpec::new(r"\Device\HarddiskVolume1", FsKind::Ntfs).file("d", b"d"));
+    let c = m.try_add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let (dev, name) =
+        (r"\Device\HarddiskVolume1".to_owned(), r"\Device\HarddiskVolume1".to_owned());
+    assert_eq!(c.err(), Some(VolumeError::DeviceInUse(dev, name)));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Cdfs).file("e", b"e"));
+    let cd = m.try_add_volume(VolumeSpec::new(r"\device\cdrom0", FsKind::Udfs));
+    assert_eq!(cd.err(), Some(VolumeError::DeviceInUse(r"\device\cdrom0".into(), "E:".into())));
+    m.boot();
+    // The numbers go to DOS-named volumes in order: the next one would take the same device.
+    let f = m.try_add_volume(VolumeSpec::new("F:", FsKind::Ntfs));
+    assert!(matches!(f, Err(VolumeError::DeviceInUse(..))), "{f:?}");
+    for (v, file) in [(d, "d"), (e, "e")] {
+        assert!(m.open(v, file, CreateOptions::open().access(0x8000_0000)).is_ok(), "{file}");
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
