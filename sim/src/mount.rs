@@ -427,6 +427,16 @@ pub fn mount(v: VolumeId) -> Status {
     }
 }
 
+/// True when the volume's VPB is marked `VPB_LOCKED` (`FSCTL_LOCK_VOLUME`): the I/O manager's
+/// parse then refuses an open through it with `STATUS_ACCESS_DENIED` before any request is
+/// built, so no driver sees it (ReactOS `IopCheckVpbMounted`).
+pub fn is_locked(k: &Kernel, v: VolumeId) -> bool {
+    let Some(s) = k.volume(v).storage else { return false };
+    let real = k.objects.dobj(s);
+    // SAFETY: the storage device's VPB, when set.
+    unsafe { real.Vpb.as_ref() }.is_some_and(|vp| vp.Flags & vpb::LOCKED != 0)
+}
+
 /// True when the volume is mounted now.
 pub fn is_mounted(k: &Kernel, v: VolumeId) -> bool {
     let vol = k.volume(v);

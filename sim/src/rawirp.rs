@@ -329,6 +329,10 @@ fn new_file(volume: VolumeId, name: &[u16]) -> Result<*mut FILE_OBJECT, Status> 
             return Err(s);
         }
     }
+    // A locked volume is refused in the parse (ReactOS `IopCheckVpbMounted`).
+    if kernel::with(|k| crate::mount::is_locked(k, volume)) {
+        return Err(Status::ACCESS_DENIED);
+    }
     kernel::with(|k| {
         let vol = k.volume(volume);
         let (device, vpb, full) = match kind {

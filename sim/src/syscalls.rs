@@ -520,6 +520,11 @@ fn open_target(volume: VolumeId, rel: &str) -> Result<(MediaKind, bool), Status>
             return Err(s);
         }
     }
+    // A locked volume is refused in the parse, before any request (ReactOS
+    // `IopCheckVpbMounted`).
+    if kernel::with(|k| crate::mount::is_locked(k, volume)) {
+        return Err(Status::ACCESS_DENIED);
+    }
     Ok((kind, volume_open))
 }
 
@@ -1998,6 +2003,10 @@ pub fn open_device_by_name(
             if !s.is_success() {
                 return Err(s);
             }
+        }
+        // A locked volume is refused in the parse (ReactOS `IopCheckVpbMounted`).
+        if kernel::with(|k| crate::mount::is_locked(k, v)) {
+            return Err(Status::ACCESS_DENIED);
         }
     }
     let file = kernel::with(|k| {

@@ -1107,3 +1107,27 @@ fn a_storage_device_name_in_use_by_another_volume_is_refused_in_either_order() {
     }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_open_of_a_locked_volume_is_refused_by_the_io_manager_before_any_request() {
+    // ReactOS IopCheckVpbMounted (facts.md S5, the reference for §1.4): once the volume is
+    // mounted, an open through a VPB marked VPB_LOCKED (FSCTL_LOCK_VOLUME) fails with
+    // STATUS_ACCESS_DENIED in the I/O manager's parse, before any IRP: no filter sees the create.
+    // After FSCTL_UNLOCK_VOLUME opens go through again.
+    use fsfilter_sim::IoRequest;
+    let mut m = machine_with_spy(19);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"c"));
+    m.boot();
+    let v = m.open(c, "", CreateOptions::open()).unwrap();
+    let fsctl = |code| IoRequest::Fsctl { handle: v, code, input: &[], output_length: 0 };
+    assert_eq!(m.io(fsctl(0x0009_0018)).status, Status::SUCCESS, "FSCTL_LOCK_VOLUME");
+    spy(|s| s.seen.clear());
+    assert_eq!(m.create(c, "a.txt", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    assert_eq!(m.create(c, "", CreateOptions::open()).status, Status::ACCESS_DENIED);
+    let creates = spy(|s| s.seen.iter().filter(|x| x.major == 0).count());
+    assert_eq!(creates, 0, "no create request reached the volume's stack");
+    assert_eq!(m.io(fsctl(0x0009_001C)).status, Status::SUCCESS, "FSCTL_UNLOCK_VOLUME");
+    assert!(m.open(c, "a.txt", CreateOptions::open()).is_ok());
+    assert_eq!(m.close_handle(v), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
