@@ -947,3 +947,46 @@ fn a_device_of_another_type_registered_as_a_file_system_joins_no_mount_queue_fac
     assert!(m.open(c, "a.txt", CreateOptions::open()).is_ok());
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// Registers `notify_a`, then fails its `DriverEntry` without unregistering it.
+unsafe extern "system" fn failing_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    // SAFETY: our driver object and routine, during DriverEntry.
+    let s = unsafe {
+        windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange(
+            driver,
+            Some(notify_a),
+        )
+    };
+    assert_eq!(s, 0);
+    Status::UNSUCCESSFUL.0
+}
+
+#[test]
+fn a_driver_entry_that_fails_with_its_routine_registered_is_reported() {
+    // facts.md §2.6 / docs/simulator.md (Services): a failed DriverEntry unloads the driver
+    // without DriverUnload; a notification routine it left registered (facts.md §1.1: the
+    // registration holds the driver object, the routine's code goes with the image) is
+    // FS_NOTIFICATION_LEAKED, and a file system registering later would run the unloaded
+    // routine: UNLOADED_DRIVER_CODE_RAN, not a call.
+    use fsfilter_sim::Rule;
+    let mut m = machine(5);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    m.install(fsfilter_sim::ServiceSpec::new("Failing", failing_entry, "legacy"));
+    assert_eq!(m.start("Failing"), Status::UNSUCCESSFUL);
+    let rules = |m: &fsfilter_sim::Machine| -> Vec<(Rule, Option<String>)> {
+        m.findings().into_iter().map(|f| (f.0, f.1)).collect()
+    };
+    assert_eq!(rules(&m), [(Rule::FsNotificationLeaked, Some("Failing".into()))]);
+    m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs));
+    let later = rules(&m);
+    assert!(later.len() > 1, "{later:?}");
+    assert!(
+        later[1..].iter().all(|f| *f == (Rule::UnloadedDriverCodeRan, Some("Failing".into()))),
+        "{later:?}"
+    );
+    assert_eq!(m.crashed(), None);
+}
