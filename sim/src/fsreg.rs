@@ -90,6 +90,9 @@ pub struct FsRegistry {
     pub synchronized: Vec<SyncRegistration>,
     /// The last id given to one.
     pub last_sync: u64,
+    /// Control devices `IoUnregisterFileSystem` took out of their segment: their queue links
+    /// are stale until they register again, and a second unlink fails Windows' list check.
+    pub unlinked: Vec<DeviceId>,
 }
 
 /// A registration with `SynchronizeWithMounts` = TRUE under way: it waits for the mounts its
@@ -175,6 +178,7 @@ pub fn register_file_system(cdo: *const DEVICE_OBJECT) {
         for s in [Segment::CdRom, Segment::Disk, Segment::Tape, Segment::Network] {
             k.fsreg.segment_mut(s).retain(|d| *d != id);
         }
+        k.fsreg.unlinked.retain(|d| *d != id);
         // A device of another type joins no queue; the counter and the routines as for any.
         if let Some(seg) = seg {
             let list = k.fsreg.segment_mut(seg);
@@ -209,8 +213,25 @@ pub fn register_file_system(cdo: *const DEVICE_OBJECT) {
 pub fn unregister_file_system(cdo: *const DEVICE_OBJECT) {
     let calls = kernel::with(|k| {
         let Some(id) = k.objects.device_id(cdo) else { return Vec::new() };
+        let mut queued = false;
         for s in [Segment::CdRom, Segment::Disk, Segment::Tape, Segment::Network] {
-            k.fsreg.segment_mut(s).retain(|d| *d != id);
+            let list = k.fsreg.segment_mut(s);
+            queued |= list.contains(&id);
+            list.retain(|d| *d != id);
+        }
+        if queued {
+            k.fsreg.unlinked.push(id);
+        } else if k.fsreg.unlinked.contains(&id) {
+            // Unregistered already: Windows unlinks the entry again, its list check finds the
+            // stale links and fails fast (KERNEL_SECURITY_CHECK_FAILURE) before any routine.
+            let driver = k.objects.driver(k.objects.device(id).driver).service.clone();
+            k.report(
+                crate::events::Rule::Bugcheck,
+                Some(driver),
+                "IoUnregisterFileSystem of a control device unregistered already (its queue \
+                 links are stale: KERNEL_SECURITY_CHECK_FAILURE)",
+            );
+            return Vec::new();
         }
         k.fsreg.generation += 1;
         if k.fsreg.raw.contains(&id) {

@@ -703,11 +703,15 @@ fn a_synchronized_registration_from_the_mounting_thread_does_not_wait_for_itself
 thread_local! {
     /// The control devices the "Enumerating" driver's routine was told of, in order.
     static ENUMERATED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The control devices it was told went away (FsActive FALSE), in order.
+    static GONE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 unsafe extern "system" fn record_notify(cdo: *const DEVICE_OBJECT, active: bool) {
     if active {
         ENUMERATED.with(|e| e.borrow_mut().push(cdo as usize));
+    } else {
+        GONE.with(|e| e.borrow_mut().push(cdo as usize));
     }
 }
 
@@ -989,4 +993,52 @@ fn a_driver_entry_that_fails_with_its_routine_registered_is_reported() {
         "{later:?}"
     );
     assert_eq!(m.crashed(), None);
+}
+
+/// Registers a disk file system's control device, then unregisters it twice.
+unsafe extern "system" fn unregistering_twice_entry(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::{IoRegisterFileSystem, IoUnregisterFileSystem};
+    let units: Vec<u16> = r"\TwiceFs".encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let mut dev = null_mut();
+    // SAFETY: our driver object during DriverEntry; a valid name and out pointer; our device.
+    unsafe {
+        let s = windows_sys::Wdk::System::SystemServices::IoCreateDevice(
+            driver, 0, &name, 0x08, 0, false, &mut dev,
+        );
+        if s != 0 {
+            return s;
+        }
+        ODD_DEVICE.set(dev as usize);
+        IoRegisterFileSystem(dev);
+        IoUnregisterFileSystem(dev);
+        IoUnregisterFileSystem(dev);
+    }
+    0
+}
+
+#[test]
+fn unregistering_a_file_system_twice_is_a_bugcheck() {
+    // IoUnregisterFileSystem unlinks the control device from its queue segment (facts.md §1.1);
+    // Windows' list check (__fastfail, KERNEL_SECURITY_CHECK_FAILURE, in its symbol-level
+    // listing) stops a second unlink of the same entry, whose links are stale, before any
+    // routine is called. The simulator reports it and tells the routines nothing more.
+    use fsfilter_sim::Rule;
+    let mut m = machine(5);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    m.install(fsfilter_sim::ServiceSpec::new("Enumerating", enumerating_entry, "legacy"));
+    m.install(fsfilter_sim::ServiceSpec::new("Twice", unregistering_twice_entry, "legacy"));
+    assert_eq!(m.start("Enumerating"), Status::SUCCESS);
+    ENUMERATED.with(|e| e.borrow_mut().clear());
+    GONE.with(|e| e.borrow_mut().clear());
+    assert_eq!(m.start("Twice"), Status::SUCCESS);
+    let odd = ODD_DEVICE.get();
+    assert_eq!(ENUMERATED.with(|e| e.borrow().clone()), [odd], "told of it once");
+    assert_eq!(GONE.with(|e| e.borrow().clone()), [odd], "told it went once");
+    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(Rule::Bugcheck, Some("Twice".into()))]);
 }
