@@ -237,6 +237,19 @@ pub enum IoRequest<'a> {
         /// The buffer's length.
         length: usize,
     },
+    /// `NtNotifyChangeDirectoryFile`: waits for a change in the handle's directory
+    /// (`IRP_MN_NOTIFY_CHANGE_DIRECTORY`). Comes back `STATUS_PENDING` until a change completes
+    /// it (docs/simulator.md, "Directory change notifications").
+    NotifyChangeDirectory {
+        /// The handle.
+        handle: Handle,
+        /// `FILE_NOTIFY_CHANGE_*`.
+        filter: u32,
+        /// `WatchTree` (`SL_WATCH_TREE`).
+        watch_tree: bool,
+        /// The buffer's length.
+        length: usize,
+    },
     /// The handle closes: `IRP_MJ_CLEANUP`.
     Cleanup {
         /// The handle.
@@ -352,6 +365,9 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
         }
         IoRequest::DirectoryControl { handle, class, pattern, restart, single, length } => {
             directory(handle, class, pattern, restart, single, length)
+        }
+        IoRequest::NotifyChangeDirectory { handle, filter, watch_tree, length } => {
+            notify_change_directory(handle, filter, watch_tree, length)
         }
         IoRequest::Cleanup { handle } => cleanup(handle),
         IoRequest::Close { handle } => close(handle),
@@ -1430,6 +1446,49 @@ fn answered_by_io_manager(
 }
 
 /// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`).
+/// `NtNotifyChangeDirectoryFile`. The buffer outlives the call: the request usually completes
+/// later, from the request that makes the change.
+fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usize) -> IoResult {
+    let (file, volume, granted) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    // The handle must allow listing the directory, or nothing is sent (the I/O manager).
+    if granted & access::FILE_LIST_DIRECTORY == 0 {
+        return IoResult::failed(Status::ACCESS_DENIED);
+    }
+    let out = buffer(length);
+    let b = kernel::with(|k| {
+        let target = k.related_device(file);
+        let b = build(
+            k,
+            volume,
+            mj::DIRECTORY_CONTROL,
+            target,
+            file,
+            irp_flags::SYNCHRONOUS_API | irp_flags::INPUT_OPERATION,
+            true,
+        );
+        // SAFETY: the request's IRP, not yet sent.
+        unsafe { crate::irpx::header(b.irp) }.UserBuffer = out.ptr().cast();
+        let s = first(&b);
+        s.MinorFunction = mn_dir::NOTIFY_CHANGE_DIRECTORY;
+        s.Flags = if watch_tree { crate::fs::notify::SL_WATCH_TREE } else { 0 };
+        // SAFETY: the member of a change notification.
+        let d = unsafe { io_mut::<params::IoNotifyDirectory>(&mut s.Parameters) };
+        d.Length = length as u32;
+        d.CompletionFilter = filter;
+        b
+    });
+    let (status, n, rid, _keep) = send(b);
+    if status == Status::PENDING {
+        std::mem::forget(out);
+        return result(status, 0, rid, Vec::new());
+    }
+    let data = if status.is_error() { Vec::new() } else { read_block(&out, n) };
+    result(status, n, rid, data)
+}
+
 fn directory(
     h: Handle,
     class: u32,

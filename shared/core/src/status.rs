@@ -102,6 +102,10 @@ statuses! {
     PENDING = 0x0000_0103,
     TIMEOUT = 0x0000_0102,
     REPARSE = 0x0000_0104,
+    /// A directory-change notification ended by its handle's cleanup.
+    NOTIFY_CLEANUP = 0x0000_010B,
+    /// A directory-change notification whose changes did not fit: enumerate again.
+    NOTIFY_ENUM_DIR = 0x0000_010C,
     OBJECT_NAME_EXISTS = 0x4000_0000,
     BUFFER_OVERFLOW = 0x8000_0005,
     NO_MORE_FILES = 0x8000_0006,

@@ -9,6 +9,7 @@ use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, KEVENT, VPB};
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
+use super::notify::{self, name_change};
 use super::{Call, DEV_EXT_MAGIC, DevExt, FsType, Mount, MountState, Role, VOLUME_NODE};
 use crate::events::EventKind;
 use crate::ids::VolumeId;
@@ -490,6 +491,7 @@ impl Kernel {
             }
             fsctl::DISMOUNT_VOLUME => {
                 self.fs_dismount(mount);
+                self.volume_dismounted(mount);
                 Status::SUCCESS
             }
             fsctl::IS_VOLUME_MOUNTED => Status::SUCCESS,
@@ -546,6 +548,8 @@ impl Kernel {
         }
         ccb.cleaned = true;
         let (share, delete_on_close) = (ccb.share, ccb.delete_on_close);
+        let (modified, size_changed) = (ccb.modified, ccb.size_changed);
+        self.handle_cleaned(ccb_ptr);
         let dropped = self.drop_waiting_locks(fcb_ptr, fo as usize);
         let Some(fcb) = self.fs.fcbs.get_mut(&fcb_ptr) else { return (Vec::new(), dropped) };
         fcb.share.remove(share);
@@ -555,11 +559,25 @@ impl Kernel {
             fcb.delete_pending = true;
         }
         let (mount, node, delete) = (fcb.mount, fcb.node, fcb.delete_pending && fcb.handles == 0);
+        if modified && node != VOLUME_NODE {
+            let size = if size_changed { notify::change::SIZE } else { 0 };
+            self.report_change(
+                mount,
+                node,
+                notify::action::MODIFIED,
+                notify::change::LAST_WRITE | size,
+            );
+        }
         if delete && node != VOLUME_NODE {
             let vidx = self.fs.mounts[mount as usize].volume.index();
-            let media = &mut self.volumes.list[vidx].media;
+            let media = &self.volumes.list[vidx].media;
             if media.node(node).live && (!media.node(node).is_dir() || media.is_empty_dir(node)) {
-                media.remove(node);
+                let is_dir = media.node(node).is_dir();
+                self.report_change(mount, node, notify::action::REMOVED, name_change(is_dir));
+                if is_dir {
+                    self.watched_dir_deleted(mount, node);
+                }
+                self.volumes.list[vidx].media.remove(node);
             }
             if let Some(f) = self.fs.fcbs.get_mut(&fcb_ptr) {
                 f.delete_pending = false;

@@ -221,6 +221,8 @@ impl Kernel {
                     let leaf = comps.last().copied().unwrap_or_default();
                     let media = &mut self.volumes.list[volume.index()].media;
                     let node = media.create(dir, leaf, is_dir, req.attributes, now);
+                    let added = super::notify::action::ADDED;
+                    self.report_change(mount, node, added, super::notify::name_change(is_dir));
                     let fcb = self.fcb_for(mount, node);
                     (fcb, create_result::CREATED)
                 }

@@ -12,6 +12,7 @@ use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::media::{Media, Node, NodeId, ROOT, name_matches};
+use super::notify;
 use super::{Call, FsType, MountState, VOLUME_NODE, allocation};
 use crate::irpx;
 use crate::kernel::{self, Kernel};
@@ -296,8 +297,10 @@ pub fn set_information(call: Call) -> NTSTATUS {
 
 /// `IRP_MJ_DIRECTORY_CONTROL`.
 pub fn directory_control(call: Call, minor: u8) -> NTSTATUS {
+    if minor == mn_dir::NOTIFY_CHANGE_DIRECTORY {
+        return notify_change_directory(call);
+    }
     if minor != mn_dir::QUERY_DIRECTORY {
-        // Change notifications are not modelled (docs/simulator.md).
         return call.done(Status::INVALID_DEVICE_REQUEST, 0);
     }
     let sl = call.sl();
@@ -325,6 +328,45 @@ pub fn directory_control(call: Call, minor: u8) -> NTSTATUS {
             call.done(status, n)
         }
         Err(s) => call.done(s, 0),
+    }
+}
+
+/// `IRP_MN_NOTIFY_CHANGE_DIRECTORY` ([`notify`]): the handle's directory must be one on a disk or
+/// CD file system, the completion filter must select something valid.
+fn notify_change_directory(call: Call) -> NTSTATUS {
+    let sl = call.sl();
+    // SAFETY: `NotifyDirectory` is the member in use.
+    let p = *unsafe { params::io::<params::IoNotifyDirectory>(&sl.Parameters) };
+    let (fo, tree) = (sl.FileObject, sl.Flags & notify::SL_WATCH_TREE != 0);
+    let irp = (call.irp as usize, p.Length as usize);
+    let answer = kernel::with(|k| {
+        let (mount, node, _) = k.node_of(fo)?;
+        let m = &k.fs.mounts[mount as usize];
+        if m.ty.is_namespace() || m.ty == FsType::Raw {
+            return Err(Status::INVALID_DEVICE_REQUEST);
+        }
+        if node == VOLUME_NODE || !k.media_of(mount).node(node).is_dir() {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let filter = p.CompletionFilter;
+        if filter == 0 || filter & !notify::change::VALID_MASK != 0 {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        // SAFETY: the request's live file object.
+        let ccb = unsafe { (*fo).FsContext2 } as usize;
+        Ok(k.notify_request(ccb, (mount, node), filter, tree, irp))
+    });
+    match answer {
+        Err(s) => call.done(s, 0),
+        Ok(None) => Status::PENDING.0,
+        Ok(Some((status, bytes))) => {
+            notify::log_changes(irp.0, &bytes);
+            // SAFETY: the live IRP.
+            let buffer = unsafe { irpx::data_buffer(call.irp) };
+            // SAFETY: the request's buffer of `Length` bytes, which the answer fits.
+            let n = unsafe { irpx::copy_out(buffer, irp.1, &bytes) };
+            call.done(status, n)
+        }
     }
 }
 
@@ -610,10 +652,20 @@ impl Kernel {
                 {
                     return Err(Status::INVALID_PARAMETER);
                 }
-                for i in 0..4 {
+                // The filters of what changed (FastFat's FatSetBasicInfo reports them at once);
+                // the change time has no filter of its own.
+                const TIME_FILTERS: [u32; 4] = [
+                    notify::change::CREATION,
+                    notify::change::LAST_ACCESS,
+                    notify::change::LAST_WRITE,
+                    0,
+                ];
+                let mut changed = 0;
+                for (i, filter) in TIME_FILTERS.into_iter().enumerate() {
                     let t = i64_at(i * 8);
                     if t > 0 {
                         n.times[i] = t;
+                        changed |= filter;
                     }
                 }
                 if a != 0 {
@@ -621,7 +673,14 @@ impl Kernel {
                     if node == ROOT {
                         settable &= !(attr::HIDDEN | attr::SYSTEM);
                     }
+                    let before = n.attributes;
                     n.attributes = (n.attributes & !settable) | (a & settable);
+                    if n.attributes != before {
+                        changed |= notify::change::ATTRIBUTES;
+                    }
+                }
+                if changed != 0 && node != ROOT {
+                    self.report_change(mount, node, notify::action::MODIFIED, changed);
                 }
                 Ok(())
             }
@@ -650,6 +709,10 @@ impl Kernel {
                 }
                 if let Some(f) = self.fs.fcbs.get_mut(&fcb) {
                     f.delete_pending = delete;
+                }
+                if delete && self.volumes.list[vidx].media.node(node).is_dir() {
+                    // FastFat tells FsRtl at once that the directory goes: its watches end.
+                    self.watched_dir_deleted(mount, node);
                 }
                 // SAFETY: the request's live file object.
                 unsafe { irpx::file(fo) }.DeletePending = delete;
@@ -684,6 +747,13 @@ impl Kernel {
                 n.times[3] = now;
                 if let Some(f) = self.fs.fcbs.get(&fcb) {
                     f.set_size(new);
+                }
+                // Reported at the handle's cleanup (notify.rs).
+                // SAFETY: the request's live file object.
+                let ccb = unsafe { (*fo).FsContext2 } as usize;
+                if let Some(c) = self.fs.ccbs.get_mut(&ccb) {
+                    c.modified = true;
+                    c.size_changed |= new != size;
                 }
                 Ok(())
             }
@@ -774,10 +844,26 @@ impl Kernel {
                 if self.fs.mounts[mount as usize].fcbs_by_node.contains_key(&existing) {
                     return Err(Status::ACCESS_DENIED);
                 }
+                self.report_change(
+                    mount,
+                    existing,
+                    notify::action::REMOVED,
+                    notify::change::FILE_NAME,
+                );
                 self.volumes.list[vidx].media.remove(existing);
             }
         }
+        let media = &self.volumes.list[vidx].media;
+        let (from, names) =
+            (media.node(node).parent, notify::name_change(media.node(node).is_dir()));
+        // Within its directory a rename is an old and a new name; to another directory, a
+        // removal where it was and an addition where it went (docs/simulator.md).
+        let within = from == Some(dir);
+        let old = if within { notify::action::RENAMED_OLD_NAME } else { notify::action::REMOVED };
+        self.report_change(mount, node, old, names);
         self.volumes.list[vidx].media.rename(node, dir, leaf, now);
+        let new = if within { notify::action::RENAMED_NEW_NAME } else { notify::action::ADDED };
+        self.report_change(mount, node, new, names);
         Ok(())
     }
 

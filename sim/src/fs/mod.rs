@@ -12,6 +12,7 @@ pub mod create;
 pub mod fsrec;
 pub mod info;
 pub mod media;
+pub mod notify;
 pub mod rw;
 
 use std::ffi::c_void;
@@ -677,6 +678,10 @@ pub struct Ccb {
     pub pattern: Option<Vec<char>>,
     /// Directory enumeration: the next entry's position.
     pub position: usize,
+    /// Written through this handle (`FO_FILE_MODIFIED`): its cleanup reports the change.
+    pub modified: bool,
+    /// Its size changed through this handle (`FO_FILE_SIZE_CHANGED`).
+    pub size_changed: bool,
 }
 
 impl Ccb {
@@ -702,6 +707,8 @@ pub struct FsState {
     pub recognizers: Vec<fsrec::Recognizer>,
     /// Lock requests waiting, by IRP.
     pub waiting: FastMap<usize, RangeLock>,
+    /// Directory-change watches, by CCB, in the order they were set up ([`notify`]).
+    pub watches: Vec<(usize, notify::Watch)>,
     /// Non-cached and paging transfers complete from a DPC at `DISPATCH_LEVEL` (off by
     /// default: they complete in the dispatch routine).
     pub complete_at_dpc: bool,
@@ -719,6 +726,7 @@ impl Default for FsState {
             cdos: Vec::new(),
             recognizers: Vec::new(),
             waiting: FastMap::default(),
+            watches: Vec::new(),
             complete_at_dpc: false,
             fcb_pool: BlockPool::new(size_of::<FcbBlock>()),
             ccb_pool: BlockPool::new(64),
@@ -810,6 +818,8 @@ impl Kernel {
             cleaned: false,
             pattern: None,
             position: 0,
+            modified: false,
+            size_changed: false,
         };
         let p = ccb.ptr();
         self.fs.ccbs.insert(p, ccb);
@@ -821,6 +831,7 @@ impl Kernel {
         if let Some(ccb) = self.fs.ccbs.remove(&p) {
             self.fs.ccb_pool.give(ccb.block);
         }
+        self.drop_watch(p);
     }
 
     /// The bytes of the stream an `FsContext` designates (for sections), if it is a file.
@@ -1035,6 +1046,9 @@ pub struct Call {
 impl Call {
     /// Completes the IRP.
     pub fn done(self, status: Status, information: usize) -> NTSTATUS {
+        // Change notifications the request made due complete first, as FsRtl completes them
+        // inside the report.
+        notify::flush();
         // SAFETY: our dispatch routine owns the live IRP and completes it once.
         unsafe { irpx::complete(self.irp, status, information) }
     }
