@@ -438,6 +438,14 @@ unsafe extern "system" fn post_completion<F: Filter>(
 ) -> NTSTATUS {
     // SAFETY: a live IRP during its completion.
     let pending = unsafe { (*irp).PendingReturned };
+    if pending {
+        // Propagate the pending mark (facts.md §1.8) first, on every path: before the post
+        // callback can hand the IRP to anyone who would resume its completion (it must be on our
+        // location by then), and on the paths below that run no callback (a device unload
+        // deleted while the IRP was below it, a notification that outlived the wait for it).
+        // SAFETY: the completing IRP at our location.
+        unsafe { IoMarkIrpPending(irp) };
+    }
     // SAFETY: this image's state (the device reference keeps the image loaded).
     let Some(state) = (unsafe { DriverState::<F>::current() }) else { return Status::SUCCESS.0 };
     // SAFETY: our device.
@@ -448,11 +456,7 @@ unsafe extern "system" fn post_completion<F: Filter>(
         return Status::SUCCESS.0;
     };
     if pending {
-        // Propagate the pending mark (facts.md §1.8) now, before the post callback can hand the
-        // IRP to anyone who would resume its completion: it must be on our location by then.
-        // SAFETY: the completing IRP at our location.
-        unsafe { IoMarkIrpPending(irp) };
-        // SAFETY: the completing IRP at our location.
+        // SAFETY: the completing IRP at our location, marked pending above.
         return match unsafe { run_post_with(state, device, ext, irp, context, Site::Completion) } {
             PostDone::Continue | PostDone::ContinuePended => Status::SUCCESS.0,
             PostDone::Deferred => MORE_PROCESSING,

@@ -1,0 +1,83 @@
+//! A directory-change notification (`IRP_MN_NOTIFY_CHANGE_DIRECTORY`) through the legacy backend:
+//! the file system holds the IRP until the directory changes, and the backend's completion
+//! routine runs the post callback in the thread of the request that made the change. A stop of
+//! the filter while one is outstanding waits for it: the backend's unload waits for every
+//! operation it sent down with a post callback, and nothing completes this one (on Windows,
+//! `sc stop` hangs until the directory changes; the Filter Manager drains it instead,
+//! minifilter/tests/notify.rs; docs/semantics.md, draining). When the change comes after all,
+//! the IRP completes through the routine of a device unload deleted: before December 6 that
+//! path returned without propagating the pending mark (facts.md §1.8), and the verifier blamed
+//! the filter for a dispatch routine that returned `STATUS_PENDING` unmarked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use common::{install_probe, machine};
+use fsfilter::{MajorFunction, Status};
+use fsfilter_sim::{
+    Callback, CreateOptions, EventKind, FsKind, IoRequest, Machine, RequestRef, Rule, StartType,
+    StopResult, VolumeId, VolumeSpec,
+};
+
+fn notify(m: &mut Machine, dir: fsfilter_sim::Handle) -> Option<RequestRef> {
+    let r = m.io(IoRequest::NotifyChangeDirectory {
+        handle: dir,
+        filter: 0x1, // FILE_NOTIFY_CHANGE_FILE_NAME
+        watch_tree: false,
+        length: 4096,
+    });
+    assert_eq!(r.status, Status::PENDING, "{r:?}");
+    r.io
+}
+
+fn completed(m: &Machine, io: Option<RequestRef>) -> Option<Status> {
+    m.events().iter().find_map(|e| match &e.kind {
+        EventKind::IoComplete { io: i, status, .. } if Some(*i) == io => Some(*status),
+        _ => None,
+    })
+}
+
+fn add(m: &mut Machine, c: VolumeId, path: &str) {
+    let h = m.open(c, path, CreateOptions::create()).unwrap();
+    m.close_handle(h);
+}
+
+fn directory_posts(m: &Machine) -> usize {
+    m.callbacks_of("Probe")
+        .iter()
+        .filter(|(_, c)| matches!(c, Callback::Post { major: MajorFunction::DirectoryControl, .. }))
+        .count()
+}
+
+#[test]
+fn a_notification_outstanding_at_a_stop_holds_the_unload_and_keeps_its_pending_mark() {
+    let mut m = machine();
+    install_probe(&mut m, "Probe", StartType::Boot, &[]);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\docs\\a.txt", b"a"));
+    m.boot();
+    let dir = m.open(c, "docs", CreateOptions::directory()).unwrap();
+
+    // Loaded: the change completes the notification, and its post callback runs then.
+    let first = notify(&mut m, dir);
+    assert_eq!(directory_posts(&m), 0);
+    add(&mut m, c, "docs\\b.txt");
+    assert_eq!(completed(&m, first), Some(Status::SUCCESS));
+    assert_eq!(directory_posts(&m), 1);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+
+    // Outstanding at the stop: the unload's wait for it is one nothing can satisfy.
+    let second = notify(&mut m, dir);
+    let _: StopResult = m.stop("Probe");
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(rule, _, _)| rule).collect();
+    assert_eq!(rules, [Rule::Deadlock]);
+
+    // The change comes: the IRP completes with its pending mark carried up, and no post runs
+    // (the instance is torn down).
+    add(&mut m, c, "docs\\c.txt");
+    assert_eq!(completed(&m, second), Some(Status::SUCCESS));
+    assert_eq!(directory_posts(&m), 1);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(rule, _, _)| rule).collect();
+    assert_eq!(rules, [Rule::Deadlock], "{:?}", m.findings());
+    m.close_handle(dir);
+}
