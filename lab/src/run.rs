@@ -294,7 +294,7 @@ fn play(
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
         }
-        Action::Io { volume, op, path, offset, length, mode, data, class } => {
+        Action::Io { volume, op, path, offset, length, mode, data, class, notify } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
             };
@@ -305,8 +305,21 @@ fn play(
                 let name = crate::scenario::QUERY_CLASSES.iter().find(|(_, v, _)| v == c);
                 what.push_str(&format!(" ({})", name.map_or("?", |(n, _, _)| *n)));
             }
-            let step =
-                IoStep { op: *op, offset: *offset, length: *length, mode: *mode, class: *class };
+            if let Some(n) = notify {
+                let tree = if n.watch_tree { ", tree" } else { "" };
+                what.push_str(&format!(
+                    " (notify {}{tree})",
+                    crate::scenario::notify_names(n.filter)
+                ));
+            }
+            let step = IoStep {
+                op: *op,
+                offset: *offset,
+                length: *length,
+                mode: *mode,
+                class: *class,
+                notify: *notify,
+            };
             let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
         }
@@ -332,6 +345,7 @@ struct IoStep {
     length: Option<u32>,
     mode: IoMode,
     class: Option<u32>,
+    notify: Option<crate::scenario::Notify>,
 }
 
 fn io(
@@ -343,7 +357,7 @@ fn io(
     step: IoStep,
     data: Option<&[u8]>,
 ) -> fsfilter_sim::IoResult {
-    let IoStep { op, offset, length, mode, class } = step;
+    let IoStep { op, offset, length, mode, class, notify } = step;
     let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -412,6 +426,14 @@ fn io(
         MajorFunction::SetInformation => {
             let eof = length.unwrap_or(0) as u64;
             m.set_information(handle, FILE_END_OF_FILE_INFORMATION, &eof.to_le_bytes())
+        }
+        MajorFunction::DirectoryControl if let Some(n) = notify => {
+            m.io(IoRequest::NotifyChangeDirectory {
+                handle,
+                filter: n.filter,
+                watch_tree: n.watch_tree,
+                length: length.unwrap_or(4096),
+            })
         }
         MajorFunction::DirectoryControl => m.io(IoRequest::DirectoryControl {
             handle,

@@ -279,6 +279,9 @@ pub enum Action {
         /// The information class of a query_information step (`FileStandardInformation` when
         /// absent): an extension of scenario.md, [`QUERY_CLASSES`].
         class: Option<u32>,
+        /// A directory_control step that waits for changes (`IRP_MN_NOTIFY_CHANGE_DIRECTORY`)
+        /// instead of listing the directory: an extension of scenario.md.
+        notify: Option<Notify>,
     },
     /// Record the stacks.
     Snapshot {
@@ -844,6 +847,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("mode", transfer, "read and write"),
                     ("data", major == MajorFunction::Write, "write"),
                     ("class", major == MajorFunction::QueryInformation, "query_information"),
+                    ("notify", major == MajorFunction::DirectoryControl, "directory_control"),
+                    ("watch_tree", major == MajorFunction::DirectoryControl, "directory_control"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -881,6 +886,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 }
                 let data = data.map(|(s, _)| s.into_bytes());
                 let class = f.opt_choice("class", &QUERY_CLASSES.map(|(n, c, _)| (n, c)))?;
+                let notify = notify_of(&mut f, &cx, &path)?;
                 Action::Io {
                     volume,
                     op: major,
@@ -890,6 +896,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     mode,
                     data,
                     class,
+                    notify,
                 }
             }
             "snapshot" => {
@@ -989,6 +996,70 @@ fn check_device_names(
         }
     }
     Ok(())
+}
+
+/// A directory_control step's change notification (`notify`, `watch_tree`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notify {
+    /// `FILE_NOTIFY_CHANGE_*`.
+    pub filter: u32,
+    /// `SL_WATCH_TREE`: changes anywhere below the directory.
+    pub watch_tree: bool,
+}
+
+/// The completion filters a `notify` key may name, joined by `|` (`FILE_NOTIFY_CHANGE_*`).
+pub const NOTIFY_FILTERS: [(&str, u32); 8] = [
+    ("file_name", 0x1),
+    ("dir_name", 0x2),
+    ("attributes", 0x4),
+    ("size", 0x8),
+    ("last_write", 0x10),
+    ("last_access", 0x20),
+    ("creation", 0x40),
+    ("security", 0x100),
+];
+
+/// `notify = "file_name|size"` and `watch_tree = true` of an io step: `watch_tree` only with
+/// `notify`, every name one of [`NOTIFY_FILTERS`].
+fn notify_of(
+    f: &mut Fields<'_, '_>,
+    cx: &Cx<'_>,
+    path: &str,
+) -> Result<Option<Notify>, ScenarioError> {
+    let tree = f.opt_bool_at("watch_tree")?;
+    let Some((names, span)) = f.opt_string("notify")? else {
+        return match tree {
+            Some((_, tspan)) => Err(cx.error(
+                tspan,
+                &format!("{path}.watch_tree"),
+                "applies to a change notification only: give `notify` too".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let mut filter = 0;
+    for name in names.split('|').map(str::trim) {
+        let Some((_, bits)) = NOTIFY_FILTERS.iter().find(|(n, _)| *n == name) else {
+            let known: Vec<&str> = NOTIFY_FILTERS.iter().map(|(n, _)| *n).collect();
+            return Err(cx.error(
+                span,
+                &format!("{path}.notify"),
+                format!(
+                    "unknown change `{name}`: expected names joined by `|`, of {}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        filter |= bits;
+    }
+    Ok(Some(Notify { filter, watch_tree: tree.is_some_and(|(t, _)| t) }))
+}
+
+/// The names of a completion filter, joined by `|`.
+pub fn notify_names(filter: u32) -> String {
+    let names: Vec<&str> =
+        NOTIFY_FILTERS.iter().filter(|(_, b)| filter & b != 0).map(|(n, _)| *n).collect();
+    names.join("|")
 }
 
 /// The information classes a query_information step may name (`class`, an extension of

@@ -337,11 +337,25 @@ fn steps(out: &mut String, run: &Run) {
         return;
     }
     let _ = writeln!(out, "Steps:");
-    let io_status: BTreeMap<u32, fsfilter::Status> = run
+    // How each request completed, and in which step (a request the file system held, a lock
+    // or a directory-change notification, completes in a later one).
+    let io_status: BTreeMap<u32, (fsfilter::Status, Option<u32>)> = run
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::IoComplete { io, status, .. } => Some((io.0, *status)),
+            EventKind::IoComplete { io, status, .. } => Some((io.0, (*status, e.step))),
+            _ => None,
+        })
+        .collect();
+    // The changes a directory-change notification returned (`directory_changes`).
+    let changes: BTreeMap<u32, &str> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::System { what: "directory_changes", detail, .. } => {
+                let (io, changes) = detail.strip_prefix("io ")?.split_once(": ")?;
+                Some((io.parse().ok()?, changes))
+            }
             _ => None,
         })
         .collect();
@@ -387,8 +401,13 @@ fn steps(out: &mut String, run: &Run) {
             } else if !seen {
                 let _ = writeln!(out, "{indent}no filter saw request {}", io.0);
             }
-            if let Some(st) = io_status.get(&io.0) {
-                let _ = writeln!(out, "{indent}-> completed {}", status_name(*st));
+            if let Some((st, at)) = io_status.get(&io.0) {
+                let later = match at {
+                    Some(step) if *step != s.index => format!(" at step {step}"),
+                    _ => String::new(),
+                };
+                let what = changes.get(&io.0).map_or_else(String::new, |c| format!(": {c}"));
+                let _ = writeln!(out, "{indent}-> completed {}{later}{what}", status_name(*st));
             }
         }
         for detail in notes.get(&s.index).into_iter().flatten() {

@@ -477,6 +477,30 @@ fn io_keys_that_do_not_apply_to_the_op_are_refused() {
         "{e}"
     );
     assert!(parse("ok.toml", &io("query_information", "class = \"position\"\n")).is_ok());
+    // `notify` and `watch_tree` (an extension): directory_control only, names joined by `|`,
+    // `watch_tree` only with `notify`.
+    assert_eq!(
+        error(&io("read", "notify = \"file_name\"\n")),
+        "bad.toml:9: step[0].notify: applies to directory_control only, not to `read`"
+    );
+    assert_eq!(
+        error(&io("directory_control", "notify = \"file_name|colour\"\n")),
+        "bad.toml:9: step[0].notify: unknown change `colour`: expected names joined by `|`, of \
+         file_name, dir_name, attributes, size, last_write, last_access, creation, security"
+    );
+    assert_eq!(
+        error(&io("directory_control", "watch_tree = true\n")),
+        "bad.toml:9: step[0].watch_tree: applies to a change notification only: give `notify` too"
+    );
+    let ok = parse(
+        "ok.toml",
+        &io("directory_control", "notify = \"size|last_write\"\nwatch_tree = true\n"),
+    );
+    let Ok(s) = ok else { panic!("{ok:?}") };
+    let Some(Action::Io { notify: Some(n), .. }) = s.steps.first().map(|s| &s.action) else {
+        panic!("{s:?}")
+    };
+    assert_eq!((n.filter, n.watch_tree), (0x18, true));
 }
 
 #[test]

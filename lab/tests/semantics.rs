@@ -829,3 +829,59 @@ fn every_capability_difference_has_a_row() {
         );
     }
 }
+
+/// Row `draining`, with the operation that shows it most: a directory-change notification the
+/// file system holds until the directory changes, outstanding when the filter is stopped. The
+/// Filter Manager drains it (its post callback runs at once, draining) and the stop finishes; the
+/// legacy unload waits for it, a wait nothing in the run satisfies (`DEADLOCK`, the stop stays
+/// pending). The change that comes later completes it under both, with no post callback.
+#[test]
+fn a_directory_notification_outstanding_at_a_stop_is_drained_or_waited_for() {
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n\n[[step]]\naction = \"io\"\nvolume = \"C:\"\n\
+         op = \"directory_control\"\npath = \"\\\\\"\nnotify = \"file_name\"\n\n\
+         [[step]]\naction = \"stop\"\ndriver = \"P\"\n\n\
+         [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"new.txt\"\n"
+    );
+    let (legacy, mini) = both(&text, "P");
+    assert!(MINI.draining && !LEGACY.draining);
+    let notification = |r: &Run| r.steps[0].io.unwrap();
+    let posts = |r: &Run| -> Vec<bool> {
+        let io = notification(r);
+        r.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback {
+                    io: Some(i),
+                    callback: Callback::Post { draining, .. },
+                    ..
+                } if *i == io => Some(*draining),
+                _ => None,
+            })
+            .collect()
+    };
+    let completed_at = |r: &Run| {
+        let io = notification(r);
+        r.events.iter().find_map(|e| match &e.kind {
+            EventKind::IoComplete { io: i, status, .. } if *i == io => Some((e.step, *status)),
+            _ => None,
+        })
+    };
+    // The minifilter: drained at the stop, which finishes; completed by the create, step 2.
+    assert_eq!(posts(&mini), [true]);
+    assert_eq!(step_statuses(&mini)[1], "stop P: STATUS_SUCCESS");
+    assert_eq!(completed_at(&mini), Some((Some(2), fsfilter::Status::SUCCESS)));
+    clean(&mini);
+    // The legacy filter: no post callback, a stop that waits for good.
+    assert_eq!(posts(&legacy), Vec::<bool>::new());
+    assert_eq!(step_statuses(&legacy)[1], "stop P: STATUS_PENDING");
+    assert_eq!(completed_at(&legacy), Some((Some(2), fsfilter::Status::SUCCESS)));
+    let rules: Vec<&str> = legacy
+        .findings()
+        .filter_map(|e| match &e.kind {
+            EventKind::Verifier { rule, .. } => Some(rule.name()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rules, ["DEADLOCK"]);
+}

@@ -151,3 +151,22 @@ fn a_declined_fast_io_try_no_filter_saw_still_says_so() {
     );
     assert!(lines.get(1).is_some_and(|l| l.starts_with("no filter saw request")), "{lines:?}");
 }
+
+#[test]
+fn a_request_completed_in_a_later_step_says_when_and_what_it_returned() {
+    let text = include_str!("../scenarios/notify.toml");
+    let s = scenario::parse("notify.toml", text).expect("parses");
+    let r = run::run(&s);
+    let report = text::report(&s, &r);
+    // Step 0 waits for a change; step 1's create completes it; step 2's is completed by the
+    // cleanup of step 4 (a write is reported at its handle's cleanup); step 6 returns what was
+    // kept at once; step 7's is ended by the directory handle's cleanup, step 8.
+    let last = |index| step_lines(&report, index).last().cloned().unwrap_or_default();
+    assert_eq!(last(0), "-> completed STATUS_SUCCESS at step 1: added new.txt", "{report}");
+    assert_eq!(
+        step_lines(&report, 2).last().map(String::as_str),
+        Some("-> completed STATUS_SUCCESS at step 4: modified readme.txt")
+    );
+    assert_eq!(last(6), "-> completed STATUS_SUCCESS: added kept.txt");
+    assert_eq!(last(7), "-> completed STATUS_NOTIFY_CLEANUP at step 8");
+}
