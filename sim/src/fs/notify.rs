@@ -232,10 +232,12 @@ impl Kernel {
                 continue;
             }
             let Some(name) = relative(media, w.dir, node, w.tree) else { continue };
-            let r = record(act, &name);
+            any = true;
             if w.overflow {
+                // Already dropped: the next request enumerates again anyway.
                 continue;
             }
+            let r = record(act, &name);
             if w.bytes() + r.len() > w.capacity {
                 // FsRtl drops what it kept: the caller must enumerate again.
                 w.records.clear();
@@ -243,7 +245,6 @@ impl Kernel {
             } else {
                 w.records.push(r);
             }
-            any = true;
         }
         if any {
             DUE.with(|d| d.set(true));
