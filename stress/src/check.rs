@@ -6,6 +6,10 @@
 //!   `FLT_PREOP_SYNCHRONIZE`, or `FLT_PREOP_PENDING` resumed with one of them) gets exactly one
 //!   post callback, within the step (the lab settles after each step, so nothing may stay in
 //!   flight); no post comes without one; every pended pre is resumed exactly once.
+//! - **instances**: on each volume, a filter's instance set up with success gets exactly one
+//!   teardown start and then exactly one teardown complete (every sample registers all three
+//!   callbacks): no teardown start without an instance set up, no complete without a start, and
+//!   a driver stopped at the end of the run has no instance left.
 //! - **order**: within one user request, consecutive pre callbacks of one operation and kind run
 //!   top down and consecutive post callbacks bottom up, in the order of the volume's stack (legacy
 //!   devices and Filter Manager frames, instances by altitude inside a frame).
@@ -142,6 +146,10 @@ pub fn check(scenario: &Scenario, run: &Run, end: &EndState) -> Vec<Violation> {
     let mut out = Vec::new();
     findings(run, &mut out);
     posts(&run.events, |d, m| post_only(scenario, d, m), &mut out);
+    let running = |d: &str| {
+        end.drivers.iter().any(|e| e.name.eq_ignore_ascii_case(d) && e.state != "stopped")
+    };
+    instances(&run.events, running, |v| volume_key(scenario, v), &mut out);
     order(scenario, run, &mut out);
     statuses(scenario, run, &mut out);
     balance(scenario, end, &mut out);
@@ -268,6 +276,91 @@ pub fn posts(
         }
     }
     flush(step, &mut outstanding, &mut pended, out);
+}
+
+/// A filter's instances on one volume: set up with success and not torn down yet, and with their
+/// teardown started and not complete yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Lives {
+    live: u32,
+    tearing_down: u32,
+}
+
+/// The **instances** invariant over an event list (public so that the tests can feed it a
+/// tampered one); `running` says which drivers were not stopped at the end of the run (a filter
+/// with no unload callback, or one whose stop is pending), whose instances may stay; `volume`
+/// gives the key of a volume name ([`volume_key`]).
+///
+/// Instances are counted per filter and volume, not told apart: a legacy filter's instance on a
+/// dismounted volume lives until the volume device goes (docs/semantics.md, "dismount"), so a
+/// remount of the volume can set up a second instance beside it.
+pub fn instances(
+    events: &[Event],
+    running: impl Fn(&str) -> bool,
+    volume: impl Fn(&str) -> String,
+    out: &mut Vec<Violation>,
+) {
+    let mut lives: BTreeMap<(String, String), Lives> = BTreeMap::new();
+    let key = volume;
+    for e in events {
+        let EventKind::Callback { driver, volume: Some(volume), callback, .. } = &e.kind else {
+            continue;
+        };
+        let n = lives.entry((driver.to_ascii_lowercase(), key(volume))).or_default();
+        let mut bad = |detail: String| {
+            out.push(Violation { step: e.step, invariant: "instances", detail });
+        };
+        match callback {
+            Callback::InstanceSetup { status, .. } if status.is_success() => n.live += 1,
+            Callback::TeardownStart { reason } => {
+                if n.live == 0 {
+                    bad(format!(
+                        "{driver} on {volume}: teardown start ({reason:?}) with no instance set up \
+                         and not torn down ({n:?})"
+                    ));
+                } else {
+                    n.live -= 1;
+                    n.tearing_down += 1;
+                }
+            }
+            Callback::TeardownComplete { reason } => {
+                if n.tearing_down == 0 {
+                    bad(format!(
+                        "{driver} on {volume}: teardown complete ({reason:?}) with no teardown \
+                         started before it ({n:?})"
+                    ));
+                } else {
+                    n.tearing_down -= 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((driver, volume), n) in lives {
+        if running(&driver) || n == Lives::default() {
+            continue;
+        }
+        out.push(Violation {
+            step: None,
+            invariant: "instances",
+            detail: format!(
+                "{driver} on {volume}: stopped with {} instance(s) never torn down and {} whose \
+                 teardown never completed",
+                n.live, n.tearing_down
+            ),
+        });
+    }
+}
+
+/// The key of a volume name for the **instances** invariant: every share of MUP is one device,
+/// `\Device\Mup`, with one instance of a filter on it, which the events name after whichever
+/// share the simulator finds first.
+pub fn volume_key(scenario: &Scenario, volume: &str) -> String {
+    let mup = scenario
+        .volumes
+        .iter()
+        .any(|v| v.name == volume && v.filesystem == fsfilter_lab::scenario::FileSystem::Mup);
+    if mup { "\\Device\\Mup".to_owned() } else { volume.to_owned() }
 }
 
 /// The drivers of a volume's stack, top down, by position (`None`: the driver appears twice, so

@@ -612,6 +612,64 @@ fn post_callbacks_out_of_stack_order_are_detected() {
     assert!(v.iter().any(|v| v.invariant == "order" && v.detail.contains("bottom up")), "{v:#?}");
 }
 
+fn is_teardown(e: &Event, complete: bool) -> bool {
+    matches!(
+        &e.kind,
+        EventKind::Callback { callback: Callback::TeardownComplete { .. }, .. } if complete
+    ) || matches!(
+        &e.kind,
+        EventKind::Callback { callback: Callback::TeardownStart { .. }, .. } if !complete
+    )
+}
+
+#[test]
+fn a_teardown_complete_never_called_is_detected() {
+    // A backend that skipped `instance_teardown_complete` (legacy/src/attach.rs
+    // `teardown_complete`) passed the stress before the instances invariant: nothing leaked and
+    // no verifier rule covers the filter's own callbacks.
+    let (s, mut run, end) = baseline();
+    let at = run.events.iter().position(|e| is_teardown(e, true)).unwrap();
+    run.events.remove(at);
+    let v = check::check(&s, &run, &end);
+    assert!(
+        v.iter().any(|v| v.invariant == "instances" && v.detail.contains("never completed")),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn a_teardown_without_its_start_or_twice_is_detected() {
+    let (s, run, end) = baseline();
+    let mut no_start = run.clone();
+    let at = no_start.events.iter().position(|e| is_teardown(e, false)).unwrap();
+    no_start.events.remove(at);
+    let v = check::check(&s, &no_start, &end);
+    assert!(
+        v.iter().any(|v| v.invariant == "instances" && v.detail.contains("no teardown started")),
+        "{v:#?}"
+    );
+    let mut twice = run;
+    let at = twice.events.iter().position(|e| is_teardown(e, false)).unwrap();
+    let copy = twice.events[at].clone();
+    twice.events.insert(at + 1, copy);
+    let v = check::check(&s, &twice, &end);
+    assert!(
+        v.iter().any(|v| v.invariant == "instances" && v.detail.contains("no instance set up")),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn an_instance_of_a_stopped_driver_never_torn_down_is_detected() {
+    let (s, mut run, end) = baseline();
+    run.events.retain(|e| !is_teardown(e, false) && !is_teardown(e, true));
+    let v = check::check(&s, &run, &end);
+    assert!(
+        v.iter().any(|v| v.invariant == "instances" && v.detail.contains("never torn down")),
+        "{v:#?}"
+    );
+}
+
 #[test]
 fn a_resume_without_a_pended_pre_is_detected() {
     let mut v = Vec::new();
