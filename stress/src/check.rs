@@ -18,7 +18,9 @@
 //!   altitude).
 //! - **balance**: at the end (after the tail closed every file, stopped every driver and dismounted
 //!   every volume), every driver is unloaded unless it documentedly cannot be, and every unloaded
-//!   image of ours has no pool block, no device object and no device reference left.
+//!   image of ours has no pool block, no device object and no device reference left; once every
+//!   driver of ours is stopped, no device of any other driver has a reference left either (one a
+//!   filter took with `IoGetDiskDeviceObject`, say, and never dropped).
 
 use std::collections::BTreeMap;
 
@@ -85,6 +87,9 @@ pub struct EndState {
     pub drivers: Vec<DriverEnd>,
     /// The machine bugchecked.
     pub crashed: Option<String>,
+    /// Devices of other drivers (file systems, storage, the Filter Manager) with references
+    /// still held on them: (device, driver, references).
+    pub foreign_refs: Vec<(String, String, u32)>,
 }
 
 /// Reads the end state of `scenario`'s drivers from the machine (pass it to
@@ -137,7 +142,21 @@ pub fn end_state(m: &Machine, scenario: &Scenario) -> EndState {
                 DriverEnd { name: d.name.clone(), state, images, attached_above }
             })
             .collect();
-        EndState { drivers, crashed: k.crashed.clone() }
+        let ours =
+            |service: &str| scenario.drivers.iter().any(|d| d.name.eq_ignore_ascii_case(service));
+        let foreign_refs = k
+            .objects
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, dev)| dev.refs > 0)
+            .filter_map(|(n, dev)| {
+                let service = k.objects.driver(dev.driver).service.clone();
+                let name = dev.name.clone().unwrap_or_else(|| format!("device #{n}"));
+                (!ours(&service)).then_some((name, service, dev.refs))
+            })
+            .collect();
+        EndState { drivers, crashed: k.crashed.clone(), foreign_refs }
     })
 }
 
@@ -622,6 +641,13 @@ fn balance(scenario: &Scenario, end: &EndState, out: &mut Vec<Violation>) {
     let mut v = |detail: String| out.push(Violation { step: None, invariant: "balance", detail });
     if let Some(c) = &end.crashed {
         v(format!("the machine bugchecked: {c}"));
+    }
+    if end.drivers.iter().all(|d| d.state == "stopped") {
+        for (device, driver, refs) in &end.foreign_refs {
+            v(format!(
+                "{refs} reference(s) left on {device} of {driver} once every driver stopped"
+            ));
+        }
     }
     for d in &end.drivers {
         match d.state {

@@ -736,6 +736,27 @@ fn leaks_and_drivers_left_running_are_detected() {
 }
 
 #[test]
+fn a_reference_left_on_another_drivers_device_is_detected() {
+    // A legacy backend that never dropped the reference `IoGetDiskDeviceObject` took on a
+    // volume's storage device (legacy/src/attach.rs, the enumeration at start) passed the stress
+    // before this part of the balance: the device is the storage driver's, so neither the leak
+    // check of the filter's unload nor the image's own device references saw it.
+    let (s, run, mut end) = baseline();
+    assert!(end.foreign_refs.is_empty(), "{end:#?}");
+    end.foreign_refs.push(("\\Device\\HarddiskVolume1".into(), "Storage".into(), 1));
+    let v = check::check(&s, &run, &end);
+    assert!(
+        v.iter().any(|v| v.invariant == "balance"
+            && v.detail.contains("1 reference(s) left on \\Device\\HarddiskVolume1")),
+        "{v:#?}"
+    );
+    // Not while a driver still runs: it may hold the reference for as long as it runs.
+    end.drivers[0].state = "running";
+    let v = check::check(&s, &run, &end);
+    assert!(!v.iter().any(|v| v.detail.contains("reference(s) left on")), "{v:#?}");
+}
+
+#[test]
 fn a_legacy_filter_answering_fltmc_is_detected() {
     let (s, mut run, end) = baseline();
     let mut s = s;
