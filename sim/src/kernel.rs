@@ -176,6 +176,9 @@ pub struct Kernel {
     pub fltmgr: crate::fltmgr::FltMgr,
     /// MDLs the kernel allocated (`IoAllocateMdl` and the I/O manager's own).
     pub mdls: FastMap<usize, crate::mem::Block>,
+    /// The image that allocated each MDL of `IoAllocateMdl` (the I/O manager's own MDLs are not
+    /// listed).
+    pub mdl_images: FastMap<usize, ImageId>,
     /// The user request being served without an IRP (fast I/O), for attributing callbacks.
     pub current_request: Option<crate::ids::RequestId>,
     /// The dispatch or completion routine the I/O manager called last, for attributing the
@@ -494,6 +497,7 @@ impl Kernel {
             sections: crate::sections::Sections::default(),
             fltmgr: crate::fltmgr::FltMgr::default(),
             mdls: FastMap::default(),
+            mdl_images: FastMap::default(),
             current_request: None,
             io_call: None,
             crashed: None,

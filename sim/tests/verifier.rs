@@ -45,14 +45,18 @@ use fsfilter_sim::{
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, DRIVER_OBJECT, FILE_OBJECT, IRP, OBJECT_ATTRIBUTES,
 };
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FltAllocateGenericWorkItem, FltFreeGenericWorkItem,
+};
 use windows_sys::Wdk::Storage::FileSystem::{
     IoRegisterFsRegistrationChange, IoUnregisterFsRegistrationChange,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    DelayedWorkQueue, ExAllocatePool2, ExFreePoolWithTag, IoAllocateWorkItem,
-    IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen, IoCreateDevice, IoDeleteDevice,
-    IoDetachDevice, IoFreeWorkItem, IoGetAttachedDeviceReference, IoGetDeviceObjectPointer,
-    IoQueueWorkItem, KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
+    DelayedWorkQueue, ExAllocatePool2, ExFreePoolWithTag, IoAllocateIrp, IoAllocateMdl,
+    IoAllocateWorkItem, IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen, IoCreateDevice,
+    IoDeleteDevice, IoDetachDevice, IoFreeIrp, IoFreeMdl, IoFreeWorkItem,
+    IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, IoQueueWorkItem, KeBugCheckEx,
+    KeInitializeSpinLock, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -523,6 +527,28 @@ unsafe extern "system" fn bad_unload(driver: *const DRIVER_OBJECT) {
         // SAFETY: our block.
         unsafe { ExFreePoolWithTag(bad.pool as *mut c_void, TAG) };
     }
+    if mode_is("io_objects_leaked_at_unload") {
+        // An IRP, an MDL, an I/O work item and a generic work item, freed only when corrected.
+        // SAFETY: valid arguments; our live device.
+        let (irp, mdl, item, generic) = unsafe {
+            (
+                IoAllocateIrp(1, false),
+                IoAllocateMdl((&raw const BAD_GLOBAL).cast(), 1, false, false, null_mut()),
+                IoAllocateWorkItem(bad.device as *const DEVICE_OBJECT),
+                FltAllocateGenericWorkItem(),
+            )
+        };
+        assert!(!irp.is_null() && !mdl.is_null() && item != 0 && generic != 0);
+        if !broken() {
+            // SAFETY: each allocated above, never used, freed once.
+            unsafe {
+                IoFreeIrp(irp);
+                IoFreeMdl(mdl);
+                IoFreeWorkItem(item);
+                FltFreeGenericWorkItem(generic);
+            }
+        }
+    }
     // SAFETY: the reference IoGetDeviceObjectPointer gave us.
     unsafe { ObfDereferenceObject(bad.file as *const c_void) };
     if !(mode_is("device_objects_leaked_at_unload") && broken()) {
@@ -959,6 +985,30 @@ fn pool_leaked_at_unload() {
         check(&m, broken, Rule::PoolLeaked, Some("Bad"));
         if broken {
             assert!(m.findings()[0].2.contains("1 pool block(s), 32 bytes, tags VrfB"));
+        }
+        assert_eq!(m.crashed(), None);
+    }
+}
+
+#[test]
+fn io_objects_leaked_at_unload() {
+    // IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem and FltAllocateGenericWorkItem allocate
+    // from nonpaged pool for the driver, which must free each (IoFreeIrp, IoFreeMdl,
+    // IoFreeWorkItem, FltFreeGenericWorkItem): until December 6 an unload that left them was
+    // silent, as the blocks were not pool blocks of the image.
+    for broken in [true, false] {
+        let mut m = machine("io_objects_leaked_at_unload", broken);
+        assert_eq!(read_through_bad(&m), Status::SUCCESS);
+        assert_eq!(m.stop("Bad"), StopResult::Unloaded);
+        check(&m, broken, Rule::PoolLeaked, Some("Bad"));
+        if broken {
+            let text = &m.findings()[0].2;
+            assert!(
+                text.contains("1 IRP(s)")
+                    && text.contains("1 MDL(s)")
+                    && text.contains("2 work item(s)"),
+                "{text}"
+            );
         }
         assert_eq!(m.crashed(), None);
     }

@@ -322,7 +322,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAllocateGeneric
             }
             let block = Block::zeroed(32);
             let h = block.ptr() as usize;
-            k.fltmgr.work_items.insert(h, WorkItemRec { _block: block, queued: false });
+            let image = k.current_image();
+            k.fltmgr.work_items.insert(h, WorkItemRec { _block: block, image, queued: false });
             h as PFLT_GENERIC_WORKITEM
         })
     }

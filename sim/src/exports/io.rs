@@ -110,6 +110,27 @@ export! { windows_sys::Wdk::System::SystemServices::IoDeleteDevice =>
 pub type FastIoDetach = unsafe extern "system" fn(*const DEVICE_OBJECT, *const DEVICE_OBJECT);
 
 impl crate::kernel::Kernel {
+    /// What `image` allocated through the I/O manager and the Filter Manager and has not freed:
+    /// (IRPs of `IoAllocateIrp`, MDLs of `IoAllocateMdl`, work items of `IoAllocateWorkItem` and
+    /// `FltAllocateGenericWorkItem`). Each comes from nonpaged pool for the driver, which must
+    /// free it (`IoFreeIrp`, `IoFreeMdl`, `IoFreeWorkItem`, `FltFreeGenericWorkItem`).
+    pub fn io_objects_outstanding(&self, image: crate::ids::ImageId) -> (usize, usize, usize) {
+        let irps = self
+            .irps
+            .map
+            .values()
+            .filter(|i| {
+                i.allocator == Some(image)
+                    && matches!(i.finish, crate::irp::Finish::DriverOwned)
+                    && i.state != crate::irp::IrpState::Freed
+            })
+            .count();
+        let mdls = self.mdl_images.values().filter(|&&i| i == image).count();
+        let items = self.sched.work_items.values().filter(|w| w.image == Some(image)).count()
+            + self.fltmgr.work_items.values().filter(|w| w.image == Some(image)).count();
+        (irps, mdls, items)
+    }
+
     /// The `FastIoDetachDevice` of the driver of `attached` (checked against the table's size),
     /// or a verifier finding when it has none.
     pub fn fast_io_detach_of(
@@ -445,6 +466,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::IoUnregisterFsRegistrationChang
 /// An `IO_WORKITEM`: the device it keeps referenced while queued.
 pub struct WorkItem {
     device: *mut DEVICE_OBJECT,
+    /// The image that allocated it (which must free it).
+    image: Option<crate::ids::ImageId>,
     /// Queued and not yet dequeued by the worker (which dequeues it before the routine runs).
     queued: bool,
     _block: Block,
@@ -459,7 +482,8 @@ export! { windows_sys::Wdk::System::SystemServices::IoAllocateWorkItem =>
             }
             let block = Block::zeroed(64);
             let handle = block.ptr() as isize;
-            k.sched.work_items.insert(handle as usize, WorkItem { device: deviceobject.cast_mut(), queued: false, _block: block });
+            let image = k.current_image();
+            k.sched.work_items.insert(handle as usize, WorkItem { device: deviceobject.cast_mut(), image, queued: false, _block: block });
             handle
         })
     }

@@ -49,6 +49,7 @@ impl Kernel {
     /// Frees an MDL the kernel allocated (a no-op for anything else).
     pub fn free_mdl(&mut self, m: *mut MDL) {
         self.mdls.remove(&(m as usize));
+        self.mdl_images.remove(&(m as usize));
     }
 }
 
@@ -61,6 +62,9 @@ export! { windows_sys::Wdk::System::SystemServices::IoAllocateMdl =>
                 return std::ptr::null_mut();
             }
             let m = k.allocate_mdl(virtualaddress.cast_mut(), length as usize);
+            if let Some(image) = k.current_image() {
+                k.mdl_images.insert(m as usize, image);
+            }
             // SAFETY: null or the caller's IRP.
             if let Some(i) = unsafe { irp.as_mut() } {
                 if secondarybuffer && !i.MdlAddress.is_null() {

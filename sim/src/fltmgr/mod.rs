@@ -437,6 +437,8 @@ pub enum FltObject {
 pub struct WorkItemRec {
     /// The item's memory (its address is the handle).
     pub _block: Block,
+    /// The image that allocated it (which must free it).
+    pub image: Option<crate::ids::ImageId>,
     /// Queued and not yet run.
     pub queued: bool,
 }
