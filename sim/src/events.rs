@@ -91,6 +91,11 @@ pub enum Rule {
     /// `AttachedTo` through the NULL `AttachedDevice`; Driver Verifier names it "detach from a
     /// device object which is not attached to anything".
     DetachNotAttached,
+    /// `IoDeleteDevice` of a device still attached to the device below it (no `IoDetachDevice`
+    /// first): the device below keeps the deleted one as its `AttachedDevice`. Driver Verifier's
+    /// I/O verification names it "a device is deleting itself while there is another device
+    /// beneath it in the driver stack".
+    DeleteWhileAttached,
     /// `IoCancelFileOpen` / `FltCancelFileOpen` on a file object that already has a handle
     /// (`FO_HANDLE_CREATED`), or outside a create.
     CancelFileOpenMisuse,
@@ -155,6 +160,7 @@ impl Rule {
             Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",
             Rule::FastIoDetachMissing => "FAST_IO_DETACH_DEVICE_MISSING",
             Rule::DetachNotAttached => "DETACH_FROM_DEVICE_NOT_ATTACHED",
+            Rule::DeleteWhileAttached => "DELETE_WHILE_ATTACHED",
             Rule::StatusInvalidForOperation => "CALLBACK_STATUS_INVALID_FOR_OPERATION",
             Rule::PostCallbackMissing => "POST_CALLBACK_NOT_REGISTERED",
             Rule::InvalidCompletionStatus => "INVALID_COMPLETION_STATUS",

@@ -710,6 +710,13 @@ unsafe extern "system" fn late_entry(
         fsfilter_sim::kernel::with(|k| k.set_irql(0));
         // SAFETY: our device, detached.
         unsafe { IoDeleteDevice(dev) };
+    } else if mode_is("delete_while_attached") {
+        if !broken() {
+            // SAFETY: the device we attached to.
+            unsafe { IoDetachDevice(lower) };
+        }
+        // SAFETY: our device (broken: deliberately still attached to `lower`).
+        unsafe { IoDeleteDevice(dev) };
     } else if mode_is("detach_not_attached") {
         // Detach from the device attached to, and delete ours.
         // SAFETY: the device we attached to.
@@ -1151,6 +1158,25 @@ fn detach_from_device_not_attached() {
         assert_eq!(Rule::DetachNotAttached.name(), "DETACH_FROM_DEVICE_NOT_ATTACHED");
         // Bad, which Late had attached above, is still on top and serves requests.
         survives(&m);
+    }
+}
+
+#[test]
+fn delete_while_attached() {
+    // IoDeleteDevice of a device still attached to the one below it (no IoDetachDevice first):
+    // Driver Verifier's I/O verification fails the driver with DCERROR_DELETE_WHILE_ATTACHED ("A
+    // device is deleting itself while there is another device beneath it in the driver stack").
+    // Until December 6 the simulator deleted it silently, leaving the device below pointing to a
+    // deleted device as its AttachedDevice.
+    for broken in [true, false] {
+        let mut m = machine("delete_while_attached", broken);
+        assert_eq!(m.start("Late"), Status::SUCCESS);
+        assert_eq!(LATE_ATTACH.get(), 0, "Late attached");
+        check(&m, broken, Rule::DeleteWhileAttached, Some("Late"));
+        assert_eq!(Rule::DeleteWhileAttached.name(), "DELETE_WHILE_ATTACHED");
+        if !broken {
+            survives(&m);
+        }
     }
 }
 

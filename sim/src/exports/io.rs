@@ -89,6 +89,18 @@ export! { windows_sys::Wdk::System::SystemServices::IoDeleteDevice =>
                     );
                     return None;
                 }
+                if let Some(below) = k.objects.device(id).attached_to {
+                    // Driver Verifier's I/O verification (DCERROR_DELETE_WHILE_ATTACHED). The
+                    // device is deleted all the same, still listed above `below`.
+                    let name = k.objects.driver(k.objects.device(below).driver).service.clone();
+                    k.report_current(
+                        Rule::DeleteWhileAttached,
+                        format!(
+                            "IoDeleteDevice on a device still attached to a device of {name} \
+                             (IoDetachDevice first)"
+                        ),
+                    );
+                }
                 let above = k.objects.above(id);
                 k.delete_device(id);
                 above.and_then(|a| k.fast_io_detach_of(a))
