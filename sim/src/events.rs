@@ -23,6 +23,10 @@ pub enum Rule {
     MarkedPendingButNotReturned,
     /// A dispatch routine returned a status a dispatch routine may not return.
     UnknownDispatchResult,
+    /// A dispatch routine returned a status other than `STATUS_PENDING` and the IRP was neither
+    /// completed nor passed on to a driver that completed it: nothing will complete it. Driver
+    /// Verifier's I/O verification names it `DCERROR_IRP_RETURNED_WITHOUT_COMPLETION`.
+    IrpReturnedWithoutCompletion,
     /// Code of an unloaded driver would have run (a completion routine, a dispatch routine, a
     /// callback), or its image went while its code was on the call stack (which returns into
     /// it).
@@ -132,6 +136,7 @@ impl Rule {
             Rule::PendingWithoutMark => "PENDING_RETURNED_WITHOUT_IO_MARK_IRP_PENDING",
             Rule::MarkedPendingButNotReturned => "IO_MARK_IRP_PENDING_WITHOUT_STATUS_PENDING",
             Rule::UnknownDispatchResult => "UNKNOWN_DISPATCH_RESULT",
+            Rule::IrpReturnedWithoutCompletion => "IRP_RETURNED_WITHOUT_COMPLETION",
             Rule::UnloadedDriverCodeRan => "UNLOADED_DRIVER_CODE_RAN",
             Rule::DeviceObjectsLeaked => "DEVICE_OBJECTS_LEAKED_AT_UNLOAD",
             Rule::PoolLeaked => "POOL_LEAKED_AT_UNLOAD",

@@ -90,6 +90,9 @@ pub struct IrpInfo {
     /// inside a completion routine, legal only if the routine then returns
     /// `STATUS_MORE_PROCESSING_REQUIRED`.
     pub completed_in_routine: bool,
+    /// A dispatch routine returned another status than `STATUS_PENDING` while the IRP was
+    /// neither completed past its location nor pended below it (reported once per IRP).
+    pub returned_unfinished: bool,
     /// Completion routines set through `IoSetCompletionRoutineEx`, by location, with the
     /// device they keep referenced.
     pub ex_routines: Vec<ExRoutine>,
@@ -201,6 +204,7 @@ impl Kernel {
                 expect_pending: 0,
                 completing: false,
                 completed_in_routine: false,
+                returned_unfinished: false,
                 ex_routines: self.irps.spare_ex.pop().unwrap_or_default(),
                 system_buffer: None,
                 copy_back: None,
@@ -532,6 +536,29 @@ impl Kernel {
         }
         let below = bit - 1;
         let lower_pended = info.expect_pending & below != 0;
+        if !pending
+            && !lower_pended
+            && info.state == IrpState::Active
+            && !info.returned_unfinished
+            && self.crashed.is_none()
+        {
+            // Not completed past this location, not pended below it, and this driver says it is
+            // done: nothing will complete the IRP (Driver Verifier's
+            // DCERROR_IRP_RETURNED_WITHOUT_COMPLETION). Its requester waits for good. (Once the
+            // machine has crashed, nothing completes anything.)
+            info.returned_unfinished = true;
+            let name = self.image_name(image);
+            self.report(
+                Rule::IrpReturnedWithoutCompletion,
+                Some(name),
+                format!(
+                    "a dispatch routine returned {} without completing the IRP or passing it \
+                     to a driver that did",
+                    Status(status)
+                ),
+            );
+            return;
+        }
         info.expect |= bit;
         if pending {
             info.expect_pending |= bit;

@@ -236,6 +236,15 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             let status = if broken() { Status::MORE_PROCESSING_REQUIRED } else { Status::SUCCESS };
             return status.0;
         }
+        "returned_without_completion" => {
+            if !broken() {
+                // SAFETY: as above.
+                unsafe { complete(irp, Status::SUCCESS) };
+            }
+            // Broken: a status other than STATUS_PENDING, the IRP neither completed nor passed
+            // on.
+            return Status::SUCCESS.0;
+        }
         "marked_pending_but_not_returned" => {
             if broken() {
                 // SAFETY: as above.
@@ -848,6 +857,22 @@ fn completed_with_status_pending() {
         assert_eq!(s, if broken { Status(-1) } else { Status::SUCCESS });
         check(&m, broken, Rule::CompletedWithStatusPending, Some("Bad"));
         assert_eq!(Rule::CompletedWithStatusPending.name(), "COMPLETED_WITH_STATUS_PENDING");
+        survives(&m);
+    }
+}
+
+#[test]
+fn irp_returned_without_completion() {
+    // A dispatch routine returning a status other than STATUS_PENDING owes the IRP's completion
+    // (facts.md §1.8); Driver Verifier's I/O verification fails the driver with
+    // DCERROR_IRP_RETURNED_WITHOUT_COMPLETION. Until December 6 the simulator left the request
+    // outstanding for good and said nothing.
+    for broken in [true, false] {
+        let m = machine("returned_without_completion", broken);
+        let s = read_through_bad(&m);
+        assert_eq!(s, if broken { Status(-1) } else { Status::SUCCESS });
+        check(&m, broken, Rule::IrpReturnedWithoutCompletion, Some("Bad"));
+        assert_eq!(Rule::IrpReturnedWithoutCompletion.name(), "IRP_RETURNED_WITHOUT_COMPLETION");
         survives(&m);
     }
 }
