@@ -35,6 +35,10 @@ pub enum Rule {
     DeviceObjectsLeaked,
     /// Pool allocations remained after the driver unloaded.
     PoolLeaked,
+    /// The driver's image went while an IRP whose completion one of its routines halted
+    /// (`STATUS_MORE_PROCESSING_REQUIRED`) was never completed again: its requester waits for
+    /// good.
+    IrpHaltedAtUnload,
     /// A pool block was freed twice, or a pointer that is not a pool block was freed.
     BadPoolFree,
     /// A pool block was freed with a tag other than the one it was allocated with.
@@ -140,6 +144,7 @@ impl Rule {
             Rule::UnloadedDriverCodeRan => "UNLOADED_DRIVER_CODE_RAN",
             Rule::DeviceObjectsLeaked => "DEVICE_OBJECTS_LEAKED_AT_UNLOAD",
             Rule::PoolLeaked => "POOL_LEAKED_AT_UNLOAD",
+            Rule::IrpHaltedAtUnload => "IRP_HALTED_AT_UNLOAD",
             Rule::BadPoolFree => "BAD_POOL_FREE",
             Rule::PoolTagMismatch => "POOL_TAG_MISMATCH",
             Rule::AttachToInitializingDevice => "ATTACH_TO_INITIALIZING_DEVICE",

@@ -150,6 +150,32 @@ fn location(irp: *mut IRP, n: i8) -> *mut IO_STACK_LOCATION {
     stack_base(irp).wrapping_add((n as usize).wrapping_sub(1))
 }
 
+impl Kernel {
+    /// IRPs whose completion walk a routine halted (`STATUS_MORE_PROCESSING_REQUIRED`) at a
+    /// location of a device of `driver`, and that nobody completed again since.
+    pub(crate) fn irps_halted_by(&self, driver: crate::ids::DriverId) -> usize {
+        self.irps
+            .map
+            .iter()
+            .filter(|(_, info)| info.completing && info.state == IrpState::Active)
+            .filter(|&(&irp, _)| {
+                let irp = irp as *mut IRP;
+                // SAFETY: a live IRP of this machine (it is in the table).
+                let i = unsafe { &*irp };
+                let at = i.CurrentLocation;
+                if at < 1 || at > i.StackCount {
+                    return false;
+                }
+                // SAFETY: a location inside the IRP's stack (checked above).
+                let device = unsafe { (*location(irp, at)).DeviceObject };
+                self.objects
+                    .device_id(device)
+                    .is_some_and(|d| self.objects.device(d).driver == driver)
+            })
+            .count()
+    }
+}
+
 /// `&mut Irp->Tail.Overlay.CurrentStackLocation`.
 ///
 /// # Safety

@@ -402,6 +402,18 @@ impl Kernel {
     /// a work item's routine may free its item after a pending unload it set off returned.
     fn check_io_object_leaks(&mut self, driver: DriverId) {
         let image = self.objects.driver(driver).image;
+        let halted = self.irps_halted_by(driver);
+        if halted > 0 {
+            let name = self.objects.driver(driver).service.clone();
+            self.report(
+                Rule::IrpHaltedAtUnload,
+                Some(name),
+                format!(
+                    "{halted} IRP(s) halted by the driver's completion routine \
+                     (STATUS_MORE_PROCESSING_REQUIRED) and never completed"
+                ),
+            );
+        }
         let (irps, mdls, items) = self.io_objects_outstanding(image);
         if irps + mdls + items > 0 {
             let name = self.objects.driver(driver).service.clone();

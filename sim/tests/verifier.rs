@@ -409,6 +409,18 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             unsafe { KeBugCheckEx(MANUALLY_INITIATED_CRASH, 1, 2, 3, 4) };
             return Status::UNSUCCESSFUL.0;
         }
+        "halted_and_left" => {
+            // Pends the read and halts its completion (STATUS_MORE_PROCESSING_REQUIRED) to finish
+            // it later; broken, it never does, and unloads.
+            // SAFETY: the live IRP with a location below ours (Bad's StackSize is one more).
+            unsafe {
+                IoMarkIrpPending(irp);
+                IoCopyCurrentIrpStackLocationToNext(irp);
+                IoSetCompletionRoutine(irp, halts, null_mut(), true, true, true);
+                let _ = IoCallDriver(bad.lower as *mut DEVICE_OBJECT, irp);
+            }
+            return Status::PENDING.0;
+        }
         "completed_in_routine" => {
             // A completion routine that completes the IRP itself: legal only when it then halts
             // the walk with STATUS_MORE_PROCESSING_REQUIRED.
@@ -489,6 +501,16 @@ unsafe fn attach_new_device(device: *const DEVICE_OBJECT, lower: usize) -> *mut 
 
 /// Bad's completion routine in `completed_in_routine`: completes the IRP again from inside, and
 /// answers STATUS_SUCCESS (broken) or STATUS_MORE_PROCESSING_REQUIRED (corrected).
+/// Bad's completion routine in `halted_and_left`: halts the walk; corrected, it first queues
+/// nothing and lets the walk go on.
+unsafe extern "system" fn halts(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    _context: *mut c_void,
+) -> NTSTATUS {
+    if broken() { Status::MORE_PROCESSING_REQUIRED.0 } else { Status::SUCCESS.0 }
+}
+
 unsafe extern "system" fn completes_itself(
     _device: *mut DEVICE_OBJECT,
     irp: *mut IRP,
@@ -874,6 +896,27 @@ fn irp_returned_without_completion() {
         check(&m, broken, Rule::IrpReturnedWithoutCompletion, Some("Bad"));
         assert_eq!(Rule::IrpReturnedWithoutCompletion.name(), "IRP_RETURNED_WITHOUT_COMPLETION");
         survives(&m);
+    }
+}
+
+#[test]
+fn halted_irp_left_at_unload() {
+    // A completion routine that halts the walk (STATUS_MORE_PROCESSING_REQUIRED) owes the IRP a
+    // later IoCompleteRequest (facts.md §1.8); a driver that unloads without it leaves its
+    // requester waiting for good. Until December 6 the simulator said nothing.
+    for broken in [true, false] {
+        let mut m = machine("halted_and_left", broken);
+        let s = read_through_bad(&m);
+        assert_eq!(s, if broken { Status(-1) } else { Status::SUCCESS });
+        MODE.set("");
+        assert_eq!(m.stop("Bad"), StopResult::Unloaded);
+        check(&m, broken, Rule::IrpHaltedAtUnload, Some("Bad"));
+        if broken {
+            let text = &m.findings()[0].2;
+            assert!(text.contains("1 IRP(s) halted"), "{text}");
+        }
+        assert_eq!(Rule::IrpHaltedAtUnload.name(), "IRP_HALTED_AT_UNLOAD");
+        assert_eq!(m.crashed(), None);
     }
 }
 
