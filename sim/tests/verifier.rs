@@ -266,6 +266,18 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
                 unsafe { ExFreePoolWithTag(p, TAG) };
             }
         }
+        "mdl_freed_twice" => {
+            // SAFETY: an MDL for one byte of our global, freed once (twice when broken).
+            unsafe {
+                let mdl =
+                    IoAllocateMdl((&raw const BAD_GLOBAL).cast(), 1, false, false, null_mut());
+                assert!(!mdl.is_null());
+                IoFreeMdl(mdl);
+                if broken() {
+                    IoFreeMdl(mdl);
+                }
+            }
+        }
         "pool_tag_mismatch" => {
             // SAFETY: a plain allocation.
             let p = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, TAG) };
@@ -1087,6 +1099,13 @@ fn io_objects_leaked_at_unload() {
         }
         assert_eq!(m.crashed(), None);
     }
+}
+
+#[test]
+fn mdl_freed_twice() {
+    // IoFreeMdl of an MDL freed already: a double free of its pool (BAD_POOL_FREE, as for
+    // ExFreePool). Until December 6 the simulator ignored it.
+    read_breaks("mdl_freed_twice", Rule::BadPoolFree, |_, _| {});
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::ffi::c_void;
 use windows_sys::Wdk::Foundation::{IRP, MDL};
 use windows_sys::Wdk::System::SystemServices::MEMORY_CACHING_TYPE;
 
+use crate::events::Rule;
 use crate::kernel::{self, Kernel};
 use crate::mem::{Block, obj};
 use crate::nt::{PAGE_SIZE, mdl};
@@ -88,7 +89,14 @@ export! { windows_sys::Wdk::System::SystemServices::IoAllocateMdl =>
 export! { windows_sys::Wdk::System::SystemServices::IoFreeMdl =>
     /// `IoFreeMdl`.
     fn IoFreeMdl(mdl: *mut MDL) {
-        kernel::with(|k| k.free_mdl(mdl));
+        kernel::with(|k| {
+            if !k.mdls.contains_key(&(mdl as usize)) {
+                // Freed already, or never an MDL: a double free of its pool on Windows.
+                k.report_current(Rule::BadPoolFree, format!("IoFreeMdl on {mdl:p}, which is not a live MDL"));
+                return;
+            }
+            k.free_mdl(mdl);
+        });
     }
 }
 
