@@ -883,5 +883,7 @@ fn a_directory_notification_outstanding_at_a_stop_is_drained_or_waited_for() {
             _ => None,
         })
         .collect();
-    assert_eq!(rules, ["DEADLOCK"]);
+    // Past the deadlock the simulator goes on where Windows would still wait (what follows is
+    // its consequence, docs/semantics.md): the wait is the finding.
+    assert_eq!(rules.first(), Some(&"DEADLOCK"), "{rules:?}");
 }

@@ -86,6 +86,10 @@ pub struct IrpInfo {
     pub expect_pending: u64,
     /// Completion is under way (between IofCompleteRequest and the top, or halted).
     pub completing: bool,
+    /// The completion walk is running now: not halted by a routine, not done. An image that
+    /// goes inside the walk (the last reference of `IoSetCompletionRoutineEx` released after its
+    /// routine returned) does not leave this IRP halted.
+    pub walking: bool,
     /// `IoCompleteRequest` was called for the IRP since the completion walk last stepped: set
     /// inside a completion routine, legal only if the routine then returns
     /// `STATUS_MORE_PROCESSING_REQUIRED`.
@@ -157,7 +161,7 @@ impl Kernel {
         self.irps
             .map
             .iter()
-            .filter(|(_, info)| info.completing && info.state == IrpState::Active)
+            .filter(|(_, info)| info.completing && !info.walking && info.state == IrpState::Active)
             .filter(|&(&irp, _)| {
                 let irp = irp as *mut IRP;
                 // SAFETY: a live IRP of this machine (it is in the table).
@@ -229,6 +233,7 @@ impl Kernel {
                 expect: 0,
                 expect_pending: 0,
                 completing: false,
+                walking: false,
                 completed_in_routine: false,
                 returned_unfinished: false,
                 ex_routines: self.irps.spare_ex.pop().unwrap_or_default(),
@@ -683,6 +688,7 @@ pub fn complete_request(irp: *mut IRP) {
                 let twice = completed && (!halted || i.CurrentLocation > i.StackCount + 1);
                 if !twice && status != Status::PENDING.0 {
                     info.completing = true;
+                    info.walking = true;
                 }
                 info.completed_in_routine = true;
                 (twice, status)
@@ -763,6 +769,9 @@ pub fn complete_request(irp: *mut IRP) {
                 }
                 if r == Status::MORE_PROCESSING_REQUIRED.0 {
                     kernel::with(|k| {
+                        if let Some(info) = k.irps.map.get_mut(&(irp as usize)) {
+                            info.walking = false;
+                        }
                         k.leave();
                         if let Some(ex) = ex {
                             k.release_ex_routine(ex);
@@ -969,6 +978,7 @@ impl Kernel {
         let info = k.irps.map.get_mut(&(irp as usize))?;
         info.state = IrpState::Completed;
         info.completing = false;
+        info.walking = false;
         let finish = info.finish;
         // SAFETY: a live IRP.
         let i = unsafe { obj(irp) };

@@ -1,6 +1,7 @@
 //! `Synchronize` where it is illegal (facts.md §4: `FLT_PREOP_SYNCHRONIZE` for oplock FSCTLs,
 //! `IRP_MN_NOTIFY_CHANGE_DIRECTORY` and `IRP_MN_LOCK`, which may wait below indefinitely for
-//! another requester): both backends give those operations a post callback as for `WithPost`,
+//! another requester): both backends give those operations a post callback as for `WithPost`
+//! (a notification through both since December 6, when the file systems began serving them),
 //! and synchronize every other (docs/callback-model.md, rule 11). Shared by
 //! `legacy/tests/synchronize.rs` and `minifilter/tests/synchronize.rs`; the simulated Filter
 //! Manager reports a minifilter that answers `FLT_PREOP_SYNCHRONIZE` for them
@@ -33,6 +34,7 @@ impl Filter for Synchronizer {
         .operation(Operation::new(MajorFunction::Read).pre().post())
         .operation(Operation::new(MajorFunction::FileSystemControl).pre().post())
         .operation(Operation::new(MajorFunction::LockControl).pre().post())
+        .operation(Operation::new(MajorFunction::DirectoryControl).pre().post())
         .instance_setup_callback(true)
         .validated();
     type InstanceContext = ();
@@ -90,6 +92,20 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
         let _ = m.io(IoRequest::Fsctl { handle: h, code, input: &[], output_length: 0 });
     }
     m.close_handle(h);
+    // A directory-change notification waits below until the directory changes: the caller gets
+    // STATUS_PENDING, not a thread blocked in the filter, and the post callback runs when a
+    // create completes it.
+    let dir = m.open(c, "\\", CreateOptions::directory()).expect("the root");
+    let notify = IoRequest::NotifyChangeDirectory {
+        handle: dir,
+        filter: 0x1,
+        watch_tree: false,
+        length: 512,
+    };
+    assert_eq!(m.io(notify).status, fsfilter::Status::PENDING);
+    let created = m.open(c, "new.txt", CreateOptions::create()).expect("create");
+    m.close_handle(created);
+    m.close_handle(dir);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     let pre: Vec<(MajorFunction, u8, &str)> = m
         .callbacks_of(NAME)
@@ -100,7 +116,9 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
             _ => None,
         })
         .collect();
-    use MajorFunction::{FileSystemControl as Fsctl, LockControl as Lock, Read};
+    use MajorFunction::{
+        DirectoryControl as Dir, FileSystemControl as Fsctl, LockControl as Lock, Read,
+    };
     assert_eq!(
         pre,
         [
@@ -109,9 +127,11 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
             (Lock, 2, "FLT_PREOP_SYNCHRONIZE"),
             (Fsctl, 0, "FLT_PREOP_SUCCESS_WITH_CALLBACK"),
             (Fsctl, 0, "FLT_PREOP_SYNCHRONIZE"),
+            (Dir, 2, "FLT_PREOP_SUCCESS_WITH_CALLBACK"),
         ],
-        "IRP_MN_LOCK and the oplock request got a post callback without synchronization"
+        "IRP_MN_LOCK, the oplock request and the notification got a post callback without \
+         synchronization"
     );
     let posts = POSTS.with(|p| p.borrow().clone());
-    assert_eq!(posts, [(Read, 0), (Lock, 1), (Lock, 2), (Fsctl, 0), (Fsctl, 0)]);
+    assert_eq!(posts, [(Read, 0), (Lock, 1), (Lock, 2), (Fsctl, 0), (Fsctl, 0), (Dir, 2)]);
 }
