@@ -254,3 +254,21 @@ fn requests_the_file_system_refuses() {
     assert_eq!(r.status, Status::INVALID_DEVICE_REQUEST);
     assert!(p.findings().is_empty(), "{:?}", p.findings());
 }
+
+#[test]
+fn a_waiting_request_holds_as_much_as_its_own_buffer_not_the_first_requests() {
+    // FsRtlNotifyFullReportChange: with a request waiting and nothing kept, a change is bounded
+    // by that request's length; the first request's length bounds only what is kept.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let first = notify(&mut m, dir, FILE_NAME, false, 32);
+    add(&mut m, c, "watched\\1.txt");
+    assert_eq!(completion(&m, first.io).map(|c| c.0), Some(Status::SUCCESS));
+    let big = notify(&mut m, dir, FILE_NAME, false, 4096);
+    assert_eq!(big.status, Status::PENDING);
+    // 12 bytes of header and 40 units: more than the 32 bytes of the first request.
+    let long = format!("watched\\{}.txt", "x".repeat(36));
+    add(&mut m, c, &long);
+    assert_eq!(completion(&m, big.io).map(|c| (c.0, c.1)), Some((Status::SUCCESS, 92)));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -238,7 +238,10 @@ impl Kernel {
                 continue;
             }
             let r = record(act, &name);
-            if w.bytes() + r.len() > w.capacity {
+            // With a request waiting, its buffer bounds the changes (FsRtl fills that request's
+            // buffer); with none, the buffer kept since the first request does.
+            let limit = w.waiting.first().map_or(w.capacity, |x| x.1);
+            if w.bytes() + r.len() > limit {
                 // FsRtl drops what it kept: the caller must enumerate again.
                 w.records.clear();
                 w.overflow = true;
