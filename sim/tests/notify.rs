@@ -90,9 +90,9 @@ fn a_waiting_notification_completes_inside_the_create_that_adds_a_file() {
         assert_eq!(completion(&m, n.io), None);
         let created = m.create(c, "watched\\new.txt", CreateOptions::create());
         assert_eq!(created.status, Status::SUCCESS);
-        // One record: 12 bytes of header and 7 UTF-16 units, padded to 4 bytes.
+        // One record: 12 bytes of header and 7 UTF-16 units (the last record is not padded).
         let (status, bytes, at) = completion(&m, n.io).expect("completed by the create");
-        assert_eq!((status, bytes), (Status::SUCCESS, 28), "{kind:?}");
+        assert_eq!((status, bytes), (Status::SUCCESS, 26), "{kind:?}");
         assert_eq!(changes(&m, n.io), ["added new.txt"]);
         // Inside the create, before it completes (FsRtl completes it within the report).
         let (_, _, create_at) = completion(&m, created.io).unwrap();
@@ -161,7 +161,8 @@ fn changes_kept_while_no_request_waits_come_back_at_once_or_overflow() {
     add(&mut m, c, "watched\\2.txt");
     add(&mut m, c, "watched\\3.txt");
     let kept = notify(&mut m, dir, FILE_NAME, false, 64);
-    assert_eq!((kept.status, kept.information), (Status::SUCCESS, 48), "{kept:?}");
+    // 22 bytes each, the first padded to 24.
+    assert_eq!((kept.status, kept.information), (Status::SUCCESS, 46), "{kept:?}");
     assert_eq!(changes(&m, kept.io), ["added 2.txt, added 3.txt"], "answered in the call");
     assert_eq!(u32::from_le_bytes(kept.data[0..4].try_into().unwrap()), 24, "NextEntryOffset");
     // Three changes outgrow the 64-byte buffer: dropped, and the caller must enumerate again.
@@ -270,5 +271,18 @@ fn a_waiting_request_holds_as_much_as_its_own_buffer_not_the_first_requests() {
     let long = format!("watched\\{}.txt", "x".repeat(36));
     add(&mut m, c, &long);
     assert_eq!(completion(&m, big.io).map(|c| (c.0, c.1)), Some((Status::SUCCESS, 92)));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn the_byte_count_does_not_include_the_last_records_padding() {
+    // FsRtl: each record starts 4-byte aligned (NextEntryOffset), but the data length ends with
+    // the last record's name: 12 + 14 bytes for `new.txt`, which a 26-byte buffer holds.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let n = notify(&mut m, dir, FILE_NAME, false, 26);
+    add(&mut m, c, "watched\\new.txt");
+    assert_eq!(completion(&m, n.io).map(|c| (c.0, c.1)), Some((Status::SUCCESS, 26)));
+    assert_eq!(changes(&m, n.io), ["added new.txt"]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

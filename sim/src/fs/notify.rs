@@ -93,7 +93,7 @@ pub struct Watch {
     pub capacity: usize,
     /// Requests waiting, oldest first: the IRP and its buffer's length.
     pub waiting: Vec<(usize, usize)>,
-    /// `FILE_NOTIFY_INFORMATION` records not yet returned, each padded to 4 bytes.
+    /// `FILE_NOTIFY_INFORMATION` records not yet returned, unpadded.
     pub records: Vec<Vec<u8>>,
     /// The changes outgrew the buffer: the next request gets `STATUS_NOTIFY_ENUM_DIR`.
     pub overflow: bool,
@@ -104,8 +104,10 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// The length of the records chained: each starts 4-byte aligned, the last ends with its
+    /// name (FsRtl's data length, the byte count a request returns).
     fn bytes(&self) -> usize {
-        self.records.iter().map(Vec::len).sum()
+        data_length(&self.records)
     }
 
     /// Answers the oldest waiting request, if there is one and something to answer with.
@@ -123,7 +125,7 @@ impl Watch {
         } else {
             let length = self.waiting.first().map_or(0, |w| w.1);
             let records = std::mem::take(&mut self.records);
-            if records.iter().map(Vec::len).sum::<usize>() > length {
+            if data_length(&records) > length {
                 (Status::NOTIFY_ENUM_DIR, Vec::new())
             } else {
                 (Status::SUCCESS, link(records))
@@ -134,12 +136,24 @@ impl Watch {
     }
 }
 
-/// Chains records with `NextEntryOffset` (0 in the last).
+/// `LongAlign`.
+fn align4(n: usize) -> usize {
+    n.next_multiple_of(4)
+}
+
+/// The length of `records` chained (see [`link`]).
+fn data_length(records: &[Vec<u8>]) -> usize {
+    records.iter().fold(0, |at, r| align4(at) + r.len())
+}
+
+/// Chains records with `NextEntryOffset` (0 in the last): each but the last is padded to 4
+/// bytes, the last ends with its name.
 fn link(records: Vec<Vec<u8>>) -> Vec<u8> {
     let count = records.len();
     let mut out = Vec::new();
     for (i, mut r) in records.into_iter().enumerate() {
         if i + 1 < count {
+            r.resize(align4(r.len()), 0);
             let next = (r.len() as u32).to_le_bytes();
             r[..4].copy_from_slice(&next);
         }
@@ -148,7 +162,7 @@ fn link(records: Vec<Vec<u8>>) -> Vec<u8> {
     out
 }
 
-/// One `FILE_NOTIFY_INFORMATION` record, padded to 4 bytes, `NextEntryOffset` 0.
+/// One `FILE_NOTIFY_INFORMATION` record, unpadded, `NextEntryOffset` 0.
 fn record(act: u32, name: &str) -> Vec<u8> {
     let units: Vec<u16> = name.encode_utf16().collect();
     let mut r = Vec::with_capacity(12 + units.len() * 2 + 2);
@@ -157,9 +171,6 @@ fn record(act: u32, name: &str) -> Vec<u8> {
     r.extend_from_slice(&((units.len() * 2) as u32).to_le_bytes());
     for u in units {
         r.extend_from_slice(&u.to_le_bytes());
-    }
-    while r.len() % 4 != 0 {
-        r.push(0);
     }
     r
 }
@@ -241,7 +252,7 @@ impl Kernel {
             // With a request waiting, its buffer bounds the changes (FsRtl fills that request's
             // buffer); with none, the buffer kept since the first request does.
             let limit = w.waiting.first().map_or(w.capacity, |x| x.1);
-            if w.bytes() + r.len() > limit {
+            if align4(w.bytes()) + r.len() > limit {
                 // FsRtl drops what it kept: the caller must enumerate again.
                 w.records.clear();
                 w.overflow = true;
