@@ -286,3 +286,22 @@ fn the_byte_count_does_not_include_the_last_records_padding() {
     assert_eq!(changes(&m, n.io), ["added new.txt"]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_request_that_reaches_the_file_system_after_the_handles_cleanup_ends_at_once() {
+    // FsRtlNotifyFullChangeDirectory: a file object through cleanup (FO_CLEANUP_COMPLETE) gets
+    // STATUS_NOTIFY_CLEANUP at once, even when its handle never set a watch up. Here a filter
+    // holds the request and sends it down once the handle's cleanup has gone down.
+    let mut m = common::machine_with_spy(23);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\watched\\a.txt", b"a"));
+    m.boot();
+    common::spy(|s| s.hold_notify = true);
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let late = notify(&mut m, dir, FILE_NAME, false, 4096);
+    assert_eq!(late.status, Status::PENDING);
+    assert_eq!(common::spy(|s| s.held.len()), 1);
+    m.io(IoRequest::Cleanup { handle: dir });
+    assert_eq!(completion(&m, late.io).map(|c| c.0), Some(Status::NOTIFY_CLEANUP));
+    m.io(IoRequest::Close { handle: dir });
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -353,7 +353,12 @@ fn notify_change_directory(call: Call) -> NTSTATUS {
             return Err(Status::INVALID_PARAMETER);
         }
         // SAFETY: the request's live file object.
-        let ccb = unsafe { (*fo).FsContext2 } as usize;
+        let (ccb, flags) = unsafe { ((*fo).FsContext2 as usize, (*fo).Flags) };
+        // A file object through cleanup has no watch to wait on (FsRtl answers at once, even
+        // when its handle never set one up).
+        if flags & fo::CLEANUP_COMPLETE != 0 {
+            return Ok(Some((Status::NOTIFY_CLEANUP, Vec::new())));
+        }
         Ok(k.notify_request(ccb, (mount, node), filter, tree, irp))
     });
     match answer {

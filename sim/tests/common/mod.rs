@@ -14,7 +14,8 @@ use std::ptr::null_mut;
 use fsfilter::Status;
 use fsfilter_kernel::irp::{
     IoCallDriver, IoCompleteRequest, IoCopyCurrentIrpStackLocationToNext,
-    IoGetCurrentIrpStackLocation, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation,
+    IoGetCurrentIrpStackLocation, IoMarkIrpPending, IoSetCompletionRoutine,
+    IoSkipCurrentIrpStackLocation,
 };
 use fsfilter_kernel::params::{self, io};
 use fsfilter_sim::{Machine, MachineConfig, ServiceSpec, StartType};
@@ -79,6 +80,11 @@ pub(crate) struct SpyState {
     /// When set, the spy completes every mount request with this status itself, as a file
     /// system that fails the mount would.
     pub(crate) fail_mounts: Option<Status>,
+    /// When set, the spy holds every directory change notification on a volume, and sends the
+    /// held ones down after the next cleanup it passes down has returned.
+    pub(crate) hold_notify: bool,
+    /// The notifications held: the device below and the IRP.
+    pub(crate) held: Vec<(usize, usize)>,
 }
 
 /// How the spy passes a `FastIoQueryOpen` IRP to the device below.
@@ -293,11 +299,30 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
         unsafe { IoCompleteRequest(irp, 0) };
         return status;
     }
+    let hold = spy(|s| s.hold_notify) && e.kind == 2;
+    let cleanup = sl.MajorFunction == 0x12;
+    if hold && sl.MajorFunction == 0x0c && sl.MinorFunction == 0x02 {
+        // SAFETY: the live IRP, kept pending until the next cleanup has gone down.
+        unsafe { IoMarkIrpPending(irp) };
+        spy(|s| s.held.push((e.lower as usize, irp as usize)));
+        return Status::PENDING.0;
+    }
     // SAFETY: the live IRP; our lower device.
-    unsafe {
+    let status = unsafe {
         IoSkipCurrentIrpStackLocation(irp);
         IoCallDriver(e.lower, irp)
+    };
+    if hold && cleanup {
+        for (lower, held) in spy(|s| std::mem::take(&mut s.held)) {
+            // SAFETY: a notification the spy held pending (a location of its own below, so
+            // the one it marked pending stays its own); its lower device.
+            unsafe {
+                IoCopyCurrentIrpStackLocationToNext(held as *mut IRP);
+                IoCallDriver(lower as *mut DEVICE_OBJECT, held as *mut IRP);
+            }
+        }
     }
+    status
 }
 
 fn lower_fast_io(device: *const DEVICE_OBJECT) -> (*mut DEVICE_OBJECT, &'static FAST_IO_DISPATCH) {
