@@ -305,3 +305,21 @@ fn a_request_that_reaches_the_file_system_after_the_handles_cleanup_ends_at_once
     m.io(IoRequest::Close { handle: dir });
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_overwrite_is_a_modification_reported_inside_the_create() {
+    // FastFat's FatSupersedeOrOverwriteFile reports FILE_ACTION_MODIFIED with LAST_WRITE,
+    // ATTRIBUTES and SIZE at once, inside the create.
+    for disposition in [4u32, 0] {
+        let (mut m, c) = volume(FsKind::Fat);
+        let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+        let n = notify(&mut m, dir, LAST_WRITE, false, 4096);
+        let opened = m.create(c, "watched\\a.txt", CreateOptions::open().disposition(disposition));
+        assert_eq!(opened.status, Status::SUCCESS, "{disposition}");
+        let (status, _, at) = completion(&m, n.io).expect("completed by the overwrite");
+        assert_eq!(status, Status::SUCCESS);
+        assert_eq!(changes(&m, n.io), ["modified a.txt"]);
+        assert!(at < completion(&m, opened.io).unwrap().2);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}

@@ -348,6 +348,10 @@ impl Kernel {
             if let Some(f) = self.fs.fcbs.get(&fcb) {
                 f.set_size(0);
             }
+            // At once, inside the create (FastFat's FatSupersedeOrOverwriteFile).
+            use super::notify::{action, change};
+            let filter = change::LAST_WRITE | change::ATTRIBUTES | change::SIZE;
+            self.report_change(mount, node, action::MODIFIED, filter);
             if req.disposition == disp::SUPERSEDE {
                 create_result::SUPERSEDED
             } else {
