@@ -1449,6 +1449,11 @@ fn answered_by_io_manager(
 /// `NtNotifyChangeDirectoryFile`. The buffer outlives the call: the request usually completes
 /// later, from the request that makes the change.
 fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usize) -> IoResult {
+    // A user-mode caller's completion filter is checked before the handle is looked at, and
+    // nothing is sent when it selects nothing or holds unknown bits (NtNotifyChangeDirectoryFile).
+    if filter == 0 || filter & !crate::fs::notify::change::VALID_MASK != 0 {
+        return IoResult::failed(Status::INVALID_PARAMETER);
+    }
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
