@@ -327,3 +327,25 @@ fn an_overwrite_is_a_modification_reported_inside_the_create() {
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
 }
+
+#[test]
+fn each_change_but_an_old_name_completes_the_waiting_request_by_itself() {
+    // FsRtlNotifyFullReportChange completes the waiting request at every report but a
+    // RENAMED_OLD_NAME: a move inside a subtree watch answers the waiting request with the
+    // removal, and keeps the addition for the next one.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let n = notify(&mut m, dir, FILE_NAME, true, 4096);
+    let a = m.open(c, "watched\\a.txt", CreateOptions::open().access(0x0001_0000)).unwrap();
+    let target: Vec<u16> = "\\watched\\deeper\\a.txt".encode_utf16().collect();
+    let mut info = vec![0u8; 20];
+    info[16..20].copy_from_slice(&((target.len() * 2) as u32).to_le_bytes());
+    info.extend(target.iter().flat_map(|u| u.to_le_bytes()));
+    assert_eq!(m.set_information(a, fi::RENAME, &info).status, Status::SUCCESS);
+    assert_eq!(changes(&m, n.io), ["removed a.txt"]);
+    let next = notify(&mut m, dir, FILE_NAME, true, 4096);
+    assert_eq!(next.status, Status::SUCCESS);
+    assert_eq!(changes(&m, next.io), ["added deeper\\a.txt"]);
+    m.close_handle(a);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -93,6 +93,9 @@ pub struct Watch {
     pub capacity: usize,
     /// Requests waiting, oldest first: the IRP and its buffer's length.
     pub waiting: Vec<(usize, usize)>,
+    /// Requests answered by a report, to complete when the request that made the change is
+    /// done with the kernel ([`flush`]): the IRP, its status and its records.
+    pub answered: Vec<(usize, Status, Vec<u8>)>,
     /// `FILE_NOTIFY_INFORMATION` records not yet returned, unpadded.
     pub records: Vec<Vec<u8>>,
     /// The changes outgrew the buffer: the next request gets `STATUS_NOTIFY_ENUM_DIR`.
@@ -245,7 +248,11 @@ impl Kernel {
             let Some(name) = relative(media, w.dir, node, w.tree) else { continue };
             any = true;
             if w.overflow {
-                // Already dropped: the next request enumerates again anyway.
+                // Already dropped: the next request enumerates again anyway; one waiting is
+                // answered so now.
+                if let Some(answer) = w.due() {
+                    w.answered.push(answer);
+                }
                 continue;
             }
             let r = record(act, &name);
@@ -258,6 +265,13 @@ impl Kernel {
                 w.overflow = true;
             } else {
                 w.records.push(r);
+            }
+            // FsRtl answers the waiting request at each report, but holds an old name back
+            // for the new one that follows.
+            if act != action::RENAMED_OLD_NAME {
+                if let Some(answer) = w.due() {
+                    w.answered.push(answer);
+                }
             }
         }
         if any {
@@ -321,6 +335,7 @@ impl Kernel {
                     tree,
                     capacity: length,
                     waiting: Vec::new(),
+                    answered: Vec::new(),
                     records: Vec::new(),
                     overflow: false,
                     over: None,
@@ -345,7 +360,12 @@ impl Kernel {
     }
 
     fn take_due(&mut self) -> Vec<(usize, Status, Vec<u8>)> {
-        self.fs.watches.iter_mut().filter_map(|(_, w)| w.due()).collect()
+        let mut due = Vec::new();
+        for (_, w) in &mut self.fs.watches {
+            due.append(&mut w.answered);
+            due.extend(w.due());
+        }
+        due
     }
 }
 
