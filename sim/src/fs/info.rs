@@ -353,7 +353,8 @@ fn notify_change_directory(call: Call) -> NTSTATUS {
             return Err(Status::INVALID_PARAMETER);
         }
         // SAFETY: the request's live file object.
-        let (ccb, flags) = unsafe { ((*fo).FsContext2 as usize, (*fo).Flags) };
+        let file = unsafe { &*fo };
+        let (ccb, flags) = (file.FsContext2 as usize, file.Flags);
         // A file object through cleanup has no watch to wait on (FsRtl answers at once, even
         // when its handle never set one up).
         if flags & fo::CLEANUP_COMPLETE != 0 {
