@@ -349,3 +349,22 @@ fn each_change_but_an_old_name_completes_the_waiting_request_by_itself() {
     m.close_handle(a);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn one_change_answers_the_oldest_request_of_each_handle_watching() {
+    let (mut m, c) = volume(FsKind::Fat);
+    let one = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let two = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let first = notify(&mut m, one, FILE_NAME, false, 4096);
+    let second = notify(&mut m, one, FILE_NAME, false, 4096);
+    let other = notify(&mut m, two, FILE_NAME, false, 4096);
+    add(&mut m, c, "watched\\n.txt");
+    assert_eq!(changes(&m, first.io), ["added n.txt"]);
+    assert_eq!(changes(&m, other.io), ["added n.txt"]);
+    assert_eq!(completion(&m, second.io), None, "waits its turn");
+    m.close_handle(one);
+    assert_eq!(completion(&m, second.io).map(|c| c.0), Some(Status::NOTIFY_CLEANUP));
+    m.close_handle(two);
+    assert_eq!(completion(&m, other.io).map(|c| c.0), Some(Status::SUCCESS));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
