@@ -368,3 +368,20 @@ fn one_change_answers_the_oldest_request_of_each_handle_watching() {
     assert_eq!(completion(&m, other.io).map(|c| c.0), Some(Status::SUCCESS));
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A watch set up with a buffer of 0 bytes keeps no change (docs/simulator.md, a choice): the
+/// waiting request cannot hold one (`STATUS_NOTIFY_ENUM_DIR`), and a change made while none
+/// waits overflows at once, so the next request answers the same at once.
+#[test]
+fn a_zero_length_watch_keeps_nothing_and_asks_for_enumeration() {
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let waiting = notify(&mut m, dir, FILE_NAME, false, 0);
+    assert_eq!(waiting.status, Status::PENDING);
+    add(&mut m, c, "watched\\1.txt");
+    assert_eq!(completion(&m, waiting.io).map(|c| (c.0, c.1)), Some((Status::NOTIFY_ENUM_DIR, 0)));
+    add(&mut m, c, "watched\\2.txt");
+    let next = notify(&mut m, dir, FILE_NAME, false, 0);
+    assert_eq!((next.status, next.information), (Status::NOTIFY_ENUM_DIR, 0));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
