@@ -12,42 +12,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod common;
+#[path = "../../sim/testing/notify.rs"]
+mod notify;
 
 use common::{install_probe, machine};
-use fsfilter::{MajorFunction, Status};
+use fsfilter::Status;
 use fsfilter_sim::{
-    Callback, CreateOptions, EventKind, FsKind, IoRequest, Machine, RequestRef, Rule, StartType,
-    StopResult, VolumeId, VolumeSpec,
+    CreateOptions, FsKind, Machine, Rule, StartType, StopResult, VolumeId, VolumeSpec,
 };
-
-fn notify(m: &mut Machine, dir: fsfilter_sim::Handle) -> Option<RequestRef> {
-    let r = m.io(IoRequest::NotifyChangeDirectory {
-        handle: dir,
-        filter: 0x1, // FILE_NOTIFY_CHANGE_FILE_NAME
-        watch_tree: false,
-        length: 4096,
-    });
-    assert_eq!(r.status, Status::PENDING, "{r:?}");
-    r.io
-}
-
-fn completed(m: &Machine, io: Option<RequestRef>) -> Option<Status> {
-    m.events().iter().find_map(|e| match &e.kind {
-        EventKind::IoComplete { io: i, status, .. } if Some(*i) == io => Some(*status),
-        _ => None,
-    })
-}
+use notify::{completed, directory_posts, notify};
 
 fn add(m: &mut Machine, c: VolumeId, path: &str) {
     let h = m.open(c, path, CreateOptions::create()).unwrap();
     m.close_handle(h);
-}
-
-fn directory_posts(m: &Machine) -> usize {
-    m.callbacks_of("Probe")
-        .iter()
-        .filter(|(_, c)| matches!(c, Callback::Post { major: MajorFunction::DirectoryControl, .. }))
-        .count()
 }
 
 #[test]
@@ -60,10 +37,10 @@ fn a_notification_outstanding_at_a_stop_holds_the_unload_and_keeps_its_pending_m
 
     // Loaded: the change completes the notification, and its post callback runs then.
     let first = notify(&mut m, dir);
-    assert_eq!(directory_posts(&m), 0);
+    assert!(directory_posts(&m, "Probe").is_empty());
     add(&mut m, c, "docs\\b.txt");
     assert_eq!(completed(&m, first), Some(Status::SUCCESS));
-    assert_eq!(directory_posts(&m), 1);
+    assert_eq!(directory_posts(&m, "Probe"), [false]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 
     // Outstanding at the stop: the unload's wait for it is one nothing can satisfy.
@@ -79,7 +56,7 @@ fn a_notification_outstanding_at_a_stop_holds_the_unload_and_keeps_its_pending_m
     // own. What must not be there is a pending mark lost on the way up.
     add(&mut m, c, "docs\\c.txt");
     assert_eq!(completed(&m, second), Some(Status::SUCCESS));
-    assert_eq!(directory_posts(&m), 1);
+    assert_eq!(directory_posts(&m, "Probe"), [false]);
     let rules: Vec<Rule> = m.findings().into_iter().map(|(rule, _, _)| rule).collect();
     assert_eq!(rules.first(), Some(&Rule::Deadlock), "{:?}", m.findings());
     assert!(!rules.contains(&Rule::PendingWithoutMark), "{:?}", m.findings());

@@ -1445,7 +1445,6 @@ fn answered_by_io_manager(
     Some(result(status, n, r, data))
 }
 
-/// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`).
 /// `NtNotifyChangeDirectoryFile`. The buffer outlives the call: the request usually completes
 /// later, from the request that makes the change.
 fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usize) -> IoResult {
@@ -1454,11 +1453,29 @@ fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usi
     if filter == 0 || filter & !crate::fs::notify::change::VALID_MASK != 0 {
         return IoResult::failed(Status::INVALID_PARAMETER);
     }
+    directory_request(h, length, |s| {
+        s.MinorFunction = mn_dir::NOTIFY_CHANGE_DIRECTORY;
+        s.Flags = if watch_tree { crate::fs::notify::SL_WATCH_TREE } else { 0 };
+        // SAFETY: the member of a change notification.
+        let d = unsafe { io_mut::<params::IoNotifyDirectory>(&mut s.Parameters) };
+        d.Length = length as u32;
+        d.CompletionFilter = filter;
+    })
+}
+
+/// An `IRP_MJ_DIRECTORY_CONTROL` request on handle `h` with an output buffer of `length` bytes,
+/// its stack location filled by `fill` (minor function, flags, parameters). The I/O manager
+/// refuses a handle that may not list the directory, and sends nothing. The buffer outlives a
+/// request that stays pending.
+fn directory_request(
+    h: Handle,
+    length: usize,
+    fill: impl FnOnce(&mut IO_STACK_LOCATION),
+) -> IoResult {
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    // The handle must allow listing the directory, or nothing is sent (the I/O manager).
     if granted & access::FILE_LIST_DIRECTORY == 0 {
         return IoResult::failed(Status::ACCESS_DENIED);
     }
@@ -1476,13 +1493,7 @@ fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usi
         );
         // SAFETY: the request's IRP, not yet sent.
         unsafe { crate::irpx::header(b.irp) }.UserBuffer = out.ptr().cast();
-        let s = first(&b);
-        s.MinorFunction = mn_dir::NOTIFY_CHANGE_DIRECTORY;
-        s.Flags = if watch_tree { crate::fs::notify::SL_WATCH_TREE } else { 0 };
-        // SAFETY: the member of a change notification.
-        let d = unsafe { io_mut::<params::IoNotifyDirectory>(&mut s.Parameters) };
-        d.Length = length as u32;
-        d.CompletionFilter = filter;
+        fill(first(&b));
         b
     });
     let (status, n, rid, _keep) = send(b);
@@ -1494,6 +1505,7 @@ fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usi
     result(status, n, rid, data)
 }
 
+/// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`).
 fn directory(
     h: Handle,
     class: u32,
@@ -1502,31 +1514,9 @@ fn directory(
     single: bool,
     length: usize,
 ) -> IoResult {
-    let (file, volume, granted) = match handle_of(h) {
-        Ok(x) => x,
-        Err(s) => return IoResult::failed(s),
-    };
-    // The handle must allow listing the directory, or nothing is sent (the I/O manager).
-    if granted & access::FILE_LIST_DIRECTORY == 0 {
-        return IoResult::failed(Status::ACCESS_DENIED);
-    }
-    let out = buffer(length);
     let units: Vec<u16> = pattern.unwrap_or_default().encode_utf16().collect();
     let name: Box<UNICODE_STRING> = Box::new(crate::mem::unicode(&units));
-    let b = kernel::with(|k| {
-        let target = k.related_device(file);
-        let b = build(
-            k,
-            volume,
-            mj::DIRECTORY_CONTROL,
-            target,
-            file,
-            irp_flags::SYNCHRONOUS_API | irp_flags::INPUT_OPERATION,
-            true,
-        );
-        // SAFETY: the request's IRP, not yet sent.
-        unsafe { crate::irpx::header(b.irp) }.UserBuffer = out.ptr().cast();
-        let s = first(&b);
+    let r = directory_request(h, length, |s| {
         s.MinorFunction = mn_dir::QUERY_DIRECTORY;
         s.Flags = if restart { sl::RESTART_SCAN } else { 0 }
             | if single { sl::RETURN_SINGLE_ENTRY } else { 0 };
@@ -1539,17 +1529,13 @@ fn directory(
         } else {
             std::ptr::null_mut()
         };
-        b
     });
-    let (status, n, rid, _keep) = send(b);
-    if status == Status::PENDING {
-        std::mem::forget(out);
+    if r.status == Status::PENDING {
+        // The pattern outlives a request that stays pending, as its buffer does.
         std::mem::forget(name);
         std::mem::forget(units);
-        return result(status, 0, rid, Vec::new());
     }
-    let data = if status.is_error() { Vec::new() } else { read_block(&out, n) };
-    result(status, n, rid, data)
+    r
 }
 
 /// A request with no parameters (flush).
