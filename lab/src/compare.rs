@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use fsfilter::WdkFlags;
 use fsfilter_sim::{Callback, EventKind, RequestRef};
 
-use crate::run::{Run, StackEntry, StepOutcome, run};
+use crate::run::{Run, StackEntry, run};
 use crate::scenario::{Model, Scenario};
 
 /// A finished comparison.
@@ -306,8 +306,10 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
             lreq.remove(&ls.index).unwrap_or_default(),
             mreq.remove(&ms.index).unwrap_or_default(),
         );
-        let several = l.len().max(m.len()) > 1;
-        for i in 0..l.len().max(m.len()) {
+        let count = l.len().max(m.len());
+        let several = count > 1;
+        let dismounted = first_dismount.is_some_and(|d| d < ls.index as usize);
+        for i in 0..count {
             let (lio, mio) = (l.get(i).copied(), m.get(i).copied());
             if several {
                 let major = lio.or(mio).and_then(|(_, major)| major.name()).unwrap_or("?");
@@ -320,13 +322,13 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
                 };
             let (lseen, lrank) = lookup(&lall, lio);
             let (mseen, mrank) = lookup(&mall, mio);
+            let statuses = (i + 1 == count).then_some((ls.status, ms.status));
             request_lines(
                 &mut out,
-                ls,
-                ms,
+                statuses,
                 (&lseen, lrank),
                 (&mseen, mrank),
-                first_dismount,
+                dismounted,
                 &mut cite,
             );
         }
@@ -407,13 +409,14 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
 
 /// What the driver saw of one request under each model, and the semantics.md row that explains
 /// a difference.
+/// `statuses` are the step's under each model, given with its last request (the step's own: a
+/// read after its open, a close after its cleanup); `dismounted` says a dismount step came before.
 fn request_lines(
     out: &mut String,
-    ls: &StepOutcome,
-    ms: &StepOutcome,
+    statuses: Option<(fsfilter::Status, fsfilter::Status)>,
     (lseen, lrank): (&[String], Option<usize>),
     (mseen, mrank): (&[String], Option<usize>),
-    first_dismount: Option<usize>,
+    dismounted: bool,
     cite: &mut dyn FnMut(&'static str, &mut String),
 ) {
     let rank = |r: Option<usize>| r.map_or_else(|| "-".to_owned(), |r| format!("#{r}"));
@@ -429,19 +432,19 @@ fn request_lines(
         rank(mrank),
         if mseen.is_empty() { "nothing".into() } else { mseen.join(", ") }
     );
-    if ls.status != ms.status {
+    let differ = statuses.is_some_and(|(l, m)| l != m);
+    if let Some((l, m)) = statuses.filter(|_| differ) {
         let _ = writeln!(
             out,
             "    status:    legacy {}, minifilter {}",
-            crate::text::status_name(ls.status),
-            crate::text::status_name(ms.status)
+            crate::text::status_name(l),
+            crate::text::status_name(m)
         );
     }
     let drained = |seen: &[String]| seen.iter().any(|s| s.ends_with("(draining)"));
-    let dismounted = first_dismount.is_some_and(|d| d < ls.index as usize);
     if drained(lseen) || drained(mseen) {
         cite(rows::DRAINING, out);
-    } else if ls.status != ms.status && dismounted {
+    } else if differ && dismounted {
         cite(rows::DISMOUNT, out);
     }
     if lseen.is_empty() != mseen.is_empty() {
