@@ -176,3 +176,56 @@ fn null_dispatcher_objects_are_a_bugcheck_finding() {
     let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
     assert_eq!(rules, [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
 }
+
+/// `KeResetEvent`, `KeClearEvent`, `KeCancelTimer`, `ObfReferenceObject`,
+/// `ObfDereferenceObject`, `IoAllocateWorkItem` and `IoQueueWorkItem` (their reference pages):
+/// callers run at IRQL <= DISPATCH_LEVEL. The verifier names each break, and only a break.
+#[test]
+fn minor_routines_irql_rules_are_checked() {
+    let m = Machine::new(MachineConfig { seed: 5 });
+    // SAFETY: zeroed event and timer storage is valid before initialization.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: as above.
+    let mut timer: Box<KTIMER> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our boxed event and timer.
+    unsafe { KeInitializeEvent(&mut *event, 0, false) };
+    // SAFETY: as above.
+    unsafe { KeInitializeTimer(&mut *timer) };
+    let (ev, tm): (*mut KEVENT, *mut KTIMER) = (&mut *event, &mut *timer);
+    let calls = |irql: u8| {
+        fsfilter_sim::kernel::with(|k| k.set_irql(irql));
+        // SAFETY: our initialized event and timer; a null object and a null device, which the
+        // simulator refuses without touching them.
+        unsafe {
+            windows_sys::Wdk::System::SystemServices::KeResetEvent(ev);
+            windows_sys::Wdk::System::SystemServices::KeClearEvent(ev);
+            KeCancelTimer(tm);
+            let item =
+                windows_sys::Wdk::System::SystemServices::IoAllocateWorkItem(std::ptr::null());
+            assert_eq!(item, 0);
+            windows_sys::Wdk::System::SystemServices::ObfReferenceObject(std::ptr::null());
+            windows_sys::Wdk::System::SystemServices::ObfDereferenceObject(std::ptr::null());
+            // No item and no routine: refused after the IRQL check.
+            windows_sys::Wdk::System::SystemServices::IoQueueWorkItem(0, None, 0, std::ptr::null());
+        }
+        fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    };
+    calls(2);
+    assert_eq!(m.findings(), [], "at DISPATCH_LEVEL, within the rules");
+    calls(3);
+    let found: Vec<(Rule, String)> = m.findings().into_iter().map(|f| (f.0, f.2)).collect();
+    let names: Vec<&str> = [
+        "KeResetEvent",
+        "KeClearEvent",
+        "KeCancelTimer",
+        "IoAllocateWorkItem",
+        "ObfReferenceObject",
+        "ObfDereferenceObject",
+        "IoQueueWorkItem",
+    ]
+    .into_iter()
+    .filter(|n| found.iter().any(|(r, text)| *r == Rule::IrqlTooHigh && text.starts_with(n)))
+    .collect();
+    assert_eq!(names.len(), 7, "{found:?}");
+    assert_eq!(found.len(), 7, "{found:?}");
+}

@@ -488,6 +488,7 @@ pub struct WorkItem {
 export! { windows_sys::Wdk::System::SystemServices::IoAllocateWorkItem =>
     /// `IoAllocateWorkItem`.
     fn IoAllocateWorkItem(deviceobject: *const DEVICE_OBJECT) -> PIO_WORKITEM {
+        super::at_most_dispatch("IoAllocateWorkItem");
         kernel::with(|k| {
             if k.objects.device_id(deviceobject).is_none() || k.fault(FaultKind::Pool) {
                 return 0;
@@ -523,6 +524,7 @@ export! { windows_sys::Wdk::System::SystemServices::IoQueueWorkItem =>
     /// `IoQueueWorkItem`: runs the routine on a system worker thread at `PASSIVE_LEVEL`, the
     /// device referenced until it returns.
     fn IoQueueWorkItem(ioworkitem: PIO_WORKITEM, workerroutine: PIO_WORKITEM_ROUTINE, _queuetype: WORK_QUEUE_TYPE, context: *const c_void) {
+        super::at_most_dispatch("IoQueueWorkItem");
         let Some(routine) = fsfilter_kernel::ntos::work_item_routine_from_field(workerroutine) else { return };
         let handle = ioworkitem as usize;
         let target = kernel::with(|k| {

@@ -53,6 +53,7 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetEvent =>
 export! { windows_sys::Wdk::System::SystemServices::KeResetEvent =>
     /// `KeResetEvent`.
     fn KeResetEvent(event: *mut KEVENT) -> i32 {
+        super::at_most_dispatch("KeResetEvent");
         if null_object(event, "KeResetEvent") {
             return 0;
         }
@@ -64,6 +65,7 @@ export! { windows_sys::Wdk::System::SystemServices::KeResetEvent =>
 export! { windows_sys::Wdk::System::SystemServices::KeClearEvent =>
     /// `KeClearEvent`.
     fn KeClearEvent(event: *mut KEVENT) {
+        super::at_most_dispatch("KeClearEvent");
         if null_object(event, "KeClearEvent") {
             return;
         }
@@ -304,6 +306,7 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
 export! { windows_sys::Wdk::System::SystemServices::KeCancelTimer =>
     /// `KeCancelTimer`: disarms the timer; TRUE when it was armed (its DPC will not run).
     fn KeCancelTimer(param0: *mut KTIMER) -> bool {
+        super::at_most_dispatch("KeCancelTimer");
         kernel::with(|k| k.sched.armed_timers.remove(&(param0 as usize)).is_some())
     }
 }

@@ -21,6 +21,15 @@ macro_rules! export {
     };
 }
 
+/// Reports `what` called above `DISPATCH_LEVEL`, the ceiling of most routines that take no lock
+/// of their own (events, timers, object references, I/O work items). The IRQL is a thread-local:
+/// the kernel is borrowed only to report.
+pub(crate) fn at_most_dispatch(what: &str) {
+    if crate::kernel::current_irql() > crate::kernel::DISPATCH_LEVEL {
+        crate::kernel::with(|k| k.check_irql(crate::kernel::DISPATCH_LEVEL, what));
+    }
+}
+
 pub mod ex;
 pub mod flt;
 pub mod flt_ctx;

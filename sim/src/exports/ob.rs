@@ -53,6 +53,7 @@ impl Kernel {
 export! { windows_sys::Wdk::System::SystemServices::ObfReferenceObject =>
     /// `ObfReferenceObject`.
     fn ObfReferenceObject(object: *const c_void) -> isize {
+        super::at_most_dispatch("ObfReferenceObject");
         kernel::with(|k| k.reference_object(object))
     }
 }
@@ -61,6 +62,7 @@ export! { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject =>
     /// `ObfDereferenceObject`: devices; file objects (the last reference sends `IRP_MJ_CLOSE`);
     /// sections (the last reference releases the section's file object).
     fn ObfDereferenceObject(object: *const c_void) -> isize {
+        super::at_most_dispatch("ObfDereferenceObject");
         let p = object as usize;
         let (is_file, section) = kernel::with(|k| (k.is_file_object(p), k.sections.index_of(p).is_some()));
         if is_file {
