@@ -20,8 +20,8 @@ use windows_sys::Wdk::Foundation::NonPagedPoolNx;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_INSTANCE_CONTEXT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
     FltAllocateContext, FltCompletePendedPostOperation, FltCompletePendedPreOperation,
-    FltDoCompletionProcessingWhenSafe, FltGetInstanceContext, FltRegisterForDataScan,
-    FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_INSTANCE,
+    FltDoCompletionProcessingWhenSafe, FltRegisterForDataScan, FltReleaseContext,
+    FltSetInstanceContext, PFLT_CONTEXT, PFLT_INSTANCE,
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 
@@ -35,11 +35,9 @@ use fsfilter_kernel::pending::{Asked, Decision, PendedEntry, PreReturned, Resume
 // ---------------------------------------------------------------------------------------------
 // Instance state
 
-/// An instance's state: from the instance table (no reference to release), or a referenced
-/// instance context (released when dropped).
+/// An instance's state, from the instance table: the instance's context, which the Filter Manager
+/// keeps alive while the instance's callbacks can run (no reference taken).
 pub(crate) struct InstanceRef<'a, F: Filter> {
-    /// The referenced context to release, or null when the state came from the instance table.
-    context: PFLT_CONTEXT,
     state: &'a InstanceState<F>,
     instance: PFLT_INSTANCE,
 }
@@ -54,28 +52,19 @@ impl<'a, F: Filter> InstanceRef<'a, F> {
         }
     }
 
-    /// The state, for as long as this reference holds it (a referenced context is released
-    /// when it drops).
+    /// The state.
     pub(crate) fn state(&self) -> &InstanceState<F> {
         self.state
     }
 }
 
-impl<F: Filter> Drop for InstanceRef<'_, F> {
-    fn drop(&mut self) {
-        if !self.context.is_null() {
-            // SAFETY: a context this reference got from FltGetInstanceContext, released once.
-            unsafe { FltReleaseContext(self.context) };
-        }
-    }
-}
-
-/// The instance's state. Without an instance-setup callback the state is created on first use
-/// from `Filter::default_instance` and the volume's properties.
-///
-/// It comes from the instance table, which post callbacks can read at `DISPATCH_LEVEL`;
-/// `FltGetInstanceContext` (`APC_LEVEL` at most) is the fallback for an instance the table could
-/// not hold, and above `APC_LEVEL` there is then no state (the callback is skipped).
+/// The instance's state, from the instance table, which post callbacks can read at
+/// `DISPATCH_LEVEL`. Every instance of this filter is in it: instance setup (declared or not)
+/// records the state there, and refuses the instance when the table cannot hold it; it leaves
+/// only in the context's cleanup, after the last callback. None for an instance that is not
+/// (the callback is then skipped). Before December 6 a `FltGetInstanceContext` fallback stood
+/// here, for instances the table could not hold, which setup refuses: no test or stress case
+/// reached it.
 ///
 /// # Safety
 /// `instance` must be an instance of this filter, valid during the running callback.
@@ -83,25 +72,11 @@ pub(crate) unsafe fn instance_state<'a, F: Filter>(
     driver: &DriverState<F>,
     instance: PFLT_INSTANCE,
 ) -> Option<InstanceRef<'a, F>> {
-    if let Some(context) = driver.instances.get(instance as usize) {
-        // SAFETY: the instance's context, kept alive by the Filter Manager while the table holds
-        // it (the InstanceTable invariant); the backend wrote an InstanceState<F> into it.
-        let state = unsafe { &*(context as *const InstanceState<F>) };
-        return Some(InstanceRef { context: core::ptr::null_mut(), state, instance });
-    }
-    if fsfilter_kernel::irql::current() > fsfilter::Irql::APC {
-        return None;
-    }
-    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: a valid instance and an out pointer.
-    if unsafe { FltGetInstanceContext(instance, &mut context) } < 0 {
-        // Refused at setup (the instance is going away).
-        return None;
-    }
-    // SAFETY: the Filter Manager keeps a referenced context alive until released; the backend
-    // wrote an InstanceState<F> into every instance context of this filter.
-    let state = unsafe { &*context.cast::<InstanceState<F>>() };
-    Some(InstanceRef { context, state, instance })
+    let context = driver.instances.get(instance as usize)?;
+    // SAFETY: the instance's context, kept alive by the Filter Manager while the table holds it
+    // (the InstanceTable invariant); the backend wrote an InstanceState<F> into it.
+    let state = unsafe { &*(context as *const InstanceState<F>) };
+    Some(InstanceRef { state, instance })
 }
 
 /// Allocates an instance context holding `state` and sets it on `instance`. Returns the context,
