@@ -273,7 +273,7 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
                 continue;
             }
             EventKind::System { what: "fast_io_declined", detail, .. } => {
-                if let Some(io) = declined_request(detail) {
+                if let Some((io, _)) = request_detail(detail) {
                     fast.remove(&io);
                     orders.entry(io).or_default().push(DECLINED.to_owned());
                 }
@@ -311,9 +311,11 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
 /// The line of [`callback_orders`] that says the I/O manager declined a fast I/O try.
 const DECLINED: &str = "fast I/O declined: the I/O manager builds an IRP";
 
-/// The request a `fast_io_declined` event names (its detail begins `io N:`).
-fn declined_request(detail: &str) -> Option<u32> {
-    detail.strip_prefix("io ")?.split(':').next()?.parse().ok()
+/// The request a simulator event about one request names, and the rest of its detail: the
+/// detail of `fast_io_declined` and `directory_changes` begins `io N: `.
+fn request_detail(detail: &str) -> Option<(u32, &str)> {
+    let (io, rest) = detail.strip_prefix("io ")?.split_once(": ")?;
+    Some((io.parse().ok()?, rest))
 }
 
 /// The user requests each step issued, by step index, in order, with their operation: a close
@@ -352,10 +354,7 @@ fn steps(out: &mut String, run: &Run) {
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::System { what: "directory_changes", detail, .. } => {
-                let (io, changes) = detail.strip_prefix("io ")?.split_once(": ")?;
-                Some((io.parse().ok()?, changes))
-            }
+            EventKind::System { what: "directory_changes", detail, .. } => request_detail(detail),
             _ => None,
         })
         .collect();

@@ -1450,7 +1450,7 @@ fn answered_by_io_manager(
 fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usize) -> IoResult {
     // A user-mode caller's completion filter is checked before the handle is looked at, and
     // nothing is sent when it selects nothing or holds unknown bits (NtNotifyChangeDirectoryFile).
-    if filter == 0 || filter & !crate::fs::notify::change::VALID_MASK != 0 {
+    if !crate::fs::notify::valid_filter(filter) {
         return IoResult::failed(Status::INVALID_PARAMETER);
     }
     directory_request(h, length, |s| {

@@ -548,7 +548,6 @@ impl Kernel {
         }
         ccb.cleaned = true;
         let (share, delete_on_close) = (ccb.share, ccb.delete_on_close);
-        let (modified, size_changed) = (ccb.modified, ccb.size_changed);
         self.handle_cleaned(ccb_ptr);
         let dropped = self.drop_waiting_locks(fcb_ptr, fo as usize);
         let Some(fcb) = self.fs.fcbs.get_mut(&fcb_ptr) else { return (Vec::new(), dropped) };
@@ -559,14 +558,8 @@ impl Kernel {
             fcb.delete_pending = true;
         }
         let (mount, node, delete) = (fcb.mount, fcb.node, fcb.delete_pending && fcb.handles == 0);
-        if modified && node != VOLUME_NODE {
-            let size = if size_changed { notify::change::SIZE } else { 0 };
-            self.report_change(
-                mount,
-                node,
-                notify::action::MODIFIED,
-                notify::change::LAST_WRITE | size,
-            );
+        if let Some(filter) = notify::modification(file.Flags).filter(|_| node != VOLUME_NODE) {
+            self.report_change(mount, node, notify::action::MODIFIED, filter);
         }
         if delete && node != VOLUME_NODE {
             let vidx = self.fs.mounts[mount as usize].volume.index();

@@ -349,7 +349,7 @@ fn notify_change_directory(call: Call) -> NTSTATUS {
             return Err(Status::INVALID_PARAMETER);
         }
         let filter = p.CompletionFilter;
-        if filter == 0 || filter & !notify::change::VALID_MASK != 0 {
+        if !notify::valid_filter(filter) {
             return Err(Status::INVALID_PARAMETER);
         }
         // SAFETY: the request's live file object.
@@ -754,13 +754,8 @@ impl Kernel {
                 if let Some(f) = self.fs.fcbs.get(&fcb) {
                     f.set_size(new);
                 }
-                // Reported at the handle's cleanup (notify.rs).
                 // SAFETY: the request's live file object.
-                let ccb = unsafe { (*fo).FsContext2 } as usize;
-                if let Some(c) = self.fs.ccbs.get_mut(&ccb) {
-                    c.modified = true;
-                    c.size_changed |= new != size;
-                }
+                notify::mark_modified(unsafe { irpx::file(fo) }, new != size);
                 Ok(())
             }
             fi::RENAME => {

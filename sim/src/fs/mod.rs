@@ -678,10 +678,6 @@ pub struct Ccb {
     pub pattern: Option<Vec<char>>,
     /// Directory enumeration: the next entry's position.
     pub position: usize,
-    /// Written through this handle (`FO_FILE_MODIFIED`): its cleanup reports the change.
-    pub modified: bool,
-    /// Its size changed through this handle (`FO_FILE_SIZE_CHANGED`).
-    pub size_changed: bool,
 }
 
 impl Ccb {
@@ -818,8 +814,6 @@ impl Kernel {
             cleaned: false,
             pattern: None,
             position: 0,
-            modified: false,
-            size_changed: false,
         };
         let p = ccb.ptr();
         self.fs.ccbs.insert(p, ccb);

@@ -29,13 +29,14 @@
 use std::cell::Cell;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::IRP;
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, IRP};
 
 use crate::events::EventKind;
 use crate::fs::media::{Media, NodeId};
 use crate::irp::Finish;
 use crate::irpx;
 use crate::kernel::{self, Kernel};
+use crate::nt::fo;
 
 /// `FILE_NOTIFY_CHANGE_*`.
 pub mod change {
@@ -74,6 +75,25 @@ pub mod action {
 /// The filter of a name change: a directory's or a file's.
 pub fn name_change(is_dir: bool) -> u32 {
     if is_dir { change::DIR_NAME } else { change::FILE_NAME }
+}
+
+/// True for a completion filter a request may carry: something, and nothing past
+/// `FILE_NOTIFY_VALID_MASK`.
+pub fn valid_filter(filter: u32) -> bool {
+    filter != 0 && filter & !change::VALID_MASK == 0
+}
+
+/// Marks a file object written through (`FO_FILE_MODIFIED`), and its file resized
+/// (`FO_FILE_SIZE_CHANGED`): its cleanup reports the change ([`modification`]), as FastFat's.
+pub fn mark_modified(file: &mut FILE_OBJECT, size_changed: bool) {
+    file.Flags |= fo::FILE_MODIFIED | if size_changed { fo::FILE_SIZE_CHANGED } else { 0 };
+}
+
+/// The filter of the change a file object's cleanup reports, from its flags: `LAST_WRITE` when
+/// written through, `SIZE` when resized too; None when neither.
+pub fn modification(flags: u32) -> Option<u32> {
+    let size = if flags & fo::FILE_SIZE_CHANGED != 0 { change::SIZE } else { 0 };
+    (flags & fo::FILE_MODIFIED != 0).then_some(change::LAST_WRITE | size)
 }
 
 /// `SL_WATCH_TREE`.

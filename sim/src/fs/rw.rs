@@ -692,12 +692,7 @@ impl Kernel {
         node.attributes |= crate::nt::attr::ARCHIVE;
         let new_size = node.size();
         if t.path != Path::Paging {
-            // Reported at the handle's cleanup (notify.rs).
-            let ccb = file.FsContext2 as usize;
-            if let Some(c) = self.fs.ccbs.get_mut(&ccb) {
-                c.modified = true;
-                c.size_changed |= new_size != size;
-            }
+            super::notify::mark_modified(file, new_size != size);
         }
         let fcb = &self.fs.fcbs[&fcb_ptr];
         fcb.set_size(new_size);
