@@ -294,6 +294,14 @@ fn play(
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
         }
+        Action::Cancel { volume, path } => {
+            let path = path.clone().unwrap_or_default();
+            let what = format!("io {} {}{}{}", crate::scenario::CANCEL, volume, sep(&path), path);
+            if vol(volume).is_none() {
+                return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
+            }
+            done(what, cancel(m, handles, volume, &path))
+        }
         Action::Io { volume, op, path, offset, length, mode, data, class, notify } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
@@ -323,6 +331,16 @@ fn play(
             let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
         }
+    }
+}
+
+/// A `cancel` step: `CancelIoEx` on the handle the lab keeps for the path. With none open,
+/// nothing can be outstanding on it: `STATUS_NOT_FOUND`, and no handle is opened for it.
+fn cancel(m: &mut Machine, handles: &Handles, volume: &str, path: &str) -> Status {
+    let key = (volume.to_owned(), path.to_ascii_lowercase());
+    match handles.open.get(&key) {
+        Some(&handle) => m.io(IoRequest::Cancel { handle }).status,
+        None => Status::NOT_FOUND,
     }
 }
 

@@ -283,6 +283,14 @@ pub enum Action {
         /// instead of listing the directory: an extension of scenario.md.
         notify: Option<Notify>,
     },
+    /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
+    /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
+    Cancel {
+        /// The volume.
+        volume: String,
+        /// The file, relative to the volume.
+        path: Option<String>,
+    },
     /// Record the stacks.
     Snapshot {
         /// Its label.
@@ -301,7 +309,7 @@ impl Action {
             Action::Dismount { .. } => "dismount",
             Action::Attach { .. } => "attach",
             Action::Detach { .. } => "detach",
-            Action::Io { .. } => "io",
+            Action::Io { .. } | Action::Cancel { .. } => "io",
             Action::Snapshot { .. } => "snapshot",
         }
     }
@@ -788,13 +796,19 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             "io" => {
                 let volume = volume(&mut f)?;
                 let (op, ospan) = f.string("op")?;
-                let major = io_op(&op).ok_or_else(|| {
-                    cx.error(
-                        ospan,
-                        &format!("{path}.op"),
-                        format!("unknown io op `{op}` (one of {})", describe_io_ops()),
-                    )
-                })?;
+                // None: `cancel`, which sends no request of its own.
+                let major = if op == CANCEL {
+                    None
+                } else {
+                    Some(io_op(&op).ok_or_else(|| {
+                        cx.error(
+                            ospan,
+                            &format!("{path}.op"),
+                            format!("unknown io op `{op}` (one of {})", describe_io_ops()),
+                        )
+                    })?)
+                };
+                let is = |m: MajorFunction| major == Some(m);
                 // `offset`, `length` and `path` where the run does not use them: valid (scenario.md
                 // lists them for every io step) but a warning at their line, never silent.
                 let offset_ops =
@@ -810,18 +824,18 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     MajorFunction::QueryVolumeInformation,
                 ];
                 for (key, applies, what) in [
-                    ("offset", offset_ops.contains(&major), "applies to read, write and lock only"),
+                    (
+                        "offset",
+                        major.is_some_and(|m| offset_ops.contains(&m)),
+                        "applies to read, write and lock only",
+                    ),
                     (
                         "length",
-                        length_ops.contains(&major),
+                        major.is_some_and(|m| length_ops.contains(&m)),
                         "applies to read, write, lock, query_information, set_information, \
                          directory_control, device_control and query_volume_information only",
                     ),
-                    (
-                        "path",
-                        major != MajorFunction::Shutdown,
-                        "a shutdown is for the whole volume",
-                    ),
+                    ("path", !is(MajorFunction::Shutdown), "a shutdown is for the whole volume"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -842,13 +856,13 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     .map(|l| u32::try_from(l).unwrap_or(MAX_IO_LENGTH));
                 // `mode` is for reads and writes, `data` for writes (scenario.md), `class` for
                 // queries (an extension): elsewhere the run would ignore them.
-                let transfer = matches!(major, MajorFunction::Read | MajorFunction::Write);
+                let transfer = is(MajorFunction::Read) || is(MajorFunction::Write);
                 for (key, applies, what) in [
                     ("mode", transfer, "read and write"),
-                    ("data", major == MajorFunction::Write, "write"),
-                    ("class", major == MajorFunction::QueryInformation, "query_information"),
-                    ("notify", major == MajorFunction::DirectoryControl, "directory_control"),
-                    ("watch_tree", major == MajorFunction::DirectoryControl, "directory_control"),
+                    ("data", is(MajorFunction::Write), "write"),
+                    ("class", is(MajorFunction::QueryInformation), "query_information"),
+                    ("notify", is(MajorFunction::DirectoryControl), "directory_control"),
+                    ("watch_tree", is(MajorFunction::DirectoryControl), "directory_control"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -887,16 +901,19 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let data = data.map(|(s, _)| s.into_bytes());
                 let class = f.opt_choice("class", &QUERY_CLASSES.map(|(n, c, _)| (n, c)))?;
                 let notify = notify_of(&mut f, &cx, &path)?;
-                Action::Io {
-                    volume,
-                    op: major,
-                    path: path_value,
-                    offset,
-                    length,
-                    mode,
-                    data,
-                    class,
-                    notify,
+                match major {
+                    None => Action::Cancel { volume, path: path_value },
+                    Some(op) => Action::Io {
+                        volume,
+                        op,
+                        path: path_value,
+                        offset,
+                        length,
+                        mode,
+                        data,
+                        class,
+                        notify,
+                    },
                 }
             }
             "snapshot" => {
@@ -1105,6 +1122,10 @@ pub const IO_OPS: [&str; 14] = [
 /// top driver's `FastIoQueryOpen`, and goes on as an open, a query and a close when that is
 /// refused (docs/simulator.md, "User-mode I/O", attribute queries by name).
 pub const QUERY_ATTRIBUTES: &str = "query_attributes";
+
+/// The io op of the extension (README): `cancel`, `CancelIoEx` on the path's handle, which
+/// cancels the requests still outstanding on it (docs/simulator.md, "IRP cancellation").
+pub const CANCEL: &str = "cancel";
 
 fn io_op(name: &str) -> Option<MajorFunction> {
     if name == QUERY_ATTRIBUTES {
@@ -1569,7 +1590,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The text of a scenario file, for `fsfilter samples` and the examples.
 pub fn describe_io_ops() -> String {
-    format!("{}, {QUERY_ATTRIBUTES}", IO_OPS.join(", "))
+    format!("{}, {QUERY_ATTRIBUTES}, {CANCEL}", IO_OPS.join(", "))
 }
 
 /// The message for a parameter name the sample does not read, with the nearest name when one is

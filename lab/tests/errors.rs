@@ -94,7 +94,7 @@ fn wrong_types_values_and_syntax() {
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"teleport\"\n")),
-        "bad.toml:7: step[0].op: unknown io op `teleport` (one of create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information, query_attributes)"
+        "bad.toml:7: step[0].op: unknown io op `teleport` (one of create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information, query_attributes, cancel)"
     );
     // The query_attributes extension (README) takes a path, not a class.
     assert_eq!(
@@ -774,4 +774,37 @@ fn driver_and_volume_names_ignore_case_beyond_ascii() {
     assert_eq!(s.driver("ÄPFEL").map(|d| d.name.as_str()), Some("Äpfel"));
     // A character whose uppercase is two characters keeps its own: `ß` is not `SS`.
     assert!(parse("ok.toml", &format!("{}{}", driver("Maß"), driver("MASS"))).is_ok());
+}
+
+#[test]
+fn a_cancel_step_takes_a_path_and_nothing_of_a_request() {
+    // `cancel` (an extension): CancelIoEx on the path's handle. It sends no request, so the
+    // request keys are refused (`mode`, `data`, `class`, `notify`) or ignored with a warning
+    // (`offset`, `length`), as for any op they do not apply to.
+    let io = |extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"cancel\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("notify = \"file_name\"\n")),
+        "bad.toml:9: step[0].notify: applies to directory_control only, not to `cancel`"
+    );
+    assert_eq!(
+        error(&io("mode = \"paging\"\n")),
+        "bad.toml:9: step[0].mode: applies to read and write only, not to `cancel`"
+    );
+    let s = parse("w.toml", &io("offset = 4\n")).unwrap();
+    let warnings: Vec<String> = s.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "w.toml:9: step[0].offset: ignored: applies to read, write and lock only, not to `cancel`"
+        ]
+    );
+    let Some(Action::Cancel { volume, path }) = s.steps.first().map(|s| &s.action) else {
+        panic!("{s:?}")
+    };
+    assert_eq!((volume.as_str(), path.as_deref()), ("C:", Some("a")));
+    assert_eq!(s.steps[0].action.name(), "io");
 }

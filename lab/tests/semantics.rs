@@ -887,3 +887,40 @@ fn a_directory_notification_outstanding_at_a_stop_is_drained_or_waited_for() {
     // its consequence, docs/semantics.md): the wait is the finding.
     assert_eq!(rules.first(), Some(&"DEADLOCK"), "{rules:?}");
 }
+
+/// A directory change notification cancelled (`CancelIoEx`, the io op `cancel`) before the
+/// stop: the file system's cancel routine completes it with `STATUS_CANCELLED`, which both
+/// models' post callbacks see, in the cancel step and not draining; nothing is left outstanding,
+/// so the legacy unload has nothing to wait for and both stops finish. The same scenario without
+/// the cancel is the test above.
+#[test]
+fn a_directory_notification_cancelled_before_a_stop_reaches_both_post_callbacks_cancelled() {
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n\n[[step]]\naction = \"io\"\nvolume = \"C:\"\n\
+         op = \"directory_control\"\npath = \"\\\\\"\nnotify = \"file_name\"\n\n\
+         [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"cancel\"\npath = \"\\\\\"\n\n\
+         [[step]]\naction = \"stop\"\ndriver = \"P\"\n"
+    );
+    let (legacy, mini) = both(&text, "P");
+    for r in [&legacy, &mini] {
+        let io = r.steps[0].io.unwrap();
+        let posts: Vec<(Option<u32>, bool, fsfilter::Status)> = r
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback {
+                    io: Some(i),
+                    callback: Callback::Post { draining, status, .. },
+                    ..
+                } if *i == io => Some((e.step, *draining, *status)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(posts, [(Some(1), false, fsfilter::Status::CANCELLED)]);
+        assert_eq!(
+            step_statuses(r)[1..],
+            ["io cancel C:\\: STATUS_SUCCESS", "stop P: STATUS_SUCCESS"]
+        );
+        clean(r);
+    }
+}

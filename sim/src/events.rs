@@ -127,6 +127,13 @@ pub enum Rule {
     /// (`IRP_MJ_NETWORK_QUERY_OPEN`, `FastIoQueryOpen`), which its `FLT_PARAMETERS` page forbids:
     /// the object lives on the I/O manager's stack for the call only.
     StackFileObjectReferenced,
+    /// An IRP completed with its cancel routine still set, or cancelled once completed with one:
+    /// bug check 0x48, `CANCEL_STATE_IN_COMPLETED_IRP` (a driver must call
+    /// `IoSetCancelRoutine(Irp, NULL)` before it completes an IRP it made cancelable).
+    CancelStateInCompletedIrp,
+    /// A cancel routine returned with the cancel spin lock still held: bug check 0x11B,
+    /// `DRIVER_RETURNED_HOLDING_CANCEL_LOCK`.
+    ReturnedHoldingCancelLock,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -177,6 +184,8 @@ impl Rule {
             Rule::FilterNotUnregistered => "FILTER_NOT_UNREGISTERED_AT_UNLOAD",
             Rule::InvalidFltObject => "INVALID_FLT_OBJECT",
             Rule::StackFileObjectReferenced => "STACK_FILE_OBJECT_REFERENCED",
+            Rule::CancelStateInCompletedIrp => "CANCEL_STATE_IN_COMPLETED_IRP",
+            Rule::ReturnedHoldingCancelLock => "DRIVER_RETURNED_HOLDING_CANCEL_LOCK",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

@@ -140,6 +140,9 @@ pub struct Irps {
     pub allocated: u64,
     /// Empty routine lists of freed IRPs, for the next ones (most IRPs get one).
     spare_ex: Vec<Vec<ExRoutine>>,
+    /// The cancel spin lock is held (`IoAcquireCancelSpinLock`, or `IoCancelIrp` calling a
+    /// cancel routine): [`crate::cancel`].
+    pub cancel_lock: bool,
 }
 
 /// How many empty routine lists [`Irps`] keeps.
@@ -715,6 +718,19 @@ pub fn complete_request(irp: *mut IRP) {
         }
         if k.irql() > crate::kernel::DISPATCH_LEVEL {
             k.report_current(Rule::IrqlTooHigh, "IoCompleteRequest above DISPATCH_LEVEL");
+        }
+        // SAFETY: a live IRP (checked above).
+        if unsafe { (*irp).CancelRoutine }.is_some() {
+            // Windows stops here; the simulator reports, takes the routine out so that a later
+            // cancellation cannot call it on a completed IRP, and goes on completing.
+            k.report_current(
+                Rule::CancelStateInCompletedIrp,
+                "IoCompleteRequest on an IRP whose cancel routine is still set (the driver must \
+                 call IoSetCancelRoutine(Irp, NULL) first: CANCEL_STATE_IN_COMPLETED_IRP, bug \
+                 check 0x48)",
+            );
+            // SAFETY: as above.
+            unsafe { crate::cancel::clear_cancel_routine(irp) };
         }
         true
     });

@@ -18,6 +18,7 @@
     reason = "host-side simulator: a broken invariant is a simulator bug and should stop the test"
 )]
 
+pub mod cancel;
 pub mod events;
 pub mod exports;
 pub mod faults;

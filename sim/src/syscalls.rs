@@ -149,6 +149,11 @@ pub struct IoResult {
 
 impl IoResult {
     fn failed(status: Status) -> IoResult {
+        IoResult::without_request(status)
+    }
+
+    /// The result of a call that sent no request: its status alone.
+    fn without_request(status: Status) -> IoResult {
         IoResult {
             status,
             information: 0,
@@ -249,6 +254,15 @@ pub enum IoRequest<'a> {
         watch_tree: bool,
         /// The buffer's length.
         length: usize,
+    },
+    /// `NtCancelIoFileEx(handle, NULL)` (`CancelIoEx`): cancels the caller's requests still
+    /// outstanding on the handle, oldest first, without waiting for them; `STATUS_NOT_FOUND`
+    /// when there is none. No IRP is sent: a cancelled request completes with the status its
+    /// holder's cancel routine gives it, `STATUS_CANCELLED` for the file systems' (docs/simulator.md,
+    /// "IRP cancellation").
+    Cancel {
+        /// The handle.
+        handle: Handle,
     },
     /// The handle closes: `IRP_MJ_CLEANUP`.
     Cleanup {
@@ -369,6 +383,12 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
         IoRequest::NotifyChangeDirectory { handle, filter, watch_tree, length } => {
             notify_change_directory(handle, filter, watch_tree, length)
         }
+        IoRequest::Cancel { handle } => match handle_of(handle) {
+            Ok((file, _, _)) => {
+                IoResult::without_request(crate::cancel::cancel_file_requests(file))
+            }
+            Err(s) => IoResult::failed(s),
+        },
         IoRequest::Cleanup { handle } => cleanup(handle),
         IoRequest::Close { handle } => close(handle),
         IoRequest::Flush { handle } => simple(handle, mj::FLUSH_BUFFERS),

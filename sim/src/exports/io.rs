@@ -809,3 +809,29 @@ export! { windows_sys::Wdk::System::SystemServices::IoCancelFileOpen =>
         crate::syscalls::cancel_file_open(deviceobject.cast_mut(), fileobject.cast_mut());
     }
 }
+
+export! { windows_sys::Wdk::System::SystemServices::IoCancelIrp =>
+    /// `IoCancelIrp`: sets the IRP's cancel bit and calls its cancel routine, if it has one
+    /// ([`crate::cancel`]).
+    fn IoCancelIrp(irp: *const IRP) -> bool {
+        crate::cancel::cancel_irp(irp.cast_mut())
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoAcquireCancelSpinLock =>
+    /// `IoAcquireCancelSpinLock`: raises to `DISPATCH_LEVEL`; the IRQL to restore goes to `irql`.
+    fn IoAcquireCancelSpinLock(irql: *mut u8) {
+        let old = kernel::with(|k| k.acquire_cancel_lock("IoAcquireCancelSpinLock"));
+        // SAFETY: when set, the caller's KIRQL.
+        if let Some(out) = unsafe { irql.as_mut() } {
+            *out = old;
+        }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoReleaseCancelSpinLock =>
+    /// `IoReleaseCancelSpinLock`: releases the lock and restores `irql`.
+    fn IoReleaseCancelSpinLock(irql: u8) {
+        kernel::with(|k| k.release_cancel_lock(irql));
+    }
+}

@@ -29,7 +29,7 @@
 use std::cell::Cell;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{FILE_OBJECT, IRP};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP};
 
 use crate::events::EventKind;
 use crate::fs::media::{Media, NodeId};
@@ -155,6 +155,9 @@ impl Watch {
             }
         };
         let (irp, _) = self.waiting.remove(0);
+        // Answered: no longer cancelable (FsRtl takes its cancel routine out as it completes it).
+        // SAFETY: a waiting IRP is live until completed.
+        unsafe { crate::cancel::clear_cancel_routine(irp as *mut IRP) };
         Some((irp, answer.0, answer.1))
     }
 }
@@ -369,13 +372,30 @@ impl Kernel {
         // its turn.
         let first = w.waiting.is_empty();
         w.waiting.push((irp, length));
-        match if first { w.due() } else { None } {
-            Some((_, status, bytes)) => Some((status, bytes)),
-            None => {
-                // SAFETY: the live IRP in the file system's dispatch routine, kept pending.
-                unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp as *mut IRP) };
-                None
-            }
+        if let Some((_, status, bytes)) = if first { w.due() } else { None } {
+            return Some((status, bytes));
+        }
+        // It waits, cancelable (`CancelIoEx`): FsRtl sets its cancel routine, then answers a
+        // request cancelled on its way down at once.
+        let irp = irp as *mut IRP;
+        // SAFETY: the live IRP in the file system's dispatch routine.
+        unsafe { crate::cancel::set_cancel_routine(irp, Some(waiting_notify_cancelled)) };
+        // SAFETY: as above.
+        if unsafe { (*irp).Cancel } {
+            // SAFETY: as above.
+            unsafe { crate::cancel::clear_cancel_routine(irp) };
+            w.waiting.retain(|x| x.0 != irp as usize);
+            return Some((Status::CANCELLED, Vec::new()));
+        }
+        // SAFETY: as above, kept pending.
+        unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+        None
+    }
+
+    /// A waiting request was cancelled: it leaves its watch.
+    fn drop_waiting_request(&mut self, irp: usize) {
+        for (_, w) in &mut self.fs.watches {
+            w.waiting.retain(|x| x.0 != irp);
         }
     }
 
@@ -423,6 +443,16 @@ pub fn log_changes(irp: usize, bytes: &[u8]) {
             detail: format!("io {}: {}", rid.0, describe(bytes)),
         });
     });
+}
+
+/// The cancel routine of a waiting request: it leaves its watch and completes with
+/// `STATUS_CANCELLED`, as FsRtl's notify package cancels one.
+unsafe extern "system" fn waiting_notify_cancelled(_device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: the IRP being cancelled, as IoCancelIrp passes it.
+    unsafe { crate::cancel::release_in_cancel_routine(irp) };
+    kernel::with(|k| k.drop_waiting_request(irp as usize));
+    // SAFETY: a waiting IRP, live until completed here, once (it left its watch).
+    unsafe { irpx::complete(irp, Status::CANCELLED, 0) };
 }
 
 fn complete(irp: usize, status: Status, bytes: &[u8]) {

@@ -2,7 +2,7 @@
 
 use fsfilter::Status;
 use fsfilter_kernel::params;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, PEPROCESS};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, PEPROCESS};
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
@@ -765,12 +765,26 @@ impl Kernel {
                     if fail_immediately {
                         Some(Status::LOCK_NOT_GRANTED)
                     } else {
-                        // Waits for the conflicting range to be unlocked.
+                        // Waits for the conflicting range to be unlocked, cancelable
+                        // (`CancelIoEx`): FsRtl's lock package sets its cancel routine, then
+                        // answers a request cancelled on its way down at once.
+                        let irp_ptr = irp as *mut IRP;
                         // SAFETY: the live lock IRP in our dispatch routine.
-                        unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp as *mut _) };
-                        fcb.waiting_locks.push(irp);
-                        self.fs.waiting.insert(irp, lock);
-                        None
+                        unsafe {
+                            crate::cancel::set_cancel_routine(irp_ptr, Some(waiting_lock_cancelled))
+                        };
+                        // SAFETY: as above.
+                        if unsafe { (*irp_ptr).Cancel } {
+                            // SAFETY: as above.
+                            unsafe { crate::cancel::clear_cancel_routine(irp_ptr) };
+                            Some(Status::CANCELLED)
+                        } else {
+                            // SAFETY: as above.
+                            unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp_ptr) };
+                            fcb.waiting_locks.push(irp);
+                            self.fs.waiting.insert(irp, lock);
+                            None
+                        }
                     }
                 } else {
                     fcb.locks.push(lock);
@@ -815,6 +829,8 @@ impl Kernel {
         f.waiting_locks.retain(|irp| match waiting.get(irp) {
             Some(lock) if lock.fo == fo => {
                 waiting.remove(irp);
+                // SAFETY: a waiting lock IRP, live until completed.
+                unsafe { crate::cancel::clear_cancel_routine(*irp as *mut IRP) };
                 dropped.push(*irp);
                 false
             }
@@ -841,11 +857,34 @@ impl Kernel {
                 f.locks.push(lock);
                 f.waiting_locks.remove(i);
                 self.fs.waiting.remove(&irp);
+                // SAFETY: a waiting lock IRP, live until completed.
+                unsafe { crate::cancel::clear_cancel_routine(irp as *mut IRP) };
                 granted.push(irp);
             }
         }
         granted
     }
+}
+
+impl Kernel {
+    /// A waiting lock request was cancelled: it stops waiting.
+    fn drop_waiting_lock(&mut self, irp: usize) {
+        if self.fs.waiting.remove(&irp).is_some() {
+            for f in self.fs.fcbs.values_mut() {
+                f.waiting_locks.retain(|&i| i != irp);
+            }
+        }
+    }
+}
+
+/// The cancel routine of a waiting lock request: it stops waiting and completes with
+/// `STATUS_CANCELLED`, as FsRtl's lock package cancels one.
+unsafe extern "system" fn waiting_lock_cancelled(_device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: the IRP being cancelled, as IoCancelIrp passes it.
+    unsafe { crate::cancel::release_in_cancel_routine(irp) };
+    kernel::with(|k| k.drop_waiting_lock(irp as usize));
+    // SAFETY: a waiting lock IRP, live until completed here, once (it stopped waiting).
+    unsafe { irpx::complete(irp, Status::CANCELLED, 0) };
 }
 
 /// Non-cached transfers on disk and CD file systems must be sector aligned.

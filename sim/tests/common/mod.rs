@@ -25,7 +25,7 @@ use windows_sys::Wdk::Foundation::{
 use windows_sys::Wdk::Storage::FileSystem::{IoGetAttachedDevice, IoRegisterFsRegistrationChange};
 use windows_sys::Wdk::System::SystemServices::{
     IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
-    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
+    IoReleaseCancelSpinLock, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -85,6 +85,36 @@ pub(crate) struct SpyState {
     pub(crate) hold_notify: bool,
     /// The notifications held: the device below and the IRP.
     pub(crate) held: Vec<(usize, usize)>,
+    /// When set, the spy holds every directory change notification on a volume itself,
+    /// cancelable with its own cancel routine, which behaves as this says.
+    pub(crate) cancelable: Option<SpyCancel>,
+    /// With `cancelable`: at the next cleanup, the spy completes the notifications it still
+    /// holds with `STATUS_SUCCESS`, without taking their cancel routine out first.
+    pub(crate) complete_held_at_cleanup: bool,
+    /// What the spy's cancel routine saw.
+    pub(crate) cancels: Vec<CancelSeen>,
+}
+
+/// What the spy's cancel routine does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpyCancel {
+    /// Releases the cancel spin lock with `Irp->CancelIrql` and completes the IRP with
+    /// `STATUS_CANCELLED`, as a cancel routine must.
+    Release,
+    /// Completes the IRP without releasing the cancel spin lock.
+    KeepLock,
+}
+
+/// One call of the spy's cancel routine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CancelSeen {
+    pub(crate) device: usize,
+    pub(crate) irp: usize,
+    pub(crate) irql: u8,
+    pub(crate) cancel_irql: u8,
+    pub(crate) cancel: bool,
+    /// `Irp->CancelRoutine` as the routine found it (the I/O manager takes it out first).
+    pub(crate) routine_left: bool,
 }
 
 /// How the spy passes a `FastIoQueryOpen` IRP to the device below.
@@ -301,6 +331,27 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
     }
     let hold = spy(|s| s.hold_notify) && e.kind == 2;
     let cleanup = sl.MajorFunction == 0x12;
+    let notification = sl.MajorFunction == 0x0c && sl.MinorFunction == 0x02;
+    if e.kind == 2 && notification && spy(|s| s.cancelable.is_some()) {
+        // SAFETY: the live IRP, kept pending and cancelable (`IoSetCancelRoutine`, an
+        // interlocked exchange of the field in the WDK).
+        unsafe {
+            IoMarkIrpPending(irp);
+            (*irp).CancelRoutine = Some(spy_cancel);
+        }
+        spy(|s| s.held.push((e.lower as usize, irp as usize)));
+        return Status::PENDING.0;
+    }
+    if e.kind == 2 && cleanup && spy(|s| s.complete_held_at_cleanup) {
+        for (_, held) in spy(|s| std::mem::take(&mut s.held)) {
+            // SAFETY: a notification the spy holds, completed with its cancel routine still
+            // set (the mistake under test).
+            unsafe {
+                (*(held as *mut IRP)).IoStatus.Anonymous.Status = Status::SUCCESS.0;
+                IoCompleteRequest(held as *mut IRP, 0);
+            }
+        }
+    }
     if hold && sl.MajorFunction == 0x0c && sl.MinorFunction == 0x02 {
         // SAFETY: the live IRP, kept pending until the next cleanup has gone down.
         unsafe { IoMarkIrpPending(irp) };
@@ -323,6 +374,33 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
         }
     }
     status
+}
+
+/// The spy's cancel routine for the notifications it holds cancelable.
+unsafe extern "system" fn spy_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: the IRP being cancelled, as IoCancelIrp passes it.
+    let i = unsafe { &mut *irp };
+    let seen = CancelSeen {
+        device: device as usize,
+        irp: irp as usize,
+        irql: fsfilter_kernel::irql::current().0,
+        cancel_irql: i.CancelIrql,
+        cancel: i.Cancel,
+        routine_left: i.CancelRoutine.is_some(),
+    };
+    let mode = spy(|s| {
+        s.cancels.push(seen);
+        s.held.retain(|h| h.1 != irp as usize);
+        s.cancelable
+    });
+    if mode == Some(SpyCancel::Release) {
+        // SAFETY: the lock IoCancelIrp acquired, with the IRQL it saved.
+        unsafe { IoReleaseCancelSpinLock(i.CancelIrql) };
+    }
+    i.IoStatus.Anonymous.Status = Status::CANCELLED.0;
+    i.IoStatus.Information = 0;
+    // SAFETY: the IRP the spy held, completed once.
+    unsafe { IoCompleteRequest(irp, 0) };
 }
 
 fn lower_fast_io(device: *const DEVICE_OBJECT) -> (*mut DEVICE_OBJECT, &'static FAST_IO_DISPATCH) {
