@@ -334,11 +334,12 @@ fn play(
     }
 }
 
-/// A `cancel` step: `CancelIoEx` on the handle the lab keeps for the path. With none open,
-/// nothing can be outstanding on it: `STATUS_NOT_FOUND`, and no handle is opened for it.
+/// A `cancel` step: `CancelIoEx` on the handle the lab keeps for the path. With none open (or
+/// only one a `cleanup` step closed, which keeps nothing outstanding), nothing can be outstanding
+/// on it: `STATUS_NOT_FOUND`, and no handle is opened for it.
 fn cancel(m: &mut Machine, handles: &Handles, volume: &str, path: &str) -> Status {
     let key = (volume.to_owned(), path.to_ascii_lowercase());
-    match handles.open.get(&key) {
+    match handles.open.get(&key).filter(|_| !handles.cleaned.contains(&key)) {
         Some(&handle) => m.io(IoRequest::Cancel { handle }).status,
         None => Status::NOT_FOUND,
     }

@@ -32,9 +32,10 @@ pub const SAMPLES: [&str; 3] = ["passthrough", "probe", "scanner"];
 /// The start types.
 pub const STARTS: [&str; 4] = ["boot", "system", "auto", "demand"];
 
-/// The io ops of scenario.md, and the lab's `query_attributes` extension (README).
-pub const OPS: [&str; 15] = {
-    let mut ops = [fsfilter_lab::scenario::QUERY_ATTRIBUTES; 15];
+/// The io ops of scenario.md, and the lab's `query_attributes` and `cancel` extensions (README).
+pub const OPS: [&str; 16] = {
+    let mut ops = [fsfilter_lab::scenario::QUERY_ATTRIBUTES; 16];
+    ops[15] = fsfilter_lab::scenario::CANCEL;
     let mut i = 0;
     while i < fsfilter_lab::scenario::IO_OPS.len() {
         ops[i] = fsfilter_lab::scenario::IO_OPS[i];
@@ -44,8 +45,10 @@ pub const OPS: [&str; 15] = {
 };
 
 /// The files the io steps use, relative to the volume. `evil.com` holds the scanner's pattern,
-/// `secret.txt` is what probe rules with a pattern match.
-pub const PATHS: [&str; 6] = ["a.txt", "secret.txt", "evil.com", "new.txt", "dir\\c.log", ""];
+/// `secret.txt` is what probe rules with a pattern match, `dir` the directory a change
+/// notification can watch.
+pub const PATHS: [&str; 7] =
+    ["a.txt", "secret.txt", "evil.com", "new.txt", "dir\\c.log", "", "dir"];
 
 /// The pattern of every generated scanner.
 pub const PATTERN: &str = "EVILPATTERN";
@@ -202,14 +205,30 @@ pub struct IoPlan {
     pub op: usize,
     /// Index into [`PATHS`].
     pub path: usize,
-    /// 0 cached, 1 non-cached, 2 paging.
+    /// 0 cached, 1 non-cached, 2 paging (a directory_control or a cancel: see
+    /// [`IoPlan::path_name`]).
     pub mode: usize,
     /// Offset in sectors (None: the current position).
     pub offset: Option<u8>,
     /// Length: None, a whole number of sectors, or an odd length.
     pub length: Option<(u8, bool)>,
-    /// Data to write containing the scanner's pattern.
+    /// Data to write containing the scanner's pattern (a change notification: the subtree).
     pub infected: bool,
+}
+
+impl IoPlan {
+    /// A directory_control step of a plan that `notifies` (see [`Plan`]), with a non-cached or
+    /// paging mode, waits for changes (`notify`) in `dir` instead of listing.
+    fn notify(&self, notifies: bool) -> bool {
+        notifies && pick(&OPS, self.op) == "directory_control" && self.mode != 0
+    }
+
+    /// The step's path: `dir` for a change notification, and for a cancel with a non-cached or
+    /// paging mode (what a notification leaves outstanding); [`PATHS`] otherwise.
+    fn path_name(&self, notifies: bool) -> &'static str {
+        let cancel = pick(&OPS, self.op) == fsfilter_lab::scenario::CANCEL && self.mode != 0;
+        if self.notify(notifies) || cancel { "dir" } else { pick(&PATHS, self.path) }
+    }
 }
 
 /// A whole machine and its timeline.
@@ -316,6 +335,9 @@ fn io_plan() -> impl Strategy<Value = IoPlan> {
             4 => Just(0usize),
             5 => Just(1usize),
             4 => Just(2usize),
+            // A change notification or a listing, and a cancel.
+            1 => Just(5usize),
+            1 => Just(15usize),
             6 => 0..OPS.len(),
         ],
         0..PATHS.len(),
@@ -592,13 +614,17 @@ impl Plan {
                 let op = pick(&OPS, io.op);
                 let _ =
                     writeln!(t, "action = \"io\"\nvolume = {}\nop = \"{op}\"", volume(io.volume));
-                let path = pick(&PATHS, io.path);
+                let path = io.path_name(self.notifies());
                 if !path.is_empty() {
                     let _ = writeln!(t, "path = {}", quote(path));
                 }
                 if matches!(op, "read" | "write") {
                     let mode = ["cached", "noncached", "paging"][io.mode % 3];
                     let _ = writeln!(t, "mode = \"{mode}\"");
+                }
+                if io.notify(self.notifies()) {
+                    let tree = if io.infected { "\nwatch_tree = true" } else { "" };
+                    let _ = writeln!(t, "notify = \"file_name|dir_name|size|last_write\"{tree}");
                 }
                 if op == "query_information" {
                     // Every class, some answered by the I/O manager, some by fast I/O first.
@@ -620,12 +646,20 @@ impl Plan {
         }
     }
 
+    /// Whether the plan's directory_control steps may wait for changes: not when a step before
+    /// the tail stops or unloads a driver, as a legacy stop waits for a notification still
+    /// waiting (docs/semantics.md, draining), a deadlock the checker would report. The tail
+    /// closes every file before it stops anything.
+    fn notifies(&self) -> bool {
+        !self.steps.iter().any(|s| matches!(s, StepPlan::Stop(_) | StepPlan::Unload(_)))
+    }
+
     /// The (volume, path) pairs the io steps name: the files the caller may still hold open.
     fn used_paths(&self, names: &Names) -> Vec<(usize, &'static str)> {
         let mut used: Vec<(usize, &'static str)> = Vec::new();
         for s in &self.steps {
             if let StepPlan::Io(io) = s {
-                let key = (io.volume % names.volumes.len(), pick(&PATHS, io.path));
+                let key = (io.volume % names.volumes.len(), io.path_name(self.notifies()));
                 if !used.contains(&key) {
                     used.push(key);
                 }

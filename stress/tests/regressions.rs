@@ -896,3 +896,125 @@ filesystem = "msfs"
     let s = parse("fine.toml", fine).unwrap();
     assert!(run_checked(&s).2.is_empty());
 }
+
+/// Two filters, one of each model, and a change notification that waits across steps until a
+/// create completes it, then one that a cancel ends.
+const NOTIFY_ACROSS_STEPS: &str = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "dir\\c.log" = "log" }
+[[driver]]
+name = "Legacy"
+sample = "probe"
+model = "legacy"
+start = "boot"
+[[driver]]
+name = "Mini"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370100"
+[[step]]
+action = "io"
+volume = "C:"
+op = "directory_control"
+path = "dir"
+notify = "file_name"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "dir\\new.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "directory_control"
+path = "dir"
+notify = "file_name"
+[[step]]
+action = "io"
+volume = "C:"
+op = "cancel"
+path = "dir"
+"#;
+
+#[test]
+fn a_notification_completed_in_a_later_step_gets_its_posts_there() {
+    let s = parse("notify.toml", NOTIFY_ACROSS_STEPS).unwrap();
+    let run = checked(&s, "notify");
+    // Each filter's post of each notification comes in the step that completed it.
+    let posts: Vec<(Option<u32>, Status)> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback {
+                callback: Callback::Post { major: MajorFunction::DirectoryControl, status, .. },
+                ..
+            } => Some((e.step, *status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            (Some(1), Status::SUCCESS),
+            (Some(1), Status::SUCCESS),
+            (Some(3), Status::CANCELLED),
+            (Some(3), Status::CANCELLED)
+        ]
+    );
+}
+
+#[test]
+fn a_post_that_never_comes_for_a_request_still_held_is_detected_at_the_end() {
+    let s = parse("notify.toml", NOTIFY_ACROSS_STEPS).unwrap();
+    let (mut run, end, violations) = run_checked(&s);
+    assert!(violations.iter().all(|v| v.invariant == "balance"), "{violations:#?}");
+    // Drop the cancelled notification's completion and its posts: the request stays held to the
+    // end, and its pres asked for posts that never came.
+    run.events.retain(|e| {
+        !(e.step == Some(3)
+            && matches!(
+                e.kind,
+                EventKind::IoComplete { .. }
+                    | EventKind::Callback { callback: Callback::Post { .. }, .. }
+            ))
+    });
+    let v = check::check(&s, &run, &end);
+    let never: Vec<&check::Violation> =
+        v.iter().filter(|v| v.invariant == "posts" && v.detail.contains("never came")).collect();
+    assert_eq!(never.len(), 2, "{v:#?}");
+}
+
+#[test]
+fn generated_timelines_wait_for_changes_and_cancel() {
+    // The generator's reach into notifications and cancellation: some plans wait for changes in
+    // a directory (and the requests really wait), and some cancel what a handle has outstanding.
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[9; 32]),
+    );
+    let (mut waited, mut cancelled) = (0, 0);
+    for _ in 0..1000 {
+        let plan = fsfilter_stress::plan::plan(20).new_tree(&mut runner).unwrap().current();
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        waited += usize::from(s.steps.iter().zip(&run.steps).any(|(step, out)| {
+            matches!(&step.action, fsfilter_lab::scenario::Action::Io { notify: Some(_), .. })
+                && out.status == Status::PENDING
+        }));
+        cancelled += usize::from(
+            run.steps
+                .iter()
+                .any(|out| out.what.starts_with("io cancel") && out.status == Status::SUCCESS),
+        );
+    }
+    assert!(waited > 0 && cancelled > 0, "waited in {waited} plans, cancelled in {cancelled}");
+}
