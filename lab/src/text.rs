@@ -368,6 +368,20 @@ fn steps(out: &mut String, run: &Run) {
         }
     }
     let mut requests = step_requests(run);
+    // The requests of earlier steps that each step completed (a change, a cancel, a cleanup), in
+    // the order they completed, with the step that issued them.
+    let started: BTreeMap<u32, u32> = requests
+        .iter()
+        .flat_map(|(step, list)| list.iter().map(move |(io, _)| (io.0, *step)))
+        .collect();
+    let mut completed_later: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
+    for e in &run.events {
+        if let (Some(step), EventKind::IoComplete { io, .. }) = (e.step, &e.kind) {
+            if let Some(&from) = started.get(&io.0).filter(|&&from| from != step) {
+                completed_later.entry(step).or_default().push((io.0, from));
+            }
+        }
+    }
     // `[7] ` and `[12] ` line their descriptions up.
     let width = run.steps.iter().map(|s| s.index.to_string().len() + 2).max().unwrap_or(3);
     for s in &run.steps {
@@ -408,6 +422,13 @@ fn steps(out: &mut String, run: &Run) {
                 let what = changes.get(&io.0).map_or_else(String::new, |c| format!(": {c}"));
                 let _ = writeln!(out, "{indent}-> completed {}{later}{what}", status_name(*st));
             }
+        }
+        for &(io, from) in completed_later.get(&s.index).into_iter().flatten() {
+            let status =
+                io_status.get(&io).map_or_else(|| "?".to_owned(), |(st, _)| status_name(*st));
+            let what = changes.get(&io).map_or_else(String::new, |c| format!(": {c}"));
+            let _ =
+                writeln!(out, "        -> completed request {io} of step {from}: {status}{what}");
         }
         for detail in notes.get(&s.index).into_iter().flatten() {
             let _ = writeln!(out, "        {detail}");

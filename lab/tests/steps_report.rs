@@ -170,3 +170,33 @@ fn a_request_completed_in_a_later_step_says_when_and_what_it_returned() {
     assert_eq!(last(6), "-> completed STATUS_SUCCESS: added kept.txt");
     assert_eq!(last(7), "-> completed STATUS_NOTIFY_CLEANUP at step 8");
 }
+
+/// A step that completes requests of earlier steps says so: the cancel step the notifications it
+/// cancelled, the create the notification its change answered (before December 6, seventh
+/// session, only the earlier step's listing said when its request completed).
+#[test]
+fn a_step_lists_the_earlier_requests_it_completed() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/cancel.toml");
+    let s = scenario::parse("cancel.toml", &std::fs::read_to_string(path).unwrap()).unwrap();
+    let r = run::run(&s);
+    let report = text::report(&s, &r);
+    assert_eq!(
+        step_lines(&report, 2),
+        [
+            "-> completed request 1 of step 0: STATUS_CANCELLED",
+            "-> completed request 2 of step 1: STATUS_CANCELLED"
+        ],
+        "{report}"
+    );
+    assert!(step_lines(&report, 3).is_empty(), "{report}");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/notify.toml");
+    let s = scenario::parse("notify.toml", &std::fs::read_to_string(path).unwrap()).unwrap();
+    let r = run::run(&s);
+    let report = text::report(&s, &r);
+    let create = step_lines(&report, 1);
+    assert_eq!(
+        create.last().map(String::as_str),
+        Some("-> completed request 1 of step 0: STATUS_SUCCESS: added new.txt"),
+        "{report}"
+    );
+}
