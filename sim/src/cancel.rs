@@ -178,9 +178,11 @@ pub fn cancel_irp(irp: *mut IRP) -> bool {
         let driver = image.map(|img| k.image_name(img));
         Next::Call { routine, device, entered: k.enter(image), driver, irql }
     });
-    let Next::Call { routine, device, entered, driver, irql } = next else {
-        let Next::Done(b) = next else { return false };
-        return b;
+    let (routine, device, entered, driver, irql) = match next {
+        Next::Done(called) => return called,
+        Next::Call { routine, device, entered, driver, irql } => {
+            (routine, device, entered, driver, irql)
+        }
     };
     // SAFETY: the driver's cancel routine, with the device and IRP the I/O manager passes.
     kernel::run_entered(entered, || unsafe { routine(device, irp) });
