@@ -305,11 +305,19 @@ pub unsafe fn read_event(event: *mut KEVENT) -> i32 {
     *unsafe { signal_state(event) }
 }
 
-/// Converts a kernel timeout (100 ns units; negative relative, positive absolute, NULL infinite)
-/// into a deadline.
+/// Converts a kernel timeout (100 ns units; negative relative, NULL infinite, otherwise an
+/// absolute system time, counted from 1601 as `KeQuerySystemTimePrecise` reads it, virtual time 0
+/// being [`crate::fs::media::EPOCH_2026`]) into a deadline in virtual time. Until December 6 an
+/// absolute time was taken as virtual time since boot: system time + 1 s waited four centuries.
 pub fn deadline(timeout: Option<i64>) -> Option<u64> {
     let now = kernel::with(|k| k.sched.now);
-    timeout.map(|t| if t < 0 { now.saturating_add(t.unsigned_abs()) } else { t as u64 })
+    timeout.map(|t| {
+        if t < 0 {
+            now.saturating_add(t.unsigned_abs())
+        } else {
+            u64::try_from(t.saturating_sub(crate::fs::media::EPOCH_2026)).unwrap_or(0)
+        }
+    })
 }
 
 /// `KeWaitForSingleObject` on an event: runs the scheduler until it is signalled.
@@ -359,7 +367,7 @@ pub fn delay(interval: i64) -> NTSTATUS {
     let allowed =
         kernel::with(|k| k.check_irql(crate::kernel::APC_LEVEL, "KeDelayExecutionThread"));
     if allowed {
-        let _ = wait_until(|| false, deadline(Some(interval.min(0))));
+        let _ = wait_until(|| false, deadline(Some(interval)));
     }
     Status::SUCCESS.0
 }

@@ -111,10 +111,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeQuerySystemTimePrecise =>
     /// `KeQuerySystemTimePrecise`: the virtual clock, from 1 January 2026 (in 100 ns units since
     /// 1601, like the system time).
     fn KeQuerySystemTimePrecise(currenttime: *mut i64) {
-        const EPOCH_2026: i64 = 134_116_128_000_000_000;
         let now = kernel::with(|k| k.sched.now) as i64;
         // SAFETY: the caller's out parameter.
-        unsafe { *currenttime = EPOCH_2026 + now };
+        unsafe { *currenttime = crate::fs::media::EPOCH_2026 + now };
     }
 }
 
@@ -230,7 +229,6 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
     /// `KeSetTimer`: arms (or re-arms) the timer; when it expires its DPC, if any, runs at
     /// `DISPATCH_LEVEL` as code of the image that armed it. TRUE when it was armed already.
     fn KeSetTimer(timer: *mut KTIMER, duetime: i64, dpc: *const KDPC) -> bool {
-        const EPOCH_2026: i64 = 134_116_128_000_000_000;
         let armed = kernel::with(|k| {
             if !k.check_irql(DISPATCH_LEVEL, "KeSetTimer") {
                 return None;
@@ -241,7 +239,7 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
             let delay = if duetime < 0 {
                 duetime.unsigned_abs()
             } else {
-                u64::try_from(duetime - EPOCH_2026).unwrap_or(0).saturating_sub(k.sched.now)
+                u64::try_from(duetime - crate::fs::media::EPOCH_2026).unwrap_or(0).saturating_sub(k.sched.now)
             };
             Some((was, generation, delay, k.current_image()))
         });
