@@ -272,15 +272,69 @@ pub unsafe fn initialize_event(event: *mut KEVENT, kind: i32, state: bool) {
     header.Header.WaitListHead.Blink = list;
 }
 
-/// `KeSetEvent`: signals and returns the previous state.
+std::thread_local! {
+    /// The waits on dispatcher objects in progress, innermost last: the object's address, and
+    /// whether a `KeSetEvent` released the wait. The simulator's threads nest on one host stack,
+    /// so waits end in the reverse order they began.
+    static WAITS: std::cell::RefCell<Vec<(usize, bool)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A wait's entry in [`WAITS`], removed (with any left above it) when the wait ends, also by
+/// unwinding.
+struct WaitSlot(usize);
+
+impl WaitSlot {
+    /// Enters a wait on the object at `address`.
+    fn enter(address: usize) -> WaitSlot {
+        WAITS.with(|w| {
+            let mut w = w.borrow_mut();
+            w.push((address, false));
+            WaitSlot(w.len() - 1)
+        })
+    }
+
+    /// Whether a `KeSetEvent` released the wait.
+    fn released(&self) -> bool {
+        WAITS.with(|w| w.borrow().get(self.0).is_some_and(|(_, r)| *r))
+    }
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let _ = WAITS.try_with(|w| w.borrow_mut().truncate(self.0));
+    }
+}
+
+/// `KeSetEvent`: signals and returns the previous state. As on Windows the set releases the waits
+/// in progress at once (`KeInitializeEvent`): every wait on a notification event, and one wait on
+/// a synchronization event, which then stays not signalled (choice: the innermost wait, the one
+/// that can go on first on the simulator's one stack; Windows does not promise an order). Until
+/// December 6 the set only signalled the event, which the waiter saw once it resumed: a
+/// synchronization event set twice for one waiter lost the second set, and a notification event
+/// reset right after its set never released its waiter.
 ///
 /// # Safety
 /// `event` must point to a live, initialized event.
 pub unsafe fn set_event(event: *mut KEVENT) -> i32 {
+    let synchronization = event_type(event) == 1;
+    let address = event as usize;
+    let released = WAITS.with(|w| {
+        let mut w = w.borrow_mut();
+        let mut on = w.iter_mut().rev().filter(|(a, released)| *a == address && !*released);
+        if synchronization {
+            on.next().map(|(_, released)| *released = true).is_some()
+        } else {
+            on.for_each(|(_, released)| *released = true);
+            false
+        }
+    });
     // SAFETY: a live event.
     let state = unsafe { signal_state(event) };
     let previous = *state;
-    *state = 1;
+    if !released {
+        *state = 1;
+    }
     previous
 }
 
@@ -339,11 +393,17 @@ pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTAT
     if !allowed {
         return Status::TIMEOUT.0;
     }
+    let slot = WaitSlot::enter(event as usize);
     // SAFETY: the waiter's event stays valid while it waits.
-    let end = wait_until(|| unsafe { *signal_state(event) } != 0, deadline(timeout));
+    let signalled = || unsafe { *signal_state(event) } != 0;
+    let end = wait_until(|| slot.released() || signalled(), deadline(timeout));
+    let by_set = slot.released();
+    drop(slot);
     match end {
         WaitEnd::Satisfied => {
-            if event_type(event) == 1 {
+            // A set that released this wait left a synchronization event not signalled; one
+            // found signalled is reset by the wait it satisfies.
+            if event_type(event) == 1 && !by_set {
                 // SAFETY: the caller's live event.
                 unsafe { reset_event(event) };
             }

@@ -10,7 +10,7 @@
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use fsfilter_sim::{Machine, MachineConfig, Rule};
+use fsfilter_sim::{Machine, MachineConfig};
 use windows_sys::Wdk::Foundation::{KEVENT, WORK_QUEUE_ITEM};
 use windows_sys::Wdk::System::SystemServices::{
     ExQueueWorkItem, KeDelayExecutionThread, KeInitializeEvent, KeQuerySystemTimePrecise,
@@ -73,5 +73,67 @@ fn a_positive_timeout_is_an_absolute_system_time() {
     let s = unsafe { KeWaitForSingleObject((&raw const *event).cast(), 0, 0, false, &past) };
     assert_eq!(Status(s), Status::TIMEOUT);
     assert_eq!(now() - start, 70_000);
+    assert_eq!(m.findings(), []);
+}
+unsafe extern "system" fn set_twice(event: *mut c_void) {
+    // SAFETY: the test's live event.
+    unsafe {
+        KeSetEvent(event.cast(), 0, false);
+        KeSetEvent(event.cast(), 0, false);
+    }
+}
+
+unsafe extern "system" fn set_then_reset(event: *mut c_void) {
+    // SAFETY: the test's live event.
+    unsafe {
+        KeSetEvent(event.cast(), 0, false);
+        KeResetEvent(event.cast());
+    }
+}
+
+/// `KeInitializeEvent`: "When a synchronization event is set to the Signaled state, a single
+/// thread of execution that was waiting on the event is released, and the event is
+/// automatically reset". So a synchronization event set twice while one thread waits releases
+/// that thread at the first set and stays signalled after the second: the thread's next wait
+/// is satisfied at once. (The simulator let the event collect both sets and reset it when the
+/// waiter resumed, losing the second.)
+#[test]
+fn a_synchronization_event_set_twice_for_one_waiter_stays_signalled() {
+    let m = Machine::new(MachineConfig { seed: 2 });
+    // SAFETY: zeroed storage is a valid event before initialization.
+    let event: &mut KEVENT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    // SAFETY: our event; SynchronizationEvent.
+    unsafe { KeInitializeEvent(event, 1, false) };
+    let ev: *mut KEVENT = event;
+    queue(set_twice, ev.cast());
+    // SAFETY: our initialized event.
+    let s = unsafe { KeWaitForSingleObject(ev.cast_const().cast(), 0, 0, false, std::ptr::null()) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    let zero = 0i64;
+    // SAFETY: as above.
+    let s = unsafe { KeWaitForSingleObject(ev.cast_const().cast(), 0, 0, false, &zero) };
+    assert_eq!(Status(s), Status::SUCCESS, "the second set left the event signalled");
+    // SAFETY: as above.
+    let s = unsafe { KeWaitForSingleObject(ev.cast_const().cast(), 0, 0, false, &zero) };
+    assert_eq!(Status(s), Status::TIMEOUT, "and that wait reset it");
+    assert_eq!(m.findings(), []);
+}
+
+/// `KeSetEvent` on a notification event satisfies the waits in progress on it at once
+/// (`KeInitializeEvent`: "all threads ... that were waiting on the event are released"): a reset
+/// right after the set does not take the release back, so the waiter returns
+/// `STATUS_SUCCESS` rather than waiting for good.
+#[test]
+fn a_notification_event_set_then_reset_releases_its_waiter() {
+    let m = Machine::new(MachineConfig { seed: 3 });
+    // SAFETY: zeroed storage is a valid event before initialization.
+    let event: &mut KEVENT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    // SAFETY: our event; NotificationEvent.
+    unsafe { KeInitializeEvent(event, 0, false) };
+    let ev: *mut KEVENT = event;
+    queue(set_then_reset, ev.cast());
+    // SAFETY: our initialized event.
+    let s = unsafe { KeWaitForSingleObject(ev.cast_const().cast(), 0, 0, false, std::ptr::null()) };
+    assert_eq!(Status(s), Status::SUCCESS, "{:?}", m.findings());
     assert_eq!(m.findings(), []);
 }
