@@ -10,11 +10,13 @@
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use fsfilter_sim::{Machine, MachineConfig};
+use fsfilter_kernel::ntos::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+use fsfilter_sim::{CreateOptions, FsKind, Machine, MachineConfig, VolumeSpec};
 use windows_sys::Wdk::Foundation::{KEVENT, WORK_QUEUE_ITEM};
 use windows_sys::Wdk::System::SystemServices::{
-    ExQueueWorkItem, KeDelayExecutionThread, KeInitializeEvent, KeQuerySystemTimePrecise,
-    KeResetEvent, KeSetEvent, KeWaitForSingleObject,
+    ExQueueWorkItem, KeDelayExecutionThread, KeInitializeEvent, KeInitializeSpinLock,
+    KeQuerySystemTimePrecise, KeResetEvent, KeSetEvent, KeWaitForSingleObject,
+    ObfDereferenceObject, ObfReferenceObject,
 };
 
 fn now() -> u64 {
@@ -135,5 +137,67 @@ fn a_notification_event_set_then_reset_releases_its_waiter() {
     // SAFETY: our initialized event.
     let s = unsafe { KeWaitForSingleObject(ev.cast_const().cast(), 0, 0, false, std::ptr::null()) };
     assert_eq!(Status(s), Status::SUCCESS, "{:?}", m.findings());
+    assert_eq!(m.findings(), []);
+}
+
+unsafe extern "system" fn take_lock(lock: *mut c_void) {
+    // SAFETY: the test's live spin lock.
+    unsafe {
+        let old = KeAcquireSpinLockRaiseToDpc(lock.cast());
+        KeReleaseSpinLock(lock.cast(), old);
+    }
+}
+
+/// `ObDereferenceObject` may be called at `DISPATCH_LEVEL`, a spin lock held. The simulator runs
+/// the ready work before the export returns (so that an unload it set off is over, see
+/// docs/simulator.md), but work that runs while the caller holds a spin lock is work Windows
+/// would run on another processor, spinning until the lock is free: here it found the lock held
+/// and the verifier reported a `DEADLOCK` that cannot happen.
+#[test]
+fn a_dereference_under_a_spin_lock_runs_no_other_work() {
+    let mut m = Machine::new(MachineConfig { seed: 4 });
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let lock: &mut usize = Box::leak(Box::new(0));
+    let lock: *mut usize = lock;
+    // SAFETY: our lock storage.
+    unsafe { KeInitializeSpinLock(lock) };
+    let device = m.kernel(|k| k.objects.devices[0].ptr);
+    // SAFETY: a live device object of the machine; our lock.
+    unsafe {
+        ObfReferenceObject(device.cast());
+        queue(take_lock, lock.cast());
+        let old = KeAcquireSpinLockRaiseToDpc(lock);
+        ObfDereferenceObject(device.cast());
+        KeReleaseSpinLock(lock, old);
+    }
+    assert_eq!(m.findings(), []);
+    m.settle();
+    assert_eq!(m.findings(), []);
+}
+
+/// The last reference to a file object dropped at `DISPATCH_LEVEL` (`ObDereferenceObject`
+/// allows it; a completion routine does it) cannot send `IRP_MJ_CLOSE` from there: closes reach
+/// a file system at `APC_LEVEL` at most (facts.md §1.8). The object manager hands the deletion to
+/// a worker thread (what `ObDereferenceObjectDeferDelete` documents), so the close comes at
+/// `PASSIVE_LEVEL`, after the call.
+#[test]
+fn the_last_file_object_reference_dropped_at_dispatch_level_closes_from_a_worker() {
+    let mut m = Machine::new(MachineConfig { seed: 5 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"x"));
+    m.boot();
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let fo = m.kernel(|k| k.user_handle(h).unwrap().fo);
+    // SAFETY: the live file object behind our handle.
+    unsafe { ObfReferenceObject(fo as *const c_void) };
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert!(m.kernel(|k| k.is_file_object(fo)), "our reference keeps it");
+    fsfilter_sim::kernel::with(|k| k.set_irql(2));
+    // SAFETY: our reference.
+    unsafe { ObfDereferenceObject(fo as *const c_void) };
+    fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    assert_eq!(m.findings(), [], "no close at DISPATCH_LEVEL");
+    m.settle();
+    assert!(!m.kernel(|k| k.is_file_object(fo)), "closed and freed by the worker");
     assert_eq!(m.findings(), []);
 }

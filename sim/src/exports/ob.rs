@@ -60,20 +60,40 @@ export! { windows_sys::Wdk::System::SystemServices::ObfReferenceObject =>
 
 export! { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject =>
     /// `ObfDereferenceObject`: devices; file objects (the last reference sends `IRP_MJ_CLOSE`);
-    /// sections (the last reference releases the section's file object).
+    /// sections (the last reference releases the section's file object). Above `APC_LEVEL` (it is
+    /// allowed up to `DISPATCH_LEVEL`) the count drops at once but what the last reference sets
+    /// off goes to a worker thread, as `ObDereferenceObjectDeferDelete` does: a close reaches a
+    /// file system at `APC_LEVEL` at most (facts.md §1.8). Nor does the ready work run then: the
+    /// caller may hold a spin lock, which that work, on another processor on Windows, waits for.
     fn ObfDereferenceObject(object: *const c_void) -> isize {
         super::at_most_dispatch("ObfDereferenceObject");
         let p = object as usize;
+        let deferred = kernel::current_irql() > kernel::APC_LEVEL;
         let (is_file, section) = kernel::with(|k| (k.is_file_object(p), k.sections.index_of(p).is_some()));
-        if is_file {
+        if is_file && deferred {
+            if kernel::with(|k| k.file_dereference(p)) == crate::files::Released::Close {
+                let fo = p as *mut windows_sys::Wdk::Foundation::FILE_OBJECT;
+                crate::sched::queue_work("deferred object deletion", None, Box::new(move || {
+                    let _ = crate::syscalls::send_close(fo);
+                }));
+            }
+        } else if is_file {
             crate::syscalls::dereference_file(p);
         } else if section {
             let fo = kernel::with(|k| k.section_dereference(p)).flatten();
-            crate::sections::release_file(fo);
+            if deferred && fo.is_some() {
+                crate::sched::queue_work("deferred object deletion", None, Box::new(move || {
+                    crate::sections::release_file(fo);
+                }));
+            } else {
+                crate::sections::release_file(fo);
+            }
         } else {
             kernel::with(|k| k.dereference_object(object));
         }
-        crate::sched::run_ready();
+        if !deferred {
+            crate::sched::run_ready();
+        }
         0
     }
 }
