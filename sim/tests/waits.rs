@@ -11,13 +11,16 @@ use std::ffi::c_void;
 
 use fsfilter::Status;
 use fsfilter_kernel::ntos::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
-use fsfilter_sim::{CreateOptions, FsKind, Machine, MachineConfig, VolumeSpec};
-use windows_sys::Wdk::Foundation::{KEVENT, WORK_QUEUE_ITEM};
+use fsfilter_sim::{
+    CreateOptions, FsKind, Machine, MachineConfig, Rule, ServiceSpec, StopResult, VolumeSpec,
+};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, KEVENT, WORK_QUEUE_ITEM};
 use windows_sys::Wdk::System::SystemServices::{
     ExQueueWorkItem, KeDelayExecutionThread, KeInitializeEvent, KeInitializeSpinLock,
     KeQuerySystemTimePrecise, KeResetEvent, KeSetEvent, KeWaitForSingleObject,
     ObfDereferenceObject, ObfReferenceObject,
 };
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
 fn now() -> u64 {
     fsfilter_sim::kernel::with(|k| k.sched.now)
@@ -200,4 +203,44 @@ fn the_last_file_object_reference_dropped_at_dispatch_level_closes_from_a_worker
     m.settle();
     assert!(!m.kernel(|k| k.is_file_object(fo)), "closed and freed by the worker");
     assert_eq!(m.findings(), []);
+}
+
+thread_local! {
+    static LATE_RAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "system" fn late_routine(_parameter: *mut c_void) {
+    LATE_RAN.set(true);
+}
+
+unsafe extern "system" fn late_unload(_driver: *const DRIVER_OBJECT) {
+    // The mistake: a system work item whose routine is this driver's code, queued as it goes
+    // (`IoQueueWorkItem` exists for this: its device reference keeps the driver loaded).
+    queue(late_routine, std::ptr::null_mut());
+}
+
+unsafe extern "system" fn late_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object during DriverEntry.
+    unsafe { (*driver.cast_mut()).DriverUnload = Some(late_unload) };
+    0
+}
+
+/// An `ExQueueWorkItem` routine of a driver that unloaded before it ran is code of an unloaded
+/// image (Windows crashes there; `IoQueueWorkItem`'s reference page gives this as the reason to
+/// use it instead). The verifier names it, as for a timer's DPC; the routine does not run. (It
+/// was skipped silently.)
+#[test]
+fn a_system_work_item_of_an_unloaded_driver_is_reported_not_run() {
+    LATE_RAN.set(false);
+    let mut m = Machine::new(MachineConfig { seed: 6 });
+    m.install(ServiceSpec::new("Late", late_entry, "legacy"));
+    assert_eq!(m.start("Late"), Status::SUCCESS);
+    assert!(matches!(m.stop("Late"), StopResult::Unloaded));
+    m.settle();
+    assert!(!LATE_RAN.get(), "the routine did not run");
+    let rules: Vec<(Rule, Option<String>)> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(Rule::UnloadedDriverCodeRan, Some("Late".to_owned()))]);
 }

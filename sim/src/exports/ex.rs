@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use windows_sys::Wdk::Foundation::{POOL_TYPE, WORK_QUEUE_ITEM};
 use windows_sys::Wdk::System::SystemServices::WORK_QUEUE_TYPE;
 
+use crate::events::Rule;
 use crate::kernel::{self, DISPATCH_LEVEL};
 
 use crate::pool::{
@@ -89,7 +90,8 @@ export! { windows_sys::Wdk::System::SystemServices::ExFreePool =>
 
 export! { windows_sys::Wdk::System::SystemServices::ExQueueWorkItem =>
     /// `ExQueueWorkItem`: runs `WorkerRoutine(Parameter)` on a system worker thread, as the
-    /// queuing image's code.
+    /// queuing image's code; an `UNLOADED_DRIVER_CODE_RAN` finding instead once that image is
+    /// gone.
     fn ExQueueWorkItem(workitem: *mut WORK_QUEUE_ITEM, _queuetype: WORK_QUEUE_TYPE) {
         // SAFETY: the caller's initialized work item.
         let Some(item) = (unsafe { workitem.as_ref() }) else { return };
@@ -102,7 +104,21 @@ export! { windows_sys::Wdk::System::SystemServices::ExQueueWorkItem =>
             "ExQueueWorkItem",
             image,
             Box::new(move || {
-                let loaded = kernel::with(|k| image.is_none_or(|i| k.image_loaded(i)));
+                // A driver that unloaded before its item ran: the routine is code of the
+                // unloaded image (Windows crashes there; `IoQueueWorkItem` holds a device
+                // reference against this). Reported; the routine does not run.
+                let loaded = kernel::with(|k| {
+                    let gone = image.filter(|&i| !k.image_loaded(i));
+                    if let Some(i) = gone {
+                        let name = k.image_name(i);
+                        k.report(
+                            Rule::UnloadedDriverCodeRan,
+                            Some(name),
+                            "an ExQueueWorkItem routine ran after its driver unloaded",
+                        );
+                    }
+                    gone.is_none()
+                });
                 if loaded {
                     // SAFETY: the routine the driver queued with its parameter.
                     unsafe { routine(parameter as *mut c_void) };
