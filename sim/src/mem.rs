@@ -14,8 +14,14 @@ pub struct Block {
 impl Block {
     /// Allocates `size` zeroed bytes aligned to 16.
     pub fn zeroed(size: usize) -> Block {
-        let layout =
-            Layout::from_size_align(size.max(1), 16).unwrap_or_else(|_| Layout::new::<u128>());
+        Block::zeroed_aligned(size, 16)
+    }
+
+    /// Allocates `size` zeroed bytes aligned to `align` (a power of two; 16 if it is not).
+    pub fn zeroed_aligned(size: usize, align: usize) -> Block {
+        let layout = Layout::from_size_align(size.max(1), align)
+            .or_else(|_| Layout::from_size_align(size.max(1), 16))
+            .unwrap_or_else(|_| Layout::new::<u128>());
         if let Some(ptr) = reuse(layout) {
             // SAFETY: a block of this layout, ours alone since it left the cache.
             unsafe { std::ptr::write_bytes(ptr, 0, layout.size()) };

@@ -18,6 +18,22 @@ pub(crate) const POOL_FLAG_NON_PAGED_EXECUTE: u64 = 0x80;
 /// `POOL_FLAG_PAGED`.
 pub(crate) const POOL_FLAG_PAGED: u64 = 0x100;
 
+/// `POOL_FLAG_CACHE_ALIGNED`.
+pub(crate) const POOL_FLAG_CACHE_ALIGNED: u64 = 0x8;
+/// `PAGE_SIZE`.
+const PAGE_SIZE: usize = 4096;
+/// A cache line, to which `POOL_FLAG_CACHE_ALIGNED` aligns.
+const CACHE_LINE: usize = 64;
+
+/// The alignment of a pool block (`ExAllocatePool2`'s reference page): page-aligned from
+/// `PAGE_SIZE` bytes up; below, within one page (the power of two at or above the size, which
+/// divides the page) and 16-byte aligned at least; a cache line at least for
+/// `POOL_FLAG_CACHE_ALIGNED`. Until December 6 every block was 16-byte aligned only.
+fn pool_alignment(flags: u64, size: usize) -> usize {
+    let align = size.max(16).checked_next_power_of_two().unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
+    if flags & POOL_FLAG_CACHE_ALIGNED != 0 { align.max(CACHE_LINE) } else { align }
+}
+
 /// One pool block.
 pub struct PoolBlock {
     block: Block,
@@ -57,7 +73,7 @@ impl Kernel {
         if self.fault(FaultKind::Pool) {
             return std::ptr::null_mut();
         }
-        let block = Block::zeroed(size);
+        let block = Block::zeroed_aligned(size, pool_alignment(flags, size));
         if flags & POOL_FLAG_UNINITIALIZED != 0 {
             // Uninitialized pool is not zero on Windows: fill it so code that relies on zeroes
             // shows up.

@@ -23,7 +23,9 @@ use fsfilter::Status;
 use fsfilter_kernel::ntos::{ZwClose, ZwOpenKey, ZwQueryValueKey};
 use fsfilter_sim::{RegValue, Rule};
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
-use windows_sys::Wdk::System::SystemServices::{ExAllocatePool2, ExFreePoolWithTag};
+use windows_sys::Wdk::System::SystemServices::{
+    ExAllocatePool2, ExAllocatePoolWithTag, ExFreePoolWithTag,
+};
 
 const TAG: u32 = u32::from_le_bytes(*b"Test");
 
@@ -177,5 +179,46 @@ fn registry_reads_above_passive_level_are_reported() {
     unsafe {
         assert_eq!(ZwClose(again), 0);
         assert_eq!(ZwClose(key), 0);
+    }
+}
+
+#[test]
+fn pool_blocks_are_aligned_as_the_reference_pages_say() {
+    // ExAllocatePool2's reference page: "If NumberOfBytes is PAGE_SIZE or greater, a
+    // page-aligned buffer is allocated. Memory allocations of PAGE_SIZE or less are allocated
+    // within a page and do not cross page boundaries" (16-byte aligned below that on 64-bit);
+    // POOL_FLAG_CACHE_ALIGNED (0x8) aligns to a cache line, as the CacheAligned pool types of
+    // ExAllocatePoolWithTag do.
+    let _m = machine(46);
+    let mut blocks = Vec::new();
+    for size in [4096usize, 8192, 5000, 100, 1000, 3000, 4095, 24, 1] {
+        for _ in 0..4 {
+            // SAFETY: a plain allocation call.
+            let p = unsafe { ExAllocatePool2(0x40, size, TAG) } as usize;
+            assert_ne!(p, 0);
+            assert_eq!(p % 16, 0, "{size}");
+            if size >= 4096 {
+                assert_eq!(p % 4096, 0, "{size} bytes: page aligned");
+            } else {
+                assert!(p % 4096 + size <= 4096, "{size} bytes cross a page boundary at {p:#x}");
+            }
+            blocks.push(p);
+        }
+    }
+    for flags in [0x40u64 | 0x8, 0x100 | 0x8] {
+        // SAFETY: as above.
+        let p = unsafe { ExAllocatePool2(flags, 10, TAG) } as usize;
+        assert_eq!(p % 64, 0, "cache aligned");
+        blocks.push(p);
+    }
+    for pool_type in [4, 5] {
+        // SAFETY: as above (NonPagedPoolCacheAligned, PagedPoolCacheAligned).
+        let p = unsafe { ExAllocatePoolWithTag(pool_type, 10, TAG) } as usize;
+        assert_eq!(p % 64, 0, "cache aligned pool type {pool_type}");
+        blocks.push(p);
+    }
+    for p in blocks {
+        // SAFETY: the blocks just allocated, with their tag.
+        unsafe { ExFreePoolWithTag(p as *mut c_void, TAG) };
     }
 }

@@ -9,7 +9,8 @@ use crate::events::Rule;
 use crate::kernel::{self, DISPATCH_LEVEL};
 
 use crate::pool::{
-    POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED,
+    POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED,
+    POOL_FLAG_UNINITIALIZED,
 };
 
 /// The pool types: exactly one of them.
@@ -21,7 +22,7 @@ const POOL_TYPE_FLAGS: [u64; 3] =
 const POOL_FLAGS_KNOWN: u64 = 0x1
     | POOL_FLAG_UNINITIALIZED
     | 0x4
-    | 0x8
+    | POOL_FLAG_CACHE_ALIGNED
     | 0x20
     | POOL_FLAG_NON_PAGED
     | POOL_FLAG_NON_PAGED_EXECUTE
@@ -38,6 +39,8 @@ fn pool_flags_valid(flags: u64) -> bool {
 
 /// `PagedPool` (and odd values, which are paged types).
 const PAGED_POOL: i32 = 1;
+/// The bit of the `...CacheAligned` pool types (`NonPagedPoolCacheAligned` is 4).
+const CACHE_ALIGNED_POOL: i32 = 4;
 
 export! { windows_sys::Wdk::System::SystemServices::ExAllocatePool2 =>
     /// `ExAllocatePool2`. Paged pool above `APC_LEVEL` is an IRQL violation. The reference
@@ -69,7 +72,9 @@ export! { windows_sys::Wdk::System::SystemServices::ExAllocatePoolWithTag =>
                 k.check_irql(DISPATCH_LEVEL, "ExAllocatePoolWithTag");
             }
             let pool = if paged { POOL_FLAG_PAGED } else { POOL_FLAG_NON_PAGED };
-            k.pool_allocate(POOL_FLAG_UNINITIALIZED | pool, numberofbytes, tag)
+            // NonPagedPoolCacheAligned (4), PagedPoolCacheAligned (5) and their variants.
+            let aligned = if pooltype & CACHE_ALIGNED_POOL != 0 { POOL_FLAG_CACHE_ALIGNED } else { 0 };
+            k.pool_allocate(POOL_FLAG_UNINITIALIZED | pool | aligned, numberofbytes, tag)
         })
     }
 }
