@@ -222,3 +222,42 @@ fn pool_blocks_are_aligned_as_the_reference_pages_say() {
         unsafe { ExFreePoolWithTag(p as *mut c_void, TAG) };
     }
 }
+
+#[test]
+fn null_registry_out_parameters_are_a_bugcheck_finding() {
+    // A kernel-mode caller's out parameters are not probed: NULL where ZwOpenKey writes the
+    // handle, or a NULL buffer with a non-zero Length, is a write through NULL, which bugchecks
+    // on Windows. The simulator names it instead of crashing the host process. (NULL with
+    // Length 0, the usual size query, is fine.)
+    let m = machine(47);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditNull";
+    m.kernel(|k| {
+        let key = k.registry.create(path);
+        k.registry.set(key, "Start", RegValue::Dword(3));
+    });
+    let units: Vec<u16> = path.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    // SAFETY: plain data.
+    let mut attrs: OBJECT_ATTRIBUTES = unsafe { std::mem::zeroed() };
+    attrs.Length = size_of::<OBJECT_ATTRIBUTES>() as u32;
+    attrs.ObjectName = &name;
+    attrs.Attributes = 0x240;
+    // SAFETY: deliberately NULL: the simulator checks before writing.
+    let s = unsafe { ZwOpenKey(null_mut(), 0x2_0019, &attrs) };
+    assert_eq!(Status(s), Status::INVALID_PARAMETER);
+    let key = open_key(path);
+    let units: Vec<u16> = "Start".encode_utf16().collect();
+    let value = fsfilter_sim::mem::unicode(&units);
+    let mut needed = 0u32;
+    // SAFETY: the size query: no buffer, no length.
+    let s = unsafe { ZwQueryValueKey(key, &value, 2, null_mut(), 0, &mut needed) };
+    assert_eq!((Status(s), needed), (Status::BUFFER_TOO_SMALL, 16));
+    assert_eq!(m.findings().len(), 1, "only the NULL KeyHandle: {:?}", m.findings());
+    // SAFETY: deliberately NULL with a length: the simulator checks before writing.
+    let s = unsafe { ZwQueryValueKey(key, &value, 2, null_mut(), 64, &mut needed) };
+    assert_eq!(Status(s), Status::INVALID_PARAMETER);
+    // SAFETY: our key handle.
+    assert_eq!(unsafe { ZwClose(key) }, 0);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
+}

@@ -244,3 +244,22 @@ fn a_system_work_item_of_an_unloaded_driver_is_reported_not_run() {
     let rules: Vec<(Rule, Option<String>)> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
     assert_eq!(rules, [(Rule::UnloadedDriverCodeRan, Some("Late".to_owned()))]);
 }
+
+/// NULL where a spin lock or the clock's out parameter belongs: Windows dereferences it and
+/// bugchecks. The simulator names it (a `BUGCHECK` finding) instead of crashing the host
+/// process, as for NULL dispatcher objects; the IRQL still moves as the calls say.
+#[test]
+fn null_spin_locks_and_time_out_parameters_are_a_bugcheck_finding() {
+    let m = Machine::new(MachineConfig { seed: 8 });
+    // SAFETY: deliberately wrong: NULL pointers; the simulator checks before any access.
+    unsafe {
+        KeInitializeSpinLock(std::ptr::null_mut());
+        let old = KeAcquireSpinLockRaiseToDpc(std::ptr::null_mut());
+        assert_eq!((old, fsfilter_kernel::irql::current().0), (0, 2));
+        KeReleaseSpinLock(std::ptr::null_mut(), old);
+        assert_eq!(fsfilter_kernel::irql::current().0, 0);
+        KeQuerySystemTimePrecise(std::ptr::null_mut());
+    }
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::Bugcheck; 4], "{:?}", m.findings());
+}

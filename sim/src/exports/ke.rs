@@ -12,8 +12,9 @@ use windows_sys::Win32::System::Kernel::EVENT_TYPE;
 use crate::events::Rule;
 use crate::kernel::{self, DISPATCH_LEVEL};
 
-/// A NULL dispatcher object passed to `what`: Windows dereferences it and bugchecks; the
-/// simulator reports a `BUGCHECK` finding and the call does nothing.
+/// A NULL dispatcher object (or spin lock, or out parameter) passed to `what`: Windows
+/// dereferences it and bugchecks; the simulator reports a `BUGCHECK` finding and the call does
+/// nothing.
 fn null_object<T>(object: *const T, what: &str) -> bool {
     if !object.is_null() {
         return false;
@@ -111,6 +112,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeQuerySystemTimePrecise =>
     /// `KeQuerySystemTimePrecise`: the virtual clock, from 1 January 2026 (in 100 ns units since
     /// 1601, like the system time).
     fn KeQuerySystemTimePrecise(currenttime: *mut i64) {
+        if null_object(currenttime, "KeQuerySystemTimePrecise") {
+            return;
+        }
         let now = kernel::with(|k| k.sched.now) as i64;
         // SAFETY: the caller's out parameter.
         unsafe { *currenttime = crate::fs::media::EPOCH_2026 + now };
@@ -127,6 +131,9 @@ export! { windows_sys::Wdk::System::SystemServices::KeQueryTimeIncrement =>
 export! { windows_sys::Wdk::System::SystemServices::KeInitializeSpinLock =>
     /// `KeInitializeSpinLock`.
     fn KeInitializeSpinLock(spinlock: *mut usize) {
+        if null_object(spinlock, "KeInitializeSpinLock") {
+            return;
+        }
         // SAFETY: the caller's lock storage.
         unsafe { *spinlock = 0 };
     }
@@ -142,12 +149,16 @@ export! { fsfilter_kernel::ntos::KeAcquireSpinLockRaiseToDpc =>
             if old > DISPATCH_LEVEL {
                 k.report_current(Rule::IrqlTooHigh, "KeAcquireSpinLock above DISPATCH_LEVEL");
             }
-            // SAFETY: the caller's lock storage.
-            let lock = unsafe { &mut *spinlock };
-            if *lock != 0 {
-                k.report_current(Rule::Deadlock, "a spin lock acquired while already held (recursive acquisition deadlocks on Windows)");
+            // SAFETY: NULL (reported) or the caller's lock storage.
+            match unsafe { spinlock.as_mut() } {
+                None => k.report_current(Rule::Bugcheck, "KeAcquireSpinLock on a NULL lock"),
+                Some(lock) => {
+                    if *lock != 0 {
+                        k.report_current(Rule::Deadlock, "a spin lock acquired while already held (recursive acquisition deadlocks on Windows)");
+                    }
+                    *lock = 1;
+                }
             }
-            *lock = 1;
             k.set_irql(k.irql().max(DISPATCH_LEVEL));
             old
         })
@@ -158,12 +169,16 @@ export! { fsfilter_kernel::ntos::KeReleaseSpinLock =>
     /// `KeReleaseSpinLock`: releases and restores the IRQL.
     fn KeReleaseSpinLock(spinlock: *mut usize, newirql: u8) {
         kernel::with(|k| {
-            // SAFETY: the caller's lock storage.
-            let lock = unsafe { &mut *spinlock };
-            if *lock == 0 {
-                k.report_current(Rule::SpinLockMisuse, "KeReleaseSpinLock on a lock that is not held");
+            // SAFETY: NULL (reported) or the caller's lock storage.
+            match unsafe { spinlock.as_mut() } {
+                None => k.report_current(Rule::Bugcheck, "KeReleaseSpinLock on a NULL lock"),
+                Some(lock) => {
+                    if *lock == 0 {
+                        k.report_current(Rule::SpinLockMisuse, "KeReleaseSpinLock on a lock that is not held");
+                    }
+                    *lock = 0;
+                }
             }
-            *lock = 0;
             if newirql > k.irql() {
                 k.report_current(Rule::SpinLockMisuse, "KeReleaseSpinLock restoring an IRQL above the current one");
             }

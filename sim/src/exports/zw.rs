@@ -21,11 +21,26 @@ const KEY_VALUE_PARTIAL: i32 = 2;
 /// The allocation granularity, to which `ZwMapViewOfSection` rounds a section offset down.
 const ALLOCATION_GRANULARITY: u64 = 64 * 1024;
 
+/// A NULL out parameter that the routine is about to write through: a kernel-mode caller's
+/// parameters are not probed, so Windows writes through NULL and bugchecks; the simulator reports
+/// a `BUGCHECK` finding and the call fails with `STATUS_INVALID_PARAMETER`, as for a NULL wait
+/// object.
+fn null_out(p: *mut c_void, what: &str) -> bool {
+    if !p.is_null() {
+        return false;
+    }
+    kernel::with(|k| k.report_current(crate::events::Rule::Bugcheck, what));
+    true
+}
+
 export! { fsfilter_kernel::ntos::ZwOpenKey =>
     /// `ZwOpenKey`: absolute names, or names relative to `RootDirectory`.
     fn ZwOpenKey(keyhandle: *mut HANDLE, _desiredaccess: u32, objectattributes: *const OBJECT_ATTRIBUTES) -> NTSTATUS {
         // SAFETY: the caller's attributes.
         let Some(attrs) = (unsafe { objectattributes.as_ref() }) else { return Status::INVALID_PARAMETER.0 };
+        if null_out(keyhandle.cast(), "ZwOpenKey with a NULL KeyHandle") {
+            return Status::INVALID_PARAMETER.0;
+        }
         // SAFETY: the attributes' name.
         let name = unsafe { read_unicode(attrs.ObjectName) };
         kernel::with(|k| {
@@ -117,10 +132,13 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
         // fixed part first (until December 6 nothing was written and the full class's
         // threshold was 12).
         let fixed = if keyvalueinformationclass == KEY_VALUE_FULL { 20 } else { 12 };
+        if out.len() > length as usize && (length as usize) < fixed {
+            return Status::BUFFER_TOO_SMALL.0;
+        }
+        if null_out(keyvalueinformation, "ZwQueryValueKey with a NULL buffer of non-zero Length") {
+            return Status::INVALID_PARAMETER.0;
+        }
         if out.len() > length as usize {
-            if (length as usize) < fixed {
-                return Status::BUFFER_TOO_SMALL.0;
-            }
             // SAFETY: the caller's buffer holds `length` bytes, fewer than out.len().
             unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), keyvalueinformation.cast::<u8>(), length as usize) };
             return Status::BUFFER_OVERFLOW.0;
