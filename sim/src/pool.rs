@@ -116,8 +116,39 @@ impl Kernel {
                 );
             }
         }
+        self.disarm_timers_in(ptr as usize, block.size);
         *self.pool.frees.entry(image).or_default() += 1;
         drop(block.block);
+    }
+
+    /// A block of `size` bytes at `start` is being freed: an armed timer in it, or the DPC an
+    /// armed timer queues, is Windows' bug check `TIMER_OR_DPC_INVALID` (0xC7, "a driver failing
+    /// to cancel a timer or DPC before freeing the memory where it resides"). Reported; the timer
+    /// is disarmed so that its expiry does not write into (or run a routine from) the freed
+    /// memory, which it did until December 6.
+    fn disarm_timers_in(&mut self, start: usize, size: usize) {
+        let inside = |a: usize| a >= start && a - start < size.max(1);
+        let caught: Vec<usize> = self
+            .sched
+            .armed_timers
+            .iter()
+            .filter(|(t, (_, dpc))| inside(**t) || inside(*dpc))
+            .map(|(t, _)| *t)
+            .collect();
+        if caught.is_empty() {
+            return;
+        }
+        for t in &caught {
+            self.sched.armed_timers.remove(t);
+        }
+        self.report_current(
+            Rule::Bugcheck,
+            format!(
+                "TIMER_OR_DPC_INVALID (0xC7): pool freed while it holds {} armed timer(s) or \
+                 their DPC (the timer is disarmed)",
+                caught.len()
+            ),
+        );
     }
 
     /// Live blocks of an image: (count, bytes, tags).

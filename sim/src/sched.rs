@@ -67,8 +67,9 @@ pub struct Scheduler {
     pub ran: u64,
     /// `IO_WORKITEM`s by address.
     pub work_items: crate::kernel::FastMap<usize, crate::exports::io::WorkItem>,
-    /// Armed `KTIMER`s by address: the generation of their pending expiry.
-    pub armed_timers: crate::kernel::FastMap<usize, u64>,
+    /// Armed `KTIMER`s by address: the generation of their pending expiry, and the address of
+    /// the `KDPC` it queues (0: none).
+    pub armed_timers: crate::kernel::FastMap<usize, (u64, usize)>,
     /// The last timer generation handed out.
     pub timer_generation: u64,
 }

@@ -14,10 +14,11 @@ use fsfilter_kernel::ntos::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
 use fsfilter_sim::{
     CreateOptions, FsKind, Machine, MachineConfig, Rule, ServiceSpec, StopResult, VolumeSpec,
 };
-use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, KEVENT, WORK_QUEUE_ITEM};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, KDPC, KEVENT, WORK_QUEUE_ITEM};
 use windows_sys::Wdk::System::SystemServices::{
-    ExQueueWorkItem, KeDelayExecutionThread, KeInitializeEvent, KeInitializeSpinLock,
-    KeQuerySystemTimePrecise, KeResetEvent, KeSetEvent, KeWaitForSingleObject,
+    ExAllocatePool2, ExFreePoolWithTag, ExQueueWorkItem, KTIMER, KeDelayExecutionThread,
+    KeInitializeDpc, KeInitializeEvent, KeInitializeSpinLock, KeInitializeTimer,
+    KeQuerySystemTimePrecise, KeResetEvent, KeSetEvent, KeSetTimer, KeWaitForSingleObject,
     ObfDereferenceObject, ObfReferenceObject,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
@@ -262,4 +263,60 @@ fn null_spin_locks_and_time_out_parameters_are_a_bugcheck_finding() {
     }
     let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
     assert_eq!(rules, [Rule::Bugcheck; 4], "{:?}", m.findings());
+}
+
+/// Freeing pool that holds an armed timer (or the DPC an armed timer queues) is Windows' bug
+/// check TIMER_OR_DPC_INVALID (0xC7, "a driver failing to cancel a timer or DPC before freeing
+/// the memory where it resides"). The simulator names it and disarms the timer: its expiry used to write the timer's
+/// signal state into the freed block, which the next allocation of that size got back.
+#[test]
+fn freeing_pool_that_holds_an_armed_timer_is_a_bugcheck_finding() {
+    const TAG: u32 = u32::from_le_bytes(*b"Tmr ");
+    let mut m = Machine::new(MachineConfig { seed: 9 });
+    for with_dpc in [false, true] {
+        // SAFETY: plain allocation calls.
+        let block = unsafe { ExAllocatePool2(0x40, 4096, TAG) };
+        assert!(!block.is_null());
+        let timer: *mut KTIMER = block.cast();
+        let dpc: *mut KDPC = block.cast::<u8>().wrapping_add(1024).cast();
+        let routine = fsfilter_kernel::ntos::deferred_routine_field(set_dpc_ran);
+        // SAFETY: our block, large enough for both objects; then freed, deliberately armed.
+        unsafe {
+            KeInitializeTimer(timer);
+            if with_dpc {
+                KeInitializeDpc(dpc, routine, std::ptr::null());
+                // The timer is elsewhere; only its DPC object is in the block.
+                KeSetTimer(Box::leak(Box::new(std::mem::zeroed())), -10_000, dpc);
+            } else {
+                KeSetTimer(timer, -10_000, std::ptr::null());
+            }
+            ExFreePoolWithTag(block, TAG);
+        }
+        // The same layout comes back zeroed from the host's allocator cache.
+        // SAFETY: a plain allocation call.
+        let again = unsafe { ExAllocatePool2(0x40, 4096, TAG) };
+        DPC_RAN.set(false);
+        m.settle();
+        assert!(!DPC_RAN.get(), "no DPC ran from freed memory");
+        // SAFETY: the live block, 4096 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(again.cast::<u8>(), 4096) };
+        assert!(bytes.iter().all(|&b| b == 0), "nothing wrote into the freed memory");
+        // SAFETY: our block.
+        unsafe { ExFreePoolWithTag(again, TAG) };
+    }
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
+}
+
+thread_local! {
+    static DPC_RAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "system" fn set_dpc_ran(
+    _dpc: *const KDPC,
+    _context: *const c_void,
+    _a: *const c_void,
+    _b: *const c_void,
+) {
+    DPC_RAN.set(true);
 }

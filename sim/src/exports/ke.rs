@@ -250,7 +250,8 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
             }
             k.sched.timer_generation += 1;
             let generation = k.sched.timer_generation;
-            let was = k.sched.armed_timers.insert(timer as usize, generation).is_some();
+            let armed = (generation, dpc as usize);
+            let was = k.sched.armed_timers.insert(timer as usize, armed).is_some();
             let delay = if duetime < 0 {
                 duetime.unsigned_abs()
             } else {
@@ -268,7 +269,7 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
         let (timer, dpc) = (timer as usize, dpc as usize);
         crate::sched::queue_dpc("timer DPC", image, delay, Box::new(move || {
             let current = kernel::with(|k| {
-                if k.sched.armed_timers.get(&timer) == Some(&generation) {
+                if k.sched.armed_timers.get(&timer).is_some_and(|a| a.0 == generation) {
                     k.sched.armed_timers.remove(&timer);
                     true
                 } else {
