@@ -320,3 +320,22 @@ unsafe extern "system" fn set_dpc_ran(
 ) {
     DPC_RAN.set(true);
 }
+
+unsafe extern "system" fn nothing(_parameter: *mut c_void) {}
+
+/// `ExQueueWorkItem`'s reference page: IRQL <= DISPATCH_LEVEL. Above, an `IRQL_TOO_HIGH`
+/// finding; the item is still queued. (It was not checked.)
+#[test]
+fn ex_queue_work_item_above_dispatch_level_is_reported() {
+    let mut m = Machine::new(MachineConfig { seed: 10 });
+    fsfilter_sim::kernel::with(|k| k.set_irql(2));
+    queue(nothing, std::ptr::null_mut());
+    fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    assert_eq!(m.findings(), [], "within the rules at DISPATCH_LEVEL");
+    fsfilter_sim::kernel::with(|k| k.set_irql(3));
+    queue(nothing, std::ptr::null_mut());
+    fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    m.settle();
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh], "{:?}", m.findings());
+}

@@ -98,6 +98,8 @@ export! { windows_sys::Wdk::System::SystemServices::ExQueueWorkItem =>
     /// queuing image's code; an `UNLOADED_DRIVER_CODE_RAN` finding instead once that image is
     /// gone.
     fn ExQueueWorkItem(workitem: *mut WORK_QUEUE_ITEM, _queuetype: WORK_QUEUE_TYPE) {
+        // The reference page: IRQL <= DISPATCH_LEVEL (reported; the item is still queued).
+        super::at_most_dispatch("ExQueueWorkItem");
         // SAFETY: the caller's initialized work item.
         let Some(item) = (unsafe { workitem.as_ref() }) else { return };
         let Some(routine) = item.WorkerRoutine else { return };
