@@ -348,8 +348,14 @@ impl Kernel {
         if !self.loader.services[si].unload_returned {
             return;
         }
-        let alive =
-            self.objects.devices.iter().any(|d| d.driver == driver && (!d.deleted || d.refs > 0));
+        // A device not deleted or still referenced holds the driver object, and so does a
+        // reference on the driver object itself: the image goes with the last of them.
+        let alive = self.objects.driver(driver).refs > 0
+            || self
+                .objects
+                .devices
+                .iter()
+                .any(|d| d.driver == driver && (!d.deleted || d.refs > 0));
         if alive {
             return;
         }

@@ -57,6 +57,9 @@ pub struct DriverInfo {
     pub extensions: Vec<(usize, Block)>,
     /// The driver object is gone (unloaded or failed to load).
     pub deleted: bool,
+    /// References taken with `ObReferenceObject` on the driver object: after `DriverUnload`
+    /// the image goes with the last of them (docs/simulator.md, pending unload).
+    pub refs: u32,
     _block: Block,
     _name_units: Vec<u16>,
     _service_units: Vec<u16>,
@@ -235,6 +238,7 @@ impl Kernel {
             devices: Vec::new(),
             extensions: Vec::new(),
             deleted: false,
+            refs: 0,
             _block: block,
             _name_units: name_units,
             _service_units: service_units,

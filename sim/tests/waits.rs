@@ -339,3 +339,56 @@ fn ex_queue_work_item_above_dispatch_level_is_reported() {
     let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
     assert_eq!(rules, [Rule::IrqlTooHigh], "{:?}", m.findings());
 }
+
+thread_local! {
+    static HELD_DRIVER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static HELD_RAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "system" fn held_routine(_parameter: *mut c_void) {
+    HELD_RAN.set(true);
+}
+
+unsafe extern "system" fn held_unload(_driver: *const DRIVER_OBJECT) {
+    queue(held_routine, std::ptr::null_mut());
+}
+
+unsafe extern "system" fn held_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object during DriverEntry.
+    unsafe {
+        (*driver.cast_mut()).DriverUnload = Some(held_unload);
+        ObfReferenceObject(driver.cast());
+    }
+    HELD_DRIVER.set(driver as usize);
+    0
+}
+
+fn service_state(m: &Machine, name: &str) -> fsfilter_sim::loader::ServiceState {
+    m.kernel(|k| k.loader.services[k.service_index(name).unwrap()].state)
+}
+
+/// docs/simulator.md (pending unload): after `DriverUnload` the I/O manager makes the driver
+/// object temporary and dereferences it, and "the image goes with the driver object's last
+/// reference". A reference the driver took on its own driver object (`ObReferenceObject`) is
+/// such a reference: it keeps the image, so a system work item queued by the unload still finds
+/// its code, and the image goes when that reference is dropped. (Driver-object references were
+/// not counted: the image went at once.)
+#[test]
+fn a_reference_on_the_driver_object_keeps_the_image_after_driver_unload() {
+    HELD_RAN.set(false);
+    let mut m = Machine::new(MachineConfig { seed: 11 });
+    m.install(ServiceSpec::new("Held", held_entry, "legacy"));
+    assert_eq!(m.start("Held"), Status::SUCCESS);
+    let _ = m.stop("Held");
+    m.settle();
+    assert!(HELD_RAN.get(), "the routine ran: the image was still there");
+    assert_eq!(m.findings(), []);
+    assert_ne!(service_state(&m, "Held"), fsfilter_sim::loader::ServiceState::Stopped);
+    // SAFETY: the reference the driver took (dropped from outside its code).
+    unsafe { ObfDereferenceObject(HELD_DRIVER.get() as *const c_void) };
+    assert_eq!(service_state(&m, "Held"), fsfilter_sim::loader::ServiceState::Stopped);
+    assert_eq!(m.findings(), []);
+}

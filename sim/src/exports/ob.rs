@@ -14,6 +14,11 @@ impl Kernel {
             info.refs += 1;
             return info.refs as isize;
         }
+        if let Some(d) = self.objects.driver_id(object.cast()) {
+            let info = self.objects.driver_mut(d);
+            info.refs += 1;
+            return info.refs as isize;
+        }
         if self.is_file_object(object as usize) {
             return self.file_reference(object as usize);
         }
@@ -24,7 +29,8 @@ impl Kernel {
     }
 
     /// `ObDereferenceObject`; releases deleted devices and unloads drivers whose preconditions
-    /// now hold.
+    /// now hold, and releases the image of an unloaded driver whose driver object loses its last
+    /// reference.
     pub fn dereference_object(&mut self, object: *const c_void) -> isize {
         if let Some(d) = self.objects.device_id(object.cast()) {
             let info = self.objects.device_mut(d);
@@ -43,6 +49,24 @@ impl Kernel {
             }
             if refs == 0 {
                 self.maybe_finish_unload(driver);
+            }
+            return refs as isize;
+        }
+        if let Some(d) = self.objects.driver_id(object.cast()) {
+            let info = self.objects.driver_mut(d);
+            if info.refs == 0 {
+                let name = info.service.clone();
+                self.report_current(
+                    Rule::ObjectOverDereferenced,
+                    format!("the driver object of {name} dereferenced more than referenced"),
+                );
+                return 0;
+            }
+            info.refs -= 1;
+            let refs = info.refs;
+            if refs == 0 {
+                // The last reference on a driver whose `DriverUnload` returned: its image goes.
+                self.maybe_release_image(d);
             }
             return refs as isize;
         }
