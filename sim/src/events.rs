@@ -88,6 +88,10 @@ pub enum Rule {
     /// then a user handle of whatever process the caller runs in (facts.md §6), which that process
     /// can close or duplicate, and a later `ZwClose` from another process closes a different one.
     SectionHandleNotKernel,
+    /// `ZwOpenKey` in a user thread (not a system thread context) without `OBJ_KERNEL_HANDLE`:
+    /// its reference page requires the flag there, as the handle is otherwise one of the user
+    /// process the thread belongs to, which that process can use or close.
+    KeyHandleNotKernel,
     /// A filter callback ran after its filter unloaded.
     CallbackAfterUnload,
     /// An object was dereferenced more than it was referenced.
@@ -172,6 +176,7 @@ impl Rule {
             Rule::ContextLeaked => "CONTEXT_LEAKED_AT_UNLOAD",
             Rule::SectionLeaked => "SECTION_LEAKED_AT_UNLOAD",
             Rule::SectionHandleNotKernel => "SECTION_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE",
+            Rule::KeyHandleNotKernel => "KEY_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE",
             Rule::CallbackAfterUnload => "CALLBACK_AFTER_UNLOAD",
             Rule::CancelFileOpenMisuse => "CANCEL_FILE_OPEN_MISUSE",
             Rule::ObjectOverDereferenced => "OBJECT_OVER_DEREFERENCED",

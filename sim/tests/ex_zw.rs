@@ -261,3 +261,49 @@ fn null_registry_out_parameters_are_a_bugcheck_finding() {
     let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
     assert_eq!(rules, [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
 }
+
+fn open_key_with(path: &str, attributes: u32) -> (Status, *mut c_void) {
+    let units: Vec<u16> = path.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    // SAFETY: plain data.
+    let mut attrs: OBJECT_ATTRIBUTES = unsafe { std::mem::zeroed() };
+    attrs.Length = size_of::<OBJECT_ATTRIBUTES>() as u32;
+    attrs.ObjectName = &name;
+    attrs.Attributes = attributes;
+    let mut h = null_mut();
+    // SAFETY: valid attributes and out pointer.
+    let s = unsafe { ZwOpenKey(&mut h, 0x2_0019, &attrs) };
+    (Status(s), h)
+}
+
+#[test]
+fn zwopenkey_in_a_user_thread_without_obj_kernel_handle_is_reported() {
+    // ZwOpenKey's reference page: "If the caller is not running in a system thread context, it
+    // must set the OBJ_KERNEL_HANDLE attribute": the handle is otherwise one of the user
+    // process the thread belongs to, which that process can use or close. In a system thread
+    // (DriverEntry's, a worker's) the flag is not needed. The key is still opened.
+    let m = machine(48);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditKernelHandle";
+    m.kernel(|k| {
+        k.registry.create(path);
+    });
+    let on = |thread: u32, attributes: u32| {
+        let saved = fsfilter_sim::kernel::with(|k| {
+            std::mem::replace(&mut k.thread, fsfilter_sim::ids::ThreadId(thread))
+        });
+        let (s, h) = open_key_with(path, attributes);
+        fsfilter_sim::kernel::with(|k| k.thread = saved);
+        assert_eq!(s, Status::SUCCESS);
+        // SAFETY: the key handle just opened.
+        assert_eq!(unsafe { ZwClose(h) }, 0);
+    };
+    // A system thread (the boot thread, a worker): either way.
+    on(0, 0x40);
+    on(1001, 0x40);
+    // The user thread, with OBJ_KERNEL_HANDLE (0x200).
+    on(1, 0x240);
+    assert_eq!(m.findings(), []);
+    on(1, 0x40);
+    let rules: Vec<&str> = m.findings().into_iter().map(|(r, _, _)| r.name()).collect();
+    assert_eq!(rules, ["KEY_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE"], "{:?}", m.findings());
+}

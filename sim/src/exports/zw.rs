@@ -7,7 +7,7 @@ use fsfilter::Status;
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::System::Memory::SECTION_INHERIT;
 use windows_sys::Wdk::System::Registry::KEY_VALUE_INFORMATION_CLASS;
-use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
+use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE, UNICODE_STRING};
 
 use crate::kernel;
 use crate::mem::read_unicode;
@@ -46,6 +46,20 @@ export! { fsfilter_kernel::ntos::ZwOpenKey =>
         kernel::with(|k| {
             // The reference page: IRQL = PASSIVE_LEVEL (reported; the key is still opened).
             k.check_irql(kernel::PASSIVE_LEVEL, "ZwOpenKey");
+            // And: "If the caller is not running in a system thread context, it must set the
+            // OBJ_KERNEL_HANDLE attribute" (reported; the key is still opened). User threads are
+            // numbered below the system workers; thread 0 is the boot (system) thread.
+            let user_thread = (1..crate::sched::FIRST_WORKER).contains(&k.thread.0);
+            if user_thread && attrs.Attributes & OBJ_KERNEL_HANDLE == 0 {
+                k.report_current(
+                    crate::events::Rule::KeyHandleNotKernel,
+                    format!(
+                        "ZwOpenKey in a user thread with ObjectAttributes.Attributes {:#x}: no \
+                         OBJ_KERNEL_HANDLE, so the key handle is a user handle of its process",
+                        attrs.Attributes
+                    ),
+                );
+            }
             let root = if attrs.RootDirectory.is_null() {
                 None
             } else {
