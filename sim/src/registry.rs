@@ -196,7 +196,27 @@ impl Handles {
     }
 }
 
+/// `STATUS_OBJECT_TYPE_MISMATCH`.
+pub const OBJECT_TYPE_MISMATCH: Status = Status(0xC000_0024_u32 as i32);
+
 impl Kernel {
+    /// The object of a handle a Zw routine `what` uses, as `ObReferenceObjectByHandle` with the
+    /// routine's object type finds it: `pick` takes the object of that type.
+    /// `STATUS_INVALID_HANDLE` for a handle that is not open (reported: used after its close, or
+    /// never opened); `STATUS_OBJECT_TYPE_MISMATCH` for another type's handle.
+    pub fn handle_object<T>(
+        &mut self,
+        h: *mut c_void,
+        what: &str,
+        pick: impl FnOnce(HandleObject) -> Option<T>,
+    ) -> Result<T, Status> {
+        let Some(object) = self.handles.get(h) else {
+            self.report_current(Rule::InvalidHandle, format!("{what}({h:p}): not an open handle"));
+            return Err(Status::INVALID_HANDLE);
+        };
+        pick(object).ok_or(OBJECT_TYPE_MISMATCH)
+    }
+
     /// Removes a handle from the table (`ZwClose`'s first step); reports an unknown handle.
     pub fn take_handle(&mut self, h: *mut c_void) -> Result<HandleObject, Status> {
         match self.handles.map.remove(&(h as usize)) {

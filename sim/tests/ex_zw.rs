@@ -20,7 +20,7 @@ use std::ptr::null_mut;
 
 use common::machine;
 use fsfilter::Status;
-use fsfilter_kernel::ntos::{ZwClose, ZwOpenKey, ZwQueryValueKey};
+use fsfilter_kernel::ntos::{ZwClose, ZwMapViewOfSection, ZwOpenKey, ZwQueryValueKey};
 use fsfilter_sim::{RegValue, Rule};
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::System::SystemServices::{
@@ -306,4 +306,35 @@ fn zwopenkey_in_a_user_thread_without_obj_kernel_handle_is_reported() {
     on(1, 0x40);
     let rules: Vec<&str> = m.findings().into_iter().map(|(r, _, _)| r.name()).collect();
     assert_eq!(rules, ["KEY_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE"], "{:?}", m.findings());
+}
+
+#[test]
+fn a_handle_of_another_type_is_a_type_mismatch_and_a_closed_one_is_reported() {
+    // Each Zw routine references its handle for its own object type (ObReferenceObjectByHandle:
+    // STATUS_OBJECT_TYPE_MISMATCH "The ObjectType parameter specifies the wrong object type for
+    // the object that is identified by the Handle parameter"; STATUS_INVALID_HANDLE for a handle
+    // that is not open). A closed handle used again is the verifier's INVALID_HANDLE ("used
+    // after being closed"), as ZwClose of it already was.
+    const OBJECT_TYPE_MISMATCH: Status = Status(0xC000_0024_u32 as i32);
+    let m = machine(49);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditTypes";
+    m.kernel(|k| {
+        let key = k.registry.create(path);
+        k.registry.set(key, "Start", RegValue::Dword(3));
+    });
+    let key = open_key(path);
+    let mut base: *mut c_void = null_mut();
+    let mut size = 0usize;
+    // SAFETY: a key handle where a section handle belongs; valid out parameters.
+    let s = unsafe {
+        ZwMapViewOfSection(key, -1isize as _, &mut base, 0, 0, null_mut(), &mut size, 2, 0, 2)
+    };
+    assert_eq!(Status(s), OBJECT_TYPE_MISMATCH);
+    assert_eq!(m.findings(), []);
+    // SAFETY: our key handle.
+    assert_eq!(unsafe { ZwClose(key) }, 0);
+    let (s, _, _) = query(key, "Start", 2, 64);
+    assert_eq!(s, Status::INVALID_HANDLE);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::InvalidHandle], "{:?}", m.findings());
 }

@@ -63,9 +63,10 @@ export! { fsfilter_kernel::ntos::ZwOpenKey =>
             let root = if attrs.RootDirectory.is_null() {
                 None
             } else {
-                match k.handles.get(attrs.RootDirectory) {
-                    Some(HandleObject::Key(r)) => Some(r),
-                    _ => return Status::INVALID_HANDLE.0,
+                let key = |o| if let HandleObject::Key(r) = o { Some(r) } else { None };
+                match k.handle_object(attrs.RootDirectory, "ZwOpenKey", key) {
+                    Ok(r) => Some(r),
+                    Err(s) => return s.0,
                 }
             };
             match k.registry.find(root, &name) {
@@ -93,13 +94,12 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
     ) -> NTSTATUS {
         // SAFETY: the caller's value name.
         let name = unsafe { read_unicode(valuename) };
-        let found = kernel::with(|k| {
+        let found = kernel::with(|k| -> Result<Option<crate::registry::RegValue>, Status> {
             // The reference page: IRQL = PASSIVE_LEVEL (reported; the value is still read).
             k.check_irql(kernel::PASSIVE_LEVEL, "ZwQueryValueKey");
-            match k.handles.get(keyhandle) {
-                Some(HandleObject::Key(key)) => Ok(k.registry.get(key, &name).cloned()),
-                _ => Err(Status::INVALID_HANDLE),
-            }
+            let key = |o| if let HandleObject::Key(r) = o { Some(r) } else { None };
+            let key = k.handle_object(keyhandle, "ZwQueryValueKey", key)?;
+            Ok(k.registry.get(key, &name).cloned())
         });
         let value = match found {
             Ok(Some(v)) => v,
@@ -220,10 +220,9 @@ export! { fsfilter_kernel::ntos::ZwMapViewOfSection =>
         }
         let r = kernel::with(|k| {
             k.check_irql(crate::kernel::PASSIVE_LEVEL, "ZwMapViewOfSection");
-            match k.handles.get(sectionhandle) {
-                Some(HandleObject::Section(s)) => k.map_view(s, offset, want),
-                _ => Err(Status::INVALID_HANDLE),
-            }
+            let section = |o| if let HandleObject::Section(s) = o { Some(s) } else { None };
+            let s = k.handle_object(sectionhandle, "ZwMapViewOfSection", section)?;
+            k.map_view(s, offset, want)
         });
         match r {
             Ok((base, size)) => {
