@@ -187,6 +187,9 @@ pub enum WaitEnd {
     TimedOut,
     /// Nothing could ever make it true.
     Deadlock,
+    /// The machine crashed (a bugcheck): nothing runs any more, and that is no deadlock of
+    /// its own (until December 6 it was reported as one).
+    Crashed,
 }
 
 /// Runs ready work (and advances the clock to timers) until `done()` holds, `deadline` (virtual
@@ -198,7 +201,7 @@ pub fn wait_until(mut done: impl FnMut() -> bool, deadline: Option<u64>) -> Wait
         }
         let next = kernel::with(|k| {
             if k.crashed.is_some() {
-                return Err(WaitEnd::Deadlock);
+                return Err(WaitEnd::Crashed);
             }
             if let Some(t) = k.sched.pop_ready() {
                 return Ok(Some(t));
@@ -410,7 +413,7 @@ pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTAT
             }
             Status::SUCCESS.0
         }
-        WaitEnd::TimedOut => Status::TIMEOUT.0,
+        WaitEnd::TimedOut | WaitEnd::Crashed => Status::TIMEOUT.0,
         WaitEnd::Deadlock => {
             kernel::with(|k| {
                 k.report_current(

@@ -16,10 +16,10 @@ use fsfilter_sim::{
 };
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, KDPC, KEVENT, WORK_QUEUE_ITEM};
 use windows_sys::Wdk::System::SystemServices::{
-    ExAllocatePool2, ExFreePoolWithTag, ExQueueWorkItem, KTIMER, KeDelayExecutionThread,
-    KeInitializeDpc, KeInitializeEvent, KeInitializeSpinLock, KeInitializeTimer,
-    KeQuerySystemTimePrecise, KeResetEvent, KeSetEvent, KeSetTimer, KeWaitForSingleObject,
-    ObfDereferenceObject, ObfReferenceObject,
+    ExAllocatePool2, ExFreePoolWithTag, ExQueueWorkItem, KTIMER, KeBugCheckEx,
+    KeDelayExecutionThread, KeInitializeDpc, KeInitializeEvent, KeInitializeSpinLock,
+    KeInitializeTimer, KeQuerySystemTimePrecise, KeResetEvent, KeSetEvent, KeSetTimer,
+    KeWaitForSingleObject, ObfDereferenceObject, ObfReferenceObject,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -391,4 +391,25 @@ fn a_reference_on_the_driver_object_keeps_the_image_after_driver_unload() {
     unsafe { ObfDereferenceObject(HELD_DRIVER.get() as *const c_void) };
     assert_eq!(service_state(&m, "Held"), fsfilter_sim::loader::ServiceState::Stopped);
     assert_eq!(m.findings(), []);
+}
+
+/// After a bugcheck the machine is stopped (`KeBugCheckEx` returns in the simulator, and every
+/// later kernel call fails): a wait then ends at once, without a `DEADLOCK` finding of its own
+/// on top of the `BUGCHECK` (it reported one).
+#[test]
+fn a_wait_after_a_bugcheck_is_no_deadlock() {
+    let m = Machine::new(MachineConfig { seed: 12 });
+    // SAFETY: zeroed storage is a valid event before initialization.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our boxed event; a bugcheck call.
+    unsafe {
+        KeInitializeEvent(&mut *event, 0, false);
+        KeBugCheckEx(0xDEAD, 0, 0, 0, 0);
+    }
+    // SAFETY: our initialized event.
+    let s =
+        unsafe { KeWaitForSingleObject((&raw const *event).cast(), 0, 0, false, std::ptr::null()) };
+    assert_ne!(Status(s), Status::SUCCESS);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::Bugcheck], "{:?}", m.findings());
 }
