@@ -338,3 +338,21 @@ fn a_handle_of_another_type_is_a_type_mismatch_and_a_closed_one_is_reported() {
     let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
     assert_eq!(rules, [Rule::InvalidHandle], "{:?}", m.findings());
 }
+
+#[test]
+fn a_zero_byte_pool_allocation_is_a_verifier_bugcheck() {
+    // ExAllocatePool2's reference page: NumberOfBytes "Specifies a non-zero number of bytes";
+    // Driver Verifier stops a zero-byte request (bug check 0xC4, parameter 0x00: "The driver
+    // requested a zero-byte pool allocation"). The simulator names it; the call still answers.
+    let m = machine(50);
+    // SAFETY: plain allocation calls (0x40: POOL_FLAG_NON_PAGED; 0: NonPagedPool).
+    let (a, b) = unsafe { (ExAllocatePool2(0x40, 0, TAG), ExAllocatePoolWithTag(0, 0, TAG)) };
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
+    // SAFETY: the blocks just allocated, with their tag.
+    unsafe {
+        ExFreePoolWithTag(a, TAG);
+        ExFreePoolWithTag(b, TAG);
+    }
+    assert_eq!(m.findings().len(), 2);
+}

@@ -37,6 +37,20 @@ fn pool_flags_valid(flags: u64) -> bool {
     required & !POOL_FLAGS_KNOWN == 0 && types == 1
 }
 
+/// A zero-byte request: `ExAllocatePool2`'s reference page wants "a non-zero number of bytes",
+/// and Driver Verifier stops it (bug check 0xC4, parameter 0x00). Reported; the call goes on.
+fn zero_bytes(k: &mut kernel::Kernel, size: usize, what: &str) {
+    if size == 0 {
+        k.report_current(
+            Rule::Bugcheck,
+            format!(
+                "{what} of zero bytes (DRIVER_VERIFIER_DETECTED_VIOLATION 0xC4, 0x0: a \
+                 zero-byte pool allocation)"
+            ),
+        );
+    }
+}
+
 /// `PagedPool` (and odd values, which are paged types).
 const PAGED_POOL: i32 = 1;
 /// The bit of the `...CacheAligned` pool types (`NonPagedPoolCacheAligned` is 4).
@@ -47,6 +61,7 @@ export! { windows_sys::Wdk::System::SystemServices::ExAllocatePool2 =>
     /// page: NULL when "Tag is set to 0 or invalid POOL_FLAGS are specified".
     fn ExAllocatePool2(flags: u64, numberofbytes: usize, tag: u32) -> *mut c_void {
         kernel::with(|k| {
+            zero_bytes(k, numberofbytes, "ExAllocatePool2");
             if tag == 0 || !pool_flags_valid(flags) {
                 return std::ptr::null_mut();
             }
@@ -65,6 +80,7 @@ export! { windows_sys::Wdk::System::SystemServices::ExAllocatePoolWithTag =>
     /// the block with 0xCD to show it).
     fn ExAllocatePoolWithTag(pooltype: POOL_TYPE, numberofbytes: usize, tag: u32) -> *mut c_void {
         kernel::with(|k| {
+            zero_bytes(k, numberofbytes, "ExAllocatePoolWithTag");
             let paged = pooltype & PAGED_POOL != 0;
             if paged {
                 k.check_irql(crate::kernel::APC_LEVEL, "ExAllocatePoolWithTag (paged)");
