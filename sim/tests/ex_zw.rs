@@ -105,12 +105,14 @@ fn open_key(path: &str) -> *mut c_void {
 fn query(key: *mut c_void, value: &str, class: i32, len: usize) -> (Status, u32, Vec<u8>) {
     let units: Vec<u16> = value.encode_utf16().collect();
     let name = fsfilter_sim::mem::unicode(&units);
-    let mut buf = vec![0xEEu8; len.max(1)];
+    // 8-byte aligned (the Align64 classes want it).
+    let mut words = vec![u64::from_ne_bytes([0xEE; 8]); len.div_ceil(8).max(1)];
     let mut result = 0u32;
     // SAFETY: a key handle, a name, a buffer of at least `len` bytes.
     let s = unsafe {
-        ZwQueryValueKey(key, &name, class, buf.as_mut_ptr().cast(), len as u32, &mut result)
+        ZwQueryValueKey(key, &name, class, words.as_mut_ptr().cast(), len as u32, &mut result)
     };
+    let mut buf: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     buf.truncate(len);
     (Status(s), result, buf)
 }
@@ -355,4 +357,52 @@ fn a_zero_byte_pool_allocation_is_a_verifier_bugcheck() {
         ExFreePoolWithTag(b, TAG);
     }
     assert_eq!(m.findings().len(), 2);
+}
+
+#[test]
+fn zwqueryvaluekey_answers_the_align64_classes() {
+    // KEY_VALUE_INFORMATION_CLASS: KeyValueFullInformationAlign64 (3) is KEY_VALUE_FULL_INFORMATION
+    // and KeyValuePartialInformationAlign64 (4) KEY_VALUE_PARTIAL_INFORMATION_ALIGN64 (Type,
+    // DataLength, Data: no TitleIndex), both in a buffer on an 8-byte boundary, else
+    // STATUS_DATATYPE_MISALIGNMENT. ZwQueryValueKey refuses only a class that is not a valid
+    // KEY_VALUE_INFORMATION_CLASS value (STATUS_INVALID_PARAMETER).
+    const MISALIGNED: Status = Status(0x8000_0002_u32 as i32);
+    let _m = machine(51);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditAlign";
+    fsfilter_sim::kernel::with(|k| {
+        let key = k.registry.create(path);
+        k.registry.set(key, "Start", RegValue::Dword(3));
+    });
+    let key = open_key(path);
+    let le = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    // Partial, aligned: Type, DataLength, then the data.
+    let (s, n, buf) = query(key, "Start", 4, 64);
+    assert_eq!((s, n), (Status::SUCCESS, 12));
+    assert_eq!((le(&buf, 0), le(&buf, 4), le(&buf, 8)), (4, 4, 3));
+    // Its fixed part is 8 bytes: 8 is room for it (partial data), 7 is not.
+    let (s, n, _) = query(key, "Start", 4, 8);
+    assert_eq!((s, n), (Status::BUFFER_OVERFLOW, 12));
+    let (s, _, _) = query(key, "Start", 4, 7);
+    assert_eq!(s, Status::BUFFER_TOO_SMALL);
+    // Full, aligned: the full class's layout.
+    let (s, _, buf) = query(key, "Start", 3, 64);
+    assert_eq!(s, Status::SUCCESS);
+    assert_eq!((le(&buf, 4), le(&buf, 12), le(&buf, 16)), (4, 4, 10));
+    assert_eq!(le(&buf, le(&buf, 8) as usize), 3, "the data at DataOffset");
+    // A buffer off an 8-byte boundary.
+    let units: Vec<u16> = "Start".encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let mut raw = vec![0u64; 16];
+    let odd = raw.as_mut_ptr().cast::<u8>().wrapping_add(4).cast::<c_void>();
+    let mut result = 0u32;
+    for class in [3, 4] {
+        // SAFETY: a key handle, a name, a buffer of at least 64 bytes past `odd`.
+        let s = unsafe { ZwQueryValueKey(key, &name, class, odd, 64, &mut result) };
+        assert_eq!(Status(s), MISALIGNED, "class {class}");
+    }
+    // Not a class.
+    let (s, _, _) = query(key, "Start", 6, 64);
+    assert_eq!(s, Status::INVALID_PARAMETER);
+    // SAFETY: our key handle.
+    assert_eq!(unsafe { ZwClose(key) }, 0);
 }

@@ -13,10 +13,15 @@ use crate::kernel;
 use crate::mem::read_unicode;
 use crate::registry::HandleObject;
 
-/// `KeyValueBasicInformation`, `KeyValueFullInformation`, `KeyValuePartialInformation`.
+/// `KeyValueBasicInformation`, `KeyValueFullInformation`, `KeyValuePartialInformation`,
+/// `KeyValueFullInformationAlign64`, `KeyValuePartialInformationAlign64`.
 const KEY_VALUE_BASIC: i32 = 0;
 const KEY_VALUE_FULL: i32 = 1;
 const KEY_VALUE_PARTIAL: i32 = 2;
+const KEY_VALUE_FULL_ALIGN64: i32 = 3;
+const KEY_VALUE_PARTIAL_ALIGN64: i32 = 4;
+/// `STATUS_DATATYPE_MISALIGNMENT`.
+const DATATYPE_MISALIGNMENT: Status = Status(0x8000_0002_u32 as i32);
 
 /// The allocation granularity, to which `ZwMapViewOfSection` rounds a section offset down.
 const ALLOCATION_GRANULARITY: u64 = 64 * 1024;
@@ -106,6 +111,13 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
             Ok(None) => return Status::OBJECT_NAME_NOT_FOUND.0,
             Err(s) => return s.0,
         };
+        // KEY_VALUE_INFORMATION_CLASS: the Align64 classes want a buffer on an 8-byte boundary
+        // (STATUS_DATATYPE_MISALIGNMENT otherwise). Until December 6 they were refused as
+        // invalid classes.
+        let align64 = matches!(keyvalueinformationclass, KEY_VALUE_FULL_ALIGN64 | KEY_VALUE_PARTIAL_ALIGN64);
+        if align64 && keyvalueinformation as usize % 8 != 0 {
+            return DATATYPE_MISALIGNMENT.0;
+        }
         let data = value.data();
         let name_bytes: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
         let le = |v: u32| v.to_le_bytes();
@@ -123,7 +135,13 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
                 out.extend(le(name_bytes.len() as u32));
                 out.extend(&name_bytes);
             }
-            KEY_VALUE_FULL => {
+            KEY_VALUE_PARTIAL_ALIGN64 => {
+                // KEY_VALUE_PARTIAL_INFORMATION_ALIGN64: Type, DataLength, Data.
+                out.extend(le(value.type_code()));
+                out.extend(le(data.len() as u32));
+                out.extend(&data);
+            }
+            KEY_VALUE_FULL | KEY_VALUE_FULL_ALIGN64 => {
                 let data_offset = (20 + name_bytes.len()).next_multiple_of(8);
                 out.extend(le(0));
                 out.extend(le(value.type_code()));
@@ -145,7 +163,11 @@ export! { fsfilter_kernel::ntos::ZwQueryValueKey =>
         // STATUS_BUFFER_OVERFLOW when "only partial data has been written": what fits, the
         // fixed part first (until December 6 nothing was written and the full class's
         // threshold was 12).
-        let fixed = if keyvalueinformationclass == KEY_VALUE_FULL { 20 } else { 12 };
+        let fixed = match keyvalueinformationclass {
+            KEY_VALUE_FULL | KEY_VALUE_FULL_ALIGN64 => 20,
+            KEY_VALUE_PARTIAL_ALIGN64 => 8,
+            _ => 12,
+        };
         if out.len() > length as usize && (length as usize) < fixed {
             return Status::BUFFER_TOO_SMALL.0;
         }
