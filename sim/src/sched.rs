@@ -133,14 +133,19 @@ impl Scheduler {
         self.timers.iter().map(|(d, _, _)| *d).min()
     }
 
-    /// Advances the clock to `to` and makes every timer due by then ready, in due order.
+    /// Advances the clock to `to` (it never goes back) and makes every timer due by `to` ready,
+    /// in due order. By `to`, not by the clock: when the clock is past several due times already
+    /// (`KeStallExecutionProcessor` moves it without running anything), the waits make one due
+    /// time's timers ready at a time, the earliest first, so that a later timer never expires
+    /// before an earlier one (until December 6 they became ready together, and the seeded
+    /// choice among ready work ran them in any order). Timers due at the same time are still
+    /// that seeded choice.
     fn advance(&mut self, to: u64) {
         self.now = self.now.max(to);
-        let now = self.now;
         let mut due: Vec<(u64, u64, Task)> = Vec::new();
         let mut i = 0;
         while i < self.timers.len() {
-            if self.timers[i].0 <= now {
+            if self.timers[i].0 <= to {
                 due.push(self.timers.swap_remove(i));
             } else {
                 i += 1;

@@ -19,7 +19,7 @@ use windows_sys::Wdk::System::SystemServices::{
     ExAllocatePool2, ExFreePoolWithTag, ExQueueWorkItem, KTIMER, KeBugCheckEx,
     KeDelayExecutionThread, KeInitializeDpc, KeInitializeEvent, KeInitializeSpinLock,
     KeInitializeTimer, KeQuerySystemTimePrecise, KeResetEvent, KeSetEvent, KeSetTimer,
-    KeWaitForSingleObject, ObfDereferenceObject, ObfReferenceObject,
+    KeStallExecutionProcessor, KeWaitForSingleObject, ObfDereferenceObject, ObfReferenceObject,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -412,4 +412,47 @@ fn a_wait_after_a_bugcheck_is_no_deadlock() {
     assert_ne!(Status(s), Status::SUCCESS);
     let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
     assert_eq!(rules, [Rule::Bugcheck], "{:?}", m.findings());
+}
+
+thread_local! {
+    static EXPIRED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+unsafe extern "system" fn note_expiry(
+    _dpc: *const KDPC,
+    context: *const c_void,
+    _a: *const c_void,
+    _b: *const c_void,
+) {
+    EXPIRED.with(|e| e.borrow_mut().push(context as usize));
+}
+
+/// Timers expire in the order of their due times, also when the clock went past several of them
+/// at once (`KeStallExecutionProcessor` busy-waits without letting anything run): the earlier
+/// timer's DPC runs first. (They became ready together, and the scheduler's seeded choice among
+/// ready work ran them in any order.)
+#[test]
+fn timers_the_clock_passed_together_expire_in_due_order() {
+    for seed in 0..24 {
+        EXPIRED.with(|e| e.borrow_mut().clear());
+        let mut m = Machine::new(MachineConfig { seed });
+        // SAFETY: zeroed timers and DPCs are valid before initialization.
+        let timers: &mut [KTIMER; 3] = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+        // SAFETY: as above.
+        let dpcs: &mut [KDPC; 3] = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+        let routine = fsfilter_kernel::ntos::deferred_routine_field(note_expiry);
+        for i in 0..3 {
+            // SAFETY: our leaked objects; due in 10, 20 and 30 us (100 ns units, relative).
+            unsafe {
+                KeInitializeDpc(&mut dpcs[i], routine, (i + 1) as *const c_void);
+                KeInitializeTimer(&mut timers[i]);
+                KeSetTimer(&mut timers[i], -100 * (i as i64 + 1), &dpcs[i]);
+            }
+        }
+        // SAFETY: a busy wait of 50 us: the clock passes all three due times.
+        unsafe { KeStallExecutionProcessor(50) };
+        m.settle();
+        let order = EXPIRED.with(|e| e.borrow().clone());
+        assert_eq!(order, [1, 2, 3], "seed {seed}");
+    }
 }
