@@ -390,6 +390,12 @@ pub fn deadline(timeout: Option<i64>) -> Option<u64> {
 pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTATUS {
     let allowed = kernel::with(|k| {
         let zero = timeout == Some(0);
+        // The reference page: IRQL <= DISPATCH_LEVEL, and <= APC_LEVEL unless the timeout is
+        // zero (until December 6 a zero-timeout wait above DISPATCH_LEVEL was let through).
+        if k.irql() > DISPATCH_LEVEL {
+            k.report_current(Rule::IrqlTooHigh, "KeWaitForSingleObject above DISPATCH_LEVEL");
+            return false;
+        }
         if k.irql() >= DISPATCH_LEVEL && !zero {
             k.report_current(
                 Rule::IrqlTooHigh,

@@ -456,3 +456,28 @@ fn timers_the_clock_passed_together_expire_in_due_order() {
         assert_eq!(order, [1, 2, 3], "seed {seed}");
     }
 }
+
+/// `KeWaitForSingleObject`'s reference page: callers run at IRQL <= DISPATCH_LEVEL, and at
+/// <= APC_LEVEL unless the timeout is zero. A zero-timeout wait above DISPATCH_LEVEL is an
+/// `IRQL_TOO_HIGH` finding too (it was let through).
+#[test]
+fn a_zero_timeout_wait_above_dispatch_level_is_reported() {
+    let m = Machine::new(MachineConfig { seed: 13 });
+    // SAFETY: zeroed storage is a valid event before initialization.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: our boxed event.
+    unsafe { KeInitializeEvent(&mut *event, 0, true) };
+    let zero = 0i64;
+    let wait = |irql: u8| {
+        fsfilter_sim::kernel::with(|k| k.set_irql(irql));
+        // SAFETY: our initialized event, signalled.
+        let s = unsafe { KeWaitForSingleObject((&raw const *event).cast(), 0, 0, false, &zero) };
+        fsfilter_sim::kernel::with(|k| k.set_irql(0));
+        Status(s)
+    };
+    assert_eq!(wait(2), Status::SUCCESS);
+    assert_eq!(m.findings(), [], "a zero timeout at DISPATCH_LEVEL is allowed");
+    let _ = wait(3);
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh], "{:?}", m.findings());
+}
