@@ -6,10 +6,11 @@ use std::collections::VecDeque;
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IO_STACK_LOCATION, IRP, KEVENT};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IO_STACK_LOCATION, IRP, KEVENT};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use crate::events::Rule;
+use crate::files::Released;
 use crate::ids::{ImageId, RequestId};
 use crate::kernel::{self, Entered, FastMap, Kernel, run_entered};
 use crate::mem::{Block, obj};
@@ -104,6 +105,10 @@ pub struct IrpInfo {
     pub system_buffer: Option<Block>,
     /// Where the system buffer's contents go at completion (caller buffer, length).
     pub copy_back: Option<(usize, usize)>,
+    /// A user request still outstanding when its system service returned holds a reference on
+    /// its file object (`OriginalFileObject`) until it completes, as the I/O manager's does: the
+    /// handle's close cannot send `IRP_MJ_CLOSE` under it ([`Kernel::hold_file_while_pending`]).
+    pub holds_file: bool,
 }
 
 /// A routine set with `IoSetCompletionRoutineEx`: the I/O manager references the device object
@@ -242,9 +247,29 @@ impl Kernel {
                 ex_routines: self.irps.spare_ex.pop().unwrap_or_default(),
                 system_buffer: None,
                 copy_back: None,
+                holds_file: false,
             },
         );
         irp
+    }
+
+    /// A user request outstanding when its system service returns (`STATUS_PENDING`) keeps its
+    /// file object referenced until it completes (on Windows every request does; the simulator's
+    /// synchronous ones need not, as their caller's handle outlives them). The reference goes at
+    /// completion, and when it was the last the close is sent from a worker.
+    pub(crate) fn hold_file_while_pending(&mut self, irp: *mut IRP) {
+        let Some(info) = self.irps.map.get_mut(&(irp as usize)) else { return };
+        if info.state != IrpState::Active || info.holds_file {
+            return;
+        }
+        info.holds_file = true;
+        // SAFETY: a live IRP of the table.
+        let tail = unsafe { &(*irp).Tail };
+        // SAFETY: the I/O manager's member of the tail, set for every user request.
+        let fo = unsafe { tail.Overlay }.OriginalFileObject as usize;
+        if fo != 0 {
+            self.file_reference(fo);
+        }
     }
 
     /// Gives an IRP a system buffer the I/O manager frees at completion, copying it to
@@ -761,7 +786,7 @@ pub fn complete_request(irp: *mut IRP) {
                     k.release_ex_routine(ex);
                 }
                 if twice {
-                    return Walk::Finished(None);
+                    return Walk::Finished(Finished::default());
                 }
             }
             match k.completion_step(irp) {
@@ -798,15 +823,35 @@ pub fn complete_request(irp: *mut IRP) {
                 ran = Some(ex);
             }
             Walk::Next => {}
-            Walk::Finished(event) => {
+            Walk::Finished(Finished { event, close }) => {
                 if let Some(ev) = event.filter(|e| !e.is_null()) {
                     // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
                     unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
+                }
+                if let Some(file) = close {
+                    // The handle was closed while the request was outstanding: its close comes
+                    // now, from a worker (completion may run at DISPATCH_LEVEL).
+                    crate::sched::queue_work(
+                        "deferred object deletion",
+                        None,
+                        Box::new(move || {
+                            let _ = crate::syscalls::send_close(file as *mut FILE_OBJECT);
+                        }),
+                    );
                 }
                 return;
             }
         }
     }
+}
+
+/// What stage two of completion leaves to do once the kernel is no longer borrowed.
+#[derive(Default)]
+struct Finished {
+    /// A synchronous request's event, to signal.
+    event: Option<*mut KEVENT>,
+    /// A file object whose last reference the request held, to close.
+    close: Option<usize>,
 }
 
 /// What [`complete_request`] does after one step of the walk.
@@ -823,7 +868,7 @@ enum Walk {
     Next,
     /// Completion reached the top and stage two ran: signal this event (a synchronous
     /// request's) when set.
-    Finished(Option<*mut KEVENT>),
+    Finished(Finished),
 }
 
 impl Kernel {
@@ -988,14 +1033,15 @@ fn ex_marker() -> *mut c_void {
 
 impl Kernel {
     /// Stage two of completion: the I/O manager's work once every location completed. Returns
-    /// the event to signal for a synchronous request (after the kernel's borrow ends).
-    fn finish_irp(&mut self, irp: *mut IRP) -> Option<*mut KEVENT> {
+    /// what to do after the kernel's borrow ends: the event to signal for a synchronous request,
+    /// the close of a file object whose last reference an outstanding request held.
+    fn finish_irp(&mut self, irp: *mut IRP) -> Finished {
         let k = self;
-        let info = k.irps.map.get_mut(&(irp as usize))?;
+        let Some(info) = k.irps.map.get_mut(&(irp as usize)) else { return Finished::default() };
         info.state = IrpState::Completed;
         info.completing = false;
         info.walking = false;
-        let finish = info.finish;
+        let (finish, held) = (info.finish, info.holds_file);
         // SAFETY: a live IRP.
         let i = unsafe { obj(irp) };
         match finish {
@@ -1006,14 +1052,17 @@ impl Kernel {
                     who,
                     "an IRP the driver allocated completed to the I/O manager (its completion routine must return STATUS_MORE_PROCESSING_REQUIRED and free it)",
                 );
-                None
+                Finished::default()
             }
             Finish::Request(rid) => {
                 // SAFETY: reading the status member.
                 let status = unsafe { i.IoStatus.Anonymous.Status };
                 k.request_completed(rid, Status(status), i.IoStatus.Information);
+                // SAFETY: the I/O manager's member of the tail, set for every user request.
+                let fo = unsafe { i.Tail.Overlay }.OriginalFileObject as usize;
                 k.retire_irp(irp);
-                None
+                let last = held && fo != 0 && k.file_dereference(fo) == Released::Close;
+                Finished { event: None, close: last.then_some(fo) }
             }
             Finish::Synchronous => {
                 // SAFETY: `UserIosb` is the member the I/O manager's synchronous requests use.
@@ -1025,7 +1074,7 @@ impl Kernel {
                 }
                 let ev = i.UserEvent;
                 k.retire_irp(irp);
-                Some(ev)
+                Finished { event: Some(ev), close: None }
             }
         }
     }

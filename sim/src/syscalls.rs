@@ -474,8 +474,10 @@ fn send(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
     match kernel::with(|k| k.requests.result(rid)) {
         Some((s, n)) => (s, n, rid, keep),
         None => {
-            // Still pending (a driver holds it): its buffers must outlive it.
+            // Still pending (a driver holds it): its buffers must outlive it, and its file
+            // object too.
             std::mem::forget(keep);
+            kernel::with(|k| k.hold_file_while_pending(irp));
             (Status::PENDING, 0, rid, Vec::new())
         }
     }

@@ -227,3 +227,32 @@ fn completing_an_irp_whose_cancel_routine_is_still_set_is_reported() {
     assert_eq!(cancel(&mut m, dir), Status::NOT_FOUND);
     assert!(common::spy(|s| s.cancels.is_empty()));
 }
+
+#[test]
+fn an_outstanding_request_keeps_its_file_object_until_it_completes() {
+    // The I/O manager's reference: a handle closed while a request on it is outstanding sends
+    // no IRP_MJ_CLOSE until the request completes. Here a filter swallows the handle's cleanup,
+    // so the file system never ends the notification; before, the close went down at once and
+    // the file system dropped the watch with the request in it, which never completed.
+    let mut m = common::machine_with_spy(38);
+    let c = volume(&mut m);
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let n = notify(&mut m, dir);
+    assert_eq!(n.status, Status::PENDING);
+    let fo = common::spy(|s| s.seen.last().map(|x| x.fo)).unwrap();
+    let closes = |m: &Machine| {
+        let _ = m;
+        common::spy(|s| s.seen.iter().filter(|x| x.major == 0x02 && x.fo == fo).count())
+    };
+    common::spy(|s| s.swallow_cleanup = true);
+    m.close_handle(dir);
+    assert_eq!(completed(&m, n.io), None, "the file system never saw the cleanup");
+    assert_eq!(closes(&m), 0, "no close under an outstanding request");
+    // A change completes the request; its file object's close follows.
+    let h = m.open(c, "watched\\new.txt", CreateOptions::create()).unwrap();
+    assert_eq!(completed(&m, n.io), Some(Status::SUCCESS));
+    common::spy(|s| s.swallow_cleanup = false);
+    m.close_handle(h);
+    assert_eq!(closes(&m), 1, "the close came once the request completed");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -93,6 +93,9 @@ pub(crate) struct SpyState {
     pub(crate) complete_held_at_cleanup: bool,
     /// What the spy's cancel routine saw.
     pub(crate) cancels: Vec<CancelSeen>,
+    /// When set, the spy completes every cleanup on a volume itself, with `STATUS_SUCCESS`,
+    /// without passing it down (the file system never sees the handle's cleanup).
+    pub(crate) swallow_cleanup: bool,
 }
 
 /// What the spy's cancel routine does.
@@ -341,6 +344,13 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
         }
         spy(|s| s.held.push((e.lower as usize, irp as usize)));
         return Status::PENDING.0;
+    }
+    if e.kind == 2 && cleanup && spy(|s| s.swallow_cleanup) {
+        i.IoStatus.Anonymous.Status = Status::SUCCESS.0;
+        i.IoStatus.Information = 0;
+        // SAFETY: the live IRP, ours to complete.
+        unsafe { IoCompleteRequest(irp, 0) };
+        return Status::SUCCESS.0;
     }
     if e.kind == 2 && cleanup && spy(|s| s.complete_held_at_cleanup) {
         for (_, held) in spy(|s| std::mem::take(&mut s.held)) {
