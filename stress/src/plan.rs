@@ -648,10 +648,21 @@ impl Plan {
 
     /// Whether the plan's directory_control steps may wait for changes: not when a step before
     /// the tail stops or unloads a driver, as a legacy stop waits for a notification still
-    /// waiting (docs/semantics.md, draining), a deadlock the checker would report. The tail
-    /// closes every file before it stops anything.
+    /// waiting (docs/semantics.md, draining), a deadlock the checker would report; nor when a
+    /// probe may complete a cleanup itself (`deny` or `complete` for every file's cleanup), as
+    /// the file system then never ends the notification at the tail's close and the tail's stop
+    /// waits for it (found by the stress, seed 0x5eed1504).
     fn notifies(&self) -> bool {
-        !self.steps.iter().any(|s| matches!(s, StepPlan::Stop(_) | StepPlan::Unload(_)))
+        let swallows_cleanup = |r: &RulePlan| {
+            let completes = pick(&RULE_ACTIONS, r.action) == "deny"
+                || pick(&RULE_ACTIONS, r.action).starts_with("complete:");
+            completes && matches!(pick(&RULE_OPS, r.op), "*" | "cleanup") && r.pattern % 3 == 0
+        };
+        let probes_swallow = self.drivers.iter().any(|d| {
+            pick(&SAMPLES, d.sample) == "probe" && d.probe.rules.iter().any(swallows_cleanup)
+        });
+        !probes_swallow
+            && !self.steps.iter().any(|s| matches!(s, StepPlan::Stop(_) | StepPlan::Unload(_)))
     }
 
     /// The (volume, path) pairs the io steps name: the files the caller may still hold open.
