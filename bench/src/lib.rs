@@ -304,9 +304,17 @@ pub const MIXED_REQUESTS: u64 = 10;
 
 /// Times criterion measured, by benchmark: the benchmarks time with `iter_custom` and record
 /// here, then print ratios from the same run.
+///
+/// Criterion runs an `iter_custom` routine for its warm-up as well as for its samples: batches
+/// of 1, 2, 4, ... iterations until the warm-up time is spent, then one batch per sample, of
+/// `d`, `2d`, ... `nd` iterations (linear sampling, also `--quick`'s last two) or `n` batches of
+/// `d` (flat). Only the samples count ([`measured`]): the warm-up's small first batches are the
+/// coldest (the lab's sweep writes its scenario folder in its first), and they were a fifth of
+/// a 100-sample benchmark's records and a third of the 10-sample sweep's.
 #[derive(Default)]
 pub struct Timings {
-    samples: Mutex<BTreeMap<String, Vec<f64>>>,
+    /// Each routine call by benchmark, in order: its iterations and time per iteration.
+    samples: Mutex<BTreeMap<String, Vec<(u64, f64)>>>,
 }
 
 impl Timings {
@@ -321,19 +329,54 @@ impl Timings {
             return;
         }
         let per_iter = elapsed.as_secs_f64() / iters as f64;
-        self.samples.lock().unwrap().entry(id.to_owned()).or_default().push(per_iter);
+        self.samples.lock().unwrap().entry(id.to_owned()).or_default().push((iters, per_iter));
     }
 
-    /// The median time per iteration of `id`, in seconds.
+    /// How many samples of `id` criterion measured: those [`Timings::median`] is taken from.
+    pub fn samples(&self, id: &str) -> usize {
+        self.samples.lock().unwrap().get(id).map_or(0, |v| measured(v).len())
+    }
+
+    /// The median time per iteration of the samples criterion measured of `id`, in seconds.
     pub fn median(&self, id: &str) -> Option<f64> {
         let samples = self.samples.lock().unwrap();
-        let mut v = samples.get(id)?.clone();
+        let mut v: Vec<f64> = measured(samples.get(id)?).iter().map(|&(_, t)| t).collect();
         if v.is_empty() {
             return None;
         }
         v.sort_by(f64::total_cmp);
         Some(v[v.len() / 2])
     }
+}
+
+/// The samples criterion measured among the calls of one benchmark's routine, `(iterations,
+/// time per iteration)` in call order: the last calls, whose iterations are `d`, `2d`, ...
+/// (linear sampling) or all `d` (flat). The warm-up before them doubles from 1, so a linear run
+/// never takes a warm-up batch in (its `d - d` would be 0), nor does a flat run that covers
+/// every call (the warm-up was its first, of 1); a flat run takes the warm-up's last batch in
+/// only when that batch had the samples' own size. One call (`--test`) is the sample; calls in
+/// no such pattern are all kept.
+pub fn measured(calls: &[(u64, f64)]) -> &[(u64, f64)] {
+    let [.., (before, _), (last, _)] = calls else { return calls };
+    let step = last.saturating_sub(*before);
+    let iters = |i: usize| calls.get(i).map_or(0, |&(n, _)| n);
+    let mut first = calls.len() - 1;
+    if step == 0 {
+        // Flat: the last calls of equal size, less the warm-up's single batch.
+        while first > 0 && iters(first - 1) == *last {
+            first -= 1;
+        }
+        first = first.max(1);
+    } else {
+        // Linear: back to the call of `step` iterations, each call `step` more than the last.
+        while iters(first) != step && first > 0 && iters(first - 1) + step == iters(first) {
+            first -= 1;
+        }
+        if iters(first) != step {
+            return calls;
+        }
+    }
+    calls.get(first..).unwrap_or(calls)
 }
 
 /// Nanoseconds, for reports.
