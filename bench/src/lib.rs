@@ -51,8 +51,9 @@ pub enum Driver {
     /// The passthrough sample on the legacy backend.
     PassthroughLegacy,
     /// The passthrough sample on the legacy backend, registered without an unload callback
-    /// ([`passthrough::Resident`]): like the raw legacy filter it can never be unloaded, so its
-    /// completion routines need no `IoSetCompletionRoutineEx`.
+    /// ([`passthrough::Resident`]): it can never be unloaded, so its completion routines need no
+    /// `IoSetCompletionRoutineEx`, and per IRP it pays what the raw legacy filter pays (whose
+    /// `DriverUnload`, sfilter's debug-build one, waits five seconds instead).
     ResidentLegacy,
     /// The probe sample (records every callback in its trace) on the minifilter backend.
     ProbeMinifilter,

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use fsfilter_bench::{Bench, Driver};
-use fsfilter_sim::EventKind;
+use fsfilter_sim::{EventKind, StopResult};
 
 const ALL: [Driver; 7] = [
     Driver::RawMinifilter,
@@ -211,4 +211,28 @@ fn quartiles_are_values_at_their_ranks() {
     assert_eq!(quartiles(vec![7.0]), (7.0, 7.0, 7.0));
     let (q1, m, q3) = quartiles(Vec::new());
     assert!(q1.is_nan() && m.is_nan() && q3.is_nan());
+}
+
+#[test]
+fn the_raw_legacy_filter_unloads_yet_pays_per_irp_what_the_resident_passthrough_pays() {
+    // docs/performance.md, "The baselines": the raw legacy filter has sfilter's debug-build
+    // DriverUnload (detach, wait five seconds, delete), so `sc stop` unloads it, while its
+    // completion routines are plain IoSetCompletionRoutine, with nothing allocated per IRP: per
+    // operation it pays what the passthrough without an unload callback pays, which cannot be
+    // stopped at all.
+    for (driver, unloads) in [(Driver::RawLegacy, true), (Driver::ResidentLegacy, false)] {
+        let mut bench = Bench::new(&[driver]);
+        let allocations = |b: &Bench| {
+            b.machine.kernel(|k| k.faults.service_count("Filter0", fsfilter_sim::FaultKind::Pool))
+        };
+        let before = allocations(&bench);
+        for _ in 0..10 {
+            bench.mixed();
+        }
+        assert_eq!(allocations(&bench), before, "{driver:?}: no IoSetCompletionRoutineEx");
+        let stopped = bench.machine.stop("Filter0");
+        let expected = if unloads { StopResult::Unloaded } else { StopResult::NotStoppable };
+        assert_eq!(stopped, expected, "{driver:?}");
+        assert!(bench.machine.findings().is_empty(), "{driver:?}: {:?}", bench.machine.findings());
+    }
 }

@@ -107,10 +107,11 @@ impl Filter for Passthrough {
     }
 }
 
-/// Passthrough registered without an unload callback: like sfilter, and like the raw baselines of
-/// the benchmarks, a filter that can never be unloaded (`DriverUnload` stays NULL; the minifilter
-/// has no `FilterUnloadCallback`). The legacy backend then sets plain completion routines, with no
-/// per-IRP `IoSetCompletionRoutineEx` (docs/performance.md). Everything else is passthrough's.
+/// Passthrough registered without an unload callback: like sfilter's release build, a filter that
+/// can never be unloaded (`DriverUnload` stays NULL; the minifilter has no
+/// `FilterUnloadCallback`). The legacy backend then sets plain completion routines, with no
+/// per-IRP `IoSetCompletionRoutineEx`, as the benchmarks' raw legacy filter does
+/// (docs/performance.md). Everything else is passthrough's.
 #[derive(Debug)]
 pub struct Resident(Passthrough);
 
