@@ -62,14 +62,64 @@ fn stacks_of_sixteen_mixed_filters_are_ordered() {
 
 #[test]
 fn the_framework_allocates_nothing_per_operation() {
-    for driver in [Driver::PassthroughMinifilter, Driver::PassthroughLegacy, Driver::ResidentLegacy]
-    {
+    use fsfilter::{MajorFunction as Major, OperationKind as Kind};
+    use fsfilter_sim::{Callback, FaultKind};
+    // Every allocating call a driver can make counts, not only ExAllocatePool2 and its frees
+    // (`pool_calls`): the fault injector counts by service each call that allocates on the
+    // driver's behalf (IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem,
+    // FltAllocateGenericWorkItem, IoSetCompletionRoutineEx's context) and FltAllocateContext.
+    let counts = |b: &Bench| {
+        let faults = |kind| b.machine.kernel(|k| k.faults.service_count("Filter0", kind));
+        (b.pool_calls(0), faults(FaultKind::Pool), faults(FaultKind::AllocateContext))
+    };
+    for driver in [
+        Driver::PassthroughMinifilter,
+        Driver::PassthroughLegacy,
+        Driver::ResidentLegacy,
+        Driver::ProbeMinifilter,
+        Driver::ProbeLegacy,
+    ] {
         let mut bench = Bench::new(&[driver]);
-        let before = bench.pool_calls(0);
+        bench.trim();
+        let before = counts(&bench);
         for _ in 0..100 {
             bench.mixed();
         }
-        assert_eq!(bench.pool_calls(0), before, "{driver:?}");
+        let (pool, other, contexts) = counts(&bench);
+        // The window holds every path the claim names: create, cleanup and close, reads as IRPs
+        // and through fast I/O, paging and non-cached reads, a write, a query.
+        let pres: Vec<(Major, Kind)> = bench
+            .machine
+            .callbacks_of("Filter0")
+            .into_iter()
+            .filter_map(|(_, c)| match c {
+                Callback::Pre { major, kind, .. } => Some((major, kind)),
+                _ => None,
+            })
+            .collect();
+        let seen = |path: (Major, Kind)| pres.iter().filter(|&&p| p == path).count();
+        for path in [
+            (Major::Create, Kind::Irp),
+            (Major::Cleanup, Kind::Irp),
+            (Major::Close, Kind::Irp),
+            (Major::Read, Kind::Irp),
+            (Major::Read, Kind::FastIo),
+            (Major::Write, Kind::Irp),
+        ] {
+            assert!(seen(path) >= 100, "{driver:?}: {path:?} {} times", seen(path));
+        }
+        assert!(pres.iter().any(|(m, _)| *m == Major::QueryInformation), "{driver:?}");
+        assert_eq!(pool, before.0, "{driver:?}: ExAllocatePool2 or a free per operation");
+        assert_eq!(contexts, before.2, "{driver:?}: FltAllocateContext per operation");
+        // The one allocation documented on the path (docs/performance.md): an unloadable legacy
+        // filter's IoSetCompletionRoutineEx, the I/O manager's, one per IRP with a post.
+        let ex = match driver {
+            Driver::PassthroughLegacy | Driver::ProbeLegacy => {
+                pres.iter().filter(|(_, kind)| *kind == Kind::Irp).count() as u64
+            }
+            _ => 0,
+        };
+        assert_eq!(other - before.1, ex, "{driver:?}: allocations on the driver's behalf");
     }
 }
 

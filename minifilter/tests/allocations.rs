@@ -2,8 +2,10 @@
 //! samples as minifilters on the simulated Filter Manager, hundreds of operations of every kind
 //! (create, cleanup, close, cached reads through fast I/O, non-cached and paging reads, writes,
 //! queries) make no pool call from the driver's image. The simulator's pool accounting counts
-//! every `ExAllocatePool2`, free and context allocation by the image that made it; the Filter
-//! Manager's own allocations for callback data are its own, as on Windows.
+//! every `ExAllocatePool2` and free by the image that made it (`FltAllocateContext` and the
+//! other allocating calls are counted by the fault injector, which
+//! `bench/tests/machines.rs` also checks); the Filter Manager's own allocations for callback
+//! data are its own, as on Windows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
