@@ -146,8 +146,10 @@ impl Spec {
             }
             Job::Lab(name) => {
                 let run: Box<dyn FnMut()> = if *name == "sweep" {
-                    Box::new(|| {
-                        assert_eq!(crate::lab::sweep(SWEEP), SWEEP);
+                    // Its folder written here, untimed, and removed with the job.
+                    let sweep = crate::lab::Sweep::new(SWEEP);
+                    Box::new(move || {
+                        assert_eq!(sweep.run(), SWEEP);
                     })
                 } else {
                     Box::new(|| {

@@ -129,6 +129,14 @@ fn the_lab_workloads_run_cleanly() {
     assert!(text.contains("ProbeLate"), "{text}");
     // The sweep's scenarios differ only by the late minifilter's altitude, and all run.
     assert_eq!(fsfilter_bench::lab::sweep(20), 20);
+    // Its folder of scenarios is not left behind in the temporary folder.
+    let prefix = format!("fsfilter-bench-sweep-{}", std::process::id());
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
