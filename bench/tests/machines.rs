@@ -294,3 +294,51 @@ fn the_raw_legacy_filter_unloads_yet_pays_per_irp_what_the_resident_passthrough_
         assert!(bench.machine.findings().is_empty(), "{driver:?}: {:?}", bench.machine.findings());
     }
 }
+
+#[test]
+fn every_driver_serves_the_cached_read_by_fast_io_and_the_paging_read_by_an_irp() {
+    // The overhead benchmark's "cached read" and "paging read" take the same path under every
+    // configuration: a raw filter whose fast-I/O routine declined would send its cached reads
+    // down as IRPs and be measured on another path than the framework's.
+    for driver in ALL {
+        let mut bench = Bench::new(&[driver]);
+        let read = |b: &mut Bench, mode| {
+            let r = b.machine.read(b.handle, Some(0), fsfilter_bench::READ_LENGTH, mode);
+            assert_eq!(r.status, fsfilter::Status::SUCCESS, "{driver:?} {mode:?}");
+            r.fast_io
+        };
+        assert!(read(&mut bench, fsfilter_sim::IoMode::Cached), "{driver:?}: cached read");
+        assert!(!read(&mut bench, fsfilter_sim::IoMode::Paging), "{driver:?}: paging read");
+    }
+}
+
+#[test]
+fn the_raw_and_fsfilter_minifilters_see_the_same_operations_in_the_same_phases() {
+    // Beyond the pre callbacks' count: the same operations, pre and post, IRP or fast I/O, in the
+    // same order, for the overhead benchmark's operations and the mixed workload.
+    let seen = |driver: Driver| {
+        let mut bench = Bench::new(&[driver]);
+        bench.trim();
+        bench.create_close();
+        bench.cached_read();
+        bench.paging_read();
+        bench.mixed();
+        let name = "Filter0";
+        bench
+            .machine
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::FltMgr {
+                    driver: Some(d),
+                    event: fsfilter_sim::FltEvent::Operation { phase, major, kind, outcome, .. },
+                    ..
+                } if d == name => Some(format!("{phase:?} {major:?} {kind:?} {outcome}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let raw = seen(Driver::RawMinifilter);
+    assert!(raw.len() >= 2 * 15, "{raw:?}");
+    assert_eq!(raw, seen(Driver::PassthroughMinifilter));
+}
