@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use fsfilter_bench::{Bench, Driver};
-use fsfilter_sim::{EventKind, StopResult};
+use fsfilter_sim::{CreateOptions, EventKind, StopResult};
 
 const ALL: [Driver; 7] = [
     Driver::RawMinifilter,
@@ -50,9 +50,47 @@ fn stacks_of_sixteen_mixed_filters_are_ordered() {
         .collect();
     let mut bench = Bench::new(&drivers);
     let stack = bench.machine.volume_stack_drivers(bench.volume);
-    // The eight legacy filters, each attached above what was there when it loaded.
-    let legacy: Vec<&String> = stack.iter().filter(|d| d.starts_with("Filter")).collect();
-    assert_eq!(legacy.len(), 8, "{stack:?}");
+    // The eight legacy filters, each attached above what was there when it loaded (the Filter
+    // Manager, which loads first, at the bottom), from the last loaded down.
+    let legacy: Vec<String> = (1..16).step_by(2).rev().map(|i| format!("Filter{i}")).collect();
+    let expected: Vec<String> =
+        legacy.iter().cloned().chain(["FltMgr".to_owned(), "Ntfs".to_owned()]).collect();
+    assert_eq!(stack, expected);
+    // The eight minifilters in the Filter Manager's frame, by altitude from the highest.
+    let minifilters: Vec<String> = (0..16).step_by(2).rev().map(|i| format!("Filter{i}")).collect();
+    let frame: Vec<String> = bench
+        .machine
+        .device_stack(bench.volume)
+        .into_iter()
+        .flat_map(|e| match e {
+            fsfilter_sim::StackEntry::Frame { instances, .. } => {
+                instances.into_iter().map(|i| i.driver).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(frame, minifilters);
+    // A create reaches them in that order: the legacy filters, then the frame's instances.
+    bench.trim();
+    let h = bench.machine.open(bench.volume, fsfilter_bench::FILE, CreateOptions::open()).unwrap();
+    bench.machine.close_handle(h);
+    let creates: Vec<String> =
+        bench
+            .machine
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Callback {
+                    driver,
+                    callback:
+                        fsfilter_sim::Callback::Pre { major: fsfilter::MajorFunction::Create, .. },
+                    ..
+                } => Some(driver.to_string()),
+                _ => None,
+            })
+            .collect();
+    let order: Vec<String> = legacy.into_iter().chain(minifilters).collect();
+    assert_eq!(creates, order);
     bench.mixed();
     for i in (0..16).step_by(2) {
         assert!(minifilter_pres(&bench, i) > 0, "Filter{i}");
