@@ -116,12 +116,18 @@ pub fn event(e: &Event) -> Value {
             }
             flt_fields(event, &mut put);
         }
-        EventKind::System { driver, volume, detail, .. } => {
+        EventKind::System { driver, volume, detail, what } => {
             if let Some(d) = driver {
                 put("driver", json!(d));
             }
             if let Some(v) = volume {
                 put("volume", json!(v));
+            }
+            // An event about one user request names it, as pre, post and io_complete do.
+            if matches!(*what, "directory_changes" | "fast_io_declined") {
+                if let Some((io, _)) = crate::text::request_detail(detail) {
+                    put("io", json!(io));
+                }
             }
             put("detail", json!(detail));
         }

@@ -313,7 +313,7 @@ const DECLINED: &str = "fast I/O declined: the I/O manager builds an IRP";
 
 /// The request a simulator event about one request names, and the rest of its detail: the
 /// detail of `fast_io_declined` and `directory_changes` begins `io N: `.
-fn request_detail(detail: &str) -> Option<(u32, &str)> {
+pub(crate) fn request_detail(detail: &str) -> Option<(u32, &str)> {
     let (io, rest) = detail.strip_prefix("io ")?.split_once(": ")?;
     Some((io.parse().ok()?, rest))
 }

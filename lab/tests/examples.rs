@@ -234,3 +234,31 @@ fn every_callback_event_names_its_volume() {
         }
     }
 }
+
+#[test]
+fn every_event_about_a_request_names_it() {
+    // scenario.md's pre, post and io_complete events name their request in an `io` field; the
+    // newer events about one request (`directory_changes`, the changes a notification returned;
+    // `fast_io_declined`) do too, so that a script joins them without parsing their detail.
+    let mut seen = 0;
+    for (path, events) in example_events() {
+        let started: Vec<u64> = events
+            .iter()
+            .filter(|e| e.get("kind").and_then(|k| k.as_str()) == Some("io_start"))
+            .filter_map(|e| e.get("io").and_then(serde_json::Value::as_u64))
+            .collect();
+        for e in &events {
+            let kind = e.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+            if !matches!(kind, "directory_changes" | "fast_io_declined") {
+                continue;
+            }
+            seen += 1;
+            let io = e.get("io").and_then(serde_json::Value::as_u64);
+            let io = io.unwrap_or_else(|| panic!("{}: no io in {e}", path.display()));
+            assert!(started.contains(&io), "{}: {e}", path.display());
+            let detail = e.get("detail").and_then(|d| d.as_str()).unwrap_or_default();
+            assert!(detail.starts_with(&format!("io {io}: ")), "{}: {e}", path.display());
+        }
+    }
+    assert!(seen >= 3, "the examples have such events: {seen}");
+}
