@@ -1,5 +1,5 @@
-//! The lab (issue 9): the built-in demonstration end to end (parse, run both models, render the
-//! text report), and a sweep of 1,000 scenarios (the demonstration's attach-order question with
+//! The lab (issue 9): the built-in demonstration end to end (parse, run, render the text and
+//! HTML reports, compare `ProbeLate` under both models), and a sweep of 1,000 scenarios (the demonstration's attach-order question with
 //! the later probe's altitude swept over 1,000 values), as `fsfilter sweep` runs it. Each in a
 //! `stack-worker` process, the lab's build (`fsfilter_bench::worker`);
 //! `FSFILTER_BENCH_IN_PROCESS=1` times them in this process instead.
