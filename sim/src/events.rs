@@ -138,6 +138,10 @@ pub enum Rule {
     /// A cancel routine returned with the cancel spin lock still held: bug check 0x11B,
     /// `DRIVER_RETURNED_HOLDING_CANCEL_LOCK`.
     ReturnedHoldingCancelLock,
+    /// An IRP sent down (`IoCallDriver`) with its cancel routine still set: Driver Verifier's
+    /// I/O verification, WDM DRIVER ERROR 0x203 (the driver below owns the IRP now; cancelling
+    /// it would call the sender's routine for an IRP the sender no longer holds).
+    CancelRoutineAtCallDriver,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -191,6 +195,7 @@ impl Rule {
             Rule::StackFileObjectReferenced => "STACK_FILE_OBJECT_REFERENCED",
             Rule::CancelStateInCompletedIrp => "CANCEL_STATE_IN_COMPLETED_IRP",
             Rule::ReturnedHoldingCancelLock => "DRIVER_RETURNED_HOLDING_CANCEL_LOCK",
+            Rule::CancelRoutineAtCallDriver => "CALL_DRIVER_WITH_CANCEL_ROUTINE",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

@@ -448,6 +448,17 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
             k.crashed = Some("NO_MORE_IRP_STACK_LOCATIONS".into());
             return Err(Status::INVALID_DEVICE_STATE.0);
         }
+        if i.CancelRoutine.is_some() {
+            // Driver Verifier halts here; the simulator reports the sender, takes the routine out
+            // (so that a cancellation cannot call it for an IRP its driver no longer holds, nor
+            // the driver that completes the IRP be blamed for it) and sends the IRP on.
+            k.report_current(
+                Rule::CancelRoutineAtCallDriver,
+                "IoCallDriver with the IRP's cancel routine still set (the sender must call \
+                 IoSetCancelRoutine(Irp, NULL) first: Driver Verifier's WDM DRIVER ERROR 0x203)",
+            );
+            i.CancelRoutine = None;
+        }
         i.CurrentLocation -= 1;
         let level = i.CurrentLocation;
         let loc = location(irp, level);

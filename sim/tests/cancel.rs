@@ -256,3 +256,26 @@ fn an_outstanding_request_keeps_its_file_object_until_it_completes() {
     assert_eq!(closes(&m), 1, "the close came once the request completed");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_irp_sent_down_with_its_cancel_routine_still_set_is_reported_against_the_sender() {
+    // Driver Verifier's I/O verification (DRIVER_VERIFIER_IOMANAGER_VIOLATION, WDM DRIVER ERROR
+    // 0x203): IoCallDriver with a cancel routine set. The driver below owns the IRP now, and
+    // cancelling it would call the sender's routine for an IRP the sender no longer holds.
+    let mut m = common::machine_with_spy(38);
+    let c = volume(&mut m);
+    common::spy(|s| s.forward_cancelable_reads = true);
+    let h = m.open(c, "watched\\a.txt", CreateOptions::open()).unwrap();
+    let r = m.read(h, Some(0), 4, fsfilter_sim::IoMode::Cached);
+    assert_eq!(r.status, Status::SUCCESS);
+    let found: Vec<(Rule, Option<String>)> =
+        m.findings().into_iter().map(|(r, d, _)| (r, d)).collect();
+    assert_eq!(found, [(Rule::CancelRoutineAtCallDriver, Some("Spy".to_owned()))]);
+    assert_eq!(Rule::CancelRoutineAtCallDriver.name(), "CALL_DRIVER_WITH_CANCEL_ROUTINE");
+    // The simulator took the routine out as the IRP went down: the file system that completes
+    // the read is not blamed for it (CANCEL_STATE_IN_COMPLETED_IRP), and nothing calls it.
+    common::spy(|s| s.forward_cancelable_reads = false);
+    m.close_handle(h);
+    assert_eq!(m.findings().len(), 1, "{:?}", m.findings());
+    assert!(common::spy(|s| s.cancels.is_empty()));
+}

@@ -96,6 +96,9 @@ pub(crate) struct SpyState {
     /// When set, the spy completes every cleanup on a volume itself, with `STATUS_SUCCESS`,
     /// without passing it down (the file system never sees the handle's cleanup).
     pub(crate) swallow_cleanup: bool,
+    /// When set, the spy sends every read on a volume down with its cancel routine still set
+    /// (a queue that made it cancelable and forgot `IoSetCancelRoutine(Irp, NULL)`).
+    pub(crate) forward_cancelable_reads: bool,
 }
 
 /// What the spy's cancel routine does.
@@ -361,6 +364,10 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
                 IoCompleteRequest(held as *mut IRP, 0);
             }
         }
+    }
+    if e.kind == 2 && sl.MajorFunction == 0x03 && spy(|s| s.forward_cancelable_reads) {
+        // SAFETY: the live IRP; the mistake under test: its cancel routine stays set.
+        unsafe { (*irp).CancelRoutine = Some(spy_cancel) };
     }
     if hold && sl.MajorFunction == 0x0c && sl.MinorFunction == 0x02 {
         // SAFETY: the live IRP, kept pending until the next cleanup has gone down.
