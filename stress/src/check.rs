@@ -429,7 +429,7 @@ fn ranks(snapshot: &Snapshot, volume: &str) -> BTreeMap<String, Option<usize>> {
     out
 }
 
-/// The **order** invariant over the io steps of a run.
+/// The **order** invariant over the io steps of a run (the `cancel` ones included).
 pub fn order(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
     /// The last pre (operation, kind, position, driver) and post (operation, position, driver)
     /// of a request's current run of callbacks.
@@ -444,7 +444,8 @@ pub fn order(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
         let is_io = scenario
             .steps
             .get(step as usize)
-            .is_some_and(|s| matches!(s.action, Action::Io { .. }));
+            // A cancel step sends no request, but the cancelled requests' posts come in it.
+            .is_some_and(|s| matches!(s.action, Action::Io { .. } | Action::Cancel { .. }));
         if !is_io {
             continue;
         }

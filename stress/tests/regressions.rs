@@ -1018,3 +1018,23 @@ fn generated_timelines_wait_for_changes_and_cancel() {
     }
     assert!(waited > 0 && cancelled > 0, "waited in {waited} plans, cancelled in {cancelled}");
 }
+
+#[test]
+fn posts_out_of_stack_order_in_a_cancel_step_are_detected() {
+    // The posts of a cancelled request come in the cancel step (the io op `cancel`): the order
+    // invariant covers them as it covers those of any other io step.
+    let s = parse("notify.toml", NOTIFY_ACROSS_STEPS).unwrap();
+    let (mut run, end, violations) = run_checked(&s);
+    assert!(violations.iter().all(|v| v.invariant == "balance"), "{violations:#?}");
+    let posts: Vec<usize> = run
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| is_post(e, MajorFunction::DirectoryControl) && e.step == Some(3))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(posts.len(), 2, "both filters get the cancelled notification's post");
+    run.events.swap(posts[0], posts[1]);
+    let v = check::check(&s, &run, &end);
+    assert!(v.iter().any(|v| v.invariant == "order" && v.detail.contains("bottom up")), "{v:#?}");
+}
