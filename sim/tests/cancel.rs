@@ -279,3 +279,42 @@ fn an_irp_sent_down_with_its_cancel_routine_still_set_is_reported_against_the_se
     assert_eq!(m.findings().len(), 1, "{:?}", m.findings());
     assert!(common::spy(|s| s.cancels.is_empty()));
 }
+
+#[test]
+fn a_cancel_routine_that_returns_at_another_irql_than_cancel_irql_is_reported() {
+    let mut m = common::machine_with_spy(39);
+    let c = volume(&mut m);
+    common::spy(|s| s.cancelable = Some(SpyCancel::ReleaseToDispatch));
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let n = notify(&mut m, dir);
+    assert_eq!(cancel(&mut m, dir), Status::SUCCESS);
+    assert_eq!(completed(&m, n.io), Some(Status::CANCELLED));
+    let found: Vec<(Rule, Option<String>)> =
+        m.findings().into_iter().map(|(r, d, _)| (r, d)).collect();
+    assert_eq!(found, [(Rule::SpinLockMisuse, Some("Spy".to_owned()))]);
+    // The simulator restored the IRQL: the caller goes on at PASSIVE_LEVEL.
+    assert_eq!(fsfilter_kernel::irql::current().0, 0);
+}
+
+#[test]
+fn the_cancel_spin_lock_taken_twice_or_released_unheld_is_reported() {
+    use windows_sys::Wdk::System::SystemServices::{
+        IoAcquireCancelSpinLock, IoReleaseCancelSpinLock,
+    };
+    let mut m = common::machine(40);
+    volume(&mut m);
+    let (mut first, mut second) = (0xFF, 0xFF);
+    // SAFETY: the simulator's exports, with valid out-pointers.
+    unsafe { IoAcquireCancelSpinLock(&mut first) };
+    assert_eq!((first, fsfilter_kernel::irql::current().0), (0, DISPATCH_LEVEL));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // SAFETY: as above (one processor: this would spin forever on Windows).
+    unsafe { IoAcquireCancelSpinLock(&mut second) };
+    // SAFETY: as above.
+    unsafe { IoReleaseCancelSpinLock(first) };
+    assert_eq!(fsfilter_kernel::irql::current().0, 0);
+    // SAFETY: as above: released twice.
+    unsafe { IoReleaseCancelSpinLock(first) };
+    let found: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(found, [Rule::Deadlock, Rule::SpinLockMisuse]);
+}

@@ -109,6 +109,9 @@ pub(crate) enum SpyCancel {
     Release,
     /// Completes the IRP without releasing the cancel spin lock.
     KeepLock,
+    /// Releases the cancel spin lock to `DISPATCH_LEVEL`, not `Irp->CancelIrql`, and returns
+    /// there after completing the IRP.
+    ReleaseToDispatch,
 }
 
 /// One call of the spy's cancel routine.
@@ -410,9 +413,12 @@ unsafe extern "system" fn spy_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) 
         s.held.retain(|h| h.1 != irp as usize);
         s.cancelable
     });
-    if mode == Some(SpyCancel::Release) {
+    match mode {
         // SAFETY: the lock IoCancelIrp acquired, with the IRQL it saved.
-        unsafe { IoReleaseCancelSpinLock(i.CancelIrql) };
+        Some(SpyCancel::Release) => unsafe { IoReleaseCancelSpinLock(i.CancelIrql) },
+        // SAFETY: the lock IoCancelIrp acquired; the wrong IRQL is the mistake under test.
+        Some(SpyCancel::ReleaseToDispatch) => unsafe { IoReleaseCancelSpinLock(2) },
+        _ => {}
     }
     i.IoStatus.Anonymous.Status = Status::CANCELLED.0;
     i.IoStatus.Information = 0;
