@@ -318,3 +318,37 @@ fn the_cancel_spin_lock_taken_twice_or_released_unheld_is_reported() {
     let found: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
     assert_eq!(found, [Rule::Deadlock, Rule::SpinLockMisuse]);
 }
+
+#[test]
+fn io_cancel_irp_from_a_driver_answers_whether_the_irp_was_cancelable() {
+    use windows_sys::Wdk::System::SystemServices::IoCancelIrp;
+    let mut m = common::machine_with_spy(41);
+    let c = volume(&mut m);
+    // Held without a cancel routine: FALSE, and the cancel bit is left for the holder.
+    common::spy(|s| s.hold_notify = true);
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let n = notify(&mut m, dir);
+    let held = common::spy(|s| s.held[0].1) as *mut windows_sys::Wdk::Foundation::IRP;
+    // SAFETY: a live IRP the spy holds.
+    assert!(!unsafe { IoCancelIrp(held) });
+    // SAFETY: as above.
+    assert!(unsafe { (*held).Cancel });
+    assert_eq!(completed(&m, n.io), None);
+    // Held cancelable: TRUE, the routine completes it.
+    common::spy(|s| {
+        s.hold_notify = false;
+        s.cancelable = Some(SpyCancel::Release);
+    });
+    let other = m.open(c, "other", CreateOptions::directory()).unwrap();
+    let o = notify(&mut m, other);
+    let held2 = common::spy(|s| s.held.last().unwrap().1) as *mut windows_sys::Wdk::Foundation::IRP;
+    // SAFETY: a live IRP the spy holds cancelable.
+    assert!(unsafe { IoCancelIrp(held2) });
+    assert_eq!(completed(&m, o.io), Some(Status::CANCELLED));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // Completed and freed: not an IRP any more, which Windows would not survive.
+    // SAFETY: the simulator looks the address up before any access.
+    assert!(!unsafe { IoCancelIrp(held2) });
+    let found: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(found, [Rule::Bugcheck]);
+}
