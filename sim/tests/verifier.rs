@@ -53,10 +53,10 @@ use windows_sys::Wdk::Storage::FileSystem::{
 };
 use windows_sys::Wdk::System::SystemServices::{
     DelayedWorkQueue, ExAllocatePool2, ExFreePoolWithTag, IoAllocateIrp, IoAllocateMdl,
-    IoAllocateWorkItem, IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen, IoCreateDevice,
-    IoDeleteDevice, IoDetachDevice, IoFreeIrp, IoFreeMdl, IoFreeWorkItem,
-    IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, IoQueueWorkItem, KeBugCheckEx,
-    KeInitializeSpinLock, ObfDereferenceObject,
+    IoAllocateWorkItem, IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen, IoCancelIrp,
+    IoCreateDevice, IoDeleteDevice, IoDetachDevice, IoFreeIrp, IoFreeMdl, IoFreeWorkItem,
+    IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, IoQueueWorkItem,
+    IoReleaseCancelSpinLock, KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -106,6 +106,9 @@ thread_local! {
     static WORK_RUNS: Cell<u32> = const { Cell::new(0) };
     /// Calls of Bad's file-system notification routine.
     static NOTIFIED: Cell<u32> = const { Cell::new(0) };
+    /// The IRP Bad holds cancelable (`cancelable_left_at_unload`), and calls of its routine.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+    static CANCELS: Cell<u32> = const { Cell::new(0) };
     /// The image global as Bad's dispatch routine read it, and as code outside any image read it.
     static GLOBAL_INSIDE: Cell<usize> = const { Cell::new(0) };
     static GLOBAL_OUTSIDE: Cell<usize> = const { Cell::new(1) };
@@ -235,6 +238,16 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             // routine's.
             let status = if broken() { Status::MORE_PROCESSING_REQUIRED } else { Status::SUCCESS };
             return status.0;
+        }
+        "cancelable_left_at_unload" => {
+            // Holds the read cancelable (a queue of its own) and returns STATUS_PENDING.
+            // SAFETY: the live IRP of our dispatch routine, kept pending with our routine.
+            unsafe {
+                IoMarkIrpPending(irp);
+                (*irp).CancelRoutine = Some(bad_cancel);
+            }
+            HELD.set(irp as usize);
+            return Status::PENDING.0;
         }
         "returned_without_completion" => {
             if !broken() {
@@ -560,8 +573,28 @@ unsafe extern "system" fn raises_in_completion(
     Status::SUCCESS.0
 }
 
+/// Bad's cancel routine for the read it holds.
+unsafe extern "system" fn bad_cancel(_device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    CANCELS.set(CANCELS.get() + 1);
+    HELD.set(0);
+    // SAFETY: the IRP being cancelled, with the lock IoCancelIrp took and the IRQL it saved.
+    unsafe {
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        complete(irp, Status::CANCELLED);
+    }
+}
+
 unsafe extern "system" fn bad_unload(driver: *const DRIVER_OBJECT) {
     let bad = BAD.get();
+    let held = HELD.replace(0) as *mut IRP;
+    if mode_is("cancelable_left_at_unload") && !broken() && !held.is_null() {
+        // Corrected: what the queue holds is taken out of the cancelable state and completed.
+        // SAFETY: the IRP Bad held, its routine taken out before completion.
+        unsafe {
+            (*held).CancelRoutine = None;
+            complete(held, Status::CANCELLED);
+        }
+    }
     if !(mode_is("fs_notification_leaked_at_unload") && broken()) {
         // SAFETY: our registration.
         unsafe { IoUnregisterFsRegistrationChange(driver, Some(bad_notify)) };
@@ -928,6 +961,29 @@ fn halted_irp_left_at_unload() {
             assert!(text.contains("1 IRP(s) halted"), "{text}");
         }
         assert_eq!(Rule::IrpHaltedAtUnload.name(), "IRP_HALTED_AT_UNLOAD");
+        assert_eq!(m.crashed(), None);
+    }
+}
+
+#[test]
+fn cancel_routine_of_an_unloaded_driver() {
+    // A driver that unloads while it holds an IRP cancelable leaves its cancel routine in the
+    // IRP: cancelling the IRP then would run code that is gone (docs/simulator.md, "IRP
+    // cancellation": UNLOADED_DRIVER_CODE_RAN, and the routine is not called).
+    for broken in [true, false] {
+        CANCELS.set(0);
+        let mut m = machine("cancelable_left_at_unload", broken);
+        assert_eq!(read_through_bad(&m), Status(-1), "held");
+        let held = HELD.get();
+        assert_ne!(held, 0);
+        assert_eq!(m.stop("Bad"), StopResult::Unloaded);
+        if broken {
+            // SAFETY: the IRP Bad left behind (the simulator looks it up first).
+            let cancelable = unsafe { IoCancelIrp(held as *mut IRP) };
+            assert!(cancelable, "it had a routine");
+        }
+        assert_eq!(CANCELS.get(), 0, "the routine of an unloaded driver is not called");
+        check(&m, broken, Rule::UnloadedDriverCodeRan, Some("Bad"));
         assert_eq!(m.crashed(), None);
     }
 }
