@@ -183,8 +183,8 @@ fn a_step_lists_the_earlier_requests_it_completed() {
     assert_eq!(
         step_lines(&report, 2),
         [
-            "-> completed request 1 of step 0: STATUS_CANCELLED",
-            "-> completed request 2 of step 1: STATUS_CANCELLED"
+            "-> completed request 2 of step 1: STATUS_CANCELLED",
+            "-> completed request 1 of step 0: STATUS_CANCELLED"
         ],
         "{report}"
     );

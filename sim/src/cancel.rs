@@ -80,8 +80,11 @@ impl Kernel {
         self.set_irql(irql);
     }
 
-    /// The user requests still outstanding on `file`, oldest first: what `NtCancelIoFileEx`
-    /// cancels (the IRPs the I/O manager issued for the file object, `OriginalFileObject`).
+    /// The user requests still outstanding on `file`, newest first: what `NtCancelIoFileEx`
+    /// cancels (the IRPs the I/O manager issued for the file object, `OriginalFileObject`), in
+    /// the order it walks them. The I/O manager queues each request at the head of its thread's
+    /// IRP list and the cancel walks the list from the head (docs/simulator.md, "IRP
+    /// cancellation": a choice, which facts.md does not settle).
     fn outstanding_requests(&self, file: *mut FILE_OBJECT) -> Vec<usize> {
         let mut found: Vec<(u32, usize)> = self
             .irps
@@ -99,7 +102,7 @@ impl Kernel {
                 Finish::DriverOwned | Finish::Synchronous => None,
             })
             .collect();
-        found.sort_unstable();
+        found.sort_unstable_by(|a, b| b.cmp(a));
         found.into_iter().map(|(_, irp)| irp).collect()
     }
 }
@@ -214,7 +217,7 @@ pub fn cancel_irp(irp: *mut IRP) -> bool {
 }
 
 /// `NtCancelIoFileEx(handle, NULL)` for the file object of a handle: cancels every request of
-/// the caller still outstanding on it, oldest first, and does not wait for them;
+/// the caller still outstanding on it, newest first, and does not wait for them;
 /// `STATUS_NOT_FOUND` when there is none.
 pub(crate) fn cancel_file_requests(file: *mut FILE_OBJECT) -> Status {
     let irps = kernel::with(|k| k.outstanding_requests(file));

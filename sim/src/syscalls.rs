@@ -256,7 +256,7 @@ pub enum IoRequest<'a> {
         length: usize,
     },
     /// `NtCancelIoFileEx(handle, NULL)` (`CancelIoEx`): cancels the caller's requests still
-    /// outstanding on the handle, oldest first, without waiting for them; `STATUS_NOT_FOUND`
+    /// outstanding on the handle, newest first, without waiting for them; `STATUS_NOT_FOUND`
     /// when there is none. No IRP is sent: a cancelled request completes with the status its
     /// holder's cancel routine gives it, `STATUS_CANCELLED` for the file systems' (docs/simulator.md,
     /// "IRP cancellation").

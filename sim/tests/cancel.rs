@@ -68,8 +68,9 @@ fn a_waiting_notification_is_cancelled_and_later_changes_answer_nothing() {
     let first = notify(&mut m, dir);
     let second = notify(&mut m, dir);
     assert_eq!((first.status, second.status), (Status::PENDING, Status::PENDING));
-    // Both waiting requests of the handle, oldest first; the call does not wait for them, but
-    // the file system's cancel routine completes each inside it.
+    // Both waiting requests of the handle, newest first (the thread's IRP list is walked from
+    // its head, where each request was queued); the call does not wait for them, but the file
+    // system's cancel routine completes each inside it.
     assert_eq!(cancel(&mut m, dir), Status::SUCCESS);
     assert_eq!(completed(&m, first.io), Some(Status::CANCELLED));
     assert_eq!(completed(&m, second.io), Some(Status::CANCELLED));
@@ -81,7 +82,7 @@ fn a_waiting_notification_is_cancelled_and_later_changes_answer_nothing() {
             _ => None,
         })
         .collect();
-    assert_eq!(order, [first.io.unwrap().0, second.io.unwrap().0]);
+    assert_eq!(order, [second.io.unwrap().0, first.io.unwrap().0]);
     // Nothing is left to cancel.
     assert_eq!(cancel(&mut m, dir), Status::NOT_FOUND);
     // The watch stays: a change made now is kept for the next request, which takes it at once.
