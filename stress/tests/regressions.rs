@@ -1038,3 +1038,44 @@ fn posts_out_of_stack_order_in_a_cancel_step_are_detected() {
     let v = check::check(&s, &run, &end);
     assert!(v.iter().any(|v| v.invariant == "order" && v.detail.contains("bottom up")), "{v:#?}");
 }
+
+#[test]
+fn no_notification_waits_in_a_plan_whose_probe_may_complete_a_cleanup_itself() {
+    // Seed 0x5eed1504: a probe with `deny cleanup` kept the file system from ever ending a
+    // waiting notification, and the tail's legacy stop waited for it (a DEADLOCK, by design:
+    // docs/semantics.md, draining). Such plans list the directory instead.
+    use fsfilter_stress::plan::{IoPlan, RulePlan, StepPlan};
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]),
+    );
+    let mut plan = fsfilter_stress::plan::plan(4).new_tree(&mut runner).unwrap().current();
+    plan.steps = vec![StepPlan::Io(IoPlan {
+        volume: 0,
+        op: 5,
+        path: 0,
+        mode: 2,
+        offset: None,
+        length: None,
+        infected: false,
+    })];
+    for d in &mut plan.drivers {
+        d.sample = 1;
+        d.probe.malformed = false;
+        d.probe.rules.clear();
+    }
+    assert_eq!(fsfilter_stress::plan::SAMPLES[1], "probe");
+    assert!(plan.to_toml().contains("notify = "), "{}", plan.to_toml());
+    // `deny cleanup` (every file), then `complete:STATUS_SUCCESS *`: no notification.
+    for (action, op) in [(0, 7), (2, 0)] {
+        plan.drivers[0].probe.rules = vec![RulePlan { action, op, pattern: 0 }];
+        let text = plan.to_toml();
+        assert!(!text.contains("notify = "), "{text}");
+        assert!(text.contains("op = \"directory_control\""), "{text}");
+    }
+    // A rule for another file's cleanup (`*secret*`) leaves the directory's alone.
+    plan.drivers[0].probe.rules = vec![RulePlan { action: 0, op: 7, pattern: 1 }];
+    assert!(plan.to_toml().contains("notify = "));
+}
