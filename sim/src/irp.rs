@@ -109,6 +109,9 @@ pub struct IrpInfo {
     /// its file object (`OriginalFileObject`) until it completes, as the I/O manager's does: the
     /// handle's close cannot send `IRP_MJ_CLOSE` under it ([`Kernel::hold_file_while_pending`]).
     pub holds_file: bool,
+    /// What a user request outstanding when its system service returned needs until it
+    /// completes (its buffers, a pattern): freed with the IRP ([`Kernel::keep_for_request`]).
+    pub kept: Vec<Box<dyn std::any::Any>>,
 }
 
 /// A routine set with `IoSetCompletionRoutineEx`: the I/O manager references the device object
@@ -248,9 +251,24 @@ impl Kernel {
                 system_buffer: None,
                 copy_back: None,
                 holds_file: false,
+                kept: Vec::new(),
             },
         );
         irp
+    }
+
+    /// Ties `item` (a buffer the caller passed, a pattern) to the user request `rid`, outstanding
+    /// when its system service returned: it is freed with the request's IRP, once the request
+    /// completes (or with the machine), where it was leaked before.
+    pub(crate) fn keep_for_request(&mut self, rid: RequestId, item: Box<dyn std::any::Any>) {
+        let found = self
+            .irps
+            .map
+            .values_mut()
+            .find(|i| i.finish == Finish::Request(rid) && i.state == IrpState::Active);
+        if let Some(info) = found {
+            info.kept.push(item);
+        }
     }
 
     /// A user request outstanding when its system service returns (`STATUS_PENDING`) keeps its

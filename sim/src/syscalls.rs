@@ -476,8 +476,10 @@ fn send(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
         None => {
             // Still pending (a driver holds it): its buffers must outlive it, and its file
             // object too.
-            std::mem::forget(keep);
-            kernel::with(|k| k.hold_file_while_pending(irp));
+            kernel::with(|k| {
+                k.hold_file_while_pending(irp);
+                k.keep_for_request(rid, Box::new(keep));
+            });
             (Status::PENDING, 0, rid, Vec::new())
         }
     }
@@ -1045,7 +1047,7 @@ fn transfer(
     let mdl = unsafe { (*b.irp).MdlAddress };
     let (status, n, rid, _keep) = send(b);
     if status == Status::PENDING {
-        std::mem::forget(buf);
+        kernel::with(|k| k.keep_for_request(rid, Box::new(buf)));
         return result(status, 0, rid, Vec::new());
     }
     kernel::with(|k| k.free_mdl(mdl));
@@ -1298,7 +1300,7 @@ fn buffered_info(
     });
     let (status, n, rid, _keep) = send(b);
     if status == Status::PENDING {
-        std::mem::forget(sysbuf);
+        kernel::with(|k| k.keep_for_request(rid, Box::new(sysbuf)));
         return result(status, 0, rid, Vec::new());
     }
     let data = if major == mj::SET_INFORMATION || status.is_error() {
@@ -1520,7 +1522,7 @@ fn directory_request(
     });
     let (status, n, rid, _keep) = send(b);
     if status == Status::PENDING {
-        std::mem::forget(out);
+        kernel::with(|k| k.keep_for_request(rid, Box::new(out)));
         return result(status, 0, rid, Vec::new());
     }
     let data = if status.is_error() { Vec::new() } else { read_block(&out, n) };
@@ -1552,10 +1554,12 @@ fn directory(
             std::ptr::null_mut()
         };
     });
-    if r.status == Status::PENDING {
+    if let (Status::PENDING, Some(io)) = (r.status, r.io) {
         // The pattern outlives a request that stays pending, as its buffer does.
-        std::mem::forget(name);
-        std::mem::forget(units);
+        kernel::with(|k| {
+            k.keep_for_request(RequestId(io.0), Box::new(name));
+            k.keep_for_request(RequestId(io.0), Box::new(units));
+        });
     }
     r
 }
@@ -1648,8 +1652,10 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
     let mdl = unsafe { (*b.irp).MdlAddress };
     let (status, n, rid, _keep) = send(b);
     if status == Status::PENDING {
-        std::mem::forget(sysbuf);
-        std::mem::forget(out);
+        kernel::with(|k| {
+            k.keep_for_request(rid, Box::new(sysbuf));
+            k.keep_for_request(rid, Box::new(out));
+        });
         return result(status, 0, rid, Vec::new());
     }
     kernel::with(|k| k.free_mdl(mdl));
@@ -1791,7 +1797,7 @@ fn lock(
     });
     let (status, n, rid, _keep) = send(b);
     if status == Status::PENDING {
-        std::mem::forget(len_block);
+        kernel::with(|k| k.keep_for_request(rid, Box::new(len_block)));
     }
     result(status, n, rid, Vec::new())
 }
