@@ -202,19 +202,26 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     out.push_str("<h2>Steps</h2><table><tr><th>#</th><th>Step</th><th>Result</th><th>Callbacks, in order</th></tr>");
     let orders = crate::text::callback_orders(run);
     let requests = crate::text::step_requests(run);
+    let done = crate::text::Completions::of(run);
     for s in &run.steps {
         // Every request of the step (a close's cleanup, an I/O's implicit open), each named
-        // when there are several.
+        // when there are several, with how it completed when a later step completed it; then
+        // the requests of earlier steps this one completed (a change, a cancel).
         let issued = requests.get(&s.index).map_or(&[][..], Vec::as_slice);
         let order = issued
             .iter()
             .filter_map(|(io, major)| {
-                let o = orders.get(&io.0)?.join(" → ");
+                let mut o = orders.get(&io.0)?.join(" → ");
+                if let Some(c) = done.of_request(io.0, s.index).filter(|c| c.contains(" at step "))
+                {
+                    o.push_str(&format!(" → {c}"));
+                }
                 Some(match major.name() {
                     Some(name) if issued.len() > 1 => format!("{name}: {o}"),
                     _ => o,
                 })
             })
+            .chain(done.in_step(s.index))
             .collect::<Vec<_>>()
             .join("; ");
         let _ = write!(

@@ -330,6 +330,78 @@ pub fn step_requests(run: &Run) -> BTreeMap<u32, Vec<(RequestRef, fsfilter::Majo
     by_step
 }
 
+/// How each user request completed and in which step: a request the file system held (a
+/// directory change notification, a waiting lock) completes in a later step than its own, by a
+/// change, a cancel or a cleanup.
+pub struct Completions<'r> {
+    /// Each request's status and the step it completed in.
+    status: BTreeMap<u32, (fsfilter::Status, Option<u32>)>,
+    /// The changes a directory change notification returned (`directory_changes`).
+    changes: BTreeMap<u32, &'r str>,
+    /// By step, the requests of earlier steps it completed, in the order they completed, with
+    /// the step that issued each.
+    later: BTreeMap<u32, Vec<(u32, u32)>>,
+}
+
+impl<'r> Completions<'r> {
+    /// Reads them from a run's events.
+    pub fn of(run: &'r Run) -> Completions<'r> {
+        let mut status = BTreeMap::new();
+        let mut changes = BTreeMap::new();
+        let mut started = BTreeMap::new();
+        let mut later: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
+        for e in &run.events {
+            match (&e.kind, e.step) {
+                (EventKind::IoStart { io, .. }, Some(step)) => {
+                    started.insert(io.0, step);
+                }
+                (EventKind::IoComplete { io, status: st, .. }, step) => {
+                    status.insert(io.0, (*st, step));
+                    if let (Some(step), Some(&from)) = (step, started.get(&io.0)) {
+                        if from != step {
+                            later.entry(step).or_default().push((io.0, from));
+                        }
+                    }
+                }
+                (EventKind::System { what: "directory_changes", detail, .. }, _) => {
+                    if let Some((io, c)) = request_detail(detail) {
+                        changes.insert(io, c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Completions { status, changes, later }
+    }
+
+    fn what(&self, io: u32) -> String {
+        self.changes.get(&io).map_or_else(String::new, |c| format!(": {c}"))
+    }
+
+    /// How request `io` of step `step` completed: `completed STATUS_X`, with ` at step N` when
+    /// a later step completed it and the changes it returned; None while it is outstanding.
+    pub fn of_request(&self, io: u32, step: u32) -> Option<String> {
+        let (st, at) = self.status.get(&io)?;
+        let later = match at {
+            Some(at) if *at != step => format!(" at step {at}"),
+            _ => String::new(),
+        };
+        Some(format!("completed {}{later}{}", status_name(*st), self.what(io)))
+    }
+
+    /// The requests of earlier steps step `step` completed: `completed request N of step M:
+    /// STATUS_X`, with the changes it returned.
+    pub fn in_step(&self, step: u32) -> Vec<String> {
+        let list = self.later.get(&step).map_or(&[][..], Vec::as_slice);
+        list.iter()
+            .map(|&(io, from)| {
+                let st = self.status.get(&io).map_or_else(|| "?".to_owned(), |s| status_name(s.0));
+                format!("completed request {io} of step {from}: {st}{}", self.what(io))
+            })
+            .collect()
+    }
+}
+
 fn short_outcome(outcome: &str) -> &str {
     outcome.trim_start_matches("FLT_PREOP_").trim_start_matches("FLT_POSTOP_")
 }
@@ -339,25 +411,7 @@ fn steps(out: &mut String, run: &Run) {
         return;
     }
     let _ = writeln!(out, "Steps:");
-    // How each request completed, and in which step (a request the file system held, a lock
-    // or a directory-change notification, completes in a later one).
-    let io_status: BTreeMap<u32, (fsfilter::Status, Option<u32>)> = run
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::IoComplete { io, status, .. } => Some((io.0, (*status, e.step))),
-            _ => None,
-        })
-        .collect();
-    // The changes a directory-change notification returned (`directory_changes`).
-    let changes: BTreeMap<u32, &str> = run
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::System { what: "directory_changes", detail, .. } => request_detail(detail),
-            _ => None,
-        })
-        .collect();
+    let done = Completions::of(run);
     let mut orders = callback_orders(run);
     let mut notes: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
     for e in &run.events {
@@ -368,20 +422,6 @@ fn steps(out: &mut String, run: &Run) {
         }
     }
     let mut requests = step_requests(run);
-    // The requests of earlier steps that each step completed (a change, a cancel, a cleanup), in
-    // the order they completed, with the step that issued them.
-    let started: BTreeMap<u32, u32> = requests
-        .iter()
-        .flat_map(|(step, list)| list.iter().map(move |(io, _)| (io.0, *step)))
-        .collect();
-    let mut completed_later: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
-    for e in &run.events {
-        if let (Some(step), EventKind::IoComplete { io, .. }) = (e.step, &e.kind) {
-            if let Some(&from) = started.get(&io.0).filter(|&&from| from != step) {
-                completed_later.entry(step).or_default().push((io.0, from));
-            }
-        }
-    }
     // `[7] ` and `[12] ` line their descriptions up.
     let width = run.steps.iter().map(|s| s.index.to_string().len() + 2).max().unwrap_or(3);
     for s in &run.steps {
@@ -414,21 +454,12 @@ fn steps(out: &mut String, run: &Run) {
             } else if !seen {
                 let _ = writeln!(out, "{indent}no filter saw request {}", io.0);
             }
-            if let Some((st, at)) = io_status.get(&io.0) {
-                let later = match at {
-                    Some(step) if *step != s.index => format!(" at step {step}"),
-                    _ => String::new(),
-                };
-                let what = changes.get(&io.0).map_or_else(String::new, |c| format!(": {c}"));
-                let _ = writeln!(out, "{indent}-> completed {}{later}{what}", status_name(*st));
+            if let Some(line) = done.of_request(io.0, s.index) {
+                let _ = writeln!(out, "{indent}-> {line}");
             }
         }
-        for &(io, from) in completed_later.get(&s.index).into_iter().flatten() {
-            let status =
-                io_status.get(&io).map_or_else(|| "?".to_owned(), |(st, _)| status_name(*st));
-            let what = changes.get(&io).map_or_else(String::new, |c| format!(": {c}"));
-            let _ =
-                writeln!(out, "        -> completed request {io} of step {from}: {status}{what}");
+        for line in done.in_step(s.index) {
+            let _ = writeln!(out, "        -> {line}");
         }
         for detail in notes.get(&s.index).into_iter().flatten() {
             let _ = writeln!(out, "        {detail}");

@@ -189,6 +189,24 @@ fn a_step_lists_the_earlier_requests_it_completed() {
         "{report}"
     );
     assert!(step_lines(&report, 3).is_empty(), "{report}");
+    // The HTML report says the same, in the step's cell of callbacks (it said nothing of when
+    // or how a request completed before).
+    let page = html::report(&s, &r);
+    let row = |index: u32| {
+        let start = page.find(&format!("<tr><td>{index}</td>")).expect("the step's row");
+        let end = start + page[start..].find("</tr>").expect("the row's end");
+        page[start..end].to_owned()
+    };
+    assert!(row(0).contains("completed STATUS_CANCELLED at step 2"), "{}", row(0));
+    assert!(
+        row(2).contains(
+            "completed request 2 of step 1: STATUS_CANCELLED; completed request 1 of step 0: \
+             STATUS_CANCELLED"
+        ),
+        "{}",
+        row(2)
+    );
+    assert!(!row(3).contains("completed"), "{}", row(3));
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/notify.toml");
     let s = scenario::parse("notify.toml", &std::fs::read_to_string(path).unwrap()).unwrap();
     let r = run::run(&s);
