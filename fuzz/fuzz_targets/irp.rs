@@ -3,7 +3,8 @@
 //! requests (`fsfilter_sim::Machine::send_irp`): creates with any UTF-16 name (empty, huge,
 //! unpaired surrogates, embedded NULs, no leading backslash, stream names), reads and writes
 //! with any length and offset (negative, huge, unaligned), information queries and sets with
-//! buffers too small or missing, directory queries with odd patterns, control codes, locks.
+//! buffers too small or missing, directory queries with odd patterns, change notifications
+//! (which may wait), control codes, locks.
 //!
 //! Checked after each run: the machine did not crash, the verifier found nothing in our
 //! driver, every request that started got a status, and the driver unloads cleanly.
@@ -149,6 +150,12 @@ enum Op {
         class: u8,
         pattern: Option<Name>,
         index: u32,
+    },
+    /// A change notification: the file system may hold it (`STATUS_PENDING`) until a change or
+    /// the handle's cleanup.
+    NotifyChangeDirectory {
+        length: Length,
+        filter: u32,
     },
     FileSystemControl {
         code: u32,
@@ -325,6 +332,9 @@ fn run(input: &Input, minifilter: bool) {
                     index: *index,
                 }
             }
+            Op::NotifyChangeDirectory { length, filter } => {
+                RawOp::NotifyChangeDirectory { length: length.get(), filter: *filter }
+            }
             Op::FileSystemControl { code, input, output } => RawOp::FileSystemControl {
                 code: *code,
                 input_length: input.get(),
@@ -380,7 +390,13 @@ fn run(input: &Input, minifilter: bool) {
             },
             data: &r.data,
         });
-        assert_ne!(result.status, fsfilter::Status::PENDING, "{:?} never completed", r.op);
+        // Only a change notification may wait (for a change, or the handle's cleanup at the end).
+        let may_wait = matches!(r.op, Op::NotifyChangeDirectory { .. });
+        assert!(
+            result.status != fsfilter::Status::PENDING || may_wait,
+            "{:?} never completed",
+            r.op
+        );
         if let Some(h) = result.handle {
             handles.push(h);
         }

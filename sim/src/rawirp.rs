@@ -115,6 +115,17 @@ pub enum RawOp<'a> {
         /// `FsInformationClass`.
         class: u32,
     },
+    /// `IRP_MJ_DIRECTORY_CONTROL` / `IRP_MN_NOTIFY_CHANGE_DIRECTORY` (the request's `minor` is not
+    /// used: read as a query, the completion filter would be the low half of the pattern's
+    /// pointer), with `Length` and `CompletionFilter`. A notification the file system holds comes
+    /// back `STATUS_PENDING` (docs/simulator.md, "Directory change notifications"); the
+    /// handle's cleanup, a change or a cancel ends it.
+    NotifyChangeDirectory {
+        /// `Length`.
+        length: u32,
+        /// `CompletionFilter`.
+        filter: u32,
+    },
     /// `IRP_MJ_DIRECTORY_CONTROL` (the query-directory layout, whatever the minor).
     DirectoryControl {
         /// `Length`.
@@ -243,7 +254,9 @@ impl RawOp<'_> {
             RawOp::QueryInformation { .. } => mj::QUERY_INFORMATION,
             RawOp::SetInformation { .. } => mj::SET_INFORMATION,
             RawOp::QueryVolumeInformation { .. } => mj::QUERY_VOLUME_INFORMATION,
-            RawOp::DirectoryControl { .. } => mj::DIRECTORY_CONTROL,
+            RawOp::DirectoryControl { .. } | RawOp::NotifyChangeDirectory { .. } => {
+                mj::DIRECTORY_CONTROL
+            }
             RawOp::FileSystemControl { .. } => mj::FILE_SYSTEM_CONTROL,
             RawOp::DeviceControl { .. } => mj::DEVICE_CONTROL,
             RawOp::LockControl { .. } => mj::LOCK_CONTROL,
@@ -268,6 +281,7 @@ impl RawOp<'_> {
             | RawOp::SetInformation { length, .. }
             | RawOp::QueryVolumeInformation { length, .. }
             | RawOp::DirectoryControl { length, .. }
+            | RawOp::NotifyChangeDirectory { length, .. }
             | RawOp::QueryEa { length, .. }
             | RawOp::SetEa { length }
             | RawOp::SetVolumeInformation { length, .. }
@@ -418,7 +432,12 @@ fn send(raw: RawIrp<'_>) -> IoResult {
         // SAFETY: the first stack location of the fresh IRP.
         let s = unsafe { crate::irpx::next(irp) };
         s.MajorFunction = major;
-        s.MinorFunction = raw.minor;
+        s.MinorFunction = match raw.op {
+            // The notification layout makes sense with its own minor only: read as a query, its
+            // completion filter would be the low half of the pattern's pointer.
+            RawOp::NotifyChangeDirectory { .. } => crate::nt::mn_dir::NOTIFY_CHANGE_DIRECTORY,
+            _ => raw.minor,
+        };
         s.Flags = raw.sl_flags;
         s.FileObject = file;
         let user_buffer =
@@ -470,6 +489,12 @@ fn send(raw: RawIrp<'_>) -> IoResult {
                     d.FileName = std::ptr::addr_of_mut!(b.1);
                     pattern_units = Some(b);
                 }
+            }
+            RawOp::NotifyChangeDirectory { length, filter } => {
+                // SAFETY: the member of a change notification.
+                let d = unsafe { io_mut::<params::IoNotifyDirectory>(&mut s.Parameters) };
+                d.Length = length;
+                d.CompletionFilter = filter;
             }
             RawOp::FileSystemControl { code, input_length, output_length } => {
                 // SAFETY: the member of a file-system control.
@@ -540,10 +565,14 @@ fn send(raw: RawIrp<'_>) -> IoResult {
     let _ = crate::sched::wait_until(done, None);
     let result = kernel::with(|k| k.requests.result(rid));
     let Some((status, information)) = result else {
-        // Still pending (a driver holds it): everything it points to must outlive it.
-        std::mem::forget(buf);
-        std::mem::forget(keep);
-        std::mem::forget(pattern_units);
+        // Still pending (a driver holds it): everything it points to, and its file object, must
+        // outlive it; they go with its IRP when it completes.
+        kernel::with(|k| {
+            k.hold_file_while_pending(irp);
+            k.keep_for_request(rid, Box::new(buf));
+            k.keep_for_request(rid, Box::new(keep));
+            k.keep_for_request(rid, Box::new(pattern_units));
+        });
         return IoResult { io: Some(RequestRef(rid.0)), ..failed(Status::PENDING) };
     };
     if !mdl.is_null() {

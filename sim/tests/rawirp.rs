@@ -267,3 +267,37 @@ fn unraised_majors_pass_both_filter_models_to_the_file_system() {
     assert_eq!(m.crashed(), None);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_raw_change_notification_waits_and_its_handles_cleanup_ends_it() {
+    // Minor 2 with the notification layout (Length, CompletionFilter): before the seventh
+    // session a raw request had only the query-directory layout, so its completion filter read
+    // as another member and the file system refused it.
+    let mut m = Machine::new(MachineConfig { seed: 3 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\dir\\a.txt", b"a"));
+    m.boot();
+    let r = open(&mut m, c, &units("\\dir"), disposition::OPEN);
+    let dir = r.handle.expect("the directory opens");
+    let notify = |filter| RawIrp {
+        minor: 2,
+        ..raw(RawOp::NotifyChangeDirectory { length: 256, filter }, dir, RawBuffer::User)
+    };
+    // Nothing selected: refused by the file system at once.
+    assert_eq!(m.send_irp(notify(0)).status, Status::INVALID_PARAMETER);
+    // Whatever minor the caller gives, the layout goes with its own: a filter of unknown bits
+    // is refused, never read as a query's pattern pointer (the `irp` fuzzer's crash).
+    let junk = RawIrp { minor: 1, ..notify(0x0101_0404) };
+    assert_eq!(m.send_irp(junk).status, Status::INVALID_PARAMETER);
+    let waiting = m.send_irp(notify(0x1));
+    assert_eq!(waiting.status, Status::PENDING);
+    // The handle's cleanup ends it; its buffer was kept until then (the fuzzer's leak check).
+    m.close_handle(dir);
+    let end = m.events().into_iter().find_map(|e| match e.kind {
+        fsfilter_sim::EventKind::IoComplete { io, status, .. } if Some(io) == waiting.io => {
+            Some(status)
+        }
+        _ => None,
+    });
+    assert_eq!(end, Some(Status::NOTIFY_CLEANUP));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
