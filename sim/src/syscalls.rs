@@ -944,6 +944,16 @@ fn transfer(
     let position = unsafe { (*file).CurrentByteOffset };
     let mut byte_offset =
         offset.map_or(if mode == IoMode::Paging { 0 } else { position }, |o| o as i64);
+    // On a synchronous file object FILE_USE_FILE_POINTER_POSITION is the same as no offset: the
+    // I/O manager passes the position down (WRK and ReactOS `NtReadFile` / `NtWriteFile`).
+    // SAFETY: as above.
+    let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
+    if mode != IoMode::Paging
+        && synchronous
+        && byte_offset == crate::nt::FILE_USE_FILE_POINTER_POSITION
+    {
+        byte_offset = position;
+    }
     // A handle that may append but not write (FILE_APPEND_DATA without FILE_WRITE_DATA) writes
     // at the end of the file whatever the offset: the I/O manager asks for
     // FILE_WRITE_TO_END_OF_FILE.

@@ -972,3 +972,31 @@ fn fast_io_on_a_locked_file_asks_the_top_of_the_stack_first() {
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(m.findings(), []);
 }
+
+/// `ZwReadFile` / `ZwWriteFile`: on a file object opened for synchronous I/O, a `ByteOffset` of
+/// `FILE_USE_FILE_POINTER_POSITION` (low part -2, high part -1) is the same as none: the I/O
+/// manager passes the file's current position down (the Windows Research Kernel's and ReactOS's
+/// `NtReadFile` replace it with `CurrentByteOffset`), so a filter never sees the special value.
+#[test]
+fn the_use_file_pointer_position_offset_reaches_filters_as_the_current_position() {
+    const FILE_USE_FILE_POINTER_POSITION: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+    let i64_at = |b: &[u8; 32], o: usize| i64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let mut m = machine_with_spy(31);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    spy(|s| s.refuse_fast_io = true);
+    let h = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.read(h, Some(0), 3, IoMode::Cached).data, b"012");
+    spy(|s| s.seen.clear());
+    let r = m.read(h, Some(FILE_USE_FILE_POINTER_POSITION), 3, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"345"[..]));
+    let read = spy(|s| s.seen.iter().rfind(|x| x.major == 0x03 && !x.fast_io).cloned()).unwrap();
+    assert_eq!(i64_at(&read.parameters, 16), 3, "the read's ByteOffset is the file position");
+    spy(|s| s.seen.clear());
+    let w = m.write(h, Some(FILE_USE_FILE_POINTER_POSITION), b"ab", IoMode::Cached);
+    assert_eq!(w.status, Status::SUCCESS);
+    let write = spy(|s| s.seen.iter().rfind(|x| x.major == 0x04 && !x.fast_io).cloned()).unwrap();
+    assert_eq!(i64_at(&write.parameters, 16), 6, "the write's ByteOffset is the file position");
+    assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"012345ab89");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
