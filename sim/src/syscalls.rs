@@ -1181,6 +1181,45 @@ fn min_length(major: u8, class: u32) -> usize {
     }
 }
 
+/// Whether the I/O manager lets a user-mode caller ask for `class` with `major` at all: its
+/// length tables (`IopQueryOperationLength`, `IopSetOperationLength`, `IopQueryFsOperationLength`
+/// in the Windows Research Kernel and ReactOS) hold no entry for a set-only class queried (rename,
+/// link, disposition, allocation, end of file, the directory classes), a query-only class set
+/// (standard, internal, EA, access, name, alignment, all, network-open, attribute tag, the
+/// directory classes) or a volume label queried, and the service answers
+/// `STATUS_INVALID_INFO_CLASS` before it looks at the handle. Classes past those tables are left
+/// to the file system.
+fn class_allowed(major: u8, class: u32) -> bool {
+    use crate::nt::{file_info as fi, fs_info};
+    if major == mj::QUERY_VOLUME_INFORMATION {
+        return class != 0 && class != fs_info::LABEL;
+    }
+    let directory = [fi::DIRECTORY, fi::FULL_DIRECTORY, fi::BOTH_DIRECTORY, fi::NAMES];
+    if class == 0 || directory.contains(&class) || [fi::ID_BOTH_DIRECTORY, 38].contains(&class) {
+        return false;
+    }
+    match major {
+        mj::QUERY_INFORMATION => !matches!(
+            class,
+            fi::RENAME | 11 | fi::DISPOSITION | 15 | fi::ALLOCATION | fi::END_OF_FILE
+        ),
+        _ => !matches!(
+            class,
+            fi::STANDARD
+                | fi::INTERNAL
+                | fi::EA
+                | fi::ACCESS
+                | fi::NAME
+                | fi::ALIGNMENT
+                | fi::ALL
+                | 21
+                | 22
+                | fi::NETWORK_OPEN
+                | fi::ATTRIBUTE_TAG
+        ),
+    }
+}
+
 /// The access a handle needs for an information class (the I/O manager's
 /// `IopQueryOperationAccess` and `IopSetOperationAccess` tables, for the classes the simulator
 /// knows): reading attributes for the basic, all, network-open and attribute-tag queries;
@@ -1209,6 +1248,10 @@ fn buffered_info(
     out_len: usize,
     fast_classes: &[u32],
 ) -> IoResult {
+    if !class_allowed(major, class) {
+        // Refused before the handle is looked at: nothing is sent.
+        return IoResult::failed(Status::INVALID_INFO_CLASS);
+    }
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),

@@ -1000,3 +1000,32 @@ fn the_use_file_pointer_position_offset_reaches_filters_as_the_current_position(
     assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"012345ab89");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// `NtQueryInformationFile` and `NtSetInformationFile` refuse, for a user-mode caller, a class
+/// their length tables have no entry for (`IopQueryOperationLength` / `IopSetOperationLength`
+/// zero: a set-only class queried, a query-only class set) with `STATUS_INVALID_INFO_CLASS`,
+/// before any IRP (the Windows Research Kernel and ReactOS).
+#[test]
+fn an_information_class_the_io_manager_does_not_allow_is_refused_without_an_irp() {
+    const STATUS_INVALID_INFO_CLASS: Status = Status(0xC000_0003_u32 as i32);
+    let mut m = machine_with_spy(32);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    let h = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    for class in [fi::DISPOSITION, fi::END_OF_FILE, fi::ALLOCATION, fi::RENAME, fi::NAMES] {
+        spy(|s| s.seen.clear());
+        let r = m.query_information(h, class, 64);
+        assert_eq!(r.status, STATUS_INVALID_INFO_CLASS, "query of class {class}");
+        assert!(spy(|s| s.seen.is_empty()), "no IRP for the query of class {class}");
+    }
+    for class in [fi::STANDARD, fi::NAME, fi::ALL, fi::NETWORK_OPEN, fi::INTERNAL] {
+        spy(|s| s.seen.clear());
+        let r = m.set_information(h, class, &[0u8; 128]);
+        assert_eq!(r.status, STATUS_INVALID_INFO_CLASS, "set of class {class}");
+        assert!(spy(|s| s.seen.is_empty()), "no IRP for the set of class {class}");
+    }
+    // The classes the tables allow still go down.
+    assert_eq!(m.query_information(h, fi::STANDARD, 24).status, Status::SUCCESS);
+    assert_eq!(m.set_information(h, fi::END_OF_FILE, &4i64.to_le_bytes()).status, Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
