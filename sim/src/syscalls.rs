@@ -937,6 +937,11 @@ fn transfer(
     if mode != IoMode::Paging && granted & needed == 0 {
         return IoResult::failed(Status::ACCESS_DENIED);
     }
+    // A file object opened without intermediate buffering gets IRP_NOCACHE on every user
+    // read and write (WRK `NtReadFile` / `NtWriteFile`): never cached, never fast I/O.
+    // SAFETY: a live file object of an open handle.
+    let unbuffered = unsafe { (*file).Flags } & fo::NO_INTERMEDIATE_BUFFERING != 0;
+    let mode = if mode == IoMode::Cached && unbuffered { IoMode::NonCached } else { mode };
     let mut buf = UserBuffer::new(length, data, write);
     let ptr = buf.ptr();
     // The I/O manager passes the file position for synchronous file objects.

@@ -1029,3 +1029,30 @@ fn an_information_class_the_io_manager_does_not_allow_is_refused_without_an_irp(
     assert_eq!(m.set_information(h, fi::END_OF_FILE, &4i64.to_le_bytes()).status, Status::SUCCESS);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// `NtReadFile` / `NtWriteFile` set `IRP_NOCACHE` on every IRP for a file object opened with
+/// `FILE_NO_INTERMEDIATE_BUFFERING` (`FO_NO_INTERMEDIATE_BUFFERING`; the Windows Research
+/// Kernel), so such a file never has its caching initiated and is never offered to fast I/O.
+#[test]
+fn a_file_opened_without_intermediate_buffering_gets_noncached_irps() {
+    let mut m = machine_with_spy(33);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.bin", &[5u8; 2048]));
+    m.boot();
+    let options = CreateOptions::open().options(co::NO_INTERMEDIATE_BUFFERING);
+    let h = m.open(c, "f.bin", options).unwrap();
+    for _ in 0..2 {
+        spy(|s| s.seen.clear());
+        let r = m.read(h, Some(0), 512, IoMode::Cached);
+        assert_eq!((r.status, r.fast_io), (Status::SUCCESS, false));
+        let seen = spy(|s| std::mem::take(&mut s.seen));
+        assert!(seen.iter().all(|s| !s.fast_io), "never offered to fast I/O: {seen:?}");
+        let read = seen.iter().rfind(|x| x.major == 0x03).unwrap();
+        assert_eq!(read.irp_flags & 0x1, 0x1, "IRP_NOCACHE: {read:?}");
+    }
+    spy(|s| s.seen.clear());
+    let w = m.write(h, Some(512), &[1u8; 512], IoMode::Cached);
+    assert_eq!((w.status, w.fast_io), (Status::SUCCESS, false));
+    let write = spy(|s| s.seen.iter().rfind(|x| x.major == 0x04).cloned()).unwrap();
+    assert_eq!(write.irp_flags & 0x1, 0x1, "IRP_NOCACHE: {write:?}");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
