@@ -569,15 +569,33 @@ fn open_target(volume: VolumeId, rel: &str) -> Result<(MediaKind, bool), Status>
 }
 
 /// The I/O manager's own checks of a create's parameters (`IoCreateFile`, as ReactOS and the
-/// Windows Research Kernel make them before any IRP): a disposition past `FILE_OVERWRITE_IF`, and
-/// `FILE_DIRECTORY_FILE` (without `FILE_NON_DIRECTORY_FILE`) with a disposition other than
-/// `FILE_CREATE`, `FILE_OPEN` or `FILE_OPEN_IF`, are `STATUS_INVALID_PARAMETER`.
+/// Windows Research Kernel make them before any IRP): share bits past `FILE_SHARE_VALID_FLAGS`,
+/// option bits past `FILE_VALID_OPTION_FLAGS`, a disposition past `FILE_OVERWRITE_IF`,
+/// `FILE_DELETE_ON_CLOSE` without `DELETE` desired, `FILE_DIRECTORY_FILE` (without
+/// `FILE_NON_DIRECTORY_FILE`) with a disposition other than `FILE_CREATE`, `FILE_OPEN` or
+/// `FILE_OPEN_IF` or with an option a directory open does not take, `FILE_COMPLETE_IF_OPLOCKED`
+/// with `FILE_RESERVE_OPFILTER`, and `FILE_NO_INTERMEDIATE_BUFFERING` with `FILE_APPEND_DATA`
+/// desired, are `STATUS_INVALID_PARAMETER`. The access bits are the caller's, before generic
+/// rights are mapped, as `IoCreateFile` tests them.
 fn create_parameters_valid(options: &CreateOptions) -> bool {
-    let (o, d) = (options.options, options.disposition);
+    // FILE_DIRECTORY_FILE, FILE_WRITE_THROUGH, the two synchronous flags,
+    // FILE_COMPLETE_IF_OPLOCKED, FILE_DELETE_ON_CLOSE, FILE_OPEN_BY_FILE_ID,
+    // FILE_OPEN_FOR_BACKUP_INTENT, FILE_OPEN_REPARSE_POINT, FILE_OPEN_FOR_FREE_SPACE_QUERY.
+    const DIRECTORY_OPTIONS: u32 = 0x0080_0000 | 0x0020_0000 | 0x7000 | 0x0100 | 0x33;
+    const COMPLETE_IF_OPLOCKED: u32 = 0x100;
+    const RESERVE_OPFILTER: u32 = 0x0010_0000;
+    let (o, d, a) = (options.options, options.disposition, options.access);
     let directory =
         o & create_options::DIRECTORY_FILE != 0 && o & create_options::NON_DIRECTORY_FILE == 0;
     let openable = matches!(d, disposition::CREATE | disposition::OPEN | disposition::OPEN_IF);
-    d <= disposition::OVERWRITE_IF && (!directory || openable)
+    let has = |bits: u32| o & bits == bits;
+    options.share & !(share::READ | share::WRITE | share::DELETE) == 0
+        && o & !0x00FF_FFFF == 0
+        && d <= disposition::OVERWRITE_IF
+        && !(has(create_options::DELETE_ON_CLOSE) && a & access::DELETE == 0)
+        && (!directory || (openable && o & !DIRECTORY_OPTIONS == 0))
+        && !has(COMPLETE_IF_OPLOCKED | RESERVE_OPFILTER)
+        && !(has(create_options::NO_INTERMEDIATE_BUFFERING) && a & access::FILE_APPEND_DATA != 0)
 }
 
 /// `NtCreateFile`.

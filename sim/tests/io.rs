@@ -1056,3 +1056,58 @@ fn a_file_opened_without_intermediate_buffering_gets_noncached_irps() {
     assert_eq!(write.irp_flags & 0x1, 0x1, "IRP_NOCACHE: {write:?}");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// `IoCreateFile` checks a user-mode caller's parameters before any file object or IRP (the
+/// Windows Research Kernel; the `ZwCreateFile` reference page for the options compatible with
+/// `FILE_DIRECTORY_FILE`): share bits past `FILE_SHARE_VALID_FLAGS`, option bits past
+/// `FILE_VALID_OPTION_FLAGS`, `FILE_DELETE_ON_CLOSE` without `DELETE`, `FILE_DIRECTORY_FILE`
+/// with a non-directory option (sequential, random access, no intermediate buffering), and
+/// `FILE_NO_INTERMEDIATE_BUFFERING` with `FILE_APPEND_DATA` are `STATUS_INVALID_PARAMETER`, and no
+/// filter sees a create.
+#[test]
+fn the_io_manager_refuses_invalid_create_parameters_before_any_irp() {
+    use fsfilter_sim::nt::access;
+    let mut m = machine_with_spy(34);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789").file("\\d\\", b""),
+    );
+    m.boot();
+    let rw = access::FILE_READ_DATA | access::FILE_WRITE_DATA | access::SYNCHRONIZE;
+    let cases = [
+        ("f.txt", CreateOptions::open().share(0x8)),
+        ("f.txt", CreateOptions::open().options(0x0100_0000)),
+        ("f.txt", CreateOptions::open().access(rw).options(co::DELETE_ON_CLOSE)),
+        ("d", CreateOptions::directory().options(co::DIRECTORY_FILE | co::SEQUENTIAL_ONLY)),
+        ("d", CreateOptions::directory().options(co::DIRECTORY_FILE | co::RANDOM_ACCESS)),
+        (
+            "d",
+            CreateOptions::directory()
+                .access(access::FILE_LIST_DIRECTORY)
+                .options(co::DIRECTORY_FILE | co::NO_INTERMEDIATE_BUFFERING),
+        ),
+        (
+            "f.txt",
+            CreateOptions::open()
+                .access(access::FILE_READ_DATA | access::FILE_APPEND_DATA)
+                .options(co::NO_INTERMEDIATE_BUFFERING),
+        ),
+    ];
+    for (path, options) in cases {
+        spy(|s| s.seen.clear());
+        let r = m.create(c, path, options);
+        assert_eq!(r.status, Status::INVALID_PARAMETER, "{path} {options:?}");
+        assert!(r.handle.is_none());
+        assert!(spy(|s| s.seen.is_empty()), "no create IRP for {path} {options:?}");
+    }
+    // What the checks allow still opens.
+    let ok = [
+        ("d", CreateOptions::directory().options(co::DIRECTORY_FILE | co::WRITE_THROUGH)),
+        ("f.txt", CreateOptions::open().options(co::NO_INTERMEDIATE_BUFFERING)),
+        ("f.txt", CreateOptions::open().options(co::DELETE_ON_CLOSE)),
+    ];
+    for (path, options) in ok {
+        let h = m.open(c, path, options.share(7)).unwrap();
+        assert_eq!(m.close_handle(h), Status::SUCCESS);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
