@@ -1682,8 +1682,15 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
     let out = buffer(out_len);
     let b = kernel::with(|k| {
         let target = k.related_device(file);
+        // A system buffer only when there is something to carry: for a buffered code an input
+        // or an output, for a direct one an input (the WRK's `IopXxxControlFile`).
+        let system = match m {
+            method::BUFFERED => !input.is_empty() || out_len > 0,
+            method::NEITHER => false,
+            _ => !input.is_empty(),
+        };
         let mut flags = irp_flags::SYNCHRONOUS_API;
-        if m != method::NEITHER {
+        if system {
             flags |= irp_flags::BUFFERED_IO | irp_flags::DEALLOCATE_BUFFER;
             if out_len > 0 && m == method::BUFFERED {
                 flags |= irp_flags::INPUT_OPERATION;
@@ -1692,12 +1699,18 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
         let b = build(k, volume, major, target, file, flags, true);
         // SAFETY: the request's IRP.
         let i = unsafe { crate::irpx::header(b.irp) };
+        if system {
+            i.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast();
+        }
         match m {
-            method::BUFFERED => i.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast(),
+            // The output buffer the completion copies the system buffer back to.
+            method::BUFFERED if system => i.UserBuffer = out.ptr().cast(),
+            method::BUFFERED => {}
             method::NEITHER => i.UserBuffer = out.ptr().cast(),
             _ => {
-                i.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast();
-                i.MdlAddress = k.allocate_mdl(out.ptr().cast(), out_len);
+                if out_len > 0 {
+                    i.MdlAddress = k.allocate_mdl(out.ptr().cast(), out_len);
+                }
                 i.UserBuffer = out.ptr().cast();
             }
         }

@@ -1111,3 +1111,48 @@ fn the_io_manager_refuses_invalid_create_parameters_before_any_irp() {
     }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// `NtFsControlFile` / `NtDeviceIoControlFile` (`IopXxxControlFile` in the Windows Research
+/// Kernel): `METHOD_BUFFERED` with no input and no output has no system buffer and no buffering
+/// flags, and with an output its `UserBuffer` is the caller's output buffer (the completion
+/// copies back to it); `METHOD_IN_DIRECT` / `OUT_DIRECT` have a system buffer only for an input
+/// and an MDL only for an output.
+#[test]
+fn control_requests_carry_only_the_buffers_their_method_and_lengths_call_for() {
+    const BUFFERED_IO: u32 = 0x10;
+    const DEALLOCATE_BUFFER: u32 = 0x20;
+    const INPUT_OPERATION: u32 = 0x40;
+    // CTL_CODE(FILE_DEVICE_DISK, 0x999, METHOD_OUT_DIRECT, FILE_ANY_ACCESS): an unknown code.
+    const OUT_DIRECT: u32 = 0x0007_2666;
+    let mut m = machine_with_spy(35);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    let h = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    let mut send = |fsctl: bool, code: u32, input: &[u8], output_length: usize| {
+        spy(|s| s.seen.clear());
+        let _ = if fsctl {
+            m.io(IoRequest::Fsctl { handle: h, code, input, output_length })
+        } else {
+            m.io(IoRequest::DeviceControl { handle: h, code, input, output_length })
+        };
+        let major = if fsctl { 0x0d } else { 0x0e };
+        spy(|s| s.seen.iter().find(|x| x.major == major).cloned()).unwrap()
+    };
+    let none = send(true, fsctl::IS_VOLUME_MOUNTED, &[], 0);
+    assert!(!none.system_buffer && !none.user_buffer && !none.mdl, "{none:?}");
+    assert_eq!(none.irp_flags & (BUFFERED_IO | DEALLOCATE_BUFFER | INPUT_OPERATION), 0);
+    let out = send(true, fsctl::IS_VOLUME_MOUNTED, &[], 16);
+    assert!(out.system_buffer && out.user_buffer, "{out:?}");
+    let all = BUFFERED_IO | DEALLOCATE_BUFFER | INPUT_OPERATION;
+    assert_eq!(out.irp_flags & all, all);
+    let direct = send(false, OUT_DIRECT, &[], 0);
+    assert!(!direct.system_buffer && !direct.mdl, "{direct:?}");
+    assert_eq!(direct.irp_flags & (BUFFERED_IO | DEALLOCATE_BUFFER), 0);
+    let direct = send(false, OUT_DIRECT, &[1, 2, 3, 4], 32);
+    assert!(direct.system_buffer && direct.mdl, "{direct:?}");
+    assert_eq!(
+        direct.irp_flags & (BUFFERED_IO | DEALLOCATE_BUFFER),
+        BUFFERED_IO | DEALLOCATE_BUFFER
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -40,6 +40,8 @@ pub(crate) struct Seen {
     pub(crate) stack_count: i8,
     pub(crate) mdl: bool,
     pub(crate) user_buffer: bool,
+    /// `AssociatedIrp.SystemBuffer` was set.
+    pub(crate) system_buffer: bool,
     pub(crate) fast_io: bool,
     pub(crate) fo: usize,
     pub(crate) fsctl: u32,
@@ -259,6 +261,8 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             stack_count: i.StackCount,
             mdl: !i.MdlAddress.is_null(),
             user_buffer: !i.UserBuffer.is_null(),
+            // SAFETY: the pointer member of the IRP's union.
+            system_buffer: !unsafe { i.AssociatedIrp.SystemBuffer }.is_null(),
             fast_io: false,
             fo: sl.FileObject as usize,
             fsctl,
