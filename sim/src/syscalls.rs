@@ -960,6 +960,18 @@ fn transfer(
     // SAFETY: a live file object of an open handle.
     let unbuffered = unsafe { (*file).Flags } & fo::NO_INTERMEDIATE_BUFFERING != 0;
     let mode = if mode == IoMode::Cached && unbuffered { IoMode::NonCached } else { mode };
+    // On such a file object the length, and an offset the caller gives, must be multiples of
+    // the sector size of the device the request goes to, or nothing is built (WRK).
+    if unbuffered && mode != IoMode::Paging {
+        let sector = kernel::with(|k| {
+            let d = k.objects.device_id(k.related_device(file));
+            d.map_or(0, |d| u64::from(k.objects.dobj(d).SectorSize))
+        });
+        let offset_unaligned = offset.is_some_and(|o| (o as i64) >= 0 && o % sector.max(1) != 0);
+        if sector != 0 && (length as u64 % sector != 0 || offset_unaligned) {
+            return IoResult::failed(Status::INVALID_PARAMETER);
+        }
+    }
     let mut buf = UserBuffer::new(length, data, write);
     let ptr = buf.ptr();
     // The I/O manager passes the file position for synchronous file objects.

@@ -1156,3 +1156,33 @@ fn control_requests_carry_only_the_buffers_their_method_and_lengths_call_for() {
     );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// `NtReadFile` / `NtWriteFile` check a transfer on a file object opened without intermediate
+/// buffering against the sector size of the device its requests go to before building anything:
+/// a length, or an offset the caller gave, that is not a multiple of it is
+/// `STATUS_INVALID_PARAMETER` and no filter sees the request (the Windows Research Kernel; the
+/// file system's own check stays for kernel-mode callers).
+#[test]
+fn an_unaligned_transfer_on_an_unbuffered_file_is_refused_before_any_irp() {
+    let mut m = machine_with_spy(36);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.bin", &[5u8; 2048]));
+    m.boot();
+    let options = CreateOptions::open().options(co::NO_INTERMEDIATE_BUFFERING);
+    let h = m.open(c, "f.bin", options).unwrap();
+    let requests = [
+        IoRequest::Read { handle: h, offset: Some(0), length: 100, mode: IoMode::Cached },
+        IoRequest::Read { handle: h, offset: Some(100), length: 512, mode: IoMode::Cached },
+        IoRequest::Write { handle: h, offset: Some(0), data: &[1u8; 100], mode: IoMode::Cached },
+        IoRequest::Write { handle: h, offset: Some(7), data: &[1u8; 512], mode: IoMode::NonCached },
+    ];
+    for request in requests {
+        spy(|s| s.seen.clear());
+        let r = m.io(request.clone());
+        assert_eq!(r.status, Status::INVALID_PARAMETER, "{request:?}");
+        assert!(spy(|s| s.seen.is_empty()), "no IRP for {request:?}");
+    }
+    let r = m.read(h, Some(512), 512, IoMode::Cached);
+    assert_eq!((r.status, r.information), (Status::SUCCESS, 512));
+    assert_eq!(m.file_contents(c, "f.bin").unwrap(), vec![5u8; 2048]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
