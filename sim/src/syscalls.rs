@@ -402,7 +402,7 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
             lock(handle, mn_lock::LOCK, offset, length, exclusive, fail_immediately)
         }
         IoRequest::Unlock { handle, offset, length } => {
-            lock(handle, mn_lock::UNLOCK_SINGLE, offset, length, false, true)
+            lock(handle, mn_lock::UNLOCK_SINGLE, offset, length, false, false)
         }
         IoRequest::Shutdown { volume } => shutdown(volume),
     })

@@ -1186,3 +1186,30 @@ fn an_unaligned_transfer_on_an_unbuffered_file_is_refused_before_any_irp() {
     assert_eq!(m.file_contents(c, "f.bin").unwrap(), vec![5u8; 2048]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// `NtUnlockFile` builds `IRP_MN_UNLOCK_SINGLE` with no stack-location flags: `SL_FAIL_IMMEDIATELY`
+/// and `SL_EXCLUSIVE_LOCK` are `NtLockFile`'s, set from its `FailImmediately` and `ExclusiveLock`
+/// arguments (the Windows Research Kernel), and an unlock has neither.
+#[test]
+fn an_unlock_request_carries_no_lock_flags() {
+    const SL_FAIL_IMMEDIATELY: u8 = 0x1;
+    const SL_EXCLUSIVE_LOCK: u8 = 0x2;
+    let mut m = machine_with_spy(37);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    let h = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    let lock = IoRequest::Lock {
+        handle: h,
+        offset: 0,
+        length: 4,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    assert_eq!(m.io(lock).status, Status::SUCCESS);
+    spy(|s| s.seen.clear());
+    assert_eq!(m.io(IoRequest::Unlock { handle: h, offset: 0, length: 4 }).status, Status::SUCCESS);
+    let unlock = spy(|s| s.seen.iter().find(|x| x.major == 0x11 && !x.fast_io).cloned()).unwrap();
+    assert_eq!(unlock.minor, 0x2, "IRP_MN_UNLOCK_SINGLE");
+    assert_eq!(unlock.sl_flags & (SL_FAIL_IMMEDIATELY | SL_EXCLUSIVE_LOCK), 0, "{unlock:?}");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -42,6 +42,8 @@ pub(crate) struct Seen {
     pub(crate) user_buffer: bool,
     /// `AssociatedIrp.SystemBuffer` was set.
     pub(crate) system_buffer: bool,
+    /// The stack location's `Flags`.
+    pub(crate) sl_flags: u8,
     pub(crate) fast_io: bool,
     pub(crate) fo: usize,
     pub(crate) fsctl: u32,
@@ -263,6 +265,7 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             user_buffer: !i.UserBuffer.is_null(),
             // SAFETY: the pointer member of the IRP's union.
             system_buffer: !unsafe { i.AssociatedIrp.SystemBuffer }.is_null(),
+            sl_flags: sl.Flags,
             fast_io: false,
             fo: sl.FileObject as usize,
             fsctl,
