@@ -1951,14 +1951,15 @@ fn cleanup(h: Handle) -> IoResult {
     send_cleanup(file, Some(volume))
 }
 
-/// Sends `IRP_MJ_CLEANUP` for a file object.
+/// Sends `IRP_MJ_CLEANUP` for a file object: the I/O manager's own request when the last
+/// handle goes (`IopCloseFile`), `RequestorMode` kernel whoever closed the handle.
 fn send_cleanup(file: *mut FILE_OBJECT, volume: Option<VolumeId>) -> IoResult {
     let flags = irp_flags::CLOSE_OPERATION | irp_flags::SYNCHRONOUS_API;
     match volume {
         Some(v) => {
             let b = kernel::with(|k| {
                 let target = k.related_device(file);
-                build(k, v, mj::CLEANUP, target, file, flags, true)
+                build(k, v, mj::CLEANUP, target, file, flags, false)
             });
             let (status, n, rid, _keep) = send(b);
             result(status, n, rid, Vec::new())

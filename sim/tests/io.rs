@@ -1213,3 +1213,24 @@ fn an_unlock_request_carries_no_lock_flags() {
     assert_eq!(unlock.sl_flags & (SL_FAIL_IMMEDIATELY | SL_EXCLUSIVE_LOCK), 0, "{unlock:?}");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// The cleanup the I/O manager sends when a user-mode caller closes its handle is its own
+/// request, `RequestorMode` kernel (the Windows Research Kernel's `IopCloseFile`), as the close
+/// after it is (`IopDeleteFile`); the caller's reads and writes are user-mode requests.
+#[test]
+fn the_cleanup_of_a_closed_handle_is_a_kernel_mode_request() {
+    let mut m = machine_with_spy(38);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    spy(|s| s.refuse_fast_io = true);
+    let h = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    spy(|s| s.seen.clear());
+    assert_eq!(m.read(h, Some(0), 4, IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    let seen = spy(|s| std::mem::take(&mut s.seen));
+    let mode = |major: u8| seen.iter().find(|x| x.major == major && !x.fast_io).unwrap();
+    assert_eq!(mode(0x03).requestor_mode, 1, "the read is the caller's");
+    assert_eq!(mode(0x12).requestor_mode, 0, "IRP_MJ_CLEANUP: {:?}", mode(0x12));
+    assert_eq!(mode(0x02).requestor_mode, 0, "IRP_MJ_CLOSE");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

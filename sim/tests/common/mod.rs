@@ -44,6 +44,8 @@ pub(crate) struct Seen {
     pub(crate) system_buffer: bool,
     /// The stack location's `Flags`.
     pub(crate) sl_flags: u8,
+    /// The IRP's `RequestorMode` (0 kernel, 1 user).
+    pub(crate) requestor_mode: i8,
     pub(crate) fast_io: bool,
     pub(crate) fo: usize,
     pub(crate) fsctl: u32,
@@ -266,6 +268,7 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             // SAFETY: the pointer member of the IRP's union.
             system_buffer: !unsafe { i.AssociatedIrp.SystemBuffer }.is_null(),
             sl_flags: sl.Flags,
+            requestor_mode: i.RequestorMode,
             fast_io: false,
             fo: sl.FileObject as usize,
             fsctl,
