@@ -168,13 +168,10 @@ pub fn cancel_irp(irp: *mut IRP) -> bool {
         };
         let image =
             k.objects.device_id(device).map(|d| k.objects.driver(k.objects.device(d).driver).image);
-        if let Some(img) = image.filter(|&img| !k.image_loaded(img)) {
-            let name = k.image_name(img);
-            k.report(
-                Rule::UnloadedDriverCodeRan,
-                Some(name),
-                "IoCancelIrp would have called the cancel routine of an unloaded driver",
-            );
+        if !k.code_may_run(
+            image,
+            "IoCancelIrp would have called the cancel routine of an unloaded driver",
+        ) {
             k.release_cancel_lock(irql);
             return Next::Done(true);
         }

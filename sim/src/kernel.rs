@@ -638,6 +638,16 @@ impl Kernel {
         self.images.get(image.index()).is_some_and(|i| i.loaded)
     }
 
+    /// Whether code of `image` (None: the kernel's own) may run: false, with an
+    /// `UNLOADED_DRIVER_CODE_RAN` finding saying `what` against it, when the image unloaded
+    /// (Windows would run freed code there; the simulator does not call it).
+    pub(crate) fn code_may_run(&mut self, image: Option<ImageId>, what: &str) -> bool {
+        let Some(gone) = image.filter(|&i| !self.image_loaded(i)) else { return true };
+        let name = self.image_name(gone);
+        self.report(Rule::UnloadedDriverCodeRan, Some(name), what);
+        false
+    }
+
     /// Counts a call of `kind` by the running image and says whether fault injection fails it.
     pub fn fault(&mut self, kind: crate::faults::FaultKind) -> bool {
         let image = self.current_image();

@@ -131,16 +131,7 @@ export! { windows_sys::Wdk::System::SystemServices::ExQueueWorkItem =>
                 // unloaded image (Windows crashes there; `IoQueueWorkItem` holds a device
                 // reference against this). Reported; the routine does not run.
                 let loaded = kernel::with(|k| {
-                    let gone = image.filter(|&i| !k.image_loaded(i));
-                    if let Some(i) = gone {
-                        let name = k.image_name(i);
-                        k.report(
-                            Rule::UnloadedDriverCodeRan,
-                            Some(name),
-                            "an ExQueueWorkItem routine ran after its driver unloaded",
-                        );
-                    }
-                    gone.is_none()
+                    k.code_may_run(image, "an ExQueueWorkItem routine ran after its driver unloaded")
                 });
                 if loaded {
                     // SAFETY: the routine the driver queued with its parameter.

@@ -281,20 +281,14 @@ export! { windows_sys::Wdk::System::SystemServices::KeSetTimer =>
             }
             // A driver that unloaded with its timer armed: the DPC is code of the unloaded image
             // (Windows crashes there), the timer its freed memory. Reported; neither is touched.
-            let unloaded = kernel::with(|k| {
-                let gone = image.filter(|&i| !k.image_loaded(i));
-                if let Some(i) = gone {
-                    let name = k.image_name(i);
-                    k.report(
-                        Rule::UnloadedDriverCodeRan,
-                        Some(name),
-                        "a timer expired after its driver unloaded with the timer armed \
-                         (its DPC would run)",
-                    );
-                }
-                gone.is_some()
+            let loaded = kernel::with(|k| {
+                k.code_may_run(
+                    image,
+                    "a timer expired after its driver unloaded with the timer armed (its DPC \
+                     would run)",
+                )
             });
-            if unloaded {
+            if !loaded {
                 return;
             }
             // SAFETY: the armed timer, valid until it expires or is cancelled (the driver's
