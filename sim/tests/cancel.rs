@@ -38,6 +38,13 @@ fn notify(m: &mut Machine, h: Handle) -> IoResult {
     })
 }
 
+/// Opens `watched` and leaves a change notification waiting on it: the handle and the request.
+fn waiting(m: &mut Machine, c: VolumeId) -> (Handle, IoResult) {
+    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    let n = notify(m, dir);
+    (dir, n)
+}
+
 fn cancel(m: &mut Machine, h: Handle) -> Status {
     m.io(IoRequest::Cancel { handle: h }).status
 }
@@ -144,8 +151,7 @@ fn a_request_cancelled_before_it_was_cancelable_is_answered_when_it_reaches_the_
     let mut m = common::machine_with_spy(34);
     let c = volume(&mut m);
     common::spy(|s| s.hold_notify = true);
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
-    let n = notify(&mut m, dir);
+    let (dir, n) = waiting(&mut m, c);
     assert_eq!(n.status, Status::PENDING);
     assert_eq!(cancel(&mut m, dir), Status::SUCCESS);
     assert_eq!(completed(&m, n.io), None, "not cancelable while the filter holds it");
@@ -161,8 +167,7 @@ fn a_drivers_cancel_routine_runs_at_dispatch_level_holding_the_lock_for_the_hold
     let mut m = common::machine_with_spy(35);
     let c = volume(&mut m);
     common::spy(|s| s.cancelable = Some(SpyCancel::Release));
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
-    let n = notify(&mut m, dir);
+    let (dir, n) = waiting(&mut m, c);
     assert_eq!(n.status, Status::PENDING);
     let held = common::spy(|s| s.held.clone());
     assert_eq!(held.len(), 1);
@@ -188,8 +193,7 @@ fn a_cancel_routine_that_keeps_the_cancel_spin_lock_is_reported() {
     let mut m = common::machine_with_spy(36);
     let c = volume(&mut m);
     common::spy(|s| s.cancelable = Some(SpyCancel::KeepLock));
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
-    let n = notify(&mut m, dir);
+    let (dir, n) = waiting(&mut m, c);
     assert_eq!(cancel(&mut m, dir), Status::SUCCESS);
     assert_eq!(completed(&m, n.io), Some(Status::CANCELLED));
     let found: Vec<(Rule, Option<String>)> =
@@ -213,8 +217,7 @@ fn completing_an_irp_whose_cancel_routine_is_still_set_is_reported() {
         s.cancelable = Some(SpyCancel::Release);
         s.complete_held_at_cleanup = true;
     });
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
-    let n = notify(&mut m, dir);
+    let (dir, n) = waiting(&mut m, c);
     assert_eq!(n.status, Status::PENDING);
     // The spy completes what it holds at the next cleanup, without IoSetCancelRoutine(NULL).
     let other = m.open(c, "other", CreateOptions::directory()).unwrap();
@@ -237,8 +240,7 @@ fn an_outstanding_request_keeps_its_file_object_until_it_completes() {
     // the file system dropped the watch with the request in it, which never completed.
     let mut m = common::machine_with_spy(38);
     let c = volume(&mut m);
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
-    let n = notify(&mut m, dir);
+    let (dir, n) = waiting(&mut m, c);
     assert_eq!(n.status, Status::PENDING);
     let fo = common::spy(|s| s.seen.last().map(|x| x.fo)).unwrap();
     let closes = |m: &Machine| {
@@ -286,8 +288,7 @@ fn a_cancel_routine_that_returns_at_another_irql_than_cancel_irql_is_reported() 
     let mut m = common::machine_with_spy(39);
     let c = volume(&mut m);
     common::spy(|s| s.cancelable = Some(SpyCancel::ReleaseToDispatch));
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
-    let n = notify(&mut m, dir);
+    let (dir, n) = waiting(&mut m, c);
     assert_eq!(cancel(&mut m, dir), Status::SUCCESS);
     assert_eq!(completed(&m, n.io), Some(Status::CANCELLED));
     let found: Vec<(Rule, Option<String>)> =
@@ -327,8 +328,7 @@ fn io_cancel_irp_from_a_driver_answers_whether_the_irp_was_cancelable() {
     let c = volume(&mut m);
     // Held without a cancel routine: FALSE, and the cancel bit is left for the holder.
     common::spy(|s| s.hold_notify = true);
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
-    let n = notify(&mut m, dir);
+    let (_dir, n) = waiting(&mut m, c);
     let held = common::spy(|s| s.held[0].1) as *mut windows_sys::Wdk::Foundation::IRP;
     // SAFETY: a live IRP the spy holds.
     assert!(!unsafe { IoCancelIrp(held) });
