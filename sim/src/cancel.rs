@@ -232,15 +232,39 @@ pub(crate) fn cancel_file_requests(file: *mut FILE_OBJECT) -> Status {
     Status::SUCCESS
 }
 
-/// Releases the cancel spin lock a cancel routine is called with (`Irp->CancelIrql`), for the
-/// file systems' own cancel routines.
+/// Makes a request a file system is about to hold cancelable with `routine`, as FsRtl's notify
+/// and lock packages do: true when it may wait; false when it was cancelled on its way down (a
+/// filter held it, not cancelable), which its holder then answers `STATUS_CANCELLED` at once.
 ///
 /// # Safety
-/// `irp` is the live IRP being cancelled.
-pub(crate) unsafe fn release_in_cancel_routine(irp: *mut IRP) {
+/// `irp` is the live IRP in the holder's dispatch routine.
+pub(crate) unsafe fn make_cancelable(irp: *mut IRP, routine: DRIVER_CANCEL) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { set_cancel_routine(irp, routine) };
+    // SAFETY: as above.
+    if unsafe { (*irp).Cancel } {
+        // SAFETY: as above.
+        unsafe { clear_cancel_routine(irp) };
+        return false;
+    }
+    true
+}
+
+/// The body of the file systems' cancel routines: releases the cancel spin lock it is called
+/// with (`Irp->CancelIrql`), takes the request out of its holder's queue (`leave`), and completes
+/// it with `STATUS_CANCELLED`.
+///
+/// # Safety
+/// `irp` is the live IRP being cancelled, held in the queue `leave` takes it out of.
+pub(crate) unsafe fn complete_cancelled(irp: *mut IRP, leave: impl FnOnce(&mut Kernel)) {
     // SAFETY: the IRP being cancelled (the caller's contract).
     let irql = unsafe { (*irp).CancelIrql };
-    kernel::with(|k| k.release_cancel_lock(irql));
+    kernel::with(|k| {
+        k.release_cancel_lock(irql);
+        leave(k);
+    });
+    // SAFETY: a held IRP, live until completed here, once (it left its queue).
+    unsafe { crate::irpx::complete(irp, Status::CANCELLED, 0) };
 }
 
 /// Takes a held request out of the cancelable state (`IoSetCancelRoutine(Irp, NULL)`) before its

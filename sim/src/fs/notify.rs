@@ -379,11 +379,7 @@ impl Kernel {
         // request cancelled on its way down at once.
         let irp = irp as *mut IRP;
         // SAFETY: the live IRP in the file system's dispatch routine.
-        unsafe { crate::cancel::set_cancel_routine(irp, Some(waiting_notify_cancelled)) };
-        // SAFETY: as above.
-        if unsafe { (*irp).Cancel } {
-            // SAFETY: as above.
-            unsafe { crate::cancel::clear_cancel_routine(irp) };
+        if !unsafe { crate::cancel::make_cancelable(irp, Some(waiting_notify_cancelled)) } {
             w.waiting.retain(|x| x.0 != irp as usize);
             return Some((Status::CANCELLED, Vec::new()));
         }
@@ -448,11 +444,8 @@ pub fn log_changes(irp: usize, bytes: &[u8]) {
 /// The cancel routine of a waiting request: it leaves its watch and completes with
 /// `STATUS_CANCELLED`, as FsRtl's notify package cancels one.
 unsafe extern "system" fn waiting_notify_cancelled(_device: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // SAFETY: the IRP being cancelled, as IoCancelIrp passes it.
-    unsafe { crate::cancel::release_in_cancel_routine(irp) };
-    kernel::with(|k| k.drop_waiting_request(irp as usize));
-    // SAFETY: a waiting IRP, live until completed here, once (it left its watch).
-    unsafe { irpx::complete(irp, Status::CANCELLED, 0) };
+    // SAFETY: the IRP being cancelled, as IoCancelIrp passes it, waiting in its watch.
+    unsafe { crate::cancel::complete_cancelled(irp, |k| k.drop_waiting_request(irp as usize)) };
 }
 
 fn complete(irp: usize, status: Status, bytes: &[u8]) {

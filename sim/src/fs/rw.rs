@@ -769,14 +769,9 @@ impl Kernel {
                         // (`CancelIoEx`): FsRtl's lock package sets its cancel routine, then
                         // answers a request cancelled on its way down at once.
                         let irp_ptr = irp as *mut IRP;
+                        let routine = Some(waiting_lock_cancelled as _);
                         // SAFETY: the live lock IRP in our dispatch routine.
-                        unsafe {
-                            crate::cancel::set_cancel_routine(irp_ptr, Some(waiting_lock_cancelled))
-                        };
-                        // SAFETY: as above.
-                        if unsafe { (*irp_ptr).Cancel } {
-                            // SAFETY: as above.
-                            unsafe { crate::cancel::clear_cancel_routine(irp_ptr) };
+                        if !unsafe { crate::cancel::make_cancelable(irp_ptr, routine) } {
                             Some(Status::CANCELLED)
                         } else {
                             // SAFETY: as above.
@@ -880,11 +875,8 @@ impl Kernel {
 /// The cancel routine of a waiting lock request: it stops waiting and completes with
 /// `STATUS_CANCELLED`, as FsRtl's lock package cancels one.
 unsafe extern "system" fn waiting_lock_cancelled(_device: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // SAFETY: the IRP being cancelled, as IoCancelIrp passes it.
-    unsafe { crate::cancel::release_in_cancel_routine(irp) };
-    kernel::with(|k| k.drop_waiting_lock(irp as usize));
-    // SAFETY: a waiting lock IRP, live until completed here, once (it stopped waiting).
-    unsafe { irpx::complete(irp, Status::CANCELLED, 0) };
+    // SAFETY: the IRP being cancelled, as IoCancelIrp passes it, waiting for its range.
+    unsafe { crate::cancel::complete_cancelled(irp, |k| k.drop_waiting_lock(irp as usize)) };
 }
 
 /// Non-cached transfers on disk and CD file systems must be sector aligned.
