@@ -302,7 +302,7 @@ fn play(
             }
             done(what, cancel(m, handles, volume, &path))
         }
-        Action::Io { volume, op, path, offset, length, mode, data, class, notify } => {
+        Action::Io { volume, op, path, offset, length, mode, data, class, notify, wait } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
             };
@@ -320,6 +320,9 @@ fn play(
                     crate::scenario::notify_names(n.filter)
                 ));
             }
+            if *wait {
+                what.push_str(" (wait)");
+            }
             let step = IoStep {
                 op: *op,
                 offset: *offset,
@@ -327,6 +330,7 @@ fn play(
                 mode: *mode,
                 class: *class,
                 notify: *notify,
+                wait: *wait,
             };
             let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
@@ -365,6 +369,7 @@ struct IoStep {
     mode: IoMode,
     class: Option<u32>,
     notify: Option<crate::scenario::Notify>,
+    wait: bool,
 }
 
 fn io(
@@ -376,7 +381,7 @@ fn io(
     step: IoStep,
     data: Option<&[u8]>,
 ) -> fsfilter_sim::IoResult {
-    let IoStep { op, offset, length, mode, class, notify } = step;
+    let IoStep { op, offset, length, mode, class, notify, wait } = step;
     let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -489,7 +494,7 @@ fn io(
             offset: offset.unwrap_or(0),
             length: length.unwrap_or(1) as u64,
             exclusive: true,
-            fail_immediately: true,
+            fail_immediately: !wait,
         }),
         MajorFunction::QueryVolumeInformation => m.io(IoRequest::QueryVolumeInformation {
             handle,

@@ -282,6 +282,9 @@ pub enum Action {
         /// A directory_control step that waits for changes (`IRP_MN_NOTIFY_CHANGE_DIRECTORY`)
         /// instead of listing the directory: an extension of scenario.md.
         notify: Option<Notify>,
+        /// A lock step that waits for a conflicting range instead of failing at once
+        /// (`FailImmediately` FALSE): an extension of scenario.md, `wait = true`.
+        wait: bool,
     },
     /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
     /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
@@ -863,6 +866,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("class", is(MajorFunction::QueryInformation), "query_information"),
                     ("notify", is(MajorFunction::DirectoryControl), "directory_control"),
                     ("watch_tree", is(MajorFunction::DirectoryControl), "directory_control"),
+                    ("wait", is(MajorFunction::LockControl), "lock"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -901,6 +905,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let data = data.map(|(s, _)| s.into_bytes());
                 let class = f.opt_choice("class", &QUERY_CLASSES.map(|(n, c, _)| (n, c)))?;
                 let notify = notify_of(&mut f, &cx, &path)?;
+                let wait = f.opt_bool("wait")?.unwrap_or(false);
                 match major {
                     None => Action::Cancel { volume, path: path_value },
                     Some(op) => Action::Io {
@@ -913,6 +918,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         data,
                         class,
                         notify,
+                        wait,
                     },
                 }
             }

@@ -808,3 +808,23 @@ fn a_cancel_step_takes_a_path_and_nothing_of_a_request() {
     assert_eq!((volume.as_str(), path.as_deref()), ("C:", Some("a")));
     assert_eq!(s.steps[0].action.name(), "io");
 }
+
+#[test]
+fn wait_is_for_a_lock_step_and_a_boolean() {
+    // `wait` (an extension): a lock that waits for a conflicting range (FailImmediately FALSE).
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("read", "wait = true\n")),
+        "bad.toml:9: step[0].wait: applies to lock only, not to `read`"
+    );
+    assert!(error(&io("lock", "wait = \"yes\"\n")).starts_with("bad.toml:9: step[0].wait:"));
+    let s = parse("ok.toml", &io("lock", "wait = true\n")).unwrap();
+    let Some(Action::Io { wait, .. }) = s.steps.first().map(|s| &s.action) else { panic!("{s:?}") };
+    assert!(*wait);
+    let s = parse("ok.toml", &io("lock", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { wait: false, .. }));
+}

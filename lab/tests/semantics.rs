@@ -945,3 +945,53 @@ fn a_cancel_after_the_handles_cleanup_finds_nothing() {
         clean(r);
     }
 }
+
+/// A byte-range lock waiting for a range (`wait = true`) and cancelled: the file system's cancel
+/// routine completes it with `STATUS_CANCELLED`, which both models' post callbacks see in the
+/// cancel step; the range is never granted to it, so the first handle's unlock and a new lock of
+/// the same range through it succeed.
+#[test]
+fn a_waiting_lock_cancelled_reaches_both_post_callbacks_cancelled() {
+    let lock = |path: &str, extra: &str| {
+        format!(
+            "\n[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"lock\"\npath = \"{path}\"\n\
+             offset = 0\nlength = 4\n{extra}"
+        )
+    };
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n{}{}\n[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"cancel\"\n\
+         path = \"\\\\data.bin\"\n{}",
+        lock("data.bin", ""),
+        lock("\\\\data.bin", "wait = true\n"),
+        lock("data.bin", ""),
+    );
+    let (legacy, mini) = both(&text, "P");
+    // The minifilter also sees the fast-I/O try the file system declined (its post says so,
+    // rule 12); fast-I/O locks reach a legacy filter as IRPs only (operations-delivered).
+    let declined = (Some(1), fsfilter::Status::FLT_DISALLOW_FAST_IO);
+    let cancelled = (Some(2), fsfilter::Status::CANCELLED);
+    for (r, expected) in [(&legacy, vec![cancelled]), (&mini, vec![declined, cancelled])] {
+        let waiting = r.steps[1].io.unwrap();
+        let posts: Vec<(Option<u32>, fsfilter::Status)> = r
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback {
+                    io: Some(i),
+                    callback:
+                        Callback::Post { major: fsfilter::MajorFunction::LockControl, status, .. },
+                    ..
+                } if *i == waiting => Some((e.step, *status)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(posts, expected);
+        let statuses = step_statuses(r);
+        assert_eq!(statuses[1], "io lock C:\\data.bin (wait): STATUS_PENDING", "{statuses:?}");
+        assert_eq!(statuses[2], "io cancel C:\\data.bin: STATUS_SUCCESS", "{statuses:?}");
+        // The same handle locks the range again: its own lock is still there, nothing was
+        // granted to the cancelled request.
+        assert_eq!(statuses[3], "io lock C:\\data.bin: STATUS_LOCK_NOT_GRANTED", "{statuses:?}");
+        clean(r);
+    }
+}
