@@ -773,16 +773,23 @@ fn a_legacy_filter_answering_fltmc_is_detected() {
     assert!(v.iter().any(|v| v.invariant == "statuses"), "{v:#?}");
 }
 
-#[test]
-fn generated_scenarios_parse_and_replay_identically() {
+/// Draws plans of at most `max_steps` random steps, the same ones for the same `seed` on every
+/// run (the stress test's own strategy, with a fixed random source).
+fn plans(seed: u8) -> impl FnMut(usize) -> fsfilter_stress::plan::Plan {
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
     );
+    move |max_steps| fsfilter_stress::plan::plan(max_steps).new_tree(&mut runner).unwrap().current()
+}
+
+#[test]
+fn generated_scenarios_parse_and_replay_identically() {
+    let mut draw = plans(7);
     for _ in 0..8 {
-        let plan = fsfilter_stress::plan::plan(20).new_tree(&mut runner).unwrap().current();
+        let plan = draw(20);
         if plan.has_collision() {
             continue;
         }
@@ -991,15 +998,10 @@ fn a_post_that_never_comes_for_a_request_still_held_is_detected_at_the_end() {
 fn generated_timelines_wait_for_changes_and_cancel() {
     // The generator's reach into notifications and cancellation: some plans wait for changes in
     // a directory (and the requests really wait), and some cancel what a handle has outstanding.
-    use proptest::strategy::{Strategy, ValueTree};
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[9; 32]),
-    );
+    let mut draw = plans(9);
     let (mut waited, mut cancelled) = (0, 0);
     for _ in 0..1000 {
-        let plan = fsfilter_stress::plan::plan(20).new_tree(&mut runner).unwrap().current();
+        let plan = draw(20);
         if plan.has_collision() {
             continue;
         }
@@ -1045,13 +1047,8 @@ fn no_notification_waits_in_a_plan_whose_probe_may_complete_a_cleanup_itself() {
     // waiting notification, and the tail's legacy stop waited for it (a DEADLOCK, by design:
     // docs/semantics.md, draining). Such plans list the directory instead.
     use fsfilter_stress::plan::{IoPlan, RulePlan, StepPlan};
-    use proptest::strategy::{Strategy, ValueTree};
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]),
-    );
-    let mut plan = fsfilter_stress::plan::plan(4).new_tree(&mut runner).unwrap().current();
+    let mut draw = plans(11);
+    let mut plan = draw(4);
     plan.steps = vec![StepPlan::Io(IoPlan {
         volume: 0,
         op: 5,
