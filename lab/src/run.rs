@@ -302,7 +302,19 @@ fn play(
             }
             done(what, cancel(m, handles, volume, &path))
         }
-        Action::Io { volume, op, path, offset, length, mode, data, class, notify, wait } => {
+        Action::Io {
+            volume,
+            op,
+            path,
+            offset,
+            length,
+            mode,
+            data,
+            class,
+            notify,
+            wait,
+            overlapped,
+        } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
             };
@@ -323,6 +335,9 @@ fn play(
             if *wait {
                 what.push_str(" (wait)");
             }
+            if *overlapped {
+                what.push_str(" (overlapped)");
+            }
             let step = IoStep {
                 op: *op,
                 offset: *offset,
@@ -331,6 +346,7 @@ fn play(
                 class: *class,
                 notify: *notify,
                 wait: *wait,
+                overlapped: *overlapped,
             };
             let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
@@ -370,6 +386,7 @@ struct IoStep {
     class: Option<u32>,
     notify: Option<crate::scenario::Notify>,
     wait: bool,
+    overlapped: bool,
 }
 
 fn io(
@@ -381,7 +398,7 @@ fn io(
     step: IoStep,
     data: Option<&[u8]>,
 ) -> fsfilter_sim::IoResult {
-    let IoStep { op, offset, length, mode, class, notify, wait } = step;
+    let IoStep { op, offset, length, mode, class, notify, wait, overlapped } = step;
     let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -389,7 +406,9 @@ fn io(
         IoMode::Paging => fsfilter_sim::IoMode::Paging,
     };
     if op == MajorFunction::Create {
-        let r = m.create(v, path, CreateOptions::default());
+        let options = CreateOptions::default();
+        let options = if overlapped { options.overlapped() } else { options };
+        let r = m.create(v, path, options);
         if let Some(h) = r.handle {
             handles.cleaned.remove(&key);
             if let Some(old) = handles.open.insert(key, h) {

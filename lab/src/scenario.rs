@@ -285,6 +285,9 @@ pub enum Action {
         /// A lock step that waits for a conflicting range instead of failing at once
         /// (`FailImmediately` FALSE): an extension of scenario.md, `wait = true`.
         wait: bool,
+        /// A create step that opens the path's handle for asynchronous (overlapped) I/O:
+        /// an extension of scenario.md, `overlapped = true`.
+        overlapped: bool,
     },
     /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
     /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
@@ -867,6 +870,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("notify", is(MajorFunction::DirectoryControl), "directory_control"),
                     ("watch_tree", is(MajorFunction::DirectoryControl), "directory_control"),
                     ("wait", is(MajorFunction::LockControl), "lock"),
+                    ("overlapped", is(MajorFunction::Create), "create"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -906,6 +910,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let class = f.opt_choice("class", &QUERY_CLASSES.map(|(n, c, _)| (n, c)))?;
                 let notify = notify_of(&mut f, &cx, &path)?;
                 let wait = f.opt_bool("wait")?.unwrap_or(false);
+                let overlapped = f.opt_bool("overlapped")?.unwrap_or(false);
                 match major {
                     None => Action::Cancel { volume, path: path_value },
                     Some(op) => Action::Io {
@@ -919,6 +924,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         class,
                         notify,
                         wait,
+                        overlapped,
                     },
                 }
             }

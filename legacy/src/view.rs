@@ -88,6 +88,10 @@ pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> OperationHeader<'a> {
         // SAFETY: the stack location of a live IRP; members chosen by `major`.
         parameters: unsafe { parameters(i, sl, major) },
         irql: irql::current(),
+        // SAFETY: the caller's live IRP, at its current stack location.
+        synchronous: unsafe {
+            windows_sys::Wdk::Storage::FileSystem::IoIsOperationSynchronous(irp)
+        },
         id: irp as usize,
     }
 }
@@ -118,6 +122,8 @@ pub(crate) unsafe fn fast_io_header<'a>(
         stream: file.map_or(0, |f| f.FsContext as usize),
         parameters,
         irql: irql::current(),
+        // Fast I/O is synchronous (FltIsOperationSynchronous's first rule).
+        synchronous: true,
         id,
     }
 }

@@ -100,6 +100,10 @@ unsafe fn header<'a>(
         // SAFETY: `iopb` is valid; the union member read is chosen by `major`.
         parameters: unsafe { parameters(iopb, major) },
         irql: irql::current(),
+        // SAFETY: the running callback's data.
+        synchronous: unsafe {
+            windows_sys::Wdk::Storage::FileSystem::Minifilters::FltIsOperationSynchronous(data)
+        },
         id: core::ptr::from_ref(data) as usize,
     }
 }

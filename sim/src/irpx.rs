@@ -158,3 +158,95 @@ pub unsafe fn mdl_va(mdl: *mut MDL) -> *mut c_void {
     // SAFETY: the caller's valid MDL.
     unsafe { fsfilter_kernel::mdl::system_address(mdl) }
 }
+
+/// Whether an operation is synchronous from the I/O manager's point of view, as
+/// `IoIsOperationSynchronous` and `FltIsOperationSynchronous` decide it from their reference
+/// pages: asynchronous paging I/O (`IRP_PAGING_IO` without `IRP_SYNCHRONOUS_PAGING_IO`) is
+/// asynchronous whatever else holds; synchronous paging I/O is synchronous; otherwise the
+/// operation is synchronous when its file object was opened for synchronous I/O
+/// (`FO_SYNCHRONOUS_IO`), when the IRP carries `IRP_SYNCHRONOUS_API`, or when it is an I/O or
+/// file-system control request whose code is `METHOD_BUFFERED` (both pages' note).
+/// `file_flags` is the file object's `Flags` (None without one); `control_code` the IOCTL or
+/// FSCTL code of a control request (`IRP_MN_USER_FS_REQUEST` or `IRP_MN_KERNEL_CALL` for an
+/// FSCTL), None otherwise.
+pub fn synchronous(irp_flags: u32, file_flags: Option<u32>, control_code: Option<u32>) -> bool {
+    use crate::nt::{fo, irp_flags as f, method};
+    if irp_flags & f::PAGING_IO != 0 {
+        return irp_flags & f::SYNCHRONOUS_PAGING_IO != 0;
+    }
+    file_flags.is_some_and(|ff| ff & fo::SYNCHRONOUS_IO != 0)
+        || irp_flags & f::SYNCHRONOUS_API != 0
+        || control_code.is_some_and(|c| c & 3 == method::BUFFERED)
+}
+
+/// The IOCTL or FSCTL code [`synchronous`] takes for an operation: an `IRP_MJ_DEVICE_CONTROL`'s
+/// or `IRP_MJ_INTERNAL_DEVICE_CONTROL`'s, and an `IRP_MJ_FILE_SYSTEM_CONTROL`'s when its minor
+/// function is `IRP_MN_USER_FS_REQUEST` or `IRP_MN_KERNEL_CALL` (the other minors have no code).
+/// `code` is the 32-bit value at the code's place in the parameters.
+pub fn control_code(major: u8, minor: u8, code: u32) -> Option<u32> {
+    use crate::nt::{mj, mn_fsctl};
+    match major {
+        mj::DEVICE_CONTROL | mj::INTERNAL_DEVICE_CONTROL => Some(code),
+        mj::FILE_SYSTEM_CONTROL
+            if minor == mn_fsctl::USER_FS_REQUEST || minor == mn_fsctl::KERNEL_CALL =>
+        {
+            Some(code)
+        }
+        _ => None,
+    }
+}
+
+/// `IoIsOperationSynchronous` of an IRP at its current stack location ([`synchronous`]).
+///
+/// # Safety
+/// `irp` must be a live IRP with a current stack location.
+pub unsafe fn is_operation_synchronous(irp: *mut IRP) -> bool {
+    // SAFETY: the caller's live IRP.
+    let flags = unsafe { header(irp) }.Flags;
+    // SAFETY: its current location.
+    let sl = unsafe { current(irp) };
+    // SAFETY: the file object of a live IRP's location, when set, is live.
+    let file_flags = unsafe { sl.FileObject.as_ref() }.map(|f| f.Flags);
+    // SAFETY: the FSCTL member read as a plain number (the union is larger; an IOCTL's code is
+    // at the same place); used only for the control majors.
+    let code = unsafe {
+        fsfilter_kernel::params::io::<fsfilter_kernel::params::IoFileSystemControl>(&sl.Parameters)
+    }
+    .FsControlCode;
+    synchronous(flags, file_flags, control_code(sl.MajorFunction, sl.MinorFunction, code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{control_code, synchronous};
+    use crate::nt::{fo, irp_flags as f, mj, mn_fsctl};
+
+    #[test]
+    fn synchronous_follows_the_reference_pages_list() {
+        let sync_fo = Some(fo::SYNCHRONOUS_IO);
+        // Asynchronous paging I/O is asynchronous even on a synchronous file object with
+        // IRP_SYNCHRONOUS_API; synchronous paging I/O is synchronous on any.
+        assert!(!synchronous(f::PAGING_IO | f::SYNCHRONOUS_API, sync_fo, None));
+        assert!(synchronous(f::PAGING_IO | f::SYNCHRONOUS_PAGING_IO, Some(0), None));
+        // Otherwise the file object or the flag.
+        assert!(synchronous(0, sync_fo, None));
+        assert!(synchronous(f::SYNCHRONOUS_API, Some(0), None));
+        assert!(!synchronous(f::READ_OPERATION, Some(0), None));
+        assert!(!synchronous(0, None, None));
+        // A METHOD_BUFFERED control code is synchronous on an asynchronous file object; the
+        // other methods are not.
+        assert!(synchronous(0, Some(0), Some(0x0009_0028)));
+        assert!(!synchronous(0, Some(0), Some(0x0009_0003)));
+    }
+
+    #[test]
+    fn only_control_requests_have_a_code() {
+        assert_eq!(control_code(mj::DEVICE_CONTROL, 0, 7), Some(7));
+        assert_eq!(control_code(mj::INTERNAL_DEVICE_CONTROL, 0, 7), Some(7));
+        assert_eq!(control_code(mj::FILE_SYSTEM_CONTROL, mn_fsctl::USER_FS_REQUEST, 7), Some(7));
+        assert_eq!(control_code(mj::FILE_SYSTEM_CONTROL, mn_fsctl::KERNEL_CALL, 7), Some(7));
+        // A mount's parameters hold pointers where the code would be.
+        assert_eq!(control_code(mj::FILE_SYSTEM_CONTROL, mn_fsctl::MOUNT_VOLUME, 7), None);
+        assert_eq!(control_code(mj::READ, 0, 7), None);
+    }
+}

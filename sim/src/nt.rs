@@ -35,6 +35,7 @@ pub mod mn_fsctl {
     pub const MOUNT_VOLUME: u8 = 0x01;
     pub const VERIFY_VOLUME: u8 = 0x02;
     pub const LOAD_FILE_SYSTEM: u8 = 0x03;
+    pub const KERNEL_CALL: u8 = 0x04;
 }
 
 /// `IRP_MN_*` for `IRP_MJ_DIRECTORY_CONTROL`.

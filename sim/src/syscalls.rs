@@ -62,10 +62,16 @@ pub struct CreateOptions {
     pub share: u32,
     /// `FILE_SUPERSEDE` ... `FILE_OVERWRITE_IF`.
     pub disposition: u32,
-    /// Create options (`FILE_DIRECTORY_FILE`, ...). `FILE_SYNCHRONOUS_IO_NONALERT` is implied.
+    /// Create options (`FILE_DIRECTORY_FILE`, ...). `FILE_SYNCHRONOUS_IO_NONALERT` is implied
+    /// unless `overlapped`.
     pub options: u32,
     /// File attributes.
     pub attributes: u32,
+    /// Opened for asynchronous (overlapped) I/O: without `FILE_SYNCHRONOUS_IO_NONALERT`, so the
+    /// file object has no `FO_SYNCHRONOUS_IO` (`CreateFile`'s `FILE_FLAG_OVERLAPPED`). Its reads
+    /// and writes need an offset, are never tried as fast I/O, and return `STATUS_PENDING` when
+    /// a driver pends them, the caller not waiting (docs/simulator.md, "Asynchronous I/O").
+    pub overlapped: bool,
 }
 
 impl Default for CreateOptions {
@@ -77,6 +83,7 @@ impl Default for CreateOptions {
             disposition: disposition::OPEN_IF,
             options: 0,
             attributes: 0,
+            overlapped: false,
         }
     }
 }
@@ -127,6 +134,19 @@ impl CreateOptions {
     pub fn options(mut self, o: u32) -> Self {
         self.options = o;
         self
+    }
+
+    /// For asynchronous (overlapped) I/O.
+    pub fn overlapped(mut self) -> Self {
+        self.overlapped = true;
+        self
+    }
+
+    /// The create options the IRP carries: the caller's, and `FILE_SYNCHRONOUS_IO_NONALERT`
+    /// unless the open is overlapped.
+    fn full_options(&self) -> u32 {
+        let synchronous = if self.overlapped { 0 } else { create_options::SYNCHRONOUS_IO_NONALERT };
+        self.options | synchronous
     }
 }
 
@@ -467,10 +487,24 @@ fn first(b: &Built) -> &'static mut IO_STACK_LOCATION {
 
 /// Sends a built request and waits for it; returns (status, information, completed).
 fn send(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
+    send_and(b, true)
+}
+
+/// Sends a built request on an asynchronous file object: the caller does not wait. A request
+/// the drivers completed before their dispatch routines returned comes back with its status;
+/// one they pended comes back `STATUS_PENDING` and completes later (its buffers and file object
+/// held until then).
+fn send_no_wait(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
+    send_and(b, false)
+}
+
+fn send_and(b: Built, wait: bool) -> (Status, usize, RequestId, Vec<Block>) {
     let Built { rid, irp, target, keep } = b;
     let _ = crate::irp::call_driver(target, irp);
-    let done = || kernel::with(|k| k.requests.result(rid).is_some());
-    let _ = crate::sched::wait_until(done, None);
+    if wait {
+        let done = || kernel::with(|k| k.requests.result(rid).is_some());
+        let _ = crate::sched::wait_until(done, None);
+    }
     match kernel::with(|k| k.requests.result(rid)) {
         Some((s, n)) => (s, n, rid, keep),
         None => {
@@ -676,6 +710,7 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
         disposition: disposition::OPEN,
         options: 0,
         attributes: 0,
+        overlapped: false,
     };
     let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
     let prepared = kernel::with(|k| {
@@ -778,7 +813,13 @@ fn open_file_object(
             (k.objects.device(d).ptr, std::ptr::null_mut(), rel.to_string())
         }
     };
-    let mut flags = fo::SYNCHRONOUS_IO;
+    // FILE_SYNCHRONOUS_IO_ALERT (0x10) or _NONALERT (0x20) makes the file object synchronous,
+    // the first alertable as well (IopParseDevice).
+    let mut flags = match options.full_options() & 0x30 {
+        0 => 0,
+        0x10 => fo::SYNCHRONOUS_IO | fo::ALERTABLE_IO,
+        _ => fo::SYNCHRONOUS_IO,
+    };
     if volume_open {
         flags |= fo::VOLUME_OPEN;
     }
@@ -815,13 +856,11 @@ fn build_create_irp(
         Some(rid) => build_for(k, rid, mj::CREATE, target, file, flags, true),
         None => build(k, volume, mj::CREATE, target, file, flags, true),
     };
-    let (sc, blocks) =
-        security_context(options.access, options.options | create_options::SYNCHRONOUS_IO_NONALERT);
+    let (sc, blocks) = security_context(options.access, options.full_options());
     // SAFETY: the member of a create.
     let c = unsafe { io_mut::<params::IoCreate>(&mut first(&b).Parameters) };
     c.SecurityContext = sc;
-    c.Options = (options.disposition << 24)
-        | ((options.options | create_options::SYNCHRONOUS_IO_NONALERT) & 0x00FF_FFFF);
+    c.Options = (options.disposition << 24) | (options.full_options() & 0x00FF_FFFF);
     c.FileAttributes = options.attributes as u16;
     c.ShareAccess = options.share as u16;
     b.keep.extend(blocks);
@@ -972,6 +1011,14 @@ fn transfer(
             return IoResult::failed(Status::INVALID_PARAMETER);
         }
     }
+    // SAFETY: a live file object of an open handle.
+    let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
+    // A file object opened for asynchronous I/O has no position the I/O manager keeps: a read
+    // or write on it without an offset is refused before any IRP (WRK and ReactOS
+    // `NtReadFile` / `NtWriteFile`). Paging I/O is the memory manager's, which names its offset.
+    if !synchronous && mode != IoMode::Paging && offset.is_none() {
+        return IoResult::failed(Status::INVALID_PARAMETER);
+    }
     let mut buf = UserBuffer::new(length, data, write);
     let ptr = buf.ptr();
     // The I/O manager passes the file position for synchronous file objects.
@@ -981,8 +1028,6 @@ fn transfer(
         offset.map_or(if mode == IoMode::Paging { 0 } else { position }, |o| o as i64);
     // On a synchronous file object FILE_USE_FILE_POINTER_POSITION is the same as no offset: the
     // I/O manager passes the position down (WRK and ReactOS `NtReadFile` / `NtWriteFile`).
-    // SAFETY: as above.
-    let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
     if mode != IoMode::Paging
         && synchronous
         && byte_offset == crate::nt::FILE_USE_FILE_POINTER_POSITION
@@ -997,11 +1042,14 @@ fn transfer(
         byte_offset = crate::nt::FILE_WRITE_TO_END_OF_FILE;
     }
     let major = if write { mj::WRITE } else { mj::READ };
-    // The I/O manager tries fast I/O only on a file object whose caching is initiated (a
-    // `PrivateCacheMap`): the first cached transfer of a file object is always an IRP, which
-    // initiates caching (docs/simulator.md, "User-mode I/O").
-    // SAFETY: a live file object of an open handle.
-    let cached = mode == IoMode::Cached && !unsafe { (*file).PrivateCacheMap }.is_null();
+    // The I/O manager tries fast I/O only on a synchronous file object whose caching is
+    // initiated (a `PrivateCacheMap`): the first cached transfer of a file object is always an
+    // IRP, which initiates caching (docs/simulator.md, "User-mode I/O"), and an asynchronous
+    // file object's transfers always are (WRK and ReactOS `NtReadFile` / `NtWriteFile`).
+    let cached = mode == IoMode::Cached
+        && synchronous
+        // SAFETY: a live file object of an open handle.
+        && !unsafe { (*file).PrivateCacheMap }.is_null();
     let target = std::cell::Cell::new(std::ptr::null_mut());
     let lookup = |k: &mut Kernel| {
         target.set(k.related_device(file));
@@ -1071,6 +1119,13 @@ fn transfer(
                 irp_flags::PAGING_IO | irp_flags::NOCACHE | irp_flags::SYNCHRONOUS_PAGING_IO
             }
         };
+        // A transfer on an asynchronous file object is not `IRP_SYNCHRONOUS_API`: the caller
+        // does not wait for it (paging I/O says what it is with its own flag).
+        let flags = if synchronous || mode == IoMode::Paging {
+            flags
+        } else {
+            flags & !irp_flags::SYNCHRONOUS_API
+        };
         let b = match rid {
             // The fast-I/O attempt's request continues as an IRP.
             Some(r) => build_for(k, r, major, target, file, flags, true),
@@ -1090,7 +1145,8 @@ fn transfer(
     });
     // SAFETY: the request's IRP, not yet sent.
     let mdl = unsafe { (*b.irp).MdlAddress };
-    let (status, n, rid, _keep) = send(b);
+    let asynchronous = !synchronous && mode != IoMode::Paging;
+    let (status, n, rid, _keep) = if asynchronous { send_no_wait(b) } else { send(b) };
     if status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(rid, Box::new(buf)));
         return result(status, 0, rid, Vec::new());

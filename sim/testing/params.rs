@@ -111,6 +111,7 @@ pub(crate) fn check(
         disposition: 1,
         options: co::NON_DIRECTORY_FILE,
         attributes: 0x80,
+        overlapped: false,
     };
     let b = m.open(c, "docs\\b.txt", options).expect("open");
     m.close_handle(b);

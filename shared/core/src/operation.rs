@@ -487,6 +487,13 @@ pub struct OperationHeader<'a> {
     pub parameters: Parameters,
     /// The IRQL the callback runs at.
     pub irql: Irql,
+    /// The issuer waits for the operation: `FltIsOperationSynchronous` under the minifilter
+    /// backend, `IoIsOperationSynchronous` under the legacy backend, which answer alike (their
+    /// reference pages). FALSE for a read or write on a file object opened for asynchronous
+    /// (overlapped) I/O and for asynchronous paging I/O; TRUE for fast I/O and FsFilter
+    /// callbacks. It says nothing of a `Synchronize` a pre callback returned (docs/semantics.md,
+    /// asynchronous-io).
+    pub synchronous: bool,
     /// The backend's identity for the operation (IRP or callback-data address), for traces.
     pub id: usize,
 }
@@ -591,6 +598,7 @@ const UNBUILT: OperationHeader<'static> = OperationHeader {
     stream: 0,
     parameters: Parameters::None,
     irql: Irql::PASSIVE,
+    synchronous: true,
     id: 0,
 };
 
@@ -1022,6 +1030,7 @@ mod tests {
                     key: 0,
                 }),
                 irql: Irql::PASSIVE,
+                synchronous: true,
                 id: 0x1000,
             }
         }
@@ -1070,6 +1079,7 @@ mod tests {
             stream: 0,
             parameters: Parameters::Read(ReadWriteParameters::default()),
             irql: Irql::PASSIVE,
+            synchronous: true,
             id: 0,
         };
         assert!(h.is_cached());

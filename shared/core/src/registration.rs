@@ -611,6 +611,7 @@ mod tests {
             stream: 0,
             parameters: crate::Parameters::None,
             irql: crate::Irql::PASSIVE,
+            synchronous: true,
             id: 0,
         }
     }

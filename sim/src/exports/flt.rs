@@ -431,6 +431,16 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltIsCallbackDataD
     }
 }
 
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltIsOperationSynchronous =>
+    /// `FltIsOperationSynchronous`: TRUE for fast I/O and FsFilter callbacks; for an IRP-based
+    /// operation what `IoIsOperationSynchronous` says of its IRP (the reference page's list,
+    /// `irpx::synchronous`), read from the callback data's parameter block. Any IRQL.
+    fn FltIsOperationSynchronous(callbackdata: *const FLT_CALLBACK_DATA) -> bool {
+        // SAFETY: the caller's callback data.
+        unsafe { callbackdata.as_ref() }.is_some_and(crate::fltmgr::ops::synchronous)
+    }
+}
+
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCompletePendedPreOperation =>
     /// `FltCompletePendedPreOperation`: resumes a pended operation with
     /// `FLT_PREOP_SUCCESS_WITH_CALLBACK`, `_NO_CALLBACK` or `_COMPLETE`.

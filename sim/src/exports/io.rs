@@ -613,6 +613,18 @@ export! { windows_sys::Wdk::System::SystemServices::IoGetDeviceObjectPointer =>
     }
 }
 
+export! { windows_sys::Wdk::Storage::FileSystem::IoIsOperationSynchronous =>
+    /// `IoIsOperationSynchronous`: whether the I/O manager's caller waits for the IRP, as its
+    /// reference page decides it (`irpx::synchronous`). Any IRQL.
+    fn IoIsOperationSynchronous(irp: *const IRP) -> bool {
+        if irp.is_null() {
+            return false;
+        }
+        // SAFETY: the caller's live IRP, at its current stack location.
+        unsafe { crate::irpx::is_operation_synchronous(irp.cast_mut()) }
+    }
+}
+
 export! { windows_sys::Wdk::System::SystemServices::IoGetRelatedDeviceObject =>
     /// `IoGetRelatedDeviceObject`: the top of the stack a file object's requests go to (its VPB's
     /// volume device, else the device it was opened on).

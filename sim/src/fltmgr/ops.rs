@@ -440,8 +440,30 @@ pub(crate) fn header(op: &Op) -> OperationHeader<'static> {
         stream: file.map_or(0, |f| f.FsContext as usize),
         parameters: Parameters::None,
         irql: fsfilter::Irql::PASSIVE,
+        synchronous: synchronous(op.cbd()),
         id: 0,
     }
+}
+
+/// `FltIsOperationSynchronous`: TRUE for fast I/O and FsFilter callbacks; for an IRP-based
+/// operation what `IoIsOperationSynchronous` says of its IRP (the reference pages' list,
+/// [`crate::irpx::synchronous`]), read from the callback data's parameter block.
+pub fn synchronous(data: &FLT_CALLBACK_DATA) -> bool {
+    if data.Flags & cbd::IRP_OPERATION == 0 {
+        return true;
+    }
+    // SAFETY: the callback data's parameter block, valid while the data is.
+    let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else { return false };
+    // SAFETY: the target file object, when set, is valid during the operation.
+    let file_flags = unsafe { iopb.TargetFileObject.as_ref() }.map(|f| f.Flags);
+    // SAFETY: the control member's code read as a plain number (FSCTL and IOCTL parameters
+    // share their layout); used only for the control majors.
+    let code = unsafe {
+        fsfilter_kernel::params::flt::<fsfilter_kernel::params::FltControlBuffers>(&iopb.Parameters)
+    }
+    .IoControlCode;
+    let code = crate::irpx::control_code(iopb.MajorFunction, iopb.MinorFunction, code);
+    crate::irpx::synchronous(iopb.IrpFlags, file_flags, code)
 }
 
 /// What a pre-operation callback's answer means for the walk.

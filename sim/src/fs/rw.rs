@@ -86,11 +86,16 @@ pub fn read(call: Call) -> NTSTATUS {
     call.done(status, n)
 }
 
-/// With [`crate::fs::FsState::complete_at_dpc`] set, a non-cached or paging transfer is pended
-/// and done from a DPC (`DISPATCH_LEVEL`), as a transfer the storage stack completes from its
-/// interrupt's DPC: completion routines above then run at `DISPATCH_LEVEL`.
+/// A non-cached or paging transfer the caller does not wait for (asynchronous:
+/// `IoIsOperationSynchronous` FALSE), or any with [`crate::fs::FsState::complete_at_dpc`] set,
+/// is pended and done from a DPC (`DISPATCH_LEVEL`), as a transfer the storage stack completes
+/// from its interrupt's DPC: completion routines above then run at `DISPATCH_LEVEL`, in whatever
+/// thread the DPC interrupted. A synchronous one is otherwise done in the dispatch routine, the
+/// file system waiting for the storage (docs/simulator.md, "Asynchronous I/O").
 fn at_dpc(call: Call, t: Transfer, write: bool) -> Option<NTSTATUS> {
-    let dpc = kernel::with(|k| k.fs.complete_at_dpc) && t.path != Path::Cached;
+    // SAFETY: the live IRP in our dispatch routine.
+    let asynchronous = !unsafe { irpx::is_operation_synchronous(call.irp) };
+    let dpc = (asynchronous || kernel::with(|k| k.fs.complete_at_dpc)) && t.path != Path::Cached;
     if !dpc {
         return None;
     }
@@ -601,7 +606,9 @@ impl Kernel {
         let end = data.len().min(start + t.length);
         // SAFETY: the request's buffer of `length` bytes.
         let n = unsafe { irpx::copy_out(t.buffer, t.length, &data[start..end]) };
-        if t.path != Path::Paging {
+        // The position moves on a synchronous file object only (FastFat and FsRtl's fast
+        // paths): an asynchronous one has none the I/O manager keeps.
+        if t.path != Path::Paging && file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 {
             file.CurrentByteOffset = (offset + n as u64) as i64;
         }
         if t.path == Path::Cached && file.PrivateCacheMap.is_null() && ty.initiates_caching() {
@@ -697,7 +704,8 @@ impl Kernel {
         let fcb = &self.fs.fcbs[&fcb_ptr];
         fcb.set_size(new_size);
         self.sections.write_through(fcb_ptr, offset, src);
-        if t.path != Path::Paging {
+        // As for a read: on a synchronous file object only.
+        if t.path != Path::Paging && file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 {
             file.CurrentByteOffset = (offset + length as u64) as i64;
         }
         if t.path == Path::Cached

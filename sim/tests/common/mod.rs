@@ -22,7 +22,9 @@ use fsfilter_sim::{Machine, MachineConfig, ServiceSpec, StartType};
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, DRIVER_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, KEVENT,
 };
-use windows_sys::Wdk::Storage::FileSystem::{IoGetAttachedDevice, IoRegisterFsRegistrationChange};
+use windows_sys::Wdk::Storage::FileSystem::{
+    IoGetAttachedDevice, IoIsOperationSynchronous, IoRegisterFsRegistrationChange,
+};
 use windows_sys::Wdk::System::SystemServices::{
     IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
     IoReleaseCancelSpinLock, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
@@ -51,6 +53,8 @@ pub(crate) struct Seen {
     pub(crate) fsctl: u32,
     /// The bytes of the stack location's `Parameters` as the spy received them.
     pub(crate) parameters: [u8; 32],
+    /// `IoIsOperationSynchronous` of the IRP in the spy's dispatch routine.
+    pub(crate) synchronous: bool,
 }
 
 /// What the spy saw of a mount it attached through.
@@ -256,6 +260,8 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
     };
     // SAFETY: the union's 32 bytes, read as bytes.
     let parameters = unsafe { std::ptr::from_ref(&sl.Parameters).cast::<[u8; 32]>().read() };
+    // SAFETY: the live IRP at the spy's location.
+    let synchronous = unsafe { IoIsOperationSynchronous(irp) };
     spy(|s| {
         s.seen.push(Seen {
             device: device as usize,
@@ -273,6 +279,7 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             fo: sl.FileObject as usize,
             fsctl,
             parameters,
+            synchronous,
         })
     });
     let failed = spy(|s| s.fail_mounts);

@@ -552,6 +552,7 @@ mod tests {
                 key: 0,
             }),
             irql: Irql::PASSIVE,
+            synchronous: true,
             id: 0x1000,
         });
         let instance = Instance {

@@ -1,0 +1,185 @@
+//! Asynchronous (overlapped) user I/O (docs/simulator.md, "Asynchronous I/O"): a handle opened
+//! without `FILE_SYNCHRONOUS_IO_NONALERT` has a file object without `FO_SYNCHRONOUS_IO`; its
+//! reads and writes need an offset, are never tried as fast I/O, carry no
+//! `IRP_SYNCHRONOUS_API`, move no file position, and come back `STATUS_PENDING` when the file
+//! system pends them (a non-cached transfer, done from the storage's DPC), the caller not
+//! waiting. `IoIsOperationSynchronous` says so to the drivers.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the shared test drivers (common/) poke kernel structures directly, as C drivers do"
+)]
+
+mod common;
+
+use common::{Seen, spy};
+use fsfilter::Status;
+use fsfilter_sim::{
+    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, Machine, RequestRef, VolumeId,
+    VolumeSpec,
+};
+
+const IRP_MJ_READ: u8 = 0x03;
+const IRP_MJ_WRITE: u8 = 0x04;
+const IRP_SYNCHRONOUS_API: u32 = 0x4;
+const FILE_POSITION_INFORMATION: u32 = 14;
+
+fn volume(m: &mut Machine) -> VolumeId {
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\data.bin", &[7; 2048]));
+    m.boot();
+    c
+}
+
+/// The final status and information of request `io`, if it completed.
+fn completed(m: &Machine, io: Option<RequestRef>) -> Option<(Status, usize)> {
+    m.events().iter().find_map(|e| match &e.kind {
+        EventKind::IoComplete { io: i, status, information, .. } if Some(*i) == io => {
+            Some((*status, *information))
+        }
+        _ => None,
+    })
+}
+
+/// The reads or writes the spy saw go down, in order.
+fn transfers(major: u8) -> Vec<Seen> {
+    spy(|s| s.seen.iter().filter(|x| x.major == major && !x.fast_io).cloned().collect())
+}
+
+/// Fast-I/O reads the spy was offered.
+fn fast_reads() -> usize {
+    spy(|s| s.seen.iter().filter(|x| x.major == IRP_MJ_READ && x.fast_io).count())
+}
+
+fn position(m: &mut Machine, h: Handle) -> i64 {
+    let r = m.query_information(h, FILE_POSITION_INFORMATION, 8);
+    assert_eq!(r.status, Status::SUCCESS);
+    i64::from_le_bytes(r.data[..8].try_into().unwrap())
+}
+
+#[test]
+fn an_overlapped_noncached_read_returns_pending_and_completes_from_the_storage_dpc() {
+    let mut m = common::machine_with_spy(61);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let r = m.read(h, Some(512), 512, IoMode::NonCached);
+    // The caller does not wait: the request is still with the storage when the call returns.
+    assert_eq!(r.status, Status::PENDING);
+    assert_eq!(completed(&m, r.io), None);
+    let seen = transfers(IRP_MJ_READ);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].irp_flags & IRP_SYNCHRONOUS_API, 0, "{:#x}", seen[0].irp_flags);
+    assert!(!seen[0].synchronous, "IoIsOperationSynchronous is FALSE for it");
+    m.settle();
+    assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, 512)));
+    // No position moved: an asynchronous file object has none the I/O manager keeps (and the
+    // query goes to the file system, which answers what the file object holds).
+    assert_eq!(position(&mut m, h), 0);
+    m.close_handle(h);
+    m.settle();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn the_same_read_on_a_synchronous_handle_is_waited_for_and_synchronous() {
+    let mut m = common::machine_with_spy(62);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let r = m.read(h, Some(512), 512, IoMode::NonCached);
+    assert_eq!((r.status, r.information, r.data.len()), (Status::SUCCESS, 512, 512));
+    let seen = transfers(IRP_MJ_READ);
+    assert_eq!(seen[0].irp_flags & IRP_SYNCHRONOUS_API, IRP_SYNCHRONOUS_API);
+    assert!(seen[0].synchronous);
+    assert_eq!(position(&mut m, h), 1024);
+}
+
+#[test]
+fn an_overlapped_read_or_write_without_an_offset_is_refused_before_any_irp() {
+    let mut m = common::machine_with_spy(63);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let r = m.read(h, None, 16, IoMode::Cached);
+    assert_eq!((r.status, r.io), (Status::INVALID_PARAMETER, None));
+    let w = m.write(h, None, b"abc", IoMode::Cached);
+    assert_eq!((w.status, w.io), (Status::INVALID_PARAMETER, None));
+    assert!(transfers(IRP_MJ_READ).is_empty() && transfers(IRP_MJ_WRITE).is_empty());
+    assert_eq!(fast_reads(), 0);
+}
+
+#[test]
+fn overlapped_cached_reads_are_never_fast_io_and_complete_inline() {
+    let mut m = common::machine_with_spy(64);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    // The first initiates caching; the second would be fast I/O on a synchronous handle.
+    for offset in [0, 4] {
+        let r = m.read(h, Some(offset), 4, IoMode::Cached);
+        assert_eq!(
+            (r.status, r.data.as_slice(), r.fast_io),
+            (Status::SUCCESS, &[7u8; 4][..], false)
+        );
+    }
+    assert_eq!(fast_reads(), 0);
+    let seen = transfers(IRP_MJ_READ);
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| !s.synchronous));
+    // A synchronous handle on the same (now cached) file is offered fast I/O from its second
+    // cached read.
+    let s = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(m.read(s, Some(0), 4, IoMode::Cached).status, Status::SUCCESS);
+    }
+    assert_eq!(fast_reads(), 1);
+}
+
+#[test]
+fn an_overlapped_noncached_write_completes_later_and_lands() {
+    let mut m = common::machine_with_spy(65);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let w = m.write(h, Some(0), &[9; 512], IoMode::NonCached);
+    assert_eq!(w.status, Status::PENDING);
+    assert_eq!(m.file_contents(c, "data.bin").unwrap()[0], 7, "not written yet");
+    m.settle();
+    assert_eq!(completed(&m, w.io), Some((Status::SUCCESS, 512)));
+    let data = m.file_contents(c, "data.bin").unwrap();
+    assert_eq!((&data[..512], data[512]), (&[9u8; 512][..], 7));
+    assert_eq!(position(&mut m, h), 0);
+}
+
+#[test]
+fn a_pending_read_no_driver_made_cancelable_is_not_cancelled() {
+    let mut m = common::machine_with_spy(66);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::PENDING);
+    // CancelIoEx finds the request and calls IoCancelIrp, which finds no cancel routine: the
+    // Cancel bit is set, and the transfer completes as it would have.
+    assert_eq!(m.io(IoRequest::Cancel { handle: h }).status, Status::SUCCESS);
+    m.settle();
+    assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, 512)));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn the_file_object_of_an_overlapped_open_is_not_synchronous() {
+    const FILE_MODE_INFORMATION: u32 = 16;
+    const FILE_SYNCHRONOUS_IO_NONALERT: u32 = 0x20;
+    let mut m = common::machine(67);
+    let c = volume(&mut m);
+    let mode = |m: &mut Machine, h| {
+        let r = m.query_information(h, FILE_MODE_INFORMATION, 4);
+        u32::from_le_bytes(r.data[..4].try_into().unwrap())
+    };
+    let a = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let s = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    assert_eq!(mode(&mut m, a) & FILE_SYNCHRONOUS_IO_NONALERT, 0);
+    assert_eq!(mode(&mut m, s) & FILE_SYNCHRONOUS_IO_NONALERT, FILE_SYNCHRONOUS_IO_NONALERT);
+}
