@@ -828,3 +828,24 @@ fn wait_is_for_a_lock_step_and_a_boolean() {
     let s = parse("ok.toml", &io("lock", "")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { wait: false, .. }));
 }
+
+#[test]
+fn overlapped_is_for_a_create_step_and_a_boolean() {
+    // `overlapped` (an extension): the path's handle is opened for asynchronous I/O.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("read", "overlapped = true\n")),
+        "bad.toml:9: step[0].overlapped: applies to create only, not to `read`"
+    );
+    assert!(
+        error(&io("create", "overlapped = 1\n")).starts_with("bad.toml:9: step[0].overlapped:")
+    );
+    let s = parse("ok.toml", &io("create", "overlapped = true\n")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { overlapped: true, .. }), "{s:?}");
+    let s = parse("ok.toml", &io("create", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { overlapped: false, .. }));
+}

@@ -995,3 +995,68 @@ fn a_waiting_lock_cancelled_reaches_both_post_callbacks_cancelled() {
         clean(r);
     }
 }
+
+/// Asynchronous (overlapped) reads (see docs/semantics.md, asynchronous-io): a non-cached read
+/// on a handle opened with `overlapped = true` answers `STATUS_PENDING` and completes from the
+/// storage's DPC within the step, the filter's post callback seeing the read's success, under
+/// both models; a read without an offset is refused before any filter sees it; a filter that
+/// synchronizes the read makes the caller wait, under both models alike.
+#[test]
+fn an_overlapped_read_pends_under_both_models_unless_the_filter_synchronizes_it() {
+    let step = |op: &str, path: &str, extra: &str| {
+        format!(
+            "\n[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"{path}\"\n{extra}"
+        )
+    };
+    let read = "offset = 0\nlength = 512\nmode = \"noncached\"\n";
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n[driver.parameters]\nRules = \"synchronize read *secret.txt\"\n\
+         {}{}{}{}{}",
+        step("create", "data.bin", "overlapped = true\n"),
+        step("read", "data.bin", read),
+        step("read", "data.bin", "length = 4\n"),
+        step("create", "secret.txt", "overlapped = true\n"),
+        step("read", "secret.txt", read),
+    );
+    let (legacy, mini) = both(&text, "P");
+    for r in [&legacy, &mini] {
+        assert_eq!(
+            step_statuses(r),
+            [
+                "io create C:\\data.bin (overlapped): STATUS_SUCCESS",
+                "io read C:\\data.bin: STATUS_PENDING",
+                "io read C:\\data.bin: STATUS_INVALID_PARAMETER",
+                "io create C:\\secret.txt (overlapped): STATUS_SUCCESS",
+                "io read C:\\secret.txt: STATUS_SUCCESS",
+            ]
+        );
+        assert_eq!(r.steps[2].io, None, "refused before any request");
+        let pending = r.steps[1].io;
+        let completed = r.events.iter().find_map(|e| match &e.kind {
+            EventKind::IoComplete { io, status, information, .. } if Some(*io) == pending => {
+                Some((e.step, *status, *information))
+            }
+            _ => None,
+        });
+        assert_eq!(completed, Some((Some(1), fsfilter::Status::SUCCESS, 16)));
+        clean(r);
+    }
+    let s = seen(&legacy, "P");
+    assert_eq!(s, seen(&mini, "P"));
+    let reads: Vec<&Vec<String>> =
+        s.iter().filter(|(i, _)| [1, 4].contains(i)).map(|(_, c)| c).collect();
+    assert_eq!(
+        reads,
+        [
+            &vec![
+                "pre IRP_MJ_READ Irp FLT_PREOP_SUCCESS_WITH_CALLBACK None".to_owned(),
+                "post IRP_MJ_READ FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS".to_owned(),
+            ],
+            &vec![
+                "note probe: rule 1 matched: synchronize".to_owned(),
+                "pre IRP_MJ_READ Irp FLT_PREOP_SYNCHRONIZE None".to_owned(),
+                "post IRP_MJ_READ FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS".to_owned(),
+            ],
+        ]
+    );
+}
