@@ -1,0 +1,108 @@
+//! Filter Manager operations at their edges (facts.md §2.4, §4): held posts above a pre that
+//! completed a synchronized operation, posted safe callbacks, and other odd filter behaviour.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use std::ffi::c_void;
+
+use fltcommon::{Config, Seen, install, machine, mj, order, order_clear, seen};
+use fsfilter::Status;
+use fsfilter_sim::{CreateOptions, FsKind, Machine, VolumeId, VolumeSpec};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+
+fn setup(files: &[(&str, &[u8])]) -> (Machine, VolumeId) {
+    let mut m = machine(1);
+    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
+    for (p, b) in files {
+        spec = spec.file(p, b);
+    }
+    let c = m.add_volume(spec);
+    m.install_filter_manager();
+    m.boot();
+    (m, c)
+}
+
+fn start(m: &mut Machine, slot: usize, c: Config) {
+    let name = c.name.clone();
+    install(m, slot, c);
+    assert_eq!(m.start(&name), Status::SUCCESS);
+}
+
+fn pres(slot: usize) -> Vec<Seen> {
+    seen(slot).into_iter().filter(|s| matches!(s, Seen::Pre { .. })).collect()
+}
+
+fn posts(slot: usize) -> Vec<Seen> {
+    seen(slot).into_iter().filter(|s| matches!(s, Seen::Post { .. })).collect()
+}
+
+unsafe extern "system" fn finish_post(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    fltcommon::order_push("finish".into());
+    unsafe { FltCompletePendedPostOperation(ctx.cast()) };
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+/// A post callback that holds its operation and releases it from a generic work item.
+fn hold_post_to_worker(p: &fltcommon::PostCall) -> i32 {
+    let item = unsafe { FltAllocateGenericWorkItem() };
+    let s = unsafe {
+        FltQueueGenericWorkItem(
+            item,
+            fltcommon::filter_handle(p.slot) as *const c_void,
+            Some(finish_post),
+            1,
+            p.data.cast(),
+        )
+    };
+    assert_eq!(s, 0);
+    1
+}
+
+#[test]
+fn a_held_post_above_a_completed_create_keeps_the_post_create_in_the_originating_thread() {
+    // facts.md §4: post-create runs at PASSIVE_LEVEL in the originating thread. A lower filter
+    // completes the create in its pre (FLT_PREOP_COMPLETE); a middle filter holds its
+    // post-create and releases it from a worker: the top filter's post-create still runs in the
+    // thread that opened the file, as when the create went down to the file system.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(&mut m, 0, Config::new("Sync", "300000").op(mj::CREATE, true, true));
+    start(
+        &mut m,
+        1,
+        Config::new("Holder", "200000").op(mj::CREATE, false, true).with_post(hold_post_to_worker),
+    );
+    start(
+        &mut m,
+        2,
+        Config::new("Deny", "100000").op(mj::CREATE, true, false).with_pre(|p| {
+            p.set_status(Status::ACCESS_DENIED, 0);
+            (4, 0)
+        }),
+    );
+    order_clear();
+    let r = m.open(c, "a.txt", CreateOptions::open());
+    assert_eq!(r.err(), Some(Status::ACCESS_DENIED));
+    assert_eq!(order(), ["Sync:pre:0", "Deny:pre:0", "Holder:post:0", "finish", "Sync:post:0"]);
+    let Seen::Pre { thread: pre_thread, .. } = pres(0)[0].clone() else { panic!() };
+    let Seen::Post { thread: post_thread, irql, .. } = posts(0)[0].clone() else { panic!() };
+    assert_eq!((post_thread, irql), (pre_thread, 0), "the post-create runs where the create began");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
