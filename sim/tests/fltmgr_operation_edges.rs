@@ -106,3 +106,85 @@ fn a_held_post_above_a_completed_create_keeps_the_post_create_in_the_originating
     assert_eq!((post_thread, irql), (pre_thread, 0), "the post-create runs where the create began");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+thread_local! {
+    /// The callback data of writes a test filter pended.
+    static PENDED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// What each FltDoCompletionProcessingWhenSafe call answered: (return value, status, flags).
+    static WHEN_SAFE: std::cell::RefCell<Vec<(bool, i32, u32)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+unsafe extern "system" fn safe_post(
+    _d: *mut FLT_CALLBACK_DATA,
+    _o: *const FLT_RELATED_OBJECTS,
+    _c: *const c_void,
+    _f: u32,
+) -> i32 {
+    0
+}
+
+/// A pre callback that pends IRP-based writes and keeps their callback data in [`PENDED`].
+fn pend_and_keep(p: &fltcommon::PreCall) -> (i32, usize) {
+    if p.data().Flags & 0x1 == 0 {
+        return (1, 0);
+    }
+    PENDED.with(|d| d.borrow_mut().push(p.data as usize));
+    (2, 0)
+}
+
+#[test]
+fn when_safe_from_a_draining_post_is_reported_facts_4() {
+    // facts.md §4: FltDoCompletionProcessingWhenSafe must never be called from a post callback
+    // with FLTFL_POST_OPERATION_DRAINING (docs/simulator.md: reported as
+    // CALLBACK_STATUS_INVALID_FOR_OPERATION, FALSE). The draining post gets a copy of the
+    // callback data, which must not make the misuse go unnoticed.
+    PENDED.with(|d| d.borrow_mut().clear());
+    WHEN_SAFE.with(|w| w.borrow_mut().clear());
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(
+        &mut m,
+        0,
+        Config::new("Drained", "300000").op(mj::WRITE, true, true).with_post(|p| {
+            let mut status = -1;
+            let ok = unsafe {
+                FltDoCompletionProcessingWhenSafe(
+                    p.data,
+                    p.objects,
+                    p.context,
+                    p.flags,
+                    Some(safe_post),
+                    &mut status,
+                )
+            };
+            WHEN_SAFE.with(|w| w.borrow_mut().push((ok, status, p.flags)));
+            0
+        }),
+    );
+    start(
+        &mut m,
+        1,
+        Config::new("Pender", "100000").op(mj::WRITE, true, false).with_pre(pend_and_keep),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let r = m.write(h, Some(0), &[b'H'; 512], fsfilter_sim::IoMode::NonCached);
+    assert_eq!(r.status, Status::PENDING);
+    assert_eq!(m.filter_detach("Drained", c, None), Status::SUCCESS);
+    assert_eq!(WHEN_SAFE.with(|w| w.borrow().clone()), [(false, 0, 1)], "drained: FALSE");
+    let findings = m.findings();
+    assert!(
+        findings
+            .iter()
+            .any(|(rule, driver, message)| *rule == fsfilter_sim::Rule::StatusInvalidForOperation
+                && driver.as_deref() == Some("Drained")
+                && message.contains("DRAINING")),
+        "{findings:?}"
+    );
+    for data in PENDED.with(|d| std::mem::take(&mut *d.borrow_mut())) {
+        unsafe {
+            FltCompletePendedPreOperation(data as *const FLT_CALLBACK_DATA, 1, std::ptr::null())
+        };
+    }
+    m.settle();
+    assert_eq!(m.completions_of(r.io.unwrap()), [Status::SUCCESS]);
+}

@@ -381,6 +381,16 @@ pub(crate) fn when_safe(
 ) -> bool {
     let Some(cb) = callback else { return false };
     let r = kernel::with(|k| {
+        // A draining post gets a copy of the callback data, which is no operation's: the misuse
+        // is reported from the flag, or from the copy, before the operation is looked up.
+        if flags & POST_DRAINING != 0 || k.fltmgr.ops.drain_copies.contains_key(&(data as usize)) {
+            k.report_current(
+                Rule::StatusInvalidForOperation,
+                "FltDoCompletionProcessingWhenSafe from a draining post-operation callback \
+                 (FLTFL_POST_OPERATION_DRAINING, facts.md §4: never then)",
+            );
+            return Some(None);
+        }
         let key = k.fltmgr.ops.key_of(data as usize)?;
         let op = k.fltmgr.ops.op(key)?;
         // The reference page: "can only be called for IRP-based operations", "only from a
@@ -390,8 +400,6 @@ pub(crate) fn when_safe(
             Some("for a fast I/O operation (IRP-based operations only)")
         } else if op.cbd().Flags & cbd::POST_OPERATION == 0 {
             Some("outside a post-operation callback")
-        } else if flags & POST_DRAINING != 0 {
-            Some("with FLTFL_POST_OPERATION_DRAINING (facts.md §4: never then)")
         } else {
             None
         };
