@@ -946,10 +946,11 @@ fn dirty_callback_data_propagates_changed_parameters_down_facts_4() {
 }
 
 #[test]
-fn each_post_sees_the_parameters_its_own_pre_returned_with() {
-    // docs/simulator.md (Operations), a choice: before each post callback the parameter block is
-    // restored to what it was when that instance's pre callback returned, whatever the instances
-    // below changed in theirs.
+fn each_post_sees_the_parameters_its_own_pre_received() {
+    // "Modifying the Parameters for an I/O Operation" (the IFS guide): the parameters a pre
+    // callback changes reach the minifilters below it, in their pre and post callbacks, but not
+    // its own post callback nor those above (SwapBuffers' post-read finds the caller's buffer
+    // there). Until December 6 each post saw the parameters its own pre returned with.
     let (mut m, c) = setup(&[("d.txt", b"0123456789")]);
     let offsets: std::rc::Rc<RefCell<Vec<(&'static str, i64)>>> = Default::default();
     let (upper, lower) = (offsets.clone(), offsets.clone());
@@ -991,7 +992,7 @@ fn each_post_sees_the_parameters_its_own_pre_returned_with() {
     // The first cached read of the file object is an IRP (docs/simulator.md, User-mode I/O).
     let r = m.read(h, Some(0), 5, IoMode::Cached);
     assert_eq!((r.status, r.fast_io, r.data.as_slice()), (Status::SUCCESS, false, &b"56789"[..]));
-    assert_eq!(offsets.borrow().as_slice(), [("Lower", 5), ("Upper", 2)]);
+    assert_eq!(offsets.borrow().as_slice(), [("Lower", 2), ("Upper", 0)]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 

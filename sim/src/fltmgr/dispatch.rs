@@ -114,6 +114,8 @@ fn build_irp_op(
         request,
         orig_buffer: i.UserBuffer,
         orig_mdl: i.MdlAddress,
+        // SAFETY: all-zero is a valid parameter block (null pointers, zero values).
+        received: unsafe { std::mem::zeroed() },
     };
     k.fltmgr.ops.by_data.insert(data as usize, key);
     k.fltmgr.ops.map.insert(key, op);
@@ -333,6 +335,10 @@ fn next_pre(k: &mut Kernel, key: u64) -> PreStep {
         fm.instances[inst.index()].outstanding += 1;
         match reg.pre {
             Some(pre) => {
+                // What this pre receives is what its post will see ("Modifying the Parameters
+                // for an I/O Operation": a filter's changes reach the filters below it, not its
+                // own post callback or those above).
+                op.received = *op.iopb();
                 let running = Running {
                     key,
                     data: data as usize,
@@ -492,7 +498,7 @@ fn apply_pre(
     };
     let push_post = |k: &mut Kernel| {
         if let Some(op) = k.fltmgr.ops.op_mut(key) {
-            let snapshot = *op.iopb();
+            let snapshot = op.received;
             op.posts.push(PostEntry { inst, context, iopb: snapshot, done: false });
         }
     };

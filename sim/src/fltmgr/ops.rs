@@ -74,7 +74,8 @@ pub struct PostEntry {
     pub inst: InstId,
     /// The completion context its pre-operation callback returned.
     pub context: *mut c_void,
-    /// The parameters when its pre-operation callback returned (restored for its post).
+    /// The parameters as its pre-operation callback received them (restored for its post: the
+    /// changes it made went to the instances below, not to itself or above).
     pub iopb: FLT_IO_PARAMETER_BLOCK,
     /// Its post ran or was drained.
     pub done: bool,
@@ -148,6 +149,9 @@ pub struct Op {
     pub request: Option<RequestId>,
     pub(crate) orig_buffer: *mut c_void,
     pub(crate) orig_mdl: *mut windows_sys::Wdk::Foundation::MDL,
+    /// The parameters as the pre callback called last (or pended) received them: what its post
+    /// callback sees ([`PostEntry::iopb`]).
+    pub(crate) received: FLT_IO_PARAMETER_BLOCK,
 }
 
 impl Op {
@@ -562,6 +566,8 @@ pub fn fast_op(
         request,
         orig_buffer: std::ptr::null_mut(),
         orig_mdl: std::ptr::null_mut(),
+        // SAFETY: all-zero is a valid parameter block (null pointers, zero values).
+        received: unsafe { std::mem::zeroed() },
     }
 }
 
