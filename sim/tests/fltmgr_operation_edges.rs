@@ -188,3 +188,73 @@ fn when_safe_from_a_draining_post_is_reported_facts_4() {
     m.settle();
     assert_eq!(m.completions_of(r.io.unwrap()), [Status::SUCCESS]);
 }
+
+#[test]
+fn the_filter_manager_frees_the_mdl_a_minifilter_swapped_in() {
+    // FltRetainSwappedBufferMdlAddress's page: when a minifilter swaps in a new buffer (and its
+    // MDL) in a pre callback, the Filter Manager frees that MDL once the post callback returned,
+    // unless the minifilter retains it there (FltGetSwappedBufferMdlAddress names it);
+    // SwapBuffers: "The freeing of the MDL (if there is one) is handled by FltMgr". A swapping
+    // minifilter that leaves its MDL to the Filter Manager leaks nothing when it is stopped; one
+    // that retains it and never frees it leaks it.
+    use fsfilter_kernel::params::{self, flt, flt_mut};
+    use windows_sys::Wdk::System::SystemServices::IoAllocateMdl;
+    for retain in [false, true] {
+        let (mut m, c) = setup(&[("a.txt", &[9u8; 512])]);
+        let swapped: std::rc::Rc<std::cell::Cell<usize>> = Default::default();
+        let (s1, s2) = (swapped.clone(), swapped.clone());
+        start(
+            &mut m,
+            0,
+            Config::new("Swap", "300000")
+                .op(mj::READ, true, true)
+                .with_pre(move |p| {
+                    if p.data().Flags & 0x1 == 0 {
+                        return (1, 0);
+                    }
+                    let r = unsafe { flt_mut::<params::FltRead>(&mut p.iopb().Parameters) };
+                    let buf = Box::leak(vec![0u8; r.Length as usize].into_boxed_slice());
+                    let ptr = buf.as_mut_ptr();
+                    let mdl = unsafe {
+                        IoAllocateMdl(ptr.cast(), r.Length, false, false, std::ptr::null_mut())
+                    };
+                    assert!(!mdl.is_null());
+                    s1.set(mdl as usize);
+                    r.ReadBuffer = ptr.cast();
+                    r.MdlAddress = mdl;
+                    unsafe { FltSetCallbackDataDirty(p.data) };
+                    (0, ptr as usize)
+                })
+                .with_post(move |p| {
+                    let r = *unsafe { flt::<params::FltRead>(&(*p.data().Iopb).Parameters) };
+                    let n = p.data().IoStatus.Information;
+                    // The caller's buffer: the post sees the parameters its pre received.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            p.context.cast::<u8>(),
+                            r.ReadBuffer.cast(),
+                            n,
+                        )
+                    };
+                    let mine = unsafe { FltGetSwappedBufferMdlAddress(p.data) };
+                    assert_eq!(mine as usize, s2.get());
+                    if retain {
+                        unsafe { FltRetainSwappedBufferMdlAddress(p.data) };
+                    }
+                    0
+                }),
+        );
+        let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+        let r = m.read(h, Some(0), 512, fsfilter_sim::IoMode::NonCached);
+        assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &[9u8; 512][..]));
+        assert_ne!(swapped.get(), 0);
+        m.close_handle(h);
+        assert_eq!(m.stop("Swap").status(), Status::SUCCESS);
+        let rules: Vec<_> = m.findings().into_iter().map(|f| f.0).collect();
+        if retain {
+            assert_eq!(rules, [fsfilter_sim::Rule::PoolLeaked], "retained, never freed");
+        } else {
+            assert_eq!(rules, [], "freed by the Filter Manager");
+        }
+    }
+}

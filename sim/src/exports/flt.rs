@@ -474,6 +474,22 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCompletePendedP
     }
 }
 
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetSwappedBufferMdlAddress =>
+    /// `FltGetSwappedBufferMdlAddress`: the MDL the calling instance's pre callback swapped in,
+    /// from its post callback; NULL otherwise.
+    fn FltGetSwappedBufferMdlAddress(callbackdata: *const FLT_CALLBACK_DATA) -> *mut windows_sys::Wdk::Foundation::MDL {
+        crate::fltmgr::post::swapped_mdl(callbackdata, false)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRetainSwappedBufferMdlAddress =>
+    /// `FltRetainSwappedBufferMdlAddress`: the Filter Manager does not free the MDL the calling
+    /// instance swapped in; the minifilter frees it.
+    fn FltRetainSwappedBufferMdlAddress(callbackdata: *const FLT_CALLBACK_DATA) {
+        let _ = crate::fltmgr::post::swapped_mdl(callbackdata, true);
+    }
+}
+
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDoCompletionProcessingWhenSafe =>
     /// `FltDoCompletionProcessingWhenSafe` (facts.md §4).
     fn FltDoCompletionProcessingWhenSafe(data: *const FLT_CALLBACK_DATA, fltobjects: *const FLT_RELATED_OBJECTS, completioncontext: *const c_void, flags: u32, safepostcallback: PFLT_POST_OPERATION_CALLBACK, retpostoperationstatus: *mut FLT_POSTOP_CALLBACK_STATUS) -> bool {

@@ -116,6 +116,7 @@ fn build_irp_op(
         orig_mdl: i.MdlAddress,
         // SAFETY: all-zero is a valid parameter block (null pointers, zero values).
         received: unsafe { std::mem::zeroed() },
+        swapped: Vec::new(),
     };
     k.fltmgr.ops.by_data.insert(data as usize, key);
     k.fltmgr.ops.map.insert(key, op);
@@ -485,6 +486,7 @@ fn apply_pre(
     let has_post = k.fltmgr.filter(f).ops.get(&major).is_some_and(|r| r.post.is_some());
     let m = MajorFunction::from_code(major);
     log_op(k, key, inst, EvPhase::Pre, status, false);
+    note_swap(k, key, inst);
     let with_context = |k: &mut Kernel, why: &str| {
         if !context.is_null() {
             k.flt_report(
@@ -647,6 +649,22 @@ fn apply_pre(
             Act::Continue
         }
     }
+}
+
+/// Records the MDL a pre callback swapped in (its parameters' MDL is not the one it received,
+/// nor the IRP's own): the Filter Manager frees it when the operation ends
+/// (`FltRetainSwappedBufferMdlAddress`'s page; [`super::post::free_swapped`]).
+fn note_swap(k: &mut Kernel, key: u64, inst: super::InstId) {
+    let Some(op) = k.fltmgr.ops.op_mut(key) else { return };
+    let now = super::params::buffer_mdl(op.iopb());
+    if now.is_null()
+        || now == super::params::buffer_mdl(&op.received)
+        || now == op.orig_mdl
+        || op.swapped.iter().any(|&(_, m)| m == now)
+    {
+        return;
+    }
+    op.swapped.push((inst, now));
 }
 
 /// Sends the operation down with our completion routine.

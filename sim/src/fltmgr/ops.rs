@@ -152,6 +152,10 @@ pub struct Op {
     /// The parameters as the pre callback called last (or pended) received them: what its post
     /// callback sees ([`PostEntry::iopb`]).
     pub(crate) received: FLT_IO_PARAMETER_BLOCK,
+    /// The MDLs pre callbacks swapped in, with the instance that did: the Filter Manager frees
+    /// them when the operation ends, unless the instance retained its own
+    /// (`FltRetainSwappedBufferMdlAddress`).
+    pub(crate) swapped: Vec<(InstId, *mut windows_sys::Wdk::Foundation::MDL)>,
 }
 
 impl Op {
@@ -568,6 +572,7 @@ pub fn fast_op(
         orig_mdl: std::ptr::null_mut(),
         // SAFETY: all-zero is a valid parameter block (null pointers, zero values).
         received: unsafe { std::mem::zeroed() },
+        swapped: Vec::new(),
     }
 }
 

@@ -437,3 +437,30 @@ pub fn to_location(iopb: &FLT_IO_PARAMETER_BLOCK, irp: &mut IRP, s: &mut IO_STAC
         }
     }
 }
+
+/// The MDL of the buffer in a parameter block, for the operations whose buffer a minifilter may
+/// swap (those [`to_location`] sends down with their MDL); null for the others.
+pub fn buffer_mdl(iopb: &FLT_IO_PARAMETER_BLOCK) -> *mut windows_sys::Wdk::Foundation::MDL {
+    let p = &iopb.Parameters;
+    match iopb.MajorFunction {
+        // SAFETY: the union member the major (and minor) function selects.
+        mj::READ | mj::WRITE => unsafe { flt::<params::FltRead>(p) }.MdlAddress,
+        // SAFETY: as above.
+        mj::QUERY_EA => unsafe { flt::<params::FltQueryEa>(p) }.MdlAddress,
+        // SAFETY: as above.
+        mj::SET_EA => unsafe { p.SetEa }.MdlAddress,
+        // SAFETY: as above.
+        mj::QUERY_SECURITY => unsafe { flt::<params::FltQuerySecurity>(p) }.MdlAddress,
+        // SAFETY: as above.
+        mj::QUERY_QUOTA => unsafe { p.QueryQuota }.MdlAddress,
+        // SAFETY: as above.
+        mj::SET_QUOTA => unsafe { p.SetQuota }.MdlAddress,
+        mj::DIRECTORY_CONTROL if iopb.MinorFunction == mn_dir::QUERY_DIRECTORY => {
+            // SAFETY: as above.
+            unsafe { flt::<params::FltQueryDirectory>(p) }.MdlAddress
+        }
+        // SAFETY: as above.
+        mj::DIRECTORY_CONTROL => unsafe { flt::<params::FltNotifyDirectory>(p) }.MdlAddress,
+        _ => std::ptr::null_mut(),
+    }
+}

@@ -283,6 +283,7 @@ fn finish_in_place(key: u64) {
         // SAFETY: the status member.
         let ok = unsafe { i.IoStatus.Anonymous.Status } >= 0;
         let d = (op.dismount && ok).then_some((op.volume, op.frame));
+        free_swapped(k, key);
         k.fltmgr.ops.remove(key);
         Some(d)
     })
@@ -561,6 +562,7 @@ pub fn fast_post(key: u64) -> Option<windows_sys::Win32::System::IO::IO_STATUS_B
     let _ = post_walk(key);
     kernel::with(|k| {
         let iosb = k.fltmgr.ops.op(key).map(|o| o.cbd().IoStatus);
+        free_swapped(k, key);
         k.fltmgr.ops.remove(key);
         iosb
     })
@@ -581,4 +583,39 @@ pub fn fast_result(key: u64, iosb: windows_sys::Win32::System::IO::IO_STATUS_BLO
 /// The callback data of an operation.
 pub fn data_of(key: u64) -> Option<FLT_CALLBACK_DATA> {
     kernel::with(|k| k.fltmgr.ops.op(key).map(|o| *o.cbd()))
+}
+
+/// Frees the MDLs pre callbacks swapped into an ending operation and did not retain
+/// (`FltRetainSwappedBufferMdlAddress`'s page: the Filter Manager frees them). One a filter
+/// already freed itself is left alone.
+pub(crate) fn free_swapped(k: &mut Kernel, key: u64) {
+    let Some(op) = k.fltmgr.ops.op_mut(key) else { return };
+    for (_, m) in std::mem::take(&mut op.swapped) {
+        if k.mdls.contains_key(&(m as usize)) {
+            k.free_mdl(m);
+        }
+    }
+}
+
+/// The MDL the running callback's instance swapped into operation `data`, when it is that
+/// instance's callback that runs (`FltGetSwappedBufferMdlAddress`, `FltRetainSwappedBufferMdlAddress`);
+/// `retain` takes it off the Filter Manager's list.
+pub(crate) fn swapped_mdl(
+    data: *const FLT_CALLBACK_DATA,
+    retain: bool,
+) -> *mut windows_sys::Wdk::Foundation::MDL {
+    kernel::with(|k| {
+        let Some(running) = k.fltmgr.ops.running.filter(|r| r.data == data as usize) else {
+            return std::ptr::null_mut();
+        };
+        let Some(op) = k.fltmgr.ops.op_mut(running.key) else { return std::ptr::null_mut() };
+        let Some(i) = op.swapped.iter().position(|&(inst, _)| inst == running.inst) else {
+            return std::ptr::null_mut();
+        };
+        if retain {
+            op.swapped.swap_remove(i).1
+        } else {
+            op.swapped.get(i).map_or(std::ptr::null_mut(), |e| e.1)
+        }
+    })
 }
