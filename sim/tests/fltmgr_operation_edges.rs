@@ -258,3 +258,59 @@ fn the_filter_manager_frees_the_mdl_a_minifilter_swapped_in() {
         }
     }
 }
+
+thread_local! {
+    /// The callback data each posted safe callback ran with.
+    static SAFE_RAN: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+unsafe extern "system" fn safe_post_recording(
+    d: *mut FLT_CALLBACK_DATA,
+    _o: *const FLT_RELATED_OBJECTS,
+    _c: *const c_void,
+    _f: u32,
+) -> i32 {
+    SAFE_RAN.with(|s| s.borrow_mut().push(d as usize));
+    0
+}
+
+#[test]
+fn a_post_that_finishes_an_operation_it_posted_when_safe_is_reported_facts_4() {
+    // facts.md §4: FltDoCompletionProcessingWhenSafe that posts the work (TRUE) gives
+    // FLT_POSTOP_MORE_PROCESSING_REQUIRED, which the post callback must return: the worker's
+    // safe callback finishes the operation. A post callback that returns
+    // FLT_POSTOP_FINISHED_PROCESSING instead lets the operation complete under the queued
+    // callback (on Windows it then runs on freed callback data). Reported, and the operation is
+    // held for the safe callback, which completes it once.
+    SAFE_RAN.with(|s| s.borrow_mut().clear());
+    let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    start(
+        &mut m,
+        0,
+        Config::new("Careless", "300000").op(mj::READ, true, true).with_post(|p| {
+            let mut status = -1;
+            let ok = unsafe {
+                FltDoCompletionProcessingWhenSafe(
+                    p.data,
+                    p.objects,
+                    p.context,
+                    p.flags,
+                    Some(safe_post_recording),
+                    &mut status,
+                )
+            };
+            assert!(ok && status == 1, "posted: ({ok}, {status})");
+            0
+        }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+    let r = m.read(h, Some(0), 512, fsfilter_sim::IoMode::NonCached);
+    m.settle();
+    assert_eq!(SAFE_RAN.with(|s| s.borrow().len()), 1, "the safe callback ran");
+    assert_eq!(m.completions_of(r.io.unwrap()), [Status::SUCCESS], "completed once");
+    let findings = m.findings();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].0, fsfilter_sim::Rule::StatusInvalidForOperation, "{findings:?}");
+    assert_eq!(findings[0].1.as_deref(), Some("Careless"));
+}

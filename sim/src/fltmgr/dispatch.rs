@@ -117,6 +117,7 @@ fn build_irp_op(
         // SAFETY: all-zero is a valid parameter block (null pointers, zero values).
         received: unsafe { std::mem::zeroed() },
         swapped: Vec::new(),
+        posted_when_safe: false,
     };
     k.fltmgr.ops.by_data.insert(data as usize, key);
     k.fltmgr.ops.map.insert(key, op);

@@ -156,6 +156,9 @@ pub struct Op {
     /// them when the operation ends, unless the instance retained its own
     /// (`FltRetainSwappedBufferMdlAddress`).
     pub(crate) swapped: Vec<(InstId, *mut windows_sys::Wdk::Foundation::MDL)>,
+    /// `FltDoCompletionProcessingWhenSafe` queued its safe callback from the post callback
+    /// running: that post must answer `FLT_POSTOP_MORE_PROCESSING_REQUIRED`.
+    pub(crate) posted_when_safe: bool,
 }
 
 impl Op {
@@ -573,6 +576,7 @@ pub fn fast_op(
         // SAFETY: all-zero is a valid parameter block (null pointers, zero values).
         received: unsafe { std::mem::zeroed() },
         swapped: Vec::new(),
+        posted_when_safe: false,
     }
 }
 

@@ -222,6 +222,24 @@ fn apply_post(k: &mut Kernel, key: u64, pidx: usize, status: i32) -> bool {
     let m = MajorFunction::from_code(op.iopb().MajorFunction);
     let f = k.fltmgr.inst(inst).filter;
     log_op(k, key, inst, EvPhase::Post, status, false);
+    let posted = k.fltmgr.ops.op_mut(key).is_some_and(|o| std::mem::take(&mut o.posted_when_safe));
+    let status = if posted && status != postop::MORE_PROCESSING_REQUIRED {
+        // The queued safe callback finishes the operation: completing it now would leave that
+        // callback the callback data of a completed operation (freed on Windows).
+        k.flt_report(
+            Some(f),
+            Rule::StatusInvalidForOperation,
+            format!(
+                "{m}: the post callback returned {} after FltDoCompletionProcessingWhenSafe \
+                 posted the operation (it must return the FLT_POSTOP_MORE_PROCESSING_REQUIRED \
+                 the call gave, facts.md §4); the operation waits for the safe callback",
+                status_name(false, status)
+            ),
+        );
+        postop::MORE_PROCESSING_REQUIRED
+    } else {
+        status
+    };
     let release = |k: &mut Kernel| {
         if let Some(op) = k.fltmgr.ops.op_mut(key) {
             op.posts[pidx].done = true;
@@ -424,6 +442,11 @@ pub(crate) fn when_safe(
         // (FALSE, FINISHED_PROCESSING; the reference page, facts.md §4).
         if !inline && k.fault(FaultKind::Pool) {
             return Some(None);
+        }
+        if !inline {
+            if let Some(op) = k.fltmgr.ops.op_mut(key) {
+                op.posted_when_safe = true;
+            }
         }
         Some(Some((image, inline)))
     });
