@@ -314,3 +314,40 @@ fn a_post_that_finishes_an_operation_it_posted_when_safe_is_reported_facts_4() {
     assert_eq!(findings[0].0, fsfilter_sim::Rule::StatusInvalidForOperation, "{findings:?}");
     assert_eq!(findings[0].1.as_deref(), Some("Careless"));
 }
+
+#[test]
+fn when_safe_without_related_objects_is_reported_not_a_host_crash() {
+    // A post callback that passes NULL FltObjects to FltDoCompletionProcessingWhenSafe (Windows
+    // dereferences it): the simulator reports it and answers FALSE instead of dereferencing it.
+    let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
+    let answers: std::rc::Rc<std::cell::RefCell<Vec<(bool, i32)>>> = Default::default();
+    let a = answers.clone();
+    start(
+        &mut m,
+        0,
+        Config::new("NoObjects", "300000").op(mj::READ, true, true).with_post(move |p| {
+            if p.data().Flags & 0x1 == 0 {
+                return 0;
+            }
+            let mut status = -1;
+            let ok = unsafe {
+                FltDoCompletionProcessingWhenSafe(
+                    p.data,
+                    std::ptr::null(),
+                    p.context,
+                    p.flags,
+                    Some(safe_post),
+                    &mut status,
+                )
+            };
+            a.borrow_mut().push((ok, status));
+            0
+        }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open().options(0x8)).unwrap();
+    let r = m.read(h, Some(0), 512, fsfilter_sim::IoMode::NonCached);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(answers.borrow().as_slice(), [(false, 0)]);
+    let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(rules, [(fsfilter_sim::Rule::InvalidFltObject, Some("NoObjects".to_owned()))]);
+}

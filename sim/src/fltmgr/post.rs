@@ -433,8 +433,15 @@ pub(crate) fn when_safe(
         if op.iopb().IrpFlags & irp_flags::PAGING_IO != 0 {
             return Some(None);
         }
-        // SAFETY: the caller's related objects.
-        let inst = k.fltmgr.instance_of(unsafe { (*objects).Instance })?;
+        // SAFETY: the caller's related objects, when it passed any.
+        let Some(objects) = (unsafe { objects.as_ref() }) else {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltDoCompletionProcessingWhenSafe with no related objects (FltObjects is NULL)",
+            );
+            return Some(None);
+        };
+        let inst = k.fltmgr.instance_of(objects.Instance)?;
         let image = k.fltmgr.filter(k.fltmgr.inst(inst).filter).image;
         let inline = k.irql() < DISPATCH_LEVEL;
         // Posting takes a work item the Filter Manager allocates, charged to the caller as a
