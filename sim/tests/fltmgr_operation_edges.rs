@@ -351,3 +351,94 @@ fn when_safe_without_related_objects_is_reported_not_a_host_crash() {
     let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
     assert_eq!(rules, [(fsfilter_sim::Rule::InvalidFltObject, Some("NoObjects".to_owned()))]);
 }
+
+unsafe extern "system" fn resume_without_callback(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    fltcommon::order_push("resumed".into());
+    unsafe { FltCompletePendedPreOperation(ctx.cast(), 1, std::ptr::null()) };
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+#[test]
+fn a_synchronized_post_stays_in_its_pre_thread_when_a_pre_below_completes_after_a_pend() {
+    // facts.md §4: after FLT_PREOP_SYNCHRONIZE the post runs in the pre callback's thread. A top
+    // filter pends a write and resumes it from a worker; in that worker a filter synchronizes
+    // it, a lower filter completes it (FLT_PREOP_COMPLETE), and a filter between them holds its
+    // post and releases it from another worker: the synchronizing filter's post still runs in
+    // the thread its pre ran in.
+    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    start(
+        &mut m,
+        0,
+        Config::new("Pender", "400000").op(mj::WRITE, true, false).with_pre(|p| {
+            if p.data().Flags & 0x1 == 0 {
+                return (1, 0);
+            }
+            let item = unsafe { FltAllocateGenericWorkItem() };
+            let s = unsafe {
+                FltQueueGenericWorkItem(
+                    item,
+                    fltcommon::filter_handle(p.slot) as *const c_void,
+                    Some(resume_without_callback),
+                    1,
+                    p.data.cast(),
+                )
+            };
+            assert_eq!(s, 0);
+            (2, 0)
+        }),
+    );
+    start(
+        &mut m,
+        1,
+        Config::new("Sync", "300000")
+            .op(mj::WRITE, true, true)
+            .with_pre(|p| if p.data().Flags & 0x1 == 0 { (1, 0) } else { (5, 0) }),
+    );
+    start(
+        &mut m,
+        2,
+        Config::new("Holder", "200000")
+            .op(mj::WRITE, false, true)
+            .with_post(|p| if p.data().Flags & 0x1 == 0 { 0 } else { hold_post_to_worker(p) }),
+    );
+    start(
+        &mut m,
+        3,
+        Config::new("Done", "100000").op(mj::WRITE, true, false).with_pre(|p| {
+            if p.data().Flags & 0x1 == 0 {
+                return (1, 0);
+            }
+            p.set_status(Status::SUCCESS, 512);
+            (4, 0)
+        }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    order_clear();
+    let r = m.write(h, Some(0), &[b'H'; 512], fsfilter_sim::IoMode::NonCached);
+    m.settle();
+    assert_eq!(m.completions_of(r.io.unwrap()), [Status::SUCCESS], "completed once");
+    assert_eq!(
+        order(),
+        [
+            "Pender:pre:4",
+            "resumed",
+            "Sync:pre:4",
+            "Done:pre:4",
+            "Holder:post:4",
+            "finish",
+            "Sync:post:4"
+        ]
+    );
+    let Seen::Pre { thread: pre_thread, .. } = pres(1).last().cloned().unwrap() else { panic!() };
+    let Seen::Post { thread: post_thread, irql, .. } = posts(1)[0].clone() else { panic!() };
+    assert_eq!(
+        (post_thread, irql),
+        (pre_thread, 0),
+        "the synchronized post runs where its pre ran"
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

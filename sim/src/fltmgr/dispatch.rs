@@ -729,14 +729,15 @@ pub(crate) fn complete_from_pre(key: u64) -> NTSTATUS {
             unsafe { crate::sched::set_event(&mut *op.event) };
             return Some(None);
         }
-        Some(Some((op.kind, op.sync && op.in_dispatch)))
+        Some(Some((op.kind, op.sync)))
     });
     let Some(kind) = kind else { return Status::SUCCESS.0 };
     let Some((kind, sync)) = kind else { return Status::PENDING.0 };
     if sync && kind == OperationKind::Irp {
-        // A synchronized operation completed in the thread that dispatched it: that thread runs
-        // the posts, and waits for a post that holds the operation (post-create stays in the
-        // originating thread, facts.md §4), as when the operation went down.
+        // A synchronized operation completed in the thread that synchronized it (it dispatched
+        // it, or a pre callback there answered FLT_PREOP_SYNCHRONIZE): that thread runs the
+        // posts, and waits for a post that holds the operation (post-create and a SYNCHRONIZE
+        // post stay in their pre's thread, facts.md §4), as when the operation went down.
         return post_in_origin(key);
     }
     match post_walk(key) {
