@@ -212,7 +212,8 @@ pub struct IoPlan {
     pub offset: Option<u8>,
     /// Length: None, a whole number of sectors, or an odd length.
     pub length: Option<(u8, bool)>,
-    /// Data to write containing the scanner's pattern (a change notification: the subtree).
+    /// Data to write containing the scanner's pattern (a change notification: the subtree; a
+    /// create: an overlapped open).
     pub infected: bool,
 }
 
@@ -638,6 +639,11 @@ impl Plan {
                 if let Some((sectors, odd)) = io.length {
                     let len = u32::from(sectors) * 512 - if odd { 301 } else { 0 };
                     let _ = writeln!(t, "length = {len}");
+                }
+                if op == "create" && io.infected {
+                    // The path's handle for asynchronous I/O: its reads and writes need an offset
+                    // and may pend (docs/simulator.md, "Asynchronous I/O").
+                    t.push_str("overlapped = true\n");
                 }
                 if op == "write" && io.infected {
                     let _ = writeln!(t, "data = \"an {PATTERN} in the data\"");

@@ -1076,3 +1076,29 @@ fn no_notification_waits_in_a_plan_whose_probe_may_complete_a_cleanup_itself() {
     plan.drivers[0].probe.rules = vec![RulePlan { action: 0, op: 7, pattern: 1 }];
     assert!(plan.to_toml().contains("notify = "));
 }
+
+#[test]
+fn generated_timelines_open_overlapped_handles_whose_transfers_pend() {
+    // The generator's reach into asynchronous I/O: some plans open a path's handle with
+    // `overlapped = true`, and some of their non-cached reads or writes on it really pend (the
+    // step answers STATUS_PENDING) while every invariant still holds.
+    let mut draw = plans(12);
+    let (mut overlapped, mut pended) = (0, 0);
+    for _ in 0..1000 {
+        let plan = draw(40);
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        overlapped += usize::from(
+            run.steps.iter().any(|o| o.what.ends_with("(overlapped)") && o.status.is_success()),
+        );
+        pended += usize::from(run.steps.iter().any(|o| {
+            (o.what.starts_with("io read") || o.what.starts_with("io write"))
+                && o.status == Status::PENDING
+        }));
+    }
+    assert!(overlapped > 0 && pended > 0, "overlapped in {overlapped} plans, pended in {pended}");
+}
