@@ -183,3 +183,18 @@ fn the_file_object_of_an_overlapped_open_is_not_synchronous() {
     assert_eq!(mode(&mut m, a) & FILE_SYNCHRONOUS_IO_NONALERT, 0);
     assert_eq!(mode(&mut m, s) & FILE_SYNCHRONOUS_IO_NONALERT, FILE_SYNCHRONOUS_IO_NONALERT);
 }
+
+#[test]
+fn the_use_file_pointer_position_offset_goes_down_as_it_is_on_an_overlapped_handle() {
+    // Only on a synchronous file object does the I/O manager replace it with the position
+    // (sim/tests/io.rs); an asynchronous one keeps none, and filters see the special value.
+    const FILE_USE_FILE_POINTER_POSITION: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+    let mut m = common::machine_with_spy(68);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let r = m.read(h, Some(FILE_USE_FILE_POINTER_POSITION), 4, IoMode::Cached);
+    assert!(r.io.is_some(), "an offset was given: the request goes down");
+    let seen = transfers(IRP_MJ_READ);
+    let offset = i64::from_le_bytes(seen[0].parameters[16..24].try_into().unwrap());
+    assert_eq!(offset, -2);
+}
