@@ -530,3 +530,60 @@ fn the_volume_of_an_instance_whose_volume_was_torn_down_is_flt_deleting_object()
     let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
     assert_eq!(rules, [Rule::IrqlTooHigh]);
 }
+
+#[test]
+fn referencing_an_object_being_torn_down_is_flt_deleting_object() {
+    // FltObjectReference's reference page: STATUS_FLT_DELETING_OBJECT when "the minifilter
+    // driver, instance, or volume is being torn down"; FltGetFilterFromInstance's: the same when
+    // "the minifilter driver is being torn down". From the teardown-start callback of a manual
+    // detach the instance is being torn down (its filter is not); from an unregistration's,
+    // both are; a dismounted volume's record is gone.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = machine(5);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Refs", "370000");
+    cfg.on_teardown_start = Some(std::rc::Rc::new(|instance, reason| {
+        let s = Status(unsafe { FltObjectReference(instance as *mut _) });
+        if s.is_success() {
+            unsafe { FltObjectDereference(instance as *mut _) };
+        }
+        let mut filter = 0;
+        let g = Status(unsafe { FltGetFilterFromInstance(instance, &mut filter) });
+        if g.is_success() {
+            unsafe { FltObjectDereference(filter as *mut _) };
+        }
+        fltcommon::order_push(format!("{reason:#x} instance {s} filter {g}"));
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Refs"), Status::SUCCESS);
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let f = fltcommon::filter_handle(0);
+    let mut vol = 0;
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    assert_eq!(m.filter_detach("Refs", c, None), Status::SUCCESS);
+    assert_eq!(m.filter_attach("Refs", c, None), Status::SUCCESS);
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    m.settle();
+    let s = Status(unsafe { FltObjectReference(vol as *mut _) });
+    if s.is_success() {
+        unsafe { FltObjectDereference(vol as *mut _) };
+    }
+    fltcommon::order_push(format!("gone volume {s}"));
+    unsafe { FltObjectDereference(vol as *mut _) };
+    assert_eq!(m.mount(c), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Refs"), Status::SUCCESS);
+    let got: Vec<String> =
+        fltcommon::order().into_iter().filter(|s| !s.starts_with("Refs:")).collect();
+    assert_eq!(
+        got,
+        [
+            "0x1 instance STATUS_FLT_DELETING_OBJECT filter STATUS_SUCCESS",
+            "0x8 instance STATUS_FLT_DELETING_OBJECT filter STATUS_SUCCESS",
+            "gone volume STATUS_FLT_DELETING_OBJECT",
+            "0x2 instance STATUS_FLT_DELETING_OBJECT filter STATUS_FLT_DELETING_OBJECT",
+        ]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -18,7 +18,7 @@ use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use crate::events::Rule;
 use crate::fltmgr::instances::AttachApi;
-use crate::fltmgr::{FilterState, FltObject, WorkItemRec};
+use crate::fltmgr::{FilterState, FltObject, InstState, WorkItemRec};
 use crate::kernel::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use crate::mem::{Block, read_unicode};
 
@@ -77,6 +77,11 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFilterFromIn
         kernel::with(|k| {
             let Some(i) = k.fltmgr.instance_of(instance) else { return Status::INVALID_PARAMETER.0 };
             let f = k.fltmgr.inst(i).filter;
+            // "The minifilter driver is being torn down" (the reference page): from
+            // FltUnregisterFilter on, no rundown reference (until December 6 one was taken).
+            if matches!(k.fltmgr.filter(f).state, FilterState::Unregistering | FilterState::Unregistered) {
+                return Status::FLT_DELETING_OBJECT.0;
+            }
             k.fltmgr.filter_mut(f).rundown += 1;
             // SAFETY: the caller's out parameter.
             unsafe { *retfilter = k.fltmgr.filter(f).handle() };
@@ -118,12 +123,23 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectReference
                 Status::SUCCESS.0
             }
             Some(FltObject::Instance(i)) => {
-                k.fltmgr.inst_mut(i).refs += 1;
+                // "The minifilter driver, instance, or volume is being torn down" (the reference
+                // page): an instance from the start of its teardown, as for FltSet*Context
+                // (until December 6 a torn-down instance was referenced).
                 let f = k.fltmgr.inst(i).filter;
+                let torn = matches!(k.fltmgr.inst(i).state(), InstState::TearingDown | InstState::Gone);
+                if torn || matches!(k.fltmgr.filter(f).state, FilterState::Unregistering | FilterState::Unregistered) {
+                    return Status::FLT_DELETING_OBJECT.0;
+                }
+                k.fltmgr.inst_mut(i).refs += 1;
                 k.fltmgr.filter_mut(f).rundown += 1;
                 Status::SUCCESS.0
             }
             Some(FltObject::Volume(v)) => {
+                // A volume whose device is deleted, as FltGetVolumeFromInstance judges it.
+                if k.fltmgr.vol(v).gone {
+                    return Status::FLT_DELETING_OBJECT.0;
+                }
                 k.fltmgr.vol_mut(v).refs += 1;
                 Status::SUCCESS.0
             }
