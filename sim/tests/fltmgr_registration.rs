@@ -637,3 +637,41 @@ fn a_second_registration_by_the_same_driver_is_a_name_collision() {
     assert!(m.kernel(|k| k.fltmgr.filter_by_name("Twice").is_none()), "unregistered");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_null_out_pointer_to_the_object_routines_is_a_bugcheck_finding() {
+    // FltRegisterFilter's RetFilter, FltGetFilterFromInstance's RetFilter,
+    // FltGetVolumeFromInstance's and FltGetVolumeFromName's RetVolume and FltGetFileSystemType's
+    // FileSystemType are out parameters none of their pages marks optional
+    // (FltGetFilterFromInstance's and FltGetVolumeFromInstance's: "This parameter is required
+    // and cannot be NULL"): Windows writes through them and bugchecks. The simulator wrote through the NULL pointer and
+    // aborted its own process; as for the context routines, a BUGCHECK finding, nothing is
+    // registered or referenced, and the call answers STATUS_INVALID_PARAMETER.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = booted(&[]);
+    let mut bad = Config::new("NullReg", "370000");
+    bad.null_retfilter = true;
+    install(&mut m, 1, bad);
+    assert_eq!(m.start("NullReg"), Status::INVALID_PARAMETER);
+    assert!(m.kernel(|k| k.fltmgr.filter_by_name("NullReg").is_none()), "not registered");
+    assert_eq!(rules(&m), [Rule::Bugcheck], "{:?}", m.findings());
+    let mut cfg = Config::new("NullOut", "370000");
+    cfg.on_setup = Some(std::rc::Rc::new(|i, _| {
+        let f = fltcommon::filter_handle(0);
+        let null = std::ptr::null_mut();
+        let a = unsafe { FltGetFilterFromInstance(i, null) };
+        let b = unsafe { FltGetVolumeFromInstance(i, null) };
+        let name: Vec<u16> = "C:".encode_utf16().collect();
+        let c = unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), null) };
+        let d = unsafe { FltGetFileSystemType(i as *const _, std::ptr::null_mut()) };
+        fltcommon::order_push(format!("{} {} {} {}", Status(a), Status(b), Status(c), Status(d)));
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("NullOut"), Status::SUCCESS);
+    let p = "STATUS_INVALID_PARAMETER";
+    let got: Vec<String> = fltcommon::order().into_iter().filter(|s| !s.contains(':')).collect();
+    assert_eq!(got, [format!("{p} {p} {p} {p}")]);
+    // No reference was taken: the unload does not wait for rundown that never comes.
+    assert_eq!(m.fltmc_unload("NullOut"), Status::SUCCESS);
+    assert_eq!(rules(&m), [Rule::Bugcheck; 5], "{:?}", m.findings());
+}

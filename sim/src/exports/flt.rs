@@ -22,10 +22,25 @@ use crate::fltmgr::{FilterState, FltObject, InstState, WorkItemRec};
 use crate::kernel::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use crate::mem::{Block, read_unicode};
 
+/// A NULL required out pointer passed to `what` ("This parameter is required and cannot be
+/// NULL", its reference page): Windows writes through it and bugchecks; the simulator reports a
+/// `BUGCHECK` finding and the call does nothing (until December 6 it wrote through the NULL
+/// pointer and aborted the simulator's process), as for the context routines.
+fn null_out<T>(out: *mut T, what: &str) -> bool {
+    if !out.is_null() {
+        return false;
+    }
+    kernel::with(|k| k.report_current(Rule::Bugcheck, format!("{what} with a NULL out pointer")));
+    true
+}
+
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltRegisterFilter =>
     /// `FltRegisterFilter` (facts.md §2.6): reads the registration, the service's instance
     /// definitions, places the filter in a frame.
     fn FltRegisterFilter(driver: *const DRIVER_OBJECT, registration: *const FLT_REGISTRATION, retfilter: *mut PFLT_FILTER) -> NTSTATUS {
+        if null_out(retfilter, "FltRegisterFilter") {
+            return Status::INVALID_PARAMETER.0;
+        }
         match crate::fltmgr::registration::register(driver, registration) {
             Ok(h) => {
                 // SAFETY: the caller's out parameter.
@@ -56,6 +71,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromIn
     /// `STATUS_FLT_DELETING_OBJECT` once the volume is gone (its reference page: "being torn
     /// down"; until December 6 a dismounted volume was referenced and returned).
     fn FltGetVolumeFromInstance(instance: PFLT_INSTANCE, retvolume: *mut PFLT_VOLUME) -> NTSTATUS {
+        if null_out(retvolume, "FltGetVolumeFromInstance") {
+            return Status::INVALID_PARAMETER.0;
+        }
         kernel::with(|k| {
             k.check_irql(APC_LEVEL, "FltGetVolumeFromInstance");
             let Some(i) = k.fltmgr.instance_of(instance) else { return Status::INVALID_PARAMETER.0 };
@@ -74,6 +92,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromIn
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFilterFromInstance =>
     /// `FltGetFilterFromInstance`: the instance's filter, referenced (a rundown reference).
     fn FltGetFilterFromInstance(instance: PFLT_INSTANCE, retfilter: *mut PFLT_FILTER) -> NTSTATUS {
+        if null_out(retfilter, "FltGetFilterFromInstance") {
+            return Status::INVALID_PARAMETER.0;
+        }
         kernel::with(|k| {
             let Some(i) = k.fltmgr.instance_of(instance) else { return Status::INVALID_PARAMETER.0 };
             let f = k.fltmgr.inst(i).filter;
@@ -94,6 +115,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromNa
     /// `FltGetVolumeFromName`: a machine volume's name (`C:`) or a device name
     /// (`\Device\HarddiskVolume1`), referenced.
     fn FltGetVolumeFromName(filter: PFLT_FILTER, volumename: *const UNICODE_STRING, retvolume: *mut PFLT_VOLUME) -> NTSTATUS {
+        if null_out(retvolume, "FltGetVolumeFromName") {
+            return Status::INVALID_PARAMETER.0;
+        }
         // SAFETY: the caller's name.
         let name = unsafe { read_unicode(volumename) };
         kernel::with(|k| {
@@ -189,6 +213,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectDereferen
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFileSystemType =>
     /// `FltGetFileSystemType` for an instance or a volume (`FLT_FILESYSTEM_TYPE`, facts.md §7).
     fn FltGetFileSystemType(fltobject: *const c_void, filesystemtype: *mut FLT_FILESYSTEM_TYPE) -> NTSTATUS {
+        if null_out(filesystemtype, "FltGetFileSystemType") {
+            return Status::INVALID_PARAMETER.0;
+        }
         kernel::with(|k| {
             let v = match k.fltmgr.object_of(fltobject as isize) {
                 Some(FltObject::Instance(i)) => k.fltmgr.inst(i).volume,

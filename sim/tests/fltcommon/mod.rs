@@ -153,6 +153,8 @@ pub struct Config {
     pub generate_name: bool,
     pub start: bool,
     pub fail_entry: bool,
+    /// DriverEntry passes a NULL `RetFilter` to `FltRegisterFilter` (a buggy driver).
+    pub null_retfilter: bool,
     pub unregister_in_unload: bool,
     pub setup_status: Status,
     pub query_status: Status,
@@ -195,6 +197,7 @@ impl Config {
             generate_name: false,
             start: true,
             fail_entry: false,
+            null_retfilter: false,
             unregister_in_unload: true,
             setup_status: Status::SUCCESS,
             query_status: Status::SUCCESS,
@@ -632,7 +635,8 @@ unsafe extern "system" fn entry<const N: usize>(
     let p: *const FLT_REGISTRATION = &reg.reg;
     MINI.with(|m| m.borrow_mut()[N].regs.push(reg));
     let mut filter: PFLT_FILTER = 0;
-    let s = unsafe { FltRegisterFilter(driver, p, &mut filter) };
+    let out: *mut PFLT_FILTER = if c.null_retfilter { std::ptr::null_mut() } else { &mut filter };
+    let s = unsafe { FltRegisterFilter(driver, p, out) };
     if s < 0 {
         return s;
     }
