@@ -587,3 +587,46 @@ fn referencing_an_object_being_torn_down_is_flt_deleting_object() {
     );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn attaching_for_a_filter_being_unregistered_is_flt_deleting_object() {
+    // FltAttachVolume's reference page: STATUS_FLT_DELETING_OBJECT when "the specified Filter
+    // or Volume is being torn down"; STATUS_FLT_FILTER_NOT_READY is for a filter that "has not
+    // started filtering". From an unregistration's teardown callback the filter is being torn
+    // down; from a manual detach's it is not.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = machine(6);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Late", "370000");
+    cfg.extra_instances = vec![("Late Other".into(), "370001".into(), 1)];
+    cfg.on_teardown_start = Some(std::rc::Rc::new(|instance, reason| {
+        let mut vol = 0;
+        assert_eq!(unsafe { FltGetVolumeFromInstance(instance, &mut vol) }, 0);
+        let other: Vec<u16> = "Late Other".encode_utf16().collect();
+        let f = fltcommon::filter_handle(0);
+        let s = Status(unsafe {
+            FltAttachVolume(f, vol, &fltcommon::us(&other), std::ptr::null_mut())
+        });
+        unsafe { FltObjectDereference(vol as *mut _) };
+        fltcommon::order_push(format!("{reason:#x} attach {s}"));
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Late"), Status::SUCCESS);
+    assert_eq!(m.filter_detach("Late", c, Some("Late Instance")), Status::SUCCESS);
+    assert_eq!(m.filter_attach("Late", c, None), Status::SUCCESS);
+    assert_eq!(m.filter_detach("Late", c, Some("Late Other")), Status::SUCCESS);
+    assert_eq!(m.fltmc_unload("Late"), Status::SUCCESS);
+    let got: Vec<String> =
+        fltcommon::order().into_iter().filter(|s| !s.starts_with("Late:")).collect();
+    assert_eq!(
+        got,
+        [
+            "0x1 attach STATUS_SUCCESS",
+            "0x1 attach STATUS_FLT_INSTANCE_NAME_COLLISION",
+            "0x2 attach STATUS_FLT_DELETING_OBJECT",
+        ]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

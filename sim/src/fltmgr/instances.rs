@@ -69,9 +69,15 @@ pub fn setup(
     let ready = kernel::with(|k| -> Result<Ready, Option<Status>> {
         let fr = k.fltmgr.filter(f);
         // Not before FltStartFiltering (FltAttachVolume's reference page:
-        // STATUS_FLT_FILTER_NOT_READY, "has not started filtering"), nor while unregistering.
-        if fr.state != FilterState::Started {
-            return Err(Some(Status::FLT_FILTER_NOT_READY));
+        // STATUS_FLT_FILTER_NOT_READY, "has not started filtering"), nor while unregistering
+        // (STATUS_FLT_DELETING_OBJECT, "the specified Filter ... is being torn down"; until
+        // December 6 STATUS_FLT_FILTER_NOT_READY).
+        match fr.state {
+            FilterState::Started => {}
+            FilterState::Registered => return Err(Some(Status::FLT_FILTER_NOT_READY)),
+            FilterState::Unregistering | FilterState::Unregistered => {
+                return Err(Some(Status::FLT_DELETING_OBJECT));
+            }
         }
         let vr = k.fltmgr.vol(v);
         if !vr.attachable(fr.frame) {
