@@ -630,3 +630,27 @@ fn attaching_for_a_filter_being_unregistered_is_flt_deleting_object() {
     );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn fltdetachvolume_is_allowed_at_apc_level() {
+    // FltDetachVolume's reference page: IRQL <= APC_LEVEL (FltAttachVolume's: PASSIVE_LEVEL).
+    // A detach at APC_LEVEL is not an IRQL_TOO_HIGH finding.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = machine(7);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Apc", "370000"));
+    assert_eq!(m.start("Apc"), Status::SUCCESS);
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let f = fltcommon::filter_handle(0);
+    let mut vol = 0;
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    let inst: Vec<u16> = "Apc Instance".encode_utf16().collect();
+    fsfilter_sim::kernel::with(|k| k.set_irql(1));
+    let s = unsafe { FltDetachVolume(f, vol, &fltcommon::us(&inst)) };
+    fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    assert_eq!(Status(s), Status::SUCCESS);
+    unsafe { FltObjectDereference(vol as *mut _) };
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

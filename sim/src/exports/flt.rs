@@ -342,12 +342,14 @@ fn attach(
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltDetachVolume =>
-    /// `FltDetachVolume`: a manual detach (the query-teardown callback decides).
+    /// `FltDetachVolume`: a manual detach (the query-teardown callback decides), IRQL <=
+    /// `APC_LEVEL`.
     fn FltDetachVolume(filter: PFLT_FILTER, volume: PFLT_VOLUME, instancename: *const UNICODE_STRING) -> NTSTATUS {
         // SAFETY: null or the caller's name.
         let name = (!instancename.is_null()).then(|| unsafe { read_unicode(instancename) });
         let ids = kernel::with(|k| {
-            k.check_irql(PASSIVE_LEVEL, "FltDetachVolume");
+            // The reference page: IRQL <= APC_LEVEL (PASSIVE_LEVEL before December 6).
+            k.check_irql(APC_LEVEL, "FltDetachVolume");
             Some((k.fltmgr.filter_of(filter)?, k.fltmgr.volume_of(volume)?))
         });
         let Some((f, v)) = ids else { return Status::INVALID_PARAMETER.0 };
