@@ -654,3 +654,46 @@ fn fltdetachvolume_is_allowed_at_apc_level() {
     unsafe { FltObjectDereference(vol as *mut _) };
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_detach_without_an_instance_name_detaches_the_highest_instance() {
+    // FltDetachVolume's and FilterDetach's reference pages: InstanceName "is optional and can be
+    // NULL. If it is NULL, the highest matching instance is removed" (the filter's instance of
+    // the highest altitude on the volume), not the default instance as for an attach.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = machine(8);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Hi", "370000");
+    cfg.extra_instances =
+        vec![("Hi Upper".into(), "370005".into(), 0), ("Hi Lower".into(), "369995".into(), 0)];
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Hi"), Status::SUCCESS);
+    let attached = |m: &fsfilter_sim::Machine| -> Vec<String> {
+        m.kernel(|k| {
+            let f = k.fltmgr.filter_by_name("Hi").unwrap();
+            k.fltmgr
+                .filter_instances(f)
+                .iter()
+                .map(|&i| k.fltmgr.inst(i).name.to_string())
+                .collect()
+        })
+    };
+    assert_eq!(attached(&m), ["Hi Instance", "Hi Upper", "Hi Lower"]);
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let f = fltcommon::filter_handle(0);
+    let mut vol = 0;
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    assert_eq!(unsafe { FltDetachVolume(f, vol, std::ptr::null()) }, 0);
+    assert_eq!(attached(&m), ["Hi Instance", "Hi Lower"]);
+    // FilterDetach (`fltmc detach` without an instance name) alike.
+    assert_eq!(m.filter_detach("Hi", c, None), Status::SUCCESS);
+    assert_eq!(attached(&m), ["Hi Lower"]);
+    assert_eq!(unsafe { FltDetachVolume(f, vol, std::ptr::null()) }, 0);
+    assert!(attached(&m).is_empty());
+    let s = unsafe { FltDetachVolume(f, vol, std::ptr::null()) };
+    assert_eq!(Status(s), Status::FLT_INSTANCE_NOT_FOUND);
+    unsafe { FltObjectDereference(vol as *mut _) };
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

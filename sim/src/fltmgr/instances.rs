@@ -241,14 +241,24 @@ pub fn attach(
     setup(f, v, &def, InstanceSetupFlags::MANUAL_ATTACHMENT.bits(), collision)
 }
 
-/// A manual detach (`FltDetachVolume`, `FilterDetach`, `fltmc detach`): the query-teardown
-/// callback may veto it; without one the instance can never be detached manually
+/// A manual detach (`FltDetachVolume`, `FilterDetach`, `fltmc detach`) of the named instance,
+/// or without a name of the filter's highest on the volume: the query-teardown callback may veto
+/// it; without one the instance can never be detached manually
 /// (`STATUS_FLT_DO_NOT_DETACH`, facts.md §2.5). Then teardown with `MANUAL`.
 pub fn detach(f: FilterId, v: FvId, name: Option<&str>) -> Status {
     let r = kernel::with(|k| {
         let fr = k.fltmgr.filter(f);
-        let name = name.map_or_else(|| fr.default_instance.clone(), str::to_owned);
-        let i = k.fltmgr.find_instance(f, v, &name).ok_or(Status::FLT_INSTANCE_NOT_FOUND)?;
+        // Without a name, "the highest matching instance" (FltDetachVolume's and FilterDetach's
+        // reference pages): the filter's instance of the highest altitude on the volume (until
+        // December 6 the default instance, as for an attach).
+        let found = match name {
+            Some(n) => k.fltmgr.find_instance(f, v, n),
+            None => {
+                k.fltmgr.volume_instances(v).into_iter().find(|&i| k.fltmgr.inst(i).filter == f)
+            }
+        };
+        let i = found.ok_or(Status::FLT_INSTANCE_NOT_FOUND)?;
+        let name = k.fltmgr.inst(i).name.to_string();
         if k.fltmgr.inst(i).state != InstState::Attached {
             return Err(Status::FLT_DELETING_OBJECT);
         }
