@@ -697,3 +697,43 @@ fn a_detach_without_an_instance_name_detaches_the_highest_instance() {
     unsafe { FltObjectDereference(vol as *mut _) };
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn object_and_context_routines_above_their_irql_are_reported() {
+    // Their reference pages: FltGetVolumeFromName at PASSIVE_LEVEL; FltObjectReference,
+    // FltObjectDereference and FltReferenceContext at IRQL <= DISPATCH_LEVEL. None was checked.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = machine(9);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Irql", "370000");
+    cfg.contexts = vec![(0x2, 24)];
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Irql"), Status::SUCCESS);
+    let f = fltcommon::filter_handle(0);
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let mut vol = 0;
+    // At APC_LEVEL: the volume lookup is reported.
+    fsfilter_sim::kernel::with(|k| k.set_irql(1));
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh]);
+    let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+    let pool = windows_sys::Wdk::Foundation::NonPagedPoolNx;
+    assert_eq!(unsafe { FltAllocateContext(f, 0x2, 24, pool, &mut ctx) }, 0);
+    // At DISPATCH_LEVEL all three are fine; above it each is reported.
+    for irql in [2, 3] {
+        fsfilter_sim::kernel::with(|k| k.set_irql(irql));
+        assert_eq!(unsafe { FltObjectReference(vol as *mut _) }, 0);
+        unsafe { FltObjectDereference(vol as *mut _) };
+        unsafe { FltReferenceContext(ctx) };
+        fsfilter_sim::kernel::with(|k| k.set_irql(0));
+        unsafe { FltReleaseContext(ctx) };
+    }
+    unsafe { FltReleaseContext(ctx) };
+    unsafe { FltObjectDereference(vol as *mut _) };
+    let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(rules, [Rule::IrqlTooHigh; 4], "{:?}", m.findings());
+}

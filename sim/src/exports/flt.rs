@@ -121,6 +121,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromNa
         // SAFETY: the caller's name.
         let name = unsafe { read_unicode(volumename) };
         kernel::with(|k| {
+            // The reference page: PASSIVE_LEVEL (unchecked before December 6).
+            k.check_irql(PASSIVE_LEVEL, "FltGetVolumeFromName");
             if k.fltmgr.filter_of(filter).is_none() {
                 return Status::INVALID_PARAMETER.0;
             }
@@ -138,6 +140,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetVolumeFromNa
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectReference =>
     /// `FltObjectReference`: a rundown reference on a filter, instance or volume.
     fn FltObjectReference(fltobject: *mut c_void) -> NTSTATUS {
+        // The reference page: IRQL <= DISPATCH_LEVEL (unchecked before December 6).
+        kernel::with(|k| k.check_irql(DISPATCH_LEVEL, "FltObjectReference"));
         kernel::with(|k| match k.fltmgr.object_of(fltobject as isize) {
             Some(FltObject::Filter(f)) => {
                 if matches!(k.fltmgr.filter(f).state, FilterState::Unregistering | FilterState::Unregistered) {
@@ -175,6 +179,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectReference
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltObjectDereference =>
     /// `FltObjectDereference`.
     fn FltObjectDereference(fltobject: *mut c_void) {
+        // The reference page: IRQL <= DISPATCH_LEVEL (unchecked before December 6).
+        kernel::with(|k| k.check_irql(DISPATCH_LEVEL, "FltObjectDereference"));
         kernel::with(|k| match k.fltmgr.object_of(fltobject as isize) {
             // One more than was taken releases a rundown protection nobody holds: reported,
             // as for a volume (until December 6 filters and instances saturated silently).

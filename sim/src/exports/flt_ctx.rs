@@ -110,9 +110,13 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReleaseContext 
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReferenceContext =>
-    /// `FltReferenceContext`.
+    /// `FltReferenceContext` (IRQL <= `DISPATCH_LEVEL`).
     fn FltReferenceContext(context: PFLT_CONTEXT) {
-        kernel::with(|k| k.flt_context_reference(context as usize));
+        kernel::with(|k| {
+            // The reference page: IRQL <= DISPATCH_LEVEL (unchecked before December 6).
+            k.check_irql(DISPATCH_LEVEL, "FltReferenceContext");
+            k.flt_context_reference(context as usize);
+        });
     }
 }
 
