@@ -326,7 +326,9 @@ impl Kernel {
         // `DriverUnload` waits for that to finish (`fltmgr::registration::unregister`).
         if self.fltmgr_loaded()
             && self.fltmgr.filter_of_driver(driver).is_some_and(|f| {
-                self.fltmgr.filter(f).state == crate::fltmgr::FilterState::Unregistering
+                let r = self.fltmgr.filter(f);
+                // Or its unload callback runs (before its FltUnregisterFilter).
+                r.state == crate::fltmgr::FilterState::Unregistering || r.unloading
             })
         {
             return false;

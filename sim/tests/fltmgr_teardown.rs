@@ -745,3 +745,54 @@ fn a_service_stop_during_a_fltmc_unload_waits_for_it_facts_5() {
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
     assert!(m.kernel(|k| k.fltmgr.filter_by_name("Busy").is_none()));
 }
+
+#[test]
+fn a_second_unload_while_the_unload_callback_waits_is_flt_deleting_object_facts_5() {
+    // facts.md §5: a non-mandatory unload calls FilterUnloadCallback once. An unload callback
+    // commonly waits (for its worker thread to exit, a port to close) before it calls
+    // FltUnregisterFilter. A second `fltmc unload` arriving during that wait finds the filter
+    // being unloaded: STATUS_FLT_DELETING_OBJECT (FltUnloadFilter's page), not a second,
+    // nested call of the unload callback that unloads the image under the first.
+    let (mut m, _c) = setup();
+    let mut cfg = Config::new("Slow", "300000").op(mj::CREATE, true, false);
+    cfg.on_unload = Some(std::rc::Rc::new(|_| {
+        // Waits 30 ms (its worker thread winding down).
+        let interval: i64 = -300_000;
+        unsafe { fsfilter_sim::exports::ke::KeDelayExecutionThread(0, false, &interval) };
+    }));
+    start(&mut m, 0, cfg);
+    let second: std::rc::Rc<RefCell<Option<Status>>> = std::rc::Rc::default();
+    let s = second.clone();
+    m.schedule(10, move |m| *s.borrow_mut() = Some(m.fltmc_unload("Slow")));
+    assert_eq!(m.fltmc_unload("Slow"), Status::SUCCESS);
+    m.settle();
+    assert_eq!(*second.borrow(), Some(Status::FLT_DELETING_OBJECT));
+    let unloads = seen(0).iter().filter(|s| matches!(s, Seen::Unload { .. })).count();
+    assert_eq!(unloads, 1, "the unload callback runs once");
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_service_stop_while_a_refused_unload_callback_waits_runs_after_it_facts_5() {
+    // facts.md §5: a non-mandatory unload's error keeps the filter; a service stop is a
+    // mandatory unload. A stop arriving while the non-mandatory callback waits (before its
+    // answer) stays pending; once the callback has refused, the stop goes on: one
+    // non-mandatory call, then one mandatory call, never nested.
+    let (mut m, _c) = setup();
+    let mut cfg = Config::new("Stubborn", "300000").op(mj::CREATE, true, false);
+    cfg.unload_status = Status::FLT_DO_NOT_DETACH;
+    cfg.on_unload = Some(std::rc::Rc::new(|flags| {
+        order_push(format!("unload {flags} in"));
+        let interval: i64 = -300_000;
+        unsafe { fsfilter_sim::exports::ke::KeDelayExecutionThread(0, false, &interval) };
+        order_push(format!("unload {flags} out"));
+    }));
+    start(&mut m, 0, cfg);
+    m.schedule(10, move |m| order_push(format!("stop {:?}", m.stop("Stubborn"))));
+    assert_eq!(m.fltmc_unload("Stubborn"), Status::FLT_DO_NOT_DETACH);
+    m.settle();
+    let got: Vec<String> = order().into_iter().filter(|s| !s.contains("Stubborn:")).collect();
+    assert_eq!(got, ["unload 0 in", "stop Pending", "unload 0 out", "unload 1 in", "unload 1 out"]);
+    assert!(m.kernel(|k| k.fltmgr.filter_by_name("Stubborn").is_none()));
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

@@ -16,7 +16,10 @@ use crate::machine::Machine;
 /// `FLTFL_FILTER_UNLOAD_MANDATORY`.
 pub const UNLOAD_MANDATORY: u32 = 0x1;
 
-/// Calls a filter's unload callback; None when it has none.
+/// Calls a filter's unload callback; None when it has none. While it runs the filter is marked
+/// `unloading`: an unload callback often waits (for its worker thread, a port) before it calls
+/// `FltUnregisterFilter`, and a second unload request arriving then must not call it again
+/// (until December 6 it did, nested, and the image was unloaded under the first request).
 fn call_unload(f: FilterId, mandatory: bool) -> Option<Status> {
     let (cb, image, name) = kernel::with(|k| {
         let r = k.fltmgr.filter_mut(f);
@@ -25,6 +28,7 @@ fn call_unload(f: FilterId, mandatory: bool) -> Option<Status> {
         } else {
             TeardownFlags::FILTER_UNLOAD.bits()
         };
+        r.unloading = r.callbacks.unload.is_some();
         (r.callbacks.unload, r.image, r.name.clone())
     });
     let cb = cb?;
@@ -32,7 +36,17 @@ fn call_unload(f: FilterId, mandatory: bool) -> Option<Status> {
     // SAFETY: the filter's unload callback with its flags, at PASSIVE_LEVEL.
     let status = super::call_filter(image, "FilterUnloadCallback", || unsafe { cb(flags) })
         .map_or(Status::SUCCESS, Status);
-    kernel::with(|k| k.flt_log(Some(name), None, FltEvent::UnloadCallback { mandatory, status }));
+    kernel::with(|k| {
+        k.fltmgr.filter_mut(f).unloading = false;
+        k.flt_log(Some(name), None, FltEvent::UnloadCallback { mandatory, status });
+        // A service stop that arrived meanwhile waited for the callback (`Kernel::unload_ready`):
+        // it goes on now if the filter refused this unload and stays registered.
+        let rec = k.fltmgr.filter(f);
+        if !mandatory && matches!(rec.state, FilterState::Registered | FilterState::Started) {
+            let driver = rec.driver;
+            k.maybe_finish_unload(driver);
+        }
+    });
     Some(status)
 }
 
@@ -86,13 +100,16 @@ pub unsafe extern "system" fn filter_driver_unload(driver: *const DRIVER_OBJECT)
 /// `fltmc unload` / `FilterUnload` / `FltUnloadFilter`: a non-mandatory unload. No unload
 /// callback: `STATUS_FLT_DO_NOT_DETACH` (it can never be unloaded); an error or warning from
 /// the callback keeps it loaded; success unloads the driver. A filter already being torn down
-/// (unregistering): `STATUS_FLT_DELETING_OBJECT` (`FltUnloadFilter`'s page), its callback not
-/// called again.
+/// (its unload callback running, or unregistering): `STATUS_FLT_DELETING_OBJECT`
+/// (`FltUnloadFilter`'s page), its callback not called again.
 pub fn unload(name: &str) -> Status {
     let f = kernel::with(|k| k.fltmgr.filter_by_name(name).map(|f| (f, k.fltmgr.filter(f).state)));
     let status = match f {
         None => Status::FLT_FILTER_NOT_FOUND,
         Some((_, FilterState::Unregistering)) => Status::FLT_DELETING_OBJECT,
+        Some((f, _)) if kernel::with(|k| k.fltmgr.filter(f).unloading) => {
+            Status::FLT_DELETING_OBJECT
+        }
         Some((f, _)) => match call_unload(f, false) {
             None => Status::FLT_DO_NOT_DETACH,
             Some(s) if s.0 < 0 => s,

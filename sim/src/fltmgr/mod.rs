@@ -269,6 +269,9 @@ pub struct FilterRec {
     pub rundown: u32,
     /// The teardown reason its unregistration uses.
     pub unload_reason: u32,
+    /// Its `FilterUnloadCallback` is running: a second unload request finds it being unloaded
+    /// (`STATUS_FLT_DELETING_OBJECT`), a service stop waits for it (`Kernel::unload_ready`).
+    pub unloading: bool,
 }
 
 impl FilterRec {

@@ -348,6 +348,7 @@ pub(crate) fn register(
             frame,
             rundown: 0,
             unload_reason: TeardownFlags::FILTER_UNLOAD.bits(),
+            unloading: false,
         });
         // The Filter Manager takes over DriverUnload: a service stop calls the unload callback
         // (mandatory). Without an unload callback, or with DO_NOT_SUPPORT_SERVICE_STOP, the
