@@ -737,3 +737,44 @@ fn object_and_context_routines_above_their_irql_are_reported() {
     let rules: Vec<Rule> = m.findings().into_iter().map(|(r, _, _)| r).collect();
     assert_eq!(rules, [Rule::IrqlTooHigh; 4], "{:?}", m.findings());
 }
+
+#[test]
+fn an_attach_at_altitude_without_a_name_generates_one() {
+    // FltAttachVolumeAtAltitude's reference page: with a NULL InstanceName it "generates an
+    // instance name from the minifilter driver name and the altitude string", truncated to
+    // INSTANCE_NAME_MAX_CHARS; it does not take the default instance's name (which is in use
+    // on the volume here, so the attach failed with STATUS_FLT_INSTANCE_NAME_COLLISION).
+    // FilterAttachAtAltitude's page gives the default instance name (user mode, unchanged).
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    let mut m = machine(11);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    install(&mut m, 0, Config::new("Gen", "370000"));
+    assert_eq!(m.start("Gen"), Status::SUCCESS);
+    let f = fltcommon::filter_handle(0);
+    let name: Vec<u16> = "C:".encode_utf16().collect();
+    let mut vol = 0;
+    assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+    let alt: Vec<u16> = "370005".encode_utf16().collect();
+    let mut inst = 0;
+    let s = unsafe {
+        FltAttachVolumeAtAltitude(f, vol, &fltcommon::us(&alt), std::ptr::null(), &mut inst)
+    };
+    assert_eq!(Status(s), Status::SUCCESS);
+    let (iname, ialt) = m.kernel(|k| {
+        let i = k.fltmgr.instance_of(inst).unwrap();
+        (k.fltmgr.inst(i).name.to_string(), k.fltmgr.inst(i).altitude_text.to_string())
+    });
+    assert_ne!(iname, "Gen Instance");
+    assert!(iname.contains("Gen") && iname.contains("370005"), "{iname}");
+    assert_eq!(ialt, "370005");
+    unsafe { FltObjectDereference(inst as *mut _) };
+    unsafe { FltObjectDereference(vol as *mut _) };
+    // FilterAttachAtAltitude without a name: the default instance's name, taken here.
+    assert_eq!(
+        m.filter_attach_at_altitude("Gen", c, "370006", None),
+        Status::FLT_INSTANCE_NAME_COLLISION
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

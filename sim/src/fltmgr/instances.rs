@@ -195,16 +195,20 @@ pub fn setup(
     if status.0 < 0 { Err(status) } else { Ok(r.inst) }
 }
 
+/// `INSTANCE_NAME_MAX_CHARS`.
+const INSTANCE_NAME_MAX_CHARS: usize = 255;
+
 /// Which routine asks for a manual attachment (their altitude-collision statuses differ,
 /// facts.md §10.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachApi {
     /// `FltAttachVolume`: `STATUS_OBJECT_NAME_COLLISION`.
     AttachVolume,
-    /// `FltAttachVolumeAtAltitude`, `FilterAttachAtAltitude`:
-    /// `STATUS_FLT_INSTANCE_ALTITUDE_COLLISION`.
+    /// `FltAttachVolumeAtAltitude`: `STATUS_FLT_INSTANCE_ALTITUDE_COLLISION`; without a name it
+    /// generates one from the filter's name and the altitude.
     AtAltitude,
-    /// `FilterAttach` / `fltmc attach`: `STATUS_FLT_INSTANCE_ALTITUDE_COLLISION`.
+    /// `FilterAttach(AtAltitude)` / `fltmc attach`: `STATUS_FLT_INSTANCE_ALTITUDE_COLLISION`;
+    /// without a name, the default instance's.
     User,
 }
 
@@ -220,7 +224,18 @@ pub fn attach(
 ) -> Result<InstId, Status> {
     let def = kernel::with(|k| -> Result<InstanceDef, Status> {
         let fr = k.fltmgr.filter(f);
-        let name = name.map_or_else(|| fr.default_instance.clone(), str::to_owned);
+        let name = match (name, altitude, api) {
+            (Some(n), ..) => n.to_owned(),
+            // FltAttachVolumeAtAltitude "generates an instance name from the minifilter driver
+            // name and the altitude string", truncated to INSTANCE_NAME_MAX_CHARS (its page;
+            // the format is the simulator's choice). Until December 6 the default instance's
+            // name, which FilterAttachAtAltitude uses.
+            (None, Some(text), AttachApi::AtAltitude) => format!("{} {}", fr.name, text.trim())
+                .chars()
+                .take(INSTANCE_NAME_MAX_CHARS)
+                .collect(),
+            (None, ..) => fr.default_instance.clone(),
+        };
         match altitude {
             Some(text) => {
                 let a = Altitude::parse(text.trim()).map_err(|_| Status::INVALID_PARAMETER)?;

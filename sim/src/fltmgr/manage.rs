@@ -197,13 +197,7 @@ impl Machine {
     ) -> Status {
         as_user(|| match resolve(filter, volume) {
             Ok((f, v)) => {
-                match super::instances::attach(
-                    f,
-                    v,
-                    instance,
-                    Some(altitude),
-                    AttachApi::AtAltitude,
-                ) {
+                match super::instances::attach(f, v, instance, Some(altitude), AttachApi::User) {
                     Ok(_) => Status::SUCCESS,
                     Err(s) => s,
                 }
