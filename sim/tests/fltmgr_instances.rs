@@ -778,3 +778,42 @@ fn an_attach_at_altitude_without_a_name_generates_one() {
     );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_work_item_can_be_queued_for_an_instance_being_set_up() {
+    // FltQueueGenericWorkItem's reference page: STATUS_FLT_DELETING_OBJECT when "the specified
+    // FltObject is being torn down". An instance whose InstanceSetupCallback runs is being set
+    // up, not torn down: a filter may queue work for it there (to read its settings from the
+    // volume, say); the routine runs once the setup has answered.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
+    unsafe extern "system" fn work(
+        item: PFLT_GENERIC_WORKITEM,
+        _o: *const core::ffi::c_void,
+        _c: *const core::ffi::c_void,
+    ) {
+        fltcommon::order_push("work item ran".into());
+        unsafe { FltFreeGenericWorkItem(item) };
+    }
+    let mut m = machine(12);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.install_filter_manager();
+    m.boot();
+    let mut cfg = Config::new("Early", "370000");
+    cfg.on_setup = Some(std::rc::Rc::new(|instance, _| {
+        let item = unsafe { FltAllocateGenericWorkItem() };
+        let s = unsafe {
+            FltQueueGenericWorkItem(item, instance as *const _, Some(work), 1, std::ptr::null())
+        };
+        fltcommon::order_push(format!("queued {}", Status(s)));
+        if s != 0 {
+            unsafe { FltFreeGenericWorkItem(item) };
+        }
+    }));
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Early"), Status::SUCCESS);
+    m.settle();
+    let got: Vec<String> =
+        fltcommon::order().into_iter().filter(|s| !s.starts_with("Early:")).collect();
+    assert_eq!(got, ["queued STATUS_SUCCESS", "work item ran"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -402,7 +402,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltFreeGenericWork
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltQueueGenericWorkItem =>
     /// `FltQueueGenericWorkItem`: runs the routine on a worker at `PASSIVE_LEVEL` holding a rundown
     /// reference on the filter (`FltUnregisterFilter` waits for it, facts.md §5);
-    /// `STATUS_FLT_DELETING_OBJECT` once the filter is unregistering.
+    /// `STATUS_FLT_DELETING_OBJECT` once the filter is unregistering or the instance's teardown
+    /// has started.
     fn FltQueueGenericWorkItem(fltworkitem: PFLT_GENERIC_WORKITEM, fltobject: *const c_void, workerroutine: PFLT_GENERIC_WORKITEM_ROUTINE, _queuetype: WORK_QUEUE_TYPE, context: *const c_void) -> NTSTATUS {
         let Some(routine) = workerroutine else { return Status::INVALID_PARAMETER.0 };
         let r = kernel::with(|k| {
@@ -414,7 +415,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltQueueGenericWor
             let f = match k.fltmgr.object_of(fltobject as isize) {
                 Some(FltObject::Filter(f)) => f,
                 Some(FltObject::Instance(i)) => {
-                    if k.fltmgr.inst(i).state() != crate::fltmgr::InstState::Attached {
+                    // "Being torn down" (the reference page): from the start of its teardown,
+                    // not while its setup callback runs (refused before December 6).
+                    if matches!(k.fltmgr.inst(i).state(), InstState::TearingDown | InstState::Gone) {
                         return Err(Status::FLT_DELETING_OBJECT);
                     }
                     k.fltmgr.inst(i).filter
