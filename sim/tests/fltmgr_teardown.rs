@@ -796,3 +796,31 @@ fn a_service_stop_while_a_refused_unload_callback_waits_runs_after_it_facts_5() 
     assert!(m.kernel(|k| k.fltmgr.filter_by_name("Stubborn").is_none()));
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_service_stop_while_an_unload_callback_that_forgets_to_unregister_waits_facts_5() {
+    // facts.md §5: after a successful non-mandatory unload the filter is gone. One whose unload
+    // callback returns success without FltUnregisterFilter is reported and unregistered by the
+    // Filter Manager; a service stop that arrived while that callback waited must not run the
+    // unload callback again (mandatory, nested in that unregistration).
+    let (mut m, _c) = setup();
+    let mut cfg = Config::new("Forgets", "300000").op(mj::CREATE, true, false);
+    cfg.unregister_in_unload = false;
+    cfg.on_unload = Some(std::rc::Rc::new(|flags| {
+        order_push(format!("unload {flags} in"));
+        let interval: i64 = -300_000;
+        unsafe { fsfilter_sim::exports::ke::KeDelayExecutionThread(0, false, &interval) };
+        order_push(format!("unload {flags} out"));
+    }));
+    start(&mut m, 0, cfg);
+    // A rundown reference (its worker's) released 50 ms on: the unregistration waits for it.
+    let filter = fltcommon::filter_handle(0);
+    assert_eq!(unsafe { FltObjectReference(filter as *mut c_void) }, Status::SUCCESS.0);
+    m.schedule(10, move |m| order_push(format!("stop {:?}", m.stop("Forgets"))));
+    m.schedule(50, move |_| unsafe { FltObjectDereference(filter as *mut c_void) });
+    assert_eq!(m.fltmc_unload("Forgets"), Status::SUCCESS);
+    m.settle();
+    let got: Vec<String> = order().into_iter().filter(|s| !s.contains("Forgets:")).collect();
+    assert_eq!(got, ["unload 0 in", "stop Pending", "unload 0 out"]);
+    assert_eq!(rules(&m), [Rule::FilterNotUnregistered], "{:?}", m.findings());
+}

@@ -40,9 +40,11 @@ fn call_unload(f: FilterId, mandatory: bool) -> Option<Status> {
         k.fltmgr.filter_mut(f).unloading = false;
         k.flt_log(Some(name), None, FltEvent::UnloadCallback { mandatory, status });
         // A service stop that arrived meanwhile waited for the callback (`Kernel::unload_ready`):
-        // it goes on now if the filter refused this unload and stays registered.
+        // it goes on now if the filter refused this unload and stays registered (after a
+        // success, the unregistration lets it go on once it is done).
         let rec = k.fltmgr.filter(f);
-        if !mandatory && matches!(rec.state, FilterState::Registered | FilterState::Started) {
+        let kept = matches!(rec.state, FilterState::Registered | FilterState::Started);
+        if !mandatory && status.0 < 0 && kept {
             let driver = rec.driver;
             k.maybe_finish_unload(driver);
         }
