@@ -675,3 +675,25 @@ fn a_null_out_pointer_to_the_object_routines_is_a_bugcheck_finding() {
     assert_eq!(m.fltmc_unload("NullOut"), Status::SUCCESS);
     assert_eq!(rules(&m), [Rule::Bugcheck; 5], "{:?}", m.findings());
 }
+
+#[test]
+fn normalize_name_component_ex_is_read_only_from_version_0202_facts_2_6() {
+    // facts.md §2.6: NormalizeNameComponentExCallback is a field of version 0x0202 (Vista RTM);
+    // a 0x0201 registration's Size ends before it, so it is not read (as SectionNotification-
+    // Callback is read only from 0x0203). A 0x0201 registration whose memory beyond its fields
+    // holds a value there was refused as a name provider without a generator.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_REGISTRATION;
+    let mut m = booted(&[]);
+    let mut c = Config::new("Old", "370000");
+    c.version = 0x0201;
+    c.size = Some(std::mem::offset_of!(FLT_REGISTRATION, NormalizeNameComponentExCallback) as u16);
+    c.normalize_ex = true;
+    install(&mut m, 0, c);
+    assert_eq!(m.start("Old"), Status::SUCCESS);
+    // From 0x0202 the field is read: the normalizer alone is an inconsistent name provider.
+    let mut c = Config::new("New", "380000");
+    c.version = 0x0202;
+    c.normalize_ex = true;
+    install(&mut m, 1, c);
+    assert_eq!(m.start("New"), Status::INVALID_PARAMETER);
+}

@@ -73,9 +73,11 @@ unsafe fn parse(reg: *const FLT_REGISTRATION) -> Result<Parsed, Refusal> {
         return Err(refuse(Status::INVALID_PARAMETER));
     }
     // Name-provider callbacks come together: a generator needs a normalizer and the reverse.
+    // NormalizeNameComponentExCallback is a 0x0202 field (Vista RTM, facts.md §2.6): an older
+    // registration's Size ends before it (read from 0x0201 before December 6).
     let generate = r.GenerateFileNameCallback.is_some();
     let normalize = r.NormalizeNameComponentCallback.is_some()
-        || (minor >= 1 && r.NormalizeNameComponentExCallback.is_some());
+        || (minor >= 2 && r.NormalizeNameComponentExCallback.is_some());
     if generate != normalize {
         return Err(refuse(Status::INVALID_PARAMETER));
     }

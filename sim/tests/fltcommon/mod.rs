@@ -151,6 +151,8 @@ pub struct Config {
     pub teardown: bool,
     pub section_notification: bool,
     pub generate_name: bool,
+    /// Registers a `NormalizeNameComponentExCallback` (alone).
+    pub normalize_ex: bool,
     pub start: bool,
     pub fail_entry: bool,
     /// DriverEntry passes a NULL `RetFilter` to `FltRegisterFilter` (a buggy driver).
@@ -195,6 +197,7 @@ impl Config {
             teardown: true,
             section_notification: false,
             generate_name: false,
+            normalize_ex: false,
             start: true,
             fail_entry: false,
             null_retfilter: false,
@@ -530,6 +533,21 @@ unsafe extern "system" fn generate(
     0
 }
 
+#[allow(clippy::too_many_arguments, reason = "the callback's signature")]
+unsafe extern "system" fn normalize_ex(
+    _i: PFLT_INSTANCE,
+    _f: *const windows_sys::Wdk::Foundation::FILE_OBJECT,
+    _p: *const UNICODE_STRING,
+    _l: u16,
+    _c: *const UNICODE_STRING,
+    _e: *mut windows_sys::Wdk::Storage::FileSystem::FILE_NAMES_INFORMATION,
+    _n: u32,
+    _fl: u32,
+    _x: *mut *mut c_void,
+) -> NTSTATUS {
+    0
+}
+
 fn registration<const N: usize>(c: &Config) -> Box<Reg> {
     let mut ops: Vec<FLT_OPERATION_REGISTRATION> = c
         .ops
@@ -613,7 +631,11 @@ fn registration<const N: usize>(c: &Config) -> Box<Reg> {
             NormalizeNameComponentCallback: None,
             NormalizeContextCleanupCallback: None,
             TransactionNotificationCallback: None,
-            NormalizeNameComponentExCallback: None,
+            NormalizeNameComponentExCallback: if c.normalize_ex {
+                Some(normalize_ex)
+            } else {
+                None
+            },
             SectionNotificationCallback: if c.section_notification {
                 Some(conflict::<N>)
             } else {
