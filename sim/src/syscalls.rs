@@ -1673,7 +1673,27 @@ fn directory_request(
     result(status, n, rid, data)
 }
 
-/// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`).
+/// The smallest buffer `NtQueryDirectoryFile` takes from a user-mode caller for a directory
+/// class (the size of the class's entry with a one-character name, rounded up to 8), or `None`
+/// for a class that is not a directory class: directory, full, both, names, object ID, quota,
+/// reparse point, ID-both, ID-full, ID-global-tx, ID-extended and ID-extended-both (Windows'
+/// `BuildQueryDirectoryIrp`; ReactOS checks the lengths of the first six only).
+fn directory_class_min_length(class: u32) -> Option<usize> {
+    Some(match class {
+        1 | 2 | 29 => 72,
+        3 | 50 | 60 => 96,
+        12 | 33 => 16,
+        32 => 56,
+        37 => 112,
+        38 => 88,
+        63 => 120,
+        _ => return None,
+    })
+}
+
+/// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`). For its user-mode caller the I/O manager
+/// first refuses a class that is not a directory class (`STATUS_INVALID_INFO_CLASS`) and a buffer
+/// smaller than the class's entry (`STATUS_INFO_LENGTH_MISMATCH`), before it looks at the handle.
 fn directory(
     h: Handle,
     class: u32,
@@ -1682,6 +1702,11 @@ fn directory(
     single: bool,
     length: usize,
 ) -> IoResult {
+    match directory_class_min_length(class) {
+        None => return IoResult::failed(Status::INVALID_INFO_CLASS),
+        Some(min) if length < min => return IoResult::failed(Status::INFO_LENGTH_MISMATCH),
+        Some(_) => {}
+    }
     let units: Vec<u16> = pattern.unwrap_or_default().encode_utf16().collect();
     let name: Box<UNICODE_STRING> = Box::new(crate::mem::unicode(&units));
     let r = directory_request(h, length, |s| {

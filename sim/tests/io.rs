@@ -1030,6 +1030,36 @@ fn an_information_class_the_io_manager_does_not_allow_is_refused_without_an_irp(
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// `NtQueryDirectoryFile` (Windows' `BuildQueryDirectoryIrp`) refuses a user-mode caller's class
+/// that is not a directory class with `STATUS_INVALID_INFO_CLASS`, and a buffer smaller than the
+/// class's entry with `STATUS_INFO_LENGTH_MISMATCH`, before it looks at the handle: no IRP.
+#[test]
+fn a_directory_query_of_a_class_that_lists_no_directory_is_refused_without_an_irp() {
+    let mut m = machine_with_spy(36);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("d\\f.txt", b"0123456789"));
+    m.boot();
+    let d = m.open(c, "d", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    for class in [fi::BASIC, fi::STANDARD, fi::NAME, fi::ALL, 0, 99] {
+        spy(|s| s.seen.clear());
+        let r = m.query_directory(d, class, None, true, 4096);
+        assert_eq!(r.status, Status::INVALID_INFO_CLASS, "class {class}");
+        assert!(spy(|s| s.seen.is_empty()), "no IRP for class {class}");
+    }
+    // A directory class with a buffer that cannot hold one entry.
+    for (class, length) in [(fi::DIRECTORY, 71), (fi::BOTH_DIRECTORY, 95), (fi::NAMES, 15)] {
+        spy(|s| s.seen.clear());
+        let r = m.query_directory(d, class, None, true, length);
+        assert_eq!(r.status, Status::INFO_LENGTH_MISMATCH, "class {class}, {length} bytes");
+        assert!(spy(|s| s.seen.is_empty()), "no IRP for class {class}");
+    }
+    // The smallest buffer goes down.
+    spy(|s| s.seen.clear());
+    let r = m.query_directory(d, fi::DIRECTORY, None, true, 72);
+    assert_ne!(r.status, Status::INFO_LENGTH_MISMATCH);
+    assert!(spy(|s| s.seen.iter().any(|x| x.major == 0x0c)), "the IRP went down");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// `NtReadFile` / `NtWriteFile` set `IRP_NOCACHE` on every IRP for a file object opened with
 /// `FILE_NO_INTERMEDIATE_BUFFERING` (`FO_NO_INTERMEDIATE_BUFFERING`; the Windows Research
 /// Kernel), so such a file never has its caching initiated and is never offered to fast I/O.
