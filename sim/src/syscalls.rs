@@ -1621,7 +1621,7 @@ fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usi
     if !crate::fs::notify::valid_filter(filter) {
         return IoResult::failed(Status::INVALID_PARAMETER);
     }
-    directory_request(h, length, |s| {
+    directory_request(h, length, 0, |s| {
         s.MinorFunction = mn_dir::NOTIFY_CHANGE_DIRECTORY;
         s.Flags = if watch_tree { crate::fs::notify::SL_WATCH_TREE } else { 0 };
         // SAFETY: the member of a change notification.
@@ -1632,12 +1632,16 @@ fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usi
 }
 
 /// An `IRP_MJ_DIRECTORY_CONTROL` request on handle `h` with an output buffer of `length` bytes,
-/// its stack location filled by `fill` (minor function, flags, parameters). The I/O manager
-/// refuses a handle that may not list the directory, and sends nothing. The buffer outlives a
-/// request that stays pending.
+/// its stack location filled by `fill` (minor function, flags, parameters), with `flags` besides
+/// `IRP_SYNCHRONOUS_API`. The I/O manager refuses a handle that may not list the directory, and
+/// sends nothing. The buffer outlives a request that stays pending. Neither I/O (`UserBuffer`,
+/// as the file systems' volume devices have no buffering flag): no `IRP_INPUT_OPERATION`, which
+/// Windows' `BuildQueryDirectoryIrp` and `NtNotifyChangeDirectoryFileEx` set with
+/// `IRP_BUFFERED_IO` for a `DO_BUFFERED_IO` device only.
 fn directory_request(
     h: Handle,
     length: usize,
+    flags: u32,
     fill: impl FnOnce(&mut IO_STACK_LOCATION),
 ) -> IoResult {
     let (file, volume, granted) = match handle_of(h) {
@@ -1656,7 +1660,7 @@ fn directory_request(
             mj::DIRECTORY_CONTROL,
             target,
             file,
-            irp_flags::SYNCHRONOUS_API | irp_flags::INPUT_OPERATION,
+            irp_flags::SYNCHRONOUS_API | flags,
             true,
         );
         // SAFETY: the request's IRP, not yet sent.
@@ -1709,7 +1713,7 @@ fn directory(
     }
     let units: Vec<u16> = pattern.unwrap_or_default().encode_utf16().collect();
     let name: Box<UNICODE_STRING> = Box::new(crate::mem::unicode(&units));
-    let r = directory_request(h, length, |s| {
+    let r = directory_request(h, length, irp_flags::DEFER_IO_COMPLETION, |s| {
         s.MinorFunction = mn_dir::QUERY_DIRECTORY;
         s.Flags = if restart { sl::RESTART_SCAN } else { 0 }
             | if single { sl::RETURN_SINGLE_ENTRY } else { 0 };

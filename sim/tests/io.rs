@@ -1060,6 +1060,41 @@ fn a_directory_query_of_a_class_that_lists_no_directory_is_refused_without_an_ir
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// Directory requests are neither I/O on the file systems' volume devices (no `DO_BUFFERED_IO`,
+/// no `DO_DIRECT_IO`): Windows' `BuildQueryDirectoryIrp` and `NtNotifyChangeDirectoryFileEx` give
+/// them the caller's buffer as `UserBuffer` and set `IRP_INPUT_OPERATION` only with
+/// `IRP_BUFFERED_IO`; the query is `IRP_DEFER_IO_COMPLETION`.
+#[test]
+fn directory_requests_are_neither_io_without_an_input_operation_flag() {
+    const BUFFERED_IO: u32 = 0x10;
+    const INPUT_OPERATION: u32 = 0x40;
+    const DEFER_IO_COMPLETION: u32 = 0x800;
+    let mut m = machine_with_spy(37);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("d\\f.txt", b"0123456789"));
+    m.boot();
+    let d = m.open(c, "d", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    spy(|s| s.seen.clear());
+    assert_eq!(m.query_directory(d, fi::NAMES, None, true, 4096).status, Status::SUCCESS);
+    let query = spy(|s| s.seen.iter().find(|x| x.major == 0x0c).cloned()).unwrap();
+    assert!(query.user_buffer && !query.system_buffer && !query.mdl, "{query:?}");
+    assert_eq!(query.irp_flags & (BUFFERED_IO | INPUT_OPERATION), 0, "{query:?}");
+    assert_eq!(query.irp_flags & DEFER_IO_COMPLETION, DEFER_IO_COMPLETION, "{query:?}");
+    spy(|s| s.seen.clear());
+    let notify = m.io(IoRequest::NotifyChangeDirectory {
+        handle: d,
+        filter: 0x1,
+        watch_tree: false,
+        length: 512,
+    });
+    assert_eq!(notify.status, Status::PENDING);
+    let seen = spy(|s| s.seen.iter().find(|x| x.major == 0x0c).cloned()).unwrap();
+    assert_eq!(seen.minor, 0x02);
+    assert!(seen.user_buffer && !seen.system_buffer && !seen.mdl, "{seen:?}");
+    assert_eq!(seen.irp_flags & (BUFFERED_IO | INPUT_OPERATION | DEFER_IO_COMPLETION), 0);
+    m.close_handle(d);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// `NtReadFile` / `NtWriteFile` set `IRP_NOCACHE` on every IRP for a file object opened with
 /// `FILE_NO_INTERMEDIATE_BUFFERING` (`FO_NO_INTERMEDIATE_BUFFERING`; the Windows Research
 /// Kernel), so such a file never has its caching initiated and is never offered to fast I/O.
