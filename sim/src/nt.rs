@@ -160,6 +160,7 @@ pub mod create_options {
     pub const WRITE_THROUGH: u32 = 0x2;
     pub const SEQUENTIAL_ONLY: u32 = 0x4;
     pub const NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
+    pub const SYNCHRONOUS_IO_ALERT: u32 = 0x10;
     pub const SYNCHRONOUS_IO_NONALERT: u32 = 0x20;
     pub const NON_DIRECTORY_FILE: u32 = 0x40;
     pub const RANDOM_ACCESS: u32 = 0x800;

@@ -63,7 +63,8 @@ pub struct CreateOptions {
     /// `FILE_SUPERSEDE` ... `FILE_OVERWRITE_IF`.
     pub disposition: u32,
     /// Create options (`FILE_DIRECTORY_FILE`, ...). `FILE_SYNCHRONOUS_IO_NONALERT` is implied
-    /// unless `overlapped`.
+    /// unless `overlapped` or these hold a synchronous flag (`FILE_SYNCHRONOUS_IO_ALERT` makes
+    /// the file object alertable; both flags are refused, as `IoCreateFile` refuses them).
     pub options: u32,
     /// File attributes.
     pub attributes: u32,
@@ -143,9 +144,16 @@ impl CreateOptions {
     }
 
     /// The create options the IRP carries: the caller's, and `FILE_SYNCHRONOUS_IO_NONALERT`
-    /// unless the open is overlapped.
+    /// unless the open is overlapped or the caller chose a synchronous mode itself
+    /// (`FILE_SYNCHRONOUS_IO_ALERT`, or both flags, which `IoCreateFile` refuses).
     fn full_options(&self) -> u32 {
-        let synchronous = if self.overlapped { 0 } else { create_options::SYNCHRONOUS_IO_NONALERT };
+        let chosen = self.options
+            & (create_options::SYNCHRONOUS_IO_ALERT | create_options::SYNCHRONOUS_IO_NONALERT);
+        let synchronous = if self.overlapped || chosen != 0 {
+            0
+        } else {
+            create_options::SYNCHRONOUS_IO_NONALERT
+        };
         self.options | synchronous
     }
 }
@@ -608,9 +616,9 @@ fn open_target(volume: VolumeId, rel: &str) -> Result<(MediaKind, bool), Status>
 /// `FILE_DELETE_ON_CLOSE` without `DELETE` desired, `FILE_DIRECTORY_FILE` (without
 /// `FILE_NON_DIRECTORY_FILE`) with a disposition other than `FILE_CREATE`, `FILE_OPEN` or
 /// `FILE_OPEN_IF` or with an option a directory open does not take, `FILE_COMPLETE_IF_OPLOCKED`
-/// with `FILE_RESERVE_OPFILTER`, and `FILE_NO_INTERMEDIATE_BUFFERING` with `FILE_APPEND_DATA`
-/// desired, are `STATUS_INVALID_PARAMETER`. The access bits are the caller's, before generic
-/// rights are mapped, as `IoCreateFile` tests them.
+/// with `FILE_RESERVE_OPFILTER`, both synchronous flags, and `FILE_NO_INTERMEDIATE_BUFFERING`
+/// with `FILE_APPEND_DATA` desired, are `STATUS_INVALID_PARAMETER`. The access bits are the
+/// caller's, before generic rights are mapped, as `IoCreateFile` tests them.
 fn create_parameters_valid(options: &CreateOptions) -> bool {
     // FILE_DIRECTORY_FILE, FILE_WRITE_THROUGH, the two synchronous flags,
     // FILE_COMPLETE_IF_OPLOCKED, FILE_DELETE_ON_CLOSE, FILE_OPEN_BY_FILE_ID,
@@ -629,6 +637,7 @@ fn create_parameters_valid(options: &CreateOptions) -> bool {
         && !(has(create_options::DELETE_ON_CLOSE) && a & access::DELETE == 0)
         && (!directory || (openable && o & !DIRECTORY_OPTIONS == 0))
         && !has(COMPLETE_IF_OPLOCKED | RESERVE_OPFILTER)
+        && !has(create_options::SYNCHRONOUS_IO_ALERT | create_options::SYNCHRONOUS_IO_NONALERT)
         && !(has(create_options::NO_INTERMEDIATE_BUFFERING) && a & access::FILE_APPEND_DATA != 0)
 }
 

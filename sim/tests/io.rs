@@ -1095,6 +1095,37 @@ fn directory_requests_are_neither_io_without_an_input_operation_flag() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// `IoCreateFile` refuses `FILE_SYNCHRONOUS_IO_ALERT` with `FILE_SYNCHRONOUS_IO_NONALERT`
+/// (`STATUS_INVALID_PARAMETER`, no IRP). The simulator implies `FILE_SYNCHRONOUS_IO_NONALERT`
+/// only when the caller passed neither flag, so a caller's `FILE_SYNCHRONOUS_IO_ALERT` alone
+/// opens an alertable synchronous file object, and the create IRP carries that flag only.
+#[test]
+fn the_synchronous_create_flags_are_exclusive_and_alert_alone_is_kept() {
+    const ALERT: u32 = 0x10;
+    const NONALERT: u32 = 0x20;
+    let mut m = machine_with_spy(38);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    spy(|s| s.seen.clear());
+    let both = m.create(c, "f.txt", CreateOptions::open().options(ALERT | NONALERT));
+    assert_eq!(both.status, Status::INVALID_PARAMETER);
+    assert!(both.handle.is_none() && spy(|s| s.seen.is_empty()), "no create IRP");
+    let options_of_create = || {
+        let create = spy(|s| s.seen.iter().find(|x| x.major == 0).cloned()).unwrap();
+        u32::from_le_bytes(create.parameters[8..12].try_into().unwrap()) & 0x00FF_FFFF
+    };
+    for (asked, expected) in [(ALERT, ALERT), (NONALERT, NONALERT), (0, NONALERT)] {
+        spy(|s| s.seen.clear());
+        let h = m.open(c, "f.txt", CreateOptions::open().options(asked)).unwrap();
+        assert_eq!(options_of_create() & (ALERT | NONALERT), expected, "asked {asked:#x}");
+        let mode = m.query_information(h, fi::MODE, 4);
+        assert_eq!(mode.status, Status::SUCCESS);
+        assert_eq!(u32::from_le_bytes(mode.data[..4].try_into().unwrap()) & 0x30, expected);
+        assert_eq!(m.close_handle(h), Status::SUCCESS);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// `NtReadFile` / `NtWriteFile` set `IRP_NOCACHE` on every IRP for a file object opened with
 /// `FILE_NO_INTERMEDIATE_BUFFERING` (`FO_NO_INTERMEDIATE_BUFFERING`; the Windows Research
 /// Kernel), so such a file never has its caching initiated and is never offered to fast I/O.
