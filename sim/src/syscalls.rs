@@ -545,7 +545,15 @@ pub(crate) fn security_context(
     desired: u32,
     full_create_options: u32,
 ) -> (*mut IO_SECURITY_CONTEXT, [Block; 2]) {
-    let granted = access::map_generic(desired) | access::SYNCHRONIZE;
+    security_context_for(access::map_generic(desired) | access::SYNCHRONIZE, full_create_options)
+}
+
+/// The `IO_SECURITY_CONTEXT` of a create, with its `ACCESS_STATE`, for exactly `granted` (generic
+/// rights already mapped), and the blocks holding both.
+fn security_context_for(
+    granted: u32,
+    full_create_options: u32,
+) -> (*mut IO_SECURITY_CONTEXT, [Block; 2]) {
     let state_block = Block::zeroed(size_of::<ACCESS_STATE>());
     // SAFETY: a zeroed block sized for an ACCESS_STATE.
     let state = unsafe { crate::mem::obj(state_block.ptr().cast::<ACCESS_STATE>()) };
@@ -2288,16 +2296,17 @@ pub fn open_device_by_name(
         let flags = if volume.is_some() { fo::VOLUME_OPEN } else { 0 };
         k.new_file_object(ptr, vpb, "", flags, volume)
     });
-    let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
-    let sc = sc_block.ptr().cast::<IO_SECURITY_CONTEXT>();
-    // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
-    unsafe { crate::mem::obj(sc) }.DesiredAccess = access::map_generic(desired);
+    // ZwOpenFile(DesiredAccess, ShareAccess 0, FILE_NON_DIRECTORY_FILE), as the Windows Research
+    // Kernel's and ReactOS's IoGetDeviceObjectPointer call it: the caller's access only (no
+    // SYNCHRONIZE, no synchronous option), and the access state the object manager's parse has.
+    let (sc, sc_blocks) =
+        security_context_for(access::map_generic(desired), create_options::NON_DIRECTORY_FILE);
     let setup = |s: &mut IO_STACK_LOCATION| {
         // SAFETY: the member of a create.
         let c = unsafe { io_mut::<params::IoCreate>(&mut s.Parameters) };
         c.SecurityContext = sc;
-        c.Options = disposition::OPEN << 24;
-        c.ShareAccess = (share::READ | share::WRITE) as u16;
+        c.Options = (disposition::OPEN << 24) | create_options::NON_DIRECTORY_FILE;
+        c.ShareAccess = 0;
     };
     let flags = irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API;
     let status = match volume {
@@ -2312,7 +2321,7 @@ pub fn open_device_by_name(
         None => send_kernel_irp(file, mj::CREATE, flags, setup).0,
     };
     if status == Status::PENDING {
-        std::mem::forget(sc_block);
+        std::mem::forget(sc_blocks);
         return Err(Status::IO_TIMEOUT);
     }
     if !status.is_success() {

@@ -18,7 +18,7 @@ mod common;
 
 use std::ptr::null_mut;
 
-use common::machine;
+use common::{machine, machine_with_spy, spy};
 use fsfilter::Status;
 use fsfilter_sim::{CreateOptions, EventKind, FsKind, VolumeSpec};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, KEVENT};
@@ -88,6 +88,37 @@ fn device_object_pointers_by_name() {
         })
         .collect();
     assert_eq!(majors, [0x00, 0x12, 0x02], "the volume open: create, cleanup, close");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// `IoGetDeviceObjectPointer` opens the device with `ZwOpenFile` for the caller's access, no share
+/// access and `FILE_NON_DIRECTORY_FILE` only (the Windows Research Kernel, ReactOS): the create
+/// IRP is kernel mode, `FILE_OPEN`, `ShareAccess` 0, its options and its security context's
+/// `FullCreateOptions` `FILE_NON_DIRECTORY_FILE` (no synchronous flag), its `DesiredAccess` the
+/// caller's (no `SYNCHRONIZE` added) and an `ACCESS_STATE` (the object manager's parse has one).
+#[test]
+fn the_open_by_name_is_a_kernel_zw_open_file_without_sharing() {
+    const FILE_NON_DIRECTORY_FILE: u32 = 0x40;
+    const FILE_READ_DATA: u32 = 0x1;
+    let mut m = machine_with_spy(35);
+    m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let units: Vec<u16> = r"\Device\HarddiskVolume1".encode_utf16().collect();
+    let us = fsfilter_sim::mem::unicode(&units);
+    let (mut fo, mut dev) = (null_mut(), null_mut());
+    spy(|s| s.seen.clear());
+    // SAFETY: a valid name and out pointers.
+    let s = Status(unsafe { IoGetDeviceObjectPointer(&us, FILE_READ_DATA, &mut fo, &mut dev) });
+    assert_eq!(s, Status::SUCCESS);
+    let create = spy(|s| s.seen.iter().find(|x| x.major == 0).cloned()).unwrap();
+    let options = u32::from_le_bytes(create.parameters[8..12].try_into().unwrap());
+    let share = u16::from_le_bytes(create.parameters[18..20].try_into().unwrap());
+    assert_eq!(create.requestor_mode, 0, "{create:?}");
+    assert_eq!(options, (1 << 24) | FILE_NON_DIRECTORY_FILE, "FILE_OPEN, non-directory");
+    assert_eq!(share, 0, "no share access");
+    assert_eq!(create.create_security, Some((true, FILE_READ_DATA, FILE_NON_DIRECTORY_FILE)));
+    // SAFETY: our reference.
+    unsafe { ObfDereferenceObject(fo.cast()) };
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 

@@ -292,7 +292,10 @@ impl Kernel {
         if req.disposition == disp::CREATE {
             return Err(Status::OBJECT_NAME_COLLISION);
         }
-        if is_dir && req.options & co::NON_DIRECTORY_FILE != 0 {
+        // An open of a namespace file system's device itself (no name: NPFS's open of the file
+        // system, as `IoGetDeviceObjectPointer` makes it with FILE_NON_DIRECTORY_FILE) is not
+        // a directory open, though the simulator serves it with the root's FCB.
+        if is_dir && req.options & co::NON_DIRECTORY_FILE != 0 && !req.volume_open {
             return Err(Status::FILE_IS_A_DIRECTORY);
         }
         if !is_dir && req.options & co::DIRECTORY_FILE != 0 {

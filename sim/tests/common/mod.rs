@@ -55,6 +55,9 @@ pub(crate) struct Seen {
     pub(crate) parameters: [u8; 32],
     /// `IoIsOperationSynchronous` of the IRP in the spy's dispatch routine.
     pub(crate) synchronous: bool,
+    /// For a create: whether its security context has an `AccessState`, its `DesiredAccess` and
+    /// its `FullCreateOptions`.
+    pub(crate) create_security: Option<(bool, u32, u32)>,
 }
 
 /// What the spy saw of a mount it attached through.
@@ -262,6 +265,15 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
     let parameters = unsafe { std::ptr::from_ref(&sl.Parameters).cast::<[u8; 32]>().read() };
     // SAFETY: the live IRP at the spy's location.
     let synchronous = unsafe { IoIsOperationSynchronous(irp) };
+    let create_security = if sl.MajorFunction == 0 {
+        // SAFETY: the member of a create.
+        let sc = unsafe { io::<params::IoCreate>(&sl.Parameters) }.SecurityContext;
+        // SAFETY: the create's security context, live during the create.
+        unsafe { sc.as_ref() }
+            .map(|c| (!c.AccessState.is_null(), c.DesiredAccess, c.FullCreateOptions))
+    } else {
+        None
+    };
     spy(|s| {
         s.seen.push(Seen {
             device: device as usize,
@@ -280,6 +292,7 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             fsctl,
             parameters,
             synchronous,
+            create_security,
         })
     });
     let failed = spy(|s| s.fail_mounts);
