@@ -72,7 +72,15 @@ pub struct Scheduler {
     pub armed_timers: crate::kernel::FastMap<usize, (u64, usize)>,
     /// The last timer generation handed out.
     pub timer_generation: u64,
+    /// Zero-timeout (or already expired) waits found unsatisfied since work last ran: a wait
+    /// that cannot wait runs no work, until so many in a row show a polling loop that waits for
+    /// work only another processor would run ([`POLLS_BEFORE_WORK`]).
+    pub polls: u32,
 }
+
+/// Unsatisfied zero-timeout waits in a row, with no work run between them, after which such a
+/// wait lets ready work run, as another processor would, so that a polling loop ends.
+pub const POLLS_BEFORE_WORK: u32 = 1000;
 
 /// The first system worker thread's id; user threads are numbered from 1.
 pub const FIRST_WORKER: u32 = 1000;
@@ -91,6 +99,7 @@ impl Scheduler {
             work_items: Default::default(),
             armed_timers: Default::default(),
             timer_generation: 0,
+            polls: 0,
         }
     }
 
@@ -160,6 +169,7 @@ impl Scheduler {
 fn run_task(task: Task) {
     let saved = kernel::with(|k| {
         k.sched.ran += 1;
+        k.sched.polls = 0;
         let saved = (k.irql(), k.thread);
         k.set_irql(task.irql);
         k.thread = task.thread;
@@ -408,10 +418,25 @@ pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTAT
     if !allowed {
         return Status::TIMEOUT.0;
     }
-    let slot = WaitSlot::enter(event as usize);
     // SAFETY: the waiter's event stays valid while it waits.
     let signalled = || unsafe { *signal_state(event) } != 0;
-    let end = wait_until(|| slot.released() || signalled(), deadline(timeout));
+    let deadline = deadline(timeout);
+    // A zero timeout, or an absolute one already past, tests the object and never waits: no
+    // other work runs in it (on Windows the thread does not give up its processor; at
+    // DISPATCH_LEVEL under a spin lock, running a work item or a DPC here would run it inside
+    // the lock). Only a polling loop that would never end otherwise lets ready work run.
+    let immediate = deadline.is_some_and(|d| d <= kernel::with(|k| k.sched.now));
+    if immediate && !signalled() {
+        let poll_only = kernel::with(|k| {
+            k.sched.polls = k.sched.polls.saturating_add(1);
+            k.sched.polls < POLLS_BEFORE_WORK
+        });
+        if poll_only {
+            return Status::TIMEOUT.0;
+        }
+    }
+    let slot = WaitSlot::enter(event as usize);
+    let end = wait_until(|| slot.released() || signalled(), deadline);
     let by_set = slot.released();
     drop(slot);
     match end {

@@ -180,6 +180,79 @@ fn a_dereference_under_a_spin_lock_runs_no_other_work() {
     assert_eq!(m.findings(), []);
 }
 
+unsafe extern "system" fn take_lock_and_set(context: *mut c_void) {
+    // SAFETY: the test's pair of a live spin lock and a live event.
+    unsafe {
+        let (lock, event) = *context.cast::<(*mut usize, *mut KEVENT)>();
+        let old = KeAcquireSpinLockRaiseToDpc(lock);
+        KeReleaseSpinLock(lock, old);
+        KeSetEvent(event, 0, false);
+    }
+}
+
+/// A zero timeout tests the object and returns: the thread keeps its processor, so no other work
+/// runs inside the wait. At `DISPATCH_LEVEL` under a spin lock, a work item that takes the lock
+/// ran there and found it held: a `DEADLOCK` that cannot happen on Windows.
+#[test]
+fn a_zero_timeout_wait_under_a_spin_lock_runs_no_other_work() {
+    let m = Machine::new(MachineConfig { seed: 14 });
+    let lock: *mut usize = Box::leak(Box::new(0));
+    // SAFETY: zeroed storage is a valid event before initialization.
+    let event: *mut KEVENT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    let pair: *mut (*mut usize, *mut KEVENT) = Box::leak(Box::new((lock, event)));
+    let zero = 0i64;
+    // SAFETY: our lock, event and pair, alive for good.
+    unsafe {
+        KeInitializeSpinLock(lock);
+        KeInitializeEvent(event, 0, false);
+        queue(take_lock_and_set, pair.cast());
+        let old = KeAcquireSpinLockRaiseToDpc(lock);
+        let s = KeWaitForSingleObject(event.cast_const().cast(), 0, 0, false, &zero);
+        assert_eq!(Status(s), Status::TIMEOUT);
+        KeReleaseSpinLock(lock, old);
+    }
+    assert_eq!(m.findings(), []);
+    // An absolute timeout already past does not wait either.
+    // SAFETY: our event.
+    let s = unsafe { KeWaitForSingleObject(event.cast_const().cast(), 0, 0, false, &1i64) };
+    assert_eq!(Status(s), Status::TIMEOUT);
+    // A wait that may wait lets the work item run.
+    // SAFETY: our event.
+    let s = unsafe { KeWaitForSingleObject(event.cast_const().cast(), 0, 0, false, &-10_000) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    assert_eq!(m.findings(), []);
+}
+
+/// Choice: a polling loop of zero-timeout waits that only other work can end (on Windows, work
+/// on another processor) ends: after `POLLS_BEFORE_WORK` unsatisfied polls in a row with no work
+/// run between them, such a wait lets ready work run.
+#[test]
+fn a_zero_timeout_polling_loop_ends_once_it_has_polled_long_enough() {
+    let m = Machine::new(MachineConfig { seed: 15 });
+    let lock: *mut usize = Box::leak(Box::new(0));
+    // SAFETY: zeroed storage is a valid event before initialization.
+    let event: *mut KEVENT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    let pair: *mut (*mut usize, *mut KEVENT) = Box::leak(Box::new((lock, event)));
+    let zero = 0i64;
+    let mut polls = 0u32;
+    // SAFETY: our lock, event and pair, alive for good.
+    unsafe {
+        KeInitializeSpinLock(lock);
+        KeInitializeEvent(event, 0, false);
+        queue(take_lock_and_set, pair.cast());
+        fsfilter_sim::kernel::with(|k| k.set_irql(2));
+        while KeWaitForSingleObject(event.cast_const().cast(), 0, 0, false, &zero)
+            == Status::TIMEOUT.0
+        {
+            polls += 1;
+            assert!(polls <= fsfilter_sim::sched::POLLS_BEFORE_WORK, "the loop does not end");
+        }
+        fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    }
+    assert_eq!(polls, fsfilter_sim::sched::POLLS_BEFORE_WORK - 1);
+    assert_eq!(m.findings(), []);
+}
+
 /// The last reference to a file object dropped at `DISPATCH_LEVEL` (`ObDereferenceObject`
 /// allows it; a completion routine does it) cannot send `IRP_MJ_CLOSE` from there: closes reach
 /// a file system at `APC_LEVEL` at most (facts.md §1.8). The object manager hands the deletion to
