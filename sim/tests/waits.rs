@@ -381,6 +381,40 @@ fn freeing_pool_that_holds_an_armed_timer_is_a_bugcheck_finding() {
     assert_eq!(rules, [Rule::Bugcheck, Rule::Bugcheck], "{:?}", m.findings());
 }
 
+/// Choice: `KeInitializeTimer` on an armed timer is a `BUGCHECK` finding. Windows rewrites the
+/// header of a timer still linked in its timer table, so a later `KeSetTimer` links it twice (list
+/// corruption); the simulator used to disarm it silently. Reinitializing a timer that expired or
+/// was never armed is fine.
+#[test]
+fn initializing_an_armed_timer_is_a_bugcheck_finding() {
+    let mut m = Machine::new(MachineConfig { seed: 16 });
+    // SAFETY: zeroed timers and DPCs are valid before initialization.
+    let timer: *mut KTIMER = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    // SAFETY: as above.
+    let dpc: *mut KDPC = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    let routine = fsfilter_kernel::ntos::deferred_routine_field(set_dpc_ran);
+    // SAFETY: our timer and DPC, alive for good.
+    unsafe {
+        KeInitializeTimer(timer);
+        KeInitializeDpc(dpc, routine, std::ptr::null());
+        KeSetTimer(timer, -10_000, dpc);
+    }
+    m.settle();
+    // SAFETY: our timer, expired.
+    unsafe { KeInitializeTimer(timer) };
+    assert_eq!(m.findings(), [], "an expired timer may be initialized again");
+    // SAFETY: our timer and DPC; then initialized while armed, deliberately.
+    unsafe {
+        KeSetTimer(timer, -10_000, dpc);
+        KeInitializeTimer(timer);
+    }
+    let rules: Vec<Rule> = m.findings().into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, [Rule::Bugcheck], "{:?}", m.findings());
+    DPC_RAN.set(false);
+    m.settle();
+    assert!(!DPC_RAN.get(), "the simulator disarmed it");
+}
+
 thread_local! {
     static DPC_RAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -228,7 +228,10 @@ export! { windows_sys::Wdk::System::SystemServices::KeInitializeDpc =>
 }
 
 export! { windows_sys::Wdk::System::SystemServices::KeInitializeTimer =>
-    /// `KeInitializeTimer`: a notification timer, not armed and not signalled.
+    /// `KeInitializeTimer`: a notification timer, not armed and not signalled. On an armed timer
+    /// it is a `BUGCHECK` finding (choice): Windows rewrites the header of a timer still linked
+    /// in its timer table, which a later `KeSetTimer` links a second time (list corruption); the
+    /// simulator disarms it.
     fn KeInitializeTimer(timer: *mut KTIMER) {
         // SAFETY: the caller's timer storage, valid for writes.
         if let Some(t) = unsafe { timer.as_mut() } {
@@ -236,7 +239,15 @@ export! { windows_sys::Wdk::System::SystemServices::KeInitializeTimer =>
             unsafe { *timer.cast::<u8>() = 8 };
             t.Header.SignalState = 0;
         }
-        kernel::with(|k| k.sched.armed_timers.remove(&(timer as usize)));
+        kernel::with(|k| {
+            if k.sched.armed_timers.remove(&(timer as usize)).is_some() {
+                k.report_current(
+                    Rule::Bugcheck,
+                    "KeInitializeTimer on an armed timer: it stays in the timer table, and the \
+                     next KeSetTimer links it twice (the timer is disarmed)",
+                );
+            }
+        });
     }
 }
 
