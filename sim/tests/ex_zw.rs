@@ -406,3 +406,50 @@ fn zwqueryvaluekey_answers_the_align64_classes() {
     // SAFETY: our key handle.
     assert_eq!(unsafe { ZwClose(key) }, 0);
 }
+
+fn open_key_in(root: *mut c_void, path: &str) -> (Status, *mut c_void) {
+    let units: Vec<u16> = path.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    // SAFETY: plain data.
+    let mut attrs: OBJECT_ATTRIBUTES = unsafe { std::mem::zeroed() };
+    attrs.Length = size_of::<OBJECT_ATTRIBUTES>() as u32;
+    attrs.RootDirectory = root;
+    attrs.ObjectName = &name;
+    attrs.Attributes = 0x240;
+    let mut h = null_mut();
+    // SAFETY: valid attributes and out pointer.
+    let s = unsafe { ZwOpenKey(&mut h, 0x2_0019, &attrs) };
+    (Status(s), h)
+}
+
+/// The object manager's lookup (ReactOS's `ObpLookupObjectName`): without `RootDirectory` a name
+/// must start with a separator, and with a root key it must not; either mistake is
+/// `STATUS_OBJECT_PATH_SYNTAX_BAD`, not a missing key. An empty name with a root opens the root.
+#[test]
+fn zwopenkey_names_that_do_not_fit_the_root_are_path_syntax_errors() {
+    const OBJECT_PATH_SYNTAX_BAD: Status = Status(0xC000_003B_u32 as i32);
+    let m = machine(49);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditSyntax";
+    m.kernel(|k| {
+        k.registry.create(path);
+    });
+    for name in ["", "Nothing", r"Registry\Machine\System"] {
+        let (s, _) = open_key_in(null_mut(), name);
+        assert_eq!(s, OBJECT_PATH_SYNTAX_BAD, "{name:?} without a root");
+    }
+    let (s, root) = open_key_in(null_mut(), r"\Registry\Machine\System");
+    assert_eq!(s, Status::SUCCESS);
+    let (s, _) = open_key_in(root, r"\CurrentControlSet");
+    assert_eq!(s, OBJECT_PATH_SYNTAX_BAD, "a rooted name relative to a key");
+    let (s, services) = open_key_in(root, r"CurrentControlSet\Services");
+    assert_eq!(s, Status::SUCCESS);
+    let (s, same) = open_key_in(services, "");
+    assert_eq!(s, Status::SUCCESS, "an empty name opens the root key");
+    let (s, _) = open_key_in(services, "Missing");
+    assert_eq!(s, Status::OBJECT_NAME_NOT_FOUND);
+    for h in [root, services, same] {
+        // SAFETY: key handles just opened.
+        assert_eq!(unsafe { ZwClose(h) }, 0);
+    }
+    assert_eq!(m.findings(), []);
+}

@@ -38,8 +38,13 @@ fn null_out(p: *mut c_void, what: &str) -> bool {
     true
 }
 
+/// `STATUS_OBJECT_PATH_SYNTAX_BAD`.
+const OBJECT_PATH_SYNTAX_BAD: Status = Status(0xC000_003B_u32 as i32);
+
 export! { fsfilter_kernel::ntos::ZwOpenKey =>
-    /// `ZwOpenKey`: absolute names, or names relative to `RootDirectory`.
+    /// `ZwOpenKey`: absolute names, or names relative to `RootDirectory`;
+    /// `STATUS_OBJECT_PATH_SYNTAX_BAD` for a relative name without a root (an empty one
+    /// included) or an absolute one with a root.
     fn ZwOpenKey(keyhandle: *mut HANDLE, _desiredaccess: u32, objectattributes: *const OBJECT_ATTRIBUTES) -> NTSTATUS {
         // SAFETY: the caller's attributes.
         let Some(attrs) = (unsafe { objectattributes.as_ref() }) else { return Status::INVALID_PARAMETER.0 };
@@ -74,6 +79,12 @@ export! { fsfilter_kernel::ntos::ZwOpenKey =>
                     Err(s) => return s.0,
                 }
             };
+            // The object manager's lookup (ObpLookupObjectName): without a root, a name must
+            // start with a separator; with a root key, it must not (only a file object takes a
+            // rooted name relative to it).
+            if root.is_some() == name.starts_with('\\') {
+                return OBJECT_PATH_SYNTAX_BAD.0;
+            }
             match k.registry.find(root, &name) {
                 Some(key) => {
                     let h = k.handles.open(HandleObject::Key(key));
