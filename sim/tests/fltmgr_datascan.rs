@@ -1339,3 +1339,63 @@ fn a_leaked_section_is_not_also_a_leaked_context_when_only_the_section_holds_it_
     assert_eq!(rules(&m), [Rule::SectionLeaked, Rule::SectionLeaked], "{:?}", m.findings());
     assert_eq!(seen(0).iter().filter(|s| matches!(s, Seen::Cleanup { .. })).count(), 1);
 }
+
+/// Choice: the contexts of a torn-down instance are cleaned up in a fixed order, the instance's
+/// first, then its stream contexts and its stream-handle contexts, each in the order they were
+/// allocated. The stream and stream-handle tables are keyed by host addresses (the FCB, the file
+/// object), so the order used to follow the host's heap: different from one run to another.
+/// Here the contexts are allocated in the reverse order of their streams' addresses.
+#[test]
+fn an_instance_teardown_cleans_up_stream_contexts_in_allocation_order() {
+    let names = ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt"];
+    let files: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, &b"data"[..])).collect();
+    let (mut m, c) = setup(&files);
+    let mut cfg = Config::new("Order", "300000").op(mj::READ, true, false).with_pre(|p| {
+        let f = fltcommon::filter_handle(p.slot);
+        let fo = p.iopb().TargetFileObject;
+        let mut sc: PFLT_CONTEXT = std::ptr::null_mut();
+        assert_eq!(unsafe { FltAllocateContext(f, STREAM, 24, NonPagedPoolNx, &mut sc) }, 0);
+        assert_eq!(
+            unsafe { FltSetStreamContext(p.instance(), fo, 1, sc, std::ptr::null_mut()) },
+            0
+        );
+        unsafe { FltReleaseContext(sc) };
+        log(format!("{:#x}", sc as usize));
+        (1, 0)
+    });
+    cfg.contexts = vec![(STREAM, 24)];
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Order"), Status::SUCCESS);
+    let mut handles: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let h = m.open(c, n, CreateOptions::open()).unwrap();
+            let fo = m.kernel(|k| k.user_handle(h).unwrap().fo);
+            // SAFETY: the live file object behind the handle.
+            let fcb =
+                unsafe { (*(fo as *const windows_sys::Wdk::Foundation::FILE_OBJECT)).FsContext };
+            (fcb as usize, h)
+        })
+        .collect();
+    // Allocation order: the streams from the highest address down.
+    handles.sort_by_key(|h| std::cmp::Reverse(h.0));
+    for (_, h) in &handles {
+        assert_eq!(m.read(*h, Some(0), 4, IoMode::Cached).status, Status::SUCCESS);
+    }
+    let allocated: Vec<usize> =
+        logged().iter().map(|s| usize::from_str_radix(&s[2..], 16).unwrap()).collect();
+    assert_eq!(allocated.len(), names.len());
+    assert_eq!(m.fltmc_unload("Order"), Status::SUCCESS);
+    let cleaned: Vec<usize> = seen(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Cleanup { context, .. } => Some(context),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cleaned, allocated, "cleaned up in allocation order");
+    for (_, h) in handles {
+        m.close_handle(h);
+    }
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

@@ -497,12 +497,21 @@ impl Kernel {
     }
 }
 
-/// Unlinks every context of a torn-down instance (instance, stream and stream-handle contexts).
+/// Unlinks every context of a torn-down instance: its instance context, then its stream
+/// contexts, then its stream-handle contexts, each kind in allocation order (the tables are keyed
+/// by host addresses, whose order changes from one run to another).
 pub fn instance_gone(k: &mut Kernel, i: InstId) -> Vec<Cleanup> {
-    let mut idx: Vec<usize> = Vec::new();
-    idx.extend(k.fltmgr.contexts.instance.get(&i).copied());
-    idx.extend(k.fltmgr.contexts.stream.iter().filter(|((x, _), _)| *x == i).map(|(_, &c)| c));
-    idx.extend(k.fltmgr.contexts.handle.iter().filter(|((x, _), _)| *x == i).map(|(_, &c)| c));
+    let t = &k.fltmgr.contexts;
+    let mut stream: Vec<usize> =
+        t.stream.iter().filter(|((x, _), _)| *x == i).map(|(_, &c)| c).collect();
+    let mut handle: Vec<usize> =
+        t.handle.iter().filter(|((x, _), _)| *x == i).map(|(_, &c)| c).collect();
+    // The list only grows: an index is the allocation order.
+    stream.sort_unstable();
+    handle.sort_unstable();
+    let mut idx: Vec<usize> = t.instance.get(&i).copied().into_iter().collect();
+    idx.extend(stream);
+    idx.extend(handle);
     idx.into_iter().filter_map(|c| k.unlink(c)).collect()
 }
 
