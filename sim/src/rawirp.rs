@@ -333,8 +333,11 @@ fn failed(status: Status) -> IoResult {
 }
 
 /// The file object and volume a create opens: a fresh file object on the device the name
-/// resolves to (mounting a disk volume first), as `NtCreateFile` does.
-fn new_file(volume: VolumeId, name: &[u16]) -> Result<*mut FILE_OBJECT, Status> {
+/// resolves to (mounting a disk volume first), as `NtCreateFile` does; synchronous (and
+/// alertable) as the create's options ask, as `IopParseDevice` makes it: without
+/// `FILE_SYNCHRONOUS_IO_ALERT` or `_NONALERT` it is asynchronous (docs/simulator.md,
+/// "Asynchronous I/O").
+fn new_file(volume: VolumeId, name: &[u16], options: u32) -> Result<*mut FILE_OBJECT, Status> {
     let (kind, mounted) =
         kernel::with(|k| (k.volume(volume).fs.media(), crate::mount::is_mounted(k, volume)));
     if matches!(kind, MediaKind::Disk | MediaKind::CdRom) && !mounted {
@@ -368,7 +371,11 @@ fn new_file(volume: VolumeId, name: &[u16]) -> Result<*mut FILE_OBJECT, Status> 
                 (k.objects.device(d).ptr, std::ptr::null_mut(), name.to_vec())
             }
         };
-        let mut flags = fo::SYNCHRONOUS_IO;
+        let mut flags = match options & 0x30 {
+            0 => 0,
+            0x10 => fo::SYNCHRONOUS_IO | fo::ALERTABLE_IO,
+            _ => fo::SYNCHRONOUS_IO,
+        };
         if name.is_empty() && matches!(kind, MediaKind::Disk | MediaKind::CdRom) {
             flags |= fo::VOLUME_OPEN;
         }
@@ -388,7 +395,7 @@ fn send(raw: RawIrp<'_>) -> IoResult {
     let major = raw.op.major();
     let create = matches!(raw.op, RawOp::Create { .. });
     let (file, volume) = match raw.op {
-        RawOp::Create { volume, name, .. } => match new_file(volume, name) {
+        RawOp::Create { volume, name, options, .. } => match new_file(volume, name, options) {
             Ok(f) => (f, volume),
             Err(s) => return failed(s),
         },

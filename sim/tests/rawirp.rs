@@ -301,3 +301,38 @@ fn a_raw_change_notification_waits_and_its_handles_cleanup_ends_it() {
     assert_eq!(end, Some(Status::NOTIFY_CLEANUP));
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_raw_create_makes_its_file_object_synchronous_only_as_its_options_ask() {
+    // FILE_SYNCHRONOUS_IO_ALERT (0x10) and _NONALERT (0x20) in the options, as IopParseDevice
+    // reads them; the file mode query answers from the file object's flags.
+    const FILE_MODE_INFORMATION: u32 = 16;
+    let (mut m, c) = ntfs();
+    for (options, mode) in [(0, 0), (0x20, 0x20), (0x10, 0x10)] {
+        let r = m.send_irp(raw(
+            RawOp::Create {
+                volume: c,
+                name: &units("\\a.txt"),
+                options: (disposition::OPEN << 24) | options,
+                share: 7,
+                attributes: 0,
+                access: 0x1F01FF,
+                ea_length: 0,
+            },
+            Handle(u32::MAX),
+            RawBuffer::Null,
+        ));
+        let h = r.handle.expect("opened");
+        let q = m.query_information(h, FILE_MODE_INFORMATION, 4);
+        let answered = u32::from_le_bytes(q.data[..4].try_into().unwrap());
+        assert_eq!(answered & 0x30, mode, "options {options:#x}");
+        // A non-cached raw read of it completes whichever it is (the sender waits; the file
+        // system completes an asynchronous one from the storage's DPC).
+        let mut read = raw(RawOp::Read { length: 512, offset: 0, key: 0 }, h, RawBuffer::Mdl);
+        read.irp_flags = 0x1; // IRP_NOCACHE
+        let r = m.send_irp(read);
+        assert_eq!((r.status, r.information), (Status::SUCCESS, 5), "options {options:#x}");
+        assert!(m.close_handle(h).is_success());
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
