@@ -19,36 +19,10 @@ mod fltcommon;
 
 use std::ffi::c_void;
 
-use fltcommon::{Config, Seen, install, machine, mj, order, order_clear, seen};
+use fltcommon::{Config, Seen, mj, ntfs_machine, order, order_clear, posts, pres, start};
 use fsfilter::Status;
-use fsfilter_sim::{CreateOptions, FsKind, Machine, VolumeId, VolumeSpec};
+use fsfilter_sim::CreateOptions;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
-
-fn setup(files: &[(&str, &[u8])]) -> (Machine, VolumeId) {
-    let mut m = machine(1);
-    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
-    for (p, b) in files {
-        spec = spec.file(p, b);
-    }
-    let c = m.add_volume(spec);
-    m.install_filter_manager();
-    m.boot();
-    (m, c)
-}
-
-fn start(m: &mut Machine, slot: usize, c: Config) {
-    let name = c.name.clone();
-    install(m, slot, c);
-    assert_eq!(m.start(&name), Status::SUCCESS);
-}
-
-fn pres(slot: usize) -> Vec<Seen> {
-    seen(slot).into_iter().filter(|s| matches!(s, Seen::Pre { .. })).collect()
-}
-
-fn posts(slot: usize) -> Vec<Seen> {
-    seen(slot).into_iter().filter(|s| matches!(s, Seen::Post { .. })).collect()
-}
 
 unsafe extern "system" fn finish_post(
     item: PFLT_GENERIC_WORKITEM,
@@ -82,7 +56,7 @@ fn a_held_post_above_a_completed_create_keeps_the_post_create_in_the_originating
     // completes the create in its pre (FLT_PREOP_COMPLETE); a middle filter holds its
     // post-create and releases it from a worker: the top filter's post-create still runs in the
     // thread that opened the file, as when the create went down to the file system.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(&mut m, 0, Config::new("Sync", "300000").op(mj::CREATE, true, true));
     start(
         &mut m,
@@ -141,7 +115,7 @@ fn when_safe_from_a_draining_post_is_reported_facts_4() {
     // callback data, which must not make the misuse go unnoticed.
     PENDED.with(|d| d.borrow_mut().clear());
     WHEN_SAFE.with(|w| w.borrow_mut().clear());
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(
         &mut m,
         0,
@@ -200,7 +174,7 @@ fn the_filter_manager_frees_the_mdl_a_minifilter_swapped_in() {
     use fsfilter_kernel::params::{self, flt, flt_mut};
     use windows_sys::Wdk::System::SystemServices::IoAllocateMdl;
     for retain in [false, true] {
-        let (mut m, c) = setup(&[("a.txt", &[9u8; 512])]);
+        let (mut m, c) = ntfs_machine(&[("a.txt", &[9u8; 512])]);
         let swapped: std::rc::Rc<std::cell::Cell<usize>> = Default::default();
         let (s1, s2) = (swapped.clone(), swapped.clone());
         start(
@@ -283,7 +257,7 @@ fn a_post_that_finishes_an_operation_it_posted_when_safe_is_reported_facts_4() {
     // callback (on Windows it then runs on freed callback data). Reported, and the operation is
     // held for the safe callback, which completes it once.
     SAFE_RAN.with(|s| s.borrow_mut().clear());
-    let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", &[7u8; 512])]);
     m.kernel(|k| k.fs.complete_at_dpc = true);
     start(
         &mut m,
@@ -319,7 +293,7 @@ fn a_post_that_finishes_an_operation_it_posted_when_safe_is_reported_facts_4() {
 fn when_safe_without_related_objects_is_reported_not_a_host_crash() {
     // A post callback that passes NULL FltObjects to FltDoCompletionProcessingWhenSafe (Windows
     // dereferences it): the simulator reports it and answers FALSE instead of dereferencing it.
-    let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", &[7u8; 512])]);
     let answers: std::rc::Rc<std::cell::RefCell<Vec<(bool, i32)>>> = Default::default();
     let a = answers.clone();
     start(
@@ -369,7 +343,7 @@ fn a_synchronized_post_stays_in_its_pre_thread_when_a_pre_below_completes_after_
     // it, a lower filter completes it (FLT_PREOP_COMPLETE), and a filter between them holds its
     // post and releases it from another worker: the synchronizing filter's post still runs in
     // the thread its pre ran in.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(
         &mut m,
         0,

@@ -18,7 +18,7 @@
 
 mod fltcommon;
 
-use fltcommon::{Config, Seen, install, machine, mj, order, order_clear, seen};
+use fltcommon::{Config, Seen, machine, mj, order, order_clear, seen, start};
 use fsfilter::Status;
 use fsfilter_sim::{
     CreateOptions, FsKind, Handle, IoMode, Machine, RawBuffer, RawIrp, RawOp, Rule, VolumeId,
@@ -37,12 +37,6 @@ fn setup() -> (Machine, VolumeId) {
     m.install_filter_manager();
     m.boot();
     (m, c)
-}
-
-fn start(m: &mut Machine, slot: usize, c: Config) {
-    let name = c.name.clone();
-    install(m, slot, c);
-    assert_eq!(m.start(&name), Status::SUCCESS);
 }
 
 /// The posts slot `slot` saw: (major, fast I/O, status).

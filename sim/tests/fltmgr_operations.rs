@@ -22,48 +22,23 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 
 use fltcommon::{
-    Config, PreCall, Seen, install, machine, mj, order, order_clear, reconfigure, seen, seen_clear,
+    Config, PreCall, Seen, mj, ntfs_machine, order, order_clear, posts, pres, reconfigure, seen,
+    seen_clear, start,
 };
 use fsfilter::Status;
 use fsfilter_kernel::params::{self, flt, flt_mut};
-use fsfilter_sim::{CreateOptions, FaultKind, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
+use fsfilter_sim::{CreateOptions, FaultKind, IoMode, Machine, Rule, VolumeId};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
 
 const IRP_OPERATION: u32 = 0x1;
 const FAST_IO_OPERATION: u32 = 0x2;
 const POST_OPERATION: u32 = 0x8_0000;
 
-fn setup(files: &[(&str, &[u8])]) -> (Machine, VolumeId) {
-    let mut m = machine(1);
-    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
-    for (p, b) in files {
-        spec = spec.file(p, b);
-    }
-    let c = m.add_volume(spec);
-    m.install_filter_manager();
-    m.boot();
-    (m, c)
-}
-
-fn start(m: &mut Machine, slot: usize, c: Config) {
-    let name = c.name.clone();
-    install(m, slot, c);
-    assert_eq!(m.start(&name), Status::SUCCESS);
-}
-
-fn pres(slot: usize) -> Vec<Seen> {
-    seen(slot).into_iter().filter(|s| matches!(s, Seen::Pre { .. })).collect()
-}
-
-fn posts(slot: usize) -> Vec<Seen> {
-    seen(slot).into_iter().filter(|s| matches!(s, Seen::Post { .. })).collect()
-}
-
 #[test]
 fn pre_callbacks_run_from_the_highest_altitude_posts_back_up_facts_2_4() {
     // facts.md §2.4: pre-operation callbacks highest altitude -> lowest, post callbacks lowest ->
     // highest.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(&mut m, 0, Config::new("Mid", "200000").op(mj::READ, true, true));
     start(&mut m, 1, Config::new("Low", "100000").op(mj::READ, true, true));
     start(&mut m, 2, Config::new("High", "300000").op(mj::READ, true, true));
@@ -83,7 +58,7 @@ fn pre_callbacks_run_from_the_highest_altitude_posts_back_up_facts_2_4() {
 fn callback_data_is_built_from_the_irp_facts_3() {
     // facts.md §3: FLT_CALLBACK_DATA with IRP_OPERATION, the IRP's flags, its parameters and
     // buffers in the parameter block; POST_OPERATION in the post; post-create at PASSIVE_LEVEL.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
     let g = got.clone();
     let cfg = Config::new("Look", "370000")
@@ -134,7 +109,7 @@ fn callback_data_is_built_from_the_irp_facts_3() {
 fn fast_io_reads_are_operations_with_the_fast_io_flag_facts_1_7_and_3() {
     // facts.md §3: FLTFL_CALLBACK_DATA_FAST_IO_OPERATION; §4: fast-I/O posts at PASSIVE_LEVEL in
     // the same thread.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(&mut m, 0, Config::new("Fast", "370000").op(mj::READ, true, true));
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
     assert!(!m.read(h, Some(0), 5, IoMode::Cached).fast_io, "the first read sets up caching");
@@ -188,7 +163,7 @@ fn the_four_skip_flags_facts_3() {
         (0x0, vec!["cached", "fast", "noncached", "paging"]),
     ];
     for (flags, expected) in cases {
-        let (mut m, c) = setup(&[("a.txt", &[7u8; 600])]);
+        let (mut m, c) = ntfs_machine(&[("a.txt", &[7u8; 600])]);
         start(&mut m, 0, Config::new("Skip", "370000").op_flags(mj::READ, flags, true, false));
         let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
         m.read(h, Some(0), 10, IoMode::Cached);
@@ -198,7 +173,7 @@ fn the_four_skip_flags_facts_3() {
         assert_eq!(reads_seen(&mut m, c, flags), expected, "flags {flags:#x}");
     }
     // SKIP_NON_DASD_IO: only volume (DASD) opens.
-    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"x")]);
     start(&mut m, 0, Config::new("Dasd", "370000").op_flags(mj::CREATE, 0x4, true, false));
     m.create(c, "a.txt", CreateOptions::open());
     assert!(pres(0).is_empty());
@@ -210,7 +185,7 @@ fn the_four_skip_flags_facts_3() {
 fn complete_stops_the_operation_and_runs_only_the_posts_above_facts_2_4_and_4() {
     // facts.md §2.4/§4: FLT_PREOP_COMPLETE: nothing below sees the operation, the completing
     // filter's post is not called, only the posts of the filters above run.
-    let (mut m, c) = setup(&[]);
+    let (mut m, c) = ntfs_machine(&[]);
     start(&mut m, 0, Config::new("High", "300000").op(mj::CREATE, true, true));
     start(
         &mut m,
@@ -234,7 +209,7 @@ fn complete_stops_the_operation_and_runs_only_the_posts_above_facts_2_4_and_4() 
 fn disallow_fastio_sends_the_caller_to_the_irp_path_facts_4() {
     // facts.md §4: FLT_PREOP_DISALLOW_FASTIO (fast I/O only): STATUS_FLT_DISALLOW_FAST_IO, the I/O
     // manager reissues the request as an IRP.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(&mut m, 0, Config::new("Above", "300000").op(mj::READ, true, true));
     start(
         &mut m,
@@ -267,7 +242,7 @@ fn disallow_fastio_sends_the_caller_to_the_irp_path_facts_4() {
 /// same request comes back as the IRP, whose parameters carry the flags in the stack location).
 #[test]
 fn fast_io_locks_are_lock_control_operations_with_the_fast_io_flag() {
-    let (mut m, c) = setup(&[("a.txt", b"hello world")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello world")]);
     let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
     let g = got.clone();
     let look = Config::new("Look", "370000").op(mj::LOCK_CONTROL, true, true).with_pre(move |p| {
@@ -368,7 +343,7 @@ fn fast_io_locks_are_lock_control_operations_with_the_fast_io_flag() {
 /// as the IRP.
 #[test]
 fn fast_io_queries_are_query_information_operations_with_the_fast_io_flag() {
-    let (mut m, c) = setup(&[("a.txt", b"hello world")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello world")]);
     let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
     let g = got.clone();
     let look =
@@ -480,7 +455,7 @@ fn flt_complete_pended_pre_operation_sends_on_at_apc_level_at_most_and_never_syn
         (5, false, Some(Rule::StatusInvalidForOperation)),
     ] {
         *MISUSE.lock().unwrap() = (status, raised);
-        let (mut m, c) = setup(&[("a.txt", b"hello")]);
+        let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
         start(
             &mut m,
             0,
@@ -500,7 +475,7 @@ fn a_pended_pre_operation_resumes_with_flt_complete_pended_pre_operation_facts_4
     // facts.md §4: FLT_PREOP_PENDING keeps the operation until FltCompletePendedPreOperation;
     // the filters below then see it in the resuming (worker) thread; the resumed status's
     // completion context goes to the post.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(
         &mut m,
         0,
@@ -535,7 +510,7 @@ fn posts_run_at_dispatch_level_unless_synchronized_facts_4() {
     // facts.md §4: post callbacks may run at DISPATCH_LEVEL in an arbitrary thread when the lower
     // driver completes from a DPC; after FLT_PREOP_SYNCHRONIZE the post runs at IRQL <= APC_LEVEL
     // in the pre's thread.
-    let (mut m, c) = setup(&[("a.txt", &[1u8; 512])]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", &[1u8; 512])]);
     m.kernel(|k| k.fs.complete_at_dpc = true);
     start(&mut m, 0, Config::new("Async", "300000").op(mj::READ, true, true));
     start(&mut m, 1, Config::new("Sync", "200000").op(mj::READ, true, true).with_pre(|_| (1, 0)));
@@ -571,7 +546,7 @@ unsafe extern "system" fn finish_post(
 fn more_processing_required_holds_the_operation_facts_4() {
     // facts.md §4: FLT_POSTOP_MORE_PROCESSING_REQUIRED stops completion until
     // FltCompletePendedPostOperation.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(&mut m, 0, Config::new("Top", "300000").op(mj::WRITE, true, true));
     start(
         &mut m,
@@ -612,7 +587,7 @@ fn a_held_lower_post_keeps_a_synchronized_post_in_the_originating_thread_facts_4
     // facts.md §4: post-create (and a SYNCHRONIZE post) runs in the thread that originated the
     // operation, at IRQL <= APC_LEVEL. A lower filter holding its post-create and releasing it
     // from a worker does not move the upper post-create to that worker.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(&mut m, 0, Config::new("Sync", "300000").op(mj::CREATE, true, true));
     start(
         &mut m,
@@ -637,7 +612,7 @@ fn completing_a_pended_post_before_its_callback_returned_is_reported() {
     // the operation is not pended yet, and the call is refused and reported. The answer the
     // callback then gives still holds the operation, which no one completes: the request stays
     // pending.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(
         &mut m,
         0,
@@ -682,7 +657,7 @@ fn completion_processing_when_safe_facts_4() {
     // and the worker's FINISHED_PROCESSING finishes the operation.
     for dpc in [false, true] {
         SAFE.with(|s| s.borrow_mut().clear());
-        let (mut m, c) = setup(&[("a.txt", &[1u8; 512])]);
+        let (mut m, c) = ntfs_machine(&[("a.txt", &[1u8; 512])]);
         m.kernel(|k| k.fs.complete_at_dpc = dpc);
         let results: std::rc::Rc<RefCell<Vec<(bool, i32)>>> = Default::default();
         let r2 = results.clone();
@@ -727,7 +702,7 @@ fn completion_processing_when_safe_misuse_is_reported() {
     // post-operation callback only; facts.md §4: never with FLTFL_POST_OPERATION_DRAINING. Each
     // misuse is reported and the call answers FALSE without running the safe callback.
     SAFE.with(|s| s.borrow_mut().clear());
-    let (mut m, c) = setup(&[("a.txt", &[1u8; 512])]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", &[1u8; 512])]);
     let answers: std::rc::Rc<RefCell<Vec<bool>>> = Default::default();
     let (pre_answers, post_answers) = (answers.clone(), answers.clone());
     let when_safe = |data, objects, context, flags| {
@@ -808,7 +783,7 @@ type Answers = std::rc::Rc<RefCell<Vec<(bool, i32)>>>;
 fn when_safe_reader(safe: PFLT_POST_OPERATION_CALLBACK) -> (Machine, VolumeId, Answers) {
     SAFE.with(|s| s.borrow_mut().clear());
     SAFE_HELD.with(|h| h.borrow_mut().clear());
-    let (mut m, c) = setup(&[("a.txt", &[7u8; 512])]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", &[7u8; 512])]);
     m.kernel(|k| k.fs.complete_at_dpc = true);
     let results: Answers = Default::default();
     let r2 = results.clone();
@@ -911,7 +886,7 @@ fn dirty_callback_data_propagates_changed_parameters_down_facts_4() {
     // FltSetCallbackDataDirty: a filter's changed parameters go down with the IRP; filters below
     // it in the frame see the change in any case (one callback data per frame).
     for dirty in [true, false] {
-        let (mut m, c) = setup(&[("d.txt", b"0123456789")]);
+        let (mut m, c) = ntfs_machine(&[("d.txt", b"0123456789")]);
         start(
             &mut m,
             0,
@@ -951,7 +926,7 @@ fn each_post_sees_the_parameters_its_own_pre_received() {
     // callback changes reach the minifilters below it, in their pre and post callbacks, but not
     // its own post callback nor those above (SwapBuffers' post-read finds the caller's buffer
     // there). Until December 6 each post saw the parameters its own pre returned with.
-    let (mut m, c) = setup(&[("d.txt", b"0123456789")]);
+    let (mut m, c) = ntfs_machine(&[("d.txt", b"0123456789")]);
     let offsets: std::rc::Rc<RefCell<Vec<(&'static str, i64)>>> = Default::default();
     let (upper, lower) = (offsets.clone(), offsets.clone());
     start(
@@ -999,7 +974,7 @@ fn each_post_sees_the_parameters_its_own_pre_received() {
 #[test]
 fn a_post_only_registration_gets_its_post_facts_3() {
     // facts.md §3: pre without post and post without pre are both allowed.
-    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"x")]);
     start(&mut m, 0, Config::new("PostOnly", "370000").op(mj::CREATE, false, true));
     m.create(c, "a.txt", CreateOptions::open());
     assert!(pres(0).is_empty());
@@ -1011,7 +986,7 @@ fn a_post_only_registration_gets_its_post_facts_3() {
 fn cancel_file_open_closes_the_file_below_facts_4() {
     // FltCancelFileOpen from a post-create: the file is cleaned up and closed below the instance
     // and the create fails with the filter's status.
-    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"x")]);
     start(
         &mut m,
         0,
@@ -1036,7 +1011,7 @@ fn a_cancelled_open_is_cleaned_up_and_closed_below_the_frame_not_by_lower_instan
     // docs/simulator.md (Operations), a choice: FltCancelFileOpen sends the cleanup and close to
     // the device below the instance's frame, so instances below the cancelling one in the same
     // frame do not see them; the file system does.
-    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"x")]);
     start(
         &mut m,
         0,
@@ -1089,7 +1064,7 @@ unsafe extern "system" fn deny_held(
 fn a_pended_create_can_be_completed_by_its_filter_facts_4() {
     // facts.md §4: FltCompletePendedPreOperation with FLT_PREOP_COMPLETE: the filters below never
     // see the operation, the ones above get their post with the filter's status.
-    let (mut m, c) = setup(&[("a.txt", b"x")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"x")]);
     start(&mut m, 0, Config::new("Above", "300000").op(mj::CREATE, true, true));
     start(
         &mut m,
@@ -1125,7 +1100,7 @@ fn a_pended_create_can_be_completed_by_its_filter_facts_4() {
 /// the read's own fast-I/O operation; a filter that disallows it makes the read an IRP.
 #[test]
 fn the_fast_io_check_of_a_locked_file_is_an_operation_inside_the_read() {
-    let (mut m, c) = setup(&[("a.txt", b"0123456789abcdef")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"0123456789abcdef")]);
     let got: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
     let g = got.clone();
     let refuse = std::rc::Rc::new(std::cell::Cell::new(false));
@@ -1195,7 +1170,7 @@ fn the_fast_io_check_of_a_locked_file_is_an_operation_inside_the_read() {
 fn a_reference_to_a_query_opens_file_object_is_reported() {
     const NETWORK_QUERY_OPEN: u8 = 0xF2;
     for keeps in [false, true] {
-        let (mut m, c) = setup(&[("a.txt", b"0123456789abcdef")]);
+        let (mut m, c) = ntfs_machine(&[("a.txt", b"0123456789abcdef")]);
         let seen: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
         let g = seen.clone();
         let look =
@@ -1237,7 +1212,7 @@ fn a_post_callbacks_io_status_reaches_the_fast_io_caller() {
     // operation then ends with it. The IRP path carried it back; a fast-I/O call returned the
     // status block of the routine below (passed down) or of the completing filter (completed
     // above the file system), as if no post had changed it.
-    let (mut m, c) = setup(&[("a.txt", b"hello")]);
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
     start(
         &mut m,
         0,

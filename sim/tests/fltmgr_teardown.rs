@@ -23,7 +23,7 @@ use std::ffi::c_void;
 
 use fltcommon::{
     Config, Seen, install, machine, mj, order, order_clear, order_push, reconfigure, rules, seen,
-    seen_clear,
+    seen_clear, start,
 };
 use fsfilter::Status;
 use fsfilter_sim::{
@@ -38,12 +38,6 @@ fn setup() -> (Machine, VolumeId) {
     m.install_filter_manager();
     m.boot();
     (m, c)
-}
-
-fn start(m: &mut Machine, slot: usize, c: Config) {
-    let name = c.name.clone();
-    install(m, slot, c);
-    assert_eq!(m.start(&name), Status::SUCCESS);
 }
 
 fn teardowns(slot: usize) -> Vec<(bool, u32)> {

@@ -23,7 +23,7 @@ mod fltcommon;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use fltcommon::{Config, Seen, install, machine, mj, rules, seen};
+use fltcommon::{Config, Seen, install, machine, mj, rules, seen, start};
 use fsfilter::Status;
 use fsfilter_sim::{CreateOptions, EventKind, FsKind, IoMode, Machine, Rule, VolumeId, VolumeSpec};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
@@ -34,12 +34,6 @@ fn setup() -> (Machine, VolumeId) {
     m.install_filter_manager();
     m.boot();
     (m, c)
-}
-
-fn start(m: &mut Machine, slot: usize, c: Config) {
-    let name = c.name.clone();
-    install(m, slot, c);
-    assert_eq!(m.start(&name), Status::SUCCESS);
 }
 
 fn findings_of(m: &Machine, driver: &str) -> Vec<Rule> {

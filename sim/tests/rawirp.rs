@@ -36,11 +36,16 @@ fn raw(op: RawOp<'_>, handle: Handle, buffer: RawBuffer) -> RawIrp<'_> {
 }
 
 fn open(m: &mut Machine, c: VolumeId, name: &[u16], disp: u32) -> fsfilter_sim::IoResult {
+    open_with(m, c, name, disp << 24)
+}
+
+/// A raw create with these `Options` (disposition in the top byte).
+fn open_with(m: &mut Machine, c: VolumeId, name: &[u16], options: u32) -> fsfilter_sim::IoResult {
     m.send_irp(raw(
         RawOp::Create {
             volume: c,
             name,
-            options: disp << 24,
+            options,
             share: 7,
             attributes: 0,
             access: 0x1F01FF,
@@ -309,19 +314,7 @@ fn a_raw_create_makes_its_file_object_synchronous_only_as_its_options_ask() {
     const FILE_MODE_INFORMATION: u32 = 16;
     let (mut m, c) = ntfs();
     for (options, mode) in [(0, 0), (0x20, 0x20), (0x10, 0x10)] {
-        let r = m.send_irp(raw(
-            RawOp::Create {
-                volume: c,
-                name: &units("\\a.txt"),
-                options: (disposition::OPEN << 24) | options,
-                share: 7,
-                attributes: 0,
-                access: 0x1F01FF,
-                ea_length: 0,
-            },
-            Handle(u32::MAX),
-            RawBuffer::Null,
-        ));
+        let r = open_with(&mut m, c, &units("\\a.txt"), (disposition::OPEN << 24) | options);
         let h = r.handle.expect("opened");
         let q = m.query_information(h, FILE_MODE_INFORMATION, 4);
         let answered = u32::from_le_bytes(q.data[..4].try_into().unwrap());

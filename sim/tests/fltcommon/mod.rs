@@ -28,7 +28,8 @@ use fsfilter_kernel::irp::{
     IoGetCurrentIrpStackLocation, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation,
 };
 use fsfilter_sim::{
-    InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, ServiceSpec, StartType,
+    FsKind, InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, ServiceSpec,
+    StartType, VolumeId, VolumeSpec,
 };
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, FAST_IO_DISPATCH, IRP, KEVENT};
 use windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange;
@@ -723,6 +724,36 @@ pub fn reconfigure(slot: usize, f: impl FnOnce(&mut Config)) {
         f(&mut c);
         s.config = Some(Rc::new(c));
     });
+}
+
+/// A machine with the Filter Manager and an NTFS volume `C:` holding `files`, booted (seed 1).
+pub fn ntfs_machine(files: &[(&str, &[u8])]) -> (Machine, VolumeId) {
+    let mut m = machine(1);
+    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
+    for (p, b) in files {
+        spec = spec.file(p, b);
+    }
+    let c = m.add_volume(spec);
+    m.install_filter_manager();
+    m.boot();
+    (m, c)
+}
+
+/// Installs a minifilter in `slot` and starts it (the start must succeed).
+pub fn start(m: &mut Machine, slot: usize, c: Config) {
+    let name = c.name.clone();
+    install(m, slot, c);
+    assert_eq!(m.start(&name), Status::SUCCESS);
+}
+
+/// The pre callbacks `slot` saw.
+pub fn pres(slot: usize) -> Vec<Seen> {
+    seen(slot).into_iter().filter(|s| matches!(s, Seen::Pre { .. })).collect()
+}
+
+/// The post callbacks `slot` saw.
+pub fn posts(slot: usize) -> Vec<Seen> {
+    seen(slot).into_iter().filter(|s| matches!(s, Seen::Post { .. })).collect()
 }
 
 /// A fresh machine (clears every slot and the order log).

@@ -5,7 +5,7 @@
 //! `DISPATCH_LEVEL`; a `Synchronize` makes the same read complete before the system service
 //! returns, its post callback at `PASSIVE_LEVEL` (the reference page tells filters not to do that
 //! for asynchronous reads and writes, and to ask `FltIsOperationSynchronous` first). Shared by
-//! `legacy/tests/asynchronous.rs` and `minifilter/tests/asynchronous.rs`.
+//! `legacy/tests/overlapped.rs` and `minifilter/tests/overlapped.rs`.
 
 use std::cell::RefCell;
 
