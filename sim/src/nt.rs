@@ -91,6 +91,8 @@ pub mod fo {
     pub const SYNCHRONOUS_IO: u32 = 0x2;
     pub const NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
     pub const CACHE_SUPPORTED: u32 = 0x40;
+    pub const NAMED_PIPE: u32 = 0x80;
+    pub const MAILSLOT: u32 = 0x200;
     pub const FILE_MODIFIED: u32 = 0x1000;
     pub const FILE_SIZE_CHANGED: u32 = 0x2000;
     pub const CLEANUP_COMPLETE: u32 = 0x4000;

@@ -1032,8 +1032,11 @@ fn transfer(
     let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
     // A file object opened for asynchronous I/O has no position the I/O manager keeps: a read
     // or write on it without an offset is refused before any IRP (WRK and ReactOS
-    // `NtReadFile` / `NtWriteFile`). Paging I/O is the memory manager's, which names its offset.
-    if !synchronous && mode != IoMode::Paging && offset.is_none() {
+    // `NtReadFile` / `NtWriteFile`), unless it is a pipe's or a mailslot's, whose file systems
+    // keep their own. Paging I/O is the memory manager's, which names its offset.
+    // SAFETY: as above.
+    let stream = unsafe { (*file).Flags } & (fo::NAMED_PIPE | fo::MAILSLOT) != 0;
+    if !synchronous && !stream && mode != IoMode::Paging && offset.is_none() {
         return IoResult::failed(Status::INVALID_PARAMETER);
     }
     let mut buf = UserBuffer::new(length, data, write);

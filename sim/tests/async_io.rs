@@ -198,3 +198,34 @@ fn the_use_file_pointer_position_offset_goes_down_as_it_is_on_an_overlapped_hand
     let offset = i64::from_le_bytes(seen[0].parameters[16..24].try_into().unwrap());
     assert_eq!(offset, -2);
 }
+
+#[test]
+fn an_overlapped_pipe_reads_without_an_offset_and_consumes_what_it_read() {
+    // The I/O manager asks an asynchronous file object for an offset unless it is a pipe's or a
+    // mailslot's (FO_NAMED_PIPE, FO_MAILSLOT, which NPFS and MSFS set at create: WRK and ReactOS
+    // `NtReadFile` / `NtWriteFile`); and a pipe's data is its own stream, whatever the handle's
+    // mode: an overlapped reader does not read the same bytes again.
+    let mut m = common::machine(69);
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    let ms = m.add_volume(VolumeSpec::new(r"\Device\Mailslot", FsKind::Msfs));
+    m.boot();
+    let server = m.open(p, "pipe", CreateOptions::default()).unwrap();
+    let client = m.open(p, "pipe", CreateOptions::open().overlapped()).unwrap();
+    for part in [b"abc", b"def"] {
+        assert_eq!(m.write(server, None, part, IoMode::Cached).status, Status::SUCCESS);
+    }
+    let r = m.read(client, None, 3, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"abc"[..]));
+    let r = m.read(client, Some(0), 3, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"def"[..]));
+    let w = m.write(client, None, b"ghi", IoMode::Cached);
+    assert_eq!(w.status, Status::SUCCESS, "a pipe write needs no offset either");
+    let slot = m.open(ms, "slot", CreateOptions::default().overlapped()).unwrap();
+    assert_eq!(m.write(slot, None, b"mail", IoMode::Cached).status, Status::SUCCESS);
+    // A file's asynchronous handle still needs one.
+    let c = m.add_volume(VolumeSpec::new("D:", FsKind::Ntfs).file("f", b"x"));
+    m.mount(c);
+    let f = m.open(c, "f", CreateOptions::open().overlapped()).unwrap();
+    assert_eq!(m.read(f, None, 1, IoMode::Cached).status, Status::INVALID_PARAMETER);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -255,6 +255,17 @@ impl Kernel {
             // fast-I/O routines (docs/simulator.md, "User-mode I/O").
             file.PrivateCacheMap = std::ptr::dangling_mut();
         }
+        // A pipe's or mailslot's file object says what it is (NPFS's `NpSetFileObject`, MSFS's
+        // `MsSetFileObject`): the I/O manager lets an asynchronous one read and write without
+        // an offset (docs/simulator.md, "Asynchronous I/O").
+        let stream = self.fs.fcbs.get(&fcb).is_some_and(|f| {
+            f.node != VOLUME_NODE && !self.volumes.list[volume.index()].media.node(f.node).is_dir()
+        });
+        match ty {
+            FsType::Npfs if stream => file.Flags |= fo::NAMED_PIPE,
+            FsType::Msfs if stream => file.Flags |= fo::MAILSLOT,
+            _ => {}
+        }
         if file.Vpb.is_null() && !vpb.is_null() {
             file.Vpb = vpb;
         }

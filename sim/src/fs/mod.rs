@@ -329,6 +329,12 @@ impl FsType {
         matches!(self, FsType::Mup | FsType::Npfs | FsType::Msfs)
     }
 
+    /// True for pipes and mailslots, whose files are streams each file object reads from its
+    /// own place in (docs/simulator.md, "Pipes and mailslots").
+    pub const fn is_stream(self) -> bool {
+        matches!(self, FsType::Npfs | FsType::Msfs)
+    }
+
     /// True for the file systems whose first cached transfer of a file object initiates caching
     /// (`CcInitializeCacheMap`: its `PrivateCacheMap`, after which the I/O manager offers cached
     /// transfers to fast I/O). MSFS does not cache; NPFS marks its file objects itself at create.

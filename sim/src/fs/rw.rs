@@ -607,8 +607,11 @@ impl Kernel {
         // SAFETY: the request's buffer of `length` bytes.
         let n = unsafe { irpx::copy_out(t.buffer, t.length, &data[start..end]) };
         // The position moves on a synchronous file object only (FastFat and FsRtl's fast
-        // paths): an asynchronous one has none the I/O manager keeps.
-        if t.path != Path::Paging && file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 {
+        // paths): an asynchronous one has none the I/O manager keeps. A pipe's or mailslot's is
+        // the reader's place in the stream, which moves whoever waits (its data is consumed).
+        if t.path != Path::Paging
+            && (file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 || ty.is_stream())
+        {
             file.CurrentByteOffset = (offset + n as u64) as i64;
         }
         if t.path == Path::Cached && file.PrivateCacheMap.is_null() && ty.initiates_caching() {
@@ -704,8 +707,10 @@ impl Kernel {
         let fcb = &self.fs.fcbs[&fcb_ptr];
         fcb.set_size(new_size);
         self.sections.write_through(fcb_ptr, offset, src);
-        // As for a read: on a synchronous file object only.
-        if t.path != Path::Paging && file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 {
+        // As for a read: on a synchronous file object, or a pipe's or mailslot's.
+        if t.path != Path::Paging
+            && (file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 || ty.is_stream())
+        {
             file.CurrentByteOffset = (offset + length as u64) as i64;
         }
         if t.path == Path::Cached
