@@ -1061,6 +1061,13 @@ fn transfer(
     if write && mode != IoMode::Paging && granted & writing == access::FILE_APPEND_DATA {
         byte_offset = crate::nt::FILE_WRITE_TO_END_OF_FILE;
     }
+    // A negative offset is refused before any IRP, a write's FILE_WRITE_TO_END_OF_FILE excepted
+    // (WRK `NtReadFile` / `NtWriteFile`): FILE_USE_FILE_POINTER_POSITION on an asynchronous file
+    // object, which has no position to replace it with, is one.
+    let to_end = write && byte_offset == crate::nt::FILE_WRITE_TO_END_OF_FILE;
+    if mode != IoMode::Paging && byte_offset < 0 && !to_end {
+        return IoResult::failed(Status::INVALID_PARAMETER);
+    }
     let major = if write { mj::WRITE } else { mj::READ };
     // The I/O manager tries fast I/O only on a synchronous file object whose caching is
     // initiated (a `PrivateCacheMap`): the first cached transfer of a file object is always an

@@ -185,18 +185,33 @@ fn the_file_object_of_an_overlapped_open_is_not_synchronous() {
 }
 
 #[test]
-fn the_use_file_pointer_position_offset_goes_down_as_it_is_on_an_overlapped_handle() {
-    // Only on a synchronous file object does the I/O manager replace it with the position
-    // (sim/tests/io.rs); an asynchronous one keeps none, and filters see the special value.
+fn a_negative_offset_other_than_write_to_end_of_file_is_refused_before_any_irp() {
+    // Only on a synchronous file object does the I/O manager replace
+    // FILE_USE_FILE_POINTER_POSITION with the position (sim/tests/io.rs); on an asynchronous one
+    // it stays negative, and NtReadFile / NtWriteFile refuse a negative offset before building
+    // an IRP, FILE_WRITE_TO_END_OF_FILE for a write excepted (the Windows Research Kernel).
     const FILE_USE_FILE_POINTER_POSITION: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+    const FILE_WRITE_TO_END_OF_FILE: u64 = u64::MAX;
     let mut m = common::machine_with_spy(68);
     let c = volume(&mut m);
     let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
-    let r = m.read(h, Some(FILE_USE_FILE_POINTER_POSITION), 4, IoMode::Cached);
-    assert!(r.io.is_some(), "an offset was given: the request goes down");
-    let seen = transfers(IRP_MJ_READ);
-    let offset = i64::from_le_bytes(seen[0].parameters[16..24].try_into().unwrap());
-    assert_eq!(offset, -2);
+    for mode in [IoMode::Cached, IoMode::NonCached] {
+        let r = m.read(h, Some(FILE_USE_FILE_POINTER_POSITION), 512, mode);
+        assert_eq!((r.status, r.io), (Status::INVALID_PARAMETER, None), "{mode:?}");
+        let w = m.write(h, Some(FILE_USE_FILE_POINTER_POSITION), &[1; 512], mode);
+        assert_eq!((w.status, w.io), (Status::INVALID_PARAMETER, None), "{mode:?}");
+    }
+    let r = m.read(h, Some(FILE_WRITE_TO_END_OF_FILE), 4, IoMode::Cached);
+    assert_eq!((r.status, r.io), (Status::INVALID_PARAMETER, None), "only a write may say it");
+    // Any other negative offset, on a synchronous handle too.
+    let s = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let r = m.read(s, Some(-4096_i64 as u64), 4, IoMode::Cached);
+    assert_eq!((r.status, r.io), (Status::INVALID_PARAMETER, None));
+    assert!(transfers(IRP_MJ_READ).is_empty() && transfers(IRP_MJ_WRITE).is_empty());
+    // A write to the end of the file goes down, and appends.
+    let w = m.write(h, Some(FILE_WRITE_TO_END_OF_FILE), b"end", IoMode::Cached);
+    assert_eq!(w.status, Status::SUCCESS);
+    assert_eq!(m.file_contents(c, "data.bin").unwrap().len(), 2051);
 }
 
 #[test]
