@@ -244,3 +244,24 @@ fn an_overlapped_pipe_reads_without_an_offset_and_consumes_what_it_read() {
     assert_eq!(m.read(f, None, 1, IoMode::Cached).status, Status::INVALID_PARAMETER);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_share_reads_and_writes_at_the_offset_given_on_any_handle() {
+    // Only pipes and mailslots are streams (docs/simulator.md, "Pipes and mailslots"): a file on
+    // a share is read and written where the caller says, as a local one is; an overlapped
+    // handle, whose position never moves, read every time from the start.
+    let mut m = common::machine(70);
+    let s = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
+    m.boot();
+    let sync = m.open(s, "r.txt", CreateOptions::open()).unwrap();
+    let r = m.read(sync, Some(3), 3, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"ote"[..]));
+    let a = m.open(s, "r.txt", CreateOptions::open().overlapped()).unwrap();
+    for (offset, bytes) in [(2, &b"mo"[..]), (4, b"te")] {
+        let r = m.read(a, Some(offset), 2, IoMode::Cached);
+        assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, bytes));
+    }
+    assert_eq!(m.write(a, Some(0), b"R", IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.file_contents(s, "r.txt").unwrap(), b"Remote");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -578,7 +578,7 @@ impl Kernel {
         if node.is_dir() {
             return (Status::INVALID_DEVICE_REQUEST, 0);
         }
-        let offset = if ty.is_namespace() || t.offset == FILE_USE_FILE_POINTER_POSITION {
+        let offset = if ty.is_stream() || t.offset == FILE_USE_FILE_POINTER_POSITION {
             file.CurrentByteOffset
         } else {
             t.offset
@@ -647,7 +647,7 @@ impl Kernel {
         if self.volumes.list[vidx].media.node(node_id).is_dir() {
             return (Status::INVALID_DEVICE_REQUEST, 0);
         }
-        let offset = if ty.is_namespace() || t.offset == FILE_WRITE_TO_END_OF_FILE {
+        let offset = if ty.is_stream() || t.offset == FILE_WRITE_TO_END_OF_FILE {
             size as i64
         } else if t.offset == FILE_USE_FILE_POINTER_POSITION {
             file.CurrentByteOffset
