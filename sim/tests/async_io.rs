@@ -265,3 +265,34 @@ fn a_share_reads_and_writes_at_the_offset_given_on_any_handle() {
     assert_eq!(m.file_contents(s, "r.txt").unwrap(), b"Remote");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn closing_the_handle_of_a_pending_read_cleans_up_now_and_closes_after_it_completes() {
+    // The request holds its file object (docs/simulator.md, "Asynchronous I/O"): the handle's
+    // cleanup goes at once, the close only once the read completed and let the object go.
+    let mut m = common::machine_with_spy(71);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::PENDING);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    let order = |m: &Machine| -> Vec<&'static str> {
+        m.events()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::IoComplete { io, .. } if Some(*io) == r.io => Some("read"),
+                EventKind::IoStart { major, .. } => match major {
+                    fsfilter::MajorFunction::Cleanup => Some("cleanup"),
+                    fsfilter::MajorFunction::Close => Some("close"),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(order(&m), ["cleanup"]);
+    m.settle();
+    assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, 512)));
+    assert_eq!(order(&m), ["cleanup", "read", "close"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
