@@ -296,3 +296,23 @@ fn closing_the_handle_of_a_pending_read_cleans_up_now_and_closes_after_it_comple
     assert_eq!(order(&m), ["cleanup", "read", "close"]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_overlapped_create_carries_no_synchronous_option() {
+    // CreateFile's FILE_FLAG_OVERLAPPED: the create's Options leave FILE_SYNCHRONOUS_IO_NONALERT
+    // out (docs/simulator.md, "Asynchronous I/O"), which a synchronous open carries.
+    const IRP_MJ_CREATE: u8 = 0x00;
+    const FILE_SYNCHRONOUS_IO_NONALERT: u32 = 0x20;
+    let mut m = common::machine_with_spy(72);
+    let c = volume(&mut m);
+    m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let options: Vec<u32> = transfers(IRP_MJ_CREATE)
+        .iter()
+        .map(|s| u32::from_le_bytes(s.parameters[8..12].try_into().unwrap()))
+        .collect();
+    assert_eq!(options.len(), 2);
+    assert_eq!(options[0] & FILE_SYNCHRONOUS_IO_NONALERT, 0, "{:#x}", options[0]);
+    assert_eq!(options[1] & FILE_SYNCHRONOUS_IO_NONALERT, FILE_SYNCHRONOUS_IO_NONALERT);
+    assert_eq!(options[0] >> 24, options[1] >> 24, "the same disposition");
+}
