@@ -316,3 +316,26 @@ fn an_overlapped_create_carries_no_synchronous_option() {
     assert_eq!(options[1] & FILE_SYNCHRONOUS_IO_NONALERT, FILE_SYNCHRONOUS_IO_NONALERT);
     assert_eq!(options[0] >> 24, options[1] >> 24, "the same disposition");
 }
+
+#[test]
+fn an_overlapped_noncached_read_the_file_system_refuses_fails_at_once() {
+    // The file system answers what needs no transfer in its dispatch routine, as FastFat's
+    // FatCommonRead does (the end of the file, a misaligned offset, a conflicting lock): the
+    // caller gets the status at once, not STATUS_PENDING, and no DPC is involved.
+    let mut m = common::machine_with_spy(73);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let r = m.read(h, Some(4096), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::END_OF_FILE, "past the end of the 2048-byte file");
+    assert_eq!(completed(&m, r.io), Some((Status::END_OF_FILE, 0)));
+    let r = m.read(h, Some(100), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::INVALID_PARAMETER, "not sector-aligned");
+    let w = m.write(h, Some(100), &[1; 512], IoMode::NonCached);
+    assert_eq!(w.status, Status::INVALID_PARAMETER, "not sector-aligned");
+    let r = m.read(h, Some(0), 0, IoMode::NonCached);
+    assert_eq!((r.status, r.information), (Status::SUCCESS, 0), "nothing to read");
+    // A transfer still pends.
+    assert_eq!(m.read(h, Some(512), 512, IoMode::NonCached).status, Status::PENDING);
+    m.settle();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
