@@ -508,13 +508,17 @@ fn send_no_wait(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
 
 fn send_and(b: Built, wait: bool) -> (Status, usize, RequestId, Vec<Block>) {
     let Built { rid, irp, target, keep } = b;
-    let _ = crate::irp::call_driver(target, irp);
+    let returned = crate::irp::call_driver(target, irp);
     if wait {
         let done = || kernel::with(|k| k.requests.result(rid).is_some());
         let _ = crate::sched::wait_until(done, None);
     }
     match kernel::with(|k| k.requests.result(rid)) {
-        Some((s, n)) => (s, n, rid, keep),
+        Some((s, n)) if wait || returned != crate::irpx::STATUS_PENDING => (s, n, rid, keep),
+        // The caller who does not wait gets what the dispatch routine returned (WRK
+        // `IopSynchronousServiceTail`): STATUS_PENDING, even when the request completed before
+        // the routine returned (its buffers are no longer needed).
+        Some(_) => (Status::PENDING, 0, rid, Vec::new()),
         None => {
             // Still pending (a driver holds it): its buffers must outlive it, and its file
             // object too.

@@ -339,3 +339,19 @@ fn an_overlapped_noncached_read_the_file_system_refuses_fails_at_once() {
     m.settle();
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn the_caller_of_an_overlapped_read_gets_what_the_dispatch_routine_returned() {
+    // NtReadFile on an asynchronous file object returns IoCallDriver's status (the WRK's
+    // IopSynchronousServiceTail): STATUS_PENDING from a driver that pended the read, even if
+    // the read completed before that driver's dispatch routine returned.
+    let mut m = common::machine_with_spy(74);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    common::spy(|s| s.linger_after_pending = true);
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, 512)), "done inside the spy's wait");
+    assert_eq!(r.status, Status::PENDING, "what the top dispatch routine returned");
+    m.settle();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -112,6 +112,9 @@ pub(crate) struct SpyState {
     /// When set, the spy sends every read on a volume down with its cancel routine still set
     /// (a queue that made it cancelable and forgot `IoSetCancelRoutine(Irp, NULL)`).
     pub(crate) forward_cancelable_reads: bool,
+    /// When set, the spy's dispatch routine waits 1 ms after a request below answered
+    /// `STATUS_PENDING` before it returns that status (a DPC may complete the request meanwhile).
+    pub(crate) linger_after_pending: bool,
 }
 
 /// What the spy's cancel routine does.
@@ -413,6 +416,13 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
         IoSkipCurrentIrpStackLocation(irp);
         IoCallDriver(e.lower, irp)
     };
+    if status == Status::PENDING.0 && spy(|s| s.linger_after_pending) {
+        let interval: i64 = -10_000;
+        // SAFETY: a relative interval on our stack.
+        unsafe {
+            windows_sys::Wdk::System::SystemServices::KeDelayExecutionThread(0, false, &interval)
+        };
+    }
     if hold && cleanup {
         for (lower, held) in spy(|s| std::mem::take(&mut s.held)) {
             // SAFETY: a notification the spy held pending (a location of its own below, so
