@@ -266,6 +266,39 @@ fn dismount_detaches_through_fast_io_detach_device_and_tears_the_instance_down()
 }
 
 #[test]
+fn a_create_the_filter_pends_across_a_dismount_keeps_the_volume_device_until_it_fails() {
+    // The I/O manager's parse references the volume's VPB for a create before it sends the
+    // request (`IopCheckVpbMounted`) and drops that reference only once a failed create is back,
+    // so a file system's dismount check, which reads the VPB's ReferenceCount, keeps the volume
+    // device while the create is held above it. Before the simulator counted that reference,
+    // the dismount's own close deleted E:'s device under the create ProbeA pended, and the
+    // resumption went down to the deleted device (CALL_TO_DELETED_DEVICE against the backend).
+    let mut m = machine();
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Ntfs).file("a.txt", b"abc"));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[("Rules", sz("pend:50 create *.txt"))]);
+    m.boot();
+    let dismounted = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = dismounted.clone();
+    m.schedule(10, move |m| seen.set(Some(m.dismount(e))));
+    assert_eq!(m.open(e, "a.txt", CreateOptions::open()), Err(Status::VOLUME_DISMOUNTED));
+    assert_eq!(dismounted.get(), Some(Status::SUCCESS), "dismounted while the create was held");
+    m.settle();
+    // The create failed in the file system, and only then did the device go: the instance is
+    // torn down after the create's post callback.
+    let k = kinds(&m);
+    let pos = |what: &str| k.iter().rposition(|x| x == what).unwrap();
+    assert!(pos("ProbeA:resumed") < pos("ProbeA:teardown_start"), "{k:?}");
+    assert!(pos("ProbeA:post") < pos("ProbeA:teardown_start"), "{k:?}");
+    let teardown = teardowns(&m, "ProbeA");
+    let reason = TeardownFlags::VOLUME_DISMOUNT;
+    assert_eq!(
+        teardown,
+        [Callback::TeardownStart { reason }, Callback::TeardownComplete { reason }]
+    );
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
 fn a_revived_volume_keeps_its_device_and_its_instance() {
     // docs/semantics.md, dismount: FastFat dismounts F: with a file open, so its volume device
     // lives on, and revives it at the next mount (facts.md §1.4). The I/O manager never calls

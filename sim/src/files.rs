@@ -112,6 +112,13 @@ impl Kernel {
         f.Size = size_of::<FILE_OBJECT>() as i16;
         f.DeviceObject = device;
         f.Vpb = vpb;
+        // The parse references the volume's VPB for the create in flight (`IopCheckVpbMounted`),
+        // and an opened file object keeps it: a file system's dismount check counts a create a
+        // filter holds before it reached the file system.
+        if !f.Vpb.is_null() {
+            // SAFETY: the VPB (VPBs live as long as the machine).
+            unsafe { obj(f.Vpb) }.ReferenceCount += 1;
+        }
         f.Flags = flags;
         f.FileName = unicode(&name);
         // SAFETY: the file object's own event storage.
@@ -139,7 +146,7 @@ impl Kernel {
                 handles: 0,
                 volume,
                 opened: false,
-                vpb: std::ptr::null_mut(),
+                vpb,
                 stack_based: false,
             },
         );
@@ -153,10 +160,18 @@ impl Kernel {
         info.handles = handles;
         // SAFETY: a live file object of the table.
         let vpb = unsafe { (*fo).Vpb };
-        if !vpb.is_null() {
+        // The parse's reference stays with the file object, moved to the VPB it names now.
+        if vpb != info.vpb {
+            if !info.vpb.is_null() {
+                // SAFETY: the VPB it referenced.
+                let v = unsafe { obj(info.vpb) };
+                v.ReferenceCount = v.ReferenceCount.saturating_sub(1);
+            }
+            if !vpb.is_null() {
+                // SAFETY: the VPB (VPBs live as long as the machine).
+                unsafe { (*vpb).ReferenceCount += 1 };
+            }
             info.vpb = vpb;
-            // SAFETY: the VPB (VPBs live as long as the machine).
-            unsafe { (*vpb).ReferenceCount += 1 };
         }
     }
 
@@ -228,6 +243,11 @@ impl Kernel {
             // SAFETY: the VPB it referenced.
             let v = unsafe { obj(info.vpb) };
             v.ReferenceCount = v.ReferenceCount.saturating_sub(1);
+            if !info.opened {
+                // A create that failed: it may have been the last thing holding a dismounted
+                // volume's device.
+                self.create_released_vpb(info.vpb);
+            }
         }
         // SAFETY: the file object's block; a stale reader finds no name rather than freed text.
         unsafe { (*(fo as *mut FILE_OBJECT)).FileName = unicode(&[]) };

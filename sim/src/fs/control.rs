@@ -261,6 +261,29 @@ pub fn close(call: Call) -> NTSTATUS {
     s
 }
 
+impl Kernel {
+    /// The I/O manager dropped the VPB reference of a create that failed (the parse's,
+    /// `IopCheckVpbMounted`): when that create was all that still held a dismounted volume whose
+    /// last file closed meanwhile, its device goes now, from the file system's worker as after
+    /// a last close.
+    pub(crate) fn create_released_vpb(&mut self, vpb: *mut VPB) {
+        let Some(mount) = self.fs.mounts.iter().position(|m| m.vpb == vpb) else { return };
+        let m = &mut self.fs.mounts[mount];
+        // SAFETY: the mount's VPB (VPBs live as long as the machine).
+        let refs = unsafe { (*vpb).ReferenceCount };
+        if m.state != MountState::Dismounted || m.open_files != 0 || refs != 0 {
+            return;
+        }
+        m.state = MountState::Gone;
+        let image = Some(self.objects.driver(self.objects.device(m.vdo).driver).image);
+        let thread = self.sched.worker();
+        let run: Box<dyn FnOnce()> = Box::new(move || tear_down(mount as u32));
+        let name = "volume teardown";
+        let irql = crate::kernel::PASSIVE_LEVEL;
+        self.sched.push(crate::sched::Task { name, image, irql, thread, run });
+    }
+}
+
 /// Deletes a dismounted volume's device (the I/O manager then calls `FastIoDetachDevice` of what
 /// is attached above it, facts.md §1.7).
 fn tear_down(mount: u32) {
