@@ -270,8 +270,15 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
         // SAFETY: its extension.
         let deleting = unsafe { (*slot).torn_down.load(Ordering::Relaxed) };
         if deleting != attach::DELETING {
-            // SAFETY: our device (a teardown only for a volume device with an instance).
-            unsafe { attach::teardown_complete(state, cur) };
+            // Only a device whose teardown started (a detach stored its reason): one never
+            // attached had its instance torn down where its attach failed, and a second
+            // complete, with no reason, would break rules 20 and 21 (an attach retrying for a
+            // volume still initializing when a stop comes; the simulator's threads cannot
+            // interleave it, docs/simulator.md, "What the threads cannot do").
+            if deleting != 0 {
+                // SAFETY: our device (a teardown only for a volume device with an instance).
+                unsafe { attach::teardown_complete(state, cur) };
+            }
             // SAFETY: ours, detached.
             unsafe { attach::delete_device::<F>(cur) };
         }
