@@ -19,36 +19,12 @@ mod fltcommon;
 
 use std::ffi::c_void;
 
-use fltcommon::{Config, Seen, mj, ntfs_machine, order, order_clear, posts, pres, start};
+use fltcommon::{
+    Config, Seen, hold_post_to_worker, mj, ntfs_machine, order, order_clear, posts, pres, start,
+};
 use fsfilter::Status;
 use fsfilter_sim::CreateOptions;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::*;
-
-unsafe extern "system" fn finish_post(
-    item: PFLT_GENERIC_WORKITEM,
-    _f: *const c_void,
-    ctx: *const c_void,
-) {
-    fltcommon::order_push("finish".into());
-    unsafe { FltCompletePendedPostOperation(ctx.cast()) };
-    unsafe { FltFreeGenericWorkItem(item) };
-}
-
-/// A post callback that holds its operation and releases it from a generic work item.
-fn hold_post_to_worker(p: &fltcommon::PostCall) -> i32 {
-    let item = unsafe { FltAllocateGenericWorkItem() };
-    let s = unsafe {
-        FltQueueGenericWorkItem(
-            item,
-            fltcommon::filter_handle(p.slot) as *const c_void,
-            Some(finish_post),
-            1,
-            p.data.cast(),
-        )
-    };
-    assert_eq!(s, 0);
-    1
-}
 
 #[test]
 fn a_held_post_above_a_completed_create_keeps_the_post_create_in_the_originating_thread() {
@@ -351,17 +327,7 @@ fn a_synchronized_post_stays_in_its_pre_thread_when_a_pre_below_completes_after_
             if p.data().Flags & 0x1 == 0 {
                 return (1, 0);
             }
-            let item = unsafe { FltAllocateGenericWorkItem() };
-            let s = unsafe {
-                FltQueueGenericWorkItem(
-                    item,
-                    fltcommon::filter_handle(p.slot) as *const c_void,
-                    Some(resume_without_callback),
-                    1,
-                    p.data.cast(),
-                )
-            };
-            assert_eq!(s, 0);
+            fltcommon::queue_work(p.slot, resume_without_callback, p.data);
             (2, 0)
         }),
     );

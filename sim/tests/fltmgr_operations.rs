@@ -22,8 +22,8 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 
 use fltcommon::{
-    Config, PreCall, Seen, mj, ntfs_machine, order, order_clear, posts, pres, reconfigure, seen,
-    seen_clear, start,
+    Config, PreCall, Seen, hold_post_to_worker, mj, ntfs_machine, order, order_clear, posts, pres,
+    reconfigure, seen, seen_clear, start,
 };
 use fsfilter::Status;
 use fsfilter_kernel::params::{self, flt, flt_mut};
@@ -406,17 +406,7 @@ fn pend_to_worker(
     if p.data().Flags & IRP_OPERATION == 0 {
         return (0, 0);
     }
-    let item = unsafe { FltAllocateGenericWorkItem() };
-    let s = unsafe {
-        FltQueueGenericWorkItem(
-            item,
-            fltcommon::filter_handle(p.slot) as *const c_void,
-            Some(routine),
-            1,
-            p.data.cast(),
-        )
-    };
-    assert_eq!(s, 0);
+    fltcommon::queue_work(p.slot, routine, p.data);
     (2, 0)
 }
 
@@ -532,16 +522,6 @@ fn posts_run_at_dispatch_level_unless_synchronized_facts_4() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
-unsafe extern "system" fn finish_post(
-    item: PFLT_GENERIC_WORKITEM,
-    _f: *const c_void,
-    ctx: *const c_void,
-) {
-    fltcommon::order_push("finish".into());
-    unsafe { FltCompletePendedPostOperation(ctx.cast()) };
-    unsafe { FltFreeGenericWorkItem(item) };
-}
-
 #[test]
 fn more_processing_required_holds_the_operation_facts_4() {
     // facts.md §4: FLT_POSTOP_MORE_PROCESSING_REQUIRED stops completion until
@@ -564,22 +544,6 @@ fn more_processing_required_holds_the_operation_facts_4() {
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(order(), ["Top:pre:4", "Holder:pre:4", "Holder:post:4", "finish", "Top:post:4"]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
-}
-
-/// A post callback that holds its operation and releases it from a generic work item.
-fn hold_post_to_worker(p: &fltcommon::PostCall) -> i32 {
-    let item = unsafe { FltAllocateGenericWorkItem() };
-    let s = unsafe {
-        FltQueueGenericWorkItem(
-            item,
-            fltcommon::filter_handle(p.slot) as *const c_void,
-            Some(finish_post),
-            1,
-            p.data.cast(),
-        )
-    };
-    assert_eq!(s, 0);
-    1
 }
 
 #[test]
@@ -1070,17 +1034,7 @@ fn a_pended_create_can_be_completed_by_its_filter_facts_4() {
         &mut m,
         1,
         Config::new("Judge", "200000").op(mj::CREATE, true, false).with_pre(|p| {
-            let item = unsafe { FltAllocateGenericWorkItem() };
-            let s = unsafe {
-                FltQueueGenericWorkItem(
-                    item,
-                    fltcommon::filter_handle(p.slot) as *const c_void,
-                    Some(deny_held),
-                    1,
-                    p.data.cast(),
-                )
-            };
-            assert_eq!(s, 0);
+            fltcommon::queue_work(p.slot, deny_held, p.data);
             (2, 0)
         }),
     );

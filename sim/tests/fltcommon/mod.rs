@@ -35,8 +35,10 @@ use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, FAST_IO_DISPATC
 use windows_sys::Wdk::Storage::FileSystem::IoRegisterFsRegistrationChange;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_CONTEXT_REGISTRATION, FLT_IO_PARAMETER_BLOCK,
-    FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FLT_RELATED_OBJECTS, FltRegisterFilter,
-    FltStartFiltering, FltUnregisterFilter, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
+    FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FLT_RELATED_OBJECTS, FltAllocateGenericWorkItem,
+    FltCompletePendedPostOperation, FltFreeGenericWorkItem, FltQueueGenericWorkItem,
+    FltRegisterFilter, FltStartFiltering, FltUnregisterFilter, PFLT_CONTEXT, PFLT_FILTER,
+    PFLT_GENERIC_WORKITEM, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::System::SystemServices::{
     IoAttachDeviceToDeviceStackSafe, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
@@ -754,6 +756,48 @@ pub fn pres(slot: usize) -> Vec<Seen> {
 /// The post callbacks `slot` saw.
 pub fn posts(slot: usize) -> Vec<Seen> {
     seen(slot).into_iter().filter(|s| matches!(s, Seen::Post { .. })).collect()
+}
+
+/// A routine a generic work item runs: `(item, filter, context)`.
+pub type WorkRoutine =
+    unsafe extern "system" fn(PFLT_GENERIC_WORKITEM, *const c_void, *const c_void);
+
+/// Queues `routine` on a generic work item of the filter in `slot` (delayed work queue), with the
+/// callback data `data` as its context; the queueing must succeed.
+pub fn queue_work(slot: usize, routine: WorkRoutine, data: *const FLT_CALLBACK_DATA) {
+    // SAFETY: allocates a work item (the test machine has the memory).
+    let item = unsafe { FltAllocateGenericWorkItem() };
+    // SAFETY: our filter and item; the data lives until the routine resumes its operation.
+    let s = unsafe {
+        FltQueueGenericWorkItem(
+            item,
+            filter_handle(slot) as *const c_void,
+            Some(routine),
+            1,
+            data.cast(),
+        )
+    };
+    assert_eq!(s, 0);
+}
+
+/// A work item that logs `finish` and completes the post operation it was given.
+unsafe extern "system" fn finish_post(
+    item: PFLT_GENERIC_WORKITEM,
+    _f: *const c_void,
+    ctx: *const c_void,
+) {
+    order_push("finish".into());
+    // SAFETY: the callback data of a post held with FLT_POSTOP_MORE_PROCESSING_REQUIRED.
+    unsafe { FltCompletePendedPostOperation(ctx.cast()) };
+    // SAFETY: the item that ran us.
+    unsafe { FltFreeGenericWorkItem(item) };
+}
+
+/// A post callback that holds its operation (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`) and releases
+/// it from a generic work item, which logs `finish`.
+pub fn hold_post_to_worker(p: &PostCall) -> i32 {
+    queue_work(p.slot, finish_post, p.data);
+    1
 }
 
 /// A fresh machine (clears every slot and the order log).
