@@ -88,10 +88,14 @@ pub fn read(call: Call) -> NTSTATUS {
 
 /// A non-cached or paging transfer the caller does not wait for (asynchronous:
 /// `IoIsOperationSynchronous` FALSE), or any with [`crate::fs::FsState::complete_at_dpc`] set,
-/// is pended and done from a DPC (`DISPATCH_LEVEL`), as a transfer the storage stack completes
-/// from its interrupt's DPC: completion routines above then run at `DISPATCH_LEVEL`, in whatever
-/// thread the DPC interrupted. A synchronous one is otherwise done in the dispatch routine, the
-/// file system waiting for the storage (docs/simulator.md, "Asynchronous I/O").
+/// is completed from a DPC (`DISPATCH_LEVEL`), as a transfer the storage stack completes from
+/// its interrupt's DPC: completion routines above then run at `DISPATCH_LEVEL`, in whatever
+/// thread the DPC interrupted. The file system does its part in the dispatch routine: what it
+/// answers without the storage (a refusal, the end of the file, nothing to transfer) completes
+/// there, as FastFat's `FatCommonRead` / `FatCommonWrite` answer it, and a transfer, once issued,
+/// is not checked again (a dismount or a lock that comes before the DPC does not undo it). A
+/// synchronous one is otherwise done and completed in the dispatch routine, the file system
+/// waiting for the storage (docs/simulator.md, "Asynchronous I/O").
 fn at_dpc(call: Call, t: Transfer, write: bool) -> Option<NTSTATUS> {
     // SAFETY: the live IRP in our dispatch routine.
     let asynchronous = !unsafe { irpx::is_operation_synchronous(call.irp) };
@@ -99,12 +103,8 @@ fn at_dpc(call: Call, t: Transfer, write: bool) -> Option<NTSTATUS> {
     if !dpc {
         return None;
     }
-    // What the file system answers before asking the storage for anything (a refusal, the end
-    // of the file, nothing to transfer) it answers in the dispatch routine, as FastFat's
-    // `FatCommonRead` / `FatCommonWrite` do: only a transfer is left to the storage's DPC.
-    let early =
-        kernel::with(|k| if write { k.fs_write_as(t, false, true) } else { k.fs_read_as(t, true) });
-    if let Some((status, n)) = early {
+    let (status, n) = kernel::with(|k| if write { k.fs_write(t, false) } else { k.fs_read(t) });
+    if !status.is_success() || n == 0 {
         return Some(call.done(status, n));
     }
     // SAFETY: the live IRP in our dispatch routine, completed later from the DPC.
@@ -115,8 +115,6 @@ fn at_dpc(call: Call, t: Transfer, write: bool) -> Option<NTSTATUS> {
         image,
         1,
         Box::new(move || {
-            let (status, n) =
-                kernel::with(|k| if write { k.fs_write(t, false) } else { k.fs_read(t) });
             let _ = call.done(status, n);
         }),
     );
@@ -558,17 +556,11 @@ impl Kernel {
 
     /// The file system's read.
     pub fn fs_read(&mut self, t: Transfer) -> (Status, usize) {
-        self.fs_read_as(t, false).unwrap_or((Status::SUCCESS, 0))
-    }
-
-    /// The file system's read; with `check`, only what it answers before any transfer (a
-    /// refusal, end of file, nothing to read): Some(result), None when it would transfer.
-    pub fn fs_read_as(&mut self, t: Transfer, check: bool) -> Option<(Status, usize)> {
-        let Some(fcb) = self.fcb_of(t.fo) else { return Some((Status::INVALID_DEVICE_REQUEST, 0)) };
+        let Some(fcb) = self.fcb_of(t.fo) else { return (Status::INVALID_DEVICE_REQUEST, 0) };
         let (mount, node_id) = (fcb.mount, fcb.node);
         let m = &self.fs.mounts[mount as usize];
         if m.state != MountState::Mounted {
-            return Some((Status::VOLUME_DISMOUNTED, 0));
+            return (Status::VOLUME_DISMOUNTED, 0);
         }
         let ty = m.ty;
         let volume = &self.volumes.list[m.volume.index()];
@@ -576,24 +568,21 @@ impl Kernel {
         let file = unsafe { irpx::file(t.fo) };
         if t.buffer.is_null() && t.length > 0 {
             // As for a write (fs_write): the access to the missing buffer faults.
-            return Some((STATUS_INVALID_USER_BUFFER, 0));
+            return (STATUS_INVALID_USER_BUFFER, 0);
         }
         if node_id == VOLUME_NODE {
             // A volume (DASD) read: the raw media, as the storage device holds it.
             if t.offset < 0 {
-                return Some((Status::INVALID_PARAMETER, 0));
-            }
-            if check {
-                return None;
+                return (Status::INVALID_PARAMETER, 0);
             }
             let bytes = volume.media_image(t.offset as u64, t.length);
             // SAFETY: the request's buffer of `length` bytes.
             let n = unsafe { irpx::copy_out(t.buffer, t.length, &bytes) };
-            return Some((Status::SUCCESS, n));
+            return (Status::SUCCESS, n);
         }
         let node = volume.media.node(node_id);
         if node.is_dir() {
-            return Some((Status::INVALID_DEVICE_REQUEST, 0));
+            return (Status::INVALID_DEVICE_REQUEST, 0);
         }
         let offset = if ty.is_stream() || t.offset == FILE_USE_FILE_POINTER_POSITION {
             file.CurrentByteOffset
@@ -601,26 +590,23 @@ impl Kernel {
             t.offset
         };
         if offset < 0 {
-            return Some((Status::INVALID_PARAMETER, 0));
+            return (Status::INVALID_PARAMETER, 0);
         }
         let offset = offset as u64;
         if t.path == Path::NonCached && ty.sector_aligned() && !aligned(ty, offset, t.length) {
-            return Some((Status::INVALID_PARAMETER, 0));
+            return (Status::INVALID_PARAMETER, 0);
         }
         if t.path != Path::Paging
             && lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, false)
         {
-            return Some((Status::FILE_LOCK_CONFLICT, 0));
+            return (Status::FILE_LOCK_CONFLICT, 0);
         }
         if t.length == 0 {
-            return Some((Status::SUCCESS, 0));
+            return (Status::SUCCESS, 0);
         }
         let data = node.data();
         if offset >= data.len() as u64 {
-            return Some((Status::END_OF_FILE, 0));
-        }
-        if check {
-            return None;
+            return (Status::END_OF_FILE, 0);
         }
         let start = offset as usize;
         let end = data.len().min(start + t.length);
@@ -640,38 +626,32 @@ impl Kernel {
             // SAFETY: the FCB's section object pointers.
             unsafe { (*fcb.sop()).SharedCacheMap = fcb.cache_map() };
         }
-        Some((Status::SUCCESS, n))
+        (Status::SUCCESS, n)
     }
 
     /// The file system's write.
     pub fn fs_write(&mut self, t: Transfer, fast: bool) -> (Status, usize) {
-        self.fs_write_as(t, fast, false).unwrap_or((Status::SUCCESS, 0))
-    }
-
-    /// The file system's write; with `check`, only what it answers before any transfer (as
-    /// [`Kernel::fs_read_as`]).
-    pub fn fs_write_as(&mut self, t: Transfer, fast: bool, check: bool) -> Option<(Status, usize)> {
-        let Some(fcb) = self.fcb_of(t.fo) else { return Some((Status::INVALID_DEVICE_REQUEST, 0)) };
+        let Some(fcb) = self.fcb_of(t.fo) else { return (Status::INVALID_DEVICE_REQUEST, 0) };
         let (mount, node_id, fcb_ptr) = (fcb.mount, fcb.node, fcb.ptr());
         let m = &self.fs.mounts[mount as usize];
         if m.state != MountState::Mounted {
-            return Some((Status::VOLUME_DISMOUNTED, 0));
+            return (Status::VOLUME_DISMOUNTED, 0);
         }
         let ty = m.ty;
         let vidx = m.volume.index();
         if ty.desc().read_only {
-            return Some((Status::MEDIA_WRITE_PROTECTED, 0));
+            return (Status::MEDIA_WRITE_PROTECTED, 0);
         }
         // SAFETY: the request's live file object.
         let file = unsafe { irpx::file(t.fo) };
         if node_id == VOLUME_NODE {
             // Volume (DASD) writes are accepted and leave the simulated media as it is.
-            return if check { None } else { Some((Status::SUCCESS, t.length)) };
+            return (Status::SUCCESS, t.length);
         }
         let now = crate::fs::media::EPOCH_2026 + self.sched.now as i64;
         let size = self.volumes.list[vidx].media.node(node_id).size();
         if self.volumes.list[vidx].media.node(node_id).is_dir() {
-            return Some((Status::INVALID_DEVICE_REQUEST, 0));
+            return (Status::INVALID_DEVICE_REQUEST, 0);
         }
         let offset = if ty.is_stream() || t.offset == FILE_WRITE_TO_END_OF_FILE {
             size as i64
@@ -681,40 +661,37 @@ impl Kernel {
             t.offset
         };
         if offset < 0 {
-            return Some((Status::INVALID_PARAMETER, 0));
+            return (Status::INVALID_PARAMETER, 0);
         }
         let offset = offset as u64;
         if t.path == Path::NonCached && ty.sector_aligned() && !aligned(ty, offset, t.length) {
-            return Some((Status::INVALID_PARAMETER, 0));
+            return (Status::INVALID_PARAMETER, 0);
         }
         let fcb = &self.fs.fcbs[&fcb_ptr];
         if t.path != Path::Paging
             && lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, true)
         {
-            return Some((Status::FILE_LOCK_CONFLICT, 0));
+            return (Status::FILE_LOCK_CONFLICT, 0);
         }
         let length = if t.path == Path::Paging {
             // Paging writes never extend the file.
             if offset >= size {
-                return Some((Status::SUCCESS, 0));
+                return (Status::SUCCESS, 0);
             }
             t.length.min((size - offset) as usize)
         } else {
             t.length
         };
         if length == 0 {
-            return Some((Status::SUCCESS, 0));
+            return (Status::SUCCESS, 0);
         }
         if t.buffer.is_null() {
             // The file system's access to a missing buffer faults, and its exception handler
             // answers for it (a kernel-mode caller's malformed request, fuzz target `irp`).
-            return Some((STATUS_INVALID_USER_BUFFER, 0));
+            return (STATUS_INVALID_USER_BUFFER, 0);
         }
         if offset.checked_add(length as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
-            return Some((STATUS_DISK_FULL, 0));
-        }
-        if check {
-            return None;
+            return (STATUS_DISK_FULL, 0);
         }
         // SAFETY: the request's buffer of `length` bytes.
         let src = unsafe { irpx::bytes(t.buffer, length) };
@@ -751,7 +728,7 @@ impl Kernel {
             // SAFETY: the FCB's section object pointers.
             unsafe { (*fcb.sop()).SharedCacheMap = fcb.cache_map() };
         }
-        Some((Status::SUCCESS, length))
+        (Status::SUCCESS, length)
     }
 
     /// A fast-I/O lock call ([`fast_io_lock`]): the status and the waiting requests granted, or
