@@ -371,11 +371,7 @@ fn new_file(volume: VolumeId, name: &[u16], options: u32) -> Result<*mut FILE_OB
                 (k.objects.device(d).ptr, std::ptr::null_mut(), name.to_vec())
             }
         };
-        let mut flags = match options & 0x30 {
-            0 => 0,
-            0x10 => fo::SYNCHRONOUS_IO | fo::ALERTABLE_IO,
-            _ => fo::SYNCHRONOUS_IO,
-        };
+        let mut flags = crate::syscalls::synchronous_flags(options);
         if name.is_empty() && matches!(kind, MediaKind::Disk | MediaKind::CdRom) {
             flags |= fo::VOLUME_OPEN;
         }

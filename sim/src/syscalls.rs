@@ -834,13 +834,7 @@ fn open_file_object(
             (k.objects.device(d).ptr, std::ptr::null_mut(), rel.to_string())
         }
     };
-    // FILE_SYNCHRONOUS_IO_ALERT (0x10) or _NONALERT (0x20) makes the file object synchronous,
-    // the first alertable as well (IopParseDevice).
-    let mut flags = match options.full_options() & 0x30 {
-        0 => 0,
-        0x10 => fo::SYNCHRONOUS_IO | fo::ALERTABLE_IO,
-        _ => fo::SYNCHRONOUS_IO,
-    };
+    let mut flags = synchronous_flags(options.full_options());
     if volume_open {
         flags |= fo::VOLUME_OPEN;
     }
@@ -858,6 +852,18 @@ fn open_file_object(
     }
     let file = k.new_file_object(device, vpb, &name, flags, Some(volume));
     Ok(file)
+}
+
+/// The file-object flags a create's options ask for, as `IopParseDevice` sets them:
+/// `FO_SYNCHRONOUS_IO` for `FILE_SYNCHRONOUS_IO_ALERT` or `_NONALERT`, and `FO_ALERTABLE_IO` too
+/// for `FILE_SYNCHRONOUS_IO_ALERT` alone; none for an asynchronous open.
+pub(crate) fn synchronous_flags(create_options: u32) -> u32 {
+    use create_options::{SYNCHRONOUS_IO_ALERT as ALERT, SYNCHRONOUS_IO_NONALERT as NONALERT};
+    match create_options & (ALERT | NONALERT) {
+        0 => 0,
+        ALERT => fo::SYNCHRONOUS_IO | fo::ALERTABLE_IO,
+        _ => fo::SYNCHRONOUS_IO,
+    }
 }
 
 /// The create IRP of an open for `file` (from [`open_file_object`]), for the top of the stack of
