@@ -19,9 +19,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     filter_manager_data_scan: false,
     // NPFS and MSFS register no file system: a legacy filter finds them only by name.
     named_pipes_and_mailslots: false,
-    // FsFilter callbacks need FsRtlRegisterFileSystemFilterCallbacks, which the backend does not
-    // use.
-    fs_filter_callbacks: false,
+    // The section-synchronization FsFilter callbacks come through
+    // FsRtlRegisterFileSystemFilterCallbacks (`fsfilt`).
+    fs_filter_callbacks: true,
     // FastIoRead, FastIoWrite, FastIoCheckIfPossible and FastIoQueryOpen go through the model;
     // the lock and the basic, standard and network-open query routines decline for a filter that
     // registers their operation (the IRP comes instead); the other routines pass through.

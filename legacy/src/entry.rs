@@ -117,6 +117,20 @@ pub unsafe fn driver_entry<F: Filter>(
     let unloadable = unsafe { (*state).unloadable() };
     d.DriverUnload = if unloadable { Some(driver_unload::<F>) } else { None };
 
+    // Step 4 (facts.md §1.2): FsFilter callbacks, when the filter registers the section-
+    // synchronization operations (before any device of ours is in a stack).
+    // SAFETY: our state, initialized above, not shared yet.
+    let fresh = unsafe { &*state };
+    // SAFETY: our driver object, at PASSIVE_LEVEL.
+    let status = unsafe { crate::fsfilt::register::<F>(fresh, driver) };
+    if status < 0 {
+        d.DriverUnload = None;
+        // SAFETY: our control device, never attached.
+        unsafe { attach::delete_device::<F>(control) };
+        // SAFETY: nothing else references the state.
+        unsafe { discard::<F>(state) };
+        return status;
+    }
     // Step 5: file-system notifications; already-registered file systems are reported before the
     // call returns. Synchronized with mounts (Windows 7 and later, facts.md §1.1): a mount in
     // progress finishes first and a new one waits, so that no volume mounts between the attach

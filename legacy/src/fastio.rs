@@ -12,8 +12,9 @@ use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
 
 use fsfilter::{
-    Buffer, Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader, Parameters,
-    PostFlags, PostOperation, PreOperation, PreOutcome, ReadWriteParameters, Status,
+    Buffer, Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader,
+    OperationKind, Parameters, PostFlags, PostOperation, PreOperation, PreOutcome,
+    ReadWriteParameters, Status,
 };
 use windows_sys::Wdk::Foundation::{
     DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, MDL, PEPROCESS,
@@ -531,7 +532,7 @@ impl<'a> HeaderSource<'a> for FastIoHeader<'_> {
             _ => Parameters::None,
         };
         // SAFETY: the caller's file object, valid for the call.
-        unsafe { view::fast_io_header(major, file, parameters, self.id) }
+        unsafe { view::irpless_header(major, OperationKind::FastIo, file, parameters, self.id) }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod capabilities;
 mod dispatch;
 mod entry;
 mod fastio;
+mod fsfilt;
 mod raw;
 mod services;
 mod state;

@@ -96,12 +96,13 @@ pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> OperationHeader<'a> {
     }
 }
 
-/// A fast-I/O operation's header.
+/// The header of an operation without an IRP: fast I/O, or an FsFilter callback (`kind`).
 ///
 /// # Safety
 /// `file` must be null or a valid file object for `'a`.
-pub(crate) unsafe fn fast_io_header<'a>(
+pub(crate) unsafe fn irpless_header<'a>(
     major: MajorFunction,
+    kind: OperationKind,
     file: *const FILE_OBJECT,
     parameters: Parameters,
     id: usize,
@@ -111,9 +112,13 @@ pub(crate) unsafe fn fast_io_header<'a>(
     OperationHeader {
         major,
         minor: 0,
-        kind: OperationKind::FastIo,
+        kind,
         irp_flags: IrpFlags::empty(),
-        data_flags: CallbackDataFlags::FAST_IO_OPERATION,
+        data_flags: if matches!(kind, OperationKind::FsFilter) {
+            CallbackDataFlags::FS_FILTER_OPERATION
+        } else {
+            CallbackDataFlags::FAST_IO_OPERATION
+        },
         requestor_mode: RequestorMode::User,
         // SAFETY: a valid file object's name describes its buffer.
         file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
@@ -122,7 +127,8 @@ pub(crate) unsafe fn fast_io_header<'a>(
         stream: file.map_or(0, |f| f.FsContext as usize),
         parameters,
         irql: irql::current(),
-        // Fast I/O is synchronous (FltIsOperationSynchronous's first rule).
+        // Fast I/O and FsFilter callbacks are synchronous (FltIsOperationSynchronous's first
+        // rule).
         synchronous: true,
         id,
     }

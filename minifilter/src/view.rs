@@ -3,8 +3,8 @@
 use fsfilter::{
     CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
     HeaderSource, InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction,
-    OperationHeader, OperationKind, Parameters, ReadWriteParameters, RequestorMode, Status,
-    directory, fsctl,
+    OperationHeader, OperationKind, Parameters, ReadWriteParameters, RequestorMode,
+    SectionSyncParameters, Status, directory, fsctl,
 };
 use fsfilter_kernel::constants::{fltfl_callback_data, fo_flags};
 use fsfilter_kernel::params::{self, flt};
@@ -228,6 +228,14 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
             // unlock-all requests).
             let length = unsafe { l.Length.as_ref() }.copied().unwrap_or(0);
             Parameters::LockControl(LockParameters { offset: l.ByteOffset, length, key: l.Key })
+        }
+        MajorFunction::AcquireForSectionSynchronization => {
+            // SAFETY: the member for IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION.
+            let a = unsafe { p.AcquireForSectionSynchronization };
+            Parameters::AcquireForSectionSynchronization(SectionSyncParameters {
+                sync_type: a.SyncType as u32,
+                page_protection: a.PageProtection,
+            })
         }
         _ => Parameters::None,
     }

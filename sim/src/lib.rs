@@ -25,6 +25,7 @@ pub mod faults;
 pub mod files;
 pub mod fltmgr;
 pub mod fs;
+pub mod fsfilters;
 pub mod fsreg;
 pub mod ids;
 pub mod inspect;

@@ -191,6 +191,12 @@ impl Machine {
         self.io(IoRequest::Read { handle, offset, length, mode })
     }
 
+    /// `NtCreateSection` on the handle's file with `protection` (a `PAGE_*` value), the section's
+    /// handle closed at once ([`IoRequest::CreateSection`]).
+    pub fn create_section(&mut self, handle: Handle, protection: u32) -> IoResult {
+        self.io(IoRequest::CreateSection { handle, protection })
+    }
+
     /// `NtWriteFile`.
     pub fn write(
         &mut self,

@@ -60,6 +60,9 @@ pub struct DriverInfo {
     /// References taken with `ObReferenceObject` on the driver object: after `DriverUnload`
     /// the image goes with the last of them (docs/simulator.md, pending unload).
     pub refs: u32,
+    /// The copy of the table `FsRtlRegisterFileSystemFilterCallbacks` registered (its
+    /// `DriverExtension->FsFilterCallbacks`; the last registration wins).
+    pub fs_filter: Option<windows_sys::Wdk::Storage::FileSystem::FS_FILTER_CALLBACKS>,
     _block: Block,
     _name_units: Vec<u16>,
     _service_units: Vec<u16>,
@@ -239,6 +242,7 @@ impl Kernel {
             extensions: Vec::new(),
             deleted: false,
             refs: 0,
+            fs_filter: None,
             _block: block,
             _name_units: name_units,
             _service_units: service_units,

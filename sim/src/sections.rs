@@ -132,6 +132,25 @@ impl Kernel {
         if self.fault(crate::faults::FaultKind::CreateSection) {
             return Err(Status::INSUFFICIENT_RESOURCES);
         }
+        self.new_section(fo, false)
+    }
+
+    /// Creates a user's data section on a file object (`NtCreateSection` with a file handle,
+    /// `SEC_COMMIT`, the file's size): as [`Kernel::create_section`], but an empty file is
+    /// `STATUS_MAPPED_FILE_SIZE_ZERO`, a directory `STATUS_INVALID_FILE_FOR_SECTION`, and
+    /// byte-range locks do not matter.
+    pub fn create_user_section(
+        &mut self,
+        fo: *mut FILE_OBJECT,
+    ) -> Result<(*mut core::ffi::c_void, *mut core::ffi::c_void, i64), Status> {
+        self.new_section(fo, true)
+    }
+
+    fn new_section(
+        &mut self,
+        fo: *mut FILE_OBJECT,
+        user: bool,
+    ) -> Result<(*mut core::ffi::c_void, *mut core::ffi::c_void, i64), Status> {
         if !self.is_file_object(fo as usize) {
             return Err(Status::INVALID_PARAMETER);
         }
@@ -146,13 +165,17 @@ impl Kernel {
         }
         let node = self.volumes.list[m.volume.index()].media.node(fcb.node);
         if node.is_dir() {
-            return Err(Status::FILE_IS_A_DIRECTORY);
+            return Err(if user {
+                Status::INVALID_FILE_FOR_SECTION
+            } else {
+                Status::FILE_IS_A_DIRECTORY
+            });
         }
         let size = node.size();
         if size == 0 {
-            return Err(Status::END_OF_FILE);
+            return Err(if user { Status::MAPPED_FILE_SIZE_ZERO } else { Status::END_OF_FILE });
         }
-        if !fcb.locks.is_empty() {
+        if !user && !fcb.locks.is_empty() {
             return Err(Status::FILE_LOCK_CONFLICT);
         }
         let block = Block::zeroed(64);

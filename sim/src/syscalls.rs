@@ -356,6 +356,19 @@ pub enum IoRequest<'a> {
         /// The volume.
         volume: VolumeId,
     },
+    /// `NtCreateSection` on the handle's file: a data section (`SEC_COMMIT`, the file's size)
+    /// with `protection` (a `PAGE_*` value), whose handle the caller closes at once, as a program
+    /// that maps a file and unmaps it. The memory manager first acquires the file for section
+    /// synchronization, which drivers see as an FsFilter callback
+    /// (`IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` to minifilters), and releases it after;
+    /// a filter that fails the acquire fails the call with its status (docs/simulator.md,
+    /// "FsFilter callbacks"). No IRP is sent.
+    CreateSection {
+        /// The handle.
+        handle: Handle,
+        /// `SectionPageProtection`.
+        protection: u32,
+    },
     /// `NtQueryVolumeInformationFile`.
     QueryVolumeInformation {
         /// The handle.
@@ -394,6 +407,7 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
         IoRequest::Create { volume, path, options } => create(volume, path, options),
         IoRequest::QueryAttributes { volume, path } => query_attributes(volume, path),
         IoRequest::Read { handle, offset, length, mode } => read(handle, offset, length, mode),
+        IoRequest::CreateSection { handle, protection } => create_section(handle, protection),
         IoRequest::Write { handle, offset, data, mode } => write(handle, offset, data, mode),
         IoRequest::QueryInformation { handle, class, length } => {
             let fast = [crate::nt::file_info::BASIC, crate::nt::file_info::STANDARD];
@@ -994,6 +1008,58 @@ fn missing_fast_io(k: &mut Kernel, target: *mut DEVICE_OBJECT, write: bool) {
 /// `NtReadFile`.
 fn read(h: Handle, offset: Option<u64>, length: usize, mode: IoMode) -> IoResult {
     transfer(h, offset, length, &[], mode, false)
+}
+
+/// `NtCreateSection` with a file handle ([`IoRequest::CreateSection`]), as WRK's
+/// `MmCreateSection` orders it: the protection (`STATUS_INVALID_PAGE_PROTECTION` for a value
+/// that is not one `PAGE_*` protection), the handle's access (`FILE_READ_DATA`, with
+/// `FILE_WRITE_DATA` for a writable protection and `FILE_EXECUTE` for an executable one;
+/// `STATUS_ACCESS_DENIED`), the acquire for section synchronization (a filter's failure is the
+/// call's), the file (`STATUS_INVALID_FILE_FOR_SECTION` for a directory or a volume,
+/// `STATUS_MAPPED_FILE_SIZE_ZERO` for an empty file), the release.
+fn create_section(h: Handle, protection: u32) -> IoResult {
+    use fsfilter::section_sync as page;
+    let write = access::FILE_WRITE_DATA;
+    let execute = access::FILE_EXECUTE;
+    let extra = match protection {
+        page::PAGE_READONLY | page::PAGE_WRITECOPY => 0,
+        page::PAGE_READWRITE => write,
+        page::PAGE_EXECUTE | page::PAGE_EXECUTE_READ | page::PAGE_EXECUTE_WRITECOPY => execute,
+        page::PAGE_EXECUTE_READWRITE => write | execute,
+        _ => return IoResult::without_request(Status::INVALID_PAGE_PROTECTION),
+    };
+    let (file, _, granted) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    let needed = access::FILE_READ_DATA | extra;
+    if granted & needed != needed {
+        return IoResult::without_request(Status::ACCESS_DENIED);
+    }
+    let acquire = crate::fsfilters::FsFilterOp::AcquireForSection {
+        sync_type: crate::fsfilters::SYNC_TYPE_CREATE_SECTION,
+        protection,
+    };
+    let status = crate::fsfilters::perform(file, acquire);
+    if !status.is_success() {
+        return IoResult::without_request(status);
+    }
+    let made = kernel::with(|k| k.create_user_section(file));
+    crate::fsfilters::perform(file, crate::fsfilters::FsFilterOp::ReleaseForSection);
+    match made {
+        Ok((handle, object, _)) => {
+            // The caller closes its section handle; the section goes with it, and with the
+            // section the file object's reference it held.
+            let fo = kernel::with(|k| {
+                let _ = k.take_handle(handle);
+                let _ = k.section_handle_closed(object as usize);
+                k.section_dereference(object as usize).flatten()
+            });
+            crate::sections::release_file(fo);
+            IoResult::without_request(Status::SUCCESS)
+        }
+        Err(s) => IoResult::without_request(s),
+    }
 }
 
 /// `NtWriteFile`.

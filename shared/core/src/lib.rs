@@ -47,7 +47,7 @@ pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,
     HeaderSource, InformationParameters, IoStatus, LazyHeader, LockParameters, OperationBuffer,
     OperationHeader, Parameters, PostOperation, PreOperation, ReadWriteParameters, RequestorMode,
-    create, may_synchronize,
+    SectionSyncParameters, create, may_synchronize, section_sync,
 };
 pub use params::{
     MAX_STRING_UNITS, ParameterDoc, ParameterList, ParameterValue, ServiceParameters,

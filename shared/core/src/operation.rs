@@ -423,6 +423,51 @@ pub struct DirectoryParameters {
     pub length: u32,
 }
 
+/// `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` parameters (`FLT_PARAMETERS`'
+/// `AcquireForSectionSynchronization`, `FS_FILTER_PARAMETERS`' under the legacy backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SectionSyncParameters {
+    /// `SyncType`: [`section_sync::SYNC_TYPE_CREATE_SECTION`] when a section is being created,
+    /// [`section_sync::SYNC_TYPE_OTHER`] otherwise.
+    pub sync_type: u32,
+    /// `PageProtection`: the section's page protection (`PAGE_READONLY`, `PAGE_EXECUTE_READ`,
+    /// ...); zero for [`section_sync::SYNC_TYPE_OTHER`].
+    pub page_protection: u32,
+}
+
+impl SectionSyncParameters {
+    /// The section being created may be executed: its protection is one of the `PAGE_EXECUTE*`
+    /// values (what an anti-malware filter checks before it refuses a mapping).
+    pub const fn executable(&self) -> bool {
+        self.page_protection & section_sync::PAGE_EXECUTE_ANY != 0
+    }
+}
+
+/// `FS_FILTER_SECTION_SYNC_TYPE` values and the page protections the model names.
+pub mod section_sync {
+    /// `SyncTypeOther`.
+    pub const SYNC_TYPE_OTHER: u32 = 0;
+    /// `SyncTypeCreateSection`.
+    pub const SYNC_TYPE_CREATE_SECTION: u32 = 1;
+    /// `PAGE_READONLY`.
+    pub const PAGE_READONLY: u32 = 0x02;
+    /// `PAGE_READWRITE`.
+    pub const PAGE_READWRITE: u32 = 0x04;
+    /// `PAGE_WRITECOPY`.
+    pub const PAGE_WRITECOPY: u32 = 0x08;
+    /// `PAGE_EXECUTE`.
+    pub const PAGE_EXECUTE: u32 = 0x10;
+    /// `PAGE_EXECUTE_READ`.
+    pub const PAGE_EXECUTE_READ: u32 = 0x20;
+    /// `PAGE_EXECUTE_READWRITE`.
+    pub const PAGE_EXECUTE_READWRITE: u32 = 0x40;
+    /// `PAGE_EXECUTE_WRITECOPY`.
+    pub const PAGE_EXECUTE_WRITECOPY: u32 = 0x80;
+    /// Every `PAGE_EXECUTE*` bit.
+    pub const PAGE_EXECUTE_ANY: u32 =
+        PAGE_EXECUTE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY;
+}
+
 /// The parameters of an operation, by kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Parameters {
@@ -448,6 +493,8 @@ pub enum Parameters {
     DeviceControl(ControlParameters),
     /// `IRP_MJ_LOCK_CONTROL`.
     LockControl(LockParameters),
+    /// `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`.
+    AcquireForSectionSynchronization(SectionSyncParameters),
     /// Operations without parameters the model reads (cleanup, close, flush, shutdown, the
     /// pseudo-operations, ...).
     #[default]

@@ -1,9 +1,11 @@
-//! File-system runtime (FsRtl) exports: `FsRtlCreateSectionForDataScan` (facts.md §6).
+//! File-system runtime (FsRtl) exports: `FsRtlCreateSectionForDataScan` (facts.md §6) and
+//! `FsRtlRegisterFileSystemFilterCallbacks` (docs/simulator.md, "FsFilter callbacks").
 
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT, OBJECT_ATTRIBUTES};
+use windows_sys::Wdk::Storage::FileSystem::FS_FILTER_CALLBACKS;
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE};
 
 use crate::events::Rule;
@@ -43,6 +45,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
     /// empty file, `STATUS_FILE_IS_A_DIRECTORY`, `STATUS_INVALID_FILE_FOR_SECTION` for a file
     /// object that is not a file's (a volume or control-device open), `STATUS_FILE_LOCK_CONFLICT`
     /// while byte-range locks are held. No conflict synchronization: the caller handles that.
+    /// The file is acquired for section synchronization around the creation (the FsFilter
+    /// callbacks of the stack's drivers, docs/simulator.md "FsFilter callbacks"); a driver that
+    /// fails the acquire fails the call with its status.
     fn FsRtlCreateSectionForDataScan(
         sectionhandle: *mut HANDLE,
         sectionobject: *mut *mut c_void,
@@ -51,17 +56,27 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
         _desiredaccess: u32,
         objectattributes: *const OBJECT_ATTRIBUTES,
         _maximumsize: *const i64,
-        _sectionpageprotection: u32,
+        sectionpageprotection: u32,
         _allocationattributes: u32,
         _flags: u32,
     ) -> NTSTATUS {
         check_section_attributes("FsRtlCreateSectionForDataScan", objectattributes);
-        let r = kernel::with(|k| {
-            if !k.check_irql(PASSIVE_LEVEL, "FsRtlCreateSectionForDataScan") {
-                return Err(Status::INVALID_DEVICE_STATE);
-            }
-            k.create_section(fileobject.cast_mut())
-        });
+        if !kernel::with(|k| k.check_irql(PASSIVE_LEVEL, "FsRtlCreateSectionForDataScan")) {
+            return Status::INVALID_DEVICE_STATE.0;
+        }
+        // The file is acquired for section synchronization first (WRK): every driver of the
+        // stack sees the acquire, the caller's own devices too, and one may fail it.
+        let acquire = crate::fsfilters::FsFilterOp::AcquireForSection {
+            sync_type: crate::fsfilters::SYNC_TYPE_CREATE_SECTION,
+            protection: sectionpageprotection,
+        };
+        let fo = fileobject.cast_mut();
+        let acquired = crate::fsfilters::perform(fo, acquire);
+        if !acquired.is_success() {
+            return acquired.0;
+        }
+        let r = kernel::with(|k| k.create_section(fo));
+        crate::fsfilters::perform(fo, crate::fsfilters::FsFilterOp::ReleaseForSection);
         match r {
             Ok((h, object, size)) => {
                 // SAFETY: the caller's out parameters.
@@ -82,5 +97,52 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
             }
             Err(s) => s.0,
         }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRegisterFileSystemFilterCallbacks =>
+    /// `FsRtlRegisterFileSystemFilterCallbacks`: copies the first `SizeOfFsFilterCallbacks`
+    /// bytes of the table (at most the structure) to the driver object; a routine the size does
+    /// not cover is never called, and a second registration replaces the first (WRK).
+    /// `STATUS_INVALID_PARAMETER` for a NULL driver object or table, or a zero size (the
+    /// reference page: it must not be zero); `STATUS_INSUFFICIENT_RESOURCES` when the pool for
+    /// the copy fails (the `pool` fault). `PASSIVE_LEVEL`.
+    fn FsRtlRegisterFileSystemFilterCallbacks(
+        filterdriverobject: *const DRIVER_OBJECT,
+        callbacks: *const FS_FILTER_CALLBACKS,
+    ) -> NTSTATUS {
+        if filterdriverobject.is_null() || callbacks.is_null() {
+            return Status::INVALID_PARAMETER.0;
+        }
+        // SAFETY: the caller's table: at least its size field is readable.
+        let size = unsafe { (*callbacks).SizeOfFsFilterCallbacks } as usize;
+        if size == 0 {
+            return Status::INVALID_PARAMETER.0;
+        }
+        // SAFETY: all-zero is a valid table (no routines).
+        let mut copy: FS_FILTER_CALLBACKS = unsafe { std::mem::zeroed() };
+        let n = size.min(size_of::<FS_FILTER_CALLBACKS>());
+        // SAFETY: the caller's table holds `size` >= `n` bytes; the copy holds `n`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                callbacks.cast::<u8>(),
+                (&raw mut copy).cast::<u8>(),
+                n,
+            )
+        };
+        copy.SizeOfFsFilterCallbacks = n as u32;
+        kernel::with(|k| {
+            if !k.check_irql(PASSIVE_LEVEL, "FsRtlRegisterFileSystemFilterCallbacks") {
+                return Status::INVALID_DEVICE_STATE.0;
+            }
+            if k.fault(crate::faults::FaultKind::Pool) {
+                return Status::INSUFFICIENT_RESOURCES.0;
+            }
+            let Some(d) = k.objects.driver_id(filterdriverobject) else {
+                return Status::INVALID_PARAMETER.0;
+            };
+            k.objects.driver_mut(d).fs_filter = Some(copy);
+            Status::SUCCESS.0
+        })
     }
 }

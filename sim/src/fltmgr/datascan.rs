@@ -148,6 +148,18 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
             return Err(s);
         }
     };
+    // The memory manager acquires the file for the section first, as for
+    // FsRtlCreateSectionForDataScan (WRK; a choice for this routine, docs/simulator.md "FsFilter
+    // callbacks"): every driver of the stack sees the acquire, the caller's own instance too.
+    let acquire = crate::fsfilters::FsFilterOp::AcquireForSection {
+        sync_type: crate::fsfilters::SYNC_TYPE_CREATE_SECTION,
+        protection: a.protection,
+    };
+    let acquired = crate::fsfilters::perform(a.fo.cast_mut(), acquire);
+    if !acquired.is_success() {
+        kernel::with(|k| log(k, i, "create_section", acquired));
+        return Err(acquired);
+    }
     let made = kernel::with(|k| {
         let r = k.create_section(a.fo.cast_mut());
         match r {
@@ -171,6 +183,7 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
             }
         }
     });
+    crate::fsfilters::perform(a.fo.cast_mut(), crate::fsfilters::FsFilterOp::ReleaseForSection);
     let (h, object, size, in_flight) = made?;
     // Conflicting I/O already in flight: the notification comes before the create returns.
     if let Some(data) = in_flight {

@@ -544,6 +544,15 @@ fn apply_pre(
             Act::Continue
         }
         preop::PENDING => {
+            if kind == OperationKind::FsFilter {
+                k.flt_report(
+                    Some(f),
+                    Rule::PendingOnFastIo,
+                    format!("{m}: FLT_PREOP_PENDING for an FsFilter operation (IRP-based operations only, facts.md §4); treated as FLT_PREOP_SUCCESS_NO_CALLBACK"),
+                );
+                k.flt_instance_released(inst);
+                return Act::Continue;
+            }
             if kind != OperationKind::Irp {
                 k.flt_report(
                     Some(f),
@@ -578,7 +587,7 @@ fn apply_pre(
                 k.flt_report(
                     Some(f),
                     Rule::StatusInvalidForOperation,
-                    format!("{m}: FLT_PREOP_DISALLOW_FASTIO for an IRP-based operation (fast I/O only, facts.md §4); treated as FLT_PREOP_SUCCESS_NO_CALLBACK"),
+                    format!("{m}: FLT_PREOP_DISALLOW_FASTIO for an operation that is not fast I/O (fast I/O only, facts.md §4); treated as FLT_PREOP_SUCCESS_NO_CALLBACK"),
                 );
                 return Act::Continue;
             }
@@ -610,6 +619,16 @@ fn apply_pre(
                         format!("{m}: FLT_PREOP_COMPLETE with STATUS_FLT_DISALLOW_FAST_IO (facts.md §4); completed with STATUS_INVALID_DEVICE_STATE"),
                     );
                     Some(Status::INVALID_DEVICE_STATE)
+                } else if kind == OperationKind::FsFilter
+                    && m == MajorFunction::ReleaseForSectionSynchronization
+                    && !s.is_success()
+                {
+                    k.flt_report(
+                        Some(f),
+                        Rule::StatusInvalidForOperation,
+                        format!("{m}: completed with {s}; a release cannot fail (the reference page of FsRtlRegisterFileSystemFilterCallbacks); completed with STATUS_SUCCESS"),
+                    );
+                    Some(Status::SUCCESS)
                 } else if matches!(major, mj::CLEANUP | mj::CLOSE) && !s.is_success() {
                     k.flt_report(
                         Some(f),

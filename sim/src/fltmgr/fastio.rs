@@ -10,7 +10,7 @@
 
 use std::ffi::c_void;
 
-use fsfilter::Status;
+use fsfilter::{OperationKind, Status};
 use fsfilter_kernel::params::{self, flt, flt_mut};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IRP, PEPROCESS};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
@@ -637,14 +637,14 @@ fn walk(
     }
 }
 
-/// Where a fast-I/O call came in: our volume frame device, its frame and volume, and the device
-/// below it.
+/// Where a fast-I/O call (or an FsFilter callback) came in: our volume frame device, its frame
+/// and volume, and the device below it.
 #[derive(Clone, Copy)]
-struct At {
-    device: *const DEVICE_OBJECT,
-    frame: u32,
-    v: FvId,
-    lower: *mut DEVICE_OBJECT,
+pub(super) struct At {
+    pub(super) device: *const DEVICE_OBJECT,
+    pub(super) frame: u32,
+    pub(super) v: FvId,
+    pub(super) lower: *mut DEVICE_OBJECT,
 }
 
 /// Builds the operation of a fast-I/O call on a volume frame (None: no instance there): callback
@@ -655,6 +655,19 @@ fn build_op(
     at: At,
     fo: *const FILE_OBJECT,
     conflicting: bool,
+    fill: impl FnOnce(&mut FLT_IO_PARAMETER_BLOCK),
+) -> Option<u64> {
+    build_irpless_op(k, at, fo, conflicting, OperationKind::FastIo, fill)
+}
+
+/// [`build_op`] for an operation of `kind`: fast I/O, or an FsFilter callback
+/// (`FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION`).
+pub(super) fn build_irpless_op(
+    k: &mut Kernel,
+    at: At,
+    fo: *const FILE_OBJECT,
+    conflicting: bool,
+    kind: OperationKind,
     fill: impl FnOnce(&mut FLT_IO_PARAMETER_BLOCK),
 ) -> Option<u64> {
     let mut chain = k.fltmgr.ops.new_chain();
@@ -672,10 +685,15 @@ fn build_op(
         let b = unsafe { &mut *data.cast::<CbdBlock>() };
         b.iopb.TargetFileObject = fo.cast_mut();
         fill(&mut b.iopb);
-        b.data.Flags = cbd::FAST_IO_OPERATION;
+        b.data.Flags = if kind == OperationKind::FsFilter {
+            cbd::FS_FILTER_OPERATION
+        } else {
+            cbd::FAST_IO_OPERATION
+        };
         b.data.Iopb = &raw const b.iopb;
         b.data.RequestorMode = 1;
         super::dispatch::fast_op(
+            kind,
             data,
             block,
             event,

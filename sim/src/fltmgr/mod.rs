@@ -18,6 +18,7 @@ pub mod datascan;
 pub mod dispatch;
 pub mod fastio;
 pub mod frames;
+pub mod fsfiltercb;
 pub mod instances;
 pub mod manage;
 pub mod ops;
@@ -885,8 +886,8 @@ pub fn as_fltmgr<R>(f: impl FnOnce() -> R) -> R {
     kernel::call_into(image, f)
 }
 
-/// The Filter Manager's `DriverEntry`: dispatch and fast-I/O tables, the control device, the
-/// conflict hook, and its file-system notification routine (frame 0's).
+/// The Filter Manager's `DriverEntry`: dispatch and fast-I/O tables, its FsFilter callbacks, the
+/// control device, the conflict hook, and its file-system notification routine (frame 0's).
 ///
 /// # Safety
 /// Called by the loader with the driver object and registry path.
@@ -900,6 +901,11 @@ pub unsafe extern "system" fn fltmgr_entry(
         *slot = Some(dispatch::flt_dispatch);
     }
     d.FastIoDispatch = std::ptr::addr_of!(fastio::FLT_FAST_IO).cast_mut();
+    // SAFETY: our own driver object.
+    let status = unsafe { fsfiltercb::register(driver) };
+    if !status.is_success() {
+        return status.0;
+    }
     let units = crate::mem::wide(CONTROL_DEVICE);
     let name = crate::mem::unicode(&units);
     let mut cdo: *mut DEVICE_OBJECT = std::ptr::null_mut();

@@ -54,6 +54,8 @@ pub mod cbd {
     pub const IRP_OPERATION: u32 = 0x1;
     /// `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`.
     pub const FAST_IO_OPERATION: u32 = 0x2;
+    /// `FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION`.
+    pub const FS_FILTER_OPERATION: u32 = 0x4;
     /// `FLTFL_CALLBACK_DATA_GENERATED_IO`.
     pub const GENERATED_IO: u32 = 0x1_0000;
     /// `FLTFL_CALLBACK_DATA_DRAINING_IO`.
@@ -530,9 +532,10 @@ pub fn insert_op(
     key
 }
 
-/// Fields of a fast-I/O operation.
+/// Fields of a fast-I/O or FsFilter operation (`kind`).
 #[allow(clippy::too_many_arguments, reason = "the fields of an Op, set once")]
 pub fn fast_op(
+    kind: OperationKind,
     data: *mut FLT_CALLBACK_DATA,
     block: Block,
     event: Box<KEVENT>,
@@ -565,7 +568,7 @@ pub fn fast_op(
         halted: false,
         in_dispatch: true,
         post_waiter: false,
-        kind: OperationKind::FastIo,
+        kind,
         fo,
         stream,
         conflicting,

@@ -1,0 +1,247 @@
+//! FsFilter callbacks (docs/semantics.md, operations-delivered): when the registration in force
+//! has `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` or `IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION`,
+//! `DriverEntry` registers the section-synchronization routines with
+//! `FsRtlRegisterFileSystemFilterCallbacks` (the way a legacy filter sees the memory manager
+//! acquire a file to create a section, facts.md §1.7), and they run the operation through the
+//! model on each of the backend's volume devices in the file's stack, as the Filter Manager
+//! presents it: the pre callback in the pre routine, the post callback in the post routine, with
+//! the operation's status, both in the caller's thread.
+//!
+//! FsRtl calls a driver's post routine whenever its pre routine let the operation go on (or
+//! completed it successfully), so the completion context says what to do: [`PASS`] nothing, any
+//! other value the filter's encoded context, with a hold on the device taken for it
+//! (`DriverState::begin`), given up after the post callback.
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+use fsfilter::{
+    Buffer, Filter, IoStatus, LazyHeader, MajorFunction, OperationKind, Parameters, PostFlags,
+    PostOperation, PreOperation, PreOutcome, SectionSyncParameters, Status, section_sync,
+};
+use fsfilter_kernel::context::{decode, encode};
+use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::{
+    FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS, FsRtlRegisterFileSystemFilterCallbacks,
+};
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use crate::dispatch::instance_view;
+use crate::services::OpServices;
+use crate::state::{DeviceExt, DriverState};
+use crate::view;
+
+const ACQUIRE: MajorFunction = MajorFunction::AcquireForSectionSynchronization;
+const RELEASE: MajorFunction = MajorFunction::ReleaseForSectionSynchronization;
+
+/// The completion context of an operation that owes the filter no post callback: an address no
+/// pool block has (an encoded context is a pool block, or NULL when zero-sized).
+fn pass() -> *mut c_void {
+    NonNull::<u8>::dangling().as_ptr().cast()
+}
+
+/// Registers the routines when the registration in force has either operation; answers the
+/// status of `FsRtlRegisterFileSystemFilterCallbacks` (success when nothing is registered).
+///
+/// # Safety
+/// `driver` is the driver object `DriverEntry` was called with, at `PASSIVE_LEVEL`.
+pub(crate) unsafe fn register<F: Filter>(
+    state: &DriverState<F>,
+    driver: *const DRIVER_OBJECT,
+) -> NTSTATUS {
+    let wanted = |m| state.registration.get(m).is_some_and(|o| o.pre || o.post);
+    if !wanted(ACQUIRE) && !wanted(RELEASE) {
+        return Status::SUCCESS.0;
+    }
+    // SAFETY: all-zero is a valid table: no routines.
+    let mut callbacks: FS_FILTER_CALLBACKS = unsafe { core::mem::zeroed() };
+    callbacks.SizeOfFsFilterCallbacks = core::mem::size_of::<FS_FILTER_CALLBACKS>() as u32;
+    callbacks.PreAcquireForSectionSynchronization = Some(pre::<F>);
+    callbacks.PostAcquireForSectionSynchronization = Some(post::<F>);
+    callbacks.PreReleaseForSectionSynchronization = Some(pre::<F>);
+    callbacks.PostReleaseForSectionSynchronization = Some(post::<F>);
+    // SAFETY: our driver object; the routine copies the table.
+    unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, &callbacks) }
+}
+
+/// The operation's major function and parameters, from FsRtl's callback data.
+fn operation(d: &FS_FILTER_CALLBACK_DATA) -> (MajorFunction, Parameters) {
+    let major = MajorFunction::from_code(d.Operation);
+    if major != ACQUIRE {
+        return (major, Parameters::None);
+    }
+    // SAFETY: the member of a section-synchronization acquire.
+    let a = unsafe { d.Parameters.AcquireForSectionSynchronization };
+    let p =
+        SectionSyncParameters { sync_type: a.SyncType as u32, page_protection: a.PageProtection };
+    (major, Parameters::AcquireForSectionSynchronization(p))
+}
+
+/// Only a `SyncTypeCreateSection` acquire may fail (the reference page of
+/// `FsRtlRegisterFileSystemFilterCallbacks`); FsRtl takes another failure for success, and then
+/// calls the post routine.
+fn may_fail(parameters: &Parameters) -> bool {
+    matches!(parameters, Parameters::AcquireForSectionSynchronization(p)
+        if p.sync_type == section_sync::SYNC_TYPE_CREATE_SECTION)
+}
+
+/// The pre routine of both operations.
+unsafe extern "system" fn pre<F: Filter>(
+    data: *const FS_FILTER_CALLBACK_DATA,
+    completion: *mut *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: FsRtl's callback data, valid for the call.
+    let (status, context) = match unsafe { data.as_ref() } {
+        // SAFETY: as above.
+        Some(d) => unsafe { run_pre::<F>(d) },
+        None => (Status::SUCCESS, pass()),
+    };
+    // SAFETY: FsRtl's out parameter (non-null: a post routine is registered).
+    if let Some(out) = unsafe { completion.as_mut() } {
+        *out = context;
+    }
+    status.0
+}
+
+/// The pre callback through the model: the status for FsRtl and the completion context.
+///
+/// # Safety
+/// `d` is FsRtl's callback data for one of our devices' pre routine.
+unsafe fn run_pre<F: Filter>(d: &FS_FILTER_CALLBACK_DATA) -> (Status, *mut c_void) {
+    let done = (Status::SUCCESS, pass());
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return done };
+    let device = d.DeviceObject;
+    // SAFETY: a device of the file's stack, live during the call.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return done };
+    let (major, parameters) = operation(d);
+    let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
+    let instance = instance_view(device, ext);
+    let (Some(op), Some(instance), false) = (op, instance, ext.is_torn_down()) else {
+        return done;
+    };
+    let file = d.FileObject;
+    let id = file as usize;
+    let kind = OperationKind::FsFilter;
+    // SAFETY: the callback data's file object, valid for the call.
+    let header = unsafe { view::irpless_header(major, kind, file, parameters, id) };
+    let header = LazyHeader::ready(header);
+    if op.has_skip_flags() && op.skips(header.get()) {
+        return done;
+    }
+    let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
+    let outcome = if op.pre {
+        let mut pre = PreOperation::new(&header, Buffer::None.into(), &services, None);
+        state.filter.pre_operation(&instance, &mut pre)
+    } else {
+        // SAFETY: post without pre: the context is zero-sized (checked at load).
+        match unsafe { decode::<F::CompletionContext>(core::ptr::null()) } {
+            Some(c) => PreOutcome::WithPost(c),
+            None => PreOutcome::NoPost,
+        }
+    };
+    let report = |outcome: &'static str, status: Option<Status>| {
+        if op.pre && fsfilter_kernel::trace::wanted() {
+            crate::dispatch::report_pre(instance.id, id, major, 0, kind, outcome, status);
+        }
+    };
+    let context = match outcome {
+        PreOutcome::Complete(io) => {
+            let status = io.for_completion(false).status;
+            report("FLT_PREOP_COMPLETE", Some(status));
+            // A success completes the operation here: the file system's part is skipped.
+            let status = if status.is_success() {
+                Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY
+            } else {
+                status
+            };
+            return (status, pass());
+        }
+        // FsFilter callbacks are synchronous already: synchronizing changes nothing but the name.
+        PreOutcome::WithPost(c) if op.post => {
+            report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
+            c
+        }
+        PreOutcome::Synchronize(c) if op.post => {
+            report("FLT_PREOP_SYNCHRONIZE", None);
+            c
+        }
+        _ => {
+            report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+            return done;
+        }
+    };
+    match encode(context) {
+        Ok(raw) => {
+            state.begin(ext);
+            (Status::SUCCESS, raw)
+        }
+        Err(context) => {
+            // No room for the context: fail closed (docs/callback-model.md, rule 7) where the
+            // operation may fail; elsewhere the post callback cannot run.
+            drop(context);
+            let status = if may_fail(&header.get().parameters) {
+                Status::INSUFFICIENT_RESOURCES
+            } else {
+                Status::SUCCESS
+            };
+            (status, pass())
+        }
+    }
+}
+
+/// The post routine of both operations.
+unsafe extern "system" fn post<F: Filter>(
+    data: *const FS_FILTER_CALLBACK_DATA,
+    status: NTSTATUS,
+    completion: *const c_void,
+) {
+    if completion == pass().cast_const() {
+        return;
+    }
+    // SAFETY: FsRtl's callback data, valid for the call.
+    let Some(d) = (unsafe { data.as_ref() }) else { return };
+    // SAFETY: this image's state.
+    let Some(state) = (unsafe { DriverState::<F>::current() }) else { return };
+    // SAFETY: our device, held since the pre routine (`begin`).
+    let Some(ext) = (unsafe { state.ext(d.DeviceObject) }) else { return };
+    // SAFETY: the context `run_pre` encoded, decoded once.
+    let context = unsafe { decode::<F::CompletionContext>(completion) };
+    if let Some(context) = context {
+        // SAFETY: FsRtl's data for our device.
+        unsafe { run_post::<F>(state, ext, d, Status(status), context) };
+    }
+    state.end(ext);
+}
+
+/// The post callback through the model, with the operation's status.
+///
+/// # Safety
+/// `d` is FsRtl's callback data for our device `ext`, held by the operation.
+unsafe fn run_post<F: Filter>(
+    state: &DriverState<F>,
+    ext: &DeviceExt<F>,
+    d: &FS_FILTER_CALLBACK_DATA,
+    status: Status,
+    context: F::CompletionContext,
+) {
+    let device = d.DeviceObject;
+    let Some(instance) = instance_view(device, ext) else { return };
+    let (major, parameters) = operation(d);
+    let file = d.FileObject;
+    let id = file as usize;
+    // SAFETY: the callback data's file object, valid for the call.
+    let header =
+        unsafe { view::irpless_header(major, OperationKind::FsFilter, file, parameters, id) };
+    let header = LazyHeader::ready(header);
+    let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
+    let result = IoStatus::new(status);
+    let mut op = PostOperation::new(&header, result, Buffer::None.into(), &services, None);
+    // An FsFilter operation cannot be deferred: a WhenSafe answer is treated as finished and its
+    // context dropped (rule 9), as for fast I/O.
+    let _ = state.filter.post_operation(&instance, &mut op, context, PostFlags::empty());
+    if fsfilter_kernel::trace::wanted() {
+        let outcome = "FLT_POSTOP_FINISHED_PROCESSING";
+        crate::dispatch::emit_post(instance.id, id, major, status, false, outcome);
+    }
+}

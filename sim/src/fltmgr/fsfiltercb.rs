@@ -1,0 +1,132 @@
+//! The Filter Manager's FsFilter callbacks (docs/simulator.md, "FsFilter callbacks"): it
+//! registers them for its driver with `FsRtlRegisterFileSystemFilterCallbacks`, as a legacy filter
+//! would, and on one of its volume frame devices turns an acquire or release for section
+//! synchronization into the operation `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` or
+//! `IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION`, with `FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION`,
+//! run through the frame's instances: the pre callbacks in its own pre routine, the post
+//! callbacks in its own post routine, with the operation's status, in the same thread.
+//!
+//! A minifilter that completes the operation in its pre callback (`FLT_PREOP_COMPLETE`) ends it
+//! there: the post callbacks of the instances above run at once, and the Filter Manager answers
+//! the status, a failure failing the acquire (and the section), a success being
+//! `STATUS_FSFILTER_OP_COMPLETED_SUCCESSFULLY` (a choice: the file system's acquire is skipped).
+
+use std::ffi::c_void;
+
+use fsfilter::{MajorFunction, OperationKind, Status};
+use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::{FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS};
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+use super::dispatch::PreEnd;
+use super::fastio::{At, build_irpless_op};
+use super::{DevKind, FvId};
+use crate::kernel;
+
+/// The table the Filter Manager registers: the section-synchronization routines (the
+/// simulator raises no other FsFilter operation).
+const CALLBACKS: FS_FILTER_CALLBACKS = FS_FILTER_CALLBACKS {
+    SizeOfFsFilterCallbacks: size_of::<FS_FILTER_CALLBACKS>() as u32,
+    Reserved: 0,
+    PreAcquireForSectionSynchronization: Some(flt_pre_fs_filter),
+    PostAcquireForSectionSynchronization: Some(flt_post_fs_filter),
+    PreReleaseForSectionSynchronization: Some(flt_pre_fs_filter),
+    PostReleaseForSectionSynchronization: Some(flt_post_fs_filter),
+    PreAcquireForCcFlush: None,
+    PostAcquireForCcFlush: None,
+    PreReleaseForCcFlush: None,
+    PostReleaseForCcFlush: None,
+    PreAcquireForModifiedPageWriter: None,
+    PostAcquireForModifiedPageWriter: None,
+    PreReleaseForModifiedPageWriter: None,
+    PostReleaseForModifiedPageWriter: None,
+    PreQueryOpen: None,
+    PostQueryOpen: None,
+};
+
+/// Registers the Filter Manager's FsFilter callbacks for its driver (its `DriverEntry`).
+///
+/// # Safety
+/// `driver` is the Filter Manager's driver object.
+pub unsafe fn register(driver: *const DRIVER_OBJECT) -> Status {
+    let callbacks = CALLBACKS;
+    // SAFETY: our driver object and a table the routine copies.
+    Status(unsafe {
+        crate::exports::fsrtl::FsRtlRegisterFileSystemFilterCallbacks(driver, &callbacks)
+    })
+}
+
+/// The operation's key, carried as the completion context (keys start at zero, so one more).
+fn context_of(key: u64) -> *mut c_void {
+    (key as usize).wrapping_add(1) as *mut c_void
+}
+
+/// The pre routine of both operations: the pre callbacks of the frame's instances.
+unsafe extern "system" fn flt_pre_fs_filter(
+    data: *const FS_FILTER_CALLBACK_DATA,
+    completion: *mut *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: FsRtl's callback data, valid for the call.
+    let Some(d) = (unsafe { data.as_ref() }) else { return Status::SUCCESS.0 };
+    // SAFETY: FsRtl's out parameter (non-null: we register a post routine).
+    if let Some(out) = unsafe { completion.as_mut() } {
+        *out = std::ptr::null_mut();
+    }
+    let Some(ext) = super::ext_of(d.DeviceObject) else { return Status::SUCCESS.0 };
+    if ext.kind != DevKind::Volume as u8 {
+        return Status::SUCCESS.0;
+    }
+    let at = At { device: d.DeviceObject, frame: ext.frame, v: FvId(ext.volume), lower: ext.lower };
+    let major = d.Operation;
+    // SAFETY: the member of a section-synchronization acquire (zero for a release).
+    let sync = unsafe { d.Parameters.AcquireForSectionSynchronization };
+    let kind = OperationKind::FsFilter;
+    let built = kernel::with(|k| {
+        build_irpless_op(k, at, d.FileObject, false, kind, |iopb| {
+            iopb.MajorFunction = major;
+            if major == MajorFunction::AcquireForSectionSynchronization.code() {
+                // SAFETY: the member of IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION.
+                let a = unsafe { &mut iopb.Parameters.AcquireForSectionSynchronization };
+                a.SyncType = sync.SyncType;
+                a.PageProtection = sync.PageProtection;
+                a.OutputInformation = sync.OutputInformation;
+            }
+        })
+    });
+    let Some(key) = built else { return Status::SUCCESS.0 };
+    match super::dispatch::fast_pre(key) {
+        PreEnd::Complete => {
+            // Completed by an instance: the instances above get their posts now, and FsRtl
+            // hears the status (this routine's post then has nothing to do).
+            let last = super::dispatch::fast_post(key);
+            // SAFETY: the status member.
+            let s = last.map_or(Status::SUCCESS, |l| Status(unsafe { l.Anonymous.Status }));
+            if s.is_success() { Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY.0 } else { s.0 }
+        }
+        // Every pre ran (a pend or a fast-I/O refusal is reported and ignored by the walk).
+        PreEnd::Down | PreEnd::Disallow | PreEnd::Pended => {
+            // SAFETY: as above.
+            if let Some(out) = unsafe { completion.as_mut() } {
+                *out = context_of(key);
+            }
+            Status::SUCCESS.0
+        }
+    }
+}
+
+/// The post routine of both operations: the post callbacks, with the operation's status.
+unsafe extern "system" fn flt_post_fs_filter(
+    _data: *const FS_FILTER_CALLBACK_DATA,
+    status: NTSTATUS,
+    completion: *const c_void,
+) {
+    if completion.is_null() {
+        return;
+    }
+    let key = (completion as usize).wrapping_sub(1) as u64;
+    // SAFETY: all-zero is a valid status block.
+    let mut iosb: windows_sys::Win32::System::IO::IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    iosb.Anonymous.Status = status;
+    super::dispatch::fast_result(key, iosb);
+    let _ = super::dispatch::fast_post(key);
+}

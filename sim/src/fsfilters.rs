@@ -1,0 +1,218 @@
+//! FsFilter callbacks: `FsRtlRegisterFileSystemFilterCallbacks`, and the acquire and release for
+//! section synchronization that the memory manager asks of a file's stack when it creates a
+//! section (docs/simulator.md, "FsFilter callbacks").
+//!
+//! An operation walks the stack of the file object's device from the top down, calling the
+//! pre-operation routine of every device whose driver registered one, then the post-operation
+//! routines from the bottom up ([`perform`]). A pre routine that fails an acquire stops the
+//! walk: nothing below it is called, the posts of the devices above it are called with its
+//! status, and the section is not created. `STATUS_FSFILTER_OP_COMPLETED_SUCCESSFULLY` stops the
+//! walk as a success (WRK `FsFilterPerformCallbacks`, facts in docs/simulator.md).
+
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS, PFS_FILTER_CALLBACK,
+    PFS_FILTER_COMPLETION_CALLBACK,
+};
+
+use crate::events::Rule;
+use crate::ids::ImageId;
+use crate::kernel;
+
+/// `FS_FILTER_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`.
+pub const ACQUIRE_FOR_SECTION_SYNCHRONIZATION: u8 = 0xFF;
+/// `FS_FILTER_RELEASE_FOR_SECTION_SYNCHRONIZATION`.
+pub const RELEASE_FOR_SECTION_SYNCHRONIZATION: u8 = 0xFE;
+/// `SyncTypeOther`.
+pub const SYNC_TYPE_OTHER: i32 = 0;
+/// `SyncTypeCreateSection`.
+pub const SYNC_TYPE_CREATE_SECTION: i32 = 1;
+
+/// An FsFilter operation the simulator raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsFilterOp {
+    /// `FS_FILTER_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`, with `SyncType` and `PageProtection`.
+    AcquireForSection {
+        /// `FS_FILTER_SECTION_SYNC_TYPE`.
+        sync_type: i32,
+        /// The section's page protection.
+        protection: u32,
+    },
+    /// `FS_FILTER_RELEASE_FOR_SECTION_SYNCHRONIZATION`.
+    ReleaseForSection,
+}
+
+impl FsFilterOp {
+    fn code(self) -> u8 {
+        match self {
+            FsFilterOp::AcquireForSection { .. } => ACQUIRE_FOR_SECTION_SYNCHRONIZATION,
+            FsFilterOp::ReleaseForSection => RELEASE_FOR_SECTION_SYNCHRONIZATION,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FsFilterOp::AcquireForSection { .. } => "FS_FILTER_ACQUIRE_FOR_SECTION_SYNCHRONIZATION",
+            FsFilterOp::ReleaseForSection => "FS_FILTER_RELEASE_FOR_SECTION_SYNCHRONIZATION",
+        }
+    }
+
+    /// The pre and post routines of `callbacks` for the operation, when its size covers them.
+    fn routines(
+        self,
+        callbacks: &FS_FILTER_CALLBACKS,
+    ) -> (PFS_FILTER_CALLBACK, PFS_FILTER_COMPLETION_CALLBACK) {
+        let size = callbacks.SizeOfFsFilterCallbacks as usize;
+        let (pre, post) = match self {
+            FsFilterOp::AcquireForSection { .. } => (
+                std::mem::offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization),
+                std::mem::offset_of!(FS_FILTER_CALLBACKS, PostAcquireForSectionSynchronization),
+            ),
+            FsFilterOp::ReleaseForSection => (
+                std::mem::offset_of!(FS_FILTER_CALLBACKS, PreReleaseForSectionSynchronization),
+                std::mem::offset_of!(FS_FILTER_CALLBACKS, PostReleaseForSectionSynchronization),
+            ),
+        };
+        let covers = |offset: usize| size >= offset + size_of::<usize>();
+        let (p, q) = match self {
+            FsFilterOp::AcquireForSection { .. } => (
+                callbacks.PreAcquireForSectionSynchronization,
+                callbacks.PostAcquireForSectionSynchronization,
+            ),
+            FsFilterOp::ReleaseForSection => (
+                callbacks.PreReleaseForSectionSynchronization,
+                callbacks.PostReleaseForSectionSynchronization,
+            ),
+        };
+        (p.filter(|_| covers(pre)), q.filter(|_| covers(post)))
+    }
+}
+
+/// One device of the stack whose driver has a routine for the operation.
+#[derive(Clone)]
+struct Callee {
+    device: *mut DEVICE_OBJECT,
+    /// The bottom of the stack: the file system's own device, whose post routine is never
+    /// called (it does the operation).
+    base: bool,
+    image: ImageId,
+    driver: String,
+    pre: PFS_FILTER_CALLBACK,
+    post: PFS_FILTER_COMPLETION_CALLBACK,
+}
+
+/// Runs an FsFilter operation on the stack of `fo`'s device (WRK `FsFilterPerformCallbacks`):
+/// the pre routines from the top down, then the file system's acquire or release (not modelled:
+/// the simulator's file systems have no resource to take), then the post routines from the
+/// bottom up, of every device whose pre routine let the operation go on. Answers the
+/// operation's status: the error a pre routine failed it with, or `STATUS_SUCCESS`.
+///
+/// Only a `SyncTypeCreateSection` acquire may fail (the reference page of
+/// `FsRtlRegisterFileSystemFilterCallbacks`): another failure is reported
+/// (`CALLBACK_STATUS_INVALID_FOR_OPERATION`) and taken for success, as a free build does.
+pub fn perform(fo: *mut FILE_OBJECT, op: FsFilterOp) -> Status {
+    let callees = kernel::with(|k| {
+        // Not a file object: nothing to walk (the caller's own checks refuse it).
+        if !k.is_file_object(fo as usize) {
+            return Vec::new();
+        }
+        let top = k.related_device(fo);
+        let Some(top) = k.objects.device_id(top) else { return Vec::new() };
+        k.objects
+            .stack_from_top(top)
+            .into_iter()
+            .filter_map(|d| {
+                let info = k.objects.device(d);
+                let driver = k.objects.driver(info.driver);
+                let (pre, post) = op.routines(driver.fs_filter.as_ref()?);
+                (pre.is_some() || post.is_some()).then(|| Callee {
+                    device: info.ptr,
+                    base: info.attached_to.is_none(),
+                    image: driver.image,
+                    driver: driver.name.clone(),
+                    pre,
+                    post,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    if callees.is_empty() {
+        return Status::SUCCESS;
+    }
+    let may_fail = matches!(
+        op,
+        FsFilterOp::AcquireForSection { sync_type, .. } if sync_type == SYNC_TYPE_CREATE_SECTION
+    );
+    // One callback data for the walk, at a stable address; each callee sees its own device.
+    // SAFETY: all-zero is a valid FS_FILTER_CALLBACK_DATA (null pointers, zero values).
+    let mut data: Box<FS_FILTER_CALLBACK_DATA> = Box::new(unsafe { std::mem::zeroed() });
+    data.SizeOfFsFilterCallbackData = size_of::<FS_FILTER_CALLBACK_DATA>() as u32;
+    data.Operation = op.code();
+    data.FileObject = fo;
+    if let FsFilterOp::AcquireForSection { sync_type, protection } = op {
+        // SAFETY: the member of a section-synchronization acquire, written whole.
+        let a = unsafe { &mut data.Parameters.AcquireForSectionSynchronization };
+        a.SyncType = sync_type;
+        a.PageProtection = protection;
+    }
+    let mut called: Vec<(Callee, *mut c_void)> = Vec::with_capacity(callees.len());
+    let mut status = Status::SUCCESS;
+    for c in callees {
+        let Some(pre) = c.pre else {
+            called.push((c, std::ptr::null_mut()));
+            continue;
+        };
+        data.DeviceObject = c.device;
+        let mut context: *mut c_void = std::ptr::null_mut();
+        // A driver without a post routine gets no context to fill (WRK).
+        let out: *mut *mut c_void =
+            if c.post.is_some() { &raw mut context } else { std::ptr::null_mut() };
+        let p: *const FS_FILTER_CALLBACK_DATA = &*data;
+        // SAFETY: the driver's registered pre-operation routine with the walk's callback data
+        // and a completion-context out parameter, called as that driver's code.
+        let s = Status(kernel::call_into(Some(c.image), || unsafe { pre(p, out) }));
+        if s == Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY {
+            called.push((c, context));
+            break;
+        }
+        if s.is_success() && s != Status::PENDING {
+            called.push((c, context));
+            continue;
+        }
+        if s == Status::PENDING || !may_fail {
+            let why = if s == Status::PENDING {
+                "STATUS_PENDING (FsFilter callbacks are synchronous)".to_owned()
+            } else {
+                format!("{s}, which only a SyncTypeCreateSection acquire may fail with")
+            };
+            kernel::with(|k| {
+                k.report(
+                    Rule::StatusInvalidForOperation,
+                    Some(c.driver.clone()),
+                    format!(
+                        "{}: a pre-operation FsFilter callback returned {why}; taken for \
+                         STATUS_SUCCESS",
+                        op.name()
+                    ),
+                )
+            });
+            called.push((c, context));
+            continue;
+        }
+        // Failed: nothing below sees the operation, and the failing driver's post is not called.
+        status = s;
+        break;
+    }
+    for (c, context) in called.into_iter().rev() {
+        let Some(post) = c.post.filter(|_| !c.base) else { continue };
+        data.DeviceObject = c.device;
+        let p: *const FS_FILTER_CALLBACK_DATA = &*data;
+        // SAFETY: the driver's registered post-operation routine with the walk's callback data,
+        // the operation's status and the context its pre routine returned.
+        kernel::call_into(Some(c.image), || unsafe { post(p, status.0, context) });
+    }
+    status
+}
