@@ -16,8 +16,9 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use fsfilter::{
-    Buffer, Filter, IoStatus, LazyHeader, MajorFunction, OperationKind, Parameters, PostFlags,
-    PostOperation, PreOperation, PreOutcome, SectionSyncParameters, Status, section_sync,
+    Buffer, Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader,
+    OperationKind, Parameters, PostFlags, PostOperation, PreOperation, PreOutcome,
+    SectionSyncParameters, Status, section_sync,
 };
 use fsfilter_kernel::context::{decode, encode};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
@@ -77,11 +78,23 @@ fn operation(d: &FS_FILTER_CALLBACK_DATA) -> (MajorFunction, Parameters) {
     (major, Parameters::AcquireForSectionSynchronization(p))
 }
 
+/// The header of an FsFilter operation, built from FsRtl's callback data when first asked for.
+struct FsFilterHeader<'d>(&'d FS_FILTER_CALLBACK_DATA);
+
+impl<'a> HeaderSource<'a> for FsFilterHeader<'_> {
+    fn header(&self) -> OperationHeader<'a> {
+        let (major, parameters) = operation(self.0);
+        let (file, kind) = (self.0.FileObject, OperationKind::FsFilter);
+        // SAFETY: the callback data's file object, valid for the call.
+        unsafe { view::irpless_header(major, kind, file, parameters, file as usize) }
+    }
+}
+
 /// Only a `SyncTypeCreateSection` acquire may fail (the reference page of
 /// `FsRtlRegisterFileSystemFilterCallbacks`); FsRtl takes another failure for success, and then
 /// calls the post routine.
-fn may_fail(parameters: &Parameters) -> bool {
-    matches!(parameters, Parameters::AcquireForSectionSynchronization(p)
+fn may_fail(d: &FS_FILTER_CALLBACK_DATA) -> bool {
+    matches!(operation(d).1, Parameters::AcquireForSectionSynchronization(p)
         if p.sync_type == section_sync::SYNC_TYPE_CREATE_SECTION)
 }
 
@@ -114,7 +127,7 @@ unsafe fn run_pre<F: Filter>(d: &FS_FILTER_CALLBACK_DATA) -> (Status, *mut c_voi
     let device = d.DeviceObject;
     // SAFETY: a device of the file's stack, live during the call.
     let Some(ext) = (unsafe { state.ext(device) }) else { return done };
-    let (major, parameters) = operation(d);
+    let major = MajorFunction::from_code(d.Operation);
     let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
     let instance = instance_view(device, ext);
     let (Some(op), Some(instance), false) = (op, instance, ext.is_torn_down()) else {
@@ -123,9 +136,9 @@ unsafe fn run_pre<F: Filter>(d: &FS_FILTER_CALLBACK_DATA) -> (Status, *mut c_voi
     let file = d.FileObject;
     let id = file as usize;
     let kind = OperationKind::FsFilter;
-    // SAFETY: the callback data's file object, valid for the call.
-    let header = unsafe { view::irpless_header(major, kind, file, parameters, id) };
-    let header = LazyHeader::ready(header);
+    let source = FsFilterHeader(d);
+    // Built only if filter logic or a skip flag asks.
+    let header = LazyHeader::on_demand(&source, major, id);
     if op.has_skip_flags() && op.skips(header.get()) {
         return done;
     }
@@ -180,11 +193,7 @@ unsafe fn run_pre<F: Filter>(d: &FS_FILTER_CALLBACK_DATA) -> (Status, *mut c_voi
             // No room for the context: fail closed (docs/callback-model.md, rule 7) where the
             // operation may fail; elsewhere the post callback cannot run.
             drop(context);
-            let status = if may_fail(&header.get().parameters) {
-                Status::INSUFFICIENT_RESOURCES
-            } else {
-                Status::SUCCESS
-            };
+            let status = if may_fail(d) { Status::INSUFFICIENT_RESOURCES } else { Status::SUCCESS };
             (status, pass())
         }
     }
@@ -227,13 +236,11 @@ unsafe fn run_post<F: Filter>(
 ) {
     let device = d.DeviceObject;
     let Some(instance) = instance_view(device, ext) else { return };
-    let (major, parameters) = operation(d);
+    let major = MajorFunction::from_code(d.Operation);
     let file = d.FileObject;
     let id = file as usize;
-    // SAFETY: the callback data's file object, valid for the call.
-    let header =
-        unsafe { view::irpless_header(major, OperationKind::FsFilter, file, parameters, id) };
-    let header = LazyHeader::ready(header);
+    let source = FsFilterHeader(d);
+    let header = LazyHeader::on_demand(&source, major, id);
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
     let result = IoStatus::new(status);
     let mut op = PostOperation::new(&header, result, Buffer::None.into(), &services, None);

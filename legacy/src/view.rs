@@ -98,8 +98,11 @@ pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> OperationHeader<'a> {
 
 /// The header of an operation without an IRP: fast I/O, or an FsFilter callback (`kind`).
 ///
+/// Out of line: one copy for the fast-I/O model and the FsFilter routines.
+///
 /// # Safety
 /// `file` must be null or a valid file object for `'a`.
+#[inline(never)]
 pub(crate) unsafe fn irpless_header<'a>(
     major: MajorFunction,
     kind: OperationKind,
