@@ -314,6 +314,7 @@ fn play(
             notify,
             wait,
             overlapped,
+            protection,
         } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
@@ -338,6 +339,10 @@ fn play(
             if *overlapped {
                 what.push_str(" (overlapped)");
             }
+            let protection = protection.unwrap_or(fsfilter::section_sync::PAGE_READONLY);
+            if *op == MajorFunction::AcquireForSectionSynchronization {
+                what.push_str(&format!(" ({})", crate::scenario::protection_name(protection)));
+            }
             let step = IoStep {
                 op: *op,
                 offset: *offset,
@@ -347,6 +352,7 @@ fn play(
                 notify: *notify,
                 wait: *wait,
                 overlapped: *overlapped,
+                protection,
             };
             let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
@@ -387,6 +393,8 @@ struct IoStep {
     notify: Option<crate::scenario::Notify>,
     wait: bool,
     overlapped: bool,
+    /// A `map` step's page protection.
+    protection: u32,
 }
 
 fn io(
@@ -398,7 +406,7 @@ fn io(
     step: IoStep,
     data: Option<&[u8]>,
 ) -> fsfilter_sim::IoResult {
-    let IoStep { op, offset, length, mode, class, notify, wait, overlapped } = step;
+    let IoStep { op, offset, length, mode, class, notify, wait, overlapped, protection } = step;
     let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -436,7 +444,16 @@ fn io(
     let handle = match handles.open.get(&key) {
         Some(h) => *h,
         None => {
-            let r = m.create(v, path, CreateOptions::default());
+            // A map step's own open asks for execute access too, as a loader's would (a handle
+            // a create step opened has the default access, without it).
+            let options = if op == MajorFunction::AcquireForSectionSynchronization {
+                let read_execute = fsfilter_sim::nt::access::GENERIC_READ
+                    | fsfilter_sim::nt::access::GENERIC_EXECUTE;
+                CreateOptions::default().access(read_execute)
+            } else {
+                CreateOptions::default()
+            };
+            let r = m.create(v, path, options);
             match r.handle {
                 Some(h) => {
                     handles.open.insert(key.clone(), h);
@@ -449,6 +466,7 @@ fn io(
     let length = length.map(|l| l as usize);
     match op {
         MajorFunction::Read => m.read(handle, offset, length.unwrap_or(512), mode),
+        MajorFunction::AcquireForSectionSynchronization => m.create_section(handle, protection),
         MajorFunction::Write => {
             let default = b"written by the fsfilter lab".to_vec();
             let mut bytes = data.map_or(default, <[u8]>::to_vec);

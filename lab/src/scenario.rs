@@ -288,6 +288,9 @@ pub enum Action {
         /// A create step that opens the path's handle for asynchronous (overlapped) I/O:
         /// an extension of scenario.md, `overlapped = true`.
         overlapped: bool,
+        /// A `map` step's page protection (`PAGE_*`; None: `PAGE_READONLY`): an extension of
+        /// scenario.md, `protection = "execute_read"`, [`PROTECTIONS`].
+        protection: Option<u32>,
     },
     /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
     /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
@@ -871,6 +874,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("watch_tree", is(MajorFunction::DirectoryControl), "directory_control"),
                     ("wait", is(MajorFunction::LockControl), "lock"),
                     ("overlapped", is(MajorFunction::Create), "create"),
+                    ("protection", is(MajorFunction::AcquireForSectionSynchronization), MAP),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -911,6 +915,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let notify = notify_of(&mut f, &cx, &path)?;
                 let wait = f.opt_bool("wait")?.unwrap_or(false);
                 let overlapped = f.opt_bool("overlapped")?.unwrap_or(false);
+                let protection = f.opt_choice("protection", &PROTECTIONS)?;
                 match major {
                     None => Action::Cancel { volume, path: path_value },
                     Some(op) => Action::Io {
@@ -925,6 +930,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         notify,
                         wait,
                         overlapped,
+                        protection,
                     },
                 }
             }
@@ -1135,6 +1141,32 @@ pub const IO_OPS: [&str; 14] = [
 /// refused (docs/simulator.md, "User-mode I/O", attribute queries by name).
 pub const QUERY_ATTRIBUTES: &str = "query_attributes";
 
+/// The io op of the extension (README): `map`, `NtCreateSection` on the path's handle with a
+/// `protection` ([`PROTECTIONS`], `readonly` by default), the section closed at once. The memory
+/// manager acquires the file for section synchronization first, which filters see as the FsFilter
+/// operation `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`, and releases it after
+/// (docs/simulator.md, "FsFilter callbacks").
+pub const MAP: &str = "map";
+
+/// The page protections of a `map` step, by their scenario names.
+pub const PROTECTIONS: [(&str, u32); 7] = {
+    use fsfilter::section_sync as p;
+    [
+        ("readonly", p::PAGE_READONLY),
+        ("readwrite", p::PAGE_READWRITE),
+        ("writecopy", p::PAGE_WRITECOPY),
+        ("execute", p::PAGE_EXECUTE),
+        ("execute_read", p::PAGE_EXECUTE_READ),
+        ("execute_readwrite", p::PAGE_EXECUTE_READWRITE),
+        ("execute_writecopy", p::PAGE_EXECUTE_WRITECOPY),
+    ]
+};
+
+/// The scenario name of a page protection.
+pub fn protection_name(protection: u32) -> &'static str {
+    PROTECTIONS.iter().find(|(_, v)| *v == protection).map_or("?", |(n, _)| *n)
+}
+
 /// The io op of the extension (README): `cancel`, `CancelIoEx` on the path's handle, which
 /// cancels the requests still outstanding on it (docs/simulator.md, "IRP cancellation").
 pub const CANCEL: &str = "cancel";
@@ -1143,6 +1175,9 @@ fn io_op(name: &str) -> Option<MajorFunction> {
     if name == QUERY_ATTRIBUTES {
         return Some(MajorFunction::NetworkQueryOpen);
     }
+    if name == MAP {
+        return Some(MajorFunction::AcquireForSectionSynchronization);
+    }
     IO_OPS.contains(&name).then(|| MajorFunction::from_short_name(name)).flatten()
 }
 
@@ -1150,6 +1185,8 @@ fn io_op(name: &str) -> Option<MajorFunction> {
 pub fn io_op_name(op: MajorFunction) -> &'static str {
     if op == MajorFunction::NetworkQueryOpen {
         QUERY_ATTRIBUTES
+    } else if op == MajorFunction::AcquireForSectionSynchronization {
+        MAP
     } else {
         op.short_name().unwrap_or("?")
     }
@@ -1602,7 +1639,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The text of a scenario file, for `fsfilter samples` and the examples.
 pub fn describe_io_ops() -> String {
-    format!("{}, {QUERY_ATTRIBUTES}, {CANCEL}", IO_OPS.join(", "))
+    format!("{}, {QUERY_ATTRIBUTES}, {CANCEL}, {MAP}", IO_OPS.join(", "))
 }
 
 /// The message for a parameter name the sample does not read, with the nearest name when one is

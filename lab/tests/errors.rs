@@ -94,7 +94,7 @@ fn wrong_types_values_and_syntax() {
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"teleport\"\n")),
-        "bad.toml:7: step[0].op: unknown io op `teleport` (one of create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information, query_attributes, cancel)"
+        "bad.toml:7: step[0].op: unknown io op `teleport` (one of create, read, write, query_information, set_information, directory_control, cleanup, close, flush, fsctl, device_control, lock, shutdown, query_volume_information, query_attributes, cancel, map)"
     );
     // The query_attributes extension (README) takes a path, not a class.
     assert_eq!(
@@ -848,4 +848,26 @@ fn overlapped_is_for_a_create_step_and_a_boolean() {
     assert!(matches!(s.steps[0].action, Action::Io { overlapped: true, .. }), "{s:?}");
     let s = parse("ok.toml", &io("create", "")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { overlapped: false, .. }));
+}
+
+#[test]
+fn protection_is_for_a_map_step_and_one_of_the_page_protections() {
+    // `protection` (an extension): the page protection of the section a `map` step creates.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("read", "protection = \"readonly\"\n")),
+        "bad.toml:9: step[0].protection: applies to map only, not to `read`"
+    );
+    assert!(
+        error(&io("map", "protection = \"execute_maybe\"\n"))
+            .starts_with("bad.toml:9: step[0].protection: unknown value `execute_maybe`")
+    );
+    let s = parse("ok.toml", &io("map", "protection = \"execute_read\"\n")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { protection: Some(0x20), .. }), "{s:?}");
+    let s = parse("ok.toml", &io("map", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { protection: None, .. }));
 }

@@ -1060,3 +1060,62 @@ fn an_overlapped_read_pends_under_both_models_unless_the_filter_synchronizes_it(
         ]
     );
 }
+
+/// Row `operations-delivered`, the FsFilter callbacks: a `map` step (`NtCreateSection`) is the
+/// FsFilter operation `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`, then
+/// `IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION`, under both models alike; a filter that denies the
+/// acquire refuses the section with its status and gets no post callback (and no release comes).
+#[test]
+fn a_mapping_is_an_fs_filter_operation_under_both_models() {
+    let step = |path: &str, extra: &str| {
+        format!(
+            "\n[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"map\"\npath = \"{path}\"\n{extra}"
+        )
+    };
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n[driver.parameters]\n\
+         Operations = \"acquire_for_section_synchronization,release_for_section_synchronization\"\n\
+         Rules = \"deny acquire_for_section_synchronization *secret.txt\"\n{}{}",
+        step("data.bin", ""),
+        step("secret.txt", "protection = \"execute_read\"\n"),
+    );
+    let (legacy, mini) = both(&text, "P");
+    for r in [&legacy, &mini] {
+        assert_eq!(
+            step_statuses(r),
+            [
+                "io map C:\\data.bin (readonly): STATUS_SUCCESS",
+                "io map C:\\secret.txt (execute_read): STATUS_ACCESS_DENIED",
+            ]
+        );
+        clean(r);
+    }
+    let s = seen(&legacy, "P");
+    assert_eq!(s, seen(&mini, "P"));
+    let acquire = "IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION";
+    let release = "IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION";
+    assert_eq!(
+        s,
+        [
+            (
+                0,
+                vec![
+                    format!("pre {acquire} FsFilter FLT_PREOP_SUCCESS_WITH_CALLBACK None"),
+                    format!("post {acquire} FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS"),
+                    format!("pre {release} FsFilter FLT_PREOP_SUCCESS_WITH_CALLBACK None"),
+                    format!("post {release} FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS"),
+                ]
+            ),
+            (
+                1,
+                vec![
+                    "note probe: rule 1 matched: deny".to_owned(),
+                    format!(
+                        "pre {acquire} FsFilter FLT_PREOP_COMPLETE Some(STATUS_ACCESS_DENIED (0xC0000022))"
+                    ),
+                ]
+            ),
+        ]
+    );
+    assert!(LEGACY.fs_filter_callbacks && MINI.fs_filter_callbacks);
+}

@@ -142,6 +142,22 @@ pub fn perform(fo: *mut FILE_OBJECT, op: FsFilterOp) -> Status {
     if callees.is_empty() {
         return Status::SUCCESS;
     }
+    // What the drivers do is attributed to the user request the operation serves: the section's
+    // own (`NtCreateSection`), or the one whose callback creates a data-scan section.
+    let saved = kernel::with(|k| {
+        let ambient = k
+            .current_request
+            .or_else(|| k.fltmgr.ops.running.as_ref().and_then(|r| r.request))
+            .or_else(|| k.io_call.as_ref().and_then(|c| c.request));
+        std::mem::replace(&mut k.current_request, ambient)
+    });
+    let status = walk(fo, op, callees);
+    kernel::with(|k| k.current_request = saved);
+    status
+}
+
+/// [`perform`]'s walk of the devices that have a routine for the operation.
+fn walk(fo: *mut FILE_OBJECT, op: FsFilterOp, callees: Vec<Callee>) -> Status {
     let may_fail = matches!(
         op,
         FsFilterOp::AcquireForSection { sync_type, .. } if sync_type == SYNC_TYPE_CREATE_SECTION

@@ -1028,7 +1028,7 @@ fn create_section(h: Handle, protection: u32) -> IoResult {
         page::PAGE_EXECUTE_READWRITE => write | execute,
         _ => return IoResult::without_request(Status::INVALID_PAGE_PROTECTION),
     };
-    let (file, _, granted) = match handle_of(h) {
+    let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
@@ -1036,30 +1036,41 @@ fn create_section(h: Handle, protection: u32) -> IoResult {
     if granted & needed != needed {
         return IoResult::without_request(Status::ACCESS_DENIED);
     }
+    // The system service is a request of its own in the log (no IRP): what the drivers do for
+    // it is attributed to it.
+    let rid = kernel::with(|k| {
+        let rid = k.start_request(volume, MajorFunction::AcquireForSectionSynchronization, false);
+        k.current_request = Some(rid);
+        rid
+    });
     let acquire = crate::fsfilters::FsFilterOp::AcquireForSection {
         sync_type: crate::fsfilters::SYNC_TYPE_CREATE_SECTION,
         protection,
     };
-    let status = crate::fsfilters::perform(file, acquire);
-    if !status.is_success() {
-        return IoResult::without_request(status);
+    let mut status = crate::fsfilters::perform(file, acquire);
+    if status.is_success() {
+        let made = kernel::with(|k| k.create_user_section(file));
+        crate::fsfilters::perform(file, crate::fsfilters::FsFilterOp::ReleaseForSection);
+        status = match made {
+            Ok((handle, object, _)) => {
+                // The caller closes its section handle; the section goes with it, and with the
+                // section the file object's reference it held.
+                let fo = kernel::with(|k| {
+                    let _ = k.take_handle(handle);
+                    let _ = k.section_handle_closed(object as usize);
+                    k.section_dereference(object as usize).flatten()
+                });
+                crate::sections::release_file(fo);
+                Status::SUCCESS
+            }
+            Err(s) => s,
+        };
     }
-    let made = kernel::with(|k| k.create_user_section(file));
-    crate::fsfilters::perform(file, crate::fsfilters::FsFilterOp::ReleaseForSection);
-    match made {
-        Ok((handle, object, _)) => {
-            // The caller closes its section handle; the section goes with it, and with the
-            // section the file object's reference it held.
-            let fo = kernel::with(|k| {
-                let _ = k.take_handle(handle);
-                let _ = k.section_handle_closed(object as usize);
-                k.section_dereference(object as usize).flatten()
-            });
-            crate::sections::release_file(fo);
-            IoResult::without_request(Status::SUCCESS)
-        }
-        Err(s) => IoResult::without_request(s),
-    }
+    kernel::with(|k| {
+        k.current_request = None;
+        k.request_completed(rid, status, 0);
+    });
+    result(status, 0, rid, Vec::new())
 }
 
 /// `NtWriteFile`.
