@@ -1399,3 +1399,56 @@ fn an_instance_teardown_cleans_up_stream_contexts_in_allocation_order() {
     }
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+/// `FltCreateSectionForDataScan` acquires the file for section synchronization first, as
+/// `FsRtlCreateSectionForDataScan` does (docs/simulator.md, "FsFilter callbacks"): every
+/// instance of the stack that registers `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` sees it, the
+/// scanner's own too, and one that fails it fails the section with its status.
+#[test]
+fn a_data_scan_section_is_acquired_through_the_stack_and_may_be_refused() {
+    const ACQUIRE: u8 = 0xFF;
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789"), ("deny.txt", b"0123456789")]);
+    let scan = |p: &PostCall| -> i32 {
+        let name = file_name(p);
+        // The post callbacks of the acquire come here too: only the create scans.
+        if p.major() == mj::CREATE && p.status().is_success() && name.ends_with(".txt") {
+            let ctx = section_context(p.slot);
+            let (s, h, obj, _) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
+            log(format!("create {name} {s}"));
+            if s.is_success() {
+                assert_eq!(close_all(ctx, h, obj), Status::SUCCESS);
+            } else {
+                unsafe { FltReleaseContext(ctx) };
+            }
+        }
+        0
+    };
+    install(&mut m, 0, scanner("Scan", "265000", true, scan).op(ACQUIRE, true, true));
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    let deny = Config::new("Av", "328000").op(ACQUIRE, true, false).with_pre(|p| {
+        let fo = p.iopb().TargetFileObject;
+        let name = unsafe { fsfilter_kernel::unicode::units(&(*fo).FileName) };
+        if String::from_utf16_lossy(name).ends_with("deny.txt") {
+            p.set_status(Status::ACCESS_DENIED, 0);
+            return (4, 0); // FLT_PREOP_COMPLETE
+        }
+        (1, 0)
+    });
+    install(&mut m, 1, deny);
+    assert_eq!(m.start("Av"), Status::SUCCESS);
+    let acquires =
+        || -> Vec<String> { order().into_iter().filter(|o| o.ends_with(":255")).collect() };
+    order_clear();
+    let h = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
+    assert_eq!(acquires(), ["Av:pre:255", "Scan:pre:255", "Scan:post:255"]);
+    order_clear();
+    let d = m.open(c, "deny.txt", CreateOptions::open()).unwrap();
+    assert_eq!(acquires(), ["Av:pre:255"], "completed above the scanner: it sees nothing");
+    assert_eq!(
+        logged(),
+        ["create \\keep.txt STATUS_SUCCESS", "create \\deny.txt STATUS_ACCESS_DENIED"]
+    );
+    m.close_handle(h);
+    m.close_handle(d);
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

@@ -1088,6 +1088,11 @@ unsafe extern "system" fn l_entry<const N: usize>(
 const L_ENTRIES: [fsfilter_sim::DriverEntry; SLOTS] =
     [l_entry::<0>, l_entry::<1>, l_entry::<2>, l_entry::<3>, l_entry::<4>, l_entry::<5>];
 
+/// The driver object of the legacy filter of `slot` (null before its `DriverEntry`).
+pub fn legacy_driver(slot: usize) -> *const DRIVER_OBJECT {
+    LEGACY.with(|l| l.borrow()[slot].driver) as *const DRIVER_OBJECT
+}
+
 /// Installs a legacy filter in `slot`, in load-order group `group`.
 pub fn install_legacy(m: &mut Machine, slot: usize, name: &str, group: &str, start: StartType) {
     LEGACY.with(|l| l.borrow_mut()[slot].name = name.to_owned());

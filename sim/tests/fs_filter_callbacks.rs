@@ -1,0 +1,251 @@
+//! FsFilter callbacks (docs/simulator.md, "FsFilter callbacks"): `FsRtlRegisterFileSystemFilterCallbacks`,
+//! the walk of a file's stack when a section is created on it (pre routines from the top down,
+//! posts from the bottom up, the Filter Manager's frame presenting the operation to its
+//! minifilters), what a failure and a completion do, and the verifier's findings.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod fltcommon;
+
+use std::cell::Cell;
+use std::ffi::c_void;
+
+use fltcommon::{Config, Seen, install_legacy, legacy_driver, order, order_clear, rules, start};
+use fsfilter::Status;
+use fsfilter::section_sync::{PAGE_EXECUTE_READ, PAGE_READONLY};
+use fsfilter_sim::nt::access;
+use fsfilter_sim::{CreateOptions, FsKind, Handle, Machine, Rule, StartType, VolumeSpec};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS, FsRtlRegisterFileSystemFilterCallbacks,
+};
+use windows_sys::Win32::Foundation::NTSTATUS;
+
+const ACQUIRE: u8 = 0xFF;
+const RELEASE: u8 = 0xFE;
+
+thread_local! {
+    /// What the legacy filter's pre routine answers, for an acquire and for a release.
+    static ACQUIRE_STATUS: Cell<Status> = const { Cell::new(Status::SUCCESS) };
+    static RELEASE_STATUS: Cell<Status> = const { Cell::new(Status::SUCCESS) };
+    /// The page protection and sync type the legacy filter's pre routine saw last.
+    static SAW: Cell<(i32, u32)> = const { Cell::new((-1, 0)) };
+    /// The legacy filter's pre routine was given no completion-context pointer, last time.
+    static NULL_CONTEXT: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe extern "system" fn leg_pre(
+    data: *const FS_FILTER_CALLBACK_DATA,
+    context: *mut *mut c_void,
+) -> NTSTATUS {
+    let d = unsafe { &*data };
+    assert_eq!(d.SizeOfFsFilterCallbackData as usize, size_of::<FS_FILTER_CALLBACK_DATA>());
+    // Our own device: the walk names each device it calls.
+    assert_eq!(unsafe { (*d.DeviceObject).DriverObject }.cast_const(), legacy_driver(0));
+    if d.Operation == ACQUIRE {
+        let a = unsafe { d.Parameters.AcquireForSectionSynchronization };
+        SAW.set((a.SyncType, a.PageProtection));
+    }
+    order_push(format!("Leg:fs_pre:{}", d.Operation));
+    // NULL when the registered table has no post routine for the operation (WRK).
+    if !context.is_null() {
+        unsafe { *context = 0x5EC7 as *mut c_void };
+    }
+    NULL_CONTEXT.set(context.is_null());
+    let status = if d.Operation == ACQUIRE { ACQUIRE_STATUS.get() } else { RELEASE_STATUS.get() };
+    status.0
+}
+
+unsafe extern "system" fn leg_post(
+    data: *const FS_FILTER_CALLBACK_DATA,
+    status: NTSTATUS,
+    context: *const c_void,
+) {
+    let d = unsafe { &*data };
+    assert_eq!(context as usize, 0x5EC7, "the context of the driver's own pre routine");
+    order_push(format!("Leg:fs_post:{}:{}", d.Operation, Status(status)));
+}
+
+fn order_push(s: String) {
+    fltcommon::order_push(s);
+}
+
+fn table(size: u32) -> FS_FILTER_CALLBACKS {
+    let mut t: FS_FILTER_CALLBACKS = unsafe { std::mem::zeroed() };
+    t.SizeOfFsFilterCallbacks = size;
+    t.PreAcquireForSectionSynchronization = Some(leg_pre);
+    t.PostAcquireForSectionSynchronization = Some(leg_post);
+    t.PreReleaseForSectionSynchronization = Some(leg_pre);
+    t.PostReleaseForSectionSynchronization = Some(leg_post);
+    t
+}
+
+/// A booted machine: C: with a file, the Filter Manager, a legacy Encryption filter (slot 0)
+/// above its frame 0 with FsFilter routines, and minifilter "Av" (slot 0) in frame 0 registering
+/// both section-synchronization operations. The stack: Leg, frame 0 (Av), Ntfs.
+fn machine_with(av: Config) -> (Machine, Handle) {
+    ACQUIRE_STATUS.set(Status::SUCCESS);
+    RELEASE_STATUS.set(Status::SUCCESS);
+    let mut m = fltcommon::machine(3);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.exe", b"MZ"));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "Leg", "FSFilter Encryption", StartType::Boot);
+    m.boot();
+    let t = table(size_of::<FS_FILTER_CALLBACKS>() as u32);
+    let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(legacy_driver(0), &t) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    start(&mut m, 0, av.op(ACQUIRE, true, true).op(RELEASE, true, true));
+    let read_execute = CreateOptions::open().access(access::GENERIC_READ | access::GENERIC_EXECUTE);
+    let h = m.open(c, "a.exe", read_execute).expect("open");
+    order_clear();
+    (m, h)
+}
+
+#[test]
+fn a_section_walks_the_stack_pre_top_down_and_post_bottom_up() {
+    let (mut m, h) = machine_with(Config::new("Av", "100000"));
+    let r = m.create_section(h, PAGE_EXECUTE_READ);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(
+        order(),
+        [
+            "Leg:fs_pre:255",
+            "Av:pre:255",
+            "Av:post:255",
+            "Leg:fs_post:255:STATUS_SUCCESS",
+            "Leg:fs_pre:254",
+            "Av:pre:254",
+            "Av:post:254",
+            "Leg:fs_post:254:STATUS_SUCCESS",
+        ]
+    );
+    assert_eq!(SAW.get(), (1, PAGE_EXECUTE_READ), "SyncTypeCreateSection, the protection");
+    assert!(!NULL_CONTEXT.get());
+    // The minifilter saw an FsFilter operation with the protection, and its post the status.
+    let pre = fltcommon::pres(0);
+    assert!(
+        matches!(pre[0], Seen::Pre { major: ACQUIRE, data_flags, irp_flags: 0, irql: 0, .. }
+            if data_flags == 0x4),
+        "{pre:?}"
+    );
+    let post = fltcommon::posts(0);
+    assert!(matches!(post[0], Seen::Post { major: ACQUIRE, status: 0, .. }), "{post:?}");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_minifilter_that_fails_the_acquire_fails_the_section_and_the_drivers_above_hear_it() {
+    let deny = Config::new("Av", "100000").with_pre(|p| {
+        p.set_status(Status::ACCESS_DENIED, 0);
+        (4, 0) // FLT_PREOP_COMPLETE
+    });
+    let (mut m, h) = machine_with(deny);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    // No post for the minifilter that completed it, none of the release.
+    assert_eq!(order(), ["Leg:fs_pre:255", "Av:pre:255", "Leg:fs_post:255:STATUS_ACCESS_DENIED"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_legacy_filter_that_fails_the_acquire_is_the_last_called_and_gets_no_post() {
+    let (mut m, h) = machine_with(Config::new("Av", "100000"));
+    ACQUIRE_STATUS.set(Status::INSUFFICIENT_RESOURCES);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::INSUFFICIENT_RESOURCES);
+    assert_eq!(order(), ["Leg:fs_pre:255"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn completed_successfully_ends_the_walk_as_a_success() {
+    let (mut m, h) = machine_with(Config::new("Av", "100000"));
+    ACQUIRE_STATUS.set(Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::SUCCESS);
+    // Nothing below it for the acquire; its own post with STATUS_SUCCESS; the release as usual.
+    assert_eq!(
+        order(),
+        [
+            "Leg:fs_pre:255",
+            "Leg:fs_post:255:STATUS_SUCCESS",
+            "Leg:fs_pre:254",
+            "Av:pre:254",
+            "Av:post:254",
+            "Leg:fs_post:254:STATUS_SUCCESS",
+        ]
+    );
+}
+
+#[test]
+fn a_release_cannot_fail_a_failure_is_reported_and_taken_for_success() {
+    let (mut m, h) = machine_with(Config::new("Av", "100000"));
+    RELEASE_STATUS.set(Status::UNSUCCESSFUL);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(order().len(), 8, "the walk goes on: {:?}", order());
+    assert_eq!(rules(&m), [Rule::StatusInvalidForOperation]);
+}
+
+#[test]
+fn a_minifilter_may_not_pend_or_fail_a_release() {
+    let cfg = Config::new("Av", "100000").with_pre(|p| {
+        if p.major() == ACQUIRE {
+            return (2, 0); // FLT_PREOP_PENDING
+        }
+        p.set_status(Status::UNSUCCESSFUL, 0);
+        (4, 0)
+    });
+    let (mut m, h) = machine_with(cfg);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(rules(&m), [Rule::PendingOnFastIo, Rule::StatusInvalidForOperation]);
+    // The pend was taken for SUCCESS_NO_CALLBACK, the failed release for success.
+    assert_eq!(
+        order(),
+        [
+            "Leg:fs_pre:255",
+            "Av:pre:255",
+            "Leg:fs_post:255:STATUS_SUCCESS",
+            "Leg:fs_pre:254",
+            "Av:pre:254",
+            "Leg:fs_post:254:STATUS_SUCCESS",
+        ]
+    );
+}
+
+#[test]
+fn registration_checks_its_arguments_and_honours_the_table_size() {
+    let (mut m, h) = machine_with(Config::new("Av", "100000"));
+    let t = table(0);
+    let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(legacy_driver(0), &t) };
+    assert_eq!(Status(s), Status::INVALID_PARAMETER, "a zero size");
+    let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(std::ptr::null(), &t) };
+    assert_eq!(Status(s), Status::INVALID_PARAMETER);
+    let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(legacy_driver(0), std::ptr::null()) };
+    assert_eq!(Status(s), Status::INVALID_PARAMETER);
+    // A table whose size covers only the pre-acquire routine replaces the first: its post and
+    // the release routines are never called.
+    let pre_only = std::mem::offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization)
+        + size_of::<usize>();
+    let t = table(pre_only as u32);
+    let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(legacy_driver(0), &t) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    assert_eq!(m.create_section(h, PAGE_READONLY).status, Status::SUCCESS);
+    assert_eq!(
+        order(),
+        ["Leg:fs_pre:255", "Av:pre:255", "Av:post:255", "Av:pre:254", "Av:post:254"]
+    );
+    assert!(NULL_CONTEXT.get(), "no post routine: no completion-context pointer (WRK)");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
