@@ -32,10 +32,12 @@ pub const SAMPLES: [&str; 3] = ["passthrough", "probe", "scanner"];
 /// The start types.
 pub const STARTS: [&str; 4] = ["boot", "system", "auto", "demand"];
 
-/// The io ops of scenario.md, and the lab's `query_attributes` and `cancel` extensions (README).
-pub const OPS: [&str; 16] = {
-    let mut ops = [fsfilter_lab::scenario::QUERY_ATTRIBUTES; 16];
+/// The io ops of scenario.md, and the lab's `query_attributes`, `cancel` and `map` extensions
+/// (README).
+pub const OPS: [&str; 17] = {
+    let mut ops = [fsfilter_lab::scenario::QUERY_ATTRIBUTES; 17];
     ops[15] = fsfilter_lab::scenario::CANCEL;
+    ops[16] = fsfilter_lab::scenario::MAP;
     let mut i = 0;
     while i < fsfilter_lab::scenario::IO_OPS.len() {
         ops[i] = fsfilter_lab::scenario::IO_OPS[i];
@@ -69,7 +71,7 @@ const RULE_ACTIONS: [&str; 8] = [
 ];
 
 /// The operations the probe's rules and `Operations` name (the io ops and `*`).
-const RULE_OPS: [&str; 10] = [
+const RULE_OPS: [&str; 11] = [
     "*",
     "create",
     "read",
@@ -80,6 +82,7 @@ const RULE_OPS: [&str; 10] = [
     "cleanup",
     "close",
     "network_query_open",
+    "acquire_for_section_synchronization",
 ];
 
 /// Skip-flag suffixes for the probe's `Operations`, by operation.
@@ -644,6 +647,11 @@ impl Plan {
                     // The path's handle for asynchronous I/O: its reads and writes need an offset
                     // and may pend (docs/simulator.md, "Asynchronous I/O").
                     t.push_str("overlapped = true\n");
+                }
+                if op == fsfilter_lab::scenario::MAP && io.mode != 0 {
+                    // A writable or an executable section (the default is read-only).
+                    let protection = if io.mode == 1 { "execute_read" } else { "readwrite" };
+                    let _ = writeln!(t, "protection = \"{protection}\"");
                 }
                 if op == "write" && io.infected {
                     let _ = writeln!(t, "data = \"an {PATTERN} in the data\"");

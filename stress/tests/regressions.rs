@@ -1102,3 +1102,33 @@ fn generated_timelines_open_overlapped_handles_whose_transfers_pend() {
     }
     assert!(overlapped > 0 && pended > 0, "overlapped in {overlapped} plans, pended in {pended}");
 }
+
+#[test]
+fn generated_timelines_map_files_and_filters_see_the_fs_filter_operations() {
+    // The generator's reach into sections: some plans map a file (`map`, NtCreateSection), and
+    // in some a filter sees the acquire for section synchronization, as an FsFilter callback,
+    // while every invariant still holds; executable mappings of the handles create steps opened
+    // are refused by the I/O manager, and some mappings succeed.
+    let mut draw = plans(13);
+    let (mut mapped, mut seen, mut refused) = (0, 0, 0);
+    for _ in 0..1000 {
+        let plan = draw(40);
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        let maps = || run.steps.iter().filter(|o| o.what.starts_with("io map"));
+        mapped += usize::from(maps().any(|o| o.status.is_success()));
+        refused += usize::from(maps().any(|o| o.status == Status::ACCESS_DENIED));
+        seen += usize::from(run.events.iter().any(|e| {
+            matches!(&e.kind, EventKind::Callback { callback: Callback::Pre { kind, .. }, .. }
+                if *kind == fsfilter::OperationKind::FsFilter)
+        }));
+    }
+    assert!(
+        mapped > 0 && seen > 0 && refused > 0,
+        "mapped in {mapped} plans, FsFilter callbacks in {seen}, refused in {refused}"
+    );
+}
