@@ -1117,5 +1117,5 @@ fn a_mapping_is_an_fs_filter_operation_under_both_models() {
             ),
         ]
     );
-    assert!(LEGACY.fs_filter_callbacks && MINI.fs_filter_callbacks);
+    const { assert!(LEGACY.fs_filter_callbacks && MINI.fs_filter_callbacks) };
 }
