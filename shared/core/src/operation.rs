@@ -513,8 +513,8 @@ pub struct OperationHeader<'a> {
     /// The IRP's flags (empty for fast I/O and FsFilter callbacks).
     pub irp_flags: IrpFlags,
     /// The callback data's flags: the Filter Manager's own under the minifilter backend; only
-    /// `IRP_OPERATION` or `FAST_IO_OPERATION` under the legacy backend (docs/semantics.md,
-    /// header).
+    /// `IRP_OPERATION`, `FAST_IO_OPERATION` or `FS_FILTER_OPERATION` under the legacy backend
+    /// (docs/semantics.md, header).
     pub data_flags: CallbackDataFlags,
     /// Who issued the request: the IRP's `RequestorMode`; for fast I/O the Filter Manager's
     /// choice under the minifilter backend, and `User` under the legacy backend, whose fast-I/O
