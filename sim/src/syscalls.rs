@@ -1012,27 +1012,28 @@ fn read(h: Handle, offset: Option<u64>, length: usize, mode: IoMode) -> IoResult
 
 /// `NtCreateSection` with a file handle ([`IoRequest::CreateSection`]), as WRK's
 /// `MmCreateSection` orders it: the protection (`STATUS_INVALID_PAGE_PROTECTION` for a value
-/// that is not one `PAGE_*` protection), the handle's access (`FILE_READ_DATA`, with
-/// `FILE_WRITE_DATA` for a writable protection and `FILE_EXECUTE` for an executable one;
-/// `STATUS_ACCESS_DENIED`), the acquire for section synchronization (a filter's failure is the
+/// that is not one `PAGE_*` protection), the handle's access (WRK's `MmMakeFileAccess`:
+/// `FILE_READ_DATA`, with `FILE_WRITE_DATA` for a writable protection and `FILE_EXECUTE` for an
+/// executable one, `PAGE_EXECUTE` alone needing only `FILE_EXECUTE`; `STATUS_ACCESS_DENIED`), the acquire for section synchronization (a filter's failure is the
 /// call's), the file (`STATUS_INVALID_FILE_FOR_SECTION` for a directory or a volume,
 /// `STATUS_MAPPED_FILE_SIZE_ZERO` for an empty file), the release.
 fn create_section(h: Handle, protection: u32) -> IoResult {
     use fsfilter::section_sync as page;
-    let write = access::FILE_WRITE_DATA;
+    let (read, write) = (access::FILE_READ_DATA, access::FILE_WRITE_DATA);
     let execute = access::FILE_EXECUTE;
-    let extra = match protection {
-        page::PAGE_READONLY | page::PAGE_WRITECOPY => 0,
-        page::PAGE_READWRITE => write,
-        page::PAGE_EXECUTE | page::PAGE_EXECUTE_READ | page::PAGE_EXECUTE_WRITECOPY => execute,
-        page::PAGE_EXECUTE_READWRITE => write | execute,
+    // WRK's MmMakeFileAccess: PAGE_EXECUTE alone asks for no FILE_READ_DATA.
+    let needed = match protection {
+        page::PAGE_READONLY | page::PAGE_WRITECOPY => read,
+        page::PAGE_READWRITE => read | write,
+        page::PAGE_EXECUTE => execute,
+        page::PAGE_EXECUTE_READ | page::PAGE_EXECUTE_WRITECOPY => read | execute,
+        page::PAGE_EXECUTE_READWRITE => read | write | execute,
         _ => return IoResult::without_request(Status::INVALID_PAGE_PROTECTION),
     };
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    let needed = access::FILE_READ_DATA | extra;
     if granted & needed != needed {
         return IoResult::without_request(Status::ACCESS_DENIED);
     }

@@ -249,3 +249,19 @@ fn registration_checks_its_arguments_and_honours_the_table_size() {
     assert!(NULL_CONTEXT.get(), "no post routine: no completion-context pointer (WRK)");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_execute_only_mapping_needs_only_file_execute() {
+    // WRK's MmMakeFileAccess: PAGE_EXECUTE asks the handle for FILE_EXECUTE alone (no
+    // FILE_READ_DATA); PAGE_EXECUTE_READ asks for both.
+    let (mut m, _) = machine_with(Config::new("Av", "100000"));
+    let c = m.volume("C:").expect("C:");
+    let execute = CreateOptions::open().access(access::FILE_EXECUTE | access::SYNCHRONIZE);
+    let h = m.open(c, "a.exe", execute).expect("open");
+    order_clear();
+    let r = m.create_section(h, fsfilter::section_sync::PAGE_EXECUTE);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(order()[0], "Leg:fs_pre:255");
+    let r = m.create_section(h, PAGE_EXECUTE_READ);
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+}
