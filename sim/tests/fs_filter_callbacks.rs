@@ -265,3 +265,35 @@ fn an_execute_only_mapping_needs_only_file_execute() {
     let r = m.create_section(h, PAGE_EXECUTE_READ);
     assert_eq!(r.status, Status::ACCESS_DENIED);
 }
+
+#[test]
+fn an_fsrtl_data_scan_section_checks_its_protection_before_the_acquire() {
+    // WRK FsRtlCreateSectionForDataScan: PAGE_READONLY or PAGE_READWRITE, else
+    // STATUS_INVALID_PARAMETER_8; SEC_COMMIT, else _9; both before the file is acquired.
+    let (m, h) = machine_with(Config::new("Av", "100000"));
+    let fo = m.kernel(|k| k.user_handle(h).unwrap().fo)
+        as *const windows_sys::Wdk::Foundation::FILE_OBJECT;
+    let attributes = fsfilter_kernel::datascan::section_attributes();
+    let create = |protection: u32, allocation: u32| {
+        let mut h: windows_sys::Win32::Foundation::HANDLE = std::ptr::null_mut();
+        let mut object: *mut c_void = std::ptr::null_mut();
+        Status(unsafe {
+            windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan(
+                &mut h,
+                &mut object,
+                std::ptr::null_mut(),
+                fo,
+                0x4,
+                &attributes,
+                std::ptr::null(),
+                protection,
+                allocation,
+                0,
+            )
+        })
+    };
+    let sec_commit = 0x0800_0000;
+    assert_eq!(create(PAGE_EXECUTE_READ, sec_commit), Status::INVALID_PARAMETER_8);
+    assert_eq!(create(PAGE_READONLY, 0), Status::INVALID_PARAMETER_9);
+    assert!(order().is_empty(), "no acquire for a refused section: {:?}", order());
+}

@@ -11,6 +11,9 @@ use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE};
 use crate::events::Rule;
 use crate::kernel::{self, PASSIVE_LEVEL};
 
+/// `SEC_COMMIT`.
+const SEC_COMMIT: u32 = 0x0800_0000;
+
 /// Reports [`Rule::SectionHandleNotKernel`] against the running image when a data-scan section
 /// handle is requested with `attributes` null or without `OBJ_KERNEL_HANDLE` (facts.md §6: the
 /// handle is a user handle unless `OBJ_KERNEL_HANDLE`). The call goes on: Windows would return a
@@ -44,7 +47,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
     /// `SECTION_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE` (the call still succeeds). `STATUS_END_OF_FILE` for an
     /// empty file, `STATUS_FILE_IS_A_DIRECTORY`, `STATUS_INVALID_FILE_FOR_SECTION` for a file
     /// object that is not a file's (a volume or control-device open), `STATUS_FILE_LOCK_CONFLICT`
-    /// while byte-range locks are held. No conflict synchronization: the caller handles that.
+    /// while byte-range locks are held; `STATUS_INVALID_PARAMETER_8` for a protection other than
+    /// `PAGE_READONLY` or `PAGE_READWRITE`, `_9` without `SEC_COMMIT`, before the acquire (WRK).
+    /// No conflict synchronization: the caller handles that.
     /// The file is acquired for section synchronization around the creation (the FsFilter
     /// callbacks of the stack's drivers, docs/simulator.md "FsFilter callbacks"); a driver that
     /// fails the acquire fails the call with its status.
@@ -57,12 +62,20 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
         objectattributes: *const OBJECT_ATTRIBUTES,
         _maximumsize: *const i64,
         sectionpageprotection: u32,
-        _allocationattributes: u32,
+        allocationattributes: u32,
         _flags: u32,
     ) -> NTSTATUS {
         check_section_attributes("FsRtlCreateSectionForDataScan", objectattributes);
         if !kernel::with(|k| k.check_irql(PASSIVE_LEVEL, "FsRtlCreateSectionForDataScan")) {
             return Status::INVALID_DEVICE_STATE.0;
+        }
+        // The arguments before the acquire (WRK; the reference page lists the same statuses).
+        use fsfilter::section_sync::{PAGE_READONLY, PAGE_READWRITE};
+        if sectionpageprotection != PAGE_READONLY && sectionpageprotection != PAGE_READWRITE {
+            return Status::INVALID_PARAMETER_8.0;
+        }
+        if allocationattributes & SEC_COMMIT == 0 {
+            return Status::INVALID_PARAMETER_9.0;
         }
         // The file is acquired for section synchronization first (WRK): every driver of the
         // stack sees the acquire, the caller's own devices too, and one may fail it.
