@@ -1452,3 +1452,86 @@ fn a_data_scan_section_is_acquired_through_the_stack_and_may_be_refused() {
     m.close_handle(d);
     assert!(rules(&m).is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_data_scan_section_created_from_an_acquire_callback_is_acquired_inside_it() {
+    // A scanner creating its section from the pre or post callback of a user's mapping: the
+    // nested acquire and release walk the stack inside the outer operation, whose own post
+    // then runs with its status; nothing is left over.
+    const ACQUIRE: u8 = 0xFF;
+    const RELEASE: u8 = 0xFE;
+    thread_local! {
+        static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let (mut m, c) = setup(&[("a.bin", b"0123456789"), ("b.bin", b"0123456789")]);
+    let nested = |slot: usize,
+                  instance: PFLT_INSTANCE,
+                  fo: *mut windows_sys::Wdk::Foundation::FILE_OBJECT,
+                  when: &str| {
+        if DEPTH.get() > 0 {
+            return;
+        }
+        DEPTH.set(1);
+        let ctx = section_context(slot);
+        let mut h: HANDLE = std::ptr::null_mut();
+        let mut obj: *mut c_void = std::ptr::null_mut();
+        let mut size = 0i64;
+        let s = Status(unsafe {
+            FltCreateSectionForDataScan(
+                instance,
+                fo,
+                ctx,
+                SECTION_MAP_READ,
+                &section_attributes(),
+                std::ptr::null(),
+                PAGE_READONLY,
+                SEC_COMMIT,
+                0,
+                &mut h,
+                &mut obj,
+                &mut size,
+            )
+        });
+        log(format!("{when} {s}"));
+        if s.is_success() {
+            assert_eq!(close_all(ctx, h, obj), Status::SUCCESS);
+        } else {
+            unsafe { FltReleaseContext(ctx) };
+        }
+        DEPTH.set(0);
+    };
+    let mut cfg = scanner("Scan", "265000", true, move |p: &PostCall| {
+        if p.major() == ACQUIRE {
+            let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+            if file_name(p).ends_with("b.bin") {
+                nested(p.slot, p.instance(), fo, "post");
+            }
+        }
+        0
+    })
+    .op(ACQUIRE, true, true)
+    .op(RELEASE, true, true);
+    cfg = cfg.with_pre(move |p: &fltcommon::PreCall| {
+        if p.major() == ACQUIRE {
+            let fo = p.iopb().TargetFileObject;
+            let name = unsafe { fsfilter_sim::mem::read_unicode(&(*fo).FileName) };
+            if name.ends_with("a.bin") {
+                nested(p.slot, p.instance(), fo, "pre");
+            }
+        }
+        (0, 0)
+    });
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    let rx = CreateOptions::open();
+    for name in ["a.bin", "b.bin"] {
+        let h = m.open(c, name, rx).unwrap();
+        order_clear();
+        let r = m.create_section(h, PAGE_READONLY);
+        assert_eq!(r.status, Status::SUCCESS, "{name}");
+        m.close_handle(h);
+    }
+    assert_eq!(logged(), ["pre STATUS_SUCCESS", "post STATUS_SUCCESS"]);
+    m.settle();
+    assert!(rules(&m).is_empty(), "{:?}", m.findings());
+}

@@ -42,6 +42,9 @@ thread_local! {
     static SAW: Cell<(i32, u32)> = const { Cell::new((-1, 0)) };
     /// The legacy filter's pre routine was given no completion-context pointer, last time.
     static NULL_CONTEXT: Cell<bool> = const { Cell::new(false) };
+    /// Run by the legacy filter's pre routine of an acquire, once.
+    static LEG_HOOK: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 unsafe extern "system" fn leg_pre(
@@ -57,6 +60,11 @@ unsafe extern "system" fn leg_pre(
         SAW.set((a.SyncType, a.PageProtection));
     }
     order_push(format!("Leg:fs_pre:{}", d.Operation));
+    if d.Operation == ACQUIRE
+        && let Some(hook) = LEG_HOOK.with(|h| h.borrow_mut().take())
+    {
+        hook();
+    }
     // NULL when the registered table has no post routine for the operation (WRK).
     if !context.is_null() {
         unsafe { *context = 0x5EC7 as *mut c_void };
@@ -296,4 +304,81 @@ fn an_fsrtl_data_scan_section_checks_its_protection_before_the_acquire() {
     assert_eq!(create(PAGE_EXECUTE_READ, sec_commit), Status::INVALID_PARAMETER_8);
     assert_eq!(create(PAGE_READONLY, 0), Status::INVALID_PARAMETER_9);
     assert!(order().is_empty(), "no acquire for a refused section: {:?}", order());
+}
+
+#[test]
+fn a_section_on_a_dismounted_volume_a_directory_or_the_volume_is_refused() {
+    let (mut m, h) = machine_with(Config::new("Av", "100000"));
+    let c = m.volume("C:").expect("C:");
+    let dir = m.open(c, "", CreateOptions::open()).expect("root");
+    order_clear();
+    let r = m.create_section(dir, PAGE_READONLY);
+    assert_eq!(r.status, Status::INVALID_FILE_FOR_SECTION);
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    order_clear();
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::VOLUME_DISMOUNTED, "{:?}", order());
+    m.close_handle(h);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::INVALID_HANDLE);
+}
+
+#[test]
+fn an_instance_detached_between_the_pre_and_the_post_of_an_acquire_gets_one_post() {
+    // A frame above the legacy filter (a minifilter above its range, frame 1): the legacy
+    // filter's pre routine runs between the frame's pre and post routines, and detaches the
+    // minifilter's instance there. The instance's post comes once (drained), the frame's post
+    // routine finds nothing more to do, and nothing leaks or is reported.
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+        FltDetachVolume, FltGetVolumeFromName, FltObjectDereference,
+    };
+    ACQUIRE_STATUS.set(Status::SUCCESS);
+    RELEASE_STATUS.set(Status::SUCCESS);
+    let mut m = fltcommon::machine(3);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.exe", b"MZ"));
+    m.install_filter_manager();
+    install_legacy(&mut m, 0, "Leg", "FSFilter Encryption", StartType::Boot);
+    m.boot();
+    let t = table(size_of::<FS_FILTER_CALLBACKS>() as u32);
+    let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(legacy_driver(0), &t) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    start(&mut m, 1, Config::new("Av", "321300").op(ACQUIRE, true, true).op(RELEASE, true, true));
+    let h = m.open(c, "a.exe", CreateOptions::open()).expect("open");
+    order_clear();
+    LEG_HOOK.with(|hk| {
+        *hk.borrow_mut() = Some(Box::new(|| {
+            let name: Vec<u16> = "C:".encode_utf16().collect();
+            let f = fltcommon::filter_handle(1);
+            let mut vol = 0;
+            assert_eq!(unsafe { FltGetVolumeFromName(f, &fltcommon::us(&name), &mut vol) }, 0);
+            let inst: Vec<u16> = "Av Instance".encode_utf16().collect();
+            let s = unsafe { FltDetachVolume(f, vol, &fltcommon::us(&inst)) };
+            order_push(format!("detach {}", Status(s)));
+            unsafe { FltObjectDereference(vol as *mut _) };
+        }))
+    });
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(
+        order(),
+        [
+            "Av:pre:255",
+            "Leg:fs_pre:255",
+            "Av:teardown_start",
+            "Av:post:255",
+            "Av:teardown_complete",
+            "detach STATUS_SUCCESS",
+            "Leg:fs_post:255:STATUS_SUCCESS",
+            "Leg:fs_pre:254",
+            "Leg:fs_post:254:STATUS_SUCCESS",
+        ]
+    );
+    let posts = fltcommon::posts(1);
+    assert!(
+        matches!(posts[..], [Seen::Post { major: ACQUIRE, flags: 1, .. }]),
+        "one post, FLTFL_POST_OPERATION_DRAINING: {posts:?}"
+    );
+    m.close_handle(h);
+    m.settle();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
