@@ -99,6 +99,7 @@ struct Callee {
     /// called (it does the operation).
     base: bool,
     image: ImageId,
+    /// The image's name, for findings.
     driver: String,
     pre: PFS_FILTER_CALLBACK,
     post: PFS_FILTER_COMPLETION_CALLBACK,
@@ -132,7 +133,8 @@ pub fn perform(fo: *mut FILE_OBJECT, op: FsFilterOp) -> Status {
                     device: info.ptr,
                     base: info.attached_to.is_none(),
                     image: driver.image,
-                    driver: driver.name.clone(),
+                    // Findings name the driver as every other one does: by its image.
+                    driver: k.image_name(driver.image),
                     pre,
                     post,
                 })

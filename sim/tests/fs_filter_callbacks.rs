@@ -203,6 +203,9 @@ fn a_release_cannot_fail_a_failure_is_reported_and_taken_for_success() {
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(order().len(), 8, "the walk goes on: {:?}", order());
     assert_eq!(rules(&m), [Rule::StatusInvalidForOperation]);
+    // Reported against the driver by its name, as every other finding (until December 6, by
+    // its driver object's name, `\FileSystem\Leg`).
+    assert_eq!(m.findings()[0].1.as_deref(), Some("Leg"), "{:?}", m.findings());
 }
 
 #[test]
