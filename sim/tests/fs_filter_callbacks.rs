@@ -385,3 +385,23 @@ fn an_instance_detached_between_the_pre_and_the_post_of_an_acquire_gets_one_post
     m.settle();
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_release_completed_with_pending_is_one_finding_against_the_minifilter() {
+    // FLT_PREOP_COMPLETE with STATUS_PENDING is the minifilter's fault, reported once against
+    // it; the status the Filter Manager answers FsRtl for the release must not make FsRtl
+    // report the Filter Manager for failing a release.
+    let cfg = Config::new("Av", "100000").with_pre(|p| {
+        if p.major() == RELEASE {
+            p.set_status(Status::PENDING, 0);
+            return (4, 0); // FLT_PREOP_COMPLETE
+        }
+        (0, 0)
+    });
+    let (mut m, h) = machine_with(cfg);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::SUCCESS);
+    let findings = m.findings();
+    assert_eq!(rules(&m), [Rule::CompleteWithPending], "{findings:?}");
+    assert_eq!(findings[0].1.as_deref(), Some("Av"), "{findings:?}");
+}

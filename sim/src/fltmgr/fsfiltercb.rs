@@ -101,7 +101,14 @@ unsafe extern "system" fn flt_pre_fs_filter(
             let last = super::dispatch::fast_post(key);
             // SAFETY: the status member.
             let s = last.map_or(Status::SUCCESS, |l| Status(unsafe { l.Anonymous.Status }));
-            if s.is_success() { Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY.0 } else { s.0 }
+            // A release cannot fail: whatever a minifilter completed it with (reported against
+            // it already), FsRtl hears a success, and has no Filter Manager to report.
+            let release = major == MajorFunction::ReleaseForSectionSynchronization.code();
+            if s.is_success() || release {
+                Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY.0
+            } else {
+                s.0
+            }
         }
         // Every pre ran (a pend or a fast-I/O refusal is reported and ignored by the walk).
         PreEnd::Down | PreEnd::Disallow | PreEnd::Pended => {
