@@ -405,3 +405,21 @@ fn a_release_completed_with_pending_is_one_finding_against_the_minifilter() {
     assert_eq!(rules(&m), [Rule::CompleteWithPending], "{findings:?}");
     assert_eq!(findings[0].1.as_deref(), Some("Av"), "{findings:?}");
 }
+
+#[test]
+fn more_processing_from_an_fs_filter_post_is_reported_as_such() {
+    // FLT_POSTOP_MORE_PROCESSING_REQUIRED is for IRP-based operations: from the post callback
+    // of an FsFilter operation it is reported, naming the operation's kind, and taken for
+    // finished.
+    let cfg = Config::new("Av", "100000").with_post(|_| 1); // FLT_POSTOP_MORE_PROCESSING_REQUIRED
+    let (mut m, h) = machine_with(cfg);
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::SUCCESS);
+    let findings = m.findings();
+    assert_eq!(rules(&m), [Rule::StatusInvalidForOperation; 2], "{findings:?}");
+    for (_, driver, message) in &findings {
+        assert_eq!(driver.as_deref(), Some("Av"));
+        assert!(message.contains("an FsFilter operation"), "{message}");
+        assert!(!message.contains("fast-I/O"), "{message}");
+    }
+}

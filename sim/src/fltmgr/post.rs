@@ -261,7 +261,7 @@ fn apply_post(k: &mut Kernel, key: u64, pidx: usize, status: i32) -> bool {
             k.flt_report(
                 Some(f),
                 Rule::StatusInvalidForOperation,
-                format!("{m}: FLT_POSTOP_MORE_PROCESSING_REQUIRED for a fast-I/O operation (IRP-based only, facts.md §4); treated as finished"),
+                format!("{m}: FLT_POSTOP_MORE_PROCESSING_REQUIRED for {} (IRP-based only, facts.md §4); treated as finished", kind_name(kind)),
             );
             release(k);
             false
@@ -415,10 +415,11 @@ pub(crate) fn when_safe(
         // The reference page: "can only be called for IRP-based operations", "only from a
         // postoperation callback", never with FLTFL_POST_OPERATION_DRAINING (facts.md §4). Each
         // misuse is reported; the call answers FALSE.
+        let kind = kind_name(op.kind);
         let misuse = if op.kind != OperationKind::Irp {
-            Some("for a fast I/O operation (IRP-based operations only)")
+            Some(format!("for {kind} (IRP-based operations only)"))
         } else if op.cbd().Flags & cbd::POST_OPERATION == 0 {
-            Some("outside a post-operation callback")
+            Some("outside a post-operation callback".to_owned())
         } else {
             None
         };
@@ -578,6 +579,14 @@ pub fn drain_instance(i: InstId) {
             }
             k.flt_instance_released(i);
         });
+    }
+}
+
+/// How a finding names an operation of `kind` that is not IRP-based.
+fn kind_name(kind: OperationKind) -> &'static str {
+    match kind {
+        OperationKind::FsFilter => "an FsFilter operation",
+        _ => "a fast-I/O operation",
     }
 }
 
