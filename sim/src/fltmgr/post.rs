@@ -586,7 +586,7 @@ pub fn drain_instance(i: InstId) {
 fn kind_name(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::FsFilter => "an FsFilter operation",
-        _ => "a fast-I/O operation",
+        _ => "a fast I/O operation",
     }
 }
 
