@@ -444,12 +444,14 @@ fn io(
     let handle = match handles.open.get(&key) {
         Some(h) => *h,
         None => {
-            // A map step's own open asks for execute access too, as a loader's would (a handle
-            // a create step opened has the default access, without it).
+            // A map step's own open asks for execute access on top of the default access, so
+            // that every protection can be mapped (a handle a create step opened has the
+            // default access, without it). Until December 6 it asked for read and execute
+            // only, and no writable mapping of it reached a filter.
             let options = if op == MajorFunction::AcquireForSectionSynchronization {
-                let read_execute = fsfilter_sim::nt::access::GENERIC_READ
-                    | fsfilter_sim::nt::access::GENERIC_EXECUTE;
-                CreateOptions::default().access(read_execute)
+                let default = CreateOptions::default();
+                let access = default.access | fsfilter_sim::nt::access::GENERIC_EXECUTE;
+                default.access(access)
             } else {
                 CreateOptions::default()
             };

@@ -1119,3 +1119,35 @@ fn a_mapping_is_an_fs_filter_operation_under_both_models() {
     );
     const { assert!(LEGACY.fs_filter_callbacks && MINI.fs_filter_callbacks) };
 }
+
+/// A `map` step that opens its path itself asks for execute access on top of the default
+/// access (README, the tenth extension), so every protection can reach the filters: a writable
+/// mapping, and an executable and writable one, are not refused by the I/O manager.
+#[test]
+fn a_map_step_of_its_own_handle_can_map_writable_and_executable() {
+    let step = |path: &str, protection: &str| {
+        format!(
+            "\n[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"map\"\npath = \"{path}\"\n\
+             protection = \"{protection}\"\n"
+        )
+    };
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n[driver.parameters]\n\
+         Operations = \"acquire_for_section_synchronization\"\n{}{}",
+        step("data.bin", "readwrite"),
+        step("plain.txt", "execute_readwrite"),
+    );
+    let (legacy, mini) = both(&text, "P");
+    for r in [&legacy, &mini] {
+        assert_eq!(
+            step_statuses(r),
+            [
+                "io map C:\\data.bin (readwrite): STATUS_SUCCESS",
+                "io map C:\\plain.txt (execute_readwrite): STATUS_SUCCESS",
+            ]
+        );
+        clean(r);
+    }
+    assert_eq!(seen(&legacy, "P"), seen(&mini, "P"));
+    assert_eq!(seen(&legacy, "P").len(), 2, "both acquires reached the filter");
+}
