@@ -60,3 +60,59 @@ fn every_outcome_of_an_acquire_leaves_no_hold_behind_and_the_filter_stops() {
     assert_eq!(m.volume_stack_drivers(c), ["Ntfs"]);
     assert!(common::findings(&m).is_empty(), "{:?}", common::findings(&m));
 }
+
+/// A filter that registers the cache-flush and modified-page-writer FsFilter operations.
+struct Flusher;
+
+impl fsfilter::Filter for Flusher {
+    const REGISTRATION: fsfilter::Registration = fsfilter::Registration::new()
+        .operation(
+            fsfilter::Operation::new(fsfilter::MajorFunction::AcquireForCcFlush).pre().post(),
+        )
+        .operation(fsfilter::Operation::new(fsfilter::MajorFunction::AcquireForModWrite).pre())
+        .validated();
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(_: &dyn fsfilter::ServiceParameters) -> fsfilter::Result<Self> {
+        Ok(Flusher)
+    }
+
+    fn instance_setup(&self, _: &fsfilter::InstanceSetup<'_>) -> fsfilter::Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(
+        &self,
+        _: &fsfilter::Instance<'_, ()>,
+        _: &mut fsfilter::PreOperation<'_, ()>,
+    ) -> fsfilter::PreOutcome<()> {
+        fsfilter::PreOutcome::WithPost(())
+    }
+}
+
+mod flusher {
+    fsfilter_legacy::driver!(super::Flusher);
+}
+
+#[test]
+fn the_cache_flush_and_mod_write_operations_are_registered_with_fsrtl() {
+    // docs/architecture.md and semantics.md (operations-delivered): the legacy backend registers
+    // FsFilter callbacks when the filter registers one of the six FsFilter operations, "the
+    // section-synchronization, modified-page-writer and cache-flush acquires and releases". A
+    // filter that registers only IRP_MJ_ACQUIRE_FOR_CC_FLUSH and IRP_MJ_ACQUIRE_FOR_MOD_WRITE
+    // needs their FsRtl routines in its table (the simulator raises neither; on Windows the
+    // cache manager and the modified page writer do). FAILS until legacy/src/fsfilt.rs registers
+    // them (audit-fsfilter report).
+    let mut m = common::machine();
+    m.add_volume(fsfilter_sim::VolumeSpec::new("C:", fsfilter_sim::FsKind::Ntfs));
+    let spec = fsfilter_sim::ServiceSpec::new("Flusher", flusher::ENTRY, "legacy");
+    common::install_legacy(&mut m, spec);
+    m.boot();
+    let table = m.kernel(|k| {
+        k.objects.drivers.iter().find(|d| d.service == "Flusher").and_then(|d| d.fs_filter)
+    });
+    let table = table.expect("FsRtlRegisterFileSystemFilterCallbacks was called");
+    assert!(table.PreAcquireForCcFlush.is_some() && table.PostAcquireForCcFlush.is_some());
+    assert!(table.PreAcquireForModifiedPageWriter.is_some());
+}
