@@ -423,3 +423,38 @@ fn more_processing_from_an_fs_filter_post_is_reported_as_such() {
         assert!(!message.contains("fast-I/O"), "{message}");
     }
 }
+
+#[test]
+fn synchronize_is_with_callback_and_the_fast_io_and_query_open_answers_are_reported() {
+    // FLT_PREOP_SYNCHRONIZE for an operation that is not IRP-based is
+    // FLT_PREOP_SUCCESS_WITH_CALLBACK (the reference page); FLT_PREOP_DISALLOW_FASTIO (fast I/O
+    // only) and FLT_PREOP_DISALLOW_FSFILTER_IO (IRP_MJ_QUERY_OPEN only) are reported and taken
+    // for FLT_PREOP_SUCCESS_NO_CALLBACK.
+    let cfg = Config::new("Av", "100000").with_pre(|p| {
+        if p.major() == ACQUIRE {
+            return (5, 0); // FLT_PREOP_SYNCHRONIZE
+        }
+        (3, 0) // FLT_PREOP_DISALLOW_FASTIO
+    });
+    let (mut m, h) = machine_with(cfg);
+    assert_eq!(m.create_section(h, PAGE_READONLY).status, Status::SUCCESS);
+    assert_eq!(
+        order(),
+        [
+            "Leg:fs_pre:255",
+            "Av:pre:255",
+            "Av:post:255",
+            "Leg:fs_post:255:STATUS_SUCCESS",
+            "Leg:fs_pre:254",
+            "Av:pre:254",
+            "Leg:fs_post:254:STATUS_SUCCESS",
+        ]
+    );
+    assert_eq!(rules(&m), [Rule::StatusInvalidForOperation]);
+    drop(m);
+    let cfg = Config::new("Av", "100000").with_pre(|_| (6, 0)); // FLT_PREOP_DISALLOW_FSFILTER_IO
+    let (mut m, h) = machine_with(cfg);
+    assert_eq!(m.create_section(h, PAGE_READONLY).status, Status::SUCCESS);
+    assert_eq!(rules(&m), [Rule::StatusInvalidForOperation; 2]);
+    assert!(!order().iter().any(|o| o.starts_with("Av:post")), "{:?}", order());
+}
