@@ -13,6 +13,8 @@
 //! (`DriverState::begin`), given up after the post callback.
 
 use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::mem::size_of;
 use core::ptr::NonNull;
 
 use fsfilter::{
@@ -54,15 +56,36 @@ pub(crate) unsafe fn register<F: Filter>(
     if !wanted(ACQUIRE) && !wanted(RELEASE) {
         return Status::SUCCESS.0;
     }
-    // SAFETY: all-zero is a valid table: no routines.
-    let mut callbacks: FS_FILTER_CALLBACKS = unsafe { core::mem::zeroed() };
-    callbacks.SizeOfFsFilterCallbacks = core::mem::size_of::<FS_FILTER_CALLBACKS>() as u32;
-    callbacks.PreAcquireForSectionSynchronization = Some(pre::<F>);
-    callbacks.PostAcquireForSectionSynchronization = Some(post::<F>);
-    callbacks.PreReleaseForSectionSynchronization = Some(pre::<F>);
-    callbacks.PostReleaseForSectionSynchronization = Some(post::<F>);
     // SAFETY: our driver object; the routine copies the table.
-    unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, &callbacks) }
+    unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, Callbacks::<F>::get()) }
+}
+
+/// The routines for filter type `F`, as static data (smaller than a table built on the stack).
+struct Callbacks<F>(PhantomData<fn() -> F>);
+
+impl<F: Filter> Callbacks<F> {
+    const TABLE: FS_FILTER_CALLBACKS = FS_FILTER_CALLBACKS {
+        SizeOfFsFilterCallbacks: size_of::<FS_FILTER_CALLBACKS>() as u32,
+        Reserved: 0,
+        PreAcquireForSectionSynchronization: Some(pre::<F>),
+        PostAcquireForSectionSynchronization: Some(post::<F>),
+        PreReleaseForSectionSynchronization: Some(pre::<F>),
+        PostReleaseForSectionSynchronization: Some(post::<F>),
+        PreAcquireForCcFlush: None,
+        PostAcquireForCcFlush: None,
+        PreReleaseForCcFlush: None,
+        PostReleaseForCcFlush: None,
+        PreAcquireForModifiedPageWriter: None,
+        PostAcquireForModifiedPageWriter: None,
+        PreReleaseForModifiedPageWriter: None,
+        PostReleaseForModifiedPageWriter: None,
+        PreQueryOpen: None,
+        PostQueryOpen: None,
+    };
+
+    fn get() -> &'static FS_FILTER_CALLBACKS {
+        const { &Self::TABLE }
+    }
 }
 
 /// The operation's major function and parameters, from FsRtl's callback data.
