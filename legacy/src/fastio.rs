@@ -12,7 +12,7 @@ use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
 
 use fsfilter::{
-    Buffer, Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader,
+    Buffer, Filter, HeaderSource, Instance, IoStatus, LazyHeader, MajorFunction, OperationHeader,
     OperationKind, Parameters, PostFlags, PostOperation, PreOperation, PreOutcome,
     ReadWriteParameters, Status,
 };
@@ -27,7 +27,7 @@ use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use crate::dispatch::instance_view;
 use crate::services::OpServices;
-use crate::state::DriverState;
+use crate::state::{DeviceExt, DriverState};
 use crate::view;
 
 /// The table for filter type `F`, as static data.
@@ -551,10 +551,7 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     let Some(ext) = (unsafe { state.ext(device) }) else { return false };
     // SAFETY: the device ours is attached to, or null.
     let Some((table, lower)) = (unsafe { table_of(ext.lower) }) else { return false };
-    let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
-    let instance = instance_view(device, ext);
-    let torn_down = ext.is_torn_down();
-    let (Some(op), Some(instance), false) = (op, instance, torn_down) else {
+    let Some(instance) = instance_view(device, ext) else {
         // SAFETY: the lower routine with the caller's arguments (`call` does it).
         return call(table, lower);
     };
@@ -563,36 +560,13 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
     let source = FastIoHeader { io, id };
     // Built only if filter logic or a skip flag asks.
     let header = LazyHeader::on_demand(&source, major, id);
-    if op.has_skip_flags() && op.skips(header.get()) {
-        return call(table, lower);
-    }
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
-    let outcome = if op.pre {
-        let mut pre = PreOperation::new(&header, Buffer::User.into(), &services, None);
-        state.filter.pre_operation(&instance, &mut pre)
-    } else {
-        // SAFETY: post without pre: the context is zero-sized (checked at load).
-        match unsafe { fsfilter_kernel::context::decode::<F::CompletionContext>(core::ptr::null()) }
-        {
-            Some(c) => PreOutcome::WithPost(c),
-            None => PreOutcome::NoPost,
-        }
-    };
-    // A post-only registration has no pre callback to report (the Filter Manager calls none).
-    let report_pre = |outcome: &'static str, status: Option<Status>| {
-        if op.pre {
-            trace::emit_pre(instance.id, id, major, outcome, status);
-        }
-    };
-    let context = match outcome {
-        PreOutcome::DisallowFastIo => {
-            report_pre("FLT_PREOP_DISALLOW_FASTIO", None);
-            // The I/O manager reissues the request as an IRP.
-            return false;
-        }
-        PreOutcome::Complete(io) => {
-            let io = io.for_completion(false);
-            report_pre("FLT_PREOP_COMPLETE", Some(io.status));
+    let kind = OperationKind::FastIo;
+    let context = match pre_half(state, ext, &instance, &header, &services, kind) {
+        Pre::Pass => return call(table, lower),
+        // The I/O manager reissues the request as an IRP.
+        Pre::Disallow => return false,
+        Pre::Complete(io) => {
             // SAFETY: the caller's status block.
             if let Some(iosb) = unsafe { iosb.as_mut() } {
                 iosb.Anonymous.Status = io.status.0;
@@ -600,19 +574,7 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
             }
             return true;
         }
-        // Fast I/O is synchronous already: synchronizing changes nothing but the name.
-        PreOutcome::WithPost(c) if op.post => {
-            report_pre("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
-            c
-        }
-        PreOutcome::Synchronize(c) if op.post => {
-            report_pre("FLT_PREOP_SYNCHRONIZE", None);
-            c
-        }
-        _ => {
-            report_pre("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
-            return call(table, lower);
-        }
+        Pre::Post(c) => c,
     };
     let handled = call(table, lower);
     let result = if handled {
@@ -627,47 +589,109 @@ unsafe fn model<F: Filter>(io: &ReadWrite, device: *const DEVICE_OBJECT) -> bool
         // post, with STATUS_FLT_DISALLOW_FAST_IO, as the Filter Manager does (rule 12).
         IoStatus::new(Status::FLT_DISALLOW_FAST_IO)
     };
-    let mut post = PostOperation::new(&header, result, Buffer::User.into(), &services, None);
-    // Fast I/O cannot be deferred: a WhenSafe answer is treated as finished and its context
-    // dropped (rule 9), as the Filter Manager's FltDoCompletionProcessingWhenSafe refuses fast
-    // I/O; MoreProcessing cannot be answered (no deferrer).
-    let _ = state.filter.post_operation(&instance, &mut post, context, PostFlags::empty());
-    trace::emit_post(instance.id, id, major, result.status, "FLT_POSTOP_FINISHED_PROCESSING");
+    post_half(state, &instance, &header, &services, result, context, kind);
     handled
 }
 
-/// Trace helpers shared by the fast-I/O paths. Each asks [`fsfilter_kernel::trace::wanted`] at
-/// the call site and builds the event out of line (the dispatch routine's builders): a cached
-/// read through the simulator, which records nothing in the benchmark, then pays a flag test
-/// instead of a call that saves six registers first. On Windows without `dbgprint-trace` both
-/// compile to nothing.
-mod trace {
-    use super::*;
+/// What the pre half of an IRP-less operation (fast I/O, FsFilter) through the model decided,
+/// its pre callback reported.
+pub(crate) enum Pre<C> {
+    /// The operation goes on, no post callback owed (skipped, or no callback asked for).
+    Pass,
+    /// `FLT_PREOP_DISALLOW_FASTIO` (fast I/O only): the request comes back as an IRP.
+    Disallow,
+    /// Completed by the pre callback, with this status (`IoStatus::for_completion` applied).
+    Complete(IoStatus),
+    /// The operation goes on; its post callback is owed, with this context.
+    Post(C),
+}
 
-    #[inline(always)]
-    pub(super) fn emit_pre(
-        instance: fsfilter::InstanceId,
-        operation: usize,
-        major: MajorFunction,
-        outcome: &'static str,
-        status: Option<Status>,
-    ) {
-        if fsfilter_kernel::trace::wanted() {
-            let kind = fsfilter::OperationKind::FastIo;
-            crate::dispatch::report_pre(instance, operation, major, 0, kind, outcome, status);
+/// The pre half of an IRP-less operation (fast I/O, FsFilter) through the model at `instance`
+/// of our device `ext`, when its filter registers it and the instance is not torn down: the skip
+/// flags, the pre callback (or the zero-sized context of a post-only registration), its report,
+/// and what it asks for under the model's rules. One body for both kinds of operation (`kind`
+/// says which); the caller keeps the header and the services for [`post_half`].
+#[inline(never)]
+pub(crate) fn pre_half<'h, F: Filter>(
+    state: &DriverState<F>,
+    ext: &DeviceExt<F>,
+    instance: &Instance<'_, F::InstanceContext>,
+    header: &'h LazyHeader<'h>,
+    services: &'h OpServices<'h, F>,
+    kind: OperationKind,
+) -> Pre<F::CompletionContext> {
+    let (id, major) = (header.id(), header.major());
+    let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
+    let (Some(op), false) = (op, ext.is_torn_down()) else { return Pre::Pass };
+    if op.has_skip_flags() && op.skips(header.get()) {
+        return Pre::Pass;
+    }
+    let fast_io = kind == OperationKind::FastIo;
+    let outcome = if op.pre {
+        let buffer = if fast_io { Buffer::User } else { Buffer::None };
+        let mut pre = PreOperation::new(header, buffer.into(), services, None);
+        state.filter.pre_operation(instance, &mut pre)
+    } else {
+        // SAFETY: post without pre: the context is zero-sized (checked at load).
+        match unsafe { fsfilter_kernel::context::decode::<F::CompletionContext>(core::ptr::null()) }
+        {
+            Some(c) => PreOutcome::WithPost(c),
+            None => PreOutcome::NoPost,
+        }
+    };
+    // A post-only registration has no pre callback to report (the Filter Manager calls none).
+    let report = |outcome: &'static str, status: Option<Status>| {
+        if op.pre && fsfilter_kernel::trace::wanted() {
+            crate::dispatch::report_pre(instance.id, id, major, 0, kind, outcome, status);
+        }
+    };
+    match outcome {
+        PreOutcome::DisallowFastIo if fast_io => {
+            report("FLT_PREOP_DISALLOW_FASTIO", None);
+            Pre::Disallow
+        }
+        PreOutcome::Complete(io) => {
+            let io = io.for_completion(false);
+            report("FLT_PREOP_COMPLETE", Some(io.status));
+            Pre::Complete(io)
+        }
+        // IRP-less operations are synchronous already: synchronizing changes nothing but the
+        // name.
+        PreOutcome::WithPost(c) if op.post => {
+            report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
+            Pre::Post(c)
+        }
+        PreOutcome::Synchronize(c) if op.post => {
+            report("FLT_PREOP_SYNCHRONIZE", None);
+            Pre::Post(c)
+        }
+        _ => {
+            report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
+            Pre::Pass
         }
     }
+}
 
-    #[inline(always)]
-    pub(super) fn emit_post(
-        instance: fsfilter::InstanceId,
-        operation: usize,
-        major: MajorFunction,
-        status: Status,
-        outcome: &'static str,
-    ) {
-        if fsfilter_kernel::trace::wanted() {
-            crate::dispatch::emit_post(instance, operation, major, status, false, outcome);
-        }
+/// The post half of an IRP-less operation: the post callback with the operation's result, and
+/// its report. IRP-less operations cannot be deferred: a WhenSafe answer is treated as finished
+/// and its context dropped (rule 9), as the Filter Manager's FltDoCompletionProcessingWhenSafe
+/// refuses fast I/O; MoreProcessing cannot be answered (no deferrer).
+#[inline(never)]
+pub(crate) fn post_half<'h, F: Filter>(
+    state: &DriverState<F>,
+    instance: &Instance<'_, F::InstanceContext>,
+    header: &'h LazyHeader<'h>,
+    services: &'h OpServices<'h, F>,
+    result: IoStatus,
+    context: F::CompletionContext,
+    kind: OperationKind,
+) {
+    let buffer = if kind == OperationKind::FastIo { Buffer::User } else { Buffer::None };
+    let mut post = PostOperation::new(header, result, buffer.into(), services, None);
+    let _ = state.filter.post_operation(instance, &mut post, context, PostFlags::empty());
+    if fsfilter_kernel::trace::wanted() {
+        let (id, major, status) = (header.id(), header.major(), result.status);
+        let outcome = "FLT_POSTOP_FINISHED_PROCESSING";
+        crate::dispatch::emit_post(instance.id, id, major, status, false, outcome);
     }
 }

@@ -18,9 +18,8 @@ use core::mem::size_of;
 use core::ptr::NonNull;
 
 use fsfilter::{
-    Buffer, Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader,
-    OperationKind, Parameters, PostFlags, PostOperation, PreOperation, PreOutcome,
-    SectionSyncParameters, Status, section_sync,
+    Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader, OperationKind,
+    Parameters, SectionSyncParameters, Status, section_sync,
 };
 use fsfilter_kernel::context::{decode, encode};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
@@ -30,6 +29,7 @@ use windows_sys::Wdk::Storage::FileSystem::{
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use crate::dispatch::instance_view;
+use crate::fastio::{Pre, post_half, pre_half};
 use crate::services::OpServices;
 use crate::state::{DeviceExt, DriverState};
 use crate::view;
@@ -150,62 +150,27 @@ unsafe fn run_pre<F: Filter>(d: &FS_FILTER_CALLBACK_DATA) -> (Status, *mut c_voi
     let device = d.DeviceObject;
     // SAFETY: a device of the file's stack, live during the call.
     let Some(ext) = (unsafe { state.ext(device) }) else { return done };
+    let Some(instance) = instance_view(device, ext) else { return done };
     let major = MajorFunction::from_code(d.Operation);
-    let op = state.registration.get(major).copied().filter(|o| o.pre || o.post);
-    let instance = instance_view(device, ext);
-    let (Some(op), Some(instance), false) = (op, instance, ext.is_torn_down()) else {
-        return done;
-    };
     let file = d.FileObject;
     let id = file as usize;
-    let kind = OperationKind::FsFilter;
     let source = FsFilterHeader(d);
     // Built only if filter logic or a skip flag asks.
     let header = LazyHeader::on_demand(&source, major, id);
-    if op.has_skip_flags() && op.skips(header.get()) {
-        return done;
-    }
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
-    let outcome = if op.pre {
-        let mut pre = PreOperation::new(&header, Buffer::None.into(), &services, None);
-        state.filter.pre_operation(&instance, &mut pre)
-    } else {
-        // SAFETY: post without pre: the context is zero-sized (checked at load).
-        match unsafe { decode::<F::CompletionContext>(core::ptr::null()) } {
-            Some(c) => PreOutcome::WithPost(c),
-            None => PreOutcome::NoPost,
-        }
-    };
-    let report = |outcome: &'static str, status: Option<Status>| {
-        if op.pre && fsfilter_kernel::trace::wanted() {
-            crate::dispatch::report_pre(instance.id, id, major, 0, kind, outcome, status);
-        }
-    };
-    let context = match outcome {
-        PreOutcome::Complete(io) => {
-            let status = io.for_completion(false).status;
-            report("FLT_PREOP_COMPLETE", Some(status));
+    let kind = OperationKind::FsFilter;
+    let context = match pre_half(state, ext, &instance, &header, &services, kind) {
+        Pre::Complete(io) => {
             // A success completes the operation here: the file system's part is skipped.
-            let status = if status.is_success() {
+            let status = if io.status.is_success() {
                 Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY
             } else {
-                status
+                io.status
             };
             return (status, pass());
         }
-        // FsFilter callbacks are synchronous already: synchronizing changes nothing but the name.
-        PreOutcome::WithPost(c) if op.post => {
-            report("FLT_PREOP_SUCCESS_WITH_CALLBACK", None);
-            c
-        }
-        PreOutcome::Synchronize(c) if op.post => {
-            report("FLT_PREOP_SYNCHRONIZE", None);
-            c
-        }
-        _ => {
-            report("FLT_PREOP_SUCCESS_NO_CALLBACK", None);
-            return done;
-        }
+        Pre::Post(c) => c,
+        Pre::Pass | Pre::Disallow => return done,
     };
     match encode(context) {
         Ok(raw) => {
@@ -261,17 +226,9 @@ unsafe fn run_post<F: Filter>(
     let Some(instance) = instance_view(device, ext) else { return };
     let major = MajorFunction::from_code(d.Operation);
     let file = d.FileObject;
-    let id = file as usize;
     let source = FsFilterHeader(d);
-    let header = LazyHeader::on_demand(&source, major, id);
+    let header = LazyHeader::on_demand(&source, major, file as usize);
     let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
     let result = IoStatus::new(status);
-    let mut op = PostOperation::new(&header, result, Buffer::None.into(), &services, None);
-    // An FsFilter operation cannot be deferred: a WhenSafe answer is treated as finished and its
-    // context dropped (rule 9), as for fast I/O.
-    let _ = state.filter.post_operation(&instance, &mut op, context, PostFlags::empty());
-    if fsfilter_kernel::trace::wanted() {
-        let outcome = "FLT_POSTOP_FINISHED_PROCESSING";
-        crate::dispatch::emit_post(instance.id, id, major, status, false, outcome);
-    }
+    post_half(state, &instance, &header, &services, result, context, OperationKind::FsFilter);
 }
