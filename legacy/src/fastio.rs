@@ -676,7 +676,6 @@ pub(crate) fn pre_half<'h, F: Filter>(
 /// its report. IRP-less operations cannot be deferred: a WhenSafe answer is treated as finished
 /// and its context dropped (rule 9), as the Filter Manager's FltDoCompletionProcessingWhenSafe
 /// refuses fast I/O; MoreProcessing cannot be answered (no deferrer).
-#[inline(never)]
 pub(crate) fn post_half<'h, F: Filter>(
     state: &DriverState<F>,
     instance: &Instance<'_, F::InstanceContext>,
