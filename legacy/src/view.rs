@@ -67,12 +67,14 @@ pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> OperationHeader<'a> {
     // SAFETY: as above.
     let i = unsafe { &*irp };
     let major = MajorFunction::from_code(sl.MajorFunction);
+    // SAFETY: the stack location of a live IRP; members chosen by `major`.
+    let parameters = unsafe { parameters(i, sl, major) };
+    let (kind, id) = (OperationKind::Irp, irp as usize);
+    // The file's part, as for an operation without an IRP (one copy of it).
     // SAFETY: the file object of a stack location, when set, is valid during the operation.
-    let file = unsafe { sl.FileObject.as_ref() };
+    let common = unsafe { irpless_header(major, kind, sl.FileObject, parameters, id) };
     OperationHeader {
-        major,
         minor: sl.MinorFunction,
-        kind: OperationKind::Irp,
         irp_flags: IrpFlags::from_bits_retain(i.Flags),
         data_flags: CallbackDataFlags::IRP_OPERATION,
         requestor_mode: if i.RequestorMode == 0 {
@@ -80,25 +82,18 @@ pub(crate) unsafe fn header<'a>(irp: *mut IRP) -> OperationHeader<'a> {
         } else {
             RequestorMode::User
         },
-        // SAFETY: a valid file object's name describes its buffer.
-        file_name: file.map(|f| FileName::new(unsafe { file_name(f) })),
-        volume_open: file.is_some_and(|f| f.Flags & fo_flags::VOLUME_OPEN != 0),
-        file: file.map_or(0, |f| core::ptr::from_ref(f) as usize),
-        stream: file.map_or(0, |f| f.FsContext as usize),
-        // SAFETY: the stack location of a live IRP; members chosen by `major`.
-        parameters: unsafe { parameters(i, sl, major) },
-        irql: irql::current(),
         // SAFETY: the caller's live IRP, at its current stack location.
         synchronous: unsafe {
             windows_sys::Wdk::Storage::FileSystem::IoIsOperationSynchronous(irp)
         },
-        id: irp as usize,
+        ..common
     }
 }
 
-/// The header of an operation without an IRP: fast I/O, or an FsFilter callback (`kind`).
+/// The header of an operation without an IRP: fast I/O, or an FsFilter callback (`kind`); for an
+/// IRP (`OperationKind::Irp`), its file's part, which [`header`] completes.
 ///
-/// Out of line: one copy for the fast-I/O model and the FsFilter routines.
+/// Out of line: one copy for the IRP views, the fast-I/O model and the FsFilter routines.
 ///
 /// # Safety
 /// `file` must be null or a valid file object for `'a`.
