@@ -304,34 +304,33 @@ fn registration(
     npfs_msfs: bool,
 ) -> core::result::Result<Registration, ParseError> {
     let mut r = Registration::new();
-    match operations.map(fsfilter::text::trim) {
-        None | Some("") => r = r.every_operation(true, post),
-        Some(v) if eq_ignore_case(v, "all") => r = r.every_operation(true, post),
-        Some(v) => {
-            for item in words(v, b',') {
-                let (name, flags) = match fsfilter::text::split_once(item, b':') {
-                    Some((n, f)) => (fsfilter::text::trim(n), Some(f)),
-                    None => (item, None),
-                };
-                let major = operation_by_name(name).ok_or(ParseError::UnknownOperation)?;
-                let mut op = Operation::new(major).pre();
-                if post && major != MajorFunction::Shutdown {
-                    op = op.post();
-                }
-                const SKIPS: Names = Names("paging\ncached\nnoncached\nnondasd\n");
-                const SKIP_FLAGS: [OperationFlags; 4] = [
-                    OperationFlags::SKIP_PAGING_IO,
-                    OperationFlags::SKIP_CACHED_IO,
-                    OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO,
-                    OperationFlags::SKIP_NON_DASD_IO,
-                ];
-                for flag in flags.map(|f| words(f, b'|')).into_iter().flatten() {
-                    let skip = lookup(SKIPS, &SKIP_FLAGS, flag)
-                        .ok_or(ParseError::UnknownWord { parameter: "Operations" })?;
-                    op = op.skip(skip);
-                }
-                r = r.operation(op);
+    let v = operations.map_or("", fsfilter::text::trim);
+    if v.is_empty() || eq_ignore_case(v, "all") {
+        r = r.every_operation(true, post);
+    } else {
+        for item in words(v, b',') {
+            let (name, flags) = match fsfilter::text::split_once(item, b':') {
+                Some((n, f)) => (fsfilter::text::trim(n), Some(f)),
+                None => (item, None),
+            };
+            let major = operation_by_name(name).ok_or(ParseError::UnknownOperation)?;
+            let mut op = Operation::new(major).pre();
+            if post && major != MajorFunction::Shutdown {
+                op = op.post();
             }
+            const SKIPS: Names = Names("paging\ncached\nnoncached\nnondasd\n");
+            const SKIP_FLAGS: [OperationFlags; 4] = [
+                OperationFlags::SKIP_PAGING_IO,
+                OperationFlags::SKIP_CACHED_IO,
+                OperationFlags::SKIP_NON_CACHED_NON_PAGING_IO,
+                OperationFlags::SKIP_NON_DASD_IO,
+            ];
+            for flag in flags.map(|f| words(f, b'|')).into_iter().flatten() {
+                let skip = lookup(SKIPS, &SKIP_FLAGS, flag)
+                    .ok_or(ParseError::UnknownWord { parameter: "Operations" })?;
+                op = op.skip(skip);
+            }
+            r = r.operation(op);
         }
     }
     let flags =
@@ -462,13 +461,13 @@ impl Probe {
     }
 
     /// The first rule matching `op`, with its number (1-based).
-    fn rule_for(&self, op: &PreOperation<'_, ()>) -> Option<(usize, Rule)> {
+    fn rule_for(&self, op: &PreOperation<'_, ()>) -> Option<(usize, &Rule)> {
         self.rules
             .iter()
             .flatten()
             .enumerate()
             .find(|(_, r)| r.applies(op))
-            .map(|(i, r)| (i + 1, *r))
+            .map(|(i, r)| (i + 1, r))
     }
 }
 
