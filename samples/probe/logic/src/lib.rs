@@ -216,29 +216,24 @@ pub enum Policy {
     None,
 }
 
-/// Volume device types, as a small set.
+/// Volume device types, as a small set: disk, cdrom, network, pipe, mailslot (the `Attach`
+/// words' order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeviceSet {
-    disk: bool,
-    cdrom: bool,
-    network: bool,
-    pipe: bool,
-    mailslot: bool,
-}
+pub struct DeviceSet([bool; 5]);
 
 impl DeviceSet {
-    const ALL: DeviceSet =
-        DeviceSet { disk: true, cdrom: true, network: true, pipe: true, mailslot: true };
+    const ALL: DeviceSet = DeviceSet([true; 5]);
 
     fn contains(&self, t: VolumeDeviceType) -> bool {
-        match t {
-            VolumeDeviceType::DiskFileSystem => self.disk,
-            VolumeDeviceType::CdRomFileSystem => self.cdrom,
-            VolumeDeviceType::NetworkFileSystem => self.network,
-            VolumeDeviceType::Other(fsfilter::device_type::NAMED_PIPE) => self.pipe,
-            VolumeDeviceType::Other(fsfilter::device_type::MAILSLOT) => self.mailslot,
-            VolumeDeviceType::Other(_) => false,
-        }
+        let slot = match t {
+            VolumeDeviceType::DiskFileSystem => 0,
+            VolumeDeviceType::CdRomFileSystem => 1,
+            VolumeDeviceType::NetworkFileSystem => 2,
+            VolumeDeviceType::Other(fsfilter::device_type::NAMED_PIPE) => 3,
+            VolumeDeviceType::Other(fsfilter::device_type::MAILSLOT) => 4,
+            VolumeDeviceType::Other(_) => return false,
+        };
+        self.0.get(slot).copied().unwrap_or(false)
     }
 }
 
@@ -392,24 +387,11 @@ impl Probe {
         let devices = match p.string("Attach", &mut buf) {
             None => DeviceSet::ALL,
             Some(v) => {
-                let mut set = DeviceSet {
-                    disk: false,
-                    cdrom: false,
-                    network: false,
-                    pipe: false,
-                    mailslot: false,
-                };
+                let mut set = DeviceSet([false; 5]);
                 const WORDS: Names = Names("disk\ncdrom\nnetwork\npipe\nmailslot\n");
                 for w in words(v, b',') {
-                    let slot = match WORDS.position(w) {
-                        Some(0) => &mut set.disk,
-                        Some(1) => &mut set.cdrom,
-                        Some(2) => &mut set.network,
-                        Some(3) => &mut set.pipe,
-                        Some(4) => &mut set.mailslot,
-                        _ => return Err(ParseError::UnknownWord { parameter: "Attach" }),
-                    };
-                    *slot = true;
+                    let unknown = ParseError::UnknownWord { parameter: "Attach" };
+                    *WORDS.position(w).and_then(|i| set.0.get_mut(i)).ok_or(unknown)? = true;
                 }
                 set
             }
