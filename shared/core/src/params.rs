@@ -33,11 +33,9 @@ pub trait ServiceParameters {
             return Some(v != 0);
         }
         let mut buf = [0u8; 8];
-        match crate::text::trim(self.string(name, &mut buf)?) {
-            s if crate::text::Names("true\nyes\n1\n").position(s).is_some() => Some(true),
-            s if crate::text::Names("false\nno\n0\n").position(s).is_some() => Some(false),
-            _ => None,
-        }
+        // The three false words, then the three true ones.
+        let words = crate::text::Names("false\nno\n0\ntrue\nyes\n1\n");
+        words.position(crate::text::trim(self.string(name, &mut buf)?)).map(|i| i >= 3)
     }
 }
 
