@@ -801,6 +801,7 @@ impl IoStatus {
     /// `STATUS_FLT_DISALLOW_FAST_IO` are not completion statuses and become
     /// `STATUS_INVALID_DEVICE_STATE`; cleanup and close cannot fail, so a failure there, that one
     /// included, becomes `STATUS_SUCCESS`.
+    #[inline(never)] // one copy for every backend path that completes
     pub const fn for_completion(self, cleanup_or_close: bool) -> IoStatus {
         let reserved =
             self.status.0 == Status::PENDING.0 || self.status.0 == Status::FLT_DISALLOW_FAST_IO.0;
