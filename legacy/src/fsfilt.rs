@@ -52,8 +52,8 @@ pub(crate) unsafe fn register<F: Filter>(
     state: &DriverState<F>,
     driver: *const DRIVER_OBJECT,
 ) -> NTSTATUS {
-    let wanted = |m| state.registration.get(m).is_some_and(|o| o.pre || o.post);
-    if !wanted(ACQUIRE) && !wanted(RELEASE) {
+    let wanted = |m: &MajorFunction| state.registration.get(*m).is_some_and(|o| o.pre || o.post);
+    if ![ACQUIRE, RELEASE].iter().any(wanted) {
         return Status::SUCCESS.0;
     }
     // SAFETY: our driver object; the routine copies the table.
