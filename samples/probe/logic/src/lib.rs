@@ -254,15 +254,13 @@ fn words(s: &str, sep: u8) -> fsfilter::text::Split<'_> {
     fsfilter::text::split(s, sep)
 }
 
-fn policy(
-    value: Option<&str>,
-    parameter: &'static str,
-) -> core::result::Result<Policy, ParseError> {
+/// An `Unload` or `Detach` value; `None` for an unknown word.
+fn policy(value: Option<&str>) -> Option<Policy> {
     const WORDS: Names = Names("allow\nrefuse\nnone\n");
     const POLICIES: [Policy; 3] = [Policy::Allow, Policy::Refuse, Policy::None];
     match value.map(fsfilter::text::trim) {
-        None | Some("") => Ok(Policy::Allow),
-        Some(v) => lookup(WORDS, &POLICIES, v).ok_or(ParseError::UnknownWord { parameter }),
+        None | Some("") => Some(Policy::Allow),
+        Some(v) => lookup(WORDS, &POLICIES, v),
     }
 }
 
@@ -411,8 +409,9 @@ impl Probe {
                 Some(set)
             }
         };
-        let unload = policy(p.string("Unload", &mut buf), "Unload")?;
-        let detach = policy(p.string("Detach", &mut buf), "Detach")?;
+        let unknown = |parameter| ParseError::UnknownWord { parameter };
+        let unload = policy(p.string("Unload", &mut buf)).ok_or(unknown("Unload"))?;
+        let detach = policy(p.string("Detach", &mut buf)).ok_or(unknown("Detach"))?;
         let post = p.flag("Post").unwrap_or(true);
         let npfs_msfs = p.flag("SupportNpfsMsfs").unwrap_or(false);
         let notes = p.flag("Notes").unwrap_or(true);
