@@ -38,10 +38,8 @@ impl<'a> Iterator for Split<'a> {
 
 /// `s` without leading and trailing ASCII whitespace.
 pub fn trim(s: &str) -> &str {
-    let b = s.as_bytes();
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
-    s.get(start..end).unwrap_or("")
+    // `u8::is_ascii_whitespace` at both ends, without `str` slicing's boundary checks.
+    s.trim_ascii()
 }
 
 /// `s` split at the first ASCII `sep`: (before, after); `None` when absent.
