@@ -14,7 +14,7 @@
 
 use core::ffi::c_void;
 use core::marker::PhantomData;
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 
 use fsfilter::{
@@ -25,6 +25,7 @@ use fsfilter_kernel::context::{decode, encode};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::{
     FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS, FsRtlRegisterFileSystemFilterCallbacks,
+    PFS_FILTER_CALLBACK, PFS_FILTER_COMPLETION_CALLBACK,
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 
@@ -56,34 +57,48 @@ pub(crate) unsafe fn register<F: Filter>(
     if ![ACQUIRE, RELEASE].iter().any(wanted) {
         return Status::SUCCESS.0;
     }
-    // SAFETY: our driver object; the routine copies the table.
-    unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, Callbacks::<F>::get()) }
+    let table = core::ptr::from_ref(Callbacks::<F>::get()).cast::<FS_FILTER_CALLBACKS>();
+    // SAFETY: our driver object; the routine copies the first `SizeOfFsFilterCallbacks` bytes of
+    // the table, all of which `SectionSync` has (WRK; the reference page: a nonzero size).
+    unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, table) }
 }
+
+/// The head of `FS_FILTER_CALLBACKS` up to the section-synchronization routines, the only ones
+/// the backend registers: its size says where it ends, and FsRtl calls no routine the size does
+/// not cover (WRK's `VALID_FS_FILTER_CALLBACK_HANDLER`, as for a fast-I/O table), so the nine
+/// other entries, always NULL, are not stored (80 bytes of every legacy driver's `.rdata`).
+#[repr(C)]
+struct SectionSync {
+    size: u32,
+    reserved: u32,
+    pre_acquire: PFS_FILTER_CALLBACK,
+    post_acquire: PFS_FILTER_COMPLETION_CALLBACK,
+    pre_release: PFS_FILTER_CALLBACK,
+    post_release: PFS_FILTER_COMPLETION_CALLBACK,
+}
+
+// The head is the structure's: the same fields at the same offsets.
+const _: () = assert!(
+    offset_of!(FS_FILTER_CALLBACKS, PostReleaseForSectionSynchronization)
+        == offset_of!(SectionSync, post_release)
+        && offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization)
+            == offset_of!(SectionSync, pre_acquire)
+);
 
 /// The routines for filter type `F`, as static data (smaller than a table built on the stack).
 struct Callbacks<F>(PhantomData<fn() -> F>);
 
 impl<F: Filter> Callbacks<F> {
-    const TABLE: FS_FILTER_CALLBACKS = FS_FILTER_CALLBACKS {
-        SizeOfFsFilterCallbacks: size_of::<FS_FILTER_CALLBACKS>() as u32,
-        Reserved: 0,
-        PreAcquireForSectionSynchronization: Some(pre::<F>),
-        PostAcquireForSectionSynchronization: Some(post::<F>),
-        PreReleaseForSectionSynchronization: Some(pre::<F>),
-        PostReleaseForSectionSynchronization: Some(post::<F>),
-        PreAcquireForCcFlush: None,
-        PostAcquireForCcFlush: None,
-        PreReleaseForCcFlush: None,
-        PostReleaseForCcFlush: None,
-        PreAcquireForModifiedPageWriter: None,
-        PostAcquireForModifiedPageWriter: None,
-        PreReleaseForModifiedPageWriter: None,
-        PostReleaseForModifiedPageWriter: None,
-        PreQueryOpen: None,
-        PostQueryOpen: None,
+    const TABLE: SectionSync = SectionSync {
+        size: size_of::<SectionSync>() as u32,
+        reserved: 0,
+        pre_acquire: Some(pre::<F>),
+        post_acquire: Some(post::<F>),
+        pre_release: Some(pre::<F>),
+        post_release: Some(post::<F>),
     };
 
-    fn get() -> &'static FS_FILTER_CALLBACKS {
+    fn get() -> &'static SectionSync {
         const { &Self::TABLE }
     }
 }
