@@ -13,7 +13,6 @@
 //! (`DriverState::begin`), given up after the post callback.
 
 use core::ffi::c_void;
-use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 
@@ -53,11 +52,19 @@ pub(crate) unsafe fn register<F: Filter>(
     state: &DriverState<F>,
     driver: *const DRIVER_OBJECT,
 ) -> NTSTATUS {
-    let wanted = |m: &MajorFunction| state.registration.get(*m).is_some_and(|o| o.pre || o.post);
-    if ![ACQUIRE, RELEASE].iter().any(wanted) {
+    let wanted = |m| state.registration.get(m).is_some_and(|o| o.pre || o.post);
+    if !wanted(ACQUIRE) && !wanted(RELEASE) {
         return Status::SUCCESS.0;
     }
-    let table = core::ptr::from_ref(Callbacks::<F>::get()).cast::<FS_FILTER_CALLBACKS>();
+    let routines = SectionSync {
+        size: size_of::<SectionSync>() as u32,
+        reserved: 0,
+        pre_acquire: Some(pre::<F>),
+        post_acquire: Some(post::<F>),
+        pre_release: Some(pre::<F>),
+        post_release: Some(post::<F>),
+    };
+    let table = core::ptr::from_ref(&routines).cast::<FS_FILTER_CALLBACKS>();
     // SAFETY: our driver object; the routine copies the first `SizeOfFsFilterCallbacks` bytes of
     // the table, all of which `SectionSync` has (WRK; the reference page: a nonzero size).
     unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, table) }
@@ -65,8 +72,9 @@ pub(crate) unsafe fn register<F: Filter>(
 
 /// The head of `FS_FILTER_CALLBACKS` up to the section-synchronization routines, the only ones
 /// the backend registers: its size says where it ends, and FsRtl calls no routine the size does
-/// not cover (WRK's `VALID_FS_FILTER_CALLBACK_HANDLER`, as for a fast-I/O table), so the nine
-/// other entries, always NULL, are not stored (80 bytes of every legacy driver's `.rdata`).
+/// not cover (WRK's `VALID_FS_FILTER_CALLBACK_HANDLER`, as for a fast-I/O table), so the ten
+/// other entries, always NULL, are left out. Built on `DriverEntry`'s stack (40 bytes): a static
+/// table costs `.rdata`, where probe-legacy.sys has no room (docs/performance-history.md).
 #[repr(C)]
 struct SectionSync {
     size: u32,
@@ -84,24 +92,6 @@ const _: () = assert!(
         && offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization)
             == offset_of!(SectionSync, pre_acquire)
 );
-
-/// The routines for filter type `F`, as static data (smaller than a table built on the stack).
-struct Callbacks<F>(PhantomData<fn() -> F>);
-
-impl<F: Filter> Callbacks<F> {
-    const TABLE: SectionSync = SectionSync {
-        size: size_of::<SectionSync>() as u32,
-        reserved: 0,
-        pre_acquire: Some(pre::<F>),
-        post_acquire: Some(post::<F>),
-        pre_release: Some(pre::<F>),
-        post_release: Some(post::<F>),
-    };
-
-    fn get() -> &'static SectionSync {
-        const { &Self::TABLE }
-    }
-}
 
 /// The operation's major function and parameters, from FsRtl's callback data.
 fn operation(d: &FS_FILTER_CALLBACK_DATA) -> (MajorFunction, Parameters) {
