@@ -1,14 +1,14 @@
 //! FsFilter callbacks (docs/semantics.md, operations-delivered): when the registration in force
-//! has `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` or `IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION`,
-//! `DriverEntry` registers the section-synchronization routines with
+//! has one of the six FsFilter operations (`IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` and the
+//! others), `DriverEntry` registers the routines of all six with
 //! `FsRtlRegisterFileSystemFilterCallbacks` (the way a legacy filter sees the memory manager
-//! acquire a file to create a section, facts.md §1.7), and they run the operation through the
-//! model on each of the backend's volume devices in the file's stack, as the Filter Manager
-//! presents it: the pre callback in the pre routine, the post callback in the post routine, with
-//! the operation's status, both in the caller's thread.
+//! acquire a file to create a section, facts.md §1.2 step 4, §1.7), and they run the operation
+//! through the model on each of the backend's volume devices in the file's stack, as the Filter
+//! Manager presents it: the pre callback in the pre routine, the post callback in the post
+//! routine, with the operation's status, both in the caller's thread.
 //!
 //! FsRtl calls a driver's post routine whenever its pre routine let the operation go on (or
-//! completed it successfully), so the completion context says what to do: [`PASS`] nothing, any
+//! completed it successfully), so the completion context says what to do: [`pass`] nothing, any
 //! other value the filter's encoded context, with a hold on the device taken for it
 //! (`DriverState::begin`), given up after the post callback.
 
@@ -43,8 +43,20 @@ fn pass() -> *mut c_void {
     NonNull::<u8>::dangling().as_ptr().cast()
 }
 
-/// Registers the routines when the registration in force has either operation; answers the
-/// status of `FsRtlRegisterFileSystemFilterCallbacks` (success when nothing is registered).
+/// The six FsFilter operations, in the order of their routines in `FS_FILTER_CALLBACKS`.
+const OPERATIONS: [MajorFunction; 6] = [
+    ACQUIRE,
+    RELEASE,
+    MajorFunction::AcquireForCcFlush,
+    MajorFunction::ReleaseForCcFlush,
+    MajorFunction::AcquireForModWrite,
+    MajorFunction::ReleaseForModWrite,
+];
+
+/// Registers the routines when the registration in force has any of the six FsFilter
+/// operations; answers the status of `FsRtlRegisterFileSystemFilterCallbacks` (success when
+/// nothing is registered). The simulator raises only the section-synchronization pair; the
+/// cache manager's and the modified-page writer's come on Windows (docs/simulator.md).
 ///
 /// # Safety
 /// `driver` is the driver object `DriverEntry` was called with, at `PASSIVE_LEVEL`.
@@ -53,44 +65,47 @@ pub(crate) unsafe fn register<F: Filter>(
     driver: *const DRIVER_OBJECT,
 ) -> NTSTATUS {
     let wanted = |m| state.registration.get(m).is_some_and(|o| o.pre || o.post);
-    if !wanted(ACQUIRE) && !wanted(RELEASE) {
+    if !OPERATIONS.into_iter().any(wanted) {
         return Status::SUCCESS.0;
     }
-    let routines = SectionSync {
-        size: size_of::<SectionSync>() as u32,
-        reserved: 0,
-        pre_acquire: Some(pre::<F>),
-        post_acquire: Some(post::<F>),
-        pre_release: Some(pre::<F>),
-        post_release: Some(post::<F>),
-    };
+    let pair = Pair { pre: Some(pre::<F>), post: Some(post::<F>) };
+    let routines = Routines { size: size_of::<Routines>() as u32, reserved: 0, pairs: [pair; 6] };
     let table = core::ptr::from_ref(&routines).cast::<FS_FILTER_CALLBACKS>();
     // SAFETY: our driver object; the routine copies the first `SizeOfFsFilterCallbacks` bytes of
-    // the table, all of which `SectionSync` has (WRK; the reference page: a nonzero size).
+    // the table, all of which `Routines` has (WRK; the reference page: a nonzero size).
     unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, table) }
 }
 
-/// The head of `FS_FILTER_CALLBACKS` up to the section-synchronization routines, the only ones
-/// the backend registers: its size says where it ends, and FsRtl calls no routine the size does
-/// not cover (WRK's `VALID_FS_FILTER_CALLBACK_HANDLER`, as for a fast-I/O table), so the ten
-/// other entries, always NULL, are left out. Built on `DriverEntry`'s stack (40 bytes): a static
-/// table costs `.rdata`, where probe-legacy.sys has no room (docs/performance-history.md).
+/// One operation's routines.
+#[derive(Clone, Copy)]
 #[repr(C)]
-struct SectionSync {
-    size: u32,
-    reserved: u32,
-    pre_acquire: PFS_FILTER_CALLBACK,
-    post_acquire: PFS_FILTER_COMPLETION_CALLBACK,
-    pre_release: PFS_FILTER_CALLBACK,
-    post_release: PFS_FILTER_COMPLETION_CALLBACK,
+struct Pair {
+    pre: PFS_FILTER_CALLBACK,
+    post: PFS_FILTER_COMPLETION_CALLBACK,
 }
 
-// The head is the structure's: the same fields at the same offsets.
+/// `FS_FILTER_CALLBACKS` up to the modified-page writer's routines: the structure Windows 7's
+/// headers declare on x64 (0x68 bytes), without the newer `PreQueryOpen` and `PostQueryOpen`,
+/// which the backend does not register. Its size says where it ends, and FsRtl calls no routine
+/// the size does not cover (WRK's `VALID_FS_FILTER_CALLBACK_HANDLER`). Built on `DriverEntry`'s
+/// stack: a static table costs `.rdata`, where probe-legacy.sys has no room
+/// (docs/performance-history.md).
+#[repr(C)]
+struct Routines {
+    size: u32,
+    reserved: u32,
+    pairs: [Pair; 6],
+}
+
+// The same fields at the same offsets as the structure's.
 const _: () = assert!(
-    offset_of!(FS_FILTER_CALLBACKS, PostReleaseForSectionSynchronization)
-        == offset_of!(SectionSync, post_release)
-        && offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization)
-            == offset_of!(SectionSync, pre_acquire)
+    offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization)
+        == offset_of!(Routines, pairs)
+        && offset_of!(FS_FILTER_CALLBACKS, PreAcquireForCcFlush)
+            == offset_of!(Routines, pairs) + 2 * size_of::<Pair>()
+        && offset_of!(FS_FILTER_CALLBACKS, PostReleaseForModifiedPageWriter)
+            == offset_of!(Routines, pairs) + 5 * size_of::<Pair>() + size_of::<usize>()
+        && size_of::<Routines>() == 0x68
 );
 
 /// The operation's major function and parameters, from FsRtl's callback data.

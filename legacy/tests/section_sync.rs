@@ -102,8 +102,8 @@ fn the_cache_flush_and_mod_write_operations_are_registered_with_fsrtl() {
     // section-synchronization, modified-page-writer and cache-flush acquires and releases". A
     // filter that registers only IRP_MJ_ACQUIRE_FOR_CC_FLUSH and IRP_MJ_ACQUIRE_FOR_MOD_WRITE
     // needs their FsRtl routines in its table (the simulator raises neither; on Windows the
-    // cache manager and the modified page writer do). FAILS until legacy/src/fsfilt.rs registers
-    // them (audit-fsfilter report).
+    // cache manager and the modified page writer do). Until December 6 only the
+    // section-synchronization routines were registered (audit-fsfilter report).
     let mut m = common::machine();
     m.add_volume(fsfilter_sim::VolumeSpec::new("C:", fsfilter_sim::FsKind::Ntfs));
     let spec = fsfilter_sim::ServiceSpec::new("Flusher", flusher::ENTRY, "legacy");

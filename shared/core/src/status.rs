@@ -69,29 +69,38 @@ impl Status {
             names.get(values.iter().position(|v| *v == self.bits())?)
         };
         find(Status::IO_NAMES, Status::IO_VALUES)
+            .or_else(|| find(Status::MM_NAMES, Status::MM_VALUES))
             .or_else(|| find(Status::FLT_NAMES, Status::FLT_VALUES))
     }
 
     /// Looks a status up by its WDK spelling (`"STATUS_ACCESS_DENIED"`, any ASCII case).
     pub fn from_name(name: &str) -> Option<Status> {
-        Status::from_io_name(name).or_else(|| {
-            let index = Status::FLT_BARE_NAMES.position(strip_prefix(name)?)?;
-            Status::FLT_VALUES.get(index).map(|v| Status::from_bits(*v))
-        })
+        let bare = strip_prefix(name)?;
+        Status::from_io_name(name)
+            .or_else(|| {
+                let index = Status::MM_BARE_NAMES.position(bare)?;
+                Status::MM_VALUES.get(index).map(|v| Status::from_bits(*v))
+            })
+            .or_else(|| {
+                let index = Status::FLT_BARE_NAMES.position(bare)?;
+                Status::FLT_VALUES.get(index).map(|v| Status::from_bits(*v))
+            })
     }
 
     /// Looks up a status an operation can complete with, by its WDK spelling: every named status
     /// except the Filter Manager's own (facility 0x1C, [`Status::FLT_NAMED`]), which are answers
-    /// to the Filter Manager, never an I/O result. Drivers that parse names use this one and carry
-    /// only these names.
+    /// to the Filter Manager, never an I/O result, and the memory manager's section statuses and
+    /// FsRtl's ([`Status::MM_NAMED`]), named for display only (a driver completes with them by
+    /// value). Drivers that parse names use this one and carry only these names.
     pub fn from_io_name(name: &str) -> Option<Status> {
         let index = Status::IO_BARE_NAMES.position(strip_prefix(name)?)?;
         Status::IO_VALUES.get(index).map(|v| Status::from_bits(*v))
     }
 
-    /// Every named status: [`Status::IO_NAMED`], then [`Status::FLT_NAMED`].
+    /// Every named status: [`Status::IO_NAMED`], [`Status::MM_NAMED`], then
+    /// [`Status::FLT_NAMED`].
     pub fn all_named() -> impl Iterator<Item = Status> {
-        Status::IO_NAMED.iter().chain(Status::FLT_NAMED).copied()
+        Status::IO_NAMED.iter().chain(Status::MM_NAMED).chain(Status::FLT_NAMED).copied()
     }
 }
 
@@ -106,8 +115,6 @@ statuses! {
     NOTIFY_CLEANUP = 0x0000_010B,
     /// A directory-change notification whose changes did not fit: enumerate again.
     NOTIFY_ENUM_DIR = 0x0000_010C,
-    /// A pre-operation FsFilter callback completed the operation itself.
-    FSFILTER_OP_COMPLETED_SUCCESSFULLY = 0x0000_0126,
     OBJECT_NAME_EXISTS = 0x4000_0000,
     BUFFER_OVERFLOW = 0x8000_0005,
     NO_MORE_FILES = 0x8000_0006,
@@ -136,7 +143,6 @@ statuses! {
     OBJECT_PATH_NOT_FOUND = 0xC000_003A,
     DEVICE_ALREADY_ATTACHED = 0xC000_0038,
     SHARING_VIOLATION = 0xC000_0043,
-    INVALID_PAGE_PROTECTION = 0xC000_0045,
     FILE_LOCK_CONFLICT = 0xC000_0054,
     LOCK_NOT_GRANTED = 0xC000_0055,
     DELETE_PENDING = 0xC000_0056,
@@ -156,7 +162,6 @@ statuses! {
     DIRECTORY_NOT_EMPTY = 0xC000_0101,
     NOT_A_DIRECTORY = 0xC000_0103,
     IMAGE_ALREADY_LOADED = 0xC000_010E,
-    MAPPED_FILE_SIZE_ZERO = 0xC000_011E,
     CANCELLED = 0xC000_0120,
     CANNOT_DELETE = 0xC000_0121,
     FILE_CLOSED = 0xC000_0128,
@@ -167,6 +172,14 @@ statuses! {
     USER_MAPPED_FILE = 0xC000_0243,
     VOLUME_DISMOUNTED = 0xC000_026E,
     DRIVER_BLOCKED = 0xC000_036C,
+}
+
+statuses! {
+    MM_NAMES, MM_BARE_NAMES, MM_VALUES, MM_NAMED;
+    /// A pre-operation FsFilter callback completed the operation itself.
+    FSFILTER_OP_COMPLETED_SUCCESSFULLY = 0x0000_0126,
+    INVALID_PAGE_PROTECTION = 0xC000_0045,
+    MAPPED_FILE_SIZE_ZERO = 0xC000_011E,
 }
 
 statuses! {
@@ -395,6 +408,11 @@ mod tests {
         assert_eq!(Status::from_io_name("status_access_denied"), Some(Status::ACCESS_DENIED));
         assert_eq!(Status::from_io_name("STATUS_FLT_DO_NOT_DETACH"), None);
         assert_eq!(Status::from_name("STATUS_FLT_DO_NOT_DETACH"), Some(Status::FLT_DO_NOT_DETACH));
+        // The section statuses are named for display, not parsed by drivers.
+        assert_eq!(Status::from_io_name("STATUS_MAPPED_FILE_SIZE_ZERO"), None);
+        let zero = Some(Status::MAPPED_FILE_SIZE_ZERO);
+        assert_eq!(Status::from_name("STATUS_MAPPED_FILE_SIZE_ZERO"), zero);
+        assert_eq!(Status::MAPPED_FILE_SIZE_ZERO.name(), Some("STATUS_MAPPED_FILE_SIZE_ZERO"));
     }
 
     #[test]
