@@ -455,7 +455,20 @@ fn request_lines(
         );
         cite(rows::VOLUMES, out);
     } else if lseen != mseen {
-        cite(rows::OPERATIONS, out);
+        // The same callbacks in another order: operations of other filters nested in this one's
+        // (a data-scan section's acquire in a lower filter's post-create) come before or after
+        // its own post as its position in the stack says.
+        let sorted = |s: &[String]| {
+            let mut v = s.to_vec();
+            v.sort();
+            v
+        };
+        if sorted(lseen) == sorted(mseen) {
+            let _ = writeln!(out, "      the same callbacks, in another order");
+            cite(rows::ATTACH_ORDER, out);
+        } else {
+            cite(rows::OPERATIONS, out);
+        }
     } else if lrank != mrank {
         cite(rows::ATTACH_ORDER, out);
     }

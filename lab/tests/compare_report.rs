@@ -115,3 +115,25 @@ driver = "P"
     assert!(!legacy.contains('?'), "{}", c.text);
     assert!(!c.rows.contains(&"unload"), "{:?}\n{}", c.rows, c.text);
 }
+
+#[test]
+fn the_same_callbacks_in_another_order_cite_attach_order() {
+    // A data-scan section a scanner below creates in its post-create is acquired through the
+    // stack (an FsFilter operation every filter above sees): as a legacy filter above the
+    // scanner's frame, EncLegacy sees the acquire between its pre and post create; as a
+    // minifilter below the scanner in the same frame, after its post create. The same
+    // callbacks in another order, which the report puts down to the position (row
+    // `attach-order`), not to what is delivered.
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.toml"),
+    )
+    .unwrap();
+    let s = parse("demo.toml", &text).unwrap();
+    let c = compare(&s, "EncLegacy").unwrap();
+    let request = c.text.split("  [1] io create C:\\readme.txt\n").nth(1).unwrap();
+    let request = request.split("\n  [").next().unwrap();
+    assert!(request.contains("pre acquire_for_section_synchronization [FsFilter]"), "{request}");
+    assert!(request.contains("the same callbacks, in another order"), "{request}");
+    assert!(request.contains("see docs/semantics.md#attach-order"), "{request}");
+    assert!(!request.contains("operations-delivered"), "{request}");
+}
