@@ -25,7 +25,7 @@ use fltcommon::{Config, Seen, install_legacy, legacy_driver, order, order_clear,
 use fsfilter::Status;
 use fsfilter::section_sync::{PAGE_EXECUTE_READ, PAGE_READONLY};
 use fsfilter_sim::nt::access;
-use fsfilter_sim::{CreateOptions, FsKind, Handle, Machine, Rule, StartType, VolumeSpec};
+use fsfilter_sim::{CreateOptions, FsKind, Handle, Machine, Rule, StartType, VolumeId, VolumeSpec};
 use windows_sys::Wdk::Storage::FileSystem::{
     FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS, FsRtlRegisterFileSystemFilterCallbacks,
 };
@@ -98,10 +98,9 @@ fn table(size: u32) -> FS_FILTER_CALLBACKS {
     t
 }
 
-/// A booted machine: C: with a file, the Filter Manager, a legacy Encryption filter (slot 0)
-/// above its frame 0 with FsFilter routines, and minifilter "Av" (slot 0) in frame 0 registering
-/// both section-synchronization operations. The stack: Leg, frame 0 (Av), Ntfs.
-fn machine_with(av: Config) -> (Machine, Handle) {
+/// A booted machine: C: with a file, the Filter Manager, and a legacy Encryption filter "Leg"
+/// (slot 0) above its frame 0, with FsFilter routines that answer success.
+fn legacy_machine() -> (Machine, VolumeId) {
     ACQUIRE_STATUS.set(Status::SUCCESS);
     RELEASE_STATUS.set(Status::SUCCESS);
     let mut m = fltcommon::machine(3);
@@ -112,6 +111,14 @@ fn machine_with(av: Config) -> (Machine, Handle) {
     let t = table(size_of::<FS_FILTER_CALLBACKS>() as u32);
     let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(legacy_driver(0), &t) };
     assert_eq!(Status(s), Status::SUCCESS);
+    (m, c)
+}
+
+/// A booted machine: C: with a file, the Filter Manager, a legacy Encryption filter (slot 0)
+/// above its frame 0 with FsFilter routines, and minifilter "Av" (slot 0) in frame 0 registering
+/// both section-synchronization operations. The stack: Leg, frame 0 (Av), Ntfs.
+fn machine_with(av: Config) -> (Machine, Handle) {
+    let (mut m, c) = legacy_machine();
     start(&mut m, 0, av.op(ACQUIRE, true, true).op(RELEASE, true, true));
     let read_execute = CreateOptions::open().access(access::GENERIC_READ | access::GENERIC_EXECUTE);
     let h = m.open(c, "a.exe", read_execute).expect("open");
@@ -335,16 +342,7 @@ fn an_instance_detached_between_the_pre_and_the_post_of_an_acquire_gets_one_post
     use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
         FltDetachVolume, FltGetVolumeFromName, FltObjectDereference,
     };
-    ACQUIRE_STATUS.set(Status::SUCCESS);
-    RELEASE_STATUS.set(Status::SUCCESS);
-    let mut m = fltcommon::machine(3);
-    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.exe", b"MZ"));
-    m.install_filter_manager();
-    install_legacy(&mut m, 0, "Leg", "FSFilter Encryption", StartType::Boot);
-    m.boot();
-    let t = table(size_of::<FS_FILTER_CALLBACKS>() as u32);
-    let s = unsafe { FsRtlRegisterFileSystemFilterCallbacks(legacy_driver(0), &t) };
-    assert_eq!(Status(s), Status::SUCCESS);
+    let (mut m, c) = legacy_machine();
     start(&mut m, 1, Config::new("Av", "321300").op(ACQUIRE, true, true).op(RELEASE, true, true));
     let h = m.open(c, "a.exe", CreateOptions::open()).expect("open");
     order_clear();
