@@ -117,12 +117,9 @@ pub unsafe fn driver_entry<F: Filter>(
     let unloadable = unsafe { (*state).unloadable() };
     d.DriverUnload = if unloadable { Some(driver_unload::<F>) } else { None };
 
-    // Step 4 (facts.md §1.2): FsFilter callbacks, when the filter registers the section-
-    // synchronization operations (before any device of ours is in a stack).
-    // SAFETY: our state, initialized above, not shared yet.
-    let fresh = unsafe { &*state };
+    // Step 4 (facts.md §1.2): FsFilter callbacks (before any device of ours is in a stack).
     // SAFETY: our driver object, at PASSIVE_LEVEL.
-    let status = unsafe { crate::fsfilt::register::<F>(fresh, driver) };
+    let status = unsafe { crate::fsfilt::register::<F>(driver) };
     if status < 0 {
         d.DriverUnload = None;
         // SAFETY: our control device, never attached.

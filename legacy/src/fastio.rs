@@ -651,7 +651,8 @@ pub(crate) fn pre_half<'h, F: Filter>(
             Pre::Disallow
         }
         PreOutcome::Complete(io) => {
-            let io = io.for_completion(false);
+            // An FsFilter release cannot fail (rule 5): completed with success instead.
+            let io = io.for_completion(major.cannot_fail());
             report("FLT_PREOP_COMPLETE", Some(io.status));
             Pre::Complete(io)
         }

@@ -1,6 +1,6 @@
-//! FsFilter callbacks (docs/semantics.md, operations-delivered): when the registration in force
-//! has one of the six FsFilter operations (`IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` and the
-//! others), `DriverEntry` registers the routines of all six with
+//! FsFilter callbacks (docs/semantics.md, operations-delivered): `DriverEntry` registers the
+//! routines of the six FsFilter operations (`IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` and the
+//! others) with
 //! `FsRtlRegisterFileSystemFilterCallbacks` (the way a legacy filter sees the memory manager
 //! acquire a file to create a section, facts.md §1.2 step 4, §1.7), and they run the operation
 //! through the model on each of the backend's volume devices in the file's stack, as the Filter
@@ -35,7 +35,6 @@ use crate::state::{DeviceExt, DriverState};
 use crate::view;
 
 const ACQUIRE: MajorFunction = MajorFunction::AcquireForSectionSynchronization;
-const RELEASE: MajorFunction = MajorFunction::ReleaseForSectionSynchronization;
 
 /// The completion context of an operation that owes the filter no post callback: an address no
 /// pool block has (an encoded context is a pool block, or NULL when zero-sized).
@@ -43,31 +42,16 @@ fn pass() -> *mut c_void {
     NonNull::<u8>::dangling().as_ptr().cast()
 }
 
-/// The six FsFilter operations, in the order of their routines in `FS_FILTER_CALLBACKS`.
-const OPERATIONS: [MajorFunction; 6] = [
-    ACQUIRE,
-    RELEASE,
-    MajorFunction::AcquireForCcFlush,
-    MajorFunction::ReleaseForCcFlush,
-    MajorFunction::AcquireForModWrite,
-    MajorFunction::ReleaseForModWrite,
-];
-
-/// Registers the routines when the registration in force has any of the six FsFilter
-/// operations; answers the status of `FsRtlRegisterFileSystemFilterCallbacks` (success when
-/// nothing is registered). The simulator raises only the section-synchronization pair; the
-/// cache manager's and the modified-page writer's come on Windows (docs/simulator.md).
+/// Registers the routines of the six FsFilter operations; answers the status of
+/// `FsRtlRegisterFileSystemFilterCallbacks`. Always: a filter that registers none of them gets
+/// routines that pass every operation on at once (the pre half finds no registration), which
+/// costs FsRtl a call per device and the driver fewer bytes than deciding here. The simulator
+/// raises only the section-synchronization pair; the cache manager's and the modified-page
+/// writer's come on Windows (docs/simulator.md).
 ///
 /// # Safety
 /// `driver` is the driver object `DriverEntry` was called with, at `PASSIVE_LEVEL`.
-pub(crate) unsafe fn register<F: Filter>(
-    state: &DriverState<F>,
-    driver: *const DRIVER_OBJECT,
-) -> NTSTATUS {
-    let wanted = |m| state.registration.get(m).is_some_and(|o| o.pre || o.post);
-    if !OPERATIONS.into_iter().any(wanted) {
-        return Status::SUCCESS.0;
-    }
+pub(crate) unsafe fn register<F: Filter>(driver: *const DRIVER_OBJECT) -> NTSTATUS {
     let pair = Pair { pre: Some(pre::<F>), post: Some(post::<F>) };
     let routines = Routines { size: size_of::<Routines>() as u32, reserved: 0, pairs: [pair; 6] };
     let table = core::ptr::from_ref(&routines).cast::<FS_FILTER_CALLBACKS>();
@@ -133,12 +117,18 @@ impl<'a> HeaderSource<'a> for FsFilterHeader<'_> {
     }
 }
 
-/// Only a `SyncTypeCreateSection` acquire may fail (the reference page of
-/// `FsRtlRegisterFileSystemFilterCallbacks`); FsRtl takes another failure for success, and then
-/// calls the post routine.
+/// Whether the operation may fail: not a release, nor a `SyncTypeOther` acquire (the reference
+/// page of `FsRtlRegisterFileSystemFilterCallbacks`; `MajorFunction::cannot_fail`). A filter's
+/// failure of one that cannot completes it with success instead (rule 5), as the minifilter
+/// backend does.
 fn may_fail(d: &FS_FILTER_CALLBACK_DATA) -> bool {
-    matches!(operation(d).1, Parameters::AcquireForSectionSynchronization(p)
-        if p.sync_type == section_sync::SYNC_TYPE_CREATE_SECTION)
+    if d.Operation == ACQUIRE.code() {
+        // SAFETY: the member of a section-synchronization acquire.
+        let sync = unsafe { d.Parameters.AcquireForSectionSynchronization.SyncType };
+        return sync == section_sync::SYNC_TYPE_CREATE_SECTION as i32;
+    }
+    // The acquires' codes are odd (-1, -3, -5), the releases' even (-2, -4, -6; facts.md §3).
+    d.Operation & 1 == 1
 }
 
 /// The pre routine of both operations.

@@ -552,7 +552,8 @@ unsafe fn map_pre_outcome<F: Filter>(
     outcome: PreOutcome<F::CompletionContext>,
 ) -> (i32, *mut c_void, (&'static str, Option<Status>)) {
     let has_post = driver.registered.has_post(major);
-    let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
+    // Cleanup, close or an FsFilter release: cannot fail (rule 5).
+    let cleanup_or_close = major.cannot_fail();
     let id = data as usize;
     let no_post = (
         flt_preop::SUCCESS_NO_CALLBACK,

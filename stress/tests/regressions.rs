@@ -1132,3 +1132,49 @@ fn generated_timelines_map_files_and_filters_see_the_fs_filter_operations() {
         "mapped in {mapped} plans, FsFilter callbacks in {seen}, refused in {refused}"
     );
 }
+
+#[test]
+fn a_probe_that_denies_a_release_completes_it_with_success_in_both_models() {
+    // Seed 0x5eed1605: a probe completing the acquire for section synchronization and denying
+    // everything else denied the release, which cannot fail: the Filter Manager reported it.
+    // Both backends now complete a failed FsFilter release with success (docs/callback-model.md,
+    // rule 5, as for cleanup and close), so the map step succeeds without a finding.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "a.txt" = "mapped" }
+
+[[driver]]
+name = "Probe0"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "400000"
+[driver.parameters]
+Rules = "complete:STATUS_SUCCESS acquire_for_section_synchronization; deny release_for_section_synchronization"
+
+[[step]]
+action = "io"
+volume = "C:"
+op = "map"
+path = "a.txt"
+"#;
+    let release = "IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION";
+    for model in [Model::Legacy, Model::Minifilter] {
+        let seen = clean(text, model, "Probe0");
+        let maps: Vec<&String> =
+            seen.iter().filter(|c| c.contains("SECTION_SYNCHRONIZATION")).collect();
+        assert_eq!(
+            maps,
+            [
+                "pre IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION FLT_PREOP_COMPLETE",
+                &format!("pre {release} FLT_PREOP_COMPLETE"),
+            ],
+            "{model:?}"
+        );
+        let s = parse("regression.toml", text).unwrap().with_model("Probe0", model);
+        let run = checked(&s, &format!("{model:?}"));
+        assert_eq!(run.steps[0].status, Status::SUCCESS, "{model:?}");
+    }
+}

@@ -209,6 +209,22 @@ impl MajorFunction {
         )
     }
 
+    /// An operation that cannot fail, whose completion with an error the backends turn into
+    /// `STATUS_SUCCESS` (docs/callback-model.md, rule 5): cleanup and close (facts.md §4), and the
+    /// FsFilter releases (the reference page of `FsRtlRegisterFileSystemFilterCallbacks`; an
+    /// acquire with `SyncTypeOther` must not fail either, which FsRtl enforces itself: it takes
+    /// such a failure for success).
+    pub const fn cannot_fail(self) -> bool {
+        matches!(
+            self,
+            MajorFunction::Cleanup
+                | MajorFunction::Close
+                | MajorFunction::ReleaseForSectionSynchronization
+                | MajorFunction::ReleaseForModWrite
+                | MajorFunction::ReleaseForCcFlush
+        )
+    }
+
     /// True where the skip flags for cached and non-cached I/O apply (read and write, facts.md §3).
     pub const fn is_read_or_write(self) -> bool {
         matches!(self, MajorFunction::Read | MajorFunction::Write)
