@@ -354,6 +354,21 @@ pub mod read_write {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn what_cannot_fail_is_cleanup_close_and_the_fs_filter_releases() {
+        let cannot: [MajorFunction; 5] = [
+            MajorFunction::Cleanup,
+            MajorFunction::Close,
+            MajorFunction::ReleaseForSectionSynchronization,
+            MajorFunction::ReleaseForModWrite,
+            MajorFunction::ReleaseForCcFlush,
+        ];
+        for m in MajorFunction::ALL {
+            assert_eq!(m.cannot_fail(), cannot.contains(m), "{m}");
+        }
+    }
+
     use super::*;
 
     #[test]
