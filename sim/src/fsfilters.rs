@@ -91,6 +91,25 @@ impl FsFilterOp {
     }
 }
 
+/// Creates a section on `fo` as the memory manager does (WRK's `MmCreateSection`, and
+/// `FsRtlCreateSectionForDataScan` after it): the file acquired for section synchronization
+/// (`SyncTypeCreateSection` with `protection`), `create` run if no driver failed the acquire
+/// (whose error is then the answer), the file released. Runs outside the kernel's borrow.
+pub fn with_section_sync<T>(
+    fo: *mut FILE_OBJECT,
+    protection: u32,
+    create: impl FnOnce() -> Result<T, Status>,
+) -> Result<T, Status> {
+    let acquire = FsFilterOp::AcquireForSection { sync_type: SYNC_TYPE_CREATE_SECTION, protection };
+    let acquired = perform(fo, acquire);
+    if !acquired.is_success() {
+        return Err(acquired);
+    }
+    let made = create();
+    perform(fo, FsFilterOp::ReleaseForSection);
+    made
+}
+
 /// One device of the stack whose driver has a routine for the operation.
 #[derive(Clone)]
 struct Callee {

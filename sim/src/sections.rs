@@ -14,6 +14,23 @@ use crate::mem::Block;
 use crate::nt::PAGE_SIZE;
 use crate::registry::HandleObject;
 
+/// `SEC_COMMIT`.
+pub const SEC_COMMIT: u32 = 0x0800_0000;
+
+/// The arguments `FsRtlCreateSectionForDataScan` and `FltCreateSectionForDataScan` check before
+/// anything else (WRK; their reference pages list the statuses): `STATUS_INVALID_PARAMETER_8`
+/// for a protection other than `PAGE_READONLY` or `PAGE_READWRITE`, `_9` without `SEC_COMMIT`.
+pub fn check_data_scan_arguments(protection: u32, attributes: u32) -> Result<(), Status> {
+    use fsfilter::section_sync::{PAGE_READONLY, PAGE_READWRITE};
+    if protection != PAGE_READONLY && protection != PAGE_READWRITE {
+        return Err(Status::INVALID_PARAMETER_8);
+    }
+    if attributes & SEC_COMMIT == 0 {
+        return Err(Status::INVALID_PARAMETER_9);
+    }
+    Ok(())
+}
+
 /// What kind of I/O conflicts with an open section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConflictOp {

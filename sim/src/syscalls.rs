@@ -1044,29 +1044,23 @@ fn create_section(h: Handle, protection: u32) -> IoResult {
         k.current_request = Some(rid);
         rid
     });
-    let acquire = crate::fsfilters::FsFilterOp::AcquireForSection {
-        sync_type: crate::fsfilters::SYNC_TYPE_CREATE_SECTION,
-        protection,
+    let made = crate::fsfilters::with_section_sync(file, protection, || {
+        kernel::with(|k| k.create_user_section(file))
+    });
+    let status = match made {
+        Ok((handle, object, _)) => {
+            // The caller closes its section handle; the section goes with it, and with the
+            // section the file object's reference it held.
+            let fo = kernel::with(|k| {
+                let _ = k.take_handle(handle);
+                let _ = k.section_handle_closed(object as usize);
+                k.section_dereference(object as usize).flatten()
+            });
+            crate::sections::release_file(fo);
+            Status::SUCCESS
+        }
+        Err(s) => s,
     };
-    let mut status = crate::fsfilters::perform(file, acquire);
-    if status.is_success() {
-        let made = kernel::with(|k| k.create_user_section(file));
-        crate::fsfilters::perform(file, crate::fsfilters::FsFilterOp::ReleaseForSection);
-        status = match made {
-            Ok((handle, object, _)) => {
-                // The caller closes its section handle; the section goes with it, and with the
-                // section the file object's reference it held.
-                let fo = kernel::with(|k| {
-                    let _ = k.take_handle(handle);
-                    let _ = k.section_handle_closed(object as usize);
-                    k.section_dereference(object as usize).flatten()
-                });
-                crate::sections::release_file(fo);
-                Status::SUCCESS
-            }
-            Err(s) => s,
-        };
-    }
     kernel::with(|k| {
         k.current_request = None;
         k.request_completed(rid, status, 0);

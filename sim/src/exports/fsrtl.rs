@@ -11,9 +11,6 @@ use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE};
 use crate::events::Rule;
 use crate::kernel::{self, PASSIVE_LEVEL};
 
-/// `SEC_COMMIT`.
-const SEC_COMMIT: u32 = 0x0800_0000;
-
 /// Reports [`Rule::SectionHandleNotKernel`] against the running image when a data-scan section
 /// handle is requested with `attributes` null or without `OBJ_KERNEL_HANDLE` (facts.md §6: the
 /// handle is a user handle unless `OBJ_KERNEL_HANDLE`). The call goes on: Windows would return a
@@ -69,27 +66,21 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
         if !kernel::with(|k| k.check_irql(PASSIVE_LEVEL, "FsRtlCreateSectionForDataScan")) {
             return Status::INVALID_DEVICE_STATE.0;
         }
-        // The arguments before the acquire (WRK; the reference page lists the same statuses).
-        use fsfilter::section_sync::{PAGE_READONLY, PAGE_READWRITE};
-        if sectionpageprotection != PAGE_READONLY && sectionpageprotection != PAGE_READWRITE {
-            return Status::INVALID_PARAMETER_8.0;
+        // The arguments before the acquire (WRK).
+        let checked = crate::sections::check_data_scan_arguments(
+            sectionpageprotection,
+            allocationattributes,
+        );
+        if let Err(s) = checked {
+            return s.0;
         }
-        if allocationattributes & SEC_COMMIT == 0 {
-            return Status::INVALID_PARAMETER_9.0;
-        }
-        // The file is acquired for section synchronization first (WRK): every driver of the
-        // stack sees the acquire, the caller's own devices too, and one may fail it.
-        let acquire = crate::fsfilters::FsFilterOp::AcquireForSection {
-            sync_type: crate::fsfilters::SYNC_TYPE_CREATE_SECTION,
-            protection: sectionpageprotection,
-        };
+        // The file is acquired for section synchronization around the creation (WRK): every
+        // driver of the stack sees the acquire, the caller's own devices too, and one may fail
+        // it.
         let fo = fileobject.cast_mut();
-        let acquired = crate::fsfilters::perform(fo, acquire);
-        if !acquired.is_success() {
-            return acquired.0;
-        }
-        let r = kernel::with(|k| k.create_section(fo));
-        crate::fsfilters::perform(fo, crate::fsfilters::FsFilterOp::ReleaseForSection);
+        let r = crate::fsfilters::with_section_sync(fo, sectionpageprotection, || {
+            kernel::with(|k| k.create_section(fo))
+        });
         match r {
             Ok((h, object, size)) => {
                 // SAFETY: the caller's out parameters.

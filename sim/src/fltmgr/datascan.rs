@@ -16,13 +16,6 @@ use crate::events::{FltEvent, Rule};
 use crate::kernel::{self, APC_LEVEL, Kernel};
 use crate::sections::ConflictOp;
 
-/// `PAGE_READONLY`.
-const PAGE_READONLY: u32 = 0x02;
-/// `PAGE_READWRITE`.
-const PAGE_READWRITE: u32 = 0x04;
-/// `SEC_COMMIT`.
-const SEC_COMMIT: u32 = 0x0800_0000;
-
 /// A section created through `FltCreateSectionForDataScan`.
 pub struct FltSection {
     /// The filter.
@@ -121,12 +114,7 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
         if k.flt_context_linked(a.context) {
             return Err(Status::FLT_CONTEXT_ALREADY_LINKED);
         }
-        if a.protection != PAGE_READONLY && a.protection != PAGE_READWRITE {
-            return Err(Status::INVALID_PARAMETER_8);
-        }
-        if a.attributes & SEC_COMMIT == 0 {
-            return Err(Status::INVALID_PARAMETER_9);
-        }
+        crate::sections::check_data_scan_arguments(a.protection, a.attributes)?;
         if a.fo.is_null() {
             return Err(Status::INVALID_PARAMETER);
         }
@@ -151,39 +139,37 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
     // The memory manager acquires the file for the section first, as for
     // FsRtlCreateSectionForDataScan (WRK; a choice for this routine, docs/simulator.md "FsFilter
     // callbacks"): every driver of the stack sees the acquire, the caller's own instance too.
-    let acquire = crate::fsfilters::FsFilterOp::AcquireForSection {
-        sync_type: crate::fsfilters::SYNC_TYPE_CREATE_SECTION,
-        protection: a.protection,
-    };
-    let acquired = crate::fsfilters::perform(a.fo.cast_mut(), acquire);
-    if !acquired.is_success() {
-        kernel::with(|k| log(k, i, "create_section", acquired));
-        return Err(acquired);
-    }
-    let made = kernel::with(|k| {
-        let r = k.create_section(a.fo.cast_mut());
-        match r {
-            Ok((h, object, size)) => {
-                k.flt_context_link_section(a.context);
-                let f = k.fltmgr.inst(i).filter;
-                k.fltmgr.sections.list.push(FltSection {
-                    filter: f,
-                    inst: i,
-                    stream,
-                    context: a.context,
-                    section: object as usize,
-                    open: true,
-                });
-                log(k, i, "create_section", Status::SUCCESS);
-                Ok((h, object, size, k.fltmgr.ops.conflicting_on(stream)))
+    let mut created = false;
+    let made = crate::fsfilters::with_section_sync(a.fo.cast_mut(), a.protection, || {
+        created = true;
+        kernel::with(|k| {
+            let r = k.create_section(a.fo.cast_mut());
+            match r {
+                Ok((h, object, size)) => {
+                    k.flt_context_link_section(a.context);
+                    let f = k.fltmgr.inst(i).filter;
+                    k.fltmgr.sections.list.push(FltSection {
+                        filter: f,
+                        inst: i,
+                        stream,
+                        context: a.context,
+                        section: object as usize,
+                        open: true,
+                    });
+                    log(k, i, "create_section", Status::SUCCESS);
+                    Ok((h, object, size, k.fltmgr.ops.conflicting_on(stream)))
+                }
+                Err(s) => {
+                    log(k, i, "create_section", s);
+                    Err(s)
+                }
             }
-            Err(s) => {
-                log(k, i, "create_section", s);
-                Err(s)
-            }
-        }
+        })
     });
-    crate::fsfilters::perform(a.fo.cast_mut(), crate::fsfilters::FsFilterOp::ReleaseForSection);
+    if let (Err(s), false) = (&made, created) {
+        // Refused by a driver's acquire (the creation logs its own outcome).
+        kernel::with(|k| log(k, i, "create_section", *s));
+    }
     let (h, object, size, in_flight) = made?;
     // Conflicting I/O already in flight: the notification comes before the create returns.
     if let Some(data) = in_flight {
