@@ -315,6 +315,7 @@ fn play(
             wait,
             overlapped,
             protection,
+            writer,
         } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
@@ -343,6 +344,9 @@ fn play(
             if *op == MajorFunction::AcquireForSectionSynchronization {
                 what.push_str(&format!(" ({})", crate::scenario::protection_name(protection)));
             }
+            if let Some(w) = writer {
+                what.push_str(&format!(" ({})", crate::scenario::writer_name(*w)));
+            }
             let step = IoStep {
                 op: *op,
                 offset: *offset,
@@ -353,6 +357,7 @@ fn play(
                 wait: *wait,
                 overlapped: *overlapped,
                 protection,
+                writer: *writer,
             };
             let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
@@ -395,6 +400,8 @@ struct IoStep {
     overlapped: bool,
     /// A `map` step's page protection.
     protection: u32,
+    /// A paging write's writer.
+    writer: Option<fsfilter_sim::PageWriter>,
 }
 
 fn io(
@@ -406,7 +413,8 @@ fn io(
     step: IoStep,
     data: Option<&[u8]>,
 ) -> fsfilter_sim::IoResult {
-    let IoStep { op, offset, length, mode, class, notify, wait, overlapped, protection } = step;
+    let IoStep { op, offset, length, mode, class, notify, wait, overlapped, protection, writer } =
+        step;
     let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -476,7 +484,12 @@ fn io(
             if let Some(len) = length {
                 bytes = bytes.iter().copied().cycle().take(len).collect();
             }
-            m.write(handle, offset, &bytes, mode)
+            match writer {
+                // A paging write names its offset (the memory manager's): 0 when the step
+                // gives none, as for any paging write.
+                Some(w) => m.page_write(handle, offset.unwrap_or(0), &bytes, w),
+                None => m.write(handle, offset, &bytes, mode),
+            }
         }
         MajorFunction::QueryInformation => {
             let class = class.unwrap_or(FILE_STANDARD_INFORMATION);

@@ -291,6 +291,10 @@ pub enum Action {
         /// A `map` step's page protection (`PAGE_*`; None: `PAGE_READONLY`): an extension of
         /// scenario.md, `protection = "execute_read"`, [`PROTECTIONS`].
         protection: Option<u32>,
+        /// Who writes a paging write's pages back (None: the lazy writer, as before the
+        /// extension): an extension of scenario.md, `writer = "modified-page-writer"`,
+        /// [`WRITERS`].
+        writer: Option<fsfilter_sim::PageWriter>,
     },
     /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
     /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
@@ -875,6 +879,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("wait", is(MajorFunction::LockControl), "lock"),
                     ("overlapped", is(MajorFunction::Create), "create"),
                     ("protection", is(MajorFunction::AcquireForSectionSynchronization), MAP),
+                    ("writer", is(MajorFunction::Write), "write"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -916,6 +921,17 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let wait = f.opt_bool("wait")?.unwrap_or(false);
                 let overlapped = f.opt_bool("overlapped")?.unwrap_or(false);
                 let protection = f.opt_choice("protection", &PROTECTIONS)?;
+                let writer = match f.left.get("writer").map(|(v, _)| v.span()) {
+                    // The page writers write pages: a paging write's.
+                    Some(span) if mode != IoMode::Paging => {
+                        return Err(cx.error(
+                            span,
+                            &format!("{path}.writer"),
+                            "applies to a write with mode = \"paging\" only".into(),
+                        ));
+                    }
+                    _ => f.opt_choice("writer", &WRITERS)?,
+                };
                 match major {
                     None => Action::Cancel { volume, path: path_value },
                     Some(op) => Action::Io {
@@ -931,6 +947,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         wait,
                         overlapped,
                         protection,
+                        writer,
                     },
                 }
             }
@@ -1147,6 +1164,20 @@ pub const QUERY_ATTRIBUTES: &str = "query_attributes";
 /// operation `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`, and releases it after
 /// (docs/simulator.md, "FsFilter callbacks").
 pub const MAP: &str = "map";
+
+/// Who writes a paging write's pages back (`writer`, an extension of scenario.md, README), by
+/// their scenario names: the FsFilter operations that bracket the write are the writer's
+/// (docs/simulator.md, "FsFilter callbacks").
+pub const WRITERS: [(&str, fsfilter_sim::PageWriter); 3] = [
+    ("lazy-writer", fsfilter_sim::PageWriter::LazyWriter),
+    ("modified-page-writer", fsfilter_sim::PageWriter::ModifiedPageWriter),
+    ("flush", fsfilter_sim::PageWriter::Flush),
+];
+
+/// The scenario name of a page writer.
+pub fn writer_name(writer: fsfilter_sim::PageWriter) -> &'static str {
+    WRITERS.iter().find(|(_, w)| *w == writer).map_or("?", |(n, _)| *n)
+}
 
 /// The page protections of a `map` step, by their scenario names.
 pub const PROTECTIONS: [(&str, u32); 7] = {

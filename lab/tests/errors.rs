@@ -871,3 +871,40 @@ fn protection_is_for_a_map_step_and_one_of_the_page_protections() {
     let s = parse("ok.toml", &io("map", "")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { protection: None, .. }));
 }
+
+#[test]
+fn writer_is_for_a_paging_write_and_one_of_the_page_writers() {
+    // `writer` (an extension): who writes a paging write's pages back.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("read", "mode = \"paging\"\nwriter = \"flush\"\n")),
+        "bad.toml:10: step[0].writer: applies to write only, not to `read`"
+    );
+    // The page writers write pages: not a cached or non-cached write.
+    assert_eq!(
+        error(&io("write", "writer = \"flush\"\n")),
+        "bad.toml:9: step[0].writer: applies to a write with mode = \"paging\" only"
+    );
+    assert_eq!(
+        error(&io("write", "mode = \"noncached\"\nwriter = \"flush\"\n")),
+        "bad.toml:10: step[0].writer: applies to a write with mode = \"paging\" only"
+    );
+    assert!(
+        error(&io("write", "mode = \"paging\"\nwriter = \"mapped-writer\"\n"))
+            .starts_with("bad.toml:10: step[0].writer: unknown value `mapped-writer`")
+    );
+    let paging = |w: &str| io("write", &format!("mode = \"paging\"\nwriter = \"{w}\"\n"));
+    for (name, writer) in fsfilter_lab::scenario::WRITERS {
+        let s = parse("ok.toml", &paging(name)).unwrap();
+        assert!(
+            matches!(s.steps[0].action, Action::Io { writer: Some(w), .. } if w == writer),
+            "{s:?}"
+        );
+    }
+    let s = parse("ok.toml", &io("write", "mode = \"paging\"\n")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { writer: None, .. }));
+}

@@ -17,8 +17,8 @@ use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 
 use fsfilter::{
-    Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, OperationHeader, OperationKind,
-    Parameters, SectionSyncParameters, Status, section_sync,
+    Filter, HeaderSource, IoStatus, LazyHeader, MajorFunction, ModWriteParameters, OperationHeader,
+    OperationKind, Parameters, SectionSyncParameters, Status, section_sync,
 };
 use fsfilter_kernel::context::{decode, encode};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
@@ -95,14 +95,26 @@ const _: () = assert!(
 /// The operation's major function and parameters, from FsRtl's callback data.
 fn operation(d: &FS_FILTER_CALLBACK_DATA) -> (MajorFunction, Parameters) {
     let major = MajorFunction::from_code(d.Operation);
-    if major != ACQUIRE {
-        return (major, Parameters::None);
-    }
-    // SAFETY: the member of a section-synchronization acquire.
-    let a = unsafe { d.Parameters.AcquireForSectionSynchronization };
-    let p =
-        SectionSyncParameters { sync_type: a.SyncType as u32, page_protection: a.PageProtection };
-    (major, Parameters::AcquireForSectionSynchronization(p))
+    let parameters = match major {
+        ACQUIRE => {
+            // SAFETY: the member of a section-synchronization acquire.
+            let a = unsafe { d.Parameters.AcquireForSectionSynchronization };
+            let (sync_type, page_protection) = (a.SyncType as u32, a.PageProtection);
+            Parameters::AcquireForSectionSynchronization(SectionSyncParameters {
+                sync_type,
+                page_protection,
+            })
+        }
+        MajorFunction::AcquireForModWrite => {
+            // SAFETY: the member of a modified-page writer's acquire.
+            let end = unsafe { d.Parameters.AcquireForModifiedPageWriter.EndingOffset };
+            // SAFETY: FsRtl's ending offset, valid during the call (or NULL).
+            let ending_offset = unsafe { end.as_ref() }.copied().unwrap_or(0);
+            Parameters::AcquireForModWrite(ModWriteParameters { ending_offset })
+        }
+        _ => Parameters::None,
+    };
+    (major, parameters)
 }
 
 /// The header of an FsFilter operation, built from FsRtl's callback data when first asked for.

@@ -3,8 +3,8 @@
 use fsfilter::{
     CallbackDataFlags, ControlParameters, CreateParameters, DirectoryParameters, FileName,
     HeaderSource, InformationParameters, IoStatus, IrpFlags, LockParameters, MajorFunction,
-    OperationHeader, OperationKind, Parameters, ReadWriteParameters, RequestorMode,
-    SectionSyncParameters, Status, directory, fsctl,
+    ModWriteParameters, OperationHeader, OperationKind, Parameters, ReadWriteParameters,
+    RequestorMode, SectionSyncParameters, Status, directory, fsctl,
 };
 use fsfilter_kernel::constants::{fltfl_callback_data, fo_flags};
 use fsfilter_kernel::params::{self, flt};
@@ -236,6 +236,13 @@ unsafe fn parameters(iopb: &FLT_IO_PARAMETER_BLOCK, major: MajorFunction) -> Par
                 sync_type: a.SyncType as u32,
                 page_protection: a.PageProtection,
             })
+        }
+        MajorFunction::AcquireForModWrite => {
+            // SAFETY: the member for IRP_MJ_ACQUIRE_FOR_MOD_WRITE.
+            let a = unsafe { p.AcquireForModifiedPageWriter };
+            // SAFETY: FsRtl's ending offset, valid during the callback (or NULL).
+            let ending_offset = unsafe { a.EndingOffset.as_ref() }.copied().unwrap_or(0);
+            Parameters::AcquireForModWrite(ModWriteParameters { ending_offset })
         }
         _ => Parameters::None,
     }

@@ -1,18 +1,19 @@
-//! FsFilter callbacks: `FsRtlRegisterFileSystemFilterCallbacks`, and the acquire and release for
-//! section synchronization that the memory manager asks of a file's stack when it creates a
-//! section (docs/simulator.md, "FsFilter callbacks").
+//! FsFilter callbacks: `FsRtlRegisterFileSystemFilterCallbacks`, and the acquires and releases
+//! the memory manager asks of a file's stack: for section synchronization when it creates a
+//! section, for the modified-page writer and for a flush around their paging writes
+//! (docs/simulator.md, "FsFilter callbacks").
 //!
 //! An operation walks the stack of the file object's device from the top down, calling the
 //! pre-operation routine of every device whose driver registered one, then the post-operation
-//! routines from the bottom up ([`perform`]). A pre routine that fails an acquire stops the
-//! walk: nothing below it is called, the posts of the devices above it are called with its
-//! status, and the section is not created. `STATUS_FSFILTER_OP_COMPLETED_SUCCESSFULLY` stops the
-//! walk as a success (WRK `FsFilterPerformCallbacks`, facts in docs/simulator.md).
+//! routines from the bottom up ([`perform`]). A pre routine that fails an acquire that may fail
+//! stops the walk: nothing below it is called, the posts of the devices above it are called with
+//! its status, and what the acquire was for is not done. `STATUS_FSFILTER_OP_COMPLETED_SUCCESSFULLY`
+//! stops the walk as a success (WRK `FsFilterPerformCallbacks`, facts in docs/simulator.md).
 
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, ERESOURCE, FILE_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::{
     FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS, PFS_FILTER_CALLBACK,
     PFS_FILTER_COMPLETION_CALLBACK,
@@ -26,6 +27,14 @@ use crate::kernel;
 pub const ACQUIRE_FOR_SECTION_SYNCHRONIZATION: u8 = 0xFF;
 /// `FS_FILTER_RELEASE_FOR_SECTION_SYNCHRONIZATION`.
 pub const RELEASE_FOR_SECTION_SYNCHRONIZATION: u8 = 0xFE;
+/// `FS_FILTER_ACQUIRE_FOR_MOD_WRITE`.
+pub const ACQUIRE_FOR_MOD_WRITE: u8 = 0xFD;
+/// `FS_FILTER_RELEASE_FOR_MOD_WRITE`.
+pub const RELEASE_FOR_MOD_WRITE: u8 = 0xFC;
+/// `FS_FILTER_ACQUIRE_FOR_CC_FLUSH`.
+pub const ACQUIRE_FOR_CC_FLUSH: u8 = 0xFB;
+/// `FS_FILTER_RELEASE_FOR_CC_FLUSH`.
+pub const RELEASE_FOR_CC_FLUSH: u8 = 0xFA;
 /// `SyncTypeOther`.
 pub const SYNC_TYPE_OTHER: i32 = 0;
 /// `SyncTypeCreateSection`.
@@ -43,6 +52,18 @@ pub enum FsFilterOp {
     },
     /// `FS_FILTER_RELEASE_FOR_SECTION_SYNCHRONIZATION`.
     ReleaseForSection,
+    /// `FS_FILTER_ACQUIRE_FOR_MOD_WRITE` (`FsRtlAcquireFileForModWriteEx`), with the ending
+    /// offset of the modified-page writer's write.
+    AcquireForModWrite {
+        /// `EndingOffset`: where the write ends.
+        ending_offset: i64,
+    },
+    /// `FS_FILTER_RELEASE_FOR_MOD_WRITE` (`FsRtlReleaseFileForModWrite`).
+    ReleaseForModWrite,
+    /// `FS_FILTER_ACQUIRE_FOR_CC_FLUSH` (`FsRtlAcquireFileForCcFlushEx`).
+    AcquireForCcFlush,
+    /// `FS_FILTER_RELEASE_FOR_CC_FLUSH` (`FsRtlReleaseFileForCcFlush`).
+    ReleaseForCcFlush,
 }
 
 impl FsFilterOp {
@@ -50,6 +71,10 @@ impl FsFilterOp {
         match self {
             FsFilterOp::AcquireForSection { .. } => ACQUIRE_FOR_SECTION_SYNCHRONIZATION,
             FsFilterOp::ReleaseForSection => RELEASE_FOR_SECTION_SYNCHRONIZATION,
+            FsFilterOp::AcquireForModWrite { .. } => ACQUIRE_FOR_MOD_WRITE,
+            FsFilterOp::ReleaseForModWrite => RELEASE_FOR_MOD_WRITE,
+            FsFilterOp::AcquireForCcFlush => ACQUIRE_FOR_CC_FLUSH,
+            FsFilterOp::ReleaseForCcFlush => RELEASE_FOR_CC_FLUSH,
         }
     }
 
@@ -57,36 +82,76 @@ impl FsFilterOp {
         match self {
             FsFilterOp::AcquireForSection { .. } => "FS_FILTER_ACQUIRE_FOR_SECTION_SYNCHRONIZATION",
             FsFilterOp::ReleaseForSection => "FS_FILTER_RELEASE_FOR_SECTION_SYNCHRONIZATION",
+            FsFilterOp::AcquireForModWrite { .. } => "FS_FILTER_ACQUIRE_FOR_MOD_WRITE",
+            FsFilterOp::ReleaseForModWrite => "FS_FILTER_RELEASE_FOR_MOD_WRITE",
+            FsFilterOp::AcquireForCcFlush => "FS_FILTER_ACQUIRE_FOR_CC_FLUSH",
+            FsFilterOp::ReleaseForCcFlush => "FS_FILTER_RELEASE_FOR_CC_FLUSH",
         }
     }
 
-    /// The pre and post routines of `callbacks` for the operation, when its size covers them.
+    /// Whether a filter may fail the operation (WRK's `AllowFilterToFail`): a
+    /// `SyncTypeCreateSection` acquire, the modified-page writer's acquire and the flush's
+    /// acquire; never a release nor a `SyncTypeOther` acquire.
+    fn may_fail(self) -> bool {
+        match self {
+            FsFilterOp::AcquireForSection { sync_type, .. } => {
+                sync_type == SYNC_TYPE_CREATE_SECTION
+            }
+            FsFilterOp::AcquireForModWrite { .. } | FsFilterOp::AcquireForCcFlush => true,
+            FsFilterOp::ReleaseForSection
+            | FsFilterOp::ReleaseForModWrite
+            | FsFilterOp::ReleaseForCcFlush => false,
+        }
+    }
+
+    /// The pre and post routines of `callbacks` for the operation, when its size covers them
+    /// (WRK's `VALID_FS_FILTER_CALLBACK_HANDLER`).
     fn routines(
         self,
         callbacks: &FS_FILTER_CALLBACKS,
     ) -> (PFS_FILTER_CALLBACK, PFS_FILTER_COMPLETION_CALLBACK) {
-        let size = callbacks.SizeOfFsFilterCallbacks as usize;
-        let (pre, post) = match self {
+        use std::mem::offset_of;
+        let c = callbacks;
+        let (pre, post, p, q) = match self {
             FsFilterOp::AcquireForSection { .. } => (
-                std::mem::offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization),
-                std::mem::offset_of!(FS_FILTER_CALLBACKS, PostAcquireForSectionSynchronization),
+                offset_of!(FS_FILTER_CALLBACKS, PreAcquireForSectionSynchronization),
+                offset_of!(FS_FILTER_CALLBACKS, PostAcquireForSectionSynchronization),
+                c.PreAcquireForSectionSynchronization,
+                c.PostAcquireForSectionSynchronization,
             ),
             FsFilterOp::ReleaseForSection => (
-                std::mem::offset_of!(FS_FILTER_CALLBACKS, PreReleaseForSectionSynchronization),
-                std::mem::offset_of!(FS_FILTER_CALLBACKS, PostReleaseForSectionSynchronization),
+                offset_of!(FS_FILTER_CALLBACKS, PreReleaseForSectionSynchronization),
+                offset_of!(FS_FILTER_CALLBACKS, PostReleaseForSectionSynchronization),
+                c.PreReleaseForSectionSynchronization,
+                c.PostReleaseForSectionSynchronization,
+            ),
+            FsFilterOp::AcquireForModWrite { .. } => (
+                offset_of!(FS_FILTER_CALLBACKS, PreAcquireForModifiedPageWriter),
+                offset_of!(FS_FILTER_CALLBACKS, PostAcquireForModifiedPageWriter),
+                c.PreAcquireForModifiedPageWriter,
+                c.PostAcquireForModifiedPageWriter,
+            ),
+            FsFilterOp::ReleaseForModWrite => (
+                offset_of!(FS_FILTER_CALLBACKS, PreReleaseForModifiedPageWriter),
+                offset_of!(FS_FILTER_CALLBACKS, PostReleaseForModifiedPageWriter),
+                c.PreReleaseForModifiedPageWriter,
+                c.PostReleaseForModifiedPageWriter,
+            ),
+            FsFilterOp::AcquireForCcFlush => (
+                offset_of!(FS_FILTER_CALLBACKS, PreAcquireForCcFlush),
+                offset_of!(FS_FILTER_CALLBACKS, PostAcquireForCcFlush),
+                c.PreAcquireForCcFlush,
+                c.PostAcquireForCcFlush,
+            ),
+            FsFilterOp::ReleaseForCcFlush => (
+                offset_of!(FS_FILTER_CALLBACKS, PreReleaseForCcFlush),
+                offset_of!(FS_FILTER_CALLBACKS, PostReleaseForCcFlush),
+                c.PreReleaseForCcFlush,
+                c.PostReleaseForCcFlush,
             ),
         };
+        let size = c.SizeOfFsFilterCallbacks as usize;
         let covers = |offset: usize| size >= offset + size_of::<usize>();
-        let (p, q) = match self {
-            FsFilterOp::AcquireForSection { .. } => (
-                callbacks.PreAcquireForSectionSynchronization,
-                callbacks.PostAcquireForSectionSynchronization,
-            ),
-            FsFilterOp::ReleaseForSection => (
-                callbacks.PreReleaseForSectionSynchronization,
-                callbacks.PostReleaseForSectionSynchronization,
-            ),
-        };
         (p.filter(|_| covers(pre)), q.filter(|_| covers(post)))
     }
 }
@@ -101,13 +166,26 @@ pub fn with_section_sync<T>(
     create: impl FnOnce() -> Result<T, Status>,
 ) -> Result<T, Status> {
     let acquire = FsFilterOp::AcquireForSection { sync_type: SYNC_TYPE_CREATE_SECTION, protection };
+    bracket(fo, acquire, FsFilterOp::ReleaseForSection, create)
+}
+
+/// `acquire`, then `work` if no driver failed it (whose error is then the answer), then the
+/// matching `release`: how the memory manager brackets what it does to a file with FsFilter
+/// operations (a section's creation, a flush's or the modified-page writer's paging write).
+/// Runs outside the kernel's borrow.
+pub fn bracket<T>(
+    fo: *mut FILE_OBJECT,
+    acquire: FsFilterOp,
+    release: FsFilterOp,
+    work: impl FnOnce() -> Result<T, Status>,
+) -> Result<T, Status> {
     let acquired = perform(fo, acquire);
     if !acquired.is_success() {
         return Err(acquired);
     }
-    let made = create();
-    perform(fo, FsFilterOp::ReleaseForSection);
-    made
+    let done = work();
+    perform(fo, release);
+    done
 }
 
 /// One device of the stack whose driver has a routine for the operation.
@@ -130,7 +208,8 @@ struct Callee {
 /// bottom up, of every device whose pre routine let the operation go on. Answers the
 /// operation's status: the error a pre routine failed it with, or `STATUS_SUCCESS`.
 ///
-/// Only a `SyncTypeCreateSection` acquire may fail (the reference page of
+/// Only a `SyncTypeCreateSection` acquire, the modified-page writer's and the flush's acquires
+/// may fail (WRK's `AllowFilterToFail`; releases cannot, the reference page of
 /// `FsRtlRegisterFileSystemFilterCallbacks`): another failure is reported
 /// (`CALLBACK_STATUS_INVALID_FOR_OPERATION`) and taken for success, as a free build does.
 pub fn perform(fo: *mut FILE_OBJECT, op: FsFilterOp) -> Status {
@@ -179,21 +258,36 @@ pub fn perform(fo: *mut FILE_OBJECT, op: FsFilterOp) -> Status {
 
 /// [`perform`]'s walk of the devices that have a routine for the operation.
 fn walk(fo: *mut FILE_OBJECT, op: FsFilterOp, callees: Vec<Callee>) -> Status {
-    let may_fail = matches!(
-        op,
-        FsFilterOp::AcquireForSection { sync_type, .. } if sync_type == SYNC_TYPE_CREATE_SECTION
-    );
+    let may_fail = op.may_fail();
     // One callback data for the walk, at a stable address; each callee sees its own device.
     // SAFETY: all-zero is a valid FS_FILTER_CALLBACK_DATA (null pointers, zero values).
     let mut data: Box<FS_FILTER_CALLBACK_DATA> = Box::new(unsafe { std::mem::zeroed() });
     data.SizeOfFsFilterCallbackData = size_of::<FS_FILTER_CALLBACK_DATA>() as u32;
     data.Operation = op.code();
     data.FileObject = fo;
-    if let FsFilterOp::AcquireForSection { sync_type, protection } = op {
-        // SAFETY: the member of a section-synchronization acquire, written whole.
-        let a = unsafe { &mut data.Parameters.AcquireForSectionSynchronization };
-        a.SyncType = sync_type;
-        a.PageProtection = protection;
+    // The modified-page writer's ending offset and the resource the file system would name for
+    // the release (the simulator's file systems have none: it stays NULL), at stable addresses.
+    let mut ending = Box::new(0i64);
+    let mut resource: Box<*mut ERESOURCE> = Box::new(std::ptr::null_mut());
+    match op {
+        FsFilterOp::AcquireForSection { sync_type, protection } => {
+            // SAFETY: the member of a section-synchronization acquire, written whole.
+            let a = unsafe { &mut data.Parameters.AcquireForSectionSynchronization };
+            a.SyncType = sync_type;
+            a.PageProtection = protection;
+        }
+        FsFilterOp::AcquireForModWrite { ending_offset } => {
+            *ending = ending_offset;
+            // SAFETY: the member of a modified-page writer's acquire, written whole.
+            let a = unsafe { &mut data.Parameters.AcquireForModifiedPageWriter };
+            a.EndingOffset = &raw mut *ending;
+            a.ResourceToRelease = &raw mut *resource;
+        }
+        // A release names the resource the acquire returned: none.
+        FsFilterOp::ReleaseForModWrite
+        | FsFilterOp::ReleaseForSection
+        | FsFilterOp::AcquireForCcFlush
+        | FsFilterOp::ReleaseForCcFlush => {}
     }
     let mut called: Vec<(Callee, *mut c_void)> = Vec::with_capacity(callees.len());
     let mut status = Status::SUCCESS;
@@ -223,7 +317,10 @@ fn walk(fo: *mut FILE_OBJECT, op: FsFilterOp, callees: Vec<Callee>) -> Status {
             let why = if s == Status::PENDING {
                 "STATUS_PENDING (FsFilter callbacks are synchronous)".to_owned()
             } else {
-                format!("{s}, which only a SyncTypeCreateSection acquire may fail with")
+                format!(
+                    "{s}, which it cannot fail with (only a SyncTypeCreateSection, flush or \
+                     modified-page writer acquire may fail)"
+                )
             };
             kernel::with(|k| {
                 k.report(

@@ -10,7 +10,7 @@ use crate::files::Handle;
 use crate::ids::VolumeId;
 use crate::kernel::{self, Kernel};
 use crate::loader::{ServiceSpec, StartType, StopResult};
-use crate::syscalls::{CreateOptions, IoMode, IoRequest, IoResult};
+use crate::syscalls::{CreateOptions, IoMode, IoRequest, IoResult, PageWriter};
 use crate::volumes::{MountWhen, VolumeError, VolumeSpec};
 
 /// How a machine is built.
@@ -206,6 +206,18 @@ impl Machine {
         mode: IoMode,
     ) -> IoResult {
         self.io(IoRequest::Write { handle, offset, data, mode })
+    }
+
+    /// The memory manager writes `data` back to the handle's file at `offset`, as `writer` does
+    /// ([`IoRequest::PageWrite`]).
+    pub fn page_write(
+        &mut self,
+        handle: Handle,
+        offset: u64,
+        data: &[u8],
+        writer: PageWriter,
+    ) -> IoResult {
+        self.io(IoRequest::PageWrite { handle, offset, data, writer })
     }
 
     /// `NtQueryInformationFile`.

@@ -53,6 +53,40 @@ impl IoMode {
     }
 }
 
+/// Who writes a file's modified pages back (a paging write, [`IoRequest::PageWrite`]), and so
+/// which FsFilter operations bracket the write (docs/simulator.md, "FsFilter callbacks").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PageWriter {
+    /// The cache manager's lazy writer: it acquires the file through the file system's own
+    /// cache-manager callbacks, which no filter sees, and writes synchronously
+    /// (`IRP_SYNCHRONOUS_PAGING_IO`). The same request as a write in [`IoMode::Paging`].
+    #[default]
+    LazyWriter,
+    /// The modified-page writer (WRK's `MiMappedPageWriter`), in its own system thread: the file
+    /// acquired with `FsRtlAcquireFileForModWriteEx` (`IRP_MJ_ACQUIRE_FOR_MOD_WRITE`, with the
+    /// write's ending offset), an asynchronous paging write (`IoAsynchronousPageWrite`: no
+    /// `IRP_SYNCHRONOUS_PAGING_IO`), the file released when the write completes
+    /// (`FsRtlReleaseFileForModWrite` in `MiWriteComplete`).
+    ModifiedPageWriter,
+    /// A flush of a mapped view (`FlushViewOfFile`, WRK's `MmFlushVirtualMemory`), in the
+    /// caller's thread: the file acquired with `FsRtlAcquireFileForCcFlushEx`
+    /// (`IRP_MJ_ACQUIRE_FOR_CC_FLUSH`), a synchronous paging write (`IoSynchronousPageWrite`),
+    /// the file released (`FsRtlReleaseFileForCcFlush`).
+    Flush,
+}
+
+impl PageWriter {
+    /// Parses the scenario spelling.
+    pub fn from_name(s: &str) -> Option<PageWriter> {
+        match s.to_ascii_lowercase().as_str() {
+            "lazy-writer" => Some(PageWriter::LazyWriter),
+            "modified-page-writer" => Some(PageWriter::ModifiedPageWriter),
+            "flush" => Some(PageWriter::Flush),
+            _ => None,
+        }
+    }
+}
+
 /// What an open asks for (`NtCreateFile`'s parameters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreateOptions {
@@ -369,6 +403,22 @@ pub enum IoRequest<'a> {
         /// `SectionPageProtection`.
         protection: u32,
     },
+    /// The memory manager writes pages of the handle's file back to it: `data` at `offset`, as a
+    /// program that wrote them through a mapped view left them (the simulator keeps no pages:
+    /// the request carries them). A paging write (`IRP_PAGING_IO | IRP_NOCACHE`, kernel mode,
+    /// whatever the handle's access), bracketed by the FsFilter operations of its `writer`: a
+    /// driver that fails the acquire fails the request with its status, and nothing is
+    /// written (docs/simulator.md, "FsFilter callbacks").
+    PageWrite {
+        /// The handle whose file the pages are of.
+        handle: Handle,
+        /// The offset of the first page.
+        offset: u64,
+        /// The pages' data.
+        data: &'a [u8],
+        /// Who writes them.
+        writer: PageWriter,
+    },
     /// `NtQueryVolumeInformationFile`.
     QueryVolumeInformation {
         /// The handle.
@@ -409,6 +459,9 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
         IoRequest::Read { handle, offset, length, mode } => read(handle, offset, length, mode),
         IoRequest::CreateSection { handle, protection } => create_section(handle, protection),
         IoRequest::Write { handle, offset, data, mode } => write(handle, offset, data, mode),
+        IoRequest::PageWrite { handle, offset, data, writer } => {
+            page_write(handle, offset, data, writer)
+        }
         IoRequest::QueryInformation { handle, class, length } => {
             let fast = [crate::nt::file_info::BASIC, crate::nt::file_info::STANDARD];
             buffered_info(handle, mj::QUERY_INFORMATION, class, &[], length, &fast)
@@ -1071,6 +1124,103 @@ fn create_section(h: Handle, protection: u32) -> IoResult {
 /// `NtWriteFile`.
 fn write(h: Handle, offset: Option<u64>, data: &[u8], mode: IoMode) -> IoResult {
     transfer(h, offset, data.len(), data, mode, true)
+}
+
+/// The thread of the modified-page writer, a system thread.
+const MODIFIED_PAGE_WRITER_THREAD: ThreadId = ThreadId(crate::sched::FIRST_WORKER - 1);
+
+/// [`IoRequest::PageWrite`]: a lazy writer's write is a paging write of the user API; the
+/// others are bracketed by their FsFilter operations, all one request in the log (its IRP's).
+fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResult {
+    use crate::fsfilters::FsFilterOp;
+    let (acquire, release, flags) = match writer {
+        PageWriter::LazyWriter => {
+            return transfer(h, Some(offset), data.len(), data, IoMode::Paging, true);
+        }
+        // IoAsynchronousPageWrite.
+        PageWriter::ModifiedPageWriter => (
+            FsFilterOp::AcquireForModWrite {
+                ending_offset: offset.saturating_add(data.len() as u64) as i64,
+            },
+            FsFilterOp::ReleaseForModWrite,
+            irp_flags::PAGING_IO | irp_flags::NOCACHE,
+        ),
+        // IoSynchronousPageWrite.
+        PageWriter::Flush => (
+            FsFilterOp::AcquireForCcFlush,
+            FsFilterOp::ReleaseForCcFlush,
+            irp_flags::PAGING_IO | irp_flags::NOCACHE | irp_flags::SYNCHRONOUS_PAGING_IO,
+        ),
+    };
+    let (file, volume, _) = match handle_of(h) {
+        Ok(x) => x,
+        Err(s) => return IoResult::failed(s),
+    };
+    // The modified-page writer runs in its own thread; a flush in the caller's.
+    let saved_thread = kernel::with(|k| {
+        let saved = k.thread;
+        if writer == PageWriter::ModifiedPageWriter {
+            k.thread = MODIFIED_PAGE_WRITER_THREAD;
+        }
+        saved
+    });
+    // The request starts with the acquire, which is attributed to it.
+    let rid = kernel::with(|k| {
+        let rid = k.start_request(volume, MajorFunction::Write, false);
+        k.current_request = Some(rid);
+        rid
+    });
+    let acquired = crate::fsfilters::perform(file, acquire);
+    if !acquired.is_success() {
+        // A driver failed the acquire: no IRP, and the request ends with its failure.
+        kernel::with(|k| {
+            k.current_request = None;
+            k.request_completed(rid, acquired, 0);
+            k.thread = saved_thread;
+        });
+        return result(acquired, 0, rid, Vec::new());
+    }
+    let mut buf = UserBuffer::new(data.len(), data, true);
+    let ptr = buf.ptr();
+    let b = kernel::with(|k| {
+        k.current_request = None;
+        let target = k.related_device(file);
+        let b = build_for(k, rid, mj::WRITE, target, file, flags, false);
+        // SAFETY: the request's IRP.
+        let i = unsafe { crate::irpx::header(b.irp) };
+        i.UserBuffer = ptr.cast();
+        i.MdlAddress = k.allocate_locked_mdl(ptr.cast(), data.len());
+        // SAFETY: the member of a write.
+        let r = unsafe { io_mut::<params::IoReadWrite>(&mut first(&b).Parameters) };
+        r.Length = data.len() as u32;
+        r.ByteOffset = offset as i64;
+        b
+    });
+    // SAFETY: the request's IRP, not yet sent.
+    let mdl = unsafe { (*b.irp).MdlAddress };
+    // The writer waits for its write: the modified-page writer releases the file in the write's
+    // completion, the flush after its synchronous write.
+    let (status, n, _, _keep) = send(b);
+    if status == Status::PENDING {
+        // Nothing completes it: the pages stay with the IRP, and the file is never released
+        // (the writer waits for the write forever).
+        kernel::with(|k| {
+            k.keep_for_request(rid, Box::new(buf));
+            k.thread = saved_thread;
+        });
+        return result(status, 0, rid, Vec::new());
+    }
+    kernel::with(|k| {
+        k.free_mdl(mdl);
+        k.current_request = Some(rid);
+    });
+    crate::fsfilters::perform(file, release);
+    kernel::with(|k| {
+        k.current_request = None;
+        k.thread = saved_thread;
+    });
+    drop(buf);
+    result(status, n, rid, Vec::new())
 }
 
 fn transfer(

@@ -71,7 +71,7 @@ const RULE_ACTIONS: [&str; 8] = [
 ];
 
 /// The operations the probe's rules and `Operations` name (the io ops and `*`).
-const RULE_OPS: [&str; 11] = [
+const RULE_OPS: [&str; 13] = [
     "*",
     "create",
     "read",
@@ -83,6 +83,8 @@ const RULE_OPS: [&str; 11] = [
     "close",
     "network_query_open",
     "acquire_for_section_synchronization",
+    "acquire_for_mod_write",
+    "acquire_for_cc_flush",
 ];
 
 /// Skip-flag suffixes for the probe's `Operations`, by operation.
@@ -625,6 +627,12 @@ impl Plan {
                 if matches!(op, "read" | "write") {
                     let mode = ["cached", "noncached", "paging"][io.mode % 3];
                     let _ = writeln!(t, "mode = \"{mode}\"");
+                }
+                if op == "write" && io.mode % 3 == 2 {
+                    // Whose paging write: the acquire and release around it are the writer's.
+                    let writers = fsfilter_lab::scenario::WRITERS;
+                    let (writer, _) = pick(&writers, io.path + io.volume);
+                    let _ = writeln!(t, "writer = \"{writer}\"");
                 }
                 if io.notify(self.notifies()) {
                     let tree = if io.infected { "\nwatch_tree = true" } else { "" };

@@ -45,9 +45,9 @@ pub use major::{
 };
 pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,
-    HeaderSource, InformationParameters, IoStatus, LazyHeader, LockParameters, OperationBuffer,
-    OperationHeader, Parameters, PostOperation, PreOperation, ReadWriteParameters, RequestorMode,
-    SectionSyncParameters, create, may_synchronize, section_sync,
+    HeaderSource, InformationParameters, IoStatus, LazyHeader, LockParameters, ModWriteParameters,
+    OperationBuffer, OperationHeader, Parameters, PostOperation, PreOperation, ReadWriteParameters,
+    RequestorMode, SectionSyncParameters, create, may_synchronize, section_sync,
 };
 pub use params::{
     MAX_STRING_UNITS, ParameterDoc, ParameterList, ParameterValue, ServiceParameters,

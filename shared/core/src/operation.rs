@@ -443,6 +443,15 @@ impl SectionSyncParameters {
     }
 }
 
+/// `IRP_MJ_ACQUIRE_FOR_MOD_WRITE` parameters (`FLT_PARAMETERS`' `AcquireForModifiedPageWriter`,
+/// `FS_FILTER_PARAMETERS`' under the legacy backend): what the modified-page writer is about to
+/// write. `ResourceToRelease` is the file system's to fill, not presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ModWriteParameters {
+    /// `*EndingOffset`: the end of the paging write that follows (its offset plus its length).
+    pub ending_offset: i64,
+}
+
 /// `FS_FILTER_SECTION_SYNC_TYPE` values and the page protections the model names.
 pub mod section_sync {
     /// `SyncTypeOther`.
@@ -495,6 +504,8 @@ pub enum Parameters {
     LockControl(LockParameters),
     /// `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`.
     AcquireForSectionSynchronization(SectionSyncParameters),
+    /// `IRP_MJ_ACQUIRE_FOR_MOD_WRITE`.
+    AcquireForModWrite(ModWriteParameters),
     /// Operations without parameters the model reads (cleanup, close, flush, shutdown, the
     /// pseudo-operations, ...).
     #[default]

@@ -619,10 +619,7 @@ fn apply_pre(
                         format!("{m}: FLT_PREOP_COMPLETE with STATUS_FLT_DISALLOW_FAST_IO (facts.md §4); completed with STATUS_INVALID_DEVICE_STATE"),
                     );
                     Some(Status::INVALID_DEVICE_STATE)
-                } else if kind == OperationKind::FsFilter
-                    && m == MajorFunction::ReleaseForSectionSynchronization
-                    && !s.is_success()
-                {
+                } else if kind == OperationKind::FsFilter && m.cannot_fail() && !s.is_success() {
                     k.flt_report(
                         Some(f),
                         Rule::StatusInvalidForOperation,

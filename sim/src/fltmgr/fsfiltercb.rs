@@ -1,20 +1,22 @@
 //! The Filter Manager's FsFilter callbacks (docs/simulator.md, "FsFilter callbacks"): it
 //! registers them for its driver with `FsRtlRegisterFileSystemFilterCallbacks`, as a legacy filter
-//! would, and on one of its volume frame devices turns an acquire or release for section
-//! synchronization into the operation `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` or
-//! `IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION`, with `FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION`,
-//! run through the frame's instances: the pre callbacks in its own pre routine, the post
-//! callbacks in its own post routine, with the operation's status, in the same thread.
+//! would, and on one of its volume frame devices turns an FsFilter acquire or release (for
+//! section synchronization, a flush or the modified-page writer) into the operation of the same
+//! code (`IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`, `IRP_MJ_ACQUIRE_FOR_MOD_WRITE`, ...), with
+//! `FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION` and FsRtl's parameters, run through the frame's
+//! instances: the pre callbacks in its own pre routine, the post callbacks in its own post
+//! routine, with the operation's status, in the same thread.
 //!
 //! A minifilter that completes the operation in its pre callback (`FLT_PREOP_COMPLETE`) ends it
 //! there: the post callbacks of the instances above run at once, and the Filter Manager answers
-//! the status, a failure failing the acquire (and the section), a success being
+//! the status, a failure failing the acquire (and what it was for), a success being
 //! `STATUS_FSFILTER_OP_COMPLETED_SUCCESSFULLY` (a choice: the file system's acquire is skipped).
 
 use std::ffi::c_void;
 
 use fsfilter::{MajorFunction, OperationKind, Status};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS;
 use windows_sys::Wdk::Storage::FileSystem::{FS_FILTER_CALLBACK_DATA, FS_FILTER_CALLBACKS};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
@@ -23,8 +25,9 @@ use super::fastio::{At, build_irpless_op};
 use super::{DevKind, FvId};
 use crate::kernel;
 
-/// The table the Filter Manager registers: the section-synchronization routines (the
-/// simulator raises no other FsFilter operation).
+/// The table the Filter Manager registers: the routines of the six operations FsRtl raises
+/// (section synchronization, the cache manager's flush, the modified-page writer); not the
+/// newer query open, which the simulator does not raise.
 const CALLBACKS: FS_FILTER_CALLBACKS = FS_FILTER_CALLBACKS {
     SizeOfFsFilterCallbacks: size_of::<FS_FILTER_CALLBACKS>() as u32,
     Reserved: 0,
@@ -32,14 +35,14 @@ const CALLBACKS: FS_FILTER_CALLBACKS = FS_FILTER_CALLBACKS {
     PostAcquireForSectionSynchronization: Some(flt_post_fs_filter),
     PreReleaseForSectionSynchronization: Some(flt_pre_fs_filter),
     PostReleaseForSectionSynchronization: Some(flt_post_fs_filter),
-    PreAcquireForCcFlush: None,
-    PostAcquireForCcFlush: None,
-    PreReleaseForCcFlush: None,
-    PostReleaseForCcFlush: None,
-    PreAcquireForModifiedPageWriter: None,
-    PostAcquireForModifiedPageWriter: None,
-    PreReleaseForModifiedPageWriter: None,
-    PostReleaseForModifiedPageWriter: None,
+    PreAcquireForCcFlush: Some(flt_pre_fs_filter),
+    PostAcquireForCcFlush: Some(flt_post_fs_filter),
+    PreReleaseForCcFlush: Some(flt_pre_fs_filter),
+    PostReleaseForCcFlush: Some(flt_post_fs_filter),
+    PreAcquireForModifiedPageWriter: Some(flt_pre_fs_filter),
+    PostAcquireForModifiedPageWriter: Some(flt_post_fs_filter),
+    PreReleaseForModifiedPageWriter: Some(flt_pre_fs_filter),
+    PostReleaseForModifiedPageWriter: Some(flt_post_fs_filter),
     PreQueryOpen: None,
     PostQueryOpen: None,
 };
@@ -61,7 +64,7 @@ fn context_of(key: u64) -> *mut c_void {
     (key as usize).wrapping_add(1) as *mut c_void
 }
 
-/// The pre routine of both operations: the pre callbacks of the frame's instances.
+/// The pre routine of every operation: the pre callbacks of the frame's instances.
 unsafe extern "system" fn flt_pre_fs_filter(
     data: *const FS_FILTER_CALLBACK_DATA,
     completion: *mut *mut c_void,
@@ -78,19 +81,11 @@ unsafe extern "system" fn flt_pre_fs_filter(
     }
     let at = At { device: d.DeviceObject, frame: ext.frame, v: FvId(ext.volume), lower: ext.lower };
     let major = d.Operation;
-    // SAFETY: the member of a section-synchronization acquire (zero for a release).
-    let sync = unsafe { d.Parameters.AcquireForSectionSynchronization };
     let kind = OperationKind::FsFilter;
     let built = kernel::with(|k| {
         build_irpless_op(k, at, d.FileObject, false, kind, |iopb| {
             iopb.MajorFunction = major;
-            if major == MajorFunction::AcquireForSectionSynchronization.code() {
-                // SAFETY: the member of IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION.
-                let a = unsafe { &mut iopb.Parameters.AcquireForSectionSynchronization };
-                a.SyncType = sync.SyncType;
-                a.PageProtection = sync.PageProtection;
-                a.OutputInformation = sync.OutputInformation;
-            }
+            copy_parameters(d, &mut iopb.Parameters);
         })
     });
     let Some(key) = built else { return Status::SUCCESS.0 };
@@ -103,7 +98,7 @@ unsafe extern "system" fn flt_pre_fs_filter(
             let s = last.map_or(Status::SUCCESS, |l| Status(unsafe { l.Anonymous.Status }));
             // A release cannot fail: whatever a minifilter completed it with (reported against
             // it already), FsRtl hears a success, and has no Filter Manager to report.
-            let release = major == MajorFunction::ReleaseForSectionSynchronization.code();
+            let release = MajorFunction::from_code(major).cannot_fail();
             if s.is_success() || release {
                 Status::FSFILTER_OP_COMPLETED_SUCCESSFULLY.0
             } else {
@@ -121,7 +116,38 @@ unsafe extern "system" fn flt_pre_fs_filter(
     }
 }
 
-/// The post routine of both operations: the post callbacks, with the operation's status.
+/// The operation's parameters, from FsRtl's callback data to the Filter Manager's.
+fn copy_parameters(d: &FS_FILTER_CALLBACK_DATA, to: &mut FLT_PARAMETERS) {
+    let major = MajorFunction::from_code(d.Operation);
+    match major {
+        MajorFunction::AcquireForSectionSynchronization => {
+            // SAFETY: the member of a section-synchronization acquire.
+            let from = unsafe { d.Parameters.AcquireForSectionSynchronization };
+            // SAFETY: the member of IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION.
+            let a = unsafe { &mut to.AcquireForSectionSynchronization };
+            a.SyncType = from.SyncType;
+            a.PageProtection = from.PageProtection;
+            a.OutputInformation = from.OutputInformation;
+        }
+        MajorFunction::AcquireForModWrite => {
+            // SAFETY: the member of a modified-page writer's acquire.
+            let from = unsafe { d.Parameters.AcquireForModifiedPageWriter };
+            // SAFETY: the member of IRP_MJ_ACQUIRE_FOR_MOD_WRITE.
+            let a = unsafe { &mut to.AcquireForModifiedPageWriter };
+            a.EndingOffset = from.EndingOffset;
+            a.ResourceToRelease = from.ResourceToRelease;
+        }
+        MajorFunction::ReleaseForModWrite => {
+            // SAFETY: the member of a modified-page writer's release.
+            let from = unsafe { d.Parameters.ReleaseForModifiedPageWriter };
+            to.ReleaseForModifiedPageWriter.ResourceToRelease = from.ResourceToRelease;
+        }
+        // The others have no parameters.
+        _ => {}
+    }
+}
+
+/// The post routine of every operation: the post callbacks, with the operation's status.
 unsafe extern "system" fn flt_post_fs_filter(
     _data: *const FS_FILTER_CALLBACK_DATA,
     status: NTSTATUS,
