@@ -1151,3 +1151,73 @@ fn a_map_step_of_its_own_handle_can_map_writable_and_executable() {
     assert_eq!(seen(&legacy, "P"), seen(&mini, "P"));
     assert_eq!(seen(&legacy, "P").len(), 2, "both acquires reached the filter");
 }
+
+/// The page writers (README, the eleventh extension): the modified-page writer's and a flush's
+/// paging writes come between their FsFilter acquire and release in both models, the lazy
+/// writer's alone; a filter that refuses the modified-page writer's acquire keeps the write
+/// from being sent, and no release follows.
+#[test]
+fn page_writers_agree_under_both_models() {
+    let step = |path: &str, writer: &str| {
+        format!(
+            "\n[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"write\"\npath = \"{path}\"\n\
+             mode = \"paging\"\noffset = 0\ndata = \"page\"\n{writer}"
+        )
+    };
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n[driver.parameters]\n\
+         Operations = \"write,acquire_for_mod_write,release_for_mod_write,acquire_for_cc_flush,\
+         release_for_cc_flush\"\n\
+         Rules = \"deny acquire_for_mod_write *secret.txt\"\n{}{}{}{}",
+        step("data.bin", "writer = \"modified-page-writer\"\n"),
+        step("data.bin", "writer = \"flush\"\n"),
+        step("data.bin", ""),
+        step("secret.txt", "writer = \"modified-page-writer\"\n"),
+    );
+    let (legacy, mini) = both(&text, "P");
+    for r in [&legacy, &mini] {
+        assert_eq!(
+            step_statuses(r),
+            [
+                "io write C:\\data.bin (modified-page-writer): STATUS_SUCCESS",
+                "io write C:\\data.bin (flush): STATUS_SUCCESS",
+                "io write C:\\data.bin: STATUS_SUCCESS",
+                "io write C:\\secret.txt (modified-page-writer): STATUS_ACCESS_DENIED",
+            ]
+        );
+        clean(r);
+    }
+    let s = seen(&legacy, "P");
+    assert_eq!(s, seen(&mini, "P"));
+    let bracket = |acquire: &str, release: &str| {
+        let ok = "FLT_PREOP_SUCCESS_WITH_CALLBACK None";
+        let done = "FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS";
+        vec![
+            format!("pre IRP_MJ_ACQUIRE_FOR_{acquire} FsFilter {ok}"),
+            format!("post IRP_MJ_ACQUIRE_FOR_{acquire} {done}"),
+            format!("pre IRP_MJ_WRITE Irp {ok}"),
+            format!("post IRP_MJ_WRITE {done}"),
+            format!("pre IRP_MJ_RELEASE_FOR_{release} FsFilter {ok}"),
+            format!("post IRP_MJ_RELEASE_FOR_{release} {done}"),
+        ]
+    };
+    let lazy = vec![
+        "pre IRP_MJ_WRITE Irp FLT_PREOP_SUCCESS_WITH_CALLBACK None".to_owned(),
+        "post IRP_MJ_WRITE FLT_POSTOP_FINISHED_PROCESSING STATUS_SUCCESS".to_owned(),
+    ];
+    let refused = vec![
+        "note probe: rule 1 matched: deny".to_owned(),
+        "pre IRP_MJ_ACQUIRE_FOR_MOD_WRITE FsFilter FLT_PREOP_COMPLETE \
+         Some(STATUS_ACCESS_DENIED (0xC0000022))"
+            .to_owned(),
+    ];
+    assert_eq!(
+        s,
+        [
+            (0, bracket("MOD_WRITE", "MOD_WRITE")),
+            (1, bracket("CC_FLUSH", "CC_FLUSH")),
+            (2, lazy),
+            (3, refused),
+        ]
+    );
+}
