@@ -142,6 +142,10 @@ pub enum Rule {
     /// I/O verification, WDM DRIVER ERROR 0x203 (the driver below owns the IRP now; cancelling
     /// it would call the sender's routine for an IRP the sender no longer holds).
     CancelRoutineAtCallDriver,
+    /// A minifilter called `FsRtlRegisterFileSystemFilterCallbacks`, which its model does not
+    /// use and minifilters must never call (the reference page of `FLT_IS_FS_FILTER_OPERATION`:
+    /// the Filter Manager registers FsFilter callbacks for them). The call goes on.
+    MinifilterFsFilterRegistration,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -196,6 +200,7 @@ impl Rule {
             Rule::CancelStateInCompletedIrp => "CANCEL_STATE_IN_COMPLETED_IRP",
             Rule::ReturnedHoldingCancelLock => "DRIVER_RETURNED_HOLDING_CANCEL_LOCK",
             Rule::CancelRoutineAtCallDriver => "CALL_DRIVER_WITH_CANCEL_ROUTINE",
+            Rule::MinifilterFsFilterRegistration => "MINIFILTER_FS_FILTER_REGISTRATION",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

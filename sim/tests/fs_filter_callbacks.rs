@@ -456,3 +456,75 @@ fn synchronize_is_with_callback_and_the_fast_io_and_query_open_answers_are_repor
     assert_eq!(rules(&m), [Rule::StatusInvalidForOperation; 2]);
     assert!(!order().iter().any(|o| o.starts_with("Av:post")), "{:?}", order());
 }
+
+thread_local! {
+    /// Whether the test minifilter registers its FsFilter callbacks before `FltRegisterFilter`.
+    static FS_FILTER_FIRST: Cell<bool> = const { Cell::new(true) };
+}
+
+/// A minifilter that also calls `FsRtlRegisterFileSystemFilterCallbacks`, which minifilters must
+/// never call: before or after `FltRegisterFilter` ([`FS_FILTER_FIRST`]).
+unsafe extern "system" fn misusing_minifilter(
+    driver: *const windows_sys::Wdk::Foundation::DRIVER_OBJECT,
+    _path: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> NTSTATUS {
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+        FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FltRegisterFilter, PFLT_FILTER,
+    };
+    let t = table(size_of::<FS_FILTER_CALLBACKS>() as u32);
+    let fs_filter = || Status(unsafe { FsRtlRegisterFileSystemFilterCallbacks(driver, &t) });
+    let mut end: FLT_OPERATION_REGISTRATION = unsafe { std::mem::zeroed() };
+    end.MajorFunction = 0x80; // IRP_MJ_OPERATION_END
+    let ops = [end];
+    let mut reg: FLT_REGISTRATION = unsafe { std::mem::zeroed() };
+    reg.Size = size_of::<FLT_REGISTRATION>() as u16;
+    reg.Version = 0x0203;
+    reg.OperationRegistration = ops.as_ptr();
+    if FS_FILTER_FIRST.get() {
+        assert_eq!(fs_filter(), Status::SUCCESS);
+    }
+    let mut filter: PFLT_FILTER = 0;
+    let s = unsafe { FltRegisterFilter(driver, &reg, &mut filter) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    if !FS_FILTER_FIRST.get() {
+        assert_eq!(fs_filter(), Status::SUCCESS, "registered all the same");
+    }
+    0
+}
+
+#[test]
+fn a_minifilter_that_registers_fs_filter_callbacks_is_reported_whichever_call_comes_first() {
+    // FLT_IS_FS_FILTER_OPERATION's reference page: minifilters must never call
+    // FsRtlRegisterFileSystemFilterCallbacks (the Filter Manager registers for them).
+    for first in [true, false] {
+        FS_FILTER_FIRST.set(first);
+        let mut m = fltcommon::machine(3);
+        m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+        m.install_filter_manager();
+        let mut spec = fsfilter_sim::ServiceSpec::new("Mixed", misusing_minifilter, "minifilter");
+        spec.start = StartType::Boot;
+        spec.group = Some("FSFilter Activity Monitor".into());
+        let instance = fsfilter_sim::InstanceSpec {
+            name: "Mixed Instance".into(),
+            altitude: "370000".into(),
+            flags: 0,
+        };
+        spec.instances = Some(fsfilter_sim::InstancesSpec {
+            default_instance: instance.name.clone(),
+            instances: vec![instance],
+            layout: fsfilter_sim::InstanceLayout::Both,
+        });
+        m.install(spec);
+        m.boot();
+        let findings = m.findings();
+        assert_eq!(rules(&m), [Rule::MinifilterFsFilterRegistration], "{first}: {findings:?}");
+        assert_eq!(findings[0].1.as_deref(), Some("Mixed"));
+        assert_eq!(
+            Rule::MinifilterFsFilterRegistration.name(),
+            "MINIFILTER_FS_FILTER_REGISTRATION"
+        );
+    }
+    // A legacy filter's registration is what the routine is for.
+    let (m, _) = legacy_machine();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -104,13 +104,23 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
     }
 }
 
+/// What [`Rule::MinifilterFsFilterRegistration`] says, whichever of the two calls comes second.
+pub(crate) fn minifilter_message() -> String {
+    "a minifilter (FltRegisterFilter) called FsRtlRegisterFileSystemFilterCallbacks, which \
+     minifilters must never call (FLT_IS_FS_FILTER_OPERATION's reference page: the Filter \
+     Manager presents FsFilter operations as IRP_MJ_ACQUIRE_FOR_* operations); registered all \
+     the same"
+        .to_owned()
+}
+
 export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRegisterFileSystemFilterCallbacks =>
     /// `FsRtlRegisterFileSystemFilterCallbacks`: copies the first `SizeOfFsFilterCallbacks`
     /// bytes of the table (at most the structure) to the driver object; a routine the size does
     /// not cover is never called, and a second registration replaces the first (WRK).
     /// `STATUS_INVALID_PARAMETER` for a NULL driver object or table, or a zero size (the
     /// reference page: it must not be zero); `STATUS_INSUFFICIENT_RESOURCES` when the pool for
-    /// the copy fails (the `pool` fault). `PASSIVE_LEVEL`.
+    /// the copy fails (the `pool` fault). `PASSIVE_LEVEL`. A minifilter's call is
+    /// `MINIFILTER_FS_FILTER_REGISTRATION` (so is a registration of a driver that called it).
     fn FsRtlRegisterFileSystemFilterCallbacks(
         filterdriverobject: *const DRIVER_OBJECT,
         callbacks: *const FS_FILTER_CALLBACKS,
@@ -146,6 +156,10 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRegisterFileSystemFilterCa
                 return Status::INVALID_PARAMETER.0;
             };
             k.objects.driver_mut(d).fs_filter = Some(copy);
+            if k.fltmgr.filter_of_driver(d).is_some() {
+                let service = k.objects.driver(d).service.clone();
+                k.report(Rule::MinifilterFsFilterRegistration, Some(service), minifilter_message());
+            }
             Status::SUCCESS.0
         })
     }

@@ -273,6 +273,10 @@ pub(crate) fn register(
             return Err(Status::OBJECT_NAME_COLLISION);
         }
         let service = k.objects.driver(did).service.clone();
+        if k.objects.driver(did).fs_filter.is_some() {
+            let message = crate::exports::fsrtl::minifilter_message();
+            k.report(Rule::MinifilterFsFilterRegistration, Some(service.clone()), message);
+        }
         Ok((did, image, service))
     });
     let (did, image, service) = pre?;
