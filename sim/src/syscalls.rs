@@ -1345,28 +1345,18 @@ fn transfer(
     }
     let target = target.get();
     let b = kernel::with(|k| {
+        // WRK's `NtReadFile` / `NtWriteFile`: `IRP_READ_OPERATION` or `IRP_WRITE_OPERATION` with
+        // `IRP_DEFER_IO_COMPLETION`, `IRP_NOCACHE` for a non-cached transfer, never
+        // `IRP_SYNCHRONOUS_API`: a synchronous file object says so with `FO_SYNCHRONOUS_IO`
+        // (until December 7 the simulator set it on a synchronous file object's transfers).
         let flags = match (mode, write) {
-            (IoMode::Cached, false) => {
-                irp_flags::READ_OPERATION
-                    | irp_flags::SYNCHRONOUS_API
-                    | irp_flags::DEFER_IO_COMPLETION
-            }
-            (IoMode::Cached, true) => {
-                irp_flags::WRITE_OPERATION
-                    | irp_flags::SYNCHRONOUS_API
-                    | irp_flags::DEFER_IO_COMPLETION
-            }
+            (IoMode::Cached, false) => irp_flags::READ_OPERATION | irp_flags::DEFER_IO_COMPLETION,
+            (IoMode::Cached, true) => irp_flags::WRITE_OPERATION | irp_flags::DEFER_IO_COMPLETION,
             (IoMode::NonCached, false) => {
-                irp_flags::NOCACHE
-                    | irp_flags::READ_OPERATION
-                    | irp_flags::SYNCHRONOUS_API
-                    | irp_flags::DEFER_IO_COMPLETION
+                irp_flags::NOCACHE | irp_flags::READ_OPERATION | irp_flags::DEFER_IO_COMPLETION
             }
             (IoMode::NonCached, true) => {
-                irp_flags::NOCACHE
-                    | irp_flags::WRITE_OPERATION
-                    | irp_flags::SYNCHRONOUS_API
-                    | irp_flags::DEFER_IO_COMPLETION
+                irp_flags::NOCACHE | irp_flags::WRITE_OPERATION | irp_flags::DEFER_IO_COMPLETION
             }
             (IoMode::Paging, false) => {
                 irp_flags::PAGING_IO
@@ -1377,13 +1367,6 @@ fn transfer(
             (IoMode::Paging, true) => {
                 irp_flags::PAGING_IO | irp_flags::NOCACHE | irp_flags::SYNCHRONOUS_PAGING_IO
             }
-        };
-        // A transfer on an asynchronous file object is not `IRP_SYNCHRONOUS_API`: the caller
-        // does not wait for it (paging I/O says what it is with its own flag).
-        let flags = if synchronous || mode == IoMode::Paging {
-            flags
-        } else {
-            flags & !irp_flags::SYNCHRONOUS_API
         };
         let b = match rid {
             // The fast-I/O attempt's request continues as an IRP.

@@ -94,9 +94,17 @@ fn the_same_read_on_a_synchronous_handle_is_waited_for_and_synchronous() {
     let r = m.read(h, Some(512), 512, IoMode::NonCached);
     assert_eq!((r.status, r.information, r.data.len()), (Status::SUCCESS, 512, 512));
     let seen = transfers(IRP_MJ_READ);
-    assert_eq!(seen[0].irp_flags & IRP_SYNCHRONOUS_API, IRP_SYNCHRONOUS_API);
+    // WRK's NtReadFile and NtWriteFile never set IRP_SYNCHRONOUS_API: the file object's
+    // FO_SYNCHRONOUS_IO makes the transfer synchronous (until December 7 the simulator set the
+    // flag too).
+    assert_eq!(seen[0].irp_flags & IRP_SYNCHRONOUS_API, 0, "{:#x}", seen[0].irp_flags);
     assert!(seen[0].synchronous);
     assert_eq!(position(&mut m, h), 1024);
+    let w = m.write(h, Some(0), &[7; 512], IoMode::Cached);
+    assert_eq!(w.status, Status::SUCCESS);
+    let seen = transfers(IRP_MJ_WRITE);
+    assert_eq!(seen[0].irp_flags & IRP_SYNCHRONOUS_API, 0, "{:#x}", seen[0].irp_flags);
+    assert!(seen[0].synchronous);
 }
 
 #[test]
