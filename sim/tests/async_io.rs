@@ -378,3 +378,38 @@ fn a_transfer_issued_to_the_storage_is_not_undone_by_a_dismount_before_its_dpc()
     m.settle();
     assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, 512)));
 }
+
+/// WRK's `NtQueryInformationFile` and `NtSetInformationFile`: `IRP_DEFER_IO_COMPLETION` always,
+/// `IRP_SYNCHRONOUS_API` only on a file object opened for asynchronous I/O, where the service
+/// is a synchronous API and waits on an event of its own (until December 7 every one carried
+/// the flag, and none `IRP_DEFER_IO_COMPLETION`).
+#[test]
+fn information_requests_are_synchronous_api_only_on_an_asynchronous_handle() {
+    const IRP_MJ_QUERY_INFORMATION: u8 = 0x05;
+    const IRP_MJ_SET_INFORMATION: u8 = 0x06;
+    const IRP_DEFER_IO_COMPLETION: u32 = 0x800;
+    const FILE_NAME_INFORMATION: u32 = 9;
+    let mut m = common::machine_with_spy(64);
+    let c = volume(&mut m);
+    for overlapped in [false, true] {
+        let options = CreateOptions::open();
+        let options = if overlapped { options.overlapped() } else { options };
+        let h = m.open(c, "data.bin", options).unwrap();
+        spy(|s| s.seen.clear());
+        // A class no fast-I/O routine serves: the query is an IRP whatever the handle.
+        let q = m.query_information(h, FILE_NAME_INFORMATION, 520);
+        assert_eq!(q.status, Status::SUCCESS);
+        let eof = 2048u64.to_le_bytes();
+        assert_eq!(m.set_information(h, 20, &eof).status, Status::SUCCESS);
+        let api = if overlapped { IRP_SYNCHRONOUS_API } else { 0 };
+        for major in [IRP_MJ_QUERY_INFORMATION, IRP_MJ_SET_INFORMATION] {
+            let seen = transfers(major);
+            let irp = seen.first().expect("an IRP");
+            assert_eq!(irp.irp_flags & IRP_SYNCHRONOUS_API, api, "{overlapped} {major}");
+            assert_ne!(irp.irp_flags & IRP_DEFER_IO_COMPLETION, 0, "{overlapped} {major}");
+            assert!(irp.synchronous, "a synchronous API, or a synchronous file object");
+        }
+        m.close_handle(h);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
