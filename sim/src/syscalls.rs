@@ -1210,12 +1210,20 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
         });
         return result(status, 0, rid, Vec::new());
     }
-    kernel::with(|k| {
+    // The modified-page writer releases the file in the write's completion, a special kernel
+    // APC in its thread (WRK `IopCompletePageWrite`, `MiWriteComplete`): at APC_LEVEL.
+    let irql = kernel::with(|k| {
         k.free_mdl(mdl);
         k.current_request = Some(rid);
+        let irql = k.irql();
+        if writer == PageWriter::ModifiedPageWriter {
+            k.set_irql(crate::kernel::APC_LEVEL);
+        }
+        irql
     });
     crate::fsfilters::perform(file, release);
     kernel::with(|k| {
+        k.set_irql(irql);
         k.current_request = None;
         k.thread = saved_thread;
     });

@@ -76,7 +76,14 @@ impl Filter for Writer {
         } else {
             assert_eq!(h.kind, OperationKind::FsFilter);
             assert!(h.data_flags.contains(CallbackDataFlags::FS_FILTER_OPERATION));
-            assert!(h.synchronous && h.irql == Irql::PASSIVE && h.irp_flags.is_empty());
+            // The modified-page writer releases the file in its write's completion, a special
+            // kernel APC (WRK `IopCompletePageWrite`, `MiWriteComplete`).
+            let irql = if h.major == MajorFunction::ReleaseForModWrite {
+                Irql::APC
+            } else {
+                Irql::PASSIVE
+            };
+            assert!(h.synchronous && h.irql == irql && h.irp_flags.is_empty());
         }
         assert!(op.file_name().is_some_and(|n| n.ends_with_ignore_case(".db")));
         let (major, parameters, synchronous) = (h.major, h.parameters, h.synchronous);

@@ -48,6 +48,9 @@ thread_local! {
     /// The ending offset the legacy filter's pre routine saw for the modified-page writer's
     /// acquire, and whether it was given somewhere to find the resource to release.
     static ENDING: Cell<Option<(i64, bool)>> = const { Cell::new(None) };
+    /// The IRQL of each call of the legacy filter's pre routine: (operation, IRQL).
+    static LEG_IRQLS: std::cell::RefCell<Vec<(u8, u8)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 unsafe extern "system" fn leg_pre(
@@ -62,6 +65,8 @@ unsafe extern "system" fn leg_pre(
         ENDING.set(Some((ending, !a.ResourceToRelease.is_null())));
     }
     order_push(format!("Leg:fs_pre:{}", d.Operation));
+    let irql = fsfilter_sim::kernel::current_irql();
+    LEG_IRQLS.with(|l| l.borrow_mut().push((d.Operation, irql)));
     if !context.is_null() {
         unsafe { *context = 0x5EC7 as *mut c_void };
     }
@@ -312,4 +317,43 @@ fn a_write_nothing_completes_leaves_the_file_acquired() {
     let o = order();
     assert!(o.contains(&"Av:pre:4".to_owned()), "{o:?}");
     assert!(!o.iter().any(|e| e.contains(":252")), "no release: {o:?}");
+}
+
+/// The IRQL of each pre callback of the minifilter in slot 0: (operation, IRQL).
+fn mini_irqls() -> Vec<(u8, u8)> {
+    fltcommon::pres(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Pre { major, irql, .. } => Some((major, irql)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_modified_page_writers_release_runs_at_apc_level() {
+    // WRK: the asynchronous page write completes through a special kernel APC in the
+    // modified-page writer's thread (IopCompletePageWrite), which calls MiWriteComplete, which
+    // releases the file (FsRtlReleaseFileForModWrite): the release's callbacks run at
+    // APC_LEVEL. Its acquire, and a flush's pair, run at PASSIVE_LEVEL.
+    let (mut m, _, h) = machine_with(Config::new("Av", "100000"));
+    LEG_IRQLS.with(|l| l.borrow_mut().clear());
+    let r = m.page_write(h, 0, b"abcd", PageWriter::ModifiedPageWriter);
+    assert_eq!(r.status, Status::SUCCESS);
+    let (passive, apc) = (0, 1);
+    let fs_filter = [(ACQUIRE_MOD_WRITE, passive), (RELEASE_MOD_WRITE, apc)];
+    assert_eq!(LEG_IRQLS.with(|l| l.borrow().clone()), fs_filter);
+    let mini: Vec<_> = mini_irqls().into_iter().filter(|(major, _)| *major != WRITE).collect();
+    assert_eq!(mini, fs_filter);
+    LEG_IRQLS.with(|l| l.borrow_mut().clear());
+    fltcommon::seen_clear(0);
+    let r = m.page_write(h, 0, b"abcd", PageWriter::Flush);
+    assert_eq!(r.status, Status::SUCCESS);
+    let fs_filter = [(ACQUIRE_CC_FLUSH, passive), (RELEASE_CC_FLUSH, passive)];
+    assert_eq!(LEG_IRQLS.with(|l| l.borrow().clone()), fs_filter);
+    let mini: Vec<_> = mini_irqls().into_iter().filter(|(major, _)| *major != WRITE).collect();
+    assert_eq!(mini, fs_filter);
+    // And the IRQL is the caller's again.
+    assert_eq!(fsfilter_sim::kernel::current_irql(), passive);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
