@@ -852,10 +852,14 @@ pub fn complete_request(irp: *mut IRP) {
                 ran = Some(ex);
             }
             Walk::Next => {}
-            Walk::Finished(Finished { event, close }) => {
+            Walk::Finished(Finished { event, close, release }) => {
                 if let Some(ev) = event.filter(|e| !e.is_null()) {
                     // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
                     unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
+                }
+                // Queued before the close below, which the release precedes.
+                if let Some((file, rid)) = release {
+                    crate::syscalls::release_mod_write_later(file, rid);
                 }
                 if let Some(file) = close {
                     // The handle was closed while the request was outstanding: its close comes
@@ -881,6 +885,16 @@ struct Finished {
     event: Option<*mut KEVENT>,
     /// A file object whose last reference the request held, to close.
     close: Option<usize>,
+    /// The modified-page writer's write that completed after its request returned: the file
+    /// object to release, and the request ([`ReleaseOnCompletion`]).
+    release: Option<(usize, RequestId)>,
+}
+
+/// Kept with a modified-page writer's write that is still outstanding when its request returns
+/// (`IoRequest::PageWrite`): its completion releases the file (WRK `MiWriteComplete`).
+pub(crate) struct ReleaseOnCompletion {
+    /// The file object the write is on.
+    pub(crate) file: usize,
 }
 
 /// What [`complete_request`] does after one step of the walk.
@@ -1071,6 +1085,8 @@ impl Kernel {
         info.completing = false;
         info.walking = false;
         let (finish, held) = (info.finish, info.holds_file);
+        let release = info.kept.iter().find_map(|b| b.downcast_ref::<ReleaseOnCompletion>());
+        let release = release.map(|r| r.file);
         // SAFETY: a live IRP.
         let i = unsafe { obj(irp) };
         match finish {
@@ -1091,7 +1107,8 @@ impl Kernel {
                 let fo = unsafe { i.Tail.Overlay }.OriginalFileObject as usize;
                 k.retire_irp(irp);
                 let last = held && fo != 0 && k.file_dereference(fo) == Released::Close;
-                Finished { event: None, close: last.then_some(fo) }
+                let release = release.map(|file| (file, rid));
+                Finished { event: None, close: last.then_some(fo), release }
             }
             Finish::Synchronous => {
                 // SAFETY: `UserIosb` is the member the I/O manager's synchronous requests use.
@@ -1103,7 +1120,7 @@ impl Kernel {
                 }
                 let ev = i.UserEvent;
                 k.retire_irp(irp);
-                Finished { event: Some(ev), close: None }
+                Finished { event: Some(ev), close: None, release: None }
             }
         }
     }

@@ -495,6 +495,13 @@ pub fn queue_work_after(
     });
 }
 
+/// Queues `run` as a special kernel APC to `thread`: kernel code at `APC_LEVEL` in that thread.
+pub(crate) fn queue_kernel_apc(name: &'static str, thread: ThreadId, run: Box<dyn FnOnce()>) {
+    kernel::with(|k| {
+        k.sched.push(Task { name, image: None, irql: crate::kernel::APC_LEVEL, thread, run });
+    });
+}
+
 /// Queues `run` as a DPC (at `DISPATCH_LEVEL`, arbitrary thread) after `delay` (100 ns units).
 pub fn queue_dpc(name: &'static str, image: Option<ImageId>, delay: u64, run: Box<dyn FnOnce()>) {
     kernel::with(|k| {

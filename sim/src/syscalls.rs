@@ -1202,10 +1202,15 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
     // completion, the flush after its synchronous write.
     let (status, n, _, _keep) = send(b);
     if status == Status::PENDING {
-        // Nothing completes it: the pages stay with the IRP, and the file is never released
-        // (the writer waits for the write forever).
+        // Not completed yet: the pages stay with the IRP. The modified-page writer releases the
+        // file when the write completes, if it ever does (`release_mod_write_later`); a flush's
+        // caller stopped waiting, and its file stays acquired.
         kernel::with(|k| {
             k.keep_for_request(rid, Box::new(buf));
+            if writer == PageWriter::ModifiedPageWriter {
+                let release = crate::irp::ReleaseOnCompletion { file: file as usize };
+                k.keep_for_request(rid, Box::new(release));
+            }
             k.thread = saved_thread;
         });
         return result(status, 0, rid, Vec::new());
@@ -1229,6 +1234,24 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
     });
     drop(buf);
     result(status, n, rid, Vec::new())
+}
+
+/// The modified-page writer's write `rid` on `file` completed after its request returned: the
+/// write's completion APC releases the file in the writer's thread, at `APC_LEVEL` (WRK
+/// `IopCompletePageWrite`, `MiWriteComplete`), attributed to the request.
+pub(crate) fn release_mod_write_later(file: usize, rid: crate::ids::RequestId) {
+    let thread = MODIFIED_PAGE_WRITER_THREAD;
+    let name = "the modified-page writer's write completion";
+    crate::sched::queue_kernel_apc(
+        name,
+        thread,
+        Box::new(move || {
+            let saved = kernel::with(|k| k.current_request.replace(rid));
+            let release = crate::fsfilters::FsFilterOp::ReleaseForModWrite;
+            crate::fsfilters::perform(file as *mut FILE_OBJECT, release);
+            kernel::with(|k| k.current_request = saved);
+        }),
+    );
 }
 
 fn transfer(

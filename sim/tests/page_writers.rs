@@ -357,3 +357,63 @@ fn the_modified_page_writers_release_runs_at_apc_level() {
     assert_eq!(fsfilter_sim::kernel::current_irql(), passive);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+thread_local! {
+    /// The callback data of the write the minifilter holds (FLT_PREOP_PENDING), or 0.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+#[test]
+fn a_write_completed_after_its_request_returned_releases_the_file_then() {
+    // The minifilter pends the modified-page writer's write and completes it from the pre
+    // callback of a later write. The release comes with the completion (WRK: MiWriteComplete,
+    // in the write's completion APC), in the writer's thread, at APC_LEVEL.
+    let cfg = Config::new("Av", "100000").with_pre(|p| {
+        if p.major() == WRITE {
+            let held = HELD.get();
+            if held == 0 {
+                HELD.set(p.data as usize);
+                return (2, 0); // FLT_PREOP_PENDING
+            }
+            HELD.set(0);
+            // SAFETY: the callback data of the write held above, FLT_PREOP_SUCCESS_NO_CALLBACK.
+            unsafe {
+                windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCompletePendedPreOperation(
+                    held as *mut _,
+                    1,
+                    std::ptr::null(),
+                )
+            };
+        }
+        (0, 0)
+    });
+    HELD.set(0);
+    let (mut m, c, h) = machine_with(cfg);
+    let r = m.page_write(h, 0, b"held", PageWriter::ModifiedPageWriter);
+    assert_eq!(r.status, Status::PENDING);
+    assert!(!order().iter().any(|e| e.contains(":252")), "no release yet: {:?}", order());
+    order_clear();
+    fltcommon::seen_clear(0);
+    let r = m.write(h, Some(8), b"next", fsfilter_sim::IoMode::Cached);
+    assert_eq!(r.status, Status::SUCCESS);
+    m.settle();
+    assert_eq!(m.file_contents(c, "data.db").unwrap(), b"held4567nextcdef");
+    let o = order();
+    assert_eq!(
+        o.iter().filter(|e| e.contains(":252")).collect::<Vec<_>>(),
+        ["Leg:fs_pre:252", "Av:pre:252", "Av:post:252", "Leg:fs_post:252:STATUS_SUCCESS"],
+        "{o:?}"
+    );
+    let release: Vec<_> = fltcommon::pres(0)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Pre { major: RELEASE_MOD_WRITE, irql, thread, .. } => Some((irql, thread)),
+            _ => None,
+        })
+        .collect();
+    let user_thread = write_pres()[0].1;
+    assert_eq!(release.len(), 1, "{release:?}");
+    assert_eq!(release[0].0, 1, "APC_LEVEL");
+    assert_ne!(release[0].1, user_thread, "the writer's thread");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
