@@ -2,10 +2,11 @@
 //! routines of the six FsFilter operations (`IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION` and the
 //! others) with
 //! `FsRtlRegisterFileSystemFilterCallbacks` (the way a legacy filter sees the memory manager
-//! acquire a file to create a section, facts.md §1.2 step 4, §1.7), and they run the operation
-//! through the model on each of the backend's volume devices in the file's stack, as the Filter
-//! Manager presents it: the pre callback in the pre routine, the post callback in the post
-//! routine, with the operation's status, both in the caller's thread.
+//! acquire a file to create a section, or the page writers around their paging writes, facts.md
+//! §1.2 step 4, §1.7), and they run the operation through the model on each of the backend's
+//! volume devices in the file's stack, as the Filter Manager presents it: the pre callback in the
+//! pre routine, the post callback in the post routine, with the operation's status, both in
+//! FsRtl's caller's thread.
 //!
 //! FsRtl calls a driver's post routine whenever its pre routine let the operation go on (or
 //! completed it successfully), so the completion context says what to do: [`pass`] nothing, any
@@ -46,8 +47,8 @@ fn pass() -> *mut c_void {
 /// `FsRtlRegisterFileSystemFilterCallbacks`. Always: a filter that registers none of them gets
 /// routines that pass every operation on at once (the pre half finds no registration), which
 /// costs FsRtl a call per device and the driver fewer bytes than deciding here. The simulator
-/// raises only the section-synchronization pair; the cache manager's and the modified-page
-/// writer's come on Windows (docs/simulator.md).
+/// raises the section-synchronization pair, a flush's and the modified-page writer's; not the
+/// `SyncTypeOther` acquire (docs/simulator.md, "FsFilter callbacks").
 ///
 /// # Safety
 /// `driver` is the driver object `DriverEntry` was called with, at `PASSIVE_LEVEL`.
@@ -143,7 +144,7 @@ fn may_fail(d: &FS_FILTER_CALLBACK_DATA) -> bool {
     d.Operation & 1 == 1
 }
 
-/// The pre routine of both operations.
+/// The pre routine of every operation.
 unsafe extern "system" fn pre<F: Filter>(
     data: *const FS_FILTER_CALLBACK_DATA,
     completion: *mut *mut c_void,
@@ -209,7 +210,7 @@ unsafe fn run_pre<F: Filter>(d: &FS_FILTER_CALLBACK_DATA) -> (Status, *mut c_voi
     }
 }
 
-/// The post routine of both operations.
+/// The post routine of every operation.
 unsafe extern "system" fn post<F: Filter>(
     data: *const FS_FILTER_CALLBACK_DATA,
     status: NTSTATUS,

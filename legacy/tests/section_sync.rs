@@ -101,8 +101,8 @@ fn the_cache_flush_and_mod_write_operations_are_registered_with_fsrtl() {
     // FsFilter callbacks when the filter registers one of the six FsFilter operations, "the
     // section-synchronization, modified-page-writer and cache-flush acquires and releases". A
     // filter that registers only IRP_MJ_ACQUIRE_FOR_CC_FLUSH and IRP_MJ_ACQUIRE_FOR_MOD_WRITE
-    // needs their FsRtl routines in its table (the simulator raises neither; on Windows the
-    // cache manager and the modified page writer do). Until December 6 only the
+    // needs their FsRtl routines in its table (a flush and the modified-page writer raise them,
+    // `legacy/tests/page_writers.rs`). Until December 6 only the
     // section-synchronization routines were registered (audit-fsfilter report).
     let mut m = common::machine();
     m.add_volume(fsfilter_sim::VolumeSpec::new("C:", fsfilter_sim::FsKind::Ntfs));
