@@ -163,6 +163,26 @@ impl Kernel {
         self.new_section(fo, true)
     }
 
+    /// Whether the file of `fo` could have a section, and so pages for the page writers: a file of
+    /// one of the simulator's file systems, not a volume open nor a directory (which
+    /// `NtCreateSection` refuses with `STATUS_INVALID_FILE_FOR_SECTION`). A dismounted volume's
+    /// files could have been mapped before the dismount.
+    pub(crate) fn could_be_mapped(&self, fo: *mut FILE_OBJECT) -> bool {
+        if !self.is_file_object(fo as usize) {
+            return false;
+        }
+        let Some(fcb) = self.fcb_of(fo) else { return false };
+        if fcb.node == VOLUME_NODE {
+            return false;
+        }
+        let Some(m) = self.fs.mounts.get(fcb.mount as usize) else { return false };
+        if m.state != crate::fs::MountState::Mounted {
+            return true;
+        }
+        let Some(volume) = self.volumes.list.get(m.volume.index()) else { return false };
+        !volume.media.node(fcb.node).is_dir()
+    }
+
     fn new_section(
         &mut self,
         fo: *mut FILE_OBJECT,

@@ -408,7 +408,9 @@ pub enum IoRequest<'a> {
     /// the request carries them). A paging write (`IRP_PAGING_IO | IRP_NOCACHE`, kernel mode,
     /// whatever the handle's access), bracketed by the FsFilter operations of its `writer`: a
     /// driver that fails the acquire fails the request with its status, and nothing is
-    /// written (docs/simulator.md, "FsFilter callbacks").
+    /// written; a file that cannot be mapped (a volume open, a directory) has no pages for the
+    /// modified-page writer or a flush: `STATUS_INVALID_FILE_FOR_SECTION` (docs/simulator.md,
+    /// "FsFilter callbacks").
     PageWrite {
         /// The handle whose file the pages are of.
         handle: Handle,
@@ -1156,6 +1158,10 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
+    // Only a file that can be mapped has pages to write: not a volume open nor a directory.
+    if !kernel::with(|k| k.could_be_mapped(file)) {
+        return IoResult::without_request(Status::INVALID_FILE_FOR_SECTION);
+    }
     // The modified-page writer runs in its own thread; a flush in the caller's.
     let saved_thread = kernel::with(|k| {
         let saved = k.thread;

@@ -417,3 +417,29 @@ fn a_write_completed_after_its_request_returned_releases_the_file_then() {
     assert_ne!(release[0].1, user_thread, "the writer's thread");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn the_page_writers_write_no_file_that_cannot_be_mapped() {
+    // A volume open and a directory cannot be mapped (NtCreateSection answers
+    // STATUS_INVALID_FILE_FOR_SECTION), so they have no pages for the modified-page writer or a
+    // flush to write: no FsFilter operation, no write. The lazy writer's paging write is the
+    // user API's, as before.
+    let (mut m, c, _) = machine_with(Config::new("Av", "100000"));
+    let volume = m.open(c, "", fsfilter_sim::CreateOptions::open().options(0)).expect("volume");
+    let dir = m.open(c, "dir", fsfilter_sim::CreateOptions::directory()).expect("directory");
+    for h in [volume, dir] {
+        let r = m.create_section(h, fsfilter::section_sync::PAGE_READONLY);
+        assert_eq!(r.status, Status::INVALID_FILE_FOR_SECTION);
+        for writer in [PageWriter::ModifiedPageWriter, PageWriter::Flush] {
+            order_clear();
+            let r = m.page_write(h, 0, b"page", writer);
+            assert_eq!((r.status, r.information), (Status::INVALID_FILE_FOR_SECTION, 0));
+            assert_eq!(order(), Vec::<String>::new(), "{writer:?}");
+        }
+    }
+    order_clear();
+    let r = m.page_write(dir, 0, b"page", PageWriter::LazyWriter);
+    assert_eq!(r.status, Status::INVALID_DEVICE_REQUEST);
+    assert_eq!(order(), ["Leg:irp:4", "Av:pre:4", "Av:post:4"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
