@@ -1685,20 +1685,14 @@ fn buffered_info(
         let target = k.related_device(file);
         let input_op = if major == mj::SET_INFORMATION { 0 } else { irp_flags::INPUT_OPERATION };
         let flags = irp_flags::BUFFERED_IO | irp_flags::DEALLOCATE_BUFFER | input_op;
-        // WRK's `NtQueryInformationFile` and `NtSetInformationFile`: `IRP_DEFER_IO_COMPLETION`,
-        // and `IRP_SYNCHRONOUS_API` only for a file object opened for asynchronous I/O (a
-        // synchronous API on it: the service waits on an event of its own); a synchronous file
-        // object says so with `FO_SYNCHRONOUS_IO` (until December 7 every one carried the flag,
-        // and none `IRP_DEFER_IO_COMPLETION`). The volume query keeps the flag (not checked).
-        let flags = match major {
-            mj::QUERY_INFORMATION | mj::SET_INFORMATION if synchronous => {
-                flags | irp_flags::DEFER_IO_COMPLETION
-            }
-            mj::QUERY_INFORMATION | mj::SET_INFORMATION => {
-                flags | irp_flags::DEFER_IO_COMPLETION | irp_flags::SYNCHRONOUS_API
-            }
-            _ => flags | irp_flags::SYNCHRONOUS_API,
-        };
+        // WRK's `NtQueryInformationFile`, `NtSetInformationFile` and
+        // `NtQueryVolumeInformationFile`: `IRP_DEFER_IO_COMPLETION`, and `IRP_SYNCHRONOUS_API`
+        // only for a file object opened for asynchronous I/O (a synchronous API on it: the
+        // service waits on an event of its own); a synchronous file object says so with
+        // `FO_SYNCHRONOUS_IO` (until December 7 every one carried the flag, and none
+        // `IRP_DEFER_IO_COMPLETION`).
+        let api = if synchronous { 0 } else { irp_flags::SYNCHRONOUS_API };
+        let flags = flags | irp_flags::DEFER_IO_COMPLETION | api;
         let b = match rid {
             // The fast-I/O attempt's request continues as an IRP.
             Some(r) => build_for(k, r, major, target, file, flags, true),

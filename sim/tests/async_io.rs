@@ -379,7 +379,8 @@ fn a_transfer_issued_to_the_storage_is_not_undone_by_a_dismount_before_its_dpc()
     assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, 512)));
 }
 
-/// WRK's `NtQueryInformationFile` and `NtSetInformationFile`: `IRP_DEFER_IO_COMPLETION` always,
+/// WRK's `NtQueryInformationFile`, `NtSetInformationFile` and `NtQueryVolumeInformationFile`:
+/// `IRP_DEFER_IO_COMPLETION` always,
 /// `IRP_SYNCHRONOUS_API` only on a file object opened for asynchronous I/O, where the service
 /// is a synchronous API and waits on an event of its own (until December 7 every one carried
 /// the flag, and none `IRP_DEFER_IO_COMPLETION`).
@@ -387,6 +388,7 @@ fn a_transfer_issued_to_the_storage_is_not_undone_by_a_dismount_before_its_dpc()
 fn information_requests_are_synchronous_api_only_on_an_asynchronous_handle() {
     const IRP_MJ_QUERY_INFORMATION: u8 = 0x05;
     const IRP_MJ_SET_INFORMATION: u8 = 0x06;
+    const IRP_MJ_QUERY_VOLUME: u8 = 0x0A;
     const IRP_DEFER_IO_COMPLETION: u32 = 0x800;
     const FILE_NAME_INFORMATION: u32 = 9;
     let mut m = common::machine_with_spy(64);
@@ -401,8 +403,10 @@ fn information_requests_are_synchronous_api_only_on_an_asynchronous_handle() {
         assert_eq!(q.status, Status::SUCCESS);
         let eof = 2048u64.to_le_bytes();
         assert_eq!(m.set_information(h, 20, &eof).status, Status::SUCCESS);
+        // FileFsVolumeInformation.
+        assert_eq!(m.query_volume_information(h, 1, 128).status, Status::SUCCESS);
         let api = if overlapped { IRP_SYNCHRONOUS_API } else { 0 };
-        for major in [IRP_MJ_QUERY_INFORMATION, IRP_MJ_SET_INFORMATION] {
+        for major in [IRP_MJ_QUERY_INFORMATION, IRP_MJ_SET_INFORMATION, IRP_MJ_QUERY_VOLUME] {
             let seen = transfers(major);
             let irp = seen.first().expect("an IRP");
             assert_eq!(irp.irp_flags & IRP_SYNCHRONOUS_API, api, "{overlapped} {major}");
