@@ -356,20 +356,32 @@ fn has_instance(run: &fsfilter_lab::run::Run, index: usize, volume: &str, driver
 
 #[test]
 fn a_filter_whose_frame_is_not_in_a_volume_stack_gets_no_instance_there() {
-    // Found by the stress (FSFILTER_STRESS_SEED=0x5eed0601, 200,000 cases): frame 1 sits above a
-    // legacy filter whose stop is pending, so its attach to the volume mounted again fails (the
-    // top of the new stack is a device of a driver being unloaded). The Filter Manager then set
-    // up the late filter's instance on that volume all the same, an instance no request could
+    // Found by the stress (FSFILTER_STRESS_SEED=0x5eed0601, 200,000 cases): a frame whose attach
+    // to a new volume failed has no device in that stack, yet the Filter Manager set up the
+    // instance of a filter of that frame loaded later all the same, an instance no request could
     // reach, and a manual attach answered STATUS_FLT_INSTANCE_NAME_COLLISION for it. A frame
     // without a device in a stack has no volume object there: no instance attaches, and a manual
-    // attach answers STATUS_FLT_VOLUME_NOT_FOUND. Low is in the legacy filter's group, below
+    // attach answers STATUS_FLT_VOLUME_NOT_FOUND.
+    //
+    // Changed December 7: the seed's timeline, kept until then, had frame 1 refused above a
+    // legacy filter whose stop was pending, on a device that filter made for a mount after the
+    // stop was asked. Windows marks only the devices a driver has when its stop is asked
+    // (IopUnloadDriver), so frame 1 now attaches there (legacy `attach.rs`
+    // `a_device_made_while_its_stop_is_pending_takes_a_filter_above_it`). The refusal comes now
+    // from C:'s volume device, which NTFS leaves initializing for 8.2 s after the mount
+    // (facts.md §1.3, §1.5): frame 0, the lowest, retries for 3.5 s and gives up, the legacy
+    // filter between the frames does too, and frame 1 attaches on one of its retries. So the
+    // roles of the frames are swapped: Low (frame 0, unloaded first and loaded again after the
+    // mount) is the filter without a frame in the stack, and Late (frame 1) shows that the
+    // frame that did attach sets its instance up. Low is in the legacy filter's group, below
     // it: since every frame is on RAW's control devices, where a boot legacy filter sits above
-    // frame 0, a minifilter above its altitude goes to frame 1 (the seed had Low at 400000).
+    // frame 0, a minifilter above its altitude goes to frame 1.
     let text = r#"
 [[volume]]
 name = "C:"
 filesystem = "ntfs"
 mount = "step"
+initialize_late_ms = 8200
 [[driver]]
 name = "Legacy"
 sample = "passthrough"
@@ -392,15 +404,9 @@ group = "FSFilter Top"
 altitude = "400001"
 [[step]]
 action = "unload"
-driver = "Late"
+driver = "Low"
 [[step]]
 action = "mount"
-volume = "C:"
-[[step]]
-action = "stop"
-driver = "Legacy"
-[[step]]
-action = "dismount"
 volume = "C:"
 [[step]]
 action = "io"
@@ -409,12 +415,12 @@ op = "create"
 path = "a.txt"
 [[step]]
 action = "load"
-driver = "Late"
+driver = "Low"
 [[step]]
 action = "attach"
-driver = "Late"
+driver = "Low"
 volume = "C:"
-altitude = "400002"
+altitude = "370001"
 [[step]]
 action = "io"
 volume = "C:"
@@ -422,17 +428,26 @@ op = "close"
 path = "a.txt"
 "#;
     let run = checked(&parse("regression.toml", text).unwrap(), "regression");
-    assert_eq!(run.steps[2].status, Status::PENDING, "the legacy filter's stop stays pending");
-    assert_eq!(run.steps[5].status, Status::SUCCESS, "the late filter loads");
-    assert!(has_instance(&run, 5, "C:", "Low"), "frame 0 attached to the new mount");
-    assert!(!has_instance(&run, 5, "C:", "Late"), "no instance without its frame in the stack");
+    assert_eq!(run.steps[1].status, Status::SUCCESS, "C: mounts");
+    // Frame 0 and the legacy filter gave up on C:; frame 1 alone is above NTFS.
+    use fsfilter_lab::run::StackEntry;
+    let late = ("Late".to_owned(), "Late Instance".to_owned(), "400001".to_owned());
+    let expected = [
+        StackEntry::Frame { frame: 1, instances: vec![late] },
+        StackEntry::FileSystem { driver: "Ntfs".to_owned() },
+    ];
+    let stacks: Vec<_> = run.after_step[2].volumes.iter().filter(|(v, _)| v == "C:").collect();
+    assert!(matches!(&stacks[..], [(_, s)] if s[..] == expected), "{stacks:#?}");
+    assert_eq!(run.steps[3].status, Status::SUCCESS, "Low loads again");
+    assert!(!has_instance(&run, 3, "C:", "Low"), "no instance without its frame in the stack");
     let setups = run.events.iter().filter(|e| {
-        e.step == Some(5)
-            && matches!(&e.kind, EventKind::FltMgr { driver: Some(d), event: fsfilter_sim::FltEvent::InstanceSetup { .. }, .. } if d == "Late")
+        e.step == Some(3)
+            && matches!(&e.kind, EventKind::FltMgr { driver: Some(d), event: fsfilter_sim::FltEvent::InstanceSetup { .. }, .. } if d == "Low")
     });
     assert_eq!(setups.count(), 0, "the Filter Manager does not try to attach it there");
-    assert_eq!(run.steps[6].status, Status::FLT_VOLUME_NOT_FOUND);
-    assert!(callbacks(&run.events, "Late").is_empty(), "no request reaches the late filter");
+    assert_eq!(run.steps[4].status, Status::FLT_VOLUME_NOT_FOUND);
+    assert!(callbacks(&run.events, "Low").is_empty(), "no request reaches Low");
+    assert!(!callbacks(&run.events, "Late").is_empty(), "Late sees C:'s requests");
 }
 
 #[test]
