@@ -551,6 +551,45 @@ fn a_filter_loaded_while_another_unloads_does_not_attach_above_it() {
 }
 
 #[test]
+fn a_device_made_while_its_stop_is_pending_takes_a_filter_above_it() {
+    // IopUnloadDriver marks DOE_UNLOAD_PENDING on the devices a driver has when its stop is
+    // asked; IoCreateDevice sets no such mark, so a device the driver makes while its stop is
+    // pending takes attaches (facts.md §1.3 checks the top device's own flags). ProbeA's stop
+    // stays pending while ProbeB sits above it on C:; E: mounts then, ProbeA attaches a new
+    // device there, and ProbeB attaches above it at once (until December 7 the simulator refused
+    // every device of a stop-pending driver, and ProbeB retried for 3.5 s and gave up).
+    use fsfilter_sim::{MountWhen, StopResult};
+    let mut m = machine();
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Ntfs).mount(MountWhen::Step));
+    install_probe(&mut m, "ProbeA", StartType::Boot, &[]);
+    install_probe(&mut m, "ProbeB", StartType::Boot, &[]);
+    m.boot();
+    assert_eq!(m.stop("ProbeA"), StopResult::Pending);
+    let before = m.now_ms();
+    assert_eq!(m.mount(e), Status::SUCCESS);
+    assert_eq!(m.now_ms(), before, "no attach was retried");
+    assert_eq!(m.volume_stack_drivers(e), ["ProbeB", "ProbeA", "Ntfs"]);
+    assert!(teardowns(&m, "ProbeB").is_empty(), "{:?}", teardowns(&m, "ProbeB"));
+    // ProbeB leaves: ProbeA's unload runs once nothing is above any of its devices, the new one
+    // included, and it tears its E: instance down once. ProbeB leaves E: first and ProbeA's
+    // control-device attachments (marked at the stop) last, so on Windows too the last detach
+    // is from a marked device, which re-checks the pending unload (IoDetachDevice).
+    assert_eq!(m.stop("ProbeB"), StopResult::Unloaded);
+    m.settle();
+    assert_eq!(m.volume_stack_drivers(c), ["Ntfs"]);
+    assert_eq!(m.volume_stack_drivers(e), ["Ntfs"]);
+    let unloaded = callbacks(&m, "ProbeA")
+        .into_iter()
+        .filter(|(v, c)| {
+            v.as_deref() == Some("E:") && matches!(c, Callback::TeardownComplete { .. })
+        })
+        .count();
+    assert_eq!(unloaded, 1);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
 fn the_control_device_opens_and_refuses_anything_else_and_an_open_holds_the_stop() {
     // §1.2 step 1: the filter's own control device is attached to nothing and must complete
     // every request it gets itself: an open succeeds, a device control is refused

@@ -269,8 +269,9 @@ impl Kernel {
     }
 
     /// Whether `driver`'s unload is pending (`sc stop` asked, its `DriverUnload` not yet
-    /// called): Windows marks its devices unload-pending, and neither attaches to them nor opens
-    /// them (facts.md §1.3).
+    /// called): Windows marks the devices it has then unload-pending, and neither attaches to
+    /// them nor opens them (facts.md §1.3); a device it creates later is not marked
+    /// ([`crate::objects::DeviceInfo::unload_pending`]).
     pub fn unload_pending(&self, driver: DriverId) -> bool {
         self.loader.stop_pending > 0
             && self.service_of_driver(driver).is_some_and(|si| {
@@ -632,6 +633,10 @@ pub fn stop_service(name: &str) -> StopResult {
         let unload = unsafe { (*k.objects.driver(driver).ptr).DriverUnload };
         if unload.is_none() {
             return StopResult::NotStoppable;
+        }
+        // `IopUnloadDriver` marks the driver's devices unload-pending: the ones it has now.
+        for d in k.objects.devices.iter_mut().filter(|d| d.driver == driver && !d.deleted) {
+            d.unload_pending = true;
         }
         k.loader.set_state(si, ServiceState::StopPending);
         k.maybe_finish_unload(driver);

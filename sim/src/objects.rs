@@ -99,6 +99,10 @@ pub struct DeviceInfo {
     /// clears later ([`crate::volumes::VolumeSpec::initialize_late`]): attaches above it fail
     /// meanwhile without a finding, as in the window while a driver's code runs.
     pub initialized_by_worker: bool,
+    /// Marked unload-pending (`DOE_UNLOAD_PENDING`) by a stop request of its driver: the I/O
+    /// manager marks the devices the driver has when the stop is asked (`IopUnloadDriver`), not
+    /// those it creates while the stop is pending.
+    pub unload_pending: bool,
     _block: Block,
 }
 
@@ -336,6 +340,7 @@ impl Kernel {
             vpb: std::ptr::null_mut(),
             left_initializing: false,
             initialized_by_worker: false,
+            unload_pending: false,
             _block: block,
         });
         self.objects.driver_mut(driver).devices.push(id);
@@ -382,8 +387,11 @@ impl Kernel {
         let top_info = self.objects.device(top);
         if top_info.deleted
             || self.objects.driver(top_info.driver).deleted
-            || self.unload_pending(top_info.driver)
+            || (top_info.unload_pending && self.unload_pending(top_info.driver))
         {
+            // Deleted, or marked unload-pending by its driver's stop request (the device's own
+            // mark, as `IopAttachDeviceToDeviceStackSafe` checks it: a device created while the
+            // stop is pending takes attaches).
             return Err(Status::NO_SUCH_DEVICE);
         }
         let top_obj = self.objects.dobj(top);

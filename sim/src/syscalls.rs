@@ -2527,9 +2527,10 @@ pub fn open_device_by_name(
     let found = kernel::with(|k| {
         let id = *k.objects.names.get(&name.to_uppercase())?;
         let info = k.objects.device(id);
-        // The I/O manager's parse refuses a device whose driver's unload is pending, or which
-        // is still initializing (facts.md §1.3; `IopCheckDeviceAndDriver` in the WRK).
-        let mut refused = k.unload_pending(info.driver);
+        // The I/O manager's parse refuses a device marked unload-pending by its driver's stop
+        // request, or which is still initializing (facts.md §1.3; `IopCheckDeviceAndDriver` in
+        // the WRK).
+        let mut refused = info.unload_pending && k.unload_pending(info.driver);
         let (ptr, volume, role) = (info.ptr, info.volume, info.role);
         if k.objects.dobj(id).Flags & crate::objects::DO_DEVICE_INITIALIZING != 0 {
             k.report_left_initializing(id, None);
