@@ -122,43 +122,11 @@ fn every_failed_allocation_of_a_probe_with_fs_filter_callbacks_is_survived() {
     // The FsFilter registration in DriverEntry (the pool copy of its table among them) and the
     // mappings: each pool allocation failing in turn, the probe loads or fails cleanly, maps,
     // stops, and leaves no finding.
+    use fsfilter_sim::CreateOptions;
     use fsfilter_sim::nt::access;
-    use fsfilter_sim::{CreateOptions, FaultKind, FsKind, StartType, StopResult, VolumeSpec};
     let ops = "acquire_for_section_synchronization,release_for_section_synchronization";
-    let run = |fault: Option<u64>| {
-        let mut m = common::machine();
-        let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.exe", b"MZ"));
-        common::install_probe(
-            &mut m,
-            "ProbeA",
-            StartType::Demand,
-            &[("Operations", common::sz(ops)), ("Rules", common::sz("synchronize * *"))],
-        );
-        m.boot();
-        if let Some(nth) = fault {
-            m.kernel(|k| k.faults.plan_for_service("ProbeA", FaultKind::Pool, nth));
-        }
-        let load = m.start("ProbeA");
-        let rx = CreateOptions::open().access(access::GENERIC_READ | access::GENERIC_EXECUTE);
-        let h = m.open(c, "a.exe", rx).expect("open");
-        let r = m.create_section(h, fsfilter::section_sync::PAGE_EXECUTE_READ);
-        assert!(
-            r.status.is_success() || r.status == fsfilter::Status::INSUFFICIENT_RESOURCES,
-            "{fault:?}: {:?}",
-            r.status
-        );
-        m.close_handle(h);
-        if load.is_success() {
-            assert_eq!(m.stop("ProbeA"), StopResult::Unloaded, "{fault:?}");
-        }
-        m.settle();
-        assert_eq!(m.crashed(), None, "{fault:?}");
-        assert!(common::findings(&m).is_empty(), "{fault:?}: {:?}", common::findings(&m));
-        m.kernel(|k| k.faults.service_count("ProbeA", FaultKind::Pool))
-    };
-    let n = run(None);
-    assert!(n > 0);
-    for nth in 1..=n {
-        run(Some(nth));
-    }
+    let rx = CreateOptions::open().access(access::GENERIC_READ | access::GENERIC_EXECUTE);
+    common::every_pool_failure_of_a_probe_is_survived(ops, ("a.exe", b"MZ"), rx, |m, h| {
+        vec![m.create_section(h, fsfilter::section_sync::PAGE_EXECUTE_READ).status]
+    });
 }

@@ -115,3 +115,47 @@ pub(crate) fn kinds(m: &Machine) -> Vec<String> {
         })
         .collect()
 }
+
+/// The probe as legacy filter "ProbeA" (registering `ops`, synchronizing every operation, so
+/// every post callback has a completion context) run once without faults, then once with each of
+/// its pool allocations failing in turn: the probe loads or fails cleanly, `io` gets a handle to
+/// C:'s `file` (holding `contents`, opened with `options`) and answers the statuses of what it
+/// did, each a success or `STATUS_INSUFFICIENT_RESOURCES`; then the probe stops, nothing crashes
+/// and nothing is reported.
+pub(crate) fn every_pool_failure_of_a_probe_is_survived(
+    ops: &str,
+    (file, contents): (&str, &[u8]),
+    options: fsfilter_sim::CreateOptions,
+    io: impl Fn(&mut Machine, fsfilter_sim::Handle) -> Vec<Status>,
+) {
+    use fsfilter_sim::{FaultKind, FsKind, StopResult, VolumeSpec};
+    let run = |fault: Option<u64>| {
+        let mut m = machine();
+        let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file(file, contents));
+        let parameters = [("Operations", sz(ops)), ("Rules", sz("synchronize * *"))];
+        install_probe(&mut m, "ProbeA", StartType::Demand, &parameters);
+        m.boot();
+        if let Some(nth) = fault {
+            m.kernel(|k| k.faults.plan_for_service("ProbeA", FaultKind::Pool, nth));
+        }
+        let load = m.start("ProbeA");
+        let h = m.open(c, file, options).expect("open");
+        for status in io(&mut m, h) {
+            let expected = status.is_success() || status == Status::INSUFFICIENT_RESOURCES;
+            assert!(expected, "{fault:?}: {status:?}");
+        }
+        m.close_handle(h);
+        if load.is_success() {
+            assert_eq!(m.stop("ProbeA"), StopResult::Unloaded, "{fault:?}");
+        }
+        m.settle();
+        assert_eq!(m.crashed(), None, "{fault:?}");
+        assert!(findings(&m).is_empty(), "{fault:?}: {:?}", findings(&m));
+        m.kernel(|k| k.faults.service_count("ProbeA", FaultKind::Pool))
+    };
+    let n = run(None);
+    assert!(n > 0);
+    for nth in 1..=n {
+        run(Some(nth));
+    }
+}
