@@ -1061,6 +1061,52 @@ fn an_overlapped_read_pends_under_both_models_unless_the_filter_synchronizes_it(
     );
 }
 
+/// Asynchronous requests other than reads and writes (docs/semantics.md, asynchronous-io): on a
+/// handle opened with `overlapped = true`, a lock a filter pends answers `STATUS_PENDING` and
+/// completes later, in the same step, as WRK's `NtLockFile` leaves it (the caller does not wait);
+/// a flush is a synchronous API there (`NtFlushBuffersFile` waits on an event of its own), and
+/// the same lock on a synchronous handle is waited for: both answer the final status, under both
+/// models alike. Until December 7 the overlapped lock was waited for too.
+#[test]
+fn an_overlapped_lock_a_filter_pends_answers_pending_and_a_flush_waits() {
+    let step = |op: &str, path: &str, extra: &str| {
+        let head = "\n[[step]]\naction = \"io\"\nvolume = \"C:\"";
+        format!("{head}\nop = \"{op}\"\npath = \"{path}\"\n{extra}")
+    };
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}\n[driver.parameters]\nRules = \"pend:20 lock; pend:20 flush\"\n\
+         {}{}{}{}",
+        step("create", "data.bin", "overlapped = true\n"),
+        step("lock", "data.bin", "offset = 0\nlength = 4\n"),
+        step("flush", "data.bin", ""),
+        step("lock", "plain.txt", "offset = 0\nlength = 4\n"),
+    );
+    let (legacy, mini) = both(&text, "P");
+    for r in [&legacy, &mini] {
+        assert_eq!(
+            step_statuses(r),
+            [
+                "io create C:\\data.bin (overlapped): STATUS_SUCCESS",
+                "io lock C:\\data.bin: STATUS_PENDING",
+                "io flush C:\\data.bin: STATUS_SUCCESS",
+                "io lock C:\\plain.txt: STATUS_SUCCESS",
+            ]
+        );
+        let pending = r.steps[1].io;
+        let completed = r.events.iter().find_map(|e| match &e.kind {
+            EventKind::IoComplete { io, status, .. } if Some(*io) == pending => {
+                Some((e.step, *status))
+            }
+            _ => None,
+        });
+        assert_eq!(completed, Some((Some(1), fsfilter::Status::SUCCESS)));
+        clean(r);
+        // The lock's IRP was pended by the filter and resumed after the call returned.
+        let lock = &seen(r, "P")[1].1;
+        assert!(lock.iter().any(|c| c.ends_with("Irp FLT_PREOP_PENDING None")), "{lock:?}");
+    }
+}
+
 /// Row `operations-delivered`, the FsFilter callbacks: a `map` step (`NtCreateSection`) is the
 /// FsFilter operation `IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION`, then
 /// `IRP_MJ_RELEASE_FOR_SECTION_SYNCHRONIZATION`, under both models alike; a filter that denies the

@@ -575,6 +575,29 @@ fn send_no_wait(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
     send_and(b, false)
 }
 
+/// Sends a built request of a service that is asynchronous on an asynchronous file object
+/// (`NtReadFile`, `NtWriteFile`, `IopXxxControlFile`, `NtLockFile`, `NtQueryDirectoryFile`,
+/// `NtNotifyChangeDirectoryFile`): waited for on a synchronous file object (`FO_SYNCHRONOUS_IO`),
+/// [`send_no_wait`] on any other, as WRK's `IopSynchronousServiceTail` does.
+fn send_on(file: *mut FILE_OBJECT, b: Built) -> (Status, usize, RequestId, Vec<Block>) {
+    send_and(b, synchronous_file(file))
+}
+
+/// Whether a file object was opened for synchronous I/O (`FO_SYNCHRONOUS_IO`).
+fn synchronous_file(file: *mut FILE_OBJECT) -> bool {
+    // SAFETY: a live file object of an open handle.
+    let flags = unsafe { (*file).Flags };
+    flags & fo::SYNCHRONOUS_IO != 0
+}
+
+/// The `IRP_SYNCHRONOUS_API` of a service that is a synchronous API on an asynchronous file
+/// object (`NtQueryInformationFile`, `NtSetInformationFile`, `NtQueryVolumeInformationFile`,
+/// `NtUnlockFile`, `NtFlushBuffersFile`: they wait on an event of their own), and not on a
+/// synchronous one, which says so with `FO_SYNCHRONOUS_IO` (WRK).
+fn synchronous_api(file: *mut FILE_OBJECT) -> u32 {
+    if synchronous_file(file) { 0 } else { irp_flags::SYNCHRONOUS_API }
+}
+
 fn send_and(b: Built, wait: bool) -> (Status, usize, RequestId, Vec<Block>) {
     let Built { rid, irp, target, keep } = b;
     let returned = crate::irp::call_driver(target, irp);
@@ -1916,9 +1939,12 @@ fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usi
 }
 
 /// An `IRP_MJ_DIRECTORY_CONTROL` request on handle `h` with an output buffer of `length` bytes,
-/// its stack location filled by `fill` (minor function, flags, parameters), with `flags` besides
-/// `IRP_SYNCHRONOUS_API`. The I/O manager refuses a handle that may not list the directory, and
-/// sends nothing. The buffer outlives a request that stays pending. Neither I/O (`UserBuffer`,
+/// its stack location filled by `fill` (minor function, flags, parameters), with IRP `flags`
+/// (never `IRP_SYNCHRONOUS_API`: WRK's `NtQueryDirectoryFile` and `NtNotifyChangeDirectoryFile`
+/// are asynchronous on an asynchronous file object, whose caller does not wait; until December 7
+/// both carried it on any file object and were waited for). The I/O manager refuses a handle
+/// that may not list the directory, and sends nothing. The buffer outlives a request that stays
+/// pending. Neither I/O (`UserBuffer`,
 /// as the file systems' volume devices have no buffering flag): no `IRP_INPUT_OPERATION`, which
 /// Windows' `BuildQueryDirectoryIrp` and `NtNotifyChangeDirectoryFileEx` set with
 /// `IRP_BUFFERED_IO` for a `DO_BUFFERED_IO` device only.
@@ -1938,21 +1964,13 @@ fn directory_request(
     let out = buffer(length);
     let b = kernel::with(|k| {
         let target = k.related_device(file);
-        let b = build(
-            k,
-            volume,
-            mj::DIRECTORY_CONTROL,
-            target,
-            file,
-            irp_flags::SYNCHRONOUS_API | flags,
-            true,
-        );
+        let b = build(k, volume, mj::DIRECTORY_CONTROL, target, file, flags, true);
         // SAFETY: the request's IRP, not yet sent.
         unsafe { crate::irpx::header(b.irp) }.UserBuffer = out.ptr().cast();
         fill(first(&b));
         b
     });
-    let (status, n, rid, _keep) = send(b);
+    let (status, n, rid, _keep) = send_on(file, b);
     if status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(rid, Box::new(out)));
         return result(status, 0, rid, Vec::new());
@@ -2032,9 +2050,12 @@ fn simple(h: Handle, major: u8) -> IoResult {
     {
         return IoResult::failed(Status::ACCESS_DENIED);
     }
+    // WRK's `NtFlushBuffersFile`: a synchronous API on an asynchronous file object (until
+    // December 7 it carried `IRP_SYNCHRONOUS_API` on a synchronous one too).
+    let flags = synchronous_api(file);
     let b = kernel::with(|k| {
         let target = k.related_device(file);
-        build(k, volume, major, target, file, irp_flags::SYNCHRONOUS_API, true)
+        build(k, volume, major, target, file, flags, true)
     });
     let (status, n, rid, _keep) = send(b);
     result(status, n, rid, Vec::new())
@@ -2070,7 +2091,12 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
             method::NEITHER => false,
             _ => !input.is_empty(),
         };
-        let mut flags = irp_flags::SYNCHRONOUS_API;
+        // WRK's `IopXxxControlFile`: never `IRP_SYNCHRONOUS_API` (a control is asynchronous on an
+        // asynchronous file object), `IRP_DEFER_IO_COMPLETION` for a file-system control only
+        // (until December 7 both carried `IRP_SYNCHRONOUS_API`, neither the deferral, and the
+        // caller waited whatever the file object).
+        let mut flags =
+            if major == mj::FILE_SYSTEM_CONTROL { irp_flags::DEFER_IO_COMPLETION } else { 0 };
         if system {
             flags |= irp_flags::BUFFERED_IO | irp_flags::DEALLOCATE_BUFFER;
             if out_len > 0 && m == method::BUFFERED {
@@ -2120,7 +2146,7 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
     });
     // SAFETY: the request's IRP, not yet sent.
     let mdl = unsafe { (*b.irp).MdlAddress };
-    let (status, n, rid, _keep) = send(b);
+    let (status, n, rid, _keep) = send_on(file, b);
     if status == Status::PENDING {
         kernel::with(|k| {
             k.keep_for_request(rid, Box::new(sysbuf));
@@ -2243,16 +2269,16 @@ fn lock(
     let len_block = buffer(8);
     // SAFETY: the block holds 8 bytes.
     unsafe { len_block.ptr().cast::<i64>().write_unaligned(length as i64) };
+    // WRK's `NtLockFile` sets no IRP flag and is asynchronous on an asynchronous file object;
+    // `NtUnlockFile` is a synchronous API there (`IRP_SYNCHRONOUS_API`, and it waits). Until
+    // December 7 both carried `IRP_SYNCHRONOUS_API` on any file object and were waited for.
+    let flags = if minor == mn_lock::LOCK { 0 } else { synchronous_api(file) };
     let b = kernel::with(|k| {
         let target = k.related_device(file);
         let b = match rid {
             // The fast-I/O attempt's request continues as an IRP.
-            Some(r) => {
-                build_for(k, r, mj::LOCK_CONTROL, target, file, irp_flags::SYNCHRONOUS_API, true)
-            }
-            None => {
-                build(k, volume, mj::LOCK_CONTROL, target, file, irp_flags::SYNCHRONOUS_API, true)
-            }
+            Some(r) => build_for(k, r, mj::LOCK_CONTROL, target, file, flags, true),
+            None => build(k, volume, mj::LOCK_CONTROL, target, file, flags, true),
         };
         let s = first(&b);
         s.MinorFunction = minor;
@@ -2265,7 +2291,7 @@ fn lock(
         l.Key = 0;
         b
     });
-    let (status, n, rid, _keep) = send(b);
+    let (status, n, rid, _keep) = if minor == mn_lock::LOCK { send_on(file, b) } else { send(b) };
     if status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(rid, Box::new(len_block)));
     }

@@ -4,7 +4,9 @@
 //! for returns `STATUS_PENDING` and its post callback runs later, from the storage's DPC, at
 //! `DISPATCH_LEVEL`; a `Synchronize` makes the same read complete before the system service
 //! returns, its post callback at `PASSIVE_LEVEL` (the reference page tells filters not to do that
-//! for asynchronous reads and writes, and to ask `FltIsOperationSynchronous` first). Shared by
+//! for asynchronous reads and writes, and to ask `FltIsOperationSynchronous` first). A directory
+//! query on an overlapped handle is asynchronous too, a flush a synchronous API (docs/simulator.md,
+//! "Asynchronous I/O"). Shared by
 //! `legacy/tests/overlapped.rs` and `minifilter/tests/overlapped.rs`.
 
 use std::cell::RefCell;
@@ -14,8 +16,8 @@ use fsfilter::{
     PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters, Status,
 };
 use fsfilter_sim::{
-    CreateOptions, EventKind, FsKind, IoMode, Machine, MachineConfig, RequestRef, ServiceSpec,
-    VolumeSpec,
+    CreateOptions, EventKind, FsKind, IoMode, IoRequest, Machine, MachineConfig, RequestRef,
+    ServiceSpec, VolumeSpec,
 };
 
 /// The service name of the filter under test.
@@ -40,6 +42,8 @@ pub(crate) struct Observer;
 impl Filter for Observer {
     const REGISTRATION: Registration = Registration::new()
         .operation(Operation::new(MajorFunction::Read).pre().post())
+        .operation(Operation::new(MajorFunction::DirectoryControl).pre().post())
+        .operation(Operation::new(MajorFunction::FlushBuffers).pre().post())
         .instance_setup_callback(true)
         .validated();
     type InstanceContext = ();
@@ -106,7 +110,8 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
     let c = m.add_volume(
         VolumeSpec::new("C:", FsKind::Ntfs)
             .file("data.bin", &[1; 4096])
-            .file("sync.bin", &[2; 4096]),
+            .file("sync.bin", &[2; 4096])
+            .file("dir\\a.txt", b"a"),
     );
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
     m.boot();
@@ -141,7 +146,24 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
     assert_eq!(r.status, Status::SUCCESS, "the filter made the caller wait");
     assert_eq!(take(), [pre(false), post(false, Irql::PASSIVE)]);
 
-    for h in [a, s, b] {
+    // The other services (docs/simulator.md, "Asynchronous I/O"): a directory query is
+    // asynchronous on the overlapped handle, a flush a synchronous API (IRP_SYNCHRONOUS_API).
+    let d = m.open(c, "dir", CreateOptions::directory().overlapped()).expect("open");
+    take();
+    let q = m.io(IoRequest::DirectoryControl {
+        handle: d,
+        class: 1,
+        pattern: None,
+        restart: true,
+        single: false,
+        length: 4096,
+    });
+    assert_eq!(q.status, Status::SUCCESS);
+    assert_eq!(take(), [pre(false), post(false, Irql::PASSIVE)]);
+    assert_eq!(m.io(IoRequest::Flush { handle: a }).status, Status::SUCCESS);
+    assert_eq!(take(), [pre(true), post(true, Irql::PASSIVE)]);
+
+    for h in [a, s, b, d] {
         m.close_handle(h);
     }
     m.settle();

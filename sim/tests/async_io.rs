@@ -417,3 +417,169 @@ fn information_requests_are_synchronous_api_only_on_an_asynchronous_handle() {
     }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// The other system services build their IRPs as WRK does, on a synchronous and on an
+/// asynchronous file object: `IopXxxControlFile` (`NtFsControlFile`, `NtDeviceIoControlFile`),
+/// `NtLockFile`, `NtQueryDirectoryFile` and `NtNotifyChangeDirectoryFile` never set
+/// `IRP_SYNCHRONOUS_API` (the file-system control and the directory query carry
+/// `IRP_DEFER_IO_COMPLETION`), and are asynchronous on an asynchronous file object;
+/// `NtUnlockFile` and `NtFlushBuffersFile` are synchronous APIs there, which wait on an event of
+/// their own and set `IRP_SYNCHRONOUS_API`. Until December 7 every one carried
+/// `IRP_SYNCHRONOUS_API` whatever the file object, so `IoIsOperationSynchronous` answered TRUE
+/// for all of them on an overlapped handle.
+#[test]
+fn the_other_services_build_their_irps_as_wrk_does_on_either_kind_of_handle() {
+    const IRP_MJ_DIRECTORY_CONTROL: u8 = 0x0C;
+    const IRP_MJ_FILE_SYSTEM_CONTROL: u8 = 0x0D;
+    const IRP_MJ_DEVICE_CONTROL: u8 = 0x0E;
+    const IRP_MJ_FLUSH_BUFFERS: u8 = 0x09;
+    const IRP_MJ_LOCK_CONTROL: u8 = 0x11;
+    const IRP_MN_QUERY_DIRECTORY: u8 = 0x01;
+    const IRP_MN_NOTIFY_CHANGE_DIRECTORY: u8 = 0x02;
+    const IRP_MN_LOCK: u8 = 0x01;
+    const IRP_MN_UNLOCK_SINGLE: u8 = 0x02;
+    const IRP_DEFER_IO_COMPLETION: u32 = 0x800;
+    const FSCTL_IS_VOLUME_MOUNTED: u32 = 0x0009_0028;
+    // METHOD_NEITHER, FILE_ANY_ACCESS: IoIsOperationSynchronous does not make it synchronous.
+    const IOCTL_NEITHER: u32 = 0x0022_0003;
+    const FILE_DIRECTORY_INFORMATION: u32 = 1;
+    const FILE_NOTIFY_CHANGE_FILE_NAME: u32 = 1;
+    let mut m = common::machine_with_spy(65);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("\\data.bin", &[7; 2048])
+            .file("\\dir\\a.txt", b"a"),
+    );
+    m.boot();
+    spy(|s| s.refuse_fast_io = true);
+    for overlapped in [false, true] {
+        let with = |o: CreateOptions| if overlapped { o.overlapped() } else { o };
+        let h = m.open(c, "data.bin", with(CreateOptions::open())).unwrap();
+        let d = m.open(c, "dir", with(CreateOptions::directory())).unwrap();
+        spy(|s| s.seen.clear());
+        let fsctl = IoRequest::Fsctl {
+            handle: h,
+            code: FSCTL_IS_VOLUME_MOUNTED,
+            input: &[],
+            output_length: 0,
+        };
+        let _ = m.io(fsctl);
+        let ioctl = IoRequest::DeviceControl {
+            handle: h,
+            code: IOCTL_NEITHER,
+            input: &[],
+            output_length: 0,
+        };
+        let _ = m.io(ioctl);
+        let lock = IoRequest::Lock {
+            handle: h,
+            offset: 0,
+            length: 4,
+            exclusive: true,
+            fail_immediately: true,
+        };
+        assert_eq!(m.io(lock).status, Status::SUCCESS, "{overlapped}");
+        let unlock = IoRequest::Unlock { handle: h, offset: 0, length: 4 };
+        assert_eq!(m.io(unlock).status, Status::SUCCESS, "{overlapped}");
+        assert_eq!(m.io(IoRequest::Flush { handle: h }).status, Status::SUCCESS, "{overlapped}");
+        let query = IoRequest::DirectoryControl {
+            handle: d,
+            class: FILE_DIRECTORY_INFORMATION,
+            pattern: None,
+            restart: true,
+            single: false,
+            length: 4096,
+        };
+        assert_eq!(m.io(query).status, Status::SUCCESS, "{overlapped}");
+        let notify = IoRequest::NotifyChangeDirectory {
+            handle: d,
+            filter: FILE_NOTIFY_CHANGE_FILE_NAME,
+            watch_tree: false,
+            length: 4096,
+        };
+        let n = m.io(notify);
+        assert_eq!(n.status, Status::PENDING, "{overlapped}");
+        let api = if overlapped { IRP_SYNCHRONOUS_API } else { 0 };
+        // (major, minor, IRP flags besides the buffering ones, IoIsOperationSynchronous on an
+        // asynchronous file object).
+        let expected = [
+            (IRP_MJ_FILE_SYSTEM_CONTROL, 0, IRP_DEFER_IO_COMPLETION, true),
+            (IRP_MJ_DEVICE_CONTROL, 0, 0, false),
+            (IRP_MJ_LOCK_CONTROL, IRP_MN_LOCK, 0, false),
+            (IRP_MJ_LOCK_CONTROL, IRP_MN_UNLOCK_SINGLE, api, true),
+            (IRP_MJ_FLUSH_BUFFERS, 0, api, true),
+            (IRP_MJ_DIRECTORY_CONTROL, IRP_MN_QUERY_DIRECTORY, IRP_DEFER_IO_COMPLETION, false),
+            (IRP_MJ_DIRECTORY_CONTROL, IRP_MN_NOTIFY_CHANGE_DIRECTORY, 0, false),
+        ];
+        let seen = spy(|s| s.seen.clone());
+        for (major, minor, flags, synchronous) in expected {
+            let irp = seen
+                .iter()
+                .find(|x| x.major == major && (minor == 0 || x.minor == minor) && !x.fast_io)
+                .unwrap_or_else(|| panic!("{overlapped} {major:#x} {minor}"));
+            let mask = IRP_SYNCHRONOUS_API | IRP_DEFER_IO_COMPLETION;
+            assert_eq!(irp.irp_flags & mask, flags, "{overlapped} {major:#x} {minor}");
+            let synchronous = synchronous || !overlapped;
+            assert_eq!(irp.synchronous, synchronous, "{overlapped} {major:#x} {minor}");
+        }
+        m.close_handle(d);
+        m.close_handle(h);
+        m.settle();
+        assert_eq!(completed(&m, n.io).map(|(s, _)| s), Some(Status::NOTIFY_CLEANUP));
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// The asynchronous services on an overlapped handle hold their buffers until the request
+/// completes (`send_no_wait`): a lock that waits for a range another handle holds answers
+/// `STATUS_PENDING` and is granted when the range is unlocked; a change notification answers
+/// `STATUS_PENDING` and completes, with the change's entry, when a file is created there.
+#[test]
+fn overlapped_locks_and_notifications_complete_after_the_call_returned() {
+    const FILE_NOTIFY_CHANGE_FILE_NAME: u32 = 1;
+    let mut m = common::machine_with_spy(66);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("\\data.bin", &[7; 2048])
+            .file("\\dir\\a.txt", b"a"),
+    );
+    m.boot();
+    let lock = |handle, fail_immediately| IoRequest::Lock {
+        handle,
+        offset: 0,
+        length: 4,
+        exclusive: true,
+        fail_immediately,
+    };
+    let holder = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    assert_eq!(m.io(lock(holder, true)).status, Status::SUCCESS);
+    let h = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let waiting = m.io(lock(h, false));
+    assert_eq!(waiting.status, Status::PENDING);
+    m.settle();
+    assert_eq!(completed(&m, waiting.io), None);
+    let unlock = IoRequest::Unlock { handle: holder, offset: 0, length: 4 };
+    assert_eq!(m.io(unlock).status, Status::SUCCESS);
+    m.settle();
+    assert_eq!(completed(&m, waiting.io), Some((Status::SUCCESS, 0)));
+
+    let d = m.open(c, "dir", CreateOptions::directory().overlapped()).unwrap();
+    let notify = IoRequest::NotifyChangeDirectory {
+        handle: d,
+        filter: FILE_NOTIFY_CHANGE_FILE_NAME,
+        watch_tree: false,
+        length: 4096,
+    };
+    let n = m.io(notify);
+    assert_eq!(n.status, Status::PENDING);
+    let f = m.open(c, "dir\\b.txt", CreateOptions::create()).unwrap();
+    m.settle();
+    let (status, information) = completed(&m, n.io).expect("completed");
+    assert_eq!(status, Status::SUCCESS);
+    assert!(information > 0, "the change's entry");
+    for x in [f, d, h, holder] {
+        m.close_handle(x);
+    }
+    m.settle();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
