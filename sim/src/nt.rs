@@ -66,6 +66,10 @@ pub mod sl {
     pub const FAIL_IMMEDIATELY: u8 = 0x01;
     /// `SL_EXCLUSIVE_LOCK`.
     pub const EXCLUSIVE_LOCK: u8 = 0x02;
+    /// `SL_READ_ACCESS_GRANTED` (file-system and device controls).
+    pub const READ_ACCESS_GRANTED: u8 = 0x01;
+    /// `SL_WRITE_ACCESS_GRANTED` (file-system and device controls).
+    pub const WRITE_ACCESS_GRANTED: u8 = 0x04;
 }
 
 /// `IRP_*` flags (facts.md §7).

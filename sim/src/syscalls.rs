@@ -2122,6 +2122,10 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
             }
         }
         let s = first(&b);
+        // The handle's data access, for a driver to check a `FILE_ANY_ACCESS` code against (WRK's
+        // `IopXxxControlFile`; until December 7 neither flag was set).
+        s.Flags = if granted & access::FILE_READ_DATA != 0 { sl::READ_ACCESS_GRANTED } else { 0 }
+            | if granted & access::FILE_WRITE_DATA != 0 { sl::WRITE_ACCESS_GRANTED } else { 0 };
         if major == mj::FILE_SYSTEM_CONTROL {
             s.MinorFunction = mn_fsctl::USER_FS_REQUEST;
             // SAFETY: the member of a file-system control.

@@ -1253,6 +1253,44 @@ fn control_requests_carry_only_the_buffers_their_method_and_lengths_call_for() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// WRK's `IopXxxControlFile` passes the handle's data access down in the stack location's flags:
+/// `SL_READ_ACCESS_GRANTED` with `FILE_READ_DATA`, `SL_WRITE_ACCESS_GRANTED` with
+/// `FILE_WRITE_DATA`, for a file-system or a device control alike (so that a driver can check
+/// the access of a code defined as `FILE_ANY_ACCESS`). Until December 7 neither was set.
+#[test]
+fn control_requests_say_which_data_access_the_handle_has() {
+    const SL_READ_ACCESS_GRANTED: u8 = 0x01;
+    const SL_WRITE_ACCESS_GRANTED: u8 = 0x04;
+    const GENERIC_READ: u32 = 0x8000_0000;
+    const GENERIC_WRITE: u32 = 0x4000_0000;
+    let mut m = machine_with_spy(36);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.txt", b"0123456789"));
+    m.boot();
+    let both = SL_READ_ACCESS_GRANTED | SL_WRITE_ACCESS_GRANTED;
+    let cases = [
+        (GENERIC_READ | GENERIC_WRITE, both),
+        (GENERIC_READ, SL_READ_ACCESS_GRANTED),
+        (GENERIC_WRITE, SL_WRITE_ACCESS_GRANTED),
+    ];
+    for (access, expected) in cases {
+        let h = m.open(c, "f.txt", CreateOptions::open().access(access)).unwrap();
+        for fsctl in [true, false] {
+            spy(|s| s.seen.clear());
+            let code = fsctl::IS_VOLUME_MOUNTED;
+            let _ = if fsctl {
+                m.io(IoRequest::Fsctl { handle: h, code, input: &[], output_length: 0 })
+            } else {
+                m.io(IoRequest::DeviceControl { handle: h, code, input: &[], output_length: 0 })
+            };
+            let major = if fsctl { 0x0d } else { 0x0e };
+            let seen = spy(|s| s.seen.iter().find(|x| x.major == major).cloned()).unwrap();
+            assert_eq!(seen.sl_flags & both, expected, "{access:#x} {fsctl}");
+        }
+        m.close_handle(h);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// `NtReadFile` / `NtWriteFile` check a transfer on a file object opened without intermediate
 /// buffering against the sector size of the device its requests go to before building anything:
 /// a length, or an offset the caller gave, that is not a multiple of it is
