@@ -216,12 +216,47 @@ thread_local! {
     /// The devices whose drivers' code [`enter_driver_of`] entered, with the image and its
     /// global: a device object lives as long as the machine and its driver never changes, so a
     /// remembered entry holds until the machine is removed. Direct-mapped, hits only.
-    static DIRECT_MEMO: [Cell<DirectEntry>; DIRECT_SLOTS] =
-        const { [const { Cell::new((0, ImageId(0), std::ptr::null())) }; DIRECT_SLOTS] };
+    static DIRECT_MEMO: DirectMemo = const { DirectMemo::new() };
 }
 
-/// A device address, its driver's image and the image's global ([`DIRECT_MEMO`]).
-type DirectEntry = (usize, ImageId, *const AtomicPtr<c_void>);
+/// The devices [`DIRECT_MEMO`] remembers (0: none), each with its driver's image and the
+/// image's global, in three arrays for the reason [`ImageStack`] keeps two.
+struct DirectMemo {
+    devices: [Cell<usize>; DIRECT_SLOTS],
+    images: [Cell<ImageId>; DIRECT_SLOTS],
+    slots: [Cell<*const AtomicPtr<c_void>>; DIRECT_SLOTS],
+}
+
+impl DirectMemo {
+    const fn new() -> DirectMemo {
+        DirectMemo {
+            devices: [const { Cell::new(0) }; DIRECT_SLOTS],
+            images: [const { Cell::new(ImageId(0)) }; DIRECT_SLOTS],
+            slots: [const { Cell::new(std::ptr::null()) }; DIRECT_SLOTS],
+        }
+    }
+
+    /// The image and global remembered for `device` at `at`, if it is the device there.
+    #[inline(always)]
+    fn get(&self, at: usize, device: usize) -> Option<(ImageId, *const AtomicPtr<c_void>)> {
+        let (d, image, slot) = (self.devices.get(at)?, self.images.get(at)?, self.slots.get(at)?);
+        (d.get() == device && device != 0).then(|| (image.get(), slot.get()))
+    }
+
+    fn set(&self, at: usize, device: usize, image: ImageId, slot: *const AtomicPtr<c_void>) {
+        if let (Some(d), Some(i), Some(s)) =
+            (self.devices.get(at), self.images.get(at), self.slots.get(at))
+        {
+            d.set(device);
+            i.set(image);
+            s.set(slot);
+        }
+    }
+
+    fn clear(&self) {
+        (0..DIRECT_SLOTS).for_each(|at| self.set(at, 0, ImageId(0), std::ptr::null()));
+    }
+}
 
 /// How many devices [`DIRECT_MEMO`] remembers.
 const DIRECT_SLOTS: usize = 16;
@@ -232,10 +267,14 @@ const IMAGE_STACK_DEPTH: usize = 512;
 
 /// The images whose code is running, innermost last, with their globals, in cells (no
 /// destructor, so the thread-local needs no registration check on each access): image
-/// `u32::MAX` and a null global for kernel code outside any image.
+/// `u32::MAX` and a null global for kernel code outside any image. The images and the globals
+/// are two arrays rather than one of pairs: an entry of either is then addressed straight off the
+/// thread pointer with a scaled index (a pair's 16 bytes is no scale an address can take), which
+/// takes a few instructions off every push and every read of the running image's global.
 struct ImageStack {
     depth: Cell<usize>,
-    entries: [Cell<(u32, *const AtomicPtr<c_void>)>; IMAGE_STACK_DEPTH],
+    images: [Cell<u32>; IMAGE_STACK_DEPTH],
+    slots: [Cell<*const AtomicPtr<c_void>>; IMAGE_STACK_DEPTH],
 }
 
 impl ImageStack {
@@ -244,8 +283,8 @@ impl ImageStack {
     const fn new() -> ImageStack {
         ImageStack {
             depth: Cell::new(0),
-            entries: [const { Cell::new((ImageStack::KERNEL_CODE, std::ptr::null())) };
-                IMAGE_STACK_DEPTH],
+            images: [const { Cell::new(ImageStack::KERNEL_CODE) }; IMAGE_STACK_DEPTH],
+            slots: [const { Cell::new(std::ptr::null()) }; IMAGE_STACK_DEPTH],
         }
     }
 
@@ -255,12 +294,14 @@ impl ImageStack {
     #[inline(always)]
     fn push(&self, image: Option<ImageId>, slot: *const AtomicPtr<c_void>) {
         let depth = self.depth.get();
-        let Some(cell) = self.entries.get(depth) else {
+        let (Some(image_cell), Some(slot_cell)) = (self.images.get(depth), self.slots.get(depth))
+        else {
             panic!(
                 "driver calls nested deeper than {IMAGE_STACK_DEPTH} images (a runaway recursion)"
             )
         };
-        cell.set((image.map_or(ImageStack::KERNEL_CODE, |i| i.0), slot));
+        image_cell.set(image.map_or(ImageStack::KERNEL_CODE, |i| i.0));
+        slot_cell.set(slot);
         self.depth.set(depth + 1);
     }
 
@@ -277,13 +318,21 @@ impl ImageStack {
     /// The running images, innermost first.
     fn iter(&self) -> impl Iterator<Item = Option<ImageId>> + '_ {
         let depth = self.depth.get().min(IMAGE_STACK_DEPTH);
-        self.entries[..depth].iter().rev().map(|c| ImageStack::decode(c.get().0))
+        self.images[..depth].iter().rev().map(|c| ImageStack::decode(c.get()))
     }
 
+    /// The innermost image (`KERNEL_CODE` for kernel code), None when no code runs.
     #[inline(always)]
-    fn top(&self) -> Option<(u32, *const AtomicPtr<c_void>)> {
+    fn top_image(&self) -> Option<u32> {
         let depth = self.depth.get();
-        Some(self.entries.get(depth.checked_sub(1)?)?.get())
+        Some(self.images.get(depth.checked_sub(1)?)?.get())
+    }
+
+    /// The innermost image's global (null for kernel code), None when no code runs.
+    #[inline(always)]
+    fn top_slot(&self) -> Option<*const AtomicPtr<c_void>> {
+        let depth = self.depth.get();
+        Some(self.slots.get(depth.checked_sub(1)?)?.get())
     }
 }
 
@@ -310,7 +359,7 @@ pub struct IoCall {
 /// Empties the image stack and forgets the direct-call memo (a machine comes or goes).
 fn reset_images() {
     IMAGE_STACK.with(|s| s.depth.set(0));
-    DIRECT_MEMO.with(|m| m.iter().for_each(|c| c.set((0, ImageId(0), std::ptr::null()))));
+    DIRECT_MEMO.with(DirectMemo::clear);
 }
 
 /// The image whose code is running, innermost first, and the ones it was called from.
@@ -330,15 +379,15 @@ pub(crate) fn image_running(image: ImageId) -> bool {
 /// no device (nothing is entered then).
 pub(crate) fn enter_driver_of(device: usize) -> Option<usize> {
     let at = ((device >> 4) ^ (device >> 9)) % DIRECT_SLOTS;
-    let remembered = DIRECT_MEMO.with(|m| m.get(at).map(Cell::get));
+    let remembered = DIRECT_MEMO.with(|m| m.get(at, device));
     let (image, slot) = match remembered {
-        Some((d, image, slot)) if d == device && device != 0 => (image, slot),
-        _ => {
+        Some(found) => found,
+        None => {
             let (image, slot) = with(|k| {
                 let image = k.objects.image_of(device as *const _)?;
                 Some((image, k.images.get(image.index()).map(|i| &*i.slot as *const _)?))
             })?;
-            DIRECT_MEMO.with(|m| m.get(at).map(|c| c.set((device, image, slot))));
+            DIRECT_MEMO.with(|m| m.set(at, device, image, slot));
             (image, slot)
         }
     };
@@ -359,7 +408,7 @@ pub(crate) fn leave_driver(depth: usize) {
 /// (where [`Kernel::current_slot`] reports the use).
 #[inline]
 pub(crate) fn running_image_slot() -> Option<*const AtomicPtr<c_void>> {
-    let (_, slot) = IMAGE_STACK.with(ImageStack::top)?;
+    let slot = IMAGE_STACK.with(ImageStack::top_slot)?;
     (!slot.is_null()).then_some(slot)
 }
 
@@ -582,7 +631,7 @@ impl Kernel {
 
     /// The image whose code is running.
     pub fn current_image(&self) -> Option<ImageId> {
-        IMAGE_STACK.with(|s| ImageStack::decode(s.top()?.0))
+        IMAGE_STACK.with(|s| ImageStack::decode(s.top_image()?))
     }
 
     /// The name of the image whose code is running.
@@ -724,12 +773,12 @@ mod tests {
         let image = first.kernel(|k| k.add_image("a", ImageKind::Loaded));
         // As if a direct call had remembered a device and never returned (a panic in driver
         // code, say): none of it may reach the next machine on this thread.
-        DIRECT_MEMO.with(|m| m[3].set((0x1230, image, std::ptr::null())));
+        DIRECT_MEMO.with(|m| m.set(3, 0x1230, image, std::ptr::null()));
         IMAGE_STACK.with(|s| s.push(Some(image), std::ptr::null()));
         drop(first);
         let second = Machine::new(MachineConfig { seed: 1 });
         assert_eq!(second.kernel(|k| k.current_image()), None);
-        assert!(DIRECT_MEMO.with(|m| m.iter().all(|c| c.get().0 == 0)));
+        assert!(DIRECT_MEMO.with(|m| m.devices.iter().all(|c| c.get() == 0)));
         // An address no device has is no device, remembered or not.
         assert_eq!(enter_driver_of(0x1230), None);
         assert_eq!(running_images(), Vec::<Option<ImageId>>::new());
