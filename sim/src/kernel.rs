@@ -265,16 +265,23 @@ const DIRECT_SLOTS: usize = 16;
 /// kernel stack overflows long before (a driver's frames take hundreds of bytes).
 const IMAGE_STACK_DEPTH: usize = 512;
 
+/// The length of [`ImageStack`]'s globals: one more than [`IMAGE_STACK_DEPTH`] (a null first
+/// entry, below the outermost image), rounded up to a power of two so that the depth, masked,
+/// indexes it with no bounds check.
+const IMAGE_SLOTS: usize = (IMAGE_STACK_DEPTH + 1).next_power_of_two();
+
 /// The images whose code is running, innermost last, with their globals, in cells (no
 /// destructor, so the thread-local needs no registration check on each access): image
 /// `u32::MAX` and a null global for kernel code outside any image. The images and the globals
 /// are two arrays rather than one of pairs: an entry of either is then addressed straight off the
 /// thread pointer with a scaled index (a pair's 16 bytes is no scale an address can take), which
-/// takes a few instructions off every push and every read of the running image's global.
+/// takes a few instructions off every push and every read of the running image's global. The
+/// globals are one entry up, after a null that stands for no code running, so that the running
+/// image's global is read at the depth itself: what `FsfSimImageSlot` answers on every callback.
 struct ImageStack {
     depth: Cell<usize>,
     images: [Cell<u32>; IMAGE_STACK_DEPTH],
-    slots: [Cell<*const AtomicPtr<c_void>>; IMAGE_STACK_DEPTH],
+    slots: [Cell<*const AtomicPtr<c_void>>; IMAGE_SLOTS],
 }
 
 impl ImageStack {
@@ -284,7 +291,7 @@ impl ImageStack {
         ImageStack {
             depth: Cell::new(0),
             images: [const { Cell::new(ImageStack::KERNEL_CODE) }; IMAGE_STACK_DEPTH],
-            slots: [const { Cell::new(std::ptr::null()) }; IMAGE_STACK_DEPTH],
+            slots: [const { Cell::new(std::ptr::null()) }; IMAGE_SLOTS],
         }
     }
 
@@ -294,7 +301,8 @@ impl ImageStack {
     #[inline(always)]
     fn push(&self, image: Option<ImageId>, slot: *const AtomicPtr<c_void>) {
         let depth = self.depth.get();
-        let (Some(image_cell), Some(slot_cell)) = (self.images.get(depth), self.slots.get(depth))
+        let (Some(image_cell), Some(slot_cell)) =
+            (self.images.get(depth), self.slots.get(depth + 1))
         else {
             panic!(
                 "driver calls nested deeper than {IMAGE_STACK_DEPTH} images (a runaway recursion)"
@@ -328,11 +336,12 @@ impl ImageStack {
         Some(self.images.get(depth.checked_sub(1)?)?.get())
     }
 
-    /// The innermost image's global (null for kernel code), None when no code runs.
+    /// The innermost image's global: null for kernel code and when no code runs. The depth is
+    /// never above [`IMAGE_STACK_DEPTH`] (`push` refuses, `leave_driver` bounds it), so the mask
+    /// changes nothing but the bounds check.
     #[inline(always)]
-    fn top_slot(&self) -> Option<*const AtomicPtr<c_void>> {
-        let depth = self.depth.get();
-        Some(self.slots.get(depth.checked_sub(1)?)?.get())
+    fn top_slot(&self) -> *const AtomicPtr<c_void> {
+        self.slots.get(self.depth.get() & (IMAGE_SLOTS - 1)).map_or(std::ptr::null(), Cell::get)
     }
 }
 
@@ -408,7 +417,7 @@ pub(crate) fn leave_driver(depth: usize) {
 /// (where [`Kernel::current_slot`] reports the use).
 #[inline]
 pub(crate) fn running_image_slot() -> Option<*const AtomicPtr<c_void>> {
-    let slot = IMAGE_STACK.with(ImageStack::top_slot)?;
+    let slot = IMAGE_STACK.with(ImageStack::top_slot);
     (!slot.is_null()).then_some(slot)
 }
 
