@@ -1320,8 +1320,7 @@ fn transfer(
             return IoResult::failed(Status::INVALID_PARAMETER);
         }
     }
-    // SAFETY: a live file object of an open handle.
-    let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
+    let synchronous = synchronous_file(file);
     // A file object opened for asynchronous I/O has no position the I/O manager keeps: a read
     // or write on it without an offset is refused before any IRP (WRK and ReactOS
     // `NtReadFile` / `NtWriteFile`), unless it is a pipe's or a mailslot's, whose file systems
@@ -1670,8 +1669,7 @@ fn buffered_info(
     // NtQueryInformationFile on a synchronous file object tries the top driver's
     // FastIoQueryBasicInfo / FastIoQueryStandardInfo first (the Windows Research Kernel), for
     // the classes in `fast_classes`; an attribute query's long way its FastIoQueryNetworkOpenInfo.
-    // SAFETY: a live file object of an open handle.
-    let synchronous = unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
+    let synchronous = synchronous_file(file);
     let mut rid = None;
     if major == mj::QUERY_INFORMATION && synchronous && fast_classes.contains(&class) {
         let target = std::cell::Cell::new(std::ptr::null_mut());
@@ -1714,8 +1712,7 @@ fn buffered_info(
         // service waits on an event of its own); a synchronous file object says so with
         // `FO_SYNCHRONOUS_IO` (until December 7 every one carried the flag, and none
         // `IRP_DEFER_IO_COMPLETION`).
-        let api = if synchronous { 0 } else { irp_flags::SYNCHRONOUS_API };
-        let flags = flags | irp_flags::DEFER_IO_COMPLETION | api;
+        let flags = flags | irp_flags::DEFER_IO_COMPLETION | synchronous_api(file);
         let b = match rid {
             // The fast-I/O attempt's request continues as an IRP.
             Some(r) => build_for(k, r, major, target, file, flags, true),
