@@ -166,26 +166,13 @@ pub fn with_section_sync<T>(
     create: impl FnOnce() -> Result<T, Status>,
 ) -> Result<T, Status> {
     let acquire = FsFilterOp::AcquireForSection { sync_type: SYNC_TYPE_CREATE_SECTION, protection };
-    bracket(fo, acquire, FsFilterOp::ReleaseForSection, create)
-}
-
-/// `acquire`, then `work` if no driver failed it (whose error is then the answer), then the
-/// matching `release`: how the memory manager brackets what it does to a file with FsFilter
-/// operations (a section's creation, a flush's or the modified-page writer's paging write).
-/// Runs outside the kernel's borrow.
-pub fn bracket<T>(
-    fo: *mut FILE_OBJECT,
-    acquire: FsFilterOp,
-    release: FsFilterOp,
-    work: impl FnOnce() -> Result<T, Status>,
-) -> Result<T, Status> {
     let acquired = perform(fo, acquire);
     if !acquired.is_success() {
         return Err(acquired);
     }
-    let done = work();
-    perform(fo, release);
-    done
+    let made = create();
+    perform(fo, FsFilterOp::ReleaseForSection);
+    made
 }
 
 /// One device of the stack whose driver has a routine for the operation.

@@ -1215,14 +1215,7 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
         k.current_request = None;
         let target = k.related_device(file);
         let b = build_for(k, rid, mj::WRITE, target, file, flags, false);
-        // SAFETY: the request's IRP.
-        let i = unsafe { crate::irpx::header(b.irp) };
-        i.UserBuffer = ptr.cast();
-        i.MdlAddress = k.allocate_locked_mdl(ptr.cast(), data.len());
-        // SAFETY: the member of a write.
-        let r = unsafe { io_mut::<params::IoReadWrite>(&mut first(&b).Parameters) };
-        r.Length = data.len() as u32;
-        r.ByteOffset = offset as i64;
+        set_transfer(k, &b, ptr, data.len(), offset as i64, true);
         b
     });
     // SAFETY: the request's IRP, not yet sent.
@@ -1432,16 +1425,7 @@ fn transfer(
             Some(r) => build_for(k, r, major, target, file, flags, true),
             None => build(k, volume, major, target, file, flags, mode != IoMode::Paging),
         };
-        // SAFETY: the request's IRP.
-        let i = unsafe { crate::irpx::header(b.irp) };
-        i.UserBuffer = ptr.cast();
-        if mode != IoMode::Cached {
-            i.MdlAddress = k.allocate_locked_mdl(ptr.cast(), length);
-        }
-        // SAFETY: the member of a read or write (they share it).
-        let r = unsafe { io_mut::<params::IoReadWrite>(&mut first(&b).Parameters) };
-        r.Length = length as u32;
-        r.ByteOffset = byte_offset;
+        set_transfer(k, &b, ptr, length, byte_offset, mode != IoMode::Cached);
         b
     });
     // SAFETY: the request's IRP, not yet sent.
@@ -1454,6 +1438,21 @@ fn transfer(
     }
     kernel::with(|k| k.free_mdl(mdl));
     result(status, n, rid, buf.into_data(n.min(length)))
+}
+
+/// Fills a built read or write: the caller's buffer (`UserBuffer`, and a locked MDL for it
+/// when `mdl`: non-cached and paging transfers), its length and its offset.
+fn set_transfer(k: &mut Kernel, b: &Built, ptr: *mut u8, length: usize, offset: i64, mdl: bool) {
+    // SAFETY: the request's IRP, not yet sent.
+    let i = unsafe { crate::irpx::header(b.irp) };
+    i.UserBuffer = ptr.cast();
+    if mdl {
+        i.MdlAddress = k.allocate_locked_mdl(ptr.cast(), length);
+    }
+    // SAFETY: the member of a read or write (they share it).
+    let r = unsafe { io_mut::<params::IoReadWrite>(&mut first(b).Parameters) };
+    r.Length = length as u32;
+    r.ByteOffset = offset;
 }
 
 /// The caller's buffer of a read or write.
