@@ -409,7 +409,7 @@ fn send(raw: RawIrp<'_>) -> IoResult {
     }
     let mut keep: Vec<Block> = Vec::new();
     let mut pattern_units: Option<Box<(Vec<u16>, UNICODE_STRING)>> = None;
-    let (rid, irp, target, mdl) = kernel::with(|k: &mut Kernel| {
+    let (rid, irp, target) = kernel::with(|k: &mut Kernel| {
         let target = k.related_device(file);
         let rid = k.start_request(volume, MajorFunction::from_code(major), false);
         let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
@@ -421,13 +421,11 @@ fn send(raw: RawIrp<'_>) -> IoResult {
         i.IoStatus.Anonymous.Status = Status::PENDING.0;
         i.Tail.Overlay.OriginalFileObject = file;
         let ptr = buf.ptr();
-        let mut mdl = std::ptr::null_mut();
         match raw.buffer {
             RawBuffer::Null => {}
             RawBuffer::User => i.UserBuffer = ptr.cast(),
             RawBuffer::Mdl => {
-                mdl = k.allocate_mdl(ptr.cast(), size);
-                i.MdlAddress = mdl;
+                i.MdlAddress = k.allocate_mdl(ptr.cast(), size);
                 i.UserBuffer = ptr.cast();
             }
             RawBuffer::System => i.AssociatedIrp.SystemBuffer = ptr.cast(),
@@ -561,7 +559,7 @@ fn send(raw: RawIrp<'_>) -> IoResult {
             RawOp::QueryQuota { length } => s.Parameters.QueryQuota.Length = length,
             RawOp::SetQuota { length } => s.Parameters.SetQuota.Length = length,
         }
-        (rid, irp, target, mdl)
+        (rid, irp, target)
     });
     let _ = crate::irp::call_driver(target, irp);
     let done = || kernel::with(|k| k.requests.result(rid).is_some());
@@ -578,9 +576,7 @@ fn send(raw: RawIrp<'_>) -> IoResult {
         });
         return IoResult { io: Some(RequestRef(rid.0)), ..failed(Status::PENDING) };
     };
-    if !mdl.is_null() {
-        kernel::with(|k| k.free_mdl(mdl));
-    }
+    // Completed: stage two freed the IRP's MDL with the IRP.
     let shown = information.min(size);
     // SAFETY: the block holds `size` >= shown bytes.
     let data = unsafe { std::slice::from_raw_parts(buf.ptr(), shown) }.to_vec();

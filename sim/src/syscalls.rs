@@ -1218,8 +1218,6 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
         set_transfer(k, &b, ptr, data.len(), offset as i64, true);
         b
     });
-    // SAFETY: the request's IRP, not yet sent.
-    let mdl = unsafe { (*b.irp).MdlAddress };
     // The writer waits for its write: the modified-page writer releases the file in the write's
     // completion, the flush after its synchronous write.
     let (status, n, _, _keep) = send(b);
@@ -1239,8 +1237,8 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
     }
     // The modified-page writer releases the file in the write's completion, a special kernel
     // APC in its thread (WRK `IopCompletePageWrite`, `MiWriteComplete`): at APC_LEVEL.
+    // The write's MDL went with its IRP at completion.
     let irql = kernel::with(|k| {
-        k.free_mdl(mdl);
         k.current_request = Some(rid);
         let irql = k.irql();
         if writer == PageWriter::ModifiedPageWriter {
@@ -1428,15 +1426,14 @@ fn transfer(
         set_transfer(k, &b, ptr, length, byte_offset, mode != IoMode::Cached);
         b
     });
-    // SAFETY: the request's IRP, not yet sent.
-    let mdl = unsafe { (*b.irp).MdlAddress };
     let asynchronous = !synchronous && mode != IoMode::Paging;
     let (status, n, rid, _keep) = if asynchronous { send_no_wait(b) } else { send(b) };
     if status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(rid, Box::new(buf)));
         return result(status, 0, rid, Vec::new());
     }
-    kernel::with(|k| k.free_mdl(mdl));
+    // Completed: stage two freed the IRP's MDL with the IRP (until December 7 it was freed
+    // again here, taking whatever had reused its block).
     result(status, n, rid, buf.into_data(n.min(length)))
 }
 
@@ -2144,8 +2141,6 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
         }
         b
     });
-    // SAFETY: the request's IRP, not yet sent.
-    let mdl = unsafe { (*b.irp).MdlAddress };
     let (status, n, rid, _keep) = send_on(file, b);
     if status == Status::PENDING {
         kernel::with(|k| {
@@ -2154,7 +2149,7 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
         });
         return result(status, 0, rid, Vec::new());
     }
-    kernel::with(|k| k.free_mdl(mdl));
+    // Completed: its MDL went with the IRP (stage two), as for a transfer.
     let data = if status.is_error() {
         Vec::new()
     } else if m == method::BUFFERED {

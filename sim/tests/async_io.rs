@@ -583,3 +583,29 @@ fn overlapped_locks_and_notifications_complete_after_the_call_returned() {
     m.settle();
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn the_mdl_of_a_completed_request_is_freed_once_by_its_completion() {
+    // The I/O manager frees an IRP's MDLs when it completes the IRP (stage two). The services
+    // freed the MDL of a non-cached transfer or a direct control again once the request had
+    // completed: a block freed twice, which takes whatever reused it meanwhile (here MDLs the
+    // spy allocates once the request it passed down has returned).
+    let mut m = common::machine_with_spy(69);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    spy(|s| s.mdls_after_call = 4);
+    let r = m.read(h, Some(0), 0x4_0000, IoMode::NonCached);
+    assert_eq!((r.status, r.information), (Status::SUCCESS, 2048));
+    // A direct (METHOD_IN_DIRECT) file-system control with an output: an MDL for it.
+    let fsctl =
+        IoRequest::Fsctl { handle: h, code: 0x0009_0001, input: &[], output_length: 0x4_0000 };
+    let r = m.io(fsctl);
+    assert_ne!(r.status, Status::PENDING);
+    spy(|s| s.mdls_after_call = 0);
+    let mdls = spy(|s| s.mdls.clone());
+    assert_eq!(mdls.len(), 8);
+    let live = m.kernel(|k| mdls.iter().filter(|&&p| k.mdls.contains_key(&p)).count());
+    assert_eq!(live, 8, "an MDL the spy allocated was freed by someone else");
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

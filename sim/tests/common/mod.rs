@@ -115,6 +115,13 @@ pub(crate) struct SpyState {
     /// When set, the spy's dispatch routine waits 1 ms after a request below answered
     /// `STATUS_PENDING` before it returns that status (a DPC may complete the request meanwhile).
     pub(crate) linger_after_pending: bool,
+    /// When set, once a read or a control it passed down has returned, the spy allocates this
+    /// many MDLs of 256 KiB, page-aligned or not (`IoAllocateMdl`, kept in `mdls`): the
+    /// simulator reuses a large block of the same size at once, so the block of a 256 KiB
+    /// request's MDL freed meanwhile goes to one of them, which a second free would take.
+    pub(crate) mdls_after_call: usize,
+    /// The MDLs the spy allocated (`mdls_after_call`), for the test to free.
+    pub(crate) mdls: Vec<usize>,
 }
 
 /// What the spy's cancel routine does.
@@ -411,11 +418,29 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
         spy(|s| s.held.push((e.lower as usize, irp as usize)));
         return Status::PENDING.0;
     }
+    let sl_major = sl.MajorFunction;
     // SAFETY: the live IRP; our lower device.
     let status = unsafe {
         IoSkipCurrentIrpStackLocation(irp);
         IoCallDriver(e.lower, irp)
     };
+    let wants_mdls = matches!(sl_major, 0x03 | 0x0d | 0x0e) && e.kind == 2;
+    for n in 0..if wants_mdls { spy(|s| s.mdls_after_call) } else { 0 } {
+        // 64 pages for even n, 65 for odd (a buffer that does not start a page).
+        let len = 0x4_0000;
+        let va = if n % 2 == 0 { 0x100_0000usize } else { 0x100_0f00 };
+        // SAFETY: an MDL the spy frees later; the address is only recorded.
+        let m = unsafe {
+            windows_sys::Wdk::System::SystemServices::IoAllocateMdl(
+                va as *const c_void,
+                len,
+                false,
+                false,
+                null_mut(),
+            )
+        };
+        spy(|s| s.mdls.push(m as usize));
+    }
     if status == Status::PENDING.0 && spy(|s| s.linger_after_pending) {
         let interval: i64 = -10_000;
         // SAFETY: a relative interval on our stack.
