@@ -162,7 +162,8 @@ pub unsafe fn mdl_va(mdl: *mut MDL) -> *mut c_void {
 /// Whether an operation is synchronous from the I/O manager's point of view, as
 /// `IoIsOperationSynchronous` and `FltIsOperationSynchronous` decide it from their reference
 /// pages: asynchronous paging I/O (`IRP_PAGING_IO` without `IRP_SYNCHRONOUS_PAGING_IO`) is
-/// asynchronous whatever else holds; synchronous paging I/O is synchronous; otherwise the
+/// asynchronous whatever else holds; synchronous paging I/O (`IRP_SYNCHRONOUS_PAGING_IO`, with
+/// or without `IRP_PAGING_IO`, as ReactOS tests it) is synchronous; otherwise the
 /// operation is synchronous when its file object was opened for synchronous I/O
 /// (`FO_SYNCHRONOUS_IO`), when the IRP carries `IRP_SYNCHRONOUS_API`, or when it is an I/O or
 /// file-system control request whose code is `METHOD_BUFFERED` (both pages' note).
@@ -176,6 +177,9 @@ pub fn synchronous(irp_flags: u32, file_flags: Option<u32>, control_code: Option
     }
     file_flags.is_some_and(|ff| ff & fo::SYNCHRONOUS_IO != 0)
         || irp_flags & f::SYNCHRONOUS_API != 0
+        // Synchronous paging I/O is the flag itself, as ReactOS's `IoIsOperationSynchronous` tests
+        // it (until December 7 it counted only with `IRP_PAGING_IO`).
+        || irp_flags & f::SYNCHRONOUS_PAGING_IO != 0
         || control_code.is_some_and(|c| c & 3 == method::BUFFERED)
 }
 
@@ -233,6 +237,11 @@ mod tests {
         assert!(synchronous(f::SYNCHRONOUS_API, Some(0), None));
         assert!(!synchronous(f::READ_OPERATION, Some(0), None));
         assert!(!synchronous(0, None, None));
+        // IRP_SYNCHRONOUS_PAGING_IO requests synchronous paging I/O even without IRP_PAGING_IO
+        // (ReactOS's IoIsOperationSynchronous tests the flag alone; only asynchronous paging I/O,
+        // IRP_PAGING_IO without it, overrides).
+        assert!(synchronous(f::SYNCHRONOUS_PAGING_IO, Some(0), None));
+        assert!(synchronous(f::SYNCHRONOUS_PAGING_IO, None, None));
         // A METHOD_BUFFERED control code is synchronous on an asynchronous file object; the
         // other methods are not.
         assert!(synchronous(0, Some(0), Some(0x0009_0028)));
