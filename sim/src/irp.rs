@@ -336,7 +336,7 @@ impl Kernel {
         if let (Some(b), Some((dst, len))) = (info.system_buffer.take(), info.copy_back.take()) {
             // SAFETY: reading the status member.
             let status = unsafe { i.IoStatus.Anonymous.Status };
-            if status >= 0 || Status(status).is_warning() {
+            if copies_system_buffer(Status(status)) {
                 let n = i.IoStatus.Information.min(len).min(b.size());
                 if dst != 0 && n > 0 {
                     // SAFETY: the caller's buffer holds `len` >= n bytes; the block `size`.
@@ -395,6 +395,16 @@ impl Kernel {
             }
         }
     }
+}
+
+/// `STATUS_VERIFY_REQUIRED`.
+const STATUS_VERIFY_REQUIRED: Status = Status::from_bits(0x8000_0016);
+
+/// Whether completion copies a buffered input operation's system buffer to the caller's buffer
+/// for a request that ended with `status`: not for an error, nor for `STATUS_VERIFY_REQUIRED`
+/// (WRK `IopCompleteRequest`), a warning otherwise included.
+pub(crate) fn copies_system_buffer(status: Status) -> bool {
+    !status.is_error() && status != STATUS_VERIFY_REQUIRED
 }
 
 /// `IofCallDriver`: moves to the next stack location and calls the device's dispatch routine.

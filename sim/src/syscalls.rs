@@ -1747,7 +1747,9 @@ fn buffered_info(
         kernel::with(|k| k.keep_for_request(rid, Box::new(sysbuf)));
         return result(status, 0, rid, Vec::new());
     }
-    let data = if major == mj::SET_INFORMATION || status.is_error() {
+    // Completion copies the system buffer back unless the status is an error or asks for a
+    // verify (WRK `IopCompleteRequest`).
+    let data = if major == mj::SET_INFORMATION || !crate::irp::copies_system_buffer(status) {
         Vec::new()
     } else {
         read_block(&sysbuf, n)
@@ -2150,7 +2152,10 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
         return result(status, 0, rid, Vec::new());
     }
     // Completed: its MDL went with the IRP (stage two), as for a transfer.
-    let data = if status.is_error() {
+    // A buffered request's output is what completion copied back from the system buffer:
+    // nothing when the status asks for a verify either (WRK `IopCompleteRequest`).
+    let copied = m != method::BUFFERED || crate::irp::copies_system_buffer(status);
+    let data = if status.is_error() || !copied {
         Vec::new()
     } else if m == method::BUFFERED {
         read_block(&sysbuf, n.min(out_len))

@@ -655,3 +655,27 @@ fn a_request_the_caller_stopped_waiting_for_does_not_hold_its_synchronous_file_o
     }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// Completion copies a buffered request's system buffer to the caller's buffer unless the status
+/// is an error or `STATUS_VERIFY_REQUIRED` (WRK `IopCompleteRequest`: "no copy is performed if
+/// the status indicates that a verify operation is required"); a warning such as
+/// `STATUS_BUFFER_OVERFLOW` is copied.
+#[test]
+fn no_output_is_copied_back_for_a_request_that_needs_a_verify() {
+    const FSCTL_BUFFERED: u32 = 0x0009_0040;
+    let verify_required = Status::from_bits(0x8000_0016);
+    let mut m = common::machine_with_spy(71);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let fsctl = IoRequest::Fsctl { handle: h, code: FSCTL_BUFFERED, input: &[], output_length: 8 };
+    spy(|s| s.complete_fsctls = Some((Status::BUFFER_OVERFLOW, 8)));
+    let r = m.io(fsctl.clone());
+    assert_eq!((r.status, r.data.clone()), (Status::BUFFER_OVERFLOW, vec![0xAB; 8]));
+    spy(|s| s.complete_fsctls = Some((verify_required, 8)));
+    let r = m.io(fsctl);
+    assert_eq!(r.status, verify_required);
+    assert!(r.data.is_empty(), "{:?}", r.data);
+    spy(|s| s.complete_fsctls = None);
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -122,6 +122,9 @@ pub(crate) struct SpyState {
     pub(crate) mdls_after_call: usize,
     /// The MDLs the spy allocated (`mdls_after_call`), for the test to free.
     pub(crate) mdls: Vec<usize>,
+    /// When set, the spy completes every user file-system control on a volume itself with
+    /// this status and information, its system buffer (when it has one) filled with 0xAB.
+    pub(crate) complete_fsctls: Option<(Status, usize)>,
 }
 
 /// What the spy's cancel routine does.
@@ -377,6 +380,25 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
         // SAFETY: completing the IRP our routine held.
         unsafe { IoCompleteRequest(irp, 0) };
         return status;
+    }
+    let user_fsctl = sl.MajorFunction == 0x0d && sl.MinorFunction == 0;
+    if let Some((status, information)) = spy(|s| s.complete_fsctls).filter(|_| e.kind == 2) {
+        if user_fsctl {
+            // SAFETY: the pointer member of the IRP's union.
+            let sysbuf = unsafe { i.AssociatedIrp.SystemBuffer }.cast::<u8>();
+            // SAFETY: the member of a file-system control.
+            let out = unsafe { io::<params::IoFileSystemControl>(&sl.Parameters) }
+                .OutputBufferLength as usize;
+            if !sysbuf.is_null() {
+                // SAFETY: a buffered request's system buffer holds the output length.
+                unsafe { std::ptr::write_bytes(sysbuf, 0xAB, out) };
+            }
+            i.IoStatus.Anonymous.Status = status.0;
+            i.IoStatus.Information = information;
+            // SAFETY: the live IRP, ours to complete.
+            unsafe { IoCompleteRequest(irp, 0) };
+            return status.0;
+        }
     }
     let hold = spy(|s| s.hold_notify) && e.kind == 2;
     let cleanup = sl.MajorFunction == 0x12;
