@@ -2040,9 +2040,13 @@ fn simple(h: Handle, major: u8) -> IoResult {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    if major == mj::FLUSH_BUFFERS
-        && granted & (access::FILE_WRITE_DATA | access::FILE_APPEND_DATA) == 0
-    {
+    // WRK's `NtFlushBuffersFile`: write or append access, but only write on a named pipe,
+    // where the append bit is `FILE_CREATE_PIPE_INSTANCE` (until December 7 append counted there
+    // too).
+    // SAFETY: the handle's live file object.
+    let pipe = unsafe { (*file).Flags } & fo::NAMED_PIPE != 0;
+    let append = if pipe { 0 } else { access::FILE_APPEND_DATA };
+    if major == mj::FLUSH_BUFFERS && granted & (access::FILE_WRITE_DATA | append) == 0 {
         return IoResult::failed(Status::ACCESS_DENIED);
     }
     // WRK's `NtFlushBuffersFile`: a synchronous API on an asynchronous file object (until

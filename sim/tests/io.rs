@@ -1368,3 +1368,30 @@ fn the_cleanup_of_a_closed_handle_is_a_kernel_mode_request() {
     assert_eq!(mode(0x02).requestor_mode, 0, "IRP_MJ_CLOSE");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_flush_needs_write_or_append_access_but_only_write_on_a_named_pipe() {
+    // WRK's `NtFlushBuffersFile`: FILE_WRITE_DATA or FILE_APPEND_DATA, except on a named pipe,
+    // where the append bit is FILE_CREATE_PIPE_INSTANCE and does not count.
+    const WRITE_DATA: u32 = 0x2;
+    const APPEND_DATA: u32 = 0x4;
+    const READ_DATA: u32 = 0x1;
+    let mut m = machine(70);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("log.txt", b"log"));
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    m.boot();
+    let flush = |m: &mut Machine, h| m.io(IoRequest::Flush { handle: h }).status;
+    let append = m.open(c, "log.txt", CreateOptions::open().access(APPEND_DATA)).unwrap();
+    assert_eq!(flush(&mut m, append), Status::SUCCESS, "append access flushes a file");
+    let read = m.open(c, "log.txt", CreateOptions::open().access(READ_DATA)).unwrap();
+    assert_eq!(flush(&mut m, read), Status::ACCESS_DENIED);
+    let server = m.open(p, "pipe", CreateOptions::default()).unwrap();
+    let instance = m.open(p, "pipe", CreateOptions::open().access(APPEND_DATA)).unwrap();
+    assert_eq!(flush(&mut m, instance), Status::ACCESS_DENIED, "not on a pipe");
+    let writer = m.open(p, "pipe", CreateOptions::open().access(WRITE_DATA)).unwrap();
+    assert_eq!(flush(&mut m, writer), Status::SUCCESS);
+    for h in [append, read, server, instance, writer] {
+        m.close_handle(h);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
