@@ -236,8 +236,9 @@ impl Kernel {
         if let Some(d) = self.objects.device_id(device) {
             let o = self.objects.dobj(d);
             o.ReferenceCount = o.ReferenceCount.saturating_sub(1);
-            let driver = self.objects.device(d).driver;
-            self.maybe_finish_unload(driver);
+            if o.ReferenceCount == 0 {
+                self.device_unreferenced(d);
+            }
         }
         if !info.vpb.is_null() {
             // SAFETY: the VPB it referenced.

@@ -450,7 +450,11 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         let info = k.objects.device(dev);
         let driver = info.driver;
         let image = k.objects.driver(driver).image;
-        if info.deleted {
+        // SAFETY: a live IRP (checked above).
+        let closing = unsafe { (*irp).Flags } & crate::nt::irp_flags::CLOSE_OPERATION != 0;
+        if info.deleted && !closing {
+            // Not the I/O manager's cleanup or close of a file object still open on a device
+            // deleted meanwhile (delete-pending), which is how that device's last reference goes.
             let name = k.objects.driver(driver).service.clone();
             k.report_current(
                 Rule::CallToDeletedDevice,

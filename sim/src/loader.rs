@@ -353,7 +353,9 @@ impl Kernel {
         }
         // A device not deleted or still referenced holds the driver object, and so does a
         // reference on the driver object itself: the image goes with the last of them.
+        // A delete-pending device (still listed: a file object open on it) holds it too.
         let alive = self.objects.driver(driver).refs > 0
+            || !self.objects.driver(driver).devices.is_empty()
             || self
                 .objects
                 .devices
@@ -446,6 +448,7 @@ impl Kernel {
             .driver(driver)
             .devices
             .iter()
+            .filter(|&&d| !self.objects.device(d).deleted)
             .map(|&d| {
                 self.objects.device(d).name.clone().unwrap_or_else(|| format!("device #{}", d.0))
             })

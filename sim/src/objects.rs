@@ -497,11 +497,33 @@ impl Kernel {
         if info.deleted {
             return;
         }
-        let (name, driver, ptr) = (info.name.clone(), info.driver, info.ptr);
-        if let Some(n) = name {
+        if let Some(n) = info.name.clone() {
             self.objects.names.remove(&n.to_uppercase());
         }
         self.objects.device_mut(id).deleted = true;
+        if self.objects.dobj(id).ReferenceCount > 0 {
+            // Delete-pending (`DOE_DELETE_PENDING`): a file object is still open on the device,
+            // which stays on its driver's list, and holds a pending unload, until the last one
+            // goes (WRK `IoDeleteDevice`, `IopCompleteUnloadOrDelete`; `device_unreferenced`).
+            return;
+        }
+        self.unlink_device(id);
+    }
+
+    /// The last file object open on `id` went: a device deleted meanwhile leaves its driver's
+    /// list now, and a pending unload is checked again.
+    pub fn device_unreferenced(&mut self, id: DeviceId) {
+        let driver = self.objects.device(id).driver;
+        if self.objects.device(id).deleted && self.objects.driver(driver).devices.contains(&id) {
+            self.unlink_device(id);
+        } else {
+            self.maybe_finish_unload(driver);
+        }
+    }
+
+    /// Takes a deleted device off its driver's device list.
+    fn unlink_device(&mut self, id: DeviceId) {
+        let (driver, ptr) = (self.objects.device(id).driver, self.objects.device(id).ptr);
         // Unlink from the driver's device list.
         let drv_ptr = self.objects.driver(driver).ptr;
         // SAFETY: driver objects live as long as the machine.

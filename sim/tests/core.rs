@@ -484,8 +484,10 @@ unsafe extern "system" fn ctl_dispatch(_d: *const DEVICE_OBJECT, irp: *mut IRP) 
 unsafe extern "system" fn ctl_unload(_driver: *const DRIVER_OBJECT) {
     log("ctl unload");
     let dev = CTL.with(|c| *c.borrow()) as *mut DEVICE_OBJECT;
-    // SAFETY: our control device, attached to nothing.
-    unsafe { IoDeleteDevice(dev) };
+    if !dev.is_null() {
+        // SAFETY: our control device, attached to nothing.
+        unsafe { IoDeleteDevice(dev) };
+    }
 }
 
 unsafe extern "system" fn ctl_entry(
@@ -538,5 +540,42 @@ fn an_open_control_device_keeps_a_stop_pending_until_it_is_closed() {
     m.settle();
     assert_eq!(take_log(), ["ctl irp 2", "ctl unload"]);
     assert_eq!(m.stop("CtlSvc"), StopResult::NotRunning, "the driver is gone");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_device_deleted_with_a_file_object_open_on_it_keeps_a_pending_stop_until_the_close() {
+    // WRK `IoDeleteDevice`: a device whose ReferenceCount is not zero is only marked
+    // delete-pending; it stays on its driver's device list until the last reference goes
+    // (`IopDecrementDeviceObjectRef` -> `IopCompleteUnloadOrDelete`, which unlinks it and then
+    // checks the pending unload). So a stop-pending driver that deletes its control device while
+    // a file object is open on it gets its DriverUnload only after that file object's close,
+    // which still reaches the driver.
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    take_log();
+    m.install(ServiceSpec::new("CtlSvc", ctl_entry, "legacy"));
+    assert_eq!(m.start("CtlSvc"), Status::SUCCESS);
+    let units: Vec<u16> = CTL_NAME.encode_utf16().collect();
+    let name = fsfilter_sim::mem::unicode(&units);
+    let (mut fo, mut dev) = (null_mut(), null_mut());
+    // SAFETY: a valid name and out pointers.
+    let s = unsafe { IoGetDeviceObjectPointer(&name, 0x8000_0000, &mut fo, &mut dev) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    take_log();
+    assert_eq!(m.stop("CtlSvc"), StopResult::Pending);
+    // The driver deletes its device while the file object is still open on it.
+    // SAFETY: the driver's control device, attached to nothing.
+    unsafe { IoDeleteDevice(dev) };
+    CTL.with(|c| *c.borrow_mut() = 0);
+    m.settle();
+    assert!(!take_log().contains(&"ctl unload".to_owned()), "DriverUnload ran with a reference");
+    // SAFETY: the reference IoGetDeviceObjectPointer returned.
+    unsafe { ObfDereferenceObject(fo.cast()) };
+    m.settle();
+    let log = take_log();
+    assert_eq!(log.first().map(String::as_str), Some("ctl irp 2"), "the close reaches the driver");
+    assert!(log.contains(&"ctl unload".to_owned()), "{log:?}");
+    assert_eq!(m.stop("CtlSvc"), StopResult::NotRunning, "the driver is gone");
+    // The I/O manager's close of the delete-pending device is no call to a deleted device.
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

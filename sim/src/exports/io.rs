@@ -307,7 +307,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::IoEnumerateDeviceObjectList =>
         kernel::with(|k| {
             let Some(driver) = k.objects.driver_id(driverobject) else { return Status::INVALID_PARAMETER.0 };
             // The driver's list is newest first, as DriverObject->DeviceObject links it.
-            let devices: Vec<_> = k.objects.driver(driver).devices.iter().rev().copied().collect();
+            // Not one deleted while a file object is open on it (delete-pending, still listed).
+            let devices: Vec<_> = k.objects.driver(driver).devices.iter().rev().copied()
+                .filter(|&d| !k.objects.device(d).deleted).collect();
             // SAFETY: the caller's out parameter.
             unsafe { *actualnumberdeviceobjects = devices.len() as u32 };
             let room = if deviceobjectlist.is_null() {
