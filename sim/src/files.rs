@@ -237,7 +237,7 @@ impl Kernel {
             let o = self.objects.dobj(d);
             o.ReferenceCount = o.ReferenceCount.saturating_sub(1);
             if o.ReferenceCount == 0 {
-                self.device_unreferenced(d);
+                self.device_released(d);
             }
         }
         if !info.vpb.is_null() {

@@ -487,8 +487,8 @@ impl Kernel {
         let driver = self.objects.driver(self.objects.device(above).driver).service.clone();
         let volume = volume.map(|v| self.volume_name(v));
         self.log(EventKind::Detached { driver, volume });
-        let below_driver = self.objects.device(target).driver;
-        self.maybe_finish_unload(below_driver);
+        // A deleted target held only by this attachment goes now (`IoDetachDevice`).
+        self.device_released(target);
     }
 
     /// `IoDeleteDevice`.
@@ -501,20 +501,23 @@ impl Kernel {
             self.objects.names.remove(&n.to_uppercase());
         }
         self.objects.device_mut(id).deleted = true;
-        if self.objects.dobj(id).ReferenceCount > 0 {
-            // Delete-pending (`DOE_DELETE_PENDING`): a file object is still open on the device,
-            // which stays on its driver's list, and holds a pending unload, until the last one
-            // goes (WRK `IoDeleteDevice`, `IopCompleteUnloadOrDelete`; `device_unreferenced`).
-            return;
-        }
-        self.unlink_device(id);
+        self.device_released(id);
     }
 
-    /// The last file object open on `id` went: a device deleted meanwhile leaves its driver's
-    /// list now, and a pending unload is checked again.
-    pub fn device_unreferenced(&mut self, id: DeviceId) {
+    /// Something that held `id` went: the last file object open on it, the device attached
+    /// above it, or `IoDeleteDevice` itself. A deleted device stays delete-pending
+    /// (`DOE_DELETE_PENDING`) on its driver's list, holding a pending unload, while a file object
+    /// is open on it or a device is still attached above it; once neither is, it leaves the list
+    /// (WRK `IoDeleteDevice`, `IoDetachDevice`, `IopCompleteUnloadOrDelete`). Then, or for a
+    /// device not deleted, a pending unload of its driver is checked again.
+    pub fn device_released(&mut self, id: DeviceId) {
         let driver = self.objects.device(id).driver;
-        if self.objects.device(id).deleted && self.objects.driver(driver).devices.contains(&id) {
+        let o = self.objects.dobj(id);
+        let free = o.ReferenceCount == 0 && o.AttachedDevice.is_null();
+        if free
+            && self.objects.device(id).deleted
+            && self.objects.driver(driver).devices.contains(&id)
+        {
             self.unlink_device(id);
         } else {
             self.maybe_finish_unload(driver);

@@ -579,3 +579,98 @@ fn a_device_deleted_with_a_file_object_open_on_it_keeps_a_pending_stop_until_the
     // The I/O manager's close of the delete-pending device is no call to a deleted device.
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+// "Low", a driver with one unnamed device and a DriverUnload, and "Lazy", a filter attached above
+// it whose FastIoDetachDevice only notes the request: it detaches later, as a filter that hands
+// the detach to a worker does.
+thread_local! {
+    static LOW: RefCell<usize> = const { RefCell::new(0) };
+    static LAZY: RefCell<usize> = const { RefCell::new(0) };
+}
+
+unsafe extern "system" fn low_unload(_driver: *const DRIVER_OBJECT) {
+    log("low unload");
+}
+
+unsafe extern "system" fn low_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object.
+    let d = unsafe { &mut *driver.cast_mut() };
+    for f in d.MajorFunction.iter_mut() {
+        *f = Some(bottom_dispatch);
+    }
+    d.DriverUnload = Some(low_unload);
+    let mut dev = null_mut();
+    // SAFETY: valid arguments; an unnamed disk device.
+    let s = unsafe { IoCreateDevice(driver, 0, std::ptr::null(), 7, 0, false, &mut dev) };
+    LOW.with(|b| *b.borrow_mut() = dev as usize);
+    s
+}
+
+unsafe extern "system" fn lazy_fast_detach(
+    _source: *const DEVICE_OBJECT,
+    _target: *const DEVICE_OBJECT,
+) {
+    log("lazy fast detach");
+}
+
+static LAZY_FAST_IO: windows_sys::Wdk::Foundation::FAST_IO_DISPATCH = {
+    // SAFETY: all-zero is a valid FAST_IO_DISPATCH (no routines).
+    let mut t: windows_sys::Wdk::Foundation::FAST_IO_DISPATCH = unsafe { std::mem::zeroed() };
+    t.SizeOfFastIoDispatch = size_of::<windows_sys::Wdk::Foundation::FAST_IO_DISPATCH>() as u32;
+    t.FastIoDetachDevice = Some(lazy_fast_detach);
+    t
+};
+
+unsafe extern "system" fn lazy_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object.
+    let d = unsafe { &mut *driver.cast_mut() };
+    d.FastIoDispatch = (&raw const LAZY_FAST_IO).cast_mut();
+    let mut dev = null_mut();
+    // SAFETY: valid arguments.
+    let s = unsafe { IoCreateDevice(driver, 0, std::ptr::null(), 7, 0, false, &mut dev) };
+    assert_eq!(s, 0);
+    let target = LOW.with(|b| *b.borrow()) as *mut DEVICE_OBJECT;
+    let mut lower = null_mut();
+    // SAFETY: two live devices.
+    let s = unsafe { IoAttachDeviceToDeviceStackSafe(dev, target, &mut lower) };
+    LAZY.with(|t| *t.borrow_mut() = dev as usize);
+    s
+}
+
+#[test]
+fn a_device_deleted_with_a_device_still_attached_above_keeps_a_pending_stop_until_the_detach() {
+    // `IopCompleteUnloadOrDelete` (WRK, and the same in current ntoskrnl listings): for a
+    // delete-pending device it calls the attached device's FastIoDetachDevice, then, if a device
+    // is still attached above (or a reference is left), returns with the device still on its
+    // driver's list; the pending unload then waits. The filter's later IoDetachDevice of the
+    // deleted device completes the deletion and lets the unload go on.
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    take_log();
+    m.install(ServiceSpec::new("Low", low_entry, "native"));
+    m.install(ServiceSpec::new("Lazy", lazy_entry, "legacy"));
+    assert_eq!(m.start("Low"), Status::SUCCESS);
+    assert_eq!(m.start("Lazy"), Status::SUCCESS);
+    assert_eq!(m.stop("Low"), StopResult::Pending, "Lazy is attached above");
+    let low = LOW.with(|b| *b.borrow()) as *mut DEVICE_OBJECT;
+    // Low deletes its device: Lazy is asked to detach and does not yet.
+    // SAFETY: Low's device, attached to nothing.
+    unsafe { IoDeleteDevice(low) };
+    m.settle();
+    assert_eq!(take_log(), ["lazy fast detach"], "no DriverUnload while Lazy is still attached");
+    // Lazy detaches (from its worker, say), then deletes its own device.
+    // SAFETY: the device Lazy is attached to, deleted but still held by the attachment.
+    unsafe { IoDetachDevice(low) };
+    m.settle();
+    assert_eq!(take_log(), ["low unload"]);
+    assert_eq!(m.stop("Low"), StopResult::NotRunning, "the driver is gone");
+    let lazy = LAZY.with(|t| *t.borrow()) as *mut DEVICE_OBJECT;
+    // SAFETY: Lazy's device, detached.
+    unsafe { IoDeleteDevice(lazy) };
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

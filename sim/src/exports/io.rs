@@ -102,17 +102,31 @@ export! { windows_sys::Wdk::System::SystemServices::IoDeleteDevice =>
                     );
                 }
                 let above = k.objects.above(id);
+                if above.is_some() {
+                    // `IopCompleteUnloadOrDelete` holds the device across the attached driver's
+                    // FastIoDetachDevice: its IoDetachDevice there does not finish the deletion.
+                    k.objects.dobj(id).ReferenceCount += 1;
+                }
                 k.delete_device(id);
-                above.and_then(|a| k.fast_io_detach_of(a))
+                above.map(|a| (k.fast_io_detach_of(a), id))
             }
             None => {
                 k.report_current(Rule::Bugcheck, format!("IoDeleteDevice({deviceobject:p}): not a device object"));
                 None
             }
         });
-        if let Some((routine, image, attached)) = detach {
-            // SAFETY: the attached driver's FastIoDetachDevice with (its device, the deleted one).
-            kernel::call_into(Some(image), || unsafe { routine(attached, deviceobject) });
+        if let Some((routine, id)) = detach {
+            if let Some((routine, image, attached)) = routine {
+                // SAFETY: the attached driver's FastIoDetachDevice with (its device, the
+                // deleted one).
+                kernel::call_into(Some(image), || unsafe { routine(attached, deviceobject) });
+            }
+            kernel::with(|k| {
+                let o = k.objects.dobj(id);
+                o.ReferenceCount = o.ReferenceCount.saturating_sub(1);
+                // Gone once detached and unreferenced; otherwise it stays delete-pending.
+                k.device_released(id);
+            });
         }
         crate::sched::run_ready();
     }
