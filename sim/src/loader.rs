@@ -142,6 +142,8 @@ pub struct Service {
     /// go). Until then the I/O manager holds the driver object, so the image stays whatever
     /// devices go: between the unload's queueing and its return, and while it runs.
     pub unload_returned: bool,
+    /// Its `DriverEntry` is running (`SERVICE_START_PENDING`): a stop request is refused.
+    pub starting: bool,
     /// Installation order, for stable ordering within a group.
     pub order: usize,
     registry_path: Vec<u16>,
@@ -253,6 +255,7 @@ impl Kernel {
             image: None,
             unload_called: false,
             unload_returned: false,
+            starting: false,
             order,
             registry_path,
         });
@@ -548,6 +551,7 @@ pub fn load_service(name: &str) -> Status {
         let svc = &mut k.loader.services[si];
         svc.driver = Some(driver);
         svc.image = Some(image);
+        svc.starting = true;
         let path = unicode(&svc.registry_path);
         let saved = (k.irql(), k.thread);
         k.set_irql(PASSIVE_LEVEL);
@@ -565,6 +569,7 @@ pub fn load_service(name: &str) -> Status {
         crate::fltmgr::manage::entry_failed(driver);
     }
     kernel::with(|k| {
+        k.loader.services[si].starting = false;
         k.set_irql(saved.0);
         k.thread = saved.1;
         // Devices created in DriverEntry get DO_DEVICE_INITIALIZING cleared by the I/O manager
@@ -606,6 +611,9 @@ pub enum StopResult {
     NotStoppable,
     /// The service is not running.
     NotRunning,
+    /// Its `DriverEntry` has not returned yet (`SERVICE_START_PENDING`): the service control
+    /// manager sends it no control (`ERROR_SERVICE_CANNOT_ACCEPT_CTRL`, `ControlService`'s page).
+    StartPending,
 }
 
 impl StopResult {
@@ -615,7 +623,7 @@ impl StopResult {
             StopResult::Unloaded => Status::SUCCESS,
             StopResult::Pending => Status::PENDING,
             StopResult::NotStoppable => Status::INVALID_DEVICE_REQUEST,
-            StopResult::NotRunning => Status::INVALID_DEVICE_STATE,
+            StopResult::NotRunning | StopResult::StartPending => Status::INVALID_DEVICE_STATE,
         }
     }
 }
@@ -625,6 +633,10 @@ pub fn stop_service(name: &str) -> StopResult {
     let result = kernel::with(|k| {
         let Some(si) = k.service_index(name) else { return StopResult::NotRunning };
         let svc = &k.loader.services[si];
+        if svc.starting {
+            // Its DriverEntry waits: DriverUnload never runs under it.
+            return StopResult::StartPending;
+        }
         let Some(driver) = svc.driver.filter(|_| svc.state == ServiceState::Running) else {
             return if svc.state == ServiceState::StopPending {
                 StopResult::Pending

@@ -674,3 +674,45 @@ fn a_device_deleted_with_a_device_still_attached_above_keeps_a_pending_stop_unti
     unsafe { IoDeleteDevice(lazy) };
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+// "Slow": a DriverEntry that waits 100 ms before it returns; its DriverUnload logs.
+unsafe extern "system" fn slow_unload(_driver: *const DRIVER_OBJECT) {
+    log("slow unload");
+}
+
+unsafe extern "system" fn slow_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: our driver object.
+    let d = unsafe { &mut *driver.cast_mut() };
+    d.DriverUnload = Some(slow_unload);
+    let interval: i64 = -100 * 10_000;
+    // SAFETY: a relative interval.
+    unsafe {
+        windows_sys::Wdk::System::SystemServices::KeDelayExecutionThread(0, false, &interval)
+    };
+    log("slow entry returns");
+    0
+}
+
+#[test]
+fn a_stop_while_driver_entry_runs_is_refused() {
+    // ControlService's page: a control cannot be sent to a service whose state is
+    // SERVICE_START_PENDING (ERROR_SERVICE_CANNOT_ACCEPT_CTRL): DriverUnload never runs under
+    // DriverEntry.
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    take_log();
+    m.install(ServiceSpec::new("Slow", slow_entry, "legacy"));
+    let stopped = std::rc::Rc::new(std::cell::Cell::new(None));
+    let s = stopped.clone();
+    m.schedule(10, move |m| s.set(Some(m.stop("Slow"))));
+    assert_eq!(m.start("Slow"), Status::SUCCESS);
+    m.settle();
+    assert_eq!(stopped.get(), Some(StopResult::StartPending));
+    assert_eq!(take_log(), ["slow entry returns"], "no DriverUnload under DriverEntry");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // Once started, the stop goes through.
+    assert_eq!(m.stop("Slow"), StopResult::Unloaded);
+    assert_eq!(take_log(), ["slow unload"]);
+}
