@@ -144,6 +144,9 @@ pub struct Service {
     pub unload_returned: bool,
     /// Its `DriverEntry` is running (`SERVICE_START_PENDING`): a stop request is refused.
     pub starting: bool,
+    /// Its pool and sections were checked already, when `DriverUnload` returned leaving devices
+    /// (so its image never goes): not again when it goes.
+    pub pool_checked: bool,
     /// Installation order, for stable ordering within a group.
     pub order: usize,
     registry_path: Vec<u16>,
@@ -256,6 +259,7 @@ impl Kernel {
             unload_called: false,
             unload_returned: false,
             starting: false,
+            pool_checked: false,
             order,
             registry_path,
         });
@@ -392,6 +396,7 @@ impl Kernel {
         svc.image = None;
         svc.unload_called = false;
         svc.unload_returned = false;
+        svc.pool_checked = false;
     }
 
     /// Unloads a running driver without calling its `DriverUnload`: a minifilter the Filter
@@ -415,6 +420,12 @@ impl Kernel {
     /// docs/simulator.md). Checked when the image goes rather than when `DriverUnload` returns:
     /// a work item's routine may free its item after a pending unload it set off returned.
     fn check_io_object_leaks(&mut self, driver: DriverId) {
+        let checked = self
+            .service_of_driver(driver)
+            .is_some_and(|si| std::mem::take(&mut self.loader.services[si].pool_checked));
+        if !checked {
+            self.check_pool_leaks(driver);
+        }
         let image = self.objects.driver(driver).image;
         let halted = self.irps_halted_by(driver);
         if halted > 0 {
@@ -442,27 +453,13 @@ impl Kernel {
         }
     }
 
-    /// Checks what an unloaded driver left behind.
-    fn check_leaks(&mut self, driver: DriverId) {
+    /// Checks, as its image goes, the pool blocks and data-scan sections the driver did not free
+    /// or close (Driver Verifier's Pool Tracking checks "at the time that the driver is
+    /// unloaded": a work item whose device reference keeps the image may free a block after
+    /// `DriverUnload` returned).
+    fn check_pool_leaks(&mut self, driver: DriverId) {
         let name = self.objects.driver(driver).service.clone();
         let image = self.objects.driver(driver).image;
-        let live: Vec<String> = self
-            .objects
-            .driver(driver)
-            .devices
-            .iter()
-            .filter(|&&d| !self.objects.device(d).deleted)
-            .map(|&d| {
-                self.objects.device(d).name.clone().unwrap_or_else(|| format!("device #{}", d.0))
-            })
-            .collect();
-        if !live.is_empty() {
-            self.report(
-                Rule::DeviceObjectsLeaked,
-                Some(name.clone()),
-                format!("{} device object(s) not deleted: {}", live.len(), live.join(", ")),
-            );
-        }
         let (count, bytes, tags) = self.pool_outstanding(image);
         if count > 0 {
             let tags: Vec<String> = tags.iter().map(|t| crate::pool::tag_text(*t)).collect();
@@ -479,6 +476,36 @@ impl Kernel {
                 Some(name.clone()),
                 format!("{sections} data-scan section(s) still open"),
             );
+        }
+    }
+
+    /// Checks what an unloaded driver left behind when its `DriverUnload` returned (or it went
+    /// without one): device objects and file-system notification routines. Its pool and
+    /// sections are counted when its image goes (`check_pool_leaks`).
+    fn check_leaks(&mut self, driver: DriverId) {
+        let name = self.objects.driver(driver).service.clone();
+        let live: Vec<String> = self
+            .objects
+            .driver(driver)
+            .devices
+            .iter()
+            .filter(|&&d| !self.objects.device(d).deleted)
+            .map(|&d| {
+                self.objects.device(d).name.clone().unwrap_or_else(|| format!("device #{}", d.0))
+            })
+            .collect();
+        if !live.is_empty() {
+            self.report(
+                Rule::DeviceObjectsLeaked,
+                Some(name.clone()),
+                format!("{} device object(s) not deleted: {}", live.len(), live.join(", ")),
+            );
+            // The devices left hold the driver object: the image never goes, so its pool and
+            // sections are counted now, once.
+            self.check_pool_leaks(driver);
+            if let Some(si) = self.service_of_driver(driver) {
+                self.loader.services[si].pool_checked = true;
+            }
         }
         if self.fs_notifications_of(driver) > 0 {
             self.report(
