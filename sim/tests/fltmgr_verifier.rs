@@ -418,3 +418,35 @@ fn a_generic_work_item_freed_while_queued_is_a_bugcheck() {
     fsfilter_sim::kernel::with(|k| k.set_irql(was));
     assert_eq!(rules(&m), [Rule::Bugcheck, Rule::IrqlTooHigh, Rule::IrqlTooHigh]);
 }
+
+#[test]
+fn a_synchronized_oplock_request_holds_its_requester_until_the_break_facts_4() {
+    // facts.md §4: FLT_PREOP_SYNCHRONIZE is illegal for oplock FSCTLs. The Filter Manager
+    // reports it and synchronizes all the same, as Windows would: the file system pends the
+    // granted request until its oplock breaks (docs/simulator.md, "Oplocks"), so the requester,
+    // which opened its handle for asynchronous I/O and would have had STATUS_PENDING, is held
+    // in the filter until another caller's open breaks the oplock.
+    use fsfilter_sim::IoRequest;
+    use fsfilter_sim::fs::oplock::{FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_LEVEL_2};
+    let (mut m, c) = setup();
+    start(
+        &mut m,
+        0,
+        Config::new("Syncer", "300000")
+            .op(mj::FILE_SYSTEM_CONTROL, true, true)
+            .with_pre(|_| (5, 0)),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open().overlapped()).unwrap();
+    m.schedule(10, move |m| {
+        let options = CreateOptions::open().options(FILE_COMPLETE_IF_OPLOCKED);
+        let _ = m.create(c, "a.txt", options);
+    });
+    let before = m.now_ms();
+    let r = m.io(IoRequest::Fsctl { handle: h, code: 0x0009_0000, input: &[], output_length: 0 });
+    assert_eq!((r.status, r.information), (Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2));
+    assert!(m.now_ms() >= before + 10, "held until the other caller's open broke the oplock");
+    let findings = m.findings();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].0, Rule::StatusInvalidForOperation);
+    assert!(findings[0].2.contains("an oplock FSCTL"), "{findings:?}");
+}

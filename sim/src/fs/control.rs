@@ -17,6 +17,9 @@ use crate::irpx;
 use crate::kernel::{self, FastMap, Kernel};
 use crate::nt::{do_flags, fo, fsctl, mj, mn_fsctl, sl, vpb as vpbf};
 
+/// The oplock work a cleanup leaves ([`super::oplock::finish`]).
+type OplockWork = Vec<super::oplock::After>;
+
 /// Requests to a control device (`\Ntfs`, `\Fat`, ...): opens of the control device, mount
 /// requests, and nothing else.
 pub fn control_device(call: Call, major: u8, minor: u8) -> NTSTATUS {
@@ -215,8 +218,40 @@ pub fn fsctl(call: Call, minor: u8) -> NTSTATUS {
     // SAFETY: `FileSystemControl` is the member in use.
     let code = unsafe { params::io::<params::IoFileSystemControl>(&sl.Parameters) }.FsControlCode;
     let fo = sl.FileObject;
+    if super::oplock::code::is_legacy(code) {
+        return oplock_fsctl(call, code);
+    }
     let s = kernel::with(|k| k.fs_user_fsctl(call, fo, code));
     call.done(s, 0)
+}
+
+/// An oplock FSCTL on a disk file system's file ([`super::oplock`]): completed now, or pended
+/// (a granted oplock until its break, a Level 2 acknowledgement, a break notification). The
+/// namespace file systems and CDFS/UDFS grant none.
+fn oplock_fsctl(call: Call, code: u32) -> NTSTATUS {
+    let r = kernel::with(|k| {
+        let mut after = Vec::new();
+        let fcb = k.fcb_of(call.fo());
+        let state = fcb.map(|f| k.fs.mounts[f.mount as usize].state);
+        let served = !call.ty.is_namespace() && !call.ty.desc().read_only;
+        let r = match state {
+            None if call.ext.role == Role::Namespace as u8 => {
+                Some((Status::INVALID_DEVICE_REQUEST, 0))
+            }
+            None => Some((Status::INVALID_PARAMETER, 0)),
+            Some(_) if !served => Some((Status::INVALID_DEVICE_REQUEST, 0)),
+            Some(s) if s != MountState::Mounted => Some((Status::VOLUME_DISMOUNTED, 0)),
+            Some(_) => k.oplock_fsctl(call, code, &mut after),
+        };
+        (r, after)
+    });
+    let (r, after) = r;
+    let s = match r {
+        Some((status, info)) => call.done(status, info),
+        None => crate::irpx::STATUS_PENDING,
+    };
+    super::oplock::finish(after);
+    s
 }
 
 /// `IRP_MJ_DEVICE_CONTROL` on a volume: passed to the storage stack below the file system.
@@ -241,10 +276,11 @@ pub fn device_control(call: Call) -> NTSTATUS {
 /// `IRP_MJ_CLEANUP`: the handle is gone: share access, locks, delete on close, volume lock.
 pub fn cleanup(call: Call) -> NTSTATUS {
     let fo = call.fo();
-    let (granted, dropped) = kernel::with(|k| k.fs_cleanup(fo));
+    let (granted, dropped, oplock) = kernel::with(|k| k.fs_cleanup(fo));
     let s = call.done(Status::SUCCESS, 0);
     super::rw::complete_dropped(dropped);
     super::rw::complete_granted(granted);
+    super::oplock::finish(oplock);
     s
 }
 
@@ -556,24 +592,32 @@ impl Kernel {
     }
 
     /// The file system's cleanup; returns the lock requests granted (they waited for a lock of
-    /// this handle) and the handle's own waiting lock requests, given up.
-    fn fs_cleanup(&mut self, fo: *mut FILE_OBJECT) -> (Vec<usize>, Vec<usize>) {
+    /// this handle), the handle's own waiting lock requests, given up, and the work its oplock's
+    /// end leaves.
+    fn fs_cleanup(&mut self, fo: *mut FILE_OBJECT) -> (Vec<usize>, Vec<usize>, OplockWork) {
         if fo.is_null() {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), Vec::new(), Vec::new());
         }
         // SAFETY: the request's live file object.
         let file = unsafe { irpx::file(fo) };
         file.Flags |= fo::CLEANUP_COMPLETE;
         let (fcb_ptr, ccb_ptr) = (file.FsContext as usize, file.FsContext2 as usize);
-        let Some(ccb) = self.fs.ccbs.get_mut(&ccb_ptr) else { return (Vec::new(), Vec::new()) };
+        let Some(ccb) = self.fs.ccbs.get_mut(&ccb_ptr) else {
+            return (Vec::new(), Vec::new(), Vec::new());
+        };
         if ccb.cleaned {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), Vec::new(), Vec::new());
         }
         ccb.cleaned = true;
         let (share, delete_on_close) = (ccb.share, ccb.delete_on_close);
         self.handle_cleaned(ccb_ptr);
         let dropped = self.drop_waiting_locks(fcb_ptr, fo as usize);
-        let Some(fcb) = self.fs.fcbs.get_mut(&fcb_ptr) else { return (Vec::new(), dropped) };
+        // FsRtlOplockCleanup: the handle's oplock ends.
+        let mut oplock = Vec::new();
+        self.oplock_cleanup(fcb_ptr, fo as usize, &mut oplock);
+        let Some(fcb) = self.fs.fcbs.get_mut(&fcb_ptr) else {
+            return (Vec::new(), dropped, oplock);
+        };
         fcb.share.remove(share);
         fcb.handles = fcb.handles.saturating_sub(1);
         fcb.locks.retain(|l| l.fo != fo as usize);
@@ -602,7 +646,7 @@ impl Kernel {
         if self.fs.mounts[mount as usize].locked_by == Some(fo as usize) {
             self.unlock_volume(mount);
         }
-        (self.grant_waiting_locks(fcb_ptr), dropped)
+        (self.grant_waiting_locks(fcb_ptr), dropped, oplock)
     }
 
     /// Returns the mount to tear down when this close was a dismounted volume's last.

@@ -7,6 +7,7 @@ use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 use super::media::{Lookup, NodeId, ROOT};
+use super::oplock::Check;
 use super::{Call, FsType, MountState, Role, ShareRequest, VOLUME_NODE};
 use crate::irpx;
 use crate::kernel::{self, Kernel};
@@ -30,6 +31,9 @@ pub struct CreateRequest {
     /// `FO_VOLUME_OPEN` (or no name and no related file).
     pub volume_open: bool,
 }
+
+/// What a create's oplock check needs ([`Kernel::open_existing`]).
+type CreateOplock<'a> = (Call, usize, &'a mut bool, &'a mut Vec<super::oplock::After>);
 
 /// `IRP_MJ_CREATE`.
 pub fn create(call: Call) -> NTSTATUS {
@@ -66,10 +70,18 @@ pub fn create(call: Call) -> NTSTATUS {
         attributes: u32::from(p.FileAttributes),
         volume_open: f.Flags & fo::VOLUME_OPEN != 0 || (name.is_empty() && related.is_null()),
     };
-    match kernel::with(|k| k.fs_create(call, fo, &name, related, req)) {
-        Ok(info) => call.done(Status::SUCCESS, info),
+    let mut after = Vec::new();
+    let r = kernel::with(|k| k.fs_create(call, fo, &name, related, req, &mut after));
+    let s = match r {
+        Ok((info, false)) => call.done(Status::SUCCESS, info),
+        // FILE_COMPLETE_IF_OPLOCKED: opened while the break it started is unacknowledged.
+        Ok((info, true)) => call.done(super::oplock::STATUS_OPLOCK_BREAK_IN_PROGRESS, info),
+        // Waiting for an oplock break's acknowledgement: pended, dispatched again after it.
+        Err(Status::PENDING) => crate::irpx::STATUS_PENDING,
         Err(s) => call.done(s, 0),
-    }
+    };
+    super::oplock::finish(after);
+    s
 }
 
 /// True for a character a file name may not contain.
@@ -115,7 +127,9 @@ impl Kernel {
         }
     }
 
-    /// The file system's create.
+    /// The file system's create: the create's information and whether it started an oplock
+    /// break it does not wait for (`FILE_COMPLETE_IF_OPLOCKED`); `Err(STATUS_PENDING)` when it
+    /// waits for one (pended; `after` holds the oplock work to do).
     pub(crate) fn fs_create(
         &mut self,
         call: Call,
@@ -123,7 +137,8 @@ impl Kernel {
         name: &str,
         related: *mut FILE_OBJECT,
         req: CreateRequest,
-    ) -> Result<usize, Status> {
+        after: &mut Vec<super::oplock::After>,
+    ) -> Result<(usize, bool), Status> {
         let (mount, comps) = self.create_target(call, name)?;
         let m = &self.fs.mounts[mount as usize];
         if m.state != MountState::Mounted {
@@ -159,6 +174,7 @@ impl Kernel {
             | acc::FILE_WRITE_EA
             | acc::DELETE;
         let namespace_root = req.volume_open && ty.is_namespace();
+        let mut in_progress = false;
         let (fcb, information) = if req.volume_open && !namespace_root {
             // FastFat's create: a volume is not a directory, and its FatOpenVolume only opens.
             if req.options & co::DIRECTORY_FILE != 0 {
@@ -206,7 +222,10 @@ impl Kernel {
                 return Err(Status::DELETE_PENDING);
             }
             match found {
-                Ok(node) => self.open_existing(mount, node, req, share, modifying, now)?,
+                Ok(node) => {
+                    let o = (call, fo as usize, &mut in_progress, after);
+                    self.open_existing(mount, node, req, share, modifying, now, o)?
+                }
                 Err(Lookup::NameNotFound(dir)) => {
                     if matches!(req.disposition, disp::OPEN | disp::OVERWRITE) {
                         return Err(Status::OBJECT_NAME_NOT_FOUND);
@@ -279,11 +298,13 @@ impl Kernel {
         if file.Flags & fo::NO_INTERMEDIATE_BUFFERING == 0 {
             file.Flags |= fo::CACHE_SUPPORTED;
         }
-        Ok(information)
+        Ok((information, in_progress))
     }
 
     /// Opens an existing node under the disposition rules; returns its FCB and the create
-    /// result.
+    /// result. `oplock`: the create, its file object, where to say that it started a break it
+    /// does not wait for, and the oplock work to do; `Err(STATUS_PENDING)` when it waits.
+    #[allow(clippy::too_many_arguments, reason = "the create's parts, as fs_create has them")]
     fn open_existing(
         &mut self,
         mount: u32,
@@ -292,7 +313,9 @@ impl Kernel {
         share: ShareRequest,
         modifying: u32,
         now: i64,
+        oplock: CreateOplock<'_>,
     ) -> Result<(usize, usize), Status> {
+        let (call, fo, in_progress, after) = oplock;
         let m = &self.fs.mounts[mount as usize];
         let ty = m.ty;
         let volume = m.volume;
@@ -340,11 +363,44 @@ impl Kernel {
             if f.delete_pending {
                 return Err(Status::DELETE_PENDING);
             }
+            // FsRtlCheckOplock on the create: a Batch or Filter oplock breaks before the share
+            // access check (a handle it keeps open would refuse the open), any other after it.
+            let want = super::oplock::create_want(
+                &f.oplock,
+                req.access,
+                req.share,
+                req.disposition,
+                req.options,
+            );
+            let early = f.oplock.batch_or_filter();
+            let complete_if_oplocked = req.options & super::oplock::FILE_COMPLETE_IF_OPLOCKED != 0;
+            let mut check = |k: &mut Kernel| match k.oplock_check(
+                p,
+                fo,
+                call,
+                want,
+                complete_if_oplocked,
+                after,
+            ) {
+                Check::Proceed => Ok(()),
+                Check::BreakInProgress => {
+                    *in_progress = true;
+                    Ok(())
+                }
+                Check::Wait => Err(Status::PENDING),
+            };
+            if early {
+                check(self)?;
+            }
+            let f = &self.fs.fcbs[&p];
             if !f.share.check(share) {
                 return Err(Status::SHARING_VIOLATION);
             }
             if overwrite && self.sections.has_views(p) {
                 return Err(Status::USER_MAPPED_FILE);
+            }
+            if !early {
+                check(self)?;
             }
         }
         let fcb = self.fcb_for(mount, node);

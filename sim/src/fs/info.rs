@@ -13,6 +13,7 @@ use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::media::{Media, Node, NodeId, ROOT, name_matches};
 use super::notify;
+use super::oplock::Want;
 use super::{Call, FsType, MountState, VOLUME_NODE, allocation};
 use crate::irpx;
 use crate::kernel::{self, Kernel};
@@ -288,12 +289,33 @@ pub fn set_information(call: Call) -> NTSTATUS {
     let sysbuf = unsafe { irpx::system_buffer(call.irp) };
     // SAFETY: the system buffer holds `Length` bytes of input.
     let input = unsafe { irpx::bytes(sysbuf, p.Length as usize) }.to_vec();
+    // SAFETY: `AdvanceOnly` is the member of an end-of-file set (read for that class only).
+    let advance_only = class == fi::END_OF_FILE && unsafe { p.Anonymous.Anonymous.AdvanceOnly };
+    // FsRtlCheckOplock: a new end of file (not the lazy writer's advance) or allocation size
+    // breaks oplocks of other file objects to none; a rename, link or short-name change breaks a
+    // Batch or Filter oplock to none.
+    let want = |o: &super::oplock::Oplock| match class {
+        fi::END_OF_FILE if advance_only => Want::Nothing,
+        fi::END_OF_FILE | fi::ALLOCATION => Want::None,
+        fi::RENAME | FILE_LINK_INFORMATION | FILE_SHORT_NAME_INFORMATION if o.batch_or_filter() => {
+            Want::None
+        }
+        _ => Want::Nothing,
+    };
+    if let Some(s) = super::oplock::check_irp(call, want) {
+        return s;
+    }
     if matches!(class, fi::END_OF_FILE | fi::ALLOCATION) {
         crate::sections::notify_conflicts(fo, crate::sections::ConflictOp::SetEndOfFile);
     }
     let r = kernel::with(|k| k.fs_set_info(fo, class, &input));
     call.done(r.err().unwrap_or(Status::SUCCESS), 0)
 }
+
+/// `FileLinkInformation`.
+const FILE_LINK_INFORMATION: u32 = 11;
+/// `FileShortNameInformation`.
+const FILE_SHORT_NAME_INFORMATION: u32 = 40;
 
 /// `IRP_MJ_DIRECTORY_CONTROL`.
 pub fn directory_control(call: Call, minor: u8) -> NTSTATUS {

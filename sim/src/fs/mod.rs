@@ -13,6 +13,7 @@ pub mod fsrec;
 pub mod info;
 pub mod media;
 pub mod notify;
+pub mod oplock;
 pub mod rw;
 
 use std::ffi::c_void;
@@ -604,6 +605,8 @@ pub struct Fcb {
     pub waiting_locks: Vec<usize>,
     /// Delete on last cleanup.
     pub delete_pending: bool,
+    /// The stream's oplock ([`oplock`]).
+    pub oplock: oplock::Oplock,
 }
 
 /// The layout of an FCB block.
@@ -714,6 +717,9 @@ pub struct FsState {
     /// Non-cached and paging transfers complete from a DPC at `DISPATCH_LEVEL` (off by
     /// default: they complete in the dispatch routine).
     pub complete_at_dpc: bool,
+    /// Oplock breaks started so far: each break's number, which its acknowledgement timeout
+    /// names ([`oplock`]).
+    pub oplock_breaks: u64,
     fcb_pool: BlockPool,
     ccb_pool: BlockPool,
 }
@@ -730,6 +736,7 @@ impl Default for FsState {
             waiting: FastMap::default(),
             watches: Vec::new(),
             complete_at_dpc: false,
+            oplock_breaks: 0,
             fcb_pool: BlockPool::new(size_of::<FcbBlock>()),
             ccb_pool: BlockPool::new(64),
         }
@@ -773,6 +780,7 @@ impl Kernel {
             locks: Vec::new(),
             waiting_locks: Vec::new(),
             delete_pending: false,
+            oplock: oplock::Oplock::default(),
         };
         let b = fcb.fcb_block();
         b.header.Base.NodeTypeCode = 0x0502;

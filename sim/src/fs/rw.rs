@@ -7,6 +7,7 @@ use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::media::NodeKind;
+use super::oplock::{Oplock, Want};
 use super::{Call, FsType, MountState, RangeLock, VOLUME_NODE};
 use crate::irpx;
 use crate::kernel::{self, Kernel};
@@ -79,6 +80,12 @@ pub fn read(call: Call) -> NTSTATUS {
         buffer: unsafe { irpx::data_buffer(call.irp) },
         path: Path::of(call.irp_flags()),
     };
+    // FsRtlCheckOplock: a read breaks exclusive oplocks of other file objects to Level 2 (not a
+    // Filter oplock, which readers share).
+    let want = |o: &Oplock| if o.is_filter() { Want::Nothing } else { Want::Level2 };
+    if let Some(s) = super::oplock::check_irp(call, want) {
+        return s;
+    }
     if let Some(pending) = at_dpc(call, t, false) {
         return pending;
     }
@@ -135,6 +142,10 @@ pub fn write(call: Call) -> NTSTATUS {
         buffer: unsafe { irpx::data_buffer(call.irp) },
         path: Path::of(call.irp_flags()),
     };
+    // FsRtlCheckOplock: a write breaks every oplock of other file objects to none.
+    if let Some(s) = super::oplock::check_irp(call, |_| Want::None) {
+        return s;
+    }
     if t.path != Path::Paging {
         crate::sections::notify_conflicts(t.fo, crate::sections::ConflictOp::Write);
     }
@@ -359,6 +370,12 @@ fn fast_result(r: Option<(Status, usize)>, iostatus: *mut IO_STATUS_BLOCK) -> bo
 
 /// `IRP_MJ_LOCK_CONTROL`.
 pub fn lock_control(call: Call, minor: u8) -> NTSTATUS {
+    // FsRtlCheckOplock: byte-range locking breaks oplocks of other file objects to none, except
+    // a Filter oplock.
+    let want = |o: &Oplock| if o.is_filter() { Want::Nothing } else { Want::None };
+    if let Some(s) = super::oplock::check_irp(call, want) {
+        return s;
+    }
     let sl = call.sl();
     // SAFETY: `LockControl` is the member in use for IRP_MJ_LOCK_CONTROL.
     let p = *unsafe { params::io::<params::IoLockControl>(&sl.Parameters) };
@@ -540,6 +557,11 @@ impl Kernel {
             return None;
         }
         if write && t.offset as u64 + t.length as u64 > node.size() {
+            return None;
+        }
+        // Not with Level 2 oplocks or a break under way (`FsRtlOplockIsFastIoPossible`, which
+        // FastFat's `FatIsFastIoPossible` asks): the IRP checks the oplock.
+        if !fcb.oplock.fast_io_possible() {
             return None;
         }
         // A file with byte-range locks: questionable, as the disk file systems set
@@ -741,7 +763,7 @@ impl Kernel {
     ) -> Option<(Status, Vec<usize>)> {
         let fcb = self.fcb_of(lock.fo as *const FILE_OBJECT)?;
         let m = self.fs.mounts.get(fcb.mount as usize)?;
-        if m.ty.is_namespace() {
+        if m.ty.is_namespace() || !fcb.oplock.fast_io_possible() {
             return None;
         }
         if minor == mn_lock::LOCK && !fail_immediately && range_conflict(&fcb.locks, &lock) {

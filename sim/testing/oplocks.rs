@@ -1,0 +1,118 @@
+//! Oplock FSCTLs through a filter (docs/simulator.md, "Oplocks"; docs/semantics.md, oplocks):
+//! the request's pre callback runs when it is sent, its post callback only when the oplock
+//! breaks (the file system pends a granted request), with `FILE_OPLOCK_BROKEN_TO_LEVEL_2` in its
+//! information; the acknowledgement's pre and post run at once. Shared by
+//! `legacy/tests/oplocks.rs` and `minifilter/tests/oplocks.rs`.
+
+use std::cell::RefCell;
+
+use fsfilter::{
+    Filter, Instance, InstanceSetup, MajorFunction, Operation, Parameters, PostFlags,
+    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
+    Status,
+};
+use fsfilter_sim::fs::oplock::{
+    FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_LEVEL_2, STATUS_OPLOCK_BREAK_IN_PROGRESS, code,
+};
+use fsfilter_sim::{CreateOptions, FsKind, IoRequest, Machine, MachineConfig, ServiceSpec};
+use fsfilter_sim::{EventKind, RequestRef, VolumeSpec};
+
+/// The service name of the filter under test.
+pub(crate) const NAME: &str = "OplockObserver";
+
+/// What one FSCTL callback saw: the code, and for a post the status and information.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    Pre(u32),
+    Post(u32, Status, usize),
+}
+
+thread_local! {
+    static SEEN: RefCell<Vec<Seen>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records its FSCTL callbacks, passing every request on with a post callback.
+pub(crate) struct OplockObserver;
+
+fn code_of(p: &Parameters) -> u32 {
+    match p {
+        Parameters::FileSystemControl(c) => c.code,
+        _ => 0,
+    }
+}
+
+impl Filter for OplockObserver {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::FileSystemControl).pre().post())
+        .instance_setup_callback(true)
+        .validated();
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(_: &dyn ServiceParameters) -> Result<Self> {
+        Ok(OplockObserver)
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        let code = code_of(&op.header().parameters);
+        SEEN.with(|s| s.borrow_mut().push(Seen::Pre(code)));
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _: (),
+        _: PostFlags,
+    ) -> PostOutcome<()> {
+        let code = code_of(&op.header().parameters);
+        let r = op.result();
+        SEEN.with(|s| s.borrow_mut().push(Seen::Post(code, r.status, r.information)));
+        PostOutcome::Finished
+    }
+}
+
+fn take() -> Vec<Seen> {
+    SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
+/// The final status of request `io`, if it completed.
+fn completed(m: &Machine, io: Option<RequestRef>) -> Option<Status> {
+    m.events().iter().find_map(|e| match &e.kind {
+        EventKind::IoComplete { io: i, status, .. } if Some(*i) == io => Some(*status),
+        _ => None,
+    })
+}
+
+pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
+    take();
+    let mut m = Machine::new(MachineConfig { seed: 9 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", &[1; 512]));
+    install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
+    m.boot();
+    let h1 = m.open(c, "a.txt", CreateOptions::open().overlapped()).expect("open");
+    take();
+    let fsctl = |handle, code| IoRequest::Fsctl { handle, code, input: &[], output_length: 0 };
+    let level1 = code::REQUEST_OPLOCK_LEVEL_1;
+    let req = m.io(fsctl(h1, level1));
+    assert_eq!(req.status, Status::PENDING, "granted: pended by the file system");
+    assert_eq!(take(), [Seen::Pre(level1)], "no post before the break");
+    let options = CreateOptions::open().options(FILE_COMPLETE_IF_OPLOCKED);
+    let r = m.create(c, "a.txt", options);
+    assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    assert_eq!(completed(&m, req.io), Some(Status::SUCCESS));
+    assert_eq!(
+        take(),
+        [Seen::Post(level1, Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2)],
+        "the request's post runs at the break, in the breaking create"
+    );
+    let ack = code::OPLOCK_BREAK_ACK_NO_2;
+    assert_eq!(m.io(fsctl(h1, ack)).status, Status::SUCCESS);
+    assert_eq!(take(), [Seen::Pre(ack), Seen::Post(ack, Status::SUCCESS, 0)]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
