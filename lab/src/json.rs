@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::run::{Run, Snapshot, StackEntry};
 
 fn status(s: Status) -> Value {
-    match s.name() {
+    match s.name().or_else(|| crate::text::oplock_status_name(s)) {
         Some(n) => Value::String(n.to_owned()),
         None => Value::String(format!("0x{:08X}", s.bits())),
     }

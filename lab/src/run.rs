@@ -316,6 +316,8 @@ fn play(
             overlapped,
             protection,
             writer,
+            control,
+            complete_if_oplocked,
         } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
@@ -347,6 +349,12 @@ fn play(
             if let Some(w) = writer {
                 what.push_str(&format!(" ({})", crate::scenario::writer_name(*w)));
             }
+            if let Some(c) = control {
+                what.push_str(&format!(" ({})", crate::scenario::control_name(*c)));
+            }
+            if *complete_if_oplocked {
+                what.push_str(" (complete_if_oplocked)");
+            }
             let step = IoStep {
                 op: *op,
                 offset: *offset,
@@ -358,6 +366,8 @@ fn play(
                 overlapped: *overlapped,
                 protection,
                 writer: *writer,
+                control: *control,
+                complete_if_oplocked: *complete_if_oplocked,
             };
             let r = io(m, handles, volume, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
@@ -385,6 +395,8 @@ const FILE_END_OF_FILE_INFORMATION: u32 = 20;
 const FILE_DIRECTORY_INFORMATION: u32 = 1;
 const FILE_FS_VOLUME_INFORMATION: u32 = 1;
 const FSCTL_IS_VOLUME_MOUNTED: u32 = 0x0009_0028;
+/// `FILE_COMPLETE_IF_OPLOCKED`.
+const FILE_COMPLETE_IF_OPLOCKED: u32 = 0x0000_0100;
 const IOCTL_DISK_GET_DRIVE_GEOMETRY: u32 = 0x0007_0000;
 
 /// The request fields of an io step.
@@ -402,6 +414,10 @@ struct IoStep {
     protection: u32,
     /// A paging write's writer.
     writer: Option<fsfilter_sim::PageWriter>,
+    /// An fsctl step's code (None: `FSCTL_IS_VOLUME_MOUNTED`).
+    control: Option<u32>,
+    /// A create step's `FILE_COMPLETE_IF_OPLOCKED`.
+    complete_if_oplocked: bool,
 }
 
 fn io(
@@ -413,8 +429,20 @@ fn io(
     step: IoStep,
     data: Option<&[u8]>,
 ) -> fsfilter_sim::IoResult {
-    let IoStep { op, offset, length, mode, class, notify, wait, overlapped, protection, writer } =
-        step;
+    let IoStep {
+        op,
+        offset,
+        length,
+        mode,
+        class,
+        notify,
+        wait,
+        overlapped,
+        protection,
+        writer,
+        control,
+        complete_if_oplocked,
+    } = step;
     let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -424,6 +452,8 @@ fn io(
     if op == MajorFunction::Create {
         let options = CreateOptions::default();
         let options = if overlapped { options.overlapped() } else { options };
+        let options =
+            if complete_if_oplocked { options.options(FILE_COMPLETE_IF_OPLOCKED) } else { options };
         let r = m.create(v, path, options);
         if let Some(h) = r.handle {
             handles.cleaned.remove(&key);
@@ -531,7 +561,7 @@ fn io(
         MajorFunction::FlushBuffers => m.io(IoRequest::Flush { handle }),
         MajorFunction::FileSystemControl => m.io(IoRequest::Fsctl {
             handle,
-            code: FSCTL_IS_VOLUME_MOUNTED,
+            code: control.unwrap_or(FSCTL_IS_VOLUME_MOUNTED),
             input: &[],
             output_length: 0,
         }),

@@ -295,6 +295,13 @@ pub enum Action {
         /// extension): an extension of scenario.md, `writer = "modified-page-writer"`,
         /// [`WRITERS`].
         writer: Option<fsfilter_sim::PageWriter>,
+        /// The FSCTL code of an fsctl step (None: `FSCTL_IS_VOLUME_MOUNTED`, as before the
+        /// extension): an extension of scenario.md, `control = "request_oplock_level_1"`,
+        /// [`CONTROLS`].
+        control: Option<u32>,
+        /// A create step with `FILE_COMPLETE_IF_OPLOCKED`: an extension of scenario.md,
+        /// `complete_if_oplocked = true`.
+        complete_if_oplocked: bool,
     },
     /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
     /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
@@ -880,6 +887,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("overlapped", is(MajorFunction::Create), "create"),
                     ("protection", is(MajorFunction::AcquireForSectionSynchronization), MAP),
                     ("writer", is(MajorFunction::Write), "write"),
+                    ("control", is(MajorFunction::FileSystemControl), "fsctl"),
+                    ("complete_if_oplocked", is(MajorFunction::Create), "create"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -932,6 +941,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     }
                     _ => f.opt_choice("writer", &WRITERS)?,
                 };
+                let control = f.opt_choice("control", &CONTROLS)?;
+                let complete_if_oplocked = f.opt_bool("complete_if_oplocked")?.unwrap_or(false);
                 match major {
                     None => Action::Cancel { volume, path: path_value },
                     Some(op) => Action::Io {
@@ -948,6 +959,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         overlapped,
                         protection,
                         writer,
+                        control,
+                        complete_if_oplocked,
                     },
                 }
             }
@@ -1173,6 +1186,26 @@ pub const WRITERS: [(&str, fsfilter_sim::PageWriter); 3] = [
     ("modified-page-writer", fsfilter_sim::PageWriter::ModifiedPageWriter),
     ("flush", fsfilter_sim::PageWriter::Flush),
 ];
+
+/// The FSCTL codes an fsctl step may name (`control`, an extension of scenario.md, README): the
+/// legacy oplock requests and acknowledgements the disk file systems serve (docs/simulator.md,
+/// "Oplocks"), and the default, `FSCTL_IS_VOLUME_MOUNTED`.
+pub const CONTROLS: [(&str, u32); 9] = [
+    ("is_volume_mounted", 0x0009_0028),
+    ("request_oplock_level_1", 0x0009_0000),
+    ("request_oplock_level_2", 0x0009_0004),
+    ("request_batch_oplock", 0x0009_0008),
+    ("oplock_break_acknowledge", 0x0009_000C),
+    ("opbatch_ack_close_pending", 0x0009_0010),
+    ("oplock_break_notify", 0x0009_0014),
+    ("oplock_break_ack_no_2", 0x0009_0050),
+    ("request_filter_oplock", 0x0009_005C),
+];
+
+/// The scenario name of an FSCTL code ([`CONTROLS`]).
+pub fn control_name(code: u32) -> &'static str {
+    CONTROLS.iter().find(|(_, c)| *c == code).map_or("?", |(n, _)| *n)
+}
 
 /// The scenario name of a page writer.
 pub fn writer_name(writer: fsfilter_sim::PageWriter) -> &'static str {

@@ -246,7 +246,19 @@ fn load_state(run: &Run, name: &str) -> String {
 
 /// A status as the WDK spells it, or its number when it has no name.
 pub fn status_name(s: fsfilter::Status) -> String {
-    s.name().map_or_else(|| format!("0x{:08X}", s.bits()), str::to_owned)
+    s.name()
+        .or_else(|| oplock_status_name(s))
+        .map_or_else(|| format!("0x{:08X}", s.bits()), str::to_owned)
+}
+
+/// The names of the oplock statuses the simulated file systems answer, which the filters'
+/// shared status table does not carry (its size is the drivers').
+pub fn oplock_status_name(s: fsfilter::Status) -> Option<&'static str> {
+    match s.bits() {
+        0x0000_0108 => Some("STATUS_OPLOCK_BREAK_IN_PROGRESS"),
+        0xC000_00E3 => Some("STATUS_INVALID_OPLOCK_PROTOCOL"),
+        _ => None,
+    }
 }
 
 /// The callbacks of one user request, in order, as `driver:pre`, ... with outcomes.

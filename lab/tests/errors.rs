@@ -908,3 +908,39 @@ fn writer_is_for_a_paging_write_and_one_of_the_page_writers() {
     let s = parse("ok.toml", &io("write", "mode = \"paging\"\n")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { writer: None, .. }));
 }
+
+#[test]
+fn control_is_for_fsctl_and_complete_if_oplocked_for_create() {
+    // `control` and `complete_if_oplocked` (an extension): the FSCTL an fsctl step sends (the
+    // oplock requests and acknowledgements), and FILE_COMPLETE_IF_OPLOCKED on a create.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("read", "control = \"request_oplock_level_1\"\n")),
+        "bad.toml:9: step[0].control: applies to fsctl only, not to `read`"
+    );
+    assert!(
+        error(&io("fsctl", "control = \"request_oplock_level_3\"\n"))
+            .starts_with("bad.toml:9: step[0].control: unknown value `request_oplock_level_3`")
+    );
+    assert_eq!(
+        error(&io("fsctl", "complete_if_oplocked = true\n")),
+        "bad.toml:9: step[0].complete_if_oplocked: applies to create only, not to `fsctl`"
+    );
+    assert!(error(&io("create", "complete_if_oplocked = 1\n")).starts_with("bad.toml:9:"));
+    for (name, code) in fsfilter_lab::scenario::CONTROLS {
+        let s = parse("ok.toml", &io("fsctl", &format!("control = \"{name}\"\n"))).unwrap();
+        assert!(
+            matches!(s.steps[0].action, Action::Io { control: Some(c), .. } if c == code),
+            "{s:?}"
+        );
+    }
+    // Without the keys, as before the extension: FSCTL_IS_VOLUME_MOUNTED, no option.
+    let s = parse("ok.toml", &io("fsctl", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { control: None, .. }));
+    let s = parse("ok.toml", &io("create", "complete_if_oplocked = true\n")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { complete_if_oplocked: true, .. }));
+}

@@ -1267,3 +1267,94 @@ fn page_writers_agree_under_both_models() {
         ]
     );
 }
+
+#[test]
+fn oplock_requests_breaks_and_acknowledgements_agree() {
+    // Row `oplocks` (docs/semantics.md): NTFS pends a granted oplock request until its break, so
+    // both models see the request's pre callback when it is sent and its post callback only in
+    // the step whose open breaks the oplock, with the same statuses; the acknowledgement's
+    // callbacks run in its own step (and, keeping a Level 2 oplock, its post at that break).
+    let text = format!(
+        "{C_VOLUME}{PROBE_P}
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"create\"
+path = \"data.bin\"
+overlapped = true
+
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"fsctl\"
+path = \"data.bin\"
+control = \"request_oplock_level_1\"
+
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"create\"
+path = \"\\\\data.bin\"
+complete_if_oplocked = true
+
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"fsctl\"
+path = \"data.bin\"
+control = \"oplock_break_acknowledge\"
+
+[[step]]
+action = \"io\"
+volume = \"C:\"
+op = \"write\"
+path = \"\\\\data.bin\"
+offset = 0
+data = \"x\"
+"
+    );
+    let (l, m) = both(&text, "P");
+    clean(&l);
+    clean(&m);
+    assert_eq!(step_statuses(&l), step_statuses(&m));
+    let statuses: Vec<fsfilter::Status> = l.steps.iter().map(|s| s.status).collect();
+    let in_progress = fsfilter_sim::fs::oplock::STATUS_OPLOCK_BREAK_IN_PROGRESS;
+    let pending = fsfilter::Status::PENDING;
+    assert_eq!(statuses[1..4], [pending, in_progress, pending], "{statuses:?}");
+    let strip = |r: &Run| {
+        seen(r, "P")
+            .into_iter()
+            .map(|(s, cbs)| {
+                let cbs: Vec<String> = cbs
+                    .into_iter()
+                    .filter(|c| c.contains("IRP_MJ_FILE_SYSTEM_CONTROL"))
+                    .map(|c| c.replace(" Irp ", " ").replace(" FastIo ", " "))
+                    .collect();
+                (s, cbs)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&l), strip(&m));
+    // When each FSCTL's post ran: the request's at the breaking open (step 2), the
+    // acknowledgement's at the write that broke its Level 2 oplock (step 4).
+    let post_steps = |r: &Run| -> Vec<(u32, Option<u32>)> {
+        r.steps
+            .iter()
+            .filter(|s| s.what.contains("fsctl"))
+            .filter_map(|s| {
+                let io = s.io?;
+                r.events.iter().find_map(|e| match &e.kind {
+                    EventKind::Callback {
+                        driver,
+                        io: Some(i),
+                        callback: Callback::Post { .. },
+                        ..
+                    } if driver == "P" && *i == io => Some((s.index, e.step)),
+                    _ => None,
+                })
+            })
+            .collect()
+    };
+    assert_eq!(post_steps(&l), [(1, Some(2)), (3, Some(4))]);
+    assert_eq!(post_steps(&m), post_steps(&l));
+}
