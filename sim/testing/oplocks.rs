@@ -1,15 +1,17 @@
 //! Oplock FSCTLs through a filter (docs/simulator.md, "Oplocks"; docs/semantics.md, oplocks):
 //! the request's pre callback runs when it is sent, its post callback only when the oplock
 //! breaks (the file system pends a granted request), with `FILE_OPLOCK_BROKEN_TO_LEVEL_2` in its
-//! information; the acknowledgement's pre and post run at once. Shared by
+//! information; the acknowledgement's pre and post run at once. A filter that pends the request
+//! (facts.md §1.8: oplock operations cannot be pended) delays it past a conflicting open, which
+//! then breaks nothing, and the file system refuses it for that second handle. Shared by
 //! `legacy/tests/oplocks.rs` and `minifilter/tests/oplocks.rs`.
 
 use std::cell::RefCell;
 
 use fsfilter::{
     Filter, Instance, InstanceSetup, MajorFunction, Operation, Parameters, PostFlags,
-    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
-    Status,
+    PostOperation, PostOutcome, PreOperation, PreOutcome, PreResume, Registration, Result,
+    ServiceParameters, Status,
 };
 use fsfilter_sim::fs::oplock::{
     FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_LEVEL_2, STATUS_OPLOCK_BREAK_IN_PROGRESS, code,
@@ -31,7 +33,8 @@ thread_local! {
     static SEEN: RefCell<Vec<Seen>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records its FSCTL callbacks, passing every request on with a post callback.
+/// Records its FSCTL callbacks, passing every request on with a post callback; pends those of
+/// files whose name ends in `pend.txt` for 20 ms.
 pub(crate) struct OplockObserver;
 
 fn code_of(p: &Parameters) -> u32 {
@@ -60,6 +63,12 @@ impl Filter for OplockObserver {
     fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
         let code = code_of(&op.header().parameters);
         SEEN.with(|s| s.borrow_mut().push(Seen::Pre(code)));
+        if op.file_name().is_some_and(|n| n.ends_with_ignore_case("pend.txt")) {
+            if let Some((token, receipt)) = op.pend() {
+                token.resume_after(20, PreResume::WithPost(()));
+                return PreOutcome::Pending(receipt);
+            }
+        }
         PreOutcome::WithPost(())
     }
 
@@ -92,7 +101,9 @@ fn completed(m: &Machine, io: Option<RequestRef>) -> Option<Status> {
 pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim::DriverEntry) {
     take();
     let mut m = Machine::new(MachineConfig { seed: 9 });
-    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", &[1; 512]));
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", &[1; 512]).file("pend.txt", b"p"),
+    );
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
     m.boot();
     let h1 = m.open(c, "a.txt", CreateOptions::open().overlapped()).expect("open");
@@ -115,4 +126,20 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
     assert_eq!(m.io(fsctl(h1, ack)).status, Status::SUCCESS);
     assert_eq!(take(), [Seen::Pre(ack), Seen::Post(ack, Status::SUCCESS, 0)]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
+
+    // Pended by the filter: a second open meanwhile finds no oplock, and the request, reaching
+    // the file system after it, is refused (two handles).
+    let p1 = m.open(c, "pend.txt", CreateOptions::open().overlapped()).expect("open");
+    take();
+    let req = m.io(fsctl(p1, level1));
+    assert_eq!(req.status, Status::PENDING, "pended by the filter");
+    let second = m.create(c, "pend.txt", CreateOptions::open());
+    assert_eq!(second.status, Status::SUCCESS, "nothing to break yet");
+    m.settle();
+    assert_eq!(completed(&m, req.io), Some(Status::OPLOCK_NOT_GRANTED));
+    assert_eq!(
+        take(),
+        [Seen::Pre(level1), Seen::Post(level1, Status::OPLOCK_NOT_GRANTED, 0)],
+        "the pended request came too late"
+    );
 }
