@@ -314,3 +314,29 @@ fn read_only_and_namespace_file_systems_grant_no_oplock() {
     let r = fsctl(&mut m, h.unwrap(), code::REQUEST_OPLOCK_LEVEL_1);
     assert_eq!(r.status, Status::INVALID_DEVICE_REQUEST);
 }
+
+#[test]
+fn an_overlapped_write_waiting_for_a_break_answers_pending_and_can_be_cancelled() {
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let (h1, _) = granted(&mut m, c, code::REQUEST_OPLOCK_LEVEL_1);
+    let options = overlapped().options(FILE_COMPLETE_IF_OPLOCKED);
+    let r = m.create(c, "a.txt", options);
+    assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    let h2 = r.handle.unwrap();
+    // Asynchronous: the caller does not wait for the acknowledgement.
+    let w = m.write(h2, Some(0), b"w", IoMode::Cached);
+    assert_eq!(w.status, Status::PENDING);
+    assert_eq!(completed(&m, w.io), None);
+    assert_eq!(m.io(IoRequest::Cancel { handle: h2 }).status, Status::SUCCESS);
+    assert_eq!(completed(&m, w.io).map(|c| c.0), Some(Status::CANCELLED));
+    // The break is still the owner's to acknowledge; a second write waits again and goes on
+    // after the acknowledgement.
+    let w = m.write(h2, Some(0), b"w", IoMode::Cached);
+    assert_eq!(w.status, Status::PENDING);
+    let ack = fsctl(&mut m, h1, code::OPLOCK_BREAK_ACKNOWLEDGE);
+    assert_eq!((ack.status, ack.information), (Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE));
+    m.settle();
+    assert_eq!(completed(&m, w.io), Some((Status::SUCCESS, 1)));
+    // The timeout armed for the cancelled wait finds the break over: nothing more happens.
+    assert!(!saw(&m, "oplock_break_timed_out"));
+}

@@ -368,16 +368,18 @@ impl Kernel {
         if complete_if_oplocked {
             return Check::BreakInProgress;
         }
-        // The operation waits: pended, cancelable (FsRtlWaitOnIrp's FsRtlCancelWaitIrp).
+        // The operation waits: pended, cancelable (FsRtlWaitOnIrp's FsRtlCancelWaitIrp). Marked
+        // pending first: one cancelled already is completed after the dispatch routine's
+        // STATUS_PENDING.
         let irp = call.irp;
-        let routine = Some(waiting_cancelled as _);
         // SAFETY: the live IRP in our dispatch routine.
+        unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
+        let routine = Some(waiting_cancelled as _);
+        // SAFETY: as above.
         if !unsafe { crate::cancel::make_cancelable(irp, routine) } {
             after.push(After::Complete(irp as usize, Status::CANCELLED, 0));
             return Check::Wait;
         }
-        // SAFETY: as above.
-        unsafe { fsfilter_kernel::irp::IoMarkIrpPending(irp) };
         let image = self.current_image();
         let w = Waiter { irp: irp as usize, device: call.device as usize, image, notify: false };
         if let Some(f) = self.fs.fcbs.get_mut(&fcb) {
