@@ -340,3 +340,46 @@ fn an_overlapped_write_waiting_for_a_break_answers_pending_and_can_be_cancelled(
     // The timeout armed for the cancelled wait finds the break over: nothing more happens.
     assert!(!saw(&m, "oplock_break_timed_out"));
 }
+
+/// A `FILE_RENAME_INFORMATION` (x64 layout) for `target`.
+fn rename_info(target: &str) -> Vec<u8> {
+    let name: Vec<u8> = target.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut info = vec![0u8; 20];
+    info[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    info.extend_from_slice(&name);
+    info
+}
+
+#[test]
+fn during_a_break_to_level_2_a_read_waits_and_a_rename_of_a_batch_file_breaks_to_none() {
+    // A read of another file object breaks to Level 2: during that break it waits for the
+    // acknowledgement, which then leaves no oplock (FSCTL_OPLOCK_BREAK_ACK_NO_2).
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let (h1, _) = granted(&mut m, c, code::REQUEST_OPLOCK_LEVEL_1);
+    let r = m.create(c, "a.txt", overlapped().options(FILE_COMPLETE_IF_OPLOCKED));
+    let h2 = r.handle.unwrap();
+    let read = m.read(h2, Some(0), 4, IoMode::Cached);
+    assert_eq!(read.status, Status::PENDING, "waits for the acknowledgement");
+    assert_eq!(fsctl(&mut m, h1, code::OPLOCK_BREAK_ACK_NO_2).status, Status::SUCCESS);
+    m.settle();
+    assert_eq!(completed(&m, read.io), Some((Status::SUCCESS, 4)));
+    drop(m);
+    // A rename breaks a Batch oplock to none: during its break to Level 2 it makes that a break
+    // to none, so the acknowledgement (from another caller while the rename waits) answers
+    // FILE_OPLOCK_BROKEN_TO_NONE and grants nothing.
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let (h1, _) = granted(&mut m, c, code::REQUEST_BATCH_OPLOCK);
+    let r = m.create(c, "a.txt", overlapped().options(FILE_COMPLETE_IF_OPLOCKED));
+    let h2 = r.handle.unwrap();
+    let ack: Rc<RefCell<Option<IoResult>>> = Rc::default();
+    let a = ack.clone();
+    m.schedule(10, move |m| *a.borrow_mut() = Some(fsctl(m, h1, code::OPLOCK_BREAK_ACKNOWLEDGE)));
+    let before = m.now_ms();
+    let rename = rename_info("\\b.txt");
+    let s = m.io(IoRequest::SetInformation { handle: h2, class: 10, data: &rename });
+    assert_eq!(s.status, Status::SUCCESS, "a synchronous API: its caller waited");
+    assert!(m.now_ms() >= before + 10);
+    let ack = ack.borrow_mut().take().unwrap();
+    // Completed, not pended: no Level 2 oplock was granted.
+    assert_eq!((ack.status, ack.information), (Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE));
+}
