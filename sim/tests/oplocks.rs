@@ -17,9 +17,9 @@ use std::rc::Rc;
 
 use fsfilter::Status;
 use fsfilter_sim::fs::oplock::{
-    ACK_TIMEOUT_MS, FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_LEVEL_2,
-    FILE_OPLOCK_BROKEN_TO_NONE, STATUS_INVALID_OPLOCK_PROTOCOL, STATUS_OPLOCK_BREAK_IN_PROGRESS,
-    code,
+    ACK_TIMEOUT_MS, FILE_COMPLETE_IF_OPLOCKED, FILE_OPBATCH_BREAK_UNDERWAY,
+    FILE_OPLOCK_BROKEN_TO_LEVEL_2, FILE_OPLOCK_BROKEN_TO_NONE, STATUS_INVALID_OPLOCK_PROTOCOL,
+    STATUS_OPLOCK_BREAK_IN_PROGRESS, code,
 };
 use fsfilter_sim::nt::{access, disposition, share};
 use fsfilter_sim::{
@@ -209,7 +209,8 @@ fn a_batch_oplock_breaks_before_the_share_check_and_close_pending_waits_for_the_
     let h1 = m.open(c, "a.txt", overlapped().share(0)).unwrap();
     let req = fsctl(&mut m, h1, code::REQUEST_BATCH_OPLOCK);
     let r = m.create(c, "a.txt", CreateOptions::open().options(FILE_COMPLETE_IF_OPLOCKED));
-    assert_eq!(r.status, Status::SHARING_VIOLATION);
+    // FastFat's FILE_OPBATCH_BREAK_UNDERWAY says why.
+    assert_eq!((r.status, r.information), (Status::SHARING_VIOLATION, FILE_OPBATCH_BREAK_UNDERWAY));
     assert_eq!(completed(&m, req.io), Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2)));
 }
 
@@ -306,12 +307,23 @@ fn break_notify_waits_for_the_break_to_end() {
 }
 
 #[test]
-fn read_only_and_namespace_file_systems_grant_no_oplock() {
+fn cd_file_systems_grant_oplocks_raw_volumes_do_not() {
+    // CDFS and UDFS have their own oplock requests (CdOplockRequest, UdfOplockRequest): a read
+    // handle's Level 1 oplock breaks to Level 2 at another reader's open.
     let mut m = Machine::new(MachineConfig { seed: 7 });
     let d = m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs).file("\\a.txt", b"a"));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Ntfs).blank());
     m.boot();
-    let h = m.open(d, "a.txt", CreateOptions::open().access(access::GENERIC_READ).overlapped());
-    let r = fsctl(&mut m, h.unwrap(), code::REQUEST_OPLOCK_LEVEL_1);
+    let read = CreateOptions::open().access(access::GENERIC_READ).share(share::READ);
+    let h = m.open(d, "a.txt", read.overlapped()).unwrap();
+    let r = fsctl(&mut m, h, code::REQUEST_OPLOCK_LEVEL_1);
+    assert_eq!(r.status, Status::PENDING);
+    let other = m.create(d, "a.txt", read.options(FILE_COMPLETE_IF_OPLOCKED));
+    assert_eq!(other.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2)));
+    // RAW serves no oplock (a volume open is all it opens).
+    let v = m.open(e, "", CreateOptions::open().overlapped()).unwrap();
+    let r = fsctl(&mut m, v, code::REQUEST_OPLOCK_LEVEL_1);
     assert_eq!(r.status, Status::INVALID_DEVICE_REQUEST);
 }
 

@@ -226,21 +226,23 @@ pub fn fsctl(call: Call, minor: u8) -> NTSTATUS {
 }
 
 /// An oplock FSCTL on a disk file system's file ([`super::oplock`]): completed now, or pended
-/// (a granted oplock until its break, a Level 2 acknowledgement, a break notification). The
-/// namespace file systems and CDFS/UDFS grant none.
+/// (a granted oplock until its break, a Level 2 acknowledgement, a break notification). RAW and
+/// the namespace file systems grant none.
 fn oplock_fsctl(call: Call, code: u32) -> NTSTATUS {
     let r = kernel::with(|k| {
         let mut after = Vec::new();
         let fcb = k.fcb_of(call.fo());
         let state = fcb.map(|f| k.fs.mounts[f.mount as usize].state);
-        let served = !call.ty.is_namespace() && !call.ty.desc().read_only;
+        // Every disk and CD file system (FastFat, NTFS, CDFS and UDFS each have an
+        // `XxxOplockRequest`); not RAW or the namespace file systems.
+        let served = !call.ty.is_namespace() && call.ty != FsType::Raw;
         let r = match state {
             None if call.ext.role == Role::Namespace as u8 => {
                 Some((Status::INVALID_DEVICE_REQUEST, 0))
             }
             None => Some((Status::INVALID_PARAMETER, 0)),
-            Some(_) if !served => Some((Status::INVALID_DEVICE_REQUEST, 0)),
             Some(s) if s != MountState::Mounted => Some((Status::VOLUME_DISMOUNTED, 0)),
+            Some(_) if !served => Some((Status::INVALID_DEVICE_REQUEST, 0)),
             Some(_) => k.oplock_fsctl(call, code, &mut after),
         };
         (r, after)

@@ -32,8 +32,20 @@ pub struct CreateRequest {
     pub volume_open: bool,
 }
 
+/// What a create's oplock check found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OplockOutcome {
+    /// It started or met a break it does not wait for (`FILE_COMPLETE_IF_OPLOCKED`).
+    pub in_progress: bool,
+    /// The file has a Batch or Filter oplock, checked before the share access.
+    pub batch: bool,
+}
+
+/// Where a create's oplock check reports: its outcome and the oplock work to do.
+pub type OplockOut<'a> = (&'a mut OplockOutcome, &'a mut Vec<super::oplock::After>);
+
 /// What a create's oplock check needs ([`Kernel::open_existing`]).
-type CreateOplock<'a> = (Call, usize, &'a mut bool, &'a mut Vec<super::oplock::After>);
+type CreateOplock<'a> = (Call, usize, OplockOut<'a>);
 
 /// `IRP_MJ_CREATE`.
 pub fn create(call: Call) -> NTSTATUS {
@@ -71,13 +83,21 @@ pub fn create(call: Call) -> NTSTATUS {
         volume_open: f.Flags & fo::VOLUME_OPEN != 0 || (name.is_empty() && related.is_null()),
     };
     let mut after = Vec::new();
-    let r = kernel::with(|k| k.fs_create(call, fo, &name, related, req, &mut after));
+    let mut o = OplockOutcome::default();
+    let r = kernel::with(|k| k.fs_create(call, fo, &name, related, req, (&mut o, &mut after)));
     let s = match r {
-        Ok((info, false)) => call.done(Status::SUCCESS, info),
         // FILE_COMPLETE_IF_OPLOCKED: opened while the break it started is unacknowledged.
-        Ok((info, true)) => call.done(super::oplock::STATUS_OPLOCK_BREAK_IN_PROGRESS, info),
+        Ok(info) if o.in_progress => {
+            call.done(super::oplock::STATUS_OPLOCK_BREAK_IN_PROGRESS, info)
+        }
+        Ok(info) => call.done(Status::SUCCESS, info),
         // Waiting for an oplock break's acknowledgement: pended, dispatched again after it.
         Err(Status::PENDING) => crate::irpx::STATUS_PENDING,
+        // Refused by the share check after a Batch or Filter oplock's check: the information says
+        // a break is under way (FastFat's, CDFS's and UDFS's FILE_OPBATCH_BREAK_UNDERWAY).
+        Err(Status::SHARING_VIOLATION) if o.batch => {
+            call.done(Status::SHARING_VIOLATION, super::oplock::FILE_OPBATCH_BREAK_UNDERWAY)
+        }
         Err(s) => call.done(s, 0),
     };
     super::oplock::finish(after);
@@ -127,9 +147,9 @@ impl Kernel {
         }
     }
 
-    /// The file system's create: the create's information and whether it started an oplock
-    /// break it does not wait for (`FILE_COMPLETE_IF_OPLOCKED`); `Err(STATUS_PENDING)` when it
-    /// waits for one (pended; `after` holds the oplock work to do).
+    /// The file system's create: the create's information; `Err(STATUS_PENDING)` when it waits
+    /// for an oplock break (pended). `oplock` says what its oplock check found and holds the
+    /// oplock work to do.
     pub(crate) fn fs_create(
         &mut self,
         call: Call,
@@ -137,8 +157,8 @@ impl Kernel {
         name: &str,
         related: *mut FILE_OBJECT,
         req: CreateRequest,
-        after: &mut Vec<super::oplock::After>,
-    ) -> Result<(usize, bool), Status> {
+        oplock: OplockOut<'_>,
+    ) -> Result<usize, Status> {
         let (mount, comps) = self.create_target(call, name)?;
         let m = &self.fs.mounts[mount as usize];
         if m.state != MountState::Mounted {
@@ -174,7 +194,6 @@ impl Kernel {
             | acc::FILE_WRITE_EA
             | acc::DELETE;
         let namespace_root = req.volume_open && ty.is_namespace();
-        let mut in_progress = false;
         let (fcb, information) = if req.volume_open && !namespace_root {
             // FastFat's create: a volume is not a directory, and its FatOpenVolume only opens.
             if req.options & co::DIRECTORY_FILE != 0 {
@@ -223,7 +242,7 @@ impl Kernel {
             }
             match found {
                 Ok(node) => {
-                    let o = (call, fo as usize, &mut in_progress, after);
+                    let o = (call, fo as usize, oplock);
                     self.open_existing(mount, node, req, share, modifying, now, o)?
                 }
                 Err(Lookup::NameNotFound(dir)) => {
@@ -298,7 +317,7 @@ impl Kernel {
         if file.Flags & fo::NO_INTERMEDIATE_BUFFERING == 0 {
             file.Flags |= fo::CACHE_SUPPORTED;
         }
-        Ok((information, in_progress))
+        Ok(information)
     }
 
     /// Opens an existing node under the disposition rules; returns its FCB and the create
@@ -315,7 +334,7 @@ impl Kernel {
         now: i64,
         oplock: CreateOplock<'_>,
     ) -> Result<(usize, usize), Status> {
-        let (call, fo, in_progress, after) = oplock;
+        let (call, fo, (outcome, after)) = oplock;
         let m = &self.fs.mounts[mount as usize];
         let ty = m.ty;
         let volume = m.volume;
@@ -384,13 +403,14 @@ impl Kernel {
             ) {
                 Check::Proceed => Ok(()),
                 Check::BreakInProgress => {
-                    *in_progress = true;
+                    outcome.in_progress = true;
                     Ok(())
                 }
                 Check::Wait => Err(Status::PENDING),
             };
             if early {
                 check(self)?;
+                outcome.batch = true;
             }
             let f = &self.fs.fcbs[&p];
             if !f.share.check(share) {

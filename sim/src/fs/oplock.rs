@@ -1,4 +1,4 @@
-//! Opportunistic locks of the disk file systems: the legacy oplocks (Level 1, Batch, Filter,
+//! Opportunistic locks of the disk and CD file systems: the legacy oplocks (Level 1, Batch, Filter,
 //! Level 2) a handle requests by FSCTL, their breaks and acknowledgements, as the file systems
 //! get them from FsRtl's oplock package (`FsRtlOplockFsctrl`, `FsRtlCheckOplock`; the Windows
 //! Research Kernel's `fsrtl/oplock.c`; Microsoft Learn, "Oplock semantics overview", "Granting
@@ -27,6 +27,9 @@ use crate::kernel::{self, Kernel};
 pub const FILE_OPLOCK_BROKEN_TO_LEVEL_2: usize = 7;
 /// `FILE_OPLOCK_BROKEN_TO_NONE`.
 pub const FILE_OPLOCK_BROKEN_TO_NONE: usize = 8;
+/// `FILE_OPBATCH_BREAK_UNDERWAY`: the information of a create the share check refused after the
+/// check of a Batch or Filter oplock.
+pub const FILE_OPBATCH_BREAK_UNDERWAY: usize = 9;
 /// `STATUS_OPLOCK_BREAK_IN_PROGRESS`: a create with `FILE_COMPLETE_IF_OPLOCKED` that opened while
 /// a break it started is unacknowledged (a success status).
 pub const STATUS_OPLOCK_BREAK_IN_PROGRESS: Status = Status::from_bits(0x0000_0108);
