@@ -177,6 +177,31 @@ fn the_example_scenarios_answer_their_questions() {
     };
     assert_eq!(kinds(&mini), expected("FastIo"));
     assert_eq!(kinds(&legacy), expected("Irp"));
+
+    // Oplocks: granted by pending the request, completed by the step that breaks it; refused
+    // with two handles; an unacknowledged break ends after the simulator's 35 s bound.
+    let (_, r) = load("oplocks.toml");
+    let statuses: Vec<u32> = r.steps.iter().map(|s| s.status.bits()).collect();
+    assert_eq!(
+        statuses,
+        [0, 0x103, 0x108, 0x103, 0, 0xC000_00E2, 0, 0x103, 0, 0xC000_00E3],
+        "{:?}",
+        r.steps.iter().map(|s| &s.what).collect::<Vec<_>>()
+    );
+    let completed_in = |step: usize| {
+        let io = r.steps[step].io;
+        r.events.iter().find_map(|e| match &e.kind {
+            fsfilter_sim::EventKind::IoComplete { io: i, information, .. } if Some(*i) == io => {
+                Some((e.step, *information))
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(completed_in(1), Some((Some(2), 7)), "broken to Level 2 by step 2's open");
+    assert_eq!(completed_in(3), Some((Some(4), 8)), "the Level 2 oplock broken by the write");
+    assert_eq!(completed_in(7), Some((Some(8), 7)), "broken by step 8's open, which waited");
+    let last = r.events.iter().rev().find(|e| e.step == Some(8)).unwrap();
+    assert!(last.time >= 35_000 * 10_000, "the bound: {} ", last.time);
 }
 
 /// Each example scenario with the events of its JSON document.
