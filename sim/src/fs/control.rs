@@ -282,7 +282,9 @@ pub fn cleanup(call: Call) -> NTSTATUS {
     let s = call.done(Status::SUCCESS, 0);
     super::rw::complete_dropped(dropped);
     super::rw::complete_granted(granted);
-    super::oplock::finish(oplock);
+    if !oplock.is_empty() {
+        super::oplock::finish(oplock);
+    }
     s
 }
 
@@ -616,7 +618,9 @@ impl Kernel {
         let dropped = self.drop_waiting_locks(fcb_ptr, fo as usize);
         // FsRtlOplockCleanup: the handle's oplock ends.
         let mut oplock = Vec::new();
-        self.oplock_cleanup(fcb_ptr, fo as usize, &mut oplock);
+        if !self.fs.oplocks.is_empty() {
+            self.oplock_cleanup(fcb_ptr, fo as usize, &mut oplock);
+        }
         let Some(fcb) = self.fs.fcbs.get_mut(&fcb_ptr) else {
             return (Vec::new(), dropped, oplock);
         };

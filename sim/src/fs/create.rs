@@ -100,7 +100,9 @@ pub fn create(call: Call) -> NTSTATUS {
         }
         Err(s) => call.done(s, 0),
     };
-    super::oplock::finish(after);
+    if !after.is_empty() {
+        super::oplock::finish(after);
+    }
     s
 }
 
@@ -384,14 +386,24 @@ impl Kernel {
             }
             // FsRtlCheckOplock on the create: a Batch or Filter oplock breaks before the share
             // access check (a handle it keeps open would refuse the open), any other after it.
-            let want = super::oplock::create_want(
-                &f.oplock,
-                req.access,
-                req.share,
-                req.disposition,
-                req.options,
-            );
-            let early = f.oplock.batch_or_filter();
+            let held = if self.fs.oplocks.is_empty() {
+                None
+            } else {
+                self.fs.oplocks.get(&p).filter(|o| o.state != super::oplock::State::None)
+            };
+            let (want, early) = match held {
+                Some(o) => (
+                    super::oplock::create_want(
+                        o,
+                        req.access,
+                        req.share,
+                        req.disposition,
+                        req.options,
+                    ),
+                    o.batch_or_filter(),
+                ),
+                None => (super::oplock::Want::Nothing, false),
+            };
             let complete_if_oplocked = req.options & super::oplock::FILE_COMPLETE_IF_OPLOCKED != 0;
             let mut check = |k: &mut Kernel| match k.oplock_check(
                 p,

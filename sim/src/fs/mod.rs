@@ -605,8 +605,6 @@ pub struct Fcb {
     pub waiting_locks: Vec<usize>,
     /// Delete on last cleanup.
     pub delete_pending: bool,
-    /// The stream's oplock ([`oplock`]).
-    pub oplock: oplock::Oplock,
 }
 
 /// The layout of an FCB block.
@@ -717,6 +715,10 @@ pub struct FsState {
     /// Non-cached and paging transfers complete from a DPC at `DISPATCH_LEVEL` (off by
     /// default: they complete in the dispatch routine).
     pub complete_at_dpc: bool,
+    /// The oplock of each FCB that had one requested, by FCB ([`oplock`]): kept until the FCB
+    /// goes, and empty on volumes nobody asks an oplock of (each operation's check is then one
+    /// test of this map).
+    pub oplocks: FastMap<usize, oplock::Oplock>,
     /// Oplock breaks started so far: each break's number, which its acknowledgement timeout
     /// names ([`oplock`]).
     pub oplock_breaks: u64,
@@ -736,6 +738,7 @@ impl Default for FsState {
             waiting: FastMap::default(),
             watches: Vec::new(),
             complete_at_dpc: false,
+            oplocks: FastMap::default(),
             oplock_breaks: 0,
             fcb_pool: BlockPool::new(size_of::<FcbBlock>()),
             ccb_pool: BlockPool::new(64),
@@ -780,7 +783,6 @@ impl Kernel {
             locks: Vec::new(),
             waiting_locks: Vec::new(),
             delete_pending: false,
-            oplock: oplock::Oplock::default(),
         };
         let b = fcb.fcb_block();
         b.header.Base.NodeTypeCode = 0x0502;
@@ -805,6 +807,9 @@ impl Kernel {
     /// Drops an FCB no file object refers to any more.
     pub fn retire_fcb(&mut self, p: usize) {
         let Some(fcb) = self.fs.fcbs.remove(&p) else { return };
+        if !self.fs.oplocks.is_empty() {
+            self.fs.oplocks.remove(&p);
+        }
         // FsRtlTeardownPerStreamContexts: filters' stream contexts go with the stream.
         self.flt_stream_gone(p);
         if let Some(m) = self.fs.mounts.get_mut(fcb.mount as usize) {

@@ -248,15 +248,23 @@ pub fn finish(after: Vec<After>) {
 /// Checks an IRP in a file system's dispatch routine against its file's oplock: None when the
 /// operation goes on, else the dispatch routine's answer (`STATUS_PENDING`: it waits).
 pub fn check_irp(call: Call, want: impl FnOnce(&Oplock) -> Want) -> Option<NTSTATUS> {
+    // Paging I/O never breaks an oplock: not even looked up (the paging path's cost).
+    if call.irp_flags() & crate::nt::irp_flags::PAGING_IO != 0 {
+        return None;
+    }
     let fo = call.fo() as usize;
     let (check, after) = kernel::with(|k| {
-        let mut after = Vec::new();
-        let fcb = k.fcb_of(fo as *const _)?;
-        if fcb.node == VOLUME_NODE || call.irp_flags() & crate::nt::irp_flags::PAGING_IO != 0 {
+        if k.fs.oplocks.is_empty() {
             return None;
         }
+        let fcb = k.fcb_of(fo as *const _)?;
         let p = fcb.ptr();
-        let w = want(&fcb.oplock);
+        let o = k.fs.oplocks.get(&p)?;
+        if fcb.node == VOLUME_NODE || o.state == State::None {
+            return None;
+        }
+        let w = want(o);
+        let mut after = Vec::new();
         let c = k.oplock_check(p, fo, call, w, false, &mut after);
         Some((c, after))
     })?;
@@ -312,8 +320,7 @@ impl Kernel {
             return Check::Proceed;
         }
         let number = self.fs.oplock_breaks + 1;
-        let Some(f) = self.fs.fcbs.get_mut(&fcb) else { return Check::Proceed };
-        let o = &mut f.oplock;
+        let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return Check::Proceed };
         let mut started = false;
         match &mut o.state {
             State::None => return Check::Proceed,
@@ -385,8 +392,8 @@ impl Kernel {
         }
         let image = self.current_image();
         let w = Waiter { irp: irp as usize, device: call.device as usize, image, notify: false };
-        if let Some(f) = self.fs.fcbs.get_mut(&fcb) {
-            f.oplock.waiting.push(w);
+        if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
+            o.waiting.push(w);
         }
         after.push(After::Timer(fcb, number, image));
         Check::Wait
@@ -399,9 +406,9 @@ impl Kernel {
 
     /// Ends an exclusive oplock's break: no oplock, and the waiting operations go on.
     fn oplock_release(&mut self, fcb: usize, after: &mut Vec<After>) {
-        let Some(f) = self.fs.fcbs.get_mut(&fcb) else { return };
-        f.oplock.state = State::None;
-        for w in f.oplock.waiting.drain(..) {
+        let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return };
+        o.state = State::None;
+        for w in o.waiting.drain(..) {
             // SAFETY: a waiting IRP, held until now.
             unsafe { crate::cancel::clear_cancel_routine(w.irp as *mut IRP) };
             after.push(After::Resume(w));
@@ -412,8 +419,8 @@ impl Kernel {
     /// simulator takes it as acknowledged to none.
     fn oplock_timed_out(&mut self, fcb: usize, number: u64) -> Vec<After> {
         let mut after = Vec::new();
-        let pending = self.fs.fcbs.get(&fcb).is_some_and(|f| {
-            matches!(f.oplock.state, State::Exclusive { breaking: Some(_), number: n, .. }
+        let pending = self.fs.oplocks.get(&fcb).is_some_and(|o| {
+            matches!(o.state, State::Exclusive { breaking: Some(_), number: n, .. }
                 if n == number)
         });
         if pending {
@@ -460,8 +467,8 @@ impl Kernel {
                 != 0
             || fo_flags & crate::nt::fo::CLEANUP_COMPLETE != 0;
         let irp = call.irp as usize;
-        let f = self.fs.fcbs.get_mut(&p)?;
-        let o = &mut f.oplock;
+        // The stream's oplock, made at its first request (kept until the FCB goes).
+        let o = self.fs.oplocks.entry(p).or_default();
         let kind = match code {
             code::REQUEST_OPLOCK_LEVEL_1 => Some(Kind::Level1),
             code::REQUEST_BATCH_OPLOCK => Some(Kind::Batch),
@@ -537,8 +544,8 @@ impl Kernel {
                 }
                 // The acknowledgement becomes the Level 2 oplock's request, pended until that
                 // breaks (FltOplockFsctrl answers FLT_PREOP_PENDING for it).
-                if let Some(f) = self.fs.fcbs.get_mut(&p) {
-                    f.oplock.state = State::Level2(vec![(irp, fo)]);
+                if let Some(o) = self.fs.oplocks.get_mut(&p) {
+                    o.state = State::Level2(vec![(irp, fo)]);
                 }
                 if !hold(call.irp, request_cancelled) {
                     self.oplock_drop_level2(p, irp);
@@ -579,8 +586,8 @@ impl Kernel {
                 }
                 let image = self.current_image();
                 let device = call.device as usize;
-                if let Some(f) = self.fs.fcbs.get_mut(&p) {
-                    f.oplock.waiting.push(Waiter { irp, device, image, notify: true });
+                if let Some(o) = self.fs.oplocks.get_mut(&p) {
+                    o.waiting.push(Waiter { irp, device, image, notify: true });
                 }
                 None
             }
@@ -589,11 +596,11 @@ impl Kernel {
     }
 
     fn oplock_drop_level2(&mut self, fcb: usize, irp: usize) {
-        if let Some(f) = self.fs.fcbs.get_mut(&fcb) {
-            if let State::Level2(holders) = &mut f.oplock.state {
+        if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
+            if let State::Level2(holders) = &mut o.state {
                 holders.retain(|(r, _)| *r != irp);
                 if holders.is_empty() {
-                    f.oplock.state = State::None;
+                    o.state = State::None;
                 }
             }
         }
@@ -603,8 +610,8 @@ impl Kernel {
     /// completes, broken to none); its exclusive oplock ends (its request completes, broken to
     /// none, if no break had completed it) and the operations waiting for it go on.
     pub(crate) fn oplock_cleanup(&mut self, fcb: usize, fo: usize, after: &mut Vec<After>) {
-        let Some(f) = self.fs.fcbs.get_mut(&fcb) else { return };
-        match &mut f.oplock.state {
+        let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return };
+        match &mut o.state {
             State::None => {}
             State::Level2(holders) => {
                 holders.retain(|&(irp, owner)| {
@@ -617,7 +624,7 @@ impl Kernel {
                     false
                 });
                 if holders.is_empty() {
-                    f.oplock.state = State::None;
+                    o.state = State::None;
                 }
             }
             State::Exclusive { fo: owner, irp, .. } => {
@@ -629,7 +636,7 @@ impl Kernel {
                     unsafe { crate::cancel::clear_cancel_routine(r as *mut IRP) };
                     after.push(After::Complete(r, Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE));
                 }
-                f.oplock.state = State::None;
+                o.state = State::None;
                 self.oplock_release(fcb, after);
                 self.oplock_event("oplock_released", "the owner's handle was cleaned up".into());
             }
@@ -640,7 +647,7 @@ impl Kernel {
     /// its oplock ends, and operations waiting for an exclusive one go on.
     fn oplock_request_cancelled(&mut self, irp: usize) -> Vec<After> {
         let mut after = Vec::new();
-        let found = self.fs.fcbs.iter().find_map(|(p, f)| match &f.oplock.state {
+        let found = self.fs.oplocks.iter().find_map(|(p, o)| match &o.state {
             State::Exclusive { irp: Some(r), .. } if *r == irp => Some((*p, true)),
             State::Level2(h) if h.iter().any(|(r, _)| *r == irp) => Some((*p, false)),
             _ => None,
@@ -655,8 +662,8 @@ impl Kernel {
 
     /// A waiting operation was cancelled: it stops waiting.
     fn oplock_wait_cancelled(&mut self, irp: usize) {
-        for f in self.fs.fcbs.values_mut() {
-            f.oplock.waiting.retain(|w| w.irp != irp);
+        for o in self.fs.oplocks.values_mut() {
+            o.waiting.retain(|w| w.irp != irp);
         }
     }
 }

@@ -561,7 +561,9 @@ impl Kernel {
         }
         // Not with Level 2 oplocks or a break under way (`FsRtlOplockIsFastIoPossible`, which
         // FastFat's `FatIsFastIoPossible` asks): the IRP checks the oplock.
-        if !fcb.oplock.fast_io_possible() {
+        if !self.fs.oplocks.is_empty()
+            && self.fs.oplocks.get(&fcb.ptr()).is_some_and(|o| !o.fast_io_possible())
+        {
             return None;
         }
         // A file with byte-range locks: questionable, as the disk file systems set
@@ -763,7 +765,9 @@ impl Kernel {
     ) -> Option<(Status, Vec<usize>)> {
         let fcb = self.fcb_of(lock.fo as *const FILE_OBJECT)?;
         let m = self.fs.mounts.get(fcb.mount as usize)?;
-        if m.ty.is_namespace() || !fcb.oplock.fast_io_possible() {
+        let oplocked = !self.fs.oplocks.is_empty()
+            && self.fs.oplocks.get(&fcb.ptr()).is_some_and(|o| !o.fast_io_possible());
+        if m.ty.is_namespace() || oplocked {
             return None;
         }
         if minor == mn_lock::LOCK && !fail_immediately && range_conflict(&fcb.locks, &lock) {
