@@ -294,13 +294,15 @@ fn play(
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
         }
-        Action::Cancel { volume, path } => {
+        Action::Cancel { volume, path, handle } => {
             let path = path.clone().unwrap_or_default();
-            let what = format!("io {} {}{}{}", crate::scenario::CANCEL, volume, sep(&path), path);
+            let mut what =
+                format!("io {} {}{}{}", crate::scenario::CANCEL, volume, sep(&path), path);
+            push_handle(&mut what, handle.as_deref());
             if vol(volume).is_none() {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
             }
-            done(what, cancel(m, handles, volume, &path))
+            done(what, cancel(m, handles, handle_key(volume, &path, handle.as_deref())))
         }
         Action::Io {
             volume,
@@ -318,6 +320,7 @@ fn play(
             writer,
             control,
             complete_if_oplocked,
+            handle,
         } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
@@ -355,6 +358,7 @@ fn play(
             if *complete_if_oplocked {
                 what.push_str(" (complete_if_oplocked)");
             }
+            push_handle(&mut what, handle.as_deref());
             let step = IoStep {
                 op: *op,
                 offset: *offset,
@@ -369,7 +373,8 @@ fn play(
                 control: *control,
                 complete_if_oplocked: *complete_if_oplocked,
             };
-            let r = io(m, handles, volume, v, &path, step, data.as_deref());
+            let key = handle_key(volume, &path, handle.as_deref());
+            let r = io(m, handles, key, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
         }
     }
@@ -378,11 +383,25 @@ fn play(
 /// A `cancel` step: `CancelIoEx` on the handle the lab keeps for the path. With none open (or
 /// only one a `cleanup` step closed, which keeps nothing outstanding), nothing can be outstanding
 /// on it: `STATUS_NOT_FOUND`, and no handle is opened for it.
-fn cancel(m: &mut Machine, handles: &Handles, volume: &str, path: &str) -> Status {
-    let key = (volume.to_owned(), path.to_ascii_lowercase());
+fn cancel(m: &mut Machine, handles: &Handles, key: (String, String)) -> Status {
     match handles.open.get(&key).filter(|_| !handles.cleaned.contains(&key)) {
         Some(&handle) => m.io(IoRequest::Cancel { handle }).status,
         None => Status::NOT_FOUND,
+    }
+}
+
+/// The key of the handle an io step uses: the path's own (paths ignore case), or one of its
+/// named handles (the `handle` extension), which no path's own key can equal (a NUL is in no
+/// file name).
+fn handle_key(volume: &str, path: &str, handle: Option<&str>) -> (String, String) {
+    let path = path.to_ascii_lowercase();
+    (volume.to_owned(), handle.map_or_else(|| path.clone(), |h| format!("{path}\0{h}")))
+}
+
+/// Ends a step's description with the handle it names, if any.
+fn push_handle(what: &mut String, handle: Option<&str>) {
+    if let Some(h) = handle {
+        what.push_str(&format!(" (handle {h})"));
     }
 }
 
@@ -423,7 +442,7 @@ struct IoStep {
 fn io(
     m: &mut Machine,
     handles: &mut Handles,
-    volume: &str,
+    key: (String, String),
     v: VolumeId,
     path: &str,
     step: IoStep,
@@ -443,7 +462,6 @@ fn io(
         control,
         complete_if_oplocked,
     } = step;
-    let key = (volume.to_owned(), path.to_ascii_lowercase());
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
         IoMode::NonCached => fsfilter_sim::IoMode::NonCached,

@@ -302,6 +302,10 @@ pub enum Action {
         /// A create step with `FILE_COMPLETE_IF_OPLOCKED`: an extension of scenario.md,
         /// `complete_if_oplocked = true`.
         complete_if_oplocked: bool,
+        /// Which of the path's handles the step uses (None: the path's own, as before the
+        /// extension): an extension of scenario.md, `handle = "second"`, so that a scenario can
+        /// hold several handles on one file.
+        handle: Option<String>,
     },
     /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
     /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
@@ -310,6 +314,8 @@ pub enum Action {
         volume: String,
         /// The file, relative to the volume.
         path: Option<String>,
+        /// Which of the path's handles (None: the path's own), as for [`Action::Io`].
+        handle: Option<String>,
     },
     /// Record the stacks.
     Snapshot {
@@ -943,8 +949,28 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 };
                 let control = f.opt_choice("control", &CONTROLS)?;
                 let complete_if_oplocked = f.opt_bool("complete_if_oplocked")?.unwrap_or(false);
+                let handle = match f.opt_string("handle")? {
+                    // Shutdown and query_attributes name no handle.
+                    Some((_, span))
+                        if is(MajorFunction::Shutdown) || is(MajorFunction::NetworkQueryOpen) =>
+                    {
+                        return Err(cx.error(
+                            span,
+                            &format!("{path}.handle"),
+                            format!("applies to requests on a handle only, not to `{op}`"),
+                        ));
+                    }
+                    Some((name, span)) if name.is_empty() => {
+                        return Err(cx.error(
+                            span,
+                            &format!("{path}.handle"),
+                            "empty: a handle's name (the path's own handle has none)".into(),
+                        ));
+                    }
+                    other => other.map(|(name, _)| name),
+                };
                 match major {
-                    None => Action::Cancel { volume, path: path_value },
+                    None => Action::Cancel { volume, path: path_value, handle },
                     Some(op) => Action::Io {
                         volume,
                         op,
@@ -961,6 +987,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         writer,
                         control,
                         complete_if_oplocked,
+                        handle,
                     },
                 }
             }

@@ -802,10 +802,10 @@ fn a_cancel_step_takes_a_path_and_nothing_of_a_request() {
             "w.toml:9: step[0].offset: ignored: applies to read, write and lock only, not to `cancel`"
         ]
     );
-    let Some(Action::Cancel { volume, path }) = s.steps.first().map(|s| &s.action) else {
+    let Some(Action::Cancel { volume, path, handle }) = s.steps.first().map(|s| &s.action) else {
         panic!("{s:?}")
     };
-    assert_eq!((volume.as_str(), path.as_deref()), ("C:", Some("a")));
+    assert_eq!((volume.as_str(), path.as_deref(), handle), ("C:", Some("a"), &None));
     assert_eq!(s.steps[0].action.name(), "io");
 }
 
@@ -943,4 +943,38 @@ fn control_is_for_fsctl_and_complete_if_oplocked_for_create() {
     assert!(matches!(s.steps[0].action, Action::Io { control: None, .. }));
     let s = parse("ok.toml", &io("create", "complete_if_oplocked = true\n")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { complete_if_oplocked: true, .. }));
+}
+
+#[test]
+fn handle_names_one_of_a_paths_handles_and_only_on_requests_on_a_handle() {
+    // `handle` (an extension): which of the path's handles a step uses, for several handles on
+    // one file; shutdown and query_attributes use none, and a name is not empty.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("query_attributes", "handle = \"second\"\n")),
+        "bad.toml:9: step[0].handle: applies to requests on a handle only, not to \
+         `query_attributes`"
+    );
+    assert_eq!(
+        error(&io("read", "handle = \"\"\n")),
+        "bad.toml:9: step[0].handle: empty: a handle's name (the path's own handle has none)"
+    );
+    assert!(error(&io("read", "handle = 2\n")).starts_with("bad.toml:9: step[0].handle"));
+    let s = parse("ok.toml", &io("create", "handle = \"second\"\n")).unwrap();
+    assert!(
+        matches!(&s.steps[0].action, Action::Io { handle: Some(h), .. } if h == "second"),
+        "{s:?}"
+    );
+    let s = parse("ok.toml", &io("cancel", "handle = \"second\"\n")).unwrap();
+    assert!(
+        matches!(&s.steps[0].action, Action::Cancel { handle: Some(h), .. } if h == "second"),
+        "{s:?}"
+    );
+    // Without the key, as before the extension: the path's own handle.
+    let s = parse("ok.toml", &io("read", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { handle: None, .. }));
 }

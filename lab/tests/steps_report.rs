@@ -218,3 +218,38 @@ fn a_step_lists_the_earlier_requests_it_completed() {
         "{report}"
     );
 }
+
+#[test]
+fn a_named_handle_is_a_second_handle_on_the_path() {
+    // The `handle` extension: step 1 opens a second handle on a.txt and leaves the path's own
+    // open (no cleanup or close of it), a close of the named one leaves the own one too, and
+    // each step names the handle it used.
+    let text = "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\nfiles = { \"a.txt\" = \"abc\" }\n\
+        [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"a.txt\"\n\
+        [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"a.txt\"\nhandle = \"second\"\n\
+        [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"close\"\npath = \"a.txt\"\nhandle = \"second\"\n\
+        [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"read\"\npath = \"A.TXT\"\n";
+    let s = scenario::parse("handles.toml", text).unwrap();
+    let r = run::run(&s);
+    let completed = |step: u32| {
+        r.events
+            .iter()
+            .filter(|e| e.step == Some(step))
+            .filter(|e| matches!(e.kind, fsfilter_sim::EventKind::IoComplete { .. }))
+            .count()
+    };
+    let what: Vec<&str> = r.steps.iter().map(|s| s.what.as_str()).collect();
+    assert_eq!(
+        what,
+        [
+            "io create C:\\a.txt",
+            "io create C:\\a.txt (handle second)",
+            "io close C:\\a.txt (handle second)",
+            "io read C:\\A.TXT",
+        ]
+    );
+    assert!(r.steps.iter().all(|s| s.status == fsfilter::Status::SUCCESS), "{:?}", r.steps);
+    // The second open closes nothing; the close is the named handle's cleanup and close; the
+    // read uses the path's own handle, still open, with no create of its own.
+    assert_eq!([completed(1), completed(2), completed(3)], [1, 2, 1], "{:?}", r.events);
+}
