@@ -52,6 +52,9 @@ pub const OPS: [&str; 17] = {
 pub const PATHS: [&str; 7] =
     ["a.txt", "secret.txt", "evil.com", "new.txt", "dir\\c.log", "", "dir"];
 
+/// The file whose `oplock` handle the oplock requests use ([`IoPlan::oplock`]).
+const OPLOCK_PATH: &str = "a.txt";
+
 /// The pattern of every generated scanner.
 pub const PATTERN: &str = "EVILPATTERN";
 
@@ -223,6 +226,13 @@ pub struct IoPlan {
 }
 
 impl IoPlan {
+    /// The step uses the path's second handle (`handle = "other"`, the lab's thirteenth
+    /// extension) rather than its own: one step in eight, those with the largest offset, drawn
+    /// from the offset so that adding the extension left every plan's other draws as they were.
+    fn second(&self) -> bool {
+        self.offset == Some(3)
+    }
+
     /// A directory_control step of a plan that `notifies` (see [`Plan`]), with a non-cached or
     /// paging mode, waits for changes (`notify`) in `dir` instead of listing.
     fn notify(&self, notifies: bool) -> bool {
@@ -233,7 +243,33 @@ impl IoPlan {
     /// paging mode (what a notification leaves outstanding); [`PATHS`] otherwise.
     fn path_name(&self, notifies: bool) -> &'static str {
         let cancel = pick(&OPS, self.op) == fsfilter_lab::scenario::CANCEL && self.mode != 0;
-        if self.notify(notifies) || cancel { "dir" } else { pick(&PATHS, self.path) }
+        if self.notify(notifies) || cancel {
+            "dir"
+        } else if self.oplock(notifies) {
+            OPLOCK_PATH
+        } else {
+            pick(&PATHS, self.path)
+        }
+    }
+
+    /// An fsctl step of a plan that `notifies` (see [`Plan`]), with a non-cached or paging mode,
+    /// sends an oplock request or acknowledgement on `a.txt`'s second handle; a create step of
+    /// a second handle opens `a.txt`'s, overlapped (an oplock is granted on an overlapped handle
+    /// only).
+    fn oplock(&self, notifies: bool) -> bool {
+        let op = pick(&OPS, self.op);
+        (op == "fsctl" && self.mode != 0 && notifies) || (op == "create" && self.second())
+    }
+
+    /// The handle the step names: the path's second one, `other`, for [`IoPlan::oplock`] and
+    /// for an op that takes a handle, but a change notification's and a cancel's (which stay on
+    /// the path's own, where a notification waits).
+    fn handle(&self, notifies: bool) -> Option<&'static str> {
+        let op = pick(&OPS, self.op);
+        let own = matches!(op, "shutdown" | "directory_control")
+            || op == fsfilter_lab::scenario::QUERY_ATTRIBUTES
+            || op == fsfilter_lab::scenario::CANCEL;
+        (self.oplock(notifies) || (self.second() && !own)).then_some("other")
     }
 }
 
@@ -624,6 +660,22 @@ impl Plan {
                 if !path.is_empty() {
                     let _ = writeln!(t, "path = {}", quote(path));
                 }
+                if let Some(h) = io.handle(self.notifies()) {
+                    let _ = writeln!(t, "handle = \"{h}\"");
+                }
+                if op == "fsctl" && io.oplock(self.notifies()) {
+                    // The oplock requests and acknowledgements (the lab's twelfth extension): a
+                    // granted request stays with the file system until a break, as a waiting
+                    // notification does, so they come under the same condition.
+                    let controls = fsfilter_lab::scenario::CONTROLS;
+                    let (control, _) = pick(&controls, io.path + 3 * io.volume + io.mode);
+                    let _ = writeln!(t, "control = \"{control}\"");
+                }
+                if op == "create" && io.mode == 2 {
+                    // An open that answers STATUS_OPLOCK_BREAK_IN_PROGRESS rather than wait for
+                    // an oplock's break.
+                    t.push_str("complete_if_oplocked = true\n");
+                }
                 if matches!(op, "read" | "write") {
                     let mode = ["cached", "noncached", "paging"][io.mode % 3];
                     let _ = writeln!(t, "mode = \"{mode}\"");
@@ -651,7 +703,7 @@ impl Plan {
                     let len = u32::from(sectors) * 512 - if odd { 301 } else { 0 };
                     let _ = writeln!(t, "length = {len}");
                 }
-                if op == "create" && io.infected {
+                if op == "create" && (io.infected || io.oplock(self.notifies())) {
                     // The path's handle for asynchronous I/O: its reads and writes need an offset
                     // and may pend (docs/simulator.md, "Asynchronous I/O").
                     t.push_str("overlapped = true\n");
@@ -687,12 +739,14 @@ impl Plan {
             && !self.steps.iter().any(|s| matches!(s, StepPlan::Stop(_) | StepPlan::Unload(_)))
     }
 
-    /// The (volume, path) pairs the io steps name: the files the caller may still hold open.
-    fn used_paths(&self, names: &Names) -> Vec<(usize, &'static str)> {
-        let mut used: Vec<(usize, &'static str)> = Vec::new();
+    /// The (volume, path, handle) triples the io steps name: the handles the caller may still
+    /// hold open.
+    fn used_paths(&self, names: &Names) -> Vec<(usize, &'static str, Option<&'static str>)> {
+        let mut used: Vec<(usize, &'static str, Option<&'static str>)> = Vec::new();
         for s in &self.steps {
             if let StepPlan::Io(io) = s {
-                let key = (io.volume % names.volumes.len(), io.path_name(self.notifies()));
+                let volume = io.volume % names.volumes.len();
+                let key = (volume, io.path_name(self.notifies()), io.handle(self.notifies()));
                 if !used.contains(&key) {
                     used.push(key);
                 }
@@ -705,12 +759,15 @@ impl Plan {
     /// Closes every file the steps may have left open, stops every driver (latest declared
     /// first), dismounts every volume.
     fn render_tail(&self, t: &mut String, names: &Names) {
-        for (v, p) in self.used_paths(names) {
+        for (v, p, h) in self.used_paths(names) {
             let v = &names.volumes[v].0;
             let _ =
                 writeln!(t, "\n[[step]]\naction = \"io\"\nvolume = {}\nop = \"close\"", quote(v));
             if !p.is_empty() {
                 let _ = writeln!(t, "path = {}", quote(p));
+            }
+            if let Some(h) = h {
+                let _ = writeln!(t, "handle = \"{h}\"");
             }
         }
         for (d, _) in names.drivers.iter().rev() {

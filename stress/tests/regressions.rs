@@ -1193,3 +1193,44 @@ path = "a.txt"
         );
     }
 }
+
+#[test]
+fn generated_timelines_send_oplock_controls_and_use_second_handles() {
+    // The generator's reach into the oplock controls and named handles (the lab's twelfth and
+    // thirteenth extensions): some plans send an oplock request or acknowledgement that NTFS
+    // answers (granted, not granted, or an acknowledgement with no break under way), some open
+    // with FILE_COMPLETE_IF_OPLOCKED, and some steps use a path's second handle, while every
+    // invariant still holds.
+    let mut draw = plans(14);
+    let (mut controls, mut complete_if, mut second) = (0, 0, 0);
+    let oplock_statuses = [0x0000_0103, 0xC000_00E2, 0xC000_00E3];
+    for _ in 0..3000 {
+        // Short plans: the oplock controls come only in plans that stop or unload no driver
+        // before their tail (see `IoPlan::oplock`).
+        let plan = draw(12);
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        controls += usize::from(run.steps.iter().any(|o| {
+            o.what.starts_with("io fsctl")
+                && o.what.contains("oplock")
+                && oplock_statuses.contains(&o.status.bits())
+        }));
+        complete_if += usize::from(run.steps.iter().any(|o| {
+            o.what.starts_with("io create")
+                && o.what.contains("(complete_if_oplocked)")
+                && o.status.is_success()
+        }));
+        second += usize::from(
+            run.steps.iter().any(|o| o.what.ends_with("(handle other)") && o.status.is_success()),
+        );
+    }
+    assert!(
+        controls > 0 && complete_if > 0 && second > 0,
+        "oplock controls answered in {controls} plans, complete_if_oplocked opens in \
+         {complete_if}, a second handle used in {second}"
+    );
+}
