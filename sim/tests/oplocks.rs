@@ -395,3 +395,22 @@ fn during_a_break_to_level_2_a_read_waits_and_a_rename_of_a_batch_file_breaks_to
     // Completed, not pended: no Level 2 oplock was granted.
     assert_eq!((ack.status, ack.information), (Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE));
 }
+
+#[test]
+fn a_break_notify_waits_no_longer_than_the_bound_when_nothing_else_waits() {
+    // A FILE_COMPLETE_IF_OPLOCKED open starts the break and does not wait; a notification asked
+    // on a synchronous handle then waits for that break. Nobody acknowledges it: the bound takes
+    // it as acknowledged to none (docs/simulator.md, "Oplocks"), and the notification completes
+    // instead of leaving its synchronous caller with STATUS_PENDING.
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let (_h1, _) = granted(&mut m, c, code::REQUEST_OPLOCK_LEVEL_1);
+    let attrs = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES);
+    let other = m.open(c, "a.txt", attrs).unwrap();
+    let r = m.create(c, "a.txt", CreateOptions::open().options(FILE_COMPLETE_IF_OPLOCKED));
+    assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    let before = m.now_ms();
+    let n = fsctl(&mut m, other, code::OPLOCK_BREAK_NOTIFY);
+    assert_eq!(n.status, Status::SUCCESS);
+    assert!(m.now_ms() >= before + ACK_TIMEOUT_MS, "waited for the bound");
+    assert!(saw(&m, "oplock_break_timed_out"));
+}

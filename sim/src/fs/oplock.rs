@@ -577,10 +577,10 @@ impl Kernel {
                 Some((Status::SUCCESS, 0))
             }
             code::OPLOCK_BREAK_NOTIFY => {
-                let breaking = matches!(o.state, State::Exclusive { breaking: Some(_), .. });
-                if !breaking {
-                    return Some((Status::SUCCESS, 0));
-                }
+                let number = match o.state {
+                    State::Exclusive { breaking: Some(_), number, .. } => number,
+                    _ => return Some((Status::SUCCESS, 0)),
+                };
                 if !hold(call.irp, waiting_cancelled) {
                     return Some((Status::CANCELLED, 0));
                 }
@@ -589,6 +589,9 @@ impl Kernel {
                 if let Some(o) = self.fs.oplocks.get_mut(&p) {
                     o.waiting.push(Waiter { irp, device, image, notify: true });
                 }
+                // It waits as the others do: no longer than the bound (a break started by a
+                // FILE_COMPLETE_IF_OPLOCKED open may have no other waiter to arm it).
+                after.push(After::Timer(p, number, image));
                 None
             }
             _ => Some((Status::INVALID_DEVICE_REQUEST, 0)),
