@@ -414,3 +414,39 @@ fn a_break_notify_waits_no_longer_than_the_bound_when_nothing_else_waits() {
     assert!(m.now_ms() >= before + ACK_TIMEOUT_MS, "waited for the bound");
     assert!(saw(&m, "oplock_break_timed_out"));
 }
+
+#[test]
+fn an_attributes_only_overwrite_or_supersede_breaks_to_none_by_its_implied_access() {
+    // FastFat's FatOpenExistingFcb adds the access an overwrite (FILE_WRITE_DATA, FILE_WRITE_EA,
+    // FILE_WRITE_ATTRIBUTES) or a supersede (DELETE) implies to the desired access in place
+    // before its FsRtlCheckOplock after the share check ("so that the Oplock check proceeds
+    // against any added access"): such an open asking only FILE_READ_ATTRIBUTES is no
+    // attributes-only open and breaks the oplock to none before it truncates the file. A Batch
+    // oplock's early check sees the access as asked; the later check breaks it.
+    for fs in [FsKind::Fat, FsKind::Ntfs] {
+        for (kind, d) in [
+            (code::REQUEST_OPLOCK_LEVEL_1, disposition::OVERWRITE),
+            (code::REQUEST_BATCH_OPLOCK, disposition::OVERWRITE_IF),
+            (code::REQUEST_FILTER_OPLOCK, disposition::SUPERSEDE),
+        ] {
+            let (mut m, c) = machine(fs);
+            let all = share::READ | share::WRITE | share::DELETE;
+            let h1 = m.open(c, "a.txt", overlapped().share(all)).unwrap();
+            let req = fsctl(&mut m, h1, kind);
+            assert_eq!(req.status, Status::PENDING);
+            let o = CreateOptions::open()
+                .access(access::FILE_READ_ATTRIBUTES)
+                .share(all)
+                .disposition(d)
+                .options(FILE_COMPLETE_IF_OPLOCKED);
+            let r = m.create(c, "a.txt", o);
+            assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS, "{fs:?} {kind:#x} {d}");
+            let broken = completed(&m, req.io);
+            assert_eq!(
+                broken,
+                Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE)),
+                "{fs:?} {kind:#x}"
+            );
+        }
+    }
+}

@@ -385,27 +385,34 @@ impl Kernel {
                 return Err(Status::DELETE_PENDING);
             }
             // FsRtlCheckOplock on the create: a Batch or Filter oplock breaks before the share
-            // access check (a handle it keeps open would refuse the open), any other after it.
+            // access check (a handle it keeps open would refuse the open) against the access as
+            // asked, and every oplock after it against the access an overwrite or a supersede
+            // implies too (FastFat's FatOpenExistingFcb adds it in place "so that the Oplock
+            // check proceeds against any added access").
             let held = if self.fs.oplocks.is_empty() {
                 None
             } else {
                 self.fs.oplocks.get(&p).filter(|o| o.state != super::oplock::State::None)
             };
-            let (want, early) = match held {
+            let implied = match req.disposition {
+                disp::SUPERSEDE => acc::DELETE,
+                disp::OVERWRITE | disp::OVERWRITE_IF => {
+                    acc::FILE_WRITE_DATA | acc::FILE_WRITE_EA | acc::FILE_WRITE_ATTRIBUTES
+                }
+                _ => 0,
+            };
+            let want = |o: &super::oplock::Oplock, access: u32| {
+                super::oplock::create_want(o, access, req.share, req.disposition, req.options)
+            };
+            let (early, late) = match held {
                 Some(o) => (
-                    super::oplock::create_want(
-                        o,
-                        req.access,
-                        req.share,
-                        req.disposition,
-                        req.options,
-                    ),
-                    o.batch_or_filter(),
+                    o.batch_or_filter().then(|| want(o, req.access)),
+                    want(o, req.access | implied),
                 ),
-                None => (super::oplock::Want::Nothing, false),
+                None => (None, super::oplock::Want::Nothing),
             };
             let complete_if_oplocked = req.options & super::oplock::FILE_COMPLETE_IF_OPLOCKED != 0;
-            let mut check = |k: &mut Kernel| match k.oplock_check(
+            let mut check = |k: &mut Kernel, want| match k.oplock_check(
                 p,
                 fo,
                 call,
@@ -420,8 +427,8 @@ impl Kernel {
                 }
                 Check::Wait => Err(Status::PENDING),
             };
-            if early {
-                check(self)?;
+            if let Some(w) = early {
+                check(self, w)?;
                 outcome.batch = true;
             }
             let f = &self.fs.fcbs[&p];
@@ -431,9 +438,7 @@ impl Kernel {
             if overwrite && self.sections.has_views(p) {
                 return Err(Status::USER_MAPPED_FILE);
             }
-            if !early {
-                check(self)?;
-            }
+            check(self, late)?;
         }
         let fcb = self.fcb_for(mount, node);
         let information = if overwrite {
