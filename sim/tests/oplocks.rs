@@ -450,3 +450,25 @@ fn an_attributes_only_overwrite_or_supersede_breaks_to_none_by_its_implied_acces
         }
     }
 }
+
+#[test]
+fn a_batch_oplock_is_broken_by_an_exclusive_create_before_its_name_collision() {
+    // FastFat's FatOpenExistingFcb checks a Batch (or Filter) oplock first, before its
+    // FILE_CREATE collision and access checks: an exclusive create of the file breaks the
+    // Batch oplock (to Level 2) and only then fails with STATUS_OBJECT_NAME_COLLISION. A Level 1
+    // oplock is checked after them: the same create leaves it alone.
+    for (kind, broken) in [
+        (code::REQUEST_BATCH_OPLOCK, Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2))),
+        (code::REQUEST_FILTER_OPLOCK, Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE))),
+        (code::REQUEST_OPLOCK_LEVEL_1, None),
+    ] {
+        let (mut m, c) = machine(FsKind::Fat);
+        let (_h1, req) = granted(&mut m, c, kind);
+        let o = CreateOptions::open()
+            .disposition(disposition::CREATE)
+            .options(FILE_COMPLETE_IF_OPLOCKED);
+        let r = m.create(c, "a.txt", o);
+        assert_eq!(r.status, Status::OBJECT_NAME_COLLISION, "{kind:#x}");
+        assert_eq!(completed(&m, req.io), broken, "{kind:#x}");
+    }
+}

@@ -344,7 +344,48 @@ impl Kernel {
         let n = media.node(node);
         let is_dir = n.is_dir();
         let attributes = n.attributes;
-        if req.disposition == disp::CREATE {
+        // FsRtlCheckOplock on the create. A Batch or Filter oplock is checked first, against the
+        // access as asked: before the share check (a handle it keeps open would refuse the open),
+        // and before the FILE_CREATE collision and the read-only attribute's refusals, as
+        // FastFat's FatOpenExistingFcb has it. Every oplock is checked after the share check,
+        // against the access an overwrite or a supersede implies too (FatOpenExistingFcb adds it
+        // in place "so that the Oplock check proceeds against any added access").
+        let existing = self.fs.mounts[mount as usize].fcbs_by_node.get(&node).copied();
+        let held = match existing {
+            Some(p) if !self.fs.oplocks.is_empty() => {
+                self.fs.oplocks.get(&p).filter(|o| o.state != super::oplock::State::None)
+            }
+            _ => None,
+        };
+        let overwrite =
+            matches!(req.disposition, disp::OVERWRITE | disp::OVERWRITE_IF | disp::SUPERSEDE);
+        let implied = match req.disposition {
+            disp::SUPERSEDE => acc::DELETE,
+            disp::OVERWRITE | disp::OVERWRITE_IF => {
+                acc::FILE_WRITE_DATA | acc::FILE_WRITE_EA | acc::FILE_WRITE_ATTRIBUTES
+            }
+            _ => 0,
+        };
+        let want = |o: &super::oplock::Oplock, access: u32| {
+            super::oplock::create_want(o, access, req.share, req.disposition, req.options)
+        };
+        let (early, late) = match held {
+            Some(o) => {
+                (o.batch_or_filter().then(|| want(o, req.access)), want(o, req.access | implied))
+            }
+            None => (None, super::oplock::Want::Nothing),
+        };
+        let complete_if_oplocked = req.options & super::oplock::FILE_COMPLETE_IF_OPLOCKED != 0;
+        let mut check = |k: &mut Kernel, p: usize, want, batch: bool| {
+            match k.oplock_check(p, fo, call, want, complete_if_oplocked, after) {
+                Check::Proceed => {}
+                Check::BreakInProgress => outcome.in_progress = true,
+                Check::Wait => return Err(Status::PENDING),
+            }
+            outcome.batch |= batch;
+            Ok(())
+        };
+        if early.is_none() && req.disposition == disp::CREATE {
             return Err(Status::OBJECT_NAME_COLLISION);
         }
         // An open of a namespace file system's device itself (no name: NPFS's open of the file
@@ -356,13 +397,20 @@ impl Kernel {
         if !is_dir && req.options & co::DIRECTORY_FILE != 0 {
             return Err(Status::NOT_A_DIRECTORY);
         }
-        let overwrite =
-            matches!(req.disposition, disp::OVERWRITE | disp::OVERWRITE_IF | disp::SUPERSEDE);
         if is_dir && overwrite {
             return Err(Status::INVALID_PARAMETER);
         }
         if ty.desc().read_only && (req.access & modifying != 0 || overwrite) {
             return Err(Status::ACCESS_DENIED);
+        }
+        if let (Some(p), Some(w)) = (existing, early) {
+            if self.fs.fcbs[&p].delete_pending {
+                return Err(Status::DELETE_PENDING);
+            }
+            check(self, p, w, true)?;
+            if req.disposition == disp::CREATE {
+                return Err(Status::OBJECT_NAME_COLLISION);
+            }
         }
         if attributes & attr::READONLY != 0 {
             // MS-FSA 2.1.5.1.2.1: the read-only attribute refuses write access to a data file
@@ -378,67 +426,18 @@ impl Kernel {
         if node == ROOT && req.options & co::DELETE_ON_CLOSE != 0 {
             return Err(Status::CANNOT_DELETE);
         }
-        let existing = self.fs.mounts[mount as usize].fcbs_by_node.get(&node).copied();
         if let Some(p) = existing {
             let f = &self.fs.fcbs[&p];
             if f.delete_pending {
                 return Err(Status::DELETE_PENDING);
             }
-            // FsRtlCheckOplock on the create: a Batch or Filter oplock breaks before the share
-            // access check (a handle it keeps open would refuse the open) against the access as
-            // asked, and every oplock after it against the access an overwrite or a supersede
-            // implies too (FastFat's FatOpenExistingFcb adds it in place "so that the Oplock
-            // check proceeds against any added access").
-            let held = if self.fs.oplocks.is_empty() {
-                None
-            } else {
-                self.fs.oplocks.get(&p).filter(|o| o.state != super::oplock::State::None)
-            };
-            let implied = match req.disposition {
-                disp::SUPERSEDE => acc::DELETE,
-                disp::OVERWRITE | disp::OVERWRITE_IF => {
-                    acc::FILE_WRITE_DATA | acc::FILE_WRITE_EA | acc::FILE_WRITE_ATTRIBUTES
-                }
-                _ => 0,
-            };
-            let want = |o: &super::oplock::Oplock, access: u32| {
-                super::oplock::create_want(o, access, req.share, req.disposition, req.options)
-            };
-            let (early, late) = match held {
-                Some(o) => (
-                    o.batch_or_filter().then(|| want(o, req.access)),
-                    want(o, req.access | implied),
-                ),
-                None => (None, super::oplock::Want::Nothing),
-            };
-            let complete_if_oplocked = req.options & super::oplock::FILE_COMPLETE_IF_OPLOCKED != 0;
-            let mut check = |k: &mut Kernel, want| match k.oplock_check(
-                p,
-                fo,
-                call,
-                want,
-                complete_if_oplocked,
-                after,
-            ) {
-                Check::Proceed => Ok(()),
-                Check::BreakInProgress => {
-                    outcome.in_progress = true;
-                    Ok(())
-                }
-                Check::Wait => Err(Status::PENDING),
-            };
-            if let Some(w) = early {
-                check(self, w)?;
-                outcome.batch = true;
-            }
-            let f = &self.fs.fcbs[&p];
             if !f.share.check(share) {
                 return Err(Status::SHARING_VIOLATION);
             }
             if overwrite && self.sections.has_views(p) {
                 return Err(Status::USER_MAPPED_FILE);
             }
-            check(self, late)?;
+            check(self, p, late, false)?;
         }
         let fcb = self.fcb_for(mount, node);
         let information = if overwrite {
