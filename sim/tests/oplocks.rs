@@ -471,4 +471,14 @@ fn a_batch_oplock_is_broken_by_an_exclusive_create_before_its_name_collision() {
         assert_eq!(r.status, Status::OBJECT_NAME_COLLISION, "{kind:#x}");
         assert_eq!(completed(&m, req.io), broken, "{kind:#x}");
     }
+    // So is a write open of a read-only file (FatCheckFileAccess comes after the Batch check).
+    let (mut m, c) = machine(FsKind::Fat);
+    let (h1, req) = granted(&mut m, c, code::REQUEST_BATCH_OPLOCK);
+    let mut basic = vec![0u8; 40];
+    basic[32..36].copy_from_slice(&1u32.to_le_bytes()); // FILE_ATTRIBUTE_READONLY
+    assert_eq!(m.set_information(h1, 4, &basic).status, Status::SUCCESS);
+    assert_eq!(completed(&m, req.io), None, "the owner's own set breaks nothing");
+    let o = CreateOptions::open().access(access::GENERIC_WRITE).options(FILE_COMPLETE_IF_OPLOCKED);
+    assert_eq!(m.create(c, "a.txt", o).status, Status::ACCESS_DENIED);
+    assert_eq!(completed(&m, req.io), Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2)));
 }
