@@ -481,4 +481,16 @@ fn a_batch_oplock_is_broken_by_an_exclusive_create_before_its_name_collision() {
     let o = CreateOptions::open().access(access::GENERIC_WRITE).options(FILE_COMPLETE_IF_OPLOCKED);
     assert_eq!(m.create(c, "a.txt", o).status, Status::ACCESS_DENIED);
     assert_eq!(completed(&m, req.io), Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2)));
+    // CDFS refuses a creating disposition before it looks at any oplock: nothing breaks.
+    drop(m);
+    let mut m = Machine::new(MachineConfig { seed: 7 });
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs).file("\\a.txt", b"a"));
+    m.boot();
+    let read = CreateOptions::open().access(access::GENERIC_READ).share(share::READ);
+    let h = m.open(d, "a.txt", read.overlapped()).unwrap();
+    let req = fsctl(&mut m, h, code::REQUEST_BATCH_OPLOCK);
+    assert_eq!(req.status, Status::PENDING);
+    let o = read.disposition(disposition::CREATE).options(FILE_COMPLETE_IF_OPLOCKED);
+    assert_eq!(m.create(d, "a.txt", o).status, Status::OBJECT_NAME_COLLISION);
+    assert_eq!(completed(&m, req.io), None);
 }

@@ -385,7 +385,8 @@ impl Kernel {
             outcome.batch |= batch;
             Ok(())
         };
-        if early.is_none() && req.disposition == disp::CREATE {
+        // CDFS and UDFS refuse a creating disposition before any oplock check (CdCommonCreate).
+        if (early.is_none() || ty.desc().read_only) && req.disposition == disp::CREATE {
             return Err(Status::OBJECT_NAME_COLLISION);
         }
         // An open of a namespace file system's device itself (no name: NPFS's open of the file
