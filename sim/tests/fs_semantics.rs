@@ -515,3 +515,43 @@ fn names_compare_through_the_ntfs_upcase_table_not_unicode_full_case_mapping() {
         "fıle.txt is not file.txt"
     );
 }
+
+#[test]
+fn an_overwrite_is_share_checked_with_the_access_it_implies() {
+    // FatOpenExistingFcb adds the access an overwrite (FILE_WRITE_DATA, FILE_WRITE_EA,
+    // FILE_WRITE_ATTRIBUTES) or a supersede (DELETE) implies before its share check: an open
+    // asking only FILE_READ_ATTRIBUTES that would truncate the file is refused by a handle that
+    // shares no writes, and a supersede by one that shares no delete; the access is recorded, so
+    // a later open that shares no writes is refused by the overwriting handle.
+    use fsfilter_sim::nt::share;
+    for kind in [FsKind::Fat, FsKind::Ntfs] {
+        let (mut m, c) = volume(kind);
+        let path = "docs\\readme.txt";
+        let attrs = access::FILE_READ_ATTRIBUTES | access::SYNCHRONIZE;
+        let reader = CreateOptions::open().access(access::FILE_READ_DATA).share(share::READ);
+        let h = m.open(c, path, reader).unwrap();
+        let overwrite = CreateOptions::open()
+            .access(attrs)
+            .share(share::READ | share::WRITE | share::DELETE)
+            .disposition(disposition::OVERWRITE);
+        assert_eq!(m.create(c, path, overwrite).status, Status::SHARING_VIOLATION, "{kind:?}");
+        let contents = m.read(h, Some(0), 64, IoMode::Cached);
+        assert_eq!(contents.data, b"read me", "{kind:?}: not truncated");
+        m.close_handle(h);
+        let all = share::READ | share::WRITE;
+        let h = m.open(c, path, CreateOptions::open().access(access::FILE_READ_DATA).share(all));
+        let h = h.unwrap();
+        let supersede = CreateOptions::open()
+            .access(attrs)
+            .share(share::READ | share::WRITE | share::DELETE)
+            .disposition(disposition::SUPERSEDE);
+        assert_eq!(m.create(c, path, supersede).status, Status::SHARING_VIOLATION, "{kind:?}");
+        m.close_handle(h);
+        // Alone, the overwrite succeeds, and its implied write access refuses an opener that
+        // shares no writes.
+        let o = m.open(c, path, overwrite).unwrap();
+        assert_eq!(m.create(c, path, reader).status, Status::SHARING_VIOLATION, "{kind:?}");
+        m.close_handle(o);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}

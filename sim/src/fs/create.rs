@@ -182,7 +182,7 @@ impl Kernel {
         if req.options & co::DELETE_ON_CLOSE != 0 && req.access & acc::DELETE == 0 {
             return Err(Status::INVALID_PARAMETER);
         }
-        let share: ShareRequest = [
+        let mut share: ShareRequest = [
             req.access & (acc::FILE_READ_DATA | acc::FILE_EXECUTE) != 0,
             req.access & (acc::FILE_WRITE_DATA | acc::FILE_APPEND_DATA) != 0,
             req.access & acc::DELETE != 0,
@@ -245,7 +245,7 @@ impl Kernel {
             match found {
                 Ok(node) => {
                     let o = (call, fo as usize, oplock);
-                    self.open_existing(mount, node, req, share, modifying, now, o)?
+                    self.open_existing(mount, node, req, &mut share, modifying, now, o)?
                 }
                 Err(Lookup::NameNotFound(dir)) => {
                     if matches!(req.disposition, disp::OPEN | disp::OVERWRITE) {
@@ -331,7 +331,7 @@ impl Kernel {
         mount: u32,
         node: NodeId,
         req: CreateRequest,
-        share: ShareRequest,
+        share: &mut ShareRequest,
         modifying: u32,
         now: i64,
         oplock: CreateOplock<'_>,
@@ -427,12 +427,18 @@ impl Kernel {
         if node == ROOT && req.options & co::DELETE_ON_CLOSE != 0 {
             return Err(Status::CANNOT_DELETE);
         }
+        // The access an overwrite or a supersede implies is checked and recorded as share access
+        // too (FatOpenExistingFcb adds it to the desired access before its IoCheckShareAccess;
+        // until December 7 an attributes-only overwrite was let past a handle that shares no
+        // writes).
+        share[1] |= implied & acc::FILE_WRITE_DATA != 0;
+        share[2] |= implied & acc::DELETE != 0;
         if let Some(p) = existing {
             let f = &self.fs.fcbs[&p];
             if f.delete_pending {
                 return Err(Status::DELETE_PENDING);
             }
-            if !f.share.check(share) {
+            if !f.share.check(*share) {
                 return Err(Status::SHARING_VIOLATION);
             }
             if overwrite && self.sections.has_views(p) {
