@@ -445,9 +445,27 @@ fn steps(out: &mut String, run: &Run) {
             .into_iter()
             .map(|(io, major)| (io, Some(major)))
             .collect();
-        if issued.is_empty() {
+        // A request that waited for its synchronous file object's lock (docs/simulator.md,
+        // "Asynchronous I/O") is listed under the step it went down in, if any.
+        let waited =
+            s.io.filter(|_| issued.is_empty() && s.status == fsfilter::Status::PENDING).map(|io| {
+                let at = requests.iter().find(|(_, r)| r.iter().any(|(i, _)| *i == io));
+                (io, at.map(|(step, _)| *step))
+            });
+        match waited {
+            Some((io, Some(at))) => {
+                let _ = writeln!(
+                    out,
+                    "        -> request {} waits for its file object: goes down at step {at}",
+                    io.0
+                );
+            }
+            Some((io, None)) => {
+                let _ = writeln!(out, "        -> request {} waits for its file object", io.0);
+            }
             // A step whose request never started (refused before the I/O manager saw it).
-            issued.extend(s.io.map(|io| (io, None)));
+            None if issued.is_empty() => issued.extend(s.io.map(|io| (io, None))),
+            None => {}
         }
         let several = issued.len() > 1;
         for (io, major) in issued {

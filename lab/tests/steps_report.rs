@@ -158,17 +158,18 @@ fn a_request_completed_in_a_later_step_says_when_and_what_it_returned() {
     let s = scenario::parse("notify.toml", text).expect("parses");
     let r = run::run(&s);
     let report = text::report(&s, &r);
-    // Step 0 waits for a change; step 1's create completes it; step 2's is completed by the
-    // cleanup of step 4 (a write is reported at its handle's cleanup); step 6 returns what was
-    // kept at once; step 7's is ended by the directory handle's cleanup, step 8.
+    // Step 0 opens the directory overlapped; step 1 waits for a change; step 2's create
+    // completes it; step 3's is completed by the cleanup of step 5 (a write is reported at its
+    // handle's cleanup); step 7 returns what was kept at once; step 8's is ended by the
+    // directory handle's cleanup, step 9.
     let last = |index| step_lines(&report, index).last().cloned().unwrap_or_default();
-    assert_eq!(last(0), "-> completed STATUS_SUCCESS at step 1: added new.txt", "{report}");
+    assert_eq!(last(1), "-> completed STATUS_SUCCESS at step 2: added new.txt", "{report}");
     assert_eq!(
-        step_lines(&report, 2).last().map(String::as_str),
-        Some("-> completed STATUS_SUCCESS at step 4: modified readme.txt")
+        step_lines(&report, 3).last().map(String::as_str),
+        Some("-> completed STATUS_SUCCESS at step 5: modified readme.txt")
     );
-    assert_eq!(last(6), "-> completed STATUS_SUCCESS: added kept.txt");
-    assert_eq!(last(7), "-> completed STATUS_NOTIFY_CLEANUP at step 8");
+    assert_eq!(last(7), "-> completed STATUS_SUCCESS: added kept.txt");
+    assert_eq!(last(8), "-> completed STATUS_NOTIFY_CLEANUP at step 9");
 }
 
 /// A step that completes requests of earlier steps says so: the cancel step the notifications it
@@ -181,14 +182,14 @@ fn a_step_lists_the_earlier_requests_it_completed() {
     let r = run::run(&s);
     let report = text::report(&s, &r);
     assert_eq!(
-        step_lines(&report, 2),
+        step_lines(&report, 3),
         [
-            "-> completed request 2 of step 1: STATUS_CANCELLED",
-            "-> completed request 1 of step 0: STATUS_CANCELLED"
+            "-> completed request 2 of step 2: STATUS_CANCELLED",
+            "-> completed request 1 of step 1: STATUS_CANCELLED"
         ],
         "{report}"
     );
-    assert!(step_lines(&report, 3).is_empty(), "{report}");
+    assert!(step_lines(&report, 4).is_empty(), "{report}");
     // The HTML report says the same, in the step's cell of callbacks (it said nothing of when
     // or how a request completed before).
     let page = html::report(&s, &r);
@@ -197,24 +198,24 @@ fn a_step_lists_the_earlier_requests_it_completed() {
         let end = start + page[start..].find("</tr>").expect("the row's end");
         page[start..end].to_owned()
     };
-    assert!(row(0).contains("completed STATUS_CANCELLED at step 2"), "{}", row(0));
+    assert!(row(1).contains("completed STATUS_CANCELLED at step 3"), "{}", row(1));
     assert!(
-        row(2).contains(
-            "completed request 2 of step 1: STATUS_CANCELLED; completed request 1 of step 0: \
+        row(3).contains(
+            "completed request 2 of step 2: STATUS_CANCELLED; completed request 1 of step 1: \
              STATUS_CANCELLED"
         ),
         "{}",
-        row(2)
+        row(3)
     );
-    assert!(!row(3).contains("completed"), "{}", row(3));
+    assert!(!row(4).contains("completed"), "{}", row(4));
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/notify.toml");
     let s = scenario::parse("notify.toml", &std::fs::read_to_string(path).unwrap()).unwrap();
     let r = run::run(&s);
     let report = text::report(&s, &r);
-    let create = step_lines(&report, 1);
+    let create = step_lines(&report, 2);
     assert_eq!(
         create.last().map(String::as_str),
-        Some("-> completed request 1 of step 0: STATUS_SUCCESS: added new.txt"),
+        Some("-> completed request 1 of step 1: STATUS_SUCCESS: added new.txt"),
         "{report}"
     );
 }
@@ -252,4 +253,39 @@ fn a_named_handle_is_a_second_handle_on_the_path() {
     // The second open closes nothing; the close is the named handle's cleanup and close; the
     // read uses the path's own handle, still open, with no create of its own.
     assert_eq!([completed(1), completed(2), completed(3)], [1, 2, 1], "{:?}", r.events);
+}
+
+/// A request on a synchronous handle that waits for the request outstanding on it (the file
+/// object's lock, docs/simulator.md, "Asynchronous I/O") is listed under the step it went down
+/// in; its own step says so. A close that waits for a lock never released says it waits, and the
+/// run ends without a finding.
+#[test]
+fn a_request_that_waited_for_its_file_object_shows_where_it_went_down() {
+    let step = |op: &str, path: &str, extra: &str| {
+        format!(
+            "\n[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"{path}\"\n\
+             {extra}"
+        )
+    };
+    let notify = step("directory_control", "docs", "notify = \"file_name\"\n");
+    let text = format!(
+        "name = \"lock\"\nseed = 1\n\n[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\
+         files = {{ \"docs\\\\readme.txt\" = \"read me\" }}\n\n[[driver]]\nname = \"Watcher\"\n\
+         sample = \"probe\"\nmodel = \"minifilter\"\nstart = \"boot\"\naltitude = \"370100\"\n\
+         {notify}{notify}{}{}",
+        step("create", "docs\\\\new.txt", ""),
+        step("close", "docs", "")
+    );
+    let s = scenario::parse("lock.toml", &text).expect("parses");
+    let r = run::run(&s);
+    let report = text::report(&s, &r);
+    assert_eq!(
+        step_lines(&report, 1),
+        ["-> request 2 waits for its file object: goes down at step 2"],
+        "{report}"
+    );
+    let create = step_lines(&report, 2);
+    assert!(create.contains(&"request 2 IRP_MJ_DIRECTORY_CONTROL:".to_owned()), "{report}");
+    assert_eq!(step_lines(&report, 3), ["-> request 4 waits for its file object"], "{report}");
+    assert!(r.findings().next().is_none(), "{report}");
 }

@@ -51,6 +51,8 @@ pub struct Files {
     pub map: FastMap<usize, FileObjectInfo>,
     /// User handles by number (index).
     pub handles: Vec<Option<UserHandle>>,
+    /// The locks of synchronous file objects.
+    pub locks: crate::folock::FileLocks,
     pool: BlockPool,
 }
 
@@ -59,6 +61,7 @@ impl Default for Files {
         Files {
             map: FastMap::default(),
             handles: Vec::new(),
+            locks: Default::default(),
             pool: BlockPool::new(size_of::<FILE_OBJECT>()),
         }
     }

@@ -24,6 +24,7 @@ pub mod exports;
 pub mod faults;
 pub mod files;
 pub mod fltmgr;
+pub mod folock;
 pub mod fs;
 pub mod fsfilters;
 pub mod fsreg;

@@ -25,6 +25,9 @@ pub struct Requests {
     list: std::collections::VecDeque<Request>,
     /// The id of the first request still in `list` (ids never change or repeat).
     base: u32,
+    /// The id the next request started takes: one reserved for a service that waited for a
+    /// file object's lock ([`crate::folock`]), set while it runs.
+    pub(crate) reserved: Option<RequestId>,
 }
 
 impl Requests {
@@ -52,6 +55,14 @@ impl Requests {
         self.base + self.list.len() as u32
     }
 
+    /// Records a request whose service waits for a file object's lock, without logging its
+    /// start: its id is the caller's now, and the request starts when the service runs.
+    pub(crate) fn reserve(&mut self, volume: VolumeId, major: MajorFunction) -> RequestId {
+        let id = RequestId(self.count());
+        self.list.push_back(Request { volume, major, result: None });
+        id
+    }
+
     /// Forgets the completed requests at the front of the table, the oldest first, so that a long
     /// run's table does not grow with every request (the benchmarks call it when they trim the
     /// event log; the lab keeps every request). Later requests keep their ids.
@@ -71,8 +82,18 @@ impl Kernel {
         major: MajorFunction,
         fast_io: bool,
     ) -> RequestId {
-        let id = RequestId(self.requests.count());
-        self.requests.list.push_back(Request { volume, major, result: None });
+        let reserved = self.requests.reserved.take();
+        let id = match reserved.and_then(|id| self.requests.get_mut(id).map(|r| (id, r))) {
+            Some((id, r)) => {
+                (r.volume, r.major) = (volume, major);
+                id
+            }
+            None => {
+                let id = RequestId(self.requests.count());
+                self.requests.list.push_back(Request { volume, major, result: None });
+                id
+            }
+        };
         let name = self.volume_shared_name(volume);
         self.log(EventKind::IoStart { io: RequestRef(id.0), volume: name, major, fast_io });
         id
@@ -88,6 +109,17 @@ impl Kernel {
         let volume = r.volume;
         let name = self.volume_shared_name(volume);
         self.log(EventKind::IoComplete { io: RequestRef(id.0), volume: name, status, information });
+        self.release_file_lock_of(id);
+    }
+
+    /// A reserved request whose service failed before it started one: it starts and completes
+    /// with the service's status.
+    pub(crate) fn finish_reserved(&mut self, id: RequestId, status: Status) {
+        let Some(r) = self.requests.get(id) else { return };
+        let (volume, major) = (r.volume, r.major);
+        let name = self.volume_shared_name(volume);
+        self.log(EventKind::IoStart { io: RequestRef(id.0), volume: name, major, fast_io: false });
+        self.request_completed(id, status, 0);
     }
 }
 

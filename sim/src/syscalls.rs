@@ -433,10 +433,10 @@ pub enum IoRequest<'a> {
 }
 
 /// The thread of the simulated user-mode caller.
-const USER_THREAD: ThreadId = ThreadId(1);
+pub(crate) const USER_THREAD: ThreadId = ThreadId(1);
 
 /// Runs a system service as the user-mode caller: its thread, `PASSIVE_LEVEL`, no image.
-fn as_user<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_user<R>(f: impl FnOnce() -> R) -> R {
     let (saved, entered) = kernel::with(|k| {
         let saved = (k.irql(), k.thread);
         k.set_irql(crate::kernel::PASSIVE_LEVEL);
@@ -453,9 +453,132 @@ fn as_user<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Runs one request.
+/// Runs one request: under the lock of its file object when it is a service on a synchronous
+/// one (`crate::folock`), queued when that lock is held.
 pub fn io(req: IoRequest<'_>) -> IoResult {
-    as_user(|| match req {
+    as_user(|| match locked_file(&req) {
+        None => serve(req),
+        Some((handle, u, major)) => {
+            if crate::folock::busy(u.fo) {
+                return crate::folock::queue(u.fo, u.volume, major, waiting(req, handle, u));
+            }
+            crate::folock::acquire(u.fo);
+            let r = serve(req);
+            crate::folock::done(u.fo, &r);
+            r
+        }
+    })
+}
+
+/// A request that waits for its file object's lock, as a service of its own: it keeps the file
+/// object referenced while it waits, as the services do from `ObReferenceObjectByHandle` on, and
+/// runs through a handle of its own, so that a close of the caller's handle meanwhile (which the
+/// lock does not hold up once a cleanup is queued) leaves it whole. A cleanup is the handle's own:
+/// the handle has none to send any more.
+fn waiting(
+    req: IoRequest<'_>,
+    handle: Handle,
+    u: crate::files::UserHandle,
+) -> crate::folock::Service {
+    let own = kernel::with(|k| {
+        k.file_reference(u.fo);
+        if matches!(req, IoRequest::Cleanup { .. })
+            && let Some(Some(caller)) = k.files.handles.get_mut(handle.0 as usize)
+        {
+            caller.open = false;
+        }
+        k.add_handle(u.fo, u.volume, u.access)
+    });
+    let service = owned(req, own);
+    Box::new(move || {
+        let r = service();
+        kernel::with(|k| {
+            if let Some(slot) = k.files.handles.get_mut(own.0 as usize) {
+                *slot = None;
+            }
+        });
+        dereference_file(u.fo);
+        r
+    })
+}
+
+/// The synchronous file object whose lock a request takes (WRK: every service on a handle of a
+/// `FO_SYNCHRONOUS_IO` file object; not `NtCancelIoFile`, nor the memory manager's paging I/O
+/// and sections), its volume, and the request's major function. The close is [`close`]'s.
+fn locked_file(req: &IoRequest<'_>) -> Option<(Handle, crate::files::UserHandle, MajorFunction)> {
+    use MajorFunction as M;
+    let (handle, major) = match *req {
+        IoRequest::Read { handle, mode, .. } if mode != IoMode::Paging => (handle, M::Read),
+        IoRequest::Write { handle, mode, .. } if mode != IoMode::Paging => (handle, M::Write),
+        IoRequest::QueryInformation { handle, .. } => (handle, M::QueryInformation),
+        IoRequest::SetInformation { handle, .. } => (handle, M::SetInformation),
+        IoRequest::QueryVolumeInformation { handle, .. } => (handle, M::QueryVolumeInformation),
+        IoRequest::DirectoryControl { handle, .. }
+        | IoRequest::NotifyChangeDirectory { handle, .. } => (handle, M::DirectoryControl),
+        IoRequest::Cleanup { handle } => (handle, M::Cleanup),
+        IoRequest::Flush { handle } => (handle, M::FlushBuffers),
+        IoRequest::Fsctl { handle, .. } => (handle, M::FileSystemControl),
+        IoRequest::DeviceControl { handle, .. } => (handle, M::DeviceControl),
+        IoRequest::Lock { handle, .. } | IoRequest::Unlock { handle, .. } => {
+            (handle, M::LockControl)
+        }
+        _ => return None,
+    };
+    let u = kernel::with(|k| k.user_handle(handle)).filter(|u| u.open)?;
+    synchronous_file(u.fo as *mut FILE_OBJECT).then_some((handle, u, major))
+}
+
+/// A request that waits for its file object's lock, with its own copy of the caller's data.
+fn owned(req: IoRequest<'_>, h: Handle) -> crate::folock::Service {
+    match req {
+        IoRequest::Write { handle: _, offset, data, mode } => {
+            let data = data.to_vec();
+            Box::new(move || write(h, offset, &data, mode))
+        }
+        IoRequest::SetInformation { handle: _, class, data } => {
+            let data = data.to_vec();
+            Box::new(move || buffered_info(h, mj::SET_INFORMATION, class, &data, 0, &[]))
+        }
+        IoRequest::DirectoryControl { handle: _, class, pattern, restart, single, length } => {
+            let pattern = pattern.map(str::to_owned);
+            Box::new(move || directory(h, class, pattern.as_deref(), restart, single, length))
+        }
+        IoRequest::Fsctl { handle: _, code, input, output_length } => {
+            let input = input.to_vec();
+            Box::new(move || control(h, mj::FILE_SYSTEM_CONTROL, code, &input, output_length))
+        }
+        IoRequest::DeviceControl { handle: _, code, input, output_length } => {
+            let input = input.to_vec();
+            Box::new(move || control(h, mj::DEVICE_CONTROL, code, &input, output_length))
+        }
+        IoRequest::Read { handle: _, offset, length, mode } => {
+            Box::new(move || serve(IoRequest::Read { handle: h, offset, length, mode }))
+        }
+        IoRequest::QueryInformation { handle: _, class, length } => {
+            Box::new(move || serve(IoRequest::QueryInformation { handle: h, class, length }))
+        }
+        IoRequest::QueryVolumeInformation { handle: _, class, length } => {
+            Box::new(move || serve(IoRequest::QueryVolumeInformation { handle: h, class, length }))
+        }
+        IoRequest::NotifyChangeDirectory { handle: _, filter, watch_tree, length } => {
+            Box::new(move || notify_change_directory(h, filter, watch_tree, length))
+        }
+        IoRequest::Cleanup { .. } => Box::new(move || cleanup(h)),
+        IoRequest::Flush { .. } => Box::new(move || simple(h, mj::FLUSH_BUFFERS)),
+        IoRequest::Lock { handle: _, offset, length, exclusive, fail_immediately } => {
+            Box::new(move || lock(h, mn_lock::LOCK, offset, length, exclusive, fail_immediately))
+        }
+        IoRequest::Unlock { handle: _, offset, length } => {
+            Box::new(move || lock(h, mn_lock::UNLOCK_SINGLE, offset, length, false, false))
+        }
+        // Never queued ([`locked_file`]).
+        _ => Box::new(|| IoResult::failed(Status::INVALID_PARAMETER)),
+    }
+}
+
+/// Serves one request.
+fn serve(req: IoRequest<'_>) -> IoResult {
+    match req {
         IoRequest::Create { volume, path, options } => create(volume, path, options),
         IoRequest::QueryAttributes { volume, path } => query_attributes(volume, path),
         IoRequest::Read { handle, offset, length, mode } => read(handle, offset, length, mode),
@@ -502,7 +625,7 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
             lock(handle, mn_lock::UNLOCK_SINGLE, offset, length, false, false)
         }
         IoRequest::Shutdown { volume } => shutdown(volume),
-    })
+    }
 }
 
 /// A request being built: its id, IRP, target and buffers (kept until it completes).
@@ -2384,15 +2507,38 @@ fn close(h: Handle) -> IoResult {
         });
         return IoResult::failed(Status::INVALID_HANDLE);
     };
-    let mut cleanup_result = None;
-    if u.open {
-        cleanup_result = Some(cleanup(h));
-    }
+    // The handle leaves the table first (`ObpCloseHandle`), then `IopCloseFile` sends the
+    // cleanup of the last handle, under the lock of a synchronous file object.
     kernel::with(|k| {
         if let Some(slot) = k.files.handles.get_mut(h.0 as usize) {
             *slot = None;
         }
     });
+    if !u.open || !synchronous_file(u.fo as *mut FILE_OBJECT) {
+        return close_file(u);
+    }
+    if crate::folock::busy(u.fo) {
+        let close = Box::new(move || close_file(u));
+        return crate::folock::queue(u.fo, u.volume, MajorFunction::Cleanup, close);
+    }
+    crate::folock::acquire(u.fo);
+    let r = close_file(u);
+    crate::folock::done(u.fo, &r);
+    r
+}
+
+/// The rest of a close whose handle left the table: the cleanup if the handle was open, and the
+/// close when the last reference went.
+fn close_file(u: crate::files::UserHandle) -> IoResult {
+    let mut cleanup_result = None;
+    if u.open {
+        kernel::with(|k| {
+            if let Some(info) = k.files.map.get_mut(&u.fo) {
+                info.handles = info.handles.saturating_sub(1);
+            }
+        });
+        cleanup_result = Some(send_cleanup(u.fo as *mut FILE_OBJECT, Some(u.volume)));
+    }
     let released = kernel::with(|k| k.file_dereference(u.fo));
     if released == Released::Close {
         return send_close(u.fo as *mut FILE_OBJECT);

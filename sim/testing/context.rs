@@ -322,9 +322,13 @@ pub(crate) fn run(
             ("paging read", IoMode::Paging, 4096),
         ] {
             if matches!(mode, Mode::PendLater(_)) && io == IoMode::NonCached {
-                // The query's pre callback releases the pended read.
+                // The query's pre callback releases the pended read. Through a handle of its
+                // own: on the read's synchronous handle the query would wait for the read (the
+                // file object's lock), which waits for it.
+                let other = m.open(c, "data.bin", CreateOptions::open()).expect("open");
                 m.schedule(10, move |m| {
-                    let _ = m.query_information(h, 6, 8);
+                    let _ = m.query_information(other, 6, 8);
+                    m.close_handle(other);
                 });
             }
             starving(&mut m, what);

@@ -315,11 +315,15 @@ pub(crate) fn run(
     let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
     let query = std::rc::Rc::new(Cell::new(None));
     if matches!(when, Mode::Later | Mode::PendLater(_)) {
+        // Through a handle of its own: on the read's synchronous handle the query would wait
+        // for the read (the file object's lock), which waits for it.
+        let other = m.open(c, "data.bin", CreateOptions::open()).expect("open");
         let seen = query.clone();
         m.schedule(10, move |m| {
             // FileInternalInformation (an IRP: standard information would be offered to fast
             // I/O first).
-            seen.set(Some(m.query_information(h, 6, 8).status));
+            seen.set(Some(m.query_information(other, 6, 8).status));
+            m.close_handle(other);
         });
     }
     let before = m.now_ms();
@@ -590,6 +594,9 @@ fn resumed_at_dispatch(
     m.boot();
     m.kernel(|k| k.fs.complete_at_dpc = true);
     let h = m.open(c, "data.bin", CreateOptions::open()).expect("open");
+    // The read goes through a handle of its own: on the query's synchronous handle it would wait
+    // for the query (the file object's lock), which waits for it.
+    let other = m.open(c, "data.bin", CreateOptions::open()).expect("open");
     let read = std::rc::Rc::new(Cell::new(None));
     let seen = read.clone();
     m.schedule(10, move |m| {
@@ -603,7 +610,8 @@ fn resumed_at_dispatch(
                 }
             });
         }
-        seen.set(Some(m.read(h, Some(0), 512, IoMode::NonCached).status));
+        seen.set(Some(m.read(other, Some(0), 512, IoMode::NonCached).status));
+        m.close_handle(other);
     });
     // FileInternalInformation (an IRP; standard information would be offered to fast I/O, which
     // cannot be pended): pended until the read's post callback resumes it.

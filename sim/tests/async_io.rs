@@ -22,8 +22,8 @@ mod common;
 use common::{Seen, spy};
 use fsfilter::Status;
 use fsfilter_sim::{
-    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, Machine, RequestRef, VolumeId,
-    VolumeSpec,
+    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, Machine, RequestRef, Rule,
+    VolumeId, VolumeSpec,
 };
 
 const IRP_MJ_READ: u8 = 0x03;
@@ -522,10 +522,18 @@ fn the_other_services_build_their_irps_as_wrk_does_on_either_kind_of_handle() {
             let synchronous = synchronous || !overlapped;
             assert_eq!(irp.synchronous, synchronous, "{overlapped} {major:#x} {minor}");
         }
+        // A synchronous handle's close would wait for the notification (the file object's
+        // lock): it is cancelled first.
+        let end = if overlapped {
+            Status::NOTIFY_CLEANUP
+        } else {
+            assert_eq!(m.io(IoRequest::Cancel { handle: d }).status, Status::SUCCESS);
+            Status::CANCELLED
+        };
         m.close_handle(d);
         m.close_handle(h);
         m.settle();
-        assert_eq!(completed(&m, n.io).map(|(s, _)| s), Some(Status::NOTIFY_CLEANUP));
+        assert_eq!(completed(&m, n.io).map(|(s, _)| s), Some(end));
     }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
@@ -610,31 +618,49 @@ fn the_mdl_of_a_completed_request_is_freed_once_by_its_completion() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
-/// Not modelled (docs/simulator.md, "Asynchronous I/O", the file object lock): WRK serializes
-/// the services on a synchronous file object (`IopAcquireFileObjectLock`, which `IopCloseFile`
-/// takes for the cleanup too), so a second request, or the close, waits for a request still
-/// outstanding on it. The simulator's one caller stops waiting for a request nothing completes
-/// (`STATUS_PENDING`), and that request does not hold the file object: a second notification, a
-/// query and the cleanup go down at once, and the cleanup ends both notifications.
+const IRP_MJ_DIRECTORY_CONTROL: u8 = 0x0C;
+const IRP_MJ_CLEANUP: u8 = 0x12;
+const IRP_MJ_CLOSE: u8 = 0x02;
+const FILE_NOTIFY_CHANGE_FILE_NAME: u32 = 1;
+
+/// The majors the spy saw go down as IRPs, in order, of `majors`.
+fn irps_of(majors: &[u8]) -> Vec<u8> {
+    spy(|s| {
+        s.seen.iter().filter(|x| !x.fast_io && majors.contains(&x.major)).map(|x| x.major).collect()
+    })
+}
+
+/// The `Busy` and `Waiters` of the file object of handle `h`.
+fn busy_and_waiters(m: &Machine, h: Handle) -> (u32, u32) {
+    m.kernel(|k| {
+        let fo = k.user_handle(h).unwrap().fo as *const windows_sys::Wdk::Foundation::FILE_OBJECT;
+        // SAFETY: the live file object of an open handle.
+        unsafe { ((*fo).Busy, (*fo).Waiters) }
+    })
+}
+
+fn notify(handle: Handle) -> IoRequest<'static> {
+    IoRequest::NotifyChangeDirectory {
+        handle,
+        filter: FILE_NOTIFY_CHANGE_FILE_NAME,
+        watch_tree: false,
+        length: 4096,
+    }
+}
+
+/// WRK serializes the services on a synchronous file object (`IopAcquireFileObjectLock`, held
+/// until the request completes): a request on the handle while one the caller stopped waiting
+/// for is outstanding waits for it. The caller gets `STATUS_PENDING`; the request goes down when
+/// the lock is released, in the order the requests came, and completes then.
 #[test]
-fn a_request_the_caller_stopped_waiting_for_does_not_hold_its_synchronous_file_object() {
-    const IRP_MJ_DIRECTORY_CONTROL: u8 = 0x0C;
-    const IRP_MJ_CLEANUP: u8 = 0x12;
-    const FILE_NOTIFY_CHANGE_FILE_NAME: u32 = 1;
+fn a_request_on_a_synchronous_handle_waits_for_the_one_outstanding_on_it() {
     let mut m = common::machine_with_spy(70);
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\dir\\a.txt", b"a"));
     m.boot();
     let d = m.open(c, "dir", CreateOptions::directory()).unwrap();
     spy(|s| s.seen.clear());
-    let notify = IoRequest::NotifyChangeDirectory {
-        handle: d,
-        filter: FILE_NOTIFY_CHANGE_FILE_NAME,
-        watch_tree: false,
-        length: 4096,
-    };
-    let first = m.io(notify.clone());
-    let second = m.io(notify);
-    assert_eq!((first.status, second.status), (Status::PENDING, Status::PENDING));
+    let first = m.io(notify(d));
+    let second = m.io(notify(d));
     let query = IoRequest::DirectoryControl {
         handle: d,
         class: 1,
@@ -643,17 +669,178 @@ fn a_request_the_caller_stopped_waiting_for_does_not_hold_its_synchronous_file_o
         single: false,
         length: 4096,
     };
-    assert_eq!(m.io(query).status, Status::SUCCESS);
-    assert_eq!(completed(&m, first.io), None);
-    let seen = spy(|s| s.seen.iter().map(|x| x.major).collect::<Vec<_>>());
-    assert_eq!(seen, [IRP_MJ_DIRECTORY_CONTROL; 3]);
-    m.close_handle(d);
+    let query = m.io(query);
+    // A query the I/O manager refuses before any request, once it holds the lock.
+    let refused = m.query_information(d, 0xFF, 8);
+    assert_eq!(
+        (first.status, second.status, query.status, refused.status),
+        (Status::PENDING, Status::PENDING, Status::PENDING, Status::PENDING)
+    );
+    assert!(second.io.is_some() && query.io.is_some() && refused.io.is_some());
+    // Only the first went down; the others wait for the file object, which says so.
+    assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL]), [IRP_MJ_DIRECTORY_CONTROL]);
+    assert_eq!(busy_and_waiters(&m, d), (1, 3));
+    // A change completes the first: the second goes down and waits for a change, holding the
+    // lock in turn; the query still waits.
+    m.create(c, "dir\\b.txt", CreateOptions::create());
+    assert_eq!(completed(&m, first.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL]), [IRP_MJ_DIRECTORY_CONTROL; 2]);
+    assert_eq!(completed(&m, second.io), None);
+    m.create(c, "dir\\c.txt", CreateOptions::create());
+    assert_eq!(completed(&m, second.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL]), [IRP_MJ_DIRECTORY_CONTROL; 3]);
+    assert_eq!(completed(&m, query.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    // The refused query's id completes with its status, as the same call does now at once.
+    let status = m.query_information(d, 0xFF, 8).status;
+    assert_ne!(status, Status::SUCCESS);
+    assert_eq!(completed(&m, refused.io), Some((status, 0)));
+    // Nothing is outstanding: the next request goes down at once.
+    assert_eq!(busy_and_waiters(&m, d), (0, 0));
+    assert_eq!(m.query_information(d, FILE_POSITION_INFORMATION, 8).status, Status::SUCCESS);
+    assert_eq!(m.close_handle(d), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// `IopCloseFile` takes the lock of a synchronous file object before it sends the cleanup: the
+/// close of a handle with a request outstanding on it waits for that request (on Windows,
+/// `CloseHandle` blocks). The handle is gone at once; the caller gets `STATUS_PENDING`; the
+/// cleanup and close go down when the request completes.
+#[test]
+fn the_close_of_a_synchronous_handle_waits_for_the_request_outstanding_on_it() {
+    let mut m = common::machine_with_spy(72);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\dir\\a.txt", b"a"));
+    m.boot();
+    let d = m.open(c, "dir", CreateOptions::directory()).unwrap();
+    spy(|s| s.seen.clear());
+    let waiting = m.io(notify(d));
+    assert_eq!(waiting.status, Status::PENDING);
+    assert_eq!(m.close_handle(d), Status::PENDING);
     m.settle();
-    assert!(spy(|s| s.seen.iter().any(|x| x.major == IRP_MJ_CLEANUP)));
-    for r in [first, second] {
-        assert_eq!(completed(&m, r.io).map(|(s, _)| s), Some(Status::NOTIFY_CLEANUP));
+    assert!(irps_of(&[IRP_MJ_CLEANUP, IRP_MJ_CLOSE]).is_empty());
+    assert_eq!(completed(&m, waiting.io), None);
+    // The handle is closed: nothing can use it any more.
+    assert_eq!(m.query_information(d, FILE_POSITION_INFORMATION, 8).status, Status::INVALID_HANDLE);
+    m.create(c, "dir\\b.txt", CreateOptions::create());
+    assert_eq!(completed(&m, waiting.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    let majors = irps_of(&[IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_CLEANUP, IRP_MJ_CLOSE]);
+    assert_eq!(majors, [IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_CLEANUP, IRP_MJ_CLOSE]);
+    // The query on the closed handle is the one finding.
+    let findings = m.findings();
+    assert!(findings.iter().all(|f| f.0 == Rule::InvalidHandle), "{findings:?}");
+}
+
+/// A request queued behind the lock keeps its file object and runs as it was made, whatever
+/// the caller does with the handle meanwhile: here a notification, then the handle's cleanup,
+/// then its close (which, the cleanup being queued, does not wait). When the first notification
+/// completes, the second goes down and waits for a change in turn; the cleanup goes down once
+/// that change came, and the close last.
+#[test]
+fn requests_queued_behind_the_lock_survive_the_close_of_their_handle() {
+    let mut m = common::machine_with_spy(76);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\dir\\a.txt", b"a"));
+    m.boot();
+    let d = m.open(c, "dir", CreateOptions::directory()).unwrap();
+    spy(|s| s.seen.clear());
+    let first = m.io(notify(d));
+    let second = m.io(notify(d));
+    let cleanup = m.io(IoRequest::Cleanup { handle: d });
+    assert_eq!(cleanup.status, Status::PENDING);
+    assert_eq!(m.io(IoRequest::Close { handle: d }).status, Status::SUCCESS);
+    assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_CLEANUP, IRP_MJ_CLOSE]).len(), 1);
+    m.create(c, "dir\\b.txt", CreateOptions::create());
+    assert_eq!(completed(&m, first.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    // The second went down and waits for a change, holding the lock: the cleanup waits still.
+    assert_eq!((completed(&m, second.io), completed(&m, cleanup.io)), (None, None));
+    m.create(c, "dir\\c.txt", CreateOptions::create());
+    assert_eq!(completed(&m, second.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    assert_eq!(completed(&m, cleanup.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    let majors = irps_of(&[IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_CLEANUP, IRP_MJ_CLOSE]);
+    let expected =
+        [IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_CLEANUP, IRP_MJ_CLOSE];
+    assert_eq!(majors, expected);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// `NtCancelIoFile` does not take the lock: a cancel ends the request holding it, which releases
+/// it, and the next request on the handle goes down.
+#[test]
+fn a_cancel_does_not_wait_for_the_lock_and_ends_the_request_holding_it() {
+    let mut m = common::machine_with_spy(73);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\dir\\a.txt", b"a"));
+    m.boot();
+    let d = m.open(c, "dir", CreateOptions::directory()).unwrap();
+    spy(|s| s.seen.clear());
+    let first = m.io(notify(d));
+    let second = m.io(notify(d));
+    assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL]).len(), 1);
+    assert_eq!(m.io(IoRequest::Cancel { handle: d }).status, Status::SUCCESS);
+    assert_eq!(completed(&m, first.io).map(|(s, _)| s), Some(Status::CANCELLED));
+    // The second went down once the first released the lock, and waits in turn.
+    assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL]).len(), 2);
+    assert_eq!(completed(&m, second.io), None);
+    assert_eq!(m.io(IoRequest::Cancel { handle: d }).status, Status::SUCCESS);
+    assert_eq!(completed(&m, second.io).map(|(s, _)| s), Some(Status::CANCELLED));
+    assert_eq!(m.io(IoRequest::Cancel { handle: d }).status, Status::NOT_FOUND);
+    assert_eq!(m.close_handle(d), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// `NtReadFile` takes the lock before it tries fast I/O: a cached read on a synchronous handle
+/// whose lock a waiting byte-range lock holds is neither tried as fast I/O nor sent until the
+/// lock request completes; then it is tried as fast I/O, and reads at the file position then.
+#[test]
+fn a_read_waits_for_the_lock_before_it_tries_fast_io() {
+    let mut m = common::machine_with_spy(74);
+    let c = volume(&mut m);
+    let owner = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let h = m.open(c, "\\data.bin", CreateOptions::open()).unwrap();
+    let lock = |handle, fail_immediately| IoRequest::Lock {
+        handle,
+        offset: 0,
+        length: 4,
+        exclusive: true,
+        fail_immediately,
+    };
+    // Caching is initiated on the handle, so that its next cached read is tried as fast I/O.
+    assert_eq!(m.read(h, Some(1024), 4, IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(m.io(lock(owner, true)).status, Status::SUCCESS);
+    let waiting = m.io(lock(h, false));
+    assert_eq!(waiting.status, Status::PENDING);
+    spy(|s| s.seen.clear());
+    let read = m.read(h, Some(1024), 4, IoMode::Cached);
+    assert_eq!((read.status, read.data.len()), (Status::PENDING, 0));
+    assert!(spy(|s| s.seen.iter().all(|x| x.major != IRP_MJ_READ)));
+    let unlock = IoRequest::Unlock { handle: owner, offset: 0, length: 4 };
+    assert_eq!(m.io(unlock).status, Status::SUCCESS);
+    assert_eq!(completed(&m, waiting.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    assert_eq!(completed(&m, read.io), Some((Status::SUCCESS, 4)));
+    assert_eq!(fast_reads(), 1);
+    for x in [owner, h] {
+        m.close_handle(x);
     }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// A request that waits for a lock never released (the request holding it never completes)
+/// never goes down: the machine settles, and nothing hangs, panics or is reported; the handle's
+/// close waits as well, so its file object is never cleaned up.
+#[test]
+fn requests_behind_a_lock_never_released_never_go_down() {
+    let mut m = common::machine_with_spy(75);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\dir\\a.txt", b"a"));
+    m.boot();
+    let d = m.open(c, "dir", CreateOptions::directory()).unwrap();
+    spy(|s| s.seen.clear());
+    let first = m.io(notify(d));
+    let second = m.io(notify(d));
+    assert_eq!(m.close_handle(d), Status::PENDING);
+    m.settle();
+    for r in [&first, &second] {
+        assert_eq!(completed(&m, r.io), None);
+    }
+    assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_CLEANUP]), [IRP_MJ_DIRECTORY_CONTROL]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    drop(m);
 }
 
 /// Completion copies a buffered request's system buffer to the caller's buffer unless the status

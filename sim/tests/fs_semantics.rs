@@ -220,7 +220,9 @@ fn a_lock_still_waiting_when_its_handle_is_cleaned_up_is_given_up() {
     // without a handle: nothing could unlock it, and every other handle's I/O would conflict.
     let (mut m, c) = volume(FsKind::Ntfs);
     let a = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
-    let b = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    // Overlapped: on a synchronous handle the close would wait for the lock request (the
+    // file object's lock, sim/tests/async_io.rs).
+    let b = m.open(c, "plain.txt", CreateOptions::open().overlapped()).unwrap();
     let lock = |handle, fail_immediately| IoRequest::Lock {
         handle,
         offset: 0,

@@ -204,8 +204,10 @@ fn renames_are_old_and_new_names_within_a_directory_and_removals_across() {
 #[test]
 fn cleanup_dismount_and_deletion_end_the_watch() {
     let (mut m, c) = volume(FsKind::Ntfs);
-    // The handle's cleanup: STATUS_NOTIFY_CLEANUP, before the cleanup itself completes.
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    // The handle's cleanup: STATUS_NOTIFY_CLEANUP, before the cleanup itself completes. The
+    // handles here are overlapped: on a synchronous one the cleanup, or the set information
+    // below, would wait for the notification (the file object's lock, sim/tests/async_io.rs).
+    let dir = m.open(c, "watched", CreateOptions::directory().overlapped()).unwrap();
     let n = notify(&mut m, dir, FILE_NAME, false, 4096);
     assert_eq!(n.status, Status::PENDING);
     let cleanup = m.io(IoRequest::Cleanup { handle: dir });
@@ -215,7 +217,8 @@ fn cleanup_dismount_and_deletion_end_the_watch() {
     m.io(IoRequest::Close { handle: dir });
 
     // The watched directory deleted: STATUS_DELETE_PENDING, for later requests too.
-    let gone = m.open(c, "other", CreateOptions::directory().access(0x0001_0001)).unwrap();
+    let options = CreateOptions::directory().access(0x0001_0001).overlapped();
+    let gone = m.open(c, "other", options).unwrap();
     let g = notify(&mut m, gone, FILE_NAME, false, 4096);
     assert_eq!(m.set_information(gone, fi::DISPOSITION, &[1]).status, Status::SUCCESS);
     assert_eq!(completion(&m, g.io).map(|c| c.0), Some(Status::DELETE_PENDING));
@@ -300,7 +303,8 @@ fn a_request_that_reaches_the_file_system_after_the_handles_cleanup_ends_at_once
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\watched\\a.txt", b"a"));
     m.boot();
     common::spy(|s| s.hold_notify = true);
-    let dir = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    // Overlapped: on a synchronous handle the cleanup would wait for the held request.
+    let dir = m.open(c, "watched", CreateOptions::directory().overlapped()).unwrap();
     let late = notify(&mut m, dir, FILE_NAME, false, 4096);
     assert_eq!(late.status, Status::PENDING);
     assert_eq!(common::spy(|s| s.held.len()), 1);
@@ -353,7 +357,8 @@ fn each_change_but_an_old_name_completes_the_waiting_request_by_itself() {
 #[test]
 fn one_change_answers_the_oldest_request_of_each_handle_watching() {
     let (mut m, c) = volume(FsKind::Fat);
-    let one = m.open(c, "watched", CreateOptions::directory()).unwrap();
+    // Overlapped: on a synchronous handle the second request would wait for the first.
+    let one = m.open(c, "watched", CreateOptions::directory().overlapped()).unwrap();
     let two = m.open(c, "watched", CreateOptions::directory()).unwrap();
     let first = notify(&mut m, one, FILE_NAME, false, 4096);
     let second = notify(&mut m, one, FILE_NAME, false, 4096);

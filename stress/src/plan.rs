@@ -599,6 +599,20 @@ impl Plan {
     fn render_step(&self, t: &mut String, names: &Names, s: &StepPlan) {
         let driver = |i: usize| &names.drivers[i % names.drivers.len()].0;
         let volume = |i: usize| quote(&names.volumes[i % names.volumes.len()].0);
+        if let StepPlan::Io(io) = s
+            && io.notify(self.notifies())
+        {
+            // A change notification goes through a handle of its own, opened overlapped: on a
+            // synchronous handle a second notification, and the close of the handle at the
+            // tail, would wait for one still waiting (the file object's lock, docs/simulator.md,
+            // "Asynchronous I/O"), and a legacy stop after them for ever.
+            let _ = writeln!(
+                t,
+                "\n[[step]]\naction = \"io\"\nvolume = {}\nop = \"create\"\npath = \"dir\"\n\
+                 overlapped = true",
+                volume(io.volume)
+            );
+        }
         t.push_str("\n[[step]]\n");
         match s {
             StepPlan::Load(d) => {
@@ -776,6 +790,13 @@ impl Plan {
         for (v, _) in &names.volumes {
             let _ = writeln!(t, "\n[[step]]\naction = \"dismount\"\nvolume = {}", quote(v));
         }
+    }
+
+    /// The number of steps the rendering adds before the plan's steps: the overlapped open
+    /// before each change notification.
+    pub fn opens_len(&self) -> usize {
+        let notifies = self.notifies();
+        self.steps.iter().filter(|s| matches!(s, StepPlan::Io(io) if io.notify(notifies))).count()
     }
 
     /// The number of steps of the rendered scenario that belong to the tail.

@@ -809,7 +809,7 @@ fn generated_scenarios_parse_and_replay_identically() {
             continue;
         }
         let s = plan.scenario().unwrap();
-        assert_eq!(s.steps.len() - plan.tail_len(), plan.steps.len());
+        assert_eq!(s.steps.len() - plan.tail_len() - plan.opens_len(), plan.steps.len());
         // Same seed, same run: the printed scenario replays the failure.
         let (a, _, _) = run_checked(&s);
         let (b, _, _) = run_checked(&s);

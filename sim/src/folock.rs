@@ -1,0 +1,145 @@
+//! The lock of a synchronous file object (WRK `IopAcquireFileObjectLock`, the file object's
+//! `Busy` and `Waiters`): every system service on a `FO_SYNCHRONOUS_IO` file object takes it
+//! before it builds its request (before fast I/O, for a read or write), and keeps it until the
+//! request completes; `IopCloseFile` takes it before the cleanup. `NtCancelIoFile` does not.
+//!
+//! The simulator's caller stops waiting for a request nothing completes (`STATUS_PENDING`): that
+//! request keeps the lock until it completes. A service called while the lock is held waits for
+//! it in the order the calls came: its caller gets `STATUS_PENDING` and the id its request will
+//! have; the service runs, as the caller's, when the lock is released (a task of the scheduler),
+//! and its request completes then or later. A service queued behind a lock never released never
+//! runs (docs/simulator.md, "Asynchronous I/O").
+
+use std::collections::VecDeque;
+
+use fsfilter::{MajorFunction, Status};
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+
+use crate::events::RequestRef;
+use crate::ids::{RequestId, VolumeId};
+use crate::kernel::{self, FastMap, Kernel};
+use crate::syscalls::IoResult;
+
+/// A service waiting for the lock: it runs the whole call, as the caller made it.
+pub(crate) type Service = Box<dyn FnOnce() -> IoResult>;
+
+/// The locks of synchronous file objects.
+#[derive(Default)]
+pub struct FileLocks {
+    /// The file objects whose lock is held (by address), each with the services waiting for it,
+    /// the oldest first, and the request id each will have.
+    busy: FastMap<usize, VecDeque<(RequestId, Service)>>,
+    /// Requests the caller stopped waiting for, holding their file object's lock until they
+    /// complete.
+    holders: FastMap<RequestId, usize>,
+}
+
+/// Whether the lock of `file` is held.
+pub(crate) fn busy(file: usize) -> bool {
+    kernel::with(|k| k.files.locks.busy.contains_key(&file))
+}
+
+/// Takes the free lock of `file` for a service about to run.
+pub(crate) fn acquire(file: usize) {
+    kernel::with(|k| {
+        k.files.locks.busy.insert(file, VecDeque::new());
+        set(k, file, |f| f.Busy = 1);
+    });
+}
+
+/// Queues `service` behind the held lock of `file`: its caller gets `STATUS_PENDING` and the id
+/// its request (on `volume`, `major`) will have.
+pub(crate) fn queue(
+    file: usize,
+    volume: VolumeId,
+    major: MajorFunction,
+    service: Service,
+) -> IoResult {
+    let rid = kernel::with(|k| {
+        let rid = k.requests.reserve(volume, major);
+        if let Some(waiters) = k.files.locks.busy.get_mut(&file) {
+            waiters.push_back((rid, service));
+        }
+        set(k, file, |f| f.Waiters = f.Waiters.saturating_add(1));
+        rid
+    });
+    IoResult {
+        status: Status::PENDING,
+        information: 0,
+        data: Vec::new(),
+        io: Some(RequestRef(rid.0)),
+        fast_io: false,
+        handle: None,
+    }
+}
+
+/// A service that held the lock of `file` returned `r`: the request the caller stopped waiting
+/// for keeps it; otherwise it is released.
+pub(crate) fn done(file: usize, r: &IoResult) {
+    kernel::with(|k| {
+        let outstanding = r.io.map(|i| RequestId(i.0)).filter(|&rid| {
+            r.status == Status::PENDING
+                && k.requests.get(rid).is_some()
+                && k.requests.result(rid).is_none()
+        });
+        match outstanding {
+            Some(rid) => {
+                k.files.locks.holders.insert(rid, file);
+            }
+            None => release(k, file),
+        }
+    });
+}
+
+impl Kernel {
+    /// Request `id` completed: the lock it held, if any, is released.
+    pub(crate) fn release_file_lock_of(&mut self, id: RequestId) {
+        if let Some(file) = self.files.locks.holders.remove(&id) {
+            release(self, file);
+        }
+    }
+}
+
+/// Releases the lock of `file`: it passes to the oldest waiting service, which runs as a task
+/// of the scheduler, or the file object is free.
+fn release(k: &mut Kernel, file: usize) {
+    let next = k.files.locks.busy.get_mut(&file).and_then(VecDeque::pop_front);
+    let Some((rid, service)) = next else {
+        k.files.locks.busy.remove(&file);
+        set(k, file, |f| f.Busy = 0);
+        return;
+    };
+    set(k, file, |f| f.Waiters = f.Waiters.saturating_sub(1));
+    k.sched.push(crate::sched::Task {
+        name: "file object lock",
+        image: None,
+        irql: crate::kernel::PASSIVE_LEVEL,
+        thread: crate::syscalls::USER_THREAD,
+        run: Box::new(move || run_waiter(file, rid, service)),
+    });
+}
+
+/// Runs a service that waited for the lock of `file`, as the caller's: its request takes the id
+/// its caller was given (a service that fails before any request completes that id with its
+/// status).
+fn run_waiter(file: usize, rid: RequestId, service: Service) {
+    crate::syscalls::as_user(move || {
+        kernel::with(|k| k.requests.reserved = Some(rid));
+        let r = service();
+        kernel::with(|k| {
+            if k.requests.reserved == Some(rid) {
+                k.requests.reserved = None;
+                k.finish_reserved(rid, r.status);
+            }
+        });
+        done(file, &r);
+    });
+}
+
+/// Sets a field of `file` if it is still a live file object.
+fn set(k: &mut Kernel, file: usize, f: impl FnOnce(&mut FILE_OBJECT)) {
+    if k.files.map.contains_key(&file) {
+        // SAFETY: a live file object of the table.
+        f(unsafe { &mut *(file as *mut FILE_OBJECT) });
+    }
+}
