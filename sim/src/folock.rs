@@ -23,28 +23,28 @@ use crate::syscalls::IoResult;
 /// A service waiting for the lock: it runs the whole call, as the caller made it.
 pub(crate) type Service = Box<dyn FnOnce() -> IoResult>;
 
-/// The locks of synchronous file objects.
+/// The locks of synchronous file objects: the file object's `Busy` says it is held.
 #[derive(Default)]
 pub struct FileLocks {
-    /// The file objects whose lock is held (by address), each with the services waiting for it,
-    /// the oldest first, and the request id each will have.
-    busy: FastMap<usize, VecDeque<(RequestId, Service)>>,
+    /// The services waiting for a held lock, by file object address, the oldest first, and the
+    /// request id each will have (no entry: none waits).
+    waiters: FastMap<usize, VecDeque<(RequestId, Service)>>,
     /// Requests the caller stopped waiting for, holding their file object's lock until they
     /// complete.
     holders: FastMap<RequestId, usize>,
 }
 
-/// Whether the lock of `file` is held.
-pub(crate) fn busy(file: usize) -> bool {
-    kernel::with(|k| k.files.locks.busy.contains_key(&file))
-}
-
-/// Takes the free lock of `file` for a service about to run.
-pub(crate) fn acquire(file: usize) {
+/// Takes the lock of `file` (the live file object of an open handle) for a service about to
+/// run, if it is free: false when it is held.
+pub(crate) fn try_acquire(file: usize) -> bool {
     kernel::with(|k| {
-        k.files.locks.busy.insert(file, VecDeque::new());
-        set(k, file, |f| f.Busy = 1);
-    });
+        let mut taken = true;
+        set(k, file, |f| {
+            taken = f.Busy == 0;
+            f.Busy = 1;
+        });
+        taken
+    })
 }
 
 /// Queues `service` behind the held lock of `file`: its caller gets `STATUS_PENDING` and the id
@@ -57,9 +57,7 @@ pub(crate) fn queue(
 ) -> IoResult {
     let rid = kernel::with(|k| {
         let rid = k.requests.reserve(volume, major);
-        if let Some(waiters) = k.files.locks.busy.get_mut(&file) {
-            waiters.push_back((rid, service));
-        }
+        k.files.locks.waiters.entry(file).or_default().push_back((rid, service));
         set(k, file, |f| f.Waiters = f.Waiters.saturating_add(1));
         rid
     });
@@ -77,11 +75,9 @@ pub(crate) fn queue(
 /// for keeps it; otherwise it is released.
 pub(crate) fn done(file: usize, r: &IoResult) {
     kernel::with(|k| {
-        let outstanding = r.io.map(|i| RequestId(i.0)).filter(|&rid| {
-            r.status == Status::PENDING
-                && k.requests.get(rid).is_some()
-                && k.requests.result(rid).is_none()
-        });
+        let pending = r.io.filter(|_| r.status == Status::PENDING).map(|i| RequestId(i.0));
+        let outstanding = pending
+            .filter(|&rid| k.requests.get(rid).is_some() && k.requests.result(rid).is_none());
         match outstanding {
             Some(rid) => {
                 k.files.locks.holders.insert(rid, file);
@@ -103,9 +99,17 @@ impl Kernel {
 /// Releases the lock of `file`: it passes to the oldest waiting service, which runs as a task
 /// of the scheduler, or the file object is free.
 fn release(k: &mut Kernel, file: usize) {
-    let next = k.files.locks.busy.get_mut(&file).and_then(VecDeque::pop_front);
+    let waiters = &mut k.files.locks.waiters;
+    let next = if waiters.is_empty() {
+        None
+    } else {
+        let next = waiters.get_mut(&file).and_then(VecDeque::pop_front);
+        if waiters.get(&file).is_some_and(VecDeque::is_empty) {
+            waiters.remove(&file);
+        }
+        next
+    };
     let Some((rid, service)) = next else {
-        k.files.locks.busy.remove(&file);
         set(k, file, |f| f.Busy = 0);
         return;
     };

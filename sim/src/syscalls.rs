@@ -459,10 +459,9 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
     as_user(|| match locked_file(&req) {
         None => serve(req),
         Some((handle, u, major)) => {
-            if crate::folock::busy(u.fo) {
+            if !crate::folock::try_acquire(u.fo) {
                 return crate::folock::queue(u.fo, u.volume, major, waiting(req, handle, u));
             }
-            crate::folock::acquire(u.fo);
             let r = serve(req);
             crate::folock::done(u.fo, &r);
             r
@@ -2517,11 +2516,10 @@ fn close(h: Handle) -> IoResult {
     if !u.open || !synchronous_file(u.fo as *mut FILE_OBJECT) {
         return close_file(u);
     }
-    if crate::folock::busy(u.fo) {
+    if !crate::folock::try_acquire(u.fo) {
         let close = Box::new(move || close_file(u));
         return crate::folock::queue(u.fo, u.volume, MajorFunction::Cleanup, close);
     }
-    crate::folock::acquire(u.fo);
     let r = close_file(u);
     crate::folock::done(u.fo, &r);
     r
