@@ -108,10 +108,18 @@ impl Scheduler {
         self.ready.push_back(task);
     }
 
-    /// Queues work to become ready at `due` (virtual time).
-    pub fn push_at(&mut self, due: u64, task: Task) {
+    /// Queues work to become ready at `due` (virtual time); answers its number, for
+    /// [`Scheduler::cancel_at`].
+    pub fn push_at(&mut self, due: u64, task: Task) -> u64 {
         self.seq += 1;
         self.timers.push((due, self.seq, task));
+        self.seq
+    }
+
+    /// Takes back timed work `seq` [`Scheduler::push_at`] queued, if it has not run: it never
+    /// runs, and the clock does not move to its time for it.
+    pub fn cancel_at(&mut self, seq: u64) {
+        self.timers.retain(|(_, s, _)| *s != seq);
     }
 
     /// A fresh system worker thread identity.
@@ -481,18 +489,18 @@ pub fn queue_work(name: &'static str, image: Option<ImageId>, run: Box<dyn FnOnc
 }
 
 /// Queues `run` on a system worker thread at `PASSIVE_LEVEL`, as `image`'s code, once `delay`
-/// (100 ns units) has passed.
+/// (100 ns units) has passed; answers the timed work's number ([`Scheduler::cancel_at`]).
 pub fn queue_work_after(
     name: &'static str,
     image: Option<ImageId>,
     delay: u64,
     run: Box<dyn FnOnce()>,
-) {
+) -> u64 {
     kernel::with(|k| {
         let due = k.sched.now + delay;
         let thread = k.sched.worker();
-        k.sched.push_at(due, Task { name, image, irql: PASSIVE_LEVEL, thread, run });
-    });
+        k.sched.push_at(due, Task { name, image, irql: PASSIVE_LEVEL, thread, run })
+    })
 }
 
 /// Queues `run` as a special kernel APC to `thread`: kernel code at `APC_LEVEL` in that thread.

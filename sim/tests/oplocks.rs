@@ -494,3 +494,22 @@ fn a_batch_oplock_is_broken_by_an_exclusive_create_before_its_name_collision() {
     assert_eq!(m.create(d, "a.txt", o).status, Status::OBJECT_NAME_COLLISION);
     assert_eq!(completed(&m, req.io), None);
 }
+
+#[test]
+fn a_break_acknowledged_in_time_leaves_no_timeout_to_move_the_clock() {
+    // The bound's timer goes with the break it was armed for: once the acknowledgement ends the
+    // break, settling the machine runs nothing at 35 s, and the clock stays where it was (until
+    // December 7 the leftover timer ran, did nothing, and moved the clock 35 s on).
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let (h1, _req) = granted(&mut m, c, code::REQUEST_BATCH_OPLOCK);
+    m.schedule(10, move |m| {
+        let _ = fsctl(m, h1, code::OPLOCK_BREAK_ACK_NO_2);
+    });
+    let r = m.create(c, "a.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS, "the open goes on after the acknowledgement");
+    let after_open = m.now_ms();
+    assert!((10..ACK_TIMEOUT_MS).contains(&after_open), "{after_open} ms");
+    m.settle();
+    assert_eq!(m.now_ms(), after_open, "no timer left to run");
+    assert!(!saw(&m, "oplock_break_timed_out"));
+}

@@ -722,6 +722,9 @@ pub struct FsState {
     /// Oplock breaks started so far: each break's number, which its acknowledgement timeout
     /// names ([`oplock`]).
     pub oplock_breaks: u64,
+    /// The acknowledgement timeouts armed for the break under way of each FCB, by their timed
+    /// work's number, taken back when the break ends ([`oplock`]).
+    pub oplock_timers: FastMap<usize, Vec<u64>>,
     fcb_pool: BlockPool,
     ccb_pool: BlockPool,
 }
@@ -740,6 +743,7 @@ impl Default for FsState {
             complete_at_dpc: false,
             oplocks: FastMap::default(),
             oplock_breaks: 0,
+            oplock_timers: FastMap::default(),
             fcb_pool: BlockPool::new(size_of::<FcbBlock>()),
             ccb_pool: BlockPool::new(64),
         }

@@ -231,7 +231,7 @@ pub fn finish(after: Vec<After>) {
                 );
             }
             After::Timer(fcb, number, image) => {
-                crate::sched::queue_work_after(
+                let seq = crate::sched::queue_work_after(
                     "oplock acknowledgement timeout",
                     image,
                     ACK_TIMEOUT_MS.saturating_mul(10_000),
@@ -240,6 +240,8 @@ pub fn finish(after: Vec<After>) {
                         finish(after);
                     }),
                 );
+                // Taken back when the break ends first (`oplock_release`).
+                kernel::with(|k| k.fs.oplock_timers.entry(fcb).or_default().push(seq));
             }
         }
     }
@@ -406,6 +408,11 @@ impl Kernel {
 
     /// Ends an exclusive oplock's break: no oplock, and the waiting operations go on.
     fn oplock_release(&mut self, fcb: usize, after: &mut Vec<After>) {
+        // The bound's timers of the break go with it: a timer left to run would do nothing but
+        // move the clock 35 s on (until December 7 it did, at the lab's next settle).
+        for seq in self.fs.oplock_timers.remove(&fcb).unwrap_or_default() {
+            self.sched.cancel_at(seq);
+        }
         let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return };
         o.state = State::None;
         for w in o.waiting.drain(..) {
