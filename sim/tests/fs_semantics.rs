@@ -557,3 +557,53 @@ fn an_overwrite_is_share_checked_with_the_access_it_implies() {
         assert!(m.findings().is_empty(), "{:?}", m.findings());
     }
 }
+
+/// The position of a synchronous file object after a transfer that failed once its offset was
+/// known: FastFat's `FatCommonRead` and `FatCommonWrite` set it to the transfer's start plus
+/// nothing for an `NT_ERROR` status, so a read at an explicit offset past the end of the file,
+/// or a transfer refused by another handle's byte-range lock, leaves the position at that
+/// offset; `FsRtlCopyRead` answers the end of the file from the cache and leaves it alone.
+#[test]
+fn a_failed_transfer_leaves_the_position_at_its_start_but_a_fast_end_of_file_does_not() {
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let position = |m: &mut Machine, h| {
+        let r = m.query_information(h, fi::POSITION, 8);
+        assert_eq!(r.status, Status::SUCCESS);
+        i64::from_le_bytes(r.data[..8].try_into().unwrap())
+    };
+    let h = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    // The file is not cached yet: the read goes down as an IRP.
+    assert_eq!(m.read(h, Some(100), 4, IoMode::Cached).status, Status::END_OF_FILE);
+    assert_eq!(position(&mut m, h), 100, "the IRP's end of file leaves the position at its start");
+    // A read that initiates caching, then one past the end that fast I/O answers.
+    assert_eq!(m.read(h, Some(0), 3, IoMode::Cached).data, b"pla");
+    assert_eq!(position(&mut m, h), 3);
+    let before = m.events().len();
+    assert_eq!(m.read(h, Some(200), 4, IoMode::Cached).status, Status::END_OF_FILE);
+    let irps = m.events()[before..]
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::IoStart { fast_io: false, .. }))
+        .count();
+    assert_eq!(irps, 0, "fast I/O answered the end of the file");
+    assert_eq!(position(&mut m, h), 3, "FsRtlCopyRead leaves the position alone");
+    // Another handle's exclusive lock refuses a read and a write: each leaves its start.
+    let other = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+    let lock = IoRequest::Lock {
+        handle: other,
+        offset: 0,
+        length: 5,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    assert_eq!(m.io(lock).status, Status::SUCCESS);
+    assert_eq!(m.read(h, Some(1), 2, IoMode::Cached).status, Status::FILE_LOCK_CONFLICT);
+    assert_eq!(position(&mut m, h), 1);
+    assert_eq!(m.write(h, Some(2), b"x", IoMode::Cached).status, Status::FILE_LOCK_CONFLICT);
+    assert_eq!(position(&mut m, h), 2);
+    // An overlapped handle keeps no position the I/O manager uses: nothing moves it.
+    let a = m.open(c, "plain.txt", CreateOptions::open().overlapped()).unwrap();
+    assert_eq!(m.read(a, Some(100), 4, IoMode::Cached).status, Status::END_OF_FILE);
+    assert_eq!(position(&mut m, a), 0);
+    assert_eq!(m.file_contents(c, "plain.txt").unwrap(), b"plain");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

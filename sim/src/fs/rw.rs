@@ -89,7 +89,7 @@ pub fn read(call: Call) -> NTSTATUS {
     if let Some(pending) = at_dpc(call, t, false) {
         return pending;
     }
-    let (status, n) = kernel::with(|k| k.fs_read(t));
+    let (status, n) = kernel::with(|k| k.fs_read(t, false));
     call.done(status, n)
 }
 
@@ -110,7 +110,8 @@ fn at_dpc(call: Call, t: Transfer, write: bool) -> Option<NTSTATUS> {
     if !dpc {
         return None;
     }
-    let (status, n) = kernel::with(|k| if write { k.fs_write(t, false) } else { k.fs_read(t) });
+    let (status, n) =
+        kernel::with(|k| if write { k.fs_write(t, false) } else { k.fs_read(t, false) });
     if !status.is_success() || n == 0 {
         return Some(call.done(status, n));
     }
@@ -191,7 +192,7 @@ pub unsafe extern "system" fn fast_io_read(
         buffer: buffer.cast(),
         path: Path::Cached,
     };
-    let r = fast_io_allowed(t, false, iostatus, |k| k.fs_read(t));
+    let r = fast_io_allowed(t, false, iostatus, |k| k.fs_read(t, true));
     fast_result(r, iostatus)
 }
 
@@ -578,8 +579,9 @@ impl Kernel {
         lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, write)
     }
 
-    /// The file system's read.
-    pub fn fs_read(&mut self, t: Transfer) -> (Status, usize) {
+    /// The file system's read; `fast` for `FastIoRead` (`FsRtlCopyRead`), which leaves the
+    /// position alone when it answers the end of the file.
+    pub fn fs_read(&mut self, t: Transfer, fast: bool) -> (Status, usize) {
         let Some(fcb) = self.fcb_of(t.fo) else { return (Status::INVALID_DEVICE_REQUEST, 0) };
         let (mount, node_id) = (fcb.mount, fcb.node);
         let m = &self.fs.mounts[mount as usize];
@@ -620,28 +622,33 @@ impl Kernel {
         if t.path == Path::NonCached && ty.sector_aligned() && !aligned(ty, offset, t.length) {
             return (Status::INVALID_PARAMETER, 0);
         }
+        // FastFat's FatCommonRead and FatCommonWrite leave the position of a synchronous file
+        // object at the transfer's start when they answer an error once the offset is known (the
+        // position is the start plus nothing for an NT_ERROR status), so an explicit offset moves
+        // it even so; FsRtlCopyRead's end of file does not touch it.
+        let failed = |file: &mut FILE_OBJECT, status: Status| {
+            if !fast && moves_position(file, t.path, ty) {
+                file.CurrentByteOffset = offset as i64;
+            }
+            (status, 0)
+        };
         if t.path != Path::Paging
             && lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, false)
         {
-            return (Status::FILE_LOCK_CONFLICT, 0);
+            return failed(file, Status::FILE_LOCK_CONFLICT);
         }
         if t.length == 0 {
             return (Status::SUCCESS, 0);
         }
         let data = node.data();
         if offset >= data.len() as u64 {
-            return (Status::END_OF_FILE, 0);
+            return failed(file, Status::END_OF_FILE);
         }
         let start = offset as usize;
         let end = data.len().min(start + t.length);
         // SAFETY: the request's buffer of `length` bytes.
         let n = unsafe { irpx::copy_out(t.buffer, t.length, &data[start..end]) };
-        // The position moves on a synchronous file object only (FastFat and FsRtl's fast
-        // paths): an asynchronous one has none the I/O manager keeps. A pipe's or mailslot's is
-        // the reader's place in the stream, which moves whoever waits (its data is consumed).
-        if t.path != Path::Paging
-            && (file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 || ty.is_stream())
-        {
+        if moves_position(file, t.path, ty) {
             file.CurrentByteOffset = (offset + n as u64) as i64;
         }
         if t.path == Path::Cached && file.PrivateCacheMap.is_null() && ty.initiates_caching() {
@@ -695,6 +702,10 @@ impl Kernel {
         if t.path != Path::Paging
             && lock_conflict(&fcb.locks, t.fo as usize, t.key, offset, t.length as u64, true)
         {
+            // As for a read (fs_read): the position is left at the start (FatCommonWrite).
+            if moves_position(file, t.path, ty) {
+                file.CurrentByteOffset = offset as i64;
+            }
             return (Status::FILE_LOCK_CONFLICT, 0);
         }
         let length = if t.path == Path::Paging {
@@ -737,10 +748,7 @@ impl Kernel {
         let fcb = &self.fs.fcbs[&fcb_ptr];
         fcb.set_size(new_size);
         self.sections.write_through(fcb_ptr, offset, src);
-        // As for a read: on a synchronous file object, or a pipe's or mailslot's.
-        if t.path != Path::Paging
-            && (file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 || ty.is_stream())
-        {
+        if moves_position(file, t.path, ty) {
             file.CurrentByteOffset = (offset + length as u64) as i64;
         }
         if t.path == Path::Cached
@@ -925,6 +933,14 @@ unsafe extern "system" fn waiting_lock_cancelled(_device: *mut DEVICE_OBJECT, ir
 }
 
 /// Non-cached transfers on disk and CD file systems must be sector aligned.
+/// Whether a transfer moves the file object's position: on a synchronous file object only
+/// (FastFat and FsRtl's fast paths), not for paging I/O; an asynchronous one has none the I/O
+/// manager keeps. A pipe's or mailslot's is the reader's place in the stream, which moves
+/// whoever waits (its data is consumed).
+fn moves_position(file: &FILE_OBJECT, path: Path, ty: FsType) -> bool {
+    path != Path::Paging && (file.Flags & crate::nt::fo::SYNCHRONOUS_IO != 0 || ty.is_stream())
+}
+
 fn aligned(ty: FsType, offset: u64, length: usize) -> bool {
     let sector: u64 = if matches!(ty, FsType::Cdfs | FsType::Udfs) { 2048 } else { 512 };
     offset % sector == 0 && length as u64 % sector == 0
