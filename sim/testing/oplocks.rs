@@ -14,7 +14,8 @@ use fsfilter::{
     ServiceParameters, Status,
 };
 use fsfilter_sim::fs::oplock::{
-    FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_LEVEL_2, STATUS_OPLOCK_BREAK_IN_PROGRESS, code,
+    FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_LEVEL_2, OUTPUT_LEN,
+    STATUS_OPLOCK_BREAK_IN_PROGRESS, code, input, input_flag, level,
 };
 use fsfilter_sim::{CreateOptions, FsKind, IoRequest, Machine, MachineConfig, ServiceSpec};
 use fsfilter_sim::{EventKind, RequestRef, VolumeSpec};
@@ -102,7 +103,10 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
     take();
     let mut m = Machine::new(MachineConfig { seed: 9 });
     let c = m.add_volume(
-        VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", &[1; 512]).file("pend.txt", b"p"),
+        VolumeSpec::new("C:", FsKind::Ntfs)
+            .file("a.txt", &[1; 512])
+            .file("pend.txt", b"p")
+            .file("w7.txt", b"w"),
     );
     install(&mut m, ServiceSpec::new(NAME, entry, "legacy"));
     m.boot();
@@ -142,4 +146,22 @@ pub(crate) fn check(install: fn(&mut Machine, ServiceSpec), entry: fsfilter_sim:
         [Seen::Pre(level1), Seen::Post(level1, Status::OPLOCK_NOT_GRANTED, 0)],
         "the pended request came too late"
     );
+
+    // FSCTL_REQUEST_OPLOCK (the Windows 7 oplocks): the same, the post at the break carrying the
+    // REQUEST_OPLOCK_OUTPUT_BUFFER's length; the acknowledgement keeping RH is pended in turn.
+    let w = m.open(c, "w7.txt", CreateOptions::open().overlapped()).expect("open");
+    take();
+    let win7 = code::REQUEST_OPLOCK;
+    let ask = input(level::RWH, input_flag::REQUEST);
+    let req = m.io(IoRequest::Fsctl { handle: w, code: win7, input: &ask, output_length: 64 });
+    assert_eq!(req.status, Status::PENDING, "granted");
+    assert_eq!(take(), [Seen::Pre(win7)], "no post before the break");
+    let r = m.create(c, "w7.txt", options);
+    assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    assert_eq!(take(), [Seen::Post(win7, Status::SUCCESS, OUTPUT_LEN)], "RWH -> RH at the break");
+    let keep = input(level::RH, input_flag::ACK);
+    let acked = m.io(IoRequest::Fsctl { handle: w, code: win7, input: &keep, output_length: 64 });
+    assert_eq!(acked.status, Status::PENDING, "RH kept: pended as its request");
+    assert_eq!(take(), [Seen::Pre(win7)]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

@@ -513,3 +513,308 @@ fn a_break_acknowledged_in_time_leaves_no_timeout_to_move_the_clock() {
     assert_eq!(m.now_ms(), after_open, "no timer left to run");
     assert!(!saw(&m, "oplock_break_timed_out"));
 }
+
+// Windows 7 oplocks (FSCTL_REQUEST_OPLOCK): docs/simulator.md, "Oplocks", "Windows 7 oplocks".
+
+use fsfilter_sim::fs::oplock::{OUTPUT_LEN, input, input_flag, level};
+
+/// `FSCTL_REQUEST_OPLOCK` on `handle` asking `lvl` with `flags`, with room for the output.
+fn request(m: &mut Machine, handle: Handle, lvl: u32, flags: u32) -> IoResult {
+    let b = input(lvl, flags);
+    m.io(IoRequest::Fsctl { handle, code: code::REQUEST_OPLOCK, input: &b, output_length: 64 })
+}
+
+fn ask(m: &mut Machine, handle: Handle, lvl: u32) -> IoResult {
+    request(m, handle, lvl, input_flag::REQUEST)
+}
+
+fn ack(m: &mut Machine, handle: Handle, lvl: u32) -> IoResult {
+    request(m, handle, lvl, input_flag::ACK)
+}
+
+/// The `REQUEST_OPLOCK_OUTPUT_BUFFER`s the breaks wrote, as the `oplock_output` events say them.
+fn outputs(m: &Machine) -> Vec<String> {
+    m.events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::System { what: "oplock_output", detail, .. } => Some(detail.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn win7_rwh_breaks_to_rh_on_another_open_which_waits_for_the_acknowledgement() {
+    for fs in [FsKind::Ntfs, FsKind::Refs, FsKind::Fat, FsKind::Exfat] {
+        let (mut m, c) = machine(fs);
+        let h1 = m.open(c, "a.txt", overlapped()).unwrap();
+        let req = ask(&mut m, h1, level::RWH);
+        assert_eq!(req.status, Status::PENDING, "{fs:?}: granted");
+        let acked: Rc<RefCell<Option<IoResult>>> = Rc::default();
+        let a = acked.clone();
+        m.schedule(10, move |m| *a.borrow_mut() = Some(ack(m, h1, level::RH)));
+        let before = m.now_ms();
+        let r = m.create(c, "a.txt", CreateOptions::open());
+        assert_eq!(r.status, Status::SUCCESS, "{fs:?}");
+        assert!(m.now_ms() >= before + 10, "{fs:?}: the open waited for the acknowledgement");
+        // The request completed at the break, its output buffer saying RWH -> RH.
+        assert_eq!(completed(&m, req.io), Some((Status::SUCCESS, OUTPUT_LEN)), "{fs:?}");
+        assert_eq!(outputs(&m), ["RWH -> RH, acknowledgement required"], "{fs:?}");
+        // The acknowledgement keeping RH is that oplock's request, pending until its break.
+        let acked = acked.borrow_mut().take().unwrap();
+        assert_eq!(acked.status, Status::PENDING, "{fs:?}");
+        // A write of the new handle breaks the RH oplock to none: acknowledgement required,
+        // nothing waits for it.
+        let w = m.write(r.handle.unwrap(), Some(0), b"x", IoMode::Cached);
+        assert_eq!(w.status, Status::SUCCESS);
+        assert_eq!(completed(&m, acked.io), Some((Status::SUCCESS, OUTPUT_LEN)));
+        assert_eq!(outputs(&m)[1], "RH -> none, acknowledgement required");
+        assert_eq!(ack(&mut m, h1, 0).status, Status::SUCCESS, "{fs:?}: acknowledged to none");
+        assert_eq!(ack(&mut m, h1, 0).status, STATUS_INVALID_OPLOCK_PROTOCOL, "nothing left");
+    }
+}
+
+#[test]
+fn win7_exclusive_levels_need_the_only_handle_an_overlapped_one_and_no_other_oplock() {
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let sync = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    for lvl in [level::R, level::RH, level::RW, level::RWH] {
+        let r = ask(&mut m, sync, lvl);
+        assert_eq!(r.status, Status::OPLOCK_NOT_GRANTED, "synchronous: {lvl}");
+    }
+    let _ = m.close_handle(sync);
+    // Two handles: RW and RWH refused, R and RH granted to both (shareable).
+    let h1 = m.open(c, "a.txt", overlapped()).unwrap();
+    let h2 = m.open(c, "a.txt", overlapped()).unwrap();
+    for lvl in [level::RW, level::RWH] {
+        assert_eq!(ask(&mut m, h1, lvl).status, Status::OPLOCK_NOT_GRANTED, "{lvl}");
+    }
+    let r1 = ask(&mut m, h1, level::RH);
+    let r2 = ask(&mut m, h2, level::R);
+    assert_eq!((r1.status, r2.status), (Status::PENDING, Status::PENDING));
+    // R and Level 2 coexist; RH and Level 2 do not ("Types of opportunistic locks").
+    let l2 = fsctl(&mut m, h2, code::REQUEST_OPLOCK_LEVEL_2);
+    assert_eq!(l2.status, Status::OPLOCK_NOT_GRANTED, "Level 2 beside RH");
+    // A legacy exclusive request beside them is refused too.
+    let l1 = fsctl(&mut m, h1, code::REQUEST_OPLOCK_LEVEL_1);
+    assert_eq!(l1.status, Status::OPLOCK_NOT_GRANTED);
+    drop(m);
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h1 = m.open(c, "a.txt", overlapped()).unwrap();
+    let h2 = m.open(c, "a.txt", overlapped()).unwrap();
+    assert_eq!(fsctl(&mut m, h1, code::REQUEST_OPLOCK_LEVEL_2).status, Status::PENDING);
+    assert_eq!(ask(&mut m, h2, level::R).status, Status::PENDING, "R beside Level 2");
+    assert_eq!(ask(&mut m, h2, level::RH).status, Status::OPLOCK_NOT_GRANTED, "RH beside it");
+    // A byte-range lock refuses the shareable levels (the open count FastFat passes).
+    let lock = IoRequest::Lock {
+        handle: h1,
+        offset: 0,
+        length: 1,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    assert_eq!(m.io(lock).status, Status::SUCCESS);
+    let h3 = m.open(c, "a.txt", overlapped()).unwrap();
+    assert_eq!(ask(&mut m, h3, level::R).status, Status::OPLOCK_NOT_GRANTED, "locked");
+}
+
+#[test]
+fn win7_bad_buffers_and_levels_are_refused_and_directories_get_no_oplock() {
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h = m.open(c, "a.txt", overlapped()).unwrap();
+    let send = |m: &mut Machine, b: &[u8], out: usize| {
+        m.io(IoRequest::Fsctl {
+            handle: h,
+            code: code::REQUEST_OPLOCK,
+            input: b,
+            output_length: out,
+        })
+    };
+    let good = input(level::R, input_flag::REQUEST);
+    assert_eq!(send(&mut m, &good[..8], 64).status, Status::BUFFER_TOO_SMALL, "short input");
+    assert_eq!(send(&mut m, &good, OUTPUT_LEN - 1).status, Status::BUFFER_TOO_SMALL, "output");
+    let mut version = good;
+    version[0] = 2;
+    let mut length = good;
+    length[2] = 16;
+    let bad_level = input(level::HANDLE, input_flag::REQUEST);
+    let write_only = input(level::WRITE | level::HANDLE, input_flag::REQUEST);
+    let both = input(level::R, input_flag::REQUEST | input_flag::ACK);
+    let neither = input(level::R, 0);
+    for (what, b) in [
+        ("version", version),
+        ("length", length),
+        ("level", bad_level),
+        ("level", write_only),
+        ("REQUEST and ACK", both),
+        ("no flag", neither),
+    ] {
+        assert_eq!(send(&mut m, &b, 64).status, Status::INVALID_PARAMETER, "{what}");
+    }
+    let d = m.open(c, "dir", CreateOptions::directory().overlapped()).unwrap();
+    let r = ask(&mut m, d, level::R);
+    assert_eq!(r.status, Status::INVALID_PARAMETER, "files only");
+    // An acknowledgement with no break to acknowledge.
+    assert_eq!(ack(&mut m, h, level::R).status, STATUS_INVALID_OPLOCK_PROTOCOL);
+}
+
+#[test]
+fn win7_a_write_breaks_r_at_once_and_rh_with_an_acknowledgement_nobody_waits_for() {
+    for op in ["write", "lock", "set_eof", "overwrite"] {
+        let (mut m, c) = machine(FsKind::Ntfs);
+        let h1 = m.open(c, "a.txt", overlapped()).unwrap();
+        let h2 = m.open(c, "a.txt", overlapped()).unwrap();
+        let h3 = m.open(c, "a.txt", overlapped()).unwrap();
+        let r = ask(&mut m, h1, level::R);
+        let rh = ask(&mut m, h2, level::RH);
+        assert_eq!((r.status, rh.status), (Status::PENDING, Status::PENDING));
+        let before = m.now_ms();
+        let s = match op {
+            "write" => m.write(h3, Some(0), b"y", IoMode::Cached).status,
+            "lock" => {
+                let lock = IoRequest::Lock {
+                    handle: h3,
+                    offset: 0,
+                    length: 1,
+                    exclusive: true,
+                    fail_immediately: true,
+                };
+                m.io(lock).status
+            }
+            "set_eof" => m.set_information(h3, 20, &8u64.to_le_bytes()).status,
+            _ => {
+                m.create(c, "a.txt", CreateOptions::open().disposition(disposition::OVERWRITE))
+                    .status
+            }
+        };
+        assert_eq!(s, Status::SUCCESS, "{op}");
+        assert_eq!(m.now_ms(), before, "{op}: nothing waited");
+        assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, OUTPUT_LEN)), "{op}");
+        assert_eq!(completed(&m, rh.io), Some((Status::SUCCESS, OUTPUT_LEN)), "{op}");
+        let out = outputs(&m);
+        assert_eq!(out, ["R -> none", "RH -> none, acknowledgement required"], "{op}");
+        // The R holder has nothing to acknowledge; the RH holder does.
+        assert_eq!(ack(&mut m, h1, 0).status, STATUS_INVALID_OPLOCK_PROTOCOL, "{op}");
+        assert_eq!(ack(&mut m, h2, 0).status, Status::SUCCESS, "{op}");
+    }
+}
+
+#[test]
+fn win7_an_rh_holder_loses_handle_caching_to_a_create_its_share_mode_refuses() {
+    let (mut m, c) = machine(FsKind::Ntfs);
+    // The holder shares reads only: a writer's open is a sharing violation.
+    let h1 = m.open(c, "a.txt", overlapped().share(share::READ)).unwrap();
+    let rh = ask(&mut m, h1, level::RH);
+    assert_eq!(rh.status, Status::PENDING);
+    // A reader sharing everything opens without breaking anything.
+    let reader = CreateOptions::open().access(access::GENERIC_READ);
+    assert_eq!(m.create(c, "a.txt", reader).status, Status::SUCCESS);
+    assert_eq!(completed(&m, rh.io), None, "RH kept");
+    // A writer: the RH oplock breaks to R first (the break says the writer's modes), and the
+    // writer waits; the holder closes its handle (an acknowledgement) and the writer opens.
+    m.schedule(15, move |m| {
+        let _ = m.close_handle(h1);
+    });
+    let writer = CreateOptions::open().access(access::GENERIC_WRITE);
+    let before = m.now_ms();
+    let w = m.create(c, "a.txt", writer);
+    assert_eq!(w.status, Status::SUCCESS, "the holder's handle went first");
+    assert!(m.now_ms() >= before + 15, "waited for the holder");
+    assert_eq!(completed(&m, rh.io), Some((Status::SUCCESS, OUTPUT_LEN)));
+    let out = outputs(&m);
+    assert_eq!(out.len(), 1);
+    assert!(
+        // GENERIC_WRITE as the create asks it (mapped: FILE_GENERIC_WRITE), all sharing.
+        out[0] == "RH -> R, acknowledgement required, modes 0x120116/0x7",
+        "{out:?}"
+    );
+    // With FILE_COMPLETE_IF_OPLOCKED the break starts and the share check refuses at once; the
+    // holder acknowledges keeping R.
+    drop(m);
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h1 = m.open(c, "a.txt", overlapped().share(share::READ)).unwrap();
+    let rh = ask(&mut m, h1, level::RH);
+    let writer =
+        CreateOptions::open().access(access::GENERIC_WRITE).options(FILE_COMPLETE_IF_OPLOCKED);
+    assert_eq!(m.create(c, "a.txt", writer).status, Status::SHARING_VIOLATION);
+    assert_eq!(completed(&m, rh.io), Some((Status::SUCCESS, OUTPUT_LEN)));
+    let r = ack(&mut m, h1, level::R);
+    assert_eq!(r.status, Status::PENDING, "R kept: the acknowledgement is its request");
+}
+
+#[test]
+fn win7_an_unacknowledged_rh_break_ends_at_the_bound_and_a_cleanup_or_cancel_ends_a_request() {
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h1 = m.open(c, "a.txt", overlapped().share(share::READ)).unwrap();
+    let rh = ask(&mut m, h1, level::RH);
+    assert_eq!(rh.status, Status::PENDING);
+    let before = m.now_ms();
+    let w = m.create(c, "a.txt", CreateOptions::open().access(access::GENERIC_WRITE));
+    assert_eq!(w.status, Status::SHARING_VIOLATION, "the holder's handle is still open");
+    assert!(m.now_ms() >= before + ACK_TIMEOUT_MS, "waited for the bound");
+    assert!(saw(&m, "oplock_break_timed_out"));
+    assert_eq!(ack(&mut m, h1, level::R).status, STATUS_INVALID_OPLOCK_PROTOCOL, "too late");
+    // The owner's cleanup completes an unbroken request, broken to none; a cancel ends it.
+    let h2 = m.open(c, "dir\\b.txt", overlapped()).unwrap();
+    let r = ask(&mut m, h2, level::R);
+    assert_eq!(r.status, Status::PENDING);
+    let _ = m.close_handle(h2);
+    assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, OUTPUT_LEN)));
+    assert_eq!(outputs(&m).len(), 1, "a cleanup is no break");
+    let r = ask(&mut m, h1, level::RH);
+    assert_eq!(r.status, Status::PENDING);
+    assert_eq!(m.io(IoRequest::Cancel { handle: h1 }).status, Status::SUCCESS);
+    assert_eq!(completed(&m, r.io).map(|c| c.0), Some(Status::CANCELLED));
+    assert_eq!(ask(&mut m, h1, level::RH).status, Status::PENDING, "asked again");
+}
+
+#[test]
+fn win7_rw_breaks_to_r_its_acknowledgement_keeps_r_and_a_handle_changes_its_level_in_place() {
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h1 = m.open(c, "a.txt", overlapped()).unwrap();
+    // R, then RWH on the same handle: the R request completes with the new level, no
+    // acknowledgement (the level changes in place, FSCTL_REQUEST_OPLOCK's remarks).
+    let r = ask(&mut m, h1, level::R);
+    let rw = ask(&mut m, h1, level::RW);
+    assert_eq!((r.status, rw.status), (Status::PENDING, Status::PENDING));
+    assert_eq!(completed(&m, r.io), Some((Status::SUCCESS, OUTPUT_LEN)));
+    assert_eq!(outputs(&m), Vec::<String>::new(), "no break");
+    let o = m.create(c, "a.txt", CreateOptions::open().options(FILE_COMPLETE_IF_OPLOCKED));
+    assert_eq!(o.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    assert_eq!(completed(&m, rw.io), Some((Status::SUCCESS, OUTPUT_LEN)));
+    assert_eq!(outputs(&m), ["RW -> R, acknowledgement required"]);
+    // The legacy acknowledgements do not acknowledge a Windows 7 break; a level it does not
+    // break to is refused.
+    let legacy = fsctl(&mut m, h1, code::OPLOCK_BREAK_ACKNOWLEDGE);
+    assert_eq!(legacy.status, STATUS_INVALID_OPLOCK_PROTOCOL);
+    assert_eq!(ack(&mut m, h1, level::RH).status, STATUS_INVALID_OPLOCK_PROTOCOL);
+    let kept = ack(&mut m, h1, level::R);
+    assert_eq!(kept.status, Status::PENDING, "R granted in the acknowledgement");
+    // A byte-range lock of the other handle breaks R to none at once.
+    let lock = IoRequest::Lock {
+        handle: o.handle.unwrap(),
+        offset: 0,
+        length: 1,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    assert_eq!(m.io(lock).status, Status::SUCCESS);
+    assert_eq!(completed(&m, kept.io), Some((Status::SUCCESS, OUTPUT_LEN)));
+    assert_eq!(outputs(&m)[1], "R -> none");
+}
+
+#[test]
+fn win7_oplocks_on_cd_file_systems_but_not_raw() {
+    let mut m = Machine::new(MachineConfig { seed: 7 });
+    let d = m.add_volume(VolumeSpec::new("D:", FsKind::Cdfs).file("\\a.txt", b"a"));
+    let u = m.add_volume(VolumeSpec::new("U:", FsKind::Udfs).file("\\a.txt", b"a"));
+    let e = m.add_volume(VolumeSpec::new("E:", FsKind::Ntfs).blank());
+    m.boot();
+    let read = CreateOptions::open().access(access::GENERIC_READ).share(share::READ);
+    for v in [d, u] {
+        let h = m.open(v, "a.txt", read.overlapped()).unwrap();
+        assert_eq!(ask(&mut m, h, level::RWH).status, Status::PENDING);
+    }
+    let v = m.open(e, "", CreateOptions::open().overlapped()).unwrap();
+    assert_eq!(ask(&mut m, v, level::R).status, Status::INVALID_DEVICE_REQUEST);
+}

@@ -218,7 +218,7 @@ pub fn fsctl(call: Call, minor: u8) -> NTSTATUS {
     // SAFETY: `FileSystemControl` is the member in use.
     let code = unsafe { params::io::<params::IoFileSystemControl>(&sl.Parameters) }.FsControlCode;
     let fo = sl.FileObject;
-    if super::oplock::code::is_legacy(code) {
+    if super::oplock::code::is_oplock(code) {
         return oplock_fsctl(call, code);
     }
     let s = kernel::with(|k| k.fs_user_fsctl(call, fo, code));

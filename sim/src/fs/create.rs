@@ -352,9 +352,7 @@ impl Kernel {
         // in place "so that the Oplock check proceeds against any added access").
         let existing = self.fs.mounts[mount as usize].fcbs_by_node.get(&node).copied();
         let held = match existing {
-            Some(p) if !self.fs.oplocks.is_empty() => {
-                self.fs.oplocks.get(&p).filter(|o| o.state != super::oplock::State::None)
-            }
+            Some(p) if !self.fs.oplocks.is_empty() => self.fs.oplocks.get(&p).filter(|o| !o.idle()),
             _ => None,
         };
         let overwrite =
@@ -375,6 +373,10 @@ impl Kernel {
             }
             None => (None, super::oplock::Want::Nothing),
         };
+        // An RH oplock of another handle: a create the share access refuses breaks its handle
+        // caching first (FsRtlOplockBreakH), and waits for the acknowledgement.
+        let handle_cached = late != super::oplock::Want::Nothing
+            && held.is_some_and(|o| o.handle_cached_by_other(fo));
         let complete_if_oplocked = req.options & super::oplock::FILE_COMPLETE_IF_OPLOCKED != 0;
         let mut check = |k: &mut Kernel, p: usize, want, batch: bool| {
             match k.oplock_check(p, fo, call, want, complete_if_oplocked, after) {
@@ -439,6 +441,10 @@ impl Kernel {
                 return Err(Status::DELETE_PENDING);
             }
             if !f.share.check(*share) {
+                if handle_cached {
+                    let want = super::oplock::Want::Handle { access: req.access, share: req.share };
+                    check(self, p, want, false)?;
+                }
                 return Err(Status::SHARING_VIOLATION);
             }
             if overwrite && self.sections.has_views(p) {

@@ -13,6 +13,7 @@
 //! [`ACK_TIMEOUT_MS`] gone by (the simulator's bound: FsRtl waits without one).
 
 use fsfilter::Status;
+use fsfilter_kernel::params;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
@@ -63,6 +64,9 @@ pub mod code {
     pub const OPLOCK_BREAK_ACK_NO_2: u32 = 0x0009_0050;
     /// `FSCTL_REQUEST_FILTER_OPLOCK`.
     pub const REQUEST_FILTER_OPLOCK: u32 = 0x0009_005C;
+    /// `FSCTL_REQUEST_OPLOCK` (function 144): the Windows 7 oplocks, requested and acknowledged
+    /// with a `REQUEST_OPLOCK_INPUT_BUFFER` and answered with a `REQUEST_OPLOCK_OUTPUT_BUFFER`.
+    pub const REQUEST_OPLOCK: u32 = 0x0009_0240;
 
     /// Whether `c` is one of the legacy oplock codes the file systems serve.
     pub const fn is_legacy(c: u32) -> bool {
@@ -78,6 +82,126 @@ pub mod code {
                 | REQUEST_FILTER_OPLOCK
         )
     }
+
+    /// Whether `c` is an oplock code the file systems serve: a legacy one or
+    /// `FSCTL_REQUEST_OPLOCK`.
+    pub const fn is_oplock(c: u32) -> bool {
+        is_legacy(c) || c == REQUEST_OPLOCK
+    }
+}
+
+/// `OPLOCK_LEVEL_CACHE_*`: the caching a Windows 7 oplock grants (winioctl.h).
+pub mod level {
+    /// `OPLOCK_LEVEL_CACHE_READ`.
+    pub const READ: u32 = 1;
+    /// `OPLOCK_LEVEL_CACHE_HANDLE`.
+    pub const HANDLE: u32 = 2;
+    /// `OPLOCK_LEVEL_CACHE_WRITE`.
+    pub const WRITE: u32 = 4;
+    /// Read (R).
+    pub const R: u32 = READ;
+    /// Read-Write (RW).
+    pub const RW: u32 = READ | WRITE;
+    /// Read-Handle (RH).
+    pub const RH: u32 = READ | HANDLE;
+    /// Read-Write-Handle (RWH).
+    pub const RWH: u32 = READ | WRITE | HANDLE;
+
+    /// The four valid requested levels (`REQUEST_OPLOCK_INPUT_BUFFER`).
+    pub const fn is_valid(l: u32) -> bool {
+        matches!(l, R | RW | RH | RWH)
+    }
+
+    /// A level's short name (R, RH, RW, RWH; `none` for 0).
+    pub fn name(l: u32) -> String {
+        if l == 0 {
+            return "none".into();
+        }
+        let mut s = String::new();
+        for (bit, c) in [(READ, 'R'), (WRITE, 'W'), (HANDLE, 'H')] {
+            if l & bit != 0 {
+                s.push(c);
+            }
+        }
+        s
+    }
+}
+
+/// `REQUEST_OPLOCK_INPUT_FLAG_*`.
+pub mod input_flag {
+    /// `REQUEST_OPLOCK_INPUT_FLAG_REQUEST`.
+    pub const REQUEST: u32 = 1;
+    /// `REQUEST_OPLOCK_INPUT_FLAG_ACK`.
+    pub const ACK: u32 = 2;
+    /// `REQUEST_OPLOCK_INPUT_FLAG_COMPLETE_ACK_ON_CLOSE`.
+    pub const COMPLETE_ACK_ON_CLOSE: u32 = 4;
+}
+
+/// `REQUEST_OPLOCK_OUTPUT_FLAG_*`.
+pub mod output_flag {
+    /// `REQUEST_OPLOCK_OUTPUT_FLAG_ACK_REQUIRED`.
+    pub const ACK_REQUIRED: u32 = 1;
+    /// `REQUEST_OPLOCK_OUTPUT_FLAG_MODES_PROVIDED`.
+    pub const MODES_PROVIDED: u32 = 2;
+}
+
+/// `REQUEST_OPLOCK_CURRENT_VERSION`.
+pub const REQUEST_OPLOCK_VERSION: u16 = 1;
+/// `sizeof(REQUEST_OPLOCK_INPUT_BUFFER)`: two WORDs and two DWORDs.
+pub const INPUT_LEN: usize = 12;
+/// `sizeof(REQUEST_OPLOCK_OUTPUT_BUFFER)`: two WORDs, four DWORDs and a WORD, padded to 4.
+pub const OUTPUT_LEN: usize = 24;
+
+/// A `REQUEST_OPLOCK_INPUT_BUFFER` asking `level` with `flags` (version 1, its own length).
+pub fn input(level: u32, flags: u32) -> [u8; INPUT_LEN] {
+    let mut b = [0u8; INPUT_LEN];
+    b[0..2].copy_from_slice(&REQUEST_OPLOCK_VERSION.to_le_bytes());
+    b[2..4].copy_from_slice(&(INPUT_LEN as u16).to_le_bytes());
+    b[4..8].copy_from_slice(&level.to_le_bytes());
+    b[8..12].copy_from_slice(&flags.to_le_bytes());
+    b
+}
+
+/// What a `REQUEST_OPLOCK_OUTPUT_BUFFER` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// `OriginalOplockLevel`.
+    pub original: u32,
+    /// `NewOplockLevel`.
+    pub new: u32,
+    /// `Flags` (`output_flag`).
+    pub flags: u32,
+    /// `AccessMode` (with `MODES_PROVIDED`).
+    pub access: u32,
+    /// `ShareMode` (with `MODES_PROVIDED`).
+    pub share: u16,
+}
+
+impl Output {
+    /// The buffer's bytes.
+    pub fn bytes(&self) -> [u8; OUTPUT_LEN] {
+        let mut b = [0u8; OUTPUT_LEN];
+        b[0..2].copy_from_slice(&REQUEST_OPLOCK_VERSION.to_le_bytes());
+        b[2..4].copy_from_slice(&(OUTPUT_LEN as u16).to_le_bytes());
+        b[4..8].copy_from_slice(&self.original.to_le_bytes());
+        b[8..12].copy_from_slice(&self.new.to_le_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        b[16..20].copy_from_slice(&self.access.to_le_bytes());
+        b[20..22].copy_from_slice(&self.share.to_le_bytes());
+        b
+    }
+
+    /// How the `oplock_output` event says it.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} -> {}", level::name(self.original), level::name(self.new));
+        if self.flags & output_flag::ACK_REQUIRED != 0 {
+            s.push_str(", acknowledgement required");
+        }
+        if self.flags & output_flag::MODES_PROVIDED != 0 {
+            s.push_str(&format!(", modes {:#x}/{:#x}", self.access, self.share));
+        }
+        s
+    }
 }
 
 /// An exclusive oplock's kind.
@@ -89,6 +213,36 @@ pub enum Kind {
     Batch,
     /// Filter.
     Filter,
+    /// Read-Write, a Windows 7 oplock (`FSCTL_REQUEST_OPLOCK`).
+    Rw,
+    /// Read-Write-Handle, a Windows 7 oplock.
+    Rwh,
+}
+
+impl Kind {
+    /// A Windows 7 kind: its level, else None.
+    pub const fn win7_level(self) -> Option<u32> {
+        match self {
+            Kind::Rw => Some(level::RW),
+            Kind::Rwh => Some(level::RWH),
+            _ => None,
+        }
+    }
+}
+
+/// A Windows 7 shared oplock (R or RH) one handle holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shared {
+    /// The request IRP, pending until the break (None once completed).
+    pub irp: Option<usize>,
+    /// The holder's file object.
+    pub fo: usize,
+    /// Its level (`level::R` or `level::RH`).
+    pub level: u32,
+    /// A break waiting for its acknowledgement: the level it breaks to.
+    pub breaking: Option<u32>,
+    /// The break's number, for its timeout.
+    pub number: u64,
 }
 
 /// Where the break of an exclusive oplock stands.
@@ -148,11 +302,21 @@ pub struct Oplock {
     pub state: State,
     /// The operations waiting for the break's acknowledgement.
     pub waiting: Vec<Waiter>,
+    /// The Windows 7 shared oplocks (R, RH), beside the state (R may coexist with Level 2).
+    pub shared: Vec<Shared>,
 }
 
 impl Oplock {
+    /// No oplock at all.
+    pub fn idle(&self) -> bool {
+        self.state == State::None && self.shared.is_empty()
+    }
+
     /// `FsRtlOplockIsFastIoPossible`: not with Level 2 oplocks or during a break.
     pub fn fast_io_possible(&self) -> bool {
+        if !self.shared.is_empty() {
+            return false;
+        }
         match &self.state {
             State::None => true,
             State::Exclusive { breaking, .. } => breaking.is_none(),
@@ -160,9 +324,15 @@ impl Oplock {
         }
     }
 
-    /// `FsRtlCurrentBatchOplock`: a Batch or Filter oplock, broken or not.
+    /// `FsRtlCurrentBatchOplock`: a Batch or Filter oplock, broken or not; for the simulator's
+    /// checks before the share access, an RWH oplock too (handle caching).
     pub fn batch_or_filter(&self) -> bool {
-        matches!(&self.state, State::Exclusive { kind: Kind::Batch | Kind::Filter, .. })
+        matches!(&self.state, State::Exclusive { kind: Kind::Batch | Kind::Filter | Kind::Rwh, .. })
+    }
+
+    /// Whether another file object than `fo` holds an RH oplock (handle caching).
+    pub fn handle_cached_by_other(&self, fo: usize) -> bool {
+        self.shared.iter().any(|h| h.fo != fo && h.level & level::HANDLE != 0)
     }
 
     /// A Filter oplock, broken or not.
@@ -180,6 +350,14 @@ pub enum Want {
     Level2,
     /// Every oplock breaks to none.
     None,
+    /// A create that the share access refuses: RH oplocks of other file objects lose their handle
+    /// caching (to R), saying the create's access and share modes.
+    Handle {
+        /// The create's desired access.
+        access: u32,
+        /// The create's share access.
+        share: u32,
+    },
 }
 
 /// The outcome of a check.
@@ -262,7 +440,7 @@ pub fn check_irp(call: Call, want: impl FnOnce(&Oplock) -> Want) -> Option<NTSTA
         let fcb = k.fcb_of(fo as *const _)?;
         let p = fcb.ptr();
         let o = k.fs.oplocks.get(&p)?;
-        if fcb.node == VOLUME_NODE || o.state == State::None {
+        if fcb.node == VOLUME_NODE || o.idle() {
             return None;
         }
         let w = want(o);
@@ -322,8 +500,17 @@ impl Kernel {
             return Check::Proceed;
         }
         let number = self.fs.oplock_breaks + 1;
+        // The Windows 7 shared oplocks first: R and RH cannot be held with an exclusive oplock.
+        if let Some(n) = self.oplock_check_shared(fcb, fo, want, number, after) {
+            if complete_if_oplocked {
+                return Check::BreakInProgress;
+            }
+            return self.oplock_wait(fcb, call, n, after);
+        }
+        let want = if matches!(want, Want::Handle { .. }) { Want::Level2 } else { want };
         let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return Check::Proceed };
         let mut started = false;
+        let mut outputs = Vec::new();
         match &mut o.state {
             State::None => return Check::Proceed,
             State::Level2(holders) => {
@@ -345,8 +532,8 @@ impl Kernel {
                 }
                 match (*breaking, want) {
                     (None, _) => {
-                        let to_two =
-                            want == Want::Level2 && matches!(kind, Kind::Level1 | Kind::Batch);
+                        let to_two = want == Want::Level2
+                            && matches!(kind, Kind::Level1 | Kind::Batch | Kind::Rw | Kind::Rwh);
                         let (b, info) = if to_two {
                             (Breaking::ToLevel2, FILE_OPLOCK_BROKEN_TO_LEVEL_2)
                         } else {
@@ -355,6 +542,19 @@ impl Kernel {
                         if let Some(r) = irp.take() {
                             // SAFETY: the held request IRP.
                             unsafe { crate::cancel::clear_cancel_routine(r as *mut IRP) };
+                            // A Windows 7 oplock's request says the new level in its output
+                            // buffer: RW breaks to R, RWH to RH ("Breaking oplocks").
+                            let info = match kind.win7_level() {
+                                Some(l) => {
+                                    let new = if to_two { l & !level::WRITE } else { 0 };
+                                    let flags = output_flag::ACK_REQUIRED;
+                                    let out =
+                                        Output { original: l, new, flags, ..Output::default() };
+                                    outputs.push(out);
+                                    write_output(r, &out)
+                                }
+                                None => info,
+                            };
                             after.push(After::Complete(r, Status::SUCCESS, info));
                         }
                         *breaking = Some(b);
@@ -377,11 +577,103 @@ impl Kernel {
             let to = if want == Want::Level2 { "Level 2" } else { "none" };
             self.oplock_event("oplock_break", format!("{kind_name} oplock breaking (to {to})"));
         }
+        for out in outputs {
+            self.oplock_event("oplock_output", out.describe());
+        }
         if complete_if_oplocked {
             return Check::BreakInProgress;
         }
-        // The operation waits: pended, cancelable (FsRtlWaitOnIrp's FsRtlCancelWaitIrp). Marked
-        // pending first: one cancelled already is completed after the dispatch routine's
+        self.oplock_wait(fcb, call, number, after)
+    }
+
+    /// The Windows 7 shared oplocks (R, RH) of other file objects than `fo` against an operation:
+    /// R breaks to none at once, without acknowledgement (as Level 2); RH breaks to none (a
+    /// write, a lock, a truncation, an overwrite) with an acknowledgement required that nothing
+    /// waits for, or to R (a create the share access refuses) with one the operation waits for.
+    /// Some(break number) when the operation must wait.
+    fn oplock_check_shared(
+        &mut self,
+        fcb: usize,
+        fo: usize,
+        want: Want,
+        number: u64,
+        after: &mut Vec<After>,
+    ) -> Option<u64> {
+        let o = self.fs.oplocks.get_mut(&fcb)?;
+        if o.shared.is_empty() || matches!(want, Want::Nothing | Want::Level2) {
+            return None;
+        }
+        let mut wait = None;
+        let mut started = false;
+        let mut outputs = Vec::new();
+        let mut kept = Vec::with_capacity(o.shared.len());
+        for mut h in o.shared.drain(..) {
+            if h.fo == fo {
+                kept.push(h);
+                continue;
+            }
+            let rh = h.level & level::HANDLE != 0;
+            let (new, flags, access, share) = match want {
+                Want::None => {
+                    if h.breaking.is_some() {
+                        h.breaking = Some(0);
+                        kept.push(h);
+                        continue;
+                    }
+                    (0, if rh { output_flag::ACK_REQUIRED } else { 0 }, 0, 0)
+                }
+                Want::Handle { access, share } if rh => {
+                    if h.breaking.is_some() {
+                        wait = Some(h.number);
+                        kept.push(h);
+                        continue;
+                    }
+                    wait = Some(number);
+                    let flags = output_flag::ACK_REQUIRED | output_flag::MODES_PROVIDED;
+                    (level::R, flags, access, share)
+                }
+                _ => {
+                    kept.push(h);
+                    continue;
+                }
+            };
+            let out = Output { original: h.level, new, flags, access, share: share as u16 };
+            if let Some(r) = h.irp.take() {
+                // SAFETY: a held oplock IRP.
+                unsafe { crate::cancel::clear_cancel_routine(r as *mut IRP) };
+                let info = write_output(r, &out);
+                after.push(After::Complete(r, Status::SUCCESS, info));
+            }
+            outputs.push(out);
+            started = true;
+            if flags & output_flag::ACK_REQUIRED != 0 {
+                h.breaking = Some(new);
+                h.number = number;
+                kept.push(h);
+            }
+        }
+        o.shared = kept;
+        if started {
+            self.fs.oplock_breaks = number;
+            for out in outputs {
+                let detail = format!("{} oplock breaking", level::name(out.original));
+                self.oplock_event("oplock_break", detail);
+                self.oplock_event("oplock_output", out.describe());
+            }
+        }
+        wait
+    }
+
+    /// The operation waits for break `number`: pended, cancelable (FsRtlWaitOnIrp's
+    /// FsRtlCancelWaitIrp), dispatched again when the break is over.
+    fn oplock_wait(
+        &mut self,
+        fcb: usize,
+        call: Call,
+        number: u64,
+        after: &mut Vec<After>,
+    ) -> Check {
+        // Marked pending first: one cancelled already is completed after the dispatch routine's
         // STATUS_PENDING.
         let irp = call.irp;
         // SAFETY: the live IRP in our dispatch routine.
@@ -399,6 +691,26 @@ impl Kernel {
         }
         after.push(After::Timer(fcb, number, image));
         Check::Wait
+    }
+
+    /// The Windows 7 shared breaks may be over: when no RH break waits for its acknowledgement
+    /// and no exclusive break is under way, the waiting operations go on.
+    fn oplock_shared_settle(&mut self, fcb: usize, after: &mut Vec<After>) {
+        let Some(o) = self.fs.oplocks.get(&fcb) else { return };
+        let exclusive = matches!(o.state, State::Exclusive { breaking: Some(_), .. });
+        if exclusive || o.shared.iter().any(|h| h.breaking.is_some()) || o.waiting.is_empty() {
+            return;
+        }
+        for seq in self.fs.oplock_timers.remove(&fcb).unwrap_or_default() {
+            self.sched.cancel_at(seq);
+        }
+        if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
+            for w in o.waiting.drain(..) {
+                // SAFETY: a waiting IRP, held until now.
+                unsafe { crate::cancel::clear_cancel_routine(w.irp as *mut IRP) };
+                after.push(After::Resume(w));
+            }
+        }
     }
 
     /// Logs an oplock event of the file systems.
@@ -430,8 +742,18 @@ impl Kernel {
             matches!(o.state, State::Exclusive { breaking: Some(_), number: n, .. }
                 if n == number)
         });
+        // An RH break nobody acknowledged: its oplock goes (taken as acknowledged to none).
+        let shared = self.fs.oplocks.get_mut(&fcb).is_some_and(|o| {
+            let before = o.shared.len();
+            o.shared.retain(|h| !(h.breaking.is_some() && h.number == number));
+            o.shared.len() != before
+        });
         if pending {
             self.oplock_release(fcb, &mut after);
+        } else if shared {
+            self.oplock_shared_settle(fcb, &mut after);
+        }
+        if pending || shared {
             let ms = ACK_TIMEOUT_MS;
             self.oplock_event(
                 "oplock_break_timed_out",
@@ -474,6 +796,13 @@ impl Kernel {
                 != 0
             || fo_flags & crate::nt::fo::CLEANUP_COMPLETE != 0;
         let irp = call.irp as usize;
+        if code == code::REQUEST_OPLOCK {
+            // The copy-back flag is set by every request with an output buffer: not a refusal.
+            let refused = fo_flags & crate::nt::fo::SYNCHRONOUS_IO != 0
+                || irp_flags & crate::nt::irp_flags::SYNCHRONOUS_API != 0
+                || fo_flags & crate::nt::fo::CLEANUP_COMPLETE != 0;
+            return self.oplock_request_win7(call, p, (handles, locked, refused), after);
+        }
         // The stream's oplock, made at its first request (kept until the FCB goes).
         let o = self.fs.oplocks.entry(p).or_default();
         let kind = match code {
@@ -483,8 +812,9 @@ impl Kernel {
             _ => None,
         };
         if let Some(kind) = kind {
-            // The open count is the file's handles: this one only.
-            if handles != 1 || refused {
+            // The open count is the file's handles: this one only. A Windows 7 shared oplock,
+            // even this handle's, is not given up for a legacy one (our choice).
+            if handles != 1 || refused || !o.shared.is_empty() {
                 return Some((Status::OPLOCK_NOT_GRANTED, 0));
             }
             match &mut o.state {
@@ -510,8 +840,11 @@ impl Kernel {
         }
         match code {
             code::REQUEST_OPLOCK_LEVEL_2 => {
-                // The open count of a Level 2 request is whether the file has byte-range locks.
-                if locked || refused {
+                // The open count of a Level 2 request is whether the file has byte-range locks. A
+                // file may not have Read-Handle and Level 2 oplocks at once ("Types of
+                // opportunistic locks").
+                let rh = o.shared.iter().any(|h| h.level & level::HANDLE != 0);
+                if locked || refused || rh {
                     return Some((Status::OPLOCK_NOT_GRANTED, 0));
                 }
                 match &mut o.state {
@@ -530,7 +863,8 @@ impl Kernel {
                 let State::Exclusive { kind, fo: owner, breaking, .. } = o.state else {
                     return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
                 };
-                if owner != fo {
+                // A Windows 7 oplock is acknowledged by FSCTL_REQUEST_OPLOCK only (our choice).
+                if owner != fo || kind.win7_level().is_some() {
                     return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
                 }
                 let level2 = match breaking {
@@ -569,7 +903,7 @@ impl Kernel {
                     breaking,
                     Some(Breaking::ToLevel2 | Breaking::ToNone | Breaking::ToLevel2ThenNone)
                 );
-                if owner != fo || !under_way {
+                if owner != fo || !under_way || kind.win7_level().is_some() {
                     return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
                 }
                 if kind == Kind::Level1 {
@@ -605,6 +939,176 @@ impl Kernel {
         }
     }
 
+    /// `FSCTL_REQUEST_OPLOCK` (`FsRtlOplockFsctrlEx`): a request of a Windows 7 oplock or the
+    /// acknowledgement of its break. `open`: the file's handles, whether it has byte-range
+    /// locks, and whether the handle or request is synchronous (or cleaned up).
+    fn oplock_request_win7(
+        &mut self,
+        call: Call,
+        fcb: usize,
+        open: (u32, bool, bool),
+        after: &mut Vec<After>,
+    ) -> Option<(Status, usize)> {
+        let (handles, locked, refused) = open;
+        let sl = call.sl();
+        // SAFETY: `FileSystemControl` is the member in use.
+        let c = unsafe { params::io::<params::IoFileSystemControl>(&sl.Parameters) };
+        let (in_len, out_len) = (c.InputBufferLength as usize, c.OutputBufferLength as usize);
+        // The file systems check both lengths before FsRtl (FastFat's FatOplockRequest).
+        if in_len < INPUT_LEN || out_len < OUTPUT_LEN {
+            return Some((Status::BUFFER_TOO_SMALL, 0));
+        }
+        // SAFETY: the live IRP; a buffered request with an input has a system buffer of at least
+        // the input's length.
+        let buf = unsafe { crate::irpx::system_buffer(call.irp) }.cast_const();
+        if buf.is_null() {
+            return Some((Status::INVALID_PARAMETER, 0));
+        }
+        let mut b = [0u8; INPUT_LEN];
+        // SAFETY: as above, INPUT_LEN <= in_len bytes.
+        unsafe { std::ptr::copy_nonoverlapping(buf, b.as_mut_ptr(), INPUT_LEN) };
+        let word = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let dword = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let (version, length, requested, flags) = (word(0), word(2), dword(4), dword(8));
+        let request = flags & input_flag::REQUEST != 0;
+        let ack = flags & input_flag::ACK != 0;
+        let known = input_flag::REQUEST | input_flag::ACK | input_flag::COMPLETE_ACK_ON_CLOSE;
+        // REQUEST_OPLOCK_INPUT_BUFFER: version 1, its own length, REQUEST or ACK (not both), a
+        // valid level for a request (an acknowledgement may say none).
+        if version != REQUEST_OPLOCK_VERSION
+            || usize::from(length) != INPUT_LEN
+            || request == ack
+            || flags & !known != 0
+            || (request && !level::is_valid(requested))
+            || (ack && requested != 0 && !level::is_valid(requested))
+        {
+            return Some((Status::INVALID_PARAMETER, 0));
+        }
+        let fo = call.fo() as usize;
+        let irp = call.irp as usize;
+        if ack {
+            return self.oplock_ack_win7(call, fcb, requested, after);
+        }
+        if refused {
+            return Some((Status::OPLOCK_NOT_GRANTED, 0));
+        }
+        let o = self.fs.oplocks.entry(fcb).or_default();
+        let mut given_up = Vec::new();
+        if requested & level::WRITE != 0 {
+            // Exclusive (RW, RWH): the open count is the file's handles (oplock keys are not
+            // modelled: OPLOCK_FSCTRL_FLAG_ALL_KEYS_MATCH is never passed); no other oplock; this
+            // handle's own R or RH oplock, not breaking, gives way.
+            let own_only = o.shared.iter().all(|h| h.fo == fo && h.breaking.is_none());
+            if handles != 1 || o.state != State::None || !own_only {
+                return Some((Status::OPLOCK_NOT_GRANTED, 0));
+            }
+            given_up = std::mem::take(&mut o.shared);
+            let kind = if requested & level::HANDLE != 0 { Kind::Rwh } else { Kind::Rw };
+            o.state = State::Exclusive { kind, fo, irp: Some(irp), breaking: None, number: 0 };
+        } else {
+            // Shared (R, RH): the open count is whether the file has byte-range locks; not with
+            // an exclusive oplock; RH not with Level 2 ("Types of opportunistic locks"). This
+            // handle's own shared oplock, not breaking, gives way to the new level.
+            let level2 = matches!(o.state, State::Level2(_));
+            let exclusive = matches!(o.state, State::Exclusive { .. });
+            let own_breaking = o.shared.iter().any(|h| h.fo == fo && h.breaking.is_some());
+            if locked || exclusive || (level2 && requested & level::HANDLE != 0) || own_breaking {
+                return Some((Status::OPLOCK_NOT_GRANTED, 0));
+            }
+            o.shared.retain(|h| {
+                if h.fo == fo {
+                    given_up.push(*h);
+                    return false;
+                }
+                true
+            });
+            o.shared.push(Shared {
+                irp: Some(irp),
+                fo,
+                level: requested,
+                breaking: None,
+                number: 0,
+            });
+        }
+        // A request given way to completes with the level that replaces it, no acknowledgement.
+        for h in given_up {
+            if let Some(r) = h.irp {
+                // SAFETY: a held oplock IRP.
+                unsafe { crate::cancel::clear_cancel_routine(r as *mut IRP) };
+                let out = Output { original: h.level, new: requested, ..Output::default() };
+                let info = write_output(r, &out);
+                after.push(After::Complete(r, Status::SUCCESS, info));
+            }
+        }
+        if !hold(call.irp, request_cancelled) {
+            after.extend(self.oplock_request_cancelled(irp));
+            return Some((Status::CANCELLED, 0));
+        }
+        self.oplock_event("oplock_granted", format!("{} oplock granted", level::name(requested)));
+        None
+    }
+
+    /// `FSCTL_REQUEST_OPLOCK` with `REQUEST_OPLOCK_INPUT_FLAG_ACK`: the owner of a Windows 7
+    /// oplock whose break required an acknowledgement accepts the new level (`requested` equal
+    /// to it: the acknowledgement is pended as that oplock's request) or none (completed).
+    fn oplock_ack_win7(
+        &mut self,
+        call: Call,
+        fcb: usize,
+        requested: u32,
+        after: &mut Vec<After>,
+    ) -> Option<(Status, usize)> {
+        let fo = call.fo() as usize;
+        let irp = call.irp as usize;
+        let o = self.fs.oplocks.entry(fcb).or_default();
+        let keep = match o.state {
+            State::Exclusive { kind, fo: owner, breaking: Some(b), .. }
+                if owner == fo && kind.win7_level().is_some() =>
+            {
+                let l = kind.win7_level().unwrap_or(0);
+                let new = if b == Breaking::ToLevel2 { l & !level::WRITE } else { 0 };
+                if requested != 0 && requested != new {
+                    return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
+                }
+                self.oplock_release(fcb, after);
+                new != 0 && requested == new
+            }
+            _ => {
+                let Some(i) = o.shared.iter().position(|h| h.fo == fo && h.breaking.is_some())
+                else {
+                    return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
+                };
+                let new = o.shared[i].breaking.unwrap_or(0);
+                if requested != 0 && requested != new {
+                    return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
+                }
+                o.shared.remove(i);
+                self.oplock_shared_settle(fcb, after);
+                new != 0 && requested == new
+            }
+        };
+        if !keep {
+            self.oplock_event("oplock_acknowledged", "broken to none".into());
+            return Some((Status::SUCCESS, 0));
+        }
+        if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
+            o.shared.push(Shared {
+                irp: Some(irp),
+                fo,
+                level: requested,
+                breaking: None,
+                number: 0,
+            });
+        }
+        if !hold(call.irp, request_cancelled) {
+            after.extend(self.oplock_request_cancelled(irp));
+            return Some((Status::CANCELLED, 0));
+        }
+        let detail = format!("{} granted", level::name(requested));
+        self.oplock_event("oplock_acknowledged", detail);
+        None
+    }
+
     fn oplock_drop_level2(&mut self, fcb: usize, irp: usize) {
         if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
             if let State::Level2(holders) = &mut o.state {
@@ -620,6 +1124,30 @@ impl Kernel {
     /// completes, broken to none); its exclusive oplock ends (its request completes, broken to
     /// none, if no break had completed it) and the operations waiting for it go on.
     pub(crate) fn oplock_cleanup(&mut self, fcb: usize, fo: usize, after: &mut Vec<After>) {
+        let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return };
+        // Its Windows 7 shared oplocks end: a pending request completes, broken to none; a break
+        // it had not acknowledged is over ("the handle close is an acknowledgement").
+        if o.shared.iter().any(|h| h.fo == fo) {
+            let mut ended = Vec::new();
+            o.shared.retain(|h| {
+                if h.fo != fo {
+                    return true;
+                }
+                ended.push(*h);
+                false
+            });
+            for h in ended {
+                if let Some(r) = h.irp {
+                    // SAFETY: a held oplock IRP.
+                    unsafe { crate::cancel::clear_cancel_routine(r as *mut IRP) };
+                    let out = Output { original: h.level, ..Output::default() };
+                    let info = write_output(r, &out);
+                    after.push(After::Complete(r, Status::SUCCESS, info));
+                }
+            }
+            self.oplock_shared_settle(fcb, after);
+            self.oplock_event("oplock_released", "the owner's handle was cleaned up".into());
+        }
         let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return };
         match &mut o.state {
             State::None => {}
@@ -637,14 +1165,18 @@ impl Kernel {
                     o.state = State::None;
                 }
             }
-            State::Exclusive { fo: owner, irp, .. } => {
+            State::Exclusive { kind, fo: owner, irp, .. } => {
                 if *owner != fo {
                     return;
                 }
                 if let Some(r) = irp.take() {
                     // SAFETY: the held request IRP.
                     unsafe { crate::cancel::clear_cancel_routine(r as *mut IRP) };
-                    after.push(After::Complete(r, Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE));
+                    let info = match kind.win7_level() {
+                        Some(l) => write_output(r, &Output { original: l, ..Output::default() }),
+                        None => FILE_OPLOCK_BROKEN_TO_NONE,
+                    };
+                    after.push(After::Complete(r, Status::SUCCESS, info));
                 }
                 o.state = State::None;
                 self.oplock_release(fcb, after);
@@ -657,6 +1189,18 @@ impl Kernel {
     /// its oplock ends, and operations waiting for an exclusive one go on.
     fn oplock_request_cancelled(&mut self, irp: usize) -> Vec<After> {
         let mut after = Vec::new();
+        let mut dropped = None;
+        for (p, o) in self.fs.oplocks.iter_mut() {
+            if o.shared.iter().any(|h| h.irp == Some(irp)) {
+                o.shared.retain(|h| h.irp != Some(irp));
+                dropped = Some(*p);
+                break;
+            }
+        }
+        if let Some(p) = dropped {
+            self.oplock_shared_settle(p, &mut after);
+            return after;
+        }
         let found = self.fs.oplocks.iter().find_map(|(p, o)| match &o.state {
             State::Exclusive { irp: Some(r), .. } if *r == irp => Some((*p, true)),
             State::Level2(h) if h.iter().any(|(r, _)| *r == irp) => Some((*p, false)),
@@ -676,6 +1220,21 @@ impl Kernel {
             o.waiting.retain(|w| w.irp != irp);
         }
     }
+}
+
+/// Writes a Windows 7 oplock's `REQUEST_OPLOCK_OUTPUT_BUFFER` into its request's system buffer
+/// (the request was refused unless its output length held one): the information to complete it
+/// with.
+fn write_output(irp: usize, out: &Output) -> usize {
+    // SAFETY: a held oplock IRP, still ours.
+    let buf = unsafe { crate::irpx::system_buffer(irp as *mut IRP) };
+    if buf.is_null() {
+        return 0;
+    }
+    let b = out.bytes();
+    // SAFETY: the system buffer holds at least OUTPUT_LEN bytes (checked at the request).
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), buf, OUTPUT_LEN) };
+    OUTPUT_LEN
 }
 
 /// Marks an oplock IRP pending and cancelable; false when it was cancelled already.
