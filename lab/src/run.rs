@@ -577,12 +577,11 @@ fn io(
             m.io(IoRequest::Close { handle })
         }
         MajorFunction::FlushBuffers => m.io(IoRequest::Flush { handle }),
-        MajorFunction::FileSystemControl => m.io(IoRequest::Fsctl {
-            handle,
-            code: control.unwrap_or(FSCTL_IS_VOLUME_MOUNTED),
-            input: &[],
-            output_length: 0,
-        }),
+        MajorFunction::FileSystemControl => {
+            let (code, input, output_length) =
+                crate::scenario::control_request(control.unwrap_or(FSCTL_IS_VOLUME_MOUNTED));
+            m.io(IoRequest::Fsctl { handle, code, input: &input, output_length })
+        }
         MajorFunction::DeviceControl => m.io(IoRequest::DeviceControl {
             handle,
             code: IOCTL_DISK_GET_DRIVE_GEOMETRY,

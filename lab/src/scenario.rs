@@ -1216,18 +1216,50 @@ pub const WRITERS: [(&str, fsfilter_sim::PageWriter); 3] = [
 
 /// The FSCTL codes an fsctl step may name (`control`, an extension of scenario.md, README): the
 /// legacy oplock requests and acknowledgements the disk file systems serve (docs/simulator.md,
-/// "Oplocks"), and the default, `FSCTL_IS_VOLUME_MOUNTED`.
-pub const CONTROLS: [(&str, u32); 9] = [
-    ("is_volume_mounted", 0x0009_0028),
-    ("request_oplock_level_1", 0x0009_0000),
-    ("request_oplock_level_2", 0x0009_0004),
-    ("request_batch_oplock", 0x0009_0008),
-    ("oplock_break_acknowledge", 0x0009_000C),
-    ("opbatch_ack_close_pending", 0x0009_0010),
-    ("oplock_break_notify", 0x0009_0014),
-    ("oplock_break_ack_no_2", 0x0009_0050),
-    ("request_filter_oplock", 0x0009_005C),
-];
+/// "Oplocks"), and the default, `FSCTL_IS_VOLUME_MOUNTED`; then the Windows 7 oplocks'
+/// `FSCTL_REQUEST_OPLOCK` with its input buffer ([`WIN7_CONTROL`], [`control_request`]). The
+/// first [`LEGACY_CONTROLS`] are those of the extension's first version (the stress generator
+/// picks among them).
+pub const CONTROLS: [(&str, u32); 16] = {
+    use fsfilter_sim::fs::oplock::{input_flag as f, level as l};
+    const REQ: u32 = WIN7_CONTROL | f::REQUEST << 8;
+    const ACK: u32 = WIN7_CONTROL | f::ACK << 8;
+    [
+        ("is_volume_mounted", 0x0009_0028),
+        ("request_oplock_level_1", 0x0009_0000),
+        ("request_oplock_level_2", 0x0009_0004),
+        ("request_batch_oplock", 0x0009_0008),
+        ("oplock_break_acknowledge", 0x0009_000C),
+        ("opbatch_ack_close_pending", 0x0009_0010),
+        ("oplock_break_notify", 0x0009_0014),
+        ("oplock_break_ack_no_2", 0x0009_0050),
+        ("request_filter_oplock", 0x0009_005C),
+        ("request_oplock_r", REQ | l::R),
+        ("request_oplock_rw", REQ | l::RW),
+        ("request_oplock_rh", REQ | l::RH),
+        ("request_oplock_rwh", REQ | l::RWH),
+        ("acknowledge_oplock_r", ACK | l::R),
+        ("acknowledge_oplock_rh", ACK | l::RH),
+        ("acknowledge_oplock_none", ACK),
+    ]
+};
+
+/// How many of [`CONTROLS`] came first: the default and the legacy oplock codes.
+pub const LEGACY_CONTROLS: usize = 9;
+
+/// The mark of a Windows 7 oplock control in [`CONTROLS`]: not an FSCTL code (no device type
+/// 0x8000 or above is a file system's) but `FSCTL_REQUEST_OPLOCK` with a
+/// `REQUEST_OPLOCK_INPUT_BUFFER` of the input flags (bits 8 to 15) and the level (bits 0 to 7).
+pub const WIN7_CONTROL: u32 = 0x8000_0000;
+
+/// What an fsctl step with control `c` sends: the code, the input and the output length.
+pub fn control_request(c: u32) -> (u32, Vec<u8>, usize) {
+    use fsfilter_sim::fs::oplock::{OUTPUT_LEN, code, input};
+    if c & WIN7_CONTROL == 0 {
+        return (c, Vec::new(), 0);
+    }
+    (code::REQUEST_OPLOCK, input(c & 0xFF, (c >> 8) & 0xFF).to_vec(), OUTPUT_LEN)
+}
 
 /// The scenario name of an FSCTL code ([`CONTROLS`]).
 pub fn control_name(code: u32) -> &'static str {

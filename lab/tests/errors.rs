@@ -926,6 +926,11 @@ fn control_is_for_fsctl_and_complete_if_oplocked_for_create() {
         error(&io("fsctl", "control = \"request_oplock_level_3\"\n"))
             .starts_with("bad.toml:9: step[0].control: unknown value `request_oplock_level_3`")
     );
+    // The Windows 7 levels are R, RW, RH and RWH only (REQUEST_OPLOCK_INPUT_BUFFER).
+    assert!(
+        error(&io("fsctl", "control = \"request_oplock_wh\"\n"))
+            .starts_with("bad.toml:9: step[0].control: unknown value `request_oplock_wh`")
+    );
     assert_eq!(
         error(&io("fsctl", "complete_if_oplocked = true\n")),
         "bad.toml:9: step[0].complete_if_oplocked: applies to create only, not to `fsctl`"

@@ -202,6 +202,50 @@ fn the_example_scenarios_answer_their_questions() {
     assert_eq!(completed_in(7), Some((Some(8), 7)), "broken by step 8's open, which waited");
     let last = r.events.iter().rev().find(|e| e.step == Some(8)).unwrap();
     assert!(last.time >= 35_000 * 10_000, "the bound: {} ", last.time);
+
+    // The Windows 7 oplocks: RWH granted, broken to RH by a second handle's open (the request's
+    // information the output buffer's 24 bytes), RH kept by the acknowledgement and broken to
+    // none by a write; RW refused with two handles; R and RH on one handle each; no Level 2
+    // beside RH; the owner's write breaks the other's RH only.
+    let (_, r) = load("win7-oplocks.toml");
+    let statuses: Vec<u32> = r.steps.iter().map(|s| s.status.bits()).collect();
+    assert_eq!(
+        statuses,
+        [0, 0x103, 0x108, 0x103, 0, 0, 0xC000_00E2, 0x103, 0x103, 0xC000_00E2, 0, 0, 0],
+        "{:?}",
+        r.steps.iter().map(|s| &s.what).collect::<Vec<_>>()
+    );
+    let completed_in = |step: usize| {
+        let io = r.steps[step].io;
+        r.events.iter().find_map(|e| match &e.kind {
+            fsfilter_sim::EventKind::IoComplete { io: i, information, .. } if Some(*i) == io => {
+                Some((e.step, *information))
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(completed_in(1), Some((Some(2), 24)), "RWH broken to RH by step 2's open");
+    assert_eq!(completed_in(3), Some((Some(4), 24)), "RH broken to none by the write");
+    assert_eq!(completed_in(8), Some((Some(10), 24)), "the other's RH broken by the owner");
+    assert_eq!(completed_in(7), Some((Some(12), 24)), "the owner's R ended by its close");
+    let said: Vec<&str> = r
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            fsfilter_sim::EventKind::System { what: "oplock_output", detail, .. } => {
+                Some(detail.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "RWH -> RH, acknowledgement required",
+            "RH -> none, acknowledgement required",
+            "RH -> none, acknowledgement required"
+        ]
+    );
 }
 
 /// Each example scenario with the events of its JSON document.

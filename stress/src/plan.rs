@@ -681,8 +681,9 @@ impl Plan {
                     // The oplock requests and acknowledgements (the lab's twelfth extension): a
                     // granted request stays with the file system until a break, as a waiting
                     // notification does, so they come under the same condition.
-                    let controls = fsfilter_lab::scenario::CONTROLS;
-                    let (control, _) = pick(&controls, io.path + 3 * io.volume + io.mode);
+                    let all = fsfilter_lab::scenario::CONTROLS;
+                    let controls = &all[..fsfilter_lab::scenario::LEGACY_CONTROLS];
+                    let (control, _) = pick(controls, io.path + 3 * io.volume + io.mode);
                     let _ = writeln!(t, "control = \"{control}\"");
                 }
                 if op == "create" && io.mode == 2 {
