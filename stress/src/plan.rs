@@ -681,8 +681,11 @@ impl Plan {
                     // The oplock requests and acknowledgements (the lab's twelfth extension): a
                     // granted request stays with the file system until a break, as a waiting
                     // notification does, so they come under the same condition.
+                    // The Windows 7 oplocks' controls (FSCTL_REQUEST_OPLOCK) in the steps that
+                    // drew a length (which an fsctl does not use), the legacy ones in the others.
                     let all = fsfilter_lab::scenario::CONTROLS;
-                    let controls = &all[..fsfilter_lab::scenario::LEGACY_CONTROLS];
+                    let (legacy, win7) = all.split_at(fsfilter_lab::scenario::LEGACY_CONTROLS);
+                    let controls = if io.length.is_some() { win7 } else { legacy };
                     let (control, _) = pick(controls, io.path + 3 * io.volume + io.mode);
                     let _ = writeln!(t, "control = \"{control}\"");
                 }

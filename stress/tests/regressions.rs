@@ -1195,6 +1195,31 @@ path = "a.txt"
 }
 
 #[test]
+fn generated_timelines_send_windows_7_oplock_controls() {
+    // The generator's reach into the Windows 7 oplocks (FSCTL_REQUEST_OPLOCK, the lab's twelfth
+    // extension since December 7): some plans send a request or an acknowledgement that NTFS
+    // answers (granted, not granted, no break to acknowledge), while every invariant holds.
+    let mut draw = plans(15);
+    let mut sent = 0;
+    let statuses = [0x0000_0103, 0xC000_00E2, 0xC000_00E3];
+    for _ in 0..3000 {
+        let plan = draw(12);
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        sent += usize::from(run.steps.iter().any(|o| {
+            o.what.starts_with("io fsctl")
+                && (o.what.contains("(request_oplock_r") || o.what.contains("(acknowledge_oplock"))
+                && statuses.contains(&o.status.bits())
+        }));
+    }
+    assert!(sent > 0, "Windows 7 oplock controls answered in {sent} plans");
+}
+
+#[test]
 fn generated_timelines_send_oplock_controls_and_use_second_handles() {
     // The generator's reach into the oplock controls and named handles (the lab's twelfth and
     // thirteenth extensions): some plans send an oplock request or acknowledgement that NTFS
