@@ -818,3 +818,52 @@ fn win7_oplocks_on_cd_file_systems_but_not_raw() {
     let v = m.open(e, "", CreateOptions::open().overlapped()).unwrap();
     assert_eq!(ask(&mut m, v, level::R).status, Status::INVALID_DEVICE_REQUEST);
 }
+
+#[test]
+fn win7_an_rwh_holder_sharing_nothing_is_broken_before_the_share_check_twice_then_closes() {
+    // RWH is checked before the share access, as Batch is: the opener waits for RWH -> RH; once
+    // the owner keeps RH, the share access still refuses the opener, which breaks RH -> R (its
+    // modes said) and waits again, until the owner closes.
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h1 = m.open(c, "a.txt", overlapped().share(0)).unwrap();
+    let req = ask(&mut m, h1, level::RWH);
+    assert_eq!(req.status, Status::PENDING);
+    m.schedule(5, move |m| {
+        assert_eq!(ack(m, h1, level::RH).status, Status::PENDING, "RH kept");
+    });
+    m.schedule(20, move |m| {
+        let _ = m.close_handle(h1);
+    });
+    let before = m.now_ms();
+    let r = m.create(c, "a.txt", CreateOptions::open().access(access::GENERIC_READ));
+    assert_eq!(r.status, Status::SUCCESS, "opened once the owner's handle went");
+    assert!(m.now_ms() >= before + 20, "waited for both breaks");
+    assert_eq!(
+        outputs(&m),
+        [
+            "RWH -> RH, acknowledgement required",
+            "RH -> R, acknowledgement required, modes 0x120089/0x7"
+        ]
+    );
+    // A rename of another handle breaks RWH to none, as it breaks Batch: during its break to RH
+    // it makes that a break to none, and the owner's acknowledgement, whatever level it asks,
+    // keeps nothing (completed, not pended).
+    drop(m);
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h1 = m.open(c, "a.txt", overlapped()).unwrap();
+    assert_eq!(ask(&mut m, h1, level::RWH).status, Status::PENDING);
+    let r = m.create(c, "a.txt", overlapped().options(FILE_COMPLETE_IF_OPLOCKED));
+    assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    let h2 = r.handle.unwrap();
+    let acked: Rc<RefCell<Option<IoResult>>> = Rc::default();
+    let a = acked.clone();
+    m.schedule(10, move |m| *a.borrow_mut() = Some(ack(m, h1, level::RH)));
+    let before = m.now_ms();
+    let rename = rename_info("\\b.txt");
+    let s = m.io(IoRequest::SetInformation { handle: h2, class: 10, data: &rename });
+    assert_eq!(s.status, Status::SUCCESS);
+    assert!(m.now_ms() >= before + 10, "the rename waited for the acknowledgement");
+    let acked = acked.borrow_mut().take().unwrap();
+    assert_eq!(acked.status, Status::SUCCESS, "broken to none: nothing kept");
+    assert_eq!(ack(&mut m, h1, 0).status, STATUS_INVALID_OPLOCK_PROTOCOL, "nothing left");
+}

@@ -1067,7 +1067,9 @@ impl Kernel {
             {
                 let l = kind.win7_level().unwrap_or(0);
                 let new = if b == Breaking::ToLevel2 { l & !level::WRITE } else { 0 };
-                if requested != 0 && requested != new {
+                // A break to none (or to RH, then to none before this) keeps nothing, whatever
+                // the acknowledgement asks, as a legacy acknowledgement then answers.
+                if new != 0 && requested != 0 && requested != new {
                     return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
                 }
                 self.oplock_release(fcb, after);
@@ -1079,7 +1081,7 @@ impl Kernel {
                     return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
                 };
                 let new = o.shared[i].breaking.unwrap_or(0);
-                if requested != 0 && requested != new {
+                if new != 0 && requested != 0 && requested != new {
                     return Some((STATUS_INVALID_OPLOCK_PROTOCOL, 0));
                 }
                 o.shared.remove(i);
