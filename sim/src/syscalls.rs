@@ -460,6 +460,12 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
         None => serve(req),
         Some((handle, u, major)) => {
             if !crate::folock::try_acquire(u.fo) {
+                // WRK's services check their parameters and the handle's access before they
+                // take the lock: a call they refuse is answered at once and never waits (with
+                // the lock free, the service makes the same checks first).
+                if let Some(status) = refused_before_lock(&req, &u) {
+                    return IoResult::failed(status);
+                }
                 return crate::folock::queue(u.fo, u.volume, major, waiting(req, handle, u));
             }
             let r = serve(req);
@@ -525,6 +531,50 @@ fn locked_file(req: &IoRequest<'_>) -> Option<(Handle, crate::files::UserHandle,
     };
     let u = kernel::with(|k| k.user_handle(handle)).filter(|u| u.open)?;
     synchronous_file(u.fo as *mut FILE_OBJECT).then_some((handle, u, major))
+}
+
+/// What a service on a synchronous file object refuses before it takes the file object's lock,
+/// as WRK orders its checks: `NtReadFile` / `NtWriteFile` the handle's access and, without
+/// intermediate buffering, the length and offset alignment ([`transfer_refused`]);
+/// `NtQueryInformationFile`, `NtSetInformationFile` and `NtQueryVolumeInformationFile` the class,
+/// the length and the class's access ([`info_refused`]); `NtQueryDirectoryFile` the class and
+/// length, and with `NtNotifyChangeDirectoryFile` (which checks its filter first)
+/// `FILE_LIST_DIRECTORY`; `NtFlushBuffersFile` write or append access ([`flush_refused`]);
+/// `IopXxxControlFile` the access the code asks for; `NtLockFile` / `NtUnlockFile` read or
+/// write access. What they check after the lock (a negative offset, a position or a mode set,
+/// a rename's name) waits with the service. `IopCloseFile`'s cleanup checks nothing.
+fn refused_before_lock(req: &IoRequest<'_>, u: &crate::files::UserHandle) -> Option<Status> {
+    let file = u.fo as *mut FILE_OBJECT;
+    let granted = u.access;
+    match *req {
+        IoRequest::Read { offset, length, mode, .. } => {
+            transfer_refused(file, granted, offset, length, mode, false)
+        }
+        IoRequest::Write { offset, data, mode, .. } => {
+            transfer_refused(file, granted, offset, data.len(), mode, true)
+        }
+        IoRequest::QueryInformation { class, length, .. } => {
+            info_refused(mj::QUERY_INFORMATION, class, length, granted)
+        }
+        IoRequest::SetInformation { class, data, .. } => {
+            info_refused(mj::SET_INFORMATION, class, data.len(), granted)
+        }
+        IoRequest::QueryVolumeInformation { class, length, .. } => {
+            info_refused(mj::QUERY_VOLUME_INFORMATION, class, length, granted)
+        }
+        IoRequest::DirectoryControl { class, length, .. } => {
+            directory_class_refused(class, length).or_else(|| list_refused(granted))
+        }
+        IoRequest::NotifyChangeDirectory { filter, .. } => {
+            notify_filter_refused(filter).or_else(|| list_refused(granted))
+        }
+        IoRequest::Flush { .. } => flush_refused(file, granted),
+        IoRequest::Fsctl { code, .. } | IoRequest::DeviceControl { code, .. } => {
+            control_refused(code, granted)
+        }
+        IoRequest::Lock { .. } | IoRequest::Unlock { .. } => lock_refused(granted),
+        _ => None,
+    }
 }
 
 /// A request that waits for its file object's lock, with its own copy of the caller's data.
@@ -1408,31 +1458,14 @@ fn transfer(
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    let needed = if write {
-        access::FILE_WRITE_DATA | access::FILE_APPEND_DATA
-    } else {
-        access::FILE_READ_DATA
-    };
-    if mode != IoMode::Paging && granted & needed == 0 {
-        return IoResult::failed(Status::ACCESS_DENIED);
+    if let Some(status) = transfer_refused(file, granted, offset, length, mode, write) {
+        return IoResult::failed(status);
     }
     // A file object opened without intermediate buffering gets IRP_NOCACHE on every user
     // read and write (WRK `NtReadFile` / `NtWriteFile`): never cached, never fast I/O.
     // SAFETY: a live file object of an open handle.
     let unbuffered = unsafe { (*file).Flags } & fo::NO_INTERMEDIATE_BUFFERING != 0;
     let mode = if mode == IoMode::Cached && unbuffered { IoMode::NonCached } else { mode };
-    // On such a file object the length, and an offset the caller gives, must be multiples of
-    // the sector size of the device the request goes to, or nothing is built (WRK).
-    if unbuffered && mode != IoMode::Paging {
-        let sector = kernel::with(|k| {
-            let d = k.objects.device_id(k.related_device(file));
-            d.map_or(0, |d| u64::from(k.objects.dobj(d).SectorSize))
-        });
-        let offset_unaligned = offset.is_some_and(|o| (o as i64) >= 0 && o % sector.max(1) != 0);
-        if sector != 0 && (length as u64 % sector != 0 || offset_unaligned) {
-            return IoResult::failed(Status::INVALID_PARAMETER);
-        }
-    }
     let synchronous = synchronous_file(file);
     // A file object opened for asynchronous I/O has no position the I/O manager keeps: a read
     // or write on it without an offset is refused before any IRP (WRK and ReactOS
@@ -1557,6 +1590,46 @@ fn transfer(
     // Completed: stage two freed the IRP's MDL with the IRP (until December 7 it was freed
     // again here, taking whatever had reused its block).
     result(status, n, rid, buf.into_data(n.min(length)))
+}
+
+/// What `NtReadFile` / `NtWriteFile` refuse before anything else, and before the file object's
+/// lock (WRK): a handle without `FILE_READ_DATA` (a read) or without `FILE_WRITE_DATA` and
+/// `FILE_APPEND_DATA` (a write), `STATUS_ACCESS_DENIED`; on a file object opened without
+/// intermediate buffering, a length, or an offset the caller gives, that is not a multiple of
+/// the sector size of the device the request goes to, `STATUS_INVALID_PARAMETER`. Paging I/O
+/// (the memory manager's) is neither checked.
+fn transfer_refused(
+    file: *mut FILE_OBJECT,
+    granted: u32,
+    offset: Option<u64>,
+    length: usize,
+    mode: IoMode,
+    write: bool,
+) -> Option<Status> {
+    if mode == IoMode::Paging {
+        return None;
+    }
+    let needed = if write {
+        access::FILE_WRITE_DATA | access::FILE_APPEND_DATA
+    } else {
+        access::FILE_READ_DATA
+    };
+    if granted & needed == 0 {
+        return Some(Status::ACCESS_DENIED);
+    }
+    // SAFETY: a live file object of an open handle.
+    let unbuffered = unsafe { (*file).Flags } & fo::NO_INTERMEDIATE_BUFFERING != 0;
+    if unbuffered {
+        let sector = kernel::with(|k| {
+            let d = k.objects.device_id(k.related_device(file));
+            d.map_or(0, |d| u64::from(k.objects.dobj(d).SectorSize))
+        });
+        let offset_unaligned = offset.is_some_and(|o| (o as i64) >= 0 && o % sector.max(1) != 0);
+        if sector != 0 && (length as u64 % sector != 0 || offset_unaligned) {
+            return Some(Status::INVALID_PARAMETER);
+        }
+    }
+    None
 }
 
 /// Fills a built read or write: the caller's buffer (`UserBuffer`, and a locked MDL for it
@@ -1749,6 +1822,22 @@ fn required_access(major: u8, class: u32) -> u32 {
     }
 }
 
+/// What `NtQueryInformationFile`, `NtSetInformationFile` and `NtQueryVolumeInformationFile`
+/// refuse before they send anything, and before the file object's lock (WRK): a class their
+/// tables leave out (`STATUS_INVALID_INFO_CLASS`), a buffer of `len` bytes shorter than the
+/// class's (`STATUS_INFO_LENGTH_MISMATCH`), a handle without the access the class needs
+/// (`STATUS_ACCESS_DENIED`), in that order.
+fn info_refused(major: u8, class: u32, len: usize, granted: u32) -> Option<Status> {
+    if !class_allowed(major, class) {
+        return Some(Status::INVALID_INFO_CLASS);
+    }
+    if len < min_length(major, class) {
+        return Some(Status::INFO_LENGTH_MISMATCH);
+    }
+    let needed = required_access(major, class);
+    (granted & needed != needed).then_some(Status::ACCESS_DENIED)
+}
+
 /// Query/set information and query volume information: buffered I/O (`SystemBuffer`).
 fn buffered_info(
     h: Handle,
@@ -1767,14 +1856,8 @@ fn buffered_info(
         Err(s) => return IoResult::failed(s),
     };
     let len = if major == mj::SET_INFORMATION { input.len() } else { out_len };
-    if len < min_length(major, class) {
-        return IoResult::failed(Status::INFO_LENGTH_MISMATCH);
-    }
-    // The handle must carry the access the class needs (the I/O manager's access tables), or
-    // nothing is sent.
-    let needed = required_access(major, class);
-    if granted & needed != needed {
-        return IoResult::failed(Status::ACCESS_DENIED);
+    if let Some(status) = info_refused(major, class, len, granted) {
+        return IoResult::failed(status);
     }
     if let Some(r) = answered_by_io_manager(file, volume, granted, major, class, input) {
         return r;
@@ -2042,8 +2125,8 @@ fn answered_by_io_manager(
 fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usize) -> IoResult {
     // A user-mode caller's completion filter is checked before the handle is looked at, and
     // nothing is sent when it selects nothing or holds unknown bits (NtNotifyChangeDirectoryFile).
-    if !crate::fs::notify::valid_filter(filter) {
-        return IoResult::failed(Status::INVALID_PARAMETER);
+    if let Some(status) = notify_filter_refused(filter) {
+        return IoResult::failed(status);
     }
     directory_request(h, length, 0, |s| {
         s.MinorFunction = mn_dir::NOTIFY_CHANGE_DIRECTORY;
@@ -2053,6 +2136,18 @@ fn notify_change_directory(h: Handle, filter: u32, watch_tree: bool, length: usi
         d.Length = length as u32;
         d.CompletionFilter = filter;
     })
+}
+
+/// A change notification's completion filter that selects nothing or holds unknown bits:
+/// `STATUS_INVALID_PARAMETER` (`NtNotifyChangeDirectoryFile`).
+fn notify_filter_refused(filter: u32) -> Option<Status> {
+    (!crate::fs::notify::valid_filter(filter)).then_some(Status::INVALID_PARAMETER)
+}
+
+/// A handle that may not list its directory: `STATUS_ACCESS_DENIED` for a directory query or
+/// change notification (`FILE_LIST_DIRECTORY`).
+fn list_refused(granted: u32) -> Option<Status> {
+    (granted & access::FILE_LIST_DIRECTORY == 0).then_some(Status::ACCESS_DENIED)
 }
 
 /// An `IRP_MJ_DIRECTORY_CONTROL` request on handle `h` with an output buffer of `length` bytes,
@@ -2075,8 +2170,8 @@ fn directory_request(
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    if granted & access::FILE_LIST_DIRECTORY == 0 {
-        return IoResult::failed(Status::ACCESS_DENIED);
+    if let Some(status) = list_refused(granted) {
+        return IoResult::failed(status);
     }
     let out = buffer(length);
     let b = kernel::with(|k| {
@@ -2114,6 +2209,16 @@ fn directory_class_min_length(class: u32) -> Option<usize> {
     })
 }
 
+/// A directory query's class that is not a directory class (`STATUS_INVALID_INFO_CLASS`), or a
+/// buffer of `length` bytes smaller than its entry (`STATUS_INFO_LENGTH_MISMATCH`).
+fn directory_class_refused(class: u32, length: usize) -> Option<Status> {
+    match directory_class_min_length(class) {
+        None => Some(Status::INVALID_INFO_CLASS),
+        Some(min) if length < min => Some(Status::INFO_LENGTH_MISMATCH),
+        Some(_) => None,
+    }
+}
+
 /// `NtQueryDirectoryFile`: neither I/O (`UserBuffer`). For its user-mode caller the I/O manager
 /// first refuses a class that is not a directory class (`STATUS_INVALID_INFO_CLASS`) and a buffer
 /// smaller than the class's entry (`STATUS_INFO_LENGTH_MISMATCH`), before it looks at the handle.
@@ -2125,10 +2230,8 @@ fn directory(
     single: bool,
     length: usize,
 ) -> IoResult {
-    match directory_class_min_length(class) {
-        None => return IoResult::failed(Status::INVALID_INFO_CLASS),
-        Some(min) if length < min => return IoResult::failed(Status::INFO_LENGTH_MISMATCH),
-        Some(_) => {}
+    if let Some(status) = directory_class_refused(class, length) {
+        return IoResult::failed(status);
     }
     let units: Vec<u16> = pattern.unwrap_or_default().encode_utf16().collect();
     let name: Box<UNICODE_STRING> = Box::new(crate::mem::unicode(&units));
@@ -2156,20 +2259,25 @@ fn directory(
     r
 }
 
+/// WRK's `NtFlushBuffersFile`: a handle without write or append access, or without write
+/// access on a named pipe, where the append bit is `FILE_CREATE_PIPE_INSTANCE`, is refused
+/// (`STATUS_ACCESS_DENIED`; until December 7 append counted on a pipe too).
+fn flush_refused(file: *mut FILE_OBJECT, granted: u32) -> Option<Status> {
+    // SAFETY: the handle's live file object.
+    let pipe = unsafe { (*file).Flags } & fo::NAMED_PIPE != 0;
+    let append = if pipe { 0 } else { access::FILE_APPEND_DATA };
+    (granted & (access::FILE_WRITE_DATA | append) == 0).then_some(Status::ACCESS_DENIED)
+}
+
 /// A request with no parameters (flush).
 fn simple(h: Handle, major: u8) -> IoResult {
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    // WRK's `NtFlushBuffersFile`: write or append access, but only write on a named pipe,
-    // where the append bit is `FILE_CREATE_PIPE_INSTANCE` (until December 7 append counted there
-    // too).
-    // SAFETY: the handle's live file object.
-    let pipe = unsafe { (*file).Flags } & fo::NAMED_PIPE != 0;
-    let append = if pipe { 0 } else { access::FILE_APPEND_DATA };
-    if major == mj::FLUSH_BUFFERS && granted & (access::FILE_WRITE_DATA | append) == 0 {
-        return IoResult::failed(Status::ACCESS_DENIED);
+    let refused = if major == mj::FLUSH_BUFFERS { flush_refused(file, granted) } else { None };
+    if let Some(status) = refused {
+        return IoResult::failed(status);
     }
     // WRK's `NtFlushBuffersFile`: a synchronous API on an asynchronous file object (until
     // December 7 it carried `IRP_SYNCHRONOUS_API` on a synchronous one too).
@@ -2182,18 +2290,22 @@ fn simple(h: Handle, major: u8) -> IoResult {
     result(status, n, rid, Vec::new())
 }
 
+/// The access a control code asks for (bits 14 and 15: `FILE_READ_ACCESS` is `FILE_READ_DATA`,
+/// `FILE_WRITE_ACCESS` is `FILE_WRITE_DATA`) must be granted to a user-mode caller's handle, or
+/// nothing is sent (`STATUS_ACCESS_DENIED`; WRK `IopXxxControlFile`, ReactOS).
+fn control_refused(code: u32, granted: u32) -> Option<Status> {
+    let needed = (code >> 14) & 3;
+    (granted & needed != needed).then_some(Status::ACCESS_DENIED)
+}
+
 /// `NtFsControlFile` / `NtDeviceIoControlFile`, with the buffers of the code's method.
 fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoResult {
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    // The access the code asks for (bits 14 and 15: FILE_READ_ACCESS is FILE_READ_DATA,
-    // FILE_WRITE_ACCESS is FILE_WRITE_DATA) must be granted to a user-mode caller's handle, or
-    // nothing is sent (the Windows Research Kernel and ReactOS).
-    let needed = (code >> 14) & 3;
-    if granted & needed != needed {
-        return IoResult::failed(Status::ACCESS_DENIED);
+    if let Some(status) = control_refused(code, granted) {
+        return IoResult::failed(status);
     }
     let m = code & 3;
     let sys_len = if m == method::BUFFERED { input.len().max(out_len) } else { input.len() };
@@ -2340,6 +2452,13 @@ fn fast_lock_routine(
     }
 }
 
+/// A user-mode caller's handle must have read or write data access to lock or unlock (WRK and
+/// ReactOS `NtLockFile` / `NtUnlockFile`), or nothing is sent (`STATUS_ACCESS_DENIED`).
+fn lock_refused(granted: u32) -> Option<Status> {
+    let data = access::FILE_READ_DATA | access::FILE_WRITE_DATA;
+    (granted & data == 0).then_some(Status::ACCESS_DENIED)
+}
+
 /// `NtLockFile` / `NtUnlockFile`: the top device's fast-I/O lock routine first (`FastIoLock`,
 /// `FastIoUnlockSingle`; WRK and ReactOS), then, when there is none or it answers FALSE,
 /// `IRP_MJ_LOCK_CONTROL` for the same request.
@@ -2355,10 +2474,8 @@ fn lock(
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
     };
-    // A user-mode caller's handle must have read or write data access (the Windows Research
-    // Kernel and ReactOS), or nothing is sent.
-    if granted & (access::FILE_READ_DATA | access::FILE_WRITE_DATA) == 0 {
-        return IoResult::failed(Status::ACCESS_DENIED);
+    if let Some(status) = lock_refused(granted) {
+        return IoResult::failed(status);
     }
     if minor == mn_lock::LOCK {
         // NtLockFile marks the file object (`LockOperation`): the close of one of several

@@ -30,6 +30,7 @@ const IRP_MJ_READ: u8 = 0x03;
 const IRP_MJ_WRITE: u8 = 0x04;
 const IRP_SYNCHRONOUS_API: u32 = 0x4;
 const FILE_POSITION_INFORMATION: u32 = 14;
+const FILE_RENAME_INFORMATION: u32 = 10;
 
 fn volume(m: &mut Machine) -> VolumeId {
     let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\data.bin", &[7; 2048]));
@@ -670,17 +671,18 @@ fn a_request_on_a_synchronous_handle_waits_for_the_one_outstanding_on_it() {
         length: 4096,
     };
     let query = m.io(query);
-    // A query the I/O manager refuses before any request: it waits too, its checks made when
-    // it runs (a known difference: WRK checks the class before it takes the lock).
-    let refused = m.query_information(d, 0xFF, 8);
+    // A query the I/O manager refuses before any request (a set-only class queried) does not
+    // wait: WRK's `NtQueryInformationFile` checks the class before it takes the lock (until
+    // December 7 it waited, and its id completed with the refusal).
+    let refused = m.query_information(d, FILE_RENAME_INFORMATION, 64);
     assert_eq!(
         (first.status, second.status, query.status, refused.status),
-        (Status::PENDING, Status::PENDING, Status::PENDING, Status::PENDING)
+        (Status::PENDING, Status::PENDING, Status::PENDING, Status::INVALID_INFO_CLASS)
     );
-    assert!(second.io.is_some() && query.io.is_some() && refused.io.is_some());
+    assert!(second.io.is_some() && query.io.is_some() && refused.io.is_none());
     // Only the first went down; the others wait for the file object, which says so.
     assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL]), [IRP_MJ_DIRECTORY_CONTROL]);
-    assert_eq!(busy_and_waiters(&m, d), (1, 3));
+    assert_eq!(busy_and_waiters(&m, d), (1, 2));
     // A change completes the first: the second goes down and waits for a change, holding the
     // lock in turn; the query still waits.
     m.create(c, "dir\\b.txt", CreateOptions::create());
@@ -691,14 +693,193 @@ fn a_request_on_a_synchronous_handle_waits_for_the_one_outstanding_on_it() {
     assert_eq!(completed(&m, second.io).map(|(s, _)| s), Some(Status::SUCCESS));
     assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL]), [IRP_MJ_DIRECTORY_CONTROL; 3]);
     assert_eq!(completed(&m, query.io).map(|(s, _)| s), Some(Status::SUCCESS));
-    // The refused query's id completes with its status, as the same call does now at once.
-    let status = m.query_information(d, 0xFF, 8).status;
-    assert_ne!(status, Status::SUCCESS);
-    assert_eq!(completed(&m, refused.io), Some((status, 0)));
     // Nothing is outstanding: the next request goes down at once.
     assert_eq!(busy_and_waiters(&m, d), (0, 0));
     assert_eq!(m.query_information(d, FILE_POSITION_INFORMATION, 8).status, Status::SUCCESS);
     assert_eq!(m.close_handle(d), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// WRK's services make their parameter and access checks before they take the lock of a
+/// synchronous file object (`IopAcquireFileObjectLock`): `NtWriteFile` the handle's write or
+/// append access, `NtQueryInformationFile` / `NtSetInformationFile` /
+/// `NtQueryVolumeInformationFile` the class, the length and the class's access,
+/// `NtQueryDirectoryFile` the class and length, `NtNotifyChangeDirectoryFile` its filter,
+/// `NtFlushBuffersFile` write or append access, `IopXxxControlFile` the code's access. A call
+/// they refuse on a handle whose lock a request holds answers its error at once, with no request
+/// id, and nothing waits; a check made after the lock (a negative position set) waits with its
+/// service, which completes its id with the refusal when the lock is released.
+#[test]
+fn a_call_refused_before_the_lock_does_not_wait_for_it() {
+    const FILE_LIST_DIRECTORY: u32 = 0x1;
+    const FSCTL_WRITE_ACCESS: u32 = 0x0009_8000;
+    const IOCTL_WRITE_ACCESS: u32 = 0x0022_8000;
+    let mut m = common::machine_with_spy(77);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\dir\\a.txt", b"a"));
+    m.boot();
+    let options = CreateOptions::directory().access(FILE_LIST_DIRECTORY);
+    let d = m.open(c, "dir", options).unwrap();
+    let holder = m.io(notify(d));
+    assert_eq!(holder.status, Status::PENDING);
+    assert_eq!(busy_and_waiters(&m, d), (1, 0));
+    spy(|s| s.seen.clear());
+    let rename = [0u8; 32];
+    let refused = [
+        (
+            IoRequest::Write { handle: d, offset: None, data: b"x", mode: IoMode::Cached },
+            Status::ACCESS_DENIED,
+        ),
+        (IoRequest::Flush { handle: d }, Status::ACCESS_DENIED),
+        (
+            IoRequest::QueryInformation { handle: d, class: FILE_RENAME_INFORMATION, length: 64 },
+            Status::INVALID_INFO_CLASS,
+        ),
+        (
+            IoRequest::QueryInformation { handle: d, class: 4, length: 4 },
+            Status::INFO_LENGTH_MISMATCH,
+        ),
+        (IoRequest::SetInformation { handle: d, class: 10, data: &rename }, Status::ACCESS_DENIED),
+        (
+            IoRequest::QueryVolumeInformation { handle: d, class: 2, length: 64 },
+            Status::INVALID_INFO_CLASS,
+        ),
+        (
+            IoRequest::DirectoryControl {
+                handle: d,
+                class: 0x99,
+                pattern: None,
+                restart: true,
+                single: false,
+                length: 4096,
+            },
+            Status::INVALID_INFO_CLASS,
+        ),
+        (
+            IoRequest::DirectoryControl {
+                handle: d,
+                class: 1,
+                pattern: None,
+                restart: true,
+                single: false,
+                length: 8,
+            },
+            Status::INFO_LENGTH_MISMATCH,
+        ),
+        (
+            IoRequest::NotifyChangeDirectory {
+                handle: d,
+                filter: 0,
+                watch_tree: false,
+                length: 64,
+            },
+            Status::INVALID_PARAMETER,
+        ),
+        (
+            IoRequest::Fsctl { handle: d, code: FSCTL_WRITE_ACCESS, input: &[], output_length: 0 },
+            Status::ACCESS_DENIED,
+        ),
+        (
+            IoRequest::DeviceControl {
+                handle: d,
+                code: IOCTL_WRITE_ACCESS,
+                input: &[],
+                output_length: 0,
+            },
+            Status::ACCESS_DENIED,
+        ),
+    ];
+    for (request, status) in refused {
+        let r = m.io(request.clone());
+        assert_eq!((r.status, r.io), (status, None), "{request:?}");
+        assert_eq!(busy_and_waiters(&m, d), (1, 0), "{request:?} waits");
+    }
+    // A negative position is refused after the lock (`NtSetInformationFile`): the set waits.
+    let position = m.set_information(d, FILE_POSITION_INFORMATION, &(-1i64).to_le_bytes());
+    assert_eq!(position.status, Status::PENDING);
+    assert!(position.io.is_some());
+    assert_eq!(busy_and_waiters(&m, d), (1, 1));
+    assert!(spy(|s| s.seen.is_empty()), "nothing went down");
+    m.create(c, "dir\\b.txt", CreateOptions::create());
+    assert_eq!(completed(&m, holder.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    assert_eq!(completed(&m, position.io), Some((Status::INVALID_PARAMETER, 0)));
+    assert_eq!(busy_and_waiters(&m, d), (0, 0));
+    assert_eq!(m.close_handle(d), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// `NtReadFile` and `NtWriteFile` check the handle's access and, on a file object opened without
+/// intermediate buffering, the length's and the offset's alignment before they take the lock: on
+/// handles whose lock a waiting byte-range lock holds, such calls answer at once; a negative
+/// offset, refused after the lock, waits.
+#[test]
+fn a_transfer_refused_before_the_lock_does_not_wait_for_it() {
+    const READ_DATA: u32 = 0x1;
+    const WRITE_DATA: u32 = 0x2;
+    const NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
+    const IOCTL_READ_ACCESS: u32 = 0x0022_4000;
+    let mut m = common::machine_with_spy(78);
+    let c = volume(&mut m);
+    let owner = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let unbuffered =
+        CreateOptions::open().access(READ_DATA | WRITE_DATA).options(NO_INTERMEDIATE_BUFFERING);
+    let h = m.open(c, "data.bin", unbuffered).unwrap();
+    let w = m.open(c, "data.bin", CreateOptions::open().access(WRITE_DATA)).unwrap();
+    let lock = |handle, fail_immediately| IoRequest::Lock {
+        handle,
+        offset: 0,
+        length: 4,
+        exclusive: true,
+        fail_immediately,
+    };
+    assert_eq!(m.io(lock(owner, true)).status, Status::SUCCESS);
+    let holders = [m.io(lock(h, false)), m.io(lock(w, false))];
+    assert!(holders.iter().all(|r| r.status == Status::PENDING));
+    spy(|s| s.seen.clear());
+    let refused = [
+        (
+            IoRequest::Read { handle: h, offset: Some(0), length: 100, mode: IoMode::NonCached },
+            Status::INVALID_PARAMETER,
+        ),
+        (
+            IoRequest::Write {
+                handle: h,
+                offset: Some(7),
+                data: &[1; 512],
+                mode: IoMode::NonCached,
+            },
+            Status::INVALID_PARAMETER,
+        ),
+        (
+            IoRequest::Read { handle: w, offset: Some(0), length: 4, mode: IoMode::Cached },
+            Status::ACCESS_DENIED,
+        ),
+        (
+            IoRequest::DeviceControl {
+                handle: w,
+                code: IOCTL_READ_ACCESS,
+                input: &[],
+                output_length: 0,
+            },
+            Status::ACCESS_DENIED,
+        ),
+    ];
+    for (request, status) in refused {
+        let r = m.io(request.clone());
+        assert_eq!((r.status, r.io), (status, None), "{request:?}");
+    }
+    assert_eq!((busy_and_waiters(&m, h), busy_and_waiters(&m, w)), ((1, 0), (1, 0)));
+    let negative = (-512i64) as u64;
+    let read = m.read(h, Some(negative), 512, IoMode::NonCached);
+    assert_eq!(read.status, Status::PENDING);
+    assert_eq!(busy_and_waiters(&m, h), (1, 1));
+    assert!(spy(|s| s.seen.is_empty()), "nothing went down");
+    let unlock = IoRequest::Unlock { handle: owner, offset: 0, length: 4 };
+    assert_eq!(m.io(unlock).status, Status::SUCCESS);
+    assert_eq!(completed(&m, holders[0].io).map(|(s, _)| s), Some(Status::SUCCESS));
+    assert_eq!(completed(&m, read.io), Some((Status::INVALID_PARAMETER, 0)));
+    for x in [owner, h, w] {
+        m.close_handle(x);
+    }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
