@@ -607,6 +607,7 @@ fn io(
             io: None,
             fast_io: false,
             handle: None,
+            iosb: None,
         },
     }
 }

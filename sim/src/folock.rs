@@ -68,6 +68,7 @@ pub(crate) fn queue(
         io: Some(RequestRef(rid.0)),
         fast_io: false,
         handle: None,
+        iosb: None,
     }
 }
 

@@ -329,7 +329,15 @@ fn as_user<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn failed(status: Status) -> IoResult {
-    IoResult { status, information: 0, data: Vec::new(), io: None, fast_io: false, handle: None }
+    IoResult {
+        status,
+        information: 0,
+        data: Vec::new(),
+        io: None,
+        fast_io: false,
+        handle: None,
+        iosb: None,
+    }
 }
 
 /// The file object and volume a create opens: a fresh file object on the device the name
@@ -601,5 +609,7 @@ fn send(raw: RawIrp<'_>) -> IoResult {
     };
     drop(keep);
     drop(pattern_units);
-    IoResult { status, information, data, io: Some(RequestRef(rid.0)), fast_io: false, handle }
+    // A raw IRP has no caller's status block: its status is the request's final one.
+    let (io, fast_io, iosb) = (Some(RequestRef(rid.0)), false, None);
+    IoResult { status, information, data, io, fast_io, handle, iosb }
 }

@@ -192,12 +192,28 @@ impl CreateOptions {
     }
 }
 
+/// An I/O status block as the I/O manager writes the caller's (`IO_STATUS_BLOCK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoStatusBlock {
+    /// `Status`.
+    pub status: Status,
+    /// `Information`.
+    pub information: usize,
+}
+
 /// The result of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IoResult {
-    /// The final status (`STATUS_PENDING` if the request never completed).
+    /// What the system service returned: for a request that went down as an IRP, the status
+    /// the top driver's dispatch routine returned unless it is `STATUS_PENDING`, then the
+    /// final status for a caller who waits and `STATUS_PENDING` for one who does not or for a
+    /// request nothing completed (WRK `IopSynchronousServiceTail`). The I/O manager's own
+    /// requests (a create, a cleanup, a close) give the request's final `IoStatus.Status`. For a
+    /// correct driver, whose dispatch routine returns the status it completed the IRP with, it
+    /// is the final status (docs/simulator.md, "User-mode I/O", "The status a service
+    /// returns").
     pub status: Status,
-    /// `IoStatus.Information`.
+    /// The request's `IoStatus.Information` (0 while it is outstanding).
     pub information: usize,
     /// Data returned (read bytes, information buffers, FSCTL output).
     pub data: Vec<u8>,
@@ -207,6 +223,12 @@ pub struct IoResult {
     pub fast_io: bool,
     /// The handle a successful create returns.
     pub handle: Option<Handle>,
+    /// The caller's I/O status block when the call returned, if the I/O manager wrote it: not
+    /// for a request refused before any request, nor for one that failed with an error without
+    /// being pended, nor, when it failed with an error, for a pended request on a synchronous
+    /// file object (WRK `IopCompleteRequest`); not yet for a request still outstanding, whose
+    /// completion (`IoComplete`) writes it later.
+    pub iosb: Option<IoStatusBlock>,
 }
 
 impl IoResult {
@@ -223,6 +245,7 @@ impl IoResult {
             io: None,
             fast_io: false,
             handle: None,
+            iosb: None,
         }
     }
 }
@@ -654,7 +677,10 @@ fn serve(req: IoRequest<'_>) -> IoResult {
         }
         IoRequest::Cancel { handle } => match handle_of(handle) {
             Ok((file, _, _)) => {
-                IoResult::without_request(crate::cancel::cancel_file_requests(file))
+                // WRK's `NtCancelIoFile` writes the caller's status block when it succeeds.
+                let status = crate::cancel::cancel_file_requests(file);
+                let iosb = status.is_success().then_some(IoStatusBlock { status, information: 0 });
+                IoResult { iosb, ..IoResult::without_request(status) }
             }
             Err(s) => IoResult::failed(s),
         },
@@ -734,8 +760,30 @@ fn first(b: &Built) -> &'static mut IO_STACK_LOCATION {
     unsafe { crate::irpx::next(b.irp) }
 }
 
-/// Sends a built request and waits for it; returns (status, information, completed).
-fn send(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
+/// A request sent: its request's final `IoStatus` and what its system service makes of it.
+struct Sent {
+    /// The request's final `IoStatus.Status` (`STATUS_PENDING` while it is outstanding, or when
+    /// its caller did not wait for it).
+    status: Status,
+    /// Its `IoStatus.Information` (0 while outstanding).
+    information: usize,
+    /// The request.
+    rid: RequestId,
+    /// Its buffers (kept until it completes).
+    keep: Vec<Block>,
+    /// What a system service returns (WRK `IopSynchronousServiceTail`, and the same code inline
+    /// in `NtQueryInformationFile` / `NtSetInformationFile`): the status the top driver's
+    /// dispatch routine returned (`IoCallDriver`) unless it is `STATUS_PENDING`; then, for a
+    /// caller who waits, the final status (`FileObject->FinalStatus`, or the service's own
+    /// status block for a synchronous API on an asynchronous file object), else
+    /// `STATUS_PENDING`.
+    returned: Status,
+    /// The caller's I/O status block as the call leaves it ([`IoResult::iosb`]).
+    iosb: Option<IoStatusBlock>,
+}
+
+/// Sends a built request and waits for it.
+fn send(b: Built) -> Sent {
     send_and(b, true)
 }
 
@@ -743,7 +791,7 @@ fn send(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
 /// the drivers completed before their dispatch routines returned comes back with its status;
 /// one they pended comes back `STATUS_PENDING` and completes later (its buffers and file object
 /// held until then).
-fn send_no_wait(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
+fn send_no_wait(b: Built) -> Sent {
     send_and(b, false)
 }
 
@@ -751,7 +799,7 @@ fn send_no_wait(b: Built) -> (Status, usize, RequestId, Vec<Block>) {
 /// (`NtReadFile`, `NtWriteFile`, `IopXxxControlFile`, `NtLockFile`, `NtQueryDirectoryFile`,
 /// `NtNotifyChangeDirectoryFile`): waited for on a synchronous file object (`FO_SYNCHRONOUS_IO`),
 /// [`send_no_wait`] on any other, as WRK's `IopSynchronousServiceTail` does.
-fn send_on(file: *mut FILE_OBJECT, b: Built) -> (Status, usize, RequestId, Vec<Block>) {
+fn send_on(file: *mut FILE_OBJECT, b: Built) -> Sent {
     send_and(b, synchronous_file(file))
 }
 
@@ -770,19 +818,53 @@ fn synchronous_api(file: *mut FILE_OBJECT) -> u32 {
     if synchronous_file(file) { 0 } else { irp_flags::SYNCHRONOUS_API }
 }
 
-fn send_and(b: Built, wait: bool) -> (Status, usize, RequestId, Vec<Block>) {
+/// Sends a built request, waits for it if `wait`, and says what its system service returns and
+/// what the caller's I/O status block holds then (WRK `IopSynchronousServiceTail`,
+/// `IopSynchronousApiServiceTail`, `IopCompleteRequest`).
+fn send_and(b: Built, wait: bool) -> Sent {
     let Built { rid, irp, target, keep } = b;
+    // SAFETY: the request's IRP, not yet sent.
+    let header = unsafe { crate::irpx::header(irp) };
+    // SAFETY: the overlay member `build_for` set (the original file object).
+    let file = unsafe { header.Tail.Overlay.OriginalFileObject };
+    // SAFETY: the live file object of the request.
+    let synchronous_fo = !file.is_null() && unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
     let returned = crate::irp::call_driver(target, irp);
+    let pended = returned == crate::irpx::STATUS_PENDING;
     if wait {
         let done = || kernel::with(|k| k.requests.result(rid).is_some());
         let _ = crate::sched::wait_until(done, None);
     }
+    let block = |status: Status, information| Some(IoStatusBlock { status, information });
     match kernel::with(|k| k.requests.result(rid)) {
-        Some((s, n)) if wait || returned != crate::irpx::STATUS_PENDING => (s, n, rid, keep),
+        // Completed without STATUS_PENDING from the dispatch routine: the service returns what
+        // the routine returned, and `IopCompleteRequest` writes the caller's status block from
+        // the IRP's `IoStatus` unless its status is an error (the request was not pended).
+        Some((status, information)) if !pended => {
+            let iosb = if status.is_error() { None } else { block(status, information) };
+            Sent { status, information, rid, keep, returned: Status(returned), iosb }
+        }
+        // Pended, and the caller waited for it: the final status. The status block is written
+        // unless the status is an error on a synchronous file object (`IopCompleteRequest`
+        // leaves it alone and sets only `FinalStatus`; a synchronous API on an asynchronous
+        // file object gets the IRP's status in its own block and copies it to the caller's).
+        Some((status, information)) if wait => {
+            let iosb =
+                if status.is_error() && synchronous_fo { None } else { block(status, information) };
+            Sent { status, information, rid, keep, returned: status, iosb }
+        }
         // The caller who does not wait gets what the dispatch routine returned (WRK
         // `IopSynchronousServiceTail`): STATUS_PENDING, even when the request completed before
-        // the routine returned (its buffers are no longer needed).
-        Some(_) => (Status::PENDING, 0, rid, Vec::new()),
+        // the routine returned (its buffers are no longer needed); the completion wrote its
+        // status block, error or not, a pended request on an asynchronous file object.
+        Some((status, information)) => Sent {
+            status: Status::PENDING,
+            information: 0,
+            rid,
+            keep: Vec::new(),
+            returned: Status::PENDING,
+            iosb: block(status, information),
+        },
         None => {
             // Still pending (a driver holds it): its buffers must outlive it, and its file
             // object too.
@@ -790,12 +872,28 @@ fn send_and(b: Built, wait: bool) -> (Status, usize, RequestId, Vec<Block>) {
                 k.hold_file_while_pending(irp);
                 k.keep_for_request(rid, Box::new(keep));
             });
-            (Status::PENDING, 0, rid, Vec::new())
+            Sent {
+                status: Status::PENDING,
+                information: 0,
+                rid,
+                keep: Vec::new(),
+                returned: Status::PENDING,
+                iosb: None,
+            }
         }
     }
 }
 
+/// The result of a system service whose request was [`Sent`], with `data` for its caller.
+fn sent_result(s: &Sent, data: Vec<u8>) -> IoResult {
+    IoResult { status: s.returned, iosb: s.iosb, ..result(s.status, s.information, s.rid, data) }
+}
+
+/// The result of request `rid` that ended with `status` and `information`: the caller's status
+/// block holds them unless the status is an error (`IopCompleteRequest` for a request that was
+/// not pended) or `STATUS_PENDING` (not written yet).
 fn result(status: Status, information: usize, rid: RequestId, data: Vec<u8>) -> IoResult {
+    let written = status != Status::PENDING && !status.is_error();
     IoResult {
         status,
         information,
@@ -803,6 +901,18 @@ fn result(status: Status, information: usize, rid: RequestId, data: Vec<u8>) -> 
         io: Some(RequestRef(rid.0)),
         fast_io: false,
         handle: None,
+        iosb: written.then_some(IoStatusBlock { status, information }),
+    }
+}
+
+/// The result of a request fast I/O served: the I/O manager copies the routine's status block
+/// to the caller's whatever its status (WRK `NtReadFile`, `NtLockFile`, `NtQueryInformationFile`
+/// and the others' fast paths).
+fn fast_result(status: Status, information: usize, rid: RequestId, data: Vec<u8>) -> IoResult {
+    IoResult {
+        fast_io: true,
+        iosb: Some(IoStatusBlock { status, information }),
+        ..result(status, information, rid, data)
     }
 }
 
@@ -936,7 +1046,7 @@ fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
         Ok(p) => p,
         Err(s) => return IoResult::failed(s),
     };
-    let (status, information, rid, _keep) = send(b);
+    let Sent { status, information, rid, keep: _keep, .. } = send(b);
     let handle = kernel::with(|k| opened(k, file, volume, options, status));
     IoResult { handle, ..result(status, information, rid, Vec::new()) }
 }
@@ -1053,14 +1163,15 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
         });
         if let Some(status) = answered {
             let data = if status.is_success() { read_block(&info, 56) } else { Vec::new() };
-            return IoResult { fast_io: true, ..result(status, 56, rid, data) };
+            // NtQueryFullAttributesFile has no I/O status block.
+            return IoResult { iosb: None, ..fast_result(status, 56, rid, data) };
         }
     }
     // The long way: the open (the attempt's request, when there was one), the query
     // (FastIoQueryNetworkOpenInfo first, then the IRP), then cleanup and close.
-    let (status, information, rid, _keep) = send(b);
+    let Sent { status, information, rid, keep: _keep, .. } = send(b);
     let Some(handle) = kernel::with(|k| opened(k, file, volume, options, status)) else {
-        return result(status, information, rid, Vec::new());
+        return IoResult { iosb: None, ..result(status, information, rid, Vec::new()) };
     };
     let network_open = [fi::NETWORK_OPEN];
     let queried =
@@ -1068,7 +1179,7 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
     let _ = cleanup(handle);
     let _ = close(handle);
     // Not served by fast I/O as a whole: the open was an IRP.
-    IoResult { fast_io: false, ..queried }
+    IoResult { fast_io: false, iosb: None, ..queried }
 }
 
 /// The file object of an open of `rel` on `volume` (`IopParseDevice`): it names the device the
@@ -1392,7 +1503,7 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
     });
     // The writer waits for its write: the modified-page writer releases the file in the write's
     // completion, the flush after its synchronous write.
-    let (status, n, _, _keep) = send(b);
+    let Sent { status, information: n, keep: _keep, .. } = send(b);
     if status == Status::PENDING {
         // Not completed yet: the pages stay with the IRP. The modified-page writer releases the
         // file when the write completes, if it ever does (`release_mod_write_later`); a flush's
@@ -1543,7 +1654,7 @@ fn transfer(
     match try_fast(volume, MajorFunction::from_code(major), lookup, call) {
         Some(Fast::Done(r, status, n)) => {
             let n = n.min(length);
-            return IoResult { fast_io: true, ..result(status, n, r, buf.into_data(n)) };
+            return fast_result(status, n, r, buf.into_data(n));
         }
         Some(Fast::Declined(r)) => rid = Some(r),
         None => {}
@@ -1582,14 +1693,15 @@ fn transfer(
         b
     });
     let asynchronous = !synchronous && mode != IoMode::Paging;
-    let (status, n, rid, _keep) = if asynchronous { send_no_wait(b) } else { send(b) };
+    let sent = if asynchronous { send_no_wait(b) } else { send(b) };
+    let (status, n, rid) = (sent.status, sent.information, sent.rid);
     if status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(rid, Box::new(buf)));
-        return result(status, 0, rid, Vec::new());
+        return sent_result(&sent, Vec::new());
     }
     // Completed: stage two freed the IRP's MDL with the IRP (until December 7 it was freed
     // again here, taking whatever had reused its block).
-    result(status, n, rid, buf.into_data(n.min(length)))
+    sent_result(&sent, buf.into_data(n.min(length)))
 }
 
 /// What `NtReadFile` / `NtWriteFile` refuse before anything else, and before the file object's
@@ -1897,7 +2009,7 @@ fn buffered_info(
             Some(Fast::Done(r, status, n)) => {
                 let n = n.min(len);
                 let data = if status.is_error() { Vec::new() } else { read_block(&sysbuf, n) };
-                return IoResult { fast_io: true, ..result(status, n, r, data) };
+                return fast_result(status, n, r, data);
             }
             Some(Fast::Declined(r)) => rid = Some(r),
             None => {}
@@ -1947,10 +2059,11 @@ fn buffered_info(
         }
         b
     });
-    let (status, n, rid, _keep) = send(b);
+    let sent = send(b);
+    let (status, n, rid) = (sent.status, sent.information, sent.rid);
     if status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(rid, Box::new(sysbuf)));
-        return result(status, 0, rid, Vec::new());
+        return sent_result(&sent, Vec::new());
     }
     // Completion copies the system buffer back unless the status is an error or asks for a
     // verify (WRK `IopCompleteRequest`).
@@ -1959,7 +2072,7 @@ fn buffered_info(
     } else {
         read_block(&sysbuf, n)
     };
-    result(status, n, rid, data)
+    sent_result(&sent, data)
 }
 
 /// A driver's fast-I/O query routine: `FastIoQueryBasicInfo` or `FastIoQueryStandardInfo`.
@@ -2182,13 +2295,14 @@ fn directory_request(
         fill(first(&b));
         b
     });
-    let (status, n, rid, _keep) = send_on(file, b);
+    let sent = send_on(file, b);
+    let (status, n, rid) = (sent.status, sent.information, sent.rid);
     if status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(rid, Box::new(out)));
-        return result(status, 0, rid, Vec::new());
+        return sent_result(&sent, Vec::new());
     }
     let data = if status.is_error() { Vec::new() } else { read_block(&out, n) };
-    result(status, n, rid, data)
+    sent_result(&sent, data)
 }
 
 /// The smallest buffer `NtQueryDirectoryFile` takes from a user-mode caller for a directory
@@ -2286,8 +2400,7 @@ fn simple(h: Handle, major: u8) -> IoResult {
         let target = k.related_device(file);
         build(k, volume, major, target, file, flags, true)
     });
-    let (status, n, rid, _keep) = send(b);
-    result(status, n, rid, Vec::new())
+    sent_result(&send(b), Vec::new())
 }
 
 /// The access a control code asks for (bits 14 and 15: `FILE_READ_ACCESS` is `FILE_READ_DATA`,
@@ -2381,13 +2494,14 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
         }
         b
     });
-    let (status, n, rid, _keep) = send_on(file, b);
+    let sent = send_on(file, b);
+    let (status, n, rid) = (sent.status, sent.information, sent.rid);
     if status == Status::PENDING {
         kernel::with(|k| {
             k.keep_for_request(rid, Box::new(sysbuf));
             k.keep_for_request(rid, Box::new(out));
         });
-        return result(status, 0, rid, Vec::new());
+        return sent_result(&sent, Vec::new());
     }
     // Completed: its MDL went with the IRP (stage two), as for a transfer.
     // A buffered request's output is what completion copied back from the system buffer:
@@ -2400,7 +2514,7 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
     } else {
         read_block(&out, n.min(out_len))
     };
-    result(status, n, rid, data)
+    sent_result(&sent, data)
 }
 
 /// A driver's fast-I/O lock routine: `FastIoLock` for `NtLockFile`, `FastIoUnlockSingle` for
@@ -2504,7 +2618,7 @@ fn lock(
     let mut rid = None;
     match try_fast(volume, MajorFunction::LockControl, lookup, call) {
         Some(Fast::Done(r, status, _)) => {
-            return IoResult { fast_io: true, ..result(status, 0, r, Vec::new()) };
+            return fast_result(status, 0, r, Vec::new());
         }
         Some(Fast::Declined(r)) => rid = Some(r),
         None => {}
@@ -2534,11 +2648,11 @@ fn lock(
         l.Key = 0;
         b
     });
-    let (status, n, rid, _keep) = if minor == mn_lock::LOCK { send_on(file, b) } else { send(b) };
-    if status == Status::PENDING {
-        kernel::with(|k| k.keep_for_request(rid, Box::new(len_block)));
+    let sent = if minor == mn_lock::LOCK { send_on(file, b) } else { send(b) };
+    if sent.status == Status::PENDING {
+        kernel::with(|k| k.keep_for_request(sent.rid, Box::new(len_block)));
     }
-    result(status, n, rid, Vec::new())
+    sent_result(&sent, Vec::new())
 }
 
 /// Logs a fast-I/O routine's FALSE: the request continues as an IRP.
@@ -2568,7 +2682,8 @@ fn shutdown(volume: VolumeId) -> IoResult {
         ))
     });
     let Some(b) = b else { return IoResult::failed(Status::VOLUME_DISMOUNTED) };
-    let (status, n, rid, _keep) = send(b);
+    let sent = send(b);
+    let (status, n, rid) = (sent.status, sent.information, sent.rid);
     result(status, n, rid, Vec::new())
 }
 
@@ -2599,7 +2714,7 @@ fn send_cleanup(file: *mut FILE_OBJECT, volume: Option<VolumeId>) -> IoResult {
                 let target = k.related_device(file);
                 build(k, v, mj::CLEANUP, target, file, flags, false)
             });
-            let (status, n, rid, _keep) = send(b);
+            let Sent { status, information: n, rid, keep: _keep, .. } = send(b);
             result(status, n, rid, Vec::new())
         }
         None => {
@@ -2676,7 +2791,7 @@ pub fn send_close(file: *mut FILE_OBJECT) -> IoResult {
                 let target = k.related_device(file);
                 build(k, v, mj::CLOSE, target, file, flags, false)
             });
-            let (status, n, rid, _keep) = send(b);
+            let Sent { status, information: n, rid, keep: _keep, .. } = send(b);
             result(status, n, rid, Vec::new())
         }
         None => {
@@ -2875,7 +2990,7 @@ pub fn open_device_by_name(
                 build(k, v, mj::CREATE, target, file, flags, false)
             });
             setup(first(&built));
-            send(built).0
+            send(built).status
         }
         None => send_kernel_irp(file, mj::CREATE, flags, setup).0,
     };

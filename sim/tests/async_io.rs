@@ -22,8 +22,8 @@ mod common;
 use common::{Seen, spy};
 use fsfilter::Status;
 use fsfilter_sim::{
-    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, Machine, RequestRef, Rule,
-    VolumeId, VolumeSpec,
+    CreateOptions, EventKind, FsKind, Handle, IoMode, IoRequest, IoStatusBlock, Machine,
+    RequestRef, Rule, VolumeId, VolumeSpec,
 };
 
 const IRP_MJ_READ: u8 = 0x03;
@@ -1023,6 +1023,51 @@ fn requests_behind_a_lock_never_released_never_go_down() {
     assert_eq!(irps_of(&[IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_CLEANUP]), [IRP_MJ_DIRECTORY_CONTROL]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     drop(m);
+}
+
+/// WRK's `IopSynchronousServiceTail` returns the status the top driver's dispatch routine
+/// returned when it is not `STATUS_PENDING`, and `IopCompleteRequest` writes the caller's I/O
+/// status block from the IRP's `IoStatus` unless its status is an error (the request was not
+/// pended): a driver that completes a control with an error but returns `STATUS_SUCCESS` gives
+/// its caller success and an untouched status block; one that completes it with success (and
+/// its output) but returns an error gives the error, the block written with success, and the
+/// output. A correct driver gives the same status both ways; its error leaves the block alone.
+#[test]
+fn a_service_returns_the_dispatch_status_and_the_status_block_holds_the_irps() {
+    const FSCTL_BUFFERED: u32 = 0x0009_0040;
+    let mut m = common::machine_with_spy(79);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let fsctl = IoRequest::Fsctl { handle: h, code: FSCTL_BUFFERED, input: &[], output_length: 8 };
+    let mut run = |completed_with: (Status, usize), returns: Option<Status>| {
+        spy(|s| {
+            s.complete_fsctls = Some(completed_with);
+            s.fsctl_returns = returns;
+        });
+        let r = m.io(fsctl.clone());
+        assert_eq!(completed(&m, r.io), Some(completed_with), "the request's final status");
+        r
+    };
+    let r = run((Status::INVALID_DEVICE_REQUEST, 0), Some(Status::SUCCESS));
+    assert_eq!((r.status, r.iosb, r.data.len()), (Status::SUCCESS, None, 0));
+    let r = run((Status::SUCCESS, 8), Some(Status::UNSUCCESSFUL));
+    let block = IoStatusBlock { status: Status::SUCCESS, information: 8 };
+    assert_eq!((r.status, r.iosb, r.data), (Status::UNSUCCESSFUL, Some(block), vec![0xAB; 8]));
+    let r = run((Status::BUFFER_OVERFLOW, 8), None);
+    let block = IoStatusBlock { status: Status::BUFFER_OVERFLOW, information: 8 };
+    assert_eq!((r.status, r.iosb), (Status::BUFFER_OVERFLOW, Some(block)));
+    let r = run((Status::INVALID_DEVICE_REQUEST, 0), None);
+    assert_eq!((r.status, r.iosb), (Status::INVALID_DEVICE_REQUEST, None));
+    spy(|s| (s.complete_fsctls, s.fsctl_returns) = (None, None));
+    // Fast I/O writes the block whatever it answers; a call refused before any request does not.
+    assert_eq!(m.read(h, Some(0), 4, IoMode::Cached).status, Status::SUCCESS);
+    let r = m.read(h, Some(4), 4, IoMode::Cached);
+    let block = IoStatusBlock { status: Status::SUCCESS, information: 4 };
+    assert_eq!((r.fast_io, r.iosb), (true, Some(block)));
+    let r = m.query_information(h, FILE_RENAME_INFORMATION, 64);
+    assert_eq!((r.status, r.iosb), (Status::INVALID_INFO_CLASS, None));
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
 /// Completion copies a buffered request's system buffer to the caller's buffer unless the status

@@ -125,6 +125,9 @@ pub(crate) struct SpyState {
     /// When set, the spy completes every user file-system control on a volume itself with
     /// this status and information, its system buffer (when it has one) filled with 0xAB.
     pub(crate) complete_fsctls: Option<(Status, usize)>,
+    /// With `complete_fsctls`: what the dispatch routine returns after completing such a
+    /// control (None: the status it completed it with, as a correct driver does).
+    pub(crate) fsctl_returns: Option<Status>,
 }
 
 /// What the spy's cancel routine does.
@@ -397,7 +400,7 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             i.IoStatus.Information = information;
             // SAFETY: the live IRP, ours to complete.
             unsafe { IoCompleteRequest(irp, 0) };
-            return status.0;
+            return spy(|s| s.fsctl_returns).unwrap_or(status).0;
         }
     }
     let hold = spy(|s| s.hold_notify) && e.kind == 2;
