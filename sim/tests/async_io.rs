@@ -1025,48 +1025,78 @@ fn requests_behind_a_lock_never_released_never_go_down() {
     drop(m);
 }
 
+/// What the spy's file-system control answers: the request's final status and information, and
+/// what its dispatch routine returns (None: the final status).
+type Answer = ((Status, usize), Option<Status>);
+
+/// Sends a buffered FSCTL on handle `h` that the spy completes and answers as `answer`.
+fn answered_fsctl(m: &mut Machine, h: Handle, answer: Answer) -> fsfilter_sim::IoResult {
+    const FSCTL_BUFFERED: u32 = 0x0009_0040;
+    spy(|s| (s.complete_fsctls, s.fsctl_returns) = (Some(answer.0), answer.1));
+    let r =
+        m.io(IoRequest::Fsctl { handle: h, code: FSCTL_BUFFERED, input: &[], output_length: 8 });
+    spy(|s| (s.complete_fsctls, s.fsctl_returns) = (None, None));
+    assert_eq!(completed(m, r.io), Some(answer.0), "the request's final status");
+    r
+}
+
 /// WRK's `IopSynchronousServiceTail` returns the status the top driver's dispatch routine
 /// returned when it is not `STATUS_PENDING`, and `IopCompleteRequest` writes the caller's I/O
 /// status block from the IRP's `IoStatus` unless its status is an error (the request was not
 /// pended): a driver that completes a control with an error but returns `STATUS_SUCCESS` gives
 /// its caller success and an untouched status block; one that completes it with success (and
 /// its output) but returns an error gives the error, the block written with success, and the
-/// output. A correct driver gives the same status both ways; its error leaves the block alone.
+/// output. A correct driver gives the same status both ways.
 #[test]
 fn a_service_returns_the_dispatch_status_and_the_status_block_holds_the_irps() {
-    const FSCTL_BUFFERED: u32 = 0x0009_0040;
     let mut m = common::machine_with_spy(79);
     let c = volume(&mut m);
     let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
-    let fsctl = IoRequest::Fsctl { handle: h, code: FSCTL_BUFFERED, input: &[], output_length: 8 };
-    let mut run = |completed_with: (Status, usize), returns: Option<Status>| {
-        spy(|s| {
-            s.complete_fsctls = Some(completed_with);
-            s.fsctl_returns = returns;
-        });
-        let r = m.io(fsctl.clone());
-        assert_eq!(completed(&m, r.io), Some(completed_with), "the request's final status");
-        r
-    };
-    let r = run((Status::INVALID_DEVICE_REQUEST, 0), Some(Status::SUCCESS));
+    let failed = Status::INVALID_DEVICE_REQUEST;
+    let r = answered_fsctl(&mut m, h, ((failed, 0), Some(Status::SUCCESS)));
     assert_eq!((r.status, r.iosb, r.data.len()), (Status::SUCCESS, None, 0));
-    let r = run((Status::SUCCESS, 8), Some(Status::UNSUCCESSFUL));
+    let r = answered_fsctl(&mut m, h, ((Status::SUCCESS, 8), Some(Status::UNSUCCESSFUL)));
     let block = IoStatusBlock { status: Status::SUCCESS, information: 8 };
     assert_eq!((r.status, r.iosb, r.data), (Status::UNSUCCESSFUL, Some(block), vec![0xAB; 8]));
-    let r = run((Status::BUFFER_OVERFLOW, 8), None);
+    let r = answered_fsctl(&mut m, h, ((Status::BUFFER_OVERFLOW, 8), None));
     let block = IoStatusBlock { status: Status::BUFFER_OVERFLOW, information: 8 };
     assert_eq!((r.status, r.iosb), (Status::BUFFER_OVERFLOW, Some(block)));
-    let r = run((Status::INVALID_DEVICE_REQUEST, 0), None);
-    assert_eq!((r.status, r.iosb), (Status::INVALID_DEVICE_REQUEST, None));
-    spy(|s| (s.complete_fsctls, s.fsctl_returns) = (None, None));
-    // Fast I/O writes the block whatever it answers; a call refused before any request does not.
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// `IopCompleteRequest` writes the caller's I/O status block for an error only when the request
+/// was pended and is not synchronous (neither `IRP_SYNCHRONOUS_API` nor `FO_SYNCHRONOUS_IO`): an
+/// error answered at once leaves it alone, and so does a pended error on a synchronous file
+/// object (the service returns `FinalStatus`); a pended error on an asynchronous one is written
+/// (the service returned `STATUS_PENDING`). Fast I/O writes the routine's block; a call refused
+/// before any request writes nothing.
+#[test]
+fn an_error_leaves_the_status_block_alone_unless_pended_on_an_asynchronous_handle() {
+    let mut m = common::machine_with_spy(80);
+    let c = volume(&mut m);
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let failed = Status::INVALID_DEVICE_REQUEST;
+    let r = answered_fsctl(&mut m, h, ((failed, 0), None));
+    assert_eq!((r.status, r.iosb), (failed, None));
+    let r = answered_fsctl(&mut m, h, ((failed, 0), Some(Status::PENDING)));
+    assert_eq!((r.status, r.iosb), (failed, None));
+    let overlapped = m.open(c, "data.bin", CreateOptions::open().overlapped()).unwrap();
+    let r = answered_fsctl(&mut m, overlapped, ((failed, 0), Some(Status::PENDING)));
+    let block = IoStatusBlock { status: failed, information: 0 };
+    assert_eq!((r.status, r.iosb), (Status::PENDING, Some(block)));
+    let r = answered_fsctl(&mut m, overlapped, ((Status::SUCCESS, 8), Some(Status::PENDING)));
+    let block = IoStatusBlock { status: Status::SUCCESS, information: 8 };
+    assert_eq!((r.status, r.iosb), (Status::PENDING, Some(block)));
     assert_eq!(m.read(h, Some(0), 4, IoMode::Cached).status, Status::SUCCESS);
     let r = m.read(h, Some(4), 4, IoMode::Cached);
     let block = IoStatusBlock { status: Status::SUCCESS, information: 4 };
     assert_eq!((r.fast_io, r.iosb), (true, Some(block)));
     let r = m.query_information(h, FILE_RENAME_INFORMATION, 64);
     assert_eq!((r.status, r.iosb), (Status::INVALID_INFO_CLASS, None));
-    m.close_handle(h);
+    for x in [h, overlapped] {
+        m.close_handle(x);
+    }
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 

@@ -126,7 +126,8 @@ pub(crate) struct SpyState {
     /// this status and information, its system buffer (when it has one) filled with 0xAB.
     pub(crate) complete_fsctls: Option<(Status, usize)>,
     /// With `complete_fsctls`: what the dispatch routine returns after completing such a
-    /// control (None: the status it completed it with, as a correct driver does).
+    /// control (None: the status it completed it with, as a correct driver does;
+    /// `STATUS_PENDING`: it marks the IRP pending first, as a correct driver does too).
     pub(crate) fsctl_returns: Option<Status>,
 }
 
@@ -398,9 +399,14 @@ unsafe extern "system" fn spy_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
             }
             i.IoStatus.Anonymous.Status = status.0;
             i.IoStatus.Information = information;
+            let returns = spy(|s| s.fsctl_returns).unwrap_or(status);
+            if returns == Status::PENDING {
+                // SAFETY: the live IRP at the spy's location, in its dispatch routine.
+                unsafe { IoMarkIrpPending(irp) };
+            }
             // SAFETY: the live IRP, ours to complete.
             unsafe { IoCompleteRequest(irp, 0) };
-            return spy(|s| s.fsctl_returns).unwrap_or(status).0;
+            return returns.0;
         }
     }
     let hold = spy(|s| s.hold_notify) && e.kind == 2;
