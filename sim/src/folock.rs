@@ -26,9 +26,10 @@ pub(crate) type Service = Box<dyn FnOnce() -> IoResult>;
 /// The locks of synchronous file objects: the file object's `Busy` says it is held.
 #[derive(Default)]
 pub struct FileLocks {
-    /// The services waiting for a held lock, by file object address, the oldest first, and the
-    /// request id each will have (no entry: none waits).
-    waiters: FastMap<usize, VecDeque<(RequestId, Service)>>,
+    /// The services waiting for a held lock, by file object address, the oldest first, the
+    /// request id each will have, and whether that request started already (a lock whose
+    /// fast-I/O attempt answered FALSE before the lock) (no entry: none waits).
+    waiters: FastMap<usize, VecDeque<(RequestId, bool, Service)>>,
     /// Requests the caller stopped waiting for, holding their file object's lock until they
     /// complete.
     holders: FastMap<RequestId, usize>,
@@ -55,11 +56,22 @@ pub(crate) fn queue(
     major: MajorFunction,
     service: Service,
 ) -> IoResult {
-    let rid = kernel::with(|k| {
-        let rid = k.requests.reserve(volume, major);
-        k.files.locks.waiters.entry(file).or_default().push_back((rid, service));
+    let rid = kernel::with(|k| k.requests.reserve(volume, major));
+    queue_as(file, rid, false, service)
+}
+
+/// Queues `service` behind the held lock of `file` as the rest of request `rid`, which started
+/// before the lock (`NtLockFile` / `NtUnlockFile` try fast I/O first): its caller gets
+/// `STATUS_PENDING` and that id.
+pub(crate) fn queue_started(file: usize, rid: RequestId, service: Service) -> IoResult {
+    queue_as(file, rid, true, service)
+}
+
+/// Queues `service` as request `rid` (`started`: already started).
+fn queue_as(file: usize, rid: RequestId, started: bool, service: Service) -> IoResult {
+    kernel::with(|k| {
+        k.files.locks.waiters.entry(file).or_default().push_back((rid, started, service));
         set(k, file, |f| f.Waiters = f.Waiters.saturating_add(1));
-        rid
     });
     IoResult {
         status: Status::PENDING,
@@ -110,7 +122,7 @@ fn release(k: &mut Kernel, file: usize) {
         }
         next
     };
-    let Some((rid, service)) = next else {
+    let Some((rid, started, service)) = next else {
         set(k, file, |f| f.Busy = 0);
         return;
     };
@@ -120,19 +132,21 @@ fn release(k: &mut Kernel, file: usize) {
         image: None,
         irql: crate::kernel::PASSIVE_LEVEL,
         thread: crate::syscalls::USER_THREAD,
-        run: Box::new(move || run_waiter(file, rid, service)),
+        run: Box::new(move || run_waiter(file, rid, started, service)),
     });
 }
 
 /// Runs a service that waited for the lock of `file`, as the caller's: its request takes the id
 /// its caller was given (a service that fails before any request completes that id with its
-/// status).
-fn run_waiter(file: usize, rid: RequestId, service: Service) {
+/// status), unless that request `started` already, which the service goes on with.
+fn run_waiter(file: usize, rid: RequestId, started: bool, service: Service) {
     crate::syscalls::as_user(move || {
-        kernel::with(|k| k.requests.reserved = Some(rid));
+        if !started {
+            kernel::with(|k| k.requests.reserved = Some(rid));
+        }
         let r = service();
         kernel::with(|k| {
-            if k.requests.reserved == Some(rid) {
+            if !started && k.requests.reserved == Some(rid) {
                 k.requests.reserved = None;
                 k.finish_reserved(rid, r.status);
             }

@@ -489,6 +489,25 @@ pub fn io(req: IoRequest<'_>) -> IoResult {
                 if let Some(status) = refused_before_lock(&req, &u) {
                     return IoResult::failed(status);
                 }
+                // `NtLockFile` and `NtUnlockFile` try fast I/O before they take the lock (WRK
+                // lock.c): a request it serves does not wait; one it declines waits as an IRP.
+                if let Some(args) = lock_args(&req) {
+                    match lock_fast(u.fo as *mut FILE_OBJECT, u.volume, args) {
+                        Ok(served) => return served,
+                        Err(Some(rid)) => {
+                            let irp = waiting_as(false, handle, u, move |own| {
+                                Box::new(move || match handle_of(own) {
+                                    Ok((file, volume, _)) => {
+                                        lock_irp(file, volume, args, Some(rid))
+                                    }
+                                    Err(s) => IoResult::failed(s),
+                                })
+                            });
+                            return crate::folock::queue_started(u.fo, rid, irp);
+                        }
+                        Err(None) => {}
+                    }
+                }
                 return crate::folock::queue(u.fo, u.volume, major, waiting(req, handle, u));
             }
             let r = serve(req);
@@ -508,16 +527,26 @@ fn waiting(
     handle: Handle,
     u: crate::files::UserHandle,
 ) -> crate::folock::Service {
+    let cleanup = matches!(req, IoRequest::Cleanup { .. });
+    waiting_as(cleanup, handle, u, |own| owned(req, own))
+}
+
+/// [`waiting`] for the service `make` gives for the handle of its own (`cleanup`: the handle's
+/// cleanup).
+fn waiting_as(
+    cleanup: bool,
+    handle: Handle,
+    u: crate::files::UserHandle,
+    make: impl FnOnce(Handle) -> crate::folock::Service,
+) -> crate::folock::Service {
     let own = kernel::with(|k| {
         k.file_reference(u.fo);
-        if matches!(req, IoRequest::Cleanup { .. })
-            && let Some(Some(caller)) = k.files.handles.get_mut(handle.0 as usize)
-        {
+        if cleanup && let Some(Some(caller)) = k.files.handles.get_mut(handle.0 as usize) {
             caller.open = false;
         }
         k.add_handle(u.fo, u.volume, u.access)
     });
-    let service = owned(req, own);
+    let service = make(own);
     Box::new(move || {
         let r = service();
         kernel::with(|k| {
@@ -637,12 +666,10 @@ fn owned(req: IoRequest<'_>, h: Handle) -> crate::folock::Service {
         }
         IoRequest::Cleanup { .. } => Box::new(move || cleanup(h)),
         IoRequest::Flush { .. } => Box::new(move || simple(h, mj::FLUSH_BUFFERS)),
-        IoRequest::Lock { handle: _, offset, length, exclusive, fail_immediately } => {
-            Box::new(move || lock(h, mn_lock::LOCK, offset, length, exclusive, fail_immediately))
-        }
-        IoRequest::Unlock { handle: _, offset, length } => {
-            Box::new(move || lock(h, mn_lock::UNLOCK_SINGLE, offset, length, false, false))
-        }
+        IoRequest::Lock { .. } | IoRequest::Unlock { .. } => match lock_args(&req) {
+            Some(args) => Box::new(move || lock(h, args)),
+            None => Box::new(|| IoResult::failed(Status::INVALID_PARAMETER)),
+        },
         // Never queued ([`locked_file`]).
         _ => Box::new(|| IoResult::failed(Status::INVALID_PARAMETER)),
     }
@@ -693,11 +720,11 @@ fn serve(req: IoRequest<'_>) -> IoResult {
         IoRequest::DeviceControl { handle, code, input, output_length } => {
             control(handle, mj::DEVICE_CONTROL, code, input, output_length)
         }
-        IoRequest::Lock { handle, offset, length, exclusive, fail_immediately } => {
-            lock(handle, mn_lock::LOCK, offset, length, exclusive, fail_immediately)
-        }
-        IoRequest::Unlock { handle, offset, length } => {
-            lock(handle, mn_lock::UNLOCK_SINGLE, offset, length, false, false)
+        IoRequest::Lock { handle, .. } | IoRequest::Unlock { handle, .. } => {
+            match lock_args(&req) {
+                Some(args) => lock(handle, args),
+                None => IoResult::failed(Status::INVALID_PARAMETER),
+            }
         }
         IoRequest::Shutdown { volume } => shutdown(volume),
     }
@@ -2576,14 +2603,7 @@ fn lock_refused(granted: u32) -> Option<Status> {
 /// `NtLockFile` / `NtUnlockFile`: the top device's fast-I/O lock routine first (`FastIoLock`,
 /// `FastIoUnlockSingle`; WRK and ReactOS), then, when there is none or it answers FALSE,
 /// `IRP_MJ_LOCK_CONTROL` for the same request.
-fn lock(
-    h: Handle,
-    minor: u8,
-    offset: u64,
-    length: u64,
-    exclusive: bool,
-    fail_immediately: bool,
-) -> IoResult {
+fn lock(h: Handle, args: LockArgs) -> IoResult {
     let (file, volume, granted) = match handle_of(h) {
         Ok(x) => x,
         Err(s) => return IoResult::failed(s),
@@ -2591,7 +2611,48 @@ fn lock(
     if let Some(status) = lock_refused(granted) {
         return IoResult::failed(status);
     }
-    if minor == mn_lock::LOCK {
+    match lock_fast(file, volume, args) {
+        Ok(served) => served,
+        Err(declined) => lock_irp(file, volume, args, declined),
+    }
+}
+
+/// The arguments of `NtLockFile` (`IRP_MN_LOCK`) or `NtUnlockFile` (`IRP_MN_UNLOCK_SINGLE`).
+#[derive(Clone, Copy, Debug)]
+struct LockArgs {
+    minor: u8,
+    offset: u64,
+    length: u64,
+    exclusive: bool,
+    fail_immediately: bool,
+}
+
+/// The arguments of a lock or unlock request.
+fn lock_args(req: &IoRequest<'_>) -> Option<LockArgs> {
+    match *req {
+        IoRequest::Lock { offset, length, exclusive, fail_immediately, .. } => {
+            Some(LockArgs { minor: mn_lock::LOCK, offset, length, exclusive, fail_immediately })
+        }
+        IoRequest::Unlock { offset, length, .. } => Some(LockArgs {
+            minor: mn_lock::UNLOCK_SINGLE,
+            offset,
+            length,
+            exclusive: false,
+            fail_immediately: false,
+        }),
+        _ => None,
+    }
+}
+
+/// The fast-I/O part of `NtLockFile` / `NtUnlockFile`, which WRK's services make before they
+/// take the lock of a synchronous file object (lock.c): the result when the routine served the
+/// request, else the request it started when it answered FALSE (None: no routine).
+fn lock_fast(
+    file: *mut FILE_OBJECT,
+    volume: VolumeId,
+    a: LockArgs,
+) -> Result<IoResult, Option<RequestId>> {
+    if a.minor == mn_lock::LOCK {
         // NtLockFile marks the file object (`LockOperation`): the close of one of several
         // handles then unlocks the caller's ranges (WRK `IopCloseFile`; here each file object
         // has one handle, whose cleanup releases them).
@@ -2601,54 +2662,62 @@ fn lock(
     let target = std::cell::Cell::new(std::ptr::null_mut());
     let lookup = |k: &mut Kernel| {
         target.set(k.related_device(file));
-        fast_lock_routine(k, target.get(), minor)
+        fast_lock_routine(k, target.get(), a.minor)
     };
     let call = |routine, iosb: &mut IO_STATUS_BLOCK| {
-        let (off, len, target) = (offset as i64, length as i64, target.get());
+        let (off, len, target) = (a.offset as i64, a.length as i64, target.get());
         let process = crate::exports::io::SYSTEM_PROCESS;
+        let (fail, exclusive) = (a.fail_immediately, a.exclusive);
         match routine {
             // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.
             FastLock::Lock(f) => unsafe {
-                f(file, &off, &len, process, 0, fail_immediately, exclusive, iosb, target)
+                f(file, &off, &len, process, 0, fail, exclusive, iosb, target)
             },
             // SAFETY: as above.
             FastLock::UnlockSingle(f) => unsafe { f(file, &off, &len, process, 0, iosb, target) },
         }
     };
-    let mut rid = None;
     match try_fast(volume, MajorFunction::LockControl, lookup, call) {
-        Some(Fast::Done(r, status, _)) => {
-            return fast_result(status, 0, r, Vec::new());
-        }
-        Some(Fast::Declined(r)) => rid = Some(r),
-        None => {}
+        Some(Fast::Done(r, status, _)) => Ok(fast_result(status, 0, r, Vec::new())),
+        Some(Fast::Declined(r)) => Err(Some(r)),
+        None => Err(None),
     }
+}
+
+/// The IRP part of `NtLockFile` / `NtUnlockFile`: `IRP_MJ_LOCK_CONTROL`, as the request
+/// `declined` a fast-I/O attempt started, or a request of its own.
+fn lock_irp(
+    file: *mut FILE_OBJECT,
+    volume: VolumeId,
+    a: LockArgs,
+    declined: Option<RequestId>,
+) -> IoResult {
     let len_block = buffer(8);
     // SAFETY: the block holds 8 bytes.
-    unsafe { len_block.ptr().cast::<i64>().write_unaligned(length as i64) };
+    unsafe { len_block.ptr().cast::<i64>().write_unaligned(a.length as i64) };
     // WRK's `NtLockFile` sets no IRP flag and is asynchronous on an asynchronous file object;
     // `NtUnlockFile` is a synchronous API there (`IRP_SYNCHRONOUS_API`, and it waits). Until
     // December 7 both carried `IRP_SYNCHRONOUS_API` on any file object and were waited for.
-    let flags = if minor == mn_lock::LOCK { 0 } else { synchronous_api(file) };
+    let flags = if a.minor == mn_lock::LOCK { 0 } else { synchronous_api(file) };
     let b = kernel::with(|k| {
         let target = k.related_device(file);
-        let b = match rid {
+        let b = match declined {
             // The fast-I/O attempt's request continues as an IRP.
             Some(r) => build_for(k, r, mj::LOCK_CONTROL, target, file, flags, true),
             None => build(k, volume, mj::LOCK_CONTROL, target, file, flags, true),
         };
         let s = first(&b);
-        s.MinorFunction = minor;
-        s.Flags = if fail_immediately { sl::FAIL_IMMEDIATELY } else { 0 }
-            | if exclusive { sl::EXCLUSIVE_LOCK } else { 0 };
+        s.MinorFunction = a.minor;
+        s.Flags = if a.fail_immediately { sl::FAIL_IMMEDIATELY } else { 0 }
+            | if a.exclusive { sl::EXCLUSIVE_LOCK } else { 0 };
         // SAFETY: the member of a lock control.
         let l = unsafe { io_mut::<params::IoLockControl>(&mut s.Parameters) };
         l.Length = len_block.ptr().cast();
-        l.ByteOffset = offset as i64;
+        l.ByteOffset = a.offset as i64;
         l.Key = 0;
         b
     });
-    let sent = if minor == mn_lock::LOCK { send_on(file, b) } else { send(b) };
+    let sent = if a.minor == mn_lock::LOCK { send_on(file, b) } else { send(b) };
     if sent.status == Status::PENDING {
         kernel::with(|k| k.keep_for_request(sent.rid, Box::new(len_block)));
     }

@@ -883,6 +883,56 @@ fn a_transfer_refused_before_the_lock_does_not_wait_for_it() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// WRK's `NtLockFile` and `NtUnlockFile` call the top driver's `FastIoLock` /
+/// `FastIoUnlockSingle` before they take the lock of a synchronous file object (lock.c): on a
+/// handle whose lock a waiting lock request holds, a lock and an unlock the file system serves
+/// through fast I/O answer at once; a lock it declines (one that would have to wait) waits for
+/// the file object as an IRP, under the request its fast-I/O attempt started, and goes down when
+/// the lock is released.
+#[test]
+fn a_lock_served_by_fast_io_does_not_wait_for_the_file_object_lock() {
+    let mut m = common::machine(81);
+    let c = volume(&mut m);
+    let owner = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let h = m.open(c, "data.bin", CreateOptions::open()).unwrap();
+    let lock = |handle, offset, fail_immediately| IoRequest::Lock {
+        handle,
+        offset,
+        length: 4,
+        exclusive: true,
+        fail_immediately,
+    };
+    assert_eq!(m.io(lock(owner, 0, true)).status, Status::SUCCESS);
+    let holder = m.io(lock(h, 0, false));
+    assert_eq!(holder.status, Status::PENDING);
+    assert_eq!(busy_and_waiters(&m, h), (1, 0));
+    let fast = m.io(lock(h, 100, true));
+    assert_eq!((fast.status, fast.fast_io), (Status::SUCCESS, true));
+    let unlock = m.io(IoRequest::Unlock { handle: h, offset: 100, length: 4 });
+    assert_eq!((unlock.status, unlock.fast_io), (Status::SUCCESS, true));
+    assert_eq!(busy_and_waiters(&m, h), (1, 0));
+    // A second conflicting lock: declined by fast I/O, it waits for the file object.
+    let declined = m.io(lock(h, 2, false));
+    assert_eq!(declined.status, Status::PENDING);
+    assert_eq!(busy_and_waiters(&m, h), (1, 1));
+    let unlock = IoRequest::Unlock { handle: owner, offset: 0, length: 4 };
+    assert_eq!(m.io(unlock).status, Status::SUCCESS);
+    assert_eq!(completed(&m, holder.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    // The holder now holds the range: the waiting lock went down and waits for it in turn.
+    assert_eq!(completed(&m, declined.io), None);
+    // Its unlock of that range is served through fast I/O at once, though the file object's
+    // lock is held, and grants the waiting lock.
+    let r = m.io(IoRequest::Unlock { handle: h, offset: 0, length: 4 });
+    assert_eq!((r.status, r.fast_io), (Status::SUCCESS, true));
+    assert_eq!(completed(&m, declined.io).map(|(s, _)| s), Some(Status::SUCCESS));
+    assert_eq!(busy_and_waiters(&m, h), (0, 0));
+    for x in [owner, h] {
+        m.close_handle(x);
+    }
+    m.settle();
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// `IopCloseFile` takes the lock of a synchronous file object before it sends the cleanup: the
 /// close of a handle with a request outstanding on it waits for that request (on Windows,
 /// `CloseHandle` blocks). The handle is gone at once; the caller gets `STATUS_PENDING`; the
