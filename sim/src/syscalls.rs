@@ -1757,13 +1757,26 @@ fn transfer_refused(
         return Some(Status::ACCESS_DENIED);
     }
     // SAFETY: a live file object of an open handle.
-    let unbuffered = unsafe { (*file).Flags } & fo::NO_INTERMEDIATE_BUFFERING != 0;
-    if unbuffered {
+    let flags = unsafe { (*file).Flags };
+    if flags & fo::NO_INTERMEDIATE_BUFFERING != 0 {
         let sector = kernel::with(|k| {
             let d = k.objects.device_id(k.related_device(file));
-            d.map_or(0, |d| u64::from(k.objects.dobj(d).SectorSize))
+            d.map_or(0, |d| k.objects.dobj(d).SectorSize)
         });
-        let offset_unaligned = offset.is_some_and(|o| (o as i64) >= 0 && o % sector.max(1) != 0);
+        // The offset's low part against the sector mask, as WRK tests it: `NtReadFile` any
+        // offset given (FILE_USE_FILE_POINTER_POSITION included), `NtWriteFile` any but
+        // FILE_WRITE_TO_END_OF_FILE and, on a synchronous file object,
+        // FILE_USE_FILE_POINTER_POSITION (until December 7 every negative offset passed).
+        let special = |o: i64| {
+            write
+                && (o == crate::nt::FILE_WRITE_TO_END_OF_FILE
+                    || (o == crate::nt::FILE_USE_FILE_POINTER_POSITION
+                        && flags & fo::SYNCHRONOUS_IO != 0))
+        };
+        let offset_unaligned = offset.is_some_and(|o| {
+            !special(o as i64) && (o as u32) & u32::from(sector).wrapping_sub(1) != 0
+        });
+        let sector = u64::from(sector);
         if sector != 0 && (length as u64 % sector != 0 || offset_unaligned) {
             return Some(Status::INVALID_PARAMETER);
         }

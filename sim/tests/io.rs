@@ -1321,6 +1321,40 @@ fn an_unaligned_transfer_on_an_unbuffered_file_is_refused_before_any_irp() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// WRK's `NtReadFile` tests the low part of any offset its caller gives against the sector
+/// mask on a file opened without intermediate buffering, before it takes the file object's lock:
+/// `FILE_USE_FILE_POINTER_POSITION` (low part 0xFFFFFFFE) is refused there. `NtWriteFile` lets
+/// `FILE_WRITE_TO_END_OF_FILE` through, and `FILE_USE_FILE_POINTER_POSITION` on a synchronous
+/// file object.
+#[test]
+fn an_unbuffered_read_refuses_the_file_pointer_offset_a_write_takes() {
+    const USE_FILE_POINTER: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+    const TO_END_OF_FILE: u64 = u64::MAX;
+    let mut m = machine_with_spy(38);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("f.bin", &[5u8; 1024]));
+    m.boot();
+    let options = CreateOptions::open().options(co::NO_INTERMEDIATE_BUFFERING);
+    let h = m.open(c, "f.bin", options).unwrap();
+    spy(|s| s.seen.clear());
+    let r = m.read(h, Some(USE_FILE_POINTER), 512, IoMode::NonCached);
+    assert_eq!(r.status, Status::INVALID_PARAMETER);
+    assert!(spy(|s| s.seen.is_empty()), "no IRP");
+    let write = |offset| IoRequest::Write {
+        handle: h,
+        offset: Some(offset),
+        data: &[9u8; 512],
+        mode: IoMode::NonCached,
+    };
+    assert_eq!(m.io(write(USE_FILE_POINTER)).status, Status::SUCCESS);
+    assert_eq!(m.io(write(TO_END_OF_FILE)).status, Status::SUCCESS);
+    let mut expected = vec![9u8; 512];
+    expected.extend([5u8; 512]);
+    expected.extend([9u8; 512]);
+    assert_eq!(m.file_contents(c, "f.bin").unwrap(), expected);
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
 /// `NtUnlockFile` builds `IRP_MN_UNLOCK_SINGLE` with no stack-location flags: `SL_FAIL_IMMEDIATELY`
 /// and `SL_EXCLUSIVE_LOCK` are `NtLockFile`'s, set from its `FailImmediately` and `ExclusiveLock`
 /// arguments (the Windows Research Kernel), and an unlock has neither.
