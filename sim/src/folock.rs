@@ -144,11 +144,19 @@ fn run_waiter(file: usize, rid: RequestId, started: bool, service: Service) {
         if !started {
             kernel::with(|k| k.requests.reserved = Some(rid));
         }
-        let r = service();
+        let mut r = service();
         kernel::with(|k| {
             if !started && k.requests.reserved == Some(rid) {
                 k.requests.reserved = None;
                 k.finish_reserved(rid, r.status);
+            }
+            // Its caller, given STATUS_PENDING, finds what a caller who waited would have got
+            // (unless its request is still outstanding: then at its completion).
+            if r.status != Status::PENDING {
+                let (status, information) = k.requests.result(rid).unwrap_or((r.status, 0));
+                let (iosb, data) = (r.iosb, std::mem::take(&mut r.data));
+                let found = crate::requests::OverlappedResult { status, information, iosb, data };
+                k.requests.set_overlapped(rid, found);
             }
         });
         done(file, &r);

@@ -257,6 +257,27 @@ impl Kernel {
         irp
     }
 
+    /// Gives the caller of user request `rid`, which its service returned `STATUS_PENDING` for,
+    /// what `read` takes from the caller's buffers once the request completes, given its final
+    /// status and information ([`crate::requests::OverlappedResult::data`]): at once when it
+    /// completed already, else at its completion (the request's [`CallerView`]; the buffers
+    /// `read` owns are freed with the IRP, as [`Kernel::keep_for_request`]'s are).
+    pub(crate) fn overlapped_read(&mut self, rid: RequestId, read: OverlappedRead) {
+        if let Some(o) = self.requests.overlapped_mut(rid) {
+            o.data = read(o.status, o.information);
+            return;
+        }
+        let view = self
+            .irps
+            .map
+            .values_mut()
+            .find(|i| i.finish == Finish::Request(rid) && i.state == IrpState::Active)
+            .and_then(|i| i.kept.iter_mut().rev().find_map(|b| b.downcast_mut::<CallerView>()));
+        if let Some(view) = view {
+            view.read = Some(read);
+        }
+    }
+
     /// Ties `item` (a buffer the caller passed, a pattern) to the user request `rid`, outstanding
     /// when its system service returned: it is freed with the request's IRP, once the request
     /// completes (or with the machine), where it was leaked before.
@@ -344,6 +365,9 @@ impl Kernel {
                 }
             }
         }
+        if let Finish::Request(rid) = info.finish {
+            self.caller_finds(rid, i, &mut info.kept);
+        }
         let mut m = i.MdlAddress;
         while !m.is_null() {
             // SAFETY: an MDL of the IRP's chain.
@@ -353,6 +377,24 @@ impl Kernel {
         }
         i.MdlAddress = std::ptr::null_mut();
         self.release_irp(irp, info);
+    }
+
+    /// Records what the caller of user request `rid` finds ([`crate::requests::OverlappedResult`])
+    /// when its IRP `i` completes, if its service returned before ([`CallerView`]): after the
+    /// system buffer was copied back.
+    fn caller_finds(&mut self, rid: RequestId, i: &IRP, kept: &mut Vec<Box<dyn std::any::Any>>) {
+        let Some(at) = kept.iter().rposition(|b| b.is::<CallerView>()) else { return };
+        let Ok(view) = kept.swap_remove(at).downcast::<CallerView>() else { return };
+        // SAFETY: reading the status member.
+        let status = Status(unsafe { i.IoStatus.Anonymous.Status });
+        let information = i.IoStatus.Information;
+        let data = view.read.map(|read| read(status, information)).unwrap_or_default();
+        // IopCompleteRequest leaves the caller's status block alone for an error of a
+        // synchronous request.
+        let written = !(status.is_error() && view.synchronous);
+        let iosb = written.then_some(crate::syscalls::IoStatusBlock { status, information });
+        let result = crate::requests::OverlappedResult { status, information, iosb, data };
+        self.requests.set_overlapped(rid, result);
     }
 
     /// The end of `IoFreeIrp` once the IRP left the table: what completion saw of it is kept
@@ -1075,6 +1117,21 @@ pub unsafe extern "system" fn ex_trampoline(
     // A body no other function has: the simulator recognizes this routine by its address, so
     // the optimizer must not merge it with another routine that also just returns success.
     std::hint::black_box(EX_TRAMPOLINE_MARK)
+}
+
+/// How the caller's output is read from its buffers once a request completes, given the final
+/// status and information ([`Kernel::overlapped_read`]).
+pub(crate) type OverlappedRead = Box<dyn FnOnce(Status, usize) -> Vec<u8>>;
+
+/// Kept with a user request whose service returned `STATUS_PENDING` (its caller did not wait,
+/// or stopped waiting): what the caller will find once it completes
+/// ([`crate::requests::OverlappedResult`]).
+pub(crate) struct CallerView {
+    /// A synchronous request (`FO_SYNCHRONOUS_IO`, `IRP_SYNCHRONOUS_API`), whose error
+    /// `IopCompleteRequest` does not write to the caller's status block.
+    pub synchronous: bool,
+    /// How the caller's output is read, once a service that has one said so.
+    pub read: Option<OverlappedRead>,
 }
 
 /// What [`ex_trampoline`] returns (it is never called).

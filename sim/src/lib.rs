@@ -63,5 +63,6 @@ pub use machine::{Machine, MachineConfig};
 pub use name::Name;
 pub use rawirp::{RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp};
 pub use registry::RegValue;
+pub use requests::OverlappedResult;
 pub use syscalls::{CreateOptions, IoMode, IoRequest, IoResult, IoStatusBlock, PageWriter};
 pub use volumes::{FsKind, MountWhen, VolumeError, VolumeSpec};

@@ -5,11 +5,12 @@ use std::marker::PhantomData;
 
 use fsfilter::Status;
 
-use crate::events::{Event, Rule};
+use crate::events::{Event, RequestRef, Rule};
 use crate::files::Handle;
-use crate::ids::VolumeId;
+use crate::ids::{RequestId, VolumeId};
 use crate::kernel::{self, Kernel};
 use crate::loader::{ServiceSpec, StartType, StopResult};
+use crate::requests::OverlappedResult;
 use crate::syscalls::{CreateOptions, IoMode, IoRequest, IoResult, PageWriter};
 use crate::volumes::{MountWhen, VolumeError, VolumeSpec};
 
@@ -317,6 +318,16 @@ impl Machine {
     /// Sets the scenario step that following events belong to.
     pub fn set_step(&mut self, step: Option<u32>) {
         kernel::with(|k| k.step = step);
+    }
+
+    /// What the caller of request `io` finds once it completed, when the call that made it
+    /// returned `STATUS_PENDING` (an overlapped handle; a request nothing completed while its
+    /// caller waited; a service that waited for its file object's lock), as
+    /// `GetOverlappedResult` would read it: the final status, the caller's I/O status block and
+    /// the data in its buffer. `None` while the request is outstanding, and for a call that
+    /// returned its result itself (docs/simulator.md, "Asynchronous I/O").
+    pub fn overlapped_result(&self, io: RequestRef) -> Option<OverlappedResult> {
+        self.kernel(|k| k.requests.overlapped(RequestId(io.0)).cloned())
     }
 
     /// A copy of the event log.

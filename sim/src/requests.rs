@@ -6,6 +6,7 @@ use fsfilter::{MajorFunction, Status};
 use crate::events::{EventKind, RequestRef};
 use crate::ids::{RequestId, VolumeId};
 use crate::kernel::Kernel;
+use crate::syscalls::IoStatusBlock;
 
 /// One request.
 #[derive(Clone, Debug)]
@@ -16,6 +17,27 @@ pub struct Request {
     pub major: MajorFunction,
     /// The final status and information, once complete.
     pub result: Option<(Status, usize)>,
+    /// What its caller finds once it completed, when the call returned before that.
+    pub overlapped: Option<Box<OverlappedResult>>,
+}
+
+/// What the caller of a request finds once the request completed, when the call that made it
+/// returned before (`STATUS_PENDING`: a request on an overlapped handle, one nothing completed
+/// while its caller waited, a service that waited for its file object's lock), as
+/// `GetOverlappedResult` reads it: the final status and information, the caller's I/O status
+/// block as `IopCompleteRequest` wrote it (WRK: not for an error of a synchronous request), and
+/// what the caller's buffer holds (read data, an information or control request's output, the
+/// system buffer copied back for a buffered one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverlappedResult {
+    /// The request's final `IoStatus.Status`.
+    pub status: Status,
+    /// Its `IoStatus.Information`.
+    pub information: usize,
+    /// The caller's status block, if the I/O manager wrote it.
+    pub iosb: Option<IoStatusBlock>,
+    /// The caller's output: as many bytes as the request returned.
+    pub data: Vec<u8>,
 }
 
 /// The request table.
@@ -45,6 +67,25 @@ impl Requests {
         self.get(id).and_then(|r| r.result)
     }
 
+    /// What the caller of request `id` finds once it completed, when its call returned before
+    /// ([`OverlappedResult`]); `None` while it is outstanding, and for a request its caller
+    /// waited for (the call's own result said it all).
+    pub fn overlapped(&self, id: RequestId) -> Option<&OverlappedResult> {
+        self.get(id).and_then(|r| r.overlapped.as_deref())
+    }
+
+    /// Records what the caller of request `id` finds ([`OverlappedResult`]).
+    pub(crate) fn set_overlapped(&mut self, id: RequestId, result: OverlappedResult) {
+        if let Some(r) = self.get_mut(id) {
+            r.overlapped = Some(Box::new(result));
+        }
+    }
+
+    /// The caller's view of request `id` once recorded, to fill its data.
+    pub(crate) fn overlapped_mut(&mut self, id: RequestId) -> Option<&mut OverlappedResult> {
+        self.get_mut(id).and_then(|r| r.overlapped.as_deref_mut())
+    }
+
     /// The requests still in the table, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Request> {
         self.list.iter()
@@ -59,7 +100,7 @@ impl Requests {
     /// start: its id is the caller's now, and the request starts when the service runs.
     pub(crate) fn reserve(&mut self, volume: VolumeId, major: MajorFunction) -> RequestId {
         let id = RequestId(self.count());
-        self.list.push_back(Request { volume, major, result: None });
+        self.list.push_back(Request { volume, major, result: None, overlapped: None });
         id
     }
 
@@ -90,7 +131,12 @@ impl Kernel {
             }
             None => {
                 let id = RequestId(self.requests.count());
-                self.requests.list.push_back(Request { volume, major, result: None });
+                self.requests.list.push_back(Request {
+                    volume,
+                    major,
+                    result: None,
+                    overlapped: None,
+                });
                 id
             }
         };
@@ -136,6 +182,7 @@ mod tests {
                 volume: VolumeId(0),
                 major: MajorFunction::Read,
                 result: None,
+                overlapped: None,
             });
             assert_eq!(r.get(RequestId(id)).map(|q| q.major), Some(MajorFunction::Read));
         }

@@ -26,6 +26,7 @@ use crate::nt::{
     access, create_options, disposition, fo, irp_flags, method, mj, mn_dir, mn_fsctl, mn_lock,
     share, sl,
 };
+use crate::requests::OverlappedResult;
 use crate::volumes::MediaKind;
 
 /// How a read or write reaches the file system (scenario.md `mode`).
@@ -856,6 +857,7 @@ fn send_and(b: Built, wait: bool) -> Sent {
     let file = unsafe { header.Tail.Overlay.OriginalFileObject };
     // SAFETY: the live file object of the request.
     let synchronous_fo = !file.is_null() && unsafe { (*file).Flags } & fo::SYNCHRONOUS_IO != 0;
+    let synchronous = synchronous_fo || header.Flags & irp_flags::SYNCHRONOUS_API != 0;
     let returned = crate::irp::call_driver(target, irp);
     let pended = returned == crate::irpx::STATUS_PENDING;
     if wait {
@@ -883,21 +885,23 @@ fn send_and(b: Built, wait: bool) -> Sent {
         // The caller who does not wait gets what the dispatch routine returned (WRK
         // `IopSynchronousServiceTail`): STATUS_PENDING, even when the request completed before
         // the routine returned (its buffers are no longer needed); the completion wrote its
-        // status block, error or not, a pended request on an asynchronous file object.
-        Some((status, information)) => Sent {
-            status: Status::PENDING,
-            information: 0,
-            rid,
-            keep: Vec::new(),
-            returned: Status::PENDING,
-            iosb: block(status, information),
-        },
+        // status block, error or not, a pended request on an asynchronous file object. Its
+        // caller finds the same once it looks ([`OverlappedResult`]).
+        Some((status, information)) => {
+            let returned = Status::PENDING;
+            let iosb = block(status, information);
+            let found = OverlappedResult { status, information, iosb, data: Vec::new() };
+            kernel::with(|k| k.requests.set_overlapped(rid, found));
+            Sent { status: Status::PENDING, information: 0, rid, keep: Vec::new(), returned, iosb }
+        }
         None => {
             // Still pending (a driver holds it): its buffers must outlive it, and its file
-            // object too.
+            // object too; what its caller finds is recorded when it completes.
             kernel::with(|k| {
                 k.hold_file_while_pending(irp);
                 k.keep_for_request(rid, Box::new(keep));
+                let view = crate::irp::CallerView { synchronous, read: None };
+                k.keep_for_request(rid, Box::new(view));
             });
             Sent {
                 status: Status::PENDING,
@@ -909,6 +913,12 @@ fn send_and(b: Built, wait: bool) -> Sent {
             }
         }
     }
+}
+
+/// Gives the caller of request `rid`, which its service returned `STATUS_PENDING` for, what
+/// `read` takes from its buffers once the request completes ([`OverlappedResult::data`]).
+fn overlapped_read(rid: RequestId, read: impl FnOnce(Status, usize) -> Vec<u8> + 'static) {
+    kernel::with(|k| k.overlapped_read(rid, Box::new(read)));
 }
 
 /// The result of a system service whose request was [`Sent`], with `data` for its caller.
@@ -1723,7 +1733,8 @@ fn transfer(
     let sent = if asynchronous { send_no_wait(b) } else { send(b) };
     let (status, n, rid) = (sent.status, sent.information, sent.rid);
     if status == Status::PENDING {
-        kernel::with(|k| k.keep_for_request(rid, Box::new(buf)));
+        // The buffer outlives the request; what it holds then is the caller's to read.
+        overlapped_read(rid, move |_, n| buf.into_data(n.min(length)));
         return sent_result(&sent, Vec::new());
     }
     // Completed: stage two freed the IRP's MDL with the IRP (until December 7 it was freed
@@ -2101,18 +2112,20 @@ fn buffered_info(
     });
     let sent = send(b);
     let (status, n, rid) = (sent.status, sent.information, sent.rid);
-    if status == Status::PENDING {
-        kernel::with(|k| k.keep_for_request(rid, Box::new(sysbuf)));
-        return sent_result(&sent, Vec::new());
-    }
     // Completion copies the system buffer back unless the status is an error or asks for a
     // verify (WRK `IopCompleteRequest`).
-    let data = if major == mj::SET_INFORMATION || !crate::irp::copies_system_buffer(status) {
-        Vec::new()
-    } else {
-        read_block(&sysbuf, n)
+    let output = move |status, n| {
+        if major == mj::SET_INFORMATION || !crate::irp::copies_system_buffer(status) {
+            Vec::new()
+        } else {
+            read_block(&sysbuf, n)
+        }
     };
-    sent_result(&sent, data)
+    if status == Status::PENDING {
+        overlapped_read(rid, output);
+        return sent_result(&sent, Vec::new());
+    }
+    sent_result(&sent, output(status, n))
 }
 
 /// A driver's fast-I/O query routine: `FastIoQueryBasicInfo` or `FastIoQueryStandardInfo`.
@@ -2337,12 +2350,14 @@ fn directory_request(
     });
     let sent = send_on(file, b);
     let (status, n, rid) = (sent.status, sent.information, sent.rid);
+    let output = move |status: Status, n| {
+        if status.is_error() { Vec::new() } else { read_block(&out, n) }
+    };
     if status == Status::PENDING {
-        kernel::with(|k| k.keep_for_request(rid, Box::new(out)));
+        overlapped_read(rid, output);
         return sent_result(&sent, Vec::new());
     }
-    let data = if status.is_error() { Vec::new() } else { read_block(&out, n) };
-    sent_result(&sent, data)
+    sent_result(&sent, output(status, n))
 }
 
 /// The smallest buffer `NtQueryDirectoryFile` takes from a user-mode caller for a directory
@@ -2536,25 +2551,24 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
     });
     let sent = send_on(file, b);
     let (status, n, rid) = (sent.status, sent.information, sent.rid);
+    // Completed, its MDL went with the IRP (stage two), as for a transfer. A buffered request's
+    // output is what completion copied back from the system buffer: nothing when the status
+    // asks for a verify either (WRK `IopCompleteRequest`).
+    let output = move |status: Status, n: usize| {
+        let copied = m != method::BUFFERED || crate::irp::copies_system_buffer(status);
+        if status.is_error() || !copied {
+            Vec::new()
+        } else if m == method::BUFFERED {
+            read_block(&sysbuf, n.min(out_len))
+        } else {
+            read_block(&out, n.min(out_len))
+        }
+    };
     if status == Status::PENDING {
-        kernel::with(|k| {
-            k.keep_for_request(rid, Box::new(sysbuf));
-            k.keep_for_request(rid, Box::new(out));
-        });
+        overlapped_read(rid, output);
         return sent_result(&sent, Vec::new());
     }
-    // Completed: its MDL went with the IRP (stage two), as for a transfer.
-    // A buffered request's output is what completion copied back from the system buffer:
-    // nothing when the status asks for a verify either (WRK `IopCompleteRequest`).
-    let copied = m != method::BUFFERED || crate::irp::copies_system_buffer(status);
-    let data = if status.is_error() || !copied {
-        Vec::new()
-    } else if m == method::BUFFERED {
-        read_block(&sysbuf, n.min(out_len))
-    } else {
-        read_block(&out, n.min(out_len))
-    };
-    sent_result(&sent, data)
+    sent_result(&sent, output(status, n))
 }
 
 /// A driver's fast-I/O lock routine: `FastIoLock` for `NtLockFile`, `FastIoUnlockSingle` for
