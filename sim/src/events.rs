@@ -83,6 +83,12 @@ pub enum Rule {
     ContextLeaked,
     /// A data-scan section was still open when its filter unloaded.
     SectionLeaked,
+    /// A file name information (`FltGetFileNameInformation`) was still referenced when its
+    /// filter unloaded.
+    FileNameLeaked,
+    /// `FltReleaseFileNameInformation` (or a reference or parse) of a name information released
+    /// already.
+    FileNameReleasedTwice,
     /// `FltCreateSectionForDataScan` / `FsRtlCreateSectionForDataScan` asked for a section
     /// handle without `OBJ_KERNEL_HANDLE` in its `ObjectAttributes` (or with none): the handle is
     /// then a user handle of whatever process the caller runs in (facts.md §6), which that process
@@ -183,6 +189,8 @@ impl Rule {
             Rule::CompleteWithPending => "COMPLETE_WITH_STATUS_PENDING",
             Rule::ContextLeaked => "CONTEXT_LEAKED_AT_UNLOAD",
             Rule::SectionLeaked => "SECTION_LEAKED_AT_UNLOAD",
+            Rule::FileNameLeaked => "FILE_NAME_LEAKED_AT_UNLOAD",
+            Rule::FileNameReleasedTwice => "FILE_NAME_RELEASED_TWICE",
             Rule::SectionHandleNotKernel => "SECTION_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE",
             Rule::KeyHandleNotKernel => "KEY_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE",
             Rule::CallbackAfterUnload => "CALLBACK_AFTER_UNLOAD",

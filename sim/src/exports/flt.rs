@@ -7,9 +7,10 @@ use std::ffi::c_void;
 use fsfilter::Status;
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT, IRP, KEVENT};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_PREOP_CALLBACK_STATUS, FLT_REGISTRATION,
-    FLT_RELATED_OBJECTS, FLT_VOLUME_PROPERTIES, PFLT_FILTER, PFLT_GENERIC_WORKITEM,
-    PFLT_GENERIC_WORKITEM_ROUTINE, PFLT_INSTANCE, PFLT_POST_OPERATION_CALLBACK, PFLT_VOLUME,
+    FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_POSTOP_CALLBACK_STATUS,
+    FLT_PREOP_CALLBACK_STATUS, FLT_REGISTRATION, FLT_RELATED_OBJECTS, FLT_VOLUME_PROPERTIES,
+    PFLT_FILTER, PFLT_GENERIC_WORKITEM, PFLT_GENERIC_WORKITEM_ROUTINE, PFLT_INSTANCE,
+    PFLT_POST_OPERATION_CALLBACK, PFLT_VOLUME,
 };
 use windows_sys::Wdk::System::SystemServices::WORK_QUEUE_TYPE;
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
@@ -614,5 +615,62 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCancelFileOpen 
             file_request(lower, fo, crate::nt::mj::CLEANUP);
             file_request(lower, fo, crate::nt::mj::CLOSE);
         });
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFileNameInformation =>
+    /// `FltGetFileNameInformation`: the opened or normalized name of the operation's file, in a
+    /// referenced structure the Filter Manager owns (docs/simulator.md, "File names").
+    fn FltGetFileNameInformation(callbackdata: *const FLT_CALLBACK_DATA, nameoptions: u32, filenameinformation: *mut *mut FLT_FILE_NAME_INFORMATION) -> NTSTATUS {
+        // The reference page: STATUS_INVALID_PARAMETER for a NULL out parameter.
+        if filenameinformation.is_null() {
+            return Status::INVALID_PARAMETER.0;
+        }
+        match crate::fltmgr::names::get(callbackdata, nameoptions) {
+            Ok(info) => {
+                // SAFETY: the caller's out parameter.
+                unsafe { *filenameinformation = info };
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltGetFileNameInformationUnsafe =>
+    /// `FltGetFileNameInformationUnsafe`: the name of an open file outside an operation.
+    fn FltGetFileNameInformationUnsafe(fileobject: *const FILE_OBJECT, instance: PFLT_INSTANCE, nameoptions: u32, filenameinformation: *mut *mut FLT_FILE_NAME_INFORMATION) -> NTSTATUS {
+        if filenameinformation.is_null() {
+            return Status::INVALID_PARAMETER.0;
+        }
+        match crate::fltmgr::names::get_unsafe(fileobject, instance, nameoptions) {
+            Ok(info) => {
+                // SAFETY: the caller's out parameter.
+                unsafe { *filenameinformation = info };
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltParseFileNameInformation =>
+    /// `FltParseFileNameInformation`.
+    fn FltParseFileNameInformation(filenameinformation: *mut FLT_FILE_NAME_INFORMATION) -> NTSTATUS {
+        crate::fltmgr::names::parse(filenameinformation).0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReferenceFileNameInformation =>
+    /// `FltReferenceFileNameInformation`.
+    fn FltReferenceFileNameInformation(filenameinformation: *const FLT_FILE_NAME_INFORMATION) {
+        crate::fltmgr::names::reference(filenameinformation);
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReleaseFileNameInformation =>
+    /// `FltReleaseFileNameInformation`.
+    fn FltReleaseFileNameInformation(filenameinformation: *const FLT_FILE_NAME_INFORMATION) {
+        crate::fltmgr::names::release(filenameinformation);
     }
 }

@@ -21,6 +21,7 @@ pub mod frames;
 pub mod fsfiltercb;
 pub mod instances;
 pub mod manage;
+pub mod names;
 pub mod ops;
 pub mod params;
 pub mod post;
@@ -472,6 +473,8 @@ pub struct FltMgr {
     pub ops: dispatch::Ops,
     /// Data-scan sections.
     pub sections: datascan::FltSections,
+    /// File name informations handed out.
+    pub names: names::Names,
     /// Generic work items by handle.
     pub work_items: FastMap<usize, WorkItemRec>,
     /// Object handles to objects. Private and insert-only: `handle_memo` relies on entries never

@@ -500,6 +500,7 @@ pub fn unregister(handle: isize) {
         // filter's.
         let cleanups = super::datascan::close_leaked(k, f);
         super::contexts::report_leaks(k, f);
+        super::names::report_leaks(k, f);
         cleanups
     });
     // The filter's code is still there: FltUnregisterFilter has not returned.
