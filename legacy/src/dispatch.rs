@@ -900,7 +900,7 @@ unsafe fn forward_synchronized<F: Filter>(
 /// Keeps the IRP for the dispatch routine that sent it, and wakes that routine when the lower
 /// driver pended the IRP (it waits only then: completed inside `IoCallDriver`, the IRP is back
 /// before the routine could wait).
-unsafe extern "system" fn signal_if_pended(
+pub(crate) unsafe extern "system" fn signal_if_pended(
     _device: *mut DEVICE_OBJECT,
     irp: *mut IRP,
     context: *mut c_void,

@@ -180,7 +180,7 @@ unsafe fn run_pre<F: Filter>(d: &FS_FILTER_CALLBACK_DATA) -> (Status, *mut c_voi
     let source = FsFilterHeader(d);
     // Built only if filter logic or a skip flag asks.
     let header = LazyHeader::on_demand(&source, major, id);
-    let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
+    let services = OpServices::<F>::fs_filter(state, device, file, instance.data_scan);
     let kind = OperationKind::FsFilter;
     let context = match pre_half(state, ext, &instance, &header, &services, kind) {
         Pre::Complete(io) => {
@@ -251,7 +251,7 @@ unsafe fn run_post<F: Filter>(
     let file = d.FileObject;
     let source = FsFilterHeader(d);
     let header = LazyHeader::on_demand(&source, major, file as usize);
-    let services = OpServices::<F>::fast_io(state, device, file, instance.data_scan);
+    let services = OpServices::<F>::fs_filter(state, device, file, instance.data_scan);
     let result = IoStatus::new(status);
     post_half(state, &instance, &header, &services, result, context, OperationKind::FsFilter);
 }

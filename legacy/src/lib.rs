@@ -20,6 +20,7 @@ mod dispatch;
 mod entry;
 mod fastio;
 mod fsfilt;
+mod names;
 mod raw;
 mod services;
 mod state;

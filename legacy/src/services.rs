@@ -5,7 +5,8 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    DataScanMode, Error, Filter, InstanceId, Irql, ScanSection, SectionId, Services, Status,
+    DataScanMode, Error, FileNameInformation, Filter, InstanceId, Irql, NameKind, ScanSection,
+    SectionId, Services, Status,
 };
 use fsfilter_kernel::datascan::{
     self, OpenSection, SectionSource, SectionState, SectionTable, TableSections,
@@ -14,6 +15,7 @@ use fsfilter_kernel::{irql, trace};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP};
 use windows_sys::Wdk::System::SystemServices::IoCancelFileOpen;
 
+use crate::names::Stage;
 use crate::state::DriverState;
 
 /// The legacy backend's section source.
@@ -41,7 +43,8 @@ pub(crate) struct OpServices<'a, F: Filter> {
     /// reads from its stack location when a service needs it (few do: not on every callback).
     fast_io_file: *mut FILE_OBJECT,
     data_scan: DataScanMode,
-    post_create: bool,
+    /// Where the callback runs (a create's post callback may cancel the open).
+    stage: Stage,
 }
 
 impl<'a, F: Filter> OpServices<'a, F> {
@@ -53,7 +56,7 @@ impl<'a, F: Filter> OpServices<'a, F> {
         data_scan: DataScanMode,
     ) -> Self {
         let fast_io_file = core::ptr::null_mut();
-        OpServices { state, device, operation: irp, fast_io_file, data_scan, post_create: false }
+        OpServices { state, device, operation: irp, fast_io_file, data_scan, stage: Stage::Pre }
     }
 
     /// The operation's file object: a fast-I/O operation's, or the one at the IRP's current
@@ -75,7 +78,8 @@ impl<'a, F: Filter> OpServices<'a, F> {
         data_scan: DataScanMode,
         create: bool,
     ) -> Self {
-        OpServices { post_create: create, ..OpServices::new(state, device, irp, data_scan) }
+        let stage = if create { Stage::PostCreate } else { Stage::Post };
+        OpServices { stage, ..OpServices::new(state, device, irp, data_scan) }
     }
 
     /// Services for a fast-I/O operation on `file`.
@@ -91,8 +95,33 @@ impl<'a, F: Filter> OpServices<'a, F> {
             operation: file as usize,
             fast_io_file: file.cast_mut(),
             data_scan,
-            post_create: false,
+            stage: Stage::FastIo,
         }
+    }
+
+    /// Services for an FsFilter callback on `file`.
+    pub(crate) fn fs_filter(
+        state: &'a DriverState<F>,
+        device: *const DEVICE_OBJECT,
+        file: *const FILE_OBJECT,
+        data_scan: DataScanMode,
+    ) -> Self {
+        OpServices { stage: Stage::FsFilter, ..OpServices::fast_io(state, device, file, data_scan) }
+    }
+
+    fn name(&self, kind: NameKind) -> Result<FileNameInformation, Error> {
+        // SAFETY: our device.
+        let Some(ext) = (unsafe { self.state.ext(self.device) }) else {
+            return Err(Error::INVALID_PARAMETER);
+        };
+        let irp = if self.fast_io_file.is_null() {
+            self.operation as *mut IRP
+        } else {
+            core::ptr::null_mut()
+        };
+        let query =
+            crate::names::Query { file: self.file(), irp, stage: self.stage, lower: ext.lower };
+        crate::names::get(&query, kind)
     }
 
     fn create(&self) -> Result<ScanSection, Error> {
@@ -156,12 +185,24 @@ impl<F: Filter> Services for OpServices<'_, F> {
         fsfilter_kernel::timer::sleep(ms)
     }
 
+    fn file_name(&self, kind: NameKind) -> Result<FileNameInformation, Error> {
+        if !fsfilter::queries_names::<F>() {
+            // No name code in a filter that does not declare name queries (rule 22).
+            return Err(Error::NOT_SUPPORTED);
+        }
+        self.name(kind)
+    }
+
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
         if irql::current() != Irql::PASSIVE {
             return Err(Error::INVALID_DEVICE_STATE);
         }
         let file = self.file();
-        if !self.post_create || self.operation == 0 || file.is_null() || status.is_success() {
+        if self.stage != Stage::PostCreate
+            || self.operation == 0
+            || file.is_null()
+            || status.is_success()
+        {
             return Err(Error::INVALID_PARAMETER);
         }
         let irp = self.operation as *mut IRP;

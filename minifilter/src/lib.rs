@@ -13,6 +13,7 @@
 
 mod callbacks;
 pub mod entry;
+mod names;
 mod services;
 mod state;
 pub mod tables;

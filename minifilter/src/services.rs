@@ -6,8 +6,8 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    DataScanMode, Error, Filter, InstanceId, IoStatus, Irql, MajorFunction, ScanSection, SectionId,
-    Services, Status,
+    DataScanMode, Error, FileNameInformation, Filter, InstanceId, IoStatus, Irql, MajorFunction,
+    NameKind, ScanSection, SectionId, Services, Status,
 };
 use fsfilter_kernel::context::decode;
 use fsfilter_kernel::datascan::{self, OpenSection, SectionOrigin, SectionState};
@@ -292,6 +292,15 @@ impl<F: Filter> Services for OpServices<'_, F> {
 
     fn wait(&self, ms: u32) -> Result<(), Error> {
         fsfilter_kernel::timer::sleep(ms)
+    }
+
+    fn file_name(&self, kind: NameKind) -> Result<FileNameInformation, Error> {
+        if !fsfilter::queries_names::<F>() {
+            // No name code in a filter that does not declare name queries (rule 22).
+            return Err(Error::NOT_SUPPORTED);
+        }
+        // SAFETY: `data` is null or the running callback's valid data.
+        unsafe { crate::names::get(self.data, kind) }
     }
 
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {

@@ -1073,3 +1073,45 @@ fn unregistering_a_file_system_twice_is_a_bugcheck() {
     let rules: Vec<_> = m.findings().into_iter().map(|f| (f.0, f.1)).collect();
     assert_eq!(rules, [(Rule::Bugcheck, Some("Twice".into()))]);
 }
+
+#[test]
+fn ob_query_name_string_names_a_device_and_says_how_much_room_it_needs() {
+    // ObQueryNameString's reference page: the name after the OBJECT_NAME_INFORMATION,
+    // NUL-terminated (MaximumLength counts the NUL, Length does not); a zero or short Length is
+    // STATUS_INFO_LENGTH_MISMATCH with the size needed in ReturnLength; an unnamed object gets
+    // a NULL Buffer and zero lengths. The legacy backend names volumes this way (rule 22).
+    use windows_sys::Wdk::Foundation::OBJECT_NAME_INFORMATION;
+    use windows_sys::Wdk::Storage::FileSystem::ObQueryNameString;
+    let mut m = machine(31);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs));
+    m.boot();
+    let (storage, vdo) = m.kernel(|k| {
+        let v = k.volume(c);
+        (k.objects.device(v.storage.unwrap()).ptr, k.objects.device(v.vdo.unwrap()).ptr)
+    });
+    let header = std::mem::size_of::<OBJECT_NAME_INFORMATION>();
+    let name = r"\Device\HarddiskVolume1";
+    let needed = header + (name.len() + 1) * 2;
+    let mut got = 0u32;
+    // SAFETY: a live device, no buffer.
+    let s = unsafe { ObQueryNameString(storage.cast(), null_mut(), 0, &mut got) };
+    assert_eq!((Status(s), got as usize), (Status::INFO_LENGTH_MISMATCH, needed));
+    let mut buf = vec![0u64; 64];
+    let info = buf.as_mut_ptr().cast::<OBJECT_NAME_INFORMATION>();
+    // SAFETY: a live device, a buffer one byte short.
+    let s = unsafe { ObQueryNameString(storage.cast(), info, needed as u32 - 1, &mut got) };
+    assert_eq!(Status(s), Status::INFO_LENGTH_MISMATCH);
+    // SAFETY: a live device, a large enough buffer.
+    let s = unsafe { ObQueryNameString(storage.cast(), info, 512, &mut got) };
+    assert_eq!((Status(s), got as usize), (Status::SUCCESS, needed));
+    // SAFETY: the name just written into our buffer.
+    let (text, max) =
+        unsafe { (fsfilter_sim::mem::read_unicode(&(*info).Name), (*info).Name.MaximumLength) };
+    assert_eq!((text.as_str(), usize::from(max)), (name, name.len() * 2 + 2));
+    // The file system's volume device has no name.
+    // SAFETY: a live device, a large enough buffer.
+    let s = unsafe { ObQueryNameString(vdo.cast(), info, 512, &mut got) };
+    assert_eq!((Status(s), got as usize), (Status::SUCCESS, header));
+    // SAFETY: as above.
+    assert!(unsafe { (*info).Name.Buffer }.is_null());
+}

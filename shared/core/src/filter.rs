@@ -207,6 +207,12 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// [`Registration::validated`]).
     const REGISTRATION: Registration;
 
+    /// Whether the filter asks for file names (`Services::file_name`, rule 22), declared beside
+    /// its registration. A filter that leaves it `false` carries none of the name code, and its
+    /// `file_name` answers `STATUS_NOT_SUPPORTED` (docs/decisions/0007: a field of
+    /// [`Registration`] would have perturbed every driver's `DriverEntry`).
+    const NAME_QUERIES: bool = false;
+
     /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
     type InstanceContext: Send + Sync + 'static;
 
@@ -440,6 +446,13 @@ fn check_run_time(
 /// data-scan path, so a filter that never scans carries none of that code.
 pub const fn scans_data<F: Filter>() -> bool {
     F::REGISTRATION.scans_data()
+}
+
+/// Whether filter type `F` asks for file names ([`Filter::NAME_QUERIES`]): the backends test
+/// this constant first in `Services::file_name`, so a filter that never asks carries none of
+/// that code.
+pub const fn queries_names<F: Filter>() -> bool {
+    F::NAME_QUERIES
 }
 
 #[cfg(test)]

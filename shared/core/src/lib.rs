@@ -33,7 +33,7 @@ pub use altitude::{
 pub use capabilities::Capabilities;
 pub use filter::{
     Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo,
-    post_only_is_zero_sized, registration_in_force, scans_data,
+    post_only_is_zero_sized, queries_names, registration_in_force, scans_data,
 };
 pub use flags::{
     CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,
@@ -54,8 +54,9 @@ pub use params::{
 };
 pub use registration::{Callbacks, Operation, Registration, RegistrationError};
 pub use services::{
-    DataScanMode, DeferredPost, Irql, PendBackend, PendReceipt, PendedOperation, PostBackend,
-    PostReceipt, PreResume, ScanSection, SectionBackend, SectionId, Services, defer_post, pend,
+    DataScanMode, DeferredPost, FileNameInformation, Irql, NameBackend, NameId, NameKind,
+    NameParts, NameRanges, PendBackend, PendReceipt, PendedOperation, PostBackend, PostReceipt,
+    PreResume, ScanSection, SectionBackend, SectionId, Services, defer_post, parse_name, pend,
 };
 pub use status::{Error, Result, Severity, Status};
 pub use volume::{FilesystemType, VolumeDeviceType, device_type};

@@ -1,10 +1,11 @@
-//! What a backend provides to filter logic: the IRQL, trace notes, pended operations and
-//! data-scan sections. Filter logic never touches the kernel directly; it asks through these.
+//! What a backend provides to filter logic: the IRQL, trace notes, pended operations,
+//! data-scan sections and file names. Filter logic never touches the kernel directly; it asks
+//! through these.
 
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::operation::IoStatus;
+use crate::operation::{FileName, IoStatus};
 use crate::status::{Error, Status};
 
 /// An interrupt request level.
@@ -128,6 +129,213 @@ impl fmt::Debug for ScanSection {
     }
 }
 
+/// Which name of a file [`Services::file_name`] asks for (rule 22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NameKind {
+    /// The name the file was opened with, after the volume's device name
+    /// (`FLT_FILE_NAME_OPENED`): `\Device\HarddiskVolume1\dir\REPORT.txt`.
+    Opened,
+    /// Each component as the file system spells it (`FLT_FILE_NAME_NORMALIZED`):
+    /// `\Device\HarddiskVolume1\Dir\Report.TXT`. Only once the file is open: not in pre-create.
+    Normalized,
+}
+
+impl NameKind {
+    /// A short name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NameKind::Opened => "opened",
+            NameKind::Normalized => "normalized",
+        }
+    }
+}
+
+/// Identifies a name within its backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameId(pub usize);
+
+/// Where each part of a name lies, as (start, length) in UTF-16 units of the whole name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameRanges {
+    /// The volume's device name (`\Device\HarddiskVolume1`).
+    pub volume: (usize, usize),
+    /// A network name's `\server\share`; empty on a local volume.
+    pub share: (usize, usize),
+    /// The parent directory, without its trailing separator (`\` for a file in the root).
+    pub parent_dir: (usize, usize),
+    /// The final component, its stream included.
+    pub final_component: (usize, usize),
+    /// After the final component's last dot, before its stream; empty without a dot.
+    pub extension: (usize, usize),
+    /// The stream, from the final component's first colon (`:stream1:$DATA`).
+    pub stream: (usize, usize),
+}
+
+/// A parsed name: the whole and its parts (`FLT_FILE_NAME_INFORMATION` after
+/// `FltParseFileNameInformation`), each empty when absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameParts<'a> {
+    /// The whole name.
+    pub name: FileName<'a>,
+    /// The volume's device name.
+    pub volume: FileName<'a>,
+    /// A network name's `\server\share`.
+    pub share: FileName<'a>,
+    /// The parent directory.
+    pub parent_dir: FileName<'a>,
+    /// The final component.
+    pub final_component: FileName<'a>,
+    /// The extension, without its dot.
+    pub extension: FileName<'a>,
+    /// The stream.
+    pub stream: FileName<'a>,
+}
+
+impl<'a> NameParts<'a> {
+    /// No name at all.
+    pub const EMPTY: NameParts<'static> = NameParts {
+        name: FileName::new(&[]),
+        volume: FileName::new(&[]),
+        share: FileName::new(&[]),
+        parent_dir: FileName::new(&[]),
+        final_component: FileName::new(&[]),
+        extension: FileName::new(&[]),
+        stream: FileName::new(&[]),
+    };
+
+    /// The parts of `units` at `ranges` (a range outside the name is empty).
+    pub fn from_ranges(units: &'a [u16], ranges: &NameRanges) -> NameParts<'a> {
+        let part = |(start, len): (usize, usize)| {
+            FileName::new(units.get(start..start.saturating_add(len)).unwrap_or(&[]))
+        };
+        NameParts {
+            name: FileName::new(units),
+            volume: part(ranges.volume),
+            share: part(ranges.share),
+            parent_dir: part(ranges.parent_dir),
+            final_component: part(ranges.final_component),
+            extension: part(ranges.extension),
+            stream: part(ranges.stream),
+        }
+    }
+}
+
+/// Splits a name whose first `volume_len` units are the volume's device name and the next
+/// `share_len` a network share's, as `FltParseFileNameInformation` does (its reference page's
+/// examples; docs/simulator.md, "File names", for the cases they leave open).
+pub fn parse_name(units: &[u16], volume_len: usize, share_len: usize) -> NameRanges {
+    const SEP: u16 = b'\\' as u16;
+    let total = units.len();
+    let volume_len = volume_len.min(total);
+    let share_len = share_len.min(total - volume_len);
+    let start = volume_len + share_len;
+    let mut r = NameRanges {
+        volume: (0, volume_len),
+        share: (volume_len, share_len),
+        ..NameRanges::default()
+    };
+    let rest = units.get(start..).unwrap_or(&[]);
+    if rest.iter().all(|c| *c == SEP) {
+        return r;
+    }
+    let last = rest.iter().rposition(|c| *c == SEP).unwrap_or(0);
+    r.parent_dir = (start, last.max(1));
+    let fstart = start + last + 1;
+    let fin = units.get(fstart..).unwrap_or(&[]);
+    if fin.is_empty() {
+        return r;
+    }
+    r.final_component = (fstart, fin.len());
+    let colon = fin.iter().position(|c| *c == u16::from(b':'));
+    if let Some(i) = colon {
+        r.stream = (fstart + i, fin.len() - i);
+    }
+    let base = fin.get(..colon.unwrap_or(fin.len())).unwrap_or(&[]);
+    if let Some(i) = base.iter().rposition(|c| *c == u16::from(b'.')) {
+        if i + 1 < base.len() {
+            r.extension = (fstart + i + 1, base.len() - i - 1);
+        }
+    }
+    r
+}
+
+/// The backend side of a file name: its parts while referenced, and the release.
+pub trait NameBackend: Sync {
+    /// The parts of name `id`, valid until `release`. `None` for an unknown id.
+    fn parts(&self, id: NameId) -> Option<NameParts<'_>>;
+    /// Releases name `id` (`FltReleaseFileNameInformation`; the legacy backend frees its own).
+    fn release(&self, id: NameId);
+}
+
+/// A file's name, parsed, from [`Services::file_name`] (rule 22). Dropping it releases it, at
+/// IRQL <= `APC_LEVEL`. Its parts borrow from it.
+pub struct FileNameInformation {
+    id: NameId,
+    backend: &'static dyn NameBackend,
+    kind: NameKind,
+}
+
+impl FileNameInformation {
+    /// Built by a backend once the name is found and parsed.
+    pub fn new(
+        id: NameId,
+        backend: &'static dyn NameBackend,
+        kind: NameKind,
+    ) -> FileNameInformation {
+        FileNameInformation { id, backend, kind }
+    }
+
+    /// Which name it is.
+    pub const fn kind(&self) -> NameKind {
+        self.kind
+    }
+
+    /// The whole name and its parts (all empty if the backend no longer knows the name).
+    pub fn parts(&self) -> NameParts<'_> {
+        self.backend.parts(self.id).unwrap_or(NameParts::EMPTY)
+    }
+
+    /// The whole name (`\Device\HarddiskVolume1\Dir\Report.TXT`).
+    pub fn name(&self) -> FileName<'_> {
+        self.parts().name
+    }
+
+    /// The final component's extension, without its dot (`TXT`).
+    pub fn extension(&self) -> FileName<'_> {
+        self.parts().extension
+    }
+
+    /// The final component (`Report.TXT`).
+    pub fn final_component(&self) -> FileName<'_> {
+        self.parts().final_component
+    }
+
+    /// The parent directory (`\Dir`).
+    pub fn parent_dir(&self) -> FileName<'_> {
+        self.parts().parent_dir
+    }
+
+    /// The volume's device name (`\Device\HarddiskVolume1`).
+    pub fn volume(&self) -> FileName<'_> {
+        self.parts().volume
+    }
+}
+
+impl Drop for FileNameInformation {
+    fn drop(&mut self) {
+        self.backend.release(self.id);
+    }
+}
+
+impl fmt::Debug for FileNameInformation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileNameInformation")
+            .field("kind", &self.kind)
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
 /// Services a backend offers to the callback it is running.
 ///
 /// # Context
@@ -164,6 +372,20 @@ pub trait Services {
     /// run meanwhile, so I/O can race with the caller (a scan engine's latency, say). Only at
     /// `PASSIVE_LEVEL`: `STATUS_INVALID_DEVICE_STATE` otherwise.
     fn wait(&self, ms: u32) -> Result<(), Error>;
+
+    /// The operation's file's name, parsed (`FltGetFileNameInformation` and
+    /// `FltParseFileNameInformation`; the legacy backend builds the same itself), rule 22.
+    ///
+    /// Only for a filter that declares [`crate::Filter::NAME_QUERIES`] (`STATUS_NOT_SUPPORTED`
+    /// otherwise), at
+    /// `PASSIVE_LEVEL` (`STATUS_INVALID_DEVICE_STATE`), in an operation with a file object
+    /// (`STATUS_INVALID_PARAMETER`). `STATUS_FLT_INVALID_NAME_REQUEST` in paging I/O, FsFilter
+    /// callbacks, post-close, the post of a failed create, and for a normalized name in
+    /// pre-create. The default answers `STATUS_NOT_SUPPORTED`.
+    fn file_name(&self, kind: NameKind) -> Result<FileNameInformation, Error> {
+        let _ = kind;
+        Err(Error::NOT_SUPPORTED)
+    }
 }
 
 /// How a pended pre-operation continues (the status passed to `FltCompletePendedPreOperation`).
@@ -393,6 +615,87 @@ mod tests {
         fn close(&self, id: SectionId) {
             self.closed.lock().unwrap().push(id.0);
         }
+    }
+
+    struct Names(std::sync::Mutex<Vec<usize>>, [u16; 32]);
+
+    impl NameBackend for Names {
+        fn parts(&self, id: NameId) -> Option<NameParts<'_>> {
+            let units = self.1.get(..28).unwrap_or(&[]);
+            (id.0 == 1).then(|| NameParts::from_ranges(units, &parse_name(units, 4, 0)))
+        }
+        fn release(&self, id: NameId) {
+            self.0.lock().unwrap().push(id.0);
+        }
+    }
+
+    fn units(s: &str) -> Vec<u16> {
+        s.encode_utf16().collect()
+    }
+
+    fn parts_of(name: &str, volume: usize, share: usize) -> [std::string::String; 6] {
+        let u = units(name);
+        let p = NameParts::from_ranges(&u, &parse_name(&u, volume, share));
+        [p.volume, p.share, p.parent_dir, p.final_component, p.extension, p.stream]
+            .map(|f| std::format!("{f}"))
+    }
+
+    #[test]
+    fn names_split_as_flt_parse_file_name_information_does() {
+        // Its reference page's examples.
+        let v = r"\Device\HarddiskVolume1";
+        let n = std::format!(r"{v}\Docume~1\MyUser\My Documents\TestRe~1.txt:stream1:$DATA");
+        assert_eq!(
+            parts_of(&n, v.len(), 0),
+            [
+                v,
+                "",
+                r"\Docume~1\MyUser\My Documents",
+                "TestRe~1.txt:stream1:$DATA",
+                "txt",
+                ":stream1:$DATA"
+            ]
+        );
+        let v = r"\Device\LanManRedirector";
+        let n =
+            std::format!(r"{v}\MyServer\MyShare\Documents and Settings\Test Results.txt:stream1");
+        assert_eq!(
+            parts_of(&n, v.len(), r"\MyServer\MyShare".len()),
+            [
+                v,
+                r"\MyServer\MyShare",
+                r"\Documents and Settings",
+                "Test Results.txt:stream1",
+                "txt",
+                ":stream1"
+            ]
+        );
+        // Ours, as the simulator's Filter Manager: a file in the root, the root, a last dot.
+        let v = r"\Device\HarddiskVolume2";
+        assert_eq!(
+            parts_of(&std::format!(r"{v}\Makefile"), v.len(), 0),
+            [v, "", r"\", "Makefile", "", ""]
+        );
+        assert_eq!(parts_of(&std::format!(r"{v}\"), v.len(), 0), [v, "", "", "", "", ""]);
+        assert_eq!(
+            parts_of(&std::format!(r"{v}\a.b\c."), v.len(), 0),
+            [v, "", r"\a.b", "c.", "", ""]
+        );
+        // Lengths beyond the name are clamped, never a panic.
+        assert_eq!(parts_of("ab", 9, 9), ["ab", "", "", "", "", ""]);
+    }
+
+    #[test]
+    fn a_name_is_released_when_dropped() {
+        static N: Names = Names(std::sync::Mutex::new(Vec::new()), [b'\\' as u16; 32]);
+        let name = FileNameInformation::new(NameId(1), &N, NameKind::Normalized);
+        assert_eq!(name.kind(), NameKind::Normalized);
+        assert_eq!(name.volume().units().len(), 4);
+        let unknown = FileNameInformation::new(NameId(2), &N, NameKind::Opened);
+        assert!(unknown.name().is_empty());
+        drop(name);
+        drop(unknown);
+        assert_eq!(*N.0.lock().unwrap(), [1, 2]);
     }
 
     #[test]

@@ -330,6 +330,8 @@ impl Error {
     pub const NOT_FOUND: Error = Error(Status::NOT_FOUND);
     /// `STATUS_OBJECT_NAME_NOT_FOUND`.
     pub const OBJECT_NAME_NOT_FOUND: Error = Error(Status::OBJECT_NAME_NOT_FOUND);
+    /// `STATUS_FLT_INVALID_NAME_REQUEST`: a file name asked where none may be (rule 22).
+    pub const FLT_INVALID_NAME_REQUEST: Error = Error(Status::FLT_INVALID_NAME_REQUEST);
     /// `STATUS_FLT_DO_NOT_ATTACH`: refuse an instance in `instance_setup`.
     pub const FLT_DO_NOT_ATTACH: Error = Error(Status::FLT_DO_NOT_ATTACH);
     /// `STATUS_FLT_DO_NOT_DETACH`: refuse a detach or a non-mandatory unload.

@@ -121,3 +121,43 @@ export! { windows_sys::Wdk::System::SystemServices::ObfDereferenceObject =>
         0
     }
 }
+
+export! { windows_sys::Wdk::Storage::FileSystem::ObQueryNameString =>
+    /// `ObQueryNameString` (its reference page): a device object's name, NUL-terminated, after
+    /// the `OBJECT_NAME_INFORMATION` (`Name.Length` without the NUL, `MaximumLength` with it);
+    /// `STATUS_INFO_LENGTH_MISMATCH` with the size needed in `ReturnLength` when the buffer is
+    /// too small (a zero `Length` included); an unnamed object gets a NULL `Buffer` and zero
+    /// lengths. Only device objects are named here (ours: any other object is unnamed).
+    /// `PASSIVE_LEVEL`.
+    fn ObQueryNameString(object: *const c_void, objectnameinfo: *mut windows_sys::Wdk::Foundation::OBJECT_NAME_INFORMATION, length: u32, returnlength: *mut u32) -> windows_sys::Win32::Foundation::NTSTATUS {
+        use windows_sys::Wdk::Foundation::OBJECT_NAME_INFORMATION;
+        let name = kernel::with(|k| {
+            k.check_irql(kernel::PASSIVE_LEVEL, "ObQueryNameString");
+            k.objects.device_id(object.cast()).and_then(|d| k.objects.device(d).name.clone())
+        });
+        let units: Vec<u16> = name.as_deref().unwrap_or("").encode_utf16().collect();
+        let header = std::mem::size_of::<OBJECT_NAME_INFORMATION>();
+        let needed = if units.is_empty() { header } else { header + (units.len() + 1) * 2 };
+        if !returnlength.is_null() {
+            // SAFETY: the caller's out parameter.
+            unsafe { *returnlength = needed as u32 };
+        }
+        if (length as usize) < needed || objectnameinfo.is_null() {
+            return fsfilter::Status::INFO_LENGTH_MISMATCH.0;
+        }
+        // SAFETY: the caller's buffer of `length` >= `needed` bytes.
+        let info = unsafe { &mut *objectnameinfo };
+        if units.is_empty() {
+            info.Name = windows_sys::Win32::Foundation::UNICODE_STRING { Length: 0, MaximumLength: 0, Buffer: std::ptr::null_mut() };
+            return fsfilter::Status::SUCCESS.0;
+        }
+        let text = objectnameinfo.cast::<u8>().wrapping_add(header).cast::<u16>();
+        // SAFETY: the buffer holds the name and its NUL after the header.
+        unsafe { std::ptr::copy_nonoverlapping(units.as_ptr(), text, units.len()) };
+        // SAFETY: as above: the NUL's place.
+        unsafe { text.wrapping_add(units.len()).write(0) };
+        let bytes = (units.len() * 2) as u16;
+        info.Name = windows_sys::Win32::Foundation::UNICODE_STRING { Length: bytes, MaximumLength: bytes + 2, Buffer: text };
+        fsfilter::Status::SUCCESS.0
+    }
+}

@@ -256,8 +256,7 @@ impl Kernel {
         let volume = rec.name.clone();
         let share = rec.fs == Some(crate::fs::FsType::Mup);
         let bottom = rec.bottom;
-        let filter =
-            self.fltmgr.instance_of(c.instance).map(|i| self.fltmgr.inst(i).filter);
+        let filter = self.fltmgr.instance_of(c.instance).map(|i| self.fltmgr.inst(i).filter);
         // SAFETY: the operation's live file object.
         let mut opened = unsafe { opened_path(c.fo) };
         if c.pre_create && c.open_target_directory {
@@ -506,55 +505,17 @@ pub(crate) fn parse(info: *mut FLT_FILE_NAME_INFORMATION) -> Status {
         let total = usize::from(r.Name.Length) / 2;
         // SAFETY: the block's text of `total` units.
         let text = unsafe { std::slice::from_raw_parts(buf, total) };
-        let p = parse_units(text, volume_len, share_len);
+        // The framework's parser, the same rules (docs/simulator.md, "File names").
+        let p = fsfilter::parse_name(text, volume_len, share_len);
         r.Volume = ustr(buf, 0, volume_len);
         r.Share = ustr(buf, volume_len, share_len);
-        r.ParentDir = ustr(buf, p.parent.0, p.parent.1);
+        r.ParentDir = ustr(buf, p.parent_dir.0, p.parent_dir.1);
         r.FinalComponent = ustr(buf, p.final_component.0, p.final_component.1);
         r.Stream = ustr(buf, p.stream.0, p.stream.1);
         r.Extension = ustr(buf, p.extension.0, p.extension.1);
         r.NamesParsed = PARSED_ALL;
         Status::SUCCESS
     })
-}
-
-/// The components of a name as (start, length) in units.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Parsed {
-    /// The parent directory (`\a\b` of `\a\b\c.txt`; `\` for a file in the root).
-    pub parent: (usize, usize),
-    /// The final component, stream included.
-    pub final_component: (usize, usize),
-    /// The stream, from its first colon.
-    pub stream: (usize, usize),
-    /// The extension, after the final component's last dot before the stream.
-    pub extension: (usize, usize),
-}
-
-/// Splits a name after its volume and share (docs/simulator.md, "File names").
-pub fn parse_units(text: &[u16], volume_len: usize, share_len: usize) -> Parsed {
-    let sep = u16::from(b'\\');
-    let start = (volume_len + share_len).min(text.len());
-    let rest = &text[start..];
-    let none = (0, 0);
-    // The root (or the volume itself): no parent, no final component.
-    if rest.iter().all(|c| *c == sep) {
-        return Parsed { parent: none, final_component: none, stream: none, extension: none };
-    }
-    let last = rest.iter().rposition(|c| *c == sep).unwrap_or(0);
-    let parent = if last == 0 { (start, 1) } else { (start, last) };
-    let fstart = start + last + 1;
-    let fin = &text[fstart..];
-    let colon = fin.iter().position(|c| *c == u16::from(b':'));
-    let stream = colon.map_or(none, |i| (fstart + i, fin.len() - i));
-    let base = &fin[..colon.unwrap_or(fin.len())];
-    let extension = base
-        .iter()
-        .rposition(|c| *c == u16::from(b'.'))
-        .map_or(none, |i| (fstart + i + 1, base.len() - i - 1));
-    let extension = if extension.1 == 0 { none } else { extension };
-    let final_component = if fin.is_empty() { none } else { (fstart, fin.len()) };
-    Parsed { parent, final_component, stream, extension }
 }
 
 /// `FltReferenceFileNameInformation`.
@@ -620,42 +581,6 @@ pub fn report_leaks(k: &mut Kernel, f: FilterId) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parsed(name: &str, volume: &str, share: usize) -> Vec<String> {
-        let t: Vec<u16> = name.encode_utf16().collect();
-        let p = parse_units(&t, volume.encode_utf16().count(), share);
-        let s = |(a, n): (usize, usize)| String::from_utf16_lossy(&t[a..a + n]);
-        vec![s(p.parent), s(p.final_component), s(p.stream), s(p.extension)]
-    }
-
-    #[test]
-    fn names_parse_as_the_reference_page_shows() {
-        // FltParseFileNameInformation's opened-name example.
-        let v = r"\Device\HarddiskVolume1";
-        assert_eq!(
-            parsed(&format!(r"{v}\Docume~1\MyUser\My Documents\TestRe~1.txt:stream1:$DATA"), v, 0),
-            [
-                r"\Docume~1\MyUser\My Documents",
-                "TestRe~1.txt:stream1:$DATA",
-                ":stream1:$DATA",
-                "txt"
-            ]
-        );
-        // Its remote example: the share is `\MyServer\MyShare`.
-        let v = r"\Device\LanManRedirector";
-        let n =
-            format!(r"{v}\MyServer\MyShare\Documents and Settings\MyUser\Test Results.txt:stream1");
-        assert_eq!(
-            parsed(&n, v, r"\MyServer\MyShare".len()),
-            [r"\Documents and Settings\MyUser", "Test Results.txt:stream1", ":stream1", "txt"]
-        );
-        // Ours: the root's files have `\` for parent; no dot, no extension; the root has none.
-        let v = r"\Device\HarddiskVolume2";
-        assert_eq!(parsed(&format!(r"{v}\Makefile"), v, 0), [r"\", "Makefile", "", ""]);
-        assert_eq!(parsed(&format!(r"{v}\"), v, 0), ["", "", "", ""]);
-        assert_eq!(parsed(v, v, 0), ["", "", "", ""]);
-        assert_eq!(parsed(&format!(r"{v}\a.b\c."), v, 0), [r"\a.b", "c.", "", ""]);
-    }
 
     #[test]
     fn a_relative_opens_name_follows_its_related_file_object() {

@@ -1,0 +1,21 @@
+//! File names through the minifilter backend (`sim/testing/names.rs`, rule 22).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+#[path = "../../sim/testing/names.rs"]
+mod names;
+
+mod driver {
+    fsfilter_minifilter::driver!(super::names::Namer);
+}
+
+mod plain {
+    fsfilter_minifilter::driver!(super::names::Plain);
+}
+
+#[test]
+fn names_and_their_refusals_are_the_same_in_both_models() {
+    names::check(common::install_minifilter, driver::ENTRY, plain::ENTRY);
+}

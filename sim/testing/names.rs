@@ -1,0 +1,298 @@
+//! File names through a backend (docs/callback-model.md, rule 22): shared by
+//! `legacy/tests/names.rs` and `minifilter/tests/names.rs`, which include this file with
+//! `#[path]` and build [`Namer`] and [`Plain`] with their backend's `driver!`.
+//!
+//! Both models give the same names (the opened name as the file was opened, the normalized one
+//! as the file system spells it, each after the volume's device name, parsed alike) and the same
+//! refusals: a normalized name in pre-create, paging I/O, an FsFilter callback, post-close and
+//! the post of a failed create (`STATUS_FLT_INVALID_NAME_REQUEST`), above `PASSIVE_LEVEL`
+//! (`STATUS_INVALID_DEVICE_STATE`), and a filter that did not declare name queries
+//! (`STATUS_NOT_SUPPORTED`). No name is leaked: the simulator's verifier has nothing to report
+//! and the filter's pool is all given back.
+
+#![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
+
+use std::cell::RefCell;
+
+use fsfilter::{
+    Filter, Instance, InstanceSetup, Irql, MajorFunction, NameKind, Operation, PostFlags,
+    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
+    Services,
+};
+use fsfilter_sim::{
+    CreateOptions, FsKind, IoMode, Machine, MachineConfig, PageWriter, ServiceSpec, VolumeSpec,
+};
+
+/// The service names of the filters under test.
+pub(crate) const NAMER: &str = "Namer";
+/// A filter without name queries.
+pub(crate) const PLAIN: &str = "Plain";
+
+thread_local! {
+    static SEEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+const VOL: &str = r"\Device\HarddiskVolume1";
+
+/// Asks for both names and records what came back.
+fn ask(place: &str, services: &dyn Services) {
+    for kind in [NameKind::Opened, NameKind::Normalized] {
+        let line = match services.file_name(kind) {
+            Ok(n) => {
+                assert_eq!(n.kind(), kind);
+                let p = n.parts();
+                format!(
+                    "{place} {}: {} | {} | {} | {} | {}",
+                    kind.name(),
+                    p.name,
+                    p.volume,
+                    p.parent_dir,
+                    p.final_component,
+                    p.extension
+                )
+            }
+            Err(e) => format!("{place} {}: {}", kind.name(), e.status()),
+        };
+        SEEN.with(|s| s.borrow_mut().push(line));
+    }
+}
+
+fn place(major: MajorFunction, post: bool, services: &dyn Services) -> String {
+    let irql = if services.irql() > Irql::APC { " DISPATCH" } else { "" };
+    format!("{} {major:?}{irql}", if post { "post" } else { "pre" })
+}
+
+/// A filter that asks for names everywhere it is called.
+pub(crate) struct Namer;
+
+impl Filter for Namer {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Create).pre().post())
+        .operation(Operation::new(MajorFunction::Read).pre().post())
+        .operation(Operation::new(MajorFunction::Write).pre())
+        .operation(Operation::new(MajorFunction::Close).pre().post())
+        .operation(Operation::new(MajorFunction::AcquireForSectionSynchronization).pre())
+        .instance_setup_callback(true)
+        .validated();
+    const NAME_QUERIES: bool = true;
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(_: &dyn ServiceParameters) -> Result<Self> {
+        Ok(Namer)
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(&self, _: &Instance<'_, ()>, op: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        let paging = op.header().irp_flags.contains(fsfilter::IrpFlags::PAGING_IO);
+        let kind = if op.header().kind == fsfilter::OperationKind::FastIo { " fast" } else { "" };
+        let what = format!(
+            "{}{kind}{}",
+            place(op.major(), false, op.services()),
+            if paging { " paging" } else { "" }
+        );
+        ask(&what, op.services());
+        if op.major() == MajorFunction::Write || op.header().kind != fsfilter::OperationKind::Irp {
+            return PreOutcome::NoPost;
+        }
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _: (),
+        _: PostFlags,
+    ) -> PostOutcome<()> {
+        let what = format!("{} {}", place(op.major(), true, op.services()), op.result().status);
+        ask(&what, op.services());
+        PostOutcome::Finished
+    }
+}
+
+/// The same filter without name queries declared.
+pub(crate) struct Plain;
+
+impl Filter for Plain {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Create).pre().post())
+        .instance_setup_callback(true)
+        .validated();
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(_: &dyn ServiceParameters) -> Result<Self> {
+        Ok(Plain)
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(&self, _: &Instance<'_, ()>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _: (),
+        _: PostFlags,
+    ) -> PostOutcome<()> {
+        ask("plain post create", op.services());
+        PostOutcome::Finished
+    }
+}
+
+fn take() -> Vec<String> {
+    SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
+/// Opens, reads (cached, then non-cached completed from a DPC), writes back as the lazy writer,
+/// maps and closes a file through [`Namer`], and checks every name and refusal; then asks
+/// through [`Plain`].
+pub(crate) fn check(
+    install: fn(&mut Machine, ServiceSpec),
+    namer: fsfilter_sim::DriverEntry,
+    plain: fsfilter_sim::DriverEntry,
+) {
+    take();
+    let mut m = Machine::new(MachineConfig { seed: 23 });
+    let spec = VolumeSpec::new("C:", FsKind::Ntfs).file(r"Dir\Report.TXT", &[5u8; 4096]);
+    let c = m.add_volume(spec);
+    install(&mut m, ServiceSpec::new(NAMER, namer, "legacy"));
+    m.boot();
+    take();
+    let opened = format!(r"{VOL}\dir\REPORT.txt | {VOL} | \dir | REPORT.txt | txt");
+    let normal = format!(r"{VOL}\Dir\Report.TXT | {VOL} | \Dir | Report.TXT | TXT");
+    let invalid = "STATUS_FLT_INVALID_NAME_REQUEST";
+
+    assert_eq!(
+        m.open(c, r"\dir\missing.txt", CreateOptions::open()).err(),
+        Some(fsfilter::Status::OBJECT_NAME_NOT_FOUND)
+    );
+    assert_eq!(
+        take(),
+        [
+            format!(
+                r"pre IRP_MJ_CREATE opened: {VOL}\dir\missing.txt | {VOL} | \dir | missing.txt | txt"
+            ),
+            format!("pre IRP_MJ_CREATE normalized: {invalid}"),
+            format!("post IRP_MJ_CREATE STATUS_OBJECT_NAME_NOT_FOUND opened: {invalid}"),
+            format!("post IRP_MJ_CREATE STATUS_OBJECT_NAME_NOT_FOUND normalized: {invalid}"),
+        ]
+    );
+
+    let h = m.open(c, r"\dir\REPORT.txt", CreateOptions::open()).expect("opens");
+    assert_eq!(
+        take(),
+        [
+            format!("pre IRP_MJ_CREATE opened: {opened}"),
+            format!("pre IRP_MJ_CREATE normalized: {invalid}"),
+            format!("post IRP_MJ_CREATE STATUS_SUCCESS opened: {opened}"),
+            format!("post IRP_MJ_CREATE STATUS_SUCCESS normalized: {normal}"),
+        ]
+    );
+
+    // A non-cached read: names in pre and post (at PASSIVE_LEVEL).
+    assert_eq!(m.read(h, Some(0), 512, IoMode::NonCached).status, fsfilter::Status::SUCCESS);
+    assert_eq!(
+        take(),
+        [
+            format!("pre IRP_MJ_READ opened: {opened}"),
+            format!("pre IRP_MJ_READ normalized: {normal}"),
+            format!("post IRP_MJ_READ STATUS_SUCCESS opened: {opened}"),
+            format!("post IRP_MJ_READ STATUS_SUCCESS normalized: {normal}"),
+        ]
+    );
+
+    // The lazy writer's paging write: refused.
+    assert_eq!(
+        m.page_write(h, 0, &[6u8; 512], PageWriter::LazyWriter).status,
+        fsfilter::Status::SUCCESS
+    );
+    assert_eq!(
+        take(),
+        [
+            format!("pre IRP_MJ_WRITE paging opened: {invalid}"),
+            format!("pre IRP_MJ_WRITE paging normalized: {invalid}"),
+        ]
+    );
+
+    // A section: the FsFilter acquire is refused.
+    let s = m.create_section(h, 0x02);
+    assert_eq!(s.status, fsfilter::Status::SUCCESS);
+    let got = take();
+    assert!(
+        got.contains(&format!("pre IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION opened: {invalid}")),
+        "{got:#?}"
+    );
+    assert!(
+        got.contains(&format!(
+            "pre IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION normalized: {invalid}"
+        )),
+        "{got:#?}"
+    );
+    if let Some(sh) = s.handle {
+        m.close_handle(sh);
+    }
+    take();
+
+    // A post at DISPATCH_LEVEL: refused for the IRQL.
+    m.kernel(|k| k.fs.complete_at_dpc = true);
+    assert_eq!(m.read(h, Some(0), 512, IoMode::NonCached).status, fsfilter::Status::SUCCESS);
+    m.settle();
+    assert_eq!(
+        take(),
+        [
+            format!("pre IRP_MJ_READ opened: {opened}"),
+            format!("pre IRP_MJ_READ normalized: {normal}"),
+            "post IRP_MJ_READ DISPATCH STATUS_SUCCESS opened: STATUS_INVALID_DEVICE_STATE"
+                .to_owned(),
+            "post IRP_MJ_READ DISPATCH STATUS_SUCCESS normalized: STATUS_INVALID_DEVICE_STATE"
+                .to_owned(),
+        ]
+    );
+    m.kernel(|k| k.fs.complete_at_dpc = false);
+
+    // The close: names in pre-close, none in post-close.
+    m.close_handle(h);
+    m.settle();
+    let got = take();
+    let closes: Vec<&String> = got.iter().filter(|l| l.contains("IRP_MJ_CLOSE")).collect();
+    assert_eq!(
+        closes,
+        [
+            &format!("pre IRP_MJ_CLOSE opened: {opened}"),
+            &format!("pre IRP_MJ_CLOSE normalized: {normal}"),
+            &format!("post IRP_MJ_CLOSE STATUS_SUCCESS opened: {invalid}"),
+            &format!("post IRP_MJ_CLOSE STATUS_SUCCESS normalized: {invalid}"),
+        ],
+        "{got:#?}"
+    );
+    // Every name given back: a stop finds no pool or name left.
+    assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+
+    // A filter that did not declare name queries.
+    drop(m);
+    let mut m = Machine::new(MachineConfig { seed: 23 });
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"a"));
+    install(&mut m, ServiceSpec::new(PLAIN, plain, "legacy"));
+    m.boot();
+    take();
+    let h = m.open(c, "a.txt", CreateOptions::open()).expect("opens");
+    assert_eq!(
+        take(),
+        [
+            "plain post create opened: STATUS_NOT_SUPPORTED",
+            "plain post create normalized: STATUS_NOT_SUPPORTED"
+        ]
+    );
+    m.close_handle(h);
+}
