@@ -253,9 +253,10 @@ fn build(
     let text = record.wrapping_add(1).cast::<u16>();
     // SAFETY: the block holds the header and `total` units after it, ours alone.
     let units = unsafe { core::slice::from_raw_parts_mut(text, total) };
-    let (head, tail) = units.split_at_mut(volume.len());
-    head.copy_from_slice(volume);
-    let kept = fill(tail).min(len);
+    for (o, c) in units.iter_mut().zip(volume) {
+        *o = *c;
+    }
+    let kept = fill(units.get_mut(volume.len()..).unwrap_or(&mut [])).min(len);
     let total = volume.len() + kept;
     let text = units.get(..total).unwrap_or(&[]);
     let share = if network { share_len(text.get(volume.len()..).unwrap_or(&[])) } else { 0 };
