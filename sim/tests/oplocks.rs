@@ -867,3 +867,42 @@ fn win7_an_rwh_holder_sharing_nothing_is_broken_before_the_share_check_twice_the
     assert_eq!(acked.status, Status::SUCCESS, "broken to none: nothing kept");
     assert_eq!(ack(&mut m, h1, 0).status, STATUS_INVALID_OPLOCK_PROTOCOL, "nothing left");
 }
+
+#[test]
+fn win7_a_lock_breaks_rwh_to_none_without_waiting_for_the_acknowledgement_but_waits_for_rw() {
+    // Learn, "Checking the oplock state of an IRP_MJ_LOCK_CONTROL operation": a byte-range lock
+    // of another handle breaks Read-Handle and Read-Write-Handle oplocks to none with an
+    // acknowledgement required, and goes on without waiting for it; Level 1, Batch and
+    // Read-Write wait. Here the opener's FILE_COMPLETE_IF_OPLOCKED leaves the break to RH (or R)
+    // under way, which the lock turns into a break to none.
+    for (lvl, waits) in [(level::RWH, false), (level::RW, true)] {
+        let (mut m, c) = machine(FsKind::Ntfs);
+        let h1 = m.open(c, "a.txt", overlapped()).unwrap();
+        assert_eq!(ask(&mut m, h1, lvl).status, Status::PENDING);
+        let o = m.create(c, "a.txt", CreateOptions::open().options(FILE_COMPLETE_IF_OPLOCKED));
+        assert_eq!(o.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+        let acked: Rc<RefCell<Option<IoResult>>> = Rc::default();
+        let a = acked.clone();
+        m.schedule(10, move |m| *a.borrow_mut() = Some(ack(m, h1, lvl & !level::WRITE)));
+        let before = m.now_ms();
+        let lock = IoRequest::Lock {
+            handle: o.handle.unwrap(),
+            offset: 0,
+            length: 1,
+            exclusive: true,
+            fail_immediately: true,
+        };
+        assert_eq!(m.io(lock).status, Status::SUCCESS, "{lvl}");
+        if waits {
+            assert!(m.now_ms() >= before + 10, "RW: the lock waited for the acknowledgement");
+        } else {
+            assert_eq!(m.now_ms(), before, "RWH: the lock did not wait");
+            m.settle();
+        }
+        // Either way the acknowledgement, asking the level the first break offered, keeps
+        // nothing: the oplock was broken to none meanwhile.
+        let acked = acked.borrow_mut().take().unwrap();
+        assert_eq!(acked.status, Status::SUCCESS, "{lvl}: broken to none");
+        assert!(!saw(&m, "oplock_break_timed_out"), "{lvl}");
+    }
+}

@@ -511,6 +511,11 @@ impl Kernel {
         let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return Check::Proceed };
         let mut started = false;
         let mut outputs = Vec::new();
+        // A byte-range lock breaks an RWH oplock to none (acknowledgement required) and goes on
+        // without waiting for the acknowledgement (Learn, "Checking the oplock state of an
+        // IRP_MJ_LOCK_CONTROL operation"; Level 1, Batch and RW wait). Until December 7 it waited.
+        let lock = call.sl().MajorFunction == crate::nt::mj::LOCK_CONTROL;
+        let no_wait = lock && matches!(o.state, State::Exclusive { kind: Kind::Rwh, .. });
         match &mut o.state {
             State::None => return Check::Proceed,
             State::Level2(holders) => {
@@ -582,6 +587,9 @@ impl Kernel {
         }
         if complete_if_oplocked {
             return Check::BreakInProgress;
+        }
+        if no_wait {
+            return Check::Proceed;
         }
         self.oplock_wait(fcb, call, number, after)
     }
