@@ -906,3 +906,39 @@ fn win7_a_lock_breaks_rwh_to_none_without_waiting_for_the_acknowledgement_but_wa
         assert!(!saw(&m, "oplock_break_timed_out"), "{lvl}");
     }
 }
+
+#[test]
+fn win7_a_create_waiting_for_two_rh_breaks_ends_at_one_bound() {
+    // An opener the share access refuses waits for every RH oplock of other handles to lose its
+    // handle caching: one broken already (by a lock, its acknowledgement unasked for) and one it
+    // breaks itself. Nobody acknowledges either: the bound ends both (until December 7 only the
+    // second break's timer was armed, the first break stayed, and the opener waited forever).
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let h1 = m.open(c, "a.txt", overlapped().share(share::READ)).unwrap();
+    let rh1 = ask(&mut m, h1, level::RH);
+    assert_eq!(rh1.status, Status::PENDING);
+    let all = share::READ | share::WRITE | share::DELETE;
+    let reader = CreateOptions::open().access(access::GENERIC_READ).share(all);
+    let h3 = m.open(c, "a.txt", reader).unwrap();
+    let lock = IoRequest::Lock {
+        handle: h3,
+        offset: 0,
+        length: 1,
+        exclusive: true,
+        fail_immediately: true,
+    };
+    assert_eq!(m.io(lock).status, Status::SUCCESS);
+    assert_eq!(outputs(&m), ["RH -> none, acknowledgement required"]);
+    // Unlocked: a shareable level needs a file without byte-range locks.
+    let unlock = IoRequest::Unlock { handle: h3, offset: 0, length: 1 };
+    assert_eq!(m.io(unlock).status, Status::SUCCESS);
+    let h2 = m.open(c, "a.txt", reader.overlapped()).unwrap();
+    let rh2 = ask(&mut m, h2, level::RH);
+    assert_eq!(rh2.status, Status::PENDING);
+    let before = m.now_ms();
+    let w = m.create(c, "a.txt", CreateOptions::open().access(access::GENERIC_WRITE).share(all));
+    assert_eq!(w.status, Status::SHARING_VIOLATION, "h1's handle still refuses the writer");
+    assert_eq!(m.now_ms(), before + ACK_TIMEOUT_MS, "one bound for both breaks");
+    assert_eq!(outputs(&m)[1], "RH -> R, acknowledgement required, modes 0x120116/0x7");
+    assert!(saw(&m, "oplock_break_timed_out"));
+}

@@ -631,8 +631,13 @@ impl Kernel {
                     (0, if rh { output_flag::ACK_REQUIRED } else { 0 }, 0, 0)
                 }
                 Want::Handle { access, share } if rh => {
+                    // A break under way the opener waits for too joins this round's number, so
+                    // that the one bound armed for the opener ends it with the others (until
+                    // December 7 it kept its own number, which no timer of the opener's matched,
+                    // and the opener could wait forever).
                     if h.breaking.is_some() {
-                        wait = Some(h.number);
+                        h.number = number;
+                        wait = Some(number);
                         kept.push(h);
                         continue;
                     }
@@ -661,6 +666,9 @@ impl Kernel {
             }
         }
         o.shared = kept;
+        if wait.is_some() {
+            self.fs.oplock_breaks = number;
+        }
         if started {
             self.fs.oplock_breaks = number;
             for out in outputs {
