@@ -942,3 +942,38 @@ fn win7_a_create_waiting_for_two_rh_breaks_ends_at_one_bound() {
     assert_eq!(outputs(&m)[1], "RH -> R, acknowledgement required, modes 0x120116/0x7");
     assert!(saw(&m, "oplock_break_timed_out"));
 }
+
+#[test]
+fn win7_a_rename_or_delete_of_another_handle_breaks_rh_to_r_and_waits_for_the_acknowledgement() {
+    // Learn, "Checking the oplock state of an IRP_MJ_SET_INFORMATION operation": a rename, link
+    // or short-name set, and a FileDispositionInformation with DeleteFile TRUE, of another
+    // handle break a Read-Handle oplock to Read, and the operation waits for the
+    // acknowledgement; Read is not broken by them.
+    for op in ["rename", "delete"] {
+        let (mut m, c) = machine(FsKind::Ntfs);
+        let all = share::READ | share::WRITE | share::DELETE;
+        let h1 = m.open(c, "a.txt", overlapped().share(all)).unwrap();
+        let rh = ask(&mut m, h1, level::RH);
+        assert_eq!(rh.status, Status::PENDING);
+        let h2 = m.open(c, "a.txt", CreateOptions::open().access(access::DELETE).share(all));
+        let h2 = h2.unwrap();
+        assert_eq!(completed(&m, rh.io), None, "{op}: the open breaks nothing");
+        let acked: Rc<RefCell<Option<IoResult>>> = Rc::default();
+        let a = acked.clone();
+        m.schedule(10, move |m| *a.borrow_mut() = Some(ack(m, h1, level::R)));
+        let before = m.now_ms();
+        let s = match op {
+            "rename" => {
+                let rename = rename_info("\\b.txt");
+                m.io(IoRequest::SetInformation { handle: h2, class: 10, data: &rename })
+            }
+            _ => m.io(IoRequest::SetInformation { handle: h2, class: 13, data: &[1] }),
+        };
+        assert_eq!(s.status, Status::SUCCESS, "{op}");
+        assert!(m.now_ms() >= before + 10, "{op}: waited for the acknowledgement");
+        assert_eq!(completed(&m, rh.io), Some((Status::SUCCESS, OUTPUT_LEN)), "{op}");
+        assert_eq!(outputs(&m), ["RH -> R, acknowledgement required"], "{op}");
+        let acked = acked.borrow_mut().take().unwrap();
+        assert_eq!(acked.status, Status::PENDING, "{op}: R kept, its request pending");
+    }
+}

@@ -294,12 +294,18 @@ pub fn set_information(call: Call) -> NTSTATUS {
     // FsRtlCheckOplock: a new end of file (not the lazy writer's advance) or allocation size
     // breaks oplocks of other file objects to none; a rename, link or short-name change breaks a
     // Batch or Filter oplock to none.
+    // A rename, link or short-name set, or a delete, breaks the RH oplocks of other file objects
+    // to R, waiting for the acknowledgement (Learn, "Checking the oplock state of an
+    // IRP_MJ_SET_INFORMATION operation"; until December 7 they broke nothing).
+    let delete = class == fi::DISPOSITION && input.first().is_some_and(|&b| b != 0);
     let want = |o: &super::oplock::Oplock| match class {
         fi::END_OF_FILE if advance_only => Want::Nothing,
         fi::END_OF_FILE | fi::ALLOCATION => Want::None,
         fi::RENAME | FILE_LINK_INFORMATION | FILE_SHORT_NAME_INFORMATION if o.batch_or_filter() => {
             Want::None
         }
+        fi::RENAME | FILE_LINK_INFORMATION | FILE_SHORT_NAME_INFORMATION => Want::HandleCaching,
+        fi::DISPOSITION if delete => Want::HandleCaching,
         _ => Want::Nothing,
     };
     if let Some(s) = super::oplock::check_irp(call, want) {

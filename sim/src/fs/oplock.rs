@@ -358,6 +358,11 @@ pub enum Want {
         /// The create's share access.
         share: u32,
     },
+    /// A rename, link or short-name set, or a delete (`FileDispositionInformation` with
+    /// `DeleteFile`): RH oplocks of other file objects lose their handle caching (to R), and the
+    /// operation waits for the acknowledgement (Learn, "Checking the oplock state of an
+    /// IRP_MJ_SET_INFORMATION operation"). Nothing else breaks.
+    HandleCaching,
 }
 
 /// The outcome of a check.
@@ -507,7 +512,12 @@ impl Kernel {
             }
             return self.oplock_wait(fcb, call, n, after);
         }
-        let want = if matches!(want, Want::Handle { .. }) { Want::Level2 } else { want };
+        let want = match want {
+            Want::Handle { .. } => Want::Level2,
+            // Only the shared RH oplocks (above) lose handle caching this way.
+            Want::HandleCaching => return Check::Proceed,
+            w => w,
+        };
         let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return Check::Proceed };
         let mut started = false;
         let mut outputs = Vec::new();
@@ -644,6 +654,17 @@ impl Kernel {
                     wait = Some(number);
                     let flags = output_flag::ACK_REQUIRED | output_flag::MODES_PROVIDED;
                     (level::R, flags, access, share)
+                }
+                Want::HandleCaching if rh => {
+                    // As a create's loss of handle caching, without a create's modes.
+                    if h.breaking.is_some() {
+                        h.number = number;
+                        wait = Some(number);
+                        kept.push(h);
+                        continue;
+                    }
+                    wait = Some(number);
+                    (level::R, output_flag::ACK_REQUIRED, 0, 0)
                 }
                 _ => {
                     kept.push(h);
