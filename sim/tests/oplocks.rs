@@ -977,3 +977,30 @@ fn win7_a_rename_or_delete_of_another_handle_breaks_rh_to_r_and_waits_for_the_ac
         assert_eq!(acked.status, Status::PENDING, "{op}: R kept, its request pending");
     }
 }
+
+#[test]
+fn win7_an_rh_break_acknowledged_after_its_waiter_was_cancelled_leaves_no_timeout() {
+    // A rename waits for an RH break; cancelled (CancelIoEx from another thread), it stops
+    // waiting; the holder then acknowledges. The bound's timer goes with the break, as an
+    // exclusive break's does: settling runs nothing at 35 s (until December 7 the shared breaks'
+    // timer stayed when no operation waited any more, and moved the clock 35 s on).
+    let (mut m, c) = machine(FsKind::Ntfs);
+    let all = share::READ | share::WRITE | share::DELETE;
+    let h1 = m.open(c, "a.txt", overlapped().share(all)).unwrap();
+    assert_eq!(ask(&mut m, h1, level::RH).status, Status::PENDING);
+    let h2 = m.open(c, "a.txt", overlapped().access(access::DELETE).share(all)).unwrap();
+    m.schedule(5, move |m| {
+        assert_eq!(m.io(IoRequest::Cancel { handle: h2 }).status, Status::SUCCESS);
+    });
+    let acked: Rc<RefCell<Option<IoResult>>> = Rc::default();
+    let a = acked.clone();
+    m.schedule(10, move |m| *a.borrow_mut() = Some(ack(m, h1, level::R)));
+    let rename = rename_info("\\b.txt");
+    let r = m.io(IoRequest::SetInformation { handle: h2, class: 10, data: &rename });
+    assert_eq!(r.status, Status::CANCELLED, "cancelled while it waited");
+    m.settle();
+    let acked = acked.borrow_mut().take().unwrap();
+    assert_eq!(acked.status, Status::PENDING, "R kept");
+    assert!(m.now_ms() < ACK_TIMEOUT_MS, "no timer left to run: {} ms", m.now_ms());
+    assert!(!saw(&m, "oplock_break_timed_out"));
+}

@@ -735,9 +735,11 @@ impl Kernel {
     fn oplock_shared_settle(&mut self, fcb: usize, after: &mut Vec<After>) {
         let Some(o) = self.fs.oplocks.get(&fcb) else { return };
         let exclusive = matches!(o.state, State::Exclusive { breaking: Some(_), .. });
-        if exclusive || o.shared.iter().any(|h| h.breaking.is_some()) || o.waiting.is_empty() {
+        if exclusive || o.shared.iter().any(|h| h.breaking.is_some()) {
             return;
         }
+        // No break left: the bound's timers go, whether or not an operation still waits (one
+        // cancelled meanwhile left its timer; until December 7 it ran and moved the clock 35 s).
         for seq in self.fs.oplock_timers.remove(&fcb).unwrap_or_default() {
             self.sched.cancel_at(seq);
         }
