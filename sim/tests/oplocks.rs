@@ -820,34 +820,37 @@ fn win7_oplocks_on_cd_file_systems_but_not_raw() {
 }
 
 #[test]
-fn win7_an_rwh_holder_sharing_nothing_is_broken_before_the_share_check_twice_then_closes() {
-    // RWH is checked before the share access, as Batch is: the opener waits for RWH -> RH; once
-    // the owner keeps RH, the share access still refuses the opener, which breaks RH -> R (its
-    // modes said) and waits again, until the owner closes.
+fn win7_an_rwh_holder_loses_handle_caching_to_rw_for_a_refused_opener_or_a_rename() {
+    // Learn, "Checking the oplock state of an IRP_MJ_CREATE operation": RWH is checked with the
+    // other oplocks, after the share check, and breaks to RW when the opener would get a sharing
+    // violation (its modes said), to RH otherwise; the opener waits for the acknowledgement.
+    // "... IRP_MJ_SET_INFORMATION operation": a rename (or link, short name, delete) breaks RWH
+    // to RW and waits. Until December 7 RWH was checked before the share check as Batch is,
+    // broken to RH, then its RH to R, and a rename broke it to none.
     let (mut m, c) = machine(FsKind::Ntfs);
     let h1 = m.open(c, "a.txt", overlapped().share(0)).unwrap();
     let req = ask(&mut m, h1, level::RWH);
     assert_eq!(req.status, Status::PENDING);
-    m.schedule(5, move |m| {
-        assert_eq!(ack(m, h1, level::RH).status, Status::PENDING, "RH kept");
-    });
-    m.schedule(20, move |m| {
-        let _ = m.close_handle(h1);
-    });
+    let acked: Rc<RefCell<Option<IoResult>>> = Rc::default();
+    let a = acked.clone();
+    m.schedule(5, move |m| *a.borrow_mut() = Some(ack(m, h1, level::RW)));
     let before = m.now_ms();
     let r = m.create(c, "a.txt", CreateOptions::open().access(access::GENERIC_READ));
+    assert_eq!(r.status, Status::SHARING_VIOLATION, "the owner kept its handle");
+    assert!(m.now_ms() >= before + 5, "waited for the acknowledgement");
+    assert_eq!(outputs(&m), ["RWH -> RW, acknowledgement required, modes 0x120089/0x7"]);
+    let acked = acked.borrow_mut().take().unwrap();
+    assert_eq!(acked.status, Status::PENDING, "RW kept: the acknowledgement is its request");
+    // The owner closes while the opener waits: the opener opens.
+    let h0 = m.open(c, "dir\\b.txt", overlapped().share(0)).unwrap();
+    assert_eq!(ask(&mut m, h0, level::RWH).status, Status::PENDING);
+    m.schedule(5, move |m| {
+        let _ = m.close_handle(h0);
+    });
+    let r = m.create(c, "dir\\b.txt", CreateOptions::open().access(access::GENERIC_READ));
     assert_eq!(r.status, Status::SUCCESS, "opened once the owner's handle went");
-    assert!(m.now_ms() >= before + 20, "waited for both breaks");
-    assert_eq!(
-        outputs(&m),
-        [
-            "RWH -> RH, acknowledgement required",
-            "RH -> R, acknowledgement required, modes 0x120089/0x7"
-        ]
-    );
-    // A rename of another handle breaks RWH to none, as it breaks Batch: during its break to RH
-    // it makes that a break to none, and the owner's acknowledgement, whatever level it asks,
-    // keeps nothing (completed, not pended).
+    // A rename of another handle (whose open broke RWH to RH: an unbroken RWH has no other
+    // handle) waits for that acknowledgement, then breaks the RH kept to R and waits again.
     drop(m);
     let (mut m, c) = machine(FsKind::Ntfs);
     let h1 = m.open(c, "a.txt", overlapped()).unwrap();
@@ -855,17 +858,21 @@ fn win7_an_rwh_holder_sharing_nothing_is_broken_before_the_share_check_twice_the
     let r = m.create(c, "a.txt", overlapped().options(FILE_COMPLETE_IF_OPLOCKED));
     assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
     let h2 = r.handle.unwrap();
-    let acked: Rc<RefCell<Option<IoResult>>> = Rc::default();
-    let a = acked.clone();
-    m.schedule(10, move |m| *a.borrow_mut() = Some(ack(m, h1, level::RH)));
+    let acks: Rc<RefCell<Vec<IoResult>>> = Rc::default();
+    let (a, b) = (acks.clone(), acks.clone());
+    m.schedule(10, move |m| a.borrow_mut().push(ack(m, h1, level::RH)));
+    m.schedule(20, move |m| b.borrow_mut().push(ack(m, h1, level::R)));
     let before = m.now_ms();
     let rename = rename_info("\\b.txt");
     let s = m.io(IoRequest::SetInformation { handle: h2, class: 10, data: &rename });
     assert_eq!(s.status, Status::SUCCESS);
-    assert!(m.now_ms() >= before + 10, "the rename waited for the acknowledgement");
-    let acked = acked.borrow_mut().take().unwrap();
-    assert_eq!(acked.status, Status::SUCCESS, "broken to none: nothing kept");
-    assert_eq!(ack(&mut m, h1, 0).status, STATUS_INVALID_OPLOCK_PROTOCOL, "nothing left");
+    assert!(m.now_ms() >= before + 20, "the rename waited for both acknowledgements");
+    let statuses: Vec<Status> = acks.borrow().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Status::PENDING, Status::PENDING], "RH kept, then R kept");
+    assert_eq!(
+        outputs(&m),
+        ["RWH -> RH, acknowledgement required", "RH -> R, acknowledgement required"]
+    );
 }
 
 #[test]

@@ -254,6 +254,9 @@ pub enum Breaking {
     ToNone,
     /// Breaking to Level 2, then asked to break to none before the acknowledgement.
     ToLevel2ThenNone,
+    /// An RWH oplock losing its handle caching (to RW): a create the share access refuses, a
+    /// rename, link, short-name set or delete of another handle.
+    ToNoHandle,
     /// A Batch or Filter owner acknowledged with `FSCTL_OPBATCH_ACK_CLOSE_PENDING`: the waiting
     /// operations wait for its handle's cleanup.
     ClosePending,
@@ -324,15 +327,17 @@ impl Oplock {
         }
     }
 
-    /// `FsRtlCurrentBatchOplock`: a Batch or Filter oplock, broken or not; for the simulator's
-    /// checks before the share access, an RWH oplock too (handle caching).
+    /// `FsRtlCurrentBatchOplock`: a Batch or Filter oplock, broken or not (checked before the
+    /// share access; an RWH oplock is checked after it, with the others: the `IRP_MJ_CREATE`
+    /// page).
     pub fn batch_or_filter(&self) -> bool {
-        matches!(&self.state, State::Exclusive { kind: Kind::Batch | Kind::Filter | Kind::Rwh, .. })
+        matches!(&self.state, State::Exclusive { kind: Kind::Batch | Kind::Filter, .. })
     }
 
-    /// Whether another file object than `fo` holds an RH oplock (handle caching).
+    /// Whether another file object than `fo` holds an RH or RWH oplock (handle caching).
     pub fn handle_cached_by_other(&self, fo: usize) -> bool {
-        self.shared.iter().any(|h| h.fo != fo && h.level & level::HANDLE != 0)
+        let rwh = matches!(self.state, State::Exclusive { kind: Kind::Rwh, fo: o, .. } if o != fo);
+        rwh || self.shared.iter().any(|h| h.fo != fo && h.level & level::HANDLE != 0)
     }
 
     /// A Filter oplock, broken or not.
@@ -512,13 +517,21 @@ impl Kernel {
             }
             return self.oplock_wait(fcb, call, n, after);
         }
+        let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return Check::Proceed };
+        // Handle caching lost: an RWH oplock breaks to RW (a create the share access refuses
+        // saying its modes); no other exclusive oplock caches handles (a create's share refusal
+        // is then checked as an open, a rename's or a delete's not at all).
+        let rwh = matches!(o.state, State::Exclusive { kind: Kind::Rwh, .. });
+        let modes = match want {
+            Want::Handle { access, share } => Some((access, share)),
+            _ => None,
+        };
         let want = match want {
+            Want::Handle { .. } | Want::HandleCaching if rwh => Want::HandleCaching,
             Want::Handle { .. } => Want::Level2,
-            // Only the shared RH oplocks (above) lose handle caching this way.
             Want::HandleCaching => return Check::Proceed,
             w => w,
         };
-        let Some(o) = self.fs.oplocks.get_mut(&fcb) else { return Check::Proceed };
         let mut started = false;
         let mut outputs = Vec::new();
         // A byte-range lock breaks an RWH oplock to none (acknowledgement required) and goes on
@@ -549,7 +562,9 @@ impl Kernel {
                     (None, _) => {
                         let to_two = want == Want::Level2
                             && matches!(kind, Kind::Level1 | Kind::Batch | Kind::Rw | Kind::Rwh);
-                        let (b, info) = if to_two {
+                        let (b, info) = if want == Want::HandleCaching {
+                            (Breaking::ToNoHandle, FILE_OPLOCK_BROKEN_TO_LEVEL_2)
+                        } else if to_two {
                             (Breaking::ToLevel2, FILE_OPLOCK_BROKEN_TO_LEVEL_2)
                         } else {
                             (Breaking::ToNone, FILE_OPLOCK_BROKEN_TO_NONE)
@@ -561,10 +576,19 @@ impl Kernel {
                             // buffer: RW breaks to R, RWH to RH ("Breaking oplocks").
                             let info = match kind.win7_level() {
                                 Some(l) => {
-                                    let new = if to_two { l & !level::WRITE } else { 0 };
-                                    let flags = output_flag::ACK_REQUIRED;
-                                    let out =
-                                        Output { original: l, new, flags, ..Output::default() };
+                                    let new = win7_target(l, b);
+                                    let mut out = Output {
+                                        original: l,
+                                        new,
+                                        flags: output_flag::ACK_REQUIRED,
+                                        ..Output::default()
+                                    };
+                                    if let (Breaking::ToNoHandle, Some((access, share))) =
+                                        (b, modes)
+                                    {
+                                        out.flags |= output_flag::MODES_PROVIDED;
+                                        (out.access, out.share) = (access, share as u16);
+                                    }
                                     outputs.push(out);
                                     write_output(r, &out)
                                 }
@@ -576,7 +600,7 @@ impl Kernel {
                         *n = number;
                         started = true;
                     }
-                    (Some(Breaking::ToLevel2), Want::None) => {
+                    (Some(Breaking::ToLevel2 | Breaking::ToNoHandle), Want::None) => {
                         *breaking = Some(Breaking::ToLevel2ThenNone);
                     }
                     _ => {}
@@ -589,7 +613,11 @@ impl Kernel {
         };
         if started {
             self.fs.oplock_breaks = number;
-            let to = if want == Want::Level2 { "Level 2" } else { "none" };
+            let to = match want {
+                Want::Level2 => "Level 2",
+                Want::HandleCaching => "RW",
+                _ => "none",
+            };
             self.oplock_event("oplock_break", format!("{kind_name} oplock breaking (to {to})"));
         }
         for out in outputs {
@@ -1105,7 +1133,7 @@ impl Kernel {
                 if owner == fo && kind.win7_level().is_some() =>
             {
                 let l = kind.win7_level().unwrap_or(0);
-                let new = if b == Breaking::ToLevel2 { l & !level::WRITE } else { 0 };
+                let new = win7_target(l, b);
                 // A break to none (or to RH, then to none before this) keeps nothing, whatever
                 // the acknowledgement asks, as a legacy acknowledgement then answers.
                 if new != 0 && requested != 0 && requested != new {
@@ -1132,7 +1160,13 @@ impl Kernel {
             self.oplock_event("oplock_acknowledged", "broken to none".into());
             return Some((Status::SUCCESS, 0));
         }
-        if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
+        if requested & level::WRITE != 0 {
+            // RWH broken to RW: the acknowledgement is the RW oplock's request.
+            if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
+                let irp = Some(irp);
+                o.state = State::Exclusive { kind: Kind::Rw, fo, irp, breaking: None, number: 0 };
+            }
+        } else if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
             o.shared.push(Shared {
                 irp: Some(irp),
                 fo,
@@ -1260,6 +1294,16 @@ impl Kernel {
         for o in self.fs.oplocks.values_mut() {
             o.waiting.retain(|w| w.irp != irp);
         }
+    }
+}
+
+/// The level a Windows 7 exclusive oplock of level `l` keeps after break `b`: RW and RWH lose
+/// write caching to a read or an open (R, RH), RWH its handle caching (RW), nothing else.
+fn win7_target(l: u32, b: Breaking) -> u32 {
+    match b {
+        Breaking::ToLevel2 => l & !level::WRITE,
+        Breaking::ToNoHandle => l & !level::HANDLE,
+        _ => 0,
     }
 }
 
