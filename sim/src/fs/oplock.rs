@@ -668,31 +668,25 @@ impl Kernel {
                     }
                     (0, if rh { output_flag::ACK_REQUIRED } else { 0 }, 0, 0)
                 }
-                Want::Handle { access, share } if rh => {
+                Want::Handle { .. } | Want::HandleCaching if rh => {
                     // A break under way the opener waits for too joins this round's number, so
                     // that the one bound armed for the opener ends it with the others (until
                     // December 7 it kept its own number, which no timer of the opener's matched,
                     // and the opener could wait forever).
+                    wait = Some(number);
                     if h.breaking.is_some() {
                         h.number = number;
-                        wait = Some(number);
                         kept.push(h);
                         continue;
                     }
-                    wait = Some(number);
-                    let flags = output_flag::ACK_REQUIRED | output_flag::MODES_PROVIDED;
-                    (level::R, flags, access, share)
-                }
-                Want::HandleCaching if rh => {
-                    // As a create's loss of handle caching, without a create's modes.
-                    if h.breaking.is_some() {
-                        h.number = number;
-                        wait = Some(number);
-                        kept.push(h);
-                        continue;
+                    match want {
+                        // A create's loss of handle caching says the create's modes.
+                        Want::Handle { access, share } => {
+                            let flags = output_flag::ACK_REQUIRED | output_flag::MODES_PROVIDED;
+                            (level::R, flags, access, share)
+                        }
+                        _ => (level::R, output_flag::ACK_REQUIRED, 0, 0),
                     }
-                    wait = Some(number);
-                    (level::R, output_flag::ACK_REQUIRED, 0, 0)
                 }
                 _ => {
                     kept.push(h);
