@@ -167,10 +167,15 @@ pub(crate) fn get(q: &Query, kind: NameKind) -> Result<FileNameInformation, Erro
             let n = unsafe { opened_parts(q.file, &mut parts) };
             let parts = parts.get(..n).unwrap_or(&[]);
             let mut len = compose(parts, None);
-            // SAFETY: the IRP at our location, when there is one.
-            let target = !q.irp.is_null()
-                && q.stage == Stage::Pre
-                && unsafe { crate::raw::location(q.irp) }.Flags & SL_OPEN_TARGET_DIRECTORY != 0;
+            // SL_OPEN_TARGET_DIRECTORY is a create's flag: the same bit is another major's
+            // (SL_WRITE_THROUGH, SL_INDEX_SPECIFIED, SL_WRITE_ACCESS_GRANTED).
+            let target = !q.irp.is_null() && q.stage == Stage::Pre && {
+                // SAFETY: the IRP at our location.
+                let create = unsafe { crate::view::codes(q.irp) }.0 == MajorFunction::Create;
+                // SAFETY: as above.
+                create
+                    && unsafe { crate::raw::location(q.irp) }.Flags & SL_OPEN_TARGET_DIRECTORY != 0
+            };
             build(volume.units(), len, network, |out| {
                 compose(parts, Some(out));
                 if target {

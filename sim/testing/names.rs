@@ -20,7 +20,8 @@ use fsfilter::{
     Services,
 };
 use fsfilter_sim::{
-    CreateOptions, FsKind, IoMode, Machine, MachineConfig, PageWriter, ServiceSpec, VolumeSpec,
+    CreateOptions, FsKind, IoMode, IoRequest, Machine, MachineConfig, PageWriter, ServiceSpec,
+    VolumeSpec,
 };
 
 /// The service names of the filters under test.
@@ -70,6 +71,7 @@ impl Filter for Namer {
         .operation(Operation::new(MajorFunction::Create).pre().post())
         .operation(Operation::new(MajorFunction::Read).pre().post())
         .operation(Operation::new(MajorFunction::Write).pre())
+        .operation(Operation::new(MajorFunction::DeviceControl).pre())
         .operation(Operation::new(MajorFunction::Close).pre().post())
         .operation(Operation::new(MajorFunction::AcquireForSectionSynchronization).pre())
         .instance_setup_callback(true)
@@ -95,7 +97,9 @@ impl Filter for Namer {
             if paging { " paging" } else { "" }
         );
         ask(&what, op.services());
-        if op.major() == MajorFunction::Write || op.header().kind != fsfilter::OperationKind::Irp {
+        if matches!(op.major(), MajorFunction::Write | MajorFunction::DeviceControl)
+            || op.header().kind != fsfilter::OperationKind::Irp
+        {
             return PreOutcome::NoPost;
         }
         PreOutcome::WithPost(())
@@ -208,6 +212,20 @@ pub(crate) fn check(
             format!("pre IRP_MJ_READ normalized: {normal}"),
             format!("post IRP_MJ_READ STATUS_SUCCESS opened: {opened}"),
             format!("post IRP_MJ_READ STATUS_SUCCESS normalized: {normal}"),
+        ]
+    );
+
+    // A control on a handle with write access: its stack location carries
+    // SL_WRITE_ACCESS_GRANTED (0x04), which is SL_OPEN_TARGET_DIRECTORY only in a create; the
+    // name is still the file's, not its parent directory's.
+    let control =
+        IoRequest::DeviceControl { handle: h, code: 0x0022_0000, input: &[], output_length: 0 };
+    let _ = m.io(control);
+    assert_eq!(
+        take(),
+        [
+            format!("pre IRP_MJ_DEVICE_CONTROL opened: {opened}"),
+            format!("pre IRP_MJ_DEVICE_CONTROL normalized: {normal}"),
         ]
     );
 
