@@ -157,9 +157,12 @@ pub(crate) fn get(q: &Query, kind: NameKind) -> Result<FileNameInformation, Erro
     let file = unsafe { &*q.file };
     // SAFETY: a device object the I/O manager set in the file object; PASSIVE_LEVEL.
     let volume = unsafe { device_name(file.DeviceObject) }?;
+    // A network name has a share: MUP's device is a network file system's (the simulator's
+    // `\Device\Mup` is one, as the Filter Manager's MUP volume), a redirector's too.
     // SAFETY: as above.
-    let network = unsafe { file.DeviceObject.as_ref() }
-        .is_some_and(|d| d.DeviceType == device_type::MULTI_UNC_PROVIDER);
+    let network = unsafe { file.DeviceObject.as_ref() }.is_some_and(|d| {
+        matches!(d.DeviceType, device_type::NETWORK_FILE_SYSTEM | device_type::MULTI_UNC_PROVIDER)
+    });
     let record = match kind {
         NameKind::Opened => {
             let mut parts: [&[u16]; MAX_RELATED] = [&[]; MAX_RELATED];

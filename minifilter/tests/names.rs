@@ -19,3 +19,8 @@ mod plain {
 fn names_and_their_refusals_are_the_same_in_both_models() {
     names::check(common::install_minifilter, driver::ENTRY, plain::ENTRY);
 }
+
+#[test]
+fn a_network_names_share_is_its_own_part_in_both_models() {
+    names::check_network(common::install_minifilter, driver::ENTRY);
+}

@@ -314,3 +314,37 @@ pub(crate) fn check(
     );
     m.close_handle(h);
 }
+
+/// Names on a network share (`\Device\Mup`): the share is its own part, as in
+/// `FltParseFileNameInformation`'s remote example, and the parent directory follows it.
+pub(crate) fn check_network(
+    install: fn(&mut Machine, ServiceSpec),
+    namer: fsfilter_sim::DriverEntry,
+) {
+    take();
+    let mut m = Machine::new(MachineConfig { seed: 23 });
+    let spec = VolumeSpec::new(r"\\server\share", FsKind::Mup).file(r"Dir\Notes.Tar.GZ", b"x");
+    let s = m.add_volume(spec);
+    install(&mut m, ServiceSpec::new(NAMER, namer, "legacy"));
+    m.boot();
+    take();
+    let h = m.open(s, r"dir\notes.tar.gz", CreateOptions::open()).expect("opens");
+    let got: Vec<String> = take().into_iter().filter(|l| l.starts_with("post")).collect();
+    let mup = r"\Device\Mup";
+    assert_eq!(
+        got,
+        [
+            format!(
+                r"post IRP_MJ_CREATE STATUS_SUCCESS opened: {mup}\server\share\dir\notes.tar.gz | {mup} | \dir | notes.tar.gz | gz"
+            ),
+            format!(
+                r"post IRP_MJ_CREATE STATUS_SUCCESS normalized: {mup}\server\share\Dir\Notes.Tar.GZ | {mup} | \Dir | Notes.Tar.GZ | GZ"
+            ),
+        ]
+    );
+    m.close_handle(h);
+    m.settle();
+    take();
+    assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
