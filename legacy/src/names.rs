@@ -420,8 +420,11 @@ unsafe fn send_query(
             KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, core::ptr::null())
         };
     }
+    // Read through the pointer: `i` ended before `IoCallDriver`, which lower drivers and the
+    // completion wrote the IRP through (a `&mut` kept across the call would be an aliasing
+    // violation).
     // SAFETY: the IRP, halted by our routine: ours again.
-    let status = Status(unsafe { i.IoStatus.Anonymous.Status });
+    let status = unsafe { crate::view::io_status(irp) }.status;
     // SAFETY: our IRP, freed once.
     unsafe { IoFreeIrp(irp) };
     status
