@@ -238,9 +238,15 @@ pub fn parse_name(units: &[u16], volume_len: usize, share_len: usize) -> NameRan
     if rest.iter().all(|c| *c == SEP) {
         return r;
     }
-    let last = rest.iter().rposition(|c| *c == SEP).unwrap_or(0);
-    r.parent_dir = (start, last.max(1));
-    let fstart = start + last + 1;
+    // Without a separator (a short name: the page's `TestRe~1.txt`) there is no parent
+    // directory, and the final component is all of it.
+    let fstart = match rest.iter().rposition(|c| *c == SEP) {
+        Some(last) => {
+            r.parent_dir = (start, last.max(1));
+            start + last + 1
+        }
+        None => start,
+    };
     let fin = units.get(fstart..).unwrap_or(&[]);
     if fin.is_empty() {
         return r;
@@ -681,6 +687,8 @@ mod tests {
             parts_of(&std::format!(r"{v}\a.b\c."), v.len(), 0),
             [v, "", r"\a.b", "c.", "", ""]
         );
+        // The page's short name: no volume, no parent, a final component and its extension.
+        assert_eq!(parts_of("TestRe~1.txt", 0, 0), ["", "", "", "TestRe~1.txt", "txt", ""]);
         // Lengths beyond the name are clamped, never a panic.
         assert_eq!(parts_of("ab", 9, 9), ["ab", "", "", "", "", ""]);
     }
