@@ -24,3 +24,8 @@ fn names_and_their_refusals_are_the_same_in_both_models() {
 fn a_network_names_share_is_its_own_part_in_both_models() {
     names::check_network(common::install_minifilter, driver::ENTRY);
 }
+
+#[test]
+fn a_target_directory_open_is_named_after_the_parent_in_both_models() {
+    names::check_target_directory(common::install_minifilter, driver::ENTRY);
+}

@@ -348,3 +348,54 @@ pub(crate) fn check_network(
     assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A create with `SL_OPEN_TARGET_DIRECTORY` (a rename's target): in pre-create the opened name
+/// is the parent directory's (`FltGetFileNameInformation`'s remarks), in both models.
+pub(crate) fn check_target_directory(
+    install: fn(&mut Machine, ServiceSpec),
+    namer: fsfilter_sim::DriverEntry,
+) {
+    use fsfilter_sim::{RawBuffer, RawIrp, RawOp};
+    take();
+    let mut m = Machine::new(MachineConfig { seed: 23 });
+    let spec = VolumeSpec::new("C:", FsKind::Ntfs).file(r"Dir\Report.TXT", &[5u8; 16]);
+    let c = m.add_volume(spec);
+    install(&mut m, ServiceSpec::new(NAMER, namer, "legacy"));
+    m.boot();
+    take();
+    let name: Vec<u16> = r"\dir\New.txt".encode_utf16().collect();
+    let op = RawOp::Create {
+        volume: c,
+        name: &name,
+        options: 1 << 24, // FILE_OPEN
+        share: 7,
+        attributes: 0,
+        access: 0x0012_019F,
+        ea_length: 0,
+    };
+    let r = m.send_irp(RawIrp {
+        handle: fsfilter_sim::Handle(u32::MAX),
+        op,
+        minor: 0,
+        irp_flags: 0,
+        sl_flags: 0x04, // SL_OPEN_TARGET_DIRECTORY
+        user_mode: false,
+        buffer: RawBuffer::Null,
+        data: &[],
+    });
+    let got: Vec<String> = take().into_iter().filter(|l| l.starts_with("pre")).collect();
+    assert_eq!(
+        got,
+        [
+            format!(r"pre IRP_MJ_CREATE opened: {VOL}\dir | {VOL} | \ | dir | "),
+            "pre IRP_MJ_CREATE normalized: STATUS_FLT_INVALID_NAME_REQUEST".to_owned(),
+        ]
+    );
+    if let Some(h) = r.handle {
+        m.close_handle(h);
+    }
+    m.settle();
+    take();
+    assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
