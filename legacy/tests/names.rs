@@ -29,3 +29,8 @@ fn a_network_names_share_is_its_own_part_in_both_models() {
 fn a_target_directory_open_is_named_after_the_parent_in_both_models() {
     names::check_target_directory(common::install_legacy, driver::ENTRY);
 }
+
+#[test]
+fn a_name_longer_than_max_path_comes_whole_in_both_models() {
+    names::check_long_name(common::install_legacy, driver::ENTRY);
+}

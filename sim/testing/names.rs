@@ -399,3 +399,34 @@ pub(crate) fn check_target_directory(
     assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A normalized name longer than `MAX_PATH`: the legacy provider's first query buffer is too
+/// small, the file system answers `STATUS_BUFFER_OVERFLOW` with the length it needs, and the
+/// name comes whole in both models.
+pub(crate) fn check_long_name(
+    install: fn(&mut Machine, ServiceSpec),
+    namer: fsfilter_sim::DriverEntry,
+) {
+    take();
+    let mut m = Machine::new(MachineConfig { seed: 23 });
+    let dir = "D".repeat(200);
+    let file = format!("{}.Txt", "F".repeat(150));
+    let spec = VolumeSpec::new("C:", FsKind::Ntfs).file(&format!(r"{dir}\{file}"), b"x");
+    let c = m.add_volume(spec);
+    install(&mut m, ServiceSpec::new(NAMER, namer, "legacy"));
+    m.boot();
+    take();
+    let h = m.open(c, &format!(r"\{dir}\{file}"), CreateOptions::open()).expect("opens");
+    let got: Vec<String> = take().into_iter().filter(|l| l.contains("post")).collect();
+    assert_eq!(
+        got.get(1),
+        Some(&format!(
+            r"post IRP_MJ_CREATE STATUS_SUCCESS normalized: {VOL}\{dir}\{file} | {VOL} | \{dir} | {file} | Txt"
+        ))
+    );
+    m.close_handle(h);
+    m.settle();
+    take();
+    assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
