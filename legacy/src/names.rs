@@ -182,8 +182,12 @@ pub(crate) fn get(q: &Query, kind: NameKind) -> Result<FileNameInformation, Erro
             build(volume.units(), len, network, |out| {
                 compose(parts, Some(out));
                 if target {
-                    // The parent directory's name, as the Filter Manager gives in pre-create.
-                    let cut = out.get(..len).and_then(|p| p.iter().rposition(|c| *c == SEP));
+                    // The parent directory's name, as the Filter Manager gives in pre-create
+                    // (trailing separators first left out: `\a\b\` names `b`, parent `\a`).
+                    let cut = out.get(..len).and_then(|p| {
+                        let end = p.iter().rposition(|c| *c != SEP).map_or(0, |i| i + 1);
+                        p.get(..end)?.iter().rposition(|c| *c == SEP)
+                    });
                     len = cut.map_or(len, |i| i.max(1));
                 }
                 len

@@ -363,39 +363,44 @@ pub(crate) fn check_target_directory(
     install(&mut m, ServiceSpec::new(NAMER, namer, "legacy"));
     m.boot();
     take();
-    let name: Vec<u16> = r"\dir\New.txt".encode_utf16().collect();
-    let op = RawOp::Create {
-        volume: c,
-        name: &name,
-        options: 1 << 24, // FILE_OPEN
-        share: 7,
-        attributes: 0,
-        access: 0x0012_019F,
-        ea_length: 0,
-    };
-    let r = m.send_irp(RawIrp {
-        handle: fsfilter_sim::Handle(u32::MAX),
-        op,
-        minor: 0,
-        irp_flags: 0,
-        sl_flags: 0x04, // SL_OPEN_TARGET_DIRECTORY
-        user_mode: false,
-        buffer: RawBuffer::Null,
-        data: &[],
-    });
-    let got: Vec<String> = take().into_iter().filter(|l| l.starts_with("pre")).collect();
-    assert_eq!(
-        got,
-        [
-            format!(r"pre IRP_MJ_CREATE opened: {VOL}\dir | {VOL} | \ | dir | "),
-            "pre IRP_MJ_CREATE normalized: STATUS_FLT_INVALID_NAME_REQUEST".to_owned(),
-        ]
-    );
-    if let Some(h) = r.handle {
-        m.close_handle(h);
+    // The parent of `\dir\New.txt`, and of `\dir\New\` (a trailing separator names the same
+    // directory `New`, whose parent is `\dir`).
+    for path in [r"\dir\New.txt", r"\dir\New\"] {
+        let name: Vec<u16> = path.encode_utf16().collect();
+        let op = RawOp::Create {
+            volume: c,
+            name: &name,
+            options: 1 << 24, // FILE_OPEN
+            share: 7,
+            attributes: 0,
+            access: 0x0012_019F,
+            ea_length: 0,
+        };
+        let r = m.send_irp(RawIrp {
+            handle: fsfilter_sim::Handle(u32::MAX),
+            op,
+            minor: 0,
+            irp_flags: 0,
+            sl_flags: 0x04, // SL_OPEN_TARGET_DIRECTORY
+            user_mode: false,
+            buffer: RawBuffer::Null,
+            data: &[],
+        });
+        let got: Vec<String> = take().into_iter().filter(|l| l.starts_with("pre")).collect();
+        assert_eq!(
+            got,
+            [
+                format!(r"pre IRP_MJ_CREATE opened: {VOL}\dir | {VOL} | \ | dir | "),
+                "pre IRP_MJ_CREATE normalized: STATUS_FLT_INVALID_NAME_REQUEST".to_owned(),
+            ],
+            "{path}"
+        );
+        if let Some(h) = r.handle {
+            m.close_handle(h);
+        }
+        m.settle();
+        take();
     }
-    m.settle();
-    take();
     assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
