@@ -163,51 +163,65 @@ pub(crate) fn get(q: &Query, kind: NameKind) -> Result<FileNameInformation, Erro
     let network = unsafe { file.DeviceObject.as_ref() }.is_some_and(|d| {
         matches!(d.DeviceType, device_type::NETWORK_FILE_SYSTEM | device_type::MULTI_UNC_PROVIDER)
     });
-    let record = match kind {
-        NameKind::Opened => {
-            let mut parts: [&[u16]; MAX_RELATED] = [&[]; MAX_RELATED];
-            // SAFETY: the live file object and the related ones it holds.
-            let n = unsafe { opened_parts(q.file, &mut parts) };
-            let parts = parts.get(..n).unwrap_or(&[]);
-            let mut len = compose(parts, None);
-            // SL_OPEN_TARGET_DIRECTORY is a create's flag: the same bit is another major's
-            // (SL_WRITE_THROUGH, SL_INDEX_SPECIFIED, SL_WRITE_ACCESS_GRANTED).
-            let target = !q.irp.is_null() && q.stage == Stage::Pre && {
+    // SAFETY: the IRP at our location, when there is one.
+    let create =
+        !q.irp.is_null() && unsafe { crate::view::codes(q.irp) }.0 == MajorFunction::Create;
+    // A relative open's related file object is the I/O manager's only while the create runs
+    // (WRK IopParseDevice takes it from the open's root handle, and nothing holds it after), so
+    // after the create a relatively opened file's opened name is the file system's.
+    // SAFETY: the running operation's live file object.
+    let from_fs = kind == NameKind::Normalized || (!create && unsafe { relative_open(file) });
+    let record = if !from_fs {
+        let mut parts: [&[u16]; MAX_RELATED] = [&[]; MAX_RELATED];
+        // SAFETY: the live file object and the related ones it holds.
+        let n = unsafe { opened_parts(q.file, &mut parts) };
+        let parts = parts.get(..n).unwrap_or(&[]);
+        let mut len = compose(parts, None);
+        // SL_OPEN_TARGET_DIRECTORY is a create's flag: the same bit is another major's
+        // (SL_WRITE_THROUGH, SL_INDEX_SPECIFIED, SL_WRITE_ACCESS_GRANTED).
+        let target = create
+                && q.stage == Stage::Pre
                 // SAFETY: the IRP at our location.
-                let create = unsafe { crate::view::codes(q.irp) }.0 == MajorFunction::Create;
-                // SAFETY: as above.
-                create
-                    && unsafe { crate::raw::location(q.irp) }.Flags & SL_OPEN_TARGET_DIRECTORY != 0
-            };
-            build(volume.units(), len, network, |out| {
-                compose(parts, Some(out));
-                if target {
-                    // The parent directory's name, as the Filter Manager gives in pre-create
-                    // (trailing separators first left out: `\a\b\` names `b`, parent `\a`).
-                    let cut = out.get(..len).and_then(|p| {
-                        let end = p.iter().rposition(|c| *c != SEP).map_or(0, |i| i + 1);
-                        p.get(..end)?.iter().rposition(|c| *c == SEP)
-                    });
-                    len = cut.map_or(len, |i| i.max(1));
-                }
-                len
-            })?
-        }
-        NameKind::Normalized => {
-            // SAFETY: our lower device and the operation's live file object, PASSIVE_LEVEL.
-            let (buffer, units) = unsafe { query_name(q.lower, q.file) }?;
-            let text = buffer.0.cast::<u8>().wrapping_add(4).cast::<u16>();
-            // SAFETY: the FILE_NAME_INFORMATION's `units` units after its length.
-            let name = unsafe { core::slice::from_raw_parts(text, units) };
-            build(volume.units(), name.len(), network, |out| {
-                for (o, c) in out.iter_mut().zip(name) {
-                    *o = *c;
-                }
-                name.len()
-            })?
-        }
+                && unsafe { crate::raw::location(q.irp) }.Flags & SL_OPEN_TARGET_DIRECTORY != 0;
+        build(volume.units(), len, network, |out| {
+            compose(parts, Some(out));
+            if target {
+                // The parent directory's name, as the Filter Manager gives in pre-create
+                // (trailing separators first left out: `\a\b\` names `b`, parent `\a`).
+                let cut = out.get(..len).and_then(|p| {
+                    let end = p.iter().rposition(|c| *c != SEP).map_or(0, |i| i + 1);
+                    p.get(..end)?.iter().rposition(|c| *c == SEP)
+                });
+                len = cut.map_or(len, |i| i.max(1));
+            }
+            len
+        })?
+    } else {
+        // SAFETY: our lower device and the operation's live file object, PASSIVE_LEVEL.
+        let (buffer, units) = unsafe { query_name(q.lower, q.file) }?;
+        let text = buffer.0.cast::<u8>().wrapping_add(4).cast::<u16>();
+        // SAFETY: the FILE_NAME_INFORMATION's `units` units after its length.
+        let name = unsafe { core::slice::from_raw_parts(text, units) };
+        build(volume.units(), name.len(), network, |out| {
+            for (o, c) in out.iter_mut().zip(name) {
+                *o = *c;
+            }
+            name.len()
+        })?
     };
     Ok(FileNameInformation::new(NameId(record as usize), &NAMES, kind))
+}
+
+/// Whether `file` was opened relative to another file object (`RelatedFileObject` set, its
+/// `FileName` not starting with `\`): its opened name needs the related file object's, which
+/// is safe to read only while the create runs.
+///
+/// # Safety
+/// `file` is a live file object.
+unsafe fn relative_open(file: &FILE_OBJECT) -> bool {
+    // SAFETY: the live file object's name.
+    let name = unsafe { fsfilter_kernel::unicode::units(&file.FileName) };
+    !file.RelatedFileObject.is_null() && name.first() != Some(&SEP)
 }
 
 /// A device's name from `ObQueryNameString`, in pool.
@@ -457,5 +471,24 @@ mod tests {
         let n = compose(&parts, Some(&mut out));
         assert_eq!(std::string::String::from_utf16_lossy(&out[..n]), r"\y");
         assert_eq!(share_len(&u(r"\srv\share\dir\f")), r"\srv\share".len());
+    }
+
+    #[test]
+    fn only_a_relative_open_needs_its_related_file_object() {
+        let (dir_name, file_name, other) = (u(r"\Dir"), u("x.txt"), u(r"\Other\y.txt"));
+        // SAFETY: all-zero is a valid FILE_OBJECT.
+        let mut dir: FILE_OBJECT = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        let mut file: FILE_OBJECT = unsafe { core::mem::zeroed() };
+        dir.FileName = fsfilter_kernel::unicode::unicode_string(&dir_name);
+        file.FileName = fsfilter_kernel::unicode::unicode_string(&file_name);
+        file.RelatedFileObject = &mut dir;
+        // SAFETY: live file objects whose names outlive them.
+        assert!(unsafe { relative_open(&file) });
+        // SAFETY: as above.
+        assert!(!unsafe { relative_open(&dir) });
+        file.FileName = fsfilter_kernel::unicode::unicode_string(&other);
+        // SAFETY: as above: an absolute name with a related file object needs none.
+        assert!(!unsafe { relative_open(&file) });
     }
 }

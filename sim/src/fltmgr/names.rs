@@ -94,6 +94,9 @@ struct Context {
     fo: *mut FILE_OBJECT,
     instance: PFLT_INSTANCE,
     pre_create: bool,
+    /// The operation is the create (pre or post): a relative open's related file object is
+    /// still the I/O manager's.
+    create: bool,
     open_target_directory: bool,
     /// A context where the file system must not be asked (paging I/O, FsFilter callbacks).
     unsafe_for_fs: bool,
@@ -147,6 +150,21 @@ fn check_options(options: u32) -> Result<(u32, u32), Status> {
 
 /// The name a file object was opened with, from the volume's root: its `FileName`, after its
 /// related file object's name for a relative open. Empty for a volume open.
+/// Whether `fo` was opened relative to another file object (`RelatedFileObject` set, its
+/// `FileName` not starting with `\`): its opened name needs the related file object's, which
+/// is safe to read only while the create runs.
+///
+/// # Safety
+/// `fo` is a live file object (or null).
+pub(crate) unsafe fn relative_open(fo: *const FILE_OBJECT) -> bool {
+    // SAFETY: the caller's live file object.
+    unsafe { fo.as_ref() }.is_some_and(|f| {
+        // SAFETY: its name, valid while it lives.
+        let first = unsafe { crate::irpx::units(&f.FileName) }.first().copied();
+        !f.RelatedFileObject.is_null() && first != Some(u16::from(b'\\'))
+    })
+}
+
 ///
 /// # Safety
 /// `fo` is a live file object (or null).
@@ -257,12 +275,18 @@ impl Kernel {
         let share = rec.fs == Some(crate::fs::FsType::Mup);
         let bottom = rec.bottom;
         let filter = self.fltmgr.instance_of(c.instance).map(|i| self.fltmgr.inst(i).filter);
+        // A relative open's related file object is the I/O manager's only while the create runs
+        // (WRK `IopParseDevice` takes it from the open's root handle, and nothing holds it
+        // after): after the create, a relatively opened file's opened name is the file
+        // system's, asked as a normalized one is (the chain is not followed).
         // SAFETY: the operation's live file object.
-        let mut opened = unsafe { opened_path(c.fo) };
+        let chain = c.create || !unsafe { relative_open(c.fo) };
+        // SAFETY: the operation's live file object, and its related ones during the create.
+        let mut opened = if chain { unsafe { opened_path(c.fo) } } else { String::new() };
         if c.pre_create && c.open_target_directory {
             opened = parent_of(&opened);
         }
-        let how = if format == OPENED {
+        let how = if format == OPENED && chain {
             How::Ready(opened)
         } else if c.pre_create {
             How::Ready(self.pre_create_normalized(bottom, &opened)?)
@@ -417,6 +441,7 @@ pub(crate) fn get(
             fo: iopb.TargetFileObject,
             instance: iopb.TargetInstance,
             pre_create: major == mj::CREATE && !post,
+            create: irp && major == mj::CREATE,
             open_target_directory: iopb.OperationFlags & OPEN_TARGET_DIRECTORY != 0,
             unsafe_for_fs: paging || d.Flags & cbd::FS_FILTER_OPERATION != 0,
             invalid: post && (major == mj::CLOSE || (major == mj::CREATE && failed)),
@@ -465,6 +490,7 @@ pub(crate) fn get_unsafe(
             fo: fo.cast_mut(),
             instance,
             pre_create: false,
+            create: false,
             open_target_directory: false,
             unsafe_for_fs: false,
             invalid: false,
@@ -599,6 +625,18 @@ mod tests {
         assert_eq!(unsafe { opened_path(&dir) }, r"\Dir\Sub");
         // SAFETY: null.
         assert_eq!(unsafe { opened_path(std::ptr::null()) }, "");
+        // Only `file` needs its related file object, which outside its create the opened name
+        // does not follow (name_plan asks the file system instead).
+        // SAFETY: live file objects.
+        assert!(unsafe { relative_open(&file) });
+        // SAFETY: as above.
+        assert!(!unsafe { relative_open(&dir) });
+        // SAFETY: null.
+        assert!(!unsafe { relative_open(std::ptr::null()) });
+        let g: Vec<u16> = r"\Other\y.txt".encode_utf16().collect();
+        file.FileName = crate::mem::unicode(&g);
+        // SAFETY: a live file object whose name is absolute though it has a related one.
+        assert!(!unsafe { relative_open(&file) });
     }
 
     #[test]
