@@ -5,7 +5,7 @@
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_POSTOP_CALLBACK_STATUS,
     FLT_PREOP_CALLBACK_STATUS, FLT_REGISTRATION, FLT_RELATED_OBJECTS, FLT_VOLUME_PROPERTIES,
@@ -15,7 +15,6 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Wdk::System::SystemServices::WORK_QUEUE_TYPE;
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::Storage::InstallableFileSystems::FLT_FILESYSTEM_TYPE;
-use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use crate::events::Rule;
 use crate::fltmgr::instances::AttachApi;
@@ -558,37 +557,9 @@ fn file_request(
     fo: *mut FILE_OBJECT,
     major: u8,
 ) {
-    // SAFETY: all-zero is a valid KEVENT and status block before use.
-    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
-    // SAFETY: as above.
-    let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
-    // SAFETY: our event storage.
-    unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
-    let irp: *mut IRP = kernel::with(|k| {
-        let stack = k.objects.device_id(device).map_or(1, |d| k.objects.dobj(d).StackSize);
-        let image = k.fltmgr.image;
-        k.allocate_irp(stack, crate::irp::Finish::Synchronous, image)
-    });
-    // SAFETY: a fresh IRP the Filter Manager owns until it calls the driver.
-    let i = unsafe { crate::irpx::header(irp) };
-    i.Flags = crate::nt::irp_flags::SYNCHRONOUS_API
-        | if major == crate::nt::mj::CLOSE { crate::nt::irp_flags::CLOSE_OPERATION } else { 0 };
-    i.UserEvent = &mut *event;
-    i.Anonymous.UserIosb = &mut *iosb;
-    i.IoStatus.Anonymous.Status = Status::PENDING.0;
-    i.Tail.Overlay.OriginalFileObject = fo;
-    // SAFETY: the first location of the fresh IRP.
-    let s = unsafe { crate::irpx::next(irp) };
-    s.MajorFunction = major;
-    s.FileObject = fo;
-    if crate::irp::call_driver(device, irp) == Status::PENDING.0 {
-        // SAFETY: our event, alive during the wait.
-        let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
-        if w != Status::SUCCESS.0 {
-            std::mem::forget(event);
-            std::mem::forget(iosb);
-        }
-    }
+    let close =
+        if major == crate::nt::mj::CLOSE { crate::nt::irp_flags::CLOSE_OPERATION } else { 0 };
+    let _ = crate::fltmgr::send_own_request(device, fo, major, close, |_, _| {});
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCancelFileOpen =>

@@ -12,12 +12,11 @@
 use std::collections::VecDeque;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP, KEVENT};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, PFLT_INSTANCE,
 };
 use windows_sys::Win32::Foundation::UNICODE_STRING;
-use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::FilterId;
 use super::ops::cbd;
@@ -303,48 +302,22 @@ impl Kernel {
 fn query_name(device: *mut DEVICE_OBJECT, fo: *mut FILE_OBJECT) -> Result<String, Status> {
     const LENGTH: usize = 4 + 65_536;
     let buffer = Block::zeroed(LENGTH);
-    // SAFETY: all-zero is a valid KEVENT and status block before use.
-    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
-    // SAFETY: as above.
-    let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
-    // SAFETY: our event storage.
-    unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
-    let irp: *mut IRP = kernel::with(|k| {
-        let stack = k.objects.device_id(device).map_or(1, |d| k.objects.dobj(d).StackSize);
-        let image = k.fltmgr.image;
-        k.allocate_irp(stack, crate::irp::Finish::Synchronous, image)
+    let sent = super::send_own_request(device, fo, mj::QUERY_INFORMATION, 0, |i, s| {
+        i.AssociatedIrp.SystemBuffer = buffer.ptr().cast();
+        // SAFETY: `QueryFile` is the member a query uses.
+        let p = unsafe {
+            fsfilter_kernel::params::io_mut::<fsfilter_kernel::params::IoFileInformation>(
+                &mut s.Parameters,
+            )
+        };
+        p.Length = LENGTH as u32;
+        p.FileInformationClass = fi::NAME as _;
     });
-    // SAFETY: a fresh IRP the Filter Manager owns until it calls the driver.
-    let i = unsafe { crate::irpx::header(irp) };
-    i.Flags = irp_flags::SYNCHRONOUS_API;
-    i.UserEvent = &mut *event;
-    i.Anonymous.UserIosb = &mut *iosb;
-    i.AssociatedIrp.SystemBuffer = buffer.ptr().cast();
-    i.IoStatus.Anonymous.Status = Status::PENDING.0;
-    i.Tail.Overlay.OriginalFileObject = fo;
-    // SAFETY: the first location of the fresh IRP.
-    let s = unsafe { crate::irpx::next(irp) };
-    s.MajorFunction = mj::QUERY_INFORMATION;
-    s.FileObject = fo;
-    // SAFETY: `QueryFile` is the member a query uses.
-    let p = unsafe {
-        fsfilter_kernel::params::io_mut::<fsfilter_kernel::params::IoFileInformation>(
-            &mut s.Parameters,
-        )
+    let Some(iosb) = sent else {
+        // The IRP may still complete into the buffer: leave it.
+        std::mem::forget(buffer);
+        return Err(Status::UNSUCCESSFUL);
     };
-    p.Length = LENGTH as u32;
-    p.FileInformationClass = fi::NAME as _;
-    if crate::irp::call_driver(device, irp) == Status::PENDING.0 {
-        // SAFETY: our event, alive during the wait.
-        let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
-        if w != Status::SUCCESS.0 {
-            // The IRP may still complete into these: leave them.
-            std::mem::forget(event);
-            std::mem::forget(iosb);
-            std::mem::forget(buffer);
-            return Err(Status::UNSUCCESSFUL);
-        }
-    }
     // SAFETY: the status member, written at completion.
     let status = Status(unsafe { iosb.Anonymous.Status });
     if status.is_error() {
