@@ -21,8 +21,8 @@ use windows_sys::Wdk::Foundation::{
 };
 use windows_sys::Wdk::Storage::FileSystem::ObQueryNameString;
 use windows_sys::Wdk::System::SystemServices::{
-    ExAllocatePool2, ExFreePoolWithTag, IoAllocateIrp, IoFreeIrp, KeInitializeEvent,
-    KeWaitForSingleObject,
+    ExAllocatePool2, ExFreePoolWithTag, IoAllocateIrp, IoFreeIrp, IoGetTopLevelIrp,
+    KeInitializeEvent, KeWaitForSingleObject,
 };
 use windows_sys::Win32::System::Kernel::NotificationEvent;
 
@@ -148,6 +148,13 @@ pub(crate) fn get(q: &Query, kind: NameKind) -> Result<FileNameInformation, Erro
     }
     if q.file.is_null() {
         return Err(Error::INVALID_PARAMETER);
+    }
+    // A file system at work in this thread (its top-level IRP set: a post callback run inside
+    // its completion, a request it sent itself) must not be asked again: the Filter Manager
+    // refuses then too (FltGetFileNameInformation's reference page).
+    // SAFETY: reads the current thread's top-level IRP; any IRQL.
+    if !unsafe { IoGetTopLevelIrp() }.is_null() {
+        return Err(Error::FLT_INVALID_NAME_REQUEST);
     }
     // SAFETY: the running operation's IRP at our location, or null.
     if !q.irp.is_null() && unsafe { refused(q.irp, q.stage, kind) } {

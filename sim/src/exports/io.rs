@@ -863,3 +863,12 @@ export! { windows_sys::Wdk::System::SystemServices::IoReleaseCancelSpinLock =>
         kernel::with(|k| k.release_cancel_lock(irql));
     }
 }
+
+export! { windows_sys::Wdk::System::SystemServices::IoGetTopLevelIrp =>
+    /// `IoGetTopLevelIrp`: the IRP a file system marked its thread's top-level one while it
+    /// works on it (`IoSetTopLevelIrp`), or NULL. The simulator's file systems and FsRtl set
+    /// none (docs/simulator.md, "FsFilter callbacks"): always NULL.
+    fn IoGetTopLevelIrp() -> *mut windows_sys::Wdk::Foundation::IRP {
+        std::ptr::null_mut()
+    }
+}
