@@ -600,15 +600,7 @@ fn io(
             class: FILE_FS_VOLUME_INFORMATION,
             length: length.unwrap_or(128),
         }),
-        _ => fsfilter_sim::IoResult {
-            status: Status::INVALID_DEVICE_REQUEST,
-            information: 0,
-            data: Vec::new(),
-            io: None,
-            fast_io: false,
-            handle: None,
-            iosb: None,
-        },
+        _ => fsfilter_sim::IoResult::without_request(Status::INVALID_DEVICE_REQUEST),
     }
 }
 

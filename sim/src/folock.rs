@@ -73,15 +73,7 @@ fn queue_as(file: usize, rid: RequestId, started: bool, service: Service) -> IoR
         k.files.locks.waiters.entry(file).or_default().push_back((rid, started, service));
         set(k, file, |f| f.Waiters = f.Waiters.saturating_add(1));
     });
-    IoResult {
-        status: Status::PENDING,
-        information: 0,
-        data: Vec::new(),
-        io: Some(RequestRef(rid.0)),
-        fast_io: false,
-        handle: None,
-        iosb: None,
-    }
+    IoResult { io: Some(RequestRef(rid.0)), ..IoResult::without_request(Status::PENDING) }
 }
 
 /// A service that held the lock of `file` returned `r`: the request the caller stopped waiting

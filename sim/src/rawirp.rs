@@ -329,15 +329,7 @@ fn as_user<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn failed(status: Status) -> IoResult {
-    IoResult {
-        status,
-        information: 0,
-        data: Vec::new(),
-        io: None,
-        fast_io: false,
-        handle: None,
-        iosb: None,
-    }
+    IoResult::without_request(status)
 }
 
 /// The file object and volume a create opens: a fresh file object on the device the name

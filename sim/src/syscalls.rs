@@ -238,7 +238,7 @@ impl IoResult {
     }
 
     /// The result of a call that sent no request: its status alone.
-    fn without_request(status: Status) -> IoResult {
+    pub fn without_request(status: Status) -> IoResult {
         IoResult {
             status,
             information: 0,
@@ -2917,16 +2917,22 @@ fn send_kernel_irp(
     setup: impl FnOnce(&mut IO_STACK_LOCATION),
 ) -> (Status, usize) {
     let target = kernel::with(|k| k.related_device(file));
-    send_kernel_irp_to(target, file, major, flags, setup)
+    send_kernel_irp_to(target, file, major, flags, None, |_, s| setup(s))
 }
 
-/// As [`send_kernel_irp`], to an explicit device rather than the top of the file's stack.
-fn send_kernel_irp_to(
+/// As [`send_kernel_irp`], to an explicit device rather than the top of the file's stack, for
+/// the I/O manager (`image` None) or a driver's own synchronous request (the Filter Manager's
+/// name query, `FltCancelFileOpen`): `fill` sets the rest of the IRP and of its first location
+/// after its major function and file object. `STATUS_PENDING` when the wait ended otherwise:
+/// the IRP may then still complete into its event and status block, which are left to it (and
+/// so must be the buffers `fill` gave it).
+pub(crate) fn send_kernel_irp_to(
     target: *mut DEVICE_OBJECT,
     file: *mut FILE_OBJECT,
     major: u8,
     flags: u32,
-    setup: impl FnOnce(&mut IO_STACK_LOCATION),
+    image: Option<crate::ids::ImageId>,
+    fill: impl FnOnce(&mut IRP, &mut IO_STACK_LOCATION),
 ) -> (Status, usize) {
     // SAFETY: all-zero is a valid KEVENT and IO_STATUS_BLOCK before use.
     let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
@@ -2936,9 +2942,9 @@ fn send_kernel_irp_to(
     unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
     let irp = kernel::with(|k| {
         let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
-        k.allocate_irp(stack, Finish::Synchronous, None)
+        k.allocate_irp(stack, Finish::Synchronous, image)
     });
-    // SAFETY: a fresh IRP.
+    // SAFETY: a fresh IRP, its sender's until it calls the driver.
     let i = unsafe { crate::irpx::header(irp) };
     i.Flags = flags;
     i.UserEvent = &mut *event;
@@ -2949,7 +2955,7 @@ fn send_kernel_irp_to(
     let s = unsafe { crate::irpx::next(irp) };
     s.MajorFunction = major;
     s.FileObject = file;
-    setup(s);
+    fill(i, s);
     let r = crate::irp::call_driver(target, irp);
     if r == Status::PENDING.0 {
         // SAFETY: our event, alive during the wait.
@@ -2973,8 +2979,8 @@ pub(crate) fn cancel_file_open(device: *mut DEVICE_OBJECT, file: *mut FILE_OBJEC
         return;
     }
     let flags = irp_flags::CLOSE_OPERATION | irp_flags::SYNCHRONOUS_API;
-    let _ = send_kernel_irp_to(device, file, mj::CLEANUP, flags, |_| {});
-    let _ = send_kernel_irp_to(device, file, mj::CLOSE, flags, |_| {});
+    let _ = send_kernel_irp_to(device, file, mj::CLEANUP, flags, None, |_, _| {});
+    let _ = send_kernel_irp_to(device, file, mj::CLOSE, flags, None, |_, _| {});
 }
 
 impl Kernel {

@@ -559,7 +559,9 @@ fn file_request(
 ) {
     let close =
         if major == crate::nt::mj::CLOSE { crate::nt::irp_flags::CLOSE_OPERATION } else { 0 };
-    let _ = crate::fltmgr::send_own_request(device, fo, major, close, |_, _| {});
+    let flags = crate::nt::irp_flags::SYNCHRONOUS_API | close;
+    let image = kernel::with(|k| k.fltmgr.image);
+    let _ = crate::syscalls::send_kernel_irp_to(device, fo, major, flags, image, |_, _| {});
 }
 
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCancelFileOpen =>

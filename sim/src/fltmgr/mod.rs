@@ -109,60 +109,6 @@ pub struct FltExt {
     pub lower: *mut DEVICE_OBJECT,
 }
 
-/// Sends a request of the Filter Manager's own for file object `fo` to `device` and waits for
-/// it, as the I/O manager's synchronous kernel requests go (`IRP_SYNCHRONOUS_API`, an event and
-/// a status block of its own; `FltCancelFileOpen`'s cleanup and close, a name query): `flags`
-/// are the IRP's besides `IRP_SYNCHRONOUS_API`; `fill` sets the rest of the IRP and of its first
-/// stack location after its major function and file object. Answers the final status block, or
-/// `None` when the wait ended otherwise: the IRP may then still complete into its event and
-/// block, which are left to it (and so must be the buffers `fill` gave it).
-pub(crate) fn send_own_request(
-    device: *mut DEVICE_OBJECT,
-    fo: *mut windows_sys::Wdk::Foundation::FILE_OBJECT,
-    major: u8,
-    flags: u32,
-    fill: impl FnOnce(
-        &mut windows_sys::Wdk::Foundation::IRP,
-        &mut windows_sys::Wdk::Foundation::IO_STACK_LOCATION,
-    ),
-) -> Option<windows_sys::Win32::System::IO::IO_STATUS_BLOCK> {
-    use windows_sys::Wdk::Foundation::KEVENT;
-    use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
-    // SAFETY: all-zero is a valid KEVENT and status block before use.
-    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
-    // SAFETY: as above.
-    let mut iosb: Box<IO_STATUS_BLOCK> = Box::new(unsafe { std::mem::zeroed() });
-    // SAFETY: our event storage.
-    unsafe { crate::sched::initialize_event(&mut *event, 0, false) };
-    let irp = kernel::with(|k| {
-        let stack = k.objects.device_id(device).map_or(1, |d| k.objects.dobj(d).StackSize);
-        let image = k.fltmgr.image;
-        k.allocate_irp(stack, crate::irp::Finish::Synchronous, image)
-    });
-    // SAFETY: a fresh IRP the Filter Manager owns until it calls the driver.
-    let i = unsafe { crate::irpx::header(irp) };
-    i.Flags = crate::nt::irp_flags::SYNCHRONOUS_API | flags;
-    i.UserEvent = &mut *event;
-    i.Anonymous.UserIosb = &mut *iosb;
-    i.IoStatus.Anonymous.Status = Status::PENDING.0;
-    i.Tail.Overlay.OriginalFileObject = fo;
-    // SAFETY: the first location of the fresh IRP.
-    let s = unsafe { crate::irpx::next(irp) };
-    s.MajorFunction = major;
-    s.FileObject = fo;
-    fill(i, s);
-    if crate::irp::call_driver(device, irp) == Status::PENDING.0 {
-        // SAFETY: our event, alive during the wait.
-        let w = unsafe { crate::sched::wait_for_event(&mut *event, None) };
-        if w != Status::SUCCESS.0 {
-            std::mem::forget(event);
-            std::mem::forget(iosb);
-            return None;
-        }
-    }
-    Some(*iosb)
-}
-
 /// Reads a device's extension when it is one of the Filter Manager's.
 pub(crate) fn ext_of(device: *const DEVICE_OBJECT) -> Option<FltExt> {
     if device.is_null() {

@@ -302,7 +302,10 @@ impl Kernel {
 fn query_name(device: *mut DEVICE_OBJECT, fo: *mut FILE_OBJECT) -> Result<String, Status> {
     const LENGTH: usize = 4 + 65_536;
     let buffer = Block::zeroed(LENGTH);
-    let sent = super::send_own_request(device, fo, mj::QUERY_INFORMATION, 0, |i, s| {
+    let image = kernel::with(|k| k.fltmgr.image);
+    let flags = irp_flags::SYNCHRONOUS_API;
+    let query = mj::QUERY_INFORMATION;
+    let sent = crate::syscalls::send_kernel_irp_to(device, fo, query, flags, image, |i, s| {
         i.AssociatedIrp.SystemBuffer = buffer.ptr().cast();
         // SAFETY: `QueryFile` is the member a query uses.
         let p = unsafe {
@@ -313,13 +316,12 @@ fn query_name(device: *mut DEVICE_OBJECT, fo: *mut FILE_OBJECT) -> Result<String
         p.Length = LENGTH as u32;
         p.FileInformationClass = fi::NAME as _;
     });
-    let Some(iosb) = sent else {
+    let status = sent.0;
+    if status == Status::PENDING {
         // The IRP may still complete into the buffer: leave it.
         std::mem::forget(buffer);
         return Err(Status::UNSUCCESSFUL);
-    };
-    // SAFETY: the status member, written at completion.
-    let status = Status(unsafe { iosb.Anonymous.Status });
+    }
     if status.is_error() {
         return Err(status);
     }

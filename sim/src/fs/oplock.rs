@@ -245,6 +245,13 @@ pub struct Shared {
     pub number: u64,
 }
 
+impl Shared {
+    /// A shared oplock of `level` just granted to `fo`, its request `irp` pending.
+    fn granted(irp: usize, fo: usize, level: u32) -> Shared {
+        Shared { irp: Some(irp), fo, level, breaking: None, number: 0 }
+    }
+}
+
 /// Where the break of an exclusive oplock stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Breaking {
@@ -1083,13 +1090,7 @@ impl Kernel {
                 }
                 true
             });
-            o.shared.push(Shared {
-                irp: Some(irp),
-                fo,
-                level: requested,
-                breaking: None,
-                number: 0,
-            });
+            o.shared.push(Shared::granted(irp, fo, requested));
         }
         // A request given way to completes with the level that replaces it, no acknowledgement.
         for h in given_up {
@@ -1161,13 +1162,7 @@ impl Kernel {
                 o.state = State::Exclusive { kind: Kind::Rw, fo, irp, breaking: None, number: 0 };
             }
         } else if let Some(o) = self.fs.oplocks.get_mut(&fcb) {
-            o.shared.push(Shared {
-                irp: Some(irp),
-                fo,
-                level: requested,
-                breaking: None,
-                number: 0,
-            });
+            o.shared.push(Shared::granted(irp, fo, requested));
         }
         if !hold(call.irp, request_cancelled) {
             after.extend(self.oplock_request_cancelled(irp));
