@@ -27,6 +27,13 @@ pub enum Rule {
     /// completed nor passed on to a driver that completed it: nothing will complete it. Driver
     /// Verifier's I/O verification names it `DCERROR_IRP_RETURNED_WITHOUT_COMPLETION`.
     IrpReturnedWithoutCompletion,
+    /// A dispatch routine returned a status other than `STATUS_PENDING` for an IRP whose
+    /// completion had already passed its stack location, and the IRP's `IoStatus.Status` was
+    /// another one then: its caller gets two answers (the returned status, which a system
+    /// service returns, and the IRP's, which the caller's I/O status block gets). Driver
+    /// Verifier's I/O verification, WDM DRIVER ERROR 0x224 ("An IRP dispatch handler has
+    /// returned a status that is inconsistent with the IRP's IoStatus.Status field").
+    DispatchStatusDiffersFromIrpStatus,
     /// Code of an unloaded driver would have run (a completion routine, a dispatch routine, a
     /// callback), or its image went while its code was on the call stack (which returns into
     /// it).
@@ -166,6 +173,7 @@ impl Rule {
             Rule::MarkedPendingButNotReturned => "IO_MARK_IRP_PENDING_WITHOUT_STATUS_PENDING",
             Rule::UnknownDispatchResult => "UNKNOWN_DISPATCH_RESULT",
             Rule::IrpReturnedWithoutCompletion => "IRP_RETURNED_WITHOUT_COMPLETION",
+            Rule::DispatchStatusDiffersFromIrpStatus => "DISPATCH_STATUS_DIFFERS_FROM_IRP_STATUS",
             Rule::UnloadedDriverCodeRan => "UNLOADED_DRIVER_CODE_RAN",
             Rule::DeviceObjectsLeaked => "DEVICE_OBJECTS_LEAKED_AT_UNLOAD",
             Rule::PoolLeaked => "POOL_LEAKED_AT_UNLOAD",

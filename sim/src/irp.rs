@@ -151,6 +151,26 @@ pub struct Irps {
     /// The cancel spin lock is held (`IoAcquireCancelSpinLock`, or `IoCancelIrp` calling a
     /// cancel routine): [`crate::cancel`].
     pub cancel_lock: bool,
+    /// The `IoCallDriver` calls whose dispatch routine is running, innermost last. There are no
+    /// OS threads (a wait runs other work inside it), so they nest: a call returns before the
+    /// calls it was made inside.
+    frames: Vec<CallFrame>,
+}
+
+/// An `IoCallDriver` whose dispatch routine is running ([`Irps::frames`]): what completion saw
+/// of the IRP when it walked past the stack location the routine got, as Driver Verifier's I/O
+/// verification keeps for each call (bug check 0xC9's page, WDM DRIVER ERROR 0x224).
+#[derive(Clone, Copy)]
+struct CallFrame {
+    /// The IRP.
+    irp: usize,
+    /// The stack location the dispatch routine got (shared with the caller's call when the
+    /// caller skipped its own location).
+    level: i8,
+    /// `IoStatus.Status` when completion first walked past `level` while the routine ran: what
+    /// the driver (or one below it) completed the IRP with, before the routine the caller set in
+    /// that location ran.
+    walked: Option<NTSTATUS>,
 }
 
 /// How many empty routine lists [`Irps`] keeps.
@@ -576,6 +596,7 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         }
         let entered = k.enter(Some(image));
         k.note_io_call(device, Some(dev), irp, request);
+        k.irps.frames.push(CallFrame { irp: irp as usize, level, walked: None });
         Ok((routine, image, level, entered, irql))
     });
     let (routine, image, level, entered, irql) = match prepared {
@@ -590,9 +611,32 @@ pub fn call_driver(device: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
             "a dispatch routine (DRIVER_VERIFIER_IOMANAGER_VIOLATION 0x05)",
         );
         k.leave();
+        let walked = k.irps.pop_frame(irp, level);
         k.after_dispatch(irp, level, status, image);
+        if let Some(walked) = walked {
+            k.check_dispatch_status(irp, status, walked, image);
+        }
     });
     status
+}
+
+impl Irps {
+    /// Takes the innermost running call of `irp` at `level` off [`Irps::frames`] and says what
+    /// completion saw when it walked past `level` during the call (None: it did not).
+    fn pop_frame(&mut self, irp: *mut IRP, level: i8) -> Option<NTSTATUS> {
+        let at = self.frames.iter().rposition(|f| f.irp == irp as usize && f.level == level)?;
+        self.frames.remove(at).walked
+    }
+
+    /// Completion walks past `level` of `irp`, whose `IoStatus.Status` is `status`: the calls
+    /// running with that location that completion had not passed yet take it.
+    fn walked_past(&mut self, irp: *mut IRP, level: i8, status: NTSTATUS) {
+        for f in &mut self.frames {
+            if f.irp == irp as usize && f.level == level && f.walked.is_none() {
+                f.walked = Some(status);
+            }
+        }
+    }
 }
 
 /// `IRP_PAGING_IO`.
@@ -759,6 +803,52 @@ impl Kernel {
                 ),
             );
         }
+    }
+}
+
+impl Kernel {
+    /// A dispatch routine (of `image`) returned `status` for `irp` after completion walked past
+    /// its stack location, where the IRP's status was `walked`. Anything but `STATUS_PENDING` must
+    /// be that status (Driver Verifier's WDM DRIVER ERROR 0x224): the I/O manager's system
+    /// service returns what the top routine returned (WRK `IopSynchronousServiceTail`) and writes
+    /// the IRP's status to the caller's status block (`IopCompleteRequest`), and a driver above
+    /// returns it as its own. Reported once per IRP, against the innermost routine (WRK
+    /// `trackirp.h`'s `SESSIONFLAG_UNWOUND_INCONSISTANT`: a pass-through above that returns the
+    /// same status repeats the mistake).
+    fn check_dispatch_status(
+        &mut self,
+        irp: *mut IRP,
+        status: NTSTATUS,
+        walked: NTSTATUS,
+        image: ImageId,
+    ) {
+        if status == walked
+            || status == Status::PENDING.0
+            // Reported as UNKNOWN_DISPATCH_RESULT: no dispatch routine may return it.
+            || status == Status::MORE_PROCESSING_REQUIRED.0
+            || self.crashed.is_some()
+        {
+            return;
+        }
+        for f in &mut self.irps.frames {
+            if f.irp == irp as usize {
+                f.walked = None;
+            }
+        }
+        let name = self.image_name(image);
+        self.report(
+            Rule::DispatchStatusDiffersFromIrpStatus,
+            Some(name),
+            format!(
+                "a dispatch routine returned {} for an IRP whose IoStatus.Status was {} when \
+                 completion passed its stack location: its caller gets two answers, the first \
+                 from IoCallDriver (what a system service returns), the second in the IRP (what \
+                 the caller's I/O status block gets when written); Driver Verifier's WDM DRIVER \
+                 ERROR 0x224",
+                Status(status),
+                Status(walked),
+            ),
+        );
     }
 }
 
@@ -998,6 +1088,7 @@ impl Kernel {
             || (i.Cancel && sl.Control & SL_INVOKE_ON_CANCEL != 0);
         let routine = sl.CompletionRoutine;
         let context = sl.Context;
+        self.irps.walked_past(irp, level, status);
         // One lookup of the IRP for the walk's records, the routine `IoSetCompletionRoutineEx`
         // set here (when it runs) and the IRP's allocator.
         let takes_ex = routine.is_some() && invoke && context == ex_marker();

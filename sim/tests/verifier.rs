@@ -43,7 +43,7 @@ use fsfilter_sim::{
     VolumeSpec,
 };
 use windows_sys::Wdk::Foundation::{
-    DEVICE_OBJECT, DRIVER_OBJECT, FILE_OBJECT, IRP, OBJECT_ATTRIBUTES,
+    DEVICE_OBJECT, DRIVER_OBJECT, FILE_OBJECT, IRP, KEVENT, OBJECT_ATTRIBUTES,
 };
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltAllocateGenericWorkItem, FltFreeGenericWorkItem,
@@ -56,7 +56,8 @@ use windows_sys::Wdk::System::SystemServices::{
     IoAllocateWorkItem, IoAttachDeviceToDeviceStackSafe, IoCancelFileOpen, IoCancelIrp,
     IoCreateDevice, IoDeleteDevice, IoDetachDevice, IoFreeIrp, IoFreeMdl, IoFreeWorkItem,
     IoGetAttachedDeviceReference, IoGetDeviceObjectPointer, IoQueueWorkItem,
-    IoReleaseCancelSpinLock, KeBugCheckEx, KeInitializeSpinLock, ObfDereferenceObject,
+    IoReleaseCancelSpinLock, KeBugCheckEx, KeInitializeEvent, KeInitializeSpinLock, KeSetEvent,
+    KeWaitForSingleObject, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -482,6 +483,50 @@ unsafe extern "system" fn bad_dispatch(device: *const DEVICE_OBJECT, irp: *mut I
                 }
             }
         }
+        "status_differs" => {
+            // Fails the read, and (broken) tells its caller it succeeded.
+            // SAFETY: the live IRP of our dispatch routine.
+            unsafe { complete(irp, Status::ACCESS_DENIED) };
+            let status = if broken() { Status::SUCCESS } else { Status::ACCESS_DENIED };
+            return status.0;
+        }
+        "routine_changes_status" => {
+            // A pass-through whose completion routine turns the lower driver's success into a
+            // failure. Broken: its dispatch routine returns what IoCallDriver returned, the lower
+            // driver's success. Corrected: it marks the IRP pending and returns STATUS_PENDING,
+            // so that the caller takes the IRP's final status.
+            // SAFETY: the live IRP with a location below ours (Bad's StackSize is one more).
+            unsafe {
+                if !broken() {
+                    IoMarkIrpPending(irp);
+                }
+                IoCopyCurrentIrpStackLocationToNext(irp);
+                IoSetCompletionRoutine(irp, denies, null_mut(), true, true, true);
+                let status = IoCallDriver(bad.lower as *mut DEVICE_OBJECT, irp);
+                return if broken() { status } else { Status::PENDING.0 };
+            }
+        }
+        "halt_and_complete_again" => {
+            // Forwards synchronously (its routine signals and halts the walk), then fails the read
+            // and completes it again. Corrected, it returns that final status; broken, the status
+            // IoCallDriver returned.
+            // SAFETY: a kernel event on our stack, waited for before it goes; the live IRP with a
+            // location below ours, reclaimed by the routine and completed once more.
+            unsafe {
+                let mut event: KEVENT = std::mem::zeroed();
+                KeInitializeEvent(&mut event, 0, false);
+                IoCopyCurrentIrpStackLocationToNext(irp);
+                IoSetCompletionRoutine(irp, signals, (&raw mut event).cast(), true, true, true);
+                let mut lower = IoCallDriver(bad.lower as *mut DEVICE_OBJECT, irp);
+                if lower == Status::PENDING.0 {
+                    KeWaitForSingleObject((&raw const event).cast(), 0, 0, false, null_mut());
+                    lower = (*irp).IoStatus.Anonymous.Status;
+                }
+                assert_eq!(lower, Status::SUCCESS.0, "Bottom succeeds");
+                complete(irp, Status::ACCESS_DENIED);
+                return if broken() { lower } else { Status::ACCESS_DENIED.0 };
+            }
+        }
         "attach_to_initializing_device" => {
             // Attaches a new device to Bottom's stack outside DriverEntry: clearing
             // DO_DEVICE_INITIALIZING is then the driver's job.
@@ -549,6 +594,35 @@ unsafe extern "system" fn completes_itself(
         IoCompleteRequest(irp, 0);
     }
     if broken() { Status::SUCCESS.0 } else { Status::MORE_PROCESSING_REQUIRED.0 }
+}
+
+/// Bad's completion routine in `routine_changes_status`: fails the IRP the lower driver
+/// completed (propagating the pending mark, as a routine that does not halt must).
+unsafe extern "system" fn denies(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    _context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the IRP being completed.
+    unsafe {
+        if (*irp).PendingReturned {
+            IoMarkIrpPending(irp);
+        }
+        (*irp).IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+    }
+    Status::SUCCESS.0
+}
+
+/// Bad's completion routine in `halt_and_complete_again`: signals the dispatch routine's event and
+/// halts the walk, giving the IRP back to the dispatch routine.
+unsafe extern "system" fn signals(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    event: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the event the dispatch routine waits on, alive until it returns.
+    unsafe { KeSetEvent(event.cast(), 0, false) };
+    Status::MORE_PROCESSING_REQUIRED.0
 }
 
 /// Bad's completion routine in `completion_returns_raised`: takes a spin lock and (broken)
@@ -845,6 +919,13 @@ fn machine(mode: &'static str, broken: bool) -> Machine {
 /// for a synchronous request, runs the machine, and returns the final status (-1 when the request
 /// never completed).
 fn send(m: &Machine, device: usize, major: u8, minor: u8) -> Status {
+    send_both(m, device, major, minor).1
+}
+
+/// [`send`], with what `IoCallDriver` returned to the sender (what a system service returns
+/// unless it is STATUS_PENDING, WRK `IopSynchronousServiceTail`) before the final status (what
+/// the I/O manager writes to the status block).
+fn send_both(m: &Machine, device: usize, major: u8, minor: u8) -> (Status, Status) {
     let (top, irp) = m.kernel(|k| {
         let id = k.objects.device_id(device as *const DEVICE_OBJECT).unwrap();
         let top = k.objects.top(id);
@@ -864,10 +945,10 @@ fn send(m: &Machine, device: usize, major: u8, minor: u8) -> Status {
         (*irp).Anonymous.UserIosb = &mut *iosb;
     }
     // SAFETY: a live device and IRP.
-    let _ = unsafe { IoCallDriver(top, irp) };
+    let returned = unsafe { IoCallDriver(top, irp) };
     fsfilter_sim::sched::run_all();
     // SAFETY: written by the I/O manager at completion.
-    Status(unsafe { iosb.Anonymous.Status })
+    (Status(returned), Status(unsafe { iosb.Anonymous.Status }))
 }
 
 fn bad_device() -> usize {
@@ -1286,6 +1367,66 @@ fn irp_completed_inside_its_completion_routine() {
     // IoCompleteRequest resumes it. A routine that completes the IRP itself and answers
     // STATUS_SUCCESS lets the I/O manager go on over an IRP already completed.
     read_breaks("completed_in_routine", Rule::IrpCompletedTwice, |_, _| {});
+}
+
+#[test]
+fn dispatch_status_differs_from_irp_status() {
+    // Driver Verifier's I/O verification, WDM DRIVER ERROR 0x224 (bug check 0xC9's page): "An
+    // IRP dispatch handler has returned a status that is inconsistent with the IRP's
+    // IoStatus.Status field". The sender gets two answers: IoCallDriver's (what a system service
+    // returns) and the IRP's (what the status block gets). Until December 7 this was silent.
+    for broken in [true, false] {
+        let m = machine("status_differs", broken);
+        let (returned, iosb) = send_both(&m, bad_device(), IRP_MJ_READ, 0);
+        assert_eq!(iosb, Status::ACCESS_DENIED);
+        assert_eq!(returned, if broken { Status::SUCCESS } else { Status::ACCESS_DENIED });
+        check(&m, broken, Rule::DispatchStatusDiffersFromIrpStatus, Some("Bad"));
+        if broken {
+            let text = &m.findings()[0].2;
+            assert!(
+                text.contains("STATUS_SUCCESS") && text.contains("STATUS_ACCESS_DENIED"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Rule::DispatchStatusDiffersFromIrpStatus.name(),
+            "DISPATCH_STATUS_DIFFERS_FROM_IRP_STATUS"
+        );
+        survives(&m);
+    }
+}
+
+#[test]
+fn a_completion_routine_that_changes_the_status_under_a_returned_lower_status() {
+    // A pass-through whose completion routine fails the IRP Bottom completed with success, and
+    // whose dispatch routine returns what IoCallDriver returned (Bottom's STATUS_SUCCESS): Bad is
+    // at fault, not Bottom, whose return matched the IRP's status when completion passed its
+    // stack location. Corrected, Bad marks the IRP pending and returns STATUS_PENDING, and the
+    // sender takes the final status: no finding.
+    for broken in [true, false] {
+        let m = machine("routine_changes_status", broken);
+        let (returned, iosb) = send_both(&m, bad_device(), IRP_MJ_READ, 0);
+        assert_eq!(iosb, Status::ACCESS_DENIED);
+        assert_eq!(returned, if broken { Status::SUCCESS } else { Status::PENDING });
+        check(&m, broken, Rule::DispatchStatusDiffersFromIrpStatus, Some("Bad"));
+        survives(&m);
+    }
+}
+
+#[test]
+fn a_halted_completion_completed_again_returns_the_final_status() {
+    // A dispatch routine that reclaims the IRP (its routine answers
+    // STATUS_MORE_PROCESSING_REQUIRED), fails it and completes it again owes its caller that
+    // final status; Bottom's STATUS_SUCCESS, which IoCallDriver returned, matched the IRP when
+    // completion first passed Bottom's location, so the halted walk is no finding of its own.
+    for broken in [true, false] {
+        let m = machine("halt_and_complete_again", broken);
+        let (returned, iosb) = send_both(&m, bad_device(), IRP_MJ_READ, 0);
+        assert_eq!(iosb, Status::ACCESS_DENIED);
+        assert_eq!(returned, if broken { Status::SUCCESS } else { Status::ACCESS_DENIED });
+        check(&m, broken, Rule::DispatchStatusDiffersFromIrpStatus, Some("Bad"));
+        survives(&m);
+    }
 }
 
 #[test]
