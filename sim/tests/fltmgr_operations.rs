@@ -1200,3 +1200,31 @@ fn a_post_callbacks_io_status_reaches_the_fast_io_caller() {
         (true, Status::ACCESS_DENIED, 0)
     );
 }
+
+#[test]
+fn a_post_that_fails_a_read_in_the_completion_routine_is_what_the_service_returns() {
+    // "Failing an I/O Operation in a Postoperation Callback Routine": a post callback may fail
+    // a successful operation by setting the callback data's IoStatus.Status. For a read the
+    // file system completed inside the Filter Manager's IoCallDriver, that post runs in the
+    // Filter Manager's completion routine, before IoCallDriver returns the file system's
+    // success; the Filter Manager's dispatch routine returns the final status, not the file
+    // system's (Driver Verifier's WDM DRIVER ERROR 0x224, DISPATCH_STATUS_DIFFERS_FROM_IRP_STATUS
+    // otherwise). Until December 7 it returned the file system's status: the system service
+    // answered STATUS_SUCCESS while the request's final status was STATUS_ACCESS_DENIED.
+    let (mut m, c) = ntfs_machine(&[("a.txt", &[7u8; 512])]);
+    start(
+        &mut m,
+        0,
+        Config::new("Deny", "300000").op(mj::READ, true, true).with_post(|p| {
+            if p.data().Flags & FAST_IO_OPERATION == 0 {
+                p.data().IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+                p.data().IoStatus.Information = 0;
+            }
+            0
+        }),
+    );
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let r = m.read(h, Some(0), 512, IoMode::NonCached);
+    assert_eq!((r.status, r.fast_io, r.iosb), (Status::ACCESS_DENIED, false, None));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -728,8 +728,22 @@ fn pass_down(key: u64) -> NTSTATUS {
         }
         return post_in_origin(key);
     }
-    let halted = kernel::with(|k| k.fltmgr.ops.op(key).is_some_and(|o| o.halted));
-    if halted { Status::PENDING.0 } else { status }
+    kernel::with(|k| {
+        let ops = &mut k.fltmgr.ops;
+        let finished = ops.finished_in_call.iter().rposition(|&(f, _)| f == key);
+        let finished = finished.map(|at| ops.finished_in_call.swap_remove(at).1);
+        if ops.op(key).is_some_and(|o| o.halted) {
+            return Status::PENDING.0;
+        }
+        match finished {
+            // Completed inside the call, and the post callbacks ran in our completion routine:
+            // the status they left is the IRP's, which our caller must get too (a post may fail
+            // a successful operation). A lower driver that returned STATUS_PENDING had the IRP
+            // marked, and we return it as well.
+            Some(final_status) if status != Status::PENDING.0 => final_status,
+            _ => status,
+        }
+    })
 }
 
 /// `FLT_PREOP_COMPLETE` (or a refused fast I/O): the posts of the instances above run, then the

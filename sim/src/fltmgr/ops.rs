@@ -263,6 +263,10 @@ pub struct Ops {
     /// The pre- or post-operation callback the Filter Manager is running now, if any: the trace
     /// hook reads its volume and request from it rather than looking both up.
     pub(crate) running: Option<Running>,
+    /// Operations our completion routine ended while our dispatch routine was still in the
+    /// `IoCallDriver` that sent them down, with the status the post callbacks left in the IRP:
+    /// what that dispatch routine returns ([`super::dispatch`]'s `pass_down`).
+    pub(crate) finished_in_call: Vec<(u64, i32)>,
 }
 
 /// A pre- or post-operation callback being run ([`Ops::running`]): set when the Filter Manager

@@ -59,6 +59,14 @@ pub(crate) unsafe extern "system" fn flt_complete(
     }
     match post_walk(key) {
         PostEnd::Finished => {
+            kernel::with(|k| {
+                let ops = &mut k.fltmgr.ops;
+                if let Some(op) = ops.op(key).filter(|o| o.in_dispatch) {
+                    // SAFETY: the status member.
+                    let status = unsafe { op.cbd().IoStatus.Anonymous.Status };
+                    ops.finished_in_call.push((key, status));
+                }
+            });
             finish_in_place(key);
             Status::SUCCESS.0
         }
