@@ -324,6 +324,8 @@ impl Error {
     pub const INSUFFICIENT_RESOURCES: Error = Error(Status::INSUFFICIENT_RESOURCES);
     /// `STATUS_NOT_SUPPORTED`.
     pub const NOT_SUPPORTED: Error = Error(Status::NOT_SUPPORTED);
+    /// `STATUS_INVALID_DEVICE_REQUEST`.
+    pub const INVALID_DEVICE_REQUEST: Error = Error(Status::INVALID_DEVICE_REQUEST);
     /// `STATUS_INVALID_DEVICE_STATE`.
     pub const INVALID_DEVICE_STATE: Error = Error(Status::INVALID_DEVICE_STATE);
     /// `STATUS_NOT_FOUND`.
