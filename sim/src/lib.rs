@@ -53,6 +53,7 @@ pub mod volumes;
 pub use events::{Callback, Event, EventKind, FltEvent, RequestRef, Rule};
 pub use faults::{Fault, FaultKind};
 pub use files::Handle;
+pub use fltmgr::ports::PortHandle;
 pub use fltmgr::snapshot::{FrameSnapshot, SnapInstance, StackEntry};
 pub use ids::VolumeId;
 pub use inspect::DeviceEntry;

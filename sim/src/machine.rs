@@ -7,6 +7,7 @@ use fsfilter::Status;
 
 use crate::events::{Event, RequestRef, Rule};
 use crate::files::Handle;
+use crate::fltmgr::ports::PortHandle;
 use crate::ids::{RequestId, VolumeId};
 use crate::kernel::{self, Kernel};
 use crate::loader::{ServiceSpec, StartType, StopResult};
@@ -263,6 +264,36 @@ impl Machine {
     /// Closes a handle: cleanup, then the caller's reference (close when it was the last).
     pub fn close_handle(&mut self, handle: Handle) -> Status {
         self.io(IoRequest::Close { handle }).status
+    }
+
+    /// `FilterConnectCommunicationPort`: connects to the communication server port `name`
+    /// (`\Name`) with `context` as the connection context (empty: none). The filter's
+    /// `ConnectNotifyCallback` runs in this caller's thread; its failure is the call's
+    /// (docs/simulator.md, "Communication ports and control devices").
+    pub fn connect_communication_port(
+        &mut self,
+        name: &str,
+        context: &[u8],
+    ) -> Result<PortHandle, Status> {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::connect(name, context))
+    }
+
+    /// `FilterSendMessage` on a connection: `input` to the filter's `MessageNotifyCallback`
+    /// with an output buffer of `reply_capacity` bytes; the reply is what the callback said it
+    /// returned (`ReturnOutputBufferLength`), or the callback's failure.
+    pub fn send_message(
+        &mut self,
+        port: PortHandle,
+        input: &[u8],
+        reply_capacity: usize,
+    ) -> Result<Vec<u8>, Status> {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::send(port, input, reply_capacity))
+    }
+
+    /// `CloseHandle` on a connection: the filter's `DisconnectNotifyCallback` runs (it closes
+    /// its end with `FltCloseClientPort`) unless the filter ended the connection first.
+    pub fn close_port(&mut self, port: PortHandle) -> Status {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::close_user(port))
     }
 
     /// A file's bytes, read from the media directly (no I/O).
