@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use fsfilter::{MajorFunction, Status};
 use fsfilter_sim::{
-    CreateOptions, Event, EventKind, FsKind, Handle, InstanceLayout, InstanceSpec, InstancesSpec,
-    IoRequest, Machine, MachineConfig, MountWhen, PortHandle, RegValue, RequestRef, ServiceSpec,
-    StartType, VolumeId, VolumeSpec,
+    CreateOptions, DeviceHandle, Event, EventKind, FsKind, Handle, InstanceLayout, InstanceSpec,
+    InstancesSpec, IoRequest, Machine, MachineConfig, MountWhen, PortHandle, RegValue, RequestRef,
+    ServiceSpec, StartType, VolumeId, VolumeSpec,
 };
 
 use crate::samples;
@@ -188,6 +188,8 @@ struct Handles {
 enum Connection {
     /// A minifilter's communication port.
     Port(PortHandle),
+    /// A legacy filter's control device, opened through its link.
+    Device(DeviceHandle),
 }
 
 /// Runs `scenario`.
@@ -344,10 +346,17 @@ fn play(
                 .unwrap_or_default();
             let context = context.as_deref().unwrap_or_default();
             let connected = match model_of(driver) {
-                Model::Minifilter => {
-                    m.connect_communication_port(&format!("\\{channel}"), context).map(Connection::Port)
+                Model::Minifilter => m
+                    .connect_communication_port(&format!("\\{channel}"), context)
+                    .map(Connection::Port),
+                // CreateFile(\\.\<name>): the link \??\<name> to the control device, the
+                // context in an extended attribute (the legacy channel's convention).
+                Model::Legacy => {
+                    let ea =
+                        (!context.is_empty()).then(|| fsfilter_sim::full_ea("Context", context));
+                    m.open_device(&format!("\\??\\{channel}"), ea.as_deref())
+                        .map(Connection::Device)
                 }
-                Model::Legacy => Err(Status::NOT_IMPLEMENTED),
             };
             match connected {
                 Ok(c) => {
@@ -363,7 +372,9 @@ fn play(
                     format!("message {client} {}", crate::scenario::spy_command_name(*c)),
                     c.message().to_vec(),
                 ),
-                MessageBody::Data(d) => (format!("message {client} ({} bytes)", d.len()), d.clone()),
+                MessageBody::Data(d) => {
+                    (format!("message {client} ({} bytes)", d.len()), d.clone())
+                }
             };
             let Some((driver, connection)) = handles.clients.get(client).cloned() else {
                 // Its connect step failed: nothing to send on.
@@ -371,6 +382,15 @@ fn play(
             };
             let answer = match connection {
                 Connection::Port(p) => m.send_message(p, &input, *reply as usize),
+                Connection::Device(d) => {
+                    let r = m.device_control(
+                        d,
+                        fsfilter::IOCTL_FSFILTER_MESSAGE,
+                        &input,
+                        *reply as usize,
+                    );
+                    if r.status.is_success() { Ok(r.data) } else { Err(r.status) }
+                }
             };
             let (status, bytes) = match answer {
                 Ok(bytes) => (Status::SUCCESS, bytes),
@@ -484,6 +504,7 @@ fn play(
 fn disconnect(m: &mut Machine, c: Connection) -> Status {
     match c {
         Connection::Port(p) => m.close_port(p),
+        Connection::Device(d) => m.close_device(d),
     }
 }
 

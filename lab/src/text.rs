@@ -519,7 +519,7 @@ fn reply_lines(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded)
                 log.pending
             )];
             for r in &log.records {
-                let mut line = format!("  #{:<3} {:<32} {:<9}", r.sequence, r.operation, r.kind);
+                let mut line = format!("  #{:<3} {:<42} {:<9}", r.sequence, r.operation, r.kind);
                 match r.status {
                     Some(s) => line.push_str(&format!(" {} ({})", status_name(s), r.information)),
                     None => line.push_str(" (no post)"),
