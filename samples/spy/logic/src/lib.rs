@@ -32,8 +32,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use fsfilter::{
     ClientId, Error, Filter, Instance, InstanceSetup, Irql, MajorFunction, MessageChannel,
-    NameKind, Operation, OperationKind, PostFlags, PostOperation, PostOutcome, PreOperation,
-    PreOutcome, Registration, RequestorMode, Result, ServiceParameters, Status,
+    NameKind, OperationKind, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome,
+    Registration, RequestorMode, Result, ServiceParameters, Status,
 };
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
@@ -67,12 +67,6 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         description: "Records held until a reader takes them, 1 to 32 (MiniSpy and FileSpy read a MaxRecords value too, 500 by default in MiniSpy); operations seen while the log is full are counted as dropped.",
     },
     ParameterDoc {
-        name: "Operations",
-        kind: "REG_SZ",
-        default: "all",
-        description: "Operations to record: the lab's io op names (create, read, write, cleanup, close, fsctl, ...; see MajorFunction::short_name), comma-separated, or 'all' (every operation passThrough registers).",
-    },
-    ParameterDoc {
         name: "Names",
         kind: "REG_DWORD",
         default: "1",
@@ -85,18 +79,12 @@ pub const PARAMETERS: &[ParameterDoc] = &[
 pub enum ParseError {
     /// `MaxRecords` is 0 or above [`RING_RECORDS`].
     MaxRecords,
-    /// `Operations` names an unknown operation.
-    UnknownOperation,
-    /// The built registration is invalid (a forbidden operation).
-    Registration(fsfilter::RegistrationError),
 }
 
 impl core::fmt::Display for ParseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ParseError::MaxRecords => write!(f, "MaxRecords: 1 to {RING_RECORDS}"),
-            ParseError::UnknownOperation => f.write_str("Operations: unknown operation name"),
-            ParseError::Registration(e) => write!(f, "Operations: {e}"),
         }
     }
 }
@@ -114,7 +102,6 @@ pub struct Spy {
     /// Operations dropped because the log was busy, not yet reported.
     busy: AtomicU32,
     names: bool,
-    registration: Registration,
 }
 
 impl core::fmt::Debug for Spy {
@@ -130,15 +117,12 @@ impl Spy {
         if max == 0 || max as usize > RING_RECORDS {
             return Err(ParseError::MaxRecords);
         }
-        let mut buf = [0u8; 256];
-        let registration = registration(p.string("Operations", &mut buf))?;
         let names = p.flag("Names").unwrap_or(true);
         Ok(Spy {
             log: SpinMutex::new(Log { ring: Ring::new(max as usize) }),
             sequence: AtomicU64::new(0),
             busy: AtomicU32::new(0),
             names,
-            registration,
         })
     }
 
@@ -232,26 +216,9 @@ impl Spy {
     }
 }
 
-/// The registration for an `Operations` value.
-fn registration(operations: Option<&str>) -> core::result::Result<Registration, ParseError> {
-    let v = operations.map_or("", fsfilter::text::trim);
-    if v.is_empty() || fsfilter::text::eq_ignore_case(v, "all") {
-        return Ok(Spy::REGISTRATION);
-    }
-    let mut r = Registration::new();
-    for name in fsfilter::text::split(v, b',') {
-        let major = MajorFunction::from_short_name(name).ok_or(ParseError::UnknownOperation)?;
-        let mut op = Operation::new(major).pre();
-        if major != MajorFunction::Shutdown {
-            op = op.post();
-        }
-        r = r.operation(op);
-    }
-    r.check().map_err(ParseError::Registration)
-}
-
 impl Filter for Spy {
-    /// Every operation, pre and post (the default `Operations`).
+    /// Every operation passThrough registers, pre and post, as MiniSpy records them all; a
+    /// constant, so that the drivers carry no run-time registration code.
     const REGISTRATION: Registration = Registration::new().every_operation(true, true).validated();
     const NAME_QUERIES: bool = true;
     const MESSAGES: Option<MessageChannel> =
@@ -263,10 +230,6 @@ impl Filter for Spy {
         Spy::from_parameters(parameters).map_err(|_| Error::INVALID_PARAMETER)
     }
 
-    fn registration(&self) -> Option<Registration> {
-        Some(self.registration)
-    }
-
     fn instance_setup(&self, _setup: &InstanceSetup<'_>) -> Result<()> {
         Ok(())
     }
@@ -276,8 +239,8 @@ impl Filter for Spy {
         _instance: &Instance<'_, ()>,
         op: &mut PreOperation<'_, ()>,
     ) -> PreOutcome<()> {
-        let post = self.registration.get(op.major()).is_some_and(|o| o.post);
-        self.record_pre(op, post);
+        // Every operation has a post callback but the shutdown (the registration).
+        self.record_pre(op, op.major() != MajorFunction::Shutdown);
         PreOutcome::WithPost(())
     }
 
@@ -569,24 +532,12 @@ mod tests {
         };
         assert_eq!(p(&[("MaxRecords", V::Dword(0))]), Err(ParseError::MaxRecords));
         assert_eq!(p(&[("MaxRecords", V::Dword(33))]), Err(ParseError::MaxRecords));
-        assert_eq!(
-            p(&[("Operations", V::String("create,teleport"))]),
-            Err(ParseError::UnknownOperation)
-        );
-        assert!(matches!(
-            p(&[("Operations", V::String("power"))]),
-            Err(ParseError::Registration(_))
-        ));
-        let s = spy(&[("Operations", V::String("create, shutdown"))]);
-        let r = s.registration().unwrap();
-        assert_eq!(r.operations().len(), 2);
+        // The constant registration: every operation with a post callback but the shutdown.
+        assert_eq!(spy(&[]).registration(), None);
+        let r = Spy::REGISTRATION;
         assert!(!r.get(MajorFunction::Shutdown).unwrap().post);
         assert!(r.get(MajorFunction::Create).unwrap().post);
-        assert_eq!(
-            spy(&[("Operations", V::String("ALL"))]).registration(),
-            Some(Spy::REGISTRATION)
-        );
-        let names = ["MaxRecords", "Operations", "Names"];
+        let names = ["MaxRecords", "Names"];
         assert_eq!(PARAMETERS.iter().map(|d| d.name).collect::<Vec<_>>(), names);
     }
 
