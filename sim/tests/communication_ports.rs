@@ -552,3 +552,196 @@ fn a_reply_length_beyond_the_output_buffer_is_reported_and_cut() {
     assert_eq!(Rule::MessageReplyBeyondBuffer.name(), "MESSAGE_REPLY_LENGTH_BEYOND_BUFFER");
     assert_eq!(m.close_port(port), Status::SUCCESS);
 }
+
+// "CtlSpy", a legacy-style driver with a named control device and a symbolic link to it, as
+// FileSpy names its control device for user mode: the legacy channel's transport.
+
+mod control_device {
+    use super::*;
+    use fsfilter_kernel::irp::{IoCompleteRequest, IoGetCurrentIrpStackLocation};
+    use fsfilter_kernel::params::{self, io};
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
+    use windows_sys::Wdk::System::SystemServices::{
+        IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink,
+    };
+
+    pub(super) const DEVICE: &str = r"\FileSystem\Filters\CtlSpy";
+    pub(super) const LINK: &str = r"\DosDevices\CtlSpy";
+    /// CTL_CODE(FILE_DEVICE_UNKNOWN, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS).
+    pub(super) const IOCTL_MESSAGE: u32 = (0x22 << 16) | (0x800 << 2);
+
+    thread_local! {
+        static DEV: RefCell<usize> = const { RefCell::new(0) };
+        pub(super) static LINK_RESULTS: RefCell<Vec<Status>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Reads the EA list of a create: (name, value) of its first entry.
+    fn first_ea(buffer: *const u8, length: u32) -> Option<(String, Vec<u8>)> {
+        if buffer.is_null() || length < 8 {
+            return None;
+        }
+        let b = unsafe { std::slice::from_raw_parts(buffer, length as usize) };
+        let name_len = usize::from(b[5]);
+        let value_len = usize::from(u16::from_le_bytes([b[6], b[7]]));
+        let name = String::from_utf8_lossy(&b[8..8 + name_len]).into_owned();
+        let value = b[8 + name_len + 1..8 + name_len + 1 + value_len].to_vec();
+        Some((name, value))
+    }
+
+    unsafe extern "system" fn dispatch(_d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+        let s = unsafe { &*IoGetCurrentIrpStackLocation(irp) };
+        let i = unsafe { &mut *irp };
+        let mode = i.RequestorMode;
+        let system = unsafe { i.AssociatedIrp.SystemBuffer }.cast::<u8>();
+        let (mut status, mut information) = (0, 0);
+        match s.MajorFunction {
+            0x00 => {
+                let c = unsafe { io::<params::IoCreate>(&s.Parameters) };
+                let ea = first_ea(system, c.EaLength);
+                log(format!("create mode {mode} ea {ea:?} {}", context()));
+                if ea.is_some_and(|(_, v)| v == b"refuse") {
+                    status = Status::ACCESS_DENIED.0;
+                }
+            }
+            0x0e => {
+                let c = unsafe { io::<params::IoDeviceIoControl>(&s.Parameters) };
+                let input =
+                    unsafe { std::slice::from_raw_parts(system, c.InputBufferLength as usize) }
+                        .to_vec();
+                let text = String::from_utf8_lossy(&input).into_owned();
+                log(format!(
+                    "control {:#x} mode {mode} input {text:?} output {} flags {:#x} {}",
+                    c.IoControlCode,
+                    c.OutputBufferLength,
+                    i.Flags,
+                    context()
+                ));
+                let reply = format!("re:{text}");
+                let n = reply.len().min(c.OutputBufferLength as usize);
+                unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), system, n) };
+                information = n;
+            }
+            major => log(format!("irp {major:#x} mode {mode}")),
+        }
+        i.IoStatus.Anonymous.Status = status;
+        i.IoStatus.Information = information;
+        unsafe { IoCompleteRequest(irp, 0) };
+        status
+    }
+
+    unsafe extern "system" fn unload(_driver: *const DRIVER_OBJECT) {
+        let units: Vec<u16> = LINK.encode_utf16().collect();
+        let link = unicode(&units);
+        let s = unsafe { IoDeleteSymbolicLink(&link) };
+        log(format!("unload: link deleted {:#x}", s as u32));
+        let dev = DEV.with(|d| *d.borrow()) as *mut DEVICE_OBJECT;
+        unsafe { IoDeleteDevice(dev) };
+    }
+
+    pub(super) unsafe extern "system" fn entry(
+        driver: *const DRIVER_OBJECT,
+        _path: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        let d = unsafe { &mut *driver.cast_mut() };
+        for f in d.MajorFunction.iter_mut() {
+            *f = Some(dispatch);
+        }
+        d.DriverUnload = Some(unload);
+        let units: Vec<u16> = DEVICE.encode_utf16().collect();
+        let name = unicode(&units);
+        let mut dev = null_mut();
+        // FILE_DEVICE_DISK_FILE_SYSTEM, as FileSpy's control device.
+        let s = unsafe { IoCreateDevice(driver, 0, &name, 8, 0, false, &mut dev) };
+        if s < 0 {
+            return s;
+        }
+        DEV.with(|x| *x.borrow_mut() = dev as usize);
+        let link_units: Vec<u16> = LINK.encode_utf16().collect();
+        let link = unicode(&link_units);
+        let other: Vec<u16> = r"\??\CTLSPY".encode_utf16().collect();
+        let missing: Vec<u16> = r"\DosDevices\NoSuchLink".encode_utf16().collect();
+        let results = unsafe {
+            vec![
+                Status(IoCreateSymbolicLink(&link, &name)),
+                // The same link by its other spelling.
+                Status(IoCreateSymbolicLink(&unicode(&other), &name)),
+                Status(IoDeleteSymbolicLink(&unicode(&missing))),
+            ]
+        };
+        LINK_RESULTS.with(|r| *r.borrow_mut() = results);
+        unsafe { (*dev).Flags &= !0x80 };
+        0
+    }
+}
+
+fn legacy_machine() -> Machine {
+    take_log();
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    m.install(ServiceSpec::new("CtlSpy", control_device::entry, "legacy"));
+    assert_eq!(m.start("CtlSpy"), Status::SUCCESS);
+    m
+}
+
+#[test]
+fn io_create_symbolic_link_refuses_a_link_that_exists_and_delete_one_that_does_not() {
+    // ReactOS' IoCreateSymbolicLink: a permanent, case-insensitive link object; an existing
+    // name is a collision (\DosDevices and \?? are one directory); IoDeleteSymbolicLink opens
+    // the link first.
+    let _m = legacy_machine();
+    let results = control_device::LINK_RESULTS.with(|r| r.borrow().clone());
+    assert_eq!(
+        results,
+        [Status::SUCCESS, Status::OBJECT_NAME_COLLISION, Status::OBJECT_NAME_NOT_FOUND]
+    );
+}
+
+#[test]
+fn a_control_device_opened_through_its_link_gets_the_create_ea_a_buffered_control_and_the_close() {
+    // NtCreateFile passes its EaBuffer in the create IRP's system buffer (EaLength in the
+    // stack location); a METHOD_BUFFERED control carries input and output in the system buffer
+    // and Information is the output's length; CloseHandle sends the cleanup, then the close.
+    // Each request comes in user mode (RequestorMode), at PASSIVE_LEVEL in the driver.
+    let mut m = legacy_machine();
+    let ea = fsfilter_sim::full_ea("FsFilterContext", b"ctx");
+    let h = m.open_device(r"\??\ctlspy", Some(&ea)).unwrap();
+    assert_eq!(
+        take_log(),
+        [r#"create mode 1 ea Some(("FsFilterContext", [99, 116, 120])) irql 0 in CtlSpy"#]
+    );
+    let r = m.device_control(h, control_device::IOCTL_MESSAGE, b"ping", 16);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 7, &b"re:ping"[..]));
+    // An output buffer shorter than the reply: what the driver wrote in it.
+    let r = m.device_control(h, control_device::IOCTL_MESSAGE, b"pong", 4);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 4, &b"re:p"[..]));
+    // IRP_BUFFERED_IO | IRP_DEALLOCATE_BUFFER | IRP_INPUT_OPERATION.
+    assert_eq!(
+        take_log(),
+        [
+            r#"control 0x222000 mode 1 input "ping" output 16 flags 0x70 irql 0 in CtlSpy"#,
+            r#"control 0x222000 mode 1 input "pong" output 4 flags 0x70 irql 0 in CtlSpy"#,
+        ]
+    );
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    // IRP_MJ_CLEANUP and IRP_MJ_CLOSE come from the I/O manager (kernel mode).
+    assert_eq!(take_log(), ["irp 0x12 mode 0", "irp 0x2 mode 0"]);
+    assert_eq!(
+        m.device_control(h, control_device::IOCTL_MESSAGE, b"late", 4).status,
+        Status::INVALID_HANDLE
+    );
+    assert_eq!(rules(&m), [Rule::InvalidHandle]);
+    // Without an EA, by the device's own name.
+    let h = m.open_device(control_device::DEVICE, None).unwrap();
+    assert_eq!(take_log(), ["create mode 1 ea None irql 0 in CtlSpy"]);
+    // A create the driver fails gives no handle.
+    let refused = fsfilter_sim::full_ea("FsFilterContext", b"refuse");
+    assert_eq!(m.open_device(control_device::LINK, Some(&refused)), Err(Status::ACCESS_DENIED));
+    // An open handle keeps the stop pending (facts.md §1.9); its close lets the unload run,
+    // which deletes the link.
+    take_log();
+    assert_eq!(m.stop("CtlSpy"), StopResult::Pending);
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), ["irp 0x12 mode 0", "irp 0x2 mode 0", "unload: link deleted 0x0"]);
+    assert_eq!(m.open_device(r"\??\CtlSpy", None), Err(Status::OBJECT_NAME_NOT_FOUND));
+    assert_eq!(rules(&m), [Rule::InvalidHandle], "{:?}", m.findings());
+}
