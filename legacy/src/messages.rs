@@ -257,7 +257,10 @@ unsafe fn message<F: Filter>(
         unsafe { core::slice::from_raw_parts_mut(buffer, size) }
     };
     let mut input = PoolBytes::try_zeroed(input_len, MESSAGE_TAG)?;
-    input.copy_from_slice(system.get(..input_len).ok_or(Error::INVALID_PARAMETER)?);
+    let sent = system.get(..input_len).ok_or(Error::INVALID_PARAMETER)?;
+    // Element by element: `copy_from_slice` would keep a length-mismatch panic the compiler
+    // cannot rule out (the pool buffer's length is not visible to it).
+    input.iter_mut().zip(sent).for_each(|(d, s)| *d = *s);
     let reply = system.get_mut(..capacity).ok_or(Error::INVALID_PARAMETER)?;
     // The reply starts empty, as the minifilter model's does (the input is in the same buffer).
     reply.fill(0);

@@ -56,6 +56,11 @@ fn max_clients_and_refused_connections_are_the_same_in_both_models() {
 }
 
 #[test]
+fn a_second_driver_with_the_same_channel_name_fails_to_load_cleanly_in_both_models() {
+    messages::check_name_taken(common::install_minifilter, echo::ENTRY, &Port);
+}
+
+#[test]
 fn a_filter_without_a_channel_has_nothing_to_connect_to_in_both_models() {
     messages::check_no_channel(common::install_minifilter, silent::ENTRY, &Port);
 }

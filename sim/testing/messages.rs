@@ -276,3 +276,22 @@ pub(crate) fn check_no_channel<C: Client>(
     assert_eq!(m.stop(SILENT), StopResult::Unloaded);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A second driver whose channel has the same name fails to load with
+/// `STATUS_OBJECT_NAME_COLLISION` and gives everything back (`DriverEntry`'s failure path);
+/// the first keeps its channel.
+pub(crate) fn check_name_taken<C: Client>(
+    install: fn(&mut Machine, ServiceSpec),
+    echo: fsfilter_sim::DriverEntry,
+    client: &C,
+) {
+    let mut m = machine(install, ECHO, echo);
+    install(&mut m, ServiceSpec::new("Echo2", echo, "legacy"));
+    assert_eq!(m.start("Echo2"), Status::OBJECT_NAME_COLLISION);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    let h = client.connect(&mut m, CHANNEL, b"first").expect("the first driver's channel");
+    assert_eq!(client.send(&mut m, h, b"hi", 8), Ok(b"1:hi".to_vec()));
+    client.close(&mut m, h);
+    assert_eq!(m.stop(ECHO), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
