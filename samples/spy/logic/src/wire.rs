@@ -17,7 +17,7 @@
 //! | 0 | u16 | `size`: the record's bytes, name included (`56 + 2 * name_units`) |
 //! | 2 | u16 | `name_units`: the name's length in UTF-16 units |
 //! | 4 | u16 | `flags` ([`record_flags`]) |
-//! | 6 | u8 | `major`: the major function code (`IRP_MJ_*`, or the Filter Manager's negative codes as a byte) |
+//! | 6 | u8 | `major`: `IRP_MJ_*` (the Filter Manager's negative codes as a byte) |
 //! | 7 | u8 | `minor`: the minor function |
 //! | 8 | u64 | `sequence`: the filter's count of operations seen, from 1 |
 //! | 16 | u8 | `kind`: 0 IRP, 1 fast I/O, 2 FsFilter callback |
