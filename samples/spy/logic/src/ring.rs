@@ -157,7 +157,8 @@ impl<const N: usize> Ring<N> {
 
     /// Writes a `GetLog` reply into `out`: the header and as many whole completed records as fit,
     /// oldest first, each taken out of the ring; the reply's length. The records that stay (in
-    /// flight, or after the first that did not fit) keep their order.
+    /// flight, or after the first that did not fit) keep their order: the head moves past the
+    /// records taken before the first that stays, and those after it close up behind it.
     pub(crate) fn take(&mut self, out: &mut [u8]) -> Option<usize> {
         if out.len() < wire::LOG_HEADER_SIZE {
             return None;
@@ -165,16 +166,15 @@ impl<const N: usize> Ring<N> {
         let mut used = wire::LOG_HEADER_SIZE;
         let mut count = 0u32;
         let mut full = false;
-        let mut kept = 0;
+        // Taken before the first record that stays, and records that stay.
+        let (mut skipped, mut kept) = (0, 0);
         for k in 0..self.len {
             let i = self.index(k);
             let Some(slot) = self.slots.get(i).copied() else { continue };
             let mut taken = false;
             if !slot.in_flight && !full {
-                match out
-                    .get_mut(used..)
-                    .and_then(|o| wire::encode_record(&slot.fields, slot.name(), o))
-                {
+                let room = out.get_mut(used..);
+                match room.and_then(|o| wire::encode_record(&slot.fields, slot.name(), o)) {
                     Some(n) => {
                         used += n;
                         count += 1;
@@ -183,14 +183,22 @@ impl<const N: usize> Ring<N> {
                     None => full = true,
                 }
             }
-            if !taken {
-                let j = self.index(kept);
+            if taken {
+                if kept == 0 {
+                    skipped += 1;
+                }
+                continue;
+            }
+            // Stays: after the records that stay before it (never ahead of where it is).
+            let j = self.index(skipped + kept);
+            if j != i {
                 if let Some(dst) = self.slots.get_mut(j) {
                     *dst = slot;
                 }
-                kept += 1;
             }
+            kept += 1;
         }
+        self.head = self.index(skipped);
         self.len = kept;
         let header = LogHeader {
             version: wire::VERSION_MAJOR,
@@ -201,6 +209,12 @@ impl<const N: usize> Ring<N> {
         self.dropped = 0;
         header.encode(out);
         Some(used)
+    }
+
+    /// Where the oldest record is.
+    #[cfg(test)]
+    pub(crate) const fn head(&self) -> usize {
+        self.head
     }
 }
 
@@ -230,7 +244,7 @@ mod tests {
         }
         let n = ring.take(&mut out).unwrap();
         assert_eq!(sequences(&out[..n]).1, [1, 2, 3]);
-        assert_eq!(ring.len(), 0);
+        assert_eq!((ring.len(), ring.head()), (0, 3));
         // The head is now at slot 3: the next four wrap around the end of the array.
         for s in 4..=7 {
             assert!(ring.push(slot(s, s as usize, false)));
@@ -266,6 +280,35 @@ mod tests {
             sequences(&out[..n]),
             (LogHeader { version: 1, record_count: 1, dropped: 0, pending: 0 }, std::vec![1])
         );
+    }
+
+    #[test]
+    fn records_that_stay_close_up_across_the_end_of_the_array() {
+        let mut ring = Ring::<4>::new(4);
+        let mut out = [0u8; 1024];
+        for s in 1..=3 {
+            ring.push(slot(s, 0, false));
+        }
+        ring.take(&mut out).unwrap();
+        // Slots 3, 0, 1, 2: two in flight, two complete.
+        ring.push(slot(4, 40, true));
+        ring.push(slot(5, 0, false));
+        ring.push(slot(6, 60, true));
+        ring.push(slot(7, 0, false));
+        let n = ring.take(&mut out).unwrap();
+        assert_eq!(sequences(&out[..n]).1, [5, 7]);
+        assert_eq!((ring.len(), ring.head()), (2, 3), "4 stays at the head, 6 closes up");
+        assert!(ring.push(slot(8, 0, false)) && ring.push(slot(9, 0, false)));
+        assert!(!ring.push(slot(10, 0, false)), "full again");
+        assert!(ring.complete(60, 3, |_| ()));
+        let n = ring.take(&mut out).unwrap();
+        let (h, seq) = sequences(&out[..n]);
+        assert_eq!((seq, h.dropped, h.pending), (std::vec![6, 8, 9], 1, 1));
+        assert_eq!((ring.len(), ring.head()), (1, 3), "4 still at the head");
+        assert!(ring.complete(40, 3, |_| ()));
+        let n = ring.take(&mut out).unwrap();
+        assert_eq!(sequences(&out[..n]).1, [4]);
+        assert_eq!((ring.len(), ring.head()), (0, 0));
     }
 
     #[test]
