@@ -265,11 +265,86 @@ fn snapshot(s: &Snapshot) -> Value {
     json!({"label": s.label, "step": s.step, "volumes": Value::Object(volumes)})
 }
 
-/// The whole document.
-pub fn document(run: &Run) -> Value {
+/// One spy record (an extension of scenario.md; field names are stable).
+fn spy_record(r: &crate::spylog::Record) -> Value {
     json!({
+        "sequence": r.sequence,
+        "operation": r.operation,
+        "minor": r.minor,
+        "operation_kind": r.kind,
+        "requestor_mode": r.requestor_mode,
+        "irp_flags": r.irp_flags,
+        "data_flags": r.data_flags,
+        "synchronous": r.synchronous,
+        "post": r.post,
+        "draining": r.draining,
+        "status": r.status.map_or(Value::Null, status),
+        "information": r.information,
+        "file": r.file,
+        "name": r.name,
+        "name_truncated": r.name_truncated,
+        "name_status": r.name_status.map_or(Value::Null, status),
+    })
+}
+
+/// One `message` step's outcome, with the spy's reply decoded (an extension of scenario.md).
+fn message(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded) -> Value {
+    use crate::scenario::MessageBody;
+    use crate::spylog::Decoded;
+    let mut o = Map::new();
+    o.insert("step".into(), json!(m.step));
+    o.insert("client".into(), json!(m.client));
+    o.insert("driver".into(), json!(m.driver));
+    o.insert("model".into(), json!(m.model.name()));
+    match &m.body {
+        MessageBody::Spy(c) => {
+            o.insert("command".into(), json!(crate::scenario::spy_command_name(*c)));
+        }
+        MessageBody::Data(d) => {
+            o.insert("data".into(), json!(String::from_utf8_lossy(d)));
+        }
+    }
+    o.insert("status".into(), status(m.status));
+    o.insert("reply_bytes".into(), json!(m.reply.len()));
+    match decoded {
+        Decoded::Log(log) => {
+            o.insert(
+                "log".into(),
+                json!({
+                    "dropped": log.dropped,
+                    "pending": log.pending,
+                    "records": log.records.iter().map(spy_record).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        Decoded::Version(major, minor) => {
+            o.insert("version".into(), json!({"major": major, "minor": minor}));
+        }
+        Decoded::Error(e) => {
+            o.insert("decode_error".into(), json!(e));
+        }
+        Decoded::Raw => {
+            let hex: String = m.reply.iter().map(|b| format!("{b:02x}")).collect();
+            o.insert("reply".into(), json!(hex));
+        }
+    }
+    Value::Object(o)
+}
+
+/// The whole document. `messages` (an extension of scenario.md) is there only when the scenario
+/// has `message` steps, so that other scenarios' documents are as before.
+pub fn document(run: &Run) -> Value {
+    let mut doc = json!({
         "scenario": run.scenario,
         "events": run.events.iter().map(event).collect::<Vec<_>>(),
         "snapshots": run.snapshots.iter().map(snapshot).collect::<Vec<_>>(),
-    })
+    });
+    if !run.messages.is_empty() {
+        let messages: Vec<Value> =
+            crate::spylog::decode_all(run).iter().map(|(m, d)| message(m, d)).collect();
+        if let Value::Object(o) = &mut doc {
+            o.insert("messages".into(), Value::Array(messages));
+        }
+    }
+    doc
 }

@@ -12,6 +12,7 @@ pub mod json;
 pub mod run;
 pub mod samples;
 pub mod scenario;
+pub mod spylog;
 pub mod sweep;
 pub mod text;
 pub mod trace;

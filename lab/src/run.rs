@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use fsfilter::{MajorFunction, Status};
 use fsfilter_sim::{
-    CreateOptions, Event, EventKind, FsKind, Handle, InstanceLayout, InstanceSpec, InstancesSpec,
-    IoRequest, Machine, MachineConfig, MountWhen, RegValue, RequestRef, ServiceSpec, StartType,
-    VolumeId, VolumeSpec,
+    CreateOptions, DeviceHandle, Event, EventKind, FsKind, Handle, InstanceLayout, InstanceSpec,
+    InstancesSpec, IoRequest, Machine, MachineConfig, MountWhen, PortHandle, RegValue, RequestRef,
+    ServiceSpec, StartType, VolumeId, VolumeSpec,
 };
 
 use crate::samples;
 use crate::scenario::{
-    Action, Driver, FileSystem, IoMode, Model, Mount, Parameter, Scenario, Start,
+    Action, Driver, FileSystem, IoMode, MessageBody, Model, Mount, Parameter, Scenario, Start,
 };
 
 /// One entry of a volume's stack in a snapshot, from the top down.
@@ -61,6 +61,25 @@ pub struct StepOutcome {
     pub io: Option<RequestRef>,
 }
 
+/// What a `message` step sent and got back (an extension of scenario.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageOutcome {
+    /// The step.
+    pub step: u32,
+    /// The connection.
+    pub client: String,
+    /// Its driver.
+    pub driver: String,
+    /// The driver's model.
+    pub model: Model,
+    /// What was sent.
+    pub body: MessageBody,
+    /// The call's status.
+    pub status: Status,
+    /// The reply's bytes (empty on failure).
+    pub reply: Vec<u8>,
+}
+
 /// A finished run.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -77,6 +96,8 @@ pub struct Run {
     /// The stacks after boot and after each step (for `compare`, which looks for where a driver
     /// sat while it was loaded).
     pub after_step: Vec<Snapshot>,
+    /// What each `message` step got back, in step order.
+    pub messages: Vec<MessageOutcome>,
 }
 
 impl Run {
@@ -156,6 +177,19 @@ struct Handles {
     /// Handles a `cleanup` step closed: only their close is left (their file object may still be
     /// referenced), so a later request on the path needs a new handle.
     cleaned: std::collections::BTreeSet<(String, String)>,
+    /// The reader's connections, by name: their driver and handle.
+    clients: BTreeMap<String, (String, Connection)>,
+    /// What the `message` steps got back.
+    messages: Vec<MessageOutcome>,
+}
+
+/// A connection to a driver's message channel.
+#[derive(Clone, Copy, Debug)]
+enum Connection {
+    /// A minifilter's communication port.
+    Port(PortHandle),
+    /// A legacy filter's control device, opened through its link.
+    Device(DeviceHandle),
 }
 
 /// Runs `scenario`.
@@ -208,6 +242,10 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
     }
     m.set_step(scenario.steps.len().checked_sub(1).map(|i| i as u32));
     snapshots.push(snapshot(&m, scenario, &volumes, "end", m_step(scenario)));
+    // Connections still open end as the reader process exits (its handles close).
+    for (_, (_, c)) in std::mem::take(&mut handles.clients) {
+        disconnect(&mut m, c);
+    }
     let events = m.events();
     let inspected = inspect(&m);
     drop(m);
@@ -218,6 +256,7 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
         snapshots,
         steps,
         after_step,
+        messages: handles.messages,
     };
     (run, inspected)
 }
@@ -293,6 +332,87 @@ fn play(
         Action::Snapshot { label } => {
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
+        }
+        Action::Connect { driver, client, context } => {
+            let what = if client == driver {
+                format!("connect {driver}")
+            } else {
+                format!("connect {driver} (client {client})")
+            };
+            let channel = scenario
+                .driver(driver)
+                .and_then(|d| samples::find(&d.sample))
+                .and_then(|s| s.channel)
+                .unwrap_or_default();
+            let context = context.as_deref().unwrap_or_default();
+            let connected = match model_of(driver) {
+                Model::Minifilter => m
+                    .connect_communication_port(&format!("\\{channel}"), context)
+                    .map(Connection::Port),
+                // CreateFile(\\.\<name>): the link \??\<name> to the control device, the
+                // context in an extended attribute (the legacy channel's convention).
+                Model::Legacy => {
+                    let ea =
+                        (!context.is_empty()).then(|| fsfilter_sim::full_ea("Context", context));
+                    m.open_device(&format!("\\??\\{channel}"), ea.as_deref())
+                        .map(Connection::Device)
+                }
+            };
+            match connected {
+                Ok(c) => {
+                    handles.clients.insert(client.clone(), (driver.clone(), c));
+                    done(what, Status::SUCCESS)
+                }
+                Err(status) => done(what, status),
+            }
+        }
+        Action::Message { client, body, reply } => {
+            let (what, input) = match body {
+                MessageBody::Spy(c) => (
+                    format!("message {client} {}", crate::scenario::spy_command_name(*c)),
+                    c.message().to_vec(),
+                ),
+                MessageBody::Data(d) => {
+                    (format!("message {client} ({} bytes)", d.len()), d.clone())
+                }
+            };
+            let Some((driver, connection)) = handles.clients.get(client).cloned() else {
+                // Its connect step failed: nothing to send on.
+                return done(what, Status::INVALID_HANDLE);
+            };
+            let answer = match connection {
+                Connection::Port(p) => m.send_message(p, &input, *reply as usize),
+                Connection::Device(d) => {
+                    let r = m.device_control(
+                        d,
+                        fsfilter::IOCTL_FSFILTER_MESSAGE,
+                        &input,
+                        *reply as usize,
+                    );
+                    if r.status.is_success() { Ok(r.data) } else { Err(r.status) }
+                }
+            };
+            let (status, bytes) = match answer {
+                Ok(bytes) => (Status::SUCCESS, bytes),
+                Err(s) => (s, Vec::new()),
+            };
+            handles.messages.push(MessageOutcome {
+                step: index,
+                client: client.clone(),
+                model: model_of(&driver),
+                driver,
+                body: body.clone(),
+                status,
+                reply: bytes,
+            });
+            done(what, status)
+        }
+        Action::Disconnect { client } => {
+            let what = format!("disconnect {client}");
+            match handles.clients.remove(client) {
+                Some((_, c)) => done(what, disconnect(m, c)),
+                None => done(what, Status::INVALID_HANDLE),
+            }
         }
         Action::Cancel { volume, path, handle } => {
             let path = path.clone().unwrap_or_default();
@@ -377,6 +497,14 @@ fn play(
             let r = io(m, handles, key, v, &path, step, data.as_deref());
             StepOutcome { index, what, status: r.status, io: r.io }
         }
+    }
+}
+
+/// Closes a connection (`CloseHandle`).
+fn disconnect(m: &mut Machine, c: Connection) -> Status {
+    match c {
+        Connection::Port(p) => m.close_port(p),
+        Connection::Device(d) => m.close_device(d),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Sample {
     /// Parses a set of parameter values as the sample's `DriverEntry` does: `Err` with the
     /// sample's own message when the driver would fail to load (`STATUS_INVALID_PARAMETER`).
     pub check: fn(&dyn ServiceParameters) -> Result<(), String>,
+    /// The name of its message channel (`Filter::MESSAGES`), if it has one.
+    pub channel: Option<&'static str>,
 }
 
 impl Sample {
@@ -49,6 +51,7 @@ pub const SAMPLES: &[Sample] = &[
         parameters: passthrough::PARAMETERS,
         // Loads whatever its parameters.
         check: |_| Ok(()),
+        channel: None,
     },
     Sample {
         name: "probe",
@@ -58,6 +61,7 @@ pub const SAMPLES: &[Sample] = &[
         group: "FSFilter Activity Monitor",
         parameters: probe::PARAMETERS,
         check: |p| probe::Probe::from_parameters(p).map(drop).map_err(|e| e.to_string()),
+        channel: None,
     },
     Sample {
         name: "scanner",
@@ -67,12 +71,31 @@ pub const SAMPLES: &[Sample] = &[
         group: "FSFilter Anti-Virus",
         parameters: scanner::PARAMETERS,
         check: |p| scanner::Scanner::from_parameters(p).map(drop).map_err(|e| e.to_string()),
+        channel: None,
+    },
+    Sample {
+        name: "spy",
+        summary: "records every operation in a log a user-mode reader takes (FileSpy, MiniSpy)",
+        minifilter: spy_minifilter::ENTRY,
+        legacy: spy_legacy::ENTRY,
+        group: "FSFilter Activity Monitor",
+        parameters: spy::PARAMETERS,
+        check: |p| spy::Spy::from_parameters(p).map(drop).map_err(|e| e.to_string()),
+        channel: match <spy::Spy as fsfilter::Filter>::MESSAGES {
+            Some(c) => Some(c.name),
+            None => None,
+        },
     },
 ];
 
 /// The sample named `name`.
 pub fn find(name: &str) -> Option<&'static Sample> {
     SAMPLES.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+/// The names of the samples with a message channel.
+pub fn with_channel() -> Vec<&'static str> {
+    SAMPLES.iter().filter(|s| s.channel.is_some()).map(|s| s.name).collect()
 }
 
 /// The names of every sample.
@@ -85,6 +108,9 @@ pub fn listing() -> String {
     let mut out = String::new();
     for s in SAMPLES {
         out.push_str(&format!("{} — {}\n  group: {}\n", s.name, s.summary, s.group));
+        if let Some(c) = s.channel {
+            out.push_str(&format!("  message channel: {c} (connect, message, disconnect steps)\n"));
+        }
         if s.parameters.is_empty() {
             out.push_str("  parameters: none\n");
         }

@@ -322,7 +322,54 @@ pub enum Action {
         /// Its label.
         label: String,
     },
+    /// A user-mode reader connects to a driver's message channel (an extension of scenario.md):
+    /// `FilterConnectCommunicationPort` on a minifilter's port, `CreateFile` on a legacy filter's
+    /// `\\.\<name>` (its control device's symbolic link).
+    Connect {
+        /// The driver.
+        driver: String,
+        /// The connection's name in later steps (the driver's name when absent).
+        client: String,
+        /// The connection context (bytes of a string; none when absent).
+        context: Option<Vec<u8>>,
+    },
+    /// A message on a connection (an extension of scenario.md): `FilterSendMessage`, or
+    /// `DeviceIoControl(IOCTL_FSFILTER_MESSAGE)` on the legacy channel.
+    Message {
+        /// The connection.
+        client: String,
+        /// What is sent.
+        body: MessageBody,
+        /// The reply buffer's size.
+        reply: u32,
+    },
+    /// The reader closes its connection (an extension of scenario.md): `CloseHandle`.
+    Disconnect {
+        /// The connection.
+        client: String,
+    },
 }
+
+/// What a `message` step sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// A command of the spy sample's reader protocol (`spy::wire`).
+    Spy(spy::wire::Command),
+    /// Raw bytes (a string's).
+    Data(Vec<u8>),
+}
+
+/// The spy protocol's commands as scenarios spell them.
+pub const SPY_COMMANDS: [(&str, spy::wire::Command); 2] =
+    [("get_log", spy::wire::Command::GetLog), ("get_version", spy::wire::Command::GetVersion)];
+
+/// The spelling of a spy command.
+pub fn spy_command_name(c: spy::wire::Command) -> &'static str {
+    SPY_COMMANDS.iter().find(|(_, x)| *x == c).map_or("?", |(n, _)| n)
+}
+
+/// A `message` step's reply buffer when it names none.
+pub const DEFAULT_REPLY: u32 = 4096;
 
 impl Action {
     /// The scenario spelling of the action.
@@ -337,6 +384,9 @@ impl Action {
             Action::Detach { .. } => "detach",
             Action::Io { .. } | Action::Cancel { .. } => "io",
             Action::Snapshot { .. } => "snapshot",
+            Action::Connect { .. } => "connect",
+            Action::Message { .. } => "message",
+            Action::Disconnect { .. } => "disconnect",
         }
     }
 }
@@ -765,6 +815,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     }
 
     let mut steps = Vec::new();
+    // The connections open at each step, by name (`connect` .. `disconnect`), with their driver.
+    let mut clients: Vec<(String, String)> = Vec::new();
     for (i, (table, span)) in step_tables.iter().enumerate() {
         let path = format!("step[{i}]");
         let mut f = Fields::new(&cx, table, &path, span.clone());
@@ -1003,12 +1055,129 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 }
                 Action::Snapshot { label }
             }
+            "connect" => {
+                let (dname, dspan) = f.string("driver")?;
+                let Some(d) = drivers.iter().find(|x| same_name(&x.name, &dname)) else {
+                    return Err(cx.error(
+                        dspan,
+                        &format!("{path}.driver"),
+                        format!("no driver named `{dname}`"),
+                    ));
+                };
+                if samples::find(&d.sample).and_then(|s| s.channel).is_none() {
+                    return Err(cx.error(
+                        dspan,
+                        &format!("{path}.driver"),
+                        format!(
+                            "`{}` is a {} driver, which has no message channel (samples with \
+                             one: {})",
+                            d.name,
+                            d.sample,
+                            samples::with_channel().join(", ")
+                        ),
+                    ));
+                }
+                let client = match f.opt_string("client")? {
+                    Some((c, cspan)) if c.is_empty() => {
+                        return Err(cx.error(
+                            cspan,
+                            &format!("{path}.client"),
+                            "empty: a connection's name".into(),
+                        ));
+                    }
+                    Some((c, cspan)) => (c, cspan),
+                    None => (d.name.clone(), dspan),
+                };
+                if clients.iter().any(|(c, _)| *c == client.0) {
+                    return Err(cx.error(
+                        client.1,
+                        &format!("{path}.client"),
+                        format!(
+                            "connection `{}` is open already (a `disconnect` step closes it)",
+                            client.0
+                        ),
+                    ));
+                }
+                let context = f.opt_string("context")?.map(|(c, _)| c.into_bytes());
+                clients.push((client.0.clone(), d.name.clone()));
+                Action::Connect { driver: d.name.clone(), client: client.0, context }
+            }
+            "message" | "disconnect" => {
+                let (client, cspan) = f.string("client")?;
+                let Some(at) = clients.iter().position(|(c, _)| *c == client) else {
+                    let open: Vec<&str> = clients.iter().map(|(c, _)| c.as_str()).collect();
+                    return Err(cx.error(
+                        cspan,
+                        &format!("{path}.client"),
+                        format!(
+                            "no open connection `{client}` (open: {})",
+                            if open.is_empty() { "none".to_owned() } else { open.join(", ") }
+                        ),
+                    ));
+                };
+                if action == "disconnect" {
+                    clients.remove(at);
+                    Action::Disconnect { client }
+                } else {
+                    let driver = clients.get(at).map(|(_, d)| d.clone()).unwrap_or_default();
+                    let sample = drivers
+                        .iter()
+                        .find(|d| d.name == driver)
+                        .map(|d| d.sample.clone())
+                        .unwrap_or_default();
+                    let command_span = f.left.get("command").map(|(v, _)| v.span());
+                    let data_span = f.left.get("data").map(|(v, _)| v.span());
+                    let command = f.opt_choice("command", &SPY_COMMANDS)?;
+                    let data = f.opt_string("data")?;
+                    let body = match (command, data, command_span) {
+                        (Some(_), Some(_), _) => {
+                            return Err(cx.error(
+                                data_span.unwrap_or_else(|| span.clone()),
+                                &format!("{path}.data"),
+                                "give `command` or `data`, not both".into(),
+                            ));
+                        }
+                        (Some(c), None, Some(cs)) => {
+                            if !sample.eq_ignore_ascii_case("spy") {
+                                return Err(cx.error(
+                                    cs,
+                                    &format!("{path}.command"),
+                                    format!(
+                                        "`command` is the spy sample's reader protocol, and \
+                                         `{client}` is connected to a {sample} driver: send \
+                                         `data`"
+                                    ),
+                                ));
+                            }
+                            MessageBody::Spy(c)
+                        }
+                        (None, Some((d, _)), _) => MessageBody::Data(d.into_bytes()),
+                        _ => {
+                            return Err(cx.error(
+                                span.clone(),
+                                &format!("{path}.command"),
+                                "missing: a message needs `command` (get_log, get_version) or \
+                                 `data`"
+                                    .into(),
+                            ));
+                        }
+                    };
+                    let reply = f
+                        .opt_u64_at_most(
+                            "reply",
+                            u64::from(fsfilter::MAX_MESSAGE),
+                            "must be at most 65536 (bytes)",
+                        )?
+                        .map_or(DEFAULT_REPLY, |r| u32::try_from(r).unwrap_or(DEFAULT_REPLY));
+                    Action::Message { client, body, reply }
+                }
+            }
             other => {
                 return Err(cx.error(
                     aspan,
                     &format!("{path}.action"),
                     format!(
-                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot)"
+                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect)"
                     ),
                 ));
             }

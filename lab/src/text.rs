@@ -434,6 +434,10 @@ fn steps(out: &mut String, run: &Run) {
         }
     }
     let mut requests = step_requests(run);
+    let mut replies: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (m, decoded) in crate::spylog::decode_all(run) {
+        replies.entry(m.step).or_default().extend(reply_lines(m, &decoded));
+    }
     // `[7] ` and `[12] ` line their descriptions up.
     let width = run.steps.iter().map(|s| s.index.to_string().len() + 2).max().unwrap_or(3);
     for s in &run.steps {
@@ -494,8 +498,56 @@ fn steps(out: &mut String, run: &Run) {
         for detail in notes.get(&s.index).into_iter().flatten() {
             let _ = writeln!(out, "        {detail}");
         }
+        for line in replies.remove(&s.index).into_iter().flatten() {
+            let _ = writeln!(out, "        {line}");
+        }
     }
     out.push('\n');
+}
+
+/// The lines under a `message` step: the reply, a spy log one record a line.
+fn reply_lines(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded) -> Vec<String> {
+    use crate::spylog::Decoded;
+    match decoded {
+        Decoded::Log(log) => {
+            let mut lines = vec![format!(
+                "{} saw ({}): {} record(s), {} dropped, {} pending",
+                m.driver,
+                m.model.name(),
+                log.records.len(),
+                log.dropped,
+                log.pending
+            )];
+            for r in &log.records {
+                let mut line = format!("  #{:<3} {:<42} {:<9}", r.sequence, r.operation, r.kind);
+                match r.status {
+                    Some(s) => line.push_str(&format!(" {} ({})", status_name(s), r.information)),
+                    None => line.push_str(" (no post)"),
+                }
+                if let Some(f) = r.file {
+                    line.push_str(&format!(" file {f}"));
+                }
+                match (&r.name, r.name_status) {
+                    (Some(n), _) => {
+                        line.push_str(&format!(" {n}{}", if r.name_truncated { "..." } else { "" }))
+                    }
+                    (None, Some(s)) => line.push_str(&format!(" [no name: {}]", status_name(s))),
+                    (None, None) => {}
+                }
+                if r.draining {
+                    line.push_str(" (draining)");
+                }
+                lines.push(line.trim_end().to_owned());
+            }
+            lines
+        }
+        Decoded::Version(major, minor) => {
+            vec![format!("{} answers protocol version {major}.{minor}", m.driver)]
+        }
+        Decoded::Error(e) => vec![format!("reply does not decode: {e}")],
+        Decoded::Raw if m.reply.is_empty() => Vec::new(),
+        Decoded::Raw => vec![format!("reply: {} byte(s)", m.reply.len())],
+    }
 }
 
 fn unloads(out: &mut String, run: &Run) {

@@ -30,8 +30,8 @@ fn unknown_keys_are_named_with_a_suggestion() {
 #[test]
 fn unknown_samples_and_drivers() {
     assert_eq!(
-        error("[[driver]]\nname = \"A\"\nsample = \"spy\"\nmodel = \"legacy\"\n"),
-        "bad.toml:3: driver[0].sample: unknown sample `spy` (samples: passthrough, probe, scanner)"
+        error("[[driver]]\nname = \"A\"\nsample = \"filespy\"\nmodel = \"legacy\"\n"),
+        "bad.toml:3: driver[0].sample: unknown sample `filespy` (samples: passthrough, probe, scanner, spy)"
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"load\"\ndriver = \"Ghost\"\n")),
@@ -105,7 +105,7 @@ fn wrong_types_values_and_syntax() {
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"reboot\"\n")),
-        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot)"
+        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect)"
     );
     assert_eq!(
         error(
@@ -982,4 +982,75 @@ fn handle_names_one_of_a_paths_handles_and_only_on_requests_on_a_handle() {
     // Without the key, as before the extension: the path's own handle.
     let s = parse("ok.toml", &io("read", "")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { handle: None, .. }));
+}
+
+/// A spy and a probe, both legacy filters (no altitude needed).
+const SPY: &str = "[[driver]]\nname = \"Spy\"\nsample = \"spy\"\nmodel = \"legacy\"\n\n\
+                   [[driver]]\nname = \"Probe\"\nsample = \"probe\"\nmodel = \"legacy\"\n";
+
+#[test]
+fn reader_steps_name_a_channel_an_open_connection_and_what_to_send() {
+    // The lines: 1-4 the spy, 6-9 the probe, 10 the first [[step]].
+    let steps = |body: &str| error(&format!("{SPY}{body}"));
+    assert_eq!(
+        steps("[[step]]\naction = \"connect\"\ndriver = \"Probe\"\n"),
+        "bad.toml:12: step[0].driver: `Probe` is a probe driver, which has no message channel \
+         (samples with one: spy)"
+    );
+    assert_eq!(
+        steps("[[step]]\naction = \"connect\"\ndriver = \"Ghost\"\n"),
+        "bad.toml:12: step[0].driver: no driver named `Ghost`"
+    );
+    assert_eq!(
+        steps("[[step]]\naction = \"message\"\nclient = \"reader\"\ncommand = \"get_log\"\n"),
+        "bad.toml:12: step[0].client: no open connection `reader` (open: none)"
+    );
+    let connected = "[[step]]\naction = \"connect\"\ndriver = \"Spy\"\nclient = \"r\"\n\n";
+    assert_eq!(
+        steps(&format!(
+            "{connected}[[step]]\naction = \"connect\"\ndriver = \"Spy\"\nclient = \"r\"\n"
+        )),
+        "bad.toml:18: step[1].client: connection `r` is open already (a `disconnect` step closes it)"
+    );
+    assert_eq!(
+        steps(&format!(
+            "{connected}[[step]]\naction = \"message\"\nclient = \"r\"\ncommand = \"get_everything\"\n"
+        )),
+        "bad.toml:18: step[1].command: unknown value `get_everything` (one of get_log, get_version)"
+    );
+    assert_eq!(
+        steps(&format!("{connected}[[step]]\naction = \"message\"\nclient = \"r\"\n")),
+        "bad.toml:15: step[1].command: missing: a message needs `command` (get_log, get_version) \
+         or `data`"
+    );
+    assert_eq!(
+        steps(&format!(
+            "{connected}[[step]]\naction = \"message\"\nclient = \"r\"\ncommand = \"get_log\"\ndata = \"x\"\n"
+        )),
+        "bad.toml:19: step[1].data: give `command` or `data`, not both"
+    );
+    assert_eq!(
+        steps(&format!(
+            "{connected}[[step]]\naction = \"message\"\nclient = \"r\"\ndata = \"x\"\nreply = 70000\n"
+        )),
+        "bad.toml:19: step[1].reply: must be at most 65536 (bytes)"
+    );
+    assert_eq!(
+        steps(&format!(
+            "{connected}[[step]]\naction = \"message\"\nclient = \"r\"\ndata = \"x\"\nreplies = 8\n"
+        )),
+        "bad.toml:19: step[1].replies: unknown key (known here: action, client, command, data, reply)"
+    );
+    // After a disconnect the name is free again, and messages on it are refused.
+    let closed = format!("{connected}[[step]]\naction = \"disconnect\"\nclient = \"r\"\n\n");
+    assert_eq!(
+        steps(&format!("{closed}[[step]]\naction = \"disconnect\"\nclient = \"r\"\n")),
+        "bad.toml:21: step[2].client: no open connection `r` (open: none)"
+    );
+    let again =
+        format!("{closed}[[step]]\naction = \"connect\"\ndriver = \"Spy\"\nclient = \"r\"\n");
+    let s = parse("good.toml", &format!("{SPY}{again}")).unwrap();
+    assert!(
+        matches!(&s.steps[2].action, Action::Connect { client, context: None, .. } if client == "r")
+    );
 }

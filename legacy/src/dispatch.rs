@@ -67,6 +67,11 @@ pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
     let sl = unsafe { raw::location(irp) };
     match ext.kind {
         DeviceKind::Control => {
+            if let Some(channel) = fsfilter::message_channel::<F>() {
+                // SAFETY: our control device (created for the channel's extension) and the I/O
+                // manager's live IRP, completed there.
+                return unsafe { crate::messages::dispatch::<F>(state, device, irp, channel) };
+            }
             let major = MajorFunction::from_code(sl.MajorFunction);
             // The control device is the only object that can assume it is the sole recipient
             // (facts.md §1.2): it completes everything itself.

@@ -74,7 +74,7 @@ pub unsafe fn driver_entry<F: Filter>(
     // that far collide here, and the second fails to load with STATUS_OBJECT_NAME_COLLISION.
     let name = unicode::unicode_string(name_units.get(..name_len).unwrap_or(&[]));
     let mut control: *mut DEVICE_OBJECT = core::ptr::null_mut();
-    let ext_size = core::mem::size_of::<DeviceExt<F>>() as u32;
+    let ext_size = crate::messages::control_ext_size::<F>();
     // SAFETY: our driver object, a valid name.
     let status = unsafe {
         IoCreateDevice(
@@ -98,6 +98,20 @@ pub unsafe fn driver_entry<F: Filter>(
     unsafe { slot.write(DeviceExt::new(DeviceKind::Control, control)) };
     // SAFETY: our state.
     unsafe { (*state).control = control };
+    // The message channel's link (\DosDevices\<name> -> the control device), when declared.
+    if let Some(channel) = fsfilter::message_channel::<F>() {
+        // SAFETY: our control device, created with the channel's extension, not yet reachable.
+        unsafe { crate::messages::init_control::<F>(control) };
+        // SAFETY: PASSIVE_LEVEL, the control device created above under `name`.
+        let status = unsafe { crate::messages::create_link(channel, &name) };
+        if status < 0 {
+            // SAFETY: our control device, never attached.
+            unsafe { attach::delete_device::<F>(control) };
+            // SAFETY: nothing else references the state.
+            unsafe { discard::<F>(state) };
+            return status;
+        }
+    }
 
     // Dispatch table (facts.md §1.2, step 2): every major function, pass-through by default, but
     // IRP_MJ_POWER: it never reaches a file-system stack, and a file-system filter registers no
@@ -122,6 +136,8 @@ pub unsafe fn driver_entry<F: Filter>(
     let status = unsafe { crate::fsfilt::register::<F>(driver) };
     if status < 0 {
         d.DriverUnload = None;
+        // SAFETY: the link made above, from DriverEntry.
+        unsafe { delete_channel_link::<F>() };
         // SAFETY: our control device, never attached.
         unsafe { attach::delete_device::<F>(control) };
         // SAFETY: nothing else references the state.
@@ -140,6 +156,8 @@ pub unsafe fn driver_entry<F: Filter>(
         // STATUS_NOT_SUPPORTED under the legacy-filter block policy: give everything back and
         // report it, rather than stay loaded attached to nothing.
         d.DriverUnload = None;
+        // SAFETY: the link made above, from DriverEntry.
+        unsafe { delete_channel_link::<F>() };
         // SAFETY: our control device, never attached.
         unsafe { attach::delete_device::<F>(control) };
         // SAFETY: nothing else references the state.
@@ -192,6 +210,17 @@ fn control_name(parameters: &ServiceKey, out: &mut [u16; 96]) -> usize {
     n
 }
 
+/// Deletes the message channel's link, when the filter declares a channel.
+///
+/// # Safety
+/// `PASSIVE_LEVEL`; `DriverEntry` made the link.
+unsafe fn delete_channel_link<F: Filter>() {
+    if let Some(channel) = fsfilter::message_channel::<F>() {
+        // SAFETY: the caller's contract.
+        unsafe { crate::messages::delete_link(channel) };
+    }
+}
+
 /// # Safety
 /// `state` must be the published state, unreachable by callbacks.
 unsafe fn discard<F: Filter>(state: *mut DriverState<F>) {
@@ -228,6 +257,10 @@ unsafe extern "system" fn driver_unload<F: Filter>(driver: *const DRIVER_OBJECT)
     state.unloading.store(true, Ordering::SeqCst);
     // SAFETY: our registration.
     unsafe { IoUnregisterFsRegistrationChange(driver, Some(attach::fs_notification::<F>)) };
+    // No client is connected: the I/O manager calls DriverUnload only once no handle to the
+    // control device is left (WRK loadunld.c IopCheckUnloadDriver), and each close cleaned up.
+    // SAFETY: DriverUnload, PASSIVE_LEVEL; DriverEntry made the link.
+    unsafe { delete_channel_link::<F>() };
     // Deletions that began before. The event is set when the count falls to zero after the flag
     // was stored: every deletion counted before the flag is over then (those counted after it
     // leave their device to the last loop here), so one wait is enough, even when the count rose

@@ -20,6 +20,7 @@ mod dispatch;
 mod entry;
 mod fastio;
 mod fsfilt;
+mod messages;
 mod names;
 mod raw;
 mod services;

@@ -83,9 +83,32 @@ pub unsafe fn driver_entry<F: Filter>(
     }
     // SAFETY: `raw` is the live state published above; nothing else writes the handle.
     unsafe { (*raw).handle = handle };
+    // The message channel, when the filter declares one: after registering (the port belongs to
+    // the filter) and before filtering starts (Learn, FltCreateCommunicationPort's remarks).
+    if let Some(channel) = fsfilter::message_channel::<F>() {
+        let mut port = 0;
+        // SAFETY: the registered filter, from DriverEntry; the state is published.
+        let status = unsafe { crate::messages::open::<F>(handle, channel, &mut port) };
+        // SAFETY: the live state; only DriverEntry and unload write the port (the callbacks
+        // never read it).
+        unsafe { (*raw).port = port };
+        if status < 0 {
+            // SAFETY: the filter registered above.
+            unsafe { FltUnregisterFilter(handle) };
+            // SAFETY: unregistered: no callback can run any more.
+            unsafe { discard_state::<F>(raw) };
+            return status;
+        }
+    }
     // SAFETY: a registered filter.
     let status = unsafe { FltStartFiltering(handle) };
     if status < 0 {
+        if fsfilter::message_channel::<F>().is_some() {
+            // SAFETY: the live state.
+            let port = unsafe { (*raw).port };
+            // SAFETY: the port opened above (or 0), closed once, before unregistering.
+            unsafe { crate::messages::close(port) };
+        }
         // SAFETY: the filter registered above; unregistering tears down what starting made.
         unsafe { FltUnregisterFilter(handle) };
         // SAFETY: unregistered: no callback can run any more.
@@ -132,6 +155,13 @@ pub(crate) unsafe fn unregister_and_free<F: Filter>() {
     }
     // SAFETY: the live state of this image.
     let handle = unsafe { (*raw).handle };
+    if fsfilter::message_channel::<F>().is_some() {
+        // No new client after this; those connected are disconnected by the unregistration.
+        // SAFETY: the live state of this image.
+        let port = unsafe { core::mem::take(&mut (*raw).port) };
+        // SAFETY: the port DriverEntry opened (or 0), closed once, before FltUnregisterFilter.
+        unsafe { crate::messages::close(port) };
+    }
     // SAFETY: the registered filter; returns once every instance is torn down and every
     // rundown reference is released, after which no callback of this filter runs.
     unsafe { FltUnregisterFilter(handle) };

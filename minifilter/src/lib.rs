@@ -13,6 +13,7 @@
 
 mod callbacks;
 pub mod entry;
+mod messages;
 mod names;
 mod services;
 mod state;

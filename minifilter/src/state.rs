@@ -13,7 +13,7 @@ use fsfilter_kernel::image;
 use fsfilter_kernel::pending::PendedTable;
 use fsfilter_kernel::pool::{PoolBox, pool_tag};
 use fsfilter_kernel::sync::SpinLock;
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_FILTER;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_FILTER, PFLT_PORT};
 
 use crate::tables::RuntimeTables;
 
@@ -40,6 +40,9 @@ pub(crate) struct DriverState<F: Filter> {
     /// The instance contexts of attached instances, for callbacks that may run above
     /// `APC_LEVEL` (post callbacks), where `FltGetInstanceContext` may not be called.
     pub(crate) instances: InstanceTable,
+    /// The communication server port of the filter's message channel (`crate::messages`); 0
+    /// without a channel, or before it opens and after it closes.
+    pub(crate) port: PFLT_PORT,
 }
 
 /// What the callbacks need to know of the registration in force, in a few bytes: which

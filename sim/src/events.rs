@@ -159,6 +159,16 @@ pub enum Rule {
     /// use and minifilters must never call (the reference page of `FLT_IS_FS_FILTER_OPERATION`:
     /// the Filter Manager registers FsFilter callbacks for them). The call goes on.
     MinifilterFsFilterRegistration,
+    /// `FltUnregisterFilter` while a communication server port of the filter is still open:
+    /// the unload must close it with `FltCloseCommunicationPort` first, or it hangs ("Closing
+    /// the Communication Server Port"). The simulator closes it and goes on.
+    CommunicationPortOpenAtUnregister,
+    /// A client port (a connection's kernel end) never closed with `FltCloseClientPort` when its
+    /// filter unregistered (its `DisconnectNotifyCallback` should close it).
+    ClientPortLeaked,
+    /// A `MessageNotifyCallback` said it returned more bytes (`ReturnOutputBufferLength`) than
+    /// the output buffer holds (`OutputBufferLength`).
+    MessageReplyBeyondBuffer,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -217,6 +227,9 @@ impl Rule {
             Rule::ReturnedHoldingCancelLock => "DRIVER_RETURNED_HOLDING_CANCEL_LOCK",
             Rule::CancelRoutineAtCallDriver => "CALL_DRIVER_WITH_CANCEL_ROUTINE",
             Rule::MinifilterFsFilterRegistration => "MINIFILTER_FS_FILTER_REGISTRATION",
+            Rule::CommunicationPortOpenAtUnregister => "COMMUNICATION_PORT_OPEN_AT_UNREGISTER",
+            Rule::ClientPortLeaked => "CLIENT_PORT_LEAKED_AT_UNLOAD",
+            Rule::MessageReplyBeyondBuffer => "MESSAGE_REPLY_LENGTH_BEYOND_BUFFER",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

@@ -13,6 +13,20 @@ use crate::nt::IO_TYPE_FILE;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Handle(pub u32);
 
+/// A user-mode handle of the simulated caller to a device opened by name
+/// (`Machine::open_device`), in a table of its own: the requests on it belong to no volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceHandle(pub u32);
+
+/// A device handle's entry.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceUserHandle {
+    /// The file object.
+    pub fo: usize,
+    /// The access granted.
+    pub access: u32,
+}
+
 /// A file object and its accounting.
 pub struct FileObjectInfo {
     block: Block,
@@ -51,6 +65,8 @@ pub struct Files {
     pub map: FastMap<usize, FileObjectInfo>,
     /// User handles by number (index).
     pub handles: Vec<Option<UserHandle>>,
+    /// User handles to devices, by number (index).
+    pub device_handles: Vec<Option<DeviceUserHandle>>,
     /// The locks of synchronous file objects.
     pub locks: crate::folock::FileLocks,
     pool: BlockPool,
@@ -61,6 +77,7 @@ impl Default for Files {
         Files {
             map: FastMap::default(),
             handles: Vec::new(),
+            device_handles: Vec::new(),
             locks: Default::default(),
             pool: BlockPool::new(size_of::<FILE_OBJECT>()),
         }

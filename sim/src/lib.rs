@@ -52,14 +52,15 @@ pub mod volumes;
 
 pub use events::{Callback, Event, EventKind, FltEvent, RequestRef, Rule};
 pub use faults::{Fault, FaultKind};
-pub use files::Handle;
+pub use files::{DeviceHandle, Handle};
+pub use fltmgr::ports::PortHandle;
 pub use fltmgr::snapshot::{FrameSnapshot, SnapInstance, StackEntry};
 pub use ids::VolumeId;
 pub use inspect::DeviceEntry;
 pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
 };
-pub use machine::{Machine, MachineConfig};
+pub use machine::{Machine, MachineConfig, full_ea};
 pub use name::Name;
 pub use rawirp::{RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp};
 pub use registry::RegValue;

@@ -6,7 +6,8 @@ use std::marker::PhantomData;
 use fsfilter::Status;
 
 use crate::events::{Event, RequestRef, Rule};
-use crate::files::Handle;
+use crate::files::{DeviceHandle, Handle};
+use crate::fltmgr::ports::PortHandle;
 use crate::ids::{RequestId, VolumeId};
 use crate::kernel::{self, Kernel};
 use crate::loader::{ServiceSpec, StartType, StopResult};
@@ -265,6 +266,62 @@ impl Machine {
         self.io(IoRequest::Close { handle }).status
     }
 
+    /// `FilterConnectCommunicationPort`: connects to the communication server port `name`
+    /// (`\Name`) with `context` as the connection context (empty: none). The filter's
+    /// `ConnectNotifyCallback` runs in this caller's thread; its failure is the call's
+    /// (docs/simulator.md, "Communication ports and control devices").
+    pub fn connect_communication_port(
+        &mut self,
+        name: &str,
+        context: &[u8],
+    ) -> Result<PortHandle, Status> {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::connect(name, context))
+    }
+
+    /// `FilterSendMessage` on a connection: `input` to the filter's `MessageNotifyCallback`
+    /// with an output buffer of `reply_capacity` bytes; the reply is what the callback said it
+    /// returned (`ReturnOutputBufferLength`), or the callback's failure.
+    pub fn send_message(
+        &mut self,
+        port: PortHandle,
+        input: &[u8],
+        reply_capacity: usize,
+    ) -> Result<Vec<u8>, Status> {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::send(port, input, reply_capacity))
+    }
+
+    /// `CloseHandle` on a connection: the filter's `DisconnectNotifyCallback` runs (it closes
+    /// its end with `FltCloseClientPort`) unless the filter ended the connection first.
+    pub fn close_port(&mut self, port: PortHandle) -> Status {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::close_user(port))
+    }
+
+    /// `CreateFile` on a device from user mode by name: `\??\X` or `\DosDevices\X` (a
+    /// symbolic link, `IoCreateSymbolicLink`) or the device's own name, with `ea` as the
+    /// create's extended attributes (a `FILE_FULL_EA_INFORMATION` list, see [`full_ea`]): the
+    /// driver gets a user-mode create IRP with the EA buffer in its system buffer.
+    pub fn open_device(&mut self, name: &str, ea: Option<&[u8]>) -> Result<DeviceHandle, Status> {
+        crate::syscalls::open_user_device(name, ea)
+    }
+
+    /// `DeviceIoControl` on a device handle: `input` and an output buffer of `output_capacity`
+    /// bytes with the buffers of the code's method; the result's status, information and the
+    /// output bytes (at most `information`).
+    pub fn device_control(
+        &mut self,
+        handle: DeviceHandle,
+        code: u32,
+        input: &[u8],
+        output_capacity: usize,
+    ) -> IoResult {
+        crate::syscalls::device_control(handle, code, input, output_capacity)
+    }
+
+    /// `CloseHandle` on a device handle: cleanup, then close when it held the last reference.
+    pub fn close_device(&mut self, handle: DeviceHandle) -> Status {
+        crate::syscalls::close_user_device(handle)
+    }
+
     /// A file's bytes, read from the media directly (no I/O).
     pub fn file_contents(&self, volume: VolumeId, path: &str) -> Option<Vec<u8>> {
         kernel::with(|k| k.volume(volume).media.file(path).map(<[u8]>::to_vec))
@@ -420,4 +477,23 @@ fn mount_boot_volumes(late: bool) {
         crate::mount::mount(v);
         crate::sched::run_ready();
     }
+}
+
+/// One `FILE_FULL_EA_INFORMATION` entry (`NextEntryOffset` 0, `Flags` 0, the name's and value's
+/// lengths, the name and its terminating NUL, the value), as `NtCreateFile` takes an EA list.
+///
+/// # Panics
+/// When the name is longer than 255 bytes or the value than 65,535.
+pub fn full_ea(name: &str, value: &[u8]) -> Vec<u8> {
+    let name_len = u8::try_from(name.len()).expect("an EA name of at most 255 bytes");
+    let value_len = u16::try_from(value.len()).expect("an EA value of at most 65,535 bytes");
+    let mut ea = Vec::with_capacity(8 + name.len() + 1 + value.len());
+    ea.extend_from_slice(&0u32.to_le_bytes());
+    ea.push(0);
+    ea.push(name_len);
+    ea.extend_from_slice(&value_len.to_le_bytes());
+    ea.extend_from_slice(name.as_bytes());
+    ea.push(0);
+    ea.extend_from_slice(value);
+    ea
 }

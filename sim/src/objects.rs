@@ -120,6 +120,9 @@ pub struct Objects {
     pub driver_index: FastMap<usize, DriverId>,
     /// Named devices (upper-case name to id).
     pub names: HashMap<String, DeviceId>,
+    /// Symbolic links of `\??` (`\DosDevices`), by upper-case name without the directory: the
+    /// name they stand for (`IoCreateSymbolicLink`).
+    pub links: HashMap<String, String>,
     /// VPBs the simulator allocated.
     pub vpbs: Vec<Block>,
     /// Recent answers of `device_index` (its entries are never removed: device objects stay
@@ -127,7 +130,20 @@ pub struct Objects {
     device_memo: crate::kernel::AddrMemo<DeviceId>,
 }
 
+/// The name of a symbolic link in `\??` without its directory: `\??\X` and `\DosDevices\X` (the
+/// same directory for the simulator) give `X`, upper-case; None for a name in another directory.
+pub fn dos_link_name(name: &str) -> Option<String> {
+    let upper = name.to_uppercase();
+    let rest = upper.strip_prefix(r"\??\").or_else(|| upper.strip_prefix(r"\DOSDEVICES\"))?;
+    (!rest.is_empty() && !rest.contains('\\')).then(|| rest.to_owned())
+}
+
 impl Objects {
+    /// The name the symbolic link `\??\link` stands for.
+    pub fn symbolic_link(&self, link: &str) -> Option<String> {
+        self.links.get(&link.to_uppercase()).cloned()
+    }
+
     /// The device at `ptr`.
     pub fn device_id(&self, ptr: *const DEVICE_OBJECT) -> Option<DeviceId> {
         self.device_memo.get(ptr as usize, || self.device_index.get(&(ptr as usize)).copied())

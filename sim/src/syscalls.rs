@@ -11,13 +11,13 @@ use fsfilter::{MajorFunction, Status};
 use fsfilter_kernel::params::{self, io_mut};
 use windows_sys::Wdk::Foundation::{
     ACCESS_STATE, DEVICE_OBJECT, FAST_IO_DISPATCH, FILE_OBJECT, IO_SECURITY_CONTEXT,
-    IO_STACK_LOCATION, IRP, KEVENT, PEPROCESS,
+    IO_STACK_LOCATION, IRP, KEVENT, MDL, PEPROCESS,
 };
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use crate::events::{RequestRef, Rule};
-use crate::files::{Handle, Released};
+use crate::files::{DeviceHandle, DeviceUserHandle, Handle, Released};
 use crate::ids::{RequestId, ThreadId, VolumeId};
 use crate::irp::Finish;
 use crate::kernel::{self, Kernel};
@@ -2466,6 +2466,135 @@ fn control_refused(code: u32, granted: u32) -> Option<Status> {
     (granted & needed != needed).then_some(Status::ACCESS_DENIED)
 }
 
+/// The buffers of a control request (`IopXxxControlFile`) and what the I/O manager sets for
+/// them, shared by [`control`] (a handle on a volume) and [`device_control`] (a device's).
+struct ControlBuffers {
+    /// `IRP_MJ_FILE_SYSTEM_CONTROL` or `IRP_MJ_DEVICE_CONTROL`.
+    major: u8,
+    /// The control code.
+    code: u32,
+    /// Its method.
+    method: u32,
+    /// The input's length.
+    input_len: usize,
+    /// The output buffer's length.
+    out_len: usize,
+    /// The system buffer (the input copied in).
+    sysbuf: Block,
+    /// The caller's output buffer.
+    out: Block,
+    /// A system buffer is used.
+    system: bool,
+}
+
+impl ControlBuffers {
+    /// The buffers for `input` and an output of `out_len` bytes.
+    fn new(major: u8, code: u32, input: &[u8], out_len: usize) -> ControlBuffers {
+        let m = code & 3;
+        let sys_len = if m == method::BUFFERED { input.len().max(out_len) } else { input.len() };
+        let sysbuf = buffer(sys_len);
+        if !input.is_empty() {
+            // SAFETY: the block holds at least input.len() bytes.
+            unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), sysbuf.ptr(), input.len()) };
+        }
+        // A system buffer only when there is something to carry: for a buffered code an input
+        // or an output, for a direct one an input (the WRK's `IopXxxControlFile`).
+        let system = match m {
+            method::BUFFERED => !input.is_empty() || out_len > 0,
+            method::NEITHER => false,
+            _ => !input.is_empty(),
+        };
+        ControlBuffers {
+            major,
+            code,
+            method: m,
+            input_len: input.len(),
+            out_len,
+            sysbuf,
+            out: buffer(out_len),
+            system,
+        }
+    }
+
+    /// The IRP's flags: WRK's `IopXxxControlFile` never sets `IRP_SYNCHRONOUS_API` (a control
+    /// is asynchronous on an asynchronous file object), `IRP_DEFER_IO_COMPLETION` for a
+    /// file-system control only (until December 7 both carried `IRP_SYNCHRONOUS_API`, neither
+    /// the deferral, and the caller waited whatever the file object).
+    fn flags(&self) -> u32 {
+        let mut flags =
+            if self.major == mj::FILE_SYSTEM_CONTROL { irp_flags::DEFER_IO_COMPLETION } else { 0 };
+        if self.system {
+            flags |= irp_flags::BUFFERED_IO | irp_flags::DEALLOCATE_BUFFER;
+            if self.out_len > 0 && self.method == method::BUFFERED {
+                flags |= irp_flags::INPUT_OPERATION;
+            }
+        }
+        flags
+    }
+
+    /// Fills the IRP and its first stack location (`mdl`: the output's MDL for a direct
+    /// method), for a caller granted `granted` on the handle.
+    fn fill(&self, i: &mut IRP, s: &mut IO_STACK_LOCATION, mdl: *mut MDL, granted: u32) {
+        if self.system {
+            i.AssociatedIrp.SystemBuffer = self.sysbuf.ptr().cast();
+        }
+        match self.method {
+            // The output buffer the completion copies the system buffer back to.
+            method::BUFFERED if self.system => i.UserBuffer = self.out.ptr().cast(),
+            method::BUFFERED => {}
+            method::NEITHER => i.UserBuffer = self.out.ptr().cast(),
+            _ => {
+                i.MdlAddress = mdl;
+                i.UserBuffer = self.out.ptr().cast();
+            }
+        }
+        // The handle's data access, for a driver to check a `FILE_ANY_ACCESS` code against
+        // (WRK's `IopXxxControlFile`; until December 7 neither flag was set).
+        s.Flags = if granted & access::FILE_READ_DATA != 0 { sl::READ_ACCESS_GRANTED } else { 0 }
+            | if granted & access::FILE_WRITE_DATA != 0 { sl::WRITE_ACCESS_GRANTED } else { 0 };
+        let (input_len, out_len) = (self.input_len as u32, self.out_len as u32);
+        let type3 = if self.method == method::NEITHER {
+            self.sysbuf.ptr().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        if self.major == mj::FILE_SYSTEM_CONTROL {
+            s.MinorFunction = mn_fsctl::USER_FS_REQUEST;
+            // SAFETY: the member of a file-system control.
+            let c = unsafe { io_mut::<params::IoFileSystemControl>(&mut s.Parameters) };
+            c.FsControlCode = self.code;
+            c.InputBufferLength = input_len;
+            c.OutputBufferLength = out_len;
+            if self.method == method::NEITHER {
+                c.Type3InputBuffer = type3;
+            }
+        } else {
+            // SAFETY: the member of a device control.
+            let c = unsafe { io_mut::<params::IoDeviceIoControl>(&mut s.Parameters) };
+            c.IoControlCode = self.code;
+            c.InputBufferLength = input_len;
+            c.OutputBufferLength = out_len;
+            if self.method == method::NEITHER {
+                c.Type3InputBuffer = type3;
+            }
+        }
+    }
+
+    /// The output the caller finds once the request ended with `status` and `n`: a buffered
+    /// request's is what completion copied back from the system buffer, nothing when the status
+    /// asks for a verify either (WRK `IopCompleteRequest`).
+    fn output(&self, status: Status, n: usize) -> Vec<u8> {
+        let copied = self.method != method::BUFFERED || crate::irp::copies_system_buffer(status);
+        if status.is_error() || !copied {
+            Vec::new()
+        } else if self.method == method::BUFFERED {
+            read_block(&self.sysbuf, n.min(self.out_len))
+        } else {
+            read_block(&self.out, n.min(self.out_len))
+        }
+    }
+}
+
 /// `NtFsControlFile` / `NtDeviceIoControlFile`, with the buffers of the code's method.
 fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoResult {
     let (file, volume, granted) = match handle_of(h) {
@@ -2475,100 +2604,28 @@ fn control(h: Handle, major: u8, code: u32, input: &[u8], out_len: usize) -> IoR
     if let Some(status) = control_refused(code, granted) {
         return IoResult::failed(status);
     }
-    let m = code & 3;
-    let sys_len = if m == method::BUFFERED { input.len().max(out_len) } else { input.len() };
-    let sysbuf = buffer(sys_len);
-    if !input.is_empty() {
-        // SAFETY: the block holds at least input.len() bytes.
-        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), sysbuf.ptr(), input.len()) };
-    }
-    let out = buffer(out_len);
+    let c = ControlBuffers::new(major, code, input, out_len);
     let b = kernel::with(|k| {
         let target = k.related_device(file);
-        // A system buffer only when there is something to carry: for a buffered code an input
-        // or an output, for a direct one an input (the WRK's `IopXxxControlFile`).
-        let system = match m {
-            method::BUFFERED => !input.is_empty() || out_len > 0,
-            method::NEITHER => false,
-            _ => !input.is_empty(),
-        };
-        // WRK's `IopXxxControlFile`: never `IRP_SYNCHRONOUS_API` (a control is asynchronous on an
-        // asynchronous file object), `IRP_DEFER_IO_COMPLETION` for a file-system control only
-        // (until December 7 both carried `IRP_SYNCHRONOUS_API`, neither the deferral, and the
-        // caller waited whatever the file object).
-        let mut flags =
-            if major == mj::FILE_SYSTEM_CONTROL { irp_flags::DEFER_IO_COMPLETION } else { 0 };
-        if system {
-            flags |= irp_flags::BUFFERED_IO | irp_flags::DEALLOCATE_BUFFER;
-            if out_len > 0 && m == method::BUFFERED {
-                flags |= irp_flags::INPUT_OPERATION;
-            }
-        }
-        let b = build(k, volume, major, target, file, flags, true);
-        // SAFETY: the request's IRP.
-        let i = unsafe { crate::irpx::header(b.irp) };
-        if system {
-            i.AssociatedIrp.SystemBuffer = sysbuf.ptr().cast();
-        }
-        match m {
-            // The output buffer the completion copies the system buffer back to.
-            method::BUFFERED if system => i.UserBuffer = out.ptr().cast(),
-            method::BUFFERED => {}
-            method::NEITHER => i.UserBuffer = out.ptr().cast(),
-            _ => {
-                if out_len > 0 {
-                    i.MdlAddress = k.allocate_mdl(out.ptr().cast(), out_len);
-                }
-                i.UserBuffer = out.ptr().cast();
-            }
-        }
-        let s = first(&b);
-        // The handle's data access, for a driver to check a `FILE_ANY_ACCESS` code against (WRK's
-        // `IopXxxControlFile`; until December 7 neither flag was set).
-        s.Flags = if granted & access::FILE_READ_DATA != 0 { sl::READ_ACCESS_GRANTED } else { 0 }
-            | if granted & access::FILE_WRITE_DATA != 0 { sl::WRITE_ACCESS_GRANTED } else { 0 };
-        if major == mj::FILE_SYSTEM_CONTROL {
-            s.MinorFunction = mn_fsctl::USER_FS_REQUEST;
-            // SAFETY: the member of a file-system control.
-            let c = unsafe { io_mut::<params::IoFileSystemControl>(&mut s.Parameters) };
-            c.FsControlCode = code;
-            c.InputBufferLength = input.len() as u32;
-            c.OutputBufferLength = out_len as u32;
-            if m == method::NEITHER {
-                c.Type3InputBuffer = sysbuf.ptr().cast();
-            }
+        let b = build(k, volume, major, target, file, c.flags(), true);
+        let direct = matches!(c.method, method::IN_DIRECT | method::OUT_DIRECT);
+        let mdl = if direct && out_len > 0 {
+            k.allocate_mdl(c.out.ptr().cast(), out_len)
         } else {
-            // SAFETY: the member of a device control.
-            let c = unsafe { io_mut::<params::IoDeviceIoControl>(&mut s.Parameters) };
-            c.IoControlCode = code;
-            c.InputBufferLength = input.len() as u32;
-            c.OutputBufferLength = out_len as u32;
-            if m == method::NEITHER {
-                c.Type3InputBuffer = sysbuf.ptr().cast();
-            }
-        }
+            std::ptr::null_mut()
+        };
+        // SAFETY: the request's IRP.
+        c.fill(unsafe { crate::irpx::header(b.irp) }, first(&b), mdl, granted);
         b
     });
     let sent = send_on(file, b);
     let (status, n, rid) = (sent.status, sent.information, sent.rid);
-    // Completed, its MDL went with the IRP (stage two), as for a transfer. A buffered request's
-    // output is what completion copied back from the system buffer: nothing when the status
-    // asks for a verify either (WRK `IopCompleteRequest`).
-    let output = move |status: Status, n: usize| {
-        let copied = m != method::BUFFERED || crate::irp::copies_system_buffer(status);
-        if status.is_error() || !copied {
-            Vec::new()
-        } else if m == method::BUFFERED {
-            read_block(&sysbuf, n.min(out_len))
-        } else {
-            read_block(&out, n.min(out_len))
-        }
-    };
+    // Completed, its MDL went with the IRP (stage two), as for a transfer.
     if status == Status::PENDING {
-        overlapped_read(rid, output);
+        overlapped_read(rid, move |status, n| c.output(status, n));
         return sent_result(&sent, Vec::new());
     }
-    sent_result(&sent, output(status, n))
+    sent_result(&sent, c.output(status, n))
 }
 
 /// A driver's fast-I/O lock routine: `FastIoLock` for `NtLockFile`, `FastIoUnlockSingle` for
@@ -3025,6 +3082,25 @@ impl Kernel {
     }
 }
 
+/// Who opens a named device, and how.
+enum DeviceOpen<'a> {
+    /// `IoGetDeviceObjectPointer`'s `ZwOpenFile(DesiredAccess, ShareAccess 0,
+    /// FILE_NON_DIRECTORY_FILE)`, as the Windows Research Kernel's and ReactOS's call it: the
+    /// caller's access only (no `SYNCHRONIZE`, no synchronous option), in kernel mode.
+    Kernel {
+        /// `DesiredAccess`.
+        desired: u32,
+    },
+    /// A user-mode `CreateFile(GENERIC_READ | GENERIC_WRITE, FILE_SHARE_READ |
+    /// FILE_SHARE_WRITE, OPEN_EXISTING)` without `FILE_FLAG_OVERLAPPED` (`NtCreateFile` with
+    /// `FILE_SYNCHRONOUS_IO_NONALERT | FILE_NON_DIRECTORY_FILE`), with the extended attributes
+    /// `ea` (a `FILE_FULL_EA_INFORMATION` list) when given.
+    User {
+        /// The EA buffer (`NtCreateFile`'s `EaBuffer`).
+        ea: Option<&'a [u8]>,
+    },
+}
+
 /// `IoGetDeviceObjectPointer`: opens a named device (mounting it if it is an unmounted storage
 /// device), closes the handle (cleanup), and returns the referenced file object and the top of
 /// the stack its requests go to.
@@ -3032,6 +3108,18 @@ pub fn open_device_by_name(
     name: &str,
     desired: u32,
 ) -> Result<(*mut FILE_OBJECT, *mut DEVICE_OBJECT), Status> {
+    let file = open_named_device(name, &DeviceOpen::Kernel { desired })?;
+    // ZwClose of the handle ObReferenceObjectByHandle was taken from: the cleanup.
+    let volume = kernel::with(|k| k.files.map.get(&(file as usize)).and_then(|i| i.volume));
+    let _ = send_cleanup(file, volume);
+    let top = kernel::with(|k| k.related_device(file));
+    Ok((file, top))
+}
+
+/// Opens the device named `name` (its object manager name, `\Device\X`), as `open` says: the
+/// create IRP went down and succeeded, and the file object holds one reference and one handle.
+fn open_named_device(name: &str, open: &DeviceOpen<'_>) -> Result<*mut FILE_OBJECT, Status> {
+    let user = matches!(open, DeviceOpen::User { .. });
     let found = kernel::with(|k| {
         let id = *k.objects.names.get(&name.to_uppercase())?;
         let info = k.objects.device(id);
@@ -3067,51 +3155,189 @@ pub fn open_device_by_name(
             return Err(Status::ACCESS_DENIED);
         }
     }
+    let (desired, options, share_access) = match open {
+        DeviceOpen::Kernel { desired } => (*desired, create_options::NON_DIRECTORY_FILE, 0),
+        DeviceOpen::User { .. } => (
+            access::GENERIC_READ | access::GENERIC_WRITE,
+            create_options::SYNCHRONOUS_IO_NONALERT | create_options::NON_DIRECTORY_FILE,
+            share::READ | share::WRITE,
+        ),
+    };
     let file = kernel::with(|k| {
         let vpb = if volume.is_some() { k.objects.dobj(id).Vpb } else { std::ptr::null_mut() };
-        let flags = if volume.is_some() { fo::VOLUME_OPEN } else { 0 };
+        let mut flags = synchronous_flags(options);
+        if volume.is_some() {
+            flags |= fo::VOLUME_OPEN;
+        }
         k.new_file_object(ptr, vpb, "", flags, volume)
     });
-    // ZwOpenFile(DesiredAccess, ShareAccess 0, FILE_NON_DIRECTORY_FILE), as the Windows Research
-    // Kernel's and ReactOS's IoGetDeviceObjectPointer call it: the caller's access only (no
-    // SYNCHRONIZE, no synchronous option), and the access state the object manager's parse has.
-    let (sc, sc_blocks) =
-        security_context_for(access::map_generic(desired), create_options::NON_DIRECTORY_FILE);
-    let setup = |s: &mut IO_STACK_LOCATION| {
+    // The access state the object manager's parse has: the kernel caller's access as asked
+    // for; a user's mapped, with SYNCHRONIZE, as NtCreateFile grants it.
+    let (sc, sc_blocks) = match open {
+        DeviceOpen::Kernel { .. } => security_context_for(access::map_generic(desired), options),
+        DeviceOpen::User { .. } => security_context(desired, options),
+    };
+    // `IopParseDevice` passes the caller's EA buffer (copied and checked by `NtCreateFile`) in
+    // the create IRP's system buffer, its length in `Parameters.Create.EaLength`.
+    let ea = match open {
+        DeviceOpen::User { ea: Some(ea) } if !ea.is_empty() => Some(ea.to_vec()),
+        _ => None,
+    };
+    let fill = |i: &mut IRP, s: &mut IO_STACK_LOCATION| {
+        i.RequestorMode = i8::from(user);
         // SAFETY: the member of a create.
         let c = unsafe { io_mut::<params::IoCreate>(&mut s.Parameters) };
         c.SecurityContext = sc;
-        c.Options = (disposition::OPEN << 24) | create_options::NON_DIRECTORY_FILE;
-        c.ShareAccess = 0;
+        c.Options = (disposition::OPEN << 24) | options;
+        c.ShareAccess = share_access as u16;
+        if let Some(ea) = &ea {
+            i.AssociatedIrp.SystemBuffer = ea.as_ptr().cast_mut().cast();
+            c.EaLength = ea.len() as u32;
+        }
     };
-    let flags = irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    let mut flags = irp_flags::CREATE_OPERATION | irp_flags::SYNCHRONOUS_API;
+    if user {
+        flags |= irp_flags::DEFER_IO_COMPLETION;
+    }
     let status = match volume {
         Some(v) => {
             let built = kernel::with(|k| {
                 let target = k.related_device(file);
-                build(k, v, mj::CREATE, target, file, flags, false)
+                build(k, v, mj::CREATE, target, file, flags, user)
             });
-            setup(first(&built));
+            // SAFETY: the request's IRP, not yet sent.
+            fill(unsafe { crate::irpx::header(built.irp) }, first(&built));
             send(built).status
         }
-        None => send_kernel_irp(file, mj::CREATE, flags, setup).0,
+        None => {
+            let target = kernel::with(|k| k.related_device(file));
+            send_kernel_irp_to(target, file, mj::CREATE, flags, None, fill).0
+        }
     };
     if status == Status::PENDING {
         std::mem::forget(sc_blocks);
+        std::mem::forget(ea);
         return Err(Status::IO_TIMEOUT);
     }
     if !status.is_success() {
         kernel::with(|k| k.free_file_object(file as usize));
         return Err(status);
     }
-    kernel::with(|k| k.file_opened(file, 0));
-    // ZwOpenFile created a handle (IoCancelFileOpen on this file object is a misuse).
+    // IoGetDeviceObjectPointer's handle is closed at once; a user's stays.
+    kernel::with(|k| k.file_opened(file, u32::from(user)));
+    // A handle was created (IoCancelFileOpen on this file object is a misuse).
     // SAFETY: the live file object.
     unsafe { (*file).Flags |= fo::HANDLE_CREATED };
-    // ZwClose of the handle ObReferenceObjectByHandle was taken from: the cleanup.
-    let _ = send_cleanup(file, volume);
-    let top = kernel::with(|k| k.related_device(file));
-    Ok((file, top))
+    Ok(file)
+}
+
+/// The object manager name a user-mode name stands for: a name in `\??` (`\DosDevices`, the
+/// same directory for the simulator) is a symbolic link (`IoCreateSymbolicLink`) to the
+/// device's name; any other name is the device's own.
+fn user_device_name(name: &str) -> Result<String, Status> {
+    match crate::objects::dos_link_name(name) {
+        Some(link) => {
+            kernel::with(|k| k.objects.symbolic_link(&link)).ok_or(Status::OBJECT_NAME_NOT_FOUND)
+        }
+        None => Ok(name.to_owned()),
+    }
+}
+
+/// `CreateFile` from user mode on a device by name (`\??\X`, `\DosDevices\X` or the device's
+/// own name), with `ea` as the `EaBuffer` of its `NtCreateFile`: the device's driver gets a
+/// create IRP in user mode with the EA buffer in its system buffer. The handle, or the status
+/// the open failed with.
+pub fn open_user_device(name: &str, ea: Option<&[u8]>) -> Result<DeviceHandle, Status> {
+    as_user(|| {
+        let target = user_device_name(name)?;
+        let file = open_named_device(&target, &DeviceOpen::User { ea })?;
+        let granted =
+            access::map_generic(access::GENERIC_READ | access::GENERIC_WRITE) | access::SYNCHRONIZE;
+        Ok(kernel::with(|k| {
+            let h = DeviceHandle(k.files.device_handles.len() as u32);
+            k.files
+                .device_handles
+                .push(Some(DeviceUserHandle { fo: file as usize, access: granted }));
+            h
+        }))
+    })
+}
+
+/// A device handle that is open; `INVALID_HANDLE` reported otherwise.
+fn device_handle(h: DeviceHandle) -> Result<DeviceUserHandle, Status> {
+    kernel::with(|k| match k.files.device_handles.get(h.0 as usize).copied().flatten() {
+        Some(u) => Ok(u),
+        None => {
+            k.report(
+                crate::events::Rule::InvalidHandle,
+                None,
+                format!("device handle {} is not open", h.0),
+            );
+            Err(Status::INVALID_HANDLE)
+        }
+    })
+}
+
+/// `DeviceIoControl` on a device handle (`NtDeviceIoControlFile`): the code's access is
+/// checked, the buffers are those of its method as for [`control`], and the caller waits for
+/// the request (the handle is synchronous). The device's requests are the I/O manager's own
+/// kind (an event and a status block of its own: no volume, no request in the event log).
+pub fn device_control(h: DeviceHandle, code: u32, input: &[u8], out_len: usize) -> IoResult {
+    as_user(|| {
+        let u = match device_handle(h) {
+            Ok(u) => u,
+            Err(s) => return IoResult::failed(s),
+        };
+        if let Some(status) = control_refused(code, u.access) {
+            return IoResult::failed(status);
+        }
+        let file = u.fo as *mut FILE_OBJECT;
+        let c = ControlBuffers::new(mj::DEVICE_CONTROL, code, input, out_len);
+        let (target, mdl) = kernel::with(|k| {
+            let direct = matches!(c.method, method::IN_DIRECT | method::OUT_DIRECT);
+            let mdl = if direct && out_len > 0 {
+                k.allocate_mdl(c.out.ptr().cast(), out_len)
+            } else {
+                std::ptr::null_mut()
+            };
+            (k.related_device(file), mdl)
+        });
+        let fill = |i: &mut IRP, s: &mut IO_STACK_LOCATION| {
+            i.RequestorMode = 1;
+            c.fill(i, s, mdl, u.access);
+        };
+        let (status, n) =
+            send_kernel_irp_to(target, file, mj::DEVICE_CONTROL, c.flags(), None, fill);
+        if status == Status::PENDING {
+            // The wait ended otherwise: the IRP may still complete into its buffers.
+            std::mem::forget(c);
+            return IoResult::without_request(Status::PENDING);
+        }
+        let data = c.output(status, n);
+        let iosb = (!status.is_error()).then_some(IoStatusBlock { status, information: n });
+        IoResult { information: n, data, iosb, ..IoResult::without_request(status) }
+    })
+}
+
+/// `CloseHandle` on a device handle: the cleanup, then the close when the handle's reference
+/// was the last.
+pub fn close_user_device(h: DeviceHandle) -> Status {
+    as_user(|| {
+        let u = match device_handle(h) {
+            Ok(u) => u,
+            Err(s) => return s,
+        };
+        kernel::with(|k| {
+            if let Some(slot) = k.files.device_handles.get_mut(h.0 as usize) {
+                *slot = None;
+            }
+            if let Some(info) = k.files.map.get_mut(&u.fo) {
+                info.handles = info.handles.saturating_sub(1);
+            }
+        });
+        close_kernel_file_handle(u.fo);
+        Status::SUCCESS
+    })
 }
 
 /// `ZwClose` of a kernel file handle: cleanup, then the handle's reference.

@@ -650,7 +650,7 @@ pub(crate) mod synthetic {
     /// RVA of `.text`.
     pub(crate) const TEXT: u32 = 0x1000;
     /// RVA of `.rdata`.
-    const RDATA: u32 = 0x2000;
+    pub(crate) const RDATA: u32 = 0x2000;
     /// RVA of the pointer table in `.rdata`.
     pub(crate) const POINTERS: u32 = RDATA + 0x600;
 

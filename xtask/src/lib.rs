@@ -16,3 +16,4 @@ pub mod disasm;
 pub mod drivers;
 pub mod inf;
 pub mod pe;
+pub mod seh;

@@ -329,6 +329,14 @@ pub enum Violation {
         /// RVA of the first undecodable byte in it.
         rva: u32,
     },
+    /// A function's exception handler or scope table is not the guarded copy's
+    /// (`crate::seh`), or a minifilter with a message channel lacks that copy.
+    Seh {
+        /// The function's RVA (0 for the image as a whole).
+        function: u32,
+        /// What is wrong.
+        why: String,
+    },
     /// The .sys file is over its size limit (not a PE check: `cargo xtask drivers` adds it).
     TooLarge {
         /// The file's size in bytes.
@@ -359,6 +367,7 @@ impl Violation {
             Violation::PanicPath { .. }
             | Violation::PanicReach(_)
             | Violation::Undecodable { .. } => "panic-free",
+            Violation::Seh { .. } => "seh",
             Violation::TooLarge { .. } => "size",
         }
     }
@@ -472,6 +481,10 @@ impl fmt::Display for Violation {
                 "the bytes at RVA {rva:#x} in the function at {function:#x} do not decode: the \
                  panic-path analysis of that function is incomplete"
             ),
+            Violation::Seh { function: 0, why } => write!(f, "the image {why}"),
+            Violation::Seh { function, why } => {
+                write!(f, "the function at {function:#x} has an exception handler: {why}")
+            }
             Violation::TooLarge { size, limit } => {
                 write!(f, "the .sys is {size} bytes; it must be under {limit} bytes")
             }
@@ -679,6 +692,14 @@ pub fn check(data: &[u8]) -> Report {
     };
     if let Err(why) = read_tables(&file, data, &layout, image, v) {
         v.push(Violation::Malformed(why));
+    }
+
+    // SEH: the guarded copy's scope, the only exception handler a driver may have (crate::seh).
+    match crate::seh::check(data) {
+        Ok(problems) => v.extend(
+            problems.into_iter().map(|p| Violation::Seh { function: p.function, why: p.why }),
+        ),
+        Err(why) => v.push(Violation::Malformed(format!("exception data: {why}"))),
     }
 
     // Panic-free, from the code: the paths into the bugcheck calls (crate::disasm).

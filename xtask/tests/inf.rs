@@ -64,6 +64,8 @@ fn every_sample_inf_passes_and_says_what_windows_needs() {
         "probe-legacy",
         "scanner-minifilter",
         "scanner-legacy",
+        "spy-minifilter",
+        "spy-legacy",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not found in {names:?}");
     }
@@ -434,6 +436,7 @@ const DOCUMENTED: &[(&str, &[fsfilter::ParameterDoc])] = &[
     ("passthrough", passthrough::PARAMETERS),
     ("probe", probe::PARAMETERS),
     ("scanner", scanner::PARAMETERS),
+    ("spy", spy::PARAMETERS),
 ];
 
 #[test]
@@ -483,6 +486,11 @@ fn every_inf_writes_every_documented_parameter_at_its_default() {
                 // `%%` in the INF is one percent sign in the registry.
                 assert_eq!(scanner.pattern(), b"X5O!P%@AP", "{}", report.file);
             }
+            "spy" => {
+                let spy = spy::Spy::from_parameters(&parameters)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", report.file));
+                assert_eq!(spy.max_records(), spy::RING_RECORDS, "{}", report.file);
+            }
             other => panic!("{other}: unknown sample"),
         }
     }
@@ -517,7 +525,7 @@ fn check_inf_exits_non_zero_and_names_file_section_and_key() {
     let output = Command::new(xtask).arg("check-inf").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 6, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 8, "{stdout}");
 
     let dir = std::env::temp_dir().join(format!("xtask-inf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -4,11 +4,12 @@
 use core::fmt;
 
 use crate::flags::{InstanceSetupFlags, PostFlags, TeardownFlags, UnloadFlags};
+use crate::messages::{ClientId, MessageChannel};
 use crate::operation::{IoStatus, PostOperation, PreOperation};
 use crate::params::ServiceParameters;
 use crate::registration::{Registration, RegistrationError};
 use crate::services::{DataScanMode, PendReceipt, PostReceipt, SectionId, Services};
-use crate::status::Result;
+use crate::status::{Error, Result};
 use crate::volume::{FilesystemType, VolumeDeviceType};
 
 /// What a filter learns about an instance's volume.
@@ -213,6 +214,11 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// [`Registration`] would have perturbed every driver's `DriverEntry`).
     const NAME_QUERIES: bool = false;
 
+    /// The filter's user-mode message channel, declared beside its registration (end it with
+    /// [`MessageChannel::validated`]). `None`, the default: no channel, and none of the channel's
+    /// code in the driver; user mode finds no port or device name to connect to.
+    const MESSAGES: Option<MessageChannel> = None;
+
     /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
     type InstanceContext: Send + Sync + 'static;
 
@@ -342,6 +348,37 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// `PASSIVE_LEVEL`.
     fn unload(&self, _flags: UnloadFlags) -> Result<()> {
         Ok(())
+    }
+
+    /// A user-mode client connects to the channel ([`Filter::MESSAGES`]); `context` is the
+    /// connection context it passed (at most `max_message` bytes; empty when it passed none). An
+    /// error refuses the connection, and the client gets that status.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`, the connecting client's thread (rule 23).
+    fn client_connect(&self, _client: ClientId, _context: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// A client's connection ends: its handle was closed, or the channel is being torn down at
+    /// unload. Runs once for each client `client_connect` accepted; no `message` of the client
+    /// starts after it.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`, arbitrary thread (rule 23).
+    fn client_disconnect(&self, _client: ClientId) {}
+
+    /// A message from a connected client: `input` is a kernel copy of what it sent (at most
+    /// `max_message` bytes); write the reply into `reply` (a kernel buffer of the capacity the
+    /// client offered, at most `max_message` bytes) and return its length (larger than
+    /// `reply.len()` counts as `reply.len()`). An error goes back to the client as the call's
+    /// status, with no reply. The default answers `STATUS_INVALID_DEVICE_REQUEST`, what a
+    /// control device answers an I/O control code it does not know.
+    ///
+    /// # Context
+    /// `PASSIVE_LEVEL`, the client's thread; may block. Never touches user memory (rule 23).
+    fn message(&self, _client: ClientId, _input: &[u8], _reply: &mut [u8]) -> Result<usize> {
+        Err(Error::INVALID_DEVICE_REQUEST)
     }
 
     /// Conflicting I/O needs the data-scan section `section` closed: drop it (a scan using it
@@ -529,6 +566,19 @@ mod tests {
             registration_in_force(&Configurable(Some(twice))),
             Err(RegistrationError::Duplicate(crate::MajorFunction::Create))
         );
+    }
+
+    #[test]
+    fn a_filter_without_a_channel_refuses_messages_by_default() {
+        // Rule 23: no channel unless declared; the default message answer is the one a control
+        // device gives an I/O control code it does not know.
+        assert_eq!(crate::message_channel::<Configurable>(), None);
+        let filter = Configurable(None);
+        let client = ClientId(1);
+        assert_eq!(filter.client_connect(client, b"ctx"), Ok(()));
+        let mut reply = [0u8; 4];
+        assert_eq!(filter.message(client, b"in", &mut reply), Err(Error::INVALID_DEVICE_REQUEST));
+        filter.client_disconnect(client);
     }
 
     /// A filter with a context of one word, registering what its field says.

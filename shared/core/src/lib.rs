@@ -17,6 +17,7 @@ mod capabilities;
 mod filter;
 mod flags;
 mod major;
+mod messages;
 mod operation;
 mod params;
 mod registration;
@@ -42,6 +43,10 @@ pub use flags::{
 pub use major::{
     FLT_INTERNAL_OPERATION_COUNT, IRP_MJ_MAXIMUM_FUNCTION, IRP_MJ_OPERATION_END, MAX_OPERATIONS,
     MAX_REGISTERED, MajorFunction, OperationKind, directory, fsctl, lock, read_write,
+};
+pub use messages::{
+    ChannelError, ClientId, IOCTL_FSFILTER_MESSAGE, MAX_CHANNEL_NAME, MAX_MESSAGE, MessageChannel,
+    ctl_code, message_channel,
 };
 pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,

@@ -70,6 +70,7 @@ impl Status {
         };
         find(Status::IO_NAMES, Status::IO_VALUES)
             .or_else(|| find(Status::MM_NAMES, Status::MM_VALUES))
+            .or_else(|| find(Status::MSG_NAMES, Status::MSG_VALUES))
             .or_else(|| find(Status::FLT_NAMES, Status::FLT_VALUES))
     }
 
@@ -82,6 +83,10 @@ impl Status {
                 Status::MM_VALUES.get(index).map(|v| Status::from_bits(*v))
             })
             .or_else(|| {
+                let index = Status::MSG_BARE_NAMES.position(bare)?;
+                Status::MSG_VALUES.get(index).map(|v| Status::from_bits(*v))
+            })
+            .or_else(|| {
                 let index = Status::FLT_BARE_NAMES.position(bare)?;
                 Status::FLT_VALUES.get(index).map(|v| Status::from_bits(*v))
             })
@@ -90,17 +95,23 @@ impl Status {
     /// Looks up a status an operation can complete with, by its WDK spelling: every named status
     /// except the Filter Manager's own (facility 0x1C, [`Status::FLT_NAMED`]), which are answers
     /// to the Filter Manager, never an I/O result, and the memory manager's section statuses and
-    /// FsRtl's ([`Status::MM_NAMED`]), named for display only (a driver completes with them by
-    /// value). Drivers that parse names use this one and carry only these names.
+    /// FsRtl's ([`Status::MM_NAMED`]) and the message channel's ([`Status::MSG_NAMED`]), named
+    /// for display only (a driver completes with them by value). Drivers that parse names use
+    /// this one and carry only these names.
     pub fn from_io_name(name: &str) -> Option<Status> {
         let index = Status::IO_BARE_NAMES.position(strip_prefix(name)?)?;
         Status::IO_VALUES.get(index).map(|v| Status::from_bits(*v))
     }
 
-    /// Every named status: [`Status::IO_NAMED`], [`Status::MM_NAMED`], then
-    /// [`Status::FLT_NAMED`].
+    /// Every named status: [`Status::IO_NAMED`], [`Status::MM_NAMED`], [`Status::MSG_NAMED`],
+    /// then [`Status::FLT_NAMED`].
     pub fn all_named() -> impl Iterator<Item = Status> {
-        Status::IO_NAMED.iter().chain(Status::MM_NAMED).chain(Status::FLT_NAMED).copied()
+        Status::IO_NAMED
+            .iter()
+            .chain(Status::MM_NAMED)
+            .chain(Status::MSG_NAMED)
+            .chain(Status::FLT_NAMED)
+            .copied()
     }
 }
 
@@ -180,6 +191,15 @@ statuses! {
     FSFILTER_OP_COMPLETED_SUCCESSFULLY = 0x0000_0126,
     INVALID_PAGE_PROTECTION = 0xC000_0045,
     MAPPED_FILE_SIZE_ZERO = 0xC000_011E,
+}
+
+statuses! {
+    MSG_NAMES, MSG_BARE_NAMES, MSG_VALUES, MSG_NAMED;
+    /// A user buffer outside the user address space, or one that faulted while copied
+    /// (`fsfilter_kernel::usercopy`).
+    ACCESS_VIOLATION = 0xC000_0005,
+    /// A message channel has its most clients connected (`MaxConnections`).
+    CONNECTION_COUNT_LIMIT = 0xC000_0246,
 }
 
 statuses! {
@@ -324,6 +344,12 @@ impl Error {
     pub const INSUFFICIENT_RESOURCES: Error = Error(Status::INSUFFICIENT_RESOURCES);
     /// `STATUS_NOT_SUPPORTED`.
     pub const NOT_SUPPORTED: Error = Error(Status::NOT_SUPPORTED);
+    /// `STATUS_INVALID_DEVICE_REQUEST`.
+    pub const INVALID_DEVICE_REQUEST: Error = Error(Status::INVALID_DEVICE_REQUEST);
+    /// `STATUS_ACCESS_VIOLATION`.
+    pub const ACCESS_VIOLATION: Error = Error(Status::ACCESS_VIOLATION);
+    /// `STATUS_CONNECTION_COUNT_LIMIT`.
+    pub const CONNECTION_COUNT_LIMIT: Error = Error(Status::CONNECTION_COUNT_LIMIT);
     /// `STATUS_INVALID_DEVICE_STATE`.
     pub const INVALID_DEVICE_STATE: Error = Error(Status::INVALID_DEVICE_STATE);
     /// `STATUS_NOT_FOUND`.
@@ -415,6 +441,11 @@ mod tests {
         let zero = Some(Status::MAPPED_FILE_SIZE_ZERO);
         assert_eq!(Status::from_name("STATUS_MAPPED_FILE_SIZE_ZERO"), zero);
         assert_eq!(Status::MAPPED_FILE_SIZE_ZERO.name(), Some("STATUS_MAPPED_FILE_SIZE_ZERO"));
+        // So are the message channel's: no driver parses them, and none carries their names.
+        assert_eq!(Status::from_io_name("STATUS_ACCESS_VIOLATION"), None);
+        let limit = Some(Status::CONNECTION_COUNT_LIMIT);
+        assert_eq!(Status::from_name("STATUS_CONNECTION_COUNT_LIMIT"), limit);
+        assert_eq!(Status::ACCESS_VIOLATION.name(), Some("STATUS_ACCESS_VIOLATION"));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub const SL_ALLOW_RAW_MOUNT: u8 = 0x01;
 pub const POOL_FLAG_NON_PAGED: u64 = 0x0000_0000_0000_0040;
 /// `POOL_FLAG_UNINITIALIZED`.
 pub const POOL_FLAG_UNINITIALIZED: u64 = 0x0000_0000_0000_0002;
+/// `FLT_PORT_ALL_ACCESS` (fltkernel.h): `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`, the access
+/// the default security descriptor of a communication port grants (missing from windows-sys).
+pub const FLT_PORT_ALL_ACCESS: u32 = 0x0001 | 0x001F_0000;
 
 /// `DPFLTR_IHVDRIVER_ID`: the component id for third-party drivers' `DbgPrintEx`.
 pub const DPFLTR_IHVDRIVER_ID: u32 = 77;

@@ -75,6 +75,15 @@ ntoskrnl! {
 #[cfg(target_os = "windows")]
 #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
 unsafe extern "C" {
+    /// [`__C_specific_handler`](https://learn.microsoft.com/windows/win32/devnotes/--c-specific-handler2),
+    /// the language-specific handler of C's `__try`: named only by the unwind information of
+    /// the guarded copy (`usercopy`), never called from Rust. Its parameters are left out.
+    pub fn __C_specific_handler();
+}
+
+#[cfg(target_os = "windows")]
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "C" {
     /// [`DbgPrintEx`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-dbgprintex).
     pub fn DbgPrintEx(componentid: u32, level: u32, format: *const u8, ...) -> u32;
 }

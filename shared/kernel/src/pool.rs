@@ -180,3 +180,53 @@ impl<T> Drop for PoolPointers<T> {
         unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), self.tag) };
     }
 }
+
+/// A zeroed byte buffer in non-paged pool, freed on drop: the kernel copy of a message or reply
+/// whose size is known only at run time.
+///
+/// # Invariants
+/// `ptr` points to a pool block of at least `len` bytes (at least one) allocated with `tag`,
+/// initialized (zeroed when made), owned by this buffer.
+pub struct PoolBytes {
+    ptr: NonNull<u8>,
+    len: usize,
+    tag: u32,
+}
+
+// SAFETY: a PoolBytes owns its bytes like a Box<[u8]> does.
+unsafe impl Send for PoolBytes {}
+// SAFETY: see above.
+unsafe impl Sync for PoolBytes {}
+
+impl PoolBytes {
+    /// `len` zero bytes. `STATUS_INSUFFICIENT_RESOURCES` when the pool is exhausted.
+    pub fn try_zeroed(len: usize, tag: u32) -> Result<PoolBytes, Error> {
+        // SAFETY: ExAllocatePool2 with a valid flag combination, a non-zero size and a tag;
+        // without POOL_FLAG_UNINITIALIZED the block is zeroed.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, len.max(1), tag) }.cast::<u8>();
+        let ptr = NonNull::new(raw).ok_or(Error::INSUFFICIENT_RESOURCES)?;
+        Ok(PoolBytes { ptr, len, tag })
+    }
+}
+
+impl Deref for PoolBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the invariant: `len` initialized bytes owned by the buffer.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for PoolBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the invariant, and `&mut self` gives exclusive access.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PoolBytes {
+    fn drop(&mut self) {
+        // SAFETY: the block was allocated with `self.tag` and is freed once.
+        unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), self.tag) };
+    }
+}

@@ -872,3 +872,42 @@ export! { windows_sys::Wdk::System::SystemServices::IoGetTopLevelIrp =>
         std::ptr::null_mut()
     }
 }
+
+export! { windows_sys::Wdk::System::SystemServices::IoCreateSymbolicLink =>
+    /// `IoCreateSymbolicLink` (PASSIVE_LEVEL, its reference page): a permanent, case-insensitive
+    /// link (ReactOS' `OBJ_PERMANENT | OBJ_CASE_INSENSITIVE`) in `\??` (`\DosDevices` is the same
+    /// directory for the simulator) to `DeviceName`, resolved when it is opened;
+    /// `STATUS_OBJECT_NAME_COLLISION` for a link that exists. Links elsewhere in the namespace
+    /// are not modelled (`STATUS_OBJECT_PATH_NOT_FOUND`).
+    fn IoCreateSymbolicLink(symboliclinkname: *const UNICODE_STRING, devicename: *const UNICODE_STRING) -> NTSTATUS {
+        // SAFETY: the caller's name.
+        let link = unsafe { read_unicode(symboliclinkname) };
+        // SAFETY: as above.
+        let target = unsafe { read_unicode(devicename) };
+        kernel::with(|k| {
+            k.check_irql(PASSIVE_LEVEL, "IoCreateSymbolicLink");
+            let Some(key) = crate::objects::dos_link_name(&link) else {
+                return Status::OBJECT_PATH_NOT_FOUND.0;
+            };
+            if k.objects.links.contains_key(&key) {
+                return Status::OBJECT_NAME_COLLISION.0;
+            }
+            k.objects.links.insert(key, target);
+            Status::SUCCESS.0
+        })
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::IoDeleteSymbolicLink =>
+    /// `IoDeleteSymbolicLink` (PASSIVE_LEVEL): the link goes; `STATUS_OBJECT_NAME_NOT_FOUND` for
+    /// none (the open of the link fails, as ReactOS' `ZwOpenSymbolicLinkObject`).
+    fn IoDeleteSymbolicLink(symboliclinkname: *const UNICODE_STRING) -> NTSTATUS {
+        // SAFETY: the caller's name.
+        let link = unsafe { read_unicode(symboliclinkname) };
+        kernel::with(|k| {
+            k.check_irql(PASSIVE_LEVEL, "IoDeleteSymbolicLink");
+            let removed = crate::objects::dos_link_name(&link).and_then(|key| k.objects.links.remove(&key));
+            if removed.is_some() { Status::SUCCESS.0 } else { Status::OBJECT_NAME_NOT_FOUND.0 }
+        })
+    }
+}

@@ -33,6 +33,7 @@ pub(crate) fn at_most_dispatch(what: &str) {
 pub mod ex;
 pub mod flt;
 pub mod flt_ctx;
+pub mod flt_port;
 pub mod fsrtl;
 pub mod io;
 pub mod ke;

@@ -8,7 +8,7 @@
 //! manual attach and detach), [`ops`] (an operation's record), [`dispatch`] (IRPs in, pre
 //! callbacks, down), [`post`] (completion, post callbacks, draining), [`params`] (callback data
 //! from stack locations), [`fastio`],
-//! [`contexts`], [`datascan`], [`manage`] (unload and the user-mode management paths) and
+//! [`contexts`], [`datascan`], [`ports`] (communication ports), [`manage`] (unload and the user-mode management paths) and
 //! [`snapshot`] (device stacks as the lab shows them). The exports are in
 //! `crate::exports::flt`. Every choice made where facts.md is silent is listed in
 //! docs/simulator.md, "The Filter Manager".
@@ -24,6 +24,7 @@ pub mod manage;
 pub mod names;
 pub mod ops;
 pub mod params;
+pub mod ports;
 pub mod post;
 pub mod registration;
 pub mod snapshot;
@@ -475,6 +476,8 @@ pub struct FltMgr {
     pub sections: datascan::FltSections,
     /// File name informations handed out.
     pub names: names::Names,
+    /// Communication ports and their connections.
+    pub ports: ports::Ports,
     /// Generic work items by handle.
     pub work_items: FastMap<usize, WorkItemRec>,
     /// Object handles to objects. Private and insert-only: `handle_memo` relies on entries never

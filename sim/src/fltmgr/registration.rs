@@ -470,6 +470,9 @@ pub fn unregister(handle: isize) {
         }
         return;
     };
+    // Its server ports and connections first: the unload is when the Filter Manager ends the
+    // connections left (docs/simulator.md, "Communication ports and control devices").
+    super::ports::unregistering(f);
     let instances = kernel::with(|k| k.fltmgr.filter_instances(f));
     for i in instances {
         super::instances::teardown_and_wait(i, reason);

@@ -1,0 +1,549 @@
+//! spy: FileSpy's and MiniSpy's operation log, written once for both models, with a user-mode
+//! reader.
+//!
+//! Every operation the filter sees becomes a record: its sequence number, major and minor
+//! function, how it arrived (IRP, fast I/O, FsFilter callback), the IRP's and the callback data's
+//! flags, the requestor mode, the file object, the file's opened name when the name can be had
+//! (cut to [`NAME_UNITS`] UTF-16 units), and from the post callback the status and information.
+//! The records live in a fixed ring built once at load ([`RING_RECORDS`] at most, the
+//! `MaxRecords` parameter): nothing is allocated per operation. A reader connects to the message
+//! channel [`CHANNEL_NAME`] and sends `GetLog` ([`wire`]) to take as many whole records as fit its
+//! reply.
+//!
+//! What the framework does not expose is not recorded: the originating process and thread, and
+//! the time (MiniSpy's `ProcessId`, `ThreadId`, `OriginatingTime`, `CompletionTime`).
+//!
+//! # The lock
+//! The log is shared by every callback and the reader. Sample logic may not use unsafe code nor
+//! `shared/kernel` (whose `SpinLock` raises to `DISPATCH_LEVEL`), so the log is behind the `spin`
+//! crate's mutex, which does not raise the IRQL. A holder can then be interrupted by a post
+//! callback at `DISPATCH_LEVEL` on its own processor, which must never wait for it: callbacks
+//! only *try* the lock (once at `DISPATCH_LEVEL`, a bounded number of times below), and an
+//! operation that finds it busy is counted as dropped instead of waiting.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod wire;
+
+mod ring;
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use fsfilter::{
+    ClientId, Error, Filter, Instance, InstanceSetup, Irql, MajorFunction, MessageChannel,
+    NameKind, OperationKind, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome,
+    Registration, RequestorMode, Result, ServiceParameters, Status,
+};
+use spin::mutex::{SpinMutex, SpinMutexGuard};
+
+pub use fsfilter::ParameterDoc;
+
+use ring::{Ring, Slot};
+use wire::{Command, RecordFields, record_flags};
+
+/// The longest name a record keeps, in UTF-16 units (longer names are cut, and flagged).
+pub const NAME_UNITS: usize = 48;
+
+/// The most records the log holds. The filter's state is built in `DriverEntry` and moved into the
+/// backend's pool block through the kernel stack (24 KiB on x64), so the ring stays near 5 KiB.
+pub const RING_RECORDS: usize = 32;
+
+/// The message channel's name: the minifilter's communication port `\FsFilterSpy`, the legacy
+/// control device's symbolic link `\DosDevices\FsFilterSpy`.
+pub const CHANNEL_NAME: &str = "FsFilterSpy";
+
+/// How many times a callback (or the reader) tries the lock before it gives up: a few
+/// microseconds of spinning, bounded, so that a callback at `DISPATCH_LEVEL` that interrupted the
+/// holder on its own processor gives up instead of waiting for ever.
+const LOCK_TRIES: u32 = 1000;
+
+/// The spy's parameters.
+pub const PARAMETERS: &[ParameterDoc] = &[
+    ParameterDoc {
+        name: "MaxRecords",
+        kind: "REG_DWORD",
+        default: "32",
+        description: "Records held until a reader takes them, 1 to 32 (MiniSpy and FileSpy read a MaxRecords value too, 500 by default in MiniSpy); operations seen while the log is full are counted as dropped.",
+    },
+    ParameterDoc {
+        name: "Names",
+        kind: "REG_DWORD",
+        default: "1",
+        description: "1 asks for each operation's opened file name (FLT_FILE_NAME_OPENED) in the pre callback; 0 records no names.",
+    },
+];
+
+/// Why the parameters could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// `MaxRecords` is 0 or above [`RING_RECORDS`].
+    MaxRecords,
+}
+
+impl core::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ParseError::MaxRecords => write!(f, "MaxRecords: 1 to {RING_RECORDS}"),
+        }
+    }
+}
+
+/// The log.
+struct Log {
+    ring: Ring<RING_RECORDS>,
+}
+
+/// The spy.
+pub struct Spy {
+    log: SpinMutex<Log>,
+    /// The last sequence number given.
+    sequence: AtomicU64,
+    /// Operations dropped because the log was busy, not yet reported.
+    busy: AtomicU32,
+    names: bool,
+}
+
+impl core::fmt::Debug for Spy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Spy").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+impl Spy {
+    /// Reads the parameters.
+    pub fn from_parameters(p: &dyn ServiceParameters) -> core::result::Result<Spy, ParseError> {
+        let max = p.dword("MaxRecords").unwrap_or(RING_RECORDS as u32);
+        if max == 0 || max as usize > RING_RECORDS {
+            return Err(ParseError::MaxRecords);
+        }
+        let names = p.flag("Names").unwrap_or(true);
+        Ok(Spy {
+            log: SpinMutex::new(Log { ring: Ring::new(max as usize) }),
+            sequence: AtomicU64::new(0),
+            busy: AtomicU32::new(0),
+            names,
+        })
+    }
+
+    /// The most records held at once.
+    pub fn max_records(&self) -> usize {
+        self.lock().map_or(0, |l| l.ring.capacity())
+    }
+
+    /// The log, unless it stays busy for [`LOCK_TRIES`] tries.
+    fn lock(&self) -> Option<SpinMutexGuard<'_, Log>> {
+        for _ in 0..LOCK_TRIES {
+            if let Some(guard) = self.log.try_lock() {
+                return Some(guard);
+            }
+            core::hint::spin_loop();
+        }
+        None
+    }
+
+    /// Answers a reader's message: `GetLog` fills `reply` with whole records, `GetVersion` with
+    /// the protocol version; anything else is `STATUS_INVALID_PARAMETER`.
+    pub fn answer(&self, input: &[u8], reply: &mut [u8]) -> Result<usize> {
+        match Command::parse(input)? {
+            Command::GetVersion => wire::encode_version(reply),
+            Command::GetLog => {
+                let Some(mut log) = self.lock() else {
+                    return Err(Error::new(Status::DEVICE_NOT_READY).unwrap_or(Error::UNSUCCESSFUL));
+                };
+                let busy = self.busy.swap(0, Ordering::Relaxed);
+                for _ in 0..busy {
+                    log.ring.count_drop();
+                }
+                log.ring.take(reply).ok_or_else(wire::buffer_too_small)
+            }
+        }
+    }
+
+    /// Records the pre phase of `op`; `post` when a post callback will complete the record.
+    fn record_pre(&self, op: &PreOperation<'_, ()>, post: bool) {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let h = op.header();
+        let mut flags = 0;
+        if h.synchronous {
+            flags |= record_flags::SYNCHRONOUS;
+        }
+        let fields = RecordFields {
+            sequence,
+            major: h.major.code(),
+            minor: h.minor,
+            kind: match h.kind {
+                OperationKind::Irp => 0,
+                OperationKind::FastIo => 1,
+                OperationKind::FsFilter => 2,
+            },
+            requestor_mode: match h.requestor_mode {
+                RequestorMode::Kernel => 0,
+                RequestorMode::User => 1,
+            },
+            flags,
+            irp_flags: h.irp_flags.bits(),
+            data_flags: h.data_flags.bits(),
+            file: h.file as u64,
+            ..RecordFields::default()
+        };
+        let mut slot = Slot::new(fields, h.id, post);
+        // The name is asked for before the lock is taken: the query may send a request down.
+        if !self.names {
+            slot.fields.name_status = Status::NOT_SUPPORTED.0;
+        } else if h.irql > Irql::PASSIVE {
+            // Names are only at PASSIVE_LEVEL (rule 22): do not even ask.
+            slot.fields.name_status = Status::INVALID_DEVICE_STATE.0;
+        } else {
+            match op.services().file_name(NameKind::Opened) {
+                Ok(info) => {
+                    slot.fields.flags |= record_flags::NAME;
+                    if slot.set_name(info.name().units()) {
+                        slot.fields.flags |= record_flags::NAME_TRUNCATED;
+                    }
+                }
+                Err(e) => slot.fields.name_status = e.status().0,
+            }
+        }
+        match self.lock() {
+            Some(mut log) => {
+                log.ring.push(slot);
+            }
+            None => {
+                self.busy.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Filter for Spy {
+    /// Every operation passThrough registers, pre and post, as MiniSpy records them all; a
+    /// constant, so that the drivers carry no run-time registration code.
+    const REGISTRATION: Registration = Registration::new().every_operation(true, true).validated();
+    const NAME_QUERIES: bool = true;
+    const MESSAGES: Option<MessageChannel> =
+        Some(MessageChannel::new(CHANNEL_NAME).max_clients(1).max_message(4096).validated());
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(parameters: &dyn ServiceParameters) -> Result<Spy> {
+        Spy::from_parameters(parameters).map_err(|_| Error::INVALID_PARAMETER)
+    }
+
+    fn instance_setup(&self, _setup: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(
+        &self,
+        _instance: &Instance<'_, ()>,
+        op: &mut PreOperation<'_, ()>,
+    ) -> PreOutcome<()> {
+        // Every operation has a post callback but the shutdown (the registration).
+        self.record_pre(op, op.major() != MajorFunction::Shutdown);
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _instance: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _context: (),
+        flags: PostFlags,
+    ) -> PostOutcome<()> {
+        let h = op.header();
+        let result = op.result();
+        if let Some(mut log) = self.lock() {
+            log.ring.complete(h.id, h.major.code(), |s| {
+                s.fields.flags |= record_flags::POST;
+                if flags.contains(PostFlags::DRAINING) {
+                    s.fields.flags |= record_flags::DRAINING;
+                }
+                s.fields.status = result.status.0;
+                s.fields.information = result.information as u64;
+            });
+        }
+        PostOutcome::Finished
+    }
+
+    fn client_connect(&self, _client: ClientId, _context: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn message(&self, _client: ClientId, input: &[u8], reply: &mut [u8]) -> Result<usize> {
+        self.answer(input, reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use fsfilter::{
+        Buffer, CallbackDataFlags, DataScanMode, FileNameInformation, FilesystemType, InstanceId,
+        IoStatus, IrpFlags, LazyHeader, NameBackend, NameId, NameParts, NameRanges,
+        OperationBuffer, OperationHeader, ParameterList, ParameterValue as V, Parameters,
+        ScanSection, Services, VolumeDeviceType, VolumeInfo,
+    };
+    use std::string::String;
+    use std::vec::Vec;
+    use wire::LogReply;
+
+    /// The name every query answers.
+    const NAME: &str = r"\Device\HarddiskVolume1\dir\report.txt";
+
+    struct Names(std::sync::OnceLock<Vec<u16>>);
+
+    impl NameBackend for Names {
+        fn parts(&self, _id: NameId) -> Option<NameParts<'_>> {
+            let units = self.0.get_or_init(|| NAME.encode_utf16().collect());
+            Some(NameParts::from_ranges(units, &NameRanges::default()))
+        }
+        fn release(&self, _id: NameId) {}
+    }
+
+    static NAMES: Names = Names(std::sync::OnceLock::new());
+
+    /// Services that answer names at PASSIVE_LEVEL, or refuse them with `refuse`.
+    struct Fake {
+        irql: Irql,
+        refuse: Option<Error>,
+    }
+
+    impl Services for Fake {
+        fn irql(&self) -> Irql {
+            self.irql
+        }
+        fn note(&self, _message: &str) {}
+        fn create_scan_section(&self) -> core::result::Result<ScanSection, Error> {
+            Err(Error::NOT_SUPPORTED)
+        }
+        fn data_scan_mode(&self) -> DataScanMode {
+            DataScanMode::NotRequested
+        }
+        fn cancel_file_open(&self, _status: Status) -> core::result::Result<(), Error> {
+            Err(Error::NOT_SUPPORTED)
+        }
+        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
+            Ok(())
+        }
+        fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
+            match self.refuse {
+                Some(e) => Err(e),
+                None => Ok(FileNameInformation::new(NameId(1), &NAMES, kind)),
+            }
+        }
+    }
+
+    fn header(major: MajorFunction, id: usize, irql: Irql) -> OperationHeader<'static> {
+        OperationHeader {
+            major,
+            minor: 0,
+            kind: OperationKind::Irp,
+            irp_flags: IrpFlags::SYNCHRONOUS_API,
+            data_flags: CallbackDataFlags::IRP_OPERATION,
+            requestor_mode: RequestorMode::User,
+            file_name: None,
+            volume_open: false,
+            file: 0x5000,
+            stream: 0,
+            parameters: Parameters::None,
+            irql,
+            synchronous: true,
+            id,
+        }
+    }
+
+    fn instance() -> Instance<'static, ()> {
+        Instance {
+            context: &(),
+            volume: VolumeInfo {
+                device_type: VolumeDeviceType::DiskFileSystem,
+                filesystem: FilesystemType::Ntfs,
+            },
+            data_scan: DataScanMode::NotRequested,
+            id: InstanceId(1),
+        }
+    }
+
+    fn spy(values: &[(&str, V<'_>)]) -> Spy {
+        Spy::from_parameters(&ParameterList { service: "Spy", values }).unwrap()
+    }
+
+    /// One operation through the spy: pre, then post with `result` (unless `None`).
+    fn operate(spy: &Spy, h: OperationHeader<'static>, services: &Fake, result: Option<IoStatus>) {
+        let lazy = LazyHeader::ready(h);
+        let mut pre =
+            PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), services, None);
+        assert!(matches!(spy.pre_operation(&instance(), &mut pre), PreOutcome::WithPost(())));
+        if let Some(result) = result {
+            let mut post = PostOperation::new(
+                &lazy,
+                result,
+                OperationBuffer::ready(Buffer::None),
+                services,
+                None,
+            );
+            let _ = spy.post_operation(&instance(), &mut post, (), PostFlags::empty());
+        }
+    }
+
+    fn get_log(spy: &Spy, capacity: usize) -> Vec<u8> {
+        let mut reply = std::vec![0u8; capacity];
+        let n = spy.message(ClientId(1), &Command::GetLog.message(), &mut reply).unwrap();
+        reply.truncate(n);
+        reply
+    }
+
+    const PASSIVE: Fake = Fake { irql: Irql::PASSIVE, refuse: None };
+
+    #[test]
+    fn records_what_pre_and_post_saw() {
+        let spy = spy(&[]);
+        let ok = IoStatus { status: Status::SUCCESS, information: 5 };
+        operate(&spy, header(MajorFunction::Create, 0x100, Irql::PASSIVE), &PASSIVE, Some(ok));
+        let eof = IoStatus::new(Status::END_OF_FILE);
+        operate(&spy, header(MajorFunction::Read, 0x200, Irql::PASSIVE), &PASSIVE, Some(eof));
+        let refused = Fake { irql: Irql::PASSIVE, refuse: Some(Error::FLT_INVALID_NAME_REQUEST) };
+        operate(&spy, header(MajorFunction::Close, 0x300, Irql::PASSIVE), &refused, Some(ok));
+        let reply = get_log(&spy, 4096);
+        let log = LogReply::parse(&reply).unwrap();
+        assert_eq!((log.header.record_count, log.header.dropped, log.header.pending), (3, 0, 0));
+        let records: Vec<_> = log.records().map(Result::unwrap).collect();
+        let create = records[0];
+        assert_eq!(create.fields.sequence, 1);
+        assert_eq!(create.fields.major, MajorFunction::Create.code());
+        assert_eq!(create.fields.requestor_mode, 1);
+        assert_eq!(create.fields.irp_flags, IrpFlags::SYNCHRONOUS_API.bits());
+        assert_eq!(create.fields.data_flags, CallbackDataFlags::IRP_OPERATION.bits());
+        assert_eq!((create.fields.status, create.fields.information), (0, 5));
+        assert_eq!(create.fields.file, 0x5000);
+        assert_eq!(
+            create.fields.flags,
+            record_flags::POST | record_flags::NAME | record_flags::SYNCHRONOUS
+        );
+        assert_eq!(create.name_chars().collect::<String>(), &NAME[..NAME.len().min(NAME_UNITS)]);
+        assert_eq!(records[1].fields.status, Status::END_OF_FILE.0);
+        // Refused: recorded without a name, the refusal's status kept.
+        let close = records[2];
+        assert!(!close.has_name());
+        assert_eq!(close.fields.name_status, Status::FLT_INVALID_NAME_REQUEST.0);
+        assert_eq!(close.name_units().count(), 0);
+        assert_eq!(get_log(&spy, 4096).len(), wire::LOG_HEADER_SIZE, "taken once");
+    }
+
+    #[test]
+    fn long_names_are_cut_and_flagged() {
+        assert!(NAME.len() < NAME_UNITS, "the fake name fits");
+        let mut s = Slot::EMPTY;
+        let long: Vec<u16> = NAME.repeat(2).encode_utf16().collect();
+        assert!(s.set_name(&long));
+        assert_eq!(s.name().len(), NAME_UNITS);
+    }
+
+    #[test]
+    fn no_name_above_passive_and_none_when_names_are_off() {
+        let spy_ = spy(&[]);
+        let apc = Fake { irql: Irql::APC, refuse: None };
+        let h = header(MajorFunction::Write, 0x100, Irql::APC);
+        operate(&spy_, h, &apc, Some(IoStatus::new(Status::SUCCESS)));
+        let off = spy(&[("Names", V::Dword(0))]);
+        operate(&off, header(MajorFunction::Write, 0x100, Irql::PASSIVE), &PASSIVE, None);
+        let reply = get_log(&spy_, 4096);
+        let r = LogReply::parse(&reply).unwrap().records().next().unwrap().unwrap();
+        assert_eq!((r.has_name(), r.fields.name_status), (false, Status::INVALID_DEVICE_STATE.0));
+        // Without its post the record waits.
+        let reply = get_log(&off, 4096);
+        assert_eq!(LogReply::parse(&reply).unwrap().header.pending, 1);
+    }
+
+    #[test]
+    fn a_full_log_drops_and_sequence_numbers_show_the_gap() {
+        let spy = spy(&[("MaxRecords", V::Dword(2))]);
+        let ok = Some(IoStatus::new(Status::SUCCESS));
+        for id in 1..=4 {
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+        }
+        let reply = get_log(&spy, 4096);
+        let log = LogReply::parse(&reply).unwrap();
+        assert_eq!(log.header.dropped, 2);
+        let seq: Vec<u64> = log.records().map(|r| r.unwrap().fields.sequence).collect();
+        assert_eq!(seq, [1, 2]);
+        operate(&spy, header(MajorFunction::Read, 9, Irql::PASSIVE), &PASSIVE, ok);
+        let reply = get_log(&spy, 4096);
+        let r = LogReply::parse(&reply).unwrap().records().next().unwrap().unwrap();
+        assert_eq!(r.fields.sequence, 5, "dropped operations took numbers 3 and 4");
+    }
+
+    #[test]
+    fn a_shutdown_has_no_post_and_is_complete_at_once() {
+        let spy = spy(&[]);
+        operate(&spy, header(MajorFunction::Shutdown, 1, Irql::PASSIVE), &PASSIVE, None);
+        let reply = get_log(&spy, 4096);
+        let r = LogReply::parse(&reply).unwrap().records().next().unwrap().unwrap();
+        assert_eq!(r.fields.flags & record_flags::POST, 0);
+        assert_eq!(r.fields.major, MajorFunction::Shutdown.code());
+    }
+
+    #[test]
+    fn replies_hold_whole_records_and_the_rest_waits() {
+        let spy = spy(&[]);
+        let ok = Some(IoStatus::new(Status::SUCCESS));
+        for id in 1..=3 {
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+        }
+        let one = wire::RECORD_FIXED_SIZE + 2 * NAME.len();
+        let reply = get_log(&spy, wire::LOG_HEADER_SIZE + 2 * one + one / 2);
+        let log = LogReply::parse(&reply).unwrap();
+        assert_eq!((log.header.record_count, log.header.pending), (2, 1));
+        assert_eq!(reply.len(), wire::LOG_HEADER_SIZE + 2 * one);
+        let mut small = [0u8; wire::LOG_HEADER_SIZE - 1];
+        let e = spy.message(ClientId(1), &Command::GetLog.message(), &mut small).unwrap_err();
+        assert_eq!(e.status(), Status::BUFFER_TOO_SMALL);
+        let reply = get_log(&spy, 4096);
+        assert_eq!(
+            LogReply::parse(&reply).unwrap().records().next().unwrap().unwrap().fields.sequence,
+            3
+        );
+    }
+
+    #[test]
+    fn version_and_unknown_commands() {
+        let spy = spy(&[]);
+        let mut reply = [0u8; 16];
+        let n = spy.message(ClientId(1), &Command::GetVersion.message(), &mut reply).unwrap();
+        assert_eq!(
+            wire::decode_version(&reply[..n]),
+            Ok((wire::VERSION_MAJOR, wire::VERSION_MINOR))
+        );
+        for bad in [&[7u8, 0, 0, 0][..], &[0, 0], &[]] {
+            assert_eq!(spy.message(ClientId(1), bad, &mut reply), Err(Error::INVALID_PARAMETER));
+        }
+        assert_eq!(spy.client_connect(ClientId(1), b""), Ok(()));
+    }
+
+    #[test]
+    fn parameters() {
+        assert_eq!(spy(&[]).max_records(), RING_RECORDS);
+        assert_eq!(spy(&[("MaxRecords", V::Dword(5))]).max_records(), 5);
+        let p = |values: &[(&str, V<'_>)]| {
+            Spy::from_parameters(&ParameterList { service: "Spy", values }).map(drop)
+        };
+        assert_eq!(p(&[("MaxRecords", V::Dword(0))]), Err(ParseError::MaxRecords));
+        assert_eq!(p(&[("MaxRecords", V::Dword(33))]), Err(ParseError::MaxRecords));
+        // The constant registration: every operation with a post callback but the shutdown.
+        assert_eq!(spy(&[]).registration(), None);
+        let r = Spy::REGISTRATION;
+        assert!(!r.get(MajorFunction::Shutdown).unwrap().post);
+        assert!(r.get(MajorFunction::Create).unwrap().post);
+        let names = ["MaxRecords", "Names"];
+        assert_eq!(PARAMETERS.iter().map(|d| d.name).collect::<Vec<_>>(), names);
+    }
+
+    #[test]
+    fn the_filter_state_stays_small() {
+        // Built in DriverEntry and moved through the kernel stack (24 KiB on x64).
+        assert!(core::mem::size_of::<Spy>() <= 6 * 1024, "{}", core::mem::size_of::<Spy>());
+    }
+}

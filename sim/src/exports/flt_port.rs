@@ -1,0 +1,118 @@
+//! Filter Manager exports for communication ports and their security descriptors (the logic is
+//! in `crate::fltmgr::ports`; docs/simulator.md, "Communication ports and control devices").
+
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    PFLT_CONNECT_NOTIFY, PFLT_DISCONNECT_NOTIFY, PFLT_FILTER, PFLT_MESSAGE_NOTIFY, PFLT_PORT,
+};
+use windows_sys::Win32::Foundation::NTSTATUS;
+use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
+
+use crate::events::Rule;
+use crate::fltmgr::ports;
+use crate::kernel::{self, APC_LEVEL};
+use crate::mem::read_unicode;
+
+/// The size of the security descriptor `FltBuildDefaultSecurityDescriptor` returns: a
+/// self-relative header and room for a DACL (opaque to its callers).
+const SECURITY_DESCRIPTOR_SIZE: usize = 64;
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltBuildDefaultSecurityDescriptor =>
+    /// `FltBuildDefaultSecurityDescriptor`: a security descriptor from paged pool, charged to the
+    /// caller (a leak is a `POOL_LEAKED_AT_UNLOAD` finding); IRQL <= `APC_LEVEL`;
+    /// `STATUS_INSUFFICIENT_RESOURCES` on a pool failure (its reference page). The simulator has
+    /// no users: the descriptor is a self-relative header nobody checks.
+    fn FltBuildDefaultSecurityDescriptor(securitydescriptor: *mut PSECURITY_DESCRIPTOR, _desiredaccess: u32) -> NTSTATUS {
+        if securitydescriptor.is_null() {
+            kernel::with(|k| k.report_current(Rule::Bugcheck, "FltBuildDefaultSecurityDescriptor with a NULL out pointer"));
+            return Status::INVALID_PARAMETER.0;
+        }
+        kernel::with(|k| {
+            k.check_irql(APC_LEVEL, "FltBuildDefaultSecurityDescriptor");
+            let flags = crate::pool::POOL_FLAG_PAGED;
+            let p = k.pool_allocate(flags, SECURITY_DESCRIPTOR_SIZE, ports::SECURITY_DESCRIPTOR_TAG);
+            if p.is_null() {
+                return Status::INSUFFICIENT_RESOURCES.0;
+            }
+            // SECURITY_DESCRIPTOR_REVISION, then Control = SE_DACL_PRESENT | SE_SELF_RELATIVE.
+            let header: [u8; 4] = [1, 0, 0x04, 0x80];
+            // SAFETY: a fresh block of SECURITY_DESCRIPTOR_SIZE bytes.
+            unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), p.cast::<u8>(), header.len()) };
+            // SAFETY: the caller's out parameter.
+            unsafe { *securitydescriptor = p };
+            Status::SUCCESS.0
+        })
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltFreeSecurityDescriptor =>
+    /// `FltFreeSecurityDescriptor`: frees what `FltBuildDefaultSecurityDescriptor` returned
+    /// (anything else is `BAD_POOL_FREE`, or `POOL_TAG_MISMATCH` for another pool block).
+    fn FltFreeSecurityDescriptor(securitydescriptor: PSECURITY_DESCRIPTOR) {
+        kernel::with(|k| {
+            k.check_irql(APC_LEVEL, "FltFreeSecurityDescriptor");
+            k.pool_free(securitydescriptor, Some(ports::SECURITY_DESCRIPTOR_TAG));
+        });
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCreateCommunicationPort =>
+    /// `FltCreateCommunicationPort`: a server port named by `ObjectAttributes` (`\Name`).
+    /// `STATUS_INVALID_PARAMETER` without `OBJ_KERNEL_HANDLE`, with `MaxConnections` <= 0 or
+    /// without a connect or disconnect callback; `STATUS_OBJECT_NAME_COLLISION` for a name taken;
+    /// `STATUS_FLT_DELETING_OBJECT` for a filter being torn down (its reference page).
+    fn FltCreateCommunicationPort(filter: PFLT_FILTER, serverport: *mut PFLT_PORT, objectattributes: *const OBJECT_ATTRIBUTES, serverportcookie: *const c_void, connectnotifycallback: PFLT_CONNECT_NOTIFY, disconnectnotifycallback: PFLT_DISCONNECT_NOTIFY, messagenotifycallback: PFLT_MESSAGE_NOTIFY, maxconnections: i32) -> NTSTATUS {
+        if serverport.is_null() {
+            kernel::with(|k| k.report_current(Rule::Bugcheck, "FltCreateCommunicationPort with a NULL out pointer"));
+            return Status::INVALID_PARAMETER.0;
+        }
+        // SAFETY: null or the caller's OBJECT_ATTRIBUTES.
+        let Some(attributes) = (unsafe { objectattributes.as_ref() }) else {
+            return Status::INVALID_PARAMETER.0;
+        };
+        // SAFETY: null or the caller's name.
+        let name = (!attributes.ObjectName.is_null()).then(|| unsafe { read_unicode(attributes.ObjectName) });
+        let args = ports::CreateArgs {
+            filter,
+            name,
+            attributes: attributes.Attributes,
+            cookie: serverportcookie as usize,
+            connect: connectnotifycallback,
+            disconnect: disconnectnotifycallback,
+            message: messagenotifycallback,
+            max: maxconnections,
+        };
+        match kernel::with(|k| ports::create(k, args)) {
+            Ok(h) => {
+                // SAFETY: the caller's out parameter.
+                unsafe { *serverport = h };
+                Status::SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCloseCommunicationPort =>
+    /// `FltCloseCommunicationPort`: no new connection; the existing ones stay.
+    fn FltCloseCommunicationPort(serverport: PFLT_PORT) {
+        kernel::with(|k| ports::close_server(k, serverport));
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCloseClientPort =>
+    /// `FltCloseClientPort`: closes the filter's end of a connection, sets `*ClientPort` to NULL.
+    fn FltCloseClientPort(filter: PFLT_FILTER, clientport: *mut PFLT_PORT) {
+        // "This parameter is required and cannot be NULL on input" (its reference page).
+        if clientport.is_null() {
+            kernel::with(|k| k.report_current(Rule::Bugcheck, "FltCloseClientPort with a NULL ClientPort pointer"));
+            return;
+        }
+        // SAFETY: the caller's variable.
+        let handle = unsafe { std::mem::replace(&mut *clientport, 0) };
+        kernel::with(|k| ports::close_client(k, filter, handle));
+    }
+}

@@ -1,0 +1,747 @@
+//! Communication ports (docs/simulator.md, "Communication ports and control devices"): a
+//! hand-written minifilter creates a server port in its DriverEntry, as MiniSpy does, and user
+//! mode connects, sends messages and disconnects through `Machine`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(missing_docs, reason = "test drivers")]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
+)]
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+use fsfilter::Status;
+use fsfilter_sim::{
+    InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, Rule, ServiceSpec,
+    StopResult,
+};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, OBJECT_ATTRIBUTES};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FltBuildDefaultSecurityDescriptor,
+    FltCloseClientPort, FltCloseCommunicationPort, FltCreateCommunicationPort,
+    FltFreeSecurityDescriptor, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter,
+    PFLT_FILTER, PFLT_PORT,
+};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, UNICODE_STRING,
+};
+
+/// `FLT_PORT_ALL_ACCESS`: `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
+const FLT_PORT_ALL_ACCESS: u32 = 0x0001 | 0x001F_0000;
+/// `STATUS_CONNECTION_COUNT_LIMIT`.
+const CONNECTION_COUNT_LIMIT: Status = Status(0xC000_0246_u32 as i32);
+/// `STATUS_PORT_DISCONNECTED`.
+const PORT_DISCONNECTED: Status = Status(0xC000_0037_u32 as i32);
+/// The port's name.
+const PORT: &str = r"\SpyPort";
+
+/// How "Spy" behaves.
+#[derive(Clone)]
+struct Config {
+    max_connections: i32,
+    /// Its unload closes the server port before FltUnregisterFilter.
+    close_server_at_unload: bool,
+    /// Its DisconnectNotifyCallback closes the client port.
+    close_client_in_disconnect: bool,
+    /// Frees the security descriptor after creating the port.
+    free_descriptor: bool,
+    /// The connect callback refuses with this status.
+    refuse: Option<Status>,
+    /// The message callback says it returned this many bytes more than it wrote.
+    overstate_reply: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_connections: 4,
+            close_server_at_unload: true,
+            close_client_in_disconnect: true,
+            free_descriptor: true,
+            refuse: None,
+            overstate_reply: 0,
+        }
+    }
+}
+
+/// What "Spy" keeps.
+#[derive(Default)]
+struct State {
+    filter: PFLT_FILTER,
+    server: PFLT_PORT,
+    /// Client ports by connection number (the cookie is number + 1).
+    clients: Vec<PFLT_PORT>,
+    /// What its extra FltCreateCommunicationPort calls returned in DriverEntry.
+    extra: Vec<(&'static str, Status)>,
+}
+
+thread_local! {
+    static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    static CFG: RefCell<Option<Config>> = const { RefCell::new(None) };
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+fn log(s: String) {
+    LOG.with(|l| l.borrow_mut().push(s));
+}
+
+fn take_log() -> Vec<String> {
+    LOG.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+fn cfg() -> Config {
+    CFG.with(|c| c.borrow().clone().unwrap_or_default())
+}
+
+fn state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.with(|s| f(s.borrow_mut().get_or_insert_with(State::default)))
+}
+
+/// Where a callback runs: its IRQL and the image whose code is running.
+fn context() -> String {
+    let irql = fsfilter_sim::kernel::current_irql();
+    let image = fsfilter_sim::kernel::with(|k| k.current_image_name()).unwrap_or_default();
+    format!("irql {irql} in {image}")
+}
+
+fn unicode(units: &[u16]) -> UNICODE_STRING {
+    UNICODE_STRING {
+        Length: (units.len() * 2) as u16,
+        MaximumLength: (units.len() * 2) as u16,
+        Buffer: units.as_ptr().cast_mut(),
+    }
+}
+
+/// `FltCreateCommunicationPort` on `name` with `attributes`, as InitializeObjectAttributes
+/// sets them up.
+unsafe fn create_port(
+    filter: PFLT_FILTER,
+    name: &str,
+    attributes: u32,
+    descriptor: *mut c_void,
+    max: i32,
+    out: &mut PFLT_PORT,
+) -> NTSTATUS {
+    let units: Vec<u16> = name.encode_utf16().collect();
+    let name = unicode(&units);
+    let oa = OBJECT_ATTRIBUTES {
+        Length: size_of::<OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: null_mut(),
+        ObjectName: &name,
+        Attributes: attributes,
+        SecurityDescriptor: descriptor.cast_const().cast(),
+        SecurityQualityOfService: null_mut(),
+    };
+    unsafe {
+        FltCreateCommunicationPort(
+            filter,
+            out,
+            &oa,
+            0x5E5E as *const c_void,
+            Some(connect),
+            Some(disconnect),
+            Some(message),
+            max,
+        )
+    }
+}
+
+unsafe extern "system" fn connect(
+    client: PFLT_PORT,
+    server_cookie: *const c_void,
+    context_ptr: *const c_void,
+    size: u32,
+    cookie: *mut *mut c_void,
+) -> NTSTATUS {
+    let bytes = if context_ptr.is_null() {
+        Vec::new()
+    } else {
+        unsafe { std::slice::from_raw_parts(context_ptr.cast::<u8>(), size as usize) }.to_vec()
+    };
+    log(format!(
+        "connect server cookie {:#x} context {:?} size {size} {}",
+        server_cookie as usize,
+        String::from_utf8_lossy(&bytes),
+        context()
+    ));
+    if let Some(s) = cfg().refuse {
+        return s.0;
+    }
+    let n = state(|s| {
+        s.clients.push(client);
+        s.clients.len()
+    });
+    unsafe { *cookie = n as *mut c_void };
+    0
+}
+
+unsafe extern "system" fn disconnect(cookie: *const c_void) {
+    let n = cookie as usize;
+    log(format!("disconnect {n} {}", context()));
+    if !cfg().close_client_in_disconnect {
+        return;
+    }
+    let (filter, mut port) = state(|s| (s.filter, s.clients[n - 1]));
+    unsafe { FltCloseClientPort(filter, &mut port) };
+    log(format!("closed {n}: variable {port}"));
+    state(|s| s.clients[n - 1] = port);
+}
+
+unsafe extern "system" fn message(
+    cookie: *const c_void,
+    input: *const c_void,
+    input_length: u32,
+    output: *mut c_void,
+    output_length: u32,
+    returned: *mut u32,
+) -> NTSTATUS {
+    let n = cookie as usize;
+    let bytes = if input.is_null() {
+        Vec::new()
+    } else {
+        unsafe { std::slice::from_raw_parts(input.cast::<u8>(), input_length as usize) }.to_vec()
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    log(format!("message {n} {text:?} output {output_length} {}", context()));
+    match text.as_str() {
+        "fail" => return Status::INVALID_PARAMETER.0,
+        "close server" => {
+            let server = state(|s| s.server);
+            unsafe { FltCloseCommunicationPort(server) };
+        }
+        "close me" => {
+            let filter = state(|s| s.filter);
+            let mut port = state(|s| s.clients[n - 1]);
+            unsafe { FltCloseClientPort(filter, &mut port) };
+            state(|s| s.clients[n - 1] = port);
+        }
+        _ => {}
+    }
+    let reply = format!("{n}:{text}");
+    let len = reply.len().min(output_length as usize);
+    if len > 0 {
+        unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), output.cast::<u8>(), len) };
+    }
+    unsafe { *returned = len as u32 + cfg().overstate_reply };
+    0
+}
+
+unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
+    let (filter, server) = state(|s| (s.filter, s.server));
+    if cfg().close_server_at_unload {
+        unsafe { FltCloseCommunicationPort(server) };
+    }
+    log("unregister".to_owned());
+    unsafe { FltUnregisterFilter(filter) };
+    log("unregistered".to_owned());
+    0
+}
+
+unsafe extern "system" fn spy_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    let c = cfg();
+    let ops = Box::leak(Box::new([FLT_OPERATION_REGISTRATION {
+        MajorFunction: 0x80,
+        Flags: 0,
+        PreOperation: None,
+        PostOperation: None,
+        Reserved1: null_mut(),
+    }]));
+    let reg = Box::leak(Box::new(FLT_REGISTRATION {
+        Size: size_of::<FLT_REGISTRATION>() as u16,
+        Version: 0x0203,
+        Flags: 0,
+        ContextRegistration: null_mut(),
+        OperationRegistration: ops.as_ptr(),
+        FilterUnloadCallback: Some(unload),
+        InstanceSetupCallback: None,
+        InstanceQueryTeardownCallback: None,
+        InstanceTeardownStartCallback: None,
+        InstanceTeardownCompleteCallback: None,
+        GenerateFileNameCallback: None,
+        NormalizeNameComponentCallback: None,
+        NormalizeContextCleanupCallback: None,
+        TransactionNotificationCallback: None,
+        NormalizeNameComponentExCallback: None,
+        SectionNotificationCallback: None,
+    }));
+    let mut filter: PFLT_FILTER = 0;
+    let s = unsafe { FltRegisterFilter(driver, reg, &mut filter) };
+    if s < 0 {
+        return s;
+    }
+    state(|st| st.filter = filter);
+    let mut sd: *mut c_void = null_mut();
+    let s = unsafe { FltBuildDefaultSecurityDescriptor(&mut sd, FLT_PORT_ALL_ACCESS) };
+    assert_eq!(Status(s), Status::SUCCESS);
+    let mut server: PFLT_PORT = 0;
+    let attributes = OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE;
+    let s = unsafe { create_port(filter, PORT, attributes, sd, c.max_connections, &mut server) };
+    // The documented refusals, each with a port of its own that is never created.
+    let mut extra = Vec::new();
+    for (what, name, attrs, max) in [
+        ("same name", r"\SPYPORT", attributes, 1),
+        ("no OBJ_KERNEL_HANDLE", r"\Other", OBJ_CASE_INSENSITIVE, 1),
+        ("no connection allowed", r"\Other", attributes, 0),
+    ] {
+        let mut p: PFLT_PORT = 0;
+        let r = unsafe { create_port(filter, name, attrs, sd, max, &mut p) };
+        extra.push((what, Status(r)));
+    }
+    if c.free_descriptor {
+        unsafe { FltFreeSecurityDescriptor(sd) };
+    }
+    state(|st| {
+        st.server = server;
+        st.extra = extra;
+    });
+    if s < 0 {
+        unsafe { FltUnregisterFilter(filter) };
+        return s;
+    }
+    let s = unsafe { FltStartFiltering(filter) };
+    if s < 0 {
+        unsafe { FltCloseCommunicationPort(server) };
+        unsafe { FltUnregisterFilter(filter) };
+    }
+    s
+}
+
+/// A machine with the Filter Manager and "Spy" started with `c`.
+fn machine(c: Config) -> Machine {
+    CFG.with(|x| *x.borrow_mut() = Some(c));
+    STATE.with(|s| *s.borrow_mut() = None);
+    take_log();
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    m.install_filter_manager();
+    let mut spec = ServiceSpec::new("Spy", spy_entry, "minifilter");
+    spec.depends_on = vec!["FltMgr".into()];
+    spec.instances = Some(InstancesSpec {
+        default_instance: "Spy Instance".into(),
+        instances: vec![InstanceSpec {
+            name: "Spy Instance".into(),
+            altitude: "385100".into(),
+            flags: 0,
+        }],
+        layout: InstanceLayout::Legacy,
+    });
+    m.install(spec);
+    m.boot();
+    assert_eq!(m.start("Spy"), Status::SUCCESS);
+    m
+}
+
+fn rules(m: &Machine) -> Vec<Rule> {
+    m.findings().into_iter().map(|(r, _, _)| r).collect()
+}
+
+#[test]
+fn connect_message_and_disconnect_reach_the_filter_in_order_with_their_arguments() {
+    // FltCreateCommunicationPort's reference page: ConnectNotifyCallback gets the new client
+    // port, the server port's cookie and the context FilterConnectCommunicationPort passed;
+    // the cookie it returns comes back to MessageNotifyCallback and DisconnectNotifyCallback,
+    // each at PASSIVE_LEVEL (the caller's thread, the filter's code). FltCloseClientPort sets
+    // the caller's variable to NULL (its reference page).
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"hello").unwrap();
+    assert_eq!(
+        take_log(),
+        [r#"connect server cookie 0x5e5e context "hello" size 5 irql 0 in Spy"#]
+    );
+    let reply = m.send_message(port, b"ping", 16).unwrap();
+    assert_eq!(reply, b"1:ping");
+    // A reply cut to the buffer the caller offers; no buffer at all.
+    assert_eq!(m.send_message(port, b"pong", 3).unwrap(), b"1:p");
+    assert_eq!(m.send_message(port, b"", 0).unwrap(), b"");
+    assert_eq!(m.send_message(port, b"fail", 8), Err(Status::INVALID_PARAMETER));
+    assert_eq!(
+        take_log(),
+        [
+            r#"message 1 "ping" output 16 irql 0 in Spy"#,
+            r#"message 1 "pong" output 3 irql 0 in Spy"#,
+            r#"message 1 "" output 0 irql 0 in Spy"#,
+            r#"message 1 "fail" output 8 irql 0 in Spy"#,
+        ]
+    );
+    // No context: NULL and 0.
+    let second = m.connect_communication_port(PORT, b"").unwrap();
+    assert_eq!(m.send_message(second, b"x", 8).unwrap(), b"2:x");
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert_eq!(m.close_port(second), Status::SUCCESS);
+    assert_eq!(
+        take_log(),
+        [
+            r#"connect server cookie 0x5e5e context "" size 0 irql 0 in Spy"#,
+            r#"message 2 "x" output 8 irql 0 in Spy"#,
+            "disconnect 1 irql 0 in Spy",
+            "closed 1: variable 0",
+            "disconnect 2 irql 0 in Spy",
+            "closed 2: variable 0",
+        ]
+    );
+    // A closed handle is no handle.
+    assert_eq!(m.send_message(port, b"late", 8), Err(Status::INVALID_HANDLE));
+    assert_eq!(rules(&m), [Rule::InvalidHandle]);
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert_eq!(take_log(), ["unregister", "unregistered"]);
+    assert_eq!(rules(&m), [Rule::InvalidHandle], "a well-behaved filter: {:?}", m.findings());
+}
+
+#[test]
+fn the_documented_refusals_of_fltcreatecommunicationport() {
+    // Its reference page: a name already taken is STATUS_OBJECT_NAME_COLLISION (the object
+    // manager compares without case); without OBJ_KERNEL_HANDLE STATUS_INVALID_PARAMETER;
+    // MaxConnections must be greater than zero.
+    let _m = machine(Config::default());
+    let extra = state(|s| s.extra.clone());
+    assert_eq!(
+        extra,
+        [
+            ("same name", Status::OBJECT_NAME_COLLISION),
+            ("no OBJ_KERNEL_HANDLE", Status::INVALID_PARAMETER),
+            ("no connection allowed", Status::INVALID_PARAMETER),
+        ]
+    );
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused_until_one_ends() {
+    // MaxConnections is the most simultaneous connections (its reference page): one more is
+    // refused before the filter hears of it; a connection that ends frees its place.
+    let mut m = machine(Config { max_connections: 1, ..Config::default() });
+    let first = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    assert_eq!(m.connect_communication_port(PORT, b"b"), Err(CONNECTION_COUNT_LIMIT));
+    assert!(take_log().is_empty(), "the filter never sees the refused connection");
+    assert_eq!(m.close_port(first), Status::SUCCESS);
+    take_log();
+    let second = m.connect_communication_port(PORT, b"c").unwrap();
+    assert_eq!(m.send_message(second, b"hi", 8).unwrap(), b"2:hi");
+    assert_eq!(m.close_port(second), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_connection_the_connect_callback_refuses_fails_with_its_status() {
+    let mut m = machine(Config { refuse: Some(Status::ACCESS_DENIED), ..Config::default() });
+    assert_eq!(m.connect_communication_port(PORT, b"a"), Err(Status::ACCESS_DENIED));
+    // A port nobody created.
+    assert_eq!(
+        m.connect_communication_port(r"\NoSuchPort", b""),
+        Err(Status::OBJECT_NAME_NOT_FOUND)
+    );
+    assert_eq!(take_log().len(), 1, "one connect callback");
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn closing_the_server_port_refuses_new_connections_and_keeps_the_existing_ones() {
+    // FltCloseCommunicationPort: "existing connections are not affected. However, no more
+    // incoming connections will be accepted."
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    assert_eq!(m.send_message(port, b"close server", 32).unwrap(), b"1:close server");
+    assert_eq!(m.connect_communication_port(PORT, b"b"), Err(Status::OBJECT_NAME_NOT_FOUND));
+    assert_eq!(m.send_message(port, b"still", 8).unwrap(), b"1:still");
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert!(take_log().contains(&"closed 1: variable 0".to_owned()));
+    // The unload closes it again: the port is gone.
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert_eq!(rules(&m), [Rule::InvalidFltObject], "{:?}", m.findings());
+}
+
+#[test]
+fn a_connection_the_filter_closed_fails_its_messages_and_gets_no_disconnect() {
+    // "Closing either endpoint (kernel or user) terminates that connection" (Communication
+    // Between User Mode and Kernel Mode).
+    let mut m = machine(Config { max_connections: 1, ..Config::default() });
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    assert_eq!(m.send_message(port, b"close me", 16).unwrap(), b"1:close me");
+    assert_eq!(m.send_message(port, b"again", 16), Err(PORT_DISCONNECTED));
+    // The connection ended: its place is free.
+    let other = m.connect_communication_port(PORT, b"b").unwrap();
+    take_log();
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert!(take_log().is_empty(), "no DisconnectNotifyCallback for a connection gone");
+    assert_eq!(m.close_port(other), Status::SUCCESS);
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn the_filter_manager_ends_the_connections_left_when_the_filter_unregisters() {
+    // "The filter manager terminates existing connections when the minifilter driver unloads"
+    // (Communication Between User Mode and Kernel Mode): DisconnectNotifyCallback runs for
+    // each, "when the minifilter driver is about to be unloaded" (FltCloseClientPort).
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert_eq!(
+        take_log(),
+        ["unregister", "disconnect 1 irql 0 in Spy", "closed 1: variable 0", "unregistered"]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // The user's handle is still there, its connection gone.
+    assert_eq!(m.send_message(port, b"x", 8), Err(PORT_DISCONNECTED));
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+}
+
+#[test]
+fn unregistering_with_the_server_port_open_is_reported() {
+    // "Closing the Communication Server Port": the FilterUnloadCallback must close it before
+    // calling FltUnregisterFilter, or the unload hangs.
+    let mut m = machine(Config { close_server_at_unload: false, ..Config::default() });
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    let found = m.findings();
+    assert_eq!(rules(&m), [Rule::CommunicationPortOpenAtUnregister], "{found:?}");
+    assert_eq!(found[0].1.as_deref(), Some("Spy"));
+    assert!(found[0].2.contains(PORT), "{found:?}");
+    assert_eq!(
+        Rule::CommunicationPortOpenAtUnregister.name(),
+        "COMMUNICATION_PORT_OPEN_AT_UNREGISTER"
+    );
+}
+
+#[test]
+fn a_client_port_never_closed_is_reported_at_unregistration() {
+    // FltCreateCommunicationPort: "The minifilter driver must eventually close this client
+    // port ... usually from the minifilter driver's DisconnectNotifyCallback routine."
+    let mut m = machine(Config { close_client_in_disconnect: false, ..Config::default() });
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "it may still close it later: {:?}", m.findings());
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    let found = m.findings();
+    assert_eq!(rules(&m), [Rule::ClientPortLeaked], "{found:?}");
+    assert_eq!(Rule::ClientPortLeaked.name(), "CLIENT_PORT_LEAKED_AT_UNLOAD");
+}
+
+#[test]
+fn a_security_descriptor_never_freed_is_a_pool_leak() {
+    // FltBuildDefaultSecurityDescriptor allocates from paged pool; FltFreeSecurityDescriptor
+    // frees it (their reference pages).
+    let mut m = machine(Config { free_descriptor: false, ..Config::default() });
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    let found = m.findings();
+    assert_eq!(rules(&m), [Rule::PoolLeaked], "{found:?}");
+    assert!(found[0].2.contains("FltS"), "{found:?}");
+}
+
+#[test]
+fn a_reply_length_beyond_the_output_buffer_is_reported_and_cut() {
+    // PFLT_MESSAGE_NOTIFY: ReturnOutputBufferLength "receives the number of bytes returned in
+    // the buffer that OutputBuffer points to": no more than OutputBufferLength.
+    let mut m = machine(Config { overstate_reply: 100, ..Config::default() });
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    assert_eq!(m.send_message(port, b"ping", 8).unwrap(), b"1:ping\0\0");
+    assert_eq!(rules(&m), [Rule::MessageReplyBeyondBuffer], "{:?}", m.findings());
+    assert_eq!(Rule::MessageReplyBeyondBuffer.name(), "MESSAGE_REPLY_LENGTH_BEYOND_BUFFER");
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+}
+
+// "CtlSpy", a legacy-style driver with a named control device and a symbolic link to it, as
+// FileSpy names its control device for user mode: the legacy channel's transport.
+
+mod control_device {
+    use super::*;
+    use fsfilter_kernel::irp::{IoCompleteRequest, IoGetCurrentIrpStackLocation};
+    use fsfilter_kernel::params::{self, io};
+    use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
+    use windows_sys::Wdk::System::SystemServices::{
+        IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink,
+    };
+
+    pub(super) const DEVICE: &str = r"\FileSystem\Filters\CtlSpy";
+    pub(super) const LINK: &str = r"\DosDevices\CtlSpy";
+    /// CTL_CODE(FILE_DEVICE_UNKNOWN, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS).
+    pub(super) const IOCTL_MESSAGE: u32 = (0x22 << 16) | (0x800 << 2);
+
+    thread_local! {
+        static DEV: RefCell<usize> = const { RefCell::new(0) };
+        pub(super) static LINK_RESULTS: RefCell<Vec<Status>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Reads the EA list of a create: (name, value) of its first entry.
+    fn first_ea(buffer: *const u8, length: u32) -> Option<(String, Vec<u8>)> {
+        if buffer.is_null() || length < 8 {
+            return None;
+        }
+        let b = unsafe { std::slice::from_raw_parts(buffer, length as usize) };
+        let name_len = usize::from(b[5]);
+        let value_len = usize::from(u16::from_le_bytes([b[6], b[7]]));
+        let name = String::from_utf8_lossy(&b[8..8 + name_len]).into_owned();
+        let value = b[8 + name_len + 1..8 + name_len + 1 + value_len].to_vec();
+        Some((name, value))
+    }
+
+    unsafe extern "system" fn dispatch(_d: *const DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+        let s = unsafe { &*IoGetCurrentIrpStackLocation(irp) };
+        let i = unsafe { &mut *irp };
+        let mode = i.RequestorMode;
+        let system = unsafe { i.AssociatedIrp.SystemBuffer }.cast::<u8>();
+        let (mut status, mut information) = (0, 0);
+        match s.MajorFunction {
+            0x00 => {
+                let c = unsafe { io::<params::IoCreate>(&s.Parameters) };
+                let ea = first_ea(system, c.EaLength);
+                log(format!("create mode {mode} ea {ea:?} {}", context()));
+                if ea.is_some_and(|(_, v)| v == b"refuse") {
+                    status = Status::ACCESS_DENIED.0;
+                }
+            }
+            0x0e => {
+                let c = unsafe { io::<params::IoDeviceIoControl>(&s.Parameters) };
+                let input =
+                    unsafe { std::slice::from_raw_parts(system, c.InputBufferLength as usize) }
+                        .to_vec();
+                let text = String::from_utf8_lossy(&input).into_owned();
+                log(format!(
+                    "control {:#x} mode {mode} input {text:?} output {} flags {:#x} {}",
+                    c.IoControlCode,
+                    c.OutputBufferLength,
+                    i.Flags,
+                    context()
+                ));
+                let reply = format!("re:{text}");
+                let n = reply.len().min(c.OutputBufferLength as usize);
+                unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), system, n) };
+                information = n;
+            }
+            major => log(format!("irp {major:#x} mode {mode}")),
+        }
+        i.IoStatus.Anonymous.Status = status;
+        i.IoStatus.Information = information;
+        unsafe { IoCompleteRequest(irp, 0) };
+        status
+    }
+
+    unsafe extern "system" fn unload(_driver: *const DRIVER_OBJECT) {
+        let units: Vec<u16> = LINK.encode_utf16().collect();
+        let link = unicode(&units);
+        let s = unsafe { IoDeleteSymbolicLink(&link) };
+        log(format!("unload: link deleted {:#x}", s as u32));
+        let dev = DEV.with(|d| *d.borrow()) as *mut DEVICE_OBJECT;
+        unsafe { IoDeleteDevice(dev) };
+    }
+
+    pub(super) unsafe extern "system" fn entry(
+        driver: *const DRIVER_OBJECT,
+        _path: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        let d = unsafe { &mut *driver.cast_mut() };
+        for f in d.MajorFunction.iter_mut() {
+            *f = Some(dispatch);
+        }
+        d.DriverUnload = Some(unload);
+        let units: Vec<u16> = DEVICE.encode_utf16().collect();
+        let name = unicode(&units);
+        let mut dev = null_mut();
+        // FILE_DEVICE_DISK_FILE_SYSTEM, as FileSpy's control device.
+        let s = unsafe { IoCreateDevice(driver, 0, &name, 8, 0, false, &mut dev) };
+        if s < 0 {
+            return s;
+        }
+        DEV.with(|x| *x.borrow_mut() = dev as usize);
+        let link_units: Vec<u16> = LINK.encode_utf16().collect();
+        let link = unicode(&link_units);
+        let other: Vec<u16> = r"\??\CTLSPY".encode_utf16().collect();
+        let missing: Vec<u16> = r"\DosDevices\NoSuchLink".encode_utf16().collect();
+        let results = unsafe {
+            vec![
+                Status(IoCreateSymbolicLink(&link, &name)),
+                // The same link by its other spelling.
+                Status(IoCreateSymbolicLink(&unicode(&other), &name)),
+                Status(IoDeleteSymbolicLink(&unicode(&missing))),
+            ]
+        };
+        LINK_RESULTS.with(|r| *r.borrow_mut() = results);
+        unsafe { (*dev).Flags &= !0x80 };
+        0
+    }
+}
+
+fn legacy_machine() -> Machine {
+    take_log();
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    m.install(ServiceSpec::new("CtlSpy", control_device::entry, "legacy"));
+    assert_eq!(m.start("CtlSpy"), Status::SUCCESS);
+    m
+}
+
+#[test]
+fn io_create_symbolic_link_refuses_a_link_that_exists_and_delete_one_that_does_not() {
+    // ReactOS' IoCreateSymbolicLink: a permanent, case-insensitive link object; an existing
+    // name is a collision (\DosDevices and \?? are one directory); IoDeleteSymbolicLink opens
+    // the link first.
+    let _m = legacy_machine();
+    let results = control_device::LINK_RESULTS.with(|r| r.borrow().clone());
+    assert_eq!(
+        results,
+        [Status::SUCCESS, Status::OBJECT_NAME_COLLISION, Status::OBJECT_NAME_NOT_FOUND]
+    );
+}
+
+#[test]
+fn a_control_device_opened_through_its_link_gets_the_create_ea_a_buffered_control_and_the_close() {
+    // NtCreateFile passes its EaBuffer in the create IRP's system buffer (EaLength in the
+    // stack location); a METHOD_BUFFERED control carries input and output in the system buffer
+    // and Information is the output's length; CloseHandle sends the cleanup, then the close.
+    // Each request comes in user mode (RequestorMode), at PASSIVE_LEVEL in the driver.
+    let mut m = legacy_machine();
+    let ea = fsfilter_sim::full_ea("FsFilterContext", b"ctx");
+    let h = m.open_device(r"\??\ctlspy", Some(&ea)).unwrap();
+    assert_eq!(
+        take_log(),
+        [r#"create mode 1 ea Some(("FsFilterContext", [99, 116, 120])) irql 0 in CtlSpy"#]
+    );
+    let r = m.device_control(h, control_device::IOCTL_MESSAGE, b"ping", 16);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 7, &b"re:ping"[..]));
+    // An output buffer shorter than the reply: what the driver wrote in it.
+    let r = m.device_control(h, control_device::IOCTL_MESSAGE, b"pong", 4);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 4, &b"re:p"[..]));
+    // IRP_BUFFERED_IO | IRP_DEALLOCATE_BUFFER | IRP_INPUT_OPERATION.
+    assert_eq!(
+        take_log(),
+        [
+            r#"control 0x222000 mode 1 input "ping" output 16 flags 0x70 irql 0 in CtlSpy"#,
+            r#"control 0x222000 mode 1 input "pong" output 4 flags 0x70 irql 0 in CtlSpy"#,
+        ]
+    );
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    // IRP_MJ_CLEANUP and IRP_MJ_CLOSE come from the I/O manager (kernel mode).
+    assert_eq!(take_log(), ["irp 0x12 mode 0", "irp 0x2 mode 0"]);
+    assert_eq!(
+        m.device_control(h, control_device::IOCTL_MESSAGE, b"late", 4).status,
+        Status::INVALID_HANDLE
+    );
+    assert_eq!(rules(&m), [Rule::InvalidHandle]);
+    // Without an EA, by the device's own name.
+    let h = m.open_device(control_device::DEVICE, None).unwrap();
+    assert_eq!(take_log(), ["create mode 1 ea None irql 0 in CtlSpy"]);
+    // A create the driver fails gives no handle.
+    let refused = fsfilter_sim::full_ea("FsFilterContext", b"refuse");
+    assert_eq!(m.open_device(control_device::LINK, Some(&refused)), Err(Status::ACCESS_DENIED));
+    // An open handle keeps the stop pending (facts.md §1.9); its close lets the unload run,
+    // which deletes the link.
+    take_log();
+    assert_eq!(m.stop("CtlSpy"), StopResult::Pending);
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), ["irp 0x12 mode 0", "irp 0x2 mode 0", "unload: link deleted 0x0"]);
+    assert_eq!(m.open_device(r"\??\CtlSpy", None), Err(Status::OBJECT_NAME_NOT_FOUND));
+    assert_eq!(rules(&m), [Rule::InvalidHandle], "{:?}", m.findings());
+}
