@@ -3292,6 +3292,9 @@ pub fn device_control(h: DeviceHandle, code: u32, input: &[u8], out_len: usize) 
             return IoResult::failed(status);
         }
         let file = u.fo as *mut FILE_OBJECT;
+        if let Some(served) = fast_device_control(file, code, input, out_len) {
+            return served;
+        }
         let c = ControlBuffers::new(mj::DEVICE_CONTROL, code, input, out_len);
         let (target, mdl) = kernel::with(|k| {
             let direct = matches!(c.method, method::IN_DIRECT | method::OUT_DIRECT);
@@ -3317,6 +3320,57 @@ pub fn device_control(h: DeviceHandle, code: u32, input: &[u8], out_len: usize) 
         let iosb = (!status.is_error()).then_some(IoStatusBlock { status, information: n });
         IoResult { information: n, data, iosb, ..IoResult::without_request(status) }
     })
+}
+
+/// The fast-I/O attempt of `NtDeviceIoControlFile` on a device handle: the top device's
+/// driver's `FastIoDeviceControl`, when its table holds one, is called first with the caller's
+/// own buffers (the input as given, the output buffer itself, NULL for none) and `Wait` TRUE,
+/// in the caller's thread; TRUE ends the call with the status block the routine filled (no IRP
+/// is sent), FALSE or no routine lets the IRP follow (`None`). ReactOS iofunc.c,
+/// `IopDeviceFsIoControl`, for device controls only (never for file-system controls).
+fn fast_device_control(
+    file: *mut FILE_OBJECT,
+    code: u32,
+    input: &[u8],
+    out_len: usize,
+) -> Option<IoResult> {
+    let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoDeviceControl);
+    let (routine, target, entered) = kernel::with(|k| {
+        let target = k.related_device(file);
+        let (t, image) = top_table(k, target, field)?;
+        let routine = t.FastIoDeviceControl?;
+        Some((routine, target, k.enter(Some(image))))
+    })?;
+    // The caller's buffers: copies the simulator owns for the call.
+    let user_in = (!input.is_empty()).then(|| {
+        let b = buffer(input.len());
+        // SAFETY: the block holds input.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), b.ptr(), input.len()) };
+        b
+    });
+    let user_out = (out_len > 0).then(|| buffer(out_len));
+    let in_ptr = user_in.as_ref().map_or(std::ptr::null(), |b| b.ptr().cast_const().cast());
+    let out_ptr = user_out.as_ref().map_or(std::ptr::null_mut(), |b| b.ptr().cast());
+    // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
+    let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    let (in_len, o_len) = (input.len() as u32, out_len as u32);
+    let done = kernel::run_entered(entered, || {
+        // SAFETY: the driver's routine with the arguments the I/O manager passes.
+        unsafe { routine(file, true, in_ptr, in_len, out_ptr, o_len, code, &mut iosb, target) }
+    });
+    kernel::with(|k| k.leave());
+    if !done {
+        return None;
+    }
+    // SAFETY: the status member the routine wrote (it returned TRUE).
+    let status = Status(unsafe { iosb.Anonymous.Status });
+    let n = iosb.Information;
+    let data = match &user_out {
+        Some(b) if !status.is_error() => read_block(b, n.min(out_len)),
+        _ => Vec::new(),
+    };
+    let iosb = (!status.is_error()).then_some(IoStatusBlock { status, information: n });
+    Some(IoResult { information: n, data, iosb, ..IoResult::without_request(status) })
 }
 
 /// `CloseHandle` on a device handle: the cleanup, then the close when the handle's reference

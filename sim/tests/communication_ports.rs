@@ -638,6 +638,63 @@ mod control_device {
         unsafe { IoDeleteDevice(dev) };
     }
 
+    /// A code the fast-I/O routine of [`entry_with_fast_io`] serves itself.
+    pub(super) const IOCTL_FAST: u32 = (0x22 << 16) | (0x801 << 2);
+
+    /// `FastIoDeviceControl`: logs its arguments; serves [`IOCTL_FAST`] (the reply written
+    /// straight into the caller's output buffer), declines every other code.
+    unsafe extern "system" fn fast_device_control(
+        _file: *const windows_sys::Wdk::Foundation::FILE_OBJECT,
+        wait: bool,
+        input: *const c_void,
+        input_length: u32,
+        output: *mut c_void,
+        output_length: u32,
+        code: u32,
+        iosb: *mut windows_sys::Win32::System::IO::IO_STATUS_BLOCK,
+        _device: *const DEVICE_OBJECT,
+    ) -> bool {
+        let text = if input.is_null() {
+            String::new()
+        } else {
+            let bytes =
+                unsafe { std::slice::from_raw_parts(input.cast::<u8>(), input_length as usize) };
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        log(format!(
+            "fast control {code:#x} wait {wait} input {text:?} output {output_length} {}",
+            context()
+        ));
+        if code != IOCTL_FAST {
+            return false;
+        }
+        let reply = format!("fast:{text}");
+        let n = reply.len().min(output_length as usize);
+        if n > 0 {
+            unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), output.cast::<u8>(), n) };
+        }
+        unsafe {
+            (*iosb).Anonymous.Status = 0;
+            (*iosb).Information = n;
+        }
+        true
+    }
+
+    /// CtlSpy with a `FAST_IO_DISPATCH` whose only routine is `FastIoDeviceControl`.
+    pub(super) unsafe extern "system" fn entry_with_fast_io(
+        driver: *const DRIVER_OBJECT,
+        path: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        let s = unsafe { entry(driver, path) };
+        let mut table: Box<windows_sys::Wdk::Foundation::FAST_IO_DISPATCH> =
+            Box::new(unsafe { std::mem::zeroed() });
+        table.SizeOfFastIoDispatch =
+            size_of::<windows_sys::Wdk::Foundation::FAST_IO_DISPATCH>() as u32;
+        table.FastIoDeviceControl = Some(fast_device_control);
+        unsafe { (*driver.cast_mut()).FastIoDispatch = Box::leak(table) };
+        s
+    }
+
     pub(super) unsafe extern "system" fn entry(
         driver: *const DRIVER_OBJECT,
         _path: *const UNICODE_STRING,
@@ -744,4 +801,35 @@ fn a_control_device_opened_through_its_link_gets_the_create_ea_a_buffered_contro
     assert_eq!(take_log(), ["irp 0x12 mode 0", "irp 0x2 mode 0", "unload: link deleted 0x0"]);
     assert_eq!(m.open_device(r"\??\CtlSpy", None), Err(Status::OBJECT_NAME_NOT_FOUND));
     assert_eq!(rules(&m), [Rule::InvalidHandle], "{:?}", m.findings());
+}
+
+#[test]
+fn a_device_control_goes_to_the_drivers_fast_io_device_control_first() {
+    // NtDeviceIoControlFile calls the top device's FastIoDeviceControl, when its driver has
+    // one, with the caller's own buffers and Wait TRUE; TRUE ends the call with the routine's
+    // status block (no IRP), FALSE sends the IRP (ReactOS iofunc.c, IopDeviceFsIoControl).
+    take_log();
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    m.install(ServiceSpec::new("CtlSpy", control_device::entry_with_fast_io, "legacy"));
+    assert_eq!(m.start("CtlSpy"), Status::SUCCESS);
+    let h = m.open_device(control_device::LINK, None).unwrap();
+    take_log();
+    let r = m.device_control(h, control_device::IOCTL_FAST, b"hi", 16);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 7, &b"fast:hi"[..]));
+    assert_eq!(
+        take_log(),
+        [r#"fast control 0x222004 wait true input "hi" output 16 irql 0 in CtlSpy"#]
+    );
+    // Declined: the IRP follows, as without the routine.
+    let r = m.device_control(h, control_device::IOCTL_MESSAGE, b"ping", 16);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 7, &b"re:ping"[..]));
+    assert_eq!(
+        take_log(),
+        [
+            r#"fast control 0x222000 wait true input "ping" output 16 irql 0 in CtlSpy"#,
+            r#"control 0x222000 mode 1 input "ping" output 16 flags 0x70 irql 0 in CtlSpy"#,
+        ]
+    );
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    assert_eq!(rules(&m), [], "{:?}", m.findings());
 }
