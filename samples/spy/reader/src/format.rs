@@ -2,12 +2,12 @@
 //! the reasons of failed calls.
 //!
 //! A record's line has, in columns: the sequence number; the operation (`IRP_MJ_*` or the Filter
-//! Manager's pseudo-operation, `fsfilter::MajorFunction`'s name) and its minor function (hexadecimal); how it
-//! arrived (`IRP`, `FIO` fast I/O, `FSF` FsFilter callback); the requestor mode (`K`, `U`); the
-//! IRP's and the callback data's flags (hexadecimal); the record's flags as letters (`P` post ran,
-//! `D` draining, `N` has a name, `T` name cut, `S` synchronous, `-` for each absent one); the
-//! status and information (`-` when no post callback ran); the file object; the opened name, or
-//! why there is none.
+//! Manager's pseudo-operation, `fsfilter::MajorFunction`'s name) and its minor function
+//! (hexadecimal); how it arrived (`IRP`, `FIO` fast I/O, `FSF` FsFilter callback); the requestor
+//! mode (`K`, `U`); the IRP's and the callback data's flags (hexadecimal); the record's flags as
+//! letters (`P` post ran, `D` draining, `N` has a name, `T` name cut, `S` synchronous, `-` for each
+//! absent one); the status and information (`-` when no post callback ran); the file object; the
+//! opened name, or why there is none.
 
 use core::fmt::{self, Write};
 
