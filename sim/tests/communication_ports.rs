@@ -22,7 +22,7 @@ use std::ptr::null_mut;
 
 use fsfilter::Status;
 use fsfilter_sim::{
-    InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, Rule, ServiceSpec,
+    Caller, InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, Rule, ServiceSpec,
     StopResult,
 };
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, OBJECT_ATTRIBUTES};
@@ -448,6 +448,29 @@ fn a_connection_the_connect_callback_refuses_fails_with_its_status() {
 }
 
 #[test]
+fn a_standard_user_is_refused_a_port_whose_descriptor_is_the_default_one() {
+    // FltBuildDefaultSecurityDescriptor's reference page: applied to an object, the descriptor
+    // gives access only to SYSTEM and administrators. The port is opened (and access checked)
+    // before the connection is counted or the filter hears of it, so the refusal is
+    // STATUS_ACCESS_DENIED and takes no place (FilterConnectCommunicationPort returns it as
+    // E_ACCESSDENIED, HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)).
+    let mut m = machine(Config { max_connections: 1, ..Config::default() });
+    assert_eq!(
+        m.connect_communication_port_as(Caller::StandardUser, PORT, b"user"),
+        Err(Status::ACCESS_DENIED)
+    );
+    assert!(take_log().is_empty(), "the filter never sees the refused connection");
+    let port = m.connect_communication_port_as(Caller::Administrator, PORT, b"admin").unwrap();
+    assert_eq!(
+        take_log(),
+        [r#"connect server cookie 0x5e5e context "admin" size 5 irql 0 in Spy"#]
+    );
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn closing_the_server_port_refuses_new_connections_and_keeps_the_existing_ones() {
     // FltCloseCommunicationPort: "existing connections are not affected. However, no more
     // incoming connections will be accepted."
@@ -561,6 +584,7 @@ mod control_device {
     use fsfilter_kernel::irp::{IoCompleteRequest, IoGetCurrentIrpStackLocation};
     use fsfilter_kernel::params::{self, io};
     use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
+    use windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin;
     use windows_sys::Wdk::System::SystemServices::{
         IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink,
     };
@@ -572,6 +596,9 @@ mod control_device {
 
     thread_local! {
         static DEV: RefCell<usize> = const { RefCell::new(0) };
+        /// Per create: (ClientToken is NULL, SeTokenIsAdmin on the token
+        /// SeQuerySubjectContextToken picks).
+        pub(super) static TOKENS: RefCell<Vec<(bool, bool)>> = const { RefCell::new(Vec::new()) };
         pub(super) static LINK_RESULTS: RefCell<Vec<Status>> = const { RefCell::new(Vec::new()) };
     }
 
@@ -598,6 +625,15 @@ mod control_device {
             0x00 => {
                 let c = unsafe { io::<params::IoCreate>(&s.Parameters) };
                 let ea = first_ea(system, c.EaLength);
+                let subject =
+                    unsafe { &(*(*c.SecurityContext).AccessState).SubjectSecurityContext };
+                let token = if subject.ClientToken.is_null() {
+                    subject.PrimaryToken
+                } else {
+                    subject.ClientToken
+                };
+                let admin = unsafe { SeTokenIsAdmin(token) };
+                TOKENS.with(|t| t.borrow_mut().push((subject.ClientToken.is_null(), admin)));
                 log(format!("create mode {mode} ea {ea:?} {}", context()));
                 if ea.is_some_and(|(_, v)| v == b"refuse") {
                     status = Status::ACCESS_DENIED.0;
@@ -831,5 +867,26 @@ fn a_device_control_goes_to_the_drivers_fast_io_device_control_first() {
         ]
     );
     assert_eq!(m.close_device(h), Status::SUCCESS);
+    assert_eq!(rules(&m), [], "{:?}", m.findings());
+}
+
+#[test]
+fn a_user_mode_create_carries_the_callers_token_for_se_token_is_admin() {
+    // NtCreateFile captures the subject context (SeCaptureSubjectContext) into the create's
+    // IO_SECURITY_CONTEXT->AccessState: without impersonation ClientToken is NULL and
+    // PrimaryToken is the process's token; SeTokenIsAdmin is TRUE for a token holding the
+    // local Administrators group (its reference page). The driver decides: CtlSpy admits both.
+    let mut m = legacy_machine();
+    control_device::TOKENS.with(|t| t.borrow_mut().clear());
+    let admin = m.open_device(control_device::LINK, None).unwrap();
+    let user = m.open_device_as(Caller::StandardUser, control_device::LINK, None).unwrap();
+    let explicit = m.open_device_as(Caller::Administrator, control_device::LINK, None).unwrap();
+    assert_eq!(
+        control_device::TOKENS.with(|t| t.borrow().clone()),
+        [(true, true), (true, false), (true, true)]
+    );
+    for h in [admin, user, explicit] {
+        assert_eq!(m.close_device(h), Status::SUCCESS);
+    }
     assert_eq!(rules(&m), [], "{:?}", m.findings());
 }
