@@ -8,6 +8,12 @@
 //!   `Irp->AssociatedIrp.SystemBuffer`, `Parameters.Create.EaLength` bytes), empty without one.
 //!   Beyond `max_clients` open clients the create fails with `STATUS_CONNECTION_COUNT_LIMIT`, the
 //!   status the Filter Manager gives a connection beyond a port's `MaxConnections`.
+//! - Only administrators connect, as to the minifilter model's port (whose descriptor,
+//!   `FltBuildDefaultSecurityDescriptor`'s, admits only SYSTEM and administrators): a user-mode
+//!   create whose token (the one `SeQuerySubjectContextToken` picks from the create's subject
+//!   context) does not hold the Administrators group (`SeTokenIsAdmin`) fails with
+//!   `STATUS_ACCESS_DENIED` before anything else. SYSTEM's token holds the group. A kernel-mode
+//!   create is admitted, as the object manager skips access checks for kernel-mode callers.
 //! - `IRP_MJ_CLEANUP` (the client's last handle closed) disconnects it; `IRP_MJ_CLOSE` succeeds.
 //!   Whether a file object is a connected client is kept in its `FsContext2` (the control
 //!   device completes the create, so the file object's context fields are its own):
@@ -32,6 +38,7 @@ use fsfilter_kernel::params::{self, IoCreate, IoDeviceIoControl};
 use fsfilter_kernel::pool::{PoolBytes, pool_tag};
 use fsfilter_kernel::{unicode, wide};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IO_STACK_LOCATION, IRP};
+use windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin;
 use windows_sys::Wdk::System::SystemServices::{IoCreateSymbolicLink, IoDeleteSymbolicLink};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -202,7 +209,12 @@ unsafe fn connect<F: Filter>(
     channel: MessageChannel,
 ) -> Result<(), Error> {
     // SAFETY: the Create member, the one a create selects.
-    let ea_len = unsafe { params::io::<IoCreate>(&sl.Parameters) }.EaLength as usize;
+    let create = unsafe { params::io::<IoCreate>(&sl.Parameters) };
+    // SAFETY: a create's live IRP and its parameters.
+    if !unsafe { caller_is_admin(irp, create) } {
+        return Err(Error::ACCESS_DENIED);
+    }
+    let ea_len = create.EaLength as usize;
     // SAFETY: the I/O manager's live IRP; for a create, SystemBuffer holds the captured EA
     // buffer (`ea_len` bytes) when there is one.
     let buffer = unsafe { system_buffer(irp) };
@@ -233,6 +245,32 @@ unsafe fn connect<F: Filter>(
         c.store(CONNECTED, Ordering::Release);
     }
     Ok(())
+}
+
+/// Whether a create comes from kernel mode or from a caller whose token holds the
+/// Administrators group: `SeTokenIsAdmin` on the token `SeQuerySubjectContextToken` would pick
+/// (a macro: the subject context's `ClientToken` when there is one, else its `PrimaryToken`).
+///
+/// # Safety
+/// `irp` is a live create at `PASSIVE_LEVEL` and `create` its parameters.
+unsafe fn caller_is_admin(irp: *mut IRP, create: &IoCreate) -> bool {
+    // SAFETY: the caller's live IRP.
+    if unsafe { (*irp).RequestorMode } == 0 {
+        return true;
+    }
+    // SAFETY: null or the create's IO_SECURITY_CONTEXT, alive for the create.
+    let Some(security) = (unsafe { create.SecurityContext.as_ref() }) else { return false };
+    // SAFETY: null or the create's ACCESS_STATE, alive for the create.
+    let Some(state) = (unsafe { security.AccessState.as_ref() }) else { return false };
+    let subject = &state.SubjectSecurityContext;
+    let token =
+        if subject.ClientToken.is_null() { subject.PrimaryToken } else { subject.ClientToken };
+    if token.is_null() {
+        return false;
+    }
+    // SAFETY: a token of the create's subject context, referenced for the create; a create's
+    // dispatch runs at PASSIVE_LEVEL.
+    unsafe { SeTokenIsAdmin(token) }
 }
 
 /// `Irp->AssociatedIrp.SystemBuffer`.

@@ -9,7 +9,7 @@ mod common;
 mod messages;
 
 use fsfilter::{IOCTL_FSFILTER_MESSAGE, Status};
-use fsfilter_sim::{DeviceHandle, Machine, StopResult, full_ea};
+use fsfilter_sim::{Caller, DeviceHandle, Machine, StopResult, full_ea};
 use messages::{CHANNEL, Client, ECHO};
 
 mod echo {
@@ -27,9 +27,15 @@ struct Device;
 impl Client for Device {
     type Handle = DeviceHandle;
 
-    fn connect(&self, m: &mut Machine, name: &str, context: &[u8]) -> Result<DeviceHandle, Status> {
+    fn connect_as(
+        &self,
+        m: &mut Machine,
+        caller: Caller,
+        name: &str,
+        context: &[u8],
+    ) -> Result<DeviceHandle, Status> {
         let ea = (!context.is_empty()).then(|| full_ea("FsFilterContext", context));
-        m.open_device(&format!(r"\??\{name}"), ea.as_deref())
+        m.open_device_as(caller, &format!(r"\??\{name}"), ea.as_deref())
     }
 
     fn send(
@@ -56,6 +62,11 @@ fn a_client_connects_exchanges_messages_and_disconnects_in_both_models() {
 #[test]
 fn max_clients_and_refused_connections_are_the_same_in_both_models() {
     messages::check_clients(common::install_legacy, echo::ENTRY, &Device);
+}
+
+#[test]
+fn a_standard_user_is_refused_and_an_administrator_connects_in_both_models() {
+    messages::check_standard_user_refused(common::install_legacy, echo::ENTRY, &Device);
 }
 
 #[test]
