@@ -185,7 +185,8 @@ fn a_standard_user_reader_is_refused_by_both_spies() {
         ));
         steps.push_str(&format!(
             "[[step]]\naction = \"connect\"\ndriver = \"{driver}\"\nclient = \"a{driver}\"\n\
-             user = \"administrator\"\n\n[[step]]\naction = \"disconnect\"\nclient = \"a{driver}\"\n\n"
+             user = \"administrator\"\n\n\
+             [[step]]\naction = \"disconnect\"\nclient = \"a{driver}\"\n\n"
         ));
     }
     let s = parse("standard.toml", &format!("{head}{steps}")).unwrap();

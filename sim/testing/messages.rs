@@ -12,8 +12,9 @@
 //! disconnects, no finding and no pool left at stop. A filter without a channel has no name to
 //! connect to. Only administrators connect (the port's default descriptor; the control
 //! device's check of the caller's token): a standard user is refused with
-//! `STATUS_ACCESS_DENIED` before the filter or the client count sees it. What differs is the unload with a client connected (docs/semantics.md, row
-//! `messages`): each test file checks its own model.
+//! `STATUS_ACCESS_DENIED` before the filter or the client count sees it. What differs is the
+//! unload with a client connected (docs/semantics.md, row `messages`): each test file checks
+//! its own model.
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
 

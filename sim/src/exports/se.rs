@@ -15,9 +15,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin =>
         match crate::security::is_admin(token) {
             Some(admin) => admin,
             None => {
-                kernel::with(|k| {
-                    k.report_current(Rule::Bugcheck, format!("SeTokenIsAdmin on {token:p}, not a token"));
-                });
+                let what = format!("SeTokenIsAdmin on {token:p}, not a token");
+                kernel::with(|k| k.report_current(Rule::Bugcheck, what));
                 false
             }
         }
