@@ -333,12 +333,15 @@ fn play(
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
         }
-        Action::Connect { driver, client, context } => {
-            let what = if client == driver {
+        Action::Connect { driver, client, context, user } => {
+            let mut what = if client == driver {
                 format!("connect {driver}")
             } else {
                 format!("connect {driver} (client {client})")
             };
+            if *user == fsfilter_sim::Caller::StandardUser {
+                what.push_str(" as a standard user");
+            }
             let channel = scenario
                 .driver(driver)
                 .and_then(|d| samples::find(&d.sample))
@@ -347,14 +350,14 @@ fn play(
             let context = context.as_deref().unwrap_or_default();
             let connected = match model_of(driver) {
                 Model::Minifilter => m
-                    .connect_communication_port(&format!("\\{channel}"), context)
+                    .connect_communication_port_as(*user, &format!("\\{channel}"), context)
                     .map(Connection::Port),
                 // CreateFile(\\.\<name>): the link \??\<name> to the control device, the
                 // context in an extended attribute (the legacy channel's convention).
                 Model::Legacy => {
                     let ea =
                         (!context.is_empty()).then(|| fsfilter_sim::full_ea("Context", context));
-                    m.open_device(&format!("\\??\\{channel}"), ea.as_deref())
+                    m.open_device_as(*user, &format!("\\??\\{channel}"), ea.as_deref())
                         .map(Connection::Device)
                 }
             };

@@ -332,6 +332,8 @@ pub enum Action {
         client: String,
         /// The connection context (bytes of a string; none when absent).
         context: Option<Vec<u8>>,
+        /// Who connects: `user = "administrator"` (the default) or `"standard"`.
+        user: fsfilter_sim::Caller,
     },
     /// A message on a connection (an extension of scenario.md): `FilterSendMessage`, or
     /// `DeviceIoControl(IOCTL_FSFILTER_MESSAGE)` on the legacy channel.
@@ -1099,8 +1101,17 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ));
                 }
                 let context = f.opt_string("context")?.map(|(c, _)| c.into_bytes());
+                let user = f
+                    .opt_choice(
+                        "user",
+                        &[
+                            ("administrator", fsfilter_sim::Caller::Administrator),
+                            ("standard", fsfilter_sim::Caller::StandardUser),
+                        ],
+                    )?
+                    .unwrap_or_default();
                 clients.push((client.0.clone(), d.name.clone()));
-                Action::Connect { driver: d.name.clone(), client: client.0, context }
+                Action::Connect { driver: d.name.clone(), client: client.0, context, user }
             }
             "message" | "disconnect" => {
                 let (client, cspan) = f.string("client")?;

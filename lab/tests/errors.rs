@@ -1041,6 +1041,10 @@ fn reader_steps_name_a_channel_an_open_connection_and_what_to_send() {
         )),
         "bad.toml:19: step[1].replies: unknown key (known here: action, client, command, data, reply)"
     );
+    assert_eq!(
+        steps("[[step]]\naction = \"connect\"\ndriver = \"Spy\"\nuser = \"guest\"\n"),
+        "bad.toml:13: step[0].user: unknown value `guest` (one of administrator, standard)"
+    );
     // After a disconnect the name is free again, and messages on it are refused.
     let closed = format!("{connected}[[step]]\naction = \"disconnect\"\nclient = \"r\"\n\n");
     assert_eq!(
@@ -1050,7 +1054,6 @@ fn reader_steps_name_a_channel_an_open_connection_and_what_to_send() {
     let again =
         format!("{closed}[[step]]\naction = \"connect\"\ndriver = \"Spy\"\nclient = \"r\"\n");
     let s = parse("good.toml", &format!("{SPY}{again}")).unwrap();
-    assert!(
-        matches!(&s.steps[2].action, Action::Connect { client, context: None, .. } if client == "r")
-    );
+    assert!(matches!(&s.steps[2].action, Action::Connect { client, context: None, user, .. }
+            if client == "r" && *user == fsfilter_sim::Caller::Administrator));
 }

@@ -166,3 +166,47 @@ fn scenarios_without_messages_keep_their_document() {
     let doc = fsfilter_lab::json::document(&run(&s));
     assert!(doc.get("messages").is_none());
 }
+
+#[test]
+fn a_standard_user_reader_is_refused_by_both_spies() {
+    // `user = "standard"` on a connect step: the minifilter spy's port has the default
+    // descriptor (SYSTEM and administrators only), the legacy spy's control device checks the
+    // caller's token (SeTokenIsAdmin): both refuse with STATUS_ACCESS_DENIED; the same reader as
+    // an administrator (the default) connects (docs/semantics.md, row `messages`).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/spy.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let head = &text[..text.find("[[step]]").unwrap()];
+    let mut steps = String::new();
+    for driver in ["SpyMini", "SpyLegacy"] {
+        steps.push_str(&format!("[[step]]\naction = \"load\"\ndriver = \"{driver}\"\n\n"));
+        steps.push_str(&format!(
+            "[[step]]\naction = \"connect\"\ndriver = \"{driver}\"\nclient = \"u{driver}\"\n\
+             user = \"standard\"\n\n"
+        ));
+        steps.push_str(&format!(
+            "[[step]]\naction = \"connect\"\ndriver = \"{driver}\"\nclient = \"a{driver}\"\n\
+             user = \"administrator\"\n\n\
+             [[step]]\naction = \"disconnect\"\nclient = \"a{driver}\"\n\n"
+        ));
+    }
+    let s = parse("standard.toml", &format!("{head}{steps}")).unwrap();
+    let r = run(&s);
+    assert!(!r.has_findings());
+    let got: Vec<(&str, fsfilter::Status)> =
+        r.steps.iter().map(|x| (x.what.as_str(), x.status)).collect();
+    let denied = fsfilter::Status::ACCESS_DENIED;
+    let ok = fsfilter::Status::SUCCESS;
+    assert_eq!(
+        got,
+        [
+            ("load SpyMini", ok),
+            ("connect SpyMini (client uSpyMini) as a standard user", denied),
+            ("connect SpyMini (client aSpyMini)", ok),
+            ("disconnect aSpyMini", ok),
+            ("load SpyLegacy", ok),
+            ("connect SpyLegacy (client uSpyLegacy) as a standard user", denied),
+            ("connect SpyLegacy (client aSpyLegacy)", ok),
+            ("disconnect aSpyLegacy", ok),
+        ]
+    );
+}

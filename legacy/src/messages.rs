@@ -8,22 +8,37 @@
 //!   `Irp->AssociatedIrp.SystemBuffer`, `Parameters.Create.EaLength` bytes), empty without one.
 //!   Beyond `max_clients` open clients the create fails with `STATUS_CONNECTION_COUNT_LIMIT`, the
 //!   status the Filter Manager gives a connection beyond a port's `MaxConnections`.
+//! - Only administrators connect, as to the minifilter model's port (whose descriptor,
+//!   `FltBuildDefaultSecurityDescriptor`'s, admits only SYSTEM and administrators): a user-mode
+//!   create whose token (the one `SeQuerySubjectContextToken` picks from the create's subject
+//!   context) does not hold the Administrators group (`SeTokenIsAdmin`) fails with
+//!   `STATUS_ACCESS_DENIED` before anything else. SYSTEM's token holds the group. A kernel-mode
+//!   create is admitted, as the object manager skips access checks for kernel-mode callers.
 //! - `IRP_MJ_CLEANUP` (the client's last handle closed) disconnects it; `IRP_MJ_CLOSE` succeeds.
+//!   Whether a file object is a connected client is kept in its `FsContext2` (the control
+//!   device completes the create, so the file object's context fields are its own):
+//!   [`CONNECTED`] from the accepted create to the cleanup, 0 otherwise.
 //! - `IRP_MJ_DEVICE_CONTROL` with [`fsfilter::IOCTL_FSFILTER_MESSAGE`] (`METHOD_BUFFERED`) is a
 //!   message: the I/O manager copied the input into the system buffer and copies
 //!   `IoStatus.Information` bytes of it back to the caller's output buffer on completion, so no
-//!   user address is touched here. Other codes fail with `STATUS_INVALID_DEVICE_REQUEST`.
+//!   user address is touched here. Other codes fail with `STATUS_INVALID_DEVICE_REQUEST`. A
+//!   message on a file object that is not a connected client fails with
+//!   `STATUS_INVALID_DEVICE_STATE` without the filter being asked: a device control can follow
+//!   the cleanup on the same file object (an IRP of another thread, or a kernel caller that
+//!   keeps the file object of `IoGetDeviceObjectPointer`, whose handle is closed at once), and
+//!   `IoBuildDeviceIoControlRequest` sets no file object at all.
 //!
 //! The channel's count lives after the control device's `DeviceExt` in its extension
 //! ([`ControlExt`]), so that a filter without a channel keeps today's extension and state.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use fsfilter::{ClientId, Error, Filter, IoStatus, MAX_CHANNEL_NAME, MessageChannel, Status};
 use fsfilter_kernel::params::{self, IoCreate, IoDeviceIoControl};
 use fsfilter_kernel::pool::{PoolBytes, pool_tag};
 use fsfilter_kernel::{unicode, wide};
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IO_STACK_LOCATION, IRP};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IO_STACK_LOCATION, IRP};
+use windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin;
 use windows_sys::Wdk::System::SystemServices::{IoCreateSymbolicLink, IoDeleteSymbolicLink};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -46,6 +61,26 @@ pub(crate) struct ControlExt<F: Filter> {
     pub(crate) ext: DeviceExt<F>,
     /// Clients connected (creates accepted and not cleaned up).
     clients: AtomicU32,
+}
+
+/// `FsContext2` of a control-device file object that is a connected client.
+const CONNECTED: usize = 1;
+
+/// The connection state of a control-device file object (its `FsContext2`), `None` for no file
+/// object.
+///
+/// # Safety
+/// `file` is null or a live file object opened on this driver's control device (whose create
+/// this driver completed), alive for `'a`.
+unsafe fn connection<'a>(file: *mut FILE_OBJECT) -> Option<&'a AtomicUsize> {
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: a live file object (the caller's contract): the projection stays in it.
+    let field = unsafe { &raw mut (*file).FsContext2 }.cast::<usize>();
+    // SAFETY: FsContext2 is a pointer-sized, pointer-aligned field that only this driver uses
+    // for its own device's file objects, accessed only atomically here, alive for 'a.
+    Some(unsafe { AtomicUsize::from_ptr(field) })
 }
 
 /// The size of the control device's extension: a [`ControlExt`] with a channel, a `DeviceExt`
@@ -138,8 +173,13 @@ pub(crate) unsafe fn dispatch<F: Filter>(
             })
         }
         fsfilter::MajorFunction::Cleanup => {
-            state.filter.client_disconnect(client);
-            control.clients.fetch_sub(1, Ordering::AcqRel);
+            // SAFETY: the cleanup's file object, opened on our control device.
+            let state_of = unsafe { connection(sl.FileObject) };
+            // Only a connected client disconnects, once.
+            if state_of.is_some_and(|c| c.swap(0, Ordering::AcqRel) == CONNECTED) {
+                state.filter.client_disconnect(client);
+                control.clients.fetch_sub(1, Ordering::AcqRel);
+            }
             IoStatus::new(Status::SUCCESS)
         }
         fsfilter::MajorFunction::Close => IoStatus::new(Status::SUCCESS),
@@ -169,7 +209,12 @@ unsafe fn connect<F: Filter>(
     channel: MessageChannel,
 ) -> Result<(), Error> {
     // SAFETY: the Create member, the one a create selects.
-    let ea_len = unsafe { params::io::<IoCreate>(&sl.Parameters) }.EaLength as usize;
+    let create = unsafe { params::io::<IoCreate>(&sl.Parameters) };
+    // SAFETY: a create's live IRP and its parameters.
+    if !unsafe { caller_is_admin(irp, create) } {
+        return Err(Error::ACCESS_DENIED);
+    }
+    let ea_len = create.EaLength as usize;
     // SAFETY: the I/O manager's live IRP; for a create, SystemBuffer holds the captured EA
     // buffer (`ea_len` bytes) when there is one.
     let buffer = unsafe { system_buffer(irp) };
@@ -195,7 +240,37 @@ unsafe fn connect<F: Filter>(
         control.clients.fetch_sub(1, Ordering::AcqRel);
         return Err(e);
     }
+    // SAFETY: the create's file object, opened on our control device.
+    if let Some(c) = unsafe { connection(sl.FileObject) } {
+        c.store(CONNECTED, Ordering::Release);
+    }
     Ok(())
+}
+
+/// Whether a create comes from kernel mode or from a caller whose token holds the
+/// Administrators group: `SeTokenIsAdmin` on the token `SeQuerySubjectContextToken` would pick
+/// (a macro: the subject context's `ClientToken` when there is one, else its `PrimaryToken`).
+///
+/// # Safety
+/// `irp` is a live create at `PASSIVE_LEVEL` and `create` its parameters.
+unsafe fn caller_is_admin(irp: *mut IRP, create: &IoCreate) -> bool {
+    // SAFETY: the caller's live IRP.
+    if unsafe { (*irp).RequestorMode } == 0 {
+        return true;
+    }
+    // SAFETY: null or the create's IO_SECURITY_CONTEXT, alive for the create.
+    let Some(security) = (unsafe { create.SecurityContext.as_ref() }) else { return false };
+    // SAFETY: null or the create's ACCESS_STATE, alive for the create.
+    let Some(state) = (unsafe { security.AccessState.as_ref() }) else { return false };
+    let subject = &state.SubjectSecurityContext;
+    let token =
+        if subject.ClientToken.is_null() { subject.PrimaryToken } else { subject.ClientToken };
+    if token.is_null() {
+        return false;
+    }
+    // SAFETY: a token of the create's subject context, referenced for the create; a create's
+    // dispatch runs at PASSIVE_LEVEL.
+    unsafe { SeTokenIsAdmin(token) }
 }
 
 /// `Irp->AssociatedIrp.SystemBuffer`.
@@ -239,6 +314,12 @@ unsafe fn message<F: Filter>(
     let p = unsafe { params::io::<IoDeviceIoControl>(&sl.Parameters) };
     if p.IoControlCode != fsfilter::IOCTL_FSFILTER_MESSAGE {
         return Err(Error::INVALID_DEVICE_REQUEST);
+    }
+    // SAFETY: the request's file object (or null), on our control device.
+    let connected = unsafe { connection(sl.FileObject) }
+        .is_some_and(|c| c.load(Ordering::Acquire) == CONNECTED);
+    if !connected {
+        return Err(Error::INVALID_DEVICE_STATE);
     }
     let input_len = p.InputBufferLength as usize;
     let output_len = p.OutputBufferLength as usize;

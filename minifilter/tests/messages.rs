@@ -9,7 +9,7 @@ mod common;
 mod messages;
 
 use fsfilter::Status;
-use fsfilter_sim::{Machine, PortHandle, StopResult};
+use fsfilter_sim::{Caller, Machine, PortHandle, StopResult};
 use messages::{CHANNEL, Client, ECHO};
 
 mod echo {
@@ -26,8 +26,14 @@ struct Port;
 impl Client for Port {
     type Handle = PortHandle;
 
-    fn connect(&self, m: &mut Machine, name: &str, context: &[u8]) -> Result<PortHandle, Status> {
-        m.connect_communication_port(&format!("\\{name}"), context)
+    fn connect_as(
+        &self,
+        m: &mut Machine,
+        caller: Caller,
+        name: &str,
+        context: &[u8],
+    ) -> Result<PortHandle, Status> {
+        m.connect_communication_port_as(caller, &format!("\\{name}"), context)
     }
 
     fn send(
@@ -53,6 +59,11 @@ fn a_client_connects_exchanges_messages_and_disconnects_in_both_models() {
 #[test]
 fn max_clients_and_refused_connections_are_the_same_in_both_models() {
     messages::check_clients(common::install_minifilter, echo::ENTRY, &Port);
+}
+
+#[test]
+fn a_standard_user_is_refused_and_an_administrator_connects_in_both_models() {
+    messages::check_standard_user_refused(common::install_minifilter, echo::ENTRY, &Port);
 }
 
 #[test]

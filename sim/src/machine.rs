@@ -12,6 +12,7 @@ use crate::ids::{RequestId, VolumeId};
 use crate::kernel::{self, Kernel};
 use crate::loader::{ServiceSpec, StartType, StopResult};
 use crate::requests::OverlappedResult;
+use crate::security::Caller;
 use crate::syscalls::{CreateOptions, IoMode, IoRequest, IoResult, PageWriter};
 use crate::volumes::{MountWhen, VolumeError, VolumeSpec};
 
@@ -275,7 +276,19 @@ impl Machine {
         name: &str,
         context: &[u8],
     ) -> Result<PortHandle, Status> {
-        crate::syscalls::as_user(|| crate::fltmgr::ports::connect(name, context))
+        self.connect_communication_port_as(Caller::Administrator, name, context)
+    }
+
+    /// [`Machine::connect_communication_port`] by `caller`: a standard user is refused
+    /// (`STATUS_ACCESS_DENIED`) a port whose descriptor `FltBuildDefaultSecurityDescriptor`
+    /// built (docs/simulator.md, "Callers' tokens").
+    pub fn connect_communication_port_as(
+        &mut self,
+        caller: Caller,
+        name: &str,
+        context: &[u8],
+    ) -> Result<PortHandle, Status> {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::connect(name, context, caller))
     }
 
     /// `FilterSendMessage` on a connection: `input` to the filter's `MessageNotifyCallback`
@@ -301,7 +314,19 @@ impl Machine {
     /// create's extended attributes (a `FILE_FULL_EA_INFORMATION` list, see [`full_ea`]): the
     /// driver gets a user-mode create IRP with the EA buffer in its system buffer.
     pub fn open_device(&mut self, name: &str, ea: Option<&[u8]>) -> Result<DeviceHandle, Status> {
-        crate::syscalls::open_user_device(name, ea)
+        self.open_device_as(Caller::Administrator, name, ea)
+    }
+
+    /// [`Machine::open_device`] by `caller`: the create's security context carries its token
+    /// (`AccessState->SubjectSecurityContext.PrimaryToken`, docs/simulator.md, "Callers'
+    /// tokens"); the device's driver decides.
+    pub fn open_device_as(
+        &mut self,
+        caller: Caller,
+        name: &str,
+        ea: Option<&[u8]>,
+    ) -> Result<DeviceHandle, Status> {
+        crate::syscalls::open_user_device(name, ea, caller)
     }
 
     /// `DeviceIoControl` on a device handle: `input` and an output buffer of `output_capacity`

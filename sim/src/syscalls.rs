@@ -27,6 +27,7 @@ use crate::nt::{
     share, sl,
 };
 use crate::requests::OverlappedResult;
+use crate::security::Caller;
 use crate::volumes::MediaKind;
 
 /// How a read or write reaches the file system (scenario.md `mode`).
@@ -955,25 +956,39 @@ fn fast_result(status: Status, information: usize, rid: RequestId, data: Vec<u8>
 
 /// The `IO_SECURITY_CONTEXT` of a create (with its `ACCESS_STATE`) for `desired` access, generic
 /// rights mapped and `SYNCHRONIZE` added as the I/O manager grants them, and the blocks holding
-/// both, which must outlive the request.
+/// both, which must outlive the request. The caller is an administrator (the default caller).
 pub(crate) fn security_context(
     desired: u32,
     full_create_options: u32,
 ) -> (*mut IO_SECURITY_CONTEXT, [Block; 2]) {
-    security_context_for(access::map_generic(desired) | access::SYNCHRONIZE, full_create_options)
+    security_context_as(desired, full_create_options, Caller::Administrator)
+}
+
+/// [`security_context`] for a user-mode `caller`.
+fn security_context_as(
+    desired: u32,
+    full_create_options: u32,
+    caller: Caller,
+) -> (*mut IO_SECURITY_CONTEXT, [Block; 2]) {
+    let granted = access::map_generic(desired) | access::SYNCHRONIZE;
+    security_context_for(granted, full_create_options, caller.token())
 }
 
 /// The `IO_SECURITY_CONTEXT` of a create, with its `ACCESS_STATE`, for exactly `granted` (generic
-/// rights already mapped), and the blocks holding both.
+/// rights already mapped), and the blocks holding both. The subject context is the one
+/// `SeCaptureSubjectContext` takes in a thread that does not impersonate: no `ClientToken`,
+/// `PrimaryToken` the process's `token` (docs/simulator.md, "Callers' tokens").
 fn security_context_for(
     granted: u32,
     full_create_options: u32,
+    token: *mut c_void,
 ) -> (*mut IO_SECURITY_CONTEXT, [Block; 2]) {
     let state_block = Block::zeroed(size_of::<ACCESS_STATE>());
     // SAFETY: a zeroed block sized for an ACCESS_STATE.
     let state = unsafe { crate::mem::obj(state_block.ptr().cast::<ACCESS_STATE>()) };
     state.OriginalDesiredAccess = granted;
     state.RemainingDesiredAccess = granted;
+    state.SubjectSecurityContext.PrimaryToken = token;
     let sc_block = Block::zeroed(size_of::<IO_SECURITY_CONTEXT>());
     let sc_ptr = sc_block.ptr().cast::<IO_SECURITY_CONTEXT>();
     // SAFETY: a zeroed block sized for an IO_SECURITY_CONTEXT.
@@ -3098,6 +3113,8 @@ enum DeviceOpen<'a> {
     User {
         /// The EA buffer (`NtCreateFile`'s `EaBuffer`).
         ea: Option<&'a [u8]>,
+        /// Who calls (its token in the create's security context).
+        caller: Caller,
     },
 }
 
@@ -3174,13 +3191,17 @@ fn open_named_device(name: &str, open: &DeviceOpen<'_>) -> Result<*mut FILE_OBJE
     // The access state the object manager's parse has: the kernel caller's access as asked
     // for; a user's mapped, with SYNCHRONIZE, as NtCreateFile grants it.
     let (sc, sc_blocks) = match open {
-        DeviceOpen::Kernel { .. } => security_context_for(access::map_generic(desired), options),
-        DeviceOpen::User { .. } => security_context(desired, options),
+        DeviceOpen::Kernel { .. } => security_context_for(
+            access::map_generic(desired),
+            options,
+            crate::security::system_token(),
+        ),
+        DeviceOpen::User { caller, .. } => security_context_as(desired, options, *caller),
     };
     // `IopParseDevice` passes the caller's EA buffer (copied and checked by `NtCreateFile`) in
     // the create IRP's system buffer, its length in `Parameters.Create.EaLength`.
     let ea = match open {
-        DeviceOpen::User { ea: Some(ea) } if !ea.is_empty() => Some(ea.to_vec()),
+        DeviceOpen::User { ea: Some(ea), .. } if !ea.is_empty() => Some(ea.to_vec()),
         _ => None,
     };
     let fill = |i: &mut IRP, s: &mut IO_STACK_LOCATION| {
@@ -3245,12 +3266,16 @@ fn user_device_name(name: &str) -> Result<String, Status> {
 
 /// `CreateFile` from user mode on a device by name (`\??\X`, `\DosDevices\X` or the device's
 /// own name), with `ea` as the `EaBuffer` of its `NtCreateFile`: the device's driver gets a
-/// create IRP in user mode with the EA buffer in its system buffer. The handle, or the status
-/// the open failed with.
-pub fn open_user_device(name: &str, ea: Option<&[u8]>) -> Result<DeviceHandle, Status> {
+/// create IRP in user mode with the EA buffer in its system buffer and `caller`'s token in its
+/// security context. The handle, or the status the open failed with.
+pub fn open_user_device(
+    name: &str,
+    ea: Option<&[u8]>,
+    caller: Caller,
+) -> Result<DeviceHandle, Status> {
     as_user(|| {
         let target = user_device_name(name)?;
-        let file = open_named_device(&target, &DeviceOpen::User { ea })?;
+        let file = open_named_device(&target, &DeviceOpen::User { ea, caller })?;
         let granted =
             access::map_generic(access::GENERIC_READ | access::GENERIC_WRITE) | access::SYNCHRONIZE;
         Ok(kernel::with(|k| {
@@ -3292,6 +3317,9 @@ pub fn device_control(h: DeviceHandle, code: u32, input: &[u8], out_len: usize) 
             return IoResult::failed(status);
         }
         let file = u.fo as *mut FILE_OBJECT;
+        if let Some(served) = fast_device_control(file, code, input, out_len) {
+            return served;
+        }
         let c = ControlBuffers::new(mj::DEVICE_CONTROL, code, input, out_len);
         let (target, mdl) = kernel::with(|k| {
             let direct = matches!(c.method, method::IN_DIRECT | method::OUT_DIRECT);
@@ -3317,6 +3345,57 @@ pub fn device_control(h: DeviceHandle, code: u32, input: &[u8], out_len: usize) 
         let iosb = (!status.is_error()).then_some(IoStatusBlock { status, information: n });
         IoResult { information: n, data, iosb, ..IoResult::without_request(status) }
     })
+}
+
+/// The fast-I/O attempt of `NtDeviceIoControlFile` on a device handle: the top device's
+/// driver's `FastIoDeviceControl`, when its table holds one, is called first with the caller's
+/// own buffers (the input as given, the output buffer itself, NULL for none) and `Wait` TRUE,
+/// in the caller's thread; TRUE ends the call with the status block the routine filled (no IRP
+/// is sent), FALSE or no routine lets the IRP follow (`None`). ReactOS iofunc.c,
+/// `IopDeviceFsIoControl`, for device controls only (never for file-system controls).
+fn fast_device_control(
+    file: *mut FILE_OBJECT,
+    code: u32,
+    input: &[u8],
+    out_len: usize,
+) -> Option<IoResult> {
+    let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoDeviceControl);
+    let (routine, target, entered) = kernel::with(|k| {
+        let target = k.related_device(file);
+        let (t, image) = top_table(k, target, field)?;
+        let routine = t.FastIoDeviceControl?;
+        Some((routine, target, k.enter(Some(image))))
+    })?;
+    // The caller's buffers: copies the simulator owns for the call.
+    let user_in = (!input.is_empty()).then(|| {
+        let b = buffer(input.len());
+        // SAFETY: the block holds input.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), b.ptr(), input.len()) };
+        b
+    });
+    let user_out = (out_len > 0).then(|| buffer(out_len));
+    let in_ptr = user_in.as_ref().map_or(std::ptr::null(), |b| b.ptr().cast_const().cast());
+    let out_ptr = user_out.as_ref().map_or(std::ptr::null_mut(), |b| b.ptr().cast());
+    // SAFETY: all-zero is a valid IO_STATUS_BLOCK.
+    let mut iosb: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    let (in_len, o_len) = (input.len() as u32, out_len as u32);
+    let done = kernel::run_entered(entered, || {
+        // SAFETY: the driver's routine with the arguments the I/O manager passes.
+        unsafe { routine(file, true, in_ptr, in_len, out_ptr, o_len, code, &mut iosb, target) }
+    });
+    kernel::with(|k| k.leave());
+    if !done {
+        return None;
+    }
+    // SAFETY: the status member the routine wrote (it returned TRUE).
+    let status = Status(unsafe { iosb.Anonymous.Status });
+    let n = iosb.Information;
+    let data = match &user_out {
+        Some(b) if !status.is_error() => read_block(b, n.min(out_len)),
+        _ => Vec::new(),
+    };
+    let iosb = (!status.is_error()).then_some(IoStatusBlock { status, information: n });
+    Some(IoResult { information: n, data, iosb, ..IoResult::without_request(status) })
 }
 
 /// `CloseHandle` on a device handle: the cleanup, then the close when the handle's reference

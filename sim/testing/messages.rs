@@ -10,8 +10,11 @@
 //! caller's capacity, the filter's errors come back as the call's status, a refused connection
 //! never disconnects, `max_clients` is enforced with `STATUS_CONNECTION_COUNT_LIMIT`, a close
 //! disconnects, no finding and no pool left at stop. A filter without a channel has no name to
-//! connect to. What differs is the unload with a client connected (docs/semantics.md, row
-//! `messages`): each test file checks its own model.
+//! connect to. Only administrators connect (the port's default descriptor; the control
+//! device's check of the caller's token): a standard user is refused with
+//! `STATUS_ACCESS_DENIED` before the filter or the client count sees it. What differs is the
+//! unload with a client connected (docs/semantics.md, row `messages`): each test file checks
+//! its own model.
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
 
@@ -21,7 +24,7 @@ use fsfilter::{
     ClientId, Error, Filter, Instance, InstanceSetup, MajorFunction, MessageChannel, Operation,
     PreOperation, PreOutcome, Registration, Result, ServiceParameters, Status,
 };
-use fsfilter_sim::{Machine, MachineConfig, ServiceSpec, StopResult};
+use fsfilter_sim::{Caller, Machine, MachineConfig, ServiceSpec, StopResult};
 
 /// The service name of the filter with a channel.
 pub(crate) const ECHO: &str = "Echo";
@@ -159,8 +162,18 @@ impl Filter for Silent {
 pub(crate) trait Client {
     /// A connection.
     type Handle: Copy;
-    /// Connects to the channel `name` with `context`.
-    fn connect(&self, m: &mut Machine, name: &str, context: &[u8]) -> Result<Self::Handle, Status>;
+    /// Connects to the channel `name` with `context` as `caller`.
+    fn connect_as(
+        &self,
+        m: &mut Machine,
+        caller: Caller,
+        name: &str,
+        context: &[u8],
+    ) -> Result<Self::Handle, Status>;
+    /// Connects to the channel `name` with `context` as an administrator.
+    fn connect(&self, m: &mut Machine, name: &str, context: &[u8]) -> Result<Self::Handle, Status> {
+        self.connect_as(m, Caller::Administrator, name, context)
+    }
     /// Sends `input`; the reply, at most `capacity` bytes.
     fn send(
         &self,
@@ -258,6 +271,36 @@ pub(crate) fn check_clients<C: Client>(
     client.close(&mut m, b);
     client.close(&mut m, c);
     assert_eq!(take(), ["disconnect 2", "disconnect 3"]);
+    assert_eq!(m.stop(ECHO), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// A standard user is refused with `STATUS_ACCESS_DENIED` before the filter hears of it and
+/// without taking a client's place; an administrator connects; the model's restriction is the
+/// same in both (docs/semantics.md, row `messages`).
+pub(crate) fn check_standard_user_refused<C: Client>(
+    install: fn(&mut Machine, ServiceSpec),
+    echo: fsfilter_sim::DriverEntry,
+    client: &C,
+) {
+    let mut m = machine(install, ECHO, echo);
+    let a = client.connect_as(&mut m, Caller::Administrator, CHANNEL, b"a").expect("admin");
+    for context in [&b"user"[..], b""] {
+        assert_eq!(
+            client.connect_as(&mut m, Caller::StandardUser, CHANNEL, context).err(),
+            Some(Status::ACCESS_DENIED)
+        );
+    }
+    assert_eq!(take(), ["connect 1 a"], "the filter never sees a refused standard user");
+    // The refusals took no place: the second of two clients still connects.
+    let b = client.connect(&mut m, CHANNEL, b"b").expect("second administrator");
+    assert_eq!(client.send(&mut m, b, b"hi", 8), Ok(b"2:hi".to_vec()));
+    client.close(&mut m, a);
+    client.close(&mut m, b);
+    assert_eq!(
+        take(),
+        ["connect 2 b", "message 2 hi (8 reply bytes)", "disconnect 1", "disconnect 2"]
+    );
     assert_eq!(m.stop(ECHO), StopResult::Unloaded);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

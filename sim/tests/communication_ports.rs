@@ -22,7 +22,7 @@ use std::ptr::null_mut;
 
 use fsfilter::Status;
 use fsfilter_sim::{
-    InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, Rule, ServiceSpec,
+    Caller, InstanceLayout, InstanceSpec, InstancesSpec, Machine, MachineConfig, Rule, ServiceSpec,
     StopResult,
 };
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, OBJECT_ATTRIBUTES};
@@ -448,6 +448,29 @@ fn a_connection_the_connect_callback_refuses_fails_with_its_status() {
 }
 
 #[test]
+fn a_standard_user_is_refused_a_port_whose_descriptor_is_the_default_one() {
+    // FltBuildDefaultSecurityDescriptor's reference page: applied to an object, the descriptor
+    // gives access only to SYSTEM and administrators. The port is opened (and access checked)
+    // before the connection is counted or the filter hears of it, so the refusal is
+    // STATUS_ACCESS_DENIED and takes no place (FilterConnectCommunicationPort returns it as
+    // E_ACCESSDENIED, HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)).
+    let mut m = machine(Config { max_connections: 1, ..Config::default() });
+    assert_eq!(
+        m.connect_communication_port_as(Caller::StandardUser, PORT, b"user"),
+        Err(Status::ACCESS_DENIED)
+    );
+    assert!(take_log().is_empty(), "the filter never sees the refused connection");
+    let port = m.connect_communication_port_as(Caller::Administrator, PORT, b"admin").unwrap();
+    assert_eq!(
+        take_log(),
+        [r#"connect server cookie 0x5e5e context "admin" size 5 irql 0 in Spy"#]
+    );
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn closing_the_server_port_refuses_new_connections_and_keeps_the_existing_ones() {
     // FltCloseCommunicationPort: "existing connections are not affected. However, no more
     // incoming connections will be accepted."
@@ -561,6 +584,7 @@ mod control_device {
     use fsfilter_kernel::irp::{IoCompleteRequest, IoGetCurrentIrpStackLocation};
     use fsfilter_kernel::params::{self, io};
     use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
+    use windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin;
     use windows_sys::Wdk::System::SystemServices::{
         IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink,
     };
@@ -572,6 +596,9 @@ mod control_device {
 
     thread_local! {
         static DEV: RefCell<usize> = const { RefCell::new(0) };
+        /// Per create: (ClientToken is NULL, SeTokenIsAdmin on the token
+        /// SeQuerySubjectContextToken picks).
+        pub(super) static TOKENS: RefCell<Vec<(bool, bool)>> = const { RefCell::new(Vec::new()) };
         pub(super) static LINK_RESULTS: RefCell<Vec<Status>> = const { RefCell::new(Vec::new()) };
     }
 
@@ -598,6 +625,15 @@ mod control_device {
             0x00 => {
                 let c = unsafe { io::<params::IoCreate>(&s.Parameters) };
                 let ea = first_ea(system, c.EaLength);
+                let subject =
+                    unsafe { &(*(*c.SecurityContext).AccessState).SubjectSecurityContext };
+                let token = if subject.ClientToken.is_null() {
+                    subject.PrimaryToken
+                } else {
+                    subject.ClientToken
+                };
+                let admin = unsafe { SeTokenIsAdmin(token) };
+                TOKENS.with(|t| t.borrow_mut().push((subject.ClientToken.is_null(), admin)));
                 log(format!("create mode {mode} ea {ea:?} {}", context()));
                 if ea.is_some_and(|(_, v)| v == b"refuse") {
                     status = Status::ACCESS_DENIED.0;
@@ -636,6 +672,63 @@ mod control_device {
         log(format!("unload: link deleted {:#x}", s as u32));
         let dev = DEV.with(|d| *d.borrow()) as *mut DEVICE_OBJECT;
         unsafe { IoDeleteDevice(dev) };
+    }
+
+    /// A code the fast-I/O routine of [`entry_with_fast_io`] serves itself.
+    pub(super) const IOCTL_FAST: u32 = (0x22 << 16) | (0x801 << 2);
+
+    /// `FastIoDeviceControl`: logs its arguments; serves [`IOCTL_FAST`] (the reply written
+    /// straight into the caller's output buffer), declines every other code.
+    unsafe extern "system" fn fast_device_control(
+        _file: *const windows_sys::Wdk::Foundation::FILE_OBJECT,
+        wait: bool,
+        input: *const c_void,
+        input_length: u32,
+        output: *mut c_void,
+        output_length: u32,
+        code: u32,
+        iosb: *mut windows_sys::Win32::System::IO::IO_STATUS_BLOCK,
+        _device: *const DEVICE_OBJECT,
+    ) -> bool {
+        let text = if input.is_null() {
+            String::new()
+        } else {
+            let bytes =
+                unsafe { std::slice::from_raw_parts(input.cast::<u8>(), input_length as usize) };
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        log(format!(
+            "fast control {code:#x} wait {wait} input {text:?} output {output_length} {}",
+            context()
+        ));
+        if code != IOCTL_FAST {
+            return false;
+        }
+        let reply = format!("fast:{text}");
+        let n = reply.len().min(output_length as usize);
+        if n > 0 {
+            unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), output.cast::<u8>(), n) };
+        }
+        unsafe {
+            (*iosb).Anonymous.Status = 0;
+            (*iosb).Information = n;
+        }
+        true
+    }
+
+    /// CtlSpy with a `FAST_IO_DISPATCH` whose only routine is `FastIoDeviceControl`.
+    pub(super) unsafe extern "system" fn entry_with_fast_io(
+        driver: *const DRIVER_OBJECT,
+        path: *const UNICODE_STRING,
+    ) -> NTSTATUS {
+        let s = unsafe { entry(driver, path) };
+        let mut table: Box<windows_sys::Wdk::Foundation::FAST_IO_DISPATCH> =
+            Box::new(unsafe { std::mem::zeroed() });
+        table.SizeOfFastIoDispatch =
+            size_of::<windows_sys::Wdk::Foundation::FAST_IO_DISPATCH>() as u32;
+        table.FastIoDeviceControl = Some(fast_device_control);
+        unsafe { (*driver.cast_mut()).FastIoDispatch = Box::leak(table) };
+        s
     }
 
     pub(super) unsafe extern "system" fn entry(
@@ -744,4 +837,56 @@ fn a_control_device_opened_through_its_link_gets_the_create_ea_a_buffered_contro
     assert_eq!(take_log(), ["irp 0x12 mode 0", "irp 0x2 mode 0", "unload: link deleted 0x0"]);
     assert_eq!(m.open_device(r"\??\CtlSpy", None), Err(Status::OBJECT_NAME_NOT_FOUND));
     assert_eq!(rules(&m), [Rule::InvalidHandle], "{:?}", m.findings());
+}
+
+#[test]
+fn a_device_control_goes_to_the_drivers_fast_io_device_control_first() {
+    // NtDeviceIoControlFile calls the top device's FastIoDeviceControl, when its driver has
+    // one, with the caller's own buffers and Wait TRUE; TRUE ends the call with the routine's
+    // status block (no IRP), FALSE sends the IRP (ReactOS iofunc.c, IopDeviceFsIoControl).
+    take_log();
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    m.install(ServiceSpec::new("CtlSpy", control_device::entry_with_fast_io, "legacy"));
+    assert_eq!(m.start("CtlSpy"), Status::SUCCESS);
+    let h = m.open_device(control_device::LINK, None).unwrap();
+    take_log();
+    let r = m.device_control(h, control_device::IOCTL_FAST, b"hi", 16);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 7, &b"fast:hi"[..]));
+    assert_eq!(
+        take_log(),
+        [r#"fast control 0x222004 wait true input "hi" output 16 irql 0 in CtlSpy"#]
+    );
+    // Declined: the IRP follows, as without the routine.
+    let r = m.device_control(h, control_device::IOCTL_MESSAGE, b"ping", 16);
+    assert_eq!((r.status, r.information, r.data.as_slice()), (Status::SUCCESS, 7, &b"re:ping"[..]));
+    assert_eq!(
+        take_log(),
+        [
+            r#"fast control 0x222000 wait true input "ping" output 16 irql 0 in CtlSpy"#,
+            r#"control 0x222000 mode 1 input "ping" output 16 flags 0x70 irql 0 in CtlSpy"#,
+        ]
+    );
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    assert_eq!(rules(&m), [], "{:?}", m.findings());
+}
+
+#[test]
+fn a_user_mode_create_carries_the_callers_token_for_se_token_is_admin() {
+    // NtCreateFile captures the subject context (SeCaptureSubjectContext) into the create's
+    // IO_SECURITY_CONTEXT->AccessState: without impersonation ClientToken is NULL and
+    // PrimaryToken is the process's token; SeTokenIsAdmin is TRUE for a token holding the
+    // local Administrators group (its reference page). The driver decides: CtlSpy admits both.
+    let mut m = legacy_machine();
+    control_device::TOKENS.with(|t| t.borrow_mut().clear());
+    let admin = m.open_device(control_device::LINK, None).unwrap();
+    let user = m.open_device_as(Caller::StandardUser, control_device::LINK, None).unwrap();
+    let explicit = m.open_device_as(Caller::Administrator, control_device::LINK, None).unwrap();
+    assert_eq!(
+        control_device::TOKENS.with(|t| t.borrow().clone()),
+        [(true, true), (true, false), (true, true)]
+    );
+    for h in [admin, user, explicit] {
+        assert_eq!(m.close_device(h), Status::SUCCESS);
+    }
+    assert_eq!(rules(&m), [], "{:?}", m.findings());
 }

@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask drivers`: build every sample driver for `x86_64-pc-windows-msvc`, copy the images
 //!   to `target/drivers/<sample>-<model>.sys` (and `.pdb`), run the PE checks and the size limits.
+//!   It also builds the samples' user-mode programs (`spy-reader.exe`) beside them and checks them
+//!   as console programs ([`program`]).
 //! - `cargo xtask check-pe <file.sys>...`: run the PE checks on any files.
 //! - `cargo xtask check-inf [<file.inf>...]`: check the sample drivers' INFs (or the given ones).
 //!
@@ -16,4 +18,5 @@ pub mod disasm;
 pub mod drivers;
 pub mod inf;
 pub mod pe;
+pub mod program;
 pub mod seh;

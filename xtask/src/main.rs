@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use xtask::drivers::Workspace;
-use xtask::{drivers, inf, pe};
+use xtask::{drivers, inf, pe, program};
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -19,7 +19,9 @@ tasks:
   drivers                 build every sample driver for x86_64-pc-windows-msvc into
                           target/drivers/<sample>-<model>.sys (+ .pdb), check the PE images
                           and the size limits, print a size table; check each driver's INF
-                          and copy it beside the .sys
+                          and copy it beside the .sys; build the samples' user-mode
+                          programs (spy-reader.exe) beside them and check them as
+                          Windows console programs
   check-pe <file.sys>...  run the PE checks on the given files
   check-inf [<file.inf>...]
                           check the sample drivers' INFs, or the given files (named
@@ -66,16 +68,25 @@ fn drivers() -> Result<bool> {
     }
     let reports = drivers::build_and_check(&drivers::Options::default())?;
     let baselines = drivers::build_and_check_baselines(&drivers::Options::default())?;
+    let programs = program::build_and_check(&drivers::Options::default())?;
     let Some(first) = reports.first() else { return Ok(true) };
     let out = first.sys.parent().map(|p| p.display().to_string()).unwrap_or_default();
     println!("\ndrivers in {out}:\n");
     print!("{}", drivers::size_table(&reports, &baselines));
     println!("\npanic-free, from the disassembly of the code sections:\n");
     print!("{}", drivers::disassembly_table(&reports, &baselines));
+    println!("\nuser-mode programs, checked as Windows console programs:\n");
+    print!("{}", program::table(&programs));
     let mut passed = true;
     for report in reports.iter().chain(&baselines) {
         for violation in &report.report.violations {
             eprintln!("error: {}: {violation}", report.driver.sys_name());
+            passed = false;
+        }
+    }
+    for p in &programs {
+        for violation in &p.report.violations {
+            eprintln!("error: {}: {violation}", p.built.program.exe_name());
             passed = false;
         }
     }
@@ -92,9 +103,11 @@ fn drivers() -> Result<bool> {
     if passed {
         println!(
             "\nall {} drivers and {} raw baselines passed the PE checks and their size limits; \
-             the drivers' INFs passed the INF checks and are beside them",
+             the drivers' INFs passed the INF checks and are beside them; {} user-mode \
+             program(s) passed the console-program checks",
             reports.len(),
-            baselines.len()
+            baselines.len(),
+            programs.len()
         );
     }
     Ok(passed)

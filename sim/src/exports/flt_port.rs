@@ -23,8 +23,10 @@ const SECURITY_DESCRIPTOR_SIZE: usize = 64;
 export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltBuildDefaultSecurityDescriptor =>
     /// `FltBuildDefaultSecurityDescriptor`: a security descriptor from paged pool, charged to the
     /// caller (a leak is a `POOL_LEAKED_AT_UNLOAD` finding); IRQL <= `APC_LEVEL`;
-    /// `STATUS_INSUFFICIENT_RESOURCES` on a pool failure (its reference page). The simulator has
-    /// no users: the descriptor is a self-relative header nobody checks.
+    /// `STATUS_INSUFFICIENT_RESOURCES` on a pool failure (its reference page). Applied to a port,
+    /// it admits only SYSTEM and administrators (its reference page): the simulator remembers
+    /// the descriptors it built, and a port created with one refuses a standard user
+    /// (docs/simulator.md, "Callers' tokens"); `DesiredAccess` is not checked.
     fn FltBuildDefaultSecurityDescriptor(securitydescriptor: *mut PSECURITY_DESCRIPTOR, _desiredaccess: u32) -> NTSTATUS {
         if securitydescriptor.is_null() {
             kernel::with(|k| k.report_current(Rule::Bugcheck, "FltBuildDefaultSecurityDescriptor with a NULL out pointer"));
@@ -43,6 +45,7 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltBuildDefaultSec
             unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), p.cast::<u8>(), header.len()) };
             // SAFETY: the caller's out parameter.
             unsafe { *securitydescriptor = p };
+            k.fltmgr.ports.default_descriptors.push(p as usize);
             Status::SUCCESS.0
         })
     }
@@ -54,6 +57,7 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltFreeSecurityDes
     fn FltFreeSecurityDescriptor(securitydescriptor: PSECURITY_DESCRIPTOR) {
         kernel::with(|k| {
             k.check_irql(APC_LEVEL, "FltFreeSecurityDescriptor");
+            k.fltmgr.ports.default_descriptors.retain(|d| *d != securitydescriptor as usize);
             k.pool_free(securitydescriptor, Some(ports::SECURITY_DESCRIPTOR_TAG));
         });
     }
@@ -84,6 +88,7 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCreateCommunica
             disconnect: disconnectnotifycallback,
             message: messagenotifycallback,
             max: maxconnections,
+            descriptor: attributes.SecurityDescriptor as usize,
         };
         match kernel::with(|k| ports::create(k, args)) {
             Ok(h) => {

@@ -39,5 +39,6 @@ pub mod io;
 pub mod ke;
 pub mod mm;
 pub mod ob;
+pub mod se;
 pub mod sim;
 pub mod zw;

@@ -23,6 +23,7 @@ use crate::events::Rule;
 use crate::ids::ImageId;
 use crate::kernel::{self, Kernel};
 use crate::mem::Block;
+use crate::security::Caller;
 
 /// `STATUS_CONNECTION_COUNT_LIMIT`: what a connection beyond the server port's `MaxConnections`
 /// gets (docs/simulator.md: the status is the simulator's reading, not confirmed by a page).
@@ -61,6 +62,9 @@ pub struct ServerPort {
     pub connections: u32,
     /// Not closed yet (`FltCloseCommunicationPort`): its name is in the namespace.
     pub open: bool,
+    /// Its descriptor is one `FltBuildDefaultSecurityDescriptor` built: only SYSTEM and
+    /// administrators may connect (its reference page). Any other descriptor is not checked.
+    pub admin_only: bool,
 }
 
 impl ServerPort {
@@ -101,6 +105,8 @@ pub struct Ports {
     pub servers: Vec<ServerPort>,
     /// Connections, by creation (the index is the user's [`PortHandle`]).
     pub clients: Vec<ClientPort>,
+    /// The descriptors `FltBuildDefaultSecurityDescriptor` built and nobody freed yet.
+    pub default_descriptors: Vec<usize>,
 }
 
 impl Ports {
@@ -138,6 +144,8 @@ pub struct CreateArgs {
     pub message: PFLT_MESSAGE_NOTIFY,
     /// `MaxConnections`.
     pub max: i32,
+    /// `ObjectAttributes->SecurityDescriptor`.
+    pub descriptor: usize,
 }
 
 /// `FltCreateCommunicationPort`: the checks of its reference page (`OBJ_KERNEL_HANDLE`
@@ -171,6 +179,8 @@ pub fn create(k: &mut Kernel, a: CreateArgs) -> Result<isize, Status> {
         return Err(Status::INSUFFICIENT_RESOURCES);
     }
     let image = k.fltmgr.filter(f).image;
+    // The object manager captures the descriptor (the filter frees its own at once).
+    let admin_only = k.fltmgr.ports.default_descriptors.contains(&a.descriptor);
     let port = ServerPort {
         block: Block::zeroed(16),
         name,
@@ -183,6 +193,7 @@ pub fn create(k: &mut Kernel, a: CreateArgs) -> Result<isize, Status> {
         max: a.max as u32,
         connections: 0,
         open: true,
+        admin_only,
     };
     let h = port.handle();
     k.fltmgr.ports.servers.push(port);
@@ -261,11 +272,13 @@ fn host_buffer(bytes: &[u8]) -> (Option<Block>, *mut c_void) {
 }
 
 /// `FilterConnectCommunicationPort`, from the user's thread: the open server port named `name`
-/// (`STATUS_OBJECT_NAME_NOT_FOUND` without one), a connection within its `MaxConnections`
+/// (`STATUS_OBJECT_NAME_NOT_FOUND` without one), which `caller` may open
+/// (`STATUS_ACCESS_DENIED` for a standard user when the port's descriptor is the default one:
+/// user mode sees `E_ACCESSDENIED`, docs/simulator.md), a connection within its `MaxConnections`
 /// ([`CONNECTION_COUNT_LIMIT`] beyond), then the filter's `ConnectNotifyCallback` with the new
 /// client port, the server port's cookie and a kernel copy of `context`; its failure refuses
 /// the connection with its status.
-pub fn connect(name: &str, context: &[u8]) -> Result<PortHandle, Status> {
+pub fn connect(name: &str, context: &[u8], caller: Caller) -> Result<PortHandle, Status> {
     if context.len() > usize::from(u16::MAX) {
         // wSizeOfContext is a WORD.
         return Err(Status::INVALID_PARAMETER);
@@ -273,6 +286,10 @@ pub fn connect(name: &str, context: &[u8]) -> Result<PortHandle, Status> {
     let found = kernel::with(|k| {
         let s = k.fltmgr.ports.by_name(name).ok_or(Status::OBJECT_NAME_NOT_FOUND)?;
         let server = &k.fltmgr.ports.servers[s];
+        // The object manager's access check on the port comes before the connection.
+        if server.admin_only && caller == Caller::StandardUser {
+            return Err(Status::ACCESS_DENIED);
+        }
         if server.connections >= server.max {
             return Err(CONNECTION_COUNT_LIMIT);
         }
