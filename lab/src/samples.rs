@@ -80,7 +80,7 @@ pub const SAMPLES: &[Sample] = &[
         legacy: spy_legacy::ENTRY,
         group: "FSFilter Activity Monitor",
         parameters: spy::PARAMETERS,
-        check: |p| spy::Spy::from_parameters(p).map(drop).map_err(|e| e.to_string()),
+        check: |p| spy::Settings::from_parameters(p).map(drop).map_err(|e| e.to_string()),
         channel: match <spy::Spy as fsfilter::Filter>::MESSAGES {
             Some(c) => Some(c.name),
             None => None,

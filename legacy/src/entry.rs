@@ -4,6 +4,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{Filter, ServiceParameters, Status, TeardownFlags, UnloadFlags};
+use fsfilter_kernel::loadbuf::{LoadBlocks, LoadParameters};
 use fsfilter_kernel::pool::PoolBox;
 use fsfilter_kernel::registry::ServiceKey;
 use fsfilter_kernel::{image, trace, unicode, wide};
@@ -35,7 +36,18 @@ pub unsafe fn driver_entry<F: Filter>(
 ) -> NTSTATUS {
     // SAFETY: the caller guarantees a valid registry path.
     let parameters = unsafe { ServiceKey::open(registry_path) };
-    let filter = match F::load(&parameters) {
+    // The load buffers' table, declared before the filter: on a return before it is in the
+    // state, the filter (or whatever holds it) is dropped first, then the table frees the blocks.
+    let blocks = LoadBlocks::<F>::new(DRIVER_TAG);
+    let loaded = if fsfilter::load_buffers::<F>() {
+        // SAFETY: `blocks` is dropped after the filter value on every path: here, as a local
+        // declared before it (and after `load` returned, when it fails); then as the state's
+        // field declared after `filter`.
+        F::load(&unsafe { LoadParameters::new(&parameters, &blocks) })
+    } else {
+        F::load(&parameters)
+    };
+    let filter = match loaded {
         Ok(f) => f,
         Err(e) => return e.status().0,
     };
@@ -49,8 +61,8 @@ pub unsafe fn driver_entry<F: Filter>(
     drop(parameters);
     // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
     // SAFETY: every field `init` does not write is valid as zero: null device pointer, zeroed
-    // events (initialized right below), zero counters and flags, and the pended, deferred-post and
-    // section tables (empty when zero, their invariants).
+    // events (initialized right below), zero counters and flags, and the pended, deferred-post,
+    // section and load-buffer tables (empty when zero, their invariants).
     let init = |p: *mut DriverState<F>| {
         // SAFETY: `p` is the fresh, aligned, zeroed allocation.
         unsafe { init_fields(p, filter, registration, driver) }
@@ -63,6 +75,10 @@ pub unsafe fn driver_entry<F: Filter>(
     };
     // SAFETY: our fresh state in non-paged pool, not shared yet; the events live in it.
     let fresh = unsafe { &mut *state };
+    if fsfilter::load_buffers::<F>() {
+        // Replaces the zeroed, empty table; dropped with the state, after the filter.
+        fresh.load_blocks = blocks;
+    }
     attach::init_events(fresh);
     // The driver's own unit, which unload gives up.
     fresh.live = AtomicU32::new(1);

@@ -8,6 +8,7 @@ use fsfilter::{DataScanMode, Filter, Registration, VolumeInfo};
 use fsfilter_kernel::datascan::SectionTable;
 use fsfilter_kernel::deferred::DeferredPosts;
 use fsfilter_kernel::image;
+use fsfilter_kernel::loadbuf::LoadBlocks;
 use fsfilter_kernel::pending::PendedTable;
 use fsfilter_kernel::pool::pool_tag;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, KEVENT};
@@ -113,6 +114,9 @@ pub(crate) struct DriverState<F: Filter> {
     pub(crate) pended: PendedTable,
     pub(crate) deferred_posts: DeferredPosts,
     pub(crate) sections: SectionTable,
+    /// The filter's load buffers (`Filter::LOAD_BUFFERS`). Declared after `filter`, so dropped
+    /// after it (fields drop in declaration order): the buffers are freed once the filter is gone.
+    pub(crate) load_blocks: LoadBlocks<F>,
 }
 
 impl<F: Filter> DriverState<F> {

@@ -2,6 +2,7 @@
 //! path (facts.md §2.6: on failure after `FltRegisterFilter` the driver must unregister).
 
 use fsfilter::{Filter, Status, trace::TraceEvent};
+use fsfilter_kernel::loadbuf::{LoadBlocks, LoadParameters};
 use fsfilter_kernel::pool::PoolBox;
 use fsfilter_kernel::registry::ServiceKey;
 use fsfilter_kernel::{image, trace};
@@ -27,7 +28,18 @@ pub unsafe fn driver_entry<F: Filter>(
 ) -> NTSTATUS {
     // SAFETY: the caller guarantees a valid registry path.
     let parameters = unsafe { ServiceKey::open(registry_path) };
-    let filter = match F::load(&parameters) {
+    // The load buffers' table, declared before the filter: on a return before it is in the
+    // state, the filter (or whatever holds it) is dropped first, then the table frees the blocks.
+    let blocks = LoadBlocks::<F>::new(DRIVER_TAG);
+    let loaded = if fsfilter::load_buffers::<F>() {
+        // SAFETY: `blocks` is dropped after the filter value on every path: here, as a local
+        // declared before it (and after `load` returned, when it fails); then as the state's
+        // field declared after `filter`.
+        F::load(&unsafe { LoadParameters::new(&parameters, &blocks) })
+    } else {
+        F::load(&parameters)
+    };
+    let filter = match loaded {
         Ok(f) => f,
         Err(e) => return e.status().0,
     };
@@ -43,8 +55,8 @@ pub unsafe fn driver_entry<F: Filter>(
     };
     // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
     // SAFETY: every field `init` does not write is valid as zero: the filter handle (0 until
-    // registered), the pended, deferred-post and section tables (empty when zero, their
-    // invariants), which leaves `filter`, `registered` and `runtime_tables`, written here.
+    // registered), the pended, deferred-post, section and load-buffer tables (empty when zero,
+    // their invariants), which leaves `filter`, `registered` and `runtime_tables`, written here.
     let init = |p: *mut DriverState<F>| {
         // SAFETY: `p` is the fresh, aligned, zeroed allocation.
         unsafe { init_fields(p, filter, registered) }
@@ -55,6 +67,10 @@ pub unsafe fn driver_entry<F: Filter>(
         Ok(s) => s,
         Err(e) => return e.status().0,
     };
+    if fsfilter::load_buffers::<F>() {
+        // Replaces the zeroed, empty table; dropped with the state, after the filter.
+        state.load_blocks = blocks;
+    }
     let table: *const FLT_REGISTRATION = match runtime {
         None => StaticTables::<F>::registration(),
         Some(registration) => {

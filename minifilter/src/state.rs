@@ -10,6 +10,7 @@ use fsfilter::{
 use fsfilter_kernel::datascan::SectionTable;
 use fsfilter_kernel::deferred::DeferredPosts;
 use fsfilter_kernel::image;
+use fsfilter_kernel::loadbuf::LoadBlocks;
 use fsfilter_kernel::pending::PendedTable;
 use fsfilter_kernel::pool::{PoolBox, pool_tag};
 use fsfilter_kernel::sync::SpinLock;
@@ -43,6 +44,9 @@ pub(crate) struct DriverState<F: Filter> {
     /// The communication server port of the filter's message channel (`crate::messages`); 0
     /// without a channel, or before it opens and after it closes.
     pub(crate) port: PFLT_PORT,
+    /// The filter's load buffers (`Filter::LOAD_BUFFERS`). Declared after `filter`, so dropped
+    /// after it (fields drop in declaration order): the buffers are freed once the filter is gone.
+    pub(crate) load_blocks: LoadBlocks<F>,
 }
 
 /// What the callbacks need to know of the registration in force, in a few bytes: which

@@ -487,9 +487,9 @@ fn every_inf_writes_every_documented_parameter_at_its_default() {
                 assert_eq!(scanner.pattern(), b"X5O!P%@AP", "{}", report.file);
             }
             "spy" => {
-                let spy = spy::Spy::from_parameters(&parameters)
+                let spy = spy::Settings::from_parameters(&parameters)
                     .unwrap_or_else(|e| panic!("{}: {e:?}", report.file));
-                assert_eq!(spy.max_records(), spy::RING_RECORDS, "{}", report.file);
+                assert_eq!(spy.max_records, spy::DEFAULT_RECORDS, "{}", report.file);
             }
             other => panic!("{other}: unknown sample"),
         }

@@ -200,3 +200,44 @@ pub fn check_replies<R: Reader>(mut m: Machine, r: &R) {
     assert_eq!(m.stop(SERVICE), StopResult::Unloaded);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A long log: 60 opens and closes (180 operations and more) with no reader until the end: the
+/// log holds them all (500 records by default, in its load buffer), the reader gets every one in
+/// order, and nothing is dropped.
+pub fn check_a_long_log<R: Reader>(mut m: Machine, r: &R) {
+    // The log's buffer: one pool block of 500 slots, from the spy's image.
+    let bytes = spy::DEFAULT_RECORDS as usize * spy::SLOT_BYTES;
+    let buffers = |m: &Machine| {
+        m.kernel(|k| {
+            let spy =
+                k.images.iter().position(|i| i.loaded && i.name.eq_ignore_ascii_case(SERVICE));
+            let image = spy.map(|i| fsfilter_sim::ids::ImageId(i as u32));
+            k.pool.blocks.values().filter(|b| b.size == bytes && b.image == image).count()
+        })
+    };
+    assert_eq!(buffers(&m), 1, "the ring's load buffer");
+    let h = r.connect(&mut m, spy::CHANNEL_NAME, b"").unwrap();
+    let _ = read_all(r, &mut m, h);
+    let from = m.events().len();
+    let c = m.volume("C:").unwrap();
+    for _ in 0..60 {
+        let file = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        m.close_handle(file);
+    }
+    m.settle();
+    let expected = pre_callbacks(&m, from);
+    assert!(expected.len() >= 180, "{}", expected.len());
+    let (seen, dropped) = read_all(r, &mut m, h);
+    assert_eq!(dropped, 0, "no record dropped");
+    let got: Vec<(MajorFunction, u8)> = seen.iter().map(|s| (s.major, s.kind)).collect();
+    assert_eq!(got, expected, "the log is what the callbacks saw, in order");
+    for pair in seen.windows(2) {
+        assert_eq!(pair[1].sequence, pair[0].sequence + 1);
+    }
+    r.close(&mut m, h);
+    assert_eq!(m.stop(SERVICE), StopResult::Unloaded);
+    // No POOL_LEAKED_AT_UNLOAD: the buffer went with the driver.
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    let left = m.kernel(|k| k.pool.blocks.values().filter(|b| b.size == bytes).count());
+    assert_eq!(left, 0, "the ring's load buffer is freed");
+}

@@ -219,13 +219,21 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// code in the driver; user mode finds no port or device name to connect to.
     const MESSAGES: Option<MessageChannel> = None;
 
+    /// Whether [`Filter::load`] allocates load buffers (`ServiceParameters::allocate`, rule 24),
+    /// declared beside the registration. A filter that leaves it `false` carries none of their
+    /// code, and `allocate` answers it `STATUS_NOT_SUPPORTED` (docs/decisions/0009).
+    const LOAD_BUFFERS: bool = false;
+
     /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
     type InstanceContext: Send + Sync + 'static;
 
     /// The completion context: moved from a pre callback to its post callback, by value.
     type CompletionContext: Send + 'static;
 
-    /// Builds the filter in `DriverEntry`, from the service's `Parameters` key.
+    /// Builds the filter in `DriverEntry`, from the service's `Parameters` key. The value is
+    /// moved through the kernel stack before the backend places it in pool: large tables belong
+    /// in load buffers (`parameters.allocate`, with [`Filter::LOAD_BUFFERS`]), which the backend
+    /// frees after the value is dropped, or after this fails.
     ///
     /// # Context
     /// `PASSIVE_LEVEL`, system thread, may block. An error fails `DriverEntry` with that status.
@@ -490,6 +498,13 @@ pub const fn scans_data<F: Filter>() -> bool {
 /// that code.
 pub const fn queries_names<F: Filter>() -> bool {
     F::NAME_QUERIES
+}
+
+/// Whether filter type `F` allocates load buffers ([`Filter::LOAD_BUFFERS`]): the backends test
+/// this constant before every load-buffer path, so a filter that never allocates carries none of
+/// that code.
+pub const fn load_buffers<F: Filter>() -> bool {
+    F::LOAD_BUFFERS
 }
 
 #[cfg(test)]

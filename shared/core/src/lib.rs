@@ -16,6 +16,7 @@ mod altitude;
 mod capabilities;
 mod filter;
 mod flags;
+mod loadbuf;
 mod major;
 mod messages;
 mod operation;
@@ -33,13 +34,14 @@ pub use altitude::{
 };
 pub use capabilities::Capabilities;
 pub use filter::{
-    Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo,
+    Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo, load_buffers,
     post_only_is_zero_sized, queries_names, registration_in_force, scans_data,
 };
 pub use flags::{
     CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,
     TeardownFlags, UnloadFlags, WdkFlags,
 };
+pub use loadbuf::{LoadBuffer, MAX_LOAD_BUFFER, MAX_LOAD_BUFFERS, check_load_buffer_len};
 pub use major::{
     FLT_INTERNAL_OPERATION_COUNT, IRP_MJ_MAXIMUM_FUNCTION, IRP_MJ_OPERATION_END, MAX_OPERATIONS,
     MAX_REGISTERED, MajorFunction, OperationKind, directory, fsctl, lock, read_write,

@@ -37,6 +37,18 @@ pub trait ServiceParameters {
         let words = crate::text::Names("false\nno\n0\ntrue\nyes\n1\n");
         words.position(crate::text::trim(self.string(name, &mut buf)?)).map(|i| i >= 3)
     }
+
+    /// A zeroed buffer of `len` bytes in non-paged pool that lives as long as the filter: only
+    /// for a filter that declares [`crate::Filter::LOAD_BUFFERS`], only in
+    /// [`crate::Filter::load`] (docs/callback-model.md, rule 24). The backends refuse an empty
+    /// buffer or one above [`crate::MAX_LOAD_BUFFER`] bytes with `STATUS_INVALID_PARAMETER`,
+    /// more than [`crate::MAX_LOAD_BUFFERS`] buffers or an exhausted pool with
+    /// `STATUS_INSUFFICIENT_RESOURCES`. The default, for filters that do not declare it and for
+    /// parameter lists, answers `STATUS_NOT_SUPPORTED`.
+    fn allocate(&self, len: usize) -> crate::Result<crate::LoadBuffer> {
+        let _ = len;
+        Err(crate::Error::NOT_SUPPORTED)
+    }
 }
 
 /// Parameters from a fixed list: for tests and for samples run without a registry.
@@ -98,6 +110,11 @@ mod tests {
     fn too_small_a_buffer_is_absent_not_truncated() {
         let mut small = [0u8; 4];
         assert_eq!(LIST.string("Long", &mut small), None);
+    }
+
+    #[test]
+    fn a_parameter_list_allocates_nothing() {
+        assert_eq!(LIST.allocate(16).unwrap_err(), crate::Error::NOT_SUPPORTED);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`log`], [`trace`] and [`image`] are the hooks that behave differently on Windows and in the
 //!   simulator: `DbgPrintEx` and a per-image global on Windows, the simulator's exports elsewhere.
 //! - [`pool`], [`sync`], [`unicode`] and [`registry`] are small safe building blocks for the
-//!   backends; [`usercopy`] copies to and from raw user buffers under an SEH scope.
+//!   backends; [`loadbuf`] allocates and frees the filter's load buffers; [`usercopy`] copies
+//!   to and from raw user buffers under an SEH scope.
 //!
 //! On `x86_64-pc-windows-msvc` every kernel function resolves to `ntoskrnl.exe`, `fltmgr.sys` or
 //! `hal.dll`. On any other target the same declarations are ordinary external symbols that
@@ -29,6 +30,7 @@ pub mod deferred;
 pub mod image;
 pub mod irp;
 pub mod irql;
+pub mod loadbuf;
 pub mod log;
 pub mod mdl;
 pub mod ntos;

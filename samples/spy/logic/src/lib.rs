@@ -5,10 +5,11 @@
 //! function, how it arrived (IRP, fast I/O, FsFilter callback), the IRP's and the callback data's
 //! flags, the requestor mode, the file object, the file's opened name when the name can be had
 //! (cut to [`NAME_UNITS`] UTF-16 units), and from the post callback the status and information.
-//! The records live in a fixed ring built once at load ([`RING_RECORDS`] at most, the
-//! `MaxRecords` parameter): nothing is allocated per operation. A reader connects to the message
-//! channel [`CHANNEL_NAME`] and sends `GetLog` ([`wire`]) to take as many whole records as fit its
-//! reply.
+//! The records live in a fixed ring of `MaxRecords` slots ([`DEFAULT_RECORDS`] by default, at
+//! most [`MAX_RECORDS`]) in a load buffer the backend allocates once at load, from non-paged pool
+//! (`ServiceParameters::allocate`, docs/decisions/0009): nothing is allocated per operation, and
+//! the filter value itself stays small. A reader connects to the message channel
+//! [`CHANNEL_NAME`] and sends `GetLog` ([`wire`]) to take as many whole records as fit its reply.
 //!
 //! What the framework does not expose is not recorded: the originating process and thread, and
 //! the time (MiniSpy's `ProcessId`, `ThreadId`, `OriginatingTime`, `CompletionTime`).
@@ -31,9 +32,9 @@ mod ring;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use fsfilter::{
-    ClientId, Error, Filter, Instance, InstanceSetup, Irql, MajorFunction, MessageChannel,
-    NameKind, OperationKind, PostFlags, PostOperation, PostOutcome, PreOperation, PreOutcome,
-    Registration, RequestorMode, Result, ServiceParameters, Status,
+    ClientId, Error, Filter, Instance, InstanceSetup, Irql, LoadBuffer, MajorFunction,
+    MessageChannel, NameKind, OperationKind, PostFlags, PostOperation, PostOutcome, PreOperation,
+    PreOutcome, Registration, RequestorMode, Result, ServiceParameters, Status,
 };
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
@@ -45,9 +46,16 @@ use wire::{Command, RecordFields, record_flags};
 /// The longest name a record keeps, in UTF-16 units (longer names are cut, and flagged).
 pub const NAME_UNITS: usize = 48;
 
-/// The most records the log holds. The filter's state is built in `DriverEntry` and moved into the
-/// backend's pool block through the kernel stack (24 KiB on x64), so the ring stays near 5 KiB.
-pub const RING_RECORDS: usize = 32;
+/// The records the log holds without a `MaxRecords` parameter: MiniSpy's default (mspyKern.h,
+/// `DEFAULT_MAX_RECORDS_TO_ALLOCATE`).
+pub const DEFAULT_RECORDS: u32 = 500;
+
+/// The most records `MaxRecords` may ask for: 10,000 slots, 1.6 MiB of non-paged pool.
+pub const MAX_RECORDS: u32 = 10_000;
+
+/// The bytes of one record's slot in the log's load buffer: the longest record (56 bytes and a
+/// name of [`NAME_UNITS`] units) and 16 bytes of bookkeeping.
+pub const SLOT_BYTES: usize = ring::SLOT_SIZE;
 
 /// The message channel's name: the minifilter's communication port `\FsFilterSpy`, the legacy
 /// control device's symbolic link `\DosDevices\FsFilterSpy`.
@@ -63,8 +71,8 @@ pub const PARAMETERS: &[ParameterDoc] = &[
     ParameterDoc {
         name: "MaxRecords",
         kind: "REG_DWORD",
-        default: "32",
-        description: "Records held until a reader takes them, 1 to 32 (MiniSpy and FileSpy read a MaxRecords value too, 500 by default in MiniSpy); operations seen while the log is full are counted as dropped.",
+        default: "500",
+        description: "Records held until a reader takes them, 1 to 10000, in a buffer of 168 bytes a record allocated once at load from non-paged pool (MiniSpy and FileSpy read a MaxRecords value too, 500 by default in MiniSpy); operations seen while the log is full are counted as dropped.",
     },
     ParameterDoc {
         name: "Names",
@@ -77,21 +85,48 @@ pub const PARAMETERS: &[ParameterDoc] = &[
 /// Why the parameters could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
-    /// `MaxRecords` is 0 or above [`RING_RECORDS`].
+    /// `MaxRecords` is 0 or above [`MAX_RECORDS`].
     MaxRecords,
 }
 
 impl core::fmt::Display for ParseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ParseError::MaxRecords => write!(f, "MaxRecords: 1 to {RING_RECORDS}"),
+            ParseError::MaxRecords => write!(f, "MaxRecords: 1 to {MAX_RECORDS}"),
         }
+    }
+}
+
+/// What the parameters ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The records the log holds (`MaxRecords`).
+    pub max_records: u32,
+    /// Whether records carry names (`Names`).
+    pub names: bool,
+}
+
+impl Settings {
+    /// Reads the parameters.
+    pub fn from_parameters(
+        p: &dyn ServiceParameters,
+    ) -> core::result::Result<Settings, ParseError> {
+        let max_records = p.dword("MaxRecords").unwrap_or(DEFAULT_RECORDS);
+        if max_records == 0 || max_records > MAX_RECORDS {
+            return Err(ParseError::MaxRecords);
+        }
+        Ok(Settings { max_records, names: p.flag("Names").unwrap_or(true) })
+    }
+
+    /// The bytes of the log's buffer.
+    pub const fn buffer_bytes(&self) -> usize {
+        self.max_records as usize * SLOT_BYTES
     }
 }
 
 /// The log.
 struct Log {
-    ring: Ring<RING_RECORDS>,
+    ring: Ring<LoadBuffer>,
 }
 
 /// The spy.
@@ -111,19 +146,16 @@ impl core::fmt::Debug for Spy {
 }
 
 impl Spy {
-    /// Reads the parameters.
-    pub fn from_parameters(p: &dyn ServiceParameters) -> core::result::Result<Spy, ParseError> {
-        let max = p.dword("MaxRecords").unwrap_or(RING_RECORDS as u32);
-        if max == 0 || max as usize > RING_RECORDS {
-            return Err(ParseError::MaxRecords);
-        }
-        let names = p.flag("Names").unwrap_or(true);
-        Ok(Spy {
-            log: SpinMutex::new(Log { ring: Ring::new(max as usize) }),
+    /// The spy of `settings`, its log in `buffer` (as many records as `settings` asks for and
+    /// the buffer holds).
+    pub fn new(settings: Settings, buffer: LoadBuffer) -> Spy {
+        let ring = Ring::new(buffer, settings.max_records as usize);
+        Spy {
+            log: SpinMutex::new(Log { ring }),
             sequence: AtomicU64::new(0),
             busy: AtomicU32::new(0),
-            names,
-        })
+            names: settings.names,
+        }
     }
 
     /// The most records held at once.
@@ -207,7 +239,7 @@ impl Spy {
         }
         match self.lock() {
             Some(mut log) => {
-                log.ring.push(slot);
+                log.ring.push(&slot);
             }
             None => {
                 self.busy.fetch_add(1, Ordering::Relaxed);
@@ -221,13 +253,19 @@ impl Filter for Spy {
     /// constant, so that the drivers carry no run-time registration code.
     const REGISTRATION: Registration = Registration::new().every_operation(true, true).validated();
     const NAME_QUERIES: bool = true;
+    const LOAD_BUFFERS: bool = true;
     const MESSAGES: Option<MessageChannel> =
         Some(MessageChannel::new(CHANNEL_NAME).max_clients(1).max_message(4096).validated());
     type InstanceContext = ();
     type CompletionContext = ();
 
+    /// Reads the parameters, then asks for the log's buffer: a refusal fails the load with its
+    /// status.
     fn load(parameters: &dyn ServiceParameters) -> Result<Spy> {
-        Spy::from_parameters(parameters).map_err(|_| Error::INVALID_PARAMETER)
+        let settings =
+            Settings::from_parameters(parameters).map_err(|_| Error::INVALID_PARAMETER)?;
+        let buffer = parameters.allocate(settings.buffer_bytes())?;
+        Ok(Spy::new(settings, buffer))
     }
 
     fn instance_setup(&self, _setup: &InstanceSetup<'_>) -> Result<()> {
@@ -253,15 +291,13 @@ impl Filter for Spy {
     ) -> PostOutcome<()> {
         let h = op.header();
         let result = op.result();
+        let mut add = record_flags::POST;
+        if flags.contains(PostFlags::DRAINING) {
+            add |= record_flags::DRAINING;
+        }
         if let Some(mut log) = self.lock() {
-            log.ring.complete(h.id, h.major.code(), |s| {
-                s.fields.flags |= record_flags::POST;
-                if flags.contains(PostFlags::DRAINING) {
-                    s.fields.flags |= record_flags::DRAINING;
-                }
-                s.fields.status = result.status.0;
-                s.fields.information = result.information as u64;
-            });
+            let information = result.information as u64;
+            log.ring.complete(h.id, h.major.code(), add, result.status.0, information);
         }
         PostOutcome::Finished
     }
@@ -367,8 +403,42 @@ mod tests {
         }
     }
 
+    /// Parameters whose `allocate` gives leaked memory, or refuses with `refuse`.
+    struct Allocating<'a> {
+        list: ParameterList<'a>,
+        refuse: Option<Error>,
+        asked: std::cell::Cell<usize>,
+    }
+
+    impl ServiceParameters for Allocating<'_> {
+        fn service_name(&self) -> &str {
+            self.list.service_name()
+        }
+        fn string<'b>(&self, name: &str, buffer: &'b mut [u8]) -> Option<&'b str> {
+            self.list.string(name, buffer)
+        }
+        fn dword(&self, name: &str) -> Option<u32> {
+            self.list.dword(name)
+        }
+        fn allocate(&self, len: usize) -> Result<fsfilter::LoadBuffer> {
+            self.asked.set(len);
+            match self.refuse {
+                Some(e) => Err(e),
+                None => Ok(fsfilter::LoadBuffer::new(Vec::leak(std::vec![0u8; len]))),
+            }
+        }
+    }
+
+    fn allocating<'a>(values: &'a [(&'a str, V<'a>)]) -> Allocating<'a> {
+        Allocating {
+            list: ParameterList { service: "Spy", values },
+            refuse: None,
+            asked: std::cell::Cell::new(0),
+        }
+    }
+
     fn spy(values: &[(&str, V<'_>)]) -> Spy {
-        Spy::from_parameters(&ParameterList { service: "Spy", values }).unwrap()
+        <Spy as Filter>::load(&allocating(values)).unwrap()
     }
 
     /// One operation through the spy: pre, then post with `result` (unless `None`).
@@ -525,13 +595,16 @@ mod tests {
 
     #[test]
     fn parameters() {
-        assert_eq!(spy(&[]).max_records(), RING_RECORDS);
+        assert_eq!(spy(&[]).max_records(), DEFAULT_RECORDS as usize);
         assert_eq!(spy(&[("MaxRecords", V::Dword(5))]).max_records(), 5);
         let p = |values: &[(&str, V<'_>)]| {
-            Spy::from_parameters(&ParameterList { service: "Spy", values }).map(drop)
+            Settings::from_parameters(&ParameterList { service: "Spy", values })
         };
+        assert_eq!(p(&[]), Ok(Settings { max_records: 500, names: true }));
+        assert_eq!(p(&[("Names", V::Dword(0))]), Ok(Settings { max_records: 500, names: false }));
         assert_eq!(p(&[("MaxRecords", V::Dword(0))]), Err(ParseError::MaxRecords));
-        assert_eq!(p(&[("MaxRecords", V::Dword(33))]), Err(ParseError::MaxRecords));
+        assert_eq!(p(&[("MaxRecords", V::Dword(33))]).map(|s| s.max_records), Ok(33));
+        assert_eq!(p(&[("MaxRecords", V::Dword(10_001))]), Err(ParseError::MaxRecords));
         // The constant registration: every operation with a post callback but the shutdown.
         assert_eq!(spy(&[]).registration(), None);
         let r = Spy::REGISTRATION;
@@ -542,8 +615,59 @@ mod tests {
     }
 
     #[test]
+    fn the_log_holds_more_than_32_records_and_gives_them_back() {
+        let spy = spy(&[]);
+        assert_eq!(spy.max_records(), 500, "MiniSpy's default");
+        let ok = Some(IoStatus::new(Status::SUCCESS));
+        for id in 1..=120 {
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+        }
+        let mut seq = Vec::new();
+        for _ in 0..10 {
+            let reply = get_log(&spy, 4096);
+            let log = LogReply::parse(&reply).unwrap();
+            assert_eq!(log.header.dropped, 0);
+            seq.extend(log.records().map(|r| r.unwrap().fields.sequence));
+            if log.header.pending == 0 {
+                break;
+            }
+        }
+        assert_eq!(seq, (1..=120).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn max_records_is_bounded_and_sizes_the_buffer() {
+        let p = |values: &[(&str, V<'_>)]| {
+            let params = allocating(values);
+            let max = <Spy as Filter>::load(&params).map(|s| s.max_records());
+            (max, params.asked.get())
+        };
+        let slot = SLOT_BYTES;
+        assert_eq!(p(&[]), (Ok(500), 500 * slot));
+        assert_eq!(p(&[("MaxRecords", V::Dword(1))]), (Ok(1), slot));
+        assert_eq!(p(&[("MaxRecords", V::Dword(10_000))]), (Ok(10_000), 10_000 * slot));
+        assert_eq!(p(&[("MaxRecords", V::Dword(0))]), (Err(Error::INVALID_PARAMETER), 0));
+        assert_eq!(p(&[("MaxRecords", V::Dword(10_001))]), (Err(Error::INVALID_PARAMETER), 0));
+        assert!(10_000 * slot <= fsfilter::MAX_LOAD_BUFFER);
+    }
+
+    #[test]
+    fn a_refused_buffer_fails_the_load_with_its_status() {
+        let values = [("MaxRecords", V::Dword(64))];
+        for refusal in [Error::INSUFFICIENT_RESOURCES, Error::NOT_SUPPORTED] {
+            let params = Allocating { refuse: Some(refusal), ..allocating(&values) };
+            assert_eq!(<Spy as Filter>::load(&params).map(drop), Err(refusal));
+            assert_eq!(params.asked.get(), 64 * SLOT_BYTES);
+        }
+        // Parameter lists allocate nothing.
+        let list = ParameterList { service: "Spy", values: &values };
+        assert_eq!(<Spy as Filter>::load(&list).map(drop), Err(Error::NOT_SUPPORTED));
+    }
+
+    #[test]
     fn the_filter_state_stays_small() {
-        // Built in DriverEntry and moved through the kernel stack (24 KiB on x64).
-        assert!(core::mem::size_of::<Spy>() <= 6 * 1024, "{}", core::mem::size_of::<Spy>());
+        // Built in DriverEntry and moved through the kernel stack (24 KiB on x64): the log's
+        // records are in the load buffer, not in the value.
+        assert!(core::mem::size_of::<Spy>() <= 128, "{}", core::mem::size_of::<Spy>());
     }
 }

@@ -117,11 +117,11 @@ impl LogHeader {
     /// shorter).
     pub fn encode(&self, out: &mut [u8]) -> bool {
         let Some(h) = out.get_mut(..LOG_HEADER_SIZE) else { return false };
-        put(h, 0, &self.version.to_le_bytes());
-        put(h, 2, &(LOG_HEADER_SIZE as u16).to_le_bytes());
-        put(h, 4, &self.record_count.to_le_bytes());
-        put(h, 8, &self.dropped.to_le_bytes());
-        put(h, 12, &self.pending.to_le_bytes());
+        set(h, 0, self.version.to_le_bytes());
+        set(h, 2, (LOG_HEADER_SIZE as u16).to_le_bytes());
+        set(h, 4, self.record_count.to_le_bytes());
+        set(h, 8, self.dropped.to_le_bytes());
+        set(h, 12, self.pending.to_le_bytes());
         true
     }
 }
@@ -162,22 +162,22 @@ pub fn encode_record(fields: &RecordFields, name: &[u16], out: &mut [u8]) -> Opt
     let units = u16::try_from(name.len()).ok()?;
     let size = RECORD_FIXED_SIZE.checked_add(name.len().checked_mul(2)?)?;
     let size16 = u16::try_from(size).ok()?;
-    let r = out.get_mut(..size)?;
-    put(r, 0, &size16.to_le_bytes());
-    put(r, 2, &units.to_le_bytes());
-    put(r, 4, &fields.flags.to_le_bytes());
-    put(r, 6, &[fields.major, fields.minor]);
-    put(r, 8, &fields.sequence.to_le_bytes());
-    put(r, 16, &[fields.kind, fields.requestor_mode, 0, 0]);
-    put(r, 20, &fields.irp_flags.to_le_bytes());
-    put(r, 24, &fields.data_flags.to_le_bytes());
-    put(r, 28, &fields.status.to_le_bytes());
-    put(r, 32, &fields.information.to_le_bytes());
-    put(r, 40, &fields.file.to_le_bytes());
-    put(r, 48, &fields.name_status.to_le_bytes());
-    put(r, 52, &[0; 4]);
-    for (i, unit) in name.iter().enumerate() {
-        put(r, RECORD_FIXED_SIZE + 2 * i, &unit.to_le_bytes());
+    let (fixed, rest) = out.get_mut(..size)?.split_first_chunk_mut::<RECORD_FIXED_SIZE>()?;
+    set(fixed, 0, size16.to_le_bytes());
+    set(fixed, 2, units.to_le_bytes());
+    set(fixed, 4, fields.flags.to_le_bytes());
+    set(fixed, 6, [fields.major, fields.minor]);
+    set(fixed, 8, fields.sequence.to_le_bytes());
+    set(fixed, 16, [fields.kind, fields.requestor_mode, 0, 0]);
+    set(fixed, 20, fields.irp_flags.to_le_bytes());
+    set(fixed, 24, fields.data_flags.to_le_bytes());
+    set(fixed, 28, fields.status.to_le_bytes());
+    set(fixed, 32, fields.information.to_le_bytes());
+    set(fixed, 40, fields.file.to_le_bytes());
+    set(fixed, 48, fields.name_status.to_le_bytes());
+    set(fixed, 52, [0; 4]);
+    for (pair, unit) in rest.chunks_exact_mut(2).zip(name) {
+        set(pair, 0, unit.to_le_bytes());
     }
     Some(size)
 }
@@ -185,8 +185,8 @@ pub fn encode_record(fields: &RecordFields, name: &[u16], out: &mut [u8]) -> Opt
 /// Writes a `GetVersion` reply; its length, or `STATUS_BUFFER_TOO_SMALL`.
 pub fn encode_version(out: &mut [u8]) -> Result<usize> {
     let Some(v) = out.get_mut(..VERSION_REPLY_SIZE) else { return Err(buffer_too_small()) };
-    put(v, 0, &VERSION_MAJOR.to_le_bytes());
-    put(v, 2, &VERSION_MINOR.to_le_bytes());
+    set(v, 0, VERSION_MAJOR.to_le_bytes());
+    set(v, 2, VERSION_MINOR.to_le_bytes());
     Ok(VERSION_REPLY_SIZE)
 }
 
@@ -345,11 +345,20 @@ pub fn decode_version(bytes: &[u8]) -> core::result::Result<(u16, u16), DecodeEr
     }
 }
 
-fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
-    // A loop, not `copy_from_slice`, whose length check is a panic path.
-    for (dst, src) in out.iter_mut().skip(at).zip(bytes) {
-        *dst = *src;
+/// Writes `value` at `at` in `out` (nothing when it does not fit): inlined with a constant
+/// offset into an array of known length, a single store, with no bounds check left.
+#[inline(always)]
+pub(crate) fn set<const N: usize>(out: &mut [u8], at: usize, value: [u8; N]) {
+    let Some(end) = at.checked_add(N) else { return };
+    if let Some(Ok(field)) = out.get_mut(at..end).map(<&mut [u8; N]>::try_from) {
+        *field = value;
     }
+}
+
+/// The `N` bytes at `at` in `bytes`, if there are that many.
+#[inline(always)]
+pub(crate) fn get<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
 fn read_u16(b: &[u8], at: usize) -> Option<u16> {

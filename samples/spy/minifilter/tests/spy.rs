@@ -63,3 +63,8 @@ fn the_reader_gets_a_record_of_every_operation() {
 fn replies_hold_whole_records_and_bad_requests_fail() {
     reader::check_replies(machine(), &Port);
 }
+
+#[test]
+fn the_log_holds_more_than_32_records() {
+    reader::check_a_long_log(machine(), &Port);
+}
