@@ -763,6 +763,37 @@ fn read_tables(
     }
 
     // Imports: only from the kernel's own modules.
+    image.imports.extend(read_imports(file)?);
+    v.extend(import_violations(image));
+
+    // Base relocations: a directory with at least one real relocation (toolchain.md: an image
+    // whose code is all RIP-relative may have none while DYNAMIC_BASE is set).
+    let (_, reloc_size) = layout.directory(data, DIRECTORY_BASERELOC);
+    let blocks = if reloc_size == 0 {
+        None
+    } else {
+        file.data_directories()
+            .relocation_blocks(data, &file.section_table())
+            .map_err(|e| format!("base relocations: {e}"))?
+    };
+    if let Some(blocks) = blocks {
+        for block in blocks {
+            let block = block.map_err(|e| format!("base relocations: {e}"))?;
+            image.relocations +=
+                block.filter(|r| r.typ != object::pe::IMAGE_REL_BASED_ABSOLUTE).count();
+        }
+    }
+    if image.relocations == 0 {
+        v.push(Violation::NoRelocations);
+    }
+    Ok(())
+}
+
+/// Every DLL the image imports from, with the functions by name (or `#ordinal`), then every DLL of
+/// the delay-load table (functions not listed): what both the drivers' and the programs' import
+/// checks read.
+pub fn read_imports(file: &PeFile64<'_>) -> Result<Vec<ImportedDll>, String> {
+    let mut imports = vec![];
     if let Some(table) = file.import_table().map_err(|e| format!("import table: {e}"))? {
         for descriptor in table.descriptors().map_err(|e| format!("import table: {e}"))? {
             let descriptor = descriptor.map_err(|e| format!("import table: {e}"))?;
@@ -787,7 +818,7 @@ fn read_tables(
                     object::read::pe::Import::Ordinal(n) => format!("#{n}"),
                 });
             }
-            image.imports.push(ImportedDll {
+            imports.push(ImportedDll {
                 name: String::from_utf8_lossy(name).into_owned(),
                 functions,
                 delay_load: false,
@@ -802,36 +833,14 @@ fn read_tables(
             let name = table
                 .name(descriptor.dll_name_rva.get(LE))
                 .map_err(|e| format!("delay-load imports: {e}"))?;
-            image.imports.push(ImportedDll {
+            imports.push(ImportedDll {
                 name: String::from_utf8_lossy(name).into_owned(),
                 functions: vec![],
                 delay_load: true,
             });
         }
     }
-    v.extend(import_violations(image));
-
-    // Base relocations: a directory with at least one real relocation (toolchain.md: an image
-    // whose code is all RIP-relative may have none while DYNAMIC_BASE is set).
-    let (_, reloc_size) = layout.directory(data, DIRECTORY_BASERELOC);
-    let blocks = if reloc_size == 0 {
-        None
-    } else {
-        file.data_directories()
-            .relocation_blocks(data, &file.section_table())
-            .map_err(|e| format!("base relocations: {e}"))?
-    };
-    if let Some(blocks) = blocks {
-        for block in blocks {
-            let block = block.map_err(|e| format!("base relocations: {e}"))?;
-            image.relocations +=
-                block.filter(|r| r.typ != object::pe::IMAGE_REL_BASED_ABSOLUTE).count();
-        }
-    }
-    if image.relocations == 0 {
-        v.push(Violation::NoRelocations);
-    }
-    Ok(())
+    Ok(imports)
 }
 
 /// A little-endian `u16` at `offset`, if the file is long enough.

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
-use object::LittleEndian as LE;
 use object::read::pe::PeFile64;
 use serde_json::Value;
 
@@ -389,54 +388,7 @@ fn read_imports_and_relocations(
     report: &mut Report,
 ) -> Result<(), String> {
     let file = PeFile64::parse(data).map_err(|e| e.to_string())?;
-    if let Some(table) = file.import_table().map_err(|e| format!("import table: {e}"))? {
-        for descriptor in table.descriptors().map_err(|e| format!("import table: {e}"))? {
-            let descriptor = descriptor.map_err(|e| format!("import table: {e}"))?;
-            let name =
-                table.name(descriptor.name.get(LE)).map_err(|e| format!("import table: {e}"))?;
-            let lookup = match descriptor.original_first_thunk.get(LE) {
-                0 => descriptor.first_thunk.get(LE),
-                rva => rva,
-            };
-            let mut thunks = table.thunks(lookup).map_err(|e| format!("import table: {e}"))?;
-            let mut functions = vec![];
-            while let Some(thunk) =
-                thunks.next::<object::pe::ImageNtHeaders64>().map_err(|e| e.to_string())?
-            {
-                functions.push(
-                    match table
-                        .import::<object::pe::ImageNtHeaders64>(thunk)
-                        .map_err(|e| format!("import table: {e}"))?
-                    {
-                        object::read::pe::Import::Name(_, name) => {
-                            String::from_utf8_lossy(name).into_owned()
-                        }
-                        object::read::pe::Import::Ordinal(n) => format!("#{n}"),
-                    },
-                );
-            }
-            report.imports.push(ImportedDll {
-                name: String::from_utf8_lossy(name).into_owned(),
-                functions,
-                delay_load: false,
-            });
-        }
-    }
-    if let Some(table) =
-        file.delay_load_import_table().map_err(|e| format!("delay-load imports: {e}"))?
-    {
-        for descriptor in table.descriptors().map_err(|e| format!("delay-load imports: {e}"))? {
-            let descriptor = descriptor.map_err(|e| format!("delay-load imports: {e}"))?;
-            let name = table
-                .name(descriptor.dll_name_rva.get(LE))
-                .map_err(|e| format!("delay-load imports: {e}"))?;
-            report.imports.push(ImportedDll {
-                name: String::from_utf8_lossy(name).into_owned(),
-                functions: vec![],
-                delay_load: true,
-            });
-        }
-    }
+    report.imports.extend(pe::read_imports(&file)?);
     for dll in &report.imports {
         let allowed = ALLOWED_IMPORTS.iter().any(|a| dll.name.eq_ignore_ascii_case(a));
         if !allowed || dll.delay_load {
