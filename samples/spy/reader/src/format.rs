@@ -27,8 +27,25 @@ pub struct Batch {
     pub records: u32,
     /// Operations the filter did not record since the previous reply.
     pub dropped: u32,
-    /// Records the filter still holds: ask again at once.
+    /// Records the filter still holds: those that did not fit the reply, and those whose
+    /// operation is still in progress.
     pub pending: u32,
+}
+
+/// The longest record the spy sends: the fixed part and a name of [`spy::NAME_UNITS`] units.
+pub const MAX_RECORD_BYTES: usize = wire::RECORD_FIXED_SIZE + 2 * spy::NAME_UNITS;
+
+/// Whether to send the next `GetLog` at once rather than after the interval, after a reply of
+/// `reply_len` bytes into a buffer of `capacity` bytes that held `batch`: only when records are
+/// still held and one of them may not have fitted (less room left than the longest record).
+///
+/// The spy keeps a record whose operation is in progress (a pended request, a directory
+/// notification that has not fired, a record its post callback could not complete) and counts
+/// it in `pending`; such a record may stay for hours, and asking again at once for it would be a
+/// busy loop of `FilterSendMessage` or `DeviceIoControl` calls. With room for the longest record
+/// left, every completed record was taken, so what is held is in progress: wait the interval.
+pub const fn ask_again_at_once(batch: &Batch, reply_len: usize, capacity: usize) -> bool {
+    batch.pending > 0 && capacity.saturating_sub(reply_len) < MAX_RECORD_BYTES
 }
 
 /// Why a reply could not be printed.
@@ -403,6 +420,56 @@ mod tests {
         assert_eq!(out.lines().count(), 1);
         r[0] = 9;
         assert_eq!(log(&mut out, &r), Err(PrintError::Decode(DecodeError::Version(9))));
+    }
+
+    /// Every truncation of a reply and every byte of it set to each of a few values decodes to
+    /// lines or to an error, never to a panic (the reader's build aborts on one), and the lines
+    /// printed before an error are whole records.
+    #[test]
+    fn no_damaged_reply_panics() {
+        let mut nameless = read();
+        nameless.flags = record_flags::NAME_TRUNCATED;
+        nameless.kind = 0xEE;
+        nameless.major = 0xFE;
+        nameless.status = i32::MIN;
+        let good = reply(
+            LogHeader { version: 1, record_count: 3, dropped: u32::MAX, pending: u32::MAX },
+            &[(read(), "x\u{e9}"), (nameless, ""), (read(), "\u{10ffff}")],
+        );
+        let mut damaged = Vec::new();
+        for len in 0..=good.len() {
+            damaged.push(good[..len].to_vec());
+        }
+        for at in 0..good.len() {
+            for v in [0x00, 0x01, 0x7F, 0x80, 0xFF] {
+                let mut r = good.clone();
+                r[at] = v;
+                damaged.push(r);
+            }
+        }
+        for r in &damaged {
+            let mut out = String::new();
+            let _ = log(&mut out, r);
+            assert!(out.is_empty() || out.ends_with('\n'), "{out}");
+            let mut out = String::new();
+            let _ = version(&mut out, r);
+        }
+    }
+
+    /// Records still held after a reply with room left are operations in progress (a pended
+    /// request, a directory notification that has not fired: hours on a desktop, where Explorer
+    /// watches folders), not records that did not fit; asking again at once would spin.
+    #[test]
+    fn only_a_full_reply_is_followed_at_once() {
+        let held = Batch { records: 1, dropped: 0, pending: 2 };
+        let small = wire::LOG_HEADER_SIZE + MAX_RECORD_BYTES;
+        assert!(!ask_again_at_once(&held, small, 4096));
+        assert!(!ask_again_at_once(&Batch { records: 0, ..held }, wire::LOG_HEADER_SIZE, 4096));
+        // Less room left than the longest record: one may not have fitted.
+        assert!(ask_again_at_once(&held, 4096 - MAX_RECORD_BYTES + 1, 4096));
+        assert!(ask_again_at_once(&held, 4096, 4096));
+        // Nothing held: wait.
+        assert!(!ask_again_at_once(&Batch { pending: 0, ..held }, 4096, 4096));
     }
 
     #[test]

@@ -348,18 +348,19 @@ fn read(options: &Options, out: &mut Out<Console>, err: &mut Out<Console>) -> u3
                 break;
             }
         };
-        match format::log(out, reply.get(..n).unwrap_or(&[])) {
+        let batch = match format::log(out, reply.get(..n).unwrap_or(&[])) {
             Ok(batch) => {
                 records += u64::from(batch.records);
                 dropped += u64::from(batch.dropped);
                 pending = batch.pending;
+                batch
             }
             Err(e) => {
                 let _ = writeln!(err, "spy-reader: {e}");
                 code = EXIT_FAILED;
                 break;
             }
-        }
+        };
         if !out.flush() {
             // The output is gone (a closed pipe): nothing more can be shown.
             code = EXIT_FAILED;
@@ -368,8 +369,9 @@ fn read(options: &Options, out: &mut Out<Console>, err: &mut Out<Console>) -> u3
         if options.once || STOP.load(Ordering::SeqCst) {
             break;
         }
-        // Records still held: ask again at once; otherwise wait for more.
-        if pending == 0 {
+        // A full reply with records still held: ask again at once; otherwise (nothing held, or
+        // only operations in progress) wait for more.
+        if !format::ask_again_at_once(&batch, n, reply.len()) {
             sleep(options.interval_ms);
             if STOP.load(Ordering::SeqCst) {
                 break;
