@@ -39,9 +39,9 @@ use windows_sys::Win32::Foundation::{
 /// `FLT_PORT_ALL_ACCESS`: `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
 const FLT_PORT_ALL_ACCESS: u32 = 0x0001 | 0x001F_0000;
 /// `STATUS_CONNECTION_COUNT_LIMIT`.
-const CONNECTION_COUNT_LIMIT: Status = Status(0xC000_0246_u32 as i32);
+const CONNECTION_COUNT_LIMIT: Status = Status::CONNECTION_COUNT_LIMIT;
 /// `STATUS_PORT_DISCONNECTED`.
-const PORT_DISCONNECTED: Status = Status(0xC000_0037_u32 as i32);
+const PORT_DISCONNECTED: Status = Status::PORT_DISCONNECTED;
 /// The port's name.
 const PORT: &str = r"\SpyPort";
 

@@ -200,6 +200,8 @@ statuses! {
     ACCESS_VIOLATION = 0xC000_0005,
     /// A message channel has its most clients connected (`MaxConnections`).
     CONNECTION_COUNT_LIMIT = 0xC000_0246,
+    /// A message on a connection whose other end was closed (the filter's `FltCloseClientPort`).
+    PORT_DISCONNECTED = 0xC000_0037,
 }
 
 statuses! {
@@ -446,6 +448,7 @@ mod tests {
         let limit = Some(Status::CONNECTION_COUNT_LIMIT);
         assert_eq!(Status::from_name("STATUS_CONNECTION_COUNT_LIMIT"), limit);
         assert_eq!(Status::ACCESS_VIOLATION.name(), Some("STATUS_ACCESS_VIOLATION"));
+        assert_eq!(Status(0xC000_0037_u32 as i32).name(), Some("STATUS_PORT_DISCONNECTED"));
     }
 
     #[test]

@@ -27,10 +27,10 @@ use crate::security::Caller;
 
 /// `STATUS_CONNECTION_COUNT_LIMIT`: what a connection beyond the server port's `MaxConnections`
 /// gets (docs/simulator.md: the status is the simulator's reading, not confirmed by a page).
-pub const CONNECTION_COUNT_LIMIT: Status = Status(0xC000_0246_u32 as i32);
+pub const CONNECTION_COUNT_LIMIT: Status = Status::CONNECTION_COUNT_LIMIT;
 /// `STATUS_PORT_DISCONNECTED`: a message sent on a connection the filter closed its end of
 /// (unconfirmed, docs/simulator.md).
-pub const PORT_DISCONNECTED: Status = Status(0xC000_0037_u32 as i32);
+pub const PORT_DISCONNECTED: Status = Status::PORT_DISCONNECTED;
 /// The tag of the security descriptors `FltBuildDefaultSecurityDescriptor` allocates (the
 /// simulator's own: Windows' tag was not checked).
 pub const SECURITY_DESCRIPTOR_TAG: u32 = u32::from_le_bytes(*b"FltS");
