@@ -19,8 +19,13 @@
 //! `shared/kernel` (whose `SpinLock` raises to `DISPATCH_LEVEL`), so the log is behind the `spin`
 //! crate's mutex, which does not raise the IRQL. A holder can then be interrupted by a post
 //! callback at `DISPATCH_LEVEL` on its own processor, which must never wait for it: callbacks
-//! only *try* the lock (once at `DISPATCH_LEVEL`, a bounded number of times below), and an
-//! operation that finds it busy is counted as dropped instead of waiting.
+//! only *try* the lock, a bounded number of times ([`LOCK_TRIES`], at any IRQL), and never wait.
+//! A pre callback that finds it busy counts its operation as dropped. A post callback that finds
+//! it busy leaves the operation's identity in one of [`LOST_POSTS`] lock-free slots, and the next
+//! holder of the lock completes that record without a result (no `POST` flag, status 0) before
+//! anything else: the record does not wait for ever, and no later operation at the same address
+//! (a recycled IRP or callback data, whose pre has to take the lock first) can be completed in
+//! its place. Only when all those slots are taken does a record stay in flight.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -29,7 +34,7 @@ pub mod wire;
 
 mod ring;
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use fsfilter::{
     ClientId, Error, Filter, Instance, InstanceSetup, Irql, LoadBuffer, MajorFunction,
@@ -65,6 +70,9 @@ pub const CHANNEL_NAME: &str = "FsFilterSpy";
 /// microseconds of spinning, bounded, so that a callback at `DISPATCH_LEVEL` that interrupted the
 /// holder on its own processor gives up instead of waiting for ever.
 const LOCK_TRIES: u32 = 1000;
+
+/// How many post callbacks that found the log busy wait for the next holder of the lock.
+const LOST_POSTS: usize = 4;
 
 /// The spy's parameters.
 pub const PARAMETERS: &[ParameterDoc] = &[
@@ -136,6 +144,9 @@ pub struct Spy {
     sequence: AtomicU64,
     /// Operations dropped because the log was busy, not yet reported.
     busy: AtomicU32,
+    /// The identities of operations whose post callback found the log busy (0: a free slot),
+    /// completed without a result by the next holder of the lock.
+    lost: [AtomicUsize; LOST_POSTS],
     names: bool,
 }
 
@@ -154,6 +165,7 @@ impl Spy {
             log: SpinMutex::new(Log { ring }),
             sequence: AtomicU64::new(0),
             busy: AtomicU32::new(0),
+            lost: [const { AtomicUsize::new(0) }; LOST_POSTS],
             names: settings.names,
         }
     }
@@ -163,10 +175,17 @@ impl Spy {
         self.lock().map_or(0, |l| l.ring.capacity())
     }
 
-    /// The log, unless it stays busy for [`LOCK_TRIES`] tries.
+    /// The log, unless it stays busy for [`LOCK_TRIES`] tries; the records whose post callback
+    /// found it busy are completed (without a result) first.
     fn lock(&self) -> Option<SpinMutexGuard<'_, Log>> {
         for _ in 0..LOCK_TRIES {
-            if let Some(guard) = self.log.try_lock() {
+            if let Some(mut guard) = self.log.try_lock() {
+                for lost in &self.lost {
+                    if lost.load(Ordering::Relaxed) != 0 {
+                        let op = lost.swap(0, Ordering::Acquire);
+                        guard.ring.complete(op, None, 0, 0, 0);
+                    }
+                }
                 return Some(guard);
             }
             core::hint::spin_loop();
@@ -183,10 +202,7 @@ impl Spy {
                 let Some(mut log) = self.lock() else {
                     return Err(Error::new(Status::DEVICE_NOT_READY).unwrap_or(Error::UNSUCCESSFUL));
                 };
-                let busy = self.busy.swap(0, Ordering::Relaxed);
-                for _ in 0..busy {
-                    log.ring.count_drop();
-                }
+                log.ring.count_drops(self.busy.swap(0, Ordering::Relaxed));
                 log.ring.take(reply).ok_or_else(wire::buffer_too_small)
             }
         }
@@ -194,14 +210,12 @@ impl Spy {
 
     /// Records the pre phase of `op`; `post` when a post callback will complete the record.
     fn record_pre(&self, op: &PreOperation<'_, ()>, post: bool) {
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let h = op.header();
         let mut flags = 0;
         if h.synchronous {
             flags |= record_flags::SYNCHRONOUS;
         }
         let fields = RecordFields {
-            sequence,
             major: h.major.code(),
             minor: h.minor,
             kind: match h.kind {
@@ -237,11 +251,17 @@ impl Spy {
                 Err(e) => slot.fields.name_status = e.status().0,
             }
         }
+        // Numbered when recorded, under the lock: the ring's order is the numbers' order, even
+        // when another operation was recorded while this one waited for its name. A dropped
+        // operation takes its number too (the gap shows it).
+        let next = || self.sequence.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         match self.lock() {
             Some(mut log) => {
+                slot.fields.sequence = next();
                 log.ring.push(&slot);
             }
             None => {
+                next();
                 self.busy.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -297,7 +317,13 @@ impl Filter for Spy {
         }
         if let Some(mut log) = self.lock() {
             let information = result.information as u64;
-            log.ring.complete(h.id, h.major.code(), add, result.status.0, information);
+            log.ring.complete(h.id, Some(h.major.code()), add, result.status.0, information);
+        } else {
+            // Left to the next holder of the lock (the module's documentation); when every slot
+            // is taken the record stays in flight.
+            let free =
+                |l: &AtomicUsize| l.compare_exchange(0, h.id, Ordering::Release, Ordering::Relaxed);
+            let _ = self.lost.iter().any(|l| free(l).is_ok());
         }
         PostOutcome::Finished
     }
@@ -442,7 +468,12 @@ mod tests {
     }
 
     /// One operation through the spy: pre, then post with `result` (unless `None`).
-    fn operate(spy: &Spy, h: OperationHeader<'static>, services: &Fake, result: Option<IoStatus>) {
+    fn operate(
+        spy: &Spy,
+        h: OperationHeader<'static>,
+        services: &dyn Services,
+        result: Option<IoStatus>,
+    ) {
         let lazy = LazyHeader::ready(h);
         let mut pre =
             PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), services, None);
@@ -669,5 +700,115 @@ mod tests {
         // Built in DriverEntry and moved through the kernel stack (24 KiB on x64): the log's
         // records are in the load buffer, not in the value.
         assert!(core::mem::size_of::<Spy>() <= 128, "{}", core::mem::size_of::<Spy>());
+    }
+    /// The pre callback of `h` alone.
+    fn pre(spy: &Spy, h: OperationHeader<'static>) {
+        let lazy = LazyHeader::ready(h);
+        let mut pre =
+            PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), &PASSIVE, None);
+        assert!(matches!(spy.pre_operation(&instance(), &mut pre), PreOutcome::WithPost(())));
+    }
+
+    /// The post callback of `h` alone, with `result`.
+    fn post(spy: &Spy, h: OperationHeader<'static>, result: IoStatus) {
+        let lazy = LazyHeader::ready(h);
+        let buffer = OperationBuffer::ready(Buffer::None);
+        let mut post = PostOperation::new(&lazy, result, buffer, &PASSIVE, None);
+        let _ = spy.post_operation(&instance(), &mut post, (), PostFlags::empty());
+    }
+
+    #[test]
+    fn a_post_that_finds_the_log_busy_does_not_leave_its_record_waiting() {
+        // The post callback gives up on a busy log (a holder it interrupted on its processor):
+        // its record must not stay in flight for ever, holding a slot and `pending`.
+        let spy = spy(&[("MaxRecords", V::Dword(2))]);
+        let h = header(MajorFunction::Read, 0x100, Irql::PASSIVE);
+        pre(&spy, h);
+        {
+            let _holder = spy.log.lock();
+            post(&spy, h, IoStatus::new(Status::END_OF_FILE));
+        }
+        let reply = get_log(&spy, 4096);
+        let log = LogReply::parse(&reply).unwrap();
+        assert_eq!((log.header.record_count, log.header.pending), (1, 0));
+        let r = log.records().next().unwrap().unwrap();
+        // Its result is unknown: no POST flag, no status.
+        assert_eq!((r.fields.sequence, r.fields.flags & record_flags::POST), (1, 0));
+        assert_eq!(r.fields.status, 0);
+        // The slot is free again: two operations fit, none dropped.
+        let ok = Some(IoStatus::new(Status::SUCCESS));
+        for id in [0x200, 0x300] {
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+        }
+        let reply = get_log(&spy, 4096);
+        let log = LogReply::parse(&reply).unwrap();
+        assert_eq!((log.header.record_count, log.header.dropped), (2, 0));
+    }
+
+    #[test]
+    fn a_post_whose_pre_was_dropped_completes_no_other_record() {
+        // Operation 1 (id 0x100) loses its post to a busy log; operation 2 reuses the address
+        // (a recycled IRP or callback data) and its pre finds the log busy: its post must not
+        // complete operation 1's record with operation 2's result.
+        let spy = spy(&[]);
+        let h = header(MajorFunction::Read, 0x100, Irql::PASSIVE);
+        pre(&spy, h);
+        {
+            let _holder = spy.log.lock();
+            post(&spy, h, IoStatus::new(Status::SUCCESS));
+            pre(&spy, h);
+        }
+        post(&spy, h, IoStatus::new(Status::END_OF_FILE));
+        let reply = get_log(&spy, 4096);
+        let log = LogReply::parse(&reply).unwrap();
+        assert_eq!((log.header.record_count, log.header.dropped, log.header.pending), (1, 1, 0));
+        let r = log.records().next().unwrap().unwrap();
+        assert_eq!(r.fields.sequence, 1);
+        assert_ne!(r.fields.status, Status::END_OF_FILE.0, "operation 2's result");
+    }
+
+    /// Services whose name query runs another operation through the spy first: what another
+    /// processor does while this one waits for the name (the query may send a request down).
+    struct Nested<'a>(&'a Spy);
+
+    impl Services for Nested<'_> {
+        fn irql(&self) -> Irql {
+            Irql::PASSIVE
+        }
+        fn note(&self, _message: &str) {}
+        fn create_scan_section(&self) -> core::result::Result<ScanSection, Error> {
+            Err(Error::NOT_SUPPORTED)
+        }
+        fn data_scan_mode(&self) -> DataScanMode {
+            DataScanMode::NotRequested
+        }
+        fn cancel_file_open(&self, _status: Status) -> core::result::Result<(), Error> {
+            Err(Error::NOT_SUPPORTED)
+        }
+        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
+            Ok(())
+        }
+        fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
+            let h = header(MajorFunction::Write, 0x900, Irql::PASSIVE);
+            operate(self.0, h, &PASSIVE, Some(IoStatus::new(Status::SUCCESS)));
+            PASSIVE.file_name(kind)
+        }
+    }
+
+    #[test]
+    fn records_come_in_sequence_order_when_a_name_query_is_overtaken() {
+        // Operation A asks for its name; operation B (another processor) is recorded meanwhile.
+        // The log gives records in the order they were recorded: their sequence numbers must
+        // follow that order, or a reader sees a gap where nothing was lost.
+        let spy = spy(&[]);
+        let nested = Nested(&spy);
+        let ok = Some(IoStatus::new(Status::SUCCESS));
+        operate(&spy, header(MajorFunction::Read, 0x100, Irql::PASSIVE), &nested, ok);
+        let reply = get_log(&spy, 4096);
+        let log = LogReply::parse(&reply).unwrap();
+        let records: Vec<_> = log.records().map(Result::unwrap).collect();
+        let got: Vec<_> = records.iter().map(|r| (r.fields.sequence, r.fields.major)).collect();
+        let (write, read) = (MajorFunction::Write.code(), MajorFunction::Read.code());
+        assert_eq!(got, [(1, write), (2, read)]);
     }
 }

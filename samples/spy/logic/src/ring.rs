@@ -4,8 +4,8 @@
 //!
 //! A record is opened in the pre callback (its sequence number, the operation, the name) and
 //! completed in the post callback (status, information), found again by the operation's identity.
-//! `GetLog` takes the completed records from the oldest on, in the order their operations
-//! started; a record whose operation is still in progress (a pended request, a directory-change
+//! `GetLog` takes the completed records from the oldest on, in the order they were recorded (their
+//! sequence numbers', given under the lock); a record whose operation is still in progress (a pended request, a directory-change
 //! notification that has not fired) stays, and the records after it are taken around it.
 //!
 //! When the ring is full a new operation is not recorded and counts as dropped, as MiniSpy stops
@@ -160,16 +160,21 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Ring<B> {
 
     /// One more operation not recorded.
     pub(crate) fn count_drop(&mut self) {
-        self.dropped = self.dropped.saturating_add(1);
+        self.count_drops(1);
     }
 
-    /// Completes the newest in-flight record of operation `op` (major function `major`): adds
-    /// `flags` to its flags and sets its status and information; false when there is none (it
-    /// was dropped at pre).
+    /// `n` more operations not recorded (saturating: no loop, whatever `n`).
+    pub(crate) fn count_drops(&mut self, n: u32) {
+        self.dropped = self.dropped.saturating_add(n);
+    }
+
+    /// Completes the newest in-flight record of operation `op` (of major function `major`, or
+    /// any when `None`): adds `flags` to its flags and sets its status and information; false
+    /// when there is none (it was dropped at pre).
     pub(crate) fn complete(
         &mut self,
         op: usize,
-        major: u8,
+        major: Option<u8>,
         flags: u16,
         status: i32,
         information: u64,
@@ -179,7 +184,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Ring<B> {
             let Some(s) = self.slot_mut(i) else { continue };
             let ours = wire::get(s, IN_FLIGHT_AT) == Some([1])
                 && wire::get(s, OP_AT) == Some((op as u64).to_le_bytes())
-                && wire::get(s, RECORD_AT + 6) == Some([major]);
+                && major.is_none_or(|m| wire::get(s, RECORD_AT + 6) == Some([m]));
             if !ours {
                 continue;
             }
@@ -332,12 +337,12 @@ mod tests {
         let n = ring.take(&mut out).unwrap();
         let (h, seq) = sequences(&out[..n]);
         assert_eq!((seq, h.pending), (std::vec![2], 2));
-        assert!(ring.complete(30, 3, record_flags::POST, 0, 0));
-        assert!(!ring.complete(30, 3, 0, 0, 0), "completed once");
-        assert!(!ring.complete(10, 4, 0, 0, 0), "another major function");
+        assert!(ring.complete(30, Some(3), record_flags::POST, 0, 0));
+        assert!(!ring.complete(30, Some(3), 0, 0, 0), "completed once");
+        assert!(!ring.complete(10, Some(4), 0, 0, 0), "another major function");
         let n = ring.take(&mut out).unwrap();
         assert_eq!(sequences(&out[..n]).1, [3]);
-        assert!(ring.complete(10, 3, 0, 0, 0));
+        assert!(ring.complete(10, Some(3), 0, 0, 0));
         let n = ring.take(&mut out).unwrap();
         assert_eq!(
             sequences(&out[..n]),
@@ -363,12 +368,12 @@ mod tests {
         assert_eq!((ring.len(), ring.head()), (2, 3), "4 stays at the head, 6 closes up");
         assert!(ring.push(&slot(8, 0, false)) && ring.push(&slot(9, 0, false)));
         assert!(!ring.push(&slot(10, 0, false)), "full again");
-        assert!(ring.complete(60, 3, 0, 0, 0));
+        assert!(ring.complete(60, Some(3), 0, 0, 0));
         let n = ring.take(&mut out).unwrap();
         let (h, seq) = sequences(&out[..n]);
         assert_eq!((seq, h.dropped, h.pending), (std::vec![6, 8, 9], 1, 1));
         assert_eq!((ring.len(), ring.head()), (1, 3), "4 still at the head");
-        assert!(ring.complete(40, 3, 0, 0, 0));
+        assert!(ring.complete(40, Some(3), 0, 0, 0));
         let n = ring.take(&mut out).unwrap();
         assert_eq!(sequences(&out[..n]).1, [4]);
         assert_eq!((ring.len(), ring.head()), (0, 0));
@@ -450,8 +455,14 @@ mod tests {
             let n = ring.take(&mut out).unwrap();
             assert_eq!(sequences(&out[..n]).1, [11]);
             assert_eq!(ring.index(1), to, "12 closed up behind 10");
-            assert!(ring.complete(40, 3, record_flags::POST | record_flags::DRAINING, -5, 77));
-            assert!(ring.complete(30, 3, record_flags::POST, 0x103, u64::MAX));
+            assert!(ring.complete(
+                40,
+                Some(3),
+                record_flags::POST | record_flags::DRAINING,
+                -5,
+                77
+            ));
+            assert!(ring.complete(30, Some(3), record_flags::POST, 0x103, u64::MAX));
             let n = ring.take(&mut out).unwrap();
             let reply = LogReply::parse(&out[..n]).unwrap();
             let records: Vec<_> = reply.records().map(Result::unwrap).collect();
