@@ -477,4 +477,84 @@ mod tests {
             assert_eq!((s.status, s.information, s.flags), (-5, 77, both));
         }
     }
+
+    #[test]
+    fn the_ring_agrees_with_a_model_whatever_the_order_of_completions() {
+        // Pushes (some in flight, names of any length), completions in any order (of records
+        // held, of records never held), takes into replies of any size, against a list: the
+        // records taken, `dropped` and `pending` agree, and nothing panics.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let long: Vec<u16> = (0..80).collect();
+        for round in 0..300 {
+            let capacity = 1 + next(9) as usize;
+            // Sometimes a buffer with fewer slots than asked for.
+            let slots = if round % 7 == 0 { capacity / 2 } else { capacity };
+            let mut ring = Ring::new(std::vec![0u8; slots * SLOT_SIZE], capacity);
+            // A buffer without room for one slot records nothing (capacity stays 1).
+            let held = if slots == 0 { 0 } else { ring.capacity() };
+            // (sequence, op, in flight, name units)
+            let mut model: Vec<(u64, usize, bool, usize)> = Vec::new();
+            let mut dropped = 0u32;
+            for sequence in 1..200u64 {
+                match next(4) {
+                    0 | 1 => {
+                        let op = 1 + next(12) as usize;
+                        let in_flight = next(2) == 0;
+                        let mut s = slot(sequence, op, in_flight);
+                        let units = next(70) as usize;
+                        s.set_name(long.get(..units).unwrap());
+                        let kept = units.min(NAME_UNITS);
+                        if ring.push(&s) {
+                            model.push((sequence, op, in_flight, kept));
+                        } else {
+                            assert_eq!(model.len(), held, "only a full ring refuses");
+                            dropped += 1;
+                        }
+                    }
+                    2 => {
+                        let op = 1 + next(14) as usize;
+                        let expected = model.iter_mut().rev().find(|r| r.2 && r.1 == op);
+                        let found = expected.is_some();
+                        if let Some(r) = expected {
+                            r.2 = false;
+                        }
+                        assert_eq!(ring.complete(op, Some(3), record_flags::POST, 1, 2), found);
+                    }
+                    _ => {
+                        let size = wire::LOG_HEADER_SIZE + next(600) as usize;
+                        let mut out = std::vec![0u8; size];
+                        let n = ring.take(&mut out).unwrap();
+                        let (h, seq) = sequences(&out[..n]);
+                        let mut used = wire::LOG_HEADER_SIZE;
+                        let mut full = false;
+                        let mut want = Vec::new();
+                        model.retain(|r| {
+                            let bytes = wire::RECORD_FIXED_SIZE + 2 * r.3;
+                            if full || r.2 {
+                                return true;
+                            }
+                            if used + bytes > size {
+                                full = true;
+                                return true;
+                            }
+                            used += bytes;
+                            want.push(r.0);
+                            false
+                        });
+                        assert_eq!(seq, want);
+                        assert_eq!((n, h.dropped), (used, dropped));
+                        assert_eq!(h.pending as usize, model.len());
+                        assert_eq!(ring.len(), model.len());
+                        dropped = 0;
+                    }
+                }
+            }
+        }
+    }
 }
