@@ -1,14 +1,17 @@
 //! `--report`: one self-contained HTML page (inline CSS and SVG, no script, no network) with a
 //! stack diagram per volume and snapshot, the callback timeline with a lane per driver, the steps
-//! with their callback order, and the verifier findings.
+//! with their callback order (a `message` step followed by a row with its reply: a spy's version
+//! or its log's records), and the verifier findings.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use fsfilter_sim::{Callback, EventKind};
 
-use crate::run::{Run, Snapshot, StackEntry};
-use crate::scenario::Scenario;
+use crate::run::{MessageOutcome, Run, Snapshot, StackEntry};
+use crate::scenario::{MessageBody, Scenario};
+use crate::spylog::{Decoded, Record};
+use crate::text::status_name;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -30,6 +33,109 @@ table { border-collapse: collapse; margin-top: .5em; }
 td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; font: 12px ui-monospace, monospace; }
 .finding { color: #c0392b; }
 ";
+
+/// Added to the style only when the scenario has `message` steps, so that every other page stays
+/// as it was.
+const MESSAGE_STYLE: &str = "tr.message > td { background: #f7f9fc; }
+table.records td { white-space: nowrap; }
+table.records td:last-child { white-space: normal; overflow-wrap: anywhere; }
+";
+
+/// At most this many bytes of a reply the lab does not decode are shown, in hex.
+const RAW_SHOWN: usize = 64;
+
+/// `n record(s)`, `n byte(s)`.
+fn count(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
+/// One record of a spy log, as a table row.
+fn record_row(r: &Record) -> String {
+    // One flag a line: the IRP's, the callback data's, then whether it was synchronous.
+    let mut flags: Vec<String> = r.irp_flags.iter().chain(&r.data_flags).map(|f| esc(f)).collect();
+    if r.synchronous {
+        flags.push("synchronous".to_owned());
+    }
+    let (status, information) = match r.status {
+        Some(s) => (status_name(s), r.information.to_string()),
+        None => ("no post".to_owned(), "—".to_owned()),
+    };
+    let status = if r.draining { format!("{status} (draining)") } else { status };
+    let file = r.file.map_or_else(|| "—".to_owned(), |f| format!("file {f}"));
+    let name = match (&r.name, r.name_status) {
+        (Some(n), _) => format!("{n}{}", if r.name_truncated { "…" } else { "" }),
+        (None, Some(s)) => format!("no name: {}", status_name(s)),
+        (None, None) => "—".to_owned(),
+    };
+    format!(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        r.sequence,
+        esc(&r.operation),
+        r.minor,
+        r.kind,
+        r.requestor_mode,
+        flags.join("<br>"),
+        esc(&status),
+        information,
+        file,
+        esc(&name)
+    )
+}
+
+/// The row under a `message` step: who asked which driver what, the status, and the reply (a
+/// spy's version, or its log's counts and records).
+fn message_row(m: &MessageOutcome, decoded: &Decoded) -> String {
+    let what = match &m.body {
+        MessageBody::Spy(c) => crate::scenario::spy_command_name(*c).to_owned(),
+        MessageBody::Data(d) => format!("data “{}”", String::from_utf8_lossy(d)),
+    };
+    let mut out = format!(
+        "<tr class=\"message\" data-step=\"{}\"><td></td><td colspan=\"3\">client <b>{}</b> asked {} ({}) {}: {}",
+        m.step,
+        esc(&m.client),
+        esc(&m.driver),
+        m.model.name(),
+        esc(&what),
+        esc(&status_name(m.status))
+    );
+    if !m.reply.is_empty() {
+        let _ = write!(out, ", reply of {}", count(m.reply.len(), "byte"));
+    }
+    let mut records = String::new();
+    match decoded {
+        Decoded::Log(log) => {
+            let _ = write!(
+                out,
+                ": {}, {} dropped, {} pending.",
+                count(log.records.len(), "record"),
+                log.dropped,
+                log.pending
+            );
+            if !log.records.is_empty() {
+                records.push_str("<table class=\"records\"><tr><th>#</th><th>Operation</th><th>Minor</th><th>Kind</th><th>Mode</th><th>Flags</th><th>Status</th><th>Information</th><th>File</th><th>Name</th></tr>");
+                for r in &log.records {
+                    records.push_str(&record_row(r));
+                }
+                records.push_str("</table>");
+            }
+        }
+        Decoded::Version(major, minor) => {
+            let _ = write!(out, ": protocol version {major}.{minor}.");
+        }
+        Decoded::Error(e) => {
+            let _ = write!(out, ": the reply does not decode: {}.", esc(e));
+        }
+        Decoded::Raw if m.reply.is_empty() => out.push('.'),
+        Decoded::Raw => {
+            let hex: String = m.reply.iter().take(RAW_SHOWN).map(|b| format!("{b:02x}")).collect();
+            let more = if m.reply.len() > RAW_SHOWN { "…" } else { "" };
+            let _ = write!(out, ": <code>{hex}{more}</code>");
+        }
+    }
+    out.push_str(&records);
+    out.push_str("</td></tr>");
+    out
+}
 
 /// The stack diagram of one volume.
 fn stack_svg(volume: &str, stack: &[StackEntry]) -> String {
@@ -175,8 +281,9 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>fsfilter lab: {}</title><style>{STYLE}</style></head><body>",
-        esc(&run.scenario)
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>fsfilter lab: {}</title><style>{STYLE}{}</style></head><body>",
+        esc(&run.scenario),
+        if run.messages.is_empty() { "" } else { MESSAGE_STYLE }
     );
     let _ =
         write!(out, "<h1>fsfilter lab: {}</h1><p>seed {}</p>", esc(&run.scenario), scenario.seed);
@@ -203,6 +310,10 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     let orders = crate::text::callback_orders(run);
     let requests = crate::text::step_requests(run);
     let done = crate::text::Completions::of(run);
+    let mut replies: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (m, decoded) in crate::spylog::decode_all(run) {
+        replies.entry(m.step).or_default().push(message_row(m, &decoded));
+    }
     for s in &run.steps {
         // Every request of the step (a close's cleanup, an I/O's implicit open), each named
         // when there are several, with how it completed when a later step completed it; then
@@ -232,6 +343,9 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
             esc(&crate::text::status_name(s.status)),
             esc(&order)
         );
+        for row in replies.remove(&s.index).into_iter().flatten() {
+            out.push_str(&row);
+        }
     }
     out.push_str("</table><h2>Verifier</h2>");
     let mut any = false;

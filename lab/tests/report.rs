@@ -120,3 +120,114 @@ fn a_driver_named_like_a_trace_lane_of_the_kernel_gets_a_lane_of_its_own() {
         events.iter().filter(|e| e["name"] == "thread_name").map(|e| &e["args"]["name"]).collect();
     assert_eq!(lanes.len(), 3, "requests, kernel and the driver: {lanes:?}");
 }
+
+/// The page `html::report` writes for the scenario in `lab/scenarios/<name>.toml`.
+fn html_of_example(name: &str) -> (run::Run, String) {
+    let path = format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let s = scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).expect("parses");
+    let r = run::run(&s);
+    let page = fsfilter_lab::html::report(&s, &r);
+    (r, page)
+}
+
+/// The row the HTML report's steps table gives message step `step`, after the step's own row.
+fn message_row(page: &str, step: u32) -> &str {
+    let start = format!("<tr class=\"message\" data-step=\"{step}\">");
+    let row = page.split(&start).nth(1).unwrap_or_else(|| panic!("no {start} in:\n{page}"));
+    // The row ends with its cell, after the records' table when it has one.
+    let cell_end = row.find("</td></tr>").unwrap_or(row.len());
+    let end = match row.find("<table") {
+        Some(t) if t < cell_end => row.find("</table></td></tr>").map_or(row.len(), |e| e + 18),
+        _ => cell_end + "</td></tr>".len(),
+    };
+    row.get(..end).unwrap_or(row)
+}
+
+#[test]
+fn the_html_report_shows_each_message_step_and_the_records_of_both_spies() {
+    // lab/scenarios/spy.toml: the text report and the JSON gave each spy's log; the HTML report
+    // gave only the steps' `message mini get_log` and status (spy.md, "Not done").
+    let (r, page) = html_of_example("spy");
+    let version = message_row(&page, 4);
+    assert!(version.contains("<b>mini</b> asked SpyMini (minifilter)"), "{version}");
+    assert!(version.contains("get_version: STATUS_SUCCESS"), "{version}");
+    assert!(version.contains("protocol version 1.0"), "{version}");
+    let logs: Vec<_> = fsfilter_lab::spylog::decode_all(&r)
+        .into_iter()
+        .filter_map(|(m, d)| match d {
+            fsfilter_lab::spylog::Decoded::Log(log) => Some((m.step, m.driver.clone(), log)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs.len(), 2, "both spies' logs");
+    for (step, driver, log) in logs {
+        let row = message_row(&page, step);
+        assert!(row.contains(&format!("asked {driver} (")), "{row}");
+        assert!(row.contains("get_log: STATUS_SUCCESS"), "{row}");
+        assert!(row.contains("10 records, 0 dropped, 0 pending"), "{row}");
+        assert_eq!(row.matches("<tr><td>").count(), 10, "one table row a record: {row}");
+        for x in &log.records {
+            let name = x.name.as_deref().map_or_else(
+                || format!("no name: {}", text::status_name(x.name_status.unwrap())),
+                |n| n.to_owned(),
+            );
+            let cells = format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                x.sequence, x.operation, x.minor, x.kind, x.requestor_mode
+            );
+            let record = row.split(&cells).nth(1).unwrap_or_else(|| panic!("{cells} in {row}"));
+            let record = record.split("</tr>").next().unwrap_or_default();
+            let status = text::status_name(x.status.unwrap());
+            assert!(record.contains(&format!("<td>{status}</td><td>{}</td>", x.information)));
+            assert!(record.contains(&format!("<td>file {}</td>", x.file.unwrap())), "{record}");
+            assert!(record.ends_with(&format!("<td>{}</td>", name.replace('&', "&amp;"))));
+            for flag in x.irp_flags.iter().chain(&x.data_flags) {
+                assert!(record.contains(flag.as_str()), "{flag} in {record}");
+            }
+        }
+    }
+    // The FsFilter callbacks have no names, and the report says why.
+    assert!(page.contains("<td>no name: STATUS_FLT_INVALID_NAME_REQUEST</td>"), "{page}");
+}
+
+#[test]
+fn the_html_report_escapes_what_a_message_step_shows() {
+    // A client named `<r&d>` and a file named `R&D <plan>.txt` (which NTFS refuses, after the
+    // spy recorded the opened name).
+    let text = "name = \"esc\"\n\n[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\
+                files = { \"R&D 'plan'.txt\" = \"y\" }\n\n\
+                [[driver]]\nname = \"Spy\"\nsample = \"spy\"\nmodel = \"minifilter\"\n\
+                altitude = \"370520\"\nstart = \"boot\"\n\n\
+                [[step]]\naction = \"connect\"\ndriver = \"Spy\"\nclient = \"<r&d>\"\n\n\
+                [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"read\"\npath = \"R&D <plan>.txt\"\n\n\
+                [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"read\"\npath = \"R&D 'plan'.txt\"\n\n\
+                [[step]]\naction = \"message\"\nclient = \"<r&d>\"\ncommand = \"get_log\"\n\n\
+                [[step]]\naction = \"message\"\nclient = \"<r&d>\"\ndata = \"<hi & bye>\"\n";
+    let s = scenario::parse("esc.toml", text).expect("parses");
+    let r = run::run(&s);
+    let page = fsfilter_lab::html::report(&s, &r);
+    assert!(!page.contains("<r&d>") && !page.contains("<plan>") && !page.contains("<hi"), "{page}");
+    let log = message_row(&page, 3);
+    assert!(log.contains("<b>&lt;r&amp;d&gt;</b> asked Spy (minifilter) get_log"), "{log}");
+    assert!(log.contains("<td>\\Device\\HarddiskVolume1\\R&amp;D &lt;plan&gt;.txt</td>"), "{log}");
+    assert!(log.contains("<td>\\Device\\HarddiskVolume1\\R&amp;D 'plan'.txt</td>"), "{log}");
+    assert_eq!(log.matches("<tr><td>").count(), 3, "{log}");
+    let data = message_row(&page, 4);
+    assert!(data.contains("asked Spy (minifilter) data “&lt;hi &amp; bye&gt;”"), "{data}");
+    assert!(data.contains("STATUS_INVALID_PARAMETER"), "{data}");
+}
+
+#[test]
+fn a_report_without_message_steps_is_unchanged() {
+    // The demonstration's page (the one .ci/run renders in Chromium) byte for byte as before the
+    // message steps were shown; `FSFILTER_BLESS=1` accepts a change, to review like code.
+    let (r, page) = html_of_example("demo");
+    assert!(r.messages.is_empty());
+    let snapshot = format!("{}/tests/snapshots/demo.html", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("FSFILTER_BLESS").is_some() {
+        std::fs::write(&snapshot, &page).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&snapshot).expect("the snapshot");
+    assert!(expected == page, "the demonstration's HTML report differs from {snapshot}");
+}
