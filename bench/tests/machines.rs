@@ -23,8 +23,18 @@ fn minifilter_pres(bench: &Bench, index: usize) -> usize {
     bench.machine.flt_pre_count(&format!("Filter{index}"))
 }
 
+/// The raw legacy filter keeps its driver and control device in process-wide statics, as a C
+/// driver does (bench/raw-legacy): two machines running it at once in this test binary's threads
+/// would share them (one machine's filter then does not recognize its own devices and leaves
+/// the volume unattached). The tests of this file therefore run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn each_driver_is_on_the_path_of_the_workload() {
+    let _serial = serial();
     for driver in ALL {
         let mut bench = Bench::new(&[driver]);
         let stack = bench.machine.volume_stack_drivers(bench.volume);
@@ -45,6 +55,7 @@ fn each_driver_is_on_the_path_of_the_workload() {
 
 #[test]
 fn stacks_of_sixteen_mixed_filters_are_ordered() {
+    let _serial = serial();
     let drivers: Vec<Driver> = (0..16)
         .map(|i| if i % 2 == 0 { Driver::PassthroughMinifilter } else { Driver::PassthroughLegacy })
         .collect();
@@ -100,6 +111,7 @@ fn stacks_of_sixteen_mixed_filters_are_ordered() {
 
 #[test]
 fn the_framework_allocates_nothing_per_operation() {
+    let _serial = serial();
     use fsfilter::{MajorFunction as Major, OperationKind as Kind};
     use fsfilter_sim::{Callback, FaultKind};
     // Every allocating call a driver can make counts, not only ExAllocatePool2 and its frees
@@ -163,6 +175,7 @@ fn the_framework_allocates_nothing_per_operation() {
 
 #[test]
 fn the_lab_workloads_run_cleanly() {
+    let _serial = serial();
     let text = fsfilter_bench::lab::demonstration();
     assert!(text.contains("ProbeLate"), "{text}");
     // The sweep's scenarios differ only by the late minifilter's altitude, and all run.
@@ -179,6 +192,7 @@ fn the_lab_workloads_run_cleanly() {
 
 #[test]
 fn the_raw_and_fsfilter_minifilters_get_the_same_callbacks() {
+    let _serial = serial();
     // A fair comparison: the same registrations, so the same operations reach each filter.
     let counts: Vec<usize> = [Driver::RawMinifilter, Driver::PassthroughMinifilter]
         .into_iter()
@@ -198,6 +212,7 @@ fn the_raw_and_fsfilter_minifilters_get_the_same_callbacks() {
 
 #[test]
 fn callback_recording_can_be_turned_off_for_the_overhead_benchmark() {
+    let _serial = serial();
     let callbacks = |bench: &Bench| {
         bench
             .machine
@@ -225,6 +240,7 @@ fn callback_recording_can_be_turned_off_for_the_overhead_benchmark() {
 
 #[test]
 fn callbacks_per_mixed_workload_grow_with_the_stack() {
+    let _serial = serial();
     let one = Bench::new(&[Driver::PassthroughLegacy]).callbacks_per_mixed();
     let four = Bench::new(&[Driver::PassthroughLegacy; 4]).callbacks_per_mixed();
     assert!(one >= 2 * 10, "a pre and a post for each of the 10 requests at least: {one}");
@@ -233,6 +249,7 @@ fn callbacks_per_mixed_workload_grow_with_the_stack() {
 
 #[test]
 fn every_filter_of_any_stack_sees_the_same_operations_of_a_mixed_workload() {
+    let _serial = serial();
     // The operations the throughput benchmark counts per mixed workload: the same whatever the
     // stack's depth and models, since each passthrough sees every operation once.
     let ops = |stack: &[Driver]| Bench::new(stack).operations_per_mixed();
@@ -257,6 +274,7 @@ fn every_filter_of_any_stack_sees_the_same_operations_of_a_mixed_workload() {
 
 #[test]
 fn the_legacy_passthrough_without_unload_runs_its_callbacks_without_completion_contexts() {
+    let _serial = serial();
     // The no-unload variant of the overhead benchmark differs from passthrough only by the
     // registration's unload callback: the same callbacks, and no IoSetCompletionRoutineEx (which
     // the fault injector counts as a pool call of the service).
@@ -287,6 +305,7 @@ fn counted_read(bench: &mut Bench) {
 
 #[test]
 fn the_paired_measurement_times_every_round_of_both_stacks() {
+    let _serial = serial();
     use fsfilter_bench::paired::paired;
     let before = COUNTED.load(std::sync::atomic::Ordering::Relaxed);
     let p = paired(&[Driver::RawLegacy], &[Driver::ResidentLegacy], counted_read, 20, 5);
@@ -300,6 +319,7 @@ fn the_paired_measurement_times_every_round_of_both_stacks() {
 
 #[test]
 fn quartiles_are_values_at_their_ranks() {
+    let _serial = serial();
     use fsfilter_bench::paired::quartiles;
     assert_eq!(quartiles(vec![5.0, 1.0, 3.0, 2.0, 4.0]), (2.0, 3.0, 4.0));
     // An even count takes the lower of the two middle values, never their mean.
@@ -311,6 +331,7 @@ fn quartiles_are_values_at_their_ranks() {
 
 #[test]
 fn the_raw_legacy_filter_unloads_yet_pays_per_irp_what_the_resident_passthrough_pays() {
+    let _serial = serial();
     // docs/performance.md, "The baselines": the raw legacy filter has sfilter's debug-build
     // DriverUnload (detach, wait five seconds, delete), so `sc stop` unloads it, while its
     // completion routines are plain IoSetCompletionRoutine, with nothing allocated per IRP: per
@@ -335,6 +356,7 @@ fn the_raw_legacy_filter_unloads_yet_pays_per_irp_what_the_resident_passthrough_
 
 #[test]
 fn every_driver_serves_the_cached_read_by_fast_io_and_the_paging_read_by_an_irp() {
+    let _serial = serial();
     // The overhead benchmark's "cached read" and "paging read" take the same path under every
     // configuration: a raw filter whose fast-I/O routine declined would send its cached reads
     // down as IRPs and be measured on another path than the framework's.
@@ -352,6 +374,7 @@ fn every_driver_serves_the_cached_read_by_fast_io_and_the_paging_read_by_an_irp(
 
 #[test]
 fn the_raw_and_fsfilter_minifilters_see_the_same_operations_in_the_same_phases() {
+    let _serial = serial();
     // Beyond the pre callbacks' count: the same operations, pre and post, IRP or fast I/O, in the
     // same order, for the overhead benchmark's operations and the mixed workload.
     let seen = |driver: Driver| {
