@@ -47,8 +47,9 @@ pub use major::{
     MAX_REGISTERED, MajorFunction, OperationKind, directory, fsctl, lock, read_write,
 };
 pub use messages::{
-    ChannelError, ClientId, IOCTL_FSFILTER_MESSAGE, MAX_CHANNEL_NAME, MAX_MESSAGE, MessageChannel,
-    ctl_code, message_channel,
+    ChannelError, ClientId, IOCTL_FSFILTER_GET_MESSAGE, IOCTL_FSFILTER_MESSAGE,
+    IOCTL_FSFILTER_REPLY_MESSAGE, MAX_CHANNEL_NAME, MAX_MESSAGE, MESSAGE_HEADER_LEN,
+    MessageChannel, MessageHeader, MessageSent, ReplyHeader, ctl_code, message_channel,
 };
 pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,

@@ -28,6 +28,95 @@ pub const MAX_MESSAGE: u32 = 64 * 1024;
 /// code of the range left to vendors (0x800..0xFFF). Readers and the lab use this constant.
 pub const IOCTL_FSFILTER_MESSAGE: u32 = ctl_code(0x22, 0x800, 0, 0);
 
+/// The device control code with which a legacy channel's client waits for a message the filter
+/// sends ([`crate::Services::send_message`]): `CTL_CODE(FILE_DEVICE_UNKNOWN, 0x801,
+/// METHOD_BUFFERED, FILE_ANY_ACCESS)`. The output buffer receives a [`MessageHeader`] and the
+/// message, as `FilterGetMessage`'s buffer receives `FILTER_MESSAGE_HEADER` and the message; the
+/// request stays pending until a message comes (an overlapped `DeviceIoControl`), and a
+/// `CancelIo` or the handle's close cancels it.
+pub const IOCTL_FSFILTER_GET_MESSAGE: u32 = ctl_code(0x22, 0x801, 0, 0);
+
+/// The device control code with which a legacy channel's client replies to a message: the input
+/// buffer holds a [`ReplyHeader`] and the reply, as `FilterReplyMessage`'s buffer holds
+/// `FILTER_REPLY_HEADER` and the reply. `CTL_CODE(FILE_DEVICE_UNKNOWN, 0x802, METHOD_BUFFERED,
+/// FILE_ANY_ACCESS)`.
+pub const IOCTL_FSFILTER_REPLY_MESSAGE: u32 = ctl_code(0x22, 0x802, 0, 0);
+
+/// The header before a message the filter sent, in both models: the layout of fltuser.h's
+/// `FILTER_MESSAGE_HEADER` (`ULONG ReplyLength; ULONGLONG MessageId;`, 16 bytes with the padding
+/// x64 puts before the 64-bit field), little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// The reply the sender waits for, in bytes; 0 when it waits for none.
+    pub reply_length: u32,
+    /// The message's number, which the reply names.
+    pub message_id: u64,
+}
+
+/// The header before a reply, in both models: the layout of fltuser.h's `FILTER_REPLY_HEADER`
+/// (`NTSTATUS Status; ULONGLONG MessageId;`, 16 bytes), little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyHeader {
+    /// The status the client gives with its reply (the Filter Manager does not interpret it).
+    pub status: i32,
+    /// The number of the message replied to.
+    pub message_id: u64,
+}
+
+/// The size of [`MessageHeader`] and of [`ReplyHeader`] on the wire.
+pub const MESSAGE_HEADER_LEN: usize = 16;
+
+impl MessageHeader {
+    /// The header's 16 bytes.
+    pub const fn to_bytes(self) -> [u8; MESSAGE_HEADER_LEN] {
+        let r = self.reply_length.to_le_bytes();
+        let m = self.message_id.to_le_bytes();
+        [r[0], r[1], r[2], r[3], 0, 0, 0, 0, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]]
+    }
+
+    /// The header at the start of `bytes`; `None` when they are shorter than a header.
+    pub fn from_bytes(bytes: &[u8]) -> Option<MessageHeader> {
+        let (r, m) = split_header(bytes)?;
+        Some(MessageHeader {
+            reply_length: u32::from_le_bytes(r),
+            message_id: u64::from_le_bytes(m),
+        })
+    }
+}
+
+impl ReplyHeader {
+    /// The header's 16 bytes.
+    pub const fn to_bytes(self) -> [u8; MESSAGE_HEADER_LEN] {
+        let s = self.status.to_le_bytes();
+        let m = self.message_id.to_le_bytes();
+        [s[0], s[1], s[2], s[3], 0, 0, 0, 0, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]]
+    }
+
+    /// The header at the start of `bytes`; `None` when they are shorter than a header.
+    pub fn from_bytes(bytes: &[u8]) -> Option<ReplyHeader> {
+        let (s, m) = split_header(bytes)?;
+        Some(ReplyHeader { status: i32::from_le_bytes(s), message_id: u64::from_le_bytes(m) })
+    }
+}
+
+/// The first and the 64-bit field of a 16-byte header.
+fn split_header(bytes: &[u8]) -> Option<([u8; 4], [u8; 8])> {
+    let head: &[u8; MESSAGE_HEADER_LEN] = bytes.get(..MESSAGE_HEADER_LEN)?.try_into().ok()?;
+    let [a, b, c, d, _, _, _, _, m @ ..] = *head;
+    Some(([a, b, c, d], m))
+}
+
+/// How a message the filter sent ([`crate::Services::send_message`]) ended, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageSent {
+    /// The client received the message and, when a reply was asked for, replied: the length of
+    /// the reply copied into the reply buffer (0 when none was asked for).
+    Delivered(usize),
+    /// The timeout passed before the client received the message, or before it replied
+    /// (`STATUS_TIMEOUT`, a success status in NT: the send did not fail, it has no answer).
+    TimedOut,
+}
+
 /// The `CTL_CODE` macro of `devioctl.h`.
 pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32) -> u32 {
     (device_type << 16) | (access << 14) | (function << 2) | method
@@ -153,6 +242,24 @@ mod tests {
         // FILE_ANY_ACCESS 0).
         assert_eq!(IOCTL_FSFILTER_MESSAGE, 0x0022_2000);
         assert_eq!(IOCTL_FSFILTER_MESSAGE & 3, 0, "METHOD_BUFFERED");
+        assert_eq!(IOCTL_FSFILTER_GET_MESSAGE, 0x0022_2004);
+        assert_eq!(IOCTL_FSFILTER_REPLY_MESSAGE, 0x0022_2008);
+    }
+
+    #[test]
+    fn headers_have_the_fltuser_layout() {
+        let m = MessageHeader { reply_length: 0x0102_0304, message_id: 0x1122_3344_5566_7788 };
+        let b = m.to_bytes();
+        assert_eq!(b[..4], [4, 3, 2, 1]);
+        assert_eq!(b[4..8], [0, 0, 0, 0], "padding before the 64-bit MessageId");
+        assert_eq!(b[8..], [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+        assert_eq!(MessageHeader::from_bytes(&b), Some(m));
+        let r = ReplyHeader { status: -1_073_741_790, message_id: 7 };
+        let mut long = r.to_bytes().to_vec();
+        long.extend_from_slice(b"reply");
+        assert_eq!(ReplyHeader::from_bytes(&long), Some(r));
+        assert_eq!(ReplyHeader::from_bytes(&long[..15]), None);
+        assert_eq!(MessageHeader::from_bytes(&[]), None);
     }
 
     #[test]

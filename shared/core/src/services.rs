@@ -392,6 +392,30 @@ pub trait Services {
         let _ = kind;
         Err(Error::NOT_SUPPORTED)
     }
+
+    /// Sends `message` to the connected client `client` of the filter's channel
+    /// ([`crate::Filter::MESSAGES`]) and waits until the client received it and, when `reply`
+    /// is given, until it replied into `reply` (`FltSendMessage`; the legacy backend completes
+    /// one of the client's pending [`crate::IOCTL_FSFILTER_GET_MESSAGE`] requests and waits for
+    /// its [`crate::IOCTL_FSFILTER_REPLY_MESSAGE`]), rule 25. `timeout_ms`: how long the whole
+    /// exchange may take; `None` waits without limit (a client that never reads blocks the
+    /// caller until it disconnects).
+    ///
+    /// Only at `PASSIVE_LEVEL` or `APC_LEVEL` (`STATUS_INVALID_DEVICE_STATE`), for a filter
+    /// with a channel (`STATUS_NOT_SUPPORTED`), a message of 1 to `max_message` bytes, a reply
+    /// buffer of at most `max_message` bytes and a timeout of at least 1 ms
+    /// (`STATUS_INVALID_PARAMETER`); `STATUS_PORT_DISCONNECTED` when `client` is not connected
+    /// or disconnects while the caller waits. The default answers `STATUS_NOT_SUPPORTED`.
+    fn send_message(
+        &self,
+        client: crate::ClientId,
+        message: &[u8],
+        reply: Option<&mut [u8]>,
+        timeout_ms: Option<u32>,
+    ) -> Result<crate::MessageSent, Error> {
+        let _ = (client, message, reply, timeout_ms);
+        Err(Error::NOT_SUPPORTED)
+    }
 }
 
 /// How a pended pre-operation continues (the status passed to `FltCompletePendedPreOperation`).
