@@ -873,6 +873,48 @@ fn a_connection_that_ends_wakes_its_sender_and_ends_its_gets() {
 }
 
 #[test]
+fn a_connection_that_ends_after_the_delivery_wakes_the_sender_waiting_for_its_reply() {
+    // The wait for the reply ends too when the connection does (STATUS_PORT_DISCONNECTED); a
+    // reply the user gave before its close still reaches the sender.
+    let mut m = machine(Config::default());
+    let first = m.connect_communication_port(PORT, b"a").unwrap();
+    let second = m.connect_communication_port(PORT, b"b").unwrap();
+    take_log();
+    m.get_message(second, 64, move |m, r| {
+        log(describe(&r));
+        m.schedule(5, move |m| {
+            assert_eq!(m.close_port(second), Status::SUCCESS);
+        });
+    });
+    let start = m.now_ms();
+    assert_eq!(send(&mut m, first, "2 unanswered 8 -"), "0xc0000037 8 \0\0\0\0\0\0\0\0");
+    assert_eq!(m.now_ms() - start, 5);
+    let third = m.connect_communication_port(PORT, b"c").unwrap();
+    m.get_message(third, 64, move |m, r| {
+        log(describe(&r));
+        let s = m.reply_message(third, &reply_to(message_id(r.as_ref().unwrap()), b"bye"));
+        log(format!("replied {:#x}", s.0 as u32));
+        assert_eq!(m.close_port(third), Status::SUCCESS);
+    });
+    assert_eq!(send(&mut m, first, "3 answered 8 -"), "0x0 3 bye");
+    assert_eq!(
+        take_gets(),
+        [
+            r#"got id 1 reply length 24 "unanswered""#,
+            "disconnect 2 irql 0 in Spy",
+            "closed 2: variable 0",
+            r#"connect server cookie 0x5e5e context "c" size 1 irql 0 in Spy"#,
+            r#"got id 1 reply length 24 "answered""#,
+            "replied 0x0",
+            "disconnect 3 irql 0 in Spy",
+            "closed 3: variable 0",
+        ]
+    );
+    assert_eq!(m.close_port(first), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn cancel_io_on_the_port_cancels_its_waiting_gets() {
     // CancelIoEx on the port handle: the gets complete with STATUS_CANCELLED
     // (ERROR_OPERATION_ABORTED); with none waiting, STATUS_NOT_FOUND (ERROR_NOT_FOUND).
