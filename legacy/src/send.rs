@@ -21,7 +21,8 @@
 //!
 //! Choices (no Windows rule applies, the transport is this framework's): a get whose buffer
 //! cannot hold the header and the message fails with `STATUS_BUFFER_TOO_SMALL` and the message
-//! stays for the next get; message numbers count from 1 per channel.
+//! stays for the next get (as the simulated Filter Manager chose for `FilterGetMessage`); message
+//! numbers count from 1 per client.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -51,8 +52,6 @@ const SEND_TAG: u32 = pool_tag(b"FsfM");
 pub(crate) struct Clients {
     /// Connected clients, and disconnected ones a sender still holds.
     head: *mut ClientRecord,
-    /// The next message's number.
-    next_id: u64,
 }
 
 // SAFETY: the records are pool memory reached only under the lock that guards this value.
@@ -60,7 +59,7 @@ unsafe impl Send for Clients {}
 
 impl Clients {
     pub(crate) const fn new() -> Clients {
-        Clients { head: ptr::null_mut(), next_id: 1 }
+        Clients { head: ptr::null_mut() }
     }
 
     /// The record of `id`; a disconnected one (kept for its senders) only if `connected_only`
@@ -185,6 +184,9 @@ struct ClientRecord {
     connected: bool,
     /// Senders inside `send` holding this record: the last one frees a disconnected record.
     senders: u32,
+    /// The last message number given (numbers count from 1 per client, as the simulated Filter
+    /// Manager's per connection).
+    last_id: u64,
     /// Pending gets, oldest first, linked through `Tail.Overlay.DriverContext[0]`.
     gets: *mut IRP,
     /// Messages sent and not finished (queued, or delivered and waiting for a reply), oldest
@@ -313,6 +315,7 @@ pub(crate) fn connect<F: Filter>(control: &ControlExt<F>, client: ClientId) -> R
         id: client.0,
         connected: true,
         senders: 0,
+        last_id: 0,
         gets: ptr::null_mut(),
         messages: ptr::null_mut(),
     };
@@ -536,15 +539,16 @@ pub(crate) fn send<F: Filter>(
     let mut taken: *mut IRP = ptr::null_mut();
     let record;
     {
-        let mut clients = control.records.lock();
+        let clients = control.records.lock();
         record = clients.find(client.0, true);
         // SAFETY: a live record (under the lock), or null.
         let Some(rec) = (unsafe { record.as_mut() }) else {
             return Err(Error::PORT_DISCONNECTED);
         };
-        let id = clients.next_id;
-        clients.next_id = id.wrapping_add(1);
-        let reply_length = capacity.unwrap_or(0) as u32;
+        rec.last_id = rec.last_id.wrapping_add(1);
+        let id = rec.last_id;
+        // FILTER_MESSAGE_HEADER's ReplyLength counts the FILTER_REPLY_HEADER (its Learn page).
+        let reply_length = capacity.map_or(0, |c| (c + MESSAGE_HEADER_LEN) as u32);
         let header = MessageHeader { reply_length, message_id: id }.to_bytes();
         // SAFETY: our live record.
         let packet = unsafe { waiter_packet(w) };

@@ -48,7 +48,9 @@ pub const IOCTL_FSFILTER_REPLY_MESSAGE: u32 = ctl_code(0x22, 0x802, 0, 0);
 /// x64 puts before the 64-bit field), little-endian.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageHeader {
-    /// The reply the sender waits for, in bytes; 0 when it waits for none.
+    /// The reply the sender waits for, in bytes, counting the [`ReplyHeader`] before it
+    /// (Learn, `FILTER_MESSAGE_HEADER`: "including the FILTER_REPLY_HEADER header"); 0 when it
+    /// waits for none.
     pub reply_length: u32,
     /// The message's number, which the reply names.
     pub message_id: u64,
