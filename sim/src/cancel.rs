@@ -86,20 +86,24 @@ impl Kernel {
     /// IRP list and the cancel walks the list from the head (docs/simulator.md, "IRP
     /// cancellation": a choice, which facts.md does not settle).
     fn outstanding_requests(&self, file: *mut FILE_OBJECT) -> Vec<usize> {
-        let mut found: Vec<(u32, usize)> = self
+        let mut found: Vec<(u64, usize)> = self
             .irps
             .map
             .iter()
             .filter(|(_, info)| info.state == IrpState::Active)
-            .filter_map(|(&irp, info)| match info.finish {
-                Finish::Request(rid) => {
-                    // SAFETY: a live IRP of the table.
-                    let tail = unsafe { &(*(irp as *mut IRP)).Tail };
-                    // SAFETY: the I/O manager's member of the tail, set for every user request.
-                    let original = unsafe { tail.Overlay }.OriginalFileObject;
-                    (original == file).then_some((rid.0, irp))
-                }
-                Finish::DriverOwned | Finish::Synchronous => None,
+            .filter_map(|(&irp, info)| {
+                // A volume handle's requests by request number, a device handle's overlapped
+                // ones by their own (a file object has only one kind).
+                let order = match info.finish {
+                    Finish::Request(rid) => u64::from(rid.0),
+                    Finish::Overlapped(key) => key,
+                    Finish::DriverOwned | Finish::Synchronous => return None,
+                };
+                // SAFETY: a live IRP of the table.
+                let tail = unsafe { &(*(irp as *mut IRP)).Tail };
+                // SAFETY: the I/O manager's member of the tail, set for every user request.
+                let original = unsafe { tail.Overlay }.OriginalFileObject;
+                (original == file).then_some((order, irp))
             })
             .collect();
         found.sort_unstable_by(|a, b| b.cmp(a));

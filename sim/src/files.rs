@@ -69,6 +69,11 @@ pub struct Files {
     pub device_handles: Vec<Option<DeviceUserHandle>>,
     /// The locks of synchronous file objects.
     pub locks: crate::folock::FileLocks,
+    /// The callers' completions of overlapped device requests still outstanding, by number
+    /// (`crate::irp::Finish::Overlapped`): each owns the request's buffers.
+    pub(crate) overlapped_calls: FastMap<u64, Box<dyn FnOnce(fsfilter::Status, usize)>>,
+    /// The last overlapped device request's number.
+    pub(crate) last_overlapped: u64,
     pool: BlockPool,
 }
 
@@ -79,6 +84,8 @@ impl Default for Files {
             handles: Vec::new(),
             device_handles: Vec::new(),
             locks: Default::default(),
+            overlapped_calls: FastMap::default(),
+            last_overlapped: 0,
             pool: BlockPool::new(size_of::<FILE_OBJECT>()),
         }
     }

@@ -45,6 +45,10 @@ pub enum Finish {
     /// An I/O-manager request waited on by kernel code: copy the status to `UserIosb`, signal
     /// `UserEvent`, free the IRP.
     Synchronous,
+    /// An overlapped user-mode request on a device handle (`Machine::device_control_then`):
+    /// free the IRP, then queue its caller's completion (`syscalls::overlapped_done`, by this
+    /// number), as the I/O manager queues a completion packet or sets the `OVERLAPPED` event.
+    Overlapped(u64),
 }
 
 impl Finish {
@@ -52,7 +56,7 @@ impl Finish {
     pub fn request(self) -> Option<RequestId> {
         match self {
             Finish::Request(r) => Some(r),
-            Finish::DriverOwned | Finish::Synchronous => None,
+            Finish::DriverOwned | Finish::Synchronous | Finish::Overlapped(_) => None,
         }
     }
 }
@@ -998,10 +1002,13 @@ pub fn complete_request(irp: *mut IRP) {
                 ran = Some(ex);
             }
             Walk::Next => {}
-            Walk::Finished(Finished { event, close, release }) => {
+            Walk::Finished(Finished { event, close, release, overlapped }) => {
                 if let Some(ev) = event.filter(|e| !e.is_null()) {
                     // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
                     unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
+                }
+                if let Some((key, status, information)) = overlapped {
+                    crate::syscalls::overlapped_done(key, status, information);
                 }
                 // Queued before the close below, which the release precedes.
                 if let Some((file, rid)) = release {
@@ -1034,6 +1041,8 @@ struct Finished {
     /// The modified-page writer's write that completed after its request returned: the file
     /// object to release, and the request ([`ReleaseOnCompletion`]).
     release: Option<(usize, RequestId)>,
+    /// An overlapped device request's number, final status and information, for its caller.
+    overlapped: Option<(u64, Status, usize)>,
 }
 
 /// Kept with a modified-page writer's write that is still outstanding when its request returns
@@ -1270,7 +1279,18 @@ impl Kernel {
                 k.retire_irp(irp);
                 let last = held && fo != 0 && k.file_dereference(fo) == Released::Close;
                 let release = release.map(|file| (file, rid));
-                Finished { event: None, close: last.then_some(fo), release }
+                Finished { event: None, close: last.then_some(fo), release, overlapped: None }
+            }
+            Finish::Overlapped(key) => {
+                // SAFETY: reading the status member.
+                let status = Status(unsafe { i.IoStatus.Anonymous.Status });
+                let information = i.IoStatus.Information;
+                // SAFETY: the I/O manager's member of the tail, set for every user request.
+                let fo = unsafe { i.Tail.Overlay }.OriginalFileObject as usize;
+                k.retire_irp(irp);
+                let last = held && fo != 0 && k.file_dereference(fo) == Released::Close;
+                let overlapped = Some((key, status, information));
+                Finished { event: None, close: last.then_some(fo), release: None, overlapped }
             }
             Finish::Synchronous => {
                 // SAFETY: `UserIosb` is the member the I/O manager's synchronous requests use.
@@ -1282,7 +1302,7 @@ impl Kernel {
                 }
                 let ev = i.UserEvent;
                 k.retire_irp(irp);
-                Finished { event: Some(ev), close: None, release: None }
+                Finished { event: Some(ev), close: None, release: None, overlapped: None }
             }
         }
     }

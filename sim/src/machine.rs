@@ -303,6 +303,43 @@ impl Machine {
         crate::syscalls::as_user(|| crate::fltmgr::ports::send(port, input, reply_capacity))
     }
 
+    /// `FilterGetMessage` with an `OVERLAPPED` on a connection, for a buffer of `capacity`
+    /// bytes. Returns `STATUS_PENDING` when the get waits for a message, `STATUS_SUCCESS` when
+    /// a queued message was taken at once, or a failure at once (`STATUS_INVALID_HANDLE`,
+    /// `STATUS_PORT_DISCONNECTED`, `STATUS_BUFFER_TOO_SMALL` for a queued message the buffer
+    /// cannot hold, which stays queued), after which `then` never runs. Otherwise `then` runs
+    /// as a user action (as a completion-port thread would) with the bytes the buffer received
+    /// (the 16-byte `FILTER_MESSAGE_HEADER`, [`fsfilter::MessageHeader`], then the message) or
+    /// the status the get ended with: `STATUS_BUFFER_TOO_SMALL` (a message came that the
+    /// buffer cannot hold; it waits for another get), `STATUS_CANCELLED` (the handle closed or
+    /// [`Machine::cancel_port_io`]), `STATUS_PORT_DISCONNECTED` (the filter closed its end or
+    /// unloaded). docs/simulator.md, "Communication ports and control devices".
+    pub fn get_message(
+        &mut self,
+        port: PortHandle,
+        capacity: usize,
+        then: impl FnOnce(&mut Machine, Result<Vec<u8>, Status>) + 'static,
+    ) -> Status {
+        let done = Box::new(move |r: Result<Vec<u8>, Status>| then(&mut user_machine(), r));
+        crate::syscalls::as_user(|| crate::fltmgr::ports::get_message(port, capacity, done))
+    }
+
+    /// `FilterReplyMessage`: `reply` is the 16-byte `FILTER_REPLY_HEADER`
+    /// ([`fsfilter::ReplyHeader`], its `MessageId` the message's) then the reply. The waiting
+    /// sender gets the bytes after the header. `STATUS_FLT_NO_WAITER_FOR_REPLY` when no sender
+    /// waits for that message's reply (timed out, wanted none, answered already, unknown id);
+    /// `STATUS_INVALID_PARAMETER` for fewer than 16 bytes; `STATUS_PORT_DISCONNECTED`,
+    /// `STATUS_INVALID_HANDLE` as for a get.
+    pub fn reply_message(&mut self, port: PortHandle, reply: &[u8]) -> Status {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::reply_message(port, reply))
+    }
+
+    /// `CancelIoEx(port, NULL)` on a connection: its waiting gets end with `STATUS_CANCELLED`
+    /// (their `then` runs); `STATUS_NOT_FOUND` when none waits.
+    pub fn cancel_port_io(&mut self, port: PortHandle) -> Status {
+        crate::syscalls::as_user(|| crate::fltmgr::ports::cancel_gets(port))
+    }
+
     /// `CloseHandle` on a connection: the filter's `DisconnectNotifyCallback` runs (it closes
     /// its end with `FltCloseClientPort`) unless the filter ended the connection first.
     pub fn close_port(&mut self, port: PortHandle) -> Status {
@@ -326,7 +363,46 @@ impl Machine {
         name: &str,
         ea: Option<&[u8]>,
     ) -> Result<DeviceHandle, Status> {
-        crate::syscalls::open_user_device(name, ea, caller)
+        crate::syscalls::open_user_device(name, ea, caller, false)
+    }
+
+    /// [`Machine::open_device`] with `FILE_FLAG_OVERLAPPED` (an administrator's): the handle's
+    /// file object is asynchronous (no `FILE_SYNCHRONOUS_IO_NONALERT`), so requests a driver
+    /// holds do not hold up their caller ([`Machine::device_control_then`]).
+    pub fn open_device_overlapped(
+        &mut self,
+        name: &str,
+        ea: Option<&[u8]>,
+    ) -> Result<DeviceHandle, Status> {
+        crate::syscalls::open_user_device(name, ea, Caller::Administrator, true)
+    }
+
+    /// An overlapped `DeviceIoControl` on a device handle: the code's checks and buffers as
+    /// for [`Machine::device_control`]; returns what the call returns at once (the dispatch
+    /// routine's status: `STATUS_PENDING` for a request a driver holds; a failure before any
+    /// request, such as `STATUS_INVALID_HANDLE`, after which `then` never runs). `then` runs
+    /// as a user action (as a completion-port thread would) once the request completed, at
+    /// once or later, with its final status, information and output bytes. On a handle not
+    /// opened overlapped the call waits for the request and returns its final status
+    /// (`lpOverlapped` is ignored there); `then` still runs. docs/simulator.md, "Communication
+    /// ports and control devices".
+    pub fn device_control_then(
+        &mut self,
+        handle: DeviceHandle,
+        code: u32,
+        input: &[u8],
+        output_capacity: usize,
+        then: impl FnOnce(&mut Machine, IoResult) + 'static,
+    ) -> Status {
+        let then = Box::new(move |r: IoResult| then(&mut user_machine(), r));
+        crate::syscalls::device_control_then(handle, code, input, output_capacity, then)
+    }
+
+    /// `CancelIoEx(handle, NULL)` on a device handle: `IoCancelIrp` on each of its overlapped
+    /// requests still outstanding (the holder's cancel routine runs, in this caller's thread),
+    /// without waiting for them; `STATUS_NOT_FOUND` when there is none.
+    pub fn cancel_io(&mut self, handle: DeviceHandle) -> Status {
+        crate::syscalls::cancel_device_io(handle)
     }
 
     /// `DeviceIoControl` on a device handle: `input` and an output buffer of `output_capacity`
@@ -377,11 +453,7 @@ impl Machine {
                     image: None,
                     irql: crate::kernel::PASSIVE_LEVEL,
                     thread,
-                    run: Box::new(move || {
-                        // The same machine, seen from the other caller: never dropped here.
-                        let mut m = std::mem::ManuallyDrop::new(Machine { _not_send: PhantomData });
-                        action(&mut m);
-                    }),
+                    run: Box::new(move || action(&mut user_machine())),
                 },
             );
         });
@@ -436,6 +508,12 @@ impl Machine {
     pub fn crashed(&self) -> Option<String> {
         kernel::with(|k| k.crashed.clone())
     }
+}
+
+/// The machine as another user-mode caller sees it (a scheduled action, a completion): the same
+/// machine, never dropped there.
+fn user_machine() -> std::mem::ManuallyDrop<Machine> {
+    std::mem::ManuallyDrop::new(Machine { _not_send: PhantomData })
 }
 
 impl Drop for Machine {

@@ -3115,6 +3115,9 @@ enum DeviceOpen<'a> {
         ea: Option<&'a [u8]>,
         /// Who calls (its token in the create's security context).
         caller: Caller,
+        /// `FILE_FLAG_OVERLAPPED`: no `FILE_SYNCHRONOUS_IO_NONALERT`, an asynchronous file
+        /// object whose requests its caller does not wait for.
+        overlapped: bool,
     },
 }
 
@@ -3174,9 +3177,10 @@ fn open_named_device(name: &str, open: &DeviceOpen<'_>) -> Result<*mut FILE_OBJE
     }
     let (desired, options, share_access) = match open {
         DeviceOpen::Kernel { desired } => (*desired, create_options::NON_DIRECTORY_FILE, 0),
-        DeviceOpen::User { .. } => (
+        DeviceOpen::User { overlapped, .. } => (
             access::GENERIC_READ | access::GENERIC_WRITE,
-            create_options::SYNCHRONOUS_IO_NONALERT | create_options::NON_DIRECTORY_FILE,
+            if *overlapped { 0 } else { create_options::SYNCHRONOUS_IO_NONALERT }
+                | create_options::NON_DIRECTORY_FILE,
             share::READ | share::WRITE,
         ),
     };
@@ -3272,10 +3276,11 @@ pub fn open_user_device(
     name: &str,
     ea: Option<&[u8]>,
     caller: Caller,
+    overlapped: bool,
 ) -> Result<DeviceHandle, Status> {
     as_user(|| {
         let target = user_device_name(name)?;
-        let file = open_named_device(&target, &DeviceOpen::User { ea, caller })?;
+        let file = open_named_device(&target, &DeviceOpen::User { ea, caller, overlapped })?;
         let granted =
             access::map_generic(access::GENERIC_READ | access::GENERIC_WRITE) | access::SYNCHRONIZE;
         Ok(kernel::with(|k| {
@@ -3344,6 +3349,126 @@ pub fn device_control(h: DeviceHandle, code: u32, input: &[u8], out_len: usize) 
         let data = c.output(status, n);
         let iosb = (!status.is_error()).then_some(IoStatusBlock { status, information: n });
         IoResult { information: n, data, iosb, ..IoResult::without_request(status) }
+    })
+}
+
+/// What the caller of an overlapped device request finds at its completion.
+pub type ControlDone = Box<dyn FnOnce(IoResult)>;
+
+/// `DeviceIoControl` with an `OVERLAPPED` on a device handle (`NtDeviceIoControlFile` with an
+/// APC or event): the checks and buffers of [`device_control`], then the IRP goes down and the
+/// caller does not wait for it on a handle opened overlapped (`FILE_FLAG_OVERLAPPED`, an
+/// asynchronous file object); on a synchronous handle the I/O manager waits as for
+/// [`device_control`] (`DeviceIoControl`: "lpOverlapped is ignored"). The answer is what the
+/// service returns: the dispatch routine's status (`STATUS_PENDING` for a request a driver
+/// holds; on a synchronous handle the final status once it completed), or a failure before any
+/// request (`then` then never runs). `then` runs as a user
+/// action (a completion-port thread, or the thread the event wakes) once the request completed,
+/// at once or later, with its final status, information and output. The request keeps the
+/// handle's file object referenced until it completes; `cancel_io` cancels it.
+pub fn device_control_then(
+    h: DeviceHandle,
+    code: u32,
+    input: &[u8],
+    out_len: usize,
+    then: ControlDone,
+) -> Status {
+    as_user(|| {
+        let u = match device_handle(h) {
+            Ok(u) => u,
+            Err(s) => return s,
+        };
+        if let Some(status) = control_refused(code, u.access) {
+            return status;
+        }
+        let file = u.fo as *mut FILE_OBJECT;
+        if let Some(served) = fast_device_control(file, code, input, out_len) {
+            let status = served.status;
+            kernel::with(|k| queue_user_completion(k, Box::new(move || then(served))));
+            return status;
+        }
+        let c = ControlBuffers::new(mj::DEVICE_CONTROL, code, input, out_len);
+        let pended = std::rc::Rc::new(std::cell::Cell::new(false));
+        let seen = pended.clone();
+        let finished = std::rc::Rc::new(std::cell::Cell::new(None::<Status>));
+        let ended = finished.clone();
+        let (target, irp, key) = kernel::with(|k| {
+            let direct = matches!(c.method, method::IN_DIRECT | method::OUT_DIRECT);
+            let mdl = if direct && out_len > 0 {
+                k.allocate_mdl(c.out.ptr().cast(), out_len)
+            } else {
+                std::ptr::null_mut()
+            };
+            let target = k.related_device(file);
+            k.files.last_overlapped += 1;
+            let key = k.files.last_overlapped;
+            let stack = k.objects.device_id(target).map_or(1, |d| k.objects.dobj(d).StackSize);
+            let irp = k.allocate_irp(stack, Finish::Overlapped(key), None);
+            // SAFETY: a fresh IRP the I/O manager owns until it calls the driver.
+            let i = unsafe { crate::irpx::header(irp) };
+            i.Flags = c.flags();
+            i.RequestorMode = 1;
+            i.IoStatus.Anonymous.Status = Status::PENDING.0;
+            i.Tail.Overlay.OriginalFileObject = file;
+            // SAFETY: the fresh IRP's first location.
+            let s = unsafe { crate::irpx::next(irp) };
+            s.MajorFunction = mj::DEVICE_CONTROL;
+            s.FileObject = file;
+            c.fill(i, s, mdl, u.access);
+            // Each request references its file object until it completes.
+            k.hold_file_while_pending(irp);
+            (target, irp, key)
+        });
+        let done: Box<dyn FnOnce(Status, usize)> = Box::new(move |status, n| {
+            ended.set(Some(status));
+            let data = c.output(status, n);
+            // `IopCompleteRequest` writes the status block of a pended request whatever its
+            // status, and of one completed at once unless it failed.
+            let written = seen.get() || !status.is_error();
+            let iosb = written.then_some(IoStatusBlock { status, information: n });
+            let r = IoResult { information: n, data, iosb, ..IoResult::without_request(status) };
+            kernel::with(|k| queue_user_completion(k, Box::new(move || then(r))));
+        });
+        kernel::with(|k| k.files.overlapped_calls.insert(key, done));
+        let returned = Status(crate::irp::call_driver(target, irp));
+        pended.set(returned == Status::PENDING);
+        if returned == Status::PENDING && synchronous_file(file) {
+            // `IopSynchronousServiceTail`: the caller waits, and gets the final status.
+            let _ = crate::sched::wait_until(|| finished.get().is_some(), None);
+            return finished.get().unwrap_or(Status::PENDING);
+        }
+        returned
+    })
+}
+
+/// The completion of overlapped device request `key` (`Finish::Overlapped`): the caller's
+/// output is read and its completion queued as a user action.
+pub(crate) fn overlapped_done(key: u64, status: Status, information: usize) {
+    if let Some(done) = kernel::with(|k| k.files.overlapped_calls.remove(&key)) {
+        done(status, information);
+    }
+}
+
+/// Queues `run` as a user-mode caller's completion: at `PASSIVE_LEVEL`, in a thread of its own,
+/// outside any driver image.
+fn queue_user_completion(k: &mut Kernel, run: Box<dyn FnOnce()>) {
+    let thread = k.sched.worker();
+    k.sched.push(crate::sched::Task {
+        name: "overlapped I/O completion",
+        image: None,
+        irql: crate::kernel::PASSIVE_LEVEL,
+        thread,
+        run,
+    });
+}
+
+/// `CancelIoEx(handle, NULL)` on a device handle (`NtCancelIoFileEx`): `IoCancelIrp` on each of
+/// its overlapped requests still outstanding, newest first, without waiting for them;
+/// `STATUS_NOT_FOUND` when there is none.
+pub fn cancel_device_io(h: DeviceHandle) -> Status {
+    as_user(|| match device_handle(h) {
+        Ok(u) => crate::cancel::cancel_file_requests(u.fo as *mut FILE_OBJECT),
+        Err(s) => s,
     })
 }
 

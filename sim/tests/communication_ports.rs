@@ -29,8 +29,8 @@ use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FltBuildDefaultSecurityDescriptor,
     FltCloseClientPort, FltCloseCommunicationPort, FltCreateCommunicationPort,
-    FltFreeSecurityDescriptor, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter,
-    PFLT_FILTER, PFLT_PORT,
+    FltFreeSecurityDescriptor, FltRegisterFilter, FltSendMessage, FltStartFiltering,
+    FltUnregisterFilter, PFLT_FILTER, PFLT_PORT,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, UNICODE_STRING,
@@ -81,6 +81,8 @@ struct State {
     server: PFLT_PORT,
     /// Client ports by connection number (the cookie is number + 1).
     clients: Vec<PFLT_PORT>,
+    /// Copies of the client port variables, kept past FltCloseClientPort (a misuse).
+    copies: Vec<PFLT_PORT>,
     /// What its extra FltCreateCommunicationPort calls returned in DriverEntry.
     extra: Vec<(&'static str, Status)>,
 }
@@ -179,6 +181,7 @@ unsafe extern "system" fn connect(
     }
     let n = state(|s| {
         s.clients.push(client);
+        s.copies.push(client);
         s.clients.len()
     });
     unsafe { *cookie = n as *mut c_void };
@@ -213,6 +216,13 @@ unsafe extern "system" fn message(
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     log(format!("message {n} {text:?} output {output_length} {}", context()));
+    if let Some(command) = text.strip_prefix("send ") {
+        let answer = send_command(command);
+        let len = answer.len().min(output_length as usize);
+        unsafe { std::ptr::copy_nonoverlapping(answer.as_ptr(), output.cast::<u8>(), len) };
+        unsafe { *returned = len as u32 };
+        return 0;
+    }
     match text.as_str() {
         "fail" => return Status::INVALID_PARAMETER.0,
         "close server" => {
@@ -234,6 +244,63 @@ unsafe extern "system" fn message(
     }
     unsafe { *returned = len as u32 + cfg().overstate_reply };
     0
+}
+
+/// `send <connection> <message> <reply capacity | -> <timeout ms | @absolute ms | 0 | -> [how]`:
+/// FltSendMessage on the client port variable of connection <connection> (0: a NULL
+/// variable), in the caller's thread, from the filter's code. `how`: `dispatch` calls it at
+/// DISPATCH_LEVEL, `null-port` with a NULL ClientPort pointer, `copy` through a copy of the
+/// variable made before the filter closed the port. Answers `<status> <reply length> <reply>`.
+fn send_command(command: &str) -> String {
+    let words: Vec<&str> = command.split(' ').collect();
+    let n: usize = words[0].parse().unwrap();
+    let message = words[1].as_bytes();
+    let capacity: Option<usize> = words[2].parse().ok();
+    let timeout: Option<i64> = match words[3] {
+        "-" => None,
+        t if t.starts_with('@') => {
+            let mut now = 0i64;
+            unsafe { windows_sys::Wdk::System::SystemServices::KeQuerySystemTimePrecise(&mut now) };
+            Some(now + t[1..].parse::<i64>().unwrap() * 10_000)
+        }
+        t => Some(-t.parse::<i64>().unwrap() * 10_000),
+    };
+    let how = words.get(4).copied().unwrap_or("");
+    let filter = state(|s| s.filter);
+    let port: PFLT_PORT = match how {
+        "copy" => state(|s| s.copies[n - 1]),
+        _ if n == 0 => 0,
+        _ => state(|s| s.clients[n - 1]),
+    };
+    let mut reply = vec![0u8; capacity.unwrap_or(0)];
+    let mut reply_length = capacity.unwrap_or(0) as u32;
+    let reply_ptr = if capacity.is_some() { reply.as_mut_ptr().cast() } else { null_mut() };
+    let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const i64);
+    let port_ptr: *const PFLT_PORT = if how == "null-port" { std::ptr::null() } else { &port };
+    if how == "dispatch" {
+        fsfilter_sim::kernel::with(|k| k.set_irql(2));
+    }
+    let s = unsafe {
+        FltSendMessage(
+            filter,
+            port_ptr,
+            message.as_ptr().cast(),
+            message.len() as u32,
+            reply_ptr,
+            &mut reply_length,
+            timeout_ptr,
+        )
+    };
+    if how == "dispatch" {
+        fsfilter_sim::kernel::with(|k| k.set_irql(0));
+    }
+    match capacity {
+        Some(_) => {
+            let got = &reply[..(reply_length as usize).min(reply.len())];
+            format!("{:#x} {reply_length} {}", s as u32, String::from_utf8_lossy(got))
+        }
+        None => format!("{:#x} -", s as u32),
+    }
 }
 
 unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
@@ -576,12 +643,327 @@ fn a_reply_length_beyond_the_output_buffer_is_reported_and_cut() {
     assert_eq!(m.close_port(port), Status::SUCCESS);
 }
 
+// FltSendMessage: the filter-to-user direction. Spy sends from its MessageNotifyCallback on
+// the command `send ...` (see `send_command`), so the test's FilterSendMessage call is the
+// filter's thread; the user's FilterGetMessage completions and replies run as user actions
+// (completion-port threads) while the sender waits.
+
+/// What a completed get received, for the log.
+fn describe(r: &Result<Vec<u8>, Status>) -> String {
+    match r {
+        Ok(bytes) => {
+            let h = fsfilter::MessageHeader::from_bytes(bytes).unwrap();
+            let body = String::from_utf8_lossy(&bytes[fsfilter::MESSAGE_HEADER_LEN..]);
+            format!("got id {} reply length {} {body:?}", h.message_id, h.reply_length)
+        }
+        Err(s) => format!("get failed {:#x}", s.0 as u32),
+    }
+}
+
+/// The message id of a get's bytes.
+fn message_id(bytes: &[u8]) -> u64 {
+    fsfilter::MessageHeader::from_bytes(bytes).unwrap().message_id
+}
+
+/// A FILTER_REPLY_HEADER for `id` and `data`.
+fn reply_to(id: u64, data: &[u8]) -> Vec<u8> {
+    let mut v = fsfilter::ReplyHeader { status: 0, message_id: id }.to_bytes().to_vec();
+    v.extend_from_slice(data);
+    v
+}
+
+/// A get of `capacity` bytes on `port` that logs what it receives and, when `answer` is given,
+/// replies with it at once.
+fn get_and_reply(
+    m: &mut Machine,
+    port: fsfilter_sim::PortHandle,
+    capacity: usize,
+    answer: Option<&'static [u8]>,
+) -> Status {
+    m.get_message(port, capacity, move |m, r| {
+        log(describe(&r));
+        if let (Ok(bytes), Some(answer)) = (&r, answer) {
+            let s = m.reply_message(port, &reply_to(message_id(bytes), answer));
+            log(format!("replied {:#x}", s.0 as u32));
+        }
+    })
+}
+
+/// The filter's FltSendMessage answer for `command` sent through `port`.
+fn send(m: &mut Machine, port: fsfilter_sim::PortHandle, command: &str) -> String {
+    let r = m.send_message(port, format!("send {command}").as_bytes(), 64).unwrap();
+    String::from_utf8(r).unwrap()
+}
+
+/// The log without the filter's "message" lines (the commands themselves).
+fn take_gets() -> Vec<String> {
+    take_log().into_iter().filter(|l| !l.starts_with("message ")).collect()
+}
+
+#[test]
+fn a_message_sent_while_a_get_waits_is_delivered_at_once_and_the_reply_comes_back() {
+    // FltSendMessage: "If the application calls FilterGetMessage to get the message before the
+    // minifilter driver calls FltSendMessage to send it, the message is delivered immediately";
+    // with a ReplyBuffer the caller then waits for FilterReplyMessage. FILTER_MESSAGE_HEADER:
+    // ReplyLength is the expected reply "including the FILTER_REPLY_HEADER header", MessageId
+    // the id the reply must name; the minifilter's reply buffer receives what follows the
+    // FILTER_REPLY_HEADER (the scanner sample: ReplyLength sizeof(SCANNER_REPLY) in the kernel,
+    // FILTER_REPLY_HEADER + SCANNER_REPLY from user mode).
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    assert_eq!(get_and_reply(&mut m, port, 64, Some(b"ok")), Status::PENDING);
+    assert!(take_log().is_empty(), "the get waits");
+    assert_eq!(send(&mut m, port, "1 hello 8 -"), "0x0 2 ok");
+    assert_eq!(take_gets(), [r#"got id 1 reply length 24 "hello""#, "replied 0x0"]);
+    // Ids count per connection; a message without a reply buffer returns once delivered (its
+    // header says no reply is expected) and a reply to it finds no waiter.
+    assert_eq!(get_and_reply(&mut m, port, 64, Some(b"late")), Status::PENDING);
+    assert_eq!(send(&mut m, port, "1 quiet - -"), "0x0 -");
+    m.settle();
+    assert_eq!(
+        take_gets(),
+        [r#"got id 2 reply length 0 "quiet""#, "replied 0xc01c0020"],
+        "STATUS_FLT_NO_WAITER_FOR_REPLY"
+    );
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_message_waits_in_the_queue_for_a_get_until_its_timeout() {
+    // "If Timeout is nonzero and the application calls FilterGetMessage before the Timeout
+    // interval expires, the message is delivered"; otherwise "the message is not delivered,
+    // and FltSendMessage returns STATUS_TIMEOUT" (a success code). Negative timeouts are
+    // relative, positive ones absolute system times; one deadline covers the delivery and the
+    // reply.
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    m.schedule(5, move |m| {
+        // The message waits in the queue: the get takes it at once.
+        assert_eq!(get_and_reply(m, port, 64, Some(b"yes")), Status::SUCCESS);
+    });
+    let start = m.now_ms();
+    assert_eq!(send(&mut m, port, "1 first 8 100"), "0x0 3 yes");
+    assert_eq!(m.now_ms() - start, 5, "delivered when the get came");
+    // Nobody gets it: taken back at the deadline, never delivered.
+    assert_eq!(send(&mut m, port, "1 lost 8 10"), "0x102 8 \0\0\0\0\0\0\0\0");
+    assert_eq!(m.now_ms() - start, 15);
+    // An absolute deadline 20 ms from now, the get 5 ms later.
+    m.schedule(5, move |m| {
+        get_and_reply(m, port, 64, Some(b"abs"));
+    });
+    assert_eq!(send(&mut m, port, "1 third 8 @20"), "0x0 3 abs");
+    // An absolute deadline already past, or a zero one: no wait at all.
+    assert_eq!(send(&mut m, port, "1 past - @-1"), "0x102 -");
+    assert_eq!(send(&mut m, port, "1 zero - 0"), "0x102 -");
+    assert_eq!(
+        take_gets(),
+        [
+            r#"got id 1 reply length 24 "first""#,
+            "replied 0x0",
+            r#"got id 3 reply length 24 "third""#,
+            "replied 0x0",
+        ],
+        "messages 2, 4 and 5 never reached user mode"
+    );
+    // Two messages queued are taken in order by the gets that come.
+    m.schedule(1, move |m| {
+        get_and_reply(m, port, 64, None);
+    });
+    assert_eq!(send(&mut m, port, "1 sixth - 50"), "0x0 -");
+    assert_eq!(take_gets(), [r#"got id 6 reply length 0 "sixth""#]);
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_reply_after_the_timeout_finds_no_waiter_and_a_long_reply_overflows() {
+    // The timeout covers the wait for the reply too: the sender returns STATUS_TIMEOUT and a
+    // later FilterReplyMessage answers STATUS_FLT_NO_WAITER_FOR_REPLY (facts.md). A reply
+    // larger than the sender's ReplyLength: FltSendMessage returns STATUS_BUFFER_OVERFLOW
+    // (FilterReplyMessage's remarks), the buffer filled (the simulator's choice).
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    m.get_message(port, 64, move |m, r| {
+        log(describe(&r));
+        let id = message_id(r.as_ref().unwrap());
+        m.schedule(30, move |m| {
+            let s = m.reply_message(port, &reply_to(id, b"slow"));
+            log(format!("replied {:#x}", s.0 as u32));
+        });
+    });
+    assert_eq!(send(&mut m, port, "1 wait 8 20"), "0x102 8 \0\0\0\0\0\0\0\0");
+    m.settle();
+    assert_eq!(take_gets(), [r#"got id 1 reply length 24 "wait""#, "replied 0xc01c0020"]);
+    assert_eq!(get_and_reply(&mut m, port, 64, Some(b"much too long")), Status::PENDING);
+    assert_eq!(send(&mut m, port, "1 short 4 -"), "0x80000005 4 much");
+    assert_eq!(take_gets(), [r#"got id 2 reply length 20 "short""#, "replied 0x0"]);
+    // A reply buffer shorter than the header; an unknown id.
+    assert_eq!(m.reply_message(port, &[0; 8]), Status::INVALID_PARAMETER);
+    assert_eq!(m.reply_message(port, &reply_to(99, b"x")), Status::FLT_NO_WAITER_FOR_REPLY);
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_get_too_small_for_the_message_fails_and_the_message_waits_for_the_next() {
+    // Not documented: the simulator fails a get whose buffer cannot hold the header and the
+    // message with STATUS_BUFFER_TOO_SMALL (ERROR_INSUFFICIENT_BUFFER) and keeps the message
+    // queued for the next get (docs/simulator.md).
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    assert_eq!(get_and_reply(&mut m, port, 18, Some(b"no")), Status::PENDING);
+    m.schedule(5, move |m| {
+        // A queued message the buffer cannot hold: refused at once, `then` never runs.
+        assert_eq!(get_and_reply(m, port, 20, Some(b"no")), Status::BUFFER_TOO_SMALL);
+        assert_eq!(get_and_reply(m, port, 21, Some(b"fits")), Status::SUCCESS);
+    });
+    assert_eq!(send(&mut m, port, "1 hello 8 100"), "0x0 4 fits");
+    assert_eq!(
+        take_gets(),
+        ["get failed 0xc0000023", r#"got id 1 reply length 24 "hello""#, "replied 0x0"]
+    );
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_connection_that_ends_wakes_its_sender_and_ends_its_gets() {
+    // FltSendMessage returns STATUS_PORT_DISCONNECTED when "the communication port was
+    // disconnected". The user's close cancels its waiting gets (the handle's cleanup:
+    // STATUS_CANCELLED); the filter's FltCloseClientPort fails them with
+    // STATUS_PORT_DISCONNECTED (the scanner sample reads the failed completion as "port is
+    // disconnected, probably due to scanner filter unloading"), and later gets fail at once.
+    let mut m = machine(Config::default());
+    let first = m.connect_communication_port(PORT, b"a").unwrap();
+    let second = m.connect_communication_port(PORT, b"b").unwrap();
+    take_log();
+    assert_eq!(get_and_reply(&mut m, second, 8, None), Status::PENDING);
+    m.schedule(5, move |m| {
+        assert_eq!(m.close_port(second), Status::SUCCESS);
+    });
+    // The message is too big for the waiting get: it stays queued until the close.
+    assert_eq!(send(&mut m, first, "2 never 8 -"), "0xc0000037 8 \0\0\0\0\0\0\0\0");
+    assert_eq!(
+        take_gets(),
+        ["get failed 0xc0000023", "disconnect 2 irql 0 in Spy", "closed 2: variable 0"]
+    );
+    // The variable FltCloseClientPort set to NULL: disconnected, no finding.
+    assert_eq!(send(&mut m, first, "2 again 8 -"), "0xc0000037 8 \0\0\0\0\0\0\0\0");
+    // The filter closes its end of the first connection while a get waits there.
+    let third = m.connect_communication_port(PORT, b"c").unwrap();
+    assert_eq!(get_and_reply(&mut m, first, 64, None), Status::PENDING);
+    take_log();
+    assert_eq!(m.send_message(first, b"close me", 16).unwrap(), b"1:close me");
+    m.settle();
+    assert_eq!(take_gets(), ["get failed 0xc0000037"]);
+    assert_eq!(get_and_reply(&mut m, first, 64, None), Status::PORT_DISCONNECTED);
+    assert_eq!(m.reply_message(first, &reply_to(1, b"x")), Status::PORT_DISCONNECTED);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // A copy of its variable made before the close: an INVALID_FLT_OBJECT finding.
+    assert_eq!(send(&mut m, third, "1 stale - - copy"), "0xc0000037 -");
+    assert_eq!(rules(&m), [Rule::InvalidFltObject], "{:?}", m.findings());
+    assert_eq!(m.close_port(first), Status::SUCCESS);
+    assert_eq!(m.close_port(third), Status::SUCCESS);
+}
+
+#[test]
+fn a_connection_that_ends_after_the_delivery_wakes_the_sender_waiting_for_its_reply() {
+    // The wait for the reply ends too when the connection does (STATUS_PORT_DISCONNECTED); a
+    // reply the user gave before its close still reaches the sender.
+    let mut m = machine(Config::default());
+    let first = m.connect_communication_port(PORT, b"a").unwrap();
+    let second = m.connect_communication_port(PORT, b"b").unwrap();
+    take_log();
+    m.get_message(second, 64, move |m, r| {
+        log(describe(&r));
+        m.schedule(5, move |m| {
+            assert_eq!(m.close_port(second), Status::SUCCESS);
+        });
+    });
+    let start = m.now_ms();
+    assert_eq!(send(&mut m, first, "2 unanswered 8 -"), "0xc0000037 8 \0\0\0\0\0\0\0\0");
+    assert_eq!(m.now_ms() - start, 5);
+    let third = m.connect_communication_port(PORT, b"c").unwrap();
+    m.get_message(third, 64, move |m, r| {
+        log(describe(&r));
+        let s = m.reply_message(third, &reply_to(message_id(r.as_ref().unwrap()), b"bye"));
+        log(format!("replied {:#x}", s.0 as u32));
+        assert_eq!(m.close_port(third), Status::SUCCESS);
+    });
+    assert_eq!(send(&mut m, first, "3 answered 8 -"), "0x0 3 bye");
+    assert_eq!(
+        take_gets(),
+        [
+            r#"got id 1 reply length 24 "unanswered""#,
+            "disconnect 2 irql 0 in Spy",
+            "closed 2: variable 0",
+            r#"connect server cookie 0x5e5e context "c" size 1 irql 0 in Spy"#,
+            r#"got id 1 reply length 24 "answered""#,
+            "replied 0x0",
+            "disconnect 3 irql 0 in Spy",
+            "closed 3: variable 0",
+        ]
+    );
+    assert_eq!(m.close_port(first), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn cancel_io_on_the_port_cancels_its_waiting_gets() {
+    // CancelIoEx on the port handle: the gets complete with STATUS_CANCELLED
+    // (ERROR_OPERATION_ABORTED); with none waiting, STATUS_NOT_FOUND (ERROR_NOT_FOUND).
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    assert_eq!(get_and_reply(&mut m, port, 64, None), Status::PENDING);
+    assert_eq!(get_and_reply(&mut m, port, 64, None), Status::PENDING);
+    assert_eq!(m.cancel_port_io(port), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_gets(), ["get failed 0xc0000120", "get failed 0xc0000120"]);
+    assert_eq!(m.cancel_port_io(port), Status::NOT_FOUND);
+    // The unload ends a connection with a get waiting: STATUS_PORT_DISCONNECTED.
+    assert_eq!(get_and_reply(&mut m, port, 64, None), Status::PENDING);
+    assert_eq!(m.stop("Spy"), StopResult::Unloaded);
+    m.settle();
+    assert!(take_gets().contains(&"get failed 0xc0000037".to_owned()));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn fltsendmessage_misuse_is_reported() {
+    // IRQL <= APC_LEVEL (its reference page): above, an IRQL_TOO_HIGH finding (Driver
+    // Verifier's IRQL check) and STATUS_INVALID_DEVICE_STATE, nothing sent. ClientPort is
+    // required: a NULL pointer is dereferenced on Windows (a BUGCHECK finding here). A send
+    // without a timeout that nothing can ever receive hangs on Windows: a DEADLOCK finding and
+    // STATUS_TIMEOUT here.
+    let mut m = machine(Config::default());
+    let port = m.connect_communication_port(PORT, b"a").unwrap();
+    take_log();
+    assert_eq!(send(&mut m, port, "1 high - - dispatch"), "0xc0000184 -");
+    assert_eq!(rules(&m), [Rule::IrqlTooHigh]);
+    assert_eq!(send(&mut m, port, "1 x - - null-port"), "0xc000000d -");
+    assert_eq!(rules(&m), [Rule::IrqlTooHigh, Rule::Bugcheck]);
+    assert_eq!(send(&mut m, port, "1 forever - -"), "0x102 -");
+    assert_eq!(rules(&m), [Rule::IrqlTooHigh, Rule::Bugcheck, Rule::Deadlock]);
+    // The message taken back: a later get does not see it.
+    assert_eq!(get_and_reply(&mut m, port, 64, None), Status::PENDING);
+    m.settle();
+    assert!(take_gets().is_empty());
+    assert_eq!(m.close_port(port), Status::SUCCESS);
+}
+
 // "CtlSpy", a legacy-style driver with a named control device and a symbolic link to it, as
 // FileSpy names its control device for user mode: the legacy channel's transport.
 
 mod control_device {
     use super::*;
-    use fsfilter_kernel::irp::{IoCompleteRequest, IoGetCurrentIrpStackLocation};
+    use fsfilter_kernel::irp::{IoCompleteRequest, IoGetCurrentIrpStackLocation, IoMarkIrpPending};
     use fsfilter_kernel::params::{self, io};
     use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, IRP};
     use windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin;
@@ -593,6 +975,10 @@ mod control_device {
     pub(super) const LINK: &str = r"\DosDevices\CtlSpy";
     /// CTL_CODE(FILE_DEVICE_UNKNOWN, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS).
     pub(super) const IOCTL_MESSAGE: u32 = (0x22 << 16) | (0x800 << 2);
+    /// A control the driver holds pending (cancelable) until [`IOCTL_RELEASE`].
+    pub(super) const IOCTL_HOLD: u32 = (0x22 << 16) | (0x803 << 2);
+    /// Completes the oldest held control with the 8 bytes "released".
+    pub(super) const IOCTL_RELEASE: u32 = (0x22 << 16) | (0x804 << 2);
 
     thread_local! {
         static DEV: RefCell<usize> = const { RefCell::new(0) };
@@ -600,6 +986,8 @@ mod control_device {
         /// SeQuerySubjectContextToken picks).
         pub(super) static TOKENS: RefCell<Vec<(bool, bool)>> = const { RefCell::new(Vec::new()) };
         pub(super) static LINK_RESULTS: RefCell<Vec<Status>> = const { RefCell::new(Vec::new()) };
+        /// The controls held (IOCTL_HOLD), oldest first.
+        static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Reads the EA list of a create: (name, value) of its first entry.
@@ -639,6 +1027,50 @@ mod control_device {
                     status = Status::ACCESS_DENIED.0;
                 }
             }
+            0x0e if unsafe { io::<params::IoDeviceIoControl>(&s.Parameters) }.IoControlCode
+                == IOCTL_HOLD =>
+            {
+                // Held until IOCTL_RELEASE, cancelable, as an inverted call's GET is.
+                log(format!("hold flags {:#x} {}", i.Flags, context()));
+                unsafe { IoMarkIrpPending(irp) };
+                i.CancelRoutine = Some(cancel_held);
+                HELD.with(|h| h.borrow_mut().push(irp as usize));
+                return Status::PENDING.0;
+            }
+            0x0e if unsafe { io::<params::IoDeviceIoControl>(&s.Parameters) }.IoControlCode
+                == IOCTL_RELEASE =>
+            {
+                let held = HELD.with(|h| {
+                    let mut h = h.borrow_mut();
+                    (!h.is_empty()).then(|| h.remove(0))
+                });
+                if let Some(held) = held {
+                    let held = held as *mut IRP;
+                    let out = unsafe { (*held).AssociatedIrp.SystemBuffer }.cast::<u8>();
+                    unsafe {
+                        (*held).CancelRoutine = None;
+                        std::ptr::copy_nonoverlapping(b"released".as_ptr(), out, 8);
+                        (*held).IoStatus.Anonymous.Status = 0;
+                        (*held).IoStatus.Information = 8;
+                        IoCompleteRequest(held, 0);
+                    }
+                } else {
+                    status = Status::NOT_FOUND.0;
+                }
+            }
+            0x12 => {
+                // The cleanup completes what the handle left held.
+                log(format!("irp 0x12 mode {mode}"));
+                for held in HELD.with(|h| std::mem::take(&mut *h.borrow_mut())) {
+                    let held = held as *mut IRP;
+                    unsafe {
+                        (*held).CancelRoutine = None;
+                        (*held).IoStatus.Anonymous.Status = Status::CANCELLED.0;
+                        (*held).IoStatus.Information = 0;
+                        IoCompleteRequest(held, 0);
+                    }
+                }
+            }
             0x0e => {
                 let c = unsafe { io::<params::IoDeviceIoControl>(&s.Parameters) };
                 let input =
@@ -663,6 +1095,21 @@ mod control_device {
         i.IoStatus.Information = information;
         unsafe { IoCompleteRequest(irp, 0) };
         status
+    }
+
+    /// The cancel routine of a held control: releases the cancel spin lock with the IRQL
+    /// IoCancelIrp saved, takes the IRP out of the queue, completes it STATUS_CANCELLED.
+    unsafe extern "system" fn cancel_held(_d: *mut DEVICE_OBJECT, irp: *mut IRP) {
+        log(format!("cancel routine {}", context()));
+        unsafe {
+            windows_sys::Wdk::System::SystemServices::IoReleaseCancelSpinLock((*irp).CancelIrql)
+        };
+        HELD.with(|h| h.borrow_mut().retain(|x| *x != irp as usize));
+        unsafe {
+            (*irp).IoStatus.Anonymous.Status = Status::CANCELLED.0;
+            (*irp).IoStatus.Information = 0;
+            IoCompleteRequest(irp, 0);
+        }
     }
 
     unsafe extern "system" fn unload(_driver: *const DRIVER_OBJECT) {
@@ -888,5 +1335,117 @@ fn a_user_mode_create_carries_the_callers_token_for_se_token_is_admin() {
     for h in [admin, user, explicit] {
         assert_eq!(m.close_device(h), Status::SUCCESS);
     }
+    assert_eq!(rules(&m), [], "{:?}", m.findings());
+}
+
+/// What an overlapped control's completion found, for the log.
+fn control_done(what: &'static str) -> impl FnOnce(&mut Machine, fsfilter_sim::IoResult) {
+    move |_m, r| {
+        log(format!(
+            "{what} done {:#x} {} {:?}",
+            r.status.0 as u32,
+            r.information,
+            String::from_utf8_lossy(&r.data)
+        ));
+    }
+}
+
+#[test]
+fn an_overlapped_device_control_a_driver_holds_completes_later_into_its_completion() {
+    // CreateFile with FILE_FLAG_OVERLAPPED opens an asynchronous file object; DeviceIoControl
+    // with an OVERLAPPED on it returns ERROR_IO_PENDING for a request the driver pended
+    // (STATUS_PENDING from its dispatch routine) and completes later (its completion packet or
+    // event); the request references the file object until it completes (WRK
+    // IopXxxControlFile, IopCompleteRequest).
+    let mut m = legacy_machine();
+    let h = m.open_device_overlapped(control_device::LINK, None).unwrap();
+    take_log();
+    let s = m.device_control_then(h, control_device::IOCTL_HOLD, b"", 16, control_done("hold"));
+    assert_eq!(s, Status::PENDING);
+    m.settle();
+    // IRP_BUFFERED_IO | IRP_DEALLOCATE_BUFFER | IRP_INPUT_OPERATION, in the driver at
+    // PASSIVE_LEVEL; nothing completed yet.
+    assert_eq!(take_log(), ["hold flags 0x70 irql 0 in CtlSpy"]);
+    // Completed at once: the completion runs too.
+    let s = m.device_control_then(h, control_device::IOCTL_MESSAGE, b"hi", 16, control_done("now"));
+    assert_eq!(s, Status::SUCCESS);
+    let r = m.device_control(h, control_device::IOCTL_RELEASE, b"", 0);
+    assert_eq!(r.status, Status::SUCCESS);
+    m.settle();
+    let log = take_log();
+    assert!(log.contains(&r#"now done 0x0 5 "re:hi""#.to_owned()), "{log:?}");
+    assert!(log.contains(&r#"hold done 0x0 8 "released""#.to_owned()), "{log:?}");
+    // Held at the close: the cleanup completes it, then the close comes.
+    let s = m.device_control_then(h, control_device::IOCTL_HOLD, b"", 16, control_done("left"));
+    assert_eq!(s, Status::PENDING);
+    take_log();
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), ["irp 0x12 mode 0", "irp 0x2 mode 0", r#"left done 0xc0000120 0 """#]);
+    assert_eq!(rules(&m), [], "{:?}", m.findings());
+}
+
+#[test]
+fn cancel_io_on_a_device_handle_runs_the_holders_cancel_routine() {
+    // CancelIoEx: IoCancelIrp on each of the handle's outstanding requests; the holder's cancel
+    // routine runs (at DISPATCH_LEVEL, holding the cancel spin lock) and completes the request
+    // STATUS_CANCELLED; with nothing outstanding, STATUS_NOT_FOUND.
+    let mut m = legacy_machine();
+    let h = m.open_device_overlapped(control_device::LINK, None).unwrap();
+    let s = m.device_control_then(h, control_device::IOCTL_HOLD, b"", 16, control_done("one"));
+    assert_eq!(s, Status::PENDING);
+    let s = m.device_control_then(h, control_device::IOCTL_HOLD, b"", 16, control_done("two"));
+    assert_eq!(s, Status::PENDING);
+    take_log();
+    assert_eq!(m.cancel_io(h), Status::SUCCESS);
+    m.settle();
+    let log = take_log();
+    assert_eq!(
+        log.iter().filter(|l| *l == "cancel routine irql 2 in CtlSpy").count(),
+        2,
+        "{log:?}"
+    );
+    assert!(log.contains(&r#"one done 0xc0000120 0 """#.to_owned()), "{log:?}");
+    assert!(log.contains(&r#"two done 0xc0000120 0 """#.to_owned()), "{log:?}");
+    assert_eq!(m.cancel_io(h), Status::NOT_FOUND);
+    // A closed handle: refused at once, the completion never runs.
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    take_log();
+    let s = m.device_control_then(h, control_device::IOCTL_HOLD, b"", 16, control_done("never"));
+    assert_eq!(s, Status::INVALID_HANDLE);
+    m.settle();
+    assert!(!take_log().iter().any(|l| l.starts_with("never")));
+    assert_eq!(rules(&m), [Rule::InvalidHandle], "{:?}", m.findings());
+}
+
+#[test]
+fn an_overlapped_device_control_on_a_synchronous_handle_waits() {
+    // DeviceIoControl: "If hDevice was opened without specifying FILE_FLAG_OVERLAPPED,
+    // lpOverlapped is ignored and DeviceIoControl does not return until the operation has been
+    // completed": the I/O manager waits on a FO_SYNCHRONOUS_IO file object.
+    let mut m = legacy_machine();
+    let h = m.open_device(control_device::LINK, None).unwrap();
+    let held = m.open_device_overlapped(control_device::LINK, None).unwrap();
+    take_log();
+    // A request held on the other handle is released 5 ms from now, by another caller.
+    m.schedule(5, move |m| {
+        let s = m.device_control_then(
+            held,
+            control_device::IOCTL_RELEASE,
+            b"",
+            0,
+            control_done("release"),
+        );
+        assert_eq!(s, Status::SUCCESS);
+    });
+    let start = m.now_ms();
+    let s = m.device_control_then(h, control_device::IOCTL_HOLD, b"", 16, control_done("sync"));
+    assert_eq!(s, Status::SUCCESS, "the final status (IopSynchronousServiceTail)");
+    assert_eq!(m.now_ms() - start, 5, "the call returned once the request completed");
+    m.settle();
+    let log = take_log();
+    assert!(log.contains(&r#"sync done 0x0 8 "released""#.to_owned()), "{log:?}");
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    assert_eq!(m.close_device(held), Status::SUCCESS);
     assert_eq!(rules(&m), [], "{:?}", m.findings());
 }

@@ -121,3 +121,49 @@ export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCloseClientPort
         kernel::with(|k| ports::close_client(k, filter, handle));
     }
 }
+
+export! { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSendMessage =>
+    /// `FltSendMessage`: sends `SenderBuffer` on the connection of `*ClientPort` and waits until
+    /// user mode gets it and, with a `ReplyBuffer`, replies (`ports::send_to_user`). `Filter`,
+    /// `ClientPort`, `SenderBuffer` are required, `ReplyLength` too when `ReplyBuffer` is given
+    /// (its reference page): NULL is a `BUGCHECK` finding (Windows dereferences them) and
+    /// `STATUS_INVALID_PARAMETER`. On a reply `*ReplyLength` receives its length (at most the
+    /// buffer's).
+    fn FltSendMessage(filter: PFLT_FILTER, clientport: *const PFLT_PORT, senderbuffer: *const c_void, senderbufferlength: u32, replybuffer: *mut c_void, replylength: *mut u32, timeout: *const i64) -> NTSTATUS {
+        let missing = if clientport.is_null() {
+            Some("a NULL ClientPort pointer")
+        } else if senderbuffer.is_null() && senderbufferlength > 0 {
+            Some("a NULL SenderBuffer")
+        } else if !replybuffer.is_null() && replylength.is_null() {
+            Some("a ReplyBuffer and a NULL ReplyLength")
+        } else {
+            None
+        };
+        if let Some(what) = missing {
+            kernel::with(|k| k.report_current(Rule::Bugcheck, format!("FltSendMessage with {what}")));
+            return Status::INVALID_PARAMETER.0;
+        }
+        // SAFETY: the caller's variable (checked non-NULL).
+        let client = unsafe { *clientport };
+        let message = if senderbufferlength == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: the caller's buffer of SenderBufferLength bytes.
+            unsafe { std::slice::from_raw_parts(senderbuffer.cast::<u8>(), senderbufferlength as usize) }.to_vec()
+        };
+        // SAFETY: the caller's ReplyLength when it gave a reply buffer (checked non-NULL).
+        let reply_capacity = (!replybuffer.is_null()).then(|| unsafe { *replylength } as usize);
+        // SAFETY: NULL or the caller's timeout.
+        let timeout = unsafe { timeout.as_ref() }.copied();
+        let end = ports::send_to_user(ports::SendArgs { filter, client, message, reply_capacity, timeout });
+        if let Some(reply) = end.reply {
+            if !reply.is_empty() {
+                // SAFETY: the caller's reply buffer holds *ReplyLength >= reply.len() bytes.
+                unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), replybuffer.cast::<u8>(), reply.len()) };
+            }
+            // SAFETY: the caller's ReplyLength (non-NULL with a reply buffer).
+            unsafe { *replylength = reply.len() as u32 };
+        }
+        end.status.0
+    }
+}

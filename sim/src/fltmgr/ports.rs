@@ -1,8 +1,9 @@
 //! Communication ports (docs/simulator.md, "Communication ports and control devices"): the
 //! server ports minifilters create (`FltCreateCommunicationPort`), the connections user mode
 //! makes to them (`FilterConnectCommunicationPort`), the messages it sends
-//! (`FilterSendMessage`), and the ends of connections (`CloseHandle` on the user's port,
-//! `FltCloseClientPort`, the filter's unregistration).
+//! (`FilterSendMessage`), the messages filters send (`FltSendMessage`) and the user's gets and
+//! replies (`FilterGetMessage`, `FilterReplyMessage`), and the ends of connections
+//! (`CloseHandle` on the user's port, `FltCloseClientPort`, the filter's unregistration).
 //!
 //! On Windows the user-mode library opens the Filter Manager's message device
 //! (`\FileSystem\Filters\FltMgrMsg`, ReactOS' Messaging.c names it) with the port's name and the
@@ -74,6 +75,45 @@ impl ServerPort {
     }
 }
 
+/// Where a message `FltSendMessage` sent stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageState {
+    /// Waiting for a `FilterGetMessage` (the connection's queue, in sending order).
+    Queued,
+    /// A get received it; its sender waits for a reply when it gave a reply buffer.
+    Delivered,
+    /// `FilterReplyMessage` answered it: the reply's bytes after the `FILTER_REPLY_HEADER`.
+    Replied(Vec<u8>),
+    /// The connection ended before it was delivered or answered.
+    Disconnected,
+}
+
+/// A message a filter sent with `FltSendMessage`, from the send until its sender stops waiting
+/// (then it is gone: a later reply finds no waiter).
+#[derive(Clone, Debug)]
+pub struct PortMessage {
+    /// Its `MessageId` (one counter per connection, from 1: the simulator's choice).
+    pub id: u64,
+    /// The sender's bytes (copied at the send).
+    pub data: Vec<u8>,
+    /// The sender's `*ReplyLength` when it gave a `ReplyBuffer` (it waits for a reply).
+    pub reply_capacity: Option<usize>,
+    /// Where it stands.
+    pub state: MessageState,
+}
+
+/// What runs, as a user action, when a `FilterGetMessage` ends: the bytes its buffer received
+/// (`FILTER_MESSAGE_HEADER` and the message) or the status it failed with.
+pub type GetDone = Box<dyn FnOnce(Result<Vec<u8>, Status>)>;
+
+/// A `FilterGetMessage` waiting for a message.
+pub struct PendingGet {
+    /// `dwMessageBufferSize`.
+    pub capacity: usize,
+    /// Its completion.
+    pub done: GetDone,
+}
+
 /// A connection: the filter's client port and the user's handle to it.
 pub struct ClientPort {
     block: Block,
@@ -89,6 +129,12 @@ pub struct ClientPort {
     pub kernel_open: bool,
     /// The connection stands (neither end closed yet): it counts against `MaxConnections`.
     pub connected: bool,
+    /// The last `MessageId` given.
+    pub last_message: u64,
+    /// The messages whose senders wait (queued, delivered or answered), by sending order.
+    pub messages: Vec<PortMessage>,
+    /// The user's `FilterGetMessage` calls waiting for a message, oldest first.
+    pub gets: std::collections::VecDeque<PendingGet>,
 }
 
 impl ClientPort {
@@ -243,19 +289,79 @@ pub fn close_client(k: &mut Kernel, filter: isize, handle: isize) {
         return;
     }
     k.fltmgr.ports.clients[i].kernel_open = false;
-    disconnect(k, i);
+    disconnect(k, i, PORT_DISCONNECTED);
 }
 
-/// A connection ends (its first end closed): it no longer counts against `MaxConnections`.
-fn disconnect(k: &mut Kernel, client: usize) {
+/// A connection ends (its first end closed): it no longer counts against `MaxConnections`; the
+/// senders waiting on it wake with `STATUS_PORT_DISCONNECTED` (their messages are not delivered
+/// or no longer answerable) and the user's waiting gets end with `gets` (the handle's close
+/// cancels them, `STATUS_CANCELLED`; the filter's end closing fails them with
+/// `STATUS_PORT_DISCONNECTED`).
+fn disconnect(k: &mut Kernel, client: usize, gets: Status) {
     let c = &mut k.fltmgr.ports.clients[client];
     if !c.connected {
         return;
     }
     c.connected = false;
+    for m in &mut c.messages {
+        if matches!(m.state, MessageState::Queued | MessageState::Delivered) {
+            m.state = MessageState::Disconnected;
+        }
+    }
+    let waiting: Vec<PendingGet> = c.gets.drain(..).collect();
     let server = c.server;
     let s = &mut k.fltmgr.ports.servers[server];
     s.connections = s.connections.saturating_sub(1);
+    for g in waiting {
+        complete_get(k, g.done, Err(gets));
+    }
+}
+
+/// Queues a get's completion as a user action (a completion-port thread picking up the
+/// packet): at `PASSIVE_LEVEL`, in a thread of its own, outside any driver image.
+fn complete_get(k: &mut Kernel, done: GetDone, result: Result<Vec<u8>, Status>) {
+    let thread = k.sched.worker();
+    k.sched.push(crate::sched::Task {
+        name: "FilterGetMessage completion",
+        image: None,
+        irql: crate::kernel::PASSIVE_LEVEL,
+        thread,
+        run: Box::new(move || done(result)),
+    });
+}
+
+/// What a get's buffer receives for `m`: the `FILTER_MESSAGE_HEADER` (`ReplyLength` the reply
+/// the sender expects including the `FILTER_REPLY_HEADER`, 0 for none; `MessageId`) and the
+/// message.
+fn message_bytes(m: &PortMessage) -> Vec<u8> {
+    let reply = m.reply_capacity.map_or(0, |n| (n + HEADER_LEN) as u32);
+    let header = fsfilter::MessageHeader { reply_length: reply, message_id: m.id };
+    let mut bytes = header.to_bytes().to_vec();
+    bytes.extend_from_slice(&m.data);
+    bytes
+}
+
+/// The size of `FILTER_MESSAGE_HEADER` and of `FILTER_REPLY_HEADER` (x64).
+pub const HEADER_LEN: usize = fsfilter::MESSAGE_HEADER_LEN;
+
+/// Hands the connection's queued messages to its waiting gets, in order: a get whose buffer
+/// cannot hold the header and the message fails with `STATUS_BUFFER_TOO_SMALL` and the message
+/// waits for the next one (the simulator's choice, docs/simulator.md).
+fn deliver(k: &mut Kernel, client: usize) {
+    loop {
+        let c = &mut k.fltmgr.ports.clients[client];
+        let Some(m) = c.messages.iter_mut().find(|m| m.state == MessageState::Queued) else {
+            return;
+        };
+        let Some(get) = c.gets.pop_front() else { return };
+        if get.capacity < HEADER_LEN + m.data.len() {
+            complete_get(k, get.done, Err(Status::BUFFER_TOO_SMALL));
+            continue;
+        }
+        m.state = MessageState::Delivered;
+        let bytes = message_bytes(m);
+        complete_get(k, get.done, Ok(bytes));
+    }
 }
 
 /// A copy of `bytes` in a block the simulator owns for a call (NULL for nothing), with its
@@ -304,6 +410,9 @@ pub fn connect(name: &str, context: &[u8], caller: Caller) -> Result<PortHandle,
             user_open: false,
             kernel_open: true,
             connected: true,
+            last_message: 0,
+            messages: Vec::new(),
+            gets: std::collections::VecDeque::new(),
         };
         let h = client.handle();
         k.fltmgr.ports.clients.push(client);
@@ -329,7 +438,7 @@ pub fn connect(name: &str, context: &[u8], caller: Caller) -> Result<PortHandle,
         } else {
             // Refused: the Filter Manager deletes the client port it made.
             c.kernel_open = false;
-            disconnect(k, index);
+            disconnect(k, index, PORT_DISCONNECTED);
             Err(status)
         }
     })
@@ -406,6 +515,265 @@ pub fn send(port: PortHandle, input: &[u8], reply_capacity: usize) -> Result<Vec
     }))
 }
 
+/// What `FltSendMessage` was given (its buffers read by the export).
+pub struct SendArgs {
+    /// `Filter`.
+    pub filter: isize,
+    /// `*ClientPort`: the value of the caller's variable when it called.
+    pub client: isize,
+    /// The message (`SenderBuffer`, `SenderBufferLength` bytes).
+    pub message: Vec<u8>,
+    /// `*ReplyLength` when `ReplyBuffer` is given: the sender waits for a reply.
+    pub reply_capacity: Option<usize>,
+    /// `*Timeout` (100 ns units: negative relative, positive an absolute system time), None
+    /// for NULL.
+    pub timeout: Option<i64>,
+}
+
+/// How `FltSendMessage` ended: its status and, after a reply, the reply's bytes (at most the
+/// sender's `ReplyLength`) for its `ReplyBuffer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendEnd {
+    /// The call's status.
+    pub status: Status,
+    /// The reply, when one came (cut to the sender's buffer).
+    pub reply: Option<Vec<u8>>,
+}
+
+impl SendEnd {
+    fn status(status: Status) -> SendEnd {
+        SendEnd { status, reply: None }
+    }
+}
+
+/// `FltSendMessage` (its reference page; docs/simulator.md, "Communication ports and control
+/// devices"): IRQL <= `APC_LEVEL`; the connection of `*ClientPort` (NULL, or a connection
+/// ended: `STATUS_PORT_DISCONNECTED`); the message delivered at once to a waiting
+/// `FilterGetMessage`, else queued until one comes; then, with a reply buffer, the wait for
+/// `FilterReplyMessage`. Both waits share one deadline (the timeout is the whole exchange's); a
+/// timeout that passes first is `STATUS_TIMEOUT` (a success code): before the delivery the
+/// message is taken back, after it a later reply finds no waiter. A connection that ends while
+/// the sender waits is `STATUS_PORT_DISCONNECTED`. A reply longer than the sender's buffer is
+/// `STATUS_BUFFER_OVERFLOW` with the buffer filled (FilterReplyMessage's page names the
+/// status; the filled buffer is the simulator's choice).
+pub fn send_to_user(a: SendArgs) -> SendEnd {
+    let deadline = crate::sched::deadline(a.timeout);
+    let queued = kernel::with(|k| -> Result<(usize, u64), Status> {
+        if !k.check_irql(crate::kernel::APC_LEVEL, "FltSendMessage") {
+            return Err(Status::INVALID_DEVICE_STATE);
+        }
+        let Some(f) = k.fltmgr.filter_of(a.filter) else {
+            k.report_current(Rule::InvalidFltObject, "FltSendMessage with an unknown filter");
+            return Err(Status::INVALID_PARAMETER);
+        };
+        // The variable FltCloseClientPort set to NULL: the connection is gone (the Filter
+        // Manager reads the variable under the lock FltCloseClientPort takes, which is why the
+        // port is passed by address).
+        if a.client == 0 {
+            return Err(PORT_DISCONNECTED);
+        }
+        let Some(i) = k.fltmgr.ports.client_of(a.client) else {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltSendMessage with a ClientPort that is no client port",
+            );
+            return Err(Status::INVALID_PARAMETER);
+        };
+        let c = &k.fltmgr.ports.clients[i];
+        if c.filter != f {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltSendMessage with a client port of another filter",
+            );
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if !c.kernel_open {
+            k.report_current(
+                Rule::InvalidFltObject,
+                "FltSendMessage on a client port closed with FltCloseClientPort (a copy of the \
+                 variable it set to NULL)",
+            );
+            return Err(PORT_DISCONNECTED);
+        }
+        if !c.connected {
+            return Err(PORT_DISCONNECTED);
+        }
+        if k.fault(crate::faults::FaultKind::Pool) {
+            return Err(Status::INSUFFICIENT_RESOURCES);
+        }
+        let c = &mut k.fltmgr.ports.clients[i];
+        c.last_message += 1;
+        let id = c.last_message;
+        c.messages.push(PortMessage {
+            id,
+            data: a.message,
+            reply_capacity: a.reply_capacity,
+            state: MessageState::Queued,
+        });
+        deliver(k, i);
+        Ok((i, id))
+    });
+    let (client, id) = match queued {
+        Ok(q) => q,
+        Err(s) => return SendEnd::status(s),
+    };
+    let state = || {
+        kernel::with(|k| {
+            k.fltmgr.ports.clients[client]
+                .messages
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.state.clone())
+        })
+    };
+    let take = || {
+        kernel::with(|k| {
+            let c = &mut k.fltmgr.ports.clients[client];
+            let at = c.messages.iter().position(|m| m.id == id)?;
+            Some(c.messages.remove(at))
+        })
+    };
+    let delivered = |s: &Option<MessageState>| !matches!(s, Some(MessageState::Queued));
+    if let Err(end) = wait_for(|| delivered(&state()), deadline, "to be received") {
+        take();
+        return SendEnd::status(end);
+    }
+    let reply_capacity = a.reply_capacity;
+    if reply_capacity.is_some() {
+        let answered = |s: &Option<MessageState>| !matches!(s, Some(MessageState::Delivered));
+        if let Err(end) = wait_for(|| answered(&state()), deadline, "to be answered") {
+            take();
+            return SendEnd::status(end);
+        }
+    }
+    match take().map(|m| m.state) {
+        Some(MessageState::Replied(mut data)) => {
+            let capacity = reply_capacity.unwrap_or(0);
+            let status = if data.len() > capacity {
+                data.truncate(capacity);
+                Status::BUFFER_OVERFLOW
+            } else {
+                Status::SUCCESS
+            };
+            SendEnd { status, reply: Some(data) }
+        }
+        Some(MessageState::Delivered) => SendEnd::status(Status::SUCCESS),
+        _ => SendEnd::status(PORT_DISCONNECTED),
+    }
+}
+
+/// A sender's wait until `done` holds or `deadline` passes (`STATUS_TIMEOUT`). A deadline
+/// already past tests and never waits (no other work runs: a kernel wait with a zero timeout).
+/// A wait nothing can end (no work left, no deadline) is a `DEADLOCK` finding: on Windows the
+/// sender hangs; the simulator answers `STATUS_TIMEOUT` (as for `KeWaitForSingleObject`).
+fn wait_for(done: impl Fn() -> bool, deadline: Option<u64>, what: &str) -> Result<(), Status> {
+    if done() {
+        return Ok(());
+    }
+    if deadline.is_some_and(|d| d <= kernel::with(|k| k.sched.now)) {
+        return Err(Status::TIMEOUT);
+    }
+    match crate::sched::wait_until(&done, deadline) {
+        crate::sched::WaitEnd::Satisfied => Ok(()),
+        crate::sched::WaitEnd::TimedOut | crate::sched::WaitEnd::Crashed => Err(Status::TIMEOUT),
+        crate::sched::WaitEnd::Deadlock => {
+            kernel::with(|k| {
+                k.report_current(
+                    Rule::Deadlock,
+                    format!(
+                        "FltSendMessage without a timeout waits for its message {what}, and \
+                         nothing left to run can (the simulator returns STATUS_TIMEOUT)"
+                    ),
+                )
+            });
+            Err(Status::TIMEOUT)
+        }
+    }
+}
+
+/// `FilterGetMessage` with an `OVERLAPPED` from the user's thread: `STATUS_INVALID_HANDLE` for
+/// a handle that is not open, `STATUS_PORT_DISCONNECTED` for a connection that ended; a queued
+/// message the buffer holds is taken at once (`STATUS_SUCCESS`), one it cannot hold fails the
+/// call with `STATUS_BUFFER_TOO_SMALL` and stays queued; otherwise the get waits
+/// (`STATUS_PENDING`). `done` runs, as a user action, for every get that did not fail at once.
+pub fn get_message(port: PortHandle, capacity: usize, done: GetDone) -> Status {
+    kernel::with(|k| {
+        let i = match user_port(k, port) {
+            Ok(i) => i,
+            Err(s) => return s,
+        };
+        let c = &mut k.fltmgr.ports.clients[i];
+        if !c.connected {
+            return PORT_DISCONNECTED;
+        }
+        match c.messages.iter_mut().find(|m| m.state == MessageState::Queued) {
+            Some(m) if capacity < HEADER_LEN + m.data.len() => Status::BUFFER_TOO_SMALL,
+            Some(m) => {
+                m.state = MessageState::Delivered;
+                let bytes = message_bytes(m);
+                complete_get(k, done, Ok(bytes));
+                Status::SUCCESS
+            }
+            None => {
+                c.gets.push_back(PendingGet { capacity, done });
+                Status::PENDING
+            }
+        }
+    })
+}
+
+/// `FilterReplyMessage`: `reply` is a `FILTER_REPLY_HEADER` and the reply. The message it names
+/// (`MessageId`) must have been received and its sender must still wait for a reply: otherwise
+/// `STATUS_FLT_NO_WAITER_FOR_REPLY` (a timeout ended the wait, the message wanted no reply, it
+/// was answered already, or no such message). The header's `Status` is not interpreted. A
+/// buffer shorter than the header is `STATUS_INVALID_PARAMETER` (the simulator's choice).
+pub fn reply_message(port: PortHandle, reply: &[u8]) -> Status {
+    kernel::with(|k| {
+        let i = match user_port(k, port) {
+            Ok(i) => i,
+            Err(s) => return s,
+        };
+        let Some(header) = fsfilter::ReplyHeader::from_bytes(reply) else {
+            return Status::INVALID_PARAMETER;
+        };
+        let c = &mut k.fltmgr.ports.clients[i];
+        if !c.connected {
+            return PORT_DISCONNECTED;
+        }
+        let waiting = c.messages.iter_mut().find(|m| {
+            m.id == header.message_id
+                && m.state == MessageState::Delivered
+                && m.reply_capacity.is_some()
+        });
+        match waiting {
+            Some(m) => {
+                m.state = MessageState::Replied(reply.get(HEADER_LEN..).unwrap_or(&[]).to_vec());
+                Status::SUCCESS
+            }
+            None => Status::FLT_NO_WAITER_FOR_REPLY,
+        }
+    })
+}
+
+/// `CancelIoEx` on the user's port: its waiting gets end with `STATUS_CANCELLED` (as user
+/// actions); `STATUS_NOT_FOUND` when none waits.
+pub fn cancel_gets(port: PortHandle) -> Status {
+    kernel::with(|k| {
+        let i = match user_port(k, port) {
+            Ok(i) => i,
+            Err(s) => return s,
+        };
+        let gets: Vec<PendingGet> = k.fltmgr.ports.clients[i].gets.drain(..).collect();
+        if gets.is_empty() {
+            return Status::NOT_FOUND;
+        }
+        for g in gets {
+            complete_get(k, g.done, Err(Status::CANCELLED));
+        }
+        Status::SUCCESS
+    })
+}
+
 /// `CloseHandle` on the user's port: the handle goes; if the connection still stands it ends
 /// and the filter's `DisconnectNotifyCallback` runs with its cookie, in the caller's thread.
 pub fn close_user(port: PortHandle) -> Status {
@@ -419,7 +787,8 @@ pub fn close_user(port: PortHandle) -> Status {
         }
         let s = &k.fltmgr.ports.servers[c.server];
         let call = (c.cookie, s.image, s.disconnect);
-        disconnect(k, i);
+        // The handle's cleanup cancels its waiting gets.
+        disconnect(k, i, Status::CANCELLED);
         Ok(Some(call))
     });
     match found {
@@ -484,7 +853,7 @@ pub fn unregistering(f: FilterId) {
             let c = &k.fltmgr.ports.clients[i];
             let s = &k.fltmgr.ports.servers[c.server];
             calls.push((c.cookie, s.image, s.disconnect));
-            disconnect(k, i);
+            disconnect(k, i, PORT_DISCONNECTED);
         }
         calls
     });
