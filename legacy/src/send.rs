@@ -519,8 +519,14 @@ pub(crate) fn send<F: Filter>(
     };
     let packet_len = MESSAGE_HEADER_LEN + message.len();
     let mut space = PoolBytes::try_zeroed(packet_len + capacity.unwrap_or(0), SEND_TAG)?;
-    let (packet, rest) = space.split_at_mut(packet_len);
-    let (header_space, body) = packet.split_at_mut(MESSAGE_HEADER_LEN);
+    // Checked splits: the plain ones keep a panic path the compiler cannot rule out (the pool
+    // buffer's length is not visible to it).
+    let Some((packet, rest)) = space.split_at_mut_checked(packet_len) else {
+        return Err(Error::INSUFFICIENT_RESOURCES);
+    };
+    let Some((header_space, body)) = packet.split_at_mut_checked(MESSAGE_HEADER_LEN) else {
+        return Err(Error::INSUFFICIENT_RESOURCES);
+    };
     body.iter_mut().zip(message).for_each(|(d, s)| *d = *s);
     let mut waiter = Waiter {
         next: ptr::null_mut(),
