@@ -23,6 +23,7 @@ mod fsfilt;
 mod messages;
 mod names;
 mod raw;
+mod send;
 mod services;
 mod state;
 mod view;

@@ -36,6 +36,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use fsfilter::{ClientId, Error, Filter, IoStatus, MAX_CHANNEL_NAME, MessageChannel, Status};
 use fsfilter_kernel::params::{self, IoCreate, IoDeviceIoControl};
 use fsfilter_kernel::pool::{PoolBytes, pool_tag};
+use fsfilter_kernel::sync::SpinLock;
 use fsfilter_kernel::{unicode, wide};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IO_STACK_LOCATION, IRP};
 use windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin;
@@ -61,6 +62,8 @@ pub(crate) struct ControlExt<F: Filter> {
     pub(crate) ext: DeviceExt<F>,
     /// Clients connected (creates accepted and not cleaned up).
     clients: AtomicU32,
+    /// The clients' pending gets and the messages sent to them (`crate::send`).
+    pub(crate) records: SpinLock<crate::send::Clients>,
 }
 
 /// `FsContext2` of a control-device file object that is a connected client.
@@ -144,6 +147,10 @@ pub(crate) unsafe fn init_control<F: Filter>(control: *mut DEVICE_OBJECT) {
     let ext = unsafe { crate::raw::device(control) }.DeviceExtension.cast::<ControlExt<F>>();
     // SAFETY: the extension is large enough for a ControlExt<F> (created with that size).
     unsafe { (&raw mut (*ext).clients).write(AtomicU32::new(0)) };
+    if fsfilter::sending_channel::<F>().is_some() {
+        // SAFETY: as above.
+        unsafe { (&raw mut (*ext).records).write(SpinLock::new(crate::send::Clients::new())) };
+    }
 }
 
 /// The dispatch routine of the control device of a filter with a channel.
@@ -177,6 +184,10 @@ pub(crate) unsafe fn dispatch<F: Filter>(
             let state_of = unsafe { connection(sl.FileObject) };
             // Only a connected client disconnects, once.
             if state_of.is_some_and(|c| c.swap(0, Ordering::AcqRel) == CONNECTED) {
+                if fsfilter::sending_channel::<F>().is_some() {
+                    // Its senders woken and its gets cancelled before the filter hears of it.
+                    crate::send::disconnect(control, client);
+                }
                 state.filter.client_disconnect(client);
                 control.clients.fetch_sub(1, Ordering::AcqRel);
             }
@@ -184,6 +195,29 @@ pub(crate) unsafe fn dispatch<F: Filter>(
         }
         fsfilter::MajorFunction::Close => IoStatus::new(Status::SUCCESS),
         fsfilter::MajorFunction::DeviceControl => {
+            // SAFETY: the DeviceIoControl member, the one a device control selects.
+            let code = unsafe { params::io::<IoDeviceIoControl>(&sl.Parameters) }.IoControlCode;
+            if fsfilter::sending_channel::<F>().is_some()
+                && (code == fsfilter::IOCTL_FSFILTER_GET_MESSAGE
+                    || code == fsfilter::IOCTL_FSFILTER_REPLY_MESSAGE)
+            {
+                // SAFETY: the request's file object (or null), on our control device.
+                let connected = unsafe { connection(sl.FileObject) }
+                    .is_some_and(|c| c.load(Ordering::Acquire) == CONNECTED);
+                if !connected {
+                    // SAFETY: a live IRP we own, completed once.
+                    return unsafe { complete(irp, IoStatus::new(Status::INVALID_DEVICE_STATE)) };
+                }
+                if code == fsfilter::IOCTL_FSFILTER_GET_MESSAGE {
+                    // SAFETY: a device control at our control device from a connected client;
+                    // completed or queued there.
+                    return unsafe { crate::send::get(control, irp, client) };
+                }
+                // SAFETY: as above.
+                let status = unsafe { crate::send::reply(control, irp, sl, client) };
+                // SAFETY: a live IRP we own, completed once.
+                return unsafe { complete(irp, IoStatus::new(status)) };
+            }
             // SAFETY: a device control at our control device.
             match unsafe { message(state, irp, sl, client, channel) } {
                 Ok(n) => IoStatus { status: Status::SUCCESS, information: n },
@@ -235,8 +269,16 @@ unsafe fn connect<F: Filter>(
     if counted.is_err() {
         return Err(Error::CONNECTION_COUNT_LIMIT);
     }
+    let sends = fsfilter::sending_channel::<F>().is_some();
+    if sends && let Err(e) = crate::send::connect(control, client) {
+        control.clients.fetch_sub(1, Ordering::AcqRel);
+        return Err(e);
+    }
     if let Err(e) = state.filter.client_connect(client, context) {
         // Refused: no cleanup will come for this file object.
+        if sends {
+            crate::send::disconnect(control, client);
+        }
         control.clients.fetch_sub(1, Ordering::AcqRel);
         return Err(e);
     }
@@ -277,7 +319,7 @@ unsafe fn caller_is_admin(irp: *mut IRP, create: &IoCreate) -> bool {
 ///
 /// # Safety
 /// `irp` is a live IRP.
-unsafe fn system_buffer(irp: *mut IRP) -> *mut u8 {
+pub(crate) unsafe fn system_buffer(irp: *mut IRP) -> *mut u8 {
     // SAFETY: the caller's live IRP.
     let associated = unsafe { &(*irp).AssociatedIrp };
     // SAFETY: every member of the union is a pointer; SystemBuffer is the one buffered I/O and

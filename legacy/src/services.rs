@@ -5,8 +5,8 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    DataScanMode, Error, FileNameInformation, Filter, InstanceId, Irql, NameKind, ScanSection,
-    SectionId, Services, Status,
+    ClientId, DataScanMode, Error, FileNameInformation, Filter, InstanceId, Irql, MessageSent,
+    NameKind, ScanSection, SectionId, Services, Status,
 };
 use fsfilter_kernel::datascan::{
     self, OpenSection, SectionSource, SectionState, SectionTable, TableSections,
@@ -191,6 +191,20 @@ impl<F: Filter> Services for OpServices<'_, F> {
             return Err(Error::NOT_SUPPORTED);
         }
         self.name(kind)
+    }
+
+    fn send_message(
+        &self,
+        client: ClientId,
+        message: &[u8],
+        reply: Option<&mut [u8]>,
+        timeout_ms: Option<u32>,
+    ) -> Result<MessageSent, Error> {
+        let Some(channel) = fsfilter::sending_channel::<F>() else {
+            // No sending code in a filter that does not declare it (rule 25).
+            return Err(Error::NOT_SUPPORTED);
+        };
+        crate::send::send(self.state, channel, client, message, reply, timeout_ms)
     }
 
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {

@@ -6,11 +6,22 @@
 //!   with `FLT_PORT_ALL_ACCESS`: the system and administrators only, freed once the port has it),
 //!   `OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE` (Learn, `FltCreateCommunicationPort`: the
 //!   attributes must include `OBJ_KERNEL_HANDLE`) and `MaxConnections` = `max_clients`.
-//! - Connect: the client port is the client's [`ClientId`] and its connection cookie, kept for
-//!   `FltCloseClientPort`. The connection context is the Filter Manager's kernel copy of what
+//! - Connect: for a filter that only answers, the client port is the client's [`ClientId`] and
+//!   its connection cookie, kept for `FltCloseClientPort`. For a filter that sends
+//!   ([`fsfilter::MessageChannel::sends_messages`]), the backend keeps the client port in a
+//!   [`Connection`] record (non-paged pool, the
+//!   connection cookie, listed in the driver state), whose address is the client's [`ClientId`]
+//!   (the message callback needs no access to it) and whose `port` is the variable `FltSendMessage` and `FltCloseClientPort` are given: the Filter
+//!   Manager takes the port out of it under its own lock when it closes, so a send racing with
+//!   the close sees either the port or a closed connection (`STATUS_PORT_DISCONNECTED`). The
+//!   connection context is the Filter Manager's kernel copy of what
 //!   `FilterConnectCommunicationPort` passed.
-//! - Disconnect: `client_disconnect`, then `FltCloseClientPort` (Learn, `PFLT_CONNECT_NOTIFY`: the
-//!   minifilter must close the client port, "typically from its DisconnectNotifyCallback").
+//! - Disconnect: the record stops being found, `client_disconnect`, then `FltCloseClientPort`
+//!   (Learn, `PFLT_CONNECT_NOTIFY`: the minifilter must close the client port, "typically from
+//!   its DisconnectNotifyCallback"); the record is freed by whoever leaves it last, the
+//!   disconnect or a sender still inside `FltSendMessage` (rule 25).
+//! - Send ([`send`], `Services::send_message`): `FltSendMessage` with the record's port variable,
+//!   a relative timeout (`-ms * 10,000` in 100 ns units) or none.
 //! - Message: the input and output buffers are the caller's raw user buffers (Learn,
 //!   `PFLT_MESSAGE_NOTIFY`): they are copied into and out of kernel buffers from pool with the
 //!   guarded copies of `fsfilter_kernel::usercopy`; the filter sees kernel memory only.
@@ -18,14 +29,16 @@
 
 use core::ffi::c_void;
 
-use fsfilter::{ClientId, Error, Filter, MAX_CHANNEL_NAME, MessageChannel, Status};
+use fsfilter::{
+    ClientId, Error, Filter, Irql, MAX_CHANNEL_NAME, MessageChannel, MessageSent, Status,
+};
 use fsfilter_kernel::constants::FLT_PORT_ALL_ACCESS;
-use fsfilter_kernel::pool::{PoolBytes, pool_tag};
+use fsfilter_kernel::pool::{PoolBox, PoolBytes, pool_tag};
 use fsfilter_kernel::{unicode, usercopy};
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCloseCommunicationPort,
-    FltCreateCommunicationPort, FltFreeSecurityDescriptor, PFLT_FILTER, PFLT_PORT,
+    FltCreateCommunicationPort, FltFreeSecurityDescriptor, FltSendMessage, PFLT_FILTER, PFLT_PORT,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE};
 
@@ -33,6 +46,145 @@ use crate::state::DriverState;
 
 /// Pool tag of message buffers: `FsfP`.
 const MESSAGE_TAG: u32 = pool_tag(b"FsfP");
+/// Pool tag of connection records: `FsfM`.
+const CONNECTION_TAG: u32 = pool_tag(b"FsfM");
+
+/// A connection's record is found by senders.
+const OPEN: u8 = 0;
+/// Its disconnect runs: no new sender finds it.
+const CLOSING: u8 = 1;
+/// Its client port is closed: the last sender frees it.
+const CLOSED: u8 = 2;
+
+/// One connected client (non-paged pool; the connection cookie).
+pub(crate) struct Connection {
+    next: *mut Connection,
+    /// The variable holding the client port, which the Filter Manager reads in `FltSendMessage`
+    /// and clears in `FltCloseClientPort`; this backend never touches it after the connect.
+    port: PFLT_PORT,
+    /// [`OPEN`], [`CLOSING`] or [`CLOSED`], under the list's lock.
+    stage: u8,
+    /// Senders inside `FltSendMessage` with this record, under the list's lock.
+    senders: u32,
+}
+
+/// The connected clients, under the driver state's spin lock. All zeroes is the empty list (the
+/// driver state is allocated zeroed).
+pub(crate) struct Connections {
+    head: *mut Connection,
+}
+
+// SAFETY: the records are pool memory reached only under the lock that guards this value.
+unsafe impl Send for Connections {}
+
+impl Connections {
+    /// Takes `record` out of the list.
+    fn unlink(&mut self, record: *mut Connection) {
+        if self.head == record {
+            // SAFETY: a live record of the list (under the lock).
+            self.head = unsafe { (*record).next };
+            return;
+        }
+        let mut r = self.head;
+        // SAFETY: live records of the list (under the lock).
+        while let Some(x) = unsafe { r.as_mut() } {
+            if x.next == record {
+                // SAFETY: as above.
+                x.next = unsafe { (*record).next };
+                return;
+            }
+            r = x.next;
+        }
+    }
+}
+
+/// Drops a sender's hold on `record`, freeing it when the port is closed and no sender is left.
+fn release<F: Filter>(driver: &DriverState<F>, record: *mut Connection) {
+    let mut list = driver.connections.lock();
+    // SAFETY: a live record the caller holds (under the lock).
+    let r = unsafe { &mut *record };
+    r.senders = r.senders.saturating_sub(1);
+    let free = r.senders == 0 && r.stage == CLOSED;
+    if free {
+        list.unlink(record);
+    }
+    drop(list);
+    if free {
+        // SAFETY: unlinked, held by nobody: freed once.
+        drop(unsafe { PoolBox::from_raw(record, CONNECTION_TAG) });
+    }
+}
+
+/// [`fsfilter::Services::send_message`] in the minifilter model: `FltSendMessage`.
+pub(crate) fn send<F: Filter>(
+    driver: &DriverState<F>,
+    channel: MessageChannel,
+    client: ClientId,
+    message: &[u8],
+    reply: Option<&mut [u8]>,
+    timeout_ms: Option<u32>,
+) -> Result<MessageSent, Error> {
+    if fsfilter_kernel::irql::current() > Irql::APC {
+        return Err(Error::INVALID_DEVICE_STATE);
+    }
+    let capacity = reply.as_ref().map(|r| r.len());
+    if message.is_empty()
+        || message.len() > channel.max_len()
+        || capacity.is_some_and(|c| c > channel.max_len())
+        || timeout_ms == Some(0)
+    {
+        return Err(Error::INVALID_PARAMETER);
+    }
+    let record = {
+        let list = driver.connections.lock();
+        let mut r = list.head;
+        // SAFETY: live records of the list (under the lock).
+        while let Some(x) = unsafe { r.as_mut() } {
+            if core::ptr::from_mut(x) as usize == client.0 && x.stage == OPEN {
+                x.senders += 1;
+                break;
+            }
+            r = x.next;
+        }
+        r
+    };
+    if record.is_null() {
+        return Err(Error::PORT_DISCONNECTED);
+    }
+    let timeout = timeout_ms.map(|ms| -i64::from(ms) * 10_000);
+    let timeout_ptr = timeout.as_ref().map_or(core::ptr::null(), |t| t as *const i64);
+    let mut reply_len = capacity.unwrap_or(0) as u32;
+    let (reply_ptr, reply_len_ptr) = match reply {
+        Some(r) => (r.as_mut_ptr().cast::<c_void>(), &raw mut reply_len),
+        None => (core::ptr::null_mut(), core::ptr::null_mut()),
+    };
+    // SAFETY: the record we hold: the projection stays in it.
+    let port = unsafe { &raw const (*record).port };
+    // SAFETY: our registered filter; the record's port variable, alive while we hold it; the
+    // message and reply buffers of those lengths; IRQL at most APC_LEVEL (checked above).
+    let status = Status(unsafe {
+        FltSendMessage(
+            driver.handle,
+            port,
+            message.as_ptr().cast(),
+            message.len() as u32,
+            reply_ptr,
+            reply_len_ptr,
+            timeout_ptr,
+        )
+    });
+    release(driver, record);
+    let cap = capacity.unwrap_or(0);
+    match status {
+        Status::TIMEOUT => Ok(MessageSent::TimedOut),
+        // A reply longer than the buffer: the buffer holds its start (rule 25).
+        Status::BUFFER_OVERFLOW => Ok(MessageSent::Delivered(cap)),
+        s => match Error::new(s) {
+            Some(e) => Err(e),
+            None => Ok(MessageSent::Delivered((reply_len as usize).min(cap))),
+        },
+    }
+}
 
 /// Opens the server port of `channel` for the registered filter `filter`; its handle goes to
 /// `port`.
@@ -126,12 +278,34 @@ unsafe extern "system" fn connect<F: Filter>(
         // create's EA buffer, which the I/O manager captured), valid for the callback.
         unsafe { core::slice::from_raw_parts(context.cast::<u8>(), len) }
     };
-    let client = ClientId(client_port as usize);
+    if fsfilter::sending_channel::<F>().is_none() {
+        // A filter that only answers: the client port is the id and the cookie.
+        let client = ClientId(client_port as usize);
+        if let Err(e) = driver.filter.client_connect(client, context) {
+            return e.status().0;
+        }
+        // SAFETY: the Filter Manager's out parameter.
+        unsafe { *connection_cookie = client_port as *mut c_void };
+        return Status::SUCCESS.0;
+    }
+    let record =
+        Connection { next: core::ptr::null_mut(), port: client_port, stage: OPEN, senders: 0 };
+    let record = match PoolBox::try_new(record, CONNECTION_TAG) {
+        Ok(r) => r,
+        Err(e) => return e.status().0,
+    };
+    let client = ClientId(record.as_ptr() as usize);
     if let Err(e) = driver.filter.client_connect(client, context) {
         return e.status().0;
     }
+    let record = record.into_raw();
+    let mut list = driver.connections.lock();
+    // SAFETY: our fresh record, linked at the head.
+    unsafe { (*record).next = list.head };
+    list.head = record;
+    drop(list);
     // SAFETY: the Filter Manager's out parameter.
-    unsafe { *connection_cookie = client_port as *mut c_void };
+    unsafe { *connection_cookie = record.cast() };
     Status::SUCCESS.0
 }
 
@@ -139,10 +313,40 @@ unsafe extern "system" fn connect<F: Filter>(
 unsafe extern "system" fn disconnect<F: Filter>(cookie: *const c_void) {
     // SAFETY: this image's state (as in `connect`).
     let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-    driver.filter.client_disconnect(ClientId(cookie as usize));
-    let mut port = cookie as PFLT_PORT;
-    // SAFETY: the client port `connect` accepted and kept as the cookie, closed once here.
-    unsafe { FltCloseClientPort(driver.handle, &mut port) };
+    if fsfilter::sending_channel::<F>().is_none() {
+        driver.filter.client_disconnect(ClientId(cookie as usize));
+        let mut port = cookie as PFLT_PORT;
+        // SAFETY: the client port `connect` accepted and kept as the cookie, closed once here.
+        unsafe { FltCloseClientPort(driver.handle, &mut port) };
+        return;
+    }
+    let record = cookie.cast_mut().cast::<Connection>();
+    {
+        let _list = driver.connections.lock();
+        // SAFETY: as above, under the lock.
+        unsafe { (*record).stage = CLOSING };
+    }
+    driver.filter.client_disconnect(ClientId(record as usize));
+    // SAFETY: the live record: the projection stays in it.
+    let port = unsafe { &raw mut (*record).port };
+    // SAFETY: the record's port variable, holding the client port `connect` accepted, closed
+    // once here; senders inside FltSendMessage with it are ended by the Filter Manager.
+    unsafe { FltCloseClientPort(driver.handle, port) };
+    let free = {
+        let mut list = driver.connections.lock();
+        // SAFETY: as above, under the lock.
+        let r = unsafe { &mut *record };
+        r.stage = CLOSED;
+        let free = r.senders == 0;
+        if free {
+            list.unlink(record);
+        }
+        free
+    };
+    if free {
+        // SAFETY: unlinked, held by nobody: freed once.
+        drop(unsafe { PoolBox::from_raw(record, CONNECTION_TAG) });
+    }
 }
 
 /// `MessageNotifyCallback`: copies the message in, asks the filter, copies the reply out.
@@ -161,8 +365,11 @@ unsafe extern "system" fn message<F: Filter>(
     let Some(channel) = fsfilter::message_channel::<F>() else {
         return Status::INVALID_DEVICE_REQUEST.0;
     };
+    // The cookie is the client's id: the connection's record (a filter that sends) or the
+    // client port.
+    let id = cookie as usize;
     // SAFETY: the Filter Manager's arguments: user buffers of those lengths.
-    match unsafe { exchange(driver, channel, cookie, input, input_len, output, output_len) } {
+    match unsafe { exchange(driver, channel, id, input, input_len, output, output_len) } {
         Ok(n) => {
             if !returned.is_null() {
                 // SAFETY: the Filter Manager's out parameter (kernel memory).
@@ -182,7 +389,7 @@ unsafe extern "system" fn message<F: Filter>(
 unsafe fn exchange<F: Filter>(
     driver: &DriverState<F>,
     channel: MessageChannel,
-    cookie: *const c_void,
+    id: usize,
     input: *const c_void,
     input_len: u32,
     output: *mut c_void,
@@ -197,7 +404,7 @@ unsafe fn exchange<F: Filter>(
     // SAFETY: the sender's buffer of `input_len` bytes, in its context; faults are caught.
     unsafe { usercopy::copy_from_user(&mut kernel_in, input.cast()) }?;
     let mut reply = PoolBytes::try_zeroed(capacity, MESSAGE_TAG)?;
-    let n = driver.filter.message(ClientId(cookie as usize), &kernel_in, &mut reply)?;
+    let n = driver.filter.message(ClientId(id), &kernel_in, &mut reply)?;
     let reply = reply.get(..n.min(capacity)).unwrap_or(&[]);
     // SAFETY: the sender's output buffer, at least `capacity` bytes; faults are caught.
     unsafe { usercopy::copy_to_user(output.cast(), reply) }?;

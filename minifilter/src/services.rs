@@ -303,6 +303,20 @@ impl<F: Filter> Services for OpServices<'_, F> {
         unsafe { crate::names::get(self.data, kind) }
     }
 
+    fn send_message(
+        &self,
+        client: fsfilter::ClientId,
+        message: &[u8],
+        reply: Option<&mut [u8]>,
+        timeout_ms: Option<u32>,
+    ) -> Result<fsfilter::MessageSent, Error> {
+        let Some(channel) = fsfilter::sending_channel::<F>() else {
+            // No sending code in a filter that does not declare it (rule 25).
+            return Err(Error::NOT_SUPPORTED);
+        };
+        crate::messages::send(self.driver, channel, client, message, reply, timeout_ms)
+    }
+
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
         if irql::current() != Irql::PASSIVE {
             return Err(Error::INVALID_DEVICE_STATE);

@@ -44,6 +44,9 @@ pub(crate) struct DriverState<F: Filter> {
     /// The communication server port of the filter's message channel (`crate::messages`); 0
     /// without a channel, or before it opens and after it closes.
     pub(crate) port: PFLT_PORT,
+    /// The channel's connected clients (`crate::messages::Connections`): empty (zeroed) without
+    /// a channel.
+    pub(crate) connections: fsfilter_kernel::sync::SpinLock<crate::messages::Connections>,
     /// The filter's load buffers (`Filter::LOAD_BUFFERS`). Declared after `filter`, so dropped
     /// after it (fields drop in declaration order): the buffers are freed once the filter is gone.
     pub(crate) load_blocks: LoadBlocks<F>,

@@ -37,6 +37,7 @@ pub mod loader;
 pub mod machine;
 pub mod mem;
 pub mod mount;
+pub mod msgclient;
 pub mod name;
 pub mod nt;
 pub mod objects;
@@ -62,6 +63,7 @@ pub use loader::{
     DriverEntry, InstanceLayout, InstanceSpec, InstancesSpec, ServiceSpec, StartType, StopResult,
 };
 pub use machine::{Machine, MachineConfig, full_ea};
+pub use msgclient::{MessageServer, Received};
 pub use name::Name;
 pub use rawirp::{RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp};
 pub use registry::RegValue;

@@ -50,6 +50,7 @@ pub use messages::{
     ChannelError, ClientId, IOCTL_FSFILTER_GET_MESSAGE, IOCTL_FSFILTER_MESSAGE,
     IOCTL_FSFILTER_REPLY_MESSAGE, MAX_CHANNEL_NAME, MAX_MESSAGE, MESSAGE_HEADER_LEN,
     MessageChannel, MessageHeader, MessageSent, ReplyHeader, ctl_code, message_channel,
+    sending_channel,
 };
 pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,

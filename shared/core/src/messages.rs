@@ -10,8 +10,9 @@
 //! `docs/callback-model.md` (the message rules) says in which context each callback runs;
 //! `docs/semantics.md` (row `messages`) what differs between the models.
 
-/// A connected user-mode client, as the backend identifies it: the minifilter's client port, the
-/// legacy control device's file object. Unique among the clients connected at once; a value may
+/// A connected user-mode client, as the backend identifies it: the address of the minifilter
+/// backend's record of the connection (which holds its client port), the legacy control device's
+/// file object. Unique among the clients connected at once; a value may
 /// come back for a later client once [`crate::Filter::client_disconnect`] has run for this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientId(pub usize);
@@ -47,7 +48,9 @@ pub const IOCTL_FSFILTER_REPLY_MESSAGE: u32 = ctl_code(0x22, 0x802, 0, 0);
 /// x64 puts before the 64-bit field), little-endian.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageHeader {
-    /// The reply the sender waits for, in bytes; 0 when it waits for none.
+    /// The reply the sender waits for, in bytes, counting the [`ReplyHeader`] before it
+    /// (Learn, `FILTER_MESSAGE_HEADER`: "including the FILTER_REPLY_HEADER header"); 0 when it
+    /// waits for none.
     pub reply_length: u32,
     /// The message's number, which the reply names.
     pub message_id: u64,
@@ -137,6 +140,11 @@ pub struct MessageChannel {
     /// Largest message, largest reply and largest connection context the backend copies (bytes;
     /// its kernel buffers).
     pub max_message: u32,
+    /// The filter sends messages to its clients ([`crate::Services::send_message`], rule 25):
+    /// only then do the backends carry that direction's code (the legacy channel's get and reply
+    /// requests, the records senders wait on); without it `send_message` answers
+    /// `STATUS_NOT_SUPPORTED` and a legacy client's get or reply `STATUS_INVALID_DEVICE_REQUEST`.
+    pub sends: bool,
 }
 
 /// What is wrong with a channel declaration.
@@ -167,12 +175,17 @@ impl ChannelError {
 impl MessageChannel {
     /// A channel named `name` for one client and messages of up to 4 KiB.
     pub const fn new(name: &'static str) -> MessageChannel {
-        MessageChannel { name, max_clients: 1, max_message: 4096 }
+        MessageChannel { name, max_clients: 1, max_message: 4096, sends: false }
     }
 
     /// At most `n` clients connected at once.
     pub const fn max_clients(self, n: u32) -> MessageChannel {
         MessageChannel { max_clients: n, ..self }
+    }
+
+    /// The filter also sends messages to its clients ([`crate::Services::send_message`]).
+    pub const fn sends_messages(self) -> MessageChannel {
+        MessageChannel { sends: true, ..self }
     }
 
     /// Messages, replies and connection contexts of at most `bytes` bytes.
@@ -232,6 +245,19 @@ pub fn message_channel<F: crate::Filter>() -> Option<MessageChannel> {
     }
 }
 
+/// The channel of filter type `F` when it declares that the filter sends messages
+/// ([`MessageChannel::sends_messages`]): the backends test this constant before every path of
+/// that direction, so a filter that only answers carries none of it.
+#[inline(always)]
+pub fn sending_channel<F: crate::Filter>() -> Option<MessageChannel> {
+    const {
+        match F::MESSAGES {
+            Some(c) if c.sends => Some(c.validated()),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +305,6 @@ mod tests {
         assert_eq!(c.max_message(MAX_MESSAGE + 1).check(), Err(ChannelError::MessageSize));
         assert!(c.max_message(MAX_MESSAGE).check().is_ok());
         assert!(ChannelError::Name.message().contains("backslash"));
+        assert!(!c.sends && c.sends_messages().sends);
     }
 }

@@ -356,6 +356,8 @@ impl Error {
     pub const INVALID_DEVICE_STATE: Error = Error(Status::INVALID_DEVICE_STATE);
     /// `STATUS_NOT_FOUND`.
     pub const NOT_FOUND: Error = Error(Status::NOT_FOUND);
+    /// `STATUS_PORT_DISCONNECTED`: a message to a client that is not (or no longer) connected.
+    pub const PORT_DISCONNECTED: Error = Error(Status::PORT_DISCONNECTED);
     /// `STATUS_OBJECT_NAME_NOT_FOUND`.
     pub const OBJECT_NAME_NOT_FOUND: Error = Error(Status::OBJECT_NAME_NOT_FOUND);
     /// `STATUS_FLT_INVALID_NAME_REQUEST`: a file name asked where none may be (rule 22).

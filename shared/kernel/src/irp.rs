@@ -208,6 +208,34 @@ pub unsafe fn set_irp_status(irp: *mut IRP, status: NTSTATUS, information: usize
     irp.IoStatus.Information = information;
 }
 
+/// [`IoSetCancelRoutine`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iosetcancelroutine):
+/// an interlocked exchange of `Irp->CancelRoutine` (a macro in wdm.h). It returns the routine it
+/// replaced: `None` when setting `None` means `IoCancelIrp` took the routine first (the cancel
+/// routine runs, or will, and completes the IRP).
+///
+/// # Safety
+/// `irp` must be a live IRP the caller's driver holds (queued or being queued by it).
+pub unsafe fn IoSetCancelRoutine(
+    irp: *mut IRP,
+    routine: windows_sys::Wdk::Foundation::DRIVER_CANCEL,
+) -> windows_sys::Wdk::Foundation::DRIVER_CANCEL {
+    // SAFETY: a live IRP (the caller's contract): the projection stays in it.
+    let raw = unsafe { &raw mut (*irp).CancelRoutine }.cast::<usize>();
+    // SAFETY: the field is a pointer-sized, pointer-aligned function pointer (or NULL) that the
+    // I/O manager and drivers only change interlocked, alive as long as the IRP.
+    let field = unsafe { core::sync::atomic::AtomicUsize::from_ptr(raw) };
+    let new = routine.map_or(0, |f| f as usize);
+    let old = field.swap(new, core::sync::atomic::Ordering::AcqRel);
+    if old == 0 {
+        return None;
+    }
+    // SAFETY: a non-zero value of the field is a cancel routine someone stored through this
+    // function or the I/O manager: a valid function pointer of that type.
+    Some(unsafe {
+        core::mem::transmute::<usize, unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP)>(old)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
