@@ -3359,7 +3359,7 @@ pub type ControlDone = Box<dyn FnOnce(IoResult)>;
 /// APC or event): the checks and buffers of [`device_control`], then the IRP goes down and the
 /// caller does not wait for it on a handle opened overlapped (`FILE_FLAG_OVERLAPPED`, an
 /// asynchronous file object); on a synchronous handle the I/O manager waits as for
-/// [`device_control`] (`DeviceIoControl`: "lpOverlapped is ignored"). The answer is what the
+/// [`device_control`] ("lpOverlapped is ignored", the control-code pages). The answer is what the
 /// service returns: the dispatch routine's status (`STATUS_PENDING` for a request a driver
 /// holds; on a synchronous handle the final status once it completed), or a failure before any
 /// request (`then` then never runs). `then` runs as a user

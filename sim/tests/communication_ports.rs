@@ -1420,9 +1420,10 @@ fn cancel_io_on_a_device_handle_runs_the_holders_cancel_routine() {
 
 #[test]
 fn an_overlapped_device_control_on_a_synchronous_handle_waits() {
-    // DeviceIoControl: "If hDevice was opened without specifying FILE_FLAG_OVERLAPPED,
-    // lpOverlapped is ignored and DeviceIoControl does not return until the operation has been
-    // completed": the I/O manager waits on a FO_SYNCHRONOUS_IO file object.
+    // "If hDevice was opened without specifying FILE_FLAG_OVERLAPPED, lpOverlapped is ignored"
+    // (the lpOverlapped parameter of the control-code pages; CreateFile's FILE_FLAG_OVERLAPPED:
+    // without it I/O is serialized "even if the calls ... specify an OVERLAPPED structure"):
+    // the I/O manager waits on a FO_SYNCHRONOUS_IO file object.
     let mut m = legacy_machine();
     let h = m.open_device(control_device::LINK, None).unwrap();
     let held = m.open_device_overlapped(control_device::LINK, None).unwrap();
