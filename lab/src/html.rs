@@ -87,6 +87,7 @@ fn record_row(r: &Record) -> String {
 fn message_row(m: &MessageOutcome, decoded: &Decoded) -> String {
     let what = match &m.body {
         MessageBody::Spy(c) => crate::scenario::spy_command_name(*c).to_owned(),
+        MessageBody::GateStats => "get_stats".to_owned(),
         MessageBody::Data(d) => format!("data “{}”", String::from_utf8_lossy(d)),
     };
     let mut out = format!(
@@ -121,6 +122,9 @@ fn message_row(m: &MessageOutcome, decoded: &Decoded) -> String {
         }
         Decoded::Version(major, minor) => {
             let _ = write!(out, ": protocol version {major}.{minor}.");
+        }
+        Decoded::Stats(st) => {
+            let _ = write!(out, ": {}.", esc(&crate::gatelog::stats_words(st)));
         }
         Decoded::Error(e) => {
             let _ = write!(out, ": the reply does not decode: {}.", esc(e));
@@ -313,6 +317,13 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     let mut replies: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (m, decoded) in crate::spylog::decode_all(run) {
         replies.entry(m.step).or_default().push(message_row(m, &decoded));
+    }
+    for s in &run.served {
+        replies.entry(s.at_step.unwrap_or(s.step)).or_default().push(format!(
+            "<tr class=\"message\" data-step=\"{}\"><td></td><td colspan=\"3\">served: {}</td></tr>",
+            s.step,
+            esc(&s.line())
+        ));
     }
     for s in &run.steps {
         // Every request of the step (a close's cleanup, an I/O's implicit open), each named

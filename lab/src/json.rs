@@ -300,6 +300,9 @@ fn message(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded) -> 
         MessageBody::Spy(c) => {
             o.insert("command".into(), json!(crate::scenario::spy_command_name(*c)));
         }
+        MessageBody::GateStats => {
+            o.insert("command".into(), json!("get_stats"));
+        }
         MessageBody::Data(d) => {
             o.insert("data".into(), json!(String::from_utf8_lossy(d)));
         }
@@ -319,6 +322,19 @@ fn message(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded) -> 
         }
         Decoded::Version(major, minor) => {
             o.insert("version".into(), json!({"major": major, "minor": minor}));
+        }
+        Decoded::Stats(st) => {
+            o.insert(
+                "stats".into(),
+                json!({
+                    "asked": st.asked,
+                    "allowed": st.allowed,
+                    "denied": st.denied,
+                    "timed_out": st.timed_out,
+                    "failed": st.failed,
+                    "unasked": st.unasked,
+                }),
+            );
         }
         Decoded::Error(e) => {
             o.insert("decode_error".into(), json!(e));
@@ -346,5 +362,50 @@ pub fn document(run: &Run) -> Value {
             o.insert("messages".into(), Value::Array(messages));
         }
     }
+    if !run.served.is_empty() {
+        let served: Vec<Value> = run.served.iter().map(served).collect();
+        if let Value::Object(o) = &mut doc {
+            o.insert("served".into(), Value::Array(served));
+        }
+    }
     doc
+}
+
+/// What a `serve` step's connection received and answered (an extension of scenario.md).
+fn served(s: &crate::gatelog::Served) -> Value {
+    let mut o = Map::new();
+    o.insert("step".into(), json!(s.step));
+    o.insert("at_step".into(), json!(s.at_step));
+    o.insert("at_ms".into(), json!(s.at_ms));
+    o.insert("client".into(), json!(s.client));
+    o.insert("driver".into(), json!(s.driver));
+    o.insert("model".into(), json!(s.model.name()));
+    o.insert("get_status".into(), status(s.get_status));
+    if s.get_status == fsfilter::Status::SUCCESS {
+        o.insert("message_id".into(), json!(s.message_id));
+        o.insert("message".into(), json!(crate::gatelog::hex(&s.message)));
+        match s.question() {
+            Some(Ok(q)) => {
+                o.insert(
+                    "question".into(),
+                    json!({
+                        "name": q.name,
+                        "flags": q.flags,
+                        "desired_access": format!("0x{:08X}", q.desired_access),
+                        "information": q.information,
+                    }),
+                );
+            }
+            Some(Err(e)) => {
+                o.insert("decode_error".into(), json!(e));
+            }
+            None => {}
+        }
+        o.insert("reply_capacity".into(), json!(s.reply_capacity));
+        o.insert("rule".into(), json!(s.rule));
+        o.insert("reply".into(), json!(s.reply.as_ref().map(|_| s.reply_words())));
+        o.insert("reply_status".into(), s.reply_status.map_or(Value::Null, status));
+        o.insert("replied_ms".into(), json!(s.replied_ms));
+    }
+    Value::Object(o)
 }

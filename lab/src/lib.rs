@@ -7,6 +7,7 @@ pub mod compare;
 pub mod demo;
 pub mod fltmgr;
 pub mod fuzzing;
+pub mod gatelog;
 pub mod html;
 pub mod json;
 pub mod run;

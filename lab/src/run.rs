@@ -1,13 +1,15 @@
 //! Runs a scenario in the simulated kernel: builds the machine, boots it, plays the steps, and
 //! keeps the event log and the snapshots for the reports.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use fsfilter::{MajorFunction, Status};
 use fsfilter_sim::{
     CreateOptions, DeviceHandle, Event, EventKind, FsKind, Handle, InstanceLayout, InstanceSpec,
-    InstancesSpec, IoRequest, Machine, MachineConfig, MountWhen, PortHandle, RegValue, RequestRef,
-    ServiceSpec, StartType, VolumeId, VolumeSpec,
+    InstancesSpec, IoRequest, Machine, MachineConfig, MessageServer, MountWhen, PortHandle,
+    RegValue, RequestRef, ServiceSpec, StartType, VolumeId, VolumeSpec,
 };
 
 use crate::samples;
@@ -98,6 +100,8 @@ pub struct Run {
     pub after_step: Vec<Snapshot>,
     /// What each `message` step got back, in step order.
     pub messages: Vec<MessageOutcome>,
+    /// What the `serve` steps' connections received and answered, in order.
+    pub served: Vec<crate::gatelog::Served>,
 }
 
 impl Run {
@@ -181,6 +185,8 @@ struct Handles {
     clients: BTreeMap<String, (String, Connection)>,
     /// What the `message` steps got back.
     messages: Vec<MessageOutcome>,
+    /// What the `serve` steps' connections received, filled by their gets' completions.
+    served: Rc<RefCell<Vec<crate::gatelog::Served>>>,
 }
 
 /// A connection to a driver's message channel.
@@ -257,6 +263,7 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
         steps,
         after_step,
         messages: handles.messages,
+        served: std::mem::take(&mut *handles.served.borrow_mut()),
     };
     (run, inspected)
 }
@@ -333,7 +340,7 @@ fn play(
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
         }
-        Action::Connect { driver, client, context, user } => {
+        Action::Connect { driver, client, context, user, overlapped } => {
             let mut what = if client == driver {
                 format!("connect {driver}")
             } else {
@@ -357,8 +364,14 @@ fn play(
                 Model::Legacy => {
                     let ea =
                         (!context.is_empty()).then(|| fsfilter_sim::full_ea("Context", context));
-                    m.open_device_as(*user, &format!("\\??\\{channel}"), ea.as_deref())
-                        .map(Connection::Device)
+                    let name = format!("\\??\\{channel}");
+                    // A served connection's gets are requests the driver holds: overlapped.
+                    if *overlapped {
+                        fsfilter_sim::syscalls::open_user_device(&name, ea.as_deref(), *user, true)
+                    } else {
+                        m.open_device_as(*user, &name, ea.as_deref())
+                    }
+                    .map(Connection::Device)
                 }
             };
             match connected {
@@ -375,6 +388,9 @@ fn play(
                     format!("message {client} {}", crate::scenario::spy_command_name(*c)),
                     c.message().to_vec(),
                 ),
+                MessageBody::GateStats => {
+                    (format!("message {client} get_stats"), gate::wire::get_stats().to_vec())
+                }
                 MessageBody::Data(d) => {
                     (format!("message {client} ({} bytes)", d.len()), d.clone())
                 }
@@ -409,6 +425,42 @@ fn play(
                 reply: bytes,
             });
             done(what, status)
+        }
+        Action::Serve(serve) => {
+            let what = format!(
+                "serve {} ({} get{}{})",
+                serve.client,
+                serve.gets,
+                if serve.gets == 1 { "" } else { "s" },
+                if serve.delay_ms == 0 {
+                    String::new()
+                } else {
+                    format!(", replies after {} ms", serve.delay_ms)
+                }
+            );
+            let Some((driver, connection)) = handles.clients.get(&serve.client).cloned() else {
+                return done(what, Status::INVALID_HANDLE);
+            };
+            let server = match connection {
+                Connection::Port(p) => MessageServer::Port(p),
+                Connection::Device(d) => MessageServer::Device(d),
+            };
+            let cx = Rc::new(ServeCx {
+                serve: serve.clone(),
+                step: index,
+                driver: driver.clone(),
+                model: model_of(&driver),
+                server,
+                served: handles.served.clone(),
+            });
+            let mut first = Status::SUCCESS;
+            for i in 0..serve.gets {
+                let status = arm(m, cx.clone());
+                if i == 0 {
+                    first = status;
+                }
+            }
+            done(what, first)
         }
         Action::Disconnect { client } => {
             let what = format!("disconnect {client}");
@@ -501,6 +553,98 @@ fn play(
             StepOutcome { index, what, status: r.status, io: r.io }
         }
     }
+}
+
+/// What a `serve` step's gets share.
+struct ServeCx {
+    serve: crate::scenario::Serve,
+    step: u32,
+    driver: String,
+    model: Model,
+    server: MessageServer,
+    served: Rc<RefCell<Vec<crate::gatelog::Served>>>,
+}
+
+/// One get of a `serve` step: when it completes with a message, the reply is chosen and sent
+/// (after the step's delay) and another get takes its place; a get that fails is recorded and
+/// not renewed (the connection closed, or the driver refused it). Returns the get's status.
+fn arm(m: &mut Machine, cx: Rc<ServeCx>) -> Status {
+    let server = cx.server;
+    let capacity = cx.serve.capacity as usize;
+    let record = |m: &Machine, cx: &ServeCx| crate::gatelog::Served {
+        step: cx.step,
+        at_step: fsfilter_sim::kernel::with(|k| k.step),
+        at_ms: m.now_ms(),
+        client: cx.serve.client.clone(),
+        driver: cx.driver.clone(),
+        model: cx.model,
+        get_status: Status::SUCCESS,
+        message_id: 0,
+        message: Vec::new(),
+        reply_capacity: None,
+        rule: None,
+        reply: None,
+        reply_status: None,
+        replied_ms: None,
+        gate: cx.serve.gate,
+    };
+    let held = cx.clone();
+    let status = server.get(m, capacity, move |m, got| {
+        let mut s = record(m, &cx);
+        let msg = match got {
+            Ok(msg) => msg,
+            Err(status) => {
+                s.get_status = status;
+                cx.served.borrow_mut().push(s);
+                return;
+            }
+        };
+        s.message_id = msg.header.message_id;
+        s.message = msg.message.clone();
+        s.reply_capacity = msg.reply_capacity();
+        let text = s.text().to_lowercase();
+        let rule = cx.serve.rules.iter().position(|r| text.contains(&r.contains.to_lowercase()));
+        s.rule = rule;
+        let reply = rule
+            .and_then(|i| cx.serve.rules.get(i))
+            .map_or(&cx.serve.reply, |r| &r.reply)
+            .bytes()
+            .filter(|_| s.reply_capacity.is_some());
+        s.reply = reply.clone();
+        let slot = {
+            let mut served = cx.served.borrow_mut();
+            served.push(s);
+            served.len() - 1
+        };
+        if let Some(bytes) = reply {
+            let id = msg.header.message_id;
+            let served = cx.served.clone();
+            let answer = move |m: &mut Machine| {
+                let status = server.reply(m, id, &bytes);
+                if let Some(s) = served.borrow_mut().get_mut(slot) {
+                    s.reply_status = Some(status);
+                    s.replied_ms = Some(m.now_ms());
+                }
+            };
+            if cx.serve.delay_ms == 0 {
+                answer(m);
+            } else {
+                m.schedule(cx.serve.delay_ms, answer);
+            }
+        }
+        // Another get takes this one's place.
+        let _ = arm(m, cx);
+    });
+    // A get the port refused at once: its `then` never runs. (A device's refusal by its driver
+    // still completes the request, into `then`; one refused before any request, such as an
+    // invalid handle, is only the step's status.)
+    if matches!(server, MessageServer::Port(_)) && !status.is_success() && status != Status::PENDING
+    {
+        let mut s = record(m, &held);
+        s.get_status = status;
+        held.served.borrow_mut().push(s);
+    }
+    status
 }
 
 /// Closes a connection (`CloseHandle`).

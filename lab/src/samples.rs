@@ -86,6 +86,19 @@ pub const SAMPLES: &[Sample] = &[
             None => None,
         },
     },
+    Sample {
+        name: "gate",
+        summary: "asks a user-mode service about each open and cancels the denied ones (scanner, avscan)",
+        minifilter: gate_minifilter::ENTRY,
+        legacy: gate_legacy::ENTRY,
+        group: "FSFilter Anti-Virus",
+        parameters: gate::PARAMETERS,
+        check: |p| gate::Settings::from_parameters(p).map(drop).map_err(|e| e.to_string()),
+        channel: match <gate::Gate as fsfilter::Filter>::MESSAGES {
+            Some(c) => Some(c.name),
+            None => None,
+        },
+    },
 ];
 
 /// The sample named `name`.
@@ -109,7 +122,9 @@ pub fn listing() -> String {
     for s in SAMPLES {
         out.push_str(&format!("{} — {}\n  group: {}\n", s.name, s.summary, s.group));
         if let Some(c) = s.channel {
-            out.push_str(&format!("  message channel: {c} (connect, message, disconnect steps)\n"));
+            out.push_str(&format!(
+                "  message channel: {c} (connect, message, disconnect, serve steps)\n"
+            ));
         }
         if s.parameters.is_empty() {
             out.push_str("  parameters: none\n");

@@ -334,6 +334,9 @@ pub enum Action {
         context: Option<Vec<u8>>,
         /// Who connects: `user = "administrator"` (the default) or `"standard"`.
         user: fsfilter_sim::Caller,
+        /// The legacy channel's handle is opened with `FILE_FLAG_OVERLAPPED`: set when a later
+        /// `serve` step uses the connection (its gets are requests the driver holds).
+        overlapped: bool,
     },
     /// A message on a connection (an extension of scenario.md): `FilterSendMessage`, or
     /// `DeviceIoControl(IOCTL_FSFILTER_MESSAGE)` on the legacy channel.
@@ -350,13 +353,91 @@ pub enum Action {
         /// The connection.
         client: String,
     },
+    /// The connection becomes a message server (an extension of scenario.md): it keeps `gets`
+    /// gets pending (`FilterGetMessage`, or `DeviceIoControl(IOCTL_FSFILTER_GET_MESSAGE)` on
+    /// the legacy channel) and answers each message `delay_ms` (virtual time) after it came,
+    /// with the first rule's reply whose text the message contains, or `reply`
+    /// (`FilterReplyMessage`, `IOCTL_FSFILTER_REPLY_MESSAGE`), until the connection closes.
+    Serve(Serve),
 }
+
+/// A `serve` step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Serve {
+    /// The connection.
+    pub client: String,
+    /// The gets kept pending (1 to [`MAX_GETS`]).
+    pub gets: u32,
+    /// Virtual milliseconds between a message and its reply.
+    pub delay_ms: u64,
+    /// Each get's buffer, header included.
+    pub capacity: u32,
+    /// The reply when no rule matches.
+    pub reply: ServeReply,
+    /// The rules, tried in order.
+    pub rules: Vec<ServeRule>,
+    /// The connection's driver is a gate: messages are its questions (`gate::wire`), rules
+    /// match the question's name, `allow` and `deny` are its verdicts.
+    pub gate: bool,
+}
+
+/// A rule of a `serve` step: a message whose text (a gate question: its name) contains
+/// `contains` (compared without case) gets `reply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeRule {
+    /// The text looked for.
+    pub contains: String,
+    /// The reply.
+    pub reply: ServeReply,
+}
+
+/// What a `serve` step answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServeReply {
+    /// No reply: the sender waits until its timeout (`none`).
+    Nothing,
+    /// These bytes (`hex:` and byte pairs, or a string's bytes).
+    Bytes(Vec<u8>),
+    /// A gate verdict (`allow`, `deny`).
+    Verdict(gate::wire::Verdict),
+}
+
+impl ServeReply {
+    /// The reply's bytes, or `None` for no reply.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            ServeReply::Nothing => None,
+            ServeReply::Bytes(b) => Some(b.clone()),
+            ServeReply::Verdict(v) => Some(v.bytes().to_vec()),
+        }
+    }
+
+    /// How scenarios spell it.
+    pub fn spelling(&self) -> String {
+        match self {
+            ServeReply::Nothing => "none".into(),
+            ServeReply::Verdict(gate::wire::Verdict::Allow) => "allow".into(),
+            ServeReply::Verdict(gate::wire::Verdict::Deny) => "deny".into(),
+            ServeReply::Bytes(b) => {
+                format!("hex:{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            }
+        }
+    }
+}
+
+/// The most gets a `serve` step keeps pending.
+pub const MAX_GETS: u64 = 16;
+
+/// A `serve` step's get buffer when it names none.
+pub const DEFAULT_CAPACITY: u32 = 4096;
 
 /// What a `message` step sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
     /// A command of the spy sample's reader protocol (`spy::wire`).
     Spy(spy::wire::Command),
+    /// The gate sample's `GetStats` (`gate::wire`): `command = "get_stats"`.
+    GateStats,
     /// Raw bytes (a string's).
     Data(Vec<u8>),
 }
@@ -364,6 +445,9 @@ pub enum MessageBody {
 /// The spy protocol's commands as scenarios spell them.
 pub const SPY_COMMANDS: [(&str, spy::wire::Command); 2] =
     [("get_log", spy::wire::Command::GetLog), ("get_version", spy::wire::Command::GetVersion)];
+
+/// The gate protocol's commands as scenarios spell them (`message` steps on a gate driver).
+pub const GATE_COMMANDS: [(&str, MessageBody); 1] = [("get_stats", MessageBody::GateStats)];
 
 /// The spelling of a spy command.
 pub fn spy_command_name(c: spy::wire::Command) -> &'static str {
@@ -389,6 +473,7 @@ impl Action {
             Action::Connect { .. } => "connect",
             Action::Message { .. } => "message",
             Action::Disconnect { .. } => "disconnect",
+            Action::Serve(_) => "serve",
         }
     }
 }
@@ -816,7 +901,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         }
     }
 
-    let mut steps = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     // The connections open at each step, by name (`connect` .. `disconnect`), with their driver.
     let mut clients: Vec<(String, String)> = Vec::new();
     for (i, (table, span)) in step_tables.iter().enumerate() {
@@ -1111,7 +1196,108 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     )?
                     .unwrap_or_default();
                 clients.push((client.0.clone(), d.name.clone()));
-                Action::Connect { driver: d.name.clone(), client: client.0, context, user }
+                Action::Connect {
+                    driver: d.name.clone(),
+                    client: client.0,
+                    context,
+                    user,
+                    overlapped: false,
+                }
+            }
+            "serve" => {
+                let (client, cspan) = f.string("client")?;
+                let Some((_, driver)) = clients.iter().find(|(c, _)| *c == client) else {
+                    let open: Vec<&str> = clients.iter().map(|(c, _)| c.as_str()).collect();
+                    return Err(cx.error(
+                        cspan,
+                        &format!("{path}.client"),
+                        format!(
+                            "no open connection `{client}` (open: {})",
+                            if open.is_empty() { "none".to_owned() } else { open.join(", ") }
+                        ),
+                    ));
+                };
+                let is_gate = drivers
+                    .iter()
+                    .find(|d| d.name == *driver)
+                    .is_some_and(|d| d.sample.eq_ignore_ascii_case("gate"));
+                let gets = f
+                    .opt_u64_at_most("gets", MAX_GETS, &format!("must be 1 to {MAX_GETS}"))?
+                    .unwrap_or(1);
+                if gets == 0 {
+                    let gspan = f.span.clone();
+                    return Err(cx.error(
+                        gspan,
+                        &format!("{path}.gets"),
+                        format!("must be 1 to {MAX_GETS}"),
+                    ));
+                }
+                let delay_ms = f
+                    .opt_u64_at_most("delay_ms", 3_600_000, "must be at most 3600000 (an hour)")?
+                    .unwrap_or(0);
+                let capacity = f
+                    .opt_u64_at_most(
+                        "capacity",
+                        u64::from(fsfilter::MAX_MESSAGE) + 16,
+                        "must be at most 65552 (bytes: a header and the longest message)",
+                    )?
+                    .map_or(DEFAULT_CAPACITY, |c| u32::try_from(c).unwrap_or(DEFAULT_CAPACITY));
+                let reply = match f.opt_string("reply")? {
+                    Some((r, rspan)) => {
+                        serve_reply(&cx, &r, rspan, &format!("{path}.reply"), is_gate)?
+                    }
+                    None if is_gate => ServeReply::Verdict(gate::wire::Verdict::Allow),
+                    None => {
+                        return Err(cx.error(
+                            span.clone(),
+                            &format!("{path}.reply"),
+                            "missing: what the server answers (none, hex:<bytes>, or text)".into(),
+                        ));
+                    }
+                };
+                let mut rules = Vec::new();
+                for (i, (t, tspan)) in f.opt_array_of_tables("rules")?.into_iter().enumerate() {
+                    let rpath = format!("{path}.rules[{i}]");
+                    let mut rf = Fields::new(&cx, t, &rpath, tspan);
+                    let (contains, _) = rf.string("contains")?;
+                    let (r, rspan) = rf.string("reply")?;
+                    let reply = serve_reply(&cx, &r, rspan, &format!("{rpath}.reply"), is_gate)?;
+                    rf.finish()?;
+                    rules.push(ServeRule { contains, reply });
+                }
+                for (contains, dspan) in f.opt_strings("deny_if_contains")? {
+                    if !is_gate {
+                        return Err(cx.error(
+                            dspan,
+                            &format!("{path}.deny_if_contains"),
+                            format!(
+                                "`deny_if_contains` answers the gate sample's questions, and \
+                                 `{client}` is connected to another driver: use `rules`"
+                            ),
+                        ));
+                    }
+                    rules.push(ServeRule {
+                        contains,
+                        reply: ServeReply::Verdict(gate::wire::Verdict::Deny),
+                    });
+                }
+                // The legacy channel's gets need an overlapped handle.
+                if let Some(Step { action: Action::Connect { overlapped, .. }, .. }) =
+                    steps.iter_mut().rev().find(
+                        |s| matches!(&s.action, Action::Connect { client: c, .. } if *c == client),
+                    )
+                {
+                    *overlapped = true;
+                }
+                Action::Serve(Serve {
+                    client,
+                    gets: gets as u32,
+                    delay_ms,
+                    capacity,
+                    reply,
+                    rules,
+                    gate: is_gate,
+                })
             }
             "message" | "disconnect" => {
                 let (client, cspan) = f.string("client")?;
@@ -1138,7 +1324,12 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         .unwrap_or_default();
                     let command_span = f.left.get("command").map(|(v, _)| v.span());
                     let data_span = f.left.get("data").map(|(v, _)| v.span());
-                    let command = f.opt_choice("command", &SPY_COMMANDS)?;
+                    let is_gate = sample.eq_ignore_ascii_case("gate");
+                    let command = if is_gate {
+                        f.opt_choice("command", &GATE_COMMANDS)?
+                    } else {
+                        f.opt_choice("command", &SPY_COMMANDS)?.map(MessageBody::Spy)
+                    };
                     let data = f.opt_string("data")?;
                     let body = match (command, data, command_span) {
                         (Some(_), Some(_), _) => {
@@ -1149,7 +1340,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                             ));
                         }
                         (Some(c), None, Some(cs)) => {
-                            if !sample.eq_ignore_ascii_case("spy") {
+                            if !sample.eq_ignore_ascii_case("spy") && !is_gate {
                                 return Err(cx.error(
                                     cs,
                                     &format!("{path}.command"),
@@ -1160,16 +1351,21 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                                     ),
                                 ));
                             }
-                            MessageBody::Spy(c)
+                            c
                         }
                         (None, Some((d, _)), _) => MessageBody::Data(d.into_bytes()),
                         _ => {
                             return Err(cx.error(
                                 span.clone(),
                                 &format!("{path}.command"),
-                                "missing: a message needs `command` (get_log, get_version) or \
-                                 `data`"
-                                    .into(),
+                                if is_gate {
+                                    "missing: a message needs `command` (get_stats) or `data`"
+                                        .into()
+                                } else {
+                                    "missing: a message needs `command` (get_log, get_version) \
+                                     or `data`"
+                                        .into()
+                                },
                             ));
                         }
                     };
@@ -1188,7 +1384,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     aspan,
                     &format!("{path}.action"),
                     format!(
-                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect)"
+                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve)"
                     ),
                 ));
             }
@@ -1202,6 +1398,46 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .map_or_else(|| "scenario".to_owned(), |s| s.to_string_lossy().into_owned())
     });
     Ok(Scenario { name, seed, volumes, drivers, steps, warnings })
+}
+
+/// A `serve` step's reply as written: `none`, `allow` / `deny` (a gate's verdicts, only for a
+/// gate), `hex:` and byte pairs, or a string's bytes.
+fn serve_reply(
+    cx: &Cx<'_>,
+    text: &str,
+    span: Span,
+    key: &str,
+    gate: bool,
+) -> Result<ServeReply, ScenarioError> {
+    match text {
+        "none" => Ok(ServeReply::Nothing),
+        "allow" | "deny" if !gate => Err(cx.error(
+            span,
+            key,
+            format!(
+                "`{text}` is a verdict of the gate sample, and this connection's driver is not \
+                 a gate: give hex:<bytes> or text"
+            ),
+        )),
+        "allow" => Ok(ServeReply::Verdict(gate::wire::Verdict::Allow)),
+        "deny" => Ok(ServeReply::Verdict(gate::wire::Verdict::Deny)),
+        _ => match text.strip_prefix("hex:") {
+            Some(hex) => {
+                let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
+                    .then(|| {
+                        (0..hex.len())
+                            .step_by(2)
+                            .map(|i| hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+                            .collect()
+                    })
+                    .flatten();
+                bytes.map(ServeReply::Bytes).ok_or_else(|| {
+                    cx.error(span, key, format!("`{text}`: hex: needs pairs of hex digits"))
+                })
+            }
+            None => Ok(ServeReply::Bytes(text.as_bytes().to_vec())),
+        },
+    }
 }
 
 /// RAW's devices (docs/simulator.md, "Services, start types and load order"): a volume of that
@@ -1656,14 +1892,14 @@ impl<'c, 't> Fields<'c, 't> {
         }
     }
 
-    fn opt_choice<T: Copy>(
+    fn opt_choice<T: Clone>(
         &mut self,
         key: &'static str,
         choices: &[(&str, T)],
     ) -> Result<Option<T>, ScenarioError> {
         let Some((s, span)) = self.opt_string(key)? else { return Ok(None) };
         match choices.iter().find(|(n, _)| *n == s) {
-            Some((_, t)) => Ok(Some(*t)),
+            Some((_, t)) => Ok(Some(t.clone())),
             None => {
                 let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
                 Err(self.cx.error(
@@ -1681,6 +1917,21 @@ impl<'c, 't> Fields<'c, 't> {
         choices: &[(&str, T)],
     ) -> Result<T, ScenarioError> {
         self.opt_choice(key, choices)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// An optional array of strings, each with its span.
+    fn opt_strings(&mut self, key: &'static str) -> Result<Vec<(String, Span)>, ScenarioError> {
+        let Some(v) = self.take(key) else { return Ok(Vec::new()) };
+        let DeValue::Array(items) = v.get_ref() else {
+            return Err(self.wrong(key, v, "an array of strings"));
+        };
+        items
+            .iter()
+            .map(|item| match item.get_ref().as_str() {
+                Some(s) => Ok((s.to_owned(), item.span())),
+                None => Err(self.wrong(key, item, "a string")),
+            })
+            .collect()
     }
 
     fn opt_array_of_tables(

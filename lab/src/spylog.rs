@@ -68,7 +68,9 @@ pub enum Decoded {
     Log(Log),
     /// A spy version: (major, minor).
     Version(u16, u16),
-    /// A spy reply that does not decode.
+    /// A gate's counters (its `GetStats` reply, `gate::wire`).
+    Stats(gate::wire::Stats),
+    /// A spy (or gate) reply that does not decode.
     Error(String),
     /// Raw bytes (a `data` message, or a failed call).
     Raw,
@@ -95,10 +97,16 @@ pub fn decode_all(run: &Run) -> Vec<(&MessageOutcome, Decoded)> {
 }
 
 fn decode(m: &MessageOutcome, files: &mut BTreeMap<u64, u32>) -> Decoded {
-    let MessageBody::Spy(command) = m.body else { return Decoded::Raw };
     if m.status != Status::SUCCESS {
         return Decoded::Raw;
     }
+    let command = match m.body {
+        MessageBody::Spy(command) => command,
+        MessageBody::GateStats => {
+            return crate::gatelog::stats(&m.reply).map_or_else(Decoded::Error, Decoded::Stats);
+        }
+        MessageBody::Data(_) => return Decoded::Raw,
+    };
     match command {
         Command::GetVersion => match spy::wire::decode_version(&m.reply) {
             Ok((major, minor)) => Decoded::Version(major, minor),

@@ -438,6 +438,12 @@ fn steps(out: &mut String, run: &Run) {
     for (m, decoded) in crate::spylog::decode_all(run) {
         replies.entry(m.step).or_default().extend(reply_lines(m, &decoded));
     }
+    for s in &run.served {
+        replies
+            .entry(s.at_step.unwrap_or(s.step))
+            .or_default()
+            .push(format!("served: {}", s.line()));
+    }
     // `[7] ` and `[12] ` line their descriptions up.
     let width = run.steps.iter().map(|s| s.index.to_string().len() + 2).max().unwrap_or(3);
     for s in &run.steps {
@@ -543,6 +549,9 @@ fn reply_lines(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded)
         }
         Decoded::Version(major, minor) => {
             vec![format!("{} answers protocol version {major}.{minor}", m.driver)]
+        }
+        Decoded::Stats(st) => {
+            vec![format!("{} ({}): {}", m.driver, m.model.name(), crate::gatelog::stats_words(st))]
         }
         Decoded::Error(e) => vec![format!("reply does not decode: {e}")],
         Decoded::Raw if m.reply.is_empty() => Vec::new(),

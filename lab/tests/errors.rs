@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use fsfilter_lab::scenario::{Action, parse};
+use fsfilter_lab::scenario::{Action, ServeReply, parse};
 
 fn error(text: &str) -> String {
     parse("bad.toml", text).expect_err("the scenario must be refused").to_string()
@@ -31,7 +31,7 @@ fn unknown_keys_are_named_with_a_suggestion() {
 fn unknown_samples_and_drivers() {
     assert_eq!(
         error("[[driver]]\nname = \"A\"\nsample = \"filespy\"\nmodel = \"legacy\"\n"),
-        "bad.toml:3: driver[0].sample: unknown sample `filespy` (samples: passthrough, probe, scanner, spy)"
+        "bad.toml:3: driver[0].sample: unknown sample `filespy` (samples: passthrough, probe, scanner, spy, gate)"
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"load\"\ndriver = \"Ghost\"\n")),
@@ -105,7 +105,7 @@ fn wrong_types_values_and_syntax() {
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"reboot\"\n")),
-        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect)"
+        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve)"
     );
     assert_eq!(
         error(
@@ -995,7 +995,7 @@ fn reader_steps_name_a_channel_an_open_connection_and_what_to_send() {
     assert_eq!(
         steps("[[step]]\naction = \"connect\"\ndriver = \"Probe\"\n"),
         "bad.toml:12: step[0].driver: `Probe` is a probe driver, which has no message channel \
-         (samples with one: spy)"
+         (samples with one: spy, gate)"
     );
     assert_eq!(
         steps("[[step]]\naction = \"connect\"\ndriver = \"Ghost\"\n"),
@@ -1056,4 +1056,94 @@ fn reader_steps_name_a_channel_an_open_connection_and_what_to_send() {
     let s = parse("good.toml", &format!("{SPY}{again}")).unwrap();
     assert!(matches!(&s.steps[2].action, Action::Connect { client, context: None, user, .. }
             if client == "r" && *user == fsfilter_sim::Caller::Administrator));
+}
+
+/// A spy and a gate, both legacy filters, each connected (lines 1-4, 6-9; the steps from 10).
+const SERVED: &str = "[[driver]]\nname = \"Spy\"\nsample = \"spy\"\nmodel = \"legacy\"\n\n\
+                      [[driver]]\nname = \"Gate\"\nsample = \"gate\"\nmodel = \"legacy\"\n\n\
+                      [[step]]\naction = \"connect\"\ndriver = \"Spy\"\nclient = \"s\"\n\n\
+                      [[step]]\naction = \"connect\"\ndriver = \"Gate\"\nclient = \"g\"\n\n";
+
+#[test]
+fn serve_steps_name_an_open_connection_and_well_formed_replies() {
+    // The serve step starts at line 21, its keys after `action` at 23.
+    let serve = |body: &str| error(&format!("{SERVED}[[step]]\naction = \"serve\"\n{body}"));
+    assert_eq!(
+        serve("client = \"nobody\"\n"),
+        "bad.toml:23: step[2].client: no open connection `nobody` (open: s, g)"
+    );
+    assert_eq!(
+        serve("client = \"s\"\n"),
+        "bad.toml:21: step[2].reply: missing: what the server answers (none, hex:<bytes>, or text)"
+    );
+    assert_eq!(
+        serve("client = \"s\"\nreply = \"deny\"\n"),
+        "bad.toml:24: step[2].reply: `deny` is a verdict of the gate sample, and this \
+         connection's driver is not a gate: give hex:<bytes> or text"
+    );
+    assert_eq!(
+        serve("client = \"g\"\nreply = \"hex:0g\"\n"),
+        "bad.toml:24: step[2].reply: `hex:0g`: hex: needs pairs of hex digits"
+    );
+    assert_eq!(
+        serve("client = \"g\"\nrules = [{ contains = \"x\", reply = \"hex:123\" }]\n"),
+        "bad.toml:24: step[2].rules[0].reply: `hex:123`: hex: needs pairs of hex digits"
+    );
+    assert_eq!(
+        serve("client = \"g\"\nrules = [{ reply = \"deny\" }]\n"),
+        "bad.toml:24: step[2].rules[0].contains: missing (required)"
+    );
+    assert_eq!(
+        serve("client = \"g\"\nrules = [{ contains = \"x\", reply = \"deny\", when = 1 }]\n"),
+        "bad.toml:24: step[2].rules[0].when: unknown key (known here: contains, reply)"
+    );
+    assert_eq!(
+        serve("client = \"s\"\nreply = \"none\"\ndeny_if_contains = [\"x\"]\n"),
+        "bad.toml:25: step[2].deny_if_contains: `deny_if_contains` answers the gate sample's \
+         questions, and `s` is connected to another driver: use `rules`"
+    );
+    assert_eq!(serve("client = \"g\"\ngets = 17\n"), "bad.toml:24: step[2].gets: must be 1 to 16");
+    assert_eq!(serve("client = \"g\"\ngets = 0\n"), "bad.toml:21: step[2].gets: must be 1 to 16");
+    assert_eq!(
+        serve("client = \"g\"\ndeny_if_contains = \"x\"\n"),
+        "bad.toml:24: step[2].deny_if_contains: expected an array of strings, found a string"
+    );
+    assert_eq!(
+        serve("client = \"g\"\ndelay = 5\n"),
+        "bad.toml:24: step[2].delay: unknown key (known here: action, client, gets, delay_ms, \
+         capacity, reply, rules, deny_if_contains)"
+    );
+    // A gate defaults to `allow`; a served legacy connection is opened overlapped.
+    let s = parse("ok.toml", &format!("{SERVED}[[step]]\naction = \"serve\"\nclient = \"g\"\n"))
+        .unwrap();
+    let Action::Serve(serve) = &s.steps[2].action else { panic!("{s:?}") };
+    assert_eq!(serve.reply, ServeReply::Verdict(gate::wire::Verdict::Allow));
+    assert_eq!((serve.gets, serve.delay_ms, serve.gate), (1, 0, true));
+    assert!(matches!(&s.steps[1].action, Action::Connect { overlapped: true, .. }));
+    assert!(matches!(&s.steps[0].action, Action::Connect { overlapped: false, .. }));
+    // Replies as written: none, hex, text; `get_stats` only for a gate.
+    let s = parse(
+        "ok.toml",
+        &format!(
+            "{SERVED}[[step]]\naction = \"serve\"\nclient = \"s\"\nreply = \"hex:00ff\"\n\
+             rules = [{{ contains = \"a\", reply = \"none\" }}, {{ contains = \"b\", reply = \"ok\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let Action::Serve(serve) = &s.steps[2].action else { panic!("{s:?}") };
+    assert_eq!(serve.reply, ServeReply::Bytes(vec![0, 0xff]));
+    assert_eq!(serve.rules[0].reply, ServeReply::Nothing);
+    assert_eq!(serve.rules[1].reply, ServeReply::Bytes(b"ok".to_vec()));
+    assert_eq!(
+        error(&format!(
+            "{SERVED}[[step]]\naction = \"message\"\nclient = \"s\"\ncommand = \"get_stats\"\n"
+        )),
+        "bad.toml:24: step[2].command: unknown value `get_stats` (one of get_log, get_version)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{SERVED}[[step]]\naction = \"message\"\nclient = \"g\"\ncommand = \"get_log\"\n"
+        )),
+        "bad.toml:24: step[2].command: unknown value `get_log` (one of get_stats)"
+    );
 }

@@ -66,6 +66,8 @@ fn every_sample_inf_passes_and_says_what_windows_needs() {
         "scanner-legacy",
         "spy-minifilter",
         "spy-legacy",
+        "gate-minifilter",
+        "gate-legacy",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not found in {names:?}");
     }
@@ -73,7 +75,7 @@ fn every_sample_inf_passes_and_says_what_windows_needs() {
         let report = inf::check_driver(&root, d).unwrap();
         assert!(report.passed(), "{}:\n{:#?}", report.file, report.violations);
         let package = &report.package;
-        let (class, group) = if d.sample == "scanner" {
+        let (class, group) = if d.sample == "scanner" || d.sample == "gate" {
             ("AntiVirus", "FSFilter Anti-Virus")
         } else {
             ("ActivityMonitor", "FSFilter Activity Monitor")
@@ -437,6 +439,7 @@ const DOCUMENTED: &[(&str, &[fsfilter::ParameterDoc])] = &[
     ("probe", probe::PARAMETERS),
     ("scanner", scanner::PARAMETERS),
     ("spy", spy::PARAMETERS),
+    ("gate", gate::PARAMETERS),
 ];
 
 #[test]
@@ -491,6 +494,12 @@ fn every_inf_writes_every_documented_parameter_at_its_default() {
                     .unwrap_or_else(|e| panic!("{}: {e:?}", report.file));
                 assert_eq!(spy.max_records, spy::DEFAULT_RECORDS, "{}", report.file);
             }
+            "gate" => {
+                let gate = gate::Settings::from_parameters(&parameters)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", report.file));
+                assert_eq!(gate.timeout_ms, gate::DEFAULT_TIMEOUT_MS, "{}", report.file);
+                assert!(!gate.fail_closed, "{}", report.file);
+            }
             other => panic!("{other}: unknown sample"),
         }
     }
@@ -525,7 +534,7 @@ fn check_inf_exits_non_zero_and_names_file_section_and_key() {
     let output = Command::new(xtask).arg("check-inf").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 8, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 10, "{stdout}");
 
     let dir = std::env::temp_dir().join(format!("xtask-inf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

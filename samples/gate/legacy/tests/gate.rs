@@ -1,0 +1,47 @@
+//! The gate as a legacy filter end to end (`../testing/service.rs`): a service opens
+//! `\??\FsFilterGate` overlapped (the link to the gate's control device) and answers through
+//! `DeviceIoControl(IOCTL_FSFILTER_GET_MESSAGE)` and `IOCTL_FSFILTER_REPLY_MESSAGE`.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "tests")]
+
+#[path = "../../testing/service.rs"]
+mod service;
+
+use fsfilter::Status;
+use fsfilter_sim::{Machine, MessageServer, ServiceSpec};
+
+fn install(m: &mut Machine, spec: ServiceSpec) {
+    m.install(spec);
+}
+
+fn machine(parameters: &[(&str, u32)]) -> Machine {
+    service::machine(install, gate_legacy::ENTRY, "legacy", parameters)
+}
+
+/// `CreateFile("\\\\.\\FsFilterGate", FILE_FLAG_OVERLAPPED)`.
+fn connect(m: &mut Machine) -> Result<MessageServer, Status> {
+    MessageServer::connect_device(m, gate::CHANNEL_NAME, b"")
+}
+
+#[test]
+fn the_service_allows_and_denies_opens() {
+    service::check_allow_and_deny(machine(&[]), connect);
+}
+
+#[test]
+fn without_a_service_opens_go_through_unasked() {
+    service::check_no_service(machine(&[]), connect);
+}
+
+#[test]
+fn timeouts_and_malformed_verdicts_follow_fail_closed() {
+    let p = [("TimeoutMs", 250)];
+    service::check_timeouts_and_malformed_replies(machine(&p), connect, false);
+    let p = [("TimeoutMs", 250), ("FailClosed", 1)];
+    service::check_timeouts_and_malformed_replies(machine(&p), connect, true);
+}
+
+#[test]
+fn a_service_that_does_not_read_times_out() {
+    service::check_a_service_that_does_not_read(machine(&[("TimeoutMs", 50)]), connect);
+}

@@ -1,0 +1,615 @@
+//! gate: an on-access verdict filter whose user-mode service decides, the pattern of Microsoft's
+//! scanner and avscan minifilter samples (a kernel component asks, a user-mode service answers),
+//! written once for both models.
+//!
+//! After each successful create of a file by a user-mode requestor (not a directory open, not a
+//! volume open) while a service is connected to the channel [`CHANNEL_NAME`], the post-create
+//! callback sends the service a question ([`wire`]: the opened name, the desired access, the
+//! create's result) with `Services::send_message` (rule 25) and waits for a 4-byte verdict, at
+//! most `TimeoutMs` milliseconds. `DENY` cancels the open (`cancel_file_open`, the requester gets
+//! `STATUS_ACCESS_DENIED`); `ALLOW` lets it through. A timeout, a service that disconnects, a
+//! failed send or a malformed verdict follow `FailClosed`: 0 (the default) lets the open
+//! through, 1 cancels it. The service reads the counters ([`wire::Stats`]) with `GetStats`.
+//!
+//! Mapping to the C samples: `ScannerPortConnect` / `ScannerPortDisconnect` (one client, the
+//! port kept in the global data) → [`Filter::client_connect`] / [`Filter::client_disconnect`]
+//! (one client, its id in an atomic); `ScannerpScanFileInUserMode`'s `FltSendMessage` with a
+//! timeout and `SCANNER_REPLY.SafeToOpen` → [`Gate::ask`] with a [`wire::Verdict`];
+//! `ScannerPostCreate`'s `FltCancelFileOpen` → `cancel_file_open(STATUS_ACCESS_DENIED)`. The
+//! question carries the name, not the file's contents: the service decides on what it is told.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod wire;
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use fsfilter::{
+    ClientId, Error, Filter, Instance, InstanceSetup, Irql, MajorFunction, MessageChannel,
+    MessageSent, NameKind, Operation, Parameters, PostFlags, PostOperation, PostOutcome,
+    PreOperation, PreOutcome, Registration, RequestorMode, Result, ServiceParameters, Status,
+    create,
+};
+
+pub use fsfilter::ParameterDoc;
+
+use wire::{QuestionFields, Stats, Verdict, question_flags};
+
+/// The channel's name: the minifilter's communication port `\FsFilterGate`, the legacy control
+/// device's symbolic link `\DosDevices\FsFilterGate`.
+pub const CHANNEL_NAME: &str = "FsFilterGate";
+
+/// The timeout without a `TimeoutMs` parameter, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
+
+/// The longest `TimeoutMs`: one minute.
+pub const MAX_TIMEOUT_MS: u32 = 60_000;
+
+/// The gate's parameters.
+pub const PARAMETERS: &[ParameterDoc] = &[
+    ParameterDoc {
+        name: "TimeoutMs",
+        kind: "REG_DWORD",
+        default: "1000",
+        description: "Milliseconds an open waits for the service's verdict, 1 to 60000: the time to deliver the question and to receive the answer (FltSendMessage's timeout). The requester's thread is blocked meanwhile.",
+    },
+    ParameterDoc {
+        name: "FailClosed",
+        kind: "REG_DWORD",
+        default: "0",
+        description: "What an open becomes when no verdict comes (timeout, service gone, malformed reply): 0 lets it through, 1 refuses it with STATUS_ACCESS_DENIED.",
+    },
+];
+
+/// Why the parameters could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// `TimeoutMs` is 0 or above [`MAX_TIMEOUT_MS`].
+    TimeoutMs,
+}
+
+impl core::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ParseError::TimeoutMs => write!(f, "TimeoutMs: 1 to {MAX_TIMEOUT_MS}"),
+        }
+    }
+}
+
+/// What the parameters ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `TimeoutMs`.
+    pub timeout_ms: u32,
+    /// `FailClosed`.
+    pub fail_closed: bool,
+}
+
+impl Settings {
+    /// Reads the parameters.
+    pub fn from_parameters(
+        p: &dyn ServiceParameters,
+    ) -> core::result::Result<Settings, ParseError> {
+        let timeout_ms = p.dword("TimeoutMs").unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(ParseError::TimeoutMs);
+        }
+        Ok(Settings { timeout_ms, fail_closed: p.flag("FailClosed").unwrap_or(false) })
+    }
+}
+
+/// How one question ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No service was connected.
+    Unasked,
+    /// The service answered.
+    Answered(Verdict),
+    /// No answer within the timeout.
+    TimedOut,
+    /// The send failed (the service disconnected) or the verdict was malformed.
+    Failed,
+}
+
+/// The registration: post-create only.
+pub const REGISTRATION: Registration =
+    Registration::new().operation(Operation::new(MajorFunction::Create).post()).validated();
+
+/// No client: the value the client slot holds then (a `ClientId` is never 0 in either backend:
+/// a port or a pool address).
+const NO_CLIENT: usize = 0;
+
+/// The gate.
+#[derive(Debug)]
+pub struct Gate {
+    settings: Settings,
+    /// The connected service's id, or [`NO_CLIENT`].
+    client: AtomicUsize,
+    counters: [AtomicU64; 6],
+}
+
+/// Indices into `Gate::counters`, in [`Stats`]' order.
+mod counter {
+    pub(crate) const ASKED: usize = 0;
+    pub(crate) const ALLOWED: usize = 1;
+    pub(crate) const DENIED: usize = 2;
+    pub(crate) const TIMED_OUT: usize = 3;
+    pub(crate) const FAILED: usize = 4;
+    pub(crate) const UNASKED: usize = 5;
+}
+
+impl Gate {
+    /// The gate of `settings`.
+    pub const fn new(settings: Settings) -> Gate {
+        Gate {
+            settings,
+            client: AtomicUsize::new(NO_CLIENT),
+            counters: [const { AtomicU64::new(0) }; 6],
+        }
+    }
+
+    /// The settings.
+    pub const fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        let v = |i: usize| self.counters.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+        Stats {
+            asked: v(counter::ASKED),
+            allowed: v(counter::ALLOWED),
+            denied: v(counter::DENIED),
+            timed_out: v(counter::TIMED_OUT),
+            failed: v(counter::FAILED),
+            unasked: v(counter::UNASKED),
+        }
+    }
+
+    fn count(&self, i: usize) {
+        if let Some(c) = self.counters.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the create `op` is one the service is asked about: successful, a user-mode
+    /// requestor, not a volume open, not a directory asked for as one (`FILE_DIRECTORY_FILE`).
+    pub fn qualifies(op: &PostOperation<'_>) -> bool {
+        let h = op.header();
+        let directory = match h.parameters {
+            Parameters::Create(c) => c.create_options() & create::FILE_DIRECTORY_FILE != 0,
+            _ => true,
+        };
+        h.major == MajorFunction::Create
+            && op.result().status.is_success()
+            && h.requestor_mode == RequestorMode::User
+            && !h.volume_open
+            && !directory
+    }
+
+    /// Asks the connected service about the create `op` (at `PASSIVE_LEVEL`).
+    pub fn ask(&self, op: &PostOperation<'_>) -> Outcome {
+        let client = self.client.load(Ordering::Acquire);
+        if client == NO_CLIENT {
+            self.count(counter::UNASKED);
+            return Outcome::Unasked;
+        }
+        let services = op.services();
+        let h = op.header();
+        let mut fields = QuestionFields {
+            flags: 0,
+            desired_access: match h.parameters {
+                Parameters::Create(c) => c.desired_access,
+                _ => 0,
+            },
+            information: op.result().information as u32,
+        };
+        let mut question = [0u8; wire::MAX_QUESTION];
+        let len = match services.file_name(NameKind::Opened) {
+            Ok(info) => wire::encode_question(fields, info.name().units(), &mut question),
+            Err(_) => {
+                fields.flags |= question_flags::NAME_AS_REQUESTED;
+                let units = h.file_name.map_or(&[][..], |n| n.units());
+                wire::encode_question(fields, units, &mut question)
+            }
+        };
+        self.count(counter::ASKED);
+        let mut reply = [0u8; wire::VERDICT_SIZE];
+        let sent = services.send_message(
+            ClientId(client),
+            question.get(..len).unwrap_or(&[]),
+            Some(&mut reply),
+            Some(self.settings.timeout_ms),
+        );
+        let outcome = match sent {
+            Ok(MessageSent::Delivered(n)) => {
+                reply.get(..n).and_then(Verdict::parse).map_or(Outcome::Failed, Outcome::Answered)
+            }
+            Ok(MessageSent::TimedOut) => Outcome::TimedOut,
+            Err(_) => Outcome::Failed,
+        };
+        self.count(match outcome {
+            Outcome::Answered(Verdict::Allow) => counter::ALLOWED,
+            Outcome::Answered(Verdict::Deny) => counter::DENIED,
+            Outcome::TimedOut => counter::TIMED_OUT,
+            Outcome::Failed | Outcome::Unasked => counter::FAILED,
+        });
+        outcome
+    }
+
+    /// Whether an open that ended so is refused.
+    pub const fn refuses(&self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Unasked | Outcome::Answered(Verdict::Allow) => false,
+            Outcome::Answered(Verdict::Deny) => true,
+            Outcome::TimedOut | Outcome::Failed => self.settings.fail_closed,
+        }
+    }
+
+    /// The post-create work at `PASSIVE_LEVEL`.
+    fn after_create(&self, op: &mut PostOperation<'_>) {
+        if !Gate::qualifies(op) {
+            return;
+        }
+        let outcome = self.ask(op);
+        if self.refuses(outcome) {
+            // FltCancelFileOpen / IoCancelFileOpen: the file system closes the file, the
+            // requester gets STATUS_ACCESS_DENIED.
+            let _ = op.services().cancel_file_open(Status::ACCESS_DENIED);
+        }
+    }
+
+    /// Answers the service's command: `GetStats`; anything else is `STATUS_INVALID_PARAMETER`.
+    pub fn answer(&self, input: &[u8], reply: &mut [u8]) -> Result<usize> {
+        match input.get(..4) {
+            Some(c) if c == wire::get_stats() => self.stats().encode(reply),
+            _ => Err(Error::INVALID_PARAMETER),
+        }
+    }
+}
+
+impl Filter for Gate {
+    const REGISTRATION: Registration = REGISTRATION;
+    const NAME_QUERIES: bool = true;
+    const MESSAGES: Option<MessageChannel> = Some(
+        MessageChannel::new(CHANNEL_NAME)
+            .max_clients(1)
+            .max_message(1024)
+            .sends_messages()
+            .validated(),
+    );
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(parameters: &dyn ServiceParameters) -> Result<Gate> {
+        Settings::from_parameters(parameters).map(Gate::new).map_err(|_| Error::INVALID_PARAMETER)
+    }
+
+    fn instance_setup(&self, _setup: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn pre_operation(
+        &self,
+        _instance: &Instance<'_, ()>,
+        _op: &mut PreOperation<'_, ()>,
+    ) -> PreOutcome<()> {
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _instance: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _context: (),
+        flags: PostFlags,
+    ) -> PostOutcome<()> {
+        if flags.contains(PostFlags::DRAINING) || !Gate::qualifies(op) {
+            return PostOutcome::Finished;
+        }
+        // Names and sends need PASSIVE_LEVEL; a post-create above it (legacy completion at
+        // DISPATCH_LEVEL) continues in a worker.
+        if op.services().irql() == Irql::PASSIVE {
+            self.after_create(op);
+            PostOutcome::Finished
+        } else {
+            PostOutcome::WhenSafe(())
+        }
+    }
+
+    fn post_operation_when_safe(
+        &self,
+        _instance: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        _context: (),
+    ) -> PostOutcome<()> {
+        self.after_create(op);
+        PostOutcome::Finished
+    }
+
+    /// One service at a time (`max_clients(1)`): its id is where the callbacks find it.
+    fn client_connect(&self, client: ClientId, _context: &[u8]) -> Result<()> {
+        self.client.store(client.0, Ordering::Release);
+        Ok(())
+    }
+
+    fn client_disconnect(&self, client: ClientId) {
+        let _ =
+            self.client.compare_exchange(client.0, NO_CLIENT, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    fn message(&self, _client: ClientId, input: &[u8], reply: &mut [u8]) -> Result<usize> {
+        self.answer(input, reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+
+    extern crate std;
+
+    use super::*;
+    use core::cell::{Cell, RefCell};
+    use fsfilter::{
+        Buffer, CallbackDataFlags, CreateParameters, DataScanMode, FileName, FileNameInformation,
+        IoStatus, IrpFlags, LazyHeader, NameBackend, NameId, NameParts, NameRanges,
+        OperationBuffer, OperationHeader, OperationKind, ParameterList, ParameterValue as V,
+        Services,
+    };
+    use std::string::String;
+    use std::vec::Vec;
+    use wire::Question;
+
+    const NAME: &str = r"\Device\HarddiskVolume1\dir\report.txt";
+
+    struct Names(std::sync::OnceLock<Vec<u16>>);
+
+    impl NameBackend for Names {
+        fn parts(&self, _id: NameId) -> Option<NameParts<'_>> {
+            let units = self.0.get_or_init(|| NAME.encode_utf16().collect());
+            Some(NameParts::from_ranges(units, &NameRanges::default()))
+        }
+        fn release(&self, _id: NameId) {}
+    }
+
+    static NAMES: Names = Names(std::sync::OnceLock::new());
+
+    /// One send: the client, the message, the timeout.
+    type Asked = (usize, Vec<u8>, Option<u32>);
+
+    /// Services whose service answers `reply` (or `Err`), recording the question and the
+    /// cancellation.
+    struct Fake {
+        reply: core::result::Result<Option<Vec<u8>>, Error>,
+        names: bool,
+        asked: RefCell<Vec<Asked>>,
+        cancelled: Cell<Option<Status>>,
+    }
+
+    fn fake(reply: core::result::Result<Option<Vec<u8>>, Error>) -> Fake {
+        Fake { reply, names: true, asked: RefCell::default(), cancelled: Cell::new(None) }
+    }
+
+    impl Services for Fake {
+        fn irql(&self) -> Irql {
+            Irql::PASSIVE
+        }
+        fn note(&self, _message: &str) {}
+        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
+            Err(Error::NOT_SUPPORTED)
+        }
+        fn data_scan_mode(&self) -> DataScanMode {
+            DataScanMode::NotRequested
+        }
+        fn cancel_file_open(&self, status: Status) -> core::result::Result<(), Error> {
+            self.cancelled.set(Some(status));
+            Ok(())
+        }
+        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
+            Ok(())
+        }
+        fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
+            if self.names {
+                Ok(FileNameInformation::new(NameId(1), &NAMES, kind))
+            } else {
+                Err(Error::FLT_INVALID_NAME_REQUEST)
+            }
+        }
+        fn send_message(
+            &self,
+            client: ClientId,
+            message: &[u8],
+            reply: Option<&mut [u8]>,
+            timeout_ms: Option<u32>,
+        ) -> core::result::Result<MessageSent, Error> {
+            self.asked.borrow_mut().push((client.0, message.to_vec(), timeout_ms));
+            match &self.reply {
+                Err(e) => Err(*e),
+                Ok(None) => Ok(MessageSent::TimedOut),
+                Ok(Some(r)) => {
+                    let out = reply.unwrap();
+                    let n = r.len().min(out.len());
+                    out[..n].copy_from_slice(&r[..n]);
+                    Ok(MessageSent::Delivered(n))
+                }
+            }
+        }
+    }
+
+    const REQUESTED: [u16; 5] = [b'a' as u16, b'.' as u16, b't' as u16, b'x' as u16, b't' as u16];
+
+    fn header(options: u32, mode: RequestorMode, volume_open: bool) -> OperationHeader<'static> {
+        OperationHeader {
+            major: MajorFunction::Create,
+            minor: 0,
+            kind: OperationKind::Irp,
+            irp_flags: IrpFlags::SYNCHRONOUS_API,
+            data_flags: CallbackDataFlags::IRP_OPERATION,
+            requestor_mode: mode,
+            file_name: Some(FileName::new(&REQUESTED)),
+            volume_open,
+            file: 0x5000,
+            stream: 0x6000,
+            parameters: Parameters::Create(CreateParameters {
+                desired_access: 0x12_0089,
+                options,
+                ..CreateParameters::default()
+            }),
+            irql: Irql::PASSIVE,
+            synchronous: true,
+            id: 0x100,
+        }
+    }
+
+    fn instance() -> Instance<'static, ()> {
+        Instance {
+            context: &(),
+            volume: fsfilter::VolumeInfo {
+                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
+                filesystem: fsfilter::FilesystemType::Ntfs,
+            },
+            data_scan: DataScanMode::NotRequested,
+            id: fsfilter::InstanceId(1),
+        }
+    }
+
+    fn gate(values: &[(&str, V<'_>)]) -> Gate {
+        <Gate as Filter>::load(&ParameterList { service: "Gate", values }).unwrap()
+    }
+
+    /// A create through the gate's post callback with `status`.
+    fn post(gate: &Gate, h: OperationHeader<'static>, status: Status, services: &Fake) {
+        let lazy = LazyHeader::ready(h);
+        let result = IoStatus { status, information: create::FILE_OPENED };
+        let buffer = OperationBuffer::ready(Buffer::None);
+        let mut op = PostOperation::new(&lazy, result, buffer, services, None);
+        let _ = gate.post_operation(&instance(), &mut op, (), PostFlags::empty());
+    }
+
+    fn open(gate: &Gate, services: &Fake) {
+        post(gate, header(0, RequestorMode::User, false), Status::SUCCESS, services);
+    }
+
+    #[test]
+    fn a_deny_cancels_the_open_and_an_allow_does_not() {
+        let g = gate(&[]);
+        g.client_connect(ClientId(0x77), b"").unwrap();
+        let deny = fake(Ok(Some(Verdict::Deny.bytes().to_vec())));
+        open(&g, &deny);
+        assert_eq!(deny.cancelled.get(), Some(Status::ACCESS_DENIED));
+        let asked = deny.asked.borrow();
+        let (client, message, timeout) = &asked[0];
+        assert_eq!((*client, *timeout), (0x77, Some(DEFAULT_TIMEOUT_MS)));
+        let q = Question::parse(message).unwrap();
+        assert_eq!(q.name_chars().collect::<String>(), NAME);
+        assert_eq!(
+            (q.fields.desired_access, q.fields.information, q.fields.flags),
+            (0x12_0089, 1, 0)
+        );
+        let allow = fake(Ok(Some(Verdict::Allow.bytes().to_vec())));
+        open(&g, &allow);
+        assert_eq!(allow.cancelled.get(), None);
+        let s = g.stats();
+        assert_eq!(
+            (s.asked, s.allowed, s.denied, s.timed_out, s.failed, s.unasked),
+            (2, 1, 1, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn only_successful_user_mode_file_opens_are_asked() {
+        let g = gate(&[]);
+        g.client_connect(ClientId(1), b"").unwrap();
+        let f = fake(Ok(Some(Verdict::Deny.bytes().to_vec())));
+        post(&g, header(0, RequestorMode::User, false), Status::OBJECT_NAME_NOT_FOUND, &f);
+        post(&g, header(0, RequestorMode::Kernel, false), Status::SUCCESS, &f);
+        post(&g, header(0, RequestorMode::User, true), Status::SUCCESS, &f);
+        post(
+            &g,
+            header(create::FILE_DIRECTORY_FILE, RequestorMode::User, false),
+            Status::SUCCESS,
+            &f,
+        );
+        assert!(f.asked.borrow().is_empty());
+        assert_eq!(f.cancelled.get(), None);
+        assert_eq!(g.stats(), Stats::default());
+    }
+
+    #[test]
+    fn without_a_client_opens_are_unasked_and_a_disconnect_forgets_the_client() {
+        let g = gate(&[]);
+        let f = fake(Ok(Some(Verdict::Deny.bytes().to_vec())));
+        open(&g, &f);
+        g.client_connect(ClientId(5), b"").unwrap();
+        g.client_disconnect(ClientId(6));
+        open(&g, &f);
+        g.client_disconnect(ClientId(5));
+        open(&g, &f);
+        assert_eq!(f.asked.borrow().len(), 1, "asked only while 5 was connected");
+        let s = g.stats();
+        assert_eq!((s.asked, s.denied, s.unasked), (1, 1, 2));
+    }
+
+    #[test]
+    fn no_verdict_follows_fail_closed() {
+        let bad: [core::result::Result<Option<Vec<u8>>, Error>; 4] = [
+            Ok(None),
+            Err(Error::new(Status::PORT_DISCONNECTED).unwrap()),
+            Ok(Some(std::vec![2, 0, 0, 0])),
+            Ok(Some(std::vec![1, 0])),
+        ];
+        for fail_closed in [0, 1] {
+            let g = gate(&[("FailClosed", V::Dword(fail_closed)), ("TimeoutMs", V::Dword(30))]);
+            g.client_connect(ClientId(1), b"").unwrap();
+            for reply in bad.clone() {
+                let f = fake(reply);
+                open(&g, &f);
+                assert_eq!(f.asked.borrow()[0].2, Some(30));
+                let refused = (fail_closed == 1).then_some(Status::ACCESS_DENIED);
+                assert_eq!(f.cancelled.get(), refused);
+            }
+            let s = g.stats();
+            assert_eq!((s.asked, s.timed_out, s.failed), (4, 1, 3));
+        }
+    }
+
+    #[test]
+    fn without_an_opened_name_the_requested_one_is_sent_and_flagged() {
+        let g = gate(&[]);
+        g.client_connect(ClientId(1), b"").unwrap();
+        let mut f = fake(Ok(Some(Verdict::Allow.bytes().to_vec())));
+        f.names = false;
+        open(&g, &f);
+        let asked = f.asked.borrow();
+        let q = Question::parse(&asked[0].1).unwrap();
+        assert_eq!(q.name_chars().collect::<String>(), "a.txt");
+        assert_eq!(q.fields.flags, question_flags::NAME_AS_REQUESTED);
+    }
+
+    #[test]
+    fn get_stats_and_parameters() {
+        let g = gate(&[]);
+        let mut reply = [0u8; 64];
+        let n = g.message(ClientId(1), &wire::get_stats(), &mut reply).unwrap();
+        assert_eq!(Stats::decode(&reply[..n]), Ok(Stats::default()));
+        assert_eq!(
+            g.message(ClientId(1), &[2, 0, 0, 0], &mut reply),
+            Err(Error::INVALID_PARAMETER)
+        );
+        assert_eq!(g.message(ClientId(1), &[1], &mut reply), Err(Error::INVALID_PARAMETER));
+        assert!(g.message(ClientId(1), &wire::get_stats(), &mut reply[..8]).is_err());
+        let p = |values: &[(&str, V<'_>)]| {
+            Settings::from_parameters(&ParameterList { service: "Gate", values })
+        };
+        assert_eq!(p(&[]), Ok(Settings { timeout_ms: 1000, fail_closed: false }));
+        assert_eq!(p(&[("TimeoutMs", V::Dword(0))]), Err(ParseError::TimeoutMs));
+        assert_eq!(p(&[("TimeoutMs", V::Dword(60_001))]), Err(ParseError::TimeoutMs));
+        assert_eq!(p(&[("TimeoutMs", V::Dword(60_000))]).map(|s| s.timeout_ms), Ok(60_000));
+        assert_eq!(p(&[("FailClosed", V::Dword(1))]).map(|s| s.fail_closed), Ok(true));
+        let names: Vec<_> = PARAMETERS.iter().map(|d| d.name).collect();
+        assert_eq!(names, ["TimeoutMs", "FailClosed"]);
+        assert!(<Gate as Filter>::MESSAGES.unwrap().sends);
+    }
+}
