@@ -65,7 +65,8 @@ pub use registration::{Callbacks, Operation, Registration, RegistrationError};
 pub use services::{
     DataScanMode, DeferredPost, FileNameInformation, Irql, NameBackend, NameId, NameKind,
     NameParts, NameRanges, PendBackend, PendReceipt, PendedOperation, PostBackend, PostReceipt,
-    PreResume, ScanSection, SectionBackend, SectionId, Services, defer_post, parse_name, pend,
+    PreResume, ProcessId, ScanSection, SectionBackend, SectionId, Services, defer_post, parse_name,
+    pend,
 };
 pub use status::{Error, Result, Severity, Status};
 pub use volume::{FilesystemType, VolumeDeviceType, device_type};

@@ -31,6 +31,16 @@ impl Irql {
     }
 }
 
+/// A process id, as Windows numbers them (`PsGetCurrentProcessId`, `FltGetRequestorProcessId`:
+/// multiples of 4; the System process is 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessId(pub u32);
+
+impl ProcessId {
+    /// The System process, the requester of paging I/O and of system worker threads' I/O.
+    pub const SYSTEM: ProcessId = ProcessId(4);
+}
+
 /// Identifies a data-scan section within its backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SectionId(pub usize);
@@ -391,6 +401,24 @@ pub trait Services {
     fn file_name(&self, kind: NameKind) -> Result<FileNameInformation, Error> {
         let _ = kind;
         Err(Error::NOT_SUPPORTED)
+    }
+
+    /// The process that requested the operation (rule 26): `FltGetRequestorProcessId` in the
+    /// minifilter model; in the legacy one `IoGetRequestorProcessId` for an IRP (its requesting
+    /// thread's process, also in a post callback that runs in a completion routine) and the
+    /// current process for fast I/O and FsFilter callbacks, which run in the requester's thread.
+    /// `None` when the operation has no requesting thread. The default answers `None`.
+    fn requestor_process(&self) -> Option<ProcessId> {
+        None
+    }
+
+    /// The process that connected `client` to the filter's channel ([`crate::Filter::MESSAGES`]),
+    /// recorded by the backend at the connection (rule 26): how a filter lets its own service's
+    /// I/O through, as Microsoft's scanner sample does. `None` for a client that is not
+    /// connected and for a filter without a channel. The default answers `None`.
+    fn client_process(&self, client: crate::ClientId) -> Option<ProcessId> {
+        let _ = client;
+        None
     }
 
     /// Sends `message` to the connected client `client` of the filter's channel
