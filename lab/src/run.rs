@@ -640,11 +640,10 @@ fn arm(m: &mut Machine, cx: Rc<ServeCx>) -> Status {
         let process = cx.process;
         acting(m, process, |m| served(m, cx, got, record));
     });
-    // A get the port refused at once: its `then` never runs. (A device's refusal by its driver
-    // still completes the request, into `then`; one refused before any request, such as an
-    // invalid handle, is only the step's status.)
-    if matches!(server, MessageServer::Port(_)) && !status.is_success() && status != Status::PENDING
-    {
+    // A get refused at once: its `then` never runs, in either model (a port's refusal, or a
+    // request the control device's driver failed without pending it: IopCompleteRequest queues
+    // no completion for it).
+    if !status.is_success() {
         let mut s = record(m, &held);
         s.get_status = status;
         held.served.borrow_mut().push(s);

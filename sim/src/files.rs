@@ -71,7 +71,7 @@ pub struct Files {
     pub locks: crate::folock::FileLocks,
     /// The callers' completions of overlapped device requests still outstanding, by number
     /// (`crate::irp::Finish::Overlapped`): each owns the request's buffers.
-    pub(crate) overlapped_calls: FastMap<u64, Box<dyn FnOnce(fsfilter::Status, usize)>>,
+    pub(crate) overlapped_calls: FastMap<u64, Box<dyn FnOnce(fsfilter::Status, usize, bool)>>,
     /// The last overlapped device request's number.
     pub(crate) last_overlapped: u64,
     pool: BlockPool,

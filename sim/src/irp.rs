@@ -1013,8 +1013,8 @@ pub fn complete_request(irp: *mut IRP) {
                     // SAFETY: `UserEvent` of a synchronous request is the waiter's live event.
                     unsafe { crate::sched::set_event(ev.cast::<KEVENT>()) };
                 }
-                if let Some((key, status, information)) = overlapped {
-                    crate::syscalls::overlapped_done(key, status, information);
+                if let Some((key, status, information, pended)) = overlapped {
+                    crate::syscalls::overlapped_done(key, status, information, pended);
                 }
                 // Queued before the close below, which the release precedes.
                 if let Some((file, rid)) = release {
@@ -1047,8 +1047,9 @@ struct Finished {
     /// The modified-page writer's write that completed after its request returned: the file
     /// object to release, and the request ([`ReleaseOnCompletion`]).
     release: Option<(usize, RequestId)>,
-    /// An overlapped device request's number, final status and information, for its caller.
-    overlapped: Option<(u64, Status, usize)>,
+    /// An overlapped device request's number, final status, information and `PendingReturned`,
+    /// for its caller.
+    overlapped: Option<(u64, Status, usize, bool)>,
 }
 
 /// Kept with a modified-page writer's write that is still outstanding when its request returns
@@ -1291,11 +1292,13 @@ impl Kernel {
                 // SAFETY: reading the status member.
                 let status = Status(unsafe { i.IoStatus.Anonymous.Status });
                 let information = i.IoStatus.Information;
+                // The top location's SL_PENDING_RETURNED (`completion_step`).
+                let pended = i.PendingReturned;
                 // SAFETY: the I/O manager's member of the tail, set for every user request.
                 let fo = unsafe { i.Tail.Overlay }.OriginalFileObject as usize;
                 k.retire_irp(irp);
                 let last = held && fo != 0 && k.file_dereference(fo) == Released::Close;
-                let overlapped = Some((key, status, information));
+                let overlapped = Some((key, status, information, pended));
                 Finished { event: None, close: last.then_some(fo), release: None, overlapped }
             }
             Finish::Synchronous => {

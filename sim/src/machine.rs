@@ -383,7 +383,8 @@ impl Machine {
     /// routine's status: `STATUS_PENDING` for a request a driver holds; a failure before any
     /// request, such as `STATUS_INVALID_HANDLE`, after which `then` never runs). `then` runs
     /// as a user action (as a completion-port thread would) once the request completed, at
-    /// once or later, with its final status, information and output bytes. On a handle not
+    /// once or later, with its final status, information and output bytes; never for a
+    /// request the driver failed at once without pending it (no completion is queued). On a handle not
     /// opened overlapped the call waits for the request and returns its final status
     /// (`lpOverlapped` is ignored there); `then` still runs. docs/simulator.md, "Communication
     /// ports and control devices".

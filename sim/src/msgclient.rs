@@ -92,8 +92,9 @@ impl MessageServer {
                 then(m, r.and_then(|bytes| Received::parse(&bytes)));
             }),
             MessageServer::Device(h) => {
-                // A get the driver failed at once ends there, as `FilterGetMessage` does: its
-                // completion is dropped, so `then` runs in neither model then.
+                // A get the driver failed at once ends there, as `FilterGetMessage` does: the
+                // I/O manager queues no completion for it, so `then` runs in neither model then
+                // (the slot only guards against a completion that would come regardless).
                 let slot = Rc::new(RefCell::new(Some(then)));
                 let later = slot.clone();
                 let status = m.device_control_then(

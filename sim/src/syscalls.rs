@@ -3370,7 +3370,9 @@ pub type ControlDone = Box<dyn FnOnce(IoResult)>;
 /// holds; on a synchronous handle the final status once it completed), or a failure before any
 /// request (`then` then never runs). `then` runs as a user
 /// action (a completion-port thread, or the thread the event wakes) once the request completed,
-/// at once or later, with its final status, information and output. The request keeps the
+/// at once or later, with its final status, information and output; not for a request the
+/// driver failed without pending it (an error status, `PendingReturned` clear), for which
+/// `IopCompleteRequest` queues nothing: the failure is only the call's answer. The request keeps the
 /// handle's file object referenced until it completes; `cancel_io` cancels it.
 pub fn device_control_then(
     h: DeviceHandle,
@@ -3425,13 +3427,18 @@ pub fn device_control_then(
             k.hold_file_while_pending(irp);
             (target, irp, key)
         });
-        let done: Box<dyn FnOnce(Status, usize)> = Box::new(move |status, n| {
+        let done: Box<dyn FnOnce(Status, usize, bool)> = Box::new(move |status, n, pended| {
             ended.set(Some(status));
             let data = c.output(status, n);
-            // `IopCompleteRequest` writes the status block of a pended request whatever its
-            // status, and of one completed at once unless it failed.
-            let written = seen.get() || !status.is_error();
-            let iosb = written.then_some(IoStatusBlock { status, information: n });
+            // `IopCompleteRequest` writes the status block, sets the event and queues the
+            // completion packet of a pended request whatever its status, and of one completed
+            // at once unless it failed (WRK io/iomgr/iosubs.c: `!NT_ERROR(status) ||
+            // PendingReturned`): a failure at once is only the call's status.
+            let written = pended || seen.get() || !status.is_error();
+            if !written {
+                return;
+            }
+            let iosb = Some(IoStatusBlock { status, information: n });
             let r = IoResult { information: n, data, iosb, ..IoResult::without_request(status) };
             kernel::with(|k| queue_user_completion(k, Box::new(move || then(r))));
         });
@@ -3449,9 +3456,9 @@ pub fn device_control_then(
 
 /// The completion of overlapped device request `key` (`Finish::Overlapped`): the caller's
 /// output is read and its completion queued as a user action.
-pub(crate) fn overlapped_done(key: u64, status: Status, information: usize) {
+pub(crate) fn overlapped_done(key: u64, status: Status, information: usize, pended: bool) {
     if let Some(done) = kernel::with(|k| k.files.overlapped_calls.remove(&key)) {
-        done(status, information);
+        done(status, information, pended);
     }
 }
 

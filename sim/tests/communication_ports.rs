@@ -1444,6 +1444,30 @@ fn cancel_io_on_a_device_handle_runs_the_holders_cancel_routine() {
 }
 
 #[test]
+fn an_overlapped_device_control_the_driver_fails_at_once_queues_no_completion() {
+    // IopCompleteRequest (WRK io/iomgr/iosubs.c) writes the status block, sets the event and
+    // queues the completion packet only when the status is not an error, or when it is one and
+    // the request was pended (PendingReturned, not synchronous I/O): a request the dispatch
+    // routine failed at once returns the failure (DeviceIoControl's FALSE) and nothing more.
+    let mut m = legacy_machine();
+    let h = m.open_device_overlapped(control_device::LINK, None).unwrap();
+    take_log();
+    // Nothing held: IOCTL_RELEASE fails at once with STATUS_NOT_FOUND.
+    let s = m.device_control_then(h, control_device::IOCTL_RELEASE, b"", 0, control_done("none"));
+    assert_eq!(s, Status::NOT_FOUND);
+    m.settle();
+    assert_eq!(take_log(), Vec::<String>::new(), "no completion for a failure at once");
+    // Pended, then failed (cancelled): the completion runs with the failure.
+    let s = m.device_control_then(h, control_device::IOCTL_HOLD, b"", 16, control_done("held"));
+    assert_eq!(s, Status::PENDING);
+    assert_eq!(m.cancel_io(h), Status::SUCCESS);
+    m.settle();
+    assert!(take_log().contains(&r#"held done 0xc0000120 0 """#.to_owned()));
+    assert_eq!(m.close_device(h), Status::SUCCESS);
+    assert_eq!(rules(&m), [], "{:?}", m.findings());
+}
+
+#[test]
 fn an_overlapped_device_control_on_a_synchronous_handle_waits() {
     // "If hDevice was opened without specifying FILE_FLAG_OVERLAPPED, lpOverlapped is ignored"
     // (the lpOverlapped parameter of the control-code pages; CreateFile's FILE_FLAG_OVERLAPPED:
