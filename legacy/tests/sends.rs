@@ -96,3 +96,8 @@ fn malformed_replies_are_refused_in_the_legacy_model() {
     assert_eq!(m.close_device(h), Status::SUCCESS);
     sends::finish(&mut m, sends::ASKER, None);
 }
+
+#[test]
+fn a_get_refused_at_once_ends_there_in_both_models() {
+    sends::check_a_get_refused_at_once_ends_there(common::install_legacy, asker::ENTRY, connect);
+}

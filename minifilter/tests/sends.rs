@@ -67,3 +67,12 @@ fn cancelled_gets_complete_with_status_cancelled_in_both_models() {
 fn a_filter_that_does_not_declare_sending_gets_not_supported_in_both_models() {
     sends::check_not_declared(common::install_minifilter, quiet::ENTRY, mute::ENTRY, connect);
 }
+
+#[test]
+fn a_get_refused_at_once_ends_there_in_both_models() {
+    sends::check_a_get_refused_at_once_ends_there(
+        common::install_minifilter,
+        asker::ENTRY,
+        connect,
+    );
+}

@@ -604,3 +604,36 @@ pub(crate) fn check_two_senders(
     finish(&mut m, ASKER, Some(server));
     assert_eq!(take(), ["disconnect"]);
 }
+
+/// A get that finds a queued message too large for its buffer fails at once with
+/// `STATUS_BUFFER_TOO_SMALL` and ends there in both models: its completion never runs (for the
+/// legacy one, the I/O manager queues none for a request failed without being pended); the
+/// message stays for the next get.
+pub(crate) fn check_a_get_refused_at_once_ends_there(
+    install: fn(&mut Machine, ServiceSpec),
+    asker: fsfilter_sim::DriverEntry,
+    connect: Connect,
+) {
+    let (mut m, c) = machine(install, ASKER, asker);
+    let server = connect(&mut m).expect("connects");
+    m.schedule(10, move |m| {
+        let status =
+            server.get(m, 19, |_, r| log(format!("small get: {:?}", r.map(|x| x.message))));
+        log(format!("small get returned {status}"));
+        serve(m, server, 64, |_| Some(b"ok".to_vec()));
+    });
+    plan(vec![ask(b"a longer one", Some(4), Some(1000))]);
+    assert_eq!(open(&mut m, c), Ok(()));
+    m.settle();
+    assert_eq!(
+        take(),
+        [
+            "connect".to_owned(),
+            format!("small get returned {}", Status::BUFFER_TOO_SMALL),
+            "got a longer one #1 reply Some(4)".to_owned(),
+            "sent a longer one: delivered \"ok\"".to_owned(),
+        ]
+    );
+    finish(&mut m, ASKER, Some(server));
+    assert_eq!(take(), ["disconnect"]);
+}
