@@ -212,7 +212,7 @@ struct Waiter {
     stage: Stage,
     status: Status,
     /// The header and the message (non-paged pool), what a get receives.
-    packet: *const u8,
+    packet: *mut u8,
     packet_len: usize,
     /// The reply's space (non-paged pool, after the packet); `None` for a one-way message.
     reply: Option<(*mut u8, usize)>,
@@ -518,24 +518,30 @@ pub(crate) fn send<F: Filter>(
         return Err(Error::PORT_DISCONNECTED);
     };
     let packet_len = MESSAGE_HEADER_LEN + message.len();
-    let mut space = PoolBytes::try_zeroed(packet_len + capacity.unwrap_or(0), SEND_TAG)?;
-    // Checked splits: the plain ones keep a panic path the compiler cannot rule out (the pool
+    let total = packet_len + capacity.unwrap_or(0);
+    let mut space = PoolBytes::try_zeroed(total, SEND_TAG)?;
+    // A checked range: a plain one keeps a panic path the compiler cannot rule out (the pool
     // buffer's length is not visible to it).
-    let Some((packet, rest)) = space.split_at_mut_checked(packet_len) else {
-        return Err(Error::INSUFFICIENT_RESOURCES);
-    };
-    let Some((header_space, body)) = packet.split_at_mut_checked(MESSAGE_HEADER_LEN) else {
+    let Some(body) = space.get_mut(MESSAGE_HEADER_LEN..packet_len) else {
         return Err(Error::INSUFFICIENT_RESOURCES);
     };
     body.iter_mut().zip(message).for_each(|(d, s)| *d = *s);
+    if space.len() < total {
+        return Err(Error::INSUFFICIENT_RESOURCES);
+    }
+    // One pointer to the whole buffer, from a unique borrow, taken after the last access through
+    // `space` until the exchange ends: the packet (header and message, written and read through
+    // it) and the reply space derive from it. A pointer taken from a sub-slice may reach only
+    // that sub-slice, and one taken from a shared borrow may not write.
+    let base = space.as_mut_ptr();
     let mut waiter = Waiter {
         next: ptr::null_mut(),
         id: 0,
         stage: Stage::Queued,
         status: Status::SUCCESS,
-        packet: header_space.as_ptr(),
+        packet: base,
         packet_len,
-        reply: capacity.map(|c| (rest.as_mut_ptr(), c)),
+        reply: capacity.map(|c| (base.wrapping_add(packet_len), c)),
         reply_len: 0,
         event: UnsafeCell::new(KEVENT::default()),
     };
@@ -558,8 +564,8 @@ pub(crate) fn send<F: Filter>(
         let header = MessageHeader { reply_length, message_id: id }.to_bytes();
         // SAFETY: our live record.
         let packet = unsafe { waiter_packet(w) };
-        // SAFETY: the header's 16 bytes at the start of the packet (no reference to them is
-        // alive: the record holds the raw pointer).
+        // SAFETY: the header's 16 bytes at the start of the packet, through the pointer to the
+        // whole buffer (no reference to it is alive: the record holds the raw pointer).
         unsafe { ptr::copy_nonoverlapping(header.as_ptr(), packet, MESSAGE_HEADER_LEN) };
         // SAFETY: our record, not yet visible to anyone.
         unsafe { (*w).id = id };
@@ -637,7 +643,7 @@ pub(crate) fn send<F: Filter>(
 /// `w` is live.
 unsafe fn waiter_packet(w: *mut Waiter) -> *mut u8 {
     // SAFETY: the caller's live record.
-    unsafe { (*w).packet }.cast_mut()
+    unsafe { (*w).packet }
 }
 
 /// The event of a live record, as the dispatcher object `KeWaitForSingleObject` takes.
