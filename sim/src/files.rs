@@ -71,7 +71,7 @@ pub struct Files {
     pub locks: crate::folock::FileLocks,
     /// The callers' completions of overlapped device requests still outstanding, by number
     /// (`crate::irp::Finish::Overlapped`): each owns the request's buffers.
-    pub(crate) overlapped_calls: FastMap<u64, Box<dyn FnOnce(fsfilter::Status, usize, bool)>>,
+    pub(crate) overlapped_calls: FastMap<u64, OverlappedDone>,
     /// The last overlapped device request's number.
     pub(crate) last_overlapped: u64,
     pool: BlockPool,
@@ -321,3 +321,7 @@ impl Kernel {
         }
     }
 }
+
+/// The caller's completion of an overlapped device request: its final status, information and
+/// `PendingReturned` (`crate::syscalls::overlapped_done`).
+pub(crate) type OverlappedDone = Box<dyn FnOnce(fsfilter::Status, usize, bool)>;

@@ -3427,7 +3427,7 @@ pub fn device_control_then(
             k.hold_file_while_pending(irp);
             (target, irp, key)
         });
-        let done: Box<dyn FnOnce(Status, usize, bool)> = Box::new(move |status, n, pended| {
+        let done: crate::files::OverlappedDone = Box::new(move |status, n, pended| {
             ended.set(Some(status));
             let data = c.output(status, n);
             // `IopCompleteRequest` writes the status block, sets the event and queues the
