@@ -16,7 +16,7 @@ use fsfilter::{MajorFunction, Status};
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 
 use crate::events::RequestRef;
-use crate::ids::{RequestId, VolumeId};
+use crate::ids::{RequestId, ThreadId, VolumeId};
 use crate::kernel::{self, FastMap, Kernel};
 use crate::syscalls::IoResult;
 
@@ -29,7 +29,7 @@ pub struct FileLocks {
     /// The services waiting for a held lock, by file object address, the oldest first, the
     /// request id each will have, and whether that request started already (a lock whose
     /// fast-I/O attempt answered FALSE before the lock) (no entry: none waits).
-    waiters: FastMap<usize, VecDeque<(RequestId, bool, Service)>>,
+    waiters: FastMap<usize, VecDeque<(RequestId, bool, ThreadId, Service)>>,
     /// Requests the caller stopped waiting for, holding their file object's lock until they
     /// complete.
     holders: FastMap<RequestId, usize>,
@@ -70,7 +70,9 @@ pub(crate) fn queue_started(file: usize, rid: RequestId, service: Service) -> Io
 /// Queues `service` as request `rid` (`started`: already started).
 fn queue_as(file: usize, rid: RequestId, started: bool, service: Service) -> IoResult {
     kernel::with(|k| {
-        k.files.locks.waiters.entry(file).or_default().push_back((rid, started, service));
+        // It runs later in its caller's thread (docs/simulator.md, "Processes").
+        let thread = k.thread;
+        k.files.locks.waiters.entry(file).or_default().push_back((rid, started, thread, service));
         set(k, file, |f| f.Waiters = f.Waiters.saturating_add(1));
     });
     IoResult { io: Some(RequestRef(rid.0)), ..IoResult::without_request(Status::PENDING) }
@@ -114,7 +116,7 @@ fn release(k: &mut Kernel, file: usize) {
         }
         next
     };
-    let Some((rid, started, service)) = next else {
+    let Some((rid, started, thread, service)) = next else {
         set(k, file, |f| f.Busy = 0);
         return;
     };
@@ -123,16 +125,16 @@ fn release(k: &mut Kernel, file: usize) {
         name: "file object lock",
         image: None,
         irql: crate::kernel::PASSIVE_LEVEL,
-        thread: crate::syscalls::USER_THREAD,
-        run: Box::new(move || run_waiter(file, rid, started, service)),
+        thread,
+        run: Box::new(move || run_waiter(file, rid, started, thread, service)),
     });
 }
 
 /// Runs a service that waited for the lock of `file`, as the caller's: its request takes the id
 /// its caller was given (a service that fails before any request completes that id with its
 /// status), unless that request `started` already, which the service goes on with.
-fn run_waiter(file: usize, rid: RequestId, started: bool, service: Service) {
-    crate::syscalls::as_user(move || {
+fn run_waiter(file: usize, rid: RequestId, started: bool, thread: ThreadId, service: Service) {
+    crate::syscalls::as_user_in(thread, move || {
         if !started {
             kernel::with(|k| k.requests.reserved = Some(rid));
         }

@@ -253,6 +253,12 @@ impl Kernel {
         i.Size = size as u16;
         i.StackCount = stack_size;
         i.CurrentLocation = stack_size + 1;
+        // The I/O manager's own IRPs (system services, IoBuild*Request, mounts, closes, paging
+        // I/O) carry the thread that builds them (WRK: `Irp->Tail.Overlay.Thread =
+        // PsGetCurrentThread()`); `IoAllocateIrp` leaves it NULL (docs/simulator.md, "Processes").
+        if !matches!(finish, Finish::DriverOwned) {
+            i.Tail.Overlay.Thread = crate::process::ethread(self.thread) as _;
+        }
         // SAFETY: a live IRP.
         *unsafe { current_slot(irp) } = location(irp, stack_size + 1);
         self.irps.allocated += 1;

@@ -131,6 +131,8 @@ pub struct Kernel {
 
     /// The running thread.
     pub thread: ThreadId,
+    /// The user processes, and the one user-mode calls run in (docs/simulator.md, "Processes").
+    pub processes: crate::process::Processes,
     /// Every image, native and loaded.
     pub images: Vec<ImageInfo>,
     /// The event log.
@@ -535,6 +537,7 @@ impl Kernel {
         Kernel {
             config,
             thread: ThreadId(0),
+            processes: crate::process::Processes::default(),
             images: Vec::new(),
             events: crate::events::EventLog::default(),
             next_seq: 0,

@@ -42,6 +42,7 @@ pub mod name;
 pub mod nt;
 pub mod objects;
 pub mod pool;
+pub mod process;
 pub mod rawirp;
 pub mod registry;
 pub mod requests;
@@ -65,6 +66,7 @@ pub use loader::{
 pub use machine::{Machine, MachineConfig, full_ea};
 pub use msgclient::{MessageServer, Received};
 pub use name::Name;
+pub use process::ProcessId;
 pub use rawirp::{RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp};
 pub use registry::RegValue;
 pub use requests::OverlappedResult;

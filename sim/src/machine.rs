@@ -11,6 +11,7 @@ use crate::fltmgr::ports::PortHandle;
 use crate::ids::{RequestId, VolumeId};
 use crate::kernel::{self, Kernel};
 use crate::loader::{ServiceSpec, StartType, StopResult};
+use crate::process::ProcessId;
 use crate::requests::OverlappedResult;
 use crate::security::Caller;
 use crate::syscalls::{CreateOptions, IoMode, IoRequest, IoResult, PageWriter};
@@ -428,6 +429,43 @@ impl Machine {
         kernel::with(|k| k.volume(volume).media.file(path).map(<[u8]>::to_vec))
     }
 
+    /// Adds a user process named `name` (docs/simulator.md, "Processes"): its id, from 0x1004 by
+    /// 4 in the order processes are added (the default process "user" is 0x1000), and one user
+    /// thread in which its calls run ([`Machine::as_process`]). `None` when a process of that name
+    /// exists or the machine has [`crate::process::MAX_PROCESSES`] already.
+    pub fn new_process(&mut self, name: &str) -> Option<ProcessId> {
+        kernel::with(|k| k.processes.add(name))
+    }
+
+    /// The user process named `name` ("user": the default one).
+    pub fn process(&self, name: &str) -> Option<ProcessId> {
+        kernel::with(|k| k.processes.by_name(name))
+    }
+
+    /// The process `Machine` calls run in now: the default user process, or the one of the
+    /// innermost [`Machine::as_process`].
+    pub fn acting_process(&self) -> ProcessId {
+        kernel::with(|k| k.processes.process_of(k.processes.acting))
+    }
+
+    /// Runs `f` with every user-mode call it makes (opens, I/O, port connects and messages,
+    /// device I/O, scheduled actions) made by process `process`'s thread: drivers see it as
+    /// the current process (`PsGetCurrentProcessId`), as the IRPs' requestor
+    /// (`IoGetRequestorProcessId`, `FltGetRequestorProcessId`) and in fast I/O.
+    ///
+    /// # Panics
+    /// When `process` is not a user process of this machine (System, or an unknown id).
+    pub fn as_process<R>(&mut self, process: ProcessId, f: impl FnOnce(&mut Machine) -> R) -> R {
+        let thread = kernel::with(|k| k.processes.thread_of(process));
+        let Some(thread) = thread else {
+            panic!("as_process: {process:?} is not a user process of this machine");
+        };
+        let saved = kernel::with(|k| std::mem::replace(&mut k.processes.acting, thread));
+        let r = f(self);
+        kernel::with(|k| k.processes.acting = saved);
+        r
+    }
+
     /// Starts a service (`sc start`).
     pub fn start(&mut self, name: &str) -> Status {
         crate::loader::load_service(name)
@@ -441,10 +479,17 @@ impl Machine {
     /// Runs `action` as another user-mode caller `delay_ms` milliseconds of virtual time from
     /// now, while whatever is running then waits (a request pended by a filter, an unload
     /// draining): how tests and the lab make things overlap. The action runs at `PASSIVE_LEVEL` in
-    /// its own thread, outside any driver image.
+    /// its own thread, outside any driver image; its calls run in the process acting when it was
+    /// scheduled ([`Machine::as_process`]).
     pub fn schedule(&mut self, delay_ms: u64, action: impl FnOnce(&mut Machine) + 'static) {
         kernel::with(|k| {
             let due = k.sched.now + delay_ms * 10_000;
+            let acting = k.processes.acting;
+            let action = move || {
+                let saved = kernel::with(|k| std::mem::replace(&mut k.processes.acting, acting));
+                action(&mut user_machine());
+                kernel::with(|k| k.processes.acting = saved);
+            };
             let thread = k.sched.worker();
             k.sched.push_at(
                 due,
@@ -453,7 +498,7 @@ impl Machine {
                     image: None,
                     irql: crate::kernel::PASSIVE_LEVEL,
                     thread,
-                    run: Box::new(move || action(&mut user_machine())),
+                    run: Box::new(action),
                 },
             );
         });

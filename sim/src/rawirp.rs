@@ -27,7 +27,7 @@ use windows_sys::Win32::Foundation::UNICODE_STRING;
 
 use crate::events::RequestRef;
 use crate::files::Handle;
-use crate::ids::{ThreadId, VolumeId};
+use crate::ids::VolumeId;
 use crate::irp::Finish;
 use crate::kernel::{self, Kernel};
 use crate::machine::Machine;
@@ -316,7 +316,7 @@ fn as_user<R>(f: impl FnOnce() -> R) -> R {
     let saved = kernel::with(|k| {
         let saved = (k.irql(), k.thread);
         k.set_irql(crate::kernel::PASSIVE_LEVEL);
-        k.thread = ThreadId(1);
+        k.thread = k.processes.acting;
         saved
     });
     let r = kernel::call_into(None, f);

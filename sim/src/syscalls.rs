@@ -457,15 +457,19 @@ pub enum IoRequest<'a> {
     },
 }
 
-/// The thread of the simulated user-mode caller.
-pub(crate) const USER_THREAD: ThreadId = ThreadId(1);
-
-/// Runs a system service as the user-mode caller: its thread, `PASSIVE_LEVEL`, no image.
+/// Runs a system service as the user-mode caller: the thread of the acting process
+/// (docs/simulator.md, "Processes"), `PASSIVE_LEVEL`, no image.
 pub(crate) fn as_user<R>(f: impl FnOnce() -> R) -> R {
+    let thread = kernel::with(|k| k.processes.acting);
+    as_user_in(thread, f)
+}
+
+/// [`as_user`] in user thread `thread` (a request that waited, in its caller's thread).
+pub(crate) fn as_user_in<R>(thread: ThreadId, f: impl FnOnce() -> R) -> R {
     let (saved, entered) = kernel::with(|k| {
         let saved = (k.irql(), k.thread);
         k.set_irql(crate::kernel::PASSIVE_LEVEL);
-        k.thread = USER_THREAD;
+        k.thread = thread;
         (saved, k.enter(None))
     });
     let r = kernel::run_entered(entered, f);
@@ -2763,9 +2767,11 @@ fn lock_fast(
         target.set(k.related_device(file));
         fast_lock_routine(k, target.get(), a.minor)
     };
+    // The caller's process (WRK lock.c: `PsGetCurrentProcess()`; docs/simulator.md,
+    // "Processes").
+    let process: PEPROCESS = kernel::with(|k| crate::process::eprocess(k.current_process())) as _;
     let call = |routine, iosb: &mut IO_STATUS_BLOCK| {
         let (off, len, target) = (a.offset as i64, a.length as i64, target.get());
-        let process = crate::exports::io::SYSTEM_PROCESS;
         let (fail, exclusive) = (a.fail_immediately, a.exclusive);
         match routine {
             // SAFETY: the driver's fast-I/O routine with the arguments the I/O manager passes.

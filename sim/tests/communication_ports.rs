@@ -85,6 +85,8 @@ struct State {
     copies: Vec<PFLT_PORT>,
     /// What its extra FltCreateCommunicationPort calls returned in DriverEntry.
     extra: Vec<(&'static str, Status)>,
+    /// `PsGetCurrentProcessId` in each connect and message callback, in order.
+    processes: Vec<(&'static str, usize)>,
 }
 
 thread_local! {
@@ -176,6 +178,8 @@ unsafe extern "system" fn connect(
         String::from_utf8_lossy(&bytes),
         context()
     ));
+    let process = unsafe { fsfilter_sim::exports::ps::PsGetCurrentProcessId() } as usize;
+    state(|s| s.processes.push(("connect", process)));
     if let Some(s) = cfg().refuse {
         return s.0;
     }
@@ -216,6 +220,8 @@ unsafe extern "system" fn message(
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     log(format!("message {n} {text:?} output {output_length} {}", context()));
+    let process = unsafe { fsfilter_sim::exports::ps::PsGetCurrentProcessId() } as usize;
+    state(|s| s.processes.push(("message", process)));
     if let Some(command) = text.strip_prefix("send ") {
         let answer = send_command(command);
         let len = answer.len().min(output_length as usize);
@@ -464,6 +470,25 @@ fn connect_message_and_disconnect_reach_the_filter_in_order_with_their_arguments
     assert_eq!(m.stop("Spy"), StopResult::Unloaded);
     assert_eq!(take_log(), ["unregister", "unregistered"]);
     assert_eq!(rules(&m), [Rule::InvalidHandle], "a well-behaved filter: {:?}", m.findings());
+}
+
+#[test]
+fn connect_and_message_callbacks_run_in_the_callers_process() {
+    // The simulator runs ConnectNotifyCallback and MessageNotifyCallback in the user-mode
+    // caller's thread (docs/simulator.md, "Communication ports"), so PsGetCurrentProcessId
+    // names the caller's process, as Microsoft's scanner sample relies on when it saves
+    // IoGetCurrentProcess in its connect callback (docs/simulator.md, "Processes").
+    let mut m = machine(Config::default());
+    let svc = m.new_process("svc").unwrap();
+    let port = m.as_process(svc, |m| m.connect_communication_port(PORT, b"").unwrap());
+    m.send_message(port, b"x", 8).unwrap();
+    m.as_process(svc, |m| m.send_message(port, b"y", 8).unwrap());
+    let _ = take_log();
+    assert_eq!(
+        state(|s| s.processes.clone()),
+        [("connect", 0x1004), ("message", 0x1000), ("message", 0x1004)]
+    );
+    assert_eq!(m.close_port(port), Status::SUCCESS);
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::ffi::c_void;
 use fsfilter::Status;
 use fsfilter_kernel::params::{self, io_mut};
 use windows_sys::Wdk::Foundation::{
-    DEVICE_OBJECT, DRIVER_FS_NOTIFICATION, DRIVER_OBJECT, FILE_OBJECT, IRP, PEPROCESS,
-    PIO_COMPLETION_ROUTINE, PIO_WORKITEM,
+    DEVICE_OBJECT, DRIVER_FS_NOTIFICATION, DRIVER_OBJECT, FILE_OBJECT, IRP, PIO_COMPLETION_ROUTINE,
+    PIO_WORKITEM,
 };
 use windows_sys::Wdk::System::SystemServices::{PIO_WORKITEM_ROUTINE, WORK_QUEUE_TYPE};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
@@ -589,16 +589,6 @@ export! { windows_sys::Wdk::System::SystemServices::IoQueueWorkItem =>
         );
     }
 }
-
-export! { windows_sys::Wdk::System::SystemServices::IoGetCurrentProcess =>
-    /// `IoGetCurrentProcess`: the simulator has one process, the System process.
-    fn IoGetCurrentProcess() -> PEPROCESS {
-        SYSTEM_PROCESS
-    }
-}
-
-/// The address the simulator gives the System process.
-pub const SYSTEM_PROCESS: PEPROCESS = 0x4000;
 
 export! { windows_sys::Wdk::System::SystemServices::IoGetDeviceObjectPointer =>
     /// `IoGetDeviceObjectPointer`: opens the named device (a create request, and for an unmounted

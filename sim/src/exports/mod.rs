@@ -39,6 +39,7 @@ pub mod io;
 pub mod ke;
 pub mod mm;
 pub mod ob;
+pub mod ps;
 pub mod se;
 pub mod sim;
 pub mod zw;

@@ -63,6 +63,9 @@ fn build_irp_op(
     b.data.Flags = cbd::IRP_OPERATION | extra;
     b.data.Iopb = &raw const b.iopb;
     b.data.RequestorMode = i.RequestorMode;
+    // The IRP's thread (docs/simulator.md, "Processes"): `FltGetRequestorProcessId` reads it.
+    // SAFETY: `Overlay` is the member the I/O manager uses for IRPs in flight.
+    b.data.Thread = unsafe { i.Tail.Overlay }.Thread;
     let fo = s.FileObject as usize;
     // SAFETY: a live file object of the request, when set.
     let stream = unsafe { s.FileObject.as_ref() }.map_or(0, |f| f.FsContext as usize);

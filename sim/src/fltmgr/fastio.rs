@@ -680,6 +680,9 @@ pub(super) fn build_irpless_op(
     // SAFETY: a live file object of the request.
     let stream = unsafe { fo.as_ref() }.map_or(0, |f| f.FsContext as usize);
     let request = k.current_request;
+    // Fast I/O and FsFilter callbacks run in the requesting thread (docs/simulator.md,
+    // "Processes").
+    let thread = crate::process::ethread(k.thread) as _;
     let key = super::dispatch::insert_op(k, |data, block, event| {
         // SAFETY: the fresh block behind `data` holds a CbdBlock.
         let b = unsafe { &mut *data.cast::<CbdBlock>() };
@@ -692,6 +695,7 @@ pub(super) fn build_irpless_op(
         };
         b.data.Iopb = &raw const b.iopb;
         b.data.RequestorMode = 1;
+        b.data.Thread = thread;
         super::dispatch::fast_op(
             kind,
             data,

@@ -134,7 +134,7 @@ fn as_user<R>(f: impl FnOnce() -> R) -> R {
     let saved = kernel::with(|k| {
         let saved = (k.irql(), k.thread);
         k.set_irql(PASSIVE_LEVEL);
-        k.thread = crate::ids::ThreadId(1);
+        k.thread = k.processes.acting;
         saved
     });
     let r = kernel::call_into(None, f);

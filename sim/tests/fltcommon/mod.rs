@@ -805,6 +805,7 @@ pub fn machine(seed: u64) -> Machine {
     MINI.with(|m| *m.borrow_mut() = (0..SLOTS).map(|_| Slot::default()).collect());
     LEGACY.with(|l| *l.borrow_mut() = (0..SLOTS).map(|_| LegacySlot::default()).collect());
     order_clear();
+    IRP_HOOK.with(|h| *h.borrow_mut() = None);
     Machine::new(MachineConfig { seed })
 }
 
@@ -1014,6 +1015,9 @@ unsafe extern "system" fn l_dispatch<const N: usize>(
     }
     if e.kind == 2 {
         order_push(format!("{name}:irp:{}", sl.MajorFunction));
+        if let Some(hook) = IRP_HOOK.with(|h| h.borrow().clone()) {
+            hook(irp);
+        }
     }
     unsafe {
         IoSkipCurrentIrpStackLocation(irp);
@@ -1091,6 +1095,18 @@ const L_ENTRIES: [fsfilter_sim::DriverEntry; SLOTS] =
 /// The driver object of the legacy filter of `slot` (null before its `DriverEntry`).
 pub fn legacy_driver(slot: usize) -> *const DRIVER_OBJECT {
     LEGACY.with(|l| l.borrow()[slot].driver) as *const DRIVER_OBJECT
+}
+
+/// What [`on_legacy_irp`] runs.
+type IrpHook = Rc<dyn Fn(*mut IRP)>;
+
+std::thread_local! {
+    static IRP_HOOK: RefCell<Option<IrpHook>> = RefCell::new(None);
+}
+
+/// Runs `f` on every IRP a legacy filter's volume device receives (before it passes it down).
+pub fn on_legacy_irp(f: impl Fn(*mut IRP) + 'static) {
+    IRP_HOOK.with(|h| *h.borrow_mut() = Some(Rc::new(f)));
 }
 
 /// Installs a legacy filter in `slot`, in load-order group `group`.
