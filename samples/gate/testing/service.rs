@@ -27,7 +27,7 @@ pub const SERVICE_PROCESS: &str = "service";
 /// Connects the service from its own process.
 pub fn connect_service(m: &mut Machine, connect: Connect) -> MessageServer {
     let p = m.process(SERVICE_PROCESS).unwrap();
-    m.as_process(p, |m| connect(m)).unwrap()
+    m.as_process(p, connect).unwrap()
 }
 
 /// Closes the service's connection from its process.
