@@ -187,6 +187,39 @@ struct Handles {
     messages: Vec<MessageOutcome>,
     /// What the `serve` steps' connections received, filled by their gets' completions.
     served: Rc<RefCell<Vec<crate::gatelog::Served>>>,
+    /// The user process of each connection a step made in a named process (`process = ...`);
+    /// absent: the default process.
+    client_process: BTreeMap<String, fsfilter_sim::ProcessId>,
+}
+
+/// Runs `f` as user process `process` (None: the process acting now, the default one).
+fn acting<R>(
+    m: &mut Machine,
+    process: Option<fsfilter_sim::ProcessId>,
+    f: impl FnOnce(&mut Machine) -> R,
+) -> R {
+    match process {
+        Some(p) => m.as_process(p, f),
+        None => f(m),
+    }
+}
+
+/// The process a step runs in: the one it names (made at its first naming), or its
+/// connection's for `message`, `serve` and `disconnect` steps; None: the default process.
+fn step_process(
+    m: &mut Machine,
+    handles: &Handles,
+    action: &Action,
+) -> Option<fsfilter_sim::ProcessId> {
+    if let Some(name) = action.process() {
+        return m.process(name).or_else(|| m.new_process(name));
+    }
+    let client = match action {
+        Action::Message { client, .. } | Action::Disconnect { client } => client,
+        Action::Serve(serve) => &serve.client,
+        _ => return None,
+    };
+    handles.client_process.get(client).copied()
 }
 
 /// A connection to a driver's message channel.
@@ -234,8 +267,13 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
     for (i, step) in scenario.steps.iter().enumerate() {
         let index = i as u32;
         m.set_step(Some(index));
-        let outcome =
-            play(&mut m, scenario, &volumes, &mut handles, index, &step.action, &mut snapshots);
+        let process = step_process(&mut m, &handles, &step.action);
+        let mut outcome = acting(&mut m, process, |m| {
+            play(m, scenario, &volumes, &mut handles, index, &step.action, &mut snapshots)
+        });
+        if let Some(name) = step.action.process() {
+            outcome.what.push_str(&format!(" in process {name}"));
+        }
         m.settle();
         steps.push(outcome);
         after_step.push(snapshot(
@@ -249,8 +287,9 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
     m.set_step(scenario.steps.len().checked_sub(1).map(|i| i as u32));
     snapshots.push(snapshot(&m, scenario, &volumes, "end", m_step(scenario)));
     // Connections still open end as the reader process exits (its handles close).
-    for (_, (_, c)) in std::mem::take(&mut handles.clients) {
-        disconnect(&mut m, c);
+    for (client, (_, c)) in std::mem::take(&mut handles.clients) {
+        let process = handles.client_process.get(&client).copied();
+        acting(&mut m, process, |m| disconnect(m, c));
     }
     let events = m.events();
     let inspected = inspect(&m);
@@ -340,7 +379,7 @@ fn play(
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
         }
-        Action::Connect { driver, client, context, user, overlapped } => {
+        Action::Connect { driver, client, context, user, overlapped, process } => {
             let mut what = if client == driver {
                 format!("connect {driver}")
             } else {
@@ -377,6 +416,9 @@ fn play(
             match connected {
                 Ok(c) => {
                     handles.clients.insert(client.clone(), (driver.clone(), c));
+                    if process.is_some() {
+                        handles.client_process.insert(client.clone(), m.acting_process());
+                    }
                     done(what, Status::SUCCESS)
                 }
                 Err(status) => done(what, status),
@@ -452,6 +494,7 @@ fn play(
                 model: model_of(&driver),
                 server,
                 served: handles.served.clone(),
+                process: handles.client_process.get(&serve.client).copied(),
             });
             let mut first = Status::SUCCESS;
             for i in 0..serve.gets {
@@ -464,6 +507,7 @@ fn play(
         }
         Action::Disconnect { client } => {
             let what = format!("disconnect {client}");
+            handles.client_process.remove(client);
             match handles.clients.remove(client) {
                 Some((_, c)) => done(what, disconnect(m, c)),
                 None => done(what, Status::INVALID_HANDLE),
@@ -496,6 +540,7 @@ fn play(
             control,
             complete_if_oplocked,
             handle,
+            process: _,
         } => {
             let Some(v) = vol(volume) else {
                 return done(format!("io {volume}"), Status::NO_SUCH_DEVICE);
@@ -563,6 +608,8 @@ struct ServeCx {
     model: Model,
     server: MessageServer,
     served: Rc<RefCell<Vec<crate::gatelog::Served>>>,
+    /// The connection's process: its gets and replies are its calls.
+    process: Option<fsfilter_sim::ProcessId>,
 }
 
 /// One get of a `serve` step: when it completes with a message, the reply is chosen and sent
@@ -590,6 +637,31 @@ fn arm(m: &mut Machine, cx: Rc<ServeCx>) -> Status {
     };
     let held = cx.clone();
     let status = server.get(m, capacity, move |m, got| {
+        let process = cx.process;
+        acting(m, process, |m| served(m, cx, got, record));
+    });
+    // A get the port refused at once: its `then` never runs. (A device's refusal by its driver
+    // still completes the request, into `then`; one refused before any request, such as an
+    // invalid handle, is only the step's status.)
+    if matches!(server, MessageServer::Port(_)) && !status.is_success() && status != Status::PENDING
+    {
+        let mut s = record(m, &held);
+        s.get_status = status;
+        held.served.borrow_mut().push(s);
+    }
+    status
+}
+
+/// A get of a `serve` step completed with `got`: records it, chooses and sends the reply, arms
+/// another get.
+fn served(
+    m: &mut Machine,
+    cx: Rc<ServeCx>,
+    got: Result<fsfilter_sim::Received, Status>,
+    record: fn(&Machine, &ServeCx) -> crate::gatelog::Served,
+) {
+    let server = cx.server;
+    {
         let mut s = record(m, &cx);
         let msg = match got {
             Ok(msg) => msg,
@@ -634,17 +706,7 @@ fn arm(m: &mut Machine, cx: Rc<ServeCx>) -> Status {
         }
         // Another get takes this one's place.
         let _ = arm(m, cx);
-    });
-    // A get the port refused at once: its `then` never runs. (A device's refusal by its driver
-    // still completes the request, into `then`; one refused before any request, such as an
-    // invalid handle, is only the step's status.)
-    if matches!(server, MessageServer::Port(_)) && !status.is_success() && status != Status::PENDING
-    {
-        let mut s = record(m, &held);
-        s.get_status = status;
-        held.served.borrow_mut().push(s);
     }
-    status
 }
 
 /// Closes a connection (`CloseHandle`).

@@ -306,6 +306,9 @@ pub enum Action {
         /// extension): an extension of scenario.md, `handle = "second"`, so that a scenario can
         /// hold several handles on one file.
         handle: Option<String>,
+        /// The user process that makes the request (None: the default process, `user`): an
+        /// extension of scenario.md, `process = "<name>"` ([`process_field`]).
+        process: Option<String>,
     },
     /// `CancelIoEx` on the handle of an io step's path (an extension of scenario.md: the io op
     /// `cancel`): the requests still outstanding on it are cancelled. No request is sent.
@@ -337,6 +340,10 @@ pub enum Action {
         /// The legacy channel's handle is opened with `FILE_FLAG_OVERLAPPED`: set when a later
         /// `serve` step uses the connection (its gets are requests the driver holds).
         overlapped: bool,
+        /// The user process that connects (None: the default process, `user`): an extension of
+        /// scenario.md, `process = "<name>"`. The connection's `message`, `serve` and
+        /// `disconnect` steps run in it too.
+        process: Option<String>,
     },
     /// A message on a connection (an extension of scenario.md): `FilterSendMessage`, or
     /// `DeviceIoControl(IOCTL_FSFILTER_MESSAGE)` on the legacy channel.
@@ -458,6 +465,14 @@ pub fn spy_command_name(c: spy::wire::Command) -> &'static str {
 pub const DEFAULT_REPLY: u32 = 4096;
 
 impl Action {
+    /// The user process the step names (`process = "<name>"`; None: the default one).
+    pub fn process(&self) -> Option<&str> {
+        match self {
+            Action::Io { process, .. } | Action::Connect { process, .. } => process.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The scenario spelling of the action.
     pub fn name(&self) -> &'static str {
         match self {
@@ -904,6 +919,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let mut steps: Vec<Step> = Vec::new();
     // The connections open at each step, by name (`connect` .. `disconnect`), with their driver.
     let mut clients: Vec<(String, String)> = Vec::new();
+    // The user processes steps name, in order of first appearance.
+    let mut processes: Vec<String> = Vec::new();
     for (i, (table, span)) in step_tables.iter().enumerate() {
         let path = format!("step[{i}]");
         let mut f = Fields::new(&cx, table, &path, span.clone());
@@ -1108,6 +1125,21 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     }
                     other => other.map(|(name, _)| name),
                 };
+                let process = match major {
+                    None => match f.opt_string("process")? {
+                        Some((_, pspan)) => {
+                            return Err(cx.error(
+                                pspan,
+                                &format!("{path}.process"),
+                                "applies to requests, not to `cancel` (the handle's requests \
+                                 are cancelled whoever sent them)"
+                                    .into(),
+                            ));
+                        }
+                        None => None,
+                    },
+                    Some(_) => process_field(&cx, &mut f, &path, &mut processes)?,
+                };
                 match major {
                     None => Action::Cancel { volume, path: path_value, handle },
                     Some(op) => Action::Io {
@@ -1127,6 +1159,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         control,
                         complete_if_oplocked,
                         handle,
+                        process,
                     },
                 }
             }
@@ -1195,6 +1228,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         ],
                     )?
                     .unwrap_or_default();
+                let process = process_field(&cx, &mut f, &path, &mut processes)?;
                 clients.push((client.0.clone(), d.name.clone()));
                 Action::Connect {
                     driver: d.name.clone(),
@@ -1202,6 +1236,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     context,
                     user,
                     overlapped: false,
+                    process,
                 }
             }
             "serve" => {
@@ -1750,6 +1785,51 @@ impl LineIndex {
         }
     }
 }
+
+/// The `process` key of an io or connect step: a user process's name (`user`, the default
+/// process, reads as None; a new name is a new process, numbered in order of first appearance).
+/// Refused: an empty name, `system` (the System process makes no user-mode requests), more than
+/// [`MAX_PROCESSES`] names.
+fn process_field(
+    cx: &Cx<'_>,
+    f: &mut Fields<'_, '_>,
+    path: &str,
+    processes: &mut Vec<String>,
+) -> Result<Option<String>, ScenarioError> {
+    let Some((name, span)) = f.opt_string("process")? else {
+        return Ok(None);
+    };
+    let key = format!("{path}.process");
+    if name.is_empty() {
+        return Err(cx.error(span, &key, "empty: a process's name".into()));
+    }
+    if name.eq_ignore_ascii_case("system") {
+        return Err(cx.error(
+            span,
+            &key,
+            "the System process makes no user-mode requests (name a user process; `user` is \
+             the default one)"
+                .into(),
+        ));
+    }
+    if name == fsfilter_sim::process::DEFAULT_NAME {
+        return Ok(None);
+    }
+    if !processes.contains(&name) {
+        if processes.len() >= MAX_PROCESSES {
+            return Err(cx.error(
+                span,
+                &key,
+                format!("more than {MAX_PROCESSES} processes in one scenario"),
+            ));
+        }
+        processes.push(name.clone());
+    }
+    Ok(Some(name))
+}
+
+/// The user processes a scenario may name besides `user` (the simulator's limit).
+pub const MAX_PROCESSES: usize = fsfilter_sim::process::MAX_PROCESSES - 1;
 
 struct Cx<'a> {
     file: &'a str,

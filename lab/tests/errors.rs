@@ -1147,3 +1147,78 @@ fn serve_steps_name_an_open_connection_and_well_formed_replies() {
         "bad.toml:24: step[2].command: unknown value `get_log` (one of get_stats)"
     );
 }
+
+#[test]
+fn io_and_connect_steps_name_the_process_that_makes_them() {
+    // The lines: 1-3 the volume, 5-8 the spy, 10 the first [[step]].
+    let head =
+        format!("{VOLUME}\n[[driver]]\nname = \"Spy\"\nsample = \"spy\"\nmodel = \"legacy\"\n\n");
+    let s = parse(
+        "good.toml",
+        &format!(
+            "{head}[[step]]\naction = \"connect\"\ndriver = \"Spy\"\nprocess = \"svc\"\n\n\
+             [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"a\"\n\
+             process = \"svc\"\n\n\
+             [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"b\"\n\
+             process = \"user\"\n\n\
+             [[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"c\"\n"
+        ),
+    )
+    .unwrap();
+    assert!(matches!(&s.steps[0].action, Action::Connect { process: Some(p), .. } if p == "svc"));
+    assert!(matches!(&s.steps[1].action, Action::Io { process: Some(p), .. } if p == "svc"));
+    // `user` is the default process: the same as no key.
+    assert_eq!(s.steps[2].action.process(), None);
+    assert_eq!(s.steps[3].action.process(), None);
+    let io = |extra: &str| {
+        error(&format!(
+            "{head}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"a\"\n{extra}"
+        ))
+    };
+    assert_eq!(io("process = \"\"\n"), "bad.toml:15: step[0].process: empty: a process's name");
+    assert_eq!(
+        io("process = \"System\"\n"),
+        "bad.toml:15: step[0].process: the System process makes no user-mode requests (name a \
+         user process; `user` is the default one)"
+    );
+    assert_eq!(
+        io("process = 4\n"),
+        "bad.toml:15: step[0].process: expected a string, found an integer"
+    );
+    assert_eq!(
+        error(&format!(
+            "{head}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"cancel\"\npath = \"a\"\n\
+             process = \"svc\"\n"
+        )),
+        "bad.toml:15: step[0].process: applies to requests, not to `cancel` (the handle's \
+         requests are cancelled whoever sent them)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{head}[[step]]\naction = \"connect\"\ndriver = \"Spy\"\nprocess = \"system\"\n"
+        )),
+        "bad.toml:13: step[0].process: the System process makes no user-mode requests (name a \
+         user process; `user` is the default one)"
+    );
+    assert_eq!(
+        error(&format!("{head}[[step]]\naction = \"mount\"\nvolume = \"C:\"\nprocess = \"svc\"\n")),
+        "bad.toml:13: step[0].process: unknown key (known here: action, volume)"
+    );
+    // More processes than the simulator has threads for.
+    let mut many = head.clone();
+    for i in 0..=fsfilter_lab::scenario::MAX_PROCESSES {
+        many.push_str(&format!(
+            "[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"a\"\n\
+             process = \"p{i}\"\n\n"
+        ));
+    }
+    let last = 10 + 7 * fsfilter_lab::scenario::MAX_PROCESSES + 5;
+    assert_eq!(
+        error(&many),
+        format!(
+            "bad.toml:{last}: step[{}].process: more than {} processes in one scenario",
+            fsfilter_lab::scenario::MAX_PROCESSES,
+            fsfilter_lab::scenario::MAX_PROCESSES
+        )
+    );
+}

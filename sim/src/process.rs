@@ -23,8 +23,8 @@ pub const DEFAULT_NAME: &str = "user";
 /// processes were modelled: `PsGetCurrentThreadId` answers 4 in it).
 pub const DEFAULT_THREAD: ThreadId = ThreadId(1);
 
-/// The first thread id given to a process made with [`crate::Machine::new_process`] (below the
-/// modified-page writer, 999, and the system workers, from 1000).
+/// The base of the thread ids of processes made with [`crate::Machine::new_process`] (501 on;
+/// below the modified-page writer, 999, and the system workers, from 1000).
 const FIRST_PROCESS_THREAD: u32 = 500;
 
 /// How many processes a machine may have besides System (the thread ids left for them).
