@@ -1,6 +1,7 @@
 //! The lab as the gate's service (lab/scenarios/gate.toml, `serve` steps): the gate as a
 //! minifilter and as a legacy filter on one volume, each answered through its own model's
-//! channel with the same bytes; and a `serve` step on a channel that never sends.
+//! channel with the same bytes, the service's own open asked by neither; and a `serve` step on a
+//! channel that never sends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -33,6 +34,8 @@ fn both_gates_ask_their_service_and_the_verdicts_decide_the_opens() {
     assert_eq!(status(6), Status::SUCCESS, "report.txt: both allow");
     assert_eq!(status(7), Status::ACCESS_DENIED, "secret.txt: the minifilter gate denies");
     assert_eq!(status(8), Status::SUCCESS, "notes.txt: the legacy gate times out, fails open");
+    assert_eq!(status(10), Status::SUCCESS, "secret.txt by the service's process: not asked");
+    assert!(r.served.iter().all(|s| s.at_step != Some(10)), "no question for the service's open");
     let of = |client: &str| -> Vec<&Served> {
         r.served.iter().filter(|s| s.client == client && s.get_status == Status::SUCCESS).collect()
     };
@@ -68,6 +71,8 @@ fn both_gates_ask_their_service_and_the_verdicts_decide_the_opens() {
     let (m, l) = (stats[0].1, stats[1].1);
     assert_eq!((m.asked, m.allowed, m.denied, m.timed_out, m.failed), (3, 2, 1, 0, 0));
     assert_eq!((l.asked, l.allowed, l.denied, l.timed_out, l.failed), (2, 1, 0, 1, 0));
+    // The service's own open (rule 26), in each gate.
+    assert_eq!((m.unasked, l.unasked), (1, 1));
     // The disconnects end the pending gets: two on the minifilter port, one on the device.
     let ended: Vec<(&str, Status)> = r
         .served

@@ -28,6 +28,10 @@
 //!   keeps the file object of `IoGetDeviceObjectPointer`, whose handle is closed at once), and
 //!   `IoBuildDeviceIoControlRequest` sets no file object at all.
 //!
+//! - A filter that sends or asks for processes ([`Filter::PROCESS_QUERIES`]) keeps a record per
+//!   client (`crate::send`): its pending gets and messages, and the connecting process (the
+//!   create's `IoGetRequestorProcessId`, rule 26).
+//!
 //! The channel's count lives after the control device's `DeviceExt` in its extension
 //! ([`ControlExt`]), so that a filter without a channel keeps today's extension and state.
 
@@ -39,7 +43,7 @@ use fsfilter_kernel::pool::{PoolBytes, pool_tag};
 use fsfilter_kernel::sync::SpinLock;
 use fsfilter_kernel::{unicode, wide};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IO_STACK_LOCATION, IRP};
-use windows_sys::Wdk::Storage::FileSystem::SeTokenIsAdmin;
+use windows_sys::Wdk::Storage::FileSystem::{IoGetRequestorProcessId, SeTokenIsAdmin};
 use windows_sys::Wdk::System::SystemServices::{IoCreateSymbolicLink, IoDeleteSymbolicLink};
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
@@ -64,6 +68,12 @@ pub(crate) struct ControlExt<F: Filter> {
     clients: AtomicU32,
     /// The clients' pending gets and the messages sent to them (`crate::send`).
     pub(crate) records: SpinLock<crate::send::Clients>,
+}
+
+/// Whether the control device keeps a record per client (`crate::send::Clients`): for a filter
+/// that sends, or that asks for its clients' processes (rule 26).
+pub(crate) fn keeps_records<F: Filter>() -> bool {
+    fsfilter::sending_channel::<F>().is_some() || fsfilter::queries_processes::<F>()
 }
 
 /// `FsContext2` of a control-device file object that is a connected client.
@@ -147,7 +157,7 @@ pub(crate) unsafe fn init_control<F: Filter>(control: *mut DEVICE_OBJECT) {
     let ext = unsafe { crate::raw::device(control) }.DeviceExtension.cast::<ControlExt<F>>();
     // SAFETY: the extension is large enough for a ControlExt<F> (created with that size).
     unsafe { (&raw mut (*ext).clients).write(AtomicU32::new(0)) };
-    if fsfilter::sending_channel::<F>().is_some() {
+    if keeps_records::<F>() {
         // SAFETY: as above.
         unsafe { (&raw mut (*ext).records).write(SpinLock::new(crate::send::Clients::new())) };
     }
@@ -184,7 +194,7 @@ pub(crate) unsafe fn dispatch<F: Filter>(
             let state_of = unsafe { connection(sl.FileObject) };
             // Only a connected client disconnects, once.
             if state_of.is_some_and(|c| c.swap(0, Ordering::AcqRel) == CONNECTED) {
-                if fsfilter::sending_channel::<F>().is_some() {
+                if keeps_records::<F>() {
                     // Its senders woken and its gets cancelled before the filter hears of it.
                     crate::send::disconnect(control, client);
                 }
@@ -269,8 +279,14 @@ unsafe fn connect<F: Filter>(
     if counted.is_err() {
         return Err(Error::CONNECTION_COUNT_LIMIT);
     }
-    let sends = fsfilter::sending_channel::<F>().is_some();
-    if sends && let Err(e) = crate::send::connect(control, client) {
+    let sends = keeps_records::<F>();
+    let process = if fsfilter::queries_processes::<F>() {
+        // SAFETY: the create's live IRP: its thread is the connecting one.
+        unsafe { IoGetRequestorProcessId(irp) }
+    } else {
+        0
+    };
+    if sends && let Err(e) = crate::send::connect(control, client, process) {
         control.clients.fetch_sub(1, Ordering::AcqRel);
         return Err(e);
     }

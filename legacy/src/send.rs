@@ -192,6 +192,9 @@ struct ClientRecord {
     /// Messages sent and not finished (queued, or delivered and waiting for a reply), oldest
     /// first.
     messages: *mut Waiter,
+    /// The connecting process (the create's `IoGetRequestorProcessId`); 0 for a filter that
+    /// does not ask for processes (rule 26).
+    process: u32,
 }
 
 /// Where a message is.
@@ -224,7 +227,7 @@ struct Waiter {
 ///
 /// # Safety
 /// `state.control` is null or the control device, created with the channel's extension.
-unsafe fn control_of<F: Filter>(state: &DriverState<F>) -> Option<&ControlExt<F>> {
+pub(crate) unsafe fn control_of<F: Filter>(state: &DriverState<F>) -> Option<&ControlExt<F>> {
     // SAFETY: the caller's contract: null or our live control device.
     let device = unsafe { state.control.as_ref() }?;
     // SAFETY: its extension is a ControlExt<F>, initialized in DriverEntry.
@@ -308,8 +311,12 @@ unsafe fn complete_chain(mut irp: *mut IRP) {
     }
 }
 
-/// Registers an accepted client (before the filter's `client_connect`).
-pub(crate) fn connect<F: Filter>(control: &ControlExt<F>, client: ClientId) -> Result<(), Error> {
+/// Registers an accepted client (before the filter's `client_connect`), connected by `process`.
+pub(crate) fn connect<F: Filter>(
+    control: &ControlExt<F>,
+    client: ClientId,
+    process: u32,
+) -> Result<(), Error> {
     let record = ClientRecord {
         next: ptr::null_mut(),
         id: client.0,
@@ -318,12 +325,24 @@ pub(crate) fn connect<F: Filter>(control: &ControlExt<F>, client: ClientId) -> R
         last_id: 0,
         gets: ptr::null_mut(),
         messages: ptr::null_mut(),
+        process,
     };
     let mut record = PoolBox::try_new(record, SEND_TAG)?;
     let mut clients = control.records.lock();
     record.next = clients.head;
     clients.head = record.into_raw();
     Ok(())
+}
+
+/// The process that connected `client`, while it is connected (rule 26).
+pub(crate) fn client_process<F: Filter>(
+    control: &ControlExt<F>,
+    client: ClientId,
+) -> Option<fsfilter::ProcessId> {
+    let clients = control.records.lock();
+    // SAFETY: a live record (under the lock), or null.
+    let process = unsafe { clients.find(client.0, true).as_ref() }.map_or(0, |r| r.process);
+    (process != 0).then_some(fsfilter::ProcessId(process))
 }
 
 /// The client's cleanup (or a refused connection): wakes its senders with

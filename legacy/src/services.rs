@@ -6,14 +6,15 @@ use core::marker::PhantomData;
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
     ClientId, DataScanMode, Error, FileNameInformation, Filter, InstanceId, Irql, MessageSent,
-    NameKind, ScanSection, SectionId, Services, Status,
+    NameKind, ProcessId, ScanSection, SectionId, Services, Status,
 };
 use fsfilter_kernel::datascan::{
     self, OpenSection, SectionSource, SectionState, SectionTable, TableSections,
 };
 use fsfilter_kernel::{irql, trace};
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, IRP};
-use windows_sys::Wdk::System::SystemServices::IoCancelFileOpen;
+use windows_sys::Wdk::Storage::FileSystem::IoGetRequestorProcessId;
+use windows_sys::Wdk::System::SystemServices::{IoCancelFileOpen, PsGetCurrentProcessId};
 
 use crate::names::Stage;
 use crate::state::DriverState;
@@ -205,6 +206,35 @@ impl<F: Filter> Services for OpServices<'_, F> {
             return Err(Error::NOT_SUPPORTED);
         };
         crate::send::send(self.state, channel, client, message, reply, timeout_ms)
+    }
+
+    fn requestor_process(&self) -> Option<ProcessId> {
+        if !fsfilter::queries_processes::<F>() {
+            // No process code in a filter that does not declare it (rule 26).
+            return None;
+        }
+        let id = if matches!(self.stage, Stage::FastIo | Stage::FsFilter) {
+            // Fast I/O and FsFilter callbacks run in the requesting thread.
+            // SAFETY: no precondition, at any IRQL.
+            (unsafe { PsGetCurrentProcessId() }) as usize as u32
+        } else if self.operation == 0 {
+            return None;
+        } else {
+            // SAFETY: the running operation's live IRP; IoGetRequestorProcessId reads its
+            // thread (also from a completion routine, in an arbitrary thread) at IRQL <=
+            // DISPATCH_LEVEL and answers 0 without one.
+            unsafe { IoGetRequestorProcessId(self.operation as *const IRP) }
+        };
+        (id != 0).then_some(ProcessId(id))
+    }
+
+    fn client_process(&self, client: ClientId) -> Option<ProcessId> {
+        if !fsfilter::queries_processes::<F>() || fsfilter::message_channel::<F>().is_none() {
+            return None;
+        }
+        // SAFETY: the driver's control device, created with the channel's extension.
+        let control = unsafe { crate::send::control_of(self.state) }?;
+        crate::send::client_process(control, client)
     }
 
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {

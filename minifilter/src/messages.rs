@@ -8,7 +8,9 @@
 //!   attributes must include `OBJ_KERNEL_HANDLE`) and `MaxConnections` = `max_clients`.
 //! - Connect: for a filter that only answers, the client port is the client's [`ClientId`] and
 //!   its connection cookie, kept for `FltCloseClientPort`. For a filter that sends
-//!   ([`fsfilter::MessageChannel::sends_messages`]), the backend keeps the client port in a
+//!   ([`fsfilter::MessageChannel::sends_messages`]) or asks for processes
+//!   ([`Filter::PROCESS_QUERIES`]: the record holds `PsGetCurrentProcessId` of the connecting
+//!   thread, rule 26), the backend keeps the client port in a
 //!   [`Connection`] record (non-paged pool, the
 //!   connection cookie, listed in the driver state), whose address is the client's [`ClientId`]
 //!   (the message callback needs no access to it) and whose `port` is the variable `FltSendMessage` and `FltCloseClientPort` are given: the Filter
@@ -40,6 +42,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCloseCommunicationPort,
     FltCreateCommunicationPort, FltFreeSecurityDescriptor, FltSendMessage, PFLT_FILTER, PFLT_PORT,
 };
+use windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId;
 use windows_sys::Win32::Foundation::{NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE};
 
 use crate::state::DriverState;
@@ -66,6 +69,9 @@ pub(crate) struct Connection {
     stage: u8,
     /// Senders inside `FltSendMessage` with this record, under the list's lock.
     senders: u32,
+    /// The connecting process (`PsGetCurrentProcessId` in the connect callback, which runs in
+    /// the connecting thread); 0 for a filter that does not ask for processes (rule 26).
+    process: u32,
 }
 
 /// The connected clients, under the driver state's spin lock. All zeroes is the empty list (the
@@ -96,6 +102,32 @@ impl Connections {
             r = x.next;
         }
     }
+}
+
+/// Whether the backend keeps a [`Connection`] record per client: for a filter that sends (the
+/// port `FltSendMessage` is given) or that asks for its clients' processes (rule 26).
+fn keeps_records<F: Filter>() -> bool {
+    fsfilter::sending_channel::<F>().is_some() || fsfilter::queries_processes::<F>()
+}
+
+/// [`fsfilter::Services::client_process`] in the minifilter model: the process its record holds.
+pub(crate) fn client_process<F: Filter>(
+    driver: &DriverState<F>,
+    client: ClientId,
+) -> Option<fsfilter::ProcessId> {
+    if !keeps_records::<F>() {
+        return None;
+    }
+    let list = driver.connections.lock();
+    let mut r = list.head;
+    // SAFETY: live records of the list (under the lock).
+    while let Some(x) = unsafe { r.as_ref() } {
+        if core::ptr::from_ref(x) as usize == client.0 && x.stage == OPEN {
+            return (x.process != 0).then_some(fsfilter::ProcessId(x.process));
+        }
+        r = x.next;
+    }
+    None
 }
 
 /// Drops a sender's hold on `record`, freeing it when the port is closed and no sender is left.
@@ -278,7 +310,7 @@ unsafe extern "system" fn connect<F: Filter>(
         // create's EA buffer, which the I/O manager captured), valid for the callback.
         unsafe { core::slice::from_raw_parts(context.cast::<u8>(), len) }
     };
-    if fsfilter::sending_channel::<F>().is_none() {
+    if !keeps_records::<F>() {
         // A filter that only answers: the client port is the id and the cookie.
         let client = ClientId(client_port as usize);
         if let Err(e) = driver.filter.client_connect(client, context) {
@@ -288,8 +320,15 @@ unsafe extern "system" fn connect<F: Filter>(
         unsafe { *connection_cookie = client_port as *mut c_void };
         return Status::SUCCESS.0;
     }
-    let record =
-        Connection { next: core::ptr::null_mut(), port: client_port, stage: OPEN, senders: 0 };
+    let process = if fsfilter::queries_processes::<F>() {
+        // SAFETY: no precondition; the connect callback runs in the connecting thread (Learn,
+        // `PFLT_CONNECT_NOTIFY`), so the current process is the client's.
+        (unsafe { PsGetCurrentProcessId() }) as usize as u32
+    } else {
+        0
+    };
+    let next = core::ptr::null_mut();
+    let record = Connection { next, port: client_port, stage: OPEN, senders: 0, process };
     let record = match PoolBox::try_new(record, CONNECTION_TAG) {
         Ok(r) => r,
         Err(e) => return e.status().0,
@@ -313,7 +352,7 @@ unsafe extern "system" fn connect<F: Filter>(
 unsafe extern "system" fn disconnect<F: Filter>(cookie: *const c_void) {
     // SAFETY: this image's state (as in `connect`).
     let Some(driver) = (unsafe { DriverState::<F>::current() }) else { return };
-    if fsfilter::sending_channel::<F>().is_none() {
+    if !keeps_records::<F>() {
         driver.filter.client_disconnect(ClientId(cookie as usize));
         let mut port = cookie as PFLT_PORT;
         // SAFETY: the client port `connect` accepted and kept as the cookie, closed once here.

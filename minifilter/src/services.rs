@@ -18,8 +18,8 @@ use windows_sys::Wdk::Foundation::NonPagedPoolNx;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_SECTION_CONTEXT, FltAllocateContext, FltAllocateGenericWorkItem,
     FltCancelFileOpen, FltCloseSectionForDataScan, FltCreateSectionForDataScan,
-    FltFreeGenericWorkItem, FltQueueGenericWorkItem, FltReleaseContext, FltSetCallbackDataDirty,
-    PFLT_CONTEXT, PFLT_GENERIC_WORKITEM, PFLT_INSTANCE,
+    FltFreeGenericWorkItem, FltGetRequestorProcessId, FltQueueGenericWorkItem, FltReleaseContext,
+    FltSetCallbackDataDirty, PFLT_CONTEXT, PFLT_GENERIC_WORKITEM, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::System::SystemServices::DelayedWorkQueue;
 use windows_sys::Win32::Foundation::HANDLE;
@@ -315,6 +315,24 @@ impl<F: Filter> Services for OpServices<'_, F> {
             return Err(Error::NOT_SUPPORTED);
         };
         crate::messages::send(self.driver, channel, client, message, reply, timeout_ms)
+    }
+
+    fn requestor_process(&self) -> Option<fsfilter::ProcessId> {
+        if !fsfilter::queries_processes::<F>() || self.data.is_null() {
+            // No process code in a filter that does not declare it (rule 26); no operation.
+            return None;
+        }
+        // SAFETY: the running callback's valid data; FltGetRequestorProcessId reads its thread
+        // at IRQL <= DISPATCH_LEVEL (every callback runs there) and answers 0 without one.
+        let id = unsafe { FltGetRequestorProcessId(self.data) };
+        (id != 0).then_some(fsfilter::ProcessId(id))
+    }
+
+    fn client_process(&self, client: fsfilter::ClientId) -> Option<fsfilter::ProcessId> {
+        if !fsfilter::queries_processes::<F>() || fsfilter::message_channel::<F>().is_none() {
+            return None;
+        }
+        crate::messages::client_process(self.driver, client)
     }
 
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {

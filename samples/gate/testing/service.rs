@@ -20,6 +20,22 @@ pub const SERVICE: &str = "Gate";
 /// Connects a service to the gate's channel in one model.
 pub type Connect = fn(&mut Machine) -> Result<MessageServer, Status>;
 
+/// The name of the service's process: the opens the tests make run in the default user
+/// process, which the gate asks about; the service's own are not asked (rule 26).
+pub const SERVICE_PROCESS: &str = "service";
+
+/// Connects the service from its own process.
+pub fn connect_service(m: &mut Machine, connect: Connect) -> MessageServer {
+    let p = m.process(SERVICE_PROCESS).unwrap();
+    m.as_process(p, connect).unwrap()
+}
+
+/// Closes the service's connection from its process.
+pub fn close_service(m: &mut Machine, server: MessageServer) -> Status {
+    let p = m.process(SERVICE_PROCESS).unwrap();
+    m.as_process(p, |m| server.close(m))
+}
+
 /// A machine with `C:` (NTFS, `a.txt`, `secret.txt`, directory `d`) and the gate installed by
 /// `install` with `parameters`, started.
 pub fn machine(
@@ -42,6 +58,7 @@ pub fn machine(
     install(&mut m, spec);
     m.boot();
     assert_eq!(m.start(SERVICE), Status::SUCCESS);
+    m.new_process(SERVICE_PROCESS).unwrap();
     m
 }
 
@@ -97,7 +114,7 @@ pub fn stats(m: &mut Machine, server: MessageServer) -> Stats {
 /// The service denies names containing "secret": the open of `secret.txt` is refused with
 /// `STATUS_ACCESS_DENIED`, `a.txt` opens; directories are not asked about; the counters say so.
 pub fn check_allow_and_deny(mut m: Machine, connect: Connect) {
-    let server = connect(&mut m).unwrap();
+    let server = connect_service(&mut m, connect);
     let asked = serve(&mut m, server, |name| {
         let v = if name.contains("secret") { Verdict::Deny } else { Verdict::Allow };
         Some(v.bytes().to_vec())
@@ -115,7 +132,7 @@ pub fn check_allow_and_deny(mut m: Machine, connect: Connect) {
     assert_eq!((s.asked, s.allowed, s.denied, s.timed_out, s.failed), (3, 2, 1, 0, 0));
     // The denied file was opened and closed again: a second open is refused again.
     assert_eq!(open(&mut m, "secret.txt", CreateOptions::open()), Status::ACCESS_DENIED);
-    assert_eq!(server.close(&mut m), Status::SUCCESS);
+    assert_eq!(close_service(&mut m, server), Status::SUCCESS);
     m.settle();
 }
 
@@ -123,23 +140,23 @@ pub fn check_allow_and_deny(mut m: Machine, connect: Connect) {
 /// same.
 pub fn check_no_service(mut m: Machine, connect: Connect) {
     assert_eq!(open(&mut m, "secret.txt", CreateOptions::open()), Status::SUCCESS);
-    let server = connect(&mut m).unwrap();
+    let server = connect_service(&mut m, connect);
     let s = stats(&mut m, server);
     assert_eq!((s.asked, s.unasked), (0, 1));
-    assert_eq!(server.close(&mut m), Status::SUCCESS);
+    assert_eq!(close_service(&mut m, server), Status::SUCCESS);
     m.settle();
     assert_eq!(open(&mut m, "secret.txt", CreateOptions::open()), Status::SUCCESS);
-    let server = connect(&mut m).unwrap();
+    let server = connect_service(&mut m, connect);
     let s = stats(&mut m, server);
     assert_eq!((s.asked, s.unasked), (0, 2));
-    assert_eq!(server.close(&mut m), Status::SUCCESS);
+    assert_eq!(close_service(&mut m, server), Status::SUCCESS);
 }
 
 /// A service that never answers: each open waits `TimeoutMs` (virtual time), then goes through
 /// (`FailClosed` 0) or is refused (1); a malformed verdict is a failure, treated the same.
 pub fn check_timeouts_and_malformed_replies(mut m: Machine, connect: Connect, fail_closed: bool) {
     let expected = if fail_closed { Status::ACCESS_DENIED } else { Status::SUCCESS };
-    let server = connect(&mut m).unwrap();
+    let server = connect_service(&mut m, connect);
     let _asked =
         serve(
             &mut m,
@@ -155,20 +172,38 @@ pub fn check_timeouts_and_malformed_replies(mut m: Machine, connect: Connect, fa
     assert_eq!(open(&mut m, "secret.txt", CreateOptions::open()), expected);
     let s = stats(&mut m, server);
     assert_eq!((s.asked, s.allowed, s.denied, s.timed_out, s.failed), (2, 0, 0, 1, 1));
-    assert_eq!(server.close(&mut m), Status::SUCCESS);
+    assert_eq!(close_service(&mut m, server), Status::SUCCESS);
     m.settle();
 }
 
 /// A service connected but with no get pending: the question is not delivered, the open waits
 /// its timeout and goes through; the question is never delivered later.
 pub fn check_a_service_that_does_not_read(mut m: Machine, connect: Connect) {
-    let server = connect(&mut m).unwrap();
+    let server = connect_service(&mut m, connect);
     assert_eq!(open(&mut m, "a.txt", CreateOptions::open()), Status::SUCCESS);
     let asked = serve(&mut m, server, |_| Some(Verdict::Allow.bytes().to_vec()));
     m.settle();
     assert!(asked.borrow().is_empty(), "a timed-out question is never delivered");
     let s = stats(&mut m, server);
     assert_eq!((s.asked, s.timed_out), (1, 1));
-    assert_eq!(server.close(&mut m), Status::SUCCESS);
+    assert_eq!(close_service(&mut m, server), Status::SUCCESS);
+    m.settle();
+}
+
+/// The service's own opens (its process connected it) are not asked, whatever the service would
+/// answer, and are counted as unasked; the same file opened by another process is asked (rule
+/// 26, as Microsoft's scanner exempts its service's process).
+pub fn check_the_services_own_opens_are_not_asked(mut m: Machine, connect: Connect) {
+    let server = connect_service(&mut m, connect);
+    let asked = serve(&mut m, server, |_| Some(Verdict::Deny.bytes().to_vec()));
+    let service = m.process(SERVICE_PROCESS).unwrap();
+    let own = m.as_process(service, |m| open(m, "secret.txt", CreateOptions::open()));
+    assert_eq!(own, Status::SUCCESS);
+    assert!(asked.borrow().is_empty(), "the service's open is not asked");
+    assert_eq!(open(&mut m, "secret.txt", CreateOptions::open()), Status::ACCESS_DENIED);
+    assert_eq!(asked.borrow().len(), 1);
+    let s = stats(&mut m, server);
+    assert_eq!((s.asked, s.denied, s.unasked), (1, 1, 1));
+    assert_eq!(close_service(&mut m, server), Status::SUCCESS);
     m.settle();
 }

@@ -224,6 +224,12 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// code, and `allocate` answers it `STATUS_NOT_SUPPORTED` (docs/decisions/0009).
     const LOAD_BUFFERS: bool = false;
 
+    /// Whether the filter asks for processes (`Services::requestor_process` and
+    /// `Services::client_process`, rule 26), declared beside its registration. A filter that
+    /// leaves it `false` carries none of that code (no import, no per-client record of the
+    /// connecting process), and both services answer it `None`.
+    const PROCESS_QUERIES: bool = false;
+
     /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
     type InstanceContext: Send + Sync + 'static;
 
@@ -498,6 +504,14 @@ pub const fn scans_data<F: Filter>() -> bool {
 /// that code.
 pub const fn queries_names<F: Filter>() -> bool {
     F::NAME_QUERIES
+}
+
+/// Whether filter type `F` asks for processes ([`Filter::PROCESS_QUERIES`]): the backends test
+/// this constant first in `Services::requestor_process` and `Services::client_process` and before
+/// recording a client's process at its connection, so a filter that never asks carries none of
+/// that code.
+pub const fn queries_processes<F: Filter>() -> bool {
+    F::PROCESS_QUERIES
 }
 
 /// Whether filter type `F` allocates load buffers ([`Filter::LOAD_BUFFERS`]): the backends test

@@ -35,7 +35,7 @@ pub use altitude::{
 pub use capabilities::Capabilities;
 pub use filter::{
     Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo, load_buffers,
-    post_only_is_zero_sized, queries_names, registration_in_force, scans_data,
+    post_only_is_zero_sized, queries_names, queries_processes, registration_in_force, scans_data,
 };
 pub use flags::{
     CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,

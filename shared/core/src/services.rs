@@ -407,7 +407,9 @@ pub trait Services {
     /// minifilter model; in the legacy one `IoGetRequestorProcessId` for an IRP (its requesting
     /// thread's process, also in a post callback that runs in a completion routine) and the
     /// current process for fast I/O and FsFilter callbacks, which run in the requester's thread.
-    /// `None` when the operation has no requesting thread. The default answers `None`.
+    /// `None` when the operation has no requesting thread (the answer 0 of those routines), for
+    /// services outside an operation (instance setup and teardown), and for a filter that does
+    /// not declare [`crate::Filter::PROCESS_QUERIES`]. The default answers `None`.
     fn requestor_process(&self) -> Option<ProcessId> {
         None
     }
@@ -415,7 +417,9 @@ pub trait Services {
     /// The process that connected `client` to the filter's channel ([`crate::Filter::MESSAGES`]),
     /// recorded by the backend at the connection (rule 26): how a filter lets its own service's
     /// I/O through, as Microsoft's scanner sample does. `None` for a client that is not
-    /// connected and for a filter without a channel. The default answers `None`.
+    /// connected, for a filter without a channel and for a filter that does not declare
+    /// [`crate::Filter::PROCESS_QUERIES`] (only then do the backends record the process of each
+    /// connection). The default answers `None`.
     fn client_process(&self, client: crate::ClientId) -> Option<ProcessId> {
         let _ = client;
         None

@@ -29,6 +29,11 @@ fn the_service_allows_and_denies_opens() {
 }
 
 #[test]
+fn the_services_own_opens_are_not_asked() {
+    service::check_the_services_own_opens_are_not_asked(machine(&[]), connect);
+}
+
+#[test]
 fn without_a_service_opens_go_through_unasked() {
     service::check_no_service(machine(&[]), connect);
 }

@@ -6,7 +6,8 @@
 //! volume open) while a service is connected to the channel [`CHANNEL_NAME`], the post-create
 //! callback sends the service a question ([`wire`]: the opened name, the desired access, the
 //! create's result) with `Services::send_message` (rule 25) and waits for a 4-byte verdict, at
-//! most `TimeoutMs` milliseconds. `DENY` cancels the open (`cancel_file_open`, the requester gets
+//! most `TimeoutMs` milliseconds; the service's own opens (its process is the create's requestor,
+//! rule 26) are not asked. `DENY` cancels the open (`cancel_file_open`, the requester gets
 //! `STATUS_ACCESS_DENIED`); `ALLOW` lets it through. A timeout, a service that disconnects, a
 //! failed send or a malformed verdict follow `FailClosed`: 0 (the default) lets the open
 //! through, 1 cancels it. The service reads the counters ([`wire::Stats`]) with `GetStats`.
@@ -102,7 +103,7 @@ impl Settings {
 /// How one question ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// No service was connected.
+    /// No service was connected, or the open was the connected service's own.
     Unasked,
     /// The service answered.
     Answered(Verdict),
@@ -189,13 +190,19 @@ impl Gate {
     }
 
     /// Asks the connected service about the create `op` (at `PASSIVE_LEVEL`).
+    /// The connected service's own opens are not asked (rule 26: its process, recorded at its
+    /// connection, is the open's requestor), as `ScannerPreCreate` exempts its service.
     pub fn ask(&self, op: &PostOperation<'_>) -> Outcome {
         let client = self.client.load(Ordering::Acquire);
-        if client == NO_CLIENT {
+        let services = op.services();
+        let own = client != NO_CLIENT
+            && services
+                .requestor_process()
+                .is_some_and(|p| services.client_process(ClientId(client)) == Some(p));
+        if client == NO_CLIENT || own {
             self.count(counter::UNASKED);
             return Outcome::Unasked;
         }
-        let services = op.services();
         let h = op.header();
         let mut fields = QuestionFields {
             flags: 0,
@@ -272,6 +279,7 @@ impl Gate {
 impl Filter for Gate {
     const REGISTRATION: Registration = REGISTRATION;
     const NAME_QUERIES: bool = true;
+    const PROCESS_QUERIES: bool = true;
     const MESSAGES: Option<MessageChannel> = Some(
         MessageChannel::new(CHANNEL_NAME)
             .max_clients(1)
@@ -386,10 +394,13 @@ mod tests {
         names: bool,
         asked: RefCell<Vec<Asked>>,
         cancelled: Cell<Option<Status>>,
+        /// The open's requestor and the process of client 0x77 (rule 26).
+        processes: (Option<u32>, Option<u32>),
     }
 
     fn fake(reply: core::result::Result<Option<Vec<u8>>, Error>) -> Fake {
-        Fake { reply, names: true, asked: RefCell::default(), cancelled: Cell::new(None) }
+        let (asked, cancelled) = (RefCell::default(), Cell::new(None));
+        Fake { reply, names: true, asked, cancelled, processes: (Some(0x1000), Some(0x1004)) }
     }
 
     impl Services for Fake {
@@ -409,6 +420,12 @@ mod tests {
         }
         fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
             Ok(())
+        }
+        fn requestor_process(&self) -> Option<fsfilter::ProcessId> {
+            self.processes.0.map(fsfilter::ProcessId)
+        }
+        fn client_process(&self, client: ClientId) -> Option<fsfilter::ProcessId> {
+            self.processes.1.filter(|_| client.0 == 0x77).map(fsfilter::ProcessId)
         }
         fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
             if self.names {
@@ -516,6 +533,27 @@ mod tests {
             (s.asked, s.allowed, s.denied, s.timed_out, s.failed, s.unasked),
             (2, 1, 1, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn the_services_own_opens_are_unasked() {
+        let g = gate(&[]);
+        g.client_connect(ClientId(0x77), b"").unwrap();
+        // The connected service's process opens: not asked, counted as unasked.
+        let mut own = fake(Ok(Some(Verdict::Deny.bytes().to_vec())));
+        own.processes = (Some(0x1004), Some(0x1004));
+        open(&g, &own);
+        assert!(own.asked.borrow().is_empty());
+        assert_eq!(own.cancelled.get(), None);
+        // No requesting thread, or a client whose process is unknown: asked.
+        for processes in [(None, None), (None, Some(0x1004)), (Some(0x1004), None)] {
+            let mut other = fake(Ok(Some(Verdict::Allow.bytes().to_vec())));
+            other.processes = processes;
+            open(&g, &other);
+            assert_eq!(other.asked.borrow().len(), 1, "{processes:?}");
+        }
+        let s = g.stats();
+        assert_eq!((s.asked, s.allowed, s.unasked), (3, 3, 1));
     }
 
     #[test]

@@ -171,7 +171,8 @@ pub struct Stats {
     /// Questions that failed: the client disconnected, the send failed, or the verdict was
     /// malformed.
     pub failed: u64,
-    /// Opens that qualified while no client was connected.
+    /// Opens that qualified while no client was connected, or that the connected service's own
+    /// process made (not asked: rule 26).
     pub unasked: u64,
 }
 
