@@ -10,20 +10,20 @@
 //!   its connection cookie, kept for `FltCloseClientPort`. For a filter that sends
 //!   ([`fsfilter::MessageChannel::sends_messages`]) or asks for processes
 //!   ([`Filter::PROCESS_QUERIES`]: the record holds `PsGetCurrentProcessId` of the connecting
-//!   thread, rule 26), the backend keeps the client port in a
-//!   [`Connection`] record (non-paged pool, the
-//!   connection cookie, listed in the driver state), whose address is the client's [`ClientId`]
-//!   (the message callback needs no access to it) and whose `port` is the variable `FltSendMessage` and `FltCloseClientPort` are given: the Filter
-//!   Manager takes the port out of it under its own lock when it closes, so a send racing with
-//!   the close sees either the port or a closed connection (`STATUS_PORT_DISCONNECTED`). The
-//!   connection context is the Filter Manager's kernel copy of what
-//!   `FilterConnectCommunicationPort` passed.
+//!   thread, rule 26), the backend keeps the client port in a [`Connection`] record (non-paged
+//!   pool, the connection cookie, listed in the driver state), whose address is the client's
+//!   [`ClientId`] (the message callback needs no access to it) and whose `port` is the variable
+//!   `FltSendMessage` and `FltCloseClientPort` are given: the Filter Manager takes the port out
+//!   of it under its own lock when it closes, so a send racing with the close sees either the
+//!   port or a closed connection (`STATUS_PORT_DISCONNECTED`). The connection context is the
+//!   Filter Manager's kernel copy of what `FilterConnectCommunicationPort` passed.
 //! - Disconnect: the record stops being found, `client_disconnect`, then `FltCloseClientPort`
 //!   (Learn, `PFLT_CONNECT_NOTIFY`: the minifilter must close the client port, "typically from
 //!   its DisconnectNotifyCallback"); the record is freed by whoever leaves it last, the
 //!   disconnect or a sender still inside `FltSendMessage` (rule 25).
 //! - Send ([`send`], `Services::send_message`): `FltSendMessage` with the record's port variable,
-//!   a relative timeout (`-ms * 10,000` in 100 ns units) or none.
+//!   a relative timeout (`-ms * 10,000` in 100 ns units) or none, the message and the reply's
+//!   space copied into one non-paged pool buffer (never the filter's own buffers).
 //! - Message: the input and output buffers are the caller's raw user buffers (Learn,
 //!   `PFLT_MESSAGE_NOTIFY`): they are copied into and out of kernel buffers from pool with the
 //!   guarded copies of `fsfilter_kernel::usercopy`; the filter sees kernel memory only.
@@ -167,6 +167,17 @@ pub(crate) fn send<F: Filter>(
     {
         return Err(Error::INVALID_PARAMETER);
     }
+    // The message and the reply's space in non-paged pool, never the caller's buffers: the
+    // filter's may be on its stack, and a sender waiting in FltSendMessage can be interrupted
+    // (Learn lists STATUS_THREAD_IS_TERMINATING), so its wait is not one that pins the kernel
+    // stack, while the replier's thread writes the reply (rule 25: the filter's buffers may be
+    // anywhere). Microsoft's scanner sample sends from pool too.
+    let cap = capacity.unwrap_or(0);
+    let mut space = PoolBytes::try_zeroed(message.len() + cap, MESSAGE_TAG)?;
+    let Some((sent, answer)) = space.split_at_mut_checked(message.len()) else {
+        return Err(Error::INSUFFICIENT_RESOURCES);
+    };
+    sent.iter_mut().zip(message).for_each(|(d, s)| *d = *s);
     let record = {
         let list = driver.connections.lock();
         let mut r = list.head;
@@ -185,37 +196,40 @@ pub(crate) fn send<F: Filter>(
     }
     let timeout = timeout_ms.map(|ms| -i64::from(ms) * 10_000);
     let timeout_ptr = timeout.as_ref().map_or(core::ptr::null(), |t| t as *const i64);
-    let mut reply_len = capacity.unwrap_or(0) as u32;
-    let (reply_ptr, reply_len_ptr) = match reply {
-        Some(r) => (r.as_mut_ptr().cast::<c_void>(), &raw mut reply_len),
+    let mut reply_len = cap as u32;
+    let (reply_ptr, reply_len_ptr) = match capacity {
+        Some(_) => (answer.as_mut_ptr().cast::<c_void>(), &raw mut reply_len),
         None => (core::ptr::null_mut(), core::ptr::null_mut()),
     };
     // SAFETY: the record we hold: the projection stays in it.
     let port = unsafe { &raw const (*record).port };
     // SAFETY: our registered filter; the record's port variable, alive while we hold it; the
-    // message and reply buffers of those lengths; IRQL at most APC_LEVEL (checked above).
+    // pool message and reply space of those lengths; IRQL at most APC_LEVEL (checked above).
     let status = Status(unsafe {
         FltSendMessage(
             driver.handle,
             port,
-            message.as_ptr().cast(),
-            message.len() as u32,
+            sent.as_ptr().cast(),
+            sent.len() as u32,
             reply_ptr,
             reply_len_ptr,
             timeout_ptr,
         )
     });
     release(driver, record);
-    let cap = capacity.unwrap_or(0);
-    match status {
-        Status::TIMEOUT => Ok(MessageSent::TimedOut),
+    let got = match status {
+        Status::TIMEOUT => return Ok(MessageSent::TimedOut),
         // A reply longer than the buffer: the buffer holds its start (rule 25).
-        Status::BUFFER_OVERFLOW => Ok(MessageSent::Delivered(cap)),
+        Status::BUFFER_OVERFLOW => cap,
         s => match Error::new(s) {
-            Some(e) => Err(e),
-            None => Ok(MessageSent::Delivered((reply_len as usize).min(cap))),
+            Some(e) => return Err(e),
+            None => (reply_len as usize).min(cap),
         },
+    };
+    if let Some(reply) = reply {
+        reply.iter_mut().zip(answer.iter()).take(got).for_each(|(d, s)| *d = *s);
     }
+    Ok(MessageSent::Delivered(got))
 }
 
 /// Opens the server port of `channel` for the registered filter `filter`; its handle goes to

@@ -34,6 +34,11 @@ fn a_filter_asks_its_client_from_post_create_and_reads_the_reply_in_both_models(
 }
 
 #[test]
+fn sends_copy_through_the_backends_pool_in_both_models() {
+    sends::check_sends_copy_through_pool(common::install_minifilter, asker::ENTRY, connect);
+}
+
+#[test]
 fn one_way_messages_and_queued_messages_in_both_models() {
     sends::check_one_way_and_queued(common::install_minifilter, asker::ENTRY, connect);
 }

@@ -340,6 +340,32 @@ pub(crate) fn check_ask_and_reply(
     assert_eq!(take(), ["disconnect"]);
 }
 
+/// The message and the reply's space go through the backend's own non-paged pool, never the
+/// filter's buffers, which may be on its stack (rule 25): one allocation per send, freed
+/// before `send_message` returns.
+pub(crate) fn check_sends_copy_through_pool(
+    install: fn(&mut Machine, ServiceSpec),
+    asker: fsfilter_sim::DriverEntry,
+    connect: Connect,
+) {
+    let (mut m, c) = machine(install, ASKER, asker);
+    let server = connect(&mut m).expect("connects");
+    serve(&mut m, server, 64, |_| Some(b"ok".to_vec()));
+    let calls = |m: &Machine| m.kernel(|k| k.pool_calls_of_service(ASKER));
+    // An open that sends nothing, then one that sends once: the difference is the send's.
+    let before = calls(&m);
+    assert_eq!(open(&mut m, c), Ok(()));
+    let quiet = calls(&m) - before;
+    plan(vec![ask(b"ask", Some(4), Some(1000))]);
+    let before = calls(&m);
+    assert_eq!(open(&mut m, c), Ok(()));
+    let sending = calls(&m) - before;
+    assert_eq!(sending - quiet, 2, "one pool buffer allocated and freed for the send");
+    assert_eq!(take(), ["connect", "got ask #1 reply Some(4)", "sent ask: delivered \"ok\""]);
+    finish(&mut m, ASKER, Some(server));
+    assert_eq!(take(), ["disconnect"]);
+}
+
 /// A one-way message is delivered without a reply; a message sent while no get waits is queued
 /// and taken by the next get; an empty reply buffer still waits for the reply.
 pub(crate) fn check_one_way_and_queued(
