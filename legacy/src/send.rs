@@ -525,13 +525,7 @@ pub(crate) fn send<F: Filter>(
         return Err(Error::INVALID_DEVICE_STATE);
     }
     let capacity = reply.as_ref().map(|r| r.len());
-    if message.is_empty()
-        || message.len() > channel.max_len()
-        || capacity.is_some_and(|c| c > channel.max_len())
-        || timeout_ms == Some(0)
-    {
-        return Err(Error::INVALID_PARAMETER);
-    }
+    channel.check_send(message.len(), capacity, timeout_ms)?;
     // SAFETY: the driver's control device, created with the channel's extension.
     let Some(control) = (unsafe { control_of(state) }) else {
         return Err(Error::PORT_DISCONNECTED);

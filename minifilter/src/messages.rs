@@ -160,13 +160,7 @@ pub(crate) fn send<F: Filter>(
         return Err(Error::INVALID_DEVICE_STATE);
     }
     let capacity = reply.as_ref().map(|r| r.len());
-    if message.is_empty()
-        || message.len() > channel.max_len()
-        || capacity.is_some_and(|c| c > channel.max_len())
-        || timeout_ms == Some(0)
-    {
-        return Err(Error::INVALID_PARAMETER);
-    }
+    channel.check_send(message.len(), capacity, timeout_ms)?;
     // The message and the reply's space in non-paged pool, never the caller's buffers: the
     // filter's may be on its stack, and a sender waiting in FltSendMessage can be interrupted
     // (Learn lists STATUS_THREAD_IS_TERMINATING), so its wait is not one that pins the kernel

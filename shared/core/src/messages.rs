@@ -230,6 +230,31 @@ impl MessageChannel {
     pub const fn max_len(&self) -> usize {
         self.max_message as usize
     }
+
+    /// The arguments of a [`crate::Services::send_message`] on this channel, as both backends
+    /// check them before anything is sent (rule 25): a message of 1 to `max_message` bytes, a
+    /// reply buffer (`reply_capacity`, `None` for a one-way message) of at most `max_message`
+    /// bytes, and a timeout of at least 1 ms (`None`: without limit); otherwise
+    /// `STATUS_INVALID_PARAMETER`.
+    pub const fn check_send(
+        &self,
+        message_len: usize,
+        reply_capacity: Option<usize>,
+        timeout_ms: Option<u32>,
+    ) -> Result<(), crate::Error> {
+        let reply_too_long = match reply_capacity {
+            Some(c) => c > self.max_len(),
+            None => false,
+        };
+        if message_len == 0
+            || message_len > self.max_len()
+            || reply_too_long
+            || matches!(timeout_ms, Some(0))
+        {
+            return Err(crate::Error::INVALID_PARAMETER);
+        }
+        Ok(())
+    }
 }
 
 /// The channel of filter type `F` ([`crate::Filter::MESSAGES`]), checked at compile time (a
@@ -270,6 +295,19 @@ mod tests {
         assert_eq!(IOCTL_FSFILTER_MESSAGE & 3, 0, "METHOD_BUFFERED");
         assert_eq!(IOCTL_FSFILTER_GET_MESSAGE, 0x0022_2004);
         assert_eq!(IOCTL_FSFILTER_REPLY_MESSAGE, 0x0022_2008);
+    }
+
+    #[test]
+    fn sends_are_checked_against_the_channel() {
+        let c = MessageChannel::new("FsfAsk").max_message(32).sends_messages();
+        assert_eq!(c.check_send(1, None, None), Ok(()));
+        assert_eq!(c.check_send(32, Some(32), Some(1)), Ok(()));
+        assert_eq!(c.check_send(8, Some(0), Some(1000)), Ok(()), "an empty reply buffer");
+        let bad = Err(crate::Error::INVALID_PARAMETER);
+        assert_eq!(c.check_send(0, None, None), bad, "an empty message");
+        assert_eq!(c.check_send(33, None, None), bad, "beyond max_message");
+        assert_eq!(c.check_send(8, Some(33), None), bad, "a reply buffer beyond max_message");
+        assert_eq!(c.check_send(8, None, Some(0)), bad, "a zero timeout");
     }
 
     #[test]
