@@ -1242,15 +1242,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             "serve" => {
                 let (client, cspan) = f.string("client")?;
                 let Some((_, driver)) = clients.iter().find(|(c, _)| *c == client) else {
-                    let open: Vec<&str> = clients.iter().map(|(c, _)| c.as_str()).collect();
-                    return Err(cx.error(
-                        cspan,
-                        &format!("{path}.client"),
-                        format!(
-                            "no open connection `{client}` (open: {})",
-                            if open.is_empty() { "none".to_owned() } else { open.join(", ") }
-                        ),
-                    ));
+                    return Err(no_connection(&cx, cspan, &path, &client, &clients));
                 };
                 let is_gate = drivers
                     .iter()
@@ -1337,15 +1329,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             "message" | "disconnect" => {
                 let (client, cspan) = f.string("client")?;
                 let Some(at) = clients.iter().position(|(c, _)| *c == client) else {
-                    let open: Vec<&str> = clients.iter().map(|(c, _)| c.as_str()).collect();
-                    return Err(cx.error(
-                        cspan,
-                        &format!("{path}.client"),
-                        format!(
-                            "no open connection `{client}` (open: {})",
-                            if open.is_empty() { "none".to_owned() } else { open.join(", ") }
-                        ),
-                    ));
+                    return Err(no_connection(&cx, cspan, &path, &client, &clients));
                 };
                 if action == "disconnect" {
                     clients.remove(at);
@@ -1845,6 +1829,23 @@ impl Cx<'_> {
             message,
         }
     }
+}
+
+/// The error of a step naming a connection `client` that no earlier `connect` left open.
+fn no_connection(
+    cx: &Cx<'_>,
+    span: Span,
+    path: &str,
+    client: &str,
+    clients: &[(String, String)],
+) -> ScenarioError {
+    let open: Vec<&str> = clients.iter().map(|(c, _)| c.as_str()).collect();
+    let open = if open.is_empty() { "none".to_owned() } else { open.join(", ") };
+    cx.error(
+        span,
+        &format!("{path}.client"),
+        format!("no open connection `{client}` (open: {open})"),
+    )
 }
 
 type Span = std::ops::Range<usize>;
