@@ -311,6 +311,36 @@ fn zwopenkey_in_a_user_thread_without_obj_kernel_handle_is_reported() {
 }
 
 #[test]
+fn zwopenkey_in_driver_entrys_thread_or_the_modified_page_writers_is_a_system_thread() {
+    // DriverEntry's thread (4) and the modified-page writer's (999) are System process threads
+    // (docs/simulator.md, "Processes"), a system thread context: no OBJ_KERNEL_HANDLE needed.
+    // A process made with new_process has a user thread (501): reported without it.
+    let mut m = machine(48);
+    let path = r"\Registry\Machine\System\CurrentControlSet\Services\AuditSystemThreads";
+    m.kernel(|k| {
+        k.registry.create(path);
+    });
+    let app = m.new_process("app").expect("a new process");
+    let on = |thread: u32| {
+        let saved = fsfilter_sim::kernel::with(|k| {
+            std::mem::replace(&mut k.thread, fsfilter_sim::ids::ThreadId(thread))
+        });
+        let (s, h) = open_key_with(path, 0x40);
+        fsfilter_sim::kernel::with(|k| k.thread = saved);
+        assert_eq!(s, Status::SUCCESS);
+        // SAFETY: the key handle just opened.
+        assert_eq!(unsafe { ZwClose(h) }, 0);
+    };
+    on(4);
+    on(999);
+    assert_eq!(m.findings(), []);
+    let thread = m.kernel(|k| k.processes.thread_of(app)).expect("its thread");
+    on(thread.0);
+    let rules: Vec<&str> = m.findings().into_iter().map(|(r, _, _)| r.name()).collect();
+    assert_eq!(rules, ["KEY_HANDLE_WITHOUT_OBJ_KERNEL_HANDLE"], "{:?}", m.findings());
+}
+
+#[test]
 fn a_handle_of_another_type_is_a_type_mismatch_and_a_closed_one_is_reported() {
     // Each Zw routine references its handle for its own object type (ObReferenceObjectByHandle:
     // STATUS_OBJECT_TYPE_MISMATCH "The ObjectType parameter specifies the wrong object type for

@@ -57,9 +57,10 @@ export! { fsfilter_kernel::ntos::ZwOpenKey =>
             // The reference page: IRQL = PASSIVE_LEVEL (reported; the key is still opened).
             k.check_irql(kernel::PASSIVE_LEVEL, "ZwOpenKey");
             // And: "If the caller is not running in a system thread context, it must set the
-            // OBJ_KERNEL_HANDLE attribute" (reported; the key is still opened). User threads are
-            // numbered below the system workers; thread 0 is the boot (system) thread.
-            let user_thread = (1..crate::sched::FIRST_WORKER).contains(&k.thread.0);
+            // OBJ_KERNEL_HANDLE attribute" (reported; the key is still opened). A user thread is
+            // a user process's; the System process's (the boot thread, DriverEntry's, the
+            // modified-page writer's, the workers) are system threads ("Processes").
+            let user_thread = k.current_process() != crate::process::SYSTEM;
             if user_thread && attrs.Attributes & OBJ_KERNEL_HANDLE == 0 {
                 k.report_current(
                     crate::events::Rule::KeyHandleNotKernel,
