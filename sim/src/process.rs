@@ -27,6 +27,10 @@ pub const DEFAULT_THREAD: ThreadId = ThreadId(1);
 /// below the modified-page writer, 999, and the system workers, from 1000).
 const FIRST_PROCESS_THREAD: u32 = 500;
 
+/// The thread the lazy writer writes in: the cache manager's worker, a System process thread
+/// (not a user process's: theirs are 501 on).
+pub const LAZY_WRITER_THREAD: ThreadId = ThreadId(FIRST_PROCESS_THREAD);
+
 /// How many processes a machine may have besides System (the thread ids left for them).
 pub const MAX_PROCESSES: usize = (crate::sched::FIRST_WORKER - 1 - FIRST_PROCESS_THREAD) as usize;
 

@@ -61,7 +61,8 @@ impl IoMode {
 pub enum PageWriter {
     /// The cache manager's lazy writer: it acquires the file through the file system's own
     /// cache-manager callbacks, which no filter sees, and writes synchronously
-    /// (`IRP_SYNCHRONOUS_PAGING_IO`). The same request as a write in [`IoMode::Paging`].
+    /// (`IRP_SYNCHRONOUS_PAGING_IO`), in a system thread (the System process is its requestor).
+    /// The same request as a write in [`IoMode::Paging`].
     #[default]
     LazyWriter,
     /// The modified-page writer (WRK's `MiMappedPageWriter`), in its own system thread: the file
@@ -1485,9 +1486,19 @@ fn create_section(h: Handle, protection: u32) -> IoResult {
     result(status, 0, rid, Vec::new())
 }
 
-/// `NtWriteFile`.
+/// `NtWriteFile`; a write in [`IoMode::Paging`] is the lazy writer's, made in its system thread.
 fn write(h: Handle, offset: Option<u64>, data: &[u8], mode: IoMode) -> IoResult {
-    transfer(h, offset, data.len(), data, mode, true)
+    if mode != IoMode::Paging {
+        return transfer(h, offset, data.len(), data, mode, true);
+    }
+    // The lazy writer writes from the cache manager's worker (WRK lazyrite.c: CcWorkerThread,
+    // queued to the CriticalWorkQueue with ExQueueWorkItem), a System process thread: its IRP's
+    // thread and requestor (docs/simulator.md, "Processes").
+    let thread = crate::process::LAZY_WRITER_THREAD;
+    let saved = kernel::with(|k| std::mem::replace(&mut k.thread, thread));
+    let r = transfer(h, offset, data.len(), data, mode, true);
+    kernel::with(|k| k.thread = saved);
+    r
 }
 
 /// The thread of the modified-page writer, a system thread.
@@ -1499,7 +1510,7 @@ fn page_write(h: Handle, offset: u64, data: &[u8], writer: PageWriter) -> IoResu
     use crate::fsfilters::FsFilterOp;
     let (acquire, release, flags) = match writer {
         PageWriter::LazyWriter => {
-            return transfer(h, Some(offset), data.len(), data, IoMode::Paging, true);
+            return write(h, Some(offset), data, IoMode::Paging);
         }
         // IoAsynchronousPageWrite.
         PageWriter::ModifiedPageWriter => (

@@ -142,6 +142,38 @@ fn the_modified_page_writer_requests_as_the_system_process_a_section_as_its_crea
 }
 
 #[test]
+fn the_lazy_writer_requests_as_the_system_process_a_flush_as_its_caller() {
+    // WRK lazyrite.c: the lazy writer's write-behind runs in the cache manager's worker
+    // (CcWorkerThread, queued with ExQueueWorkItem to the CriticalWorkQueue by CcPostWorkQueue),
+    // a system thread: the System process is the requestor of its paging writes, whoever made
+    // the pages dirty. A mapped view's flush (FlushViewOfFile) runs in its caller's thread.
+    let (mut m, c) = ntfs_machine(&[("a.txt", b"hello")]);
+    let log: Log = Rc::default();
+    start(&mut m, 0, spy(&log));
+    let svc = m.new_process("svc").unwrap();
+    let h = m.as_process(svc, |m| m.open(c, "a.txt", CreateOptions::open()).unwrap());
+    log.borrow_mut().clear();
+    m.as_process(svc, |m| {
+        let r = m.page_write(h, 0, b"HELLO", PageWriter::LazyWriter);
+        assert_eq!(r.status, Status::SUCCESS);
+        let r = m.write(h, Some(0), b"HELLO", IoMode::Paging);
+        assert_eq!(r.status, Status::SUCCESS);
+    });
+    let writes: Vec<String> =
+        log.borrow().iter().filter(|l| l.starts_with("irp 0x4 ")).cloned().collect();
+    assert_eq!(writes, ["irp 0x4 requestor 0x4 current 0x4"; 2]);
+    log.borrow_mut().clear();
+    m.as_process(svc, |m| {
+        let r = m.page_write(h, 0, b"HELLO", PageWriter::Flush);
+        assert_eq!(r.status, Status::SUCCESS);
+    });
+    let writes: Vec<String> =
+        log.borrow().iter().filter(|l| l.starts_with("irp 0x4 ")).cloned().collect();
+    assert_eq!(writes, ["irp 0x4 requestor 0x1004 current 0x1004"]);
+    m.as_process(svc, |m| m.close_handle(h));
+}
+
+#[test]
 fn the_fast_io_lock_passes_the_callers_process() {
     // WRK lock.c (NtLockFile): the fast-I/O lock routine gets PsGetCurrentProcess(); the
     // Filter Manager passes it in FLT_PARAMETERS.LockControl.ProcessId (its reference page).
