@@ -38,7 +38,7 @@ fn fast_io_has_the_requesting_process_in_both_models() {
 }
 
 #[test]
-fn the_modified_page_writer_is_the_system_process_in_both_models() {
+fn the_page_writers_are_the_system_process_in_both_models() {
     processes::check_paging(common::install_legacy, watcher::ENTRY);
 }
 

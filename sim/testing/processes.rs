@@ -244,8 +244,8 @@ pub(crate) fn check_fast_io(
     finish(m, WATCHER);
 }
 
-/// The modified-page writer's paging write, and its FsFilter acquire, come from the System
-/// process, whoever made the pages dirty.
+/// The modified-page writer's paging write, and its FsFilter acquire, and the lazy writer's
+/// paging write come from the System process, whoever made the pages dirty.
 pub(crate) fn check_paging(
     install: fn(&mut Machine, ServiceSpec),
     watcher: fsfilter_sim::DriverEntry,
@@ -263,6 +263,16 @@ pub(crate) fn check_paging(
     assert!(writes.iter().all(|w| w.2 && w.3 == system), "{writes:?}");
     let acquires = requestors(&seen, MajorFunction::AcquireForModWrite);
     assert_eq!(acquires, [("pre", OperationKind::FsFilter, false, system)]);
+    // The lazy writer writes from a system worker too, even when the process that dirtied the
+    // pages is the one acting.
+    let r = m.as_process(app, |m| m.page_write(h, 0, b"lazy", PageWriter::LazyWriter));
+    assert!(r.status.is_success(), "{}", r.status);
+    let seen = take();
+    let writes = requestors(&seen, MajorFunction::Write);
+    assert_eq!(
+        writes,
+        [("pre", OperationKind::Irp, true, system), ("post", OperationKind::Irp, true, system)]
+    );
     m.as_process(app, |m| m.close_handle(h));
     finish(m, WATCHER);
 }
