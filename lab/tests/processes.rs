@@ -9,7 +9,8 @@ use fsfilter_lab::run::{run, run_inspect};
 use fsfilter_lab::scenario::parse;
 use fsfilter_sim::ProcessId;
 
-/// A gate minifilter served by a connection of `svc`, and opens by `svc` and by `editor`.
+/// A gate minifilter served by a connection of `svc` that denies every open it is asked about,
+/// and opens by `editor`, by `svc` (not asked: rule 26) and by the default process.
 const SCENARIO: &str = r#"
 [[volume]]
 name = "C:"
@@ -37,7 +38,7 @@ process = "svc"
 [[step]]
 action = "serve"
 client = "svc"
-reply = "allow"
+reply = "deny"
 
 [[step]]
 action = "io"
@@ -78,7 +79,10 @@ fn steps_run_in_the_processes_they_name_made_in_order_of_first_naming() {
     assert!(what[4].ends_with(" in process svc"), "{what:?}");
     assert!(!what[5].contains("in process"), "`user` is the default process: {what:?}");
     assert!(!what[2].contains("in process"), "a serve step names no process: {what:?}");
-    assert!(r.steps.iter().skip(3).all(|o| o.status == Status::SUCCESS), "{:?}", r.steps);
+    // The gate asks about every open but the service's own, which it can tell only if the step
+    // ran in the service's process: editor's and the default process's are denied.
+    let statuses: Vec<Status> = r.steps.iter().skip(3).map(|o| o.status).collect();
+    assert_eq!(statuses, [Status::ACCESS_DENIED, Status::SUCCESS, Status::ACCESS_DENIED]);
 }
 
 #[test]
