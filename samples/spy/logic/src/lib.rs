@@ -86,7 +86,7 @@ pub const PARAMETERS: &[ParameterDoc] = &[
         name: "Names",
         kind: "REG_DWORD",
         default: "1",
-        description: "1 asks for each operation's opened file name (FLT_FILE_NAME_OPENED) in the pre callback; 0 records no names.",
+        description: "1 asks for each operation's opened file name (FLT_FILE_NAME_OPENED) in the pre callback; 0 records no names. Read as a DWORD only: a value of another type is ignored (names are asked for).",
     },
 ];
 
@@ -123,7 +123,10 @@ impl Settings {
         if max_records == 0 || max_records > MAX_RECORDS {
             return Err(ParseError::MaxRecords);
         }
-        Ok(Settings { max_records, names: p.flag("Names").unwrap_or(true) })
+        // A DWORD only, as `MaxRecords`: `ServiceParameters::flag` would also read the words of
+        // a REG_SZ, and with them the backend's string reading, which spy-legacy.sys has no
+        // room for beside the process queries (README.md, "Parameters").
+        Ok(Settings { max_records, names: p.dword("Names").is_none_or(|v| v != 0) })
     }
 
     /// The bytes of the log's buffer.
@@ -633,6 +636,11 @@ mod tests {
         };
         assert_eq!(p(&[]), Ok(Settings { max_records: 500, names: true }));
         assert_eq!(p(&[("Names", V::Dword(0))]), Ok(Settings { max_records: 500, names: false }));
+        // Names is a DWORD: a string is ignored, as a MaxRecords string is (the default).
+        for word in ["no", "false", "0", "yes"] {
+            assert_eq!(p(&[("Names", V::String(word))]).map(|s| s.names), Ok(true), "{word}");
+        }
+        assert_eq!(p(&[("MaxRecords", V::String("5"))]).map(|s| s.max_records), Ok(500));
         assert_eq!(p(&[("MaxRecords", V::Dword(0))]), Err(ParseError::MaxRecords));
         assert_eq!(p(&[("MaxRecords", V::Dword(33))]).map(|s| s.max_records), Ok(33));
         assert_eq!(p(&[("MaxRecords", V::Dword(10_001))]), Err(ParseError::MaxRecords));
