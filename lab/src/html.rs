@@ -68,12 +68,13 @@ fn record_row(r: &Record) -> String {
         (None, None) => "—".to_owned(),
     };
     format!(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         r.sequence,
         esc(&r.operation),
         r.minor,
         r.kind,
         r.requestor_mode,
+        r.process.map_or_else(|| "—".to_owned(), |p| p.to_string()),
         flags.join("<br>"),
         esc(&status),
         information,
@@ -113,7 +114,7 @@ fn message_row(m: &MessageOutcome, decoded: &Decoded) -> String {
                 log.pending
             );
             if !log.records.is_empty() {
-                records.push_str("<table class=\"records\"><tr><th>#</th><th>Operation</th><th>Minor</th><th>Kind</th><th>Mode</th><th>Flags</th><th>Status</th><th>Information</th><th>File</th><th>Name</th></tr>");
+                records.push_str("<table class=\"records\"><tr><th>#</th><th>Operation</th><th>Minor</th><th>Kind</th><th>Mode</th><th>Process</th><th>Flags</th><th>Status</th><th>Information</th><th>File</th><th>Name</th></tr>");
                 for r in &log.records {
                     records.push_str(&record_row(r));
                 }

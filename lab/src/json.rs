@@ -273,6 +273,7 @@ fn spy_record(r: &crate::spylog::Record) -> Value {
         "minor": r.minor,
         "operation_kind": r.kind,
         "requestor_mode": r.requestor_mode,
+        "process": r.process,
         "irp_flags": r.irp_flags,
         "data_flags": r.data_flags,
         "synchronous": r.synchronous,

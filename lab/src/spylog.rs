@@ -26,6 +26,8 @@ pub struct Record {
     pub kind: &'static str,
     /// `user` or `kernel`.
     pub requestor_mode: &'static str,
+    /// The requesting process's id (None: no requesting thread, or a spy of protocol 1.0).
+    pub process: Option<u32>,
     /// The IRP's flags, WDK spellings.
     pub irp_flags: Vec<String>,
     /// The callback data's flags, WDK spellings.
@@ -140,6 +142,7 @@ fn decode_log(bytes: &[u8], files: &mut BTreeMap<u64, u32>) -> Result<Log, Decod
                 _ => "fs_filter",
             },
             requestor_mode: if f.requestor_mode == 0 { "kernel" } else { "user" },
+            process: (f.process != 0).then_some(f.process),
             irp_flags: flag_names(IrpFlags::from_bits_retain(f.irp_flags)),
             data_flags: flag_names(CallbackDataFlags::from_bits_retain(f.data_flags)),
             synchronous: f.flags & record_flags::SYNCHRONOUS != 0,

@@ -525,7 +525,9 @@ fn reply_lines(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded)
                 log.pending
             )];
             for r in &log.records {
-                let mut line = format!("  #{:<3} {:<42} {:<9}", r.sequence, r.operation, r.kind);
+                let pid = r.process.map_or_else(|| "pid -".to_owned(), |p| format!("pid {p}"));
+                let mut line =
+                    format!("  #{:<3} {:<42} {:<9} {:<9}", r.sequence, r.operation, r.kind, pid);
                 match r.status {
                     Some(s) => line.push_str(&format!(" {} ({})", status_name(s), r.information)),
                     None => line.push_str(" (no post)"),

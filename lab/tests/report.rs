@@ -151,7 +151,7 @@ fn the_html_report_shows_each_message_step_and_the_records_of_both_spies() {
     let version = message_row(&page, 4);
     assert!(version.contains("<b>mini</b> asked SpyMini (minifilter)"), "{version}");
     assert!(version.contains("get_version: STATUS_SUCCESS"), "{version}");
-    assert!(version.contains("protocol version 1.0"), "{version}");
+    assert!(version.contains("protocol version 1.1"), "{version}");
     let logs: Vec<_> = fsfilter_lab::spylog::decode_all(&r)
         .into_iter()
         .filter_map(|(m, d)| match d {
@@ -164,16 +164,21 @@ fn the_html_report_shows_each_message_step_and_the_records_of_both_spies() {
         let row = message_row(&page, step);
         assert!(row.contains(&format!("asked {driver} (")), "{row}");
         assert!(row.contains("get_log: STATUS_SUCCESS"), "{row}");
-        assert!(row.contains("10 records, 0 dropped, 0 pending"), "{row}");
-        assert_eq!(row.matches("<tr><td>").count(), 10, "one table row a record: {row}");
+        assert!(row.contains("14 records, 0 dropped, 0 pending"), "{row}");
+        assert_eq!(row.matches("<tr><td>").count(), 14, "one table row a record: {row}");
         for x in &log.records {
             let name = x.name.as_deref().map_or_else(
                 || format!("no name: {}", text::status_name(x.name_status.unwrap())),
                 |n| n.to_owned(),
             );
             let cells = format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
-                x.sequence, x.operation, x.minor, x.kind, x.requestor_mode
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                x.sequence,
+                x.operation,
+                x.minor,
+                x.kind,
+                x.requestor_mode,
+                x.process.unwrap()
             );
             let record = row.split(&cells).nth(1).unwrap_or_else(|| panic!("{cells} in {row}"));
             let record = record.split("</tr>").next().unwrap_or_default();

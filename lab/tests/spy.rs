@@ -79,13 +79,28 @@ fn each_spy_logs_every_operation_its_callbacks_saw_in_both_models() {
                 ("IRP_MJ_LOCK_CONTROL", "irp"),
                 ("IRP_MJ_CLEANUP", "irp"),
                 ("IRP_MJ_CLOSE", "irp"),
+                // The viewer's open, read and close.
+                ("IRP_MJ_CREATE", "irp"),
+                ("IRP_MJ_READ", "irp"),
+                ("IRP_MJ_CLEANUP", "irp"),
+                ("IRP_MJ_CLOSE", "irp"),
             ],
             "{driver}"
         );
+        // Each record's requesting process: the default process `user` (0x1000) up to its
+        // close, then the viewer (0x1004, the first process a step names); the FsFilter
+        // callbacks of the mapping run in the mapping thread, the default process's.
+        let processes: Vec<Option<u32>> = log.records.iter().map(|x| x.process).collect();
+        let viewer = log.records.len() - 4;
+        let mut expected = vec![Some(0x1000); viewer];
+        expected.extend([Some(0x1004); 4]);
+        assert_eq!(processes, expected, "{driver}");
         for x in &log.records {
             assert!(x.post, "{driver}: {x:?}");
             assert_eq!(x.status, Some(fsfilter::Status::SUCCESS), "{driver}: {x:?}");
-            assert_eq!(x.file, Some(1), "one file object: {x:?}");
+            // One file object for the default process's handle, one for the viewer's.
+            let file = if x.process == Some(0x1004) { 2 } else { 1 };
+            assert_eq!(x.file, Some(file), "{x:?}");
             match x.kind {
                 // FsFilter callbacks have no name (rule 22): the refusal is recorded.
                 "fs_filter" => assert_eq!(
@@ -112,7 +127,7 @@ fn the_two_logs_differ_where_the_models_do() {
     let (_, _, mini) = logs.iter().find(|(_, m, _)| *m == Model::Minifilter).unwrap();
     let (_, _, legacy) = logs.iter().find(|(_, m, _)| *m == Model::Legacy).unwrap();
     let same = |x: &fsfilter_lab::spylog::Record| {
-        (x.operation.clone(), x.kind, x.status, x.information, x.name.clone())
+        (x.operation.clone(), x.kind, x.status, x.information, x.name.clone(), x.process)
     };
     assert_eq!(
         mini.records.iter().map(same).collect::<Vec<_>>(),
@@ -143,6 +158,8 @@ fn the_reports_show_the_records() {
     assert_eq!(record["information"], 1);
     assert_eq!(record["name"], r"\Device\HarddiskVolume1\report.txt");
     assert_eq!(record["name_status"], serde_json::Value::Null);
+    assert_eq!(record["process"], 0x1000, "the default process, user");
+    assert_eq!(messages[1]["log"]["records"][10]["process"], 0x1004, "the viewer's create");
     for key in ["sequence", "minor", "requestor_mode", "irp_flags", "data_flags", "synchronous"] {
         assert!(record.get(key).is_some(), "{key}");
     }
@@ -150,13 +167,14 @@ fn the_reports_show_the_records() {
     let s = parse(path, &std::fs::read_to_string(path).unwrap()).unwrap();
     let text = fsfilter_lab::text::report(&s, &r);
     assert!(
-        text.contains("SpyMini saw (minifilter): 10 record(s), 0 dropped, 0 pending"),
+        text.contains("SpyMini saw (minifilter): 14 record(s), 0 dropped, 0 pending"),
         "{text}"
     );
-    assert!(text.contains("SpyLegacy saw (legacy): 10 record(s), 0 dropped, 0 pending"));
+    assert!(text.contains("SpyLegacy saw (legacy): 14 record(s), 0 dropped, 0 pending"));
+    assert!(text.contains("irp       pid 4100  STATUS_SUCCESS (1) file 2"), "{text}");
     assert!(text.contains(r"IRP_MJ_CREATE"));
     assert!(text.contains("[no name: STATUS_FLT_INVALID_NAME_REQUEST]"));
-    assert!(text.contains("SpyMini answers protocol version 1.0"));
+    assert!(text.contains("SpyMini answers protocol version 1.1"));
 }
 
 #[test]

@@ -58,6 +58,8 @@ pub struct Seen {
     pub information: u64,
     pub name: Option<String>,
     pub name_status: Status,
+    /// The requesting process's id (0: none).
+    pub process: u32,
 }
 
 /// Takes the whole log: `GetLog` until nothing is pending; the records and the drops.
@@ -80,6 +82,7 @@ pub fn read_all<R: Reader>(r: &R, m: &mut Machine, h: R::Handle) -> (Vec<Seen>, 
                 information: f.information,
                 name: rec.has_name().then(|| rec.name_chars().collect()),
                 name_status: Status(f.name_status),
+                process: f.process,
             });
         }
         if log.header.record_count == 0 {
@@ -116,7 +119,7 @@ fn pre_callbacks(m: &Machine, from: usize) -> Vec<(MajorFunction, u8)> {
 pub fn check_log_matches_the_operations<R: Reader>(mut m: Machine, r: &R) {
     let h = r.connect(&mut m, spy::CHANNEL_NAME, b"").unwrap();
     let reply = r.send(&mut m, h, &Command::GetVersion.message(), 16).unwrap();
-    assert_eq!(spy::wire::decode_version(&reply), Ok((1, 0)));
+    assert_eq!(spy::wire::decode_version(&reply), Ok((1, 1)));
     // What loading and attaching showed the spy (if anything) goes first.
     let _ = read_all(r, &mut m, h);
     let from = m.events().len();
@@ -240,4 +243,58 @@ pub fn check_a_long_log<R: Reader>(mut m: Machine, r: &R) {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     let left = m.kernel(|k| k.pool.blocks.values().filter(|b| b.size == bytes).count());
     assert_eq!(left, 0, "the ring's load buffer is freed");
+}
+
+/// Each record carries the process that requested the operation (MiniSpy's `ProcessId`; rule 26):
+/// an editor's open, reads (by IRP and by fast I/O), write, cleanup and close have the editor's
+/// id, the default process's open has its own, and no operation of the two goes without one.
+pub fn check_records_carry_the_requesting_process<R: Reader>(mut m: Machine, r: &R) {
+    let h = r.connect(&mut m, spy::CHANNEL_NAME, b"").unwrap();
+    let _ = read_all(r, &mut m, h);
+    let c = m.volume("C:").unwrap();
+    let editor = m.new_process("editor").unwrap();
+    m.as_process(editor, |m| {
+        let file = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        assert_eq!(m.read(file, Some(0), 5, IoMode::Cached).status, Status::SUCCESS);
+        assert!(m.read(file, Some(7), 3, IoMode::Cached).fast_io, "fast I/O");
+        assert_eq!(m.write(file, Some(0), b"HELLO", IoMode::Cached).status, Status::SUCCESS);
+        m.close_handle(file);
+    });
+    let (editors, _) = read_all(r, &mut m, h);
+    let file = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    m.close_handle(file);
+    let (users, _) = read_all(r, &mut m, h);
+    let irps = |seen: &[Seen]| -> Vec<(MajorFunction, u8, u32)> {
+        seen.iter().filter(|s| s.major.is_irp()).map(|s| (s.major, s.kind, s.process)).collect()
+    };
+    let e = editor.0;
+    assert_eq!(
+        irps(&editors),
+        [
+            (MajorFunction::Create, 0, e),
+            (MajorFunction::Read, 0, e),
+            (MajorFunction::Read, 1, e),
+            (MajorFunction::Write, 1, e),
+            (MajorFunction::Cleanup, 0, e),
+            (MajorFunction::Close, 0, e),
+        ]
+    );
+    let user = fsfilter_sim::process::FIRST_USER.0;
+    let opened: Vec<(MajorFunction, u32)> =
+        irps(&users).into_iter().map(|(major, _, p)| (major, p)).collect();
+    assert_eq!(
+        opened,
+        [
+            (MajorFunction::Create, user),
+            (MajorFunction::Cleanup, user),
+            (MajorFunction::Close, user)
+        ]
+    );
+    // The FsFilter callbacks run in the requesting thread: the same processes.
+    for s in editors.iter().chain(&users) {
+        assert!(s.process == e || s.process == user, "{s:?}");
+    }
+    r.close(&mut m, h);
+    assert_eq!(m.stop(SERVICE), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

@@ -3,7 +3,8 @@
 //!
 //! Every operation the filter sees becomes a record: its sequence number, major and minor
 //! function, how it arrived (IRP, fast I/O, FsFilter callback), the IRP's and the callback data's
-//! flags, the requestor mode, the file object, the file's opened name when the name can be had
+//! flags, the requestor mode, the requesting process (`Services::requestor_process`, declared by
+//! `PROCESS_QUERIES`), the file object, the file's opened name when the name can be had
 //! (cut to [`NAME_UNITS`] UTF-16 units), and from the post callback the status and information.
 //! The records live in a fixed ring of `MaxRecords` slots ([`DEFAULT_RECORDS`] by default, at
 //! most [`MAX_RECORDS`]) in a load buffer the backend allocates once at load, from non-paged pool
@@ -11,8 +12,8 @@
 //! the filter value itself stays small. A reader connects to the message channel
 //! [`CHANNEL_NAME`] and sends `GetLog` ([`wire`]) to take as many whole records as fit its reply.
 //!
-//! What the framework does not expose is not recorded: the originating process and thread, and
-//! the time (MiniSpy's `ProcessId`, `ThreadId`, `OriginatingTime`, `CompletionTime`).
+//! What the framework does not expose is not recorded: the originating thread and the times
+//! (MiniSpy's `ThreadId`, `OriginatingTime`, `CompletionTime`). MiniSpy's `ProcessId` is.
 //!
 //! # The lock
 //! The log is shared by every callback and the reader. Sample logic may not use unsafe code nor
@@ -234,6 +235,8 @@ impl Spy {
             irp_flags: h.irp_flags.bits(),
             data_flags: h.data_flags.bits(),
             file: h.file as u64,
+            // 0 when the operation has no requesting thread (rule 26).
+            process: op.services().requestor_process().map_or(0, |p| p.0),
             ..RecordFields::default()
         };
         let mut slot = Slot::new(fields, h.id, post);
@@ -277,6 +280,8 @@ impl Filter for Spy {
     const REGISTRATION: Registration = Registration::new().every_operation(true, true).validated();
     const NAME_QUERIES: bool = true;
     const LOAD_BUFFERS: bool = true;
+    /// Each record's requesting process (MiniSpy's `ProcessId`; decision 0011).
+    const PROCESS_QUERIES: bool = true;
     const MESSAGES: Option<MessageChannel> =
         Some(MessageChannel::new(CHANNEL_NAME).max_clients(1).max_message(4096).validated());
     type InstanceContext = ();
@@ -349,7 +354,7 @@ mod tests {
         Buffer, CallbackDataFlags, DataScanMode, FileNameInformation, FilesystemType, InstanceId,
         IoStatus, IrpFlags, LazyHeader, NameBackend, NameId, NameParts, NameRanges,
         OperationBuffer, OperationHeader, ParameterList, ParameterValue as V, Parameters,
-        ScanSection, Services, VolumeDeviceType, VolumeInfo,
+        ProcessId, ScanSection, Services, VolumeDeviceType, VolumeInfo,
     };
     use std::string::String;
     use std::vec::Vec;
@@ -374,6 +379,8 @@ mod tests {
     struct Fake {
         irql: Irql,
         refuse: Option<Error>,
+        /// What `requestor_process` answers.
+        process: Option<ProcessId>,
     }
 
     impl Services for Fake {
@@ -392,6 +399,9 @@ mod tests {
         }
         fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
             Ok(())
+        }
+        fn requestor_process(&self) -> Option<ProcessId> {
+            self.process
         }
         fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
             match self.refuse {
@@ -500,7 +510,7 @@ mod tests {
         reply
     }
 
-    const PASSIVE: Fake = Fake { irql: Irql::PASSIVE, refuse: None };
+    const PASSIVE: Fake = Fake { irql: Irql::PASSIVE, refuse: None, process: None };
 
     #[test]
     fn records_what_pre_and_post_saw() {
@@ -509,7 +519,11 @@ mod tests {
         operate(&spy, header(MajorFunction::Create, 0x100, Irql::PASSIVE), &PASSIVE, Some(ok));
         let eof = IoStatus::new(Status::END_OF_FILE);
         operate(&spy, header(MajorFunction::Read, 0x200, Irql::PASSIVE), &PASSIVE, Some(eof));
-        let refused = Fake { irql: Irql::PASSIVE, refuse: Some(Error::FLT_INVALID_NAME_REQUEST) };
+        let refused = Fake {
+            irql: Irql::PASSIVE,
+            refuse: Some(Error::FLT_INVALID_NAME_REQUEST),
+            process: None,
+        };
         operate(&spy, header(MajorFunction::Close, 0x300, Irql::PASSIVE), &refused, Some(ok));
         let reply = get_log(&spy, 4096);
         let log = LogReply::parse(&reply).unwrap();
@@ -538,6 +552,28 @@ mod tests {
     }
 
     #[test]
+    fn records_carry_the_requesting_process() {
+        // MiniSpy's records carry the ProcessId: the spy records `requestor_process`, 0 for an
+        // operation without a requesting thread.
+        // Declared, or the backends answer None (decision 0011).
+        const { assert!(Spy::PROCESS_QUERIES) };
+        let spy = spy(&[]);
+        let ok = Some(IoStatus::new(Status::SUCCESS));
+        let editor = Fake { process: Some(ProcessId(0x1004)), ..PASSIVE };
+        operate(&spy, header(MajorFunction::Create, 0x100, Irql::PASSIVE), &editor, ok);
+        let system = Fake { irql: Irql::APC, process: Some(ProcessId::SYSTEM), ..PASSIVE };
+        operate(&spy, header(MajorFunction::Write, 0x200, Irql::APC), &system, ok);
+        operate(&spy, header(MajorFunction::Read, 0x300, Irql::PASSIVE), &PASSIVE, ok);
+        let reply = get_log(&spy, 4096);
+        let log = LogReply::parse(&reply).unwrap();
+        let got: Vec<u32> = log.records().map(|r| r.unwrap().fields.process).collect();
+        assert_eq!(got, [0x1004, 4, 0]);
+        let mut v = [0u8; wire::VERSION_REPLY_SIZE];
+        assert_eq!(spy.message(ClientId(1), &Command::GetVersion.message(), &mut v), Ok(4));
+        assert_eq!(wire::decode_version(&v), Ok((1, 1)), "1.1: the process field");
+    }
+
+    #[test]
     fn long_names_are_cut_and_flagged() {
         assert!(NAME.len() < NAME_UNITS, "the fake name fits");
         let mut s = Slot::EMPTY;
@@ -549,7 +585,7 @@ mod tests {
     #[test]
     fn no_name_above_passive_and_none_when_names_are_off() {
         let spy_ = spy(&[]);
-        let apc = Fake { irql: Irql::APC, refuse: None };
+        let apc = Fake { irql: Irql::APC, refuse: None, process: None };
         let h = header(MajorFunction::Write, 0x100, Irql::APC);
         operate(&spy_, h, &apc, Some(IoStatus::new(Status::SUCCESS)));
         let off = spy(&[("Names", V::Dword(0))]);
@@ -838,7 +874,12 @@ mod tests {
                         for i in 0..3000usize {
                             let h = header(MajorFunction::Read, 1 + t * 16 + i % 16, Irql::APC);
                             let result = Some(IoStatus::new(Status::SUCCESS));
-                            operate(spy, h, &Fake { irql: Irql::APC, refuse: None }, result);
+                            operate(
+                                spy,
+                                h,
+                                &Fake { irql: Irql::APC, refuse: None, process: None },
+                                result,
+                            );
                         }
                     })
                 })

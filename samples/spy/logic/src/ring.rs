@@ -50,6 +50,7 @@ impl Slot {
             information: 0,
             file: 0,
             name_status: 0,
+            process: 0,
         },
         op: 0,
         in_flight: false,

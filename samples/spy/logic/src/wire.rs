@@ -29,15 +29,24 @@
 //! | 32 | u64 | `information`: the post callback's `IoStatus.Information` |
 //! | 40 | u64 | `file`: the file object's identity (its address; 0 without one) |
 //! | 48 | i32 | `name_status`: why there is no name (the name query's status; 0 with a name) |
-//! | 52 | u32 | reserved, 0 |
+//! | 52 | u32 | `process`: the requesting process's id, 0 without one (reserved, 0, in 1.0) |
 //! | 56 | u16 * `name_units` | the file's opened name, cut to [`crate::NAME_UNITS`] |
+//!
+//! # Versions
+//! A reader refuses a reply of another major version. A minor version adds fields in reserved
+//! space, which the versions before it write as 0, so a reader of 1.1 reads a 1.0 filter's
+//! records (their `process` is 0: none) and a reader of 1.0 reads a 1.1 filter's (it ignores the
+//! field).
+//!
+//! - 1.0: the fields above but `process`.
+//! - 1.1: `process` (MiniSpy's records carry the `ProcessId` too).
 
 use fsfilter::{Error, Result, Status};
 
 /// The protocol's major version: a reader refuses a reply of another major version.
 pub const VERSION_MAJOR: u16 = 1;
-/// The protocol's minor version: fields may be added in reserved space.
-pub const VERSION_MINOR: u16 = 0;
+/// The protocol's minor version: fields may be added in reserved space (1: `process`).
+pub const VERSION_MINOR: u16 = 1;
 
 /// The bytes of a [`LogHeader`].
 pub const LOG_HEADER_SIZE: usize = 16;
@@ -154,6 +163,10 @@ pub struct RecordFields {
     pub file: u64,
     /// The name query's status (0 with a name).
     pub name_status: i32,
+    /// The id of the process that requested the operation (`Services::requestor_process`,
+    /// docs/callback-model.md rule 26); 0 when it had none (no requesting thread), or from a
+    /// filter of version 1.0, which wrote 0 there.
+    pub process: u32,
 }
 
 /// Writes one record (`fields` and the UTF-16 `name`) at the start of `out`; the bytes written,
@@ -175,7 +188,7 @@ pub fn encode_record(fields: &RecordFields, name: &[u16], out: &mut [u8]) -> Opt
     set(fixed, 32, fields.information.to_le_bytes());
     set(fixed, 40, fields.file.to_le_bytes());
     set(fixed, 48, fields.name_status.to_le_bytes());
-    set(fixed, 52, [0; 4]);
+    set(fixed, 52, fields.process.to_le_bytes());
     for (pair, unit) in rest.chunks_exact_mut(2).zip(name) {
         set(pair, 0, unit.to_le_bytes());
     }
@@ -332,6 +345,7 @@ pub fn decode_record(
         information: read_u64(fixed, 32).ok_or(t)?,
         file: read_u64(fixed, 40).ok_or(t)?,
         name_status: read_u32(fixed, 48).ok_or(t)? as i32,
+        process: read_u32(fixed, 52).ok_or(t)?,
     };
     let name = whole.get(RECORD_FIXED_SIZE..).unwrap_or(&[]);
     Ok((DecodedRecord { fields, name }, size))
@@ -395,6 +409,7 @@ mod tests {
             information: 5,
             file: 0xFFFF_8000_1234_5678,
             name_status: 0,
+            process: 0x1_0008,
         }
     }
 
@@ -410,7 +425,7 @@ mod tests {
         assert_eq!(out[6], 3);
         assert_eq!(&out[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(&out[18..20], &[0, 0], "reserved");
-        assert_eq!(&out[52..56], &[0; 4], "reserved");
+        assert_eq!(&out[52..56], &[8, 0, 1, 0], "the process (1.1)");
         assert_eq!(&out[56..58], &[b'a', 0]);
         assert_eq!(out[62], 0xAA, "nothing written past the record");
         let (r, n) = decode_record(&out).unwrap();
@@ -419,6 +434,19 @@ mod tests {
         assert!(r.has_name());
         let name: std::string::String = r.name_chars().collect();
         assert_eq!(name, "a\u{FFFD}z");
+    }
+
+    #[test]
+    fn a_version_1_0_record_reads_as_one_without_a_process() {
+        // 1.0 wrote its reserved u32 at 52 as 0: a 1.1 reader reads it as "no process", and
+        // the major version, the only one a reply's header carries, is still 1.
+        let mut out = [0u8; RECORD_FIXED_SIZE];
+        let v1_0 = RecordFields { process: 0, ..sample() };
+        encode_record(&v1_0, &[], &mut out).unwrap();
+        out[4..6].copy_from_slice(&0u16.to_le_bytes());
+        let (r, _) = decode_record(&out).unwrap();
+        assert_eq!(r.fields, RecordFields { flags: 0, ..v1_0 });
+        assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 1));
     }
 
     #[test]

@@ -68,3 +68,8 @@ fn replies_hold_whole_records_and_bad_requests_fail() {
 fn the_log_holds_more_than_32_records() {
     reader::check_a_long_log(machine(), &Port);
 }
+
+#[test]
+fn records_carry_the_requesting_process() {
+    reader::check_records_carry_the_requesting_process(machine(), &Port);
+}

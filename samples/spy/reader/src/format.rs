@@ -4,7 +4,9 @@
 //! A record's line has, in columns: the sequence number; the operation (`IRP_MJ_*` or the Filter
 //! Manager's pseudo-operation, `fsfilter::MajorFunction`'s name) and its minor function
 //! (hexadecimal); how it arrived (`IRP`, `FIO` fast I/O, `FSF` FsFilter callback); the requestor
-//! mode (`K`, `U`); the IRP's and the callback data's flags (hexadecimal); the record's flags as
+//! mode (`K`, `U`); the requesting process's id (decimal, as Task Manager shows it; `-` without
+//! one, as from a filter of protocol 1.0); the IRP's and the callback data's flags (hexadecimal);
+//! the record's flags as
 //! letters (`P` post ran, `D` draining, `N` has a name, `T` name cut, `S` synchronous, `-` for each
 //! absent one); the status and information (`-` when no post callback ran); the file object; the
 //! opened name, or why there is none.
@@ -16,7 +18,7 @@ use spy::wire::{self, DecodeError, DecodedRecord, LogReply, record_flags};
 
 /// The title line over the records, in the records' columns.
 pub const TITLE: &str = concat!(
-    "     SEQ  OPERATION                                  MN  VIA  M  IRP        DATA      ",
+    "     SEQ  OPERATION                                  MN  VIA  M  PID         IRP        DATA      ",
     "FLAGS  STATUS                           INFORMATION         FILE              NAME"
 );
 
@@ -135,14 +137,21 @@ pub fn record(out: &mut impl Write, rec: &DecodedRecord<'_>) -> fmt::Result {
     // MajorFunction's and Status's Display write their text without padding: through a Column.
     let mut operation = Column::<64>::new();
     let _ = write!(operation, "{}", MajorFunction::from_code(f.major));
+    // The process: 0 is none (no requesting thread, or a 1.0 filter's reserved field).
+    let mut process = Column::<10>::new();
+    let _ = match f.process {
+        0 => process.write_str("-"),
+        pid => write!(process, "{pid}"),
+    };
     write!(
         out,
-        "{:>8}  {:<42} {:02X}  {:<3}  {}  {:08X}   {:08X}  {:<5}  ",
+        "{:>8}  {:<42} {:02X}  {:<3}  {}  {:<10}  {:08X}   {:08X}  {:<5}  ",
         f.sequence,
         operation.as_str(),
         f.minor,
         via(f.kind),
         mode,
+        process.as_str(),
         f.irp_flags,
         f.data_flags,
         core::str::from_utf8(&letters).unwrap_or("?????"),
@@ -305,6 +314,7 @@ mod tests {
             information: 0,
             file: 0xFFFF_A000_1234_5678,
             name_status: 0,
+            process: 4100,
         }
     }
 
@@ -328,6 +338,7 @@ mod tests {
                 "00",
                 "IRP",
                 "U",
+                "4100",
                 "00000900",
                 "00000001",
                 "P-N-S",
@@ -339,11 +350,13 @@ mod tests {
         );
         // The columns line up with the title's.
         let head = TITLE;
-        for title in ["OPERATION", "VIA", "STATUS", "FILE", "NAME"] {
+        for title in ["OPERATION", "VIA", "PID", "IRP ", "STATUS", "FILE", "NAME"] {
             let column = head.find(title).unwrap();
             let value = match title {
                 "OPERATION" => "IRP_MJ_READ",
                 "VIA" => "IRP",
+                "PID" => "4100 ",
+                "IRP " => "00000900",
                 "STATUS" => "STATUS_END_OF_FILE",
                 "FILE" => "FFFFA000",
                 _ => r"\Device",
@@ -361,6 +374,7 @@ mod tests {
         pending.kind = 2;
         pending.requestor_mode = 0;
         pending.name_status = Status::INVALID_DEVICE_REQUEST.0;
+        pending.process = 0; // none, or a 1.0 filter's record
         let mut cut = read();
         cut.flags |= record_flags::NAME_TRUNCATED | record_flags::DRAINING;
         cut.status = 0x0123_4567; // no name in fsfilter's table
@@ -387,6 +401,7 @@ mod tests {
                 "00",
                 "FSF",
                 "K",
+                "-",
                 "00000900",
                 "00000001",
                 "-----",
@@ -399,8 +414,8 @@ mod tests {
             ]
         );
         assert_eq!(words(1)[3], "FIO");
-        assert_eq!(words(1)[7], "PDNTS");
-        assert_eq!(words(1)[8..10], ["0x01234567", "0x10"]);
+        assert_eq!(words(1)[8], "PDNTS");
+        assert_eq!(words(1)[9..11], ["0x01234567", "0x10"]);
         assert!(lines[1].ends_with(" abc..."), "{}", lines[1]);
         assert_eq!(words(2)[1], "IRP_MJ_0x7E");
         assert!(lines[2].ends_with(" (no name)"), "{}", lines[2]);
