@@ -43,6 +43,11 @@ fn the_page_writers_are_the_system_process_in_both_models() {
 }
 
 #[test]
+fn a_post_in_another_processs_thread_has_the_requesting_process_in_both_models() {
+    processes::check_post_in_another_thread(common::install_legacy, watcher::ENTRY);
+}
+
+#[test]
 fn a_client_has_the_process_that_connected_it_in_both_models() {
     processes::check_client_process(common::install_legacy, watcher::ENTRY, connect);
 }

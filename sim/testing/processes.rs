@@ -5,9 +5,9 @@
 //! opens `\??\FsfWatch`). Every assertion here holds in both models.
 //!
 //! [`Watcher`] declares `PROCESS_QUERIES` and a channel that does not send; it records, for each
-//! callback, `Services::requestor_process` and, in pre-create, `Services::client_process` of its
-//! connected client. [`Blind`] is the same filter without the declaration; [`Lone`] declares it
-//! without a channel.
+//! callback, `Services::requestor_process`, the process of the thread it ran in and, in
+//! pre-create, `Services::client_process` of its connected client. [`Blind`] is the same filter
+//! without the declaration; [`Lone`] declares it without a channel.
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
 
@@ -19,8 +19,8 @@ use fsfilter::{
     Registration, Result, ServiceParameters, Services,
 };
 use fsfilter_sim::{
-    CreateOptions, FsKind, IoMode, Machine, MachineConfig, MessageServer, PageWriter, ServiceSpec,
-    StopResult, VolumeId, VolumeSpec,
+    CreateOptions, FsKind, IoMode, IoRequest, Machine, MachineConfig, MessageServer, PageWriter,
+    ServiceSpec, StopResult, VolumeId, VolumeSpec,
 };
 
 /// The service name of the filter that asks for processes.
@@ -44,6 +44,8 @@ pub(crate) struct Seen {
     pub requestor: Option<ProcessId>,
     /// `client_process(client)` of the last connected client, in pre-create with one.
     pub client: Option<Option<ProcessId>>,
+    /// The process of the thread the callback ran in (the simulator's `PsGetCurrentProcessId`).
+    pub current: u32,
 }
 
 thread_local! {
@@ -68,15 +70,19 @@ fn record(stage: &'static str, h: &fsfilter::OperationHeader<'_>, services: &dyn
         paging: h.is_paging(),
         requestor: services.requestor_process(),
         client,
+        // SAFETY: no precondition (the simulated kernel's export, at any IRQL).
+        current: unsafe { fsfilter_sim::exports::ps::PsGetCurrentProcessId() } as usize as u32,
     };
     SEEN.with(|s| s.borrow_mut().push(seen));
 }
 
-/// Creates, reads and writes with posts, and the modified-page writer's acquire.
+/// Creates, reads, writes and directory control with posts, and the modified-page writer's
+/// acquire.
 const REGISTRATION: Registration = Registration::new()
     .operation(Operation::new(MajorFunction::Create).pre().post())
     .operation(Operation::new(MajorFunction::Read).pre().post())
     .operation(Operation::new(MajorFunction::Write).pre().post())
+    .operation(Operation::new(MajorFunction::DirectoryControl).pre().post())
     .operation(Operation::new(MajorFunction::AcquireForModWrite).pre())
     .validated();
 
@@ -274,6 +280,59 @@ pub(crate) fn check_paging(
         [("pre", OperationKind::Irp, true, system), ("post", OperationKind::Irp, true, system)]
     );
     m.as_process(app, |m| m.close_handle(h));
+    finish(m, WATCHER);
+}
+
+/// A post callback that runs in another process's thread still has the requester's process.
+/// Process `reader` waits for a change in a directory (`NtNotifyChangeDirectoryFile` on an
+/// overlapped handle: the file system keeps the IRP pending); process `writer` then creates a
+/// file there, and the file system completes the notification in the writer's thread, inside
+/// the writer's create (sim/src/fs/notify.rs, FsRtl's notify package), so the legacy completion
+/// routine and the minifilter's post callback run there. Both callbacks of the notification
+/// answer the reader (the IRP's thread, `Tail.Overlay.Thread` / `Data->Thread`); the thread's
+/// own process (`PsGetCurrentProcessId`) is the reader's in pre and the writer's in post.
+pub(crate) fn check_post_in_another_thread(
+    install: fn(&mut Machine, ServiceSpec),
+    watcher: fsfilter_sim::DriverEntry,
+) {
+    let (mut m, c) = machine(install, WATCHER, watcher);
+    let reader = m.new_process("reader").expect("a new process");
+    let writer = m.new_process("writer").expect("a new process");
+    let dir = m.as_process(reader, |m| {
+        m.open(c, "docs", CreateOptions::directory().overlapped()).expect("opens")
+    });
+    let io = m.as_process(reader, |m| {
+        let r = m.io(IoRequest::NotifyChangeDirectory {
+            handle: dir,
+            filter: 0x1, // FILE_NOTIFY_CHANGE_FILE_NAME
+            watch_tree: false,
+            length: 4096,
+        });
+        assert_eq!(r.status, fsfilter::Status::PENDING, "{r:?}");
+        r.io.expect("a request")
+    });
+    let directory = |seen: &[Seen]| -> Vec<(&'static str, Option<u32>, u32)> {
+        seen.iter()
+            .filter(|s| s.major == MajorFunction::DirectoryControl)
+            .map(|s| (s.stage, s.requestor.map(|p| p.0), s.current))
+            .collect()
+    };
+    let (r, w) = (reader.0, writer.0);
+    assert_eq!(directory(&take()), [("pre", Some(r), r)], "pended: no post yet");
+    assert!(m.overlapped_result(io).is_none(), "outstanding");
+    m.as_process(writer, |m| {
+        let h = m.open(c, "docs\\new.txt", CreateOptions::create()).expect("creates");
+        m.close_handle(h);
+    });
+    let seen = take();
+    // The post ran in the writer's thread, and still names the reader.
+    assert_eq!(directory(&seen), [("post", Some(r), w)], "{seen:?}");
+    // The writer's own create is the writer's.
+    let creates = requestors(&seen, MajorFunction::Create);
+    assert!(!creates.is_empty() && creates.iter().all(|c| c.3 == Some(w)), "{creates:?}");
+    let done = m.overlapped_result(io).expect("completed");
+    assert!(done.status.is_success(), "{done:?}");
+    m.as_process(reader, |m| m.close_handle(dir));
     finish(m, WATCHER);
 }
 
