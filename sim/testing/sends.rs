@@ -116,140 +116,105 @@ fn run_plan(op: &PostOperation<'_>) {
     }
 }
 
-/// A filter whose post-create sends what the test planned, over a channel of two clients and
-/// 32-byte messages declared with `sends_messages()`.
-pub(crate) struct Asker;
-
 /// The create operation with a post callback, for the three filters.
 const REGISTRATION: Registration =
     Registration::new().operation(Operation::new(MajorFunction::Create).pre().post()).validated();
 
-impl Filter for Asker {
-    const REGISTRATION: Registration = REGISTRATION;
-    const MESSAGES: Option<MessageChannel> = Some(
+/// A filter `$name` whose post-create runs the plan: the part the three filters share; `$channel`
+/// is its channel, `$client` the client it knows at load, `$extra` its channel callbacks.
+macro_rules! planned_sender {
+    ($name:ident, $channel:expr, $client:expr, { $($extra:tt)* }) => {
+        impl Filter for $name {
+            const REGISTRATION: Registration = REGISTRATION;
+            const MESSAGES: Option<MessageChannel> = $channel;
+            type InstanceContext = ();
+            type CompletionContext = ();
+
+            fn load(_: &dyn ServiceParameters) -> Result<Self> {
+                CLIENT.with(|c| c.set($client));
+                Ok($name)
+            }
+
+            fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+                Ok(())
+            }
+
+            fn pre_operation(
+                &self,
+                _: &Instance<'_, ()>,
+                _: &mut PreOperation<'_, ()>,
+            ) -> PreOutcome<()> {
+                PreOutcome::WithPost(())
+            }
+
+            fn post_operation(
+                &self,
+                _: &Instance<'_, ()>,
+                op: &mut PostOperation<'_>,
+                _: (),
+                _: PostFlags,
+            ) -> PostOutcome<()> {
+                if op.result().status.is_success() {
+                    run_plan(op);
+                }
+                PostOutcome::Finished
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+/// Records the client that connects, and says so.
+fn connected(client: ClientId) -> Result<()> {
+    CLIENT.with(|c| c.set(Some(client)));
+    log("connect".to_owned());
+    Ok(())
+}
+
+/// A filter whose post-create sends what the test planned, over a channel of two clients and
+/// 32-byte messages declared with `sends_messages()`.
+pub(crate) struct Asker;
+
+planned_sender!(
+    Asker,
+    Some(
         MessageChannel::new(CHANNEL)
             .max_clients(2)
             .max_message(MAX as u32)
             .sends_messages()
             .validated(),
-    );
-    type InstanceContext = ();
-    type CompletionContext = ();
-
-    fn load(_: &dyn ServiceParameters) -> Result<Self> {
-        CLIENT.with(|c| c.set(None));
-        Ok(Asker)
-    }
-
-    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
-        Ok(())
-    }
-
-    fn pre_operation(&self, _: &Instance<'_, ()>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
-        PreOutcome::WithPost(())
-    }
-
-    fn post_operation(
-        &self,
-        _: &Instance<'_, ()>,
-        op: &mut PostOperation<'_>,
-        _: (),
-        _: PostFlags,
-    ) -> PostOutcome<()> {
-        if op.result().status.is_success() {
-            run_plan(op);
+    ),
+    None,
+    {
+        fn client_connect(&self, client: ClientId, _: &[u8]) -> Result<()> {
+            connected(client)
         }
-        PostOutcome::Finished
-    }
 
-    fn client_connect(&self, client: ClientId, _: &[u8]) -> Result<()> {
-        CLIENT.with(|c| c.set(Some(client)));
-        log("connect".to_owned());
-        Ok(())
+        fn client_disconnect(&self, _: ClientId) {
+            log("disconnect".to_owned());
+        }
     }
-
-    fn client_disconnect(&self, _: ClientId) {
-        log("disconnect".to_owned());
-    }
-}
+);
 
 /// The same filter with a channel that does not declare sending.
 pub(crate) struct Quiet;
 
-impl Filter for Quiet {
-    const REGISTRATION: Registration = REGISTRATION;
-    const MESSAGES: Option<MessageChannel> =
-        Some(MessageChannel::new(CHANNEL).max_message(MAX as u32).validated());
-    type InstanceContext = ();
-    type CompletionContext = ();
-
-    fn load(_: &dyn ServiceParameters) -> Result<Self> {
-        CLIENT.with(|c| c.set(None));
-        Ok(Quiet)
-    }
-
-    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
-        Ok(())
-    }
-
-    fn pre_operation(&self, _: &Instance<'_, ()>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
-        PreOutcome::WithPost(())
-    }
-
-    fn post_operation(
-        &self,
-        _: &Instance<'_, ()>,
-        op: &mut PostOperation<'_>,
-        _: (),
-        _: PostFlags,
-    ) -> PostOutcome<()> {
-        if op.result().status.is_success() {
-            run_plan(op);
+planned_sender!(
+    Quiet,
+    Some(MessageChannel::new(CHANNEL).max_message(MAX as u32).validated()),
+    None,
+    {
+        fn client_connect(&self, client: ClientId, _: &[u8]) -> Result<()> {
+            connected(client)
         }
-        PostOutcome::Finished
     }
-
-    fn client_connect(&self, client: ClientId, _: &[u8]) -> Result<()> {
-        CLIENT.with(|c| c.set(Some(client)));
-        log("connect".to_owned());
-        Ok(())
-    }
-}
+);
 
 /// The same filter without a channel (it sends to a made-up client).
 pub(crate) struct Mute;
 
-impl Filter for Mute {
-    const REGISTRATION: Registration = REGISTRATION;
-    type InstanceContext = ();
-    type CompletionContext = ();
-
-    fn load(_: &dyn ServiceParameters) -> Result<Self> {
-        CLIENT.with(|c| c.set(Some(ClientId(1))));
-        Ok(Mute)
-    }
-
-    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
-        Ok(())
-    }
-
-    fn pre_operation(&self, _: &Instance<'_, ()>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
-        PreOutcome::WithPost(())
-    }
-
-    fn post_operation(
-        &self,
-        _: &Instance<'_, ()>,
-        op: &mut PostOperation<'_>,
-        _: (),
-        _: PostFlags,
-    ) -> PostOutcome<()> {
-        if op.result().status.is_success() {
-            run_plan(op);
-        }
-        PostOutcome::Finished
-    }
-}
+planned_sender!(Mute, None, Some(ClientId(1)), {});
 
 /// How a test file connects a client in its model.
 pub(crate) type Connect = fn(&mut Machine) -> core::result::Result<MessageServer, Status>;
