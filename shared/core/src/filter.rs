@@ -230,6 +230,12 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// connecting process), and both services answer it `None`.
     const PROCESS_QUERIES: bool = false;
 
+    /// Whether the filter redirects creates (`Services::replace_file_name` then
+    /// [`crate::IoStatus::reparse`], rule 27), declared beside its registration. A filter that
+    /// leaves it `false` carries none of that code (no `IoReplaceFileObjectName` import), and
+    /// `replace_file_name` answers it `STATUS_NOT_SUPPORTED`.
+    const REPARSES: bool = false;
+
     /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
     type InstanceContext: Send + Sync + 'static;
 
@@ -512,6 +518,13 @@ pub const fn queries_names<F: Filter>() -> bool {
 /// that code.
 pub const fn queries_processes<F: Filter>() -> bool {
     F::PROCESS_QUERIES
+}
+
+/// Whether filter type `F` redirects creates ([`Filter::REPARSES`]): the backends test this
+/// constant first in `Services::replace_file_name`, so a filter that never redirects carries none
+/// of that code.
+pub const fn reparses<F: Filter>() -> bool {
+    F::REPARSES
 }
 
 /// Whether filter type `F` allocates load buffers ([`Filter::LOAD_BUFFERS`]): the backends test

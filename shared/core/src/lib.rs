@@ -35,7 +35,8 @@ pub use altitude::{
 pub use capabilities::Capabilities;
 pub use filter::{
     Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo, load_buffers,
-    post_only_is_zero_sized, queries_names, queries_processes, registration_in_force, scans_data,
+    post_only_is_zero_sized, queries_names, queries_processes, registration_in_force, reparses,
+    scans_data,
 };
 pub use flags::{
     CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,
@@ -56,7 +57,7 @@ pub use operation::{
     Buffer, BufferSource, ControlParameters, CreateParameters, DirectoryParameters, FileName,
     HeaderSource, InformationParameters, IoStatus, LazyHeader, LockParameters, ModWriteParameters,
     OperationBuffer, OperationHeader, Parameters, PostOperation, PreOperation, ReadWriteParameters,
-    RequestorMode, SectionSyncParameters, create, may_synchronize, section_sync,
+    RequestorMode, SectionSyncParameters, create, may_synchronize, reparse, section_sync,
 };
 pub use params::{
     MAX_STRING_UNITS, ParameterDoc, ParameterList, ParameterValue, ServiceParameters,

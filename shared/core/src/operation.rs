@@ -341,6 +341,16 @@ impl CreateParameters {
     }
 }
 
+/// What a create that ends `STATUS_REPARSE` carries in its `Information` (ntifs.h).
+pub mod reparse {
+    /// The file object's name was replaced: the I/O manager parses it again from the root.
+    pub const IO_REPARSE: usize = 0;
+    /// A mount point or junction (`IO_REPARSE_TAG_MOUNT_POINT`).
+    pub const TAG_MOUNT_POINT: u32 = 0xA000_0003;
+    /// A symbolic link (`IO_REPARSE_TAG_SYMLINK`).
+    pub const TAG_SYMLINK: u32 = 0xA000_000C;
+}
+
 /// Create dispositions and options the model names.
 pub mod create {
     /// `FILE_SUPERSEDE`.
@@ -807,6 +817,21 @@ impl IoStatus {
         IoStatus { status, information: 0 }
     }
 
+    /// `STATUS_REPARSE` with `IO_REPARSE` ([`reparse::IO_REPARSE`]): how a pre-create callback
+    /// completes a create after [`crate::Services::replace_file_name`], so that the I/O manager
+    /// parses the file object's new name (rule 27).
+    pub const fn reparse() -> IoStatus {
+        IoStatus { status: Status::REPARSE, information: reparse::IO_REPARSE }
+    }
+
+    /// Whether a create that ended with this result opened a file: `NT_SUCCESS` and not
+    /// `STATUS_REPARSE`. A create that ended `STATUS_REPARSE` (a filter's redirection or a
+    /// reparse point the file system met) opened nothing: its file object is freed without a
+    /// cleanup or close, and the I/O manager opens another name (rule 27).
+    pub const fn opened(&self) -> bool {
+        self.status.is_success() && self.status.0 != Status::REPARSE.0
+    }
+
     /// The status a request is really completed with when filter logic completes it with this
     /// one (docs/callback-model.md, rules 5 and 13): `STATUS_PENDING` and
     /// `STATUS_FLT_DISALLOW_FAST_IO` are not completion statuses and become
@@ -870,6 +895,13 @@ impl<'a> PostOperation<'a> {
         self.result
     }
 
+    /// Whether this is the post of a create that opened a file ([`IoStatus::opened`]: not a
+    /// failure and not `STATUS_REPARSE`, rule 27): what a post-create callback tests before it
+    /// scans, asks about, names or cancels the open.
+    pub fn opened(&self) -> bool {
+        self.header.major() == MajorFunction::Create && self.result.opened()
+    }
+
     /// The file name, where known.
     pub fn file_name(&self) -> Option<FileName<'a>> {
         self.header.get().file_name
@@ -910,6 +942,21 @@ mod tests {
 
     fn utf16(s: &str) -> Vec<u16> {
         s.encode_utf16().collect()
+    }
+
+    #[test]
+    fn a_reparsed_create_is_a_success_that_opened_nothing() {
+        let r = IoStatus::reparse();
+        assert_eq!((r.status, r.information), (Status::REPARSE, reparse::IO_REPARSE));
+        assert!(r.status.is_success() && !r.opened());
+        assert!(IoStatus::new(Status::SUCCESS).opened());
+        assert!(IoStatus::new(Status::OBJECT_NAME_EXISTS).opened());
+        assert!(!IoStatus::new(Status::ACCESS_DENIED).opened());
+        // A mount point the file system met carries its tag: still not open.
+        let tagged = IoStatus { status: Status::REPARSE, information: 0xA000_0003 };
+        assert!(!tagged.opened());
+        // A completion with it is a completion like any other (rule 27).
+        assert_eq!(r.for_completion(false), r);
     }
 
     #[test]

@@ -425,6 +425,23 @@ pub trait Services {
         None
     }
 
+    /// Replaces the name of the create's file object with `name`, a full object-manager path
+    /// (`\Device\HarddiskVolume2\dir\file` or `\??\D:\dir\file`), through
+    /// `IoReplaceFileObjectName` in both models, so that the pre-create callback can then complete
+    /// the create with [`crate::IoStatus::reparse`]: the I/O manager frees the file object and
+    /// opens `name` instead, from the root of the namespace (rule 27; Microsoft's SimRep sample).
+    ///
+    /// Only for a filter that declares [`crate::Filter::REPARSES`] (`STATUS_NOT_SUPPORTED`
+    /// otherwise), at `PASSIVE_LEVEL` (`STATUS_INVALID_DEVICE_STATE`), in the pre callback of an
+    /// `IRP_MJ_CREATE` whose file object has a name (not a volume open), with a name of 1 to
+    /// 32,767 UTF-16 units (`STATUS_INVALID_PARAMETER` otherwise, and nothing changes);
+    /// `STATUS_INSUFFICIENT_RESOURCES` when the new name's buffer cannot be allocated. The
+    /// default answers `STATUS_NOT_SUPPORTED`.
+    fn replace_file_name(&self, name: &[u16]) -> Result<(), Error> {
+        let _ = name;
+        Err(Error::NOT_SUPPORTED)
+    }
+
     /// Sends `message` to the connected client `client` of the filter's channel
     /// ([`crate::Filter::MESSAGES`]) and waits until the client received it and, when `reply`
     /// is given, until it replied into `reply` (`FltSendMessage`; the legacy backend completes
