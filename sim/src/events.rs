@@ -169,6 +169,15 @@ pub enum Rule {
     /// A `MessageNotifyCallback` said it returned more bytes (`ReturnOutputBufferLength`) than
     /// the output buffer holds (`OutputBufferLength`).
     MessageReplyBeyondBuffer,
+    /// A driver completed an `IRP_MJ_CREATE` with no trailing name (a user-mode open of the
+    /// volume itself) with `STATUS_REPARSE`: bug check 0xF9,
+    /// `DRIVER_RETURNED_STATUS_REPARSE_FOR_VOLUME_OPEN` (WRK `IopParseDevice`).
+    ReparseForVolumeOpen,
+    /// A query open (`FastIoQueryOpen`, `IRP_MJ_NETWORK_QUERY_OPEN`) answered with
+    /// `STATUS_REPARSE`: reparse works on IRPs only, so the I/O manager does not follow it and
+    /// the caller gets `STATUS_REPARSE` (WRK `IopParseDevice`; Microsoft's SimRep sample answers
+    /// `FLT_PREOP_DISALLOW_FSFILTER_IO` instead).
+    ReparseOnFastIo,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -230,6 +239,8 @@ impl Rule {
             Rule::CommunicationPortOpenAtUnregister => "COMMUNICATION_PORT_OPEN_AT_UNREGISTER",
             Rule::ClientPortLeaked => "CLIENT_PORT_LEAKED_AT_UNLOAD",
             Rule::MessageReplyBeyondBuffer => "MESSAGE_REPLY_LENGTH_BEYOND_BUFFER",
+            Rule::ReparseForVolumeOpen => "DRIVER_RETURNED_STATUS_REPARSE_FOR_VOLUME_OPEN",
+            Rule::ReparseOnFastIo => "REPARSE_ON_FAST_IO",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

@@ -30,7 +30,13 @@ pub struct DeviceUserHandle {
 /// A file object and its accounting.
 pub struct FileObjectInfo {
     block: Block,
+    /// The name buffer the I/O manager gave the file object (`IopParseDevice`), while
+    /// `FileName.Buffer` may still point to it.
     name: Vec<u16>,
+    /// That buffer is no longer the file object's: a driver freed it (`ExFreePool`, replacing
+    /// the name by hand) or `IoReplaceFileObjectName` replaced it. It stays allocated until the
+    /// file object goes, so that a stale reader finds old text, not freed memory.
+    name_released: bool,
     /// Pointer references (a handle holds one).
     pub refs: u32,
     /// Open handles.
@@ -169,6 +175,7 @@ impl Kernel {
             FileObjectInfo {
                 block,
                 name,
+                name_released: false,
                 refs: 1,
                 handles: 0,
                 volume,
@@ -277,10 +284,160 @@ impl Kernel {
                 self.create_released_vpb(info.vpb);
             }
         }
+        self.free_file_name(fo as *mut FILE_OBJECT, &info);
         // SAFETY: the file object's block; a stale reader finds no name rather than freed text.
         unsafe { (*(fo as *mut FILE_OBJECT)).FileName = unicode(&[]) };
         drop(info.name);
         self.files.pool.give(info.block);
+    }
+
+    /// The I/O manager frees a file object's name as `IopDeleteFile` and `IopParseDevice` do:
+    /// `ExFreePool(FileName.Buffer)` when `FileName.Length` is not 0, whatever buffer is there.
+    /// Its own buffer goes with the file object; a pool block a driver put there by hand is
+    /// freed as the kernel's; anything else is a `BAD_POOL_FREE` (docs/simulator.md, "Reparse").
+    fn free_file_name(&mut self, fo: *mut FILE_OBJECT, info: &FileObjectInfo) {
+        // SAFETY: the file object's block, still ours.
+        let name = unsafe { (*fo).FileName };
+        if name.Length == 0 || name.Buffer.is_null() {
+            return;
+        }
+        if name.Buffer.cast_const() == info.name.as_ptr() && !info.name.is_empty() {
+            if info.name_released {
+                self.report(
+                    crate::events::Rule::BadPoolFree,
+                    None,
+                    "the I/O manager frees the file object's FileName.Buffer, which a driver \
+                     freed already (ExFreePool) and left in FileName",
+                );
+            }
+            return;
+        }
+        if !self.pool_free_kernel(name.Buffer.cast()) {
+            self.report(
+                crate::events::Rule::BadPoolFree,
+                None,
+                format!(
+                    "the I/O manager frees the file object's FileName.Buffer ({:p}) with \
+                     ExFreePool, and it is no live pool block: a driver replaced the name by \
+                     hand with memory that is not pool (IoReplaceFileObjectName owns the \
+                     buffer for it)",
+                    name.Buffer
+                ),
+            );
+        }
+    }
+
+    /// A driver's `ExFreePool` of the name buffer the I/O manager gave a live file object
+    /// (pool tagged `IoNm` on Windows): the buffer is released (it stays allocated until the file
+    /// object goes). False when `ptr` is no such buffer, or was released already.
+    pub(crate) fn free_initial_file_name(&mut self, ptr: usize, tag: Option<u32>) -> bool {
+        let found = self.files.map.iter_mut().find(|(_, i)| {
+            !i.name.is_empty() && i.name.as_ptr() as usize == ptr && !i.name_released
+        });
+        let Some((_, info)) = found else { return false };
+        info.name_released = true;
+        self.check_irql(crate::kernel::APC_LEVEL, "ExFreePoolWithTag (paged pool)");
+        if let Some(t) = tag.filter(|t| *t != FILE_NAME_TAG) {
+            let (a, b) = (crate::pool::tag_text(FILE_NAME_TAG), crate::pool::tag_text(t));
+            self.report_current(
+                crate::events::Rule::PoolTagMismatch,
+                format!("a block allocated with tag '{a}' freed with tag '{b}'"),
+            );
+        }
+        true
+    }
+
+    /// `IoReplaceFileObjectName`: the file object's name becomes the `length` bytes at `new`,
+    /// in the I/O manager's buffer (docs/simulator.md, "Reparse"). `STATUS_INVALID_PARAMETER`
+    /// for a file object without a name (its reference page); the current buffer is reused when
+    /// the name fits in its `MaximumLength`, otherwise a new one is allocated from paged pool
+    /// (`IoNm`, sized as `IopParseDevice` sizes names) and the old one freed;
+    /// `STATUS_INSUFFICIENT_RESOURCES` when that allocation fails.
+    pub(crate) fn replace_file_object_name(
+        &mut self,
+        fo: *mut FILE_OBJECT,
+        new: *const u16,
+        length: u16,
+    ) -> fsfilter::Status {
+        use fsfilter::Status;
+        self.check_irql(crate::kernel::PASSIVE_LEVEL, "IoReplaceFileObjectName");
+        if !self.files.map.contains_key(&(fo as usize)) {
+            self.report_current(
+                crate::events::Rule::Bugcheck,
+                format!("IoReplaceFileObjectName({fo:p}): not a file object"),
+            );
+            return Status::INVALID_PARAMETER;
+        }
+        // SAFETY: a live file object of the table.
+        let f = unsafe { &mut *fo };
+        if f.FileName.Buffer.is_null() || f.FileName.Length == 0 {
+            return Status::INVALID_PARAMETER;
+        }
+        if new.is_null() && length != 0 {
+            self.report_current(
+                crate::events::Rule::Bugcheck,
+                "IoReplaceFileObjectName with a NULL NewFileName",
+            );
+            return Status::INVALID_PARAMETER;
+        }
+        // The caller's bytes, copied first: they may be the file object's own name.
+        let bytes: Vec<u8> = if length == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: the caller's buffer of `length` bytes.
+            unsafe { std::slice::from_raw_parts(new.cast::<u8>(), usize::from(length)) }.to_vec()
+        };
+        let max = usize::from(f.FileName.MaximumLength);
+        let current = f.FileName.Buffer as usize;
+        let Some(info) = self.files.map.get(&(fo as usize)) else {
+            return Status::INVALID_PARAMETER;
+        };
+        let own = current == info.name.as_ptr() as usize && !info.name_released;
+        let own_bytes = info.name.len() * 2;
+        let room = if own {
+            max.min(own_bytes)
+        } else {
+            self.pool.blocks.get(&current).map_or(0, |b| b.size.min(max))
+        };
+        if usize::from(length) <= room {
+            // In place, as Windows does when the name fits: the buffer is zeroed to its
+            // MaximumLength and the new name copied in.
+            let dst = match self.files.map.get_mut(&(fo as usize)) {
+                Some(info) if own => info.name.as_mut_ptr().cast::<u8>(),
+                _ => current as *mut u8,
+            };
+            // SAFETY: `room` bytes of the current buffer are ours to write (checked above).
+            unsafe { std::ptr::write_bytes(dst, 0, room) };
+            // SAFETY: as above; the name's `length` <= `room` bytes, from our own copy.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+            f.FileName.Length = length;
+            return Status::SUCCESS;
+        }
+        if self.fault(crate::faults::FaultKind::Pool) {
+            return Status::INSUFFICIENT_RESOURCES;
+        }
+        let size = round_name_size(usize::from(length));
+        let buffer = self.pool_allocate_as(None, crate::pool::POOL_FLAG_PAGED, size, FILE_NAME_TAG);
+        // SAFETY: a fresh block of `size` >= `length` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast::<u8>(), bytes.len()) };
+        if own {
+            if let Some(info) = self.files.map.get_mut(&(fo as usize)) {
+                info.name_released = true;
+            }
+        } else if !self.pool_free_kernel(current as *mut std::ffi::c_void) {
+            self.report_current(
+                crate::events::Rule::BadPoolFree,
+                format!(
+                    "IoReplaceFileObjectName frees the file object's FileName.Buffer \
+                     ({current:#x}), which is no live pool block (a driver replaced the name \
+                     by hand with memory that is not pool, or freed it)"
+                ),
+            );
+        }
+        f.FileName.Buffer = buffer.cast();
+        f.FileName.MaximumLength = size as u16;
+        f.FileName.Length = length;
+        Status::SUCCESS
     }
 
     /// Adds a user handle.
@@ -319,6 +476,20 @@ impl Kernel {
             Some(id) => self.objects.device(self.objects.top(id)).ptr,
             None => d,
         }
+    }
+}
+
+/// The pool tag of the names the I/O manager allocates for file objects (`'IoNm'`).
+pub(crate) const FILE_NAME_TAG: u32 = u32::from_le_bytes(*b"IoNm");
+
+/// The size `IopParseDevice` gives a file object's name buffer for a name of `length` bytes
+/// (WRK `RoundNameSize`): 56, 120 or 248 bytes, or the length itself from 248 on.
+fn round_name_size(length: usize) -> usize {
+    match length {
+        0..56 => 56,
+        56..120 => 120,
+        120..248 => 248,
+        _ => length,
     }
 }
 

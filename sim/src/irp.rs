@@ -926,6 +926,9 @@ pub fn complete_request(irp: *mut IRP) {
             );
             return false;
         }
+        if status == Status::REPARSE.0 {
+            k.note_reparse_completion(irp);
+        }
         if k.irql() > crate::kernel::DISPATCH_LEVEL {
             k.report_current(Rule::IrqlTooHigh, "IoCompleteRequest above DISPATCH_LEVEL");
         }
@@ -1280,6 +1283,13 @@ impl Kernel {
             Finish::Request(rid) => {
                 // SAFETY: reading the status member.
                 let status = unsafe { i.IoStatus.Anonymous.Status };
+                if status == Status::REPARSE.0 {
+                    // SAFETY: the I/O manager's member of the tail; a create's reparse buffer.
+                    let aux = unsafe { i.Tail.Overlay }.AuxiliaryBuffer;
+                    if !aux.is_null() {
+                        k.reparse_buffer_left(rid, aux as usize);
+                    }
+                }
                 k.request_completed(rid, Status(status), i.IoStatus.Information);
                 // SAFETY: the I/O manager's member of the tail, set for every user request.
                 let fo = unsafe { i.Tail.Overlay }.OriginalFileObject as usize;

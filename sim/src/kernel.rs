@@ -188,6 +188,8 @@ pub struct Kernel {
     pub io_call: Option<IoCall>,
     /// Set once the machine bugchecked; nothing runs afterwards.
     pub crashed: Option<String>,
+    /// What the I/O manager keeps of creates that ended `STATUS_REPARSE` until it parses them.
+    pub(crate) reparse: crate::reparse::State,
     /// `Machine::boot` ran.
     pub booted: bool,
 }
@@ -562,6 +564,7 @@ impl Kernel {
             current_request: None,
             io_call: None,
             crashed: None,
+            reparse: Default::default(),
             booted: false,
         }
     }

@@ -45,6 +45,7 @@ pub mod pool;
 pub mod process;
 pub mod rawirp;
 pub mod registry;
+pub mod reparse;
 pub mod requests;
 pub mod sched;
 pub mod sections;
@@ -71,5 +72,7 @@ pub use rawirp::{RAW_BUFFER_LIMIT, RawBuffer, RawIrp, RawOp};
 pub use registry::RegValue;
 pub use requests::OverlappedResult;
 pub use security::Caller;
-pub use syscalls::{CreateOptions, IoMode, IoRequest, IoResult, IoStatusBlock, PageWriter};
+pub use syscalls::{
+    CreateOptions, IoMode, IoRequest, IoResult, IoStatusBlock, PageWriter, Reparsed,
+};
 pub use volumes::{FsKind, MountWhen, VolumeError, VolumeSpec};

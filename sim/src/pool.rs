@@ -73,6 +73,18 @@ impl Kernel {
         if self.fault(FaultKind::Pool) {
             return std::ptr::null_mut();
         }
+        self.pool_allocate_as(image, flags, size, tag)
+    }
+
+    /// A pool block allocated for `image` (None: the kernel's own, as the I/O manager's file
+    /// object names), without fault injection (the caller decides).
+    pub(crate) fn pool_allocate_as(
+        &mut self,
+        image: Option<ImageId>,
+        flags: u64,
+        size: usize,
+        tag: u32,
+    ) -> *mut c_void {
         let block = Block::zeroed_aligned(size, pool_alignment(flags, size));
         if flags & POOL_FLAG_UNINITIALIZED != 0 {
             // Uninitialized pool is not zero on Windows: fill it so code that relies on zeroes
@@ -101,6 +113,12 @@ impl Kernel {
             self.check_irql(crate::kernel::DISPATCH_LEVEL, "ExFreePoolWithTag");
         }
         let Some(block) = block else {
+            // The name buffer the I/O manager gave a file object is pool on Windows ('IoNm'),
+            // which a driver that replaces the name by hand frees (docs/simulator.md, "Reparse").
+            if self.free_initial_file_name(ptr as usize, tag) {
+                *self.pool.frees.entry(image).or_default() += 1;
+                return;
+            }
             self.report_current(
                 Rule::BadPoolFree,
                 format!("freeing {ptr:p}, which is not a live pool block"),
@@ -119,6 +137,17 @@ impl Kernel {
         self.disarm_timers_in(ptr as usize, block.size);
         *self.pool.frees.entry(image).or_default() += 1;
         drop(block.block);
+    }
+
+    /// The kernel's own `ExFreePool` of `ptr` (the I/O manager freeing a file object's name, a
+    /// create's reparse buffer): counted as the kernel's, not the running image's. False when
+    /// `ptr` is no live pool block (the caller reports it).
+    pub(crate) fn pool_free_kernel(&mut self, ptr: *mut c_void) -> bool {
+        let Some(block) = self.pool.blocks.remove(&(ptr as usize)) else { return false };
+        self.disarm_timers_in(ptr as usize, block.size);
+        *self.pool.frees.entry(None).or_default() += 1;
+        drop(block.block);
+        true
     }
 
     /// A block of `size` bytes at `start` is being freed: an armed timer in it, or the DPC an

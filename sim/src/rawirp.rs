@@ -603,5 +603,5 @@ fn send(raw: RawIrp<'_>) -> IoResult {
     drop(pattern_units);
     // A raw IRP has no caller's status block: its status is the request's final one.
     let (io, fast_io, iosb) = (Some(RequestRef(rid.0)), false, None);
-    IoResult { status, information, data, io, fast_io, handle, iosb }
+    IoResult { status, information, data, io, fast_io, handle, iosb, reparsed: None }
 }

@@ -232,6 +232,21 @@ pub struct IoResult {
     /// file object (WRK `IopCompleteRequest`); not yet for a request still outstanding, whose
     /// completion (`IoComplete`) writes it later.
     pub iosb: Option<IoStatusBlock>,
+    /// For a create (and the open of `NtQueryFullAttributesFile`'s long way) that a driver
+    /// reparsed: the reparses the I/O manager followed and the volume the last create went to
+    /// (docs/simulator.md, "Reparse"). None when no create ended `STATUS_REPARSE` with
+    /// `IO_REPARSE`.
+    pub reparsed: Option<Reparsed>,
+}
+
+/// The reparses a create followed ([`IoResult::reparsed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reparsed {
+    /// Creates that ended `STATUS_REPARSE` with `IO_REPARSE` and whose new name the I/O manager
+    /// parsed (each a request of its own in the event log).
+    pub count: u32,
+    /// The volume the last create went to.
+    pub volume: VolumeId,
 }
 
 impl IoResult {
@@ -249,6 +264,7 @@ impl IoResult {
             fast_io: false,
             handle: None,
             iosb: None,
+            reparsed: None,
         }
     }
 }
@@ -945,6 +961,7 @@ fn result(status: Status, information: usize, rid: RequestId, data: Vec<u8>) -> 
         fast_io: false,
         handle: None,
         iosb: written.then_some(IoStatusBlock { status, information }),
+        reparsed: None,
     }
 }
 
@@ -1084,28 +1101,109 @@ fn create_parameters_valid(options: &CreateOptions) -> bool {
         && !(has(create_options::NO_INTERMEDIATE_BUFFERING) && a & access::FILE_APPEND_DATA != 0)
 }
 
-/// `NtCreateFile`.
+/// An open's parse (`ObOpenObjectByName` with `IopParseDevice` as the devices' parse routine):
+/// where the next create goes, and what the reparses so far used (docs/simulator.md,
+/// "Reparse").
+struct Parse {
+    /// The volume and the name on it of the next create.
+    at: crate::reparse::Target,
+    /// `ObpLookupObjectName`'s reparse attempts.
+    attempts: crate::reparse::Attempts,
+    /// The last create request sent, and its volume.
+    last: Option<(RequestId, VolumeId)>,
+}
+
+impl Parse {
+    /// The parse of a caller's open of `rel` on `volume`.
+    fn new(volume: VolumeId, rel: String) -> Parse {
+        let at = crate::reparse::Target { volume, rel };
+        Parse { at, attempts: crate::reparse::Attempts::default(), last: None }
+    }
+
+    /// What the caller learns of the reparses followed.
+    fn trail(&self) -> Option<Reparsed> {
+        let count = self.attempts.followed;
+        let volume = self.last.map_or(self.at.volume, |(_, v)| v);
+        (count > 0).then_some(Reparsed { count, volume })
+    }
+
+    /// The open ends with `status` before a request or after a reparse: no handle, no status
+    /// block; the last create request, if there was one.
+    fn ended(&self, status: Status) -> IoResult {
+        IoResult {
+            io: self.last.map(|(r, _)| RequestRef(r.0)),
+            reparsed: self.trail(),
+            ..IoResult::failed(status)
+        }
+    }
+
+    /// Create request `rid` of `file` ended `STATUS_REPARSE` with `information`: the file object
+    /// is freed and the name parsed ([`crate::reparse::after_reparse`]). None: the next create
+    /// goes where [`Parse::at`] says; otherwise the open's end.
+    fn reparsed(
+        &mut self,
+        file: *mut FILE_OBJECT,
+        rid: RequestId,
+        information: usize,
+        kind: MediaKind,
+    ) -> Option<IoResult> {
+        // A file object without a name: the parse opened the device itself (`Override`).
+        let device_open = self.at.rel.is_empty() && kind != MediaKind::Network;
+        let next = kernel::with(|k| {
+            crate::reparse::after_reparse(
+                k,
+                file,
+                &self.at,
+                rid,
+                information,
+                device_open,
+                &mut self.attempts,
+            )
+        });
+        match next {
+            crate::reparse::Next::Open(t) => {
+                self.at = t;
+                None
+            }
+            crate::reparse::Next::Ended(s) => Some(self.ended(s)),
+        }
+    }
+}
+
+/// `NtCreateFile`. A create that ends `STATUS_REPARSE` is parsed again and sent again, as a new
+/// request with a new file object, where its new name leads ([`Parse`]).
 fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
     if !create_parameters_valid(&options) {
         // Refused by the I/O manager: no file object, no IRP, no filter sees it.
         return IoResult::failed(Status::INVALID_PARAMETER);
     }
-    let rel = normalize(path);
-    let (kind, volume_open) = match open_target(volume, &rel) {
-        Ok(t) => t,
-        Err(s) => return IoResult::failed(s),
-    };
-    let prepared = kernel::with(|k| {
-        let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
-        Ok::<_, Status>((build_create_irp(k, volume, file, options, None), file))
-    });
-    let (b, file) = match prepared {
-        Ok(p) => p,
-        Err(s) => return IoResult::failed(s),
-    };
-    let Sent { status, information, rid, keep: _keep, .. } = send(b);
-    let handle = kernel::with(|k| opened(k, file, volume, options, status));
-    IoResult { handle, ..result(status, information, rid, Vec::new()) }
+    let mut parse = Parse::new(volume, normalize(path));
+    loop {
+        let (volume, rel) = (parse.at.volume, parse.at.rel.clone());
+        let (kind, volume_open) = match open_target(volume, &rel) {
+            Ok(t) => t,
+            Err(s) => return parse.ended(s),
+        };
+        let prepared = kernel::with(|k| {
+            let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
+            Ok::<_, Status>((build_create_irp(k, volume, file, options, None), file))
+        });
+        let (b, file) = match prepared {
+            Ok(p) => p,
+            Err(s) => return parse.ended(s),
+        };
+        let Sent { status, information, rid, keep: _keep, .. } = send(b);
+        parse.last = Some((rid, volume));
+        if status == Status::REPARSE {
+            match parse.reparsed(file, rid, information, kind) {
+                Some(end) => return end,
+                None => continue,
+            }
+        }
+        let handle = kernel::with(|k| opened(k, file, volume, options, status));
+        let reparsed = parse.trail();
+        return IoResult { handle, reparsed, ..result(status, information, rid, Vec::new()) };
+    }
 }
 
 /// After an open's create IRP: a handle to the file object when it succeeded; the file object
@@ -1148,14 +1246,11 @@ type QueryOpenRoutine = unsafe extern "system" fn(
 /// `FileNetworkOpenInformation` is queried (the top driver's `FastIoQueryNetworkOpenInfo` first,
 /// then the IRP) and the file closed (cleanup and close). The simulator's file object is a real
 /// one (Windows uses a stack-based object), and the long way gives it a handle, which the query
-/// and the close, requests of their own, then use.
+/// and the close, requests of their own, then use. A create that ends `STATUS_REPARSE` is parsed
+/// again as `NtCreateFile`'s ([`Parse`]), and each pass tries `FastIoQueryOpen` again; a
+/// `FastIoQueryOpen` answering `STATUS_REPARSE` is not followed ([`fast_reparse`]).
 fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
     use crate::nt::file_info as fi;
-    let rel = normalize(path);
-    let (kind, volume_open) = match open_target(volume, &rel) {
-        Ok(t) => t,
-        Err(s) => return IoResult::failed(s),
-    };
     let options = CreateOptions {
         access: access::FILE_READ_ATTRIBUTES,
         share: share::READ | share::WRITE | share::DELETE,
@@ -1164,79 +1259,131 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
         attributes: 0,
         overlapped: false,
     };
-    let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
-    let prepared = kernel::with(|k| {
-        let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
-        let target = k.related_device(file);
-        let routine = top_table(k, target, field)
-            .and_then(|(t, image)| t.FastIoQueryOpen.map(|f| (f as QueryOpenRoutine, image)));
-        let Some((routine, image)) = routine else {
-            // No FastIoQueryOpen: the open goes down at once.
-            return Ok((build_create_irp(k, volume, file, options, None), file, None));
+    // Each pass of the parse (a reparse parses again, with the same open packet) offers the
+    // query to the top device's FastIoQueryOpen first (WRK `IopParseDevice`).
+    let mut parse = Parse::new(volume, normalize(path));
+    loop {
+        let (volume, rel) = (parse.at.volume, parse.at.rel.clone());
+        let (kind, volume_open) = match open_target(volume, &rel) {
+            Ok(t) => t,
+            Err(s) => return parse.ended(s),
         };
-        let rid = k.start_request(volume, MajorFunction::NetworkQueryOpen, true);
-        let b = build_create_irp(k, volume, file, options, Some(rid));
-        // IoSetNextIrpStackLocation: the first location becomes the top device's, naming it.
-        // SAFETY: the fresh IRP the I/O manager owns, with its first location below.
-        unsafe { fsfilter_kernel::irp::IoSetNextIrpStackLocation(b.irp) };
-        // SAFETY: now its current location.
-        unsafe { crate::irpx::current(b.irp) }.DeviceObject = target;
-        k.current_request = Some(rid);
-        // The routine sees a stack-based file object on Windows: no driver may reference it.
-        k.set_stack_based(file as usize, true);
-        Ok((b, file, Some((routine, rid, k.enter(Some(image))))))
-    });
-    let (b, file, attempt) = match prepared {
-        Ok(p) => p,
-        Err(s) => return IoResult::failed(s),
-    };
-    if let Some((routine, rid, entered)) = attempt {
-        let info = buffer(56);
-        let (irp, target) = (b.irp, b.target);
-        // SAFETY: the driver's routine with the create IRP at its device's location, the
-        // caller's 56-byte buffer and the device, as the I/O manager calls it.
-        let done =
-            kernel::run_entered(entered, || unsafe { routine(irp, info.ptr().cast(), target) });
-        let answered = kernel::with(|k| {
-            k.leave();
-            k.current_request = None;
-            k.set_stack_based(file as usize, false);
-            if !done {
-                // The longer route, with the same IRP, back at the location the I/O manager
-                // set up for IoCallDriver, and the same request.
-                // SAFETY: the I/O manager's IRP, not yet sent.
-                unsafe { fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp) };
-                fast_io_declined(k, volume, rid);
-                return None;
-            }
-            // SAFETY: the IRP, still the I/O manager's (the routine does not complete it).
-            let io = unsafe { crate::irpx::header(irp) }.IoStatus;
-            // SAFETY: the status member.
-            let status = Status(unsafe { io.Anonymous.Status });
-            k.free_irp(irp);
-            k.free_file_object(file as usize);
-            k.request_completed(rid, status, io.Information);
-            Some(status)
+        let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
+        let prepared = kernel::with(|k| {
+            let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
+            let target = k.related_device(file);
+            let routine = top_table(k, target, field)
+                .and_then(|(t, image)| t.FastIoQueryOpen.map(|f| (f as QueryOpenRoutine, image)));
+            let Some((routine, image)) = routine else {
+                // No FastIoQueryOpen: the open goes down at once.
+                return Ok((build_create_irp(k, volume, file, options, None), file, None));
+            };
+            let rid = k.start_request(volume, MajorFunction::NetworkQueryOpen, true);
+            let b = build_create_irp(k, volume, file, options, Some(rid));
+            // IoSetNextIrpStackLocation: the first location becomes the top device's, naming it.
+            // SAFETY: the fresh IRP the I/O manager owns, with its first location below.
+            unsafe { fsfilter_kernel::irp::IoSetNextIrpStackLocation(b.irp) };
+            // SAFETY: now its current location.
+            unsafe { crate::irpx::current(b.irp) }.DeviceObject = target;
+            k.current_request = Some(rid);
+            // The routine sees a stack-based file object on Windows: no driver may reference it.
+            k.set_stack_based(file as usize, true);
+            Ok((b, file, Some((routine, rid, k.enter(Some(image))))))
         });
-        if let Some(status) = answered {
-            let data = if status.is_success() { read_block(&info, 56) } else { Vec::new() };
-            // NtQueryFullAttributesFile has no I/O status block.
-            return IoResult { iosb: None, ..fast_result(status, 56, rid, data) };
+        let (b, file, attempt) = match prepared {
+            Ok(p) => p,
+            Err(s) => return parse.ended(s),
+        };
+        if let Some((routine, rid, entered)) = attempt {
+            let info = buffer(56);
+            let (irp, target) = (b.irp, b.target);
+            // SAFETY: the driver's routine with the create IRP at its device's location, the
+            // caller's 56-byte buffer and the device, as the I/O manager calls it.
+            let done =
+                kernel::run_entered(entered, || unsafe { routine(irp, info.ptr().cast(), target) });
+            let answered = kernel::with(|k| {
+                k.leave();
+                k.current_request = None;
+                k.set_stack_based(file as usize, false);
+                if !done {
+                    // The longer route, with the same IRP, back at the location the I/O manager
+                    // set up for IoCallDriver, and the same request.
+                    // SAFETY: the I/O manager's IRP, not yet sent.
+                    unsafe { fsfilter_kernel::irp::IoSkipCurrentIrpStackLocation(irp) };
+                    fast_io_declined(k, volume, rid);
+                    return None;
+                }
+                // SAFETY: the IRP, still the I/O manager's (the routine does not complete it).
+                let io = unsafe { crate::irpx::header(irp) }.IoStatus;
+                // SAFETY: the status member.
+                let status = Status(unsafe { io.Anonymous.Status });
+                if status == Status::REPARSE {
+                    fast_reparse(k, irp, target, rid);
+                }
+                k.free_irp(irp);
+                k.free_file_object(file as usize);
+                k.request_completed(rid, status, io.Information);
+                Some(status)
+            });
+            if let Some(status) = answered {
+                // A reparse is not followed: the caller gets STATUS_REPARSE, and no attributes.
+                let read = status.is_success() && status != Status::REPARSE;
+                let data = if read { read_block(&info, 56) } else { Vec::new() };
+                // NtQueryFullAttributesFile has no I/O status block.
+                let reparsed = parse.trail();
+                return IoResult { iosb: None, reparsed, ..fast_result(status, 56, rid, data) };
+            }
         }
+        // The long way: the open (the attempt's request, when there was one), the query
+        // (FastIoQueryNetworkOpenInfo first, then the IRP), then cleanup and close.
+        let Sent { status, information, rid, keep: _keep, .. } = send(b);
+        parse.last = Some((rid, volume));
+        if status == Status::REPARSE {
+            match parse.reparsed(file, rid, information, kind) {
+                Some(end) => return end,
+                None => continue,
+            }
+        }
+        let reparsed = parse.trail();
+        let Some(handle) = kernel::with(|k| opened(k, file, volume, options, status)) else {
+            return IoResult {
+                iosb: None,
+                reparsed,
+                ..result(status, information, rid, Vec::new())
+            };
+        };
+        let network_open = [fi::NETWORK_OPEN];
+        let queried =
+            buffered_info(handle, mj::QUERY_INFORMATION, fi::NETWORK_OPEN, &[], 56, &network_open);
+        let _ = cleanup(handle);
+        let _ = close(handle);
+        // Not served by fast I/O as a whole: the open was an IRP.
+        return IoResult { fast_io: false, iosb: None, reparsed, ..queried };
     }
-    // The long way: the open (the attempt's request, when there was one), the query
-    // (FastIoQueryNetworkOpenInfo first, then the IRP), then cleanup and close.
-    let Sent { status, information, rid, keep: _keep, .. } = send(b);
-    let Some(handle) = kernel::with(|k| opened(k, file, volume, options, status)) else {
-        return IoResult { iosb: None, ..result(status, information, rid, Vec::new()) };
-    };
-    let network_open = [fi::NETWORK_OPEN];
-    let queried =
-        buffered_info(handle, mj::QUERY_INFORMATION, fi::NETWORK_OPEN, &[], 56, &network_open);
-    let _ = cleanup(handle);
-    let _ = close(handle);
-    // Not served by fast I/O as a whole: the open was an IRP.
-    IoResult { fast_io: false, iosb: None, ..queried }
+}
+
+/// A `FastIoQueryOpen` answered TRUE with `STATUS_REPARSE` for query open `rid`: WRK's
+/// `IopParseDevice` frees the reparse buffer and returns the status to the caller without
+/// following it (reparse works on IRP-based creates only): `REPARSE_ON_FAST_IO` against the top
+/// device's driver, unless the Filter Manager reported its minifilter already.
+fn fast_reparse(k: &mut Kernel, irp: *mut IRP, target: *mut DEVICE_OBJECT, rid: RequestId) {
+    // SAFETY: the I/O manager's IRP, not completed.
+    let i = unsafe { crate::irpx::header(irp) };
+    // SAFETY: the I/O manager's member of the tail: a reparse buffer, if a driver left one.
+    let aux = unsafe { i.Tail.Overlay }.AuxiliaryBuffer;
+    let _ = crate::reparse::decide(k, crate::reparse::IO_REPARSE, aux.cast(), &[]);
+    if k.reparse.fast_reported_take(rid) {
+        return;
+    }
+    let driver = k.objects.image_of(target).map(|i| k.image_name(i));
+    k.report(
+        Rule::ReparseOnFastIo,
+        driver,
+        "FastIoQueryOpen answered TRUE with STATUS_REPARSE: reparse works on IRP-based creates \
+         only, so the I/O manager does not follow it and NtQueryFullAttributesFile returns \
+         STATUS_REPARSE (answer FALSE, or FLT_PREOP_DISALLOW_FSFILTER_IO, for a name the filter \
+         redirects)",
+    );
 }
 
 /// The file object of an open of `rel` on `volume` (`IopParseDevice`): it names the device the
@@ -3108,9 +3255,53 @@ impl Kernel {
             );
             return false;
         }
+        if self.create_status_of(file) == Some(Status::REPARSE) {
+            // The reference pages: STATUS_REPARSE says the file was not opened, so there is
+            // nothing to cancel (and nothing below to send a cleanup or a close to).
+            self.report_current(
+                Rule::CancelFileOpenMisuse,
+                format!(
+                    "{routine} on a create that ended STATUS_REPARSE: the file was not opened \
+                     (docs/simulator.md, \"Reparse\")"
+                ),
+            );
+            return false;
+        }
         // SAFETY: as above.
         unsafe { (*file).Flags |= fo::FILE_OPEN_CANCELLED };
         true
+    }
+}
+
+impl Kernel {
+    /// The status of the create in progress for `file`, as the caller of `IoCancelFileOpen` or
+    /// `FltCancelFileOpen` sees it: a Filter Manager create operation's callback data in its post
+    /// phase, else the create IRP's `IoStatus` (a legacy filter's completion routine, or its
+    /// dispatch routine once the IRP came back). None when no create of `file` is found.
+    fn create_status_of(&self, file: *mut FILE_OBJECT) -> Option<Status> {
+        let fo = file as usize;
+        let flt = self.fltmgr.ops.map.values().find(|op| {
+            op.fo == fo
+                && op.kind == fsfilter::OperationKind::Irp
+                && op.iopb().MajorFunction == mj::CREATE
+                && op.cbd().Flags & crate::fltmgr::ops::cbd::POST_OPERATION != 0
+        });
+        if let Some(op) = flt {
+            // SAFETY: the status member of the operation's callback data.
+            return Some(Status(unsafe { op.cbd().IoStatus.Anonymous.Status }));
+        }
+        self.irps.map.iter().find_map(|(&irp, info)| {
+            if info.state == crate::irp::IrpState::Freed {
+                return None;
+            }
+            // SAFETY: a live IRP of the table.
+            let i = unsafe { &*(irp as *const IRP) };
+            // SAFETY: the I/O manager's member of the tail for the IRPs it builds.
+            let original = unsafe { i.Tail.Overlay }.OriginalFileObject as usize;
+            // SAFETY: the status member.
+            let status = Status(unsafe { i.IoStatus.Anonymous.Status });
+            (original == fo && i.Flags & irp_flags::CREATE_OPERATION != 0).then_some(status)
+        })
     }
 }
 

@@ -828,6 +828,15 @@ export! { windows_sys::Wdk::System::SystemServices::IoCancelFileOpen =>
     }
 }
 
+export! { windows_sys::Wdk::Storage::FileSystem::IoReplaceFileObjectName =>
+    /// `IoReplaceFileObjectName`: the file object's name becomes the caller's (copied into the
+    /// I/O manager's buffer), as a redirecting filter does before it completes a create with
+    /// `STATUS_REPARSE` (docs/simulator.md, "Reparse").
+    fn IoReplaceFileObjectName(fileobject: *const FILE_OBJECT, newfilename: windows_sys::core::PCWSTR, filenamelength: u16) -> NTSTATUS {
+        kernel::with(|k| k.replace_file_object_name(fileobject.cast_mut(), newfilename, filenamelength)).0
+    }
+}
+
 export! { windows_sys::Wdk::System::SystemServices::IoCancelIrp =>
     /// `IoCancelIrp`: sets the IRP's cancel bit and calls its cancel routine, if it has one
     /// ([`crate::cancel`]).

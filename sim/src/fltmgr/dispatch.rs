@@ -644,6 +644,8 @@ fn apply_pre(
                     if let Some(d) = d {
                         d.IoStatus.Anonymous.Status = r.0;
                     }
+                } else if s == Status::REPARSE {
+                    note_reparse(k, key, f, m, kind);
                 }
             }
             Act::Complete
@@ -668,6 +670,44 @@ fn apply_pre(
             k.flt_instance_released(inst);
             Act::Continue
         }
+    }
+}
+
+/// A pre callback completed its operation with `STATUS_REPARSE` (docs/simulator.md, "Reparse"):
+/// for a create, the I/O manager's reports name the minifilter as the driver that completed it
+/// (a volume open's bug check 0xF9); for a query open (`IRP_MJ_NETWORK_QUERY_OPEN`, fast I/O),
+/// the reparse is not followed and the caller gets `STATUS_REPARSE`: `REPARSE_ON_FAST_IO`
+/// (SimRep answers `FLT_PREOP_DISALLOW_FSFILTER_IO` there).
+fn note_reparse(
+    k: &mut Kernel,
+    key: u64,
+    f: super::FilterId,
+    m: MajorFunction,
+    kind: OperationKind,
+) {
+    let Some(request) = k.fltmgr.ops.op(key).map(|o| o.request) else { return };
+    match (m, kind) {
+        (MajorFunction::Create, OperationKind::Irp) => {
+            if let Some(rid) = request {
+                let name = k.fltmgr.filter(f).name.to_string();
+                k.reparse_completed_by(rid, Some(name));
+            }
+        }
+        (MajorFunction::NetworkQueryOpen, _) => {
+            k.flt_report(
+                Some(f),
+                Rule::ReparseOnFastIo,
+                format!(
+                    "{m}: FLT_PREOP_COMPLETE with STATUS_REPARSE: a query open is fast I/O, and \
+                     reparse works on IRP-based creates only, so the I/O manager does not follow \
+                     it (the caller gets STATUS_REPARSE); answer FLT_PREOP_DISALLOW_FSFILTER_IO \
+                     for a name the filter redirects, as SimRep does"
+                ),
+            );
+            let current = k.current_request;
+            k.reparse_fast_reported(request.or(current));
+        }
+        _ => {}
     }
 }
 

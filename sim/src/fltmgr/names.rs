@@ -411,7 +411,10 @@ pub(crate) fn get(
             && iopb.IrpFlags & (irp_flags::PAGING_IO | irp_flags::SYNCHRONOUS_PAGING_IO) != 0
             && matches!(major, mj::READ | mj::WRITE);
         // SAFETY: the status member.
-        let failed = Status(unsafe { d.IoStatus.Anonymous.Status }).is_error();
+        let status = Status(unsafe { d.IoStatus.Anonymous.Status });
+        // A create that ended STATUS_REPARSE opened nothing, as a failed one (docs/simulator.md,
+        // "Reparse"; rule 27 of docs/callback-model.md).
+        let failed = status.is_error() || status == Status::REPARSE;
         let c = Context {
             fo: iopb.TargetFileObject,
             instance: iopb.TargetInstance,

@@ -806,6 +806,7 @@ pub fn machine(seed: u64) -> Machine {
     LEGACY.with(|l| *l.borrow_mut() = (0..SLOTS).map(|_| LegacySlot::default()).collect());
     order_clear();
     IRP_HOOK.with(|h| *h.borrow_mut() = None);
+    COMPLETE_HOOK.with(|h| *h.borrow_mut() = None);
     Machine::new(MachineConfig { seed })
 }
 
@@ -1018,6 +1019,11 @@ unsafe extern "system" fn l_dispatch<const N: usize>(
         if let Some(hook) = IRP_HOOK.with(|h| h.borrow().clone()) {
             hook(irp);
         }
+        if let Some(hook) = COMPLETE_HOOK.with(|h| h.borrow().clone()) {
+            if let Some(status) = hook(irp) {
+                return status;
+            }
+        }
     }
     unsafe {
         IoSkipCurrentIrpStackLocation(irp);
@@ -1107,6 +1113,21 @@ std::thread_local! {
 /// Runs `f` on every IRP a legacy filter's volume device receives (before it passes it down).
 pub fn on_legacy_irp(f: impl Fn(*mut IRP) + 'static) {
     IRP_HOOK.with(|h| *h.borrow_mut() = Some(Rc::new(f)));
+}
+
+/// What [`legacy_completes`] runs: the status its dispatch routine returns when it completed
+/// the IRP itself, None to pass it down.
+type CompleteHook = Rc<dyn Fn(*mut IRP) -> Option<NTSTATUS>>;
+
+std::thread_local! {
+    static COMPLETE_HOOK: RefCell<Option<CompleteHook>> = RefCell::new(None);
+}
+
+/// Runs `f` on every IRP a legacy filter's volume device receives, after [`on_legacy_irp`]'s:
+/// when it answers a status, `f` completed the IRP and the dispatch routine returns that status
+/// without passing the IRP down.
+pub fn legacy_completes(f: impl Fn(*mut IRP) -> Option<NTSTATUS> + 'static) {
+    COMPLETE_HOOK.with(|h| *h.borrow_mut() = Some(Rc::new(f)));
 }
 
 /// Installs a legacy filter in `slot`, in load-order group `group`.
