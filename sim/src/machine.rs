@@ -173,6 +173,17 @@ impl Machine {
         self.io(IoRequest::Create { volume, path, options })
     }
 
+    /// `NtCreateFile` of `path` relative to the directory (or file) of the open handle
+    /// `related` (`ObjectAttributes.RootDirectory`); the result carries the handle.
+    pub fn create_relative(
+        &mut self,
+        related: Handle,
+        path: &str,
+        options: CreateOptions,
+    ) -> IoResult {
+        crate::syscalls::create_relative(related, path, options)
+    }
+
     /// Opens or creates a file; the handle, or the failing status.
     pub fn open(
         &mut self,

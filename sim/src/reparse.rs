@@ -151,8 +151,12 @@ pub(crate) fn decide(
 pub struct Target {
     /// The volume.
     pub volume: VolumeId,
-    /// The name on it, as [`crate::syscalls`] normalizes a user's path.
+    /// The name on it, as [`crate::syscalls`] normalizes a user's path (relative to `related`
+    /// when that is set).
     pub rel: String,
+    /// The file object a relative open names its file from (`ObjectAttributes.RootDirectory`,
+    /// the create's `RelatedFileObject`; 0 for an open from the root).
+    pub related: usize,
 }
 
 /// The reparses one name lookup may still follow (`ObpLookupObjectName`'s `MaxReparse`).
@@ -262,7 +266,7 @@ fn resolve_text(k: &Kernel, text: &str, links: &mut u32, depth: u32) -> Result<T
             return Err(Status::OBJECT_NAME_NOT_FOUND);
         }
         return match target {
-            LinkTarget::Volume(volume) => Ok(Target { volume, rel: normalize(after) }),
+            LinkTarget::Volume(volume) => Ok(Target { volume, rel: normalize(after), related: 0 }),
             LinkTarget::Name(name) => resolve_text(k, &format!("{name}{after}"), links, depth + 1),
         };
     }
@@ -321,7 +325,7 @@ fn device_target(k: &Kernel, device: &str, after: &str) -> Result<Target, Status
     let storage = vols
         .iter()
         .position(|v| v.fs.uses_vpb() && named(&v) && v.storage.is_some())
-        .map(|i| Target { volume: VolumeId(i as u32), rel: normalize(after) });
+        .map(|i| Target { volume: VolumeId(i as u32), rel: normalize(after), related: 0 });
     if let Some(t) = storage {
         return Ok(t);
     }
@@ -340,7 +344,9 @@ fn device_target(k: &Kernel, device: &str, after: &str) -> Result<Target, Status
                 && v.share.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&wanted))
         });
         return match found {
-            Some(i) => Ok(Target { volume: VolumeId(i as u32), rel: normalize(&below) }),
+            Some(i) => {
+                Ok(Target { volume: VolumeId(i as u32), rel: normalize(&below), related: 0 })
+            }
             None => {
                 let server_known = vols.iter().any(|v| {
                     v.share
@@ -355,7 +361,7 @@ fn device_target(k: &Kernel, device: &str, after: &str) -> Result<Target, Status
     let namespace = vols
         .iter()
         .position(|v| v.fs.media() == MediaKind::None && named(&v))
-        .map(|i| Target { volume: VolumeId(i as u32), rel: normalize(after) });
+        .map(|i| Target { volume: VolumeId(i as u32), rel: normalize(after), related: 0 });
     // A device that is no volume's (a driver's, a file system's control device): not modelled.
     namespace.ok_or(Status::NOT_SUPPORTED)
 }
@@ -443,6 +449,7 @@ pub(crate) fn after_reparse(
             }
             Next::Open(at.clone())
         }
+        Decision::Reparse(name) if at.related != 0 => relative_reparse(k, at, name, attempts),
         Decision::Reparse(name) => {
             attempts.begin(k, at.volume);
             if let Err(s) = attempts.spend() {
@@ -460,5 +467,43 @@ pub(crate) fn after_reparse(
                 Err(s) => Next::Ended(s),
             }
         }
+    }
+}
+
+/// The reparse of an open relative to a file object (WRK `ObpLookupObjectName` with a
+/// `RootDirectory` that is a file object, whose parse routine `IopParseFile` names it the
+/// create's `RelatedFileObject` at every call): a new name that does not start with `\` is
+/// parsed relative to the same file object again, using one of the lookup's reparse attempts; an
+/// absolute one is parsed from the root (`IopParseDevice` cleared `RelatedFileObject` before
+/// returning `STATUS_REPARSE`), without using one: the lookup from the root counts its own 32
+/// (`MaxReparse` set again), unless the name starts with `\??\`, whose shortcut (`quickStart`)
+/// keeps the count so far. An empty name: `STATUS_OBJECT_NAME_INVALID` (its first component, from
+/// the root, is empty).
+fn relative_reparse(k: &Kernel, at: &Target, name: Vec<u16>, attempts: &mut Attempts) -> Next {
+    attempts.begun = true;
+    let text = String::from_utf16_lossy(&name);
+    if text.is_empty() {
+        return Next::Ended(Status::OBJECT_NAME_INVALID);
+    }
+    if !text.starts_with('\\') {
+        if let Err(s) = attempts.spend() {
+            return Next::Ended(s);
+        }
+        attempts.followed += 1;
+        return Next::Open(Target { volume: at.volume, rel: text, related: at.related });
+    }
+    attempts.followed += 1;
+    if !text.starts_with("\\??\\") {
+        attempts.left = OBJ_MAX_REPARSE_ATTEMPTS;
+    }
+    let (links, target) = resolve(k, &name);
+    for _ in 0..links {
+        if let Err(s) = attempts.spend() {
+            return Next::Ended(s);
+        }
+    }
+    match target {
+        Ok(t) => Next::Open(t),
+        Err(s) => Next::Ended(s),
     }
 }

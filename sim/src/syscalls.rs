@@ -1114,10 +1114,40 @@ struct Parse {
 }
 
 impl Parse {
-    /// The parse of a caller's open of `rel` on `volume`.
-    fn new(volume: VolumeId, rel: String) -> Parse {
-        let at = crate::reparse::Target { volume, rel };
+    /// The parse of a caller's open of `rel` on `volume`, relative to the file object `related`
+    /// (0: from the volume's root).
+    fn new(volume: VolumeId, rel: String, related: usize) -> Parse {
+        let at = crate::reparse::Target { volume, rel, related };
         Parse { at, attempts: crate::reparse::Attempts::default(), last: None }
+    }
+
+    /// Where the next create goes: the volume's media kind and whether it opens the volume
+    /// itself. An open from the root mounts the volume first ([`open_target`]); a relative one
+    /// goes where its related file object is (WRK `IopParseDevice`: the related file object's
+    /// device and VPB) and opens the volume itself when it names nothing relative to a volume
+    /// open.
+    fn target(&self) -> Result<(MediaKind, bool), Status> {
+        let at = &self.at;
+        if at.related == 0 {
+            return open_target(at.volume, &at.rel);
+        }
+        let kind = kernel::with(|k| k.volume(at.volume).fs.media());
+        // SAFETY: the related handle's file object, alive while the caller's call runs.
+        let flags = unsafe { (*(at.related as *const FILE_OBJECT)).Flags };
+        Ok((kind, at.rel.is_empty() && flags & fo::VOLUME_OPEN != 0))
+    }
+
+    /// The file object of the next create ([`open_file_object`]).
+    fn file_object(
+        &self,
+        k: &mut Kernel,
+        kind: MediaKind,
+        volume_open: bool,
+        options: CreateOptions,
+    ) -> Result<*mut FILE_OBJECT, Status> {
+        let at = &self.at;
+        let related = at.related as *mut FILE_OBJECT;
+        open_file_object(k, at.volume, kind, &at.rel, volume_open, options, related)
     }
 
     /// What the caller learns of the reparses followed.
@@ -1147,8 +1177,13 @@ impl Parse {
         information: usize,
         kind: MediaKind,
     ) -> Option<IoResult> {
-        // A file object without a name: the parse opened the device itself (`Override`).
-        let device_open = self.at.rel.is_empty() && kind != MediaKind::Network;
+        // A file object without a name: the parse opened the device itself (`Override`), or
+        // named nothing relative to a volume open.
+        let related = self.at.related as *const FILE_OBJECT;
+        // SAFETY: the related handle's file object when set, alive while the caller's call runs.
+        let related_flags = unsafe { related.as_ref() }.map(|r| r.Flags);
+        let device_open = self.at.rel.is_empty()
+            && related_flags.map_or(kind != MediaKind::Network, |f| f & fo::VOLUME_OPEN != 0);
         let next = kernel::with(|k| {
             crate::reparse::after_reparse(
                 k,
@@ -1177,15 +1212,38 @@ fn create(volume: VolumeId, path: &str, options: CreateOptions) -> IoResult {
         // Refused by the I/O manager: no file object, no IRP, no filter sees it.
         return IoResult::failed(Status::INVALID_PARAMETER);
     }
-    let mut parse = Parse::new(volume, normalize(path));
+    create_parsed(Parse::new(volume, normalize(path), 0), options)
+}
+
+/// `NtCreateFile` of `path` relative to the file object of the open handle `related`
+/// (`ObjectAttributes.RootDirectory`, WRK `IopParseFile`): the create's file object names it as
+/// its `RelatedFileObject` and `path` as given (with `/` as `\`), and goes to the stack the
+/// related file object's requests go to. What the file systems make of the name: "What the file
+/// systems do" (MUP takes absolute names only). A reparse: docs/simulator.md, "Reparse".
+pub fn create_relative(related: Handle, path: &str, options: CreateOptions) -> IoResult {
+    as_user(|| {
+        if !create_parameters_valid(&options) {
+            return IoResult::failed(Status::INVALID_PARAMETER);
+        }
+        let (file, volume, _) = match handle_of(related) {
+            Ok(h) => h,
+            Err(s) => return IoResult::failed(s),
+        };
+        let rel = path.replace('/', "\\");
+        create_parsed(Parse::new(volume, rel, file as usize), options)
+    })
+}
+
+/// The creates of an open, from the first to the one that does not end `STATUS_REPARSE`.
+fn create_parsed(mut parse: Parse, options: CreateOptions) -> IoResult {
     loop {
-        let (volume, rel) = (parse.at.volume, parse.at.rel.clone());
-        let (kind, volume_open) = match open_target(volume, &rel) {
+        let volume = parse.at.volume;
+        let (kind, volume_open) = match parse.target() {
             Ok(t) => t,
             Err(s) => return parse.ended(s),
         };
         let prepared = kernel::with(|k| {
-            let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
+            let file = parse.file_object(k, kind, volume_open, options)?;
             Ok::<_, Status>((build_create_irp(k, volume, file, options, None), file))
         });
         let (b, file) = match prepared {
@@ -1261,16 +1319,16 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
     };
     // Each pass of the parse (a reparse parses again, with the same open packet) offers the
     // query to the top device's FastIoQueryOpen first (WRK `IopParseDevice`).
-    let mut parse = Parse::new(volume, normalize(path));
+    let mut parse = Parse::new(volume, normalize(path), 0);
     loop {
-        let (volume, rel) = (parse.at.volume, parse.at.rel.clone());
-        let (kind, volume_open) = match open_target(volume, &rel) {
+        let volume = parse.at.volume;
+        let (kind, volume_open) = match parse.target() {
             Ok(t) => t,
             Err(s) => return parse.ended(s),
         };
         let field = std::mem::offset_of!(FAST_IO_DISPATCH, FastIoQueryOpen);
         let prepared = kernel::with(|k| {
-            let file = open_file_object(k, volume, kind, &rel, volume_open, options)?;
+            let file = parse.file_object(k, kind, volume_open, options)?;
             let target = k.related_device(file);
             let routine = top_table(k, target, field)
                 .and_then(|(t, image)| t.FastIoQueryOpen.map(|f| (f as QueryOpenRoutine, image)));
@@ -1387,7 +1445,9 @@ fn fast_reparse(k: &mut Kernel, irp: *mut IRP, target: *mut DEVICE_OBJECT, rid: 
 }
 
 /// The file object of an open of `rel` on `volume` (`IopParseDevice`): it names the device the
-/// open goes to (the volume's storage device, or a namespace device) and the name relative to it.
+/// open goes to (the volume's storage device, or a namespace device) and the name relative to it;
+/// for an open relative to the file object `related` (not null), that file object's device and
+/// VPB, `rel` as given and `related` as its `RelatedFileObject`.
 fn open_file_object(
     k: &mut Kernel,
     volume: VolumeId,
@@ -1395,23 +1455,29 @@ fn open_file_object(
     rel: &str,
     volume_open: bool,
     options: CreateOptions,
+    related: *mut FILE_OBJECT,
 ) -> Result<*mut FILE_OBJECT, Status> {
     let vol = k.volume(volume);
-    let (device, vpb, name) = match kind {
-        MediaKind::Disk | MediaKind::CdRom => {
-            let storage = vol.storage.ok_or(Status::NO_SUCH_DEVICE)?;
-            (k.objects.device(storage).ptr, k.objects.dobj(storage).Vpb, rel.to_string())
-        }
-        MediaKind::Network => {
-            let d = k.namespace_device(crate::fs::FsType::Mup).ok_or(Status::NO_SUCH_DEVICE)?;
-            let share = vol.share.clone().unwrap_or_default();
-            (k.objects.device(d).ptr, std::ptr::null_mut(), format!("\\{share}{rel}"))
-        }
-        MediaKind::None => {
-            let d =
-                k.namespace_device(crate::fs::FsType::of(vol.fs)).ok_or(Status::NO_SUCH_DEVICE)?;
-            (k.objects.device(d).ptr, std::ptr::null_mut(), rel.to_string())
-        }
+    // SAFETY: the related handle's file object when set, alive while the caller's call runs.
+    let (device, vpb, name) = match unsafe { related.as_ref() } {
+        Some(r) => (r.DeviceObject, r.Vpb, rel.to_string()),
+        None => match kind {
+            MediaKind::Disk | MediaKind::CdRom => {
+                let storage = vol.storage.ok_or(Status::NO_SUCH_DEVICE)?;
+                (k.objects.device(storage).ptr, k.objects.dobj(storage).Vpb, rel.to_string())
+            }
+            MediaKind::Network => {
+                let d = k.namespace_device(crate::fs::FsType::Mup).ok_or(Status::NO_SUCH_DEVICE)?;
+                let share = vol.share.clone().unwrap_or_default();
+                (k.objects.device(d).ptr, std::ptr::null_mut(), format!("\\{share}{rel}"))
+            }
+            MediaKind::None => {
+                let d = k
+                    .namespace_device(crate::fs::FsType::of(vol.fs))
+                    .ok_or(Status::NO_SUCH_DEVICE)?;
+                (k.objects.device(d).ptr, std::ptr::null_mut(), rel.to_string())
+            }
+        },
     };
     let mut flags = synchronous_flags(options.full_options());
     if volume_open {
@@ -1430,6 +1496,8 @@ fn open_file_object(
         }
     }
     let file = k.new_file_object(device, vpb, &name, flags, Some(volume));
+    // SAFETY: the new file object.
+    unsafe { (*file).RelatedFileObject = related };
     Ok(file)
 }
 

@@ -524,3 +524,145 @@ fn a_tag_the_io_manager_does_not_know_fails_the_open_and_io_remount_retries_32_t
     assert_eq!(creates, 33);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// What the legacy filter of slot 0 (`Recorder`) saw of each create: its name, whether it had a
+/// `RelatedFileObject` (and whether it is `dir`'s), and the requestor's process id; it completes
+/// `STATUS_REPARSE` with the name `rename` gives for a name, when it gives one.
+fn recording_redirector(
+    m: &mut Machine,
+    dir: Rc<RefCell<usize>>,
+    rename: impl Fn(&str) -> Option<String> + 'static,
+) -> Log {
+    install_legacy(m, 0, "Recorder", "FSFilter Activity Monitor", StartType::Boot);
+    let log: Log = Rc::default();
+    let l = log.clone();
+    legacy_completes(move |irp| {
+        let fo = create_file(irp)?;
+        let name = name_of(fo);
+        let related = unsafe { (*fo).RelatedFileObject } as usize;
+        let pid = unsafe { fsfilter_sim::exports::ps::IoGetRequestorProcessId(irp) };
+        let rel = match related {
+            0 => "none",
+            r if r == *dir.borrow() => "dir",
+            _ => "other",
+        };
+        l.borrow_mut().push(format!("{name} related={rel} pid={pid:#x}"));
+        let to = rename(&name)?;
+        assert_eq!(replace(fo, &to), 0);
+        Some(complete(irp, Status::REPARSE, 0))
+    });
+    log
+}
+
+/// `C:` with `dir\a.txt` besides `a.txt`, `D:` with `b.txt`, booted, with the recording
+/// redirector; the handle of `C:\dir` and its file object.
+fn relative_machine(
+    rename: impl Fn(&str) -> Option<String> + 'static,
+) -> (Machine, VolumeId, fsfilter_sim::Handle, Log) {
+    let mut m = machine(1);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", A).file("dir\\a.txt", b"dir's a"),
+    );
+    m.add_volume(VolumeSpec::new("D:", FsKind::Ntfs).file("b.txt", B));
+    m.install_filter_manager();
+    let dir = Rc::new(RefCell::new(0usize));
+    let log = recording_redirector(&mut m, dir.clone(), rename);
+    m.boot();
+    let h = m.open(c, "dir", CreateOptions::open()).unwrap();
+    *dir.borrow_mut() = m.kernel(|k| k.user_handle(h).unwrap().fo);
+    log.borrow_mut().clear();
+    (m, c, h, log)
+}
+
+#[test]
+fn a_relative_open_reparsed_to_an_absolute_name_loses_its_related_file_object() {
+    // WRK IopParseDevice clears op->RelatedFileObject before it returns STATUS_REPARSE (all but
+    // IO_REMOUNT), and ObpLookupObjectName parses an absolute name from the root: the second
+    // create has no RelatedFileObject.
+    let (mut m, _c, dir, log) =
+        relative_machine(|n| (n == "x.txt").then(|| r"\??\D:\b.txt".to_owned()));
+    let r = m.create_relative(dir, "x.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS, "{:?}", m.findings());
+    assert_eq!(
+        log.borrow()[..],
+        ["x.txt related=dir pid=0x1000", r"\b.txt related=none pid=0x1000"]
+    );
+    assert_eq!(&m.read(r.handle.unwrap(), Some(0), 64, IoMode::Cached).data[..], B);
+    // Without a reparse, a relative open is the related directory's file.
+    let r = m.create_relative(dir, "a.txt", CreateOptions::open());
+    assert_eq!(&m.read(r.handle.unwrap(), Some(0), 64, IoMode::Cached).data[..], b"dir's a");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_relative_reparse_name_is_parsed_relative_to_the_same_file_object_again() {
+    // ObpLookupObjectName with a RootDirectory that is a file object: a reparse name that does
+    // not start with \ is parsed by the same parse routine (IopParseFile, which names the file
+    // object the RelatedFileObject again), using one of the 32 attempts.
+    let (mut m, _c, dir, log) = relative_machine(|n| (n == "x.txt").then(|| "a.txt".to_owned()));
+    let r = m.create_relative(dir, "x.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS, "{:?}", m.findings());
+    assert_eq!(log.borrow()[..], ["x.txt related=dir pid=0x1000", "a.txt related=dir pid=0x1000"]);
+    assert_eq!(&m.read(r.handle.unwrap(), Some(0), 64, IoMode::Cached).data[..], b"dir's a");
+}
+
+#[test]
+fn a_relative_open_counts_its_reparses_from_the_root_anew() {
+    // ObpLookupObjectName: the relative lookup's reparse to an absolute name goes to ParseFromRoot
+    // without taking an attempt, and the lookup from the root sets MaxReparse to 32 again (but
+    // after \??\, whose shortcut skips that): 1 relative create and 32 from the root.
+    let (mut m, _c, dir, log) = relative_machine(|n| {
+        (n == "x.txt" || n == r"\a.txt").then(|| r"\Device\HarddiskVolume1\a.txt".to_owned())
+    });
+    let r = m.create_relative(dir, "x.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(log.borrow().len(), 33);
+    assert_eq!(r.reparsed.map(|r| r.count), Some(32));
+}
+
+#[test]
+fn the_reparsed_create_is_the_callers_in_its_thread_and_process() {
+    // The parse loop runs in the caller's NtCreateFile: every create's IRP carries the caller's
+    // thread (IoGetRequestorProcessId: the editor's process).
+    let (mut m, c, _dir, log) =
+        relative_machine(|n| (n == r"\a.txt").then(|| r"\??\D:\b.txt".to_owned()));
+    let editor = m.new_process("editor").unwrap();
+    let h = m.as_process(editor, |m| m.open(c, "a.txt", CreateOptions::open())).unwrap();
+    assert_eq!(
+        log.borrow()[..],
+        [r"\a.txt related=none pid=0x1004", r"\b.txt related=none pid=0x1004"]
+    );
+    assert_eq!(&m.read(h, Some(0), 64, IoMode::Cached).data[..], B);
+}
+
+#[test]
+fn the_posts_of_the_filters_above_run_before_the_reparsed_create_starts() {
+    // The I/O manager sees STATUS_REPARSE once the create IRP completed, its completion routines
+    // (the Filter Manager's, which runs the minifilters' posts) run: the posts of the first
+    // create come before the second create's pre callbacks.
+    let (mut m, c, _) = two_volumes("C:");
+    m.boot();
+    let redirect =
+        Config::new("Redirect", "370000").op(mj::CREATE, true, false).with_pre(|p: &PreCall| {
+            let fo = p.iopb().TargetFileObject;
+            fltcommon::order_push(format!("pre {}", name_of(fo)));
+            if name_of(fo) != r"\a.txt" {
+                return (FLT_PREOP_SUCCESS_NO_CALLBACK, 0);
+            }
+            assert_eq!(replace(fo, r"\??\D:\b.txt"), 0);
+            p.set_status(Status::REPARSE, 0);
+            (FLT_PREOP_COMPLETE, 0)
+        });
+    fltcommon::start(&mut m, 0, redirect);
+    let watcher =
+        Config::new("Watcher", "380000").op(mj::CREATE, false, true).with_post(|p: &PostCall| {
+            fltcommon::order_push(format!("post {}", p.status()));
+            0
+        });
+    fltcommon::start(&mut m, 1, watcher);
+    fltcommon::order_clear();
+    assert!(m.open(c, "a.txt", CreateOptions::open()).is_ok());
+    let order: Vec<String> =
+        fltcommon::order().into_iter().filter(|o| o.starts_with("p")).collect();
+    assert_eq!(order, [r"pre \a.txt", "post STATUS_REPARSE", r"pre \b.txt", "post STATUS_SUCCESS"]);
+}
