@@ -152,17 +152,26 @@ pub enum Action {
     DisallowFastIo,
 }
 
+/// The actions' words in the `Rules` syntax, in [`Action::index`] order: one table for parsing
+/// and for naming (probe-legacy.sys has no `.rdata` to spare for a second copy).
+const VERBS: Names = Names("deny\ncomplete\npend\nsynchronize\nnopost\ndisallow_fastio\n");
+
 impl Action {
-    /// The action's word in the `Rules` syntax.
-    pub const fn name(self) -> &'static str {
+    /// The action's position in [`VERBS`].
+    const fn index(self) -> usize {
         match self {
-            Action::Deny => "deny",
-            Action::Complete(_) => "complete",
-            Action::Pend(_) => "pend",
-            Action::Synchronize => "synchronize",
-            Action::NoPost => "nopost",
-            Action::DisallowFastIo => "disallow_fastio",
+            Action::Deny => 0,
+            Action::Complete(_) => 1,
+            Action::Pend(_) => 2,
+            Action::Synchronize => 3,
+            Action::NoPost => 4,
+            Action::DisallowFastIo => 5,
         }
+    }
+
+    /// The action's word in the `Rules` syntax.
+    pub fn name(self) -> &'static str {
+        VERBS.get(self.index()).unwrap_or("")
     }
 }
 
@@ -347,7 +356,6 @@ fn parse_rule(text: &str) -> core::result::Result<Rule, ParseError> {
         Some((v, a)) => (v, Some(a)),
         None => (action, None),
     };
-    const VERBS: Names = Names("deny\ncomplete\npend\nsynchronize\nnopost\ndisallow_fastio\n");
     let action = match (VERBS.position(verb), argument) {
         (Some(0), None) => Action::Deny,
         (Some(1), Some(s)) => Action::Complete(
@@ -745,6 +753,29 @@ mod tests {
         assert_eq!((r[2].action, r[2].pattern()), (Action::Pend(25), "*"));
         assert_eq!((r[3].action, r[3].major), (Action::Synchronize, None));
         assert_eq!(r[4].action, Action::NoPost);
+    }
+
+    #[test]
+    fn each_actions_name_parses_back_to_it() {
+        extern crate std;
+        let actions = [
+            Action::Deny,
+            Action::Complete(Status::ACCESS_DENIED),
+            Action::Pend(0),
+            Action::Synchronize,
+            Action::NoPost,
+            Action::DisallowFastIo,
+        ];
+        let names = actions.map(Action::name);
+        assert_eq!(names, ["deny", "complete", "pend", "synchronize", "nopost", "disallow_fastio"]);
+        for (action, name) in actions.into_iter().zip(names) {
+            let rule = match action {
+                Action::Complete(_) => std::format!("{name}:STATUS_ACCESS_DENIED read"),
+                _ => std::format!("{name} read"),
+            };
+            let p = probe(&[("Rules", V::String(&rule))]).unwrap();
+            assert_eq!(p.rules().next().unwrap().action, action, "{rule}");
+        }
     }
 
     #[test]
