@@ -174,7 +174,7 @@ impl Gate {
         }
     }
 
-    /// Whether the create `op` is one the service is asked about: successful, a user-mode
+    /// Whether the create `op` is one the service is asked about: it opened the file, a user-mode
     /// requestor, not a volume open, not a directory asked for as one (`FILE_DIRECTORY_FILE`).
     pub fn qualifies(op: &PostOperation<'_>) -> bool {
         let h = op.header();
@@ -182,11 +182,9 @@ impl Gate {
             Parameters::Create(c) => c.create_options() & create::FILE_DIRECTORY_FILE != 0,
             _ => true,
         };
-        h.major == MajorFunction::Create
-            && op.result().status.is_success()
-            && h.requestor_mode == RequestorMode::User
-            && !h.volume_open
-            && !directory
+        // `opened`: a create, neither failed nor ended STATUS_REPARSE (a redirection or a
+        // reparse point: nothing is open, the reparsed create comes again, rule 27).
+        op.opened() && h.requestor_mode == RequestorMode::User && !h.volume_open && !directory
     }
 
     /// Asks the connected service about the create `op` (at `PASSIVE_LEVEL`).
@@ -498,8 +496,12 @@ mod tests {
 
     /// A create through the gate's post callback with `status`.
     fn post(gate: &Gate, h: OperationHeader<'static>, status: Status, services: &Fake) {
+        post_result(gate, h, IoStatus { status, information: create::FILE_OPENED }, services);
+    }
+
+    /// A create through the gate's post callback that ended with `result`.
+    fn post_result(gate: &Gate, h: OperationHeader<'static>, result: IoStatus, services: &Fake) {
         let lazy = LazyHeader::ready(h);
-        let result = IoStatus { status, information: create::FILE_OPENED };
         let buffer = OperationBuffer::ready(Buffer::None);
         let mut op = PostOperation::new(&lazy, result, buffer, services, None);
         let _ = gate.post_operation(&instance(), &mut op, (), PostFlags::empty());
@@ -573,6 +575,25 @@ mod tests {
         assert!(f.asked.borrow().is_empty());
         assert_eq!(f.cancelled.get(), None);
         assert_eq!(g.stats(), Stats::default());
+    }
+
+    #[test]
+    fn a_create_that_ended_status_reparse_is_not_asked() {
+        // A redirection (or a reparse point) ends the create with STATUS_REPARSE, a success
+        // status on a file object that is not open: the reparsed create is the one to ask about,
+        // and there is no open to cancel (rule 27).
+        let g = gate(&[]);
+        g.client_connect(ClientId(1), b"").unwrap();
+        let f = fake(Ok(Some(Verdict::Deny.bytes().to_vec())));
+        post_result(&g, header(0, RequestorMode::User, false), IoStatus::reparse(), &f);
+        let tagged = IoStatus { status: Status::REPARSE, information: 0xA000_000C };
+        post_result(&g, header(0, RequestorMode::User, false), tagged, &f);
+        assert!(f.asked.borrow().is_empty());
+        assert_eq!(f.cancelled.get(), None);
+        assert_eq!(g.stats(), Stats::default());
+        // The reparsed create that opens the file is asked.
+        open(&g, &f);
+        assert_eq!((f.asked.borrow().len(), f.cancelled.get()), (1, Some(Status::ACCESS_DENIED)));
     }
 
     #[test]

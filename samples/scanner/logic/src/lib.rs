@@ -300,7 +300,9 @@ impl Scanner {
 
     /// The post-create work at `PASSIVE_LEVEL`: scan, and refuse an infected file.
     fn after_create(&self, op: &mut PostOperation<'_>) {
-        if !op.result().status.is_success() || op.header().volume_open {
+        // Only a create that opened the file: not a failed one, nor one that ended
+        // STATUS_REPARSE, whose file object is not open (the reparsed create comes again).
+        if !op.opened() || op.header().volume_open {
             return;
         }
         let services = op.services();
@@ -574,6 +576,82 @@ mod tests {
         let outcome = s.post_operation(&instance, &mut op, (), PostFlags::empty());
         assert!(matches!(outcome, PostOutcome::Finished));
         assert!(!s.is_dirty(0x20));
+    }
+
+    /// Services of a post-create on a scanned volume, counting the scans and cancellations.
+    #[derive(Default)]
+    struct Counting {
+        scans: core::cell::Cell<usize>,
+        cancels: core::cell::Cell<usize>,
+    }
+
+    impl Services for Counting {
+        fn irql(&self) -> Irql {
+            Irql::PASSIVE
+        }
+        fn note(&self, _: &str) {}
+        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
+            self.scans.set(self.scans.get() + 1);
+            // An empty file: clean, nothing to cancel.
+            Err(Error::new(Status::END_OF_FILE).unwrap())
+        }
+        fn data_scan_mode(&self) -> DataScanMode {
+            DataScanMode::FilterManager
+        }
+        fn cancel_file_open(&self, _: Status) -> core::result::Result<(), Error> {
+            self.cancels.set(self.cancels.get() + 1);
+            Ok(())
+        }
+        fn wait(&self, _: u32) -> core::result::Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_create_that_ended_status_reparse_is_not_scanned() {
+        // STATUS_REPARSE is a success status on a file object that is not open: the reparsed
+        // create is the one to scan (rule 27).
+        let s = scanner(&[("Pattern", V::String("x"))]).unwrap();
+        let services: [Counting; 4] = Default::default();
+        let header = fsfilter::LazyHeader::ready(fsfilter::OperationHeader {
+            major: MajorFunction::Create,
+            minor: 0,
+            kind: fsfilter::OperationKind::Irp,
+            irp_flags: fsfilter::IrpFlags::SYNCHRONOUS_API,
+            data_flags: fsfilter::CallbackDataFlags::IRP_OPERATION,
+            requestor_mode: fsfilter::RequestorMode::User,
+            file_name: None,
+            volume_open: false,
+            file: 0x10,
+            stream: 0,
+            parameters: fsfilter::Parameters::Create(fsfilter::CreateParameters::default()),
+            irql: Irql::PASSIVE,
+            synchronous: true,
+            id: 0x1000,
+        });
+        let instance = Instance {
+            context: &(),
+            volume: fsfilter::VolumeInfo {
+                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
+                filesystem: fsfilter::FilesystemType::Ntfs,
+            },
+            data_scan: DataScanMode::FilterManager,
+            id: fsfilter::InstanceId(1),
+        };
+        let tagged = fsfilter::IoStatus { status: Status::REPARSE, information: 0xA000_0003 };
+        let results = [
+            (fsfilter::IoStatus::reparse(), 0),
+            (tagged, 0),
+            (fsfilter::IoStatus::new(Status::OBJECT_NAME_NOT_FOUND), 0),
+            (fsfilter::IoStatus::new(Status::SUCCESS), 1),
+        ];
+        for ((result, scans), services) in results.into_iter().zip(&services) {
+            let buffer = fsfilter::OperationBuffer::ready(fsfilter::Buffer::None);
+            let mut op = PostOperation::new(&header, result, buffer, services, None);
+            let outcome = s.post_operation(&instance, &mut op, (), PostFlags::empty());
+            assert!(matches!(outcome, PostOutcome::Finished));
+            assert_eq!((services.scans.get(), services.cancels.get()), (scans, 0), "{result:?}");
+        }
     }
 
     #[test]
