@@ -131,7 +131,9 @@ unsafe fn refused(irp: *mut IRP, stage: Stage, kind: NameKind) -> bool {
         && matches!(major, MajorFunction::Read | MajorFunction::Write);
     let post = matches!(stage, Stage::Post | Stage::PostCreate);
     // SAFETY: as above.
-    let failed = post && unsafe { crate::view::io_status(irp) }.status.is_error();
+    let status = unsafe { crate::view::io_status(irp) }.status;
+    // A create that failed, or ended STATUS_REPARSE (rule 27): no file was opened to name.
+    let failed = post && (status.is_error() || status == Status::REPARSE);
     paging
         || (post && major == MajorFunction::Close)
         || (failed && major == MajorFunction::Create)

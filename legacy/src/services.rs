@@ -237,6 +237,27 @@ impl<F: Filter> Services for OpServices<'_, F> {
         crate::send::client_process(control, client)
     }
 
+    fn replace_file_name(&self, name: &[u16]) -> Result<(), Error> {
+        if !fsfilter::reparses::<F>() {
+            // No reparse code in a filter that does not declare it (rule 27, decision 0012).
+            return Err(Error::NOT_SUPPORTED);
+        }
+        if irql::current() != Irql::PASSIVE {
+            return Err(Error::INVALID_DEVICE_STATE);
+        }
+        if self.stage != Stage::Pre || self.operation == 0 {
+            return Err(Error::INVALID_PARAMETER);
+        }
+        let irp = self.operation as *mut IRP;
+        // SAFETY: the running operation's live IRP, at our location.
+        if unsafe { crate::view::codes(irp) }.0 != fsfilter::MajorFunction::Create {
+            return Err(Error::INVALID_PARAMETER);
+        }
+        // SAFETY: the running create's file object, from our location, at PASSIVE_LEVEL. The
+        // filter then completes the IRP with STATUS_REPARSE (`IoStatus::reparse`).
+        unsafe { fsfilter_kernel::unicode::replace_file_object_name(self.file(), name) }
+    }
+
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
         if irql::current() != Irql::PASSIVE {
             return Err(Error::INVALID_DEVICE_STATE);
@@ -251,8 +272,9 @@ impl<F: Filter> Services for OpServices<'_, F> {
         }
         let irp = self.operation as *mut IRP;
         // SAFETY: the running create's live IRP, at our location after completion. A warning
-        // is no success: the I/O manager fails such a create (as `FltCancelFileOpen` refuses it).
-        if !unsafe { crate::view::io_status(irp) }.status.is_success() {
+        // is no success: the I/O manager fails such a create (as `FltCancelFileOpen` refuses it);
+        // nor is STATUS_REPARSE, whose file object the file system never opened (rule 27).
+        if !unsafe { crate::view::io_status(irp) }.opened() {
             return Err(Error::INVALID_PARAMETER);
         }
         // SAFETY: our device.

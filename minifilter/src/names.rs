@@ -78,8 +78,13 @@ pub(crate) unsafe fn get(
         return Err(Error::INVALID_PARAMETER);
     }
     let post = d.Flags & fltfl_callback_data::POST_OPERATION != 0;
-    // The framework's own rule: normalized names once the file is open (both models).
-    if kind == NameKind::Normalized && iopb.MajorFunction == 0 && !post {
+    // The framework's own rules: normalized names once the file is open (both models); none
+    // in the post of a create that ended STATUS_REPARSE, which opened nothing (rule 27), as
+    // for a failed create, answered here as the legacy backend does, not left to the Filter
+    // Manager.
+    // SAFETY: the status member.
+    let reparsed = post && unsafe { d.IoStatus.Anonymous.Status } == Status::REPARSE.0;
+    if iopb.MajorFunction == 0 && (reparsed || (kind == NameKind::Normalized && !post)) {
         return Err(Error::FLT_INVALID_NAME_REQUEST);
     }
     let format = match kind {

@@ -335,6 +335,34 @@ impl<F: Filter> Services for OpServices<'_, F> {
         crate::messages::client_process(self.driver, client)
     }
 
+    fn replace_file_name(&self, name: &[u16]) -> Result<(), Error> {
+        if !fsfilter::reparses::<F>() {
+            // No reparse code in a filter that does not declare it (rule 27, decision 0012).
+            return Err(Error::NOT_SUPPORTED);
+        }
+        if irql::current() != Irql::PASSIVE {
+            return Err(Error::INVALID_DEVICE_STATE);
+        }
+        // SAFETY: `data` is null or the running callback's valid data.
+        let Some(data) = (unsafe { self.data.as_ref() }) else {
+            return Err(Error::INVALID_PARAMETER);
+        };
+        // SAFETY: a valid callback data points to its parameter block.
+        let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else {
+            return Err(Error::INVALID_PARAMETER);
+        };
+        // A pre-create only (an IRP: creates have no fast I/O; no FsFilter callback has major 0).
+        let pre_create = iopb.MajorFunction == 0
+            && data.Flags & fsfilter_kernel::constants::fltfl_callback_data::POST_OPERATION == 0;
+        if !pre_create {
+            return Err(Error::INVALID_PARAMETER);
+        }
+        // SAFETY: the running pre-create's file object (or null), at PASSIVE_LEVEL. The filter
+        // then completes the create with STATUS_REPARSE: only IoStatus changes in the callback
+        // data, which needs no FltSetCallbackDataDirty (its reference page), as SimRep does.
+        unsafe { fsfilter_kernel::unicode::replace_file_object_name(iopb.TargetFileObject, name) }
+    }
+
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
         if irql::current() != Irql::PASSIVE {
             return Err(Error::INVALID_DEVICE_STATE);
@@ -350,8 +378,14 @@ impl<F: Filter> Services for OpServices<'_, F> {
         let post_create = iopb.MajorFunction == 0
             && data.Flags & fsfilter_kernel::constants::fltfl_callback_data::POST_OPERATION != 0;
         // SAFETY: the status member.
-        let succeeded = unsafe { data.IoStatus.Anonymous.Status } >= 0;
-        if !post_create || !succeeded || status.is_success() || iopb.TargetFileObject.is_null() {
+        let result = IoStatus::new(Status(unsafe { data.IoStatus.Anonymous.Status }));
+        // Not after a failure, nor after STATUS_REPARSE: that file object was never opened
+        // (rule 27), and FltCancelFileOpen would close what the file system never opened.
+        if !post_create
+            || !result.opened()
+            || status.is_success()
+            || iopb.TargetFileObject.is_null()
+        {
             return Err(Error::INVALID_PARAMETER);
         }
         // SAFETY: the instance and file object of a successful create in its post callback.

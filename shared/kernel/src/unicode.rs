@@ -92,6 +92,37 @@ pub unsafe fn units<'a>(s: &UNICODE_STRING) -> &'a [u16] {
     unsafe { core::slice::from_raw_parts(s.Buffer, usize::from(s.Length / 2)) }
 }
 
+/// Replaces the name of `file`, a create's file object, with `name` through
+/// `IoReplaceFileObjectName`, which allocates the new buffer and frees the old one (the I/O
+/// manager owns both): the checks of `Services::replace_file_name` that both backends share
+/// (rule 27). `STATUS_INVALID_PARAMETER` for no file object, for one without a name (a volume
+/// open: nothing to replace, as the routine's reference page says) and for a name outside 1 to
+/// 32,767 units (its length in bytes is a `USHORT`); then the routine's own status.
+///
+/// # Safety
+/// `file` is null or the running create's valid file object; the caller is at `PASSIVE_LEVEL`.
+pub unsafe fn replace_file_object_name(
+    file: *mut windows_sys::Wdk::Foundation::FILE_OBJECT,
+    name: &[u16],
+) -> Result<(), fsfilter::Error> {
+    // SAFETY: the caller's contract.
+    let named = unsafe { file.as_ref() }.is_some_and(|f| f.FileName.Length != 0);
+    // 2 to 65,534 bytes: 1 to 32,767 units.
+    let bytes = u16::try_from(core::mem::size_of_val(name)).unwrap_or(0);
+    if !named || bytes == 0 {
+        return Err(fsfilter::Error::INVALID_PARAMETER);
+    }
+    // SAFETY: a valid file object with a name, `bytes` bytes of `name`, PASSIVE_LEVEL (the
+    // caller's contract); the routine copies the name into a buffer of its own.
+    let status = unsafe {
+        windows_sys::Wdk::Storage::FileSystem::IoReplaceFileObjectName(file, name.as_ptr(), bytes)
+    };
+    match fsfilter::Error::new(fsfilter::Status(status)) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
