@@ -1,0 +1,43 @@
+//! Reparse through the legacy backend (`sim/testing/reparse.rs`, rule 27).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+#[path = "../../sim/testing/reparse.rs"]
+mod reparse;
+
+use fsfilter_sim::{Machine, ServiceSpec};
+use reparse::Layer;
+
+mod redirector {
+    fsfilter_legacy::driver!(super::reparse::Redirector);
+}
+
+mod undeclared {
+    fsfilter_legacy::driver!(super::reparse::Undeclared);
+}
+
+mod watcher {
+    fsfilter_legacy::driver!(super::reparse::Watcher);
+}
+
+/// Legacy filters stack in load order: the tests install the lower one first.
+fn install(m: &mut Machine, spec: ServiceSpec, _layer: Layer) {
+    common::install_legacy(m, spec);
+}
+
+#[test]
+fn a_declared_filter_redirects_a_prefix_to_another_volume_in_both_models() {
+    reparse::check_redirect(install, redirector::ENTRY);
+}
+
+#[test]
+fn replace_file_name_is_refused_where_rule_27_says_in_both_models() {
+    reparse::check_refusals(install, redirector::ENTRY, undeclared::ENTRY);
+}
+
+#[test]
+fn a_post_create_above_a_redirect_sees_status_reparse_and_nothing_open_in_both_models() {
+    reparse::check_post_above(install, redirector::ENTRY, watcher::ENTRY);
+}
