@@ -44,13 +44,40 @@ pub fn machine(
     model: &'static str,
     parameters: &[(&str, u32)],
 ) -> Machine {
+    machine_with(install, entry, model, parameters, |_| {})
+}
+
+/// A machine as [`machine`]'s, `C:` also holding `redir\b.txt`, with `D:` (`b.txt`, the second
+/// disk volume: `\Device\HarddiskVolume2`) and, installed by `redirector` before the gate and so
+/// under it, a filter that redirects `C:\redir\*` to `D:` (`sim/testing/reparse.rs`, rule 27).
+pub fn machine_with_redirector(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    model: &'static str,
+    redirector: fn(&mut Machine),
+) -> Machine {
+    machine_with(install, entry, model, &[], |m| {
+        m.add_volume(VolumeSpec::new("D:", FsKind::Ntfs).file("b.txt", b"on D"));
+        redirector(m);
+    })
+}
+
+fn machine_with(
+    install: fn(&mut Machine, ServiceSpec),
+    entry: fsfilter_sim::DriverEntry,
+    model: &'static str,
+    parameters: &[(&str, u32)],
+    before: impl FnOnce(&mut Machine),
+) -> Machine {
     let mut m = Machine::new(MachineConfig { seed: 7 });
     m.add_volume(
         VolumeSpec::new("C:", FsKind::Ntfs)
             .file("a.txt", b"plain")
             .file("secret.txt", b"hidden")
-            .file(r"d\b.txt", b"inside"),
+            .file(r"d\b.txt", b"inside")
+            .file(r"redir\b.txt", b"on C"),
     );
+    before(&mut m);
     let mut spec = ServiceSpec::new(SERVICE, entry, model);
     for (name, value) in parameters {
         spec.parameters.push(((*name).into(), RegValue::Dword(*value)));
@@ -204,6 +231,21 @@ pub fn check_the_services_own_opens_are_not_asked(mut m: Machine, connect: Conne
     assert_eq!(asked.borrow().len(), 1);
     let s = stats(&mut m, server);
     assert_eq!((s.asked, s.denied, s.unasked), (1, 1, 1));
+    assert_eq!(close_service(&mut m, server), Status::SUCCESS);
+    m.settle();
+}
+
+/// A create that a filter under the gate redirects ends `STATUS_REPARSE` (rule 27): nothing is
+/// open, so the gate does not ask; the reparsed create that opens `D:\b.txt` is asked once, by
+/// its name on `D:`, and its verdict holds (a deny cancels the open).
+pub fn check_a_redirected_open_is_asked_once(mut m: Machine, connect: Connect) {
+    let server = connect_service(&mut m, connect);
+    let asked = serve(&mut m, server, |_| Some(Verdict::Deny.bytes().to_vec()));
+    assert_eq!(open(&mut m, r"redir\b.txt", CreateOptions::open()), Status::ACCESS_DENIED);
+    assert_eq!(asked.borrow()[..], [r"\Device\HarddiskVolume2\b.txt"]);
+    let s = stats(&mut m, server);
+    assert_eq!((s.asked, s.denied, s.failed, s.unasked), (1, 1, 0, 0));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
     assert_eq!(close_service(&mut m, server), Status::SUCCESS);
     m.settle();
 }

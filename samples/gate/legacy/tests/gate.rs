@@ -2,13 +2,26 @@
 //! `\??\FsFilterGate` overlapped (the link to the gate's control device) and answers through
 //! `DeviceIoControl(IOCTL_FSFILTER_GET_MESSAGE)` and `IOCTL_FSFILTER_REPLY_MESSAGE`.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 #[path = "../../testing/service.rs"]
 mod service;
 
+#[path = "../../../../sim/testing/reparse.rs"]
+mod reparse;
+
+mod redirector {
+    fsfilter_legacy::driver!(super::reparse::Redirector);
+}
+
 use fsfilter::Status;
-use fsfilter_sim::{Machine, MessageServer, ServiceSpec};
+use fsfilter_sim::{Machine, MessageServer, ServiceSpec, StartType};
 
 fn install(m: &mut Machine, spec: ServiceSpec) {
     m.install(spec);
@@ -49,4 +62,19 @@ fn timeouts_and_malformed_verdicts_follow_fail_closed() {
 #[test]
 fn a_service_that_does_not_read_times_out() {
     service::check_a_service_that_does_not_read(machine(&[("TimeoutMs", 50)]), connect);
+}
+
+/// The redirector as a boot-start legacy filter: loaded before the gate, attached under it.
+fn install_redirector(m: &mut Machine) {
+    let mut spec = ServiceSpec::new(reparse::REDIRECTOR, redirector::ENTRY, "legacy");
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Virtualization".into());
+    m.install(spec);
+}
+
+#[test]
+fn a_redirected_open_is_asked_once_by_its_reparsed_create() {
+    let m =
+        service::machine_with_redirector(install, gate_legacy::ENTRY, "legacy", install_redirector);
+    service::check_a_redirected_open_is_asked_once(m, connect);
 }

@@ -2,14 +2,27 @@
 //! service on the communication port `\FsFilterGate` (`FilterGetMessage`,
 //! `FilterReplyMessage`) decides each open.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 #[path = "../../testing/service.rs"]
 mod service;
 
+#[path = "../../../../sim/testing/reparse.rs"]
+mod reparse;
+
+mod redirector {
+    fsfilter_minifilter::driver!(super::reparse::Redirector);
+}
+
 use fsfilter::Status;
 use fsfilter_sim::{
-    InstanceLayout, InstanceSpec, InstancesSpec, Machine, MessageServer, ServiceSpec,
+    InstanceLayout, InstanceSpec, InstancesSpec, Machine, MessageServer, ServiceSpec, StartType,
 };
 
 fn install(m: &mut Machine, mut spec: ServiceSpec) {
@@ -61,4 +74,34 @@ fn timeouts_and_malformed_verdicts_follow_fail_closed() {
 #[test]
 fn a_service_that_does_not_read_times_out() {
     service::check_a_service_that_does_not_read(machine(&[("TimeoutMs", 50)]), connect);
+}
+
+/// The redirector as a minifilter at 135000 ("FSFilter Virtualization"), under the gate.
+fn install_redirector(m: &mut Machine) {
+    let mut spec = ServiceSpec::new(reparse::REDIRECTOR, redirector::ENTRY, "minifilter");
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Virtualization".into());
+    spec.depends_on = vec!["FltMgr".into()];
+    let _ = m.install_filter_manager();
+    spec.instances = Some(InstancesSpec {
+        default_instance: "Redirector Instance".into(),
+        instances: vec![InstanceSpec {
+            name: "Redirector Instance".into(),
+            altitude: "135000".into(),
+            flags: 0,
+        }],
+        layout: InstanceLayout::Both,
+    });
+    m.install(spec);
+}
+
+#[test]
+fn a_redirected_open_is_asked_once_by_its_reparsed_create() {
+    let m = service::machine_with_redirector(
+        install,
+        gate_minifilter::ENTRY,
+        "minifilter",
+        install_redirector,
+    );
+    service::check_a_redirected_open_is_asked_once(m, connect);
 }

@@ -19,11 +19,29 @@ use fsfilter_sim::{
 
 #[path = "../../testing/events.rs"]
 mod events;
+
+#[path = "../../../../sim/testing/reparse.rs"]
+mod reparse;
+
+mod redirector {
+    fsfilter_legacy::driver!(super::reparse::Redirector);
+}
 use events::{PATTERN, conflicts, fast_writes, notes, pattern};
 
 fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec<VolumeId>) {
+    machine_with(params, volumes, |_| {})
+}
+
+/// A machine as [`machine`]'s, `before` run once the volumes are there (to install a filter that
+/// loads before the scanner, under it).
+fn machine_with(
+    params: &[(&str, RegValue)],
+    volumes: &[VolumeSpec],
+    before: impl FnOnce(&mut Machine),
+) -> (Machine, Vec<VolumeId>) {
     let mut m = Machine::new(MachineConfig { seed: 11 });
     let ids = volumes.iter().cloned().map(|v| m.add_volume(v)).collect();
+    before(&mut m);
     let mut spec = ServiceSpec::new("Scanner", scanner_legacy::ENTRY, "legacy");
     spec.start = StartType::Boot;
     spec.group = Some("FSFilter Anti-Virus".into());
@@ -189,5 +207,45 @@ fn a_modified_stream_is_rescanned_at_cleanup_even_when_the_table_is_full() {
         m.close_handle(h);
     }
     assert_eq!(notes(&m).last().map(String::as_str), Some("scanner: cleanup clean"));
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// Installs `sim/testing/reparse.rs`'s redirector (a legacy filter loaded before the scanner, under it): it redirects
+/// `C:\redir\*` to `D:` (rule 27).
+fn install_redirector(m: &mut Machine) {
+    let mut spec = ServiceSpec::new(reparse::REDIRECTOR, redirector::ENTRY, "legacy");
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Virtualization".into());
+    m.install(spec);
+}
+
+#[test]
+fn a_redirected_open_is_scanned_once_by_its_reparsed_create() {
+    // The create of C:\redir\bad.exe ends STATUS_REPARSE under the scanner: nothing is open to
+    // scan or cancel (rule 27). The reparsed create opens D:\bad.exe, which is scanned once and
+    // refused.
+    let (mut m, v) = machine_with(
+        &[pattern()],
+        &[
+            VolumeSpec::new("C:", FsKind::Ntfs).file(r"redir\bad.exe", b"clean on C"),
+            VolumeSpec::new("D:", FsKind::Ntfs).file("bad.exe", &infected_body()),
+        ],
+        install_redirector,
+    );
+    let r = m.create(v[0], r"redir\bad.exe", CreateOptions::open());
+    assert_eq!((r.status, r.handle), (Status::ACCESS_DENIED, None), "{:?}", m.findings());
+    assert_eq!(r.reparsed.map(|r| (r.count, r.volume)), Some((1, v[1])));
+    assert_eq!(notes(&m), ["scanner: open infected"]);
+    let scans: Vec<(DataScanMode, Status)> = m
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { callback: Callback::DataScan { mode, status }, .. } => {
+                Some((mode, status))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scans, [(DataScanMode::FsRtlFallback, Status::SUCCESS)]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

@@ -20,12 +20,30 @@ use fsfilter_sim::{
 
 #[path = "../../testing/events.rs"]
 mod events;
+
+#[path = "../../../../sim/testing/reparse.rs"]
+mod reparse;
+
+mod redirector {
+    fsfilter_minifilter::driver!(super::reparse::Redirector);
+}
 use events::{PATTERN, conflicts, fast_writes, notes, pattern};
 
 fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec<VolumeId>) {
+    machine_with(params, volumes, |_| {})
+}
+
+/// A machine as [`machine`]'s, `before` run once the volumes are there (to install a filter that
+/// loads before the scanner, under it).
+fn machine_with(
+    params: &[(&str, RegValue)],
+    volumes: &[VolumeSpec],
+    before: impl FnOnce(&mut Machine),
+) -> (Machine, Vec<VolumeId>) {
     let mut m = Machine::new(MachineConfig { seed: 11 });
     let _ = m.install_filter_manager();
     let ids = volumes.iter().cloned().map(|v| m.add_volume(v)).collect();
+    before(&mut m);
     let mut spec = ServiceSpec::new("Scanner", scanner_minifilter::ENTRY, "minifilter");
     spec.start = StartType::Boot;
     spec.group = Some("FSFilter Anti-Virus".into());
@@ -272,5 +290,45 @@ fn a_concurrent_open_of_an_infected_file_is_refused_too() {
     m.settle();
     assert_eq!(second.get(), Some(Status::ACCESS_DENIED), "notes: {:?}", notes(&m));
     assert_eq!(notes(&m), ["scanner: open busy", "scanner: open infected"]);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// Installs `sim/testing/reparse.rs`'s redirector (a minifilter at 135000, under the scanner): it redirects
+/// `C:\redir\*` to `D:` (rule 27).
+fn install_redirector(m: &mut Machine) {
+    let mut spec = ServiceSpec::new(reparse::REDIRECTOR, redirector::ENTRY, "minifilter");
+    spec.start = StartType::Boot;
+    spec.group = Some("FSFilter Virtualization".into());
+    spec.depends_on = vec!["FltMgr".into()];
+    spec.instances = Some(InstancesSpec {
+        default_instance: "Redirector Instance".into(),
+        instances: vec![InstanceSpec {
+            name: "Redirector Instance".into(),
+            altitude: "135000".into(),
+            flags: 0,
+        }],
+        layout: InstanceLayout::Both,
+    });
+    m.install(spec);
+}
+
+#[test]
+fn a_redirected_open_is_scanned_once_by_its_reparsed_create() {
+    // The create of C:\redir\bad.exe ends STATUS_REPARSE under the scanner: nothing is open to
+    // scan or cancel (rule 27). The reparsed create opens D:\bad.exe, which is scanned once and
+    // refused.
+    let (mut m, v) = machine_with(
+        &[pattern()],
+        &[
+            VolumeSpec::new("C:", FsKind::Ntfs).file(r"redir\bad.exe", b"clean on C"),
+            VolumeSpec::new("D:", FsKind::Ntfs).file("bad.exe", &infected_body()),
+        ],
+        install_redirector,
+    );
+    let r = m.create(v[0], r"redir\bad.exe", CreateOptions::open());
+    assert_eq!((r.status, r.handle), (Status::ACCESS_DENIED, None), "{:?}", m.findings());
+    assert_eq!(r.reparsed.map(|r| (r.count, r.volume)), Some((1, v[1])));
+    assert_eq!(notes(&m), ["scanner: open infected"]);
+    assert_eq!(scans(&m), [(DataScanMode::FilterManager, Status::SUCCESS)]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
