@@ -73,6 +73,9 @@ const RULE_ACTIONS: [&str; 8] = [
     "disallow_fastio",
 ];
 
+/// The action that completes a create with `STATUS_REPARSE` ([`probe_parameters`]).
+const REPARSE_ACTION: &str = "complete:STATUS_REPARSE";
+
 /// The operations the probe's rules and `Operations` name (the io ops and `*`).
 const RULE_OPS: [&str; 13] = [
     "*",
@@ -578,7 +581,7 @@ impl Plan {
                 }
             }
             let params = match sample {
-                "probe" => probe_parameters(&d.probe),
+                "probe" => probe_parameters(&d.probe, d.altitude % 2 == 1),
                 "scanner" => scanner_parameters(&d.scanner),
                 _ => Vec::new(),
             };
@@ -828,7 +831,13 @@ fn group(i: usize) -> &'static LoadOrderGroup {
     LoadOrderGroup::ALL.iter().find(|g| g.name == name).unwrap_or(&LoadOrderGroup::ALL[0])
 }
 
-fn probe_parameters(p: &ProbePlan) -> Vec<(&'static str, String)> {
+/// The probe's parameters. `reparse`: its rules that complete a create of a file (a rule with a
+/// pattern) with `STATUS_SUCCESS` or `STATUS_OBJECT_NAME_NOT_FOUND` complete it with
+/// `STATUS_REPARSE` instead, the file object's name unchanged, which the I/O manager then parses
+/// from the root, where it names nothing (docs/simulator.md, "Reparse"): drawn from the driver's
+/// altitude (odd), so that adding it left every plan's draws as they were. (Not for a rule
+/// without a pattern: a volume open's `STATUS_REPARSE` is bug check 0xF9.)
+fn probe_parameters(p: &ProbePlan, reparse: bool) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if p.attach != 0 {
         let words: Vec<&str> = ATTACH_WORDS
@@ -874,7 +883,14 @@ fn probe_parameters(p: &ProbePlan) -> Vec<(&'static str, String)> {
         .iter()
         .map(|r| {
             let pattern = ["", " *secret*", " *.com"][r.pattern % 3];
-            format!("{} {}{pattern}", pick(&RULE_ACTIONS, r.action), pick(&RULE_OPS, r.op))
+            let (action, op) = (pick(&RULE_ACTIONS, r.action), pick(&RULE_OPS, r.op));
+            let completes = matches!(
+                action,
+                "complete:STATUS_SUCCESS" | "complete:STATUS_OBJECT_NAME_NOT_FOUND"
+            );
+            let reparses = reparse && completes && op == "create";
+            let action = if reparses && !pattern.is_empty() { REPARSE_ACTION } else { action };
+            format!("{action} {op}{pattern}")
         })
         .collect();
     if p.malformed {

@@ -221,6 +221,59 @@ driver = "Probe0"
 }
 
 #[test]
+fn a_create_a_probe_completes_with_status_reparse_is_parsed_again_and_opens_nothing() {
+    // The stress's probes complete some creates with STATUS_REPARSE (plan.rs, probe_parameters),
+    // the file object's name unchanged: the I/O manager parses that name (\secret.txt) from the
+    // root of the object namespace, where it names nothing (docs/simulator.md, "Reparse"). No
+    // handle, no file object left, no finding, in either model; the other files open.
+    for model in [Model::Minifilter, Model::Legacy] {
+        let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "a.txt" = "alpha", "secret.txt" = "top secret" }
+[[driver]]
+name = "Probe0"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+group = "FSFilter Top"
+altitude = "400000"
+[driver.parameters]
+Rules = "complete:STATUS_REPARSE create *secret*"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "secret.txt"
+[[step]]
+action = "io"
+volume = "C:"
+op = "read"
+path = "a.txt"
+length = 5
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "a.txt"
+[[step]]
+action = "stop"
+driver = "Probe0"
+"#;
+        let s = parse("regression.toml", text).unwrap().with_model("Probe0", model);
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{model:?}: {violations:#?}");
+        let statuses: Vec<Status> = run.steps.iter().map(|s| s.status).collect();
+        assert_eq!(statuses[..2], [Status::OBJECT_NAME_NOT_FOUND, Status::SUCCESS], "{model:?}");
+        let creates = run.events.iter().filter(|e| {
+            matches!(&e.kind, EventKind::IoComplete { status, .. } if *status == Status::REPARSE)
+        });
+        assert_eq!(creates.count(), 1, "{model:?}");
+    }
+}
+
+#[test]
 fn a_legacy_stop_held_by_a_frame_survives_the_deletion_of_its_volume_device() {
     // Found by the stress (seed 0x5eed0b03): Passthrough2's stop is pending while a Filter
     // Manager frame sits above its device on C:. The dismount detaches the frame below and
