@@ -132,6 +132,11 @@ fn file_objects(m: &Machine) -> usize {
     m.kernel(|k| k.files.map.len())
 }
 
+/// The kernel's own pool blocks (the I/O manager's file object names among them).
+fn kernel_pool(m: &Machine) -> usize {
+    m.kernel(|k| k.pool.blocks.values().filter(|b| b.image.is_none()).count())
+}
+
 /// The pool blocks of the loaded image of service `name` still allocated.
 fn pool_of(m: &Machine, name: &str) -> usize {
     m.kernel(|k| {
@@ -151,9 +156,12 @@ fn a_legacy_filter_redirects_c_a_to_d_b_and_the_create_lands_on_ds_stack() {
     let log = legacy_redirector(&mut m, r"\a.txt", to);
     m.boot();
     let (objects, since) = (file_objects(&m), m.events().len());
+    let names = kernel_pool(&m);
     fltcommon::order_clear();
     let r = m.create(c, "a.txt", CreateOptions::open());
     assert_eq!(r.status, Status::SUCCESS, "{:?}", m.findings());
+    // The name IoReplaceFileObjectName allocated went with the first file object.
+    assert_eq!(kernel_pool(&m), names);
     // A driver reading FileObject->FileName after the call sees the new name, in the I/O
     // manager's buffer (the driver's is copied, never kept).
     assert_eq!(log.borrow()[..], [r"\??\D:\b.txt kept=false"]);
