@@ -221,6 +221,9 @@ pub fn fsctl(call: Call, minor: u8) -> NTSTATUS {
     if super::oplock::code::is_oplock(code) {
         return oplock_fsctl(call, code);
     }
+    if super::reparse::is_reparse_code(code) && super::reparse::supported(call.ty) {
+        return super::reparse::fsctl(call, code);
+    }
     let s = kernel::with(|k| k.fs_user_fsctl(call, fo, code));
     call.done(s, 0)
 }

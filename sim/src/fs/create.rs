@@ -32,13 +32,15 @@ pub struct CreateRequest {
     pub volume_open: bool,
 }
 
-/// What a create's oplock check found.
+/// What a create's oplock check found, and the reparse point it met.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OplockOutcome {
     /// It started or met a break it does not wait for (`FILE_COMPLETE_IF_OPLOCKED`).
     pub in_progress: bool,
     /// The file has a Batch or Filter oplock, checked before the share access.
     pub batch: bool,
+    /// The tag of the reparse point the create met (it ends `STATUS_REPARSE`, [`super::reparse`]).
+    pub reparse: Option<u32>,
 }
 
 /// Where a create's oplock check reports: its outcome and the oplock work to do.
@@ -93,6 +95,8 @@ pub fn create(call: Call) -> NTSTATUS {
         Ok(info) => call.done(Status::SUCCESS, info),
         // Waiting for an oplock break's acknowledgement: pended, dispatched again after it.
         Err(Status::PENDING) => crate::irpx::STATUS_PENDING,
+        // A reparse point: the tag in the information, its buffer in the IRP's auxiliary buffer.
+        Err(Status::REPARSE) => call.done(Status::REPARSE, o.reparse.unwrap_or(0) as usize),
         // Refused by the share check after a Batch or Filter oplock's check: the information says
         // a break is under way (FastFat's, CDFS's and UDFS's FILE_OPBATCH_BREAK_UNDERWAY).
         Err(Status::SHARING_VIOLATION) if o.batch => {
@@ -230,6 +234,17 @@ impl Kernel {
             if !media.node(start).is_dir() {
                 return Err(Status::INVALID_PARAMETER);
             }
+            // A reparse point on the way: an intermediate component's always; the last one's
+            // unless the create opens the reparse point itself (`FILE_OPEN_REPARSE_POINT`) or
+            // would create the name (`FILE_CREATE`: the name exists, a collision).
+            let last = req.options & super::reparse::FILE_OPEN_REPARSE_POINT == 0
+                && req.disposition != disp::CREATE;
+            if let Some((index, node)) = media.reparse_on_path(start, &comps, last) {
+                let tag = self.reparse_met(call.irp, name, index, mount, node)?;
+                oplock.0.reparse = Some(tag);
+                return Err(Status::REPARSE);
+            }
+            let media = &self.volumes.list[volume.index()].media;
             let found = media.lookup(start, &comps);
             // FastFat's create: when the longest prefix of the name that is open is pending
             // delete (the file itself, or the directory a new file would go in), the open fails
@@ -462,7 +477,11 @@ impl Kernel {
             n.times[2] = now;
             n.times[3] = now;
             if req.disposition == disp::SUPERSEDE || req.attributes != 0 {
-                n.attributes = (req.attributes & !attr::NORMAL & !attr::DIRECTORY) | attr::ARCHIVE;
+                // A reparse point the create opened itself (`FILE_OPEN_REPARSE_POINT`) stays, and
+                // so does its attribute, which the create's attributes never set.
+                let link = n.attributes & super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
+                let asked = req.attributes & !super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
+                n.attributes = (asked & !attr::NORMAL & !attr::DIRECTORY) | attr::ARCHIVE | link;
             }
             if let Some(f) = self.fs.fcbs.get(&fcb) {
                 f.set_size(0);

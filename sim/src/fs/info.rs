@@ -198,6 +198,10 @@ pub unsafe extern "system" fn fast_io_query_open(
             return None;
         }
         let media = k.media_of(ext.mount);
+        // A reparse point on the path: the create IRP meets it and the I/O manager follows it.
+        if media.reparse_on_path(ROOT, &comps, true).is_some() {
+            return None;
+        }
         let node = media.lookup(ROOT, &comps).ok()?;
         let pending = m.fcbs_by_node.get(&node).is_some_and(|p| k.fs.fcbs[p].delete_pending);
         if pending {
@@ -572,7 +576,8 @@ impl Kernel {
                 NETWORK_OPEN_SIZE
             }
             fi::ATTRIBUTE_TAG => {
-                o.u32(reported_attributes(n)).u32(0);
+                // The reparse tag when the file has a reparse point (MS-FSCC 2.4.6).
+                o.u32(reported_attributes(n)).u32(n.reparse.as_ref().map_or(0, |p| p.tag));
                 8
             }
             _ => return Err(Status::INVALID_PARAMETER),

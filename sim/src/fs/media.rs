@@ -45,6 +45,18 @@ pub struct Node {
     pub id: u64,
     /// False once deleted.
     pub live: bool,
+    /// Its reparse point (`FSCTL_SET_REPARSE_POINT`, [`super::reparse`]), if it has one.
+    pub reparse: Option<ReparsePoint>,
+}
+
+/// A reparse point: its tag and the buffer it was set with (`REPARSE_DATA_BUFFER` or
+/// `REPARSE_GUID_DATA_BUFFER`, header included, `Reserved` zero).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReparsePoint {
+    /// `ReparseTag`.
+    pub tag: u32,
+    /// The whole buffer.
+    pub buffer: Vec<u8>,
 }
 
 impl Node {
@@ -131,6 +143,7 @@ impl Media {
             times: [now; 4],
             id: 5,
             live: true,
+            reparse: None,
         };
         Media { nodes: vec![root], serial, label: label.to_owned(), created: now, next_id: 64 }
     }
@@ -169,6 +182,27 @@ impl Media {
         Ok(cur)
     }
 
+    /// The first reparse point that resolving `components` from `start` meets: the index of the
+    /// component that names it and its node. An intermediate component's reparse point always
+    /// counts, the last one's only when `last` (a create without `FILE_OPEN_REPARSE_POINT`). The
+    /// walk stops, finding none, where the path stops resolving.
+    pub fn reparse_on_path(
+        &self,
+        start: NodeId,
+        components: &[&str],
+        last: bool,
+    ) -> Option<(usize, NodeId)> {
+        let mut cur = start;
+        for (i, c) in components.iter().enumerate() {
+            cur = self.child(cur, c)?;
+            let final_component = i + 1 == components.len();
+            if self.node(cur).reparse.is_some() && (!final_component || last) {
+                return Some((i, cur));
+            }
+        }
+        None
+    }
+
     /// Creates a file or directory in `dir` (which must not have a child of that name).
     pub fn create(
         &mut self,
@@ -185,6 +219,9 @@ impl Media {
         } else {
             NodeKind::File { data: Vec::new() }
         };
+        // FILE_ATTRIBUTE_REPARSE_POINT comes with a reparse point only
+        // (`FSCTL_SET_REPARSE_POINT`), never with a create's attributes.
+        let attributes = attributes & !super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
         let attributes = if is_dir {
             attr::DIRECTORY | (attributes & !attr::NORMAL)
         } else if attributes & !attr::NORMAL == 0 {
@@ -200,6 +237,7 @@ impl Media {
             times: [now; 4],
             id: self.next_id,
             live: true,
+            reparse: None,
         });
         self.link(dir, id);
         self.node_mut(dir).times[2] = now;

@@ -14,6 +14,7 @@ pub mod info;
 pub mod media;
 pub mod notify;
 pub mod oplock;
+pub mod reparse;
 pub mod rw;
 
 use std::ffi::c_void;
