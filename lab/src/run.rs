@@ -375,6 +375,19 @@ fn play(
             };
             done(format!("detach {driver} {volume}"), status)
         }
+        Action::Link { volume, path, target, kind, directory } => {
+            let what = format!(
+                "link {volume}{}{path} -> {target} ({})",
+                sep(path),
+                crate::scenario::LINK_KINDS
+                    .iter()
+                    .find(|(_, k)| k == kind)
+                    .map_or("?", |(n, _)| *n)
+            );
+            let Some(v) = vol(volume) else { return done(what, Status::NO_SUCH_DEVICE) };
+            let r = link(m, v, path, target, *kind, *directory);
+            StepOutcome { index, what, status: r.status, io: r.io }
+        }
         Action::Snapshot { label } => {
             snapshots.push(snapshot(m, scenario, volumes, label, Some(index)));
             done(format!("snapshot {label}"), Status::SUCCESS)
@@ -539,6 +552,7 @@ fn play(
             writer,
             control,
             complete_if_oplocked,
+            open_reparse_point,
             handle,
             process: _,
         } => {
@@ -578,6 +592,9 @@ fn play(
             if *complete_if_oplocked {
                 what.push_str(" (complete_if_oplocked)");
             }
+            if *open_reparse_point {
+                what.push_str(" (open_reparse_point)");
+            }
             push_handle(&mut what, handle.as_deref());
             let step = IoStep {
                 op: *op,
@@ -592,6 +609,7 @@ fn play(
                 writer: *writer,
                 control: *control,
                 complete_if_oplocked: *complete_if_oplocked,
+                open_reparse_point: *open_reparse_point,
             };
             let key = handle_key(volume, &path, handle.as_deref());
             let r = io(m, handles, key, v, &path, step, data.as_deref());
@@ -754,6 +772,41 @@ const FSCTL_IS_VOLUME_MOUNTED: u32 = 0x0009_0028;
 const FILE_COMPLETE_IF_OPLOCKED: u32 = 0x0000_0100;
 const IOCTL_DISK_GET_DRIVE_GEOMETRY: u32 = 0x0007_0000;
 
+/// A `link` step: the path is opened as `mklink` opens it (read and write access, the reparse
+/// point itself, made when absent: a directory for a junction or a directory symlink), given
+/// its reparse point (`FSCTL_SET_REPARSE_POINT`) and closed. The step's result is the control's,
+/// or the open's when the open failed.
+fn link(
+    m: &mut Machine,
+    v: VolumeId,
+    path: &str,
+    target: &str,
+    kind: crate::scenario::LinkKind,
+    directory: bool,
+) -> fsfilter_sim::IoResult {
+    use fsfilter_sim::fs::reparse as rp;
+    use fsfilter_sim::nt::{access, create_options as co};
+    let shape = if directory { co::DIRECTORY_FILE } else { co::NON_DIRECTORY_FILE };
+    let options = CreateOptions::default()
+        .access(access::GENERIC_READ | access::GENERIC_WRITE)
+        .options(shape | rp::FILE_OPEN_REPARSE_POINT);
+    let opened = m.create(v, path, options);
+    let Some(handle) = opened.handle else { return opened };
+    let (substitute, relative) = crate::scenario::link_names(target);
+    let input = match kind {
+        crate::scenario::LinkKind::Junction => rp::mount_point_buffer(&substitute, target),
+        crate::scenario::LinkKind::Symlink => rp::symlink_buffer(&substitute, target, relative),
+    };
+    let r = m.io(IoRequest::Fsctl {
+        handle,
+        code: rp::FSCTL_SET_REPARSE_POINT,
+        input: &input,
+        output_length: 0,
+    });
+    m.close_handle(handle);
+    r
+}
+
 /// The request fields of an io step.
 #[derive(Clone, Copy)]
 struct IoStep {
@@ -773,6 +826,8 @@ struct IoStep {
     control: Option<u32>,
     /// A create step's `FILE_COMPLETE_IF_OPLOCKED`.
     complete_if_oplocked: bool,
+    /// A create step's `FILE_OPEN_REPARSE_POINT`.
+    open_reparse_point: bool,
 }
 
 fn io(
@@ -797,6 +852,7 @@ fn io(
         writer,
         control,
         complete_if_oplocked,
+        open_reparse_point,
     } = step;
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -808,6 +864,12 @@ fn io(
         let options = if overlapped { options.overlapped() } else { options };
         let options =
             if complete_if_oplocked { options.options(FILE_COMPLETE_IF_OPLOCKED) } else { options };
+        let options = if open_reparse_point {
+            let o = options.options;
+            options.options(o | fsfilter_sim::fs::reparse::FILE_OPEN_REPARSE_POINT)
+        } else {
+            options
+        };
         let r = m.create(v, path, options);
         if let Some(h) = r.handle {
             handles.cleaned.remove(&key);

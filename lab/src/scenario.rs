@@ -302,6 +302,9 @@ pub enum Action {
         /// A create step with `FILE_COMPLETE_IF_OPLOCKED`: an extension of scenario.md,
         /// `complete_if_oplocked = true`.
         complete_if_oplocked: bool,
+        /// A create step with `FILE_OPEN_REPARSE_POINT` (it opens a link itself, not what the
+        /// link names): an extension of scenario.md, `open_reparse_point = true`.
+        open_reparse_point: bool,
         /// Which of the path's handles the step uses (None: the path's own, as before the
         /// extension): an extension of scenario.md, `handle = "second"`, so that a scenario can
         /// hold several handles on one file.
@@ -319,6 +322,21 @@ pub enum Action {
         path: Option<String>,
         /// Which of the path's handles (None: the path's own), as for [`Action::Io`].
         handle: Option<String>,
+    },
+    /// A link on a volume (an extension of scenario.md): the path is opened (made when absent,
+    /// a directory for a junction), given a reparse point with `FSCTL_SET_REPARSE_POINT`, as
+    /// `mklink` does, and closed. Filters see the three requests.
+    Link {
+        /// The volume.
+        volume: String,
+        /// The link, relative to the volume.
+        path: String,
+        /// What it names, as written ([`link_names`]).
+        target: String,
+        /// A symbolic link or a junction.
+        kind: LinkKind,
+        /// A symbolic link to a directory (`mklink /D`): the link is a directory.
+        directory: bool,
     },
     /// Record the stacks.
     Snapshot {
@@ -366,6 +384,38 @@ pub enum Action {
     /// with the first rule's reply whose text the message contains, or `reply`
     /// (`FilterReplyMessage`, `IOCTL_FSFILTER_REPLY_MESSAGE`), until the connection closes.
     Serve(Serve),
+}
+
+/// What a `link` step makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A symbolic link (`IO_REPARSE_TAG_SYMLINK`, `mklink`).
+    Symlink,
+    /// A junction, a mount point on a directory (`IO_REPARSE_TAG_MOUNT_POINT`, `mklink /J`).
+    Junction,
+}
+
+/// The kinds of a `link` step, by their scenario names.
+pub const LINK_KINDS: [(&str, LinkKind); 2] =
+    [("symlink", LinkKind::Symlink), ("junction", LinkKind::Junction)];
+
+/// The substitute name of a link to `target`, and whether it is relative to the link's
+/// directory: `D:\dir` is `\??\D:\dir`, `\\server\share\dir` is `\??\UNC\server\share\dir`,
+/// a name that starts with one backslash (`\??\...`, `\Device\HarddiskVolume2\...`) is taken
+/// as it is, anything else is relative (`..\dir\file`, a symbolic link's only).
+pub fn link_names(target: &str) -> (String, bool) {
+    let drive = target.len() >= 2
+        && target.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && target.as_bytes().get(1) == Some(&b':');
+    if drive {
+        (format!("\\??\\{target}"), false)
+    } else if let Some(unc) = target.strip_prefix("\\\\") {
+        (format!("\\??\\UNC\\{unc}"), false)
+    } else if target.starts_with('\\') {
+        (target.to_owned(), false)
+    } else {
+        (target.to_owned(), true)
+    }
 }
 
 /// A `serve` step.
@@ -484,6 +534,7 @@ impl Action {
             Action::Attach { .. } => "attach",
             Action::Detach { .. } => "detach",
             Action::Io { .. } | Action::Cancel { .. } => "io",
+            Action::Link { .. } => "link",
             Action::Snapshot { .. } => "snapshot",
             Action::Connect { .. } => "connect",
             Action::Message { .. } => "message",
@@ -1051,6 +1102,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("writer", is(MajorFunction::Write), "write"),
                     ("control", is(MajorFunction::FileSystemControl), "fsctl"),
                     ("complete_if_oplocked", is(MajorFunction::Create), "create"),
+                    ("open_reparse_point", is(MajorFunction::Create), "create"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -1105,6 +1157,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 };
                 let control = f.opt_choice("control", &CONTROLS)?;
                 let complete_if_oplocked = f.opt_bool("complete_if_oplocked")?.unwrap_or(false);
+                let open_reparse_point = f.opt_bool("open_reparse_point")?.unwrap_or(false);
                 let handle = match f.opt_string("handle")? {
                     // Shutdown and query_attributes name no handle.
                     Some((_, span))
@@ -1158,9 +1211,58 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         writer,
                         control,
                         complete_if_oplocked,
+                        open_reparse_point,
                         handle,
                         process,
                     },
+                }
+            }
+            "link" => {
+                let volume = volume(&mut f)?;
+                let (lpath, pspan) = f.string("path")?;
+                if lpath.trim_matches(['\\', '/']).is_empty() {
+                    return Err(cx.error(
+                        pspan,
+                        &format!("{path}.path"),
+                        "a link needs a name on the volume (the root directory cannot be one)"
+                            .into(),
+                    ));
+                }
+                let (target, tspan) = f.string("target")?;
+                let kind = f.opt_choice("kind", &LINK_KINDS)?.unwrap_or(LinkKind::Symlink);
+                let directory = f.opt_bool_at("directory")?;
+                if target.is_empty() {
+                    return Err(cx.error(
+                        tspan,
+                        &format!("{path}.target"),
+                        "empty: what the link names".into(),
+                    ));
+                }
+                if kind == LinkKind::Junction {
+                    if let Some((_, dspan)) = directory {
+                        return Err(cx.error(
+                            dspan,
+                            &format!("{path}.directory"),
+                            "applies to a symlink only (a junction is always a directory)".into(),
+                        ));
+                    }
+                    if link_names(&target).1 {
+                        return Err(cx.error(
+                            tspan,
+                            &format!("{path}.target"),
+                            format!(
+                                "a junction names an absolute path (`D:\\dir`, `\\??\\D:\\dir`), \
+                                 not `{target}`: only a symlink may be relative"
+                            ),
+                        ));
+                    }
+                }
+                Action::Link {
+                    volume,
+                    path: lpath,
+                    target,
+                    kind,
+                    directory: kind == LinkKind::Junction || directory.is_some_and(|(d, _)| d),
                 }
             }
             "snapshot" => {
@@ -1403,7 +1505,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     aspan,
                     &format!("{path}.action"),
                     format!(
-                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve)"
+                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve, link)"
                     ),
                 ));
             }

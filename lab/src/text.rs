@@ -251,14 +251,32 @@ pub fn status_name(s: fsfilter::Status) -> String {
         .map_or_else(|| format!("0x{:08X}", s.bits()), str::to_owned)
 }
 
-/// The names of the oplock statuses the simulated file systems answer, which the filters'
-/// shared status table does not carry (its size is the drivers').
+/// The names of the oplock statuses the simulated file systems answer, and of their
+/// reparse-point statuses, which the filters' shared status table does not carry (its size is
+/// the drivers').
 pub fn oplock_status_name(s: fsfilter::Status) -> Option<&'static str> {
     match s.bits() {
         0x0000_0108 => Some("STATUS_OPLOCK_BREAK_IN_PROGRESS"),
         0xC000_00E3 => Some("STATUS_INVALID_OPLOCK_PROTOCOL"),
-        _ => None,
+        _ => reparse_status_name(s),
     }
+}
+
+/// The WDK spellings of the reparse-point statuses the simulator's file systems and I/O manager
+/// answer (`fsfilter_sim::fs::reparse`), which `fsfilter::Status` does not name.
+fn reparse_status_name(s: fsfilter::Status) -> Option<&'static str> {
+    use fsfilter_sim::fs::reparse as rp;
+    [
+        (rp::STATUS_NOT_A_REPARSE_POINT, "STATUS_NOT_A_REPARSE_POINT"),
+        (rp::STATUS_IO_REPARSE_TAG_INVALID, "STATUS_IO_REPARSE_TAG_INVALID"),
+        (rp::STATUS_IO_REPARSE_TAG_MISMATCH, "STATUS_IO_REPARSE_TAG_MISMATCH"),
+        (rp::STATUS_IO_REPARSE_DATA_INVALID, "STATUS_IO_REPARSE_DATA_INVALID"),
+        (rp::STATUS_IO_REPARSE_TAG_NOT_HANDLED, "STATUS_IO_REPARSE_TAG_NOT_HANDLED"),
+        (rp::STATUS_REPARSE_ATTRIBUTE_CONFLICT, "STATUS_REPARSE_ATTRIBUTE_CONFLICT"),
+    ]
+    .into_iter()
+    .find(|(status, _)| *status == s)
+    .map(|(_, name)| name)
 }
 
 /// The callbacks of one user request, in order, as `driver:pre`, ... with outcomes.

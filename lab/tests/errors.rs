@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use fsfilter_lab::scenario::{Action, ServeReply, parse};
+use fsfilter_lab::scenario::{Action, LinkKind, ServeReply, parse};
 
 fn error(text: &str) -> String {
     parse("bad.toml", text).expect_err("the scenario must be refused").to_string()
@@ -105,7 +105,7 @@ fn wrong_types_values_and_syntax() {
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"reboot\"\n")),
-        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve)"
+        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve, link)"
     );
     assert_eq!(
         error(
@@ -1221,4 +1221,89 @@ fn io_and_connect_steps_name_the_process_that_makes_them() {
             fsfilter_lab::scenario::MAX_PROCESSES
         )
     );
+}
+
+#[test]
+fn a_link_step_names_a_path_a_target_and_a_kind() {
+    // `link` (an extension): a symbolic link or a junction made with FSCTL_SET_REPARSE_POINT.
+    let link =
+        |extra: &str| format!("{VOLUME}[[step]]\naction = \"link\"\nvolume = \"C:\"\n{extra}");
+    assert_eq!(
+        error(&link("target = \"D:\\\\x\"\n")),
+        "bad.toml:4: step[0].path: missing (required)"
+    );
+    assert_eq!(error(&link("path = \"l\"\n")), "bad.toml:4: step[0].target: missing (required)");
+    assert_eq!(
+        error(&link("path = \"\\\\\"\ntarget = \"D:\\\\x\"\n")),
+        "bad.toml:7: step[0].path: a link needs a name on the volume (the root directory cannot \
+         be one)"
+    );
+    assert_eq!(
+        error(&link("path = \"l\"\ntarget = \"\"\n")),
+        "bad.toml:8: step[0].target: empty: what the link names"
+    );
+    assert_eq!(
+        error(&link("path = \"l\"\ntarget = \"x\"\nkind = \"hardlink\"\n")),
+        "bad.toml:9: step[0].kind: unknown value `hardlink` (one of symlink, junction)"
+    );
+    assert_eq!(
+        error(&link("path = \"j\"\ntarget = \"..\\\\x\"\nkind = \"junction\"\n")),
+        "bad.toml:8: step[0].target: a junction names an absolute path (`D:\\dir`, \
+         `\\??\\D:\\dir`), not `..\\x`: only a symlink may be relative"
+    );
+    assert_eq!(
+        error(&link("path = \"j\"\ntarget = \"D:\\\\x\"\nkind = \"junction\"\ndirectory = true\n")),
+        "bad.toml:10: step[0].directory: applies to a symlink only (a junction is always a \
+         directory)"
+    );
+    assert_eq!(
+        error(&link("path = \"l\"\ntarget = \"x\"\nmode = \"cached\"\n")),
+        "bad.toml:9: step[0].mode: unknown key (known here: action, volume, path, target, kind, \
+         directory)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{VOLUME}[[step]]\naction = \"link\"\nvolume = \"Z:\"\npath = \"l\"\ntarget = \"x\"\n"
+        )),
+        "bad.toml:6: step[0].volume: no volume named `Z:`"
+    );
+    let s = parse("ok.toml", &link("path = \"l\"\ntarget = \"..\\\\x\"\n")).unwrap();
+    assert!(
+        matches!(
+            &s.steps[0].action,
+            Action::Link { kind: LinkKind::Symlink, directory: false, .. }
+        ),
+        "{s:?}"
+    );
+    let junction = link("path = \"j\"\ntarget = \"D:\\\\x\"\nkind = \"junction\"\n");
+    let s = parse("ok.toml", &junction).unwrap();
+    assert!(
+        matches!(
+            &s.steps[0].action,
+            Action::Link { kind: LinkKind::Junction, directory: true, .. }
+        ),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn open_reparse_point_is_for_a_create_step_and_a_boolean() {
+    // `open_reparse_point` (an extension): FILE_OPEN_REPARSE_POINT on a create.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("read", "open_reparse_point = true\n")),
+        "bad.toml:9: step[0].open_reparse_point: applies to create only, not to `read`"
+    );
+    assert!(
+        error(&io("create", "open_reparse_point = \"yes\"\n"))
+            .starts_with("bad.toml:9: step[0].open_reparse_point:")
+    );
+    let s = parse("ok.toml", &io("create", "open_reparse_point = true\n")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { open_reparse_point: true, .. }), "{s:?}");
+    let s = parse("ok.toml", &io("create", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { open_reparse_point: false, .. }));
 }

@@ -300,6 +300,48 @@ impl Kernel {
     }
 }
 
+fn utf16_bytes(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+fn with_header(tag: u32, data: &[u8]) -> Vec<u8> {
+    let mut b = tag.to_le_bytes().to_vec();
+    b.extend_from_slice(&u16::try_from(data.len()).unwrap_or(u16::MAX).to_le_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(data);
+    b
+}
+
+/// A mount point's (junction's) `REPARSE_DATA_BUFFER` (MS-FSCC 2.1.2.5): the substitute name
+/// (`\??\D:\dir`) and the print name, each followed by a NUL, as `mklink /J` writes them.
+pub fn mount_point_buffer(substitute: &str, print: &str) -> Vec<u8> {
+    let (s, p) = (utf16_bytes(substitute), utf16_bytes(print));
+    let mut data = Vec::new();
+    for v in [0, s.len(), s.len() + 2, p.len()] {
+        data.extend_from_slice(&u16::try_from(v).unwrap_or(u16::MAX).to_le_bytes());
+    }
+    data.extend_from_slice(&s);
+    data.extend_from_slice(&[0, 0]);
+    data.extend_from_slice(&p);
+    data.extend_from_slice(&[0, 0]);
+    with_header(TAG_MOUNT_POINT, &data)
+}
+
+/// A symbolic link's `REPARSE_DATA_BUFFER` (MS-FSCC 2.1.2.4): the print name then the
+/// substitute name, as `mklink` writes them; `relative` sets `SYMLINK_FLAG_RELATIVE`.
+pub fn symlink_buffer(substitute: &str, print: &str, relative: bool) -> Vec<u8> {
+    let (s, p) = (utf16_bytes(substitute), utf16_bytes(print));
+    let mut data = Vec::new();
+    for v in [p.len(), s.len(), 0, p.len()] {
+        data.extend_from_slice(&u16::try_from(v).unwrap_or(u16::MAX).to_le_bytes());
+    }
+    let flags = if relative { SYMLINK_FLAG_RELATIVE } else { 0 };
+    data.extend_from_slice(&flags.to_le_bytes());
+    data.extend_from_slice(&p);
+    data.extend_from_slice(&s);
+    with_header(TAG_SYMLINK, &data)
+}
+
 /// The UTF-16 units of `name` after its component `index` (components are the non-empty parts
 /// between backslashes): the part not parsed yet when that component is a reparse point.
 pub fn unparsed_units(name: &str, index: usize) -> usize {
