@@ -109,6 +109,15 @@ impl Kernel {
 pub enum Decision {
     /// Parse this name from the root of the object namespace (`IO_REPARSE`).
     Reparse(Vec<u16>),
+    /// Parse this name from the root of the object namespace (a mount point's or a symbolic
+    /// link's, [`crate::fs::reparse::followed_name`]); `mount_point`: it was a mount point's
+    /// (WRK `IopParseDevice`'s `TraversedMountPoint`).
+    Link {
+        /// The name.
+        name: Vec<u16>,
+        /// A mount point's.
+        mount_point: bool,
+    },
     /// Parse the same name on the same device again (`IO_REMOUNT`).
     Remount,
     /// Fail the open with this status.
@@ -118,16 +127,61 @@ pub enum Decision {
 /// The hook for reparse tags: a `STATUS_REPARSE` create's `information` (`IO_REPARSE`,
 /// `IO_REMOUNT` or a reparse tag), its IRP's `Tail.Overlay.AuxiliaryBuffer` (`aux`, null when
 /// none; the I/O manager frees it with `ExFreePool`, as WRK's `IoCompleteRequest` frees it for
-/// any tag but a mount point) and the file object's name when the create ended. For now every
-/// tag but `IO_REPARSE` and `IO_REMOUNT` is unknown to the I/O manager:
-/// `STATUS_IO_REPARSE_TAG_NOT_HANDLED` ("Reparse Points in a File System Filter Driver", Learn;
-/// Microsoft's SimRep sample). Reparse points (symbolic links, mount points) are handled here.
+/// any tag but a mount point) and the file object's name when the create ended, which went to
+/// `at`. The I/O manager knows `IO_REPARSE`, `IO_REMOUNT` and two tags, a mount point's
+/// (`IO_REPARSE_TAG_MOUNT_POINT`, WRK `IopDoNameTransmogrify`) and a symbolic link's
+/// (`IO_REPARSE_TAG_SYMLINK`, since Windows Vista), whose buffer gives the next name
+/// ([`crate::fs::reparse::followed_name`]; `STATUS_IO_REPARSE_DATA_INVALID` without a buffer
+/// of that tag, or with one whose lengths do not hold together). Any other tag:
+/// `STATUS_IO_REPARSE_TAG_NOT_HANDLED` ("If the tag is unknown to IO manager then the create is
+/// failed", Microsoft's SimRep sample).
 pub(crate) fn decide(
     k: &mut Kernel,
     information: usize,
     aux: *mut c_void,
     name: &[u16],
+    at: &Target,
 ) -> Decision {
+    // The buffer's bytes before it is freed: its header and data, within its pool block.
+    let buffer = k.pool.blocks.get(&(aux as usize)).map(|b| {
+        // SAFETY: a live pool block of `size` bytes.
+        let all = unsafe { std::slice::from_raw_parts(aux.cast::<u8>(), b.size) };
+        let data = all.get(4..6).map_or(0, |l| usize::from(u16::from_le_bytes([l[0], l[1]])));
+        all.get(..8 + data).unwrap_or(all).to_vec()
+    });
+    free_buffer(k, aux);
+    use crate::fs::reparse::{STATUS_IO_REPARSE_DATA_INVALID, TAG_MOUNT_POINT, TAG_SYMLINK};
+    match information {
+        IO_REPARSE => Decision::Reparse(name.to_vec()),
+        IO_REMOUNT => Decision::Remount,
+        tag if tag == TAG_MOUNT_POINT as usize || tag == TAG_SYMLINK as usize => {
+            let Some(buffer) = buffer.filter(|b| b.get(..4) == Some(&(tag as u32).to_le_bytes()))
+            else {
+                return Decision::Fail(STATUS_IO_REPARSE_DATA_INVALID);
+            };
+            let related = if at.related == 0 {
+                Vec::new()
+            } else {
+                let related = at.related as *const windows_sys::Wdk::Foundation::FILE_OBJECT;
+                // SAFETY: the related handle's file object, alive while the caller's call runs.
+                let name = unsafe { &(*related).FileName };
+                // SAFETY: its name, valid while the file object lives.
+                unsafe { crate::irpx::units(name) }.to_vec()
+            };
+            let device = k.volume(at.volume).device_name.clone();
+            match crate::fs::reparse::followed_name(&buffer, name, &related, &device) {
+                Ok(name) => Decision::Link { name, mount_point: tag == TAG_MOUNT_POINT as usize },
+                Err(s) => Decision::Fail(s),
+            }
+        }
+        _ => Decision::Fail(STATUS_IO_REPARSE_TAG_NOT_HANDLED),
+    }
+}
+
+/// The I/O manager frees a `STATUS_REPARSE` create's `Tail.Overlay.AuxiliaryBuffer` with
+/// `ExFreePool` (WRK `IopfCompleteRequest`, and `IopDoNameTransmogrify` for a mount point's): a
+/// buffer that is no pool block is a `BAD_POOL_FREE`.
+pub(crate) fn free_buffer(k: &mut Kernel, aux: *mut c_void) {
     if !aux.is_null() && !k.pool_free_kernel(aux) {
         k.report(
             crate::events::Rule::BadPoolFree,
@@ -137,11 +191,6 @@ pub(crate) fn decide(
                  ({aux:p}) with ExFreePool, and it is no live pool block"
             ),
         );
-    }
-    match information {
-        IO_REPARSE => Decision::Reparse(name.to_vec()),
-        IO_REMOUNT => Decision::Remount,
-        _ => Decision::Fail(STATUS_IO_REPARSE_TAG_NOT_HANDLED),
     }
 }
 
@@ -169,11 +218,19 @@ pub struct Attempts {
     remounts: u32,
     /// The caller's own name was counted ([`Attempts::begin`]).
     begun: bool,
+    /// A mount point was traversed (WRK `IopParseDevice`'s `op->TraversedMountPoint`).
+    mount_point: bool,
 }
 
 impl Default for Attempts {
     fn default() -> Self {
-        Attempts { left: OBJ_MAX_REPARSE_ATTEMPTS, followed: 0, remounts: 0, begun: false }
+        Attempts {
+            left: OBJ_MAX_REPARSE_ATTEMPTS,
+            followed: 0,
+            remounts: 0,
+            begun: false,
+            mount_point: false,
+        }
     }
 }
 
@@ -412,7 +469,7 @@ pub(crate) fn after_reparse(
     let flags = f.Flags;
     let completer = k.reparse_completer(rid);
     // The tag's decision first: it frees the auxiliary buffer whatever follows.
-    let decision = decide(k, information, aux, &name);
+    let decision = decide(k, information, aux, &name, at);
     if flags & crate::nt::fo::FILE_OPEN_CANCELLED != 0 {
         // IoCancelFileOpen's page: once cancelled, the create cannot return STATUS_REPARSE.
         k.report(
@@ -440,7 +497,7 @@ pub(crate) fn after_reparse(
         );
         return Next::Ended(Status::INVALID_DEVICE_STATE);
     }
-    match decision {
+    let next = match decision {
         Decision::Fail(s) => Next::Ended(s),
         Decision::Remount => {
             attempts.remounts += 1;
@@ -449,24 +506,48 @@ pub(crate) fn after_reparse(
             }
             Next::Open(at.clone())
         }
-        Decision::Reparse(name) if at.related != 0 => relative_reparse(k, at, name, attempts),
-        Decision::Reparse(name) => {
-            attempts.begin(k, at.volume);
-            if let Err(s) = attempts.spend() {
-                return Next::Ended(s);
-            }
-            attempts.followed += 1;
-            let (links, target) = resolve(k, &name);
-            for _ in 0..links {
-                if let Err(s) = attempts.spend() {
-                    return Next::Ended(s);
-                }
-            }
-            match target {
-                Ok(t) => Next::Open(t),
-                Err(s) => Next::Ended(s),
+        Decision::Reparse(name) => reparse_to(k, at, name, attempts),
+        Decision::Link { name, mount_point } => {
+            // A mount point, once traversed, leaves the open on local storage only: WRK's
+            // `IopParseDevice` fails every later parse to another kind of device
+            // (`op->TraversedMountPoint`: a disk, CD-ROM, virtual disk or tape).
+            attempts.mount_point |= mount_point;
+            reparse_to(k, at, name, attempts)
+        }
+    };
+    match next {
+        Next::Open(t) if attempts.mount_point => {
+            let media = k.volume(t.volume).fs.media();
+            if matches!(media, MediaKind::Disk | MediaKind::CdRom) {
+                Next::Open(t)
+            } else {
+                Next::Ended(crate::fs::reparse::STATUS_IO_REPARSE_DATA_INVALID)
             }
         }
+        next => next,
+    }
+}
+
+/// A reparse to `name`: relative to the related file object of `at` for a relative open
+/// ([`relative_reparse`]), otherwise parsed from the root.
+fn reparse_to(k: &Kernel, at: &Target, name: Vec<u16>, attempts: &mut Attempts) -> Next {
+    if at.related != 0 {
+        return relative_reparse(k, at, name, attempts);
+    }
+    attempts.begin(k, at.volume);
+    if let Err(s) = attempts.spend() {
+        return Next::Ended(s);
+    }
+    attempts.followed += 1;
+    let (links, target) = resolve(k, &name);
+    for _ in 0..links {
+        if let Err(s) = attempts.spend() {
+            return Next::Ended(s);
+        }
+    }
+    match target {
+        Ok(t) => Next::Open(t),
+        Err(s) => Next::Ended(s),
     }
 }
 

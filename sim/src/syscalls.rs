@@ -234,16 +234,16 @@ pub struct IoResult {
     pub iosb: Option<IoStatusBlock>,
     /// For a create (and the open of `NtQueryFullAttributesFile`'s long way) that a driver
     /// reparsed: the reparses the I/O manager followed and the volume the last create went to
-    /// (docs/simulator.md, "Reparse"). None when no create ended `STATUS_REPARSE` with
-    /// `IO_REPARSE`.
+    /// (docs/simulator.md, "Reparse"). None when no create's `STATUS_REPARSE` was followed.
     pub reparsed: Option<Reparsed>,
 }
 
 /// The reparses a create followed ([`IoResult::reparsed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reparsed {
-    /// Creates that ended `STATUS_REPARSE` with `IO_REPARSE` and whose new name the I/O manager
-    /// parsed (each a request of its own in the event log).
+    /// Creates that ended `STATUS_REPARSE` with `IO_REPARSE` or at a mount point or a symbolic
+    /// link, and whose new name the I/O manager parsed (each a request of its own in the event
+    /// log).
     pub count: u32,
     /// The volume the last create went to.
     pub volume: VolumeId,
@@ -1384,6 +1384,8 @@ fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
                 Some(status)
             });
             if let Some(status) = answered {
+                // This pass's volume answered: the last create went there.
+                parse.last = Some((rid, volume));
                 // A reparse is not followed: the caller gets STATUS_REPARSE, and no attributes.
                 let read = status.is_success() && status != Status::REPARSE;
                 let data = if read { read_block(&info, 56) } else { Vec::new() };
@@ -1429,7 +1431,7 @@ fn fast_reparse(k: &mut Kernel, irp: *mut IRP, target: *mut DEVICE_OBJECT, rid: 
     let i = unsafe { crate::irpx::header(irp) };
     // SAFETY: the I/O manager's member of the tail: a reparse buffer, if a driver left one.
     let aux = unsafe { i.Tail.Overlay }.AuxiliaryBuffer;
-    let _ = crate::reparse::decide(k, crate::reparse::IO_REPARSE, aux.cast(), &[]);
+    crate::reparse::free_buffer(k, aux.cast());
     if k.reparse.fast_reported_take(rid) {
         return;
     }

@@ -25,7 +25,7 @@ use std::ffi::c_void;
 use std::ptr::null_mut;
 
 use fltcommon::{Config, mj};
-use fsfilter::Status;
+use fsfilter::{MajorFunction, Status};
 use fsfilter_kernel::irp::{
     IoCallDriver, IoCopyCurrentIrpStackLocationToNext, IoGetCurrentIrpStackLocation,
     IoMarkIrpPending, IoSetCompletionRoutine, IoSkipCurrentIrpStackLocation,
@@ -33,13 +33,14 @@ use fsfilter_kernel::irp::{
 use fsfilter_sim::fs::reparse::{
     FILE_ATTRIBUTE_REPARSE_POINT, FILE_OPEN_REPARSE_POINT, FSCTL_DELETE_REPARSE_POINT,
     FSCTL_GET_REPARSE_POINT, FSCTL_SET_REPARSE_POINT, STATUS_IO_REPARSE_DATA_INVALID,
-    STATUS_IO_REPARSE_TAG_INVALID, STATUS_IO_REPARSE_TAG_MISMATCH, STATUS_NOT_A_REPARSE_POINT,
+    STATUS_IO_REPARSE_TAG_INVALID, STATUS_IO_REPARSE_TAG_MISMATCH,
+    STATUS_IO_REPARSE_TAG_NOT_HANDLED, STATUS_NOT_A_REPARSE_POINT,
     STATUS_REPARSE_ATTRIBUTE_CONFLICT, TAG_MOUNT_POINT, TAG_SYMLINK,
 };
 use fsfilter_sim::nt::{access, create_options as co, disposition, file_info as fi};
 use fsfilter_sim::{
-    CreateOptions, FsKind, Handle, IoRequest, IoResult, Machine, ServiceSpec, StartType, VolumeId,
-    VolumeSpec,
+    CreateOptions, EventKind, FsKind, Handle, IoRequest, IoResult, Machine, ServiceSpec, StartType,
+    VolumeId, VolumeSpec,
 };
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, FAST_IO_DISPATCH, IRP};
 use windows_sys::Wdk::System::SystemServices::{
@@ -123,6 +124,7 @@ fn volumes() -> (Machine, VolumeId, VolumeId, VolumeId) {
     );
     let d = m.add_volume(VolumeSpec::new("D:", FsKind::Ntfs).file("\\data\\x.txt", b"on d"));
     let e = m.add_volume(VolumeSpec::new("E:", FsKind::Fat).file("\\f.txt", b"fat"));
+    m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"remote"));
     m.install_filter_manager();
     m.boot();
     (m, c, d, e)
@@ -491,8 +493,160 @@ fn file_open_reparse_point_opens_the_link_itself_and_file_create_finds_the_name_
 
 #[test]
 fn a_query_open_through_a_link_is_not_answered_by_fast_io() {
-    let (mut m, c, _, _) = volumes();
+    let (mut m, c, d, _) = volumes();
     make_link(&mut m, c, "\\plain.txt", false, &symlink("\\??\\D:\\data\\x.txt", "D:\\x", 0));
     let r = m.io(IoRequest::QueryAttributes { volume: c, path: "\\plain.txt" });
-    assert!(!r.fast_io, "NTFS's FastIoQueryOpen would answer with the link's own attributes");
+    // C:'s FastIoQueryOpen declined (it would have answered with the link's own attributes):
+    // the create IRP met the link, the I/O manager followed it to D:, whose file answered.
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(r.reparsed.map(|r| r.volume), Some(d));
+    assert_eq!(u64::from_le_bytes(r.data[40..48].try_into().unwrap()), 4, "x.txt's size");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The I/O manager follows mount points and symbolic links (docs/simulator.md, "Reparse").
+
+/// The volumes, in order, the creates of the log went to.
+fn create_volumes(m: &Machine) -> Vec<String> {
+    m.events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::IoStart { major: MajorFunction::Create, volume, .. } => {
+                Some(volume.to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn read_all(m: &mut Machine, h: Handle) -> Vec<u8> {
+    let r = m.read(h, Some(0), 64, fsfilter_sim::IoMode::Cached);
+    assert_eq!(r.status, Status::SUCCESS);
+    r.data
+}
+
+#[test]
+fn a_create_through_a_junction_is_parsed_again_and_lands_on_the_target_volume() {
+    let (mut m, c, d, _) = volumes();
+    make_link(&mut m, c, "\\dir\\j", true, &mount_point("\\??\\D:\\data", "D:\\data"));
+    with_filters(&mut m);
+    let before = create_volumes(&m).len();
+    let r = m.create(c, "\\dir\\j\\x.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS, "{r:?}");
+    // The first create on C:'s stack ended STATUS_REPARSE with the tag (every filter saw it),
+    // then the I/O manager parsed \??\D:\data\x.txt: a create on D:'s stack opened the file.
+    let seen = tapped("\\dir\\j\\x.txt");
+    assert_eq!((seen.status, seen.information), (Status::REPARSE, TAG_MOUNT_POINT as usize));
+    assert_eq!(create_volumes(&m)[before..], ["C:".to_owned(), "D:".to_owned()]);
+    assert_eq!(r.reparsed, Some(fsfilter_sim::Reparsed { count: 1, volume: d }));
+    let h = r.handle.unwrap();
+    assert_eq!(read_all(&mut m, h), b"on d");
+    m.close_handle(h);
+    // The junction itself, as the last component: D:\data, a directory.
+    let dir = m.create(c, "\\dir\\j", CreateOptions::open().options(co::DIRECTORY_FILE));
+    assert_eq!(dir.status, Status::SUCCESS);
+    assert_eq!(dir.reparsed.map(|r| r.volume), Some(d));
+    m.close_handle(dir.handle.unwrap());
+    // No buffer left behind: the I/O manager freed each with ExFreePool.
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn symbolic_links_absolute_across_volumes_and_relative_to_their_directory() {
+    let (mut m, c, d, _) = volumes();
+    make_link(
+        &mut m,
+        c,
+        "\\plain.txt",
+        false,
+        &symlink("\\??\\D:\\data\\x.txt", "D:\\data\\x.txt", 0),
+    );
+    make_link(
+        &mut m,
+        c,
+        "\\dir\\rel.txt",
+        false,
+        &symlink("..\\target\\file.txt", "..\\target\\file.txt", 1),
+    );
+    let abs = m.create(c, "\\plain.txt", CreateOptions::open());
+    assert_eq!(abs.status, Status::SUCCESS, "{abs:?}");
+    assert_eq!(abs.reparsed.map(|r| r.volume), Some(d));
+    let h = abs.handle.unwrap();
+    assert_eq!(read_all(&mut m, h), b"on d");
+    m.close_handle(h);
+    // `..\target\file.txt` from \dir: \target\file.txt on C:, the link's volume.
+    let rel = m.create(c, "\\dir\\rel.txt", CreateOptions::open());
+    assert_eq!(rel.status, Status::SUCCESS, "{rel:?}");
+    assert_eq!(rel.reparsed, Some(fsfilter_sim::Reparsed { count: 1, volume: c }));
+    let h = rel.handle.unwrap();
+    assert_eq!(read_all(&mut m, h), b"target");
+    m.close_handle(h);
+    // A directory symbolic link in the middle of a path, relative: the unparsed part follows.
+    let dlink = open_link(&mut m, c, "\\dl", true);
+    let buffer = symlink("target", "target", 1);
+    assert_eq!(fsctl(&mut m, dlink, FSCTL_SET_REPARSE_POINT, &buffer, 0).status, Status::SUCCESS);
+    m.close_handle(dlink);
+    let through = m.create(c, "\\dl\\file.txt", CreateOptions::open());
+    assert_eq!(through.status, Status::SUCCESS, "{through:?}");
+    let h = through.handle.unwrap();
+    assert_eq!(read_all(&mut m, h), b"target");
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_tag_the_io_manager_does_not_know_fails_the_create_with_status_io_reparse_tag_not_handled() {
+    let (mut m, c, _, _) = volumes();
+    // A Microsoft tag no one handles (IO_REPARSE_TAG_DEDUP) and a third party's with its GUID.
+    make_link(&mut m, c, "\\plain.txt", false, &header(0x8000_0013, &[1, 2, 3, 4]));
+    let mut third = 0x0000_1234u32.to_le_bytes().to_vec();
+    third.extend_from_slice(&[2, 0, 0, 0]);
+    third.extend_from_slice(&[9; 16]);
+    third.extend_from_slice(&[7, 7]);
+    make_link(&mut m, c, "\\target\\file.txt", false, &third);
+    for path in ["\\plain.txt", "\\target\\file.txt"] {
+        let r = m.create(c, path, CreateOptions::open());
+        assert_eq!(r.status, STATUS_IO_REPARSE_TAG_NOT_HANDLED, "{path}");
+        assert!(r.handle.is_none());
+    }
+    // The file itself still opens with FILE_OPEN_REPARSE_POINT.
+    let own = m.create(c, "\\plain.txt", CreateOptions::open().options(FILE_OPEN_REPARSE_POINT));
+    assert_eq!(own.status, Status::SUCCESS);
+    assert_eq!(own.reparsed, None);
+    m.close_handle(own.handle.unwrap());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_link_loop_ends_at_the_reparse_limit() {
+    let (mut m, c, _, _) = volumes();
+    make_link(&mut m, c, "\\loop", false, &symlink("\\??\\C:\\loop", "C:\\loop", 0));
+    let before = create_volumes(&m).len();
+    let r = m.create(c, "\\loop", CreateOptions::open());
+    // OBJ_MAX_REPARSE_ATTEMPTS (32): the caller's C: and each reparse's \??\C: are links too,
+    // two attempts a pass, so the 16th create's STATUS_REPARSE is the one refused.
+    assert_eq!(r.status, Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(r.reparsed.map(|r| r.count), Some(15));
+    assert_eq!(create_volumes(&m).len() - before, 16);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_junction_to_a_share_is_refused_once_parsed_and_a_bad_buffer_is_invalid_data() {
+    let (mut m, c, _, _) = volumes();
+    make_link(&mut m, c, "\\dir\\j", true, &mount_point("\\??\\UNC\\server\\share", "x"));
+    let r = m.create(c, "\\dir\\j\\r.txt", CreateOptions::open());
+    assert_eq!(r.status, STATUS_IO_REPARSE_DATA_INVALID, "{r:?}");
+    // A symbolic link to the share is followed (WRK's check is for mount points only).
+    make_link(&mut m, c, "\\plain.txt", false, &symlink("\\??\\UNC\\server\\share\\r.txt", "x", 0));
+    let r = m.create(c, "\\plain.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::SUCCESS, "{r:?}");
+    m.close_handle(r.handle.unwrap());
+    // A symbolic link whose substitute name lies outside its buffer.
+    let mut bad = symlink("\\??\\D:\\data", "D:\\data", 0);
+    bad[10..12].copy_from_slice(&0x400u16.to_le_bytes());
+    make_link(&mut m, c, "\\full\\inside.txt", false, &bad);
+    let r = m.create(c, "\\full\\inside.txt", CreateOptions::open());
+    assert_eq!(r.status, STATUS_IO_REPARSE_DATA_INVALID);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

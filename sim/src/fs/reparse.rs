@@ -342,6 +342,75 @@ pub fn symlink_buffer(substitute: &str, print: &str, relative: bool) -> Vec<u8> 
     with_header(TAG_SYMLINK, &data)
 }
 
+/// The name the I/O manager parses next for a create that ended `STATUS_REPARSE` on a mount
+/// point or a symbolic link (`crate::reparse::decide`): `buffer` is the create's
+/// `REPARSE_DATA_BUFFER` (its `Reserved` the bytes of the name not parsed yet), `name` the file
+/// object's name as the create ended, `related` the name of its related file object (empty for
+/// an open from the root or relative to a volume open) and `device` the name of the volume's
+/// device (`\Device\HarddiskVolume1`).
+/// - A mount point or an absolute symbolic link: the substitute name, then the part of the name
+///   not parsed (WRK's `IopDoNameTransmogrify` for a mount point; MS-SMB2 2.2.2.2.1.1 step 2
+///   for a symbolic link).
+/// - A relative symbolic link (`SYMLINK_FLAG_RELATIVE`): the link's name, one element backed up
+///   from the unparsed part, is replaced by the substitute name (MS-SMB2 2.2.2.2.1.1 step 3),
+///   on the link's volume; `.` and `..` elements are then taken out (`..` never above the
+///   volume's root; a choice: the object manager and the file systems take them for names), and
+///   a substitute name that starts with `\` is relative to the volume's root.
+///
+/// `STATUS_IO_REPARSE_DATA_INVALID` for a buffer whose lengths do not hold together (WRK's
+/// `IopDoNameTransmogrify` checks the data length and the `Reserved` length).
+pub fn followed_name(
+    buffer: &[u8],
+    name: &[u16],
+    related: &[u16],
+    device: &str,
+) -> Result<Vec<u16>, Status> {
+    let invalid = STATUS_IO_REPARSE_DATA_INVALID;
+    let tag = u32_at(buffer, 0);
+    let data = buffer.get(HEADER_SIZE..HEADER_SIZE + u16_at(buffer, 4)).ok_or(invalid)?;
+    let reserved = u16_at(buffer, 6);
+    let fixed = match tag {
+        TAG_MOUNT_POINT => 8,
+        TAG_SYMLINK => 12,
+        _ => return Err(invalid),
+    };
+    let path = data.get(fixed..).ok_or(invalid)?;
+    let (offset, length) = (u16_at(data, 0), u16_at(data, 2));
+    let substitute = path.get(offset..offset + length).ok_or(invalid)?;
+    if offset % 2 != 0 || length % 2 != 0 || reserved % 2 != 0 || reserved / 2 > name.len() {
+        return Err(invalid);
+    }
+    let substitute: Vec<u16> =
+        substitute.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let (link, unparsed) = name.split_at(name.len() - reserved / 2);
+    let relative = tag == TAG_SYMLINK && u32_at(data, 8) & SYMLINK_FLAG_RELATIVE != 0;
+    if !relative {
+        return Ok([substitute.as_slice(), unparsed].concat());
+    }
+    let text = |u: &[u16]| String::from_utf16_lossy(u);
+    let substitute = text(&substitute);
+    let mut parts: Vec<String> = Vec::new();
+    if !substitute.starts_with('\\') {
+        let link = text(link);
+        let on_volume =
+            if link.starts_with('\\') { link } else { format!("{}\\{link}", text(related)) };
+        parts = on_volume.split('\\').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        // The link itself: its directory is what the substitute name is relative to.
+        parts.pop();
+    }
+    let rest = format!("{substitute}{}", text(unparsed));
+    for part in rest.split('\\') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            _ => parts.push(part.to_owned()),
+        }
+    }
+    Ok(format!("{device}\\{}", parts.join("\\")).encode_utf16().collect())
+}
+
 /// The UTF-16 units of `name` after its component `index` (components are the non-empty parts
 /// between backslashes): the part not parsed yet when that component is a reparse point.
 pub fn unparsed_units(name: &str, index: usize) -> usize {
@@ -363,6 +432,60 @@ pub fn unparsed_units(name: &str, index: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn units(s: &str) -> Vec<u16> {
+        s.encode_utf16().collect()
+    }
+
+    /// Sets `Reserved` for a name whose unparsed part is `unparsed` and follows it.
+    fn through(buffer: &[u8], name: &str, unparsed: &str, related: &str) -> Result<String, Status> {
+        let mut b = buffer.to_vec();
+        b[6..8].copy_from_slice(&((unparsed.encode_utf16().count() * 2) as u16).to_le_bytes());
+        followed_name(&b, &units(name), &units(related), r"\Device\HarddiskVolume1")
+            .map(|n| String::from_utf16_lossy(&n))
+    }
+
+    #[test]
+    fn a_mount_point_or_an_absolute_link_is_its_substitute_name_and_the_unparsed_part() {
+        let mp = mount_point_buffer(r"\??\D:\data", r"D:\data");
+        assert_eq!(
+            through(&mp, r"\dir\j\sub\x.txt", r"\sub\x.txt", ""),
+            Ok(r"\??\D:\data\sub\x.txt".into())
+        );
+        assert_eq!(through(&mp, r"\dir\j", "", ""), Ok(r"\??\D:\data".into()));
+        let link = symlink_buffer(r"\??\C:\target\file.txt", r"C:\target\file.txt", false);
+        assert_eq!(through(&link, r"\l.txt", "", ""), Ok(r"\??\C:\target\file.txt".into()));
+    }
+
+    #[test]
+    fn a_relative_link_is_resolved_against_its_directory_on_its_volume() {
+        let up = symlink_buffer(r"..\target", r"..\target", true);
+        let got = through(&up, r"\dir\l\file.txt", r"\file.txt", "");
+        assert_eq!(got, Ok(r"\Device\HarddiskVolume1\target\file.txt".into()));
+        // Relative to a related file object's name; `..` never above the root.
+        let got = through(&up, r"l\file.txt", r"\file.txt", r"\dir");
+        assert_eq!(got, Ok(r"\Device\HarddiskVolume1\target\file.txt".into()));
+        let high = symlink_buffer(r"..\..\..\x", r"x", true);
+        assert_eq!(through(&high, r"\l", "", ""), Ok(r"\Device\HarddiskVolume1\x".into()));
+        let rooted = symlink_buffer(r"\top\.\y", r"y", true);
+        assert_eq!(
+            through(&rooted, r"\a\b\l", "", ""),
+            Ok(r"\Device\HarddiskVolume1\top\y".into())
+        );
+    }
+
+    #[test]
+    fn a_buffer_whose_lengths_do_not_hold_together_is_invalid_data() {
+        let mp = mount_point_buffer(r"\??\D:\data", r"D:\data");
+        let mut short = mp.clone();
+        short.truncate(mp.len() - 2);
+        assert_eq!(through(&short, r"\j", "", ""), Err(STATUS_IO_REPARSE_DATA_INVALID));
+        // Reserved longer than the name.
+        assert_eq!(through(&mp, r"\j", r"\much\longer", ""), Err(STATUS_IO_REPARSE_DATA_INVALID));
+        let mut beyond = mp.clone();
+        beyond[10..12].copy_from_slice(&400u16.to_le_bytes());
+        assert_eq!(through(&beyond, r"\j", "", ""), Err(STATUS_IO_REPARSE_DATA_INVALID));
+    }
 
     #[test]
     fn the_unparsed_part_starts_at_the_separator_after_the_component() {
