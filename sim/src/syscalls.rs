@@ -1309,11 +1309,15 @@ type QueryOpenRoutine = unsafe extern "system" fn(
 /// `FastIoQueryOpen` answering `STATUS_REPARSE` is not followed ([`fast_reparse`]).
 fn query_attributes(volume: VolumeId, path: &str) -> IoResult {
     use crate::nt::file_info as fi;
+    // The open packet's options are FILE_OPEN_REPARSE_POINT (WRK `NtQueryFullAttributesFile`):
+    // a link that is the name's last component answers with its own attributes
+    // (`FILE_ATTRIBUTE_REPARSE_POINT`), as GetFileAttributesW's reference page says of a symbolic
+    // link; one that is an intermediate component is followed.
     let options = CreateOptions {
         access: access::FILE_READ_ATTRIBUTES,
         share: share::READ | share::WRITE | share::DELETE,
         disposition: disposition::OPEN,
-        options: 0,
+        options: crate::fs::reparse::FILE_OPEN_REPARSE_POINT,
         attributes: 0,
         overlapped: false,
     };

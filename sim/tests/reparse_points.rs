@@ -492,15 +492,27 @@ fn file_open_reparse_point_opens_the_link_itself_and_file_create_finds_the_name_
 }
 
 #[test]
-fn a_query_open_through_a_link_is_not_answered_by_fast_io() {
+fn a_query_open_answers_a_final_link_itself_and_follows_an_intermediate_one() {
     let (mut m, c, d, _) = volumes();
     make_link(&mut m, c, "\\plain.txt", false, &symlink("\\??\\D:\\data\\x.txt", "D:\\x", 0));
+    // NtQueryFullAttributesFile opens with FILE_OPEN_REPARSE_POINT (WRK): a link that is the
+    // name's last component answers with its own attributes, as GetFileAttributesW's reference
+    // page says of a symbolic link. Nothing is followed.
     let r = m.io(IoRequest::QueryAttributes { volume: c, path: "\\plain.txt" });
-    // C:'s FastIoQueryOpen declined (it would have answered with the link's own attributes):
-    // the create IRP met the link, the I/O manager followed it to D:, whose file answered.
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(r.reparsed, None);
+    let attributes = u32::from_le_bytes(r.data[48..52].try_into().unwrap());
+    assert_ne!(attributes & 0x400, 0, "FILE_ATTRIBUTE_REPARSE_POINT: {attributes:#x}");
+    // A link on the way (a junction to D:\data) is followed: C:'s FastIoQueryOpen declined (it
+    // would have answered for a name it cannot reach), the create IRP met the junction, the
+    // I/O manager parsed again on D:, whose file answered.
+    make_link(&mut m, c, "\\dir\\j", true, &mount_point("\\??\\D:\\data", "D:\\data"));
+    let r = m.io(IoRequest::QueryAttributes { volume: c, path: "\\dir\\j\\x.txt" });
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(r.reparsed.map(|r| r.volume), Some(d));
     assert_eq!(u64::from_le_bytes(r.data[40..48].try_into().unwrap()), 4, "x.txt's size");
+    let attributes = u32::from_le_bytes(r.data[48..52].try_into().unwrap());
+    assert_eq!(attributes & 0x400, 0, "x.txt is no link: {attributes:#x}");
 }
 
 // ---------------------------------------------------------------------------------------------
