@@ -99,6 +99,16 @@ pub const SAMPLES: &[Sample] = &[
             None => None,
         },
     },
+    Sample {
+        name: "redirect",
+        summary: "redirects opens under one name prefix to another by STATUS_REPARSE (SimRep)",
+        minifilter: redirect_minifilter::ENTRY,
+        legacy: redirect_legacy::ENTRY,
+        group: "FSFilter Virtualization",
+        parameters: redirect::PARAMETERS,
+        check: |p| redirect::Redirect::from_parameters(p).map(drop).map_err(|e| e.to_string()),
+        channel: None,
+    },
 ];
 
 /// The sample named `name`.

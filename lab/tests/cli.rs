@@ -123,6 +123,9 @@ fn check_and_samples() {
     for p in ["passthrough", "probe", "scanner", "Rules", "Pattern", "ScanLatency", "Trace"] {
         assert!(t.contains(p), "{p} in {t}");
     }
+    for p in ["redirect — ", "FSFilter Virtualization", "OldName", "NewName"] {
+        assert!(t.contains(p), "{p} in {t}");
+    }
 }
 
 #[test]

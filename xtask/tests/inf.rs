@@ -1,4 +1,4 @@
-//! The INF checker on the six sample INFs, and on copies of them with one thing broken: each
+//! The INF checker on the sample INFs, and on copies of them with one thing broken: each
 //! broken copy must be rejected with a message that names the file, the section and the key.
 //! Also: the INFs' `Parameters` agree with the samples' documented `PARAMETERS` tables (and load),
 //! the sample READMEs list those tables, and `cargo xtask check-inf` exits non-zero on a bad file.
@@ -68,6 +68,8 @@ fn every_sample_inf_passes_and_says_what_windows_needs() {
         "spy-legacy",
         "gate-minifilter",
         "gate-legacy",
+        "redirect-minifilter",
+        "redirect-legacy",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not found in {names:?}");
     }
@@ -75,10 +77,10 @@ fn every_sample_inf_passes_and_says_what_windows_needs() {
         let report = inf::check_driver(&root, d).unwrap();
         assert!(report.passed(), "{}:\n{:#?}", report.file, report.violations);
         let package = &report.package;
-        let (class, group) = if d.sample == "scanner" || d.sample == "gate" {
-            ("AntiVirus", "FSFilter Anti-Virus")
-        } else {
-            ("ActivityMonitor", "FSFilter Activity Monitor")
+        let (class, group) = match d.sample.as_str() {
+            "scanner" | "gate" => ("AntiVirus", "FSFilter Anti-Virus"),
+            "redirect" => ("Virtualization", "FSFilter Virtualization"),
+            _ => ("ActivityMonitor", "FSFilter Activity Monitor"),
         };
         assert_eq!(package.class, class, "{}", report.file);
         assert_eq!(package.service_name(), Some(d.name().as_str()));
@@ -440,6 +442,7 @@ const DOCUMENTED: &[(&str, &[fsfilter::ParameterDoc])] = &[
     ("scanner", scanner::PARAMETERS),
     ("spy", spy::PARAMETERS),
     ("gate", gate::PARAMETERS),
+    ("redirect", redirect::PARAMETERS),
 ];
 
 #[test]
@@ -500,6 +503,16 @@ fn every_inf_writes_every_documented_parameter_at_its_default() {
                 assert_eq!(gate.timeout_ms, gate::DEFAULT_TIMEOUT_MS, "{}", report.file);
                 assert!(!gate.fail_closed, "{}", report.file);
             }
+            "redirect" => {
+                // SimRep's default mapping, \x\y to \a\b, on the first disk volume.
+                let r = redirect::Redirect::from_parameters(&parameters)
+                    .unwrap_or_else(|e| panic!("{}: {e}", report.file));
+                let text = |u: &[u16]| String::from_utf16(u).unwrap();
+                let m = r.mapping();
+                assert_eq!(text(m.old()), r"\Device\HarddiskVolume1\x\y", "{}", report.file);
+                assert_eq!(text(m.new_prefix()), r"\Device\HarddiskVolume1\a\b", "{}", report.file);
+                assert!(r.notes(), "{}", report.file);
+            }
             other => panic!("{other}: unknown sample"),
         }
     }
@@ -534,7 +547,7 @@ fn check_inf_exits_non_zero_and_names_file_section_and_key() {
     let output = Command::new(xtask).arg("check-inf").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 10, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 12, "{stdout}");
 
     let dir = std::env::temp_dir().join(format!("xtask-inf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
