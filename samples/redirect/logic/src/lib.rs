@@ -21,14 +21,15 @@
 //!
 //! Not redirected (each passes through unchanged): a volume open (no name to replace, and a
 //! `STATUS_REPARSE` for one is bugcheck 0xF9); an open by file id (`FILE_OPEN_BY_FILE_ID`: the
-//! name is a binary id, not a path); an open whose opened name cannot be had (the name query
-//! failed: counted as unnamed); an open whose opened name does not end with the name it was asked
-//! with, which is what the Filter Manager gives for an `SL_OPEN_TARGET_DIRECTORY` open (a rename's
-//! or a link's target: the parent directory's name, which the framework's header does not flag,
-//! and a rename cannot cross volumes anyway); a name whose new spelling does not fit
-//! [`MAX_NAME_UNITS`] (counted as too long). Kernel-mode opens are redirected as user-mode ones
-//! are: a redirection meant to stand for a reparse point would otherwise show kernel components
-//! and programs two different files under one name.
+//! name is a binary id, not a path); an open with an empty name relative to a handle (it reopens
+//! that handle's file, whose own create was redirected or not already); an open whose opened name
+//! cannot be had (the name query failed: counted as unnamed); an open whose opened name does not
+//! end with the name it was asked with, which is what the Filter Manager gives for an
+//! `SL_OPEN_TARGET_DIRECTORY` open (a rename's or a link's target: the parent directory's name,
+//! which the framework's header does not flag, and a rename cannot cross volumes anyway); a name
+//! whose new spelling does not fit [`MAX_NAME_UNITS`] (counted as too long). Kernel-mode opens are
+//! redirected as user-mode ones are: a redirection meant to stand for a reparse point would
+//! otherwise show kernel components and programs two different files under one name.
 //!
 //! The mapping is refused at load (`STATUS_INVALID_PARAMETER`, [`ParseError::Loop`]) when the new
 //! name lies under the old one: every redirected name would be redirected again.
@@ -668,7 +669,9 @@ mod tests {
         assert_eq!((notes(None), notes(Some(1)), notes(Some(0))), (true, true, false));
         let names: Vec<_> = PARAMETERS.iter().map(|d| d.name).collect();
         assert_eq!(names, ["OldName", "NewName", "Notes"]);
-        const { assert!(fsfilter::reparses::<Redirect>() && fsfilter::queries_names::<Redirect>()) };
+        const {
+            assert!(fsfilter::reparses::<Redirect>() && fsfilter::queries_names::<Redirect>());
+        };
     }
 
     /// The names the fake backend hands out: `NameId` is an index.
