@@ -314,6 +314,7 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     out.push_str("<h2>Steps</h2><table><tr><th>#</th><th>Step</th><th>Result</th><th>Callbacks, in order</th></tr>");
     let orders = crate::text::callback_orders(run);
     let requests = crate::text::step_requests(run);
+    let volumes = crate::text::request_volumes(run);
     let done = crate::text::Completions::of(run);
     let mut replies: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (m, decoded) in crate::spylog::decode_all(run) {
@@ -331,6 +332,7 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
         // when there are several, with how it completed when a later step completed it; then
         // the requests of earlier steps this one completed (a change, a cancel).
         let issued = requests.get(&s.index).map_or(&[][..], Vec::as_slice);
+        let first = issued.first().map(|(io, _)| *io);
         let order = issued
             .iter()
             .filter_map(|(io, major)| {
@@ -340,7 +342,9 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
                     o.push_str(&format!(" → {c}"));
                 }
                 Some(match major.name() {
-                    Some(name) if issued.len() > 1 => format!("{name}: {o}"),
+                    Some(name) if issued.len() > 1 => {
+                        format!("{name}{}: {o}", crate::text::other_volume(&volumes, *io, first))
+                    }
                     _ => o,
                 })
             })

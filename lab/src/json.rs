@@ -369,6 +369,26 @@ pub fn document(run: &Run) -> Value {
             o.insert("served".into(), Value::Array(served));
         }
     }
+    if !run.reparses.is_empty() {
+        // `volume`: the volume of request `io` (its `io_start`), where the open ended.
+        let volumes = crate::text::request_volumes(run);
+        let reparses: Vec<Value> = run
+            .reparses
+            .iter()
+            .map(|r| {
+                let volume = r.io.and_then(|io| volumes.get(&io.0));
+                json!({
+                    "step": r.step,
+                    "io": r.io.map(|io| io.0),
+                    "count": r.count,
+                    "volume": volume,
+                })
+            })
+            .collect();
+        if let Value::Object(o) = &mut doc {
+            o.insert("reparses".into(), Value::Array(reparses));
+        }
+    }
     doc
 }
 

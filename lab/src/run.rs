@@ -102,6 +102,20 @@ pub struct Run {
     pub messages: Vec<MessageOutcome>,
     /// What the `serve` steps' connections received and answered, in order.
     pub served: Vec<crate::gatelog::Served>,
+    /// The opens of io steps that a driver reparsed (`IoResult::reparsed`, rule 27), in order.
+    pub reparses: Vec<ReparseOutcome>,
+}
+
+/// An open of an io step (its create, implicit or not, or a query's) that the I/O manager
+/// reparsed (an extension of scenario.md: the document's `reparses`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReparseOutcome {
+    /// The step.
+    pub step: u32,
+    /// The request of the open's last create (or of its last query open).
+    pub io: Option<RequestRef>,
+    /// The reparses the I/O manager followed.
+    pub count: u32,
 }
 
 impl Run {
@@ -190,6 +204,10 @@ struct Handles {
     /// The user process of each connection a step made in a named process (`process = ...`);
     /// absent: the default process.
     client_process: BTreeMap<String, fsfilter_sim::ProcessId>,
+    /// The reparsed opens of the io step running now: (the open's request, what it followed).
+    reparsed: Vec<(Option<RequestRef>, fsfilter_sim::Reparsed)>,
+    /// Every reparsed open, by step.
+    reparses: Vec<ReparseOutcome>,
 }
 
 /// Runs `f` as user process `process` (None: the process acting now, the default one).
@@ -303,6 +321,7 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
         after_step,
         messages: handles.messages,
         served: std::mem::take(&mut *handles.served.borrow_mut()),
+        reparses: handles.reparses,
     };
     (run, inspected)
 }
@@ -613,6 +632,9 @@ fn play(
             };
             let key = handle_key(volume, &path, handle.as_deref());
             let r = io(m, handles, key, v, &path, step, data.as_deref());
+            for (io, p) in std::mem::take(&mut handles.reparsed) {
+                handles.reparses.push(ReparseOutcome { step: index, io, count: p.count });
+            }
             StepOutcome { index, what, status: r.status, io: r.io }
         }
     }
@@ -871,6 +893,7 @@ fn io(
             options
         };
         let r = m.create(v, path, options);
+        handles.reparsed.extend(r.reparsed.map(|p| (r.io, p)));
         if let Some(h) = r.handle {
             handles.cleaned.remove(&key);
             if let Some(old) = handles.open.insert(key, h) {
@@ -884,7 +907,9 @@ fn io(
     }
     if op == MajorFunction::NetworkQueryOpen {
         // NtQueryFullAttributesFile: by name, no handle.
-        return m.io(IoRequest::QueryAttributes { volume: v, path });
+        let r = m.io(IoRequest::QueryAttributes { volume: v, path });
+        handles.reparsed.extend(r.reparsed.map(|p| (r.io, p)));
+        return r;
     }
     // A handle a `cleanup` step closed serves nothing but its close: before anything else, the
     // caller lets it go (its close shows in the log) and opens a new one.
@@ -910,6 +935,7 @@ fn io(
                 CreateOptions::default()
             };
             let r = m.create(v, path, options);
+            handles.reparsed.extend(r.reparsed.map(|p| (r.io, p)));
             match r.handle {
                 Some(h) => {
                     handles.open.insert(key.clone(), h);

@@ -338,6 +338,31 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
     orders
 }
 
+/// The volume of each user request, by request number (its `io_start`).
+pub(crate) fn request_volumes(run: &Run) -> BTreeMap<u32, &str> {
+    run.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::IoStart { io, volume, .. } => Some((io.0, volume.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// ` (on D:)` when request `io` went to another volume than the step's `first` request: the
+/// requests a reparse sends to the volume the new name designates (rule 27) and those on the
+/// handle it opened. Empty otherwise.
+pub(crate) fn other_volume(
+    volumes: &BTreeMap<u32, &str>,
+    io: RequestRef,
+    first: Option<RequestRef>,
+) -> String {
+    match (volumes.get(&io.0), first.and_then(|f| volumes.get(&f.0))) {
+        (Some(v), Some(f)) if v != f => format!(" (on {v})"),
+        _ => String::new(),
+    }
+}
+
 /// The line of [`callback_orders`] that says the I/O manager declined a fast I/O try.
 const DECLINED: &str = "fast I/O declined: the I/O manager builds an IRP";
 
@@ -451,6 +476,7 @@ fn steps(out: &mut String, run: &Run) {
             notes.entry(step).or_default().push(detail);
         }
     }
+    let volumes = request_volumes(run);
     let mut requests = step_requests(run);
     let mut replies: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (m, decoded) in crate::spylog::decode_all(run) {
@@ -496,12 +522,14 @@ fn steps(out: &mut String, run: &Run) {
             None => {}
         }
         let several = issued.len() > 1;
+        let first = issued.first().map(|(io, _)| *io);
         for (io, major) in issued {
             let order = orders.remove(&io.0).unwrap_or_default();
             let indent = if several { "          " } else { "        " };
             if several {
                 let name = major.and_then(fsfilter::MajorFunction::name).unwrap_or("?");
-                let _ = writeln!(out, "        request {} {name}:", io.0);
+                let on = other_volume(&volumes, io, first);
+                let _ = writeln!(out, "        request {} {name}{on}:", io.0);
             }
             let seen = order.iter().any(|l| l != DECLINED);
             for line in order {
