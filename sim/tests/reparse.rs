@@ -76,6 +76,24 @@ fn replace(fo: *mut FILE_OBJECT, name: &str) -> NTSTATUS {
 }
 
 /// Completes `irp` with `status` and `information`, as a dispatch routine that completes it.
+/// A minifilter at 370000 that redirects `\a.txt` to `to` (`FLT_PREOP_COMPLETE` with
+/// `STATUS_REPARSE` and `IO_REPARSE` after `IoReplaceFileObjectName`) and lets every other create
+/// pass; with `order`, each pre-create's name goes to the order log first.
+fn mini_redirect(to: &'static str, order: bool) -> Config {
+    Config::new("Redirect", "370000").op(mj::CREATE, true, false).with_pre(move |p: &PreCall| {
+        let fo = p.iopb().TargetFileObject;
+        if order {
+            fltcommon::order_push(format!("pre {}", name_of(fo)));
+        }
+        if name_of(fo) != r"\a.txt" {
+            return (FLT_PREOP_SUCCESS_NO_CALLBACK, 0);
+        }
+        assert_eq!(replace(fo, to), 0);
+        p.set_status(Status::REPARSE, 0);
+        (FLT_PREOP_COMPLETE, 0)
+    })
+}
+
 fn complete(irp: *mut IRP, status: Status, information: usize) -> NTSTATUS {
     unsafe {
         (*irp).IoStatus.Anonymous.Status = status.0;
@@ -189,16 +207,7 @@ fn a_minifilter_redirects_and_the_filters_above_see_status_reparse_in_their_post
     // cannot be set (nothing opened the stream: no FsContext, STATUS_NOT_SUPPORTED).
     let (mut m, c, d) = two_volumes("C:");
     m.boot();
-    let redirect =
-        Config::new("Redirect", "370000").op(mj::CREATE, true, false).with_pre(|p: &PreCall| {
-            let fo = p.iopb().TargetFileObject;
-            if name_of(fo) != r"\a.txt" {
-                return (FLT_PREOP_SUCCESS_NO_CALLBACK, 0);
-            }
-            assert_eq!(replace(fo, r"\Device\HarddiskVolume2\b.txt"), 0);
-            p.set_status(Status::REPARSE, 0);
-            (FLT_PREOP_COMPLETE, 0)
-        });
+    let redirect = mini_redirect(r"\Device\HarddiskVolume2\b.txt", false);
     fltcommon::start(&mut m, 0, redirect);
     let log: Log = Rc::default();
     let l = log.clone();
@@ -362,16 +371,7 @@ fn cancelling_a_create_that_ended_status_reparse_is_a_misuse() {
     // nothing below. The reparse is followed all the same.
     let (mut m, c, d) = two_volumes("C:");
     m.boot();
-    let redirect =
-        Config::new("Redirect", "370000").op(mj::CREATE, true, false).with_pre(|p: &PreCall| {
-            let fo = p.iopb().TargetFileObject;
-            if name_of(fo) != r"\a.txt" {
-                return (FLT_PREOP_SUCCESS_NO_CALLBACK, 0);
-            }
-            assert_eq!(replace(fo, r"\??\D:\b.txt"), 0);
-            p.set_status(Status::REPARSE, 0);
-            (FLT_PREOP_COMPLETE, 0)
-        });
+    let redirect = mini_redirect(r"\??\D:\b.txt", false);
     fltcommon::start(&mut m, 0, redirect);
     let canceller =
         Config::new("Canceller", "380000").op(mj::CREATE, false, true).with_post(|p: &PostCall| {
@@ -650,17 +650,7 @@ fn the_posts_of_the_filters_above_run_before_the_reparsed_create_starts() {
     // create come before the second create's pre callbacks.
     let (mut m, c, _) = two_volumes("C:");
     m.boot();
-    let redirect =
-        Config::new("Redirect", "370000").op(mj::CREATE, true, false).with_pre(|p: &PreCall| {
-            let fo = p.iopb().TargetFileObject;
-            fltcommon::order_push(format!("pre {}", name_of(fo)));
-            if name_of(fo) != r"\a.txt" {
-                return (FLT_PREOP_SUCCESS_NO_CALLBACK, 0);
-            }
-            assert_eq!(replace(fo, r"\??\D:\b.txt"), 0);
-            p.set_status(Status::REPARSE, 0);
-            (FLT_PREOP_COMPLETE, 0)
-        });
+    let redirect = mini_redirect(r"\??\D:\b.txt", true);
     fltcommon::start(&mut m, 0, redirect);
     let watcher =
         Config::new("Watcher", "380000").op(mj::CREATE, false, true).with_post(|p: &PostCall| {
