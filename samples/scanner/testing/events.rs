@@ -1,9 +1,10 @@
 //! What both scanner drivers' tests read from a machine (each includes this file with `#[path]`):
-//! the pattern parameter, the scanner's notes, section conflicts and fast-I/O writes.
+//! the pattern parameter, the scanner's notes, its data scans, section conflicts and fast-I/O
+//! writes.
 
 #![allow(dead_code, reason = "each test file uses part of it")]
 
-use fsfilter::MajorFunction;
+use fsfilter::{DataScanMode, MajorFunction, Status};
 use fsfilter_sim::{Callback, EventKind, Machine, RegValue};
 
 /// The pattern the scanner looks for.
@@ -23,6 +24,19 @@ pub(crate) fn notes(m: &Machine) -> Vec<String> {
                 if &*driver == "Scanner" =>
             {
                 Some(text)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The data scans, in order: each one's mode and status.
+pub(crate) fn scans(m: &Machine) -> Vec<(DataScanMode, Status)> {
+    m.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Callback { callback: Callback::DataScan { mode, status }, .. } => {
+                Some((mode, status))
             }
             _ => None,
         })

@@ -26,7 +26,7 @@ mod reparse;
 mod redirector {
     fsfilter_legacy::driver!(super::reparse::Redirector);
 }
-use events::{PATTERN, conflicts, fast_writes, notes, pattern};
+use events::{PATTERN, conflicts, fast_writes, notes, pattern, scans};
 
 fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec<VolumeId>) {
     machine_with(params, volumes, |_| {})
@@ -74,17 +74,7 @@ fn an_infected_file_is_refused_and_a_clean_one_opens() {
     assert!(bad.handle.is_none());
     assert_eq!(notes(&m), ["scanner: open clean", "scanner: open infected"]);
     // The scans went through FsRtl sections: data_scan events in fallback mode.
-    let scans: Vec<(DataScanMode, Status)> = m
-        .events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { callback: Callback::DataScan { mode, status }, .. } => {
-                Some((mode, status))
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(scans, [(DataScanMode::FsRtlFallback, Status::SUCCESS); 2]);
+    assert_eq!(scans(&m), [(DataScanMode::FsRtlFallback, Status::SUCCESS); 2]);
     // The file system saw the infected file opened and then closed (IoCancelFileOpen), and
     // nothing leaked: no handle, no section, no file object.
     assert!(m.findings().is_empty(), "{:?}", m.findings());
@@ -210,8 +200,8 @@ fn a_modified_stream_is_rescanned_at_cleanup_even_when_the_table_is_full() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
-/// Installs `sim/testing/reparse.rs`'s redirector (a legacy filter loaded before the scanner, under it): it redirects
-/// `C:\redir\*` to `D:` (rule 27).
+/// Installs `sim/testing/reparse.rs`'s redirector (a legacy filter loaded before the scanner,
+/// under it): it redirects `C:\redir\*` to `D:` (rule 27).
 fn install_redirector(m: &mut Machine) {
     let mut spec = ServiceSpec::new(reparse::REDIRECTOR, redirector::ENTRY, "legacy");
     spec.start = StartType::Boot;
@@ -236,16 +226,6 @@ fn a_redirected_open_is_scanned_once_by_its_reparsed_create() {
     assert_eq!((r.status, r.handle), (Status::ACCESS_DENIED, None), "{:?}", m.findings());
     assert_eq!(r.reparsed.map(|r| (r.count, r.volume)), Some((1, v[1])));
     assert_eq!(notes(&m), ["scanner: open infected"]);
-    let scans: Vec<(DataScanMode, Status)> = m
-        .events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { callback: Callback::DataScan { mode, status }, .. } => {
-                Some((mode, status))
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(scans, [(DataScanMode::FsRtlFallback, Status::SUCCESS)]);
+    assert_eq!(scans(&m), [(DataScanMode::FsRtlFallback, Status::SUCCESS)]);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

@@ -27,7 +27,7 @@ mod reparse;
 mod redirector {
     fsfilter_minifilter::driver!(super::reparse::Redirector);
 }
-use events::{PATTERN, conflicts, fast_writes, notes, pattern};
+use events::{PATTERN, conflicts, fast_writes, notes, pattern, scans};
 
 fn machine(params: &[(&str, RegValue)], volumes: &[VolumeSpec]) -> (Machine, Vec<VolumeId>) {
     machine_with(params, volumes, |_| {})
@@ -67,18 +67,6 @@ fn infected_body() -> Vec<u8> {
     let mut body = b"header ".to_vec();
     body.extend_from_slice(PATTERN);
     body
-}
-
-fn scans(m: &Machine) -> Vec<(DataScanMode, Status)> {
-    m.events()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Callback { callback: Callback::DataScan { mode, status }, .. } => {
-                Some((mode, status))
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
