@@ -2,6 +2,7 @@
 //! The numbered rules in `docs/callback-model.md` say what each callback may rely on.
 
 use core::fmt;
+use core::sync::atomic::AtomicU64;
 
 use crate::flags::{InstanceSetupFlags, PostFlags, TeardownFlags, UnloadFlags};
 use crate::messages::{ClientId, MessageChannel};
@@ -236,6 +237,14 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// `replace_file_name` answers it `STATUS_NOT_SUPPORTED`.
     const REPARSES: bool = false;
 
+    /// How many 64-bit words each of the filter's stream contexts holds
+    /// ([`Services::stream_context`], rule 28), declared beside its registration: 0, the default,
+    /// for none, and then the filter carries none of that code (no context registration, no
+    /// context import) and `stream_context` answers it `STATUS_NOT_SUPPORTED`. At most
+    /// [`crate::MAX_STREAM_CONTEXT_WORDS`]: a larger value does not compile
+    /// ([`stream_context_words`]).
+    const STREAM_CONTEXT_WORDS: usize = 0;
+
     /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
     type InstanceContext: Send + Sync + 'static;
 
@@ -413,6 +422,19 @@ pub trait Filter: Sized + Send + Sync + 'static {
         _section: SectionId,
     ) {
     }
+
+    /// A stream context is freed (rule 28): its stream went away (the file system tore it down
+    /// after the last close), the filter deleted it, or its instance tore down; and the last
+    /// reference to it was dropped. `words` are its final values. Called exactly once for each
+    /// context a [`crate::ContextRequest::GetOrCreate`] attached, before the filter's unload
+    /// completes (the Filter Manager's context cleanup callback; in the legacy model the
+    /// backend's `FreeCallback` or its own removal). Only for a filter that declares
+    /// [`Filter::STREAM_CONTEXT_WORDS`].
+    ///
+    /// # Context
+    /// IRQL ≤ `APC_LEVEL`, arbitrary thread; no services (no operation). Must not wait for I/O
+    /// (the file system may be tearing the stream down in this thread).
+    fn stream_context_freed(&self, _words: &[AtomicU64]) {}
 }
 
 /// What a backend's `DriverEntry` registers: `None` for [`Filter::REGISTRATION`] (validated at
@@ -525,6 +547,45 @@ pub const fn queries_processes<F: Filter>() -> bool {
 /// of that code.
 pub const fn reparses<F: Filter>() -> bool {
     F::REPARSES
+}
+
+/// How many words filter type `F`'s stream contexts hold ([`Filter::STREAM_CONTEXT_WORDS`]; 0 for
+/// none): the backends test this constant first in `Services::stream_context` and before building
+/// a context registration, so a filter without stream contexts carries none of that code. A filter
+/// that declares more than [`crate::MAX_STREAM_CONTEXT_WORDS`] does not compile:
+///
+/// ```compile_fail,E0080
+/// use fsfilter::{
+///     Filter, Instance, InstanceSetup, MajorFunction, Operation, PreOperation, PreOutcome,
+///     Registration, Result, ServiceParameters,
+/// };
+/// struct Huge;
+/// impl Filter for Huge {
+///     const REGISTRATION: Registration =
+///         Registration::new().operation(Operation::new(MajorFunction::Read).pre()).validated();
+///     const STREAM_CONTEXT_WORDS: usize = 33;
+///     type InstanceContext = ();
+///     type CompletionContext = ();
+///     fn load(_: &dyn ServiceParameters) -> Result<Self> {
+///         Ok(Huge)
+///     }
+///     fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+///         Ok(())
+///     }
+///     fn pre_operation(&self, _: &Instance<'_, ()>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+///         PreOutcome::NoPost
+///     }
+/// }
+/// let _ = fsfilter::stream_context_words::<Huge>();
+/// ```
+pub const fn stream_context_words<F: Filter>() -> usize {
+    const {
+        assert!(
+            F::STREAM_CONTEXT_WORDS <= crate::MAX_STREAM_CONTEXT_WORDS,
+            "Filter::STREAM_CONTEXT_WORDS is larger than MAX_STREAM_CONTEXT_WORDS"
+        );
+        F::STREAM_CONTEXT_WORDS
+    }
 }
 
 /// Whether filter type `F` allocates load buffers ([`Filter::LOAD_BUFFERS`]): the backends test

@@ -14,6 +14,7 @@
 
 mod altitude;
 mod capabilities;
+mod contexts;
 mod filter;
 mod flags;
 mod loadbuf;
@@ -33,10 +34,13 @@ pub use altitude::{
     ALTITUDE_CAPACITY, Altitude, AltitudeError, GroupSource, LegacyAltitude, LoadOrderGroup,
 };
 pub use capabilities::Capabilities;
+pub use contexts::{
+    ContextRequest, MAX_STREAM_CONTEXT_WORDS, StreamContext, StreamContextBackend, StreamContextId,
+};
 pub use filter::{
     Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo, load_buffers,
     post_only_is_zero_sized, queries_names, queries_processes, registration_in_force, reparses,
-    scans_data,
+    scans_data, stream_context_words,
 };
 pub use flags::{
     CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,

@@ -5,6 +5,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 
+use crate::contexts::{ContextRequest, StreamContext};
 use crate::operation::{FileName, IoStatus};
 use crate::status::{Error, Status};
 
@@ -439,6 +440,25 @@ pub trait Services {
     /// default answers `STATUS_NOT_SUPPORTED`.
     fn replace_file_name(&self, name: &[u16]) -> Result<(), Error> {
         let _ = name;
+        Err(Error::NOT_SUPPORTED)
+    }
+
+    /// The instance's context of the operation's stream, referenced until the returned guard is
+    /// dropped (rule 28): found, or with [`ContextRequest::GetOrCreate`] attached with every word
+    /// zero when there is none ([`StreamContext::created`] then says so).
+    ///
+    /// Only for a filter that declares [`crate::Filter::STREAM_CONTEXT_WORDS`]
+    /// (`STATUS_NOT_SUPPORTED` otherwise), at IRQL ≤ `APC_LEVEL` (`STATUS_INVALID_DEVICE_STATE`),
+    /// in an operation on an open stream: `STATUS_NOT_SUPPORTED` outside an operation, in
+    /// pre-create, in the post of a create that opened nothing (failed or reparsed), in
+    /// post-close, for a volume open, and where the file system keeps no filter contexts for the
+    /// stream (no `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`: named pipes, mailslots, paging files).
+    /// [`ContextRequest::Get`] without a context: `STATUS_NOT_FOUND`.
+    /// [`ContextRequest::GetOrCreate`] once the instance's teardown has started:
+    /// `STATUS_FLT_DELETING_OBJECT`; when the context cannot be allocated:
+    /// `STATUS_INSUFFICIENT_RESOURCES`. The default answers `STATUS_NOT_SUPPORTED`.
+    fn stream_context(&self, request: ContextRequest) -> Result<StreamContext, Error> {
+        let _ = request;
         Err(Error::NOT_SUPPORTED)
     }
 
