@@ -176,3 +176,23 @@ pub fn work_item_routine_from_field(field: PIO_WORKITEM_ROUTINE) -> Option<IoWor
         core::mem::transmute::<unsafe extern "system" fn(), IoWorkItemRoutine>(f)
     })
 }
+
+/// `PFREE_FUNCTION` with its real parameter: `(Buffer)`, the `FSRTL_PER_STREAM_CONTEXT` that
+/// `FsRtlTeardownPerStreamContexts` frees (windows-sys declares it without parameters).
+pub type FreeFunction = unsafe extern "system" fn(buffer: *mut c_void);
+
+/// Converts a free routine to windows-sys's `PFREE_FUNCTION` (the `FreeCallback` field of
+/// `FSRTL_PER_STREAM_CONTEXT`).
+pub fn free_function_field(routine: FreeFunction) -> windows_sys::Wdk::Foundation::PFREE_FUNCTION {
+    // SAFETY: as for `completion_routine_field`: same-size function pointers; whoever calls the
+    // field uses the real signature.
+    Some(unsafe { core::mem::transmute::<FreeFunction, unsafe extern "system" fn()>(routine) })
+}
+
+/// The routine in a `PFREE_FUNCTION`, with its real signature.
+pub fn free_function_from_field(
+    field: windows_sys::Wdk::Foundation::PFREE_FUNCTION,
+) -> Option<FreeFunction> {
+    // SAFETY: see `free_function_field`.
+    field.map(|f| unsafe { core::mem::transmute::<unsafe extern "system" fn(), FreeFunction>(f) })
+}
