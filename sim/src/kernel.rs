@@ -176,6 +176,8 @@ pub struct Kernel {
     pub sections: crate::sections::Sections,
     /// The Filter Manager.
     pub fltmgr: crate::fltmgr::FltMgr,
+    /// FsRtl per-stream contexts linked on the file systems' streams.
+    pub perstream: crate::perstream::PerStreamContexts,
     /// MDLs the kernel allocated (`IoAllocateMdl` and the I/O manager's own).
     pub mdls: FastMap<usize, crate::mem::Block>,
     /// The image that allocated each MDL of `IoAllocateMdl` (the I/O manager's own MDLs are not
@@ -559,6 +561,7 @@ impl Kernel {
             files: crate::files::Files::default(),
             sections: crate::sections::Sections::default(),
             fltmgr: crate::fltmgr::FltMgr::default(),
+            perstream: crate::perstream::PerStreamContexts::default(),
             mdls: FastMap::default(),
             mdl_images: FastMap::default(),
             current_request: None,

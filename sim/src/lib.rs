@@ -41,6 +41,7 @@ pub mod msgclient;
 pub mod name;
 pub mod nt;
 pub mod objects;
+pub mod perstream;
 pub mod pool;
 pub mod process;
 pub mod rawirp;

@@ -1,11 +1,15 @@
 //! File-system runtime (FsRtl) exports: `FsRtlCreateSectionForDataScan` (facts.md §6) and
-//! `FsRtlRegisterFileSystemFilterCallbacks` (docs/simulator.md, "FsFilter callbacks").
+//! `FsRtlRegisterFileSystemFilterCallbacks` (docs/simulator.md, "FsFilter callbacks"); the
+//! per-stream context routines (docs/simulator.md, "Per-stream contexts (FsRtl)"; the logic is
+//! in `crate::perstream`).
 
 use std::ffi::c_void;
 
 use fsfilter::Status;
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT, OBJECT_ATTRIBUTES};
-use windows_sys::Wdk::Storage::FileSystem::FS_FILTER_CALLBACKS;
+use windows_sys::Wdk::Storage::FileSystem::{
+    FS_FILTER_CALLBACKS, FSRTL_ADVANCED_FCB_HEADER, FSRTL_PER_STREAM_CONTEXT,
+};
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE};
 
 use crate::events::Rule;
@@ -162,5 +166,90 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRegisterFileSystemFilterCa
             }
             Status::SUCCESS.0
         })
+    }
+}
+
+/// Reports a NULL argument that Windows dereferences (a bugcheck there) as a `BUGCHECK`
+/// finding against the running image.
+fn null_argument(routine: &str, what: &str) {
+    kernel::with(|k| {
+        k.report_current(
+            Rule::Bugcheck,
+            format!("{routine} with a NULL {what}, which Windows dereferences"),
+        )
+    });
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlInsertPerStreamContext =>
+    /// `FsRtlInsertPerStreamContext` (WRK `fsrtl/filtrctx.c`): links the caller's
+    /// `FSRTL_PER_STREAM_CONTEXT` at the head of the stream's `FilterContexts` list, with no
+    /// search for duplicates; `STATUS_INVALID_DEVICE_REQUEST` for a NULL header or one without
+    /// `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS` (docs/simulator.md, "Per-stream contexts (FsRtl)").
+    /// The context's `FreeCallback` is taken to be the inserting image's. A NULL context (with a
+    /// header that supports them) is a `BUGCHECK` finding and `STATUS_INVALID_PARAMETER`.
+    fn FsRtlInsertPerStreamContext(
+        perstreamcontext: *const FSRTL_ADVANCED_FCB_HEADER,
+        ptr: *const FSRTL_PER_STREAM_CONTEXT,
+    ) -> NTSTATUS {
+        kernel::with(|k| k.per_stream_insert(perstreamcontext as usize, ptr as usize)).0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlLookupPerStreamContextInternal =>
+    /// `FsRtlLookupPerStreamContextInternal`, which the `FsRtlLookupPerStreamContext` macro calls
+    /// once it has seen the flag and a non-empty list (WRK): with an `InstanceId`, the first
+    /// context whose `OwnerId` and `InstanceId` both match; with an `OwnerId` only, the first of
+    /// that owner; with neither, the first. NULL when none matches. A header without the flag
+    /// (the macro's test, which this routine only asserts) answers NULL; a NULL header is a
+    /// `BUGCHECK` finding.
+    fn FsRtlLookupPerStreamContextInternal(
+        streamcontext: *const FSRTL_ADVANCED_FCB_HEADER,
+        ownerid: *const c_void,
+        instanceid: *const c_void,
+    ) -> *mut FSRTL_PER_STREAM_CONTEXT {
+        if streamcontext.is_null() {
+            null_argument("FsRtlLookupPerStreamContextInternal", "header");
+            return std::ptr::null_mut();
+        }
+        kernel::with(|k| {
+            k.per_stream_find(streamcontext as usize, ownerid as usize, instanceid as usize)
+        }) as *mut FSRTL_PER_STREAM_CONTEXT
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRemovePerStreamContext =>
+    /// `FsRtlRemovePerStreamContext` (WRK): unlinks and returns the first context that
+    /// `FsRtlLookupPerStreamContextInternal` would answer; NULL when none matches, for a NULL
+    /// header, or one without filter contexts. The context is the caller's again.
+    fn FsRtlRemovePerStreamContext(
+        streamcontext: *const FSRTL_ADVANCED_FCB_HEADER,
+        ownerid: *const c_void,
+        instanceid: *const c_void,
+    ) -> *mut FSRTL_PER_STREAM_CONTEXT {
+        kernel::with(|k| {
+            let found =
+                k.per_stream_find(streamcontext as usize, ownerid as usize, instanceid as usize);
+            if found != 0 {
+                k.per_stream_unlink(found);
+            }
+            found
+        }) as *mut FSRTL_PER_STREAM_CONTEXT
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlTeardownPerStreamContexts =>
+    /// `FsRtlTeardownPerStreamContexts`, which a file system calls as it frees a stream's FCB
+    /// (WRK): unlinks the head of the list and calls its `FreeCallback` with the context, the
+    /// list's lock released, until the list is empty, so a `FreeCallback` may remove other
+    /// contexts meanwhile. Each routine runs in the image that inserted its context, at the
+    /// caller's IRQL; one of an unloaded image is not called (`UNLOADED_DRIVER_CODE_RAN`).
+    fn FsRtlTeardownPerStreamContexts(advancedheader: *const FSRTL_ADVANCED_FCB_HEADER) {
+        if advancedheader.is_null() {
+            null_argument("FsRtlTeardownPerStreamContexts", "header");
+            return;
+        }
+        while let Some(u) = kernel::with(|k| k.per_stream_take_first(advancedheader as usize)) {
+            crate::perstream::call_free_callback(u);
+        }
     }
 }

@@ -619,8 +619,7 @@ pub struct FcbBlock {
     pub cache: [u64; 8],
 }
 
-/// `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`.
-const FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS: u8 = 0x02;
+use crate::perstream::FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS;
 
 impl Fcb {
     /// The FCB block's address (`FsContext`).

@@ -1,0 +1,345 @@
+//! FsRtl per-stream contexts (docs/simulator.md, "Per-stream contexts (FsRtl)"): the exports
+//! `FsRtlInsertPerStreamContext`, `FsRtlLookupPerStreamContextInternal`,
+//! `FsRtlRemovePerStreamContext` and `FsRtlTeardownPerStreamContexts` (WRK `fsrtl/filtrctx.c`),
+//! called by "Ctx", a raw legacy driver written here against windows-sys: the test runs its code
+//! in its image (`kernel::call_into`), on the streams of files it opens.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(missing_docs, reason = "test driver")]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "a hand-written test driver pokes kernel structures directly, as C drivers do"
+)]
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+
+use fsfilter::Status;
+use fsfilter_sim::{
+    CreateOptions, FsKind, Handle, Machine, MachineConfig, Rule, ServiceSpec, StopResult, VolumeId,
+    VolumeSpec,
+};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FSRTL_ADVANCED_FCB_HEADER, FSRTL_PER_STREAM_CONTEXT, FsRtlInsertPerStreamContext,
+    FsRtlLookupPerStreamContextInternal, FsRtlRemovePerStreamContext,
+    FsRtlTeardownPerStreamContexts,
+};
+use windows_sys::Wdk::System::SystemServices::{ExAllocatePool2, ExFreePoolWithTag};
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+/// `POOL_FLAG_NON_PAGED`.
+const POOL_FLAG_NON_PAGED: u64 = 0x40;
+/// Ctx's pool tag.
+const TAG: u32 = u32::from_le_bytes(*b"PsCx");
+/// `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`.
+const SUPPORTS_FILTER_CONTEXTS: u8 = 0x02;
+
+thread_local! {
+    /// The contexts Ctx's `FreeCallback` was called with, in order.
+    static FREED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// The image and IRQL each call of Ctx's `FreeCallback` ran in.
+    static FREED_IN: RefCell<Vec<(Option<String>, u8)>> = const { RefCell::new(Vec::new()) };
+    /// What Ctx's `FreeCallback` removes from the stream before it frees its own context
+    /// (header, owner, instance), and what that removal answered.
+    static REMOVE_IN_FREE: RefCell<Option<(usize, usize, usize)>> = const { RefCell::new(None) };
+    static REMOVED_IN_FREE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Ctx's `DriverUnload`: nothing of its own to undo (each test removes what it inserted).
+unsafe extern "system" fn ctx_unload(_driver: *const DRIVER_OBJECT) {}
+
+unsafe extern "system" fn ctx_entry(
+    driver: *const DRIVER_OBJECT,
+    _path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: the loader's driver object, ours during DriverEntry.
+    unsafe { (*driver.cast_mut()).DriverUnload = Some(ctx_unload) };
+    Status::SUCCESS.0
+}
+
+/// Ctx's `FreeCallback` (`PFREE_FUNCTION`, whose parameter windows-sys drops): records the call,
+/// removes what `REMOVE_IN_FREE` says (freeing it too), and frees its context.
+unsafe extern "system" fn ctx_free(buffer: *mut c_void) {
+    FREED.with(|f| f.borrow_mut().push(buffer as usize));
+    let running = fsfilter_sim::kernel::with(|k| (k.current_image_name(), k.irql()));
+    FREED_IN.with(|f| f.borrow_mut().push(running));
+    if let Some((h, o, i)) = REMOVE_IN_FREE.with(|r| r.borrow_mut().take()) {
+        // SAFETY: the header of the stream being torn down, valid during the teardown.
+        let r = unsafe { FsRtlRemovePerStreamContext(h as *const _, o as *const _, i as *const _) };
+        REMOVED_IN_FREE.with(|x| x.borrow_mut().push(r as usize));
+        if !r.is_null() {
+            // SAFETY: Ctx's pool block, unlinked, ours again.
+            unsafe { ExFreePoolWithTag(r.cast(), TAG) };
+        }
+    }
+    // SAFETY: Ctx's pool block, unlinked by the teardown.
+    unsafe { ExFreePoolWithTag(buffer, TAG) };
+}
+
+/// A machine with C: (NTFS: `a.txt`, `b.txt`) and Ctx running.
+fn machine() -> (Machine, VolumeId) {
+    FREED.with(|f| f.borrow_mut().clear());
+    FREED_IN.with(|f| f.borrow_mut().clear());
+    REMOVE_IN_FREE.with(|r| r.borrow_mut().take());
+    REMOVED_IN_FREE.with(|r| r.borrow_mut().clear());
+    let mut m = Machine::new(MachineConfig { seed: 1 });
+    let c =
+        m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"a").file("b.txt", b"b"));
+    m.install(ServiceSpec::new("Ctx", ctx_entry, "legacy"));
+    m.boot();
+    assert_eq!(m.start("Ctx"), Status::SUCCESS);
+    (m, c)
+}
+
+/// Runs `f` as Ctx's code.
+fn as_ctx<R>(m: &Machine, f: impl FnOnce() -> R) -> R {
+    let image = m.kernel(|k| k.service_index("Ctx").and_then(|i| k.loader.services[i].image));
+    assert!(image.is_some(), "Ctx is loaded");
+    fsfilter_sim::kernel::call_into(image, f)
+}
+
+/// The stream (`FsContext`, the FCB's `FSRTL_ADVANCED_FCB_HEADER`) a handle is open on.
+fn stream(m: &Machine, h: Handle) -> usize {
+    m.kernel(|k| {
+        let fo = k.user_handle(h).unwrap().fo as *const FILE_OBJECT;
+        // SAFETY: the handle's live file object.
+        unsafe { (*fo).FsContext as usize }
+    })
+}
+
+/// A context in Ctx's pool, initialized as `FsRtlInitPerStreamContext` does.
+fn new_ctx(m: &Machine, owner: usize, instance: usize) -> usize {
+    as_ctx(m, || {
+        // SAFETY: a plain pool allocation for Ctx.
+        let p = unsafe {
+            ExAllocatePool2(POOL_FLAG_NON_PAGED, size_of::<FSRTL_PER_STREAM_CONTEXT>(), TAG)
+        };
+        assert!(!p.is_null());
+        let c = p.cast::<FSRTL_PER_STREAM_CONTEXT>();
+        // SAFETY: the block just allocated, large enough.
+        unsafe {
+            (*c).OwnerId = owner as *mut c_void;
+            (*c).InstanceId = instance as *mut c_void;
+            (*c).FreeCallback = fsfilter_kernel::ntos::free_function_field(ctx_free);
+        }
+        p as usize
+    })
+}
+
+fn insert(m: &Machine, header: usize, ctx: usize) -> Status {
+    // SAFETY: a stream's header (or NULL) and one of Ctx's contexts.
+    Status(as_ctx(m, || unsafe {
+        FsRtlInsertPerStreamContext(header as *const _, ctx as *const _)
+    }))
+}
+
+fn lookup(m: &Machine, header: usize, owner: usize, instance: usize) -> usize {
+    // SAFETY: as above.
+    as_ctx(m, || unsafe {
+        FsRtlLookupPerStreamContextInternal(
+            header as *const _,
+            owner as *const _,
+            instance as *const _,
+        )
+    }) as usize
+}
+
+fn remove(m: &Machine, header: usize, owner: usize, instance: usize) -> usize {
+    // SAFETY: as above.
+    as_ctx(m, || unsafe {
+        FsRtlRemovePerStreamContext(header as *const _, owner as *const _, instance as *const _)
+    }) as usize
+}
+
+/// Frees a context Ctx removed.
+fn free(m: &Machine, ctx: usize) {
+    // SAFETY: Ctx's pool block, unlinked.
+    as_ctx(m, || unsafe { ExFreePoolWithTag(ctx as *mut c_void, TAG) });
+}
+
+/// The first entry of a header's `FilterContexts` list, as a driver reads it (the
+/// `FsRtlLookupPerStreamContext` macro tests `IsListEmpty` itself): 0 when the list is empty.
+fn first_entry(header: usize) -> usize {
+    let h = header as *const FSRTL_ADVANCED_FCB_HEADER;
+    // SAFETY: a live FCB header.
+    let (head, first) =
+        unsafe { (&raw const (*h).FilterContexts as usize, (*h).FilterContexts.Flink as usize) };
+    if first == head { 0 } else { first }
+}
+
+fn rules(m: &Machine) -> Vec<Rule> {
+    m.findings().into_iter().map(|f| f.0).collect()
+}
+
+const OWNER_1: usize = 0x1000;
+const OWNER_2: usize = 0x2000;
+const INST_1: usize = 0x10;
+const INST_2: usize = 0x20;
+
+#[test]
+fn insert_lookup_and_remove_follow_the_wrk_matching_rules() {
+    // WRK fsrtl/filtrctx.c: FsRtlInsertPerStreamContext links at the head of the stream's
+    // FilterContexts list and looks for no duplicate; FsRtlLookupPerStreamContextInternal and
+    // FsRtlRemovePerStreamContext answer the first match from the head: OwnerId and InstanceId
+    // when an InstanceId is given, OwnerId alone when only it is, the first context when neither
+    // is; Remove unlinks only that one. The list is the real one in the FCB header.
+    let (mut m, c) = machine();
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let other = m.open(c, "b.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let (a, b, d) =
+        (new_ctx(&m, OWNER_1, INST_1), new_ctx(&m, OWNER_1, INST_2), new_ctx(&m, OWNER_2, 0));
+    assert_eq!(first_entry(s), 0, "a new stream has no filter context");
+    for x in [a, b, d] {
+        assert_eq!(insert(&m, s, x), Status::SUCCESS);
+    }
+    assert_eq!(first_entry(s), d, "inserted at the head");
+    assert_eq!(lookup(&m, s, 0, 0), d, "neither id: the first context");
+    assert_eq!(lookup(&m, s, OWNER_1, 0), b, "the owner's first from the head");
+    assert_eq!(lookup(&m, s, OWNER_1, INST_1), a);
+    assert_eq!(lookup(&m, s, OWNER_1, INST_2), b);
+    assert_eq!(lookup(&m, s, OWNER_2, INST_1), 0, "both ids must match");
+    assert_eq!(lookup(&m, s, 0x3000, 0), 0);
+    assert_eq!(lookup(&m, stream(&m, other), OWNER_1, 0), 0, "another stream has its own list");
+    let again = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(stream(&m, again), s, "every open of the file shares the stream");
+    assert_eq!(lookup(&m, stream(&m, again), OWNER_1, INST_1), a);
+    // No search for duplicates: a second context of the same owner and instance goes first.
+    let e = new_ctx(&m, OWNER_2, 0);
+    assert_eq!(insert(&m, s, e), Status::SUCCESS);
+    assert_eq!(lookup(&m, s, OWNER_2, 0), e);
+    // Remove: the first match only.
+    assert_eq!(remove(&m, s, OWNER_1, 0), b);
+    assert_eq!(lookup(&m, s, OWNER_1, 0), a, "the next of the owner is found now");
+    assert_eq!(remove(&m, s, OWNER_1, INST_2), 0, "removed already");
+    assert_eq!(remove(&m, s, 0, 0), e, "neither id: the first context");
+    assert_eq!(remove(&m, s, OWNER_2, 0), d);
+    assert_eq!(remove(&m, s, OWNER_1, INST_1), a);
+    assert_eq!(first_entry(s), 0, "the list is empty again");
+    assert_eq!(lookup(&m, s, 0, 0), 0);
+    for x in [a, b, d, e] {
+        free(&m, x);
+    }
+    for x in [h, other, again] {
+        m.close_handle(x);
+    }
+    assert!(FREED.with(|f| f.borrow().is_empty()), "removed contexts are the caller's to free");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_stream_without_filter_contexts_refuses_them() {
+    // WRK: FsRtlInsertPerStreamContext answers STATUS_INVALID_DEVICE_REQUEST for a NULL header
+    // or one without FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS, FsRtlRemovePerStreamContext NULL;
+    // FsRtlLookupPerStreamContextInternal, which the FsRtlLookupPerStreamContext macro calls only
+    // after testing the flag, answers NULL here, and a NULL header is a BUGCHECK finding (Windows
+    // dereferences it). No simulated file system clears the flag: the test clears it on a stream
+    // by hand, as a file system without filter-context support would leave it.
+    let (mut m, c) = machine();
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let x = new_ctx(&m, OWNER_1, 0);
+    let flags2 = |s: usize| {
+        let h = s as *mut FSRTL_ADVANCED_FCB_HEADER;
+        // SAFETY: a live FCB header.
+        unsafe { &mut (*h).Base.Flags2 }
+    };
+    assert_eq!(*flags2(s) & SUPPORTS_FILTER_CONTEXTS, SUPPORTS_FILTER_CONTEXTS);
+    *flags2(s) &= !SUPPORTS_FILTER_CONTEXTS;
+    assert_eq!(insert(&m, s, x), Status::INVALID_DEVICE_REQUEST);
+    assert_eq!(first_entry(s), 0, "nothing linked");
+    assert_eq!(lookup(&m, s, OWNER_1, 0), 0);
+    assert_eq!(remove(&m, s, OWNER_1, 0), 0);
+    *flags2(s) |= SUPPORTS_FILTER_CONTEXTS;
+    assert_eq!(insert(&m, 0, x), Status::INVALID_DEVICE_REQUEST, "a NULL header");
+    assert_eq!(remove(&m, 0, OWNER_1, 0), 0);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    assert_eq!(lookup(&m, 0, OWNER_1, 0), 0);
+    assert_eq!(rules(&m), [Rule::Bugcheck]);
+    assert!(
+        m.findings()[0].2.contains("FsRtlLookupPerStreamContextInternal"),
+        "{:?}",
+        m.findings()
+    );
+    assert_eq!(m.findings()[0].1.as_deref(), Some("Ctx"));
+    free(&m, x);
+    m.close_handle(h);
+}
+
+#[test]
+fn every_simulated_stream_keeps_filter_contexts() {
+    // "File System Support for Contexts": all Microsoft file systems use the advanced FCB header;
+    // NTFS and FAT refuse contexts only on paging files, which the simulator does not model.
+    // Every FCB of the simulated file systems has FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS: files,
+    // directories and volume opens on disk file systems, shares, named pipes and mailslots
+    // (docs/simulator.md, "Per-stream contexts (FsRtl)").
+    let (mut m, c) = machine();
+    let fat = m.add_volume(VolumeSpec::new("D:", FsKind::Fat).file("f.txt", b"f"));
+    let share = m.add_volume(VolumeSpec::new(r"\\server\share", FsKind::Mup).file("r.txt", b"r"));
+    let pipes = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    let slots = m.add_volume(VolumeSpec::new(r"\Device\Mailslot", FsKind::Msfs));
+    for v in [fat, share, pipes, slots] {
+        m.mount(v);
+    }
+    let opens = [
+        (c, "a.txt", CreateOptions::open()),
+        (c, "", CreateOptions::open()),
+        (c, "\\", CreateOptions::open()),
+        (fat, "f.txt", CreateOptions::open()),
+        (fat, "", CreateOptions::open()),
+        (share, "r.txt", CreateOptions::open()),
+        (pipes, "pipe", CreateOptions::default()),
+        (slots, "slot", CreateOptions::default()),
+    ];
+    for (v, path, options) in opens {
+        let h = m.open(v, path, options).unwrap_or_else(|s| panic!("{path}: {s}"));
+        let s = stream(&m, h);
+        let x = new_ctx(&m, OWNER_1, 0);
+        assert_eq!(insert(&m, s, x), Status::SUCCESS, "{path}");
+        assert_eq!(lookup(&m, s, OWNER_1, 0), x, "{path}");
+        assert_eq!(remove(&m, s, OWNER_1, 0), x, "{path}");
+        free(&m, x);
+        m.close_handle(h);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn teardown_by_hand_calls_each_free_callback_in_its_image_head_first() {
+    // FsRtlTeardownPerStreamContexts (WRK): unlinks the head, releases the lock, calls its
+    // FreeCallback with the context, until the list is empty: a FreeCallback may remove another
+    // context meanwhile (which it then owns). A driver may call it; here Ctx does, on a stream
+    // it keeps open, so the file system's own teardown later finds an empty list.
+    let (mut m, c) = machine();
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let (a, b, d) =
+        (new_ctx(&m, OWNER_1, INST_1), new_ctx(&m, OWNER_1, INST_2), new_ctx(&m, OWNER_2, 0));
+    for x in [a, b, d] {
+        assert_eq!(insert(&m, s, x), Status::SUCCESS);
+    }
+    // d is freed first (the head); its FreeCallback removes a, so b comes next.
+    REMOVE_IN_FREE.with(|r| *r.borrow_mut() = Some((s, OWNER_1, INST_1)));
+    // SAFETY: the stream's header.
+    as_ctx(&m, || unsafe { FsRtlTeardownPerStreamContexts(s as *const _) });
+    assert_eq!(FREED.with(|f| f.borrow().clone()), [d, b]);
+    assert_eq!(REMOVED_IN_FREE.with(|r| r.borrow().clone()), [a]);
+    let ctx = (Some("Ctx".to_owned()), 0);
+    assert_eq!(
+        FREED_IN.with(|f| f.borrow().clone()),
+        [ctx.clone(), ctx],
+        "Ctx's image, PASSIVE_LEVEL"
+    );
+    assert_eq!(first_entry(s), 0);
+    m.close_handle(h);
+    assert_eq!(FREED.with(|f| f.borrow().len()), 2, "nothing left for the file system's teardown");
+    assert_eq!(m.stop("Ctx"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
