@@ -452,7 +452,7 @@ pub trait Services {
     /// in an operation on an open stream: `STATUS_NOT_SUPPORTED` outside an operation, in
     /// pre-create, in the post of a create that opened nothing (failed or reparsed), in
     /// post-close, for a volume open, and where the file system keeps no filter contexts for the
-    /// stream (no `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`: named pipes, mailslots, paging files).
+    /// stream (no `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS` in its header, or a paging file).
     /// [`ContextRequest::Get`] without a context: `STATUS_NOT_FOUND`.
     /// [`ContextRequest::GetOrCreate`] once the instance's teardown has started:
     /// `STATUS_FLT_DELETING_OBJECT`; when the context cannot be allocated:
