@@ -19,6 +19,7 @@ use windows_sys::Win32::System::Kernel::LIST_ENTRY;
 use crate::events::Rule;
 use crate::ids::ImageId;
 use crate::kernel::{FastMap, Kernel};
+use crate::mem::Block;
 
 /// `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`.
 pub const FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS: u8 = 0x02;
@@ -40,6 +41,18 @@ pub struct PerStreamContexts {
     /// The contexts linked now, by address.
     pub linked: FastMap<usize, Linked>,
     next_seq: u64,
+    /// The Filter Manager's own per-stream context of each stream it keeps stream contexts on
+    /// ([`FltStreamList`]), by stream.
+    flt_lists: FastMap<usize, Block>,
+}
+
+/// The Filter Manager's per-stream context: on Windows it keeps its stream contexts in a
+/// structure of its own linked into the same `FilterContexts` list, so the file system's
+/// teardown reaches them through its `FreeCallback`.
+#[repr(C)]
+struct FltStreamList {
+    ctx: FSRTL_PER_STREAM_CONTEXT,
+    stream: usize,
 }
 
 /// What [`Kernel::per_stream_take_first`] unlinked: the context, its image and its routine.
@@ -102,7 +115,7 @@ impl Kernel {
     /// True when `header` is the header of an FCB of the simulated file systems, live or being
     /// torn down (a `FreeCallback` may still remove contexts from it).
     pub(crate) fn is_fcb_header(&self, header: usize) -> bool {
-        header != 0 && self.fs.fcbs.contains_key(&header)
+        header != 0 && (self.fs.fcbs.contains_key(&header) || self.fs.is_retiring(header))
     }
 
     /// True when `header` is an FCB header with `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`. A
@@ -175,6 +188,45 @@ impl Kernel {
         let free = fsfilter_kernel::ntos::free_function_from_field(unsafe { (*c).FreeCallback });
         Some(Unlinked { ptr: first, image: rec.and_then(|r| r.image), free })
     }
+}
+
+impl Kernel {
+    /// Links the Filter Manager's per-stream context on `stream`, once, when it first sets a
+    /// stream context there: at the head, as any insertion. Its `OwnerId` is the Filter
+    /// Manager's driver object, its `InstanceId` NULL (choices: Windows' values are its own).
+    pub(crate) fn flt_stream_list(&mut self, stream: usize) {
+        if self.perstream.flt_lists.contains_key(&stream) || !self.supports_filter_contexts(stream)
+        {
+            return;
+        }
+        let block = Block::zeroed(size_of::<FltStreamList>());
+        let owner = self.fltmgr.driver.map_or(0, |d| self.objects.driver(d).ptr as usize);
+        // SAFETY: a fresh block sized for a FltStreamList, which all-zero bytes are.
+        let list = unsafe { &mut *block.ptr().cast::<FltStreamList>() };
+        list.ctx.OwnerId = owner as *mut c_void;
+        list.ctx.FreeCallback = fsfilter_kernel::ntos::free_function_field(flt_stream_list_free);
+        list.stream = stream;
+        let ptr = block.ptr() as usize;
+        insert_head(head(stream), ptr as *mut LIST_ENTRY);
+        let seq = self.perstream.next_seq;
+        self.perstream.next_seq += 1;
+        let image = self.fltmgr.image;
+        self.perstream.linked.insert(ptr, Linked { stream, image, seq });
+        self.perstream.flt_lists.insert(stream, block);
+    }
+}
+
+/// The `FreeCallback` of the Filter Manager's per-stream context: its stream contexts on the
+/// stream are released (their cleanups run from a worker, docs/simulator.md "Contexts").
+unsafe extern "system" fn flt_stream_list_free(buffer: *mut c_void) {
+    // SAFETY: the teardown passes the context it unlinked, one of ours.
+    let stream = unsafe { (*buffer.cast::<FltStreamList>()).stream };
+    let block = crate::kernel::with(|k| {
+        k.flt_stream_gone(stream);
+        let ours = k.perstream.flt_lists.get(&stream).is_some_and(|b| b.ptr().cast() == buffer);
+        if ours { k.perstream.flt_lists.remove(&stream) } else { None }
+    });
+    drop(block);
 }
 
 /// Calls a context's `FreeCallback` in its image, outside any borrow of the kernel: not when

@@ -14,16 +14,18 @@
 #![allow(missing_docs, reason = "test driver")]
 #![allow(
     clippy::multiple_unsafe_ops_per_block,
-    reason = "a hand-written test driver pokes kernel structures directly, as C drivers do"
+    clippy::undocumented_unsafe_blocks,
+    reason = "hand-written test drivers poke kernel structures directly, as C drivers do"
 )]
+
+mod fltcommon;
 
 use std::cell::RefCell;
 use std::ffi::c_void;
 
 use fsfilter::Status;
 use fsfilter_sim::{
-    CreateOptions, FsKind, Handle, Machine, MachineConfig, Rule, ServiceSpec, StopResult, VolumeId,
-    VolumeSpec,
+    CreateOptions, FsKind, Handle, Machine, Rule, ServiceSpec, StopResult, VolumeId, VolumeSpec,
 };
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::{
@@ -46,6 +48,11 @@ thread_local! {
     static FREED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// The image and IRQL each call of Ctx's `FreeCallback` ran in.
     static FREED_IN: RefCell<Vec<(Option<String>, u8)>> = const { RefCell::new(Vec::new()) };
+    /// The stream whose list Ctx's `FreeCallback` counts (0: none), and the entries it found left.
+    static WATCH: RefCell<usize> = const { RefCell::new(0) };
+    static LEFT_IN_FREE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Whether Mini sets a stream context in its post-create.
+    static MINI_SETS: RefCell<bool> = const { RefCell::new(false) };
     /// What Ctx's `FreeCallback` removes from the stream before it frees its own context
     /// (header, owner, instance), and what that removal answered.
     static REMOVE_IN_FREE: RefCell<Option<(usize, usize, usize)>> = const { RefCell::new(None) };
@@ -70,6 +77,10 @@ unsafe extern "system" fn ctx_free(buffer: *mut c_void) {
     FREED.with(|f| f.borrow_mut().push(buffer as usize));
     let running = fsfilter_sim::kernel::with(|k| (k.current_image_name(), k.irql()));
     FREED_IN.with(|f| f.borrow_mut().push(running));
+    let watched = WATCH.with(|w| *w.borrow());
+    if watched != 0 {
+        LEFT_IN_FREE.with(|l| l.borrow_mut().push(list(watched).len()));
+    }
     if let Some((h, o, i)) = REMOVE_IN_FREE.with(|r| r.borrow_mut().take()) {
         // SAFETY: the header of the stream being torn down, valid during the teardown.
         let r = unsafe { FsRtlRemovePerStreamContext(h as *const _, o as *const _, i as *const _) };
@@ -87,9 +98,12 @@ unsafe extern "system" fn ctx_free(buffer: *mut c_void) {
 fn machine() -> (Machine, VolumeId) {
     FREED.with(|f| f.borrow_mut().clear());
     FREED_IN.with(|f| f.borrow_mut().clear());
+    WATCH.with(|w| *w.borrow_mut() = 0);
+    LEFT_IN_FREE.with(|l| l.borrow_mut().clear());
+    MINI_SETS.with(|x| *x.borrow_mut() = false);
     REMOVE_IN_FREE.with(|r| r.borrow_mut().take());
     REMOVED_IN_FREE.with(|r| r.borrow_mut().clear());
-    let mut m = Machine::new(MachineConfig { seed: 1 });
+    let mut m = fltcommon::machine(1);
     let c =
         m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("a.txt", b"a").file("b.txt", b"b"));
     m.install(ServiceSpec::new("Ctx", ctx_entry, "legacy"));
@@ -172,6 +186,24 @@ fn first_entry(header: usize) -> usize {
     let (head, first) =
         unsafe { (&raw const (*h).FilterContexts as usize, (*h).FilterContexts.Flink as usize) };
     if first == head { 0 } else { first }
+}
+
+/// The entries of a header's `FilterContexts` list, head first, as a driver walks it.
+fn list(header: usize) -> Vec<usize> {
+    let h = header as *const FSRTL_ADVANCED_FCB_HEADER;
+    let head = unsafe { &raw const (*h).FilterContexts } as usize;
+    let mut out = Vec::new();
+    let mut e = first_entry(header);
+    while e != 0 && e != head {
+        out.push(e);
+        e = unsafe { (*(e as *const windows_sys::Win32::System::Kernel::LIST_ENTRY)).Flink }
+            as usize;
+    }
+    out
+}
+
+fn freed() -> Vec<usize> {
+    FREED.with(|f| f.borrow().clone())
 }
 
 fn rules(m: &Machine) -> Vec<Rule> {
@@ -341,5 +373,150 @@ fn teardown_by_hand_calls_each_free_callback_in_its_image_head_first() {
     m.close_handle(h);
     assert_eq!(FREED.with(|f| f.borrow().len()), 2, "nothing left for the file system's teardown");
     assert_eq!(m.stop("Ctx"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn the_last_close_tears_the_stream_down_and_each_free_callback_runs_once_in_its_image() {
+    // The file system calls FsRtlTeardownPerStreamContexts as it frees the stream's control
+    // block after the last close of its last file object (FastFat's FatDeleteFcb; the
+    // FreeCallback's page: the stream's file objects are gone): every FreeCallback, once, head
+    // first, in the image of the driver that inserted it (not the file system's), at
+    // PASSIVE_LEVEL. Before December 7 the simulator's file systems freed the FCB without it.
+    let (mut m, c) = machine();
+    let h1 = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let h2 = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h1);
+    let (a, b) = (new_ctx(&m, OWNER_1, 0), new_ctx(&m, OWNER_2, 0));
+    for x in [a, b] {
+        assert_eq!(insert(&m, s, x), Status::SUCCESS);
+    }
+    m.close_handle(h1);
+    assert!(freed().is_empty(), "another file object still refers to the stream");
+    m.close_handle(h2);
+    assert_eq!(freed(), [b, a], "each once, head first");
+    let ctx = (Some("Ctx".to_owned()), 0);
+    assert_eq!(FREED_IN.with(|f| f.borrow().clone()), [ctx.clone(), ctx]);
+    let again = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(lookup(&m, stream(&m, again), 0, 0), 0, "a new stream starts with no context");
+    m.close_handle(again);
+    assert_eq!(freed().len(), 2);
+    assert_eq!(m.stop("Ctx"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_free_callback_may_remove_another_context_of_the_stream() {
+    // WRK FsRtlTeardownPerStreamContexts releases the list's fast mutex before each
+    // FreeCallback: one may call FsRtlRemovePerStreamContext on the same stream (a filter's own
+    // removal racing the teardown, "Deleting a Per-Stream Context"); what it removes is its own
+    // to free and is not called back.
+    let (mut m, c) = machine();
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let (a, b) = (new_ctx(&m, OWNER_1, INST_1), new_ctx(&m, OWNER_2, 0));
+    for x in [a, b] {
+        assert_eq!(insert(&m, s, x), Status::SUCCESS);
+    }
+    REMOVE_IN_FREE.with(|r| *r.borrow_mut() = Some((s, OWNER_1, INST_1)));
+    m.close_handle(h);
+    assert_eq!(freed(), [b]);
+    assert_eq!(REMOVED_IN_FREE.with(|r| r.borrow().clone()), [a]);
+    assert_eq!(m.stop("Ctx"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_volume_opens_contexts_go_when_the_volume_device_is_torn_down() {
+    // A volume open's FsContext is the volume's control block, whose header FastFat tears down
+    // in FatDeleteVcb: its contexts outlive the handle and go when the dismounted volume's
+    // device is deleted after its last file closed.
+    let (mut m, c) = machine();
+    let h = m.open(c, "", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let x = new_ctx(&m, OWNER_1, 0);
+    assert_eq!(insert(&m, s, x), Status::SUCCESS);
+    m.close_handle(h);
+    assert!(freed().is_empty(), "the volume's control block lives while it is mounted");
+    let keep = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    assert!(freed().is_empty(), "a file is still open on the dismounted volume");
+    m.close_handle(keep);
+    m.settle();
+    assert_eq!(freed(), [x]);
+    assert_eq!(m.stop("Ctx"), StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// Mini's post-create: sets a stream context when `MINI_SETS` says so.
+fn mini_post(p: &fltcommon::PostCall) -> i32 {
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+        FltAllocateContext, FltReleaseContext, FltSetStreamContext, PFLT_CONTEXT,
+    };
+    if !p.status().is_success() || !MINI_SETS.with(|x| *x.borrow()) {
+        return 0;
+    }
+    let f = fltcommon::filter_handle(p.slot);
+    let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+    let mut sc: PFLT_CONTEXT = std::ptr::null_mut();
+    let pool = windows_sys::Wdk::Foundation::NonPagedPoolNx;
+    assert_eq!(unsafe { FltAllocateContext(f, 0x8, 24, pool, &mut sc) }, 0);
+    assert_eq!(unsafe { FltSetStreamContext(p.instance(), fo, 1, sc, std::ptr::null_mut()) }, 0);
+    unsafe { FltReleaseContext(sc) };
+    0
+}
+
+#[test]
+fn the_filter_managers_stream_contexts_hang_off_the_same_list() {
+    // On Windows the Filter Manager keeps a stream's contexts in a per-stream context of its own
+    // on the same FilterContexts list, so the file system's one teardown reaches both (head
+    // first): a legacy filter's lookup with neither id can find it. Modelled since December 7:
+    // the Filter Manager links it when it first sets a stream context on the stream.
+    let (mut m, c) = machine();
+    m.install_filter_manager();
+    let mut cfg = fltcommon::Config::new("Mini", "370000")
+        .op(fltcommon::mj::CREATE, false, true)
+        .with_post(mini_post);
+    cfg.contexts = vec![(0x8, 24)];
+    fltcommon::start(&mut m, 0, cfg);
+    // a.txt: Mini's context first, then Ctx's, which is freed first and sees Mini's still there.
+    MINI_SETS.with(|x| *x.borrow_mut() = true);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let flt_list = list(s);
+    assert_eq!(flt_list.len(), 1, "the Filter Manager's per-stream context");
+    let x = new_ctx(&m, OWNER_1, 0);
+    assert_eq!(insert(&m, s, x), Status::SUCCESS);
+    assert_eq!(list(s), [x, flt_list[0]]);
+    assert_eq!(lookup(&m, s, 0, 0), x);
+    assert_eq!(lookup(&m, s, OWNER_1, 0), x);
+    WATCH.with(|w| *w.borrow_mut() = s);
+    m.close_handle(h);
+    m.settle();
+    assert_eq!(freed(), [x]);
+    assert_eq!(LEFT_IN_FREE.with(|l| l.borrow().clone()), [1], "Mini's still linked then");
+    let cleanups = || {
+        let seen = fltcommon::seen(0);
+        seen.iter().filter(|e| matches!(e, fltcommon::Seen::Cleanup { ty: 0x8, .. })).count()
+    };
+    assert_eq!(cleanups(), 1, "Mini's stream context went with the stream");
+    // b.txt: Ctx's context first, then Mini's (its second open): Mini's goes first.
+    MINI_SETS.with(|x| *x.borrow_mut() = false);
+    let h1 = m.open(c, "b.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h1);
+    let y = new_ctx(&m, OWNER_1, 0);
+    assert_eq!(insert(&m, s, y), Status::SUCCESS);
+    MINI_SETS.with(|x| *x.borrow_mut() = true);
+    let h2 = m.open(c, "b.txt", CreateOptions::open()).unwrap();
+    assert_eq!(list(s).len(), 2);
+    assert_eq!(list(s)[1], y, "the Filter Manager's went to the head");
+    LEFT_IN_FREE.with(|l| l.borrow_mut().clear());
+    WATCH.with(|w| *w.borrow_mut() = s);
+    m.close_handle(h1);
+    m.close_handle(h2);
+    m.settle();
+    assert_eq!(freed(), [x, y]);
+    assert_eq!(LEFT_IN_FREE.with(|l| l.borrow().clone()), [0], "Mini's went first");
+    assert_eq!(cleanups(), 2);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }

@@ -192,7 +192,15 @@ fn set(
     let (r, prev, cleanup) = kernel::with(|k| {
         k.check_irql(APC_LEVEL, "FltSet*Context");
         match link_of(k, instance, fo, ty) {
-            Ok(link) => k.flt_context_set(link, operation, new as usize, !old.is_null()),
+            Ok(link) => {
+                let r = k.flt_context_set(link, operation, new as usize, !old.is_null());
+                // Its stream contexts hang off a per-stream context of its own on the stream's
+                // FilterContexts list (docs/simulator.md, "Per-stream contexts (FsRtl)").
+                if let (Ok(()), Link::Stream(_, stream)) = (&r.0, link) {
+                    k.flt_stream_list(stream);
+                }
+                r
+            }
             Err(s) => (Err(s), 0, None),
         }
     });

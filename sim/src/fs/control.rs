@@ -296,6 +296,7 @@ pub fn cleanup(call: Call) -> NTSTATUS {
 pub fn close(call: Call) -> NTSTATUS {
     let fo = call.fo();
     let teardown = kernel::with(|k| k.fs_close(fo));
+    super::teardown_retired();
     let s = call.done(Status::SUCCESS, 0);
     if let Some(mount) = teardown {
         let image = kernel::with(|k| k.current_image());
@@ -344,6 +345,7 @@ fn tear_down(mount: u32) {
         });
         Some(vdo)
     });
+    super::teardown_retired();
     if let Some(vdo) = vdo {
         // SAFETY: our volume device.
         unsafe { crate::exports::io::IoDeleteDevice(vdo) };

@@ -725,6 +725,9 @@ pub struct FsState {
     /// The acknowledgement timeouts armed for the break under way of each FCB, by their timed
     /// work's number, taken back when the break ends ([`oplock`]).
     pub oplock_timers: FastMap<usize, Vec<u64>>,
+    /// FCBs retired with filter contexts still linked, whose teardown
+    /// ([`teardown_retired`]) calls the contexts' `FreeCallback`s outside the kernel's borrow.
+    retiring: Vec<Block>,
     fcb_pool: BlockPool,
     ccb_pool: BlockPool,
 }
@@ -744,6 +747,7 @@ impl Default for FsState {
             oplocks: FastMap::default(),
             oplock_breaks: 0,
             oplock_timers: FastMap::default(),
+            retiring: Vec::new(),
             fcb_pool: BlockPool::new(size_of::<FcbBlock>()),
             ccb_pool: BlockPool::new(64),
         }
@@ -751,6 +755,12 @@ impl Default for FsState {
 }
 
 impl FsState {
+    /// True while the FCB block at `header` is retired and its filter contexts are being torn
+    /// down (a `FreeCallback` may still remove contexts from its list).
+    pub fn is_retiring(&self, header: usize) -> bool {
+        self.retiring.iter().any(|b| b.ptr() as usize == header)
+    }
+
     /// Finds the mount of a network share (`SERVER\SHARE` upper-cased).
     pub fn share_mount(&self, share: &str) -> Option<u32> {
         self.mounts
@@ -814,13 +824,23 @@ impl Kernel {
         if !self.fs.oplocks.is_empty() {
             self.fs.oplocks.remove(&p);
         }
-        // FsRtlTeardownPerStreamContexts: filters' stream contexts go with the stream.
-        self.flt_stream_gone(p);
         if let Some(m) = self.fs.mounts.get_mut(fcb.mount as usize) {
             if m.fcbs_by_node.get(&fcb.node) == Some(&p) {
                 m.fcbs_by_node.remove(&fcb.node);
             }
         }
+        // FsRtlTeardownPerStreamContexts: filters' contexts go with the stream. With contexts
+        // linked, the FCB waits for `teardown_retired`, which calls their FreeCallbacks (driver
+        // code) once the kernel's borrow has ended.
+        let head = std::ptr::addr_of_mut!(fcb.fcb_block().header.FilterContexts);
+        // SAFETY: the FCB's live block.
+        if unsafe { (*head).Flink } != head {
+            self.fs.retiring.push(fcb.block);
+            return;
+        }
+        // The Filter Manager's stream contexts hang off its own context on that list (see
+        // `perstream`); any left when it is empty (a driver removed that context) go now.
+        self.flt_stream_gone(p);
         self.fs.fcb_pool.give(fcb.block);
     }
 
@@ -880,6 +900,23 @@ impl Kernel {
             .iter()
             .find(|(t, d)| *t == ty && !self.objects.device(*d).deleted)
             .map(|(_, d)| *d)
+    }
+}
+
+/// Tears down the FCBs retired with filter contexts linked, as a file system does as it frees a
+/// stream's control block: `FsRtlTeardownPerStreamContexts` (each context's `FreeCallback`, in
+/// its driver's image), then the Filter Manager's stream contexts left (if a driver removed its
+/// list's context), then the block. Called by the file system after the borrow that retired
+/// them, before the request that did completes.
+pub(crate) fn teardown_retired() {
+    while let Some(header) = kernel::with(|k| k.fs.retiring.first().map(|b| b.ptr() as usize)) {
+        // SAFETY: the retired FCB block, alive until it is given back below.
+        unsafe { crate::exports::fsrtl::FsRtlTeardownPerStreamContexts(header as *const _) };
+        kernel::with(|k| {
+            k.flt_stream_gone(header);
+            let block = k.fs.retiring.remove(0);
+            k.fs.fcb_pool.give(block);
+        });
     }
 }
 
