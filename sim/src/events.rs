@@ -178,6 +178,22 @@ pub enum Rule {
     /// the caller gets `STATUS_REPARSE` (WRK `IopParseDevice`; Microsoft's SimRep sample answers
     /// `FLT_PREOP_DISALLOW_FSFILTER_IO` instead).
     ReparseOnFastIo,
+    /// A driver's image went while an `FSRTL_PER_STREAM_CONTEXT` it inserted
+    /// (`FsRtlInsertPerStreamContext`) was still linked on a stream: the file system's
+    /// `FsRtlTeardownPerStreamContexts` calls its `FreeCallback` in the unloaded image when the
+    /// stream goes (a crash on Windows). Legacy filters remove their contexts before unloading.
+    PerStreamContextLinkedAtUnload,
+    /// Pool holding a linked `FSRTL_PER_STREAM_CONTEXT` freed (`ExFreePool`,
+    /// `ExFreePoolWithTag`) before `FsRtlRemovePerStreamContext`: "Deleting a Per-Stream
+    /// Context": otherwise "the system crashes when the file stream is closed". The simulator
+    /// unlinks it.
+    PerStreamContextFreedWhileLinked,
+    /// A per-stream context routine misused: an insertion with a NULL `OwnerId` or
+    /// `FreeCallback` (`FSRTL_PER_STREAM_CONTEXT`'s page: both must be set) or of a context
+    /// already linked; a lookup or removal with an `InstanceId` and no `OwnerId`
+    /// (`FsRtlLookupPerStreamContext`'s page); a removal that takes a context another driver
+    /// inserted.
+    PerStreamContextMisuse,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -241,6 +257,9 @@ impl Rule {
             Rule::MessageReplyBeyondBuffer => "MESSAGE_REPLY_LENGTH_BEYOND_BUFFER",
             Rule::ReparseForVolumeOpen => "DRIVER_RETURNED_STATUS_REPARSE_FOR_VOLUME_OPEN",
             Rule::ReparseOnFastIo => "REPARSE_ON_FAST_IO",
+            Rule::PerStreamContextLinkedAtUnload => "PER_STREAM_CONTEXT_LINKED_AT_UNLOAD",
+            Rule::PerStreamContextFreedWhileLinked => "PER_STREAM_CONTEXT_FREED_WHILE_LINKED",
+            Rule::PerStreamContextMisuse => "PER_STREAM_CONTEXT_MISUSE",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

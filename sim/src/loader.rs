@@ -386,6 +386,19 @@ impl Kernel {
             );
         }
         self.check_io_object_leaks(driver);
+        let linked = self.per_stream_linked_by(image);
+        if linked > 0 {
+            let name = self.objects.driver(driver).service.clone();
+            self.report(
+                Rule::PerStreamContextLinkedAtUnload,
+                Some(name),
+                format!(
+                    "{linked} FSRTL_PER_STREAM_CONTEXT(s) the driver inserted still linked on \
+                     streams: the file system's FsRtlTeardownPerStreamContexts calls their \
+                     FreeCallback in the unloaded image when the stream goes (a crash on Windows)"
+                ),
+            );
+        }
         if let Some(i) = self.images.get_mut(image.index()) {
             i.loaded = false;
         }

@@ -143,6 +143,36 @@ impl Kernel {
             );
             return Status::INVALID_PARAMETER;
         }
+        if let Some(l) = self.perstream.linked.get(&ctx) {
+            // Windows links it again, corrupting the list it is on; the simulator leaves both
+            // lists as they are.
+            let same = if l.stream == header { "this stream" } else { "another stream" };
+            self.report_current(
+                Rule::PerStreamContextMisuse,
+                format!(
+                    "FsRtlInsertPerStreamContext of a context already linked on {same} (the \
+                     list would be corrupted); left as it was"
+                ),
+            );
+            return Status::SUCCESS;
+        }
+        // SAFETY: the caller's context, initialized (FsRtlInitPerStreamContext).
+        let c = unsafe { &*(ctx as *const FSRTL_PER_STREAM_CONTEXT) };
+        let missing: Vec<&str> =
+            [("OwnerId", c.OwnerId.is_null()), ("FreeCallback", c.FreeCallback.is_none())]
+                .into_iter()
+                .filter_map(|(n, null)| null.then_some(n))
+                .collect();
+        if !missing.is_empty() {
+            self.report_current(
+                Rule::PerStreamContextMisuse,
+                format!(
+                    "FsRtlInsertPerStreamContext of a context with a NULL {} \
+                     (FSRTL_PER_STREAM_CONTEXT: both must be set); linked all the same",
+                    missing.join(" and a NULL ")
+                ),
+            );
+        }
         insert_head(head(header), ctx as *mut LIST_ENTRY);
         let image = self.current_image();
         let seq = self.perstream.next_seq;
@@ -173,6 +203,85 @@ impl Kernel {
     pub(crate) fn per_stream_unlink(&mut self, ctx: usize) -> Option<Linked> {
         remove_entry(ctx as *mut LIST_ENTRY);
         self.perstream.linked.remove(&ctx)
+    }
+
+    /// `FsRtlRemovePerStreamContext`: the context found is unlinked; one another driver inserted
+    /// is reported (its `FreeCallback` will never be called for it).
+    pub(crate) fn per_stream_remove(
+        &mut self,
+        header: usize,
+        owner: usize,
+        instance: usize,
+    ) -> usize {
+        let found = self.per_stream_find(header, owner, instance);
+        if found == 0 {
+            return 0;
+        }
+        let inserter = self.per_stream_unlink(found).and_then(|l| l.image);
+        let caller = self.current_image();
+        if let (Some(theirs), Some(_)) = (inserter, caller) {
+            if inserter != caller {
+                let name = self.image_name(theirs);
+                self.report_current(
+                    Rule::PerStreamContextMisuse,
+                    format!(
+                        "FsRtlRemovePerStreamContext took a context {name} inserted (OwnerId \
+                         {owner:#x}, InstanceId {instance:#x}): its FreeCallback will never be \
+                         called for it"
+                    ),
+                );
+            }
+        }
+        found
+    }
+
+    /// `FsRtlLookupPerStreamContext` and `FsRtlRemovePerStreamContext` with an `InstanceId` and no
+    /// `OwnerId`, which "must be non-NULL if a non-NULL value is supplied for InstanceId" (the
+    /// macro's page): reported; the search goes on as Windows' does (both ids compared).
+    pub(crate) fn per_stream_check_ids(&mut self, routine: &str, owner: usize, instance: usize) {
+        if owner == 0 && instance != 0 {
+            self.report_current(
+                Rule::PerStreamContextMisuse,
+                format!(
+                    "{routine} with an InstanceId and a NULL OwnerId (OwnerId must be set then)"
+                ),
+            );
+        }
+    }
+
+    /// Pool at `start` of `size` bytes is being freed: a context still linked in it is reported
+    /// and unlinked, so that the teardown does not walk freed memory (Windows crashes when the
+    /// stream goes, "Deleting a Per-Stream Context").
+    pub(crate) fn per_stream_pool_freed(&mut self, start: usize, size: usize) {
+        let inside = |a: usize| a >= start && a - start < size.max(1);
+        let mut caught: Vec<(u64, usize)> = self
+            .perstream
+            .linked
+            .iter()
+            .filter(|(p, _)| inside(**p))
+            .map(|(p, l)| (l.seq, *p))
+            .collect();
+        if caught.is_empty() {
+            return;
+        }
+        caught.sort_unstable();
+        for (_, p) in &caught {
+            self.per_stream_unlink(*p);
+        }
+        self.report_current(
+            Rule::PerStreamContextFreedWhileLinked,
+            format!(
+                "pool freed while it holds {} FSRTL_PER_STREAM_CONTEXT(s) still linked on a stream \
+                 (remove it with FsRtlRemovePerStreamContext first; Windows crashes when the \
+                 stream is closed); unlinked",
+                caught.len()
+            ),
+        );
+    }
+
+    /// The per-stream contexts an image inserted that are still linked, as the image goes.
+    pub(crate) fn per_stream_linked_by(&self, image: ImageId) -> usize {
+        self.perstream.linked.values().filter(|l| l.image == Some(image)).count()
     }
 
     /// The teardown's next step (WRK `FsRtlTeardownPerStreamContexts`): unlinks the head of the

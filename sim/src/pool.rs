@@ -135,6 +135,9 @@ impl Kernel {
             }
         }
         self.disarm_timers_in(ptr as usize, block.size);
+        if !self.perstream.linked.is_empty() {
+            self.per_stream_pool_freed(ptr as usize, block.size);
+        }
         *self.pool.frees.entry(image).or_default() += 1;
         drop(block.block);
     }

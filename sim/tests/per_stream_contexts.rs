@@ -22,6 +22,7 @@ mod fltcommon;
 
 use std::cell::RefCell;
 use std::ffi::c_void;
+use std::ptr::null;
 
 use fsfilter::Status;
 use fsfilter_sim::{
@@ -51,6 +52,8 @@ thread_local! {
     /// The stream whose list Ctx's `FreeCallback` counts (0: none), and the entries it found left.
     static WATCH: RefCell<usize> = const { RefCell::new(0) };
     static LEFT_IN_FREE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// What Ctx's `DriverUnload` removes and frees (header, owner, instance).
+    static UNLOAD_REMOVES: RefCell<Vec<(usize, usize, usize)>> = const { RefCell::new(Vec::new()) };
     /// Whether Mini sets a stream context in its post-create.
     static MINI_SETS: RefCell<bool> = const { RefCell::new(false) };
     /// What Ctx's `FreeCallback` removes from the stream before it frees its own context
@@ -60,7 +63,15 @@ thread_local! {
 }
 
 /// Ctx's `DriverUnload`: nothing of its own to undo (each test removes what it inserted).
-unsafe extern "system" fn ctx_unload(_driver: *const DRIVER_OBJECT) {}
+unsafe extern "system" fn ctx_unload(_driver: *const DRIVER_OBJECT) {
+    for (h, o, i) in UNLOAD_REMOVES.with(|u| std::mem::take(&mut *u.borrow_mut())) {
+        // SAFETY: a stream the test keeps open, and Ctx's ids.
+        let r = unsafe { FsRtlRemovePerStreamContext(h as *const _, o as *const _, i as *const _) };
+        assert!(!r.is_null(), "Ctx's context is still there");
+        // SAFETY: Ctx's pool block, unlinked.
+        unsafe { ExFreePoolWithTag(r.cast(), TAG) };
+    }
+}
 
 unsafe extern "system" fn ctx_entry(
     driver: *const DRIVER_OBJECT,
@@ -101,6 +112,7 @@ fn machine() -> (Machine, VolumeId) {
     WATCH.with(|w| *w.borrow_mut() = 0);
     LEFT_IN_FREE.with(|l| l.borrow_mut().clear());
     MINI_SETS.with(|x| *x.borrow_mut() = false);
+    UNLOAD_REMOVES.with(|u| u.borrow_mut().clear());
     REMOVE_IN_FREE.with(|r| r.borrow_mut().take());
     REMOVED_IN_FREE.with(|r| r.borrow_mut().clear());
     let mut m = fltcommon::machine(1);
@@ -114,9 +126,28 @@ fn machine() -> (Machine, VolumeId) {
 
 /// Runs `f` as Ctx's code.
 fn as_ctx<R>(m: &Machine, f: impl FnOnce() -> R) -> R {
-    let image = m.kernel(|k| k.service_index("Ctx").and_then(|i| k.loader.services[i].image));
-    assert!(image.is_some(), "Ctx is loaded");
+    as_driver(m, "Ctx", f)
+}
+
+/// Runs `f` as the code of the driver `name` (Ctx, or Other, a second copy of it).
+fn as_driver<R>(m: &Machine, name: &str, f: impl FnOnce() -> R) -> R {
+    let image = m.kernel(|k| k.service_index(name).and_then(|i| k.loader.services[i].image));
+    assert!(image.is_some(), "{name} is loaded");
     fsfilter_sim::kernel::call_into(image, f)
+}
+
+/// Runs `f` as Ctx's code at `irql`.
+fn as_ctx_at<R>(m: &Machine, irql: u8, f: impl FnOnce() -> R) -> R {
+    as_ctx(m, || {
+        let before = fsfilter_sim::kernel::with(|k| {
+            let before = k.irql();
+            k.set_irql(irql);
+            before
+        });
+        let r = f();
+        fsfilter_sim::kernel::with(|k| k.set_irql(before));
+        r
+    })
 }
 
 /// The stream (`FsContext`, the FCB's `FSRTL_ADVANCED_FCB_HEADER`) a handle is open on.
@@ -130,7 +161,12 @@ fn stream(m: &Machine, h: Handle) -> usize {
 
 /// A context in Ctx's pool, initialized as `FsRtlInitPerStreamContext` does.
 fn new_ctx(m: &Machine, owner: usize, instance: usize) -> usize {
-    as_ctx(m, || {
+    new_ctx_of(m, "Ctx", owner, instance)
+}
+
+/// A context in the pool of the driver `name`.
+fn new_ctx_of(m: &Machine, name: &str, owner: usize, instance: usize) -> usize {
+    as_driver(m, name, || {
         // SAFETY: a plain pool allocation for Ctx.
         let p = unsafe {
             ExAllocatePool2(POOL_FLAG_NON_PAGED, size_of::<FSRTL_PER_STREAM_CONTEXT>(), TAG)
@@ -519,4 +555,194 @@ fn the_filter_managers_stream_contexts_hang_off_the_same_list() {
     assert_eq!(LEFT_IN_FREE.with(|l| l.borrow().clone()), [0], "Mini's went first");
     assert_eq!(cleanups(), 2);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+fn findings_of(m: &Machine, rule: Rule) -> Vec<(Option<String>, String)> {
+    m.findings().into_iter().filter(|f| f.0 == rule).map(|f| (f.1, f.2)).collect()
+}
+
+#[test]
+fn a_driver_that_unloads_with_a_context_linked_is_reported() {
+    // PER_STREAM_CONTEXT_LINKED_AT_UNLOAD: a legacy filter must remove its contexts before it
+    // unloads, or the file system's teardown calls a FreeCallback in the unloaded image (a crash
+    // on Windows; here UNLOADED_DRIVER_CODE_RAN and the routine is not called). The correct
+    // driver removes and frees them in its DriverUnload: no finding.
+    for broken in [true, false] {
+        let (mut m, c) = machine();
+        let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        let s = stream(&m, h);
+        let x = new_ctx(&m, OWNER_1, 0);
+        assert_eq!(insert(&m, s, x), Status::SUCCESS);
+        if !broken {
+            UNLOAD_REMOVES.with(|u| u.borrow_mut().push((s, OWNER_1, 0)));
+        }
+        assert_eq!(m.stop("Ctx"), StopResult::Unloaded);
+        m.close_handle(h);
+        assert!(freed().is_empty(), "broken {broken}: the FreeCallback never runs");
+        if !broken {
+            assert!(m.findings().is_empty(), "{:?}", m.findings());
+            continue;
+        }
+        assert_eq!(
+            rules(&m),
+            [Rule::PoolLeaked, Rule::PerStreamContextLinkedAtUnload, Rule::UnloadedDriverCodeRan]
+        );
+        let (who, text) = &findings_of(&m, Rule::PerStreamContextLinkedAtUnload)[0];
+        assert_eq!(who.as_deref(), Some("Ctx"));
+        assert!(text.contains("1 FSRTL_PER_STREAM_CONTEXT(s)"), "{text}");
+        let (who, text) = &findings_of(&m, Rule::UnloadedDriverCodeRan)[0];
+        assert_eq!(who.as_deref(), Some("Ctx"));
+        assert!(text.contains("FsRtlTeardownPerStreamContexts"), "{text}");
+    }
+}
+
+#[test]
+fn freeing_a_context_still_linked_is_reported_and_unlinks_it() {
+    // PER_STREAM_CONTEXT_FREED_WHILE_LINKED ("Deleting a Per-Stream Context": remove it first,
+    // "otherwise the system crashes when the file stream is closed"): the simulator unlinks it,
+    // so the teardown neither walks freed memory nor calls its FreeCallback. Removing first is
+    // no finding.
+    for broken in [true, false] {
+        let (mut m, c) = machine();
+        let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        let s = stream(&m, h);
+        let (x, keep) = (new_ctx(&m, OWNER_1, 0), new_ctx(&m, OWNER_2, 0));
+        assert_eq!(insert(&m, s, x), Status::SUCCESS);
+        assert_eq!(insert(&m, s, keep), Status::SUCCESS);
+        if !broken {
+            assert_eq!(remove(&m, s, OWNER_1, 0), x);
+        }
+        free(&m, x);
+        assert_eq!(list(s), [keep], "broken {broken}");
+        m.close_handle(h);
+        assert_eq!(freed(), [keep]);
+        if broken {
+            assert_eq!(rules(&m), [Rule::PerStreamContextFreedWhileLinked]);
+            let (who, text) = &m.findings().into_iter().map(|f| (f.1, f.2)).next().unwrap();
+            assert_eq!(who.as_deref(), Some("Ctx"));
+            assert!(text.contains("1 FSRTL_PER_STREAM_CONTEXT(s)"), "{text}");
+        } else {
+            assert!(m.findings().is_empty(), "{:?}", m.findings());
+        }
+    }
+}
+
+#[test]
+fn an_insert_without_owner_or_free_callback_or_of_a_linked_context_is_a_misuse() {
+    // PER_STREAM_CONTEXT_MISUSE. FSRTL_PER_STREAM_CONTEXT's page: OwnerId and FreeCallback must
+    // be set (the teardown calls the routine unchecked); both are linked all the same, as on
+    // Windows, and a NULL FreeCallback is not called. A context already linked (on this stream
+    // or another) is left where it is (Windows would corrupt the lists). A lookup with an
+    // InstanceId and no OwnerId: the macro's page requires the owner then.
+    let (mut m, c) = machine();
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let other = m.open(c, "b.txt", CreateOptions::open()).unwrap();
+    let (s, t) = (stream(&m, h), stream(&m, other));
+    let no_owner = new_ctx(&m, 0, INST_1);
+    let no_free = new_ctx(&m, OWNER_2, 0);
+    // SAFETY: Ctx's context.
+    unsafe { (*(no_free as *mut FSRTL_PER_STREAM_CONTEXT)).FreeCallback = None };
+    let x = new_ctx(&m, OWNER_1, 0);
+    for y in [no_owner, no_free, x] {
+        assert_eq!(insert(&m, s, y), Status::SUCCESS);
+    }
+    assert_eq!(list(s), [x, no_free, no_owner], "linked all the same");
+    assert_eq!(insert(&m, s, x), Status::SUCCESS);
+    assert_eq!(insert(&m, t, x), Status::SUCCESS);
+    assert_eq!(list(s), [x, no_free, no_owner], "left as it was");
+    assert!(list(t).is_empty());
+    assert_eq!(lookup(&m, s, 0, INST_1), no_owner, "both ids compared, as Windows does");
+    let texts: Vec<String> =
+        findings_of(&m, Rule::PerStreamContextMisuse).into_iter().map(|f| f.1).collect();
+    assert_eq!(rules(&m), [Rule::PerStreamContextMisuse; 5], "{texts:?}");
+    for (text, what) in texts.iter().zip([
+        "NULL OwnerId",
+        "NULL FreeCallback",
+        "already linked on this stream",
+        "already linked on another stream",
+        "InstanceId and a NULL OwnerId",
+    ]) {
+        assert!(text.contains(what), "{text} / {what}");
+    }
+    assert!(m.findings().iter().all(|f| f.1.as_deref() == Some("Ctx")));
+    m.close_handle(h);
+    assert_eq!(freed(), [x, no_owner], "the NULL FreeCallback is not called");
+    free(&m, no_free);
+    m.close_handle(other);
+    assert_eq!(m.stop("Ctx"), StopResult::Unloaded);
+    assert_eq!(rules(&m).len(), 5, "nothing more: {:?}", m.findings());
+}
+
+#[test]
+fn removing_a_context_another_driver_inserted_is_a_misuse() {
+    // PER_STREAM_CONTEXT_MISUSE: FsRtlRemovePerStreamContext with neither id takes the first
+    // context, whoever inserted it; the owner's FreeCallback is then never called for it. A
+    // removal of one's own (by OwnerId) is no finding.
+    let (mut m, c) = machine();
+    m.install(ServiceSpec::new("Other", ctx_entry, "legacy"));
+    assert_eq!(m.start("Other"), Status::SUCCESS);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let mine = new_ctx(&m, OWNER_1, 0);
+    assert_eq!(insert(&m, s, mine), Status::SUCCESS);
+    let theirs = new_ctx_of(&m, "Other", OWNER_2, 0);
+    // SAFETY: Other's context on a live stream.
+    let st = as_driver(&m, "Other", || unsafe {
+        FsRtlInsertPerStreamContext(s as *const _, theirs as *const _)
+    });
+    assert_eq!(Status(st), Status::SUCCESS);
+    assert_eq!(remove(&m, s, OWNER_1, 0), mine);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    assert_eq!(remove(&m, s, 0, 0), theirs);
+    assert_eq!(rules(&m), [Rule::PerStreamContextMisuse]);
+    let (who, text) = &findings_of(&m, Rule::PerStreamContextMisuse)[0];
+    assert_eq!(who.as_deref(), Some("Ctx"));
+    assert!(text.contains("Other inserted"), "{text}");
+    free(&m, mine);
+    // SAFETY: Other's pool block, unlinked.
+    as_driver(&m, "Other", || unsafe { ExFreePoolWithTag(theirs as *mut c_void, TAG) });
+    m.close_handle(h);
+    assert!(freed().is_empty());
+    assert_eq!(rules(&m).len(), 1);
+}
+
+#[test]
+fn the_routines_above_apc_level_are_reported() {
+    // The four routines' pages: IRQL <= APC_LEVEL (they take the header's fast mutex):
+    // IRQL_TOO_HIGH above it, the call done all the same. At APC_LEVEL nothing is reported and
+    // a FreeCallback runs at the teardown caller's IRQL.
+    for (irql, broken) in [(2, true), (1, false)] {
+        let (mut m, c) = machine();
+        let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+        let s = stream(&m, h);
+        let (x, y) = (new_ctx(&m, OWNER_1, 0), new_ctx(&m, OWNER_2, 0));
+        as_ctx_at(&m, irql, || unsafe {
+            assert_eq!(FsRtlInsertPerStreamContext(s as *const _, x as *const _), 0);
+            assert_eq!(FsRtlInsertPerStreamContext(s as *const _, y as *const _), 0);
+            let found =
+                FsRtlLookupPerStreamContextInternal(s as *const _, OWNER_1 as *const _, null());
+            assert_eq!(found as usize, x);
+            let r = FsRtlRemovePerStreamContext(s as *const _, OWNER_1 as *const _, null());
+            assert_eq!(r as usize, x);
+            FsRtlTeardownPerStreamContexts(s as *const _);
+        });
+        assert_eq!(freed(), [y]);
+        assert_eq!(FREED_IN.with(|f| f.borrow()[0].1), irql);
+        free(&m, x);
+        m.close_handle(h);
+        if broken {
+            assert_eq!(rules(&m), [Rule::IrqlTooHigh; 5], "{:?}", m.findings());
+            let texts: Vec<String> = m.findings().into_iter().map(|f| f.2).collect();
+            for name in [
+                "FsRtlInsertPerStreamContext",
+                "FsRtlLookupPerStreamContextInternal",
+                "FsRtlRemovePerStreamContext",
+                "FsRtlTeardownPerStreamContexts",
+            ] {
+                assert!(texts.iter().any(|t| t.contains(name)), "{name}: {texts:?}");
+            }
+        } else {
+            assert!(m.findings().is_empty(), "{:?}", m.findings());
+        }
+    }
 }

@@ -13,7 +13,7 @@ use windows_sys::Wdk::Storage::FileSystem::{
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE};
 
 use crate::events::Rule;
-use crate::kernel::{self, PASSIVE_LEVEL};
+use crate::kernel::{self, APC_LEVEL, PASSIVE_LEVEL};
 
 /// Reports [`Rule::SectionHandleNotKernel`] against the running image when a data-scan section
 /// handle is requested with `attributes` null or without `OBJ_KERNEL_HANDLE` (facts.md §6: the
@@ -191,7 +191,11 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlInsertPerStreamContext =>
         perstreamcontext: *const FSRTL_ADVANCED_FCB_HEADER,
         ptr: *const FSRTL_PER_STREAM_CONTEXT,
     ) -> NTSTATUS {
-        kernel::with(|k| k.per_stream_insert(perstreamcontext as usize, ptr as usize)).0
+        kernel::with(|k| {
+            k.check_irql(APC_LEVEL, "FsRtlInsertPerStreamContext");
+            k.per_stream_insert(perstreamcontext as usize, ptr as usize)
+        })
+        .0
     }
 }
 
@@ -212,7 +216,10 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlLookupPerStreamContextInte
             return std::ptr::null_mut();
         }
         kernel::with(|k| {
-            k.per_stream_find(streamcontext as usize, ownerid as usize, instanceid as usize)
+            k.check_irql(APC_LEVEL, "FsRtlLookupPerStreamContextInternal");
+            let (owner, instance) = (ownerid as usize, instanceid as usize);
+            k.per_stream_check_ids("FsRtlLookupPerStreamContextInternal", owner, instance);
+            k.per_stream_find(streamcontext as usize, owner, instance)
         }) as *mut FSRTL_PER_STREAM_CONTEXT
     }
 }
@@ -227,12 +234,10 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRemovePerStreamContext =>
         instanceid: *const c_void,
     ) -> *mut FSRTL_PER_STREAM_CONTEXT {
         kernel::with(|k| {
-            let found =
-                k.per_stream_find(streamcontext as usize, ownerid as usize, instanceid as usize);
-            if found != 0 {
-                k.per_stream_unlink(found);
-            }
-            found
+            k.check_irql(APC_LEVEL, "FsRtlRemovePerStreamContext");
+            let (owner, instance) = (ownerid as usize, instanceid as usize);
+            k.per_stream_check_ids("FsRtlRemovePerStreamContext", owner, instance);
+            k.per_stream_remove(streamcontext as usize, owner, instance)
         }) as *mut FSRTL_PER_STREAM_CONTEXT
     }
 }
@@ -248,6 +253,7 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlTeardownPerStreamContexts 
             null_argument("FsRtlTeardownPerStreamContexts", "header");
             return;
         }
+        kernel::with(|k| k.check_irql(APC_LEVEL, "FsRtlTeardownPerStreamContexts"));
         while let Some(u) = kernel::with(|k| k.per_stream_take_first(advancedheader as usize)) {
             crate::perstream::call_free_callback(u);
         }
