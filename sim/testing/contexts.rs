@@ -20,6 +20,9 @@
 //!   [`Seen::Deleted`]);
 //! - pre-query-information, pre-cleanup and pre-close (`Get`), post-close (`GetOrCreate`).
 //!
+//! Added after the first version (additive): instance setup asks too (`GetOrCreate`, stage
+//! `instance-setup`: outside any operation).
+//!
 //! The stages of reads and writes name fast I/O (`read fast`) and paging I/O (`read paging`).
 //! `Filter::stream_context_freed` records [`Seen::Freed`]. [`Undeclared`] is the same filter
 //! without the declaration (`STREAM_CONTEXT_WORDS` 0).
@@ -28,6 +31,11 @@
 //! checks, new names); what exists keeps its meaning.
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::cloned_ref_to_slice_refs,
+    reason = "tests: the words of a context are indexed, expected answers are listed"
+)]
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,7 +220,10 @@ macro_rules! counter {
                 Ok($name { next: AtomicU64::new(1) })
             }
 
-            fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+            fn instance_setup(&self, setup: &InstanceSetup<'_>) -> Result<()> {
+                let request = ContextRequest::GetOrCreate;
+                let stage = "instance-setup".to_owned();
+                drop(ask($service, &self.next, setup.services, request, stage, "", false));
                 Ok(())
             }
 
@@ -750,5 +761,25 @@ pub(crate) fn check_allocation_failure(
     assert_eq!(answers(&seen(), "read"), [got(true, 1, 1, 0)]);
     close(&mut m, h);
     assert_eq!(freed(&seen()), [vec![3, 1, 0]]);
+    finish(m, &[COUNTER]);
+}
+
+/// Outside an operation: the services of an instance setup belong to no operation and have no
+/// stream (`STATUS_NOT_SUPPORTED`). (Added after the first version.)
+pub(crate) fn check_outside_an_operation(install: Install, counter: fsfilter_sim::DriverEntry) {
+    let (mut m, _) = machine_with(install, &[(COUNTER, counter)], |m| {
+        m.add_volume(
+            VolumeSpec::new("D:", FsKind::Fat)
+                .mount(fsfilter_sim::MountWhen::Step)
+                .file("x.txt", b"x"),
+        );
+    });
+    let d = m.volume("D:").expect("D:");
+    assert_eq!(m.mount(d), Status::SUCCESS);
+    let h = open(&mut m, d, "x.txt");
+    close(&mut m, h);
+    let s = seen();
+    assert_eq!(answers(&s, "instance-setup"), [Err(Status::NOT_SUPPORTED)], "{s:#?}");
+    assert!(freed(&s).is_empty());
     finish(m, &[COUNTER]);
 }
