@@ -76,7 +76,7 @@ pub unsafe fn driver_entry<F: Filter>(
         Some(registration) => {
             match PoolBox::try_new(RuntimeTables::new::<F>(&registration), DRIVER_TAG) {
                 Ok(mut tables) => {
-                    let linked = tables.link();
+                    let linked = tables.link::<F>();
                     state.runtime_tables = Some(tables);
                     linked
                 }

@@ -12,6 +12,7 @@
 #![no_std]
 
 mod callbacks;
+mod contexts;
 pub mod entry;
 mod messages;
 mod names;

@@ -363,6 +363,19 @@ impl<F: Filter> Services for OpServices<'_, F> {
         unsafe { fsfilter_kernel::unicode::replace_file_object_name(iopb.TargetFileObject, name) }
     }
 
+    fn stream_context(
+        &self,
+        request: fsfilter::ContextRequest,
+    ) -> Result<fsfilter::StreamContext, Error> {
+        if fsfilter::stream_context_words::<F>() == 0 {
+            // No context code in a filter that does not declare contexts (rule 28, decision
+            // 0013).
+            return Err(Error::NOT_SUPPORTED);
+        }
+        // SAFETY: `data` is null or the running callback's valid data, `instance` its instance.
+        unsafe { crate::contexts::stream_context(self.driver, self.instance, self.data, request) }
+    }
+
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {
         if irql::current() != Irql::PASSIVE {
             return Err(Error::INVALID_DEVICE_STATE);

@@ -24,6 +24,8 @@ pub(crate) const DRIVER_TAG: u32 = pool_tag(b"FsfM");
 pub(crate) const INSTANCE_CONTEXT_TAG: u32 = pool_tag(b"FsfI");
 /// Pool tag of section contexts.
 pub(crate) const SECTION_CONTEXT_TAG: u32 = pool_tag(b"FsfX");
+/// Pool tag of stream contexts (rule 28).
+pub(crate) const STREAM_CONTEXT_TAG: u32 = pool_tag(b"FsfK");
 /// Pool tag of the instance table's overflow blocks: `FsfT`.
 const INSTANCE_TABLE_TAG: u32 = pool_tag(b"FsfT");
 

@@ -10,13 +10,15 @@ use fsfilter::{Filter, MAX_REGISTERED, MajorFunction, Registration};
 use fsfilter_kernel::constants::{FLT_REGISTRATION_VERSION_0203, IRP_MJ_OPERATION_END};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_OPERATION_REGISTRATION,
-    FLT_REGISTRATION, FLT_SECTION_CONTEXT,
+    FLT_REGISTRATION, FLT_SECTION_CONTEXT, FLT_STREAM_CONTEXT,
 };
 
-use crate::callbacks;
+use crate::{callbacks, contexts};
 use fsfilter_kernel::datascan::SectionState;
 
-use crate::state::{GUARDED, INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG};
+use crate::state::{
+    GUARDED, INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG, STREAM_CONTEXT_TAG,
+};
 
 /// Entries of the operation table: one per registered operation plus the `IRP_MJ_OPERATION_END`
 /// sentinel.
@@ -145,6 +147,36 @@ pub const fn context_table<F: Filter>(
     if registration.scans_data() { [instance, section, end] } else { [instance, end, end] }
 }
 
+/// Entries of the context table of a filter that declares stream contexts: instance, section,
+/// stream, end.
+pub const STREAM_CONTEXT_TABLE_LEN: usize = CONTEXT_TABLE_LEN + 1;
+
+/// The context table of a filter that declares [`Filter::STREAM_CONTEXT_WORDS`] (rule 28): the
+/// entries of [`context_table`] for `F`'s constant registration, then `FLT_STREAM_CONTEXT` of one
+/// header word and the filter's words, whose cleanup callback tells the filter
+/// (`contexts::stream_context_cleanup`). Also the table of such a filter's run-time registration:
+/// one of those only turns data scanning off (`fsfilter::registration_in_force`), and a section
+/// context type registered but never allocated costs nothing. Only evaluated for such a filter.
+pub const fn stream_context_table<F: Filter>()
+-> [FLT_CONTEXT_REGISTRATION; STREAM_CONTEXT_TABLE_LEN] {
+    let stream = FLT_CONTEXT_REGISTRATION {
+        ContextType: FLT_STREAM_CONTEXT as u16,
+        Flags: 0,
+        ContextCleanupCallback: Some(contexts::stream_context_cleanup::<F>),
+        Size: contexts::block_size::<F>(),
+        PoolTag: STREAM_CONTEXT_TAG,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: ptr::null_mut(),
+    };
+    let [instance, second, end] = context_table::<F>(&F::REGISTRATION);
+    if fsfilter::scans_data::<F>() {
+        [instance, second, stream, end]
+    } else {
+        [instance, stream, end, end]
+    }
+}
+
 /// `FLT_REGISTRATION` (version 0x0203, Windows 8: the section-conflict callback exists) pointing
 /// at the given tables. Optional callbacks the registration does not declare are NULL, with the
 /// Filter Manager's meaning of NULL.
@@ -204,15 +236,27 @@ impl<F: Filter> StaticTables<F> {
         operation_table::<F>(&F::REGISTRATION);
     const CONTEXTS: [FLT_CONTEXT_REGISTRATION; CONTEXT_TABLE_LEN] =
         context_table::<F>(&F::REGISTRATION);
+    /// Only evaluated (and only in the image) for a filter that declares stream contexts.
+    const STREAM_CONTEXTS: [FLT_CONTEXT_REGISTRATION; STREAM_CONTEXT_TABLE_LEN] =
+        stream_context_table::<F>();
     const REGISTRATION: FLT_REGISTRATION = registration_block::<F>(
         &F::REGISTRATION,
         Self::OPERATIONS.as_ptr(),
-        Self::CONTEXTS.as_ptr(),
+        if fsfilter::stream_context_words::<F>() == 0 {
+            Self::CONTEXTS.as_ptr()
+        } else {
+            Self::STREAM_CONTEXTS.as_ptr()
+        },
     );
 
     /// The `FLT_REGISTRATION` to pass to `FltRegisterFilter`.
     pub fn registration() -> &'static FLT_REGISTRATION {
         const { &Self::REGISTRATION }
+    }
+
+    /// The stream-context table of a filter that declares stream contexts.
+    fn stream_contexts() -> *const FLT_CONTEXT_REGISTRATION {
+        const { &Self::STREAM_CONTEXTS }.as_ptr()
     }
 
     /// The operation table.
@@ -239,10 +283,15 @@ impl RuntimeTables {
         }
     }
 
-    /// Points the registration at the tables beside it and returns it.
-    pub fn link(&mut self) -> *const FLT_REGISTRATION {
+    /// Points the registration at the tables beside it (at `F`'s static stream-context table
+    /// when `F` declares stream contexts) and returns it.
+    pub fn link<F: Filter>(&mut self) -> *const FLT_REGISTRATION {
         self.registration.OperationRegistration = self.operations.as_ptr();
-        self.registration.ContextRegistration = self.contexts.as_ptr();
+        self.registration.ContextRegistration = if fsfilter::stream_context_words::<F>() == 0 {
+            self.contexts.as_ptr()
+        } else {
+            StaticTables::<F>::stream_contexts()
+        };
         &self.registration
     }
 }
