@@ -645,6 +645,12 @@ pub(crate) unsafe fn teardown_complete<F: Filter>(
     state: &DriverState<F>,
     device: *const DEVICE_OBJECT,
 ) {
+    if fsfilter::stream_context_words::<F>() > 0 {
+        // Every stream context of the instance goes first (rule 28).
+        // SAFETY: our device, retired: its teardown started and nothing of it is in flight; the
+        // retirement's worker or unload, at PASSIVE_LEVEL.
+        unsafe { crate::contexts::sweep::<F>(device) };
+    }
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
     let Some(instance) = dispatch::instance_view(device, ext) else { return };

@@ -18,7 +18,7 @@ use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 use crate::attach;
 use crate::dispatch::dispatch;
 use crate::fastio::FastIoTable;
-use crate::state::{DRIVER_TAG, DeviceExt, DeviceKind, DriverState};
+use crate::state::{DRIVER_TAG, DeviceExt, DeviceKind, DriverState, Image};
 
 /// `FILE_DEVICE_DISK_FILE_SYSTEM`, the type of the filter's control device.
 const CONTROL_DEVICE_TYPE: u32 = 0x08;
@@ -61,18 +61,22 @@ pub unsafe fn driver_entry<F: Filter>(
     drop(parameters);
     // Built in place in zeroed pool, not on the kernel stack (the tables are kilobytes).
     // SAFETY: every field `init` does not write is valid as zero: null device pointer, zeroed
-    // events (initialized right below), zero counters and flags, and the pended, deferred-post,
-    // section and load-buffer tables (empty when zero, their invariants).
-    let init = |p: *mut DriverState<F>| {
-        // SAFETY: `p` is the fresh, aligned, zeroed allocation.
-        unsafe { init_fields(p, filter, registration, driver) }
+    // events (initialized right below), zero counters and flags, the pended, deferred-post,
+    // section and load-buffer tables (empty when zero, their invariants), and the stream
+    // contexts' lock and empty list.
+    let init = |p: *mut Image<F>| {
+        // SAFETY: `p` is the fresh, aligned, zeroed allocation; the state is its first field.
+        unsafe { init_fields(p.cast::<DriverState<F>>(), filter, registration, driver) }
     };
     // SAFETY: see above; `init` writes the remaining fields.
-    let state = unsafe { PoolBox::<DriverState<F>>::try_new_zeroed_with(DRIVER_TAG, init) };
-    let state = match state {
+    let image = unsafe { PoolBox::<Image<F>>::try_new_zeroed_with(DRIVER_TAG, init) };
+    let image = match image {
         Ok(s) => s.into_raw(),
         Err(e) => return e.status().0,
     };
+    // The state is the image's first field (`repr(C)`): the same address, the whole block's
+    // provenance (`discard` casts it back).
+    let state = image.cast::<DriverState<F>>();
     // SAFETY: our fresh state in non-paged pool, not shared yet; the events live in it.
     let fresh = unsafe { &mut *state };
     if fsfilter::load_buffers::<F>() {
@@ -80,6 +84,10 @@ pub unsafe fn driver_entry<F: Filter>(
         fresh.load_blocks = blocks;
     }
     attach::init_events(fresh);
+    if fsfilter::stream_context_words::<F>() > 0 {
+        // SAFETY: our fresh image, not shared yet.
+        crate::contexts::init(unsafe { &mut (*image).contexts });
+    }
     // The driver's own unit, which unload gives up.
     fresh.live = AtomicU32::new(1);
     image::set(state.cast());
@@ -238,11 +246,12 @@ unsafe fn delete_channel_link<F: Filter>() {
 }
 
 /// # Safety
-/// `state` must be the published state, unreachable by callbacks.
+/// `state` must be the published state (the image's first field, with the image block's
+/// provenance), unreachable by callbacks.
 unsafe fn discard<F: Filter>(state: *mut DriverState<F>) {
     image::set(core::ptr::null_mut());
-    // SAFETY: the caller guarantees exclusive ownership.
-    drop(unsafe { PoolBox::from_raw(state, DRIVER_TAG) });
+    // SAFETY: the caller guarantees exclusive ownership of the image block the state heads.
+    drop(unsafe { PoolBox::from_raw(state.cast::<Image<F>>(), DRIVER_TAG) });
 }
 
 /// `DriverUnload`: the filter's unload callback is told the unload is mandatory (a service stop

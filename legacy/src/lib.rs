@@ -16,6 +16,7 @@
 
 mod attach;
 pub mod capabilities;
+mod contexts;
 mod dispatch;
 mod entry;
 mod fastio;

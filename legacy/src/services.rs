@@ -5,8 +5,8 @@ use core::marker::PhantomData;
 
 use fsfilter::trace::TraceEvent;
 use fsfilter::{
-    ClientId, DataScanMode, Error, FileNameInformation, Filter, InstanceId, Irql, MessageSent,
-    NameKind, ProcessId, ScanSection, SectionId, Services, Status,
+    ClientId, ContextRequest, DataScanMode, Error, FileNameInformation, Filter, InstanceId, Irql,
+    MessageSent, NameKind, ProcessId, ScanSection, SectionId, Services, Status, StreamContext,
 };
 use fsfilter_kernel::datascan::{
     self, OpenSection, SectionSource, SectionState, SectionTable, TableSections,
@@ -149,6 +149,38 @@ impl<'a, F: Filter> OpServices<'a, F> {
         }
         Ok(ScanSection::new(SectionId(record as usize), TableSections::<Sections<F>>::get(), size))
     }
+
+    /// The stream context of the operation's open stream (rule 28), for a filter that declares
+    /// contexts: refused above `APC_LEVEL` and where no stream is open (outside an operation, in
+    /// pre-create, in the post of a create that opened nothing, in post-close); fast I/O, paging
+    /// I/O and FsFilter callbacks may ask.
+    fn context(&self, request: ContextRequest) -> Result<StreamContext, Error> {
+        if irql::current() > Irql::APC {
+            return Err(Error::INVALID_DEVICE_STATE);
+        }
+        let file = self.file();
+        if file.is_null() {
+            return Err(Error::NOT_SUPPORTED);
+        }
+        if self.fast_io_file.is_null() {
+            let irp = self.operation as *mut IRP;
+            // SAFETY: the running operation's live IRP, at our location.
+            let major = unsafe { crate::view::codes(irp) }.0;
+            let open = match self.stage {
+                Stage::Pre => major != fsfilter::MajorFunction::Create,
+                // SAFETY: the completed create at our location; a failed or reparsed one opened
+                // nothing (rule 27).
+                Stage::PostCreate => unsafe { crate::view::io_status(irp) }.opened(),
+                _ => major != fsfilter::MajorFunction::Close,
+            };
+            if !open {
+                return Err(Error::NOT_SUPPORTED);
+            }
+        }
+        // SAFETY: the operation's file object, opened by the file system and not closed (checked
+        // above), at IRQL <= APC_LEVEL; our device.
+        unsafe { crate::contexts::get(self.state, self.device, file, request) }
+    }
 }
 
 impl<F: Filter> Services for OpServices<'_, F> {
@@ -256,6 +288,14 @@ impl<F: Filter> Services for OpServices<'_, F> {
         // SAFETY: the running create's file object, from our location, at PASSIVE_LEVEL. The
         // filter then completes the IRP with STATUS_REPARSE (`IoStatus::reparse`).
         unsafe { fsfilter_kernel::unicode::replace_file_object_name(self.file(), name) }
+    }
+
+    fn stream_context(&self, request: ContextRequest) -> Result<StreamContext, Error> {
+        if fsfilter::stream_context_words::<F>() == 0 {
+            // No context code in a filter that does not declare contexts (rule 28).
+            return Err(Error::NOT_SUPPORTED);
+        }
+        self.context(request)
     }
 
     fn cancel_file_open(&self, status: Status) -> Result<(), Error> {

@@ -1,0 +1,441 @@
+//! Stream contexts in the legacy model (docs/callback-model.md, rule 28): an
+//! `FSRTL_PER_STREAM_CONTEXT` on the stream's `FSRTL_ADVANCED_FCB_HEADER`, at the head of a block
+//! of the backend's own, for a filter that declares `Filter::STREAM_CONTEXT_WORDS`. Nothing here
+//! is reached, and so nothing of it is linked, in a filter that declares none: every caller tests
+//! `fsfilter::stream_context_words::<F>()` first.
+//!
+//! A block is the FsRtl header (owner: our device attached to the volume, so one owner per
+//! instance; instance: the block itself, so that a removal removes exactly it; `FreeCallback`:
+//! [`free_callback`]), a reference count, a link in the driver's list of attached blocks, the FCB
+//! header it is inserted on, then the words, zeroed. One reference is the attachment's; each
+//! `StreamContext` guard holds one more. The block is freed, after `stream_context_freed`, when
+//! the last goes.
+//!
+//! The driver's context lock (a synchronization event used as a mutex, as the attach lock: usable
+//! at `APC_LEVEL`, and the simulator exports no fast mutex) guards the list and every block's
+//! `attached` flag, and serializes:
+//! - a lookup and the reference it takes with an insert (FsRtl keeps duplicates: a
+//!   `GetOrCreate` looks up and inserts under the lock, so that one context per instance and
+//!   stream wins);
+//! - the backend's own removals (a delete, an instance's teardown) with the file system's
+//!   `FsRtlTeardownPerStreamContexts`: that routine unlinks a context under the header's fast
+//!   mutex, releases it, then calls the `FreeCallback`, which takes this lock. So a block that
+//!   is still attached under this lock is either on its stream's list, or unlinked by a teardown
+//!   whose call of [`free_callback`] has not got this lock yet: either way the FCB it names is
+//!   alive (the file system frees it only after the teardown returns), and
+//!   `FsRtlRemovePerStreamContext` on it answers the block (ours to detach) or NULL (the
+//!   callback's to detach).
+//!
+//! Lock order: the file system's resources (which its teardown, and paging I/O's callers, may
+//! hold), then this lock, then the header's fast mutex (inside the FsRtl routines). Nothing here
+//! calls the file system or takes its resources under this lock.
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use fsfilter::{
+    ContextRequest, Error, Filter, StreamContext, StreamContextBackend, StreamContextId,
+};
+use fsfilter_kernel::constants::{POOL_FLAG_NON_PAGED, fo_flags};
+use fsfilter_kernel::ntos::free_function_field;
+use fsfilter_kernel::pool::pool_tag;
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, KEVENT};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FSRTL_ADVANCED_FCB_HEADER, FSRTL_FLAG2_IS_PAGING_FILE, FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS,
+    FSRTL_PER_STREAM_CONTEXT, FsRtlInsertPerStreamContext, FsRtlLookupPerStreamContextInternal,
+    FsRtlRemovePerStreamContext,
+};
+use windows_sys::Wdk::System::SystemServices::{
+    ExAllocatePool2, ExFreePoolWithTag, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
+};
+use windows_sys::Win32::System::Kernel::SynchronizationEvent;
+
+use crate::state::{DriverState, Image};
+
+/// Pool tag of stream-context blocks.
+const CONTEXT_TAG: u32 = pool_tag(b"FsfC");
+
+/// `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`, in `FSRTL_COMMON_FCB_HEADER.Flags2`.
+const SUPPORTS_FILTER_CONTEXTS: u8 = FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS as u8;
+/// `FSRTL_FLAG2_IS_PAGING_FILE`: NTFS and FAT keep no filter contexts on paging files.
+const IS_PAGING_FILE: u8 = FSRTL_FLAG2_IS_PAGING_FILE as u8;
+
+/// How long a sweep waits before it looks again for a block whose teardown's `FreeCallback` has
+/// not run yet.
+const SWEEP_RETRY_MS: u32 = 1;
+
+/// The driver's stream contexts: the lock and the list of attached blocks. All zero in the image
+/// block (`state::Image`), the lock initialized by [`init`] only for a filter that declares
+/// contexts.
+pub(crate) struct Contexts {
+    /// The context lock: a synchronization event, signalled when free.
+    lock: UnsafeCell<KEVENT>,
+    /// The first attached block, or null; under the lock.
+    head: UnsafeCell<*mut Block>,
+}
+
+/// The head of a context's pool block; the words follow it.
+#[repr(C)]
+struct Block {
+    /// What FsRtl links on the stream's header. First: the `FreeCallback`'s argument is the block.
+    fsrtl: FSRTL_PER_STREAM_CONTEXT,
+    /// The attachment's reference while attached, and one per `StreamContext` guard.
+    refs: AtomicU32,
+    /// In the driver's list, holding the attachment's reference; under the lock.
+    attached: bool,
+    /// The list's links; under the lock.
+    prev: *mut Block,
+    next: *mut Block,
+    /// The stream's FCB header the block was inserted on.
+    header: *mut FSRTL_ADVANCED_FCB_HEADER,
+}
+
+/// Initializes the context lock (free), for a filter that declares contexts.
+pub(crate) fn init(contexts: &mut Contexts) {
+    // SAFETY: the driver state's event storage, in non-paged pool.
+    unsafe { KeInitializeEvent(contexts.lock.get_mut(), SynchronizationEvent, true) };
+}
+
+/// The driver's contexts, beside its state in the image block (`state::Image`).
+fn contexts<'a, F: Filter>() -> Option<&'a Contexts> {
+    let image = fsfilter_kernel::image::get().cast::<Image<F>>();
+    if image.is_null() {
+        return None;
+    }
+    // SAFETY: this image's block, alive until unload discards it after the last sweep; only its
+    // `contexts` field is borrowed.
+    Some(unsafe { &(*image).contexts })
+}
+
+/// Takes the context lock, at IRQL ≤ `APC_LEVEL`.
+#[inline(never)]
+fn lock(c: &Contexts) {
+    let event = c.lock.get();
+    // SAFETY: the driver state's initialized event, in non-paged pool; an untimed wait at IRQL
+    // ≤ APC_LEVEL (every caller checked or runs there).
+    let _ = unsafe { KeWaitForSingleObject(event.cast(), 0, 0, false, core::ptr::null()) };
+}
+
+/// Releases the context lock.
+#[inline(never)]
+fn unlock(c: &Contexts) {
+    // SAFETY: the driver state's initialized event, in non-paged pool.
+    unsafe { KeSetEvent(c.lock.get(), 0, false) };
+}
+
+/// The stream's FCB header when its file system keeps filter contexts on it
+/// (`FsRtlSupportsPerStreamContexts`: `FsContext` set and `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`,
+/// and not a paging file) and the file object is not a volume open.
+///
+/// # Safety
+/// `file` must be a live file object the file system opened and has not closed.
+unsafe fn stream_header(file: *mut FILE_OBJECT) -> Option<*mut FSRTL_ADVANCED_FCB_HEADER> {
+    // SAFETY: the caller's live file object.
+    let f = unsafe { &*file };
+    let header = f.FsContext.cast::<FSRTL_ADVANCED_FCB_HEADER>();
+    if header.is_null() || f.Flags & fo_flags::VOLUME_OPEN != 0 {
+        return None;
+    }
+    // SAFETY: an opened file object's FsContext starts with the file system's common FCB header
+    // (every Windows file system's, "File System Support for Contexts"); Flags2 is in it.
+    let flags2 = unsafe { (*header).Base.Flags2 };
+    (flags2 & (SUPPORTS_FILTER_CONTEXTS | IS_PAGING_FILE) == SUPPORTS_FILTER_CONTEXTS)
+        .then_some(header)
+}
+
+/// `FsRtlLookupPerStreamContext` for our device: the list tested first, as the macro does.
+///
+/// # Safety
+/// `header` must be a live advanced FCB header that keeps filter contexts; the context lock held.
+unsafe fn lookup(
+    header: *mut FSRTL_ADVANCED_FCB_HEADER,
+    owner: *const DEVICE_OBJECT,
+) -> *mut Block {
+    // SAFETY: the caller's live header; the list head is only compared.
+    let list = unsafe { &raw mut (*header).FilterContexts };
+    // SAFETY: as above: the head's forward link, read as the macro reads it.
+    if unsafe { (*list).Flink } == list {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: a live header keeping filter contexts, at IRQL ≤ APC_LEVEL; the first context of
+    // our owner id, which is one of our blocks.
+    unsafe { FsRtlLookupPerStreamContextInternal(header, owner.cast(), core::ptr::null()) }.cast()
+}
+
+/// The words of `block`.
+///
+/// # Safety
+/// `block` must be a live block of filter `F`.
+unsafe fn words_of<'a, F: Filter>(block: *mut Block) -> &'a [AtomicU64] {
+    // SAFETY: the block was allocated with room for the words right after its head (whose size
+    // is a multiple of 8).
+    let first = unsafe { block.add(1) }.cast::<AtomicU64>();
+    // SAFETY: as above: the words, zeroed at the allocation, live while the block is referenced.
+    unsafe { core::slice::from_raw_parts(first, fsfilter::stream_context_words::<F>()) }
+}
+
+/// Answers `Services::stream_context` for the open file object `file` of an operation at our
+/// volume device `device` (the caller checked the IRQL and the stage).
+///
+/// # Safety
+/// `file` must be a live file object the file system opened and has not closed; `device` our
+/// live volume device; at IRQL ≤ `APC_LEVEL`.
+pub(crate) unsafe fn get<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    file: *mut FILE_OBJECT,
+    request: ContextRequest,
+) -> Result<StreamContext, Error> {
+    // SAFETY: the caller's file object.
+    let Some(header) = (unsafe { stream_header(file) }) else {
+        return Err(Error::NOT_SUPPORTED);
+    };
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return Err(Error::NOT_SUPPORTED) };
+    let Some(c) = contexts::<F>() else { return Err(Error::NOT_SUPPORTED) };
+    lock(c);
+    // SAFETY: the live header of the open stream, the lock held.
+    let found = unsafe { lookup(header, device) };
+    let result = if !found.is_null() {
+        // Found on the stream under the lock: attached, so alive (module docs).
+        // SAFETY: one of our blocks, alive.
+        unsafe { (*found).refs.fetch_add(1, Ordering::Relaxed) };
+        Ok((found, false))
+    } else if request == ContextRequest::Get {
+        Err(Error::NOT_FOUND)
+    } else if ext.is_torn_down() {
+        // Read under the lock: the teardown's sweep, which takes it after the teardown started,
+        // finds every block inserted before.
+        Err(Error::FLT_DELETING_OBJECT)
+    } else {
+        // SAFETY: as above.
+        unsafe { create::<F>(c, device, header) }.map(|b| (b, true))
+    };
+    unlock(c);
+    let (block, created) = result?;
+    Ok(StreamContext::new(StreamContextId(block as usize), backend::<F>(), created))
+}
+
+/// Allocates a block, inserts it on the stream and links it in the driver's list: attached, with
+/// the attachment's reference and the caller's.
+///
+/// # Safety
+/// As [`get`], with the context lock held.
+#[expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the fields of a block nobody else sees yet are written in one step"
+)]
+unsafe fn create<F: Filter>(
+    c: &Contexts,
+    device: *const DEVICE_OBJECT,
+    header: *mut FSRTL_ADVANCED_FCB_HEADER,
+) -> Result<*mut Block, Error> {
+    let size = size_of::<Block>() + fsfilter::stream_context_words::<F>() * size_of::<u64>();
+    // SAFETY: a non-zero size and a tag; the block comes back zeroed (words included) or null.
+    let block = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size, CONTEXT_TAG) }.cast::<Block>();
+    if block.is_null() {
+        return Err(Error::INSUFFICIENT_RESOURCES);
+    }
+    // SAFETY: the fresh block, ours alone: its head is written before FsRtl or the list sees it.
+    unsafe {
+        let b = &mut *block;
+        b.fsrtl.OwnerId = device.cast_mut().cast();
+        b.fsrtl.InstanceId = block.cast();
+        b.fsrtl.FreeCallback = free_function_field(free_callback::<F>);
+        b.refs = AtomicU32::new(2);
+        b.attached = true;
+        b.header = header;
+    }
+    // SAFETY: the live header, at IRQL ≤ APC_LEVEL; the block stays in non-paged pool until it
+    // is removed from the stream (or the stream is torn down).
+    let status = unsafe { FsRtlInsertPerStreamContext(header, block.cast()) };
+    if status < 0 {
+        // STATUS_INVALID_DEVICE_REQUEST: no filter contexts after all.
+        // SAFETY: our block, seen by nobody, freed once.
+        unsafe { ExFreePoolWithTag(block.cast(), CONTEXT_TAG) };
+        return Err(Error::NOT_SUPPORTED);
+    }
+    let head = c.head.get();
+    // SAFETY: the list, under the lock; the new block goes first.
+    unsafe {
+        let first = *head;
+        (*block).next = first;
+        if !first.is_null() {
+            (*first).prev = block;
+        }
+        *head = block;
+    }
+    Ok(block)
+}
+
+/// Takes an attached block out of the driver's list (the attachment's reference then belongs to
+/// the caller, who releases it).
+///
+/// # Safety
+/// `block` must be attached; the context lock held.
+#[expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the links of a doubly-linked list, under its lock, change together"
+)]
+unsafe fn detach_block(c: &Contexts, block: *mut Block) {
+    // SAFETY: an attached block and its neighbours, under the lock.
+    unsafe {
+        let (prev, next) = ((*block).prev, (*block).next);
+        if prev.is_null() {
+            *c.head.get() = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*block).attached = false;
+        (*block).prev = core::ptr::null_mut();
+        (*block).next = core::ptr::null_mut();
+    }
+}
+
+/// Removes an attached block from its stream and detaches it, unless the stream's teardown
+/// unlinked it already (its `FreeCallback` then detaches it); says whether it detached it.
+///
+/// # Safety
+/// `block` must be attached; the context lock held.
+unsafe fn remove(c: &Contexts, block: *mut Block) -> bool {
+    // SAFETY: attached under the lock: alive, and its header too (module docs).
+    let b = unsafe { &*block };
+    let (header, owner) = (b.header, b.fsrtl.OwnerId);
+    // SAFETY: a live header, at IRQL ≤ APC_LEVEL; the exact block (owner and instance).
+    let removed = unsafe { FsRtlRemovePerStreamContext(header, owner, block.cast()) };
+    if removed.cast::<Block>() != block {
+        return false;
+    }
+    // SAFETY: attached, the lock held.
+    unsafe { detach_block(c, block) };
+    true
+}
+
+/// Drops one reference of `block`; the last frees it, after `stream_context_freed`.
+///
+/// # Safety
+/// `block` must be a live block of this image's filter `F` and the caller must own the
+/// reference it drops.
+unsafe fn release<F: Filter>(block: *mut Block) {
+    // SAFETY: alive while the caller's reference lasts.
+    if unsafe { (*block).refs.fetch_sub(1, Ordering::AcqRel) } != 1 {
+        return;
+    }
+    // SAFETY: this image's state (alive while it has blocks: unload sweeps them first).
+    if let Some(state) = unsafe { DriverState::<F>::current() } {
+        // SAFETY: the last reference: nobody else reads the words now.
+        state.filter.stream_context_freed(unsafe { words_of::<F>(block) });
+    }
+    // SAFETY: detached and unreferenced: ours alone, freed once.
+    unsafe { ExFreePoolWithTag(block.cast(), CONTEXT_TAG) };
+}
+
+/// The `FreeCallback` of every block, called by `FsRtlTeardownPerStreamContexts` once it unlinked
+/// the block from the stream that goes away (at IRQL ≤ `APC_LEVEL`). It detaches the block and
+/// drops the attachment's reference under the lock, so that a sweep that finds the block gone
+/// from the list finds it freed too (or left to a guard whose callback the unload drains).
+unsafe extern "system" fn free_callback<F: Filter>(buffer: *mut c_void) {
+    let Some(c) = contexts::<F>() else { return };
+    let block = buffer.cast::<Block>();
+    lock(c);
+    // SAFETY: the block FsRtl unlinked: attached (our removal failed for it, or never came), so
+    // alive; the lock held.
+    if unsafe { (*block).attached } {
+        // SAFETY: attached, the lock held.
+        unsafe { detach_block(c, block) };
+        // SAFETY: the attachment's reference, ours now.
+        unsafe { release::<F>(block) };
+    }
+    unlock(c);
+}
+
+/// Removes every block our volume device `device` attached, as its instance's teardown completes
+/// (detach, dismount, unload), so that no `FreeCallback` of ours is called after the driver
+/// unloads. A block that a stream's teardown unlinked already is left to its `FreeCallback`,
+/// which is on its way and takes the lock: the sweep looks again until it is gone.
+///
+/// # Safety
+/// `device` must be our volume device whose teardown started, at `PASSIVE_LEVEL`, once no
+/// operation of it is in flight.
+pub(crate) unsafe fn sweep<F: Filter>(device: *const DEVICE_OBJECT) {
+    let Some(c) = contexts::<F>() else { return };
+    loop {
+        let mut removed: *mut Block = core::ptr::null_mut();
+        let mut left = false;
+        lock(c);
+        // SAFETY: the list, under the lock.
+        let mut cur = unsafe { *c.head.get() };
+        while !cur.is_null() {
+            // SAFETY: an attached block, under the lock.
+            let b = unsafe { &*cur };
+            let (next, owner) = (b.next, b.fsrtl.OwnerId);
+            if owner.cast_const().cast() == device {
+                // SAFETY: attached, the lock held.
+                if unsafe { remove(c, cur) } {
+                    // Chained through its free link, released after the lock.
+                    // SAFETY: detached: its links are ours.
+                    unsafe { (*cur).next = removed };
+                    removed = cur;
+                } else {
+                    left = true;
+                }
+            }
+            cur = next;
+        }
+        unlock(c);
+        while !removed.is_null() {
+            // SAFETY: a block detached above, whose attachment's reference is ours.
+            let next = unsafe { (*removed).next };
+            // SAFETY: as above.
+            unsafe { release::<F>(removed) };
+            removed = next;
+        }
+        if !left {
+            return;
+        }
+        let _ = fsfilter_kernel::timer::sleep(SWEEP_RETRY_MS);
+    }
+}
+
+/// The stream-context backend of filter `F`: the guards' words, releases and deletes.
+struct Backend<F>(PhantomData<fn() -> F>);
+
+fn backend<F: Filter>() -> &'static dyn StreamContextBackend {
+    const { &Backend::<F>(PhantomData) }
+}
+
+impl<F: Filter> StreamContextBackend for Backend<F> {
+    fn words(&self, id: StreamContextId) -> &[AtomicU64] {
+        let block = id.0 as *mut Block;
+        if block.is_null() {
+            return &[];
+        }
+        // SAFETY: a guard's block (ids come only from `get`), referenced while the guard lives.
+        unsafe { words_of::<F>(block) }
+    }
+
+    fn release(&self, id: StreamContextId) {
+        // SAFETY: a guard's block and its reference.
+        unsafe { release::<F>(id.0 as *mut Block) };
+    }
+
+    fn delete(&self, id: StreamContextId) {
+        let block = id.0 as *mut Block;
+        let Some(c) = contexts::<F>() else { return };
+        lock(c);
+        // SAFETY: the guard's block, alive; its flag under the lock.
+        let detached = unsafe { (*block).attached } && unsafe { remove(c, block) };
+        unlock(c);
+        if detached {
+            // SAFETY: the attachment's reference, ours now.
+            unsafe { release::<F>(block) };
+        }
+        // SAFETY: the guard's reference.
+        unsafe { release::<F>(block) };
+    }
+}

@@ -1,0 +1,287 @@
+//! Stream contexts through the legacy backend (docs/callback-model.md, rule 28): the legacy
+//! model's own cases, where the backend, not a Filter Manager, owns the contexts' lifetime
+//! against the file system's `FsRtlTeardownPerStreamContexts` (legacy/src/contexts.rs).
+//!
+//! `Keeper` declares two words; its post-create attaches a context to every file it opens under
+//! `\k\` but `lazy.txt` (word 0: a marker from the name, word 1: the opens), its post-read asks
+//! for the stream's context both ways, and it records what it sees, in order, with its teardown
+//! and `stream_context_freed` callbacks.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+mod common;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+use fsfilter::{
+    ContextRequest, Filter, Instance, InstanceSetup, MajorFunction, Operation, PostFlags,
+    PostOperation, PostOutcome, PreOperation, PreOutcome, Registration, Result, ServiceParameters,
+    Status, TeardownFlags,
+};
+use fsfilter_sim::{CreateOptions, FsKind, Handle, IoMode, Machine, ServiceSpec, StopResult};
+use fsfilter_sim::{VolumeId, VolumeSpec};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FSRTL_ADVANCED_FCB_HEADER, FSRTL_PER_STREAM_CONTEXT, FsRtlRemovePerStreamContext,
+};
+
+const NAME: &str = "Keeper";
+
+thread_local! {
+    /// What the filter saw, in order (the machine runs on the test's thread).
+    static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn log(what: String) {
+    LOG.with(|l| l.borrow_mut().push(what));
+}
+
+fn take_log() -> Vec<String> {
+    LOG.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+/// The marker of a file under `\k\`: its name's first letter.
+fn marker(name: &str) -> Option<u64> {
+    let file = name.strip_prefix(r"\k\")?;
+    file.bytes().next().map(u64::from)
+}
+
+fn words(w: &[AtomicU64]) -> Vec<u64> {
+    w.iter().map(|w| w.load(Ordering::Relaxed)).collect()
+}
+
+/// See the module's documentation.
+struct Keeper;
+
+impl Filter for Keeper {
+    const REGISTRATION: Registration = Registration::new()
+        .operation(Operation::new(MajorFunction::Create).post())
+        .operation(Operation::new(MajorFunction::Read).pre().post())
+        .teardown_callbacks(true, true)
+        .unload_callback(true)
+        .validated();
+    const STREAM_CONTEXT_WORDS: usize = 2;
+    type InstanceContext = ();
+    type CompletionContext = ();
+
+    fn load(_: &dyn ServiceParameters) -> Result<Self> {
+        Ok(Keeper)
+    }
+
+    fn instance_setup(&self, _: &InstanceSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn instance_teardown_start(&self, _: &Instance<'_, ()>, reason: TeardownFlags) {
+        log(format!("teardown start {reason:?}"));
+    }
+
+    fn instance_teardown_complete(&self, _: &Instance<'_, ()>, reason: TeardownFlags) {
+        log(format!("teardown complete {reason:?}"));
+    }
+
+    fn pre_operation(&self, _: &Instance<'_, ()>, _: &mut PreOperation<'_, ()>) -> PreOutcome<()> {
+        PreOutcome::WithPost(())
+    }
+
+    fn post_operation(
+        &self,
+        _: &Instance<'_, ()>,
+        op: &mut PostOperation<'_>,
+        (): (),
+        _: PostFlags,
+    ) -> PostOutcome<()> {
+        let name = op.file_name().map(|n| n.to_string()).unwrap_or_default();
+        let Some(mark) = marker(&name) else { return PostOutcome::Finished };
+        let services = op.services();
+        match op.major() {
+            MajorFunction::Create if op.opened() && !name.ends_with("lazy.txt") => {
+                let c = services.stream_context(ContextRequest::GetOrCreate).unwrap();
+                if c.created() {
+                    c.word(0).unwrap().store(mark, Ordering::Relaxed);
+                }
+                c.word(1).unwrap().fetch_add(1, Ordering::Relaxed);
+                log(format!("open {name} {:?}", words(c.words())));
+            }
+            MajorFunction::Read => {
+                for request in [ContextRequest::Get, ContextRequest::GetOrCreate] {
+                    let answer = services.stream_context(request);
+                    let seen = answer.map(|c| words(c.words())).map_err(|e| e.status());
+                    log(format!("read {name} {request:?} {seen:?}"));
+                }
+            }
+            _ => {}
+        }
+        PostOutcome::Finished
+    }
+
+    fn stream_context_freed(&self, words: &[AtomicU64]) {
+        log(format!("freed {:?}", self::words(words)));
+    }
+}
+
+mod driver {
+    fsfilter_legacy::driver!(super::Keeper);
+}
+
+/// `C:` (NTFS) with `\k\a.txt`, `\k\b.txt` and `\k\lazy.txt`, and `Keeper` on it.
+fn keeper_machine(pender: Option<&str>) -> (Machine, VolumeId) {
+    let mut m = machine();
+    let mut spec = VolumeSpec::new("C:", FsKind::Ntfs);
+    for f in ["a", "b", "lazy"] {
+        spec = spec.file(&format!(r"k\{f}.txt"), &[5; 4096]);
+    }
+    let c = m.add_volume(spec);
+    if let Some(rules) = pender {
+        install_pender(&mut m, rules);
+    }
+    install_legacy(&mut m, ServiceSpec::new(NAME, driver::ENTRY, "legacy"));
+    m.boot();
+    (m, c)
+}
+
+fn open(m: &mut Machine, c: VolumeId, path: &str) -> Handle {
+    m.open(c, path, CreateOptions::open()).unwrap()
+}
+
+/// The contexts FsRtl has linked on the simulated streams: (context, stream).
+fn linked(m: &Machine) -> Vec<(usize, usize)> {
+    m.kernel(|k| k.perstream.linked.iter().map(|(&p, l)| (p, l.stream)).collect())
+}
+
+/// The unload's teardown, as the filter logs it.
+const START: &str = "teardown start TeardownFlags(MANDATORY_FILTER_UNLOAD)";
+const COMPLETE: &str = "teardown complete TeardownFlags(MANDATORY_FILTER_UNLOAD)";
+
+const A: u64 = b'a' as u64;
+const B: u64 = b'b' as u64;
+
+#[test]
+fn unload_removes_every_context_it_inserted_before_it_returns() {
+    let (mut m, c) = keeper_machine(None);
+    let ha = open(&mut m, c, r"k\a.txt");
+    let ha2 = open(&mut m, c, r"k\a.txt");
+    let hb = open(&mut m, c, r"k\b.txt");
+    assert_eq!(
+        take_log(),
+        [r"open \k\a.txt [97, 1]", r"open \k\a.txt [97, 2]", r"open \k\b.txt [98, 1]"]
+    );
+    assert_eq!(linked(&m).len(), 2, "one context per stream");
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    // Both contexts freed, once each, with their words, while the instance tore down: after its
+    // start, before its completion.
+    let l = take_log();
+    assert_eq!(l.first().map(String::as_str), Some(START));
+    assert_eq!(l.last().map(String::as_str), Some(COMPLETE));
+    let mut freed: Vec<&String> = l.iter().filter(|e| e.starts_with("freed")).collect();
+    freed.sort();
+    assert_eq!(freed, [&format!("freed [{A}, 2]"), &format!("freed [{B}, 1]")], "{l:?}");
+    // Nothing of the driver is left on the streams, whose file objects are still open.
+    assert_eq!(linked(&m), []);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    // The streams go afterwards: no FreeCallback of the unloaded driver is called.
+    assert_eq!(m.read(ha, Some(0), 4, IoMode::Cached).data, [5; 4]);
+    for h in [ha, ha2, hb] {
+        assert_eq!(m.close_handle(h), Status::SUCCESS);
+    }
+    m.settle();
+    assert_eq!(take_log(), Vec::<String>::new());
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn an_unload_waits_for_the_free_callback_of_a_context_the_teardown_unlinked() {
+    // On a multiprocessor the file system's FsRtlTeardownPerStreamContexts can unlink a context
+    // (under the header's mutex) and be about to call its FreeCallback when the backend's unload
+    // removes the instance's contexts: FsRtlRemovePerStreamContext no longer finds that one, and
+    // its FreeCallback is still to come. The simulator runs the teardown's two steps back to
+    // back, so the test takes them apart by hand: it unlinks the context as the teardown does,
+    // and calls its FreeCallback in the driver's image 5 ms into the unload.
+    let (mut m, c) = keeper_machine(None);
+    let h = open(&mut m, c, r"k\a.txt");
+    take_log();
+    let [(context, stream)] = linked(&m)[..] else { panic!("{:?}", linked(&m)) };
+    let image = m.kernel(|k| k.perstream.linked[&context].image).expect("inserted by the driver");
+    // SAFETY: the live FCB header of an open stream; what the teardown does first.
+    let unlinked = unsafe {
+        FsRtlRemovePerStreamContext(
+            stream as *const FSRTL_ADVANCED_FCB_HEADER,
+            core::ptr::null(),
+            core::ptr::null(),
+        )
+    };
+    assert_eq!(unlinked as usize, context);
+    // SAFETY: the context the driver inserted, not freed: unlinked, it is the teardown's.
+    let field = unsafe { (*(context as *const FSRTL_PER_STREAM_CONTEXT)).FreeCallback };
+    let free = fsfilter_legacy::fsfilter_kernel::ntos::free_function_from_field(field).unwrap();
+    m.schedule(5, move |m| {
+        let loaded = m.kernel(|k| k.image_loaded(image));
+        log(format!("FreeCallback, driver loaded: {loaded}"));
+        if loaded {
+            // SAFETY: the unlinked context's routine, called once with it, in its image.
+            fsfilter_sim::kernel::call_into(Some(image), || unsafe { free(context as *mut _) });
+        }
+    });
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    m.settle();
+    assert_eq!(
+        take_log(),
+        [START, "FreeCallback, driver loaded: true", &format!("freed [{A}, 1]"), COMPLETE,]
+    );
+    assert!(m.now_ms() >= 5, "the unload waited for the FreeCallback");
+    assert_eq!(linked(&m), []);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), Vec::<String>::new());
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn a_post_callback_after_the_teardown_started_finds_contexts_but_attaches_none() {
+    // The pender below holds the reads 50 ms; the stop comes at 10 ms, starts the teardown and
+    // waits for them. Their post callbacks: the stream with a context finds it (both ways), the
+    // one without gets none (STATUS_FLT_DELETING_OBJECT).
+    let (mut m, c) = keeper_machine(Some("pend:50 read"));
+    let ha = open(&mut m, c, r"k\a.txt");
+    let hl = open(&mut m, c, r"k\lazy.txt");
+    take_log();
+    let stopped = std::rc::Rc::new(std::cell::Cell::new(None));
+    let result = stopped.clone();
+    m.schedule(10, move |m| result.set(Some(m.stop(NAME))));
+    m.schedule(1, move |m| {
+        assert_eq!(m.read(hl, Some(0), 512, IoMode::NonCached).status, Status::SUCCESS);
+    });
+    assert_eq!(m.read(ha, Some(0), 512, IoMode::NonCached).status, Status::SUCCESS);
+    m.settle();
+    assert_eq!(stopped.get(), Some(StopResult::Unloaded));
+    let l = take_log();
+    let deleting = Err::<Vec<u64>, _>(Status::FLT_DELETING_OBJECT);
+    let not_found = Err::<Vec<u64>, _>(Status::NOT_FOUND);
+    assert_eq!(
+        l,
+        [
+            START.to_owned(),
+            format!(r"read \k\a.txt Get {:?}", Ok::<_, Status>(vec![A, 1])),
+            format!(r"read \k\a.txt GetOrCreate {:?}", Ok::<_, Status>(vec![A, 1])),
+            format!(r"read \k\lazy.txt Get {not_found:?}"),
+            format!(r"read \k\lazy.txt GetOrCreate {deleting:?}"),
+            format!("freed [{A}, 1]"),
+            COMPLETE.to_owned(),
+        ]
+    );
+    assert_eq!(linked(&m), []);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    for h in [ha, hl] {
+        assert_eq!(m.close_handle(h), Status::SUCCESS);
+    }
+    m.settle();
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
