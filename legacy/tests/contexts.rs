@@ -285,3 +285,62 @@ fn a_post_callback_after_the_teardown_started_finds_contexts_but_attaches_none()
     m.settle();
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
+
+#[test]
+fn a_dismount_with_a_stream_open_frees_its_context_at_the_last_close_before_the_teardown() {
+    // Dismounted with a file open, the volume's device stays until that file's last close. The
+    // close tears the stream down (the file system's FsRtlTeardownPerStreamContexts calls the
+    // backend's FreeCallback), then the file system deletes the volume device: the instance's
+    // teardown starts (FastIoDetachDevice) and completes with no context left to remove.
+    let mut m = machine();
+    let f = m.add_volume(VolumeSpec::new("F:", FsKind::Fat).file(r"k\a.txt", &[5; 512]));
+    install_legacy(&mut m, ServiceSpec::new(NAME, driver::ENTRY, "legacy"));
+    m.boot();
+    let h = open(&mut m, f, r"k\a.txt");
+    assert_eq!(take_log(), [r"open \k\a.txt [97, 1]"]);
+    assert_eq!(m.dismount(f), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), Vec::<String>::new(), "nothing goes while the file is open");
+    assert_eq!(linked(&m).len(), 1);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    m.settle();
+    assert_eq!(
+        take_log(),
+        [
+            format!("freed [{A}, 1]"),
+            "teardown start TeardownFlags(VOLUME_DISMOUNT)".to_owned(),
+            "teardown complete TeardownFlags(VOLUME_DISMOUNT)".to_owned(),
+        ]
+    );
+    assert_eq!(linked(&m), []);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    assert_eq!(take_log(), Vec::<String>::new());
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn the_last_close_of_a_stream_frees_its_context_through_the_free_callback() {
+    // The file system's teardown of the stream, while the filter stays: FreeCallback, freed once
+    // with the final words, nothing left on the stream or in the backend's list (the unload that
+    // follows has nothing to remove).
+    let (mut m, c) = keeper_machine(None);
+    let h1 = open(&mut m, c, r"k\b.txt");
+    let h2 = open(&mut m, c, r"k\b.txt");
+    assert_eq!(m.close_handle(h1), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), [r"open \k\b.txt [98, 1]", r"open \k\b.txt [98, 2]"]);
+    assert_eq!(m.close_handle(h2), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), [format!("freed [{B}, 2]")]);
+    assert_eq!(linked(&m), []);
+    // Opened again: a new context.
+    let h = open(&mut m, c, r"k\b.txt");
+    assert_eq!(take_log(), [r"open \k\b.txt [98, 1]"]);
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), [format!("freed [{B}, 1]")]);
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    assert_eq!(take_log(), [START, COMPLETE]);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
