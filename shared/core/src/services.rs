@@ -454,8 +454,9 @@ pub trait Services {
     /// post-close, for a volume open, and where the file system keeps no filter contexts for the
     /// stream (no `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS` in its header, or a paging file).
     /// [`ContextRequest::Get`] without a context: `STATUS_NOT_FOUND`.
-    /// [`ContextRequest::GetOrCreate`] once the instance's teardown has started:
-    /// `STATUS_FLT_DELETING_OBJECT`; when the context cannot be allocated:
+    /// Once the instance's teardown has started, a context still attached is found, but
+    /// [`ContextRequest::GetOrCreate`] attaches none: `STATUS_FLT_DELETING_OBJECT`; when the
+    /// context cannot be allocated:
     /// `STATUS_INSUFFICIENT_RESOURCES`. The default answers `STATUS_NOT_SUPPORTED`.
     fn stream_context(&self, request: ContextRequest) -> Result<StreamContext, Error> {
         let _ = request;

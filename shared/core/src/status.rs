@@ -366,8 +366,8 @@ impl Error {
     pub const FLT_DO_NOT_ATTACH: Error = Error(Status::FLT_DO_NOT_ATTACH);
     /// `STATUS_FLT_DO_NOT_DETACH`: refuse a detach or a non-mandatory unload.
     pub const FLT_DO_NOT_DETACH: Error = Error(Status::FLT_DO_NOT_DETACH);
-    /// `STATUS_FLT_DELETING_OBJECT`: a stream context asked for once the instance's teardown
-    /// started (rule 28).
+    /// `STATUS_FLT_DELETING_OBJECT`: no new stream context once the instance's teardown started
+    /// (rule 28).
     pub const FLT_DELETING_OBJECT: Error = Error(Status::FLT_DELETING_OBJECT);
 }
 
