@@ -70,6 +70,8 @@ fn every_sample_inf_passes_and_says_what_windows_needs() {
         "gate-legacy",
         "redirect-minifilter",
         "redirect-legacy",
+        "tally-minifilter",
+        "tally-legacy",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not found in {names:?}");
     }
@@ -443,6 +445,7 @@ const DOCUMENTED: &[(&str, &[fsfilter::ParameterDoc])] = &[
     ("spy", spy::PARAMETERS),
     ("gate", gate::PARAMETERS),
     ("redirect", redirect::PARAMETERS),
+    ("tally", tally::PARAMETERS),
 ];
 
 #[test]
@@ -513,6 +516,12 @@ fn every_inf_writes_every_documented_parameter_at_its_default() {
                 assert_eq!(text(m.new_prefix()), r"\Device\HarddiskVolume1\a\b", "{}", report.file);
                 assert!(r.notes(), "{}", report.file);
             }
+            "tally" => {
+                // No parameters: it loads from an empty key and writes none.
+                assert!(params.is_empty(), "{}: {params:?}", report.file);
+                let tally = <tally::Tally as Filter>::load(&parameters).unwrap();
+                assert_eq!(tally.totals(), tally::Totals::default(), "{}", report.file);
+            }
             other => panic!("{other}: unknown sample"),
         }
     }
@@ -547,7 +556,7 @@ fn check_inf_exits_non_zero_and_names_file_section_and_key() {
     let output = Command::new(xtask).arg("check-inf").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 12, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains(".inf: ok")).count(), 14, "{stdout}");
 
     let dir = std::env::temp_dir().join(format!("xtask-inf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -43,12 +43,15 @@
 //! [`StreamTally::generation`]. A truncation (`FileEndOfFileInformation`) does not: the framework
 //! shows a filter no set-information buffer, so the new size is unknown to it.
 //!
-//! Mapping to ctx: its context registration → [`Filter::STREAM_CONTEXT_WORDS`] (the backends
-//! register it); its post-create, which allocates and sets the stream context keeping one that
-//! exists (`FLT_SET_CONTEXT_KEEP_IF_EXISTS`) → [`ContextRequest::GetOrCreate`]; its later
-//! `FltGetStreamContext` → [`ContextRequest::Get`]; its context cleanup callback →
-//! [`Filter::stream_context_freed`]. Unlike ctx it keeps only stream contexts (no instance, file or
-//! stream-handle contexts, and no names), and counts.
+//! Mapping to ctx (its `operations.c`): its post-create, which finds or creates the stream
+//! context (`CtxFindOrCreateStreamContext`, creating) and counts the create →
+//! [`ContextRequest::GetOrCreate`] in post-create, counting [`word::OPENS`]; its pre-cleanup,
+//! which finds it without creating and counts the cleanup → [`ContextRequest::Get`] in
+//! pre-cleanup, counting [`word::CLEANUPS`]; its context registration and cleanup callback →
+//! [`Filter::STREAM_CONTEXT_WORDS`] (the backends register it) and
+//! [`Filter::stream_context_freed`]. Unlike ctx it keeps only stream contexts (no instance, file
+//! or stream-handle contexts), no names (so no lock: every word is an atomic), counts reads and
+//! writes, and notes its counts.
 
 #![no_std]
 #![forbid(unsafe_code)]
