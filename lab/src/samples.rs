@@ -109,6 +109,17 @@ pub const SAMPLES: &[Sample] = &[
         check: |p| redirect::Redirect::from_parameters(p).map(drop).map_err(|e| e.to_string()),
         channel: None,
     },
+    Sample {
+        name: "tally",
+        summary: "counts each stream's opens, reads, writes and bytes in a stream context (ctx)",
+        minifilter: tally_minifilter::ENTRY,
+        legacy: tally_legacy::ENTRY,
+        group: "FSFilter Activity Monitor",
+        parameters: tally::PARAMETERS,
+        // Reads no parameters: loads whatever the key holds.
+        check: |_| Ok(()),
+        channel: None,
+    },
 ];
 
 /// The sample named `name`.

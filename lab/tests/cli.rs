@@ -126,6 +126,9 @@ fn check_and_samples() {
     for p in ["redirect — ", "FSFilter Virtualization", "OldName", "NewName"] {
         assert!(t.contains(p), "{p} in {t}");
     }
+    assert!(t.contains("tally — counts each stream's opens"), "{t}");
+    let tally = t.split("tally — ").nth(1).unwrap_or_default();
+    assert!(tally.contains("parameters: none"), "{t}");
 }
 
 #[test]

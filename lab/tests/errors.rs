@@ -31,7 +31,7 @@ fn unknown_keys_are_named_with_a_suggestion() {
 fn unknown_samples_and_drivers() {
     assert_eq!(
         error("[[driver]]\nname = \"A\"\nsample = \"filespy\"\nmodel = \"legacy\"\n"),
-        "bad.toml:3: driver[0].sample: unknown sample `filespy` (samples: passthrough, probe, scanner, spy, gate, redirect)"
+        "bad.toml:3: driver[0].sample: unknown sample `filespy` (samples: passthrough, probe, scanner, spy, gate, redirect, tally)"
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"load\"\ndriver = \"Ghost\"\n")),
