@@ -324,8 +324,8 @@ impl Tally {
     }
 
     /// The stream's context, when it has one: `None` counts the operation as untracked when the
-    /// stream has none (`STATUS_NOT_FOUND`); other refusals (a volume open, a pipe, an IRQL too
-    /// high) are not the stream's to count.
+    /// stream has none (`STATUS_NOT_FOUND`); other refusals (a volume open, a paging file, an
+    /// IRQL too high) are not the stream's to count.
     fn find(&self, services: &dyn Services) -> Option<StreamContext> {
         match services.stream_context(ContextRequest::Get) {
             Ok(c) => Some(c),
@@ -1137,7 +1137,7 @@ mod tests {
         w.cleanup(A);
         assert!(w.contexts.tally(A).is_none(), "Get never attaches");
         assert_eq!(w.tally.totals(), Totals { untracked: 3, ..Totals::default() });
-        // A stream without filter contexts (a volume open, a pipe) is not a stream to count.
+        // A stream without filter contexts (a volume open, a paging file) is not one to count.
         let lazy =
             LazyHeader::ready(header(MajorFunction::Cleanup, A, Kind::Cached, Parameters::None));
         let f = w.services(A, Irql::PASSIVE, Some(Error::NOT_SUPPORTED));
