@@ -1,0 +1,81 @@
+//! The tally sample in the lab (lab/scenarios/tally.toml): a legacy and a minifilter tally count
+//! the same workload, each in its own stream contexts, and note the same tallies at the same
+//! cleanups; the same with either filter under the other model (`Scenario::with_model`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use fsfilter::Status;
+use fsfilter_lab::run::{Run, run};
+use fsfilter_lab::scenario::{Model, Scenario, parse};
+use fsfilter_sim::{Callback, EventKind};
+
+fn scenario() -> Scenario {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/tally.toml");
+    parse(path, &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `driver`'s notes: (step, text).
+fn notes(r: &Run, driver: &str) -> Vec<(u32, String)> {
+    r.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Callback { driver: d, callback: Callback::Note { text }, .. }
+                if d.as_str() == driver =>
+            {
+                Some((e.step.unwrap(), text.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What each filter notes: `report.txt`'s tally at its second handle's cleanup (step 12), then
+/// `notes.txt`'s at its handle's (step 13), with the totals of `report.txt`'s context, freed when
+/// its stream was torn down at the close of step 12.
+const NOTES: [(u32, &str); 3] = [
+    (
+        12,
+        "tally: last handle of stream 1: opens 2; reads 4 (fast 1, noncached 1) 105 B; writes 1 \
+         (fast 1, noncached 0) 9 B; paging reads 0 (0 B), writes 1 (512 B); fast I/O declined 0",
+    ),
+    (
+        13,
+        "tally: last handle of stream 2: opens 1; reads 2 (fast 0, noncached 1) 21 B; writes 0 \
+         (fast 0, noncached 0) 0 B; paging reads 0 (0 B), writes 0 (0 B); fast I/O declined 0",
+    ),
+    (
+        13,
+        "tally: freed 1 of 2 contexts, 0 untracked: opens 2; reads 4 (fast 1, noncached 1) 105 B; \
+         writes 1 (fast 1, noncached 0) 9 B; paging reads 0 (0 B), writes 1 (512 B); fast I/O \
+         declined 0",
+    ),
+];
+
+fn expected() -> Vec<(u32, String)> {
+    NOTES.iter().map(|(step, text)| (*step, (*text).to_owned())).collect()
+}
+
+#[test]
+fn both_models_note_the_same_tallies_of_the_same_workload() {
+    let r = run(&scenario());
+    assert!(!r.has_findings());
+    assert!(
+        r.steps.iter().all(|s| matches!(s.status, Status::SUCCESS | Status::PENDING)),
+        "{:?}",
+        r.steps
+    );
+    assert_eq!(notes(&r, "TallyLegacy"), expected());
+    assert_eq!(notes(&r, "TallyMini"), expected());
+}
+
+#[test]
+fn the_tallies_are_the_same_with_either_filter_under_either_model() {
+    let s = scenario();
+    for (driver, model) in [("TallyLegacy", Model::Minifilter), ("TallyMini", Model::Legacy)] {
+        let r = run(&s.with_model(driver, model));
+        assert!(!r.has_findings(), "{driver} {model:?}");
+        for d in ["TallyLegacy", "TallyMini"] {
+            assert_eq!(notes(&r, d), expected(), "{d}, with {driver} as {model:?}");
+        }
+    }
+}
