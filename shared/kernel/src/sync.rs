@@ -1,11 +1,37 @@
-//! `SpinLock<T>`: a kernel spin lock (`KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock`) around
-//! a value. Acquiring raises to `DISPATCH_LEVEL`, so it can be taken from post callbacks and
-//! completion routines; the guarded code must not block or touch pageable memory.
+//! Locks.
+//!
+//! - `SpinLock<T>`: a kernel spin lock (`KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock`)
+//!   around a value. Acquiring raises to `DISPATCH_LEVEL`, so it can be taken from post callbacks
+//!   and completion routines; the guarded code must not block or touch pageable memory.
+//! - [`initialize_fast_mutex`]: `ExInitializeFastMutex`, an inline of wdm.h, for a `FAST_MUTEX`
+//!   taken with `ExAcquireFastMutex` / `ExReleaseFastMutex` (ntoskrnl exports on x64): held at
+//!   `APC_LEVEL`, so no normal kernel APC (a suspension) stops its owner while it holds it.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 
+use windows_sys::Wdk::Foundation::FAST_MUTEX;
+use windows_sys::Wdk::System::SystemServices::{FM_LOCK_BIT, KeInitializeEvent};
+use windows_sys::Win32::System::Kernel::SynchronizationEvent;
+
 use crate::ntos::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+
+/// `ExInitializeFastMutex` (a `FORCEINLINE` of wdm.h, so the driver does it): the mutex free
+/// (`Count` = `FM_LOCK_BIT`), no owner, no contention, and its gate a synchronization event, not
+/// signalled.
+///
+/// # Safety
+/// `mutex` must point to writable storage for a `FAST_MUTEX` in non-paged memory, 8-byte
+/// aligned (its reference page), that no thread uses meanwhile.
+pub unsafe fn initialize_fast_mutex(mutex: *mut FAST_MUTEX) {
+    // SAFETY: the caller's storage, ours alone meanwhile.
+    let m = unsafe { &mut *mutex };
+    m.Count = FM_LOCK_BIT as i32;
+    m.Owner = core::ptr::null_mut();
+    m.Contention = 0;
+    // SAFETY: the mutex's own event, in the caller's non-paged storage.
+    unsafe { KeInitializeEvent(&raw mut m.Event, SynchronizationEvent, false) };
+}
 
 /// A value guarded by a `KSPIN_LOCK`. It must live in non-paged memory (a static, or pool).
 pub struct SpinLock<T> {
