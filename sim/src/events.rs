@@ -194,6 +194,11 @@ pub enum Rule {
     /// (`FsRtlLookupPerStreamContext`'s page); a removal that takes a context another driver
     /// inserted.
     PerStreamContextMisuse,
+    /// A fast mutex misused (`ExReleaseFastMutex`'s page): released by a thread that does not
+    /// own it, or free; released below `APC_LEVEL`, where its acquisition left the caller (the
+    /// IRQL lowered meanwhile, or fast mutexes released in another order than the reverse of
+    /// their acquisition).
+    FastMutexMisuse,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -260,6 +265,7 @@ impl Rule {
             Rule::PerStreamContextLinkedAtUnload => "PER_STREAM_CONTEXT_LINKED_AT_UNLOAD",
             Rule::PerStreamContextFreedWhileLinked => "PER_STREAM_CONTEXT_FREED_WHILE_LINKED",
             Rule::PerStreamContextMisuse => "PER_STREAM_CONTEXT_MISUSE",
+            Rule::FastMutexMisuse => "FAST_MUTEX_MISUSE",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

@@ -178,6 +178,8 @@ pub struct Kernel {
     pub fltmgr: crate::fltmgr::FltMgr,
     /// FsRtl per-stream contexts linked on the file systems' streams.
     pub perstream: crate::perstream::PerStreamContexts,
+    /// Fast mutexes: the holds kept aside while one is lent (`fastmutex.rs`).
+    pub fast_mutexes: crate::fastmutex::FastMutexes,
     /// MDLs the kernel allocated (`IoAllocateMdl` and the I/O manager's own).
     pub mdls: FastMap<usize, crate::mem::Block>,
     /// The image that allocated each MDL of `IoAllocateMdl` (the I/O manager's own MDLs are not
@@ -562,6 +564,7 @@ impl Kernel {
             sections: crate::sections::Sections::default(),
             fltmgr: crate::fltmgr::FltMgr::default(),
             perstream: crate::perstream::PerStreamContexts::default(),
+            fast_mutexes: crate::fastmutex::FastMutexes::default(),
             mdls: FastMap::default(),
             mdl_images: FastMap::default(),
             current_request: None,

@@ -21,6 +21,7 @@
 pub mod cancel;
 pub mod events;
 pub mod exports;
+pub mod fastmutex;
 pub mod faults;
 pub mod files;
 pub mod fltmgr;

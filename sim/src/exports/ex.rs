@@ -1,11 +1,12 @@
-//! Executive (Ex) exports: pool, system work items.
+//! Executive (Ex) exports: pool, system work items, fast mutexes.
 
 use std::ffi::c_void;
 
-use windows_sys::Wdk::Foundation::{POOL_TYPE, WORK_QUEUE_ITEM};
+use windows_sys::Wdk::Foundation::{FAST_MUTEX, POOL_TYPE, WORK_QUEUE_ITEM};
 use windows_sys::Wdk::System::SystemServices::WORK_QUEUE_TYPE;
 
 use crate::events::Rule;
+use crate::fastmutex::Acquire;
 use crate::kernel::{self, DISPATCH_LEVEL};
 
 use crate::pool::{
@@ -139,5 +140,33 @@ export! { windows_sys::Wdk::System::SystemServices::ExQueueWorkItem =>
                 }
             }),
         );
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ExAcquireFastMutex =>
+    /// `ExAcquireFastMutex` (an x64 ntoskrnl export): at IRQL <= `APC_LEVEL`, raises to
+    /// `APC_LEVEL` and saves the caller's IRQL in `OldIrql`; waits while another thread owns the
+    /// mutex. Not recursive. docs/simulator.md, "Fast mutexes"; `fastmutex.rs`.
+    fn ExAcquireFastMutex(fastmutex: *mut FAST_MUTEX) {
+        // SAFETY: NULL (reported) or the caller's initialized fast mutex.
+        let _ = unsafe { crate::fastmutex::acquire(fastmutex, Acquire::Wait) };
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ExTryToAcquireFastMutex =>
+    /// `ExTryToAcquireFastMutex`: as `ExAcquireFastMutex` when the mutex is free (TRUE); FALSE,
+    /// at the caller's IRQL, when any thread owns it.
+    fn ExTryToAcquireFastMutex(fastmutex: *mut FAST_MUTEX) -> bool {
+        // SAFETY: NULL (reported) or the caller's initialized fast mutex.
+        unsafe { crate::fastmutex::acquire(fastmutex, Acquire::Try) }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::ExReleaseFastMutex =>
+    /// `ExReleaseFastMutex`: by the owner, at `APC_LEVEL`; restores the IRQL saved at the
+    /// acquisition.
+    fn ExReleaseFastMutex(fastmutex: *mut FAST_MUTEX) {
+        // SAFETY: NULL (reported) or the caller's initialized fast mutex.
+        unsafe { crate::fastmutex::release(fastmutex) };
     }
 }
