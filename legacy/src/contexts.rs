@@ -11,9 +11,10 @@
 //! `StreamContext` guard holds one more. The block is freed, after `stream_context_freed`, when
 //! the last goes.
 //!
-//! The driver's context lock (a synchronization event used as a mutex, as the attach lock: usable
-//! at `APC_LEVEL`, and the simulator exports no fast mutex) guards the list and every block's
-//! `attached` flag, and serializes:
+//! The driver's context lock (a fast mutex: `ExAcquireFastMutex` raises to `APC_LEVEL`, so no
+//! normal kernel APC, a thread suspension among them, stops its owner while it holds it and every
+//! thread that touches stream contexts, the file system's teardown included, waits behind it)
+//! guards the list and every block's `attached` flag, and serializes:
 //! - a lookup and the reference it takes with an insert (FsRtl keeps duplicates: a
 //!   `GetOrCreate` looks up and inserts under the lock, so that one context per instance and
 //!   stream wins);
@@ -28,7 +29,11 @@
 //!
 //! Lock order: the file system's resources (which its teardown, and paging I/O's callers, may
 //! hold), then this lock, then the header's fast mutex (inside the FsRtl routines). Nothing here
-//! calls the file system or takes its resources under this lock.
+//! calls the file system or takes its resources under this lock, and nothing waits under it (the
+//! sweep sleeps with it released): what runs under it runs at `APC_LEVEL`, the FsRtl routines,
+//! `ExAllocatePool2` and `ExFreePoolWithTag` of non-paged pool, and the filter's
+//! `stream_context_freed` when a `FreeCallback` drops the last reference (rule 28: at IRQL ≤
+//! `APC_LEVEL`).
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -41,16 +46,16 @@ use fsfilter::{
 use fsfilter_kernel::constants::{POOL_FLAG_NON_PAGED, fo_flags};
 use fsfilter_kernel::ntos::free_function_field;
 use fsfilter_kernel::pool::pool_tag;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FILE_OBJECT, KEVENT};
+use fsfilter_kernel::sync::initialize_fast_mutex;
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_MUTEX, FILE_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::{
     FSRTL_ADVANCED_FCB_HEADER, FSRTL_FLAG2_IS_PAGING_FILE, FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS,
     FSRTL_PER_STREAM_CONTEXT, FsRtlInsertPerStreamContext, FsRtlLookupPerStreamContextInternal,
     FsRtlRemovePerStreamContext,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    ExAllocatePool2, ExFreePoolWithTag, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
+    ExAcquireFastMutex, ExAllocatePool2, ExFreePoolWithTag, ExReleaseFastMutex,
 };
-use windows_sys::Win32::System::Kernel::SynchronizationEvent;
 
 use crate::state::{DriverState, Image};
 
@@ -70,8 +75,8 @@ const SWEEP_RETRY_MS: u32 = 1;
 /// block (`state::Image`), the lock initialized by [`init`] only for a filter that declares
 /// contexts.
 pub(crate) struct Contexts {
-    /// The context lock: a synchronization event, signalled when free.
-    lock: UnsafeCell<KEVENT>,
+    /// The context lock: a fast mutex.
+    lock: UnsafeCell<FAST_MUTEX>,
     /// The first attached block, or null; under the lock.
     head: UnsafeCell<*mut Block>,
 }
@@ -94,8 +99,9 @@ struct Block {
 
 /// Initializes the context lock (free), for a filter that declares contexts.
 pub(crate) fn init(contexts: &mut Contexts) {
-    // SAFETY: the driver state's event storage, in non-paged pool.
-    unsafe { KeInitializeEvent(contexts.lock.get_mut(), SynchronizationEvent, true) };
+    // SAFETY: the image block's fast mutex storage, in non-paged pool, 8-byte aligned (the
+    // block is), used by nobody yet.
+    unsafe { initialize_fast_mutex(contexts.lock.get_mut()) };
 }
 
 /// The driver's contexts, beside its state in the image block (`state::Image`).
@@ -109,20 +115,22 @@ fn contexts<'a, F: Filter>() -> Option<&'a Contexts> {
     Some(unsafe { &(*image).contexts })
 }
 
-/// Takes the context lock, at IRQL ≤ `APC_LEVEL`.
+/// Takes the context lock, at IRQL ≤ `APC_LEVEL`; the caller goes on at `APC_LEVEL` until
+/// [`unlock`].
 #[inline(never)]
 fn lock(c: &Contexts) {
-    let event = c.lock.get();
-    // SAFETY: the driver state's initialized event, in non-paged pool; an untimed wait at IRQL
-    // ≤ APC_LEVEL (every caller checked or runs there).
-    let _ = unsafe { KeWaitForSingleObject(event.cast(), 0, 0, false, core::ptr::null()) };
+    // SAFETY: the image block's initialized fast mutex, in non-paged pool, at IRQL ≤ APC_LEVEL
+    // (every caller checked or runs there), never held by this thread already (no caller takes
+    // it twice).
+    unsafe { ExAcquireFastMutex(c.lock.get()) };
 }
 
-/// Releases the context lock.
+/// Releases the context lock, from the thread that took it, at `APC_LEVEL` (where [`lock`] left
+/// it): back to the IRQL it was taken at.
 #[inline(never)]
 fn unlock(c: &Contexts) {
-    // SAFETY: the driver state's initialized event, in non-paged pool.
-    unsafe { KeSetEvent(c.lock.get(), 0, false) };
+    // SAFETY: the image block's fast mutex, held by this thread.
+    unsafe { ExReleaseFastMutex(c.lock.get()) };
 }
 
 /// The stream's FCB header when its file system keeps filter contexts on it
@@ -338,7 +346,8 @@ unsafe fn release<F: Filter>(block: *mut Block) {
 /// The `FreeCallback` of every block, called by `FsRtlTeardownPerStreamContexts` once it unlinked
 /// the block from the stream that goes away (at IRQL ≤ `APC_LEVEL`). It detaches the block and
 /// drops the attachment's reference under the lock, so that a sweep that finds the block gone
-/// from the list finds it freed too (or left to a guard whose callback the unload drains).
+/// from the list finds it freed too (or left to a guard whose callback the unload drains): when
+/// that reference is the last, `stream_context_freed` runs under the lock, at `APC_LEVEL`.
 unsafe extern "system" fn free_callback<F: Filter>(buffer: *mut c_void) {
     let Some(c) = contexts::<F>() else { return };
     let block = buffer.cast::<Block>();

@@ -63,7 +63,8 @@ pub unsafe fn driver_entry<F: Filter>(
     // SAFETY: every field `init` does not write is valid as zero: null device pointer, zeroed
     // events (initialized right below), zero counters and flags, the pended, deferred-post,
     // section and load-buffer tables (empty when zero, their invariants), and the stream
-    // contexts' lock and empty list.
+    // contexts' empty list and lock (a fast mutex, initialized right below for a filter that
+    // declares contexts, untouched otherwise).
     let init = |p: *mut Image<F>| {
         // SAFETY: `p` is the fresh, aligned, zeroed allocation; the state is its first field.
         unsafe { init_fields(p.cast::<DriverState<F>>(), filter, registration, driver) }

@@ -103,6 +103,15 @@ thread_local! {
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// The IRQL of each `stream_context_freed`, in order.
+    static FREED_AT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_freed_at() -> Vec<u8> {
+    FREED_AT.with(|f| std::mem::take(&mut *f.borrow_mut()))
+}
+
 fn log(what: String) {
     LOG.with(|l| l.borrow_mut().push(what));
 }
@@ -188,6 +197,7 @@ impl Filter for Keeper {
 
     fn stream_context_freed(&self, words: &[AtomicU64]) {
         log(format!("freed {:?}", self::words(words)));
+        FREED_AT.with(|f| f.borrow_mut().push(fsfilter_sim::kernel::current_irql()));
     }
 }
 
@@ -406,5 +416,27 @@ fn the_last_close_of_a_stream_frees_its_context_through_the_free_callback() {
     assert_eq!(take_log(), [format!("freed [{B}, 1]")]);
     assert_eq!(m.stop(NAME), StopResult::Unloaded);
     assert_eq!(take_log(), [START, COMPLETE]);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
+fn a_free_callback_frees_at_apc_level_under_the_context_lock_and_the_unload_at_passive_level() {
+    // The context lock is a fast mutex (ExAcquireFastMutex raises to APC_LEVEL). The file
+    // system's teardown at the last close calls the FreeCallback, which drops the attachment's
+    // reference, the last, under the lock: stream_context_freed runs at APC_LEVEL (rule 28: at
+    // IRQL <= APC_LEVEL). The unload's sweep removes the other context under the lock and
+    // releases it after: PASSIVE_LEVEL.
+    let (mut m, c) = keeper_machine(None);
+    let ha = open(&mut m, c, r"k\a.txt");
+    let _hb = open(&mut m, c, r"k\b.txt");
+    take_log();
+    take_freed_at();
+    assert_eq!(m.close_handle(ha), Status::SUCCESS);
+    m.settle();
+    assert_eq!(take_log(), [format!("freed [{A}, 1]")]);
+    assert_eq!(take_freed_at(), [1], "APC_LEVEL, under the fast mutex");
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    assert_eq!(take_log(), [START.to_owned(), format!("freed [{B}, 1]"), COMPLETE.to_owned()]);
+    assert_eq!(take_freed_at(), [0], "PASSIVE_LEVEL, after the lock");
     assert!(findings(&m).is_empty(), "{:?}", findings(&m));
 }
