@@ -607,3 +607,199 @@ fn a_failed_transfer_leaves_the_position_at_its_start_but_a_fast_end_of_file_doe
     assert_eq!(m.file_contents(c, "plain.txt").unwrap(), b"plain");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// The attributes `path` reports in its basic information (0x80, `FILE_ATTRIBUTE_NORMAL`, for
+/// none), through a handle that asks for nothing but reading them.
+fn attributes_of(m: &mut Machine, c: VolumeId, path: &str) -> u32 {
+    let o = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES | access::SYNCHRONIZE);
+    let h = m.open(c, path, o).unwrap();
+    let q = m.query_information(h, fi::BASIC, 40);
+    m.close_handle(h);
+    assert_eq!(q.status, Status::SUCCESS, "{path}");
+    u32::from_le_bytes(q.data[32..36].try_into().unwrap())
+}
+
+/// A create of `path` with disposition `d` (and otherwise `o`): its status and information, the
+/// handle it opened closed at once.
+fn dispose(m: &mut Machine, c: VolumeId, path: &str, o: CreateOptions, d: u32) -> (Status, usize) {
+    let r = m.create(c, path, o.disposition(d));
+    if let Some(h) = r.handle {
+        m.close_handle(h);
+    }
+    (r.status, r.information)
+}
+
+#[test]
+fn every_disposition_opens_creates_replaces_or_refuses_as_documented() {
+    // The NtCreateFile reference page's dispositions and the create results in the information
+    // (FILE_SUPERSEDED 0, FILE_OPENED 1, FILE_CREATED 2, FILE_OVERWRITTEN 3), as FastFat's
+    // FatCommonCreate, FatOpenExistingFcb and FatSupersedeOrOverwriteFile answer them: a name
+    // that is missing is STATUS_OBJECT_NAME_NOT_FOUND for FILE_OPEN and FILE_OVERWRITE, created
+    // otherwise; an existing file collides with FILE_CREATE, is opened by FILE_OPEN(_IF), and is
+    // truncated by the other three. An existing directory opens only for FILE_OPEN(_IF): any
+    // other disposition is STATUS_OBJECT_NAME_COLLISION (FatOpenExistingDcb,
+    // FatOpenExistingDirectory; until December 7 the replacing ones answered
+    // STATUS_INVALID_PARAMETER), after FILE_NON_DIRECTORY_FILE's STATUS_FILE_IS_A_DIRECTORY; the
+    // root directory answers STATUS_ACCESS_DENIED (FatOpenRootDcb; it collided, or was an invalid
+    // parameter). A refusal leaves the information 0, as FastFat's does.
+    use fsfilter_sim::nt::create_result as cr;
+    use fsfilter_sim::nt::disposition::{
+        CREATE, OPEN, OPEN_IF, OVERWRITE, OVERWRITE_IF, SUPERSEDE,
+    };
+    let ok = Status::SUCCESS;
+    for kind in [FsKind::Ntfs, FsKind::Fat, FsKind::Exfat, FsKind::Refs] {
+        for (d, file, missing, dir, root) in [
+            (SUPERSEDE, (ok, cr::SUPERSEDED), (ok, cr::CREATED), false, false),
+            (OPEN, (ok, cr::OPENED), (Status::OBJECT_NAME_NOT_FOUND, 0), true, true),
+            (CREATE, (Status::OBJECT_NAME_COLLISION, 0), (ok, cr::CREATED), false, false),
+            (OPEN_IF, (ok, cr::OPENED), (ok, cr::CREATED), true, true),
+            (OVERWRITE, (ok, cr::OVERWRITTEN), (Status::OBJECT_NAME_NOT_FOUND, 0), false, false),
+            (OVERWRITE_IF, (ok, cr::OVERWRITTEN), (ok, cr::CREATED), false, false),
+        ] {
+            let (mut m, c) = volume(kind);
+            let o = CreateOptions::default();
+            assert_eq!(dispose(&mut m, c, "plain.txt", o, d), file, "{kind:?} {d}: a file");
+            let data = m.file_contents(c, "plain.txt").unwrap();
+            let replaced = matches!(file.1, cr::SUPERSEDED | cr::OVERWRITTEN) && file.0 == ok;
+            assert_eq!(data, if replaced { &b""[..] } else { b"plain" }, "{kind:?} {d}");
+            assert_eq!(dispose(&mut m, c, "new.txt", o, d), missing, "{kind:?} {d}: no file");
+            let made = m.file_contents(c, "new.txt");
+            assert_eq!(made.is_some(), missing.0 == ok, "{kind:?} {d}: made {made:?}");
+            let (opened, refused) = ((ok, cr::OPENED), Status::OBJECT_NAME_COLLISION);
+            let want = if dir { opened } else { (refused, 0) };
+            assert_eq!(dispose(&mut m, c, "sub", o, d), want, "{kind:?} {d}: a directory");
+            let want = if root { opened } else { (Status::ACCESS_DENIED, 0) };
+            assert_eq!(dispose(&mut m, c, "\\", o, d), want, "{kind:?} {d}: the root");
+            let file_only = o.options(co::NON_DIRECTORY_FILE);
+            let want = (Status::FILE_IS_A_DIRECTORY, 0);
+            assert_eq!(dispose(&mut m, c, "sub", file_only, d), want, "{kind:?} {d}");
+            assert!(m.findings().is_empty(), "{:?}", m.findings());
+        }
+    }
+}
+
+#[test]
+fn an_overwrite_or_a_supersede_keeps_hidden_and_system_and_sets_archive() {
+    // FastFat's FatOpenExistingFcb and FatOpenExistingFile refuse a supersede or an overwrite
+    // that would clear FILE_ATTRIBUTE_HIDDEN or FILE_ATTRIBUTE_SYSTEM with STATUS_ACCESS_DENIED
+    // (the CreateFile reference page: CREATE_ALWAYS with FILE_ATTRIBUTE_NORMAL fails on a hidden
+    // or system file; the WinBtrfs test suite's overwrite and supersede tests, run against NTFS,
+    // expect the same). FatSupersedeOrOverwriteFile then sets the attributes asked with
+    // FILE_ATTRIBUTE_ARCHIVE: a supersede replaces the file's, an overwrite adds them to the
+    // file's. Until December 7 hidden and system files were replaced, an overwrite that asked
+    // for no attribute left the file's alone (no archive bit), and one that asked for some
+    // replaced them.
+    use fsfilter_sim::nt::attr;
+    use fsfilter_sim::nt::disposition::{OVERWRITE, OVERWRITE_IF, SUPERSEDE};
+    let with = |a: u32| CreateOptions { attributes: a, ..CreateOptions::default() };
+    for kind in [FsKind::Ntfs, FsKind::Fat] {
+        let (mut m, c) = volume(kind);
+        let create = fsfilter_sim::nt::disposition::CREATE;
+        assert_eq!(dispose(&mut m, c, "h.txt", with(attr::HIDDEN), create).0, Status::SUCCESS);
+        let hs = attr::HIDDEN | attr::SYSTEM;
+        assert_eq!(dispose(&mut m, c, "s.txt", with(hs), create).0, Status::SUCCESS);
+        let denied = (Status::ACCESS_DENIED, 0);
+        for d in [SUPERSEDE, OVERWRITE, OVERWRITE_IF] {
+            assert_eq!(dispose(&mut m, c, "h.txt", with(0), d), denied, "{kind:?} {d}");
+            assert_eq!(dispose(&mut m, c, "h.txt", with(attr::NORMAL), d), denied, "{kind:?}");
+            assert_eq!(dispose(&mut m, c, "s.txt", with(attr::HIDDEN), d), denied, "{kind:?}");
+            assert_eq!(dispose(&mut m, c, "s.txt", with(attr::SYSTEM), d), denied, "{kind:?}");
+            assert_eq!(dispose(&mut m, c, "s.txt", with(hs), d).0, Status::SUCCESS, "{kind:?}");
+            assert_eq!(dispose(&mut m, c, "h.txt", with(attr::HIDDEN), d).0, Status::SUCCESS);
+        }
+        assert_eq!(attributes_of(&mut m, c, "s.txt"), hs | attr::ARCHIVE, "{kind:?}");
+        // An overwrite asking for no attribute sets the archive bit (cleared here first).
+        let h = m.open(c, "plain.txt", CreateOptions::open()).unwrap();
+        let mut basic = [0u8; 40];
+        basic[32..36].copy_from_slice(&attr::NORMAL.to_le_bytes());
+        assert_eq!(m.set_information(h, fi::BASIC, &basic).status, Status::SUCCESS);
+        m.close_handle(h);
+        assert_eq!(attributes_of(&mut m, c, "plain.txt"), attr::NORMAL, "{kind:?}");
+        assert_eq!(dispose(&mut m, c, "plain.txt", with(0), OVERWRITE).0, Status::SUCCESS);
+        assert_eq!(attributes_of(&mut m, c, "plain.txt"), attr::ARCHIVE, "{kind:?}");
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+    // An overwrite adds the attributes asked to the file's; a supersede replaces them (NTFS keeps
+    // FILE_ATTRIBUTE_NOT_CONTENT_INDEXED, which a FAT directory entry cannot hold).
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let create = fsfilter_sim::nt::disposition::CREATE;
+    let nci = attr::NOT_CONTENT_INDEXED;
+    assert_eq!(dispose(&mut m, c, "n.txt", with(nci), create).0, Status::SUCCESS);
+    assert_eq!(dispose(&mut m, c, "n.txt", with(attr::READONLY), OVERWRITE).0, Status::SUCCESS);
+    let all = nci | attr::READONLY | attr::ARCHIVE;
+    assert_eq!(attributes_of(&mut m, c, "n.txt"), all);
+    // (A read-only file: superseded with no write access, as the next test shows.)
+    let read = CreateOptions::open().access(access::FILE_READ_DATA | access::SYNCHRONIZE);
+    let keep = CreateOptions { attributes: attr::READONLY | attr::HIDDEN, ..read };
+    assert_eq!(dispose(&mut m, c, "n.txt", keep, SUPERSEDE).0, Status::SUCCESS);
+    assert_eq!(attributes_of(&mut m, c, "n.txt"), attr::READONLY | attr::HIDDEN | attr::ARCHIVE);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_read_only_file_may_be_superseded_but_not_overwritten() {
+    // FastFat's FatOpenExistingFcb adds the access a disposition implies before FatCheckFileAccess:
+    // FILE_WRITE_DATA (with FILE_WRITE_EA and FILE_WRITE_ATTRIBUTES) for an overwrite, which a
+    // read-only file refuses, and DELETE for a supersede, which it allows (MS-FSA 2.1.5.1.2.1
+    // refuses write and append access to a read-only data file only; the WinBtrfs test suite,
+    // run against NTFS, supersedes a read-only file). Until December 7 a supersede of a
+    // read-only file was refused too.
+    use fsfilter_sim::nt::attr;
+    use fsfilter_sim::nt::create_result as cr;
+    use fsfilter_sim::nt::disposition::{CREATE, OVERWRITE, OVERWRITE_IF, SUPERSEDE};
+    for kind in [FsKind::Ntfs, FsKind::Fat] {
+        let (mut m, c) = volume(kind);
+        let ro = CreateOptions { attributes: attr::READONLY, ..CreateOptions::default() };
+        assert_eq!(dispose(&mut m, c, "ro.txt", ro, CREATE).0, Status::SUCCESS);
+        let read = CreateOptions::open().access(access::FILE_READ_DATA | access::SYNCHRONIZE);
+        let denied = (Status::ACCESS_DENIED, 0);
+        assert_eq!(dispose(&mut m, c, "ro.txt", read, OVERWRITE), denied, "{kind:?}");
+        assert_eq!(dispose(&mut m, c, "ro.txt", read, OVERWRITE_IF), denied, "{kind:?}");
+        assert_eq!(dispose(&mut m, c, "ro.txt", ro, SUPERSEDE), denied, "{kind:?}: write access");
+        let r = dispose(&mut m, c, "ro.txt", read, SUPERSEDE);
+        assert_eq!(r, (Status::SUCCESS, cr::SUPERSEDED), "{kind:?}");
+        assert_eq!(attributes_of(&mut m, c, "ro.txt"), attr::ARCHIVE, "{kind:?}");
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+
+#[test]
+fn cdfs_and_udfs_open_only_and_check_the_type_first() {
+    // CdCommonCreate and UdfCommonCreate: an existing file or directory is checked against the
+    // options first (STATUS_NOT_A_DIRECTORY, STATUS_FILE_IS_A_DIRECTORY), then every disposition
+    // but FILE_OPEN and FILE_OPEN_IF is STATUS_ACCESS_DENIED (FILE_CREATE too: until December 7
+    // it collided, and a directory's replacing dispositions were an invalid parameter); a
+    // missing name is STATUS_OBJECT_NAME_NOT_FOUND for FILE_OPEN and FILE_OVERWRITE, else
+    // STATUS_ACCESS_DENIED.
+    use fsfilter_sim::nt::create_result as cr;
+    use fsfilter_sim::nt::disposition::{
+        CREATE, OPEN, OPEN_IF, OVERWRITE, OVERWRITE_IF, SUPERSEDE,
+    };
+    for kind in [FsKind::Cdfs, FsKind::Udfs] {
+        let mut m = machine(7);
+        let d =
+            m.add_volume(VolumeSpec::new("D:", kind).file("\\a.txt", b"a").file("\\sub\\", b""));
+        m.boot();
+        let read = CreateOptions::open().access(access::GENERIC_READ);
+        for disposition in [SUPERSEDE, OPEN, CREATE, OPEN_IF, OVERWRITE, OVERWRITE_IF] {
+            let opens = matches!(disposition, OPEN | OPEN_IF);
+            let want =
+                if opens { (Status::SUCCESS, cr::OPENED) } else { (Status::ACCESS_DENIED, 0) };
+            assert_eq!(dispose(&mut m, d, "a.txt", read, disposition), want, "{kind:?}");
+            assert_eq!(dispose(&mut m, d, "sub", read, disposition), want, "{kind:?}");
+            let missing = if matches!(disposition, OPEN | OVERWRITE) {
+                Status::OBJECT_NAME_NOT_FOUND
+            } else {
+                Status::ACCESS_DENIED
+            };
+            assert_eq!(dispose(&mut m, d, "b.txt", read, disposition), (missing, 0), "{kind:?}");
+            let file_only = read.options(co::NON_DIRECTORY_FILE);
+            let want = (Status::FILE_IS_A_DIRECTORY, 0);
+            assert_eq!(dispose(&mut m, d, "sub", file_only, disposition), want, "{kind:?}");
+        }
+        let dir = read.options(co::DIRECTORY_FILE);
+        let want = (Status::NOT_A_DIRECTORY, 0);
+        assert_eq!(dispose(&mut m, d, "a.txt", dir, CREATE), want, "{kind:?}");
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}

@@ -402,18 +402,51 @@ impl Kernel {
             outcome.batch |= batch;
             Ok(())
         };
-        // CDFS and UDFS refuse a creating disposition before any oplock check (CdCommonCreate).
-        if (early.is_none() || ty.desc().read_only) && req.disposition == disp::CREATE {
-            return Err(Status::OBJECT_NAME_COLLISION);
-        }
         // An open of a namespace file system's device itself (no name: NPFS's open of the file
         // system, as `IoGetDeviceObjectPointer` makes it with FILE_NON_DIRECTORY_FILE) is not
         // a directory open, though the simulator serves it with the root's FCB.
-        if is_dir && req.options & co::NON_DIRECTORY_FILE != 0 && !req.volume_open {
+        let is_a_directory =
+            is_dir && req.options & co::NON_DIRECTORY_FILE != 0 && !req.volume_open;
+        let not_a_directory = !is_dir && req.options & co::DIRECTORY_FILE != 0;
+        let opens = matches!(req.disposition, disp::OPEN | disp::OPEN_IF);
+        // CDFS and UDFS check the type, then refuse every disposition but FILE_OPEN(_IF) with
+        // STATUS_ACCESS_DENIED, before any oplock check (CdCommonCreate, UdfCommonCreate).
+        if ty.desc().read_only {
+            if is_a_directory {
+                return Err(Status::FILE_IS_A_DIRECTORY);
+            }
+            if not_a_directory {
+                return Err(Status::NOT_A_DIRECTORY);
+            }
+            if !opens {
+                return Err(Status::ACCESS_DENIED);
+            }
+        }
+        // A file: FILE_CREATE collides before the type checks (FastFat's FatOpenExistingFcb),
+        // after a Batch or Filter oplock's check when there is one (below).
+        if !is_dir && early.is_none() && req.disposition == disp::CREATE {
+            return Err(Status::OBJECT_NAME_COLLISION);
+        }
+        if is_a_directory {
             return Err(Status::FILE_IS_A_DIRECTORY);
         }
-        if !is_dir && req.options & co::DIRECTORY_FILE != 0 {
+        if not_a_directory {
             return Err(Status::NOT_A_DIRECTORY);
+        }
+        // A directory opens only: the root refuses any other disposition with
+        // STATUS_ACCESS_DENIED (after FILE_DELETE_ON_CLOSE's STATUS_CANNOT_DELETE), another
+        // directory with STATUS_OBJECT_NAME_COLLISION (FastFat's FatCommonCreate,
+        // FatOpenRootDcb, FatOpenExistingDcb and FatOpenExistingDirectory). A namespace's root
+        // (a volume open of NPFS or MSFS) is not checked against FastFat: as before.
+        if is_dir && !opens && !req.volume_open {
+            if node == ROOT && req.options & co::DELETE_ON_CLOSE != 0 {
+                return Err(Status::CANNOT_DELETE);
+            }
+            return Err(if node == ROOT {
+                Status::ACCESS_DENIED
+            } else {
+                Status::OBJECT_NAME_COLLISION
+            });
         }
         if is_dir && overwrite {
             return Err(Status::INVALID_PARAMETER);
@@ -432,14 +465,22 @@ impl Kernel {
         }
         if attributes & attr::READONLY != 0 {
             // MS-FSA 2.1.5.1.2.1: the read-only attribute refuses write access to a data file
-            // only; a read-only directory may be opened to add files and subdirectories.
-            let write = req.access & (acc::FILE_WRITE_DATA | acc::FILE_APPEND_DATA) != 0;
-            if (write && !is_dir) || overwrite {
+            // only; a read-only directory may be opened to add files and subdirectories. The
+            // access an overwrite implies (FILE_WRITE_DATA) is refused with it, a supersede's
+            // (DELETE) is not (FastFat's FatOpenExistingFcb adds it before FatCheckFileAccess).
+            let write = (req.access | implied) & (acc::FILE_WRITE_DATA | acc::FILE_APPEND_DATA);
+            if write != 0 && !is_dir {
                 return Err(Status::ACCESS_DENIED);
             }
             if req.options & co::DELETE_ON_CLOSE != 0 {
                 return Err(Status::CANNOT_DELETE);
             }
+        }
+        // A supersede or an overwrite must keep a hidden or system file's attribute (FastFat's
+        // FatOpenExistingFcb; the CreateFile reference page, CREATE_ALWAYS).
+        let keep = attributes & (attr::HIDDEN | attr::SYSTEM);
+        if overwrite && keep & !req.attributes != 0 {
+            return Err(Status::ACCESS_DENIED);
         }
         if node == ROOT && req.options & co::DELETE_ON_CLOSE != 0 {
             return Err(Status::CANNOT_DELETE);
@@ -476,13 +517,17 @@ impl Kernel {
             }
             n.times[2] = now;
             n.times[3] = now;
-            if req.disposition == disp::SUPERSEDE || req.attributes != 0 {
-                // A reparse point the create opened itself (`FILE_OPEN_REPARSE_POINT`) stays, and
-                // so does its attribute, which the create's attributes never set.
-                let link = n.attributes & super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
-                let asked = req.attributes & !super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
-                n.attributes = (asked & !attr::NORMAL & !attr::DIRECTORY) | attr::ARCHIVE | link;
-            }
+            // The attributes asked, with FILE_ATTRIBUTE_ARCHIVE: a supersede's replace the
+            // file's, an overwrite's are added to them (FastFat's FatSupersedeOrOverwriteFile).
+            // A reparse point the create opened itself (`FILE_OPEN_REPARSE_POINT`) stays, and so
+            // does its attribute, which the create's attributes never set (not settable).
+            let link = n.attributes & super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
+            let asked = (req.attributes & attr::SETTABLE) | attr::ARCHIVE;
+            n.attributes = if req.disposition == disp::SUPERSEDE {
+                asked | link
+            } else {
+                n.attributes | asked
+            };
             if let Some(f) = self.fs.fcbs.get(&fcb) {
                 f.set_size(0);
             }
