@@ -349,7 +349,8 @@ fn message(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded) -> 
 }
 
 /// The whole document. `messages` (an extension of scenario.md) is there only when the scenario
-/// has `message` steps, so that other scenarios' documents are as before.
+/// has `message` steps, so that other scenarios' documents are as before; so are `served`,
+/// `reparses` and `creates` (create steps with a `disposition`).
 pub fn document(run: &Run) -> Value {
     let mut doc = json!({
         "scenario": run.scenario,
@@ -387,6 +388,26 @@ pub fn document(run: &Run) -> Value {
             .collect();
         if let Value::Object(o) = &mut doc {
             o.insert("reparses".into(), Value::Array(reparses));
+        }
+    }
+    if !run.creates.is_empty() {
+        // The create steps that named their disposition (an extension): what each did.
+        let creates: Vec<Value> = run
+            .creates
+            .iter()
+            .map(|c| {
+                json!({
+                    "step": c.step,
+                    "io": c.io.map(|io| io.0),
+                    "disposition": crate::scenario::disposition_name(c.disposition),
+                    "status": status(c.status),
+                    "information": c.information,
+                    "result": c.result(),
+                })
+            })
+            .collect();
+        if let Value::Object(o) = &mut doc {
+            o.insert("creates".into(), Value::Array(creates));
         }
     }
     doc

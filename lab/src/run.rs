@@ -82,6 +82,33 @@ pub struct MessageOutcome {
     pub reply: Vec<u8>,
 }
 
+/// What a create step that named its disposition did (an extension of scenario.md: the
+/// document's `creates`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateOutcome {
+    /// The step.
+    pub step: u32,
+    /// The request of its (last) create.
+    pub io: Option<RequestRef>,
+    /// The disposition it asked for (`FILE_SUPERSEDE` 0 to `FILE_OVERWRITE_IF` 5).
+    pub disposition: u32,
+    /// The create's status.
+    pub status: Status,
+    /// The create's information.
+    pub information: usize,
+}
+
+impl CreateOutcome {
+    /// What the information says the create did (`FILE_OVERWRITTEN` ...): for a create that
+    /// succeeded only (a failed one's information says nothing, and a reparse's is its tag).
+    pub fn result(&self) -> Option<&'static str> {
+        let done = self.status.is_success()
+            && self.status != Status::PENDING
+            && self.status != Status::REPARSE;
+        done.then(|| crate::scenario::CREATE_RESULTS.get(self.information).copied()).flatten()
+    }
+}
+
 /// A finished run.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -104,6 +131,8 @@ pub struct Run {
     pub served: Vec<crate::gatelog::Served>,
     /// The opens of io steps that a driver reparsed (`IoResult::reparsed`, rule 27), in order.
     pub reparses: Vec<ReparseOutcome>,
+    /// The create steps that named their disposition, in order.
+    pub creates: Vec<CreateOutcome>,
 }
 
 /// An open of an io step (its create, implicit or not, or a query's) that the I/O manager
@@ -208,6 +237,8 @@ struct Handles {
     reparsed: Vec<(Option<RequestRef>, fsfilter_sim::Reparsed)>,
     /// Every reparsed open, by step.
     reparses: Vec<ReparseOutcome>,
+    /// Every create step that named its disposition.
+    creates: Vec<CreateOutcome>,
 }
 
 /// Runs `f` as user process `process` (None: the process acting now, the default one).
@@ -322,6 +353,7 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
         messages: handles.messages,
         served: std::mem::take(&mut *handles.served.borrow_mut()),
         reparses: handles.reparses,
+        creates: handles.creates,
     };
     (run, inspected)
 }
@@ -572,6 +604,7 @@ fn play(
             control,
             complete_if_oplocked,
             open_reparse_point,
+            disposition,
             handle,
             process: _,
         } => {
@@ -614,6 +647,9 @@ fn play(
             if *open_reparse_point {
                 what.push_str(" (open_reparse_point)");
             }
+            if let Some(d) = disposition {
+                what.push_str(&format!(" (disposition {})", crate::scenario::disposition_name(*d)));
+            }
             push_handle(&mut what, handle.as_deref());
             let step = IoStep {
                 op: *op,
@@ -629,9 +665,16 @@ fn play(
                 control: *control,
                 complete_if_oplocked: *complete_if_oplocked,
                 open_reparse_point: *open_reparse_point,
+                disposition: *disposition,
             };
             let key = handle_key(volume, &path, handle.as_deref());
             let r = io(m, handles, key, v, &path, step, data.as_deref());
+            if let (MajorFunction::Create, Some(d)) = (*op, *disposition) {
+                let (status, information) = (r.status, r.information);
+                let c =
+                    CreateOutcome { step: index, io: r.io, disposition: d, status, information };
+                handles.creates.push(c);
+            }
             for (io, p) in std::mem::take(&mut handles.reparsed) {
                 handles.reparses.push(ReparseOutcome { step: index, io, count: p.count });
             }
@@ -850,6 +893,8 @@ struct IoStep {
     complete_if_oplocked: bool,
     /// A create step's `FILE_OPEN_REPARSE_POINT`.
     open_reparse_point: bool,
+    /// A create step's disposition (None: `FILE_OPEN_IF`, `CreateOptions::default`'s).
+    disposition: Option<u32>,
 }
 
 fn io(
@@ -875,6 +920,7 @@ fn io(
         control,
         complete_if_oplocked,
         open_reparse_point,
+        disposition,
     } = step;
     let mode = match mode {
         IoMode::Cached => fsfilter_sim::IoMode::Cached,
@@ -883,6 +929,7 @@ fn io(
     };
     if op == MajorFunction::Create {
         let options = CreateOptions::default();
+        let options = disposition.map_or(options, |d| options.disposition(d));
         let options = if overlapped { options.overlapped() } else { options };
         let options =
             if complete_if_oplocked { options.options(FILE_COMPLETE_IF_OPLOCKED) } else { options };

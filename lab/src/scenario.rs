@@ -305,6 +305,10 @@ pub enum Action {
         /// A create step with `FILE_OPEN_REPARSE_POINT` (it opens a link itself, not what the
         /// link names): an extension of scenario.md, `open_reparse_point = true`.
         open_reparse_point: bool,
+        /// A create step's disposition (`FILE_SUPERSEDE` 0 to `FILE_OVERWRITE_IF` 5; None:
+        /// `FILE_OPEN_IF`, as before the extension): an extension of scenario.md,
+        /// `disposition = "overwrite"`, [`DISPOSITIONS`].
+        disposition: Option<u32>,
         /// Which of the path's handles the step uses (None: the path's own, as before the
         /// extension): an extension of scenario.md, `handle = "second"`, so that a scenario can
         /// hold several handles on one file.
@@ -1103,6 +1107,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("control", is(MajorFunction::FileSystemControl), "fsctl"),
                     ("complete_if_oplocked", is(MajorFunction::Create), "create"),
                     ("open_reparse_point", is(MajorFunction::Create), "create"),
+                    ("disposition", is(MajorFunction::Create), "create"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
                     {
@@ -1158,6 +1163,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let control = f.opt_choice("control", &CONTROLS)?;
                 let complete_if_oplocked = f.opt_bool("complete_if_oplocked")?.unwrap_or(false);
                 let open_reparse_point = f.opt_bool("open_reparse_point")?.unwrap_or(false);
+                let disposition = f.opt_choice("disposition", &DISPOSITIONS)?;
                 let handle = match f.opt_string("handle")? {
                     // Shutdown and query_attributes name no handle.
                     Some((_, span))
@@ -1212,6 +1218,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         control,
                         complete_if_oplocked,
                         open_reparse_point,
+                        disposition,
                         handle,
                         process,
                     },
@@ -1807,6 +1814,38 @@ pub fn control_name(code: u32) -> &'static str {
 pub fn writer_name(writer: fsfilter_sim::PageWriter) -> &'static str {
     WRITERS.iter().find(|(_, w)| *w == writer).map_or("?", |(n, _)| *n)
 }
+
+/// The dispositions a create step may name (`disposition`, an extension of scenario.md,
+/// README), `FILE_SUPERSEDE` (0) to `FILE_OVERWRITE_IF` (5): what the create does when the file
+/// exists and when it does not (the `NtCreateFile` reference page; docs/simulator.md,
+/// "Dispositions"). A create step without the key asks `FILE_OPEN_IF`, as before it.
+pub const DISPOSITIONS: [(&str, u32); 6] = {
+    use fsfilter_sim::nt::disposition as d;
+    [
+        ("supersede", d::SUPERSEDE),
+        ("open", d::OPEN),
+        ("create", d::CREATE),
+        ("open_if", d::OPEN_IF),
+        ("overwrite", d::OVERWRITE),
+        ("overwrite_if", d::OVERWRITE_IF),
+    ]
+};
+
+/// The scenario name of a disposition ([`DISPOSITIONS`]).
+pub fn disposition_name(disposition: u32) -> &'static str {
+    DISPOSITIONS.iter().find(|(_, d)| *d == disposition).map_or("?", |(n, _)| *n)
+}
+
+/// The names of what a create's information says it did (wdm.h's `FILE_SUPERSEDED` 0 to
+/// `FILE_DOES_NOT_EXIST` 5; the last two are a target directory's open, for a rename).
+pub const CREATE_RESULTS: [&str; 6] = [
+    "FILE_SUPERSEDED",
+    "FILE_OPENED",
+    "FILE_CREATED",
+    "FILE_OVERWRITTEN",
+    "FILE_EXISTS",
+    "FILE_DOES_NOT_EXIST",
+];
 
 /// The page protections of a `map` step, by their scenario names.
 pub const PROTECTIONS: [(&str, u32); 7] = {

@@ -477,6 +477,9 @@ fn steps(out: &mut String, run: &Run) {
         }
     }
     let volumes = request_volumes(run);
+    // A create step that named its disposition: its create's result (FILE_OVERWRITTEN ...).
+    let results: BTreeMap<(u32, u32), &str> =
+        run.creates.iter().filter_map(|c| Some(((c.step, c.io?.0), c.result()?))).collect();
     let mut requests = step_requests(run);
     let mut replies: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (m, decoded) in crate::spylog::decode_all(run) {
@@ -541,7 +544,9 @@ fn steps(out: &mut String, run: &Run) {
                 let _ = writeln!(out, "{indent}no filter saw request {}", io.0);
             }
             if let Some(line) = done.of_request(io.0, s.index) {
-                let _ = writeln!(out, "{indent}-> {line}");
+                let result =
+                    results.get(&(s.index, io.0)).map_or_else(String::new, |r| format!(" ({r})"));
+                let _ = writeln!(out, "{indent}-> {line}{result}");
             }
         }
         for line in done.in_step(s.index) {

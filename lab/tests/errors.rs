@@ -1307,3 +1307,41 @@ fn open_reparse_point_is_for_a_create_step_and_a_boolean() {
     let s = parse("ok.toml", &io("create", "")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { open_reparse_point: false, .. }));
 }
+
+#[test]
+fn disposition_is_for_a_create_step_and_one_of_the_six() {
+    // `disposition` (an extension): the create's disposition, FILE_SUPERSEDE (0) to
+    // FILE_OVERWRITE_IF (5) by their names; without it the create is FILE_OPEN_IF, as before.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("read", "disposition = \"open\"\n")),
+        "bad.toml:9: step[0].disposition: applies to create only, not to `read`"
+    );
+    assert_eq!(
+        error(&io("query_attributes", "disposition = \"open\"\n")),
+        "bad.toml:9: step[0].disposition: applies to create only, not to `query_attributes`"
+    );
+    assert_eq!(
+        error(&io("create", "disposition = \"truncate\"\n")),
+        "bad.toml:9: step[0].disposition: unknown value `truncate` (one of supersede, open, \
+         create, open_if, overwrite, overwrite_if)"
+    );
+    assert!(
+        error(&io("create", "disposition = 5\n")).starts_with("bad.toml:9: step[0].disposition:")
+    );
+    let names = ["supersede", "open", "create", "open_if", "overwrite", "overwrite_if"];
+    assert_eq!(fsfilter_lab::scenario::DISPOSITIONS.map(|(n, _)| n), names);
+    for (value, name) in names.iter().enumerate() {
+        let s = parse("ok.toml", &io("create", &format!("disposition = \"{name}\"\n"))).unwrap();
+        assert!(
+            matches!(s.steps[0].action, Action::Io { disposition: Some(d), .. } if d as usize == value),
+            "{s:?}"
+        );
+    }
+    let s = parse("ok.toml", &io("create", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { disposition: None, .. }));
+}

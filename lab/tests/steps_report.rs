@@ -289,3 +289,71 @@ fn a_request_that_waited_for_its_file_object_shows_where_it_went_down() {
     assert_eq!(step_lines(&report, 3), ["-> request 4 waits for its file object"], "{report}");
     assert!(r.findings().next().is_none(), "{report}");
 }
+
+#[test]
+fn a_create_with_a_disposition_says_what_it_did() {
+    // A create step's `disposition` (an extension): its description names it, and its request's
+    // completion line the create result (FILE_OVERWRITTEN ...) when it succeeded; the JSON gains
+    // a `creates` array, one entry for each such step. A create without the key is shown as
+    // before, and a run without one has no `creates`.
+    let text_of = |steps: &str| {
+        format!(
+            "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\
+             files = {{ \"a.txt\" = \"abc\" }}\n{steps}"
+        )
+    };
+    let step = |path: &str, handle: &str, extra: &str| {
+        format!(
+            "[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"{path}\"\n\
+             handle = \"{handle}\"\n{extra}"
+        )
+    };
+    let steps = [
+        step("a.txt", "o", "disposition = \"overwrite\"\n"),
+        step("b.txt", "x", "disposition = \"open\"\n"),
+        step("b.txt", "y", "disposition = \"overwrite_if\"\n"),
+        step("b.txt", "z", "disposition = \"create\"\n"),
+        step("a.txt", "s", "disposition = \"supersede\"\n"),
+        step("a.txt", "i", "disposition = \"open_if\"\n"),
+        step("a.txt", "p", ""),
+    ]
+    .concat();
+    let s = scenario::parse("dispositions.toml", &text_of(&steps)).unwrap();
+    let r = run::run(&s);
+    let report = text::report(&s, &r);
+    let results = [
+        ("overwrite", "STATUS_SUCCESS", Some("FILE_OVERWRITTEN")),
+        ("open", "STATUS_OBJECT_NAME_NOT_FOUND", None),
+        ("overwrite_if", "STATUS_SUCCESS", Some("FILE_CREATED")),
+        ("create", "STATUS_OBJECT_NAME_COLLISION", None),
+        ("supersede", "STATUS_SUCCESS", Some("FILE_SUPERSEDED")),
+        ("open_if", "STATUS_SUCCESS", Some("FILE_OPENED")),
+    ];
+    for (i, (d, status, result)) in results.iter().enumerate() {
+        let what = &r.steps[i].what;
+        assert!(what.contains(&format!("(disposition {d})")), "{what}");
+        let lines = step_lines(&report, i as u32);
+        let done = match result {
+            Some(x) => format!("-> completed {status} ({x})"),
+            None => format!("-> completed {status}"),
+        };
+        assert_eq!(lines.last(), Some(&done), "{report}");
+    }
+    // The step without the key: as before.
+    assert!(!r.steps[6].what.contains("disposition"), "{}", r.steps[6].what);
+    assert_eq!(step_lines(&report, 6).last().unwrap(), "-> completed STATUS_SUCCESS");
+    let doc = fsfilter_lab::json::document(&r);
+    let creates = doc["creates"].as_array().unwrap();
+    assert_eq!(creates.len(), 6, "{doc}");
+    for (c, (i, (d, status, result))) in creates.iter().zip(results.iter().enumerate()) {
+        assert_eq!(c["step"], i, "{c}");
+        assert_eq!(c["disposition"], *d, "{c}");
+        assert_eq!(c["status"], *status, "{c}");
+        assert_eq!(c["result"], result.map_or(serde_json::Value::Null, Into::into), "{c}");
+        assert_eq!(c["io"], r.steps[i].io.unwrap().0, "{c}");
+    }
+    assert_eq!(creates[0]["information"], 3);
+    // Without the key anywhere, the document has no `creates`.
+    let (_, demo) = demo_run();
+    assert!(fsfilter_lab::json::document(&demo).get("creates").is_none());
+}
