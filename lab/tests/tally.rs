@@ -1,6 +1,7 @@
 //! The tally sample in the lab (lab/scenarios/tally.toml): a legacy and a minifilter tally count
 //! the same workload, each in its own stream contexts, and note the same tallies at the same
-//! cleanups; the same with either filter under the other model (`Scenario::with_model`).
+//! cleanups, the reset of a tally by a create that overwrites its stream included; the same with
+//! either filter under the other model (`Scenario::with_model`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -29,10 +30,14 @@ fn notes(r: &Run, driver: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// What each filter notes: `report.txt`'s tally at its second handle's cleanup (step 12), then
-/// `notes.txt`'s at its handle's (step 13), with the totals of `report.txt`'s context, freed when
-/// its stream was torn down at the close of step 12.
-const NOTES: [(u32, &str); 3] = [
+/// What each filter notes: `report.txt`'s tally at its second handle's cleanup (step 12); at the
+/// overwrite of `notes.txt` (step 13, a create with `disposition = "overwrite"` while its
+/// overlapped handle is open), the tally it restarts; then, at the cleanup of the overwriting
+/// handle (step 16, the last: the first handle's, step 15, is not), the new tally of `notes.txt`
+/// (its open and a cached write), with the totals of the two contexts freed so far:
+/// `report.txt`'s, freed when its stream was torn down at the close of step 12, and the one the
+/// overwrite deleted.
+const NOTES: [(u32, &str); 4] = [
     (
         12,
         "tally: last handle of stream 1: opens 2; reads 4 (fast 1, noncached 1) 105 B; writes 1 \
@@ -40,12 +45,18 @@ const NOTES: [(u32, &str); 3] = [
     ),
     (
         13,
-        "tally: last handle of stream 2: opens 1; reads 2 (fast 0, noncached 1) 21 B; writes 0 \
-         (fast 0, noncached 0) 0 B; paging reads 0 (0 B), writes 0 (0 B); fast I/O declined 0",
+        "tally: overwritten, restarting stream 2: opens 1; reads 2 (fast 0, noncached 1) 21 B; \
+         writes 0 (fast 0, noncached 0) 0 B; paging reads 0 (0 B), writes 0 (0 B); fast I/O \
+         declined 0",
     ),
     (
-        13,
-        "tally: freed 1 of 2 contexts, 0 untracked: opens 2; reads 4 (fast 1, noncached 1) 105 B; \
+        16,
+        "tally: last handle of stream 3: opens 1; reads 0 (fast 0, noncached 0) 0 B; writes 1 \
+         (fast 0, noncached 0) 13 B; paging reads 0 (0 B), writes 0 (0 B); fast I/O declined 0",
+    ),
+    (
+        16,
+        "tally: freed 2 of 3 contexts, 0 untracked: opens 3; reads 6 (fast 1, noncached 2) 126 B; \
          writes 1 (fast 1, noncached 0) 9 B; paging reads 0 (0 B), writes 1 (512 B); fast I/O \
          declined 0",
     ),
@@ -66,6 +77,9 @@ fn both_models_note_the_same_tallies_of_the_same_workload() {
     );
     assert_eq!(notes(&r, "TallyLegacy"), expected());
     assert_eq!(notes(&r, "TallyMini"), expected());
+    // The overwrite's create says what it did: the JSON's `creates`, the text's result.
+    assert_eq!(r.creates.len(), 1, "{:?}", r.creates);
+    assert_eq!((r.creates[0].step, r.creates[0].result()), (13, Some("FILE_OVERWRITTEN")));
 }
 
 #[test]
