@@ -1337,10 +1337,8 @@ fn disposition_is_for_a_create_step_and_one_of_the_six() {
     assert_eq!(fsfilter_lab::scenario::DISPOSITIONS.map(|(n, _)| n), names);
     for (value, name) in names.iter().enumerate() {
         let s = parse("ok.toml", &io("create", &format!("disposition = \"{name}\"\n"))).unwrap();
-        assert!(
-            matches!(s.steps[0].action, Action::Io { disposition: Some(d), .. } if d as usize == value),
-            "{s:?}"
-        );
+        let Action::Io { disposition, .. } = s.steps[0].action else { panic!("{s:?}") };
+        assert_eq!(disposition, Some(value as u32), "{name}");
     }
     let s = parse("ok.toml", &io("create", "")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { disposition: None, .. }));
