@@ -59,8 +59,10 @@ use windows_sys::Wdk::System::SystemServices::{
 
 use crate::state::{DriverState, Image};
 
-/// Pool tag of stream-context blocks.
-const CONTEXT_TAG: u32 = pool_tag(b"FsfC");
+/// Pool tag of stream-context blocks: `FsfK`, the minifilter backend's stream-context tag (not
+/// `FsfC`, the completion contexts' tag in fsfilter-kernel, so that pool tracking tells them
+/// apart).
+const CONTEXT_TAG: u32 = pool_tag(b"FsfK");
 
 /// `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`, in `FSRTL_COMMON_FCB_HEADER.Flags2`.
 const SUPPORTS_FILTER_CONTEXTS: u8 = FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS as u8;

@@ -271,6 +271,23 @@ fn unload_removes_every_context_it_inserted_before_it_returns() {
 }
 
 #[test]
+fn a_context_block_is_tagged_as_a_stream_context_not_as_a_completion_context() {
+    // Pool tags tell a driver's allocations apart (!poolused, Driver Verifier's pool tracking):
+    // the backend's completion contexts are `FsfC` (fsfilter-kernel's context.rs), so its stream
+    // context blocks are `FsfK`, as the minifilter backend's FLT_CONTEXT_REGISTRATION tags them.
+    let (mut m, c) = keeper_machine(None);
+    let h = open(&mut m, c, r"k\a.txt");
+    let [(context, _)] = linked(&m)[..] else { panic!("{:?}", linked(&m)) };
+    // The FSRTL_PER_STREAM_CONTEXT is the head of the backend's block.
+    let tag = m.kernel(|k| k.pool.blocks.get(&context).map(|b| b.tag));
+    assert_eq!(tag.map(|t| t.to_le_bytes()), Some(*b"FsfK"));
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    m.settle();
+    assert_eq!(m.stop(NAME), StopResult::Unloaded);
+    assert!(findings(&m).is_empty(), "{:?}", findings(&m));
+}
+
+#[test]
 fn an_unload_waits_for_the_free_callback_of_a_context_the_teardown_unlinked() {
     // On a multiprocessor the file system's FsRtlTeardownPerStreamContexts can unlink a context
     // (under the header's mutex) and be about to call its FreeCallback when the backend's unload
