@@ -325,6 +325,17 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// The FCB at `stream` goes back to the pool: a Filter Manager per-stream context still
+    /// recorded for it (one a driver removed from the list, a misuse, so that no teardown freed
+    /// it) goes too, so that a later FCB at the same address gets one of its own.
+    pub(crate) fn flt_stream_list_gone(&mut self, stream: usize) {
+        if !self.perstream.flt_lists.is_empty() {
+            self.perstream.flt_lists.remove(&stream);
+        }
+    }
+}
+
 /// The `FreeCallback` of the Filter Manager's per-stream context: its stream contexts on the
 /// stream are released (their cleanups run from a worker, docs/simulator.md "Contexts").
 unsafe extern "system" fn flt_stream_list_free(buffer: *mut c_void) {

@@ -557,6 +557,51 @@ fn the_filter_managers_stream_contexts_hang_off_the_same_list() {
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+#[test]
+fn a_stream_whose_filter_manager_context_a_driver_removed_does_not_deprive_the_next_one() {
+    // A driver that takes the Filter Manager's per-stream context off a stream (a misuse) leaves
+    // the stream's Filter Manager contexts to the FCB's own teardown; the FCB block then goes
+    // back to the pool and the next stream may get the same address. That stream's first stream
+    // context links a Filter Manager context of its own again. Until December 7 the Filter
+    // Manager still counted the removed one as the address's, and linked none.
+    let (mut m, c) = machine();
+    m.install_filter_manager();
+    let mut cfg = fltcommon::Config::new("Mini", "370000")
+        .op(fltcommon::mj::CREATE, false, true)
+        .with_post(mini_post);
+    cfg.contexts = vec![(0x8, 24)];
+    fltcommon::start(&mut m, 0, cfg);
+    MINI_SETS.with(|x| *x.borrow_mut() = true);
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let s = stream(&m, h);
+    let [flt] = list(s)[..] else { panic!("{:?}", list(s)) };
+    assert_eq!(remove(&m, s, 0, 0), flt);
+    assert_eq!(rules(&m), [Rule::PerStreamContextMisuse]);
+    m.close_handle(h);
+    m.settle();
+    let cleanups = || {
+        let seen = fltcommon::seen(0);
+        seen.iter().filter(|e| matches!(e, fltcommon::Seen::Cleanup { ty: 0x8, .. })).count()
+    };
+    assert_eq!(cleanups(), 1, "Mini's stream context went with the FCB all the same");
+    // FCB blocks are reused after a quarantine of freed blocks (sim/src/mem.rs `BlockPool`).
+    let mut opens = 0;
+    let h = loop {
+        let h = m.open(c, "b.txt", CreateOptions::open()).unwrap();
+        opens += 1;
+        if stream(&m, h) == s || opens == 1000 {
+            break h;
+        }
+        m.close_handle(h);
+    };
+    assert_eq!(stream(&m, h), s, "the FCB block is reused");
+    assert_eq!(list(s).len(), 1, "the Filter Manager's per-stream context of the new stream");
+    m.close_handle(h);
+    m.settle();
+    assert_eq!(cleanups(), 1 + opens);
+    assert_eq!(rules(&m), [Rule::PerStreamContextMisuse]);
+}
+
 fn findings_of(m: &Machine, rule: Rule) -> Vec<(Option<String>, String)> {
     m.findings().into_iter().filter(|f| f.0 == rule).map(|f| (f.1, f.2)).collect()
 }

@@ -841,6 +841,7 @@ impl Kernel {
         // The Filter Manager's stream contexts hang off its own context on that list (see
         // `perstream`); any left when it is empty (a driver removed that context) go now.
         self.flt_stream_gone(p);
+        self.flt_stream_list_gone(p);
         self.fs.fcb_pool.give(fcb.block);
     }
 
@@ -914,6 +915,7 @@ pub(crate) fn teardown_retired() {
         unsafe { crate::exports::fsrtl::FsRtlTeardownPerStreamContexts(header as *const _) };
         kernel::with(|k| {
             k.flt_stream_gone(header);
+            k.flt_stream_list_gone(header);
             let block = k.fs.retiring.remove(0);
             k.fs.fcb_pool.give(block);
         });
