@@ -50,51 +50,13 @@ fn install(m: &mut Machine, spec: ServiceSpec) {
     install_legacy(m, spec);
 }
 
-#[test]
-fn one_context_per_stream_found_from_every_handle_and_freed_at_the_last_close_in_both_models() {
-    contexts::check_one_context_per_stream(install, counter::ENTRY);
-}
-
-#[test]
-fn irp_paging_and_fast_io_operations_find_the_context_in_both_models() {
-    contexts::check_every_kind_finds_it(install, counter::ENTRY);
-}
-
-#[test]
-fn a_deleted_context_is_not_found_and_a_new_one_is_attached_in_both_models() {
-    contexts::check_delete(install, counter::ENTRY);
-}
-
-#[test]
-fn two_threads_on_one_stream_share_one_context_in_both_models() {
-    contexts::check_two_threads(install, counter::ENTRY);
-}
-
-#[test]
-fn contexts_still_attached_are_freed_before_the_unload_returns_in_both_models() {
-    contexts::check_unload(install, counter::ENTRY);
-}
-
-#[test]
-fn stream_context_is_refused_where_rule_28_says_in_both_models() {
-    contexts::check_refusals(install, counter::ENTRY, undeclared::ENTRY);
-}
-
-#[test]
-fn instance_setup_outside_any_operation_is_refused_in_both_models() {
-    contexts::check_outside_an_operation(install, counter::ENTRY);
-}
-
-#[test]
-fn a_context_that_cannot_be_allocated_is_refused_and_nothing_attached_in_both_models() {
+contexts::shared_tests!(
+    install,
+    counter::ENTRY,
+    undeclared::ENTRY,
     // The backend allocates its block from pool (ExAllocatePool2).
-    contexts::check_allocation_failure(install, counter::ENTRY, FaultKind::Pool);
-}
-
-#[test]
-fn a_dismount_frees_the_context_once_in_both_models() {
-    contexts::check_dismount(install, counter::ENTRY);
-}
+    FaultKind::Pool,
+);
 
 const NAME: &str = "Keeper";
 

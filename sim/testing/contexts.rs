@@ -783,3 +783,58 @@ pub(crate) fn check_outside_an_operation(install: Install, counter: fsfilter_sim
     assert!(freed(&s).is_empty());
     finish(m, &[COUNTER]);
 }
+
+/// The checks above as the tests of one model's crate, named as docs/semantics.md (row
+/// `stream-contexts`) lists them: `install`, the entries of [`Counter`] and [`Undeclared`] built
+/// with the model's `driver!`, and the fault kind of the backend's context allocation. Expanded
+/// at the crate root of a crate that includes this file as `mod contexts`. (Added after the first
+/// version; each model's crate wrote the same nine tests before.)
+macro_rules! shared_tests {
+    ($install:expr, $counter:expr, $undeclared:expr, $allocation:expr $(,)?) => {
+    #[test]
+    fn one_context_per_stream_found_from_every_handle_and_freed_at_the_last_close_in_both_models() {
+        $crate::contexts::check_one_context_per_stream($install, $counter);
+    }
+
+    #[test]
+    fn irp_paging_and_fast_io_operations_find_the_context_in_both_models() {
+        $crate::contexts::check_every_kind_finds_it($install, $counter);
+    }
+
+    #[test]
+    fn a_deleted_context_is_not_found_and_a_new_one_is_attached_in_both_models() {
+        $crate::contexts::check_delete($install, $counter);
+    }
+
+    #[test]
+    fn two_threads_on_one_stream_share_one_context_in_both_models() {
+        $crate::contexts::check_two_threads($install, $counter);
+    }
+
+    #[test]
+    fn contexts_still_attached_are_freed_before_the_unload_returns_in_both_models() {
+        $crate::contexts::check_unload($install, $counter);
+    }
+
+    #[test]
+    fn stream_context_is_refused_where_rule_28_says_in_both_models() {
+        $crate::contexts::check_refusals($install, $counter, $undeclared);
+    }
+
+    #[test]
+    fn instance_setup_outside_any_operation_is_refused_in_both_models() {
+        $crate::contexts::check_outside_an_operation($install, $counter);
+    }
+
+    #[test]
+    fn a_context_that_cannot_be_allocated_is_refused_and_nothing_attached_in_both_models() {
+        $crate::contexts::check_allocation_failure($install, $counter, $allocation);
+    }
+
+    #[test]
+    fn a_dismount_frees_the_context_once_in_both_models() {
+        $crate::contexts::check_dismount($install, $counter);
+    }
+    };
+}
+pub(crate) use shared_tests;
