@@ -357,3 +357,36 @@ pub fn check_a_stream_opened_before_the_filter_is_untracked(
     assert_eq!((totals.streams.cleanups, totals.streams.handles), (2, 0));
     assert_eq!(m.findings(), []);
 }
+
+/// The checks above as the tests of one driver crate: `install`, the crate's tally entry, the
+/// entry of its `driver!(Observed)` and the model's name. Expanded at the crate root of a crate
+/// that includes this file as `mod tally_test`.
+macro_rules! tests {
+    ($install:expr, $tally:expr, $observed:expr, $model:literal $(,)?) => {
+        #[test]
+        fn the_workload_is_tallied_per_stream() {
+            let m = $crate::tally_test::machine($install, $tally, $model, true);
+            $crate::tally_test::check_the_workload_is_tallied_per_stream(m);
+        }
+
+        #[test]
+        fn contexts_freed_at_teardown_and_at_unload_are_counted_once() {
+            $crate::tally_test::check_contexts_freed_at_teardown_and_at_unload_are_counted_once(
+                $install, $observed, $model,
+            );
+        }
+
+        #[test]
+        fn an_overwrite_restarts_the_tally() {
+            $crate::tally_test::check_an_overwrite_restarts_the_tally($install, $observed, $model);
+        }
+
+        #[test]
+        fn a_stream_opened_before_the_filter_is_untracked() {
+            $crate::tally_test::check_a_stream_opened_before_the_filter_is_untracked(
+                $install, $observed, $model,
+            );
+        }
+    };
+}
+pub(crate) use tests;

@@ -28,31 +28,4 @@ fn install(m: &mut Machine, mut spec: ServiceSpec) {
     m.install(spec);
 }
 
-#[test]
-fn the_workload_is_tallied_per_stream() {
-    let m = tally_test::machine(install, tally_minifilter::ENTRY, "minifilter", true);
-    tally_test::check_the_workload_is_tallied_per_stream(m);
-}
-
-#[test]
-fn contexts_freed_at_teardown_and_at_unload_are_counted_once() {
-    tally_test::check_contexts_freed_at_teardown_and_at_unload_are_counted_once(
-        install,
-        observed::ENTRY,
-        "minifilter",
-    );
-}
-
-#[test]
-fn an_overwrite_restarts_the_tally() {
-    tally_test::check_an_overwrite_restarts_the_tally(install, observed::ENTRY, "minifilter");
-}
-
-#[test]
-fn a_stream_opened_before_the_filter_is_untracked() {
-    tally_test::check_a_stream_opened_before_the_filter_is_untracked(
-        install,
-        observed::ENTRY,
-        "minifilter",
-    );
-}
+tally_test::tests!(install, tally_minifilter::ENTRY, observed::ENTRY, "minifilter");
