@@ -180,6 +180,23 @@ fn null_argument(routine: &str, what: &str) {
     });
 }
 
+/// The search of `FsRtlLookupPerStreamContextInternal` and `FsRtlRemovePerStreamContext`
+/// (`routine`): the IRQL and the ids checked, then `search` with the header, owner and instance.
+fn search(
+    routine: &str,
+    header: *const FSRTL_ADVANCED_FCB_HEADER,
+    owner: *const c_void,
+    instance: *const c_void,
+    search: impl FnOnce(&mut kernel::Kernel, usize, usize, usize) -> usize,
+) -> *mut FSRTL_PER_STREAM_CONTEXT {
+    kernel::with(|k| {
+        k.check_irql(APC_LEVEL, routine);
+        let (owner, instance) = (owner as usize, instance as usize);
+        k.per_stream_check_ids(routine, owner, instance);
+        search(k, header as usize, owner, instance)
+    }) as *mut FSRTL_PER_STREAM_CONTEXT
+}
+
 export! { windows_sys::Wdk::Storage::FileSystem::FsRtlInsertPerStreamContext =>
     /// `FsRtlInsertPerStreamContext` (WRK `fsrtl/filtrctx.c`): links the caller's
     /// `FSRTL_PER_STREAM_CONTEXT` at the head of the stream's `FilterContexts` list, with no
@@ -215,12 +232,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlLookupPerStreamContextInte
             null_argument("FsRtlLookupPerStreamContextInternal", "header");
             return std::ptr::null_mut();
         }
-        kernel::with(|k| {
-            k.check_irql(APC_LEVEL, "FsRtlLookupPerStreamContextInternal");
-            let (owner, instance) = (ownerid as usize, instanceid as usize);
-            k.per_stream_check_ids("FsRtlLookupPerStreamContextInternal", owner, instance);
-            k.per_stream_find(streamcontext as usize, owner, instance)
-        }) as *mut FSRTL_PER_STREAM_CONTEXT
+        let routine = "FsRtlLookupPerStreamContextInternal";
+        let find = |k: &mut kernel::Kernel, h, o, i| k.per_stream_find(h, o, i);
+        search(routine, streamcontext, ownerid, instanceid, find)
     }
 }
 
@@ -233,12 +247,9 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRemovePerStreamContext =>
         ownerid: *const c_void,
         instanceid: *const c_void,
     ) -> *mut FSRTL_PER_STREAM_CONTEXT {
-        kernel::with(|k| {
-            k.check_irql(APC_LEVEL, "FsRtlRemovePerStreamContext");
-            let (owner, instance) = (ownerid as usize, instanceid as usize);
-            k.per_stream_check_ids("FsRtlRemovePerStreamContext", owner, instance);
-            k.per_stream_remove(streamcontext as usize, owner, instance)
-        }) as *mut FSRTL_PER_STREAM_CONTEXT
+        let routine = "FsRtlRemovePerStreamContext";
+        let remove = |k: &mut kernel::Kernel, h, o, i| k.per_stream_remove(h, o, i);
+        search(routine, streamcontext, ownerid, instanceid, remove)
     }
 }
 
