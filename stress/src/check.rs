@@ -7,7 +7,9 @@
 //!   post callback, within the step (the lab settles after each step, so nothing may stay in
 //!   flight), or, for a request the file system still holds at the step's end (a change
 //!   notification waiting for a change), by the step that completes it; no post comes without
-//!   one; every pended pre is resumed exactly once, within the step.
+//!   one; every pended pre is resumed exactly once, within the step. A post that answered
+//!   `WhenSafe` (`FLT_POSTOP_MORE_PROCESSING_REQUIRED`) comes again, `when_safe`, to finish
+//!   (rule 14): that second half pairs with it, not with a pre, and is not in the stack order.
 //! - **instances**: on each volume, a filter's instance set up with success gets exactly one
 //!   teardown start and then exactly one teardown complete (every sample registers all three
 //!   callbacks): no teardown start without an instance set up, no complete without a start, and
@@ -23,6 +25,13 @@
 //!   image of ours has no pool block, no device object and no device reference left; once every
 //!   driver of ours is stopped, no device of any other driver has a reference left either (one a
 //!   filter took with `IoGetDiskDeviceObject`, say, and never dropped).
+//! - **contexts** (stream contexts, rule 28 of docs/callback-model.md): at the end no
+//!   `FSRTL_PER_STREAM_CONTEXT` an unloaded image of ours inserted is still linked on a stream
+//!   (its `FreeCallback` would run in freed code); and every note of the tally sample's totals
+//!   (`tally: freed F of C contexts`) has `F <= C`: a context reported freed twice shows as more
+//!   freed than attached. The simulator's own rules (`PER_STREAM_CONTEXT_*`, `IRQL_TOO_HIGH`,
+//!   `CONTEXT_LEAKED`, `UNLOADED_DRIVER_CODE_RAN`, `POOL_LEAKED_AT_UNLOAD`) are **findings**; a
+//!   context never freed is a pool block left (**balance**).
 
 use std::collections::BTreeMap;
 
@@ -66,6 +75,8 @@ pub struct ImageEnd {
     pub live_devices: usize,
     /// References still held on its driver's device objects.
     pub device_refs: u32,
+    /// `FSRTL_PER_STREAM_CONTEXT`s it inserted still linked on streams.
+    pub linked_contexts: usize,
 }
 
 /// A scenario driver at the end of the run.
@@ -132,12 +143,15 @@ pub fn end_state(m: &Machine, scenario: &Scenario) -> EndState {
                                 .sum();
                             (live, refs)
                         });
+                        let linked_contexts =
+                            k.perstream.linked.values().filter(|l| l.image == Some(id)).count();
                         ImageEnd {
                             loaded: i.loaded,
                             pool_blocks,
                             pool_bytes,
                             live_devices,
                             device_refs,
+                            linked_contexts,
                         }
                     })
                     .collect();
@@ -174,6 +188,7 @@ pub fn check(scenario: &Scenario, run: &Run, end: &EndState) -> Vec<Violation> {
     order(scenario, run, &mut out);
     statuses(scenario, run, &mut out);
     balance(scenario, end, &mut out);
+    contexts(run, end, &mut out);
     out
 }
 
@@ -194,15 +209,27 @@ type OpKey = (Name, Option<Name>, Option<RequestRef>, MajorFunction);
 /// A driver's pended operations of one request.
 type PendKey = (Name, Option<Name>, Option<RequestRef>);
 
+/// A post's outcome that defers the completion (`PostOutcome::WhenSafe`,
+/// `PostOutcome::MoreProcessing`).
+const MORE_PROCESSING: &str = "FLT_POSTOP_MORE_PROCESSING_REQUIRED";
+
 fn asks_for_post(outcome: &str) -> bool {
     matches!(outcome, "FLT_PREOP_SUCCESS_WITH_CALLBACK" | "FLT_PREOP_SYNCHRONIZE")
 }
 
 /// True when `driver` registered `major` with a post callback and no pre callback: its posts
-/// pair with no pre (the scanner's post-create and post-write, `scanner::REGISTRATION`).
+/// pair with no pre (the scanner's post-create and post-write, `scanner::REGISTRATION`; the
+/// tally's post-create, `tally::REGISTRATION`).
 pub fn post_only(scenario: &Scenario, driver: &str, major: MajorFunction) -> bool {
-    scenario.driver(driver).is_some_and(|d| d.sample.eq_ignore_ascii_case("scanner"))
-        && scanner::REGISTRATION.get(major).is_some_and(|op| op.post && !op.pre)
+    let Some(d) = scenario.driver(driver) else { return false };
+    let registration = if d.sample.eq_ignore_ascii_case("scanner") {
+        &scanner::REGISTRATION
+    } else if d.sample.eq_ignore_ascii_case("tally") {
+        &tally::REGISTRATION
+    } else {
+        return false;
+    };
+    registration.get(major).is_some_and(|op| op.post && !op.pre)
 }
 
 /// The **posts** invariant over an event list (public so that the tests can feed it a tampered
@@ -214,6 +241,9 @@ pub fn posts(
 ) {
     let mut outstanding: BTreeMap<OpKey, u32> = BTreeMap::new();
     let mut pended: BTreeMap<PendKey, Vec<MajorFunction>> = BTreeMap::new();
+    // Posts that answered FLT_POSTOP_MORE_PROCESSING_REQUIRED: a `WhenSafe` one's second half
+    // comes as a post `when_safe` (a `MoreProcessing` one's never does).
+    let mut deferred: BTreeMap<OpKey, u32> = BTreeMap::new();
     // User requests started and not completed yet: their posts may come in a later step.
     let mut open: std::collections::BTreeSet<RequestRef> = std::collections::BTreeSet::new();
     let mut step: Option<u32> = None;
@@ -291,8 +321,35 @@ pub fn posts(
                         .or_default() += 1;
                 }
             }
-            Callback::Post { major, .. } if post_only(driver, *major) => {}
-            Callback::Post { major, draining, .. } => {
+            Callback::Post { major, when_safe: true, .. } => {
+                // The second half of a post that answered `WhenSafe` (rule 14): it pairs with
+                // that post, not with a pre.
+                let n = deferred.entry((driver.clone(), volume.clone(), *io, *major)).or_default();
+                if *n == 0 {
+                    out.push(Violation {
+                        step: e.step,
+                        invariant: "posts",
+                        detail: format!(
+                            "{driver} on {}: post of {major} finished when safe for request {io:?} \
+                             without a post that answered FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+                            volume.as_deref().unwrap_or("?")
+                        ),
+                    });
+                } else {
+                    *n -= 1;
+                }
+            }
+            Callback::Post { major, outcome, .. } if post_only(driver, *major) => {
+                if *outcome == MORE_PROCESSING {
+                    *deferred.entry((driver.clone(), volume.clone(), *io, *major)).or_default() +=
+                        1;
+                }
+            }
+            Callback::Post { major, draining, outcome, .. } => {
+                if *outcome == MORE_PROCESSING {
+                    *deferred.entry((driver.clone(), volume.clone(), *io, *major)).or_default() +=
+                        1;
+                }
                 let n =
                     outstanding.entry((driver.clone(), volume.clone(), *io, *major)).or_default();
                 if *n == 0 {
@@ -461,7 +518,8 @@ pub fn order(scenario: &Scenario, run: &Run, out: &mut Vec<Violation>) {
             }
             _ => continue,
         };
-        if !matches!(callback, Callback::Pre { .. } | Callback::Post { .. }) {
+        // A post finished when safe runs later, in a worker (rule 14), outside the stack walk.
+        if !matches!(callback, Callback::Pre { .. } | Callback::Post { when_safe: false, .. }) {
             continue;
         }
         let last = state.entry(io).or_default();
@@ -702,4 +760,47 @@ fn balance(scenario: &Scenario, end: &EndState, out: &mut Vec<Violation>) {
             }
         }
     }
+}
+
+/// The **contexts** invariant (see the module's documentation).
+fn contexts(run: &Run, end: &EndState, out: &mut Vec<Violation>) {
+    for e in &run.events {
+        let EventKind::Callback { driver, callback: Callback::Note { text }, .. } = &e.kind else {
+            continue;
+        };
+        let Some((freed, created)) = tally_totals(text) else { continue };
+        if freed > created {
+            out.push(Violation {
+                step: e.step,
+                invariant: "contexts",
+                detail: format!(
+                    "{driver} noted {freed} stream context(s) freed of {created} attached: one \
+                     was reported freed twice ({text})"
+                ),
+            });
+        }
+    }
+    for d in &end.drivers {
+        for (n, image) in d.images.iter().enumerate() {
+            if !image.loaded && image.linked_contexts > 0 {
+                out.push(Violation {
+                    step: None,
+                    invariant: "contexts",
+                    detail: format!(
+                        "{} (load #{n}) unloaded with {} FSRTL_PER_STREAM_CONTEXT(s) it inserted \
+                         still linked on streams",
+                        d.name, image.linked_contexts
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// The counts of a tally totals note, `tally: freed F of C contexts, ...`: `(F, C)`.
+pub fn tally_totals(text: &str) -> Option<(u64, u64)> {
+    let rest = text.strip_prefix(tally::notes::TOTALS)?;
+    let (freed, rest) = rest.split_once(" of ")?;
+    let (created, _) = rest.split_once(" contexts")?;
+    Some((freed.parse().ok()?, created.parse().ok()?))
 }

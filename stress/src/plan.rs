@@ -26,8 +26,14 @@ pub const GROUPS: [&str; 6] = [
     "FSFilter Copy Protection",
 ];
 
-/// The samples.
+/// The samples a driver's `sample` draw picks from ([`DriverPlan::sample_name`] turns some
+/// passthroughs into [`TALLY`]).
 pub const SAMPLES: [&str; 3] = ["passthrough", "probe", "scanner"];
+
+/// The tally sample (stream contexts, rule 28): a passthrough drawn with
+/// [`ScannerPlan::attach_unscanned`], which a passthrough does not read, so that adding it left
+/// every plan's draws as they were.
+pub const TALLY: &str = "tally";
 
 /// The start types.
 pub const STARTS: [&str; 4] = ["boot", "system", "auto", "demand"];
@@ -165,7 +171,7 @@ pub struct ScannerPlan {
 /// A driver of the machine.
 #[derive(Clone, Debug)]
 pub struct DriverPlan {
-    /// Index into [`SAMPLES`].
+    /// Index into [`SAMPLES`] (see [`DriverPlan::sample_name`]).
     pub sample: usize,
     /// Legacy rather than minifilter.
     pub legacy: bool,
@@ -181,6 +187,17 @@ pub struct DriverPlan {
     pub probe: ProbePlan,
     /// The scanner's parameters (used when the sample is the scanner).
     pub scanner: ScannerPlan,
+}
+
+impl DriverPlan {
+    /// The sample the driver loads: [`SAMPLES`]' pick, but a passthrough drawn with
+    /// `scanner.attach_unscanned` (a draw a passthrough does not use) is the [`TALLY`] sample.
+    pub fn sample_name(&self) -> &'static str {
+        match pick(&SAMPLES, self.sample) {
+            "passthrough" if self.scanner.attach_unscanned => TALLY,
+            s => s,
+        }
+    }
 }
 
 /// One step.
@@ -499,7 +516,7 @@ impl Plan {
         let mut used: Vec<u32> = Vec::new();
         let mut first_mini: Option<u32> = None;
         for (i, d) in self.drivers.iter().enumerate() {
-            let name = format!("{}{}", capitalized(pick(&SAMPLES, d.sample)), i);
+            let name = format!("{}{}", capitalized(d.sample_name()), i);
             let altitude = if d.legacy {
                 None
             } else {
@@ -565,7 +582,7 @@ impl Plan {
             }
         }
         for (d, (name, altitude)) in self.drivers.iter().zip(&names.drivers) {
-            let sample = pick(&SAMPLES, d.sample);
+            let sample = d.sample_name();
             let model = if d.legacy { "legacy" } else { "minifilter" };
             let _ = writeln!(
                 t,
@@ -753,9 +770,10 @@ impl Plan {
                 || pick(&RULE_ACTIONS, r.action).starts_with("complete:");
             completes && matches!(pick(&RULE_OPS, r.op), "*" | "cleanup") && r.pattern % 3 == 0
         };
-        let probes_swallow = self.drivers.iter().any(|d| {
-            pick(&SAMPLES, d.sample) == "probe" && d.probe.rules.iter().any(swallows_cleanup)
-        });
+        let probes_swallow = self
+            .drivers
+            .iter()
+            .any(|d| d.sample_name() == "probe" && d.probe.rules.iter().any(swallows_cleanup));
         !probes_swallow
             && !self.steps.iter().any(|s| matches!(s, StepPlan::Stop(_) | StepPlan::Unload(_)))
     }

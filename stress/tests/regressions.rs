@@ -778,8 +778,14 @@ fn leaks_and_drivers_left_running_are_detected() {
     let (s, run, mut end) = baseline();
     assert!(end.drivers.iter().all(|d| d.state == "stopped"), "{end:#?}");
     assert!(end.drivers.iter().all(|d| d.images.iter().all(|i| !i.loaded)), "{end:#?}");
-    end.drivers[0].images[0] =
-        ImageEnd { loaded: false, pool_blocks: 1, pool_bytes: 64, live_devices: 0, device_refs: 0 };
+    end.drivers[0].images[0] = ImageEnd {
+        loaded: false,
+        pool_blocks: 1,
+        pool_bytes: 64,
+        live_devices: 0,
+        device_refs: 0,
+        linked_contexts: 0,
+    };
     end.drivers[1].images[0].live_devices = 1;
     end.drivers.push(DriverEnd {
         name: "Low".into(),
@@ -839,6 +845,168 @@ fn a_legacy_filter_answering_fltmc_is_detected() {
     run.steps.push(outcome);
     let v = check::check(&s, &run, &end);
     assert!(v.iter().any(|v| v.invariant == "statuses"), "{v:#?}");
+}
+
+#[test]
+fn a_post_finished_when_safe_pairs_with_the_post_that_deferred_it_in_both_models() {
+    // FSFILTER_STRESS_SEED=0x5eed161a, the first case once the tally sample came into the plans:
+    // an overlapped non-cached read completes from the storage's DPC, the tally's post runs at
+    // DISPATCH_LEVEL and answers WhenSafe (FLT_POSTOP_MORE_PROCESSING_REQUIRED), and its second
+    // half (`when_safe`) runs from a worker. The checker took that second post for one without a
+    // pre, and for one out of the stack order.
+    let text = r#"
+[[volume]]
+name = "C:"
+filesystem = "ntfs"
+files = { "evil.com" = "xxEVILPATTERNxx" }
+[[driver]]
+name = "Tally0"
+sample = "tally"
+model = "legacy"
+start = "boot"
+group = "FSFilter Top"
+[[step]]
+action = "io"
+volume = "C:"
+op = "create"
+path = "evil.com"
+overlapped = true
+[[step]]
+action = "io"
+volume = "C:"
+op = "read"
+path = "evil.com"
+mode = "noncached"
+offset = 0
+[[step]]
+action = "io"
+volume = "C:"
+op = "close"
+path = "evil.com"
+[[step]]
+action = "stop"
+driver = "Tally0"
+"#;
+    for model in [Model::Legacy, Model::Minifilter] {
+        let s = parse("regression.toml", text).unwrap().with_model("Tally0", model);
+        let (run, end, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{model:?}: {violations:#?}");
+        let read = callbacks(&run.events, "Tally0")
+            .into_iter()
+            .filter(|c| c.contains("IRP_MJ_READ"))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            read,
+            [
+                "pre IRP_MJ_READ FLT_PREOP_SUCCESS_WITH_CALLBACK",
+                "post IRP_MJ_READ STATUS_SUCCESS",
+                "post IRP_MJ_READ STATUS_SUCCESS",
+            ],
+            "{model:?}"
+        );
+        // Without the post that deferred it, the second half is one too many.
+        let mut tampered = run.clone();
+        let at = tampered.events.iter().position(|e| is_post(e, MajorFunction::Read)).unwrap();
+        tampered.events.remove(at);
+        let v = check::check(&s, &tampered, &end);
+        assert!(
+            v.iter().any(|v| v.invariant == "posts" && v.detail.contains("finished when safe")),
+            "{model:?}: {v:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_stream_context_an_unloaded_driver_left_linked_is_detected() {
+    // Rule 28: a legacy filter removes every FSRTL_PER_STREAM_CONTEXT it inserted before it
+    // unloads; one left linked is a FreeCallback into freed code when the stream goes.
+    let (s, run, mut end) = baseline();
+    assert!(end.drivers.iter().all(|d| d.images.iter().all(|i| i.linked_contexts == 0)));
+    end.drivers[0].images[0].linked_contexts = 2;
+    let v = check::check(&s, &run, &end);
+    assert!(
+        v.iter().any(|v| v.invariant == "contexts"
+            && v.detail.contains("2 FSRTL_PER_STREAM_CONTEXT(s) it inserted still linked")),
+        "{v:#?}"
+    );
+    // Not while its image is loaded: a running filter keeps its contexts.
+    end.drivers[0].images[0].loaded = true;
+    let v = check::check(&s, &run, &end);
+    assert!(!v.iter().any(|v| v.invariant == "contexts"), "{v:#?}");
+}
+
+#[test]
+fn a_tally_note_with_more_contexts_freed_than_attached_is_detected() {
+    // Rule 28: `stream_context_freed` comes once per context; the tally sample counts both.
+    let note = |text: &str| Event {
+        seq: 1_000_000,
+        step: Some(1),
+        time: 0,
+        kind: EventKind::Callback {
+            driver: "Tally0".into(),
+            volume: Some("C:".into()),
+            io: Some(RequestRef(1)),
+            callback: Callback::Note { text: text.into() },
+        },
+    };
+    let (s, run, end) = baseline();
+    for (text, bad) in [
+        ("tally: freed 3 of 2 contexts, 0 untracked: opens 2; reads 0", true),
+        ("tally: freed 2 of 2 contexts, 1 untracked: opens 2; reads 0", false),
+        ("tally: last handle of stream 3: opens 1; reads 0", false),
+    ] {
+        let mut run = run.clone();
+        run.events.push(note(text));
+        let v = check::check(&s, &run, &end);
+        assert_eq!(
+            v.iter().any(|v| v.invariant == "contexts" && v.detail.contains("freed twice")),
+            bad,
+            "{text}: {v:#?}"
+        );
+    }
+    assert_eq!(
+        check::tally_totals("tally: freed 12 of 40 contexts, 3 untracked: x"),
+        Some((12, 40))
+    );
+}
+
+#[test]
+fn generated_timelines_load_the_tally_sample_under_both_models() {
+    // The generator's reach into stream contexts (rule 28): some plans load the tally sample
+    // (a passthrough drawn with `attach_unscanned`, which a passthrough does not read, is a tally:
+    // no draw was added) as a legacy filter and as a minifilter, whose notes show streams tallied
+    // at their last handle and contexts freed, while every invariant holds.
+    let mut draw = plans(16);
+    let (mut legacy, mut mini, mut last_handle, mut totals) = (0, 0, 0, 0);
+    for _ in 0..400 {
+        let plan = draw(30);
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        let tallies: Vec<_> = s.drivers.iter().filter(|d| d.sample == "tally").collect();
+        legacy += usize::from(tallies.iter().any(|d| d.model == Model::Legacy));
+        mini += usize::from(tallies.iter().any(|d| d.model == Model::Minifilter));
+        let notes: Vec<&str> = run
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Callback { callback: Callback::Note { text }, .. } => {
+                    Some(text.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        last_handle += usize::from(notes.iter().any(|n| n.starts_with(tally::notes::LAST_HANDLE)));
+        totals += usize::from(notes.iter().any(|n| check::tally_totals(n).is_some()));
+    }
+    assert!(
+        legacy > 0 && mini > 0 && last_handle > 0 && totals > 0,
+        "tally as a legacy filter in {legacy} plans, as a minifilter in {mini}; a last handle \
+         noted in {last_handle}, totals in {totals}"
+    );
 }
 
 /// Draws plans of at most `max_steps` random steps, the same ones for the same `seed` on every
