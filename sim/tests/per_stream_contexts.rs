@@ -502,6 +502,22 @@ fn mini_post(p: &fltcommon::PostCall) -> i32 {
     0
 }
 
+/// Mini, a minifilter whose post-create sets a stream context when `MINI_SETS` is true.
+fn start_mini(m: &mut Machine) {
+    m.install_filter_manager();
+    let mut cfg = fltcommon::Config::new("Mini", "370000")
+        .op(fltcommon::mj::CREATE, false, true)
+        .with_post(mini_post);
+    cfg.contexts = vec![(0x8, 24)];
+    fltcommon::start(m, 0, cfg);
+}
+
+/// The cleanups of Mini's stream contexts so far.
+fn mini_cleanups() -> usize {
+    let seen = fltcommon::seen(0);
+    seen.iter().filter(|e| matches!(e, fltcommon::Seen::Cleanup { ty: 0x8, .. })).count()
+}
+
 #[test]
 fn the_filter_managers_stream_contexts_hang_off_the_same_list() {
     // On Windows the Filter Manager keeps a stream's contexts in a per-stream context of its own
@@ -509,12 +525,7 @@ fn the_filter_managers_stream_contexts_hang_off_the_same_list() {
     // first): a legacy filter's lookup with neither id can find it. Modelled since December 7:
     // the Filter Manager links it when it first sets a stream context on the stream.
     let (mut m, c) = machine();
-    m.install_filter_manager();
-    let mut cfg = fltcommon::Config::new("Mini", "370000")
-        .op(fltcommon::mj::CREATE, false, true)
-        .with_post(mini_post);
-    cfg.contexts = vec![(0x8, 24)];
-    fltcommon::start(&mut m, 0, cfg);
+    start_mini(&mut m);
     // a.txt: Mini's context first, then Ctx's, which is freed first and sees Mini's still there.
     MINI_SETS.with(|x| *x.borrow_mut() = true);
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
@@ -531,11 +542,7 @@ fn the_filter_managers_stream_contexts_hang_off_the_same_list() {
     m.settle();
     assert_eq!(freed(), [x]);
     assert_eq!(LEFT_IN_FREE.with(|l| l.borrow().clone()), [1], "Mini's still linked then");
-    let cleanups = || {
-        let seen = fltcommon::seen(0);
-        seen.iter().filter(|e| matches!(e, fltcommon::Seen::Cleanup { ty: 0x8, .. })).count()
-    };
-    assert_eq!(cleanups(), 1, "Mini's stream context went with the stream");
+    assert_eq!(mini_cleanups(), 1, "Mini's stream context went with the stream");
     // b.txt: Ctx's context first, then Mini's (its second open): Mini's goes first.
     MINI_SETS.with(|x| *x.borrow_mut() = false);
     let h1 = m.open(c, "b.txt", CreateOptions::open()).unwrap();
@@ -553,7 +560,7 @@ fn the_filter_managers_stream_contexts_hang_off_the_same_list() {
     m.settle();
     assert_eq!(freed(), [x, y]);
     assert_eq!(LEFT_IN_FREE.with(|l| l.borrow().clone()), [0], "Mini's went first");
-    assert_eq!(cleanups(), 2);
+    assert_eq!(mini_cleanups(), 2);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
@@ -565,12 +572,7 @@ fn a_stream_whose_filter_manager_context_a_driver_removed_does_not_deprive_the_n
     // context links a Filter Manager context of its own again. Until December 7 the Filter
     // Manager still counted the removed one as the address's, and linked none.
     let (mut m, c) = machine();
-    m.install_filter_manager();
-    let mut cfg = fltcommon::Config::new("Mini", "370000")
-        .op(fltcommon::mj::CREATE, false, true)
-        .with_post(mini_post);
-    cfg.contexts = vec![(0x8, 24)];
-    fltcommon::start(&mut m, 0, cfg);
+    start_mini(&mut m);
     MINI_SETS.with(|x| *x.borrow_mut() = true);
     let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
     let s = stream(&m, h);
@@ -579,11 +581,7 @@ fn a_stream_whose_filter_manager_context_a_driver_removed_does_not_deprive_the_n
     assert_eq!(rules(&m), [Rule::PerStreamContextMisuse]);
     m.close_handle(h);
     m.settle();
-    let cleanups = || {
-        let seen = fltcommon::seen(0);
-        seen.iter().filter(|e| matches!(e, fltcommon::Seen::Cleanup { ty: 0x8, .. })).count()
-    };
-    assert_eq!(cleanups(), 1, "Mini's stream context went with the FCB all the same");
+    assert_eq!(mini_cleanups(), 1, "Mini's stream context went with the FCB all the same");
     // FCB blocks are reused after a quarantine of freed blocks (sim/src/mem.rs `BlockPool`).
     let mut opens = 0;
     let h = loop {
@@ -598,7 +596,7 @@ fn a_stream_whose_filter_manager_context_a_driver_removed_does_not_deprive_the_n
     assert_eq!(list(s).len(), 1, "the Filter Manager's per-stream context of the new stream");
     m.close_handle(h);
     m.settle();
-    assert_eq!(cleanups(), 1 + opens);
+    assert_eq!(mini_cleanups(), 1 + opens);
     assert_eq!(rules(&m), [Rule::PerStreamContextMisuse]);
 }
 
