@@ -340,10 +340,11 @@ pub fn posts(
                 }
             }
             Callback::Post { major, outcome, .. } if post_only(driver, *major) => {
-                if *outcome == MORE_PROCESSING {
-                    *deferred.entry((driver.clone(), volume.clone(), *io, *major)).or_default() +=
-                        1;
+                // No pre to pair with: only a deferral counts (the next arm must not see it).
+                if *outcome != MORE_PROCESSING {
+                    continue;
                 }
+                *deferred.entry((driver.clone(), volume.clone(), *io, *major)).or_default() += 1;
             }
             Callback::Post { major, draining, outcome, .. } => {
                 if *outcome == MORE_PROCESSING {
