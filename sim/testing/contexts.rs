@@ -21,7 +21,9 @@
 //! - pre-query-information, pre-cleanup and pre-close (`Get`), post-close (`GetOrCreate`).
 //!
 //! Added after the first version (additive): instance setup asks too (`GetOrCreate`, stage
-//! `instance-setup`: outside any operation).
+//! `instance-setup`: outside any operation); the pre and post of a query open
+//! (`IRP_MJ_NETWORK_QUERY_OPEN`, fast I/O) ask both ways (`Get`, then `GetOrCreate`; stages
+//! `query-open` and `post-query-open`).
 //!
 //! The stages of reads and writes name fast I/O (`read fast`) and paging I/O (`read paging`).
 //! `Filter::stream_context_freed` records [`Seen::Freed`]. [`Undeclared`] is the same filter
@@ -136,6 +138,7 @@ const COUNTING: Registration = Registration::new()
     .operation(Operation::new(MajorFunction::QueryInformation).pre())
     .operation(Operation::new(MajorFunction::Cleanup).pre())
     .operation(Operation::new(MajorFunction::Close).pre().post())
+    .operation(Operation::new(MajorFunction::NetworkQueryOpen).pre().post())
     .validated();
 
 /// The file object's name, lower case.
@@ -299,6 +302,11 @@ macro_rules! counter {
                         drop(get(ContextRequest::Get, "close".into(), false));
                         PreOutcome::WithPost(name.clone())
                     }
+                    MajorFunction::NetworkQueryOpen => {
+                        drop(get(ContextRequest::Get, "query-open".into(), false));
+                        drop(get(ContextRequest::GetOrCreate, "query-open".into(), false));
+                        PreOutcome::WithPost(name.clone())
+                    }
                     _ => PreOutcome::NoPost,
                 }
             }
@@ -332,6 +340,10 @@ macro_rules! counter {
                         get(ContextRequest::GetOrCreate, "read DISPATCH");
                     }
                     MajorFunction::Close => get(ContextRequest::GetOrCreate, "post-close"),
+                    MajorFunction::NetworkQueryOpen => {
+                        get(ContextRequest::Get, "post-query-open");
+                        get(ContextRequest::GetOrCreate, "post-query-open");
+                    }
                     _ => {}
                 }
                 PostOutcome::Finished
@@ -784,6 +796,56 @@ pub(crate) fn check_outside_an_operation(install: Install, counter: fsfilter_sim
     finish(m, &[COUNTER]);
 }
 
+/// A query open (`IRP_MJ_NETWORK_QUERY_OPEN`: an attribute query by name, fast I/O) has no
+/// stream: its file object is the I/O manager's, which the file system never opens (no
+/// `FsContext`), so rule 28 refuses both requests in its pre and its post
+/// (`STATUS_NOT_SUPPORTED`), even while another handle holds the stream's context; the query
+/// attaches nothing (the next open attaches marker 1), leaks nothing and is no finding. A
+/// missing name, declined below (the post sees `STATUS_FLT_DISALLOW_FAST_IO`), is refused the
+/// same way. (Added after the first version.)
+pub(crate) fn check_query_open(install: Install, counter: fsfilter_sim::DriverEntry) {
+    let (mut m, c) = machine(install, &[(COUNTER, counter)]);
+    let a = r"\ctx\a.txt";
+    let unsupported = Err(Status::NOT_SUPPORTED);
+    let refused = |s: &[Seen], stage| {
+        let got = answers(s, stage);
+        assert_eq!(got, [unsupported.clone(), unsupported.clone()], "{stage}: {s:#?}");
+    };
+    let query = |m: &mut Machine, path| {
+        let q = m.io(IoRequest::QueryAttributes { volume: c, path });
+        (q.status, q.fast_io)
+    };
+    // No handle open.
+    assert_eq!(query(&mut m, r"ctx\a.txt"), (Status::SUCCESS, true));
+    let s = seen();
+    refused(&s, "query-open");
+    refused(&s, "post-query-open");
+    assert!(freed(&s).is_empty() && created(&s).is_empty(), "{s:#?}");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // A handle holds the stream's context: the query open's own file object still has none.
+    let h = open(&mut m, c, a);
+    assert_eq!(answers(&seen(), "post-create"), [got(true, 1, 1, 0)]);
+    assert_eq!(query(&mut m, r"ctx\a.txt"), (Status::SUCCESS, true));
+    let s = seen();
+    refused(&s, "query-open");
+    refused(&s, "post-query-open");
+    assert!(freed(&s).is_empty() && created(&s).is_empty(), "{s:#?}");
+    // A missing name: declined below, then opened with an IRP, which fails.
+    let missing = query(&mut m, r"ctx\missing.txt");
+    assert_eq!(missing, (Status::OBJECT_NAME_NOT_FOUND, false));
+    let s = seen();
+    refused(&s, "query-open");
+    refused(&s, "post-query-open");
+    assert_eq!(answers(&s, "post-create"), [unsupported.clone()], "{s:#?}");
+    assert!(freed(&s).is_empty() && created(&s).is_empty(), "{s:#?}");
+    // The handle's context is the only one, freed at its close.
+    close(&mut m, h);
+    let s = seen();
+    assert_eq!(answers(&s, "close"), [got(false, 3, 1, 0)]);
+    assert_eq!(freed(&s), [vec![3, 1, 0]], "{s:#?}");
+    finish(m, &[COUNTER]);
+}
+
 /// The checks above as the tests of one model's crate, named as docs/semantics.md (row
 /// `stream-contexts`) lists them: `install`, the entries of [`Counter`] and [`Undeclared`] built
 /// with the model's `driver!`, and the fault kind of the backend's context allocation. Expanded
@@ -829,6 +891,11 @@ macro_rules! shared_tests {
     #[test]
     fn a_context_that_cannot_be_allocated_is_refused_and_nothing_attached_in_both_models() {
         $crate::contexts::check_allocation_failure($install, $counter, $allocation);
+    }
+
+    #[test]
+    fn a_query_open_has_no_stream_and_is_refused_a_context_in_both_models() {
+        $crate::contexts::check_query_open($install, $counter);
     }
 
     #[test]
