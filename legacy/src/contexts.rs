@@ -435,6 +435,10 @@ impl<F: Filter> StreamContextBackend for Backend<F> {
         unsafe { release::<F>(id.0 as *mut Block) };
     }
 
+    /// Also from a pre-close callback (rule 28, "Deleting in pre-close"): the removal runs
+    /// before the close goes down, while the closing file object keeps the stream's control
+    /// block, so not during that stream's teardown, which `FsRtlRemovePerStreamContext`'s page
+    /// warns a close dispatch routine against; a post-close gets no guard.
     fn delete(&self, id: StreamContextId) {
         let block = id.0 as *mut Block;
         let Some(c) = contexts::<F>() else { return };

@@ -23,7 +23,8 @@
 //! Added after the first version (additive): instance setup asks too (`GetOrCreate`, stage
 //! `instance-setup`: outside any operation); the pre and post of a query open
 //! (`IRP_MJ_NETWORK_QUERY_OPEN`, fast I/O) ask both ways (`Get`, then `GetOrCreate`; stages
-//! `query-open` and `post-query-open`).
+//! `query-open` and `post-query-open`); pre-close deletes the context it got for names containing
+//! `forget` ([`Seen::Deleted`]).
 //!
 //! The stages of reads and writes name fast I/O (`read fast`) and paging I/O (`read paging`).
 //! `Filter::stream_context_freed` records [`Seen::Freed`]. [`Undeclared`] is the same filter
@@ -299,7 +300,12 @@ macro_rules! counter {
                         PreOutcome::NoPost
                     }
                     MajorFunction::Close => {
-                        drop(get(ContextRequest::Get, "close".into(), false));
+                        let context = get(ContextRequest::Get, "close".into(), false);
+                        if let (true, Some(context)) = (name.contains("forget"), context) {
+                            let words = words(context.words());
+                            record(Seen::Deleted { file: name.clone(), words });
+                            context.delete();
+                        }
                         PreOutcome::WithPost(name.clone())
                     }
                     MajorFunction::NetworkQueryOpen => {
@@ -360,7 +366,8 @@ counter!(Counter, COUNTER, WORDS);
 counter!(Undeclared, UNDECLARED, 0);
 
 /// `C:` (NTFS) with `\ctx\` files (`a.txt`, `b.txt`, `delete.txt`, `lazy.txt`,
-/// `lazy-race.txt`, `lazy-late.txt`, `link.txt`, `target.txt`, 4 KiB each) and `\other.txt`.
+/// `lazy-race.txt`, `lazy-late.txt`, `link.txt`, `target.txt`, `forget.txt`, 4 KiB each) and
+/// `\other.txt`.
 pub(crate) fn machine(
     install: Install,
     filters: &[(&str, fsfilter_sim::DriverEntry)],
@@ -376,7 +383,7 @@ pub(crate) fn machine_with(
 ) -> (Machine, VolumeId) {
     let mut m = Machine::new(MachineConfig { seed: 28 });
     let mut spec = VolumeSpec::new("C:", FsKind::Ntfs).file("other.txt", &[1; 4096]);
-    for name in ["a", "b", "delete", "lazy", "lazy-race", "lazy-late", "link", "target"] {
+    for name in ["a", "b", "delete", "lazy", "lazy-race", "lazy-late", "link", "target", "forget"] {
         spec = spec.file(&format!(r"ctx\{name}.txt"), &[7; 4096]);
     }
     let c = m.add_volume(spec);
@@ -846,6 +853,54 @@ pub(crate) fn check_query_open(install: Install, counter: fsfilter_sim::DriverEn
     finish(m, &[COUNTER]);
 }
 
+/// A delete in pre-close (the close of one handle while another stays open, then the last
+/// close) does what it does elsewhere, in both models: the context is detached before the close
+/// goes down and freed at once, once, with its final words; the handle still open finds none
+/// (`STATUS_NOT_FOUND`); the file system's teardown at the last close frees nothing more (the
+/// legacy model's `FreeCallback` is not called for it), and nothing is a finding. Rule 28,
+/// "Deleting in pre-close". (Added after the first version.)
+pub(crate) fn check_delete_in_pre_close(install: Install, counter: fsfilter_sim::DriverEntry) {
+    let (mut m, c) = machine(install, &[(COUNTER, counter)]);
+    let f = r"\ctx\forget.txt";
+    let h1 = open(&mut m, c, f);
+    let h2 = open(&mut m, c, f);
+    assert_eq!(answers(&seen(), "post-create"), [got(true, 1, 1, 0), got(false, 2, 1, 0)]);
+    // The first close deletes the context while h2 keeps the stream open.
+    close(&mut m, h1);
+    let s = seen();
+    assert_eq!(answers(&s, "cleanup"), [got(false, 3, 1, 0)]);
+    assert_eq!(answers(&s, "close"), [got(false, 4, 1, 0)]);
+    let deleted = Seen::Deleted { file: f.to_owned(), words: vec![4, 1, 0] };
+    let freed_words = Seen::Freed { filter: COUNTER, words: vec![4, 1, 0] };
+    let tail = s.iter().skip_while(|e| **e != deleted).cloned().collect::<Vec<_>>();
+    assert_eq!(tail[..2], [deleted, freed_words], "deleted, then freed: {s:#?}");
+    assert_eq!(freed(&s).len(), 1, "{s:#?}");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // The other handle finds none.
+    read(&mut m, h2);
+    assert_eq!(answers(&seen(), "read"), [Err(Status::NOT_FOUND)]);
+    // A third handle attaches a new one; the last two closes: h2's finds it and deletes it
+    // while h3 is open, h3's finds none.
+    let h3 = open(&mut m, c, f);
+    assert_eq!(answers(&seen(), "post-create"), [got(true, 1, 2, 0)]);
+    close(&mut m, h2);
+    let s = seen();
+    assert_eq!(answers(&s, "close"), [got(false, 3, 2, 0)]);
+    assert_eq!(freed(&s), [vec![3, 2, 0]], "{s:#?}");
+    // The last close: a context attached by a write, deleted in pre-close before the file
+    // system tears the stream down; freed once, by the delete.
+    write(&mut m, h3);
+    assert_eq!(answers(&seen(), "write"), [got(true, 1, 3, 1)]);
+    close(&mut m, h3);
+    let s = seen();
+    assert_eq!(answers(&s, "cleanup"), [got(false, 2, 3, 1)]);
+    assert_eq!(answers(&s, "close"), [got(false, 3, 3, 1)]);
+    assert_eq!(answers(&s, "post-close"), [Err(Status::NOT_SUPPORTED)]);
+    assert_eq!(freed(&s), [vec![3, 3, 1]], "{s:#?}");
+    finish(m, &[COUNTER]);
+    assert!(freed(&seen()).is_empty(), "nothing left for the unload to free");
+}
+
 /// The checks above as the tests of one model's crate, named as docs/semantics.md (row
 /// `stream-contexts`) lists them: `install`, the entries of [`Counter`] and [`Undeclared`] built
 /// with the model's `driver!`, and the fault kind of the backend's context allocation. Expanded
@@ -896,6 +951,11 @@ macro_rules! shared_tests {
     #[test]
     fn a_query_open_has_no_stream_and_is_refused_a_context_in_both_models() {
         $crate::contexts::check_query_open($install, $counter);
+    }
+
+    #[test]
+    fn a_delete_in_pre_close_detaches_and_frees_the_context_once_in_both_models() {
+        $crate::contexts::check_delete_in_pre_close($install, $counter);
     }
 
     #[test]
