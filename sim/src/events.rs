@@ -199,6 +199,15 @@ pub enum Rule {
     /// IRQL lowered meanwhile, or fast mutexes released in another order than the reverse of
     /// their acquisition).
     FastMutexMisuse,
+    /// `FsRtlCreateSectionForDataScan` or `FltCreateSectionForDataScan` on a file object the
+    /// file system never opened (no `FsContext` and no `SectionObjectPointer`: the file object of
+    /// a create that failed or ended `STATUS_REPARSE`, seen in its post): a bug check on
+    /// Windows, where the memory manager's file-object path (WRK mm/creasect.c
+    /// `MmCreateSection`) reads `FileObject->SectionObjectPointer->DataSectionObject` without a
+    /// test (only the file-handle path tests it for `STATUS_INVALID_FILE_FOR_SECTION`). The
+    /// simulator reports it before the acquire for section synchronization and answers
+    /// `STATUS_INVALID_FILE_FOR_SECTION`.
+    SectionOnUnopenedFile,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -266,6 +275,7 @@ impl Rule {
             Rule::PerStreamContextFreedWhileLinked => "PER_STREAM_CONTEXT_FREED_WHILE_LINKED",
             Rule::PerStreamContextMisuse => "PER_STREAM_CONTEXT_MISUSE",
             Rule::FastMutexMisuse => "FAST_MUTEX_MISUSE",
+            Rule::SectionOnUnopenedFile => "DATA_SCAN_SECTION_ON_UNOPENED_FILE",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

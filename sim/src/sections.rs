@@ -7,6 +7,7 @@
 use fsfilter::Status;
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 
+use crate::events::Rule;
 use crate::fs::VOLUME_NODE;
 use crate::ids::ImageId;
 use crate::kernel::{self, FastMap, Kernel};
@@ -29,6 +30,41 @@ pub fn check_data_scan_arguments(protection: u32, attributes: u32) -> Result<(),
         return Err(Status::INVALID_PARAMETER_9);
     }
     Ok(())
+}
+
+impl Kernel {
+    /// The test `FsRtlCreateSectionForDataScan` and `FltCreateSectionForDataScan` do not make:
+    /// a data-scan section on a file object the file system never opened (a known file object
+    /// with neither `FsContext` nor `SectionObjectPointer`: a failed or reparsed create's) is
+    /// [`Rule::SectionOnUnopenedFile`] against the calling driver, a bug check on Windows (WRK
+    /// mm/creasect.c `MmCreateSection`, whose file-object path reads
+    /// `SectionObjectPointer->DataSectionObject` untested). Says whether it reported; the caller
+    /// then answers `STATUS_INVALID_FILE_FOR_SECTION` before the acquire for section
+    /// synchronization (no driver sees an acquire for a section that cannot exist).
+    pub(crate) fn section_on_unopened_file(
+        &mut self,
+        routine: &str,
+        fo: *const FILE_OBJECT,
+    ) -> bool {
+        if fo.is_null() || !self.is_file_object(fo as usize) {
+            return false;
+        }
+        // SAFETY: a live file object of the I/O manager's.
+        let f = unsafe { &*fo };
+        if !f.FsContext.is_null() || !f.SectionObjectPointer.is_null() {
+            return false;
+        }
+        self.report_current(
+            Rule::SectionOnUnopenedFile,
+            format!(
+                "{routine} on a file object the file system never opened (no FsContext, no \
+                 SectionObjectPointer: a create that failed or ended STATUS_REPARSE): the \
+                 memory manager dereferences its SectionObjectPointer, a bug check on Windows \
+                 (WRK MmCreateSection); test the create's status (and STATUS_REPARSE) first"
+            ),
+        );
+        true
+    }
 }
 
 /// What kind of I/O conflicts with an open section.

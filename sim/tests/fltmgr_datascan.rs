@@ -1454,6 +1454,54 @@ fn a_data_scan_section_is_acquired_through_the_stack_and_may_be_refused() {
 }
 
 #[test]
+fn a_data_scan_section_in_the_post_of_a_failed_create_is_reported_before_the_acquire() {
+    // WRK mm/creasect.c MmCreateSection: the file-object path dereferences
+    // FileObject->SectionObjectPointer without a test, so FltCreateSectionForDataScan on the
+    // file object of a create that opened nothing is a bug check on Windows. The simulator
+    // reports DATA_SCAN_SECTION_ON_UNOPENED_FILE before any instance sees the acquire, and
+    // answers STATUS_INVALID_FILE_FOR_SECTION; an opened file is scanned as before.
+    const ACQUIRE: u8 = 0xFF;
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789")]);
+    let scan = |p: &PostCall| -> i32 {
+        let name = file_name(p);
+        if p.major() == mj::CREATE && name.ends_with(".txt") {
+            let ctx = section_context(p.slot);
+            let (s, h, obj, _) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
+            log(format!("create {name} {} {s}", p.status()));
+            if s.is_success() {
+                assert_eq!(close_all(ctx, h, obj), Status::SUCCESS);
+            } else {
+                unsafe { FltReleaseContext(ctx) };
+            }
+        }
+        0
+    };
+    install(&mut m, 0, scanner("Scan", "265000", true, scan).op(ACQUIRE, true, true));
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    let above = Config::new("Av", "328000").op(ACQUIRE, true, false).with_pre(|_| (1, 0));
+    install(&mut m, 1, above);
+    assert_eq!(m.start("Av"), Status::SUCCESS);
+    let acquires =
+        || -> Vec<String> { order().into_iter().filter(|o| o.ends_with(":255")).collect() };
+    order_clear();
+    let r = m.create(c, "missing.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(acquires(), Vec::<String>::new(), "no instance sees the acquire");
+    assert_eq!(rules(&m), [Rule::SectionOnUnopenedFile], "{:?}", m.findings());
+    let h = m.open(c, "keep.txt", CreateOptions::open()).unwrap();
+    assert_eq!(acquires(), ["Av:pre:255", "Scan:pre:255", "Scan:post:255"]);
+    assert_eq!(
+        logged(),
+        [
+            "create \\missing.txt STATUS_OBJECT_NAME_NOT_FOUND STATUS_INVALID_FILE_FOR_SECTION",
+            "create \\keep.txt STATUS_SUCCESS STATUS_SUCCESS",
+        ]
+    );
+    m.close_handle(h);
+    assert_eq!(rules(&m), [Rule::SectionOnUnopenedFile], "{:?}", m.findings());
+}
+
+#[test]
 fn a_data_scan_section_created_from_an_acquire_callback_is_acquired_inside_it() {
     // A scanner creating its section from the pre or post callback of a user's mapping: the
     // nested acquire and release walk the stack inside the outer operation, whose own post

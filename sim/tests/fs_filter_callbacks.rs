@@ -269,6 +269,48 @@ fn registration_checks_its_arguments_and_honours_the_table_size() {
 }
 
 #[test]
+fn an_fsrtl_data_scan_section_on_a_file_object_never_opened_is_reported_before_the_acquire() {
+    // WRK mm/creasect.c MmCreateSection: the file-object path reads
+    // FileObject->SectionObjectPointer->DataSectionObject without a test (only the file-handle
+    // path answers STATUS_INVALID_FILE_FOR_SECTION for a NULL one), so a data-scan section on a
+    // file object the file system never opened (a failed or reparsed create's) is a bug check.
+    // The simulator reports it before any driver sees the acquire, and answers
+    // STATUS_INVALID_FILE_FOR_SECTION.
+    let (mut m, h) = machine_with(Config::new("Av", "100000"));
+    let c = m.volume("C:").expect("C:");
+    let fo = m.kernel(|k| {
+        let opened = k.user_handle(h).unwrap().fo as *mut windows_sys::Wdk::Foundation::FILE_OBJECT;
+        let (device, vpb) = unsafe { ((*opened).DeviceObject, (*opened).Vpb) };
+        k.new_file_object(device, vpb, "a.exe", 0, Some(c))
+    });
+    let attributes = fsfilter_kernel::datascan::section_attributes();
+    let mut section: windows_sys::Win32::Foundation::HANDLE = std::ptr::null_mut();
+    let mut object: *mut c_void = std::ptr::null_mut();
+    let s = Status(unsafe {
+        windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan(
+            &mut section,
+            &mut object,
+            std::ptr::null_mut(),
+            fo,
+            0x4,
+            &attributes,
+            std::ptr::null(),
+            PAGE_READONLY,
+            0x0800_0000,
+            0,
+        )
+    });
+    assert_eq!(s, Status::INVALID_FILE_FOR_SECTION);
+    assert!(order().is_empty(), "no driver sees the acquire: {:?}", order());
+    assert_eq!(rules(&m), [Rule::SectionOnUnopenedFile], "{:?}", m.findings());
+    m.kernel(|k| k.free_file_object(fo as usize));
+    // An opened file object still gets its section, with no other finding.
+    let r = m.create_section(h, PAGE_READONLY);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(rules(&m), [Rule::SectionOnUnopenedFile], "{:?}", m.findings());
+}
+
+#[test]
 fn an_execute_only_mapping_needs_only_file_execute() {
     // WRK's MmMakeFileAccess: PAGE_EXECUTE asks the handle for FILE_EXECUTE alone (no
     // FILE_READ_DATA); PAGE_EXECUTE_READ asks for both.

@@ -50,7 +50,10 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
     /// object that is not a file's (a volume or control-device open), `STATUS_FILE_LOCK_CONFLICT`
     /// while byte-range locks are held; `STATUS_INVALID_PARAMETER_8` for a protection other than
     /// `PAGE_READONLY` or `PAGE_READWRITE`, `_9` without `SEC_COMMIT`, before the acquire (WRK).
-    /// No conflict synchronization: the caller handles that.
+    /// No conflict synchronization: the caller handles that. A file object the file system
+    /// never opened (no `FsContext`, no `SectionObjectPointer`) is
+    /// `DATA_SCAN_SECTION_ON_UNOPENED_FILE` (a bug check on Windows) and
+    /// `STATUS_INVALID_FILE_FOR_SECTION`, before the acquire.
     /// The file is acquired for section synchronization around the creation (the FsFilter
     /// callbacks of the stack's drivers, docs/simulator.md "FsFilter callbacks"); a driver that
     /// fails the acquire fails the call with its status.
@@ -77,6 +80,12 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlCreateSectionForDataScan =
         );
         if let Err(s) = checked {
             return s.0;
+        }
+        // A file object the file system never opened: a bug check on Windows, reported before
+        // any driver sees the acquire (docs/simulator.md, "Sections for data scan").
+        let routine = "FsRtlCreateSectionForDataScan";
+        if kernel::with(|k| k.section_on_unopened_file(routine, fileobject)) {
+            return Status::INVALID_FILE_FOR_SECTION.0;
         }
         // The file is acquired for section synchronization around the creation (WRK): every
         // driver of the stack sees the acquire, the caller's own devices too, and one may fail

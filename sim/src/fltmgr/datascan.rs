@@ -118,6 +118,11 @@ pub fn create(a: CreateArgs) -> Result<(HANDLE, *mut c_void, i64), Status> {
         if a.fo.is_null() {
             return Err(Status::INVALID_PARAMETER);
         }
+        // A file object the file system never opened: a bug check on Windows (the memory
+        // manager's), reported before the acquire (docs/simulator.md, "Data scan").
+        if k.section_on_unopened_file("FltCreateSectionForDataScan", a.fo) {
+            return Err(Status::INVALID_FILE_FOR_SECTION);
+        }
         // SAFETY: a live file object the caller passed.
         let stream = unsafe { (*a.fo).FsContext } as usize;
         if k.fltmgr.sections.list.iter().any(|s| s.open && s.inst == i && s.stream == stream) {
