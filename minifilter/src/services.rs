@@ -106,6 +106,19 @@ impl<'a, F: Filter> OpServices<'a, F> {
         OpServices { driver, instance, data, data_scan }
     }
 
+    /// False in the post of a create that opened nothing (failed, or `STATUS_REPARSE`: rule
+    /// 27); true elsewhere.
+    fn create_opened(&self) -> bool {
+        // SAFETY: `data` is null or the running callback's valid data.
+        let Some(data) = (unsafe { self.data.as_ref() }) else { return true };
+        // SAFETY: a valid callback data points to its parameter block.
+        let create = unsafe { data.Iopb.as_ref() }.is_some_and(|i| i.MajorFunction == 0);
+        let post = data.Flags & fsfilter_kernel::constants::fltfl_callback_data::POST_OPERATION;
+        // SAFETY: the status member.
+        let status = Status(unsafe { data.IoStatus.Anonymous.Status });
+        !create || post == 0 || IoStatus::new(status).opened()
+    }
+
     fn file_object(&self) -> *mut windows_sys::Wdk::Foundation::FILE_OBJECT {
         // SAFETY: `data` is null or the running callback's valid data.
         let Some(data) = (unsafe { self.data.as_ref() }) else { return core::ptr::null_mut() };
@@ -127,6 +140,12 @@ impl<'a, F: Filter> OpServices<'a, F> {
         }
         // SAFETY: the running operation's valid file object.
         let stream = unsafe { (*file).FsContext } as usize;
+        // No file open (rule 16): pre-create, or the post of a create that failed or ended
+        // STATUS_REPARSE (rule 27), whose file object the memory manager would dereference a
+        // NULL SectionObjectPointer of (a bug check).
+        if stream == 0 || !self.create_opened() {
+            return Err(Error::INVALID_PARAMETER);
+        }
         let owner = self.instance as usize;
         let (record, file_size) = match self.data_scan {
             DataScanMode::NotRequested => return Err(Error::INVALID_PARAMETER),
