@@ -139,14 +139,13 @@ impl<'a, F: Filter> OpServices<'a, F> {
         }
         // SAFETY: the running operation's valid file object.
         let stream = unsafe { (*file).FsContext } as usize;
-        // No file open (rule 16): pre-create, or the post of a create that failed or ended
-        // STATUS_REPARSE (rule 27), whose file object the memory manager would dereference a
-        // NULL SectionObjectPointer of (a bug check).
-        // SAFETY: in post-create, the completed create IRP at our location.
-        if stream == 0
-            || self.stage == Stage::PostCreate
-                && !unsafe { crate::view::io_status(self.operation as *mut IRP) }.opened()
-        {
+        // No file open (rule 16): pre-create, or the post of a create that failed, ended
+        // STATUS_REPARSE (rule 27) or was cancelled. The memory manager would dereference the
+        // file object's NULL (or stale) SectionObjectPointer there: a bug check on Windows.
+        let opened = self.stage != Stage::PostCreate
+            // SAFETY: in post-create, the completed create IRP at our location.
+            || unsafe { crate::view::io_status(self.operation as *mut IRP) }.opened();
+        if stream == 0 || !opened {
             return Err(Error::INVALID_PARAMETER);
         }
         // SAFETY: a valid file object at PASSIVE_LEVEL.

@@ -140,9 +140,9 @@ impl<'a, F: Filter> OpServices<'a, F> {
         }
         // SAFETY: the running operation's valid file object.
         let stream = unsafe { (*file).FsContext } as usize;
-        // No file open (rule 16): pre-create, or the post of a create that failed or ended
-        // STATUS_REPARSE (rule 27), whose file object the memory manager would dereference a
-        // NULL SectionObjectPointer of (a bug check).
+        // No file open (rule 16): pre-create, or the post of a create that failed, ended
+        // STATUS_REPARSE (rule 27) or was cancelled. The memory manager would dereference the
+        // file object's NULL (or stale) SectionObjectPointer there: a bug check on Windows.
         if stream == 0 || !self.create_opened() {
             return Err(Error::INVALID_PARAMETER);
         }
