@@ -35,7 +35,8 @@ pub fn check_data_scan_arguments(protection: u32, attributes: u32) -> Result<(),
 impl Kernel {
     /// The test `FsRtlCreateSectionForDataScan` and `FltCreateSectionForDataScan` do not make:
     /// a data-scan section on a file object the file system never opened (a known file object
-    /// with neither `FsContext` nor `SectionObjectPointer`: a failed or reparsed create's) is
+    /// with neither `FsContext` nor `SectionObjectPointer`: a failed or reparsed create's), or
+    /// whose open was cancelled (`FO_FILE_OPEN_CANCELLED`: closed below, its pointers stale), is
     /// [`Rule::SectionOnUnopenedFile`] against the calling driver, a bug check on Windows (WRK
     /// mm/creasect.c `MmCreateSection`, whose file-object path reads
     /// `SectionObjectPointer->DataSectionObject` untested). Says whether it reported; the caller
@@ -51,16 +52,24 @@ impl Kernel {
         }
         // SAFETY: a live file object of the I/O manager's.
         let f = unsafe { &*fo };
-        if !f.FsContext.is_null() || !f.SectionObjectPointer.is_null() {
+        let cancelled = f.Flags & crate::nt::fo::FILE_OPEN_CANCELLED != 0;
+        if !cancelled && (!f.FsContext.is_null() || !f.SectionObjectPointer.is_null()) {
             return false;
         }
+        let what = if cancelled {
+            "a file object whose open was cancelled (FO_FILE_OPEN_CANCELLED: IoCancelFileOpen \
+             sent its cleanup and close, the file system freed what its FsContext and \
+             SectionObjectPointer point at)"
+        } else {
+            "a file object the file system never opened (no FsContext, no SectionObjectPointer: \
+             a create that failed or ended STATUS_REPARSE)"
+        };
         self.report_current(
             Rule::SectionOnUnopenedFile,
             format!(
-                "{routine} on a file object the file system never opened (no FsContext, no \
-                 SectionObjectPointer: a create that failed or ended STATUS_REPARSE): the \
-                 memory manager dereferences its SectionObjectPointer, a bug check on Windows \
-                 (WRK MmCreateSection); test the create's status (and STATUS_REPARSE) first"
+                "{routine} on {what}: the memory manager dereferences its SectionObjectPointer, \
+                 a bug check on Windows (WRK MmCreateSection); test the create's status (and \
+                 STATUS_REPARSE) first, and create no section after cancelling the open"
             ),
         );
         true

@@ -1502,6 +1502,40 @@ fn a_data_scan_section_in_the_post_of_a_failed_create_is_reported_before_the_acq
 }
 
 #[test]
+fn a_data_scan_section_after_the_filter_cancelled_the_open_is_reported_before_the_acquire() {
+    // IoCancelFileOpen (which FltCancelFileOpen calls) sends the cleanup and the close below and
+    // marks the file object FO_FILE_OPEN_CANCELLED: the file system freed what its FsContext and
+    // SectionObjectPointer point at, which MmCreateSection's file-object path dereferences (WRK
+    // mm/creasect.c). The simulator reports DATA_SCAN_SECTION_ON_UNOPENED_FILE before any
+    // instance sees the acquire, as for a file object never opened.
+    const ACQUIRE: u8 = 0xFF;
+    let (mut m, c) = setup(&[("keep.txt", b"0123456789")]);
+    let scan = |p: &PostCall| -> i32 {
+        if p.major() == mj::CREATE && p.status().is_success() && file_name(p).ends_with(".txt") {
+            let fo = unsafe { (*p.data().Iopb).TargetFileObject };
+            unsafe { FltCancelFileOpen(p.instance(), fo) };
+            let ctx = section_context(p.slot);
+            let (s, _, _, _) = create_section(p, ctx, PAGE_READONLY, SEC_COMMIT);
+            unsafe { FltReleaseContext(ctx) };
+            log(format!("cancelled {}", s));
+            p.data().IoStatus.Anonymous.Status = Status::ACCESS_DENIED.0;
+            p.data().IoStatus.Information = 0;
+            unsafe { FltSetCallbackDataDirty(p.data) };
+        }
+        0
+    };
+    install(&mut m, 0, scanner("Scan", "265000", true, scan).op(ACQUIRE, true, true));
+    assert_eq!(m.start("Scan"), Status::SUCCESS);
+    order_clear();
+    let r = m.create(c, "keep.txt", CreateOptions::open());
+    assert_eq!(r.status, Status::ACCESS_DENIED);
+    let acquires: Vec<String> = order().into_iter().filter(|o| o.ends_with(":255")).collect();
+    assert_eq!(acquires, Vec::<String>::new(), "no instance sees the acquire");
+    assert_eq!(logged(), ["cancelled STATUS_INVALID_FILE_FOR_SECTION"]);
+    assert_eq!(rules(&m), [Rule::SectionOnUnopenedFile], "{:?}", m.findings());
+}
+
+#[test]
 fn a_data_scan_section_created_from_an_acquire_callback_is_acquired_inside_it() {
     // A scanner creating its section from the pre or post callback of a user's mapping: the
     // nested acquire and release walk the stack inside the outer operation, whose own post
