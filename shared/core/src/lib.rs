@@ -7,10 +7,15 @@
 //! the same type under both.
 //!
 //! The crate is `no_std`, has no unsafe code and no Windows types: it is the vocabulary, not the
-//! kernel glue.
+//! kernel glue. Its `testing` feature (off by default) adds [`testing`], host-only support for
+//! the unit tests of filter logic (a fake [`Services`], operation and instance builders), which
+//! uses `std`: a sample enables it as a dev-dependency feature only.
 
 #![no_std]
 #![forbid(unsafe_code)]
+
+#[cfg(any(test, feature = "testing"))]
+extern crate std;
 
 mod altitude;
 mod capabilities;
@@ -26,6 +31,8 @@ mod registration;
 mod services;
 mod slots;
 mod status;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod text;
 pub mod trace;
 mod volume;

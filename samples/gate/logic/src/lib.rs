@@ -357,12 +357,10 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use core::cell::{Cell, RefCell};
+    use fsfilter::testing::{self, FakeServices, Sent};
     use fsfilter::{
-        Buffer, CallbackDataFlags, CreateParameters, DataScanMode, FileName, FileNameInformation,
-        IoStatus, IrpFlags, LazyHeader, NameBackend, NameId, NameParts, NameRanges,
-        OperationBuffer, OperationHeader, OperationKind, ParameterList, ParameterValue as V,
-        Services,
+        CreateParameters, FileName, IoStatus, OperationHeader, ParameterList, ParameterValue as V,
+        ProcessId,
     };
     use std::string::String;
     use std::vec::Vec;
@@ -370,86 +368,26 @@ mod tests {
 
     const NAME: &str = r"\Device\HarddiskVolume1\dir\report.txt";
 
-    struct Names(std::sync::OnceLock<Vec<u16>>);
+    /// What the service answers: a reply, none in time (`Ok(None)`), or an error.
+    type Reply = core::result::Result<Option<Vec<u8>>, Error>;
 
-    impl NameBackend for Names {
-        fn parts(&self, _id: NameId) -> Option<NameParts<'_>> {
-            let units = self.0.get_or_init(|| NAME.encode_utf16().collect());
-            Some(NameParts::from_ranges(units, &NameRanges::default()))
-        }
-        fn release(&self, _id: NameId) {}
+    /// Services whose service answers `reply`, recording the question and the cancellation;
+    /// the open's requestor is process 0x1000 and client 0x77's is 0x1004 (rule 26).
+    fn fake(reply: Reply) -> FakeServices<'static> {
+        fake_of(reply, (Some(0x1000), Some(0x1004)))
     }
 
-    static NAMES: Names = Names(std::sync::OnceLock::new());
-
-    /// One send: the client, the message, the timeout.
-    type Asked = (usize, Vec<u8>, Option<u32>);
-
-    /// Services whose service answers `reply` (or `Err`), recording the question and the
-    /// cancellation.
-    struct Fake {
-        reply: core::result::Result<Option<Vec<u8>>, Error>,
-        names: bool,
-        asked: RefCell<Vec<Asked>>,
-        cancelled: Cell<Option<Status>>,
-        /// The open's requestor and the process of client 0x77 (rule 26).
-        processes: (Option<u32>, Option<u32>),
-    }
-
-    fn fake(reply: core::result::Result<Option<Vec<u8>>, Error>) -> Fake {
-        let (asked, cancelled) = (RefCell::default(), Cell::new(None));
-        Fake { reply, names: true, asked, cancelled, processes: (Some(0x1000), Some(0x1004)) }
-    }
-
-    impl Services for Fake {
-        fn irql(&self) -> Irql {
-            Irql::PASSIVE
-        }
-        fn note(&self, _message: &str) {}
-        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
-            Err(Error::NOT_SUPPORTED)
-        }
-        fn data_scan_mode(&self) -> DataScanMode {
-            DataScanMode::NotRequested
-        }
-        fn cancel_file_open(&self, status: Status) -> core::result::Result<(), Error> {
-            self.cancelled.set(Some(status));
-            Ok(())
-        }
-        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
-            Ok(())
-        }
-        fn requestor_process(&self) -> Option<fsfilter::ProcessId> {
-            self.processes.0.map(fsfilter::ProcessId)
-        }
-        fn client_process(&self, client: ClientId) -> Option<fsfilter::ProcessId> {
-            self.processes.1.filter(|_| client.0 == 0x77).map(fsfilter::ProcessId)
-        }
-        fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
-            if self.names {
-                Ok(FileNameInformation::new(NameId(1), &NAMES, kind))
-            } else {
-                Err(Error::FLT_INVALID_NAME_REQUEST)
-            }
-        }
-        fn send_message(
-            &self,
-            client: ClientId,
-            message: &[u8],
-            reply: Option<&mut [u8]>,
-            timeout_ms: Option<u32>,
-        ) -> core::result::Result<MessageSent, Error> {
-            self.asked.borrow_mut().push((client.0, message.to_vec(), timeout_ms));
-            match &self.reply {
-                Err(e) => Err(*e),
-                Ok(None) => Ok(MessageSent::TimedOut),
-                Ok(Some(r)) => {
-                    let out = reply.unwrap();
-                    let n = r.len().min(out.len());
-                    out[..n].copy_from_slice(&r[..n]);
-                    Ok(MessageSent::Delivered(n))
-                }
-            }
+    /// [`fake`] with the open's requestor and the process of client 0x77 `processes`.
+    fn fake_of(reply: Reply, processes: (Option<u32>, Option<u32>)) -> FakeServices<'static> {
+        let f = FakeServices::new().named(NAME).requestor(processes.0.map(ProcessId));
+        let f = match processes.1 {
+            Some(p) => f.client(ClientId(0x77), ProcessId(p)),
+            None => f,
+        };
+        match reply {
+            Ok(Some(r)) => f.replying(&r),
+            Ok(None) => f.timing_out(),
+            Err(e) => f.refusing_send(e),
         }
     }
 
@@ -457,36 +395,16 @@ mod tests {
 
     fn header(options: u32, mode: RequestorMode, volume_open: bool) -> OperationHeader<'static> {
         OperationHeader {
-            major: MajorFunction::Create,
-            minor: 0,
-            kind: OperationKind::Irp,
-            irp_flags: IrpFlags::SYNCHRONOUS_API,
-            data_flags: CallbackDataFlags::IRP_OPERATION,
             requestor_mode: mode,
             file_name: Some(FileName::new(&REQUESTED)),
             volume_open,
-            file: 0x5000,
             stream: 0x6000,
             parameters: Parameters::Create(CreateParameters {
                 desired_access: 0x12_0089,
                 options,
                 ..CreateParameters::default()
             }),
-            irql: Irql::PASSIVE,
-            synchronous: true,
-            id: 0x100,
-        }
-    }
-
-    fn instance() -> Instance<'static, ()> {
-        Instance {
-            context: &(),
-            volume: fsfilter::VolumeInfo {
-                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
-                filesystem: fsfilter::FilesystemType::Ntfs,
-            },
-            data_scan: DataScanMode::NotRequested,
-            id: fsfilter::InstanceId(1),
+            ..testing::irp(MajorFunction::Create)
         }
     }
 
@@ -495,19 +413,22 @@ mod tests {
     }
 
     /// A create through the gate's post callback with `status`.
-    fn post(gate: &Gate, h: OperationHeader<'static>, status: Status, services: &Fake) {
+    fn post(gate: &Gate, h: OperationHeader<'static>, status: Status, services: &FakeServices<'_>) {
         post_result(gate, h, IoStatus { status, information: create::FILE_OPENED }, services);
     }
 
     /// A create through the gate's post callback that ended with `result`.
-    fn post_result(gate: &Gate, h: OperationHeader<'static>, result: IoStatus, services: &Fake) {
-        let lazy = LazyHeader::ready(h);
-        let buffer = OperationBuffer::ready(Buffer::None);
-        let mut op = PostOperation::new(&lazy, result, buffer, services, None);
-        let _ = gate.post_operation(&instance(), &mut op, (), PostFlags::empty());
+    fn post_result(
+        gate: &Gate,
+        h: OperationHeader<'static>,
+        result: IoStatus,
+        services: &FakeServices<'_>,
+    ) {
+        let instance = testing::instance();
+        let _ = testing::post(gate, &instance, h, result, services, (), PostFlags::empty());
     }
 
-    fn open(gate: &Gate, services: &Fake) {
+    fn open(gate: &Gate, services: &FakeServices<'_>) {
         post(gate, header(0, RequestorMode::User, false), Status::SUCCESS, services);
     }
 
@@ -517,10 +438,10 @@ mod tests {
         g.client_connect(ClientId(0x77), b"").unwrap();
         let deny = fake(Ok(Some(Verdict::Deny.bytes().to_vec())));
         open(&g, &deny);
-        assert_eq!(deny.cancelled.get(), Some(Status::ACCESS_DENIED));
-        let asked = deny.asked.borrow();
-        let (client, message, timeout) = &asked[0];
-        assert_eq!((*client, *timeout), (0x77, Some(DEFAULT_TIMEOUT_MS)));
+        assert_eq!(deny.cancelled(), Some(Status::ACCESS_DENIED));
+        let asked = deny.sent();
+        let Sent { client, message, timeout_ms: timeout } = &asked[0];
+        assert_eq!((client.0, *timeout), (0x77, Some(DEFAULT_TIMEOUT_MS)));
         let q = Question::parse(message).unwrap();
         assert_eq!(q.name_chars().collect::<String>(), NAME);
         assert_eq!(
@@ -529,7 +450,7 @@ mod tests {
         );
         let allow = fake(Ok(Some(Verdict::Allow.bytes().to_vec())));
         open(&g, &allow);
-        assert_eq!(allow.cancelled.get(), None);
+        assert_eq!(allow.cancelled(), None);
         let s = g.stats();
         assert_eq!(
             (s.asked, s.allowed, s.denied, s.timed_out, s.failed, s.unasked),
@@ -542,17 +463,15 @@ mod tests {
         let g = gate(&[]);
         g.client_connect(ClientId(0x77), b"").unwrap();
         // The connected service's process opens: not asked, counted as unasked.
-        let mut own = fake(Ok(Some(Verdict::Deny.bytes().to_vec())));
-        own.processes = (Some(0x1004), Some(0x1004));
+        let own = fake_of(Ok(Some(Verdict::Deny.bytes().to_vec())), (Some(0x1004), Some(0x1004)));
         open(&g, &own);
-        assert!(own.asked.borrow().is_empty());
-        assert_eq!(own.cancelled.get(), None);
+        assert!(own.sent().is_empty());
+        assert_eq!(own.cancelled(), None);
         // No requesting thread, or a client whose process is unknown: asked.
         for processes in [(None, None), (None, Some(0x1004)), (Some(0x1004), None)] {
-            let mut other = fake(Ok(Some(Verdict::Allow.bytes().to_vec())));
-            other.processes = processes;
+            let other = fake_of(Ok(Some(Verdict::Allow.bytes().to_vec())), processes);
             open(&g, &other);
-            assert_eq!(other.asked.borrow().len(), 1, "{processes:?}");
+            assert_eq!(other.sent().len(), 1, "{processes:?}");
         }
         let s = g.stats();
         assert_eq!((s.asked, s.allowed, s.unasked), (3, 3, 1));
@@ -572,8 +491,8 @@ mod tests {
             Status::SUCCESS,
             &f,
         );
-        assert!(f.asked.borrow().is_empty());
-        assert_eq!(f.cancelled.get(), None);
+        assert!(f.sent().is_empty());
+        assert_eq!(f.cancelled(), None);
         assert_eq!(g.stats(), Stats::default());
     }
 
@@ -588,12 +507,12 @@ mod tests {
         post_result(&g, header(0, RequestorMode::User, false), IoStatus::reparse(), &f);
         let tagged = IoStatus { status: Status::REPARSE, information: 0xA000_000C };
         post_result(&g, header(0, RequestorMode::User, false), tagged, &f);
-        assert!(f.asked.borrow().is_empty());
-        assert_eq!(f.cancelled.get(), None);
+        assert!(f.sent().is_empty());
+        assert_eq!(f.cancelled(), None);
         assert_eq!(g.stats(), Stats::default());
         // The reparsed create that opens the file is asked.
         open(&g, &f);
-        assert_eq!((f.asked.borrow().len(), f.cancelled.get()), (1, Some(Status::ACCESS_DENIED)));
+        assert_eq!((f.sent().len(), f.cancelled()), (1, Some(Status::ACCESS_DENIED)));
     }
 
     #[test]
@@ -606,14 +525,14 @@ mod tests {
         open(&g, &f);
         g.client_disconnect(ClientId(5));
         open(&g, &f);
-        assert_eq!(f.asked.borrow().len(), 1, "asked only while 5 was connected");
+        assert_eq!(f.sent().len(), 1, "asked only while 5 was connected");
         let s = g.stats();
         assert_eq!((s.asked, s.denied, s.unasked), (1, 1, 2));
     }
 
     #[test]
     fn no_verdict_follows_fail_closed() {
-        let bad: [core::result::Result<Option<Vec<u8>>, Error>; 4] = [
+        let bad: [Reply; 4] = [
             Ok(None),
             Err(Error::new(Status::PORT_DISCONNECTED).unwrap()),
             Ok(Some(std::vec![2, 0, 0, 0])),
@@ -625,9 +544,9 @@ mod tests {
             for reply in bad.clone() {
                 let f = fake(reply);
                 open(&g, &f);
-                assert_eq!(f.asked.borrow()[0].2, Some(30));
+                assert_eq!(f.sent()[0].timeout_ms, Some(30));
                 let refused = (fail_closed == 1).then_some(Status::ACCESS_DENIED);
-                assert_eq!(f.cancelled.get(), refused);
+                assert_eq!(f.cancelled(), refused);
             }
             let s = g.stats();
             assert_eq!((s.asked, s.timed_out, s.failed), (4, 1, 3));
@@ -638,11 +557,11 @@ mod tests {
     fn without_an_opened_name_the_requested_one_is_sent_and_flagged() {
         let g = gate(&[]);
         g.client_connect(ClientId(1), b"").unwrap();
-        let mut f = fake(Ok(Some(Verdict::Allow.bytes().to_vec())));
-        f.names = false;
+        let f = fake(Ok(Some(Verdict::Allow.bytes().to_vec())))
+            .refusing_names(Error::FLT_INVALID_NAME_REQUEST);
         open(&g, &f);
-        let asked = f.asked.borrow();
-        let q = Question::parse(&asked[0].1).unwrap();
+        let asked = f.sent();
+        let q = Question::parse(&asked[0].message).unwrap();
         assert_eq!(q.name_chars().collect::<String>(), "a.txt");
         assert_eq!(q.fields.flags, question_flags::NAME_AS_REQUESTED);
     }

@@ -500,14 +500,11 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use core::cell::{Cell, RefCell};
+    use fsfilter::testing::{self, FakeServices};
     use fsfilter::{
-        Buffer, CallbackDataFlags, CreateParameters, DataScanMode, FileName, FileNameInformation,
-        IrpFlags, Irql, LazyHeader, NameBackend, NameId, NameParts, NameRanges, OperationBuffer,
-        OperationKind, ParameterList, ParameterValue as V, RequestorMode, Status,
+        CreateParameters, FileName, IrpFlags, ParameterList, ParameterValue as V, Status,
     };
     use std::string::String;
-    use std::sync::Mutex;
     use std::vec::Vec;
 
     const OLD: &str = r"\Device\HarddiskVolume1\old";
@@ -674,72 +671,13 @@ mod tests {
         };
     }
 
-    /// The names the fake backend hands out: `NameId` is an index.
-    static NAMES: Mutex<Vec<&'static [u16]>> = Mutex::new(Vec::new());
-
-    struct Names;
-
-    impl NameBackend for Names {
-        fn parts(&self, id: NameId) -> Option<NameParts<'_>> {
-            let units = *NAMES.lock().unwrap().get(id.0)?;
-            Some(NameParts::from_ranges(units, &NameRanges::default()))
-        }
-        fn release(&self, _id: NameId) {}
-    }
-
-    static BACKEND: Names = Names;
-
-    /// Services whose opened name is `opened` (or none), recording the replaced name and the
-    /// notes; `replace` is what `replace_file_name` answers.
-    struct Fake {
-        opened: Option<&'static str>,
-        replace: core::result::Result<(), Error>,
-        replaced: RefCell<Option<String>>,
-        asked: Cell<u32>,
-        notes: RefCell<Vec<String>>,
-    }
-
-    fn fake(opened: Option<&'static str>) -> Fake {
-        Fake {
-            opened,
-            replace: Ok(()),
-            replaced: RefCell::default(),
-            asked: Cell::new(0),
-            notes: RefCell::default(),
-        }
-    }
-
-    impl Services for Fake {
-        fn irql(&self) -> Irql {
-            Irql::PASSIVE
-        }
-        fn note(&self, message: &str) {
-            self.notes.borrow_mut().push(message.into());
-        }
-        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
-            Err(Error::NOT_SUPPORTED)
-        }
-        fn data_scan_mode(&self) -> DataScanMode {
-            DataScanMode::NotRequested
-        }
-        fn cancel_file_open(&self, _status: Status) -> core::result::Result<(), Error> {
-            Err(Error::INVALID_PARAMETER)
-        }
-        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
-            Ok(())
-        }
-        fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
-            assert_eq!(kind, NameKind::Opened);
-            self.asked.set(self.asked.get() + 1);
-            let opened = self.opened.ok_or(Error::FLT_INVALID_NAME_REQUEST)?;
-            let mut names = NAMES.lock().unwrap();
-            names.push(u(opened).leak());
-            Ok(FileNameInformation::new(NameId(names.len() - 1), &BACKEND, kind))
-        }
-        fn replace_file_name(&self, name: &[u16]) -> core::result::Result<(), Error> {
-            self.replace?;
-            *self.replaced.borrow_mut() = Some(text(name));
-            Ok(())
+    /// Services whose opened name is `opened` (or none: `STATUS_FLT_INVALID_NAME_REQUEST`),
+    /// recording the replaced name and the notes.
+    fn fake(opened: Option<&'static str>) -> FakeServices<'static> {
+        let f = FakeServices::new().refusing_cancel(Error::INVALID_PARAMETER);
+        match opened {
+            Some(name) => f.named(name),
+            None => f.refusing_names(Error::FLT_INVALID_NAME_REQUEST),
         }
     }
 
@@ -751,40 +689,15 @@ mod tests {
     ) -> OperationHeader<'static> {
         let fast = major == MajorFunction::NetworkQueryOpen;
         OperationHeader {
-            major,
-            minor: 0,
-            kind: if fast { OperationKind::FastIo } else { OperationKind::Irp },
             irp_flags: IrpFlags::SYNCHRONOUS_API,
-            data_flags: if fast {
-                CallbackDataFlags::FAST_IO_OPERATION
-            } else {
-                CallbackDataFlags::IRP_OPERATION
-            },
-            requestor_mode: RequestorMode::User,
             file_name: Some(FileName::new(asked)),
             volume_open,
-            file: 0x5000,
-            stream: 0,
             parameters: Parameters::Create(CreateParameters {
                 desired_access: 0x12_0089,
                 options: (1 << 24) | options,
                 ..CreateParameters::default()
             }),
-            irql: Irql::PASSIVE,
-            synchronous: true,
-            id: 0x100,
-        }
-    }
-
-    fn instance() -> Instance<'static, ()> {
-        Instance {
-            context: &(),
-            volume: fsfilter::VolumeInfo {
-                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
-                filesystem: fsfilter::FilesystemType::Ntfs,
-            },
-            data_scan: DataScanMode::NotRequested,
-            id: fsfilter::InstanceId(1),
+            ..if fast { testing::fast_io(major) } else { testing::irp(major) }
         }
     }
 
@@ -793,10 +706,14 @@ mod tests {
     }
 
     /// The pre callback's outcome, as its WDK name and completion status.
-    fn pre(r: &Redirect, h: OperationHeader<'static>, services: &Fake) -> (&'static str, Status) {
-        let lazy = LazyHeader::ready(h);
-        let mut op = PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), services, None);
-        let outcome = r.pre_operation(&instance(), &mut op);
+    /// Only opened names are asked for.
+    fn pre(
+        r: &Redirect,
+        h: OperationHeader<'static>,
+        services: &FakeServices<'_>,
+    ) -> (&'static str, Status) {
+        let outcome = testing::pre(r, &testing::instance(), h, services);
+        assert!(services.names_asked().iter().all(|kind| *kind == NameKind::Opened));
         let status = match &outcome {
             PreOutcome::Complete(io) => {
                 if io.status == Status::REPARSE {
@@ -814,7 +731,7 @@ mod tests {
         u(path).leak()
     }
 
-    fn create(r: &Redirect, path: &str, f: &Fake) -> (&'static str, Status) {
+    fn create(r: &Redirect, path: &str, f: &FakeServices<'_>) -> (&'static str, Status) {
         pre(r, header(MajorFunction::Create, asked(path), 0, false), f)
     }
 
@@ -824,8 +741,8 @@ mod tests {
         let f = fake(Some(r"\Device\HarddiskVolume1\old\d\a.txt"));
         assert_eq!(create(&r, r"\old\d\a.txt", &f), ("FLT_PREOP_COMPLETE", Status::REPARSE));
         let new = r"\Device\HarddiskVolume2\new\d\a.txt";
-        assert_eq!(f.replaced.borrow().as_deref(), Some(new));
-        assert_eq!(*f.notes.borrow(), [notes::REDIRECTED]);
+        assert_eq!(f.replaced().as_deref(), Some(new));
+        assert_eq!(f.notes(), [notes::REDIRECTED]);
         assert_eq!(r.stats(), Stats { redirected: 1, ..Stats::default() });
         // A relative open (`d\a.txt` beside a handle on \old): the opened name is whole.
         let f = fake(Some(r"\Device\HarddiskVolume1\old\d\a.txt"));
@@ -844,8 +761,8 @@ mod tests {
         ] {
             let f = fake(Some(opened));
             assert_eq!(create(&r, path, &f), ("FLT_PREOP_SUCCESS_NO_CALLBACK", Status::SUCCESS));
-            assert_eq!(*f.replaced.borrow(), None, "{opened}");
-            assert!(f.notes.borrow().is_empty());
+            assert_eq!(f.replaced(), None, "{opened}");
+            assert!(f.notes().is_empty());
         }
         assert_eq!(r.stats(), Stats::default());
     }
@@ -861,16 +778,16 @@ mod tests {
         let f = fake(Some(OLD));
         let id = header(MajorFunction::Create, asked("\u{1}\u{0}\u{0}\u{0}"), 0x2000, false);
         assert_eq!(pre(&r, id, &f), pass);
-        assert_eq!(f.asked.get(), 0);
+        assert_eq!(f.names_asked().len(), 0);
         // SL_OPEN_TARGET_DIRECTORY: the opened name is the parent's, which does not end with the
         // name asked for.
         let f = fake(Some(OLD));
         assert_eq!(create(&r, r"\old\renamed.txt", &f), pass);
-        assert_eq!((f.asked.get(), f.replaced.borrow().clone()), (1, None));
+        assert_eq!((f.names_asked().len(), f.replaced()), (1, None));
         // No opened name (the query failed): passed and counted.
         let f = fake(None);
         assert_eq!(create(&r, r"\old\a.txt", &f), pass);
-        assert_eq!(*f.notes.borrow(), [notes::UNNAMED]);
+        assert_eq!(f.notes(), [notes::UNNAMED]);
         assert_eq!(r.stats(), Stats { unnamed: 1, ..Stats::default() });
     }
 
@@ -882,8 +799,8 @@ mod tests {
         let f = fake(Some(opened));
         let path = [r"\old", tail].concat();
         assert_eq!(create(&r, &path, &f), ("FLT_PREOP_SUCCESS_NO_CALLBACK", Status::SUCCESS));
-        assert_eq!(*f.replaced.borrow(), None);
-        assert_eq!(*f.notes.borrow(), [notes::TOO_LONG]);
+        assert_eq!(f.replaced(), None);
+        assert_eq!(f.notes(), [notes::TOO_LONG]);
         assert_eq!(r.stats(), Stats { too_long: 1, ..Stats::default() });
         // A query open of it is not refused: its IRP would not be redirected either.
         let f = fake(Some(opened));
@@ -894,13 +811,13 @@ mod tests {
     #[test]
     fn a_name_that_cannot_be_replaced_fails_the_create() {
         let r = redirect();
-        let mut f = fake(Some(r"\Device\HarddiskVolume1\old\a.txt"));
-        f.replace = Err(Error::INSUFFICIENT_RESOURCES);
+        let f = fake(Some(r"\Device\HarddiskVolume1\old\a.txt"))
+            .refusing_replace(Error::INSUFFICIENT_RESOURCES);
         assert_eq!(
             create(&r, r"\old\a.txt", &f),
             ("FLT_PREOP_COMPLETE", Status::INSUFFICIENT_RESOURCES)
         );
-        assert_eq!(*f.notes.borrow(), [notes::FAILED]);
+        assert_eq!(f.notes(), [notes::FAILED]);
         assert_eq!(r.stats(), Stats { failed: 1, ..Stats::default() });
     }
 
@@ -910,8 +827,8 @@ mod tests {
         let query = |path: &str| header(MajorFunction::NetworkQueryOpen, asked(path), 0, false);
         let f = fake(Some(r"\Device\HarddiskVolume1\old\a.txt"));
         assert_eq!(pre(&r, query(r"\old\a.txt"), &f).0, "FLT_PREOP_DISALLOW_FASTIO");
-        assert_eq!(*f.replaced.borrow(), None, "fast I/O is never reparsed");
-        assert_eq!(*f.notes.borrow(), [notes::FAST_IO_REFUSED]);
+        assert_eq!(f.replaced(), None, "fast I/O is never reparsed");
+        assert_eq!(f.notes(), [notes::FAST_IO_REFUSED]);
         let f = fake(Some(r"\Device\HarddiskVolume1\older\a.txt"));
         assert_eq!(pre(&r, query(r"\older\a.txt"), &f).0, "FLT_PREOP_SUCCESS_NO_CALLBACK");
         // Without its name it cannot be told apart from a redirected one: the IRP decides.
@@ -925,7 +842,7 @@ mod tests {
         let r = Redirect::new(mapping(), false);
         let f = fake(Some(r"\Device\HarddiskVolume1\old\a.txt"));
         assert_eq!(create(&r, r"\old\a.txt", &f).1, Status::REPARSE);
-        assert!(f.notes.borrow().is_empty());
+        assert!(f.notes().is_empty());
         assert_eq!(r.stats().redirected, 1);
     }
 }

@@ -416,7 +416,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
     use super::*;
-    use fsfilter::{ParameterList, ParameterValue as V};
+    use fsfilter::testing::{self, FakeServices};
+    use fsfilter::{OperationHeader, ParameterList, ParameterValue as V};
 
     fn scanner(values: &[(&str, V<'_>)]) -> core::result::Result<Scanner, ParseError> {
         Scanner::from_parameters(&ParameterList { service: "Scanner", values })
@@ -488,39 +489,14 @@ mod tests {
     }
 
     /// Services for a callback without an operation: nothing but the IRQL.
-    struct NoServices;
-
-    impl Services for NoServices {
-        fn irql(&self) -> Irql {
-            Irql::PASSIVE
-        }
-        fn note(&self, _: &str) {}
-        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
-            Err(Error::INVALID_PARAMETER)
-        }
-        fn data_scan_mode(&self) -> DataScanMode {
-            DataScanMode::NotRequested
-        }
-        fn cancel_file_open(&self, _: Status) -> core::result::Result<(), Error> {
-            Err(Error::INVALID_PARAMETER)
-        }
-        fn wait(&self, _: u32) -> core::result::Result<(), Error> {
-            Ok(())
-        }
+    fn no_services() -> FakeServices<'static> {
+        FakeServices::new().refusing_cancel(Error::INVALID_PARAMETER)
     }
 
     #[test]
     fn volumes_it_cannot_scan_are_refused_unless_told() {
-        let setup = |data_scan| fsfilter::InstanceSetup {
-            flags: fsfilter::InstanceSetupFlags::AUTOMATIC_ATTACHMENT,
-            volume: fsfilter::VolumeInfo {
-                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
-                filesystem: fsfilter::FilesystemType::Ntfs,
-            },
-            data_scan,
-            id: fsfilter::InstanceId(1),
-            services: &NoServices,
-        };
+        let services = no_services();
+        let setup = |data_scan| testing::instance_setup(&services, data_scan);
         let strict = scanner(&[("Pattern", V::String("x"))]).unwrap();
         let lax =
             scanner(&[("Pattern", V::String("x")), ("AttachUnscanned", V::Dword(1))]).unwrap();
@@ -537,15 +513,8 @@ mod tests {
         // With AttachUnscanned = 1 the scanner sits on volumes without data scanning, whose
         // cleanups never rescan: a write there must not take a slot of the table for good.
         let s = scanner(&[("Pattern", V::String("x")), ("AttachUnscanned", V::Dword(1))]).unwrap();
-        let header = fsfilter::LazyHeader::ready(fsfilter::OperationHeader {
-            major: MajorFunction::Write,
-            minor: 0,
-            kind: fsfilter::OperationKind::Irp,
+        let header = OperationHeader {
             irp_flags: fsfilter::IrpFlags::empty(),
-            data_flags: fsfilter::CallbackDataFlags::IRP_OPERATION,
-            requestor_mode: fsfilter::RequestorMode::User,
-            file_name: None,
-            volume_open: false,
             file: 0x10,
             stream: 0x20,
             parameters: fsfilter::Parameters::Write(fsfilter::ReadWriteParameters {
@@ -553,58 +522,24 @@ mod tests {
                 length: 4,
                 key: 0,
             }),
-            irql: Irql::PASSIVE,
-            synchronous: true,
             id: 0x1000,
-        });
-        let instance = Instance {
-            context: &(),
-            volume: fsfilter::VolumeInfo {
-                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
-                filesystem: fsfilter::FilesystemType::Ntfs,
-            },
-            data_scan: DataScanMode::NotRequested,
-            id: fsfilter::InstanceId(1),
+            ..testing::irp(MajorFunction::Write)
         };
-        let mut op = PostOperation::new(
-            &header,
-            fsfilter::IoStatus::new(Status::SUCCESS),
-            fsfilter::OperationBuffer::ready(fsfilter::Buffer::None),
-            &NoServices,
-            None,
-        );
-        let outcome = s.post_operation(&instance, &mut op, (), PostFlags::empty());
+        let result = fsfilter::IoStatus::new(Status::SUCCESS);
+        let instance = testing::instance();
+        let services = no_services();
+        let outcome =
+            testing::post(&s, &instance, header, result, &services, (), PostFlags::empty());
         assert!(matches!(outcome, PostOutcome::Finished));
         assert!(!s.is_dirty(0x20));
     }
 
-    /// Services of a post-create on a scanned volume, counting the scans and cancellations.
-    #[derive(Default)]
-    struct Counting {
-        scans: core::cell::Cell<usize>,
-        cancels: core::cell::Cell<usize>,
-    }
-
-    impl Services for Counting {
-        fn irql(&self) -> Irql {
-            Irql::PASSIVE
-        }
-        fn note(&self, _: &str) {}
-        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
-            self.scans.set(self.scans.get() + 1);
-            // An empty file: clean, nothing to cancel.
-            Err(Error::new(Status::END_OF_FILE).unwrap())
-        }
-        fn data_scan_mode(&self) -> DataScanMode {
-            DataScanMode::FilterManager
-        }
-        fn cancel_file_open(&self, _: Status) -> core::result::Result<(), Error> {
-            self.cancels.set(self.cancels.get() + 1);
-            Ok(())
-        }
-        fn wait(&self, _: u32) -> core::result::Result<(), Error> {
-            Ok(())
-        }
+    /// Services of a post-create on a scanned volume, counting the scans and cancellations:
+    /// an empty file (clean, nothing to cancel).
+    fn counting() -> FakeServices<'static> {
+        FakeServices::new()
+            .data_scan(DataScanMode::FilterManager)
+            .refusing_sections(Error::new(Status::END_OF_FILE).unwrap())
     }
 
     #[test]
@@ -612,32 +547,14 @@ mod tests {
         // STATUS_REPARSE is a success status on a file object that is not open: the reparsed
         // create is the one to scan (rule 27).
         let s = scanner(&[("Pattern", V::String("x"))]).unwrap();
-        let services: [Counting; 4] = Default::default();
-        let header = fsfilter::LazyHeader::ready(fsfilter::OperationHeader {
-            major: MajorFunction::Create,
-            minor: 0,
-            kind: fsfilter::OperationKind::Irp,
-            irp_flags: fsfilter::IrpFlags::SYNCHRONOUS_API,
-            data_flags: fsfilter::CallbackDataFlags::IRP_OPERATION,
-            requestor_mode: fsfilter::RequestorMode::User,
-            file_name: None,
-            volume_open: false,
+        let services: [FakeServices<'_>; 4] = core::array::from_fn(|_| counting());
+        let header = OperationHeader {
             file: 0x10,
-            stream: 0,
             parameters: fsfilter::Parameters::Create(fsfilter::CreateParameters::default()),
-            irql: Irql::PASSIVE,
-            synchronous: true,
             id: 0x1000,
-        });
-        let instance = Instance {
-            context: &(),
-            volume: fsfilter::VolumeInfo {
-                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
-                filesystem: fsfilter::FilesystemType::Ntfs,
-            },
-            data_scan: DataScanMode::FilterManager,
-            id: fsfilter::InstanceId(1),
+            ..testing::irp(MajorFunction::Create)
         };
+        let instance = Instance { data_scan: DataScanMode::FilterManager, ..testing::instance() };
         let tagged = fsfilter::IoStatus { status: Status::REPARSE, information: 0xA000_0003 };
         let results = [
             (fsfilter::IoStatus::reparse(), 0),
@@ -646,11 +563,11 @@ mod tests {
             (fsfilter::IoStatus::new(Status::SUCCESS), 1),
         ];
         for ((result, scans), services) in results.into_iter().zip(&services) {
-            let buffer = fsfilter::OperationBuffer::ready(fsfilter::Buffer::None);
-            let mut op = PostOperation::new(&header, result, buffer, services, None);
-            let outcome = s.post_operation(&instance, &mut op, (), PostFlags::empty());
+            let outcome =
+                testing::post(&s, &instance, header, result, services, (), PostFlags::empty());
             assert!(matches!(outcome, PostOutcome::Finished));
-            assert_eq!((services.scans.get(), services.cancels.get()), (scans, 0), "{result:?}");
+            let counts = (services.sections_asked(), services.cancels().len());
+            assert_eq!(counts, (scans, 0), "{result:?}");
         }
     }
 

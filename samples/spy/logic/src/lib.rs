@@ -350,11 +350,10 @@ mod tests {
     extern crate std;
 
     use super::*;
+    use fsfilter::testing::{self, FakeParameters, FakeServices};
     use fsfilter::{
-        Buffer, CallbackDataFlags, DataScanMode, FileNameInformation, FilesystemType, InstanceId,
-        IoStatus, IrpFlags, LazyHeader, NameBackend, NameId, NameParts, NameRanges,
-        OperationBuffer, OperationHeader, ParameterList, ParameterValue as V, Parameters,
-        ProcessId, ScanSection, Services, VolumeDeviceType, VolumeInfo,
+        CallbackDataFlags, IoStatus, IrpFlags, OperationHeader, ParameterList, ParameterValue as V,
+        ProcessId, Services,
     };
     use std::string::String;
     use std::vec::Vec;
@@ -363,117 +362,17 @@ mod tests {
     /// The name every query answers.
     const NAME: &str = r"\Device\HarddiskVolume1\dir\report.txt";
 
-    struct Names(std::sync::OnceLock<Vec<u16>>);
-
-    impl NameBackend for Names {
-        fn parts(&self, _id: NameId) -> Option<NameParts<'_>> {
-            let units = self.0.get_or_init(|| NAME.encode_utf16().collect());
-            Some(NameParts::from_ranges(units, &NameRanges::default()))
-        }
-        fn release(&self, _id: NameId) {}
-    }
-
-    static NAMES: Names = Names(std::sync::OnceLock::new());
-
-    /// Services that answer names at PASSIVE_LEVEL, or refuse them with `refuse`.
-    struct Fake {
-        irql: Irql,
-        refuse: Option<Error>,
-        /// What `requestor_process` answers.
-        process: Option<ProcessId>,
-    }
-
-    impl Services for Fake {
-        fn irql(&self) -> Irql {
-            self.irql
-        }
-        fn note(&self, _message: &str) {}
-        fn create_scan_section(&self) -> core::result::Result<ScanSection, Error> {
-            Err(Error::NOT_SUPPORTED)
-        }
-        fn data_scan_mode(&self) -> DataScanMode {
-            DataScanMode::NotRequested
-        }
-        fn cancel_file_open(&self, _status: Status) -> core::result::Result<(), Error> {
-            Err(Error::NOT_SUPPORTED)
-        }
-        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
-            Ok(())
-        }
-        fn requestor_process(&self) -> Option<ProcessId> {
-            self.process
-        }
-        fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
-            match self.refuse {
-                Some(e) => Err(e),
-                None => Ok(FileNameInformation::new(NameId(1), &NAMES, kind)),
-            }
-        }
+    /// Services that answer names at PASSIVE_LEVEL.
+    fn passive() -> FakeServices<'static> {
+        FakeServices::new().named(NAME)
     }
 
     fn header(major: MajorFunction, id: usize, irql: Irql) -> OperationHeader<'static> {
-        OperationHeader {
-            major,
-            minor: 0,
-            kind: OperationKind::Irp,
-            irp_flags: IrpFlags::SYNCHRONOUS_API,
-            data_flags: CallbackDataFlags::IRP_OPERATION,
-            requestor_mode: RequestorMode::User,
-            file_name: None,
-            volume_open: false,
-            file: 0x5000,
-            stream: 0,
-            parameters: Parameters::None,
-            irql,
-            synchronous: true,
-            id,
-        }
+        OperationHeader { irql, id, ..testing::irp(major) }
     }
 
-    fn instance() -> Instance<'static, ()> {
-        Instance {
-            context: &(),
-            volume: VolumeInfo {
-                device_type: VolumeDeviceType::DiskFileSystem,
-                filesystem: FilesystemType::Ntfs,
-            },
-            data_scan: DataScanMode::NotRequested,
-            id: InstanceId(1),
-        }
-    }
-
-    /// Parameters whose `allocate` gives leaked memory, or refuses with `refuse`.
-    struct Allocating<'a> {
-        list: ParameterList<'a>,
-        refuse: Option<Error>,
-        asked: std::cell::Cell<usize>,
-    }
-
-    impl ServiceParameters for Allocating<'_> {
-        fn service_name(&self) -> &str {
-            self.list.service_name()
-        }
-        fn string<'b>(&self, name: &str, buffer: &'b mut [u8]) -> Option<&'b str> {
-            self.list.string(name, buffer)
-        }
-        fn dword(&self, name: &str) -> Option<u32> {
-            self.list.dword(name)
-        }
-        fn allocate(&self, len: usize) -> Result<fsfilter::LoadBuffer> {
-            self.asked.set(len);
-            match self.refuse {
-                Some(e) => Err(e),
-                None => Ok(fsfilter::LoadBuffer::new(Vec::leak(std::vec![0u8; len]))),
-            }
-        }
-    }
-
-    fn allocating<'a>(values: &'a [(&'a str, V<'a>)]) -> Allocating<'a> {
-        Allocating {
-            list: ParameterList { service: "Spy", values },
-            refuse: None,
-            asked: std::cell::Cell::new(0),
-        }
+    fn allocating<'a>(values: &'a [(&'a str, V<'a>)]) -> FakeParameters<'a> {
+        FakeParameters::new("Spy", values)
     }
 
     fn spy(values: &[(&str, V<'_>)]) -> Spy {
@@ -487,19 +386,10 @@ mod tests {
         services: &dyn Services,
         result: Option<IoStatus>,
     ) {
-        let lazy = LazyHeader::ready(h);
-        let mut pre =
-            PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), services, None);
-        assert!(matches!(spy.pre_operation(&instance(), &mut pre), PreOutcome::WithPost(())));
+        let instance = testing::instance();
+        assert!(matches!(testing::pre(spy, &instance, h, services), PreOutcome::WithPost(())));
         if let Some(result) = result {
-            let mut post = PostOperation::new(
-                &lazy,
-                result,
-                OperationBuffer::ready(Buffer::None),
-                services,
-                None,
-            );
-            let _ = spy.post_operation(&instance(), &mut post, (), PostFlags::empty());
+            let _ = testing::post(spy, &instance, h, result, services, (), PostFlags::empty());
         }
     }
 
@@ -510,20 +400,14 @@ mod tests {
         reply
     }
 
-    const PASSIVE: Fake = Fake { irql: Irql::PASSIVE, refuse: None, process: None };
-
     #[test]
     fn records_what_pre_and_post_saw() {
         let spy = spy(&[]);
         let ok = IoStatus { status: Status::SUCCESS, information: 5 };
-        operate(&spy, header(MajorFunction::Create, 0x100, Irql::PASSIVE), &PASSIVE, Some(ok));
+        operate(&spy, header(MajorFunction::Create, 0x100, Irql::PASSIVE), &passive(), Some(ok));
         let eof = IoStatus::new(Status::END_OF_FILE);
-        operate(&spy, header(MajorFunction::Read, 0x200, Irql::PASSIVE), &PASSIVE, Some(eof));
-        let refused = Fake {
-            irql: Irql::PASSIVE,
-            refuse: Some(Error::FLT_INVALID_NAME_REQUEST),
-            process: None,
-        };
+        operate(&spy, header(MajorFunction::Read, 0x200, Irql::PASSIVE), &passive(), Some(eof));
+        let refused = passive().refusing_names(Error::FLT_INVALID_NAME_REQUEST);
         operate(&spy, header(MajorFunction::Close, 0x300, Irql::PASSIVE), &refused, Some(ok));
         let reply = get_log(&spy, 4096);
         let log = LogReply::parse(&reply).unwrap();
@@ -559,11 +443,11 @@ mod tests {
         const { assert!(Spy::PROCESS_QUERIES) };
         let spy = spy(&[]);
         let ok = Some(IoStatus::new(Status::SUCCESS));
-        let editor = Fake { process: Some(ProcessId(0x1004)), ..PASSIVE };
+        let editor = passive().requestor(Some(ProcessId(0x1004)));
         operate(&spy, header(MajorFunction::Create, 0x100, Irql::PASSIVE), &editor, ok);
-        let system = Fake { irql: Irql::APC, process: Some(ProcessId::SYSTEM), ..PASSIVE };
+        let system = passive().at_irql(Irql::APC).requestor(Some(ProcessId::SYSTEM));
         operate(&spy, header(MajorFunction::Write, 0x200, Irql::APC), &system, ok);
-        operate(&spy, header(MajorFunction::Read, 0x300, Irql::PASSIVE), &PASSIVE, ok);
+        operate(&spy, header(MajorFunction::Read, 0x300, Irql::PASSIVE), &passive(), ok);
         let reply = get_log(&spy, 4096);
         let log = LogReply::parse(&reply).unwrap();
         let got: Vec<u32> = log.records().map(|r| r.unwrap().fields.process).collect();
@@ -585,11 +469,11 @@ mod tests {
     #[test]
     fn no_name_above_passive_and_none_when_names_are_off() {
         let spy_ = spy(&[]);
-        let apc = Fake { irql: Irql::APC, refuse: None, process: None };
+        let apc = passive().at_irql(Irql::APC);
         let h = header(MajorFunction::Write, 0x100, Irql::APC);
         operate(&spy_, h, &apc, Some(IoStatus::new(Status::SUCCESS)));
         let off = spy(&[("Names", V::Dword(0))]);
-        operate(&off, header(MajorFunction::Write, 0x100, Irql::PASSIVE), &PASSIVE, None);
+        operate(&off, header(MajorFunction::Write, 0x100, Irql::PASSIVE), &passive(), None);
         let reply = get_log(&spy_, 4096);
         let r = LogReply::parse(&reply).unwrap().records().next().unwrap().unwrap();
         assert_eq!((r.has_name(), r.fields.name_status), (false, Status::INVALID_DEVICE_STATE.0));
@@ -603,14 +487,14 @@ mod tests {
         let spy = spy(&[("MaxRecords", V::Dword(2))]);
         let ok = Some(IoStatus::new(Status::SUCCESS));
         for id in 1..=4 {
-            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &passive(), ok);
         }
         let reply = get_log(&spy, 4096);
         let log = LogReply::parse(&reply).unwrap();
         assert_eq!(log.header.dropped, 2);
         let seq: Vec<u64> = log.records().map(|r| r.unwrap().fields.sequence).collect();
         assert_eq!(seq, [1, 2]);
-        operate(&spy, header(MajorFunction::Read, 9, Irql::PASSIVE), &PASSIVE, ok);
+        operate(&spy, header(MajorFunction::Read, 9, Irql::PASSIVE), &passive(), ok);
         let reply = get_log(&spy, 4096);
         let r = LogReply::parse(&reply).unwrap().records().next().unwrap().unwrap();
         assert_eq!(r.fields.sequence, 5, "dropped operations took numbers 3 and 4");
@@ -619,7 +503,7 @@ mod tests {
     #[test]
     fn a_shutdown_has_no_post_and_is_complete_at_once() {
         let spy = spy(&[]);
-        operate(&spy, header(MajorFunction::Shutdown, 1, Irql::PASSIVE), &PASSIVE, None);
+        operate(&spy, header(MajorFunction::Shutdown, 1, Irql::PASSIVE), &passive(), None);
         let reply = get_log(&spy, 4096);
         let r = LogReply::parse(&reply).unwrap().records().next().unwrap().unwrap();
         assert_eq!(r.fields.flags & record_flags::POST, 0);
@@ -631,7 +515,7 @@ mod tests {
         let spy = spy(&[]);
         let ok = Some(IoStatus::new(Status::SUCCESS));
         for id in 1..=3 {
-            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &passive(), ok);
         }
         let one = wire::RECORD_FIXED_SIZE + 2 * NAME.len();
         let reply = get_log(&spy, wire::LOG_HEADER_SIZE + 2 * one + one / 2);
@@ -695,7 +579,7 @@ mod tests {
         assert_eq!(spy.max_records(), 500, "MiniSpy's default");
         let ok = Some(IoStatus::new(Status::SUCCESS));
         for id in 1..=120 {
-            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &passive(), ok);
         }
         let mut seq = Vec::new();
         for _ in 0..10 {
@@ -715,7 +599,7 @@ mod tests {
         let p = |values: &[(&str, V<'_>)]| {
             let params = allocating(values);
             let max = <Spy as Filter>::load(&params).map(|s| s.max_records());
-            (max, params.asked.get())
+            (max, params.asked())
         };
         let slot = SLOT_BYTES;
         assert_eq!(p(&[]), (Ok(500), 500 * slot));
@@ -730,9 +614,9 @@ mod tests {
     fn a_refused_buffer_fails_the_load_with_its_status() {
         let values = [("MaxRecords", V::Dword(64))];
         for refusal in [Error::INSUFFICIENT_RESOURCES, Error::NOT_SUPPORTED] {
-            let params = Allocating { refuse: Some(refusal), ..allocating(&values) };
+            let params = allocating(&values).refusing(refusal);
             assert_eq!(<Spy as Filter>::load(&params).map(drop), Err(refusal));
-            assert_eq!(params.asked.get(), 64 * SLOT_BYTES);
+            assert_eq!(params.asked(), 64 * SLOT_BYTES);
         }
         // Parameter lists allocate nothing.
         let list = ParameterList { service: "Spy", values: &values };
@@ -747,18 +631,14 @@ mod tests {
     }
     /// The pre callback of `h` alone.
     fn pre(spy: &Spy, h: OperationHeader<'static>) {
-        let lazy = LazyHeader::ready(h);
-        let mut pre =
-            PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), &PASSIVE, None);
-        assert!(matches!(spy.pre_operation(&instance(), &mut pre), PreOutcome::WithPost(())));
+        let outcome = testing::pre(spy, &testing::instance(), h, &passive());
+        assert!(matches!(outcome, PreOutcome::WithPost(())));
     }
 
     /// The post callback of `h` alone, with `result`.
     fn post(spy: &Spy, h: OperationHeader<'static>, result: IoStatus) {
-        let lazy = LazyHeader::ready(h);
-        let buffer = OperationBuffer::ready(Buffer::None);
-        let mut post = PostOperation::new(&lazy, result, buffer, &PASSIVE, None);
-        let _ = spy.post_operation(&instance(), &mut post, (), PostFlags::empty());
+        let instance = testing::instance();
+        let _ = testing::post(spy, &instance, h, result, &passive(), (), PostFlags::empty());
     }
 
     #[test]
@@ -782,7 +662,7 @@ mod tests {
         // The slot is free again: two operations fit, none dropped.
         let ok = Some(IoStatus::new(Status::SUCCESS));
         for id in [0x200, 0x300] {
-            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &PASSIVE, ok);
+            operate(&spy, header(MajorFunction::Read, id, Irql::PASSIVE), &passive(), ok);
         }
         let reply = get_log(&spy, 4096);
         let log = LogReply::parse(&reply).unwrap();
@@ -811,42 +691,18 @@ mod tests {
         assert_ne!(r.fields.status, Status::END_OF_FILE.0, "operation 2's result");
     }
 
-    /// Services whose name query runs another operation through the spy first: what another
-    /// processor does while this one waits for the name (the query may send a request down).
-    struct Nested<'a>(&'a Spy);
-
-    impl Services for Nested<'_> {
-        fn irql(&self) -> Irql {
-            Irql::PASSIVE
-        }
-        fn note(&self, _message: &str) {}
-        fn create_scan_section(&self) -> core::result::Result<ScanSection, Error> {
-            Err(Error::NOT_SUPPORTED)
-        }
-        fn data_scan_mode(&self) -> DataScanMode {
-            DataScanMode::NotRequested
-        }
-        fn cancel_file_open(&self, _status: Status) -> core::result::Result<(), Error> {
-            Err(Error::NOT_SUPPORTED)
-        }
-        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
-            Ok(())
-        }
-        fn file_name(&self, kind: NameKind) -> core::result::Result<FileNameInformation, Error> {
-            let h = header(MajorFunction::Write, 0x900, Irql::PASSIVE);
-            operate(self.0, h, &PASSIVE, Some(IoStatus::new(Status::SUCCESS)));
-            PASSIVE.file_name(kind)
-        }
-    }
-
     #[test]
     fn records_come_in_sequence_order_when_a_name_query_is_overtaken() {
         // Operation A asks for its name; operation B (another processor) is recorded meanwhile.
         // The log gives records in the order they were recorded: their sequence numbers must
         // follow that order, or a reader sees a gap where nothing was lost.
         let spy = spy(&[]);
-        let nested = Nested(&spy);
         let ok = Some(IoStatus::new(Status::SUCCESS));
+        // The name query runs another operation through the spy first: what another processor
+        // does while this one waits for the name (the query may send a request down).
+        let other =
+            || operate(&spy, header(MajorFunction::Write, 0x900, Irql::PASSIVE), &passive(), ok);
+        let nested = passive().on_name_query(&other);
         operate(&spy, header(MajorFunction::Read, 0x100, Irql::PASSIVE), &nested, ok);
         let reply = get_log(&spy, 4096);
         let log = LogReply::parse(&reply).unwrap();
@@ -874,12 +730,7 @@ mod tests {
                         for i in 0..3000usize {
                             let h = header(MajorFunction::Read, 1 + t * 16 + i % 16, Irql::APC);
                             let result = Some(IoStatus::new(Status::SUCCESS));
-                            operate(
-                                spy,
-                                h,
-                                &Fake { irql: Irql::APC, refuse: None, process: None },
-                                result,
-                            );
+                            operate(spy, h, &passive().at_irql(Irql::APC), result);
                         }
                     })
                 })

@@ -641,166 +641,36 @@ mod tests {
 
     use super::*;
     use core::cell::RefCell;
+    use fsfilter::testing::{self, FakeServices, StreamContexts};
     use fsfilter::{
-        Buffer, CallbackDataFlags, CreateParameters, DataScanMode, IoStatus, IrpFlags, LazyHeader,
-        OperationBuffer, OperationKind, ParameterList, ReadWriteParameters, RequestorMode,
-        StreamContextBackend, StreamContextId, create,
+        CreateParameters, IoStatus, IrpFlags, ParameterList, ReadWriteParameters, create,
     };
     use std::boxed::Box;
     use std::string::String;
-    use std::sync::Mutex;
     use std::vec::Vec;
 
-    /// One context of the fake backend.
-    struct Slot {
-        stream: usize,
-        words: &'static [AtomicU64],
-        refs: usize,
-        attached: bool,
-        freed: bool,
-    }
-
-    /// Stream contexts as rule 28 has them: one per stream, referenced by each guard, freed (the
-    /// filter told, once) when detached and no longer referenced.
-    struct Contexts {
-        filter: &'static Tally,
-        slots: Mutex<Vec<Slot>>,
-    }
-
-    impl StreamContextBackend for Contexts {
-        fn words(&self, id: StreamContextId) -> &[AtomicU64] {
-            self.slots.lock().unwrap().get(id.0).map_or(&[], |s| s.words)
-        }
-        fn release(&self, id: StreamContextId) {
-            let freed = {
-                let mut slots = self.slots.lock().unwrap();
-                let s = &mut slots[id.0];
-                assert!(s.refs > 0, "released more than referenced");
-                s.refs -= 1;
-                let free = s.refs == 0 && !s.attached;
-                assert!(!(free && s.freed), "freed twice");
-                s.freed |= free;
-                free.then_some(s.words)
-            };
-            // Outside the lock, as a backend would call it.
-            if let Some(words) = freed {
-                self.filter.stream_context_freed(words);
-            }
-        }
-        fn delete(&self, id: StreamContextId) {
-            self.slots.lock().unwrap()[id.0].attached = false;
-            self.release(id);
-        }
-    }
-
-    impl Contexts {
-        fn new(filter: &'static Tally) -> &'static Contexts {
-            Box::leak(Box::new(Contexts { filter, slots: Mutex::new(Vec::new()) }))
-        }
-
-        fn request(
-            &'static self,
-            stream: usize,
-            request: ContextRequest,
-        ) -> core::result::Result<StreamContext, Error> {
-            let mut slots = self.slots.lock().unwrap();
-            if let Some(i) = slots.iter().position(|s| s.stream == stream && s.attached) {
-                slots[i].refs += 1;
-                return Ok(StreamContext::new(StreamContextId(i), self, false));
-            }
-            if request == ContextRequest::Get {
-                return Err(Error::NOT_FOUND);
-            }
-            let words: Vec<AtomicU64> = (0..word::COUNT).map(|_| AtomicU64::new(0)).collect();
-            let words = Box::leak(words.into_boxed_slice());
-            slots.push(Slot { stream, words, refs: 1, attached: true, freed: false });
-            Ok(StreamContext::new(StreamContextId(slots.len() - 1), self, true))
-        }
-
-        /// The file system tears `stream` down (`FsRtlTeardownPerStreamContexts`), or the
-        /// instance tears down (every stream): its contexts are detached, and freed unless
-        /// referenced.
-        fn tear_down(&'static self, stream: Option<usize>) {
-            let ids: Vec<usize> = {
-                let slots = self.slots.lock().unwrap();
-                (0..slots.len())
-                    .filter(|&i| slots[i].attached && stream.is_none_or(|s| slots[i].stream == s))
-                    .collect()
-            };
-            for i in ids {
-                let mut slots = self.slots.lock().unwrap();
-                slots[i].attached = false;
-                slots[i].refs += 1;
-                drop(slots);
-                self.release(StreamContextId(i));
-            }
-        }
-
+    /// The contexts' words, as tallies.
+    trait Tallies {
         /// The words of the context attached to `stream`, as a tally.
+        fn tally(&self, stream: usize) -> Option<StreamTally>;
+    }
+
+    impl Tallies for StreamContexts {
         fn tally(&self, stream: usize) -> Option<StreamTally> {
-            let slots = self.slots.lock().unwrap();
-            let s = slots.iter().find(|s| s.stream == stream && s.attached)?;
-            Some(StreamTally::from_words(s.words))
-        }
-
-        fn live_references(&self) -> usize {
-            self.slots.lock().unwrap().iter().map(|s| s.refs).sum()
-        }
-    }
-
-    /// The services of one operation on `stream` at `irql`; `refuse` is what `stream_context`
-    /// answers instead, when set.
-    struct Fake {
-        contexts: &'static Contexts,
-        stream: usize,
-        irql: Irql,
-        refuse: Option<Error>,
-        notes: RefCell<Vec<String>>,
-    }
-
-    impl Services for Fake {
-        fn irql(&self) -> Irql {
-            self.irql
-        }
-        fn note(&self, message: &str) {
-            self.notes.borrow_mut().push(message.into());
-        }
-        fn create_scan_section(&self) -> core::result::Result<fsfilter::ScanSection, Error> {
-            Err(Error::NOT_SUPPORTED)
-        }
-        fn data_scan_mode(&self) -> DataScanMode {
-            DataScanMode::NotRequested
-        }
-        fn cancel_file_open(&self, _status: Status) -> core::result::Result<(), Error> {
-            Err(Error::INVALID_PARAMETER)
-        }
-        fn wait(&self, _ms: u32) -> core::result::Result<(), Error> {
-            Ok(())
-        }
-        fn stream_context(
-            &self,
-            request: ContextRequest,
-        ) -> core::result::Result<StreamContext, Error> {
-            if let Some(e) = self.refuse {
-                return Err(e);
-            }
-            if self.irql > Irql::APC {
-                return Err(Error::INVALID_DEVICE_STATE);
-            }
-            self.contexts.request(self.stream, request)
+            self.words_of(stream).map(StreamTally::from_words)
         }
     }
 
     /// A filter, its contexts, and the notes of every operation so far.
     struct World {
         tally: &'static Tally,
-        contexts: &'static Contexts,
+        contexts: &'static StreamContexts,
         notes: RefCell<Vec<String>>,
     }
 
     fn world() -> World {
         let tally: &'static Tally = Box::leak(Box::new(Tally::new()));
-        World { tally, contexts: Contexts::new(tally), notes: RefCell::default() }
+        World { tally, contexts: StreamContexts::for_filter(tally), notes: RefCell::default() }
     }
 
     /// How a read or write arrives.
@@ -821,79 +691,44 @@ mod tests {
         kind: Kind,
         parameters: Parameters,
     ) -> OperationHeader<'static> {
-        let fast = kind == Kind::Fast;
-        let irp_flags = match kind {
-            Kind::Fast | Kind::Cached => IrpFlags::SYNCHRONOUS_API,
-            Kind::NonCached => IrpFlags::SYNCHRONOUS_API | IrpFlags::NOCACHE,
-            Kind::Paging => IrpFlags::PAGING_IO | IrpFlags::NOCACHE,
+        let (base, irp_flags) = match kind {
+            Kind::Fast => (testing::fast_io(major), IrpFlags::empty()),
+            Kind::Cached => (testing::irp(major), IrpFlags::SYNCHRONOUS_API),
+            Kind::NonCached => (testing::irp(major), IrpFlags::SYNCHRONOUS_API | IrpFlags::NOCACHE),
+            Kind::Paging => (testing::irp(major), IrpFlags::PAGING_IO | IrpFlags::NOCACHE),
         };
-        OperationHeader {
-            major,
-            minor: 0,
-            kind: if fast { OperationKind::FastIo } else { OperationKind::Irp },
-            irp_flags: if fast { IrpFlags::empty() } else { irp_flags },
-            data_flags: if fast {
-                CallbackDataFlags::FAST_IO_OPERATION
-            } else {
-                CallbackDataFlags::IRP_OPERATION
-            },
-            requestor_mode: RequestorMode::User,
-            file_name: None,
-            volume_open: false,
-            file: stream + 1,
-            stream,
-            parameters,
-            irql: Irql::PASSIVE,
-            synchronous: true,
-            id: 0x100,
-        }
-    }
-
-    fn instance() -> Instance<'static, ()> {
-        Instance {
-            context: &(),
-            volume: fsfilter::VolumeInfo {
-                device_type: fsfilter::VolumeDeviceType::DiskFileSystem,
-                filesystem: fsfilter::FilesystemType::Ntfs,
-            },
-            data_scan: DataScanMode::NotRequested,
-            id: fsfilter::InstanceId(1),
-        }
+        OperationHeader { irp_flags, file: stream + 1, stream, parameters, ..base }
     }
 
     impl World {
-        fn services(&self, stream: usize, irql: Irql, refuse: Option<Error>) -> Fake {
-            Fake { contexts: self.contexts, stream, irql, refuse, notes: RefCell::default() }
+        /// The services of one operation on `stream` at `irql`; `refuse` is what
+        /// `stream_context` answers instead, when set.
+        fn services(&self, stream: usize, irql: Irql, refuse: Option<Error>) -> FakeServices<'_> {
+            FakeServices::new()
+                .at_irql(irql)
+                .strict_irql()
+                .stream_contexts(self.contexts, stream)
+                .refusing_stream_contexts(refuse)
         }
 
-        fn keep_notes(&self, f: &Fake) {
-            self.notes.borrow_mut().extend(f.notes.take());
+        fn keep_notes(&self, f: &FakeServices<'_>) {
+            self.notes.borrow_mut().extend(f.take_notes());
         }
 
         fn post(
             &self,
             h: OperationHeader<'static>,
             result: IoStatus,
-            f: &Fake,
+            f: &FakeServices<'_>,
             flags: PostFlags,
         ) -> &'static str {
-            let lazy = LazyHeader::ready(h);
-            let mut op =
-                PostOperation::new(&lazy, result, OperationBuffer::ready(Buffer::None), f, None);
-            let outcome = self.tally.post_operation(&instance(), &mut op, (), flags);
+            let instance = testing::instance();
+            let outcome = testing::post(self.tally, &instance, h, result, f, (), flags);
             match outcome {
                 PostOutcome::WhenSafe(()) => {
                     // The backend's worker, at PASSIVE_LEVEL.
-                    let f = self.services(f.stream, Irql::PASSIVE, f.refuse);
-                    let lazy = LazyHeader::ready(h);
-                    let mut op = PostOperation::new(
-                        &lazy,
-                        result,
-                        OperationBuffer::ready(Buffer::None),
-                        &f,
-                        None,
-                    );
-                    let again = self.tally.post_operation_when_safe(&instance(), &mut op, ());
+                    let f = f.again_at(Irql::PASSIVE);
+                    let again = testing::post_when_safe(self.tally, &instance, h, result, &f, ());
                     assert_eq!(again.wdk_name(), "FLT_POSTOP_FINISHED_PROCESSING");
                     self.keep_notes(&f);
                     "WhenSafe"
@@ -949,10 +784,8 @@ mod tests {
                 Parameters::Write(p)
             };
             let h = header(major, stream, kind, parameters);
-            let lazy = LazyHeader::ready(h);
             let f = self.services(stream, Irql::PASSIVE, None);
-            let mut op = PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), &f, None);
-            let pre = self.tally.pre_operation(&instance(), &mut op);
+            let pre = testing::pre(self.tally, &testing::instance(), h, &f);
             let name = pre.wdk_name();
             self.keep_notes(&f);
             let post = match pre {
@@ -977,16 +810,10 @@ mod tests {
         }
 
         fn cleanup(&self, stream: usize) {
-            let lazy = LazyHeader::ready(header(
-                MajorFunction::Cleanup,
-                stream,
-                Kind::Cached,
-                Parameters::None,
-            ));
+            let h = header(MajorFunction::Cleanup, stream, Kind::Cached, Parameters::None);
             let f = self.services(stream, Irql::PASSIVE, None);
-            let mut op = PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), &f, None);
             assert_eq!(
-                self.tally.pre_operation(&instance(), &mut op).wdk_name(),
+                testing::pre(self.tally, &testing::instance(), h, &f).wdk_name(),
                 "FLT_PREOP_SUCCESS_NO_CALLBACK"
             );
             self.keep_notes(&f);
@@ -1138,11 +965,9 @@ mod tests {
         assert!(w.contexts.tally(A).is_none(), "Get never attaches");
         assert_eq!(w.tally.totals(), Totals { untracked: 3, ..Totals::default() });
         // A stream without filter contexts (a volume open, a paging file) is not one to count.
-        let lazy =
-            LazyHeader::ready(header(MajorFunction::Cleanup, A, Kind::Cached, Parameters::None));
+        let h = header(MajorFunction::Cleanup, A, Kind::Cached, Parameters::None);
         let f = w.services(A, Irql::PASSIVE, Some(Error::NOT_SUPPORTED));
-        let mut op = PreOperation::new(&lazy, OperationBuffer::ready(Buffer::None), &f, None);
-        w.tally.pre_operation(&instance(), &mut op);
+        testing::pre(w.tally, &testing::instance(), h, &f);
         assert_eq!(w.tally.totals().untracked, 3);
         // A later open attaches one; it knows one handle, whose cleanup is its last.
         w.open(A);
