@@ -787,37 +787,43 @@ pub fn pre<F: Filter>(
     filter.pre_operation(instance, &mut op)
 }
 
+/// The post view of the operation `header`, which completed with `result`, with `services`
+/// (no buffer; the completion cannot be deferred), handed to `call`.
+fn with_post<R>(
+    header: OperationHeader<'_>,
+    result: IoStatus,
+    services: &dyn Services,
+    call: impl FnOnce(&mut PostOperation<'_>) -> R,
+) -> R {
+    let lazy = LazyHeader::ready(header);
+    let buffer = OperationBuffer::ready(Buffer::None);
+    call(&mut PostOperation::new(&lazy, result, buffer, services, None))
+}
+
 /// `filter`'s post callback of the operation `header`, which completed with `result`, with
 /// `services`, on `instance`, with the pre callback's `context` and `flags` (no buffer; the
 /// completion cannot be deferred).
 pub fn post<F: Filter>(
     filter: &F,
     instance: &Instance<'_, F::InstanceContext>,
-    header: OperationHeader<'_>,
-    result: IoStatus,
+    (header, result): (OperationHeader<'_>, IoStatus),
     services: &dyn Services,
     context: F::CompletionContext,
     flags: PostFlags,
 ) -> PostOutcome<F::CompletionContext> {
-    let lazy = LazyHeader::ready(header);
-    let buffer = OperationBuffer::ready(Buffer::None);
-    let mut op = PostOperation::new(&lazy, result, buffer, services, None);
-    filter.post_operation(instance, &mut op, context, flags)
+    with_post(header, result, services, |op| filter.post_operation(instance, op, context, flags))
 }
 
-/// `filter`'s [`Filter::post_operation_when_safe`], as [`post`] calls the post callback.
+/// `filter`'s [`Filter::post_operation_when_safe`] of what [`post`] answered
+/// [`PostOutcome::WhenSafe`] with `context` for, with `services` (those of the worker).
 pub fn post_when_safe<F: Filter>(
     filter: &F,
     instance: &Instance<'_, F::InstanceContext>,
-    header: OperationHeader<'_>,
-    result: IoStatus,
+    (header, result): (OperationHeader<'_>, IoStatus),
     services: &dyn Services,
     context: F::CompletionContext,
 ) -> PostOutcome<F::CompletionContext> {
-    let lazy = LazyHeader::ready(header);
-    let buffer = OperationBuffer::ready(Buffer::None);
-    let mut op = PostOperation::new(&lazy, result, buffer, services, None);
-    filter.post_operation_when_safe(instance, &mut op, context)
+    with_post(header, result, services, |op| filter.post_operation_when_safe(instance, op, context))
 }
 
 #[cfg(test)]
@@ -1137,10 +1143,10 @@ mod tests {
         let h = OperationHeader { id: 0x42, parameters: read, ..fast_io(MajorFunction::Read) };
         assert!(matches!(pre(&Echo, &i, h, &f), PreOutcome::WithPost(9)));
         let ok = IoStatus::new(Status::SUCCESS);
-        let outcome = post(&Echo, &i, h, ok, &f, 9, PostFlags::DRAINING);
+        let outcome = post(&Echo, &i, (h, ok), &f, 9, PostFlags::DRAINING);
         assert!(matches!(outcome, PostOutcome::WhenSafe(10)));
         let worker = f.again_at(Irql::APC);
-        assert!(matches!(post_when_safe(&Echo, &i, h, ok, &worker, 10), PostOutcome::Finished));
+        assert!(matches!(post_when_safe(&Echo, &i, (h, ok), &worker, 10), PostOutcome::Finished));
         assert_eq!(
             f.take_notes(),
             [

@@ -425,7 +425,7 @@ mod tests {
         services: &FakeServices<'_>,
     ) {
         let instance = testing::instance();
-        let _ = testing::post(gate, &instance, h, result, services, (), PostFlags::empty());
+        let _ = testing::post(gate, &instance, (h, result), services, (), PostFlags::empty());
     }
 
     fn open(gate: &Gate, services: &FakeServices<'_>) {

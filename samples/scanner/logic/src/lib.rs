@@ -529,7 +529,7 @@ mod tests {
         let instance = testing::instance();
         let services = no_services();
         let outcome =
-            testing::post(&s, &instance, header, result, &services, (), PostFlags::empty());
+            testing::post(&s, &instance, (header, result), &services, (), PostFlags::empty());
         assert!(matches!(outcome, PostOutcome::Finished));
         assert!(!s.is_dirty(0x20));
     }
@@ -564,7 +564,7 @@ mod tests {
         ];
         for ((result, scans), services) in results.into_iter().zip(&services) {
             let outcome =
-                testing::post(&s, &instance, header, result, services, (), PostFlags::empty());
+                testing::post(&s, &instance, (header, result), services, (), PostFlags::empty());
             assert!(matches!(outcome, PostOutcome::Finished));
             let counts = (services.sections_asked(), services.cancels().len());
             assert_eq!(counts, (scans, 0), "{result:?}");

@@ -389,7 +389,7 @@ mod tests {
         let instance = testing::instance();
         assert!(matches!(testing::pre(spy, &instance, h, services), PreOutcome::WithPost(())));
         if let Some(result) = result {
-            let _ = testing::post(spy, &instance, h, result, services, (), PostFlags::empty());
+            let _ = testing::post(spy, &instance, (h, result), services, (), PostFlags::empty());
         }
     }
 
@@ -638,7 +638,7 @@ mod tests {
     /// The post callback of `h` alone, with `result`.
     fn post(spy: &Spy, h: OperationHeader<'static>, result: IoStatus) {
         let instance = testing::instance();
-        let _ = testing::post(spy, &instance, h, result, &passive(), (), PostFlags::empty());
+        let _ = testing::post(spy, &instance, (h, result), &passive(), (), PostFlags::empty());
     }
 
     #[test]

@@ -723,12 +723,12 @@ mod tests {
             flags: PostFlags,
         ) -> &'static str {
             let instance = testing::instance();
-            let outcome = testing::post(self.tally, &instance, h, result, f, (), flags);
+            let outcome = testing::post(self.tally, &instance, (h, result), f, (), flags);
             match outcome {
                 PostOutcome::WhenSafe(()) => {
                     // The backend's worker, at PASSIVE_LEVEL.
                     let f = f.again_at(Irql::PASSIVE);
-                    let again = testing::post_when_safe(self.tally, &instance, h, result, &f, ());
+                    let again = testing::post_when_safe(self.tally, &instance, (h, result), &f, ());
                     assert_eq!(again.wdk_name(), "FLT_POSTOP_FINISHED_PROCESSING");
                     self.keep_notes(&f);
                     "WhenSafe"
