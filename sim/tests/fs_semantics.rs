@@ -737,6 +737,78 @@ fn an_overwrite_or_a_supersede_keeps_hidden_and_system_and_sets_archive() {
 }
 
 #[test]
+fn a_new_file_gets_the_archive_attribute_with_the_attributes_asked() {
+    // FastFat's FatCreateNewFile writes the attributes asked (FatCommonCreate keeps read-only,
+    // hidden, system and archive of them, never FILE_ATTRIBUTE_NORMAL) with
+    // FILE_ATTRIBUTE_ARCHIVE, whatever the disposition that created the file; its
+    // FatCreateNewDirectory writes them with FILE_ATTRIBUTE_DIRECTORY and no archive bit. The
+    // WinBtrfs test suite, run against NTFS, expects the same: a file created with the hidden,
+    // read-only or system attribute has it with the archive one, FILE_ATTRIBUTE_NORMAL or
+    // FILE_ATTRIBUTE_DIRECTORY on a file gives the archive attribute alone, a directory has
+    // the directory attribute and those asked, and a file created by FILE_SUPERSEDE with the
+    // read-only attribute has it with the archive one. Until December 7 a file created with
+    // attributes had them without FILE_ATTRIBUTE_ARCHIVE (created without any, it had it).
+    use fsfilter_sim::nt::attr;
+    use fsfilter_sim::nt::create_result as cr;
+    use fsfilter_sim::nt::disposition::{CREATE, OPEN_IF, OVERWRITE_IF, SUPERSEDE};
+    let with = |a: u32| CreateOptions { attributes: a, ..CreateOptions::default() };
+    let dir = |a: u32| with(a).options(co::DIRECTORY_FILE);
+    let a = attr::ARCHIVE;
+    let files = [
+        ("plain0.txt", 0, CREATE, a),
+        ("normal.txt", attr::NORMAL, CREATE, a),
+        ("hidden.txt", attr::HIDDEN, CREATE, attr::HIDDEN | a),
+        ("ro.txt", attr::READONLY, CREATE, attr::READONLY | a),
+        ("system.txt", attr::SYSTEM, OPEN_IF, attr::SYSTEM | a),
+        ("dirattr.txt", attr::DIRECTORY, CREATE, a),
+        ("superseded.txt", attr::READONLY, SUPERSEDE, attr::READONLY | a),
+        ("overwritten.txt", attr::HIDDEN | attr::NORMAL, OVERWRITE_IF, attr::HIDDEN | a),
+        ("temp.txt", attr::TEMPORARY, CREATE, attr::TEMPORARY | a),
+    ];
+    let dirs = [
+        ("d0", 0, attr::DIRECTORY),
+        ("dnormal", attr::NORMAL, attr::DIRECTORY),
+        ("dhidden", attr::HIDDEN, attr::DIRECTORY | attr::HIDDEN),
+        ("dro", attr::READONLY, attr::DIRECTORY | attr::READONLY),
+    ];
+    let local = [FsKind::Ntfs, FsKind::Fat, FsKind::Exfat, FsKind::Refs];
+    for kind in local.into_iter().chain([FsKind::Mup]) {
+        let (mut m, c) = if kind == FsKind::Mup {
+            let mut m = machine(7);
+            let s = m.add_volume(VolumeSpec::new(r"\\server\share", kind).file("r.txt", b"r"));
+            m.boot();
+            (m, s)
+        } else {
+            volume(kind)
+        };
+        for (path, asked, d, want) in files {
+            assert_eq!(dispose(&mut m, c, path, with(asked), d), (Status::SUCCESS, cr::CREATED));
+            assert_eq!(attributes_of(&mut m, c, path), want, "{kind:?} {path}");
+        }
+        for (path, asked, want) in dirs {
+            assert_eq!(
+                dispose(&mut m, c, path, dir(asked), CREATE),
+                (Status::SUCCESS, cr::CREATED)
+            );
+            assert_eq!(attributes_of(&mut m, c, path), want, "{kind:?} {path}");
+        }
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+    // Pipes and mailslots are not changed: the attributes asked, or the archive one (a choice).
+    let mut m = machine(7);
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    let ms = m.add_volume(VolumeSpec::new(r"\Device\Mailslot", FsKind::Msfs));
+    m.boot();
+    for v in [p, ms] {
+        assert_eq!(dispose(&mut m, v, "plain", with(0), CREATE).0, Status::SUCCESS);
+        assert_eq!(attributes_of(&mut m, v, "plain"), a);
+        assert_eq!(dispose(&mut m, v, "hidden", with(attr::HIDDEN), CREATE).0, Status::SUCCESS);
+        assert_eq!(attributes_of(&mut m, v, "hidden"), attr::HIDDEN);
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn a_read_only_file_may_be_superseded_but_not_overwritten() {
     // FastFat's FatOpenExistingFcb adds the access a disposition implies before FatCheckFileAccess:
     // FILE_WRITE_DATA (with FILE_WRITE_EA and FILE_WRITE_ATTRIBUTES) for an overwrite, which a

@@ -276,6 +276,11 @@ impl Kernel {
                     let leaf = comps.last().copied().unwrap_or_default();
                     let media = &mut self.volumes.list[volume.index()].media;
                     let node = media.create(dir, leaf, is_dir, req.attributes, now);
+                    // A pipe or mailslot keeps the attributes asked, or the archive one (a choice
+                    // kept from before; docs/simulator.md, "Pipes and mailslots").
+                    if ty.is_stream() && req.attributes & !attr::NORMAL != 0 {
+                        media.node_mut(node).attributes = req.attributes & !attr::DIRECTORY;
+                    }
                     let added = super::notify::action::ADDED;
                     self.report_change(mount, node, added, super::notify::name_change(is_dir));
                     let fcb = self.fcb_for(mount, node);

@@ -222,12 +222,13 @@ impl Media {
         // FILE_ATTRIBUTE_REPARSE_POINT comes with a reparse point only
         // (`FSCTL_SET_REPARSE_POINT`), never with a create's attributes.
         let attributes = attributes & !super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
+        // A file has the settable attributes asked with FILE_ATTRIBUTE_ARCHIVE, a directory
+        // them with FILE_ATTRIBUTE_DIRECTORY (FastFat's FatCreateNewFile and
+        // FatCreateNewDirectory; docs/simulator.md, "Dispositions").
         let attributes = if is_dir {
-            attr::DIRECTORY | (attributes & !attr::NORMAL)
-        } else if attributes & !attr::NORMAL == 0 {
-            attr::ARCHIVE
+            attr::DIRECTORY | (attributes & attr::SETTABLE)
         } else {
-            attributes & !attr::DIRECTORY
+            (attributes & attr::SETTABLE) | attr::ARCHIVE
         };
         self.nodes.push(Node {
             name: name.to_owned(),
