@@ -809,6 +809,31 @@ fn a_new_file_gets_the_archive_attribute_with_the_attributes_asked() {
 }
 
 #[test]
+fn a_pipe_or_mailslot_root_opens_whatever_the_disposition() {
+    // NPFS's create (NpFsdCreate, as ReactOS's NPFS reproduces it) never looks at the
+    // disposition of an open of the file system (no name: NpOpenNamedPipeFileSystem) or of its
+    // root directory (`\`: NpOpenNamedPipeRootDirectory): both answer FILE_OPENED. MSFS is
+    // taken to do the same (a choice: no source). Until December 7 a replacing disposition on
+    // the file system was STATUS_INVALID_PARAMETER and any disposition but FILE_OPEN(_IF) on
+    // the root STATUS_ACCESS_DENIED (FastFat's root rule).
+    use fsfilter_sim::nt::create_result as cr;
+    let mut m = machine(7);
+    let p = m.add_volume(VolumeSpec::new(r"\Device\NamedPipe", FsKind::Npfs));
+    let ms = m.add_volume(VolumeSpec::new(r"\Device\Mailslot", FsKind::Msfs));
+    m.boot();
+    let o = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES | access::SYNCHRONIZE);
+    for v in [p, ms] {
+        for d in 0..=disposition::OVERWRITE_IF {
+            for path in ["", "\\"] {
+                let r = dispose(&mut m, v, path, o, d);
+                assert_eq!(r, (Status::SUCCESS, cr::OPENED), "{v:?} {path:?} {d}");
+            }
+        }
+    }
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
 fn a_read_only_file_may_be_superseded_but_not_overwritten() {
     // FastFat's FatOpenExistingFcb adds the access a disposition implies before FatCheckFileAccess:
     // FILE_WRITE_DATA (with FILE_WRITE_EA and FILE_WRITE_ATTRIBUTES) for an overwrite, which a

@@ -375,9 +375,13 @@ impl Kernel {
             Some(p) if !self.fs.oplocks.is_empty() => self.fs.oplocks.get(&p).filter(|o| !o.idle()),
             _ => None,
         };
-        let overwrite =
-            matches!(req.disposition, disp::OVERWRITE | disp::OVERWRITE_IF | disp::SUPERSEDE);
+        // The root of a pipe or mailslot namespace, or the file system itself, opens whatever
+        // the disposition (NPFS's NpFsdCreate; MSFS taken to do the same, a choice).
+        let any = ty.is_stream() && node == ROOT;
+        let overwrite = !any
+            && matches!(req.disposition, disp::OVERWRITE | disp::OVERWRITE_IF | disp::SUPERSEDE);
         let implied = match req.disposition {
+            _ if any => 0,
             disp::SUPERSEDE => acc::DELETE,
             disp::OVERWRITE | disp::OVERWRITE_IF => {
                 acc::FILE_WRITE_DATA | acc::FILE_WRITE_EA | acc::FILE_WRITE_ATTRIBUTES
@@ -413,7 +417,7 @@ impl Kernel {
         let is_a_directory =
             is_dir && req.options & co::NON_DIRECTORY_FILE != 0 && !req.volume_open;
         let not_a_directory = !is_dir && req.options & co::DIRECTORY_FILE != 0;
-        let opens = matches!(req.disposition, disp::OPEN | disp::OPEN_IF);
+        let opens = any || matches!(req.disposition, disp::OPEN | disp::OPEN_IF);
         // CDFS and UDFS check the type, then refuse every disposition but FILE_OPEN(_IF) with
         // STATUS_ACCESS_DENIED, before any oplock check (CdCommonCreate, UdfCommonCreate).
         if ty.desc().read_only {
@@ -441,8 +445,8 @@ impl Kernel {
         // A directory opens only: the root refuses any other disposition with
         // STATUS_ACCESS_DENIED (after FILE_DELETE_ON_CLOSE's STATUS_CANNOT_DELETE), another
         // directory with STATUS_OBJECT_NAME_COLLISION (FastFat's FatCommonCreate,
-        // FatOpenRootDcb, FatOpenExistingDcb and FatOpenExistingDirectory). A namespace's root
-        // (a volume open of NPFS or MSFS) is not checked against FastFat: as before.
+        // FatOpenRootDcb, FatOpenExistingDcb and FatOpenExistingDirectory). A pipe or mailslot
+        // namespace's root opens (`any`, above).
         if is_dir && !opens && !req.volume_open {
             if node == ROOT && req.options & co::DELETE_ON_CLOSE != 0 {
                 return Err(Status::CANNOT_DELETE);
