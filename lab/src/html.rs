@@ -1,7 +1,8 @@
 //! `--report`: one self-contained HTML page (inline CSS and SVG, no script, no network) with a
 //! stack diagram per volume and snapshot, the callback timeline with a lane per driver, the steps
-//! with their callback order (a `message` step followed by a row with its reply: a spy's version
-//! or its log's records), and the verifier findings.
+//! with their result (a create step that named its disposition: the create result too, as the
+//! text report gives it) and callback order (a `message` step followed by a row with its reply:
+//! a spy's version or its log's records), and the verifier findings.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -316,6 +317,10 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
     let requests = crate::text::step_requests(run);
     let volumes = crate::text::request_volumes(run);
     let done = crate::text::Completions::of(run);
+    // A create step that named its disposition: its create's result after the status, as the
+    // text report gives it (FILE_OVERWRITTEN ...).
+    let results: BTreeMap<(u32, u32), &str> =
+        run.creates.iter().filter_map(|c| Some(((c.step, c.io?.0), c.result()?))).collect();
     let mut replies: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (m, decoded) in crate::spylog::decode_all(run) {
         replies.entry(m.step).or_default().push(message_row(m, &decoded));
@@ -351,12 +356,16 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
             .chain(done.in_step(s.index))
             .collect::<Vec<_>>()
             .join("; ");
+        let mut result = status_name(s.status);
+        if let Some(r) = s.io.and_then(|io| results.get(&(s.index, io.0))) {
+            result.push_str(&format!(" ({r})"));
+        }
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.index,
             esc(&s.what),
-            esc(&crate::text::status_name(s.status)),
+            esc(&result),
             esc(&order)
         );
         for row in replies.remove(&s.index).into_iter().flatten() {

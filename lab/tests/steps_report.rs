@@ -357,3 +357,41 @@ fn a_create_with_a_disposition_says_what_it_did() {
     let (_, demo) = demo_run();
     assert!(fsfilter_lab::json::document(&demo).get("creates").is_none());
 }
+
+#[test]
+fn the_html_report_shows_what_a_create_with_a_disposition_did() {
+    // The HTML report's Result cell of a create step that named its disposition gives the create
+    // result after the status (`STATUS_SUCCESS (FILE_OVERWRITTEN)`), as the text report's
+    // completion line does, and only when the create succeeded; a create without the key is
+    // shown as before. Until December 7 the HTML report showed the status alone.
+    let step = |path: &str, handle: &str, extra: &str| {
+        format!(
+            "[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"create\"\npath = \"{path}\"\n\
+             handle = \"{handle}\"\n{extra}"
+        )
+    };
+    let steps = [
+        step("a.txt", "o", "disposition = \"overwrite\"\n"),
+        step("b.txt", "x", "disposition = \"open\"\n"),
+        step("b.txt", "y", "disposition = \"overwrite_if\"\n"),
+        step("a.txt", "p", ""),
+    ]
+    .concat();
+    let text = format!(
+        "[[volume]]\nname = \"C:\"\nfilesystem = \"ntfs\"\n\
+         files = {{ \"a.txt\" = \"abc\" }}\n{steps}"
+    );
+    let s = scenario::parse("dispositions.toml", &text).unwrap();
+    let r = run::run(&s);
+    let page = html::report(&s, &r);
+    let result = |index: u32| {
+        let start = page.find(&format!("<tr><td>{index}</td>")).expect("the step's row");
+        let row = &page[start..];
+        let row = &row[..row.find("</tr>").expect("the row's end")];
+        row.split("<td>").nth(3).and_then(|c| c.split("</td>").next()).unwrap().to_owned()
+    };
+    assert_eq!(result(0), "STATUS_SUCCESS (FILE_OVERWRITTEN)", "{page}");
+    assert_eq!(result(1), "STATUS_OBJECT_NAME_NOT_FOUND", "{page}");
+    assert_eq!(result(2), "STATUS_SUCCESS (FILE_CREATED)", "{page}");
+    assert_eq!(result(3), "STATUS_SUCCESS", "{page}");
+}
