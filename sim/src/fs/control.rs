@@ -639,7 +639,8 @@ impl Kernel {
         if let Some(filter) = notify::modification(file.Flags).filter(|_| node != VOLUME_NODE) {
             self.report_change(mount, node, notify::action::MODIFIED, filter);
         }
-        if delete && node != VOLUME_NODE {
+        // A file whose named streams are still open waits for them (`super::streams`).
+        if delete && node != VOLUME_NODE && !self.defer_file_delete(mount, node) {
             let vidx = self.fs.mounts[mount as usize].volume.index();
             let media = &self.volumes.list[vidx].media;
             if media.node(node).live && (!media.node(node).is_dir() || media.is_empty_dir(node)) {
@@ -654,6 +655,7 @@ impl Kernel {
                 f.delete_pending = false;
             }
         }
+        self.finish_deferred_delete(mount, node);
         if self.fs.mounts[mount as usize].locked_by == Some(fo as usize) {
             self.unlock_volume(mount);
         }

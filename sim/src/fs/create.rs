@@ -165,7 +165,7 @@ impl Kernel {
         req: CreateRequest,
         oplock: OplockOut<'_>,
     ) -> Result<usize, Status> {
-        let (mount, comps) = self.create_target(call, name)?;
+        let (mount, mut comps) = self.create_target(call, name)?;
         let m = &self.fs.mounts[mount as usize];
         if m.state != MountState::Mounted {
             return Err(Status::VOLUME_DISMOUNTED);
@@ -218,6 +218,7 @@ impl Kernel {
             if ty == FsType::Raw && !comps.is_empty() {
                 return Err(Status::INVALID_PARAMETER);
             }
+            let stream = super::streams::split(ty, &mut comps)?;
             if comps.iter().any(|c| !valid_component(c)) {
                 return Err(Status::OBJECT_NAME_INVALID);
             }
@@ -257,37 +258,44 @@ impl Kernel {
             if prefix.and_then(|n| open.get(&n)).is_some_and(|f| self.fs.fcbs[f].delete_pending) {
                 return Err(Status::DELETE_PENDING);
             }
-            match found {
-                Ok(node) => {
-                    let o = (call, fo as usize, oplock);
-                    self.open_existing(mount, node, req, &mut share, modifying, now, o)?
-                }
-                Err(Lookup::NameNotFound(dir)) => {
-                    if matches!(req.disposition, disp::OPEN | disp::OVERWRITE) {
-                        return Err(Status::OBJECT_NAME_NOT_FOUND);
+            self.stream_precheck(mount, found, &stream)?;
+            if let super::streams::StreamSpec::Named(s) = &stream {
+                let leaf = comps.last().copied().unwrap_or_default();
+                let o = (call, fo as usize, oplock);
+                self.open_named_stream(mount, found, leaf, s, req, &mut share, modifying, now, o)?
+            } else {
+                match found {
+                    Ok(node) => {
+                        let o = (call, fo as usize, oplock);
+                        self.open_existing(mount, node, req, &mut share, modifying, now, o)?
                     }
-                    if desc.read_only {
-                        return Err(Status::ACCESS_DENIED);
+                    Err(Lookup::NameNotFound(dir)) => {
+                        if matches!(req.disposition, disp::OPEN | disp::OVERWRITE) {
+                            return Err(Status::OBJECT_NAME_NOT_FOUND);
+                        }
+                        if desc.read_only {
+                            return Err(Status::ACCESS_DENIED);
+                        }
+                        let is_dir = req.options & co::DIRECTORY_FILE != 0;
+                        if is_dir && !matches!(req.disposition, disp::CREATE | disp::OPEN_IF) {
+                            return Err(Status::INVALID_PARAMETER);
+                        }
+                        let leaf = comps.last().copied().unwrap_or_default();
+                        let media = &mut self.volumes.list[volume.index()].media;
+                        let node = media.create(dir, leaf, is_dir, req.attributes, now);
+                        // A pipe or mailslot keeps the attributes asked, or the archive one (a
+                        // choice kept from before; docs/simulator.md, "Pipes and mailslots").
+                        if ty.is_stream() && req.attributes & !attr::NORMAL != 0 {
+                            media.node_mut(node).attributes = req.attributes & !attr::DIRECTORY;
+                        }
+                        let added = super::notify::action::ADDED;
+                        self.report_change(mount, node, added, super::notify::name_change(is_dir));
+                        let fcb = self.fcb_for(mount, node);
+                        (fcb, create_result::CREATED)
                     }
-                    let is_dir = req.options & co::DIRECTORY_FILE != 0;
-                    if is_dir && !matches!(req.disposition, disp::CREATE | disp::OPEN_IF) {
-                        return Err(Status::INVALID_PARAMETER);
+                    Err(Lookup::PathNotFound | Lookup::NotADirectory) => {
+                        return Err(Status::OBJECT_PATH_NOT_FOUND);
                     }
-                    let leaf = comps.last().copied().unwrap_or_default();
-                    let media = &mut self.volumes.list[volume.index()].media;
-                    let node = media.create(dir, leaf, is_dir, req.attributes, now);
-                    // A pipe or mailslot keeps the attributes asked, or the archive one (a choice
-                    // kept from before; docs/simulator.md, "Pipes and mailslots").
-                    if ty.is_stream() && req.attributes & !attr::NORMAL != 0 {
-                        media.node_mut(node).attributes = req.attributes & !attr::DIRECTORY;
-                    }
-                    let added = super::notify::action::ADDED;
-                    self.report_change(mount, node, added, super::notify::name_change(is_dir));
-                    let fcb = self.fcb_for(mount, node);
-                    (fcb, create_result::CREATED)
-                }
-                Err(Lookup::PathNotFound | Lookup::NotADirectory) => {
-                    return Err(Status::OBJECT_PATH_NOT_FOUND);
                 }
             }
         };
@@ -346,7 +354,7 @@ impl Kernel {
     /// result. `oplock`: the create, its file object, where to say that it started a break it
     /// does not wait for, and the oplock work to do; `Err(STATUS_PENDING)` when it waits.
     #[allow(clippy::too_many_arguments, reason = "the create's parts, as fs_create has them")]
-    fn open_existing(
+    pub(super) fn open_existing(
         &mut self,
         mount: u32,
         node: NodeId,
@@ -363,7 +371,8 @@ impl Kernel {
         let media = &self.volumes.list[volume.index()].media;
         let n = media.node(node);
         let is_dir = n.is_dir();
-        let attributes = n.attributes;
+        // A named stream has its file's attributes.
+        let attributes = media.node(media.file_of(node)).attributes;
         // FsRtlCheckOplock on the create. A Batch or Filter oplock is checked first, against the
         // access as asked: before the share check (a handle it keeps open would refuse the open),
         // and before the FILE_CREATE collision and the read-only attribute's refusals, as
@@ -505,7 +514,7 @@ impl Kernel {
             if f.delete_pending {
                 return Err(Status::DELETE_PENDING);
             }
-            if !f.share.check(*share) {
+            if !f.share.check(*share) || !self.streams_share_delete(mount, node, *share) {
                 if handle_cached {
                     let want = super::oplock::Want::Handle { access: req.access, share: req.share };
                     check(self, p, want, false)?;
@@ -517,13 +526,21 @@ impl Kernel {
             }
             check(self, p, late, false)?;
         }
+        if existing.is_none() && !self.streams_share_delete(mount, node, *share) {
+            return Err(Status::SHARING_VIOLATION);
+        }
+        if overwrite {
+            self.overwrite_streams(mount, node)?;
+        }
         let fcb = self.fcb_for(mount, node);
         let information = if overwrite {
             let media = &mut self.volumes.list[volume.index()].media;
-            let n = media.node_mut(node);
-            if let super::media::NodeKind::File { data } = &mut n.kind {
+            if let super::media::NodeKind::File { data } = &mut media.node_mut(node).kind {
                 data.clear();
             }
+            // A named stream's times and attributes are its file's.
+            let file = media.file_of(node);
+            let n = media.node_mut(file);
             n.times[2] = now;
             n.times[3] = now;
             // The attributes asked, with FILE_ATTRIBUTE_ARCHIVE: a supersede's replace the

@@ -518,7 +518,9 @@ impl Kernel {
         if node == VOLUME_NODE {
             return Err(Status::INVALID_PARAMETER);
         }
-        let n = self.media_of(mount).node(node);
+        // A named stream reports its file's attributes, times and index, and its own size.
+        let view = self.media_of(mount).stream_view(node);
+        let n = &*view;
         let delete_pending = self.fs.fcbs[&fcb].delete_pending;
         // SAFETY: the request's live file object.
         let file = unsafe { irpx::file(fo) };
@@ -680,7 +682,8 @@ impl Kernel {
                 if access & acc::FILE_WRITE_ATTRIBUTES == 0 {
                     return Err(Status::ACCESS_DENIED);
                 }
-                let n = self.volumes.list[vidx].media.node_mut(node);
+                let media = &mut self.volumes.list[vidx].media;
+                let n = media.node_mut(media.file_of(node));
                 let a = u32_at(32);
                 // MS-FSA 2.1.5.15.2: a time below -2, the directory attribute on a file and the
                 // temporary attribute on a directory are invalid; only the settable attributes
@@ -735,7 +738,8 @@ impl Kernel {
                 let media = &self.volumes.list[vidx].media;
                 let n = media.node(node);
                 if delete {
-                    let read_only = n.attributes & attr::READONLY != 0 && !ignore_read_only;
+                    let attributes = media.node(media.file_of(node)).attributes;
+                    let read_only = attributes & attr::READONLY != 0 && !ignore_read_only;
                     if node == ROOT || read_only {
                         return Err(Status::CANNOT_DELETE);
                     }
@@ -804,6 +808,10 @@ impl Kernel {
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect();
                 let target = String::from_utf16_lossy(&units);
+                // A stream's rename (`:new`, MS-FSA 2.1.5.15.11.1) is not modelled.
+                if self.volumes.list[vidx].media.node(node).host.is_some() {
+                    return Err(Status::INVALID_PARAMETER);
+                }
                 self.rename(mount, node, &target, replace, now)
             }
             _ => Err(Status::INVALID_PARAMETER),

@@ -47,6 +47,13 @@ pub struct Node {
     pub live: bool,
     /// Its reparse point (`FSCTL_SET_REPARSE_POINT`, [`super::reparse`]), if it has one.
     pub reparse: Option<ReparsePoint>,
+    /// Its named data streams by upper-cased name ([`super::streams`]).
+    pub streams: BTreeMap<String, NodeId>,
+    /// For a named data stream: the file or directory it belongs to (its `parent` is None).
+    pub host: Option<NodeId>,
+    /// The file was deleted while one of its named streams was open: it goes at the last
+    /// cleanup of any of its streams ([`super::streams`]).
+    pub doomed: bool,
 }
 
 /// A reparse point: its tag and the buffer it was set with (`REPARSE_DATA_BUFFER` or
@@ -144,6 +151,9 @@ impl Media {
             id: 5,
             live: true,
             reparse: None,
+            streams: BTreeMap::new(),
+            host: None,
+            doomed: false,
         };
         Media { nodes: vec![root], serial, label: label.to_owned(), created: now, next_id: 64 }
     }
@@ -239,6 +249,9 @@ impl Media {
             id: self.next_id,
             live: true,
             reparse: None,
+            streams: BTreeMap::new(),
+            host: None,
+            doomed: false,
         });
         self.link(dir, id);
         self.node_mut(dir).times[2] = now;
@@ -264,6 +277,10 @@ impl Media {
 
     /// Deletes a node (a directory must be empty).
     pub fn remove(&mut self, id: NodeId) {
+        // A named stream goes alone; a file takes its named streams with it.
+        if self.remove_stream_parts(id) {
+            return;
+        }
         self.unlink(id);
         let n = self.node_mut(id);
         n.live = false;
@@ -306,6 +323,10 @@ impl Media {
 
     /// The volume-relative path of a node (`\dir\file`; `\` for the root).
     pub fn path_of(&self, id: NodeId) -> String {
+        if let Some(host) = self.node(id).host {
+            // A named stream: `\dir\file:stream` (its name as created).
+            return format!("{}:{}", self.path_of(host), self.node(id).name);
+        }
         let mut parts = Vec::new();
         let mut cur = Some(id);
         while let Some(c) = cur {
@@ -348,6 +369,9 @@ impl Media {
 
     /// The bytes of the file at a path.
     pub fn file(&self, path: &str) -> Option<&[u8]> {
+        if path.contains(':') {
+            return self.stream_file(path);
+        }
         let comps: Vec<&str> = path.split(['\\', '/']).filter(|c| !c.is_empty()).collect();
         let id = self.lookup(ROOT, &comps).ok()?;
         match &self.node(id).kind {

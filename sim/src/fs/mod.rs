@@ -16,6 +16,7 @@ pub mod notify;
 pub mod oplock;
 pub mod reparse;
 pub mod rw;
+pub mod streams;
 
 use std::ffi::c_void;
 use std::ptr::null_mut;

@@ -738,10 +738,13 @@ impl Kernel {
             }
             data[start..start + length].copy_from_slice(src);
         }
+        let new_size = node.size();
+        // A named stream's times and attributes are its file's (Learn, "File Streams").
+        let media = &mut self.volumes.list[vidx].media;
+        let node = media.node_mut(media.file_of(node_id));
         node.times[2] = now;
         node.times[3] = now;
         node.attributes |= crate::nt::attr::ARCHIVE;
-        let new_size = node.size();
         if t.path != Path::Paging {
             super::notify::mark_modified(file, new_size != size);
         }

@@ -1,0 +1,368 @@
+//! Named data streams (NTFS, ReFS and the shares, the file systems that report
+//! `FILE_NAMED_STREAMS`): `dir\file:stream`, `dir\file:stream:$DATA` and `dir\file::$DATA`.
+//!
+//! Each named stream is a node of its own in the volume's [`Media`], kept in its file's
+//! `streams` (by upper-cased name) and in no directory, so a directory listing never shows it.
+//! It has its own FCB (its own `FsContext`, per-stream filter contexts, share access, oplock,
+//! section object pointers, sizes and bytes); its file's attributes, times and index are the
+//! file's (Learn, "File Streams (Local File Systems)": no file times of a stream's own).
+//! docs/simulator.md, "Named data streams", lists each behaviour, its source and its tests.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use fsfilter::Status;
+
+use super::create::{CreateRequest, OplockOut};
+use super::media::{Lookup, Media, Node, NodeId, NodeKind, upcase};
+use super::{Call, FsType, VOLUME_NODE};
+use crate::kernel::Kernel;
+use crate::nt::{attr, create_options as co, create_result, disposition as disp};
+
+/// The stream a create's last component names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamSpec {
+    /// No stream syntax: the file (or directory) itself.
+    Plain,
+    /// `file::$DATA`: the default data stream, named explicitly.
+    Default,
+    /// `file:name` or `file:name:$DATA`.
+    Named(String),
+}
+
+/// True when the file system supports named streams: it reports `FILE_NAMED_STREAMS`.
+pub fn supported(ty: FsType) -> bool {
+    ty.desc().fs_attributes & crate::nt::fs_attr::NAMED_STREAMS != 0
+}
+
+/// Splits the stream syntax off a create's last component (on file systems with named
+/// streams; elsewhere `:` stays in the name, which the create refuses with
+/// `STATUS_OBJECT_NAME_INVALID` as FastFat's `FatIsNameLongUnicodeValid` does). The component
+/// left is the file's name. Refused with `STATUS_OBJECT_NAME_INVALID`: more than two colons, an
+/// empty file name, `file:` and `file:s:`, a stream type other than `$DATA` (any case; choice:
+/// the directory types are not modelled), a stream name with a character a file name may not
+/// have or longer than 255 characters (Learn: the characters legal in a file name are legal in a
+/// stream name).
+pub fn split(ty: FsType, comps: &mut [&str]) -> Result<StreamSpec, Status> {
+    let Some(last) = comps.last_mut() else { return Ok(StreamSpec::Plain) };
+    if !supported(ty) || !last.contains(':') {
+        return Ok(StreamSpec::Plain);
+    }
+    let mut parts = last.split(':');
+    let file = parts.next().unwrap_or_default();
+    let stream = parts.next().unwrap_or_default();
+    let kind = parts.next();
+    if parts.next().is_some() || file.is_empty() {
+        return Err(Status::OBJECT_NAME_INVALID);
+    }
+    if let Some(t) = kind {
+        if upcase(t) != "$DATA" {
+            return Err(Status::OBJECT_NAME_INVALID);
+        }
+    }
+    let spec = if stream.is_empty() {
+        if kind.is_none() {
+            return Err(Status::OBJECT_NAME_INVALID);
+        }
+        StreamSpec::Default
+    } else {
+        let bad = stream.chars().count() > 255
+            || stream.chars().any(|c| (c as u32) < 0x20 || "<>\"/|?*\\".contains(c));
+        if bad {
+            return Err(Status::OBJECT_NAME_INVALID);
+        }
+        StreamSpec::Named(stream.to_owned())
+    };
+    *last = file;
+    Ok(spec)
+}
+
+impl Media {
+    /// The named stream `name` of `host` (case-insensitive).
+    pub fn stream(&self, host: NodeId, name: &str) -> Option<NodeId> {
+        self.node(host).streams.get(&upcase(name)).copied()
+    }
+
+    /// The named streams of `host`.
+    pub fn named_streams(&self, host: NodeId) -> Vec<NodeId> {
+        self.node(host).streams.values().copied().collect()
+    }
+
+    /// The bytes of the named stream at `dir\\file:stream` (None when it does not exist).
+    pub(super) fn stream_file(&self, path: &str) -> Option<&[u8]> {
+        let (file, stream) = path.split_once(':')?;
+        let comps: Vec<&str> = file.split(['\\', '/']).filter(|c| !c.is_empty()).collect();
+        let host = self.lookup(super::media::ROOT, &comps).ok()?;
+        let stream = stream.strip_suffix(":$DATA").unwrap_or(stream);
+        if stream.is_empty() {
+            return Some(self.node(host).data());
+        }
+        Some(self.node(self.stream(host, stream)?).data())
+    }
+
+    /// The file a node's attributes, times and index belong to: its host for a named stream.
+    pub fn file_of(&self, id: NodeId) -> NodeId {
+        self.node(id).host.unwrap_or(id)
+    }
+
+    /// What a query of a node reports: for a named stream, its file with the stream's bytes.
+    pub fn stream_view(&self, id: NodeId) -> Cow<'_, Node> {
+        let n = self.node(id);
+        match n.host {
+            Some(h) => Cow::Owned(Node { kind: n.kind.clone(), ..self.node(h).clone() }),
+            None => Cow::Borrowed(n),
+        }
+    }
+
+    /// Creates the named stream `name` of `host` (which must not have one of that name).
+    pub fn create_stream(&mut self, host: NodeId, name: &str, now: i64) -> NodeId {
+        let id = self.nodes.len() as NodeId;
+        let file_id = self.node(host).id;
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            parent: None,
+            kind: NodeKind::File { data: Vec::new() },
+            attributes: 0,
+            times: [now; 4],
+            id: file_id,
+            live: true,
+            reparse: None,
+            streams: BTreeMap::new(),
+            host: Some(host),
+            doomed: false,
+        });
+        let h = self.node_mut(host);
+        h.streams.insert(upcase(name), id);
+        h.times[2] = now;
+        h.times[3] = now;
+        id
+    }
+
+    /// The stream part of [`Media::remove`]: a named stream leaves its file (true: nothing else
+    /// to do); a file's named streams go with it (false: the file itself is still to remove).
+    pub(super) fn remove_stream_parts(&mut self, id: NodeId) -> bool {
+        if let Some(host) = self.node(id).host {
+            let key = upcase(&self.node(id).name);
+            self.node_mut(host).streams.remove(&key);
+            let n = self.node_mut(id);
+            n.live = false;
+            n.kind = NodeKind::File { data: Vec::new() };
+            return true;
+        }
+        for s in std::mem::take(&mut self.node_mut(id).streams).into_values() {
+            let n = self.node_mut(s);
+            n.live = false;
+            n.kind = NodeKind::File { data: Vec::new() };
+        }
+        false
+    }
+}
+
+impl Kernel {
+    fn stream_media(&self, mount: u32) -> &Media {
+        &self.volumes.list[self.fs.mounts[mount as usize].volume.index()].media
+    }
+
+    /// Handles open on a node's FCB.
+    fn handles_on(&self, mount: u32, node: NodeId) -> u32 {
+        let open = &self.fs.mounts[mount as usize].fcbs_by_node;
+        open.get(&node).and_then(|p| self.fs.fcbs.get(p)).map_or(0, |f| f.handles)
+    }
+
+    /// The checks of a create's stream syntax before its disposition: a file deleted while one
+    /// of its streams is open refuses every open (`STATUS_DELETE_PENDING`), and a directory has
+    /// no default data stream (`dir::$DATA`: `STATUS_FILE_IS_A_DIRECTORY`; MS-FSCC 2.1.4).
+    pub(super) fn stream_precheck(
+        &self,
+        mount: u32,
+        found: Result<NodeId, Lookup>,
+        spec: &StreamSpec,
+    ) -> Result<(), Status> {
+        let media = self.stream_media(mount);
+        if let Ok(n) = found {
+            if media.node(n).doomed {
+                return Err(Status::DELETE_PENDING);
+            }
+            if *spec == StreamSpec::Default && media.node(n).is_dir() {
+                return Err(Status::FILE_IS_A_DIRECTORY);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens or creates the named stream `name` of the file (or directory) the create found,
+    /// creating the file first when it is missing and the disposition creates: returns the
+    /// stream's FCB and the create's information. An existing stream is opened under the rules
+    /// of any existing file ([`Kernel::open_existing`]: its own share access and oplock).
+    #[allow(clippy::too_many_arguments, reason = "the create's parts, as fs_create has them")]
+    pub(super) fn open_named_stream(
+        &mut self,
+        mount: u32,
+        found: Result<NodeId, Lookup>,
+        leaf: &str,
+        name: &str,
+        req: CreateRequest,
+        share: &mut super::ShareRequest,
+        modifying: u32,
+        now: i64,
+        oplock: (Call, usize, OplockOut<'_>),
+    ) -> Result<(usize, usize), Status> {
+        // A stream is never a directory (choice: the status NTFS gives is not checked).
+        if req.options & co::DIRECTORY_FILE != 0 {
+            return Err(Status::NOT_A_DIRECTORY);
+        }
+        let creates = !matches!(req.disposition, disp::OPEN | disp::OVERWRITE);
+        let vidx = self.fs.mounts[mount as usize].volume.index();
+        let host = match found {
+            Ok(host) => host,
+            Err(Lookup::NameNotFound(dir)) => {
+                // Creating `file:s` on a missing file creates the file, then the stream.
+                if !creates {
+                    return Err(Status::OBJECT_NAME_NOT_FOUND);
+                }
+                let media = &mut self.volumes.list[vidx].media;
+                let host = media.create(dir, leaf, false, req.attributes, now);
+                let added = super::notify::action::ADDED;
+                self.report_change(mount, host, added, super::notify::name_change(false));
+                let s = self.volumes.list[vidx].media.create_stream(host, name, now);
+                return Ok((self.fcb_for(mount, s), create_result::CREATED));
+            }
+            Err(_) => return Err(Status::OBJECT_PATH_NOT_FOUND),
+        };
+        if let Some(s) = self.stream_media(mount).stream(host, name) {
+            return self.open_existing(mount, s, req, share, modifying, now, oplock);
+        }
+        if !creates {
+            return Err(Status::OBJECT_NAME_NOT_FOUND);
+        }
+        // Adding a stream writes the file: not to a read-only one (choice, as a write).
+        if self.stream_media(mount).node(host).attributes & attr::READONLY != 0 {
+            return Err(Status::ACCESS_DENIED);
+        }
+        let s = self.volumes.list[vidx].media.create_stream(host, name, now);
+        Ok((self.fcb_for(mount, s), create_result::CREATED))
+    }
+
+    /// Learn, "File Streams": delete access asked on a file is checked against every open
+    /// stream of it; a stream open without `FILE_SHARE_DELETE` refuses it. True when the open
+    /// of `node` (a file's default stream) asking `share` may go on.
+    pub(super) fn streams_share_delete(&self, mount: u32, node: NodeId, share: [bool; 6]) -> bool {
+        if !share[2] {
+            return true;
+        }
+        let media = self.stream_media(mount);
+        let open = &self.fs.mounts[mount as usize].fcbs_by_node;
+        media.named_streams(node).into_iter().all(|s| {
+            open.get(&s)
+                .and_then(|p| self.fs.fcbs.get(p))
+                .is_none_or(|f| f.share.shared_delete >= f.share.open)
+        })
+    }
+
+    /// An overwrite or a supersede of a file's default stream removes its named streams
+    /// (choice, docs/simulator.md: NTFS's behaviour as remembered, not checked); one still open
+    /// refuses the create with `STATUS_SHARING_VIOLATION`. Nothing for a named stream's own
+    /// overwrite, which truncates that stream only.
+    pub(super) fn overwrite_streams(&mut self, mount: u32, node: NodeId) -> Result<(), Status> {
+        let media = self.stream_media(mount);
+        if media.node(node).host.is_some() {
+            return Ok(());
+        }
+        let streams = media.named_streams(node);
+        if streams.iter().any(|s| self.fs.mounts[mount as usize].fcbs_by_node.contains_key(s)) {
+            return Err(Status::SHARING_VIOLATION);
+        }
+        let vidx = self.fs.mounts[mount as usize].volume.index();
+        let media = &mut self.volumes.list[vidx].media;
+        for s in streams {
+            media.remove(s);
+        }
+        Ok(())
+    }
+
+    /// At the last cleanup of a file's default stream with its delete pending: true when one of
+    /// its named streams is still open, and the file then waits for their last cleanup, refusing
+    /// opens meanwhile (choice, docs/simulator.md: NTFS deletes a file at its last handle's
+    /// cleanup).
+    pub(super) fn defer_file_delete(&mut self, mount: u32, node: NodeId) -> bool {
+        let media = self.stream_media(mount);
+        if node == VOLUME_NODE || media.node(node).host.is_some() {
+            return false;
+        }
+        let open = media.named_streams(node).into_iter().any(|s| self.handles_on(mount, s) > 0);
+        if open {
+            let vidx = self.fs.mounts[mount as usize].volume.index();
+            self.volumes.list[vidx].media.node_mut(node).doomed = true;
+        }
+        open
+    }
+
+    /// After a cleanup on `node`: when its file waits for deletion ([`defer_file_delete`]) and
+    /// no handle of the file or of its streams is left, the file goes with its streams.
+    ///
+    /// [`defer_file_delete`]: Kernel::defer_file_delete
+    pub(super) fn finish_deferred_delete(&mut self, mount: u32, node: NodeId) {
+        if node == VOLUME_NODE {
+            return;
+        }
+        let media = self.stream_media(mount);
+        let host = media.file_of(node);
+        if !media.node(host).doomed || !media.node(host).live {
+            return;
+        }
+        let streams = media.named_streams(host);
+        if self.handles_on(mount, host) > 0
+            || streams.iter().any(|s| self.handles_on(mount, *s) > 0)
+        {
+            return;
+        }
+        let removed = super::notify::action::REMOVED;
+        self.report_change(mount, host, removed, super::notify::name_change(false));
+        let vidx = self.fs.mounts[mount as usize].volume.index();
+        let media = &mut self.volumes.list[vidx].media;
+        media.node_mut(host).doomed = false;
+        media.remove(host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ty: FsType, name: &str) -> (Result<StreamSpec, Status>, String) {
+        let mut comps: Vec<&str> = name.split('\\').filter(|c| !c.is_empty()).collect();
+        let r = split(ty, &mut comps);
+        (r, comps.join("\\"))
+    }
+
+    #[test]
+    fn stream_syntax_splits_on_ntfs_only() {
+        let named = |s: &str| Ok(StreamSpec::Named(s.to_owned()));
+        assert_eq!(spec(FsType::Ntfs, r"\d\f:s"), (named("s"), r"d\f".to_owned()));
+        assert_eq!(spec(FsType::Ntfs, r"\d\f:S:$data"), (named("S"), r"d\f".to_owned()));
+        assert_eq!(spec(FsType::Ntfs, r"\f::$DATA"), (Ok(StreamSpec::Default), "f".to_owned()));
+        assert_eq!(spec(FsType::Ntfs, r"\f"), (Ok(StreamSpec::Plain), "f".to_owned()));
+        assert_eq!(spec(FsType::Ntfs, r"\f:$DATA:$DATA"), (named("$DATA"), "f".to_owned()));
+        for bad in [r"\f:", r"\f:s:", r"\f:s:$BITMAP", r"\:s", r"\f:s:$DATA:x", r"\f:a*b"] {
+            assert_eq!(spec(FsType::Ntfs, bad).0, Err(Status::OBJECT_NAME_INVALID), "{bad}");
+        }
+        // FAT keeps the colon in the name, which the create refuses.
+        assert_eq!(spec(FsType::Fat, r"\f:s"), (Ok(StreamSpec::Plain), "f:s".to_owned()));
+    }
+
+    #[test]
+    fn a_files_streams_go_with_it_and_a_stream_goes_alone() {
+        let mut m = Media::new(1, "", 0);
+        let f = m.add_file(r"\d\f", b"file", 0);
+        let s = m.create_stream(f, "One", 0);
+        let t = m.create_stream(f, "two", 0);
+        assert_eq!(m.stream(f, "ONE"), Some(s));
+        assert_eq!(m.path_of(s), r"\d\f:One");
+        assert_eq!(m.children(1, true), vec![f]);
+        m.remove(s);
+        assert_eq!(m.stream(f, "one"), None);
+        assert!(m.node(f).live && m.node(t).live);
+        m.remove(f);
+        assert!(!m.node(t).live);
+    }
+}

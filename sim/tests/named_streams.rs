@@ -1,0 +1,304 @@
+//! Named data streams (docs/simulator.md, "Named data streams"): `file:stream`,
+//! `file:stream:$DATA` and `file::$DATA` on NTFS and ReFS, each named stream a stream of its own
+//! (its own FsContext, share access, size and bytes); their deletion, the file's deletion and
+//! overwrite; the file systems without named streams refusing the syntax.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the shared test drivers poke kernel structures directly, as C drivers do"
+)]
+
+mod common;
+
+use common::machine;
+use fsfilter::Status;
+use fsfilter_sim::nt::{access, create_options as co, create_result as cr, disposition};
+use fsfilter_sim::nt::{file_info as fi, share};
+use fsfilter_sim::{CreateOptions, FsKind, Handle, IoMode, Machine, VolumeId, VolumeSpec};
+
+fn volume(kind: FsKind) -> (Machine, VolumeId) {
+    let mut m = machine(7);
+    let c = m.add_volume(
+        VolumeSpec::new("C:", kind)
+            .file("\\f.txt", b"default")
+            .file("\\sub\\", b"")
+            .file("\\other.txt", b"other"),
+    );
+    m.boot();
+    (m, c)
+}
+
+fn write(m: &mut Machine, c: VolumeId, path: &str, data: &[u8]) {
+    let h = m.open(c, path, CreateOptions::default()).unwrap();
+    assert_eq!(m.write(h, Some(0), data, IoMode::Cached).status, Status::SUCCESS, "{path}");
+    m.close_handle(h);
+}
+
+fn read(m: &mut Machine, c: VolumeId, path: &str) -> Result<Vec<u8>, Status> {
+    let h = m.open(c, path, CreateOptions::open().access(access::GENERIC_READ))?;
+    let r = m.read(h, Some(0), 256, IoMode::Cached);
+    m.close_handle(h);
+    match r.status {
+        Status::SUCCESS => Ok(r.data),
+        Status::END_OF_FILE => Ok(Vec::new()),
+        s => Err(s),
+    }
+}
+
+fn query(m: &mut Machine, h: Handle, class: u32, length: usize) -> Vec<u8> {
+    let r = m.query_information(h, class, length);
+    assert_eq!(r.status, Status::SUCCESS);
+    r.data
+}
+
+fn name_of(m: &mut Machine, h: Handle) -> String {
+    let d = query(m, h, fi::NAME, 512);
+    let len = u32::from_le_bytes(d[..4].try_into().unwrap()) as usize;
+    let units: Vec<u16> =
+        d[4..4 + len].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// The `FsContext` of a handle's file object.
+fn fs_context(m: &mut Machine, h: Handle) -> usize {
+    m.kernel(|k| {
+        let fo = k.user_handle(h).unwrap().fo;
+        // SAFETY: the handle's live file object.
+        unsafe { (*(fo as *const windows_sys::Wdk::Foundation::FILE_OBJECT)).FsContext as usize }
+    })
+}
+
+fn delete(m: &mut Machine, c: VolumeId, path: &str) {
+    let h = m.open(c, path, CreateOptions::open()).unwrap();
+    assert_eq!(m.set_information(h, fi::DISPOSITION, &[1]).status, Status::SUCCESS, "{path}");
+    m.close_handle(h);
+}
+
+#[test]
+fn a_named_stream_is_a_stream_of_its_own_with_the_files_attributes_and_index() {
+    // Learn, "File Streams (Local File Systems)": each stream has its own sizes; no stream has
+    // file times of its own. MS-FSCC 5.1: `file::$DATA` is the default stream; the type is
+    // `$DATA`; names are compared case-insensitively.
+    for kind in [FsKind::Ntfs, FsKind::Refs] {
+        let (mut m, c) = volume(kind);
+        write(&mut m, c, "f.txt:one", b"first stream");
+        write(&mut m, c, "f.txt:Two:$DATA", b"second");
+        assert_eq!(read(&mut m, c, "f.txt").unwrap(), b"default", "{kind:?}");
+        assert_eq!(read(&mut m, c, "F.TXT:ONE").unwrap(), b"first stream", "{kind:?}");
+        assert_eq!(read(&mut m, c, "f.txt:one:$data").unwrap(), b"first stream");
+        assert_eq!(read(&mut m, c, "f.txt:two").unwrap(), b"second", "{kind:?}");
+        assert_eq!(read(&mut m, c, "f.txt::$DATA").unwrap(), b"default", "{kind:?}");
+        assert_eq!(m.file_contents(c, "f.txt:two").unwrap(), b"second");
+        // Each stream its own FCB and size; the file's index.
+        let o = CreateOptions::open().access(access::GENERIC_READ);
+        let f = m.open(c, "f.txt", o).unwrap();
+        let s = m.open(c, "f.txt:one", o).unwrap();
+        let size = |d: &[u8]| i64::from_le_bytes(d[8..16].try_into().unwrap());
+        assert_eq!(size(&query(&mut m, f, fi::STANDARD, 24)), 7);
+        assert_eq!(size(&query(&mut m, s, fi::STANDARD, 24)), 12);
+        assert_eq!(query(&mut m, f, fi::INTERNAL, 8), query(&mut m, s, fi::INTERNAL, 8));
+        assert_eq!(query(&mut m, f, fi::BASIC, 40), query(&mut m, s, fi::BASIC, 40));
+        assert_ne!(
+            fs_context(&mut m, f),
+            fs_context(&mut m, s),
+            "{kind:?}: one FsContext per stream"
+        );
+        // FileNameInformation names the stream.
+        assert_eq!(name_of(&mut m, s), "\\f.txt:one");
+        assert_eq!(name_of(&mut m, f), "\\f.txt");
+        m.close_handle(f);
+        m.close_handle(s);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+
+#[test]
+fn a_missing_stream_is_not_found_and_a_stream_of_a_missing_file_creates_the_file() {
+    let (mut m, c) = volume(FsKind::Ntfs);
+    assert_eq!(
+        m.create(c, "f.txt:nope", CreateOptions::open()).status,
+        Status::OBJECT_NAME_NOT_FOUND
+    );
+    let overwrite = CreateOptions::open().disposition(disposition::OVERWRITE);
+    assert_eq!(m.create(c, "f.txt:nope", overwrite).status, Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(
+        m.create(c, "new.txt:s", CreateOptions::open()).status,
+        Status::OBJECT_NAME_NOT_FOUND
+    );
+    assert!(m.file_contents(c, "new.txt").is_none());
+    let r = m.create(c, "new.txt:s", CreateOptions::create());
+    assert_eq!((r.status, r.information), (Status::SUCCESS, cr::CREATED));
+    m.close_handle(r.handle.unwrap());
+    assert_eq!(m.file_contents(c, "new.txt").unwrap(), b"", "the file was created too");
+    assert_eq!(m.file_contents(c, "new.txt:s").unwrap(), b"");
+    // FILE_CREATE of an existing stream collides; FILE_OPEN_IF opens it.
+    let r = m.create(c, "new.txt:S", CreateOptions::create());
+    assert_eq!(r.status, Status::OBJECT_NAME_COLLISION);
+    let r = m.create(c, "new.txt:S", CreateOptions::default());
+    assert_eq!((r.status, r.information), (Status::SUCCESS, cr::OPENED));
+    m.close_handle(r.handle.unwrap());
+    // A path through a missing directory.
+    assert_eq!(
+        m.create(c, "no\\x:s", CreateOptions::default()).status,
+        Status::OBJECT_PATH_NOT_FOUND
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn stream_syntax_other_than_data_streams_is_an_invalid_name() {
+    let (mut m, c) = volume(FsKind::Ntfs);
+    for bad in [
+        "f.txt:",
+        "f.txt:s:",
+        "f.txt:s:$BITMAP",
+        "f.txt::$INDEX_ALLOCATION",
+        ":s",
+        "f.txt:a:$DATA:b",
+        "f.txt:a*",
+    ] {
+        let r = m.create(c, bad, CreateOptions::default());
+        assert_eq!(r.status, Status::OBJECT_NAME_INVALID, "{bad}");
+    }
+    // Only the last component may name a stream.
+    let r = m.create(c, "sub:s\\x.txt", CreateOptions::default());
+    assert_eq!(r.status, Status::OBJECT_NAME_INVALID);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn file_systems_without_named_streams_refuse_the_syntax() {
+    // FastFat's FatCommonCreate checks the final name with FatIsNameLongUnicodeValid (the HPFS
+    // legal characters, no ':'): STATUS_OBJECT_NAME_INVALID. exFAT, CDFS and UDFS are refused
+    // alike (choice for UDFS, whose media may have streams: the simulator's UDFS has none).
+    for kind in [FsKind::Fat, FsKind::Exfat, FsKind::Cdfs, FsKind::Udfs] {
+        let (mut m, c) = volume(kind);
+        let o = CreateOptions::open().access(access::GENERIC_READ);
+        for name in ["f.txt:s", "f.txt::$DATA", "sub:s"] {
+            assert_eq!(m.create(c, name, o).status, Status::OBJECT_NAME_INVALID, "{kind:?}");
+        }
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+
+#[test]
+fn share_access_is_per_stream_but_delete_access_checks_every_open_stream() {
+    // Learn, "File Streams": share modes are maintained per stream; delete access asked on the
+    // file is checked against every open stream, and one opened without FILE_SHARE_DELETE
+    // refuses it.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    write(&mut m, c, "f.txt:s", b"x");
+    let exclusive = CreateOptions::open().access(access::GENERIC_READ).share(0);
+    let f = m.open(c, "f.txt", exclusive).unwrap();
+    let s = m.open(c, "f.txt:s", exclusive).unwrap();
+    assert_eq!(m.create(c, "f.txt:s", exclusive).status, Status::SHARING_VIOLATION);
+    assert_eq!(m.create(c, "f.txt", exclusive).status, Status::SHARING_VIOLATION);
+    m.close_handle(f);
+    let deleter = CreateOptions::open()
+        .access(access::DELETE)
+        .share(share::READ | share::WRITE | share::DELETE);
+    assert_eq!(m.create(c, "f.txt", deleter).status, Status::SHARING_VIOLATION);
+    m.close_handle(s);
+    let shared =
+        CreateOptions::open().access(access::GENERIC_READ).share(share::READ | share::DELETE);
+    let s = m.open(c, "f.txt:s", shared).unwrap();
+    let d = m.open(c, "f.txt", deleter).unwrap();
+    m.close_handle(d);
+    m.close_handle(s);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn deleting_a_named_stream_removes_only_that_stream() {
+    let (mut m, c) = volume(FsKind::Ntfs);
+    write(&mut m, c, "f.txt:a", b"a");
+    write(&mut m, c, "f.txt:b", b"b");
+    delete(&mut m, c, "f.txt:a");
+    assert!(m.file_contents(c, "f.txt:a").is_none());
+    assert_eq!(m.file_contents(c, "f.txt:b").unwrap(), b"b");
+    assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"default");
+    assert_eq!(m.create(c, "f.txt:a", CreateOptions::open()).status, Status::OBJECT_NAME_NOT_FOUND);
+    // A stream may be created again under the name.
+    write(&mut m, c, "f.txt:A", b"again");
+    assert_eq!(read(&mut m, c, "f.txt:a").unwrap(), b"again");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn deleting_the_file_removes_its_streams_and_waits_for_an_open_one() {
+    let (mut m, c) = volume(FsKind::Ntfs);
+    write(&mut m, c, "f.txt:a", b"a");
+    delete(&mut m, c, "f.txt");
+    assert!(m.file_contents(c, "f.txt").is_none());
+    assert_eq!(m.create(c, "f.txt:a", CreateOptions::open()).status, Status::OBJECT_NAME_NOT_FOUND);
+    // A file deleted with one of its streams open: it stays, pending delete, until that
+    // stream's last cleanup; meanwhile no stream of it opens.
+    write(&mut m, c, "other.txt:a", b"a");
+    let s = m.open(c, "other.txt:a", CreateOptions::open()).unwrap();
+    delete(&mut m, c, "other.txt");
+    assert_eq!(m.file_contents(c, "other.txt").unwrap(), b"other");
+    assert_eq!(m.create(c, "other.txt", CreateOptions::open()).status, Status::DELETE_PENDING);
+    assert_eq!(m.create(c, "other.txt:b", CreateOptions::default()).status, Status::DELETE_PENDING);
+    assert_eq!(m.read(s, Some(0), 8, IoMode::Cached).data, b"a");
+    m.close_handle(s);
+    assert!(m.file_contents(c, "other.txt").is_none());
+    assert!(m.file_contents(c, "other.txt:a").is_none());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn an_overwrite_of_the_file_removes_its_streams_and_of_a_stream_truncates_only_it() {
+    for d in [disposition::OVERWRITE, disposition::OVERWRITE_IF, disposition::SUPERSEDE] {
+        let (mut m, c) = volume(FsKind::Ntfs);
+        write(&mut m, c, "f.txt:a", b"aaa");
+        write(&mut m, c, "f.txt:b", b"bbb");
+        let r = m.create(c, "f.txt:a", CreateOptions::open().disposition(d));
+        assert_eq!(r.status, Status::SUCCESS, "{d}");
+        m.close_handle(r.handle.unwrap());
+        assert_eq!(m.file_contents(c, "f.txt:a").unwrap(), b"", "{d}");
+        assert_eq!(m.file_contents(c, "f.txt:b").unwrap(), b"bbb", "{d}");
+        assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"default", "{d}");
+        // The file's overwrite, with a stream open: refused; closed: the streams go.
+        let s = m.open(c, "f.txt:b", CreateOptions::open()).unwrap();
+        let r = m.create(c, "f.txt", CreateOptions::open().disposition(d));
+        assert_eq!(r.status, Status::SHARING_VIOLATION, "{d}");
+        assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"default", "{d}");
+        m.close_handle(s);
+        let r = m.create(c, "f.txt", CreateOptions::open().disposition(d));
+        assert_eq!(r.status, Status::SUCCESS, "{d}");
+        m.close_handle(r.handle.unwrap());
+        assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"", "{d}");
+        assert!(m.file_contents(c, "f.txt:a").is_none(), "{d}");
+        assert!(m.file_contents(c, "f.txt:b").is_none(), "{d}");
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+
+#[test]
+fn a_directory_has_named_streams_but_no_default_data_stream_and_lists_no_streams() {
+    // MS-FSCC 2.1.4: a directory has no default data stream but may have named streams.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    write(&mut m, c, "sub:notes", b"dir stream");
+    assert_eq!(read(&mut m, c, "sub:notes").unwrap(), b"dir stream");
+    let r = m.create(c, "sub::$DATA", CreateOptions::open());
+    assert_eq!(r.status, Status::FILE_IS_A_DIRECTORY);
+    let as_dir = CreateOptions::open().options(co::DIRECTORY_FILE);
+    assert_eq!(m.create(c, "sub:notes", as_dir).status, Status::NOT_A_DIRECTORY);
+    write(&mut m, c, "f.txt:hidden", b"h");
+    // No stream in a listing.
+    let d = m.open(c, "\\", as_dir).unwrap();
+    let r = m.query_directory(d, fi::NAMES, None, true, 4096);
+    assert_eq!(r.status, Status::SUCCESS);
+    let text: Vec<u16> = r.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let text = String::from_utf16_lossy(&text);
+    assert!(text.contains("f.txt") && !text.contains("hidden") && !text.contains("notes"));
+    m.close_handle(d);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
