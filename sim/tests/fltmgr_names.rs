@@ -443,3 +443,80 @@ fn a_name_is_reference_counted_and_a_leak_or_a_second_release_is_reported() {
     assert_eq!(rules(&m), [Rule::FileNameReleasedTwice, Rule::FileNameLeaked], "{found:?}");
     assert!(found[1].2.contains("1 file name information"), "{found:?}");
 }
+
+#[test]
+fn a_named_streams_name_carries_its_stream_component() {
+    // FltParseFileNameInformation's reference page: a name `...\Test Results.txt:stream1` has
+    // the final component `Test Results.txt:stream1`, the extension `txt` and the stream
+    // `:stream1`. The opened name is as opened; the normalized one spells the file's part as
+    // stored and, before the create, the stream's as given; after it, as the file system
+    // reports it (FileNameInformation of the stream: its name as created; docs/simulator.md,
+    // "Named data streams").
+    let (mut m, c) = setup();
+    let cfg = Config::new("Names", "370000")
+        .op(mj::CREATE, true, true)
+        .with_pre(|p| {
+            name("pre opened", p.data, OPENED);
+            name("pre normalized", p.data, NORMALIZED);
+            (0, 0)
+        })
+        .with_post(|p| {
+            if p.status() == Status::SUCCESS {
+                name("post normalized", p.data, NORMALIZED);
+            }
+            0
+        });
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Names"), Status::SUCCESS);
+    let h = m.open(c, r"\dir\REPORT.txt:Meta", CreateOptions::default()).unwrap();
+    m.close_handle(h);
+    let h = m.open(c, r"\DIR\report.txt:META:$DATA", CreateOptions::open()).unwrap();
+    m.close_handle(h);
+    let parts = |name: &str, parent: &str, last: &str, ext: &str, stream: &str| {
+        format!(
+            r"{VOL}{name} | volume {VOL} | share  | parent {parent} | final {last} | ext {ext} | stream {stream}"
+        )
+    };
+    assert_eq!(
+        logged(),
+        [
+            format!(
+                "pre opened: {}",
+                parts(r"\dir\REPORT.txt:Meta", r"\dir", "REPORT.txt:Meta", "txt", ":Meta")
+            ),
+            format!(
+                "pre normalized: {}",
+                parts(r"\Dir\Report.TXT:Meta", r"\Dir", "Report.TXT:Meta", "TXT", ":Meta")
+            ),
+            format!(
+                "post normalized: {}",
+                parts(r"\Dir\Report.TXT:Meta", r"\Dir", "Report.TXT:Meta", "TXT", ":Meta")
+            ),
+            format!(
+                "pre opened: {}",
+                parts(
+                    r"\DIR\report.txt:META:$DATA",
+                    r"\DIR",
+                    "report.txt:META:$DATA",
+                    "txt",
+                    ":META:$DATA"
+                )
+            ),
+            format!(
+                "pre normalized: {}",
+                parts(
+                    r"\Dir\Report.TXT:META:$DATA",
+                    r"\Dir",
+                    "Report.TXT:META:$DATA",
+                    "TXT",
+                    ":META:$DATA"
+                )
+            ),
+            format!(
+                "post normalized: {}",
+                parts(r"\Dir\Report.TXT:Meta", r"\Dir", "Report.TXT:Meta", "TXT", ":Meta")
+            ),
+        ]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

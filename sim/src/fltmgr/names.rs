@@ -221,7 +221,10 @@ impl Kernel {
             return Ok(path.to_owned());
         };
         let media = &vol.media;
-        let comps: Vec<&str> = path.split('\\').filter(|c| !c.is_empty()).collect();
+        let mut comps: Vec<&str> = path.split('\\').filter(|c| !c.is_empty()).collect();
+        // A named stream (`file:stream`, docs/simulator.md "Named data streams"): the file's
+        // part is normalized, the stream's kept as the create gives it.
+        let stream = crate::fs::streams::stream_suffix(crate::fs::FsType::of(vol.fs), &mut comps);
         let mut cur = crate::fs::media::ROOT;
         let mut out = String::new();
         for (i, c) in comps.iter().enumerate() {
@@ -244,6 +247,7 @@ impl Kernel {
         if out.is_empty() {
             out.push('\\');
         }
+        out.push_str(stream);
         Ok(out)
     }
 

@@ -77,6 +77,21 @@ pub fn split(ty: FsType, comps: &mut [&str]) -> Result<StreamSpec, Status> {
     Ok(spec)
 }
 
+/// The stream suffix of a path's last component (`:stream`, `:stream:$DATA`, `::$DATA`, from
+/// its first colon) on a file system with named streams, cut off `comps` and returned as given;
+/// empty when there is none.
+pub fn stream_suffix<'a>(ty: FsType, comps: &mut [&'a str]) -> &'a str {
+    let Some(last) = comps.last_mut() else { return "" };
+    match last.find(':') {
+        Some(at) if supported(ty) => {
+            let (file, stream) = last.split_at(at);
+            *last = file;
+            stream
+        }
+        _ => "",
+    }
+}
+
 impl Media {
     /// The named stream `name` of `host` (case-insensitive).
     pub fn stream(&self, host: NodeId, name: &str) -> Option<NodeId> {
