@@ -901,6 +901,45 @@ pub(crate) fn check_delete_in_pre_close(install: Install, counter: fsfilter_sim:
     assert!(freed(&seen()).is_empty(), "nothing left for the unload to free");
 }
 
+/// Named data streams (docs/simulator.md, "Named data streams"): `a.txt` and `a.txt:s` are two
+/// streams, each with its own context (its own marker), each freed at its own stream's last
+/// close, the other's still attached; a second open of the stream after its close attaches a new
+/// context. (Added after the first version.)
+pub(crate) fn check_named_streams(install: Install, counter: fsfilter_sim::DriverEntry) {
+    let (mut m, c) = machine(install, &[(COUNTER, counter)]);
+    let (file, stream) = (r"\ctx\a.txt", r"\ctx\a.txt:s");
+    let hf = open(&mut m, c, file);
+    let options = CreateOptions::default()
+        .access(access::FILE_READ_DATA | access::FILE_WRITE_DATA | access::SYNCHRONIZE);
+    let r = m.create(c, stream, options);
+    assert_eq!(r.status, Status::SUCCESS, "{:?}", m.findings());
+    let hs = r.handle.expect("opened");
+    assert_eq!(answers(&seen(), "post-create"), [got(true, 1, 1, 0), got(true, 1, 2, 0)]);
+    write(&mut m, hs);
+    read(&mut m, hf);
+    let s = seen();
+    assert_eq!(answers(&s, "write"), [got(false, 2, 2, 1)], "{s:#?}");
+    assert_eq!(answers(&s, "read"), [got(false, 2, 1, 0)], "{s:#?}");
+    // The stream's last close frees its context only.
+    close(&mut m, hs);
+    let s = seen();
+    assert_eq!(answers(&s, "cleanup"), [got(false, 3, 2, 1)]);
+    assert_eq!(answers(&s, "close"), [got(false, 4, 2, 1)]);
+    assert_eq!(freed(&s), [vec![4, 2, 1]], "the stream's context: {s:#?}");
+    // Opened again: a new context; the file's is still the first.
+    let hs = open(&mut m, c, stream);
+    assert_eq!(answers(&seen(), "post-create"), [got(true, 1, 3, 0)]);
+    read(&mut m, hs);
+    assert_eq!(answers(&seen(), "read"), [got(false, 2, 3, 0)]);
+    close(&mut m, hs);
+    assert_eq!(freed(&seen()), [vec![4, 3, 0]]);
+    close(&mut m, hf);
+    let s = seen();
+    assert_eq!(answers(&s, "close"), [got(false, 4, 1, 0)]);
+    assert_eq!(freed(&s), [vec![4, 1, 0]], "the file's context, at its last close: {s:#?}");
+    finish(m, &[COUNTER]);
+}
+
 /// The checks above as the tests of one model's crate, named as docs/semantics.md (row
 /// `stream-contexts`) lists them: `install`, the entries of [`Counter`] and [`Undeclared`] built
 /// with the model's `driver!`, and the fault kind of the backend's context allocation. Expanded
@@ -961,6 +1000,11 @@ macro_rules! shared_tests {
     #[test]
     fn a_dismount_frees_the_context_once_in_both_models() {
         $crate::contexts::check_dismount($install, $counter);
+    }
+
+    #[test]
+    fn a_file_and_its_named_stream_have_their_own_contexts_in_both_models() {
+        $crate::contexts::check_named_streams($install, $counter);
     }
     };
 }
