@@ -604,6 +604,7 @@ fn play(
             control,
             complete_if_oplocked,
             open_reparse_point,
+            delete_on_close,
             disposition,
             handle,
             process: _,
@@ -647,6 +648,9 @@ fn play(
             if *open_reparse_point {
                 what.push_str(" (open_reparse_point)");
             }
+            if *delete_on_close {
+                what.push_str(" (delete_on_close)");
+            }
             if let Some(d) = disposition {
                 what.push_str(&format!(" (disposition {})", crate::scenario::disposition_name(*d)));
             }
@@ -665,6 +669,7 @@ fn play(
                 control: *control,
                 complete_if_oplocked: *complete_if_oplocked,
                 open_reparse_point: *open_reparse_point,
+                delete_on_close: *delete_on_close,
                 disposition: *disposition,
             };
             let key = handle_key(volume, &path, handle.as_deref());
@@ -893,6 +898,8 @@ struct IoStep {
     complete_if_oplocked: bool,
     /// A create step's `FILE_OPEN_REPARSE_POINT`.
     open_reparse_point: bool,
+    /// A create step's `FILE_DELETE_ON_CLOSE`.
+    delete_on_close: bool,
     /// A create step's disposition (None: `FILE_OPEN_IF`, `CreateOptions::default`'s).
     disposition: Option<u32>,
 }
@@ -920,6 +927,7 @@ fn io(
         control,
         complete_if_oplocked,
         open_reparse_point,
+        delete_on_close,
         disposition,
     } = step;
     let mode = match mode {
@@ -936,6 +944,11 @@ fn io(
         let options = if open_reparse_point {
             let o = options.options;
             options.options(o | fsfilter_sim::fs::reparse::FILE_OPEN_REPARSE_POINT)
+        } else {
+            options
+        };
+        let options = if delete_on_close {
+            options.options(options.options | fsfilter_sim::nt::create_options::DELETE_ON_CLOSE)
         } else {
             options
         };

@@ -305,6 +305,9 @@ pub enum Action {
         /// A create step with `FILE_OPEN_REPARSE_POINT` (it opens a link itself, not what the
         /// link names): an extension of scenario.md, `open_reparse_point = true`.
         open_reparse_point: bool,
+        /// A create step with `FILE_DELETE_ON_CLOSE` (its handle's last close deletes the file,
+        /// or the named stream it names): an extension of scenario.md, `delete_on_close = true`.
+        delete_on_close: bool,
         /// A create step's disposition (`FILE_SUPERSEDE` 0 to `FILE_OVERWRITE_IF` 5; None:
         /// `FILE_OPEN_IF`, as before the extension): an extension of scenario.md,
         /// `disposition = "overwrite"`, [`DISPOSITIONS`].
@@ -1107,6 +1110,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     ("control", is(MajorFunction::FileSystemControl), "fsctl"),
                     ("complete_if_oplocked", is(MajorFunction::Create), "create"),
                     ("open_reparse_point", is(MajorFunction::Create), "create"),
+                    ("delete_on_close", is(MajorFunction::Create), "create"),
                     ("disposition", is(MajorFunction::Create), "create"),
                 ] {
                     if let Some(span) = f.left.get(key).map(|(v, _)| v.span()).filter(|_| !applies)
@@ -1163,6 +1167,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let control = f.opt_choice("control", &CONTROLS)?;
                 let complete_if_oplocked = f.opt_bool("complete_if_oplocked")?.unwrap_or(false);
                 let open_reparse_point = f.opt_bool("open_reparse_point")?.unwrap_or(false);
+                let delete_on_close = f.opt_bool("delete_on_close")?.unwrap_or(false);
                 let disposition = f.opt_choice("disposition", &DISPOSITIONS)?;
                 let handle = match f.opt_string("handle")? {
                     // Shutdown and query_attributes name no handle.
@@ -1218,6 +1223,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                         control,
                         complete_if_oplocked,
                         open_reparse_point,
+                        delete_on_close,
                         disposition,
                         handle,
                         process,

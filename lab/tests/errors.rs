@@ -1287,6 +1287,28 @@ fn a_link_step_names_a_path_a_target_and_a_kind() {
 }
 
 #[test]
+fn delete_on_close_is_for_a_create_step_and_a_boolean() {
+    // `delete_on_close` (an extension): FILE_DELETE_ON_CLOSE on a create.
+    let io = |op: &str, extra: &str| {
+        format!(
+            "{VOLUME}[[step]]\naction = \"io\"\nvolume = \"C:\"\nop = \"{op}\"\npath = \"a\"\n{extra}"
+        )
+    };
+    assert_eq!(
+        error(&io("write", "delete_on_close = true\n")),
+        "bad.toml:9: step[0].delete_on_close: applies to create only, not to `write`"
+    );
+    assert!(
+        error(&io("create", "delete_on_close = 1\n"))
+            .starts_with("bad.toml:9: step[0].delete_on_close:")
+    );
+    let s = parse("ok.toml", &io("create", "delete_on_close = true\n")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { delete_on_close: true, .. }), "{s:?}");
+    let s = parse("ok.toml", &io("create", "")).unwrap();
+    assert!(matches!(s.steps[0].action, Action::Io { delete_on_close: false, .. }));
+}
+
+#[test]
 fn open_reparse_point_is_for_a_create_step_and_a_boolean() {
     // `open_reparse_point` (an extension): FILE_OPEN_REPARSE_POINT on a create.
     let io = |op: &str, extra: &str| {

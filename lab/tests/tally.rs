@@ -93,3 +93,36 @@ fn the_tallies_are_the_same_with_either_filter_under_either_model() {
         }
     }
 }
+
+/// lab/scenarios/streams.toml: `doc.txt` and two of its named streams are three streams, each
+/// tallied in its own context and noted at its own last cleanup, alike under both models; the
+/// deleted stream (`delete_on_close`) is noted at its cleanup, its context freed with it, and
+/// an open of it afterwards finds no such stream.
+#[test]
+fn a_file_and_its_named_streams_are_tallied_apart_under_both_models() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/streams.toml");
+    let s = parse(path, &std::fs::read_to_string(path).unwrap()).unwrap();
+    let r = run(&s);
+    assert!(!r.has_findings());
+    let legacy = notes(&r, "TallyLegacy");
+    assert_eq!(legacy, notes(&r, "TallyMini"));
+    let last: Vec<(u32, &str)> = legacy
+        .iter()
+        .filter(|(_, t)| t.starts_with("tally: last handle"))
+        .map(|(step, t)| (*step, t.split(':').nth(1).unwrap_or_default()))
+        .collect();
+    // summary (stream 3) at its close, its second open (stream 4, deleted) at its own, author
+    // (stream 2), then the file (stream 1).
+    assert_eq!(
+        last,
+        [
+            (8, " last handle of stream 3"),
+            (10, " last handle of stream 4"),
+            (13, " last handle of stream 2"),
+            (14, " last handle of stream 1"),
+        ]
+    );
+    assert!(legacy.iter().any(|(step, t)| *step == 13 && t.contains("freed 2 of 4 contexts")));
+    assert_eq!(r.steps[11].status, Status::OBJECT_NAME_NOT_FOUND);
+    assert!(r.steps.iter().enumerate().all(|(i, s)| i == 11 || s.status == Status::SUCCESS));
+}
