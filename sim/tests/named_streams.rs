@@ -302,3 +302,46 @@ fn a_directory_has_named_streams_but_no_default_data_stream_and_lists_no_streams
     m.close_handle(d);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn oplocks_are_per_stream() {
+    // Learn, "File Streams": "Opportunistic locks are maintained per stream." A Level 1 oplock on
+    // the file is not broken by a stream's create and write; one on the stream breaks to Level 2
+    // at another open of that stream, the file's still held.
+    use fsfilter_sim::fs::oplock::{
+        FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_LEVEL_2, STATUS_OPLOCK_BREAK_IN_PROGRESS,
+        code,
+    };
+    use fsfilter_sim::{EventKind, IoRequest, IoResult, RequestRef};
+    let fsctl = |m: &mut Machine, handle: Handle, code: u32| -> IoResult {
+        m.io(IoRequest::Fsctl { handle, code, input: &[], output_length: 0 })
+    };
+    let completed = |m: &Machine, io: Option<RequestRef>| {
+        m.events().iter().find_map(|e| match &e.kind {
+            EventKind::IoComplete { io: i, status, information, .. } if Some(*i) == io => {
+                Some((*status, *information))
+            }
+            _ => None,
+        })
+    };
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let hf = m.open(c, "f.txt", CreateOptions::open().overlapped()).unwrap();
+    let on_file = fsctl(&mut m, hf, code::REQUEST_OPLOCK_LEVEL_1);
+    assert_eq!(on_file.status, Status::PENDING);
+    let s = m.open(c, "f.txt:s", CreateOptions::default()).unwrap();
+    assert_eq!(m.write(s, Some(0), b"stream", IoMode::Cached).status, Status::SUCCESS);
+    m.close_handle(s);
+    assert_eq!(completed(&m, on_file.io), None, "the file's oplock is not broken");
+    let hs = m.open(c, "f.txt:s", CreateOptions::open().overlapped()).unwrap();
+    let on_stream = fsctl(&mut m, hs, code::REQUEST_OPLOCK_LEVEL_1);
+    assert_eq!(on_stream.status, Status::PENDING);
+    let r = m.create(c, "f.txt:s", CreateOptions::open().options(FILE_COMPLETE_IF_OPLOCKED));
+    assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS);
+    let broken = completed(&m, on_stream.io);
+    assert_eq!(broken, Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_LEVEL_2)));
+    assert_eq!(completed(&m, on_file.io), None, "the file's oplock is still held");
+    m.close_handle(r.handle.unwrap());
+    m.close_handle(hs);
+    m.close_handle(hf);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -284,7 +284,7 @@ impl Kernel {
             return Ok(());
         }
         let streams = media.named_streams(node);
-        if streams.iter().any(|s| self.fs.mounts[mount as usize].fcbs_by_node.contains_key(s)) {
+        if streams.iter().any(|s| self.handles_on(mount, *s) > 0) {
             return Err(Status::SHARING_VIOLATION);
         }
         let vidx = self.fs.mounts[mount as usize].volume.index();
