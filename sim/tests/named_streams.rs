@@ -345,3 +345,25 @@ fn oplocks_are_per_stream() {
     m.close_handle(hf);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_directory_with_a_stream_open_below_it_cannot_be_renamed() {
+    // As with a file open below it (fs_semantics.rs
+    // a_directory_with_an_open_file_below_it_cannot_be_renamed): a handle on a named stream of a
+    // file below the directory is a handle open below it.
+    let mut m = machine(7);
+    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file("\\d\\f.txt", b"f"));
+    m.boot();
+    let s = m.open(c, "d\\f.txt:s", CreateOptions::default()).unwrap();
+    let d = m.open(c, "d", CreateOptions::open().options(co::DIRECTORY_FILE)).unwrap();
+    let name: Vec<u8> = "renamed".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut info = vec![0u8; 20];
+    info[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    info.extend_from_slice(&name);
+    assert_eq!(m.set_information(d, fi::RENAME, &info).status, Status::ACCESS_DENIED);
+    m.close_handle(s);
+    assert_eq!(m.set_information(d, fi::RENAME, &info).status, Status::SUCCESS);
+    m.close_handle(d);
+    assert_eq!(m.file_contents(c, "renamed\\f.txt:s").unwrap(), b"");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -918,7 +918,8 @@ impl Kernel {
             {
                 return false;
             }
-            let mut cur = media.node(n).parent;
+            // A named stream is below what its file is below.
+            let mut cur = media.node(media.file_of(n)).parent;
             while let Some(c) = cur {
                 if c == dir {
                     return true;
