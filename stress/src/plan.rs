@@ -58,6 +58,10 @@ pub const OPS: [&str; 17] = {
 pub const PATHS: [&str; 7] =
     ["a.txt", "secret.txt", "evil.com", "new.txt", "dir\\c.log", "", "dir"];
 
+/// The file systems that report `FILE_NAMED_STREAMS`, on whose volumes some io steps name a
+/// stream of their file ([`IoPlan::stream`]).
+const STREAM_FILESYSTEMS: [&str; 3] = ["ntfs", "refs", "mup"];
+
 /// The file whose `oplock` handle the oplock requests use ([`IoPlan::oplock`]).
 const OPLOCK_PATH: &str = "a.txt";
 
@@ -281,6 +285,32 @@ impl IoPlan {
         (op == "fsctl" && self.mode != 0 && notifies) || (op == "create" && self.second())
     }
 
+    /// The stream the step names after its path (docs/simulator.md, "Named data streams"), on a
+    /// volume whose file system has them (`fs`), for a path other than the volume's: none for
+    /// the steps whose volume index over the number of volumes (`volumes`; the index is taken
+    /// modulo that number, so the quotient is a draw of its own) is even, nor for what waits in
+    /// `dir`; else the default data stream spelled out (`::$DATA`) for the steps drawn
+    /// `infected`, `:s:$DATA` for those at offset 2 sectors, `:s` for the others. Derived from
+    /// existing draws, so that adding streams left every plan's draws as they were.
+    fn stream(&self, volumes: usize, fs: &str, notifies: bool) -> &'static str {
+        let waits = self.notify(notifies)
+            || (pick(&OPS, self.op) == fsfilter_lab::scenario::CANCEL && self.mode != 0);
+        let drawn = (self.volume / volumes.max(1)) % 2 == 1;
+        if waits
+            || !drawn
+            || self.path_name(notifies).is_empty()
+            || !STREAM_FILESYSTEMS.contains(&fs)
+        {
+            ""
+        } else if self.infected {
+            "::$DATA"
+        } else if self.offset == Some(2) {
+            ":s:$DATA"
+        } else {
+            ":s"
+        }
+    }
+
     /// The handle the step names: the path's second one, `other`, for [`IoPlan::oplock`] and
     /// for an op that takes a handle, but a change notification's and a cancel's (which stay on
     /// the path's own, where a notification waits).
@@ -467,8 +497,12 @@ fn quote(s: &str) -> String {
 }
 
 fn pick<T: Copy>(list: &[T], i: usize) -> T {
+    *pick_ref(list, i)
+}
+
+fn pick_ref<T>(list: &[T], i: usize) -> &T {
     // `list` is never empty: the tables above and the plan's vectors (at least one each).
-    list[i % list.len()]
+    &list[i % list.len()]
 }
 
 /// The rendered names of a plan's volumes, drivers and altitudes.
@@ -690,9 +724,9 @@ impl Plan {
                 let op = pick(&OPS, io.op);
                 let _ =
                     writeln!(t, "action = \"io\"\nvolume = {}\nop = \"{op}\"", volume(io.volume));
-                let path = io.path_name(self.notifies());
+                let path = self.io_path(names, io);
                 if !path.is_empty() {
-                    let _ = writeln!(t, "path = {}", quote(path));
+                    let _ = writeln!(t, "path = {}", quote(&path));
                 }
                 if let Some(h) = io.handle(self.notifies()) {
                     let _ = writeln!(t, "handle = \"{h}\"");
@@ -778,14 +812,22 @@ impl Plan {
             && !self.steps.iter().any(|s| matches!(s, StepPlan::Stop(_) | StepPlan::Unload(_)))
     }
 
+    /// An io step's path: [`IoPlan::path_name`] and the stream it names ([`IoPlan::stream`]).
+    fn io_path(&self, names: &Names, io: &IoPlan) -> String {
+        let notifies = self.notifies();
+        let (_, fs) = pick_ref(&names.volumes, io.volume);
+        let stream = io.stream(names.volumes.len(), fs, notifies);
+        format!("{}{stream}", io.path_name(notifies))
+    }
+
     /// The (volume, path, handle) triples the io steps name: the handles the caller may still
     /// hold open.
-    fn used_paths(&self, names: &Names) -> Vec<(usize, &'static str, Option<&'static str>)> {
-        let mut used: Vec<(usize, &'static str, Option<&'static str>)> = Vec::new();
+    fn used_paths(&self, names: &Names) -> Vec<(usize, String, Option<&'static str>)> {
+        let mut used: Vec<(usize, String, Option<&'static str>)> = Vec::new();
         for s in &self.steps {
             if let StepPlan::Io(io) = s {
                 let volume = io.volume % names.volumes.len();
-                let key = (volume, io.path_name(self.notifies()), io.handle(self.notifies()));
+                let key = (volume, self.io_path(names, io), io.handle(self.notifies()));
                 if !used.contains(&key) {
                     used.push(key);
                 }
@@ -803,7 +845,7 @@ impl Plan {
             let _ =
                 writeln!(t, "\n[[step]]\naction = \"io\"\nvolume = {}\nop = \"close\"", quote(v));
             if !p.is_empty() {
-                let _ = writeln!(t, "path = {}", quote(p));
+                let _ = writeln!(t, "path = {}", quote(&p));
             }
             if let Some(h) = h {
                 let _ = writeln!(t, "handle = \"{h}\"");

@@ -1009,6 +1009,48 @@ fn generated_timelines_load_the_tally_sample_under_both_models() {
     );
 }
 
+#[test]
+fn generated_timelines_open_named_streams_where_the_file_system_has_them() {
+    // The generator's reach into named data streams (docs/simulator.md, "Named data streams"):
+    // on the volumes whose file system reports FILE_NAMED_STREAMS (NTFS, ReFS, shares), some io
+    // steps name a stream of their file (`a.txt:s`, `a.txt:s:$DATA`, `a.txt::$DATA`), drawn from
+    // the step's volume index (taken modulo the volumes), so that no draw was added; on the other
+    // file systems no step names one. Opens of streams succeed and requests on them complete.
+    use fsfilter_lab::scenario::{Action, FileSystem};
+    let mut draw = plans(16);
+    let (mut opened, mut requests, mut elsewhere) = (0, 0, 0);
+    for _ in 0..400 {
+        let plan = draw(30);
+        if plan.has_collision() {
+            continue;
+        }
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        for (step, outcome) in s.steps.iter().zip(&run.steps) {
+            let Action::Io { volume, op, path: Some(path), .. } = &step.action else { continue };
+            if !path.contains(':') {
+                continue;
+            }
+            let fs = s.volumes.iter().find(|v| &v.name == volume).unwrap().filesystem;
+            if !matches!(fs, FileSystem::Ntfs | FileSystem::Refs | FileSystem::Mup) {
+                elsewhere += 1;
+            } else if outcome.status.is_success() {
+                if *op == MajorFunction::Create {
+                    opened += 1;
+                } else {
+                    requests += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        opened > 0 && requests > 0 && elsewhere == 0,
+        "streams opened by {opened} creates, {requests} other requests on streams succeeded, \
+         {elsewhere} steps named a stream on a file system without them"
+    );
+}
+
 /// Draws plans of at most `max_steps` random steps, the same ones for the same `seed` on every
 /// run (the stress test's own strategy, with a fixed random source).
 fn plans(seed: u8) -> impl FnMut(usize) -> fsfilter_stress::plan::Plan {
