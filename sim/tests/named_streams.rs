@@ -162,7 +162,7 @@ fn stream_syntax_other_than_data_streams_is_an_invalid_name() {
         "f.txt::$INDEX_ALLOCATION",
         ":s",
         "f.txt:a:$DATA:b",
-        "f.txt:a*",
+        "f.txt:a/b",
     ] {
         let r = m.create(c, bad, CreateOptions::default());
         assert_eq!(r.status, Status::OBJECT_NAME_INVALID, "{bad}");
@@ -170,6 +170,28 @@ fn stream_syntax_other_than_data_streams_is_an_invalid_name() {
     // Only the last component may name a stream.
     let r = m.create(c, "sub:s\\x.txt", CreateOptions::default());
     assert_eq!(r.status, Status::OBJECT_NAME_INVALID);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_stream_name_may_have_the_wildcards_and_quotes_a_file_name_may_not() {
+    // WinBtrfs's test suite (src/tests/streams.cpp, "Create stream with unusual name"), which
+    // states NTFS's answers: a stream name may have `<`, `>`, `"`, `|`, `?` and `*`; `/` and
+    // `:` are invalid (STATUS_OBJECT_NAME_INVALID), and so is a name of 256 characters.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let o = CreateOptions::default().disposition(disposition::CREATE);
+    for (i, ch) in ['<', '>', '"', '|', '?', '*'].into_iter().enumerate() {
+        let name = format!("f.txt:s{i}{ch}");
+        let r = m.create(c, &name, o);
+        assert_eq!((r.status, r.information), (Status::SUCCESS, cr::CREATED), "{name}");
+        m.close_handle(r.handle.unwrap());
+    }
+    let long = format!("f.txt:{}", "x".repeat(255));
+    let r = m.create(c, &long, o);
+    assert_eq!(r.status, Status::SUCCESS);
+    m.close_handle(r.handle.unwrap());
+    let longer = format!("f.txt:{}", "x".repeat(256));
+    assert_eq!(m.create(c, &longer, o).status, Status::OBJECT_NAME_INVALID);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 

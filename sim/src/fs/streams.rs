@@ -40,9 +40,10 @@ pub fn supported(ty: FsType) -> bool {
 /// `STATUS_OBJECT_NAME_INVALID` as FastFat's `FatIsNameLongUnicodeValid` does). The component
 /// left is the file's name. Refused with `STATUS_OBJECT_NAME_INVALID`: more than two colons, an
 /// empty file name, `file:` and `file:s:`, a stream type other than `$DATA` (any case; choice:
-/// the directory types are not modelled), a stream name with a character a file name may not
-/// have or longer than 255 characters (Learn: the characters legal in a file name are legal in a
-/// stream name).
+/// the directory types are not modelled), a stream name longer than 255 UTF-16 units or with `/`
+/// (`\\` ends the component, `:` the name) or a control character (choice). Unlike a file name,
+/// a stream name may have `<`, `>`, `"`, `|`, `?` and `*` (NTFS's answers as WinBtrfs's test
+/// suite states them, src/tests/streams.cpp).
 pub fn split(ty: FsType, comps: &mut [&str]) -> Result<StreamSpec, Status> {
     let Some(last) = comps.last_mut() else { return Ok(StreamSpec::Plain) };
     if !supported(ty) || !last.contains(':') {
@@ -66,8 +67,8 @@ pub fn split(ty: FsType, comps: &mut [&str]) -> Result<StreamSpec, Status> {
         }
         StreamSpec::Default
     } else {
-        let bad = stream.chars().count() > 255
-            || stream.chars().any(|c| (c as u32) < 0x20 || "<>\"/|?*\\".contains(c));
+        let bad = stream.encode_utf16().count() > 255
+            || stream.chars().any(|c| (c as u32) < 0x20 || c == '/');
         if bad {
             return Err(Status::OBJECT_NAME_INVALID);
         }
@@ -222,7 +223,7 @@ impl Kernel {
         now: i64,
         oplock: (Call, usize, OplockOut<'_>),
     ) -> Result<(usize, usize), Status> {
-        // A stream is never a directory (choice: the status NTFS gives is not checked).
+        // A stream is never a directory: STATUS_NOT_A_DIRECTORY, as NTFS answers (WinBtrfs tests).
         if req.options & co::DIRECTORY_FILE != 0 {
             return Err(Status::NOT_A_DIRECTORY);
         }
@@ -358,7 +359,7 @@ mod tests {
         assert_eq!(spec(FsType::Ntfs, r"\f::$DATA"), (Ok(StreamSpec::Default), "f".to_owned()));
         assert_eq!(spec(FsType::Ntfs, r"\f"), (Ok(StreamSpec::Plain), "f".to_owned()));
         assert_eq!(spec(FsType::Ntfs, r"\f:$DATA:$DATA"), (named("$DATA"), "f".to_owned()));
-        for bad in [r"\f:", r"\f:s:", r"\f:s:$BITMAP", r"\:s", r"\f:s:$DATA:x", r"\f:a*b"] {
+        for bad in [r"\f:", r"\f:s:", r"\f:s:$BITMAP", r"\:s", r"\f:s:$DATA:x", r"\f:a/b"] {
             assert_eq!(spec(FsType::Ntfs, bad).0, Err(Status::OBJECT_NAME_INVALID), "{bad}");
         }
         // FAT keeps the colon in the name, which the create refuses.
