@@ -809,6 +809,49 @@ fn a_new_file_gets_the_archive_attribute_with_the_attributes_asked() {
 }
 
 #[test]
+fn a_new_read_only_file_cannot_be_delete_on_close_nor_a_new_directory_temporary() {
+    // FastFat: FatCreateNewFile and FatCreateNewDirectory refuse FILE_DELETE_ON_CLOSE with
+    // FILE_ATTRIBUTE_READONLY asked ("DeleteOnClose and ReadOnly are not compatible":
+    // STATUS_CANNOT_DELETE), and FatCommonCreate a new directory with FILE_ATTRIBUTE_TEMPORARY
+    // (STATUS_INVALID_PARAMETER); nothing is created. The same on every disk file system and
+    // share (Samba's create also refuses a temporary directory, after "IFS kit test"). Until
+    // December 7, night, the simulator created them.
+    use fsfilter_sim::nt::attr;
+    use fsfilter_sim::nt::disposition::{CREATE, OPEN_IF, OVERWRITE_IF, SUPERSEDE};
+    let doc = |a: u32| CreateOptions {
+        attributes: a,
+        ..CreateOptions::default().options(co::DELETE_ON_CLOSE)
+    };
+    let dir = |a: u32, o: u32| CreateOptions {
+        attributes: a,
+        ..CreateOptions::default().options(co::DIRECTORY_FILE | o)
+    };
+    for kind in [FsKind::Ntfs, FsKind::Fat, FsKind::Exfat, FsKind::Refs] {
+        let (mut m, c) = volume(kind);
+        for d in [CREATE, OPEN_IF, OVERWRITE_IF, SUPERSEDE] {
+            let r = dispose(&mut m, c, "ro.txt", doc(attr::READONLY), d);
+            assert_eq!(r.0, Status::CANNOT_DELETE, "{kind:?} {d}");
+        }
+        for d in [CREATE, OPEN_IF] {
+            let r = dispose(&mut m, c, "rodir", dir(attr::READONLY, co::DELETE_ON_CLOSE), d);
+            assert_eq!(r.0, Status::CANNOT_DELETE, "{kind:?} {d}");
+            let r = dispose(&mut m, c, "tmpdir", dir(attr::TEMPORARY, 0), d);
+            assert_eq!(r.0, Status::INVALID_PARAMETER, "{kind:?} {d}");
+        }
+        let o = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES);
+        for path in ["ro.txt", "rodir", "tmpdir"] {
+            assert_eq!(m.open(c, path, o).err(), Some(Status::OBJECT_NAME_NOT_FOUND), "{path}");
+        }
+        // Either alone is created: a read-only file or directory without delete-on-close, a
+        // temporary file, a new file deleted on close.
+        assert_eq!(dispose(&mut m, c, "ro.txt", doc(0), CREATE).0, Status::SUCCESS);
+        assert_eq!(dispose(&mut m, c, "tmp.txt", doc(attr::TEMPORARY), CREATE).0, Status::SUCCESS);
+        assert_eq!(dispose(&mut m, c, "rodir", dir(attr::READONLY, 0), CREATE).0, Status::SUCCESS);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+
+#[test]
 fn a_pipe_or_mailslot_root_opens_whatever_the_disposition() {
     // NPFS's create (NpFsdCreate, as ReactOS's NPFS reproduces it) never looks at the
     // disposition of an open of the file system (no name: NpOpenNamedPipeFileSystem) or of its

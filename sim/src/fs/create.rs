@@ -280,6 +280,18 @@ impl Kernel {
                         if is_dir && !matches!(req.disposition, disp::CREATE | disp::OPEN_IF) {
                             return Err(Status::INVALID_PARAMETER);
                         }
+                        // FastFat's FatCommonCreate: no new directory with the temporary bit;
+                        // its FatCreateNewDirectory and FatCreateNewFile: "DeleteOnClose and
+                        // ReadOnly are not compatible". Not for pipes and mailslots (no source).
+                        if !ty.is_stream() {
+                            if is_dir && req.attributes & attr::TEMPORARY != 0 {
+                                return Err(Status::INVALID_PARAMETER);
+                            }
+                            let doc = req.options & co::DELETE_ON_CLOSE != 0;
+                            if doc && req.attributes & attr::READONLY != 0 {
+                                return Err(Status::CANNOT_DELETE);
+                            }
+                        }
                         let leaf = comps.last().copied().unwrap_or_default();
                         let media = &mut self.volumes.list[volume.index()].media;
                         let node = media.create(dir, leaf, is_dir, req.attributes, now);
