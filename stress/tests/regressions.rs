@@ -976,16 +976,8 @@ fn generated_timelines_load_the_tally_sample_under_both_models() {
     // (a passthrough drawn with `attach_unscanned`, which a passthrough does not read, is a tally:
     // no draw was added) as a legacy filter and as a minifilter, whose notes show streams tallied
     // at their last handle and contexts freed, while every invariant holds.
-    let mut draw = plans(16);
     let (mut legacy, mut mini, mut last_handle, mut totals) = (0, 0, 0, 0);
-    for _ in 0..400 {
-        let plan = draw(30);
-        if plan.has_collision() {
-            continue;
-        }
-        let s = plan.scenario().unwrap();
-        let (run, _, violations) = run_checked(&s);
-        assert!(violations.is_empty(), "{violations:#?}");
+    for (s, run) in clean_runs(16, 400, 30) {
         let tallies: Vec<_> = s.drivers.iter().filter(|d| d.sample == "tally").collect();
         legacy += usize::from(tallies.iter().any(|d| d.model == Model::Legacy));
         mini += usize::from(tallies.iter().any(|d| d.model == Model::Minifilter));
@@ -1017,16 +1009,8 @@ fn generated_timelines_open_named_streams_where_the_file_system_has_them() {
     // the step's volume index (taken modulo the volumes), so that no draw was added; on the other
     // file systems no step names one. Opens of streams succeed and requests on them complete.
     use fsfilter_lab::scenario::{Action, FileSystem};
-    let mut draw = plans(16);
     let (mut opened, mut requests, mut elsewhere) = (0, 0, 0);
-    for _ in 0..400 {
-        let plan = draw(30);
-        if plan.has_collision() {
-            continue;
-        }
-        let s = plan.scenario().unwrap();
-        let (run, _, violations) = run_checked(&s);
-        assert!(violations.is_empty(), "{violations:#?}");
+    for (s, run) in clean_runs(16, 400, 30) {
         for (step, outcome) in s.steps.iter().zip(&run.steps) {
             let Action::Io { volume, op, path: Some(path), .. } = &step.action else { continue };
             if !path.contains(':') {
@@ -1049,6 +1033,23 @@ fn generated_timelines_open_named_streams_where_the_file_system_has_them() {
         "streams opened by {opened} creates, {requests} other requests on streams succeeded, \
          {elsewhere} steps named a stream on a file system without them"
     );
+}
+
+/// Draws `cases` plans of at most `max_steps` random steps ([`plans`] with `seed`), leaves out
+/// those that give two minifilters one altitude, runs each, and checks that every invariant held:
+/// the scenarios and their runs, for the tests of the generator's reach.
+fn clean_runs(
+    seed: u8,
+    cases: usize,
+    max_steps: usize,
+) -> impl Iterator<Item = (fsfilter_lab::scenario::Scenario, fsfilter_lab::run::Run)> {
+    let mut draw = plans(seed);
+    (0..cases).map(move |_| draw(max_steps)).filter(|p| !p.has_collision()).map(|plan| {
+        let s = plan.scenario().unwrap();
+        let (run, _, violations) = run_checked(&s);
+        assert!(violations.is_empty(), "{violations:#?}");
+        (s, run)
+    })
 }
 
 /// Draws plans of at most `max_steps` random steps, the same ones for the same `seed` on every
@@ -1276,16 +1277,8 @@ fn a_post_that_never_comes_for_a_request_still_held_is_detected_at_the_end() {
 fn generated_timelines_wait_for_changes_and_cancel() {
     // The generator's reach into notifications and cancellation: some plans wait for changes in
     // a directory (and the requests really wait), and some cancel what a handle has outstanding.
-    let mut draw = plans(9);
     let (mut waited, mut cancelled) = (0, 0);
-    for _ in 0..1000 {
-        let plan = draw(20);
-        if plan.has_collision() {
-            continue;
-        }
-        let s = plan.scenario().unwrap();
-        let (run, _, violations) = run_checked(&s);
-        assert!(violations.is_empty(), "{violations:#?}");
+    for (s, run) in clean_runs(9, 1000, 20) {
         waited += usize::from(s.steps.iter().zip(&run.steps).any(|(step, out)| {
             matches!(&step.action, fsfilter_lab::scenario::Action::Io { notify: Some(_), .. })
                 && out.status == Status::PENDING
@@ -1360,16 +1353,8 @@ fn generated_timelines_open_overlapped_handles_whose_transfers_pend() {
     // The generator's reach into asynchronous I/O: some plans open a path's handle with
     // `overlapped = true`, and some of their non-cached reads or writes on it really pend (the
     // step answers STATUS_PENDING) while every invariant still holds.
-    let mut draw = plans(12);
     let (mut overlapped, mut pended) = (0, 0);
-    for _ in 0..1000 {
-        let plan = draw(40);
-        if plan.has_collision() {
-            continue;
-        }
-        let s = plan.scenario().unwrap();
-        let (run, _, violations) = run_checked(&s);
-        assert!(violations.is_empty(), "{violations:#?}");
+    for (_, run) in clean_runs(12, 1000, 40) {
         overlapped += usize::from(
             run.steps.iter().any(|o| o.what.ends_with("(overlapped)") && o.status.is_success()),
         );
@@ -1387,16 +1372,8 @@ fn generated_timelines_map_files_and_filters_see_the_fs_filter_operations() {
     // in some a filter sees the acquire for section synchronization, as an FsFilter callback,
     // while every invariant still holds; executable mappings of the handles create steps opened
     // are refused by the I/O manager, and some mappings succeed.
-    let mut draw = plans(13);
     let (mut mapped, mut seen, mut refused) = (0, 0, 0);
-    for _ in 0..1000 {
-        let plan = draw(40);
-        if plan.has_collision() {
-            continue;
-        }
-        let s = plan.scenario().unwrap();
-        let (run, _, violations) = run_checked(&s);
-        assert!(violations.is_empty(), "{violations:#?}");
+    for (_, run) in clean_runs(13, 1000, 40) {
         let maps = || run.steps.iter().filter(|o| o.what.starts_with("io map"));
         mapped += usize::from(maps().any(|o| o.status.is_success()));
         refused += usize::from(maps().any(|o| o.status == Status::ACCESS_DENIED));
@@ -1462,17 +1439,9 @@ fn generated_timelines_send_windows_7_oplock_controls() {
     // The generator's reach into the Windows 7 oplocks (FSCTL_REQUEST_OPLOCK, the lab's twelfth
     // extension since December 7): some plans send a request or an acknowledgement that NTFS
     // answers (granted, not granted, no break to acknowledge), while every invariant holds.
-    let mut draw = plans(15);
     let mut sent = 0;
     let statuses = [0x0000_0103, 0xC000_00E2, 0xC000_00E3];
-    for _ in 0..3000 {
-        let plan = draw(12);
-        if plan.has_collision() {
-            continue;
-        }
-        let s = plan.scenario().unwrap();
-        let (run, _, violations) = run_checked(&s);
-        assert!(violations.is_empty(), "{violations:#?}");
+    for (_, run) in clean_runs(15, 3000, 12) {
         sent += usize::from(run.steps.iter().any(|o| {
             o.what.starts_with("io fsctl")
                 && (o.what.contains("(request_oplock_r") || o.what.contains("(acknowledge_oplock"))
@@ -1489,19 +1458,11 @@ fn generated_timelines_send_oplock_controls_and_use_second_handles() {
     // answers (granted, not granted, or an acknowledgement with no break under way), some open
     // with FILE_COMPLETE_IF_OPLOCKED, and some steps use a path's second handle, while every
     // invariant still holds.
-    let mut draw = plans(14);
     let (mut controls, mut complete_if, mut second) = (0, 0, 0);
     let oplock_statuses = [0x0000_0103, 0xC000_00E2, 0xC000_00E3];
-    for _ in 0..3000 {
-        // Short plans: the oplock controls come only in plans that stop or unload no driver
-        // before their tail (see `IoPlan::oplock`).
-        let plan = draw(12);
-        if plan.has_collision() {
-            continue;
-        }
-        let s = plan.scenario().unwrap();
-        let (run, _, violations) = run_checked(&s);
-        assert!(violations.is_empty(), "{violations:#?}");
+    // Short plans: the oplock controls come only in plans that stop or unload no driver
+    // before their tail (see `IoPlan::oplock`).
+    for (_, run) in clean_runs(14, 3000, 12) {
         controls += usize::from(run.steps.iter().any(|o| {
             o.what.starts_with("io fsctl")
                 && o.what.contains("oplock")
