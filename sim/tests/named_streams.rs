@@ -369,6 +369,51 @@ fn oplocks_are_per_stream() {
 }
 
 #[test]
+fn a_streams_overwrite_without_share_delete_breaks_the_files_batch_oplock() {
+    // Learn, "Checking the Oplock State of an IRP_MJ_CREATE operation": the file system's own
+    // check, where an operation on one stream breaks another's oplock: a supersede, overwrite or
+    // overwrite-if of an alternate data stream without FILE_SHARE_DELETE breaks a Batch or
+    // Filter oplock on the file's primary data stream. An open of the stream, or its overwrite
+    // sharing deletes, leaves it.
+    use fsfilter_sim::fs::oplock::{
+        FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_NONE, STATUS_OPLOCK_BREAK_IN_PROGRESS,
+        code,
+    };
+    use fsfilter_sim::{EventKind, IoRequest, RequestRef};
+    let completed = |m: &Machine, io: Option<RequestRef>| {
+        m.events().iter().find_map(|e| match &e.kind {
+            EventKind::IoComplete { io: i, status, information, .. } if Some(*i) == io => {
+                Some((*status, *information))
+            }
+            _ => None,
+        })
+    };
+    for d in [disposition::OVERWRITE, disposition::OVERWRITE_IF, disposition::SUPERSEDE] {
+        let (mut m, c) = volume(FsKind::Ntfs);
+        write(&mut m, c, "f.txt:s", b"stream");
+        let hf = m.open(c, "f.txt", CreateOptions::open().overlapped()).unwrap();
+        let code = code::REQUEST_BATCH_OPLOCK;
+        let batch = m.io(IoRequest::Fsctl { handle: hf, code, input: &[], output_length: 0 });
+        assert_eq!(batch.status, Status::PENDING);
+        let quiet = CreateOptions::default().options(FILE_COMPLETE_IF_OPLOCKED);
+        for o in [quiet.disposition(disposition::OPEN), quiet.disposition(d)] {
+            let r = m.create(c, "f.txt:s", o);
+            assert_eq!(r.status, Status::SUCCESS, "{d}");
+            m.close_handle(r.handle.unwrap());
+        }
+        assert_eq!(completed(&m, batch.io), None, "{d}: not broken");
+        let no_delete = quiet.share(share::READ | share::WRITE).disposition(d);
+        let r = m.create(c, "f.txt:s", no_delete);
+        assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS, "{d}");
+        let broken = completed(&m, batch.io);
+        assert_eq!(broken, Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE)), "{d}");
+        m.close_handle(r.handle.unwrap());
+        m.close_handle(hf);
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+
+#[test]
 fn a_directory_with_a_stream_open_below_it_cannot_be_renamed() {
     // As with a file open below it (fs_semantics.rs
     // a_directory_with_an_open_file_below_it_cannot_be_renamed): a handle on a named stream of a

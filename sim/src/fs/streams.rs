@@ -246,6 +246,9 @@ impl Kernel {
             Err(_) => return Err(Status::OBJECT_PATH_NOT_FOUND),
         };
         if let Some(s) = self.stream_media(mount).stream(host, name) {
+            let (call, fo, (outcome, after)) = oplock;
+            self.break_primary_oplock(mount, host, &req, (call, fo, (&mut *outcome, &mut *after)))?;
+            let oplock = (call, fo, (outcome, after));
             return self.open_existing(mount, s, req, share, modifying, now, oplock);
         }
         if !creates {
@@ -257,6 +260,45 @@ impl Kernel {
         }
         let s = self.volumes.list[vidx].media.create_stream(host, name, now);
         Ok((self.fcb_for(mount, s), create_result::CREATED))
+    }
+
+    /// Learn, "Checking the Oplock State of an IRP_MJ_CREATE operation", the file system's own
+    /// check across streams: a supersede, overwrite or overwrite-if of a named stream without
+    /// `FILE_SHARE_DELETE` breaks a Batch or Filter oplock on its file's primary data stream
+    /// (waiting for the acknowledgement, or `STATUS_OPLOCK_BREAK_IN_PROGRESS` with
+    /// `FILE_COMPLETE_IF_OPLOCKED`), against the access the disposition implies too.
+    fn break_primary_oplock(
+        &mut self,
+        mount: u32,
+        host: NodeId,
+        req: &CreateRequest,
+        oplock: (Call, usize, OplockOut<'_>),
+    ) -> Result<(), Status> {
+        use super::oplock::{Check, FILE_COMPLETE_IF_OPLOCKED, create_want};
+        let (call, fo, (outcome, after)) = oplock;
+        let implied = match req.disposition {
+            disp::SUPERSEDE => crate::nt::access::DELETE,
+            disp::OVERWRITE | disp::OVERWRITE_IF => crate::nt::access::FILE_WRITE_DATA,
+            _ => return Ok(()),
+        };
+        if req.share & crate::nt::share::DELETE != 0 {
+            return Ok(());
+        }
+        let open = &self.fs.mounts[mount as usize].fcbs_by_node;
+        let Some(p) = open.get(&host).copied() else { return Ok(()) };
+        let Some(o) = self.fs.oplocks.get(&p).filter(|o| o.batch_or_filter()) else {
+            return Ok(());
+        };
+        let want = create_want(o, req.access | implied, req.share, req.disposition, req.options);
+        let complete_if_oplocked = req.options & FILE_COMPLETE_IF_OPLOCKED != 0;
+        match self.oplock_check(p, fo, call, want, complete_if_oplocked, after) {
+            Check::Proceed => Ok(()),
+            Check::BreakInProgress => {
+                outcome.in_progress = true;
+                Ok(())
+            }
+            Check::Wait => Err(Status::PENDING),
+        }
     }
 
     /// Learn, "File Streams": delete access asked on a file is checked against every open
