@@ -27,6 +27,7 @@ pub mod mj {
     pub const SET_SECURITY: u8 = 0x15;
     pub const QUERY_QUOTA: u8 = 0x19;
     pub const SET_QUOTA: u8 = 0x1a;
+    pub const PNP: u8 = 0x1b;
 }
 
 /// `IRP_MN_*` for `IRP_MJ_FILE_SYSTEM_CONTROL` (facts.md §7).

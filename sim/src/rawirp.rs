@@ -217,6 +217,16 @@ pub enum RawOp<'a> {
         /// `Length`.
         length: u32,
     },
+    /// `IRP_MJ_PNP` with `Parameters.QueryDeviceRelations.Type` (the minor is the request's), on
+    /// the file object of an open handle: as a kernel component sends
+    /// `IRP_MN_QUERY_DEVICE_RELATIONS` / `TargetDeviceRelation` with a volume open's file object
+    /// to find the volume's device (a target-device-change notification's registration). The
+    /// IRP starts `STATUS_NOT_SUPPORTED`; no storage PnP stack is modelled, so nobody handles it
+    /// and it completes with that status (docs/simulator.md, "Raw IRPs").
+    Pnp {
+        /// `Parameters.QueryDeviceRelations.Type` (`TargetDeviceRelation` is 4).
+        relation: u32,
+    },
 }
 
 /// An empty self-relative security descriptor (`SECURITY_DESCRIPTOR_RELATIVE`: revision 1,
@@ -269,6 +279,7 @@ impl RawOp<'_> {
             RawOp::SetSecurity { .. } => mj::SET_SECURITY,
             RawOp::QueryQuota { .. } => mj::QUERY_QUOTA,
             RawOp::SetQuota { .. } => mj::SET_QUOTA,
+            RawOp::Pnp { .. } => mj::PNP,
         }
     }
 
@@ -294,7 +305,10 @@ impl RawOp<'_> {
                 input_length.max(output_length)
             }
             RawOp::Create { ea_length, .. } => ea_length,
-            RawOp::LockControl { .. } | RawOp::Flush | RawOp::SetSecurity { .. } => 0,
+            RawOp::LockControl { .. }
+            | RawOp::Flush
+            | RawOp::SetSecurity { .. }
+            | RawOp::Pnp { .. } => 0,
         };
         n as usize
     }
@@ -418,7 +432,10 @@ fn send(raw: RawIrp<'_>) -> IoResult {
         let i = unsafe { crate::irpx::header(irp) };
         i.Flags = raw.irp_flags & !IRP_ASSOCIATED_IRP;
         i.RequestorMode = i8::from(raw.user_mode);
-        i.IoStatus.Anonymous.Status = Status::PENDING.0;
+        // A PnP IRP starts STATUS_NOT_SUPPORTED, as every PnP request's sender must set it: a
+        // driver that does not handle the request passes it on with the status untouched.
+        i.IoStatus.Anonymous.Status =
+            if major == mj::PNP { Status::NOT_SUPPORTED.0 } else { Status::PENDING.0 };
         i.Tail.Overlay.OriginalFileObject = file;
         let ptr = buf.ptr();
         match raw.buffer {
@@ -558,6 +575,7 @@ fn send(raw: RawIrp<'_>) -> IoResult {
             }
             RawOp::QueryQuota { length } => s.Parameters.QueryQuota.Length = length,
             RawOp::SetQuota { length } => s.Parameters.SetQuota.Length = length,
+            RawOp::Pnp { relation } => s.Parameters.QueryDeviceRelations.Type = relation as _,
         }
         (rid, irp, target)
     });

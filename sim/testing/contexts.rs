@@ -24,7 +24,8 @@
 //! `instance-setup`: outside any operation); the pre and post of a query open
 //! (`IRP_MJ_NETWORK_QUERY_OPEN`, fast I/O) ask both ways (`Get`, then `GetOrCreate`; stages
 //! `query-open` and `post-query-open`); pre-close deletes the context it got for names containing
-//! `forget` ([`Seen::Deleted`]).
+//! `forget` ([`Seen::Deleted`]); the pre and post of an `IRP_MJ_PNP`, on any file object, ask
+//! both ways too (`Get`, then `GetOrCreate`; stages `pnp` and `post-pnp`).
 //!
 //! The stages of reads and writes name fast I/O (`read fast`) and paging I/O (`read paging`).
 //! `Filter::stream_context_freed` records [`Seen::Freed`]. [`Undeclared`] is the same filter
@@ -51,8 +52,8 @@ use fsfilter::{
 use fsfilter_sim::fs::reparse::{FILE_OPEN_REPARSE_POINT, FSCTL_SET_REPARSE_POINT};
 use fsfilter_sim::nt::{access, create_options as co};
 use fsfilter_sim::{
-    CreateOptions, FaultKind, FsKind, Handle, IoMode, IoRequest, Machine, MachineConfig,
-    ServiceSpec, StopResult, VolumeId, VolumeSpec,
+    CreateOptions, FaultKind, FsKind, Handle, IoMode, IoRequest, Machine, MachineConfig, RawBuffer,
+    RawIrp, RawOp, ServiceSpec, StopResult, VolumeId, VolumeSpec,
 };
 
 /// The service name of the filter with stream contexts.
@@ -140,6 +141,7 @@ const COUNTING: Registration = Registration::new()
     .operation(Operation::new(MajorFunction::Cleanup).pre())
     .operation(Operation::new(MajorFunction::Close).pre().post())
     .operation(Operation::new(MajorFunction::NetworkQueryOpen).pre().post())
+    .operation(Operation::new(MajorFunction::Pnp).pre().post())
     .validated();
 
 /// The file object's name, lower case.
@@ -246,6 +248,11 @@ macro_rules! counter {
                     drop(get(ContextRequest::GetOrCreate, "pre-create".into(), false));
                     return PreOutcome::WithPost(String::new());
                 }
+                if h.major == MajorFunction::Pnp {
+                    drop(get(ContextRequest::Get, "pnp".into(), false));
+                    drop(get(ContextRequest::GetOrCreate, "pnp".into(), false));
+                    return PreOutcome::WithPost(name.clone());
+                }
                 if !tracked(&name) {
                     return PreOutcome::NoPost;
                 }
@@ -349,6 +356,10 @@ macro_rules! counter {
                     MajorFunction::NetworkQueryOpen => {
                         get(ContextRequest::Get, "post-query-open");
                         get(ContextRequest::GetOrCreate, "post-query-open");
+                    }
+                    MajorFunction::Pnp => {
+                        get(ContextRequest::Get, "post-pnp");
+                        get(ContextRequest::GetOrCreate, "post-pnp");
                     }
                     _ => {}
                 }
@@ -853,6 +864,64 @@ pub(crate) fn check_query_open(install: Install, counter: fsfilter_sim::DriverEn
     finish(m, &[COUNTER]);
 }
 
+/// An `IRP_MJ_PNP` (`IRP_MN_QUERY_DEVICE_RELATIONS` / `TargetDeviceRelation`, as a kernel
+/// component sends it with the file object of a handle it opened, to find the device behind it)
+/// goes with that file object. On a volume handle (a volume open: no stream) rule 28 refuses
+/// both requests in its pre and its post (`STATUS_NOT_SUPPORTED`), even while a file's handle
+/// holds its stream's context; nothing is attached, leaked or a finding. On a file's handle it
+/// is an operation on the open stream like any other: both find the stream's context (the
+/// `GetOrCreate` does not attach a second one). Nobody below handles the request: it completes
+/// with the status its sender set (`STATUS_NOT_SUPPORTED`). (Added after the first version.)
+pub(crate) fn check_pnp(install: Install, counter: fsfilter_sim::DriverEntry) {
+    let (mut m, c) = machine(install, &[(COUNTER, counter)]);
+    let unsupported = Err(Status::NOT_SUPPORTED);
+    let pnp = |m: &mut Machine, handle| {
+        let raw = RawIrp {
+            handle,
+            op: RawOp::Pnp { relation: TARGET_DEVICE_RELATION },
+            minor: IRP_MN_QUERY_DEVICE_RELATIONS,
+            irp_flags: 0,
+            sl_flags: 0,
+            user_mode: false,
+            buffer: RawBuffer::Null,
+            data: &[],
+        };
+        assert_eq!(m.send_irp(raw).status, Status::NOT_SUPPORTED);
+    };
+    let h = open(&mut m, c, r"ctx\a.txt");
+    assert_eq!(answers(&seen(), "post-create"), [got(true, 1, 1, 0)]);
+    let volume = m.open(c, "", CreateOptions::open()).expect("the volume opens");
+    seen();
+    // On the volume handle: refused in the pre and the post, nothing attached.
+    pnp(&mut m, volume);
+    let s = seen();
+    for stage in ["pnp", "post-pnp"] {
+        let answers = answers(&s, stage);
+        assert_eq!(answers, [unsupported.clone(), unsupported.clone()], "{stage}: {s:#?}");
+    }
+    assert!(freed(&s).is_empty() && created(&s).is_empty(), "{s:#?}");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    close(&mut m, volume);
+    seen();
+    // On the file's handle: the stream's context, found by both requests.
+    pnp(&mut m, h);
+    let s = seen();
+    assert_eq!(answers(&s, "pnp"), [got(false, 2, 1, 0), got(false, 3, 1, 0)], "{s:#?}");
+    assert_eq!(answers(&s, "post-pnp"), [got(false, 4, 1, 0), got(false, 5, 1, 0)], "{s:#?}");
+    assert!(freed(&s).is_empty() && created(&s).is_empty(), "{s:#?}");
+    // The file's context is the only one, freed once at its close.
+    close(&mut m, h);
+    let s = seen();
+    assert_eq!(answers(&s, "close"), [got(false, 7, 1, 0)], "{s:#?}");
+    assert_eq!(freed(&s), [vec![7, 1, 0]], "{s:#?}");
+    finish(m, &[COUNTER]);
+}
+
+/// `IRP_MN_QUERY_DEVICE_RELATIONS`.
+const IRP_MN_QUERY_DEVICE_RELATIONS: u8 = 0x07;
+/// `TargetDeviceRelation` (`DEVICE_RELATION_TYPE`).
+const TARGET_DEVICE_RELATION: u32 = 4;
+
 /// A delete in pre-close (the close of one handle while another stays open, then the last
 /// close) does what it does elsewhere, in both models: the context is detached before the close
 /// goes down and freed at once, once, with its final words; the handle still open finds none
@@ -1000,6 +1069,11 @@ macro_rules! shared_tests {
     #[test]
     fn a_dismount_frees_the_context_once_in_both_models() {
         $crate::contexts::check_dismount($install, $counter);
+    }
+
+    #[test]
+    fn a_pnp_irp_on_a_volume_handle_is_refused_a_context_in_both_models() {
+        $crate::contexts::check_pnp($install, $counter);
     }
 
     #[test]

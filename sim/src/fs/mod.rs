@@ -1002,7 +1002,7 @@ pub unsafe extern "system" fn fs_entry<const T: u8>(
     // SAFETY: our own driver object during DriverEntry.
     let d = unsafe { crate::mem::obj(driver) };
     for (major, slot) in d.MajorFunction.iter_mut().enumerate() {
-        if major <= usize::from(mj::CLEANUP) && major != 0x01 {
+        if (major <= usize::from(mj::CLEANUP) && major != 0x01) || major == usize::from(mj::PNP) {
             *slot = Some(fs_dispatch);
         }
     }
@@ -1083,8 +1083,21 @@ pub unsafe extern "system" fn fs_dispatch(device: *const DEVICE_OBJECT, irp: *mu
         mj::CLEANUP => control::cleanup(call),
         mj::CLOSE => control::close(call),
         mj::FLUSH_BUFFERS | mj::SHUTDOWN => call.done(Status::SUCCESS, 0),
+        mj::PNP => pnp(call),
         _ => call.done(Status::INVALID_DEVICE_REQUEST, 0),
     }
+}
+
+/// `IRP_MJ_PNP`: handled by nobody below (no storage PnP stack is modelled), so it completes with
+/// the status and information it came with, as a PnP IRP no driver handles does (the sender set
+/// `STATUS_NOT_SUPPORTED`). docs/simulator.md, "Raw IRPs".
+fn pnp(call: Call) -> NTSTATUS {
+    // SAFETY: the live IRP in our dispatch routine.
+    let i = unsafe { irpx::header(call.irp) };
+    // SAFETY: the status member of the IRP's status block.
+    let status = Status(unsafe { i.IoStatus.Anonymous.Status });
+    let information = i.IoStatus.Information;
+    call.done(status, information)
 }
 
 /// One request in a file system's dispatch routine.
