@@ -809,6 +809,55 @@ fn a_new_file_gets_the_archive_attribute_with_the_attributes_asked() {
 }
 
 #[test]
+fn fat_and_exfat_keep_only_the_attributes_their_directory_entries_store() {
+    // A FAT directory entry stores the read-only, hidden, system, directory and archive bits:
+    // FastFat's FatCommonCreate keeps those of a create's attributes (for FatCreateNewFile and
+    // FatSupersedeOrOverwriteFile), FatSetBasicInfo those of a set ("the rest are silently
+    // dropped"), and FatQueryBasicInfo reports the entry's bits, the temporary bit of its FCB,
+    // or FILE_ATTRIBUTE_NORMAL when none is set. exFAT's FileAttributes field (Microsoft's exFAT
+    // specification) has the same five bits; the simulator treats it as FAT. NTFS keeps the
+    // offline and not-content-indexed bits. Until December 7 every file system kept them.
+    use fsfilter_sim::nt::attr;
+    use fsfilter_sim::nt::create_result as cr;
+    use fsfilter_sim::nt::disposition::{CREATE, OVERWRITE_IF, SUPERSEDE};
+    let with = |a: u32| CreateOptions { attributes: a, ..CreateOptions::default() };
+    let extra = attr::OFFLINE | attr::NOT_CONTENT_INDEXED;
+    let set = |m: &mut Machine, c, path: &str, attributes: u32| {
+        let o = CreateOptions::open().access(access::FILE_WRITE_ATTRIBUTES | access::SYNCHRONIZE);
+        let h = m.open(c, path, o).unwrap();
+        let mut basic = vec![0u8; 40];
+        basic[32..36].copy_from_slice(&attributes.to_le_bytes());
+        let status = m.set_information(h, fi::BASIC, &basic).status;
+        m.close_handle(h);
+        status
+    };
+    for kind in [FsKind::Ntfs, FsKind::Fat, FsKind::Exfat] {
+        let (mut m, c) = volume(kind);
+        let kept = if kind == FsKind::Ntfs { extra } else { 0 };
+        let (a, h, ro) = (attr::ARCHIVE, attr::HIDDEN, attr::READONLY);
+        assert_eq!(
+            dispose(&mut m, c, "new.txt", with(h | extra), CREATE),
+            (Status::SUCCESS, cr::CREATED)
+        );
+        assert_eq!(attributes_of(&mut m, c, "new.txt"), h | a | kept, "{kind:?} create");
+        let d = dispose(&mut m, c, "plain.txt", with(attr::OFFLINE), OVERWRITE_IF);
+        assert_eq!(d, (Status::SUCCESS, cr::OVERWRITTEN));
+        let want = a | if kind == FsKind::Ntfs { attr::OFFLINE } else { 0 };
+        assert_eq!(attributes_of(&mut m, c, "plain.txt"), want, "{kind:?} overwrite");
+        let d = dispose(&mut m, c, "new.txt", with(h | attr::NOT_CONTENT_INDEXED), SUPERSEDE);
+        assert_eq!(d, (Status::SUCCESS, cr::SUPERSEDED));
+        let want = h | a | if kind == FsKind::Ntfs { attr::NOT_CONTENT_INDEXED } else { 0 };
+        assert_eq!(attributes_of(&mut m, c, "new.txt"), want, "{kind:?} supersede");
+        assert_eq!(set(&mut m, c, "docs\\b.bin", ro | extra), Status::SUCCESS);
+        assert_eq!(attributes_of(&mut m, c, "docs\\b.bin"), ro | kept, "{kind:?} set");
+        // Only bits FAT drops: the file keeps none and reports FILE_ATTRIBUTE_NORMAL.
+        assert_eq!(set(&mut m, c, "docs\\readme.txt", extra), Status::SUCCESS);
+        let want = if kind == FsKind::Ntfs { extra } else { attr::NORMAL };
+        assert_eq!(attributes_of(&mut m, c, "docs\\readme.txt"), want, "{kind:?} set dropped");
+        assert!(m.findings().is_empty(), "{:?}", m.findings());
+    }
+}
+#[test]
 fn a_new_read_only_file_cannot_be_delete_on_close_nor_a_new_directory_temporary() {
     // FastFat: FatCreateNewFile and FatCreateNewDirectory refuse FILE_DELETE_ON_CLOSE with
     // FILE_ATTRIBUTE_READONLY asked ("DeleteOnClose and ReadOnly are not compatible":

@@ -294,7 +294,8 @@ impl Kernel {
                         }
                         let leaf = comps.last().copied().unwrap_or_default();
                         let media = &mut self.volumes.list[volume.index()].media;
-                        let node = media.create(dir, leaf, is_dir, req.attributes, now);
+                        let asked = req.attributes & (ty.kept_attributes() | !attr::SETTABLE);
+                        let node = media.create(dir, leaf, is_dir, asked, now);
                         // A pipe or mailslot keeps the attributes asked, or the archive one (a
                         // choice kept from before; docs/simulator.md, "Pipes and mailslots").
                         if ty.is_stream() && req.attributes & !attr::NORMAL != 0 {
@@ -560,7 +561,7 @@ impl Kernel {
             // A reparse point the create opened itself (`FILE_OPEN_REPARSE_POINT`) stays, and so
             // does its attribute, which the create's attributes never set (not settable).
             let link = n.attributes & super::reparse::FILE_ATTRIBUTE_REPARSE_POINT;
-            let asked = (req.attributes & attr::SETTABLE) | attr::ARCHIVE;
+            let asked = (req.attributes & ty.kept_attributes()) | attr::ARCHIVE;
             n.attributes = if req.disposition == disp::SUPERSEDE {
                 asked | link
             } else {

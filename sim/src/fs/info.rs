@@ -711,7 +711,8 @@ impl Kernel {
                     }
                 }
                 if a != 0 {
-                    let mut settable = attr::SETTABLE;
+                    // FAT and exFAT drop what their directory entries do not store.
+                    let mut settable = self.fs.mounts[mount as usize].ty.kept_attributes();
                     if node == ROOT {
                         settable &= !(attr::HIDDEN | attr::SYSTEM);
                     }

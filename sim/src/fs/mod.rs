@@ -190,6 +190,23 @@ impl FsType {
         }
     }
 
+    /// The settable attributes (`attr::SETTABLE`) a file keeps on this file system. A FAT
+    /// directory entry stores the read-only, hidden, system, directory and archive bits:
+    /// FastFat's FatCommonCreate keeps those of a create's attributes and FatSetBasicInfo those
+    /// of a set, dropping the others; the temporary bit lives in its FCB
+    /// (FCB_STATE_TEMPORARY, reported by FatQueryBasicInfo), kept here with the file. exFAT's
+    /// FileAttributes field has the same bits (Microsoft's exFAT specification): treated as
+    /// FAT (docs/simulator.md, "Dispositions").
+    pub const fn kept_attributes(self) -> u32 {
+        use crate::nt::attr;
+        match self {
+            FsType::Fat | FsType::Exfat => {
+                attr::READONLY | attr::HIDDEN | attr::SYSTEM | attr::ARCHIVE | attr::TEMPORARY
+            }
+            _ => attr::SETTABLE,
+        }
+    }
+
     /// What the simulator knows about it.
     pub const fn desc(self) -> FsDesc {
         match self {
