@@ -208,6 +208,20 @@ pub enum Rule {
     /// simulator reports it before the acquire for section synchronization and answers
     /// `STATUS_INVALID_FILE_FOR_SECTION`.
     SectionOnUnopenedFile,
+    /// `KeReleaseMutex` by a thread that does not own the mutex (free, or another thread's):
+    /// Windows raises `STATUS_MUTANT_NOT_OWNED` (WRK `base/ntos/ke/mutntobj.c`
+    /// `KeReleaseMutant`; `KeReleaseMutex`'s page: "A mutex object can be released only by the
+    /// thread that currently holds the mutex"), an exception a driver without a handler does
+    /// not survive. The simulator releases nothing.
+    MutantNotOwned,
+    /// A thread returned to user mode from a system service still owning a kernel mutex, its
+    /// normal kernel APCs still disabled: bug check 0x1 `APC_INDEX_MISMATCH` (its page: the
+    /// thread's `KernelApcDisable` mismatched at the exit of a system call).
+    ApcIndexMismatch,
+    /// A worker routine (or other queued work) returned still owning a kernel mutex: bug check
+    /// 0x39 `SYSTEM_EXIT_OWNED_MUTEX` ("the worker routine returned without releasing the mutex
+    /// object that it owned").
+    SystemExitOwnedMutex,
     /// A machine-level failure that Windows would answer with a bugcheck.
     Bugcheck,
 }
@@ -276,6 +290,9 @@ impl Rule {
             Rule::PerStreamContextMisuse => "PER_STREAM_CONTEXT_MISUSE",
             Rule::FastMutexMisuse => "FAST_MUTEX_MISUSE",
             Rule::SectionOnUnopenedFile => "DATA_SCAN_SECTION_ON_UNOPENED_FILE",
+            Rule::MutantNotOwned => "MUTANT_NOT_OWNED",
+            Rule::ApcIndexMismatch => "APC_INDEX_MISMATCH",
+            Rule::SystemExitOwnedMutex => "SYSTEM_EXIT_OWNED_MUTEX",
             Rule::Bugcheck => "BUGCHECK",
         }
     }

@@ -180,6 +180,8 @@ pub struct Kernel {
     pub perstream: crate::perstream::PerStreamContexts,
     /// Fast mutexes: the holds kept aside while one is lent (`fastmutex.rs`).
     pub fast_mutexes: crate::fastmutex::FastMutexes,
+    /// The kernel mutexes' owners and the threads' disabled normal kernel APCs.
+    pub kernel_mutexes: crate::kmutex::KernelMutexes,
     /// MDLs the kernel allocated (`IoAllocateMdl` and the I/O manager's own).
     pub mdls: FastMap<usize, crate::mem::Block>,
     /// The image that allocated each MDL of `IoAllocateMdl` (the I/O manager's own MDLs are not
@@ -565,6 +567,7 @@ impl Kernel {
             fltmgr: crate::fltmgr::FltMgr::default(),
             perstream: crate::perstream::PerStreamContexts::default(),
             fast_mutexes: crate::fastmutex::FastMutexes::default(),
+            kernel_mutexes: crate::kmutex::KernelMutexes::default(),
             mdls: FastMap::default(),
             mdl_images: FastMap::default(),
             current_request: None,

@@ -34,6 +34,7 @@ pub mod inspect;
 pub mod irp;
 pub mod irpx;
 pub mod kernel;
+pub mod kmutex;
 pub mod loader;
 pub mod machine;
 pub mod mem;

@@ -192,13 +192,15 @@ fn run_task(task: Task) {
 }
 
 /// Reports work (`name`, the code of `image`) that returned at another IRQL than `irql`, the one
-/// it was called at, and puts that IRQL back.
+/// it was called at, and puts that IRQL back; and work whose thread still owns kernel mutexes
+/// (`crate::kmutex::returned`).
 pub(crate) fn returned_at(k: &mut kernel::Kernel, irql: u8, image: Option<ImageId>, name: &str) {
     if k.irql() != irql {
         let driver = image.map(|i| k.image_name(i));
         k.report(Rule::SpinLockMisuse, driver, format!("{name} returned at a different IRQL"));
         k.set_irql(irql);
     }
+    crate::kmutex::returned(k, crate::kmutex::Exit::Work, name);
 }
 
 /// How a wait ended.
@@ -405,8 +407,10 @@ pub fn deadline(timeout: Option<i64>) -> Option<u64> {
 ///
 /// # Safety
 /// `event` must point to a live, initialized event that stays valid during the wait.
-pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTATUS {
-    let allowed = kernel::with(|k| {
+/// Whether `KeWaitForSingleObject` with `timeout` may wait at the running IRQL; a break is
+/// reported, and the wait answers `STATUS_TIMEOUT`.
+pub(crate) fn wait_allowed(timeout: Option<i64>) -> bool {
+    kernel::with(|k| {
         let zero = timeout == Some(0);
         // The reference page: IRQL <= DISPATCH_LEVEL, and <= APC_LEVEL unless the timeout is
         // zero (until December 6 a zero-timeout wait above DISPATCH_LEVEL was let through).
@@ -422,8 +426,15 @@ pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTAT
             return false;
         }
         true
-    });
-    if !allowed {
+    })
+}
+
+/// `KeWaitForSingleObject` on an event: runs the scheduler until it is signalled.
+///
+/// # Safety
+/// `event` must point to a live, initialized event that stays valid during the wait.
+pub unsafe fn wait_for_event(event: *mut KEVENT, timeout: Option<i64>) -> NTSTATUS {
+    if !wait_allowed(timeout) {
         return Status::TIMEOUT.0;
     }
     // SAFETY: the waiter's event stays valid while it waits.

@@ -492,6 +492,7 @@ pub(crate) fn as_user_in<R>(thread: ThreadId, f: impl FnOnce() -> R) -> R {
     let r = kernel::run_entered(entered, f);
     kernel::with(|k| {
         k.leave();
+        crate::kmutex::returned(k, crate::kmutex::Exit::SystemService, "a system service");
         k.set_irql(saved.0);
         k.thread = saved.1;
     });

@@ -1,9 +1,9 @@
-//! Kernel (Ke) exports: events, waits, time, spin locks and IRQL, bugchecks.
+//! Kernel (Ke) exports: events, kernel mutexes, waits, time, spin locks and IRQL, bugchecks.
 
 use std::ffi::c_void;
 
 use fsfilter::Status;
-use windows_sys::Wdk::Foundation::{KDPC, KEVENT, PKDEFERRED_ROUTINE};
+use windows_sys::Wdk::Foundation::{KDPC, KEVENT, KMUTANT, PKDEFERRED_ROUTINE};
 use windows_sys::Wdk::System::SystemServices::{KTIMER, KWAIT_REASON};
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS};
 use windows_sys::Win32::System::Diagnostics::Debug::BUGCHECK_ERROR;
@@ -87,15 +87,46 @@ export! { windows_sys::Wdk::System::SystemServices::KeReadStateEvent =>
 }
 
 export! { windows_sys::Wdk::System::SystemServices::KeWaitForSingleObject =>
-    /// `KeWaitForSingleObject` on an event or a timer: other ready work runs until it signals.
+    /// `KeWaitForSingleObject` on an event or a timer: other ready work runs until it signals;
+    /// on a kernel mutex: acquires it (`crate::kmutex::wait`).
     fn KeWaitForSingleObject(object: *const c_void, _waitreason: KWAIT_REASON, _waitmode: i8, _alertable: bool, timeout: *const i64) -> NTSTATUS {
         // SAFETY: NULL (wait forever) or the caller's timeout value.
         let timeout = unsafe { timeout.as_ref() }.copied();
         if null_object(object, "KeWaitForSingleObject") {
             return Status::INVALID_PARAMETER.0;
         }
+        // SAFETY: the caller's initialized dispatcher object.
+        if unsafe { crate::kmutex::is_mutex(object.cast()) } {
+            // SAFETY: the caller's initialized mutex, alive during the wait.
+            return unsafe { crate::kmutex::wait(object.cast_mut().cast(), timeout) };
+        }
         // SAFETY: the caller waits on its own initialized event, alive during the wait.
         unsafe { crate::sched::wait_for_event(object.cast_mut().cast(), timeout) }
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeInitializeMutex =>
+    /// `KeInitializeMutex` (IRQL: any level): a free mutex (`crate::kmutex::initialize`).
+    fn KeInitializeMutex(mutex: *mut KMUTANT, _level: u32) {
+        if null_object(mutex, "KeInitializeMutex") {
+            return;
+        }
+        // SAFETY: the caller's mutex storage.
+        unsafe { crate::kmutex::initialize(mutex) };
+    }
+}
+
+export! { windows_sys::Wdk::System::SystemServices::KeReleaseMutex =>
+    /// `KeReleaseMutex` (IRQL <= DISPATCH_LEVEL): `crate::kmutex::release`. `Wait` TRUE (the
+    /// release followed at once by a wait, without lowering the IRQL between) changes nothing
+    /// here: the simulator runs nothing between the two calls anyway.
+    fn KeReleaseMutex(mutex: *mut KMUTANT, _wait: bool) -> i32 {
+        super::at_most_dispatch("KeReleaseMutex");
+        if null_object(mutex, "KeReleaseMutex") {
+            return 0;
+        }
+        // SAFETY: the caller's initialized mutex.
+        unsafe { crate::kmutex::release(mutex) }
     }
 }
 
