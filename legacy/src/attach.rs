@@ -24,7 +24,7 @@ use windows_sys::Wdk::System::SystemServices::{
     DelayedWorkQueue, IoAllocateWorkItem, IoAttachDeviceToDeviceStackSafe, IoCreateDevice,
     IoDeleteDevice, IoDetachDevice, IoFreeWorkItem, IoGetAttachedDeviceReference,
     IoGetDeviceObjectPointer, IoQueueWorkItem, KeDelayExecutionThread, KeInitializeEvent,
-    KeSetEvent, KeWaitForSingleObject, ObfDereferenceObject,
+    KeInitializeMutex, KeReleaseMutex, KeSetEvent, KeWaitForSingleObject, ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::NTSTATUS;
 use windows_sys::Win32::System::Kernel::{NotificationEvent, SynchronizationEvent};
@@ -865,28 +865,30 @@ pub(crate) unsafe fn attach_to_raw<F: Filter>(state: &DriverState<F>) {
     }
 }
 
-/// Takes the attach lock, the driver state's synchronization event used as a mutex, at
-/// `PASSIVE_LEVEL`.
+/// Takes the attach lock, the driver state's kernel mutex, at `PASSIVE_LEVEL`: the thread stays
+/// at `PASSIVE_LEVEL` with normal kernel APCs disabled until `unlock` (Learn, "Mutex Objects"),
+/// so it cannot be suspended while it holds the lock.
 #[inline(never)]
 pub(crate) fn lock<F: Filter>(state: &DriverState<F>) {
-    let event = state.attach_lock.get();
-    // SAFETY: the driver state's initialized event, in non-paged pool.
-    let _ = unsafe { KeWaitForSingleObject(event.cast(), 0, 0, false, core::ptr::null()) };
+    let mutex = state.attach_lock.get();
+    // SAFETY: the driver state's initialized mutex, in non-paged pool.
+    let _ = unsafe { KeWaitForSingleObject(mutex.cast(), 0, 0, false, core::ptr::null()) };
 }
 
-/// Releases the attach lock.
+/// Releases the attach lock, in the thread that took it.
 #[inline(never)]
 pub(crate) fn unlock<F: Filter>(state: &DriverState<F>) {
-    let event = state.attach_lock.get();
-    // SAFETY: the driver state's initialized event, in non-paged pool.
-    unsafe { KeSetEvent(event, 0, false) };
+    let mutex = state.attach_lock.get();
+    // SAFETY: the driver state's initialized mutex, owned by this thread (`lock`).
+    unsafe { KeReleaseMutex(mutex, false) };
 }
 
-/// Initializes the driver state's events, synchronization events both: the attach lock
-/// (signalled = free), and `drained`, not signalled, set once for a waiting unload.
+/// Initializes the attach lock, a kernel mutex (free), and the driver state's events,
+/// synchronization events both, not signalled: `drained`, set once for a waiting unload, and
+/// `quiet`.
 pub(crate) fn init_events<F: Filter>(state: &mut DriverState<F>) {
-    // SAFETY: the state's event storage, in non-paged pool.
-    unsafe { KeInitializeEvent(state.attach_lock.get_mut(), SynchronizationEvent, true) };
+    // SAFETY: the state's mutex storage, in non-paged pool; the level is reserved (zero).
+    unsafe { KeInitializeMutex(state.attach_lock.get_mut(), 0) };
     // SAFETY: as above.
     unsafe { KeInitializeEvent(state.drained.get_mut(), SynchronizationEvent, false) };
     // SAFETY: as above.

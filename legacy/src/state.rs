@@ -11,7 +11,7 @@ use fsfilter_kernel::image;
 use fsfilter_kernel::loadbuf::LoadBlocks;
 use fsfilter_kernel::pending::PendedTable;
 use fsfilter_kernel::pool::pool_tag;
-use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, KEVENT};
+use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, DRIVER_OBJECT, KEVENT, KMUTANT};
 
 /// Pool tag of the driver state.
 pub(crate) const DRIVER_TAG: u32 = pool_tag(b"FsfL");
@@ -91,12 +91,13 @@ pub(crate) struct DriverState<F: Filter> {
     pub(crate) driver: *const DRIVER_OBJECT,
     /// The filter's named control device.
     pub(crate) control: *mut DEVICE_OBJECT,
-    /// Serializes attachment (a synchronization event used as a mutex, so instance setup runs at
-    /// `PASSIVE_LEVEL` while it is held). The kernel writes this and the other events through the
-    /// shared state, hence the cells: a pointer taken from a plain `&KEVENT` would promise the
-    /// compiler that nothing changes it (a function taking `&KEVENT` is compiled as only reading
-    /// it, which was seen to turn the lock into a deadlock in the simulator).
-    pub(crate) attach_lock: UnsafeCell<KEVENT>,
+    /// Serializes attachment: a kernel mutex (`KMUTEX`, windows-sys's `KMUTANT`), so instance
+    /// setup runs at `PASSIVE_LEVEL` while it is held, with normal kernel APCs disabled (the
+    /// holder cannot be suspended). The kernel writes this and the events through the shared
+    /// state, hence the cells: a pointer taken from a plain `&KEVENT` would promise the compiler
+    /// that nothing changes it (a function taking `&KEVENT` is compiled as only reading it, which
+    /// was seen to turn the lock into a deadlock in the simulator).
+    pub(crate) attach_lock: UnsafeCell<KMUTANT>,
     /// One for each attached device not retired yet, and one for the driver until unload gives it
     /// up: whoever drops the last one sets `drained`, once, and touches the state no more.
     pub(crate) live: AtomicU32,
