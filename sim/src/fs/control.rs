@@ -635,7 +635,9 @@ impl Kernel {
         if delete_on_close {
             fcb.delete_pending = true;
         }
-        let (mount, node, delete) = (fcb.mount, fcb.node, fcb.delete_pending && fcb.handles == 0);
+        let (mount, node, last) = (fcb.mount, fcb.node, fcb.handles == 0);
+        // A named stream its file's overwrite doomed goes at its last cleanup (`super::streams`).
+        let delete = last && (fcb.delete_pending || self.doomed_stream(mount, node));
         if let Some(filter) = notify::modification(file.Flags).filter(|_| node != VOLUME_NODE) {
             self.report_change(mount, node, notify::action::MODIFIED, filter);
         }

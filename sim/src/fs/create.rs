@@ -543,7 +543,7 @@ impl Kernel {
             return Err(Status::SHARING_VIOLATION);
         }
         if overwrite {
-            self.overwrite_streams(mount, node)?;
+            self.overwrite_streams(mount, node);
         }
         let fcb = self.fcb_for(mount, node);
         let information = if overwrite {

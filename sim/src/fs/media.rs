@@ -52,7 +52,8 @@ pub struct Node {
     /// For a named data stream: the file or directory it belongs to (its `parent` is None).
     pub host: Option<NodeId>,
     /// The file was deleted while one of its named streams was open: it goes at the last
-    /// cleanup of any of its streams ([`super::streams`]).
+    /// cleanup of any of its streams. A named stream: its file was overwritten while it was
+    /// open; it goes at its own last cleanup ([`super::streams`]).
     pub doomed: bool,
 }
 

@@ -246,6 +246,10 @@ impl Kernel {
             Err(_) => return Err(Status::OBJECT_PATH_NOT_FOUND),
         };
         if let Some(s) = self.stream_media(mount).stream(host, name) {
+            // A stream its file's overwrite doomed, still open: pending delete.
+            if self.stream_media(mount).node(s).doomed {
+                return Err(Status::DELETE_PENDING);
+            }
             let (call, fo, (outcome, after)) = oplock;
             self.break_primary_oplock(mount, host, &req, (call, fo, (&mut *outcome, &mut *after)))?;
             let oplock = (call, fo, (outcome, after));
@@ -317,25 +321,37 @@ impl Kernel {
         })
     }
 
-    /// An overwrite or a supersede of a file's default stream removes its named streams
-    /// (choice, docs/simulator.md: NTFS's behaviour as remembered, not checked); one still open
-    /// refuses the create with `STATUS_SHARING_VIOLATION`. Nothing for a named stream's own
+    /// An overwrite or a supersede of a file's default stream removes its named streams: those
+    /// with no handle open at once, each open one at its last cleanup, meanwhile pending delete
+    /// (every open of it `STATUS_DELETE_PENDING`), as NTFS answers WinFsp's
+    /// `stream_create_overwrite` test (docs/simulator.md). Nothing for a named stream's own
     /// overwrite, which truncates that stream only.
-    pub(super) fn overwrite_streams(&mut self, mount: u32, node: NodeId) -> Result<(), Status> {
+    pub(super) fn overwrite_streams(&mut self, mount: u32, node: NodeId) {
         let media = self.stream_media(mount);
         if media.node(node).host.is_some() {
-            return Ok(());
+            return;
         }
-        let streams = media.named_streams(node);
-        if streams.iter().any(|s| self.handles_on(mount, *s) > 0) {
-            return Err(Status::SHARING_VIOLATION);
-        }
+        let streams: Vec<(NodeId, bool)> = media
+            .named_streams(node)
+            .into_iter()
+            .map(|s| (s, self.handles_on(mount, s) > 0))
+            .collect();
         let vidx = self.fs.mounts[mount as usize].volume.index();
         let media = &mut self.volumes.list[vidx].media;
-        for s in streams {
-            media.remove(s);
+        for (s, open) in streams {
+            if open {
+                media.node_mut(s).doomed = true;
+            } else {
+                media.remove(s);
+            }
         }
-        Ok(())
+    }
+
+    /// True when the cleanup that left `node` without handles is a named stream's that an
+    /// overwrite of its file doomed ([`Kernel::overwrite_streams`]): it goes now.
+    pub(super) fn doomed_stream(&self, mount: u32, node: NodeId) -> bool {
+        let media = self.stream_media(mount);
+        node != VOLUME_NODE && media.node(node).host.is_some() && media.node(node).doomed
     }
 
     /// At the last cleanup of a file's default stream with its delete pending: true when one of
