@@ -350,7 +350,8 @@ fn message(m: &crate::run::MessageOutcome, decoded: &crate::spylog::Decoded) -> 
 
 /// The whole document. `messages` (an extension of scenario.md) is there only when the scenario
 /// has `message` steps, so that other scenarios' documents are as before; so are `served`,
-/// `reparses` and `creates` (create steps with a `disposition`).
+/// `reparses`, `creates` (create steps with a `disposition`) and `streams` (query_information
+/// steps of class `stream`).
 pub fn document(run: &Run) -> Value {
     let mut doc = json!({
         "scenario": run.scenario,
@@ -408,6 +409,29 @@ pub fn document(run: &Run) -> Value {
             .collect();
         if let Value::Object(o) = &mut doc {
             o.insert("creates".into(), Value::Array(creates));
+        }
+    }
+    if !run.streams.is_empty() {
+        // The query_information steps of class `stream` (an extension): the streams listed.
+        let streams: Vec<Value> = run
+            .streams
+            .iter()
+            .map(|s| {
+                let entries: Vec<Value> = s
+                    .entries
+                    .iter()
+                    .map(|e| json!({"name": e.name, "size": e.size, "allocation": e.allocation}))
+                    .collect();
+                json!({
+                    "step": s.step,
+                    "io": s.io.map(|io| io.0),
+                    "status": status(s.status),
+                    "entries": entries,
+                })
+            })
+            .collect();
+        if let Value::Object(o) = &mut doc {
+            o.insert("streams".into(), Value::Array(streams));
         }
     }
     doc

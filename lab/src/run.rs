@@ -109,6 +109,56 @@ impl CreateOutcome {
     }
 }
 
+/// What a query_information step of class `stream` (`FileStreamInformation`) got back (an
+/// extension of scenario.md: the document's `streams`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamsOutcome {
+    /// The step.
+    pub step: u32,
+    /// Its request.
+    pub io: Option<RequestRef>,
+    /// The query's status.
+    pub status: Status,
+    /// The entries returned, in order.
+    pub entries: Vec<StreamEntry>,
+}
+
+/// One `FILE_STREAM_INFORMATION` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// `StreamName` (`::$DATA`, `:name:$DATA`).
+    pub name: String,
+    /// `StreamSize`.
+    pub size: i64,
+    /// `StreamAllocationSize`.
+    pub allocation: i64,
+}
+
+/// The entries of a `FILE_STREAM_INFORMATION` buffer (MS-FSCC 2.4.43), following
+/// `NextEntryOffset`; a truncated entry ends the list.
+pub fn stream_entries(data: &[u8]) -> Vec<StreamEntry> {
+    let u32_at =
+        |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let i64_at = |o: usize| {
+        let b = data.get(o..o + 8)?;
+        Some(i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    };
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while let (Some(next), Some(len)) = (u32_at(at), u32_at(at + 4)) {
+        let (Some(size), Some(allocation)) = (i64_at(at + 8), i64_at(at + 16)) else { break };
+        let Some(name) = data.get(at + 24..at + 24 + len as usize) else { break };
+        let units: Vec<u16> =
+            name.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        out.push(StreamEntry { name: String::from_utf16_lossy(&units), size, allocation });
+        if next == 0 {
+            break;
+        }
+        at += next as usize;
+    }
+    out
+}
+
 /// A finished run.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -133,6 +183,8 @@ pub struct Run {
     pub reparses: Vec<ReparseOutcome>,
     /// The create steps that named their disposition, in order.
     pub creates: Vec<CreateOutcome>,
+    /// The query_information steps of class `stream`, in order.
+    pub streams: Vec<StreamsOutcome>,
 }
 
 /// An open of an io step (its create, implicit or not, or a query's) that the I/O manager
@@ -239,6 +291,8 @@ struct Handles {
     reparses: Vec<ReparseOutcome>,
     /// Every create step that named its disposition.
     creates: Vec<CreateOutcome>,
+    /// Every query_information step of class `stream`.
+    streams: Vec<StreamsOutcome>,
 }
 
 /// Runs `f` as user process `process` (None: the process acting now, the default one).
@@ -354,6 +408,7 @@ pub fn run_inspect<R>(scenario: &Scenario, inspect: impl FnOnce(&Machine) -> R) 
         served: std::mem::take(&mut *handles.served.borrow_mut()),
         reparses: handles.reparses,
         creates: handles.creates,
+        streams: handles.streams,
     };
     (run, inspected)
 }
@@ -680,6 +735,11 @@ fn play(
                     CreateOutcome { step: index, io: r.io, disposition: d, status, information };
                 handles.creates.push(c);
             }
+            if *op == MajorFunction::QueryInformation && *class == Some(FILE_STREAM_INFORMATION) {
+                let entries = stream_entries(&r.data);
+                let o = StreamsOutcome { step: index, io: r.io, status: r.status, entries };
+                handles.streams.push(o);
+            }
             for (io, p) in std::mem::take(&mut handles.reparsed) {
                 handles.reparses.push(ReparseOutcome { step: index, io, count: p.count });
             }
@@ -834,6 +894,7 @@ fn sep(path: &str) -> &'static str {
 }
 
 const FILE_STANDARD_INFORMATION: u32 = 5;
+const FILE_STREAM_INFORMATION: u32 = 22;
 const FILE_END_OF_FILE_INFORMATION: u32 = 20;
 const FILE_DIRECTORY_INFORMATION: u32 = 1;
 const FILE_FS_VOLUME_INFORMATION: u32 = 1;

@@ -1708,8 +1708,10 @@ pub fn notify_names(filter: u32) -> String {
 /// scenario.md): the scenario spelling, the `FILE_INFORMATION_CLASS` value, and the buffer
 /// length the step asks for when it gives none. Windows answers some without a driver (position,
 /// access, mode, alignment) and offers basic and standard information to fast I/O first
-/// (docs/simulator.md, "User-mode I/O").
-pub const QUERY_CLASSES: [(&str, u32, u32); 12] = [
+/// (docs/simulator.md, "User-mode I/O"). `stream` (`FileStreamInformation`, last, so that the
+/// stress's picks among the others stay as they were) puts what it returns in the document's
+/// `streams`.
+pub const QUERY_CLASSES: [(&str, u32, u32); 13] = [
     ("basic", 4, 40),
     ("standard", 5, 24),
     ("internal", 6, 8),
@@ -1722,6 +1724,7 @@ pub const QUERY_CLASSES: [(&str, u32, u32); 12] = [
     ("all", 18, 620),
     ("network_open", 34, 56),
     ("attribute_tag", 35, 8),
+    ("stream", 22, 1024),
 ];
 
 /// The io ops scenario.md lists.

@@ -558,6 +558,15 @@ fn steps(out: &mut String, run: &Run) {
         for line in replies.remove(&s.index).into_iter().flatten() {
             let _ = writeln!(out, "        {line}");
         }
+        // A query_information step of class `stream`: the streams listed (an extension).
+        for q in run.streams.iter().filter(|q| q.step == s.index && !q.entries.is_empty()) {
+            let listed: Vec<String> = q
+                .entries
+                .iter()
+                .map(|e| format!("{} ({} bytes, {} allocated)", e.name, e.size, e.allocation))
+                .collect();
+            let _ = writeln!(out, "        streams: {}", listed.join(", "));
+        }
     }
     out.push('\n');
 }

@@ -116,13 +116,22 @@ fn a_file_and_its_named_streams_are_tallied_apart_under_both_models() {
     assert_eq!(
         last,
         [
-            (8, " last handle of stream 3"),
-            (10, " last handle of stream 4"),
-            (13, " last handle of stream 2"),
-            (14, " last handle of stream 1"),
+            (9, " last handle of stream 3"),
+            (11, " last handle of stream 4"),
+            (15, " last handle of stream 2"),
+            (16, " last handle of stream 1"),
         ]
     );
-    assert!(legacy.iter().any(|(step, t)| *step == 13 && t.contains("freed 2 of 4 contexts")));
-    assert_eq!(r.steps[11].status, Status::OBJECT_NAME_NOT_FOUND);
-    assert!(r.steps.iter().enumerate().all(|(i, s)| i == 11 || s.status == Status::SUCCESS));
+    assert!(legacy.iter().any(|(step, t)| *step == 15 && t.contains("freed 2 of 4 contexts")));
+    assert_eq!(r.steps[12].status, Status::OBJECT_NAME_NOT_FOUND);
+    assert!(r.steps.iter().enumerate().all(|(i, s)| i == 12 || s.status == Status::SUCCESS));
+    // The file's streams, listed (`class = "stream"`, the document's `streams`): all three, then
+    // the two left once summary is deleted; each with its size.
+    let listed: Vec<(u32, Vec<(&str, i64)>)> = r
+        .streams
+        .iter()
+        .map(|q| (q.step, q.entries.iter().map(|e| (e.name.as_str(), e.size)).collect()))
+        .collect();
+    let (file, author) = (("::$DATA", 46), (":author:$DATA", 27));
+    assert_eq!(listed, [(8, vec![file, author, (":summary:$DATA", 23)]), (14, vec![file, author])]);
 }

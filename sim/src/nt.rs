@@ -273,6 +273,7 @@ pub mod file_info {
     pub const ALL: u32 = 18;
     pub const ALLOCATION: u32 = 19;
     pub const END_OF_FILE: u32 = 20;
+    pub const STREAM: u32 = 22;
     pub const NETWORK_OPEN: u32 = 34;
     pub const ATTRIBUTE_TAG: u32 = 35;
     pub const ID_BOTH_DIRECTORY: u32 = 37;

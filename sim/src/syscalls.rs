@@ -2172,6 +2172,8 @@ fn min_length(major: u8, class: u32) -> usize {
         | fi::ALLOCATION => 8,
         fi::EA | fi::ACCESS | fi::MODE | fi::ALIGNMENT => 4,
         fi::ALL => 104,
+        // sizeof(FILE_STREAM_INFORMATION) on x64 (its one-WCHAR name rounded up to 8).
+        fi::STREAM => 32,
         fi::NETWORK_OPEN => 56,
         fi::DISPOSITION => 1,
         fi::RENAME => 24,
@@ -2211,7 +2213,7 @@ fn class_allowed(major: u8, class: u32) -> bool {
                 | fi::ALIGNMENT
                 | fi::ALL
                 | 21
-                | 22
+                | fi::STREAM
                 | fi::NETWORK_OPEN
                 | fi::ATTRIBUTE_TAG
         ),

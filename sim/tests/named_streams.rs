@@ -323,7 +323,11 @@ fn an_overwrite_of_the_file_leaves_an_open_stream_pending_delete_until_its_last_
             .disposition(d);
         let r = m.create(c, "f.txt", writer);
         assert_eq!(r.status, Status::SUCCESS, "{d}");
-        m.close_handle(r.handle.unwrap());
+        // The stream pending delete is still listed until it goes (choice).
+        let w = r.handle.unwrap();
+        let e = stream_entries(&query(&mut m, w, fi::STREAM, 1024));
+        assert_eq!(names(&e), ["::$DATA", ":bar:$DATA"], "{d}");
+        m.close_handle(w);
         assert_eq!(m.file_contents(c, "f.txt").unwrap(), b"", "{d}");
         assert!(m.file_contents(c, "f.txt:foo").is_none(), "{d}");
         let again = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES).share(0);
@@ -492,4 +496,121 @@ fn a_directory_with_a_stream_open_below_it_cannot_be_renamed() {
     m.close_handle(d);
     assert_eq!(m.file_contents(c, "renamed\\f.txt:s").unwrap(), b"");
     assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+/// The entries of a `FILE_STREAM_INFORMATION` buffer: (offset, name, size, allocation), checking
+/// each `NextEntryOffset` (8-byte aligned, 0 on the last) and `StreamNameLength`.
+fn stream_entries(data: &[u8]) -> Vec<(usize, String, i64, i64)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as usize;
+        let i64_at = |o: usize| i64::from_le_bytes(data[o..o + 8].try_into().unwrap());
+        let (next, len) = (u32_at(at), u32_at(at + 4));
+        let units: Vec<u16> = data[at + 24..at + 24 + len]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        out.push((at, String::from_utf16(&units).unwrap(), i64_at(at + 8), i64_at(at + 16)));
+        if next == 0 {
+            assert_eq!(at + 24 + len, data.len(), "no bytes after the last entry");
+            break;
+        }
+        assert_eq!(next % 8, 0, "entries are 8-byte aligned");
+        assert!(next >= 24 + len);
+        at += next;
+    }
+    out
+}
+
+fn names(entries: &[(usize, String, i64, i64)]) -> Vec<&str> {
+    entries.iter().map(|e| e.1.as_str()).collect()
+}
+
+#[test]
+fn stream_information_lists_the_default_stream_then_the_named_ones() {
+    // MS-FSCC 2.4.43 (layout, 8-byte alignment), MS-FSA 2.1.5.12.29, FILE_STREAM_INFORMATION's
+    // reference page ("::$DATA" for the default stream, ":Authors:$DATA" for a named one), the
+    // WinBtrfs suite's streams.cpp (NTFS's answers: "::$DATA" then ":stream:$DATA", sizes, and
+    // the same list queried through a stream's handle).
+    let (mut m, c) = volume(FsKind::Ntfs);
+    write(&mut m, c, "f.txt:one", b"abc");
+    write(&mut m, c, "f.txt:Two", b"hello");
+    let attrs = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES);
+    let f = m.open(c, "f.txt", attrs).unwrap();
+    let r = m.query_information(f, fi::STREAM, 1024);
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(r.information, r.data.len());
+    let e = stream_entries(&r.data);
+    assert_eq!(names(&e), ["::$DATA", ":one:$DATA", ":Two:$DATA"]);
+    let sizes: Vec<(i64, i64)> = e.iter().map(|e| (e.2, e.3)).collect();
+    assert_eq!(sizes, [(7, 4096), (3, 4096), (5, 4096)]);
+    assert_eq!(e[1].0, 40, "the first entry (38 bytes) padded to 8");
+    // Through a stream's handle: the file's streams.
+    let s = m.open(c, "f.txt:two", attrs).unwrap();
+    assert_eq!(m.query_information(s, fi::STREAM, 1024).data, r.data);
+    m.close_handle(s);
+    m.close_handle(f);
+    // A file without named streams: its default stream alone, empty: sizes 0.
+    let h = m.open(c, "new.txt", CreateOptions::create()).unwrap();
+    let e = stream_entries(&query(&mut m, h, fi::STREAM, 1024));
+    assert_eq!(e.iter().map(|e| (e.1.as_str(), e.2, e.3)).collect::<Vec<_>>(), [("::$DATA", 0, 0)]);
+    m.close_handle(h);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn a_directorys_stream_information_has_its_named_streams_only() {
+    // A directory has no default data stream (MS-FSCC 2.1.4): with no named stream the list is
+    // empty, STATUS_SUCCESS and no byte (MS-FSA 2.1.5.12.29's loop over the file's streams; the
+    // WinBtrfs suite, on NTFS, reads one all-zero entry from its zeroed buffer).
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let dir = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES);
+    let d = m.open(c, "sub", dir).unwrap();
+    let r = m.query_information(d, fi::STREAM, 1024);
+    assert_eq!((r.status, r.information, r.data.len()), (Status::SUCCESS, 0, 0));
+    write(&mut m, c, "sub:notes", b"n");
+    let e = stream_entries(&query(&mut m, d, fi::STREAM, 1024));
+    assert_eq!(names(&e), [":notes:$DATA"]);
+    m.close_handle(d);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn stream_information_returns_the_entries_that_fit() {
+    // MS-FSA 2.1.5.12.29: a buffer shorter than FILE_STREAM_INFORMATION is
+    // STATUS_INFO_LENGTH_MISMATCH (the I/O manager's IopQueryOperationLength has the same size,
+    // 32 on x64); an entry that does not fit whole, counting its alignment padding, stops the
+    // list with STATUS_BUFFER_OVERFLOW, the entries before it returned.
+    let (mut m, c) = volume(FsKind::Ntfs);
+    write(&mut m, c, "f.txt:one", b"abc");
+    let f = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+    let r = m.query_information(f, fi::STREAM, 31);
+    assert_eq!((r.status, r.io.is_none()), (Status::INFO_LENGTH_MISMATCH, true));
+    // "::$DATA" is 24 + 14 = 38 bytes, ":one:$DATA" 24 + 20 = 44, at 40: 84 in all.
+    let r = m.query_information(f, fi::STREAM, 32);
+    assert_eq!((r.status, r.information), (Status::BUFFER_OVERFLOW, 0));
+    for length in [38, 83] {
+        let r = m.query_information(f, fi::STREAM, length);
+        assert_eq!((r.status, r.information), (Status::BUFFER_OVERFLOW, 38), "{length}");
+        assert_eq!(names(&stream_entries(&r.data[..38])), ["::$DATA"], "{length}");
+    }
+    let r = m.query_information(f, fi::STREAM, 84);
+    assert_eq!((r.status, r.information), (Status::SUCCESS, 84));
+    assert_eq!(names(&stream_entries(&r.data)), ["::$DATA", ":one:$DATA"]);
+    m.close_handle(f);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
+
+#[test]
+fn file_systems_without_named_streams_do_not_serve_stream_information() {
+    // FastFat's FatCommonQueryInformation answers a class it does not serve with
+    // STATUS_INVALID_PARAMETER; FileStreamInformation is not among those it serves.
+    for kind in [FsKind::Fat, FsKind::Exfat] {
+        let (mut m, c) = volume(kind);
+        let f = m.open(c, "f.txt", CreateOptions::open()).unwrap();
+        let r = m.query_information(f, fi::STREAM, 1024);
+        assert_eq!(r.status, Status::INVALID_PARAMETER, "{kind:?}");
+        m.close_handle(f);
+    }
 }

@@ -63,16 +63,47 @@ fn utf16(s: &str) -> Vec<u16> {
     s.encode_utf16().collect()
 }
 
-/// An answer: the bytes, and the fixed part a buffer must hold at least.
+/// An answer: the bytes, and the fixed part a buffer must hold at least. A list of entries
+/// (`FileStreamInformation`) has them in `entries` instead, laid out by [`lay_out`].
 struct Answer {
     bytes: Vec<u8>,
     fixed: usize,
+    entries: Option<Vec<Vec<u8>>>,
+}
+
+/// Lays out `entries` (each starting with its `NextEntryOffset`) in a buffer of `length` bytes,
+/// as MS-FSA 2.1.5.12.29 (`FileStreamInformation`) does: each entry 8-byte aligned, the padding
+/// before it counted, `NextEntryOffset` of the previous entry set to it, none after the last;
+/// an entry that does not fit whole stops the list with `STATUS_BUFFER_OVERFLOW`, the entries
+/// before it returned.
+fn lay_out(entries: &[Vec<u8>], length: usize) -> (Vec<u8>, Status) {
+    let mut out: Vec<u8> = Vec::new();
+    let mut last: Option<usize> = None;
+    for e in entries {
+        let start = if last.is_some() { out.len().next_multiple_of(8) } else { 0 };
+        if start + e.len() > length {
+            return (out, Status::BUFFER_OVERFLOW);
+        }
+        if let Some(field) = last.and_then(|l| out.get_mut(l..l + 4)) {
+            field.copy_from_slice(&(start as u32 - last.unwrap_or(0) as u32).to_le_bytes());
+        }
+        out.resize(start, 0);
+        out.extend_from_slice(e);
+        last = Some(start);
+    }
+    (out, Status::SUCCESS)
 }
 
 fn answer(call: Call, r: Result<Answer, Status>, length: usize, buffer: *mut u8) -> NTSTATUS {
     match r {
         Err(s) => call.done(s, 0),
         Ok(a) if length < a.fixed => call.done(Status::INFO_LENGTH_MISMATCH, 0),
+        Ok(Answer { entries: Some(entries), .. }) => {
+            let (bytes, status) = lay_out(&entries, length);
+            // SAFETY: the request's buffer of `length` bytes (the entries fit it).
+            let n = unsafe { irpx::copy_out(buffer, length, &bytes) };
+            call.done(status, n)
+        }
         Ok(a) => {
             // SAFETY: the request's buffer of `length` bytes.
             let n = unsafe { irpx::copy_out(buffer, length, &a.bytes) };
@@ -81,6 +112,10 @@ fn answer(call: Call, r: Result<Answer, Status>, length: usize, buffer: *mut u8)
         }
     }
 }
+
+/// `sizeof(FILE_STREAM_INFORMATION)`: a buffer shorter is `STATUS_INFO_LENGTH_MISMATCH` (MS-FSA
+/// 2.1.5.12.29); an entry is `StreamName`'s offset (24) and the name.
+const STREAM_ENTRY: usize = 32;
 
 /// `IRP_MJ_QUERY_INFORMATION`.
 pub fn query_information(call: Call) -> NTSTATUS {
@@ -582,9 +617,47 @@ impl Kernel {
                 o.u32(reported_attributes(n)).u32(n.reparse.as_ref().map_or(0, |p| p.tag));
                 8
             }
+            fi::STREAM if super::streams::supported(self.fs.mounts[mount as usize].ty) => {
+                let entries = self.stream_entries(mount, node);
+                return Ok(Answer {
+                    bytes: Vec::new(),
+                    fixed: STREAM_ENTRY,
+                    entries: Some(entries),
+                });
+            }
+            // FastFat's FatCommonQueryInformation answers a class it does not serve (streams
+            // among them) so: as the simulator's FAT, exFAT, CDFS and UDFS do.
             _ => return Err(Status::INVALID_PARAMETER),
         };
-        Ok(Answer { bytes: o.0, fixed })
+        Ok(Answer { bytes: o.0, fixed, entries: None })
+    }
+
+    /// The `FILE_STREAM_INFORMATION` entries of the file `node` belongs to (MS-FSCC 2.4.43,
+    /// MS-FSA 2.1.5.12.29): its default data stream `::$DATA` first (none for a directory, which
+    /// has none: MS-FSCC 2.1.4), then its named streams `:name:$DATA` by upper-cased name
+    /// (choice: the order NTFS gives is not checked), each with its size and its allocation, the
+    /// name as created. A named stream an overwrite left pending delete is listed until it goes
+    /// (choice). Each entry is unpadded; `NextEntryOffset` is set as they are laid out.
+    fn stream_entries(&self, mount: u32, node: NodeId) -> Vec<Vec<u8>> {
+        let media = self.media_of(mount);
+        let file = media.file_of(node);
+        let mut streams: Vec<(String, u64)> = Vec::new();
+        if !media.node(file).is_dir() {
+            streams.push((String::new(), media.node(file).size()));
+        }
+        for s in media.named_streams(file) {
+            streams.push((media.node(s).name.clone(), media.node(s).size()));
+        }
+        streams
+            .into_iter()
+            .map(|(name, size)| {
+                let name = utf16(&format!(":{name}:$DATA"));
+                let mut o = Out::default();
+                o.u32(0).u32((name.len() * 2) as u32).i64(size as i64);
+                o.i64(allocation(size) as i64).text(&name);
+                o.0
+            })
+            .collect()
     }
 
     fn fs_query_volume(&self, fo: *mut FILE_OBJECT, class: u32) -> Result<Answer, Status> {
@@ -641,7 +714,7 @@ impl Kernel {
             }
             _ => return Err(Status::INVALID_PARAMETER),
         };
-        Ok(Answer { bytes: o.0, fixed })
+        Ok(Answer { bytes: o.0, fixed, entries: None })
     }
 
     fn fs_set_info(
