@@ -520,3 +520,50 @@ fn a_named_streams_name_carries_its_stream_component() {
     );
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn a_stream_opened_relative_to_its_files_handle_is_named_after_the_file() {
+    // A relative stream open (`:Meta` relative to a handle of the file; docs/simulator.md,
+    // "Named data streams"): its opened name is the related file's name followed by the stream,
+    // no separator between them.
+    let (mut m, c) = setup();
+    let cfg = Config::new("Names", "370000")
+        .op(mj::CREATE, true, true)
+        .with_pre(|p| {
+            name("pre opened", p.data, OPENED);
+            (0, 0)
+        })
+        .with_post(|p| {
+            if p.status() == Status::SUCCESS {
+                name("post normalized", p.data, NORMALIZED);
+            }
+            0
+        });
+    install(&mut m, 0, cfg);
+    assert_eq!(m.start("Names"), Status::SUCCESS);
+    let f = m.open(c, r"\dir\REPORT.txt", CreateOptions::open()).unwrap();
+    let r = m.create_relative(f, ":Meta", CreateOptions::default());
+    assert_eq!(r.status, Status::SUCCESS);
+    m.close_handle(r.handle.unwrap());
+    m.close_handle(f);
+    let parts = |name: &str, parent: &str, last: &str, ext: &str, stream: &str| {
+        format!(
+            r"{VOL}{name} | volume {VOL} | share  | parent {parent} | final {last} | ext {ext} | stream {stream}"
+        )
+    };
+    let log = logged();
+    assert_eq!(
+        log[2..],
+        [
+            format!(
+                "pre opened: {}",
+                parts(r"\dir\REPORT.txt:Meta", r"\dir", "REPORT.txt:Meta", "txt", ":Meta")
+            ),
+            format!(
+                "post normalized: {}",
+                parts(r"\Dir\Report.TXT:Meta", r"\Dir", "Report.TXT:Meta", "TXT", ":Meta")
+            ),
+        ]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

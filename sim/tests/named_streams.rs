@@ -614,3 +614,59 @@ fn file_systems_without_named_streams_do_not_serve_stream_information() {
         m.close_handle(f);
     }
 }
+
+#[test]
+fn a_stream_opens_relative_to_its_files_handle() {
+    // WinFsp's stream_create_related test, which also runs against NTFS: NtCreateFile of ":foo"
+    // with RootDirectory a handle to file0 creates file0's stream foo (STATUS_SUCCESS).
+    let (mut m, c) = volume(FsKind::Ntfs);
+    let rw = CreateOptions::open()
+        .access(access::GENERIC_READ | access::GENERIC_WRITE)
+        .share(share::READ | share::WRITE);
+    let f = m.open(c, "f.txt", rw).unwrap();
+    let create = CreateOptions::create().access(access::GENERIC_READ | access::GENERIC_WRITE);
+    let r = m.create_relative(f, ":foo", create.share(0));
+    assert_eq!((r.status, r.information), (Status::SUCCESS, cr::CREATED));
+    let s = r.handle.unwrap();
+    assert_eq!(m.write(s, Some(0), b"related", IoMode::Cached).status, Status::SUCCESS);
+    assert_eq!(name_of(&mut m, s), "\\f.txt:foo");
+    assert_ne!(fs_context(&mut m, s), fs_context(&mut m, f));
+    m.close_handle(s);
+    assert_eq!(m.file_contents(c, "f.txt:foo").unwrap(), b"related");
+    // Opened again relative to the file, with its type; the default stream so is the file.
+    let r = m.create_relative(f, ":FOO:$DATA", CreateOptions::open().share(share::READ));
+    assert_eq!((r.status, r.information), (Status::SUCCESS, cr::OPENED));
+    let s = r.handle.unwrap();
+    assert_eq!(m.read(s, Some(0), 16, IoMode::Cached).data, b"related");
+    m.close_handle(s);
+    let attrs = CreateOptions::open().access(access::FILE_READ_ATTRIBUTES);
+    let r = m.create_relative(f, "::$DATA", attrs);
+    assert_eq!(r.status, Status::SUCCESS);
+    let d = r.handle.unwrap();
+    assert_eq!(fs_context(&mut m, d), fs_context(&mut m, f));
+    m.close_handle(d);
+    // A missing stream, FILE_OPEN: not found. A name that is not a stream's, relative to a
+    // file: STATUS_INVALID_PARAMETER, as before.
+    let r = m.create_relative(f, ":none", CreateOptions::open());
+    assert_eq!(r.status, Status::OBJECT_NAME_NOT_FOUND);
+    assert_eq!(m.create_relative(f, "x.txt", attrs).status, Status::INVALID_PARAMETER);
+    // Relative to a stream's own handle: refused (choice).
+    let s = m.open(c, "f.txt:foo", attrs).unwrap();
+    assert_eq!(m.create_relative(s, ":foo", attrs).status, Status::INVALID_PARAMETER);
+    m.close_handle(s);
+    m.close_handle(f);
+    // Relative to a directory's handle: the directory's stream.
+    let d = m.open(c, "sub", attrs).unwrap();
+    let r = m.create_relative(d, ":notes", CreateOptions::default());
+    assert_eq!((r.status, r.information), (Status::SUCCESS, cr::CREATED));
+    m.close_handle(r.handle.unwrap());
+    m.close_handle(d);
+    assert!(m.file_contents(c, "sub:notes").is_some());
+    // The file then deletes (WinFsp's test ends so).
+    let delete_on_close =
+        CreateOptions::open().options(co::DELETE_ON_CLOSE).share(share::READ | share::WRITE);
+    let h = m.open(c, "f.txt", delete_on_close).unwrap();
+    m.close_handle(h);
+    assert!(m.file_contents(c, "f.txt").is_none());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -189,7 +189,8 @@ pub(crate) unsafe fn opened_path(fo: *const FILE_OBJECT) -> String {
         if p.is_empty() {
             continue;
         }
-        if !p.starts_with('\\') && !out.ends_with('\\') {
+        // A stream opened relative to its file (`:s`) follows the file's name directly.
+        if !p.starts_with('\\') && !p.starts_with(':') && !out.ends_with('\\') {
             out.push('\\');
         }
         out.push_str(p);

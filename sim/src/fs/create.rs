@@ -218,11 +218,17 @@ impl Kernel {
             if ty == FsType::Raw && !comps.is_empty() {
                 return Err(Status::INVALID_PARAMETER);
             }
+            // A stream relative to its file's handle (`:s`): the name from the file's directory.
+            let relative = self.relative_stream(mount, related, &comps)?;
+            let renamed = relative.as_ref().map(|(_, c)| c.clone()).unwrap_or_default();
+            let mut comps = if relative.is_some() { vec![renamed.as_str()] } else { comps };
             let stream = super::streams::split(ty, &mut comps)?;
             if comps.iter().any(|c| !valid_component(c)) {
                 return Err(Status::OBJECT_NAME_INVALID);
             }
-            let start = if related.is_null() {
+            let start = if let Some((dir, _)) = relative {
+                dir
+            } else if related.is_null() {
                 ROOT
             } else {
                 let rel = self.fcb_of(related).ok_or(Status::INVALID_PARAMETER)?;
@@ -238,9 +244,12 @@ impl Kernel {
             // A reparse point on the way: an intermediate component's always; the last one's
             // unless the create opens the reparse point itself (`FILE_OPEN_REPARSE_POINT`) or
             // would create the name (`FILE_CREATE`: the name exists, a collision).
+            // A relative stream open meets none: its file is open already (choice).
             let last = req.options & super::reparse::FILE_OPEN_REPARSE_POINT == 0
                 && req.disposition != disp::CREATE;
-            if let Some((index, node)) = media.reparse_on_path(start, &comps, last) {
+            let on_path =
+                if relative.is_some() { None } else { media.reparse_on_path(start, &comps, last) };
+            if let Some((index, node)) = on_path {
                 let tag = self.reparse_met(call.irp, name, index, mount, node)?;
                 oplock.0.reparse = Some(tag);
                 return Err(Status::REPARSE);

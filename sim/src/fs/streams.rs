@@ -206,6 +206,33 @@ impl Kernel {
         Ok(())
     }
 
+    /// A relative open of a stream (`RelatedFileObject` a file's or a directory's handle, the name
+    /// `:s`, `:s:$DATA` or `::$DATA`; WinFsp's `stream_create_related` test, which runs against
+    /// NTFS too): the directory to start from and the name from there (`file:s`), so the create
+    /// goes on as for that name. None when the create is not one; `STATUS_INVALID_PARAMETER`
+    /// relative to a named stream's handle or to the root directory (choice).
+    pub(super) fn relative_stream(
+        &self,
+        mount: u32,
+        related: *mut windows_sys::Wdk::Foundation::FILE_OBJECT,
+        comps: &[&str],
+    ) -> Result<Option<(NodeId, String)>, Status> {
+        let ty = self.fs.mounts[mount as usize].ty;
+        let [only] = comps else { return Ok(None) };
+        if related.is_null() || !supported(ty) || !only.starts_with(':') {
+            return Ok(None);
+        }
+        let rel = self.fcb_of(related).ok_or(Status::INVALID_PARAMETER)?;
+        if rel.mount != mount || rel.node == VOLUME_NODE {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let n = self.stream_media(mount).node(rel.node);
+        match (n.host, n.parent) {
+            (None, Some(dir)) => Ok(Some((dir, format!("{}{only}", n.name)))),
+            _ => Err(Status::INVALID_PARAMETER),
+        }
+    }
+
     /// Opens or creates the named stream `name` of the file (or directory) the create found,
     /// creating the file first when it is missing and the disposition creates: returns the
     /// stream's FCB and the create's information. An existing stream is opened under the rules
