@@ -30,6 +30,7 @@ use windows_sys::Win32::System::Kernel::NotificationEvent;
 const TAG: u32 = u32::from_le_bytes(*b"FsfN");
 /// `\`.
 const SEP: u16 = b'\\' as u16;
+const COLON: u16 = b':' as u16;
 /// How many related file objects a relative open's name follows at most.
 const MAX_RELATED: usize = 16;
 /// `FileNameInformation`.
@@ -334,7 +335,8 @@ unsafe fn opened_parts<'a>(
 }
 
 /// Joins a chain of names (the file's first) from the outermost, with one separator between
-/// relative parts; writes into `out` when given. Returns the length.
+/// relative parts (none before a stream's `:s`); writes into `out` when given. Returns the
+/// length.
 fn compose(parts: &[&[u16]], mut out: Option<&mut [u16]>) -> usize {
     let mut len = 0;
     let mut last = 0u16;
@@ -348,7 +350,9 @@ fn compose(parts: &[&[u16]], mut out: Option<&mut [u16]>) -> usize {
         if p.is_empty() {
             continue;
         }
-        if p.first() != Some(&SEP) && last != SEP {
+        // A stream opened relative to its file (`:s`) follows the file's name directly.
+        let first = p.first().copied();
+        if first != Some(SEP) && first != Some(COLON) && last != SEP {
             put(SEP, &mut len);
         }
         for c in p.iter() {
@@ -480,6 +484,18 @@ mod tests {
         let n = compose(&parts, Some(&mut out));
         assert_eq!(std::string::String::from_utf16_lossy(&out[..n]), r"\y");
         assert_eq!(share_len(&u(r"\srv\share\dir\f")), r"\srv\share".len());
+    }
+
+    #[test]
+    fn a_stream_opened_relative_to_its_file_follows_the_files_name() {
+        // A relative stream open (`:Meta` relative to the file's handle; docs/simulator.md,
+        // "Named data streams"): no separator between the file's name and the stream.
+        let (file, stream) = (u(r"\Dir\x.txt"), u(":Meta"));
+        let parts: [&[u16]; 2] = [&stream, &file];
+        let mut out = [0u16; 32];
+        let n = compose(&parts, Some(&mut out));
+        assert_eq!(n, compose(&parts, None));
+        assert_eq!(std::string::String::from_utf16_lossy(&out[..n]), r"\Dir\x.txt:Meta");
     }
 
     #[test]

@@ -34,3 +34,8 @@ fn a_target_directory_open_is_named_after_the_parent_in_both_models() {
 fn a_name_longer_than_max_path_comes_whole_in_both_models() {
     names::check_long_name(common::install_legacy, driver::ENTRY);
 }
+
+#[test]
+fn a_stream_opened_relative_to_its_file_is_named_after_it_in_both_models() {
+    names::check_relative_stream(common::install_legacy, driver::ENTRY);
+}

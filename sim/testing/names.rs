@@ -435,3 +435,39 @@ pub(crate) fn check_long_name(
     assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// A stream opened relative to its file's handle (`:Meta`; docs/simulator.md, "Named data
+/// streams"): its opened name is the file's followed by the stream, no separator between them,
+/// in both models.
+pub(crate) fn check_relative_stream(
+    install: fn(&mut Machine, ServiceSpec),
+    namer: fsfilter_sim::DriverEntry,
+) {
+    take();
+    let mut m = Machine::new(MachineConfig { seed: 23 });
+    let spec = VolumeSpec::new("C:", FsKind::Ntfs).file(r"Dir\Report.TXT", &[5u8; 16]);
+    let c = m.add_volume(spec);
+    install(&mut m, ServiceSpec::new(NAMER, namer, "legacy"));
+    m.boot();
+    let f = m.open(c, r"\dir\REPORT.txt", CreateOptions::open()).unwrap();
+    take();
+    let r = m.create_relative(f, ":Meta", CreateOptions::default());
+    assert_eq!(r.status, fsfilter::Status::SUCCESS);
+    let opened = format!(r"{VOL}\dir\REPORT.txt:Meta | {VOL} | \dir | REPORT.txt:Meta | txt");
+    let normalized = format!(r"{VOL}\Dir\Report.TXT:Meta | {VOL} | \Dir | Report.TXT:Meta | TXT");
+    assert_eq!(
+        take(),
+        [
+            format!("pre IRP_MJ_CREATE opened: {opened}"),
+            "pre IRP_MJ_CREATE normalized: STATUS_FLT_INVALID_NAME_REQUEST".to_owned(),
+            format!("post IRP_MJ_CREATE STATUS_SUCCESS opened: {opened}"),
+            format!("post IRP_MJ_CREATE STATUS_SUCCESS normalized: {normalized}"),
+        ]
+    );
+    m.close_handle(r.handle.unwrap());
+    m.close_handle(f);
+    m.settle();
+    take();
+    assert_eq!(m.stop(NAMER), fsfilter_sim::StopResult::Unloaded);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}
