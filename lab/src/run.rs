@@ -137,19 +137,22 @@ pub struct StreamEntry {
 /// The entries of a `FILE_STREAM_INFORMATION` buffer (MS-FSCC 2.4.43), following
 /// `NextEntryOffset`; a truncated entry ends the list.
 pub fn stream_entries(data: &[u8]) -> Vec<StreamEntry> {
-    let u32_at =
-        |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u32_at = |o: usize| {
+        data.get(o..o + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes)
+    };
     let i64_at = |o: usize| {
-        let b = data.get(o..o + 8)?;
-        Some(i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        data.get(o..o + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes)
     };
     let mut out = Vec::new();
     let mut at = 0usize;
     while let (Some(next), Some(len)) = (u32_at(at), u32_at(at + 4)) {
         let (Some(size), Some(allocation)) = (i64_at(at + 8), i64_at(at + 16)) else { break };
         let Some(name) = data.get(at + 24..at + 24 + len as usize) else { break };
-        let units: Vec<u16> =
-            name.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let units: Vec<u16> = name
+            .chunks_exact(2)
+            .filter_map(|c| <[u8; 2]>::try_from(c).ok())
+            .map(u16::from_le_bytes)
+            .collect();
         out.push(StreamEntry { name: String::from_utf16_lossy(&units), size, allocation });
         if next == 0 {
             break;

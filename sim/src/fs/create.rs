@@ -165,7 +165,7 @@ impl Kernel {
         req: CreateRequest,
         oplock: OplockOut<'_>,
     ) -> Result<usize, Status> {
-        let (mount, mut comps) = self.create_target(call, name)?;
+        let (mount, comps) = self.create_target(call, name)?;
         let m = &self.fs.mounts[mount as usize];
         if m.state != MountState::Mounted {
             return Err(Status::VOLUME_DISMOUNTED);
