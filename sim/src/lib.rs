@@ -44,6 +44,7 @@ pub mod name;
 pub mod nt;
 pub mod objects;
 pub mod perstream;
+pub mod pnp;
 pub mod pool;
 pub mod process;
 pub mod rawirp;

@@ -53,6 +53,14 @@ pub mod mn_lock {
     pub const UNLOCK_ALL_BY_KEY: u8 = 0x04;
 }
 
+/// `IRP_MN_*` for `IRP_MJ_PNP` (the removal of a device; wdm.h).
+pub mod mn_pnp {
+    pub const QUERY_REMOVE_DEVICE: u8 = 0x01;
+    pub const REMOVE_DEVICE: u8 = 0x02;
+    pub const CANCEL_REMOVE_DEVICE: u8 = 0x03;
+    pub const SURPRISE_REMOVAL: u8 = 0x17;
+}
+
 /// Stack-location `Flags`.
 pub mod sl {
     /// `SL_ALLOW_RAW_MOUNT` (mount requests).

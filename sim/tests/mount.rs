@@ -1131,3 +1131,50 @@ fn an_open_of_a_locked_volume_is_refused_by_the_io_manager_before_any_request() 
     assert_eq!(m.close_handle(v), Status::SUCCESS);
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+/// The PnP manager's removal of a device with nothing mounted on it goes to the storage stack
+/// only (ReactOS `IopRemoveDevice`: no mounted VPB, no file system to ask): no `IRP_MJ_PNP`
+/// reaches a file system, the removal succeeds, and the media is gone until the device comes
+/// back (`mount`), when the volume mounts as before. docs/simulator.md, "Removal of a volume
+/// (PnP)".
+#[test]
+fn a_removal_with_nothing_mounted_sends_no_irp_and_takes_the_media_away() {
+    let mut m = machine(7);
+    let v =
+        m.add_volume(VolumeSpec::new("E:", FsKind::Ntfs).mount(MountWhen::Step).file("a", b"x"));
+    m.boot();
+    assert_eq!(m.remove_volume(v, false), Status::SUCCESS);
+    let pnp = |m: &fsfilter_sim::Machine| {
+        m.events()
+            .iter()
+            .filter(|e| {
+                matches!(e.kind, EventKind::IoStart { major: fsfilter::MajorFunction::Pnp, .. })
+            })
+            .count()
+    };
+    assert_eq!(pnp(&m), 0);
+    assert_eq!(m.create(v, "a", CreateOptions::open()).status, Status::NO_MEDIA_IN_DEVICE);
+    assert_eq!(m.mount(v), Status::SUCCESS);
+    let h = m.open(v, "a", CreateOptions::open()).expect("the volume mounts again");
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+}
+
+/// A FAT volume removed safely (nothing open: the query-remove locks and dismounts it, the
+/// volume device goes) mounts afresh when its device comes back, its files as they were.
+#[test]
+fn a_removed_fat_volume_mounts_afresh_when_its_device_comes_back() {
+    let mut m = machine(7);
+    let v = m.add_volume(VolumeSpec::new("F:", FsKind::Fat).file("a.txt", b"fat"));
+    m.boot();
+    assert_eq!(m.remove_volume(v, false), Status::SUCCESS);
+    m.settle();
+    let dismounted = m.events().iter().any(|e| matches!(e.kind, EventKind::Dismounted { .. }));
+    assert!(dismounted);
+    assert_eq!(m.create(v, "a.txt", CreateOptions::open()).status, Status::NO_MEDIA_IN_DEVICE);
+    assert_eq!(m.mount(v), Status::SUCCESS);
+    let h = m.open(v, "a.txt", CreateOptions::open().access(0x8000_0000)).expect("mounted again");
+    let r = m.read(h, Some(0), 3, IoMode::Cached);
+    assert_eq!((r.status, r.data.as_slice()), (Status::SUCCESS, &b"fat"[..]));
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -15,7 +15,7 @@ use crate::events::EventKind;
 use crate::ids::VolumeId;
 use crate::irpx;
 use crate::kernel::{self, FastMap, Kernel};
-use crate::nt::{do_flags, fo, fsctl, mj, mn_fsctl, sl, vpb as vpbf};
+use crate::nt::{do_flags, fo, fsctl, mj, mn_fsctl, mn_pnp, sl, vpb as vpbf};
 
 /// The oplock work a cleanup leaves ([`super::oplock::finish`]).
 type OplockWork = Vec<super::oplock::After>;
@@ -303,6 +303,104 @@ pub fn close(call: Call) -> NTSTATUS {
         crate::sched::queue_work("volume teardown", image, Box::new(move || tear_down(mount)));
     }
     s
+}
+
+/// `locked_by` of a volume the file system locked for a PnP query-remove (FastFat's
+/// `FatLockVolumeInternal` with no file object: a system lock). No file object lives at 1.
+const SYSTEM_LOCK: usize = 1;
+
+/// `IRP_MJ_PNP` on a volume device. The four minors of a removal are the file system's (Learn,
+/// "IRP_MJ_PNP (FS and filter drivers)"; FastFat pnp.c, `FatPnpQueryRemove` and siblings); any
+/// other minor passes on ([`super::pnp_pass_on`]). No storage PnP stack is modelled below: what
+/// the file system "sends down" is answered `STATUS_SUCCESS`, as a storage driver with nothing
+/// open does.
+///
+/// - Query-remove: fails `STATUS_ACCESS_DENIED` while files are open or the volume is locked
+///   (`FatLockVolumeInternal`), else locks the volume (a system lock: creates are refused in the
+///   parse). FAT then dismounts at once (`FatCheckForDismount`, forced): the volume device goes
+///   from a worker after the IRP completes, so a filter above sees its post and then its
+///   detach; the other file systems keep the volume locked until the remove (Learn: NTFS does
+///   not dismount on a query-remove).
+/// - Remove: unlocks the system lock and dismounts what is still mounted.
+/// - Surprise removal: dismounts whatever is open; the volume device goes at its last close.
+/// - Cancel-remove: unlocks the system lock (harmless when there is none).
+///
+/// docs/simulator.md, "Removal of a volume (PnP)".
+pub fn pnp(call: Call, minor: u8) -> NTSTATUS {
+    let mount = call.ext.mount;
+    let handled = matches!(
+        minor,
+        mn_pnp::QUERY_REMOVE_DEVICE
+            | mn_pnp::REMOVE_DEVICE
+            | mn_pnp::CANCEL_REMOVE_DEVICE
+            | mn_pnp::SURPRISE_REMOVAL
+    );
+    let known = kernel::with(|k| k.fs.mounts.get(mount as usize).is_some());
+    if !handled || !known {
+        return super::pnp_pass_on(call);
+    }
+    let (status, teardown) = kernel::with(|k| k.fs_pnp(mount, minor));
+    let s = call.done(status, 0);
+    if teardown {
+        let image = kernel::with(|k| k.current_image());
+        crate::sched::queue_work("volume teardown", image, Box::new(move || tear_down(mount)));
+    }
+    s
+}
+
+impl Kernel {
+    /// The file system's side of a removal minor ([`pnp`]): the status, and whether the volume
+    /// device is to go now (dismounted with nothing open).
+    fn fs_pnp(&mut self, mount: u32, minor: u8) -> (Status, bool) {
+        let m = &self.fs.mounts[mount as usize];
+        let (ty, state, open, locked_by) = (m.ty, m.state, m.open_files, m.locked_by);
+        // SAFETY: the mount's VPB (VPBs live as long as the machine).
+        let refs = if m.vpb.is_null() { 0 } else { unsafe { (*m.vpb).ReferenceCount } };
+        let mounted = state == MountState::Mounted;
+        let dismount = match minor {
+            mn_pnp::QUERY_REMOVE_DEVICE => {
+                if !mounted {
+                    return (Status::SUCCESS, false);
+                }
+                if open != 0 || refs != 0 || locked_by.is_some() {
+                    return (Status::ACCESS_DENIED, false);
+                }
+                let m = &mut self.fs.mounts[mount as usize];
+                m.locked_by = Some(SYSTEM_LOCK);
+                // SAFETY: the mount's VPB.
+                unsafe { (*m.vpb).Flags |= vpbf::LOCKED };
+                // FastFat dismounts at once; NTFS and the others wait for the remove.
+                ty == FsType::Fat
+            }
+            mn_pnp::CANCEL_REMOVE_DEVICE => {
+                if locked_by == Some(SYSTEM_LOCK) {
+                    self.unlock_volume(mount);
+                }
+                return (Status::SUCCESS, false);
+            }
+            // REMOVE_DEVICE, SURPRISE_REMOVAL
+            _ => {
+                if locked_by == Some(SYSTEM_LOCK) {
+                    self.unlock_volume(mount);
+                }
+                mounted
+            }
+        };
+        if !dismount {
+            return (Status::SUCCESS, false);
+        }
+        if self.fs.mounts[mount as usize].locked_by == Some(SYSTEM_LOCK) {
+            self.unlock_volume(mount);
+        }
+        self.fs_dismount(mount);
+        self.volume_dismounted(mount);
+        let m = &mut self.fs.mounts[mount as usize];
+        let gone = m.open_files == 0 && refs == 0;
+        if gone {
+            m.state = MountState::Gone;
+        }
+        (Status::SUCCESS, gone)
+    }
 }
 
 impl Kernel {

@@ -1100,15 +1100,16 @@ pub unsafe extern "system" fn fs_dispatch(device: *const DEVICE_OBJECT, irp: *mu
         mj::CLEANUP => control::cleanup(call),
         mj::CLOSE => control::close(call),
         mj::FLUSH_BUFFERS | mj::SHUTDOWN => call.done(Status::SUCCESS, 0),
-        mj::PNP => pnp(call),
+        mj::PNP => control::pnp(call, minor),
         _ => call.done(Status::INVALID_DEVICE_REQUEST, 0),
     }
 }
 
-/// `IRP_MJ_PNP`: handled by nobody below (no storage PnP stack is modelled), so it completes with
-/// the status and information it came with, as a PnP IRP no driver handles does (the sender set
-/// `STATUS_NOT_SUPPORTED`). docs/simulator.md, "Raw IRPs".
-fn pnp(call: Call) -> NTSTATUS {
+/// An `IRP_MJ_PNP` the file system does not handle (any minor but the four of a removal,
+/// [`control::pnp`]): nobody below handles it either (no storage PnP stack is modelled), so it
+/// completes with the status and information it came with, as a PnP IRP no driver handles does
+/// (the sender set `STATUS_NOT_SUPPORTED`). docs/simulator.md, "Raw IRPs".
+pub(crate) fn pnp_pass_on(call: Call) -> NTSTATUS {
     // SAFETY: the live IRP in our dispatch routine.
     let i = unsafe { irpx::header(call.irp) };
     // SAFETY: the status member of the IRP's status block.
