@@ -79,6 +79,21 @@ fn position(stack: &[StackEntry], driver: &str) -> String {
     }
 }
 
+/// The removal minor of an `IRP_MJ_PNP` (` query_remove`, ...), for a pre callback's line; empty
+/// for any other operation or minor.
+fn pnp_minor(major: fsfilter::MajorFunction, minor: u8) -> &'static str {
+    if major != fsfilter::MajorFunction::Pnp {
+        return "";
+    }
+    match minor {
+        0x01 => " query_remove",
+        0x02 => " remove",
+        0x03 => " cancel_remove",
+        0x17 => " surprise_removal",
+        _ => "",
+    }
+}
+
 /// What `driver` saw of each request, by request number: its callbacks, and the position of its
 /// pre callback among every filter's pre callbacks for the request (1 = first). One pass over the
 /// log (a pass per step made a comparison quadratic).
@@ -100,9 +115,10 @@ fn seen(run: &Run, driver: &str) -> BTreeMap<u32, (Vec<String>, Option<usize>)> 
             continue;
         }
         let item = match callback {
-            Callback::Pre { major, kind, outcome, .. } => format!(
-                "pre {} [{}] {}",
+            Callback::Pre { major, minor, kind, outcome, .. } => format!(
+                "pre {}{} [{}] {}",
                 major.short_name().unwrap_or("?"),
+                pnp_minor(*major, *minor),
                 match kind {
                     fsfilter::OperationKind::Irp => "irp",
                     fsfilter::OperationKind::FastIo => "fast I/O",
@@ -289,14 +305,22 @@ pub fn compare(scenario: &Scenario, driver: &str) -> Result<Comparison, String> 
 
     let _ = writeln!(out, "Requests:");
     let (lall, mall) = (seen(&legacy, &name), seen(&mini, &name));
-    let first_dismount = scenario
-        .steps
-        .iter()
-        .position(|s| matches!(s.action, crate::scenario::Action::Dismount { .. }));
+    let first_dismount = scenario.steps.iter().position(|s| {
+        matches!(
+            s.action,
+            crate::scenario::Action::Dismount { .. } | crate::scenario::Action::Remove { .. }
+        )
+    });
     let (mut lreq, mut mreq) =
         (crate::text::step_requests(&legacy), crate::text::step_requests(&mini));
     for (ls, ms) in legacy.steps.iter().zip(&mini.steps) {
-        if ls.io.is_none() || ms.io.is_none() {
+        // A removal's requests (its IRP_MJ_PNP minors) are the filters' too, though no user
+        // request is the step's.
+        let removal = scenario
+            .steps
+            .get(ls.index as usize)
+            .is_some_and(|s| matches!(s.action, crate::scenario::Action::Remove { .. }));
+        if (ls.io.is_none() || ms.io.is_none()) && !removal {
             continue;
         }
         let _ = writeln!(out, "  [{}] {}", ls.index, ls.what);

@@ -460,6 +460,27 @@ fn play(
             }
             done(format!("dismount {volume}"), status)
         }
+        Action::Remove { volume, surprise } => {
+            let status =
+                vol(volume).map_or(Status::NO_SUCH_DEVICE, |v| m.remove_volume(v, *surprise));
+            // Removed: the caller lets go of its handles on the volume, as after a dismount (a
+            // refused query-remove leaves them open).
+            if status.is_success() {
+                let stale: Vec<Handle> = handles
+                    .open
+                    .iter()
+                    .filter(|((v, _), _)| v == volume)
+                    .map(|(_, h)| *h)
+                    .collect();
+                handles.open.retain(|(v, _), _| v != volume);
+                handles.cleaned.retain(|(v, _)| v != volume);
+                for h in stale {
+                    let _ = m.close_handle(h);
+                }
+            }
+            let what = if *surprise { "surprise-remove" } else { "remove" };
+            done(format!("{what} {volume}"), status)
+        }
         Action::Attach { driver, volume, altitude, instance } => {
             let status = match (model_of(driver), vol(volume)) {
                 (Model::Minifilter, Some(v)) => {

@@ -240,6 +240,15 @@ pub enum Action {
         /// The volume.
         volume: String,
     },
+    /// The PnP manager removes a volume's storage device (`Machine::remove_volume`): a safe
+    /// removal (query-remove, then remove; cancel-remove when the query is refused) or a surprise
+    /// removal.
+    Remove {
+        /// The volume.
+        volume: String,
+        /// `IRP_MN_SURPRISE_REMOVAL` instead of the query-remove.
+        surprise: bool,
+    },
     /// `fltmc attach`.
     Attach {
         /// The driver.
@@ -538,6 +547,7 @@ impl Action {
             Action::Stop { .. } => "stop",
             Action::Mount { .. } => "mount",
             Action::Dismount { .. } => "dismount",
+            Action::Remove { .. } => "remove",
             Action::Attach { .. } => "attach",
             Action::Detach { .. } => "detach",
             Action::Io { .. } | Action::Cancel { .. } => "io",
@@ -1011,6 +1021,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             "stop" => Action::Stop { driver: driver(&mut f)? },
             "mount" => Action::Mount { volume: volume(&mut f)? },
             "dismount" => Action::Dismount { volume: volume(&mut f)? },
+            "remove" => {
+                let volume = volume(&mut f)?;
+                let surprise = f.opt_bool("surprise")?.unwrap_or(false);
+                Action::Remove { volume, surprise }
+            }
             "attach" => {
                 let driver = driver(&mut f)?;
                 let volume = volume(&mut f)?;
@@ -1518,7 +1533,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                     aspan,
                     &format!("{path}.action"),
                     format!(
-                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve, link)"
+                        "unknown action `{other}` (one of load, unload, stop, mount, dismount, remove, attach, detach, io, snapshot, connect, message, disconnect, serve, link)"
                     ),
                 ));
             }

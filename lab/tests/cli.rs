@@ -141,7 +141,7 @@ fn sweep_runs_a_folder_and_writes_csv() {
     let table = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0], "file,scenario,outcome,end_stacks,pre_orderings,findings");
-    assert_eq!(lines.len(), 1 + 20);
+    assert_eq!(lines.len(), 1 + 21);
     assert!(
         lines.iter().any(|l| l.contains(",frames,ok,")
             && l.contains("frame 1[AntiVirus@321300,Compression@169000]")),
@@ -149,7 +149,7 @@ fn sweep_runs_a_folder_and_writes_csv() {
     );
     assert!(
         String::from_utf8_lossy(&o.stderr)
-            .contains("20 scenarios: 20 ok, 0 with verifier findings, 0 bad")
+            .contains("21 scenarios: 21 ok, 0 with verifier findings, 0 bad")
     );
 }
 

@@ -105,7 +105,7 @@ fn wrong_types_values_and_syntax() {
     );
     assert_eq!(
         error(&format!("{VOLUME}[[step]]\naction = \"reboot\"\n")),
-        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, attach, detach, io, snapshot, connect, message, disconnect, serve, link)"
+        "bad.toml:5: step[0].action: unknown action `reboot` (one of load, unload, stop, mount, dismount, remove, attach, detach, io, snapshot, connect, message, disconnect, serve, link)"
     );
     assert_eq!(
         error(
@@ -1364,4 +1364,26 @@ fn disposition_is_for_a_create_step_and_one_of_the_six() {
     }
     let s = parse("ok.toml", &io("create", "")).unwrap();
     assert!(matches!(s.steps[0].action, Action::Io { disposition: None, .. }));
+}
+
+#[test]
+fn a_remove_step_takes_a_volume_and_a_boolean_surprise() {
+    let step = |extra: &str| format!("{VOLUME}[[step]]\naction = \"remove\"\n{extra}");
+    assert_eq!(
+        error(&step("volume = \"D:\"\n")),
+        "bad.toml:6: step[0].volume: no volume named `D:`"
+    );
+    assert_eq!(
+        error(&step("volume = \"C:\"\nsurprise = \"yes\"\n")),
+        "bad.toml:7: step[0].surprise: expected true or false, found a string"
+    );
+    assert_eq!(
+        error(&step("volume = \"C:\"\nsuprise = true\n")),
+        "bad.toml:7: step[0].suprise: unknown key (did you mean `surprise`?)"
+    );
+    let s = parse("ok.toml", &step("volume = \"C:\"\nsurprise = true\n")).unwrap();
+    assert_eq!(s.steps[0].action, Action::Remove { volume: "C:".into(), surprise: true });
+    let s = parse("ok.toml", &step("volume = \"C:\"\n")).unwrap();
+    assert_eq!(s.steps[0].action, Action::Remove { volume: "C:".into(), surprise: false });
+    assert_eq!(s.steps[0].action.name(), "remove");
 }
