@@ -215,7 +215,9 @@ pub enum StepPlan {
     Stop(usize),
     /// `mount`.
     Mount(usize),
-    /// `dismount`.
+    /// `dismount`, or a PnP removal of the volume's device (`remove`): which one, and whether a
+    /// removal is a surprise, comes from the quotient of the index by the number of volumes
+    /// ([`removal_of`]), so no new draw changes the plans.
     Dismount(usize),
     /// `attach`, optionally at an altitude: `Some(None)` at another driver's altitude (a
     /// collision when that driver has an instance there), `Some(Some(n))` at a fresh one.
@@ -447,6 +449,19 @@ fn io_plan() -> impl Strategy<Value = IoPlan> {
             length,
             infected,
         })
+}
+
+/// Whether a `Dismount(index)` step over `volumes` volumes is a PnP removal instead, and if so
+/// whether a surprise one: the volume is `index % volumes`; the quotient `index / volumes`, free
+/// until removals came, chooses (1 and 5: a safe removal; 3 and 7: a surprise removal; else a
+/// dismount). With four volumes (quotients 0 and 1) half the dismounts are safe removals and
+/// none is a surprise; with one volume, a quarter of each.
+pub fn removal_of(index: usize, volumes: usize) -> Option<bool> {
+    match (index / volumes.max(1)) % 4 {
+        1 => Some(false),
+        3 => Some(true),
+        _ => None,
+    }
 }
 
 fn step_plan() -> impl Strategy<Value = StepPlan> {
@@ -681,9 +696,18 @@ impl Plan {
             StepPlan::Mount(v) => {
                 let _ = writeln!(t, "action = \"mount\"\nvolume = {}", volume(*v));
             }
-            StepPlan::Dismount(v) => {
-                let _ = writeln!(t, "action = \"dismount\"\nvolume = {}", volume(*v));
-            }
+            StepPlan::Dismount(v) => match removal_of(*v, names.volumes.len()) {
+                None => {
+                    let _ = writeln!(t, "action = \"dismount\"\nvolume = {}", volume(*v));
+                }
+                Some(surprise) => {
+                    let _ = writeln!(
+                        t,
+                        "action = \"remove\"\nvolume = {}\nsurprise = {surprise}",
+                        volume(*v)
+                    );
+                }
+            },
             StepPlan::Attach(d, v, a) => {
                 let _ = writeln!(
                     t,

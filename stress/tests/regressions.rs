@@ -1483,3 +1483,82 @@ fn generated_timelines_send_oplock_controls_and_use_second_handles() {
          {complete_if}, a second handle used in {second}"
     );
 }
+
+#[test]
+fn generated_timelines_remove_volumes_safely_and_by_surprise() {
+    // The generator's reach into PnP removals (docs/simulator.md, "Removal of a volume (PnP)"):
+    // some dismount draws are removals instead (`plan::removal_of`: no new draw), safe ones that
+    // go through, safe ones refused while a file is open (STATUS_ACCESS_DENIED, then the cancel)
+    // and surprise ones, and a filter sees the IRP_MJ_PNP, while every invariant still holds.
+    use fsfilter_stress::plan::removal_of;
+    assert_eq!(
+        (removal_of(1, 1), removal_of(3, 1), removal_of(2, 1)),
+        (Some(false), Some(true), None)
+    );
+    assert_eq!(
+        (removal_of(4, 4), removal_of(5, 4), removal_of(3, 4)),
+        (Some(false), Some(false), None)
+    );
+    let (mut removed, mut refused, mut surprised, mut seen) = (0, 0, 0, 0);
+    for (_, run) in clean_runs(14, 600, 40) {
+        let steps = |w: &'static str| run.steps.iter().filter(move |o| o.what.starts_with(w));
+        removed += usize::from(steps("remove").any(|o| o.status.is_success()));
+        refused += usize::from(steps("remove").any(|o| o.status == Status::ACCESS_DENIED));
+        surprised += usize::from(steps("surprise-remove").any(|o| o.status.is_success()));
+        seen += usize::from(run.events.iter().any(|e| is_pre(e, MajorFunction::Pnp)));
+    }
+    assert!(
+        removed > 0 && refused > 0 && surprised > 0 && seen > 0,
+        "removed in {removed} plans, refused in {refused}, surprise in {surprised}, seen in {seen}"
+    );
+}
+
+#[test]
+fn an_attach_to_a_volume_removed_since_its_last_mount_finds_no_volume() {
+    // A manual attach after a removal that went through finds no volume, as after a dismount
+    // (the frame's device went with the volume device); after the volume comes back (`mount`)
+    // the default instance is there again. Every invariant holds (coverage: the checker needed
+    // no change for removals).
+    let text = r#"
+[[volume]]
+name = "F:"
+filesystem = "fat"
+files = { "a.txt" = "x" }
+[[driver]]
+name = "Probe0"
+sample = "probe"
+model = "minifilter"
+start = "boot"
+altitude = "370000"
+[[step]]
+action = "remove"
+volume = "F:"
+[[step]]
+action = "attach"
+driver = "Probe0"
+volume = "F:"
+[[step]]
+action = "mount"
+volume = "F:"
+[[step]]
+action = "attach"
+driver = "Probe0"
+volume = "F:"
+[[step]]
+action = "stop"
+driver = "Probe0"
+"#;
+    let s = parse("regression.toml", text).unwrap();
+    let (run, _, violations) = run_checked(&s);
+    assert!(violations.is_empty(), "{violations:#?}");
+    let statuses: Vec<Status> = run.steps.iter().take(4).map(|o| o.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::SUCCESS,
+            Status::FLT_VOLUME_NOT_FOUND,
+            Status::SUCCESS,
+            Status::FLT_INSTANCE_NAME_COLLISION
+        ]
+    );
+}
