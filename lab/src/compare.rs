@@ -81,7 +81,7 @@ fn position(stack: &[StackEntry], driver: &str) -> String {
 
 /// The removal minor of an `IRP_MJ_PNP` (` query_remove`, ...), for a pre callback's line; empty
 /// for any other operation or minor.
-fn pnp_minor(major: fsfilter::MajorFunction, minor: u8) -> &'static str {
+pub(crate) fn pnp_minor(major: fsfilter::MajorFunction, minor: u8) -> &'static str {
     if major != fsfilter::MajorFunction::Pnp {
         return "";
     }

@@ -318,9 +318,11 @@ pub fn callback_orders(run: &Run) -> BTreeMap<u32, Vec<String>> {
             _ => String::new(),
         };
         let item = match callback {
-            Callback::Pre { major, kind, outcome, .. } => {
+            Callback::Pre { major, minor, kind, outcome, .. } => {
                 let via = if *kind == OperationKind::FastIo { " (fast I/O)" } else { "" };
-                format!("{driver} pre{}{via} {}", other(major), short_outcome(outcome))
+                // A removal's IRP_MJ_PNP names its minor (` query_remove`), as `compare` does.
+                let pnp = crate::compare::pnp_minor(*major, *minor);
+                format!("{driver} pre{}{pnp}{via} {}", other(major), short_outcome(outcome))
             }
             Callback::Post { major, outcome, draining, .. } => {
                 let via = if fast.contains(&io.0) { " (fast I/O)" } else { "" };

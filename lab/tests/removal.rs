@@ -62,3 +62,29 @@ fn both_spies_see_the_same_removal_minors_and_teardowns() {
     assert_eq!(removed, 2);
     assert!(!r.has_findings());
 }
+
+/// The text report names each removal IRP's minor in the pre lines, as `compare` does: a
+/// refused query-remove and its cancel, then the query-remove that went through.
+#[test]
+fn the_text_report_names_the_removal_minors() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/removal.toml");
+    let s = scenario::parse("removal.toml", &std::fs::read_to_string(path).unwrap()).unwrap();
+    let r = run::run(&s);
+    let report = fsfilter_lab::text::report(&s, &r);
+    let lines: Vec<&str> = report.lines().filter(|l| l.contains("SpyLegacy pre ")).collect();
+    let minors: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| {
+            ["query_remove", "cancel_remove", "surprise_removal"]
+                .into_iter()
+                .find(|m| l.contains(&format!("pre {m} ")))
+        })
+        .collect();
+    assert_eq!(
+        minors,
+        ["query_remove", "cancel_remove", "query_remove", "surprise_removal"],
+        "{report}"
+    );
+    // Other operations' pre lines carry no minor.
+    assert!(lines.iter().any(|l| l.trim() == "SpyLegacy pre SUCCESS_WITH_CALLBACK"), "{report}");
+}
