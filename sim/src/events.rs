@@ -194,6 +194,22 @@ pub enum Rule {
     /// (`FsRtlLookupPerStreamContext`'s page); a removal that takes a context another driver
     /// inserted.
     PerStreamContextMisuse,
+    /// An `FSRTL_PER_FILEOBJECT_CONTEXT` (`FsRtlInsertPerFileObjectContext`) still linked on a
+    /// file object the I/O manager deletes: "Filter drivers must explicitly remove all context
+    /// they associate with a file object (otherwise the underlying filesystem will BugCheck at
+    /// close). This should be done at IRP_CLOSE time" (WRK `FsRtlRemovePerFileObjectContext`;
+    /// `FsRtlPTeardownPerFileObjectContexts` asserts the list empty). The simulator drops it.
+    PerFileObjectContextLinkedAtClose,
+    /// A driver's image went while an `FSRTL_PER_FILEOBJECT_CONTEXT` it inserted was still
+    /// linked on a file object.
+    PerFileObjectContextLinkedAtUnload,
+    /// Pool holding a linked `FSRTL_PER_FILEOBJECT_CONTEXT` freed before
+    /// `FsRtlRemovePerFileObjectContext`. The simulator unlinks it.
+    PerFileObjectContextFreedWhileLinked,
+    /// A per-file-object context routine misused: an insertion with a NULL `OwnerId` or of a
+    /// context already linked; a lookup or removal with an `InstanceId` and no `OwnerId`; a
+    /// removal that takes a context another driver inserted.
+    PerFileObjectContextMisuse,
     /// A fast mutex misused (`ExReleaseFastMutex`'s page): released by a thread that does not
     /// own it, or free; released below `APC_LEVEL`, where its acquisition left the caller (the
     /// IRQL lowered meanwhile, or fast mutexes released in another order than the reverse of
@@ -288,6 +304,12 @@ impl Rule {
             Rule::PerStreamContextLinkedAtUnload => "PER_STREAM_CONTEXT_LINKED_AT_UNLOAD",
             Rule::PerStreamContextFreedWhileLinked => "PER_STREAM_CONTEXT_FREED_WHILE_LINKED",
             Rule::PerStreamContextMisuse => "PER_STREAM_CONTEXT_MISUSE",
+            Rule::PerFileObjectContextLinkedAtClose => "PER_FILE_OBJECT_CONTEXT_LINKED_AT_CLOSE",
+            Rule::PerFileObjectContextLinkedAtUnload => "PER_FILE_OBJECT_CONTEXT_LINKED_AT_UNLOAD",
+            Rule::PerFileObjectContextFreedWhileLinked => {
+                "PER_FILE_OBJECT_CONTEXT_FREED_WHILE_LINKED"
+            }
+            Rule::PerFileObjectContextMisuse => "PER_FILE_OBJECT_CONTEXT_MISUSE",
             Rule::FastMutexMisuse => "FAST_MUTEX_MISUSE",
             Rule::SectionOnUnopenedFile => "DATA_SCAN_SECTION_ON_UNOPENED_FILE",
             Rule::MutantNotOwned => "MUTANT_NOT_OWNED",

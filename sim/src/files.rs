@@ -265,6 +265,8 @@ impl Kernel {
         let Some(info) = self.files.map.remove(&fo) else { return };
         // Filters' stream-handle contexts go with the file object.
         self.flt_file_object_gone(fo);
+        // FsRtlPTeardownPerFileObjectContexts: legacy filters removed theirs at close.
+        self.per_fo_file_object_freed(fo);
         // SAFETY: the file object's block is still ours.
         let device = unsafe { (*(fo as *mut FILE_OBJECT)).DeviceObject };
         if let Some(d) = self.objects.device_id(device) {

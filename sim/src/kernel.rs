@@ -178,6 +178,8 @@ pub struct Kernel {
     pub fltmgr: crate::fltmgr::FltMgr,
     /// FsRtl per-stream contexts linked on the file systems' streams.
     pub perstream: crate::perstream::PerStreamContexts,
+    /// FsRtl per-file-object contexts (sim/src/perfo.rs).
+    pub perfo: crate::perfo::PerFileObjectContexts,
     /// Fast mutexes: the holds kept aside while one is lent (`fastmutex.rs`).
     pub fast_mutexes: crate::fastmutex::FastMutexes,
     /// The kernel mutexes' owners and the threads' disabled normal kernel APCs.
@@ -566,6 +568,7 @@ impl Kernel {
             sections: crate::sections::Sections::default(),
             fltmgr: crate::fltmgr::FltMgr::default(),
             perstream: crate::perstream::PerStreamContexts::default(),
+            perfo: crate::perfo::PerFileObjectContexts::default(),
             fast_mutexes: crate::fastmutex::FastMutexes::default(),
             kernel_mutexes: crate::kmutex::KernelMutexes::default(),
             mdls: FastMap::default(),

@@ -43,6 +43,7 @@ pub mod msgclient;
 pub mod name;
 pub mod nt;
 pub mod objects;
+pub mod perfo;
 pub mod perstream;
 pub mod pnp;
 pub mod pool;

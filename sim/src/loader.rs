@@ -399,6 +399,19 @@ impl Kernel {
                 ),
             );
         }
+        let linked = self.per_fo_linked_by(image);
+        if linked > 0 {
+            let name = self.objects.driver(driver).service.clone();
+            self.report(
+                Rule::PerFileObjectContextLinkedAtUnload,
+                Some(name),
+                format!(
+                    "{linked} FSRTL_PER_FILEOBJECT_CONTEXT(s) the driver inserted still linked on \
+                     file objects (a legacy filter removes its own at IRP_MJ_CLOSE, and the rest \
+                     before it unloads)"
+                ),
+            );
+        }
         if let Some(i) = self.images.get_mut(image.index()) {
             i.loaded = false;
         }

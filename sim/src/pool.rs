@@ -138,6 +138,9 @@ impl Kernel {
         if !self.perstream.linked.is_empty() {
             self.per_stream_pool_freed(ptr as usize, block.size);
         }
+        if !self.perfo.linked.is_empty() {
+            self.per_fo_pool_freed(ptr as usize, block.size);
+        }
         *self.pool.frees.entry(image).or_default() += 1;
         drop(block.block);
     }

@@ -8,7 +8,8 @@ use std::ffi::c_void;
 use fsfilter::Status;
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::{
-    FS_FILTER_CALLBACKS, FSRTL_ADVANCED_FCB_HEADER, FSRTL_PER_STREAM_CONTEXT,
+    FS_FILTER_CALLBACKS, FSRTL_ADVANCED_FCB_HEADER, FSRTL_PER_FILEOBJECT_CONTEXT,
+    FSRTL_PER_STREAM_CONTEXT,
 };
 use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE};
 
@@ -277,5 +278,70 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlTeardownPerStreamContexts 
         while let Some(u) = kernel::with(|k| k.per_stream_take_first(advancedheader as usize)) {
             crate::perstream::call_free_callback(u);
         }
+    }
+}
+
+/// The search of `FsRtlLookupPerFileObjectContext` and `FsRtlRemovePerFileObjectContext`
+/// (`routine`): the IRQL and the ids checked, then `search` with the file object, owner and
+/// instance. A NULL file object answers NULL (WRK).
+fn search_fo(
+    routine: &str,
+    fo: *const FILE_OBJECT,
+    owner: *const c_void,
+    instance: *const c_void,
+    search: impl FnOnce(&mut kernel::Kernel, usize, usize, usize) -> usize,
+) -> *mut FSRTL_PER_FILEOBJECT_CONTEXT {
+    kernel::with(|k| {
+        k.check_irql(APC_LEVEL, routine);
+        let (owner, instance) = (owner as usize, instance as usize);
+        k.per_fo_check_ids(routine, owner, instance);
+        search(k, fo as usize, owner, instance)
+    }) as *mut FSRTL_PER_FILEOBJECT_CONTEXT
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlInsertPerFileObjectContext =>
+    /// `FsRtlInsertPerFileObjectContext` (WRK `fsrtl/filtrctx.c`; Learn): associates the
+    /// caller's `FSRTL_PER_FILEOBJECT_CONTEXT` with the file object, at the head of its list, with
+    /// no search for duplicates; `STATUS_INVALID_PARAMETER` for a NULL file object
+    /// (docs/simulator.md, "Per-file-object contexts (FsRtl)"). At IRQL ≤ `APC_LEVEL`.
+    fn FsRtlInsertPerFileObjectContext(
+        fileobject: *const FILE_OBJECT,
+        ptr: *const FSRTL_PER_FILEOBJECT_CONTEXT,
+    ) -> NTSTATUS {
+        kernel::with(|k| {
+            k.check_irql(APC_LEVEL, "FsRtlInsertPerFileObjectContext");
+            k.per_fo_insert(fileobject as usize, ptr as usize)
+        })
+        .0
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlLookupPerFileObjectContext =>
+    /// `FsRtlLookupPerFileObjectContext` (WRK): with an `InstanceId`, the first context of the
+    /// file object whose `OwnerId` and `InstanceId` both match; with an `OwnerId` only, the first
+    /// of that owner; with neither, the first. NULL when none matches or for a NULL file object.
+    fn FsRtlLookupPerFileObjectContext(
+        fileobject: *const FILE_OBJECT,
+        ownerid: *const c_void,
+        instanceid: *const c_void,
+    ) -> *mut FSRTL_PER_FILEOBJECT_CONTEXT {
+        let routine = "FsRtlLookupPerFileObjectContext";
+        let find = |k: &mut kernel::Kernel, f, o, i| k.per_fo_find(f, o, i);
+        search_fo(routine, fileobject, ownerid, instanceid, find)
+    }
+}
+
+export! { windows_sys::Wdk::Storage::FileSystem::FsRtlRemovePerFileObjectContext =>
+    /// `FsRtlRemovePerFileObjectContext` (WRK): unlinks and returns the first context that
+    /// `FsRtlLookupPerFileObjectContext` would answer; NULL when none matches. The context is the
+    /// caller's again; the filter frees it (there is no `FreeCallback`).
+    fn FsRtlRemovePerFileObjectContext(
+        fileobject: *const FILE_OBJECT,
+        ownerid: *const c_void,
+        instanceid: *const c_void,
+    ) -> *mut FSRTL_PER_FILEOBJECT_CONTEXT {
+        let routine = "FsRtlRemovePerFileObjectContext";
+        let remove = |k: &mut kernel::Kernel, f, o, i| k.per_fo_remove(f, o, i);
+        search_fo(routine, fileobject, ownerid, instanceid, remove)
     }
 }
