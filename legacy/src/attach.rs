@@ -651,6 +651,11 @@ pub(crate) unsafe fn teardown_complete<F: Filter>(
         // retirement's worker or unload, at PASSIVE_LEVEL.
         unsafe { crate::contexts::sweep::<F>(device) };
     }
+    if fsfilter::handle_context_words::<F>() > 0 {
+        // And every handle context (rule 29).
+        // SAFETY: as above.
+        unsafe { crate::contexts::sweep_handles::<F>(device) };
+    }
     // SAFETY: our device.
     let Some(ext) = (unsafe { state.ext(device) }) else { return };
     let Some(instance) = dispatch::instance_view(device, ext) else { return };

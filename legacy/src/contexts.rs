@@ -34,6 +34,18 @@
 //! `ExAllocatePool2` and `ExFreePoolWithTag` of non-paged pool, and the filter's
 //! `stream_context_freed` when a `FreeCallback` drops the last reference (rule 28: at IRQL ≤
 //! `APC_LEVEL`).
+//!
+//! Handle contexts (rule 29, decision 0014), for a filter that declares
+//! `Filter::HANDLE_CONTEXT_WORDS`: an `FSRTL_PER_FILEOBJECT_CONTEXT` on the operation's file
+//! object (`FsRtlInsertPerFileObjectContext`, `FsRtlLookupPerFileObjectContext`,
+//! `FsRtlRemovePerFileObjectContext`) at the head of a [`HandleBlock`], in a second list under
+//! the same lock. FsRtl has no free callback for them: "Filter drivers must explicitly remove all
+//! context they associate with a file object ... at IRP_CLOSE time" (WRK `filtrctx.c`), so the
+//! backend removes its own as every `IRP_MJ_CLOSE` at our volume device returns
+//! ([`handle_closed`], after the filter's pre-close, the last operation on the handle), and the
+//! instance's teardown removes the rest ([`sweep_handles`]). A block attached under the lock has
+//! a live file object: its close, which the I/O manager sends before it deletes the object,
+//! removes it under the lock first.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -50,7 +62,9 @@ use fsfilter_kernel::sync::initialize_fast_mutex;
 use windows_sys::Wdk::Foundation::{DEVICE_OBJECT, FAST_MUTEX, FILE_OBJECT};
 use windows_sys::Wdk::Storage::FileSystem::{
     FSRTL_ADVANCED_FCB_HEADER, FSRTL_FLAG2_IS_PAGING_FILE, FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS,
-    FSRTL_PER_STREAM_CONTEXT, FsRtlInsertPerStreamContext, FsRtlLookupPerStreamContextInternal,
+    FSRTL_PER_FILEOBJECT_CONTEXT, FSRTL_PER_STREAM_CONTEXT, FsRtlInsertPerFileObjectContext,
+    FsRtlInsertPerStreamContext, FsRtlLookupPerFileObjectContext,
+    FsRtlLookupPerStreamContextInternal, FsRtlRemovePerFileObjectContext,
     FsRtlRemovePerStreamContext,
 };
 use windows_sys::Wdk::System::SystemServices::{
@@ -63,6 +77,8 @@ use crate::state::{DriverState, Image};
 /// `FsfC`, the completion contexts' tag in fsfilter-kernel, so that pool tracking tells them
 /// apart).
 const CONTEXT_TAG: u32 = pool_tag(b"FsfK");
+/// Pool tag of handle-context blocks: `FsfH`, the minifilter backend's stream-handle tag.
+const HANDLE_TAG: u32 = pool_tag(b"FsfH");
 
 /// `FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS`, in `FSRTL_COMMON_FCB_HEADER.Flags2`.
 const SUPPORTS_FILTER_CONTEXTS: u8 = FSRTL_FLAG2_SUPPORTS_FILTER_CONTEXTS as u8;
@@ -81,6 +97,24 @@ pub(crate) struct Contexts {
     lock: UnsafeCell<FAST_MUTEX>,
     /// The first attached block, or null; under the lock.
     head: UnsafeCell<*mut Block>,
+    /// The first attached handle block, or null; under the lock.
+    handles: UnsafeCell<*mut HandleBlock>,
+}
+
+/// The head of a handle context's pool block; the words follow it.
+#[repr(C)]
+struct HandleBlock {
+    /// What FsRtl links on the file object (owner: our volume device; instance: the block).
+    fsrtl: FSRTL_PER_FILEOBJECT_CONTEXT,
+    /// The attachment's reference while attached, and one per guard.
+    refs: AtomicU32,
+    /// In the driver's list, holding the attachment's reference; under the lock.
+    attached: bool,
+    /// The list's links; under the lock.
+    prev: *mut HandleBlock,
+    next: *mut HandleBlock,
+    /// The file object the block was inserted on.
+    file: *mut FILE_OBJECT,
 }
 
 /// The head of a context's pool block; the words follow it.
@@ -452,5 +486,276 @@ impl<F: Filter> StreamContextBackend for Backend<F> {
         }
         // SAFETY: the guard's reference.
         unsafe { release::<F>(block) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handle contexts (rule 29)
+
+/// The words of handle block `block`.
+///
+/// # Safety
+/// `block` must be a live handle block of filter `F`.
+unsafe fn handle_words<'a, F: Filter>(block: *mut HandleBlock) -> &'a [AtomicU64] {
+    // SAFETY: the block was allocated with room for the words right after its head (whose size
+    // is a multiple of 8).
+    let first = unsafe { block.add(1) }.cast::<AtomicU64>();
+    // SAFETY: as above: the words, zeroed at the allocation, live while the block is referenced.
+    unsafe { core::slice::from_raw_parts(first, fsfilter::handle_context_words::<F>()) }
+}
+
+/// Answers `Services::stream_context` with a handle request for the open file object `file` of
+/// an operation at our volume device `device`: refused as a stream context is (the caller checked
+/// the IRQL and the stage; here the file system's support of filter contexts, paging files and
+/// volume opens), so that both models refuse the same handles.
+///
+/// # Safety
+/// As [`get`].
+pub(crate) unsafe fn get_handle<F: Filter>(
+    state: &DriverState<F>,
+    device: *const DEVICE_OBJECT,
+    file: *mut FILE_OBJECT,
+    request: ContextRequest,
+) -> Result<StreamContext, Error> {
+    // SAFETY: the caller's file object.
+    if unsafe { stream_header(file) }.is_none() {
+        return Err(Error::NOT_SUPPORTED);
+    }
+    // SAFETY: our device.
+    let Some(ext) = (unsafe { state.ext(device) }) else { return Err(Error::NOT_SUPPORTED) };
+    let Some(c) = contexts::<F>() else { return Err(Error::NOT_SUPPORTED) };
+    lock(c);
+    // SAFETY: the live file object, at APC_LEVEL; the first context of our owner id, one of our
+    // blocks, attached (it is on the file object) and so alive.
+    let found = unsafe { FsRtlLookupPerFileObjectContext(file, device.cast(), core::ptr::null()) }
+        .cast::<HandleBlock>();
+    let result = if !found.is_null() {
+        // SAFETY: as above.
+        unsafe { (*found).refs.fetch_add(1, Ordering::Relaxed) };
+        Ok((found, false))
+    } else if !request.creates() {
+        Err(Error::NOT_FOUND)
+    } else if ext.is_torn_down() {
+        Err(Error::FLT_DELETING_OBJECT)
+    } else {
+        // SAFETY: as above, the lock held.
+        unsafe { create_handle::<F>(c, device, file) }.map(|b| (b, true))
+    };
+    unlock(c);
+    let (block, created) = result?;
+    Ok(StreamContext::new(StreamContextId(block as usize), handle_backend::<F>(), created))
+}
+
+/// Allocates a handle block, inserts it on the file object and links it in the driver's list.
+///
+/// # Safety
+/// As [`get_handle`], with the context lock held.
+#[expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the fields of a block nobody else sees yet are written in one step"
+)]
+unsafe fn create_handle<F: Filter>(
+    c: &Contexts,
+    device: *const DEVICE_OBJECT,
+    file: *mut FILE_OBJECT,
+) -> Result<*mut HandleBlock, Error> {
+    let size = size_of::<HandleBlock>() + fsfilter::handle_context_words::<F>() * size_of::<u64>();
+    // SAFETY: a non-zero size and a tag; zeroed or null.
+    let block =
+        unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size, HANDLE_TAG) }.cast::<HandleBlock>();
+    if block.is_null() {
+        return Err(Error::INSUFFICIENT_RESOURCES);
+    }
+    // SAFETY: the fresh block, ours alone until FsRtl or the list sees it.
+    unsafe {
+        let b = &mut *block;
+        b.fsrtl.OwnerId = device.cast_mut().cast();
+        b.fsrtl.InstanceId = block.cast();
+        b.refs = AtomicU32::new(2);
+        b.attached = true;
+        b.file = file;
+    }
+    // SAFETY: the live file object, at APC_LEVEL; the block stays in non-paged pool until it is
+    // removed.
+    let status = unsafe { FsRtlInsertPerFileObjectContext(file, block.cast()) };
+    if status < 0 {
+        // SAFETY: our block, seen by nobody, freed once.
+        unsafe { ExFreePoolWithTag(block.cast(), HANDLE_TAG) };
+        return Err(if status == fsfilter::Status::INSUFFICIENT_RESOURCES.0 {
+            Error::INSUFFICIENT_RESOURCES
+        } else {
+            Error::NOT_SUPPORTED
+        });
+    }
+    let head = c.handles.get();
+    // SAFETY: the list, under the lock; the new block goes first.
+    unsafe {
+        let first = *head;
+        (*block).next = first;
+        if !first.is_null() {
+            (*first).prev = block;
+        }
+        *head = block;
+    }
+    Ok(block)
+}
+
+/// Removes an attached handle block from its file object and the driver's list (the
+/// attachment's reference is then the caller's to release).
+///
+/// # Safety
+/// `block` must be attached; the context lock held.
+#[expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the links of a doubly-linked list, under its lock, change together"
+)]
+unsafe fn detach_handle(c: &Contexts, block: *mut HandleBlock) {
+    // SAFETY: attached under the lock: alive, its file object too (module docs); the exact
+    // block (owner and instance); then the list's links.
+    unsafe {
+        let (file, owner) = ((*block).file, (*block).fsrtl.OwnerId);
+        let _ = FsRtlRemovePerFileObjectContext(file, owner, block.cast());
+        let (prev, next) = ((*block).prev, (*block).next);
+        if prev.is_null() {
+            *c.handles.get() = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*block).attached = false;
+        (*block).prev = core::ptr::null_mut();
+        (*block).next = core::ptr::null_mut();
+    }
+}
+
+/// Drops one reference of handle block `block`; the last frees it, after
+/// `handle_context_freed`.
+///
+/// # Safety
+/// `block` must be a live handle block of this image's filter `F`, and the reference the
+/// caller's.
+unsafe fn release_handle<F: Filter>(block: *mut HandleBlock) {
+    // SAFETY: alive while the caller's reference lasts.
+    if unsafe { (*block).refs.fetch_sub(1, Ordering::AcqRel) } != 1 {
+        return;
+    }
+    // SAFETY: this image's state (alive while it has blocks: unload sweeps them first).
+    if let Some(state) = unsafe { DriverState::<F>::current() } {
+        // SAFETY: the last reference: nobody else reads the words now.
+        state.filter.handle_context_freed(unsafe { handle_words::<F>(block) });
+    }
+    // SAFETY: detached and unreferenced: ours alone, freed once.
+    unsafe { ExFreePoolWithTag(block.cast(), HANDLE_TAG) };
+}
+
+/// An `IRP_MJ_CLOSE` of `file` at our volume device `device` returned from our dispatch (the
+/// filter's pre-close, the handle's last operation, is over): our handle context of the file
+/// object, if any, is removed and its attachment's reference released (WRK
+/// `FsRtlRemovePerFileObjectContext`: at `IRP_MJ_CLOSE`, before the I/O manager deletes the
+/// file object).
+///
+/// # Safety
+/// `file` must be the file object of a close our dispatch just handled (alive until the I/O
+/// manager deletes it after the close), at IRQL ≤ `APC_LEVEL`.
+pub(crate) unsafe fn handle_closed<F: Filter>(
+    device: *const DEVICE_OBJECT,
+    file: *mut FILE_OBJECT,
+) {
+    if file.is_null() {
+        return;
+    }
+    let Some(c) = contexts::<F>() else { return };
+    lock(c);
+    // SAFETY: the live file object; our owner id's context is one of our blocks, attached.
+    let found = unsafe { FsRtlLookupPerFileObjectContext(file, device.cast(), core::ptr::null()) }
+        .cast::<HandleBlock>();
+    // SAFETY: attached (on the file object, under the lock): ours to detach.
+    let detached = !found.is_null() && unsafe { (*found).attached };
+    if detached {
+        // SAFETY: as above.
+        unsafe { detach_handle(c, found) };
+    }
+    unlock(c);
+    if detached {
+        // SAFETY: the attachment's reference, ours now.
+        unsafe { release_handle::<F>(found) };
+    }
+}
+
+/// Removes every handle block our volume device `device` attached, as its instance's teardown
+/// completes (detach, dismount, unload).
+///
+/// # Safety
+/// As [`sweep`].
+pub(crate) unsafe fn sweep_handles<F: Filter>(device: *const DEVICE_OBJECT) {
+    let Some(c) = contexts::<F>() else { return };
+    let mut removed: *mut HandleBlock = core::ptr::null_mut();
+    lock(c);
+    // SAFETY: the list, under the lock.
+    let mut cur = unsafe { *c.handles.get() };
+    while !cur.is_null() {
+        // SAFETY: an attached block, under the lock.
+        let b = unsafe { &*cur };
+        let (next, owner) = (b.next, b.fsrtl.OwnerId);
+        if owner.cast_const().cast() == device {
+            // SAFETY: attached, the lock held.
+            unsafe { detach_handle(c, cur) };
+            // SAFETY: detached: its links are ours; chained through its free link.
+            unsafe { (*cur).next = removed };
+            removed = cur;
+        }
+        cur = next;
+    }
+    unlock(c);
+    while !removed.is_null() {
+        // SAFETY: a block detached above, whose attachment's reference is ours.
+        let next = unsafe { (*removed).next };
+        // SAFETY: as above.
+        unsafe { release_handle::<F>(removed) };
+        removed = next;
+    }
+}
+
+/// The handle-context backend of filter `F`.
+struct HandleBackend<F>(PhantomData<fn() -> F>);
+
+fn handle_backend<F: Filter>() -> &'static dyn StreamContextBackend {
+    const { &HandleBackend::<F>(PhantomData) }
+}
+
+impl<F: Filter> StreamContextBackend for HandleBackend<F> {
+    fn words(&self, id: StreamContextId) -> &[AtomicU64] {
+        let block = id.0 as *mut HandleBlock;
+        if block.is_null() {
+            return &[];
+        }
+        // SAFETY: a guard's block, referenced while the guard lives.
+        unsafe { handle_words::<F>(block) }
+    }
+
+    fn release(&self, id: StreamContextId) {
+        // SAFETY: a guard's block and its reference.
+        unsafe { release_handle::<F>(id.0 as *mut HandleBlock) };
+    }
+
+    fn delete(&self, id: StreamContextId) {
+        let block = id.0 as *mut HandleBlock;
+        let Some(c) = contexts::<F>() else { return };
+        lock(c);
+        // SAFETY: the guard's block, alive; its flag under the lock.
+        let detached = unsafe { (*block).attached };
+        if detached {
+            // SAFETY: attached, the lock held.
+            unsafe { detach_handle(c, block) };
+        }
+        unlock(c);
+        if detached {
+            // SAFETY: the attachment's reference, ours now.
+            unsafe { release_handle::<F>(block) };
+        }
+        // SAFETY: the guard's reference.
+        unsafe { release_handle::<F>(block) };
     }
 }

@@ -95,10 +95,19 @@ pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
                 unsafe { pass_through(ext, irp) }
             }
         }
-        // SAFETY: a live IRP at one of our volume devices.
-        DeviceKind::Volume => unsafe {
-            volume_dispatch::<F>(state, device, ext, irp, sl.MajorFunction, sl.MinorFunction)
-        },
+        DeviceKind::Volume => {
+            let (major, file) = (sl.MajorFunction, sl.FileObject);
+            // SAFETY: a live IRP at one of our volume devices.
+            let status =
+                unsafe { volume_dispatch::<F>(state, device, ext, irp, major, sl.MinorFunction) };
+            if fsfilter::handle_context_words::<F>() > 0 && major == MajorFunction::Close.code() {
+                // The handle's last operation is over: its handle context goes (rule 29).
+                // SAFETY: the close's file object, alive until the I/O manager deletes it
+                // after this close; at the close's IRQL (PASSIVE_LEVEL or APC_LEVEL).
+                unsafe { crate::contexts::handle_closed::<F>(device, file) };
+            }
+            status
+        }
     }
 }
 

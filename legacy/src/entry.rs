@@ -85,7 +85,7 @@ pub unsafe fn driver_entry<F: Filter>(
         fresh.load_blocks = blocks;
     }
     attach::init_events(fresh);
-    if fsfilter::stream_context_words::<F>() > 0 {
+    if fsfilter::context_words::<F>() > 0 {
         // SAFETY: our fresh image, not shared yet.
         crate::contexts::init(unsafe { &mut (*image).contexts });
     }

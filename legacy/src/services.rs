@@ -186,6 +186,16 @@ impl<'a, F: Filter> OpServices<'a, F> {
                 return Err(Error::NOT_SUPPORTED);
             }
         }
+        if request.is_handle() {
+            if fsfilter::handle_context_words::<F>() == 0 {
+                return Err(Error::NOT_SUPPORTED);
+            }
+            // SAFETY: as below.
+            return unsafe { crate::contexts::get_handle(self.state, self.device, file, request) };
+        }
+        if fsfilter::stream_context_words::<F>() == 0 {
+            return Err(Error::NOT_SUPPORTED);
+        }
         // SAFETY: the operation's file object, opened by the file system and not closed (checked
         // above), at IRQL <= APC_LEVEL; our device.
         unsafe { crate::contexts::get(self.state, self.device, file, request) }
@@ -300,8 +310,8 @@ impl<F: Filter> Services for OpServices<'_, F> {
     }
 
     fn stream_context(&self, request: ContextRequest) -> Result<StreamContext, Error> {
-        if fsfilter::stream_context_words::<F>() == 0 {
-            // No context code in a filter that does not declare contexts (rule 28).
+        if fsfilter::context_words::<F>() == 0 {
+            // No context code in a filter that declares no contexts (rules 28 and 29).
             return Err(Error::NOT_SUPPORTED);
         }
         self.context(request)

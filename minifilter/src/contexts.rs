@@ -11,6 +11,13 @@
 //!
 //! Every path here starts with `fsfilter::stream_context_words::<F>()`, a constant: for a filter
 //! that declares none the code, the imports and the context registration are left out.
+//!
+//! Handle contexts (rule 29, decision 0014) are the same over `FLT_STREAMHANDLE_CONTEXT`
+//! (`FltGetStreamHandleContext`, `FltSetStreamHandleContext`), for a filter that declares
+//! [`Filter::HANDLE_CONTEXT_WORDS`]: their own registration entry, block size and cleanup
+//! callback ([`handle_context_cleanup`], which calls `Filter::handle_context_freed`), and their
+//! own backend ([`Handles`]). The Filter Manager frees a stream-handle context when its file
+//! object is torn down after the close, or when the instance is.
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +30,10 @@ use fsfilter_kernel::constants::{fltfl_callback_data, fo_flags};
 use fsfilter_kernel::irql;
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, NonPagedPoolNx};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAM_CONTEXT, FltAllocateContext,
-    FltDeleteContext, FltGetStreamContext, FltReleaseContext, FltSetStreamContext, PFLT_CONTEXT,
-    PFLT_FILTER, PFLT_INSTANCE,
+    FLT_CALLBACK_DATA, FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAM_CONTEXT,
+    FLT_STREAMHANDLE_CONTEXT, FltAllocateContext, FltDeleteContext, FltGetStreamContext,
+    FltGetStreamHandleContext, FltReleaseContext, FltSetStreamContext, FltSetStreamHandleContext,
+    PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
 };
 
 use crate::state::DriverState;
@@ -40,11 +48,23 @@ pub(crate) const fn block_size<F: Filter>() -> usize {
     (1 + fsfilter::stream_context_words::<F>()) * core::mem::size_of::<AtomicU64>()
 }
 
+/// The size of `F`'s handle-context blocks: the `attached` word and the filter's words.
+pub(crate) const fn handle_block_size<F: Filter>() -> usize {
+    (1 + fsfilter::handle_context_words::<F>()) * core::mem::size_of::<AtomicU64>()
+}
+
 /// The stream-context backend of filter `F`: a zero-sized static, so `&'static` is free.
 pub(crate) struct Streams<F>(PhantomData<fn() -> F>);
 
 fn backend<F: Filter>() -> &'static dyn StreamContextBackend {
     const { &Streams::<F>(PhantomData) }
+}
+
+/// The handle-context backend of filter `F` (rule 29).
+pub(crate) struct Handles<F>(PhantomData<fn() -> F>);
+
+fn handle_backend<F: Filter>() -> &'static dyn StreamContextBackend {
+    const { &Handles::<F>(PhantomData) }
 }
 
 /// The `attached` word of the block at `context`.
@@ -61,11 +81,20 @@ unsafe fn attached<'a>(context: PFLT_CONTEXT) -> &'a AtomicU64 {
 /// # Safety
 /// As for [`attached`].
 unsafe fn words<'a, F: Filter>(context: PFLT_CONTEXT) -> &'a [AtomicU64] {
+    // SAFETY: the caller's contract.
+    unsafe { words_n(context, fsfilter::stream_context_words::<F>()) }
+}
+
+/// The `count` words after the `attached` word of the block at `context`.
+///
+/// # Safety
+/// `context` is a live block (referenced, or in its cleanup callback) of `count` words.
+unsafe fn words_n<'a>(context: PFLT_CONTEXT, count: usize) -> &'a [AtomicU64] {
     // SAFETY: the block holds the `attached` word, then the filter's words.
     let first = unsafe { context.cast::<AtomicU64>().add(1) };
-    // SAFETY: `stream_context_words::<F>()` words from `first`, all initialized (zeroed when
-    // allocated), alive as long as the caller's reference.
-    unsafe { core::slice::from_raw_parts(first, fsfilter::stream_context_words::<F>()) }
+    // SAFETY: `count` words from `first`, all initialized (zeroed when allocated), alive as long
+    // as the caller's reference.
+    unsafe { core::slice::from_raw_parts(first, count) }
 }
 
 impl<F: Filter> StreamContextBackend for Streams<F> {
@@ -98,6 +127,58 @@ impl<F: Filter> StreamContextBackend for Streams<F> {
         unsafe { FltDeleteContext(context) };
         // SAFETY: the `StreamContext`'s reference, released once.
         unsafe { FltReleaseContext(context) };
+    }
+}
+
+impl<F: Filter> StreamContextBackend for Handles<F> {
+    fn words(&self, id: StreamContextId) -> &[AtomicU64] {
+        if fsfilter::handle_context_words::<F>() == 0 || id.0 == 0 {
+            return &[];
+        }
+        // SAFETY: a handle-context block this backend handed out with a reference, which the
+        // caller's guard holds while it borrows the words.
+        unsafe { words_n(id.0 as PFLT_CONTEXT, fsfilter::handle_context_words::<F>()) }
+    }
+
+    fn release(&self, id: StreamContextId) {
+        if fsfilter::handle_context_words::<F>() == 0 || id.0 == 0 {
+            return;
+        }
+        // SAFETY: the guard's reference, released once, at ≤ APC_LEVEL (as for streams).
+        unsafe { FltReleaseContext(id.0 as PFLT_CONTEXT) };
+    }
+
+    fn delete(&self, id: StreamContextId) {
+        if fsfilter::handle_context_words::<F>() == 0 || id.0 == 0 {
+            return;
+        }
+        let context = id.0 as PFLT_CONTEXT;
+        // SAFETY: a referenced stream-handle context of this filter, at ≤ APC_LEVEL: unlinked
+        // from its file object (nothing if it already is), then the guard's reference released.
+        unsafe { FltDeleteContext(context) };
+        // SAFETY: the guard's reference, released once.
+        unsafe { FltReleaseContext(context) };
+    }
+}
+
+/// `ContextCleanupCallback` of `F`'s stream-handle contexts (rule 29): as
+/// [`stream_context_cleanup`], telling the filter through `Filter::handle_context_freed`.
+pub(crate) unsafe extern "system" fn handle_context_cleanup<F: Filter>(
+    context: PFLT_CONTEXT,
+    _kind: u16,
+) {
+    if fsfilter::handle_context_words::<F>() == 0 || context.is_null() {
+        return;
+    }
+    // SAFETY: the block being cleaned up, still allocated during the callback.
+    if unsafe { attached(context) }.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    // SAFETY: this image's state, alive until `FltUnregisterFilter` returns (as for streams).
+    if let Some(driver) = unsafe { DriverState::<F>::current() } {
+        // SAFETY: as above.
+        let words = unsafe { words_n(context, fsfilter::handle_context_words::<F>()) };
+        driver.filter.handle_context_freed(words);
     }
 }
 
@@ -134,8 +215,14 @@ pub(crate) unsafe fn stream_context<F: Filter>(
     data: *mut FLT_CALLBACK_DATA,
     request: ContextRequest,
 ) -> Result<StreamContext, Error> {
-    if fsfilter::stream_context_words::<F>() == 0 {
-        // No context code in a filter that does not declare contexts (decision 0013).
+    let handle = request.is_handle();
+    let declared = if handle {
+        fsfilter::handle_context_words::<F>()
+    } else {
+        fsfilter::stream_context_words::<F>()
+    };
+    if declared == 0 {
+        // No context code in a filter that does not declare contexts (decisions 0013, 0014).
         return Err(Error::NOT_SUPPORTED);
     }
     if irql::current() > Irql::APC {
@@ -144,18 +231,24 @@ pub(crate) unsafe fn stream_context<F: Filter>(
     // SAFETY: the caller's contract.
     let file = unsafe { open_stream(data) }.ok_or(Error::NOT_SUPPORTED)?;
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: the running callback's instance and the file object of its open stream, at
-    // ≤ APC_LEVEL, with a valid out pointer.
-    let status = Status(unsafe { FltGetStreamContext(instance, file, &mut context) });
+    let status = Status(if handle {
+        // SAFETY: the running callback's instance and the file object of its open stream, at
+        // ≤ APC_LEVEL, with a valid out pointer.
+        unsafe { FltGetStreamHandleContext(instance, file, &mut context) }
+    } else {
+        // SAFETY: as above.
+        unsafe { FltGetStreamContext(instance, file, &mut context) }
+    });
     let (context, created) = match status {
         s if s.is_success() && !context.is_null() => (context, false),
-        Status::NOT_FOUND if request == ContextRequest::GetOrCreate => {
+        Status::NOT_FOUND if request.creates() => {
             // SAFETY: as above.
-            unsafe { attach::<F>(driver.handle, instance, file) }?
+            unsafe { attach_of::<F>(driver.handle, instance, file, handle) }?
         }
         s => return Err(Error::new(s).unwrap_or(Error::UNSUCCESSFUL)),
     };
-    Ok(StreamContext::new(StreamContextId(context as usize), backend::<F>(), created))
+    let backend = if handle { handle_backend::<F>() } else { backend::<F>() };
+    Ok(StreamContext::new(StreamContextId(context as usize), backend, created))
 }
 
 /// The file object of the operation's open stream: `None` outside an operation, in pre-create,
@@ -194,18 +287,35 @@ unsafe fn open_stream(data: *mut FLT_CALLBACK_DATA) -> Option<*mut FILE_OBJECT> 
 /// # Safety
 /// `filter` is this driver's filter, `instance` the running callback's, `file` the file object of
 /// its open stream; ≤ `APC_LEVEL`.
+#[cfg(test)]
 unsafe fn attach<F: Filter>(
     filter: PFLT_FILTER,
     instance: PFLT_INSTANCE,
     file: *mut FILE_OBJECT,
 ) -> Result<(PFLT_CONTEXT, bool), Error> {
-    let size = block_size::<F>();
+    // SAFETY: the caller's contract.
+    unsafe { attach_of::<F>(filter, instance, file, false) }
+}
+
+/// [`attach`] of a stream context, or with `handle` of a stream-handle context.
+///
+/// # Safety
+/// As [`attach`].
+unsafe fn attach_of<F: Filter>(
+    filter: PFLT_FILTER,
+    instance: PFLT_INSTANCE,
+    file: *mut FILE_OBJECT,
+    handle: bool,
+) -> Result<(PFLT_CONTEXT, bool), Error> {
+    let (size, ty) = if handle {
+        (handle_block_size::<F>(), FLT_STREAMHANDLE_CONTEXT as u16)
+    } else {
+        (block_size::<F>(), FLT_STREAM_CONTEXT as u16)
+    };
     let mut new: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: the registered filter; the type and size are registered (`tables::stream_context_table`);
     // a valid out pointer.
-    let status = Status(unsafe {
-        FltAllocateContext(filter, FLT_STREAM_CONTEXT as u16, size, NonPagedPoolNx, &mut new)
-    });
+    let status = Status(unsafe { FltAllocateContext(filter, ty, size, NonPagedPoolNx, &mut new) });
     if let Some(e) = Error::new(status) {
         return Err(e);
     }
@@ -216,10 +326,15 @@ unsafe fn attach<F: Filter>(
     // SAFETY: the fresh block of `size` bytes, ours alone until it is set.
     unsafe { core::ptr::write_bytes(new.cast::<u8>(), 0, size) };
     let mut old: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: the callback's instance, its open stream's file object, a context of this filter
-    // of the stream type, a valid out pointer; ≤ APC_LEVEL.
-    let status = Status(unsafe {
-        FltSetStreamContext(instance, file, FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, &mut old)
+    let keep = FLT_SET_CONTEXT_KEEP_IF_EXISTS;
+    let status = Status(if handle {
+        // SAFETY: the callback's instance, its open stream's file object, a context of this
+        // filter of the stream-handle type, a valid out pointer; ≤ APC_LEVEL.
+        unsafe { FltSetStreamHandleContext(instance, file, keep, new, &mut old) }
+    } else {
+        // SAFETY: the callback's instance, its open stream's file object, a context of this
+        // filter of the stream type, a valid out pointer; ≤ APC_LEVEL.
+        unsafe { FltSetStreamContext(instance, file, keep, new, &mut old) }
     });
     if status.is_success() {
         // Ours until the caller's reference goes: only then can the cleanup read this.

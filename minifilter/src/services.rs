@@ -386,9 +386,9 @@ impl<F: Filter> Services for OpServices<'_, F> {
         &self,
         request: fsfilter::ContextRequest,
     ) -> Result<fsfilter::StreamContext, Error> {
-        if fsfilter::stream_context_words::<F>() == 0 {
-            // No context code in a filter that does not declare contexts (rule 28, decision
-            // 0013).
+        if fsfilter::context_words::<F>() == 0 {
+            // No context code in a filter that declares no contexts (rules 28 and 29, decisions
+            // 0013 and 0014).
             return Err(Error::NOT_SUPPORTED);
         }
         // SAFETY: `data` is null or the running callback's valid data, `instance` its instance.

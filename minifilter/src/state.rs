@@ -26,6 +26,8 @@ pub(crate) const INSTANCE_CONTEXT_TAG: u32 = pool_tag(b"FsfI");
 pub(crate) const SECTION_CONTEXT_TAG: u32 = pool_tag(b"FsfX");
 /// Pool tag of stream contexts (rule 28).
 pub(crate) const STREAM_CONTEXT_TAG: u32 = pool_tag(b"FsfK");
+/// Pool tag of stream-handle contexts (rule 29).
+pub(crate) const HANDLE_CONTEXT_TAG: u32 = pool_tag(b"FsfH");
 /// Pool tag of the instance table's overflow blocks: `FsfT`.
 const INSTANCE_TABLE_TAG: u32 = pool_tag(b"FsfT");
 

@@ -10,14 +10,15 @@ use fsfilter::{Filter, MAX_REGISTERED, MajorFunction, Registration};
 use fsfilter_kernel::constants::{FLT_REGISTRATION_VERSION_0203, IRP_MJ_OPERATION_END};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_OPERATION_REGISTRATION,
-    FLT_REGISTRATION, FLT_SECTION_CONTEXT, FLT_STREAM_CONTEXT,
+    FLT_REGISTRATION, FLT_SECTION_CONTEXT, FLT_STREAM_CONTEXT, FLT_STREAMHANDLE_CONTEXT,
 };
 
 use crate::{callbacks, contexts};
 use fsfilter_kernel::datascan::SectionState;
 
 use crate::state::{
-    GUARDED, INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG, STREAM_CONTEXT_TAG,
+    GUARDED, HANDLE_CONTEXT_TAG, INSTANCE_CONTEXT_TAG, InstanceState, SECTION_CONTEXT_TAG,
+    STREAM_CONTEXT_TAG,
 };
 
 /// Entries of the operation table: one per registered operation plus the `IRP_MJ_OPERATION_END`
@@ -147,9 +148,9 @@ pub const fn context_table<F: Filter>(
     if registration.scans_data() { [instance, section, end] } else { [instance, end, end] }
 }
 
-/// Entries of the context table of a filter that declares stream contexts: instance, section,
-/// stream, end.
-pub const STREAM_CONTEXT_TABLE_LEN: usize = CONTEXT_TABLE_LEN + 1;
+/// Entries of the context table of a filter that declares stream or handle contexts: instance,
+/// section, stream, stream handle, end.
+pub const STREAM_CONTEXT_TABLE_LEN: usize = CONTEXT_TABLE_LEN + 2;
 
 /// The context table of a filter that declares [`Filter::STREAM_CONTEXT_WORDS`] (rule 28): the
 /// entries of [`context_table`] for `F`'s constant registration, then `FLT_STREAM_CONTEXT` of one
@@ -169,11 +170,27 @@ pub const fn stream_context_table<F: Filter>()
         ContextFreeCallback: None,
         Reserved1: ptr::null_mut(),
     };
+    let handle = FLT_CONTEXT_REGISTRATION {
+        ContextType: FLT_STREAMHANDLE_CONTEXT as u16,
+        Flags: 0,
+        ContextCleanupCallback: Some(contexts::handle_context_cleanup::<F>),
+        Size: contexts::handle_block_size::<F>(),
+        PoolTag: HANDLE_CONTEXT_TAG,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: ptr::null_mut(),
+    };
     let [instance, second, end] = context_table::<F>(&F::REGISTRATION);
-    if fsfilter::scans_data::<F>() {
-        [instance, second, stream, end]
-    } else {
-        [instance, stream, end, end]
+    let streams = fsfilter::stream_context_words::<F>() > 0;
+    let handles = fsfilter::handle_context_words::<F>() > 0;
+    match (fsfilter::scans_data::<F>(), streams, handles) {
+        (true, true, true) => [instance, second, stream, handle, end],
+        (true, true, false) => [instance, second, stream, end, end],
+        (true, false, true) => [instance, second, handle, end, end],
+        (false, true, true) => [instance, stream, handle, end, end],
+        (false, true, false) => [instance, stream, end, end, end],
+        (false, false, true) => [instance, handle, end, end, end],
+        (_, false, false) => [instance, second, end, end, end],
     }
 }
 
@@ -242,7 +259,7 @@ impl<F: Filter> StaticTables<F> {
     const REGISTRATION: FLT_REGISTRATION = registration_block::<F>(
         &F::REGISTRATION,
         Self::OPERATIONS.as_ptr(),
-        if fsfilter::stream_context_words::<F>() == 0 {
+        if fsfilter::context_words::<F>() == 0 {
             Self::CONTEXTS.as_ptr()
         } else {
             Self::STREAM_CONTEXTS.as_ptr()
@@ -287,7 +304,7 @@ impl RuntimeTables {
     /// when `F` declares stream contexts) and returns it.
     pub fn link<F: Filter>(&mut self) -> *const FLT_REGISTRATION {
         self.registration.OperationRegistration = self.operations.as_ptr();
-        self.registration.ContextRegistration = if fsfilter::stream_context_words::<F>() == 0 {
+        self.registration.ContextRegistration = if fsfilter::context_words::<F>() == 0 {
             self.contexts.as_ptr()
         } else {
             StaticTables::<F>::stream_contexts()

@@ -10,6 +10,12 @@
 //! `FsRtlRemovePerStreamContext`, and the file system's `FsRtlTeardownPerStreamContexts`, which
 //! calls the backend's `FreeCallback`). The words are atomics: every operation on the stream, in
 //! any thread, sees the same context.
+//!
+//! Handle contexts (rule 29, decision 0014) are the same guard over a per-handle context:
+//! [`crate::Filter::HANDLE_CONTEXT_WORDS`] words, asked with [`ContextRequest::HandleGet`] and
+//! [`ContextRequest::HandleGetOrCreate`], a Filter Manager stream-handle context
+//! (`FLT_STREAMHANDLE_CONTEXT`) or a legacy `FSRTL_PER_FILEOBJECT_CONTEXT`, freed after the
+//! handle's close ([`crate::Filter::handle_context_freed`]).
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -29,6 +35,27 @@ pub enum ContextRequest {
     /// attach, one context wins and both get it (`FltSetStreamContext` with
     /// `FLT_SET_CONTEXT_KEEP_IF_EXISTS`; the legacy backend serializes its lookup and insert).
     GetOrCreate,
+    /// As [`ContextRequest::Get`], for the context of the operation's handle (its file object)
+    /// rather than of its stream (rule 29): `FltGetStreamHandleContext`,
+    /// `FsRtlLookupPerFileObjectContext`.
+    HandleGet,
+    /// As [`ContextRequest::GetOrCreate`], for the handle's context (rule 29):
+    /// `FltSetStreamHandleContext` with `FLT_SET_CONTEXT_KEEP_IF_EXISTS`;
+    /// `FsRtlInsertPerFileObjectContext` under the legacy backend's lock.
+    HandleGetOrCreate,
+}
+
+impl ContextRequest {
+    /// True for the requests of a handle's context ([`ContextRequest::HandleGet`],
+    /// [`ContextRequest::HandleGetOrCreate`]).
+    pub const fn is_handle(self) -> bool {
+        matches!(self, ContextRequest::HandleGet | ContextRequest::HandleGetOrCreate)
+    }
+
+    /// True for the requests that attach a context when there is none.
+    pub const fn creates(self) -> bool {
+        matches!(self, ContextRequest::GetOrCreate | ContextRequest::HandleGetOrCreate)
+    }
 }
 
 /// Identifies a stream context within its backend.

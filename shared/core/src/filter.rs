@@ -245,6 +245,14 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// ([`stream_context_words`]).
     const STREAM_CONTEXT_WORDS: usize = 0;
 
+    /// How many 64-bit words each of the filter's handle contexts holds (per open handle, that
+    /// is per file object: [`crate::ContextRequest::HandleGet`] and
+    /// [`crate::ContextRequest::HandleGetOrCreate`] of [`Services::stream_context`], rule 29),
+    /// declared beside its registration: 0, the default, for none, and then the filter carries
+    /// none of that code and those requests answer `STATUS_NOT_SUPPORTED`. At most
+    /// [`crate::MAX_STREAM_CONTEXT_WORDS`] ([`handle_context_words`]).
+    const HANDLE_CONTEXT_WORDS: usize = 0;
+
     /// Per-instance state, made by [`Filter::instance_setup`] and dropped after teardown.
     type InstanceContext: Send + Sync + 'static;
 
@@ -435,6 +443,18 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// IRQL ≤ `APC_LEVEL`, arbitrary thread; no services (no operation). Must not wait for I/O
     /// (the file system may be tearing the stream down in this thread).
     fn stream_context_freed(&self, _words: &[AtomicU64]) {}
+
+    /// A handle context is freed (rule 29): its handle's file object was closed (after the
+    /// handle's last operation), the filter deleted it, or its instance tore down; and the last
+    /// reference to it was dropped. `words` are its final values. Called exactly once for each
+    /// context a [`crate::ContextRequest::HandleGetOrCreate`] attached, before the filter's
+    /// unload completes (the Filter Manager's cleanup callback of its stream-handle contexts; in
+    /// the legacy model the backend's own removal at `IRP_MJ_CLOSE` or at the teardown). Only for
+    /// a filter that declares [`Filter::HANDLE_CONTEXT_WORDS`].
+    ///
+    /// # Context
+    /// IRQL ≤ `APC_LEVEL`, arbitrary thread; no services (no operation). Must not wait for I/O.
+    fn handle_context_freed(&self, _words: &[AtomicU64]) {}
 }
 
 /// What a backend's `DriverEntry` registers: `None` for [`Filter::REGISTRATION`] (validated at
@@ -586,6 +606,26 @@ pub const fn stream_context_words<F: Filter>() -> usize {
         );
         F::STREAM_CONTEXT_WORDS
     }
+}
+
+/// How many words filter type `F`'s handle contexts hold ([`Filter::HANDLE_CONTEXT_WORDS`]; 0 for
+/// none): the backends test this constant first, as [`stream_context_words`]. A value larger than
+/// [`crate::MAX_STREAM_CONTEXT_WORDS`] does not compile.
+pub const fn handle_context_words<F: Filter>() -> usize {
+    const {
+        assert!(
+            F::HANDLE_CONTEXT_WORDS <= crate::MAX_STREAM_CONTEXT_WORDS,
+            "Filter::HANDLE_CONTEXT_WORDS is larger than MAX_STREAM_CONTEXT_WORDS"
+        );
+        F::HANDLE_CONTEXT_WORDS
+    }
+}
+
+/// How many words the larger of filter type `F`'s stream and handle contexts holds: 0 when it
+/// declares neither, and then no context code at all is linked.
+pub const fn context_words<F: Filter>() -> usize {
+    let (s, h) = (stream_context_words::<F>(), handle_context_words::<F>());
+    if s > h { s } else { h }
 }
 
 /// Whether filter type `F` allocates load buffers ([`Filter::LOAD_BUFFERS`]): the backends test

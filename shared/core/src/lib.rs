@@ -45,9 +45,9 @@ pub use contexts::{
     ContextRequest, MAX_STREAM_CONTEXT_WORDS, StreamContext, StreamContextBackend, StreamContextId,
 };
 pub use filter::{
-    Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo, load_buffers,
-    post_only_is_zero_sized, queries_names, queries_processes, registration_in_force, reparses,
-    scans_data, stream_context_words,
+    Filter, Instance, InstanceId, InstanceSetup, PostOutcome, PreOutcome, VolumeInfo,
+    context_words, handle_context_words, load_buffers, post_only_is_zero_sized, queries_names,
+    queries_processes, registration_in_force, reparses, scans_data, stream_context_words,
 };
 pub use flags::{
     CallbackDataFlags, InstanceSetupFlags, IrpFlags, OperationFlags, PostFlags, RegistrationFlags,

@@ -458,6 +458,11 @@ pub trait Services {
     /// [`ContextRequest::GetOrCreate`] attaches none: `STATUS_FLT_DELETING_OBJECT`; when the
     /// context cannot be allocated:
     /// `STATUS_INSUFFICIENT_RESOURCES`. The default answers `STATUS_NOT_SUPPORTED`.
+    ///
+    /// [`ContextRequest::HandleGet`] and [`ContextRequest::HandleGetOrCreate`] ask the same of
+    /// the context of the operation's handle (its file object; rule 29), for a filter that
+    /// declares [`crate::Filter::HANDLE_CONTEXT_WORDS`], with the same refusals: two handles on
+    /// one stream have two contexts, each freed after its own handle's close.
     fn stream_context(&self, request: ContextRequest) -> Result<StreamContext, Error> {
         let _ = request;
         Err(Error::NOT_SUPPORTED)

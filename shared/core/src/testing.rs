@@ -154,6 +154,14 @@ impl StreamContexts {
         })
     }
 
+    /// The handle contexts of `filter` (rule 29): [`Filter::HANDLE_CONTEXT_WORDS`] words each,
+    /// freed through its [`Filter::handle_context_freed`]; keyed by file object.
+    pub fn for_filter_handles<F: Filter>(filter: &'static F) -> &'static StreamContexts {
+        StreamContexts::new(F::HANDLE_CONTEXT_WORDS, move |words| {
+            filter.handle_context_freed(words);
+        })
+    }
+
     /// What [`Services::stream_context`] answers for `stream`: the attached context (a new
     /// reference), or with [`ContextRequest::GetOrCreate`] a new one with every word zero;
     /// `STATUS_NOT_FOUND` for a [`ContextRequest::Get`] without one.
@@ -169,7 +177,7 @@ impl StreamContexts {
             s.refs += 1;
             return Ok(StreamContext::new(StreamContextId(i), self, false));
         }
-        if request == ContextRequest::Get {
+        if !request.creates() {
             return Err(Error::NOT_FOUND);
         }
         let words: Vec<AtomicU64> = (0..self.count).map(|_| AtomicU64::new(0)).collect();
@@ -274,6 +282,7 @@ struct Config<'h> {
     clients: Vec<(ClientId, ProcessId)>,
     replace: Result<(), Error>,
     contexts: Option<(&'static StreamContexts, usize)>,
+    handle_contexts: Option<(&'static StreamContexts, usize)>,
     context_refusal: Option<Error>,
     reply: Result<Option<Vec<u8>>, Error>,
 }
@@ -331,6 +340,7 @@ impl<'h> FakeServices<'h> {
                 clients: Vec::new(),
                 replace: Ok(()),
                 contexts: None,
+                handle_contexts: None,
                 context_refusal: None,
                 reply: Err(Error::NOT_SUPPORTED),
             },
@@ -436,6 +446,14 @@ impl<'h> FakeServices<'h> {
     /// `stream`.
     pub fn stream_contexts(mut self, contexts: &'static StreamContexts, stream: usize) -> Self {
         self.config.contexts = Some((contexts, stream));
+        self
+    }
+
+    /// [`Services::stream_context`]'s handle requests ([`ContextRequest::HandleGet`],
+    /// [`ContextRequest::HandleGetOrCreate`]) answer from `contexts`, for the operation's file
+    /// object `file` (rule 29; [`StreamContexts::for_filter_handles`]).
+    pub fn handle_contexts(mut self, contexts: &'static StreamContexts, file: usize) -> Self {
+        self.config.handle_contexts = Some((contexts, file));
         self
     }
 
@@ -626,8 +644,10 @@ impl Services for FakeServices<'_> {
             return Err(e);
         }
         self.check_irql(Irql::APC)?;
-        let (contexts, stream) = self.config.contexts.ok_or(Error::NOT_SUPPORTED)?;
-        contexts.request(stream, request)
+        let which =
+            if request.is_handle() { self.config.handle_contexts } else { self.config.contexts };
+        let (contexts, key) = which.ok_or(Error::NOT_SUPPORTED)?;
+        contexts.request(key, request)
     }
 
     fn send_message(
@@ -1008,6 +1028,32 @@ mod tests {
         assert_eq!(f.client_process(ClientId(0x77)), Some(ProcessId(0x1004)));
         assert_eq!(f.client_process(ClientId(0x78)), Some(ProcessId(0x3000)), "the last given");
         assert_eq!(f.client_process(ClientId(0x79)), None);
+    }
+
+    #[test]
+    fn handle_requests_answer_from_the_handle_contexts_keyed_by_file_object() {
+        // Rule 29: a handle request never reaches the stream contexts, and two file objects of
+        // one stream have their own handle contexts.
+        let streams = StreamContexts::new(1, |_| {});
+        let handles = StreamContexts::new(2, |_| {});
+        let f1 = FakeServices::new().stream_contexts(streams, 0xA).handle_contexts(handles, 0x1);
+        let f2 = FakeServices::new().stream_contexts(streams, 0xA).handle_contexts(handles, 0x2);
+        assert_eq!(f1.stream_context(ContextRequest::HandleGet).err(), Some(Error::NOT_FOUND));
+        let h1 = f1.stream_context(ContextRequest::HandleGetOrCreate).unwrap();
+        let h2 = f2.stream_context(ContextRequest::HandleGetOrCreate).unwrap();
+        assert!(h1.created() && h2.created());
+        assert_eq!(h1.words().len(), 2);
+        assert_ne!(h1.id(), h2.id());
+        assert!(streams.words_of(0xA).is_none());
+        assert!(ContextRequest::HandleGet.is_handle() && !ContextRequest::Get.is_handle());
+        assert!(
+            ContextRequest::HandleGetOrCreate.creates() && !ContextRequest::HandleGet.creates()
+        );
+        let none = FakeServices::new().stream_contexts(streams, 0xA);
+        assert_eq!(
+            none.stream_context(ContextRequest::HandleGet).err(),
+            Some(Error::NOT_SUPPORTED)
+        );
     }
 
     #[test]
