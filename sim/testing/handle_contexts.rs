@@ -293,6 +293,25 @@ pub(crate) fn check_unload(install: Install, handler: fsfilter_sim::DriverEntry)
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
 
+/// A volume dismounted under an open handle (the instance's teardown): its context is freed
+/// once, by the time the handle is closed, with nothing left on the file object; the filter's
+/// later unload frees nothing more.
+pub(crate) fn check_dismount(install: Install, handler: fsfilter_sim::DriverEntry) {
+    let (mut m, c) = machine(install, &[(HANDLER, handler)]);
+    let h = open(&mut m, c, r"\ctx\a.txt");
+    seen();
+    assert_eq!(m.dismount(c), Status::SUCCESS);
+    let _ = m.close_handle(h);
+    m.settle();
+    // The uses differ: the legacy instance's teardown completes at that close, after its
+    // pre-close counted a use; the Filter Manager's at the dismount.
+    let s = seen();
+    let freed: Vec<&Seen> = s.iter().filter(|s| matches!(s, Seen::Freed(_))).collect();
+    assert!(matches!(freed.as_slice(), [Seen::Freed(w)] if w[MARKER] == 1), "{s:#?}");
+    finish(m, &[HANDLER]);
+    assert_eq!(seen(), []);
+}
+
 fn finish(mut m: Machine, services: &[&str]) {
     m.settle();
     assert!(m.findings().is_empty(), "{:?}", m.findings());
@@ -312,6 +331,11 @@ macro_rules! shared_handle_tests {
         #[test]
         fn handle_contexts_are_refused_where_rule_29_says_in_both_models() {
             $crate::handle_contexts::check_refusals($install, $handler, $undeclared);
+        }
+
+        #[test]
+        fn a_dismount_frees_the_handle_context_once_in_both_models() {
+            $crate::handle_contexts::check_dismount($install, $handler);
         }
 
         #[test]
