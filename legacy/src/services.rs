@@ -185,6 +185,17 @@ impl<'a, F: Filter> OpServices<'a, F> {
             if !open {
                 return Err(Error::NOT_SUPPORTED);
             }
+            // Pre-close is the handle's last operation: its context is found there, not created
+            // (rule 29; a pre-close that pends would leave one on the file object after the
+            // removal that runs as the dispatch returns). Compiled only into filters that
+            // declare handle contexts.
+            if fsfilter::handle_context_words::<F>() != 0
+                && request.is_handle()
+                && request.creates()
+                && major == fsfilter::MajorFunction::Close
+            {
+                return Err(Error::NOT_SUPPORTED);
+            }
         }
         if request.is_handle() {
             if fsfilter::handle_context_words::<F>() == 0 {

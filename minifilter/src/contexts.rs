@@ -229,7 +229,8 @@ pub(crate) unsafe fn stream_context<F: Filter>(
         return Err(Error::INVALID_DEVICE_STATE);
     }
     // SAFETY: the caller's contract.
-    let file = unsafe { open_stream(data) }.ok_or(Error::NOT_SUPPORTED)?;
+    let file =
+        unsafe { open_stream(data, handle && request.creates()) }.ok_or(Error::NOT_SUPPORTED)?;
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     let status = Status(if handle {
         // SAFETY: the running callback's instance and the file object of its open stream, at
@@ -253,12 +254,16 @@ pub(crate) unsafe fn stream_context<F: Filter>(
 
 /// The file object of the operation's open stream: `None` outside an operation, in pre-create,
 /// in the post of a create that opened nothing (failed, or `STATUS_REPARSE`: rule 27), in
-/// post-close, and for a volume open (rule 28). The Filter Manager answers for streams whose file
+/// post-close, for a volume open (rule 28), and in pre-close for a request that would create a
+/// handle's context (`creates_handle_context`, rule 29). The Filter Manager answers for streams whose file
 /// system keeps no filter contexts (`STATUS_NOT_SUPPORTED`).
 ///
 /// # Safety
 /// `data` is null or the running callback's valid data.
-unsafe fn open_stream(data: *mut FLT_CALLBACK_DATA) -> Option<*mut FILE_OBJECT> {
+unsafe fn open_stream(
+    data: *mut FLT_CALLBACK_DATA,
+    creates_handle_context: bool,
+) -> Option<*mut FILE_OBJECT> {
     // SAFETY: the caller's contract.
     let data = unsafe { data.as_ref() }?;
     // SAFETY: a valid callback data points to its parameter block.
@@ -266,6 +271,9 @@ unsafe fn open_stream(data: *mut FLT_CALLBACK_DATA) -> Option<*mut FILE_OBJECT> 
     let post = data.Flags & fltfl_callback_data::POST_OPERATION != 0;
     match (iopb.MajorFunction, post) {
         (CREATE, false) | (CLOSE, true) => return None,
+        // Pre-close is the handle's last operation: its context is found there, not created
+        // (rule 29, as in the legacy model).
+        (CLOSE, false) if creates_handle_context => return None,
         (CREATE, true) => {
             // SAFETY: the status member.
             let status = Status(unsafe { data.IoStatus.Anonymous.Status });

@@ -9,7 +9,9 @@
 //! ask that attached the context (a number never given twice). It asks with
 //! `HandleGetOrCreate` in pre-create (refused: nothing is open), post-create, post-close
 //! (refused: the handle is gone) and the pre and post of a query open (refused: no handle); with
-//! `HandleGet` in pre-read and pre-close. `Filter::handle_context_freed` records
+//! `HandleGet` in pre-read and pre-close; on the files under `\ctx\late`, with
+//! `HandleGetOrCreate` in pre-close only (refused: the handle's last operation).
+//! `Filter::handle_context_freed` records
 //! [`Seen::Freed`]. [`HandleUndeclared`] is the same filter without the declaration.
 
 #![allow(dead_code, unreachable_pub, reason = "each test uses part of it")]
@@ -133,6 +135,9 @@ macro_rules! handler {
                 let (request, stage) = match h.major {
                     MajorFunction::Create => (ContextRequest::HandleGetOrCreate, "pre-create"),
                     MajorFunction::Read => (ContextRequest::HandleGet, "read"),
+                    MajorFunction::Close if name.starts_with(r"\ctx\late") => {
+                        (ContextRequest::HandleGetOrCreate, "close-create")
+                    }
                     MajorFunction::Close => (ContextRequest::HandleGet, "close"),
                     _ => (ContextRequest::HandleGetOrCreate, "query-open"),
                 };
@@ -147,7 +152,11 @@ macro_rules! handler {
                 _: (),
                 _: PostFlags,
             ) -> PostOutcome<()> {
-                let stage = match op.header().major {
+                let h = op.header();
+                let name = h.file_name.map(|n| n.to_string()).unwrap_or_default();
+                let late = name.to_ascii_lowercase().starts_with(r"\ctx\late");
+                let stage = match h.major {
+                    MajorFunction::Create if late => return PostOutcome::Finished,
                     MajorFunction::Create => "post-create",
                     MajorFunction::Close => "post-close",
                     _ => "post-query-open",
@@ -172,7 +181,11 @@ pub(crate) fn machine(
     filters: &[(&str, fsfilter_sim::DriverEntry)],
 ) -> (Machine, VolumeId) {
     let mut m = Machine::new(MachineConfig { seed: 29 });
-    let c = m.add_volume(VolumeSpec::new("C:", FsKind::Ntfs).file(r"ctx\a.txt", &[7; 4096]));
+    let c = m.add_volume(
+        VolumeSpec::new("C:", FsKind::Ntfs)
+            .file(r"ctx\a.txt", &[7; 4096])
+            .file(r"ctx\late.txt", &[7; 16]),
+    );
     for (name, entry) in filters {
         install(&mut m, ServiceSpec::new(name, *entry, "contexts"));
     }
@@ -273,6 +286,26 @@ pub(crate) fn check_refusals(
     finish(m, &[HANDLE_UNDECLARED]);
 }
 
+/// Pre-close is a handle's last operation: a context is found there but not created (rule 29),
+/// in both models, so none is attached that nothing would find (and that a legacy pre-close
+/// that pends would leave on the file object); nothing is freed, no finding.
+pub(crate) fn check_no_create_in_pre_close(install: Install, handler: fsfilter_sim::DriverEntry) {
+    let (mut m, c) = machine(install, &[(HANDLER, handler)]);
+    let h = open(&mut m, c, r"\ctx\late.txt");
+    read(&mut m, h);
+    close(&mut m, h);
+    assert_eq!(
+        seen(),
+        [
+            asked("pre-create", REFUSED),
+            asked("read", Err(Status::NOT_FOUND)),
+            asked("close-create", REFUSED),
+            asked("post-close", REFUSED),
+        ]
+    );
+    finish(m, &[HANDLER]);
+}
+
 /// Contexts still attached when the filter unloads are freed, once, before the unload returns,
 /// with nothing leaked (no finding: `POOL_LEAKED_AT_UNLOAD`, a context left on a file object);
 /// the handles then close without the filter and nothing more is freed.
@@ -331,6 +364,11 @@ macro_rules! shared_handle_tests {
         #[test]
         fn handle_contexts_are_refused_where_rule_29_says_in_both_models() {
             $crate::handle_contexts::check_refusals($install, $handler, $undeclared);
+        }
+
+        #[test]
+        fn a_handle_context_is_not_created_in_pre_close_in_both_models() {
+            $crate::handle_contexts::check_no_create_in_pre_close($install, $handler);
         }
 
         #[test]
