@@ -670,3 +670,105 @@ fn a_stream_opens_relative_to_its_files_handle() {
     assert!(m.file_contents(c, "f.txt").is_none());
     assert!(m.findings().is_empty(), "{:?}", m.findings());
 }
+
+#[test]
+fn an_overwrite_of_the_file_asking_delete_breaks_its_streams_batch_and_filter_oplocks() {
+    // Learn, "Checking the Oplock State of an IRP_MJ_CREATE operation", the second check across
+    // streams (its full text as WinFsp's create.c quotes it): a supersede, overwrite or
+    // overwrite-if of the primary data stream with DELETE access requested breaks the Batch or
+    // Filter oplocks of every alternate data stream that has one. Without DELETE asked (an
+    // overwrite's implied access has none) they are left; a supersede implies DELETE (choice).
+    use fsfilter_sim::fs::oplock::{
+        FILE_COMPLETE_IF_OPLOCKED, FILE_OPLOCK_BROKEN_TO_NONE, STATUS_OPLOCK_BREAK_IN_PROGRESS,
+        code,
+    };
+    use fsfilter_sim::{EventKind, IoRequest, RequestRef};
+    let completed = |m: &Machine, io: Option<RequestRef>| {
+        m.events().iter().find_map(|e| match &e.kind {
+            EventKind::IoComplete { io: i, status, information, .. } if Some(*i) == io => {
+                Some((*status, *information))
+            }
+            _ => None,
+        })
+    };
+    let rw = access::GENERIC_READ | access::GENERIC_WRITE;
+    let quiet = CreateOptions::default().options(FILE_COMPLETE_IF_OPLOCKED).access(rw);
+    for kind in [code::REQUEST_BATCH_OPLOCK, code::REQUEST_FILTER_OPLOCK] {
+        for (d, extra, breaks) in [
+            (disposition::OVERWRITE, 0, false),
+            (disposition::OVERWRITE_IF, 0, false),
+            (disposition::OVERWRITE, access::DELETE, true),
+            (disposition::OVERWRITE_IF, access::DELETE, true),
+            (disposition::SUPERSEDE, access::DELETE, true),
+            (disposition::SUPERSEDE, 0, true),
+        ] {
+            let what = format!("{kind:#x} {d} {extra:#x}");
+            let (mut m, c) = volume(FsKind::Ntfs);
+            write(&mut m, c, "f.txt:s", b"stream");
+            write(&mut m, c, "f.txt:t", b"other");
+            let hs = m.open(c, "f.txt:s", CreateOptions::open().overlapped()).unwrap();
+            let ht = m.open(c, "f.txt:t", CreateOptions::open().overlapped()).unwrap();
+            let io = |m: &mut Machine, handle| {
+                m.io(IoRequest::Fsctl { handle, code: kind, input: &[], output_length: 0 })
+            };
+            let (s, t) = (io(&mut m, hs), io(&mut m, ht));
+            assert_eq!((s.status, t.status), (Status::PENDING, Status::PENDING), "{what}");
+            let r = m.create(c, "f.txt", quiet.disposition(d).access(rw | extra));
+            let broken = Some((Status::SUCCESS, FILE_OPLOCK_BROKEN_TO_NONE));
+            if breaks {
+                assert_eq!(r.status, STATUS_OPLOCK_BREAK_IN_PROGRESS, "{what}");
+                assert_eq!((completed(&m, s.io), completed(&m, t.io)), (broken, broken), "{what}");
+            } else {
+                assert_eq!(r.status, Status::SUCCESS, "{what}");
+                assert_eq!((completed(&m, s.io), completed(&m, t.io)), (None, None), "{what}");
+            }
+            // Either way the open streams are pending delete until their last cleanup.
+            let again = m.create(c, "f.txt:s", CreateOptions::open());
+            assert_eq!(again.status, Status::DELETE_PENDING, "{what}");
+            for h in [r.handle.unwrap(), hs, ht] {
+                m.close_handle(h);
+            }
+            assert!(m.file_contents(c, "f.txt:s").is_none(), "{what}");
+            assert!(m.findings().is_empty(), "{what}: {:?}", m.findings());
+        }
+    }
+}
+
+#[test]
+fn an_overwrite_asking_delete_waits_for_a_streams_batch_owner_before_the_share_check() {
+    // The break comes before the delete check across streams, as a file's own Batch oplock's
+    // does (oplocks.rs a_batch_oplock_breaks_before_the_share_check_and_close_pending_waits_for
+    // _the_cleanup): the stream's owner shares nothing, acknowledges that it closes, closes,
+    // and the overwrite then goes on, the stream gone at once (no handle left on it).
+    use fsfilter_sim::fs::oplock::code;
+    use fsfilter_sim::{EventKind, IoRequest};
+    let (mut m, c) = volume(FsKind::Ntfs);
+    write(&mut m, c, "f.txt:s", b"stream");
+    let hs = m.open(c, "f.txt:s", CreateOptions::open().overlapped().share(0)).unwrap();
+    let code = code::REQUEST_BATCH_OPLOCK;
+    let batch = m.io(IoRequest::Fsctl { handle: hs, code, input: &[], output_length: 0 });
+    assert_eq!(batch.status, Status::PENDING);
+    m.schedule(5, move |m| {
+        let ack = fsfilter_sim::fs::oplock::code::OPBATCH_ACK_CLOSE_PENDING;
+        let r = m.io(IoRequest::Fsctl { handle: hs, code: ack, input: &[], output_length: 0 });
+        assert_eq!(r.status, Status::SUCCESS);
+    });
+    m.schedule(20, move |m| {
+        let _ = m.close_handle(hs);
+    });
+    let before = m.now_ms();
+    let rwd = access::GENERIC_READ | access::GENERIC_WRITE | access::DELETE;
+    let r =
+        m.create(c, "f.txt", CreateOptions::open().disposition(disposition::OVERWRITE).access(rwd));
+    assert_eq!((r.status, r.information), (Status::SUCCESS, cr::OVERWRITTEN));
+    assert!(m.now_ms() >= before + 20, "waited for the owner's cleanup");
+    let broke = m
+        .events()
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::IoComplete { io, .. } if Some(*io) == batch.io));
+    assert!(broke, "the stream's Batch oplock was broken");
+    let gone = m.create(c, "f.txt:s", CreateOptions::open());
+    assert_eq!(gone.status, Status::OBJECT_NAME_NOT_FOUND);
+    m.close_handle(r.handle.unwrap());
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -525,6 +525,13 @@ impl Kernel {
         if node == ROOT && req.options & co::DELETE_ON_CLOSE != 0 {
             return Err(Status::CANNOT_DELETE);
         }
+        // An overwrite of a file's default stream asking DELETE (a supersede implies it) breaks
+        // its named streams' Batch and Filter oplocks first, before the share check (`streams`).
+        if overwrite && (req.access | implied) & acc::DELETE != 0 {
+            for (p, want) in self.stream_oplocks_to_break(mount, node, &req, implied) {
+                check(self, p, want, false)?;
+            }
+        }
         // The access an overwrite or a supersede implies is checked and recorded as share access
         // too (FatOpenExistingFcb adds it to the desired access before its IoCheckShareAccess;
         // until December 7 an attributes-only overwrite was let past a handle that shares no

@@ -332,6 +332,39 @@ impl Kernel {
         }
     }
 
+    /// Learn, "Checking the Oplock State of an IRP_MJ_CREATE operation", the second check across
+    /// streams (its text as WinFsp's create.c quotes it; every copy of the page read here stops
+    /// at its first words): a supersede, overwrite or overwrite-if of a file's primary data
+    /// stream with DELETE access requested breaks the Batch or Filter oplock of each of its
+    /// named streams that has one. The oplocks to break and what to break them for (against the
+    /// access the disposition implies too, as the other check); none for a named stream's own
+    /// overwrite. The caller has checked the disposition and DELETE (a supersede's implied
+    /// DELETE counted, choice).
+    pub(super) fn stream_oplocks_to_break(
+        &self,
+        mount: u32,
+        node: NodeId,
+        req: &CreateRequest,
+        implied: u32,
+    ) -> Vec<(usize, super::oplock::Want)> {
+        use super::oplock::create_want;
+        let media = self.stream_media(mount);
+        if node == VOLUME_NODE || media.node(node).host.is_some() || self.fs.oplocks.is_empty() {
+            return Vec::new();
+        }
+        let open = &self.fs.mounts[mount as usize].fcbs_by_node;
+        let access = req.access | implied;
+        media
+            .named_streams(node)
+            .into_iter()
+            .filter_map(|s| open.get(&s).copied())
+            .filter_map(|p| {
+                let o = self.fs.oplocks.get(&p).filter(|o| o.batch_or_filter())?;
+                Some((p, create_want(o, access, req.share, req.disposition, req.options)))
+            })
+            .collect()
+    }
+
     /// Learn, "File Streams": delete access asked on a file is checked against every open
     /// stream of it; a stream open without `FILE_SHARE_DELETE` refuses it. True when the open
     /// of `node` (a file's default stream) asking `share` may go on.
