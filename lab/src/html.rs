@@ -360,12 +360,18 @@ pub fn report(scenario: &Scenario, run: &Run) -> String {
         if let Some(r) = s.io.and_then(|io| results.get(&(s.index, io.0))) {
             result.push_str(&format!(" ({r})"));
         }
+        let mut result = esc(&result);
+        // A query_information step of class `stream`: the streams listed, on a line of their own
+        // after the status, as the text report's `streams:` line under the step (an extension).
+        for line in crate::text::streams_lines(run, s.index) {
+            let _ = write!(result, "<br>{}", esc(&line));
+        }
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.index,
             esc(&s.what),
-            esc(&result),
+            result,
             esc(&order)
         );
         for row in replies.remove(&s.index).into_iter().flatten() {

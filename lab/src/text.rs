@@ -561,16 +561,29 @@ fn steps(out: &mut String, run: &Run) {
             let _ = writeln!(out, "        {line}");
         }
         // A query_information step of class `stream`: the streams listed (an extension).
-        for q in run.streams.iter().filter(|q| q.step == s.index && !q.entries.is_empty()) {
+        for line in streams_lines(run, s.index) {
+            let _ = writeln!(out, "        {line}");
+        }
+    }
+    out.push('\n');
+}
+
+/// The `streams:` line of each query_information step of class `stream` that step `step` made
+/// and that listed streams (none for any other step): the text report's line under the step,
+/// the HTML report's line in the step's Result cell.
+pub fn streams_lines(run: &Run, step: u32) -> Vec<String> {
+    run.streams
+        .iter()
+        .filter(|q| q.step == step && !q.entries.is_empty())
+        .map(|q| {
             let listed: Vec<String> = q
                 .entries
                 .iter()
                 .map(|e| format!("{} ({} bytes, {} allocated)", e.name, e.size, e.allocation))
                 .collect();
-            let _ = writeln!(out, "        streams: {}", listed.join(", "));
-        }
-    }
-    out.push('\n');
+            format!("streams: {}", listed.join(", "))
+        })
+        .collect()
 }
 
 /// The lines under a `message` step: the reply, a spy log one record a line.

@@ -236,3 +236,27 @@ fn a_report_without_message_steps_is_unchanged() {
     let expected = std::fs::read_to_string(&snapshot).expect("the snapshot");
     assert!(expected == page, "the demonstration's HTML report differs from {snapshot}");
 }
+
+#[test]
+fn the_html_report_lists_the_streams_a_stream_query_step_got() {
+    // A query_information step of class `stream`: its row's Result cell gives the streams listed
+    // after the status, on a line of its own, as the text report's `streams:` line does.
+    let (r, page) = html_of_example("streams");
+    assert_eq!(r.streams.len(), 2, "the scenario's two stream queries");
+    for q in &r.streams {
+        assert!(!q.entries.is_empty(), "step {}", q.step);
+        let listed: Vec<String> = q
+            .entries
+            .iter()
+            .map(|e| format!("{} ({} bytes, {} allocated)", e.name, e.size, e.allocation))
+            .collect();
+        let start = format!("<tr><td>{}</td>", q.step);
+        let row = page.split(&start).nth(1).unwrap_or_else(|| panic!("no {start}"));
+        let row = &row[..row.find("</tr>").unwrap()];
+        let cells: Vec<&str> = row.split("<td>").collect();
+        let result = cells[2].trim_end_matches("</td>");
+        let expected = format!("STATUS_SUCCESS<br>streams: {}", listed.join(", "));
+        assert_eq!(result, expected, "step {}", q.step);
+        assert!(result.contains("::$DATA ("), "the default stream first: {result}");
+    }
+}
