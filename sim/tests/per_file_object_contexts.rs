@@ -268,3 +268,21 @@ fn misuses_are_reported() {
     m.close_handle(h);
     assert_eq!(rules(&m), [Rule::PerFileObjectContextMisuse; 3]);
 }
+
+#[test]
+fn a_lookup_or_removal_on_a_deleted_file_object_is_reported() {
+    // The routines read the file object (its flags, its extension's control block, WRK
+    // FsRtlLookupPerFileObjectContext): one the I/O manager deleted is freed memory. Reported as
+    // the insert of one is (BUGCHECK), and answered NULL; a live one: no finding.
+    let (mut m, c) = machine();
+    let h = m.open(c, "a.txt", CreateOptions::open()).unwrap();
+    let f = fo(&m, h);
+    assert_eq!(lookup(&m, f, OWNER_1, 0), 0);
+    assert_eq!(remove(&m, f, OWNER_1, 0), 0);
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    m.close_handle(h);
+    assert_eq!(lookup(&m, f, OWNER_1, 0), 0);
+    assert_eq!(rules(&m), [Rule::Bugcheck]);
+    assert_eq!(remove(&m, f, OWNER_1, 0), 0);
+    assert_eq!(rules(&m), [Rule::Bugcheck, Rule::Bugcheck]);
+}

@@ -283,7 +283,8 @@ export! { windows_sys::Wdk::Storage::FileSystem::FsRtlTeardownPerStreamContexts 
 
 /// The search of `FsRtlLookupPerFileObjectContext` and `FsRtlRemovePerFileObjectContext`
 /// (`routine`): the IRQL and the ids checked, then `search` with the file object, owner and
-/// instance. A NULL file object answers NULL (WRK).
+/// instance. A NULL file object answers NULL (WRK); one that is not a live file object (deleted
+/// by the I/O manager) is reported as a bug check and answers NULL.
 fn search_fo(
     routine: &str,
     fo: *const FILE_OBJECT,
@@ -295,6 +296,15 @@ fn search_fo(
         k.check_irql(APC_LEVEL, routine);
         let (owner, instance) = (owner as usize, instance as usize);
         k.per_fo_check_ids(routine, owner, instance);
+        if !fo.is_null() && !k.files.map.contains_key(&(fo as usize)) {
+            // Windows reads the file object's flags and extension: freed memory once the I/O
+            // manager deleted it (a filter that kept a pointer past the close).
+            k.report_current(
+                Rule::Bugcheck,
+                format!("{routine} of something that is no live file object"),
+            );
+            return 0;
+        }
         search(k, fo as usize, owner, instance)
     }) as *mut FSRTL_PER_FILEOBJECT_CONTEXT
 }
