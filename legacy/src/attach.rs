@@ -697,6 +697,12 @@ pub(crate) unsafe fn detach<F: Filter>(
             trace::emit(&TraceEvent::TeardownStart { instance: instance.id, reason });
         }
     }
+    if fsfilter::handle_context_words::<F>() > 0 {
+        // Handle contexts leave their file objects while every close still comes through us.
+        // SAFETY: our device, its teardown started, still attached; detach runs at
+        // PASSIVE_LEVEL (FastIoDetachDevice, the file-system notification, unload).
+        unsafe { crate::contexts::unlink_handles::<F>(source) };
+    }
     // SAFETY: the device we are attached to.
     unsafe { IoDetachDevice(target.cast_mut()) };
     state.end(ext);

@@ -43,9 +43,11 @@
 //! context they associate with a file object ... at IRP_CLOSE time" (WRK `filtrctx.c`), so the
 //! backend removes its own as every `IRP_MJ_CLOSE` at our volume device returns
 //! ([`handle_closed`], after the filter's pre-close, the last operation on the handle), and the
-//! instance's teardown removes the rest ([`sweep_handles`]). A block attached under the lock has
-//! a live file object: its close, which the I/O manager sends before it deletes the object,
-//! removes it under the lock first.
+//! instance's teardown removes the rest: off their file objects as it starts, before the device
+//! detaches ([`unlink_handles`]: after `IoDetachDevice` a close no longer comes through us), and
+//! freed as it completes ([`sweep_handles`]). A block on its file object under the lock has a
+//! live file object: its close, which the I/O manager sends through us before it deletes the
+//! object while we are attached, removes it under the lock first.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -110,6 +112,9 @@ struct HandleBlock {
     refs: AtomicU32,
     /// In the driver's list, holding the attachment's reference; under the lock.
     attached: bool,
+    /// Linked on its file object (FsRtl); under the lock. Taken off before the device detaches
+    /// as the instance's teardown starts ([`unlink_handles`]).
+    on_file: bool,
     /// The list's links; under the lock.
     prev: *mut HandleBlock,
     next: *mut HandleBlock,
@@ -573,6 +578,7 @@ unsafe fn create_handle<F: Filter>(
         b.fsrtl.InstanceId = block.cast();
         b.refs = AtomicU32::new(2);
         b.attached = true;
+        b.on_file = true;
         b.file = file;
     }
     // SAFETY: the live file object, at APC_LEVEL; the block stays in non-paged pool until it is
@@ -600,8 +606,8 @@ unsafe fn create_handle<F: Filter>(
     Ok(block)
 }
 
-/// Removes an attached handle block from its file object and the driver's list (the
-/// attachment's reference is then the caller's to release).
+/// Removes an attached handle block from its file object (unless [`unlink_handles`] did) and
+/// the driver's list (the attachment's reference is then the caller's to release).
 ///
 /// # Safety
 /// `block` must be attached; the context lock held.
@@ -610,11 +616,14 @@ unsafe fn create_handle<F: Filter>(
     reason = "the links of a doubly-linked list, under its lock, change together"
 )]
 unsafe fn detach_handle(c: &Contexts, block: *mut HandleBlock) {
-    // SAFETY: attached under the lock: alive, its file object too (module docs); the exact
-    // block (owner and instance); then the list's links.
+    // SAFETY: attached under the lock: alive; on its file object, the file object too (module
+    // docs); the exact block (owner and instance); then the list's links.
     unsafe {
-        let (file, owner) = ((*block).file, (*block).fsrtl.OwnerId);
-        let _ = FsRtlRemovePerFileObjectContext(file, owner, block.cast());
+        if (*block).on_file {
+            let (file, owner) = ((*block).file, (*block).fsrtl.OwnerId);
+            let _ = FsRtlRemovePerFileObjectContext(file, owner, block.cast());
+            (*block).on_file = false;
+        }
         let (prev, next) = ((*block).prev, (*block).next);
         if prev.is_null() {
             *c.handles.get() = next;
@@ -684,8 +693,40 @@ pub(crate) unsafe fn handle_closed<F: Filter>(
     }
 }
 
+/// Takes every handle block our volume device `device` attached off its file object as the
+/// instance's teardown starts, before the device detaches: from then on the closes of those
+/// file objects may no longer come through it (a handle closed while unload waits for an
+/// operation in flight), and the I/O manager would delete a file object with our context still
+/// linked. The blocks stay in the list, attached, until [`sweep_handles`] frees them as the
+/// teardown completes; creations are refused from the teardown's start ([`get_handle`]), so
+/// none is linked after this.
+///
+/// # Safety
+/// `device` must be our volume device whose teardown just started (its `torn_down` stored), at
+/// IRQL ≤ `APC_LEVEL`, still attached.
+pub(crate) unsafe fn unlink_handles<F: Filter>(device: *const DEVICE_OBJECT) {
+    let Some(c) = contexts::<F>() else { return };
+    lock(c);
+    // SAFETY: the list, under the lock.
+    let mut cur = unsafe { *c.handles.get() };
+    while !cur.is_null() {
+        // SAFETY: an attached block, under the lock.
+        let b = unsafe { &mut *cur };
+        let next = b.next;
+        if b.on_file && b.fsrtl.OwnerId.cast_const().cast() == device {
+            // SAFETY: on its file object, which is alive: its close has not come through our
+            // device (that would have removed the block), and we are still attached.
+            let _ = unsafe { FsRtlRemovePerFileObjectContext(b.file, b.fsrtl.OwnerId, cur.cast()) };
+            b.on_file = false;
+        }
+        cur = next;
+    }
+    unlock(c);
+}
+
 /// Removes every handle block our volume device `device` attached, as its instance's teardown
-/// completes (detach, dismount, unload).
+/// completes (detach, dismount, unload); [`unlink_handles`] took them off their file objects
+/// when it started.
 ///
 /// # Safety
 /// As [`sweep`].
