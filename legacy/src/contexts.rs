@@ -39,10 +39,10 @@
 //! `Filter::HANDLE_CONTEXT_WORDS`: an `FSRTL_PER_FILEOBJECT_CONTEXT` on the operation's file
 //! object (`FsRtlInsertPerFileObjectContext`, `FsRtlLookupPerFileObjectContext`,
 //! `FsRtlRemovePerFileObjectContext`) at the head of a [`HandleBlock`], in a second list under
-//! the same lock. FsRtl has no free callback for them: "Filter drivers must explicitly remove all
-//! context they associate with a file object ... at IRP_CLOSE time" (WRK `filtrctx.c`), so the
-//! backend removes its own as every `IRP_MJ_CLOSE` at our volume device returns
-//! ([`handle_closed`], after the filter's pre-close, the last operation on the handle), and the
+//! the same lock. FsRtl has no free callback for them: a filter must remove what it attached to a
+//! file object when the close comes (WRK `filtrctx.c`), so the backend removes its own at every
+//! `IRP_MJ_CLOSE` at our volume device ([`handle_closed`], after the filter's pre-close, the last
+//! operation on the handle, and before the close goes down), and the
 //! instance's teardown removes the rest: off their file objects as it starts, before the device
 //! detaches ([`unlink_handles`]: after `IoDetachDevice` a close no longer comes through us), and
 //! freed as it completes ([`sweep_handles`]). A block on its file object under the lock has a
@@ -659,15 +659,15 @@ unsafe fn release_handle<F: Filter>(block: *mut HandleBlock) {
     unsafe { ExFreePoolWithTag(block.cast(), HANDLE_TAG) };
 }
 
-/// An `IRP_MJ_CLOSE` of `file` at our volume device `device` returned from our dispatch (the
-/// filter's pre-close, the handle's last operation, is over): our handle context of the file
+/// An `IRP_MJ_CLOSE` of `file` at our volume device `device` is about to go on (the filter's
+/// pre-close, the handle's last operation, is over): our handle context of the file
 /// object, if any, is removed and its attachment's reference released (WRK
 /// `FsRtlRemovePerFileObjectContext`: at `IRP_MJ_CLOSE`, before the I/O manager deletes the
 /// file object).
 ///
 /// # Safety
-/// `file` must be the file object of a close our dispatch just handled (alive until the I/O
-/// manager deletes it after the close), at IRQL ≤ `APC_LEVEL`.
+/// `file` must be the file object of a close our dispatch holds (alive until the I/O manager
+/// deletes it after the close), at IRQL ≤ `APC_LEVEL`.
 pub(crate) unsafe fn handle_closed<F: Filter>(
     device: *const DEVICE_OBJECT,
     file: *mut FILE_OBJECT,

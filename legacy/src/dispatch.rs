@@ -96,17 +96,10 @@ pub(crate) unsafe extern "system" fn dispatch<F: Filter>(
             }
         }
         DeviceKind::Volume => {
-            let (major, file) = (sl.MajorFunction, sl.FileObject);
             // SAFETY: a live IRP at one of our volume devices.
-            let status =
-                unsafe { volume_dispatch::<F>(state, device, ext, irp, major, sl.MinorFunction) };
-            if fsfilter::handle_context_words::<F>() > 0 && major == MajorFunction::Close.code() {
-                // The handle's last operation is over: its handle context goes (rule 29).
-                // SAFETY: the close's file object, alive until the I/O manager deletes it
-                // after this close; at the close's IRQL (PASSIVE_LEVEL or APC_LEVEL).
-                unsafe { crate::contexts::handle_closed::<F>(device, file) };
+            unsafe {
+                volume_dispatch::<F>(state, device, ext, irp, sl.MajorFunction, sl.MinorFunction)
             }
-            status
         }
     }
 }
@@ -196,6 +189,8 @@ unsafe fn volume_dispatch<F: Filter>(
     }
     let registered = state.registration.get_irp(code);
     let Some(op) = registered.filter(|o| (o.pre || o.post) && !torn_down) else {
+        // SAFETY: the live IRP at our volume device, not yet passed on.
+        unsafe { close_handle_context::<F>(device, irp, code) };
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     };
@@ -205,6 +200,8 @@ unsafe fn volume_dispatch<F: Filter>(
     // Built only if filter logic or a skip flag asks.
     let header = LazyHeader::on_demand(&header_source, major, irp as usize);
     if op.has_skip_flags() && op.skips(header.get()) {
+        // SAFETY: the live IRP at our volume device, not yet passed on.
+        unsafe { close_handle_context::<F>(device, irp, code) };
         // SAFETY: forwarded.
         return unsafe { pass_through(ext, irp) };
     }
@@ -224,6 +221,8 @@ unsafe fn volume_dispatch<F: Filter>(
             None => PreOutcome::NoPost,
         }
     };
+    // SAFETY: the live IRP at our volume device, not yet passed on.
+    unsafe { close_handle_context::<F>(device, irp, code) };
     let has_post = op.post;
     let cleanup_or_close = matches!(major, MajorFunction::Cleanup | MajorFunction::Close);
     let id = irp as usize;
@@ -314,6 +313,26 @@ unsafe fn volume_dispatch<F: Filter>(
             }
         }
     }
+}
+
+/// The handle's last operation: at an `IRP_MJ_CLOSE`, its handle context goes once the filter's
+/// pre-close (if any) is over and before the close goes on (rule 29), while the file object is
+/// certainly alive and before anything of this driver could be unloaded under the request:
+/// nothing of the driver runs for a close passed through after it goes down. Compiled only into
+/// filters that declare handle contexts (the constant first).
+///
+/// # Safety
+/// `irp` must be live at our volume device `device`, not yet passed on, completed or pended.
+#[inline(always)]
+unsafe fn close_handle_context<F: Filter>(device: *const DEVICE_OBJECT, irp: *mut IRP, code: u8) {
+    if fsfilter::handle_context_words::<F>() == 0 || code != MajorFunction::Close.code() {
+        return;
+    }
+    // SAFETY: the caller's live IRP at our location.
+    let file = unsafe { raw::location(irp) }.FileObject;
+    // SAFETY: the close's file object, alive until the I/O manager deletes it after this close;
+    // at the close's IRQL (≤ APC_LEVEL).
+    unsafe { crate::contexts::handle_closed::<F>(device, file) };
 }
 
 /// Sets `routine` as our completion routine on the IRP's next location, invoked on success, error

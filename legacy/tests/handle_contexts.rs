@@ -111,3 +111,38 @@ fn a_handle_closed_while_the_unload_drains_leaves_no_context_on_its_file_object(
     assert!(m.findings().is_empty(), "{:?}", m.findings());
     assert_eq!(CLOSER_FREED.load(core::sync::atomic::Ordering::Relaxed), 2);
 }
+
+/// The legacy backend takes a handle's context off its file object, and frees it, once its
+/// pre-close is over and before the close goes down (rule 29): a legacy filter below sees the
+/// close after the free, and nothing of the upper driver runs for the close once it went on
+/// (until December 8 the removal ran as the close returned from below, after the lower
+/// filter's pre- and post-close, touching the driver's state after the request it passed on).
+/// The Filter Manager frees a stream-handle context after the close instead (docs/semantics.md,
+/// row handle-contexts).
+#[test]
+fn a_handle_context_is_freed_before_the_close_goes_down_to_a_legacy_filter_below() {
+    use fsfilter::Status;
+    use handle_contexts::{HANDLE_UNDECLARED, HANDLER, Seen};
+    let (mut m, c) = handle_contexts::machine(
+        install,
+        &[(HANDLE_UNDECLARED, undeclared::ENTRY), (HANDLER, handler::ENTRY)],
+    );
+    let options = fsfilter_sim::CreateOptions::open()
+        .access(fsfilter_sim::nt::access::FILE_READ_DATA | fsfilter_sim::nt::access::SYNCHRONIZE);
+    let h = m.create(c, r"\ctx\a.txt", options).handle.expect("opened");
+    handle_contexts::seen();
+    assert_eq!(m.close_handle(h), Status::SUCCESS);
+    m.settle();
+    let refused = Err(Status::NOT_SUPPORTED);
+    assert_eq!(
+        handle_contexts::seen(),
+        [
+            Seen::Asked { stage: "close", answer: Ok((false, vec![2, 1])) },
+            Seen::Freed(vec![2, 1]),
+            Seen::Asked { stage: "close", answer: refused.clone() },
+            Seen::Asked { stage: "post-close", answer: refused.clone() },
+            Seen::Asked { stage: "post-close", answer: refused },
+        ]
+    );
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+}

@@ -255,8 +255,8 @@ pub(crate) unsafe fn stream_context<F: Filter>(
 /// The file object of the operation's open stream: `None` outside an operation, in pre-create,
 /// in the post of a create that opened nothing (failed, or `STATUS_REPARSE`: rule 27), in
 /// post-close, for a volume open (rule 28), and in pre-close for a request that would create a
-/// handle's context (`creates_handle_context`, rule 29). The Filter Manager answers for streams whose file
-/// system keeps no filter contexts (`STATUS_NOT_SUPPORTED`).
+/// handle's context (`creates_handle_context`, rule 29). The Filter Manager answers for streams
+/// whose file system keeps no filter contexts (`STATUS_NOT_SUPPORTED`).
 ///
 /// # Safety
 /// `data` is null or the running callback's valid data.
@@ -321,8 +321,8 @@ unsafe fn attach_of<F: Filter>(
         (block_size::<F>(), FLT_STREAM_CONTEXT as u16)
     };
     let mut new: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: the registered filter; the type and size are registered (`tables::stream_context_table`);
-    // a valid out pointer.
+    // SAFETY: the registered filter; the type and size are registered
+    // (`tables::stream_context_table`); a valid out pointer.
     let status = Status(unsafe { FltAllocateContext(filter, ty, size, NonPagedPoolNx, &mut new) });
     if let Some(e) = Error::new(status) {
         return Err(e);

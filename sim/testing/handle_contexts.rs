@@ -222,10 +222,27 @@ fn got(created: bool, uses: u64, marker: u64) -> core::result::Result<(bool, Vec
 
 const REFUSED: core::result::Result<(bool, Vec<u64>), Status> = Err(Status::NOT_SUPPORTED);
 
+/// The asks in order, and the frees in order: when a handle's context is freed against its
+/// close's callbacks differs between the models (the legacy backend frees it after the
+/// pre-close, before the close goes down; the Filter Manager after the close).
+fn asks_and_frees(seen: Vec<Seen>) -> (Vec<Seen>, Vec<Vec<u64>>) {
+    let (frees, asks): (Vec<Seen>, Vec<Seen>) =
+        seen.into_iter().partition(|s| matches!(s, Seen::Freed(_)));
+    let frees = frees
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Freed(w) => Some(w),
+            Seen::Asked { .. } => None,
+        })
+        .collect();
+    (asks, frees)
+}
+
 /// A context per handle: two handles on one stream have two contexts (each `created` by its own
 /// post-create); a later operation on a handle finds its own; each is freed once, at its own
 /// handle's close, after the pre-close that found it (the handle's last operation: post-close
-/// is refused), not at the other handle's close. Pre-create is refused.
+/// is refused), not at the other handle's close. Pre-create is refused. (Where the free falls
+/// against the post-close differs: `asks_and_frees`.)
 pub(crate) fn check_per_handle(install: Install, handler: fsfilter_sim::DriverEntry) {
     let (mut m, c) = machine(install, &[(HANDLER, handler)]);
     let a = r"\ctx\a.txt";
@@ -246,19 +263,21 @@ pub(crate) fn check_per_handle(install: Install, handler: fsfilter_sim::DriverEn
     );
     close(&mut m, h1);
     assert_eq!(
-        seen(),
-        [asked("close", got(false, 3, 1)), asked("post-close", REFUSED), Seen::Freed(vec![3, 1])]
+        asks_and_frees(seen()),
+        (vec![asked("close", got(false, 3, 1)), asked("post-close", REFUSED)], vec![vec![3, 1]])
     );
     read(&mut m, h2);
     close(&mut m, h2);
     assert_eq!(
-        seen(),
-        [
-            asked("read", got(false, 3, 2)),
-            asked("close", got(false, 4, 2)),
-            asked("post-close", REFUSED),
-            Seen::Freed(vec![4, 2]),
-        ]
+        asks_and_frees(seen()),
+        (
+            vec![
+                asked("read", got(false, 3, 2)),
+                asked("close", got(false, 4, 2)),
+                asked("post-close", REFUSED),
+            ],
+            vec![vec![4, 2]]
+        )
     );
     finish(m, &[HANDLER]);
 }

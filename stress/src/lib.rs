@@ -1,8 +1,8 @@
 //! fsfilter-stress: random machines and timelines for issue 10's randomized stress.
 //!
 //! A [`plan::Plan`] (volumes of every kind, the samples under both models at random altitudes and
-//! start types, a random timeline of loads, unloads, stops, mounts, dismounts and PnP removals, manual attaches
-//! and detaches and I/O in every mode) renders to scenario TOML, the lab's parser reads it back,
+//! start types, a random timeline of loads, unloads, stops, mounts, dismounts and PnP removals,
+//! manual attaches and detaches and I/O in every mode) renders to scenario TOML, the lab's parser reads it back,
 //! the lab runs it in the simulator, and [`check`] checks the invariants on the run's events,
 //! its per-step snapshots and the machine at the end.
 
